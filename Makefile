@@ -1,0 +1,51 @@
+# Queue Manager — one entry point for setting up, running, testing and benchmarking.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
+GEN_DIR := clients/python
+
+.PHONY: run install dev proto proto-check lint test test-soak bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Runtime install: client + server (editable) in one virtualenv.
+$(VENV)/.installed: $(BIN)/python clients/python/pyproject.toml server/pyproject.toml
+	$(BIN)/python -m pip install -q -e clients/python -e server
+	touch $@
+
+# Development install: adds test, lint and codegen tools.
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+run: $(VENV)/.installed
+	$(BIN)/qm serve
+
+proto: $(VENV)/.dev-installed
+	$(BIN)/python scripts/gen_proto.py
+
+proto-check: $(VENV)/.dev-installed
+	$(BIN)/python scripts/gen_proto.py --check
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest tests
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
