@@ -1,0 +1,197 @@
+"""The server process: what starts in which order, and how it stops.
+
+Start: Redis (embedded Valkey if none configured) → checks → engine scripts → gRPC services → loops.
+Stop (reverse, so nothing acknowledged is dropped): health NOT_SERVING → workers told to drain and given
+the grace period → leases still held released to waiting → gRPC server stopped → loops stopped →
+Redis closed → embedded Valkey stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from queue_manager.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+from queue_manager_server.components.base import Component
+from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Promoter, Reaper
+from queue_manager_server.components.notifier import Notifier
+from queue_manager_server.config import Settings
+from queue_manager_server.embedded import EmbeddedValkey
+from queue_manager_server.engine import Engine
+from queue_manager_server.services.jobs import JobService
+from queue_manager_server.services.queues import QueueService
+from queue_manager_server.services.workers import Dispatcher, WorkerService
+
+log = logging.getLogger("queue_manager_server.app")
+
+SERVICE_NAMES = [
+    queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+]
+# Policies that never evict keys; anything else can silently drop jobs.
+SAFE_POLICIES = {"noeviction"}
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why and what to do."""
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedValkey | None = None
+        self.redis: Redis | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.components: list[Component] = []
+        self.notifier: Notifier | None = None
+        self.workers: WorkerService | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.health = health_aio.HealthServicer()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def address(self) -> str:
+        host = self.settings.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        s = self.settings
+        url = s.redis_url
+        if url is None:
+            self.embedded = EmbeddedValkey(s.data_dir, s.embedded_port)
+            url = await asyncio.to_thread(self.embedded.start)
+        self.redis = Redis.from_url(url, decode_responses=False, socket_keepalive=True)
+        await self._check_redis(external=self.embedded is None)
+        engine = Engine(self.redis, s.key_prefix)
+        await engine.scripts.load_all()
+
+        self.dispatcher = Dispatcher(engine, s.lease_ms)
+        self.workers = WorkerService(engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes)
+        self.server = grpc.aio.server(options=self._grpc_options())
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(engine), self.server)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(engine, s.max_payload_bytes), self.server)
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection([*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server)
+        try:
+            self.port = self.server.add_insecure_port(s.listen)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
+        if self.port == 0:
+            raise StartupError(f"cannot listen on {s.listen}: address in use or invalid")
+        await self.server.start()
+
+        self.notifier = Notifier(self.redis, engine.channel, self.dispatcher)
+        self.notifier.start()
+        monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
+        await monitor.set(True)
+        self.components = [
+            Reaper(engine, s.reaper_interval_ms / 1000),
+            Promoter(engine, 1.0),
+            Janitor(engine, 30.0),
+            monitor,
+        ]
+        for c in self.components:
+            c.start()
+        await asyncio.wait_for(self.notifier.ready.wait(), 10)
+        log.info("server started", extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix})
+
+    def _grpc_options(self) -> list[tuple[str, int]]:
+        size = self.settings.max_message_bytes
+        return [
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            # Idle worker streams must survive: accept client pings every 5 s or more, even with no calls.
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_ping_strikes", 0),
+            # Server-side pings find dead peers behind half-open connections.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.so_reuseport", 0),
+        ]
+
+    async def _check_redis(self, external: bool) -> None:
+        assert self.redis is not None
+        try:
+            await self.redis.ping()
+        except Exception as exc:  # noqa: BLE001
+            raise StartupError(f"cannot reach Redis: {exc}; check REDIS_URL / REDIS_HOST") from None
+        if not external:
+            return
+        try:
+            policy = (await self.redis.config_get("maxmemory-policy")).get(b"maxmemory-policy", b"").decode()
+        except Exception:  # noqa: BLE001 - CONFIG may be disabled on managed Redis; then we cannot tell
+            log.warning("cannot read maxmemory-policy; make sure it is noeviction")
+            return
+        if policy and policy not in SAFE_POLICIES:
+            raise StartupError(
+                f"Redis maxmemory-policy is {policy!r}, which evicts keys and would lose jobs; "
+                "set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction)"
+            )
+
+    async def stop(self) -> None:
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        log.info("server stopping")
+        grace = self.settings.shutdown_grace_ms / 1000
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, health_pb2_not_serving())
+        if self.workers is not None:
+            await self.workers.drain(grace)
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        for c in self.components:
+            await c.stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("server stopped")
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def health_pb2_not_serving() -> int:
+    from grpc_health.v1 import health_pb2
+
+    return int(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def print_banner(app: App) -> None:
+    a = app.address
+    where = f"embedded Valkey in {app.embedded.data_dir}" if app.embedded else "configured Redis"
+    print(
+        f"Queue Manager listening on {a} (gRPC, plaintext), storing jobs in {where}.\n"
+        f"Try it:\n"
+        f"  grpcurl -plaintext {a} list\n"
+        f"  QM_SERVER={a} qm queues register demo && QM_SERVER={a} qm add demo hello --data '{{\"x\": 1}}'\n"
+        f"Stop with Ctrl-C (graceful shutdown).",
+        file=sys.stderr,
+        flush=True,
+    )

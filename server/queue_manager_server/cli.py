@@ -1,0 +1,49 @@
+"""``qm serve``: runs the server until SIGTERM/SIGINT, then shuts down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from queue_manager_server import logs
+from queue_manager_server.app import App, StartupError, print_banner
+from queue_manager_server.config import Settings, parse_args
+
+
+async def serve(settings: Settings) -> None:
+    app = App(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop()
+        raise
+    print_banner(app)
+    await stop.wait()
+    await app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    logs.setup(settings.log_level)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep plain asyncio working
+        runner = asyncio.run
+    try:
+        runner(serve(settings))
+    except StartupError as exc:
+        print(f"qm serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

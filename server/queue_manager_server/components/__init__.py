@@ -1,0 +1,1 @@
+"""Background components: small loops with one lifecycle (start, stop), safe to run in many servers."""

@@ -1,0 +1,89 @@
+"""The engine's periodic loops. Each script they run is atomic and idempotent, so any number of server
+processes may run them at once: a second server only repeats a no-op."""
+
+from __future__ import annotations
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
+
+from queue_manager_server.components.base import Component
+from queue_manager_server.engine import Engine
+
+
+class Reaper(Component):
+    """Recovers jobs whose lease expired: the backstop for workers and servers that died."""
+
+    name = "reaper"
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        super().__init__(interval)
+        self.engine = engine
+
+    async def tick(self) -> None:
+        for queue in await self.engine.queue_names():
+            back, lost, _ = await self.engine.reap(queue)
+            if back or lost:
+                self.log.info("recovered stalled jobs", extra={"queue": queue, "requeued": back, "failed": lost})
+
+
+class Promoter(Component):
+    """Moves due delayed jobs to waiting in queues that no local worker is claiming from right now.
+
+    Served queues promote inside their claim call, timed by the next run-at, so this loop only keeps
+    the state of unserved queues truthful; it need not be fast.
+    """
+
+    name = "promoter"
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        super().__init__(interval)
+        self.engine = engine
+
+    async def tick(self) -> None:
+        for queue in await self.engine.queue_names():
+            await self.engine.promote(queue)
+
+
+class Janitor(Component):
+    """Applies age-based retention to finished jobs and finishes interrupted dead-letter hand-offs."""
+
+    name = "janitor"
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        super().__init__(interval)
+        self.engine = engine
+
+    async def tick(self) -> None:
+        for queue in await self.engine.queue_names():
+            removed = await self.engine.apply_retention(queue)
+            moved = await self.engine.hand_off_dead_letters(queue)
+            if removed or moved:
+                self.log.info("housekeeping", extra={"queue": queue, "removed": removed, "dead_lettered": moved})
+
+
+class HealthMonitor(Component):
+    """Reports SERVING while Redis answers, NOT_SERVING otherwise (grpc.health.v1)."""
+
+    name = "health"
+
+    def __init__(self, engine: Engine, health: health_aio.HealthServicer, services: list[str], interval: float) -> None:
+        super().__init__(interval)
+        self.engine = engine
+        self.health = health
+        self.services = services
+        self.serving: bool | None = None
+
+    async def tick(self) -> None:
+        try:
+            ok = await self.engine.ping()
+        except Exception:  # noqa: BLE001 - unreachable is the answer
+            ok = False
+        await self.set(ok)
+
+    async def set(self, ok: bool) -> None:
+        if ok != self.serving:
+            self.serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ["", *self.services]:
+                await self.health.set(name, status)
+            self.log.info("health changed", extra={"serving": ok})

@@ -1,0 +1,60 @@
+"""Listens to the engine's pub/sub channel and wakes the dispatcher loop of the queue concerned.
+
+This is how a job added through any server reaches idle workers connected to any other at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+
+from queue_manager_server.services.workers import Dispatcher
+
+log = logging.getLogger("queue_manager_server.notifier")
+
+
+class Notifier:
+    name = "notifier"
+
+    def __init__(self, redis: Redis, channel: str, dispatcher: Dispatcher) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.dispatcher = dispatcher
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as ps:
+                    await ps.subscribe(self.channel)
+                    self.ready.set()
+                    backoff = 0.1
+                    # After a (re)subscribe, anything published meanwhile was missed: wake every loop.
+                    for queue in list(self.dispatcher.sessions):
+                        self.dispatcher.wake(queue)
+                    async for message in ps.listen():
+                        if message.get("type") == "message":
+                            parts = message["data"].split(b" ")
+                            if len(parts) >= 2:
+                                self.dispatcher.wake(parts[1].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnect with backoff
+                self.ready.clear()
+                log.warning("subscription lost; reconnecting", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,113 @@
+"""Server settings: flags override environment variables, which override defaults.
+
+Environment: QM_* for every setting, plus the seed's REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_DB,
+LOG_LEVEL and the common REDIS_URL. With no Redis configured the server starts a private Valkey.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+
+@dataclass(slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    # None: start an embedded Valkey in data_dir.
+    redis_url: str | None = None
+    data_dir: str = ".qm-data"
+    key_prefix: str = "qm"
+    lease_ms: int = 30_000
+    max_payload_bytes: int = 1024 * 1024
+    shutdown_grace_ms: int = 10_000
+    reaper_interval_ms: int = 1_000
+    log_level: str = "INFO"
+    server_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Ask the embedded Valkey to listen on this port (0 = any free port).
+    embedded_port: int = 0
+
+    @property
+    def heartbeat_ms(self) -> int:
+        return max(self.lease_ms // 3, 100)
+
+    @property
+    def max_message_bytes(self) -> int:
+        # Room for a full bulk message of payload-limit jobs plus framing.
+        return max(16 * 1024 * 1024, self.max_payload_bytes * 4)
+
+
+def redis_url_from_env(env: Mapping[str, str]) -> str | None:
+    """QM_REDIS_URL, then REDIS_URL, then REDIS_HOST/PORT/PASSWORD/DB; None when nothing is set."""
+    url = env.get("QM_REDIS_URL") or env.get("REDIS_URL")
+    if url:
+        return url
+    host = env.get("REDIS_HOST")
+    if not host:
+        return None
+    password = env.get("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
+
+
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    d = Settings()
+
+    def e(name: str, default: object) -> str:
+        return env.get(name, str(default))
+
+    p = argparse.ArgumentParser(prog="qm serve", description="Run the Queue Manager gRPC server.")
+    p.add_argument("--listen", default=e("QM_LISTEN", d.listen), help="HOST:PORT to serve gRPC on [QM_LISTEN]")
+    p.add_argument(
+        "--redis-url",
+        default=redis_url_from_env(env),
+        help="Redis/Valkey URL [QM_REDIS_URL, REDIS_URL, REDIS_HOST/PORT/PASSWORD/DB]; "
+        "unset: start an embedded Valkey",
+    )
+    p.add_argument("--data-dir", default=e("QM_DATA_DIR", d.data_dir), help="embedded Valkey data dir [QM_DATA_DIR]")
+    p.add_argument("--key-prefix", default=e("QM_KEY_PREFIX", d.key_prefix), help="Redis key prefix [QM_KEY_PREFIX]")
+    p.add_argument(
+        "--lease-ms", type=int, default=int(e("QM_LEASE_DURATION_MS", d.lease_ms)), help="job lease [QM_LEASE_DURATION_MS]"
+    )
+    p.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=int(e("QM_MAX_PAYLOAD_BYTES", d.max_payload_bytes)),
+        help="largest job data or result [QM_MAX_PAYLOAD_BYTES]",
+    )
+    p.add_argument(
+        "--shutdown-grace-ms",
+        type=int,
+        default=int(e("QM_SHUTDOWN_GRACE_MS", d.shutdown_grace_ms)),
+        help="time in-flight jobs get to finish on shutdown [QM_SHUTDOWN_GRACE_MS]",
+    )
+    p.add_argument(
+        "--reaper-interval-ms",
+        type=int,
+        default=int(e("QM_REAPER_INTERVAL_MS", d.reaper_interval_ms)),
+        help="how often expired leases are looked for [QM_REAPER_INTERVAL_MS]",
+    )
+    p.add_argument(
+        "--log-level", default=env.get("QM_LOG_LEVEL") or env.get("LOG_LEVEL") or d.log_level, help="[QM_LOG_LEVEL, LOG_LEVEL]"
+    )
+    p.add_argument("--embedded-port", type=int, default=int(e("QM_EMBEDDED_PORT", 0)), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    for name, value in (("--lease-ms", a.lease_ms), ("--max-payload-bytes", a.max_payload_bytes)):
+        if value <= 0:
+            p.error(f"{name} must be positive")
+    return Settings(
+        listen=a.listen,
+        redis_url=a.redis_url,
+        data_dir=a.data_dir,
+        key_prefix=a.key_prefix,
+        lease_ms=a.lease_ms,
+        max_payload_bytes=a.max_payload_bytes,
+        shutdown_grace_ms=a.shutdown_grace_ms,
+        reaper_interval_ms=a.reaper_interval_ms,
+        log_level=a.log_level.upper(),
+        embedded_port=a.embedded_port,
+    )

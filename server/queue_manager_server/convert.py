@@ -1,0 +1,313 @@
+"""The one place where protobuf messages meet engine records (both directions), validating on the way in."""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf import json_format, struct_pb2
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from queue_manager.v1 import job_service_pb2, types_pb2, worker_service_pb2
+from queue_manager_server import validate
+from queue_manager_server.engine.engine import DEFAULT_DLQ
+from queue_manager_server.engine.records import ClaimedJob, JobRecord, Metrics, NewJob, QueueRecord
+from queue_manager_server.errors import InvalidArgument
+
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+DAY_MS = 24 * 3600 * 1000
+DEFAULT_COMPLETED_KEEP = (DAY_MS, 10_000)
+DEFAULT_FAILED_KEEP = (7 * DAY_MS, 100_000)
+DEFAULT_MAX_STALLED = 1
+
+STATE_NAMES = {
+    types_pb2.JOB_STATE_WAITING: "waiting",
+    types_pb2.JOB_STATE_ACTIVE: "active",
+    types_pb2.JOB_STATE_DELAYED: "delayed",
+    types_pb2.JOB_STATE_COMPLETED: "completed",
+    types_pb2.JOB_STATE_FAILED: "failed",
+    types_pb2.JOB_STATE_PAUSED: "paused",
+}
+STATE_VALUES = {v: k for k, v in STATE_NAMES.items()}
+
+
+def state_name(value: int, field: str = "state") -> str:
+    name = STATE_NAMES.get(value)  # type: ignore[call-overload]
+    if name is None:
+        raise InvalidArgument(field, "is required: one of waiting, active, delayed, completed, failed, paused")
+    return name
+
+
+# ---- payloads ----------------------------------------------------------------------------------
+
+
+def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str]:
+    """Returns (body, content type); JSON values are stored as compact UTF-8 JSON."""
+    kind = p.WhichOneof("body")
+    if kind == "raw":
+        body, ct = p.raw, p.content_type or OCTETS
+        validate.payload_size(len(body), limit, field)
+        if ct == JSON:
+            validate.json_bytes(body, field)
+        return body, ct
+    if kind == "json":
+        body = json.dumps(json_format.MessageToDict(p.json), separators=(",", ":")).encode()
+        validate.payload_size(len(body), limit, field)
+        return body, JSON
+    return b"null", JSON
+
+
+def payload_out(body: bytes | None, ct: str, json_view: bool) -> types_pb2.Payload:
+    """json_view: send JSON bodies as a google.protobuf.Value (readable in grpcurl) instead of raw bytes."""
+    if body is None:
+        return types_pb2.Payload()
+    if json_view and ct == JSON:
+        value = struct_pb2.Value()
+        json_format.ParseDict(json.loads(body), value)
+        return types_pb2.Payload(json=value, content_type=JSON)
+    return types_pb2.Payload(raw=body, content_type=ct)
+
+
+# ---- durations and times -----------------------------------------------------------------------
+
+
+def ms_duration(ms: int) -> Duration:
+    d = Duration()
+    d.FromMilliseconds(ms)
+    return d
+
+
+def ms_timestamp(ms: int) -> Timestamp:
+    t = Timestamp()
+    t.FromMilliseconds(ms)
+    return t
+
+
+def _keep(k: types_pb2.KeepJobs, field: str) -> str:
+    """Encodes a job's keep policy for Lua: "" default, "r" remove, "age:count" (0 = default part)."""
+    if k.remove:
+        return "r"
+    age = validate.duration_ms(k.age, f"{field}.age") if k.HasField("age") else 0
+    return f"{age}:{k.count}" if age or k.count else ""
+
+
+# ---- jobs in -----------------------------------------------------------------------------------
+
+
+def new_job(j: job_service_pb2.NewJob, field: str, payload_limit: int) -> NewJob:
+    name = validate.text(j.name, f"{field}.name")
+    data, ct = payload_in(j.data, f"{field}.data", payload_limit)
+    out = NewJob(id="", name=name, data=data, content_type=ct)
+    if j.HasField("options"):
+        apply_options(out, j.options, f"{field}.options")
+    return out
+
+
+def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
+    out.priority = validate.enum_value(o.priority, range(0, 6), f"{field}.priority", "1 (CRITICAL) to 5 (BACKGROUND)")
+    if o.HasField("delay") and o.HasField("schedule_time"):
+        raise InvalidArgument(f"{field}.delay", "set either delay or schedule_time, not both")
+    if o.HasField("delay"):
+        out.delay_ms = validate.duration_ms(o.delay, f"{field}.delay")
+    if o.HasField("schedule_time"):
+        out.run_at_ms = o.schedule_time.ToMilliseconds()
+        if out.run_at_ms < 0:
+            raise InvalidArgument(f"{field}.schedule_time", "must be after 1970-01-01")
+    out.attempts = validate.count(o.attempts, f"{field}.attempts", validate.MAX_ATTEMPTS)
+    if o.HasField("backoff"):
+        b = o.backoff
+        out.backoff_type = validate.enum_value(b.type, range(0, 3), f"{field}.backoff.type", "FIXED or EXPONENTIAL")
+        out.backoff_delay_ms = validate.duration_ms(b.delay, f"{field}.backoff.delay")
+        out.backoff_jitter = validate.fraction(b.jitter, f"{field}.backoff.jitter")
+        out.backoff_max_ms = validate.duration_ms(b.max_delay, f"{field}.backoff.max_delay")
+        if out.backoff_type == 0 and (out.backoff_delay_ms or out.backoff_jitter or out.backoff_max_ms):
+            raise InvalidArgument(f"{field}.backoff.type", "is required when a backoff delay is given")
+    if o.job_id:
+        out.id = validate.job_id(o.job_id, f"{field}.job_id")
+    if o.HasField("metadata"):
+        m = o.metadata
+        validate.text(m.correlation_id, f"{field}.metadata.correlation_id", 200, required=False)
+        validate.count(len(m.tags), f"{field}.metadata.tags", 100)
+        validate.count(len(m.attributes), f"{field}.metadata.attributes", 100)
+        out.metadata = m.SerializeToString()
+    if o.HasField("remove_on_complete"):
+        out.keep_completed = _keep(o.remove_on_complete, f"{field}.remove_on_complete")
+    if o.HasField("remove_on_fail"):
+        out.keep_failed = _keep(o.remove_on_fail, f"{field}.remove_on_fail")
+    if o.HasField("timeout"):
+        out.timeout_ms = validate.duration_ms(o.timeout, f"{field}.timeout")
+    out.max_stalled = validate.count(o.max_stalled, f"{field}.max_stalled", 1000)
+
+
+# ---- jobs out ----------------------------------------------------------------------------------
+
+
+def _metadata(raw: bytes | None) -> types_pb2.JobMetadata | None:
+    return types_pb2.JobMetadata.FromString(raw) if raw else None
+
+
+def _keep_out(policy: str) -> types_pb2.KeepJobs | None:
+    if not policy:
+        return None
+    if policy == "r":
+        return types_pb2.KeepJobs(remove=True)
+    age, count = (int(x) for x in policy.split(":"))
+    k = types_pb2.KeepJobs(count=count)
+    if age:
+        k.age.CopyFrom(ms_duration(age))
+    return k
+
+
+def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
+    """A stored job for admin reads (JSON payloads as JSON values)."""
+    st = r.text("st")
+    if st == "waiting" and queue_paused:
+        st = "paused"
+    j = types_pb2.Job(
+        id=r.id,
+        queue_name=r.queue,
+        name=r.text("name"),
+        data=payload_out(r.raw("data"), r.text("ct"), json_view=True),
+        state=STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),  # type: ignore[arg-type]
+        priority=r.int("pri", 3),  # type: ignore[arg-type]
+        attempts_made=r.int("atm"),
+        max_attempts=r.int("att", 1),
+        stalled_count=r.int("stc"),
+        failed_reason=r.text("err"),
+        stacktrace=r.text("stk"),
+        worker_id=r.text("wid"),
+        create_time=ms_timestamp(r.int("ts")),
+    )
+    if r.raw("res") is not None:
+        j.result.CopyFrom(payload_out(r.raw("res"), r.text("rct"), json_view=True))
+    if r.raw("prog"):
+        json_format.ParseDict(json.loads(r.raw("prog") or b"null"), j.progress)
+    for name, target in (("pts", j.process_time), ("fts", j.finish_time), ("run", j.run_time)):
+        if r.raw(name):
+            target.CopyFrom(ms_timestamp(r.int(name)))
+    md = _metadata(r.raw("md"))
+    if md is not None:
+        j.metadata.CopyFrom(md)
+    o = j.options
+    o.priority = j.priority
+    o.attempts = j.max_attempts
+    o.max_stalled = r.int("ms")
+    if r.int("bt"):
+        o.backoff.type = r.int("bt")  # type: ignore[assignment]
+        o.backoff.delay.CopyFrom(ms_duration(r.int("bd")))
+        o.backoff.jitter = r.float("bj")
+        if r.int("bm"):
+            o.backoff.max_delay.CopyFrom(ms_duration(r.int("bm")))
+    if r.int("to"):
+        o.timeout.CopyFrom(ms_duration(r.int("to")))
+    for policy, target in ((r.text("kc"), o.remove_on_complete), (r.text("kf"), o.remove_on_fail)):
+        k = _keep_out(policy)
+        if k is not None:
+            target.CopyFrom(k)
+    if md is not None:
+        o.metadata.CopyFrom(md)
+    return j
+
+
+def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.LeasedJob:
+    """A claimed job for the worker stream (payload as raw bytes: no JSON work on the hot path)."""
+    job = types_pb2.Job(
+        id=c.id,
+        queue_name=queue,
+        name=c.name,
+        data=types_pb2.Payload(raw=c.data, content_type=c.content_type),
+        state=types_pb2.JOB_STATE_ACTIVE,
+        priority=c.priority,  # type: ignore[arg-type]
+        attempts_made=c.attempts_made,
+        max_attempts=c.max_attempts,
+        stalled_count=c.stalled_count,
+        create_time=ms_timestamp(c.created_ms),
+    )
+    if c.metadata:
+        job.metadata.MergeFromString(c.metadata)
+    if c.timeout_ms:
+        job.options.timeout.CopyFrom(ms_duration(c.timeout_ms))
+    return worker_service_pb2.LeasedJob(
+        job=job,
+        lease_token=token,
+        lease_expire_time=ms_timestamp(c.lease_expiry_ms),
+        redelivery=c.redelivery,
+    )
+
+
+# ---- queues ------------------------------------------------------------------------------------
+
+
+def queue_meta(cfg: types_pb2.QueueConfig, field: str = "config") -> tuple[dict[str, str | int | bytes], types_pb2.QueueConfig]:
+    """Validates a queue config, fills defaults, and flattens it into the meta fields Lua reads."""
+    filled = types_pb2.QueueConfig()
+    filled.CopyFrom(cfg)
+    fields: dict[str, str | int | bytes] = {}
+    rl_max, rl_ms = cfg.rate_limit.max, 0
+    if cfg.HasField("rate_limit") and rl_max:
+        rl_ms = validate.duration_ms(cfg.rate_limit.duration, f"{field}.rate_limit.duration")
+        if rl_ms <= 0:
+            raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
+    fields["rl_max"], fields["rl_ms"] = rl_max, rl_ms
+    dlq = ""
+    if not cfg.disable_dead_letter:
+        dlq = validate.queue_name(cfg.dead_letter_queue, f"{field}.dead_letter_queue") if cfg.dead_letter_queue else DEFAULT_DLQ
+        filled.dead_letter_queue = dlq
+    fields["dlq"] = dlq
+    for kind, source, target, default in (
+        ("kc", cfg.completed_retention, filled.completed_retention, DEFAULT_COMPLETED_KEEP),
+        ("kf", cfg.failed_retention, filled.failed_retention, DEFAULT_FAILED_KEEP),
+    ):
+        age = validate.duration_ms(source.age, f"{field}.{kind}.age") if source.HasField("age") else 0
+        age, count = age or default[0], source.count or default[1]
+        fields[f"{kind}_age"], fields[f"{kind}_count"] = age, count
+        target.age.CopyFrom(ms_duration(age))
+        target.count = count
+    defaults = NewJob(id="", name="", data=b"")
+    if cfg.HasField("default_job_options"):
+        o = cfg.default_job_options
+        if o.job_id:
+            raise InvalidArgument(f"{field}.default_job_options.job_id", "cannot have a default")
+        if o.HasField("delay") or o.HasField("schedule_time"):
+            raise InvalidArgument(f"{field}.default_job_options.delay", "cannot have a default")
+        apply_options(defaults, o, f"{field}.default_job_options")
+    if cfg.completed_retention.remove and not defaults.keep_completed:
+        defaults.keep_completed = "r"
+    if cfg.failed_retention.remove and not defaults.keep_failed:
+        defaults.keep_failed = "r"
+    fields.update(
+        d_pri=defaults.priority or 3,
+        d_att=defaults.attempts or 1,
+        d_bt=defaults.backoff_type,
+        d_bd=defaults.backoff_delay_ms,
+        d_bj=repr(defaults.backoff_jitter),
+        d_bm=defaults.backoff_max_ms,
+        d_to=defaults.timeout_ms,
+        d_kc=defaults.keep_completed,
+        d_kf=defaults.keep_failed,
+        max_stalled=defaults.max_stalled or DEFAULT_MAX_STALLED,
+    )
+    fields["config"] = filled.SerializeToString()
+    return fields, filled
+
+
+def queue_out(r: QueueRecord) -> types_pb2.Queue:
+    q = types_pb2.Queue(name=r.name, paused=r.paused, create_time=ms_timestamp(r.created_ms))
+    if r.fields.get("config"):
+        q.config.MergeFromString(r.fields["config"])
+    return q
+
+
+def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
+    return types_pb2.QueueMetrics(
+        queue_name=m.queue,
+        waiting=m.waiting,
+        active=m.active,
+        delayed=m.delayed,
+        completed=m.completed,
+        failed=m.failed,
+        paused=m.paused,
+        stalled=m.stalled,
+        stalled_total=m.stalled_total,
+    )

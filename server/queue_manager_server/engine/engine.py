@@ -1,0 +1,437 @@
+"""The engine: one Python method per Lua script (same name, same argument order), plus admin reads.
+
+Every state change is one atomic script on the keys of one queue. Methods take and return plain
+records (engine/records.py); protobuf stays in the services.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
+from queue_manager_server.engine.records import (
+    AddResult,
+    ClaimedJob,
+    ClaimResult,
+    JobRecord,
+    Metrics,
+    NewJob,
+    QueueRecord,
+)
+from queue_manager_server.engine.scripts import Scripts
+from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
+
+# Jobs per add_jobs script call: big enough to amortise the call, small enough to keep Redis responsive.
+ADD_CHUNK = 500
+# Admin loops (clean, drain, obliterate) delete this many jobs per script call.
+ADMIN_CHUNK = 1000
+# Delayed jobs promoted by one claim before it hands out work.
+PROMOTE_PER_CLAIM = 1000
+DEFAULT_DLQ = "dead-letter-queue"
+
+NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
+
+
+def new_job_id() -> str:
+    """A random 96-bit id; collisions are out of reach for any queue size."""
+    return os.urandom(12).hex()
+
+
+def _i(v: Any) -> int:
+    return int(v) if not isinstance(v, bytes) else int(float(v))
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class Engine:
+    """Queue storage on Redis/Valkey."""
+
+    def __init__(self, redis: Redis, prefix: str = "qm") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.scripts = Scripts(redis)
+        self._keys: dict[str, QueueKeys] = {}
+
+    @property
+    def channel(self) -> str:
+        return events_channel(self.prefix)
+
+    def keys(self, queue: str) -> QueueKeys:
+        k = self._keys.get(queue)
+        if k is None:
+            k = self._keys[queue] = QueueKeys(self.prefix, queue)
+        return k
+
+    # ---- queues -------------------------------------------------------------------------------
+
+    async def register_queue(
+        self, name: str, fields: dict[str, str | int | bytes], only_if_missing: bool = False
+    ) -> tuple[bool, int]:
+        """Creates or updates a queue's meta fields; returns (created, created_ms)."""
+        args: list[Any] = ["1" if only_if_missing else "0"]
+        for k, v in fields.items():
+            args += [k, v]
+        created, created_ms = await self.scripts.run("register_queue", [self.keys(name).meta], args)
+        await self.redis.sadd(registry(self.prefix), name)
+        return bool(created), _i(created_ms)
+
+    async def get_queue(self, name: str) -> QueueRecord:
+        raw = await self.redis.hgetall(self.keys(name).meta)
+        if not raw:
+            raise QueueNotFound(name)
+        return QueueRecord(name, {_s(k): v for k, v in raw.items()})
+
+    async def queue_names(self) -> list[str]:
+        return sorted(_s(n) for n in await self.redis.smembers(registry(self.prefix)))
+
+    async def list_queues(self) -> list[QueueRecord]:
+        names = await self.queue_names()
+        pipe = self.redis.pipeline(transaction=False)
+        for n in names:
+            pipe.hgetall(self.keys(n).meta)
+        rows = await pipe.execute()
+        return [QueueRecord(n, {_s(k): v for k, v in r.items()}) for n, r in zip(names, rows, strict=True) if r]
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        if await self.scripts.run("set_paused", [self.keys(name).meta], ["1" if paused else "0"]) == NO_QUEUE:
+            raise QueueNotFound(name)
+        await self.notify_waiting(name)
+
+    async def metrics(self, name: str) -> Metrics:
+        k = self.keys(name)
+        r = await self.scripts.run("metrics", [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed], [])
+        if _i(r[0]) == NO_QUEUE:
+            raise QueueNotFound(name)
+        paused = _i(r[1]) == 1
+        waiting = _i(r[2])
+        return Metrics(
+            queue=name,
+            is_paused=paused,
+            waiting=0 if paused else waiting,
+            paused=waiting if paused else 0,
+            delayed=_i(r[3]),
+            active=_i(r[4]),
+            completed=_i(r[5]),
+            failed=_i(r[6]),
+            stalled=_i(r[7]),
+            stalled_total=_i(r[8]),
+        )
+
+    async def clean(self, name: str, state: str, grace_ms: int, limit: int) -> int:
+        """Removes jobs of `state` older than grace (finish time, or add time for unfinished states)."""
+        await self.get_queue(name)
+        k = self.keys(name)
+        now = await self.redis_time_ms()
+        mode = "score" if state in ("completed", "failed") else "created"
+        return await self._clean_loop(k.state_set(state), k.job_prefix, mode, now - grace_ms, limit)
+
+    async def drain(self, name: str, include_delayed: bool) -> int:
+        """Removes every waiting job (and delayed ones if asked); active jobs run on."""
+        await self.get_queue(name)
+        k = self.keys(name)
+        sets = [k.waiting, k.delayed] if include_delayed else [k.waiting]
+        return sum([await self._clean_loop(s, k.job_prefix, "all", 0, 0) for s in sets])
+
+    async def _clean_loop(self, zset: str, prefix: str, mode: str, cutoff: int, limit: int) -> int:
+        removed, cursor = 0, 0
+        while cursor >= 0 and (limit == 0 or removed < limit):
+            chunk = ADMIN_CHUNK if limit == 0 else min(ADMIN_CHUNK, limit - removed)
+            n, cursor = await self.scripts.run("clean", [zset], [prefix, mode, cutoff, chunk, cursor, ADMIN_CHUNK])
+            removed += _i(n)
+            cursor = _i(cursor)
+        return removed
+
+    async def obliterate(self, name: str, force: bool) -> int:
+        """Deletes the queue and all its jobs; refuses while jobs are active unless forced."""
+        await self.get_queue(name)
+        k = self.keys(name)
+        keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox]
+        removed, first = 0, True
+        while True:
+            r = await self.scripts.run("obliterate", keys, [k.job_prefix, "1" if force or not first else "0", ADMIN_CHUNK])
+            if _i(r[0]) == IS_ACTIVE:
+                raise JobActive(
+                    f"queue {name!r} has active jobs; wait for them or obliterate with force=true"
+                )
+            if first:
+                await self.redis.srem(registry(self.prefix), name)
+                first = False
+            removed += _i(r[0])
+            if _i(r[1]) == 1:
+                return removed
+
+    # ---- jobs ---------------------------------------------------------------------------------
+
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
+        """Adds jobs in chunks pipelined into one round trip; ids are generated where empty."""
+        k = self.keys(queue)
+        keys = [k.meta, k.waiting, k.delayed]
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(jobs), ADD_CHUNK):
+            chunk = jobs[start : start + ADD_CHUNK]
+            args: list[Any] = [k.job_prefix, len(chunk)]
+            for j in chunk:
+                if not j.id:
+                    j.id = new_job_id()
+                args += j.argv()
+            await self.scripts._scripts["add_jobs"](keys=keys, args=args, client=pipe)
+        results = await pipe.execute()
+        out = AddResult(now_ms=0, ids=[], created=[], waiting_added=0, earliest_delayed_ms=-1)
+        for r in results:
+            if _i(r[0]) == NO_QUEUE:
+                raise QueueNotFound(queue)
+            out.now_ms = _i(r[0])
+            out.waiting_added += _i(r[1])
+            e = _i(r[2])
+            if e >= 0 and (out.earliest_delayed_ms < 0 or e < out.earliest_delayed_ms):
+                out.earliest_delayed_ms = e
+            for i in range(3, len(r), 2):
+                out.ids.append(_s(r[i]))
+                out.created.append(_i(r[i + 1]) == 1)
+        if out.waiting_added:
+            await self.notify_waiting(queue)
+        if out.earliest_delayed_ms >= 0:
+            await self.notify_delayed(queue, out.earliest_delayed_ms)
+        return out
+
+    async def get_job(self, queue: str, job_id: str) -> JobRecord:
+        raw = await self.redis.hgetall(self.keys(queue).job(job_id))
+        if not raw:
+            if not await self.redis.exists(self.keys(queue).meta):
+                raise QueueNotFound(queue)
+            raise JobNotFound(queue, job_id)
+        return JobRecord(queue, job_id, {_s(f): v for f, v in raw.items()})
+
+    async def list_jobs(self, queue: str, state: str, offset: int, count: int) -> tuple[list[JobRecord], int]:
+        """A page of jobs of one state: waiting by priority, delayed by run time, finished newest first."""
+        q = await self.get_queue(queue)
+        k = self.keys(queue)
+        if state in ("waiting", "paused") and q.paused != (state == "paused"):
+            return [], 0
+        zset = k.state_set(state)
+        newest_first = state in ("completed", "failed")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(zset)
+        if newest_first:
+            pipe.zrevrange(zset, offset, offset + count - 1)
+        else:
+            pipe.zrange(zset, offset, offset + count - 1)
+        total, ids = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(k.job(_s(i)))
+        rows = await pipe.execute()
+        records = [
+            JobRecord(queue, _s(i), {_s(f): v for f, v in row.items()})
+            for i, row in zip(ids, rows, strict=True)
+            if row
+        ]
+        return records, _i(total)
+
+    async def remove_job(self, queue: str, job_id: str) -> str:
+        k = self.keys(queue)
+        r = await self.scripts.run(
+            "remove_job", [k.waiting, k.delayed, k.completed, k.failed], [k.job_prefix, job_id]
+        )
+        code = r[0]
+        if not isinstance(code, bytes) and _i(code) == NOT_FOUND:
+            await self.get_queue(queue)
+            raise JobNotFound(queue, job_id)
+        if not isinstance(code, bytes) and _i(code) == IS_ACTIVE:
+            raise JobActive(f"job {job_id!r} in queue {queue!r} is active; it can be removed once it finishes")
+        return _s(code)
+
+    # ---- worker path --------------------------------------------------------------------------
+
+    async def claim(self, queue: str, n: int, token: str, worker_id: str, lease_ms: int) -> ClaimResult:
+        k = self.keys(queue)
+        r = await self.scripts.run(
+            "claim",
+            [k.meta, k.waiting, k.delayed, k.active, k.limiter],
+            [k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM],
+        )
+        code = _i(r[0])
+        if code == NO_QUEUE:
+            raise QueueNotFound(queue)
+        res = ClaimResult(code=code, now_ms=_i(r[1]), next_delayed_ms=_i(r[2]), retry_after_ms=_i(r[3]))
+        for i in range(4, len(r), 13):
+            f = r[i : i + 13]
+            res.jobs.append(
+                ClaimedJob(
+                    id=_s(f[0]),
+                    name=_s(f[1]),
+                    data=f[2],
+                    content_type=_s(f[3]),
+                    priority=_i(f[4]),
+                    max_attempts=_i(f[5]),
+                    attempts_made=_i(f[6]),
+                    attempts_started=_i(f[7]),
+                    stalled_count=_i(f[8]),
+                    created_ms=_i(f[9]),
+                    metadata=f[10],
+                    timeout_ms=_i(f[11] or b"0"),
+                    lease_expiry_ms=_i(f[12]),
+                )
+            )
+        return res
+
+    async def complete(self, queue: str, items: Sequence[tuple[str, str, bytes, str]]) -> list[int]:
+        """items: (job id, lease token, result, result content type). Returns a code per item."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, len(items)]
+        for item in items:
+            args += item
+        r = await self.scripts.run("complete", [k.meta, k.active, k.completed], args)
+        return [_i(c) for c in r[1:]]
+
+    async def fail(
+        self, queue: str, items: Sequence[tuple[str, str, str, str, bool]]
+    ) -> list[tuple[int, int]]:
+        """items: (job id, token, message, stack, do_not_retry). Returns (code, run-at ms) per item."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, len(items)]
+        for job_id, token, msg, stack, no_retry in items:
+            args += [job_id, token, msg, stack, "1" if no_retry else "0"]
+        r = await self.scripts.run(
+            "fail", [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox], args
+        )
+        out = [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
+        if any(code == 0 for code, _ in out):
+            await self.notify_waiting(queue)
+        delayed = [run for code, run in out if code == 1]
+        if delayed:
+            await self.notify_delayed(queue, min(delayed))
+        if any(code == 2 for code, _ in out):
+            await self.hand_off_dead_letters(queue)
+        return out
+
+    async def extend(self, queue: str, items: Sequence[tuple[str, str]], lease_ms: int) -> list[tuple[int, int]]:
+        """items: (job id, token). Returns (code, new expiry ms) per item."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, lease_ms, len(items)]
+        for item in items:
+            args += item
+        r = await self.scripts.run("extend", [k.active], args)
+        return [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
+
+    async def progress(self, queue: str, items: Sequence[tuple[str, str, str]]) -> list[int]:
+        """items: (job id, token, progress JSON). Returns a code per item."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, len(items)]
+        for item in items:
+            args += item
+        return [_i(c) for c in await self.scripts.run("progress", [], args)]
+
+    async def release(self, queue: str, items: Sequence[tuple[str, str]], stalled: bool) -> list[int]:
+        """Hands leased jobs back: unstarted (stalled=False) or from a lost worker (stalled=True)."""
+        k = self.keys(queue)
+        args: list[Any] = [k.job_prefix, "1" if stalled else "0", len(items)]
+        for item in items:
+            args += item
+        r = await self.scripts.run("release", [k.meta, k.active, k.waiting, k.failed, k.outbox], args)
+        codes = [_i(c) for c in r[1:]]
+        if 1 in codes:
+            await self.notify_waiting(queue)
+        if 2 in codes:
+            await self.hand_off_dead_letters(queue)
+        return codes
+
+    # ---- background ---------------------------------------------------------------------------
+
+    async def reap(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
+        """Recovers expired leases. Returns (back to waiting, failed for good, next expiry ms or -1)."""
+        k = self.keys(queue)
+        r = await self.scripts.run("reap", [k.meta, k.active, k.waiting, k.failed, k.outbox], [k.job_prefix, limit])
+        back, lost = _i(r[1]), _i(r[2])
+        if back:
+            await self.notify_waiting(queue)
+        if lost:
+            await self.hand_off_dead_letters(queue)
+        return back, lost, _i(r[3])
+
+    async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
+        """Moves due delayed jobs to waiting. Returns (promoted, next run-at ms or -1, now ms)."""
+        k = self.keys(queue)
+        r = await self.scripts.run("promote", [k.meta, k.delayed, k.waiting], [k.job_prefix, limit])
+        if _i(r[1]):
+            await self.notify_waiting(queue)
+        return _i(r[1]), _i(r[2]), _i(r[0])
+
+    async def hand_off_dead_letters(self, queue: str, limit: int = 100) -> int:
+        """Copies jobs that failed for good into the queue's dead-letter queue, then clears the outbox.
+
+        Idempotent: the copy's job id is derived from the original, so a crash between the two halves
+        (copy written, outbox not cleared) only repeats a no-op add.
+        """
+        k = self.keys(queue)
+        ids = [_s(i) for i in await self.redis.lrange(k.outbox, 0, limit - 1)]
+        if not ids:
+            return 0
+        dlq = _s(await self.redis.hget(k.meta, "dlq") or DEFAULT_DLQ.encode())
+        if not await self.redis.exists(self.keys(dlq).meta):
+            await self.register_queue(dlq, {"dlq": ""}, only_if_missing=True)
+        copies: list[NewJob] = []
+        for job_id in ids:
+            f = await self.redis.hmget(k.job(job_id), ["name", "data", "ct", "atm", "err"])
+            if f[0] is None:
+                continue
+            data: Any
+            ct = _s(f[2] or b"")
+            if ct == "application/json":
+                data = json.loads(f[1] or b"null")
+            else:
+                data = base64.b64encode(f[1] or b"").decode()
+            body = {
+                "original_queue": queue,
+                "original_job_id": job_id,
+                "original_name": _s(f[0]),
+                "original_data": data,
+                "original_content_type": ct,
+                "failure_reason": _s(f[4] or b""),
+                "attempts_made": _i(f[3] or b"0"),
+            }
+            copies.append(
+                NewJob(id=f"{queue}:{job_id}", name=_s(f[0]), data=json.dumps(body).encode())
+            )
+        if copies:
+            await self.add_jobs(dlq, copies)
+        for job_id in ids:
+            await self.scripts.run("handoff_done", [k.outbox, k.failed], [k.job_prefix, job_id])
+        return len(ids)
+
+    async def apply_retention(self, queue: str) -> int:
+        """Removes finished jobs older than the queue's retention ages (counts are trimmed on finish)."""
+        k = self.keys(queue)
+        ages = await self.redis.hmget(k.meta, ["kc_age", "kf_age"])
+        now = await self.redis_time_ms()
+        removed = 0
+        for zset, age in ((k.completed, ages[0]), (k.failed, ages[1])):
+            if age and _i(age) > 0:
+                removed += await self._clean_loop(zset, k.job_prefix, "score", now - _i(age), 0)
+        return removed
+
+    # ---- events and misc ----------------------------------------------------------------------
+
+    async def notify_waiting(self, queue: str) -> None:
+        await self.redis.publish(self.channel, f"w {queue}")
+
+    async def notify_delayed(self, queue: str, run_at_ms: int) -> None:
+        await self.redis.publish(self.channel, f"d {queue} {run_at_ms}")
+
+    async def redis_time_ms(self) -> int:
+        sec, usec = await self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+
+__all__ = ["Engine", "LeaseNotHeld", "new_job_id"]

@@ -1,0 +1,92 @@
+"""Every Redis key the engine uses, built in one place.
+
+All keys of one queue carry the ``{queue}`` hash tag so every script touches a single hash slot and runs
+unchanged on Redis/Valkey Cluster. Queue names are validated (``validate.queue_name``) so they never
+contain ``{``, ``}`` or ``:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue."""
+
+    prefix: str
+    queue: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.queue}}}"
+
+    @property
+    def meta(self) -> str:
+        """hash: settings (flattened for Lua), paused flag, seq counter, stalled_total, config blob."""
+        return f"{self.base}:meta"
+
+    @property
+    def waiting(self) -> str:
+        """zset: job id -> priority * 2^40 + seq (lowest first: priority order, FIFO within a level)."""
+        return f"{self.base}:waiting"
+
+    @property
+    def delayed(self) -> str:
+        """zset: job id -> run-at time (ms, Redis clock)."""
+        return f"{self.base}:delayed"
+
+    @property
+    def active(self) -> str:
+        """zset: job id -> lease expiry (ms, Redis clock)."""
+        return f"{self.base}:active"
+
+    @property
+    def completed(self) -> str:
+        """zset: job id -> finish time (ms)."""
+        return f"{self.base}:completed"
+
+    @property
+    def failed(self) -> str:
+        """zset: job id -> finish time (ms)."""
+        return f"{self.base}:failed"
+
+    @property
+    def limiter(self) -> str:
+        """hash: token bucket {tokens, ts} of the queue's rate limit."""
+        return f"{self.base}:limiter"
+
+    @property
+    def outbox(self) -> str:
+        """list: ids of jobs failed for good whose dead-letter copy is not yet written (hand-off)."""
+        return f"{self.base}:dlq-outbox"
+
+    @property
+    def job_prefix(self) -> str:
+        """Prefix of the per-job hashes: ``<job_prefix><id>``."""
+        return f"{self.base}:job:"
+
+    def job(self, job_id: str) -> str:
+        """hash: one job's fields (see engine/records.py for the field names)."""
+        return f"{self.job_prefix}{job_id}"
+
+    def state_set(self, state: str) -> str:
+        """The zset holding jobs of a state (``paused`` jobs live in ``waiting``)."""
+        return {
+            "waiting": self.waiting,
+            "paused": self.waiting,
+            "delayed": self.delayed,
+            "active": self.active,
+            "completed": self.completed,
+            "failed": self.failed,
+        }[state]
+
+
+def registry(prefix: str) -> str:
+    """set: names of registered queues (not slot-bound; read by admin listing and background loops)."""
+    return f"{prefix}:queues"
+
+
+def events_channel(prefix: str) -> str:
+    """pub/sub channel: ``w <queue>`` when jobs become waiting, ``d <queue> <ms>`` when one is delayed."""
+    return f"{prefix}:events"

@@ -1,0 +1,32 @@
+-- clean.lua: removes jobs of one state set, bounded per call; the caller loops on the cursor.
+-- @include common
+--
+-- KEYS[1] the state's zset
+-- ARGV[1] job key prefix  ARGV[2] mode: "score" (score is the job's finish time), "created" (compare
+--   the job's add time), "all" (remove regardless of age)  ARGV[3] cutoff ms (remove when <= cutoff)
+-- ARGV[4] max to remove this call  ARGV[5] cursor (index to scan from, "created" mode)
+-- ARGV[6] members to scan this call ("created" mode)
+-- Returns: {removed, next cursor (-1 = done)}
+local set, prefix, mode = KEYS[1], ARGV[1], ARGV[2]
+local cutoff, limit, cursor, scan = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if mode == 'score' then
+  local ids = redis.call('ZRANGEBYSCORE', set, '-inf', cutoff, 'LIMIT', 0, limit)
+  local removed = delete_jobs(set, prefix, ids)
+  if removed < limit then return {removed, -1} end
+  return {removed, 0}
+end
+if mode == 'all' then
+  local removed = delete_jobs(set, prefix, redis.call('ZRANGE', set, 0, limit - 1))
+  if removed < limit then return {removed, -1} end
+  return {removed, 0}
+end
+local ids = redis.call('ZRANGE', set, cursor, cursor + scan - 1)
+local victims = {}
+for _, id in ipairs(ids) do
+  if #victims >= limit then break end
+  local ts = tonumber(redis.call('HGET', prefix .. id, 'ts'))
+  if ts and ts <= cutoff then table.insert(victims, id) end
+end
+local removed = delete_jobs(set, prefix, victims)
+if #ids < scan and #victims < limit then return {removed, -1} end
+return {removed, cursor + scan - removed}

@@ -1,0 +1,41 @@
+-- complete.lua: records successful runs of leased jobs (a batch), fenced by their lease tokens.
+-- @include common
+--
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] completed (zset)
+-- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 4 fields:
+--   id, lease token, result, result content type
+-- Returns: {now, then one code per job}: 0 ok, -2 job not found, -3 lease not held (stale token)
+local meta, active, completed = KEYS[1], KEYS[2], KEYS[3]
+local prefix, n = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local out = {now}
+local policy = false
+
+for i = 0, n - 1 do
+  local b = 2 + i * 4
+  local id, token = ARGV[b + 1], ARGV[b + 2]
+  local jkey = prefix .. id
+  local f = redis.call('HMGET', jkey, 'st', 'tok', 'kc')
+  if not f[1] then
+    table.insert(out, -2)
+  elseif f[1] ~= 'active' or f[2] ~= token then
+    table.insert(out, -3)
+  else
+    redis.call('ZREM', active, id)
+    redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4])
+    redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
+    local remove = keep_policy(meta, f[3], 'kc')
+    if remove then
+      redis.call('DEL', jkey)
+    else
+      redis.call('ZADD', completed, now, id)
+      policy = f[3]
+    end
+    table.insert(out, 0)
+  end
+end
+if policy ~= false then
+  local _, age, count = keep_policy(meta, policy, 'kc')
+  trim(completed, prefix, age, count, now)
+end
+return out

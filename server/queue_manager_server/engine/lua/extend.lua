@@ -1,0 +1,25 @@
+-- extend.lua: extends the leases of running jobs (a batch), fenced by their lease tokens.
+-- @include common
+--
+-- KEYS[1] active (zset)
+-- ARGV[1] job key prefix  ARGV[2] lease ms  ARGV[3] number of jobs N; then N groups of: id, lease token
+-- Returns: {now, then per job: code, new expiry}: 0 ok, -2 job not found, -3 lease not held
+local active = KEYS[1]
+local prefix, lease, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local out = {now}
+for i = 0, n - 1 do
+  local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
+  local jkey = prefix .. id
+  local f = redis.call('HMGET', jkey, 'st', 'tok')
+  if not f[1] then
+    table.insert(out, -2); table.insert(out, -1)
+  elseif f[1] ~= 'active' or f[2] ~= token then
+    table.insert(out, -3); table.insert(out, -1)
+  else
+    redis.call('HSET', jkey, 'lex', now + lease)
+    redis.call('ZADD', active, now + lease, id)
+    table.insert(out, 0); table.insert(out, now + lease)
+  end
+end
+return out

@@ -1,0 +1,20 @@
+-- register_queue.lua: creates or updates a queue's settings.
+-- @include common
+--
+-- KEYS[1] meta (hash)
+-- ARGV[1] only if missing (1 = leave an existing queue untouched)  ARGV[2..] field, value pairs
+-- Returns: {created (1/0), created ms}
+local meta = KEYS[1]
+local exists = redis.call('EXISTS', meta) == 1
+if exists and ARGV[1] == '1' then return {0, tonumber(redis.call('HGET', meta, 'created')) or 0} end
+local now = now_ms()
+redis.call('HSETNX', meta, 'created', now)
+redis.call('HSETNX', meta, 'paused', '0')
+redis.call('HSETNX', meta, 'seq', '0')
+redis.call('HSETNX', meta, 'stalled_total', '0')
+local pairs_ = {}
+for i = 2, #ARGV do table.insert(pairs_, ARGV[i]) end
+if #pairs_ > 0 then redis.call('HSET', meta, unpack(pairs_)) end
+local created = 1
+if exists then created = 0 end
+return {created, tonumber(redis.call('HGET', meta, 'created'))}

@@ -1,0 +1,34 @@
+-- release.lua: hands leased jobs back (a batch). Unstarted jobs (stalled = 0) return to waiting as if
+-- never claimed; jobs of a lost worker (stalled = 1) count a stall and may fail past their limit.
+-- @include common
+--
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
+-- KEYS[5] dead-letter outbox (list)
+-- ARGV[1] job key prefix  ARGV[2] stalled (1/0)  ARGV[3] number of jobs N; then N groups of: id, token
+-- Returns: {now, then one code per job}: 1 back to waiting, 2 failed for good, -2 not found,
+--   -3 lease not held
+local meta, active, waiting, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, stalled, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local now = now_ms()
+local out = {now}
+for i = 0, n - 1 do
+  local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
+  local jkey = prefix .. id
+  local f = redis.call('HMGET', jkey, 'st', 'tok')
+  if not f[1] then
+    table.insert(out, -2)
+  elseif f[1] ~= 'active' or f[2] ~= token then
+    table.insert(out, -3)
+  else
+    redis.call('ZREM', active, id)
+    if stalled then
+      table.insert(out, recover_stalled(meta, waiting, failed, outbox, prefix, id, now))
+    else
+      redis.call('HINCRBY', jkey, 'ats', -1)
+      redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
+      to_waiting(meta, waiting, jkey, id, false)
+      table.insert(out, 1)
+    end
+  end
+end
+return out

@@ -1,0 +1,151 @@
+"""Plain records the engine returns, and the job-hash field names they are read from.
+
+Job hash fields: name, data, ct (content type), pri, seq, att (max attempts), atm (attempts made = failed
+runs), ats (attempts started), stc (stalled count), bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf
+(keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at),
+st (state), tok (lease token), wid (worker id), pts (processed), fts (finished), lex (lease expiry),
+res/rct (result and its content type), err/stk (last failure), prog (progress JSON), rm (delete after
+the dead-letter hand-off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to add, with per-job options already validated (0 / -1 / "" mean "queue default" / none)."""
+
+    id: str
+    name: str
+    data: bytes
+    content_type: str = "application/json"
+    priority: int = 0
+    delay_ms: int = -1
+    run_at_ms: int = -1
+    attempts: int = 0
+    backoff_type: int = 0
+    backoff_delay_ms: int = 0
+    backoff_jitter: float = 0.0
+    backoff_max_ms: int = 0
+    keep_completed: str = ""
+    keep_failed: str = ""
+    timeout_ms: int = 0
+    max_stalled: int = 0
+    metadata: bytes = b""
+
+    def argv(self) -> list[str | bytes | int | float]:
+        return [
+            self.id,
+            self.name,
+            self.data,
+            self.content_type,
+            self.priority,
+            self.delay_ms,
+            self.run_at_ms,
+            self.attempts,
+            self.backoff_type,
+            self.backoff_delay_ms,
+            repr(self.backoff_jitter),
+            self.backoff_max_ms,
+            self.keep_completed,
+            self.keep_failed,
+            self.timeout_ms,
+            self.max_stalled,
+            self.metadata,
+        ]
+
+
+@dataclass(slots=True)
+class AddResult:
+    now_ms: int
+    ids: list[str]
+    created: list[bool]
+    waiting_added: int
+    earliest_delayed_ms: int
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    id: str
+    name: str
+    data: bytes
+    content_type: str
+    priority: int
+    max_attempts: int
+    attempts_made: int
+    attempts_started: int
+    stalled_count: int
+    created_ms: int
+    metadata: bytes
+    timeout_ms: int
+    lease_expiry_ms: int
+
+    @property
+    def redelivery(self) -> bool:
+        """An earlier start of this attempt was lost (worker crash or lease expiry)."""
+        return self.attempts_started - 1 > self.attempts_made
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    code: int  # 0 ok, 1 paused, 2 rate limited
+    now_ms: int
+    next_delayed_ms: int
+    retry_after_ms: int
+    jobs: list[ClaimedJob] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A stored job as read by admin queries."""
+
+    queue: str
+    id: str
+    fields: dict[str, bytes]
+
+    def text(self, name: str, default: str = "") -> str:
+        v = self.fields.get(name)
+        return v.decode() if v is not None else default
+
+    def int(self, name: str, default: int = 0) -> int:
+        v = self.fields.get(name)
+        return int(float(v)) if v not in (None, b"") else default
+
+    def float(self, name: str, default: float = 0.0) -> float:
+        v = self.fields.get(name)
+        return float(v) if v not in (None, b"") else default
+
+    def raw(self, name: str) -> bytes | None:
+        return self.fields.get(name)
+
+
+@dataclass(slots=True)
+class QueueRecord:
+    name: str
+    fields: dict[str, bytes]
+
+    @property
+    def paused(self) -> bool:
+        return self.fields.get("paused") == b"1"
+
+    @property
+    def created_ms(self) -> int:
+        return int(self.fields.get("created", b"0"))
+
+
+@dataclass(slots=True)
+class Metrics:
+    queue: str
+    is_paused: bool
+    waiting: int
+    paused: int
+    delayed: int
+    active: int
+    completed: int
+    failed: int
+    stalled: int
+    stalled_total: int

@@ -1,0 +1,56 @@
+"""Loads the Lua scripts (one file per atomic operation) and runs them.
+
+``-- @include NAME`` lines are replaced by ``lua/includes/NAME.lua``. redis-py's ``Script`` runs by
+EVALSHA and reloads on NOSCRIPT (after a Redis restart or failover), so that case is handled here once.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+_INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
+_LUA = resources.files("queue_manager_server.engine") / "lua"
+
+
+def _source(name: str) -> str:
+    text = (_LUA / f"{name}.lua").read_text()
+    return _INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text)
+
+
+class Scripts:
+    """All scripts, registered on one client; attribute names equal the .lua file names."""
+
+    NAMES = (
+        "add_jobs",
+        "claim",
+        "complete",
+        "fail",
+        "extend",
+        "progress",
+        "release",
+        "reap",
+        "promote",
+        "register_queue",
+        "set_paused",
+        "metrics",
+        "remove_job",
+        "clean",
+        "obliterate",
+        "handoff_done",
+    )
+
+    def __init__(self, redis: Redis) -> None:
+        self._scripts: dict[str, AsyncScript] = {n: redis.register_script(_source(n)) for n in self.NAMES}
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def load_all(self) -> None:
+        """Loads every script up front so a syntax error shows at start, not on first use."""
+        for script in self._scripts.values():
+            await script.registered_client.script_load(script.script)

@@ -1,0 +1,45 @@
+"""Domain errors. The engine and services raise these; services/errors.py maps them to gRPC status codes."""
+
+from __future__ import annotations
+
+
+class QueueManagerError(Exception):
+    """Base of every error a client can cause or must be told about."""
+
+
+class InvalidArgument(QueueManagerError):
+    """A request field is malformed; the message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class QueueNotFound(QueueManagerError):
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"queue {queue!r} is not registered; register it first (QueueService/RegisterQueue)")
+        self.queue = queue
+
+
+class JobNotFound(QueueManagerError):
+    def __init__(self, queue: str, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found in queue {queue!r}")
+
+
+class LeaseNotHeld(QueueManagerError):
+    """A completion, failure, extension or progress presented a lease token that no longer holds."""
+
+    def __init__(self, queue: str, job_id: str) -> None:
+        super().__init__(
+            f"lease of job {job_id!r} in queue {queue!r} is not held by this token "
+            "(it expired and was recovered, or the job was removed); the result was not recorded"
+        )
+
+
+class JobActive(QueueManagerError):
+    """An operation needs the job (or queue) to have no active run."""
+
+
+class Unavailable(QueueManagerError):
+    """Redis cannot be reached or the server is shutting down."""

