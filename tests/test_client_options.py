@@ -1,0 +1,321 @@
+"""Client-side option parsing, validation and conversion (no server needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from queue_manager import (
+    Backoff,
+    BulkJob,
+    JobMetadata,
+    JobOptions,
+    JobPriority,
+    JobState,
+    KeepJobs,
+    NotFoundError,
+    QueueManagerError,
+    UnavailableError,
+)
+from queue_manager.cli import _health_request, _health_status, _plain
+from queue_manager.convert import (
+    decode_payload,
+    encode_payload,
+    job_from_proto,
+    job_options_from_proto,
+    python_to_value,
+    value_to_python,
+)
+from queue_manager.errors import error_from_rpc
+from queue_manager.options import job_options_to_proto, parse_priority, parse_state, queue_config_to_proto
+from queue_manager.requests import add_job_request, bulk_requests, clean_queue_request, list_jobs_request
+from queue_manager.v1 import types_pb2
+
+
+def test_full_mapping_converts_to_proto() -> None:
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    msg = job_options_to_proto(
+        {
+            "priority": JobPriority.HIGH,
+            "scheduled_at": when,
+            "attempts": 3,
+            "backoff": {"type": "exponential", "delay": 2000, "jitter": 0.2, "max_delay": timedelta(minutes=1)},
+            "job_id": "order-42:v1",
+            "metadata": {"correlation_id": "c-1", "tags": ["a", "b"], "tenant": "acme", "attributes": {"x": "y"}},
+            "remove_on_complete": True,
+            "remove_on_fail": {"age": timedelta(days=1), "count": 10},
+            "timeout": 1500,
+            "max_stalled": 2,
+        }
+    )
+    assert msg.priority == types_pb2.JOB_PRIORITY_HIGH
+    assert msg.schedule_time.ToDatetime(tzinfo=UTC) == when
+    assert not msg.HasField("delay")
+    assert msg.attempts == 3
+    assert msg.backoff.type == types_pb2.BACKOFF_TYPE_EXPONENTIAL
+    assert msg.backoff.delay.ToMilliseconds() == 2000
+    assert msg.backoff.jitter == pytest.approx(0.2)
+    assert msg.backoff.max_delay.ToSeconds() == 60
+    assert msg.job_id == "order-42:v1"
+    assert msg.metadata.correlation_id == "c-1"
+    assert list(msg.metadata.tags) == ["a", "b"]
+    assert dict(msg.metadata.attributes) == {"tenant": "acme", "x": "y"}
+    assert msg.remove_on_complete.remove is True
+    assert msg.remove_on_fail.age.ToSeconds() == 86_400
+    assert msg.remove_on_fail.count == 10
+    assert msg.timeout.ToMilliseconds() == 1500
+    assert msg.max_stalled == 2
+
+
+def test_dataclass_options_equal_mapping_options() -> None:
+    from_dataclass = job_options_to_proto(
+        JobOptions(
+            priority="low",
+            delay=timedelta(seconds=5),
+            backoff=Backoff(type="fixed", delay=100),
+            metadata=JobMetadata(correlation_id="c", tags=["t"], attributes={"k": "v"}),
+            remove_on_complete=KeepJobs(count=5),
+        )
+    )
+    from_mapping = job_options_to_proto(
+        {
+            "priority": 4,
+            "delay": 5000,
+            "backoff": 100,
+            "metadata": {"correlation_id": "c", "tags": ["t"], "k": "v"},
+            "remove_on_complete": 5,
+        }
+    )
+    assert from_dataclass == from_mapping
+
+
+def test_empty_and_none_options_leave_everything_unset() -> None:
+    assert job_options_to_proto(None) == types_pb2.JobOptions()
+    assert job_options_to_proto({}) == types_pb2.JobOptions()
+    assert job_options_to_proto({"remove_on_fail": False}) == types_pb2.JobOptions()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prioritty": 1}, "unknown job option 'prioritty'"),
+        ({"priority": 0}, "priority must be between 1"),
+        ({"priority": 6}, "priority must be between 1"),
+        ({"priority": "urgent"}, "priority 'urgent' is not one of"),
+        ({"delay": -1}, "delay must be at least 0 ms"),
+        ({"delay": float("nan")}, "delay must be at least 0 ms"),
+        ({"delay": 10, "scheduled_at": datetime.now(UTC)}, "exclusive"),
+        ({"attempts": 0}, "attempts must be between 1"),
+        ({"attempts": 2**32}, "attempts must be between 1"),
+        ({"backoff": {"type": "linear", "delay": 1}}, "backoff type 'linear'"),
+        ({"backoff": {"type": "fixed", "delay": 1, "jitter": 1.5}}, "jitter must be a number from 0 to 1"),
+        ({"backoff": {"typ": "fixed"}}, "unknown backoff option 'typ'"),
+        ({"job_id": ""}, "job_id '' must be 1 to 200"),
+        ({"job_id": "a b"}, "job_id 'a b' must be"),
+        ({"job_id": "x" * 201}, "must be 1 to 200"),
+        ({"remove_on_complete": {"ages": 1}}, "unknown remove_on_complete key 'ages'"),
+        ({"timeout": 0}, "timeout must be more than 0 ms"),
+        ({"max_stalled": -1}, "max_stalled must be between 0"),
+    ],
+)
+def test_bad_options_raise_value_error(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        job_options_to_proto(options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"priority": True},
+        {"delay": "10"},
+        {"scheduled_at": "2030-01-01"},
+        {"attempts": 1.5},
+        {"metadata": {"tags": "a"}},
+        {"metadata": {"tenant": 5}},
+        {"backoff": [1]},
+    ],
+)
+def test_wrong_kinds_raise_type_error(options: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        job_options_to_proto(options)
+
+
+def test_priority_and_state_parsing() -> None:
+    assert parse_priority("HIGH") is JobPriority.HIGH
+    assert parse_priority("2") is JobPriority.HIGH
+    assert parse_priority(5) is JobPriority.BACKGROUND
+    assert parse_state("Completed") is JobState.COMPLETED
+    assert JobState.WAITING == "waiting"
+    with pytest.raises(ValueError, match="state 'done' is not one of"):
+        parse_state("done")
+
+
+def test_naive_datetime_is_local_time() -> None:
+    naive = datetime(2031, 5, 6, 7, 8, 9)
+    msg = job_options_to_proto({"scheduled_at": naive})
+    assert msg.schedule_time.ToSeconds() == int(naive.timestamp())
+
+
+def test_queue_config() -> None:
+    config = queue_config_to_proto(
+        rate_limit={"max": 100, "duration": 60_000},
+        default_job_options={"attempts": 5},
+        dead_letter_queue="dlq",
+        completed_retention={"age": 3_600_000},
+        failed_retention=1000,
+    )
+    assert config.rate_limit.max == 100
+    assert config.rate_limit.duration.ToSeconds() == 60
+    assert config.default_job_options.attempts == 5
+    assert config.dead_letter_queue == "dlq"
+    assert config.completed_retention.age.ToSeconds() == 3600
+    assert config.failed_retention.count == 1000
+    with pytest.raises(ValueError, match="needs both"):
+        queue_config_to_proto(rate_limit={"max": 1})
+    with pytest.raises(ValueError, match="duration must be more than 0"):
+        queue_config_to_proto(rate_limit={"max": 1, "duration": 0})
+    with pytest.raises(ValueError, match="dead_letter_queue 'a:b'"):
+        queue_config_to_proto(dead_letter_queue="a:b")
+
+
+def test_payload_json_fast_path_and_bytes() -> None:
+    payload = types_pb2.Payload()
+    encode_payload({"to": "ü@example.com", "n": [1, 2.5, None]}, payload)
+    assert payload.WhichOneof("body") == "raw"
+    assert payload.content_type == "application/json"
+    assert payload.raw == '{"to":"ü@example.com","n":[1,2.5,null]}'.encode()
+    assert decode_payload(payload) == {"to": "ü@example.com", "n": [1, 2.5, None]}
+
+    raw = types_pb2.Payload()
+    encode_payload(b"\x00\x01", raw)
+    assert raw.content_type == "application/octet-stream"
+    assert decode_payload(raw) == b"\x00\x01"
+
+    unset = types_pb2.Payload()
+    encode_payload(None, unset)
+    assert decode_payload(unset) is None
+
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        encode_payload({"x": object()}, types_pb2.Payload())
+
+
+def test_payload_json_value_is_decoded_with_ints() -> None:
+    value = struct_pb2.Value()
+    value.struct_value.update({"user_id": 5, "ratio": 0.5, "tags": ["a"], "ok": True, "none": None})
+    payload = types_pb2.Payload(json=value, content_type="application/json")
+    assert decode_payload(payload) == {"user_id": 5, "ratio": 0.5, "tags": ["a"], "ok": True, "none": None}
+    assert isinstance(decode_payload(payload)["user_id"], int)
+    assert value_to_python(python_to_value({"p": 50})) == {"p": 50}
+
+
+def test_job_from_proto_returns_plain_values() -> None:
+    msg = types_pb2.Job(
+        id="1",
+        queue_name="q",
+        name="n",
+        state=types_pb2.JOB_STATE_COMPLETED,
+        priority=types_pb2.JOB_PRIORITY_LOW,
+        attempts_made=1,
+        max_attempts=3,
+        failed_reason="boom",
+    )
+    msg.data.raw = b'{"a":1}'
+    msg.data.content_type = "application/json"
+    msg.result.json.string_value = "done"
+    msg.create_time.FromSeconds(1_700_000_000)
+    msg.options.backoff.type = types_pb2.BACKOFF_TYPE_EXPONENTIAL
+    msg.options.backoff.delay.FromMilliseconds(2000)
+    msg.metadata.tags.append("t")
+    job = job_from_proto(msg)
+    assert job.data == {"a": 1}
+    assert job.state is JobState.COMPLETED
+    assert job.priority is JobPriority.LOW
+    assert job.result == "done"
+    assert job.progress is None
+    assert job.created_at == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert job.finished_at is None
+    assert job.metadata.tags == ["t"]
+    assert job.options.backoff == Backoff(type="exponential", delay=timedelta(seconds=2), jitter=0.0)
+    assert job_options_from_proto(types_pb2.JobOptions()) == JobOptions()
+    assert json.loads(json.dumps(_plain(job)))["priority"] == "low"
+
+
+def test_add_job_request_validates_names() -> None:
+    request = add_job_request("emails", "send", {"a": 1}, {"priority": "high"})
+    assert request.job.options.priority == types_pb2.JOB_PRIORITY_HIGH
+    with pytest.raises(ValueError, match="queue name 'bad{name}'"):
+        add_job_request("bad{name}", "send", None, None)
+    with pytest.raises(ValueError, match="job name must be 1 to 200"):
+        add_job_request("q", "", None, None)
+
+
+def test_bulk_requests_chunk_in_order_and_share_options() -> None:
+    options = {"attempts": 2}
+    jobs: list[Any] = [{"name": "n", "data": {"i": i}, "options": options} for i in range(1200)]
+    jobs.append(BulkJob(name="last", data=b"x"))
+    chunks = list(bulk_requests("q", jobs))
+    assert [len(c.jobs) for c in chunks] == [500, 500, 201]
+    assert all(c.queue_name == "q" for c in chunks)
+    flat = [job for chunk in chunks for job in chunk.jobs]
+    assert [json.loads(j.data.raw)["i"] for j in flat[:-1]] == list(range(1200))
+    assert all(j.options.attempts == 2 for j in flat[:-1])
+    assert flat[-1].data.raw == b"x"
+    assert not flat[-1].HasField("options")
+
+
+def test_bulk_requests_bound_bytes_and_name_bad_jobs() -> None:
+    big = "x" * 100_000
+    chunks = list(bulk_requests("q", [{"name": "n", "data": big} for _ in range(100)]))
+    assert len(chunks) > 1
+    assert sum(len(c.jobs) for c in chunks) == 100
+    with pytest.raises(ValueError, match="job 1: 'name' is required"):
+        list(bulk_requests("q", [{"name": "ok"}, {"data": 1}]))
+    with pytest.raises(ValueError, match="job 0: unknown key 'job_id'"):
+        list(bulk_requests("q", [{"name": "n", "job_id": "x"}]))
+    with pytest.raises(ValueError, match="job 0: attempts must be"):
+        list(bulk_requests("q", [{"name": "n", "options": {"attempts": 0}}]))
+
+
+def test_clean_and_list_requests() -> None:
+    clean = clean_queue_request("q", timedelta(hours=1), "completed", limit=10)
+    assert clean.grace.ToSeconds() == 3600
+    assert clean.state == types_pb2.JOB_STATE_COMPLETED
+    assert clean.limit == 10
+    listing = list_jobs_request("q", JobState.FAILED, 50, "tok")
+    assert (listing.state, listing.page_size, listing.page_token) == (types_pb2.JOB_STATE_FAILED, 50, "tok")
+    with pytest.raises(ValueError, match="page_size"):
+        list_jobs_request("q", "failed", 5000, "")
+
+
+class _FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_error_mapping() -> None:
+    error = error_from_rpc(_FakeRpcError(grpc.StatusCode.NOT_FOUND, "queue 'x' is not registered"))
+    assert isinstance(error, NotFoundError)
+    assert error.code is grpc.StatusCode.NOT_FOUND
+    assert error.message == "queue 'x' is not registered"
+    assert str(error) == "NOT_FOUND: queue 'x' is not registered"
+    assert isinstance(error_from_rpc(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "")), UnavailableError)
+    other = error_from_rpc(_FakeRpcError(grpc.StatusCode.DATA_LOSS, "x"))
+    assert type(other) is QueueManagerError
+
+
+def test_health_wire_helpers() -> None:
+    assert _health_request("") == b""
+    assert _health_request("queue_manager.v1.JobService")[:2] == b"\x0a\x1b"
+    assert _health_status(b"\x08\x01") == 1
+    assert _health_status(b"") == 0

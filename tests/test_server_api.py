@@ -1,0 +1,239 @@
+"""The gRPC API on a real server: statuses and messages for bad input, nothing written on rejection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from queue_manager.v1 import job_service_pb2 as jpb
+from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import types_pb2 as t
+from queue_manager_server.app import StartupError
+from tests.conftest import RunningServer, ServerFactory
+from tests.faults import Proxy
+
+Code = grpc.StatusCode
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        yield ch
+
+
+@pytest.fixture
+async def queues(channel: grpc.aio.Channel) -> qrpc.QueueServiceStub:
+    stub = qrpc.QueueServiceStub(channel)
+    await stub.RegisterQueue(qpb.RegisterQueueRequest(name="emails"))
+    return stub
+
+
+@pytest.fixture
+def jobs(channel: grpc.aio.Channel) -> jrpc.JobServiceStub:
+    return jrpc.JobServiceStub(channel)
+
+
+def json_payload(**kw: object) -> t.Payload:
+    v = struct_pb2.Value()
+    v.struct_value.update(kw)
+    return t.Payload(json=v)
+
+
+async def expect(code: Code, call: object, *words: str) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    assert info.value.code() == code, info.value.details()
+    details = info.value.details() or ""
+    for w in words:
+        assert w in details, details
+    assert "Traceback" not in details
+    return details
+
+
+async def test_add_and_get_json_job(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    added = await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="send", data=json_payload(to="a@b.c"))))
+    assert added.created and added.job.state == t.JOB_STATE_WAITING
+    got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
+    assert got.job.data.json.struct_value["to"] == "a@b.c"
+    assert got.job.priority == t.JOB_PRIORITY_NORMAL
+
+
+async def test_raw_bytes_payload_round_trip(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    blob = bytes(range(256))
+    added = await jobs.AddJob(
+        jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="b", data=t.Payload(raw=blob, content_type="image/png")))
+    )
+    got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
+    assert got.job.data.raw == blob and got.job.data.content_type == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        (jpb.NewJob(name=""), "job.name"),
+        (jpb.NewJob(name="x" * 201), "job.name"),
+        (jpb.NewJob(name="a", options=t.JobOptions(priority=9)), "job.options.priority"),  # type: ignore[arg-type]
+        (jpb.NewJob(name="a", options=t.JobOptions(job_id="has space")), "job.options.job_id"),
+        (jpb.NewJob(name="a", options=t.JobOptions(job_id="x" * 201)), "job.options.job_id"),
+        (jpb.NewJob(name="a", options=t.JobOptions(delay=duration_pb2.Duration(seconds=-1))), "job.options.delay"),
+        (
+            jpb.NewJob(
+                name="a",
+                options=t.JobOptions(delay=duration_pb2.Duration(seconds=1), schedule_time=timestamp_pb2.Timestamp(seconds=1)),
+            ),
+            "job.options.delay",
+        ),
+        (jpb.NewJob(name="a", options=t.JobOptions(attempts=1_000_000)), "job.options.attempts"),
+        (jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(type=7))), "job.options.backoff.type"),  # type: ignore[arg-type]
+        (jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(delay=duration_pb2.Duration(seconds=1)))), "job.options.backoff.type"),
+        (jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(type=1, jitter=2.0))), "job.options.backoff.jitter"),
+        (jpb.NewJob(name="a", options=t.JobOptions(timeout=duration_pb2.Duration(seconds=-5))), "job.options.timeout"),
+        (jpb.NewJob(name="a", options=t.JobOptions(metadata=t.JobMetadata(tags=["t"] * 101))), "job.options.metadata.tags"),
+        (
+            jpb.NewJob(name="a", options=t.JobOptions(remove_on_complete=t.KeepJobs(age=duration_pb2.Duration(seconds=-1)))),
+            "job.options.remove_on_complete.age",
+        ),
+        (jpb.NewJob(name="a", data=t.Payload(raw=b"{not json", content_type="application/json")), "job.data"),
+    ],
+)
+async def test_bad_job_fields_are_invalid_argument_and_write_nothing(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, job: jpb.NewJob, field: str
+) -> None:
+    await expect(Code.INVALID_ARGUMENT, jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=job)), field)
+    m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
+    assert (m.metrics.waiting, m.metrics.delayed) == (0, 0)
+
+
+async def test_payload_limit(server_factory: ServerFactory) -> None:
+    srv = await server_factory(max_payload_bytes=1000)
+    async with grpc.aio.insecure_channel(srv.address) as ch:
+        await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
+        big = jpb.NewJob(name="a", data=t.Payload(raw=b"x" * 1001))
+        await expect(
+            Code.INVALID_ARGUMENT,
+            jrpc.JobServiceStub(ch).AddJob(jpb.AddJobRequest(queue_name="q", job=big)),
+            "job.data",
+            "1001 bytes",
+            "QM_MAX_PAYLOAD_BYTES",
+        )
+
+
+async def test_missing_things_are_not_found(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    await expect(Code.NOT_FOUND, jobs.AddJob(jpb.AddJobRequest(queue_name="nope", job=jpb.NewJob(name="a"))), "'nope'", "register")
+    await expect(Code.NOT_FOUND, jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id="missing")), "'missing'")
+    await expect(Code.NOT_FOUND, jobs.GetJob(jpb.GetJobRequest(queue_name="nope", job_id="x")), "'nope'")
+    await expect(Code.NOT_FOUND, queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="nope")))
+    await expect(Code.NOT_FOUND, queues.PauseQueue(qpb.PauseQueueRequest(name="nope")))
+    await expect(Code.NOT_FOUND, jobs.RemoveJob(jpb.RemoveJobRequest(queue_name="emails", job_id="missing")))
+
+
+@pytest.mark.parametrize("name", ["", "has space", "a{b}", "a:b", "x" * 101])
+async def test_bad_queue_names(queues: qrpc.QueueServiceStub, name: str) -> None:
+    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name=name)), "name")
+
+
+async def test_bad_queue_config(queues: qrpc.QueueServiceStub) -> None:
+    cfg = t.QueueConfig(rate_limit=t.RateLimit(max=10))
+    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "config.rate_limit.duration")
+    cfg = t.QueueConfig(dead_letter_queue="q")
+    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "own dead-letter")
+    cfg = t.QueueConfig(default_job_options=t.JobOptions(job_id="x"))
+    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "job_id")
+    listed = await queues.ListQueues(qpb.ListQueuesRequest())
+    assert [q.name for q in listed.queues] == ["dead-letter-queue", "emails"]
+
+
+async def test_list_and_clean_bad_input(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    await expect(Code.INVALID_ARGUMENT, jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails")), "state")
+    await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_size=5000)),
+        "page_size",
+    )
+    await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_token="garbage!")),
+        "page_token",
+    )
+    await expect(
+        Code.INVALID_ARGUMENT, queues.CleanQueue(qpb.CleanQueueRequest(name="emails", state=t.JOB_STATE_ACTIVE)), "active"
+    )
+
+
+async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    for i in range(5):
+        await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name=f"j{i}")))
+    seen, token = [], ""
+    while True:
+        page = await jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_size=2, page_token=token))
+        assert page.total_size == 5
+        seen += [j.name for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"j{i}" for i in range(5)]
+
+
+async def test_bulk_stream_ids_in_order_and_all_or_nothing(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    async def good() -> AsyncIterator[jpb.AddJobsRequest]:
+        for chunk in range(3):
+            yield jpb.AddJobsRequest(
+                queue_name="emails",
+                jobs=[jpb.NewJob(name=f"n{chunk}-{i}", options=t.JobOptions(job_id=f"id-{chunk}-{i}")) for i in range(100)],
+            )
+
+    r = await jobs.AddJobs(good())
+    assert list(r.job_ids) == [f"id-{c}-{i}" for c in range(3) for i in range(100)]
+    assert r.created_count == 300
+
+    async def bad() -> AsyncIterator[jpb.AddJobsRequest]:
+        yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="fine")] * 10)
+        yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="")])
+
+    await expect(Code.INVALID_ARGUMENT, jobs.AddJobs(bad()), "jobs[10].name")
+
+    async def unknown_queue() -> AsyncIterator[jpb.AddJobsRequest]:
+        yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="fine")])
+        yield jpb.AddJobsRequest(queue_name="nope", jobs=[jpb.NewJob(name="fine")])
+
+    await expect(Code.NOT_FOUND, jobs.AddJobs(unknown_queue()), "'nope'")
+    m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
+    assert m.metrics.waiting == 300
+
+
+async def test_health_reflects_redis(server: RunningServer, channel: grpc.aio.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    r = await stub.Check(health_pb2.HealthCheckRequest(service="queue_manager.v1.JobService"))
+    assert r.status == health_pb2.HealthCheckResponse.SERVING
+    monitor = next(c for c in server.app.components if c.name == "health")
+    await monitor.set(False)  # type: ignore[attr-defined]
+    r = await stub.Check(health_pb2.HealthCheckRequest())
+    assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_redis_unreachable_at_start_is_a_clear_startup_error(server_factory: ServerFactory) -> None:
+    with pytest.raises(StartupError, match="cannot reach Redis"):
+        await server_factory(redis_url="redis://127.0.0.1:1/0")
+
+
+async def test_redis_down_is_unavailable_then_recovers(server_factory: ServerFactory, redis_url: str) -> None:
+    proxy = Proxy(redis_url)
+    await proxy.start()
+    try:
+        srv = await server_factory(redis_url=proxy.url)
+        async with grpc.aio.insecure_channel(srv.address) as ch:
+            stub = qrpc.QueueServiceStub(ch)
+            await stub.RegisterQueue(qpb.RegisterQueueRequest(name="q"))
+            proxy.cut()
+            await expect(Code.UNAVAILABLE, stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="q")), "Redis")
+            proxy.restore()
+            m = await stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="q"))
+            assert m.metrics.queue_name == "q"
+    finally:
+        await proxy.stop()
