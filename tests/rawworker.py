@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager.v1 import worker_service_pb2_grpc as rpc
 
@@ -25,7 +24,11 @@ class RawWorker:
             yield m
 
     async def connect(self, credits: int = 0) -> pb.ServerWelcome:
-        self._out.put_nowait(pb.ConnectRequest(hello=pb.WorkerHello(worker_id=self.worker_id, queues=self.queues, concurrency=10)))
+        self._out.put_nowait(
+            pb.ConnectRequest(
+                hello=pb.WorkerHello(worker_id=self.worker_id, queues=self.queues, concurrency=10)
+            )
+        )
         self.call = rpc.WorkerServiceStub(self.channel).Connect(self._requests())
         first = await self.recv()
         assert first.WhichOneof("kind") == "welcome", first

@@ -6,12 +6,11 @@ import asyncio
 import json
 
 import pytest
-
+from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
-from queue_manager.v1 import types_pb2
 
 
 async def register(engine: Engine, name: str = "q", **cfg: object) -> None:
@@ -201,7 +200,7 @@ async def test_extend_keeps_lease_alive(engine: Engine) -> None:
     (j,) = (await engine.claim("q", 1, "t", "w", 200)).jobs
     for _ in range(3):
         await asyncio.sleep(0.1)
-        ((code, expiry),) = await engine.extend("q", [(j.id, "t")], 200)
+        ((code, _),) = await engine.extend("q", [(j.id, "t")], 200)
         assert code == 0
         assert (await engine.reap("q"))[:2] == (0, 0)
     assert (await engine.get_job("q", j.id)).text("st") == "active"

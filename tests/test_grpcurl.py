@@ -31,7 +31,12 @@ def _require_grpcurl() -> None:
 
 async def test_list_and_describe(server: RunningServer) -> None:
     services = (await grpcurl(server.address, "list")).split()
-    for name in ("queue_manager.v1.JobService", "queue_manager.v1.QueueService", "queue_manager.v1.WorkerService", "grpc.health.v1.Health"):
+    for name in (
+        "queue_manager.v1.JobService",
+        "queue_manager.v1.QueueService",
+        "queue_manager.v1.WorkerService",
+        "grpc.health.v1.Health",
+    ):
         assert name in services
     described = await grpcurl(server.address, "describe", "queue_manager.v1.JobService")
     assert "rpc AddJobs ( stream .queue_manager.v1.AddJobsRequest )" in described
@@ -40,12 +45,26 @@ async def test_list_and_describe(server: RunningServer) -> None:
 
 async def test_add_json_job_and_read_it_back(server: RunningServer) -> None:
     await grpcurl("-d", '{"name": "emails"}', server.address, "queue_manager.v1.QueueService/RegisterQueue")
-    body = {"queue_name": "emails", "job": {"name": "send", "data": {"json": {"to": "a@b.c", "n": 3}}, "options": {"priority": "JOB_PRIORITY_HIGH", "delay": "60s"}}}
-    added = json.loads(await grpcurl("-d", json.dumps(body), server.address, "queue_manager.v1.JobService/AddJob"))
+    body = {
+        "queue_name": "emails",
+        "job": {
+            "name": "send",
+            "data": {"json": {"to": "a@b.c", "n": 3}},
+            "options": {"priority": "JOB_PRIORITY_HIGH", "delay": "60s"},
+        },
+    }
+    added = json.loads(
+        await grpcurl("-d", json.dumps(body), server.address, "queue_manager.v1.JobService/AddJob")
+    )
     job_id = added["job"]["id"]
     assert added["job"]["state"] == "JOB_STATE_DELAYED"
     got = json.loads(
-        await grpcurl("-d", json.dumps({"queue_name": "emails", "job_id": job_id}), server.address, "queue_manager.v1.JobService/GetJob")
+        await grpcurl(
+            "-d",
+            json.dumps({"queue_name": "emails", "job_id": job_id}),
+            server.address,
+            "queue_manager.v1.JobService/GetJob",
+        )
     )
     assert got["job"]["data"]["json"] == {"to": "a@b.c", "n": 3}
     assert got["job"]["priority"] == "JOB_PRIORITY_HIGH"

@@ -8,13 +8,13 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager_server.app import StartupError
+
 from tests.conftest import RunningServer, ServerFactory
 from tests.faults import Proxy
 
@@ -57,7 +57,9 @@ async def expect(code: Code, call: object, *words: str) -> str:
 
 
 async def test_add_and_get_json_job(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
-    added = await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="send", data=json_payload(to="a@b.c"))))
+    added = await jobs.AddJob(
+        jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="send", data=json_payload(to="a@b.c")))
+    )
     assert added.created and added.job.state == t.JOB_STATE_WAITING
     got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
     assert got.job.data.json.struct_value["to"] == "a@b.c"
@@ -67,7 +69,9 @@ async def test_add_and_get_json_job(queues: qrpc.QueueServiceStub, jobs: jrpc.Jo
 async def test_raw_bytes_payload_round_trip(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
     blob = bytes(range(256))
     added = await jobs.AddJob(
-        jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="b", data=t.Payload(raw=blob, content_type="image/png")))
+        jpb.AddJobRequest(
+            queue_name="emails", job=jpb.NewJob(name="b", data=t.Payload(raw=blob, content_type="image/png"))
+        )
     )
     got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
     assert got.job.data.raw == blob and got.job.data.content_type == "image/png"
@@ -81,22 +85,44 @@ async def test_raw_bytes_payload_round_trip(queues: qrpc.QueueServiceStub, jobs:
         (jpb.NewJob(name="a", options=t.JobOptions(priority=9)), "job.options.priority"),  # type: ignore[arg-type]
         (jpb.NewJob(name="a", options=t.JobOptions(job_id="has space")), "job.options.job_id"),
         (jpb.NewJob(name="a", options=t.JobOptions(job_id="x" * 201)), "job.options.job_id"),
-        (jpb.NewJob(name="a", options=t.JobOptions(delay=duration_pb2.Duration(seconds=-1))), "job.options.delay"),
+        (
+            jpb.NewJob(name="a", options=t.JobOptions(delay=duration_pb2.Duration(seconds=-1))),
+            "job.options.delay",
+        ),
         (
             jpb.NewJob(
                 name="a",
-                options=t.JobOptions(delay=duration_pb2.Duration(seconds=1), schedule_time=timestamp_pb2.Timestamp(seconds=1)),
+                options=t.JobOptions(
+                    delay=duration_pb2.Duration(seconds=1), schedule_time=timestamp_pb2.Timestamp(seconds=1)
+                ),
             ),
             "job.options.delay",
         ),
         (jpb.NewJob(name="a", options=t.JobOptions(attempts=1_000_000)), "job.options.attempts"),
         (jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(type=7))), "job.options.backoff.type"),  # type: ignore[arg-type]
-        (jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(delay=duration_pb2.Duration(seconds=1)))), "job.options.backoff.type"),
-        (jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(type=1, jitter=2.0))), "job.options.backoff.jitter"),
-        (jpb.NewJob(name="a", options=t.JobOptions(timeout=duration_pb2.Duration(seconds=-5))), "job.options.timeout"),
-        (jpb.NewJob(name="a", options=t.JobOptions(metadata=t.JobMetadata(tags=["t"] * 101))), "job.options.metadata.tags"),
         (
-            jpb.NewJob(name="a", options=t.JobOptions(remove_on_complete=t.KeepJobs(age=duration_pb2.Duration(seconds=-1)))),
+            jpb.NewJob(
+                name="a", options=t.JobOptions(backoff=t.Backoff(delay=duration_pb2.Duration(seconds=1)))
+            ),
+            "job.options.backoff.type",
+        ),
+        (
+            jpb.NewJob(name="a", options=t.JobOptions(backoff=t.Backoff(type=1, jitter=2.0))),
+            "job.options.backoff.jitter",
+        ),
+        (
+            jpb.NewJob(name="a", options=t.JobOptions(timeout=duration_pb2.Duration(seconds=-5))),
+            "job.options.timeout",
+        ),
+        (
+            jpb.NewJob(name="a", options=t.JobOptions(metadata=t.JobMetadata(tags=["t"] * 101))),
+            "job.options.metadata.tags",
+        ),
+        (
+            jpb.NewJob(
+                name="a",
+                options=t.JobOptions(remove_on_complete=t.KeepJobs(age=duration_pb2.Duration(seconds=-1))),
+            ),
             "job.options.remove_on_complete.age",
         ),
         (jpb.NewJob(name="a", data=t.Payload(raw=b"{not json", content_type="application/json")), "job.data"),
@@ -125,8 +151,15 @@ async def test_payload_limit(server_factory: ServerFactory) -> None:
 
 
 async def test_missing_things_are_not_found(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
-    await expect(Code.NOT_FOUND, jobs.AddJob(jpb.AddJobRequest(queue_name="nope", job=jpb.NewJob(name="a"))), "'nope'", "register")
-    await expect(Code.NOT_FOUND, jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id="missing")), "'missing'")
+    await expect(
+        Code.NOT_FOUND,
+        jobs.AddJob(jpb.AddJobRequest(queue_name="nope", job=jpb.NewJob(name="a"))),
+        "'nope'",
+        "register",
+    )
+    await expect(
+        Code.NOT_FOUND, jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id="missing")), "'missing'"
+    )
     await expect(Code.NOT_FOUND, jobs.GetJob(jpb.GetJobRequest(queue_name="nope", job_id="x")), "'nope'")
     await expect(Code.NOT_FOUND, queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="nope")))
     await expect(Code.NOT_FOUND, queues.PauseQueue(qpb.PauseQueueRequest(name="nope")))
@@ -140,11 +173,21 @@ async def test_bad_queue_names(queues: qrpc.QueueServiceStub, name: str) -> None
 
 async def test_bad_queue_config(queues: qrpc.QueueServiceStub) -> None:
     cfg = t.QueueConfig(rate_limit=t.RateLimit(max=10))
-    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "config.rate_limit.duration")
+    await expect(
+        Code.INVALID_ARGUMENT,
+        queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)),
+        "config.rate_limit.duration",
+    )
     cfg = t.QueueConfig(dead_letter_queue="q")
-    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "own dead-letter")
+    await expect(
+        Code.INVALID_ARGUMENT,
+        queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)),
+        "own dead-letter",
+    )
     cfg = t.QueueConfig(default_job_options=t.JobOptions(job_id="x"))
-    await expect(Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "job_id")
+    await expect(
+        Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "job_id"
+    )
     listed = await queues.ListQueues(qpb.ListQueuesRequest())
     assert [q.name for q in listed.queues] == ["dead-letter-queue", "emails"]
 
@@ -158,11 +201,15 @@ async def test_list_and_clean_bad_input(queues: qrpc.QueueServiceStub, jobs: jrp
     )
     await expect(
         Code.INVALID_ARGUMENT,
-        jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_token="garbage!")),
+        jobs.ListJobs(
+            jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_token="garbage!")
+        ),
         "page_token",
     )
     await expect(
-        Code.INVALID_ARGUMENT, queues.CleanQueue(qpb.CleanQueueRequest(name="emails", state=t.JOB_STATE_ACTIVE)), "active"
+        Code.INVALID_ARGUMENT,
+        queues.CleanQueue(qpb.CleanQueueRequest(name="emails", state=t.JOB_STATE_ACTIVE)),
+        "active",
     )
 
 
@@ -171,7 +218,9 @@ async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceSt
         await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name=f"j{i}")))
     seen, token = [], ""
     while True:
-        page = await jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_size=2, page_token=token))
+        page = await jobs.ListJobs(
+            jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING, page_size=2, page_token=token)
+        )
         assert page.total_size == 5
         seen += [j.name for j in page.jobs]
         token = page.next_page_token
@@ -180,12 +229,17 @@ async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceSt
     assert seen == [f"j{i}" for i in range(5)]
 
 
-async def test_bulk_stream_ids_in_order_and_all_or_nothing(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_bulk_stream_ids_in_order_and_all_or_nothing(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub
+) -> None:
     async def good() -> AsyncIterator[jpb.AddJobsRequest]:
         for chunk in range(3):
             yield jpb.AddJobsRequest(
                 queue_name="emails",
-                jobs=[jpb.NewJob(name=f"n{chunk}-{i}", options=t.JobOptions(job_id=f"id-{chunk}-{i}")) for i in range(100)],
+                jobs=[
+                    jpb.NewJob(name=f"n{chunk}-{i}", options=t.JobOptions(job_id=f"id-{chunk}-{i}"))
+                    for i in range(100)
+                ],
             )
 
     r = await jobs.AddJobs(good())
@@ -231,7 +285,9 @@ async def test_redis_down_is_unavailable_then_recovers(server_factory: ServerFac
             stub = qrpc.QueueServiceStub(ch)
             await stub.RegisterQueue(qpb.RegisterQueueRequest(name="q"))
             proxy.cut()
-            await expect(Code.UNAVAILABLE, stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="q")), "Redis")
+            await expect(
+                Code.UNAVAILABLE, stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="q")), "Redis"
+            )
             proxy.restore()
             m = await stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="q"))
             assert m.metrics.queue_name == "q"

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -16,6 +15,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.engine import Engine
+
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import RawWorker, eventually, lease
 
@@ -31,7 +31,9 @@ async def stubs(server: RunningServer) -> AsyncIterator[tuple[qrpc.QueueServiceS
 async def add(jobs: jrpc.JobServiceStub, n: int, **opts: object) -> list[str]:
     ids = []
     for i in range(n):
-        r = await jobs.AddJob(jpb.AddJobRequest(queue_name="q", job=jpb.NewJob(name=f"j{i}", options=t.JobOptions(**opts))))  # type: ignore[arg-type]
+        r = await jobs.AddJob(
+            jpb.AddJobRequest(queue_name="q", job=jpb.NewJob(name=f"j{i}", options=t.JobOptions(**opts)))
+        )  # type: ignore[arg-type]
         ids.append(r.job.id)
     return ids
 
@@ -58,7 +60,9 @@ async def test_unknown_queue_in_hello_is_not_found(server: RunningServer) -> Non
     await w.close()
 
 
-async def test_never_more_jobs_than_credits(server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]) -> None:
+async def test_never_more_jobs_than_credits(
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+) -> None:
     _, jobs = stubs
     await add(jobs, 10)
     w = RawWorker(server.address, ["q"])
@@ -71,12 +75,21 @@ async def test_never_more_jobs_than_credits(server: RunningServer, stubs: tuple[
     assert ack.WhichOneof("kind") == "ack", ack
     assert ack.ack.results[0].code == 0
     # Returning credits with completions brings more jobs.
-    w.report(pb.WorkerReport(credits=2, completions=[pb.JobCompletion(queue_name="q", job_id=j.job.id, lease_token=j.lease_token) for j in got]))
+    w.report(
+        pb.WorkerReport(
+            credits=2,
+            completions=[
+                pb.JobCompletion(queue_name="q", job_id=j.job.id, lease_token=j.lease_token) for j in got
+            ],
+        )
+    )
     assert len(await w.jobs(2)) == 2
     await w.close()
 
 
-async def test_idle_worker_gets_new_job_pushed(server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]) -> None:
+async def test_idle_worker_gets_new_job_pushed(
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+) -> None:
     _, jobs = stubs
     w = RawWorker(server.address, ["q"])
     await w.connect(credits=5)
@@ -101,7 +114,9 @@ async def test_job_added_on_another_server_reaches_worker(
     await w.close()
 
 
-async def test_delayed_job_starts_on_time(server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]) -> None:
+async def test_delayed_job_starts_on_time(
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+) -> None:
     from google.protobuf.duration_pb2 import Duration
 
     _, jobs = stubs
@@ -123,7 +138,9 @@ async def test_stale_token_completion_is_failed_precondition(
     w = RawWorker(server.address, ["q"])
     await w.connect(credits=1)
     (j,) = await w.jobs(1)
-    w.report(pb.WorkerReport(completions=[pb.JobCompletion(queue_name="q", job_id=j.job.id, lease_token="stale")]))
+    w.report(
+        pb.WorkerReport(completions=[pb.JobCompletion(queue_name="q", job_id=j.job.id, lease_token="stale")])
+    )
     ack = await w.until("ack")
     (r,) = ack.ack.results
     assert r.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "not held" in r.message
@@ -164,31 +181,44 @@ async def test_failure_with_do_not_retry_and_progress(
     w = RawWorker(server.address, ["q"])
     await w.connect(credits=1)
     (j,) = await w.jobs(1)
-    w.report(pb.WorkerReport(progress=[pb.JobProgress(lease=lease(j), progress=struct_pb2.Value(number_value=50))]))
+    w.report(
+        pb.WorkerReport(progress=[pb.JobProgress(lease=lease(j), progress=struct_pb2.Value(number_value=50))])
+    )
     w.report(pb.WorkerReport(extensions=[lease(j)]))
     await w.until("ack")
     got = await jobs.GetJob(jpb.GetJobRequest(queue_name="q", job_id=job_id))
     assert got.job.progress.number_value == 50
     w.report(
         pb.WorkerReport(
-            failures=[pb.JobFailure(queue_name="q", job_id=job_id, lease_token=j.lease_token, message="bad input", stacktrace="tb", do_not_retry=True)]
+            failures=[
+                pb.JobFailure(
+                    queue_name="q",
+                    job_id=job_id,
+                    lease_token=j.lease_token,
+                    message="bad input",
+                    stacktrace="tb",
+                    do_not_retry=True,
+                )
+            ]
         )
     )
     w.half_close()
     await w.wait_end()
     got = await jobs.GetJob(jpb.GetJobRequest(queue_name="q", job_id=job_id))
-    assert got.job.state == t.JOB_STATE_FAILED and got.job.failed_reason == "bad input" and got.job.attempts_made == 1
+    assert (
+        got.job.state == t.JOB_STATE_FAILED
+        and got.job.failed_reason == "bad input"
+        and got.job.attempts_made == 1
+    )
     await w.close()
 
 
-async def test_graceful_shutdown_drains_workers(
-    server_factory: ServerFactory, engine: Engine
-) -> None:
+async def test_graceful_shutdown_drains_workers(server_factory: ServerFactory, engine: Engine) -> None:
     srv = await server_factory(shutdown_grace_ms=5_000)
     async with grpc.aio.insecure_channel(srv.address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
         jobs = jrpc.JobServiceStub(ch)
-        a, b = await add(jobs, 2)
+        await add(jobs, 2)
     w = RawWorker(srv.address, ["q"])
     await w.connect(credits=2)
     ja, jb = await w.jobs(2)
@@ -211,7 +241,9 @@ async def test_graceful_shutdown_drains_workers(
     await w.close()
 
 
-async def test_shutdown_releases_jobs_still_held_after_grace(server_factory: ServerFactory, engine: Engine) -> None:
+async def test_shutdown_releases_jobs_still_held_after_grace(
+    server_factory: ServerFactory, engine: Engine
+) -> None:
     srv = await server_factory(shutdown_grace_ms=300)
     async with grpc.aio.insecure_channel(srv.address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))

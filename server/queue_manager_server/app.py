@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
-
 from queue_manager.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -26,6 +25,8 @@ from queue_manager.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from redis.asyncio import Redis
+
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Promoter, Reaper
 from queue_manager_server.components.notifier import Notifier
@@ -83,13 +84,19 @@ class App:
         await engine.scripts.load_all()
 
         self.dispatcher = Dispatcher(engine, s.lease_ms)
-        self.workers = WorkerService(engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes)
+        self.workers = WorkerService(
+            engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
+        )
         self.server = grpc.aio.server(options=self._grpc_options())
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(engine), self.server)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(engine, s.max_payload_bytes), self.server)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(
+            JobService(engine, s.max_payload_bytes), self.server
+        )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection([*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server
+        )
         try:
             self.port = self.server.add_insecure_port(s.listen)
         except RuntimeError as exc:
@@ -111,7 +118,10 @@ class App:
         for c in self.components:
             c.start()
         await asyncio.wait_for(self.notifier.ready.wait(), 10)
-        log.info("server started", extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix})
+        log.info(
+            "server started",
+            extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix},
+        )
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         size = self.settings.max_message_bytes
@@ -132,13 +142,15 @@ class App:
         assert self.redis is not None
         try:
             await self.redis.ping()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise StartupError(f"cannot reach Redis: {exc}; check REDIS_URL / REDIS_HOST") from None
         if not external:
             return
         try:
-            policy = (await self.redis.config_get("maxmemory-policy")).get(b"maxmemory-policy", b"").decode()
-        except Exception:  # noqa: BLE001 - CONFIG may be disabled on managed Redis; then we cannot tell
+            reply: dict[Any, Any] = await self.redis.config_get("maxmemory-policy")
+            raw = reply.get(b"maxmemory-policy") or reply.get("maxmemory-policy") or b""
+            policy = raw.decode() if isinstance(raw, bytes) else str(raw)
+        except Exception:
             log.warning("cannot read maxmemory-policy; make sure it is noeviction")
             return
         if policy and policy not in SAFE_POLICIES:

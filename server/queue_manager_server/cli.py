@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from queue_manager_server import logs
 from queue_manager_server.app import App, StartupError, print_banner
@@ -31,12 +32,13 @@ async def serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     logs.setup(settings.log_level)
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep plain asyncio working
-        runner = asyncio.run
+        pass
     try:
         runner(serve(settings))
     except StartupError as exc:

@@ -61,17 +61,26 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         return env.get(name, str(default))
 
     p = argparse.ArgumentParser(prog="qm serve", description="Run the Queue Manager gRPC server.")
-    p.add_argument("--listen", default=e("QM_LISTEN", d.listen), help="HOST:PORT to serve gRPC on [QM_LISTEN]")
+    p.add_argument(
+        "--listen", default=e("QM_LISTEN", d.listen), help="HOST:PORT to serve gRPC on [QM_LISTEN]"
+    )
     p.add_argument(
         "--redis-url",
         default=redis_url_from_env(env),
         help="Redis/Valkey URL [QM_REDIS_URL, REDIS_URL, REDIS_HOST/PORT/PASSWORD/DB]; "
         "unset: start an embedded Valkey",
     )
-    p.add_argument("--data-dir", default=e("QM_DATA_DIR", d.data_dir), help="embedded Valkey data dir [QM_DATA_DIR]")
-    p.add_argument("--key-prefix", default=e("QM_KEY_PREFIX", d.key_prefix), help="Redis key prefix [QM_KEY_PREFIX]")
     p.add_argument(
-        "--lease-ms", type=int, default=int(e("QM_LEASE_DURATION_MS", d.lease_ms)), help="job lease [QM_LEASE_DURATION_MS]"
+        "--data-dir", default=e("QM_DATA_DIR", d.data_dir), help="embedded Valkey data dir [QM_DATA_DIR]"
+    )
+    p.add_argument(
+        "--key-prefix", default=e("QM_KEY_PREFIX", d.key_prefix), help="Redis key prefix [QM_KEY_PREFIX]"
+    )
+    p.add_argument(
+        "--lease-ms",
+        type=int,
+        default=int(e("QM_LEASE_DURATION_MS", d.lease_ms)),
+        help="job lease [QM_LEASE_DURATION_MS]",
     )
     p.add_argument(
         "--max-payload-bytes",
@@ -92,7 +101,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         help="how often expired leases are looked for [QM_REAPER_INTERVAL_MS]",
     )
     p.add_argument(
-        "--log-level", default=env.get("QM_LOG_LEVEL") or env.get("LOG_LEVEL") or d.log_level, help="[QM_LOG_LEVEL, LOG_LEVEL]"
+        "--log-level",
+        default=env.get("QM_LOG_LEVEL") or env.get("LOG_LEVEL") or d.log_level,
+        help="[QM_LOG_LEVEL, LOG_LEVEL]",
     )
     p.add_argument("--embedded-port", type=int, default=int(e("QM_EMBEDDED_PORT", 0)), help=argparse.SUPPRESS)
     a = p.parse_args(argv)

@@ -7,8 +7,8 @@ import json
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from queue_manager.v1 import job_service_pb2, types_pb2, worker_service_pb2
+
 from queue_manager_server import validate
 from queue_manager_server.engine.engine import DEFAULT_DLQ
 from queue_manager_server.engine.records import ClaimedJob, JobRecord, Metrics, NewJob, QueueRecord
@@ -21,7 +21,7 @@ DEFAULT_COMPLETED_KEEP = (DAY_MS, 10_000)
 DEFAULT_FAILED_KEEP = (7 * DAY_MS, 100_000)
 DEFAULT_MAX_STALLED = 1
 
-STATE_NAMES = {
+STATE_NAMES: dict[int, str] = {
     types_pb2.JOB_STATE_WAITING: "waiting",
     types_pb2.JOB_STATE_ACTIVE: "active",
     types_pb2.JOB_STATE_DELAYED: "delayed",
@@ -29,13 +29,17 @@ STATE_NAMES = {
     types_pb2.JOB_STATE_FAILED: "failed",
     types_pb2.JOB_STATE_PAUSED: "paused",
 }
-STATE_VALUES = {v: k for k, v in STATE_NAMES.items()}
+STATE_VALUES: dict[str, types_pb2.JobState.ValueType] = {
+    v: types_pb2.JobState.Value(f"JOB_STATE_{v.upper()}") for v in STATE_NAMES.values()
+}
 
 
 def state_name(value: int, field: str = "state") -> str:
-    name = STATE_NAMES.get(value)  # type: ignore[call-overload]
+    name = STATE_NAMES.get(int(value))
     if name is None:
-        raise InvalidArgument(field, "is required: one of waiting, active, delayed, completed, failed, paused")
+        raise InvalidArgument(
+            field, "is required: one of waiting, active, delayed, completed, failed, paused"
+        )
     return name
 
 
@@ -105,7 +109,9 @@ def new_job(j: job_service_pb2.NewJob, field: str, payload_limit: int) -> NewJob
 
 
 def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
-    out.priority = validate.enum_value(o.priority, range(0, 6), f"{field}.priority", "1 (CRITICAL) to 5 (BACKGROUND)")
+    out.priority = validate.enum_value(
+        o.priority, range(0, 6), f"{field}.priority", "1 (CRITICAL) to 5 (BACKGROUND)"
+    )
     if o.HasField("delay") and o.HasField("schedule_time"):
         raise InvalidArgument(f"{field}.delay", "set either delay or schedule_time, not both")
     if o.HasField("delay"):
@@ -117,7 +123,9 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     out.attempts = validate.count(o.attempts, f"{field}.attempts", validate.MAX_ATTEMPTS)
     if o.HasField("backoff"):
         b = o.backoff
-        out.backoff_type = validate.enum_value(b.type, range(0, 3), f"{field}.backoff.type", "FIXED or EXPONENTIAL")
+        out.backoff_type = validate.enum_value(
+            b.type, range(0, 3), f"{field}.backoff.type", "FIXED or EXPONENTIAL"
+        )
         out.backoff_delay_ms = validate.duration_ms(b.delay, f"{field}.backoff.delay")
         out.backoff_jitter = validate.fraction(b.jitter, f"{field}.backoff.jitter")
         out.backoff_max_ms = validate.duration_ms(b.max_delay, f"{field}.backoff.max_delay")
@@ -169,7 +177,7 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
         queue_name=r.queue,
         name=r.text("name"),
         data=payload_out(r.raw("data"), r.text("ct"), json_view=True),
-        state=STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),  # type: ignore[arg-type]
+        state=STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),
         priority=r.int("pri", 3),  # type: ignore[arg-type]
         attempts_made=r.int("atm"),
         max_attempts=r.int("att", 1),
@@ -201,10 +209,11 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
             o.backoff.max_delay.CopyFrom(ms_duration(r.int("bm")))
     if r.int("to"):
         o.timeout.CopyFrom(ms_duration(r.int("to")))
-    for policy, target in ((r.text("kc"), o.remove_on_complete), (r.text("kf"), o.remove_on_fail)):
-        k = _keep_out(policy)
-        if k is not None:
-            target.CopyFrom(k)
+    kc, kf = _keep_out(r.text("kc")), _keep_out(r.text("kf"))
+    if kc is not None:
+        o.remove_on_complete.CopyFrom(kc)
+    if kf is not None:
+        o.remove_on_fail.CopyFrom(kf)
     if md is not None:
         o.metadata.CopyFrom(md)
     return j
@@ -239,7 +248,9 @@ def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.Leas
 # ---- queues ------------------------------------------------------------------------------------
 
 
-def queue_meta(cfg: types_pb2.QueueConfig, field: str = "config") -> tuple[dict[str, str | int | bytes], types_pb2.QueueConfig]:
+def queue_meta(
+    cfg: types_pb2.QueueConfig, field: str = "config"
+) -> tuple[dict[str, str | int | bytes], types_pb2.QueueConfig]:
     """Validates a queue config, fills defaults, and flattens it into the meta fields Lua reads."""
     filled = types_pb2.QueueConfig()
     filled.CopyFrom(cfg)
@@ -252,7 +263,11 @@ def queue_meta(cfg: types_pb2.QueueConfig, field: str = "config") -> tuple[dict[
     fields["rl_max"], fields["rl_ms"] = rl_max, rl_ms
     dlq = ""
     if not cfg.disable_dead_letter:
-        dlq = validate.queue_name(cfg.dead_letter_queue, f"{field}.dead_letter_queue") if cfg.dead_letter_queue else DEFAULT_DLQ
+        dlq = (
+            validate.queue_name(cfg.dead_letter_queue, f"{field}.dead_letter_queue")
+            if cfg.dead_letter_queue
+            else DEFAULT_DLQ
+        )
         filled.dead_letter_queue = dlq
     fields["dlq"] = dlq
     for kind, source, target, default in (

@@ -31,7 +31,8 @@ def job_id(value: str, field: str = "job_id") -> str:
         if not value:
             raise InvalidArgument(field, "is required")
         raise InvalidArgument(
-            field, f"{value[:120]!r} is not a valid job id: use 1-200 letters, digits, '-', '_', '.', '@' or ':'"
+            field,
+            f"{value[:120]!r} is not a valid job id: use 1-200 letters, digits, '-', '_', '.', '@' or ':'",
         )
     return value
 
@@ -84,4 +85,6 @@ def json_bytes(body: bytes, field: str) -> None:
     try:
         json.loads(body)
     except ValueError as exc:
-        raise InvalidArgument(field, f"content type is application/json but the body is not JSON ({exc})") from None
+        raise InvalidArgument(
+            field, f"content type is application/json but the body is not JSON ({exc})"
+        ) from None

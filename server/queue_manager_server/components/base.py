@@ -32,7 +32,7 @@ class Component:
         while not self._stop.is_set():
             try:
                 await self.tick()
-            except Exception as exc:  # noqa: BLE001 - the next tick retries
+            except Exception as exc:
                 self.log.warning("tick failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)

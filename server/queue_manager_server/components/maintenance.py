@@ -23,7 +23,9 @@ class Reaper(Component):
         for queue in await self.engine.queue_names():
             back, lost, _ = await self.engine.reap(queue)
             if back or lost:
-                self.log.info("recovered stalled jobs", extra={"queue": queue, "requeued": back, "failed": lost})
+                self.log.info(
+                    "recovered stalled jobs", extra={"queue": queue, "requeued": back, "failed": lost}
+                )
 
 
 class Promoter(Component):
@@ -58,7 +60,9 @@ class Janitor(Component):
             removed = await self.engine.apply_retention(queue)
             moved = await self.engine.hand_off_dead_letters(queue)
             if removed or moved:
-                self.log.info("housekeeping", extra={"queue": queue, "removed": removed, "dead_lettered": moved})
+                self.log.info(
+                    "housekeeping", extra={"queue": queue, "removed": removed, "dead_lettered": moved}
+                )
 
 
 class HealthMonitor(Component):
@@ -66,7 +70,9 @@ class HealthMonitor(Component):
 
     name = "health"
 
-    def __init__(self, engine: Engine, health: health_aio.HealthServicer, services: list[str], interval: float) -> None:
+    def __init__(
+        self, engine: Engine, health: health_aio.HealthServicer, services: list[str], interval: float
+    ) -> None:
         super().__init__(interval)
         self.engine = engine
         self.health = health
@@ -76,14 +82,16 @@ class HealthMonitor(Component):
     async def tick(self) -> None:
         try:
             ok = await self.engine.ping()
-        except Exception:  # noqa: BLE001 - unreachable is the answer
+        except Exception:
             ok = False
         await self.set(ok)
 
     async def set(self, ok: bool) -> None:
         if ok != self.serving:
             self.serving = ok
-            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            status = (
+                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
             for name in ["", *self.services]:
                 await self.health.set(name, status)
             self.log.info("health changed", extra={"serving": ok})

@@ -53,7 +53,7 @@ class Notifier:
                                 self.dispatcher.wake(parts[1].decode())
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - reconnect with backoff
+            except Exception as exc:
                 self.ready.clear()
                 log.warning("subscription lost; reconnecting", extra={"error": str(exc)})
                 await asyncio.sleep(backoff)

@@ -51,6 +51,10 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _b(v: bytes | str) -> bytes:
+    return v if isinstance(v, bytes) else v.encode()
+
+
 class Engine:
     """Queue storage on Redis/Valkey."""
 
@@ -87,7 +91,7 @@ class Engine:
         raw = await self.redis.hgetall(self.keys(name).meta)
         if not raw:
             raise QueueNotFound(name)
-        return QueueRecord(name, {_s(k): v for k, v in raw.items()})
+        return QueueRecord(name, {_s(k): _b(v) for k, v in raw.items()})
 
     async def queue_names(self) -> list[str]:
         return sorted(_s(n) for n in await self.redis.smembers(registry(self.prefix)))
@@ -98,7 +102,9 @@ class Engine:
         for n in names:
             pipe.hgetall(self.keys(n).meta)
         rows = await pipe.execute()
-        return [QueueRecord(n, {_s(k): v for k, v in r.items()}) for n, r in zip(names, rows, strict=True) if r]
+        return [
+            QueueRecord(n, {_s(k): v for k, v in r.items()}) for n, r in zip(names, rows, strict=True) if r
+        ]
 
     async def set_paused(self, name: str, paused: bool) -> None:
         if await self.scripts.run("set_paused", [self.keys(name).meta], ["1" if paused else "0"]) == NO_QUEUE:
@@ -107,7 +113,9 @@ class Engine:
 
     async def metrics(self, name: str) -> Metrics:
         k = self.keys(name)
-        r = await self.scripts.run("metrics", [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed], [])
+        r = await self.scripts.run(
+            "metrics", [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed], []
+        )
         if _i(r[0]) == NO_QUEUE:
             raise QueueNotFound(name)
         paused = _i(r[1]) == 1
@@ -144,7 +152,9 @@ class Engine:
         removed, cursor = 0, 0
         while cursor >= 0 and (limit == 0 or removed < limit):
             chunk = ADMIN_CHUNK if limit == 0 else min(ADMIN_CHUNK, limit - removed)
-            n, cursor = await self.scripts.run("clean", [zset], [prefix, mode, cutoff, chunk, cursor, ADMIN_CHUNK])
+            n, cursor = await self.scripts.run(
+                "clean", [zset], [prefix, mode, cutoff, chunk, cursor, ADMIN_CHUNK]
+            )
             removed += _i(n)
             cursor = _i(cursor)
         return removed
@@ -156,7 +166,9 @@ class Engine:
         keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox]
         removed, first = 0, True
         while True:
-            r = await self.scripts.run("obliterate", keys, [k.job_prefix, "1" if force or not first else "0", ADMIN_CHUNK])
+            r = await self.scripts.run(
+                "obliterate", keys, [k.job_prefix, "1" if force or not first else "0", ADMIN_CHUNK]
+            )
             if _i(r[0]) == IS_ACTIVE:
                 raise JobActive(
                     f"queue {name!r} has active jobs; wait for them or obliterate with force=true"
@@ -208,7 +220,7 @@ class Engine:
             if not await self.redis.exists(self.keys(queue).meta):
                 raise QueueNotFound(queue)
             raise JobNotFound(queue, job_id)
-        return JobRecord(queue, job_id, {_s(f): v for f, v in raw.items()})
+        return JobRecord(queue, job_id, {_s(f): _b(v) for f, v in raw.items()})
 
     async def list_jobs(self, queue: str, state: str, offset: int, count: int) -> tuple[list[JobRecord], int]:
         """A page of jobs of one state: waiting by priority, delayed by run time, finished newest first."""
@@ -230,7 +242,7 @@ class Engine:
             pipe.hgetall(k.job(_s(i)))
         rows = await pipe.execute()
         records = [
-            JobRecord(queue, _s(i), {_s(f): v for f, v in row.items()})
+            JobRecord(queue, _s(i), {_s(f): _b(v) for f, v in row.items()})
             for i, row in zip(ids, rows, strict=True)
             if row
         ]
@@ -246,7 +258,9 @@ class Engine:
             await self.get_queue(queue)
             raise JobNotFound(queue, job_id)
         if not isinstance(code, bytes) and _i(code) == IS_ACTIVE:
-            raise JobActive(f"job {job_id!r} in queue {queue!r} is active; it can be removed once it finishes")
+            raise JobActive(
+                f"job {job_id!r} in queue {queue!r} is active; it can be removed once it finishes"
+            )
         return _s(code)
 
     # ---- worker path --------------------------------------------------------------------------
@@ -300,9 +314,7 @@ class Engine:
         args: list[Any] = [k.job_prefix, len(items)]
         for job_id, token, msg, stack, no_retry in items:
             args += [job_id, token, msg, stack, "1" if no_retry else "0"]
-        r = await self.scripts.run(
-            "fail", [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox], args
-        )
+        r = await self.scripts.run("fail", [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox], args)
         out = [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
         if any(code == 0 for code, _ in out):
             await self.notify_waiting(queue)
@@ -313,7 +325,9 @@ class Engine:
             await self.hand_off_dead_letters(queue)
         return out
 
-    async def extend(self, queue: str, items: Sequence[tuple[str, str]], lease_ms: int) -> list[tuple[int, int]]:
+    async def extend(
+        self, queue: str, items: Sequence[tuple[str, str]], lease_ms: int
+    ) -> list[tuple[int, int]]:
         """items: (job id, token). Returns (code, new expiry ms) per item."""
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, lease_ms, len(items)]
@@ -349,7 +363,9 @@ class Engine:
     async def reap(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
         """Recovers expired leases. Returns (back to waiting, failed for good, next expiry ms or -1)."""
         k = self.keys(queue)
-        r = await self.scripts.run("reap", [k.meta, k.active, k.waiting, k.failed, k.outbox], [k.job_prefix, limit])
+        r = await self.scripts.run(
+            "reap", [k.meta, k.active, k.waiting, k.failed, k.outbox], [k.job_prefix, limit]
+        )
         back, lost = _i(r[1]), _i(r[2])
         if back:
             await self.notify_waiting(queue)
@@ -388,7 +404,7 @@ class Engine:
             if ct == "application/json":
                 data = json.loads(f[1] or b"null")
             else:
-                data = base64.b64encode(f[1] or b"").decode()
+                data = base64.b64encode(_b(f[1] or b"")).decode()
             body = {
                 "original_queue": queue,
                 "original_job_id": job_id,
@@ -398,9 +414,7 @@ class Engine:
                 "failure_reason": _s(f[4] or b""),
                 "attempts_made": _i(f[3] or b"0"),
             }
-            copies.append(
-                NewJob(id=f"{queue}:{job_id}", name=_s(f[0]), data=json.dumps(body).encode())
-            )
+            copies.append(NewJob(id=f"{queue}:{job_id}", name=_s(f[0]), data=json.dumps(body).encode()))
         if copies:
             await self.add_jobs(dlq, copies)
         for job_id in ids:

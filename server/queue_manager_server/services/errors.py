@@ -35,7 +35,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
         return grpc.StatusCode.UNAVAILABLE, "the job store (Redis) is unreachable; retry shortly"
     if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, "the job store (Redis) is out of memory; nothing was written"
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "the job store (Redis) is out of memory; nothing was written",
+        )
     ref = uuid.uuid4().hex[:12]
     log.error("unexpected error", exc_info=exc, extra={"error_ref": ref})
     return grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the server log"
@@ -54,7 +57,7 @@ def unary(fn: Handler[T]) -> Handler[T]:
             return await fn(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every error leaves as a status
+        except Exception as exc:
             code, message = status_for(exc)
             await context.abort(code, message)
             raise AssertionError("unreachable") from None
@@ -62,7 +65,9 @@ def unary(fn: Handler[T]) -> Handler[T]:
     return wrapper
 
 
-def streaming(fn: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+def streaming(
+    fn: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[T]],
+) -> Callable[..., AsyncIterator[T]]:
     """Wraps a server-streaming (or bidi) handler the same way."""
 
     @functools.wraps(fn)
@@ -72,7 +77,7 @@ def streaming(fn: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[T
                 yield item
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             code, message = status_for(exc)
             await context.abort(code, message)
 

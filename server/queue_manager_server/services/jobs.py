@@ -6,9 +6,9 @@ import base64
 from collections.abc import AsyncIterator
 
 import grpc
-
 from queue_manager.v1 import job_service_pb2 as pb
 from queue_manager.v1 import job_service_pb2_grpc as pb_grpc
+
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob
@@ -43,7 +43,9 @@ class JobService(pb_grpc.JobServiceServicer):
         index = 0
         async for message in request_iterator:
             queue = validate.queue_name(message.queue_name)
-            jobs = [convert.new_job(j, f"jobs[{index + i}]", self.max_payload) for i, j in enumerate(message.jobs)]
+            jobs = [
+                convert.new_job(j, f"jobs[{index + i}]", self.max_payload) for i, j in enumerate(message.jobs)
+            ]
             index += len(jobs)
             if batches and batches[-1][0] == queue:
                 batches[-1][1].extend(jobs)
@@ -67,7 +69,9 @@ class JobService(pb_grpc.JobServiceServicer):
         return pb.GetJobResponse(job=convert.job_out(record, paused))
 
     @unary
-    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
         queue = validate.queue_name(request.queue_name)
         state = convert.state_name(request.state)
         size = request.page_size or 100
@@ -82,10 +86,12 @@ class JobService(pb_grpc.JobServiceServicer):
         return response
 
     @unary
-    async def RemoveJob(self, request: pb.RemoveJobRequest, context: grpc.aio.ServicerContext) -> pb.RemoveJobResponse:
+    async def RemoveJob(
+        self, request: pb.RemoveJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveJobResponse:
         queue = validate.queue_name(request.queue_name)
         state = await self.engine.remove_job(queue, validate.job_id(request.job_id))
-        return pb.RemoveJobResponse(previous_state=convert.STATE_VALUES[state])  # type: ignore[arg-type]
+        return pb.RemoveJobResponse(previous_state=convert.STATE_VALUES[state])
 
 
 def _encode_token(offset: int) -> str:
@@ -102,4 +108,6 @@ def _decode_token(token: str) -> int:
             raise ValueError
         return offset
     except ValueError:
-        raise InvalidArgument("page_token", "is not a token returned by ListJobs; omit it for the first page") from None
+        raise InvalidArgument(
+            "page_token", "is not a token returned by ListJobs; omit it for the first page"
+        ) from None

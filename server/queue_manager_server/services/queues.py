@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
-
 from queue_manager.v1 import queue_service_pb2 as pb
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager.v1 import types_pb2
+
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument
@@ -20,7 +20,9 @@ class QueueService(pb_grpc.QueueServiceServicer):
         self.engine = engine
 
     @unary
-    async def RegisterQueue(self, request: pb.RegisterQueueRequest, context: grpc.aio.ServicerContext) -> pb.RegisterQueueResponse:
+    async def RegisterQueue(
+        self, request: pb.RegisterQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterQueueResponse:
         name = validate.queue_name(request.name, "name")
         fields, _ = convert.queue_meta(request.config)
         dlq = str(fields["dlq"])
@@ -30,41 +32,57 @@ class QueueService(pb_grpc.QueueServiceServicer):
         if dlq:
             dlq_fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
             await self.engine.register_queue(dlq, dlq_fields, only_if_missing=True)
-        return pb.RegisterQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)), created=created)
+        return pb.RegisterQueueResponse(
+            queue=convert.queue_out(await self.engine.get_queue(name)), created=created
+        )
 
     @unary
-    async def GetQueue(self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext) -> pb.GetQueueResponse:
+    async def GetQueue(
+        self, request: pb.GetQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetQueueResponse:
         q = await self.engine.get_queue(validate.queue_name(request.name, "name"))
         return pb.GetQueueResponse(queue=convert.queue_out(q))
 
     @unary
-    async def ListQueues(self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext) -> pb.ListQueuesResponse:
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListQueuesResponse:
         return pb.ListQueuesResponse(queues=[convert.queue_out(q) for q in await self.engine.list_queues()])
 
     @unary
-    async def PauseQueue(self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext) -> pb.PauseQueueResponse:
+    async def PauseQueue(
+        self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseQueueResponse:
         name = validate.queue_name(request.name, "name")
         await self.engine.set_paused(name, True)
         return pb.PauseQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
 
     @unary
-    async def ResumeQueue(self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext) -> pb.ResumeQueueResponse:
+    async def ResumeQueue(
+        self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeQueueResponse:
         name = validate.queue_name(request.name, "name")
         await self.engine.set_paused(name, False)
         return pb.ResumeQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
 
     @unary
-    async def CleanQueue(self, request: pb.CleanQueueRequest, context: grpc.aio.ServicerContext) -> pb.CleanQueueResponse:
+    async def CleanQueue(
+        self, request: pb.CleanQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CleanQueueResponse:
         name = validate.queue_name(request.name, "name")
         state = convert.state_name(request.state)
         if state not in _CLEANABLE:
-            raise InvalidArgument("state", f"{state} jobs cannot be cleaned; use completed, failed, waiting, paused or delayed")
+            raise InvalidArgument(
+                "state", f"{state} jobs cannot be cleaned; use completed, failed, waiting, paused or delayed"
+            )
         grace = validate.duration_ms(request.grace, "grace")
         removed = await self.engine.clean(name, state, grace, request.limit)
         return pb.CleanQueueResponse(removed=removed)
 
     @unary
-    async def DrainQueue(self, request: pb.DrainQueueRequest, context: grpc.aio.ServicerContext) -> pb.DrainQueueResponse:
+    async def DrainQueue(
+        self, request: pb.DrainQueueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DrainQueueResponse:
         name = validate.queue_name(request.name, "name")
         return pb.DrainQueueResponse(removed=await self.engine.drain(name, request.include_delayed))
 

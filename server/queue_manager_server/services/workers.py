@@ -39,9 +39,9 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager.v1 import worker_service_pb2_grpc as pb_grpc
+
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument, Unavailable
@@ -56,7 +56,10 @@ HELLO_TIMEOUT_S = 30.0
 # A served queue re-checks Redis at least this often even without notifications (missed pub/sub).
 IDLE_RECHECK_S = 5.0
 T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress)
-_CODES = {-2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"), -3: (grpc.StatusCode.FAILED_PRECONDITION, "")}
+_CODES = {
+    -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
+    -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
+}
 
 
 @dataclass(eq=False)
@@ -85,7 +88,9 @@ def _lease_ref(queue: str, job_id: str, token: str) -> pb.LeaseRef:
 def _rejection(queue: str, job_id: str, token: str, code: int) -> pb.ReportItemResult:
     status, message = _CODES.get(code, (grpc.StatusCode.UNKNOWN, f"code {code}"))
     if code == -3:
-        message = f"lease of job {job_id!r} in queue {queue!r} is not held by this token (expired or recovered)"
+        message = (
+            f"lease of job {job_id!r} in queue {queue!r} is not held by this token (expired or recovered)"
+        )
     return pb.ReportItemResult(lease=_lease_ref(queue, job_id, token), code=status.value[0], message=message)
 
 
@@ -135,7 +140,7 @@ class Dispatcher:
             timeout = IDLE_RECHECK_S
             try:
                 timeout = await self._dispatch_once(queue)
-            except Exception as exc:  # noqa: BLE001 - a Redis hiccup must not kill the loop
+            except Exception as exc:
                 code, message = status_for(exc)
                 log.warning("dispatch failed", extra={"queue": queue, "status": code.name, "error": message})
                 timeout = 1.0
@@ -167,11 +172,17 @@ class Dispatcher:
                 s.credits -= len(res.jobs)
                 if s.closed:
                     # The worker left while we claimed: hand the jobs straight back, unstarted.
-                    self.spawn(self.engine.release(queue, [(j.id, token) for j in res.jobs], False), "release")
+                    self.spawn(
+                        self.engine.release(queue, [(j.id, token) for j in res.jobs], False), "release"
+                    )
                     continue
                 for j in res.jobs:
                     s.leases[(queue, j.id)] = token
-                s.send(pb.ConnectResponse(delivery=pb.JobDelivery(jobs=[convert.leased_job(queue, j, token) for j in res.jobs])))
+                s.send(
+                    pb.ConnectResponse(
+                        delivery=pb.JobDelivery(jobs=[convert.leased_job(queue, j, token) for j in res.jobs])
+                    )
+                )
                 if len(res.jobs) == take:
                     more = True
             if res.next_delayed_ms >= 0:
@@ -191,7 +202,15 @@ class Dispatcher:
 
 
 class WorkerService(pb_grpc.WorkerServiceServicer):
-    def __init__(self, engine: Engine, dispatcher: Dispatcher, server_id: str, lease_ms: int, heartbeat_ms: int, max_payload: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        server_id: str,
+        lease_ms: int,
+        heartbeat_ms: int,
+        max_payload: int,
+    ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.server_id = server_id
@@ -199,6 +218,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.heartbeat_ms = heartbeat_ms
         self.max_payload = max_payload
         self.accepting = True
+        # Set whenever a worker reports or leaves, so shutdown can wait for leases to drain.
+        self.progress = asyncio.Event()
 
     @streaming
     async def Connect(
@@ -214,7 +235,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 heartbeat_interval=convert.ms_duration(self.heartbeat_ms),
             )
         )
-        log.info("worker connected", extra={"worker_id": session.worker_id, "queues": ",".join(session.queues)})
+        log.info(
+            "worker connected", extra={"worker_id": session.worker_id, "queues": ",".join(session.queues)}
+        )
         reader = asyncio.create_task(self._read(session, request_iterator), name=f"read:{session.worker_id}")
         self.dispatcher.register(session)
         try:
@@ -222,10 +245,13 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 yield message
         finally:
             session.closed = True
+            self.progress.set()
             self.dispatcher.unregister(session)
             reader.cancel()
             self.dispatcher.spawn(self._release_all(session, stalled=True), f"release:{session.worker_id}")
-            log.info("worker disconnected", extra={"worker_id": session.worker_id, "held": len(session.leases)})
+            log.info(
+                "worker disconnected", extra={"worker_id": session.worker_id, "held": len(session.leases)}
+            )
 
     async def _hello(self, requests: AsyncIterator[pb.ConnectRequest]) -> WorkerSession:
         try:
@@ -238,7 +264,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         validate.text(h.worker_id, "hello.worker_id")
         if not h.queues:
             raise InvalidArgument("hello.queues", "name at least one queue to take jobs from")
-        queues = list(dict.fromkeys(validate.queue_name(q, f"hello.queues[{i}]") for i, q in enumerate(h.queues)))
+        queues = list(
+            dict.fromkeys(validate.queue_name(q, f"hello.queues[{i}]") for i, q in enumerate(h.queues))
+        )
         for q in queues:
             await self.engine.get_queue(q)
         return WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency)
@@ -251,9 +279,11 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 await self._report(s, message.report)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - stream broke or Redis failed; the stream ends either way
+        except Exception as exc:
             code, msg = status_for(exc)
-            log.info("worker stream ended", extra={"worker_id": s.worker_id, "status": code.name, "error": msg})
+            log.info(
+                "worker stream ended", extra={"worker_id": s.worker_id, "status": code.name, "error": msg}
+            )
         s.outbound.put_nowait(None)
 
     async def _report(self, s: WorkerSession, r: pb.WorkerReport) -> None:
@@ -273,7 +303,11 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     args.append((c.job_id, c.lease_token, body, ct))
                     accepted.append(c)
                 codes = await self.engine.complete(queue, args) if args else []
-                results += [_rejection(queue, c.job_id, c.lease_token, code) for c, code in zip(accepted, codes, strict=True) if code]
+                results += [
+                    _rejection(queue, c.job_id, c.lease_token, code)
+                    for c, code in zip(accepted, codes, strict=True)
+                    if code
+                ]
                 if bad_results:
                     await self.engine.fail(queue, bad_results)
                     bad_results.clear()
@@ -282,34 +316,53 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 for f in fitems:
                     s.leases.pop((queue, f.job_id), None)
                 outcomes = await self.engine.fail(
-                    queue, [(f.job_id, f.lease_token, f.message[:10_000], f.stacktrace[:50_000], f.do_not_retry) for f in fitems]
+                    queue,
+                    [
+                        (f.job_id, f.lease_token, f.message[:10_000], f.stacktrace[:50_000], f.do_not_retry)
+                        for f in fitems
+                    ],
                 )
                 results += [
-                    _rejection(queue, f.job_id, f.lease_token, code) for f, (code, _) in zip(fitems, outcomes, strict=True) if code < 0
+                    _rejection(queue, f.job_id, f.lease_token, code)
+                    for f, (code, _) in zip(fitems, outcomes, strict=True)
+                    if code < 0
                 ]
         if r.extensions:
             for queue, eitems in _by_queue(r.extensions):
-                ext = await self.engine.extend(queue, [(e.job_id, e.lease_token) for e in eitems], self.lease_ms)
+                ext = await self.engine.extend(
+                    queue, [(e.job_id, e.lease_token) for e in eitems], self.lease_ms
+                )
                 for e, (code, expiry) in zip(eitems, ext, strict=True):
                     if code:
                         results.append(_rejection(queue, e.job_id, e.lease_token, code))
                         s.leases.pop((queue, e.job_id), None)
                     else:
-                        results.append(pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry)))
+                        results.append(
+                            pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry))
+                        )
         if r.progress:
             for queue, pitems in _by_queue(r.progress):
                 codes = await self.engine.progress(
                     queue, [(p.lease.job_id, p.lease.lease_token, _json(p.progress)) for p in pitems]
                 )
                 results += [
-                    _rejection(queue, p.lease.job_id, p.lease.lease_token, c) for p, c in zip(pitems, codes, strict=True) if c
+                    _rejection(queue, p.lease.job_id, p.lease.lease_token, c)
+                    for p, c in zip(pitems, codes, strict=True)
+                    if c
                 ]
         if r.releases:
             for queue, ritems in _by_queue(r.releases):
                 for x in ritems:
                     s.leases.pop((queue, x.job_id), None)
-                codes = await self.engine.release(queue, [(x.job_id, x.lease_token) for x in ritems], stalled=False)
-                results += [_rejection(queue, x.job_id, x.lease_token, c) for x, c in zip(ritems, codes, strict=True) if c < 0]
+                codes = await self.engine.release(
+                    queue, [(x.job_id, x.lease_token) for x in ritems], stalled=False
+                )
+                results += [
+                    _rejection(queue, x.job_id, x.lease_token, c)
+                    for x, c in zip(ritems, codes, strict=True)
+                    if c < 0
+                ]
+        self.progress.set()
         if results:
             s.send(pb.ConnectResponse(ack=pb.ReportAck(results=results)))
         if r.credits:
@@ -326,7 +379,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         for queue, items in by_queue.items():
             try:
                 await self.engine.release(queue, items, stalled=stalled)
-            except Exception as exc:  # noqa: BLE001 - the reaper recovers them when their leases expire
+            except Exception as exc:
                 log.warning("release failed; leases will expire", extra={"queue": queue, "error": str(exc)})
 
     # ---- shutdown -----------------------------------------------------------------------------
@@ -337,10 +390,17 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         sessions = self.dispatcher.all_sessions()
         for s in sessions:
             s.draining = True
-            s.send(pb.ConnectResponse(command=pb.ServerCommand(type=pb.SERVER_COMMAND_TYPE_DRAIN, reason="server shutting down")))
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while any(s.leases and not s.closed for s in sessions) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+            s.send(
+                pb.ConnectResponse(
+                    command=pb.ServerCommand(type=pb.SERVER_COMMAND_TYPE_DRAIN, reason="server shutting down")
+                )
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(s.leases and not s.closed for s in sessions) and (left := deadline - loop.time()) > 0:
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), left)
         for s in sessions:
             if not s.closed:
                 await self._release_all(s, stalled=True)
@@ -352,7 +412,7 @@ def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
         lease = item.lease if isinstance(item, pb.JobProgress) else item
-        groups[lease.queue_name].append(item)  # type: ignore[union-attr]
+        groups[lease.queue_name].append(item)
     return list(groups.items())
 
 
