@@ -16,6 +16,7 @@ import pytest
 from queue_manager_server.app import App
 from queue_manager_server.config import Settings
 from queue_manager_server.engine import Engine
+from tests.procs import Procs
 from redis.asyncio import Redis
 
 
@@ -107,3 +108,12 @@ async def server_factory(redis_url: str, prefix: str) -> AsyncIterator[ServerFac
 @pytest.fixture
 async def server(server_factory: ServerFactory) -> RunningServer:
     return await server_factory()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    from tests.procs import Procs
+
+    tracker = Procs(tmp_path)
+    yield tracker
+    tracker.cleanup()

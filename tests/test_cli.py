@@ -1,0 +1,188 @@
+"""The ``qm`` command against a real server (in-process calls in a thread, and a worker subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from queue_manager import JobState, QueueManager
+from queue_manager.cli import main
+
+from tests.conftest import RunningServer
+
+WAIT = 30.0
+
+
+async def qm_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Runs ``qm ARGV`` in a thread (the server shares this event loop) and returns (status, out, err)."""
+    capsys.readouterr()
+    status = await asyncio.to_thread(main, list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+async def qm_json(capsys: pytest.CaptureFixture[str], server: RunningServer, *argv: str) -> Any:
+    status, out, err = await qm_cli(capsys, "--server", server.address, "-o", "json", *argv)
+    assert status == 0, err
+    return json.loads(out)
+
+
+async def test_queue_and_job_commands(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    registered = await qm_json(
+        capsys, server, "queues", "register", "cli-q", "--rate-max", "10", "--rate-duration", "1000"
+    )
+    assert registered["name"] == "cli-q"
+    assert registered["config"]["rate_limit"] == {"max": 10, "duration": 1000}
+
+    job = await qm_json(
+        capsys,
+        server,
+        "add",
+        "cli-q",
+        "greet",
+        "--data",
+        '{"to": "ü"}',
+        "--priority",
+        "high",
+        "--attempts",
+        "2",
+    )
+    assert (job["data"], job["priority"], job["max_attempts"]) == ({"to": "ü"}, "high", 2)
+    again = await qm_json(capsys, server, "add", "cli-q", "greet", "--job-id", "fixed-1", "--delay", "60000")
+    assert (again["id"], again["state"]) == ("fixed-1", "delayed")
+
+    fetched = await qm_json(capsys, server, "jobs", "get", "cli-q", job["id"])
+    assert fetched["id"] == job["id"] and fetched["state"] == "waiting"
+    listing = await qm_json(
+        capsys, server, "jobs", "list", "cli-q", "--state", "waiting", "--page-size", "10"
+    )
+    assert [j["id"] for j in listing["jobs"]] == [job["id"]]
+    assert listing["next_page_token"] == ""
+
+    metrics = await qm_json(capsys, server, "queues", "metrics", "cli-q")
+    assert (metrics["waiting"], metrics["delayed"]) == (1, 1)
+    assert (await qm_json(capsys, server, "queues", "pause", "cli-q"))["paused"] is True
+    assert (await qm_json(capsys, server, "queues", "resume", "cli-q"))["paused"] is False
+    names = [q["name"] for q in await qm_json(capsys, server, "queues", "list")]
+    assert "cli-q" in names
+    cleaned = await qm_json(capsys, server, "queues", "clean", "cli-q", "--grace", "0", "--state", "delayed")
+    assert cleaned == {"queue": "cli-q", "removed": 1}
+    removed = await qm_json(capsys, server, "jobs", "remove", "cli-q", job["id"])
+    assert removed["previous_state"] == "waiting"
+
+
+async def test_table_output_and_environment(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QM_SERVER", server.address)
+    status, out, _ = await qm_cli(capsys, "queues", "register", "env-q")
+    assert status == 0 and "env-q" in out
+    status, out, _ = await qm_cli(capsys, "add", "env-q", "n", "--data", "[1, 2]")
+    assert status == 0 and out.splitlines()[0].startswith("id ")
+    monkeypatch.setenv("QM_STATE", "waiting")
+    status, out, _ = await qm_cli(capsys, "jobs", "list", "env-q")
+    assert status == 0
+    header, row = out.splitlines()
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "STATE",
+        "PRIORITY",
+        "ATTEMPTS_MADE",
+        "CREATED_AT",
+        "FAILED_REASON",
+    ]
+    assert row.split()[1:4] == ["n", "waiting", "normal"]
+    monkeypatch.setenv("QM_OUTPUT", "json")
+    status, out, _ = await qm_cli(capsys, "health")
+    assert (status, json.loads(out)) == (0, {"status": "SERVING"})
+
+
+async def test_errors_exit_1_with_status_name(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = await qm_cli(capsys, "--server", server.address, "jobs", "get", "no-such-queue", "1")
+    assert status == 1 and out == ""
+    assert err.startswith("error: NOT_FOUND: ")
+    status, _, err = await qm_cli(capsys, "--server", server.address, "add", "q", "n", "--priority", "urgent")
+    assert status == 1 and err.startswith("error: INVALID_ARGUMENT: priority 'urgent'")
+    status, _, err = await qm_cli(capsys, "--server", server.address, "add", "q", "n", "--data", "{bad")
+    assert status == 2 and "--data is not valid JSON" in err
+    status, _, err = await qm_cli(capsys, "--server", "127.0.0.1:1", "queues", "list")
+    assert status == 1 and err.startswith("error: UNAVAILABLE: ")
+
+
+def test_serve_without_the_server_package(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "queue_manager_server.cli", None)
+    assert main(["serve", "--listen", "127.0.0.1:0"]) == 2
+    assert "the server is not installed" in capsys.readouterr().err
+
+
+async def test_worker_subprocess_processes_jobs_and_stops_on_sigterm(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    (tmp_path / "cli_worker_app.py").write_text(
+        textwrap.dedent(
+            """
+            from queue_manager import QueueManager
+
+            qm = QueueManager()
+
+            @qm.processor("cli-work")
+            async def work(job):
+                return {"echo": job.data}
+
+            @qm.processor("cli-other")
+            def other(job):
+                raise RuntimeError("must not run: not selected with --queue")
+            """
+        )
+    )
+    client = QueueManager(address=server.address)
+    await client.register_queue("cli-work")
+    await client.register_queue("cli-other")
+    env = {**os.environ, "QM_SERVER": server.address, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "queue_manager.cli",
+        "worker",
+        "cli_worker_app",
+        "--queue",
+        "cli-work",
+        "--concurrency",
+        "3",
+        cwd=tmp_path,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        job = await client.add_job("cli-work", "echo", {"n": 1})
+        other = await client.add_job("cli-other", "x")
+        async with asyncio.timeout(WAIT):  # nothing announces the completion: poll the server
+            while True:
+                done = await client.get_job("cli-work", job.id)
+                if done.state is JobState.COMPLETED:
+                    break
+                await asyncio.sleep(0.05)
+        assert done.result == {"echo": {"n": 1}}
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+        assert b"connected to" in stderr
+        assert (await client.get_job("cli-other", other.id)).state is JobState.WAITING
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await client.shutdown()
