@@ -50,7 +50,10 @@ def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str
     """Returns (body, content type); JSON values are stored as compact UTF-8 JSON."""
     kind = p.WhichOneof("body")
     if kind == "raw":
-        body, ct = p.raw, p.content_type or OCTETS
+        body, ct = (
+            p.raw,
+            validate.text(p.content_type, f"{field}.content_type", 200, required=False) or OCTETS,
+        )
         validate.payload_size(len(body), limit, field)
         if ct == JSON:
             validate.json_bytes(body, field)

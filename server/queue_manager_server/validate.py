@@ -42,6 +42,8 @@ def text(value: str, field: str, max_len: int = 200, required: bool = True) -> s
         raise InvalidArgument(field, "is required")
     if len(value) > max_len:
         raise InvalidArgument(field, f"is {len(value)} characters long; the limit is {max_len}")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
     return value
 
 

@@ -37,26 +37,28 @@ class NewJob:
     max_stalled: int = 0
     metadata: bytes = b""
 
-    def argv(self) -> list[str | bytes | int | float]:
-        return [
-            self.id,
-            self.name,
-            self.data,
-            self.content_type,
-            self.priority,
-            self.delay_ms,
-            self.run_at_ms,
-            self.attempts,
-            self.backoff_type,
-            self.backoff_delay_ms,
-            repr(self.backoff_jitter),
-            self.backoff_max_ms,
-            self.keep_completed,
-            self.keep_failed,
-            self.timeout_ms,
-            self.max_stalled,
-            self.metadata,
-        ]
+    def argv(self) -> tuple[str, bytes, bytes]:
+        """The three add_jobs.lua arguments: NUL-terminated header fields, data, metadata."""
+        header = "\0".join(
+            (
+                self.id,
+                self.name,
+                self.content_type,
+                str(self.priority),
+                str(self.delay_ms),
+                str(self.run_at_ms),
+                str(self.attempts),
+                str(self.backoff_type),
+                str(self.backoff_delay_ms),
+                repr(self.backoff_jitter),
+                str(self.backoff_max_ms),
+                self.keep_completed,
+                self.keep_failed,
+                str(self.timeout_ms),
+                str(self.max_stalled),
+            )
+        )
+        return header + "\0", self.data, self.metadata
 
 
 @dataclass(slots=True)

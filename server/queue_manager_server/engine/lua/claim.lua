@@ -55,9 +55,13 @@ for i = 1, #popped, 2 do
   redis.call('ZADD', active, expiry, id)
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to')
   table.insert(out, id)
-  for j = 1, 6 do table.insert(out, f[j] or '') end
+  for j = 1, 5 do table.insert(out, f[j] or '') end
+  table.insert(out, f[6] or 0)
   table.insert(out, ats)
-  for j = 7, 10 do table.insert(out, f[j] or '') end
+  table.insert(out, f[7] or 0)
+  table.insert(out, f[8] or 0)
+  table.insert(out, f[9] or '')
+  table.insert(out, f[10] or 0)
   table.insert(out, expiry)
   taken = taken + 1
 end

@@ -9,7 +9,7 @@ local meta, active, completed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local out = {now}
-local policy = false
+local policy, kept = '', false
 
 for i = 0, n - 1 do
   local b = 2 + i * 4
@@ -29,12 +29,12 @@ for i = 0, n - 1 do
       redis.call('DEL', jkey)
     else
       redis.call('ZADD', completed, now, id)
-      policy = f[3]
+      policy, kept = f[3] or '', true
     end
     table.insert(out, 0)
   end
 end
-if policy ~= false then
+if kept then
   local _, age, count = keep_policy(meta, policy, 'kc')
   trim(completed, prefix, age, count, now)
 end

@@ -24,7 +24,7 @@ for i = 0, n - 1 do
     table.insert(out, -3); table.insert(out, -1)
   else
     redis.call('ZREM', active, id)
-    local atm = tonumber(f[4]) + 1
+    local atm = (tonumber(f[4]) or 0) + 1
     redis.call('HSET', jkey, 'atm', atm, 'err', msg, 'stk', stack)
     if no_retry ~= '1' and atm < tonumber(f[3]) then
       redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
