@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint test test-soak bench clean
+.PHONY: run install dev proto proto-check lint test test-soak bench ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,13 @@ lint: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests
 
+# Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--jobs 10000 --only drain"`.
 bench: $(VENV)/.installed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# What CI runs on a clean clone: make dev, proto-check, lint, test (timed, bounded).
+ci:
+	./.ci/run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

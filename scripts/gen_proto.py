@@ -42,7 +42,9 @@ def generate(out_root: Path) -> None:
 
 def generated_files(root: Path) -> set[str]:
     d = root / GEN_SUBDIR
-    return {p.name for p in d.iterdir() if p.is_file() and p.suffix in {".py", ".pyi"}} if d.exists() else set()
+    return (
+        {p.name for p in d.iterdir() if p.is_file() and p.suffix in {".py", ".pyi"}} if d.exists() else set()
+    )
 
 
 def main() -> None:

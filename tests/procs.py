@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,14 +13,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from queue_manager_server.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -96,10 +91,8 @@ class Procs:
     def cleanup(self) -> None:
         for p in self.started:
             p.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 async def wait_serving(p: Proc, timeout: float = 20.0) -> None:

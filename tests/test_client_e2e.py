@@ -399,3 +399,54 @@ async def test_worker_reconnects_after_server_restart_and_cut(server_factory: Se
     finally:
         await client.shutdown()
         await proxy.stop()
+
+
+async def test_heartbeats_extend_leases_of_long_jobs(server_factory: ServerFactory) -> None:
+    server = await server_factory(lease_ms=600)
+    client = QueueManager(address=server.address, concurrency=2)
+    try:
+        await client.register_queue("long-lease")
+        calls = Calls()
+
+        @client.processor("long-lease")
+        async def slow(job: JobContext) -> str:
+            calls.add(job.redelivery)
+            await asyncio.sleep(2.0)  # the job's own work: several lease lengths
+            return "ok"
+
+        worker = await client.start_workers()
+        job = await client.add_job("long-lease", "x")
+        await calls.wait_for(1)
+        assert 0 < worker.heartbeat_interval < 0.6
+        await worker.shutdown()
+        stored = await client.get_job("long-lease", job.id)
+        assert (stored.state, stored.result, stored.stalled_count) == (JobState.COMPLETED, "ok", 0)
+        assert calls.items == [False]
+    finally:
+        await client.shutdown()
+
+
+async def test_concurrency_bounds_jobs_in_flight(qm: QueueManager) -> None:
+    await qm.register_queue("bounded")
+    release = asyncio.Event()
+    running = 0
+    peak = 0
+    calls = Calls()
+
+    @qm.processor("bounded")
+    async def hold(job: JobContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        calls.add(job.id)
+        await release.wait()
+        running -= 1
+
+    await qm.add_bulk("bounded", [{"name": "n"} for _ in range(10)])
+    await qm.start_workers(concurrency=3)
+    await calls.wait_for(3)
+    metrics = await qm.get_queue_metrics("bounded")
+    assert (metrics.active, metrics.waiting) == (3, 7)
+    release.set()
+    await calls.wait_for(10)
+    assert peak == 3

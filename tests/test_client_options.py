@@ -160,7 +160,7 @@ def test_priority_and_state_parsing() -> None:
     assert parse_priority("2") is JobPriority.HIGH
     assert parse_priority(5) is JobPriority.BACKGROUND
     assert parse_state("Completed") is JobState.COMPLETED
-    assert JobState.WAITING == "waiting"
+    assert str(JobState.WAITING) == "waiting"
     with pytest.raises(ValueError, match="state 'done' is not one of"):
         parse_state("done")
 

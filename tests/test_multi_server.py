@@ -1,4 +1,4 @@
-"""Several server processes on one Redis: background loops everywhere, skewed clocks, nothing lost or doubled."""
+"""Several servers on one Redis: background loops everywhere, skewed clocks, nothing lost or doubled."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -17,6 +16,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.engine import Engine
+
 from tests.conftest import ServerFactory
 from tests.procs import ROOT, Procs
 from tests.rawworker import RawWorker, eventually, lease
@@ -102,7 +102,7 @@ async def test_three_servers_all_loops_nothing_lost_nothing_doubled(
 async def test_clock_skew_of_30s_between_servers(
     procs: Procs, redis_url: str, prefix: str, engine: Engine
 ) -> None:
-    """Server B runs 30 s ahead. Leases and delays use Redis time, so B neither reclaims early nor starts early."""
+    """Server B runs 30 s ahead. Leases and delays use Redis time: B neither reclaims nor starts early."""
     a = await procs.server(redis_url, prefix, 0, "--lease-ms", "1500")
     b = await procs.server(
         redis_url,
@@ -125,7 +125,7 @@ async def test_clock_skew_of_30s_between_servers(
         )
     (j,) = await w.jobs(1, timeout=10)
     assert time.perf_counter() - added >= 0.49
-    # Hold the job for 4 s (well past the 1.5 s lease), extending every 0.4 s: both reapers must leave it alone.
+    # Hold the job 4 s (past the 1.5 s lease), extending every 0.4 s: both reapers must leave it alone.
     deadline = time.perf_counter() + 4
     while time.perf_counter() < deadline:
         w.report(pb.WorkerReport(extensions=[lease(j)]))

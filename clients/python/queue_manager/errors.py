@@ -1,0 +1,105 @@
+"""Exceptions raised by the client, and the one place that maps gRPC status codes to them."""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "AlreadyExistsError",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "QueueManagerError",
+    "ResourceExhaustedError",
+    "UnavailableError",
+    "UnrecoverableError",
+    "error_from_rpc",
+]
+
+
+class QueueManagerError(Exception):
+    """A call to the server failed.
+
+    Attributes:
+        code: The gRPC status code the server (or the channel) answered with.
+        message: The status message, meant for a person.
+    """
+
+    default_code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code if code is not None else self.default_code
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+class NotFoundError(QueueManagerError):
+    """The queue or job does not exist."""
+
+    default_code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidArgumentError(QueueManagerError):
+    """The server rejected a field of the request; the message names it."""
+
+    default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPreconditionError(QueueManagerError):
+    """The request is valid but the state does not allow it (stale lease, active job…)."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AlreadyExistsError(QueueManagerError):
+    """The object to create exists already."""
+
+    default_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class UnavailableError(QueueManagerError):
+    """The server (or its Redis) cannot be reached; retrying later may succeed."""
+
+    default_code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhaustedError(QueueManagerError):
+    """A size or rate limit was hit (payload too large, message too large…)."""
+
+    default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnrecoverableError(Exception):
+    """Raised by a processor to fail its job for good, skipping the attempts left."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[QueueManagerError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+}
+
+
+def error_from_rpc(exc: grpc.RpcError) -> QueueManagerError:
+    """Turns a failed gRPC call (sync or asyncio) into the matching `QueueManagerError` subclass.
+
+    Args:
+        exc: The error raised by a grpc or grpc.aio call; both expose ``code()`` and ``details()``.
+
+    Returns:
+        The exception to raise in its place.
+    """
+    code_of = getattr(exc, "code", None)
+    details_of = getattr(exc, "details", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    message = details_of() if callable(details_of) else None
+    cls = _BY_CODE.get(code, QueueManagerError)
+    return cls(str(message) if message else code.name.lower().replace("_", " "), code)

@@ -1,0 +1,183 @@
+"""Request builders shared by the asyncio client and the blocking client (validation happens here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from queue_manager.convert import encode_payload
+from queue_manager.enums import JobState
+from queue_manager.options import (
+    DurationLike,
+    JobOptionsLike,
+    KeepJobs,
+    RateLimit,
+    job_options_to_proto,
+    queue_config_to_proto,
+    state_number,
+    to_duration,
+    validate_job_name,
+    validate_queue_name,
+)
+from queue_manager.v1 import job_service_pb2, queue_service_pb2
+
+__all__ = [
+    "BULK_CHUNK_BYTES",
+    "BULK_CHUNK_JOBS",
+    "BulkJob",
+    "BulkJobLike",
+    "RetentionLike",
+    "add_job_request",
+    "bulk_requests",
+    "clean_queue_request",
+    "list_jobs_request",
+    "register_queue_request",
+]
+
+# A stream message carries many jobs because the cost is per message, not per byte (see DESIGN.md);
+# the byte bound keeps a chunk well under the 16 MiB message limit when payloads are large.
+BULK_CHUNK_JOBS = 500
+BULK_CHUNK_BYTES = 4 * 1024 * 1024
+
+RetentionLike: TypeAlias = KeepJobs | Mapping[str, Any] | bool | int
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJob:
+    """One job of a bulk add.
+
+    Attributes:
+        name: Job name.
+        data: Job data (JSON-serialisable or bytes).
+        options: Job options, as for `QueueManager.add_job`.
+    """
+
+    name: str
+    data: Any = None
+    options: JobOptionsLike | None = None
+
+
+BulkJobLike: TypeAlias = BulkJob | Mapping[str, Any]
+"""A `BulkJob` or a mapping with keys ``name``, ``data`` and ``options``."""
+
+_BULK_KEYS = frozenset({"name", "data", "options"})
+
+
+def add_job_request(
+    queue_name: str, name: str, data: Any, options: JobOptionsLike | None
+) -> job_service_pb2.AddJobRequest:
+    """Builds and validates an AddJobRequest."""
+    request = job_service_pb2.AddJobRequest(queue_name=validate_queue_name(queue_name))
+    _fill_new_job(request.job, name, data, options)
+    return request
+
+
+def bulk_requests(
+    queue_name: str,
+    jobs: Iterable[BulkJobLike],
+    *,
+    chunk_jobs: int = BULK_CHUNK_JOBS,
+    chunk_bytes: int = BULK_CHUNK_BYTES,
+) -> Iterator[job_service_pb2.AddJobsRequest]:
+    """Splits jobs into AddJobsRequest messages of at most ``chunk_jobs`` jobs and about ``chunk_bytes``.
+
+    Jobs are validated as they are read, so an invalid job raises before its chunk is yielded.
+    """
+    validate_queue_name(queue_name)
+    request = job_service_pb2.AddJobsRequest(queue_name=queue_name)
+    size = 0
+    last_options: object = None
+    last_proto = None
+    for index, item in enumerate(jobs):
+        name, data, options = _bulk_fields(item, index)
+        new_job = request.jobs.add()
+        try:
+            # The same options object for many jobs is common; convert it once.
+            if options is not None and options is last_options and last_proto is not None:
+                _fill_new_job(new_job, name, data, None)
+                new_job.options.CopyFrom(last_proto)
+            else:
+                _fill_new_job(new_job, name, data, options)
+                last_options, last_proto = options, new_job.options
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"job {index}: {exc}") from None
+        size += len(new_job.data.raw) + len(name) + 32
+        if len(request.jobs) >= chunk_jobs or size >= chunk_bytes:
+            yield request
+            request = job_service_pb2.AddJobsRequest(queue_name=queue_name)
+            size = 0
+    if request.jobs:
+        yield request
+
+
+def register_queue_request(
+    name: str,
+    *,
+    rate_limit: RateLimit | Mapping[str, Any] | None = None,
+    default_job_options: JobOptionsLike | None = None,
+    dead_letter_queue: str | None = None,
+    completed_retention: RetentionLike | None = None,
+    failed_retention: RetentionLike | None = None,
+    disable_dead_letter: bool = False,
+) -> queue_service_pb2.RegisterQueueRequest:
+    """Builds and validates a RegisterQueueRequest."""
+    config = queue_config_to_proto(
+        rate_limit=rate_limit,
+        default_job_options=default_job_options,
+        dead_letter_queue=dead_letter_queue,
+        completed_retention=completed_retention,
+        failed_retention=failed_retention,
+        disable_dead_letter=disable_dead_letter,
+    )
+    return queue_service_pb2.RegisterQueueRequest(name=validate_queue_name(name), config=config)
+
+
+def clean_queue_request(
+    name: str, grace: DurationLike, state: JobState | str, limit: int = 0
+) -> queue_service_pb2.CleanQueueRequest:
+    """Builds and validates a CleanQueueRequest."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**32:
+        raise ValueError(f"limit must be an int from 0 (no limit) to {2**32 - 1}, got {limit!r}")
+    return queue_service_pb2.CleanQueueRequest(
+        name=validate_queue_name(name),
+        grace=to_duration(grace, "grace"),
+        state=state_number(state),  # type: ignore[arg-type]
+        limit=limit,
+    )
+
+
+def list_jobs_request(
+    queue_name: str, state: JobState | str, page_size: int, page_token: str
+) -> job_service_pb2.ListJobsRequest:
+    """Builds and validates a ListJobsRequest."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
+        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    return job_service_pb2.ListJobsRequest(
+        queue_name=validate_queue_name(queue_name),
+        state=state_number(state),  # type: ignore[arg-type]
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def _fill_new_job(msg: job_service_pb2.NewJob, name: str, data: Any, options: JobOptionsLike | None) -> None:
+    msg.name = validate_job_name(name)
+    encode_payload(data, msg.data)
+    if options is not None:
+        job_options_to_proto(options, into=msg.options)
+
+
+def _bulk_fields(item: BulkJobLike, index: int) -> tuple[str, Any, JobOptionsLike | None]:
+    if isinstance(item, BulkJob):
+        return item.name, item.data, item.options
+    if not isinstance(item, Mapping):
+        raise TypeError(f"job {index}: must be a mapping or BulkJob, not {type(item).__name__}")
+    if "name" not in item:
+        raise ValueError(f"job {index}: 'name' is required")
+    unknown = [key for key in item if key not in _BULK_KEYS]
+    if unknown:
+        raise ValueError(
+            f"job {index}: unknown key {', '.join(map(repr, unknown))}; expected name, data, options"
+        )
+    return item["name"], item.get("data"), item.get("options")

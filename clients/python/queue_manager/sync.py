@@ -1,0 +1,205 @@
+"""`SyncQueueManager`: a blocking producer and admin client for code that does not run an event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from queue_manager.channel import resolve_address, sync_channel
+from queue_manager.convert import (
+    Job,
+    Queue,
+    QueueMetrics,
+    job_from_proto,
+    metrics_from_proto,
+    queue_from_proto,
+)
+from queue_manager.enums import STATE_BY_NUMBER, JobState
+from queue_manager.errors import error_from_rpc
+from queue_manager.options import JobOptionsLike, RateLimit
+from queue_manager.requests import (
+    BulkJobLike,
+    RetentionLike,
+    add_job_request,
+    bulk_requests,
+    clean_queue_request,
+    list_jobs_request,
+    register_queue_request,
+)
+from queue_manager.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
+
+__all__ = ["SyncQueueManager"]
+
+
+class SyncQueueManager:
+    """Blocking client with the producer and admin methods of `QueueManager` (no workers).
+
+    Safe to share between threads (one gRPC channel, opened at construction). Use it as a context manager
+    or call `close`.
+
+    Args:
+        address: Server ``host:port``; default ``QM_SERVER`` or ``localhost:50051``.
+        credentials: TLS channel credentials; None for plaintext.
+        channel_options: Extra gRPC channel options.
+        timeout: Deadline in seconds for each call; None for no deadline.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: list[tuple[str, Any]] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.address = resolve_address(address)
+        self.timeout = timeout
+        self._channel = sync_channel(self.address, credentials, channel_options)
+        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The underlying gRPC channel (for calls this client does not wrap, such as health checks)."""
+        return self._channel
+
+    # ----------------------------------------------------------------- jobs
+
+    def add_job(
+        self, queue_name: str, name: str, data: Any = None, options: JobOptionsLike | None = None
+    ) -> Job:
+        """Adds one job; see `QueueManager.add_job`."""
+        request = add_job_request(queue_name, name, data, options)
+        response: job_service_pb2.AddJobResponse = self._call(self._jobs.AddJob, request)
+        return job_from_proto(response.job)
+
+    def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
+        """Adds many jobs over one client stream; returns their ids in order. See `QueueManager.add_bulk`."""
+        requests = list(bulk_requests(queue_name, jobs))
+        if not requests:
+            return []
+        response: job_service_pb2.AddJobsResponse = self._call(self._jobs.AddJobs, iter(requests))
+        return list(response.job_ids)
+
+    def get_job(self, queue_name: str, job_id: str) -> Job:
+        """Returns one job; raises `NotFoundError` when it does not exist."""
+        request = job_service_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
+        response: job_service_pb2.GetJobResponse = self._call(self._jobs.GetJob, request)
+        return job_from_proto(response.job)
+
+    def list_jobs(
+        self, queue_name: str, state: JobState | str, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[Job], str]:
+        """Lists one page of a queue's jobs in one state; returns the jobs and the next page's token."""
+        request = list_jobs_request(queue_name, state, page_size, page_token)
+        response: job_service_pb2.ListJobsResponse = self._call(self._jobs.ListJobs, request)
+        return [job_from_proto(job) for job in response.jobs], response.next_page_token
+
+    def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
+        """Removes a job that is not active; returns the state it was in."""
+        request = job_service_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
+        response: job_service_pb2.RemoveJobResponse = self._call(self._jobs.RemoveJob, request)
+        return STATE_BY_NUMBER.get(response.previous_state)
+
+    # ----------------------------------------------------------------- queues
+
+    def register_queue(
+        self,
+        name: str,
+        *,
+        rate_limit: RateLimit | Mapping[str, Any] | None = None,
+        default_job_options: JobOptionsLike | None = None,
+        dead_letter_queue: str | None = None,
+        completed_retention: RetentionLike | None = None,
+        failed_retention: RetentionLike | None = None,
+        disable_dead_letter: bool = False,
+    ) -> Queue:
+        """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
+        request = register_queue_request(
+            name,
+            rate_limit=rate_limit,
+            default_job_options=default_job_options,
+            dead_letter_queue=dead_letter_queue,
+            completed_retention=completed_retention,
+            failed_retention=failed_retention,
+            disable_dead_letter=disable_dead_letter,
+        )
+        response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
+        return queue_from_proto(response.queue)
+
+    def get_queue(self, name: str) -> Queue:
+        """Returns one queue."""
+        request = queue_service_pb2.GetQueueRequest(name=name)
+        response: queue_service_pb2.GetQueueResponse = self._call(self._queues.GetQueue, request)
+        return queue_from_proto(response.queue)
+
+    def list_queues(self) -> list[Queue]:
+        """Returns all registered queues, sorted by name."""
+        request = queue_service_pb2.ListQueuesRequest()
+        response: queue_service_pb2.ListQueuesResponse = self._call(self._queues.ListQueues, request)
+        return [queue_from_proto(queue) for queue in response.queues]
+
+    def pause_queue(self, name: str) -> Queue:
+        """Pauses a queue."""
+        request = queue_service_pb2.PauseQueueRequest(name=name)
+        response: queue_service_pb2.PauseQueueResponse = self._call(self._queues.PauseQueue, request)
+        return queue_from_proto(response.queue)
+
+    def resume_queue(self, name: str) -> Queue:
+        """Resumes a paused queue."""
+        request = queue_service_pb2.ResumeQueueRequest(name=name)
+        response: queue_service_pb2.ResumeQueueResponse = self._call(self._queues.ResumeQueue, request)
+        return queue_from_proto(response.queue)
+
+    def clean_queue(
+        self, name: str, grace: int | float | timedelta, state: JobState | str, limit: int = 0
+    ) -> int:
+        """Removes jobs of one state older than ``grace``; returns how many (see the async client)."""
+        request = clean_queue_request(name, grace, state, limit)
+        response: queue_service_pb2.CleanQueueResponse = self._call(self._queues.CleanQueue, request)
+        return response.removed
+
+    def drain_queue(self, name: str, include_delayed: bool = False) -> int:
+        """Removes all waiting jobs (and delayed ones if asked); returns how many."""
+        request = queue_service_pb2.DrainQueueRequest(name=name, include_delayed=include_delayed)
+        response: queue_service_pb2.DrainQueueResponse = self._call(self._queues.DrainQueue, request)
+        return response.removed
+
+    def obliterate_queue(self, name: str, force: bool = False) -> int:
+        """Deletes a queue and all its jobs; returns how many jobs."""
+        request = queue_service_pb2.ObliterateQueueRequest(name=name, force=force)
+        response: queue_service_pb2.ObliterateQueueResponse = self._call(
+            self._queues.ObliterateQueue, request
+        )
+        return response.removed
+
+    def get_queue_metrics(self, name: str) -> QueueMetrics:
+        """Returns the counts of a queue's jobs by state."""
+        request = queue_service_pb2.GetQueueMetricsRequest(name=name)
+        response: queue_service_pb2.GetQueueMetricsResponse = self._call(
+            self._queues.GetQueueMetrics, request
+        )
+        return metrics_from_proto(response.metrics)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        # grpc is untyped for mypy here; each caller annotates the response type it receives.
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None

@@ -1,0 +1,586 @@
+"""The stream worker: one `WorkerService.Connect` stream runs the processors of several queues.
+
+Protocol, as this side speaks it:
+
+1. Send ``hello`` (worker id, queues, concurrency, labels, language, version); the server answers
+   ``welcome`` (lease duration, heartbeat interval) or ends the call (NOT_FOUND for an unknown queue).
+2. Credits: the first report grants ``concurrency - running`` credits; each delivered job uses one and each
+   finished job gives one back, in the same report as its outcome. So at most ``concurrency`` jobs run.
+3. Deliveries carry several leased jobs; each starts at once as its own task.
+4. Outcomes, credits, progress, releases and extensions wait in one outbox; a single writer task sends
+   everything ready as ONE report whenever it wakes, so a lone completion goes out at once and a burst
+   shares a message.
+5. Every heartbeat interval the leases of running jobs are extended. The server acks each extension and
+   every rejected item; a rejected lease marks its job lost (its result is discarded).
+6. DRAIN command: grant nothing more, let running jobs finish, send their outcomes, release jobs that had
+   not started, half-close, read until the server ends the stream, reconnect with backoff.
+   CANCEL_JOB: cancel that job's task (async processors) and discard its result.
+7. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
+   keep running; outcomes not yet sent stay in the outbox and go out on the next stream.
+8. `Worker.shutdown`: stop granting credits, wait up to a grace period for running jobs, release the rest,
+   flush the outbox, half-close, wait (bounded) for the server to end the stream, close the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
+from importlib import metadata as importlib_metadata
+from typing import Any, TypeAlias
+
+import grpc
+import grpc.aio
+from google.protobuf import struct_pb2
+
+from queue_manager.channel import aio_channel
+from queue_manager.context import JobContext
+from queue_manager.convert import encode_payload
+from queue_manager.errors import UnrecoverableError
+from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
+
+__all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
+
+logger = logging.getLogger("queue_manager.worker")
+
+Processor: TypeAlias = Callable[[JobContext], Awaitable[Any]] | Callable[[JobContext], Any]
+"""A processor: ``async def fn(job)`` or ``def fn(job)`` (run in a thread); it returns the job's result."""
+
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 5.0
+_DEFAULT_HEARTBEAT = 10.0
+# How long to wait for the server to end the stream after we half-closed it.
+_CLOSE_TIMEOUT = 10.0
+# Errors that retrying soon will not fix (unknown queue, bad hello…): log them and wait the longest backoff.
+_CONFIG_ERRORS = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+_Call: TypeAlias = (
+    "grpc.aio.StreamStreamCall[worker_service_pb2.ConnectRequest, worker_service_pb2.ConnectResponse]"
+)
+_DRAIN = worker_service_pb2.SERVER_COMMAND_TYPE_DRAIN
+_CANCEL_JOB = worker_service_pb2.SERVER_COMMAND_TYPE_CANCEL_JOB
+
+
+def default_concurrency() -> int:
+    """``WORKER_CONCURRENCY`` from the environment, else 10."""
+    text = os.environ.get("WORKER_CONCURRENCY", "").strip()
+    if not text:
+        return 10
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"WORKER_CONCURRENCY must be at least 1, got {value}")
+    return value
+
+
+def make_worker_id() -> str:
+    """A worker id unique per process: ``{hostname}-{pid}-{6 random hex digits}``."""
+    return f"{socket.gethostname()[:150]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@cache
+def _client_version() -> str:
+    try:
+        return importlib_metadata.version("queue-manager")
+    except importlib_metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is a coroutine function
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+class _JobTimeout(Exception):
+    pass
+
+
+class Worker:
+    """Runs processors for jobs pushed over one worker stream.
+
+    Args:
+        address: Server address, ``host:port``.
+        processors: Processor per queue name.
+        concurrency: Most jobs run at once; default ``WORKER_CONCURRENCY`` or 10.
+        labels: Free labels sent in the hello (host and pid are added).
+        worker_id: Id sent in the hello; default ``{hostname}-{pid}-{random}``.
+        credentials: TLS credentials; None for plaintext.
+        channel_options: Extra gRPC channel options.
+        shutdown_grace: Default seconds `shutdown` waits for running jobs.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        processors: Mapping[str, Processor],
+        *,
+        concurrency: int | None = None,
+        labels: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: list[tuple[str, Any]] | None = None,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        if not processors:
+            raise ValueError("a worker needs at least one processor")
+        self.address = address
+        self.concurrency = concurrency if concurrency is not None else default_concurrency()
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        self.worker_id = worker_id or make_worker_id()
+        self.queues = sorted(processors)
+        self.labels = {"host": socket.gethostname(), "pid": str(os.getpid()), **(labels or {})}
+        self.shutdown_grace = shutdown_grace
+        self.server_id = ""
+        self.lease_duration = 0.0
+        self.heartbeat_interval = _DEFAULT_HEARTBEAT
+        self._processors = {queue: (fn, _is_async(fn)) for queue, fn in processors.items()}
+        self._credentials = credentials
+        self._channel_options = channel_options
+        self._channel: grpc.aio.Channel | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._running: dict[str, JobContext] = {}
+        self._outbox = worker_service_pb2.ConnectRequest()
+        self._unsent = 0  # outcomes, progress and releases in the outbox (extensions and credits aside)
+        self._credits = 0  # credits not yet granted on the current stream
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._closing_event = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._stopping = False  # no more credits: shutting down
+        self._closing = False  # running jobs are done or released: flush, half-close, stop
+        self._draining = False  # the server asked this stream to drain
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Opens the channel and starts the stream in the background (returns at once)."""
+        if self._main is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._channel = aio_channel(self.address, self._credentials, self._channel_options)
+        if any(not is_async for _, is_async in self._processors.values()):
+            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qm-processor")
+        self._main = asyncio.create_task(self._main_loop(), name=f"qm-worker-{self.worker_id}")
+
+    async def wait_connected(self) -> None:
+        """Waits until the server has welcomed the current stream (bound it with `asyncio.timeout`)."""
+        await self._connected.wait()
+
+    async def wait_closed(self) -> None:
+        """Waits until `shutdown` has finished."""
+        await self._closed.wait()
+
+    async def run(self) -> None:
+        """Starts the worker and returns when it has been shut down (by `shutdown` or a signal)."""
+        await self.start()
+        await self.wait_closed()
+
+    def install_signal_handlers(self, grace: float | None = None) -> None:
+        """Makes SIGTERM and SIGINT shut the worker down gracefully; a second signal acts as usual."""
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            logger.info("signal %s: shutting down worker %s", signal.Signals(signum).name, self.worker_id)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            self._shutdown_task = loop.create_task(self.shutdown(grace))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stops taking jobs, waits for running ones, releases the rest, flushes outcomes and closes.
+
+        Args:
+            grace: Seconds to wait for running jobs before cancelling and releasing them; default
+                ``shutdown_grace``.
+        """
+        if self._stopping:
+            await self._closed.wait()
+            return
+        self._stopping = True
+        self._credits = 0
+        self._wake.set()
+        if self._main is None:
+            self._closed.set()
+            return
+        grace = self.shutdown_grace if grace is None else grace
+        tasks = [ctx._task for ctx in self._running.values() if ctx._task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            if pending:
+                logger.warning("%d job(s) still running after %.1fs; releasing them", len(pending), grace)
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=1.0)
+        self._closing = True
+        self._closing_event.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._main), timeout=_CLOSE_TIMEOUT + 5)
+        except TimeoutError:
+            logger.warning(
+                "worker %s: stream did not close in %.0fs; cancelling it", self.worker_id, _CLOSE_TIMEOUT
+            )
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        except Exception:
+            logger.exception("worker %s stopped with an error", self.worker_id)
+        if self._unsent:
+            logger.warning("worker %s: %d report item(s) could not be sent", self.worker_id, self._unsent)
+        if self._channel is not None:
+            await self._channel.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._closed.set()
+
+    # ----------------------------------------------------------------- stream
+
+    async def _main_loop(self) -> None:
+        delay = _BACKOFF_FIRST
+        while not (self._closing and not self._unsent):
+            welcomed = False
+            try:
+                welcomed = await self._session()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _CONFIG_ERRORS:
+                    logger.error("worker %s refused: %s: %s", self.worker_id, exc.code().name, exc.details())
+                    delay = _BACKOFF_MAX
+                else:
+                    logger.warning(
+                        "worker %s stream lost: %s: %s", self.worker_id, exc.code().name, exc.details()
+                    )
+            except Exception:
+                logger.exception("worker %s stream failed", self.worker_id)
+            finally:
+                self._connected.clear()
+            if self._closing and not self._unsent:
+                return
+            if welcomed:
+                delay = _BACKOFF_FIRST
+            pause = delay * (0.5 + random.random() / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing_event.wait(), timeout=pause)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _session(self) -> bool:
+        """Runs one stream until it ends; returns whether the server welcomed it."""
+        assert self._channel is not None
+        stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        call = stub.Connect()
+        try:
+            hello = worker_service_pb2.WorkerHello(
+                worker_id=self.worker_id,
+                queues=self.queues,
+                concurrency=self.concurrency,
+                labels=self.labels,
+                language="python",
+                version=_client_version(),
+            )
+            await call.write(worker_service_pb2.ConnectRequest(hello=hello))
+            first = await call.read()
+            if not isinstance(first, worker_service_pb2.ConnectResponse):
+                return False  # the server ended the stream cleanly before welcoming us
+            if first.WhichOneof("kind") != "welcome":
+                logger.error("worker %s: the server's first message is not a welcome", self.worker_id)
+                return False
+            self._on_welcome(first.welcome)
+            await self._serve(call)
+            return True
+        finally:
+            call.cancel()
+
+    async def _serve(self, call: _Call) -> None:
+        """Reads and writes until the server ends the stream (or, after our half-close, a timeout passes)."""
+        reader = asyncio.create_task(self._read_loop(call))
+        writer = asyncio.create_task(self._write_loop(call))
+        heart = asyncio.create_task(self._heartbeat_loop())
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done() and writer.exception() is None:
+                # We half-closed; the server ends the stream once it has read everything.
+                await asyncio.wait({reader}, timeout=_CLOSE_TIMEOUT)
+            if reader.done():
+                reader.result()
+            else:
+                writer.result()
+        finally:
+            for task in (reader, writer, heart):
+                task.cancel()
+            await asyncio.gather(reader, writer, heart, return_exceptions=True)
+
+    def _on_welcome(self, welcome: worker_service_pb2.ServerWelcome) -> None:
+        self.server_id = welcome.server_id
+        self.lease_duration = welcome.lease_duration.ToNanoseconds() / 1e9
+        interval = welcome.heartbeat_interval.ToNanoseconds() / 1e9
+        if interval <= 0:
+            interval = self.lease_duration / 3 if self.lease_duration > 0 else _DEFAULT_HEARTBEAT
+        self.heartbeat_interval = interval
+        self._draining = False
+        self._credits = 0 if self._stopping else max(0, self.concurrency - len(self._running))
+        # Extensions queued for the old stream are stale; the heartbeat sends fresh ones.
+        self._outbox.report.ClearField("extensions")
+        self._connected.set()
+        self._wake.set()
+        logger.info(
+            "worker %s connected to %s (server %s) for %s",
+            self.worker_id,
+            self.address,
+            self.server_id,
+            self.queues,
+        )
+
+    async def _read_loop(self, call: _Call) -> None:
+        while True:
+            message = await call.read()
+            if not isinstance(message, worker_service_pb2.ConnectResponse):
+                return  # EOF: the server ended the stream
+            kind = message.WhichOneof("kind")
+            if kind == "delivery":
+                self._on_delivery(message.delivery)
+            elif kind == "ack":
+                self._on_ack(message.ack)
+            elif kind == "command":
+                self._on_command(message.command)
+
+    async def _write_loop(self, call: _Call) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            report = self._outbox.report
+            if self._unsent or self._credits or report.extensions:
+                request, self._outbox = self._outbox, worker_service_pb2.ConnectRequest()
+                request.report.credits = self._credits
+                unsent, self._unsent, self._credits = self._unsent, 0, 0
+                try:
+                    await call.write(request)
+                except BaseException:
+                    self._restore(request, unsent)
+                    raise
+            if (self._closing or self._draining) and not self._running and not self._unsent:
+                await call.done_writing()
+                return
+
+    def _restore(self, request: worker_service_pb2.ConnectRequest, unsent: int) -> None:
+        """Puts an unwritten report back at the head of the outbox (minus credits and extensions)."""
+        request.report.credits = 0
+        request.report.ClearField("extensions")
+        request.MergeFrom(self._outbox)
+        self._outbox = request
+        self._unsent += unsent
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self._running:
+                continue
+            extensions = self._outbox.report.extensions
+            for ctx in self._running.values():
+                if not ctx._lost:
+                    extensions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
+            self._wake.set()
+
+    # ----------------------------------------------------------------- server messages
+
+    def _on_delivery(self, delivery: worker_service_pb2.JobDelivery) -> None:
+        assert self._loop is not None
+        for leased in delivery.jobs:
+            job = leased.job
+            entry = self._processors.get(job.queue_name)
+            if entry is None or self._stopping or self._draining:
+                if entry is None:
+                    logger.error("received job %s of queue %r that has no processor", job.id, job.queue_name)
+                self._outbox.report.releases.add(
+                    queue_name=job.queue_name, job_id=job.id, lease_token=leased.lease_token
+                )
+                self._unsent += 1
+                self._wake.set()
+                continue
+            ctx = JobContext(leased, self)
+            self._running[ctx.lease_token] = ctx
+            fn, is_async = entry
+            limit = job.options.timeout.ToNanoseconds() / 1e9 if job.options.HasField("timeout") else None
+            ctx._task = self._loop.create_task(self._execute(ctx, fn, is_async, limit))
+
+    def _on_ack(self, ack: worker_service_pb2.ReportAck) -> None:
+        for item in ack.results:
+            if item.code == 0:
+                continue
+            lease = item.lease
+            ctx = self._running.get(lease.lease_token)
+            if ctx is not None and not ctx._lost:
+                ctx._lost = True
+                logger.warning(
+                    "job %s/%s lost its lease (%s: %s); its result will be discarded",
+                    lease.queue_name,
+                    lease.job_id,
+                    _code_name(item.code),
+                    item.message,
+                )
+            elif ctx is None:
+                logger.warning(
+                    "server rejected a report for job %s/%s: %s: %s",
+                    lease.queue_name,
+                    lease.job_id,
+                    _code_name(item.code),
+                    item.message,
+                )
+
+    def _on_command(self, command: worker_service_pb2.ServerCommand) -> None:
+        if command.type == _DRAIN:
+            logger.info(
+                "worker %s: server asks to drain (%s)", self.worker_id, command.reason or "no reason given"
+            )
+            self._draining = True
+            self._credits = 0
+            self._wake.set()
+        elif command.type == _CANCEL_JOB:
+            lease = command.lease
+            ctx = self._running.get(lease.lease_token)
+            if ctx is None:
+                ctx = next(
+                    (
+                        c
+                        for c in self._running.values()
+                        if c.id == lease.job_id and c.queue_name == lease.queue_name
+                    ),
+                    None,
+                )
+            if ctx is None:
+                return
+            logger.info("job %s/%s cancelled by the server (%s)", ctx.queue_name, ctx.id, command.reason)
+            ctx._cancelled = True
+            if ctx._task is not None and self._processors[ctx.queue_name][1]:
+                ctx._task.cancel()
+
+    # ----------------------------------------------------------------- running jobs
+
+    async def _execute(self, ctx: JobContext, fn: Processor, is_async: bool, limit: float | None) -> None:
+        started = time.perf_counter_ns()
+        try:
+            if limit is None:
+                result = await self._call(ctx, fn, is_async)
+            else:
+                scope = asyncio.timeout(limit)
+                try:
+                    async with scope:
+                        result = await self._call(ctx, fn, is_async)
+                except TimeoutError:
+                    if scope.expired():
+                        raise _JobTimeout(f"job timed out after {limit:g}s") from None
+                    raise
+        except asyncio.CancelledError:
+            self._finish(ctx)
+            if not (ctx._cancelled or ctx._lost):
+                # Cancelled by shutdown after the grace period: hand the job back unfinished.
+                self._outbox.report.releases.add(
+                    queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token
+                )
+                self._unsent += 1
+            return
+        except Exception as exc:
+            self._fail(ctx, exc, time.perf_counter_ns() - started)
+        else:
+            self._complete(ctx, result, time.perf_counter_ns() - started)
+
+    async def _call(self, ctx: JobContext, fn: Processor, is_async: bool) -> Any:
+        if is_async:
+            return await fn(ctx)
+        assert self._loop is not None
+        result = await self._loop.run_in_executor(self._executor, fn, ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _finish(self, ctx: JobContext) -> None:
+        """Forgets a finished job and gives its credit back (unless the worker stops taking jobs)."""
+        self._running.pop(ctx.lease_token, None)
+        if not (self._stopping or self._draining):
+            self._credits += 1
+        self._wake.set()
+
+    def _complete(self, ctx: JobContext, result: Any, nanos: int) -> None:
+        if ctx._lost or ctx._cancelled:
+            self._finish(ctx)
+            logger.info(
+                "discarding the result of job %s/%s (lease lost or job cancelled)", ctx.queue_name, ctx.id
+            )
+            return
+        completions = self._outbox.report.completions
+        done = completions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
+        if result is not None:
+            try:
+                encode_payload(result, done.result)
+            except (TypeError, ValueError) as exc:
+                del completions[-1]
+                self._fail(ctx, exc, nanos)
+                return
+        done.duration.FromNanoseconds(nanos)
+        self._unsent += 1
+        self._finish(ctx)
+
+    def _fail(self, ctx: JobContext, exc: BaseException, nanos: int) -> None:
+        if ctx._lost or ctx._cancelled:
+            self._finish(ctx)
+            return
+        failure = self._outbox.report.failures.add(
+            queue_name=ctx.queue_name,
+            job_id=ctx.id,
+            lease_token=ctx.lease_token,
+            message=str(exc) or type(exc).__name__,
+            stacktrace="" if isinstance(exc, _JobTimeout) else "".join(traceback.format_exception(exc)),
+            do_not_retry=isinstance(exc, UnrecoverableError),
+        )
+        failure.duration.FromNanoseconds(nanos)
+        self._unsent += 1
+        self._finish(ctx)
+
+    def _report_progress(self, ctx: JobContext, value: struct_pb2.Value) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if not in_loop:
+            loop.call_soon_threadsafe(partial(self._report_progress, ctx, value))
+            return
+        if ctx.lease_token not in self._running or ctx._lost:
+            return
+        item = self._outbox.report.progress.add()
+        item.lease.queue_name = ctx.queue_name
+        item.lease.job_id = ctx.id
+        item.lease.lease_token = ctx.lease_token
+        item.progress.CopyFrom(value)
+        self._unsent += 1
+        self._wake.set()
+
+
+def _code_name(code: int) -> str:
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return str(status.name)
+    return str(code)
