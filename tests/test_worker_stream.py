@@ -255,3 +255,17 @@ async def test_shutdown_releases_jobs_still_held_after_grace(
     rec = await engine.get_job("q", job_id)
     assert rec.text("st") == "waiting" and rec.int("stc") == 1
     await w.close()
+
+
+async def test_abandoned_job_counts_a_stall_and_is_redelivered(
+    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+) -> None:
+    _, jobs = stubs
+    (job_id,) = await add(jobs, 1)
+    w = RawWorker(server.address, ["q"])
+    await w.connect(credits=1)
+    (j,) = await w.jobs(1)
+    w.report(pb.WorkerReport(abandoned=[lease(j)], credits=1))
+    (again,) = await w.jobs(1)
+    assert again.job.id == job_id and again.redelivery and again.job.stalled_count == 1
+    await w.close()

@@ -17,7 +17,7 @@ Protocol, as this side speaks it:
    CANCEL_JOB: cancel that job's task (async processors) and discard its result.
 7. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; outcomes not yet sent stay in the outbox and go out on the next stream.
-8. `Worker.shutdown`: stop granting credits, wait up to a grace period for running jobs, release the rest,
+8. `Worker.shutdown`: stop granting credits, wait up to a grace period for running jobs, abandon the rest,
    flush the outbox, half-close, wait (bounded) for the server to end the stream, close the channel.
 """
 
@@ -495,8 +495,8 @@ class Worker:
         except asyncio.CancelledError:
             self._finish(ctx)
             if not (ctx._cancelled or ctx._lost):
-                # Cancelled by shutdown after the grace period: hand the job back unfinished.
-                self._outbox.report.releases.add(
+                # Cancelled by shutdown after the grace period: hand the job back as abandoned (a stall).
+                self._outbox.report.abandoned.add(
                     queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token
                 )
                 self._unsent += 1

@@ -10,11 +10,12 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
 3. Jobs arrive as ``delivery`` messages, each holding every job claimed for that worker at that moment
    (one Lua call claims many). Each job carries a lease token and its expiry, and ``redelivery`` when an
    earlier start of the same attempt was lost.
-4. Completions, failures (with ``do_not_retry``), progress, lease extensions and releases of unstarted
-   jobs travel in ``report`` messages, batched. Each presents the job's lease token; a stale token changes
-   nothing. The server answers with ``ack``: one result per extension (new expiry, or the rejection) and one
-   per rejected completion, failure, progress or release (code FAILED_PRECONDITION for a stale lease,
-   NOT_FOUND for a job that no longer exists). Accepted completions are not acked one by one.
+4. Completions, failures (with ``do_not_retry``), progress, lease extensions, releases of unstarted
+   jobs and abandoned (started, unfinished) jobs travel in ``report`` messages, batched. Each presents
+   the job's lease token; a stale token changes nothing. The server answers with ``ack``: one result per
+   extension (new expiry, or the rejection) and one per rejected completion, failure, progress or
+   release (code FAILED_PRECONDITION for a stale lease, NOT_FOUND for a job that no longer exists).
+   Accepted completions are not acked one by one.
 5. Heartbeats are the extensions: the worker sends them every ``heartbeat_interval`` for every running job.
    A job whose lease runs out is recovered by the reaper (stalled count +1) and its late result rejected.
 6. Server commands: ``DRAIN`` (the server is shutting down: finish or release what you hold, then
@@ -350,12 +351,12 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                     for p, c in zip(pitems, codes, strict=True)
                     if c
                 ]
-        if r.releases:
-            for queue, ritems in _by_queue(r.releases):
+        for refs, stalled in ((r.releases, False), (r.abandoned, True)):
+            for queue, ritems in _by_queue(refs):
                 for x in ritems:
                     s.leases.pop((queue, x.job_id), None)
                 codes = await self.engine.release(
-                    queue, [(x.job_id, x.lease_token) for x in ritems], stalled=False
+                    queue, [(x.job_id, x.lease_token) for x in ritems], stalled=stalled
                 )
                 results += [
                     _rejection(queue, x.job_id, x.lease_token, c)

@@ -307,6 +307,7 @@ class WorkerReport(_message.Message):
     EXTENSIONS_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RELEASES_FIELD_NUMBER: _builtins.int
+    ABANDONED_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """How many more jobs the worker can take, added to its current credit."""
     @_builtins.property
@@ -329,6 +330,12 @@ class WorkerReport(_message.Message):
     def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Jobs handed back unstarted (for example when draining); they return to waiting without a stall."""
 
+    @_builtins.property
+    def abandoned(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Jobs that started but were abandoned unfinished (for example cancelled at shutdown); they return to
+        waiting as a stall (counted, and redelivered with the redelivery flag).
+        """
+
     def __init__(
         self,
         *,
@@ -338,10 +345,11 @@ class WorkerReport(_message.Message):
         extensions: _abc.Iterable[Global___LeaseRef] | None = ...,
         progress: _abc.Iterable[Global___JobProgress] | None = ...,
         releases: _abc.Iterable[Global___LeaseRef] | None = ...,
+        abandoned: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "progress", b"progress", "releases", b"releases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "progress", b"progress", "releases", b"releases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
