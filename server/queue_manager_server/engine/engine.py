@@ -182,20 +182,32 @@ class Engine:
 
     # ---- jobs ---------------------------------------------------------------------------------
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
-        """Adds jobs in chunks pipelined into one round trip; ids are generated where empty."""
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob], fetch: bool = False) -> AddResult:
+        """Adds jobs in chunks pipelined into one round trip; ids are generated where empty.
+
+        The script publishes the wake-up event itself. With fetch, the stored jobs (and the queue's paused
+        flag) are read in the same round trip and returned in ``AddResult.records``.
+        """
         k = self.keys(queue)
         keys = [k.meta, k.waiting, k.delayed]
         pipe = self.redis.pipeline(transaction=False)
+        add = self.scripts.get("add_jobs")
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
-            args: list[Any] = [k.job_prefix, len(chunk)]
+            args: list[Any] = [k.job_prefix, self.channel, f"w {queue}", len(chunk)]
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()
                 args += j.argv()
-            await self.scripts._scripts["add_jobs"](keys=keys, args=args, client=pipe)
+            await add(keys=keys, args=args, client=pipe)
+        if fetch:
+            for j in jobs:
+                pipe.hgetall(k.job(j.id))
+            pipe.hget(k.meta, "paused")
         results = await pipe.execute()
+        fetched = results[len(results) - len(jobs) - 1 :] if fetch else []
+        if fetch:
+            results = results[: len(results) - len(jobs) - 1]
         out = AddResult(now_ms=0, ids=[], created=[], waiting_added=0, earliest_delayed_ms=-1)
         for r in results:
             if _i(r[0]) == NO_QUEUE:
@@ -208,10 +220,12 @@ class Engine:
             for i in range(3, len(r), 2):
                 out.ids.append(_s(r[i]))
                 out.created.append(_i(r[i + 1]) == 1)
-        if out.waiting_added:
-            await self.notify_waiting(queue)
-        if out.earliest_delayed_ms >= 0:
-            await self.notify_delayed(queue, out.earliest_delayed_ms)
+        if fetch:
+            out.queue_paused = fetched[-1] == b"1"
+            out.records = [
+                JobRecord(queue, job_id, {_s(f): _b(v) for f, v in row.items()})
+                for job_id, row in zip(out.ids, fetched[:-1], strict=True)
+            ]
         return out
 
     async def get_job(self, queue: str, job_id: str) -> JobRecord:

@@ -68,6 +68,9 @@ class AddResult:
     created: list[bool]
     waiting_added: int
     earliest_delayed_ms: int
+    # Filled when the caller asked to read the stored jobs back.
+    records: list[JobRecord] = field(default_factory=list)
+    queue_paused: bool = False
 
 
 @dataclass(slots=True)

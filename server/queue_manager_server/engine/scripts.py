@@ -47,6 +47,9 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self._scripts: dict[str, AsyncScript] = {n: redis.register_script(_source(n)) for n in self.NAMES}
 
+    def get(self, name: str) -> AsyncScript:
+        return self._scripts[name]
+
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
 

@@ -30,9 +30,9 @@ class JobService(pb_grpc.JobServiceServicer):
         if not request.HasField("job"):
             raise InvalidArgument("job", "is required")
         job = convert.new_job(request.job, "job", self.max_payload)
-        result = await self.engine.add_jobs(queue, [job])
-        record = await self.engine.get_job(queue, result.ids[0])
-        return pb.AddJobResponse(job=convert.job_out(record), created=result.created[0])
+        result = await self.engine.add_jobs(queue, [job], fetch=True)
+        record = result.records[0]
+        return pb.AddJobResponse(job=convert.job_out(record, result.queue_paused), created=result.created[0])
 
     @unary
     async def AddJobs(

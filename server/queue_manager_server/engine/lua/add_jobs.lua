@@ -2,8 +2,8 @@
 -- @include common
 --
 -- KEYS[1] meta      (hash)   KEYS[2] waiting (zset)   KEYS[3] delayed (zset)
--- ARGV[1] job key prefix
--- ARGV[2] number of jobs N; then N groups of 3: header, data, metadata (encoded JobMetadata or "").
+-- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] event published when a job was added
+-- ARGV[4] number of jobs N; then N groups of 3: header, data, metadata (encoded JobMetadata or "").
 --   header: 15 fields, each followed by a NUL byte (few arguments keep the call cheap to encode):
 --   id, name, content type, priority (0 = queue default), delay ms (-1 = none), run-at ms (-1 = none),
 --   attempts (0 = default), backoff type (0 = default, 1 fixed, 2 exponential), backoff delay ms,
@@ -13,7 +13,7 @@
 --   id, created (1) or existing (0)}
 --   or {-1} when the queue is not registered.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
-local prefix, n = ARGV[1], tonumber(ARGV[2])
+local prefix, channel, event, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf')
@@ -22,7 +22,7 @@ local out = {now, 0, -1}
 local added_waiting, earliest = 0, -1
 
 for i = 0, n - 1 do
-  local b = 2 + i * 3
+  local b = 4 + i * 3
   local h = {}
   for v in string.gmatch(ARGV[b + 1], '([^%z]*)%z') do h[#h + 1] = v end
   local id = h[1]
@@ -64,4 +64,6 @@ for i = 0, n - 1 do
   end
 end
 out[2], out[3] = added_waiting, earliest
+-- Wake the dispatchers of every server: idle workers get the job at once, timers re-arm for delays.
+if added_waiting > 0 or earliest >= 0 then redis.call('PUBLISH', channel, event) end
 return out
