@@ -164,3 +164,20 @@ async def test_port_in_use_is_a_clear_startup_error(
         await app.start()
     await app.stop()
     await asyncio.sleep(0)
+
+
+async def test_second_signal_cuts_the_grace_short(
+    procs: Procs, redis_url: str, prefix: str, engine: Engine
+) -> None:
+    srv = await procs.server(redis_url, prefix, 0, "--shutdown-grace-ms", "60000")
+    (job_id,) = await add_jobs(srv.address, 1)
+    w = RawWorker(srv.address, ["q"])
+    await w.connect(credits=1)
+    await w.jobs(1)
+    srv.terminate()
+    await w.until("command")  # draining; this worker never finishes its job
+    srv.terminate()
+    assert await srv.wait(timeout=10) == 0
+    rec = await engine.get_job("q", job_id)
+    assert (rec.text("st"), rec.int("stc")) == ("waiting", 1)
+    await w.close()

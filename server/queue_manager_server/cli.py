@@ -17,8 +17,14 @@ async def serve(settings: Settings) -> None:
     app = App(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            app.hurry()  # a second signal: skip the rest of the grace period
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await app.start()
     except BaseException:

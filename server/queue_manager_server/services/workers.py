@@ -221,6 +221,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.accepting = True
         # Set whenever a worker reports or leaves, so shutdown can wait for leases to drain.
         self.progress = asyncio.Event()
+        # Set by a second shutdown signal: stop waiting for in-flight jobs.
+        self.hurry = asyncio.Event()
 
     @streaming
     async def Connect(
@@ -398,7 +400,11 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while any(s.leases and not s.closed for s in sessions) and (left := deadline - loop.time()) > 0:
+        while (
+            any(s.leases and not s.closed for s in sessions)
+            and not self.hurry.is_set()
+            and (left := deadline - loop.time()) > 0
+        ):
             self.progress.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.progress.wait(), left)
