@@ -33,9 +33,10 @@ from queue_manager_server.components.notifier import Notifier
 from queue_manager_server.config import Settings
 from queue_manager_server.embedded import EmbeddedValkey
 from queue_manager_server.engine import Engine
+from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.jobs import JobService
 from queue_manager_server.services.queues import QueueService
-from queue_manager_server.services.workers import Dispatcher, WorkerService
+from queue_manager_server.services.workers import WorkerService
 
 log = logging.getLogger("queue_manager_server.app")
 

@@ -11,7 +11,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from queue_manager_server.services.workers import Dispatcher
+from queue_manager_server.services.dispatcher import Dispatcher
 
 log = logging.getLogger("queue_manager_server.notifier")
 

@@ -30,176 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import secrets
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import json_format, struct_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager.v1 import worker_service_pb2_grpc as pb_grpc
 
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument, Unavailable
+from queue_manager_server.services.dispatcher import Dispatcher, WorkerSession
 from queue_manager_server.services.errors import status_for, streaming
+from queue_manager_server.services.reports import ReportHandler
 
 log = logging.getLogger("queue_manager_server.workers")
 
-# Most jobs one claim call leases (one Lua call, one delivery message).
-CLAIM_BATCH = 500
 # The hello must arrive within this time.
 HELLO_TIMEOUT_S = 30.0
-# A served queue re-checks Redis at least this often even without notifications (missed pub/sub).
-IDLE_RECHECK_S = 5.0
-T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress)
-_CODES = {
-    -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
-    -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
-}
-
-
-@dataclass(eq=False)
-class WorkerSession:
-    """One connected worker stream."""
-
-    worker_id: str
-    queues: list[str]
-    concurrency: int
-    outbound: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
-    credits: int = 0
-    # (queue, job id) -> lease token, for every job this worker holds.
-    leases: dict[tuple[str, str], str] = field(default_factory=dict)
-    closed: bool = False
-    draining: bool = False
-
-    def send(self, message: pb.ConnectResponse) -> None:
-        if not self.closed:
-            self.outbound.put_nowait(message)
-
-
-def _lease_ref(queue: str, job_id: str, token: str) -> pb.LeaseRef:
-    return pb.LeaseRef(queue_name=queue, job_id=job_id, lease_token=token)
-
-
-def _rejection(queue: str, job_id: str, token: str, code: int) -> pb.ReportItemResult:
-    status, message = _CODES.get(code, (grpc.StatusCode.UNKNOWN, f"code {code}"))
-    if code == -3:
-        message = (
-            f"lease of job {job_id!r} in queue {queue!r} is not held by this token (expired or recovered)"
-        )
-    return pb.ReportItemResult(lease=_lease_ref(queue, job_id, token), code=status.value[0], message=message)
-
-
-class Dispatcher:
-    """Claims jobs for connected workers, one loop per served queue, woken by events instead of polling."""
-
-    def __init__(self, engine: Engine, lease_ms: int) -> None:
-        self.engine = engine
-        self.lease_ms = lease_ms
-        self.sessions: dict[str, set[WorkerSession]] = defaultdict(set)
-        self._wake: dict[str, asyncio.Event] = {}
-        self._loops: dict[str, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[object]] = set()
-        self.stopping = False
-
-    def register(self, s: WorkerSession) -> None:
-        for q in s.queues:
-            self.sessions[q].add(s)
-            if q not in self._loops or self._loops[q].done():
-                self._wake[q] = asyncio.Event()
-                self._loops[q] = asyncio.create_task(self._serve(q), name=f"dispatch:{q}")
-            self.wake(q)
-
-    def unregister(self, s: WorkerSession) -> None:
-        for q in s.queues:
-            self.sessions[q].discard(s)
-            self.wake(q)
-
-    def wake(self, queue: str) -> None:
-        ev = self._wake.get(queue)
-        if ev is not None:
-            ev.set()
-
-    def all_sessions(self) -> set[WorkerSession]:
-        return {s for group in self.sessions.values() for s in group}
-
-    def spawn(self, coro: object, name: str) -> None:
-        """Runs work that must finish even if the stream handler that started it is cancelled."""
-        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _serve(self, queue: str) -> None:
-        wake = self._wake[queue]
-        while self.sessions[queue] and not self.stopping:
-            wake.clear()
-            timeout = IDLE_RECHECK_S
-            try:
-                timeout = await self._dispatch_once(queue)
-            except Exception as exc:
-                code, message = status_for(exc)
-                log.warning("dispatch failed", extra={"queue": queue, "status": code.name, "error": message})
-                timeout = 1.0
-            if timeout == 0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
-        self._loops.pop(queue, None)
-
-    async def _dispatch_once(self, queue: str) -> float:
-        """Claims for every session with credit. Returns how long to wait (0 = go again at once)."""
-        more = False
-        wait = IDLE_RECHECK_S
-        for s in list(self.sessions[queue]):
-            if s.closed or s.draining or s.credits <= 0:
-                continue
-            take = min(s.credits, CLAIM_BATCH)
-            s.credits -= take
-            token = secrets.token_hex(8)
-            try:
-                res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms)
-            finally:
-                s.credits += take
-            if res.code == 1:  # paused: resume publishes a notification
-                return IDLE_RECHECK_S
-            if res.code == 2:  # rate limited
-                return max(res.retry_after_ms / 1000, 0.001)
-            if res.jobs:
-                s.credits -= len(res.jobs)
-                if s.closed:
-                    # The worker left while we claimed: hand the jobs straight back, unstarted.
-                    self.spawn(
-                        self.engine.release(queue, [(j.id, token) for j in res.jobs], False), "release"
-                    )
-                    continue
-                for j in res.jobs:
-                    s.leases[(queue, j.id)] = token
-                s.send(
-                    pb.ConnectResponse(
-                        delivery=pb.JobDelivery(jobs=[convert.leased_job(queue, j, token) for j in res.jobs])
-                    )
-                )
-                if len(res.jobs) == take:
-                    more = True
-            if res.next_delayed_ms >= 0:
-                wait = min(wait, max((res.next_delayed_ms - res.now_ms) / 1000, 0.0) + 0.001)
-        return 0 if more else wait
-
-    async def stop(self) -> None:
-        self.stopping = True
-        for ev in self._wake.values():
-            ev.set()
-        loops = list(self._loops.values())
-        for t in loops:
-            t.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
 
 
 class WorkerService(pb_grpc.WorkerServiceServicer):
@@ -217,7 +66,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.server_id = server_id
         self.lease_ms = lease_ms
         self.heartbeat_ms = heartbeat_ms
-        self.max_payload = max_payload
+        self.reports = ReportHandler(engine, lease_ms, max_payload)
         self.accepting = True
         # Set whenever a worker reports or leaves, so shutdown can wait for leases to drain.
         self.progress = asyncio.Event()
@@ -290,81 +139,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         s.outbound.put_nowait(None)
 
     async def _report(self, s: WorkerSession, r: pb.WorkerReport) -> None:
-        results: list[pb.ReportItemResult] = []
-        bad_results: list[tuple[str, str, str, str, bool]] = []
-        if r.completions:
-            for queue, items in _by_queue(r.completions):
-                args, accepted = [], []
-                for c in items:
-                    s.leases.pop((queue, c.job_id), None)
-                    try:
-                        body, ct = convert.payload_in(c.result, "result", self.max_payload)
-                    except InvalidArgument as exc:
-                        # An unstorable result fails the attempt instead of breaking the stream.
-                        bad_results.append((c.job_id, c.lease_token, f"result rejected: {exc}", "", False))
-                        continue
-                    args.append((c.job_id, c.lease_token, body, ct))
-                    accepted.append(c)
-                codes = await self.engine.complete(queue, args) if args else []
-                results += [
-                    _rejection(queue, c.job_id, c.lease_token, code)
-                    for c, code in zip(accepted, codes, strict=True)
-                    if code
-                ]
-                if bad_results:
-                    await self.engine.fail(queue, bad_results)
-                    bad_results.clear()
-        if r.failures:
-            for queue, fitems in _by_queue(r.failures):
-                for f in fitems:
-                    s.leases.pop((queue, f.job_id), None)
-                outcomes = await self.engine.fail(
-                    queue,
-                    [
-                        (f.job_id, f.lease_token, f.message[:10_000], f.stacktrace[:50_000], f.do_not_retry)
-                        for f in fitems
-                    ],
-                )
-                results += [
-                    _rejection(queue, f.job_id, f.lease_token, code)
-                    for f, (code, _) in zip(fitems, outcomes, strict=True)
-                    if code < 0
-                ]
-        if r.extensions:
-            for queue, eitems in _by_queue(r.extensions):
-                ext = await self.engine.extend(
-                    queue, [(e.job_id, e.lease_token) for e in eitems], self.lease_ms
-                )
-                for e, (code, expiry) in zip(eitems, ext, strict=True):
-                    if code:
-                        results.append(_rejection(queue, e.job_id, e.lease_token, code))
-                        s.leases.pop((queue, e.job_id), None)
-                    else:
-                        results.append(
-                            pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry))
-                        )
-        if r.progress:
-            for queue, pitems in _by_queue(r.progress):
-                codes = await self.engine.progress(
-                    queue, [(p.lease.job_id, p.lease.lease_token, _json(p.progress)) for p in pitems]
-                )
-                results += [
-                    _rejection(queue, p.lease.job_id, p.lease.lease_token, c)
-                    for p, c in zip(pitems, codes, strict=True)
-                    if c
-                ]
-        for refs, stalled in ((r.releases, False), (r.abandoned, True)):
-            for queue, ritems in _by_queue(refs):
-                for x in ritems:
-                    s.leases.pop((queue, x.job_id), None)
-                codes = await self.engine.release(
-                    queue, [(x.job_id, x.lease_token) for x in ritems], stalled=stalled
-                )
-                results += [
-                    _rejection(queue, x.job_id, x.lease_token, c)
-                    for x, c in zip(ritems, codes, strict=True)
-                    if c < 0
-                ]
+        results = await self.reports.handle(s, r)
         self.progress.set()
         if results:
             s.send(pb.ConnectResponse(ack=pb.ReportAck(results=results)))
@@ -412,16 +187,3 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             if not s.closed:
                 await self._release_all(s, stalled=True)
                 s.outbound.put_nowait(None)
-
-
-def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
-    """Groups report items by queue (each script call covers one queue)."""
-    groups: dict[str, list[T]] = defaultdict(list)
-    for item in items:
-        lease = item.lease if isinstance(item, pb.JobProgress) else item
-        groups[lease.queue_name].append(item)
-    return list(groups.items())
-
-
-def _json(value: struct_pb2.Value) -> str:
-    return json.dumps(json_format.MessageToDict(value), separators=(",", ":"))

@@ -1,0 +1,153 @@
+"""The dispatcher: claims jobs for the workers connected to this server and pushes them down their streams.
+
+One loop per served queue, woken by events (a job added anywhere, a credit returned, a delay falling due)
+instead of polling; each claim is one Lua call that leases a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from queue_manager.v1 import worker_service_pb2 as pb
+
+from queue_manager_server import convert
+from queue_manager_server.engine import Engine
+from queue_manager_server.services.errors import status_for
+
+log = logging.getLogger("queue_manager_server.dispatcher")
+
+# Most jobs one claim call leases (one Lua call, one delivery message).
+CLAIM_BATCH = 500
+# A served queue re-checks Redis at least this often even without notifications (missed pub/sub).
+IDLE_RECHECK_S = 5.0
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """One connected worker stream."""
+
+    worker_id: str
+    queues: list[str]
+    concurrency: int
+    outbound: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    credits: int = 0
+    # (queue, job id) -> lease token, for every job this worker holds.
+    leases: dict[tuple[str, str], str] = field(default_factory=dict)
+    closed: bool = False
+    draining: bool = False
+
+    def send(self, message: pb.ConnectResponse) -> None:
+        if not self.closed:
+            self.outbound.put_nowait(message)
+
+
+class Dispatcher:
+    """Claims jobs for connected workers, one loop per served queue, woken by events instead of polling."""
+
+    def __init__(self, engine: Engine, lease_ms: int) -> None:
+        self.engine = engine
+        self.lease_ms = lease_ms
+        self.sessions: dict[str, set[WorkerSession]] = defaultdict(set)
+        self._wake: dict[str, asyncio.Event] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[object]] = set()
+        self.stopping = False
+
+    def register(self, s: WorkerSession) -> None:
+        for q in s.queues:
+            self.sessions[q].add(s)
+            if q not in self._loops or self._loops[q].done():
+                self._wake[q] = asyncio.Event()
+                self._loops[q] = asyncio.create_task(self._serve(q), name=f"dispatch:{q}")
+            self.wake(q)
+
+    def unregister(self, s: WorkerSession) -> None:
+        for q in s.queues:
+            self.sessions[q].discard(s)
+            self.wake(q)
+
+    def wake(self, queue: str) -> None:
+        ev = self._wake.get(queue)
+        if ev is not None:
+            ev.set()
+
+    def all_sessions(self) -> set[WorkerSession]:
+        return {s for group in self.sessions.values() for s in group}
+
+    def spawn(self, coro: object, name: str) -> None:
+        """Runs work that must finish even if the stream handler that started it is cancelled."""
+        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _serve(self, queue: str) -> None:
+        wake = self._wake[queue]
+        while self.sessions[queue] and not self.stopping:
+            wake.clear()
+            timeout = IDLE_RECHECK_S
+            try:
+                timeout = await self._dispatch_once(queue)
+            except Exception as exc:
+                code, message = status_for(exc)
+                log.warning("dispatch failed", extra={"queue": queue, "status": code.name, "error": message})
+                timeout = 1.0
+            if timeout == 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+        self._loops.pop(queue, None)
+
+    async def _dispatch_once(self, queue: str) -> float:
+        """Claims for every session with credit. Returns how long to wait (0 = go again at once)."""
+        more = False
+        wait = IDLE_RECHECK_S
+        for s in list(self.sessions[queue]):
+            if s.closed or s.draining or s.credits <= 0:
+                continue
+            take = min(s.credits, CLAIM_BATCH)
+            s.credits -= take
+            token = secrets.token_hex(8)
+            try:
+                res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms)
+            finally:
+                s.credits += take
+            if res.code == 1:  # paused: resume publishes a notification
+                return IDLE_RECHECK_S
+            if res.code == 2:  # rate limited
+                return max(res.retry_after_ms / 1000, 0.001)
+            if res.jobs:
+                s.credits -= len(res.jobs)
+                if s.closed:
+                    # The worker left while we claimed: hand the jobs straight back, unstarted.
+                    self.spawn(
+                        self.engine.release(queue, [(j.id, token) for j in res.jobs], False), "release"
+                    )
+                    continue
+                for j in res.jobs:
+                    s.leases[(queue, j.id)] = token
+                s.send(
+                    pb.ConnectResponse(
+                        delivery=pb.JobDelivery(jobs=[convert.leased_job(queue, j, token) for j in res.jobs])
+                    )
+                )
+                if len(res.jobs) == take:
+                    more = True
+            if res.next_delayed_ms >= 0:
+                wait = min(wait, max((res.next_delayed_ms - res.now_ms) / 1000, 0.0) + 0.001)
+        return 0 if more else wait
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for ev in self._wake.values():
+            ev.set()
+        loops = list(self._loops.values())
+        for t in loops:
+            t.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,151 @@
+"""Handles worker reports: completions, failures, extensions, progress, releases, each batched per queue.
+
+Every item presents its lease token; the engine's scripts reject stale ones, and the rejections (plus every
+extension's verdict) go back to the worker in one ack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TypeVar
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from queue_manager.v1 import worker_service_pb2 as pb
+
+from queue_manager_server import convert
+from queue_manager_server.engine import Engine
+from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.services.dispatcher import WorkerSession
+
+T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress)
+_CODES = {
+    -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
+    -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
+}
+
+
+def _lease_ref(queue: str, job_id: str, token: str) -> pb.LeaseRef:
+    return pb.LeaseRef(queue_name=queue, job_id=job_id, lease_token=token)
+
+
+def _rejection(queue: str, job_id: str, token: str, code: int) -> pb.ReportItemResult:
+    status, message = _CODES.get(code, (grpc.StatusCode.UNKNOWN, f"code {code}"))
+    if code == -3:
+        message = (
+            f"lease of job {job_id!r} in queue {queue!r} is not held by this token (expired or recovered)"
+        )
+    return pb.ReportItemResult(lease=_lease_ref(queue, job_id, token), code=status.value[0], message=message)
+
+
+class ReportHandler:
+    """Applies one worker report to the engine and returns the verdicts to ack."""
+
+    def __init__(self, engine: Engine, lease_ms: int, max_payload: int) -> None:
+        self.engine = engine
+        self.lease_ms = lease_ms
+        self.max_payload = max_payload
+
+    async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
+        results: list[pb.ReportItemResult] = []
+        for queue, completions in _by_queue(r.completions):
+            results += await self._complete(s, queue, completions)
+        for queue, failures in _by_queue(r.failures):
+            results += await self._fail(s, queue, failures)
+        for queue, extensions in _by_queue(r.extensions):
+            results += await self._extend(s, queue, extensions)
+        for queue, progress in _by_queue(r.progress):
+            results += await self._progress(queue, progress)
+        for refs, stalled in ((r.releases, False), (r.abandoned, True)):
+            for queue, items in _by_queue(refs):
+                results += await self._release(s, queue, items, stalled)
+        return results
+
+    async def _complete(
+        self, s: WorkerSession, queue: str, items: list[pb.JobCompletion]
+    ) -> list[pb.ReportItemResult]:
+        args, accepted, unstorable = [], [], []
+        for c in items:
+            s.leases.pop((queue, c.job_id), None)
+            try:
+                body, ct = convert.payload_in(c.result, "result", self.max_payload)
+            except InvalidArgument as exc:
+                # An unstorable result fails the attempt instead of breaking the stream.
+                unstorable.append((c.job_id, c.lease_token, f"result rejected: {exc}", "", False))
+                continue
+            args.append((c.job_id, c.lease_token, body, ct))
+            accepted.append(c)
+        codes = await self.engine.complete(queue, args) if args else []
+        if unstorable:
+            await self.engine.fail(queue, unstorable)
+        return [
+            _rejection(queue, c.job_id, c.lease_token, code)
+            for c, code in zip(accepted, codes, strict=True)
+            if code
+        ]
+
+    async def _fail(
+        self, s: WorkerSession, queue: str, items: list[pb.JobFailure]
+    ) -> list[pb.ReportItemResult]:
+        for f in items:
+            s.leases.pop((queue, f.job_id), None)
+        outcomes = await self.engine.fail(
+            queue,
+            [
+                (f.job_id, f.lease_token, f.message[:10_000], f.stacktrace[:50_000], f.do_not_retry)
+                for f in items
+            ],
+        )
+        return [
+            _rejection(queue, f.job_id, f.lease_token, code)
+            for f, (code, _) in zip(items, outcomes, strict=True)
+            if code < 0
+        ]
+
+    async def _extend(
+        self, s: WorkerSession, queue: str, items: list[pb.LeaseRef]
+    ) -> list[pb.ReportItemResult]:
+        verdicts = await self.engine.extend(queue, [(e.job_id, e.lease_token) for e in items], self.lease_ms)
+        results = []
+        for e, (code, expiry) in zip(items, verdicts, strict=True):
+            if code:
+                results.append(_rejection(queue, e.job_id, e.lease_token, code))
+                s.leases.pop((queue, e.job_id), None)
+            else:
+                results.append(pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry)))
+        return results
+
+    async def _progress(self, queue: str, items: list[pb.JobProgress]) -> list[pb.ReportItemResult]:
+        codes = await self.engine.progress(
+            queue, [(p.lease.job_id, p.lease.lease_token, _json(p.progress)) for p in items]
+        )
+        return [
+            _rejection(queue, p.lease.job_id, p.lease.lease_token, c)
+            for p, c in zip(items, codes, strict=True)
+            if c
+        ]
+
+    async def _release(
+        self, s: WorkerSession, queue: str, items: list[pb.LeaseRef], stalled: bool
+    ) -> list[pb.ReportItemResult]:
+        for x in items:
+            s.leases.pop((queue, x.job_id), None)
+        codes = await self.engine.release(queue, [(x.job_id, x.lease_token) for x in items], stalled=stalled)
+        return [
+            _rejection(queue, x.job_id, x.lease_token, c) for x, c in zip(items, codes, strict=True) if c < 0
+        ]
+
+
+def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
+    """Groups report items by queue (each script call covers one queue)."""
+    groups: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        lease = item.lease if isinstance(item, pb.JobProgress) else item
+        groups[lease.queue_name].append(item)
+    return list(groups.items())
+
+
+def _json(value: struct_pb2.Value) -> str:
+    return json.dumps(json_format.MessageToDict(value), separators=(",", ":"))
