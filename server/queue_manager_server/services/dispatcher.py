@@ -106,10 +106,15 @@ class Dispatcher:
         """Claims for every session with credit. Returns how long to wait (0 = go again at once)."""
         more = False
         wait = IDLE_RECHECK_S
-        for s in list(self.sessions[queue]):
+        sessions = list(self.sessions[queue])
+        # A lone worker would otherwise run in lockstep (all its jobs in one batch, then all outcomes back):
+        # claiming half its concurrency at a time keeps one batch in flight while it runs the other.
+        # With several workers their batches interleave anyway, and bigger batches cost less.
+        split = len(sessions) == 1
+        for s in sessions:
             if s.closed or s.draining or s.credits <= 0:
                 continue
-            take = min(s.credits, CLAIM_BATCH)
+            take = min(s.credits, CLAIM_BATCH, max(1, s.concurrency // 2) if split else CLAIM_BATCH)
             s.credits -= take
             token = secrets.token_hex(8)
             try:

@@ -139,14 +139,15 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         s.outbound.put_nowait(None)
 
     async def _report(self, s: WorkerSession, r: pb.WorkerReport) -> None:
+        if r.credits:
+            # Credits first: the next claim overlaps with recording this report's outcomes.
+            s.credits += r.credits
+            for q in s.queues:
+                self.dispatcher.wake(q)
         results = await self.reports.handle(s, r)
         self.progress.set()
         if results:
             s.send(pb.ConnectResponse(ack=pb.ReportAck(results=results)))
-        if r.credits:
-            s.credits += r.credits
-            for q in s.queues:
-                self.dispatcher.wake(q)
 
     async def _release_all(self, s: WorkerSession, stalled: bool) -> None:
         held = list(s.leases.items())
