@@ -269,3 +269,29 @@ async def test_abandoned_job_counts_a_stall_and_is_redelivered(
     (again,) = await w.jobs(1)
     assert again.job.id == job_id and again.redelivery and again.job.stalled_count == 1
     await w.close()
+
+
+async def test_rate_limit_spaces_deliveries(server: RunningServer) -> None:
+    from google.protobuf.duration_pb2 import Duration
+
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        limit = t.RateLimit(max=5, duration=Duration(seconds=1))
+        await qrpc.QueueServiceStub(ch).RegisterQueue(
+            qpb.RegisterQueueRequest(name="limited", config=t.QueueConfig(rate_limit=limit))
+        )
+        stub = jrpc.JobServiceStub(ch)
+        for i in range(10):
+            await stub.AddJob(jpb.AddJobRequest(queue_name="limited", job=jpb.NewJob(name=f"r{i}")))
+    w = RawWorker(server.address, ["limited"])
+    await w.connect(credits=10)
+    start = time.perf_counter()
+    arrivals: list[float] = []
+    while len(arrivals) < 10:
+        got = await w.jobs(1, timeout=10)
+        arrivals += [time.perf_counter() - start] * len(got)
+    # A full bucket lets 5 start at once, then one token per 200 ms: job k (k >= 5) not before (k-4)*0.2 s.
+    assert max(arrivals[:5]) < 0.5
+    for k in range(5, 10):
+        assert arrivals[k] >= (k - 4) * 0.2 - 0.02, arrivals
+    assert arrivals[-1] < 3.0, arrivals
+    await w.close()

@@ -144,6 +144,8 @@ class Dispatcher:
                     more = True
             if res.next_delayed_ms >= 0:
                 wait = min(wait, max((res.next_delayed_ms - res.now_ms) / 1000, 0.0) + 0.001)
+            if res.retry_after_ms > 0:  # the rate limit held jobs back: come back for the next token
+                return min(wait, res.retry_after_ms / 1000)
         return 0 if more else wait
 
     async def stop(self) -> None:

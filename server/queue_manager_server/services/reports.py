@@ -7,6 +7,7 @@ extension's verdict) go back to the worker in one ack.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TypeVar
@@ -20,6 +21,8 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.dispatcher import WorkerSession
 
+log = logging.getLogger("queue_manager_server.reports")
+
 T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress)
 _CODES = {
     -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
@@ -32,6 +35,7 @@ def _lease_ref(queue: str, job_id: str, token: str) -> pb.LeaseRef:
 
 
 def _rejection(queue: str, job_id: str, token: str, code: int) -> pb.ReportItemResult:
+    log.info("report item rejected", extra={"queue": queue, "job_id": job_id, "code": code})
     status, message = _CODES.get(code, (grpc.StatusCode.UNKNOWN, f"code {code}"))
     if code == -3:
         message = (
@@ -98,6 +102,18 @@ class ReportHandler:
                 for f in items
             ],
         )
+        for f, (code, _) in zip(items, outcomes, strict=True):
+            if code >= 0:
+                log.log(
+                    logging.WARNING if code == 2 else logging.INFO,
+                    "job failed for good" if code == 2 else "job failed; will retry",
+                    extra={
+                        "queue": queue,
+                        "job_id": f.job_id,
+                        "worker_id": s.worker_id,
+                        "error": f.message[:500],
+                    },
+                )
         return [
             _rejection(queue, f.job_id, f.lease_token, code)
             for f, (code, _) in zip(items, outcomes, strict=True)

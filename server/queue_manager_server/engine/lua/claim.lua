@@ -6,7 +6,8 @@
 -- KEYS[5] limiter (hash)
 -- ARGV[1] job key prefix  ARGV[2] max jobs N  ARGV[3] lease token  ARGV[4] worker id
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
--- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms, then per job 13 fields:
+-- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
+--   jobs waiting), then per job 13 fields:
 --   id, name, data, content type, priority, max attempts, attempts made, attempts started,
 --   stalled count, created ms, metadata, timeout ms, lease expiry ms}
 --   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited (retry-after says when), -1 = no queue
@@ -66,7 +67,12 @@ for i = 1, #popped, 2 do
   taken = taken + 1
 end
 if rl_max > 0 and rl_ms > 0 then
-  redis.call('HSET', limiter, 'tokens', tostring(tokens - taken), 'ts', now)
+  tokens = tokens - taken
+  redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
   redis.call('PEXPIRE', limiter, rl_ms * 2)
+  -- Jobs left behind by the limit: say when the next token arrives so the caller comes back then.
+  if tokens < 1 and redis.call('ZCARD', waiting) > 0 then
+    out[4] = math.ceil((1 - tokens) * rl_ms / rl_max)
+  end
 end
 return out
