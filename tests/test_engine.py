@@ -157,6 +157,7 @@ async def test_rate_limit_token_bucket(engine: Engine) -> None:
     await engine.add_jobs("q", [job(str(i)) for i in range(10)])
     first = await engine.claim("q", 10, "t", "w", 30_000)
     assert len(first.jobs) == 3
+    assert first.code == 0 and 0 < first.retry_after_ms <= 334  # jobs held back: when to come back
     limited = await engine.claim("q", 10, "t", "w", 30_000)
     assert limited.code == 2 and 0 < limited.retry_after_ms <= 334
 
