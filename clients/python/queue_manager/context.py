@@ -45,7 +45,6 @@ class JobContext:
     """
 
     __slots__ = (
-        "_cancelled",
         "_job",
         "_lost",
         "_metadata",
@@ -69,7 +68,6 @@ class JobContext:
         self._worker = worker
         self._task: asyncio.Future[None] | None = None
         self._lost = False
-        self._cancelled = False
         self._metadata: JobMetadata | None = None
         self.id = job.id
         self.name = job.name
@@ -102,7 +100,7 @@ class JobContext:
     @property
     def lost(self) -> bool:
         """True once the server refused this run's lease; the result will be discarded."""
-        return self._lost or self._cancelled
+        return self._lost
 
     async def update_progress(self, value: Any) -> None:
         """Reports progress (a number 0-100 or any JSON value); sent with the next report, never awaited."""

@@ -14,7 +14,6 @@ Protocol, as this side speaks it:
    every rejected item; a rejected lease marks its job lost (its result is discarded).
 6. DRAIN command: grant nothing more, let running jobs finish, send their outcomes, release jobs that had
    not started, half-close, read until the server ends the stream, reconnect with backoff.
-   CANCEL_JOB: cancel that job's task (async processors) and discard its result.
 7. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; outcomes not yet sent stay in the outbox and go out on the next stream.
 8. `Worker.shutdown`: stop granting credits, wait up to a grace period for running jobs, abandon the rest,
@@ -77,7 +76,6 @@ _Call: TypeAlias = (
     "grpc.aio.StreamStreamCall[worker_service_pb2.ConnectRequest, worker_service_pb2.ConnectResponse]"
 )
 _DRAIN = worker_service_pb2.SERVER_COMMAND_TYPE_DRAIN
-_CANCEL_JOB = worker_service_pb2.SERVER_COMMAND_TYPE_CANCEL_JOB
 
 
 def default_concurrency() -> int:
@@ -457,24 +455,6 @@ class Worker:
             self._draining = True
             self._credits = 0
             self._wake.set()
-        elif command.type == _CANCEL_JOB:
-            lease = command.lease
-            ctx = self._running.get(lease.lease_token)
-            if ctx is None:
-                ctx = next(
-                    (
-                        c
-                        for c in self._running.values()
-                        if c.id == lease.job_id and c.queue_name == lease.queue_name
-                    ),
-                    None,
-                )
-            if ctx is None:
-                return
-            logger.info("job %s/%s cancelled by the server (%s)", ctx.queue_name, ctx.id, command.reason)
-            ctx._cancelled = True
-            if ctx._task is not None and self._processors[ctx.queue_name][1]:
-                ctx._task.cancel()
 
     # ----------------------------------------------------------------- running jobs
 
@@ -494,7 +474,7 @@ class Worker:
                     raise
         except asyncio.CancelledError:
             self._finish(ctx)
-            if not (ctx._cancelled or ctx._lost):
+            if not (ctx._lost):
                 # Cancelled by shutdown after the grace period: hand the job back as abandoned (a stall).
                 self._outbox.report.abandoned.add(
                     queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token
@@ -523,7 +503,7 @@ class Worker:
         self._wake.set()
 
     def _complete(self, ctx: JobContext, result: Any, nanos: int) -> None:
-        if ctx._lost or ctx._cancelled:
+        if ctx._lost:
             self._finish(ctx)
             logger.info(
                 "discarding the result of job %s/%s (lease lost or job cancelled)", ctx.queue_name, ctx.id
@@ -543,7 +523,7 @@ class Worker:
         self._finish(ctx)
 
     def _fail(self, ctx: JobContext, exc: BaseException, nanos: int) -> None:
-        if ctx._lost or ctx._cancelled:
+        if ctx._lost:
             self._finish(ctx)
             return
         failure = self._outbox.report.failures.add(

@@ -18,8 +18,8 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    Accepted completions are not acked one by one.
 5. Heartbeats are the extensions: the worker sends them every ``heartbeat_interval`` for every running job.
    A job whose lease runs out is recovered by the reaper (stalled count +1) and its late result rejected.
-6. Server commands: ``DRAIN`` (the server is shutting down: finish or release what you hold, then
-   half-close; reconnect later) and ``CANCEL_JOB``.
+6. Server command ``DRAIN``: the server is shutting down; finish or release what you hold, then
+   half-close, and reconnect later.
 7. When the stream ends — the worker half-closes, crashes or the connection is cut — every job still
    leased to it goes back to waiting at once (stalled count +1, failing past the job's stall limit).
    Outcomes are processed in order before the server closes its side, so a worker that half-closes after

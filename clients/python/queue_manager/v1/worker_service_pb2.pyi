@@ -33,8 +33,6 @@ class _ServerCommandTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ser
     """Not set."""
     SERVER_COMMAND_TYPE_DRAIN: _ServerCommandType.ValueType  # 1
     """Stop taking jobs, finish or release those in hand, then close the stream (the server is going away)."""
-    SERVER_COMMAND_TYPE_CANCEL_JOB: _ServerCommandType.ValueType  # 2
-    """Stop running one job; its result will not be accepted."""
 
 class ServerCommandType(_ServerCommandType, metaclass=_ServerCommandTypeEnumTypeWrapper):
     """ServerCommandType is what the server asks of the worker."""
@@ -43,8 +41,6 @@ SERVER_COMMAND_TYPE_UNSPECIFIED: ServerCommandType.ValueType  # 0
 """Not set."""
 SERVER_COMMAND_TYPE_DRAIN: ServerCommandType.ValueType  # 1
 """Stop taking jobs, finish or release those in hand, then close the stream (the server is going away)."""
-SERVER_COMMAND_TYPE_CANCEL_JOB: ServerCommandType.ValueType  # 2
-"""Stop running one job; its result will not be accepted."""
 Global___ServerCommandType: _TypeAlias = ServerCommandType  # noqa: Y015
 
 @_typing.final
@@ -564,26 +560,20 @@ class ServerCommand(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
-    LEASE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     type: Global___ServerCommandType.ValueType
     """The command."""
     reason: _builtins.str
     """Why, for logs."""
-    @_builtins.property
-    def lease(self) -> Global___LeaseRef:
-        """The job concerned, for CANCEL_JOB."""
-
     def __init__(
         self,
         *,
         type: Global___ServerCommandType.ValueType = ...,
-        lease: Global___LeaseRef | None = ...,
         reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "reason", b"reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
