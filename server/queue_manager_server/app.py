@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -202,14 +205,25 @@ def health_pb2_not_serving() -> int:
     return int(health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
+def _tool(name: str) -> str:
+    """How to call a console script installed next to this interpreter (the venv may not be on PATH)."""
+    beside = Path(sys.executable).parent / name
+    if shutil.which(name) == str(beside) or not beside.exists():
+        return name
+    return os.path.relpath(beside) if not os.path.relpath(beside).startswith("..") else str(beside)
+
+
 def print_banner(app: App) -> None:
     a = app.address
     where = f"embedded Valkey in {app.embedded.data_dir}" if app.embedded else "configured Redis"
+    qm, grpcurl = _tool("qm"), _tool("grpcurl")
     print(
         f"Queue Manager listening on {a} (gRPC, plaintext), storing jobs in {where}.\n"
         f"Try it:\n"
-        f"  grpcurl -plaintext {a} list\n"
-        f"  QM_SERVER={a} qm queues register demo && QM_SERVER={a} qm add demo hello --data '{{\"x\": 1}}'\n"
+        f"  {grpcurl} -plaintext {a} list\n"
+        f"  export QM_SERVER={a}\n"
+        f"  {qm} queues register demo && {qm} add demo hello --data '{{\"x\": 1}}'\n"
+        f"  {qm} queues metrics demo\n"
         f"Stop with Ctrl-C (graceful shutdown).",
         file=sys.stderr,
         flush=True,
