@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -293,3 +294,28 @@ async def test_redis_down_is_unavailable_then_recovers(server_factory: ServerFac
             assert m.metrics.queue_name == "q"
     finally:
         await proxy.stop()
+
+
+async def test_delayed_job_is_promoted_on_time_without_workers(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub
+) -> None:
+    import time
+
+    added = await jobs.AddJob(
+        jpb.AddJobRequest(
+            queue_name="emails",
+            job=jpb.NewJob(
+                name="later", options=t.JobOptions(delay=duration_pb2.Duration(nanos=300_000_000))
+            ),
+        )
+    )
+    start = time.perf_counter()
+    assert added.job.state == t.JOB_STATE_DELAYED
+    while True:
+        got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
+        if got.job.state == t.JOB_STATE_WAITING:
+            break
+        assert time.perf_counter() - start < 2.0
+        await asyncio.sleep(0.01)
+    # Timers armed from the add event: on time, not at the next periodic scan (5 s).
+    assert 0.25 <= time.perf_counter() - start < 0.6

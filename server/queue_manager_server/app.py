@@ -31,8 +31,9 @@ from queue_manager.v1 import (
 from redis.asyncio import Redis
 
 from queue_manager_server.components.base import Component
-from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Promoter, Reaper
+from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.notifier import Notifier
+from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.config import Settings
 from queue_manager_server.embedded import EmbeddedValkey
 from queue_manager_server.engine import Engine
@@ -109,13 +110,14 @@ class App:
             raise StartupError(f"cannot listen on {s.listen}: address in use or invalid")
         await self.server.start()
 
-        self.notifier = Notifier(self.redis, engine.channel, self.dispatcher)
+        promoter = Promoter(engine)
+        self.notifier = Notifier(self.redis, engine.channel, self.dispatcher, promoter)
         self.notifier.start()
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
         await monitor.set(True)
         self.components = [
             Reaper(engine, s.reaper_interval_ms / 1000),
-            Promoter(engine, 1.0),
+            promoter,
             Janitor(engine, 30.0),
             monitor,
         ]

@@ -28,24 +28,6 @@ class Reaper(Component):
                 )
 
 
-class Promoter(Component):
-    """Moves due delayed jobs to waiting in queues that no local worker is claiming from right now.
-
-    Served queues promote inside their claim call, timed by the next run-at, so this loop only keeps
-    the state of unserved queues truthful; it need not be fast.
-    """
-
-    name = "promoter"
-
-    def __init__(self, engine: Engine, interval: float) -> None:
-        super().__init__(interval)
-        self.engine = engine
-
-    async def tick(self) -> None:
-        for queue in await self.engine.queue_names():
-            await self.engine.promote(queue)
-
-
 class Janitor(Component):
     """Applies age-based retention to finished jobs and finishes interrupted dead-letter hand-offs."""
 

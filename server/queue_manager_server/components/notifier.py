@@ -1,4 +1,4 @@
-"""Listens to the engine's pub/sub channel and wakes the dispatcher loop of the queue concerned.
+"""Listens to the engine's pub/sub channel: wakes the queue's dispatcher loop and arms promotion timers.
 
 This is how a job added through any server reaches idle workers connected to any other at once.
 """
@@ -11,6 +11,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.services.dispatcher import Dispatcher
 
 log = logging.getLogger("queue_manager_server.notifier")
@@ -19,10 +20,11 @@ log = logging.getLogger("queue_manager_server.notifier")
 class Notifier:
     name = "notifier"
 
-    def __init__(self, redis: Redis, channel: str, dispatcher: Dispatcher) -> None:
+    def __init__(self, redis: Redis, channel: str, dispatcher: Dispatcher, promoter: Promoter) -> None:
         self.redis = redis
         self.channel = channel
         self.dispatcher = dispatcher
+        self.promoter = promoter
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -34,6 +36,15 @@ class Notifier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def _dispatch(self, parts: list[bytes]) -> None:
+        """``w <queue>``: jobs are waiting; ``d <queue> <run-at ms>``: a job was delayed until then."""
+        if len(parts) < 2:
+            return
+        queue = parts[1].decode()
+        self.dispatcher.wake(queue)
+        if parts[0] == b"d" and len(parts) == 3:
+            self.promoter.schedule(queue, int(parts[2]))
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -48,9 +59,7 @@ class Notifier:
                         self.dispatcher.wake(queue)
                     async for message in ps.listen():
                         if message.get("type") == "message":
-                            parts = message["data"].split(b" ")
-                            if len(parts) >= 2:
-                                self.dispatcher.wake(parts[1].decode())
+                            self._dispatch(message["data"].split(b" "))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -194,7 +194,7 @@ class Engine:
         add = self.scripts.get("add_jobs")
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
-            args: list[Any] = [k.job_prefix, self.channel, f"w {queue}", len(chunk)]
+            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk)]
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()

@@ -2,7 +2,7 @@
 -- @include common
 --
 -- KEYS[1] meta      (hash)   KEYS[2] waiting (zset)   KEYS[3] delayed (zset)
--- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] event published when a job was added
+-- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
 -- ARGV[4] number of jobs N; then N groups of 3: header, data, metadata (encoded JobMetadata or "").
 --   header: 15 fields, each followed by a NUL byte (few arguments keep the call cheap to encode):
 --   id, name, content type, priority (0 = queue default), delay ms (-1 = none), run-at ms (-1 = none),
@@ -13,7 +13,7 @@
 --   id, created (1) or existing (0)}
 --   or {-1} when the queue is not registered.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
-local prefix, channel, event, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf')
@@ -64,6 +64,7 @@ for i = 0, n - 1 do
   end
 end
 out[2], out[3] = added_waiting, earliest
--- Wake the dispatchers of every server: idle workers get the job at once, timers re-arm for delays.
-if added_waiting > 0 or earliest >= 0 then redis.call('PUBLISH', channel, event) end
+-- Wake every server: idle workers get waiting jobs at once; delays arm promotion timers.
+if added_waiting > 0 then redis.call('PUBLISH', channel, 'w ' .. queue) end
+if earliest >= 0 then redis.call('PUBLISH', channel, 'd ' .. queue .. ' ' .. string.format('%d', earliest)) end
 return out
