@@ -329,3 +329,12 @@ def test_health_wire_helpers() -> None:
     assert _health_request("queue_manager.v1.JobService")[:2] == b"\x0a\x1b"
     assert _health_status(b"\x08\x01") == 1
     assert _health_status(b"") == 0
+
+
+def test_bulk_streams_stay_under_the_server_limit() -> None:
+    from queue_manager.requests import bulk_requests, split_streams
+
+    requests = list(bulk_requests("q", [{"name": "n", "data": i} for i in range(2_300)], chunk_jobs=500))
+    streams = split_streams(requests, max_jobs=1_000)
+    assert [sum(len(r.jobs) for r in s) for s in streams] == [1_000, 1_000, 300]
+    assert [j.data.raw for s in streams for r in s for j in r.jobs] == [str(i).encode() for i in range(2_300)]

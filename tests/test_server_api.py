@@ -319,3 +319,19 @@ async def test_delayed_job_is_promoted_on_time_without_workers(
         await asyncio.sleep(0.01)
     # Timers armed from the add event: on time, not at the next periodic scan (5 s).
     assert 0.25 <= time.perf_counter() - start < 0.6
+
+
+async def test_bulk_stream_over_the_limit_is_rejected_whole(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from queue_manager_server.services import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "MAX_STREAM_JOBS", 50)
+
+    async def big() -> AsyncIterator[jpb.AddJobsRequest]:
+        for _ in range(3):
+            yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="x")] * 20)
+
+    await expect(Code.INVALID_ARGUMENT, jobs.AddJobs(big()), "at most 50 jobs", "several streams")
+    m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
+    assert m.metrics.waiting == 0

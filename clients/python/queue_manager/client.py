@@ -30,6 +30,7 @@ from queue_manager.requests import (
     clean_queue_request,
     list_jobs_request,
     register_queue_request,
+    split_streams,
 )
 from queue_manager.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
 from queue_manager.worker import Processor, Worker
@@ -200,7 +201,7 @@ class QueueManager:
         return job_from_proto(response.job)
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
-        """Adds many jobs over one client stream, about 500 jobs per message.
+        """Adds many jobs over client streams (about 500 jobs per message, up to 100,000 per stream).
 
         Args:
             queue_name: A registered queue.
@@ -211,20 +212,21 @@ class QueueManager:
         """
         # Validate every job before sending any, so a bad job never leaves the others half added.
         requests = list(bulk_requests(queue_name, jobs))
-        if not requests:
-            return []
-        call = self._job_stub().AddJobs(timeout=self.timeout)
-        try:
-            for request in requests:
-                await call.write(request)
-            await call.done_writing()
-            response: job_service_pb2.AddJobsResponse = await call
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
-        except BaseException:
-            call.cancel()
-            raise
-        return list(response.job_ids)
+        ids: list[str] = []
+        for stream in split_streams(requests):
+            call = self._job_stub().AddJobs(timeout=self.timeout)
+            try:
+                for request in stream:
+                    await call.write(request)
+                await call.done_writing()
+                response: job_service_pb2.AddJobsResponse = await call
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
+            except BaseException:
+                call.cancel()
+                raise
+            ids += response.job_ids
+        return ids
 
     async def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""

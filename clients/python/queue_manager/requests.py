@@ -73,6 +73,11 @@ def add_job_request(
     return request
 
 
+# The server checks a whole AddJobs stream before writing any of it, so it holds the stream in memory and
+# takes at most this many jobs per stream; add_bulk opens as many streams as it needs.
+MAX_STREAM_JOBS = 100_000
+
+
 def bulk_requests(
     queue_name: str,
     jobs: Iterable[BulkJobLike],
@@ -109,6 +114,21 @@ def bulk_requests(
             size = 0
     if request.jobs:
         yield request
+
+
+def split_streams(
+    requests: list[job_service_pb2.AddJobsRequest], max_jobs: int = MAX_STREAM_JOBS
+) -> list[list[job_service_pb2.AddJobsRequest]]:
+    """Groups bulk messages into streams of at most ``max_jobs`` jobs (the server's per-stream limit)."""
+    streams: list[list[job_service_pb2.AddJobsRequest]] = []
+    count = max_jobs
+    for request in requests:
+        if count + len(request.jobs) > max_jobs:
+            streams.append([])
+            count = 0
+        streams[-1].append(request)
+        count += len(request.jobs)
+    return streams
 
 
 def register_queue_request(

@@ -29,6 +29,7 @@ from queue_manager.requests import (
     clean_queue_request,
     list_jobs_request,
     register_queue_request,
+    split_streams,
 )
 from queue_manager.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
 
@@ -90,12 +91,12 @@ class SyncQueueManager:
         return job_from_proto(response.job)
 
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
-        """Adds many jobs over one client stream; returns their ids in order. See `QueueManager.add_bulk`."""
-        requests = list(bulk_requests(queue_name, jobs))
-        if not requests:
-            return []
-        response: job_service_pb2.AddJobsResponse = self._call(self._jobs.AddJobs, iter(requests))
-        return list(response.job_ids)
+        """Adds many jobs over client streams; returns their ids in order. See `QueueManager.add_bulk`."""
+        ids: list[str] = []
+        for stream in split_streams(list(bulk_requests(queue_name, jobs))):
+            response: job_service_pb2.AddJobsResponse = self._call(self._jobs.AddJobs, iter(stream))
+            ids += response.job_ids
+        return ids
 
     def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""

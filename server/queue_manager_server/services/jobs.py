@@ -15,8 +15,10 @@ from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
 
-# The bulk stream writes to Redis once this many jobs are buffered (or the stream ends).
+# Jobs per engine call when writing a bulk stream.
 BULK_FLUSH = 2000
+# A stream is checked whole before anything is written, so it is held in memory: bound it.
+MAX_STREAM_JOBS = 100_000
 
 
 class JobService(pb_grpc.JobServiceServicer):
@@ -43,6 +45,11 @@ class JobService(pb_grpc.JobServiceServicer):
         index = 0
         async for message in request_iterator:
             queue = validate.queue_name(message.queue_name)
+            if index + len(message.jobs) > MAX_STREAM_JOBS:
+                raise InvalidArgument(
+                    "jobs",
+                    f"a stream carries at most {MAX_STREAM_JOBS} jobs; send more as several streams",
+                )
             jobs = [
                 convert.new_job(j, f"jobs[{index + i}]", self.max_payload) for i, j in enumerate(message.jobs)
             ]

@@ -75,6 +75,8 @@ class JobServiceServicer:
 
     def AddJobs(self, request_iterator, context):
         """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order.
+        The whole stream is checked before anything is written (a bad job means none are added); at most
+        100,000 jobs per stream: send larger batches as several streams.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,10 @@ class JobServiceStub:
     AddJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.AddJobRequest, _job_service_pb2.AddJobResponse]
     """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
     AddJobs: _grpc.StreamUnaryMultiCallable[_job_service_pb2.AddJobsRequest, _job_service_pb2.AddJobsResponse]
-    """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order."""
+    """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order.
+    The whole stream is checked before anything is written (a bad job means none are added); at most
+    100,000 jobs per stream: send larger batches as several streams.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
     """Returns one job."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
@@ -52,7 +55,10 @@ class JobServiceAsyncStub(JobServiceStub):
     AddJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.AddJobRequest, _job_service_pb2.AddJobResponse]  # type: ignore[assignment]
     """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
     AddJobs: _aio.StreamUnaryMultiCallable[_job_service_pb2.AddJobsRequest, _job_service_pb2.AddJobsResponse]  # type: ignore[assignment]
-    """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order."""
+    """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order.
+    The whole stream is checked before anything is written (a bad job means none are added); at most
+    100,000 jobs per stream: send larger batches as several streams.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns one job."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -77,7 +83,10 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_job_service_pb2.AddJobsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.AddJobsResponse, _abc.Awaitable[_job_service_pb2.AddJobsResponse]]:
-        """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order."""
+        """Adds many jobs as a client stream; the server writes them in batches and answers with the ids in order.
+        The whole stream is checked before anything is written (a bad job means none are added); at most
+        100,000 jobs per stream: send larger batches as several streams.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
