@@ -15,6 +15,7 @@ from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager_server.app import StartupError
+from queue_manager_server.engine import Engine
 
 from tests.conftest import RunningServer, ServerFactory
 from tests.faults import Proxy
@@ -335,3 +336,17 @@ async def test_bulk_stream_over_the_limit_is_rejected_whole(
     await expect(Code.INVALID_ARGUMENT, jobs.AddJobs(big()), "at most 50 jobs", "several streams")
     m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
     assert m.metrics.waiting == 0
+
+
+async def test_dead_letter_copy_of_a_longest_id_job_is_readable(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, engine: Engine
+) -> None:
+    long_id = "x" * 200
+    await jobs.AddJob(
+        jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="n", options=t.JobOptions(job_id=long_id)))
+    )
+    (claimed,) = (await engine.claim("emails", 1, "tok", "w", 30_000)).jobs
+    await engine.fail("emails", [(claimed.id, "tok", "boom", "", True)])
+    got = await jobs.GetJob(jpb.GetJobRequest(queue_name="dead-letter-queue", job_id=f"emails:{long_id}"))
+    assert got.job.data.json.struct_value["original_job_id"] == long_id
+    assert got.job.data.json.struct_value["failure_reason"] == "boom"

@@ -295,3 +295,26 @@ async def test_rate_limit_spaces_deliveries(server: RunningServer) -> None:
         assert arrivals[k] >= (k - 4) * 0.2 - 0.02, arrivals
     assert arrivals[-1] < 3.0, arrivals
     await w.close()
+
+
+async def test_scripts_reload_after_redis_forgets_them(
+    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+) -> None:
+    """A Redis restart or failover empties the script cache (NOSCRIPT); every path reloads transparently."""
+    _, jobs = stubs
+    await engine.redis.script_flush()
+    (job_id,) = await add(jobs, 1)  # pipelined add
+    w = RawWorker(server.address, ["q"])
+    await w.connect(credits=1)
+    await engine.redis.script_flush()
+    (j,) = await w.jobs(1)  # claim
+    await engine.redis.script_flush()
+    w.report(
+        pb.WorkerReport(
+            completions=[pb.JobCompletion(queue_name="q", job_id=job_id, lease_token=j.lease_token)]
+        )
+    )
+    w.half_close()
+    await w.wait_end()
+    assert (await engine.get_job("q", job_id)).text("st") == "completed"
+    await w.close()

@@ -135,7 +135,7 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
         if out.backoff_type == 0 and (out.backoff_delay_ms or out.backoff_jitter or out.backoff_max_ms):
             raise InvalidArgument(f"{field}.backoff.type", "is required when a backoff delay is given")
     if o.job_id:
-        out.id = validate.job_id(o.job_id, f"{field}.job_id")
+        out.id = validate.job_id(o.job_id, f"{field}.job_id", validate.MAX_JOB_ID)
     if o.HasField("metadata"):
         m = o.metadata
         validate.text(m.correlation_id, f"{field}.metadata.correlation_id", 200, required=False)

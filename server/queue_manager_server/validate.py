@@ -10,7 +10,10 @@ from google.protobuf.duration_pb2 import Duration
 from queue_manager_server.errors import InvalidArgument
 
 _QUEUE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
-_JOB_ID = re.compile(r"[A-Za-z0-9_.@:\-]{1,200}")
+_JOB_ID = re.compile(r"[A-Za-z0-9_.@:\-]+")
+# Ids a producer may choose; stored ids can be longer: a dead-letter copy is "<queue>:<original id>".
+MAX_JOB_ID = 200
+MAX_STORED_JOB_ID = 100 + 1 + MAX_JOB_ID
 MAX_ATTEMPTS = 10_000
 # Ten years: anything longer is a unit mistake (seconds given as milliseconds, or the like).
 MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000
@@ -26,13 +29,14 @@ def queue_name(value: str, field: str = "queue_name") -> str:
     return value
 
 
-def job_id(value: str, field: str = "job_id") -> str:
-    if not _JOB_ID.fullmatch(value):
-        if not value:
-            raise InvalidArgument(field, "is required")
+def job_id(value: str, field: str = "job_id", max_len: int = MAX_STORED_JOB_ID) -> str:
+    """A job id to look up (max_len = MAX_STORED_JOB_ID) or to create (max_len = MAX_JOB_ID)."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > max_len or not _JOB_ID.fullmatch(value):
         raise InvalidArgument(
             field,
-            f"{value[:120]!r} is not a valid job id: use 1-200 letters, digits, '-', '_', '.', '@' or ':'",
+            f"{value[:120]!r} is not a valid job id: use 1-{max_len} of letters, digits and - _ . @ :",
         )
     return value
 
