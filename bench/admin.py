@@ -11,11 +11,11 @@ import time
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+
+from bench.stack import Child
 from queue_manager.v1 import queue_service_pb2 as qs
 from queue_manager.v1 import queue_service_pb2_grpc as qs_grpc
 from queue_manager.v1 import types_pb2 as types
-
-from bench.stack import Child
 
 
 class BenchError(RuntimeError):

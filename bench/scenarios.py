@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from queue_manager import QueueManager
-
 from bench.admin import Admin, BenchError
 from bench.stack import Child, Stack, stop_all
+from queue_manager import QueueManager
 
 
 @dataclass(frozen=True)

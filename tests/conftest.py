@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
+
 from queue_manager_server.app import App
 from queue_manager_server.config import Settings
 from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
-from redis.asyncio import Redis
-
 from tests.procs import Procs
 
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager.v1 import worker_service_pb2_grpc as rpc
 

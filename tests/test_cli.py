@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from queue_manager import JobState, QueueManager
 from queue_manager.cli import main
-
 from tests.conftest import RunningServer
 
 WAIT = 30.0

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from queue_manager import (
     InvalidArgumentError,
     JobContext,
@@ -19,7 +20,6 @@ from queue_manager import (
     SyncQueueManager,
     UnrecoverableError,
 )
-
 from tests.conftest import RunningServer, ServerFactory
 from tests.faults import Proxy
 

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+
 from queue_manager import (
     Backoff,
     BulkJob,

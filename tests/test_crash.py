@@ -6,7 +6,6 @@ import sys
 
 from queue_manager import JobContext, QueueManager, SyncQueueManager
 from queue_manager_server.engine import Engine
-
 from tests.procs import Procs
 from tests.rawworker import eventually
 

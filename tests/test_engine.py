@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -16,7 +17,6 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.engine import Engine
-
 from tests.conftest import ServerFactory
 from tests.procs import ROOT, Procs
 from tests.rawworker import RawWorker, eventually, lease

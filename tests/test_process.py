@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -16,7 +17,6 @@ from queue_manager_server.app import App, StartupError
 from queue_manager_server.config import Settings, parse_args
 from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
-
 from tests.procs import Procs
 from tests.rawworker import RawWorker, eventually
 

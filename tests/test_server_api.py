@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from queue_manager.v1 import job_service_pb2 as jpb
 from queue_manager.v1 import job_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -16,7 +17,6 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager_server.app import StartupError
 from queue_manager_server.engine import Engine
-
 from tests.conftest import RunningServer, ServerFactory
 from tests.faults import Proxy
 

@@ -20,6 +20,8 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
 from queue_manager.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -28,8 +30,6 @@ from queue_manager.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from redis.asyncio import Redis
-
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.notifier import Notifier

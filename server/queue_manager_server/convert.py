@@ -7,8 +7,8 @@ import json
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from queue_manager.v1 import job_service_pb2, types_pb2, worker_service_pb2
 
+from queue_manager.v1 import job_service_pb2, types_pb2, worker_service_pb2
 from queue_manager_server import validate
 from queue_manager_server.engine.engine import DEFAULT_DLQ
 from queue_manager_server.engine.records import ClaimedJob, JobRecord, Metrics, NewJob, QueueRecord

@@ -14,7 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from queue_manager.v1 import worker_service_pb2 as pb
-
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.services.errors import status_for

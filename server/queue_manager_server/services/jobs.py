@@ -6,9 +6,9 @@ import base64
 from collections.abc import AsyncIterator
 
 import grpc
+
 from queue_manager.v1 import job_service_pb2 as pb
 from queue_manager.v1 import job_service_pb2_grpc as pb_grpc
-
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
+
 from queue_manager.v1 import queue_service_pb2 as pb
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager.v1 import types_pb2
-
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument

@@ -14,8 +14,8 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-from queue_manager.v1 import worker_service_pb2 as pb
 
+from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument
