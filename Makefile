@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint test test-soak bench ci clean
+.PHONY: run install dev proto proto-check lint test bench ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
