@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint test bench ci clean
+.PHONY: run install dev proto proto-check lint test bench soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: $(VENV)/.dev-installed
 # Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--jobs 10000 --only drain"`.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Chaos soak (not part of `make test`): workers and a server SIGKILLed while jobs flow; checks nothing is lost.
+soak: $(VENV)/.installed
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # What CI runs on a clean clone: make dev, proto-check, lint, test (timed, bounded).
 ci:
