@@ -339,3 +339,11 @@ def test_bulk_streams_stay_under_the_server_limit() -> None:
     streams = split_streams(requests, max_jobs=1_000)
     assert [sum(len(r.jobs) for r in s) for s in streams] == [1_000, 1_000, 300]
     assert [j.data.raw for s in streams for r in s for j in r.jobs] == [str(i).encode() for i in range(2_300)]
+
+
+def test_nan_is_not_json() -> None:
+    from queue_manager.convert import encode_payload
+    from queue_manager.v1 import types_pb2
+
+    with pytest.raises(ValueError):
+        encode_payload({"x": float("nan")}, types_pb2.Payload())

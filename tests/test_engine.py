@@ -281,3 +281,13 @@ async def test_list_jobs_pages(engine: Engine) -> None:
     assert total == 5 and [r.text("name") for r in page] == ["j0", "j1"]
     page, _ = await engine.list_jobs("q", "waiting", 4, 2)
     assert [r.text("name") for r in page] == ["j4"]
+
+
+async def test_queue_default_metadata_applies_to_jobs_without_their_own(engine: Engine) -> None:
+    default = types_pb2.JobMetadata(correlation_id="from-queue", tags=["q"])
+    await register(engine, default_job_options=types_pb2.JobOptions(metadata=default))
+    own = types_pb2.JobMetadata(correlation_id="from-job").SerializeToString()
+    r = await engine.add_jobs("q", [job("a"), job("b", metadata=own)])
+    a, b = [await engine.get_job("q", i) for i in r.ids]
+    assert types_pb2.JobMetadata.FromString(a.raw("md") or b"").correlation_id == "from-queue"
+    assert types_pb2.JobMetadata.FromString(b.raw("md") or b"").correlation_id == "from-job"

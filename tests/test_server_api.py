@@ -350,3 +350,27 @@ async def test_dead_letter_copy_of_a_longest_id_job_is_readable(
     got = await jobs.GetJob(jpb.GetJobRequest(queue_name="dead-letter-queue", job_id=f"emails:{long_id}"))
     assert got.job.data.json.struct_value["original_job_id"] == long_id
     assert got.job.data.json.struct_value["failure_reason"] == "boom"
+
+
+async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+    nan = struct_pb2.Value(number_value=float("nan"))
+    await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.AddJob(
+            jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=t.Payload(json=nan)))
+        ),
+        "job.data",
+        "NaN",
+    )
+    raw_nan = t.Payload(raw=b'{"x": NaN}', content_type="application/json")
+    await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=raw_nan))),
+        "job.data",
+    )
+    # A JSON media type with parameters is JSON too: validated, and shown as JSON on reads.
+    with_charset = t.Payload(raw=b'{"x": 1}', content_type="application/json; charset=utf-8")
+    added = await jobs.AddJob(
+        jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=with_charset))
+    )
+    assert added.job.data.json.struct_value["x"] == 1

@@ -318,3 +318,26 @@ async def test_scripts_reload_after_redis_forgets_them(
     await w.wait_end()
     assert (await engine.get_job("q", job_id)).text("st") == "completed"
     await w.close()
+
+
+async def test_last_progress_and_completion_in_one_report(
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+) -> None:
+    from google.protobuf import struct_pb2
+
+    _, jobs = stubs
+    (job_id,) = await add(jobs, 1)
+    w = RawWorker(server.address, ["q"])
+    await w.connect(credits=1)
+    (j,) = await w.jobs(1)
+    w.report(
+        pb.WorkerReport(
+            progress=[pb.JobProgress(lease=lease(j), progress=struct_pb2.Value(number_value=100))],
+            completions=[pb.JobCompletion(queue_name="q", job_id=job_id, lease_token=j.lease_token)],
+        )
+    )
+    w.half_close()
+    await w.wait_end()
+    got = await jobs.GetJob(jpb.GetJobRequest(queue_name="q", job_id=job_id))
+    assert got.job.state == t.JOB_STATE_COMPLETED and got.job.progress.number_value == 100
+    await w.close()

@@ -11,7 +11,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from queue_manager.v1 import job_service_pb2, types_pb2, worker_service_pb2
 from queue_manager_server import validate
 from queue_manager_server.engine.engine import DEFAULT_DLQ
-from queue_manager_server.engine.records import ClaimedJob, JobRecord, Metrics, NewJob, QueueRecord
+from queue_manager_server.engine.records import (
+    ClaimedJob,
+    JobRecord,
+    Metrics,
+    NewJob,
+    QueueRecord,
+    is_json_type,
+)
 from queue_manager_server.errors import InvalidArgument
 
 JSON = "application/json"
@@ -55,11 +62,18 @@ def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str
             validate.text(p.content_type, f"{field}.content_type", 200, required=False) or OCTETS,
         )
         validate.payload_size(len(body), limit, field)
-        if ct == JSON:
+        if is_json_type(ct):
             validate.json_bytes(body, field)
         return body, ct
     if kind == "json":
-        body = json.dumps(json_format.MessageToDict(p.json), separators=(",", ":")).encode()
+        try:
+            body = json.dumps(
+                json_format.MessageToDict(p.json), separators=(",", ":"), allow_nan=False
+            ).encode()
+        except ValueError:
+            raise InvalidArgument(
+                field, "NaN and Infinity are not JSON; send them as strings or null"
+            ) from None
         validate.payload_size(len(body), limit, field)
         return body, JSON
     return b"null", JSON
@@ -69,7 +83,7 @@ def payload_out(body: bytes | None, ct: str, json_view: bool) -> types_pb2.Paylo
     """json_view: send JSON bodies as a google.protobuf.Value (readable in grpcurl) instead of raw bytes."""
     if body is None:
         return types_pb2.Payload()
-    if json_view and ct == JSON:
+    if json_view and is_json_type(ct):
         value = struct_pb2.Value()
         json_format.ParseDict(json.loads(body), value)
         return types_pb2.Payload(json=value, content_type=JSON)
@@ -304,6 +318,7 @@ def queue_meta(
         d_to=defaults.timeout_ms,
         d_kc=defaults.keep_completed,
         d_kf=defaults.keep_failed,
+        d_md=defaults.metadata,
         max_stalled=defaults.max_stalled or DEFAULT_MAX_STALLED,
     )
     fields["config"] = filled.SerializeToString()

@@ -87,9 +87,13 @@ def payload_size(size: int, limit: int, field: str) -> None:
         )
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def json_bytes(body: bytes, field: str) -> None:
     try:
-        json.loads(body)
+        json.loads(body, parse_constant=_no_constant)
     except ValueError as exc:
         raise InvalidArgument(
             field, f"content type is application/json but the body is not JSON ({exc})"

@@ -89,7 +89,10 @@ class JobContext:
 
     @property
     def options(self) -> JobOptions:
-        """The options the job was added with, after queue defaults."""
+        """The options the worker stream carries with the job: its ``timeout``.
+
+        The full options (after queue defaults) are on `QueueManager.get_job`.
+        """
         return job_options_from_proto(self._job.options)
 
     @property

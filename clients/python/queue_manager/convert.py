@@ -40,7 +40,7 @@ JSON_CONTENT_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"
 
 # json.dumps builds a new encoder per call when given any option; one shared encoder avoids that.
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 # json.loads(bytes) sniffs the encoding first; decoding UTF-8 ourselves and parsing the str is faster.
 _decode_json = json.JSONDecoder().decode
 _MAX_EXACT_FLOAT_INT = 2**53

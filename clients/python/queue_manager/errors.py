@@ -67,7 +67,7 @@ class UnavailableError(QueueManagerError):
 
 
 class ResourceExhaustedError(QueueManagerError):
-    """A size or rate limit was hit (payload too large, message too large…)."""
+    """The server or its store is out of a resource (Redis out of memory, a gRPC message over its limit)."""
 
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -12,12 +12,14 @@ Protocol, as this side speaks it:
    shares a message.
 5. Every heartbeat interval the leases of running jobs are extended. The server acks each extension and
    every rejected item; a rejected lease marks its job lost (its result is discarded).
-6. DRAIN command: grant nothing more, let running jobs finish, send their outcomes, release jobs that had
-   not started, half-close, read until the server ends the stream, reconnect with backoff.
+6. DRAIN command (no delivery follows it): grant nothing more, let running jobs finish, send their
+   outcomes, release jobs that had not started, half-close, read until the server ends the stream,
+   reconnect with backoff.
 7. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; outcomes not yet sent stay in the outbox and go out on the next stream.
-8. `Worker.shutdown`: stop granting credits, wait up to a grace period for running jobs, abandon the rest,
-   flush the outbox, half-close, wait (bounded) for the server to end the stream, close the channel.
+8. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
+   meanwhile, wait up to a grace period for running jobs, abandon the rest (a stall), flush the outbox,
+   half-close, wait (bounded) for the server to end the stream, close the channel.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ class Worker:
         self._stopping = False  # no more credits: shutting down
         self._closing = False  # running jobs are done or released: flush, half-close, stop
         self._draining = False  # the server asked this stream to drain
+        self._delivery_stopped = False  # the server confirmed no more jobs come on this stream
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -209,7 +212,7 @@ class Worker:
             loop.add_signal_handler(sig, on_signal, sig)
 
     async def shutdown(self, grace: float | None = None) -> None:
-        """Stops taking jobs, waits for running ones, releases the rest, flushes outcomes and closes.
+        """Stops taking jobs, waits for running ones, abandons the rest, flushes outcomes and closes.
 
         Args:
             grace: Seconds to wait for running jobs before cancelling and releasing them; default
@@ -220,6 +223,8 @@ class Worker:
             return
         self._stopping = True
         self._credits = 0
+        # Ask the server to stop delivering; half-close waits for its confirmation.
+        self._outbox.report.stop = True
         self._wake.set()
         if self._main is None:
             self._closed.set()
@@ -338,6 +343,9 @@ class Worker:
             interval = self.lease_duration / 3 if self.lease_duration > 0 else _DEFAULT_HEARTBEAT
         self.heartbeat_interval = interval
         self._draining = False
+        self._delivery_stopped = False
+        if self._stopping:
+            self._outbox.report.stop = True
         self._credits = 0 if self._stopping else max(0, self.concurrency - len(self._running))
         # Extensions queued for the old stream are stale; the heartbeat sends fresh ones.
         self._outbox.report.ClearField("extensions")
@@ -369,7 +377,7 @@ class Worker:
             await self._wake.wait()
             self._wake.clear()
             report = self._outbox.report
-            if self._unsent or self._credits or report.extensions:
+            if self._unsent or self._credits or report.extensions or report.stop:
                 request, self._outbox = self._outbox, worker_service_pb2.ConnectRequest()
                 request.report.credits = self._credits
                 unsent, self._unsent, self._credits = self._unsent, 0, 0
@@ -378,7 +386,12 @@ class Worker:
                 except BaseException:
                     self._restore(request, unsent)
                     raise
-            if (self._closing or self._draining) and not self._running and not self._unsent:
+            if (
+                (self._closing or self._draining)
+                and self._delivery_stopped
+                and not self._running
+                and not self._unsent
+            ):
                 await call.done_writing()
                 return
 
@@ -424,6 +437,9 @@ class Worker:
             ctx._task = self._loop.create_task(self._execute(ctx, fn, is_async, limit))
 
     def _on_ack(self, ack: worker_service_pb2.ReportAck) -> None:
+        if ack.delivery_stopped:
+            self._delivery_stopped = True
+            self._wake.set()
         for item in ack.results:
             if item.code == 0:
                 continue
@@ -453,6 +469,7 @@ class Worker:
                 "worker %s: server asks to drain (%s)", self.worker_id, command.reason or "no reason given"
             )
             self._draining = True
+            self._delivery_stopped = True  # the server sends no job after this command
             self._credits = 0
             self._wake.set()
 

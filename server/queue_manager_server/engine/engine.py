@@ -23,6 +23,7 @@ from queue_manager_server.engine.records import (
     Metrics,
     NewJob,
     QueueRecord,
+    is_json_type,
 )
 from queue_manager_server.engine.scripts import Scripts
 from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
@@ -415,7 +416,7 @@ class Engine:
                 continue
             data: Any
             ct = _s(f[2] or b"")
-            if ct == "application/json":
+            if is_json_type(ct):
                 data = json.loads(f[1] or b"null")
             else:
                 data = base64.b64encode(_b(f[1] or b"")).decode()

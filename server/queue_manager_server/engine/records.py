@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
 
+def is_json_type(content_type: str) -> bool:
+    """True for ``application/json``, with or without parameters (``; charset=utf-8``)."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 @dataclass(slots=True)
 class NewJob:
     """A job to add, with per-job options already validated (0 / -1 / "" mean "queue default" / none)."""

@@ -126,8 +126,8 @@ class Dispatcher:
                 return max(res.retry_after_ms / 1000, 0.001)
             if res.jobs:
                 s.credits -= len(res.jobs)
-                if s.closed:
-                    # The worker left while we claimed: hand the jobs straight back, unstarted.
+                if s.closed or s.draining:
+                    # The worker left or stopped taking jobs while we claimed: hand them back, unstarted.
                     self.spawn(
                         self.engine.release(queue, [(j.id, token) for j in res.jobs], False), "release"
                     )

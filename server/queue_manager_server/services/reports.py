@@ -54,14 +54,15 @@ class ReportHandler:
 
     async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
         results: list[pb.ReportItemResult] = []
+        # Progress and extensions first: a report may carry a job's last progress and its completion.
+        for queue, progress in _by_queue(r.progress):
+            results += await self._progress(queue, progress)
+        for queue, extensions in _by_queue(r.extensions):
+            results += await self._extend(s, queue, extensions)
         for queue, completions in _by_queue(r.completions):
             results += await self._complete(s, queue, completions)
         for queue, failures in _by_queue(r.failures):
             results += await self._fail(s, queue, failures)
-        for queue, extensions in _by_queue(r.extensions):
-            results += await self._extend(s, queue, extensions)
-        for queue, progress in _by_queue(r.progress):
-            results += await self._progress(queue, progress)
         for refs, stalled in ((r.releases, False), (r.abandoned, True)):
             for queue, items in _by_queue(refs):
                 results += await self._release(s, queue, items, stalled)

@@ -19,8 +19,11 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
 5. Heartbeats are the extensions: the worker sends them every ``heartbeat_interval`` for every running job.
    A job whose lease runs out is recovered by the reaper (stalled count +1) and its late result rejected.
 6. Server command ``DRAIN``: the server is shutting down; finish or release what you hold, then
-   half-close, and reconnect later.
-7. When the stream ends — the worker half-closes, crashes or the connection is cut — every job still
+   half-close, and reconnect later. No delivery follows the command.
+7. A worker that shuts down sends ``report.stop``; the server stops delivering and answers with an ack
+   whose ``delivery_stopped`` is set. Jobs delivered before it are the worker's to run or release; it
+   half-closes only after it, so no job is ever in flight towards a closed stream.
+8. When the stream ends — the worker half-closes, crashes or the connection is cut — every job still
    leased to it goes back to waiting at once (stalled count +1, failing past the job's stall limit).
    Outcomes are processed in order before the server closes its side, so a worker that half-closes after
    its last report knows everything it reported was recorded when the stream ends.
@@ -139,15 +142,18 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         s.outbound.put_nowait(None)
 
     async def _report(self, s: WorkerSession, r: pb.WorkerReport) -> None:
-        if r.credits:
+        if r.stop:
+            # From here the dispatcher delivers nothing to this session (it checks after every claim too).
+            s.draining = True
+        if r.credits and not s.draining:
             # Credits first: the next claim overlaps with recording this report's outcomes.
             s.credits += r.credits
             for q in s.queues:
                 self.dispatcher.wake(q)
         results = await self.reports.handle(s, r)
         self.progress.set()
-        if results:
-            s.send(pb.ConnectResponse(ack=pb.ReportAck(results=results)))
+        if results or r.stop:
+            s.send(pb.ConnectResponse(ack=pb.ReportAck(results=results, delivery_stopped=r.stop)))
 
     async def _release_all(self, s: WorkerSession, stalled: bool) -> None:
         held = list(s.leases.items())

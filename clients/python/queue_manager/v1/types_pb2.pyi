@@ -65,7 +65,7 @@ class _JobState:
 class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
-    """Not set; in a filter it means "any state"."""
+    """Not set; never a job's state. Requests that take a state require one."""
     JOB_STATE_WAITING: _JobState.ValueType  # 1
     """Ready to run, ordered by priority then insertion."""
     JOB_STATE_ACTIVE: _JobState.ValueType  # 2
@@ -83,7 +83,7 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """JobState is where a job is in its lifecycle."""
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
-"""Not set; in a filter it means "any state"."""
+"""Not set; never a job's state. Requests that take a state require one."""
 JOB_STATE_WAITING: JobState.ValueType  # 1
 """Ready to run, ordered by priority then insertion."""
 JOB_STATE_ACTIVE: JobState.ValueType  # 2
@@ -438,7 +438,9 @@ class Job(_message.Message):
 
     @_builtins.property
     def options(self) -> Global___JobOptions:
-        """The options the job was added with, after queue defaults were applied."""
+        """The job's options after queue defaults were applied: priority, attempts, backoff, metadata, retention,
+        timeout and max_stalled (the id is in id; a delay or schedule shows as run_time).
+        """
 
     def __init__(
         self,

@@ -32,7 +32,9 @@ class _ServerCommandTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ser
     SERVER_COMMAND_TYPE_UNSPECIFIED: _ServerCommandType.ValueType  # 0
     """Not set."""
     SERVER_COMMAND_TYPE_DRAIN: _ServerCommandType.ValueType  # 1
-    """Stop taking jobs, finish or release those in hand, then close the stream (the server is going away)."""
+    """Stop taking jobs, finish or release those in hand, then close the stream (the server is going away).
+    No delivery follows this command on the stream.
+    """
 
 class ServerCommandType(_ServerCommandType, metaclass=_ServerCommandTypeEnumTypeWrapper):
     """ServerCommandType is what the server asks of the worker."""
@@ -40,7 +42,9 @@ class ServerCommandType(_ServerCommandType, metaclass=_ServerCommandTypeEnumType
 SERVER_COMMAND_TYPE_UNSPECIFIED: ServerCommandType.ValueType  # 0
 """Not set."""
 SERVER_COMMAND_TYPE_DRAIN: ServerCommandType.ValueType  # 1
-"""Stop taking jobs, finish or release those in hand, then close the stream (the server is going away)."""
+"""Stop taking jobs, finish or release those in hand, then close the stream (the server is going away).
+No delivery follows this command on the stream.
+"""
 Global___ServerCommandType: _TypeAlias = ServerCommandType  # noqa: Y015
 
 @_typing.final
@@ -110,7 +114,7 @@ class WorkerHello(_message.Message):
     worker_id: _builtins.str
     """Stable id of the worker process (unique per process); 1 to 200 characters."""
     concurrency: _builtins.int
-    """Most jobs the worker runs at once (informational; credits govern delivery)."""
+    """Most jobs the worker runs at once. Credits bound delivery; the server may also size batches from it."""
     language: _builtins.str
     """Client language, e.g. "python"."""
     version: _builtins.str
@@ -304,8 +308,14 @@ class WorkerReport(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     RELEASES_FIELD_NUMBER: _builtins.int
     ABANDONED_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """How many more jobs the worker can take, added to its current credit."""
+    stop: _builtins.bool
+    """The worker takes no more jobs on this stream (it is shutting down). The server stops delivering and
+    answers with an ack whose delivery_stopped is set; jobs delivered before that ack are still the
+    worker's to run or release. Half-close only after it, so no job is in flight towards a closed side.
+    """
     @_builtins.property
     def completions(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobCompletion]:
         """Successful runs."""
@@ -342,10 +352,11 @@ class WorkerReport(_message.Message):
         progress: _abc.Iterable[Global___JobProgress] | None = ...,
         releases: _abc.Iterable[Global___LeaseRef] | None = ...,
         abandoned: _abc.Iterable[Global___LeaseRef] | None = ...,
+        stop: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "progress", b"progress", "releases", b"releases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "progress", b"progress", "releases", b"releases", "stop", b"stop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -536,6 +547,9 @@ class ReportAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    DELIVERY_STOPPED_FIELD_NUMBER: _builtins.int
+    delivery_stopped: _builtins.bool
+    """Answer to a report with stop: no delivery follows on this stream."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportItemResult]:
         """Verdicts; accepted completions, failures, progress and releases are not listed."""
@@ -544,10 +558,11 @@ class ReportAck(_message.Message):
         self,
         *,
         results: _abc.Iterable[Global___ReportItemResult] | None = ...,
+        delivery_stopped: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_stopped", b"delivery_stopped", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,8 @@ local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local d = redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf')
+local d = redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
+  'd_md')
 local now = now_ms()
 local out = {now, 0, -1}
 local added_waiting, earliest = 0, -1
@@ -51,7 +52,8 @@ for i = 0, n - 1 do
     if kf ~= '' then redis.call('HSET', jkey, 'kf', kf) end
     if to ~= '0' then redis.call('HSET', jkey, 'to', to) end
     if h[15] ~= '0' then redis.call('HSET', jkey, 'ms', h[15]) end
-    if ARGV[b + 3] ~= '' then redis.call('HSET', jkey, 'md', ARGV[b + 3]) end
+    local md = ARGV[b + 3]; if md == '' then md = d[10] or '' end
+    if md ~= '' then redis.call('HSET', jkey, 'md', md) end
     if st == 'delayed' then
       redis.call('HSET', jkey, 'run', run)
       redis.call('ZADD', delayed, run, id)
