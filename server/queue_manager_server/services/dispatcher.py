@@ -55,6 +55,9 @@ class Dispatcher:
         self._wake: dict[str, asyncio.Event] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[object]] = set()
+        # Queues whose last claim found no ready job, with no event since: returned credits alone do not
+        # send them back to Redis (at low load that halves the claims; events and timers still wake them).
+        self._drained: set[str] = set()
         self.stopping = False
 
     def register(self, s: WorkerSession) -> None:
@@ -71,8 +74,16 @@ class Dispatcher:
             self.wake(q)
 
     def wake(self, queue: str) -> None:
+        """Something happened to the queue (jobs added, resumed, a worker came or went): claim again."""
+        self._drained.discard(queue)
         ev = self._wake.get(queue)
         if ev is not None:
+            ev.set()
+
+    def credit(self, queue: str) -> None:
+        """A worker of the queue can take more jobs: claim again unless the queue is known to be empty."""
+        ev = self._wake.get(queue)
+        if ev is not None and queue not in self._drained:
             ev.set()
 
     def all_sessions(self) -> set[WorkerSession]:
@@ -121,6 +132,7 @@ class Dispatcher:
             finally:
                 s.credits += take
             if res.code == 1:  # paused: resume publishes a notification
+                self._mark_drained(queue)
                 return IDLE_RECHECK_S
             if res.code == 2:  # rate limited
                 return max(res.retry_after_ms / 1000, 0.001)
@@ -141,11 +153,19 @@ class Dispatcher:
                 )
                 if len(res.jobs) == take:
                     more = True
+            if res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0:
+                self._mark_drained(queue)
             if res.next_delayed_ms >= 0:
                 wait = min(wait, max((res.next_delayed_ms - res.now_ms) / 1000, 0.0) + 0.001)
             if res.retry_after_ms > 0:  # the rate limit held jobs back: come back for the next token
                 return min(wait, res.retry_after_ms / 1000)
         return 0 if more else wait
+
+    def _mark_drained(self, queue: str) -> None:
+        # An event that arrived while the claim ran has set the wake flag: then the queue may have jobs.
+        ev = self._wake.get(queue)
+        if ev is not None and not ev.is_set():
+            self._drained.add(queue)
 
     async def stop(self) -> None:
         self.stopping = True

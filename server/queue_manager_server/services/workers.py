@@ -149,7 +149,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             # Credits first: the next claim overlaps with recording this report's outcomes.
             s.credits += r.credits
             for q in s.queues:
-                self.dispatcher.wake(q)
+                self.dispatcher.credit(q)
         results = await self.reports.handle(s, r)
         self.progress.set()
         if results or r.stop:
