@@ -71,6 +71,10 @@ class Admin:
         config = types.QueueConfig(completed_retention=keep)
         await self._queues.RegisterQueue(qs.RegisterQueueRequest(name=name, config=config), timeout=10.0)
 
+    async def obliterate(self, name: str) -> None:
+        """Deletes a measured queue and its jobs, so the next benchmark starts from an empty store."""
+        await self._queues.ObliterateQueue(qs.ObliterateQueueRequest(name=name, force=True), timeout=120.0)
+
     async def pause(self, name: str) -> None:
         await self._queues.PauseQueue(qs.PauseQueueRequest(name=name), timeout=10.0)
 

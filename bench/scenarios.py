@@ -61,6 +61,7 @@ async def bulk(stack: Stack, admin: Admin, p: Params) -> dict[str, Any]:
     m = await admin.metrics(queue)
     if m.waiting != p.jobs:
         raise BenchError(f"after add_bulk of {p.jobs} jobs the queue reports {m.waiting} waiting")
+    await admin.obliterate(queue)
     return {"jobs": p.jobs, "seconds": round(elapsed, 3), "jobs_per_s": round(p.jobs / elapsed)}
 
 
@@ -128,6 +129,7 @@ async def drain(stack: Stack, admin: Admin, p: Params) -> dict[str, Any]:
         elapsed, first, m = await admin.wait_completed(queue, p.jobs, _timeout_for(p.jobs), children)
     finally:
         stop_all(children, timeout=20)
+    await admin.obliterate(queue)
     result: dict[str, Any] = {
         "jobs": p.jobs,
         "workers": p.workers,

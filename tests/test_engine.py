@@ -291,3 +291,17 @@ async def test_queue_default_metadata_applies_to_jobs_without_their_own(engine: 
     a, b = [await engine.get_job("q", i) for i in r.ids]
     assert types_pb2.JobMetadata.FromString(a.raw("md") or b"").correlation_id == "from-queue"
     assert types_pb2.JobMetadata.FromString(b.raw("md") or b"").correlation_id == "from-job"
+
+
+async def test_reserved_seq_keeps_bulk_order_whatever_the_execution_order(engine: Engine) -> None:
+    await register(engine)
+    base = await engine.reserve_seq("q", 4)
+    # The second half is written first, as a concurrent writer may do.
+    await engine.add_jobs("q", [job("c"), job("d")], seq_base=base + 2)
+    await engine.add_jobs("q", [job("a"), job("b")], seq_base=base)
+    await engine.add_jobs("q", [job("e")])  # a later add goes after the reserved range
+    claimed = await engine.claim("q", 10, "t", "w", 30_000)
+    assert [j.name for j in claimed.jobs] == ["a", "b", "c", "d", "e"]
+    with pytest.raises(QueueNotFound):
+        await engine.reserve_seq("nope", 1)
+    assert not await engine.redis.exists(engine.keys("nope").meta)

@@ -374,3 +374,20 @@ async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.JobS
         jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=with_charset))
     )
     assert added.job.data.json.struct_value["x"] == 1
+
+
+async def test_bulk_stream_keeps_fifo_order_across_chunks(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, engine: Engine
+) -> None:
+    async def stream() -> AsyncIterator[jpb.AddJobsRequest]:
+        for start in range(0, 7_000, 500):
+            yield jpb.AddJobsRequest(
+                queue_name="emails", jobs=[jpb.NewJob(name=str(i)) for i in range(start, start + 500)]
+            )
+
+    r = await jobs.AddJobs(stream())
+    assert len(r.job_ids) == 7_000
+    names: list[str] = []
+    while batch := (await engine.claim("emails", 1000, "t", "w", 60_000)).jobs:
+        names += [j.name for j in batch]
+    assert names == [str(i) for i in range(7_000)]

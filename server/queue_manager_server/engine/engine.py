@@ -183,11 +183,21 @@ class Engine:
 
     # ---- jobs ---------------------------------------------------------------------------------
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob], fetch: bool = False) -> AddResult:
+    async def reserve_seq(self, queue: str, count: int) -> int:
+        """Reserves `count` FIFO positions for a bulk write; returns the first (see add_jobs.lua)."""
+        first = _i(await self.scripts.run("reserve_seq", [self.keys(queue).meta], [count]))
+        if first == NO_QUEUE:
+            raise QueueNotFound(queue)
+        return first
+
+    async def add_jobs(
+        self, queue: str, jobs: Sequence[NewJob], fetch: bool = False, seq_base: int = 0
+    ) -> AddResult:
         """Adds jobs in chunks pipelined into one round trip; ids are generated where empty.
 
         The script publishes the wake-up event itself. With fetch, the stored jobs (and the queue's paused
-        flag) are read in the same round trip and returned in ``AddResult.records``.
+        flag) are read in the same round trip and returned in ``AddResult.records``. seq_base: the first of
+        a range from `reserve_seq` (chunks written concurrently keep their order), or 0.
         """
         k = self.keys(queue)
         keys = [k.meta, k.waiting, k.delayed]
@@ -195,7 +205,8 @@ class Engine:
         add = self.scripts.get("add_jobs")
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
-            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk)]
+            seq = seq_base + start if seq_base else 0
+            args: list[Any] = [k.job_prefix, self.channel, queue, seq, len(chunk)]
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()

@@ -42,6 +42,7 @@ class Scripts:
         "clean",
         "obliterate",
         "handoff_done",
+        "reserve_seq",
     )
 
     def __init__(self, redis: Redis) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ from queue_manager.v1 import job_service_pb2 as pb
 from queue_manager.v1 import job_service_pb2_grpc as pb_grpc
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
-from queue_manager_server.engine.records import NewJob
+from queue_manager_server.engine.records import AddResult, NewJob
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
 
@@ -60,12 +61,23 @@ class JobService(pb_grpc.JobServiceServicer):
                 batches.append((queue, jobs))
         for queue, _ in batches:
             await self.engine.get_queue(queue)
-        response = pb.AddJobsResponse()
+        # Two writes in flight, so the next chunk's arguments are packed while Redis runs the previous one;
+        # FIFO positions are reserved first, so the order in which chunks execute does not matter.
+        chunks: list[tuple[str, list[NewJob], int]] = []
         for queue, jobs in batches:
-            for start in range(0, len(jobs), BULK_FLUSH):
-                result = await self.engine.add_jobs(queue, jobs[start : start + BULK_FLUSH])
-                response.job_ids.extend(result.ids)
-                response.created_count += sum(result.created)
+            base = await self.engine.reserve_seq(queue, len(jobs))
+            chunks += [(queue, jobs[i : i + BULK_FLUSH], base + i) for i in range(0, len(jobs), BULK_FLUSH)]
+        in_flight = asyncio.Semaphore(2)
+
+        async def write(queue: str, chunk: list[NewJob], seq_base: int) -> AddResult:
+            async with in_flight:
+                return await self.engine.add_jobs(queue, chunk, seq_base=seq_base)
+
+        results = await asyncio.gather(*(write(*c) for c in chunks))
+        response = pb.AddJobsResponse()
+        for result in results:
+            response.job_ids.extend(result.ids)
+            response.created_count += sum(result.created)
         return response
 
     @unary

@@ -3,7 +3,8 @@
 --
 -- KEYS[1] meta      (hash)   KEYS[2] waiting (zset)   KEYS[3] delayed (zset)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
--- ARGV[4] number of jobs N; then N groups of 3: header, data, metadata (encoded JobMetadata or "").
+-- ARGV[4] first seq to use (0 = take N from the queue's counter; else reserved with reserve_seq.lua)
+-- ARGV[5] number of jobs N; then N groups of 3: header, data, metadata (encoded JobMetadata or "").
 --   header: 15 fields, each followed by a NUL byte (few arguments keep the call cheap to encode):
 --   id, name, content type, priority (0 = queue default), delay ms (-1 = none), run-at ms (-1 = none),
 --   attempts (0 = default), backoff type (0 = default, 1 fixed, 2 exponential), backoff delay ms,
@@ -13,17 +14,20 @@
 --   id, created (1) or existing (0)}
 --   or {-1} when the queue is not registered.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
-local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local prefix, channel, queue, seq, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
   'd_md')
 local now = now_ms()
+-- FIFO within a priority level follows seq; a bulk writer reserves its range up front, so chunks written
+-- concurrently keep the order in which they were sent.
+if seq == 0 then seq = redis.call('HINCRBY', meta, 'seq', n) - n + 1 end
 local out = {now, 0, -1}
 local added_waiting, earliest = 0, -1
 
 for i = 0, n - 1 do
-  local b = 4 + i * 3
+  local b = 5 + i * 3
   local h = {}
   for v in string.gmatch(ARGV[b + 1], '([^%z]*)%z') do h[#h + 1] = v end
   local id = h[1]
@@ -38,7 +42,6 @@ for i = 0, n - 1 do
     local to = h[14]; if to == '0' then to = d[7] or '0' end
     local kc = h[12]; if kc == '' then kc = d[8] or '' end
     local kf = h[13]; if kf == '' then kf = d[9] or '' end
-    local seq = redis.call('HINCRBY', meta, 'seq', 1)
     local run = -1
     if tonumber(h[5]) >= 0 then run = now + tonumber(h[5]) end
     if tonumber(h[6]) >= 0 then run = tonumber(h[6]) end
@@ -64,6 +67,7 @@ for i = 0, n - 1 do
     end
     table.insert(out, id); table.insert(out, 1)
   end
+  seq = seq + 1
 end
 out[2], out[3] = added_waiting, earliest
 -- Wake every server: idle workers get waiting jobs at once; delays arm promotion timers.
