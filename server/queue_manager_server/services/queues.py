@@ -53,17 +53,18 @@ class QueueService(pb_grpc.QueueServiceServicer):
     async def PauseQueue(
         self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseQueueResponse:
-        name = validate.queue_name(request.name, "name")
-        await self.engine.set_paused(name, True)
-        return pb.PauseQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
+        return pb.PauseQueueResponse(queue=await self._set_paused(request.name, True))
 
     @unary
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeQueueResponse:
-        name = validate.queue_name(request.name, "name")
-        await self.engine.set_paused(name, False)
-        return pb.ResumeQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
+        return pb.ResumeQueueResponse(queue=await self._set_paused(request.name, False))
+
+    async def _set_paused(self, name: str, paused: bool) -> types_pb2.Queue:
+        name = validate.queue_name(name, "name")
+        await self.engine.set_paused(name, paused)
+        return convert.queue_out(await self.engine.get_queue(name))
 
     @unary
     async def CleanQueue(

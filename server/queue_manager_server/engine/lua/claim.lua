@@ -18,13 +18,7 @@ local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0} end
 local now = now_ms()
 
--- Due delayed jobs join the back of their priority level.
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, promote_max)
-for _, id in ipairs(due) do to_waiting(meta, waiting, prefix .. id, id, true) end
-if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
-local nd = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-local next_due = -1
-if #nd > 0 then next_due = tonumber(nd[2]) end
+local _, next_due = promote_due(meta, delayed, waiting, prefix, now, promote_max)
 
 local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms')
 if cfg[1] == '1' then return {1, now, next_due, 0} end

@@ -15,11 +15,9 @@ for i = 0, n - 1 do
   local b = 2 + i * 4
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
-  local f = redis.call('HMGET', jkey, 'st', 'tok', 'kc')
-  if not f[1] then
-    table.insert(out, -2)
-  elseif f[1] ~= 'active' or f[2] ~= token then
-    table.insert(out, -3)
+  local code, f = lease_check(jkey, token, 'kc')
+  if code ~= 0 then
+    table.insert(out, code)
   else
     redis.call('ZREM', active, id)
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4])

@@ -11,11 +11,9 @@ local out = {now}
 for i = 0, n - 1 do
   local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
   local jkey = prefix .. id
-  local f = redis.call('HMGET', jkey, 'st', 'tok')
-  if not f[1] then
-    table.insert(out, -2); table.insert(out, -1)
-  elseif f[1] ~= 'active' or f[2] ~= token then
-    table.insert(out, -3); table.insert(out, -1)
+  local code = lease_check(jkey, token)
+  if code ~= 0 then
+    table.insert(out, code); table.insert(out, -1)
   else
     redis.call('HSET', jkey, 'lex', now + lease)
     redis.call('ZADD', active, now + lease, id)

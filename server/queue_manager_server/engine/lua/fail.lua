@@ -17,11 +17,9 @@ for i = 0, n - 1 do
   local b = 2 + i * 5
   local id, token, msg, stack, no_retry = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local jkey = prefix .. id
-  local f = redis.call('HMGET', jkey, 'st', 'tok', 'att', 'atm', 'bt', 'bd', 'bj', 'bm')
-  if not f[1] then
-    table.insert(out, -2); table.insert(out, -1)
-  elseif f[1] ~= 'active' or f[2] ~= token then
-    table.insert(out, -3); table.insert(out, -1)
+  local code, f = lease_check(jkey, token, 'att', 'atm', 'bt', 'bd', 'bj', 'bm')
+  if code ~= 0 then
+    table.insert(out, code); table.insert(out, -1)
   else
     redis.call('ZREM', active, id)
     local atm = (tonumber(f[4]) or 0) + 1

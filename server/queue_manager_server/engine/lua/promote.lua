@@ -8,10 +8,5 @@ local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 if redis.call('EXISTS', meta) == 0 then return {now_ms(), 0, -1} end
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(due) do to_waiting(meta, waiting, prefix .. id, id, true) end
-if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
-local nd = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-local next_due = -1
-if #nd > 0 then next_due = tonumber(nd[2]) end
-return {now, #due, next_due}
+local promoted, next_due = promote_due(meta, delayed, waiting, prefix, now, limit)
+return {now, promoted, next_due}

@@ -25,6 +25,28 @@ local function to_waiting(meta, waiting, jkey, id, fresh)
   redis.call('HSET', jkey, 'st', 'waiting')
 end
 
+-- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
+-- -3 not held: expired and recovered, finished, or never this token) and the fields st, tok, then any
+-- extra field names given.
+local function lease_check(jkey, token, ...)
+  local f = redis.call('HMGET', jkey, 'st', 'tok', ...)
+  if not f[1] then return -2, f end
+  if f[1] ~= 'active' or f[2] ~= token then return -3, f end
+  return 0, f
+end
+
+-- Moves at most `limit` due delayed jobs to the back of their priority level.
+-- Returns the number moved and the run-at of the next delayed job (-1 when none is left).
+local function promote_due(meta, delayed, waiting, prefix, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do to_waiting(meta, waiting, prefix .. id, id, true) end
+  if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
+  local nd = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  local next_due = -1
+  if #nd > 0 then next_due = tonumber(nd[2]) end
+  return #due, next_due
+end
+
 -- Deletes the given job ids from a zset and their hashes.
 local function delete_jobs(set, prefix, ids)
   for _, id in ipairs(ids) do redis.call('DEL', prefix .. id) end
