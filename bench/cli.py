@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run (default 10)")
     parser.add_argument("--server-log-level", default="warning", help="LOG_LEVEL of server and workers")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, Valkey data)")
+    parser.add_argument(
+        "--durability",
+        choices=["always", "everysec"],
+        default="always",
+        help="appendfsync of the bench's Valkey, as qm serve --durability (default always)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.jobs <= 10_000_000:
         parser.error("--jobs must be between 1 and 10000000")
@@ -86,7 +92,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         seconds=args.seconds,
     )
     names = [args.only] if args.only else list(SCENARIOS)
-    stack = Stack(workdir, key_prefix=f"bench{os.getpid()}", server_log_level=args.server_log_level)
+    stack = Stack(
+        workdir,
+        key_prefix=f"bench{os.getpid()}",
+        server_log_level=args.server_log_level,
+        durability=args.durability,
+    )
     results: dict[str, Any] = {}
     try:
         stack.start_valkey()
@@ -95,7 +106,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         admin = Admin(stack.address)
         try:
             ready_s = await admin.wait_ready(stack.server, limit_s=60)
-            log(args, f"server ready at {stack.address} in {ready_s:.1f}s (Redis {stack.redis_url})")
+            log(
+                args,
+                f"server ready at {stack.address} in {ready_s:.1f}s "
+                f"(Redis {stack.redis_url}, appendfsync {args.durability})",
+            )
             for name in names:
                 # The harness's own collector pauses (it holds every id of the previous scenario) would
                 # show up in the figures as latency: collect now and freeze what survives.
@@ -122,7 +137,10 @@ def log(args: argparse.Namespace, message: str) -> None:
 def report_text(doc: dict[str, Any]) -> str:
     r, ok = doc["results"], doc["meets_targets"]
     m = doc["machine"]
-    lines = [f"Queue Manager benchmark — {m['cpus']} CPUs, Python {m['python']}, {doc['timestamp']}"]
+    lines = [
+        f"Queue Manager benchmark — {m['cpus']} CPUs, Python {m['python']}, {doc['timestamp']}, "
+        f"durability {doc['params'].get('durability', 'everysec')}"
+    ]
 
     def mark(name: str) -> str:
         return "" if name not in ok else ("  ok" if ok[name] else "  BELOW TARGET")
@@ -183,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     doc: dict[str, Any] = {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "params": {k: getattr(args, k) for k in ("jobs", "workers", "concurrency", "rate", "seconds")},
+        "params": {
+            k: getattr(args, k) for k in ("jobs", "workers", "concurrency", "rate", "seconds", "durability")
+        },
         "results": results,
         "targets": TARGETS,
         "meets_targets": verdicts(results),

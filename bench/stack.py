@@ -100,10 +100,17 @@ class Child:
 
 
 class Stack:
-    """One embedded Valkey (append-only file on) and one Queue Manager server in front of it."""
+    """One embedded Valkey (append-only file on) and one Queue Manager server in front of it.
 
-    def __init__(self, workdir: Path, key_prefix: str, server_log_level: str) -> None:
+    durability is the Valkey's appendfsync, as the server's --durability sets it for its own Valkey:
+    "always" (the default: an acknowledged write is fsynced) or "everysec" (faster, weaker).
+    """
+
+    def __init__(
+        self, workdir: Path, key_prefix: str, server_log_level: str, durability: str = "always"
+    ) -> None:
         self.workdir = workdir
+        self.durability = durability
         self.key_prefix = key_prefix
         self.server_log_level = server_log_level
         self.valkey: ValkeyServer | None = None
@@ -113,11 +120,16 @@ class Stack:
 
     def start_valkey(self) -> None:
         data_dir = self.workdir / "valkey"
-        # appendfsync everysec is Valkey's default and what the durability docs assume; say it anyway.
+        # The server's embedded Valkey settings; the server reads them back and logs what they promise.
         self.valkey = ValkeyServer(
             host="127.0.0.1",
             data_dir=data_dir,
-            config={"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"},
+            config={
+                "appendonly": "yes",
+                "appendfsync": self.durability,
+                "save": "",
+                "maxmemory-policy": "noeviction",
+            },
         )
         self.valkey.start(timeout=30.0)
         self.redis_url = f"redis://127.0.0.1:{self.valkey.port}/0"

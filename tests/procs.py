@@ -89,6 +89,23 @@ class Procs:
         await wait_serving(p)
         return p
 
+    async def embedded_server(
+        self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> Proc:
+        """A `qm serve` with no Redis configured: it runs its own Valkey in data_dir (wait: until serving)."""
+        port = free_port()
+        no_redis = {"REDIS_URL": "", "QM_REDIS_URL": "", "REDIS_HOST": ""}  # empty counts as unset
+        argv = [sys.executable, "-m", "queue_manager_server", "--listen", f"127.0.0.1:{port}"]
+        p = self.spawn(
+            [*argv, "--data-dir", str(data_dir), "--reaper-interval-ms", "200", *extra],
+            env={**no_redis, **(env or {})},
+            name="server",
+        )
+        p.address = f"127.0.0.1:{port}"
+        if wait:
+            await wait_serving(p)
+        return p
+
     def cleanup(self) -> None:
         for p in self.started:
             p.kill()

@@ -35,7 +35,8 @@ from queue_manager_server.components.maintenance import HealthMonitor, Janitor, 
 from queue_manager_server.components.notifier import Notifier
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.config import Settings
-from queue_manager_server.embedded import EmbeddedValkey
+from queue_manager_server.datadir import DataDirLock, DataDirLocked
+from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.jobs import JobService
@@ -61,6 +62,9 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.embedded: EmbeddedValkey | None = None
+        self.lock: DataDirLock | None = None
+        # What "nothing acknowledged is lost" means with this Redis (banner and log).
+        self.durability = ""
         self.redis: Redis | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -81,9 +85,15 @@ class App:
         s = self.settings
         url = s.redis_url
         if url is None:
-            self.embedded = EmbeddedValkey(s.data_dir, s.embedded_port)
-            url = await asyncio.to_thread(self.embedded.start)
-        self.redis = Redis.from_url(url, decode_responses=False, socket_keepalive=True)
+            url = await self._start_embedded()
+        timeout = s.redis_timeout_ms / 1000
+        self.redis = Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_keepalive=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
@@ -109,6 +119,8 @@ class App:
         if self.port == 0:
             raise StartupError(f"cannot listen on {s.listen}: address in use or invalid")
         await self.server.start()
+        if self.lock is not None:
+            self.lock.record(listen=self.address)
 
         promoter = Promoter(engine)
         self.notifier = Notifier(self.redis, engine.channel, self.dispatcher, promoter)
@@ -118,7 +130,7 @@ class App:
         self.components = [
             Reaper(engine, s.reaper_interval_ms / 1000),
             promoter,
-            Janitor(engine, 30.0),
+            Janitor(engine, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,
         ]
         for c in self.components:
@@ -128,6 +140,27 @@ class App:
             "server started",
             extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix},
         )
+
+    async def _start_embedded(self) -> str:
+        """Locks the data directory, then starts Valkey in it; returns its URL."""
+        s = self.settings
+        self.lock = DataDirLock(s.data_dir)
+        try:
+            await self.lock.acquire(listen=s.listen)
+        except DataDirLocked as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot lock the data directory {s.data_dir}: {exc}") from None
+        # Valkey is forked on this thread (the event loop's, which lives as long as the server), never in
+        # asyncio.to_thread: its parent-death signal fires when the *thread* that forked it exits, and an
+        # executor thread can be retired while the server still runs.
+        try:
+            self.embedded = EmbeddedValkey(self.lock.data_dir, s.embedded_port, s.durability, self.lock.fd)
+            url = await self.embedded.start()
+        except EmbeddedValkeyError as exc:
+            raise StartupError(f"cannot start the embedded Valkey in {s.data_dir}: {exc}") from None
+        self.lock.record(valkey_pid=self.embedded.pid, valkey_port=self.embedded.port)
+        return url
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         size = self.settings.max_message_bytes
@@ -151,12 +184,14 @@ class App:
         except Exception as exc:
             raise StartupError(f"cannot reach Redis: {exc}; check REDIS_URL / REDIS_HOST") from None
         if not external:
+            assert self.embedded is not None
+            mode = self.embedded.durability
+            strong, promise = persistence_promise("yes", mode, "")
+            self._announce_durability(f"{mode} (embedded Valkey, appendfsync {mode}): {promise}", strong)
             return
-        try:
-            reply: dict[Any, Any] = await self.redis.config_get("maxmemory-policy")
-            raw = reply.get(b"maxmemory-policy") or reply.get("maxmemory-policy") or b""
-            policy = raw.decode() if isinstance(raw, bytes) else str(raw)
-        except Exception:
+        await self._check_persistence()
+        policy = await self._config_value("maxmemory-policy")
+        if policy is None:
             log.warning("cannot read maxmemory-policy; make sure it is noeviction")
             return
         if policy and policy not in SAFE_POLICIES:
@@ -164,6 +199,36 @@ class App:
                 f"Redis maxmemory-policy is {policy!r}, which evicts keys and would lose jobs; "
                 "set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction)"
             )
+
+    async def _config_value(self, name: str) -> str | None:
+        """One CONFIG GET value; None when CONFIG is refused (managed Redis often disables it)."""
+        assert self.redis is not None
+        try:
+            reply: dict[Any, Any] = await self.redis.config_get(name)
+        except Exception:
+            return None
+        raw = reply.get(name.encode(), reply.get(name, b""))
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def _check_persistence(self) -> None:
+        """Logs what the configured Redis's persistence makes of the promise; never refuses to start."""
+        values = [await self._config_value(n) for n in ("appendonly", "appendfsync", "save")]
+        if None in values:
+            self._announce_durability(
+                "cannot be verified, this Redis refuses CONFIG GET; nothing acknowledged is lost only if "
+                "it runs appendonly yes with appendfsync always (see docs/durability.md)",
+                strong=False,
+            )
+            return
+        appendonly, appendfsync, save = (v or "" for v in values)
+        strong, promise = persistence_promise(appendonly, appendfsync, save)
+        shown = f"appendonly {appendonly}, appendfsync {appendfsync}, save {save or '(none)'}"
+        self._announce_durability(f"configured Redis ({shown}): {promise}", strong)
+
+    def _announce_durability(self, line: str, strong: bool) -> None:
+        """One log line (a warning when weaker than the promise); the banner repeats it."""
+        self.durability = line
+        log.log(logging.INFO if strong else logging.WARNING, f"durability: {line}")
 
     async def stop(self) -> None:
         if self._stopping:
@@ -187,7 +252,9 @@ class App:
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await self.embedded.stop()
+        if self.lock is not None:  # after Valkey has exited: it holds the lock too
+            self.lock.release()
         log.info("server stopped")
         self._stopped.set()
 
@@ -199,6 +266,30 @@ class App:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def persistence_promise(appendonly: str, appendfsync: str, save: str) -> tuple[bool, str]:
+    """What "nothing acknowledged is lost" becomes with these persistence settings.
+
+    Returns:
+        Whether the promise holds in full, and what it becomes, in words.
+    """
+    if appendonly == "yes" and appendfsync == "always":
+        return True, "nothing acknowledged is lost, even on a machine crash (each write is fsynced first)"
+    if appendonly == "yes" and appendfsync == "everysec":
+        return False, (
+            "a crash of the Redis/Valkey process can lose the last acknowledged writes (those answered "
+            "while a background fsync was running, at most about 2 s of them); a machine crash, about the "
+            "last 1-2 s"
+        )
+    if appendonly == "yes":
+        return False, (
+            f"a crash of the Redis process loses nothing acknowledged; with appendfsync {appendfsync} a "
+            "machine crash can lose the last ~30 s (the kernel writes the file when it likes)"
+        )
+    if save.strip():
+        return False, f"appendonly is off: a restart loses all since the last RDB snapshot (save {save})"
+    return False, "persistence is off: a Redis restart loses every job"
 
 
 def health_pb2_not_serving() -> int:
@@ -218,9 +309,11 @@ def _tool(name: str) -> str:
 def print_banner(app: App) -> None:
     a = app.address
     where = f"embedded Valkey in {app.embedded.data_dir}" if app.embedded else "configured Redis"
+    durability = f"Durability: {app.durability}.\n" if app.durability else ""
     qm, grpcurl = _tool("qm"), _tool("grpcurl")
     print(
         f"Queue Manager listening on {a} (gRPC, plaintext), storing jobs in {where}.\n"
+        f"{durability}"
         f"Try it:\n"
         f"  {grpcurl} -plaintext {a} list\n"
         f"  export QM_SERVER={a}\n"

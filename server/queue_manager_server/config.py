@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from queue_manager_server.embedded import DURABILITY_MODES
+
 
 @dataclass(slots=True)
 class Settings:
@@ -20,15 +22,23 @@ class Settings:
     # None: start an embedded Valkey in data_dir.
     redis_url: str | None = None
     data_dir: str = ".qm-data"
+    # The embedded Valkey's appendfsync: "always" (an acknowledged write is fsynced) or "everysec".
+    durability: str = "always"
     key_prefix: str = "qm"
     lease_ms: int = 30_000
     max_payload_bytes: int = 1024 * 1024
     shutdown_grace_ms: int = 10_000
     reaper_interval_ms: int = 1_000
+    # Longest wait for one Redis connect or reply; a Redis that stops answering then gives UNAVAILABLE.
+    redis_timeout_ms: int = 10_000
     log_level: str = "INFO"
     server_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Ask the embedded Valkey to listen on this port (0 = any free port).
     embedded_port: int = 0
+    # How often the janitor runs (retention, dead-letter hand-offs, bulk streams left behind).
+    janitor_interval_ms: int = 30_000
+    # A bulk stream staged this long without a new chunk or a commit is rolled back (its writer is gone).
+    bulk_idle_ms: int = 60_000
 
     @property
     def heartbeat_ms(self) -> int:
@@ -74,6 +84,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "--data-dir", default=e("QM_DATA_DIR", d.data_dir), help="embedded Valkey data dir [QM_DATA_DIR]"
     )
     p.add_argument(
+        "--durability",
+        default=e("QM_DURABILITY", d.durability),
+        help="embedded Valkey: 'always' (default; an add is acknowledged once fsynced) or 'everysec' "
+        "(faster; a Valkey crash can lose the last acknowledged writes) [QM_DURABILITY]",
+    )
+    p.add_argument(
         "--key-prefix", default=e("QM_KEY_PREFIX", d.key_prefix), help="Redis key prefix [QM_KEY_PREFIX]"
     )
     p.add_argument(
@@ -101,24 +117,49 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         help="how often expired leases are looked for [QM_REAPER_INTERVAL_MS]",
     )
     p.add_argument(
+        "--redis-timeout-ms",
+        type=int,
+        default=int(e("QM_REDIS_TIMEOUT_MS", d.redis_timeout_ms)),
+        help="longest wait for a Redis connect or reply [QM_REDIS_TIMEOUT_MS]",
+    )
+    p.add_argument(
         "--log-level",
         default=env.get("QM_LOG_LEVEL") or env.get("LOG_LEVEL") or d.log_level,
         help="[QM_LOG_LEVEL, LOG_LEVEL]",
     )
     p.add_argument("--embedded-port", type=int, default=int(e("QM_EMBEDDED_PORT", 0)), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--janitor-interval-ms",
+        type=int,
+        default=int(e("QM_JANITOR_INTERVAL_MS", d.janitor_interval_ms)),
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--bulk-idle-ms", type=int, default=int(e("QM_BULK_IDLE_MS", d.bulk_idle_ms)), help=argparse.SUPPRESS
+    )
     a = p.parse_args(argv)
-    for name, value in (("--lease-ms", a.lease_ms), ("--max-payload-bytes", a.max_payload_bytes)):
+    if a.durability not in DURABILITY_MODES:
+        p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
+    for name, value in (
+        ("--lease-ms", a.lease_ms),
+        ("--max-payload-bytes", a.max_payload_bytes),
+        ("--redis-timeout-ms", a.redis_timeout_ms),
+    ):
         if value <= 0:
             p.error(f"{name} must be positive")
     return Settings(
         listen=a.listen,
         redis_url=a.redis_url,
         data_dir=a.data_dir,
+        durability=a.durability,
         key_prefix=a.key_prefix,
         lease_ms=a.lease_ms,
         max_payload_bytes=a.max_payload_bytes,
         shutdown_grace_ms=a.shutdown_grace_ms,
         reaper_interval_ms=a.reaper_interval_ms,
+        redis_timeout_ms=a.redis_timeout_ms,
         log_level=a.log_level.upper(),
         embedded_port=a.embedded_port,
+        janitor_interval_ms=a.janitor_interval_ms,
+        bulk_idle_ms=a.bulk_idle_ms,
     )

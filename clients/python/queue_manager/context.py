@@ -41,7 +41,7 @@ class JobContext:
         priority: Priority level.
         stalled_count: Times the job was recovered from a lost worker.
         redelivery: True when an earlier run of this attempt was lost (crash, lease expiry).
-        lease_token: Token of this run's lease.
+        lease_token: Token of this run's lease (shared by the jobs delivered in the same batch).
     """
 
     __slots__ = (
@@ -79,6 +79,11 @@ class JobContext:
         self.stalled_count = job.stalled_count
         self.redelivery = leased.redelivery
         self.lease_token = leased.lease_token
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(queue name, job id): what names this run on its worker (a lease token may cover a batch)."""
+        return (self.queue_name, self.id)
 
     @property
     def metadata(self) -> JobMetadata:

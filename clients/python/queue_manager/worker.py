@@ -6,7 +6,9 @@ Protocol, as this side speaks it:
    ``welcome`` (lease duration, heartbeat interval) or ends the call (NOT_FOUND for an unknown queue).
 2. Credits: the first report grants ``concurrency - running`` credits; each delivered job uses one and each
    finished job gives one back, in the same report as its outcome. So at most ``concurrency`` jobs run.
-3. Deliveries carry several leased jobs; each starts at once as its own task.
+3. Deliveries carry several leased jobs; each starts at once as its own task. A running job is known by
+   its queue and job id (jobs claimed together share one lease token, so the token alone names no job);
+   every report item carries all three, and the server fences on the token.
 4. Outcomes, credits, progress, releases and extensions wait in one outbox; a single writer task sends
    everything ready as ONE report whenever it wakes, so a lone completion goes out at once and a burst
    shares a message.
@@ -160,7 +162,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
-        self._running: dict[str, JobContext] = {}
+        # (queue, job id) -> the run of that job on this worker.
+        self._running: dict[tuple[str, str], JobContext] = {}
         self._outbox = worker_service_pb2.ConnectRequest()
         self._unsent = 0  # outcomes, progress and releases in the outbox (extensions and credits aside)
         self._credits = 0  # credits not yet granted on the current stream
@@ -431,7 +434,11 @@ class Worker:
                 self._wake.set()
                 continue
             ctx = JobContext(leased, self)
-            self._running[ctx.lease_token] = ctx
+            earlier = self._running.get(ctx.key)
+            if earlier is not None:
+                # The server leased the job again (its earlier lease here was recovered): that run is lost.
+                earlier._lost = True
+            self._running[ctx.key] = ctx
             fn, is_async = entry
             limit = job.options.timeout.ToNanoseconds() / 1e9 if job.options.HasField("timeout") else None
             ctx._task = self._loop.create_task(self._execute(ctx, fn, is_async, limit))
@@ -444,7 +451,9 @@ class Worker:
             if item.code == 0:
                 continue
             lease = item.lease
-            ctx = self._running.get(lease.lease_token)
+            ctx = self._running.get((lease.queue_name, lease.job_id))
+            if ctx is not None and ctx.lease_token != lease.lease_token:
+                ctx = None  # a verdict on an earlier run of the job, not on the one running now
             if ctx is not None and not ctx._lost:
                 ctx._lost = True
                 logger.warning(
@@ -514,7 +523,8 @@ class Worker:
 
     def _finish(self, ctx: JobContext) -> None:
         """Forgets a finished job and gives its credit back (unless the worker stops taking jobs)."""
-        self._running.pop(ctx.lease_token, None)
+        if self._running.get(ctx.key) is ctx:
+            del self._running[ctx.key]
         if not (self._stopping or self._draining):
             self._credits += 1
         self._wake.set()
@@ -565,7 +575,7 @@ class Worker:
         if not in_loop:
             loop.call_soon_threadsafe(partial(self._report_progress, ctx, value))
             return
-        if ctx.lease_token not in self._running or ctx._lost:
+        if self._running.get(ctx.key) is not ctx or ctx._lost:
             return
         item = self._outbox.report.progress.add()
         item.lease.queue_name = ctx.queue_name

@@ -8,6 +8,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from queue_manager_server.components.base import Component
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.bulk import BulkStreams
 
 
 class Reaper(Component):
@@ -29,21 +30,32 @@ class Reaper(Component):
 
 
 class Janitor(Component):
-    """Applies age-based retention to finished jobs and finishes interrupted dead-letter hand-offs."""
+    """Applies age-based retention to finished jobs, finishes interrupted dead-letter hand-offs, and
+    resolves bulk streams whose writer is gone (publishes committed ones, rolls back idle ones)."""
 
     name = "janitor"
 
-    def __init__(self, engine: Engine, interval: float) -> None:
+    def __init__(self, engine: Engine, interval: float, bulk_idle_ms: int) -> None:
         super().__init__(interval)
         self.engine = engine
+        self.bulk = BulkStreams(engine)
+        self.bulk_idle_ms = bulk_idle_ms
 
     async def tick(self) -> None:
         for queue in await self.engine.queue_names():
+            published, rolled_back = await self.bulk.resolve(queue, self.bulk_idle_ms)
             removed = await self.engine.apply_retention(queue)
             moved = await self.engine.hand_off_dead_letters(queue)
-            if removed or moved:
+            if removed or moved or published or rolled_back:
                 self.log.info(
-                    "housekeeping", extra={"queue": queue, "removed": removed, "dead_lettered": moved}
+                    "housekeeping",
+                    extra={
+                        "queue": queue,
+                        "removed": removed,
+                        "dead_lettered": moved,
+                        "bulk_published": published,
+                        "bulk_rolled_back": rolled_back,
+                    },
                 )
 
 

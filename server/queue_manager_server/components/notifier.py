@@ -10,11 +10,16 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.services.dispatcher import Dispatcher
 
 log = logging.getLogger("queue_manager_server.notifier")
+# Longest single wait for a message. redis-py 5 (which the server still allows) applies the socket timeout
+# to `listen()`, dropping an idle subscription every QM_REDIS_TIMEOUT_MS; a wait given its own timeout just
+# ends empty.
+POLL_S = 1.0
 
 
 class Notifier:
@@ -57,9 +62,7 @@ class Notifier:
                     # After a (re)subscribe, anything published meanwhile was missed: wake every loop.
                     for queue in list(self.dispatcher.sessions):
                         self.dispatcher.wake(queue)
-                    async for message in ps.listen():
-                        if message.get("type") == "message":
-                            self._dispatch(message["data"].split(b" "))
+                    await self._listen(ps)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -67,3 +70,9 @@ class Notifier:
                 log.warning("subscription lost; reconnecting", extra={"error": str(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _listen(self, ps: PubSub) -> None:
+        while True:
+            message = await ps.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+            if message is not None and message.get("type") == "message":
+                self._dispatch(message["data"].split(b" "))

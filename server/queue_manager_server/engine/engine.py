@@ -25,7 +25,7 @@ from queue_manager_server.engine.records import (
     QueueRecord,
     is_json_type,
 )
-from queue_manager_server.engine.scripts import Scripts
+from queue_manager_server.engine.scripts import Scripts, execute
 from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
 
 # Jobs per add_jobs script call: big enough to amortise the call, small enough to keep Redis responsive.
@@ -102,7 +102,7 @@ class Engine:
         pipe = self.redis.pipeline(transaction=False)
         for n in names:
             pipe.hgetall(self.keys(n).meta)
-        rows = await pipe.execute()
+        rows = await execute(pipe)
         return [
             QueueRecord(n, {_s(k): v for k, v in r.items()}) for n, r in zip(names, rows, strict=True) if r
         ]
@@ -164,11 +164,13 @@ class Engine:
         """Deletes the queue and all its jobs; refuses while jobs are active unless forced."""
         await self.get_queue(name)
         k = self.keys(name)
-        keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox]
+        keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox, k.bulk]
         removed, first = 0, True
         while True:
             r = await self.scripts.run(
-                "obliterate", keys, [k.job_prefix, "1" if force or not first else "0", ADMIN_CHUNK]
+                "obliterate",
+                keys,
+                [k.job_prefix, "1" if force or not first else "0", ADMIN_CHUNK, k.staged_prefix],
             )
             if _i(r[0]) == IS_ACTIVE:
                 raise JobActive(
@@ -216,7 +218,7 @@ class Engine:
             for j in jobs:
                 pipe.hgetall(k.job(j.id))
             pipe.hget(k.meta, "paused")
-        results = await pipe.execute()
+        results = await execute(pipe)
         fetched = results[len(results) - len(jobs) - 1 :] if fetch else []
         if fetch:
             results = results[: len(results) - len(jobs) - 1]
@@ -262,11 +264,11 @@ class Engine:
             pipe.zrevrange(zset, offset, offset + count - 1)
         else:
             pipe.zrange(zset, offset, offset + count - 1)
-        total, ids = await pipe.execute()
+        total, ids = await execute(pipe)
         pipe = self.redis.pipeline(transaction=False)
         for i in ids:
             pipe.hgetall(k.job(_s(i)))
-        rows = await pipe.execute()
+        rows = await execute(pipe)
         records = [
             JobRecord(queue, _s(i), {_s(f): _b(v) for f, v in row.items()})
             for i, row in zip(ids, rows, strict=True)

@@ -62,6 +62,21 @@ class QueueKeys:
         return f"{self.base}:dlq-outbox"
 
     @property
+    def bulk(self) -> str:
+        """hash: bulk stream id -> Redis time (ms) of its last staged chunk, for streams staged into this
+        queue and not yet published or rolled back."""
+        return f"{self.base}:bulk"
+
+    @property
+    def staged_prefix(self) -> str:
+        """Prefix of the staged-stream lists: ``<staged_prefix><stream id>``."""
+        return f"{self.base}:staged:"
+
+    def staged(self, stream_id: str) -> str:
+        """list: a bulk stream's jobs for this queue, 3 strings each, until the stream is published."""
+        return f"{self.staged_prefix}{stream_id}"
+
+    @property
     def job_prefix(self) -> str:
         """Prefix of the per-job hashes: ``<job_prefix><id>``."""
         return f"{self.base}:job:"
@@ -90,3 +105,11 @@ def registry(prefix: str) -> str:
 def events_channel(prefix: str) -> str:
     """pub/sub channel: ``w <queue>`` when jobs become waiting, ``d <queue> <ms>`` when one is delayed."""
     return f"{prefix}:events"
+
+
+def stream_decision(prefix: str, stream_id: str) -> str:
+    """string: ``c`` (committed) or ``a`` (rolled back) for a bulk stream; the one write that decides it.
+
+    Not slot-bound to a queue, because one stream may stage jobs into several queues.
+    """
+    return f"{prefix}:stream:{stream_id}"

@@ -42,8 +42,11 @@ class NewJob:
     max_stalled: int = 0
     metadata: bytes = b""
 
-    def argv(self) -> tuple[str, bytes, bytes]:
-        """The three add_jobs.lua arguments: NUL-terminated header fields, data, metadata."""
+    def argv(self, seq: int = 0) -> tuple[str, bytes, bytes]:
+        """The three add_jobs.lua arguments: NUL-terminated header fields, data, metadata.
+
+        seq > 0 appends the job's FIFO position as a 16th field (staged bulk jobs carry their own).
+        """
         header = "\0".join(
             (
                 self.id,
@@ -63,6 +66,8 @@ class NewJob:
                 str(self.max_stalled),
             )
         )
+        if seq:
+            header += f"\0{seq}"
         return header + "\0", self.data, self.metadata
 
 

@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
@@ -20,6 +21,18 @@ _LUA = resources.files("queue_manager_server.engine") / "lua"
 def _source(name: str) -> str:
     text = (_LUA / f"{name}.lua").read_text()
     return _INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text)
+
+
+async def execute(pipe: Pipeline) -> list[Any]:
+    """Runs a pipeline and always hands its connection back.
+
+    redis-py checks a pipeline's scripts (SCRIPT EXISTS) before the part of ``execute`` that cleans up, so
+    when Redis fails right then (down, stalled, loading) the pipeline would keep its connection.
+    """
+    try:
+        return await pipe.execute()
+    finally:
+        await pipe.reset()  # type: ignore[no-untyped-call]
 
 
 class Scripts:
@@ -43,6 +56,9 @@ class Scripts:
         "obliterate",
         "handoff_done",
         "reserve_seq",
+        "stage_jobs",
+        "publish_staged",
+        "discard_staged",
     )
 
     def __init__(self, redis: Redis) -> None:

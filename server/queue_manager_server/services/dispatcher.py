@@ -35,7 +35,8 @@ class WorkerSession:
     concurrency: int
     outbound: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     credits: int = 0
-    # (queue, job id) -> lease token, for every job this worker holds.
+    # (queue, job id) -> lease token, for every job this worker holds. Jobs claimed together share a token
+    # (one per claim keeps the claim cheap); the job, not the token, is the key.
     leases: dict[tuple[str, str], str] = field(default_factory=dict)
     closed: bool = False
     draining: bool = False
@@ -43,6 +44,11 @@ class WorkerSession:
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
             self.outbound.put_nowait(message)
+
+    def forget(self, queue: str, job_id: str, token: str) -> None:
+        """The worker is done with this lease of the job (a stale token leaves a newer lease alone)."""
+        if self.leases.get((queue, job_id)) == token:
+            del self.leases[(queue, job_id)]
 
 
 class Dispatcher:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -26,19 +37,79 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_STORE = "the job store (Redis)"
+_LOADING = f"{_STORE} is loading its data set after a restart; retry in a few seconds"
+# Redis conditions no change to the request can fix: a status and what to do. First match wins, so a
+# subclass comes before its base (BusyLoadingError and AuthenticationError are ConnectionErrors,
+# MasterDownError is a ClusterDownError; OutOfMemoryError, ReadOnlyError… are ResponseErrors).
+_REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
+    # A script without flags refuses OOM only at its first write (once it has written it runs to the end),
+    # so the refused script changed nothing.
+    (
+        OutOfMemoryError,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"{_STORE} is out of memory (maxmemory reached) and refused the write, which changed nothing; "
+        "remove jobs (clean, drain or obliterate queues) or raise maxmemory, then retry",
+    ),
+    (BusyLoadingError, _UNAVAILABLE, _LOADING),
+    (
+        ReadOnlyError,
+        _UNAVAILABLE,
+        f"{_STORE} is a read-only replica (a failover may be in progress); retry shortly, "
+        "and if this persists point the server at the primary",
+    ),
+    (NoScriptError, _UNAVAILABLE, f"{_STORE} lost its scripts (a restart or failover); retry shortly"),
+    (TryAgainError, _UNAVAILABLE, f"{_STORE} cluster is moving keys between nodes; retry shortly"),
+    (MasterDownError, _UNAVAILABLE, f"{_STORE} replica has lost its primary; retry shortly"),
+    (ClusterDownError, _UNAVAILABLE, f"{_STORE} cluster is down; retry shortly"),
+    (
+        RedisTimeoutError,
+        _UNAVAILABLE,
+        f"{_STORE} did not answer in time (QM_REDIS_TIMEOUT_MS); it is overloaded or stalled; retry shortly",
+    ),
+    (
+        AuthenticationError,
+        _UNAVAILABLE,
+        f"{_STORE} refused the server's credentials; an operator must fix REDIS_URL / REDIS_PASSWORD",
+    ),
+    (RedisConnectionError, _UNAVAILABLE, f"{_STORE} is unreachable; retry shortly"),
+]
+# Error codes that redis-py has no class for, so they stay at the start of a ResponseError's message.
+_REDIS_CODES: dict[str, tuple[grpc.StatusCode, str]] = {
+    "BUSY": (_UNAVAILABLE, f"{_STORE} is busy running a long script; retry shortly"),
+    "MISCONF": (
+        _UNAVAILABLE,
+        f"{_STORE} refuses writes because it cannot save to disk (see its log); retry once that is fixed",
+    ),
+    "NOREPLICAS": (_UNAVAILABLE, f"{_STORE} has too few replicas in sync to accept writes; retry shortly"),
+    "LOADING": (_UNAVAILABLE, _LOADING),
+}
+# The code is the message's first word or, inside a pipeline, the first word of the original message that
+# redis-py quotes after "Command # N (<command>) of pipeline caused error: ".
+_CODE = re.compile(r"(?:Command # \d+ .*? of pipeline caused error: \(['\"])?([A-Z]+)\b", re.DOTALL)
+
+
+def _redis_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    for kind, code, message in _REDIS:
+        if isinstance(exc, kind):
+            return code, message
+    if isinstance(exc, ResponseError) and (m := _CODE.match(str(exc))):
+        return _REDIS_CODES.get(m.group(1))
+    return None
+
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and message a client sees for an exception (never a stack trace)."""
     for kind, code in _STATUS:
         if isinstance(exc, kind):
             return code, str(exc)
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
-        return grpc.StatusCode.UNAVAILABLE, "the job store (Redis) is unreachable; retry shortly"
-    if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
-        return (
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "the job store (Redis) is out of memory; nothing was written",
+    if found := _redis_status(exc):
+        log.warning(
+            "job store condition",
+            extra={"status": found[0].name, "error": f"{type(exc).__name__}: {exc}"},
         )
+        return found
     ref = uuid.uuid4().hex[:12]
     log.error("unexpected error", exc_info=exc, extra={"error_ref": ref})
     return grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the server log"

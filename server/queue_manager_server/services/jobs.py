@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -12,12 +11,12 @@ from queue_manager.v1 import job_service_pb2 as pb
 from queue_manager.v1 import job_service_pb2_grpc as pb_grpc
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
-from queue_manager_server.engine.records import AddResult, NewJob
+from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.engine import ADD_CHUNK
+from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
 
-# Jobs per engine call when writing a bulk stream.
-BULK_FLUSH = 2000
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
 
@@ -25,6 +24,7 @@ MAX_STREAM_JOBS = 100_000
 class JobService(pb_grpc.JobServiceServicer):
     def __init__(self, engine: Engine, max_payload_bytes: int) -> None:
         self.engine = engine
+        self.bulk = BulkStreams(engine)
         self.max_payload = max_payload_bytes
 
     @unary
@@ -59,25 +59,17 @@ class JobService(pb_grpc.JobServiceServicer):
                 batches[-1][1].extend(jobs)
             else:
                 batches.append((queue, jobs))
-        for queue, _ in batches:
-            await self.engine.get_queue(queue)
-        # Two writes in flight, so the next chunk's arguments are packed while Redis runs the previous one;
-        # FIFO positions are reserved first, so the order in which chunks execute does not matter.
-        chunks: list[tuple[str, list[NewJob], int]] = []
-        for queue, jobs in batches:
-            base = await self.engine.reserve_seq(queue, len(jobs))
-            chunks += [(queue, jobs[i : i + BULK_FLUSH], base + i) for i in range(0, len(jobs), BULK_FLUSH)]
-        in_flight = asyncio.Semaphore(2)
-
-        async def write(queue: str, chunk: list[NewJob], seq_base: int) -> AddResult:
-            async with in_flight:
-                return await self.engine.add_jobs(queue, chunk, seq_base=seq_base)
-
-        results = await asyncio.gather(*(write(*c) for c in chunks))
         response = pb.AddJobsResponse()
-        for result in results:
+        if len(batches) == 1 and len(batches[0][1]) <= ADD_CHUNK:
+            # One script call adds it: atomic as it is.
+            result = await self.engine.add_jobs(*batches[0])
             response.job_ids.extend(result.ids)
-            response.created_count += sum(result.created)
+            response.created_count = sum(result.created)
+        elif batches:
+            # Larger streams are staged, then committed whole (engine/bulk.py).
+            written = await self.bulk.write(batches)
+            response.job_ids.extend(written.ids)
+            response.created_count = written.created
         return response
 
     @unary

@@ -73,7 +73,7 @@ class ReportHandler:
     ) -> list[pb.ReportItemResult]:
         args, accepted, unstorable = [], [], []
         for c in items:
-            s.leases.pop((queue, c.job_id), None)
+            s.forget(queue, c.job_id, c.lease_token)
             try:
                 body, ct = convert.payload_in(c.result, "result", self.max_payload)
             except InvalidArgument as exc:
@@ -95,7 +95,7 @@ class ReportHandler:
         self, s: WorkerSession, queue: str, items: list[pb.JobFailure]
     ) -> list[pb.ReportItemResult]:
         for f in items:
-            s.leases.pop((queue, f.job_id), None)
+            s.forget(queue, f.job_id, f.lease_token)
         outcomes = await self.engine.fail(
             queue,
             [
@@ -129,7 +129,7 @@ class ReportHandler:
         for e, (code, expiry) in zip(items, verdicts, strict=True):
             if code:
                 results.append(_rejection(queue, e.job_id, e.lease_token, code))
-                s.leases.pop((queue, e.job_id), None)
+                s.forget(queue, e.job_id, e.lease_token)
             else:
                 results.append(pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry)))
         return results
@@ -148,7 +148,7 @@ class ReportHandler:
         self, s: WorkerSession, queue: str, items: list[pb.LeaseRef], stalled: bool
     ) -> list[pb.ReportItemResult]:
         for x in items:
-            s.leases.pop((queue, x.job_id), None)
+            s.forget(queue, x.job_id, x.lease_token)
         codes = await self.engine.release(queue, [(x.job_id, x.lease_token) for x in items], stalled=stalled)
         return [
             _rejection(queue, x.job_id, x.lease_token, c) for x, c in zip(items, codes, strict=True) if c < 0

@@ -9,7 +9,8 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    the server never sends more than granted. Workers return a credit with each finished job.
 3. Jobs arrive as ``delivery`` messages, each holding every job claimed for that worker at that moment
    (one Lua call claims many). Each job carries a lease token and its expiry, and ``redelivery`` when an
-   earlier start of the same attempt was lost.
+   earlier start of the same attempt was lost. Jobs claimed together share one token, so a job is named
+   by its queue and id everywhere (reports, the session's held leases, the worker's running jobs).
 4. Completions, failures (with ``do_not_retry``), progress, lease extensions, releases of unstarted
    jobs and abandoned (started, unfinished) jobs travel in ``report`` messages, batched. Each presents
    the job's lease token; a stale token changes nothing. The server answers with ``ack``: one result per

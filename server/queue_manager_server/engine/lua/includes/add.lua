@@ -1,0 +1,67 @@
+-- add.lua: inserting one job, shared by add_jobs.lua (jobs in ARGV) and publish_staged.lua (jobs held
+-- in a staged bulk stream). Needs common.lua (PRI_SHIFT) included first.
+--
+-- A job travels as 3 strings: header, data, metadata (encoded JobMetadata or ""). The header is 15 fields
+-- (16 for staged jobs: the job's FIFO seq last), each followed by a NUL byte: id, name, content type,
+-- priority (0 = queue default), delay ms (-1 = none), run-at ms (-1 = none), attempts (0 = default),
+-- backoff type (0 = default, 1 fixed, 2 exponential), backoff delay ms, backoff jitter, backoff max ms,
+-- keep-completed policy, keep-failed policy, timeout ms, max stalled (0 = default).
+
+-- The queue's default job options, read once per script call (fields of the meta hash).
+local function add_defaults(meta)
+  return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
+    'd_md')
+end
+
+-- The fields of a NUL-terminated header.
+local function split_header(s)
+  local h = {}
+  for v in string.gmatch(s, '([^%z]*)%z') do h[#h + 1] = v end
+  return h
+end
+
+-- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists.
+-- d: add_defaults(meta). Returns 0 (the id existed; nothing written), 1 (added waiting) or 2 (added
+-- delayed), and the run-at of a delayed job.
+local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, md)
+  local id = h[1]
+  local jkey = prefix .. id
+  if redis.call('EXISTS', jkey) == 1 then return 0, -1 end
+  local pri = tonumber(h[4]); if pri == 0 then pri = tonumber(d[1]) or 3 end
+  local att = tonumber(h[7]); if att == 0 then att = tonumber(d[2]) or 1 end
+  local bt, bd, bj, bm = h[8], h[9], h[10], h[11]
+  if bt == '0' then bt, bd, bj, bm = d[3] or '0', d[4] or '0', d[5] or '0', d[6] or '0' end
+  local to = h[14]; if to == '0' then to = d[7] or '0' end
+  local kc = h[12]; if kc == '' then kc = d[8] or '' end
+  local kf = h[13]; if kf == '' then kf = d[9] or '' end
+  local run = -1
+  if tonumber(h[5]) >= 0 then run = now + tonumber(h[5]) end
+  if tonumber(h[6]) >= 0 then run = tonumber(h[6]) end
+  local st = 'waiting'
+  if run > now then st = 'delayed' end
+  redis.call('HSET', jkey, 'name', h[2], 'data', data, 'ct', h[3], 'pri', pri, 'seq', seq,
+    'att', att, 'ts', now, 'st', st)
+  -- Optional fields are written only when set; readers treat a missing field as 0 / empty.
+  if bt ~= '0' then redis.call('HSET', jkey, 'bt', bt, 'bd', bd, 'bj', bj, 'bm', bm) end
+  if kc ~= '' then redis.call('HSET', jkey, 'kc', kc) end
+  if kf ~= '' then redis.call('HSET', jkey, 'kf', kf) end
+  if to ~= '0' then redis.call('HSET', jkey, 'to', to) end
+  if h[15] ~= '0' then redis.call('HSET', jkey, 'ms', h[15]) end
+  if md == '' then md = d[10] or '' end
+  if md ~= '' then redis.call('HSET', jkey, 'md', md) end
+  if st == 'delayed' then
+    redis.call('HSET', jkey, 'run', run)
+    redis.call('ZADD', delayed, run, id)
+    return 2, run
+  end
+  redis.call('ZADD', waiting, pri * PRI_SHIFT + seq, id)
+  return 1, -1
+end
+
+-- Wakes every server: idle workers get waiting jobs at once; delays arm promotion timers.
+local function publish_added(channel, queue, added_waiting, earliest)
+  if added_waiting > 0 then redis.call('PUBLISH', channel, 'w ' .. queue) end
+  if earliest >= 0 then
+    redis.call('PUBLISH', channel, 'd ' .. queue .. ' ' .. string.format('%d', earliest))
+  end
+end

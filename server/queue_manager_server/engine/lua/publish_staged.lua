@@ -1,0 +1,42 @@
+-- publish_staged.lua: adds up to N jobs of a committed bulk stream from its staged list, in stream order;
+-- idempotent on job id like add_jobs.lua. Any number of callers may repeat it: each call consumes what it
+-- added from the head of the list, atomically.
+-- @include common
+-- @include add
+--
+-- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] delayed (zset)
+-- KEYS[4] the stream's staged jobs in this queue (list)  KEYS[5] bulk (hash)
+-- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name  ARGV[4] stream id
+-- ARGV[5] most jobs to add N
+-- Returns: {jobs created (ids that existed are not), done (1: nothing left, the stream's entry is
+--   removed)}, or {-1} when the queue no longer exists (its staged jobs are dropped).
+local meta, waiting, delayed, staged, bulk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, channel, queue, sid, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+
+if redis.call('EXISTS', meta) == 0 then
+  redis.call('UNLINK', staged)
+  redis.call('HDEL', bulk, sid)
+  return {-1}
+end
+local items = redis.call('LRANGE', staged, 0, n * 3 - 1)
+local d = add_defaults(meta)
+local now = now_ms()
+local created, added_waiting, earliest = 0, 0, -1
+for i = 1, #items - 2, 3 do
+  local h = split_header(items[i])
+  local code, run = insert_job(meta, waiting, delayed, prefix, d, now, tonumber(h[16]), h, items[i + 1],
+    items[i + 2])
+  if code == 1 then
+    added_waiting = added_waiting + 1
+  elseif code == 2 and (earliest < 0 or run < earliest) then
+    earliest = run
+  end
+  if code > 0 then created = created + 1 end
+end
+redis.call('LTRIM', staged, #items, -1)
+publish_added(channel, queue, added_waiting, earliest)
+if redis.call('EXISTS', staged) == 0 then
+  redis.call('HDEL', bulk, sid)
+  return {created, 1}
+end
+return {created, 0}
