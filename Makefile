@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint test bench soak ci clean
+.PHONY: run install dev proto proto-check lint api-baseline test bench soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
+	$(BIN)/buf breaking --against proto/api-baseline.binpb
+
+# Refresh the wire-compatibility baseline: only on a deliberate API release (a breaking change on purpose).
+api-baseline: $(VENV)/.dev-installed
+	$(BIN)/buf build -o proto/api-baseline.binpb
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests

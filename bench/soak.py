@@ -29,8 +29,8 @@ import grpc
 
 from bench.stack import Child, _child_env, free_port, stop_all
 from queue_manager import QueueManager
-from queue_manager.v1 import job_service_pb2 as js
-from queue_manager.v1 import job_service_pb2_grpc as js_grpc
+from queue_manager.v1 import jobs_pb2 as js
+from queue_manager.v1 import queue_service_pb2_grpc as js_grpc
 from queue_manager.v1 import types_pb2 as types
 
 QUEUE = "soak"
@@ -66,7 +66,7 @@ async def wait_serving(address: str, limit: float = 30) -> None:
 
 async def finished_ids(address: str, state: int) -> list[str]:
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = js_grpc.JobServiceStub(channel)
+        stub = js_grpc.QueueServiceStub(channel)
         ids: list[str] = []
         token = ""
         while True:

@@ -23,7 +23,8 @@ from queue_manager import (
     QueueManagerError,
     UnavailableError,
 )
-from queue_manager.cli import _health_request, _health_status, _plain
+from queue_manager.cli import _health_request, _health_status
+from queue_manager.cli import plain as _plain
 from queue_manager.convert import (
     decode_payload,
     encode_payload,
@@ -327,7 +328,7 @@ def test_error_mapping() -> None:
 
 def test_health_wire_helpers() -> None:
     assert _health_request("") == b""
-    assert _health_request("queue_manager.v1.JobService")[:2] == b"\x0a\x1b"
+    assert _health_request("queue_manager.v1.QueueService")[:2] == b"\x0a\x1d"
     assert _health_status(b"\x08\x01") == 1
     assert _health_status(b"") == 0
 

@@ -18,9 +18,9 @@ from typing import IO
 import grpc
 import pytest
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager_server.datadir import LOCK_NAME, DataDirLock, DataDirLocked, pid_alive, read_holder
 from tests.procs import Procs, wait_serving
@@ -29,7 +29,7 @@ from tests.procs import Procs, wait_serving
 async def add_jobs(address: str, n: int) -> list[str]:
     async with grpc.aio.insecure_channel(address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
-        stub = jrpc.JobServiceStub(ch)
+        stub = jrpc.QueueServiceStub(ch)
         return [
             (await stub.AddJob(jpb.AddJobRequest(queue_name="q", job=jpb.NewJob(name=f"j{i}")))).job.id
             for i in range(n)
@@ -39,7 +39,7 @@ async def add_jobs(address: str, n: int) -> list[str]:
 async def stored(address: str, ids: list[str]) -> list[str]:
     """The ids GetJob finds, in order."""
     async with grpc.aio.insecure_channel(address) as ch:
-        stub = jrpc.JobServiceStub(ch)
+        stub = jrpc.QueueServiceStub(ch)
         return [
             (await stub.GetJob(jpb.GetJobRequest(queue_name="q", job_id=i), timeout=10)).job.id for i in ids
         ]

@@ -19,9 +19,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2
 from queue_manager_server.app import App
@@ -44,7 +44,7 @@ PAYLOAD = types_pb2.Payload(raw=b"x" * 4096)
 async def produce(address: str, acked: list[str], stop: asyncio.Event, n: int) -> None:
     """Adds jobs one by one until stopped or the server fails; records each acknowledged id."""
     async with grpc.aio.insecure_channel(address) as ch:
-        stub = jrpc.JobServiceStub(ch)
+        stub = jrpc.QueueServiceStub(ch)
         i = 0
         while not stop.is_set():
             try:
@@ -96,7 +96,7 @@ async def missing_jobs(address: str, ids: list[str]) -> list[str]:
     """The ids GetJob answers NOT_FOUND for (200 lookups in flight at a time)."""
     missing: list[str] = []
     async with grpc.aio.insecure_channel(address) as ch:
-        stub = jrpc.JobServiceStub(ch)
+        stub = jrpc.QueueServiceStub(ch)
 
         async def get(job_id: str) -> None:
             try:

@@ -79,15 +79,15 @@ async def test_stale_token_is_rejected_and_changes_nothing(engine: Engine) -> No
     await register(engine)
     await engine.add_jobs("q", [job("a")])
     (j,) = (await engine.claim("q", 1, "good", "w", 30_000)).jobs
-    assert await engine.complete("q", [(j.id, "bad", b"1", "application/json")]) == [-3]
+    assert (await engine.complete("q", [(j.id, "bad", b"1", "application/json")]))[0] == [-3]
     assert await engine.fail("q", [(j.id, "bad", "x", "", False)]) == [(-3, -1)]
     assert await engine.extend("q", [(j.id, "bad")], 1000) == [(-3, -1)]
     rec = await engine.get_job("q", j.id)
     assert rec.text("st") == "active" and rec.raw("res") is None
-    assert await engine.complete("q", [(j.id, "good", b"1", "application/json")]) == [0]
+    assert (await engine.complete("q", [(j.id, "good", b"1", "application/json")]))[0] == [0]
     assert (await engine.get_job("q", j.id)).text("st") == "completed"
     # A second completion of a finished job is rejected too.
-    assert await engine.complete("q", [(j.id, "good", b"2", "application/json")]) == [-3]
+    assert (await engine.complete("q", [(j.id, "good", b"2", "application/json")]))[0] == [-3]
 
 
 async def test_retries_with_exponential_backoff_then_dead_letter(engine: Engine) -> None:
@@ -189,10 +189,10 @@ async def test_reaper_recovers_expired_leases_and_rejects_late_completion(engine
     assert (await engine.metrics("q")).stalled == 1
     back, lost, _ = await engine.reap("q")
     assert (back, lost) == (1, 0)
-    assert await engine.complete("q", [(j.id, "t", b"1", "application/json")]) == [-3]
+    assert (await engine.complete("q", [(j.id, "t", b"1", "application/json")]))[0] == [-3]
     (again,) = (await engine.claim("q", 1, "t2", "w", 30_000)).jobs
     assert again.redelivery
-    assert await engine.complete("q", [(j.id, "t2", b"1", "application/json")]) == [0]
+    assert (await engine.complete("q", [(j.id, "t2", b"1", "application/json")]))[0] == [0]
     assert (await engine.metrics("q")).completed == 1
 
 

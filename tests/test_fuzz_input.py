@@ -10,9 +10,9 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from tests.conftest import RunningServer
@@ -107,11 +107,11 @@ def payload(rng: random.Random) -> t.Payload:
 
 
 @pytest.fixture
-async def stubs(server: RunningServer) -> AsyncIterator[tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]]:
+async def stubs(server: RunningServer) -> AsyncIterator[tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]]:
     async with grpc.aio.insecure_channel(server.address) as ch:
         q = qrpc.QueueServiceStub(ch)
         await q.RegisterQueue(qpb.RegisterQueueRequest(name="queue"))
-        yield q, jrpc.JobServiceStub(ch)
+        yield q, jrpc.QueueServiceStub(ch)
 
 
 async def call(rpc: object, request: object) -> grpc.StatusCode:
@@ -124,7 +124,7 @@ async def call(rpc: object, request: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-async def test_random_add_job_requests(stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]) -> None:
+async def test_random_add_job_requests(stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]) -> None:
     queues, jobs = stubs
     rng = random.Random(20261127)
     created = 0
@@ -145,7 +145,7 @@ async def test_random_add_job_requests(stubs: tuple[qrpc.QueueServiceStub, jrpc.
     assert created > 10  # the generator also produces valid requests
 
 
-async def test_random_admin_requests(stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]) -> None:
+async def test_random_admin_requests(stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]) -> None:
     queues, jobs = stubs
     rng = random.Random(7)
     for _ in range(200):

@@ -32,14 +32,15 @@ def _require_grpcurl() -> None:
 async def test_list_and_describe(server: RunningServer) -> None:
     services = (await grpcurl(server.address, "list")).split()
     for name in (
-        "queue_manager.v1.JobService",
         "queue_manager.v1.QueueService",
         "queue_manager.v1.WorkerService",
         "grpc.health.v1.Health",
     ):
         assert name in services
-    described = await grpcurl(server.address, "describe", "queue_manager.v1.JobService")
-    assert "rpc AddJobs ( stream .queue_manager.v1.AddJobsRequest )" in described
+    assert "queue_manager.v1.JobService" not in services
+    described = await grpcurl(server.address, "describe", "queue_manager.v1.QueueService")
+    assert "rpc AddBulk ( stream .queue_manager.v1.AddBulkRequest )" in described
+    assert "rpc ExecuteWorkflow ( .queue_manager.v1.ExecuteWorkflowRequest )" in described
     assert "message JobOptions" in await grpcurl(server.address, "describe", "queue_manager.v1.JobOptions")
 
 
@@ -54,7 +55,7 @@ async def test_add_json_job_and_read_it_back(server: RunningServer) -> None:
         },
     }
     added = json.loads(
-        await grpcurl("-d", json.dumps(body), server.address, "queue_manager.v1.JobService/AddJob")
+        await grpcurl("-d", json.dumps(body), server.address, "queue_manager.v1.QueueService/AddJob")
     )
     job_id = added["job"]["id"]
     assert added["job"]["state"] == "JOB_STATE_DELAYED"
@@ -63,7 +64,7 @@ async def test_add_json_job_and_read_it_back(server: RunningServer) -> None:
             "-d",
             json.dumps({"queue_name": "emails", "job_id": job_id}),
             server.address,
-            "queue_manager.v1.JobService/GetJob",
+            "queue_manager.v1.QueueService/GetJob",
         )
     )
     assert got["job"]["data"]["json"] == {"to": "a@b.c", "n": 3}

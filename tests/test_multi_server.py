@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager.v1 import worker_service_pb2 as pb
@@ -26,9 +26,9 @@ async def setup_queue(address: str, n: int = 0, **opts: object) -> list[str]:
     async with grpc.aio.insecure_channel(address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
 
-        async def stream() -> AsyncIterator[jpb.AddJobsRequest]:
+        async def stream() -> AsyncIterator[jpb.AddBulkRequest]:
             for start in range(0, n, 250):
-                yield jpb.AddJobsRequest(
+                yield jpb.AddBulkRequest(
                     queue_name="q",
                     jobs=[
                         jpb.NewJob(name=f"j{i}", options=t.JobOptions(**opts))  # type: ignore[arg-type]
@@ -36,7 +36,7 @@ async def setup_queue(address: str, n: int = 0, **opts: object) -> list[str]:
                     ],
                 )
 
-        return list((await jrpc.JobServiceStub(ch).AddJobs(stream())).job_ids) if n else []
+        return list((await jrpc.QueueServiceStub(ch).AddBulk(stream())).job_ids) if n else []
 
 
 async def consume(
@@ -117,7 +117,7 @@ async def test_clock_skew_of_30s_between_servers(
     await w.connect(credits=1)
     added = time.perf_counter()
     async with grpc.aio.insecure_channel(a.address) as ch:
-        r = await jrpc.JobServiceStub(ch).AddJob(
+        r = await jrpc.QueueServiceStub(ch).AddJob(
             jpb.AddJobRequest(
                 queue_name="q",
                 job=jpb.NewJob(name="d", options=t.JobOptions(delay=Duration(nanos=500_000_000))),

@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.app import App, StartupError
@@ -24,7 +24,7 @@ from tests.rawworker import RawWorker, eventually
 async def add_jobs(address: str, n: int) -> list[str]:
     async with grpc.aio.insecure_channel(address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
-        stub = jrpc.JobServiceStub(ch)
+        stub = jrpc.QueueServiceStub(ch)
         return [
             (await stub.AddJob(jpb.AddJobRequest(queue_name="q", job=jpb.NewJob(name=f"j{i}")))).job.id
             for i in range(n)

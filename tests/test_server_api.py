@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager_server.app import StartupError
@@ -37,8 +37,8 @@ async def queues(channel: grpc.aio.Channel) -> qrpc.QueueServiceStub:
 
 
 @pytest.fixture
-def jobs(channel: grpc.aio.Channel) -> jrpc.JobServiceStub:
-    return jrpc.JobServiceStub(channel)
+def jobs(channel: grpc.aio.Channel) -> jrpc.QueueServiceStub:
+    return jrpc.QueueServiceStub(channel)
 
 
 def json_payload(**kw: object) -> t.Payload:
@@ -58,7 +58,7 @@ async def expect(code: Code, call: object, *words: str) -> str:
     return details
 
 
-async def test_add_and_get_json_job(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_add_and_get_json_job(queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub) -> None:
     added = await jobs.AddJob(
         jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="send", data=json_payload(to="a@b.c")))
     )
@@ -68,7 +68,9 @@ async def test_add_and_get_json_job(queues: qrpc.QueueServiceStub, jobs: jrpc.Jo
     assert got.job.priority == t.JOB_PRIORITY_NORMAL
 
 
-async def test_raw_bytes_payload_round_trip(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_raw_bytes_payload_round_trip(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
     blob = bytes(range(256))
     added = await jobs.AddJob(
         jpb.AddJobRequest(
@@ -131,7 +133,7 @@ async def test_raw_bytes_payload_round_trip(queues: qrpc.QueueServiceStub, jobs:
     ],
 )
 async def test_bad_job_fields_are_invalid_argument_and_write_nothing(
-    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, job: jpb.NewJob, field: str
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub, job: jpb.NewJob, field: str
 ) -> None:
     await expect(Code.INVALID_ARGUMENT, jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=job)), field)
     m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
@@ -145,14 +147,16 @@ async def test_payload_limit(server_factory: ServerFactory) -> None:
         big = jpb.NewJob(name="a", data=t.Payload(raw=b"x" * 1001))
         await expect(
             Code.INVALID_ARGUMENT,
-            jrpc.JobServiceStub(ch).AddJob(jpb.AddJobRequest(queue_name="q", job=big)),
+            jrpc.QueueServiceStub(ch).AddJob(jpb.AddJobRequest(queue_name="q", job=big)),
             "job.data",
             "1001 bytes",
             "QM_MAX_PAYLOAD_BYTES",
         )
 
 
-async def test_missing_things_are_not_found(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_missing_things_are_not_found(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
     await expect(
         Code.NOT_FOUND,
         jobs.AddJob(jpb.AddJobRequest(queue_name="nope", job=jpb.NewJob(name="a"))),
@@ -194,7 +198,7 @@ async def test_bad_queue_config(queues: qrpc.QueueServiceStub) -> None:
     assert [q.name for q in listed.queues] == ["dead-letter-queue", "emails"]
 
 
-async def test_list_and_clean_bad_input(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_list_and_clean_bad_input(queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub) -> None:
     await expect(Code.INVALID_ARGUMENT, jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails")), "state")
     await expect(
         Code.INVALID_ARGUMENT,
@@ -215,7 +219,7 @@ async def test_list_and_clean_bad_input(queues: qrpc.QueueServiceStub, jobs: jrp
     )
 
 
-async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub) -> None:
     for i in range(5):
         await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name=f"j{i}")))
     seen, token = [], ""
@@ -232,11 +236,11 @@ async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceSt
 
 
 async def test_bulk_stream_ids_in_order_and_all_or_nothing(
-    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
 ) -> None:
-    async def good() -> AsyncIterator[jpb.AddJobsRequest]:
+    async def good() -> AsyncIterator[jpb.AddBulkRequest]:
         for chunk in range(3):
-            yield jpb.AddJobsRequest(
+            yield jpb.AddBulkRequest(
                 queue_name="emails",
                 jobs=[
                     jpb.NewJob(name=f"n{chunk}-{i}", options=t.JobOptions(job_id=f"id-{chunk}-{i}"))
@@ -244,28 +248,28 @@ async def test_bulk_stream_ids_in_order_and_all_or_nothing(
                 ],
             )
 
-    r = await jobs.AddJobs(good())
+    r = await jobs.AddBulk(good())
     assert list(r.job_ids) == [f"id-{c}-{i}" for c in range(3) for i in range(100)]
     assert r.created_count == 300
 
-    async def bad() -> AsyncIterator[jpb.AddJobsRequest]:
-        yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="fine")] * 10)
-        yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="")])
+    async def bad() -> AsyncIterator[jpb.AddBulkRequest]:
+        yield jpb.AddBulkRequest(queue_name="emails", jobs=[jpb.NewJob(name="fine")] * 10)
+        yield jpb.AddBulkRequest(queue_name="emails", jobs=[jpb.NewJob(name="")])
 
-    await expect(Code.INVALID_ARGUMENT, jobs.AddJobs(bad()), "jobs[10].name")
+    await expect(Code.INVALID_ARGUMENT, jobs.AddBulk(bad()), "jobs[10].name")
 
-    async def unknown_queue() -> AsyncIterator[jpb.AddJobsRequest]:
-        yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="fine")])
-        yield jpb.AddJobsRequest(queue_name="nope", jobs=[jpb.NewJob(name="fine")])
+    async def unknown_queue() -> AsyncIterator[jpb.AddBulkRequest]:
+        yield jpb.AddBulkRequest(queue_name="emails", jobs=[jpb.NewJob(name="fine")])
+        yield jpb.AddBulkRequest(queue_name="nope", jobs=[jpb.NewJob(name="fine")])
 
-    await expect(Code.NOT_FOUND, jobs.AddJobs(unknown_queue()), "'nope'")
+    await expect(Code.NOT_FOUND, jobs.AddBulk(unknown_queue()), "'nope'")
     m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
     assert m.metrics.waiting == 300
 
 
 async def test_health_reflects_redis(server: RunningServer, channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    r = await stub.Check(health_pb2.HealthCheckRequest(service="queue_manager.v1.JobService"))
+    r = await stub.Check(health_pb2.HealthCheckRequest(service="queue_manager.v1.QueueService"))
     assert r.status == health_pb2.HealthCheckResponse.SERVING
     monitor = next(c for c in server.app.components if c.name == "health")
     await monitor.set(False)  # type: ignore[attr-defined]
@@ -298,7 +302,7 @@ async def test_redis_down_is_unavailable_then_recovers(server_factory: ServerFac
 
 
 async def test_delayed_job_is_promoted_on_time_without_workers(
-    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
 ) -> None:
     import time
 
@@ -323,23 +327,23 @@ async def test_delayed_job_is_promoted_on_time_without_workers(
 
 
 async def test_bulk_stream_over_the_limit_is_rejected_whole(
-    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, monkeypatch: pytest.MonkeyPatch
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from queue_manager_server.services import jobs as jobs_module
 
     monkeypatch.setattr(jobs_module, "MAX_STREAM_JOBS", 50)
 
-    async def big() -> AsyncIterator[jpb.AddJobsRequest]:
+    async def big() -> AsyncIterator[jpb.AddBulkRequest]:
         for _ in range(3):
-            yield jpb.AddJobsRequest(queue_name="emails", jobs=[jpb.NewJob(name="x")] * 20)
+            yield jpb.AddBulkRequest(queue_name="emails", jobs=[jpb.NewJob(name="x")] * 20)
 
-    await expect(Code.INVALID_ARGUMENT, jobs.AddJobs(big()), "at most 50 jobs", "several streams")
+    await expect(Code.INVALID_ARGUMENT, jobs.AddBulk(big()), "at most 50 jobs", "several streams")
     m = await queues.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="emails"))
     assert m.metrics.waiting == 0
 
 
 async def test_dead_letter_copy_of_a_longest_id_job_is_readable(
-    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, engine: Engine
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub, engine: Engine
 ) -> None:
     long_id = "x" * 200
     await jobs.AddJob(
@@ -352,7 +356,7 @@ async def test_dead_letter_copy_of_a_longest_id_job_is_readable(
     assert got.job.data.json.struct_value["failure_reason"] == "boom"
 
 
-async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub) -> None:
+async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub) -> None:
     nan = struct_pb2.Value(number_value=float("nan"))
     await expect(
         Code.INVALID_ARGUMENT,
@@ -377,15 +381,15 @@ async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.JobS
 
 
 async def test_bulk_stream_keeps_fifo_order_across_chunks(
-    queues: qrpc.QueueServiceStub, jobs: jrpc.JobServiceStub, engine: Engine
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub, engine: Engine
 ) -> None:
-    async def stream() -> AsyncIterator[jpb.AddJobsRequest]:
+    async def stream() -> AsyncIterator[jpb.AddBulkRequest]:
         for start in range(0, 7_000, 500):
-            yield jpb.AddJobsRequest(
+            yield jpb.AddBulkRequest(
                 queue_name="emails", jobs=[jpb.NewJob(name=str(i)) for i in range(start, start + 500)]
             )
 
-    r = await jobs.AddJobs(stream())
+    r = await jobs.AddBulk(stream())
     assert len(r.job_ids) == 7_000
     names: list[str] = []
     while batch := (await engine.claim("emails", 1000, "t", "w", 60_000)).jobs:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from queue_manager.v1 import job_service_pb2 as jpb
-from queue_manager.v1 import job_service_pb2_grpc as jrpc
+from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager.v1 import worker_service_pb2 as pb
@@ -21,14 +21,14 @@ from tests.rawworker import RawWorker, eventually, lease
 
 
 @pytest.fixture
-async def stubs(server: RunningServer) -> AsyncIterator[tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]]:
+async def stubs(server: RunningServer) -> AsyncIterator[tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]]:
     async with grpc.aio.insecure_channel(server.address) as ch:
         q = qrpc.QueueServiceStub(ch)
         await q.RegisterQueue(qpb.RegisterQueueRequest(name="q"))
-        yield q, jrpc.JobServiceStub(ch)
+        yield q, jrpc.QueueServiceStub(ch)
 
 
-async def add(jobs: jrpc.JobServiceStub, n: int, **opts: object) -> list[str]:
+async def add(jobs: jrpc.QueueServiceStub, n: int, **opts: object) -> list[str]:
     ids = []
     for i in range(n):
         r = await jobs.AddJob(
@@ -61,7 +61,7 @@ async def test_unknown_queue_in_hello_is_not_found(server: RunningServer) -> Non
 
 
 async def test_never_more_jobs_than_credits(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     _, jobs = stubs
     await add(jobs, 10)
@@ -88,7 +88,7 @@ async def test_never_more_jobs_than_credits(
 
 
 async def test_idle_worker_gets_new_job_pushed(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     _, jobs = stubs
     w = RawWorker(server.address, ["q"])
@@ -102,7 +102,7 @@ async def test_idle_worker_gets_new_job_pushed(
 
 
 async def test_job_added_on_another_server_reaches_worker(
-    server_factory: ServerFactory, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server_factory: ServerFactory, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     other = await server_factory()
     w = RawWorker(other.address, ["q"])
@@ -115,7 +115,7 @@ async def test_job_added_on_another_server_reaches_worker(
 
 
 async def test_delayed_job_starts_on_time(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     from google.protobuf.duration_pb2 import Duration
 
@@ -131,7 +131,7 @@ async def test_delayed_job_starts_on_time(
 
 
 async def test_stale_token_completion_is_failed_precondition(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     _, jobs = stubs
     await add(jobs, 1)
@@ -150,7 +150,7 @@ async def test_stale_token_completion_is_failed_precondition(
 
 
 async def test_stream_end_returns_held_jobs_at_once(
-    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     _, jobs = stubs
     ids = await add(jobs, 3)
@@ -172,7 +172,7 @@ async def test_stream_end_returns_held_jobs_at_once(
 
 
 async def test_failure_with_do_not_retry_and_progress(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     from google.protobuf import struct_pb2
 
@@ -217,7 +217,7 @@ async def test_graceful_shutdown_drains_workers(server_factory: ServerFactory, e
     srv = await server_factory(shutdown_grace_ms=5_000)
     async with grpc.aio.insecure_channel(srv.address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
-        jobs = jrpc.JobServiceStub(ch)
+        jobs = jrpc.QueueServiceStub(ch)
         await add(jobs, 2)
     w = RawWorker(srv.address, ["q"])
     await w.connect(credits=2)
@@ -247,7 +247,7 @@ async def test_shutdown_releases_jobs_still_held_after_grace(
     srv = await server_factory(shutdown_grace_ms=300)
     async with grpc.aio.insecure_channel(srv.address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
-        (job_id,) = await add(jrpc.JobServiceStub(ch), 1)
+        (job_id,) = await add(jrpc.QueueServiceStub(ch), 1)
     w = RawWorker(srv.address, ["q"])
     await w.connect(credits=1)
     await w.jobs(1)
@@ -258,7 +258,7 @@ async def test_shutdown_releases_jobs_still_held_after_grace(
 
 
 async def test_abandoned_job_counts_a_stall_and_is_redelivered(
-    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     _, jobs = stubs
     (job_id,) = await add(jobs, 1)
@@ -279,7 +279,7 @@ async def test_rate_limit_spaces_deliveries(server: RunningServer) -> None:
         await qrpc.QueueServiceStub(ch).RegisterQueue(
             qpb.RegisterQueueRequest(name="limited", config=t.QueueConfig(rate_limit=limit))
         )
-        stub = jrpc.JobServiceStub(ch)
+        stub = jrpc.QueueServiceStub(ch)
         for i in range(10):
             await stub.AddJob(jpb.AddJobRequest(queue_name="limited", job=jpb.NewJob(name=f"r{i}")))
     w = RawWorker(server.address, ["limited"])
@@ -298,7 +298,7 @@ async def test_rate_limit_spaces_deliveries(server: RunningServer) -> None:
 
 
 async def test_scripts_reload_after_redis_forgets_them(
-    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, engine: Engine, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     """A Redis restart or failover empties the script cache (NOSCRIPT); every path reloads transparently."""
     _, jobs = stubs
@@ -321,7 +321,7 @@ async def test_scripts_reload_after_redis_forgets_them(
 
 
 async def test_last_progress_and_completion_in_one_report(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.JobServiceStub]
+    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
 ) -> None:
     from google.protobuf import struct_pb2
 

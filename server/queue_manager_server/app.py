@@ -23,8 +23,6 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
 from queue_manager.v1 import (
-    job_service_pb2,
-    job_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
     worker_service_pb2,
@@ -39,15 +37,14 @@ from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
 from queue_manager_server.services.dispatcher import Dispatcher
-from queue_manager_server.services.jobs import JobService
-from queue_manager_server.services.queues import QueueService
+from queue_manager_server.services.flows import Flows
+from queue_manager_server.services.queue_service import QueueService
 from queue_manager_server.services.workers import WorkerService
 
 log = logging.getLogger("queue_manager_server.app")
 
 SERVICE_NAMES = [
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
-    job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 ]
 # Policies that never evict keys; anything else can silently drop jobs.
@@ -71,6 +68,7 @@ class App:
         self.components: list[Component] = []
         self.notifier: Notifier | None = None
         self.workers: WorkerService | None = None
+        self.queue_service: QueueService | None = None
         self.dispatcher: Dispatcher | None = None
         self.health = health_aio.HealthServicer()
         self._stopped = asyncio.Event()
@@ -97,16 +95,16 @@ class App:
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
+        flows = Flows(engine, s.max_payload_bytes)
+        engine.flow_hook = flows.hand_off
 
         self.dispatcher = Dispatcher(engine, s.lease_ms)
         self.workers = WorkerService(
             engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
         )
         self.server = grpc.aio.server(options=self._grpc_options())
-        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(engine), self.server)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobService(engine, s.max_payload_bytes), self.server
-        )
+        self.queue_service = QueueService(engine, s.max_payload_bytes)  # type: ignore[abstract]
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -130,7 +128,7 @@ class App:
         self.components = [
             Reaper(engine, s.reaper_interval_ms / 1000),
             promoter,
-            Janitor(engine, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
+            Janitor(engine, flows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,
         ]
         for c in self.components:
@@ -245,6 +243,8 @@ class App:
             await self.server.stop(grace=1.0)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.queue_service is not None:  # bulk streams past their commit finish publishing
+            await self.queue_service.bulk.wait_background()
         for c in self.components:
             await c.stop()
         if self.notifier is not None:

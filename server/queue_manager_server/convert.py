@@ -8,7 +8,7 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from queue_manager.v1 import job_service_pb2, types_pb2, worker_service_pb2
+from queue_manager.v1 import jobs_pb2, types_pb2, worker_service_pb2
 from queue_manager_server import validate
 from queue_manager_server.engine.engine import DEFAULT_DLQ
 from queue_manager_server.engine.records import (
@@ -27,6 +27,8 @@ DAY_MS = 24 * 3600 * 1000
 DEFAULT_COMPLETED_KEEP = (DAY_MS, 10_000)
 DEFAULT_FAILED_KEEP = (7 * DAY_MS, 100_000)
 DEFAULT_MAX_STALLED = 1
+# Links in one chain_to: enough for any pipeline; a longer process is a workflow.
+MAX_CHAIN_LINKS = 100
 
 STATE_NAMES: dict[int, str] = {
     types_pb2.JOB_STATE_WAITING: "waiting",
@@ -116,13 +118,32 @@ def _keep(k: types_pb2.KeepJobs, field: str) -> str:
 # ---- jobs in -----------------------------------------------------------------------------------
 
 
-def new_job(j: job_service_pb2.NewJob, field: str, payload_limit: int) -> NewJob:
+def new_job(j: jobs_pb2.NewJob, field: str, payload_limit: int) -> NewJob:
     name = validate.text(j.name, f"{field}.name")
     data, ct = payload_in(j.data, f"{field}.data", payload_limit)
     out = NewJob(id="", name=name, data=data, content_type=ct)
     if j.HasField("options"):
         apply_options(out, j.options, f"{field}.options")
+        if j.options.chain_to:
+            _chain_in(out, j.options, f"{field}.options.chain_to", payload_limit)
     return out
+
+
+def _chain_in(out: NewJob, o: types_pb2.JobOptions, field: str, payload_limit: int) -> None:
+    """Validates chain_to whole and keeps it on the job (services/flows.py adds each link in turn)."""
+    validate.count(len(o.chain_to), field, MAX_CHAIN_LINKS)
+    for i, link in enumerate(o.chain_to):
+        at = f"{field}[{i}]"
+        validate.queue_name(link.queue_name, f"{at}.queue_name")
+        if link.options.chain_to:
+            raise InvalidArgument(
+                f"{at}.options.chain_to", "a link has no chain of its own; list every link in the first job's"
+            )
+        new_job(jobs_pb2.NewJob(name=link.job_name, data=link.data, options=link.options), at, payload_limit)
+    chain = types_pb2.JobOptions(chain_to=o.chain_to).SerializeToString()
+    validate.payload_size(len(chain), payload_limit, field)
+    out.extra["flo"] = b"1"
+    out.extra["chn"] = chain
 
 
 def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
@@ -233,7 +254,20 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
         o.remove_on_fail.CopyFrom(kf)
     if md is not None:
         o.metadata.CopyFrom(md)
+    _flow_out(r, j)
     return j
+
+
+def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
+    """A flow job's parents, chain root, workflow step, children, chain failure and chain links to come."""
+    for name in ("par", "chd"):  # encoded Jobs holding only flow fields
+        raw = r.raw(name)
+        if raw:
+            j.MergeFromString(raw)
+    chain = r.raw("chn")
+    if chain:
+        j.options.MergeFromString(chain)
+    j.chain_failure = r.text("cfl")
 
 
 def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.LeasedJob:
@@ -254,6 +288,8 @@ def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.Leas
         job.metadata.MergeFromString(c.metadata)
     if c.timeout_ms:
         job.options.timeout.CopyFrom(ms_duration(c.timeout_ms))
+    if c.flow:
+        job.MergeFromString(c.flow)
     return worker_service_pb2.LeasedJob(
         job=job,
         lease_token=token,

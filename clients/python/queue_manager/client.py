@@ -32,11 +32,10 @@ from queue_manager.requests import (
     register_queue_request,
     split_streams,
 )
-from queue_manager.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
+from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
 from queue_manager.worker import Processor, Worker
 
 if TYPE_CHECKING:
-    from queue_manager.v1.job_service_pb2_grpc import JobServiceAsyncStub
     from queue_manager.v1.queue_service_pb2_grpc import QueueServiceAsyncStub
 
 __all__ = ["QueueManager"]
@@ -79,7 +78,6 @@ class QueueManager:
         self._channel_options = channel_options
         self._worker_labels = dict(worker_labels or {})
         self._channel: grpc.aio.Channel | None = None
-        self._jobs: JobServiceAsyncStub | None = None
         self._queues: QueueServiceAsyncStub | None = None
         self._processors: dict[str, Processor] = {}
         self._workers: list[Worker] = []
@@ -174,7 +172,7 @@ class QueueManager:
             await worker.shutdown(grace)
         if self._channel is not None:
             channel, self._channel = self._channel, None
-            self._jobs = self._queues = None
+            self._queues = None
             await channel.close()
 
     close = shutdown
@@ -197,7 +195,7 @@ class QueueManager:
             The job as stored (the existing one when ``job_id`` was taken).
         """
         request = add_job_request(queue_name, name, data, options)
-        response: job_service_pb2.AddJobResponse = await self._unary(self._job_stub().AddJob, request)
+        response: jobs_pb2.AddJobResponse = await self._unary(self._queue_stub().AddJob, request)
         return job_from_proto(response.job)
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
@@ -214,12 +212,12 @@ class QueueManager:
         requests = list(bulk_requests(queue_name, jobs))
         ids: list[str] = []
         for stream in split_streams(requests):
-            call = self._job_stub().AddJobs(timeout=self.timeout)
+            call = self._queue_stub().AddBulk(timeout=self.timeout)
             try:
                 for request in stream:
                     await call.write(request)
                 await call.done_writing()
-                response: job_service_pb2.AddJobsResponse = await call
+                response: jobs_pb2.AddBulkResponse = await call
             except grpc.aio.AioRpcError as exc:
                 raise error_from_rpc(exc) from None
             except BaseException:
@@ -230,8 +228,8 @@ class QueueManager:
 
     async def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""
-        request = job_service_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
-        response: job_service_pb2.GetJobResponse = await self._unary(self._job_stub().GetJob, request)
+        request = jobs_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.GetJobResponse = await self._unary(self._queue_stub().GetJob, request)
         return job_from_proto(response.job)
 
     async def list_jobs(
@@ -243,13 +241,13 @@ class QueueManager:
             The jobs and the token of the next page ("" on the last page).
         """
         request = list_jobs_request(queue_name, state, page_size, page_token)
-        response: job_service_pb2.ListJobsResponse = await self._unary(self._job_stub().ListJobs, request)
+        response: jobs_pb2.ListJobsResponse = await self._unary(self._queue_stub().ListJobs, request)
         return [job_from_proto(job) for job in response.jobs], response.next_page_token
 
     async def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""
-        request = job_service_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
-        response: job_service_pb2.RemoveJobResponse = await self._unary(self._job_stub().RemoveJob, request)
+        request = jobs_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.RemoveJobResponse = await self._unary(self._queue_stub().RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
 
     # ----------------------------------------------------------------- queues
@@ -372,16 +370,10 @@ class QueueManager:
     def _ensure_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
             self._channel = aio_channel(self.address, self._credentials, self._channel_options)
-            self._jobs = cast("JobServiceAsyncStub", job_service_pb2_grpc.JobServiceStub(self._channel))
             self._queues = cast(
                 "QueueServiceAsyncStub", queue_service_pb2_grpc.QueueServiceStub(self._channel)
             )
         return self._channel
-
-    def _job_stub(self) -> JobServiceAsyncStub:
-        self._ensure_channel()
-        assert self._jobs is not None
-        return self._jobs
 
     def _queue_stub(self) -> QueueServiceAsyncStub:
         self._ensure_channel()

@@ -20,7 +20,7 @@ from queue_manager.options import (
     validate_job_name,
     validate_queue_name,
 )
-from queue_manager.v1 import job_service_pb2, queue_service_pb2
+from queue_manager.v1 import jobs_pb2, queue_service_pb2
 
 __all__ = [
     "BULK_CHUNK_BYTES",
@@ -66,9 +66,9 @@ _BULK_KEYS = frozenset({"name", "data", "options"})
 
 def add_job_request(
     queue_name: str, name: str, data: Any, options: JobOptionsLike | None
-) -> job_service_pb2.AddJobRequest:
+) -> jobs_pb2.AddJobRequest:
     """Builds and validates an AddJobRequest."""
-    request = job_service_pb2.AddJobRequest(queue_name=validate_queue_name(queue_name))
+    request = jobs_pb2.AddJobRequest(queue_name=validate_queue_name(queue_name))
     _fill_new_job(request.job, name, data, options)
     return request
 
@@ -84,13 +84,13 @@ def bulk_requests(
     *,
     chunk_jobs: int = BULK_CHUNK_JOBS,
     chunk_bytes: int = BULK_CHUNK_BYTES,
-) -> Iterator[job_service_pb2.AddJobsRequest]:
-    """Splits jobs into AddJobsRequest messages of at most ``chunk_jobs`` jobs and about ``chunk_bytes``.
+) -> Iterator[jobs_pb2.AddBulkRequest]:
+    """Splits jobs into AddBulkRequest messages of at most ``chunk_jobs`` jobs and about ``chunk_bytes``.
 
     Jobs are validated as they are read, so an invalid job raises before its chunk is yielded.
     """
     validate_queue_name(queue_name)
-    request = job_service_pb2.AddJobsRequest(queue_name=queue_name)
+    request = jobs_pb2.AddBulkRequest(queue_name=queue_name)
     size = 0
     last_options: object = None
     last_proto = None
@@ -110,17 +110,17 @@ def bulk_requests(
         size += len(new_job.data.raw) + len(name) + 32
         if len(request.jobs) >= chunk_jobs or size >= chunk_bytes:
             yield request
-            request = job_service_pb2.AddJobsRequest(queue_name=queue_name)
+            request = jobs_pb2.AddBulkRequest(queue_name=queue_name)
             size = 0
     if request.jobs:
         yield request
 
 
 def split_streams(
-    requests: list[job_service_pb2.AddJobsRequest], max_jobs: int = MAX_STREAM_JOBS
-) -> list[list[job_service_pb2.AddJobsRequest]]:
+    requests: list[jobs_pb2.AddBulkRequest], max_jobs: int = MAX_STREAM_JOBS
+) -> list[list[jobs_pb2.AddBulkRequest]]:
     """Groups bulk messages into streams of at most ``max_jobs`` jobs (the server's per-stream limit)."""
-    streams: list[list[job_service_pb2.AddJobsRequest]] = []
+    streams: list[list[jobs_pb2.AddBulkRequest]] = []
     count = max_jobs
     for request in requests:
         if count + len(request.jobs) > max_jobs:
@@ -169,11 +169,11 @@ def clean_queue_request(
 
 def list_jobs_request(
     queue_name: str, state: JobState | str, page_size: int, page_token: str
-) -> job_service_pb2.ListJobsRequest:
+) -> jobs_pb2.ListJobsRequest:
     """Builds and validates a ListJobsRequest."""
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
         raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
-    return job_service_pb2.ListJobsRequest(
+    return jobs_pb2.ListJobsRequest(
         queue_name=validate_queue_name(queue_name),
         state=state_number(state),  # type: ignore[arg-type]
         page_size=page_size,
@@ -181,7 +181,7 @@ def list_jobs_request(
     )
 
 
-def _fill_new_job(msg: job_service_pb2.NewJob, name: str, data: Any, options: JobOptionsLike | None) -> None:
+def _fill_new_job(msg: jobs_pb2.NewJob, name: str, data: Any, options: JobOptionsLike | None) -> None:
     msg.name = validate_job_name(name)
     encode_payload(data, msg.data)
     if options is not None:

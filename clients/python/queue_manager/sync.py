@@ -31,7 +31,7 @@ from queue_manager.requests import (
     register_queue_request,
     split_streams,
 )
-from queue_manager.v1 import job_service_pb2, job_service_pb2_grpc, queue_service_pb2, queue_service_pb2_grpc
+from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
 
 __all__ = ["SyncQueueManager"]
 
@@ -60,7 +60,6 @@ class SyncQueueManager:
         self.address = resolve_address(address)
         self.timeout = timeout
         self._channel = sync_channel(self.address, credentials, channel_options)
-        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
 
     def __enter__(self) -> Self:
@@ -87,21 +86,21 @@ class SyncQueueManager:
     ) -> Job:
         """Adds one job; see `QueueManager.add_job`."""
         request = add_job_request(queue_name, name, data, options)
-        response: job_service_pb2.AddJobResponse = self._call(self._jobs.AddJob, request)
+        response: jobs_pb2.AddJobResponse = self._call(self._queues.AddJob, request)
         return job_from_proto(response.job)
 
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams; returns their ids in order. See `QueueManager.add_bulk`."""
         ids: list[str] = []
         for stream in split_streams(list(bulk_requests(queue_name, jobs))):
-            response: job_service_pb2.AddJobsResponse = self._call(self._jobs.AddJobs, iter(stream))
+            response: jobs_pb2.AddBulkResponse = self._call(self._queues.AddBulk, iter(stream))
             ids += response.job_ids
         return ids
 
     def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""
-        request = job_service_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
-        response: job_service_pb2.GetJobResponse = self._call(self._jobs.GetJob, request)
+        request = jobs_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.GetJobResponse = self._call(self._queues.GetJob, request)
         return job_from_proto(response.job)
 
     def list_jobs(
@@ -109,13 +108,13 @@ class SyncQueueManager:
     ) -> tuple[list[Job], str]:
         """Lists one page of a queue's jobs in one state; returns the jobs and the next page's token."""
         request = list_jobs_request(queue_name, state, page_size, page_token)
-        response: job_service_pb2.ListJobsResponse = self._call(self._jobs.ListJobs, request)
+        response: jobs_pb2.ListJobsResponse = self._call(self._queues.ListJobs, request)
         return [job_from_proto(job) for job in response.jobs], response.next_page_token
 
     def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""
-        request = job_service_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
-        response: job_service_pb2.RemoveJobResponse = self._call(self._jobs.RemoveJob, request)
+        request = jobs_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.RemoveJobResponse = self._call(self._queues.RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
 
     # ----------------------------------------------------------------- queues

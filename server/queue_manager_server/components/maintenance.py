@@ -9,6 +9,7 @@ from grpc_health.v1.health import aio as health_aio
 from queue_manager_server.components.base import Component
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.services.flows import Flows
 
 
 class Reaper(Component):
@@ -30,14 +31,15 @@ class Reaper(Component):
 
 
 class Janitor(Component):
-    """Applies age-based retention to finished jobs, finishes interrupted dead-letter hand-offs, and
-    resolves bulk streams whose writer is gone (publishes committed ones, rolls back idle ones)."""
+    """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs,
+    and resolves bulk streams whose writer is gone (publishes committed ones, rolls back idle ones)."""
 
     name = "janitor"
 
-    def __init__(self, engine: Engine, interval: float, bulk_idle_ms: int) -> None:
+    def __init__(self, engine: Engine, flows: Flows, interval: float, bulk_idle_ms: int) -> None:
         super().__init__(interval)
         self.engine = engine
+        self.flows = flows
         self.bulk = BulkStreams(engine)
         self.bulk_idle_ms = bulk_idle_ms
 
@@ -46,7 +48,8 @@ class Janitor(Component):
             published, rolled_back = await self.bulk.resolve(queue, self.bulk_idle_ms)
             removed = await self.engine.apply_retention(queue)
             moved = await self.engine.hand_off_dead_letters(queue)
-            if removed or moved or published or rolled_back:
+            handed = await self.flows.hand_off(queue)
+            if removed or moved or published or rolled_back or handed:
                 self.log.info(
                     "housekeeping",
                     extra={
@@ -55,6 +58,7 @@ class Janitor(Component):
                         "dead_lettered": moved,
                         "bulk_published": published,
                         "bulk_rolled_back": rolled_back,
+                        "flows": handed,
                     },
                 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -64,6 +64,9 @@ class Engine:
         self.prefix = prefix
         self.scripts = Scripts(redis)
         self._keys: dict[str, QueueKeys] = {}
+        # Carries out a queue's pending flow hand-offs (services/flows.py); called after a script reports
+        # that a job in a flow finished. None: left to the janitor.
+        self.flow_hook: Callable[[str], Awaitable[object]] | None = None
 
     @property
     def channel(self) -> str:
@@ -304,8 +307,8 @@ class Engine:
         if code == NO_QUEUE:
             raise QueueNotFound(queue)
         res = ClaimResult(code=code, now_ms=_i(r[1]), next_delayed_ms=_i(r[2]), retry_after_ms=_i(r[3]))
-        for i in range(4, len(r), 13):
-            f = r[i : i + 13]
+        for i in range(4, len(r), 14):
+            f = r[i : i + 14]
             res.jobs.append(
                 ClaimedJob(
                     id=_s(f[0]),
@@ -321,18 +324,27 @@ class Engine:
                     metadata=f[10],
                     timeout_ms=_i(f[11] or b"0"),
                     lease_expiry_ms=_i(f[12]),
+                    flow=f[13],
                 )
             )
         return res
 
-    async def complete(self, queue: str, items: Sequence[tuple[str, str, bytes, str]]) -> list[int]:
-        """items: (job id, lease token, result, result content type). Returns a code per item."""
+    async def complete(
+        self, queue: str, items: Sequence[tuple[str, str, bytes, str]]
+    ) -> tuple[list[int], int]:
+        """items: (job id, lease token, result, result content type).
+
+        Returns:
+            A code per item, and how many flow hand-offs were queued (see services/flows.py).
+        """
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, len(items)]
         for item in items:
             args += item
         r = await self.scripts.run("complete", [k.meta, k.active, k.completed], args)
-        return [_i(c) for c in r[1:]]
+        if _i(r[1]):
+            await self.after_flow_finish(queue)
+        return [_i(c) for c in r[2:]], _i(r[1])
 
     async def fail(
         self, queue: str, items: Sequence[tuple[str, str, str, str, bool]]
@@ -351,6 +363,7 @@ class Engine:
             await self.notify_delayed(queue, min(delayed))
         if any(code == 2 for code, _ in out):
             await self.hand_off_dead_letters(queue)
+            await self.after_flow_finish(queue)
         return out
 
     async def extend(
@@ -384,6 +397,7 @@ class Engine:
             await self.notify_waiting(queue)
         if 2 in codes:
             await self.hand_off_dead_letters(queue)
+            await self.after_flow_finish(queue)
         return codes
 
     # ---- background ---------------------------------------------------------------------------
@@ -399,6 +413,7 @@ class Engine:
             await self.notify_waiting(queue)
         if lost:
             await self.hand_off_dead_letters(queue)
+            await self.after_flow_finish(queue)
         return back, lost, _i(r[3])
 
     async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
@@ -459,6 +474,36 @@ class Engine:
             if age and _i(age) > 0:
                 removed += await self._clean_loop(zset, k.job_prefix, "score", now - _i(age), 0)
         return removed
+
+    # ---- flows (the hand-off itself is in services/flows.py) ------------------------------------
+
+    async def after_flow_finish(self, queue: str) -> None:
+        """A job that may be in a flow finished: carry out the hand-off now (the janitor retries it)."""
+        if self.flow_hook is not None:
+            await self.flow_hook(queue)
+
+    async def pending_flows(self, queue: str, limit: int) -> list[tuple[str, dict[str, bytes]]]:
+        """The oldest pending flow hand-offs of a queue: (job id, flow entry) pairs."""
+        k = self.keys(queue)
+        ids = [_s(i) for i in await self.redis.lrange(k.flow_outbox, 0, limit - 1)]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(k.flow(job_id))
+        rows = await execute(pipe)
+        return [
+            (job_id, {_s(f): _b(v) for f, v in row.items()}) for job_id, row in zip(ids, rows, strict=True)
+        ]
+
+    async def flow_done(self, queue: str, job_id: str, children: bytes) -> None:
+        k = self.keys(queue)
+        await self.scripts.run(
+            "flow_done", [k.flow_outbox, k.flow(job_id), k.job(job_id)], [job_id, children]
+        )
+
+    async def chain_failed(self, queue: str, job_id: str, reason: str) -> bool:
+        return bool(await self.scripts.run("chain_failed", [self.keys(queue).job(job_id)], [reason]))
 
     # ---- events and misc ----------------------------------------------------------------------
 

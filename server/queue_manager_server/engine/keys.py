@@ -77,6 +77,18 @@ class QueueKeys:
         return f"{self.staged_prefix}{stream_id}"
 
     @property
+    def flow_outbox(self) -> str:
+        """list: ids of finished jobs whose flow hand-off (next chain link, workflow steps) is not yet done.
+
+        Scripts derive this key and the flow entries from the job prefix (common.lua ``queue_key``)."""
+        return f"{self.base}:flow-outbox"
+
+    def flow(self, job_id: str) -> str:
+        """hash: a finished flow job's outcome and flow fields (st, fts, res, rct, err, name, chn, par), kept
+        until its hand-off is done, so retention may delete the job meanwhile."""
+        return f"{self.base}:flow:{job_id}"
+
+    @property
     def job_prefix(self) -> str:
         """Prefix of the per-job hashes: ``<job_prefix><id>``."""
         return f"{self.base}:job:"

@@ -5,7 +5,10 @@ runs), ats (attempts started), stc (stalled count), bt/bd/bj/bm (backoff type/de
 (keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at),
 st (state), tok (lease token), wid (worker id), pts (processed), fts (finished), lex (lease expiry),
 res/rct (result and its content type), err/stk (last failure), prog (progress JSON), rm (delete after
-the dead-letter hand-off).
+the dead-letter hand-off). Flows (engine/flows.py): flo (in a flow: hand off on finish), par (encoded Job
+holding parents, chain_root and workflow), chn (encoded JobOptions holding the chain links still to
+come), chd (encoded Job holding the children started), cfl (on a chain's first job: why the chain
+stopped).
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
+
+
+def netstrings(fields: dict[str, bytes]) -> bytes:
+    """Field/value pairs as netstrings (``<length>:<bytes>``), binary-safe, for the Lua scripts."""
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        key = name.encode()
+        parts += [b"%d:%s" % (len(key), key), b"%d:%s" % (len(value), value)]
+    return b"".join(parts)
 
 
 def is_json_type(content_type: str) -> bool:
@@ -41,11 +53,13 @@ class NewJob:
     timeout_ms: int = 0
     max_stalled: int = 0
     metadata: bytes = b""
+    # More job-hash fields (flows: parents, chain, workflow step), as field/value pairs.
+    extra: dict[str, bytes] = field(default_factory=dict)
 
-    def argv(self, seq: int = 0) -> tuple[str, bytes, bytes]:
-        """The three add_jobs.lua arguments: NUL-terminated header fields, data, metadata.
+    def argv(self, seq: int = 0) -> tuple[str, bytes, bytes, bytes]:
+        """The four add_jobs.lua arguments: NUL-terminated header fields, data, metadata, extra fields.
 
-        seq > 0 appends the job's FIFO position as a 16th field (staged bulk jobs carry their own).
+        seq: the job's FIFO position (staged bulk jobs carry their own); 0 for add_jobs.lua's running seq.
         """
         header = "\0".join(
             (
@@ -64,11 +78,10 @@ class NewJob:
                 self.keep_failed,
                 str(self.timeout_ms),
                 str(self.max_stalled),
+                str(seq),
             )
         )
-        if seq:
-            header += f"\0{seq}"
-        return header + "\0", self.data, self.metadata
+        return header + "\0", self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 
 
 @dataclass(slots=True)
@@ -98,6 +111,8 @@ class ClaimedJob:
     metadata: bytes
     timeout_ms: int
     lease_expiry_ms: int
+    # A flow job's parents, chain root and workflow step: an encoded Job holding only those fields.
+    flow: bytes = b""
 
     @property
     def redelivery(self) -> bool:

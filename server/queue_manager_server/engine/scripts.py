@@ -59,6 +59,8 @@ class Scripts:
         "stage_jobs",
         "publish_staged",
         "discard_staged",
+        "flow_done",
+        "chain_failed",
     )
 
     def __init__(self, redis: Redis) -> None:

@@ -1,4 +1,4 @@
-"""JobService: adding, reading, listing and removing jobs."""
+"""QueueService handlers for adding, reading, listing and removing jobs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from queue_manager.v1 import job_service_pb2 as pb
-from queue_manager.v1 import job_service_pb2_grpc as pb_grpc
+from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
@@ -21,11 +20,12 @@ from queue_manager_server.services.errors import unary
 MAX_STREAM_JOBS = 100_000
 
 
-class JobService(pb_grpc.JobServiceServicer):
-    def __init__(self, engine: Engine, max_payload_bytes: int) -> None:
-        self.engine = engine
-        self.bulk = BulkStreams(engine)
-        self.max_payload = max_payload_bytes
+class JobHandlers:
+    """Adding, reading, listing and removing jobs (part of `QueueService`)."""
+
+    engine: Engine
+    bulk: BulkStreams
+    max_payload: int
 
     @unary
     async def AddJob(self, request: pb.AddJobRequest, context: grpc.aio.ServicerContext) -> pb.AddJobResponse:
@@ -38,9 +38,9 @@ class JobService(pb_grpc.JobServiceServicer):
         return pb.AddJobResponse(job=convert.job_out(record, result.queue_paused), created=result.created[0])
 
     @unary
-    async def AddJobs(
-        self, request_iterator: AsyncIterator[pb.AddJobsRequest], context: grpc.aio.ServicerContext
-    ) -> pb.AddJobsResponse:
+    async def AddBulk(
+        self, request_iterator: AsyncIterator[pb.AddBulkRequest], context: grpc.aio.ServicerContext
+    ) -> pb.AddBulkResponse:
         # Validate everything before writing anything: a bad job anywhere in the stream means no write.
         batches: list[tuple[str, list[NewJob]]] = []
         index = 0
@@ -59,7 +59,7 @@ class JobService(pb_grpc.JobServiceServicer):
                 batches[-1][1].extend(jobs)
             else:
                 batches.append((queue, jobs))
-        response = pb.AddJobsResponse()
+        response = pb.AddBulkResponse()
         if len(batches) == 1 and len(batches[0][1]) <= ADD_CHUNK:
             # One script call adds it: atomic as it is.
             result = await self.engine.add_jobs(*batches[0])

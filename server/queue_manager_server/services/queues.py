@@ -1,11 +1,10 @@
-"""QueueService: registration and administration of queues."""
+"""QueueService handlers for registering and administering queues."""
 
 from __future__ import annotations
 
 import grpc
 
 from queue_manager.v1 import queue_service_pb2 as pb
-from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
@@ -15,9 +14,10 @@ from queue_manager_server.services.errors import unary
 _CLEANABLE = {"completed", "failed", "waiting", "paused", "delayed"}
 
 
-class QueueService(pb_grpc.QueueServiceServicer):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+class QueueAdmin:
+    """Queue registration, reads and administration (part of `QueueService`)."""
+
+    engine: Engine
 
     @unary
     async def RegisterQueue(

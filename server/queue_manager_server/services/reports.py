@@ -82,7 +82,7 @@ class ReportHandler:
                 continue
             args.append((c.job_id, c.lease_token, body, ct))
             accepted.append(c)
-        codes = await self.engine.complete(queue, args) if args else []
+        codes = (await self.engine.complete(queue, args))[0] if args else []
         if unstorable:
             await self.engine.fail(queue, unstorable)
         return [

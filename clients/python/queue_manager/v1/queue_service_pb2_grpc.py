@@ -3,7 +3,10 @@
 import grpc
 import warnings
 
+from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
 from queue_manager.v1 import queue_service_pb2 as queue__manager_dot_v1_dot_queue__service__pb2
+from queue_manager.v1 import schedules_pb2 as queue__manager_dot_v1_dot_schedules__pb2
+from queue_manager.v1 import workflows_pb2 as queue__manager_dot_v1_dot_workflows__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +29,7 @@ if _version_not_supported:
 
 
 class QueueServiceStub:
-    """QueueService registers and administers queues.
+    """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules.
     """
 
     def __init__(self, channel):
@@ -80,10 +83,110 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsResponse.FromString,
                 _registered_method=True)
+        self.AddJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/AddJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobResponse.FromString,
+                _registered_method=True)
+        self.AddBulk = channel.stream_unary(
+                '/queue_manager.v1.QueueService/AddBulk',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddBulkRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddBulkResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/GetJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListJobs',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.RemoveJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RemoveJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobResponse.FromString,
+                _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/queue_manager.v1.QueueService/GetJobLogs',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobLogsResponse.FromString,
+                _registered_method=True)
+        self.WaitForJob = channel.unary_stream(
+                '/queue_manager.v1.QueueService/WaitForJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForJobResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/CancelJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RetryJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RetryJobResponse.FromString,
+                _registered_method=True)
+        self.RetryFailedJobs = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RetryFailedJobs',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RetryFailedJobsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RetryFailedJobsResponse.FromString,
+                _registered_method=True)
+        self.PromoteJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/PromoteJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.PromoteJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.PromoteJobResponse.FromString,
+                _registered_method=True)
+        self.ChangeJobPriority = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ChangeJobPriority',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityResponse.FromString,
+                _registered_method=True)
+        self.ExecuteWorkflow = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ExecuteWorkflow',
+                request_serializer=queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflow = channel.unary_unary(
+                '/queue_manager.v1.QueueService/GetWorkflow',
+                request_serializer=queue__manager_dot_v1_dot_workflows__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_workflows__pb2.GetWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListWorkflows',
+                request_serializer=queue__manager_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.CancelWorkflow = channel.unary_unary(
+                '/queue_manager.v1.QueueService/CancelWorkflow',
+                request_serializer=queue__manager_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_workflows__pb2.CancelWorkflowResponse.FromString,
+                _registered_method=True)
+        self.UpsertSchedule = channel.unary_unary(
+                '/queue_manager.v1.QueueService/UpsertSchedule',
+                request_serializer=queue__manager_dot_v1_dot_schedules__pb2.UpsertScheduleRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_schedules__pb2.UpsertScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/queue_manager.v1.QueueService/GetSchedule',
+                request_serializer=queue__manager_dot_v1_dot_schedules__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_schedules__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListSchedules',
+                request_serializer=queue__manager_dot_v1_dot_schedules__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_schedules__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/queue_manager.v1.QueueService/DeleteSchedule',
+                request_serializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
-    """QueueService registers and administers queues.
+    """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules.
     """
 
     def RegisterQueue(self, request, context):
@@ -149,6 +252,150 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddJob(self, request, context):
+        """Adds one job. Adding a job_id that exists returns the existing job with created=false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddBulk(self, request_iterator, context):
+        """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
+        anything is written (a bad job means none are added) and is added in full or not at all, also when the
+        server dies meanwhile; at most 100,000 jobs per stream: send larger batches as several streams.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Returns one job, with the tail of its log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists the jobs of a queue in one state, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveJob(self, request, context):
+        """Removes a job that is not active.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobLogs(self, request, context):
+        """Returns a job's log lines, oldest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForJob(self, request, context):
+        """Streams a job's state: the current state at once, then every change, until it is finished (completed,
+        failed for good or cancelled) or the wait times out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a job: a waiting or delayed job ends cancelled at once; an active job's worker is told to stop
+        it, and it ends cancelled when the worker confirms or its lease runs out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJob(self, request, context):
+        """Runs a failed or cancelled job again, with its attempts counted afresh.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryFailedJobs(self, request, context):
+        """Runs every failed job of a queue again; returns how many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteJob(self, request, context):
+        """Makes a delayed job waiting now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeJobPriority(self, request, context):
+        """Changes the priority of a waiting or delayed job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteWorkflow(self, request, context):
+        """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflow(self, request, context):
+        """Returns a workflow run: its state and every step's job, state, result or error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflows(self, request, context):
+        """Lists workflow runs, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflow(self, request, context):
+        """Cancels a workflow run: no further step starts, and its waiting and active step jobs are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertSchedule(self, request, context):
+        """Creates or replaces a repeatable schedule (by schedule id within its queue).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Returns one schedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Lists the schedules of a queue, or of every queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; jobs it already added stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +444,106 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsResponse.SerializeToString,
             ),
+            'AddJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobResponse.SerializeToString,
+            ),
+            'AddBulk': grpc.stream_unary_rpc_method_handler(
+                    servicer.AddBulk,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddBulkRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddBulkResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'RemoveJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobResponse.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.GetJobLogsResponse.SerializeToString,
+            ),
+            'WaitForJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitForJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForJobResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RetryJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RetryJobResponse.SerializeToString,
+            ),
+            'RetryFailedJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryFailedJobs,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RetryFailedJobsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RetryFailedJobsResponse.SerializeToString,
+            ),
+            'PromoteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.PromoteJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.PromoteJobResponse.SerializeToString,
+            ),
+            'ChangeJobPriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeJobPriority,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityResponse.SerializeToString,
+            ),
+            'ExecuteWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteWorkflow,
+                    request_deserializer=queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowResponse.SerializeToString,
+            ),
+            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflow,
+                    request_deserializer=queue__manager_dot_v1_dot_workflows__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_workflows__pb2.GetWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=queue__manager_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflow,
+                    request_deserializer=queue__manager_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_workflows__pb2.CancelWorkflowResponse.SerializeToString,
+            ),
+            'UpsertSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertSchedule,
+                    request_deserializer=queue__manager_dot_v1_dot_schedules__pb2.UpsertScheduleRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_schedules__pb2.UpsertScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=queue__manager_dot_v1_dot_schedules__pb2.GetScheduleRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_schedules__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=queue__manager_dot_v1_dot_schedules__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_schedules__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'queue_manager.v1.QueueService', rpc_method_handlers)
@@ -206,7 +553,7 @@ def add_QueueServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueueService:
-    """QueueService registers and administers queues.
+    """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules.
     """
 
     @staticmethod
@@ -442,6 +789,546 @@ class QueueService:
             '/queue_manager.v1.QueueService/GetQueueMetrics',
             queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.SerializeToString,
             queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/AddJob',
+            queue__manager_dot_v1_dot_jobs__pb2.AddJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.AddJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddBulk(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/queue_manager.v1.QueueService/AddBulk',
+            queue__manager_dot_v1_dot_jobs__pb2.AddBulkRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.AddBulkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/GetJob',
+            queue__manager_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListJobs',
+            queue__manager_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RemoveJob',
+            queue__manager_dot_v1_dot_jobs__pb2.RemoveJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.RemoveJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/GetJobLogs',
+            queue__manager_dot_v1_dot_jobs__pb2.GetJobLogsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.GetJobLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/WaitForJob',
+            queue__manager_dot_v1_dot_jobs__pb2.WaitForJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.WaitForJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/CancelJob',
+            queue__manager_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RetryJob',
+            queue__manager_dot_v1_dot_jobs__pb2.RetryJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.RetryJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryFailedJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RetryFailedJobs',
+            queue__manager_dot_v1_dot_jobs__pb2.RetryFailedJobsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.RetryFailedJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/PromoteJob',
+            queue__manager_dot_v1_dot_jobs__pb2.PromoteJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.PromoteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeJobPriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ChangeJobPriority',
+            queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ExecuteWorkflow',
+            queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowRequest.SerializeToString,
+            queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/GetWorkflow',
+            queue__manager_dot_v1_dot_workflows__pb2.GetWorkflowRequest.SerializeToString,
+            queue__manager_dot_v1_dot_workflows__pb2.GetWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListWorkflows',
+            queue__manager_dot_v1_dot_workflows__pb2.ListWorkflowsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_workflows__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/CancelWorkflow',
+            queue__manager_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.SerializeToString,
+            queue__manager_dot_v1_dot_workflows__pb2.CancelWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/UpsertSchedule',
+            queue__manager_dot_v1_dot_schedules__pb2.UpsertScheduleRequest.SerializeToString,
+            queue__manager_dot_v1_dot_schedules__pb2.UpsertScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/GetSchedule',
+            queue__manager_dot_v1_dot_schedules__pb2.GetScheduleRequest.SerializeToString,
+            queue__manager_dot_v1_dot_schedules__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListSchedules',
+            queue__manager_dot_v1_dot_schedules__pb2.ListSchedulesRequest.SerializeToString,
+            queue__manager_dot_v1_dot_schedules__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/DeleteSchedule',
+            queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
+            queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

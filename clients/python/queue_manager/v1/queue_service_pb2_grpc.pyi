@@ -5,7 +5,10 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from queue_manager.v1 import jobs_pb2 as _jobs_pb2
 from queue_manager.v1 import queue_service_pb2 as _queue_service_pb2
+from queue_manager.v1 import schedules_pb2 as _schedules_pb2
+from queue_manager.v1 import workflows_pb2 as _workflows_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -27,7 +30,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class QueueServiceStub:
-    """QueueService registers and administers queues."""
+    """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -51,10 +54,57 @@ class QueueServiceStub:
     """Deletes a queue and all its jobs."""
     GetQueueMetrics: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]
     """Returns the counts of a queue's jobs by state."""
+    AddJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.AddJobRequest, _jobs_pb2.AddJobResponse]
+    """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
+    AddBulk: _grpc.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]
+    """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
+    anything is written (a bad job means none are added) and is added in full or not at all, also when the
+    server dies meanwhile; at most 100,000 jobs per stream: send larger batches as several streams.
+    """
+    GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]
+    """Returns one job, with the tail of its log."""
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
+    """Lists the jobs of a queue in one state, a page at a time."""
+    RemoveJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RemoveJobRequest, _jobs_pb2.RemoveJobResponse]
+    """Removes a job that is not active."""
+    GetJobLogs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobLogsRequest, _jobs_pb2.GetJobLogsResponse]
+    """Returns a job's log lines, oldest first, a page at a time."""
+    WaitForJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WaitForJobRequest, _jobs_pb2.WaitForJobResponse]
+    """Streams a job's state: the current state at once, then every change, until it is finished (completed,
+    failed for good or cancelled) or the wait times out.
+    """
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]
+    """Cancels a job: a waiting or delayed job ends cancelled at once; an active job's worker is told to stop
+    it, and it ends cancelled when the worker confirms or its lease runs out.
+    """
+    RetryJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RetryJobRequest, _jobs_pb2.RetryJobResponse]
+    """Runs a failed or cancelled job again, with its attempts counted afresh."""
+    RetryFailedJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RetryFailedJobsRequest, _jobs_pb2.RetryFailedJobsResponse]
+    """Runs every failed job of a queue again; returns how many."""
+    PromoteJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.PromoteJobRequest, _jobs_pb2.PromoteJobResponse]
+    """Makes a delayed job waiting now."""
+    ChangeJobPriority: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ChangeJobPriorityRequest, _jobs_pb2.ChangeJobPriorityResponse]
+    """Changes the priority of a waiting or delayed job."""
+    ExecuteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ExecuteWorkflowRequest, _workflows_pb2.ExecuteWorkflowResponse]
+    """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run."""
+    GetWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.GetWorkflowRequest, _workflows_pb2.GetWorkflowResponse]
+    """Returns a workflow run: its state and every step's job, state, result or error."""
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ListWorkflowsRequest, _workflows_pb2.ListWorkflowsResponse]
+    """Lists workflow runs, newest first, a page at a time."""
+    CancelWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.CancelWorkflowRequest, _workflows_pb2.CancelWorkflowResponse]
+    """Cancels a workflow run: no further step starts, and its waiting and active step jobs are cancelled."""
+    UpsertSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.UpsertScheduleRequest, _schedules_pb2.UpsertScheduleResponse]
+    """Creates or replaces a repeatable schedule (by schedule id within its queue)."""
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.GetScheduleRequest, _schedules_pb2.GetScheduleResponse]
+    """Returns one schedule."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.ListSchedulesRequest, _schedules_pb2.ListSchedulesResponse]
+    """Lists the schedules of a queue, or of every queue."""
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
+    """Deletes a schedule; jobs it already added stay."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
-    """QueueService registers and administers queues."""
+    """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RegisterQueueRequest, _queue_service_pb2.RegisterQueueResponse]  # type: ignore[assignment]
@@ -75,9 +125,56 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Deletes a queue and all its jobs."""
     GetQueueMetrics: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]  # type: ignore[assignment]
     """Returns the counts of a queue's jobs by state."""
+    AddJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.AddJobRequest, _jobs_pb2.AddJobResponse]  # type: ignore[assignment]
+    """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
+    AddBulk: _aio.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]  # type: ignore[assignment]
+    """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
+    anything is written (a bad job means none are added) and is added in full or not at all, also when the
+    server dies meanwhile; at most 100,000 jobs per stream: send larger batches as several streams.
+    """
+    GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]  # type: ignore[assignment]
+    """Returns one job, with the tail of its log."""
+    ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """Lists the jobs of a queue in one state, a page at a time."""
+    RemoveJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RemoveJobRequest, _jobs_pb2.RemoveJobResponse]  # type: ignore[assignment]
+    """Removes a job that is not active."""
+    GetJobLogs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobLogsRequest, _jobs_pb2.GetJobLogsResponse]  # type: ignore[assignment]
+    """Returns a job's log lines, oldest first, a page at a time."""
+    WaitForJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WaitForJobRequest, _jobs_pb2.WaitForJobResponse]  # type: ignore[assignment]
+    """Streams a job's state: the current state at once, then every change, until it is finished (completed,
+    failed for good or cancelled) or the wait times out.
+    """
+    CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """Cancels a job: a waiting or delayed job ends cancelled at once; an active job's worker is told to stop
+    it, and it ends cancelled when the worker confirms or its lease runs out.
+    """
+    RetryJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RetryJobRequest, _jobs_pb2.RetryJobResponse]  # type: ignore[assignment]
+    """Runs a failed or cancelled job again, with its attempts counted afresh."""
+    RetryFailedJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RetryFailedJobsRequest, _jobs_pb2.RetryFailedJobsResponse]  # type: ignore[assignment]
+    """Runs every failed job of a queue again; returns how many."""
+    PromoteJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.PromoteJobRequest, _jobs_pb2.PromoteJobResponse]  # type: ignore[assignment]
+    """Makes a delayed job waiting now."""
+    ChangeJobPriority: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ChangeJobPriorityRequest, _jobs_pb2.ChangeJobPriorityResponse]  # type: ignore[assignment]
+    """Changes the priority of a waiting or delayed job."""
+    ExecuteWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ExecuteWorkflowRequest, _workflows_pb2.ExecuteWorkflowResponse]  # type: ignore[assignment]
+    """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run."""
+    GetWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.GetWorkflowRequest, _workflows_pb2.GetWorkflowResponse]  # type: ignore[assignment]
+    """Returns a workflow run: its state and every step's job, state, result or error."""
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ListWorkflowsRequest, _workflows_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    """Lists workflow runs, newest first, a page at a time."""
+    CancelWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.CancelWorkflowRequest, _workflows_pb2.CancelWorkflowResponse]  # type: ignore[assignment]
+    """Cancels a workflow run: no further step starts, and its waiting and active step jobs are cancelled."""
+    UpsertSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.UpsertScheduleRequest, _schedules_pb2.UpsertScheduleResponse]  # type: ignore[assignment]
+    """Creates or replaces a repeatable schedule (by schedule id within its queue)."""
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.GetScheduleRequest, _schedules_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    """Returns one schedule."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_schedules_pb2.ListSchedulesRequest, _schedules_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Lists the schedules of a queue, or of every queue."""
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes a schedule; jobs it already added stay."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
-    """QueueService registers and administers queues."""
+    """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
 
     @_abc_1.abstractmethod
     def RegisterQueue(
@@ -150,5 +247,172 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.GetQueueMetricsResponse, _abc.Awaitable[_queue_service_pb2.GetQueueMetricsResponse]]:
         """Returns the counts of a queue's jobs by state."""
+
+    @_abc_1.abstractmethod
+    def AddJob(
+        self,
+        request: _jobs_pb2.AddJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.AddJobResponse, _abc.Awaitable[_jobs_pb2.AddJobResponse]]:
+        """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
+
+    @_abc_1.abstractmethod
+    def AddBulk(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobs_pb2.AddBulkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.AddBulkResponse, _abc.Awaitable[_jobs_pb2.AddBulkResponse]]:
+        """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
+        anything is written (a bad job means none are added) and is added in full or not at all, also when the
+        server dies meanwhile; at most 100,000 jobs per stream: send larger batches as several streams.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _jobs_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetJobResponse, _abc.Awaitable[_jobs_pb2.GetJobResponse]]:
+        """Returns one job, with the tail of its log."""
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _jobs_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListJobsResponse, _abc.Awaitable[_jobs_pb2.ListJobsResponse]]:
+        """Lists the jobs of a queue in one state, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def RemoveJob(
+        self,
+        request: _jobs_pb2.RemoveJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RemoveJobResponse, _abc.Awaitable[_jobs_pb2.RemoveJobResponse]]:
+        """Removes a job that is not active."""
+
+    @_abc_1.abstractmethod
+    def GetJobLogs(
+        self,
+        request: _jobs_pb2.GetJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetJobLogsResponse, _abc.Awaitable[_jobs_pb2.GetJobLogsResponse]]:
+        """Returns a job's log lines, oldest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def WaitForJob(
+        self,
+        request: _jobs_pb2.WaitForJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.WaitForJobResponse], _abc.AsyncIterator[_jobs_pb2.WaitForJobResponse]]:
+        """Streams a job's state: the current state at once, then every change, until it is finished (completed,
+        failed for good or cancelled) or the wait times out.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _jobs_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.CancelJobResponse, _abc.Awaitable[_jobs_pb2.CancelJobResponse]]:
+        """Cancels a job: a waiting or delayed job ends cancelled at once; an active job's worker is told to stop
+        it, and it ends cancelled when the worker confirms or its lease runs out.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryJob(
+        self,
+        request: _jobs_pb2.RetryJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RetryJobResponse, _abc.Awaitable[_jobs_pb2.RetryJobResponse]]:
+        """Runs a failed or cancelled job again, with its attempts counted afresh."""
+
+    @_abc_1.abstractmethod
+    def RetryFailedJobs(
+        self,
+        request: _jobs_pb2.RetryFailedJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RetryFailedJobsResponse, _abc.Awaitable[_jobs_pb2.RetryFailedJobsResponse]]:
+        """Runs every failed job of a queue again; returns how many."""
+
+    @_abc_1.abstractmethod
+    def PromoteJob(
+        self,
+        request: _jobs_pb2.PromoteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.PromoteJobResponse, _abc.Awaitable[_jobs_pb2.PromoteJobResponse]]:
+        """Makes a delayed job waiting now."""
+
+    @_abc_1.abstractmethod
+    def ChangeJobPriority(
+        self,
+        request: _jobs_pb2.ChangeJobPriorityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ChangeJobPriorityResponse, _abc.Awaitable[_jobs_pb2.ChangeJobPriorityResponse]]:
+        """Changes the priority of a waiting or delayed job."""
+
+    @_abc_1.abstractmethod
+    def ExecuteWorkflow(
+        self,
+        request: _workflows_pb2.ExecuteWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.ExecuteWorkflowResponse, _abc.Awaitable[_workflows_pb2.ExecuteWorkflowResponse]]:
+        """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run."""
+
+    @_abc_1.abstractmethod
+    def GetWorkflow(
+        self,
+        request: _workflows_pb2.GetWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.GetWorkflowResponse, _abc.Awaitable[_workflows_pb2.GetWorkflowResponse]]:
+        """Returns a workflow run: its state and every step's job, state, result or error."""
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _workflows_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.ListWorkflowsResponse, _abc.Awaitable[_workflows_pb2.ListWorkflowsResponse]]:
+        """Lists workflow runs, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def CancelWorkflow(
+        self,
+        request: _workflows_pb2.CancelWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.CancelWorkflowResponse, _abc.Awaitable[_workflows_pb2.CancelWorkflowResponse]]:
+        """Cancels a workflow run: no further step starts, and its waiting and active step jobs are cancelled."""
+
+    @_abc_1.abstractmethod
+    def UpsertSchedule(
+        self,
+        request: _schedules_pb2.UpsertScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedules_pb2.UpsertScheduleResponse, _abc.Awaitable[_schedules_pb2.UpsertScheduleResponse]]:
+        """Creates or replaces a repeatable schedule (by schedule id within its queue)."""
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _schedules_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedules_pb2.GetScheduleResponse, _abc.Awaitable[_schedules_pb2.GetScheduleResponse]]:
+        """Returns one schedule."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _schedules_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedules_pb2.ListSchedulesResponse, _abc.Awaitable[_schedules_pb2.ListSchedulesResponse]]:
+        """Lists the schedules of a queue, or of every queue."""
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _schedules_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedules_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedules_pb2.DeleteScheduleResponse]]:
+        """Deletes a schedule; jobs it already added stay."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

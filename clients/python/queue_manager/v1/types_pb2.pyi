@@ -78,6 +78,8 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Failed for good (no attempts left, or a do-not-retry failure)."""
     JOB_STATE_PAUSED: _JobState.ValueType  # 6
     """Waiting in a paused queue."""
+    JOB_STATE_CANCELLED: _JobState.ValueType  # 7
+    """Cancelled before it finished; kept like failed jobs, and never retried unless asked."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """JobState is where a job is in its lifecycle."""
@@ -96,6 +98,8 @@ JOB_STATE_FAILED: JobState.ValueType  # 5
 """Failed for good (no attempts left, or a do-not-retry failure)."""
 JOB_STATE_PAUSED: JobState.ValueType  # 6
 """Waiting in a paused queue."""
+JOB_STATE_CANCELLED: JobState.ValueType  # 7
+"""Cancelled before it finished; kept like failed jobs, and never retried unless asked."""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _BackoffType:
@@ -297,6 +301,8 @@ class JobOptions(_message.Message):
     REMOVE_ON_FAIL_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_STALLED_FIELD_NUMBER: _builtins.int
+    CHAIN_TO_FIELD_NUMBER: _builtins.int
+    DEDUP_FIELD_NUMBER: _builtins.int
     priority: Global___JobPriority.ValueType
     """Priority level; unset means the queue's default."""
     attempts: _builtins.int
@@ -333,6 +339,18 @@ class JobOptions(_message.Message):
     def timeout(self) -> _duration_pb2.Duration:
         """Longest a single run may take before the worker abandons it as failed; unset means no limit."""
 
+    @_builtins.property
+    def chain_to(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainLink]:
+        """Jobs to run one after another once this one completes: the first link is added when this job
+        completes, the next when that link completes, and so on. A link that fails for good stops the chain.
+        Each link's job gets its predecessor as its parent (id and result). At most 100 links; a link's own
+        options may not have chain_to.
+        """
+
+    @_builtins.property
+    def dedup(self) -> Global___Dedup:
+        """Deduplication: while the key is held, adding a job with the same key returns the job that holds it."""
+
     def __init__(
         self,
         *,
@@ -347,14 +365,206 @@ class JobOptions(_message.Message):
         remove_on_fail: Global___KeepJobs | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         max_stalled: _builtins.int = ...,
+        chain_to: _abc.Iterable[Global___ChainLink] | None = ...,
+        dedup: Global___Dedup | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "delay", b"delay", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "delay", b"delay", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobOptions: _TypeAlias = JobOptions  # noqa: Y015
+
+@_typing.final
+class ChainLink(_message.Message):
+    """ChainLink is one job of a chain (see JobOptions.chain_to)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue of the link's job; it must be registered when the link is added."""
+    job_name: _builtins.str
+    """Job name; 1 to 200 characters."""
+    @_builtins.property
+    def data(self) -> Global___Payload:
+        """Job data."""
+
+    @_builtins.property
+    def options(self) -> Global___JobOptions:
+        """Job options; unset fields take the link queue's defaults (no chain_to, no dedup)."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        data: Global___Payload | None = ...,
+        options: Global___JobOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "job_name", b"job_name", "options", b"options", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChainLink: _TypeAlias = ChainLink  # noqa: Y015
+
+@_typing.final
+class Dedup(_message.Message):
+    """Dedup holds a deduplication key for a window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key, 1 to 200 characters, scoped to the queue."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the key is held from the first add, whatever becomes of that job; unset means until that job
+        finishes (completes, fails for good, is cancelled or removed).
+        """
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dedup: _TypeAlias = Dedup  # noqa: Y015
+
+@_typing.final
+class JobRef(_message.Message):
+    """JobRef names a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    job_id: _builtins.str
+    """Job id."""
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobRef: _TypeAlias = JobRef  # noqa: Y015
+
+@_typing.final
+class ParentJob(_message.Message):
+    """ParentJob is a predecessor of a job in a chain or workflow, with its outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    STEP_KEY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FAILED_REASON_FIELD_NUMBER: _builtins.int
+    step_key: _builtins.str
+    """Its workflow step key; empty in a chain."""
+    state: Global___JobState.ValueType
+    """Its state when this job was created (completed, or failed for an on_failure step)."""
+    failed_reason: _builtins.str
+    """Its failure reason, when it failed."""
+    @_builtins.property
+    def job(self) -> Global___JobRef:
+        """The predecessor."""
+
+    @_builtins.property
+    def result(self) -> Global___Payload:
+        """Its result, when it completed."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___JobRef | None = ...,
+        step_key: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        result: Global___Payload | None = ...,
+        failed_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_reason", b"failed_reason", "job", b"job", "result", b"result", "state", b"state", "step_key", b"step_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentJob: _TypeAlias = ParentJob  # noqa: Y015
+
+@_typing.final
+class JobLogLine(_message.Message):
+    """JobLogLine is one line a processor logged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """The text, at most 2,000 characters."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the worker logged it."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogLine: _TypeAlias = JobLogLine  # noqa: Y015
+
+@_typing.final
+class WorkflowStepRef(_message.Message):
+    """WorkflowStepRef places a job in a workflow run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STEP_KEY_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """Run id."""
+    step_key: _builtins.str
+    """Step key."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        step_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "step_key", b"step_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStepRef: _TypeAlias = WorkflowStepRef  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
@@ -382,6 +592,15 @@ class Job(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    PARENTS_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    CHAIN_ROOT_FIELD_NUMBER: _builtins.int
+    CHAIN_FAILURE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    LOG_COUNT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, unique within its queue."""
     queue_name: _builtins.str
@@ -404,6 +623,14 @@ class Job(_message.Message):
     """Stack trace of the last failure, as sent by the worker."""
     worker_id: _builtins.str
     """Id of the worker holding the job, while active."""
+    chain_failure: _builtins.str
+    """For a chain's first job: why the chain stopped, when a later link failed for good."""
+    log_count: _builtins.int
+    """Number of log lines kept."""
+    cancel_requested: _builtins.bool
+    """True once a cancel was asked for an active job (its worker is told to stop it)."""
+    cancel_reason: _builtins.str
+    """Why it was cancelled."""
     @_builtins.property
     def data(self) -> Global___Payload:
         """The job's data."""
@@ -442,6 +669,28 @@ class Job(_message.Message):
         timeout and max_stalled (the id is in id; a delay or schedule shows as run_time).
         """
 
+    @_builtins.property
+    def parents(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParentJob]:
+        """Predecessors in a chain or workflow (with their results): one for a chain link or a branch step, all
+        of depends_on for a fan-in step.
+        """
+
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRef]:
+        """Jobs this one started when it finished (the next chain link, the workflow steps that followed it)."""
+
+    @_builtins.property
+    def chain_root(self) -> Global___JobRef:
+        """For a chain link: the job whose chain_to it came from."""
+
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowStepRef:
+        """For a workflow step's job: its run and step."""
+
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLogLine]:
+        """The last log lines (at most 20) in GetJob and WaitForJob; see GetJobLogs for all of them."""
+
     def __init__(
         self,
         *,
@@ -465,10 +714,19 @@ class Job(_message.Message):
         metadata: Global___JobMetadata | None = ...,
         options: Global___JobOptions | None = ...,
         worker_id: _builtins.str = ...,
+        parents: _abc.Iterable[Global___ParentJob] | None = ...,
+        children: _abc.Iterable[Global___JobRef] | None = ...,
+        chain_root: Global___JobRef | None = ...,
+        chain_failure: _builtins.str = ...,
+        workflow: Global___WorkflowStepRef | None = ...,
+        logs: _abc.Iterable[Global___JobLogLine] | None = ...,
+        log_count: _builtins.int = ...,
+        cancel_requested: _builtins.bool = ...,
+        cancel_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "data", b"data", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "create_time", b"create_time", "data", b"data", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "children", b"children", "create_time", b"create_time", "data", b"data", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -514,10 +772,13 @@ class QueueConfig(_message.Message):
     COMPLETED_RETENTION_FIELD_NUMBER: _builtins.int
     FAILED_RETENTION_FIELD_NUMBER: _builtins.int
     DISABLE_DEAD_LETTER_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
     dead_letter_queue: _builtins.str
     """Name of the queue that receives jobs which failed for good; empty means "dead-letter-queue"."""
     disable_dead_letter: _builtins.bool
     """Disable the dead-letter queue for this queue (failed jobs stay only in failed)."""
+    concurrency: _builtins.int
+    """Most jobs of this queue active at once across all workers and servers; 0 means no limit."""
     @_builtins.property
     def rate_limit(self) -> Global___RateLimit:
         """Token-bucket rate limit on job starts; unset means unlimited."""
@@ -543,10 +804,11 @@ class QueueConfig(_message.Message):
         completed_retention: Global___KeepJobs | None = ...,
         failed_retention: Global___KeepJobs | None = ...,
         disable_dead_letter: _builtins.bool = ...,
+        concurrency: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "default_job_options", b"default_job_options", "failed_retention", b"failed_retention", "rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -605,6 +867,7 @@ class QueueMetrics(_message.Message):
     PAUSED_FIELD_NUMBER: _builtins.int
     STALLED_FIELD_NUMBER: _builtins.int
     STALLED_TOTAL_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -623,6 +886,8 @@ class QueueMetrics(_message.Message):
     """Active jobs whose lease expired and that wait for recovery."""
     stalled_total: _builtins.int
     """Total recoveries of stalled jobs since the queue was registered."""
+    cancelled: _builtins.int
+    """Cancelled jobs still retained."""
     def __init__(
         self,
         *,
@@ -635,10 +900,11 @@ class QueueMetrics(_message.Message):
         paused: _builtins.int = ...,
         stalled: _builtins.int = ...,
         stalled_total: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "completed", b"completed", "delayed", b"delayed", "failed", b"failed", "paused", b"paused", "queue_name", b"queue_name", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "completed", b"completed", "delayed", b"delayed", "failed", b"failed", "paused", b"paused", "queue_name", b"queue_name", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

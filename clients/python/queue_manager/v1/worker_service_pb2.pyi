@@ -35,6 +35,10 @@ class _ServerCommandTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ser
     """Stop taking jobs, finish or release those in hand, then close the stream (the server is going away).
     No delivery follows this command on the stream.
     """
+    SERVER_COMMAND_TYPE_CANCEL_JOB: _ServerCommandType.ValueType  # 2
+    """Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
+    cancelled. A report about it that arrives first is accepted as usual.
+    """
 
 class ServerCommandType(_ServerCommandType, metaclass=_ServerCommandTypeEnumTypeWrapper):
     """ServerCommandType is what the server asks of the worker."""
@@ -44,6 +48,10 @@ SERVER_COMMAND_TYPE_UNSPECIFIED: ServerCommandType.ValueType  # 0
 SERVER_COMMAND_TYPE_DRAIN: ServerCommandType.ValueType  # 1
 """Stop taking jobs, finish or release those in hand, then close the stream (the server is going away).
 No delivery follows this command on the stream.
+"""
+SERVER_COMMAND_TYPE_CANCEL_JOB: ServerCommandType.ValueType  # 2
+"""Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
+cancelled. A report about it that arrives first is accepted as usual.
 """
 Global___ServerCommandType: _TypeAlias = ServerCommandType  # noqa: Y015
 
@@ -200,6 +208,7 @@ class JobFailure(_message.Message):
     STACKTRACE_FIELD_NUMBER: _builtins.int
     DO_NOT_RETRY_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue of the job."""
     job_id: _builtins.str
@@ -216,6 +225,12 @@ class JobFailure(_message.Message):
     def duration(self) -> _duration_pb2.Duration:
         """How long the processor ran."""
 
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """Set when the processor was told to slow down (an HTTP 429 from downstream, for example): the job goes
+        back to wait this long without using an attempt, and the queue starts no job for that long.
+        """
+
     def __init__(
         self,
         *,
@@ -226,10 +241,11 @@ class JobFailure(_message.Message):
         stacktrace: _builtins.str = ...,
         do_not_retry: _builtins.bool = ...,
         duration: _duration_pb2.Duration | None = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_retry", b"do_not_retry", "duration", b"duration", "job_id", b"job_id", "lease_token", b"lease_token", "message", b"message", "queue_name", b"queue_name", "stacktrace", b"stacktrace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_retry", b"do_not_retry", "duration", b"duration", "job_id", b"job_id", "lease_token", b"lease_token", "message", b"message", "queue_name", b"queue_name", "retry_after", b"retry_after", "stacktrace", b"stacktrace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,6 +325,8 @@ class WorkerReport(_message.Message):
     RELEASES_FIELD_NUMBER: _builtins.int
     ABANDONED_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """How many more jobs the worker can take, added to its current credit."""
     stop: _builtins.bool
@@ -342,6 +360,14 @@ class WorkerReport(_message.Message):
         waiting as a stall (counted, and redelivered with the redelivery flag).
         """
 
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLogs]:
+        """Log lines of running jobs."""
+
+    @_builtins.property
+    def cancelled(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Jobs whose run stopped because the server sent CANCEL_JOB; they end cancelled."""
+
     def __init__(
         self,
         *,
@@ -353,14 +379,46 @@ class WorkerReport(_message.Message):
         releases: _abc.Iterable[Global___LeaseRef] | None = ...,
         abandoned: _abc.Iterable[Global___LeaseRef] | None = ...,
         stop: _builtins.bool = ...,
+        logs: _abc.Iterable[Global___JobLogs] | None = ...,
+        cancelled: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "progress", b"progress", "releases", b"releases", "stop", b"stop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "progress", b"progress", "releases", b"releases", "stop", b"stop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerReport: _TypeAlias = WorkerReport  # noqa: Y015
+
+@_typing.final
+class JobLogs(_message.Message):
+    """JobLogs carries log lines of one running job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lease(self) -> Global___LeaseRef:
+        """The leased job."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.JobLogLine]:
+        """The lines, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        lease: Global___LeaseRef | None = ...,
+        lines: _abc.Iterable[_types_pb2.JobLogLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogs: _TypeAlias = JobLogs  # noqa: Y015
 
 @_typing.final
 class ConnectResponse(_message.Message):
@@ -575,20 +633,26 @@ class ServerCommand(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     type: Global___ServerCommandType.ValueType
     """The command."""
     reason: _builtins.str
     """Why, for logs."""
+    @_builtins.property
+    def job(self) -> Global___LeaseRef:
+        """The job a CANCEL_JOB command is about."""
+
     def __init__(
         self,
         *,
         type: Global___ServerCommandType.ValueType = ...,
+        job: Global___LeaseRef | None = ...,
         reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "reason", b"reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,8 +5,8 @@
 -- KEYS[1] meta      (hash)   KEYS[2] waiting (zset)   KEYS[3] delayed (zset)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
 -- ARGV[4] first seq to use (0 = take N from the queue's counter; else reserved with reserve_seq.lua)
--- ARGV[5] number of jobs N; then N groups of 3: header, data, metadata (see includes/add.lua; few
---   arguments keep the call cheap to encode).
+-- ARGV[5] number of jobs N; then N groups of 4: header, data, metadata, extra fields (see
+--   includes/add.lua; few arguments keep the call cheap to encode). The header's seq field is ignored.
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), then per job:
 --   id, created (1) or existing (0)}
 --   or {-1} when the queue is not registered.
@@ -23,9 +23,10 @@ local out = {now, 0, -1}
 local added_waiting, earliest = 0, -1
 
 for i = 0, n - 1 do
-  local b = 5 + i * 3
+  local b = 5 + i * 4
   local h = split_header(ARGV[b + 1])
-  local code, run = insert_job(meta, waiting, delayed, prefix, d, now, seq, h, ARGV[b + 2], ARGV[b + 3])
+  local code, run = insert_job(meta, waiting, delayed, prefix, d, now, seq, h, ARGV[b + 2], ARGV[b + 3],
+    ARGV[b + 4])
   if code == 1 then
     added_waiting = added_waiting + 1
   elseif code == 2 and (earliest < 0 or run < earliest) then

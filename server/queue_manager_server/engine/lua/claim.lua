@@ -7,9 +7,9 @@
 -- ARGV[1] job key prefix  ARGV[2] max jobs N  ARGV[3] lease token  ARGV[4] worker id
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
 -- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
---   jobs waiting), then per job 13 fields:
+--   jobs waiting), then per job 14 fields:
 --   id, name, data, content type, priority, max attempts, attempts made, attempts started,
---   stalled count, created ms, metadata, timeout ms, lease expiry ms}
+--   stalled count, created ms, metadata, timeout ms, lease expiry ms, flow view (encoded Job or "")}
 --   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited (retry-after says when), -1 = no queue
 local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -48,7 +48,8 @@ for i = 1, #popped, 2 do
   local ats = redis.call('HINCRBY', jkey, 'ats', 1)
   redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'lex', expiry)
   redis.call('ZADD', active, expiry, id)
-  local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to')
+  local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
+    'par')
   table.insert(out, id)
   for j = 1, 5 do table.insert(out, f[j] or '') end
   table.insert(out, f[6] or 0)
@@ -58,6 +59,7 @@ for i = 1, #popped, 2 do
   table.insert(out, f[9] or '')
   table.insert(out, f[10] or 0)
   table.insert(out, expiry)
+  table.insert(out, f[11] or '')
   taken = taken + 1
 end
 if rl_max > 0 and rl_ms > 0 then

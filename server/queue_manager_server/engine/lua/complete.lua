@@ -4,11 +4,12 @@
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] completed (zset)
 -- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 4 fields:
 --   id, lease token, result, result content type
--- Returns: {now, then one code per job}: 0 ok, -2 job not found, -3 lease not held (stale token)
+-- Returns: {now, flow hand-offs queued, then one code per job}: 0 ok, -2 job not found, -3 lease not held
+--   (stale token)
 local meta, active, completed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local out = {now}
+local out = {now, 0}
 local policy, kept = '', false
 
 for i = 0, n - 1 do
@@ -22,6 +23,7 @@ for i = 0, n - 1 do
     redis.call('ZREM', active, id)
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4])
     redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
+    out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now)
     local remove = keep_policy(meta, f[3], 'kc')
     if remove then
       redis.call('DEL', jkey)

@@ -18,14 +18,14 @@ if redis.call('EXISTS', meta) == 0 then
   redis.call('HDEL', bulk, sid)
   return {-1}
 end
-local items = redis.call('LRANGE', staged, 0, n * 3 - 1)
+local items = redis.call('LRANGE', staged, 0, n * 4 - 1)
 local d = add_defaults(meta)
 local now = now_ms()
 local created, added_waiting, earliest = 0, 0, -1
-for i = 1, #items - 2, 3 do
+for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
   local code, run = insert_job(meta, waiting, delayed, prefix, d, now, tonumber(h[16]), h, items[i + 1],
-    items[i + 2])
+    items[i + 2], items[i + 3])
   if code == 1 then
     added_waiting = added_waiting + 1
   elseif code == 2 and (earliest < 0 or run < earliest) then

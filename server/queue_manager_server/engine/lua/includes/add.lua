@@ -1,11 +1,13 @@
 -- add.lua: inserting one job, shared by add_jobs.lua (jobs in ARGV) and publish_staged.lua (jobs held
 -- in a staged bulk stream). Needs common.lua (PRI_SHIFT) included first.
 --
--- A job travels as 3 strings: header, data, metadata (encoded JobMetadata or ""). The header is 15 fields
--- (16 for staged jobs: the job's FIFO seq last), each followed by a NUL byte: id, name, content type,
--- priority (0 = queue default), delay ms (-1 = none), run-at ms (-1 = none), attempts (0 = default),
--- backoff type (0 = default, 1 fixed, 2 exponential), backoff delay ms, backoff jitter, backoff max ms,
--- keep-completed policy, keep-failed policy, timeout ms, max stalled (0 = default).
+-- A job travels as 4 strings: header, data, metadata (encoded JobMetadata or ""), extra fields. The header
+-- is 16 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
+-- (-1 = none), run-at ms (-1 = none), attempts (0 = default), backoff type (0 = default, 1 fixed,
+-- 2 exponential), backoff delay ms, backoff jitter, backoff max ms, keep-completed policy, keep-failed
+-- policy, timeout ms, max stalled (0 = default), FIFO seq (0 = the caller's running seq; staged bulk jobs
+-- carry their own). Extra fields are more job-hash fields, set by flows (chain links, workflow steps):
+-- netstrings ("<length>:<bytes>") alternating field name and value, binary-safe; "" for none.
 
 -- The queue's default job options, read once per script call (fields of the meta hash).
 local function add_defaults(meta)
@@ -20,10 +22,22 @@ local function split_header(s)
   return h
 end
 
+-- The strings of a netstring list ("<length>:<bytes>" each).
+local function netstrings(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local c = string.find(s, ':', i, true)
+    local n = tonumber(string.sub(s, i, c - 1))
+    out[#out + 1] = string.sub(s, c + 1, c + n)
+    i = c + n + 1
+  end
+  return out
+end
+
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists.
 -- d: add_defaults(meta). Returns 0 (the id existed; nothing written), 1 (added waiting) or 2 (added
 -- delayed), and the run-at of a delayed job.
-local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, md)
+local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, md, extra)
   local id = h[1]
   local jkey = prefix .. id
   if redis.call('EXISTS', jkey) == 1 then return 0, -1 end
@@ -49,6 +63,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
   if h[15] ~= '0' then redis.call('HSET', jkey, 'ms', h[15]) end
   if md == '' then md = d[10] or '' end
   if md ~= '' then redis.call('HSET', jkey, 'md', md) end
+  if extra ~= '' then redis.call('HSET', jkey, unpack(netstrings(extra))) end
   if st == 'delayed' then
     redis.call('HSET', jkey, 'run', run)
     redis.call('ZADD', delayed, run, id)

@@ -85,12 +85,32 @@ local function keep_policy(meta, policy, kind)
   return false, age, count
 end
 
+-- A key of the job's queue that scripts derive instead of taking it in KEYS (same hash slot): the job
+-- prefix is '<base>job:', so '<base>' .. name. engine/keys.py documents each such key.
+local function queue_key(prefix, name)
+  return string.sub(prefix, 1, -5) .. name
+end
+
+-- Bookkeeping for a job that has just finished (state 'completed', 'failed' for good or 'cancelled'),
+-- before retention may delete it. A job in a flow (a chain link, a workflow step: field 'flo') gets its
+-- outcome copied to a flow entry and queued on the flow outbox, which the server carries out (adding the
+-- next link or steps, possibly in other queues) and then clears. Returns 1 when a flow hand-off was queued.
+local function on_finished(prefix, id, jkey, state, now)
+  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par')
+  if not f[1] then return 0 end
+  redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', f[2] or '',
+    'rct', f[3] or '', 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '', 'par', f[7] or '')
+  redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
+  return 1
+end
+
 -- Moves an active or stalled job to failed for good, queues its dead-letter hand-off, applies retention.
 local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stack)
   local jkey = prefix .. id
   redis.call('HSET', jkey, 'st', 'failed', 'fts', now, 'err', reason, 'stk', stack)
   redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
   redis.call('ZADD', failed, now, id)
+  on_finished(prefix, id, jkey, 'failed', now)
   local dlq = redis.call('HGET', meta, 'dlq')
   if dlq and dlq ~= '' then redis.call('RPUSH', outbox, id) end
   local remove, age, count = keep_policy(meta, redis.call('HGET', jkey, 'kf'), 'kf')

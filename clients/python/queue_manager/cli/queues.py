@@ -1,0 +1,104 @@
+"""``qm queues …``: registering and administering queues."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from queue_manager.cli.common import UsageError, client, option, plain, show
+
+_QUEUE_COLUMNS = ("name", "paused", "dead_letter_queue", "rate_limit", "created_at")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``queues`` to the ``qm`` parser."""
+    queues = commands.add_parser("queues", help="administer queues").add_subparsers(
+        metavar="ACTION", required=True
+    )
+    queues.add_parser("list", help="list queues").set_defaults(command="queues list", handler=_list)
+    for action, text in (("pause", "pause a queue"), ("resume", "resume a queue"), ("metrics", "job counts")):
+        sub = queues.add_parser(action, help=text)
+        sub.add_argument("queue")
+        sub.set_defaults(command=f"queues {action}", handler=_action)
+    clean = queues.add_parser("clean", help="remove old jobs of one state")
+    clean.add_argument("queue")
+    option(clean, "--grace", type=int, required=True, help="only jobs older than this many milliseconds")
+    option(clean, "--state", required=True, help="completed, failed, waiting, paused or delayed")
+    option(clean, "--limit", type=int, default=0, help="most jobs to remove (0: no limit)")
+    clean.set_defaults(command="queues clean", handler=_clean)
+    register = queues.add_parser("register", help="register a queue or update its settings")
+    register.add_argument("queue")
+    option(register, "--rate-max", type=int, help="jobs allowed per --rate-duration")
+    option(register, "--rate-duration", type=int, help="rate-limit window in milliseconds")
+    option(register, "--dead-letter-queue", help="queue receiving jobs that fail for good")
+    register.set_defaults(command="queues register", handler=_register)
+    drain = queues.add_parser("drain", help="remove all waiting jobs")
+    drain.add_argument("queue")
+    drain.add_argument("--include-delayed", action="store_true", help="also remove delayed jobs")
+    drain.set_defaults(command="queues drain", handler=_drain)
+    obliterate = queues.add_parser("obliterate", help="delete a queue and all its jobs")
+    obliterate.add_argument("queue")
+    obliterate.add_argument("--force", action="store_true", help="even when jobs are active")
+    obliterate.set_defaults(command="queues obliterate", handler=_obliterate)
+
+
+def _list(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        queues = qm.list_queues()
+    show(args, [_queue_row(plain(q)) for q in queues], columns=_QUEUE_COLUMNS)
+    return 0
+
+
+def _action(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        if args.command == "queues pause":
+            result = plain(qm.pause_queue(args.queue))
+        elif args.command == "queues resume":
+            result = plain(qm.resume_queue(args.queue))
+        else:
+            result = plain(qm.get_queue_metrics(args.queue))
+    show(args, result)
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        removed = qm.clean_queue(args.queue, args.grace, args.state, limit=args.limit)
+    show(args, {"queue": args.queue, "removed": removed})
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    rate_limit = None
+    if args.rate_max is not None or args.rate_duration is not None:
+        if args.rate_max is None or args.rate_duration is None:
+            raise UsageError("--rate-max and --rate-duration go together")
+        rate_limit = {"max": args.rate_max, "duration": args.rate_duration}
+    with client(args) as qm:
+        queue = qm.register_queue(args.queue, rate_limit=rate_limit, dead_letter_queue=args.dead_letter_queue)
+    show(args, plain(queue))
+    return 0
+
+
+def _drain(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        removed = qm.drain_queue(args.queue, include_delayed=args.include_delayed)
+    show(args, {"queue": args.queue, "removed": removed})
+    return 0
+
+
+def _obliterate(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        removed = qm.obliterate_queue(args.queue, force=args.force)
+    show(args, {"queue": args.queue, "removed": removed})
+    return 0
+
+
+def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
+    config = queue.get("config") or {}
+    rate = config.get("rate_limit")
+    return {
+        **queue,
+        "dead_letter_queue": config.get("dead_letter_queue", ""),
+        "rate_limit": f"{rate['max']}/{rate['duration']}ms" if rate and rate.get("max") else "",
+    }

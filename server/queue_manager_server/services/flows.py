@@ -1,0 +1,115 @@
+"""Flows: what follows a finished job in another queue — the next link of a chain, the next workflow steps.
+
+A job in a flow carries ``flo`` (see engine/records.py). When it finishes, the finishing script copies its
+outcome into a flow entry and queues the job's id on its queue's flow outbox (common.lua ``on_finished``),
+atomically with the finish. `Flows.hand_off` then carries each entry out and clears it (``flow_done.lua``).
+The job ids of what it adds are derived from the finished job, so carrying an entry out twice (a server
+killed between the add and the clear, the janitor replaying it meanwhile) adds nothing twice: the
+successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
+Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+from queue_manager.v1 import jobs_pb2, types_pb2
+from queue_manager_server import convert
+from queue_manager_server.engine import Engine
+from queue_manager_server.errors import QueueManagerError
+
+log = logging.getLogger("queue_manager_server.flows")
+
+# Entries carried out per outbox read.
+HAND_OFF_BATCH = 100
+_STATES = {
+    "completed": types_pb2.JOB_STATE_COMPLETED,
+    "failed": types_pb2.JOB_STATE_FAILED,
+    "cancelled": types_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def successor_id(queue: str, job_id: str) -> str:
+    """The id of the chain link that follows a job: derived, so adding it twice is a no-op."""
+    return hashlib.blake2b(f"{queue}\0{job_id}".encode(), digest_size=12).hexdigest()
+
+
+class Flows:
+    """Carries out flow hand-offs for the jobs of any queue."""
+
+    def __init__(self, engine: Engine, payload_limit: int) -> None:
+        self.engine = engine
+        self.payload_limit = payload_limit
+
+    async def hand_off(self, queue: str) -> int:
+        """Carries out the queue's pending hand-offs; returns how many."""
+        done = 0
+        while entries := await self.engine.pending_flows(queue, HAND_OFF_BATCH):
+            for job_id, entry in entries:
+                children = await self._carry_out(queue, job_id, entry)
+                view = types_pb2.Job(children=children).SerializeToString() if children else b""
+                await self.engine.flow_done(queue, job_id, view)
+            done += len(entries)
+            if len(entries) < HAND_OFF_BATCH:
+                break
+        return done
+
+    async def _carry_out(self, queue: str, job_id: str, entry: dict[str, bytes]) -> list[types_pb2.JobRef]:
+        if not entry:  # cleared by another server meanwhile
+            return []
+        state = entry.get("st", b"").decode()
+        view = types_pb2.Job.FromString(entry.get("par", b""))
+        chain = types_pb2.JobOptions.FromString(entry.get("chn", b"")).chain_to
+        root = (
+            view.chain_root
+            if view.HasField("chain_root")
+            else types_pb2.JobRef(queue_name=queue, job_id=job_id)
+        )
+        children: list[types_pb2.JobRef] = []
+        if state == "completed" and chain:
+            child = await self._add_link(queue, job_id, entry, root, chain)
+            if child is not None:
+                children.append(child)
+        elif state != "completed" and view.HasField("chain_root"):
+            name = entry.get("name", b"").decode()
+            reason = entry.get("err", b"").decode() or state
+            await self.engine.chain_failed(
+                root.queue_name, root.job_id, f"link {queue}/{job_id} ({name}) {state}: {reason}"
+            )
+        return children
+
+    async def _add_link(
+        self,
+        queue: str,
+        job_id: str,
+        entry: dict[str, bytes],
+        root: types_pb2.JobRef,
+        chain: Sequence[types_pb2.ChainLink],
+    ) -> types_pb2.JobRef | None:
+        link, rest = chain[0], chain[1:]
+        job = convert.new_job(
+            jobs_pb2.NewJob(name=link.job_name, data=link.data, options=link.options),
+            "chain_to[0]",
+            self.payload_limit,
+        )
+        job.id = job.id or successor_id(queue, job_id)
+        parent = types_pb2.ParentJob(
+            job=types_pb2.JobRef(queue_name=queue, job_id=job_id),
+            state=_STATES["completed"],
+            result=convert.payload_out(entry.get("res"), entry.get("rct", b"").decode(), json_view=False),
+        )
+        job.extra["flo"] = b"1"
+        job.extra["par"] = types_pb2.Job(parents=[parent], chain_root=root).SerializeToString()
+        if rest:
+            job.extra["chn"] = types_pb2.JobOptions(chain_to=rest).SerializeToString()
+        try:
+            await self.engine.add_jobs(link.queue_name, [job])
+        except QueueManagerError as exc:
+            log.warning("chain stopped", extra={"queue": queue, "job_id": job_id, "error": str(exc)})
+            await self.engine.chain_failed(
+                root.queue_name, root.job_id, f"chain stopped after {queue}/{job_id}: {exc}"
+            )
+            return None
+        return types_pb2.JobRef(queue_name=link.queue_name, job_id=job.id)

@@ -1,0 +1,18 @@
+"""QueueService: the producers' and operators' service, assembled from one handler class per area."""
+
+from __future__ import annotations
+
+from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.services.jobs import JobHandlers
+from queue_manager_server.services.queues import QueueAdmin
+
+
+class QueueService(QueueAdmin, JobHandlers, pb_grpc.QueueServiceServicer):
+    """Queues, jobs, workflows and schedules; each area's handlers live in their own module."""
+
+    def __init__(self, engine: Engine, max_payload_bytes: int) -> None:
+        self.engine = engine
+        self.bulk = BulkStreams(engine)
+        self.max_payload = max_payload_bytes
