@@ -32,14 +32,18 @@ from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.notifier import Notifier
 from queue_manager_server.components.promoter import Promoter
+from queue_manager_server.components.scheduler import Scheduler
+from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.config import Settings
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.control import Control
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.queue_service import QueueService
 from queue_manager_server.services.workers import WorkerService
+from queue_manager_server.services.workflows import Workflows
 
 log = logging.getLogger("queue_manager_server.app")
 
@@ -95,7 +99,9 @@ class App:
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
-        flows = Flows(engine, s.max_payload_bytes)
+        workflows = Workflows(engine, s.max_payload_bytes)
+        workflows.cancel_job = Control(engine).cancel_job  # cancel_workflow stops its steps' jobs
+        flows = Flows(engine, workflows, s.max_payload_bytes, s.test_crash_point)
         engine.flow_hook = flows.hand_off
 
         self.dispatcher = Dispatcher(engine, s.lease_ms)
@@ -103,7 +109,7 @@ class App:
             engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
         )
         self.server = grpc.aio.server(options=self._grpc_options())
-        self.queue_service = QueueService(engine, s.max_payload_bytes)  # type: ignore[abstract]
+        self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -121,14 +127,21 @@ class App:
             self.lock.record(listen=self.address)
 
         promoter = Promoter(engine)
-        self.notifier = Notifier(self.redis, engine.channel, self.dispatcher, promoter)
+        scheduler = Scheduler(engine)
+        timeouts = Timeouts(engine, s.reaper_interval_ms / 1000)
+        self.dispatcher.deadline_hook = timeouts.schedule
+        self.notifier = Notifier(
+            self.redis, engine.channel, self.dispatcher, promoter, scheduler, self.queue_service.waiters
+        )
         self.notifier.start()
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
         await monitor.set(True)
         self.components = [
             Reaper(engine, s.reaper_interval_ms / 1000),
+            timeouts,
             promoter,
-            Janitor(engine, flows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
+            scheduler,
+            Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,
         ]
         for c in self.components:

@@ -39,6 +39,8 @@ class Settings:
     janitor_interval_ms: int = 30_000
     # A bulk stream staged this long without a new chunk or a commit is rolled back (its writer is gone).
     bulk_idle_ms: int = 60_000
+    # Testing knob: where the process kills itself (services/flows.py CRASH_POINTS); "" in production.
+    test_crash_point: str = ""
 
     @property
     def heartbeat_ms(self) -> int:
@@ -137,6 +139,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument(
         "--bulk-idle-ms", type=int, default=int(e("QM_BULK_IDLE_MS", d.bulk_idle_ms)), help=argparse.SUPPRESS
     )
+    p.add_argument("--test-crash-point", default=e("QM_TEST_CRASH_POINT", ""), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
@@ -162,4 +165,5 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         embedded_port=a.embedded_port,
         janitor_interval_ms=a.janitor_interval_ms,
         bulk_idle_ms=a.bulk_idle_ms,
+        test_crash_point=a.test_crash_point,
     )

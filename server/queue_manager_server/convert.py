@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
@@ -11,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from queue_manager.v1 import jobs_pb2, types_pb2, worker_service_pb2
 from queue_manager_server import validate
 from queue_manager_server.engine.engine import DEFAULT_DLQ
+from queue_manager_server.engine.job_control import LOG_KEEP, LOG_LINE_CHARS, JobView, LogLine
 from queue_manager_server.engine.records import (
     ClaimedJob,
     JobRecord,
@@ -37,6 +39,7 @@ STATE_NAMES: dict[int, str] = {
     types_pb2.JOB_STATE_COMPLETED: "completed",
     types_pb2.JOB_STATE_FAILED: "failed",
     types_pb2.JOB_STATE_PAUSED: "paused",
+    types_pb2.JOB_STATE_CANCELLED: "cancelled",
 }
 STATE_VALUES: dict[str, types_pb2.JobState.ValueType] = {
     v: types_pb2.JobState.Value(f"JOB_STATE_{v.upper()}") for v in STATE_NAMES.values()
@@ -47,7 +50,7 @@ def state_name(value: int, field: str = "state") -> str:
     name = STATE_NAMES.get(int(value))
     if name is None:
         raise InvalidArgument(
-            field, "is required: one of waiting, active, delayed, completed, failed, paused"
+            field, "is required: one of waiting, active, delayed, completed, failed, paused, cancelled"
         )
     return name
 
@@ -139,6 +142,8 @@ def _chain_in(out: NewJob, o: types_pb2.JobOptions, field: str, payload_limit: i
             raise InvalidArgument(
                 f"{at}.options.chain_to", "a link has no chain of its own; list every link in the first job's"
             )
+        if link.options.HasField("dedup"):
+            raise InvalidArgument(f"{at}.options.dedup", "a link has no dedup key; give it to the first job")
         new_job(jobs_pb2.NewJob(name=link.job_name, data=link.data, options=link.options), at, payload_limit)
     chain = types_pb2.JobOptions(chain_to=o.chain_to).SerializeToString()
     validate.payload_size(len(chain), payload_limit, field)
@@ -184,6 +189,14 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     if o.HasField("timeout"):
         out.timeout_ms = validate.duration_ms(o.timeout, f"{field}.timeout")
     out.max_stalled = validate.count(o.max_stalled, f"{field}.max_stalled", 1000)
+    if o.HasField("dedup"):
+        out.dedup_key = validate.text(o.dedup.key, f"{field}.dedup.key", 200)
+        if o.dedup.HasField("ttl"):
+            out.dedup_ttl_ms = validate.duration_ms(o.dedup.ttl, f"{field}.dedup.ttl")
+            if out.dedup_ttl_ms <= 0:
+                raise InvalidArgument(
+                    f"{field}.dedup.ttl", "must be at least 1 ms; unset holds the key until the job finishes"
+                )
 
 
 # ---- jobs out ----------------------------------------------------------------------------------
@@ -207,6 +220,8 @@ def _keep_out(policy: str) -> types_pb2.KeepJobs | None:
 
 def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
     """A stored job for admin reads (JSON payloads as JSON values)."""
+    if not r.fields:  # a dedup key's holder that retention removed since: only its id is known
+        return types_pb2.Job(id=r.id, queue_name=r.queue)
     st = r.text("st")
     if st == "waiting" and queue_paused:
         st = "paused"
@@ -223,6 +238,8 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
         failed_reason=r.text("err"),
         stacktrace=r.text("stk"),
         worker_id=r.text("wid"),
+        cancel_requested=r.text("cxr") == "1",
+        cancel_reason=r.text("cxm"),
         create_time=ms_timestamp(r.int("ts")),
     )
     if r.raw("res") is not None:
@@ -254,6 +271,10 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
         o.remove_on_fail.CopyFrom(kf)
     if md is not None:
         o.metadata.CopyFrom(md)
+    if r.raw("ddk") is not None:
+        o.dedup.key = r.text("ddk")
+        if r.int("ddt"):
+            o.dedup.ttl.CopyFrom(ms_duration(r.int("ddt")))
     _flow_out(r, j)
     return j
 
@@ -323,6 +344,7 @@ def queue_meta(
         )
         filled.dead_letter_queue = dlq
     fields["dlq"] = dlq
+    fields["conc"] = cfg.concurrency  # claim.lua: most jobs active at once; 0 = no cap
     for kind, source, target, default in (
         ("kc", cfg.completed_retention, filled.completed_retention, DEFAULT_COMPLETED_KEEP),
         ("kf", cfg.failed_retention, filled.failed_retention, DEFAULT_FAILED_KEEP),
@@ -339,6 +361,8 @@ def queue_meta(
             raise InvalidArgument(f"{field}.default_job_options.job_id", "cannot have a default")
         if o.HasField("delay") or o.HasField("schedule_time"):
             raise InvalidArgument(f"{field}.default_job_options.delay", "cannot have a default")
+        if o.HasField("dedup"):
+            raise InvalidArgument(f"{field}.default_job_options.dedup", "cannot have a default")
         apply_options(defaults, o, f"{field}.default_job_options")
     if cfg.completed_retention.remove and not defaults.keep_completed:
         defaults.keep_completed = "r"
@@ -379,4 +403,28 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         paused=m.paused,
         stalled=m.stalled,
         stalled_total=m.stalled_total,
+        cancelled=m.cancelled,
     )
+
+
+# ---- job logs ----------------------------------------------------------------------------------
+
+
+def log_lines_in(lines: Sequence[types_pb2.JobLogLine]) -> list[tuple[int, str]]:
+    """A worker's lines for add_logs.lua: (time ms, 0 = now; text cut to the limit), the last LOG_KEEP."""
+    return [
+        (max(line.time.ToMilliseconds(), 0) if line.HasField("time") else 0, line.message[:LOG_LINE_CHARS])
+        for line in lines[-LOG_KEEP:]
+    ]
+
+
+def log_lines_out(lines: Sequence[LogLine]) -> list[types_pb2.JobLogLine]:
+    return [types_pb2.JobLogLine(time=ms_timestamp(line.time_ms), message=line.text) for line in lines]
+
+
+def job_view_out(v: JobView) -> types_pb2.Job:
+    """A job with the tail of its log (GetJob, WaitForJob)."""
+    j = job_out(v.record, v.queue_paused)
+    j.logs.extend(log_lines_out(v.logs))
+    j.log_count = v.log_count
+    return j

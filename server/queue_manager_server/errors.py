@@ -43,3 +43,17 @@ class JobActive(QueueManagerError):
 
 class Unavailable(QueueManagerError):
     """Redis cannot be reached or the server is shutting down."""
+
+
+class ScheduleNotFound(QueueManagerError):
+    def __init__(self, queue: str, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} not found in queue {queue!r}")
+
+
+class WorkflowNotFound(QueueManagerError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"workflow run {run_id!r} not found (runs are kept 7 days after they finish)")
+
+
+class WrongState(QueueManagerError):
+    """The operation does not apply to the thing in its current state (FAILED_PRECONDITION)."""

@@ -16,7 +16,7 @@ await qm.add_job("emails", "welcome", {"to": "u@example.com"}, {"priority": JobP
 
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
-from queue_manager.convert import Job, Queue, QueueMetrics
+from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, QueueMetrics, WorkflowStepRef
 from queue_manager.enums import JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
@@ -24,38 +24,62 @@ from queue_manager.errors import (
     InvalidArgumentError,
     NotFoundError,
     QueueManagerError,
+    RateLimitedError,
     ResourceExhaustedError,
     UnavailableError,
     UnrecoverableError,
 )
-from queue_manager.options import Backoff, JobMetadata, JobOptions, KeepJobs, QueueConfig, RateLimit
+from queue_manager.options import (
+    Backoff,
+    ChainLink,
+    Dedup,
+    JobMetadata,
+    JobOptions,
+    KeepJobs,
+    QueueConfig,
+    RateLimit,
+)
 from queue_manager.requests import BulkJob
+from queue_manager.schedules import Schedule
 from queue_manager.sync import SyncQueueManager
 from queue_manager.worker import Worker
+from queue_manager.workflows import WorkflowRun, WorkflowState, WorkflowStepRun, WorkflowStepState
 
 __all__ = [
     "AlreadyExistsError",
     "Backoff",
     "BulkJob",
+    "ChainLink",
+    "Dedup",
     "FailedPreconditionError",
     "InvalidArgumentError",
     "Job",
     "JobContext",
+    "JobLogLine",
     "JobMetadata",
     "JobOptions",
     "JobPriority",
+    "JobRef",
     "JobState",
     "KeepJobs",
     "NotFoundError",
+    "ParentJob",
     "Queue",
     "QueueConfig",
     "QueueManager",
     "QueueManagerError",
     "QueueMetrics",
     "RateLimit",
+    "RateLimitedError",
     "ResourceExhaustedError",
+    "Schedule",
     "SyncQueueManager",
     "UnavailableError",
     "UnrecoverableError",
     "Worker",
+    "WorkflowRun",
+    "WorkflowState",
+    "WorkflowStepRef",
+    "WorkflowStepRun",
+    "WorkflowStepState",
 ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
@@ -13,15 +13,25 @@ import grpc.aio
 from queue_manager.channel import aio_channel, resolve_address
 from queue_manager.convert import (
     Job,
+    JobLogLine,
     Queue,
     QueueMetrics,
     job_from_proto,
+    log_lines_from_proto,
     metrics_from_proto,
     queue_from_proto,
 )
-from queue_manager.enums import STATE_BY_NUMBER, JobState
+from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
-from queue_manager.options import JobOptionsLike, RateLimit, validate_queue_name
+from queue_manager.job_control import (
+    change_priority_request,
+    finished_job,
+    get_job_logs_request,
+    job_key,
+    retry_failed_request,
+    wait_for_job_request,
+)
+from queue_manager.options import DurationLike, JobOptionsLike, RateLimit, validate_queue_name
 from queue_manager.requests import (
     BulkJobLike,
     RetentionLike,
@@ -32,8 +42,17 @@ from queue_manager.requests import (
     register_queue_request,
     split_streams,
 )
-from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
+from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.v1 import (
+    jobs_pb2,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+    schedules_pb2,
+    types_pb2,
+    workflows_pb2,
+)
 from queue_manager.worker import Processor, Worker
+from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
 
 if TYPE_CHECKING:
     from queue_manager.v1.queue_service_pb2_grpc import QueueServiceAsyncStub
@@ -250,6 +269,32 @@ class QueueManager:
         response: jobs_pb2.RemoveJobResponse = await self._unary(self._queue_stub().RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
 
+    # ----------------------------------------------------------------- cancel
+
+    async def cancel_job(self, queue_name: str, job_id: str, reason: str = "") -> Job:
+        """Cancels a job.
+
+        A waiting, paused or delayed job ends cancelled at once. An active job is marked
+        ``cancel_requested`` and its worker is told to stop it (an async processor's task is cancelled; a
+        plain-``def`` processor sees ``job.cancelled``); the job ends cancelled when the run stops, or when
+        its lease runs out if the worker never answers. A completion that arrives first still wins.
+
+        Args:
+            queue_name: The queue.
+            job_id: The job.
+            reason: Why, kept with the job (at most 1,000 characters).
+
+        Returns:
+            The job: cancelled, or still active with ``cancel_requested`` while its worker stops it.
+
+        Raises:
+            NotFoundError: No such queue or job.
+            FailedPreconditionError: The job finished already (completed, failed or cancelled).
+        """
+        request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
+        response: jobs_pb2.CancelJobResponse = await self._unary(self._queue_stub().CancelJob, request)
+        return job_from_proto(response.job)
+
     # ----------------------------------------------------------------- queues
 
     async def register_queue(
@@ -262,6 +307,7 @@ class QueueManager:
         completed_retention: RetentionLike | None = None,
         failed_retention: RetentionLike | None = None,
         disable_dead_letter: bool = False,
+        concurrency: int = 0,
     ) -> Queue:
         """Registers a queue, or updates an existing one's settings.
 
@@ -274,6 +320,8 @@ class QueueManager:
                 `KeepJobs`).
             failed_retention: Which failed jobs to keep (same forms).
             disable_dead_letter: Keep failed jobs only in failed.
+            concurrency: At most this many jobs of the queue active at once across all workers and
+                servers; 0 (the default) for no cap.
 
         Returns:
             The queue as stored.
@@ -286,6 +334,7 @@ class QueueManager:
             completed_retention=completed_retention,
             failed_retention=failed_retention,
             disable_dead_letter=disable_dead_letter,
+            concurrency=concurrency,
         )
         response: queue_service_pb2.RegisterQueueResponse = await self._unary(
             self._queue_stub().RegisterQueue, request
@@ -364,6 +413,253 @@ class QueueManager:
             self._queue_stub().GetQueueMetrics, request
         )
         return metrics_from_proto(response.metrics)
+
+    # ----------------------------------------------------------------- workflows
+
+    async def execute_workflow(self, workflow: WorkflowLike, run_id: str | None = None) -> str:
+        """Starts a workflow run and returns its id at once (see `queue_manager.workflows` for the shape).
+
+        Args:
+            workflow: ``{"id", "name", "steps": [...], "metadata": {...}}``; each step has ``queue_name``,
+                ``job_name``, optional ``data``, ``options``, ``on_success``, ``on_failure``, ``key`` and
+                ``depends_on``.
+            run_id: Your own run id (1-100 letters, digits, "-", "_", "."): executing again with the same
+                run id returns that run and starts nothing. None: a new random id.
+
+        Returns:
+            The run id.
+        """
+        request = workflows_pb2.ExecuteWorkflowRequest(
+            workflow=workflow_to_proto(workflow), run_id=run_id or ""
+        )
+        response: workflows_pb2.ExecuteWorkflowResponse = await self._unary(
+            self._queue_stub().ExecuteWorkflow, request
+        )
+        return response.run_id
+
+    async def get_workflow(self, run_id: str) -> WorkflowRun:
+        """Returns a run with every step's state, job, result or error; `NotFoundError` if unknown."""
+        request = workflows_pb2.GetWorkflowRequest(run_id=run_id)
+        response: workflows_pb2.GetWorkflowResponse = await self._unary(
+            self._queue_stub().GetWorkflow, request
+        )
+        return workflow_run_from_proto(response.run)
+
+    async def list_workflows(
+        self, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[WorkflowRun], str]:
+        """Lists runs newest first (without their steps). Returns the runs and the next page's token."""
+        request = workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        response: workflows_pb2.ListWorkflowsResponse = await self._unary(
+            self._queue_stub().ListWorkflows, request
+        )
+        return [workflow_run_from_proto(r) for r in response.runs], response.next_page_token
+
+    async def cancel_workflow(self, run_id: str, reason: str = "") -> WorkflowRun:
+        """Cancels a running run: no further step starts and its started steps' jobs are cancelled."""
+        request = workflows_pb2.CancelWorkflowRequest(run_id=run_id, reason=reason)
+        response: workflows_pb2.CancelWorkflowResponse = await self._unary(
+            self._queue_stub().CancelWorkflow, request
+        )
+        return workflow_run_from_proto(response.run)
+
+    # ----------------------------------------------------------------- schedules
+
+    async def add_schedule(
+        self,
+        queue_name: str,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        every: DurationLike | None = None,
+        timezone: str | None = None,
+        job_name: str,
+        data: Any = None,
+        options: JobOptionsLike | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        catch_up: str = "skip",
+    ) -> Schedule:
+        """Creates a repeatable schedule, or replaces the queue's schedule of that id (an upsert).
+
+        Args:
+            queue_name: A registered queue; each run adds a job to it.
+            schedule_id: 1 to 100 letters, digits, "-", "_" or "."; unique within the queue.
+            cron: Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
+                seconds first. Exclusive with every.
+            every: Fixed interval (milliseconds or timedelta, at least 1 s): runs at ``start`` and every
+                interval after it, or one interval after creation when there is no start.
+            timezone: IANA time zone of the cron expression (default UTC).
+            job_name: Name of each run's job.
+            data: Data of each run's job (JSON-serialisable, or bytes).
+            options: Job options as for `add_job`, without ``job_id`` (each run's job is named
+                ``schedule:<schedule id>:<occurrence ms>``).
+            start: No run before this time.
+            end: No run after this time.
+            limit: Most runs in all (a replaced schedule keeps its count); None for no limit.
+            catch_up: Runs missed while no server ran: "skip" (only one at most a minute late still runs),
+                "one" (one run for all of them) or "all" (each one, oldest first, at most 1,000).
+
+        Returns:
+            The schedule as stored, with its next run time.
+        """
+        request = upsert_schedule_request(
+            queue_name,
+            schedule_id,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            job_name=job_name,
+            data=data,
+            options=options,
+            start=start,
+            end=end,
+            limit=limit,
+            catch_up=catch_up,
+        )
+        response: schedules_pb2.UpsertScheduleResponse = await self._unary(
+            self._queue_stub().UpsertSchedule, request
+        )
+        return schedule_from_proto(response.schedule)
+
+    async def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
+        """Returns one schedule; raises `NotFoundError` when it does not exist."""
+        request = schedules_pb2.GetScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        response: schedules_pb2.GetScheduleResponse = await self._unary(
+            self._queue_stub().GetSchedule, request
+        )
+        return schedule_from_proto(response.schedule)
+
+    async def list_schedules(self, queue_name: str | None = None) -> list[Schedule]:
+        """Returns the schedules of one queue, or of every queue (None), by queue then id."""
+        request = schedules_pb2.ListSchedulesRequest(queue_name=queue_name or "")
+        response: schedules_pb2.ListSchedulesResponse = await self._unary(
+            self._queue_stub().ListSchedules, request
+        )
+        return [schedule_from_proto(s) for s in response.schedules]
+
+    async def delete_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
+        """Deletes a schedule (the jobs it added stay) and returns it as it was."""
+        request = schedules_pb2.DeleteScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        response: schedules_pb2.DeleteScheduleResponse = await self._unary(
+            self._queue_stub().DeleteSchedule, request
+        )
+        return schedule_from_proto(response.schedule)
+
+    # ----------------------------------------------------------------- job control
+
+    async def get_job_logs(
+        self, queue_name: str, job_id: str, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[JobLogLine], str]:
+        """Returns one page of a job's log lines, oldest first (`JobContext.log` adds them).
+
+        Args:
+            queue_name: The job's queue.
+            job_id: The job.
+            page_size: Lines per page, 1 to 1000; 0 means 100.
+            page_token: The token a previous page returned; "" for the first page.
+
+        Returns:
+            The lines and the token of the next page ("" on the last page). A job keeps its last 1,000
+            lines; a token stays valid while older lines are dropped.
+        """
+        request = get_job_logs_request(queue_name, job_id, page_size, page_token)
+        response: jobs_pb2.GetJobLogsResponse = await self._unary(self._queue_stub().GetJobLogs, request)
+        return log_lines_from_proto(response.lines), response.next_page_token
+
+    async def watch_job(
+        self, queue_name: str, job_id: str, timeout: float | timedelta | None = None
+    ) -> AsyncIterator[Job]:
+        """Yields the job at once, then again after every change of its state, until it is finished
+        (completed, failed for good or cancelled) or ``timeout`` passes. The server pushes each change: no
+        polling.
+
+        Args:
+            queue_name: The job's queue.
+            job_id: The job.
+            timeout: Seconds (or a timedelta) to follow it; None until it is finished.
+        """
+        async for message in self._wait_stream(queue_name, job_id, timeout):
+            yield job_from_proto(message)
+
+    async def wait_for_job(
+        self, queue_name: str, job_id: str, timeout: float | timedelta | None = None
+    ) -> Job:
+        """Waits until the job is finished (completed, failed for good or cancelled) and returns it.
+
+        Args:
+            queue_name: The job's queue.
+            job_id: The job.
+            timeout: Seconds (or a timedelta) to wait at most; None waits as long as it takes.
+
+        Returns:
+            The finished job: its state, and its result or failure reason.
+
+        Raises:
+            TimeoutError: The job is still unfinished after ``timeout``.
+            NotFoundError: The job does not exist (or was removed while unfinished).
+        """
+        last: types_pb2.Job | None = None
+        async for message in self._wait_stream(queue_name, job_id, timeout):
+            last = message
+        return finished_job(queue_name, job_id, last, timeout)
+
+    async def _wait_stream(
+        self, queue_name: str, job_id: str, timeout: float | timedelta | None
+    ) -> AsyncIterator[types_pb2.Job]:
+        request, deadline = wait_for_job_request(queue_name, job_id, timeout)
+        call = self._queue_stub().WaitForJob(request, timeout=deadline)
+        try:
+            async for response in call:
+                yield response.job
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    async def retry_job(self, queue_name: str, job_id: str) -> Job:
+        """Runs a failed or cancelled job again, with its attempts counted afresh.
+
+        Returns:
+            The job, waiting again. Raises `FailedPreconditionError` for a job in any other state.
+        """
+        queue_name, job_id = job_key(queue_name, job_id)
+        request = jobs_pb2.RetryJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.RetryJobResponse = await self._unary(self._queue_stub().RetryJob, request)
+        return job_from_proto(response.job)
+
+    async def retry_failed(self, queue_name: str, state: JobState | str = JobState.FAILED) -> int:
+        """Runs every failed job of a queue again (or every cancelled one, with ``state="cancelled"``).
+
+        Returns:
+            How many jobs went back to waiting.
+        """
+        request = retry_failed_request(queue_name, state)
+        response: jobs_pb2.RetryFailedJobsResponse = await self._unary(
+            self._queue_stub().RetryFailedJobs, request
+        )
+        return response.count
+
+    async def promote_job(self, queue_name: str, job_id: str) -> Job:
+        """Makes a delayed job waiting now; `FailedPreconditionError` if it is not delayed."""
+        queue_name, job_id = job_key(queue_name, job_id)
+        request = jobs_pb2.PromoteJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.PromoteJobResponse = await self._unary(self._queue_stub().PromoteJob, request)
+        return job_from_proto(response.job)
+
+    async def change_priority(self, queue_name: str, job_id: str, priority: JobPriority | int | str) -> Job:
+        """Changes the priority of a waiting or delayed job.
+
+        A waiting job moves to the new level keeping its age (it runs before the jobs of that level added
+        after it); a delayed job takes the new level when it becomes due. Other states raise
+        `FailedPreconditionError`.
+        """
+        request = change_priority_request(queue_name, job_id, priority)
+        response: jobs_pb2.ChangeJobPriorityResponse = await self._unary(
+            self._queue_stub().ChangeJobPriority, request
+        )
+        return job_from_proto(response.job)
 
     # ----------------------------------------------------------------- plumbing
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Generator
 from datetime import datetime
 from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
 
 from queue_manager.convert import (
+    ParentJob,
+    WorkflowStepRef,
     decode_payload,
     job_options_from_proto,
     metadata_from_proto,
+    parents_from_proto,
     python_to_value,
     timestamp_to_datetime,
+    workflow_ref_from_proto,
 )
 from queue_manager.enums import JobPriority
 from queue_manager.options import JobMetadata, JobOptions
@@ -23,9 +29,25 @@ __all__ = ["JobContext", "ProgressSink"]
 
 
 class ProgressSink(Protocol):
-    """Where a context sends progress: the worker that runs the job."""
+    """Where a context sends progress and log lines: the worker that runs the job."""
 
     def _report_progress(self, ctx: JobContext, value: struct_pb2.Value) -> None: ...
+
+    def _report_log(self, ctx: JobContext, time_ns: int, message: str) -> None: ...
+
+
+class _Done:
+    """An awaitable that is already complete: what `JobContext.log` returns, so awaiting it is optional
+    (and, unlike a coroutine, leaving it unawaited warns about nothing)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # makes this a generator function
+
+
+_DONE = _Done()
 
 
 class JobContext:
@@ -36,7 +58,8 @@ class JobContext:
         name: Job name.
         data: Job data (JSON value or bytes).
         queue_name: Queue of the job.
-        attempts_made: Failed runs so far (0 on the first run).
+        attempts_made: Finished runs so far, which are the failed ones, since a completed run ends the job
+            (0 on the first run; ``attempts_made + 1`` is this run's attempt number).
         max_attempts: Maximum runs including the first.
         priority: Priority level.
         stalled_count: Times the job was recovered from a lost worker.
@@ -45,6 +68,7 @@ class JobContext:
     """
 
     __slots__ = (
+        "_cancelled",
         "_job",
         "_lost",
         "_metadata",
@@ -68,6 +92,7 @@ class JobContext:
         self._worker = worker
         self._task: asyncio.Future[None] | None = None
         self._lost = False
+        self._cancelled = False
         self._metadata: JobMetadata | None = None
         self.id = job.id
         self.name = job.name
@@ -79,6 +104,31 @@ class JobContext:
         self.stalled_count = job.stalled_count
         self.redelivery = leased.redelivery
         self.lease_token = leased.lease_token
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the server asked to stop this run: the job was cancelled, or it passed its timeout.
+
+        An async processor's task is cancelled as well (it sees `asyncio.CancelledError`); a plain-``def``
+        processor should check this now and then and return. However the run then ends, the worker reports
+        it as cancelled (its result, if any, is discarded).
+        """
+        return self._cancelled
+
+    @property
+    def parents(self) -> list[ParentJob]:
+        """Predecessors in a chain or workflow, with their results (all of depends_on for a fan-in step)."""
+        return parents_from_proto(self._job)
+
+    @property
+    def parent(self) -> ParentJob | None:
+        """The predecessor (chain link, workflow branch step): its id and result; None for a first job."""
+        return self.parents[0] if len(self._job.parents) else None
+
+    @property
+    def workflow(self) -> WorkflowStepRef | None:
+        """The workflow run and step of this job, if it is a workflow step."""
+        return workflow_ref_from_proto(self._job)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -117,6 +167,20 @@ class JobContext:
     def report_progress(self, value: Any) -> None:
         """Like `update_progress`, callable from a plain-``def`` processor's thread as well."""
         self._worker._report_progress(self, python_to_value(value))
+
+    def log(self, message: str) -> Awaitable[None]:
+        """Adds a line to the job's log (`QueueManager.get_job_logs`, ``qm jobs logs``).
+
+        Never blocks: the line is stamped now and sent with the worker's next report. Callable from a
+        plain-``def`` processor's thread too. Awaiting the result is optional (``await job.log("...")``
+        and ``job.log("...")`` do the same). The server keeps each job's last 1,000 lines, each cut to
+        2,000 characters; lines of a run whose lease was lost are dropped.
+
+        Args:
+            message: The text (other values are converted with ``str``).
+        """
+        self._worker._report_log(self, time.time_ns(), message if isinstance(message, str) else str(message))
+        return _DONE
 
     def __repr__(self) -> str:
         return f"JobContext(queue_name={self.queue_name!r}, id={self.id!r}, name={self.name!r})"

@@ -9,6 +9,7 @@ Payload convention: JSON-serialisable data travels as UTF-8 JSON in ``Payload.ra
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,17 +17,30 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
-from queue_manager.options import Backoff, JobMetadata, JobOptions, KeepJobs, QueueConfig, RateLimit
+from queue_manager.options import (
+    Backoff,
+    ChainLink,
+    Dedup,
+    JobMetadata,
+    JobOptions,
+    KeepJobs,
+    QueueConfig,
+    RateLimit,
+)
 from queue_manager.v1 import types_pb2
 
 __all__ = [
     "JSON_CONTENT_TYPE",
     "OCTET_STREAM",
     "Job",
+    "JobLogLine",
     "JobPriority",
+    "JobRef",
     "JobState",
+    "ParentJob",
     "Queue",
     "QueueMetrics",
+    "WorkflowStepRef",
     "decode_payload",
     "encode_payload",
     "job_from_proto",
@@ -46,6 +60,56 @@ _decode_json = json.JSONDecoder().decode
 _MAX_EXACT_FLOAT_INT = 2**53
 
 
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """Names a job: its queue and id."""
+
+    queue_name: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParentJob:
+    """A job's predecessor in a chain or workflow, with its outcome.
+
+    Attributes:
+        queue_name: Queue of the predecessor.
+        job_id: Its id.
+        step_key: Its workflow step key ("" in a chain).
+        state: Its state when this job was created (completed, or failed for an on_failure step).
+        result: Its result, when it completed.
+        failed_reason: Its failure reason, when it failed.
+    """
+
+    queue_name: str
+    job_id: str
+    step_key: str = ""
+    state: JobState | None = None
+    result: Any = None
+    failed_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStepRef:
+    """Places a job in a workflow run."""
+
+    run_id: str
+    step_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobLogLine:
+    """One line a processor logged (`JobContext.log`).
+
+    Attributes:
+        time: When the worker logged it.
+        message: The text (at most 2,000 characters; longer lines are cut).
+    """
+
+    time: datetime | None
+    message: str
+
+
 @dataclass(slots=True)
 class Job:
     """A job as stored by the server.
@@ -57,7 +121,7 @@ class Job:
         queue_name: Queue the job belongs to.
         state: Current state; None if the server did not say.
         priority: Priority level.
-        attempts_made: Number of finished runs that failed.
+        attempts_made: Number of finished runs (a completed first run shows 1; a lost run does not count).
         max_attempts: Maximum runs including the first.
         stalled_count: Times the job was recovered from a lost worker.
         result: Result of the successful run.
@@ -70,7 +134,17 @@ class Job:
         run_at: When a delayed job becomes due.
         metadata: Correlation id, tags and attributes.
         worker_id: Worker holding the job, while active.
-        options: The options the job was added with, after queue defaults.
+        options: The options the job was added with, after queue defaults (``chain_to`` holds the chain
+            links still to come).
+        parents: Predecessors in a chain or workflow, with their results.
+        children: Jobs this one started when it finished (next chain link, following workflow steps).
+        chain_root: For a chain link, the job whose ``chain_to`` it came from.
+        chain_failure: For a chain's first job, why the chain stopped (a later link failed for good).
+        workflow: For a workflow step's job, its run and step.
+        logs: The last log lines (at most 20, oldest first); `QueueManager.get_job_logs` pages through all.
+        log_count: Number of log lines kept (the last 1,000).
+        cancel_requested: True once a cancel was asked while the job was active (its worker is told).
+        cancel_reason: Why it was cancelled.
     """
 
     id: str
@@ -93,6 +167,15 @@ class Job:
     metadata: JobMetadata = field(default_factory=JobMetadata)
     worker_id: str = ""
     options: JobOptions = field(default_factory=JobOptions)
+    parents: list[ParentJob] = field(default_factory=list)
+    children: list[JobRef] = field(default_factory=list)
+    chain_root: JobRef | None = None
+    chain_failure: str = ""
+    workflow: WorkflowStepRef | None = None
+    logs: list[JobLogLine] = field(default_factory=list)
+    log_count: int = 0
+    cancel_requested: bool = False
+    cancel_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -126,6 +209,7 @@ class QueueMetrics:
         paused: Jobs waiting in a paused queue.
         stalled: Active jobs whose lease expired and that wait for recovery.
         stalled_total: Total recoveries since the queue was registered.
+        cancelled: Cancelled jobs still retained.
     """
 
     queue_name: str
@@ -137,6 +221,7 @@ class QueueMetrics:
     paused: int = 0
     stalled: int = 0
     stalled_total: int = 0
+    cancelled: int = 0
 
 
 def encode_payload(data: Any, into: types_pb2.Payload) -> None:
@@ -236,7 +321,41 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
         metadata=metadata_from_proto(msg.metadata),
         worker_id=msg.worker_id,
         options=job_options_from_proto(msg.options),
+        parents=parents_from_proto(msg),
+        children=[job_ref_from_proto(c) for c in msg.children],
+        chain_root=job_ref_from_proto(msg.chain_root) if msg.HasField("chain_root") else None,
+        chain_failure=msg.chain_failure,
+        workflow=workflow_ref_from_proto(msg),
+        logs=log_lines_from_proto(msg.logs),
+        log_count=msg.log_count,
+        cancel_requested=msg.cancel_requested,
+        cancel_reason=msg.cancel_reason,
     )
+
+
+def job_ref_from_proto(msg: types_pb2.JobRef) -> JobRef:
+    return JobRef(queue_name=msg.queue_name, job_id=msg.job_id)
+
+
+def parents_from_proto(msg: types_pb2.Job) -> list[ParentJob]:
+    """A job's predecessors (chain link or workflow step) with their decoded results."""
+    return [
+        ParentJob(
+            queue_name=p.job.queue_name,
+            job_id=p.job.job_id,
+            step_key=p.step_key,
+            state=STATE_BY_NUMBER.get(p.state),
+            result=decode_payload(p.result),
+            failed_reason=p.failed_reason,
+        )
+        for p in msg.parents
+    ]
+
+
+def workflow_ref_from_proto(msg: types_pb2.Job) -> WorkflowStepRef | None:
+    if not msg.HasField("workflow"):
+        return None
+    return WorkflowStepRef(run_id=msg.workflow.run_id, step_key=msg.workflow.step_key)
 
 
 def queue_from_proto(msg: types_pb2.Queue) -> Queue:
@@ -261,6 +380,7 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
         paused=msg.paused,
         stalled=msg.stalled,
         stalled_total=msg.stalled_total,
+        cancelled=msg.cancelled,
     )
 
 
@@ -280,6 +400,7 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
         else None,
         failed_retention=keep_from_proto(msg.failed_retention) if msg.HasField("failed_retention") else None,
         disable_dead_letter=msg.disable_dead_letter,
+        concurrency=msg.concurrency,
     )
 
 
@@ -308,7 +429,33 @@ def job_options_from_proto(msg: types_pb2.JobOptions) -> JobOptions:
         remove_on_fail=keep_from_proto(msg.remove_on_fail) if msg.HasField("remove_on_fail") else None,
         timeout=duration_to_timedelta(msg.timeout) if msg.HasField("timeout") else None,
         max_stalled=msg.max_stalled or None,
+        chain_to=[
+            ChainLink(
+                queue_name=link.queue_name,
+                job_name=link.job_name,
+                data=decode_payload(link.data),
+                options=job_options_from_proto(link.options),
+            )
+            for link in msg.chain_to
+        ]
+        or None,
+        dedup=Dedup(
+            key=msg.dedup.key,
+            ttl=duration_to_timedelta(msg.dedup.ttl) if msg.dedup.HasField("ttl") else None,
+        )
+        if msg.HasField("dedup")
+        else None,
     )
+
+
+def log_lines_from_proto(lines: Iterable[types_pb2.JobLogLine]) -> list[JobLogLine]:
+    """Public `JobLogLine`s from `queue_manager.v1.JobLogLine`s."""
+    return [
+        JobLogLine(
+            time=timestamp_to_datetime(line.time) if line.HasField("time") else None, message=line.message
+        )
+        for line in lines
+    ]
 
 
 def metadata_from_proto(msg: types_pb2.JobMetadata) -> JobMetadata:

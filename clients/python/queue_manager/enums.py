@@ -26,6 +26,7 @@ class JobState(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     PAUSED = "paused"
+    CANCELLED = "cancelled"
 
 
 # The wire numbers of `queue_manager.v1.JobState`, in both directions (0 is "unspecified").

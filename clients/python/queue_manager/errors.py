@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 import grpc
 
 __all__ = [
@@ -10,6 +13,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "QueueManagerError",
+    "RateLimitedError",
     "ResourceExhaustedError",
     "UnavailableError",
     "UnrecoverableError",
@@ -74,6 +78,33 @@ class ResourceExhaustedError(QueueManagerError):
 
 class UnrecoverableError(Exception):
     """Raised by a processor to fail its job for good, skipping the attempts left."""
+
+
+class RateLimitedError(Exception):
+    """Raised by a processor when downstream said "slow down" (an HTTP 429, say).
+
+    The job goes back to wait ``retry_after`` without using an attempt, and its queue starts no job for
+    that long, for every worker on every server.
+
+    Args:
+        retry_after: Seconds (int or float) or a `timedelta`, at least 0.
+        message: Text for logs; default "rate limited: retry after <n>s".
+
+    Attributes:
+        retry_after: The interval, as a `timedelta`.
+    """
+
+    def __init__(self, retry_after: float | timedelta, message: str = "") -> None:
+        if isinstance(retry_after, timedelta):
+            seconds = retry_after.total_seconds()
+        elif isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
+            seconds = float(retry_after)
+        else:
+            raise TypeError(f"retry_after must be seconds or a timedelta, not {type(retry_after).__name__}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"retry_after must be at least 0 seconds, got {retry_after!r}")
+        self.retry_after = timedelta(seconds=seconds)
+        super().__init__(message or f"rate limited: retry after {seconds:g}s")
 
 
 _BY_CODE: dict[grpc.StatusCode, type[QueueManagerError]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -22,6 +22,8 @@ from queue_manager.v1 import types_pb2
 
 __all__ = [
     "Backoff",
+    "ChainLink",
+    "Dedup",
     "DurationLike",
     "JobMetadata",
     "JobOptions",
@@ -96,6 +98,38 @@ class JobMetadata:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One job of a chain (`JobOptions.chain_to`): added when the job before it completes.
+
+    Attributes:
+        queue_name: Queue of the link's job (registered by the time the link is added).
+        job_name: Job name.
+        data: JSON-serialisable data, or bytes.
+        options: Job options of the link (no ``chain_to`` of its own).
+    """
+
+    queue_name: str
+    job_name: str
+    data: Any = None
+    options: JobOptionsLike | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dedup:
+    """A deduplication key: while it is held, adding a job with the same key returns the job holding it.
+
+    Attributes:
+        key: 1 to 200 characters, scoped to the queue.
+        ttl: Hold the key this long from the first add, whatever becomes of that job ("at most one such job
+            per ttl"). None: hold it until that job finishes (completes, fails for good, is cancelled or
+            removed).
+    """
+
+    key: str
+    ttl: DurationLike | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobOptions:
     """Per-job options; None (or 0 where noted) means the queue's default.
 
@@ -114,6 +148,11 @@ class JobOptions:
         remove_on_fail: Same forms as remove_on_complete.
         timeout: Longest a single run may take before the worker fails it.
         max_stalled: How many times the job may be recovered from a lost worker before it fails.
+        chain_to: Jobs to run one after another once this one completes: `ChainLink`s or mappings
+            ``{"queue_name", "job_name", "data", "options"}``. Each link's processor sees its predecessor
+            (id and result) in ``job.parent``; a link that fails for good stops the chain.
+        dedup: A `Dedup`, a mapping ``{"key", "ttl"}`` or a key alone (held until the job finishes): while
+            the key is held, adding a job with it returns the job that holds it instead of a new one.
     """
 
     priority: JobPriority | int | str | None = None
@@ -127,6 +166,8 @@ class JobOptions:
     remove_on_fail: KeepJobs | Mapping[str, Any] | bool | int | None = None
     timeout: DurationLike | None = None
     max_stalled: int | None = None
+    chain_to: Sequence[ChainLink | Mapping[str, Any]] | None = None
+    dedup: Dedup | Mapping[str, Any] | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +194,7 @@ class QueueConfig:
         completed_retention: Retention of completed jobs.
         failed_retention: Retention of failed jobs.
         disable_dead_letter: Failed jobs stay only in failed.
+        concurrency: Most jobs of the queue active at once across all workers and servers; 0: no cap.
     """
 
     rate_limit: RateLimit | None = None
@@ -161,6 +203,7 @@ class QueueConfig:
     completed_retention: KeepJobs | None = None
     failed_retention: KeepJobs | None = None
     disable_dead_letter: bool = False
+    concurrency: int = 0
 
 
 JobOptionsLike: TypeAlias = JobOptions | Mapping[str, Any]
@@ -229,7 +272,58 @@ def job_options_to_proto(
         msg.timeout.CopyFrom(to_duration(opts.timeout, "timeout", positive=True))
     if opts.max_stalled is not None:
         msg.max_stalled = _uint(opts.max_stalled, "max_stalled")
+    if opts.chain_to is not None:
+        if isinstance(opts.chain_to, str | bytes | Mapping):
+            raise TypeError("chain_to must be a list of links")
+        for i, link in enumerate(opts.chain_to):
+            _fill_link(msg.chain_to.add(), link, f"chain_to[{i}]")
+    if opts.dedup is not None:
+        _fill_dedup(msg.dedup, opts.dedup)
     return msg
+
+
+def _fill_dedup(msg: types_pb2.Dedup, value: Dedup | Mapping[str, Any] | str) -> None:
+    if isinstance(value, str):
+        value = Dedup(key=value)
+    elif isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in value if key not in {"key", "ttl"})
+        if unknown:
+            raise ValueError(f"unknown dedup option {', '.join(map(repr, unknown))}; expected key, ttl")
+        value = Dedup(**value)
+    if not isinstance(value, Dedup):
+        raise TypeError(f"dedup must be a key, a mapping or a Dedup, not {type(value).__name__}")
+    if not isinstance(value.key, str):
+        raise TypeError(f"dedup key must be a str, not {type(value.key).__name__}")
+    if not 1 <= len(value.key) <= 200 or "\x00" in value.key:
+        raise ValueError(f"dedup key must be 1 to 200 characters (no NUL), got {len(value.key)}")
+    msg.key = value.key
+    if value.ttl is not None:
+        msg.ttl.CopyFrom(to_duration(value.ttl, "dedup ttl", positive=True))
+
+
+def _fill_link(msg: types_pb2.ChainLink, value: ChainLink | Mapping[str, Any], what: str) -> None:
+    # Imported here: convert builds on this module's dataclasses.
+    from queue_manager.convert import encode_payload
+
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"queue_name", "job_name", "data", "options"})
+        if unknown:
+            raise ValueError(
+                f"{what}: unknown key(s) {unknown}; expected queue_name, job_name, data, options"
+            )
+        try:
+            value = ChainLink(**value)
+        except TypeError as exc:
+            raise ValueError(f"{what}: {exc}") from None
+    msg.queue_name = validate_queue_name(value.queue_name, f"{what}.queue_name")
+    try:
+        msg.job_name = validate_job_name(value.job_name)
+        encode_payload(value.data, msg.data)
+        job_options_to_proto(value.options, into=msg.options)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+    if msg.options.chain_to:
+        raise ValueError(f"{what}: a link has no chain_to of its own; list every link in the first job's")
 
 
 def queue_config_to_proto(
@@ -240,6 +334,7 @@ def queue_config_to_proto(
     completed_retention: KeepJobs | Mapping[str, Any] | bool | int | None = None,
     failed_retention: KeepJobs | Mapping[str, Any] | bool | int | None = None,
     disable_dead_letter: bool = False,
+    concurrency: int = 0,
 ) -> types_pb2.QueueConfig:
     """Validates queue settings and builds their protobuf form.
 
@@ -250,6 +345,7 @@ def queue_config_to_proto(
         completed_retention: Retention of completed jobs (same forms as ``remove_on_complete``).
         failed_retention: Retention of failed jobs (same forms as ``remove_on_fail``).
         disable_dead_letter: Keep failed jobs only in failed.
+        concurrency: Most jobs of the queue active at once across all workers and servers; 0: no cap.
 
     Returns:
         The `queue_manager.v1.QueueConfig`.
@@ -266,6 +362,7 @@ def queue_config_to_proto(
     if failed_retention is not None:
         _fill_keep(msg.failed_retention, failed_retention, "failed_retention")
     msg.disable_dead_letter = bool(disable_dead_letter)
+    msg.concurrency = _uint(concurrency, "concurrency")
     return msg
 
 

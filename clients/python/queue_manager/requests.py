@@ -140,6 +140,7 @@ def register_queue_request(
     completed_retention: RetentionLike | None = None,
     failed_retention: RetentionLike | None = None,
     disable_dead_letter: bool = False,
+    concurrency: int = 0,
 ) -> queue_service_pb2.RegisterQueueRequest:
     """Builds and validates a RegisterQueueRequest."""
     config = queue_config_to_proto(
@@ -149,6 +150,7 @@ def register_queue_request(
         completed_retention=completed_retention,
         failed_retention=failed_retention,
         disable_dead_letter=disable_dead_letter,
+        concurrency=concurrency,
     )
     return queue_service_pb2.RegisterQueueRequest(name=validate_queue_name(name), config=config)
 

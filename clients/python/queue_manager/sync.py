@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,15 +12,25 @@ import grpc
 from queue_manager.channel import resolve_address, sync_channel
 from queue_manager.convert import (
     Job,
+    JobLogLine,
     Queue,
     QueueMetrics,
     job_from_proto,
+    log_lines_from_proto,
     metrics_from_proto,
     queue_from_proto,
 )
-from queue_manager.enums import STATE_BY_NUMBER, JobState
+from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
-from queue_manager.options import JobOptionsLike, RateLimit
+from queue_manager.job_control import (
+    change_priority_request,
+    finished_job,
+    get_job_logs_request,
+    job_key,
+    retry_failed_request,
+    wait_for_job_request,
+)
+from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
 from queue_manager.requests import (
     BulkJobLike,
     RetentionLike,
@@ -31,7 +41,16 @@ from queue_manager.requests import (
     register_queue_request,
     split_streams,
 )
-from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
+from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.v1 import (
+    jobs_pb2,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+    schedules_pb2,
+    types_pb2,
+    workflows_pb2,
+)
+from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
 
 __all__ = ["SyncQueueManager"]
 
@@ -117,6 +136,15 @@ class SyncQueueManager:
         response: jobs_pb2.RemoveJobResponse = self._call(self._queues.RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
 
+    # ----------------------------------------------------------------- cancel
+
+    def cancel_job(self, queue_name: str, job_id: str, reason: str = "") -> Job:
+        """Cancels a job (at once unless active; an active job's worker is told to stop it); returns the job.
+        See `QueueManager.cancel_job`."""
+        request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
+        response: jobs_pb2.CancelJobResponse = self._call(self._queues.CancelJob, request)
+        return job_from_proto(response.job)
+
     # ----------------------------------------------------------------- queues
 
     def register_queue(
@@ -129,6 +157,7 @@ class SyncQueueManager:
         completed_retention: RetentionLike | None = None,
         failed_retention: RetentionLike | None = None,
         disable_dead_letter: bool = False,
+        concurrency: int = 0,
     ) -> Queue:
         """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
         request = register_queue_request(
@@ -139,6 +168,7 @@ class SyncQueueManager:
             completed_retention=completed_retention,
             failed_retention=failed_retention,
             disable_dead_letter=disable_dead_letter,
+            concurrency=concurrency,
         )
         response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
         return queue_from_proto(response.queue)
@@ -196,6 +226,153 @@ class SyncQueueManager:
             self._queues.GetQueueMetrics, request
         )
         return metrics_from_proto(response.metrics)
+
+    # ----------------------------------------------------------------- workflows
+
+    def execute_workflow(self, workflow: WorkflowLike, run_id: str | None = None) -> str:
+        """Starts a workflow run and returns its id (see `QueueManager.execute_workflow`)."""
+        request = workflows_pb2.ExecuteWorkflowRequest(
+            workflow=workflow_to_proto(workflow), run_id=run_id or ""
+        )
+        response: workflows_pb2.ExecuteWorkflowResponse = self._call(self._queues.ExecuteWorkflow, request)
+        return response.run_id
+
+    def get_workflow(self, run_id: str) -> WorkflowRun:
+        """Returns a run with every step (see `QueueManager.get_workflow`)."""
+        request = workflows_pb2.GetWorkflowRequest(run_id=run_id)
+        response: workflows_pb2.GetWorkflowResponse = self._call(self._queues.GetWorkflow, request)
+        return workflow_run_from_proto(response.run)
+
+    def list_workflows(self, page_size: int = 100, page_token: str = "") -> tuple[list[WorkflowRun], str]:
+        """Lists runs newest first (see `QueueManager.list_workflows`)."""
+        request = workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        response: workflows_pb2.ListWorkflowsResponse = self._call(self._queues.ListWorkflows, request)
+        return [workflow_run_from_proto(r) for r in response.runs], response.next_page_token
+
+    def cancel_workflow(self, run_id: str, reason: str = "") -> WorkflowRun:
+        """Cancels a running run (see `QueueManager.cancel_workflow`)."""
+        request = workflows_pb2.CancelWorkflowRequest(run_id=run_id, reason=reason)
+        response: workflows_pb2.CancelWorkflowResponse = self._call(self._queues.CancelWorkflow, request)
+        return workflow_run_from_proto(response.run)
+
+    # ----------------------------------------------------------------- schedules
+
+    def add_schedule(
+        self,
+        queue_name: str,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        every: DurationLike | None = None,
+        timezone: str | None = None,
+        job_name: str,
+        data: Any = None,
+        options: JobOptionsLike | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        catch_up: str = "skip",
+    ) -> Schedule:
+        """Creates or replaces a repeatable schedule; see `QueueManager.add_schedule`."""
+        request = upsert_schedule_request(
+            queue_name,
+            schedule_id,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            job_name=job_name,
+            data=data,
+            options=options,
+            start=start,
+            end=end,
+            limit=limit,
+            catch_up=catch_up,
+        )
+        response: schedules_pb2.UpsertScheduleResponse = self._call(self._queues.UpsertSchedule, request)
+        return schedule_from_proto(response.schedule)
+
+    def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
+        """Returns one schedule; raises `NotFoundError` when it does not exist."""
+        request = schedules_pb2.GetScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        response: schedules_pb2.GetScheduleResponse = self._call(self._queues.GetSchedule, request)
+        return schedule_from_proto(response.schedule)
+
+    def list_schedules(self, queue_name: str | None = None) -> list[Schedule]:
+        """Returns the schedules of one queue, or of every queue (None), by queue then id."""
+        request = schedules_pb2.ListSchedulesRequest(queue_name=queue_name or "")
+        response: schedules_pb2.ListSchedulesResponse = self._call(self._queues.ListSchedules, request)
+        return [schedule_from_proto(s) for s in response.schedules]
+
+    def delete_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
+        """Deletes a schedule (the jobs it added stay) and returns it as it was."""
+        request = schedules_pb2.DeleteScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        response: schedules_pb2.DeleteScheduleResponse = self._call(self._queues.DeleteSchedule, request)
+        return schedule_from_proto(response.schedule)
+
+    # ----------------------------------------------------------------- job control
+
+    def get_job_logs(
+        self, queue_name: str, job_id: str, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[JobLogLine], str]:
+        """Returns a page of a job's log lines and the next page's token; see `QueueManager.get_job_logs`."""
+        request = get_job_logs_request(queue_name, job_id, page_size, page_token)
+        response: jobs_pb2.GetJobLogsResponse = self._call(self._queues.GetJobLogs, request)
+        return log_lines_from_proto(response.lines), response.next_page_token
+
+    def watch_job(
+        self, queue_name: str, job_id: str, timeout: float | timedelta | None = None
+    ) -> Iterator[Job]:
+        """Yields the job now and after every change of its state until it is finished or ``timeout``
+        (seconds or a timedelta) passes; see `QueueManager.watch_job`."""
+        for message in self._wait_stream(queue_name, job_id, timeout):
+            yield job_from_proto(message)
+
+    def wait_for_job(self, queue_name: str, job_id: str, timeout: float | timedelta | None = None) -> Job:
+        """Blocks until the job is finished and returns it; raises `TimeoutError` if it is still unfinished
+        after ``timeout`` (seconds or a timedelta; None waits as long as it takes)."""
+        last: types_pb2.Job | None = None
+        for message in self._wait_stream(queue_name, job_id, timeout):
+            last = message
+        return finished_job(queue_name, job_id, last, timeout)
+
+    def _wait_stream(
+        self, queue_name: str, job_id: str, timeout: float | timedelta | None
+    ) -> Iterator[types_pb2.Job]:
+        request, deadline = wait_for_job_request(queue_name, job_id, timeout)
+        call = self._queues.WaitForJob(request, timeout=deadline)
+        try:
+            for response in call:
+                yield response.job
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    def retry_job(self, queue_name: str, job_id: str) -> Job:
+        """Runs a failed or cancelled job again, attempts counted afresh; returns it, waiting again."""
+        queue_name, job_id = job_key(queue_name, job_id)
+        request = jobs_pb2.RetryJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.RetryJobResponse = self._call(self._queues.RetryJob, request)
+        return job_from_proto(response.job)
+
+    def retry_failed(self, queue_name: str, state: JobState | str = JobState.FAILED) -> int:
+        """Runs every failed (``state="cancelled"``: cancelled) job of a queue again; returns how many."""
+        request = retry_failed_request(queue_name, state)
+        response: jobs_pb2.RetryFailedJobsResponse = self._call(self._queues.RetryFailedJobs, request)
+        return response.count
+
+    def promote_job(self, queue_name: str, job_id: str) -> Job:
+        """Makes a delayed job waiting now; returns it."""
+        queue_name, job_id = job_key(queue_name, job_id)
+        request = jobs_pb2.PromoteJobRequest(queue_name=queue_name, job_id=job_id)
+        response: jobs_pb2.PromoteJobResponse = self._call(self._queues.PromoteJob, request)
+        return job_from_proto(response.job)
+
+    def change_priority(self, queue_name: str, job_id: str, priority: JobPriority | int | str) -> Job:
+        """Changes a waiting or delayed job's priority; see `QueueManager.change_priority`."""
+        request = change_priority_request(queue_name, job_id, priority)
+        response: jobs_pb2.ChangeJobPriorityResponse = self._call(self._queues.ChangeJobPriority, request)
+        return job_from_proto(response.job)
 
     def _call(self, method: Any, request: Any) -> Any:
         # grpc is untyped for mypy here; each caller annotates the response type it receives.

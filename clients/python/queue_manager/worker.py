@@ -9,17 +9,21 @@ Protocol, as this side speaks it:
 3. Deliveries carry several leased jobs; each starts at once as its own task. A running job is known by
    its queue and job id (jobs claimed together share one lease token, so the token alone names no job);
    every report item carries all three, and the server fences on the token.
-4. Outcomes, credits, progress, releases and extensions wait in one outbox; a single writer task sends
-   everything ready as ONE report whenever it wakes, so a lone completion goes out at once and a burst
-   shares a message.
+4. Outcomes, credits, progress, log lines, releases and extensions wait in one outbox; a single writer
+   task sends everything ready as ONE report whenever it wakes, so a lone completion goes out at once and
+   a burst shares a message. A run's log lines travel before its outcome (the server stores them first).
 5. Every heartbeat interval the leases of running jobs are extended. The server acks each extension and
    every rejected item; a rejected lease marks its job lost (its result is discarded).
 6. DRAIN command (no delivery follows it): grant nothing more, let running jobs finish, send their
    outcomes, release jobs that had not started, half-close, read until the server ends the stream,
    reconnect with backoff.
-7. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
+7. CANCEL_JOB command (the job was cancelled, or passed its timeout on the server): an async
+   processor's task is cancelled, a plain-``def`` processor sees ``job.cancelled``; however the run then
+   ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
+   failure with ``retry_after`` (no attempt used; the queue holds off that long).
+8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; outcomes not yet sent stay in the outbox and go out on the next stream.
-8. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
+9. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
    meanwhile, wait up to a grace period for running jobs, abandon the rest (a stall), flush the outbox,
    half-close, wait (bounded) for the server to end the stream, close the channel.
 """
@@ -50,7 +54,7 @@ from google.protobuf import struct_pb2
 from queue_manager.channel import aio_channel
 from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
-from queue_manager.errors import UnrecoverableError
+from queue_manager.errors import RateLimitedError, UnrecoverableError
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 __all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
@@ -80,6 +84,12 @@ _Call: TypeAlias = (
     "grpc.aio.StreamStreamCall[worker_service_pb2.ConnectRequest, worker_service_pb2.ConnectResponse]"
 )
 _DRAIN = worker_service_pb2.SERVER_COMMAND_TYPE_DRAIN
+_CANCEL = worker_service_pb2.SERVER_COMMAND_TYPE_CANCEL_JOB
+# Stopped runs remembered for their ack (accepted stops are never acked, so the oldest are dropped).
+_STOPPED_KEPT = 1000
+# What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
+_LOG_LINES_KEPT = 1000
+_LOG_LINE_CHARS = 2000
 
 
 def default_concurrency() -> int:
@@ -164,6 +174,9 @@ class Worker:
         self._shutdown_task: asyncio.Task[None] | None = None
         # (queue, job id) -> the run of that job on this worker.
         self._running: dict[tuple[str, str], JobContext] = {}
+        # Leases (queue, job id, token) of runs reported stopped or timed out, not yet acked: their rejection
+        # is expected when the server ended the run itself (its own timeout), so it is no warning. Bounded.
+        self._stopped: dict[tuple[str, str, str], None] = {}
         self._outbox = worker_service_pb2.ConnectRequest()
         self._unsent = 0  # outcomes, progress and releases in the outbox (extensions and credits aside)
         self._credits = 0  # credits not yet granted on the current stream
@@ -463,6 +476,13 @@ class Worker:
                     _code_name(item.code),
                     item.message,
                 )
+            elif self._stopped.pop((lease.queue_name, lease.job_id, lease.lease_token), 0) is None:
+                logger.info(
+                    "job %s/%s had already ended on the server (timed out there) when reported (%s)",
+                    lease.queue_name,
+                    lease.job_id,
+                    item.message,
+                )
             elif ctx is None:
                 logger.warning(
                     "server rejected a report for job %s/%s: %s: %s",
@@ -481,6 +501,25 @@ class Worker:
             self._delivery_stopped = True  # the server sends no job after this command
             self._credits = 0
             self._wake.set()
+        elif command.type == _CANCEL:
+            self._on_cancel(command)
+
+    def _on_cancel(self, command: worker_service_pb2.ServerCommand) -> None:
+        """CANCEL_JOB: stop that run (cancel an async processor's task; a plain-``def`` processor sees
+        ``job.cancelled``); however it then ends, it is reported in ``cancelled``."""
+        ref = command.job
+        ctx = self._running.get((ref.queue_name, ref.job_id))
+        if ctx is None or ctx.lease_token != ref.lease_token or ctx._cancelled:
+            return  # finished meanwhile (its outcome is recorded as usual), another run, or told already
+        ctx._cancelled = True
+        logger.info(
+            "job %s/%s: the server asks to stop it (%s)",
+            ref.queue_name,
+            ref.job_id,
+            command.reason or "cancelled",
+        )
+        if self._processors[ctx.queue_name][1] and ctx._task is not None:
+            ctx._task.cancel()
 
     # ----------------------------------------------------------------- running jobs
 
@@ -499,6 +538,9 @@ class Worker:
                         raise _JobTimeout(f"job timed out after {limit:g}s") from None
                     raise
         except asyncio.CancelledError:
+            if ctx._cancelled:  # the server asked to stop the run (CANCEL_JOB)
+                self._report_cancelled(ctx)
+                return
             self._finish(ctx)
             if not (ctx._lost):
                 # Cancelled by shutdown after the grace period: hand the job back as abandoned (a stall).
@@ -529,7 +571,25 @@ class Worker:
             self._credits += 1
         self._wake.set()
 
+    def _report_cancelled(self, ctx: JobContext) -> None:
+        """Reports a run that ended after CANCEL_JOB: the job ends cancelled, whatever the run returned."""
+        if not ctx._lost:
+            self._outbox.report.cancelled.add(
+                queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token
+            )
+            self._unsent += 1
+            self._expect_rejection(ctx)
+        self._finish(ctx)
+
+    def _expect_rejection(self, ctx: JobContext) -> None:
+        self._stopped[(ctx.queue_name, ctx.id, ctx.lease_token)] = None
+        if len(self._stopped) > _STOPPED_KEPT:
+            del self._stopped[next(iter(self._stopped))]
+
     def _complete(self, ctx: JobContext, result: Any, nanos: int) -> None:
+        if ctx._cancelled:
+            self._report_cancelled(ctx)
+            return
         if ctx._lost:
             self._finish(ctx)
             logger.info(
@@ -550,6 +610,9 @@ class Worker:
         self._finish(ctx)
 
     def _fail(self, ctx: JobContext, exc: BaseException, nanos: int) -> None:
+        if ctx._cancelled:
+            self._report_cancelled(ctx)
+            return
         if ctx._lost:
             self._finish(ctx)
             return
@@ -562,6 +625,11 @@ class Worker:
             do_not_retry=isinstance(exc, UnrecoverableError),
         )
         failure.duration.FromNanoseconds(nanos)
+        if isinstance(exc, _JobTimeout):  # the server may have timed the run out first
+            self._expect_rejection(ctx)
+        if isinstance(exc, RateLimitedError):  # back without using an attempt; the queue holds off
+            failure.retry_after.FromTimedelta(exc.retry_after)
+            failure.stacktrace = ""
         self._unsent += 1
         self._finish(ctx)
 
@@ -582,6 +650,36 @@ class Worker:
         item.lease.job_id = ctx.id
         item.lease.lease_token = ctx.lease_token
         item.progress.CopyFrom(value)
+        self._unsent += 1
+        self._wake.set()
+
+    def _report_log(self, ctx: JobContext, time_ns: int, message: str) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if not in_loop:
+            loop.call_soon_threadsafe(partial(self._report_log, ctx, time_ns, message))
+            return
+        if self._running.get(ctx.key) is not ctx or ctx._lost:
+            return
+        # Consecutive lines of one run share a JobLogs entry of the pending report.
+        logs = self._outbox.report.logs
+        run = (ctx.queue_name, ctx.id, ctx.lease_token)
+        last = logs[-1].lease if len(logs) else None
+        if last is not None and (last.queue_name, last.job_id, last.lease_token) == run:
+            entry = logs[-1]
+        else:
+            entry = logs.add()
+            entry.lease.queue_name, entry.lease.job_id, entry.lease.lease_token = run
+        if len(entry.lines) >= _LOG_LINES_KEPT:
+            # The server keeps a job's last lines only: while the stream is down, hold no more than that.
+            del entry.lines[0]
+            self._unsent -= 1
+        line = entry.lines.add(message=message[:_LOG_LINE_CHARS])
+        line.time.FromNanoseconds(time_ns)
         self._unsent += 1
         self._wake.set()
 

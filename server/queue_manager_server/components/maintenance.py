@@ -10,6 +10,7 @@ from queue_manager_server.components.base import Component
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.services.flows import Flows
+from queue_manager_server.services.workflows import Workflows
 
 
 class Reaper(Component):
@@ -36,14 +37,20 @@ class Janitor(Component):
 
     name = "janitor"
 
-    def __init__(self, engine: Engine, flows: Flows, interval: float, bulk_idle_ms: int) -> None:
+    def __init__(
+        self, engine: Engine, flows: Flows, workflows: Workflows, interval: float, bulk_idle_ms: int
+    ) -> None:
         super().__init__(interval)
         self.engine = engine
         self.flows = flows
+        self.workflows = workflows
         self.bulk = BulkStreams(engine)
         self.bulk_idle_ms = bulk_idle_ms
 
     async def tick(self) -> None:
+        resumed = await self.workflows.resume_starting()
+        if resumed:
+            self.log.info("started the first steps of workflow runs left behind", extra={"runs": resumed})
         for queue in await self.engine.queue_names():
             published, rolled_back = await self.bulk.resolve(queue, self.bulk_idle_ms)
             removed = await self.engine.apply_retention(queue)

@@ -13,7 +13,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from queue_manager_server.components.promoter import Promoter
+from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.services.dispatcher import Dispatcher
+from queue_manager_server.services.waiters import JobWaiters
 
 log = logging.getLogger("queue_manager_server.notifier")
 # Longest single wait for a message. redis-py 5 (which the server still allows) applies the socket timeout
@@ -25,11 +27,21 @@ POLL_S = 1.0
 class Notifier:
     name = "notifier"
 
-    def __init__(self, redis: Redis, channel: str, dispatcher: Dispatcher, promoter: Promoter) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        channel: str,
+        dispatcher: Dispatcher,
+        promoter: Promoter,
+        scheduler: Scheduler | None = None,
+        waiters: JobWaiters | None = None,
+    ) -> None:
         self.redis = redis
         self.channel = channel
         self.dispatcher = dispatcher
         self.promoter = promoter
+        self.scheduler = scheduler
+        self.waiters = waiters
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -43,10 +55,26 @@ class Notifier:
                 await self._task
 
     def _dispatch(self, parts: list[bytes]) -> None:
-        """``w <queue>``: jobs are waiting; ``d <queue> <run-at ms>``: a job was delayed until then."""
+        """``w <queue>``: jobs are waiting; ``d <queue> <run-at ms>``: a job was delayed until then;
+        ``c <queue> <id> <token> <reason>``: the run holding that lease must stop (cancel, timeout);
+        ``s <queue> <due ms>``: a schedule was created or changed and falls due then; ``j <queue> <id>
+        <state>``: a job some WaitForJob of this process may follow changed state."""
         if len(parts) < 2:
             return
         queue = parts[1].decode()
+        if parts[0] == b"j":  # ``j <queue> <id> <state>``: a followed job changed state (WaitForJob)
+            if self.waiters is not None and len(parts) == 4:
+                self.waiters.notify(queue, parts[2].decode(), parts[3].decode())
+            return
+        if parts[0] == b"c":  # ``c <queue> <id> <token> <reason…>``: the run holding that lease must stop
+            if len(parts) >= 4:
+                reason = b" ".join(parts[4:]).decode(errors="replace")
+                self.dispatcher.stop_run(queue, parts[2].decode(), parts[3].decode(), reason)
+            return
+        if parts[0] == b"s":  # ``s <queue> <due ms>``: a schedule was set; no job to hand out yet
+            if self.scheduler is not None and len(parts) == 3:
+                self.scheduler.schedule(queue, int(parts[2]))
+            return
         self.dispatcher.wake(queue)
         if parts[0] == b"d" and len(parts) == 3:
             self.promoter.schedule(queue, int(parts[2]))
@@ -62,6 +90,8 @@ class Notifier:
                     # After a (re)subscribe, anything published meanwhile was missed: wake every loop.
                     for queue in list(self.dispatcher.sessions):
                         self.dispatcher.wake(queue)
+                    if self.waiters is not None:
+                        self.waiters.notify_all()
                     await self._listen(ps)
             except asyncio.CancelledError:
                 raise

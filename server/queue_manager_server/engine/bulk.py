@@ -90,7 +90,8 @@ class BulkStreams:
                 "the bulk stream was rolled back because writing it stalled; nothing was added, send it again"
             )
         # Past the decision the stream is published even if the caller goes away meanwhile.
-        publishing = self._spawn(self._publish_all(sid, queues), f"publish:{sid}")
+        holders: dict[tuple[str, str], str] = {}
+        publishing = self._spawn(self._publish_all(sid, queues, holders), f"publish:{sid}")
         try:
             created = await asyncio.shield(publishing)
         except Exception as exc:
@@ -99,6 +100,13 @@ class BulkStreams:
                 f"{exc}); janitors finish adding it in full once the job store recovers, and sending it "
                 "again with the same job ids adds nothing twice"
             ) from None
+        # A job whose dedup key was held is answered by the holder's id.
+        if holders:
+            pos = 0
+            for queue, jobs in batches:
+                for i in range(pos, pos + len(jobs)):
+                    ids[i] = holders.get((queue, ids[i]), ids[i])
+                pos += len(jobs)
         return StreamResult(ids=ids, created=created)
 
     async def _stage(self, sid: str, batches: Sequence[tuple[str, Sequence[NewJob]]], ids: list[str]) -> None:
@@ -130,10 +138,12 @@ class BulkStreams:
         groups = [calls[i : i + STAGE_PIPELINE] for i in range(0, len(calls), STAGE_PIPELINE)]
         await asyncio.gather(*(send(g) for g in groups))
 
-    async def _publish_all(self, sid: str, queues: list[str]) -> int:
+    async def _publish_all(
+        self, sid: str, queues: list[str], holders: dict[tuple[str, str], str] | None = None
+    ) -> int:
         created = 0
         for queue in queues:
-            created += await self.publish_staged(queue, sid)
+            created += await self.publish_staged(queue, sid, holders)
         await self.redis.delete(stream_decision(self.engine.prefix, sid))
         return created
 
@@ -184,8 +194,13 @@ class BulkStreams:
 
     # ---- per-queue scripts --------------------------------------------------------------------
 
-    async def publish_staged(self, queue: str, sid: str) -> int:
-        """Adds a committed stream's staged jobs to the queue; returns how many were new."""
+    async def publish_staged(
+        self, queue: str, sid: str, holders: dict[tuple[str, str], str] | None = None
+    ) -> int:
+        """Adds a committed stream's staged jobs to the queue; returns how many were new.
+
+        holders: filled with (queue, job id) -> the holder's id for jobs whose dedup key was held.
+        """
         k = self.engine.keys(queue)
         keys = [k.meta, k.waiting, k.delayed, k.staged(sid), k.bulk]
         args: list[Any] = [k.job_prefix, self.engine.channel, queue, sid, ADD_CHUNK]
@@ -199,6 +214,9 @@ class BulkStreams:
                 if int(r[0]) < 0:  # the queue was obliterated meanwhile: its staged jobs went with it
                     return created
                 created += int(r[0])
+                if holders is not None:
+                    for i in range(2, len(r) - 1, 2):
+                        holders[(queue, _text(r[i]))] = _text(r[i + 1])
                 if int(r[1]) == 1:
                     return created
 
@@ -228,6 +246,10 @@ class BulkStreams:
                 await self.discard_staged(queue, sid)
                 rolled_back += 1
         return published, rolled_back
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def stream_id() -> str:

@@ -118,7 +118,7 @@ class Engine:
     async def metrics(self, name: str) -> Metrics:
         k = self.keys(name)
         r = await self.scripts.run(
-            "metrics", [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed], []
+            "metrics", [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.cancelled], []
         )
         if _i(r[0]) == NO_QUEUE:
             raise QueueNotFound(name)
@@ -135,6 +135,7 @@ class Engine:
             failed=_i(r[6]),
             stalled=_i(r[7]),
             stalled_total=_i(r[8]),
+            cancelled=_i(r[9]),
         )
 
     async def clean(self, name: str, state: str, grace_ms: int, limit: int) -> int:
@@ -142,7 +143,7 @@ class Engine:
         await self.get_queue(name)
         k = self.keys(name)
         now = await self.redis_time_ms()
-        mode = "score" if state in ("completed", "failed") else "created"
+        mode = "score" if state in ("completed", "failed", "cancelled") else "created"
         return await self._clean_loop(k.state_set(state), k.job_prefix, mode, now - grace_ms, limit)
 
     async def drain(self, name: str, include_delayed: bool) -> int:
@@ -168,6 +169,7 @@ class Engine:
         await self.get_queue(name)
         k = self.keys(name)
         keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox, k.bulk]
+        keys += [k.schedules, k.schedule_due, k.schedule_runs]
         removed, first = 0, True
         while True:
             r = await self.scripts.run(
@@ -243,6 +245,11 @@ class Engine:
                 JobRecord(queue, job_id, {_s(f): _b(v) for f, v in row.items()})
                 for job_id, row in zip(out.ids, fetched[:-1], strict=True)
             ]
+            # A held dedup key answers with its holder, read now (empty if retention removed it meanwhile).
+            for i, (job, answer) in enumerate(zip(jobs, out.ids, strict=True)):
+                if answer != job.id:
+                    row = await self.redis.hgetall(k.job(answer))
+                    out.records[i] = JobRecord(queue, answer, {_s(f): _b(v) for f, v in row.items()})
         return out
 
     async def get_job(self, queue: str, job_id: str) -> JobRecord:
@@ -260,7 +267,7 @@ class Engine:
         if state in ("waiting", "paused") and q.paused != (state == "paused"):
             return [], 0
         zset = k.state_set(state)
-        newest_first = state in ("completed", "failed")
+        newest_first = state in ("completed", "failed", "cancelled")
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(zset)
         if newest_first:
@@ -278,6 +285,15 @@ class Engine:
             if row
         ]
         return records, _i(total)
+
+    async def job_states(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
+        """The state field of each (queue, job id); "" for a job that does not exist."""
+        if not jobs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for queue, job_id in jobs:
+            pipe.hget(self.keys(queue).job(job_id), "st")
+        return [_s(v) if v is not None else "" for v in await execute(pipe)]
 
     async def remove_job(self, queue: str, job_id: str) -> str:
         k = self.keys(queue)
@@ -363,6 +379,7 @@ class Engine:
             await self.notify_delayed(queue, min(delayed))
         if any(code == 2 for code, _ in out):
             await self.hand_off_dead_letters(queue)
+        if any(code in (2, 3) for code, _ in out):  # failed for good, or cancelled (a cancel was pending)
             await self.after_flow_finish(queue)
         return out
 
@@ -397,6 +414,7 @@ class Engine:
             await self.notify_waiting(queue)
         if 2 in codes:
             await self.hand_off_dead_letters(queue)
+        if 2 in codes or 3 in codes:  # failed for good, or cancelled (a cancel was pending)
             await self.after_flow_finish(queue)
         return codes
 
@@ -408,11 +426,12 @@ class Engine:
         r = await self.scripts.run(
             "reap", [k.meta, k.active, k.waiting, k.failed, k.outbox], [k.job_prefix, limit]
         )
-        back, lost = _i(r[1]), _i(r[2])
+        back, lost, cancelled = _i(r[1]), _i(r[2]), _i(r[4])
         if back:
             await self.notify_waiting(queue)
         if lost:
             await self.hand_off_dead_letters(queue)
+        if lost or cancelled:  # cancelled: a cancel was pending when the lease ran out
             await self.after_flow_finish(queue)
         return back, lost, _i(r[3])
 
@@ -470,7 +489,8 @@ class Engine:
         ages = await self.redis.hmget(k.meta, ["kc_age", "kf_age"])
         now = await self.redis_time_ms()
         removed = 0
-        for zset, age in ((k.completed, ages[0]), (k.failed, ages[1])):
+        # Cancelled jobs are kept like failed ones.
+        for zset, age in ((k.completed, ages[0]), (k.failed, ages[1]), (k.cancelled, ages[1])):
             if age and _i(age) > 0:
                 removed += await self._clean_loop(zset, k.job_prefix, "score", now - _i(age), 0)
         return removed

@@ -52,8 +52,21 @@ class QueueKeys:
         return f"{self.base}:failed"
 
     @property
+    def cancelled(self) -> str:
+        """zset: job id -> finish time (ms) of cancelled jobs (kept under the failed-job retention)."""
+        return f"{self.base}:cancelled"
+
+    @property
+    def deadlines(self) -> str:
+        """zset: job id -> deadline (ms, Redis clock) of active runs of jobs with a timeout: start + timeout.
+
+        Scripts derive it from the job prefix (common.lua ``queue_key``)."""
+        return f"{self.base}:deadlines"
+
+    @property
     def limiter(self) -> str:
-        """hash: token bucket {tokens, ts} of the queue's rate limit."""
+        """hash: token bucket {tokens, ts} of the queue's rate limit, and ``hold``: no job starts before
+        this time (ms, Redis clock), set by a worker's retry-after whether or not the queue has a limit."""
         return f"{self.base}:limiter"
 
     @property
@@ -88,6 +101,32 @@ class QueueKeys:
         until its hand-off is done, so retention may delete the job meanwhile."""
         return f"{self.base}:flow:{job_id}"
 
+    def logs(self, job_id: str) -> str:
+        """list: a job's log lines, ``<ms> <text>``, oldest first, its last 1,000 kept; deleted with the job.
+
+        Scripts derive it and the dedup keys from the job prefix (common.lua ``job_logs_key``)."""
+        return f"{self.base}:logs:{job_id}"
+
+    def dedup(self, key: str) -> str:
+        """string: the id of the job holding a dedup key, with the key's ttl (PX) or none (held until the
+        job finishes or is removed)."""
+        return f"{self.base}:dedup:{key}"
+
+    @property
+    def schedules(self) -> str:
+        """hash: schedule id -> encoded Schedule (definition, create and update time; engine/schedules.py)."""
+        return f"{self.base}:schedules"
+
+    @property
+    def schedule_due(self) -> str:
+        """zset: schedule id -> the occurrence it waits for (ms, Redis clock); none once it is over."""
+        return f"{self.base}:schedule-due"
+
+    @property
+    def schedule_runs(self) -> str:
+        """hash: schedule id -> "<revision> <run count> <last run ms> <last job id>" (its firing state)."""
+        return f"{self.base}:schedule-runs"
+
     @property
     def job_prefix(self) -> str:
         """Prefix of the per-job hashes: ``<job_prefix><id>``."""
@@ -106,6 +145,7 @@ class QueueKeys:
             "active": self.active,
             "completed": self.completed,
             "failed": self.failed,
+            "cancelled": self.cancelled,
         }[state]
 
 
@@ -115,7 +155,14 @@ def registry(prefix: str) -> str:
 
 
 def events_channel(prefix: str) -> str:
-    """pub/sub channel: ``w <queue>`` when jobs become waiting, ``d <queue> <ms>`` when one is delayed."""
+    """pub/sub channel: ``w <queue>`` when jobs become waiting (or a slot of a queue with a concurrency cap
+    frees), ``d <queue> <ms>`` when one is delayed, ``c <queue> <id> <token> <reason>`` when the run holding
+    that lease must stop (cancelled, or past its timeout), ``s <queue> <ms>`` when a schedule of the queue is
+    created or changed and next falls due then, ``j <queue> <id> <state>`` when a job some WaitForJob follows
+    changes state (common.lua ``notify_job``; a removed job says ``removed``).
+
+    Scripts that are not given the channel derive it from the job prefix: ``<prefix>:{<queue>}:job:`` gives
+    ``<prefix>:events`` (common.lua ``slot_freed``)."""
     return f"{prefix}:events"
 
 
@@ -125,3 +172,20 @@ def stream_decision(prefix: str, stream_id: str) -> str:
     Not slot-bound to a queue, because one stream may stage jobs into several queues.
     """
     return f"{prefix}:stream:{stream_id}"
+
+
+def workflow_run(prefix: str, run_id: str) -> str:
+    """hash: a workflow run and its step graph (lua/includes/workflow.lua lists the fields), under its own
+    ``{wf:<run id>}`` hash tag (queue names cannot hold ':', so no queue shares it)."""
+    return f"{prefix}:{{wf:{run_id}}}:run"
+
+
+def workflow_registry(prefix: str) -> str:
+    """zset: run id -> creation time (ms), for listing runs newest first and expiring old ones."""
+    return f"{prefix}:workflows"
+
+
+def workflow_starting(prefix: str) -> str:
+    """zset: run id -> time (ms) of runs whose first steps may not have their jobs yet; the janitor starts
+    them if the server that created the run died before it did."""
+    return f"{prefix}:workflows-starting"

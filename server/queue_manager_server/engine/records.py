@@ -1,21 +1,25 @@
 """Plain records the engine returns, and the job-hash field names they are read from.
 
-Job hash fields: name, data, ct (content type), pri, seq, att (max attempts), atm (attempts made = failed
-runs), ats (attempts started), stc (stalled count), bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf
-(keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at),
-st (state), tok (lease token), wid (worker id), pts (processed), fts (finished), lex (lease expiry),
-res/rct (result and its content type), err/stk (last failure), prog (progress JSON), rm (delete after
-the dead-letter hand-off). Flows (engine/flows.py): flo (in a flow: hand off on finish), par (encoded Job
-holding parents, chain_root and workflow), chn (encoded JobOptions holding the chain links still to
-come), chd (encoded Job holding the children started), cfl (on a chain's first job: why the chain
-stopped).
+Job hash fields: name, data, ct (content type), pri, seq, att (max attempts), atm (attempts made = finished
+runs: the failed ones, plus the one that completed), ats (attempts started), stc (stalled count),
+bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf (keep policies), to (timeout ms), ms (max stalled), md
+(encoded metadata), ts (created), run (run-at), st (state), tok (lease token), wid (worker id), pts
+(processed), fts (finished), lex (lease expiry), res/rct (result and its content type), err/stk (last
+failure), prog (progress JSON), rm (delete after the dead-letter hand-off). Flows (engine/flows.py): flo (in
+a flow: hand off on finish), par (encoded Job holding parents, chain_root and workflow), chn (encoded
+JobOptions holding the chain links still to come), chd (encoded Job holding the children started), cfl (on a
+chain's first job: why the chain stopped). Control (engine/control.py): cxr ("1" once a cancel was asked
+while the job was active), cxm (the cancel reason). Job control (engine/job_control.py): lgn (log lines ever
+added; the lines are in the queue's ``logs:<id>`` list), wt ("1": a WaitForJob follows it, so its state
+changes are published), ddk (its dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms,
+when it has one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
+STATES = ("waiting", "active", "delayed", "completed", "failed", "paused", "cancelled")
 
 
 def netstrings(fields: dict[str, bytes]) -> bytes:
@@ -52,6 +56,9 @@ class NewJob:
     keep_failed: str = ""
     timeout_ms: int = 0
     max_stalled: int = 0
+    # Deduplication: while the key is held, adding a job with it returns the holder (ttl 0: until it ends).
+    dedup_key: str = ""
+    dedup_ttl_ms: int = 0
     metadata: bytes = b""
     # More job-hash fields (flows: parents, chain, workflow step), as field/value pairs.
     extra: dict[str, bytes] = field(default_factory=dict)
@@ -79,6 +86,8 @@ class NewJob:
                 str(self.timeout_ms),
                 str(self.max_stalled),
                 str(seq),
+                self.dedup_key,
+                str(self.dedup_ttl_ms),
             )
         )
         return header + "\0", self.data, self.metadata, netstrings(self.extra) if self.extra else b""
@@ -116,13 +125,17 @@ class ClaimedJob:
 
     @property
     def redelivery(self) -> bool:
-        """An earlier start of this attempt was lost (worker crash or lease expiry)."""
+        """An earlier start of this attempt was lost (worker crash or lease expiry).
+
+        attempts_made counts finished runs, but a claimed job has not completed (completion ends it), so
+        here it is the number of failed runs: starts beyond those plus this one were lost.
+        """
         return self.attempts_started - 1 > self.attempts_made
 
 
 @dataclass(slots=True)
 class ClaimResult:
-    code: int  # 0 ok, 1 paused, 2 rate limited
+    code: int  # 0 ok, 1 paused, 2 rate limited (or held by a retry-after), 3 at the concurrency cap
     now_ms: int
     next_delayed_ms: int
     retry_after_ms: int
@@ -179,3 +192,4 @@ class Metrics:
     failed: int
     stalled: int
     stalled_total: int
+    cancelled: int = 0

@@ -61,6 +61,25 @@ class Scripts:
         "discard_staged",
         "flow_done",
         "chain_failed",
+        # cancel, timeouts, retry-after (engine/control.py)
+        "cancel_job",
+        "time_out",
+        "retry_later",
+        "upsert_schedule",
+        "fire_schedule",
+        "delete_schedule",
+        # job control (engine/job_control.py)
+        "add_logs",
+        "job_logs",
+        "watch_job",
+        "retry_job",
+        "retry_jobs",
+        "promote_job",
+        "change_priority",
+        "wf_create",
+        "wf_step_done",
+        "wf_started",
+        "wf_cancel",
     )
 
     def __init__(self, redis: Redis) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from queue_manager.v1 import worker_service_pb2 as pb
@@ -51,6 +52,17 @@ class WorkerSession:
             del self.leases[(queue, job_id)]
 
 
+def cancel_command(queue: str, job_id: str, token: str, reason: str) -> pb.ConnectResponse:
+    """The CANCEL_JOB command for one lease of a job."""
+    return pb.ConnectResponse(
+        command=pb.ServerCommand(
+            type=pb.SERVER_COMMAND_TYPE_CANCEL_JOB,
+            job=pb.LeaseRef(queue_name=queue, job_id=job_id, lease_token=token),
+            reason=reason,
+        )
+    )
+
+
 class Dispatcher:
     """Claims jobs for connected workers, one loop per served queue, woken by events instead of polling."""
 
@@ -64,7 +76,11 @@ class Dispatcher:
         # Queues whose last claim found no ready job, with no event since: returned credits alone do not
         # send them back to Redis (at low load that halves the claims; events and timers still wake them).
         self._drained: set[str] = set()
+        self._turn: dict[str, int] = {}
         self.stopping = False
+        # Told (queue, ms from now) when this server leases jobs with a timeout, so the timeout check
+        # (components/timeouts.py) fires on time; None: left to its periodic scan.
+        self.deadline_hook: Callable[[str, int], None] | None = None
 
     def register(self, s: WorkerSession) -> None:
         for q in s.queues:
@@ -91,6 +107,15 @@ class Dispatcher:
         ev = self._wake.get(queue)
         if ev is not None and queue not in self._drained:
             ev.set()
+
+    def stop_run(self, queue: str, job_id: str, token: str, reason: str) -> bool:
+        """Tells the worker holding this lease of the job, if it is connected here, to stop the run
+        (CANCEL_JOB). Returns whether one was told."""
+        for s in self.sessions.get(queue, ()):
+            if s.leases.get((queue, job_id)) == token:
+                s.send(cancel_command(queue, job_id, token, reason))
+                return True
+        return False
 
     def all_sessions(self) -> set[WorkerSession]:
         return {s for group in self.sessions.values() for s in group}
@@ -123,6 +148,11 @@ class Dispatcher:
         more = False
         wait = IDLE_RECHECK_S
         sessions = list(self.sessions[queue])
+        if len(sessions) > 1:
+            # Each round starts with the next session: when a rate limit or a concurrency cap leaves a few
+            # jobs per round, every worker gets its turn instead of the first one taking them all.
+            turn = self._turn[queue] = (self._turn.get(queue, -1) + 1) % len(sessions)
+            sessions = sessions[turn:] + sessions[:turn]
         # A lone worker would otherwise run in lockstep (all its jobs in one batch, then all outcomes back):
         # claiming half its concurrency at a time keeps one batch in flight while it runs the other.
         # With several workers their batches interleave anyway, and bigger batches cost less.
@@ -140,8 +170,11 @@ class Dispatcher:
             if res.code == 1:  # paused: resume publishes a notification
                 self._mark_drained(queue)
                 return IDLE_RECHECK_S
-            if res.code == 2:  # rate limited
+            if res.code == 2:  # rate limited, or held by a retry-after: come back when it says
                 return max(res.retry_after_ms / 1000, 0.001)
+            if res.code == 3:  # at the concurrency cap: a run ending anywhere publishes a wake-up
+                self._mark_drained(queue)
+                return IDLE_RECHECK_S
             if res.jobs:
                 s.credits -= len(res.jobs)
                 if s.closed or s.draining:
@@ -152,6 +185,9 @@ class Dispatcher:
                     continue
                 for j in res.jobs:
                     s.leases[(queue, j.id)] = token
+                timeouts = [j.timeout_ms for j in res.jobs if j.timeout_ms]
+                if timeouts and self.deadline_hook is not None:
+                    self.deadline_hook(queue, min(timeouts))
                 s.send(
                     pb.ConnectResponse(
                         delivery=pb.JobDelivery(jobs=[convert.leased_job(queue, j, token) for j in res.jobs])

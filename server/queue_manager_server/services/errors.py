@@ -32,8 +32,11 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.QueueNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.JobNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.ScheduleNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.LeaseNotHeld, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.JobActive, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.WorkflowNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 

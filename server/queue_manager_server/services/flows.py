@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
 from collections.abc import Sequence
 
 from queue_manager.v1 import jobs_pb2, types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import QueueManagerError
+from queue_manager_server.services.workflows import Workflows
 
 log = logging.getLogger("queue_manager_server.flows")
 
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
+# Testing knob (qm serve --test-crash-point): the process kills itself with SIGKILL at this point of a
+# hand-off, exactly as `kill -9` would, so crash tests hit the window between two writes every time.
+CRASH_POINTS = ("before-hand-off", "after-successor")
 _STATES = {
     "completed": types_pb2.JOB_STATE_COMPLETED,
     "failed": types_pb2.JOB_STATE_FAILED,
@@ -39,22 +45,45 @@ def successor_id(queue: str, job_id: str) -> str:
 class Flows:
     """Carries out flow hand-offs for the jobs of any queue."""
 
-    def __init__(self, engine: Engine, payload_limit: int) -> None:
+    def __init__(
+        self, engine: Engine, workflows: Workflows, payload_limit: int, crash_point: str = ""
+    ) -> None:
         self.engine = engine
+        self.workflows = workflows
         self.payload_limit = payload_limit
+        self.crash_point = crash_point
+        # Queues with a hand-off running in this process, and whether more finished jobs came meanwhile:
+        # one pass at a time per queue (two would carry the same entries out twice, harmless but wasted).
+        self._busy: dict[str, bool] = {}
 
     async def hand_off(self, queue: str) -> int:
-        """Carries out the queue's pending hand-offs; returns how many."""
+        """Carries out the queue's pending hand-offs; returns how many (0 when another call is at it:
+        that one also takes what this caller saw)."""
+        if queue in self._busy:
+            self._busy[queue] = True
+            return 0
+        self._busy[queue] = False
         done = 0
-        while entries := await self.engine.pending_flows(queue, HAND_OFF_BATCH):
-            for job_id, entry in entries:
-                children = await self._carry_out(queue, job_id, entry)
-                view = types_pb2.Job(children=children).SerializeToString() if children else b""
-                await self.engine.flow_done(queue, job_id, view)
-            done += len(entries)
-            if len(entries) < HAND_OFF_BATCH:
-                break
-        return done
+        try:
+            while True:
+                entries = await self.engine.pending_flows(queue, HAND_OFF_BATCH)
+                for job_id, entry in entries:
+                    self._maybe_crash("before-hand-off")
+                    children = await self._carry_out(queue, job_id, entry)
+                    self._maybe_crash("after-successor")
+                    view = types_pb2.Job(children=children).SerializeToString() if children else b""
+                    await self.engine.flow_done(queue, job_id, view)
+                done += len(entries)
+                if len(entries) < HAND_OFF_BATCH and not self._busy[queue]:
+                    return done
+                self._busy[queue] = False
+        finally:
+            del self._busy[queue]
+
+    def _maybe_crash(self, point: str) -> None:
+        if self.crash_point == point:
+            log.critical("test crash point reached: killing this process", extra={"point": point})
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _carry_out(self, queue: str, job_id: str, entry: dict[str, bytes]) -> list[types_pb2.JobRef]:
         if not entry:  # cleared by another server meanwhile
@@ -68,6 +97,9 @@ class Flows:
             else types_pb2.JobRef(queue_name=queue, job_id=job_id)
         )
         children: list[types_pb2.JobRef] = []
+        if view.HasField("workflow"):
+            step = view.workflow
+            children += await self.workflows.step_finished(step.run_id, step.step_key, state, entry)
         if state == "completed" and chain:
             child = await self._add_link(queue, job_id, entry, root, chain)
             if child is not None:

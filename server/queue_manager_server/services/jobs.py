@@ -12,9 +12,11 @@ from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.engine import ADD_CHUNK
+from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
+from queue_manager_server.services.job_control import job_message
 
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
@@ -24,6 +26,7 @@ class JobHandlers:
     """Adding, reading, listing and removing jobs (part of `QueueService`)."""
 
     engine: Engine
+    control: JobControl
     bulk: BulkStreams
     max_payload: int
 
@@ -75,9 +78,8 @@ class JobHandlers:
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
         queue = validate.queue_name(request.queue_name)
-        record = await self.engine.get_job(queue, validate.job_id(request.job_id))
-        paused = (await self.engine.get_queue(queue)).paused
-        return pb.GetJobResponse(job=convert.job_out(record, paused))
+        job = await job_message(self.control, queue, validate.job_id(request.job_id))  # with its log's tail
+        return pb.GetJobResponse(job=job)
 
     @unary
     async def ListJobs(

@@ -5,14 +5,32 @@ from __future__ import annotations
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.services.cancel import CancelHandlers
+from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.jobs import JobHandlers
 from queue_manager_server.services.queues import QueueAdmin
+from queue_manager_server.services.schedules import ScheduleHandlers
+from queue_manager_server.services.waiters import JobWaiters
+from queue_manager_server.services.workflows import WorkflowHandlers, Workflows
 
 
-class QueueService(QueueAdmin, JobHandlers, pb_grpc.QueueServiceServicer):
+class QueueService(
+    QueueAdmin,
+    JobHandlers,
+    JobControlHandlers,
+    CancelHandlers,
+    ScheduleHandlers,
+    WorkflowHandlers,
+    pb_grpc.QueueServiceServicer,
+):
     """Queues, jobs, workflows and schedules; each area's handlers live in their own module."""
 
-    def __init__(self, engine: Engine, max_payload_bytes: int) -> None:
+    def __init__(self, engine: Engine, max_payload_bytes: int, workflows: Workflows) -> None:
         self.engine = engine
         self.bulk = BulkStreams(engine)
         self.max_payload = max_payload_bytes
+        self.workflows = workflows
+        self.control = JobControl(engine)
+        # The WaitForJob calls this process serves; app.py hands it to the notifier.
+        self.waiters = JobWaiters()

@@ -11,7 +11,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
 
-_CLEANABLE = {"completed", "failed", "waiting", "paused", "delayed"}
+_CLEANABLE = {"completed", "failed", "cancelled", "waiting", "paused", "delayed"}
 
 
 class QueueAdmin:
@@ -74,7 +74,9 @@ class QueueAdmin:
         state = convert.state_name(request.state)
         if state not in _CLEANABLE:
             raise InvalidArgument(
-                "state", f"{state} jobs cannot be cleaned; use completed, failed, waiting, paused or delayed"
+                "state",
+                f"{state} jobs cannot be cleaned; use completed, failed, cancelled, waiting, paused or "
+                "delayed",
             )
         grace = validate.duration_ms(request.grace, "grace")
         removed = await self.engine.clean(name, state, grace, request.limit)

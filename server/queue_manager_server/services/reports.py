@@ -18,12 +18,17 @@ from google.protobuf import json_format, struct_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.control import Control
+from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.errors import InvalidArgument
-from queue_manager_server.services.dispatcher import WorkerSession
+from queue_manager_server.services.dispatcher import WorkerSession, cancel_command
 
 log = logging.getLogger("queue_manager_server.reports")
 
-T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress)
+# Longest retry-after a worker may impose on a queue (a bad value must not stop a queue for good).
+MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
+
+T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress, pb.JobLogs)
 _CODES = {
     -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
     -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
@@ -49,6 +54,7 @@ class ReportHandler:
 
     def __init__(self, engine: Engine, lease_ms: int, max_payload: int) -> None:
         self.engine = engine
+        self.control = JobControl(engine)
         self.lease_ms = lease_ms
         self.max_payload = max_payload
 
@@ -57,13 +63,20 @@ class ReportHandler:
         # Progress and extensions first: a report may carry a job's last progress and its completion.
         for queue, progress in _by_queue(r.progress):
             results += await self._progress(queue, progress)
+        for queue, logs in _by_queue(r.logs):  # before completions too: a run's last lines are its own
+            results += await self._logs(queue, logs)
         for queue, extensions in _by_queue(r.extensions):
             results += await self._extend(s, queue, extensions)
         for queue, completions in _by_queue(r.completions):
             results += await self._complete(s, queue, completions)
-        for queue, failures in _by_queue(r.failures):
+        for queue, failures in _by_queue(f for f in r.failures if not f.HasField("retry_after")):
             results += await self._fail(s, queue, failures)
-        for refs, stalled in ((r.releases, False), (r.abandoned, True)):
+        # A failure with retry_after (the processor was told to slow down) uses no attempt.
+        for queue, failures in _by_queue(f for f in r.failures if f.HasField("retry_after")):
+            results += await self._retry_later(s, queue, failures)
+        # A run stopped on CANCEL_JOB is handed back like an abandoned one: the pending cancel ends the job
+        # cancelled (common.lua recover_stalled), and a stop nobody asked for counts as a stall.
+        for refs, stalled in ((r.releases, False), (r.abandoned, True), (r.cancelled, True)):
             for queue, items in _by_queue(refs):
                 results += await self._release(s, queue, items, stalled)
         return results
@@ -121,18 +134,56 @@ class ReportHandler:
             if code < 0
         ]
 
+    async def _retry_later(
+        self, s: WorkerSession, queue: str, items: list[pb.JobFailure]
+    ) -> list[pb.ReportItemResult]:
+        for f in items:
+            s.forget(queue, f.job_id, f.lease_token)
+        waits = [min(max(f.retry_after.ToMilliseconds(), 0), MAX_RETRY_AFTER_MS) for f in items]
+        outcomes = await Control(self.engine).retry_later(
+            queue, [(f.job_id, f.lease_token, wait) for f, wait in zip(items, waits, strict=True)]
+        )
+        for f, wait, (code, _) in zip(items, waits, outcomes, strict=True):
+            if code == 1:
+                log.info(
+                    "job told to slow down; the queue holds off",
+                    extra={
+                        "queue": queue,
+                        "job_id": f.job_id,
+                        "worker_id": s.worker_id,
+                        "retry_after_ms": wait,
+                    },
+                )
+        return [
+            _rejection(queue, f.job_id, f.lease_token, code)
+            for f, (code, _) in zip(items, outcomes, strict=True)
+            if code < 0
+        ]
+
     async def _extend(
         self, s: WorkerSession, queue: str, items: list[pb.LeaseRef]
     ) -> list[pb.ReportItemResult]:
         verdicts = await self.engine.extend(queue, [(e.job_id, e.lease_token) for e in items], self.lease_ms)
         results = []
         for e, (code, expiry) in zip(items, verdicts, strict=True):
-            if code:
+            if code < 0:
                 results.append(_rejection(queue, e.job_id, e.lease_token, code))
                 s.forget(queue, e.job_id, e.lease_token)
             else:
                 results.append(pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry)))
+                if code == 1:  # a cancel is pending: tell the worker again (its first telling may be lost)
+                    s.send(cancel_command(queue, e.job_id, e.lease_token, "cancel requested"))
         return results
+
+    async def _logs(self, queue: str, items: list[pb.JobLogs]) -> list[pb.ReportItemResult]:
+        codes = await self.control.add_logs(
+            queue, [(x.lease.job_id, x.lease.lease_token, convert.log_lines_in(x.lines)) for x in items]
+        )
+        return [
+            _rejection(queue, x.lease.job_id, x.lease.lease_token, c)
+            for x, c in zip(items, codes, strict=True)
+            if c
+        ]
 
     async def _progress(self, queue: str, items: list[pb.JobProgress]) -> list[pb.ReportItemResult]:
         codes = await self.engine.progress(
@@ -159,7 +210,7 @@ def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
     """Groups report items by queue (each script call covers one queue)."""
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
-        lease = item.lease if isinstance(item, pb.JobProgress) else item
+        lease = item.lease if isinstance(item, pb.JobProgress | pb.JobLogs) else item
         groups[lease.queue_name].append(item)
     return list(groups.items())
 

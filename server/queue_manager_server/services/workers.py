@@ -11,10 +11,11 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    (one Lua call claims many). Each job carries a lease token and its expiry, and ``redelivery`` when an
    earlier start of the same attempt was lost. Jobs claimed together share one token, so a job is named
    by its queue and id everywhere (reports, the session's held leases, the worker's running jobs).
-4. Completions, failures (with ``do_not_retry``), progress, lease extensions, releases of unstarted
-   jobs and abandoned (started, unfinished) jobs travel in ``report`` messages, batched. Each presents
+4. Completions, failures (with ``do_not_retry``), progress, log lines, lease extensions, releases of
+   unstarted jobs and abandoned (started, unfinished) jobs travel in ``report`` messages, batched (log
+   lines and progress are stored before the outcomes of the same report). Each presents
    the job's lease token; a stale token changes nothing. The server answers with ``ack``: one result per
-   extension (new expiry, or the rejection) and one per rejected completion, failure, progress or
+   extension (new expiry, or the rejection) and one per rejected completion, failure, progress, log lines or
    release (code FAILED_PRECONDITION for a stale lease, NOT_FOUND for a job that no longer exists).
    Accepted completions are not acked one by one.
 5. Heartbeats are the extensions: the worker sends them every ``heartbeat_interval`` for every running job.
@@ -27,7 +28,20 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
 8. When the stream ends — the worker half-closes, crashes or the connection is cut — every job still
    leased to it goes back to waiting at once (stalled count +1, failing past the job's stall limit).
    Outcomes are processed in order before the server closes its side, so a worker that half-closes after
-   its last report knows everything it reported was recorded when the stream ends.
+   its last report knows everything it reported was recorded when the stream ends. A job whose cancel was
+   asked ends cancelled instead.
+9. Server command ``CANCEL_JOB`` (``command.job`` names the lease, ``reason`` says why): stop that run —
+   its job was cancelled (``CancelJob``), or it passed its timeout. The server of whichever process holds
+   the lease sends it (the ``c`` event on the engine's channel reaches every server), and again with the
+   ack of each extension of a run whose cancel is pending (a lost event costs a heartbeat interval). The
+   worker stops the run and reports it in ``report.cancelled``; the job then ends cancelled. A report
+   about the job that arrives first is recorded as usual (a completion wins; a failure with attempts left
+   ends it cancelled). A worker that never answers loses the lease, and the reaper ends the job cancelled.
+   For a timeout the server has already failed the attempt (retried per attempts and backoff), so the
+   worker's late report, whatever it is, is rejected with FAILED_PRECONDITION.
+10. A failure with ``retry_after`` (the processor was told to slow down) sends the job back to delayed for
+   that long without using an attempt (the next run is no redelivery), and no job of the queue starts on
+   any server until then.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``qm`` command: serve, worker, add, jobs, queues and health.
+"""The ``qm`` command: serve, worker, add, jobs, queues, workflows, schedules and health.
 
 Every option can also come from the environment as ``QM_<OPTION>`` (``--page-size`` → ``QM_PAGE_SIZE``);
 ``--server`` reads ``QM_SERVER`` and ``-o/--output`` reads ``QM_OUTPUT``. gRPC errors print
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from queue_manager.cli import jobs, queues, runtime
+from queue_manager.cli import jobs, queues, runtime, schedules, workflows
 from queue_manager.cli.common import UsageError, option, plain
 from queue_manager.cli.runtime import _health_request, _health_status
 from queue_manager.errors import QueueManagerError, error_from_rpc
@@ -59,6 +59,6 @@ def _parser() -> argparse.ArgumentParser:
     option(parser, "-o", "--output", choices=("table", "json"), default="table", help="output format")
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for group in (runtime, jobs, queues):
+    for group in (runtime, jobs, queues, workflows, schedules):
         group.register(commands)
     return parser

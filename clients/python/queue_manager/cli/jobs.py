@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from queue_manager.cli.common import JOB_COLUMNS, client, option, plain, read_data, show
+from queue_manager.cli.common import (
+    JOB_COLUMNS,
+    UsageError,
+    client,
+    option,
+    plain,
+    print_table,
+    read_data,
+    show,
+)
+from queue_manager.convert import JobLogLine
+from queue_manager.enums import JobState
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +31,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(add, "--attempts", type=int, help="maximum runs including the first")
     option(add, "--job-id", help="idempotency key")
     option(add, "--timeout", type=int, help="milliseconds a run may take")
+    option(add, "--dedup-key", help="dedup key: while held, adding with it returns the holding job")
+    option(add, "--dedup-ttl", type=int, help="milliseconds the dedup key is held (default: until done)")
     add.set_defaults(command="add", handler=_add)
 
     jobs = commands.add_parser("jobs", help="read, remove and control jobs").add_subparsers(
@@ -30,7 +44,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.set_defaults(command="jobs get", handler=_get)
     listing = jobs.add_parser("list", help="list a queue's jobs in one state")
     listing.add_argument("queue")
-    option(listing, "--state", required=True, help="waiting, active, delayed, completed, failed or paused")
+    option(
+        listing,
+        "--state",
+        required=True,
+        help="waiting, active, delayed, completed, failed, paused or cancelled",
+    )
     option(listing, "--page-size", type=int, default=100, help="jobs per page, 1 to 1000")
     option(listing, "--page-token", default="", help="token of the page to read")
     listing.set_defaults(command="jobs list", handler=_list)
@@ -38,6 +57,49 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     remove.add_argument("queue")
     remove.add_argument("job_id", metavar="ID")
     remove.set_defaults(command="jobs remove", handler=_remove)
+    cancel = jobs.add_parser("cancel", help="cancel a job (an active one is stopped by its worker)")
+    cancel.add_argument("queue")
+    cancel.add_argument("job_id", metavar="ID")
+    option(cancel, "--reason", default="", help="why, kept with the job")
+    cancel.set_defaults(command="jobs cancel", handler=_cancel)
+    _register_control(jobs)
+
+
+def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``qm jobs logs|wait|retry|retry-all|promote|priority`` (docs/jobs.md)."""
+    logs = jobs.add_parser("logs", help="show a job's log lines, oldest first")
+    logs.add_argument("queue")
+    logs.add_argument("job_id", metavar="ID")
+    option(logs, "--page-size", type=int, default=100, help="lines per page, 1 to 1000")
+    option(logs, "--page-token", default="", help="token of the page to read")
+    logs.add_argument("--all", action="store_true", help="read every page")
+    logs.set_defaults(command="jobs logs", handler=_logs)
+    wait = jobs.add_parser(
+        "wait",
+        help="wait until a job is finished; exit 0 if it completed, 1 if it failed or was cancelled, "
+        "124 if it is still unfinished after --timeout",
+    )
+    wait.add_argument("queue")
+    wait.add_argument("job_id", metavar="ID")
+    option(wait, "--timeout", type=int, help="milliseconds to wait at most (default: as long as it takes)")
+    wait.set_defaults(command="jobs wait", handler=_wait)
+    retry = jobs.add_parser("retry", help="run a failed or cancelled job again (attempts counted afresh)")
+    retry.add_argument("queue")
+    retry.add_argument("job_id", metavar="ID")
+    retry.set_defaults(command="jobs retry", handler=_retry)
+    retry_all = jobs.add_parser("retry-all", help="run every failed (or cancelled) job of a queue again")
+    retry_all.add_argument("queue")
+    option(retry_all, "--state", default="failed", help="failed (default) or cancelled")
+    retry_all.set_defaults(command="jobs retry-all", handler=_retry_all)
+    promote = jobs.add_parser("promote", help="make a delayed job waiting now")
+    promote.add_argument("queue")
+    promote.add_argument("job_id", metavar="ID")
+    promote.set_defaults(command="jobs promote", handler=_promote)
+    priority = jobs.add_parser("priority", help="change a waiting or delayed job's priority")
+    priority.add_argument("queue")
+    priority.add_argument("job_id", metavar="ID")
+    priority.add_argument("priority", help="critical, high, normal, low, background or 1-5")
+    priority.set_defaults(command="jobs priority", handler=_priority)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -46,6 +108,10 @@ def _add(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             options[key] = value
+    if args.dedup_key is not None:
+        options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
+    elif args.dedup_ttl is not None:
+        raise UsageError("--dedup-ttl needs --dedup-key")
     with client(args) as qm:
         job = qm.add_job(args.queue, args.name, read_data(args.data), options)
     show(args, plain(job), columns=JOB_COLUMNS)
@@ -75,4 +141,70 @@ def _remove(args: argparse.Namespace) -> int:
     with client(args) as qm:
         previous = qm.remove_job(args.queue, args.job_id)
     show(args, {"queue": args.queue, "id": args.job_id, "previous_state": plain(previous)})
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        job = qm.cancel_job(args.queue, args.job_id, args.reason)
+    show(args, plain(job))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    lines: list[JobLogLine] = []
+    token = args.page_token
+    with client(args) as qm:
+        while True:
+            page, token = qm.get_job_logs(args.queue, args.job_id, args.page_size, token)
+            lines += page
+            if not (args.all and token):
+                break
+    rows = [plain(line) for line in lines]
+    if args.output == "json":
+        show(args, {"lines": rows, "next_page_token": token})
+        return 0
+    print_table(rows, ("time", "message"))
+    if token:
+        print(f"next page: --page-token {token}")
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    timeout = None if args.timeout is None else args.timeout / 1000
+    with client(args) as qm:
+        try:
+            job = qm.wait_for_job(args.queue, args.job_id, timeout)
+        except TimeoutError as exc:
+            print(f"error: DEADLINE_EXCEEDED: {exc}", file=sys.stderr)
+            return 124
+    show(args, plain(job))
+    return 0 if job.state is JobState.COMPLETED else 1
+
+
+def _retry(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        job = qm.retry_job(args.queue, args.job_id)
+    show(args, plain(job), columns=JOB_COLUMNS)
+    return 0
+
+
+def _retry_all(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        count = qm.retry_failed(args.queue, args.state)
+    show(args, {"queue": args.queue, "state": args.state, "retried": count})
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        job = qm.promote_job(args.queue, args.job_id)
+    show(args, plain(job))
+    return 0
+
+
+def _priority(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        job = qm.change_priority(args.queue, args.job_id, args.priority)
+    show(args, plain(job))
     return 0

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     clean = queues.add_parser("clean", help="remove old jobs of one state")
     clean.add_argument("queue")
     option(clean, "--grace", type=int, required=True, help="only jobs older than this many milliseconds")
-    option(clean, "--state", required=True, help="completed, failed, waiting, paused or delayed")
+    option(clean, "--state", required=True, help="completed, failed, cancelled, waiting, paused or delayed")
     option(clean, "--limit", type=int, default=0, help="most jobs to remove (0: no limit)")
     clean.set_defaults(command="queues clean", handler=_clean)
     register = queues.add_parser("register", help="register a queue or update its settings")
@@ -31,6 +31,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(register, "--rate-max", type=int, help="jobs allowed per --rate-duration")
     option(register, "--rate-duration", type=int, help="rate-limit window in milliseconds")
     option(register, "--dead-letter-queue", help="queue receiving jobs that fail for good")
+    option(register, "--concurrency", type=int, help="most jobs active at once, all workers (0: no cap)")
     register.set_defaults(command="queues register", handler=_register)
     drain = queues.add_parser("drain", help="remove all waiting jobs")
     drain.add_argument("queue")
@@ -75,7 +76,12 @@ def _register(args: argparse.Namespace) -> int:
             raise UsageError("--rate-max and --rate-duration go together")
         rate_limit = {"max": args.rate_max, "duration": args.rate_duration}
     with client(args) as qm:
-        queue = qm.register_queue(args.queue, rate_limit=rate_limit, dead_letter_queue=args.dead_letter_queue)
+        queue = qm.register_queue(
+            args.queue,
+            rate_limit=rate_limit,
+            dead_letter_queue=args.dead_letter_queue,
+            concurrency=args.concurrency or 0,
+        )
     show(args, plain(queue))
     return 0
 

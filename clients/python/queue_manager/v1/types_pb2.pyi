@@ -612,7 +612,9 @@ class Job(_message.Message):
     priority: Global___JobPriority.ValueType
     """Priority level."""
     attempts_made: _builtins.int
-    """Number of finished runs that failed (a redelivery after a lost worker does not count)."""
+    """Number of finished runs: the failed ones, plus the one that completed (a redelivery after a lost worker
+    does not count).
+    """
     max_attempts: _builtins.int
     """Maximum runs including the first."""
     stalled_count: _builtins.int

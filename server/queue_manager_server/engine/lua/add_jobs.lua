@@ -8,7 +8,7 @@
 -- ARGV[5] number of jobs N; then N groups of 4: header, data, metadata, extra fields (see
 --   includes/add.lua; few arguments keep the call cheap to encode). The header's seq field is ignored.
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), then per job:
---   id, created (1) or existing (0)}
+--   id, created (1) or existing (0)}; an existing job's id is the holder's when its dedup key was held
 --   or {-1} when the queue is not registered.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, seq, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -25,14 +25,14 @@ local added_waiting, earliest = 0, -1
 for i = 0, n - 1 do
   local b = 5 + i * 4
   local h = split_header(ARGV[b + 1])
-  local code, run = insert_job(meta, waiting, delayed, prefix, d, now, seq, h, ARGV[b + 2], ARGV[b + 3],
+  local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, seq, h, ARGV[b + 2], ARGV[b + 3],
     ARGV[b + 4])
   if code == 1 then
     added_waiting = added_waiting + 1
   elseif code == 2 and (earliest < 0 or run < earliest) then
     earliest = run
   end
-  table.insert(out, h[1]); table.insert(out, code > 0 and 1 or 0)
+  table.insert(out, got); table.insert(out, code > 0 and 1 or 0)
   seq = seq + 1
 end
 out[2], out[3] = added_waiting, earliest

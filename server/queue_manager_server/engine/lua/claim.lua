@@ -1,5 +1,6 @@
 -- claim.lua: leases up to N waiting jobs to a worker, after promoting due delayed jobs and applying
--- the queue's pause flag and token-bucket rate limit.
+-- the queue's pause flag, a worker's retry-after hold, the concurrency cap and the token-bucket rate limit.
+-- A claimed job with a timeout gets a deadline (start + timeout) in the deadlines set (time_out.lua).
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] delayed (zset)  KEYS[4] active (zset)
@@ -10,7 +11,8 @@
 --   jobs waiting), then per job 14 fields:
 --   id, name, data, content type, priority, max attempts, attempts made, attempts started,
 --   stalled count, created ms, metadata, timeout ms, lease expiry ms, flow view (encoded Job or "")}
---   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited (retry-after says when), -1 = no queue
+--   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited or held by a retry-after (retry-after says
+--   when), 3 = at the concurrency cap (a slot freeing publishes 'w <queue>'), -1 = no queue
 local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -20,17 +22,33 @@ local now = now_ms()
 
 local _, next_due = promote_due(meta, delayed, waiting, prefix, now, promote_max)
 
-local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms')
+local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc')
 if cfg[1] == '1' then return {1, now, next_due, 0} end
 
--- Token bucket: capacity rl_max, refilled continuously at rl_max per rl_ms.
+-- A worker was told to slow down (retry-after): no job of the queue starts before 'hold', limit or not.
+local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
+local hold = tonumber(b[1]) or 0
+if hold > now then return {2, now, next_due, hold - now} end
+
+-- Concurrency cap: at most conc jobs active at once, across every worker and server.
+local conc = tonumber(cfg[4]) or 0
+if conc > 0 then
+  local free = conc - redis.call('ZCARD', active)
+  if free <= 0 then return {3, now, next_due, 0} end
+  if want > free then want = free end
+end
+
+-- Token bucket: refilled continuously at rl_max per rl_ms, holding at most `burst` tokens (a tenth of
+-- rl_max, at least 1). So any window of rl_ms sees at most rl_max + burst starts (docs/control.md), while
+-- one claim may still take a batch of up to `burst` jobs and a claim that comes back a little late finds
+-- the tokens that accrued meanwhile (the sustained rate stays at the limit).
 local rl_max, rl_ms = tonumber(cfg[2]) or 0, tonumber(cfg[3]) or 0
 local tokens = 0
 if rl_max > 0 and rl_ms > 0 then
-  local b = redis.call('HMGET', limiter, 'tokens', 'ts')
-  tokens = tonumber(b[1]) or rl_max
-  local last = tonumber(b[2]) or now
-  if now > last then tokens = math.min(rl_max, tokens + (now - last) * rl_max / rl_ms) end
+  local burst = math.max(1, math.ceil(rl_max / 10))
+  tokens = tonumber(b[2]) or burst
+  local last = tonumber(b[3]) or now
+  if now > last then tokens = math.min(burst, tokens + (now - last) * rl_max / rl_ms) end
   if tokens < 1 then
     redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
     return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max)}
@@ -41,6 +59,7 @@ end
 local popped = redis.call('ZPOPMIN', waiting, want)
 local out = {0, now, next_due, 0}
 local expiry = now + lease
+local deadlines = queue_key(prefix, 'deadlines')
 local taken = 0
 for i = 1, #popped, 2 do
   local id = popped[i]
@@ -49,7 +68,10 @@ for i = 1, #popped, 2 do
   redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'lex', expiry)
   redis.call('ZADD', active, expiry, id)
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
-    'par')
+    'par', 'wt')
+  notify_job(prefix, id, jkey, 'active', f[12])
+  local timeout = tonumber(f[10]) or 0
+  if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
   table.insert(out, id)
   for j = 1, 5 do table.insert(out, f[j] or '') end
   table.insert(out, f[6] or 0)

@@ -8,15 +8,17 @@
 -- ARGV[6] members to scan this call ("created" mode)
 -- Returns: {removed, next cursor (-1 = done)}
 local set, prefix, mode = KEYS[1], ARGV[1], ARGV[2]
+-- Only finished jobs are scored by finish time; the others may still hold a dedup key.
+local unfinished = mode ~= 'score'
 local cutoff, limit, cursor, scan = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if mode == 'score' then
   local ids = redis.call('ZRANGEBYSCORE', set, '-inf', cutoff, 'LIMIT', 0, limit)
-  local removed = delete_jobs(set, prefix, ids)
+  local removed = delete_jobs(set, prefix, ids, unfinished)
   if removed < limit then return {removed, -1} end
   return {removed, 0}
 end
 if mode == 'all' then
-  local removed = delete_jobs(set, prefix, redis.call('ZRANGE', set, 0, limit - 1))
+  local removed = delete_jobs(set, prefix, redis.call('ZRANGE', set, 0, limit - 1), unfinished)
   if removed < limit then return {removed, -1} end
   return {removed, 0}
 end
@@ -27,6 +29,6 @@ for _, id in ipairs(ids) do
   local ts = tonumber(redis.call('HGET', prefix .. id, 'ts'))
   if ts and ts <= cutoff then table.insert(victims, id) end
 end
-local removed = delete_jobs(set, prefix, victims)
+local removed = delete_jobs(set, prefix, victims, unfinished)
 if #ids < scan and #victims < limit then return {removed, -1} end
 return {removed, cursor + scan - removed}

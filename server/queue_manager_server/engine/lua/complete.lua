@@ -11,22 +11,27 @@ local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local out = {now, 0}
 local policy, kept = '', false
+local freed = false
 
 for i = 0, n - 1 do
   local b = 2 + i * 4
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
-  local code, f = lease_check(jkey, token, 'kc')
+  local code, f = lease_check(jkey, token, 'kc', 'atm', 'to')
   if code ~= 0 then
     table.insert(out, code)
   else
     redis.call('ZREM', active, id)
-    redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4])
+    run_ended(prefix, id, f[5])
+    freed = true
+    -- attempts made counts finished runs: this one too (a completed first run shows 1).
+    redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4],
+      'atm', (tonumber(f[4]) or 0) + 1)
     redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
     out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now)
     local remove = keep_policy(meta, f[3], 'kc')
     if remove then
-      redis.call('DEL', jkey)
+      redis.call('DEL', jkey, job_logs_key(prefix, id))
     else
       redis.call('ZADD', completed, now, id)
       policy, kept = f[3] or '', true
@@ -38,4 +43,5 @@ if kept then
   local _, age, count = keep_policy(meta, policy, 'kc')
   trim(completed, prefix, age, count, now)
 end
+if freed then slot_freed(meta, prefix) end
 return out

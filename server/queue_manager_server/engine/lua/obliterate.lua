@@ -3,20 +3,28 @@
 --
 -- KEYS[1] meta  KEYS[2] waiting  KEYS[3] delayed  KEYS[4] active  KEYS[5] completed  KEYS[6] failed
 -- KEYS[7] limiter  KEYS[8] dead-letter outbox  KEYS[9] bulk (hash: staged bulk streams)
+-- KEYS[10] schedules  KEYS[11] schedule-due  KEYS[12] schedule-runs (the queue's schedules go with it)
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
 -- ARGV[4] key prefix of staged bulk streams (<prefix><stream id>)
+-- The cancelled set and the deadlines of active runs (keys derived from the job prefix) go too.
 -- Returns: {removed, done (1/0)} or {-4} when jobs are active and force is 0
 local prefix, force, chunk = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 if not force and redis.call('ZCARD', KEYS[4]) > 0 then return {-4} end
 -- Bulk streams still staged into the queue are dropped with it.
 for _, sid in ipairs(redis.call('HKEYS', KEYS[9])) do redis.call('UNLINK', ARGV[4] .. sid) end
 -- The queue stops existing first, so no job can be added while the rest is deleted.
-redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9])
+redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12])
+redis.call('DEL', queue_key(prefix, 'deadlines'))
 local removed = 0
 for k = 2, 6 do
   if removed < chunk then
-    removed = removed + delete_jobs(KEYS[k], prefix, redis.call('ZRANGE', KEYS[k], 0, chunk - removed - 1))
+    removed = removed + delete_jobs(KEYS[k], prefix, redis.call('ZRANGE', KEYS[k], 0, chunk - removed - 1),
+      k <= 4)
   end
+end
+local cancelled = queue_key(prefix, 'cancelled')
+if removed < chunk then
+  removed = removed + delete_jobs(cancelled, prefix, redis.call('ZRANGE', cancelled, 0, chunk - removed - 1))
 end
 if removed < chunk then return {removed, 1} end
 return {removed, 0}

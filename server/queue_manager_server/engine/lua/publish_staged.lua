@@ -9,7 +9,8 @@
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name  ARGV[4] stream id
 -- ARGV[5] most jobs to add N
 -- Returns: {jobs created (ids that existed are not), done (1: nothing left, the stream's entry is
---   removed)}, or {-1} when the queue no longer exists (its staged jobs are dropped).
+--   removed), then for each job whose dedup key was held: its id, the holder's id}, or {-1} when the
+--   queue no longer exists (its staged jobs are dropped).
 local meta, waiting, delayed, staged, bulk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, channel, queue, sid, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
@@ -22,10 +23,12 @@ local items = redis.call('LRANGE', staged, 0, n * 4 - 1)
 local d = add_defaults(meta)
 local now = now_ms()
 local created, added_waiting, earliest = 0, 0, -1
+local out = {0, 0}
 for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
-  local code, run = insert_job(meta, waiting, delayed, prefix, d, now, tonumber(h[16]), h, items[i + 1],
+  local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, tonumber(h[16]), h, items[i + 1],
     items[i + 2], items[i + 3])
+  if got ~= h[1] then table.insert(out, h[1]); table.insert(out, got) end
   if code == 1 then
     added_waiting = added_waiting + 1
   elseif code == 2 and (earliest < 0 or run < earliest) then
@@ -35,8 +38,9 @@ for i = 1, #items - 3, 4 do
 end
 redis.call('LTRIM', staged, #items, -1)
 publish_added(channel, queue, added_waiting, earliest)
+out[1] = created
 if redis.call('EXISTS', staged) == 0 then
   redis.call('HDEL', bulk, sid)
-  return {created, 1}
+  out[2] = 1
 end
-return {created, 0}
+return out

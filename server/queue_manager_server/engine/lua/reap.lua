@@ -4,19 +4,22 @@
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
 -- KEYS[5] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] max jobs per call
--- Returns: {now, back to waiting, failed for good, earliest remaining lease expiry (-1 = none)}
+-- A job whose cancel was asked while it ran ends cancelled instead (its worker never reported the stop).
+-- Returns: {now, back to waiting, failed for good, earliest remaining lease expiry (-1 = none), cancelled}
 local meta, active, waiting, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local back, lost = 0, 0
+local back, lost, cancelled = 0, 0, 0
 local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 if #ids > 0 then redis.call('ZREM', active, unpack(ids)) end
 for _, id in ipairs(ids) do
   if redis.call('EXISTS', prefix .. id) == 1 then
-    if recover_stalled(meta, waiting, failed, outbox, prefix, id, now) == 1 then back = back + 1 else lost = lost + 1 end
+    local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
+    if r == 1 then back = back + 1 elseif r == 3 then cancelled = cancelled + 1 else lost = lost + 1 end
   end
 end
+if #ids > 0 then slot_freed(meta, prefix) end
 local nx = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
 local next_expiry = -1
 if #nx > 0 then next_expiry = tonumber(nx[2]) end
-return {now, back, lost, next_expiry}
+return {now, back, lost, next_expiry, cancelled}

@@ -5,23 +5,31 @@
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
 -- KEYS[5] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] stalled (1/0)  ARGV[3] number of jobs N; then N groups of: id, token
--- Returns: {now, then one code per job}: 1 back to waiting, 2 failed for good, -2 not found,
+-- A job whose cancel was asked while it ran ends cancelled instead of going back (either mode).
+-- Returns: {now, then one code per job}: 1 back to waiting, 2 failed for good, 3 cancelled, -2 not found,
 --   -3 lease not held
 local meta, active, waiting, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, stalled, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_ms()
 local out = {now}
+local freed = false
 for i = 0, n - 1 do
   local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
   local jkey = prefix .. id
-  local code = lease_check(jkey, token)
+  local code, f = lease_check(jkey, token, 'cxr', 'to')
   if code ~= 0 then
     table.insert(out, code)
   else
     redis.call('ZREM', active, id)
+    freed = true
     if stalled then
       table.insert(out, recover_stalled(meta, waiting, failed, outbox, prefix, id, now))
+    elseif f[3] == '1' then
+      run_ended(prefix, id, f[4])
+      finish_cancelled(meta, prefix, id, now)
+      table.insert(out, 3)
     else
+      run_ended(prefix, id, f[4])
       redis.call('HINCRBY', jkey, 'ats', -1)
       redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
       to_waiting(meta, waiting, jkey, id, false)
@@ -29,4 +37,5 @@ for i = 0, n - 1 do
     end
   end
 end
+if freed then slot_freed(meta, prefix) end
 return out

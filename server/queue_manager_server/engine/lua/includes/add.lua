@@ -2,11 +2,13 @@
 -- in a staged bulk stream). Needs common.lua (PRI_SHIFT) included first.
 --
 -- A job travels as 4 strings: header, data, metadata (encoded JobMetadata or ""), extra fields. The header
--- is 16 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
+-- is 18 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
 -- (-1 = none), run-at ms (-1 = none), attempts (0 = default), backoff type (0 = default, 1 fixed,
 -- 2 exponential), backoff delay ms, backoff jitter, backoff max ms, keep-completed policy, keep-failed
 -- policy, timeout ms, max stalled (0 = default), FIFO seq (0 = the caller's running seq; staged bulk jobs
--- carry their own). Extra fields are more job-hash fields, set by flows (chain links, workflow steps):
+-- carry their own), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job finishes).
+-- Headers staged by an older server have 16 fields: no dedup. Extra fields are more job-hash fields,
+-- set by flows (chain links, workflow steps):
 -- netstrings ("<length>:<bytes>") alternating field name and value, binary-safe; "" for none.
 
 -- The queue's default job options, read once per script call (fields of the meta hash).
@@ -34,13 +36,29 @@ local function netstrings(s)
   return out
 end
 
--- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists.
--- d: add_defaults(meta). Returns 0 (the id existed; nothing written), 1 (added waiting) or 2 (added
--- delayed), and the run-at of a delayed job.
+-- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
+-- dedup key is held. d: add_defaults(meta). Returns 0 (the id existed, or the dedup key is held; nothing
+-- written), 1 (added waiting) or 2 (added delayed); the run-at of a delayed job; and the id that answers
+-- the add (the holder's when the dedup key is held).
 local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, md, extra)
   local id = h[1]
   local jkey = prefix .. id
-  if redis.call('EXISTS', jkey) == 1 then return 0, -1 end
+  if redis.call('EXISTS', jkey) == 1 then return 0, -1, id end
+  -- A dedup key: a string naming the job that holds it, with a PX ttl or none (held until it finishes).
+  local dk, dttl = h[17] or '', tonumber(h[18] or '0') or 0
+  if dk ~= '' then
+    local dkey = dedup_key(prefix, dk)
+    local holder = redis.call('GET', dkey)
+    -- A ttl'd key holds whatever became of its job; one without ttl whose job is gone was left behind.
+    if holder and (redis.call('EXISTS', prefix .. holder) == 1 or redis.call('PTTL', dkey) > 0) then
+      return 0, -1, holder
+    end
+    if dttl > 0 then
+      redis.call('SET', dkey, id, 'PX', dttl)
+    else
+      redis.call('SET', dkey, id)
+    end
+  end
   local pri = tonumber(h[4]); if pri == 0 then pri = tonumber(d[1]) or 3 end
   local att = tonumber(h[7]); if att == 0 then att = tonumber(d[2]) or 1 end
   local bt, bd, bj, bm = h[8], h[9], h[10], h[11]
@@ -64,13 +82,18 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
   if md == '' then md = d[10] or '' end
   if md ~= '' then redis.call('HSET', jkey, 'md', md) end
   if extra ~= '' then redis.call('HSET', jkey, unpack(netstrings(extra))) end
+  if dk ~= '' and dttl > 0 then
+    redis.call('HSET', jkey, 'ddk', dk, 'ddt', dttl)
+  elseif dk ~= '' then
+    redis.call('HSET', jkey, 'ddk', dk)
+  end
   if st == 'delayed' then
     redis.call('HSET', jkey, 'run', run)
     redis.call('ZADD', delayed, run, id)
-    return 2, run
+    return 2, run, id
   end
   redis.call('ZADD', waiting, pri * PRI_SHIFT + seq, id)
-  return 1, -1
+  return 1, -1, id
 end
 
 -- Wakes every server: idle workers get waiting jobs at once; delays arm promotion timers.

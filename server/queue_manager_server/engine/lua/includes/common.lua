@@ -13,9 +13,36 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Keys beside a job's hash, derived from the job prefix '<base>job:' like queue_key below (engine/keys.py
+-- documents them): the job's log lines, and a deduplication key of its queue.
+local function job_logs_key(prefix, id)
+  return string.sub(prefix, 1, -5) .. 'logs:' .. id
+end
+local function dedup_key(prefix, key)
+  return string.sub(prefix, 1, -5) .. 'dedup:' .. key
+end
+
+-- Tells the servers following a job (WaitForJob) its new state: 'j <queue> <id> <state>' on the events
+-- channel, both derived from the job prefix '<key prefix>:{<queue>}:job:'. Only jobs flagged 'wt' (a waiter
+-- registered, watch_job.lua) publish, so jobs nobody waits for cost nothing. flag: the job's 'wt' field
+-- when the caller read it already (in an HMGET it does anyway), nil to read it here. Every script that
+-- changes a job's state calls this (to_waiting and on_finished do for their callers).
+local function notify_job(prefix, id, jkey, state, flag)
+  if flag == nil then flag = redis.call('HGET', jkey, 'wt') end
+  if not flag then return end
+  local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
+  redis.call('PUBLISH', base .. ':events', 'j ' .. queue .. ' ' .. id .. ' ' .. state)
+end
+
+-- Releases a dedup key held until its job finishes (no ttl), if it still names this job.
+local function release_dedup(prefix, id, key)
+  local dkey = dedup_key(prefix, key)
+  if redis.call('GET', dkey) == id then redis.call('DEL', dkey) end
+end
+
 -- Puts a job into waiting. fresh=true gives it a new place at the back of its priority level.
 local function to_waiting(meta, waiting, jkey, id, fresh)
-  local f = redis.call('HMGET', jkey, 'pri', 'seq')
+  local f = redis.call('HMGET', jkey, 'pri', 'seq', 'wt')
   local seq = tonumber(f[2])
   if fresh then
     seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -23,6 +50,7 @@ local function to_waiting(meta, waiting, jkey, id, fresh)
   end
   redis.call('ZADD', waiting, tonumber(f[1]) * PRI_SHIFT + seq, id)
   redis.call('HSET', jkey, 'st', 'waiting')
+  if f[3] then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', f[3]) end
 end
 
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
@@ -47,9 +75,16 @@ local function promote_due(meta, delayed, waiting, prefix, now, limit)
   return #due, next_due
 end
 
--- Deletes the given job ids from a zset and their hashes.
-local function delete_jobs(set, prefix, ids)
-  for _, id in ipairs(ids) do redis.call('DEL', prefix .. id) end
+-- Deletes the given job ids from a zset, with their hashes and log lists. unfinished: the jobs may still
+-- hold a dedup key (waiting, delayed, active), released here; finished jobs released theirs on finishing.
+local function delete_jobs(set, prefix, ids, unfinished)
+  for _, id in ipairs(ids) do
+    if unfinished then
+      local d = redis.call('HMGET', prefix .. id, 'ddk', 'ddt')
+      if d[1] and not d[2] then release_dedup(prefix, id, d[1]) end
+    end
+    redis.call('DEL', prefix .. id, job_logs_key(prefix, id))
+  end
   if #ids > 0 then redis.call('ZREM', set, unpack(ids)) end
   return #ids
 end
@@ -92,11 +127,14 @@ local function queue_key(prefix, name)
 end
 
 -- Bookkeeping for a job that has just finished (state 'completed', 'failed' for good or 'cancelled'),
--- before retention may delete it. A job in a flow (a chain link, a workflow step: field 'flo') gets its
+-- before retention may delete it. Its dedup key, if held until it finishes (no ttl), is released, and its
+-- waiters are told. A job in a flow (a chain link, a workflow step: field 'flo') gets its
 -- outcome copied to a flow entry and queued on the flow outbox, which the server carries out (adding the
 -- next link or steps, possibly in other queues) and then clears. Returns 1 when a flow hand-off was queued.
 local function on_finished(prefix, id, jkey, state, now)
-  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par')
+  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt')
+  if f[8] and not f[9] then release_dedup(prefix, id, f[8]) end
+  notify_job(prefix, id, jkey, state, f[10])
   if not f[1] then return 0 end
   redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', f[2] or '',
     'rct', f[3] or '', 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '', 'par', f[7] or '')
@@ -124,10 +162,46 @@ local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stac
   trim(failed, prefix, age, count, now)
 end
 
+-- A run of a job ended (the job left active): its deadline goes if the job has a timeout (its 'to' field,
+-- which the caller read along with others).
+local function run_ended(prefix, id, timeout)
+  if timeout and timeout ~= '0' then redis.call('ZREM', queue_key(prefix, 'deadlines'), id) end
+end
+
+-- Wakes the dispatchers of every server when jobs of a queue with a concurrency cap (meta 'conc') left
+-- active, so the freed slots fill at once without polling. Called once per script that ended runs.
+local function slot_freed(meta, prefix)
+  if (tonumber(redis.call('HGET', meta, 'conc')) or 0) > 0 then
+    local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
+    redis.call('PUBLISH', base .. ':events', 'w ' .. queue)
+  end
+end
+
+-- Ends a job as cancelled; the caller took it out of its state set (waiting, delayed, active). It is kept
+-- in the cancelled set under the failed-job retention (the job's 'kf', else the queue's).
+local function finish_cancelled(meta, prefix, id, now)
+  local jkey = prefix .. id
+  local cancelled = queue_key(prefix, 'cancelled')
+  redis.call('HSET', jkey, 'st', 'cancelled', 'fts', now)
+  redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
+  redis.call('ZADD', cancelled, now, id)
+  on_finished(prefix, id, jkey, 'cancelled', now)
+  local remove, age, count = keep_policy(meta, redis.call('HGET', jkey, 'kf'), 'kf')
+  if remove then delete_jobs(cancelled, prefix, {id}) end
+  trim(cancelled, prefix, age, count, now)
+end
+
 -- Returns a lost job (dead worker or expired lease) to waiting, or fails it past its stall limit.
--- Returns 1 when it went back to waiting, 2 when it failed.
+-- Returns 1 when it went back to waiting, 2 when it failed, 3 when it ended cancelled (a cancel had been
+-- asked while it ran: its worker is gone, so it never reported the stop).
 local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
   local jkey = prefix .. id
+  local c = redis.call('HMGET', jkey, 'cxr', 'to')
+  run_ended(prefix, id, c[2])
+  if c[1] == '1' then
+    finish_cancelled(meta, prefix, id, now)
+    return 3
+  end
   local stc = redis.call('HINCRBY', jkey, 'stc', 1)
   redis.call('HINCRBY', meta, 'stalled_total', 1)
   redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
@@ -139,4 +213,45 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
   end
   to_waiting(meta, waiting, jkey, id, false)
   return 1
+end
+
+-- The job fields fail_attempt reads, in this order from f[3] on: what lease_check(jkey, token,
+-- unpack(ATTEMPT_FIELDS)) returns.
+local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr'}
+
+-- Records a failed run of an active job (the caller checked its lease and took it out of active) and
+-- decides what follows, for a worker's failure (fail.lua) and a timeout (time_out.lua) alike: the run
+-- counts as an attempt; with attempts left the job is retried after its backoff, unless a cancel was asked
+-- meanwhile (then it ends cancelled); with none left, or with no_retry, it fails for good.
+-- f: ATTEMPT_FIELDS from f[3] on. Returns a code (0 retry now, 1 retry delayed, 2 failed for good,
+-- 3 cancelled) and a run-at (the retry's: now for 0; -1 for 2 and 3).
+local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack, no_retry, f)
+  local jkey = prefix .. id
+  run_ended(prefix, id, f[10])
+  local atm = (tonumber(f[4]) or 0) + 1
+  redis.call('HSET', jkey, 'atm', atm, 'err', msg, 'stk', stack)
+  if no_retry or atm >= tonumber(f[3]) then
+    fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack)
+    return 2, -1
+  end
+  if f[11] == '1' then
+    finish_cancelled(meta, prefix, id, now)
+    return 3, -1
+  end
+  redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
+  local delay = tonumber(f[6]) or 0
+  if f[5] == '2' then delay = delay * 2 ^ (atm - 1) end
+  local jitter = tonumber(f[7]) or 0
+  if jitter > 0 then delay = delay + math.random() * jitter * delay end
+  local cap = tonumber(f[8]) or 0
+  if cap > 0 and delay > cap then delay = cap end
+  delay = math.floor(delay)
+  if delay <= 0 then
+    to_waiting(meta, waiting, jkey, id, true)
+    return 0, now
+  end
+  redis.call('HSET', jkey, 'st', 'delayed', 'run', now + delay)
+  redis.call('ZADD', delayed, now + delay, id)
+  notify_job(prefix, id, jkey, 'delayed', f[9])
+  return 1, now + delay
 end

@@ -1,0 +1,102 @@
+"""Job-control requests shared by `QueueManager` and `SyncQueueManager`: logs, waiting, retry, promotion and
+priority. Validation happens here, before anything is sent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from queue_manager.convert import Job, job_from_proto
+from queue_manager.enums import JobPriority, JobState
+from queue_manager.options import parse_priority, validate_queue_name
+from queue_manager.v1 import jobs_pb2, types_pb2
+
+__all__ = [
+    "FINISHED",
+    "change_priority_request",
+    "finished_job",
+    "get_job_logs_request",
+    "retry_failed_request",
+    "wait_for_job_request",
+]
+
+# States a job does not leave on its own: `wait_for_job` returns once the job is in one of them.
+FINISHED = frozenset(
+    {types_pb2.JOB_STATE_COMPLETED, types_pb2.JOB_STATE_FAILED, types_pb2.JOB_STATE_CANCELLED}
+)
+_RETRYABLE = {"failed": types_pb2.JOB_STATE_FAILED, "cancelled": types_pb2.JOB_STATE_CANCELLED}
+# A wait's own deadline comes after the server ends the stream at `timeout`, by this margin.
+_DEADLINE_MARGIN_S = 10.0
+
+
+def job_key(queue_name: str, job_id: str) -> tuple[str, str]:
+    """Checks a queue name and a job id (the server checks the id's characters)."""
+    validate_queue_name(queue_name)
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError(f"job id must be a non-empty str, got {job_id!r}")
+    return queue_name, job_id
+
+
+def get_job_logs_request(
+    queue_name: str, job_id: str, page_size: int, page_token: str
+) -> jobs_pb2.GetJobLogsRequest:
+    """Builds and validates a GetJobLogsRequest."""
+    queue_name, job_id = job_key(queue_name, job_id)
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
+        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    return jobs_pb2.GetJobLogsRequest(
+        queue_name=queue_name, job_id=job_id, page_size=page_size, page_token=page_token
+    )
+
+
+def wait_for_job_request(
+    queue_name: str, job_id: str, timeout: float | timedelta | None
+) -> tuple[jobs_pb2.WaitForJobRequest, float | None]:
+    """Builds a WaitForJobRequest and the call's deadline in seconds (None: no deadline).
+
+    Args:
+        timeout: Seconds (or a timedelta) after which the server ends the stream; None waits until the job
+            finishes.
+    """
+    queue_name, job_id = job_key(queue_name, job_id)
+    request = jobs_pb2.WaitForJobRequest(queue_name=queue_name, job_id=job_id)
+    if timeout is None:
+        return request, None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds < 10 * 365 * 86400
+    ):
+        raise ValueError(f"timeout must be seconds (at least 0) or a timedelta, got {timeout!r}")
+    request.timeout.FromNanoseconds(round(seconds * 1e9))
+    return request, seconds + _DEADLINE_MARGIN_S
+
+
+def retry_failed_request(queue_name: str, state: JobState | str) -> jobs_pb2.RetryFailedJobsRequest:
+    """Builds a RetryFailedJobsRequest for the failed (or cancelled) jobs of a queue."""
+    number = _RETRYABLE.get(str(state).strip().lower())
+    if number is None:
+        raise ValueError(f"state must be 'failed' or 'cancelled', got {state!r}")
+    return jobs_pb2.RetryFailedJobsRequest(queue_name=validate_queue_name(queue_name), state=number)
+
+
+def change_priority_request(
+    queue_name: str, job_id: str, priority: JobPriority | int | str
+) -> jobs_pb2.ChangeJobPriorityRequest:
+    """Builds and validates a ChangeJobPriorityRequest."""
+    queue_name, job_id = job_key(queue_name, job_id)
+    return jobs_pb2.ChangeJobPriorityRequest(
+        queue_name=queue_name,
+        job_id=job_id,
+        priority=parse_priority(priority),  # type: ignore[arg-type]
+    )
+
+
+def finished_job(
+    queue_name: str, job_id: str, last: types_pb2.Job | None, timeout: float | timedelta | None
+) -> Job:
+    """The job a wait ended on, when it is finished; else the TimeoutError to tell why not."""
+    if last is not None and last.state in FINISHED:
+        return job_from_proto(last)
+    state = types_pb2.JobState.Name(last.state).removeprefix("JOB_STATE_").lower() if last else "unknown"
+    raise TimeoutError(f"job {job_id!r} in queue {queue_name!r} is still {state} after waiting {timeout}")

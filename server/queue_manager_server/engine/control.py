@@ -1,0 +1,128 @@
+"""Control of running work: cancel, server-enforced timeouts, and retry-after (a processor told to slow down).
+
+One method per Lua script, with the script's name and argument order (as in engine.py). The scripts tell
+the server holding a run's lease to stop it by publishing ``c <queue> <id> <token> <reason>`` on the
+events channel (components/notifier.py hands it to the dispatcher, which sends ``CANCEL_JOB`` down the
+worker's stream). Every way a run ends (complete, fail, release, reap, cancel, timeout, retry-after) drops
+its deadline and, on a queue with a concurrency cap, wakes the dispatchers of every server (common.lua
+``run_ended``, ``slot_freed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from queue_manager_server.engine.engine import Engine
+from queue_manager_server.errors import JobNotFound, QueueNotFound, WrongState
+
+# Runs failed as timed out per time_out call; a queue with more due runs is called again at once.
+TIME_OUT_CHUNK = 500
+NO_QUEUE, NOT_FOUND, FINISHED = -1, -2, -5
+# fail_attempt's outcomes (common.lua), shared by fail.lua and time_out.lua.
+RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass(slots=True)
+class TimedOut:
+    """What one time_out call did.
+
+    Attributes:
+        now_ms: Redis time of the call.
+        next_deadline_ms: The earliest deadline still ahead, -1 when no run with a timeout is active.
+        outcomes: (job id, code, run-at ms) per run failed as timed out, codes as `fail_attempt`'s.
+    """
+
+    now_ms: int
+    next_deadline_ms: int
+    outcomes: list[tuple[str, int, int]]
+
+
+class Control:
+    """Cancel, timeouts and retry-after on the keys of one queue (the engine's scripts and events)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def cancel_job(self, queue: str, job_id: str, reason: str) -> bool:
+        """Cancels a job: at once when it waits (or is paused or delayed); an active one is asked to stop.
+
+        Returns:
+            True when the job is active: its cancel is requested and its worker told; it ends cancelled
+            once the worker stops it (or its lease runs out). False when it ended cancelled now.
+
+        Raises:
+            QueueNotFound: The queue is not registered.
+            JobNotFound: No such job.
+            WrongState: The job finished already (completed, failed or cancelled).
+        """
+        k = self.engine.keys(queue)
+        code, state = await self.engine.scripts.run(
+            "cancel_job",
+            [k.meta, k.waiting, k.delayed],
+            [k.job_prefix, job_id, reason, self.engine.channel, queue],
+        )
+        code = int(code)
+        if code == NO_QUEUE:
+            raise QueueNotFound(queue)
+        if code == NOT_FOUND:
+            raise JobNotFound(queue, job_id)
+        if code == FINISHED:
+            raise WrongState(
+                f"job {job_id!r} in queue {queue!r} is already {_text(state)}; only waiting, paused, delayed "
+                "and active jobs can be cancelled"
+            )
+        if code == 0:
+            await self.engine.after_flow_finish(queue)
+        return code == 1
+
+    async def time_out(self, queue: str, limit: int = TIME_OUT_CHUNK) -> TimedOut:
+        """Fails the queue's runs past their deadline as timed out (retried per attempts and backoff) and
+        tells their workers to stop them."""
+        k = self.engine.keys(queue)
+        r = await self.engine.scripts.run(
+            "time_out",
+            [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox, k.deadlines],
+            [k.job_prefix, limit, self.engine.channel, queue],
+        )
+        outcomes = [(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(2, len(r), 3)]
+        await self._after_failures(queue, [(code, run) for _, code, run in outcomes])
+        return TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes)
+
+    async def retry_later(self, queue: str, items: Sequence[tuple[str, str, int]]) -> list[tuple[int, int]]:
+        """Puts jobs whose processor was told to slow down back to delayed without using an attempt, and
+        holds the queue for as long.
+
+        Args:
+            queue: The queue.
+            items: (job id, lease token, retry-after ms).
+
+        Returns:
+            (code, run-at ms) per item: 1 delayed until run-at, 3 cancelled (a cancel was pending),
+            -2 no such job, -3 lease not held.
+        """
+        k = self.engine.keys(queue)
+        args: list[Any] = [k.job_prefix, len(items)]
+        for item in items:
+            args += item
+        r = await self.engine.scripts.run("retry_later", [k.meta, k.active, k.delayed, k.limiter], args)
+        out = [(int(r[i]), int(r[i + 1])) for i in range(1, len(r), 2)]
+        await self._after_failures(queue, out)
+        return out
+
+    async def _after_failures(self, queue: str, outcomes: Sequence[tuple[int, int]]) -> None:
+        """The events and hand-offs that follow ended runs (as `Engine.fail` does for worker failures)."""
+        if any(code == RETRY_NOW for code, _ in outcomes):
+            await self.engine.notify_waiting(queue)
+        delayed = [run for code, run in outcomes if code == RETRY_DELAYED]
+        if delayed:
+            await self.engine.notify_delayed(queue, min(delayed))
+        if any(code == FAILED for code, _ in outcomes):
+            await self.engine.hand_off_dead_letters(queue)
+        if any(code in (FAILED, CANCELLED) for code, _ in outcomes):
+            await self.engine.after_flow_finish(queue)

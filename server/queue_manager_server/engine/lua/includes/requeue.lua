@@ -1,0 +1,17 @@
+-- requeue.lua: a finished job (failed or cancelled) back to waiting with its attempts counted afresh,
+-- shared by retry_job.lua and retry_jobs.lua. Needs common.lua included first.
+--
+-- Reset: attempts made, attempts started and stalled count (so attempts=3 means 3 more runs), finish time,
+-- result, progress, the dead-letter hand-off's delete-after flag (rm), and a pending cancel (cxr: the next
+-- run must not be stopped by the cancel of an earlier one; the reason, cxm, stays as history). Kept: data
+-- and options, the last failure (err, stk: what went wrong until a new run fails), the log lines, flow
+-- fields. A dedup key it released on finishing is not taken again.
+
+-- Moves job `id` from the finished state's zset `set` to the back of its priority level.
+local function requeue(meta, waiting, set, prefix, id)
+  local jkey = prefix .. id
+  redis.call('ZREM', set, id)
+  redis.call('HSET', jkey, 'atm', 0, 'ats', 0, 'stc', 0)
+  redis.call('HDEL', jkey, 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'tok', 'wid', 'lex', 'cxr')
+  to_waiting(meta, waiting, jkey, id, true)
+end

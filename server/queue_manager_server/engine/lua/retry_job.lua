@@ -1,0 +1,18 @@
+-- retry_job.lua: runs a failed or cancelled job again: back to waiting, attempts counted afresh
+-- (includes/requeue.lua says what is reset and what is kept).
+-- @include common
+-- @include requeue
+--
+-- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] failed (zset)  KEYS[4] cancelled (zset)
+-- ARGV[1] job key prefix  ARGV[2] job id
+-- Returns: {1} waiting again, {-1} queue not registered, {-2} job not found, {-5, state} the job is
+--   neither failed nor cancelled
+local meta, waiting = KEYS[1], KEYS[2]
+local prefix, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+local st = redis.call('HGET', prefix .. id, 'st')
+if not st then return {-2} end
+local set = ({failed = KEYS[3], cancelled = KEYS[4]})[st]
+if not set then return {-5, st} end
+requeue(meta, waiting, set, prefix, id)
+return {1}

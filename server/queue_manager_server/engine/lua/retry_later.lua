@@ -1,0 +1,48 @@
+-- retry_later.lua: records runs whose processor was told to slow down (a failure with retry_after: an HTTP
+-- 429 from downstream, say), a batch fenced by lease tokens. The job goes back to delayed for retry_after
+-- without using an attempt (attempts made unchanged, and the start is uncounted, so the next run is no
+-- redelivery), and the queue starts no job until then on any server: the limiter's 'hold', which claim.lua
+-- honours whether or not the queue has a rate limit. A job whose cancel was asked ends cancelled instead.
+-- @include common
+--
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] delayed (zset)  KEYS[4] limiter (hash)
+-- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of: id, lease token, retry-after ms
+-- Returns: {now, then per job: code, run-at}: 1 delayed until run-at, 3 cancelled, -2 not found,
+--   -3 lease not held
+local meta, active, delayed, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, n = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local out = {now}
+local hold, freed = 0, false
+for i = 0, n - 1 do
+  local id, token, wait = ARGV[3 + i * 3], ARGV[4 + i * 3], tonumber(ARGV[5 + i * 3])
+  local jkey = prefix .. id
+  local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt')
+  if code ~= 0 then
+    table.insert(out, code); table.insert(out, -1)
+  else
+    redis.call('ZREM', active, id)
+    run_ended(prefix, id, f[4])
+    freed = true
+    if f[3] == '1' then
+      finish_cancelled(meta, prefix, id, now)
+      table.insert(out, 3); table.insert(out, -1)
+    else
+      redis.call('HINCRBY', jkey, 'ats', -1)
+      redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
+      redis.call('HSET', jkey, 'st', 'delayed', 'run', now + wait)
+      redis.call('ZADD', delayed, now + wait, id)
+      notify_job(prefix, id, jkey, 'delayed', f[5])
+      if now + wait > hold then hold = now + wait end
+      table.insert(out, 1); table.insert(out, now + wait)
+    end
+  end
+end
+if hold > (tonumber(redis.call('HGET', limiter, 'hold')) or 0) then
+  redis.call('HSET', limiter, 'hold', hold)
+  -- The hold outlives the expiry claim.lua gives the bucket (twice its window).
+  local keep = hold - now + 1000
+  if redis.call('PTTL', limiter) < keep then redis.call('PEXPIRE', limiter, keep) end
+end
+if freed then slot_freed(meta, prefix) end
+return out

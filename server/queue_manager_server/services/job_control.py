@@ -1,0 +1,169 @@
+"""QueueService handlers for job control and visibility: logs, waiting for a job, retry, promote, priority.
+
+``WaitForJob`` follows one job without polling: it registers a follower (services/waiters.py), flags the
+job in Redis so scripts publish its state changes (``watch_job.lua``), then reads it. Every change after
+that read publishes a ``j`` event that wakes the follower, which re-reads the job and sends it when its
+state differs from the last one sent. A re-check every RECHECK_S covers an event lost in transit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from queue_manager.v1 import jobs_pb2 as pb
+from queue_manager.v1 import types_pb2
+from queue_manager_server import convert, validate
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.errors import InvalidArgument, JobNotFound
+from queue_manager_server.services.errors import streaming, unary
+from queue_manager_server.services.waiters import Follower, JobWaiters
+
+# A follower re-reads its job at least this often, in case a pub/sub event was lost.
+RECHECK_S = 5.0
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+_FINISHED_VALUES = {
+    "completed": types_pb2.JOB_STATE_COMPLETED,
+    "failed": types_pb2.JOB_STATE_FAILED,
+    "cancelled": types_pb2.JOB_STATE_CANCELLED,
+}
+_RETRYABLE = {
+    types_pb2.JOB_STATE_UNSPECIFIED: "failed",
+    types_pb2.JOB_STATE_FAILED: "failed",
+    types_pb2.JOB_STATE_CANCELLED: "cancelled",
+}
+
+
+async def job_message(control: JobControl, queue: str, job_id: str) -> types_pb2.Job:
+    """The job with the tail of its log, as GetJob and WaitForJob show it."""
+    return convert.job_view_out(await control.job_view(queue, job_id))
+
+
+class JobControlHandlers:
+    """Logs, waiting, retry, promotion and priority of jobs (part of `QueueService`)."""
+
+    engine: Engine
+    control: JobControl
+    waiters: JobWaiters
+
+    @unary
+    async def GetJobLogs(
+        self, request: pb.GetJobLogsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetJobLogsResponse:
+        queue = validate.queue_name(request.queue_name)
+        job_id = validate.job_id(request.job_id)
+        size = request.page_size or 100
+        if size > 1000:
+            raise InvalidArgument("page_size", f"{size} is above the maximum of 1000")
+        page = await self.control.job_logs(queue, job_id, _decode_token(request.page_token), size)
+        response = pb.GetJobLogsResponse(lines=convert.log_lines_out(page.lines), total_size=page.kept)
+        after = page.first + len(page.lines)
+        if after < page.end:
+            response.next_page_token = _encode_token(after)
+        return response
+
+    @streaming
+    async def WaitForJob(
+        self, request: pb.WaitForJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WaitForJobResponse]:
+        queue = validate.queue_name(request.queue_name)
+        job_id = validate.job_id(request.job_id)
+        loop = asyncio.get_running_loop()
+        deadline = None
+        if request.HasField("timeout"):
+            deadline = loop.time() + validate.duration_ms(request.timeout, "timeout") / 1000
+        with self.waiters.follow(queue, job_id) as follower:
+            # Flag first, read second: every change after the read publishes an event.
+            await self.control.watch_job(queue, job_id)
+            last: types_pb2.Job | None = None
+            while True:
+                follower.changed.clear()
+                job = await self._current(queue, job_id, follower, last)
+                if last is None or job.state != last.state:
+                    yield pb.WaitForJobResponse(job=job)
+                    last = job
+                if job.state in _FINISHED_VALUES.values():
+                    return
+                wait = RECHECK_S if deadline is None else min(RECHECK_S, deadline - loop.time())
+                if wait <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(follower.changed.wait(), wait)
+
+    async def _current(
+        self, queue: str, job_id: str, follower: Follower, last: types_pb2.Job | None
+    ) -> types_pb2.Job:
+        """The job now. A job removed as it finished (retention "remove") is shown in the state it finished
+        in, from the last message and the event; a job removed unfinished is NOT_FOUND."""
+        try:
+            return await job_message(self.control, queue, job_id)
+        except JobNotFound:
+            finished = _FINISHED_VALUES.get(follower.event_state)
+            if last is None or finished is None:
+                raise
+            gone = types_pb2.Job()
+            gone.CopyFrom(last)
+            gone.state = finished
+            gone.ClearField("worker_id")
+            return gone
+
+    @unary
+    async def RetryJob(
+        self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryJobResponse:
+        queue, job_id = validate.queue_name(request.queue_name), validate.job_id(request.job_id)
+        await self.control.retry_job(queue, job_id)
+        return pb.RetryJobResponse(job=await job_message(self.control, queue, job_id))
+
+    @unary
+    async def RetryFailedJobs(
+        self, request: pb.RetryFailedJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryFailedJobsResponse:
+        queue = validate.queue_name(request.queue_name)
+        state = _RETRYABLE.get(request.state)
+        if state is None:
+            raise InvalidArgument("state", "must be JOB_STATE_FAILED (the default) or JOB_STATE_CANCELLED")
+        return pb.RetryFailedJobsResponse(count=await self.control.retry_jobs(queue, state))
+
+    @unary
+    async def PromoteJob(
+        self, request: pb.PromoteJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PromoteJobResponse:
+        queue, job_id = validate.queue_name(request.queue_name), validate.job_id(request.job_id)
+        await self.control.promote_job(queue, job_id)
+        return pb.PromoteJobResponse(job=await job_message(self.control, queue, job_id))
+
+    @unary
+    async def ChangeJobPriority(
+        self, request: pb.ChangeJobPriorityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangeJobPriorityResponse:
+        queue, job_id = validate.queue_name(request.queue_name), validate.job_id(request.job_id)
+        priority = validate.enum_value(
+            request.priority, range(1, 6), "priority", "1 (CRITICAL) to 5 (BACKGROUND); it is required"
+        )
+        await self.control.change_priority(queue, job_id, priority)
+        return pb.ChangeJobPriorityResponse(job=await job_message(self.control, queue, job_id))
+
+
+def _encode_token(line: int) -> str:
+    return base64.urlsafe_b64encode(f"l:{line}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        line = int(value)
+        if kind != "l" or line < 0:
+            raise ValueError
+        return line
+    except ValueError:
+        raise InvalidArgument(
+            "page_token", "is not a token returned by GetJobLogs; omit it for the first page"
+        ) from None

@@ -1,0 +1,210 @@
+"""Job chaining (chain_to): links run one after another across queues, each seeing its predecessor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from queue_manager import JobContext, JobState, QueueManager
+from queue_manager.errors import InvalidArgumentError
+from queue_manager_server.engine import Engine
+from queue_manager_server.services.flows import successor_id
+from tests.conftest import RunningServer
+from tests.procs import Procs
+from tests.rawworker import eventually
+
+WAIT = 20.0
+
+
+@pytest.fixture
+async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
+    client = QueueManager(address=server.address, concurrency=4)
+    for name in ("ingest", "data-processing", "notifications"):
+        await client.register_queue(name)
+    yield client
+    await client.shutdown()
+
+
+async def test_three_links_across_queues_pass_results_on(qm: QueueManager) -> None:
+    seen: list[tuple[str, Any]] = []
+    done = asyncio.Event()
+
+    @qm.processor("ingest")
+    async def ingest(job: JobContext) -> dict[str, int]:
+        seen.append((job.name, None))
+        return {"rows": job.data["rows"]}
+
+    @qm.processor("data-processing")
+    async def process(job: JobContext) -> dict[str, int]:
+        assert job.parent is not None
+        seen.append((job.name, job.parent.result))
+        return {"processed": job.parent.result["rows"] * job.data["factor"]}
+
+    @qm.processor("notifications")
+    async def notify(job: JobContext) -> str:
+        assert job.parent is not None
+        seen.append((job.name, job.parent.result))
+        done.set()
+        return f"sent {job.parent.result['processed']}"
+
+    await qm.start_workers()
+    first = await qm.add_job(
+        "ingest",
+        "load",
+        {"rows": 21},
+        {
+            "chain_to": [
+                {"queue_name": "data-processing", "job_name": "process-data", "data": {"factor": 2}},
+                {"queue_name": "notifications", "job_name": "notify", "options": {"priority": "high"}},
+            ]
+        },
+    )
+    assert [link.job_name for link in first.options.chain_to or []] == ["process-data", "notify"]
+    async with asyncio.timeout(WAIT):
+        await done.wait()
+    assert seen == [("load", None), ("process-data", {"rows": 21}), ("notify", {"processed": 42})]
+
+    async def linked() -> bool:
+        return bool((await qm.get_job("ingest", first.id)).children)
+
+    await eventually(linked)
+    root = await qm.get_job("ingest", first.id)
+    second = await qm.get_job("data-processing", root.children[0].job_id)
+    assert second.parents[0].job_id == first.id and second.chain_root is not None
+    assert second.chain_root.job_id == first.id
+    assert [link.job_name for link in second.options.chain_to or []] == ["notify"]
+
+    async def third_done() -> bool:
+        refreshed = await qm.get_job("data-processing", second.id)
+        if not refreshed.children:
+            return False
+        last = await qm.get_job("notifications", refreshed.children[0].job_id)
+        return last.state == JobState.COMPLETED and last.result == "sent 42"
+
+    await eventually(third_done)
+
+
+async def test_a_link_failing_for_good_stops_the_chain(qm: QueueManager) -> None:
+    ran: list[str] = []
+
+    @qm.processor("ingest")
+    async def ingest(job: JobContext) -> int:
+        ran.append(job.name)
+        return 1
+
+    @qm.processor("data-processing")
+    async def fails(job: JobContext) -> None:
+        ran.append(job.name)
+        raise RuntimeError("disk full")
+
+    @qm.processor("notifications")
+    async def never(job: JobContext) -> None:
+        ran.append(job.name)
+
+    await qm.start_workers()
+    first = await qm.add_job(
+        "ingest",
+        "load",
+        None,
+        {
+            "chain_to": [
+                {"queue_name": "data-processing", "job_name": "process", "options": {"attempts": 2}},
+                {"queue_name": "notifications", "job_name": "notify"},
+            ]
+        },
+    )
+
+    async def stopped() -> str:
+        return (await qm.get_job("ingest", first.id)).chain_failure
+
+    await eventually(stopped)
+    reason = await stopped()
+    assert "process" in reason and "failed" in reason and "disk full" in reason
+    assert ran == ["load", "process", "process"]
+    assert (await qm.get_queue_metrics("notifications")).waiting == 0
+
+
+async def test_map_reduce_with_add_bulk(qm: QueueManager) -> None:
+    """The seed's pattern: a bulk of map jobs, each chaining to a reduce job of its own."""
+    reduced: list[int] = []
+    finished = asyncio.Event()
+
+    @qm.processor("ingest")
+    async def mapper(job: JobContext) -> int:
+        return int(job.data["n"]) ** 2
+
+    @qm.processor("data-processing")
+    async def reducer(job: JobContext) -> None:
+        assert job.parent is not None
+        reduced.append(job.parent.result)
+        if len(reduced) == 600:
+            finished.set()
+
+    await qm.start_workers()
+    ids = await qm.add_bulk(
+        "ingest",
+        [
+            {
+                "name": "map",
+                "data": {"n": n},
+                "options": {"chain_to": [{"queue_name": "data-processing", "job_name": "reduce"}]},
+            }
+            for n in range(600)
+        ],
+    )
+    assert len(ids) == 600
+    async with asyncio.timeout(WAIT):
+        await finished.wait()
+    assert sorted(reduced) == sorted(n * n for n in range(600))
+
+
+async def test_bad_chains_are_refused(qm: QueueManager) -> None:
+    with pytest.raises(ValueError, match="chain_to"):
+        await qm.add_job("ingest", "x", None, {"chain_to": [{"queue_name": "bad name", "job_name": "j"}]})
+    nested = {
+        "queue_name": "notifications",
+        "job_name": "n",
+        "options": {"chain_to": [{"queue_name": "a", "job_name": "b"}]},
+    }
+    with pytest.raises(ValueError, match="no chain_to of its own"):
+        await qm.add_job("ingest", "x", None, {"chain_to": [nested]})
+    links = [{"queue_name": "notifications", "job_name": "n"}] * 101
+    with pytest.raises(InvalidArgumentError, match="chain_to"):
+        await qm.add_job("ingest", "x", None, {"chain_to": links})
+
+
+@pytest.mark.parametrize("point", ["before-hand-off", "after-successor"])
+async def test_server_killed_between_completion_and_successor(
+    procs: Procs, redis_url: str, prefix: str, engine: Engine, point: str
+) -> None:
+    """kill -9 right after the parent's completion (successor not added yet, or added but not recorded):
+    after a restart the successor exists exactly once."""
+    fast = ("--janitor-interval-ms", "200")
+    doomed = await procs.server(redis_url, prefix, 0, "--test-crash-point", point, *fast)
+    client = QueueManager(address=doomed.address)
+    for name in ("ingest", "notifications"):
+        await client.register_queue(name)
+
+    @client.processor("ingest")
+    async def work(job: JobContext) -> str:
+        return "parent result"
+
+    root = await client.add_job(
+        "ingest", "load", None, {"chain_to": [{"queue_name": "notifications", "job_name": "notify"}]}
+    )
+    await client.start_workers()
+    assert await doomed.wait(timeout=WAIT) == -9  # it killed itself at the crash point
+    await client.shutdown(grace=0)
+    assert (await engine.get_job("ingest", root.id)).text("st") == "completed"
+    await procs.server(redis_url, prefix, 0, *fast)
+
+    async def successor_added() -> bool:
+        return await engine.redis.llen(engine.keys("ingest").flow_outbox) == 0
+
+    await eventually(successor_added, timeout=WAIT)
+    waiting, total = await engine.list_jobs("notifications", "waiting", 0, 10)
+    assert total == 1 and [j.id for j in waiting] == [successor_id("ingest", root.id)]
+    assert (await engine.get_job("ingest", root.id)).raw("chd")

@@ -1,0 +1,320 @@
+"""Workflows: success and failure branches, fan-in, idempotent run ids, cancel, crash safety."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from queue_manager import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    JobContext,
+    NotFoundError,
+    QueueManager,
+    WorkflowState,
+    WorkflowStepState,
+)
+from queue_manager_server.engine import Engine
+from tests.conftest import RunningServer
+from tests.procs import Procs
+from tests.rawworker import eventually
+from tests.test_cli import qm_cli, qm_json
+
+WAIT = 20.0
+QUEUES = ("user-processing", "email-notifications", "admin-alerts", "analytics", "maps", "reduce")
+
+
+def onboarding(user_id: int) -> dict[str, Any]:
+    """The seed's onboarding workflow."""
+    return {
+        "id": "user-onboarding",
+        "name": "User onboarding",
+        "steps": [
+            {
+                "key": "create-user-profile",
+                "queue_name": "user-processing",
+                "job_name": "create-user-profile",
+                "data": {"user_id": user_id},
+                "options": {"attempts": 2},
+                "on_success": [
+                    {"queue_name": "email-notifications", "job_name": "send-welcome-email"},
+                    {"queue_name": "analytics", "job_name": "track-signup"},
+                ],
+                "on_failure": [
+                    {"key": "alert-admin", "queue_name": "admin-alerts", "job_name": "alert-admin"}
+                ],
+            }
+        ],
+        "metadata": {
+            "created_by": "signup-service",
+            "correlation_id": f"req-{user_id}",
+            "tags": ["onboarding"],
+        },
+    }
+
+
+@pytest.fixture
+async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
+    client = QueueManager(address=server.address, concurrency=8)
+    for name in QUEUES:
+        await client.register_queue(name)
+    yield client
+    await client.shutdown()
+
+
+async def finished(qm: QueueManager, run_id: str) -> Any:
+    async def done() -> bool:
+        return (await qm.get_workflow(run_id)).state != WorkflowState.RUNNING
+
+    await eventually(done, timeout=WAIT)
+    return await qm.get_workflow(run_id)
+
+
+def record(qm: QueueManager, ran: list[tuple[str, Any]], fail_profile: bool = False) -> None:
+    @qm.processor("user-processing")
+    async def profile(job: JobContext) -> dict[str, Any]:
+        ran.append((job.name, job.attempts_made))
+        if fail_profile:
+            raise RuntimeError("profile service down")
+        return {"profile_id": job.data["user_id"] * 10}
+
+    @qm.processor("email-notifications")
+    async def email(job: JobContext) -> str:
+        assert job.parent is not None and job.workflow is not None
+        ran.append((job.name, job.parent.result))
+        return "sent"
+
+    @qm.processor("analytics")
+    async def track(job: JobContext) -> None:
+        ran.append((job.name, job.metadata.correlation_id))
+
+    @qm.processor("admin-alerts")
+    async def alert(job: JobContext) -> None:
+        assert job.parent is not None
+        ran.append((job.name, job.parent.failed_reason))
+
+
+async def test_onboarding_success_path(qm: QueueManager) -> None:
+    ran: list[tuple[str, Any]] = []
+    record(qm, ran)
+    await qm.start_workers()
+    run_id = await qm.execute_workflow(onboarding(7))
+    run = await finished(qm, run_id)
+    assert run.state == WorkflowState.COMPLETED
+    assert sorted(ran) == [
+        ("create-user-profile", 0),
+        ("send-welcome-email", {"profile_id": 70}),
+        ("track-signup", "req-7"),
+    ]
+    states = {s.key: s.state for s in run.steps}
+    assert states == {
+        "create-user-profile": WorkflowStepState.COMPLETED,
+        "create-user-profile.s0": WorkflowStepState.COMPLETED,
+        "create-user-profile.s1": WorkflowStepState.COMPLETED,
+        "alert-admin": WorkflowStepState.SKIPPED,
+    }
+    profile = run.step("create-user-profile")
+    assert profile.result == {"profile_id": 70} and profile.job_id == f"{run_id}.create-user-profile"
+    assert run.step("create-user-profile.s0").branch == "on_success"
+    assert (run.created_by, run.correlation_id, run.tags) == ("signup-service", "req-7", ["onboarding"])
+    assert run.step_count == run.finished_step_count == 4
+
+
+async def test_onboarding_failure_path_runs_alert_only_after_all_attempts(qm: QueueManager) -> None:
+    ran: list[tuple[str, Any]] = []
+    record(qm, ran, fail_profile=True)
+    await qm.start_workers()
+    run_id = await qm.execute_workflow(onboarding(8))
+    run = await finished(qm, run_id)
+    assert run.state == WorkflowState.FAILED
+    assert ran == [
+        ("create-user-profile", 0),
+        ("create-user-profile", 1),
+        ("alert-admin", "profile service down"),
+    ]
+    assert run.step("create-user-profile").state == WorkflowStepState.FAILED
+    assert run.step("create-user-profile").error == "profile service down"
+    assert run.step("alert-admin").state == WorkflowStepState.COMPLETED
+    assert {run.step(k).state for k in ("create-user-profile.s0", "create-user-profile.s1")} == {
+        WorkflowStepState.SKIPPED
+    }
+
+
+async def test_fan_in_reduce_runs_once_after_all_maps(qm: QueueManager) -> None:
+    reduced: list[list[int]] = []
+
+    @qm.processor("maps")
+    async def square(job: JobContext) -> int:
+        await asyncio.sleep(0.01 * (job.data["n"] % 3))
+        return int(job.data["n"]) ** 2
+
+    @qm.processor("reduce")
+    async def total(job: JobContext) -> int:
+        reduced.append(sorted(p.result for p in job.parents))
+        return sum(p.result for p in job.parents)
+
+    await qm.start_workers()
+    maps = [
+        {"key": f"map-{n}", "queue_name": "maps", "job_name": "square", "data": {"n": n}} for n in range(10)
+    ]
+    reduce = {
+        "key": "reduce",
+        "queue_name": "reduce",
+        "job_name": "sum",
+        "depends_on": [m["key"] for m in maps],
+    }
+    run_id = await qm.execute_workflow({"name": "map-reduce", "steps": [*maps, reduce]})
+    run = await finished(qm, run_id)
+    assert run.state == WorkflowState.COMPLETED
+    assert reduced == [sorted(n * n for n in range(10))]
+    assert run.step("reduce").result == sum(n * n for n in range(10))
+    assert run.step("reduce").depends_on == [f"map-{n}" for n in range(10)]
+
+
+async def test_failed_dependency_skips_the_fan_in_step(qm: QueueManager) -> None:
+    @qm.processor("maps")
+    async def square(job: JobContext) -> int:
+        if job.data["n"] == 1:
+            raise RuntimeError("bad input")
+        return 1
+
+    @qm.processor("reduce")
+    async def total(job: JobContext) -> None:
+        raise AssertionError("must not run")
+
+    await qm.start_workers()
+    steps = [{"key": f"m{n}", "queue_name": "maps", "job_name": "sq", "data": {"n": n}} for n in range(3)]
+    steps.append({"key": "r", "queue_name": "reduce", "job_name": "sum", "depends_on": ["m0", "m1", "m2"]})
+    run = await finished(qm, await qm.execute_workflow({"steps": steps}))
+    assert run.state == WorkflowState.FAILED
+    assert run.step("r").state == WorkflowStepState.SKIPPED and run.step("r").job_id == ""
+
+
+async def test_run_id_makes_execution_idempotent(qm: QueueManager) -> None:
+    ran: list[tuple[str, Any]] = []
+    record(qm, ran)
+    first = await qm.execute_workflow(onboarding(9), run_id="signup-9")
+    again = await qm.execute_workflow(onboarding(9), run_id="signup-9")
+    assert first == again == "signup-9"
+    await qm.start_workers()
+    await finished(qm, "signup-9")
+    assert [name for name, _ in ran].count("create-user-profile") == 1
+    runs, _ = await qm.list_workflows()
+    assert [r.run_id for r in runs].count("signup-9") == 1
+
+
+async def test_cancel_stops_further_steps(qm: QueueManager) -> None:
+    release = asyncio.Event()
+
+    @qm.processor("user-processing")
+    async def slow(job: JobContext) -> str:
+        await release.wait()
+        return "done"
+
+    await qm.start_workers()
+    run_id = await qm.execute_workflow(onboarding(10))
+
+    async def started() -> bool:
+        return (await qm.get_workflow(run_id)).step("create-user-profile").state == WorkflowStepState.STARTED
+
+    await eventually(started)
+    run = await qm.cancel_workflow(run_id, "user deleted")
+    assert (run.state, run.cancel_reason) == (WorkflowState.CANCELLED, "user deleted")
+    release.set()
+
+    async def settled() -> bool:
+        r = await qm.get_workflow(run_id)
+        return r.finished_step_count == r.step_count
+
+    await eventually(settled)
+    run = await qm.get_workflow(run_id)
+    assert run.state == WorkflowState.CANCELLED
+    assert run.step("create-user-profile.s0").state == WorkflowStepState.CANCELLED
+    assert (await qm.get_queue_metrics("email-notifications")).waiting == 0
+    with pytest.raises(FailedPreconditionError, match="already cancelled"):
+        await qm.cancel_workflow(run_id)
+
+
+async def test_bad_workflows_are_refused(qm: QueueManager) -> None:
+    step = {"queue_name": "maps", "job_name": "j"}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"steps": [{**step, "key": "a"}, {**step, "key": "a"}]}, "unique"),
+        ({"steps": [{**step, "key": "a", "depends_on": ["nope"]}]}, "'nope'"),
+        (
+            {"steps": [{**step, "key": "a", "depends_on": ["b"]}, {**step, "key": "b", "depends_on": ["a"]}]},
+            "cycle",
+        ),
+        (
+            {"steps": [{**step, "key": "a", "on_success": [{**step, "key": "b"}], "depends_on": ["b"]}]},
+            "cycle",
+        ),
+        ({"steps": [{**step, "options": {"job_id": "x"}}]}, "job_id"),
+        ({"steps": [{**step, "key": "bad key"}]}, "key"),
+    ]
+    for workflow, message in cases:
+        with pytest.raises(InvalidArgumentError, match=message):
+            await qm.execute_workflow(workflow)
+    with pytest.raises(NotFoundError, match="not-registered"):
+        await qm.execute_workflow({"steps": [{"queue_name": "not-registered", "job_name": "j"}]})
+    with pytest.raises(NotFoundError):
+        await qm.get_workflow("no-such-run")
+    with pytest.raises(ValueError, match="at least one step"):
+        await qm.execute_workflow({"steps": []})
+
+
+@pytest.mark.parametrize("point", ["before-hand-off", "after-successor"])
+async def test_server_killed_between_step_completion_and_next_steps(
+    procs: Procs, redis_url: str, prefix: str, engine: Engine, point: str
+) -> None:
+    fast = ("--janitor-interval-ms", "200")
+    doomed = await procs.server(redis_url, prefix, 0, "--test-crash-point", point, *fast)
+    client = QueueManager(address=doomed.address)
+    for name in QUEUES:
+        await client.register_queue(name)
+
+    @client.processor("user-processing")
+    async def profile(job: JobContext) -> int:
+        return 1
+
+    run_id = await client.execute_workflow(onboarding(11), run_id="crash-run")
+    await client.start_workers()
+    assert await doomed.wait(timeout=WAIT) == -9
+    await client.shutdown(grace=0)
+    survivor = await procs.server(redis_url, prefix, 0, *fast)
+    qm = QueueManager(address=survivor.address)
+
+    async def next_steps_started() -> bool:
+        run = await qm.get_workflow(run_id)
+        return run.step("create-user-profile.s0").state == WorkflowStepState.STARTED
+
+    await eventually(next_steps_started, timeout=WAIT)
+    for queue in ("email-notifications", "analytics"):
+        _, total = await engine.list_jobs(queue, "waiting", 0, 10)
+        assert total == 1, queue
+    assert (await engine.metrics("admin-alerts")).waiting == 0
+    await qm.shutdown()
+
+
+async def test_cli_runs_and_reads_workflows(
+    qm: QueueManager, server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ran: list[tuple[str, Any]] = []
+    record(qm, ran)
+    await qm.start_workers()
+    definition = tmp_path / "onboarding.json"
+    definition.write_text(json.dumps(onboarding(12)))
+    started = await qm_json(capsys, server, "workflows", "run", f"@{definition}", "--run-id", "cli-run")
+    assert started == {"run_id": "cli-run"}
+    await finished(qm, "cli-run")
+    run = await qm_json(capsys, server, "workflows", "get", "cli-run")
+    assert run["state"] == "completed"
+    assert [s["state"] for s in run["steps"]] == ["completed", "completed", "completed", "skipped"]
+    listed = await qm_json(capsys, server, "workflows", "list")
+    assert "cli-run" in [r["run_id"] for r in listed["runs"]]
+    status, _, err = await qm_cli(capsys, "--server", server.address, "workflows", "cancel", "cli-run")
+    assert status == 1 and "FAILED_PRECONDITION" in err
