@@ -109,7 +109,7 @@ class App:
             engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
         )
         self.server = grpc.aio.server(options=self._grpc_options())
-        self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
+        self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)  # type: ignore[abstract]
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -24,54 +24,55 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
+from queue_manager.v1 import metrics_pb2 as queue__manager_dot_v1_dot_metrics__pb2
 from queue_manager.v1 import schedules_pb2 as queue__manager_dot_v1_dot_schedules__pb2
 from queue_manager.v1 import types_pb2 as queue__manager_dot_v1_dot_types__pb2
 from queue_manager.v1 import workflows_pb2 as queue__manager_dot_v1_dot_workflows__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"S\n\x14RegisterQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1d.queue_manager.v1.QueueConfig\"P\n\x15RegisterQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x13\n\x11ListQueuesRequest\"=\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.queue_manager.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12PauseQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13ResumeQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x85\x01\n\x11\x43leanQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.queue_manager.v1.JobState\x12\r\n\x05limit\x18\x04 \x01(\r\"%\n\x12\x43leanQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\":\n\x11\x44rainQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_delayed\x18\x02 \x01(\x08\"%\n\x12\x44rainQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"5\n\x16ObliterateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"*\n\x17ObliterateQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"&\n\x16GetQueueMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x17GetQueueMetricsResponse\x12/\n\x07metrics\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.QueueMetrics2\x87\x15\n\x0cQueueService\x12`\n\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a\'.queue_manager.v1.RegisterQueueResponse\x12Q\n\x08GetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n\nListQueues\x12#.queue_manager.v1.ListQueuesRequest\x1a$.queue_manager.v1.ListQueuesResponse\x12W\n\nPauseQueue\x12#.queue_manager.v1.PauseQueueRequest\x1a$.queue_manager.v1.PauseQueueResponse\x12Z\n\x0bResumeQueue\x12$.queue_manager.v1.ResumeQueueRequest\x1a%.queue_manager.v1.ResumeQueueResponse\x12W\n\nCleanQueue\x12#.queue_manager.v1.CleanQueueRequest\x1a$.queue_manager.v1.CleanQueueResponse\x12W\n\nDrainQueue\x12#.queue_manager.v1.DrainQueueRequest\x1a$.queue_manager.v1.DrainQueueResponse\x12\x66\n\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12\x66\n\x0fGetQueueMetrics\x12(.queue_manager.v1.GetQueueMetricsRequest\x1a).queue_manager.v1.GetQueueMetricsResponse\x12K\n\x06\x41\x64\x64Job\x12\x1f.queue_manager.v1.AddJobRequest\x1a .queue_manager.v1.AddJobResponse\x12P\n\x07\x41\x64\x64\x42ulk\x12 .queue_manager.v1.AddBulkRequest\x1a!.queue_manager.v1.AddBulkResponse(\x01\x12K\n\x06GetJob\x12\x1f.queue_manager.v1.GetJobRequest\x1a .queue_manager.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.queue_manager.v1.ListJobsRequest\x1a\".queue_manager.v1.ListJobsResponse\x12T\n\tRemoveJob\x12\".queue_manager.v1.RemoveJobRequest\x1a#.queue_manager.v1.RemoveJobResponse\x12W\n\nGetJobLogs\x12#.queue_manager.v1.GetJobLogsRequest\x1a$.queue_manager.v1.GetJobLogsResponse\x12Y\n\nWaitForJob\x12#.queue_manager.v1.WaitForJobRequest\x1a$.queue_manager.v1.WaitForJobResponse0\x01\x12T\n\tCancelJob\x12\".queue_manager.v1.CancelJobRequest\x1a#.queue_manager.v1.CancelJobResponse\x12Q\n\x08RetryJob\x12!.queue_manager.v1.RetryJobRequest\x1a\".queue_manager.v1.RetryJobResponse\x12\x66\n\x0fRetryFailedJobs\x12(.queue_manager.v1.RetryFailedJobsRequest\x1a).queue_manager.v1.RetryFailedJobsResponse\x12W\n\nPromoteJob\x12#.queue_manager.v1.PromoteJobRequest\x1a$.queue_manager.v1.PromoteJobResponse\x12l\n\x11\x43hangeJobPriority\x12*.queue_manager.v1.ChangeJobPriorityRequest\x1a+.queue_manager.v1.ChangeJobPriorityResponse\x12\x66\n\x0f\x45xecuteWorkflow\x12(.queue_manager.v1.ExecuteWorkflowRequest\x1a).queue_manager.v1.ExecuteWorkflowResponse\x12Z\n\x0bGetWorkflow\x12$.queue_manager.v1.GetWorkflowRequest\x1a%.queue_manager.v1.GetWorkflowResponse\x12`\n\rListWorkflows\x12&.queue_manager.v1.ListWorkflowsRequest\x1a\'.queue_manager.v1.ListWorkflowsResponse\x12\x63\n\x0e\x43\x61ncelWorkflow\x12\'.queue_manager.v1.CancelWorkflowRequest\x1a(.queue_manager.v1.CancelWorkflowResponse\x12\x63\n\x0eUpsertSchedule\x12\'.queue_manager.v1.UpsertScheduleRequest\x1a(.queue_manager.v1.UpsertScheduleResponse\x12Z\n\x0bGetSchedule\x12$.queue_manager.v1.GetScheduleRequest\x1a%.queue_manager.v1.GetScheduleResponse\x12`\n\rListSchedules\x12&.queue_manager.v1.ListSchedulesRequest\x1a\'.queue_manager.v1.ListSchedulesResponse\x12\x63\n\x0e\x44\x65leteSchedule\x12\'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"S\n\x14RegisterQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1d.queue_manager.v1.QueueConfig\"P\n\x15RegisterQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x13\n\x11ListQueuesRequest\"=\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.queue_manager.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12PauseQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13ResumeQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x85\x01\n\x11\x43leanQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.queue_manager.v1.JobState\x12\r\n\x05limit\x18\x04 \x01(\r\"%\n\x12\x43leanQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\":\n\x11\x44rainQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_delayed\x18\x02 \x01(\x08\"%\n\x12\x44rainQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"5\n\x16ObliterateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"*\n\x17ObliterateQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"?\n\x16GetQueueMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"J\n\x17GetQueueMetricsResponse\x12/\n\x07metrics\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.QueueMetrics2\xa6\x17\n\x0cQueueService\x12`\n\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a\'.queue_manager.v1.RegisterQueueResponse\x12Q\n\x08GetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n\nListQueues\x12#.queue_manager.v1.ListQueuesRequest\x1a$.queue_manager.v1.ListQueuesResponse\x12W\n\nPauseQueue\x12#.queue_manager.v1.PauseQueueRequest\x1a$.queue_manager.v1.PauseQueueResponse\x12Z\n\x0bResumeQueue\x12$.queue_manager.v1.ResumeQueueRequest\x1a%.queue_manager.v1.ResumeQueueResponse\x12W\n\nCleanQueue\x12#.queue_manager.v1.CleanQueueRequest\x1a$.queue_manager.v1.CleanQueueResponse\x12W\n\nDrainQueue\x12#.queue_manager.v1.DrainQueueRequest\x1a$.queue_manager.v1.DrainQueueResponse\x12\x66\n\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12\x66\n\x0fGetQueueMetrics\x12(.queue_manager.v1.GetQueueMetricsRequest\x1a).queue_manager.v1.GetQueueMetricsResponse\x12`\n\rGetAllMetrics\x12&.queue_manager.v1.GetAllMetricsRequest\x1a\'.queue_manager.v1.GetAllMetricsResponse\x12_\n\x0cWatchMetrics\x12%.queue_manager.v1.WatchMetricsRequest\x1a&.queue_manager.v1.WatchMetricsResponse0\x01\x12Z\n\x0bListWorkers\x12$.queue_manager.v1.ListWorkersRequest\x1a%.queue_manager.v1.ListWorkersResponse\x12K\n\x06\x41\x64\x64Job\x12\x1f.queue_manager.v1.AddJobRequest\x1a .queue_manager.v1.AddJobResponse\x12P\n\x07\x41\x64\x64\x42ulk\x12 .queue_manager.v1.AddBulkRequest\x1a!.queue_manager.v1.AddBulkResponse(\x01\x12K\n\x06GetJob\x12\x1f.queue_manager.v1.GetJobRequest\x1a .queue_manager.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.queue_manager.v1.ListJobsRequest\x1a\".queue_manager.v1.ListJobsResponse\x12T\n\tRemoveJob\x12\".queue_manager.v1.RemoveJobRequest\x1a#.queue_manager.v1.RemoveJobResponse\x12W\n\nGetJobLogs\x12#.queue_manager.v1.GetJobLogsRequest\x1a$.queue_manager.v1.GetJobLogsResponse\x12Y\n\nWaitForJob\x12#.queue_manager.v1.WaitForJobRequest\x1a$.queue_manager.v1.WaitForJobResponse0\x01\x12T\n\tCancelJob\x12\".queue_manager.v1.CancelJobRequest\x1a#.queue_manager.v1.CancelJobResponse\x12Q\n\x08RetryJob\x12!.queue_manager.v1.RetryJobRequest\x1a\".queue_manager.v1.RetryJobResponse\x12\x66\n\x0fRetryFailedJobs\x12(.queue_manager.v1.RetryFailedJobsRequest\x1a).queue_manager.v1.RetryFailedJobsResponse\x12W\n\nPromoteJob\x12#.queue_manager.v1.PromoteJobRequest\x1a$.queue_manager.v1.PromoteJobResponse\x12l\n\x11\x43hangeJobPriority\x12*.queue_manager.v1.ChangeJobPriorityRequest\x1a+.queue_manager.v1.ChangeJobPriorityResponse\x12\x66\n\x0f\x45xecuteWorkflow\x12(.queue_manager.v1.ExecuteWorkflowRequest\x1a).queue_manager.v1.ExecuteWorkflowResponse\x12Z\n\x0bGetWorkflow\x12$.queue_manager.v1.GetWorkflowRequest\x1a%.queue_manager.v1.GetWorkflowResponse\x12`\n\rListWorkflows\x12&.queue_manager.v1.ListWorkflowsRequest\x1a\'.queue_manager.v1.ListWorkflowsResponse\x12\x63\n\x0e\x43\x61ncelWorkflow\x12\'.queue_manager.v1.CancelWorkflowRequest\x1a(.queue_manager.v1.CancelWorkflowResponse\x12\x63\n\x0eUpsertSchedule\x12\'.queue_manager.v1.UpsertScheduleRequest\x1a(.queue_manager.v1.UpsertScheduleResponse\x12Z\n\x0bGetSchedule\x12$.queue_manager.v1.GetScheduleRequest\x1a%.queue_manager.v1.GetScheduleResponse\x12`\n\rListSchedules\x12&.queue_manager.v1.ListSchedulesRequest\x1a\'.queue_manager.v1.ListSchedulesResponse\x12\x63\n\x0e\x44\x65leteSchedule\x12\'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'queue_manager.v1.queue_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERQUEUEREQUEST']._serialized_start=217
-  _globals['_REGISTERQUEUEREQUEST']._serialized_end=300
-  _globals['_REGISTERQUEUERESPONSE']._serialized_start=302
-  _globals['_REGISTERQUEUERESPONSE']._serialized_end=382
-  _globals['_GETQUEUEREQUEST']._serialized_start=384
-  _globals['_GETQUEUEREQUEST']._serialized_end=415
-  _globals['_GETQUEUERESPONSE']._serialized_start=417
-  _globals['_GETQUEUERESPONSE']._serialized_end=475
-  _globals['_LISTQUEUESREQUEST']._serialized_start=477
-  _globals['_LISTQUEUESREQUEST']._serialized_end=496
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=498
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=559
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=561
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=594
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=596
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=656
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=658
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=692
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=694
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=755
-  _globals['_CLEANQUEUEREQUEST']._serialized_start=758
-  _globals['_CLEANQUEUEREQUEST']._serialized_end=891
-  _globals['_CLEANQUEUERESPONSE']._serialized_start=893
-  _globals['_CLEANQUEUERESPONSE']._serialized_end=930
-  _globals['_DRAINQUEUEREQUEST']._serialized_start=932
-  _globals['_DRAINQUEUEREQUEST']._serialized_end=990
-  _globals['_DRAINQUEUERESPONSE']._serialized_start=992
-  _globals['_DRAINQUEUERESPONSE']._serialized_end=1029
-  _globals['_OBLITERATEQUEUEREQUEST']._serialized_start=1031
-  _globals['_OBLITERATEQUEUEREQUEST']._serialized_end=1084
-  _globals['_OBLITERATEQUEUERESPONSE']._serialized_start=1086
-  _globals['_OBLITERATEQUEUERESPONSE']._serialized_end=1128
-  _globals['_GETQUEUEMETRICSREQUEST']._serialized_start=1130
-  _globals['_GETQUEUEMETRICSREQUEST']._serialized_end=1168
-  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_start=1170
-  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_end=1244
-  _globals['_QUEUESERVICE']._serialized_start=1247
-  _globals['_QUEUESERVICE']._serialized_end=3942
+  _globals['_REGISTERQUEUEREQUEST']._serialized_start=249
+  _globals['_REGISTERQUEUEREQUEST']._serialized_end=332
+  _globals['_REGISTERQUEUERESPONSE']._serialized_start=334
+  _globals['_REGISTERQUEUERESPONSE']._serialized_end=414
+  _globals['_GETQUEUEREQUEST']._serialized_start=416
+  _globals['_GETQUEUEREQUEST']._serialized_end=447
+  _globals['_GETQUEUERESPONSE']._serialized_start=449
+  _globals['_GETQUEUERESPONSE']._serialized_end=507
+  _globals['_LISTQUEUESREQUEST']._serialized_start=509
+  _globals['_LISTQUEUESREQUEST']._serialized_end=528
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=530
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=591
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=593
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=626
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=628
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=688
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=690
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=724
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=726
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=787
+  _globals['_CLEANQUEUEREQUEST']._serialized_start=790
+  _globals['_CLEANQUEUEREQUEST']._serialized_end=923
+  _globals['_CLEANQUEUERESPONSE']._serialized_start=925
+  _globals['_CLEANQUEUERESPONSE']._serialized_end=962
+  _globals['_DRAINQUEUEREQUEST']._serialized_start=964
+  _globals['_DRAINQUEUEREQUEST']._serialized_end=1022
+  _globals['_DRAINQUEUERESPONSE']._serialized_start=1024
+  _globals['_DRAINQUEUERESPONSE']._serialized_end=1061
+  _globals['_OBLITERATEQUEUEREQUEST']._serialized_start=1063
+  _globals['_OBLITERATEQUEUEREQUEST']._serialized_end=1116
+  _globals['_OBLITERATEQUEUERESPONSE']._serialized_start=1118
+  _globals['_OBLITERATEQUEUERESPONSE']._serialized_end=1160
+  _globals['_GETQUEUEMETRICSREQUEST']._serialized_start=1162
+  _globals['_GETQUEUEMETRICSREQUEST']._serialized_end=1225
+  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_start=1227
+  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_end=1301
+  _globals['_QUEUESERVICE']._serialized_start=1304
+  _globals['_QUEUESERVICE']._serialized_end=4286
 # @@protoc_insertion_point(module_scope)

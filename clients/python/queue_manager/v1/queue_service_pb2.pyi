@@ -416,16 +416,20 @@ class GetQueueMetricsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    INCLUDE_HISTORY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Queue name."""
+    include_history: _builtins.bool
+    """Also return the last hour in one-minute buckets (QueueMetrics.history)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        include_history: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_history", b"include_history", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -433,14 +437,14 @@ Global___GetQueueMetricsRequest: _TypeAlias = GetQueueMetricsRequest  # noqa: Y0
 
 @_typing.final
 class GetQueueMetricsResponse(_message.Message):
-    """GetQueueMetricsResponse holds the counts."""
+    """GetQueueMetricsResponse holds the metrics."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     METRICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def metrics(self) -> _types_pb2.QueueMetrics:
-        """Counts by state."""
+        """The queue's metrics."""
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
+from queue_manager.v1 import metrics_pb2 as queue__manager_dot_v1_dot_metrics__pb2
 from queue_manager.v1 import queue_service_pb2 as queue__manager_dot_v1_dot_queue__service__pb2
 from queue_manager.v1 import schedules_pb2 as queue__manager_dot_v1_dot_schedules__pb2
 from queue_manager.v1 import workflows_pb2 as queue__manager_dot_v1_dot_workflows__pb2
@@ -82,6 +83,21 @@ class QueueServiceStub:
                 '/queue_manager.v1.QueueService/GetQueueMetrics',
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsResponse.FromString,
+                _registered_method=True)
+        self.GetAllMetrics = channel.unary_unary(
+                '/queue_manager.v1.QueueService/GetAllMetrics',
+                request_serializer=queue__manager_dot_v1_dot_metrics__pb2.GetAllMetricsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_metrics__pb2.GetAllMetricsResponse.FromString,
+                _registered_method=True)
+        self.WatchMetrics = channel.unary_stream(
+                '/queue_manager.v1.QueueService/WatchMetrics',
+                request_serializer=queue__manager_dot_v1_dot_metrics__pb2.WatchMetricsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_metrics__pb2.WatchMetricsResponse.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListWorkers',
+                request_serializer=queue__manager_dot_v1_dot_metrics__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_metrics__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
         self.AddJob = channel.unary_unary(
                 '/queue_manager.v1.QueueService/AddJob',
@@ -246,7 +262,30 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetQueueMetrics(self, request, context):
-        """Returns the counts of a queue's jobs by state.
+        """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
+        job, workers and rate-limit level.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllMetrics(self, request, context):
+        """Returns the metrics of every queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMetrics(self, request, context):
+        """Streams the metrics of all (or the named) queues every interval until the client leaves. Each server
+        reads Redis once per interval however many clients watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """Lists the workers connected to any server.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -443,6 +482,21 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.GetQueueMetrics,
                     request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsResponse.SerializeToString,
+            ),
+            'GetAllMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllMetrics,
+                    request_deserializer=queue__manager_dot_v1_dot_metrics__pb2.GetAllMetricsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_metrics__pb2.GetAllMetricsResponse.SerializeToString,
+            ),
+            'WatchMetrics': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMetrics,
+                    request_deserializer=queue__manager_dot_v1_dot_metrics__pb2.WatchMetricsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_metrics__pb2.WatchMetricsResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=queue__manager_dot_v1_dot_metrics__pb2.ListWorkersRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_metrics__pb2.ListWorkersResponse.SerializeToString,
             ),
             'AddJob': grpc.unary_unary_rpc_method_handler(
                     servicer.AddJob,
@@ -789,6 +843,87 @@ class QueueService:
             '/queue_manager.v1.QueueService/GetQueueMetrics',
             queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.SerializeToString,
             queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/GetAllMetrics',
+            queue__manager_dot_v1_dot_metrics__pb2.GetAllMetricsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_metrics__pb2.GetAllMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/WatchMetrics',
+            queue__manager_dot_v1_dot_metrics__pb2.WatchMetricsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_metrics__pb2.WatchMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListWorkers',
+            queue__manager_dot_v1_dot_metrics__pb2.ListWorkersRequest.SerializeToString,
+            queue__manager_dot_v1_dot_metrics__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

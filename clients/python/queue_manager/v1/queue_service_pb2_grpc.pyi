@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from queue_manager.v1 import jobs_pb2 as _jobs_pb2
+from queue_manager.v1 import metrics_pb2 as _metrics_pb2
 from queue_manager.v1 import queue_service_pb2 as _queue_service_pb2
 from queue_manager.v1 import schedules_pb2 as _schedules_pb2
 from queue_manager.v1 import workflows_pb2 as _workflows_pb2
@@ -53,7 +54,17 @@ class QueueServiceStub:
     ObliterateQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ObliterateQueueRequest, _queue_service_pb2.ObliterateQueueResponse]
     """Deletes a queue and all its jobs."""
     GetQueueMetrics: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]
-    """Returns the counts of a queue's jobs by state."""
+    """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
+    job, workers and rate-limit level.
+    """
+    GetAllMetrics: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.GetAllMetricsRequest, _metrics_pb2.GetAllMetricsResponse]
+    """Returns the metrics of every queue."""
+    WatchMetrics: _grpc.UnaryStreamMultiCallable[_metrics_pb2.WatchMetricsRequest, _metrics_pb2.WatchMetricsResponse]
+    """Streams the metrics of all (or the named) queues every interval until the client leaves. Each server
+    reads Redis once per interval however many clients watch.
+    """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_metrics_pb2.ListWorkersRequest, _metrics_pb2.ListWorkersResponse]
+    """Lists the workers connected to any server."""
     AddJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.AddJobRequest, _jobs_pb2.AddJobResponse]
     """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
     AddBulk: _grpc.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]
@@ -124,7 +135,17 @@ class QueueServiceAsyncStub(QueueServiceStub):
     ObliterateQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ObliterateQueueRequest, _queue_service_pb2.ObliterateQueueResponse]  # type: ignore[assignment]
     """Deletes a queue and all its jobs."""
     GetQueueMetrics: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]  # type: ignore[assignment]
-    """Returns the counts of a queue's jobs by state."""
+    """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
+    job, workers and rate-limit level.
+    """
+    GetAllMetrics: _aio.UnaryUnaryMultiCallable[_metrics_pb2.GetAllMetricsRequest, _metrics_pb2.GetAllMetricsResponse]  # type: ignore[assignment]
+    """Returns the metrics of every queue."""
+    WatchMetrics: _aio.UnaryStreamMultiCallable[_metrics_pb2.WatchMetricsRequest, _metrics_pb2.WatchMetricsResponse]  # type: ignore[assignment]
+    """Streams the metrics of all (or the named) queues every interval until the client leaves. Each server
+    reads Redis once per interval however many clients watch.
+    """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_metrics_pb2.ListWorkersRequest, _metrics_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Lists the workers connected to any server."""
     AddJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.AddJobRequest, _jobs_pb2.AddJobResponse]  # type: ignore[assignment]
     """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
     AddBulk: _aio.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]  # type: ignore[assignment]
@@ -246,7 +267,35 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _queue_service_pb2.GetQueueMetricsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.GetQueueMetricsResponse, _abc.Awaitable[_queue_service_pb2.GetQueueMetricsResponse]]:
-        """Returns the counts of a queue's jobs by state."""
+        """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
+        job, workers and rate-limit level.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAllMetrics(
+        self,
+        request: _metrics_pb2.GetAllMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metrics_pb2.GetAllMetricsResponse, _abc.Awaitable[_metrics_pb2.GetAllMetricsResponse]]:
+        """Returns the metrics of every queue."""
+
+    @_abc_1.abstractmethod
+    def WatchMetrics(
+        self,
+        request: _metrics_pb2.WatchMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_metrics_pb2.WatchMetricsResponse], _abc.AsyncIterator[_metrics_pb2.WatchMetricsResponse]]:
+        """Streams the metrics of all (or the named) queues every interval until the client leaves. Each server
+        reads Redis once per interval however many clients watch.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _metrics_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metrics_pb2.ListWorkersResponse, _abc.Awaitable[_metrics_pb2.ListWorkersResponse]]:
+        """Lists the workers connected to any server."""
 
     @_abc_1.abstractmethod
     def AddJob(

@@ -870,6 +870,24 @@ class QueueMetrics(_message.Message):
     STALLED_FIELD_NUMBER: _builtins.int
     STALLED_TOTAL_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    ADDED_TOTAL_FIELD_NUMBER: _builtins.int
+    COMPLETED_TOTAL_FIELD_NUMBER: _builtins.int
+    FAILED_TOTAL_FIELD_NUMBER: _builtins.int
+    COMPLETED_PER_SECOND_FIELD_NUMBER: _builtins.int
+    FAILED_PER_SECOND_FIELD_NUMBER: _builtins.int
+    COMPLETED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    FAILED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    AVERAGE_PROCESSING_TIME_FIELD_NUMBER: _builtins.int
+    P95_PROCESSING_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    OLDEST_WAITING_AGE_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    FREE_CAPACITY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_TOKENS_FIELD_NUMBER: _builtins.int
+    IS_PAUSED_FIELD_NUMBER: _builtins.int
+    HELD_UNTIL_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    SAMPLE_TIME_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -890,6 +908,54 @@ class QueueMetrics(_message.Message):
     """Total recoveries of stalled jobs since the queue was registered."""
     cancelled: _builtins.int
     """Cancelled jobs still retained."""
+    added_total: _builtins.int
+    """Jobs added since the queue was registered."""
+    completed_total: _builtins.int
+    """Jobs completed since the queue was registered."""
+    failed_total: _builtins.int
+    """Jobs failed for good since the queue was registered."""
+    completed_per_second: _builtins.float
+    """Completions per second over the last minute."""
+    failed_per_second: _builtins.float
+    """Failures for good per second over the last minute."""
+    completed_last_minute: _builtins.int
+    """Completions in the last minute."""
+    failed_last_minute: _builtins.int
+    """Failures for good in the last minute."""
+    error_rate: _builtins.float
+    """Failed / (completed + failed) over the last five minutes; 0 when nothing finished."""
+    workers: _builtins.int
+    """Workers connected for this queue, on any server."""
+    free_capacity: _builtins.int
+    """Jobs those workers could take right now (their concurrency minus the jobs they run)."""
+    rate_limit_tokens: _builtins.float
+    """Tokens in the rate-limit bucket now (job starts available); 0 without a rate limit."""
+    is_paused: _builtins.bool
+    """Whether the queue is paused."""
+    @_builtins.property
+    def average_processing_time(self) -> _duration_pb2.Duration:
+        """Mean processing time of the runs that finished in the last five minutes."""
+
+    @_builtins.property
+    def p95_processing_time(self) -> _duration_pb2.Duration:
+        """95th percentile of the processing time of the runs that finished in the last five minutes."""
+
+    @_builtins.property
+    def oldest_waiting_age(self) -> _duration_pb2.Duration:
+        """Age of the oldest job ready to run (waiting or paused); unset when there is none."""
+
+    @_builtins.property
+    def held_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when a processor's retry-after holds every start of the queue; unset when there is no hold."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricsBucket]:
+        """The last hour, one bucket a minute, oldest first; filled only when asked."""
+
+    @_builtins.property
+    def sample_time(self) -> _timestamp_pb2.Timestamp:
+        """When these figures were read (the store's clock)."""
+
     def __init__(
         self,
         *,
@@ -903,11 +969,71 @@ class QueueMetrics(_message.Message):
         stalled: _builtins.int = ...,
         stalled_total: _builtins.int = ...,
         cancelled: _builtins.int = ...,
+        added_total: _builtins.int = ...,
+        completed_total: _builtins.int = ...,
+        failed_total: _builtins.int = ...,
+        completed_per_second: _builtins.float = ...,
+        failed_per_second: _builtins.float = ...,
+        completed_last_minute: _builtins.int = ...,
+        failed_last_minute: _builtins.int = ...,
+        average_processing_time: _duration_pb2.Duration | None = ...,
+        p95_processing_time: _duration_pb2.Duration | None = ...,
+        error_rate: _builtins.float = ...,
+        oldest_waiting_age: _duration_pb2.Duration | None = ...,
+        workers: _builtins.int = ...,
+        free_capacity: _builtins.int = ...,
+        rate_limit_tokens: _builtins.float = ...,
+        is_paused: _builtins.bool = ...,
+        held_until: _timestamp_pb2.Timestamp | None = ...,
+        history: _abc.Iterable[Global___MetricsBucket] | None = ...,
+        sample_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "completed", b"completed", "delayed", b"delayed", "failed", b"failed", "paused", b"paused", "queue_name", b"queue_name", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueMetrics: _TypeAlias = QueueMetrics  # noqa: Y015
+
+@_typing.final
+class MetricsBucket(_message.Message):
+    """MetricsBucket is one minute of a queue's activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    AVERAGE_PROCESSING_TIME_FIELD_NUMBER: _builtins.int
+    added: _builtins.int
+    """Jobs added."""
+    completed: _builtins.int
+    """Jobs completed."""
+    failed: _builtins.int
+    """Jobs failed for good."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the minute."""
+
+    @_builtins.property
+    def average_processing_time(self) -> _duration_pb2.Duration:
+        """Mean processing time of the runs that finished in the minute."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        added: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        average_processing_time: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "average_processing_time", b"average_processing_time", "completed", b"completed", "failed", b"failed", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricsBucket: _TypeAlias = MetricsBucket  # noqa: Y015

@@ -327,6 +327,7 @@ class WorkerReport(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     LOGS_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """How many more jobs the worker can take, added to its current credit."""
     stop: _builtins.bool
@@ -368,6 +369,10 @@ class WorkerReport(_message.Message):
     def cancelled(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Jobs whose run stopped because the server sent CANCEL_JOB; they end cancelled."""
 
+    @_builtins.property
+    def stats(self) -> Global___WorkerStats:
+        """The worker process's resource use, sent with heartbeats (shown by ListWorkers and the dashboard)."""
+
     def __init__(
         self,
         *,
@@ -381,14 +386,41 @@ class WorkerReport(_message.Message):
         stop: _builtins.bool = ...,
         logs: _abc.Iterable[Global___JobLogs] | None = ...,
         cancelled: _abc.Iterable[Global___LeaseRef] | None = ...,
+        stats: Global___WorkerStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "progress", b"progress", "releases", b"releases", "stop", b"stop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "progress", b"progress", "releases", b"releases", "stats", b"stats", "stop", b"stop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerReport: _TypeAlias = WorkerReport  # noqa: Y015
+
+@_typing.final
+class WorkerStats(_message.Message):
+    """WorkerStats is a worker process's resource use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    cpu_percent: _builtins.float
+    """CPU use since the previous stats, in percent of one core."""
+    memory_bytes: _builtins.int
+    """Resident memory in bytes."""
+    def __init__(
+        self,
+        *,
+        cpu_percent: _builtins.float = ...,
+        memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_percent", b"cpu_percent", "memory_bytes", b"memory_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerStats: _TypeAlias = WorkerStats  # noqa: Y015
 
 @_typing.final
 class JobLogs(_message.Message):
