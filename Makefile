@@ -12,9 +12,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Runtime install: client + server (editable) in one virtualenv.
-$(VENV)/.installed: $(BIN)/python clients/python/pyproject.toml server/pyproject.toml
-	$(BIN)/python -m pip install -q -e clients/python -e server
+# Runtime install: client (its [stats] extra: workers report CPU and memory) + server + dashboard, editable.
+$(VENV)/.installed: $(BIN)/python clients/python/pyproject.toml server/pyproject.toml tui/pyproject.toml
+	$(BIN)/python -m pip install -q -e "clients/python[stats]" -e server -e tui
 	touch $@
 
 # Development install: adds test, lint and codegen tools.
@@ -25,6 +25,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
+# Runtime install only: the banner suggests grpcurl just when it is there (`make dev` installs it).
 run: $(VENV)/.installed
 	$(BIN)/qm serve
 

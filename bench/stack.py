@@ -47,6 +47,8 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
     }
     # The bench package is not installed; children find it (and nothing else new) through the repo root.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    # Servers leave the HTTP port (default 127.0.0.1:3010) off: several run at once (soak, parallel runs).
+    env["QM_HTTP_LISTEN"] = "off"
     env.update(extra)
     return env
 

@@ -80,6 +80,9 @@ class Procs:
                 prefix,
                 "--reaper-interval-ms",
                 "200",
+                # No HTTP port unless a test asks (extra comes later and wins): servers run side by side.
+                "--http-listen",
+                "off",
                 *extra,
             ],
             env=env,
@@ -96,6 +99,7 @@ class Procs:
         port = free_port()
         no_redis = {"REDIS_URL": "", "QM_REDIS_URL": "", "REDIS_HOST": ""}  # empty counts as unset
         argv = [sys.executable, "-m", "queue_manager_server", "--listen", f"127.0.0.1:{port}"]
+        argv += ["--http-listen", "off"]  # no HTTP port unless a test asks (extra wins)
         p = self.spawn(
             [*argv, "--data-dir", str(data_dir), "--reaper-interval-ms", "200", *extra],
             env={**no_redis, **(env or {})},

@@ -1,9 +1,10 @@
 """The server process: what starts in which order, and how it stops.
 
-Start: Redis (embedded Valkey if none configured) → checks → engine scripts → gRPC services → loops.
+Start: Redis (embedded Valkey if none configured) → checks → engine scripts → gRPC services → loops →
+HTTP port (its routes may call the gRPC port).
 Stop (reverse, so nothing acknowledged is dropped): health NOT_SERVING → workers told to drain and given
-the grace period → leases still held released to waiting → gRPC server stopped → loops stopped →
-Redis closed → embedded Valkey stopped.
+the grace period → leases still held released to waiting → gRPC server stopped → HTTP port and metrics
+sampler stopped → loops stopped → Redis closed → embedded Valkey stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from queue_manager.v1 import (
     queue_service_pb2,
@@ -28,17 +29,22 @@ from queue_manager.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from queue_manager_server import bind
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
+from queue_manager_server.components.metrics_sampler import MetricsSampler
 from queue_manager_server.components.notifier import Notifier
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.timeouts import Timeouts
+from queue_manager_server.components.worker_registry import WorkerRegistry
 from queue_manager_server.config import Settings
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
+from queue_manager_server.grpc_metrics import GrpcMetrics
+from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.queue_service import QueueService
@@ -74,6 +80,11 @@ class App:
         self.workers: WorkerService | None = None
         self.queue_service: QueueService | None = None
         self.dispatcher: Dispatcher | None = None
+        # This process's gRPC call counters (grpc_server_* on /metrics), the metrics stream's sampler and
+        # the HTTP port (None when off).
+        self.grpc_metrics = GrpcMetrics()
+        self.sampler: MetricsSampler | None = None
+        self.http: HttpServer | None = None
         self.health = health_aio.HealthServicer()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -89,13 +100,19 @@ class App:
         if url is None:
             url = await self._start_embedded()
         timeout = s.redis_timeout_ms / 1000
-        self.redis = Redis.from_url(
+        # A blocking pool: a burst of concurrent requests waits (up to the Redis timeout) for a free
+        # connection instead of failing with "Too many connections", which redis-py's default pool does
+        # past its limit.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=s.redis_max_connections,
+            timeout=timeout,
             decode_responses=False,
             socket_keepalive=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
+        self.redis = Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
@@ -108,8 +125,12 @@ class App:
         self.workers = WorkerService(
             engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
         )
-        self.server = grpc.aio.server(options=self._grpc_options())
-        self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)  # type: ignore[abstract]
+        self.server = grpc.aio.server(
+            options=self._grpc_options(), interceptors=[self.grpc_metrics.interceptor]
+        )
+        self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
+        self.sampler = MetricsSampler(self.queue_service.metrics_reader)
+        self.queue_service.watch_source = self.sampler
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -117,11 +138,9 @@ class App:
             [*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server
         )
         try:
-            self.port = self.server.add_insecure_port(s.listen)
-        except RuntimeError as exc:
+            self.port = bind.add_insecure_port(self.server, s.listen)
+        except bind.BindError as exc:
             raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
-        if self.port == 0:
-            raise StartupError(f"cannot listen on {s.listen}: address in use or invalid")
         await self.server.start()
         if self.lock is not None:
             self.lock.record(listen=self.address)
@@ -143,14 +162,36 @@ class App:
             scheduler,
             Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,
+            WorkerRegistry(self.workers.registry, self.dispatcher, s.server_id, s.heartbeat_ms),
         ]
         for c in self.components:
             c.start()
         await asyncio.wait_for(self.notifier.ready.wait(), 10)
+        if s.http_listen:
+            await self._start_http(engine)
         log.info(
             "server started",
             extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix},
         )
+
+    async def _start_http(self, engine: Engine) -> None:
+        assert self.queue_service is not None
+        s = self.settings
+        reader = self.queue_service.metrics_reader
+        ctx = HttpContext(s, engine, reader, self.grpc_metrics, lambda: self.address)
+        self.http = HttpServer(build_app(ctx), s.http_listen)
+        try:
+            await self.http.start()
+        except HttpBindError as exc:
+            self.http = None
+            raise StartupError(f"cannot serve HTTP on {s.http_listen}: {exc}") from None
+
+    @property
+    def http_address(self) -> str:
+        """HOST:PORT of the HTTP port ("" when off)."""
+        if self.http is None:
+            return ""
+        return f"{self.settings.http_listen.rsplit(':', 1)[0]}:{self.http.port}"
 
     async def _start_embedded(self) -> str:
         """Locks the data directory, then starts Valkey in it; returns its URL."""
@@ -254,6 +295,10 @@ class App:
             await self.workers.drain(grace)
         if self.server is not None:
             await self.server.stop(grace=1.0)
+        if self.http is not None:
+            await self.http.stop()
+        if self.sampler is not None:
+            await self.sampler.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.queue_service is not None:  # bulk streams past their commit finish publishing
@@ -319,16 +364,30 @@ def _tool(name: str) -> str:
     return os.path.relpath(beside) if not os.path.relpath(beside).startswith("..") else str(beside)
 
 
+def _installed(name: str) -> bool:
+    return shutil.which(name) is not None or (Path(sys.executable).parent / name).exists()
+
+
 def print_banner(app: App) -> None:
     a = app.address
     where = f"embedded Valkey in {app.embedded.data_dir}" if app.embedded else "configured Redis"
     durability = f"Durability: {app.durability}.\n" if app.durability else ""
+    h = app.http_address
+    http = (
+        f"Dashboard on http://{h}/, JSON API on http://{h}/api (docs/http-api.md), "
+        f"Prometheus metrics on http://{h}/metrics.\n"
+        if h
+        else ""
+    )
     qm, grpcurl = _tool("qm"), _tool("grpcurl")
+    # grpcurl comes with `make dev`, not `make run` / `pip install`: suggest it only where it is installed.
+    grpcurl_line = f"  {grpcurl} -plaintext {a} list\n" if _installed("grpcurl") else ""
     print(
         f"Queue Manager listening on {a} (gRPC, plaintext), storing jobs in {where}.\n"
         f"{durability}"
+        f"{http}"
         f"Try it:\n"
-        f"  {grpcurl} -plaintext {a} list\n"
+        f"{grpcurl_line}"
         f"  export QM_SERVER={a}\n"
         f"  {qm} queues register demo && {qm} add demo hello --data '{{\"x\": 1}}'\n"
         f"  {qm} queues metrics demo\n"

@@ -31,6 +31,8 @@ class Settings:
     reaper_interval_ms: int = 1_000
     # Longest wait for one Redis connect or reply; a Redis that stops answering then gives UNAVAILABLE.
     redis_timeout_ms: int = 10_000
+    # Redis connections one server process keeps at most; requests beyond wait for a free one.
+    redis_max_connections: int = 256
     log_level: str = "INFO"
     server_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Ask the embedded Valkey to listen on this port (0 = any free port).
@@ -41,6 +43,9 @@ class Settings:
     bulk_idle_ms: int = 60_000
     # Testing knob: where the process kills itself (services/flows.py CRASH_POINTS); "" in production.
     test_crash_point: str = ""
+    # HOST:PORT of the HTTP port (/metrics; http/__init__.py); "" = off. `qm serve` defaults it to
+    # DEFAULT_HTTP_LISTEN; embedding code and tests turn it on explicitly.
+    http_listen: str = ""
 
     @property
     def heartbeat_ms(self) -> int:
@@ -50,6 +55,21 @@ class Settings:
     def max_message_bytes(self) -> int:
         # Room for a full bulk message of payload-limit jobs plus framing.
         return max(16 * 1024 * 1024, self.max_payload_bytes * 4)
+
+
+DEFAULT_HTTP_LISTEN = "127.0.0.1:3010"
+# --http-listen values that turn the HTTP port off.
+_OFF = {"", "off", "none", "no", "false", "0", "disabled"}
+
+
+def http_listen(value: str) -> str:
+    """A --http-listen value as HOST:PORT, or "" for off; raises ValueError when malformed."""
+    if value.strip().lower() in _OFF:
+        return ""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (or 'off')")
+    return value.strip()
 
 
 def redis_url_from_env(env: Mapping[str, str]) -> str | None:
@@ -119,6 +139,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         help="how often expired leases are looked for [QM_REAPER_INTERVAL_MS]",
     )
     p.add_argument(
+        "--redis-max-connections",
+        type=int,
+        default=int(e("QM_REDIS_MAX_CONNECTIONS", d.redis_max_connections)),
+        help="Redis connections kept at most; more requests wait for one [QM_REDIS_MAX_CONNECTIONS]",
+    )
+    p.add_argument(
         "--redis-timeout-ms",
         type=int,
         default=int(e("QM_REDIS_TIMEOUT_MS", d.redis_timeout_ms)),
@@ -128,6 +154,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "--log-level",
         default=env.get("QM_LOG_LEVEL") or env.get("LOG_LEVEL") or d.log_level,
         help="[QM_LOG_LEVEL, LOG_LEVEL]",
+    )
+    p.add_argument(
+        "--http-listen",
+        default=e("QM_HTTP_LISTEN", DEFAULT_HTTP_LISTEN),
+        help="HOST:PORT of the HTTP port (/metrics for Prometheus), or 'off' "
+        f"(default {DEFAULT_HTTP_LISTEN}) [QM_HTTP_LISTEN]",
     )
     p.add_argument("--embedded-port", type=int, default=int(e("QM_EMBEDDED_PORT", 0)), help=argparse.SUPPRESS)
     p.add_argument(
@@ -143,10 +175,15 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     a = p.parse_args(argv)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
+    try:
+        http = http_listen(a.http_listen)
+    except ValueError as exc:
+        p.error(f"--http-listen (QM_HTTP_LISTEN): {exc}")
     for name, value in (
         ("--lease-ms", a.lease_ms),
         ("--max-payload-bytes", a.max_payload_bytes),
         ("--redis-timeout-ms", a.redis_timeout_ms),
+        ("--redis-max-connections", a.redis_max_connections),
     ):
         if value <= 0:
             p.error(f"{name} must be positive")
@@ -161,9 +198,11 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         shutdown_grace_ms=a.shutdown_grace_ms,
         reaper_interval_ms=a.reaper_interval_ms,
         redis_timeout_ms=a.redis_timeout_ms,
+        redis_max_connections=a.redis_max_connections,
         log_level=a.log_level.upper(),
         embedded_port=a.embedded_port,
         janitor_interval_ms=a.janitor_interval_ms,
         bulk_idle_ms=a.bulk_idle_ms,
         test_crash_point=a.test_crash_point,
+        http_listen=http,
     )

@@ -16,12 +16,12 @@ from queue_manager_server.engine.job_control import LOG_KEEP, LOG_LINE_CHARS, Jo
 from queue_manager_server.engine.records import (
     ClaimedJob,
     JobRecord,
-    Metrics,
     NewJob,
     QueueRecord,
     is_json_type,
 )
 from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.metrics_convert import metrics_out  # noqa: F401 - metrics live in their own module
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -390,21 +390,6 @@ def queue_out(r: QueueRecord) -> types_pb2.Queue:
     if r.fields.get("config"):
         q.config.MergeFromString(r.fields["config"])
     return q
-
-
-def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
-    return types_pb2.QueueMetrics(
-        queue_name=m.queue,
-        waiting=m.waiting,
-        active=m.active,
-        delayed=m.delayed,
-        completed=m.completed,
-        failed=m.failed,
-        paused=m.paused,
-        stalled=m.stalled,
-        stalled_total=m.stalled_total,
-        cancelled=m.cancelled,
-    )
 
 
 # ---- job logs ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ await qm.add_job("emails", "welcome", {"to": "u@example.com"}, {"priority": JobP
 
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
-from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, QueueMetrics, WorkflowStepRef
+from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.enums import JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
@@ -29,6 +29,7 @@ from queue_manager.errors import (
     UnavailableError,
     UnrecoverableError,
 )
+from queue_manager.metrics import MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
     Backoff,
     ChainLink,
@@ -62,6 +63,8 @@ __all__ = [
     "JobRef",
     "JobState",
     "KeepJobs",
+    "MetricsBucket",
+    "MetricsSnapshot",
     "NotFoundError",
     "ParentJob",
     "Queue",
@@ -77,6 +80,7 @@ __all__ = [
     "UnavailableError",
     "UnrecoverableError",
     "Worker",
+    "WorkerInfo",
     "WorkflowRun",
     "WorkflowState",
     "WorkflowStepRef",

@@ -31,6 +31,13 @@ from queue_manager.job_control import (
     retry_failed_request,
     wait_for_job_request,
 )
+from queue_manager.metrics import (
+    MetricsSnapshot,
+    WorkerInfo,
+    snapshot_from_proto,
+    watch_metrics_request,
+    worker_from_proto,
+)
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit, validate_queue_name
 from queue_manager.requests import (
     BulkJobLike,
@@ -45,6 +52,7 @@ from queue_manager.requests import (
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
 from queue_manager.v1 import (
     jobs_pb2,
+    metrics_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedules_pb2,
@@ -406,13 +414,60 @@ class QueueManager:
         )
         return response.removed
 
-    async def get_queue_metrics(self, name: str) -> QueueMetrics:
-        """Returns the counts of a queue's jobs by state."""
-        request = queue_service_pb2.GetQueueMetricsRequest(name=name)
+    async def get_queue_metrics(self, name: str, include_history: bool = False) -> QueueMetrics:
+        """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest
+        waiting job, workers and rate-limit level (see `QueueMetrics`).
+
+        Args:
+            name: The queue.
+            include_history: Also return the last hour in one-minute buckets (``history``).
+        """
+        request = queue_service_pb2.GetQueueMetricsRequest(name=name, include_history=include_history)
         response: queue_service_pb2.GetQueueMetricsResponse = await self._unary(
             self._queue_stub().GetQueueMetrics, request
         )
         return metrics_from_proto(response.metrics)
+
+    async def get_all_metrics(self, include_history: bool = False) -> list[QueueMetrics]:
+        """Returns the metrics of every queue, by name (one round trip to Redis on the server)."""
+        request = metrics_pb2.GetAllMetricsRequest(include_history=include_history)
+        response: metrics_pb2.GetAllMetricsResponse = await self._unary(
+            self._queue_stub().GetAllMetrics, request
+        )
+        return [metrics_from_proto(m) for m in response.metrics]
+
+    async def watch_metrics(
+        self,
+        queues: Iterable[str] | str | None = None,
+        *,
+        interval: float | timedelta = 1.0,
+        include_history: bool = False,
+        include_workers: bool = False,
+    ) -> AsyncIterator[MetricsSnapshot]:
+        """Yields a snapshot of the queues' metrics at once, then every interval, until you stop iterating
+        (the server pushes them: no polling).
+
+        Args:
+            queues: Queue names; None for every queue (those registered later included).
+            interval: Seconds (or a timedelta) between snapshots, 0.1 to 60.
+            include_history: Fill each queue's ``history`` (the last hour, by minute).
+            include_workers: Fill each snapshot's ``workers``.
+        """
+        request = watch_metrics_request(queues, interval, include_history, include_workers)
+        call = self._queue_stub().WatchMetrics(request)
+        try:
+            async for response in call:
+                yield snapshot_from_proto(response)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    async def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""
+        request = metrics_pb2.ListWorkersRequest(queue_name=queue or "")
+        response: metrics_pb2.ListWorkersResponse = await self._unary(self._queue_stub().ListWorkers, request)
+        return [worker_from_proto(w) for w in response.workers]
 
     # ----------------------------------------------------------------- workflows
 

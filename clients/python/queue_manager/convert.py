@@ -1,4 +1,5 @@
-"""The one place where protobuf messages become public dataclasses (jobs, queues, metrics) and payloads.
+"""Where protobuf messages become public dataclasses (jobs, queues) and payloads; metrics and workers
+become theirs in queue_manager/metrics.py (`QueueMetrics` and `metrics_from_proto` are re-exported here).
 
 Payload convention: JSON-serialisable data travels as UTF-8 JSON in ``Payload.raw`` with content type
 ``application/json`` (cheap to encode; no ``google.protobuf.Struct`` on the hot path); ``bytes`` travel as
@@ -17,6 +18,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
+from queue_manager.metrics import QueueMetrics, metrics_from_proto
 from queue_manager.options import (
     Backoff,
     ChainLink,
@@ -195,35 +197,6 @@ class Queue:
     created_at: datetime | None = None
 
 
-@dataclass(slots=True)
-class QueueMetrics:
-    """Counts of a queue's jobs by state.
-
-    Attributes:
-        queue_name: Queue name.
-        waiting: Jobs ready to run.
-        active: Jobs leased to workers.
-        delayed: Jobs waiting for their run-at time.
-        completed: Completed jobs still retained.
-        failed: Failed jobs still retained.
-        paused: Jobs waiting in a paused queue.
-        stalled: Active jobs whose lease expired and that wait for recovery.
-        stalled_total: Total recoveries since the queue was registered.
-        cancelled: Cancelled jobs still retained.
-    """
-
-    queue_name: str
-    waiting: int = 0
-    active: int = 0
-    delayed: int = 0
-    completed: int = 0
-    failed: int = 0
-    paused: int = 0
-    stalled: int = 0
-    stalled_total: int = 0
-    cancelled: int = 0
-
-
 def encode_payload(data: Any, into: types_pb2.Payload) -> None:
     """Fills a Payload with data: bytes as octet-stream, anything else as compact JSON.
 
@@ -365,22 +338,6 @@ def queue_from_proto(msg: types_pb2.Queue) -> Queue:
         config=queue_config_from_proto(msg.config),
         paused=msg.paused,
         created_at=timestamp_to_datetime(msg.create_time) if msg.HasField("create_time") else None,
-    )
-
-
-def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
-    """Public `QueueMetrics` from a `queue_manager.v1.QueueMetrics`."""
-    return QueueMetrics(
-        queue_name=msg.queue_name,
-        waiting=msg.waiting,
-        active=msg.active,
-        delayed=msg.delayed,
-        completed=msg.completed,
-        failed=msg.failed,
-        paused=msg.paused,
-        stalled=msg.stalled,
-        stalled_total=msg.stalled_total,
-        cancelled=msg.cancelled,
     )
 
 

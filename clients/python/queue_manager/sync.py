@@ -30,6 +30,13 @@ from queue_manager.job_control import (
     retry_failed_request,
     wait_for_job_request,
 )
+from queue_manager.metrics import (
+    MetricsSnapshot,
+    WorkerInfo,
+    snapshot_from_proto,
+    watch_metrics_request,
+    worker_from_proto,
+)
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
 from queue_manager.requests import (
     BulkJobLike,
@@ -44,6 +51,7 @@ from queue_manager.requests import (
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
 from queue_manager.v1 import (
     jobs_pb2,
+    metrics_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedules_pb2,
@@ -219,13 +227,45 @@ class SyncQueueManager:
         )
         return response.removed
 
-    def get_queue_metrics(self, name: str) -> QueueMetrics:
-        """Returns the counts of a queue's jobs by state."""
-        request = queue_service_pb2.GetQueueMetricsRequest(name=name)
+    def get_queue_metrics(self, name: str, include_history: bool = False) -> QueueMetrics:
+        """Returns a queue's metrics; see `QueueManager.get_queue_metrics`."""
+        request = queue_service_pb2.GetQueueMetricsRequest(name=name, include_history=include_history)
         response: queue_service_pb2.GetQueueMetricsResponse = self._call(
             self._queues.GetQueueMetrics, request
         )
         return metrics_from_proto(response.metrics)
+
+    def get_all_metrics(self, include_history: bool = False) -> list[QueueMetrics]:
+        """Returns the metrics of every queue, by name."""
+        request = metrics_pb2.GetAllMetricsRequest(include_history=include_history)
+        response: metrics_pb2.GetAllMetricsResponse = self._call(self._queues.GetAllMetrics, request)
+        return [metrics_from_proto(m) for m in response.metrics]
+
+    def watch_metrics(
+        self,
+        queues: Iterable[str] | str | None = None,
+        *,
+        interval: float | timedelta = 1.0,
+        include_history: bool = False,
+        include_workers: bool = False,
+    ) -> Iterator[MetricsSnapshot]:
+        """Yields a snapshot at once, then every interval, until the generator is closed; see
+        `QueueManager.watch_metrics`."""
+        request = watch_metrics_request(queues, interval, include_history, include_workers)
+        call = self._queues.WatchMetrics(request)
+        try:
+            for response in call:
+                yield snapshot_from_proto(response)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
+        """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""
+        request = metrics_pb2.ListWorkersRequest(queue_name=queue or "")
+        response: metrics_pb2.ListWorkersResponse = self._call(self._queues.ListWorkers, request)
+        return [worker_from_proto(w) for w in response.workers]
 
     # ----------------------------------------------------------------- workflows
 

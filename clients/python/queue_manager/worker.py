@@ -13,7 +13,9 @@ Protocol, as this side speaks it:
    task sends everything ready as ONE report whenever it wakes, so a lone completion goes out at once and
    a burst shares a message. A run's log lines travel before its outcome (the server stores them first).
 5. Every heartbeat interval the leases of running jobs are extended. The server acks each extension and
-   every rejected item; a rejected lease marks its job lost (its result is discarded).
+   every rejected item; a rejected lease marks its job lost (its result is discarded). The first report and
+   every heartbeat, busy or idle, carry ``stats``: this process's CPU and memory (with psutil installed,
+   ``queue-manager[stats]``; without it none), which ``ListWorkers`` and the dashboard show.
 6. DRAIN command (no delivery follows it): grant nothing more, let running jobs finish, send their
    outcomes, release jobs that had not started, half-close, read until the server ends the stream,
    reconnect with backoff.
@@ -55,6 +57,7 @@ from queue_manager.channel import aio_channel
 from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
 from queue_manager.errors import RateLimitedError, UnrecoverableError
+from queue_manager.stats import ProcessStats
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 __all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
@@ -178,6 +181,7 @@ class Worker:
         # is expected when the server ended the run itself (its own timeout), so it is no warning. Bounded.
         self._stopped: dict[tuple[str, str, str], None] = {}
         self._outbox = worker_service_pb2.ConnectRequest()
+        self._stats = ProcessStats()
         self._unsent = 0  # outcomes, progress and releases in the outbox (extensions and credits aside)
         self._credits = 0  # credits not yet granted on the current stream
         self._wake = asyncio.Event()
@@ -365,6 +369,7 @@ class Worker:
         self._credits = 0 if self._stopping else max(0, self.concurrency - len(self._running))
         # Extensions queued for the old stream are stale; the heartbeat sends fresh ones.
         self._outbox.report.ClearField("extensions")
+        self._attach_stats()
         self._connected.set()
         self._wake.set()
         logger.info(
@@ -393,7 +398,7 @@ class Worker:
             await self._wake.wait()
             self._wake.clear()
             report = self._outbox.report
-            if self._unsent or self._credits or report.extensions or report.stop:
+            if self._unsent or self._credits or report.extensions or report.stop or report.HasField("stats"):
                 request, self._outbox = self._outbox, worker_service_pb2.ConnectRequest()
                 request.report.credits = self._credits
                 unsent, self._unsent, self._credits = self._unsent, 0, 0
@@ -415,6 +420,7 @@ class Worker:
         """Puts an unwritten report back at the head of the outbox (minus credits and extensions)."""
         request.report.credits = 0
         request.report.ClearField("extensions")
+        request.report.ClearField("stats")
         request.MergeFrom(self._outbox)
         self._outbox = request
         self._unsent += unsent
@@ -422,6 +428,8 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            if self._attach_stats():
+                self._wake.set()
             if not self._running:
                 continue
             extensions = self._outbox.report.extensions
@@ -429,6 +437,15 @@ class Worker:
                 if not ctx._lost:
                     extensions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
             self._wake.set()
+
+    def _attach_stats(self) -> bool:
+        """Puts this process's resource use into the next report; False without psutil."""
+        sample = self._stats.sample()
+        if sample is None:
+            return False
+        stats = self._outbox.report.stats
+        stats.cpu_percent, stats.memory_bytes = sample
+        return True
 
     # ----------------------------------------------------------------- server messages
 
@@ -616,6 +633,7 @@ class Worker:
         if ctx._lost:
             self._finish(ctx)
             return
+        _log_failure(ctx, exc)
         failure = self._outbox.report.failures.add(
             queue_name=ctx.queue_name,
             job_id=ctx.id,
@@ -682,6 +700,33 @@ class Worker:
         line.time.FromNanoseconds(time_ns)
         self._unsent += 1
         self._wake.set()
+
+
+def _log_failure(ctx: JobContext, exc: BaseException) -> None:
+    """Tells the person watching this worker that a run failed: one WARNING line (queue, job id, attempt,
+    error, what happens next), and the traceback at DEBUG (``LOG_LEVEL=DEBUG``). The server records the
+    failure as well; this is for the worker's own log."""
+    where = f"job {ctx.queue_name}/{ctx.id} ({ctx.name})"
+    attempt = ctx.attempts_made + 1
+    fields = {"queue": ctx.queue_name, "job_id": ctx.id, "attempt": attempt, "error": repr(exc)}
+    if isinstance(exc, RateLimitedError):
+        seconds = exc.retry_after.total_seconds()
+        logger.info(
+            "%s rate limited: %s; retried in %gs without using an attempt", where, exc, seconds, extra=fields
+        )
+        return
+    if isinstance(exc, UnrecoverableError):
+        then = "not retried (UnrecoverableError)"
+    elif attempt < ctx.max_attempts:
+        then = "will be retried"
+    else:
+        then = "no attempts left"
+    error = str(exc) if isinstance(exc, _JobTimeout) else f"{type(exc).__name__}: {exc}"
+    logger.warning(
+        "%s failed on attempt %d of %d: %s; %s", where, attempt, ctx.max_attempts, error, then, extra=fields
+    )
+    if not isinstance(exc, _JobTimeout) and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s traceback", where, exc_info=exc, extra=fields)
 
 
 def _code_name(code: int) -> str:

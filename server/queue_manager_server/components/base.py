@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 
 class Component:
@@ -39,3 +40,71 @@ class Component:
 
     async def tick(self) -> None:
         raise AssertionError("subclasses define tick")
+
+
+class TimedComponent(Component):
+    """A `Component` that also fires per-queue timers: `fire(queue)` runs when the queue's earliest armed
+    deadline passes. Deadlines given in Redis time become local ones through the offset between Redis
+    ``TIME`` (which subclasses report with `sync`) and this process's monotonic clock, so a skewed wall
+    clock changes nothing. A `fire` that fails is logged and its queue waits for the next arming or scan."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(interval)
+        # queue -> local monotonic deadline (seconds) of its earliest armed timer
+        self._due: dict[str, float] = {}
+        self._changed = asyncio.Event()
+        self._offset_ms: float | None = None  # Redis ms minus local monotonic ms
+        self._timer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        super().start()
+        self._timer = asyncio.create_task(self._fire_timers(), name=f"{self.name}-timers")
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        await super().stop()
+
+    def sync(self, redis_now_ms: int) -> None:
+        """Records Redis's clock as just read, so Redis times map to local deadlines."""
+        self._offset_ms = redis_now_ms - time.monotonic() * 1000
+
+    def arm_at(self, queue: str, redis_ms: int) -> None:
+        """Makes sure `fire(queue)` runs by `redis_ms` (Redis time; at once before the first `sync`)."""
+        self.arm(queue, time.monotonic() if self._offset_ms is None else (redis_ms - self._offset_ms) / 1000)
+
+    def arm(self, queue: str, when: float) -> None:
+        """Makes sure `fire(queue)` runs by local monotonic time `when` (an earlier timer is kept)."""
+        if when < self._due.get(queue, float("inf")):
+            self._due[queue] = when
+            self._changed.set()
+
+    def disarm(self, queue: str) -> None:
+        """Forgets the queue's timer (call it before a check, so one armed meanwhile is kept)."""
+        self._due.pop(queue, None)
+
+    async def fire(self, queue: str) -> None:
+        raise AssertionError("subclasses define fire")
+
+    async def _fire_timers(self) -> None:
+        while True:
+            self._changed.clear()
+            if not self._due:
+                await self._changed.wait()
+                continue
+            queue, when = min(self._due.items(), key=lambda item: item[1])
+            delay = when - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), delay)
+                continue
+            self.disarm(queue)
+            try:
+                await self.fire(queue)
+            except Exception as exc:
+                self.log.warning(
+                    "timer failed", extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
+                )
+                await asyncio.sleep(0.5)

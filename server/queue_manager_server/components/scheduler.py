@@ -14,14 +14,11 @@ from the schedule and occurrence (schedule_convert.occurrence_job_id), a second 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
-import time
 
 from queue_manager.v1 import schedules_pb2
 from queue_manager_server import schedule_convert
-from queue_manager_server.components.base import Component
+from queue_manager_server.components.base import TimedComponent
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.schedules import ScheduleRecord, ScheduleStore
@@ -37,42 +34,23 @@ MAX_ROUNDS = 50
 STORED_PAYLOAD_LIMIT = sys.maxsize
 
 
-class Scheduler(Component):
+class Scheduler(TimedComponent):
     name = "scheduler"
 
     def __init__(self, engine: Engine, rescan_interval: float = RESCAN_S) -> None:
         super().__init__(rescan_interval)
         self.engine = engine
         self.store = ScheduleStore(engine)
-        # queue -> local monotonic deadline (seconds) of its earliest due schedule
-        self._due: dict[str, float] = {}
-        self._changed = asyncio.Event()
-        self._offset_ms: float | None = None  # Redis ms minus local monotonic ms
-        self._timer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        super().start()
-        self._timer = asyncio.create_task(self._fire_timers(), name="scheduler-timers")
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-        await super().stop()
 
     def schedule(self, queue: str, due_ms: int) -> None:
         """A schedule of `queue` falls due at `due_ms` (Redis time): make sure a timer fires by then."""
-        when = time.monotonic() if self._offset_ms is None else (due_ms - self._offset_ms) / 1000
-        if when < self._due.get(queue, float("inf")):
-            self._due[queue] = when
-            self._changed.set()
+        self.arm_at(queue, due_ms)
 
     async def tick(self) -> None:
         """Rescans every queue: fires what is due, arms timers for the rest."""
         queues = await self.engine.queue_names()
         now, earliest = await self.store.earliest(queues)
-        self._sync(now)
+        self.sync(now)
         for queue, due in earliest.items():
             if due > now:
                 self.schedule(queue, due)
@@ -84,13 +62,16 @@ class Scheduler(Component):
                     "firing failed", extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
                 )
 
+    async def fire(self, queue: str) -> None:
+        await self.fire_due(queue)
+
     async def fire_due(self, queue: str) -> None:
         """Fires every due schedule of the queue, then arms the timer of its next one."""
-        self._due.pop(queue, None)
+        self.disarm(queue)
         failed: set[str] = set()
         for _ in range(MAX_ROUNDS):
             now, records, following = await self.store.due(queue, FIRE_BATCH)
-            self._sync(now)
+            self.sync(now)
             todo = [r for r in records if r.id not in failed]
             if not todo:
                 if following >= 0:
@@ -133,26 +114,3 @@ class Scheduler(Component):
             self.log.info("missed runs skipped (catch-up policy skip)", extra=extra)
         if run.next_due_ms < 0:
             self.log.info("schedule over", extra=extra)
-
-    def _sync(self, now_ms: int) -> None:
-        self._offset_ms = now_ms - time.monotonic() * 1000
-
-    async def _fire_timers(self) -> None:
-        while True:
-            self._changed.clear()
-            if not self._due:
-                await self._changed.wait()
-                continue
-            queue, when = min(self._due.items(), key=lambda item: item[1])
-            delay = when - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), delay)
-                continue
-            try:
-                await self.fire_due(queue)
-            except Exception as exc:
-                self.log.warning(
-                    "firing failed", extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
-                )
-                await asyncio.sleep(0.5)

@@ -12,11 +12,9 @@ nothing due. Each timed-out run's worker is told to stop through the events chan
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
-from queue_manager_server.components.base import Component
+from queue_manager_server.components.base import TimedComponent
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import TIME_OUT_CHUNK, Control
 
@@ -25,35 +23,17 @@ from queue_manager_server.engine.control import TIME_OUT_CHUNK, Control
 FIRE_LATE_S = 0.002
 
 
-class Timeouts(Component):
+class Timeouts(TimedComponent):
     name = "timeouts"
 
     def __init__(self, engine: Engine, scan_interval: float) -> None:
         super().__init__(scan_interval)
         self.engine = engine
         self.control = Control(engine)
-        # queue -> local monotonic time (seconds) of its earliest known deadline
-        self._due: dict[str, float] = {}
-        self._changed = asyncio.Event()
-        self._timer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        super().start()
-        self._timer = asyncio.create_task(self._fire(), name="timeouts-timers")
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-        await super().stop()
 
     def schedule(self, queue: str, in_ms: int) -> None:
         """A run of `queue` reaches its deadline `in_ms` from now: make sure a check fires by then."""
-        when = time.monotonic() + in_ms / 1000 + FIRE_LATE_S
-        if when < self._due.get(queue, float("inf")):
-            self._due[queue] = when
-            self._changed.set()
+        self.arm(queue, time.monotonic() + in_ms / 1000 + FIRE_LATE_S)
 
     async def tick(self) -> None:
         for queue in await self.engine.queue_names():
@@ -62,7 +42,7 @@ class Timeouts(Component):
     async def check(self, queue: str) -> int:
         """Fails the queue's runs past their deadline; returns how many, and re-arms its timer."""
         # Forget the timer first: one armed while the check runs (a claim meanwhile) is kept.
-        self._due.pop(queue, None)
+        self.disarm(queue)
         count = 0
         while True:
             result = await self.control.time_out(queue)
@@ -75,23 +55,5 @@ class Timeouts(Component):
             self.log.info("runs timed out", extra={"queue": queue, "count": count})
         return count
 
-    async def _fire(self) -> None:
-        while True:
-            self._changed.clear()
-            if not self._due:
-                await self._changed.wait()
-                continue
-            queue, when = min(self._due.items(), key=lambda item: item[1])
-            delay = when - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), delay)
-                continue
-            self._due.pop(queue, None)
-            try:
-                await self.check(queue)
-            except Exception as exc:
-                self.log.warning(
-                    "timeout check failed", extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
-                )
-                await asyncio.sleep(0.5)
+    async def fire(self, queue: str) -> None:
+        await self.check(queue)

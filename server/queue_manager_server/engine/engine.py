@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
+from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
     AddResult,
     ClaimedJob,
@@ -115,28 +116,13 @@ class Engine:
             raise QueueNotFound(name)
         await self.notify_waiting(name)
 
-    async def metrics(self, name: str) -> Metrics:
-        k = self.keys(name)
-        r = await self.scripts.run(
-            "metrics", [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.cancelled], []
-        )
-        if _i(r[0]) == NO_QUEUE:
+    async def metrics(self, name: str, history: bool = False) -> Metrics:
+        """A queue's counts and activity (metrics.lua; engine/metrics.py adds its workers)."""
+        r = await self.scripts.run("metrics", metrics_keys(self.keys(name)), metrics_args(history))
+        m = parse_metrics(name, r)
+        if m is None:
             raise QueueNotFound(name)
-        paused = _i(r[1]) == 1
-        waiting = _i(r[2])
-        return Metrics(
-            queue=name,
-            is_paused=paused,
-            waiting=0 if paused else waiting,
-            paused=waiting if paused else 0,
-            delayed=_i(r[3]),
-            active=_i(r[4]),
-            completed=_i(r[5]),
-            failed=_i(r[6]),
-            stalled=_i(r[7]),
-            stalled_total=_i(r[8]),
-            cancelled=_i(r[9]),
-        )
+        return m
 
     async def clean(self, name: str, state: str, grace_ms: int, limit: int) -> int:
         """Removes jobs of `state` older than grace (finish time, or add time for unfinished states)."""
@@ -346,30 +332,40 @@ class Engine:
         return res
 
     async def complete(
-        self, queue: str, items: Sequence[tuple[str, str, bytes, str]]
+        self,
+        queue: str,
+        items: Sequence[tuple[str, str, bytes, str]],
+        durations_us: Sequence[int] | None = None,
     ) -> tuple[list[int], int]:
-        """items: (job id, lease token, result, result content type).
+        """items: (job id, lease token, result, result content type); durations_us: each run's duration as
+        the worker reported it, in µs (-1: not reported), for the queue's processing-time figures.
 
         Returns:
             A code per item, and how many flow hand-offs were queued (see services/flows.py).
         """
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, len(items)]
-        for item in items:
+        for i, item in enumerate(items):
             args += item
+            args.append(durations_us[i] if durations_us is not None else -1)
         r = await self.scripts.run("complete", [k.meta, k.active, k.completed], args)
         if _i(r[1]):
             await self.after_flow_finish(queue)
         return [_i(c) for c in r[2:]], _i(r[1])
 
     async def fail(
-        self, queue: str, items: Sequence[tuple[str, str, str, str, bool]]
+        self,
+        queue: str,
+        items: Sequence[tuple[str, str, str, str, bool]],
+        durations_us: Sequence[int] | None = None,
     ) -> list[tuple[int, int]]:
-        """items: (job id, token, message, stack, do_not_retry). Returns (code, run-at ms) per item."""
+        """items: (job id, token, message, stack, do_not_retry); durations_us as for `complete`.
+        Returns (code, run-at ms) per item."""
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, len(items)]
-        for job_id, token, msg, stack, no_retry in items:
-            args += [job_id, token, msg, stack, "1" if no_retry else "0"]
+        for i, (job_id, token, msg, stack, no_retry) in enumerate(items):
+            us = durations_us[i] if durations_us is not None else -1
+            args += [job_id, token, msg, stack, "1" if no_retry else "0", us]
         r = await self.scripts.run("fail", [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox], args)
         out = [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
         if any(code == 0 for code, _ in out):

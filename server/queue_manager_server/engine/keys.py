@@ -128,6 +128,23 @@ class QueueKeys:
         return f"{self.base}:schedule-runs"
 
     @property
+    def stats(self) -> str:
+        """hash: the queue's activity since it was registered: ``a`` jobs added, ``c`` completed, ``f``
+        failed for good, ``us`` the sum of the reported run durations (µs), ``h<i>`` runs per duration
+        bucket (engine/stats.py). Scripts derive it and the minute hashes from the job prefix (stats.lua)."""
+        return f"{self.base}:stats"
+
+    def minute(self, minute: int) -> str:
+        """hash: one minute's activity (minute = Redis ms // 60000), the fields of ``stats``. Expires 65
+        minutes after its last write (the hour of history)."""
+        return f"{self.base}:m:{minute}"
+
+    def seconds(self, minute: int) -> str:
+        """hash: ``c<s>`` and ``f<s>``, the completions and failures for good in second s of a minute, for
+        the exact last-60-seconds rate. Expires 3 minutes after its last write."""
+        return f"{self.base}:s:{minute}"
+
+    @property
     def job_prefix(self) -> str:
         """Prefix of the per-job hashes: ``<job_prefix><id>``."""
         return f"{self.base}:job:"
@@ -152,6 +169,19 @@ class QueueKeys:
 def registry(prefix: str) -> str:
     """set: names of registered queues (not slot-bound; read by admin listing and background loops)."""
     return f"{prefix}:queues"
+
+
+def workers_index(prefix: str) -> str:
+    """zset: worker id -> when its registry entry expires (ms, Redis clock); the server holding its stream
+    pushes that back while the stream is open (engine/workers.py). Under the ``{workers:registry}`` hash tag
+    with the entries (queue names cannot hold ':', so no queue shares it)."""
+    return f"{prefix}:{{workers:registry}}:index"
+
+
+def worker_prefix(prefix: str) -> str:
+    """Prefix of the worker entries: ``<worker_prefix><worker id>``, each a hash of the fields
+    engine/workers.py lists, expiring with its index entry."""
+    return f"{prefix}:{{workers:registry}}:worker:"
 
 
 def events_channel(prefix: str) -> str:

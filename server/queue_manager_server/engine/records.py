@@ -193,3 +193,37 @@ class Metrics:
     stalled: int
     stalled_total: int
     cancelled: int = 0
+    # The rest is read by engine/metrics.py (metrics.lua, and the worker registry for workers).
+    sample_ms: int = 0  # Redis time of the read
+    added_total: int = 0
+    completed_total: int = 0
+    failed_total: int = 0  # failed for good
+    completed_last_minute: int = 0
+    failed_last_minute: int = 0
+    # The last five minutes (engine/stats.py RECENT_MINUTES): finished jobs, and the runs reported with a
+    # duration as histogram counts (engine/stats.py buckets) and the sum of their durations.
+    recent_completed: int = 0
+    recent_failed: int = 0
+    recent_runs: list[int] = field(default_factory=list)
+    recent_run_us: int = 0
+    # Every run reported with a duration since the queue was registered (Prometheus).
+    all_runs: list[int] = field(default_factory=list)
+    all_run_us: int = 0
+    oldest_ready_ms: int = -1  # since when the longest-waiting ready job has been ready; -1: none
+    rate_limit_tokens: float = 0.0
+    held_until_ms: int = 0  # 0: no retry-after hold
+    workers: int = 0
+    free_capacity: int = 0
+    history: list[MinuteActivity] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MinuteActivity:
+    """One minute of a queue's activity (engine/keys.py ``minute``)."""
+
+    start_ms: int
+    added: int
+    completed: int
+    failed: int
+    runs: int  # runs reported with a duration
+    run_us: int  # the sum of their durations

@@ -7,12 +7,14 @@ EVALSHA and reloads on NOSCRIPT (after a Redis restart or failover), so that cas
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
 _LUA = resources.files("queue_manager_server.engine") / "lua"
@@ -24,15 +26,34 @@ def _source(name: str) -> str:
 
 
 async def execute(pipe: Pipeline) -> list[Any]:
-    """Runs a pipeline and always hands its connection back.
+    """Runs a pipeline in one round trip and always hands its connection back.
 
-    redis-py checks a pipeline's scripts (SCRIPT EXISTS) before the part of ``execute`` that cleans up, so
-    when Redis fails right then (down, stalled, loading) the pipeline would keep its connection.
+    redis-py would send ``SCRIPT EXISTS`` before every pipeline that carries a script (a second round trip
+    on the hot path: each AddJob paid it). Instead the scripts' EVALSHAs go out as they are, and only when
+    Redis answers NOSCRIPT (it lost its script cache: a restart or failover) are the scripts loaded and the
+    refused calls, which changed nothing, sent again. The first other error is raised as usual.
     """
+    scripts, pipe.scripts = list(pipe.scripts), set()
+    stack = [args for args, _ in pipe.command_stack]
     try:
-        return await pipe.execute()
+        results = await pipe.execute(raise_on_error=False)
     finally:
         await pipe.reset()  # type: ignore[no-untyped-call]
+    refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if refused and scripts:
+        client = scripts[0].registered_client
+        for script in scripts:
+            await cast("Awaitable[str]", client.script_load(script.script))
+        retry = cast("Pipeline", client.pipeline(transaction=False))
+        for i in refused:
+            retry.execute_command(*stack[i])
+        for i, r in zip(refused, await execute(retry), strict=True):
+            results[i] = r
+    for i, r in enumerate(results):
+        if isinstance(r, ResponseError):
+            pipe.annotate_exception(r, i + 1, stack[i])
+            raise r
+    return list(results)
 
 
 class Scripts:
@@ -80,6 +101,9 @@ class Scripts:
         "wf_step_done",
         "wf_started",
         "wf_cancel",
+        # the worker registry (engine/workers.py)
+        "workers_seen",
+        "list_workers",
     )
 
     def __init__(self, redis: Redis) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ class WorkerSession:
     leases: dict[tuple[str, str], str] = field(default_factory=dict)
     closed: bool = False
     draining: bool = False
+    # For the worker registry (services/registry.py): the stream's id, the hello, when the stream opened
+    # and the worker last reported (monotonic seconds), and the resource use it last reported.
+    session_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    hello: pb.WorkerHello = field(default_factory=pb.WorkerHello)
+    connected_at: float = field(default_factory=time.monotonic)
+    reported_at: float = field(default_factory=time.monotonic)
+    stats: pb.WorkerStats | None = None
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:

@@ -6,9 +6,11 @@ from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.engine.metrics import MetricsReader
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.jobs import JobHandlers
+from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
 from queue_manager_server.services.queues import QueueAdmin
 from queue_manager_server.services.schedules import ScheduleHandlers
 from queue_manager_server.services.waiters import JobWaiters
@@ -22,9 +24,10 @@ class QueueService(
     CancelHandlers,
     ScheduleHandlers,
     WorkflowHandlers,
+    MetricsHandlers,
     pb_grpc.QueueServiceServicer,
 ):
-    """Queues, jobs, workflows and schedules; each area's handlers live in their own module."""
+    """Queues, jobs, workflows, schedules and metrics; each area's handlers live in their own module."""
 
     def __init__(self, engine: Engine, max_payload_bytes: int, workflows: Workflows) -> None:
         self.engine = engine
@@ -34,3 +37,6 @@ class QueueService(
         self.control = JobControl(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
+        self.metrics_reader = MetricsReader(engine)
+        # The metrics stream's sampler (components/metrics_sampler.py); app.py sets it.
+        self.watch_source: WatchSource | None = None

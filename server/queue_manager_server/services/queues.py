@@ -95,10 +95,3 @@ class QueueAdmin:
     ) -> pb.ObliterateQueueResponse:
         name = validate.queue_name(request.name, "name")
         return pb.ObliterateQueueResponse(removed=await self.engine.obliterate(name, request.force))
-
-    @unary
-    async def GetQueueMetrics(
-        self, request: pb.GetQueueMetricsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetQueueMetricsResponse:
-        m = await self.engine.metrics(validate.queue_name(request.name, "name"))
-        return pb.GetQueueMetricsResponse(metrics=convert.metrics_out(m))

@@ -84,7 +84,7 @@ class ReportHandler:
     async def _complete(
         self, s: WorkerSession, queue: str, items: list[pb.JobCompletion]
     ) -> list[pb.ReportItemResult]:
-        args, accepted, unstorable = [], [], []
+        args, accepted, unstorable, durations = [], [], [], []
         for c in items:
             s.forget(queue, c.job_id, c.lease_token)
             try:
@@ -94,8 +94,9 @@ class ReportHandler:
                 unstorable.append((c.job_id, c.lease_token, f"result rejected: {exc}", "", False))
                 continue
             args.append((c.job_id, c.lease_token, body, ct))
+            durations.append(_duration_us(c))
             accepted.append(c)
-        codes = (await self.engine.complete(queue, args))[0] if args else []
+        codes = (await self.engine.complete(queue, args, durations))[0] if args else []
         if unstorable:
             await self.engine.fail(queue, unstorable)
         return [
@@ -115,6 +116,7 @@ class ReportHandler:
                 (f.job_id, f.lease_token, f.message[:10_000], f.stacktrace[:50_000], f.do_not_retry)
                 for f in items
             ],
+            [_duration_us(f) for f in items],
         )
         for f, (code, _) in zip(items, outcomes, strict=True):
             if code >= 0:
@@ -213,6 +215,13 @@ def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
         lease = item.lease if isinstance(item, pb.JobProgress | pb.JobLogs) else item
         groups[lease.queue_name].append(item)
     return list(groups.items())
+
+
+def _duration_us(outcome: pb.JobCompletion | pb.JobFailure) -> int:
+    """The run's duration as the worker reported it, in µs; -1 when it reported none (not counted)."""
+    if not outcome.HasField("duration"):
+        return -1
+    return max(outcome.duration.ToMicroseconds(), 0)
 
 
 def _json(value: struct_pb2.Value) -> str:

@@ -20,6 +20,9 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    Accepted completions are not acked one by one.
 5. Heartbeats are the extensions: the worker sends them every ``heartbeat_interval`` for every running job.
    A job whose lease runs out is recovered by the reaper (stalled count +1) and its late result rejected.
+   With each heartbeat the worker may send ``report.stats`` (its CPU and memory), busy or idle. From the
+   welcome until the stream ends the worker is listed in the worker registry (``ListWorkers``) with its
+   hello, its jobs in flight and its last stats (services/registry.py).
 6. Server command ``DRAIN``: the server is shutting down; finish or release what you hold, then
    half-close, and reconnect later. No delivery follows the command.
 7. A worker that shuts down sends ``report.stop``; the server stops delivering and answers with an ack
@@ -49,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -58,9 +62,11 @@ from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager.v1 import worker_service_pb2_grpc as pb_grpc
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.workers import WorkerStore
 from queue_manager_server.errors import InvalidArgument, Unavailable
 from queue_manager_server.services.dispatcher import Dispatcher, WorkerSession
 from queue_manager_server.services.errors import status_for, streaming
+from queue_manager_server.services.registry import registry_entry, registry_ttl_ms
 from queue_manager_server.services.reports import ReportHandler
 
 log = logging.getLogger("queue_manager_server.workers")
@@ -85,6 +91,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.lease_ms = lease_ms
         self.heartbeat_ms = heartbeat_ms
         self.reports = ReportHandler(engine, lease_ms, max_payload)
+        self.registry = WorkerStore(engine.scripts, engine.prefix)
         self.accepting = True
         # Set whenever a worker reports or leaves, so shutdown can wait for leases to drain.
         self.progress = asyncio.Event()
@@ -98,6 +105,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         if not self.accepting:
             raise Unavailable("the server is shutting down; connect to another server or retry shortly")
         session = await self._hello(request_iterator)
+        # Listed from the welcome on; components/worker_registry.py keeps the entry fresh, then removes it.
+        entry = registry_entry(session, self.server_id, time.monotonic())
+        await self.registry.workers_seen([entry], [], registry_ttl_ms(self.heartbeat_ms))
         yield pb.ConnectResponse(
             welcome=pb.ServerWelcome(
                 server_id=self.server_id,
@@ -119,6 +129,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             self.dispatcher.unregister(session)
             reader.cancel()
             self.dispatcher.spawn(self._release_all(session, stalled=True), f"release:{session.worker_id}")
+            self.dispatcher.spawn(self._unlist(session), f"unlist:{session.worker_id}")
             log.info(
                 "worker disconnected", extra={"worker_id": session.worker_id, "held": len(session.leases)}
             )
@@ -139,7 +150,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         )
         for q in queues:
             await self.engine.get_queue(q)
-        return WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency)
+        return WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
 
     async def _read(self, s: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]) -> None:
         try:
@@ -157,6 +168,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         s.outbound.put_nowait(None)
 
     async def _report(self, s: WorkerSession, r: pb.WorkerReport) -> None:
+        s.reported_at = time.monotonic()
+        if r.HasField("stats"):  # sent with heartbeats; the registry component writes it out
+            s.stats = r.stats
         if r.stop:
             # From here the dispatcher delivers nothing to this session (it checks after every claim too).
             s.draining = True
@@ -169,6 +183,13 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.progress.set()
         if results or r.stop:
             s.send(pb.ConnectResponse(ack=pb.ReportAck(results=results, delivery_stopped=r.stop)))
+
+    async def _unlist(self, s: WorkerSession) -> None:
+        """Removes the worker from the registry (if it failed, the entry expires in three heartbeats)."""
+        try:
+            await self.registry.workers_seen([], [(s.worker_id, s.session_id)], 0)
+        except Exception as exc:
+            log.info("cannot unlist worker", extra={"worker_id": s.worker_id, "error": str(exc)})
 
     async def _release_all(self, s: WorkerSession, stalled: bool) -> None:
         held = list(s.leases.items())

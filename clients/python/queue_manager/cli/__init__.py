@@ -1,4 +1,4 @@
-"""The ``qm`` command: serve, worker, add, jobs, queues, workflows, schedules and health.
+"""The ``qm`` command: serve, worker, add, jobs, queues, workflows, schedules, workers, health and dash.
 
 Every option can also come from the environment as ``QM_<OPTION>`` (``--page-size`` → ``QM_PAGE_SIZE``);
 ``--server`` reads ``QM_SERVER`` and ``-o/--output`` reads ``QM_OUTPUT``. gRPC errors print
@@ -9,12 +9,15 @@ module and adds itself to the parser with ``register``.
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
 import sys
 from collections.abc import Sequence
 
 import grpc
 
-from queue_manager.cli import jobs, queues, runtime, schedules, workflows
+from queue_manager.cli import dash, jobs, metrics, queues, runtime, schedules, workflows
 from queue_manager.cli.common import UsageError, option, plain
 from queue_manager.cli.runtime import _health_request, _health_status
 from queue_manager.errors import QueueManagerError, error_from_rpc
@@ -33,13 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.handler(args))
+        status = int(args.handler(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return status
+    except BrokenPipeError:
+        return _stdout_closed()
     except QueueManagerError as exc:
-        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        print(f"error: {exc.code.name}: {cli_message(exc.message)}", file=sys.stderr)
         return 1
     except grpc.RpcError as exc:
         error = error_from_rpc(exc)
-        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
+        print(f"error: {error.code.name}: {cli_message(error.message)}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as exc:
         print(f"error: INVALID_ARGUMENT: {exc}", file=sys.stderr)
@@ -59,6 +66,52 @@ def _parser() -> argparse.ArgumentParser:
     option(parser, "-o", "--output", choices=("table", "json"), default="table", help="output format")
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for group in (runtime, jobs, queues, workflows, schedules):
+    for group in (runtime, jobs, queues, workflows, schedules, dash, metrics):
         group.register(commands)
+    _output_after_subcommands(parser)
     return parser
+
+
+def _output_after_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Accepts ``-o/--output`` after any subcommand too (``qm jobs list q -o json``).
+
+    The copies default to SUPPRESS, so the value given before the subcommand (or from QM_OUTPUT) stands
+    unless the option is repeated after it.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--output" in a.option_strings for a in sub._actions):
+                    sub.add_argument(
+                        "-o",
+                        "--output",
+                        choices=("table", "json"),
+                        default=argparse.SUPPRESS,
+                        help="output format (also accepted before the command)",
+                    )
+                _output_after_subcommands(sub)
+
+
+# The server's hints name the RPC to call (they are read by every client); here, the qm command instead.
+_NOT_REGISTERED = re.compile(
+    r"queue '([^']*)' is not registered; register it first \(QueueService/RegisterQueue\)"
+)
+
+
+def cli_message(message: str) -> str:
+    """A server message with its RPC hints turned into ``qm`` commands."""
+    return _NOT_REGISTERED.sub(
+        lambda m: f"queue '{m[1]}' is not registered; register it first (qm queues register {m[1]})",
+        message,
+    )
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``qm … | head``): exit quietly, as a killed-by-SIGPIPE tool.
+
+    Python would report the failed flush of stdout again at exit, so stdout is pointed at /dev/null.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE

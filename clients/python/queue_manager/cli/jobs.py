@@ -42,13 +42,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("queue")
     get.add_argument("job_id", metavar="ID")
     get.set_defaults(command="jobs get", handler=_get)
-    listing = jobs.add_parser("list", help="list a queue's jobs in one state")
+    listing = jobs.add_parser(
+        "list",
+        help="list a queue's jobs: in one state, or in all (active, waiting, paused, delayed, failed, "
+        "cancelled, completed; the page size is shared)",
+    )
     listing.add_argument("queue")
     option(
         listing,
         "--state",
-        required=True,
-        help="waiting, active, delayed, completed, failed, paused or cancelled",
+        default=None,
+        help="waiting, active, delayed, completed, failed, paused or cancelled (default: all states)",
     )
     option(listing, "--page-size", type=int, default=100, help="jobs per page, 1 to 1000")
     option(listing, "--page-token", default="", help="token of the page to read")
@@ -126,6 +130,8 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.state is None:
+        return _list_all(args)
     with client(args) as qm:
         jobs, token = qm.list_jobs(args.queue, args.state, args.page_size, args.page_token)
     if args.output == "json":
@@ -135,6 +141,51 @@ def _list(args: argparse.Namespace) -> int:
         if token:
             print(f"next page: --page-token {token}")
     return 0
+
+
+def _list_all(args: argparse.Namespace) -> int:
+    """``qm jobs list QUEUE`` without ``--state``: up to a page of jobs, across states in `_ALL_STATES` order.
+
+    A state with jobs not shown is named with the ``--state`` (and ``--page-token``) that continues it; in
+    JSON as ``next_page_tokens`` (state → token, "" meaning from its first page).
+    """
+    if args.page_token:
+        raise UsageError("--page-token needs --state (page tokens belong to one state)")
+    if not 1 <= args.page_size <= 1000:  # checked here too: the last states are probed with a size of 1
+        raise UsageError(f"--page-size must be 1 to 1000, got {args.page_size}")
+    shown: list[dict[str, Any]] = []
+    more: dict[str, str] = {}
+    with client(args) as qm:
+        for state in _ALL_STATES:
+            room = args.page_size - len(shown)
+            page, token = qm.list_jobs(args.queue, state, max(room, 1))
+            if room <= 0:  # the page is full: only find out whether this state has jobs
+                if page:
+                    more[state.value] = ""
+                continue
+            shown += [plain(job) for job in page]
+            if token:
+                more[state.value] = token
+    if args.output == "json":
+        show(args, {"jobs": shown, "next_page_tokens": more})
+        return 0
+    show(args, shown, columns=JOB_COLUMNS)
+    for name, token in more.items():
+        tail = f" --page-token {token}" if token else ""
+        print(f"more {name}: qm jobs list {args.queue} --state {name}{tail}")
+    return 0
+
+
+# Without --state: running and upcoming work first, history last.
+_ALL_STATES = (
+    JobState.ACTIVE,
+    JobState.WAITING,
+    JobState.PAUSED,
+    JobState.DELAYED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.COMPLETED,
+)
 
 
 def _remove(args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ import argparse
 from typing import Any
 
 from queue_manager.cli.common import UsageError, client, option, plain, show
+from queue_manager.cli.metrics import add_metrics_parser
+from queue_manager.convert import queue_from_proto
+from queue_manager.requests import register_queue_request
+from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc
 
 _QUEUE_COLUMNS = ("name", "paused", "dead_letter_queue", "rate_limit", "created_at")
 
@@ -16,10 +20,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ACTION", required=True
     )
     queues.add_parser("list", help="list queues").set_defaults(command="queues list", handler=_list)
-    for action, text in (("pause", "pause a queue"), ("resume", "resume a queue"), ("metrics", "job counts")):
+    for action, text in (("pause", "pause a queue"), ("resume", "resume a queue")):
         sub = queues.add_parser(action, help=text)
         sub.add_argument("queue")
         sub.set_defaults(command=f"queues {action}", handler=_action)
+    add_metrics_parser(queues)
     clean = queues.add_parser("clean", help="remove old jobs of one state")
     clean.add_argument("queue")
     option(clean, "--grace", type=int, required=True, help="only jobs older than this many milliseconds")
@@ -54,10 +59,8 @@ def _action(args: argparse.Namespace) -> int:
     with client(args) as qm:
         if args.command == "queues pause":
             result = plain(qm.pause_queue(args.queue))
-        elif args.command == "queues resume":
-            result = plain(qm.resume_queue(args.queue))
         else:
-            result = plain(qm.get_queue_metrics(args.queue))
+            result = plain(qm.resume_queue(args.queue))
     show(args, result)
     return 0
 
@@ -75,14 +78,24 @@ def _register(args: argparse.Namespace) -> int:
         if args.rate_max is None or args.rate_duration is None:
             raise UsageError("--rate-max and --rate-duration go together")
         rate_limit = {"max": args.rate_max, "duration": args.rate_duration}
-    with client(args) as qm:
-        queue = qm.register_queue(
-            args.queue,
-            rate_limit=rate_limit,
-            dead_letter_queue=args.dead_letter_queue,
-            concurrency=args.concurrency or 0,
-        )
-    show(args, plain(queue))
+    request = register_queue_request(
+        args.queue,
+        rate_limit=rate_limit,
+        dead_letter_queue=args.dead_letter_queue,
+        concurrency=args.concurrency or 0,
+    )
+    with client(args) as qm:  # the stub, not qm.register_queue: that returns the queue without `created`
+        stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)
+        response: queue_service_pb2.RegisterQueueResponse = stub.RegisterQueue(request, timeout=qm.timeout)
+    queue = plain(queue_from_proto(response.queue))
+    if args.output == "json":
+        show(args, {**queue, "created": response.created})
+        return 0
+    if response.created:
+        print(f"queue {args.queue!r} created")
+    else:
+        print(f"queue {args.queue!r} already existed; its settings are now as below")
+    show(args, queue)
     return 0
 
 

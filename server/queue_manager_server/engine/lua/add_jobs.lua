@@ -1,6 +1,7 @@
 -- add_jobs.lua: adds a batch of jobs to one queue (waiting or delayed), idempotent on job id.
 -- @include common
 -- @include add
+-- @include stats
 --
 -- KEYS[1] meta      (hash)   KEYS[2] waiting (zset)   KEYS[3] delayed (zset)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
@@ -9,7 +10,7 @@
 --   includes/add.lua; few arguments keep the call cheap to encode). The header's seq field is ignored.
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), then per job:
 --   id, created (1) or existing (0)}; an existing job's id is the holder's when its dedup key was held
---   or {-1} when the queue is not registered.
+--   or {-1} when the queue is not registered. The jobs created count in the queue's activity (stats.lua).
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, seq, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 
@@ -33,8 +34,10 @@ for i = 0, n - 1 do
     earliest = run
   end
   table.insert(out, got); table.insert(out, code > 0 and 1 or 0)
+  if code > 0 then STATS.added = STATS.added + 1 end
   seq = seq + 1
 end
 out[2], out[3] = added_waiting, earliest
 publish_added(channel, queue, added_waiting, earliest)
+write_stats(prefix, now)
 return out

@@ -1,11 +1,12 @@
 -- complete.lua: records successful runs of leased jobs (a batch), fenced by their lease tokens.
 -- @include common
+-- @include stats
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] completed (zset)
--- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 4 fields:
---   id, lease token, result, result content type
+-- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 5 fields:
+--   id, lease token, result, result content type, run duration in µs as the worker reported it (-1: none)
 -- Returns: {now, flow hand-offs queued, then one code per job}: 0 ok, -2 job not found, -3 lease not held
---   (stale token)
+--   (stale token). Completions and their durations count in the queue's activity (stats.lua).
 local meta, active, completed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -14,7 +15,7 @@ local policy, kept = '', false
 local freed = false
 
 for i = 0, n - 1 do
-  local b = 2 + i * 4
+  local b = 2 + i * 5
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
   local code, f = lease_check(jkey, token, 'kc', 'atm', 'to')
@@ -24,6 +25,8 @@ for i = 0, n - 1 do
     redis.call('ZREM', active, id)
     run_ended(prefix, id, f[5])
     freed = true
+    STATS.completed = STATS.completed + 1
+    count_run(ARGV[b + 5])
     -- attempts made counts finished runs: this one too (a completed first run shows 1).
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4],
       'atm', (tonumber(f[4]) or 0) + 1)
@@ -44,4 +47,5 @@ if kept then
   trim(completed, prefix, age, count, now)
 end
 if freed then slot_freed(meta, prefix) end
+write_stats(prefix, now)
 return out

@@ -1,15 +1,17 @@
 -- fail.lua: records failed runs of leased jobs (a batch): retry after backoff, or fail for good
 -- and queue the dead-letter hand-off. Fenced by lease tokens.
 -- @include common
+-- @include stats
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] delayed (zset)
 -- KEYS[5] failed (zset)  KEYS[6] dead-letter outbox (list)
--- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 5 fields:
---   id, lease token, error message, stack trace, do-not-retry (1/0)
+-- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 6 fields:
+--   id, lease token, error message, stack trace, do-not-retry (1/0), run duration in µs (-1: none)
 -- Returns: {now, then per job: code, run-at}: code 0 retry now (waiting), 1 retry delayed (run-at set),
 --   2 failed for good, 3 cancelled (a cancel was asked while it ran; no retry follows), -2 job not found,
 --   -3 lease not held (stale token)
--- The retry logic is common.lua's fail_attempt, shared with time_out.lua.
+-- The retry logic is common.lua's fail_attempt, shared with time_out.lua. Failures for good and the runs'
+-- durations count in the queue's activity (stats.lua).
 local meta, active, waiting, delayed, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -17,7 +19,7 @@ local out = {now}
 local freed = false
 
 for i = 0, n - 1 do
-  local b = 2 + i * 5
+  local b = 2 + i * 6
   local id, token, msg, stack, no_retry = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local jkey = prefix .. id
   local code, f = lease_check(jkey, token, unpack(ATTEMPT_FIELDS))
@@ -26,10 +28,12 @@ for i = 0, n - 1 do
   else
     redis.call('ZREM', active, id)
     freed = true
+    count_run(ARGV[b + 6])
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
       no_retry == '1', f)
     table.insert(out, result); table.insert(out, run)
   end
 end
 if freed then slot_freed(meta, prefix) end
+write_stats(prefix, now)
 return out

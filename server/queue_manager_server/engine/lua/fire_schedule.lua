@@ -4,6 +4,7 @@
 -- time moved and writes nothing.
 -- @include common
 -- @include add
+-- @include stats
 --
 -- KEYS[1] meta  KEYS[2] waiting  KEYS[3] delayed  KEYS[4] schedule-due (zset)  KEYS[5] schedule-runs (hash)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name  ARGV[4] schedule id
@@ -12,7 +13,7 @@
 --   oldest first; may be 0 when missed occurrences are skipped); then N groups of 4: header, data,
 --   metadata, extra fields (see includes/add.lua)
 -- Returns: {1, now, jobs created} when fired, {0} when the schedule changed meanwhile (nothing written),
---   or {-1} when the queue is not registered.
+--   or {-1} when the queue is not registered. The jobs created count in the queue's activity (stats.lua).
 local meta, waiting, delayed, due, runs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, channel, queue, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local next_due, n = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -53,4 +54,6 @@ else
 end
 redis.call('HSET', runs, id, rev .. ' ' .. count .. ' ' .. string.format('%d', last) .. ' ' .. job)
 publish_added(channel, queue, added_waiting, earliest)
+STATS.added = created
+write_stats(prefix, now)
 return {1, now, created}

@@ -1,13 +1,102 @@
--- metrics.lua: counts a queue's jobs by state in one atomic read.
+-- metrics.lua: a queue's metrics in one atomic read: counts by state; activity since it was registered, in
+-- the last 60 seconds, in the recent window and (when asked) minute by minute; since when its
+-- longest-waiting ready job has been ready; the rate-limit bucket refilled to now and any retry-after hold.
 -- @include common
 --
 -- KEYS[1] meta  KEYS[2] waiting  KEYS[3] delayed  KEYS[4] active  KEYS[5] completed  KEYS[6] failed
--- KEYS[7] cancelled
+-- KEYS[7] cancelled  KEYS[8] limiter
+-- ARGV[1] minutes of history (0: none)  ARGV[2] minutes of the recent window  ARGV[3] duration buckets B
+-- The stats, minute and seconds hashes (engine/keys.py; written by includes/stats.lua) and the jobs'
+-- hashes are derived from the meta key.
 -- Returns: {-1} when the queue is not registered, else
 --   {1, paused flag, waiting, delayed, active, completed, failed, stalled (expired leases), stalled total,
---   cancelled}
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local m = redis.call('HMGET', KEYS[1], 'paused', 'stalled_total')
-return {1, tonumber(m[1]) or 0, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
+--   cancelled, now,
+--   since registered {added, completed, failed, run µs, h1..hB},
+--   last 60 s {completed, failed},
+--   recent window {added, completed, failed, run µs, h1..hB},
+--   ready since (ms; -1: no job ready), rate-limit tokens (a string; "0" without a limit), held until (0: no
+--   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first}
+-- A job's "ready since" is the later of its add time and its run-at (a delayed job, or a retry's backoff);
+-- the oldest is among the first job of each priority level in waiting (FIFO within a level).
+local meta, waiting, limiter = KEYS[1], KEYS[2], KEYS[8]
+if redis.call('EXISTS', meta) == 0 then return {-1} end
+local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms')
+local base = string.sub(meta, 1, -5)
+
+local function num(v) return tonumber(v) or 0 end
+local fields = {'a', 'c', 'f', 'us'}
+for i = 1, buckets do fields[#fields + 1] = 'h' .. i end
+local function activity(key)
+  local r = redis.call('HMGET', key, unpack(fields))
+  for i = 1, #r do r[i] = num(r[i]) end
+  return r
+end
+local out = {1, num(m[1]), redis.call('ZCARD', waiting), redis.call('ZCARD', KEYS[3]),
   redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[6]),
-  redis.call('ZCOUNT', KEYS[4], '-inf', now_ms()), tonumber(m[2]) or 0, redis.call('ZCARD', KEYS[7])}
+  redis.call('ZCOUNT', KEYS[4], '-inf', now), num(m[2]), redis.call('ZCARD', KEYS[7]), now,
+  activity(base .. 'stats')}
+
+-- The last 60 seconds: all of the current minute, and the later seconds of the one before.
+local minute = math.floor(now / 60000)
+local second = math.floor(now / 1000) % 60
+local function minute_key(i) return base .. 'm:' .. string.format('%d', i) end
+local cur = redis.call('HMGET', minute_key(minute), 'c', 'f')
+local last = {num(cur[1]), num(cur[2])}
+if second < 59 then
+  local names = {}
+  for s = second + 1, 59 do names[#names + 1] = 'c' .. s; names[#names + 1] = 'f' .. s end
+  local prev = redis.call('HMGET', base .. 's:' .. string.format('%d', minute - 1), unpack(names))
+  for i = 1, #prev, 2 do last[1] = last[1] + num(prev[i]); last[2] = last[2] + num(prev[i + 1]) end
+end
+out[#out + 1] = last
+
+-- The recent window and the history, from the same minute hashes.
+local recent = {}
+for i = 1, #fields do recent[i] = 0 end
+local history = {}
+for back = math.max(recent_n, history_n) - 1, 0, -1 do
+  local r = activity(minute_key(minute - back))
+  if back < recent_n then
+    for i = 1, #r do recent[i] = recent[i] + r[i] end
+  end
+  if back < history_n then
+    local runs = 0
+    for i = 5, #r do runs = runs + r[i] end
+    history[#history + 1] = {(minute - back) * 60000, r[1], r[2], r[3], runs, r[4]}
+  end
+end
+out[#out + 1] = recent
+
+-- The oldest ready job: the head of each priority level (score = priority * 2^40 + seq), at most a few.
+local ready = -1
+local head = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
+for _ = 1, 16 do
+  if #head == 0 then break end
+  local f = redis.call('HMGET', base .. 'job:' .. head[1], 'ts', 'run')
+  local since = math.max(num(f[1]), num(f[2]))
+  if ready < 0 or since < ready then ready = since end
+  local next_level = (math.floor(tonumber(head[2]) / PRI_SHIFT) + 1) * PRI_SHIFT
+  head = redis.call('ZRANGEBYSCORE', waiting, string.format('%.0f', next_level), '+inf', 'WITHSCORES',
+    'LIMIT', 0, 1)
+end
+out[#out + 1] = ready
+
+-- The token bucket as claim.lua would find it now (full when unused long enough to have expired).
+local rl_max, rl_ms = num(m[3]), num(m[4])
+local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
+local tokens = 0
+if rl_max > 0 and rl_ms > 0 then
+  local burst = math.max(1, math.ceil(rl_max / 10))
+  tokens = tonumber(b[2]) or burst
+  local last_ts = tonumber(b[3]) or now
+  if now > last_ts then tokens = math.min(burst, tokens + (now - last_ts) * rl_max / rl_ms) end
+  if tokens < 0 then tokens = 0 end
+end
+out[#out + 1] = string.format('%.6f', tokens)
+local hold = num(b[1])
+if hold <= now then hold = 0 end
+out[#out + 1] = hold
+out[#out + 1] = history
+return out

@@ -6,12 +6,22 @@
 -- KEYS[10] schedules  KEYS[11] schedule-due  KEYS[12] schedule-runs (the queue's schedules go with it)
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
 -- ARGV[4] key prefix of staged bulk streams (<prefix><stream id>)
--- The cancelled set and the deadlines of active runs (keys derived from the job prefix) go too.
+-- The cancelled set, the deadlines of active runs and the activity counters (stats, and the minute and
+-- seconds hashes of the last two hours, which expire anyway) go too: keys derived from the job prefix.
 -- Returns: {removed, done (1/0)} or {-4} when jobs are active and force is 0
 local prefix, force, chunk = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 if not force and redis.call('ZCARD', KEYS[4]) > 0 then return {-4} end
 -- Bulk streams still staged into the queue are dropped with it.
 for _, sid in ipairs(redis.call('HKEYS', KEYS[9])) do redis.call('UNLINK', ARGV[4] .. sid) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- First call: a queue registered again under this name starts its counts afresh.
+  redis.call('DEL', queue_key(prefix, 'stats'))
+  local minute = math.floor(now_ms() / 60000)
+  for i = minute - 121, minute do
+    local m = string.format('%d', i)
+    redis.call('DEL', queue_key(prefix, 'm:' .. m), queue_key(prefix, 's:' .. m))
+  end
+end
 -- The queue stops existing first, so no job can be added while the rest is deleted.
 redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12])
 redis.call('DEL', queue_key(prefix, 'deadlines'))

@@ -3,6 +3,7 @@
 -- added from the head of the list, atomically.
 -- @include common
 -- @include add
+-- @include stats
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] delayed (zset)
 -- KEYS[4] the stream's staged jobs in this queue (list)  KEYS[5] bulk (hash)
@@ -10,7 +11,7 @@
 -- ARGV[5] most jobs to add N
 -- Returns: {jobs created (ids that existed are not), done (1: nothing left, the stream's entry is
 --   removed), then for each job whose dedup key was held: its id, the holder's id}, or {-1} when the
---   queue no longer exists (its staged jobs are dropped).
+--   queue no longer exists (its staged jobs are dropped). The jobs created count in the queue's activity.
 local meta, waiting, delayed, staged, bulk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, channel, queue, sid, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
@@ -38,6 +39,8 @@ for i = 1, #items - 3, 4 do
 end
 redis.call('LTRIM', staged, #items, -1)
 publish_added(channel, queue, added_waiting, earliest)
+STATS.added = created
+write_stats(prefix, now)
 out[1] = created
 if redis.call('EXISTS', staged) == 0 then
   redis.call('HDEL', bulk, sid)

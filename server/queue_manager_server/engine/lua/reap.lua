@@ -1,11 +1,13 @@
 -- reap.lua: recovers active jobs whose lease expired (the backstop for workers and servers that died).
 -- @include common
+-- @include stats
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
 -- KEYS[5] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] max jobs per call
 -- A job whose cancel was asked while it ran ends cancelled instead (its worker never reported the stop).
 -- Returns: {now, back to waiting, failed for good, earliest remaining lease expiry (-1 = none), cancelled}
+-- Failures for good count in the queue's activity (stats.lua).
 local meta, active, waiting, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -19,6 +21,7 @@ for _, id in ipairs(ids) do
   end
 end
 if #ids > 0 then slot_freed(meta, prefix) end
+write_stats(prefix, now)
 local nx = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
 local next_expiry = -1
 if #nx > 0 then next_expiry = tonumber(nx[2]) end

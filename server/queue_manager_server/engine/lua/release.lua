@@ -1,13 +1,14 @@
 -- release.lua: hands leased jobs back (a batch). Unstarted jobs (stalled = 0) return to waiting as if
 -- never claimed; jobs of a lost worker (stalled = 1) count a stall and may fail past their limit.
 -- @include common
+-- @include stats
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
 -- KEYS[5] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] stalled (1/0)  ARGV[3] number of jobs N; then N groups of: id, token
 -- A job whose cancel was asked while it ran ends cancelled instead of going back (either mode).
 -- Returns: {now, then one code per job}: 1 back to waiting, 2 failed for good, 3 cancelled, -2 not found,
---   -3 lease not held
+--   -3 lease not held. Failures for good (stall limit) count in the queue's activity (stats.lua).
 local meta, active, waiting, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, stalled, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_ms()
@@ -38,4 +39,5 @@ for i = 0, n - 1 do
   end
 end
 if freed then slot_freed(meta, prefix) end
+write_stats(prefix, now)
 return out

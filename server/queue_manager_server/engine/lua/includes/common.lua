@@ -5,6 +5,9 @@
 local PRI_SHIFT = 1099511627776
 -- Trimming of finished jobs removes at most this many per call, keeping every script O(batch).
 local TRIM_CHUNK = 1000
+-- What this script call did, for the queue's activity counters: scripts that count include stats.lua,
+-- which adds to these as jobs go and writes the sums once at the end (write_stats).
+local STATS = {added = 0, completed = 0, failed = 0, runs = 0, us = 0, hist = {}}
 
 -- Redis server time in milliseconds: one clock for all server processes, so their skew never matters.
 local function now_ms()
@@ -145,6 +148,7 @@ end
 -- Moves an active or stalled job to failed for good, queues its dead-letter hand-off, applies retention.
 local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stack)
   local jkey = prefix .. id
+  STATS.failed = STATS.failed + 1
   redis.call('HSET', jkey, 'st', 'failed', 'fts', now, 'err', reason, 'stk', stack)
   redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
   redis.call('ZADD', failed, now, id)

@@ -1,0 +1,99 @@
+"""The server's HTTP port: one aiohttp application on ``--http-listen`` (``QM_HTTP_LISTEN``, default
+``127.0.0.1:3010``; ``off`` turns it off) beside the gRPC port.
+
+Each area mounts its routes with a setup function listed in `ROUTES`, which receives the application
+(before it starts) and the `HttpContext`: ``/metrics`` (Prometheus, http/metrics.py), ``/api``
+(the JSON API, http/api.py) and ``/`` (the web dashboard, http/dashboard.py). The app starts the
+port after gRPC (a route may call the server's own gRPC port) and stops it before Redis closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from queue_manager_server.config import Settings
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.metrics import MetricsReader
+from queue_manager_server.grpc_metrics import GrpcMetrics
+from queue_manager_server.http.api import setup as setup_api
+from queue_manager_server.http.dashboard import setup as setup_dashboard
+from queue_manager_server.http.metrics import setup as setup_metrics
+
+# A scrape or request in progress when the server stops gets this long to finish.
+SHUTDOWN_TIMEOUT_S = 2.0
+
+
+@dataclass(slots=True)
+class HttpContext:
+    """What routes may use: the server's settings, storage and its own counters."""
+
+    settings: Settings
+    engine: Engine
+    metrics: MetricsReader
+    grpc_metrics: GrpcMetrics
+    # The address this server's gRPC port answers on (known once it is bound).
+    grpc_address: Callable[[], str]
+
+
+CONTEXT = web.AppKey("context", HttpContext)
+
+RouteSetup = Callable[[web.Application, HttpContext], None]
+# Every area's routes; add yours here.
+ROUTES: list[RouteSetup] = [setup_metrics, setup_api, setup_dashboard]
+
+
+class HttpBindError(Exception):
+    """The HTTP port cannot listen on the address; the message says why."""
+
+
+def build_app(ctx: HttpContext) -> web.Application:
+    """The application with every area's routes mounted."""
+    app = web.Application(client_max_size=ctx.settings.max_message_bytes)
+    app[CONTEXT] = ctx
+    for setup in ROUTES:
+        setup(app, ctx)
+    return app
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a host and a port; raises ValueError when malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class HttpServer:
+    """Serves an application on one address; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, app: web.Application, listen: str) -> None:
+        self.app = app
+        self.listen = listen
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        host, port = split_listen(self.listen)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            reason = exc.strerror or str(exc)
+            if exc.errno == 98:  # EADDRINUSE
+                reason = "the address is in use (is another server running there?)"
+            raise HttpBindError(
+                f"{reason}; choose another with --http-listen HOST:PORT (QM_HTTP_LISTEN), or turn the HTTP "
+                "port off with --http-listen off"
+            ) from None
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

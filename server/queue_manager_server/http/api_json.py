@@ -1,0 +1,148 @@
+"""Protobuf JSON in and out of the HTTP API: request messages from path, query and body; error bodies.
+
+A request message is built from three places, in this order of precedence: the path parameters (always
+win; a body that names the same field with another value is refused), then the JSON body (POST and PUT)
+or the query string (GET and DELETE). The body is the RPC's request message in protobuf JSON, parsed by
+`google.protobuf.json_format` (field names as in the .proto or in lowerCamelCase). Responses are the RPC's
+response message in protobuf JSON with the .proto field names, every field present (zeros too), enums by
+name, 64-bit integers as strings (as protobuf JSON says, so JavaScript loses no digits).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+from multidict import MultiMapping
+
+JSON_TYPE = "application/json"
+
+
+class BadRequest(Exception):
+    """The HTTP request cannot become a request message (INVALID_ARGUMENT, 400); the message says why."""
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
+    """The API's one error shape: ``{"code": "NOT_FOUND", "message": "..."}``."""
+    body = json.dumps({"code": code, "message": message}, ensure_ascii=False)
+    return web.Response(status=status, text=body, content_type=JSON_TYPE, headers=headers)
+
+
+def message_response(message: Message, status: int = 200) -> web.Response:
+    body = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
+    return web.Response(status=status, text=json.dumps(body, ensure_ascii=False), content_type=JSON_TYPE)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; an empty body is ``{}``."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw.decode("utf-8"))  # decoded here: json.loads would guess UTF-16 or -32 too
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"the request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def build_request(
+    cls: type[Message],
+    path: Mapping[str, str],
+    body: dict[str, Any] | None,
+    query: MultiMapping[str] | None,
+) -> Message:
+    """The request message: path parameters over the body (or the query string).
+
+    Raises:
+        BadRequest: A field that does not exist, a value of the wrong type, a path conflict.
+    """
+    descriptor = cast(Descriptor, cls.DESCRIPTOR)  # the upb class, typed as the Python one
+    fields = dict(body) if body is not None else _from_query(descriptor, query or {})
+    for name, value in path.items():
+        field = descriptor.fields_by_name[name]
+        for key in {field.name, field.json_name}:
+            given = fields.pop(key, value)
+            if given != value:
+                raise BadRequest(f"{name} is {given!r} in the body but {value!r} in the path")
+        fields[name] = value
+    try:
+        return json_format.ParseDict(fields, cls())
+    except json_format.ParseError as exc:
+        raise BadRequest(" ".join(str(exc).split())) from None
+
+
+def _from_query(descriptor: Descriptor, query: Mapping[str, str] | MultiMapping[str]) -> dict[str, Any]:
+    """Query parameters as protobuf JSON values, typed by the request message's scalar fields."""
+    by_name = {f.name: f for f in descriptor.fields} | {f.json_name: f for f in descriptor.fields}
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(query):
+        field = by_name.get(key)
+        if field is None or (field.type == FieldDescriptor.TYPE_MESSAGE and not _is_duration(field)):
+            accepted = ", ".join(f.name for f in descriptor.fields if f.type != FieldDescriptor.TYPE_MESSAGE)
+            raise BadRequest(f"unknown query parameter {key!r}; this route takes: {accepted or 'none'}")
+        values = query.getall(key) if isinstance(query, MultiMapping) else [query[key]]
+        converted = [_scalar(field, key, v) for v in values]
+        if field.is_repeated:
+            out[field.name] = converted
+        elif len(converted) > 1:
+            raise BadRequest(f"query parameter {key!r} is given {len(converted)} times")
+        else:
+            out[field.name] = converted[0]
+    return out
+
+
+def _scalar(field: FieldDescriptor, key: str, text: str) -> Any:
+    """One query value as the JSON value json_format expects for the field."""
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if text.lower() in ("true", "1", ""):
+            return True
+        if text.lower() in ("false", "0"):
+            return False
+        raise BadRequest(f"query parameter {key!r} must be true or false, not {text!r}")
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        return _enum_name(field.enum_type, key, text)
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        try:
+            return float(text)
+        except ValueError:
+            raise BadRequest(f"query parameter {key!r} must be a number, not {text!r}") from None
+    if field.cpp_type in _INTEGER_TYPES:
+        try:
+            return int(text)
+        except ValueError:
+            raise BadRequest(f"query parameter {key!r} must be an integer, not {text!r}") from None
+    return text  # strings, and durations ("1.5s") which json_format parses
+
+
+def _enum_name(enum: EnumDescriptor, key: str, text: str) -> str:
+    """An enum value by its full name (JOB_STATE_FAILED) or, in query strings, its short one (failed)."""
+    prefix = "".join("_" + c if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
+    wanted = text.upper()
+    for value in enum.values:
+        if value.number and value.name in (wanted, prefix + wanted):
+            return value.name
+    names = ", ".join(v.name.removeprefix(prefix).lower() for v in enum.values if v.number)
+    raise BadRequest(f"query parameter {key!r} must be one of {names}, not {text!r}")
+
+
+def _is_duration(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration"
+
+
+_INTEGER_TYPES = {
+    FieldDescriptor.CPPTYPE_INT32,
+    FieldDescriptor.CPPTYPE_INT64,
+    FieldDescriptor.CPPTYPE_UINT32,
+    FieldDescriptor.CPPTYPE_UINT64,
+}

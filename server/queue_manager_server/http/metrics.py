@@ -1,0 +1,126 @@
+"""``GET /metrics``: Prometheus metrics of every queue, read from Redis at scrape time, and this process's
+gRPC server metrics.
+
+Decision: the queue metrics are not counters in this process's memory but a custom collector over one
+snapshot read from Redis per scrape (as asynq's exporter does): Redis holds the totals and the all-time
+duration histogram (written by the scripts, engine/stats.py), so a scrape shows the same figures whichever
+server process answers, survives restarts, and any one server is a complete scrape target for the queues.
+The ``grpc_server_*`` metrics describe the calls one process served, so they are per process: scrape every
+server (and sum) for those.
+
+Labels are ``queue`` (and ``state`` on ``queue_jobs``): bounded by the number of queues, never a job id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from queue_manager_server.engine.metrics import Snapshot
+from queue_manager_server.engine.records import Metrics
+from queue_manager_server.engine.stats import DURATION_BOUNDS_MS
+from queue_manager_server.grpc_metrics import go_float
+from queue_manager_server.services.errors import status_for
+
+if TYPE_CHECKING:
+    from queue_manager_server.http import HttpContext
+
+# Job states of the queue_jobs gauge; disjoint, so sum() over state is the number of jobs kept.
+STATES = ("waiting", "paused", "delayed", "active", "completed", "failed", "cancelled")
+
+
+def setup(app: web.Application, ctx: HttpContext) -> None:
+    app.router.add_get("/metrics", _Scrape(ctx).handle)
+
+
+class _Scrape:
+    def __init__(self, ctx: HttpContext) -> None:
+        self.ctx = ctx
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            snap = await self.ctx.metrics.snapshot()
+        except Exception as exc:
+            code, message = status_for(exc)
+            return web.Response(status=503, text=f"{code.name}: {message}\n")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(QueueCollector(snap))
+        registry.register(self.ctx.grpc_metrics)
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+
+def _histogram(name: str, doc: str, queues: list[Metrics], per_ms: int, unit: str) -> HistogramMetricFamily:
+    """The all-time duration histogram in a unit (per_ms: milliseconds per unit)."""
+    family = HistogramMetricFamily(name, f"{doc} ({unit}).", labels=["queue"])
+    bounds = [*(b / per_ms for b in DURATION_BOUNDS_MS), float("inf")]
+    for m in queues:
+        if not m.all_runs:
+            continue
+        cumulative, buckets = 0, []
+        for bound, count in zip(bounds, m.all_runs, strict=True):
+            cumulative += count
+            buckets.append((go_float(bound), cumulative))
+        family.add_metric([m.queue], buckets, m.all_run_us / 1000 / per_ms)
+    return family
+
+
+class QueueCollector:
+    """The queue metric families of one snapshot (a collector made per scrape)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        queues = self.snap.queues
+        counters = (
+            ("queue_jobs_added", "Jobs added since the queue was registered.", "added_total"),
+            ("queue_jobs_completed", "Jobs completed since the queue was registered.", "completed_total"),
+            ("queue_jobs_failed", "Jobs failed for good since the queue was registered.", "failed_total"),
+            ("queue_jobs_stalled", "Stalled runs recovered since the queue was registered.", "stalled_total"),
+        )
+        for name, doc, attr in counters:
+            counter = CounterMetricFamily(name, doc, labels=["queue"])
+            for m in queues:
+                counter.add_metric([m.queue], getattr(m, attr))
+            yield counter
+        gauges: tuple[tuple[str, str, Callable[[Metrics], float]], ...] = (
+            ("queue_jobs_processing", "Jobs running now (leased to workers).", lambda m: m.active),
+            (
+                "queue_oldest_waiting_age_seconds",
+                "How long the longest-waiting ready job has waited; 0 when none waits.",
+                lambda m: max(m.sample_ms - m.oldest_ready_ms, 0) / 1000 if m.oldest_ready_ms >= 0 else 0,
+            ),
+            ("queue_workers_connected", "Workers connected for the queue, any server.", lambda m: m.workers),
+            (
+                "queue_workers_free_capacity",
+                "Jobs the connected workers could take now (concurrency minus jobs in flight).",
+                lambda m: m.free_capacity,
+            ),
+            ("queue_paused", "1 while the queue is paused.", lambda m: 1 if m.is_paused else 0),
+            (
+                "queue_rate_limit_tokens",
+                "Job starts available in the rate-limit bucket now; 0 without a rate limit.",
+                lambda m: m.rate_limit_tokens,
+            ),
+        )
+        for name, doc, value in gauges:
+            gauge = GaugeMetricFamily(name, doc, labels=["queue"])
+            for m in queues:
+                gauge.add_metric([m.queue], value(m))
+            yield gauge
+        jobs = GaugeMetricFamily(
+            "queue_jobs", "Jobs by state (finished ones while retained).", labels=["queue", "state"]
+        )
+        for m in queues:
+            for state in STATES:
+                jobs.add_metric([m.queue, state], getattr(m, state))
+        yield jobs
+        doc = "Processing time of runs reported with their duration, since the queue was registered"
+        yield _histogram("queue_job_processing_duration_ms", doc, queues, 1, "milliseconds")
+        yield _histogram("queue_job_processing_duration_seconds", doc, queues, 1000, "seconds")

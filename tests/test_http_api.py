@@ -1,0 +1,325 @@
+"""The HTTP JSON API (/api) against a real server: routes, the status mapping, and the docs' curl examples."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+
+from queue_manager_server.embedded import free_port
+from queue_manager_server.http import api
+from tests.conftest import RunningServer, ServerFactory
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "http-api.md"
+
+
+@dataclass
+class Api:
+    """The API of one server: its base URL and a session to call it."""
+
+    base: str
+    session: aiohttp.ClientSession
+
+    async def call(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        async with self.session.request(method, self.base + path, data=data) as response:
+            text = await response.text()
+            assert response.content_type == "application/json", text
+            return response.status, json.loads(text)
+
+
+async def serve_api(grpc_address: str, max_bytes: int = 1 << 20) -> tuple[web.AppRunner, str]:
+    """The API on its own aiohttp application and loopback port, in front of a gRPC address."""
+    app = web.Application()
+    api.add_api(app, lambda: grpc_address, max_bytes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def web_server(server_factory: ServerFactory) -> RunningServer:
+    """A real server with its HTTP port (/api, /, /metrics) on a free loopback port."""
+    return await server_factory(http_listen="127.0.0.1:0")
+
+
+@pytest.fixture
+async def http(web_server: RunningServer) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(f"http://{web_server.app.http_address}", session)
+
+
+async def test_queues_and_jobs_round_trip(http: Api) -> None:
+    status, body = await http.call("PUT", "/api/v1/queues/mail", {"config": {"concurrency": 2}})
+    assert status == 201 and body["created"] is True and body["queue"]["name"] == "mail"
+    status, body = await http.call("PUT", "/api/v1/queues/mail", {})
+    assert status == 200 and body["created"] is False
+
+    new_job = {"job": {"name": "send", "data": {"json": {"to": "a@b.c"}}, "options": {"job_id": "m-1"}}}
+    status, added = await http.call("POST", "/api/v1/queues/mail/jobs", new_job)
+    assert status == 201 and added["created"] is True
+    job = added["job"]
+    assert (job["id"], job["queue_name"], job["state"]) == ("m-1", "mail", "JOB_STATE_WAITING")
+    assert job["data"] == {"json": {"to": "a@b.c"}, "content_type": "application/json"}
+    status, again = await http.call("POST", "/api/v1/queues/mail/jobs", {"jobName": "x"} | new_job)
+    assert status == 400  # an unknown field is refused, not ignored
+    status, again = await http.call("POST", "/api/v1/queues/mail/jobs", new_job)
+    assert (status, again["created"], again["job"]["id"]) == (200, False, "m-1")
+
+    status, got = await http.call("GET", "/api/v1/queues/mail/jobs/m-1")
+    assert status == 200 and got["job"]["name"] == "send"
+    bulk = {"jobs": [{"name": f"b{i}", "data": {"json": i}} for i in range(2500)]}
+    status, added_bulk = await http.call("POST", "/api/v1/queues/mail/jobs:bulk", bulk)
+    assert status == 200 and len(added_bulk["job_ids"]) == 2500 and added_bulk["created_count"] == "2500"
+    status, page = await http.call("GET", "/api/v1/queues/mail/jobs?state=waiting&page_size=2")
+    assert status == 200 and page["jobs"][0]["id"] == "m-1" and len(page["jobs"]) == 2
+    assert page["total_size"] == "2501" and page["next_page_token"]
+    status, same = await http.call("GET", "/api/v1/queues/mail/jobs?state=JOB_STATE_WAITING&pageSize=2")
+    assert same["jobs"] == page["jobs"]
+
+    status, metrics = await http.call("GET", "/api/v1/queues/mail/metrics")
+    assert status == 200 and metrics["metrics"]["waiting"] == "2501"
+    status, paused = await http.call("POST", "/api/v1/queues/mail:pause")
+    assert status == 200 and paused["queue"]["paused"] is True
+    status, resumed = await http.call("POST", "/api/v1/queues/mail:resume", {})
+    assert resumed["queue"]["paused"] is False
+    status, listed = await http.call("GET", "/api/v1/queues")
+    assert "mail" in [q["name"] for q in listed["queues"]]
+    status, every = await http.call("GET", "/api/v1/metrics?include_history=true")
+    [mail] = [m for m in every["metrics"] if m["queue_name"] == "mail"]
+    assert status == 200 and mail["waiting"] == "2501" and len(mail["history"]) >= 60
+    status, workers = await http.call("GET", "/api/v1/workers?queue_name=mail")
+    assert (status, workers) == (200, {"workers": []})
+
+    status, cancelled = await http.call("POST", "/api/v1/queues/mail/jobs/m-1:cancel", {"reason": "test"})
+    assert status == 200 and cancelled["job"]["state"] == "JOB_STATE_CANCELLED"
+    status, retried = await http.call("POST", "/api/v1/queues/mail/jobs/m-1:retry")
+    assert status == 200 and retried["job"]["state"] == "JOB_STATE_WAITING"
+    status, error = await http.call("POST", "/api/v1/queues/mail/jobs/m-1:retry")
+    assert (status, error["code"]) == (409, "FAILED_PRECONDITION")
+    status, none = await http.call("POST", "/api/v1/queues/mail/jobs:retryFailed", {})
+    assert (status, none) == (200, {"count": "0"})
+    status, logs = await http.call("GET", "/api/v1/queues/mail/jobs/m-1/logs")
+    assert (status, logs["lines"]) == (200, [])
+    status, removed = await http.call("DELETE", "/api/v1/queues/mail/jobs/m-1")
+    assert (status, removed) == (200, {"previous_state": "JOB_STATE_WAITING"})
+    status, cleaned = await http.call("POST", "/api/v1/queues/mail:clean", {"state": "JOB_STATE_WAITING"})
+    assert (status, cleaned) == (200, {"removed": "2500"})
+
+
+async def test_job_ids_with_colons_and_workflows(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/wf", {})
+    job = {"job": {"name": "n", "options": {"job_id": "order:7:cancel", "delay": "60s"}}}
+    status, _ = await http.call("POST", "/api/v1/queues/wf/jobs", job)
+    assert status == 201
+    status, got = await http.call("GET", "/api/v1/queues/wf/jobs/order:7:cancel")
+    assert (status, got["job"]["state"]) == (200, "JOB_STATE_DELAYED")
+    status, promoted = await http.call("POST", "/api/v1/queues/wf/jobs/order:7:cancel:promote")
+    assert (status, promoted["job"]["id"], promoted["job"]["state"]) == (
+        200,
+        "order:7:cancel",
+        "JOB_STATE_WAITING",
+    )
+
+    workflow = {
+        "run_id": "run-1",
+        "workflow": {"name": "etl", "steps": [{"key": "extract", "queue_name": "wf", "job_name": "extract"}]},
+    }
+    status, started = await http.call("POST", "/api/v1/workflows", workflow)
+    assert (status, started) == (201, {"run_id": "run-1", "created": True})
+    status, again = await http.call("POST", "/api/v1/workflows", workflow)
+    assert (status, again["created"]) == (200, False)
+    status, run = await http.call("GET", "/api/v1/workflows/run-1")
+    assert status == 200 and run["run"]["state"] == "WORKFLOW_STATE_RUNNING"
+    assert [s["key"] for s in run["run"]["steps"]] == ["extract"]
+    status, runs = await http.call("GET", "/api/v1/workflows?page_size=10")
+    assert "run-1" in [r["run_id"] for r in runs["runs"]]
+    status, cancelled = await http.call("POST", "/api/v1/workflows/run-1:cancel", {"reason": "enough"})
+    assert (status, cancelled["run"]["state"]) == (200, "WORKFLOW_STATE_CANCELLED")
+
+
+async def test_bad_requests_name_the_problem(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/bad", {})
+    cases: list[tuple[str, str, bytes, int, str]] = [
+        ("POST", "/api/v1/queues/bad/jobs", b'{"job": {"name": "x",}}', 400, "is not valid JSON: Expecting"),
+        ("POST", "/api/v1/queues/bad/jobs", b"[1, 2]", 400, "must be a JSON object, not list"),
+        ("POST", "/api/v1/queues/bad/jobs", b"\xff\xfe", 400, "is not UTF-8"),
+        ("POST", "/api/v1/queues/bad/jobs", b'{"job": {"nmae": "x"}}', 400, 'no field named "nmae"'),
+        ("POST", "/api/v1/queues/bad/jobs", b'{"queue_name": "other"}', 400, "queue_name is 'other' in"),
+        ("POST", "/api/v1/queues/bad/jobs", b'{"job": {"name": 5}}', 400, "Failed to parse name field"),
+        ("POST", "/api/v1/queues/bad/jobs", b"{}", 400, "job: is required"),  # the server's own check
+        ("GET", "/api/v1/queues/bad/jobs?stat=waiting", b"", 400, "unknown query parameter 'stat'"),
+        ("GET", "/api/v1/queues/bad/jobs?state=sleeping", b"", 400, "must be one of waiting, active"),
+        ("GET", "/api/v1/queues/bad/jobs?state=waiting&page_size=many", b"", 400, "must be an integer"),
+        ("GET", "/api/v1/queues/bad/metrics?include_history=maybe", b"", 400, "must be true or false"),
+        ("GET", "/api/v1/queues/bad/jobs/nope", b"", 404, "job 'nope' not found in queue 'bad'"),
+        ("GET", "/api/v1/nowhere", b"", 404, "no API route GET /api/v1/nowhere"),
+        ("DELETE", "/api/v1/queues/bad", b"", 405, "DELETE is not allowed on /api/v1/queues/bad"),
+    ]
+    for method, path, raw, want_status, want_text in cases:
+        status, body = await http.call(method, path, raw=raw)
+        assert status == want_status, (path, raw, body)
+        assert want_text in body["message"], (path, raw, body)
+        assert set(body) == {"code", "message"}
+    status, body = await http.call("POST", "/api/v1/queues/nope/jobs", {"job": {"name": "x"}})
+    assert (status, body) == (
+        404,
+        {
+            "code": "NOT_FOUND",
+            "message": "queue 'nope' is not registered; register it first (PUT /api/v1/queues/nope)",
+        },
+    )
+    async with http.session.delete(http.base + "/api/v1/queues/bad") as response:
+        assert response.headers["Allow"] == "GET, PUT"
+
+
+async def test_body_over_the_message_limit_is_refused(server: RunningServer) -> None:
+    runner, base = await serve_api(server.address, max_bytes=1000)
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = json.dumps({"job": {"name": "x", "data": {"json": "y" * 2000}}})
+            async with session.post(f"{base}/api/v1/queues/any/jobs", data=body) as response:
+                assert response.status == 413
+                assert await response.json() == {
+                    "code": "RESOURCE_EXHAUSTED",
+                    "message": "the request body is over the server's limit of 1000 bytes",
+                }
+
+            async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+                for _ in range(20):
+                    yield b" " * 100
+
+            async with session.post(f"{base}/api/v1/queues/any/jobs", data=chunked()) as response:
+                assert response.status == 413
+    finally:
+        await runner.cleanup()
+
+
+async def test_grpc_statuses_become_http_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = {
+        grpc.StatusCode.INVALID_ARGUMENT: 400,
+        grpc.StatusCode.UNAUTHENTICATED: 401,
+        grpc.StatusCode.PERMISSION_DENIED: 403,
+        grpc.StatusCode.NOT_FOUND: 404,
+        grpc.StatusCode.ALREADY_EXISTS: 409,
+        grpc.StatusCode.FAILED_PRECONDITION: 409,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: 507,
+        grpc.StatusCode.UNIMPLEMENTED: 501,
+        grpc.StatusCode.UNAVAILABLE: 503,
+        grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+        grpc.StatusCode.INTERNAL: 500,
+        grpc.StatusCode.UNKNOWN: 500,
+        grpc.StatusCode.DATA_LOSS: 500,
+    }
+    for code, status in expected.items():
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="why")
+        response = api._rpc_error(error)
+        assert response.status == status, code
+        assert json.loads(response.text or "") == {"code": code.name, "message": "why"}
+
+
+async def test_unreachable_server_is_503_and_a_silent_one_504(monkeypatch: pytest.MonkeyPatch) -> None:
+    held: list[asyncio.StreamWriter] = []
+    # Accepts connections and never answers.
+    silent = await asyncio.start_server(lambda _r, w: held.append(w), "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    dead, base_dead = await serve_api(f"127.0.0.1:{free_port()}")
+    hung, base_hung = await serve_api(f"127.0.0.1:{silent_port}")
+    monkeypatch.setattr(api, "CALL_TIMEOUT", 0.3)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base_dead}/api/v1/queues") as response:
+                assert (response.status, (await response.json())["code"]) == (503, "UNAVAILABLE")
+            async with session.get(f"{base_hung}/api/v1/queues") as response:
+                assert (response.status, (await response.json())["code"]) == (504, "DEADLINE_EXCEEDED")
+    finally:
+        await dead.cleanup()
+        await hung.cleanup()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+
+
+async def test_a_bug_is_500_without_a_stack_trace(
+    http: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(api, "build_request", broken)
+    status, body = await http.call("GET", "/api/v1/queues")
+    assert status == 500 and body["code"] == "INTERNAL"
+    assert re.fullmatch(r"internal error \(reference [0-9a-f]{12}\); see the server log", body["message"])
+    assert "secret detail" in caplog.text  # in the log, with its traceback; never in the answer
+
+
+# ----------------------------------------------------------------- the curl examples of docs/http-api.md
+
+_BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
+
+
+def doc_examples() -> list[tuple[str, Any]]:
+    """(command, expected JSON or None) for each ```sh block of the doc, with the ```json block after it."""
+    blocks = _BLOCK.findall(DOC.read_text())
+    examples: list[tuple[str, Any]] = []
+    for i, (lang, text) in enumerate(blocks):
+        if lang != "sh" or "curl " not in text:
+            continue
+        expected = (
+            json.loads(blocks[i + 1][1]) if i + 1 < len(blocks) and blocks[i + 1][0] == "json" else None
+        )
+        examples.append((text.strip(), expected))
+    return examples
+
+
+def matches(expected: Any, actual: Any) -> bool:
+    """The doc's JSON is a pattern: objects need the keys shown (more are fine), "…" stands for anything."""
+    if expected == "…":
+        return True
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and matches(v, actual[k]) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        if expected[-1:] == ["…"]:
+            return isinstance(actual, list) and all(map(matches, expected[:-1], actual))
+        return (
+            isinstance(actual, list) and len(expected) == len(actual) and all(map(matches, expected, actual))
+        )
+    return bool(expected == actual)
+
+
+async def test_doc_curl_examples_run(http: Api) -> None:
+    examples = doc_examples()
+    assert len(examples) >= 10
+    host = http.base.removeprefix("http://")
+    for command, expected in examples:
+        script = command.replace("localhost:3010", host)
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, (command, err.decode())
+        if expected is not None:
+            actual = json.loads(out)
+            assert matches(expected, actual), f"{command}\nexpected {expected}\ngot {actual}"

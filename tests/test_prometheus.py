@@ -1,0 +1,196 @@
+"""``/metrics`` on the HTTP port: the seed's names exactly, the same queue totals from any server (read from
+Redis at scrape time), and this process's grpc_server_* metrics for every RPC shape."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from queue_manager.v1 import jobs_pb2 as jpb
+from queue_manager.v1 import metrics_pb2 as mpb
+from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import worker_service_pb2 as pb
+from queue_manager_server.app import App, StartupError
+from queue_manager_server.config import DEFAULT_HTTP_LISTEN, Settings, parse_args
+from queue_manager_server.embedded import free_port
+from tests.conftest import RunningServer, ServerFactory
+from tests.metrics_workload import ADDED, COMPLETED, COMPLETED_MS, FAILED, FAILED_MS, known_workload
+from tests.rawworker import RawWorker, eventually
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# The queue families and the labels of their samples ("le" on histogram buckets).
+QUEUE_FAMILIES = {
+    "queue_jobs_added_total": {"queue"},
+    "queue_jobs_processing": {"queue"},
+    "queue_jobs_completed_total": {"queue"},
+    "queue_jobs_failed_total": {"queue"},
+    "queue_job_processing_duration_ms": {"queue"},
+    "queue_job_processing_duration_seconds": {"queue"},
+    "queue_jobs": {"queue", "state"},
+    "queue_oldest_waiting_age_seconds": {"queue"},
+    "queue_workers_connected": {"queue"},
+    "queue_paused": {"queue"},
+}
+
+
+async def scrape(server: RunningServer) -> tuple[str, Samples]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{server.app.http_address}/metrics") as response,
+    ):
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+async def test_every_server_shows_the_same_queue_totals_under_the_seed_names(
+    server_factory: ServerFactory,
+) -> None:
+    a = await server_factory(http_listen="127.0.0.1:0")
+    b = await server_factory(http_listen="127.0.0.1:0")
+    await known_workload(add_via=b.address, work_via=a.address)
+    text_a, at_a = await scrape(a)
+    _, at_b = await scrape(b)
+    queue_samples = {k: v for k, v in at_a.items() if k[0].startswith("queue_")}
+
+    def steady(samples: Samples) -> Samples:  # ages grow between two scrapes; everything else is equal
+        return {k: v for k, v in samples.items() if k[0].startswith("queue_") and "age" not in k[0]}
+
+    assert steady(at_a) == steady(at_b)
+    for name, labels in QUEUE_FAMILIES.items():
+        assert f"# TYPE {name} " in text_a
+        parts = {name, f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+        names = {k for k in queue_samples if k[0] in parts}
+        assert names, name
+        for sample_name, sample_labels in names:
+            assert {k for k, _ in sample_labels} - {"le"} == labels, sample_name
+    q = {"queue": "work"}
+    assert value(at_a, "queue_jobs_added_total", **q) == ADDED
+    assert value(at_a, "queue_jobs_completed_total", **q) == COMPLETED
+    assert value(at_a, "queue_jobs_failed_total", **q) == FAILED
+    assert value(at_a, "queue_jobs_processing", **q) == 0
+    assert value(at_a, "queue_jobs", queue="work", state="completed") == COMPLETED
+    assert value(at_a, "queue_jobs", queue="work", state="failed") == FAILED
+    assert value(at_a, "queue_oldest_waiting_age_seconds", **q) == 0
+    assert value(at_a, "queue_workers_connected", **q) == 0
+    assert value(at_a, "queue_paused", **q) == 0
+    assert value(at_a, "queue_jobs_added_total", queue="dead-letter-queue") == FAILED
+    # The duration histograms: 90 runs of 20 ms in (10, 25] ms, 10 of 300 ms in (250, 500] ms.
+    ms, s = "queue_job_processing_duration_ms", "queue_job_processing_duration_seconds"
+    assert value(at_a, f"{ms}_bucket", le="10.0", **q) == 0
+    assert value(at_a, f"{ms}_bucket", le="25.0", **q) == COMPLETED
+    assert value(at_a, f"{ms}_bucket", le="250.0", **q) == COMPLETED
+    assert value(at_a, f"{ms}_bucket", le="500.0", **q) == ADDED
+    assert value(at_a, f"{ms}_bucket", le="+Inf", **q) == ADDED
+    assert value(at_a, f"{ms}_count", **q) == ADDED
+    assert value(at_a, f"{ms}_sum", **q) == COMPLETED * COMPLETED_MS + FAILED * FAILED_MS
+    assert value(at_a, f"{s}_bucket", le="0.025", **q) == COMPLETED
+    assert value(at_a, f"{s}_bucket", le="0.5", **q) == ADDED
+    assert value(at_a, f"{s}_sum", **q) == pytest.approx(
+        (COMPLETED * COMPLETED_MS + FAILED * FAILED_MS) / 1000
+    )
+    assert "_created" not in text_a
+
+
+async def test_grpc_server_metrics_count_every_rpc_shape(server_factory: ServerFactory) -> None:
+    server = await server_factory(http_listen="127.0.0.1:0")
+    service = "queue_manager.v1.QueueService"
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = qrpc.QueueServiceStub(channel)
+        await stub.RegisterQueue(qpb.RegisterQueueRequest(name="shapes"))
+        await stub.GetQueue(qpb.GetQueueRequest(name="shapes"))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetQueue(qpb.GetQueueRequest(name="missing"))
+
+        async def bulk() -> AsyncIterator[jpb.AddBulkRequest]:
+            for i in range(3):
+                yield jpb.AddBulkRequest(queue_name="shapes", jobs=[jpb.NewJob(name=f"b{i}")])
+
+        await stub.AddBulk(bulk())
+        watch = stub.WatchMetrics(mpb.WatchMetricsRequest(queue_names=["shapes"]))
+        for _ in range(2):
+            await watch.read()
+        watch.cancel()
+    worker = RawWorker(server.address, ["shapes"], "shapes-worker")
+    try:
+        await worker.connect()
+        worker.report(pb.WorkerReport(credits=0))
+        worker.half_close()
+        await worker.wait_end()
+    finally:
+        await worker.close()
+
+    async def watch_counted() -> bool:
+        _, samples = await scrape(server)
+        labels = {"grpc_type": "server_stream", "grpc_service": service, "grpc_method": "WatchMetrics"}
+        return samples.get(("grpc_server_handled_total", _key(**labels, grpc_code="Canceled"))) == 1
+
+    await eventually(watch_counted)
+    _, got = await scrape(server)
+
+    def rpc(kind: str, method: str, svc: str = service) -> dict[str, str]:
+        return {"grpc_type": kind, "grpc_service": svc, "grpc_method": method}
+
+    unary = rpc("unary", "GetQueue")
+    assert value(got, "grpc_server_started_total", **unary) == 2
+    assert value(got, "grpc_server_handled_total", **unary, grpc_code="OK") == 1
+    assert value(got, "grpc_server_handled_total", **unary, grpc_code="NotFound") == 1
+    assert value(got, "grpc_server_handling_seconds_count", **unary) == 2
+    client_stream = rpc("client_stream", "AddBulk")
+    assert value(got, "grpc_server_msg_received_total", **client_stream) == 3
+    assert value(got, "grpc_server_handled_total", **client_stream, grpc_code="OK") == 1
+    server_stream = rpc("server_stream", "WatchMetrics")
+    assert value(got, "grpc_server_started_total", **server_stream) == 1
+    assert value(got, "grpc_server_msg_sent_total", **server_stream) >= 2
+    bidi = rpc("bidi_stream", "Connect", "queue_manager.v1.WorkerService")
+    assert value(got, "grpc_server_started_total", **bidi) == 1
+    assert value(got, "grpc_server_msg_received_total", **bidi) == 2  # the hello and one report
+    assert value(got, "grpc_server_msg_sent_total", **bidi) == 1  # the welcome
+    assert value(got, "grpc_server_handled_total", **bidi, grpc_code="OK") == 1
+    assert value(got, "grpc_server_handling_seconds_count", **bidi) == 1
+
+
+def _key(**labels: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def test_http_listen_setting() -> None:
+    assert parse_args([], env={}).http_listen == DEFAULT_HTTP_LISTEN == "127.0.0.1:3010"
+    assert parse_args([], env={"QM_HTTP_LISTEN": "0.0.0.0:9100"}).http_listen == "0.0.0.0:9100"
+    for off in ("off", "", "none"):
+        assert parse_args(["--http-listen", off], env={}).http_listen == ""
+    with pytest.raises(SystemExit):
+        parse_args(["--http-listen", "localhost"], env={})
+
+
+async def test_a_busy_http_port_is_a_clear_startup_error(redis_url: str, prefix: str) -> None:
+    port = free_port()
+    app = App(
+        Settings(
+            listen="127.0.0.1:0", redis_url=redis_url, key_prefix=prefix, http_listen=f"127.0.0.1:{port}"
+        )
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        try:
+            with pytest.raises(
+                StartupError, match=f"cannot serve HTTP on 127.0.0.1:{port}: the address is in use"
+            ):
+                await app.start()
+        finally:
+            await app.stop()  # as qm serve does after a failed start

@@ -1,0 +1,313 @@
+"""The dashboard against a real server with seeded jobs: navigation, every control (each through its
+confirmation), read-only mode, and surviving the server going away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Select, Tree
+
+from queue_manager import (
+    JobContext,
+    JobState,
+    NotFoundError,
+    QueueManager,
+    UnrecoverableError,
+    WorkflowState,
+)
+from queue_manager_tui import DashboardApp, connect
+from queue_manager_tui.app import CONTROL_ACTIONS
+from queue_manager_tui.screens.clean import CleanScreen
+from queue_manager_tui.screens.confirm import ConfirmScreen
+from queue_manager_tui.screens.help import HelpScreen
+from queue_manager_tui.state import Link
+from tests.conftest import RunningServer
+from tests.procs import Procs
+from tests.tui.helpers import rows, screen_lines, wait_for, wait_live
+
+SIZE = (120, 34)
+# Registering a queue registers its dead-letter queue too (it sorts first).
+QUEUES = ["dead-letter-queue", "emails", "reports", "thumbnails"]
+WAIT = 15.0
+# Snapshots every half second: Pilot waits for an idle process after each key, so not faster.
+INTERVAL = 0.5
+
+
+@dataclass
+class Seeded:
+    """What the seed put on the server."""
+
+    qm: QueueManager
+    failed: list[str]
+    waiting: list[str]
+    delayed: str
+    cancelled: str
+    run_id: str
+
+
+async def seed(qm: QueueManager) -> Seeded:
+    """Three queues; in emails 3 failed, 5 waiting, 1 delayed and 1 cancelled job; a worker on thumbnails;
+    a running workflow."""
+    await qm.register_queue("emails", disable_dead_letter=True)
+    await qm.register_queue("reports")
+    await qm.register_queue("thumbnails")
+    doomed = [
+        await qm.add_job("emails", "doomed", {"n": i}, {"attempts": 1, "job_id": f"doomed-{i}"})
+        for i in range(3)
+    ]
+
+    failing = QueueManager(qm.address, shutdown_grace=2.0)
+
+    async def fail(job: JobContext) -> None:
+        raise UnrecoverableError(f"no mailbox for {job.data['n']}")
+
+    failing.register_processor("emails", fail)
+    await failing.start_workers()
+    for job in doomed:
+        assert (await qm.wait_for_job("emails", job.id, timeout=WAIT)).state is JobState.FAILED
+    await failing.shutdown()
+
+    waiting = [(await qm.add_job("emails", f"welcome-{i}", {"user": i})).id for i in range(5)]
+    delayed = await qm.add_job("emails", "reminder", None, {"delay": 3_600_000})
+    cancelled = await qm.add_job("emails", "unwanted")
+    await qm.cancel_job("emails", cancelled.id)
+    run_id = await qm.execute_workflow(
+        {"name": "Monthly report", "steps": [{"key": "build", "queue_name": "reports", "job_name": "build"}]}
+    )
+    return Seeded(qm, [j.id for j in doomed], waiting, delayed.id, cancelled.id, run_id)
+
+
+@pytest.fixture
+async def seeded(server: RunningServer) -> AsyncIterator[Seeded]:
+    qm = QueueManager(server.address)
+    seeded = await seed(qm)
+
+    @qm.processor("thumbnails")
+    async def thumbnail(job: JobContext) -> None:
+        return None
+
+    await qm.start_workers()
+    yield seeded
+    await qm.shutdown()
+
+
+async def until(pilot: Pilot[None], check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Lets the app run until an async check of the server passes (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def confirm(pilot: Pilot[None], key: str, prompt: str, answer: str = "y") -> None:
+    """Presses a control's key, checks the confirmation's question, and answers it."""
+    app = pilot.app
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), f"the confirmation of {key!r}", WAIT)
+    screen = app.screen
+    assert isinstance(screen, ConfirmScreen)
+    assert screen.plan.prompt == prompt
+    await pilot.press(answer)
+    await wait_for(
+        pilot, lambda: not isinstance(app.screen, ConfirmScreen), "the confirmation to close", WAIT
+    )
+
+
+async def state_of(qm: QueueManager, job_id: str) -> JobState | None:
+    return (await qm.get_job("emails", job_id)).state
+
+
+def dashboard(server: RunningServer, *, read_only: bool = False) -> DashboardApp:
+    return DashboardApp(connect(server.address), read_only=read_only, interval=INTERVAL)
+
+
+async def test_navigation(server: RunningServer, seeded: Seeded) -> None:
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 4)
+        queues = app.queues_view
+        assert rows(app, "queues-table") == QUEUES
+        await wait_for(pilot, lambda: app.state.queues["emails"].waiting == 5, "the seeded counts", WAIT)
+        assert queues.selected_queue == "dead-letter-queue"
+        await pilot.press("j", "j")
+        assert queues.selected_queue == "reports"
+        await pilot.press("down", "k", "up")
+        assert queues.selected_queue == "emails"
+
+        # Enter: the queue's waiting jobs; h/l: the other states, the detail pane follows the cursor.
+        await pilot.press("enter")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == seeded.waiting, "the waiting jobs", WAIT)
+        assert app.active_tab == "jobs" and jobs.queue == "emails" and jobs.state is JobState.WAITING
+        await pilot.press("l", "l")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [seeded.delayed], "the delayed job", WAIT)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: sorted(rows(app, "jobs-table")) == seeded.failed, "failed", WAIT)
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "the job's detail", WAIT)
+        assert jobs.loaded_job is not None and jobs.loaded_job.failed_reason.startswith("no mailbox for")
+        assert any("no mailbox for" in line for line in screen_lines(app))
+        await pilot.press("h")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [seeded.delayed], "back to delayed", WAIT)
+
+        # "/": search by name within the page; Enter on an id that is not on it looks it up directly.
+        await pilot.press("h", "h")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == seeded.waiting, "back to waiting", WAIT)
+        await pilot.press("slash", *"welcome-3")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [seeded.waiting[3]], "the name filter", WAIT)
+        await pilot.press("ctrl+u", *seeded.failed[1], "enter")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [seeded.failed[1]], "the id lookup", WAIT)
+        await pilot.press("escape")
+        assert not jobs.search_open
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == seeded.waiting, "the whole page again", WAIT)
+
+        # Tabs by number; the workers and workflows views; ? help; q back, then q quits.
+        await pilot.press("3")
+        await wait_for(pilot, lambda: len(rows(app, "workers-table")) == 1, "the thumbnails worker", WAIT)
+        worker = app.state.workers[0]
+        assert worker.queues == ["thumbnails"] and worker.language == "python"
+        await pilot.press("4")
+        tree = app.query_one("#run-tree", Tree)
+        await wait_for(pilot, lambda: rows(app, "runs-table") == [seeded.run_id], "the workflow run", WAIT)
+        await wait_for(pilot, lambda: len(tree.root.children) == 1, "the run's step", WAIT)
+        step = tree.root.children[0].data
+        assert step is not None and (step.key, step.queue_name) == ("build", "reports")
+        assert (await seeded.qm.get_workflow(seeded.run_id)).state is WorkflowState.RUNNING
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape", "q")
+        assert app.active_tab == "queues" and app.return_code is None
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code == 0, "the app to quit", WAIT)
+
+
+async def test_every_control_asks_and_acts(server: RunningServer, seeded: Seeded) -> None:
+    qm = seeded.qm
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 4)
+        await wait_for(pilot, lambda: app.state.queues["emails"].failed == 3, "the seeded counts", WAIT)
+        await pilot.press("j")
+
+        # Pause: "n" changes nothing, "y" pauses; the next snapshot shows it; p again resumes.
+        await confirm(pilot, "p", "Pause queue emails?", answer="n")
+        assert not (await qm.get_queue("emails")).paused
+        await confirm(pilot, "p", "Pause queue emails?")
+        await until(pilot, lambda: _paused(qm, True), "emails to be paused")
+        await wait_for(pilot, lambda: app.state.queues["emails"].is_paused, "the stream to show it", WAIT)
+        await confirm(pilot, "p", "Resume queue emails?")
+        await until(pilot, lambda: _paused(qm, False), "emails to be resumed")
+
+        # Job controls on the jobs of emails: cancel and remove a waiting job.
+        await pilot.press("enter")
+        table = app.jobs_view.table
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == seeded.waiting, "the waiting jobs", WAIT)
+        first, second = seeded.waiting[0], seeded.waiting[1]
+        await confirm(pilot, "c", f"Cancel job {first} (welcome-0) of emails?")
+        await until(pilot, lambda: _is(qm, first, JobState.CANCELLED), "the job to be cancelled")
+        await wait_for(pilot, lambda: first not in rows(app, "jobs-table"), "the page to follow", WAIT)
+        table.select_key(second)
+        await confirm(pilot, "d", f"Remove job {second} (welcome-1) of emails?")
+        await until(pilot, lambda: _gone(qm, second), "the job to be removed")
+
+        # Promote the delayed job.
+        await pilot.press("l", "l")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [seeded.delayed], "the delayed job", WAIT)
+        await confirm(pilot, "P", f"Run delayed job {seeded.delayed} (reminder) of emails now?")
+        await until(pilot, lambda: _is(qm, seeded.delayed, JobState.WAITING), "the job to be promoted")
+
+        # Retry one failed job, then all the others (the prompt counts them from the stream).
+        await pilot.press("l")
+        await wait_for(pilot, lambda: len(rows(app, "jobs-table")) == 3, "the failed jobs", WAIT)
+        target = table.selected_key
+        assert target is not None
+        await confirm(pilot, "r", f"Retry job {target} (doomed) of emails?")
+        await until(pilot, lambda: _is(qm, target, JobState.WAITING), "the job to be retried")
+        await wait_for(pilot, lambda: app.state.queues["emails"].failed == 2, "two failed left", WAIT)
+        await confirm(pilot, "R", "Retry all 2 failed jobs of emails?")
+        await until(pilot, lambda: _count(qm, "failed", 0), "no failed job left")
+
+        # Clean: pick the state and age, then confirm.
+        await wait_for(pilot, lambda: app.state.queues["emails"].cancelled == 2, "two cancelled jobs", WAIT)
+        await pilot.press("C")
+        await wait_for(pilot, lambda: isinstance(app.screen, CleanScreen), "the clean dialog", WAIT)
+        app.screen.query_one("#clean-state", Select).value = JobState.CANCELLED
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the clean confirmation", WAIT)
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert screen.plan.prompt == "Remove the cancelled jobs of emails?"
+        assert screen.plan.detail.startswith("emails holds 2 cancelled jobs now.")
+        await pilot.press("y")
+        await until(pilot, lambda: _count(qm, "cancelled", 0), "the cancelled jobs to be cleaned")
+        assert (await qm.get_queue_metrics("emails")).waiting == 3 + 1 + 3  # untouched, promoted, retried
+
+
+async def test_read_only_offers_no_control(server: RunningServer, seeded: Seeded) -> None:
+    app = dashboard(server, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 4)
+        await pilot.press("j", "enter")
+        await wait_for(pilot, lambda: len(rows(app, "jobs-table")) == 5, "the waiting jobs", WAIT)
+        for key in ("p", "C", "R", "r", "P", "c", "d"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen | CleanScreen), key
+        assert all(app.check_action(action, ()) is False for action in CONTROL_ACTIONS)
+        footer = screen_lines(app)[-1]
+        assert "Pause" not in footer and "Remove" not in footer and "Help" in footer
+        titles = [command.title for command in app.palette_commands()]
+        assert "Jobs of emails" in titles
+        assert not [t for t in titles if t.split()[0] in ("Pause", "Resume", "Clean", "Retry", "Remove")]
+        assert "read-only" in screen_lines(app)[1]
+    metrics = await seeded.qm.get_queue_metrics("emails")
+    assert (metrics.is_paused, metrics.waiting, metrics.failed, metrics.cancelled) == (False, 5, 3, 1)
+
+
+async def test_survives_the_server_going_away(redis_url: str, prefix: str, procs: Procs) -> None:
+    first = await procs.server(redis_url, prefix)
+    port = int(first.address.rsplit(":", 1)[1])
+    qm = QueueManager(first.address)
+    await qm.register_queue("emails")
+    app = DashboardApp(connect(first.address), interval=INTERVAL)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+
+        first.kill()  # SIGKILL: no goodbye on the stream
+        await first.wait()
+        await wait_for(pilot, lambda: app.state.connection.link is Link.DOWN, "the outage to show", WAIT)
+        assert "disconnected" in screen_lines(app)[1]
+        await wait_for(pilot, lambda: app.state.connection.attempts >= 2, "a retry that fails too", WAIT)
+        assert app.is_running and rows(app, "queues-table") == QUEUES[:2]  # last figures still shown
+
+        await procs.server(redis_url, prefix, port)
+        await qm.add_job("emails", "after-the-restart")
+        await wait_for(pilot, lambda: app.state.connection.link is Link.LIVE, "the reconnect", 30.0)
+        await wait_for(pilot, lambda: app.state.queues["emails"].waiting == 1, "figures after it", WAIT)
+        assert "live" in screen_lines(app)[1]
+    await qm.close()
+
+
+async def _paused(qm: QueueManager, paused: bool) -> bool:
+    return (await qm.get_queue("emails")).paused is paused
+
+
+async def _is(qm: QueueManager, job_id: str, state: JobState) -> bool:
+    return await state_of(qm, job_id) is state
+
+
+async def _gone(qm: QueueManager, job_id: str) -> bool:
+    try:
+        await qm.get_job("emails", job_id)
+    except NotFoundError:
+        return True
+    return False
+
+
+async def _count(qm: QueueManager, state: str, expected: int) -> bool:
+    return int(getattr(await qm.get_queue_metrics("emails"), state)) == expected

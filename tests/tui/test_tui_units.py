@@ -1,0 +1,176 @@
+"""The dashboard's Textual-free parts: formatting, the snapshot bookkeeping, backoff and control plans."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from queue_manager import JobState, MetricsSnapshot, QueueMetrics
+from queue_manager_tui.controls import (
+    NotApplicable,
+    cancel_plan,
+    clean_plan,
+    parse_grace,
+    pause_plan,
+    promote_plan,
+    remove_plan,
+    retry_all_plan,
+    retry_plan,
+)
+from queue_manager_tui.format import (
+    fmt_bytes,
+    fmt_duration,
+    fmt_inline,
+    fmt_percent,
+    fmt_rate,
+    safe,
+    sparkline,
+)
+from queue_manager_tui.state import Backoff, DashboardState
+from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, queue_metrics
+
+
+def test_safe_spells_out_control_characters() -> None:
+    assert safe(ANSI_ERROR) == "\\x1b[31mred alert\\x1b[0m and [link=http://evil]click[/link]"
+    assert safe("a\u202eb\u200bc") == "a\\u202eb\\u200bc"  # a bidi override and a zero-width space
+    assert safe("line1\nline2\tx") == "line1\\x0aline2\\x09x"
+    assert safe("line1\nline2\tx", multiline=True) == "line1\nline2\tx"
+    assert safe("plain [red]x[/red] ü") == "plain [red]x[/red] ü"  # markup is not our business here
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (timedelta(milliseconds=850), "850ms"),
+        (timedelta(seconds=12.34), "12.3s"),
+        (timedelta(seconds=245), "4m05s"),
+        (timedelta(hours=2, minutes=10), "2h10m"),
+        (timedelta(days=3, hours=4), "3d04h"),
+        (timedelta(seconds=-5), "0ms"),
+    ],
+)
+def test_fmt_duration(value: timedelta | None, text: str) -> None:
+    assert fmt_duration(value) == text
+
+
+def test_numbers() -> None:
+    assert [fmt_rate(x) for x in (0, 0.25, 12.5, 1204)] == ["0", "0.25/s", "12.5/s", "1,204/s"]
+    assert [fmt_percent(x) for x in (0, 0.032, 1.0)] == ["0%", "3.2%", "100%"]
+    assert [fmt_bytes(x) for x in (0, 512, 13 * 1024**2)] == ["-", "512 B", "13.0 MiB"]
+    assert fmt_inline({"a": "x" * 100}, 20) == '{"a":"xxxxxxxxxxxxx…'
+    assert fmt_inline(b"\x00\x01") == "<2 bytes>"
+
+
+def test_sparkline_scales_to_the_maximum_and_pads() -> None:
+    assert sparkline([0, 4, 8], 5) == "  ▁▅█"
+    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8], 4) == "▅▆▇█"
+    assert sparkline([0, 0], 3) == " ▁▁"
+    assert sparkline([], 3) == "   "
+
+
+def test_parse_grace() -> None:
+    assert parse_grace("0") == timedelta(0)
+    assert parse_grace(" 90 ") == timedelta(seconds=90)
+    assert parse_grace("500ms") == timedelta(milliseconds=500)
+    assert parse_grace("15m") == timedelta(minutes=15)
+    assert parse_grace("1.5h") == timedelta(minutes=90)
+    assert parse_grace("7d") == timedelta(days=7)
+    for bad in ("", "soon", "-1m", "1e400", "nan"):
+        with pytest.raises(ValueError):
+            parse_grace(bad)
+
+
+def test_backoff_doubles_up_to_a_ceiling_and_resets() -> None:
+    backoff = Backoff(initial=0.5, maximum=4.0)
+    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+def _snapshot(seconds: int, *metrics: QueueMetrics) -> MetricsSnapshot:
+    return MetricsSnapshot(time=at(seconds), metrics=list(metrics), workers=[])
+
+
+def test_state_keeps_completions_per_interval_and_follows_queues() -> None:
+    state = DashboardState()
+    first = state.apply(_snapshot(0, QueueMetrics("a", completed_total=10), QueueMetrics("b")))
+    assert (first.added, first.removed) == (("a", "b"), ())
+    assert state.series("a") == []  # one snapshot is no interval yet
+    state.apply(_snapshot(1, QueueMetrics("a", completed_total=15), QueueMetrics("b")))
+    state.apply(_snapshot(2, QueueMetrics("a", completed_total=15), QueueMetrics("b")))
+    assert state.series("a") == [5.0, 0.0]
+    # Obliterated and registered again: totals start afresh, never a negative rate.
+    gone = state.apply(_snapshot(3, QueueMetrics("a", completed_total=2)))
+    assert (gone.added, gone.removed) == ((), ("b",))
+    assert state.series("a") == [5.0, 0.0, 0.0]
+    assert state.queue_names == ["a"]
+    # After an outage the first sample would span it: it is skipped.
+    state.forget_totals()
+    state.apply(_snapshot(60, QueueMetrics("a", completed_total=500)))
+    state.apply(_snapshot(61, QueueMetrics("a", completed_total=503)))
+    assert state.series("a") == [5.0, 0.0, 0.0, 3.0]
+
+
+async def test_queue_plans_say_what_they_affect() -> None:
+    source = FakeSource()
+    emails = queue_metrics("emails", 5)
+    plan = retry_all_plan(emails)
+    assert plan.prompt == "Retry all 3 failed jobs of emails?"
+    assert await plan.run(source) == "3 jobs of emails waiting again."
+    pause = pause_plan(emails)
+    assert pause.prompt == "Pause queue emails?"
+    assert "37 waiting jobs" in pause.detail and "4 active jobs" in pause.detail
+    await pause.run(source)
+    resume = pause_plan(queue_metrics("reports", 5))
+    assert (resume.prompt, resume.detail) == (
+        "Resume queue reports?",
+        "Its 12 held jobs start again as workers take them.",
+    )
+    await resume.run(source)
+    clean = clean_plan(emails, JobState.COMPLETED, timedelta(hours=1))
+    assert clean.prompt == "Remove the completed jobs of emails finished more than 1h00m ago?"
+    assert clean.detail.startswith("emails holds 1,095 completed jobs now.")
+    assert clean.destructive
+    await clean.run(source)
+    assert source.calls == [
+        ("retry_failed", ("emails",)),
+        ("pause_queue", ("emails",)),
+        ("resume_queue", ("reports",)),
+        ("clean_queue", ("emails", JobState.COMPLETED, timedelta(hours=1))),
+    ]
+    with pytest.raises(NotApplicable, match="thumbnails has no failed jobs"):
+        retry_all_plan(queue_metrics("thumbnails", 5))
+    with pytest.raises(NotApplicable, match="no delayed jobs"):
+        clean_plan(queue_metrics("reports", 5), JobState.DELAYED, timedelta(0))
+    with pytest.raises(NotApplicable):
+        clean_plan(emails, JobState.ACTIVE, timedelta(0))
+
+
+async def test_job_plans_check_the_state_and_keep_names_literal() -> None:
+    source = FakeSource()
+    failed = job("42", JobState.FAILED, name="[red]x\x1b[0m", failed_reason="boom")
+    retry = retry_plan(failed)
+    assert retry.prompt == "Retry job 42 ([red]x\\x1b[0m) of emails?"
+    assert retry.detail == "It is failed: boom"
+    await retry.run(source)
+    await remove_plan(failed).run(source)
+    await promote_plan(job("90", JobState.DELAYED)).run(source)
+    active = cancel_plan(job("7", JobState.ACTIVE))
+    assert "its worker is told to stop it" in active.detail
+    await active.run(source)
+    assert source.calls == [
+        ("retry_job", ("emails", "42")),
+        ("remove_job", ("emails", "42")),
+        ("promote_job", ("emails", "90")),
+        ("cancel_job", ("emails", "7")),
+    ]
+    with pytest.raises(NotApplicable, match="only failed or cancelled"):
+        retry_plan(job("1", JobState.WAITING))
+    with pytest.raises(NotApplicable, match="only delayed jobs"):
+        promote_plan(job("1", JobState.WAITING))
+    with pytest.raises(NotApplicable, match="cancel it first"):
+        remove_plan(job("1", JobState.ACTIVE))
+    with pytest.raises(NotApplicable, match="completed already"):
+        cancel_plan(job("1", JobState.COMPLETED))

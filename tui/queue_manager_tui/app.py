@@ -1,0 +1,414 @@
+"""`DashboardApp`: the tabs, the keys, the metrics stream consumer and the controls.
+
+The app follows the server's metrics stream in one worker (`_follow_metrics`): each snapshot goes into the
+`DashboardState` and every view redraws from it in place; there is no polling loop. When the stream
+breaks the status line turns red with the reason and the worker retries with a growing delay (see
+`state.Backoff`) until the server answers again; nothing else stops. Controls go through `controls` plans
+and a `ConfirmScreen`; with ``read_only`` they are neither bound, shown nor offered in the palette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+
+from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics
+from queue_manager_tui.commands import DashboardCommands, PaletteCommand, palette_commands
+from queue_manager_tui.controls import (
+    NotApplicable,
+    Plan,
+    cancel_plan,
+    clean_plan,
+    pause_plan,
+    promote_plan,
+    remove_plan,
+    retry_all_plan,
+    retry_plan,
+)
+from queue_manager_tui.data import DataSource
+from queue_manager_tui.screens.clean import CleanChoice, CleanScreen
+from queue_manager_tui.screens.confirm import ConfirmScreen
+from queue_manager_tui.screens.help import HelpScreen
+from queue_manager_tui.state import Backoff, Connection, DashboardState, Link
+from queue_manager_tui.widgets.job_detail import JobDetail
+from queue_manager_tui.widgets.jobs_view import JobsView
+from queue_manager_tui.widgets.nav_table import NavTable
+from queue_manager_tui.widgets.queues_view import QueuesView
+from queue_manager_tui.widgets.status_line import StatusLine
+from queue_manager_tui.widgets.workers_view import WorkersView
+from queue_manager_tui.widgets.workflows_view import RunTree, WorkflowsView
+
+__all__ = ["CONTROL_ACTIONS", "DashboardApp"]
+
+TABS = ("queues", "jobs", "workers", "workflows")
+QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
+JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove"})
+CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS
+"""Actions that change something on the server: absent in read-only mode."""
+
+
+class DashboardApp(App[None]):
+    """The Queue Manager dashboard.
+
+    Args:
+        source: Where data comes from (`data.connect(address)` for a server; a fake in tests).
+        read_only: Hide and disable every control.
+        interval: Seconds between metrics snapshots (the server accepts 0.1 to 60).
+        backoff: Delays between reconnect attempts; default half a second doubling up to ten.
+    """
+
+    # Absolute, so that subclasses defined elsewhere (tests, embedding apps) find it too.
+    CSS_PATH = Path(__file__).with_name("dashboard.tcss")
+    TITLE = "Queue Manager"
+    COMMANDS = App.COMMANDS | {DashboardCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("q", "go_back", "Back"),
+        Binding("escape", "go_back", "Back", show=False),
+        Binding("1", "show_tab('queues')", "Queues", show=False),
+        Binding("2", "show_tab('jobs')", "Jobs", show=False),
+        Binding("3", "show_tab('workers')", "Workers", show=False),
+        Binding("4", "show_tab('workflows')", "Workflows", show=False),
+        Binding("p", "pause_resume", "Pause"),
+        Binding("C", "clean", "Clean"),
+        Binding("R", "retry_all", "Retry all"),
+        Binding("r", "retry", "Retry"),
+        Binding("P", "promote", "Promote"),
+        Binding("c", "cancel_job", "Cancel"),
+        Binding("d", "remove", "Remove"),
+    ]
+
+    def __init__(
+        self,
+        source: DataSource,
+        *,
+        read_only: bool = False,
+        interval: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.read_only = read_only
+        self.interval = interval
+        self.backoff = backoff or Backoff()
+        self.state = DashboardState()
+        self.sub_title = source.address + ("  (read-only)" if read_only else "")
+        # The views are held here, not queried: while a dialog is open the app's queries search the
+        # dialog, and snapshots keep arriving.
+        self.status_line = StatusLine(id="status")
+        self.tabs = TabbedContent(initial="queues", id="tabs")
+        self.queues_view = QueuesView(id="queues-view")
+        self.jobs_view = JobsView(source, id="jobs-view")
+        self.workers_view = WorkersView(id="workers-view")
+        self.workflows_view = WorkflowsView(source, id="workflows-view")
+
+    # ----------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="≡")
+        yield self.status_line
+        with self.tabs:
+            with TabPane("1 Queues", id="queues"):
+                yield self.queues_view
+            with TabPane("2 Jobs", id="jobs"):
+                yield self.jobs_view
+            with TabPane("3 Workers", id="workers"):
+                yield self.workers_view
+            with TabPane("4 Workflows", id="workflows"):
+                yield self.workflows_view
+        yield Footer(compact=True)
+
+    def _tables(self) -> dict[str, NavTable]:
+        """The table that gets the focus when a tab is shown."""
+        return {
+            "queues": self.queues_view.table,
+            "jobs": self.jobs_view.table,
+            "workers": self.workers_view.table,
+            "workflows": self.workflows_view.table,
+        }
+
+    def on_mount(self) -> None:
+        self._show_status()
+        self.queues_view.show(self.state)
+        self.queues_view.table.focus()
+        self._follow_metrics()
+
+    async def on_unmount(self) -> None:
+        await self.source.close()
+
+    @property
+    def active_tab(self) -> str:
+        return self.tabs.active
+
+    # ----------------------------------------------------------------- the metrics stream
+
+    @work(exclusive=True, group="metrics")
+    async def _follow_metrics(self) -> None:
+        backoff = self.backoff
+        while True:
+            try:
+                async for snapshot in self.source.watch_metrics(self.interval):
+                    if not self.is_running:
+                        return  # shutting down: the views are being taken apart
+                    if self.state.connection.link is not Link.LIVE:
+                        backoff.reset()
+                        self._connected()
+                    self._apply(snapshot)
+                error = "the server ended the metrics stream"
+            except QueueManagerError as exc:
+                error = str(exc)
+            delay = backoff.next()
+            self.state.forget_totals()
+            self.state.connection = Connection(Link.DOWN, error, delay, self.state.connection.attempts + 1)
+            self._show_status()
+            await asyncio.sleep(delay)
+            if not self.is_running:
+                return
+            self.state.connection.retry_in = 0.0
+            self._show_status()
+
+    def _connected(self) -> None:
+        was_down = self.state.connection.link is Link.DOWN
+        self.state.connection = Connection(Link.LIVE)
+        self._load_limits()
+        if was_down:
+            self.notify("Connected to the server again.", markup=False)
+            self._refresh_tab(self.active_tab)
+
+    def _apply(self, snapshot: MetricsSnapshot) -> None:
+        changes = self.state.apply(snapshot)
+        if changes.added:
+            self._load_limits()
+        self.queues_view.show(self.state)
+        self.workers_view.show(self.state.workers, self.state.time)
+        jobs = self.jobs_view
+        if jobs.queue is not None:
+            jobs.on_metrics(self.state.queues.get(jobs.queue), live=self.active_tab == "jobs")
+        self.workflows_view.on_metrics(self.state, live=self.active_tab == "workflows")
+        self._show_status()
+
+    @work(exclusive=True, group="limits")
+    async def _load_limits(self) -> None:
+        try:
+            queues = await self.source.list_queues()
+        except QueueManagerError:
+            return  # the stream reports the outage; limits load again on the next connect
+        if not self.is_running:
+            return
+        self.state.set_limits({q.name: q.config.rate_limit for q in queues})
+        self.queues_view.show(self.state)
+
+    def _show_status(self) -> None:
+        self.status_line.show(self.state, self.source.address, read_only=self.read_only)
+
+    # ----------------------------------------------------------------- navigation
+
+    def action_show_tab(self, tab: str) -> None:
+        tabs = self.tabs
+        if tabs.active == tab:
+            return
+        # Drop the focus first: a focused widget in the pane being hidden would hand the focus to its
+        # neighbour in that pane, and a pane whose widget gets the focus becomes the active one again.
+        self.screen.set_focus(None)
+        tabs.active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id or ""
+        self._refresh_tab(tab)
+        self.call_after_refresh(self._focus_tab, tab)
+        self.refresh_bindings()
+
+    def _refresh_tab(self, tab: str) -> None:
+        if tab == "jobs":
+            self.jobs_view.reload()
+        elif tab == "workers":
+            self._load_workers()
+        elif tab == "workflows":
+            self.workflows_view.refresh_runs()
+
+    def _focus_tab(self, tab: str) -> None:
+        """Focuses the main table of a tab, unless something in that tab has the focus already."""
+        if tab not in TABS or self.active_tab != tab:
+            return
+        pane = self.tabs.get_pane(tab)
+        if self.focused is not None and pane in self.focused.ancestors:
+            return
+        self._tables()[tab].focus()
+
+    @work(exclusive=True, group="workers")
+    async def _load_workers(self) -> None:
+        try:
+            workers = await self.source.list_workers()
+        except QueueManagerError as exc:
+            self.notify(f"Could not list workers: {exc}", severity="error", markup=False)
+            return
+        if not self.is_running:
+            return
+        self.workers_view.show(sorted(workers, key=lambda w: w.worker_id), self.state.time)
+
+    def on_queues_view_open_jobs(self, message: QueuesView.OpenJobs) -> None:
+        self.show_jobs_of(message.queue)
+
+    def show_jobs_of(self, queue: str) -> None:
+        """Shows the Jobs view of a queue."""
+        jobs = self.jobs_view
+        jobs.open_queue(queue)
+        jobs.on_metrics(self.state.queues.get(queue), live=False)
+        self.action_show_tab("jobs")
+
+    def on_jobs_view_open_workflow(self, message: JobsView.OpenWorkflow) -> None:
+        self.open_workflow(message.run_id)
+
+    def open_workflow(self, run_id: str) -> None:
+        """Shows a workflow run in the Workflows view."""
+        self.action_show_tab("workflows")
+        self.workflows_view.open_run(run_id)
+
+    def on_workflows_view_open_job(self, message: WorkflowsView.OpenJob) -> None:
+        self.open_job(message.ref)
+
+    def open_job(self, ref: JobRef) -> None:
+        """Shows one job (looked up by id) in the Jobs view."""
+        jobs = self.jobs_view
+        jobs.open_job(ref)
+        jobs.on_metrics(self.state.queues.get(ref.queue_name), live=False)
+        self.action_show_tab("jobs")
+
+    def action_go_back(self) -> None:
+        tab = self.active_tab
+        jobs = self.jobs_view
+        if tab == "jobs" and jobs.search_open:
+            jobs.close_search()
+        elif isinstance(self.focused, JobDetail):
+            jobs.focus_table()
+        elif isinstance(self.focused, RunTree):
+            self.workflows_view.table.focus()
+        elif tab != "queues":
+            self.action_show_tab("queues")
+        else:
+            self.exit()
+
+    def action_search(self) -> None:
+        jobs = self.jobs_view
+        if jobs.queue is None:
+            queue = self.queues_view.selected_queue
+            if queue is None:
+                self.notify("No queue to search yet.", severity="warning")
+                return
+            jobs.open_queue(queue)
+        self.action_show_tab("jobs")
+        jobs.open_search()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(read_only=self.read_only))
+
+    # ----------------------------------------------------------------- controls
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action not in CONTROL_ACTIONS:
+            return True
+        if self.read_only or len(self.screen_stack) > 1:
+            return False
+        tab = self.active_tab
+        if action in JOB_ACTIONS:
+            return tab == "jobs"
+        return tab in ("queues", "jobs")
+
+    @property
+    def current_queue(self) -> str | None:
+        """The queue the queue controls act on: the shown one in Jobs, the selected one in Queues."""
+        tab = self.active_tab
+        if tab == "jobs":
+            return self.jobs_view.queue
+        return self.queues_view.selected_queue if tab == "queues" else None
+
+    def _queue_metrics(self) -> QueueMetrics:
+        name = self.current_queue
+        if name is None:
+            raise NotApplicable("Select a queue first.")
+        metrics = self.state.queues.get(name)
+        if metrics is None:
+            raise NotApplicable(f"No figures for {name} yet: wait for the server.")
+        return metrics
+
+    def _job(self) -> Job:
+        job = self.jobs_view.selected_job()
+        if job is None:
+            raise NotApplicable("Select a job first.")
+        return job
+
+    def action_pause_resume(self) -> None:
+        self._propose(lambda: pause_plan(self._queue_metrics()))
+
+    def action_retry_all(self) -> None:
+        self._propose(lambda: retry_all_plan(self._queue_metrics()))
+
+    def action_retry(self) -> None:
+        self._propose(lambda: retry_plan(self._job()))
+
+    def action_promote(self) -> None:
+        self._propose(lambda: promote_plan(self._job()))
+
+    def action_cancel_job(self) -> None:
+        self._propose(lambda: cancel_plan(self._job()))
+
+    def action_remove(self) -> None:
+        self._propose(lambda: remove_plan(self._job()))
+
+    def action_clean(self) -> None:
+        if self.read_only:
+            return
+        try:
+            metrics = self._queue_metrics()
+        except NotApplicable as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+            return
+
+        def chosen(choice: CleanChoice | None) -> None:
+            if choice is not None:
+                self._propose(lambda: clean_plan(metrics, choice.state, choice.grace))
+
+        self.push_screen(CleanScreen(metrics), chosen)
+
+    def _propose(self, build: Callable[[], Plan]) -> None:
+        """Builds a plan, asks for confirmation, and runs it on yes."""
+        if self.read_only:
+            return
+        try:
+            plan = build()
+        except NotApplicable as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._run_plan(plan)
+
+        self.push_screen(ConfirmScreen(plan), answered)
+
+    @work(group="controls")
+    async def _run_plan(self, plan: Plan) -> None:
+        try:
+            outcome = await plan.run(self.source)
+        except QueueManagerError as exc:
+            self.notify(f"{plan.title} failed: {exc}", severity="error", markup=False)
+            return
+        if not self.is_running:
+            return
+        self.notify(outcome, markup=False)
+        if self.active_tab == "jobs":
+            self.jobs_view.reload()
+
+    # ----------------------------------------------------------------- command palette
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        """What the palette offers now (see `commands.palette_commands`)."""
+        return palette_commands(self)

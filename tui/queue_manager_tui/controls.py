@@ -1,0 +1,265 @@
+"""The dashboard's controls as plans: what each one affects (the confirmation's words) and how it runs.
+
+No Textual here. A plan is built from what the dashboard shows (a queue's metrics, a job) before anything
+is changed; the app asks for confirmation with the plan's prompt and runs it only on "yes". A control that
+cannot apply (retrying a completed job, promoting one that is not delayed) raises `NotApplicable` with
+the reason, so nothing is asked. The server checks again: a job that moved on in the meantime gets
+``FAILED_PRECONDITION``, which the app shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from queue_manager import Job, JobState, QueueMetrics
+from queue_manager_tui.data import DataSource
+from queue_manager_tui.format import fmt_count, fmt_duration, safe
+
+__all__ = [
+    "CLEANABLE_STATES",
+    "NotApplicable",
+    "Plan",
+    "cancel_plan",
+    "clean_plan",
+    "count_in_state",
+    "parse_grace",
+    "pause_plan",
+    "promote_plan",
+    "remove_plan",
+    "retry_all_plan",
+    "retry_plan",
+]
+
+CLEANABLE_STATES = (
+    JobState.COMPLETED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.WAITING,
+    JobState.PAUSED,
+    JobState.DELAYED,
+)
+"""States `clean_queue` accepts (never active: running jobs are not pulled from their workers)."""
+
+_FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+_GRACE_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class NotApplicable(Exception):
+    """The control does not apply to what is selected; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A control ready to confirm.
+
+    Attributes:
+        title: The control, e.g. "Retry all failed".
+        prompt: The question naming what will be affected, e.g. "Retry all 37 failed jobs of emails?".
+        detail: What else to know before saying yes ("" if nothing).
+        run: Does it against a data source and returns the outcome to show.
+        destructive: It deletes or stops something (the confirmation says so in red).
+    """
+
+    title: str
+    prompt: str
+    detail: str
+    run: Callable[[DataSource], Awaitable[str]]
+    destructive: bool = False
+
+
+def count_in_state(metrics: QueueMetrics, state: JobState) -> int:
+    """How many of a queue's jobs are in a state, from its metrics."""
+    return {
+        JobState.WAITING: metrics.waiting,
+        JobState.ACTIVE: metrics.active,
+        JobState.DELAYED: metrics.delayed,
+        JobState.COMPLETED: metrics.completed,
+        JobState.FAILED: metrics.failed,
+        JobState.PAUSED: metrics.paused,
+        JobState.CANCELLED: metrics.cancelled,
+    }[state]
+
+
+def _jobs(count: int, state: str = "") -> str:
+    noun = "job" if count == 1 else "jobs"
+    return f"{fmt_count(count)} {state + ' ' if state else ''}{noun}"
+
+
+def _job_label(job: Job) -> str:
+    return f"job {safe(job.id)} ({safe(job.name)}) of {job.queue_name}"
+
+
+def pause_plan(metrics: QueueMetrics) -> Plan:
+    """Pauses a running queue, or resumes a paused one."""
+    name = metrics.queue_name
+    if metrics.is_paused:
+
+        async def resume(source: DataSource) -> str:
+            await source.resume_queue(name)
+            return f"Resumed {name}."
+
+        held = metrics.paused
+        return Plan(
+            "Resume queue",
+            f"Resume queue {name}?",
+            f"Its {_jobs(held, 'held')} start again as workers take them.",
+            resume,
+        )
+
+    async def pause(source: DataSource) -> str:
+        await source.pause_queue(name)
+        return f"Paused {name}."
+
+    return Plan(
+        "Pause queue",
+        f"Pause queue {name}?",
+        f"No new job starts ({_jobs(metrics.waiting, 'waiting')} wait); "
+        f"its {_jobs(metrics.active, 'active')} run to the end, and jobs can still be added.",
+        pause,
+    )
+
+
+def clean_plan(metrics: QueueMetrics, state: JobState, grace: timedelta) -> Plan:
+    """Removes a queue's jobs of one state older than a grace period."""
+    if state not in CLEANABLE_STATES:
+        raise NotApplicable(f"Only {', '.join(s.value for s in CLEANABLE_STATES)} jobs can be cleaned.")
+    name = metrics.queue_name
+    count = count_in_state(metrics, state)
+    if count == 0:
+        raise NotApplicable(f"{name} has no {state.value} jobs to clean.")
+    age = "finished" if state in _FINISHED else "added"
+    older = f" {age} more than {fmt_duration(grace)} ago" if grace > timedelta(0) else ""
+
+    async def clean(source: DataSource) -> str:
+        removed = await source.clean_queue(name, state, grace)
+        return f"Removed {_jobs(removed, state.value)} of {name}."
+
+    return Plan(
+        "Clean queue",
+        f"Remove the {state.value} jobs of {name}{older}?",
+        f"{name} holds {_jobs(count, state.value)} now. Removed jobs are gone for good.",
+        clean,
+        destructive=True,
+    )
+
+
+def retry_all_plan(metrics: QueueMetrics) -> Plan:
+    """Runs every failed job of a queue again."""
+    name = metrics.queue_name
+    if metrics.failed == 0:
+        raise NotApplicable(f"{name} has no failed jobs.")
+
+    async def retry_all(source: DataSource) -> str:
+        count = await source.retry_failed(name)
+        return f"{_jobs(count)} of {name} waiting again."
+
+    return Plan(
+        "Retry all failed",
+        f"Retry all {_jobs(metrics.failed, 'failed')} of {name}?",
+        "Each goes back to waiting with its attempts counted afresh.",
+        retry_all,
+    )
+
+
+def retry_plan(job: Job) -> Plan:
+    """Runs one failed or cancelled job again."""
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise NotApplicable(
+            f"Job {safe(job.id)} is {_state(job)}: only failed or cancelled jobs are retried."
+        )
+    queue, job_id = job.queue_name, job.id
+
+    async def retry(source: DataSource) -> str:
+        await source.retry_job(queue, job_id)
+        return f"Job {safe(job_id)} of {queue} is waiting again."
+
+    reason = safe(job.failed_reason or job.cancel_reason)
+    return Plan(
+        "Retry job",
+        f"Retry {_job_label(job)}?",
+        f"It is {_state(job)}" + (f": {reason}" if reason else "."),
+        retry,
+    )
+
+
+def remove_plan(job: Job) -> Plan:
+    """Removes one job that is not running."""
+    if job.state is JobState.ACTIVE:
+        raise NotApplicable(f"Job {safe(job.id)} is active: cancel it first, or wait until it finishes.")
+    queue, job_id = job.queue_name, job.id
+
+    async def remove(source: DataSource) -> str:
+        await source.remove_job(queue, job_id)
+        return f"Removed job {safe(job_id)} of {queue}."
+
+    return Plan(
+        "Remove job",
+        f"Remove {_job_label(job)}?",
+        f"It is {_state(job)}. Its data, result and logs are deleted for good.",
+        remove,
+        destructive=True,
+    )
+
+
+def promote_plan(job: Job) -> Plan:
+    """Makes a delayed job waiting now."""
+    if job.state is not JobState.DELAYED:
+        raise NotApplicable(f"Job {safe(job.id)} is {_state(job)}: only delayed jobs can be promoted.")
+    queue, job_id = job.queue_name, job.id
+
+    async def promote(source: DataSource) -> str:
+        await source.promote_job(queue, job_id)
+        return f"Job {safe(job_id)} of {queue} is waiting now."
+
+    return Plan(
+        "Promote job",
+        f"Run delayed {_job_label(job)} now?",
+        "It moves to waiting at once instead of at its run-at time.",
+        promote,
+    )
+
+
+def cancel_plan(job: Job) -> Plan:
+    """Cancels one job that has not finished."""
+    if job.state in _FINISHED:
+        raise NotApplicable(f"Job {safe(job.id)} is {_state(job)} already.")
+    queue, job_id = job.queue_name, job.id
+    if job.state is JobState.ACTIVE:
+        detail = "It is running: its worker is told to stop it, and it ends cancelled."
+    else:
+        detail = f"It is {_state(job)} and will not run."
+
+    async def cancel(source: DataSource) -> str:
+        await source.cancel_job(queue, job_id)
+        return f"Cancelled job {safe(job_id)} of {queue}."
+
+    return Plan("Cancel job", f"Cancel {_job_label(job)}?", detail, cancel, destructive=True)
+
+
+def parse_grace(text: str) -> timedelta:
+    """A grace period typed by the user: ``0``, ``90s``, ``15m``, ``1h``, ``7d``, ``500ms`` (bare = seconds).
+
+    Raises:
+        ValueError: Not a non-negative number with an optional unit.
+    """
+    value = text.strip().lower()
+    if not value:
+        raise ValueError("enter a grace period such as 0, 30s, 15m, 1h or 7d")
+    unit = next((u for u in ("ms", "s", "m", "h", "d") if value.endswith(u)), "")
+    number = value[: len(value) - len(unit)].strip() if unit else value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a grace period such as 0, 30s, 15m, 1h or 7d") from None
+    if amount < 0 or amount != amount or amount == float("inf"):
+        raise ValueError("a grace period is zero or more")
+    try:
+        return timedelta(seconds=amount * _GRACE_UNITS[unit or "s"])
+    except OverflowError:
+        raise ValueError(f"{text.strip()!r} is too long a grace period") from None
+
+
+def _state(job: Job) -> str:
+    return job.state.value if job.state is not None else "in an unknown state"

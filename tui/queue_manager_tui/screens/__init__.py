@@ -1,0 +1,1 @@
+"""The dashboard's modal screens: confirmation, clean options and help."""

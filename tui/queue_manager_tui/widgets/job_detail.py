@@ -1,0 +1,122 @@
+"""The job detail pane: data, result, error and stack, attempts, times, progress, log tail, links."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from queue_manager import Job, JobLogLine, JobRef
+from queue_manager_tui.format import NONE, fmt_time, fmt_value, safe
+from queue_manager_tui.widgets.cells import STATE_STYLES
+
+__all__ = ["JobDetail", "job_text"]
+
+# Characters of data/result shown before cutting: the pane is for reading, not for dumping megabytes.
+_PAYLOAD_LIMIT = 4_000
+
+
+class JobDetail(VerticalScroll, can_focus=True):
+    """A scrollable pane describing one job (focus it with Tab to scroll a long one)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Select a job to see its details.", style="dim"), id="job-detail-body")
+
+    def show_job(self, job: Job, logs: list[JobLogLine]) -> None:
+        """Shows a job and its newest log lines."""
+        self.query_one("#job-detail-body", Static).update(job_text(job, logs))
+        self.scroll_home(animate=False)
+
+    def show_note(self, note: str) -> None:
+        """Shows a message instead of a job ("no job selected", "job removed"…)."""
+        self.query_one("#job-detail-body", Static).update(Text(safe(note), style="dim"))
+
+
+def job_text(job: Job, logs: list[JobLogLine]) -> Text:
+    """The detail pane's text for a job; every user-controlled part is literal."""
+    out = Text()
+    out.append(safe(job.name), style="bold")
+    out.append(f"  {safe(job.id)}\n", style="dim")
+    if job.state is not None:
+        out.append(job.state.value, style=STATE_STYLES[job.state])
+    if job.cancel_requested:
+        out.append("  cancel requested", style="magenta")
+    out.append(f"  priority {job.priority.name.lower()}  attempts {job.attempts_made}/{job.max_attempts}")
+    if job.stalled_count:
+        out.append(f"  stalled {job.stalled_count}x", style="yellow")
+    out.append("\n")
+    _times(out, job)
+    if job.progress is not None:
+        _field(out, "progress", fmt_value(job.progress))
+    if job.worker_id:
+        _field(out, "worker", job.worker_id)
+    _section(out, "data", _payload(job.data))
+    if job.result is not None:
+        _section(out, "result", _payload(job.result))
+    if job.failed_reason:
+        _section(out, "error", job.failed_reason, style="red")
+    if job.stacktrace:
+        _section(out, "stack", job.stacktrace, style="red")
+    if job.cancel_reason:
+        _field(out, "cancel reason", job.cancel_reason)
+    _links(out, job)
+    _logs(out, job, logs)
+    out.rstrip()
+    return out
+
+
+def _times(out: Text, job: Job) -> None:
+    parts = [("created", job.created_at), ("started", job.processed_at), ("finished", job.finished_at)]
+    parts.append(("runs at", job.run_at))
+    for label, value in parts:
+        if value is not None or label == "created":
+            out.append(f"{label:<9} {fmt_time(value)} UTC\n", style="dim")
+
+
+def _links(out: Text, job: Job) -> None:
+    lines: list[str] = []
+    for parent in job.parents:
+        outcome = parent.state.value if parent.state is not None else ""
+        step = f" step {parent.step_key}" if parent.step_key else ""
+        lines.append(f"parent  {_ref(JobRef(parent.queue_name, parent.job_id))}{step} {outcome}".rstrip())
+    lines += [f"child   {_ref(child)}" for child in job.children]
+    if job.chain_root is not None:
+        lines.append(f"chain root  {_ref(job.chain_root)}")
+    if job.chain_failure:
+        lines.append(f"chain stopped: {job.chain_failure}")
+    if job.workflow is not None:
+        lines.append(f"workflow run {job.workflow.run_id} step {job.workflow.step_key}  (w: open)")
+    if lines:
+        _section(out, "links", "\n".join(lines), style="cyan")
+
+
+def _logs(out: Text, job: Job, logs: list[JobLogLine]) -> None:
+    if not logs:
+        return
+    shown = f"last {len(logs)} of {job.log_count}" if job.log_count > len(logs) else f"{len(logs)}"
+    body = "\n".join(f"{fmt_time(line.time) if line.time else NONE}  {line.message}" for line in logs)
+    _section(out, f"log ({shown} lines)", body)
+
+
+def _ref(ref: JobRef) -> str:
+    return f"{ref.queue_name}/{ref.job_id}"
+
+
+def _payload(value: object) -> str:
+    text = fmt_value(value)
+    if len(text) > _PAYLOAD_LIMIT:
+        return text[:_PAYLOAD_LIMIT] + f"\n… ({len(text) - _PAYLOAD_LIMIT:,} more characters)"
+    return text
+
+
+def _field(out: Text, label: str, value: str) -> None:
+    out.append(f"{label}: ", style="bold")
+    out.append(safe(value, multiline=True))
+    out.append("\n")
+
+
+def _section(out: Text, label: str, body: str, style: str = "") -> None:
+    out.append(f"\n{label}\n", style="bold underline")
+    out.append(safe(body, multiline=True), style=style)
+    out.append("\n")

@@ -1,0 +1,411 @@
+"""The Jobs view: one queue's jobs by state, a page at a time, with search and a detail pane."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static, Tab, Tabs
+
+from queue_manager import Job, JobRef, JobState, NotFoundError, QueueManagerError, QueueMetrics
+from queue_manager_tui.controls import count_in_state
+from queue_manager_tui.data import DataSource
+from queue_manager_tui.format import fmt_count, fmt_inline, fmt_time, safe
+from queue_manager_tui.widgets.cells import literal, number, state_text
+from queue_manager_tui.widgets.job_detail import JobDetail
+from queue_manager_tui.widgets.nav_table import NavTable, TableRow
+
+__all__ = ["STATES", "JobsView"]
+
+STATES = (
+    JobState.WAITING,
+    JobState.ACTIVE,
+    JobState.DELAYED,
+    JobState.FAILED,
+    JobState.COMPLETED,
+    JobState.PAUSED,
+    JobState.CANCELLED,
+)
+"""The state tabs, in the order h/l cycles them (the lifecycle's order, failures before successes)."""
+
+_STATE = Binding.Group("State", compact=True)
+_PAGE = Binding.Group("Page", compact=True)
+PAGE_SIZE = 50
+LOG_TAIL = 30
+# What the "When" column means in each state.
+_WHEN = {
+    JobState.WAITING: "Added",
+    JobState.PAUSED: "Added",
+    JobState.ACTIVE: "Started",
+    JobState.DELAYED: "Due",
+    JobState.COMPLETED: "Finished",
+    JobState.FAILED: "Finished",
+    JobState.CANCELLED: "Finished",
+}
+
+
+class JobsView(Vertical):
+    """A queue's jobs in one state; reloads itself when the stream shows that queue changed.
+
+    Args:
+        source: Where jobs come from.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("h", "cycle_state(-1)", "Previous state", group=_STATE),
+        Binding("l", "cycle_state(1)", "Next state", group=_STATE),
+        Binding("left_square_bracket", "page(-1)", "Previous page", key_display="[", group=_PAGE),
+        Binding("right_square_bracket", "page(1)", "Next page", key_display="]", group=_PAGE),
+        Binding("w", "open_workflow", "Workflow", show=False),
+    ]
+
+    @dataclass
+    class OpenWorkflow(Message):
+        """The user asked for the workflow run of the selected job."""
+
+        run_id: str
+
+    def __init__(self, source: DataSource, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.source = source
+        self.queue: str | None = None
+        self.state = JobState.WAITING
+        self._tokens = [""]
+        self._next_token = ""
+        self._jobs: list[Job] = []
+        self._found: Job | None = None
+        self._detail: Job | None = None
+        self._signature: tuple[int, ...] | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="jobs-bar"):
+            yield Static(id="jobs-queue")
+            yield Tabs(*(Tab(s.value, id=f"state-{s.value}") for s in STATES), id="job-states")
+            yield Static(id="jobs-page")
+        search = Input(placeholder="search id or name; Enter looks an id up; Esc closes", id="job-search")
+        search.display = False
+        yield search
+        with Horizontal(id="jobs-body"):
+            yield NavTable(id="jobs-table")
+            yield JobDetail(id="job-detail")
+
+    def on_mount(self) -> None:
+        self._set_columns()
+        self._show_header()
+
+    # ----------------------------------------------------------------- what the app asks
+
+    @property
+    def table(self) -> NavTable:
+        return self.query_one("#jobs-table", NavTable)
+
+    @property
+    def search_open(self) -> bool:
+        return bool(self.query_one("#job-search", Input).display)
+
+    @property
+    def loaded_job(self) -> Job | None:
+        """The job the detail pane shows (None while loading or when there is none)."""
+        return self._detail
+
+    def selected_job(self) -> Job | None:
+        """The job under the cursor (as last loaded in full, when the detail pane has it)."""
+        key = self.table.selected_key
+        if key is None:
+            return None
+        if self._detail is not None and self._detail.id == key:
+            return self._detail
+        return next((job for job in self._shown_jobs() if job.id == key), None)
+
+    def open_queue(self, queue: str, state: JobState | None = None) -> None:
+        """Shows a queue's jobs (first page), in ``state`` or the state shown before."""
+        if queue == self.queue and (state is None or state == self.state):
+            return
+        self.queue = queue
+        self._signature = None
+        if state is not None:
+            self.state = state
+        self.query_one("#job-states", Tabs).active = f"state-{self.state.value}"
+        self._restart()
+
+    def open_job(self, ref: JobRef) -> None:
+        """Shows one job, looked up by id (a chain link, a workflow step's job)."""
+        if ref.queue_name != self.queue:
+            self.queue = ref.queue_name
+            self._signature = None
+            self._restart()
+        search = self.query_one("#job-search", Input)
+        search.display = True
+        search.value = ref.job_id
+        self._look_up(ref.queue_name, ref.job_id)
+
+    def open_search(self) -> None:
+        """Shows the search box and focuses it."""
+        search = self.query_one("#job-search", Input)
+        search.display = True
+        search.focus()
+
+    def close_search(self) -> None:
+        """Hides the search box and shows the whole page again."""
+        search = self.query_one("#job-search", Input)
+        search.value = ""
+        search.display = False
+        self._found = None
+        self._show_rows()
+        self.focus_table()
+
+    def focus_table(self) -> None:
+        self.table.focus()
+
+    def reload(self) -> None:
+        """Loads the current page again (after a control changed something)."""
+        if self.queue is not None:
+            self._load_page()
+
+    def on_metrics(self, metrics: QueueMetrics | None, *, live: bool) -> None:
+        """Takes the shown queue's latest metrics: tab counts, and a reload when its jobs changed.
+
+        Args:
+            metrics: The queue's figures from the latest snapshot (None if the queue is gone).
+            live: The view is on screen (reload only then: no calls for a hidden view).
+        """
+        tabs = self.query_one("#job-states", Tabs)
+        for state in STATES:
+            count = count_in_state(metrics, state) if metrics is not None else 0
+            tab = tabs.query_one(f"#state-{state.value}", Tab)
+            label = f"{state.value} {fmt_count(count)}"
+            if tab.label.plain != label:
+                tab.label = label
+        if metrics is None or self.queue != metrics.queue_name:
+            return
+        signature = (
+            count_in_state(metrics, self.state),
+            metrics.added_total,
+            metrics.completed_total,
+            metrics.failed_total,
+            metrics.active,
+            metrics.delayed,
+        )
+        changed = self._signature is not None and signature != self._signature
+        self._signature = signature
+        if changed and live and not self.search_open:
+            self._load_page()
+
+    # ----------------------------------------------------------------- keys
+
+    def action_cycle_state(self, step: int) -> None:
+        tabs = self.query_one("#job-states", Tabs)
+        if step > 0:
+            tabs.action_next_tab()
+        else:
+            tabs.action_previous_tab()
+
+    def action_page(self, step: int) -> None:
+        if self.queue is None or self.search_open:
+            return
+        if step > 0 and self._next_token:
+            self._tokens.append(self._next_token)
+        elif step < 0 and len(self._tokens) > 1:
+            self._tokens.pop()
+        else:
+            return
+        self._load_page()
+
+    def action_open_workflow(self) -> None:
+        job = self.selected_job()
+        if job is None or job.workflow is None:
+            self.notify("The selected job is not a workflow step.", severity="warning")
+            return
+        self.post_message(self.OpenWorkflow(job.workflow.run_id))
+
+    # ----------------------------------------------------------------- events
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        event.stop()
+        tab_id = event.tab.id or ""
+        state = JobState(tab_id.removeprefix("state-"))
+        if state != self.state:
+            self.state = state
+            self._signature = None
+            self._restart()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self._found is not None and event.value.strip() != self._found.id:
+            self._found = None  # the user typed on: back to filtering the page
+        self._show_rows()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        query = event.value.strip()
+        if not query or self.queue is None:
+            return
+        if any(job.id == query for job in self._jobs):
+            self.table.select_key(query)
+            self.focus_table()
+        else:
+            self._look_up(self.queue, query)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        if self.queue is not None and event.row_key.value is not None:
+            self._load_detail(self.queue, str(event.row_key.value))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.query_one(JobDetail).focus()
+
+    # ----------------------------------------------------------------- loading
+
+    def _restart(self) -> None:
+        self._tokens = [""]
+        self._next_token = ""
+        self._jobs = []
+        self._found = None
+        self._detail = None
+        self._set_columns()
+        self._show_header()
+        self.table.clear()
+        self.query_one(JobDetail).show_note("Loading…")
+        self._load_page()
+
+    @work(exclusive=True, group="jobs-page")
+    async def _load_page(self) -> None:
+        queue, state, token = self.queue, self.state, self._tokens[-1]
+        if queue is None:
+            return
+        try:
+            jobs, next_token = await self.source.list_jobs(queue, state, PAGE_SIZE, token)
+        except QueueManagerError as exc:
+            self.query_one(JobDetail).show_note(f"Could not list the {state.value} jobs of {queue}: {exc}")
+            return
+        if (queue, state, token) != (self.queue, self.state, self._tokens[-1]):
+            return
+        self._jobs, self._next_token = jobs, next_token
+        self._show_header()
+        self._show_rows()
+        key = self.table.selected_key
+        if key is not None:
+            self._load_detail(queue, key)
+        else:
+            self._detail = None
+            self.query_one(JobDetail).show_note(f"No {state.value} jobs in {queue}.")
+
+    @work(exclusive=True, group="job-detail")
+    async def _load_detail(self, queue: str, job_id: str) -> None:
+        detail = self.query_one(JobDetail)
+        try:
+            job, logs = await asyncio.gather(
+                self.source.get_job(queue, job_id), self.source.get_log_tail(queue, job_id, LOG_TAIL)
+            )
+        except NotFoundError:
+            self._detail = None
+            detail.show_note(f"Job {job_id} of {queue} no longer exists.")
+            return
+        except QueueManagerError as exc:
+            detail.show_note(f"Could not load job {job_id}: {exc}")
+            return
+        if self.table.selected_key != job_id:
+            return
+        self._detail = job
+        detail.show_job(job, logs)
+
+    @work(exclusive=True, group="job-lookup")
+    async def _look_up(self, queue: str, job_id: str) -> None:
+        try:
+            job = await self.source.get_job(queue, job_id)
+        except NotFoundError:
+            self.notify(f"No job {safe(job_id)} in {queue}.", severity="warning", markup=False)
+            return
+        except QueueManagerError as exc:
+            self.notify(f"Could not look up job {safe(job_id)}: {exc}", severity="error", markup=False)
+            return
+        self._found = job
+        self._show_rows()
+        self.table.select_key(job.id)
+        self._load_detail(queue, job.id)
+        self.focus_table()
+
+    # ----------------------------------------------------------------- drawing
+
+    def _set_columns(self) -> None:
+        table = self.table
+        table.clear(columns=True)
+        # Fixed widths for the user's text (ids, names, errors can be long): the detail pane has it all.
+        for key, label, width in (
+            ("id", "ID", 12),
+            ("name", "Name", 18),
+            ("state", "State", None),
+            ("tries", "Tries", None),
+            ("when", _WHEN[self.state], None),
+            ("info", "Info", 40),
+        ):
+            table.add_column(label, key=key, width=width)
+
+    def _shown_jobs(self) -> list[Job]:
+        if self._found is not None:
+            return [self._found]
+        query = self.query_one("#job-search", Input).value.strip().lower()
+        if not query:
+            return self._jobs
+        return [job for job in self._jobs if query in job.id.lower() or query in job.name.lower()]
+
+    def _show_rows(self) -> None:
+        rows: list[TableRow] = [(job.id, _row(job)) for job in self._shown_jobs()]
+        self.table.sync_rows(rows)
+
+    def _show_header(self) -> None:
+        queue = self.query_one("#jobs-queue", Static)
+        page = self.query_one("#jobs-page", Static)
+        if self.queue is None:
+            queue.update(Text("No queue: press Enter on one in Queues (1)", style="dim"))
+            page.update("")
+            return
+        queue.update(Text(self.queue, style="bold"))
+        more = "  ] next" if self._next_token else ""
+        back = "[ prev  " if len(self._tokens) > 1 else ""
+        page.update(Text(f"{back}page {len(self._tokens)}{more}", style="dim"))
+
+
+def _row(job: Job) -> list[Text]:
+    return [
+        literal(job.id),
+        literal(job.name),
+        state_text(job.state),
+        number(f"{job.attempts_made}/{job.max_attempts}"),
+        Text(fmt_time(_when(job), short=True)),
+        literal(_info(job)),
+    ]
+
+
+def _when(job: Job) -> datetime | None:
+    if job.state is JobState.DELAYED:
+        return job.run_at
+    if job.state is JobState.ACTIVE:
+        return job.processed_at
+    if job.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+        return job.finished_at
+    return job.created_at
+
+
+def _info(job: Job) -> str:
+    if job.state is JobState.FAILED:
+        return job.failed_reason.splitlines()[0] if job.failed_reason else ""
+    if job.state is JobState.CANCELLED:
+        return job.cancel_reason
+    if job.state is JobState.COMPLETED:
+        return fmt_inline(job.result, 60)
+    if job.state is JobState.ACTIVE:
+        progress = f"progress {fmt_inline(job.progress, 30)}  " if job.progress is not None else ""
+        return f"{progress}{job.worker_id}"
+    if job.state is JobState.DELAYED and job.failed_reason:
+        return f"retry after: {job.failed_reason.splitlines()[0]}"
+    return fmt_inline(job.data, 60)

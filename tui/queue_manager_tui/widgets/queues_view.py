@@ -1,0 +1,192 @@
+"""The Queues view: a live row per queue, and the selected queue's throughput and figures below."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Sparkline
+
+from queue_manager import QueueMetrics, RateLimit
+from queue_manager_tui.format import (
+    NONE,
+    fmt_count,
+    fmt_duration,
+    fmt_percent,
+    fmt_rate,
+    fmt_time,
+    sparkline,
+)
+from queue_manager_tui.state import DashboardState
+from queue_manager_tui.widgets.cells import literal, number
+from queue_manager_tui.widgets.live_text import LiveText
+from queue_manager_tui.widgets.nav_table import NavTable, TableRow
+
+__all__ = ["QueuesView"]
+
+COLUMNS = (
+    ("queue", "Queue"),
+    ("state", "State"),
+    ("waiting", "Wait"),
+    ("active", "Active"),
+    ("delayed", "Delay"),
+    ("failed", "Failed"),
+    ("completed", "Done"),
+    ("throughput", "Throughput"),
+    ("rate", "Done/s"),
+    ("errors", "Err%"),
+    ("avg", "Avg"),
+    ("oldest", "Oldest"),
+    ("workers", "Wkrs"),
+    ("limit", "Limit"),
+)
+SPARK_WIDTH = 10
+# An error rate from this fraction up is shown in red: one job in twenty failing is worth a look.
+ERROR_RATE_ALERT = 0.05
+
+
+class QueuesView(Vertical):
+    """Every queue, updated in place from each metrics snapshot; Enter opens a queue's jobs."""
+
+    @dataclass
+    class OpenJobs(Message):
+        """The user chose a queue (Enter): show its jobs."""
+
+        queue: str
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._state: DashboardState | None = None
+
+    def compose(self) -> ComposeResult:
+        table = NavTable(id="queues-table")
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        with Vertical(id="queue-panel"):
+            yield LiveText(id="queue-title")
+            yield Sparkline([], id="queue-spark")
+            yield LiveText(id="queue-facts")
+
+    @property
+    def table(self) -> NavTable:
+        return self.query_one("#queues-table", NavTable)
+
+    @property
+    def selected_queue(self) -> str | None:
+        """The queue under the cursor."""
+        return self.table.selected_key
+
+    def select_queue(self, name: str) -> None:
+        """Moves the cursor to a queue."""
+        self.table.select_key(name)
+
+    def show(self, state: DashboardState) -> None:
+        """Redraws from the state: changed cells in place, the cursor kept."""
+        self._state = state
+        rows: list[TableRow] = [
+            (name, _row(metrics, state.series(name), state.limits.get(name)))
+            for name, metrics in state.queues.items()
+        ]
+        self.table.sync_rows(rows)
+        self._show_panel()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_panel()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.OpenJobs(str(event.row_key.value)))
+
+    def _show_panel(self) -> None:
+        title = self.query_one("#queue-title", LiveText)
+        facts = self.query_one("#queue-facts", LiveText)
+        spark = self.query_one("#queue-spark", Sparkline)
+        name = self.selected_queue
+        state = self._state
+        if state is None or name is None or name not in state.queues:
+            title.show_text(Text("No queues yet. Register one with `qm queues register NAME`.", style="dim"))
+            facts.show_text(Text())
+            spark.data = []
+            return
+        metrics = state.queues[name]
+        series = state.series(name)
+        title.show_text(_title(metrics, series))
+        spark.data = series or [0.0]
+        facts.show_text(_facts(metrics, state.limits.get(name)))
+
+
+def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) -> list[Text]:
+    paused = metrics.is_paused
+    error_style = "bold red" if metrics.error_rate >= ERROR_RATE_ALERT else ""
+    return [
+        literal(metrics.queue_name, "bold"),
+        Text("PAUSED", style="bold yellow") if paused else Text("run", style="green"),
+        number(fmt_count(metrics.paused if paused else metrics.waiting)),
+        number(fmt_count(metrics.active), "green" if metrics.active else ""),
+        number(fmt_count(metrics.delayed)),
+        number(fmt_count(metrics.failed), "red" if metrics.failed else ""),
+        number(fmt_count(metrics.completed)),
+        Text(sparkline(series, SPARK_WIDTH), style="green"),
+        number(fmt_rate(metrics.completed_per_second)),
+        number(fmt_percent(metrics.error_rate), error_style),
+        number(fmt_duration(metrics.average_processing_time)),
+        number(fmt_duration(metrics.oldest_waiting_age)),
+        number(f"{metrics.workers}" if metrics.workers else NONE, "" if metrics.workers else "dim"),
+        number(_limit(metrics, limit)),
+    ]
+
+
+def _limit(metrics: QueueMetrics, limit: RateLimit | None) -> str:
+    if metrics.held_until is not None:
+        return "held"
+    if limit is None or limit.max <= 0:
+        return NONE
+    return f"{metrics.rate_limit_tokens:.0f}/{limit.max}"
+
+
+def _title(metrics: QueueMetrics, series: list[float]) -> Text:
+    title = Text()
+    title.append(metrics.queue_name, style="bold")
+    if metrics.is_paused:
+        title.append("  PAUSED", style="bold yellow")
+    title.append(f"  completed per interval, last {len(series)}: ", style="dim")
+    title.append(f"max {max(series, default=0):.0f}", style="dim")
+    return title
+
+
+def _facts(metrics: QueueMetrics, limit: RateLimit | None) -> Text:
+    lines = [
+        f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
+        f"failed {fmt_count(metrics.failed_total)}, stalled {fmt_count(metrics.stalled_total)}",
+        f"last minute: {fmt_count(metrics.completed_last_minute)} completed, "
+        f"{fmt_count(metrics.failed_last_minute)} failed ({fmt_rate(metrics.failed_per_second)} failing)",
+        f"processing: avg {fmt_duration(metrics.average_processing_time)}, "
+        f"p95 {fmt_duration(metrics.p95_processing_time)}; error rate {fmt_percent(metrics.error_rate)}",
+        f"now: {fmt_count(metrics.stalled)} stalled, {fmt_count(metrics.paused)} held by pause, "
+        f"{fmt_count(metrics.cancelled)} cancelled; "
+        f"oldest waiting {fmt_duration(metrics.oldest_waiting_age)}",
+        f"workers: {metrics.workers} connected, {metrics.free_capacity} free slots; "
+        + _limit_sentence(metrics, limit),
+    ]
+    return Text("\n".join(lines))
+
+
+def _limit_sentence(metrics: QueueMetrics, limit: RateLimit | None) -> str:
+    if limit is None or limit.max <= 0:
+        sentence = "no rate limit"
+    else:
+        window = limit.duration
+        if not isinstance(window, timedelta):
+            window = timedelta(milliseconds=float(window))
+        sentence = (
+            f"rate limit {limit.max} per {fmt_duration(window)}, {metrics.rate_limit_tokens:.1f} tokens left"
+        )
+    if metrics.held_until is not None:
+        sentence += f"; held by a retry-after until {fmt_time(metrics.held_until)}"
+    return sentence
