@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -198,24 +199,21 @@ async def test_piping_into_head_exits_quietly(server: RunningServer, tmp_path: P
     assert err_file.read_text() == ""
 
 
-async def test_second_server_on_a_busy_port_prints_one_clear_error(server: RunningServer) -> None:
-    status, _, err = await run(
-        sys.executable,
-        "-m",
-        "queue_manager_server",
-        "--listen",
-        server.address,
-        "--redis-url",
-        server.redis_url,
-        "--key-prefix",
-        server.prefix,
-    )
-    assert status == 2
-    not_json = [line for line in err.splitlines() if not line.startswith("{")]
-    assert not_json == [
+async def test_second_server_on_a_busy_port_prints_one_clear_error(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    expected = [
         f"qm serve: cannot listen on {server.address}: the address is in use (is another server running "
         "there?); choose another port with --listen or QM_LISTEN"
     ]
+    external = ("--redis-url", server.redis_url, "--key-prefix", server.prefix)
+    embedded = ("--data-dir", str(tmp_path / "data"))  # the port is checked before any Valkey starts
+    for where in (external, embedded):
+        status, _, err = await run(
+            sys.executable, "-m", "queue_manager_server", "--listen", server.address, *where
+        )
+        assert (status, err.splitlines()) == (2, expected)
+    assert not (tmp_path / "data" / "valkey.log").exists()
 
 
 def test_bind_reasons_in_plain_words() -> None:
@@ -249,3 +247,28 @@ def test_banner_suggests_grpcurl_only_where_it_is_installed(
     grpcurl.chmod(0o755)
     print_banner(app)
     assert "grpcurl -plaintext 127.0.0.1:50051 list" in capsys.readouterr().err
+
+
+async def test_busy_http_port_is_one_clear_error_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = f"127.0.0.1:{taken.getsockname()[1]}"
+        status, _, err = await run(
+            sys.executable,
+            "-m",
+            "queue_manager_server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--http-listen",
+            http,
+        )
+    assert status == 2
+    assert err.splitlines() == [
+        f"qm serve: cannot serve HTTP on {http}: the address is in use (is another server running there?); "
+        "choose another with --http-listen HOST:PORT (QM_HTTP_LISTEN), or turn the HTTP port off with "
+        "--http-listen off"
+    ]
+    assert not (tmp_path / "data" / "valkey.log").exists()

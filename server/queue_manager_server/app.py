@@ -44,7 +44,7 @@ from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.grpc_metrics import GrpcMetrics
-from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app
+from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app, check_bindable
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.queue_service import QueueService
@@ -96,6 +96,20 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        # The port first: a busy port is the commonest start-up mistake, and then nothing else should
+        # have started (no Valkey, no log lines) before the one clear error.
+        self.server = grpc.aio.server(
+            options=self._grpc_options(), interceptors=[self.grpc_metrics.interceptor]
+        )
+        try:
+            self.port = bind.add_insecure_port(self.server, s.listen)
+        except bind.BindError as exc:
+            raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
+        if s.http_listen:
+            try:
+                check_bindable(s.http_listen)
+            except HttpBindError as exc:
+                raise StartupError(f"cannot serve HTTP on {s.http_listen}: {exc}") from None
         url = s.redis_url
         if url is None:
             url = await self._start_embedded()
@@ -125,9 +139,6 @@ class App:
         self.workers = WorkerService(
             engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
         )
-        self.server = grpc.aio.server(
-            options=self._grpc_options(), interceptors=[self.grpc_metrics.interceptor]
-        )
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
         self.sampler = MetricsSampler(self.queue_service.metrics_reader)
         self.queue_service.watch_source = self.sampler
@@ -137,10 +148,6 @@ class App:
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server
         )
-        try:
-            self.port = bind.add_insecure_port(self.server, s.listen)
-        except bind.BindError as exc:
-            raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
         await self.server.start()
         if self.lock is not None:
             self.lock.record(listen=self.address)
@@ -287,7 +294,10 @@ class App:
             await self._stopped.wait()
             return
         self._stopping = True
-        log.info("server stopping")
+        # A start that failed before anything ran (a busy port) stops silently: its one error is enough.
+        quiet = self.redis is None and self.embedded is None
+        if not quiet:
+            log.info("server stopping")
         grace = self.settings.shutdown_grace_ms / 1000
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2_not_serving())
@@ -313,7 +323,8 @@ class App:
             await self.embedded.stop()
         if self.lock is not None:  # after Valkey has exited: it holds the lock too
             self.lock.release()
-        log.info("server stopped")
+        if not quiet:
+            log.info("server stopped")
         self._stopped.set()
 
     def hurry(self) -> None:

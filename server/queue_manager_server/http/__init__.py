@@ -9,6 +9,8 @@ port after gRPC (a route may call the server's own gRPC port) and stops it befor
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +68,28 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_bindable(listen: str) -> None:
+    """Raises `HttpBindError` now if the address cannot be bound (so start-up fails before Valkey starts)."""
+    host, port = split_listen(listen)
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds it
+                sock.bind(address)
+    except OSError as exc:
+        raise _bind_error(exc) from None
+
+
+def _bind_error(exc: OSError) -> HttpBindError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason = "the address is in use (is another server running there?)"
+    return HttpBindError(
+        f"{reason}; choose another with --http-listen HOST:PORT (QM_HTTP_LISTEN), or turn the HTTP "
+        "port off with --http-listen off"
+    )
+
+
 class HttpServer:
     """Serves an application on one address; `port` is the bound port (useful with port 0)."""
 
@@ -83,13 +107,7 @@ class HttpServer:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
             await runner.cleanup()
-            reason = exc.strerror or str(exc)
-            if exc.errno == 98:  # EADDRINUSE
-                reason = "the address is in use (is another server running there?)"
-            raise HttpBindError(
-                f"{reason}; choose another with --http-listen HOST:PORT (QM_HTTP_LISTEN), or turn the HTTP "
-                "port off with --http-listen off"
-            ) from None
+            raise _bind_error(exc) from None
         self._runner = runner
         self.port = int(runner.addresses[0][1])
 
