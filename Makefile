@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint api-baseline test bench soak ci clean
+.PHONY: run install dev proto proto-check lint api-baseline test bench bench-smoke bench-peers soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,32 @@ api-baseline: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests
 
-# Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--jobs 10000 --only drain"`.
+# Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--rounds 1 --only drain"`.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The harness on a few hundred jobs, no timing asserted (CI runs it); needs neither Node nor the peers.
+bench-smoke: $(VENV)/.installed
+	$(BIN)/python -m bench --smoke
+
+# Peers, benchmark-only (never runtime dependencies): BullMQ from the committed lock file, Dramatiq and
+# taskiq in their own virtualenv, ghz for the external-client view. Same BENCH_ARGS as bench.
+PEERS_VENV := bench/.venv-peers
+GHZ_VERSION := v0.93.0
+
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+bench/peers/bullmq/node_modules/.package-lock.json: bench/peers/bullmq/package-lock.json
+	cd bench/peers/bullmq && npm ci --no-audit --no-fund
+
+bench/.tools/bin/ghz:
+	GOBIN=$(CURDIR)/bench/.tools/bin go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+bench-peers: $(VENV)/.installed $(PEERS_VENV)/.installed bench/peers/bullmq/node_modules/.package-lock.json bench/.tools/bin/ghz
+	$(BIN)/python -m bench.peers $(BENCH_ARGS)
 
 # Chaos soak (not part of `make test`): workers and a server SIGKILLed while jobs flow; checks nothing is lost.
 soak: $(VENV)/.installed

@@ -65,10 +65,15 @@ class Admin:
         await self._queues.ListQueues(qs.ListQueuesRequest(), timeout=2.0)
         return True
 
-    async def register(self, name: str, keep_completed: int) -> None:
-        """Registers a queue keeping up to keep_completed completed jobs for a day, so all can be counted."""
+    async def register(self, name: str, keep_completed: int, rate_limit: int = 0) -> None:
+        """Registers a queue keeping up to keep_completed completed jobs for a day, so all can be counted.
+
+        rate_limit > 0: at most that many job starts per second.
+        """
         keep = types.KeepJobs(age=Duration(seconds=86_400), count=keep_completed)
         config = types.QueueConfig(completed_retention=keep)
+        if rate_limit > 0:
+            config.rate_limit.CopyFrom(types.RateLimit(max=rate_limit, duration=Duration(seconds=1)))
         await self._queues.RegisterQueue(qs.RegisterQueueRequest(name=name, config=config), timeout=10.0)
 
     async def obliterate(self, name: str) -> None:

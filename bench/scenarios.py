@@ -1,233 +1,259 @@
-"""The three measurements of issue 2: bulk add, drain by Python workers, add-to-start latency.
+"""The measurements of issue 9, the same for every system (a `bench.drivers.Driver`).
 
-Each returns a plain dict for the report. Every wait is bounded by a timeout that grows with the job
-count; a benchmark that cannot finish raises BenchError instead of hanging.
+Each scenario returns one run's figures as a flat dict of numbers; the caller repeats and summarises.
+Every wait is bounded by a timeout that grows with the job count, so a system that cannot finish raises
+BenchError instead of hanging. Jobs are counted by their own ids in the workers (bench/recorder.py): none
+twice, none missed; throughput clocks run from the first job start to the last job end.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.admin import Admin, BenchError
-from bench.stack import Child, Stack, stop_all
-from queue_manager import QueueManager
+from bench.admin import BenchError
+from bench.drivers import Driver, Ours, stop_workers
+from bench.measure import (
+    CpuMeter,
+    check_exactly_once,
+    percentile,
+    read_lines,
+    valkey_cpu,
+    valkey_memory,
+    wait_progress,
+)
 
 
 @dataclass(frozen=True)
 class Params:
     """What to measure and how hard."""
 
-    jobs: int = 100_000
+    jobs: int = 100_000  # bulk, drain, features
+    single_jobs: int = 20_000  # single adds under concurrency
+    inflight: int = 50
+    memory_jobs: int = 100_000
     workers: int = 2
     concurrency: int = 200
     rate: int = 500
     seconds: float = 10.0
-    warmup_seconds: float = 1.0
+    warmup: float = 1.0
+    unary_calls: int = 2_000  # per kind of call
 
 
-def _timeout_for(jobs: int) -> float:
-    """Generous bound: 30 s plus 2 ms per job (100,000 jobs → 230 s), i.e. fails below ~500 jobs/s."""
-    return 30.0 + jobs / 500.0
+def timeout_for(jobs: int) -> float:
+    """Generous bound: 30 s plus 5 ms per job (100,000 jobs → 530 s), i.e. fails below ~200 jobs/s."""
+    return 30.0 + jobs / 200.0
 
 
-def _count(ids: Any) -> int | None:
-    try:
-        return len(ids)
-    except TypeError:
-        return None
+class Marks:
+    """CPU of the server processes and of Valkey between two points, per job."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.valkey0 = 0.0
+        self.server: CpuMeter | None = None
+
+    async def begin(self) -> None:
+        assert self.driver.redis is not None
+        self.server = CpuMeter(self.driver.server_pids())
+        self.valkey0 = await valkey_cpu(self.driver.redis)
+
+    async def per_job(self, jobs: int) -> dict[str, float]:
+        assert self.driver.redis is not None and self.server is not None
+        valkey = await valkey_cpu(self.driver.redis) - self.valkey0
+        out = {"valkey_cpu_us": valkey / jobs * 1e6}
+        if self.driver.server_pids():
+            out["server_cpu_us"] = self.server.elapsed() / jobs * 1e6
+        return out
 
 
-async def bulk(stack: Stack, admin: Admin, p: Params) -> dict[str, Any]:
-    """(a) Adds p.jobs jobs through `QueueManager.add_bulk` (the AddJobs client stream)."""
+def _fresh_dir(driver: Driver, name: str) -> Path:
+    out = driver.workdir / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return out
+
+
+async def _check_waiting(driver: Driver, queue: str, expected: int) -> None:
+    waiting = await driver.waiting(queue)
+    if waiting != expected:
+        raise BenchError(f"{driver.name}: {waiting} jobs waiting in {queue} after adding {expected}")
+
+
+async def bulk(d: Driver, p: Params) -> dict[str, Any]:
+    """Adds p.jobs jobs with the system's bulk API (ours: the AddBulk client stream)."""
     queue = "bench-bulk"
-    await admin.register(queue, keep_completed=max(p.jobs, 10_000))
-    jobs = [{"name": "noop", "data": {"i": i}} for i in range(p.jobs)]
-    qm = QueueManager(address=stack.address)
+    await d.prepare(queue)
+    marks = Marks(d)
+    await marks.begin()
+    r = await d.produce("bulk", queue, timeout_for(p.jobs), jobs=p.jobs)
+    cpu = await marks.per_job(p.jobs)
+    await _check_waiting(d, queue, p.jobs)
+    await d.cleanup(queue)
+    return {"jobs_per_s": p.jobs / r["seconds"], "producer_cpu_us": r["cpu_s"] / p.jobs * 1e6, **cpu}
+
+
+async def single(d: Driver, p: Params) -> dict[str, Any]:
+    """p.single_jobs single adds from one producer process with p.inflight callers at once."""
+    queue = "bench-single"
+    await d.prepare(queue)
+    marks = Marks(d)
+    await marks.begin()
+    r = await d.produce("single", queue, timeout_for(p.single_jobs), jobs=p.single_jobs, inflight=p.inflight)
+    cpu = await marks.per_job(p.single_jobs)
+    await _check_waiting(d, queue, int(r["jobs"]))
+    await d.cleanup(queue)
+    out = {"jobs_per_s": p.single_jobs / r["seconds"], "producer_cpu_us": r["cpu_s"] / p.single_jobs * 1e6}
+    for key in ("call_mean_ms", "call_p50_ms", "call_p99_ms"):
+        if key in r:
+            out[key] = r[key]
+    return out | cpu
+
+
+async def _timed_drain(
+    d: Driver, p: Params, queue: str, mode: str, jobs: int, release: list[str]
+) -> dict[str, Any]:
+    """Starts the workers on a filled queue, releases it, and times the drain by the workers' records."""
+    out_dir = _fresh_dir(d, f"run-{queue}")
+    limit = timeout_for(jobs)
+    marks = Marks(d)
+    await marks.begin()
+    children = await d.start_workers(queue, mode, p.workers, p.concurrency, out_dir, limit + 120)
     try:
-        t0 = time.perf_counter()
-        ids = await asyncio.wait_for(qm.add_bulk(queue, jobs), timeout=_timeout_for(p.jobs))
-        elapsed = time.perf_counter() - t0
+        for name in release:
+            await d.release(name)
+
+        def dead() -> str | None:
+            return next((c.describe_exit() for c in children if not c.alive()), None)
+
+        progress = await wait_progress(out_dir, "w", jobs, limit, dead)
+        cpu = await marks.per_job(jobs)
     finally:
-        await qm.shutdown()
-    returned = _count(ids)
-    if returned is not None and returned != p.jobs:
-        raise BenchError(f"add_bulk returned {returned} ids for {p.jobs} jobs")
-    m = await admin.metrics(queue)
-    if m.waiting != p.jobs:
-        raise BenchError(f"after add_bulk of {p.jobs} jobs the queue reports {m.waiting} waiting")
-    await admin.obliterate(queue)
-    return {"jobs": p.jobs, "seconds": round(elapsed, 3), "jobs_per_s": round(p.jobs / elapsed)}
-
-
-async def _start_workers(stack: Stack, p: Params, queue: str, workdir: Path, latency: bool) -> list[Child]:
-    """Starts p.workers bench worker processes and waits (bounded) until each has started its workers."""
-    children: list[Child] = []
-    ready_files: list[Path] = []
-    max_seconds = _timeout_for(p.jobs) + p.seconds + 120
-    try:
-        for i in range(p.workers):
-            ready = workdir / f"{queue}-ready-{i}"
-            ready.unlink(missing_ok=True)
-            args = [
-                "--server",
-                stack.address,
-                "--queue",
-                queue,
-                "--concurrency",
-                str(p.concurrency),
-                "--ready-file",
-                str(ready),
-                "--max-seconds",
-                str(int(max_seconds)),
-            ]
-            if latency:
-                args += ["--latency-file", str(workdir / f"{queue}-latency-{i}.txt")]
-            children.append(stack.start_worker(i, args, p.concurrency))
-            ready_files.append(ready)
-        deadline = time.monotonic() + 60
-        while not all(f.exists() for f in ready_files):
-            for child in children:
-                if not child.alive():
-                    raise BenchError(child.describe_exit())
-            if time.monotonic() > deadline:
-                raise BenchError("bench workers did not start within 60s; see worker logs in " + str(workdir))
-            await asyncio.sleep(0.05)
-        # The first credits follow the welcome; give them a moment to arrive.
-        await asyncio.sleep(0.3)
-    except BaseException:
-        stop_all(children, timeout=10)
-        raise
-    return children
-
-
-async def drain(stack: Stack, admin: Admin, p: Params) -> dict[str, Any]:
-    """(b) Pre-adds p.jobs jobs to a paused queue, starts the workers, resumes, times until all completed."""
-    queue = "bench-drain"
-    await admin.register(queue, keep_completed=max(p.jobs, 10_000))
-    await admin.pause(queue)
-    qm = QueueManager(address=stack.address)
-    try:
-        await asyncio.wait_for(
-            qm.add_bulk(queue, [{"name": "noop", "data": {"i": i}} for i in range(p.jobs)]),
-            timeout=_timeout_for(p.jobs),
-        )
-    finally:
-        await qm.shutdown()
-    m = await admin.metrics(queue)
-    if m.waiting + m.paused != p.jobs:
-        raise BenchError(f"pre-add of {p.jobs} jobs: queue reports waiting {m.waiting}, paused {m.paused}")
-
-    children = await _start_workers(stack, p, queue, stack.workdir, latency=False)
-    try:
-        await admin.resume(queue)
-        elapsed, first, m = await admin.wait_completed(queue, p.jobs, _timeout_for(p.jobs), children)
-    finally:
-        stop_all(children, timeout=20)
-    await admin.obliterate(queue)
-    result: dict[str, Any] = {
-        "jobs": p.jobs,
-        "workers": p.workers,
-        "concurrency": p.concurrency,
-        "seconds": round(elapsed, 3),
-        "jobs_per_s": round(p.jobs / elapsed),
-        "first_completion_s": round(first, 3) if first is not None else None,
-    }
-    if first is not None and elapsed > first:
-        result["jobs_per_s_after_first"] = round(p.jobs / (elapsed - first))
+        await stop_workers(children, d.stop_grace)
+    check_exactly_once(read_lines(out_dir, "w"), jobs)
+    if progress.seconds <= 0:
+        raise BenchError(f"{d.name}: no job start/end times were recorded")
+    result = {"jobs_per_s": jobs / progress.seconds, "worker_cpu_us": progress.cpu_s / jobs * 1e6, **cpu}
+    result["total_cpu_us"] = sum(v for k, v in result.items() if k.endswith("_cpu_us"))
     return result
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+async def drain(d: Driver, p: Params) -> dict[str, Any]:
+    """p.jobs no-op jobs added up front (ours: to a paused queue), then drained by p.workers processes."""
+    queue = "bench-drain"
+    await d.prepare(queue, paused=True)
+    await d.produce("bulk", queue, timeout_for(p.jobs), jobs=p.jobs)
+    result = await _timed_drain(d, p, queue, "noop", p.jobs, [queue])
+    await d.cleanup(queue)
+    return result
 
 
-async def _produce(
-    qm: QueueManager, queue: str, rate: int, count: int, warmup: bool, add_ms: list[float]
-) -> float:
-    """Adds count jobs at a steady rate (absolute schedule, so no drift); returns the achieved rate.
-
-    The duration of each add call (request to reply, in ms) is appended to add_ms.
-    """
-    interval = 1.0 / rate
-    in_flight = asyncio.Semaphore(256)
-    tasks: set[asyncio.Task[Any]] = set()
-
-    async def add_one(data: dict[str, Any]) -> None:
-        try:
-            t = time.perf_counter()
-            await qm.add_job(queue, "latency", data)
-            add_ms.append((time.perf_counter() - t) * 1000)
-        finally:
-            in_flight.release()
-
-    t0 = time.perf_counter()
-    for i in range(count):
-        delay = t0 + i * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await in_flight.acquire()
-        data: dict[str, Any] = {"t": str(time.time_ns())}
-        if warmup:
-            data["w"] = 1
-        task = asyncio.create_task(add_one(data))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - t0
-    return count / elapsed if elapsed > 0 else float("inf")
+async def features(d: Driver, p: Params) -> dict[str, Any]:
+    """Drain with priorities 1–5 mixed, every 10th job failing once, and a rate-limited queue beside it."""
+    if not isinstance(d, Ours):
+        raise BenchError("features is measured for Queue Manager only")
+    queue, side = "bench-features", "bench-features-rl"
+    await d.prepare(queue, paused=True)
+    await d.prepare(side, paused=True, rate_limited=True)
+    side_jobs = max(1, p.jobs // 10)
+    await d.produce("features", queue, timeout_for(p.jobs), jobs=p.jobs, side_queue=side, side_jobs=side_jobs)
+    result = await _timed_drain(d, p, f"{queue}+{side}", "features", p.jobs, [queue, side])
+    await d.cleanup(queue)
+    await d.cleanup(side)
+    return result
 
 
-async def latency(stack: Stack, admin: Admin, p: Params) -> dict[str, Any]:
-    """(c) Adds jobs at p.rate/s for p.seconds (after a warm-up); workers record add → processor start."""
+async def latency(d: Driver, p: Params) -> dict[str, Any]:
+    """Jobs added one by one at p.rate/s (after a warm-up); workers record add stamp → processor start."""
     queue = "bench-latency"
-    warm = int(p.rate * p.warmup_seconds)
-    measured = int(p.rate * p.seconds)
-    await admin.register(queue, keep_completed=max(warm + measured, 10_000))
-    children = await _start_workers(stack, p, queue, stack.workdir, latency=True)
-    qm = QueueManager(address=stack.address)
+    await d.prepare(queue)
+    warm, measured = int(p.rate * p.warmup), int(p.rate * p.seconds)
+    out_dir = _fresh_dir(d, "run-latency")
+    bound = p.warmup + p.seconds + 60
+    children = await d.start_workers(queue, "latency", p.workers, p.concurrency, out_dir, bound + 120)
     try:
-        bound = p.warmup_seconds + p.seconds + 60
-        add_ms: list[float] = []
-        if warm:
-            await asyncio.wait_for(_produce(qm, queue, p.rate, warm, True, []), timeout=bound)
-        achieved = await asyncio.wait_for(_produce(qm, queue, p.rate, measured, False, add_ms), timeout=bound)
-        await admin.wait_completed(queue, warm + measured, 60, children)
-    finally:
-        try:
-            await qm.shutdown()
-        finally:
-            stop_all(children, timeout=20)
+        r = await d.produce("latency", queue, bound, rate=p.rate, seconds=p.seconds, warmup=p.warmup)
 
-    samples: list[float] = []
-    for path in sorted(stack.workdir.glob(f"{queue}-latency-*.txt")):
-        for line in path.read_text().splitlines():
-            ns, warmup_flag = line.split()[:2]
-            if warmup_flag == "0":
-                samples.append(int(ns) / 1e6)
-    if len(samples) < measured:
-        raise BenchError(f"only {len(samples)} of {measured} latency samples were recorded")
-    samples.sort()
-    add_ms.sort()
-    return {
-        "jobs": measured,
-        "rate": p.rate,
-        "achieved_rate": round(achieved, 1),
-        "seconds": p.seconds,
-        "samples": len(samples),
-        "p50_ms": round(_percentile(samples, 50), 3),
-        "p90_ms": round(_percentile(samples, 90), 3),
-        "p99_ms": round(_percentile(samples, 99), 3),
-        "max_ms": round(samples[-1], 3),
-        # Share of the latency spent in the AddJob call itself (producer side).
-        "add_call_p50_ms": round(_percentile(add_ms, 50), 3),
-        "add_call_p99_ms": round(_percentile(add_ms, 99), 3),
+        def dead() -> str | None:
+            return next((c.describe_exit() for c in children if not c.alive()), None)
+
+        await wait_progress(out_dir, "w", warm + measured, 60, dead)
+    finally:
+        await stop_workers(children, d.stop_grace)
+    lines = read_lines(out_dir, "w")
+    check_exactly_once(lines, warm + measured)
+    samples = sorted(int(ns) / 1e6 for _, ns, w in (line.split() for line in lines) if w == "0")
+    if len(samples) != measured:
+        raise BenchError(f"{d.name}: {len(samples)} of {measured} latency samples were recorded")
+    await d.cleanup(queue)
+    out = {
+        "p50_ms": percentile(samples, 50),
+        "p90_ms": percentile(samples, 90),
+        "p99_ms": percentile(samples, 99),
+        "max_ms": samples[-1],
+        "achieved_rate": r["achieved_rate"],
     }
+    for key in ("add_mean_ms", "add_p50_ms", "add_p99_ms"):
+        if key in r:
+            out[key] = r[key]
+    return out
+
+
+async def memory(d: Driver, p: Params) -> dict[str, Any]:
+    """Valkey used_memory delta per waiting job after adding p.memory_jobs jobs ``{"i": n}`` in bulk."""
+    queue = "bench-memory"
+    await d.prepare(queue)
+    assert d.redis is not None
+    before = await valkey_memory(d.redis)
+    await d.produce("bulk", queue, timeout_for(p.memory_jobs), jobs=p.memory_jobs)
+    after = await valkey_memory(d.redis)
+    await _check_waiting(d, queue, p.memory_jobs)
+    out: dict[str, Any] = {"bytes_per_job": (after - before) / p.memory_jobs}
+    if isinstance(d, Ours):
+        detail = await d.memory_detail(queue)
+        out["job_key_bytes"] = detail.get("job_key_bytes_mean", 0.0)
+        out["detail"] = detail
+    await d.cleanup(queue)
+    return out
+
+
+async def unary(d: Driver, p: Params) -> dict[str, Any]:
+    """Mean latency of one call at a time: add_job vs the bare health Check (and raw AddJob, GetQueue)."""
+    if not isinstance(d, Ours):
+        raise BenchError("unary is measured for Queue Manager only")
+    queue = "bench-unary"
+    await d.prepare(queue)
+    r = await d.produce("unary", queue, 300, jobs=p.unary_calls)
+    await d.cleanup(queue)
+    r.pop("cpu_s", None)
+    r.pop("calls_each", None)
+    return r
+
+
+Scenario = Callable[[Driver, Params], Awaitable[dict[str, Any]]]
+SCENARIOS: dict[str, Scenario] = {
+    "bulk": bulk,
+    "drain": drain,
+    "features": features,
+    "single": single,
+    "unary": unary,
+    "latency": latency,
+    "memory": memory,
+}
+# Scenarios every system runs (the others are ours only).
+COMMON = ("bulk", "drain", "single", "latency", "memory")
+
+
+async def run_one(name: str, d: Driver, p: Params) -> dict[str, Any]:
+    """One run of one scenario, with its wall time; a failure becomes {"error": ...}."""
+    t0 = time.monotonic()
+    try:
+        result = await SCENARIOS[name](d, p)
+    except BenchError as exc:
+        result = {"error": str(exc)}
+    result["wall_s"] = time.monotonic() - t0
+    return result

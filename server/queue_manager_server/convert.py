@@ -160,7 +160,7 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     if o.HasField("delay"):
         out.delay_ms = validate.duration_ms(o.delay, f"{field}.delay")
     if o.HasField("schedule_time"):
-        out.run_at_ms = o.schedule_time.ToMilliseconds()
+        out.run_at_ms = validate.timestamp_ms(o.schedule_time, f"{field}.schedule_time")
         if out.run_at_ms < 0:
             raise InvalidArgument(f"{field}.schedule_time", "must be after 1970-01-01")
     out.attempts = validate.count(o.attempts, f"{field}.attempts", validate.MAX_ATTEMPTS)
@@ -178,9 +178,7 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
         out.id = validate.job_id(o.job_id, f"{field}.job_id", validate.MAX_JOB_ID)
     if o.HasField("metadata"):
         m = o.metadata
-        validate.text(m.correlation_id, f"{field}.metadata.correlation_id", 200, required=False)
-        validate.count(len(m.tags), f"{field}.metadata.tags", 100)
-        validate.count(len(m.attributes), f"{field}.metadata.attributes", 100)
+        validate.metadata(m, f"{field}.metadata")
         out.metadata = m.SerializeToString()
     if o.HasField("remove_on_complete"):
         out.keep_completed = _keep(o.remove_on_complete, f"{field}.remove_on_complete")
@@ -229,7 +227,7 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
         id=r.id,
         queue_name=r.queue,
         name=r.text("name"),
-        data=payload_out(r.raw("data"), r.text("ct"), json_view=True),
+        data=payload_out(r.raw("data"), r.text("ct", JSON), json_view=True),  # no ct: JSON
         state=STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),
         priority=r.int("pri", 3),  # type: ignore[arg-type]
         attempts_made=r.int("atm"),
@@ -397,10 +395,17 @@ def queue_out(r: QueueRecord) -> types_pb2.Queue:
 
 def log_lines_in(lines: Sequence[types_pb2.JobLogLine]) -> list[tuple[int, str]]:
     """A worker's lines for add_logs.lua: (time ms, 0 = now; text cut to the limit), the last LOG_KEEP."""
-    return [
-        (max(line.time.ToMilliseconds(), 0) if line.HasField("time") else 0, line.message[:LOG_LINE_CHARS])
-        for line in lines[-LOG_KEEP:]
-    ]
+    return [(_line_ms(line), line.message[:LOG_LINE_CHARS]) for line in lines[-LOG_KEEP:]]
+
+
+def _line_ms(line: types_pb2.JobLogLine) -> int:
+    """A log line's time in ms; 0 (now) when unset or not a valid timestamp (a line is never refused)."""
+    if not line.HasField("time"):
+        return 0
+    try:
+        return max(validate.timestamp_ms(line.time, "time"), 0)
+    except InvalidArgument:
+        return 0
 
 
 def log_lines_out(lines: Sequence[LogLine]) -> list[types_pb2.JobLogLine]:

@@ -45,6 +45,10 @@ class Unavailable(QueueManagerError):
     """Redis cannot be reached or the server is shutting down."""
 
 
+class PermissionDenied(QueueManagerError):
+    """The caller's token does not cover the request (raised while reading a stream; access.py says why)."""
+
+
 class ScheduleNotFound(QueueManagerError):
     def __init__(self, queue: str, schedule_id: str) -> None:
         super().__init__(f"schedule {schedule_id!r} not found in queue {queue!r}")

@@ -94,7 +94,7 @@ def definition(s: pb.Schedule, now_ms: int, payload_limit: int, field: str = "sc
 def _time(s: pb.Schedule, name: str, field: str) -> int:
     if not s.HasField(name):  # type: ignore[arg-type]
         return -1
-    ms = int(getattr(s, name).ToMilliseconds())
+    ms = validate.timestamp_ms(getattr(s, name), f"{field}.{name}")
     if ms < 0:
         raise InvalidArgument(f"{field}.{name}", "must be after 1970-01-01")
     return ms

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from queue_manager_server.errors import InvalidArgument
 
@@ -58,6 +60,59 @@ def duration_ms(d: Duration, field: str) -> int:
     if ms > MAX_DURATION_MS:
         raise InvalidArgument(field, f"{ms} ms is longer than the 10-year maximum")
     return ms
+
+
+# The range a google.protobuf.Timestamp may hold (0001-01-01 to 9999-12-31), in seconds.
+MIN_TIMESTAMP_S, MAX_TIMESTAMP_S = -62_135_596_800, 253_402_300_799
+
+
+def timestamp_ms(ts: Timestamp, field: str) -> int:
+    """A request's Timestamp in ms; out-of-range seconds or nanos are refused (protobuf would raise)."""
+    if not MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S or not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument(field, "is not a valid timestamp (years 1 to 9999, nanos 0 to 999,999,999)")
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+# Job and workflow metadata: free text, bounded piece by piece and as a whole (stored with every job).
+MAX_TAGS = 100
+MAX_TAG_CHARS = 200
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_CHARS = 200
+MAX_ATTRIBUTE_VALUE_CHARS = 2_000
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def metadata(m: Any, field: str) -> None:
+    """Checks a JobMetadata or WorkflowMetadata: correlation id, tags, attributes, total size."""
+    text(m.correlation_id, f"{field}.correlation_id", 200, required=False)
+    if hasattr(m, "created_by"):
+        text(m.created_by, f"{field}.created_by", 200, required=False)
+    count(len(m.tags), f"{field}.tags", MAX_TAGS)
+    for i, tag in enumerate(m.tags):
+        text(tag, f"{field}.tags[{i}]", MAX_TAG_CHARS, required=False)
+    attributes = getattr(m, "attributes", {})
+    count(len(attributes), f"{field}.attributes", MAX_ATTRIBUTES)
+    for key, value in attributes.items():
+        text(key, f"{field}.attributes key", MAX_ATTRIBUTE_KEY_CHARS)
+        text(value, f"{field}.attributes[{key[:40]!r}]", MAX_ATTRIBUTE_VALUE_CHARS, required=False)
+    if m.ByteSize() > MAX_METADATA_BYTES:
+        raise InvalidArgument(field, f"is {m.ByteSize()} bytes; the limit is {MAX_METADATA_BYTES} bytes")
+
+
+# A worker's hello is stored in the worker registry and shown by ListWorkers and the dashboard.
+MAX_LABELS = 50
+MAX_HELLO_QUEUES = 1_000
+
+
+def worker_hello(h: Any) -> None:
+    """Checks the free parts of a worker's hello: labels, language, version, the number of queues."""
+    count(len(h.queues), "hello.queues", MAX_HELLO_QUEUES)
+    text(h.language, "hello.language", 100, required=False)
+    text(h.version, "hello.version", 100, required=False)
+    count(len(h.labels), "hello.labels", MAX_LABELS)
+    for key, value in h.labels.items():
+        text(key, "hello.labels key", 100)
+        text(value, f"hello.labels[{key[:40]!r}]", 500, required=False)
 
 
 def count(value: int, field: str, maximum: int) -> int:

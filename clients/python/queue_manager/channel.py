@@ -9,6 +9,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from queue_manager.credentials import aio_token_interceptors, resolve_security, sync_with_token
+
 __all__ = [
     "CHANNEL_OPTIONS",
     "DEFAULT_ADDRESS",
@@ -41,6 +43,9 @@ def resolve_address(address: str | None) -> str:
 def _options(extra: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
     merged = dict(CHANNEL_OPTIONS)
     merged.update(extra or ())
+    # grpc-core waits for a ping's answer grpc.http2.ping_timeout_ms (60 s by default), whatever
+    # keepalive_timeout_ms says: without this, a connection gone silent took 20 + 60 s to be noticed.
+    merged.setdefault("grpc.http2.ping_timeout_ms", merged["grpc.keepalive_timeout_ms"])
     return list(merged.items())
 
 
@@ -48,19 +53,29 @@ def aio_channel(
     address: str,
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] | None = None,
+    token: str | None = None,
 ) -> grpc.aio.Channel:
-    """An asyncio channel with the standard options (TLS when credentials are given)."""
-    if credentials is not None:
-        return grpc.aio.secure_channel(address, credentials, options=_options(options))
-    return grpc.aio.insecure_channel(address, options=_options(options))
+    """An asyncio channel with the standard options: TLS with the given credentials, else those QM_TLS_*
+    name (plaintext when none); every call carries the token, else QM_TOKEN's (queue_manager.credentials)."""
+    sec = resolve_security(credentials, token)
+    interceptors = aio_token_interceptors(sec.token) if sec.token else None
+    merged = _options([*sec.options, *(options or ())])
+    if sec.credentials is not None:
+        return grpc.aio.secure_channel(address, sec.credentials, options=merged, interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=merged, interceptors=interceptors)
 
 
 def sync_channel(
     address: str,
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] | None = None,
+    token: str | None = None,
 ) -> grpc.Channel:
-    """A blocking channel with the standard options (TLS when credentials are given)."""
-    if credentials is not None:
-        return grpc.secure_channel(address, credentials, options=_options(options))
-    return grpc.insecure_channel(address, options=_options(options))
+    """A blocking channel, with TLS and the token as `aio_channel` resolves them."""
+    sec = resolve_security(credentials, token)
+    merged = _options([*sec.options, *(options or ())])
+    if sec.credentials is not None:
+        channel = grpc.secure_channel(address, sec.credentials, options=merged)
+    else:
+        channel = grpc.insecure_channel(address, options=merged)
+    return sync_with_token(channel, sec.token) if sec.token else channel

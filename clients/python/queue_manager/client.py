@@ -79,7 +79,8 @@ class QueueManager:
     Args:
         address: Server ``host:port``; default ``QM_SERVER`` or ``localhost:50051``.
         concurrency: Jobs run at once by `start_workers`; default ``WORKER_CONCURRENCY`` or 10.
-        credentials: TLS channel credentials; None for plaintext.
+        credentials: TLS channel credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
+        token: Bearer token sent with every call; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
         channel_options: Extra gRPC channel options.
         timeout: Deadline in seconds for each unary call; None for no deadline.
         worker_labels: Labels sent in each worker's hello.
@@ -92,6 +93,7 @@ class QueueManager:
         *,
         concurrency: int | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         channel_options: list[tuple[str, Any]] | None = None,
         timeout: float | None = None,
         worker_labels: Mapping[str, str] | None = None,
@@ -102,6 +104,7 @@ class QueueManager:
         self.timeout = timeout
         self.shutdown_grace = shutdown_grace
         self._credentials = credentials
+        self._token = token
         self._channel_options = channel_options
         self._worker_labels = dict(worker_labels or {})
         self._channel: grpc.aio.Channel | None = None
@@ -183,6 +186,7 @@ class QueueManager:
             concurrency=concurrency if concurrency is not None else self.concurrency,
             labels=self._worker_labels,
             credentials=self._credentials,
+            token=self._token,
             channel_options=self._channel_options,
             shutdown_grace=self.shutdown_grace,
         )
@@ -720,7 +724,7 @@ class QueueManager:
 
     def _ensure_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = aio_channel(self.address, self._credentials, self._channel_options)
+            self._channel = aio_channel(self.address, self._credentials, self._channel_options, self._token)
             self._queues = cast(
                 "QueueServiceAsyncStub", queue_service_pb2_grpc.QueueServiceStub(self._channel)
             )

@@ -71,7 +71,8 @@ class SyncQueueManager:
 
     Args:
         address: Server ``host:port``; default ``QM_SERVER`` or ``localhost:50051``.
-        credentials: TLS channel credentials; None for plaintext.
+        credentials: TLS channel credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
+        token: Bearer token sent with every call; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
         channel_options: Extra gRPC channel options.
         timeout: Deadline in seconds for each call; None for no deadline.
     """
@@ -81,12 +82,13 @@ class SyncQueueManager:
         address: str | None = None,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         channel_options: list[tuple[str, Any]] | None = None,
         timeout: float | None = None,
     ) -> None:
         self.address = resolve_address(address)
         self.timeout = timeout
-        self._channel = sync_channel(self.address, credentials, channel_options)
+        self._channel = sync_channel(self.address, credentials, channel_options, token)
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
 
     def __enter__(self) -> Self:

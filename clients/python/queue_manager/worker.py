@@ -137,7 +137,8 @@ class Worker:
         concurrency: Most jobs run at once; default ``WORKER_CONCURRENCY`` or 10.
         labels: Free labels sent in the hello (host and pid are added).
         worker_id: Id sent in the hello; default ``{hostname}-{pid}-{random}``.
-        credentials: TLS credentials; None for plaintext.
+        credentials: TLS credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
+        token: Bearer token of the stream; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
         channel_options: Extra gRPC channel options.
         shutdown_grace: Default seconds `shutdown` waits for running jobs.
     """
@@ -151,6 +152,7 @@ class Worker:
         labels: Mapping[str, str] | None = None,
         worker_id: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         channel_options: list[tuple[str, Any]] | None = None,
         shutdown_grace: float = 30.0,
     ) -> None:
@@ -169,6 +171,7 @@ class Worker:
         self.heartbeat_interval = _DEFAULT_HEARTBEAT
         self._processors = {queue: (fn, _is_async(fn)) for queue, fn in processors.items()}
         self._credentials = credentials
+        self._token = token
         self._channel_options = channel_options
         self._channel: grpc.aio.Channel | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -200,7 +203,7 @@ class Worker:
         if self._main is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._channel = aio_channel(self.address, self._credentials, self._channel_options)
+        self._channel = aio_channel(self.address, self._credentials, self._channel_options, self._token)
         if any(not is_async for _, is_async in self._processors.values()):
             self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qm-processor")
         self._main = asyncio.create_task(self._main_loop(), name=f"qm-worker-{self.worker_id}")

@@ -25,13 +25,15 @@ def _source(name: str) -> str:
     return _INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text)
 
 
-async def execute(pipe: Pipeline) -> list[Any]:
+async def execute(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
     """Runs a pipeline in one round trip and always hands its connection back.
 
     redis-py would send ``SCRIPT EXISTS`` before every pipeline that carries a script (a second round trip
     on the hot path: each AddJob paid it). Instead the scripts' EVALSHAs go out as they are, and only when
     Redis answers NOSCRIPT (it lost its script cache: a restart or failover) are the scripts loaded and the
-    refused calls, which changed nothing, sent again. The first other error is raised as usual.
+    refused calls, which changed nothing, sent again. The first other error is raised as usual, or with
+    raise_on_error=False left in its place among the results (a pipeline that serves several callers, each
+    of whom gets its own command's outcome).
     """
     scripts, pipe.scripts = list(pipe.scripts), set()
     stack = [args for args, _ in pipe.command_stack]
@@ -52,7 +54,8 @@ async def execute(pipe: Pipeline) -> list[Any]:
     for i, r in enumerate(results):
         if isinstance(r, ResponseError):
             pipe.annotate_exception(r, i + 1, stack[i])
-            raise r
+            if raise_on_error:
+                raise r
     return list(results)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from queue_manager_server.auth import Authenticator
 from queue_manager_server.config import Settings
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.metrics import MetricsReader
@@ -38,6 +39,8 @@ class HttpContext:
     grpc_metrics: GrpcMetrics
     # The address this server's gRPC port answers on (known once it is bound).
     grpc_address: Callable[[], str]
+    # The token file's authenticator; None when the server runs without authentication (http/guard.py).
+    auth: Authenticator | None = None
 
 
 CONTEXT = web.AppKey("context", HttpContext)

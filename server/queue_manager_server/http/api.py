@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
+from queue_manager_server.auth import AuthError, bearer_token
 from queue_manager_server.http.api_json import (
     BadRequest,
     build_request,
@@ -193,11 +194,12 @@ class _FrontDoor:
             except BodyTooLarge as exc:
                 return error_response(413, "RESOURCE_EXHAUSTED", str(exc))
             call = getattr(self.stub(), route.rpc)
+            metadata = _credentials(request)  # the gRPC interceptor checks them (http/guard.py)
             try:
                 if streaming:
-                    response = await call(_bulk_stream(message), timeout=CALL_TIMEOUT)
+                    response = await call(_bulk_stream(message), timeout=CALL_TIMEOUT, metadata=metadata)
                 else:
-                    response = await call(message, timeout=CALL_TIMEOUT)
+                    response = await call(message, timeout=CALL_TIMEOUT, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
             created = "created" in response.DESCRIPTOR.fields_by_name and response.created
@@ -229,9 +231,22 @@ def _bulk_stream(message: Message) -> Iterator[jobs_pb2.AddBulkRequest]:
         yield jobs_pb2.AddBulkRequest(queue_name=message.queue_name, jobs=jobs[start : start + BULK_CHUNK])
 
 
+def _credentials(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The request's Authorization as gRPC metadata (HTTP Basic with the token as password → Bearer)."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return ()
+    try:
+        return (("authorization", f"Bearer {bearer_token(header)}"),)
+    except AuthError:
+        return (("authorization", header),)  # the interceptor answers why it is malformed
+
+
 def _rpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
     code = exc.code()
     message = exc.details() or code.name.lower().replace("_", " ")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return error_response(401, code.name, message, **{"WWW-Authenticate": 'Bearer realm="Queue Manager"'})
     if code == grpc.StatusCode.NOT_FOUND:
         message = _REGISTER_HINT.sub(_register_route(message), message)
     return error_response(HTTP_STATUS.get(code, 500), code.name, message)

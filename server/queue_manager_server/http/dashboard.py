@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -33,7 +34,9 @@ from aiohttp import web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
+from queue_manager_server.auth import Authenticator, Principal
 from queue_manager_server.http.api import dial_address
+from queue_manager_server.http.guard import HttpGuard, forbidden, same_origin
 
 if TYPE_CHECKING:
     from queue_manager_server.http import HttpContext
@@ -51,20 +54,23 @@ STATIC_PATH = "/dashboard/static"
 
 def setup(app: web.Application, ctx: HttpContext) -> None:
     """Mounts the dashboard (an entry of `queue_manager_server.http.ROUTES`)."""
-    add_dashboard(app, lambda: dial_address(ctx.grpc_address()))
+    add_dashboard(app, lambda: dial_address(ctx.grpc_address()), ctx.auth)
 
 
-def add_dashboard(app: web.Application, grpc_address: Callable[[], str]) -> None:
+def add_dashboard(
+    app: web.Application, grpc_address: Callable[[], str], auth: Authenticator | None = None
+) -> None:
     """Adds ``/`` and the dashboard's other routes to ``app``.
 
     Args:
         app: The HTTP server's application, not yet started.
         grpc_address: Returns the address of this server's gRPC port (known once it is bound).
+        auth: The token file's authenticator; None without authentication (http/guard.py).
     """
-    dashboard = WebDashboard(grpc_address)
+    dashboard = WebDashboard(grpc_address, auth)
     app.router.add_get("/", dashboard.index)
     app.router.add_get(WS_PATH, dashboard.websocket)
-    app.router.add_get("/download/{key}", dashboard.handle_download)
+    app.router.add_get("/download/{key}", dashboard.download)
     app.router.add_static(STATIC_PATH, dashboard.statics_path)
     app.on_shutdown.append(dashboard.stop_sessions)
 
@@ -78,9 +84,10 @@ def dashboard_command(grpc_address: str) -> str:
 class WebDashboard(Server):
     """textual-serve's `Server`, used for its handlers only (it never runs its own web server here)."""
 
-    def __init__(self, grpc_address: Callable[[], str]) -> None:
+    def __init__(self, grpc_address: Callable[[], str], auth: Authenticator | None = None) -> None:
         super().__init__(command="", title=TITLE)
         self._grpc_address = grpc_address
+        self.guard = HttpGuard(auth)
         # Live sessions and their websockets; _idle is set while there are none.
         self._sessions: dict[Session, web.WebSocketResponse] = {}
         self._idle = asyncio.Event()
@@ -91,6 +98,7 @@ class WebDashboard(Server):
         self.installed = importlib.util.find_spec("queue_manager_tui") is not None
 
     async def index(self, request: web.Request) -> web.Response:
+        principal = self.guard.principal(request, cookie=True, scheme="Basic")
         if not self.installed:
             return web.Response(
                 status=503,
@@ -109,10 +117,20 @@ class WebDashboard(Server):
             "application": {"name": TITLE},
         }
         html = self._templates.get_template("app_index.html").render(context)
-        return web.Response(text=html, content_type="text/html")
+        response = web.Response(text=html, content_type="text/html")
+        if principal is not None:
+            self.guard.login(response, principal, secure=origin.scheme == "https")
+        return response
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        self.guard.principal(request, cookie=True, scheme="Basic")
+        return await self.handle_download(request)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """One browser session: textual-serve's handler, with our process wrapper and session bound."""
+        if not same_origin(request):
+            raise forbidden("the dashboard's websocket accepts pages of this server only")
+        principal = self.guard.principal(request, cookie=True, scheme="Basic")
         if len(self._sessions) >= MAX_SESSIONS:
             return _busy()
         socket = web.WebSocketResponse(heartbeat=15)
@@ -128,6 +146,7 @@ class WebDashboard(Server):
             close=close,
             download_manager=self.download_manager,
         )
+        token = self._session_env(session, principal)
         self._sessions[session] = socket
         self._idle.clear()
         try:
@@ -137,11 +156,28 @@ class WebDashboard(Server):
             await self._process_messages(socket, session)  # until the browser (or stop_sessions) closes
         finally:
             await session.stop()
+            if token and self.guard.auth is not None:
+                self.guard.auth.revoke(token)
             await socket.close()
             del self._sessions[session]
             if not self._sessions:
                 self._idle.set()
         return socket
+
+    def _session_env(self, session: Session, principal: Principal | None) -> str:
+        """The session process's connection settings, through its environment (a command line is visible
+        to every user of the machine): a token of its own for the browser's principal, no TLS files (it
+        dials the server's internal address), read-only unless the principal is an admin. Returns the
+        token ("" without auth)."""
+        token = ""
+        env = {k: "" for k in os.environ if k.startswith("QM_TLS") or k == "QM_TOKEN"}
+        if principal is not None and self.guard.auth is not None:
+            token = self.guard.auth.mint(principal)
+            env["QM_TOKEN"] = token
+            if not principal.can("admin"):
+                env["QM_READ_ONLY"] = "1"
+        session.extra_env = env
+        return token
 
     async def stop_sessions(self, _app: web.Application) -> None:
         """Closes every session's websocket; each handler then stops its process (`Session.stop`)."""
@@ -156,6 +192,17 @@ class Session(AppService):
     """textual-serve's process for one session, always reaped: textual-serve sends "quit" and reads the
     process's output to its end but never waits for the process, so its pipes would stay open; and a
     process that ignores "quit" is killed after STOP_TIMEOUT."""
+
+    extra_env: dict[str, str] | None = None
+
+    def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
+        env = super()._build_environment(width=width, height=height)
+        for key, value in (self.extra_env or {}).items():
+            if value:
+                env[key] = value
+            else:
+                env.pop(key, None)
+        return env
 
     async def stop(self) -> None:
         process = self._process

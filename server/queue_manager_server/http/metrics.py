@@ -13,6 +13,7 @@ Labels are ``queue`` (and ``state`` on ``queue_jobs``): bounded by the number of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from queue_manager_server.engine.metrics import Snapshot
 from queue_manager_server.engine.records import Metrics
 from queue_manager_server.engine.stats import DURATION_BOUNDS_MS
 from queue_manager_server.grpc_metrics import go_float
+from queue_manager_server.http.guard import HttpGuard, forbidden
 from queue_manager_server.services.errors import status_for
 
 if TYPE_CHECKING:
@@ -41,10 +43,19 @@ def setup(app: web.Application, ctx: HttpContext) -> None:
 class _Scrape:
     def __init__(self, ctx: HttpContext) -> None:
         self.ctx = ctx
+        self.guard = HttpGuard(ctx.auth)
 
     async def handle(self, request: web.Request) -> web.Response:
+        # With a token file: a token that may read, and only its queues are shown (http/guard.py).
+        principal = self.guard.principal(request)
+        if principal is not None and not principal.can("read"):
+            raise forbidden(
+                f"token {principal.name!r} may not read metrics: it needs viewer, producer, admin"
+            )
         try:
             snap = await self.ctx.metrics.snapshot()
+            if principal is not None and not principal.all_queues:
+                snap = dataclasses.replace(snap, queues=[m for m in snap.queues if principal.allows(m.queue)])
         except Exception as exc:
             code, message = status_for(exc)
             return web.Response(status=503, text=f"{code.name}: {message}\n")

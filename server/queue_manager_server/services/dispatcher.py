@@ -49,10 +49,29 @@ class WorkerSession:
     connected_at: float = field(default_factory=time.monotonic)
     reported_at: float = field(default_factory=time.monotonic)
     stats: pb.WorkerStats | None = None
+    # Slow readers (components/stream_guard.py): the task serving the stream, when the message being
+    # written started waiting for the worker to take it (0: none waits), and the most messages that may
+    # wait to be sent; past that the stream is cut and its jobs recovered.
+    task: asyncio.Task[object] | None = None
+    writing_since: float = 0.0
+    max_buffer: int = 1_000
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
+            if self.outbound.qsize() >= self.max_buffer:
+                self.cut(f"more than {self.max_buffer} messages wait for it (--max-worker-buffer)")
+                return
             self.outbound.put_nowait(message)
+
+    def cut(self, reason: str) -> None:
+        """Ends a stream whose worker stopped reading: its handler ends as on a lost connection, so the
+        jobs it holds go back to waiting."""
+        if self.closed:
+            return
+        self.closed = True
+        log.warning("worker stream cut", extra={"worker_id": self.worker_id, "reason": reason})
+        if self.task is not None:
+            self.task.cancel()
 
     def forget(self, queue: str, job_id: str, token: str) -> None:
         """The worker is done with this lease of the job (a stale token leaves a newer lease alone)."""
@@ -203,12 +222,17 @@ class Dispatcher:
                 )
                 if len(res.jobs) == take:
                     more = True
-            if res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0:
+            empty = res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0
+            if empty:
                 self._mark_drained(queue)
             if res.next_delayed_ms >= 0:
                 wait = min(wait, max((res.next_delayed_ms - res.now_ms) / 1000, 0.0) + 0.001)
             if res.retry_after_ms > 0:  # the rate limit held jobs back: come back for the next token
                 return min(wait, res.retry_after_ms / 1000)
+            if empty:
+                # No ready job is left: the other sessions' claims would come back empty (at low load
+                # that was one wasted claim per job and worker). Jobs added meanwhile wake a new round.
+                break
         return 0 if more else wait
 
     def _mark_drained(self, queue: str) -> None:

@@ -38,6 +38,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.WorkflowNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE

@@ -15,6 +15,7 @@ from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.errors import unary
 from queue_manager_server.services.job_control import job_message
 
@@ -28,7 +29,10 @@ class JobHandlers:
     engine: Engine
     control: JobControl
     bulk: BulkStreams
+    adds: AddCoalescer
     max_payload: int
+    # Bytes one AddBulk stream may carry (QM_MAX_BULK_BYTES; app.py sets it from the settings).
+    max_bulk_bytes: int = 128 * 1024 * 1024
 
     @unary
     async def AddJob(self, request: pb.AddJobRequest, context: grpc.aio.ServicerContext) -> pb.AddJobResponse:
@@ -36,9 +40,9 @@ class JobHandlers:
         if not request.HasField("job"):
             raise InvalidArgument("job", "is required")
         job = convert.new_job(request.job, "job", self.max_payload)
-        result = await self.engine.add_jobs(queue, [job], fetch=True)
-        record = result.records[0]
-        return pb.AddJobResponse(job=convert.job_out(record, result.queue_paused), created=result.created[0])
+        # Concurrent AddJobs share one Redis round trip (services/adds.py); a lone one goes out at once.
+        added = await self.adds.add(queue, job)
+        return pb.AddJobResponse(job=convert.job_out(added.record, added.queue_paused), created=added.created)
 
     @unary
     async def AddBulk(
@@ -46,8 +50,15 @@ class JobHandlers:
     ) -> pb.AddBulkResponse:
         # Validate everything before writing anything: a bad job anywhere in the stream means no write.
         batches: list[tuple[str, list[NewJob]]] = []
-        index = 0
+        index = size = 0
         async for message in request_iterator:
+            size += message.ByteSize()
+            if size > self.max_bulk_bytes:
+                raise InvalidArgument(
+                    "jobs",
+                    f"the stream is over {self.max_bulk_bytes} bytes (QM_MAX_BULK_BYTES); "
+                    "send the jobs as several streams",
+                )
             queue = validate.queue_name(message.queue_name)
             if index + len(message.jobs) > MAX_STREAM_JOBS:
                 raise InvalidArgument(

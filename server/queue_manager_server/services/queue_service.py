@@ -7,6 +7,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.metrics import MetricsReader
+from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.jobs import JobHandlers
@@ -32,6 +33,7 @@ class QueueService(
     def __init__(self, engine: Engine, max_payload_bytes: int, workflows: Workflows) -> None:
         self.engine = engine
         self.bulk = BulkStreams(engine)
+        self.adds = AddCoalescer(engine)
         self.max_payload = max_payload_bytes
         self.workflows = workflows
         self.control = JobControl(engine)

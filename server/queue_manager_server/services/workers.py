@@ -97,6 +97,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.progress = asyncio.Event()
         # Set by a second shutdown signal: stop waiting for in-flight jobs.
         self.hurry = asyncio.Event()
+        # Bounds of one stream (app.py sets them from the settings; docs/security.md).
+        self.max_credits = 10_000
+        self.max_buffer = 1_000
 
     @streaming
     async def Connect(
@@ -119,10 +122,13 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             "worker connected", extra={"worker_id": session.worker_id, "queues": ",".join(session.queues)}
         )
         reader = asyncio.create_task(self._read(session, request_iterator), name=f"read:{session.worker_id}")
+        session.task, session.max_buffer = asyncio.current_task(), self.max_buffer
         self.dispatcher.register(session)
         try:
             while (message := await session.outbound.get()) is not None:
+                session.writing_since = time.monotonic()  # until the worker takes it (stream_guard.py)
                 yield message
+                session.writing_since = 0.0
         finally:
             session.closed = True
             self.progress.set()
@@ -143,6 +149,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             raise InvalidArgument("hello", "the first message on the worker stream must be a hello")
         h = first.hello
         validate.text(h.worker_id, "hello.worker_id")
+        validate.worker_hello(h)
         if not h.queues:
             raise InvalidArgument("hello.queues", "name at least one queue to take jobs from")
         queues = list(
@@ -175,8 +182,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             # From here the dispatcher delivers nothing to this session (it checks after every claim too).
             s.draining = True
         if r.credits and not s.draining:
-            # Credits first: the next claim overlaps with recording this report's outcomes.
-            s.credits += r.credits
+            # Credits first: the next claim overlaps with recording this report's outcomes. Jobs held and
+            # owed are bounded (--max-worker-credits): a worker that grants more than it reads cannot make
+            # the server buffer a whole queue for it.
+            s.credits = max(0, min(s.credits + r.credits, self.max_credits - len(s.leases)))
             for q in s.queues:
                 self.dispatcher.credit(q)
         results = await self.reports.handle(s, r)

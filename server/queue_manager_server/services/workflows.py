@@ -93,6 +93,7 @@ def layout(wf: workflows_pb2.Workflow, payload_limit: int) -> list[_Step]:
         raise InvalidArgument("workflow.steps", "a workflow needs at least one step")
     validate.text(wf.id, "workflow.id", 200, required=False)
     validate.text(wf.name, "workflow.name", 200, required=False)
+    validate.metadata(wf.metadata, "workflow.metadata")
     steps: list[_Step] = []
 
     def walk(

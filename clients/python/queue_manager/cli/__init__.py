@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from queue_manager.cli import dash, jobs, metrics, queues, runtime, schedules, workflows
+from queue_manager.cli import auth, dash, jobs, metrics, queues, runtime, schedules, workflows
 from queue_manager.cli.common import UsageError, option, plain
 from queue_manager.cli.runtime import _health_request, _health_status
 from queue_manager.errors import QueueManagerError, error_from_rpc
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    auth.apply_connection_flags(args)
     try:
         status = int(args.handler(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
@@ -64,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         help="server address host:port [env QM_SERVER, default localhost:50051]",
     )
     option(parser, "-o", "--output", choices=("table", "json"), default="table", help="output format")
+    auth.add_connection_flags(parser)
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for group in (runtime, jobs, queues, workflows, schedules, dash, metrics):
+    for group in (runtime, jobs, queues, workflows, schedules, dash, metrics, auth):
         group.register(commands)
     _output_after_subcommands(parser)
     return parser

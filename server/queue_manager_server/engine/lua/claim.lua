@@ -60,18 +60,21 @@ local popped = redis.call('ZPOPMIN', waiting, want)
 local out = {0, now, next_due, 0}
 local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')
-local taken = 0
+local ids = {}
+-- Per job one read and one write; the active set gets the whole batch in one command. The lease expiry
+-- lives in the active set's score only (the job hash has no copy to rewrite on every extension).
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jkey = prefix .. id
-  local ats = redis.call('HINCRBY', jkey, 'ats', 1)
-  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'lex', expiry)
-  redis.call('ZADD', active, expiry, id)
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
-    'par', 'wt')
+    'par', 'wt', 'ats')
+  local ats = (tonumber(f[13]) or 0) + 1
+  f[3] = f[3] or 'application/json'  -- stored only when not JSON (includes/add.lua)
+  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats)
   notify_job(prefix, id, jkey, 'active', f[12])
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
+  ids[#ids + 1] = id
   table.insert(out, id)
   for j = 1, 5 do table.insert(out, f[j] or '') end
   table.insert(out, f[6] or 0)
@@ -82,8 +85,9 @@ for i = 1, #popped, 2 do
   table.insert(out, f[10] or 0)
   table.insert(out, expiry)
   table.insert(out, f[11] or '')
-  taken = taken + 1
 end
+zadd_all(active, expiry, ids)
+local taken = #ids
 if rl_max > 0 and rl_ms > 0 then
   tokens = tokens - taken
   redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)

@@ -12,40 +12,46 @@ local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local out = {now, 0}
 local policy, kept = '', false
-local freed = false
+local done, gone = {}, {}
+-- keep_policy reads the queue's defaults: once per distinct policy in the batch, not once per job.
+local keep = {}
 
+-- Per job one read (lease check and the fields finishing needs) and two writes; the active and completed
+-- sets get the whole batch in one command each.
 for i = 0, n - 1 do
   local b = 2 + i * 5
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
-  local code, f = lease_check(jkey, token, 'kc', 'atm', 'to')
+  local code, f = lease_check(jkey, token, 'kc', 'atm', 'to', unpack(FINISH_FIELDS))
   if code ~= 0 then
     table.insert(out, code)
   else
-    redis.call('ZREM', active, id)
+    gone[#gone + 1] = id
     run_ended(prefix, id, f[5])
-    freed = true
     STATS.completed = STATS.completed + 1
     count_run(ARGV[b + 5])
     -- attempts made counts finished runs: this one too (a completed first run shows 1).
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4],
       'atm', (tonumber(f[4]) or 0) + 1)
     redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
-    out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now)
-    local remove = keep_policy(meta, f[3], 'kc')
-    if remove then
+    out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, {f[6], f[7], f[8], f[9]})
+    local p = f[3] or ''
+    if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end
+    if keep[p] then
       redis.call('DEL', jkey, job_logs_key(prefix, id))
     else
-      redis.call('ZADD', completed, now, id)
-      policy, kept = f[3] or '', true
+      done[#done + 1] = id
+      policy, kept = p, true
     end
     table.insert(out, 0)
   end
 end
+zrem_all(active, gone)
+zadd_all(completed, now, done)
 if kept then
   local _, age, count = keep_policy(meta, policy, 'kc')
   trim(completed, prefix, age, count, now)
 end
-if freed then slot_freed(meta, prefix) end
+if #gone > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)
 return out

@@ -16,8 +16,7 @@ for i = 0, n - 1 do
   if code ~= 0 then
     table.insert(out, code); table.insert(out, -1)
   else
-    redis.call('HSET', jkey, 'lex', now + lease)
-    redis.call('ZADD', active, now + lease, id)
+    redis.call('ZADD', active, now + lease, id)  -- the lease expiry lives in the active set's score only
     if f[3] == '1' then table.insert(out, 1) else table.insert(out, 0) end
     table.insert(out, now + lease)
   end

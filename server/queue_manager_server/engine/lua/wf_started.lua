@@ -2,12 +2,15 @@
 --
 -- KEYS[1] the run (hash)
 -- ARGV: step keys whose jobs were added
--- Returns: the keys that were no longer to start (cancelled with the run: their jobs must be cancelled)
+-- Returns: the keys cancelled with the run meanwhile (state x: their jobs must be cancelled). A key that
+--   another hand-off marked started first (two steps a fan-in step depends on finishing at once, on two
+--   servers, both start it) or whose job already finished is left alone: its job is the step's run.
 local out = {}
 for _, k in ipairs(ARGV) do
-  if redis.call('HGET', KEYS[1], 's:' .. k) == 'g' then
+  local s = redis.call('HGET', KEYS[1], 's:' .. k)
+  if s == 'g' then
     redis.call('HSET', KEYS[1], 's:' .. k, 's')
-  else
+  elseif s == 'x' then
     out[#out + 1] = k
   end
 end

@@ -66,6 +66,19 @@ local function lease_check(jkey, token, ...)
   return 0, f
 end
 
+-- Members written to / removed from a zset with one command per 500 (one command for a batch costs far
+-- less than one per member; chunks keep unpack within Lua's stack limit).
+local function zadd_all(key, score, ids)
+  for i = 1, #ids, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #ids) do args[#args + 1] = score; args[#args + 1] = ids[j] end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+local function zrem_all(key, ids)
+  for i = 1, #ids, 500 do redis.call('ZREM', key, unpack(ids, i, math.min(i + 499, #ids))) end
+end
+
 -- Moves at most `limit` due delayed jobs to the back of their priority level.
 -- Returns the number moved and the run-at of the next delayed job (-1 when none is left).
 local function promote_due(meta, delayed, waiting, prefix, now, limit)
@@ -134,7 +147,15 @@ end
 -- waiters are told. A job in a flow (a chain link, a workflow step: field 'flo') gets its
 -- outcome copied to a flow entry and queued on the flow outbox, which the server carries out (adding the
 -- next link or steps, possibly in other queues) and then clears. Returns 1 when a flow hand-off was queued.
-local function on_finished(prefix, id, jkey, state, now)
+-- pre: the job's FINISH_FIELDS when the caller read them already (in an HMGET it does anyway), so a job in
+-- no flow costs no read here; nil to read them here.
+local FINISH_FIELDS = {'flo', 'ddk', 'ddt', 'wt'}
+local function on_finished(prefix, id, jkey, state, now, pre)
+  if pre and not pre[1] then
+    if pre[2] and not pre[3] then release_dedup(prefix, id, pre[2]) end
+    notify_job(prefix, id, jkey, state, pre[4])
+    return 0
+  end
   local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt')
   if f[8] and not f[9] then release_dedup(prefix, id, f[8]) end
   notify_job(prefix, id, jkey, state, f[10])

@@ -1,0 +1,197 @@
+"""Our producer process: `python -m bench.producer MODE --server ADDR --queue Q ...`; prints one JSON line.
+
+Modes (each times itself; the process start is never measured):
+
+- ``bulk``: --jobs jobs ``{"i": n}`` through `QueueManager.add_bulk` (the AddBulk client stream).
+- ``features``: like bulk, with priorities 1–5 mixed, every 10th job marked to fail its first attempt
+  (``attempts=2``, no backoff), plus --side-jobs jobs on --side-queue.
+- ``single``: --jobs `add_job` calls from --inflight concurrent callers in this one process.
+- ``latency``: `add_job` at --rate jobs/s (absolute schedule) for --warmup then --seconds, data carrying the
+  wall clock in ns (``t``) and a warm-up mark (``w``).
+- ``unary``: one call in flight at a time, in interleaved blocks: the bare health ``Check``, `add_job`,
+  the raw ``AddJob`` stub and ``GetQueue``; their mean latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.measure import percentile
+from queue_manager import QueueManager
+from queue_manager.requests import add_job_request
+from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc
+
+
+def _call_stats(ms: list[float], prefix: str) -> dict[str, float]:
+    ms = sorted(ms)
+    return {
+        f"{prefix}_mean_ms": round(statistics.fmean(ms), 4),
+        f"{prefix}_p50_ms": round(percentile(ms, 50), 4),
+        f"{prefix}_p99_ms": round(percentile(ms, 99), 4),
+    }
+
+
+async def bulk(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    jobs = [{"name": "noop", "data": {"i": i}} for i in range(a.jobs)]
+    t0 = time.perf_counter()
+    ids = await qm.add_bulk(a.queue, jobs)
+    elapsed = time.perf_counter() - t0
+    return {"jobs": len(ids), "seconds": elapsed}
+
+
+async def features(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = []
+    for i in range(a.jobs):
+        data: dict[str, Any] = {"i": i}
+        if i % 10 == 0:
+            data["f"] = 1
+        jobs.append({"name": "mixed", "data": data, "options": {"priority": 1 + i % 5, "attempts": 2}})
+    side = [{"name": "limited", "data": {"i": i}} for i in range(a.side_jobs)]
+    t0 = time.perf_counter()
+    ids = await qm.add_bulk(a.queue, jobs)
+    if side:
+        await qm.add_bulk(a.side_queue, side)
+    return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
+
+
+async def single(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    counter = iter(range(a.jobs))
+    ms: list[float] = []
+
+    async def caller() -> None:
+        for i in counter:
+            t = time.perf_counter()
+            await qm.add_job(a.queue, "noop", {"i": i})
+            ms.append((time.perf_counter() - t) * 1000)
+
+    await qm.add_job(a.queue, "warm", {"i": -1})  # channel up before the clock starts
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(a.inflight)))
+    elapsed = time.perf_counter() - t0
+    return {"jobs": len(ms) + 1, "seconds": elapsed, **_call_stats(ms, "call")}
+
+
+async def _steady(qm: QueueManager, queue: str, rate: int, count: int, warm: bool, ms: list[float]) -> float:
+    interval = 1.0 / rate
+    in_flight = asyncio.Semaphore(256)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def add_one(data: dict[str, Any]) -> None:
+        try:
+            t = time.perf_counter()
+            await qm.add_job(queue, "latency", data)
+            ms.append((time.perf_counter() - t) * 1000)
+        finally:
+            in_flight.release()
+
+    t0 = time.perf_counter()
+    for i in range(count):
+        delay = t0 + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await in_flight.acquire()
+        data: dict[str, Any] = {"t": str(time.time_ns())}
+        if warm:
+            data["w"] = 1
+        task = asyncio.create_task(add_one(data))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return count / (time.perf_counter() - t0)
+
+
+async def latency(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    warm, measured = int(a.rate * a.warmup), int(a.rate * a.seconds)
+    if warm:
+        await _steady(qm, a.queue, a.rate, warm, True, [])
+    ms: list[float] = []
+    achieved = await _steady(qm, a.queue, a.rate, measured, False, ms)
+    return {
+        "jobs": warm + measured,
+        "measured": measured,
+        "achieved_rate": achieved,
+        **_call_stats(ms, "add"),
+    }
+
+
+async def unary(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    channel = grpc.aio.insecure_channel(a.server)
+    health = health_pb2_grpc.HealthStub(channel)
+    queues = queue_service_pb2_grpc.QueueServiceStub(channel)
+    raw_add = add_job_request(a.queue, "raw", {"i": 0}, None)  # built once: no client work per call
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "check": lambda: health.Check(health_pb2.HealthCheckRequest(service="")),
+        "add_job": lambda: qm.add_job(a.queue, "noop", {"i": 0}),
+        "raw_add_job": lambda: queues.AddJob(raw_add),
+        "get_queue": lambda: queues.GetQueue(queue_service_pb2.GetQueueRequest(name=a.queue)),
+    }
+    ms: dict[str, list[float]] = {name: [] for name in calls}
+    try:
+        for call in calls.values():  # warm every path once
+            await call()
+        per_block = max(1, a.jobs // a.blocks)
+        for _ in range(a.blocks):
+            for name, call in calls.items():
+                for _ in range(per_block):
+                    t = time.perf_counter()
+                    await call()
+                    ms[name].append((time.perf_counter() - t) * 1000)
+    finally:
+        await channel.close()
+    out: dict[str, Any] = {"calls_each": len(ms["check"])}
+    for name, values in ms.items():
+        out[f"{name}_mean_ms"] = round(statistics.fmean(values), 4)
+    out["add_job_over_check"] = out["add_job_mean_ms"] / out["check_mean_ms"]
+    out["raw_add_job_over_check"] = out["raw_add_job_mean_ms"] / out["check_mean_ms"]
+    return out
+
+
+MODES: dict[str, Callable[[QueueManager, argparse.Namespace], Awaitable[dict[str, Any]]]] = {
+    "bulk": bulk,
+    "features": features,
+    "single": single,
+    "latency": latency,
+    "unary": unary,
+}
+
+
+async def main_async(a: argparse.Namespace) -> dict[str, Any]:
+    qm = QueueManager(address=a.server, timeout=60.0)
+    try:
+        cpu0 = time.process_time()
+        result = await MODES[a.mode](qm, a)
+        result["cpu_s"] = time.process_time() - cpu0
+        return result
+    finally:
+        await qm.shutdown()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=sorted(MODES))
+    p.add_argument("--server", required=True)
+    p.add_argument("--queue", required=True)
+    p.add_argument("--side-queue", default="")
+    p.add_argument("--side-jobs", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--inflight", type=int, default=50)
+    p.add_argument("--rate", type=int, default=500)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--blocks", type=int, default=10)
+    a = p.parse_args()
+    print(json.dumps(asyncio.run(main_async(a))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""`python -m bench.profile SCENARIO`: a py-spy profile of our server (or one worker) under one scenario.
+
+py-spy comes from the benchmark-only virtualenv (bench/.venv-peers, `make bench-peers` installs it). The
+server runs on its own Valkey (persistence off); py-spy samples it while the scenario runs, and the
+collapsed stacks are summarised: the functions with the most samples on top of the stack (self) and on
+the stack at all (inclusive). Raw stacks are kept in bench/results/profile-<scenario>-<target>.txt.
+
+Scenarios: single (50 concurrent add_job), unary (one call at a time), bulk, drain, latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.drivers import Ours
+from bench.report import RESULTS_DIR
+from bench.scenarios import SCENARIOS, Params, run_one
+from bench.stack import REPO_ROOT
+
+PY_SPY = REPO_ROOT / "bench" / ".venv-peers" / "bin" / "py-spy"
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def short(frame: str) -> str:
+    """`func (path/to/site-packages/pkg/mod.py:12)` → `pkg/mod.py:func`."""
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    path = m["file"]
+    for marker in ("site-packages/", "queue_manager_server/", "queue_manager/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker.startswith("queue"):
+                path = marker + path
+            break
+    return f"{path}:{m['func']}"
+
+
+def summarise(raw: str, top: int) -> list[str]:
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = [short(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        if not frames:
+            continue
+        total += count
+        self_time[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    out = [f"{total} samples", "", "self (top of stack):"]
+    out += [f"  {n / total:6.1%}  {f}" for f, n in self_time.most_common(top)]
+    out += ["", "inclusive (anywhere on the stack):"]
+    out += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top * 2)]
+    return out
+
+
+async def profile(scenario: str, target: str, p: Params, rate: int, workdir: Path) -> Path:
+    ours = Ours(workdir)
+    await ours.start()
+    spy: asyncio.subprocess.Process | None = None
+    raw = RESULTS_DIR / f"profile-{scenario}-{target}.txt"
+    try:
+        pid = ours.server_pids()[0]
+        if target == "worker":
+            raise SystemExit("profiling a worker: attach py-spy to `python -m bench.worker` yourself")
+        argv = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate)]
+        argv += ["--output", str(raw), "--nonblocking"]
+        spy = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await asyncio.sleep(1.0)
+        result = await run_one(scenario, ours, p)
+        print(f"{scenario}: {result}", file=sys.stderr)
+    finally:
+        if spy is not None and spy.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                await asyncio.wait_for(spy.wait(), timeout=30)
+            except TimeoutError:
+                os.kill(spy.pid, signal.SIGKILL)
+                await spy.wait()
+        await ours.stop()
+    return raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("scenario", choices=[s for s in SCENARIOS if s not in ("memory", "features")])
+    parser.add_argument("--target", choices=["server"], default="server")
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs (bulk, drain, single)")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    if not PY_SPY.exists():
+        sys.exit(f"{PY_SPY} is missing: run `make bench-peers` (or pip install py-spy into it) first")
+    p = Params(jobs=args.jobs, single_jobs=args.jobs, unary_calls=args.jobs // 10 or 1, seconds=5.0)
+    with tempfile.TemporaryDirectory(prefix="qm-profile-") as tmp:
+        raw = asyncio.run(profile(args.scenario, args.target, p, args.rate, Path(tmp)))
+    print("\n".join(summarise(raw.read_text(), args.top)))
+    print(f"raw stacks: {raw}")
+
+
+if __name__ == "__main__":
+    main()

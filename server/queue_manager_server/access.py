@@ -1,0 +1,266 @@
+"""Who may call what: the RPC → permission table, the queues each request names, and the filters that
+trim answers spanning several queues to the caller's queue patterns.
+
+Permissions come from roles (`queue_manager_server.auth.ROLE_PERMISSIONS`): ``read`` (viewer, producer,
+admin), ``produce`` (producer, admin), ``work`` (worker, admin) and ``admin`` (admin). Every queue a request
+names must match one of the token's patterns, including the queues a request names indirectly (chain links,
+workflow steps, a schedule's queue, the dead-letter queue a registration creates). Requests that name no
+queue either have their answer filtered (ListQueues, GetAllMetrics, WatchMetrics without names,
+ListWorkers, ListSchedules without a queue), are checked against the answer (GetWorkflow), the stored run
+(CancelWorkflow), or need a token for every queue (ListWorkflows: its page carries no steps to check).
+docs/security.md shows the same table for people; `test_every_rpc_has_a_rule` keeps it complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from queue_manager.v1 import (
+    jobs_pb2,
+    metrics_pb2,
+    queue_service_pb2,
+    schedules_pb2,
+    types_pb2,
+    worker_service_pb2,
+    workflows_pb2,
+)
+from queue_manager_server.auth import ROLE_PERMISSIONS, Principal
+from queue_manager_server.engine.engine import DEFAULT_DLQ
+
+QUEUE_SERVICE = "/queue_manager.v1.QueueService/"
+WORKER_SERVICE = "/queue_manager.v1.WorkerService/"
+# Services anyone may call without a token: health checks (load balancers, `qm health`) and reflection
+# (the schema is public; every call it describes is still guarded).
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+Named = Iterable[tuple[str, str]]  # (field path, queue name) pairs a request names
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How one RPC is guarded."""
+
+    permission: str
+    # The queues a request (each message, for a client stream) names.
+    queues: Callable[[Any], Named] | None = None
+    # Trims an answer (each message of a server stream) to the caller's queues.
+    filter: Callable[[Principal, Any], Any] | None = None
+    # Refuses an answer that shows a queue outside the caller's patterns (returns why, or None).
+    check_answer: Callable[[Principal, Any], str | None] | None = None
+    # Needs a token for every queue ("*").
+    all_queues: bool = False
+    # The stored run's queues are checked before the call (CancelWorkflow).
+    run_queues: bool = False
+
+
+def _field(name: str) -> Callable[[Any], Named]:
+    def named(request: Any) -> Named:
+        return [(name, getattr(request, name))]
+
+    return named
+
+
+def _chain(options: types_pb2.JobOptions, at: str) -> Iterator[tuple[str, str]]:
+    for i, link in enumerate(options.chain_to):
+        yield f"{at}.chain_to[{i}].queue_name", link.queue_name
+
+
+def _add_job(r: jobs_pb2.AddJobRequest) -> Named:
+    return [("queue_name", r.queue_name), *_chain(r.job.options, "job.options")]
+
+
+def _add_bulk(r: jobs_pb2.AddBulkRequest) -> Named:
+    yield "queue_name", r.queue_name
+    for i, job in enumerate(r.jobs):
+        yield from _chain(job.options, f"jobs[{i}].options")
+
+
+def _register(r: queue_service_pb2.RegisterQueueRequest) -> Named:
+    yield "name", r.name
+    if not r.config.disable_dead_letter:  # registering a queue also registers its dead-letter queue
+        yield "config.dead_letter_queue", r.config.dead_letter_queue or DEFAULT_DLQ
+
+
+def _steps(steps: Iterable[workflows_pb2.WorkflowStep], at: str) -> Iterator[tuple[str, str]]:
+    for i, step in enumerate(steps):
+        here = f"{at}[{i}]"
+        yield f"{here}.queue_name", step.queue_name
+        yield from _chain(step.options, f"{here}.options")
+        yield from _steps(step.on_success, f"{here}.on_success")
+        yield from _steps(step.on_failure, f"{here}.on_failure")
+
+
+def _workflow(r: workflows_pb2.ExecuteWorkflowRequest) -> Named:
+    return _steps(r.workflow.steps, "workflow.steps")
+
+
+def _schedule(r: schedules_pb2.UpsertScheduleRequest) -> Named:
+    return [("schedule.queue_name", r.schedule.queue_name), *_chain(r.schedule.job.options, "schedule.job")]
+
+
+def _watch(r: metrics_pb2.WatchMetricsRequest) -> Named:
+    return [(f"queue_names[{i}]", q) for i, q in enumerate(r.queue_names)]
+
+
+def _leases(report: worker_service_pb2.WorkerReport) -> Iterator[tuple[str, str]]:
+    for name in ("completions", "failures", "extensions", "releases", "abandoned", "cancelled"):
+        for i, item in enumerate(getattr(report, name)):
+            yield f"report.{name}[{i}].queue_name", item.queue_name
+    for name in ("progress", "logs"):
+        for i, item in enumerate(getattr(report, name)):
+            yield f"report.{name}[{i}].lease.queue_name", item.lease.queue_name
+
+
+def _connect(r: worker_service_pb2.ConnectRequest) -> Named:
+    kind = r.WhichOneof("kind")
+    if kind == "hello":
+        return [(f"hello.queues[{i}]", q) for i, q in enumerate(r.hello.queues)]
+    if kind == "report":
+        return _leases(r.report)
+    return []
+
+
+# ---- answers spanning queues ---------------------------------------------------------------------
+
+
+def _copy(message: Message) -> Any:
+    out = type(message)()
+    out.CopyFrom(message)
+    return out
+
+
+def _keep(items: Any, keep: Callable[[Any], bool]) -> None:
+    kept = [_copy(x) for x in items if keep(x)]
+    del items[:]
+    items.extend(kept)
+
+
+def _workers(p: Principal, workers: Any) -> None:
+    """Workers of the caller's queues, each showing only those of its queues the caller may see."""
+    _keep(workers, lambda w: any(p.allows(q) for q in w.queues))
+    for w in workers:
+        shown = [q for q in w.queues if p.allows(q)]
+        del w.queues[:]
+        w.queues.extend(shown)
+
+
+def _filter_queues(p: Principal, r: queue_service_pb2.ListQueuesResponse) -> Any:
+    out = _copy(r)
+    _keep(out.queues, lambda q: p.allows(q.name))
+    return out
+
+
+def _filter_metrics(p: Principal, r: Any) -> Any:  # GetAllMetricsResponse, WatchMetricsResponse
+    out = _copy(r)
+    _keep(out.metrics, lambda m: p.allows(m.queue_name))
+    if isinstance(out, metrics_pb2.WatchMetricsResponse):
+        _workers(p, out.workers)
+    return out
+
+
+def _filter_workers(p: Principal, r: metrics_pb2.ListWorkersResponse) -> Any:
+    out = _copy(r)
+    _workers(p, out.workers)
+    return out
+
+
+def _filter_schedules(p: Principal, r: schedules_pb2.ListSchedulesResponse) -> Any:
+    out = _copy(r)
+    _keep(out.schedules, lambda s: p.allows(s.queue_name))
+    return out
+
+
+def _check_run(p: Principal, r: workflows_pb2.GetWorkflowResponse) -> str | None:
+    outside = sorted({s.queue_name for s in r.run.steps if not p.allows(s.queue_name)})
+    if outside:
+        return f"the workflow run has steps in queue(s) outside this token's patterns: {', '.join(outside)}"
+    return None
+
+
+_READ_QUEUE = Rule("read", _field("queue_name"))
+_READ_NAME = Rule("read", _field("name"))
+_ADMIN_NAME = Rule("admin", _field("name"))
+
+RULES: dict[str, Rule] = {
+    QUEUE_SERVICE + name: rule
+    for name, rule in {
+        "RegisterQueue": Rule("admin", _register),
+        "GetQueue": _READ_NAME,
+        "ListQueues": Rule("read", filter=_filter_queues),
+        "PauseQueue": _ADMIN_NAME,
+        "ResumeQueue": _ADMIN_NAME,
+        "CleanQueue": _ADMIN_NAME,
+        "DrainQueue": _ADMIN_NAME,
+        "ObliterateQueue": _ADMIN_NAME,
+        "GetQueueMetrics": _READ_NAME,
+        "GetAllMetrics": Rule("read", filter=_filter_metrics),
+        "WatchMetrics": Rule("read", _watch, filter=_filter_metrics),
+        "ListWorkers": Rule("read", _field("queue_name"), filter=_filter_workers),
+        "AddJob": Rule("produce", _add_job),
+        "AddBulk": Rule("produce", _add_bulk),
+        "GetJob": _READ_QUEUE,
+        "ListJobs": _READ_QUEUE,
+        "RemoveJob": Rule("admin", _field("queue_name")),
+        "GetJobLogs": _READ_QUEUE,
+        "WaitForJob": _READ_QUEUE,
+        "CancelJob": Rule("admin", _field("queue_name")),
+        "RetryJob": Rule("produce", _field("queue_name")),
+        "RetryFailedJobs": Rule("admin", _field("queue_name")),
+        "PromoteJob": Rule("produce", _field("queue_name")),
+        "ChangeJobPriority": Rule("produce", _field("queue_name")),
+        "ExecuteWorkflow": Rule("produce", _workflow),
+        "GetWorkflow": Rule("read", check_answer=_check_run),
+        "ListWorkflows": Rule("read", all_queues=True),
+        "CancelWorkflow": Rule("admin", run_queues=True),
+        "UpsertSchedule": Rule("produce", _schedule),
+        "GetSchedule": _READ_QUEUE,
+        "ListSchedules": Rule("read", _field("queue_name"), filter=_filter_schedules),
+        "DeleteSchedule": Rule("produce", _field("queue_name")),
+    }.items()
+} | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
+
+# The admin rule applies to an RPC missing from the table (one added to the contract later): only an
+# admin token for every queue may call it until the table says otherwise.
+UNLISTED = Rule("admin", all_queues=True)
+
+
+def rule_for(method: str) -> Rule | None:
+    """The rule of a full method name (``/package.Service/Method``); None for the open services."""
+    if method.startswith(OPEN_PREFIXES):
+        return None
+    return RULES.get(method, UNLISTED)
+
+
+def denial(principal: Principal, rule: Rule, method: str) -> str | None:
+    """Why the principal may not call the method at all (role or all-queues), or None."""
+    short = method.rsplit("/", 1)[-1]
+    if not principal.can(rule.permission):
+        roles = ", ".join(sorted(principal.roles))
+        needed = [r for r in ("admin", "producer", "worker", "viewer") if _grants(r, rule.permission)]
+        needs = " or ".join(needed)
+        return f"token {principal.name!r} ({roles}) may not call {short}: it needs the role {needs}"
+    if rule.all_queues and not principal.all_queues:
+        return f"{short} spans every queue: it needs a token whose queues include '*'"
+    return None
+
+
+def _grants(role: str, permission: str) -> bool:
+    return permission in ROLE_PERMISSIONS[role]
+
+
+def queue_denial(principal: Principal, named: Named) -> str | None:
+    """Why a request's queues are out of the principal's reach, or None. Empty names are left to the
+    handler (which answers INVALID_ARGUMENT, or treats them as "every queue" where the contract says so)."""
+    if principal.all_queues:
+        return None
+    for field, queue in named:
+        if queue and not principal.allows(queue):
+            return (
+                f"{field}: queue {queue[:120]!r} is outside the queues of token {principal.name!r} "
+                f"({', '.join(principal.patterns)})"
+            )
+    return None

@@ -1,0 +1,74 @@
+"""Regression tests for defects the fault-injection suite found (each names the scenario that found it)."""
+
+from __future__ import annotations
+
+from queue_manager.v1 import workflows_pb2
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.control import Control
+from queue_manager_server.services.workflows import Workflows, step_job_id
+
+
+async def test_a_step_started_by_a_hand_off_and_its_replay_is_not_cancelled(engine: Engine) -> None:
+    """Found by test_three_servers_one_killed_with_flows: a flow entry carried out by one server while a
+    janitor of another replays it (the entry is cleared only afterwards) starts the next step twice. The
+    second start found the step already started and took it for a step cancelled with its run, so it
+    cancelled the step's job, and the run ended cancelled though nobody cancelled it."""
+    for q in ("first", "next"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    workflows.cancel_job = Control(engine).cancel_job
+    wf = workflows_pb2.Workflow(
+        steps=[
+            workflows_pb2.WorkflowStep(
+                key="a",
+                queue_name="first",
+                job_name="a",
+                on_success=[workflows_pb2.WorkflowStep(key="b", queue_name="next", job_name="b")],
+            )
+        ]
+    )
+    run_id, created = await workflows.execute(wf, "race")
+    assert created
+    # Step a completed: the hand-off and its replay each record it and learn that b is to start …
+    first = await workflows.store.step_done(run_id, "a", "c", b"1", "application/json", "")
+    replay = await workflows.store.step_done(run_id, "a", "c", b"1", "application/json", "")
+    assert first == replay == ("running", ["b"])
+    # … and each starts it: one job, started once, never cancelled.
+    await workflows.start_steps(run_id, ["b"])
+    await workflows.start_steps(run_id, ["b"])
+    job = await engine.get_job("next", step_job_id(run_id, "b"))
+    assert job.text("st") == "waiting"
+    run = await workflows.get(run_id)
+    assert run.state == workflows_pb2.WORKFLOW_STATE_RUNNING
+    assert [s.state for s in run.steps] == [
+        workflows_pb2.WORKFLOW_STEP_STATE_COMPLETED,
+        workflows_pb2.WORKFLOW_STEP_STATE_STARTED,
+    ]
+
+
+async def test_a_step_cancelled_with_its_run_while_starting_is_still_cancelled(engine: Engine) -> None:
+    """The other side of the fix above: a run cancelled between deciding to start a step and adding its
+    job still cancels that job."""
+    for q in ("first", "next"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    workflows.cancel_job = Control(engine).cancel_job
+    wf = workflows_pb2.Workflow(
+        steps=[
+            workflows_pb2.WorkflowStep(
+                key="a",
+                queue_name="first",
+                job_name="a",
+                on_success=[workflows_pb2.WorkflowStep(key="b", queue_name="next", job_name="b")],
+            )
+        ]
+    )
+    run_id, _ = await workflows.execute(wf, "cancelled")
+    assert await workflows.store.step_done(run_id, "a", "c", b"1", "application/json", "") == (
+        "running",
+        ["b"],
+    )
+    await workflows.cancel(run_id, "stop")
+    await workflows.start_steps(run_id, ["b"])
+    job = await engine.get_job("next", step_job_id(run_id, "b"))
+    assert job.text("st") == "cancelled"

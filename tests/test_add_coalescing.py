@@ -1,0 +1,141 @@
+"""Concurrent AddJob calls share Redis writes (services/adds.py); each caller still gets its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import pytest
+from redis.exceptions import ResponseError
+
+from queue_manager.v1 import jobs_pb2 as jpb
+from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import types_pb2 as t
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import AddResult, NewJob
+from queue_manager_server.services.adds import AddCoalescer
+from tests.conftest import RunningServer
+
+Code = grpc.StatusCode
+Groups = Sequence[tuple[str, Sequence[NewJob]]]
+
+
+@pytest.fixture
+async def stub(server: RunningServer) -> AsyncIterator[qrpc.QueueServiceStub]:
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        s = qrpc.QueueServiceStub(ch)
+        await s.RegisterQueue(qpb.RegisterQueueRequest(name="co"))
+        yield s
+
+
+def add(stub: qrpc.QueueServiceStub, queue: str, name: str, data: bytes = b'{"i":1}') -> Any:
+    payload = t.Payload(raw=data, content_type="application/json")
+    return stub.AddJob(jpb.AddJobRequest(queue_name=queue, job=jpb.NewJob(name=name, data=payload)))
+
+
+class HeldWrites:
+    """Wraps the engine's coalesced write: records each batch and holds the first until released, so the
+    adds sent meanwhile queue up for the second."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.real = engine.add_jobs_many
+        self.batches: list[list[tuple[str, int]]] = []
+        self.release = asyncio.Event()
+        self.fail_queue = ""  # its group of the second batch: half written, then a script error
+
+    async def __call__(self, groups: Groups, fetch: bool = False, seq_base: int = 0) -> list[Any]:
+        self.batches.append([(q, len(jobs)) for q, jobs in groups])
+        if len(self.batches) == 1:
+            await self.release.wait()
+        if len(self.batches) == 2 and self.fail_queue:
+            (queue, jobs), *_ = groups
+            await self.real([(queue, list(jobs)[: len(jobs) // 2])], fetch, seq_base)
+            return [ResponseError("ERR simulated script error mid-batch")]
+        return await self.real(groups, fetch, seq_base)
+
+
+async def until(check: Any) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def coalescer(server: RunningServer) -> AddCoalescer:
+    assert server.app.queue_service is not None
+    return server.app.queue_service.adds
+
+
+async def test_a_bad_job_fails_alone_and_the_others_share_one_write(
+    server: RunningServer, stub: qrpc.QueueServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adds = coalescer(server)
+    held = HeldWrites(adds.engine)
+    monkeypatch.setattr(adds.engine, "add_jobs_many", held)
+    first = asyncio.ensure_future(add(stub, "co", "first"))
+    await until(lambda: len(held.batches) == 1)
+    good = [asyncio.ensure_future(add(stub, "co", f"j{i}")) for i in range(10)]
+    bad = asyncio.ensure_future(add(stub, "co", ""))  # no name: INVALID_ARGUMENT before it joins a batch
+    unknown = asyncio.ensure_future(add(stub, "nope", "x"))  # an unregistered queue fails only its caller
+    await until(lambda: len(adds._pending) == 11)
+    held.release.set()
+
+    assert (await first).created
+    answers = await asyncio.gather(*good)
+    assert [a.job.name for a in answers] == [f"j{i}" for i in range(10)]
+    assert all(a.created and a.job.state == t.JOB_STATE_WAITING for a in answers)
+    assert len({a.job.id for a in answers}) == 10
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bad
+    assert info.value.code() == Code.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await unknown
+    assert info.value.code() == Code.NOT_FOUND
+    assert held.batches == [[("co", 1)], [("co", 10), ("nope", 1)]]
+    m = await stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="co"))
+    assert m.metrics.waiting == 11
+
+
+async def test_a_failed_batch_is_retried_job_by_job_without_duplicates(
+    server: RunningServer, stub: qrpc.QueueServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adds = coalescer(server)
+    held = HeldWrites(adds.engine)
+    held.fail_queue = "co"
+    monkeypatch.setattr(adds.engine, "add_jobs_many", held)
+    first = asyncio.ensure_future(add(stub, "co", "first"))
+    await until(lambda: len(held.batches) == 1)
+    calls = [asyncio.ensure_future(add(stub, "co", f"j{i}")) for i in range(8)]
+    await until(lambda: len(adds._pending) == 8)
+    held.release.set()
+
+    await first
+    answers = await asyncio.gather(*calls)
+    # Half were written before the error: found again by their ids, they still count as this call's own.
+    assert all(a.created for a in answers)
+    assert [a.job.name for a in answers] == [f"j{i}" for i in range(8)]
+    m = await stub.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="co"))
+    assert m.metrics.waiting == 9
+
+
+async def test_a_lone_add_is_written_at_once(server: RunningServer, stub: qrpc.QueueServiceStub) -> None:
+    """An idle server writes a lone add in its own batch, without waiting for company."""
+    adds = coalescer(server)
+    sizes: list[int] = []
+    real = adds.engine.add_jobs_many
+
+    async def spy(groups: Groups, fetch: bool = False, seq_base: int = 0) -> list[AddResult | Exception]:
+        sizes.append(sum(len(j) for _, j in groups))
+        return await real(groups, fetch, seq_base)
+
+    adds.engine.add_jobs_many = spy  # type: ignore[method-assign]
+    try:
+        for i in range(5):
+            assert (await add(stub, "co", f"s{i}")).created
+    finally:
+        del adds.engine.add_jobs_many
+    assert sizes == [1, 1, 1, 1, 1]

@@ -1,0 +1,523 @@
+"""Authentication and authorization: tokens, roles and queue patterns on every RPC shape, nothing written
+by a refused call, filtered lists, the worker stream, token-file reloads, and the start-up rules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from redis.asyncio import Redis
+
+from queue_manager.v1 import jobs_pb2 as jpb
+from queue_manager.v1 import metrics_pb2 as mpb
+from queue_manager.v1 import queue_service_pb2 as qpb
+from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import schedules_pb2 as spb
+from queue_manager.v1 import types_pb2 as t
+from queue_manager.v1 import worker_service_pb2 as wpb
+from queue_manager.v1 import worker_service_pb2_grpc as wrpc
+from queue_manager.v1 import workflows_pb2 as wfpb
+from queue_manager_server import access, auth
+from queue_manager_server.app import App, StartupError
+from queue_manager_server.auth import Authenticator, AuthFileError, parse_entries
+from queue_manager_server.config import Settings
+from queue_manager_server.security import SecurityError, is_loopback, prepare
+from tests.conftest import RunningServer, ServerFactory
+from tests.rawworker import lease
+from tests.security_kit import bearer, raw_worker, state, token_file
+
+OK = grpc.StatusCode.OK
+PD = grpc.StatusCode.PERMISSION_DENIED
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+NF = grpc.StatusCode.NOT_FOUND
+
+ENTRIES: dict[str, tuple[str | list[str], list[str]]] = {
+    "admin": ("admin", ["*"]),
+    "ops": ("admin", ["billing-*"]),  # an admin of some queues only
+    "prod": ("producer", ["billing-*"]),
+    "work": ("worker", ["billing-*"]),
+    "view": ("viewer", ["billing-*"]),
+    "viewall": ("viewer", ["*"]),
+    "both": (["producer", "worker"], ["billing-*"]),
+}
+
+
+@pytest.fixture
+async def secured(
+    server_factory: ServerFactory, tmp_path: Path
+) -> AsyncIterator[tuple[RunningServer, dict[str, str]]]:
+    tokens = token_file(tmp_path / "tokens.toml", ENTRIES)
+    server = await server_factory(auth_file=str(tmp_path / "tokens.toml"))
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        md = bearer(tokens["admin"])
+        for name in ("billing-a", "billing-b", "orders"):
+            config = t.QueueConfig(disable_dead_letter=True)
+            await q.RegisterQueue(qpb.RegisterQueueRequest(name=name, config=config), metadata=md)
+    yield server, tokens
+
+
+async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return OK
+
+
+async def _stream_code(call: Any) -> grpc.StatusCode:
+    try:
+        async for _ in call:
+            break
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return OK
+
+
+def test_every_rpc_has_a_rule() -> None:
+    from queue_manager.v1 import queue_service_pb2, worker_service_pb2
+
+    for module, service in ((queue_service_pb2, "QueueService"), (worker_service_pb2, "WorkerService")):
+        desc = module.DESCRIPTOR.services_by_name[service]
+        for method in desc.methods:
+            assert f"/{desc.full_name}/{method.name}" in access.RULES, method.name
+    assert access.rule_for("/grpc.health.v1.Health/Check") is None
+    assert access.rule_for("/queue_manager.v1.QueueService/SomethingNew") is access.UNLISTED
+
+
+def test_token_file_is_checked_field_by_field(tmp_path: Path) -> None:
+    good = {"name": "a", "sha256": "0" * 64, "role": "viewer", "queues": ["*"]}
+    cases = [
+        ({}, "non-empty list 'tokens'"),
+        ({"tokens": [{**good, "role": "root"}]}, "tokens[0].role"),
+        ({"tokens": [{**good, "sha256": "abc"}]}, "tokens[0].sha256"),
+        ({"tokens": [{**good, "queues": []}]}, "tokens[0].queues"),
+        ({"tokens": [{**good, "queues": ["a{b"]}]}, "tokens[0].queues"),
+        ({"tokens": [good, {**good, "sha256": "1" * 64}]}, "used twice"),
+        ({"tokens": [good, {**good, "name": "b"}]}, "listed twice"),
+        ({"tokens": [{**good, "token": "plain"}]}, "unknown field(s) token"),
+    ]
+    for data, message in cases:
+        with pytest.raises(AuthFileError, match=re.escape(message)):
+            parse_entries(data, "f")
+    (tmp_path / "t.json").write_text(
+        '{"tokens": [{"name": "j", "sha256": "' + "a" * 64 + '", "roles": '
+        '["producer", "worker"], "queues": ["x-*"]}]}'
+    )
+    p = Authenticator(tmp_path / "t.json")._entries[0].principal
+    assert (p.can("produce"), p.can("work"), p.can("admin"), p.allows("x-1"), p.allows("y")) == (
+        True,
+        True,
+        False,
+        True,
+        False,
+    )
+
+
+async def test_without_a_valid_token_no_rpc_shape_runs(
+    secured: tuple[RunningServer, dict[str, str]], redis: Redis
+) -> None:
+    server, tokens = secured
+    before = await state(redis, server.prefix)
+    job = jpb.NewJob(name="n")
+    credentials: list[tuple[tuple[str, str], ...]] = [
+        (),
+        bearer("not-a-token"),
+        (("authorization", tokens["admin"]),),  # no scheme
+        (("authorization", f"Basic {tokens['admin']}"),),  # not base64 user:password
+    ]
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q, w = qrpc.QueueServiceStub(ch), wrpc.WorkerServiceStub(ch)
+        for md in credentials:
+            unary = q.AddJob(jpb.AddJobRequest(queue_name="billing-a", job=job), metadata=md)
+            client_stream = q.AddBulk(
+                iter([jpb.AddBulkRequest(queue_name="billing-a", jobs=[job])]), metadata=md
+            )
+            server_stream = q.WaitForJob(
+                jpb.WaitForJobRequest(queue_name="billing-a", job_id="x"), metadata=md
+            )
+            bidi = w.Connect(
+                iter([wpb.ConnectRequest(hello=wpb.WorkerHello(worker_id="w", queues=["billing-a"]))]),
+                metadata=md,
+            )
+            assert await code_of(unary) == UNAUTH
+            assert await code_of(client_stream) == UNAUTH
+            assert await _stream_code(server_stream) == UNAUTH
+            assert await _stream_code(bidi) == UNAUTH
+    assert await state(redis, server.prefix) == before
+
+
+def _calls(q: qrpc.QueueServiceStub) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+    """One representative call per permission and queue, by label."""
+    job = jpb.NewJob(name="n")
+    schedule = spb.Schedule(
+        id="s", queue_name="billing-a", every=duration_pb2.Duration(seconds=3600), job=job
+    )
+    return {
+        "register": lambda md: q.RegisterQueue(
+            qpb.RegisterQueueRequest(name="billing-c", config=t.QueueConfig(disable_dead_letter=True)),
+            metadata=md,
+        ),
+        "get": lambda md: q.GetQueue(qpb.GetQueueRequest(name="billing-a"), metadata=md),
+        "add": lambda md: q.AddJob(jpb.AddJobRequest(queue_name="billing-a", job=job), metadata=md),
+        "add-orders": lambda md: q.AddJob(jpb.AddJobRequest(queue_name="orders", job=job), metadata=md),
+        "pause": lambda md: q.PauseQueue(qpb.PauseQueueRequest(name="billing-b"), metadata=md),
+        "pause-orders": lambda md: q.PauseQueue(qpb.PauseQueueRequest(name="orders"), metadata=md),
+        "list": lambda md: q.ListJobs(
+            jpb.ListJobsRequest(queue_name="billing-a", state=t.JOB_STATE_WAITING), metadata=md
+        ),
+        "remove": lambda md: q.RemoveJob(
+            jpb.RemoveJobRequest(queue_name="billing-a", job_id="none"), metadata=md
+        ),
+        "cancel": lambda md: q.CancelJob(
+            jpb.CancelJobRequest(queue_name="billing-a", job_id="none"), metadata=md
+        ),
+        "retry-all": lambda md: q.RetryFailedJobs(
+            jpb.RetryFailedJobsRequest(queue_name="billing-a"), metadata=md
+        ),
+        "promote": lambda md: q.PromoteJob(
+            jpb.PromoteJobRequest(queue_name="billing-a", job_id="none"), metadata=md
+        ),
+        "schedule": lambda md: q.UpsertSchedule(spb.UpsertScheduleRequest(schedule=schedule), metadata=md),
+        "workflows": lambda md: q.ListWorkflows(wfpb.ListWorkflowsRequest(), metadata=md),
+        "metrics": lambda md: q.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="billing-a"), metadata=md),
+    }
+
+
+# label → token → expected code (RemoveJob, CancelJob and PromoteJob of a missing job: NOT_FOUND when allowed)
+EXPECTED: dict[str, dict[str, grpc.StatusCode]] = {
+    "register": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
+    "get": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},
+    "add": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": PD},
+    "add-orders": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
+    "pause": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
+    "pause-orders": {"admin": OK, "ops": PD, "prod": PD, "work": PD, "view": PD},
+    "list": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},
+    "remove": {"admin": NF, "ops": NF, "prod": PD, "work": PD, "view": PD},
+    "cancel": {"admin": NF, "ops": NF, "prod": PD, "work": PD, "view": PD},
+    "retry-all": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
+    "promote": {"admin": NF, "ops": NF, "prod": NF, "work": PD, "view": PD},
+    "schedule": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": PD},
+    "workflows": {"admin": OK, "ops": PD, "prod": PD, "work": PD, "view": PD},
+    "metrics": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},
+}
+EXPECTED["add-orders"]["ops"] = PD  # "ops" may administer billing-* only
+
+
+async def test_roles_and_patterns_decide_and_refusals_write_nothing(
+    secured: tuple[RunningServer, dict[str, str]], redis: Redis
+) -> None:
+    server, tokens = secured
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        calls = _calls(qrpc.QueueServiceStub(ch))
+        # Refused calls first (each must leave Redis as it was), then the allowed ones.
+        for allowed in (False, True):
+            for label, expected in EXPECTED.items():
+                for name, code in expected.items():
+                    if (code == PD) == allowed:
+                        continue
+                    before = await state(redis, server.prefix) if code == PD else None
+                    got = await code_of(calls[label](bearer(tokens[name])))
+                    assert got == code, (label, name, got)
+                    if before is not None:
+                        assert await state(redis, server.prefix) == before, (label, name)
+
+
+async def test_streams_are_checked_message_by_message(
+    secured: tuple[RunningServer, dict[str, str]], redis: Redis
+) -> None:
+    server, tokens = secured
+    md = bearer(tokens["prod"])
+    job = jpb.NewJob(name="n")
+    chained = jpb.NewJob(
+        name="n", options=t.JobOptions(chain_to=[t.ChainLink(queue_name="orders", job_name="x")])
+    )
+    step = wfpb.WorkflowStep(
+        queue_name="billing-a",
+        job_name="a",
+        on_success=[wfpb.WorkflowStep(queue_name="orders", job_name="b")],
+    )
+    before = await state(redis, server.prefix)
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        # The first message is fine, the second names a foreign queue: nothing of the stream is added.
+        bulk = [
+            jpb.AddBulkRequest(queue_name="billing-a", jobs=[job] * 3),
+            jpb.AddBulkRequest(queue_name="orders", jobs=[job]),
+        ]
+        assert await code_of(q.AddBulk(iter(bulk), metadata=md)) == PD
+        assert (
+            await code_of(q.AddJob(jpb.AddJobRequest(queue_name="billing-a", job=chained), metadata=md)) == PD
+        )
+        run = wfpb.ExecuteWorkflowRequest(workflow=wfpb.Workflow(steps=[step]))
+        assert await code_of(q.ExecuteWorkflow(run, metadata=md)) == PD
+        registration = qpb.RegisterQueueRequest(name="billing-c")  # would register "dead-letter-queue" too
+        assert await code_of(q.RegisterQueue(registration, metadata=bearer(tokens["ops"]))) == PD
+        assert await state(redis, server.prefix) == before
+        added = await q.AddBulk(iter(bulk[:1]), metadata=md)
+        assert len(added.job_ids) == 3
+
+
+async def test_answers_spanning_queues_show_the_tokens_queues(
+    secured: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = secured
+    admin, view = bearer(tokens["admin"]), bearer(tokens["view"])
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        for queue in ("billing-a", "orders"):
+            schedule = spb.Schedule(
+                id="s", queue_name=queue, every=duration_pb2.Duration(seconds=3600), job=jpb.NewJob(name="n")
+            )
+            await q.UpsertSchedule(spb.UpsertScheduleRequest(schedule=schedule), metadata=admin)
+        queues = await q.ListQueues(qpb.ListQueuesRequest(), metadata=view)
+        assert [x.name for x in queues.queues] == ["billing-a", "billing-b"]
+        everything = await q.ListQueues(qpb.ListQueuesRequest(), metadata=bearer(tokens["viewall"]))
+        assert [x.name for x in everything.queues] == ["billing-a", "billing-b", "orders"]
+        metrics = await q.GetAllMetrics(mpb.GetAllMetricsRequest(), metadata=view)
+        assert [m.queue_name for m in metrics.metrics] == ["billing-a", "billing-b"]
+        schedules = await q.ListSchedules(spb.ListSchedulesRequest(), metadata=view)
+        assert [s.queue_name for s in schedules.schedules] == ["billing-a"]
+        watch = q.WatchMetrics(mpb.WatchMetricsRequest(include_workers=True), metadata=view)
+        first = await watch.read()
+        watch.cancel()
+        assert [m.queue_name for m in first.metrics] == ["billing-a", "billing-b"]
+        named = q.WatchMetrics(mpb.WatchMetricsRequest(queue_names=["orders"]), metadata=view)
+        assert await _stream_code(named) == PD
+        # Workers: one on orders (admin token), one on billing-a; the viewer sees the second only.
+        workers = [
+            await raw_worker(server.address, ["orders", "billing-a"], tokens["admin"], "w-mixed"),
+            await raw_worker(server.address, ["orders"], tokens["admin"], "w-orders"),
+        ]
+        try:
+            for w in workers:
+                await w.connect()
+            listed = await q.ListWorkers(mpb.ListWorkersRequest(), metadata=view)
+            assert [(w.worker_id, list(w.queues)) for w in listed.workers] == [("w-mixed", ["billing-a"])]
+        finally:
+            for w in workers:
+                await w.close()
+
+
+async def test_workflow_runs_are_checked_against_their_steps(
+    secured: tuple[RunningServer, dict[str, str]], redis: Redis
+) -> None:
+    server, tokens = secured
+    admin = bearer(tokens["admin"])
+    step = wfpb.WorkflowStep(
+        queue_name="billing-a",
+        job_name="a",
+        on_success=[wfpb.WorkflowStep(queue_name="orders", job_name="b")],
+    )
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        run = await q.ExecuteWorkflow(
+            wfpb.ExecuteWorkflowRequest(workflow=wfpb.Workflow(steps=[step])), metadata=admin
+        )
+        get = wfpb.GetWorkflowRequest(run_id=run.run_id)
+        assert await code_of(q.GetWorkflow(get, metadata=bearer(tokens["view"]))) == PD
+        assert await code_of(q.GetWorkflow(get, metadata=bearer(tokens["viewall"]))) == OK
+        before = await state(redis, server.prefix)
+        cancel = wfpb.CancelWorkflowRequest(run_id=run.run_id)
+        assert await code_of(q.CancelWorkflow(cancel, metadata=bearer(tokens["ops"]))) == PD
+        assert await state(redis, server.prefix) == before
+        cancelled = await q.CancelWorkflow(cancel, metadata=admin)
+        assert cancelled.run.state == wfpb.WORKFLOW_STATE_CANCELLED
+
+
+async def test_worker_stream_is_limited_to_the_tokens_queues(
+    secured: tuple[RunningServer, dict[str, str]], redis: Redis
+) -> None:
+    server, tokens = secured
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        added = await q.AddJob(
+            jpb.AddJobRequest(queue_name="billing-a", job=jpb.NewJob(name="n")),
+            metadata=bearer(tokens["prod"]),
+        )
+        job_id = added.job.id
+        # A producer token may not open a worker stream; a worker token may not name orders.
+        for token, queues in ((tokens["prod"], ["billing-a"]), (tokens["work"], ["billing-a", "orders"])):
+            w = await raw_worker(server.address, queues, token)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await w.connect()
+            assert refused.value.code() == PD
+            await w.close()
+        w = await raw_worker(server.address, ["billing-a"], tokens["work"])
+        try:
+            await w.connect(credits=1)
+            (leased,) = await w.jobs(1)
+            assert leased.job.id == job_id
+            # A report naming a foreign queue ends the stream PERMISSION_DENIED; the lease goes back.
+            foreign = wpb.LeaseRef(queue_name="orders", job_id="x", lease_token=leased.lease_token)
+            w.report(wpb.WorkerReport(extensions=[lease(leased), foreign]))
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    await w.recv()
+            assert ended.value.code() == PD
+        finally:
+            await w.close()
+        for _ in range(200):
+            job = await q.GetJob(
+                jpb.GetJobRequest(queue_name="billing-a", job_id=job_id), metadata=bearer(tokens["admin"])
+            )
+            if job.job.state == t.JOB_STATE_WAITING:
+                break
+            await asyncio.sleep(0.02)
+        assert (job.job.state, job.job.stalled_count) == (t.JOB_STATE_WAITING, 1)
+
+
+async def test_worker_a_cannot_finish_worker_bs_job(secured: tuple[RunningServer, dict[str, str]]) -> None:
+    server, tokens = secured
+    admin = bearer(tokens["admin"])
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        a = await raw_worker(server.address, ["billing-a"], tokens["work"], "worker-a")
+        b = await raw_worker(server.address, ["billing-a"], tokens["both"], "worker-b")
+        try:
+            await a.connect()
+            await b.connect(credits=1)
+            await q.AddJob(
+                jpb.AddJobRequest(queue_name="billing-a", job=jpb.NewJob(name="b's")), metadata=admin
+            )
+            (b_job,) = await b.jobs(1)
+            await q.AddJob(
+                jpb.AddJobRequest(queue_name="billing-a", job=jpb.NewJob(name="a's")), metadata=admin
+            )
+            a.report(wpb.WorkerReport(credits=1))
+            (a_job,) = await a.jobs(1)
+            # A presents its own lease token (or a made-up one) for B's job: rejected, nothing recorded.
+            for token in (a_job.lease_token, "f" * 16):
+                a.report(
+                    wpb.WorkerReport(
+                        completions=[
+                            wpb.JobCompletion(queue_name="billing-a", job_id=b_job.job.id, lease_token=token)
+                        ]
+                    )
+                )
+                ack = (await a.until("ack")).ack
+                assert [(r.lease.job_id, r.code) for r in ack.results] == [
+                    (b_job.job.id, grpc.StatusCode.FAILED_PRECONDITION.value[0])
+                ]
+            stored = await q.GetJob(
+                jpb.GetJobRequest(queue_name="billing-a", job_id=b_job.job.id), metadata=admin
+            )
+            assert (stored.job.state, stored.job.worker_id) == (t.JOB_STATE_ACTIVE, "worker-b")
+            b.report(
+                wpb.WorkerReport(
+                    completions=[
+                        wpb.JobCompletion(
+                            queue_name="billing-a", job_id=b_job.job.id, lease_token=b_job.lease_token
+                        )
+                    ]
+                )
+            )
+            for _ in range(200):
+                stored = await q.GetJob(
+                    jpb.GetJobRequest(queue_name="billing-a", job_id=b_job.job.id), metadata=admin
+                )
+                if stored.job.state == t.JOB_STATE_COMPLETED:
+                    break
+                await asyncio.sleep(0.02)
+            assert stored.job.state == t.JOB_STATE_COMPLETED
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_open_services_and_the_token_file_reload(
+    secured: tuple[RunningServer, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server, tokens = secured
+    monkeypatch.setattr(auth, "RELOAD_CHECK_S", 0.0)
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        q = qrpc.QueueServiceStub(ch)
+        get = qpb.GetQueueRequest(name="billing-a")
+        new = token_file(tmp_path / "tokens.toml", {"fresh": ("viewer", ["*"])})
+        assert await code_of(q.GetQueue(get, metadata=bearer(new["fresh"]))) == OK
+        assert await code_of(q.GetQueue(get, metadata=bearer(tokens["admin"]))) == UNAUTH  # revoked
+        (tmp_path / "tokens.toml").write_text("not toml [")  # a broken file keeps the tokens in force
+        assert await code_of(q.GetQueue(get, metadata=bearer(new["fresh"]))) == OK
+
+
+async def test_tokens_never_reach_the_log(
+    secured: tuple[RunningServer, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, tokens = secured
+    caplog.set_level(logging.DEBUG)
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        for token in (tokens["view"], tokens["admin"], "wrong-" + tokens["admin"]):
+            await code_of(
+                q.AddJob(
+                    jpb.AddJobRequest(queue_name="orders", job=jpb.NewJob(name="n")), metadata=bearer(token)
+                )
+            )
+    assert any(r.getMessage() == "request refused" for r in caplog.records)
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for token in tokens.values():
+        assert token not in logged
+
+
+def test_a_non_loopback_listen_address_needs_a_token_file_or_insecure(tmp_path: Path) -> None:
+    token_file(tmp_path / "t.toml", {"a": ("admin", ["*"])})
+    with pytest.raises(SecurityError, match=r"--listen 0\.0\.0\.0:50051 .*--insecure"):
+        prepare(Settings(listen="0.0.0.0:50051"))
+    with pytest.raises(SecurityError, match="--http-listen"):
+        prepare(Settings(listen="127.0.0.1:1", http_listen="[::]:3010"))
+    assert prepare(Settings(listen="0.0.0.0:50051", insecure=True)).auth is None
+    assert prepare(Settings(listen="0.0.0.0:50051", auth_file=str(tmp_path / "t.toml"))).auth is not None
+    assert [
+        is_loopback(a) for a in ("127.0.0.1:1", "localhost:1", "[::1]:1", "unix:/x", "10.0.0.1:1", ":1")
+    ] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+async def test_serve_refuses_an_open_port_in_one_line(server: RunningServer) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "queue_manager_server",
+        "--listen",
+        "0.0.0.0:0",
+        "--redis-url",
+        server.redis_url,
+        "--http-listen",
+        "off",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 2
+    assert (
+        len(lines) == 1 and "--insecure" in lines[0] and lines[0].startswith("qm serve: --listen 0.0.0.0:0")
+    )
+
+
+async def test_app_refuses_a_bad_token_file(tmp_path: Path) -> None:
+    (tmp_path / "t.toml").write_text('[[tokens]]\nname = "a"\n')
+    app = App(
+        Settings(listen="127.0.0.1:0", redis_url="redis://127.0.0.1:1", auth_file=str(tmp_path / "t.toml"))
+    )
+    with pytest.raises(StartupError, match=r"--auth-file \(QM_AUTH_FILE\): .*tokens\[0\]\.sha256"):
+        await app.start()
+    await app.stop()

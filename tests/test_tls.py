@@ -1,0 +1,186 @@
+"""TLS and mutual TLS on the gRPC port (client, worker, CLI, HTTP API behind it), and TLS to Redis, with
+certificates made by the test (tests/security_kit.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import grpc
+import pytest
+
+from queue_manager import JobContext, JobState, QueueManager
+from queue_manager.credentials import tls_credentials
+from queue_manager_server.app import App, StartupError
+from queue_manager_server.config import Settings
+from tests.conftest import ServerFactory
+from tests.security_kit import Pki, make_pki, tls_proxy, token_file
+
+WAIT = 20.0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for key in list(os.environ):
+        if key.startswith(("QM_TLS", "QM_TOKEN")):
+            monkeypatch.delenv(key)
+    yield monkeypatch
+
+
+async def _refused(client: QueueManager) -> grpc.StatusCode:
+    with pytest.raises(Exception) as caught:
+        await client.list_queues()
+    code = getattr(caught.value, "code", None)
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+async def test_tls_port_needs_the_right_ca(
+    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch
+) -> None:
+    server = await server_factory(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key))
+    plain = QueueManager(server.address, timeout=5)
+    wrong = QueueManager(server.address, timeout=5, credentials=tls_credentials(str(pki.other_ca)))
+    try:
+        assert await _refused(plain) == grpc.StatusCode.UNAVAILABLE
+        assert await _refused(wrong) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await plain.shutdown()
+        await wrong.shutdown()
+    clean_env.setenv("QM_TLS_CA", str(pki.ca))  # the environment is enough
+    async with QueueManager(server.address, timeout=5) as client:
+        await client.register_queue("tls")
+        assert [q.name for q in await client.list_queues()] == ["dead-letter-queue", "tls"]
+
+
+async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
+    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tokens = token_file(tmp_path / "t.toml", {"w": ("admin", ["*"])})
+    server = await server_factory(
+        tls_cert=str(pki.server_cert),
+        tls_key=str(pki.server_key),
+        tls_client_ca=str(pki.ca),
+        auth_file=str(tmp_path / "t.toml"),
+    )
+    for cert, key in ((None, None), (pki.rogue_cert, pki.rogue_key)):
+        creds = tls_credentials(str(pki.ca), str(cert) if cert else None, str(key) if key else None)
+        client = QueueManager(server.address, timeout=5, credentials=creds, token=tokens["w"])
+        try:
+            assert await _refused(client) == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await client.shutdown()
+    clean_env.setenv("QM_TLS_CA", str(pki.ca))
+    clean_env.setenv("QM_TLS_CERT", str(pki.client_cert))
+    clean_env.setenv("QM_TLS_KEY", str(pki.client_key))
+    client = QueueManager(server.address, timeout=5)
+    try:
+        assert await _refused(client) == grpc.StatusCode.UNAUTHENTICATED  # TLS is not a token
+    finally:
+        await client.shutdown()
+    clean_env.setenv("QM_TOKEN", tokens["w"])
+    async with QueueManager(server.address, timeout=5, concurrency=2) as client:
+        await client.register_queue("mtls")
+        done = asyncio.Event()
+
+        @client.processor("mtls")
+        async def work(job: JobContext) -> str:
+            done.set()
+            return "over mTLS"
+
+        job_id = (await client.add_job("mtls", "j")).id
+        worker = await client.start_workers(handle_signals=False)
+        async with asyncio.timeout(WAIT):
+            await done.wait()
+            job = await client.wait_for_job("mtls", job_id)
+        assert (job.state, job.result) == (JobState.COMPLETED, "over mTLS")
+        await worker.shutdown()
+
+
+async def test_cli_and_http_api_behind_tls(
+    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tokens = token_file(tmp_path / "t.toml", {"admin": ("admin", ["*"])})
+    (tmp_path / "token").write_text(tokens["admin"] + "\n")
+    server = await server_factory(
+        tls_cert=str(pki.server_cert),
+        tls_key=str(pki.server_key),
+        auth_file=str(tmp_path / "t.toml"),
+        http_listen="127.0.0.1:0",
+    )
+    assert server.app.internal_address.startswith("unix:")
+    argv = [
+        sys.executable,
+        "-m",
+        "queue_manager.cli",
+        "--server",
+        server.address,
+        "--tls-ca",
+        str(pki.ca),
+        "--token-file",
+        str(tmp_path / "token"),
+        "queues",
+        "register",
+        "cli-tls",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, err.decode()
+    # The HTTP API reaches the TLS port's services through the private socket, with the caller's token.
+    url = f"http://{server.app.http_address}/api/v1/queues/cli-tls"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            assert (r.status, r.headers["WWW-Authenticate"]) == (401, 'Bearer realm="Queue Manager"')
+        async with http.get(url, headers={"Authorization": f"Bearer {tokens['admin']}"}) as r:
+            assert r.status == 200 and (await r.json())["queue"]["name"] == "cli-tls"
+        basic = base64.b64encode(f"anyone:{tokens['admin']}".encode()).decode()
+        async with http.get(url, headers={"Authorization": f"Basic {basic}"}) as r:
+            assert r.status == 200
+
+
+async def test_redis_over_tls(redis_url: str, prefix: str, pki: Pki, tmp_path: Path) -> None:
+    port = urlsplit(redis_url).port
+    assert port is not None
+    async with tls_proxy(pki, port, require_client_cert=True) as tls_port:
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        base = {"listen": "127.0.0.1:0", "redis_url": url, "key_prefix": prefix, "redis_timeout_ms": 3000}
+        # Without the CA the server cannot trust Redis; without a client certificate Redis refuses it.
+        for extra in ({}, {"redis_tls_ca": str(pki.ca)}):
+            app = App(Settings(**base, **extra))  # type: ignore[arg-type]
+            with pytest.raises(StartupError, match="cannot reach Redis"):
+                await app.start()
+            await app.stop()
+        app = App(
+            Settings(
+                **base,
+                redis_tls_ca=str(pki.ca),
+                redis_tls_cert=str(pki.client_cert),  # type: ignore[arg-type]
+                redis_tls_key=str(pki.client_key),
+            )
+        )
+        await app.start()
+        try:
+            async with QueueManager(app.address, timeout=5) as client:
+                await client.register_queue("over-tls")
+                job_id = (await client.add_job("over-tls", "j")).id
+                assert (await client.get_job("over-tls", job_id)).state == JobState.WAITING
+        finally:
+            await app.stop()
+    with pytest.raises(StartupError, match="need a rediss:// Redis URL"):
+        plain = App(Settings(listen="127.0.0.1:0", redis_url=redis_url, redis_tls_ca=str(pki.ca)))
+        try:
+            await plain.start()
+        finally:
+            await plain.stop()
