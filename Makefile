@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint api-baseline test bench bench-smoke bench-peers soak ci clean
+.PHONY: run install dev proto proto-check lint api-baseline test test-faults bench bench-smoke bench-peers soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ api-baseline: $(VENV)/.dev-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests
+
+# The fault-injection scenarios alone (also part of `make test`), each printing its ledger summary: acknowledged,
+# completed, lost, duplicated, unexpected, broken invariants. CI runs it after `make test`.
+test-faults: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest tests -m faults -s -q -p no:cacheprovider
 
 # Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--rounds 1 --only drain"`.
 bench: $(VENV)/.installed

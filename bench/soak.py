@@ -9,6 +9,20 @@ waits for the queue to settle and checks, Faktory-style, exact conservation:
 - no job is completed twice in Redis (fencing), though a job may *run* more than once when its worker
   was killed (at-least-once); such redeliveries are counted and reported.
 
+The long mode, ``python -m bench.soak --minutes 30`` (``make soak SOAK_ARGS="--minutes 30"``), runs the
+same chaos for that long with jobs added at ``--rate`` per second, keeps only the last ``--keep`` finished
+jobs (so Valkey's memory has a ceiling; that nothing is lost is then checked against the workers'
+ledgers), and samples the resident memory and open files of the servers and Valkey every
+``--sample-every`` seconds (psutil). It fails if the processes that live through the whole run (the
+server that is never killed, and Valkey) grow beyond the bounds below after ``--warmup`` seconds.
+
+`Sampler` records resident memory (RSS) and open file descriptors of each process (psutil) every few
+seconds. `flat` compares what a process held just after warm-up with what it held at the end of the run:
+the median RSS of the last tenth of the samples may exceed that of the first tenth after warm-up by at
+most ``max(rss_pct % of it, rss_mb MiB)``, and the open descriptors may never exceed the most seen in the
+first tenth after warm-up by more than ``fds``. A leak of a few bytes per job or a descriptor per worker
+connection grows without bound over a long run and fails it; a cache filling up during warm-up does not.
+
 Exits non-zero on any violation. Loopback only; every loop is bounded in count and time; only the
 processes it started are stopped, by PID.
 """
@@ -17,15 +31,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 
 from bench.stack import Child, _child_env, free_port, stop_all
 from queue_manager import QueueManager
@@ -34,6 +53,90 @@ from queue_manager.v1 import queue_service_pb2_grpc as js_grpc
 from queue_manager.v1 import types_pb2 as types
 
 QUEUE = "soak"
+# Processes whose memory and open files must stay flat: they live through the whole run.
+LONG_LIVED = ("server-1", "valkey")
+
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the run started
+    rss: int  # bytes
+    fds: int
+
+
+@dataclass
+class Bounds:
+    """How far a process may grow after warm-up."""
+
+    warmup_s: float
+    rss_pct: float = 25.0
+    rss_mb: float = 16.0
+    fds: int = 16
+
+    def describe(self) -> str:
+        return (
+            f"after {self.warmup_s:g} s of warm-up, median RSS of the run's last tenth within "
+            f"max({self.rss_pct:g} %, {self.rss_mb:g} MiB) of the first tenth's, open files within "
+            f"{self.fds} of the first tenth's peak"
+        )
+
+
+@dataclass
+class Sampler:
+    """Samples every process `targets()` names (name -> pid) every `every` seconds until stopped."""
+
+    targets: Callable[[], dict[str, int]]
+    every: float = 5.0
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+
+    def sample(self, start: float) -> None:
+        now = time.monotonic() - start
+        for name, pid in self.targets().items():
+            try:
+                p = psutil.Process(pid)
+                s = Sample(now, p.memory_info().rss, p.num_fds())
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+            self.samples.setdefault(f"{name} (pid {pid})", []).append(s)
+
+    async def run(self, start: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample(start)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)
+
+
+def flat(name: str, samples: list[Sample], bounds: Bounds, end_s: float) -> tuple[dict[str, object], str]:
+    """One process's figures after warm-up (until `end_s`), and what is wrong with them ("" if nothing)."""
+    post = [s for s in samples if bounds.warmup_s <= s.t <= end_s]
+    if len(post) < 4:
+        return {"samples": len(post)}, f"{name}: only {len(post)} samples after warm-up (run longer)"
+    n = max(2, len(post) // 10)
+    first, last = post[:n], post[-n:]
+    rss_start = statistics.median(s.rss for s in first)
+    rss_end = statistics.median(s.rss for s in last)
+    fds_start = max(s.fds for s in first)
+    fds_peak = max(s.fds for s in post)
+    figures: dict[str, object] = {
+        "samples": len(post),
+        "rss_mb_after_warmup": round(rss_start / MIB, 1),
+        "rss_mb_at_end": round(rss_end / MIB, 1),
+        "rss_mb_peak": round(max(s.rss for s in post) / MIB, 1),
+        "fds_after_warmup": fds_start,
+        "fds_at_end": last[-1].fds,
+        "fds_peak": fds_peak,
+    }
+    allowed = max(rss_start * bounds.rss_pct / 100, bounds.rss_mb * MIB)
+    problems = []
+    if rss_end - rss_start > allowed:
+        grew = (rss_end - rss_start) / MIB
+        problems.append(f"{name}: RSS grew {grew:.1f} MiB after warm-up (allowed {allowed / MIB:.1f} MiB)")
+    if fds_peak > fds_start + bounds.fds:
+        problems.append(f"{name}: open files grew from {fds_start} to {fds_peak} (allowed +{bounds.fds})")
+    return figures, "; ".join(problems)
 
 
 def start_server(workdir: Path, redis_url: str, port: int, n: int) -> Child:
@@ -96,6 +199,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
 
     valkey = ValkeyServer(port=free_port(), data_dir=workdir / "valkey", config={"appendonly": "yes"})
     valkey.start(timeout=30)
+    valkey_pid = valkey._process.pid if valkey._process is not None else 0
     redis_url = f"redis://127.0.0.1:{valkey.port}/0"
     ports = [free_port(), free_port()]
     servers = [start_server(workdir, redis_url, p, i) for i, p in enumerate(ports)]
@@ -114,9 +218,18 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
                 "backoff": {"type": "fixed", "delay": 20},
                 "max_stalled": 1000,
             },
-            completed_retention={"count": args.jobs * 2},
-            failed_retention={"count": args.jobs * 2},
+            completed_retention={"count": args.keep or args.jobs * 2},
+            failed_retention={"count": args.keep or args.jobs * 2},
         )
+        sampler = Sampler(
+            lambda: {
+                **{f"server-{i}": s.pid for i, s in enumerate(servers) if s.alive()},
+                "valkey": valkey_pid,
+            },
+            every=args.sample_every,
+        )
+        sampling = asyncio.Event()
+        sampler_task = asyncio.create_task(sampler.run(time.monotonic(), sampling))
         for i in range(3):
             workers.append(start_worker(workdir, addresses[i % 2], len(everything)))
             everything.append(workers[-1])
@@ -125,7 +238,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         start = time.monotonic()
         server_killed = False
         next_chaos = start + rng.uniform(1.5, 3.0)
-        batch = max(1, args.jobs // 40)
+        # The long mode adds about a second of jobs at a time: a steady flow for the resource samples.
+        batch = max(1, int(args.rate)) if args.minutes else max(1, args.jobs // 40)
         while (elapsed := time.monotonic() - start) < args.seconds or len(added) < args.jobs:
             if elapsed > args.seconds * 3:
                 break  # the servers cannot take the jobs: report what was added
@@ -159,6 +273,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
                     await wait_serving(addresses[0])
                     server_killed = True
             await asyncio.sleep(0.05)
+        sampling.set()
+        await sampler_task
         settle_deadline = time.monotonic() + args.settle
         while time.monotonic() < settle_deadline:
             m = await qm[1].get_queue_metrics(QUEUE)
@@ -174,7 +290,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         stop_all(everything, timeout=10)
         valkey.stop(timeout=10)
     runs, redelivered = read_ledgers(workdir)
-    lost = set(added) - set(completed) - set(failed)
+    # With bounded retention the oldest finished jobs are gone from Redis: their successful runs are in the
+    # workers' ledgers (written before each run returns).
+    lost = set(added) - set(completed) - set(failed) - set(runs)
     report: dict[str, object] = {
         "jobs_added": len(added),
         "completed": len(completed),
@@ -189,6 +307,16 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "server_kills": kills["server"],
         "seconds": round(time.monotonic() - start, 1),
     }
+    if args.minutes:
+        bounds = Bounds(args.warmup, args.rss_pct, args.rss_mb, args.fd_growth)
+        resources: dict[str, object] = {}
+        problems: list[str] = []
+        for name, samples in sampler.samples.items():
+            figures, problem = flat(name, samples, bounds, args.seconds)
+            resources[name] = figures
+            if problem and name.split()[0] in LONG_LIVED:
+                problems.append(problem)
+        report.update(resource_bounds=bounds.describe(), resources=resources, resource_problems=problems)
     return report
 
 
@@ -198,14 +326,33 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="chaos phase length (bounded)")
     p.add_argument("--settle", type=float, default=60.0, help="how long to wait for the queue to drain")
     p.add_argument("--seed", type=int, default=1)
+    long_mode = p.add_argument_group("long mode (memory and open files must stay flat)")
+    long_mode.add_argument("--minutes", type=float, default=0.0, help="run the chaos this long (e.g. 30)")
+    long_mode.add_argument("--rate", type=float, default=150.0, help="jobs added per second")
+    long_mode.add_argument("--keep", type=int, default=5_000, help="finished jobs kept (retention count)")
+    long_mode.add_argument("--sample-every", type=float, default=5.0, help="seconds between samples")
+    long_mode.add_argument("--warmup", type=float, default=0.0, help="seconds (default: 20%% of the run)")
+    long_mode.add_argument("--rss-pct", type=float, default=25.0, help="RSS growth allowed, percent")
+    long_mode.add_argument("--rss-mb", type=float, default=16.0, help="RSS growth always allowed, MiB")
+    long_mode.add_argument("--fd-growth", type=int, default=16, help="open files growth allowed")
     args = p.parse_args()
+    if args.minutes:
+        args.seconds = args.minutes * 60
+        args.jobs = int(args.rate * args.seconds)
+        args.warmup = args.warmup or max(30.0, args.seconds / 5)
+    else:
+        args.keep = 0  # the short soak keeps every finished job and checks them all in Redis
     with tempfile.TemporaryDirectory(prefix="qm-soak-") as tmp:
         report = asyncio.run(soak(args, Path(tmp)))
     print(json.dumps(report, indent=2))
     ok = report["lost"] == 0 and report["completed_twice_in_redis"] == 0 and report["jobs_added"] == args.jobs
     if not ok:
         sys.exit("soak: FAILED (jobs lost, doubled or not added)")
-    print("soak: ok (nothing lost, nothing completed twice)")
+    problems = report.get("resource_problems") or []
+    if problems:
+        sys.exit(f"soak: FAILED (memory or open files grew): {problems}")
+    flat_too = ", memory and open files flat" if args.minutes else ""
+    print(f"soak: ok (nothing lost, nothing completed twice{flat_too})")
 
 
 if __name__ == "__main__":

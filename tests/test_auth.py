@@ -344,13 +344,16 @@ async def test_worker_stream_is_limited_to_the_tokens_queues(
             metadata=bearer(tokens["prod"]),
         )
         job_id = added.job.id
-        # A producer token may not open a worker stream; a worker token may not name orders.
+        # A producer token may not open a worker stream; a worker token may not name orders. Neither is
+        # listed as a worker nor leases anything.
+        before = await state(redis, server.prefix)
         for token, queues in ((tokens["prod"], ["billing-a"]), (tokens["work"], ["billing-a", "orders"])):
             w = await raw_worker(server.address, queues, token)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await w.connect()
+                await w.connect(credits=1)
             assert refused.value.code() == PD
             await w.close()
+        assert await state(redis, server.prefix) == before
         w = await raw_worker(server.address, ["billing-a"], tokens["work"])
         try:
             await w.connect(credits=1)
@@ -394,23 +397,44 @@ async def test_worker_a_cannot_finish_worker_bs_job(secured: tuple[RunningServer
             )
             a.report(wpb.WorkerReport(credits=1))
             (a_job,) = await a.jobs(1)
-            # A presents its own lease token (or a made-up one) for B's job: rejected, nothing recorded.
+            # A presents its own lease token (or a made-up one) for B's job, to complete, fail, extend it,
+            # report progress or log to it: each is rejected and nothing is recorded.
+            stale = grpc.StatusCode.FAILED_PRECONDITION.value[0]
             for token in (a_job.lease_token, "f" * 16):
-                a.report(
+                ref = wpb.LeaseRef(queue_name="billing-a", job_id=b_job.job.id, lease_token=token)
+                progress = wpb.JobProgress(lease=ref)
+                progress.progress.number_value = 99
+                for report in (
                     wpb.WorkerReport(
                         completions=[
                             wpb.JobCompletion(queue_name="billing-a", job_id=b_job.job.id, lease_token=token)
                         ]
-                    )
-                )
-                ack = (await a.until("ack")).ack
-                assert [(r.lease.job_id, r.code) for r in ack.results] == [
-                    (b_job.job.id, grpc.StatusCode.FAILED_PRECONDITION.value[0])
-                ]
+                    ),
+                    wpb.WorkerReport(
+                        failures=[
+                            wpb.JobFailure(
+                                queue_name="billing-a", job_id=b_job.job.id, lease_token=token, message="x"
+                            )
+                        ]
+                    ),
+                    wpb.WorkerReport(extensions=[ref]),
+                    wpb.WorkerReport(progress=[progress]),
+                    wpb.WorkerReport(logs=[wpb.JobLogs(lease=ref, lines=[t.JobLogLine(message="a's line")])]),
+                ):
+                    a.report(report)
+                    ack = (await a.until("ack")).ack
+                    assert [(r.lease.job_id, r.code) for r in ack.results] == [(b_job.job.id, stale)], report
             stored = await q.GetJob(
                 jpb.GetJobRequest(queue_name="billing-a", job_id=b_job.job.id), metadata=admin
             )
             assert (stored.job.state, stored.job.worker_id) == (t.JOB_STATE_ACTIVE, "worker-b")
+            assert (
+                not stored.job.HasField("progress") and not stored.job.logs and stored.job.attempts_made == 0
+            )
+            logs = await q.GetJobLogs(
+                jpb.GetJobLogsRequest(queue_name="billing-a", job_id=b_job.job.id), metadata=admin
+            )
+            assert not logs.lines
             b.report(
                 wpb.WorkerReport(
                     completions=[
@@ -471,13 +495,22 @@ async def test_tokens_never_reach_the_log(
         assert token not in logged
 
 
-def test_a_non_loopback_listen_address_needs_a_token_file_or_insecure(tmp_path: Path) -> None:
+def test_a_non_loopback_listen_address_needs_a_token_file_or_insecure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     token_file(tmp_path / "t.toml", {"a": ("admin", ["*"])})
     with pytest.raises(SecurityError, match=r"--listen 0\.0\.0\.0:50051 .*--insecure"):
         prepare(Settings(listen="0.0.0.0:50051"))
     with pytest.raises(SecurityError, match="--http-listen"):
         prepare(Settings(listen="127.0.0.1:1", http_listen="[::]:3010"))
     assert prepare(Settings(listen="0.0.0.0:50051", insecure=True)).auth is None
+    # With a token file, a port other machines reach without TLS is allowed with a warning; the HTTP port
+    # has no TLS of its own, so it is warned about whatever the gRPC port does.
+    with caplog.at_level(logging.WARNING, "queue_manager_server.security"):
+        prepare(
+            Settings(listen="127.0.0.1:1", http_listen="0.0.0.0:3010", auth_file=str(tmp_path / "t.toml"))
+        )
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["the HTTP port has no TLS"]
     assert prepare(Settings(listen="0.0.0.0:50051", auth_file=str(tmp_path / "t.toml"))).auth is not None
     assert [
         is_loopback(a) for a in ("127.0.0.1:1", "localhost:1", "[::1]:1", "unix:/x", "10.0.0.1:1", ":1")
@@ -521,3 +554,132 @@ async def test_app_refuses_a_bad_token_file(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match=r"--auth-file \(QM_AUTH_FILE\): .*tokens\[0\]\.sha256"):
         await app.start()
     await app.stop()
+
+
+def test_tokens_are_compared_in_constant_time_with_every_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A presented token is hashed, then compared with every entry by `hmac.compare_digest`: a match on the
+    first entry takes as many comparisons as no match at all (nothing to learn from timing)."""
+    entries = parse_entries(
+        {
+            "tokens": [
+                {"name": f"t{i}", "sha256": auth.hash_token(f"token-{i}"), "role": "viewer", "queues": ["*"]}
+                for i in range(5)
+            ]
+        },
+        "f",
+    )
+    authenticator = Authenticator(entries=entries)
+    compared: list[tuple[bytes, bytes]] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    assert authenticator.authenticate("token-0").name == "t0"
+    first = len(compared)
+    with pytest.raises(auth.AuthError):
+        authenticator.authenticate("token-x")
+    assert first == len(compared) - first == 5
+    # Digests are compared, never the token itself (the file holds no token to compare with).
+    assert all(len(a) == len(b) == 32 and b"token" not in a for a, b in compared)
+
+
+# Every RPC that only an admin token may call: queue administration and destructive job control.
+ADMIN_ONLY = {
+    "RegisterQueue",
+    "PauseQueue",
+    "ResumeQueue",
+    "CleanQueue",
+    "DrainQueue",
+    "ObliterateQueue",
+    "RemoveJob",
+    "CancelJob",
+    "RetryFailedJobs",
+    "CancelWorkflow",
+}
+
+
+async def test_admin_rpcs_need_the_admin_role(
+    secured: tuple[RunningServer, dict[str, str]], redis: Redis
+) -> None:
+    assert {
+        method.rsplit("/", 1)[-1] for method, rule in access.RULES.items() if rule.permission == "admin"
+    } == ADMIN_ONLY
+    server, tokens = secured
+    calls: dict[str, Callable[[qrpc.QueueServiceStub, Any], Awaitable[Any]]] = {
+        "RegisterQueue": lambda q, md: q.RegisterQueue(
+            qpb.RegisterQueueRequest(name="billing-c", config=t.QueueConfig(disable_dead_letter=True)),
+            metadata=md,
+        ),
+        "PauseQueue": lambda q, md: q.PauseQueue(qpb.PauseQueueRequest(name="billing-a"), metadata=md),
+        "ResumeQueue": lambda q, md: q.ResumeQueue(qpb.ResumeQueueRequest(name="billing-a"), metadata=md),
+        "CleanQueue": lambda q, md: q.CleanQueue(
+            qpb.CleanQueueRequest(name="billing-a", state=t.JOB_STATE_WAITING), metadata=md
+        ),
+        "DrainQueue": lambda q, md: q.DrainQueue(qpb.DrainQueueRequest(name="billing-a"), metadata=md),
+        "ObliterateQueue": lambda q, md: q.ObliterateQueue(
+            qpb.ObliterateQueueRequest(name="billing-b", force=True), metadata=md
+        ),
+        "RemoveJob": lambda q, md: q.RemoveJob(
+            jpb.RemoveJobRequest(queue_name="billing-a", job_id="j"), metadata=md
+        ),
+        "CancelJob": lambda q, md: q.CancelJob(
+            jpb.CancelJobRequest(queue_name="billing-a", job_id="j"), metadata=md
+        ),
+        "RetryFailedJobs": lambda q, md: q.RetryFailedJobs(
+            jpb.RetryFailedJobsRequest(queue_name="billing-a"), metadata=md
+        ),
+        "CancelWorkflow": lambda q, md: q.CancelWorkflow(wfpb.CancelWorkflowRequest(run_id="r"), metadata=md),
+    }
+    assert set(calls) == ADMIN_ONLY
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        await q.AddJob(
+            jpb.AddJobRequest(
+                queue_name="billing-a", job=jpb.NewJob(name="n", options=t.JobOptions(job_id="j"))
+            ),
+            metadata=bearer(tokens["admin"]),
+        )
+        before = await state(redis, server.prefix)
+        # Producer, worker and viewer tokens of the very queues named, one holding two roles: refused.
+        for name in ("prod", "work", "view", "both"):
+            for rpc, call in calls.items():
+                assert await code_of(call(q, bearer(tokens[name]))) == PD, (name, rpc)
+        assert await state(redis, server.prefix) == before
+        for rpc, call in calls.items():  # the admin of billing-* passes the guard (the handler answers)
+            assert await code_of(call(q, bearer(tokens["ops"]))) in (OK, NF), rpc
+
+
+def test_server_listens_on_loopback_unless_told_otherwise() -> None:
+    from queue_manager_server.config import parse_args
+
+    defaults = parse_args([], env={})
+    assert (defaults.listen, defaults.http_listen) == ("127.0.0.1:50051", "127.0.0.1:3010")
+    assert is_loopback(defaults.listen) and is_loopback(defaults.http_listen) and not defaults.insecure
+    assert prepare(Settings(listen=defaults.listen, http_listen=defaults.http_listen)).auth is None
+    assert parse_args(["--insecure"], env={}).insecure
+    assert parse_args([], env={"QM_INSECURE": "1"}).insecure
+    assert not parse_args([], env={"QM_INSECURE": "0"}).insecure
+    with pytest.raises(SecurityError, match="--listen"):
+        prepare(parse_args(["--listen", "0.0.0.0:50051"], env={}))
+    assert prepare(parse_args(["--listen", "0.0.0.0:50051"], env={"QM_INSECURE": "yes"})).auth is None
+
+
+def test_security_doc_names_only_real_flags_and_variables() -> None:
+    """Every flag and QM_/REDIS_ variable docs/security.md names is one the server, the client, the CLI or the
+    tests define (a renamed flag fails here, not in a reader's shell)."""
+    root = Path(__file__).parents[1]
+    doc = (root / "docs" / "security.md").read_text()
+    sources = "\n".join(
+        path.read_text()
+        for base in ("server/queue_manager_server", "clients/python/queue_manager", "tests")
+        for path in (root / base).rglob("*.py")
+        if "/v1/" not in str(path) and path.name != "test_auth.py"
+    )
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9](?![\w*-])", doc)) - {"--help"}
+    names = set(re.findall(r"\b(?:QM|REDIS)_[A-Z0-9_]*[A-Z0-9]\b", doc))
+    assert len(flags) > 20 and len(names) > 20
+    missing = sorted(n for n in flags | names if not re.search(rf"[\"']{re.escape(n)}[\"'\s\]=]", sources))
+    assert not missing, missing

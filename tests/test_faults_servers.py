@@ -25,6 +25,8 @@ from tests.ledger.producer import Job, numbered
 from tests.ledger.scenario import RECOVERY_LEASE_MS, WAIT, Scenario, server_args, target
 from tests.procs import Procs
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture
 async def scenario(request: pytest.FixtureRequest, procs: Procs, tmp_path: Path) -> AsyncIterator[Scenario]:

@@ -23,6 +23,8 @@ from tests.ledger.producer import numbered
 from tests.ledger.scenario import LEASE_MS, RECOVERY_LEASE_MS, WAIT, Scenario, server_args
 from tests.procs import Procs
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture
 async def scenario(request: pytest.FixtureRequest, procs: Procs, tmp_path: Path) -> AsyncIterator[Scenario]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import os
+import pickle
 import random
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,7 +20,9 @@ from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
+from queue_manager.v1 import worker_service_pb2 as wpb
 from tests.conftest import RunningServer
+from tests.rawworker import RawWorker, eventually
 
 ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
 INTS = [0, 1, -1, 2, 5, 6, 999, 1000, 10_000, 2**31 - 1, -(2**31), 2**32 - 1, 2**53 + 1, 2**62]
@@ -183,3 +190,89 @@ async def test_random_admin_requests(stubs: tuple[qrpc.QueueServiceStub, jrpc.Qu
         )
         await call(jobs.GetJob, jpb.GetJobRequest(queue_name="queue", job_id=str(pick(rng, STRINGS))))
         await call(jobs.RemoveJob, jpb.RemoveJobRequest(queue_name="queue", job_id=str(pick(rng, STRINGS))))
+
+
+class _Trap:
+    """Unpickling this creates a directory: proof that someone unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.mkdir, (str(self.marker),)
+
+
+async def test_payloads_stay_opaque(server: RunningServer, tmp_path: Path) -> None:
+    """Job data and results that would act if unpickled or evaluated travel through add, claim, complete and
+    read back byte for byte, and act nowhere."""
+    marker = tmp_path / "unpickled"
+    evaluated = tmp_path / "evaluated"
+    trap = pickle.dumps(_Trap(marker))
+    code = f"__import__('os').mkdir({str(evaluated)!r})".encode()
+    data = t.Payload(raw=trap, content_type="application/python-pickle")
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        await q.RegisterQueue(qpb.RegisterQueueRequest(name="opaque"))
+        added = await q.AddJob(
+            jpb.AddJobRequest(queue_name="opaque", job=jpb.NewJob(name=code.decode(), data=data))
+        )
+        w = RawWorker(server.address, ["opaque"])
+        try:
+            await w.connect(credits=1)
+            (leased,) = await w.jobs(1)
+            assert (leased.job.data.raw, leased.job.data.content_type) == (trap, data.content_type)
+            result = t.Payload(raw=code, content_type="text/x-python")
+            w.report(
+                wpb.WorkerReport(
+                    completions=[
+                        wpb.JobCompletion(
+                            queue_name="opaque",
+                            job_id=added.job.id,
+                            lease_token=leased.lease_token,
+                            result=result,
+                        )
+                    ]
+                )
+            )
+
+            async def completed() -> bool:
+                job = (await q.GetJob(jpb.GetJobRequest(queue_name="opaque", job_id=added.job.id))).job
+                return job.state == t.JOB_STATE_COMPLETED
+
+            await eventually(completed)
+        finally:
+            await w.close()
+        job = (await q.GetJob(jpb.GetJobRequest(queue_name="opaque", job_id=added.job.id))).job
+    assert (job.data.raw, job.result.raw, job.result.content_type) == (trap, code, "text/x-python")
+    assert not marker.exists() and not evaluated.exists()
+
+
+# Modules and calls that turn bytes into live objects or run them: none may appear in the server, in Python
+# or in its Lua scripts (which decode JSON with cjson, never run what they read).
+_UNSAFE_MODULES = {"pickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle", "yaml"}
+_UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
+_UNSAFE_LUA = re.compile(r"\b(loadstring|load|dofile|loadfile)\s*\(|cmsgpack")
+
+
+def test_server_code_never_unpickles_or_evaluates() -> None:
+    import queue_manager_server
+
+    root = Path(queue_manager_server.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "").split(".")[0]]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                names = [node.func.id]
+            else:
+                continue
+            bad = (_UNSAFE_MODULES if not isinstance(node, ast.Call) else _UNSAFE_CALLS).intersection(names)
+            found += [f"{path.relative_to(root)}:{node.lineno}: {n}" for n in bad]
+    scripts = sorted(root.rglob("*.lua"))
+    for path in scripts:
+        found += [f"{path.relative_to(root)}: {m[0]}" for m in _UNSAFE_LUA.finditer(path.read_text())]
+    assert len(list(root.rglob("*.py"))) > 20 and len(scripts) > 10
+    assert not found, found

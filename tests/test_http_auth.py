@@ -5,6 +5,7 @@ environment; the session's process then sees only what the browser's token may."
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -59,6 +60,14 @@ async def test_metrics_and_api_take_the_tokens(web: tuple[RunningServer, str, di
             assert 'queue="orders"' in await r.text()
         async with http.get(f"{base}/api/v1/queues") as r:
             assert (r.status, (await r.json())["code"]) == (401, "UNAUTHENTICATED")
+        # The token is checked before the body is read: without one, a bad body is 401 too, not 400.
+        async with http.post(f"{base}/api/v1/queues/billing-a/jobs", data=b"{not json") as r:
+            assert (r.status, (await r.json())["code"]) == (401, "UNAUTHENTICATED")
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.post(
+            f"{base}/api/v1/queues/billing-a/jobs", data=b"{not json", headers=bearer(tokens["admin"])
+        ) as r:
+            assert (r.status, (await r.json())["code"]) == (400, "INVALID_ARGUMENT")
         async with http.get(f"{base}/api/v1/queues", headers=basic(tokens["view"])) as r:
             assert [q["name"] for q in (await r.json())["queues"]] == ["billing-a"]
         async with http.get(f"{base}/api/v1/queues/orders", headers=bearer(tokens["view"])) as r:
@@ -69,6 +78,27 @@ async def test_metrics_and_api_take_the_tokens(web: tuple[RunningServer, str, di
             headers=bearer(tokens["view"]),
         ) as r:
             assert r.status == 403
+
+
+async def test_http_tokens_never_reach_the_log(
+    web: tuple[RunningServer, str, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, base, tokens = web
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-" + tokens["admin"]
+    async with aiohttp.ClientSession() as http:
+        for headers in (bearer(tokens["view"]), bearer(wrong), basic(wrong), {"Authorization": wrong}):
+            for path in ("/metrics", "/api/v1/queues/orders", "/"):
+                async with http.get(f"{base}{path}", headers=headers) as r:
+                    await r.read()
+        async with http.post(
+            f"{base}/api/v1/queues/orders/jobs", json={"job": {"name": "n"}}, headers=bearer(tokens["view"])
+        ) as r:
+            assert r.status == 403
+    assert any(r.getMessage() == "request refused" for r in caplog.records)
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for token in tokens.values():
+        assert token not in logged
 
 
 async def test_dashboard_login_cookie_and_websocket(web: tuple[RunningServer, str, dict[str, str]]) -> None:

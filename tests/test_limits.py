@@ -7,7 +7,7 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
@@ -41,12 +41,26 @@ async def _refusal(call: object) -> tuple[grpc.StatusCode, str]:
 async def test_request_limits_name_the_limit_and_write_nothing(
     server_factory: ServerFactory, redis: Redis
 ) -> None:
-    server = await server_factory(max_bulk_bytes=20_000)
+    server = await server_factory(max_bulk_bytes=20_000, max_payload_bytes=10_000)
     await _register(server, "lim")
     before = await state(redis, server.prefix)
     big = jpb.NewJob(name="n", data=t.Payload(raw=b"x" * 8_000))
     meta = t.JobMetadata
     cases = {
+        "QM_MAX_PAYLOAD_BYTES": lambda q: q.AddJob(
+            jpb.AddJobRequest(queue_name="lim", job=jpb.NewJob(name="n", data=t.Payload(raw=b"x" * 10_001)))
+        ),
+        "is not a valid queue name": lambda q: q.AddJob(
+            jpb.AddJobRequest(queue_name="lim{x}", job=jpb.NewJob(name="n"))
+        ),
+        "job.options.delay": lambda q: q.AddJob(
+            jpb.AddJobRequest(
+                queue_name="lim",
+                job=jpb.NewJob(
+                    name="n", options=t.JobOptions(delay=duration_pb2.Duration(seconds=11 * 365 * 86400))
+                ),
+            )
+        ),
         "QM_MAX_BULK_BYTES": lambda q: q.AddBulk(
             iter([jpb.AddBulkRequest(queue_name="lim", jobs=[big])] * 3)
         ),
@@ -208,6 +222,7 @@ async def _job_states(server: RunningServer, queue: str) -> dict[str, tuple[int,
     return {"waiting": (m.waiting, m.stalled_total), "active": (m.active, 0)}
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("bound", ["stall", "buffer"])
 async def test_a_worker_that_stops_reading_is_cut_and_its_jobs_recovered(
     server_factory: ServerFactory, bound: str
@@ -254,3 +269,17 @@ async def test_a_worker_that_stops_reading_is_cut_and_its_jobs_recovered(
         assert stalled >= 5  # the jobs it held went back as stalls; the others were never leased
     finally:
         await w.close()
+
+
+async def test_request_metadata_is_bounded(server: RunningServer, redis: Redis) -> None:
+    """gRPC request metadata (headers) is bounded by the transport (``grpc.max_metadata_size``, 16 KiB; past
+    the hard bound of 20 KiB every call is refused) before any interceptor or handler runs."""
+    await _register(server, "lim")
+    before = await state(redis, server.prefix)
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        add = jpb.AddJobRequest(queue_name="lim", job=jpb.NewJob(name="n"))
+        code, details = await _refusal(q.AddJob(add, metadata=(("x-big", "v" * 40_000),), timeout=5))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "metadata size" in details, details
+        assert await state(redis, server.prefix) == before
+        await q.AddJob(add, metadata=(("x-small", "v" * 1_000),), timeout=5)

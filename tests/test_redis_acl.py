@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -150,3 +151,9 @@ async def _workload(address: str) -> None:
         await qm.remove_job("acl", (await qm.add_job("acl", "gone")).id)
         await qm.obliterate_queue("acl-next", force=True)
         await qm.obliterate_queue("acl", force=True)
+
+
+def test_the_documented_acl_is_the_servers() -> None:
+    """docs/security.md shows the ACL this test file proves; a command added to REDIS_COMMANDS shows there."""
+    doc = (Path(__file__).parents[1] / "docs" / "security.md").read_text()
+    assert f"ACL SETUSER {redis_acl('qm-server', 'CHANGE-ME', 'qm')}\n" in doc

@@ -254,6 +254,22 @@ async def test_killed_redis_is_unavailable(store: Store) -> None:
     assert "unreachable" in message
 
 
+async def test_pooled_connections_survive_a_redis_restart(store: Store) -> None:
+    """Connections opened before Redis restarted are dead; the first call after it must not fail on one."""
+    qm = await store.serve()
+    await qm.register_queue("q")
+    # Fill the pool with several connections (concurrent calls each take one).
+    await asyncio.gather(*(qm.get_queue_metrics("q") for _ in range(20)))
+    await asyncio.gather(*(qm.register_queue("q") for _ in range(20)))
+    await asyncio.to_thread(store.valkey.terminate)
+    await store.restart()
+    # Every call, each on a pooled connection to the old process, is answered (this Valkey keeps no data
+    # across the restart, so the queue is registered again first).
+    await asyncio.gather(*(qm.register_queue("q") for _ in range(20)))
+    await asyncio.gather(*(qm.add_job("q", "after") for _ in range(20)))
+    assert (await qm.get_queue_metrics("q")).waiting == 20
+
+
 async def test_busy_script_is_unavailable_until_killed(store: Store) -> None:
     qm = await store.serve()
     raw, runner = store.raw(), store.raw()

@@ -372,12 +372,21 @@ async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.Queu
         jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=raw_nan))),
         "job.data",
     )
-    # A JSON media type with parameters is JSON too: validated, and shown as JSON on reads.
+    # A JSON media type with parameters is JSON too: validated, and shown as JSON on reads. The AddJob
+    # answer keeps the form of the request (raw bytes in, raw bytes back).
     with_charset = t.Payload(raw=b'{"x": 1}', content_type="application/json; charset=utf-8")
     added = await jobs.AddJob(
         jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=with_charset))
     )
-    assert added.job.data.json.struct_value["x"] == 1
+    assert added.job.data.raw == b'{"x":1}' or added.job.data.raw == b'{"x": 1}'
+    got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
+    assert got.job.data.json.struct_value["x"] == 1
+    as_json = await jobs.AddJob(
+        jpb.AddJobRequest(
+            queue_name="emails", job=jpb.NewJob(name="a", data=t.Payload(json=got.job.data.json))
+        )
+    )
+    assert as_json.job.data.json.struct_value["x"] == 1
 
 
 async def test_bulk_stream_keeps_fifo_order_across_chunks(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -148,6 +150,67 @@ async def test_cli_and_http_api_behind_tls(
         basic = base64.b64encode(f"anyone:{tokens['admin']}".encode()).decode()
         async with http.get(url, headers={"Authorization": f"Basic {basic}"}) as r:
             assert r.status == 200
+
+
+async def test_cli_worker_over_mutual_tls_by_flags(
+    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`qm --tls-ca --tls-cert --tls-key --token-file worker …`: the flags reach the QueueManager the worker
+    module builds (it names no credentials), over mutual TLS with a token."""
+    tokens = token_file(tmp_path / "t.toml", {"admin": ("admin", ["*"]), "work": ("worker", ["mtls-*"])})
+    (tmp_path / "token").write_text(tokens["work"] + "\n")
+    server = await server_factory(
+        tls_cert=str(pki.server_cert),
+        tls_key=str(pki.server_key),
+        tls_client_ca=str(pki.ca),
+        auth_file=str(tmp_path / "t.toml"),
+    )
+    (tmp_path / "mtls_worker_app.py").write_text(
+        textwrap.dedent(
+            """
+            from queue_manager import QueueManager
+
+            qm = QueueManager()
+
+            @qm.processor("mtls-cli")
+            async def work(job):
+                return "by the CLI worker"
+            """
+        )
+    )
+    creds = tls_credentials(str(pki.ca), str(pki.client_cert), str(pki.client_key))
+    client = QueueManager(server.address, timeout=5, credentials=creds, token=tokens["admin"])
+    await client.register_queue("mtls-cli")
+    flags = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "queue_manager.cli",
+        "--server",
+        server.address,
+        *flags,
+        "--token-file",
+        str(tmp_path / "token"),
+        "worker",
+        "mtls_worker_app",
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        job_id = (await client.add_job("mtls-cli", "j")).id
+        async with asyncio.timeout(WAIT):
+            job = await client.wait_for_job("mtls-cli", job_id)
+        assert (job.state, job.result) == (JobState.COMPLETED, "by the CLI worker")
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await client.shutdown()
 
 
 async def test_redis_over_tls(redis_url: str, prefix: str, pki: Pki, tmp_path: Path) -> None:

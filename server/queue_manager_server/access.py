@@ -73,6 +73,13 @@ def _add_job(r: jobs_pb2.AddJobRequest) -> Named:
     return [("queue_name", r.queue_name), *_chain(r.job.options, "job.options")]
 
 
+def _add_job_batch(r: jobs_pb2.AddJobBatchRequest) -> Named:
+    # Any item out of reach refuses the whole call (clients then send its adds one by one).
+    for i, item in enumerate(r.items):
+        yield f"items[{i}].queue_name", item.queue_name
+        yield from _chain(item.job.options, f"items[{i}].job.options")
+
+
 def _add_bulk(r: jobs_pb2.AddBulkRequest) -> Named:
     yield "queue_name", r.queue_name
     for i, job in enumerate(r.jobs):
@@ -202,6 +209,7 @@ RULES: dict[str, Rule] = {
         "ListWorkers": Rule("read", _field("queue_name"), filter=_filter_workers),
         "AddJob": Rule("produce", _add_job),
         "AddBulk": Rule("produce", _add_bulk),
+        "AddJobBatch": Rule("produce", _add_job_batch),
         "GetJob": _READ_QUEUE,
         "ListJobs": _READ_QUEUE,
         "RemoveJob": Rule("admin", _field("queue_name")),

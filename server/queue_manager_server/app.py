@@ -23,6 +23,9 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from queue_manager.v1 import (
     queue_service_pb2,
@@ -148,6 +151,10 @@ class App:
             socket_keepalive=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            # One quick retry on a broken connection: after Redis restarts, a pooled connection to the old
+            # process fails on first use (the new process never saw the command, so sending it again is
+            # safe). Timeouts are never retried: the command may still be running.
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(RedisConnectionError,)),
             **security.redis_tls_kwargs(s),
         )
         self.redis = Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
@@ -165,6 +172,7 @@ class App:
         )
         self.workers.max_credits, self.workers.max_buffer = s.max_worker_credits, s.max_worker_buffer
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
+        self.queue_service.adds.listener = self.dispatcher  # adds through this server are claimed at once
         self.queue_service.max_bulk_bytes = s.max_bulk_bytes
         self.sampler = MetricsSampler(self.queue_service.metrics_reader)
         self.queue_service.watch_source = self.sampler

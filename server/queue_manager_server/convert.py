@@ -216,8 +216,8 @@ def _keep_out(policy: str) -> types_pb2.KeepJobs | None:
     return k
 
 
-def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
-    """A stored job for admin reads (JSON payloads as JSON values)."""
+def job_out(r: JobRecord, queue_paused: bool = False, json_view: bool = True) -> types_pb2.Job:
+    """A stored job for admin reads (JSON payloads as JSON values, or with json_view=False as raw bytes)."""
     if not r.fields:  # a dedup key's holder that retention removed since: only its id is known
         return types_pb2.Job(id=r.id, queue_name=r.queue)
     st = r.text("st")
@@ -227,7 +227,7 @@ def job_out(r: JobRecord, queue_paused: bool = False) -> types_pb2.Job:
         id=r.id,
         queue_name=r.queue,
         name=r.text("name"),
-        data=payload_out(r.raw("data"), r.text("ct", JSON), json_view=True),  # no ct: JSON
+        data=payload_out(r.raw("data"), r.text("ct", JSON), json_view),  # no ct: JSON
         state=STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),
         priority=r.int("pri", 3),  # type: ignore[arg-type]
         attempts_made=r.int("atm"),

@@ -3,7 +3,7 @@
 Rules enforced before anything starts (each a one-line error naming the flag):
 - A listen address (gRPC or HTTP) that is not loopback needs ``--auth-file``, unless ``--insecure`` says
   that an open port is meant (a trusted network, a proxy that authenticates). Without TLS the token then
-  crosses the network in clear: a warning says so.
+  crosses the network in clear: a warning says so (always for a non-loopback HTTP port: it has no TLS).
 - ``--tls-cert`` and ``--tls-key`` go together; ``--tls-client-ca`` (mutual TLS) needs them.
 - ``--redis-tls-*`` need a ``rediss://`` URL.
 
@@ -53,11 +53,11 @@ def add_arguments(p: argparse.ArgumentParser, e: Callable[[str, object], str], d
         help="allow listening on a non-loopback address without --auth-file [QM_INSECURE]",
     )
     for flag, env, what in (
-        ("--tls-cert", "QM_TLS_CERT", "PEM certificate chain of the gRPC port (turns TLS on)"),
-        ("--tls-key", "QM_TLS_KEY", "PEM private key of --tls-cert"),
+        ("--tls-cert", "QM_SERVER_TLS_CERT", "PEM certificate chain of the gRPC port (turns TLS on)"),
+        ("--tls-key", "QM_SERVER_TLS_KEY", "PEM private key of --tls-cert"),
         (
             "--tls-client-ca",
-            "QM_TLS_CLIENT_CA",
+            "QM_SERVER_TLS_CLIENT_CA",
             "PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
         ),
         ("--redis-tls-ca", "QM_REDIS_TLS_CA", "PEM CA bundle that signed Redis's certificate (rediss://)"),
@@ -191,8 +191,16 @@ def prepare(s: Settings) -> Prepared:
     credentials = server_credentials(s)
     if auth is not None and credentials is None and not is_loopback(s.listen):
         log.warning(
-            "tokens cross the network in clear text: set --tls-cert and --tls-key (QM_TLS_CERT, QM_TLS_KEY)",
+            "tokens cross the network in clear text: set --tls-cert and --tls-key "
+            "(QM_SERVER_TLS_CERT, QM_SERVER_TLS_KEY)",
             extra={"listen": s.listen},
+        )
+    if auth is not None and s.http_listen and not is_loopback(s.http_listen):
+        # The HTTP port speaks plain HTTP only; its Authorization headers are tokens too.
+        log.warning(
+            "the HTTP port has no TLS: tokens sent to /api, /metrics and the dashboard cross the network in "
+            "clear text; put it behind a TLS-terminating proxy or keep --http-listen on 127.0.0.1",
+            extra={"http_listen": s.http_listen},
         )
     redis_tls_kwargs(s)  # checks the Redis TLS flags now, before anything starts
     return Prepared(auth, credentials, bool(s.tls_client_ca))
@@ -210,7 +218,9 @@ def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
     if not (s.tls_cert or s.tls_key or s.tls_client_ca):
         return None
     if not (s.tls_cert and s.tls_key):
-        raise SecurityError("--tls-cert and --tls-key (QM_TLS_CERT, QM_TLS_KEY) must be given together")
+        raise SecurityError(
+            "--tls-cert and --tls-key (QM_SERVER_TLS_CERT, QM_SERVER_TLS_KEY) must be given together"
+        )
     chain, key = _read(s.tls_cert, "--tls-cert"), _read(s.tls_key, "--tls-key")
     for data, flag, marker in ((chain, "--tls-cert", b"CERTIFICATE"), (key, "--tls-key", b"PRIVATE KEY")):
         if b"-----BEGIN " not in data or marker not in data:

@@ -95,21 +95,33 @@ class Scenario:
         self.clients.append(c)
         return c
 
-    def records(self, event: str | None = None, worker: str | None = None) -> list[dict[str, Any]]:
-        """Journal records so far, optionally of one event kind and one worker."""
+    def records(
+        self, event: str | None = None, worker: str | None = None, after: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Journal records so far, optionally of one event kind and one worker, written after the
+        wall-clock time `after`."""
         return [
             r
             for r in Journal.read(self.dir)
-            if (event is None or r["ev"] == event) and (worker is None or r.get("w") == worker)
+            if (event is None or r["ev"] == event)
+            and (worker is None or r.get("w") == worker)
+            and r["t"] >= after
         ]
 
     async def wait_records(
-        self, what: str, count: int, event: str, worker: str | None = None, timeout: float = WAIT
+        self,
+        what: str,
+        count: int,
+        event: str,
+        worker: str | None = None,
+        timeout: float = WAIT,
+        after: float = 0.0,
     ) -> list[dict[str, Any]]:
-        """Waits until the journals hold at least `count` records of `event` (of `worker`)."""
+        """Waits until the journals hold at least `count` records of `event` (of `worker`, written after
+        `after`)."""
 
         async def enough() -> list[dict[str, Any]] | None:
-            found = self.records(event, worker)
+            found = self.records(event, worker, after)
             return found if len(found) >= count else None
 
         return await until(enough, what, timeout)

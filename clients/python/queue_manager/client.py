@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 import grpc
 import grpc.aio
 
+from queue_manager.adds import AddBatcher
 from queue_manager.channel import aio_channel, resolve_address
 from queue_manager.convert import (
     Job,
@@ -109,6 +110,7 @@ class QueueManager:
         self._worker_labels = dict(worker_labels or {})
         self._channel: grpc.aio.Channel | None = None
         self._queues: QueueServiceAsyncStub | None = None
+        self._adds: AddBatcher | None = None
         self._processors: dict[str, Processor] = {}
         self._workers: list[Worker] = []
 
@@ -201,6 +203,9 @@ class QueueManager:
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.shutdown(grace)
+        if self._adds is not None:  # adds under way get their answers before the channel closes
+            adds, self._adds = self._adds, None
+            await adds.close()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             self._queues = None
@@ -226,7 +231,8 @@ class QueueManager:
             The job as stored (the existing one when ``job_id`` was taken).
         """
         request = add_job_request(queue_name, name, data, options)
-        response: jobs_pb2.AddJobResponse = await self._unary(self._queue_stub().AddJob, request)
+        # Concurrent add_job calls share AddJobBatch calls (adds.py); a lone one is a plain AddJob.
+        response = await self._batcher().add(request)
         return job_from_proto(response.job)
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
@@ -729,6 +735,21 @@ class QueueManager:
                 "QueueServiceAsyncStub", queue_service_pb2_grpc.QueueServiceStub(self._channel)
             )
         return self._channel
+
+    def _batcher(self) -> AddBatcher:
+        if self._adds is None:
+            stub = self._queue_stub()
+
+            async def add_job(request: jobs_pb2.AddJobRequest) -> jobs_pb2.AddJobResponse:
+                response: jobs_pb2.AddJobResponse = await self._unary(stub.AddJob, request)
+                return response
+
+            async def add_job_batch(request: jobs_pb2.AddJobBatchRequest) -> jobs_pb2.AddJobBatchResponse:
+                response: jobs_pb2.AddJobBatchResponse = await stub.AddJobBatch(request, timeout=self.timeout)
+                return response
+
+            self._adds = AddBatcher(add_job, add_job_batch)
+        return self._adds
 
     def _queue_stub(self) -> QueueServiceAsyncStub:
         self._ensure_channel()

@@ -12,12 +12,15 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PermissionDeniedError",
     "QueueManagerError",
     "RateLimitedError",
     "ResourceExhaustedError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnrecoverableError",
     "error_from_rpc",
+    "error_from_status",
 ]
 
 
@@ -76,6 +79,18 @@ class ResourceExhaustedError(QueueManagerError):
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class UnauthenticatedError(QueueManagerError):
+    """The call carried no token, or one the server does not know (docs/security.md)."""
+
+    default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(QueueManagerError):
+    """The token's roles or queue patterns do not cover the call; the message says which."""
+
+    default_code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class UnrecoverableError(Exception):
     """Raised by a processor to fail its job for good, skipping the attempts left."""
 
@@ -114,6 +129,8 @@ _BY_CODE: dict[grpc.StatusCode, type[QueueManagerError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
@@ -132,5 +149,22 @@ def error_from_rpc(exc: grpc.RpcError) -> QueueManagerError:
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
     message = details_of() if callable(details_of) else None
+    return _error(code, str(message) if message else "")
+
+
+def error_from_status(code: int, message: str) -> QueueManagerError:
+    """The `QueueManagerError` for a status carried in an answer (a refused item of ``AddJobBatch``).
+
+    Args:
+        code: The gRPC status code's number.
+        message: The status message.
+    """
+    return _error(_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), message)
+
+
+_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def _error(code: grpc.StatusCode, message: str) -> QueueManagerError:
     cls = _BY_CODE.get(code, QueueManagerError)
-    return cls(str(message) if message else code.name.lower().replace("_", " "), code)
+    return cls(message or code.name.lower().replace("_", " "), code)

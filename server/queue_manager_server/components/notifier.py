@@ -75,6 +75,9 @@ class Notifier:
             if self.scheduler is not None and len(parts) == 3:
                 self.scheduler.schedule(queue, int(parts[2]))
             return
+        if parts[0] == b"w":
+            self.dispatcher.event(queue)  # may be spare: this server's add claimed its jobs already
+            return
         self.dispatcher.wake(queue)
         if parts[0] == b"d" and len(parts) == 3:
             self.promoter.schedule(queue, int(parts[2]))
@@ -88,6 +91,7 @@ class Notifier:
                     self.ready.set()
                     backoff = 0.1
                     # After a (re)subscribe, anything published meanwhile was missed: wake every loop.
+                    self.dispatcher.forget_events()
                     for queue in list(self.dispatcher.sessions):
                         self.dispatcher.wake(queue)
                     if self.waiters is not None:

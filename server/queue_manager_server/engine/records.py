@@ -1,18 +1,20 @@
 """Plain records the engine returns, and the job-hash field names they are read from.
 
-Job hash fields: name, data, ct (content type; absent for JSON, the common case), pri, seq, att (max
-attempts), atm (attempts made = finished runs: the failed ones, plus the one that completed), ats (attempts
-started), stc (stalled count), bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf (keep policies), to (timeout
-ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at), st (state), tok (lease token), wid
-(worker id), pts (processed), fts (finished), lex (lease expiry: no longer written, the active zset's score
-holds it; removed with tok and wid), res/rct (result and its content type), err/stk (last failure), prog
-(progress JSON), rm (delete after the dead-letter hand-off). Flows (engine/flows.py): flo (in a flow: hand off
-on finish), par (encoded Job holding parents, chain_root and workflow), chn (encoded JobOptions holding the
-chain links still to come), chd (encoded Job holding the children started), cfl (on a chain's first job: why
-the chain stopped). Control (engine/control.py): cxr ("1" once a cancel was asked while the job was active),
-cxm (the cancel reason). Job control (engine/job_control.py): lgn (log lines ever added; the lines are in the
-queue's ``logs:<id>`` list), wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its
-dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms, when it has one).
+Job hash fields: name, data, ct (content type; absent for JSON, the common case), pri (absent: 3), seq (the
+FIFO place in its priority level, written by a claim for a lost run to go back to; absent while waiting, where
+the waiting score holds it), att (max attempts; absent: 1), atm (attempts made = finished runs: the failed
+ones, plus the one that completed), ats (attempts started), stc (stalled count), bt/bd/bj/bm (backoff
+type/delay/jitter/max), kc/kf (keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts
+(created), run (run-at), st (state), tok (lease token), wid (worker id), pts (processed), fts (finished), lex
+(lease expiry: no longer written, the active zset's score holds it; removed with tok and wid), res/rct (result
+and its content type), err/stk (last failure), prog (progress JSON), rm (delete after the dead-letter
+hand-off). Flows (engine/flows.py): flo (in a flow: hand off on finish), par (encoded Job holding parents,
+chain_root and workflow), chn (encoded JobOptions holding the chain links still to come), chd (encoded Job
+holding the children started), cfl (on a chain's first job: why the chain stopped). Control
+(engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
+control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
+wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
+finishes unless ddt), ddt (the dedup key's ttl ms, when it has one).
 """
 
 from __future__ import annotations

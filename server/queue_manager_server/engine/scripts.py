@@ -20,9 +20,21 @@ _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
 _LUA = resources.files("queue_manager_server.engine") / "lua"
 
 
-def _source(name: str) -> str:
+# The scripts that record what becomes of work already running: outcomes, lease extensions, releases,
+# recoveries, and the worker registry entry a (re)connecting worker's hello writes. Once Redis reaches
+# maxmemory (noeviction) it refuses a script whose first write may grow memory, so an add gets
+# RESOURCE_EXHAUSTED and changes nothing; these run anyway (Redis ≥ 7 script flag), so a full store never
+# strands running jobs (their extensions and completions were refused, their workers' streams broke, and
+# they stayed active until memory was raised). What they write past maxmemory is the outcomes of the jobs
+# that run meanwhile; retention removes finished jobs as usual.
+ALLOW_OOM = frozenset({"complete", "fail", "retry_later", "extend", "release", "reap", "workers_seen"})
+_ALLOW_OOM_FLAG = "#!lua flags=allow-oom\n"
+
+
+def _source(name: str, flags: bool = True) -> str:
     text = (_LUA / f"{name}.lua").read_text()
-    return _INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text)
+    text = _INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text)
+    return _ALLOW_OOM_FLAG + text if flags and name in ALLOW_OOM else text
 
 
 async def execute(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
@@ -110,6 +122,7 @@ class Scripts:
     )
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._scripts: dict[str, AsyncScript] = {n: redis.register_script(_source(n)) for n in self.NAMES}
 
     def get(self, name: str) -> AsyncScript:
@@ -119,6 +132,15 @@ class Scripts:
         return await self._scripts[name](keys=keys, args=args)
 
     async def load_all(self) -> None:
-        """Loads every script up front so a syntax error shows at start, not on first use."""
-        for script in self._scripts.values():
-            await script.registered_client.script_load(script.script)
+        """Loads every script up front so a syntax error shows at start, not on first use.
+
+        A Redis older than 7 does not know script flags: the flagged scripts are then registered without
+        theirs (they behave as before: refused like any write once maxmemory is reached)."""
+        for name, script in self._scripts.items():
+            try:
+                await script.registered_client.script_load(script.script)
+            except ResponseError:
+                if name not in ALLOW_OOM:
+                    raise
+                script = self._scripts[name] = self._redis.register_script(_source(name, flags=False))
+                await script.registered_client.script_load(script.script)

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
-from queue_manager_server.auth import AuthError, bearer_token
+from queue_manager_server.auth import Authenticator, AuthError, bearer_token
 from queue_manager_server.http.api_json import (
     BadRequest,
     build_request,
@@ -121,7 +121,7 @@ _REGISTER_HINT = re.compile(r"\(QueueService/RegisterQueue\)")
 
 def setup(app: web.Application, ctx: HttpContext) -> None:
     """Mounts /api (an entry of `queue_manager_server.http.ROUTES`)."""
-    add_api(app, lambda: dial_address(ctx.grpc_address()), ctx.settings.max_message_bytes)
+    add_api(app, lambda: dial_address(ctx.grpc_address()), ctx.settings.max_message_bytes, ctx.auth)
 
 
 def dial_address(listen_address: str) -> str:
@@ -134,16 +134,24 @@ def dial_address(listen_address: str) -> str:
     return listen_address
 
 
-def add_api(app: web.Application, grpc_address: Callable[[], str], max_message_bytes: int) -> None:
+def add_api(
+    app: web.Application,
+    grpc_address: Callable[[], str],
+    max_message_bytes: int,
+    auth: Authenticator | None = None,
+) -> None:
     """Mounts the API at ``/api`` on ``app`` (a sub-application, so its errors are JSON too).
 
     Args:
         app: The HTTP server's application, not yet started.
         grpc_address: Returns the address this server's gRPC port answers on (known once it is bound).
         max_message_bytes: Largest request body, and the loopback channel's message limit.
+        auth: The token file's authenticator (None without auth). The token is checked here before the body
+            is read (a caller without one learns nothing about the body); the gRPC interceptor then checks
+            its roles and queues.
     """
     api = web.Application(middlewares=[_json_errors])
-    front = _FrontDoor(grpc_address, max_message_bytes)
+    front = _FrontDoor(grpc_address, max_message_bytes, auth)
     for route in ROUTES:
         api.router.add_route(route.method, route.path, front.handler(route))
     api.on_cleanup.append(front.close)
@@ -157,7 +165,10 @@ class BodyTooLarge(Exception):
 class _FrontDoor:
     """Holds the loopback channel (opened on the first call, in the server's event loop)."""
 
-    def __init__(self, grpc_address: Callable[[], str], max_message_bytes: int) -> None:
+    def __init__(
+        self, grpc_address: Callable[[], str], max_message_bytes: int, auth: Authenticator | None
+    ) -> None:
+        self._auth = auth
         self._address = grpc_address
         self._max_bytes = max_message_bytes
         self._channel: grpc.aio.Channel | None = None
@@ -184,6 +195,11 @@ class _FrontDoor:
         streaming = method.client_streaming
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            if self._auth is not None:
+                try:
+                    self._auth.from_header(request.headers.get("Authorization"))
+                except AuthError as exc:
+                    return error_response(401, "UNAUTHENTICATED", str(exc), **{"WWW-Authenticate": _REALM})
             try:
                 body = parse_body(await self._read(request)) if route.has_body else None
                 message = build_request(
@@ -242,11 +258,14 @@ def _credentials(request: web.Request) -> tuple[tuple[str, str], ...]:
         return (("authorization", header),)  # the interceptor answers why it is malformed
 
 
+_REALM = 'Bearer realm="Queue Manager"'
+
+
 def _rpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
     code = exc.code()
     message = exc.details() or code.name.lower().replace("_", " ")
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return error_response(401, code.name, message, **{"WWW-Authenticate": 'Bearer realm="Queue Manager"'})
+        return error_response(401, code.name, message, **{"WWW-Authenticate": _REALM})
     if code == grpc.StatusCode.NOT_FOUND:
         message = _REGISTER_HINT.sub(_register_route(message), message)
     return error_response(HTTP_STATUS.get(code, 500), code.name, message)

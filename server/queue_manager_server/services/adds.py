@@ -5,10 +5,14 @@ pipeline, a script call, an fsync and a wake-up event. Here a call's job (valida
 request fails alone) joins a pending batch; the batch is written as one pipeline holding one add_jobs
 script call per queue (engine ``add_jobs_many``), and every caller gets its own job back.
 
-No linger: the first add of an idle server is written in the same event-loop turn (``call_soon``, so adds
-that arrived in that turn join it). While a batch is being written, new adds wait for the next one, which
-leaves as soon as that write ends: under load the batches grow by themselves, bounded by ``MAX_BATCH``,
-and no add waits longer than one write.
+No linger: the first add of an idle server is written after one event-loop turn (so adds that arrived in
+that turn join it); alone, by its caller's own task (no task to start: a turn sooner). While a batch is
+being written, new adds wait for the next one, which leaves as soon as that write ends: under load the
+batches grow by themselves, bounded by ``MAX_BATCH``, and no add waits longer than one write.
+
+Before each write the server's dispatcher is told (`AddListener.adding`), so a queue it serves is claimed
+right behind the add instead of a round trip later, when the add's pub/sub event would arrive; after it,
+whether the write published that event (`AddListener.added`). See services/dispatcher.py.
 
 Failures stay per caller: an unknown queue fails only that queue's callers. If a queue's script call fails
 as a whole (a script error mid-batch could leave earlier jobs written), each of its jobs is sent again on its
@@ -22,6 +26,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.engine import ADD_CHUNK, new_job_id
@@ -36,6 +41,16 @@ MAX_BATCH = ADD_CHUNK
 # batch fills. Measured with 50 concurrent callers: 1 gives batches of ~6 jobs and 380 µs of server CPU per
 # add; 2 gives batches of ~2 and 530 µs (each round trip costs the server more than its jobs do).
 MAX_IN_FLIGHT = 1
+
+
+class AddListener(Protocol):
+    """Told about each coalesced write (the dispatcher of the same server)."""
+
+    def adding(self, queue: str, ids: list[str]) -> object | None:
+        """These jobs are about to be written to the queue; returns a token for `added`, or None."""
+
+    def added(self, token: object, published: bool) -> None:
+        """The write of `adding`'s token came back; published: its script published the queue's wake-up."""
 
 
 @dataclass(slots=True)
@@ -60,6 +75,9 @@ class AddCoalescer:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The server's dispatcher (app.py sets it): adds through this server are claimed right behind their
+        # write. None: adds are claimed when their pub/sub wake-up arrives.
+        self.listener: AddListener | None = None
         self._pending: list[_Pending] = []
         self._in_flight = 0
         self._scheduled = False
@@ -73,10 +91,29 @@ class AddCoalescer:
             job.id = new_job_id()
         pending = _Pending(queue, job, generated, loop.create_future())
         self._pending.append(pending)
-        if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await pending.future
+        if self._scheduled or self._in_flight >= MAX_IN_FLIGHT:
+            return await pending.future  # the write scheduled or under way takes it
+        # Idle: one turn of the event loop lets the adds already on their way (a batch call's items, a
+        # burst) join this one, as a flush scheduled with call_soon would; then the write leaves at once.
+        self._scheduled = True
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._pending.remove(pending)
+            self._flush()
+            raise
+        if len(self._pending) != 1 or self._pending[0] is not pending:
+            self._flush()  # company came: written by a task of its own, which no caller can cancel
+            return await pending.future
+        # Alone: this caller's own task writes it (no task to start, a turn sooner).
+        self._scheduled = False
+        self._pending = []
+        self._in_flight += 1
+        try:
+            await self._write([pending])
+        finally:
+            self._done_writing()
+        return pending.future.result()
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -90,6 +127,9 @@ class AddCoalescer:
 
     def _written(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._done_writing()
+
+    def _done_writing(self) -> None:
         self._in_flight -= 1
         if self._pending and not self._scheduled:
             self._scheduled = True
@@ -100,14 +140,27 @@ class AddCoalescer:
         for p in batch:
             by_queue[p.queue].append(p)
         groups = list(by_queue.items())
+        listener = self.listener
+        tokens: list[object | None] = []
+        published: list[bool] = []
         try:
+            # One add_jobs script call per queue (MAX_BATCH jobs at most): at most one wake-up event each.
+            if listener is not None:
+                tokens = [listener.adding(q, [p.job.id for p in items]) for q, items in groups]
             results = await self.engine.add_jobs_many(
                 [(q, [p.job for p in items]) for q, items in groups], fetch=True
             )
+            published = [isinstance(r, AddResult) and r.waiting_added > 0 for r in results]
         except Exception as exc:  # the round trip failed: nothing is known to be written
             for p in batch:
                 _settle(p, exc)
             return
+        finally:
+            if listener is not None:
+                published += [False] * (len(tokens) - len(published))  # no reply: nothing known published
+                for token, sent in zip(tokens, published, strict=False):
+                    if token is not None:
+                        listener.added(token, sent)
         for (_, items), result in zip(groups, results, strict=True):
             if isinstance(result, AddResult):
                 _deliver(items, result)

@@ -2,6 +2,13 @@
 
 One loop per served queue, woken by events (a job added anywhere, a credit returned, a delay falling due)
 instead of polling; each claim is one Lua call that leases a batch.
+
+A job added through this server to a queue it serves is claimed right behind its add: the coalescer
+(services/adds.py) tells `Dispatcher.adding` before it sends the write, so the claim leaves as the add's
+reply is awaited and Redis runs it just after the add, a round trip earlier than the add's pub/sub event
+would have started it. That event still comes (other servers need it); when the claim that followed the
+add leased every job of it, the event — or one published before it, whose jobs that claim saw too — wakes
+nothing (`Dispatcher.event`): no second, empty claim per add.
 """
 
 from __future__ import annotations
@@ -26,6 +33,23 @@ log = logging.getLogger("queue_manager_server.dispatcher")
 CLAIM_BATCH = 500
 # A served queue re-checks Redis at least this often even without notifications (missed pub/sub).
 IDLE_RECHECK_S = 5.0
+# Adds awaiting their verdict per queue (see Dispatcher.adding): a bound, for adds whose claim never came.
+MAX_EXPECTED = 64
+
+
+@dataclass(eq=False, slots=True)
+class Expected:
+    """An add being written to a queue this server serves, until it is known whether its event is spare."""
+
+    queue: str
+    ids: frozenset[str]
+    # `w` events of the queue received when the add was sent: its own event is a later one.
+    seen: int
+    covered: bool = False  # one claim leased every job of it
+    published: bool | None = None  # its script published the queue's `w` event (None: reply not in yet)
+    # Numbers of the events that arrived during the claim that covered it, when that claim came back before
+    # the add's reply (Redis may answer them in either order): their wake-ups wait for the reply.
+    held: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -103,7 +127,19 @@ class Dispatcher:
         # Queues whose last claim found no ready job, with no event since: returned credits alone do not
         # send them back to Redis (at low load that halves the claims; events and timers still wake them).
         self._drained: set[str] = set()
+        # Queues woken (`wake`, not a returned credit) since their last claim went out.
+        self._woken: set[str] = set()
         self._turn: dict[str, int] = {}
+        # Spare-event accounting (module docstring): per queue, the `w` events received, events still to
+        # drop, adds awaiting their verdict, and while a claim runs, the numbers of the events that arrived
+        # meanwhile (their wake-up waits for the claim's result).
+        self._events: dict[str, int] = defaultdict(int)
+        self._spare: dict[str, int] = defaultdict(int)
+        self._expected: dict[str, list[Expected]] = {}
+        self._claiming: dict[str, list[int]] = {}
+        # Per queue, an add whose jobs a claim leased before the add's own reply came: events arriving
+        # meanwhile wait for that reply too (they may be its own).
+        self._awaiting: dict[str, Expected] = {}
         self.stopping = False
         # Told (queue, ms from now) when this server leases jobs with a timeout, so the timeout check
         # (components/timeouts.py) fires on time; None: left to its periodic scan.
@@ -125,9 +161,106 @@ class Dispatcher:
     def wake(self, queue: str) -> None:
         """Something happened to the queue (jobs added, resumed, a worker came or went): claim again."""
         self._drained.discard(queue)
+        self._woken.add(queue)
         ev = self._wake.get(queue)
         if ev is not None:
             ev.set()
+
+    def event(self, queue: str) -> None:
+        """A ``w <queue>`` event arrived on the engine's channel (components/notifier.py): claim again,
+        unless the claim that followed an add of this server already leased what the event announces."""
+        number = self._events[queue] = self._events[queue] + 1
+        if self._spare.get(queue):
+            self._spare[queue] -= 1
+            return
+        arrived = self._claiming.get(queue)
+        if arrived is not None:  # decided when the claim's result is in (_claimed)
+            arrived.append(number)
+            return
+        awaiting = self._awaiting.get(queue)
+        if awaiting is not None:  # decided when that add's reply is in (added)
+            awaiting.held.append(number)
+            return
+        self.wake(queue)
+
+    def forget_events(self) -> None:
+        """The subscription was renewed and events may have been missed: no event is spare any more."""
+        self._spare.clear()
+        self._expected.clear()
+        self._awaiting.clear()  # what they hold still wakes the loop when their replies come
+
+    def adding(self, queue: str, ids: list[str]) -> Expected | None:
+        """Jobs are about to be written to the queue through this server: claims for its workers now, so the
+        claim reaches Redis right behind the add. Returns what `added` must be told, or None."""
+        if self.stopping or not self.sessions.get(queue):
+            return None
+        expected = Expected(queue, frozenset(ids), self._events[queue])
+        pending = self._expected.setdefault(queue, [])
+        pending.append(expected)
+        if len(pending) > MAX_EXPECTED:
+            del pending[0]
+        self.wake(queue)
+        return expected
+
+    def added(self, token: object, published: bool) -> None:
+        """The add's reply: whether its script published the queue's ``w`` event (False when unknown)."""
+        if not isinstance(token, Expected):
+            return
+        token.published = published
+        held, token.held = token.held, []
+        if self._awaiting.get(token.queue) is token:
+            del self._awaiting[token.queue]
+        if not published:
+            self._drop(token)
+        elif token.covered:
+            held = self._spend(token, held)
+        elif self._events[token.queue] > token.seen + 1:
+            self._drop(token)  # its first event came and went: nothing can be spared for it any more
+        if held:
+            self.wake(token.queue)
+
+    def _drop(self, e: Expected) -> None:
+        pending = self._expected.get(e.queue)
+        if pending and e in pending:
+            pending.remove(e)
+
+    def _spend(self, e: Expected, arrived: list[int]) -> list[int]:
+        """An add that published its event and whose jobs one claim leased: the first event to arrive since
+        the add was sent was published no later than the add's own, so before that claim ran, which saw
+        its jobs too. Unless it has woken the loop already, it is spare. Returns arrived without it."""
+        self._drop(e)
+        first = e.seen + 1
+        for held in (arrived, self._claiming.get(e.queue)):
+            if held is not None and first in held:  # held during that claim or the one running now
+                held.remove(first)
+                return arrived
+        if self._events[e.queue] == e.seen:  # not arrived yet
+            self._spare[e.queue] += 1
+        return arrived
+
+    def _claimed(self, queue: str, jobs: list[str]) -> None:
+        """A claim of the queue came back (jobs: the ids it leased): wake-ups held during it are due now,
+        except the event that an add's own claim has made spare."""
+        arrived = self._claiming.pop(queue, [])
+        pending = self._expected.get(queue)
+        if jobs and pending:
+            leased = set(jobs)
+            for e in list(pending):
+                if not e.ids <= leased:
+                    continue
+                e.covered = True
+                if e.published is None:  # decided by the add's reply (added)
+                    e.held, arrived = arrived, []
+                    self._awaiting.setdefault(queue, e)
+                elif e.published:
+                    arrived = self._spend(e, arrived)
+        if arrived:
+            self.wake(queue)
+        if pending:
+            # An add that an event has followed since it was sent can spare nothing any more: that event
+            # has woken the loop by now (or is held for another add, which alone may spend it).
+            events = self._events[queue]
+            pending[:] = [e for e in pending if e.seen == events]
 
     def credit(self, queue: str) -> None:
         """A worker of the queue can take more jobs: claim again unless the queue is known to be empty."""
@@ -166,8 +299,11 @@ class Dispatcher:
                 timeout = 1.0
             if timeout == 0:
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a task of its own,
+            # which costs a wake-up two more event-loop turns.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
         self._loops.pop(queue, None)
 
     async def _dispatch_once(self, queue: str) -> float:
@@ -190,10 +326,15 @@ class Dispatcher:
             take = min(s.credits, CLAIM_BATCH, max(1, s.concurrency // 2) if split else CLAIM_BATCH)
             s.credits -= take
             token = secrets.token_hex(8)
+            self._claiming[queue] = []
+            self._woken.discard(queue)
+            leased: list[str] = []
             try:
                 res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms)
+                leased = [j.id for j in res.jobs]
             finally:
                 s.credits += take
+                self._claimed(queue, leased)
             if res.code == 1:  # paused: resume publishes a notification
                 self._mark_drained(queue)
                 return IDLE_RECHECK_S
@@ -236,10 +377,13 @@ class Dispatcher:
         return 0 if more else wait
 
     def _mark_drained(self, queue: str) -> None:
-        # An event that arrived while the claim ran has set the wake flag: then the queue may have jobs.
+        # An event that arrived while the claim ran (`wake`): then the queue may have jobs.
+        if queue in self._woken:
+            return
+        self._drained.add(queue)
         ev = self._wake.get(queue)
-        if ev is not None and not ev.is_set():
-            self._drained.add(queue)
+        if ev is not None:
+            ev.clear()  # set by credits returned meanwhile: no ready job for them, no claim
 
     async def stop(self) -> None:
         self.stopping = True

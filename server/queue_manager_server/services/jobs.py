@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -16,11 +17,13 @@ from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.adds import AddCoalescer
-from queue_manager_server.services.errors import unary
+from queue_manager_server.services.errors import status_for, unary
 from queue_manager_server.services.job_control import job_message
 
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
+# Adds per AddJobBatch call (a client carries concurrent add_job calls in it).
+MAX_BATCH_ITEMS = 1_000
 
 
 class JobHandlers:
@@ -36,13 +39,41 @@ class JobHandlers:
 
     @unary
     async def AddJob(self, request: pb.AddJobRequest, context: grpc.aio.ServicerContext) -> pb.AddJobResponse:
+        return await self._add(request)
+
+    @unary
+    async def AddJobBatch(
+        self, request: pb.AddJobBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddJobBatchResponse:
+        if len(request.items) > MAX_BATCH_ITEMS:
+            raise InvalidArgument(
+                "items", f"holds {len(request.items)} adds; at most {MAX_BATCH_ITEMS} per call (use AddBulk)"
+            )
+        # Each item is its own AddJob: checked alone, and added with the others in shared round trips.
+        outcomes = await asyncio.gather(*(self._add(item) for item in request.items), return_exceptions=True)
+        response = pb.AddJobBatchResponse()
+        for outcome in outcomes:
+            if isinstance(outcome, pb.AddJobResponse):
+                response.outcomes.add(added=outcome)
+            elif isinstance(outcome, Exception):
+                code, message = status_for(outcome)
+                response.outcomes.add(error=pb.CallError(code=code.value[0], message=message))
+            else:  # a BaseException (cancellation): the call itself ends
+                raise outcome
+        return response
+
+    async def _add(self, request: pb.AddJobRequest) -> pb.AddJobResponse:
         queue = validate.queue_name(request.queue_name)
         if not request.HasField("job"):
             raise InvalidArgument("job", "is required")
         job = convert.new_job(request.job, "job", self.max_payload)
-        # Concurrent AddJobs share one Redis round trip (services/adds.py); a lone one goes out at once.
+        # Concurrent adds share one Redis round trip (services/adds.py); a lone one goes out at once.
         added = await self.adds.add(queue, job)
-        return pb.AddJobResponse(job=convert.job_out(added.record, added.queue_paused), created=added.created)
+        # The answer's data takes the request's form: raw bytes back for raw bytes sent (the Python client
+        # sends JSON so), which spares both sides a conversion to and from google.protobuf.Value.
+        json_view = request.job.data.WhichOneof("body") != "raw"
+        job_out = convert.job_out(added.record, added.queue_paused, json_view)
+        return pb.AddJobResponse(job=job_out, created=added.created)
 
     @unary
     async def AddBulk(

@@ -111,6 +111,112 @@ class AddJobResponse(_message.Message):
 Global___AddJobResponse: _TypeAlias = AddJobResponse  # noqa: Y015
 
 @_typing.final
+class AddJobBatchRequest(_message.Message):
+    """AddJobBatchRequest holds independent adds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddJobRequest]:
+        """The adds, each as it would be sent to AddJob (queues may differ)."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___AddJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddJobBatchRequest: _TypeAlias = AddJobBatchRequest  # noqa: Y015
+
+@_typing.final
+class AddJobBatchResponse(_message.Message):
+    """AddJobBatchResponse holds one outcome per add, in the order of the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddJobOutcome]:
+        """Outcomes, one per item of the request."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___AddJobOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddJobBatchResponse: _TypeAlias = AddJobBatchResponse  # noqa: Y015
+
+@_typing.final
+class AddJobOutcome(_message.Message):
+    """AddJobOutcome is one add's result: the stored job, or the status AddJob would have ended with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def added(self) -> Global___AddJobResponse:
+        """The job as stored (as AddJob answers)."""
+
+    @_builtins.property
+    def error(self) -> Global___CallError:
+        """Why the job was not added."""
+
+    def __init__(
+        self,
+        *,
+        added: Global___AddJobResponse | None = ...,
+        error: Global___CallError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["added", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___AddJobOutcome: _TypeAlias = AddJobOutcome  # noqa: Y015
+
+@_typing.final
+class CallError(_message.Message):
+    """CallError is a refused part of a call: a gRPC status code and a message a person can act on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code (google.rpc.Code numbering: 3 INVALID_ARGUMENT, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED…)."""
+    message: _builtins.str
+    """What went wrong, naming the field or limit."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallError: _TypeAlias = CallError  # noqa: Y015
+
+@_typing.final
 class AddBulkRequest(_message.Message):
     """AddBulkRequest is one message of the bulk stream: any number of jobs for one queue."""
 

@@ -67,6 +67,11 @@ class QueueServiceStub:
     """Lists the workers connected to any server."""
     AddJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.AddJobRequest, _jobs_pb2.AddJobResponse]
     """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
+    AddJobBatch: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.AddJobBatchRequest, _jobs_pb2.AddJobBatchResponse]
+    """Adds several independent jobs in one call, as if each were its own AddJob: each is checked and added on
+    its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
+    Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
+    """
     AddBulk: _grpc.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]
     """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
     anything is written (a bad job means none are added) and is added in full or not at all, also when the
@@ -148,6 +153,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists the workers connected to any server."""
     AddJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.AddJobRequest, _jobs_pb2.AddJobResponse]  # type: ignore[assignment]
     """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
+    AddJobBatch: _aio.UnaryUnaryMultiCallable[_jobs_pb2.AddJobBatchRequest, _jobs_pb2.AddJobBatchResponse]  # type: ignore[assignment]
+    """Adds several independent jobs in one call, as if each were its own AddJob: each is checked and added on
+    its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
+    Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
+    """
     AddBulk: _aio.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]  # type: ignore[assignment]
     """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
     anything is written (a bad job means none are added) and is added in full or not at all, also when the
@@ -304,6 +314,17 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.AddJobResponse, _abc.Awaitable[_jobs_pb2.AddJobResponse]]:
         """Adds one job. Adding a job_id that exists returns the existing job with created=false."""
+
+    @_abc_1.abstractmethod
+    def AddJobBatch(
+        self,
+        request: _jobs_pb2.AddJobBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.AddJobBatchResponse, _abc.Awaitable[_jobs_pb2.AddJobBatchResponse]]:
+        """Adds several independent jobs in one call, as if each were its own AddJob: each is checked and added on
+        its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
+        Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
+        """
 
     @_abc_1.abstractmethod
     def AddBulk(

@@ -11,9 +11,14 @@ local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id, pri = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
-local f = redis.call('HMGET', jkey, 'st', 'seq')
-if not f[1] then return {-2} end
-if f[1] ~= 'waiting' and f[1] ~= 'delayed' then return {-5, f[1]} end
-redis.call('HSET', jkey, 'pri', pri)
-if f[1] == 'waiting' then redis.call('ZADD', waiting, pri * PRI_SHIFT + tonumber(f[2]), id) end
+local st = redis.call('HGET', jkey, 'st')
+if not st then return {-2} end
+if st ~= 'waiting' and st ~= 'delayed' then return {-5, st} end
+-- The default priority is not stored (includes/add.lua).
+if pri == DEFAULT_PRI then redis.call('HDEL', jkey, 'pri') else redis.call('HSET', jkey, 'pri', pri) end
+if st == 'waiting' then
+  -- A waiting job's seq is its score less its level (common.lua to_waiting).
+  local score = redis.call('ZSCORE', waiting, id)
+  if score then redis.call('ZADD', waiting, pri * PRI_SHIFT + tonumber(score) % PRI_SHIFT, id) end
+end
 return {1}

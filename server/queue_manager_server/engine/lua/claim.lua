@@ -69,8 +69,12 @@ for i = 1, #popped, 2 do
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
     'par', 'wt', 'ats')
   local ats = (tonumber(f[13]) or 0) + 1
-  f[3] = f[3] or 'application/json'  -- stored only when not JSON (includes/add.lua)
-  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats)
+  -- Stored only when not the default (includes/add.lua).
+  f[3], f[4], f[5] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
+  -- The job's place in its level (its score less the level), kept while it runs so that a lost run puts it
+  -- back there (common.lua to_waiting); a waiting job's place is only in its score.
+  local seq = tonumber(popped[i + 1]) % PRI_SHIFT
+  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats, 'seq', seq)
   notify_job(prefix, id, jkey, 'active', f[12])
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end

@@ -1,5 +1,5 @@
 -- add.lua: inserting one job, shared by add_jobs.lua (jobs in ARGV) and publish_staged.lua (jobs held
--- in a staged bulk stream). Needs common.lua (PRI_SHIFT) included first.
+-- in a staged bulk stream). Needs common.lua (PRI_SHIFT, DEFAULT_PRI, DEFAULT_ATT) included first.
 --
 -- A job travels as 4 strings: header, data, metadata (encoded JobMetadata or ""), extra fields. The header
 -- is 18 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
@@ -62,8 +62,8 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
       redis.call('SET', dkey, id)
     end
   end
-  local pri = tonumber(h[4]); if pri == 0 then pri = tonumber(d[1]) or 3 end
-  local att = tonumber(h[7]); if att == 0 then att = tonumber(d[2]) or 1 end
+  local pri = tonumber(h[4]); if pri == 0 then pri = tonumber(d[1]) or DEFAULT_PRI end
+  local att = tonumber(h[7]); if att == 0 then att = tonumber(d[2]) or DEFAULT_ATT end
   local bt, bd, bj, bm = h[8], h[9], h[10], h[11]
   if bt == '0' then bt, bd, bj, bm = d[3] or '0', d[4] or '0', d[5] or '0', d[6] or '0' end
   local to = h[14]; if to == '0' then to = d[7] or '0' end
@@ -74,10 +74,13 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
   if tonumber(h[6]) >= 0 then run = tonumber(h[6]) end
   local st = 'waiting'
   if run > now then st = 'delayed' end
-  local fields = {'name', h[2], 'data', data, 'pri', pri, 'seq', seq, 'att', att, 'ts', now, 'st', st}
-  -- The content type is stored only when it is not JSON, which readers assume when it is missing (about
-  -- 20 bytes less per job: most payloads are JSON).
+  -- A small job's hash is the largest part of its memory (engine/records.py), so what readers can assume
+  -- is left out: the content type when it is JSON (most payloads), the priority and max attempts when they
+  -- are the defaults, and the FIFO seq (the waiting score holds it; claim.lua writes it for a run).
+  local fields = {'name', h[2], 'data', data, 'ts', now, 'st', st}
   if h[3] ~= JSON_TYPE then fields[#fields + 1] = 'ct'; fields[#fields + 1] = h[3] end
+  if pri ~= DEFAULT_PRI then fields[#fields + 1] = 'pri'; fields[#fields + 1] = pri end
+  if att ~= DEFAULT_ATT then fields[#fields + 1] = 'att'; fields[#fields + 1] = att end
   redis.call('HSET', jkey, unpack(fields))
   -- Optional fields are written only when set; readers treat a missing field as 0 / empty.
   if bt ~= '0' then redis.call('HSET', jkey, 'bt', bt, 'bd', bd, 'bj', bj, 'bm', bm) end

@@ -3,6 +3,10 @@
 
 -- Waiting score = priority * 2^40 + seq: priority order, FIFO within a level, exact below 2^53.
 local PRI_SHIFT = 1099511627776
+-- What a job hash without 'pri' / 'att' holds: the common values are not stored (engine/records.py), which
+-- keeps a small job's hash in a smaller allocation.
+local DEFAULT_PRI = 3
+local DEFAULT_ATT = 1
 -- Trimming of finished jobs removes at most this many per call, keeping every script O(batch).
 local TRIM_CHUNK = 1000
 -- What this script call did, for the queue's activity counters: scripts that count include stats.lua,
@@ -43,16 +47,16 @@ local function release_dedup(prefix, id, key)
   if redis.call('GET', dkey) == id then redis.call('DEL', dkey) end
 end
 
--- Puts a job into waiting. fresh=true gives it a new place at the back of its priority level.
+-- Puts a job into waiting. fresh=true gives it a new place at the back of its priority level; otherwise
+-- it goes back to the place it had when claimed (its 'seq', which claim.lua writes). While it waits, its
+-- place is only in the waiting score, so 'seq' is dropped from the hash.
 local function to_waiting(meta, waiting, jkey, id, fresh)
   local f = redis.call('HMGET', jkey, 'pri', 'seq', 'wt')
   local seq = tonumber(f[2])
-  if fresh then
-    seq = redis.call('HINCRBY', meta, 'seq', 1)
-    redis.call('HSET', jkey, 'seq', seq)
-  end
-  redis.call('ZADD', waiting, tonumber(f[1]) * PRI_SHIFT + seq, id)
+  if fresh or not seq then seq = redis.call('HINCRBY', meta, 'seq', 1) end
+  redis.call('ZADD', waiting, (tonumber(f[1]) or DEFAULT_PRI) * PRI_SHIFT + seq, id)
   redis.call('HSET', jkey, 'st', 'waiting')
+  if f[2] then redis.call('HDEL', jkey, 'seq') end
   if f[3] then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', f[3]) end
 end
 
@@ -255,7 +259,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   run_ended(prefix, id, f[10])
   local atm = (tonumber(f[4]) or 0) + 1
   redis.call('HSET', jkey, 'atm', atm, 'err', msg, 'stk', stack)
-  if no_retry or atm >= tonumber(f[3]) then
+  if no_retry or atm >= (tonumber(f[3]) or DEFAULT_ATT) then
     fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack)
     return 2, -1
   end

@@ -1,0 +1,66 @@
+"""What a job hash stores (engine/records.py): defaults left out, and every reader still seeing them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import WrongState
+from tests.test_engine import register
+
+
+def job(name: str, **kw: object) -> NewJob:
+    return NewJob(id="", name=name, data=json.dumps({"i": 1}).encode(), **kw)  # type: ignore[arg-type]
+
+
+async def fields(redis: Redis, engine: Engine, job_id: str) -> set[str]:
+    return {f.decode() for f in await redis.hkeys(engine.keys("q").job(job_id))}
+
+
+async def test_a_waiting_job_with_default_options_stores_four_fields(engine: Engine, redis: Redis) -> None:
+    await register(engine)
+    added = await engine.add_jobs("q", [job("plain"), job("urgent", priority=1, attempts=3)])
+    plain, urgent = added.ids
+    # The priority (3), max attempts (1), JSON content type and FIFO seq (the waiting score) are left out.
+    assert await fields(redis, engine, plain) == {"name", "data", "ts", "st"}
+    assert await fields(redis, engine, urgent) == {"name", "data", "ts", "st", "pri", "att"}
+    rec = await engine.get_job("q", plain)
+    assert (rec.int("pri", 3), rec.int("att", 1)) == (3, 1)
+    first, second = (await engine.claim("q", 2, "t", "w", 30_000)).jobs
+    assert (first.id, first.priority, first.max_attempts) == (urgent, 1, 3)
+    assert (second.id, second.priority, second.max_attempts) == (plain, 3, 1)
+    assert second.content_type == "application/json"
+
+
+async def test_a_lost_run_goes_back_to_its_place_a_retry_to_the_back(engine: Engine, redis: Redis) -> None:
+    await register(engine)
+    a, b, c = (await engine.add_jobs("q", [job("a"), job("b"), job("c")])).ids
+    (claimed,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
+    assert claimed.id == a and "seq" in await fields(redis, engine, a)  # its place, kept while it runs
+    assert await engine.release("q", [(a, "t")], stalled=True) == [1]
+    assert "seq" not in await fields(redis, engine, a)  # waiting again: the score holds the place
+    assert [j.id for j in (await engine.claim("q", 3, "t2", "w", 30_000)).jobs] == [a, b, c]
+    # A failed run with attempts left (and no backoff) goes to the back of its level.
+    await register(engine, "r")
+    x, y = (await engine.add_jobs("r", [job("x", attempts=2), job("y")])).ids
+    (run,) = (await engine.claim("r", 1, "t", "w", 30_000)).jobs
+    assert run.id == x
+    assert (await engine.fail("r", [(x, "t", "boom", "", False)]))[0][0] == 0
+    assert [j.id for j in (await engine.claim("r", 2, "t2", "w", 30_000)).jobs] == [y, x]
+
+
+async def test_change_priority_keeps_the_age_and_stores_a_non_default(engine: Engine, redis: Redis) -> None:
+    await register(engine)
+    early, late = (await engine.add_jobs("q", [job("early", priority=5), job("late")])).ids
+    control = JobControl(engine)
+    await control.change_priority("q", early, 3)
+    assert "pri" not in await fields(redis, engine, early)
+    assert [j.id for j in (await engine.claim("q", 2, "t", "w", 30_000)).jobs] == [early, late]
+    with pytest.raises(WrongState):  # active now: refused
+        await control.change_priority("q", late, 2)
+    assert "pri" not in await fields(redis, engine, late)
