@@ -122,6 +122,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, metrics: GrpcMetrics) -> None:
         self.metrics = metrics
+        # Per method: the handler last wrapped and its wrapper. Without a per-call interceptor after this
+        # one, the next handler is the same object on every call, so its wrapper is built once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -131,7 +134,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        labels = _labels(handler_call_details.method, handler.request_streaming, handler.response_streaming)
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        labels = _labels(method, handler.request_streaming, handler.response_streaming)
         wrap = {
             "unary": (self._unary, grpc.unary_unary_rpc_method_handler, handler.unary_unary),
             "client_stream": (self._unary, grpc.stream_unary_rpc_method_handler, handler.stream_unary),

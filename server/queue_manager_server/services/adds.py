@@ -115,6 +115,19 @@ class AddCoalescer:
             self._done_writing()
         return pending.future.result()
 
+    def submit(self, queue: str, job: NewJob) -> asyncio.Future[AddOutcome]:
+        """Queues one validated job for the next write and returns its outcome's future (no task per job:
+        AddJobBatch submits its items so, then awaits them together)."""
+        generated = not job.id
+        if generated:
+            job.id = new_job_id()
+        pending = _Pending(queue, job, generated, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return pending.future
+
     def _flush(self) -> None:
         self._scheduled = False
         if not self._pending or self._in_flight >= MAX_IN_FLIGHT:

@@ -16,9 +16,18 @@ from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
-from queue_manager_server.services.adds import AddCoalescer
+from queue_manager_server.services.adds import AddCoalescer, AddOutcome
 from queue_manager_server.services.errors import status_for, unary
 from queue_manager_server.services.job_control import job_message
+
+
+def _answer(request: pb.AddJobRequest, added: AddOutcome) -> pb.AddJobResponse:
+    # The answer's data takes the request's form: raw bytes back for raw bytes sent (the Python client sends
+    # JSON so), which spares both sides a conversion to and from google.protobuf.Value.
+    json_view = request.job.data.WhichOneof("body") != "raw"
+    job = convert.job_out(added.record, added.queue_paused, json_view)
+    return pb.AddJobResponse(job=job, created=added.created)
+
 
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
@@ -49,31 +58,35 @@ class JobHandlers:
             raise InvalidArgument(
                 "items", f"holds {len(request.items)} adds; at most {MAX_BATCH_ITEMS} per call (use AddBulk)"
             )
-        # Each item is its own AddJob: checked alone, and added with the others in shared round trips.
-        outcomes = await asyncio.gather(*(self._add(item) for item in request.items), return_exceptions=True)
+        # Each item is its own AddJob: checked alone, and added with the others in shared round trips (one
+        # future per item, no task: they are awaited together).
+        checked: list[asyncio.Future[AddOutcome] | Exception] = []
+        for item in request.items:
+            try:
+                checked.append(self.adds.submit(*self._checked(item)))
+            except Exception as exc:
+                checked.append(exc)
+        await asyncio.gather(*(c for c in checked if isinstance(c, asyncio.Future)), return_exceptions=True)
         response = pb.AddJobBatchResponse()
-        for outcome in outcomes:
-            if isinstance(outcome, pb.AddJobResponse):
-                response.outcomes.add(added=outcome)
-            elif isinstance(outcome, Exception):
-                code, message = status_for(outcome)
+        for item, outcome in zip(request.items, checked, strict=True):
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                response.outcomes.add(added=_answer(item, outcome.result()))
+            except Exception as exc:
+                code, message = status_for(exc)
                 response.outcomes.add(error=pb.CallError(code=code.value[0], message=message))
-            else:  # a BaseException (cancellation): the call itself ends
-                raise outcome
         return response
 
     async def _add(self, request: pb.AddJobRequest) -> pb.AddJobResponse:
+        # Concurrent adds share one Redis round trip (services/adds.py); a lone one goes out at once.
+        return _answer(request, await self.adds.add(*self._checked(request)))
+
+    def _checked(self, request: pb.AddJobRequest) -> tuple[str, NewJob]:
         queue = validate.queue_name(request.queue_name)
         if not request.HasField("job"):
             raise InvalidArgument("job", "is required")
-        job = convert.new_job(request.job, "job", self.max_payload)
-        # Concurrent adds share one Redis round trip (services/adds.py); a lone one goes out at once.
-        added = await self.adds.add(queue, job)
-        # The answer's data takes the request's form: raw bytes back for raw bytes sent (the Python client
-        # sends JSON so), which spares both sides a conversion to and from google.protobuf.Value.
-        json_view = request.job.data.WhichOneof("body") != "raw"
-        job_out = convert.job_out(added.record, added.queue_paused, json_view)
-        return pb.AddJobResponse(job=job_out, created=added.created)
+        return queue, convert.new_job(request.job, "job", self.max_payload)
 
     @unary
     async def AddBulk(

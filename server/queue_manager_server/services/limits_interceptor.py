@@ -47,6 +47,9 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             f"the server holds its limit of {max_worker_streams} worker streams (--max-worker-streams, "
             "QM_MAX_WORKER_STREAMS); connect to another server or retry later",
         )
+        # Per method: the handler last wrapped and its wrapper (built once while the next handler is the
+        # same object on every call, as it is without a per-call interceptor after this one).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -57,15 +60,20 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         pool = self.workers if method.startswith(WORKER_SERVICE) else self.calls
         make, attr = _MAKERS[(handler.request_streaming, handler.response_streaming)]
         behavior = getattr(handler, attr)
-        wrapped = _counted_stream(pool, behavior) if handler.response_streaming else _counted(pool, behavior)
-        return make(
-            wrapped,
+        counted = _counted_stream(pool, behavior) if handler.response_streaming else _counted(pool, behavior)
+        wrapped = make(
+            counted,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _counted(pool: _Pool, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
