@@ -8,6 +8,7 @@ with bench/recorder.py).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import sys
 import time
@@ -21,7 +22,7 @@ from bench.admin import Admin, BenchError
 from bench.stack import Child, Stack, run_json, start_valkey, stop_tree, stop_valkey
 
 
-class Driver:
+class Driver(abc.ABC):
     """A system under test. Subclasses fill in the process command lines and the queue set-up."""
 
     name = "?"
@@ -60,26 +61,30 @@ class Driver:
 
     async def prepare(self, queue: str, paused: bool = False, rate_limited: bool = False) -> None:
         """Makes an empty queue ready; paused: workers get nothing until release()."""
+        return  # peers: their queues need no set-up (ours registers its queue)
 
     async def release(self, queue: str) -> None:
         """Lets workers take jobs of a queue prepared paused."""
+        return  # peers: their jobs are added after the workers start (ours resumes the queue)
 
     async def cleanup(self, queue: str) -> None:
         """Removes a queue and everything in it (peers: their private Valkey is flushed)."""
         assert self.redis is not None
         await self.redis.flushall()
 
+    @abc.abstractmethod
     async def waiting(self, queue: str) -> int:
         """Jobs waiting in a queue, read from the system itself (a check that every add landed)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def producer_argv(self, mode: str, queue: str, opts: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-        raise NotImplementedError
+        """The producer process's command line and extra environment for a scenario."""
 
+    @abc.abstractmethod
     def worker_argv(
         self, index: int, queue: str, mode: str, concurrency: int, out_dir: Path, ready: Path, max_s: float
     ) -> tuple[list[str], dict[str, str]]:
-        raise NotImplementedError
+        """One worker process's command line and extra environment."""
 
     def launches(self, workers: int) -> int:
         """Processes to start for `workers` worker processes (a peer's CLI may fork them itself)."""

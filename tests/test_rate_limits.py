@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -217,3 +218,54 @@ async def test_retry_after_uses_no_attempt_and_holds_every_worker(server_factory
     finally:
         for qm in clients:
             await qm.shutdown()
+
+
+async def test_a_rate_limited_queue_is_not_claimed_on_every_credit(server_factory: ServerFactory) -> None:
+    """Beside a busy queue, a worker returns credits many times a second. A rate-limited queue whose bucket
+    is empty must not be claimed at each of them (each such claim is refused): it is claimed when its
+    tokens are due, at most every 10 ms, and asks for about what the bucket gave."""
+    server = await server_factory()
+    dispatcher = server.app.dispatcher
+    assert dispatcher is not None
+    engine = dispatcher.engine
+    claims: Counter[str] = Counter()
+    asked: list[int] = []
+    claim = engine.claim
+
+    async def counted(queue: str, take: int, *args: Any, **kwargs: Any) -> Any:
+        claims[queue] += 1
+        if queue == "limited":
+            asked.append(take)
+        return await claim(queue, take, *args, **kwargs)
+
+    engine.claim = counted  # type: ignore[method-assign]
+    jobs = 4_000
+    async with QueueManager(server.address, timeout=30, concurrency=200) as qm:
+        await qm.register_queue("busy")
+        await qm.register_queue("limited", rate_limit={"max": 10, "duration": 1000})
+        await qm.add_bulk("busy", [{"name": "b"} for _ in range(jobs)])
+        await qm.add_bulk("limited", [{"name": "l"} for _ in range(200)])
+        done = asyncio.Event()
+        count = 0
+
+        @qm.processor("busy")
+        async def busy(job: JobContext) -> None:
+            nonlocal count
+            count += 1
+            if count == jobs:
+                done.set()
+
+        @qm.processor("limited")
+        async def limited(job: JobContext) -> None:
+            return None
+
+        started = time.monotonic()
+        worker = await qm.start_workers(handle_signals=False)
+        await asyncio.wait_for(done.wait(), 60)
+        elapsed = time.monotonic() - started
+        await worker.shutdown()
+    # Refused claims come at most every 10 ms (plus the bucket's own refills, 10/s); credit returns number
+    # in the hundreds here and used to cost one claim each.
+    assert claims["limited"] <= 100 * elapsed + 20, (claims, elapsed)
+    assert claims["busy"] > 0
+    assert max(asked[3:], default=0) <= 32  # after the first refusals it asks for about what it got

@@ -17,7 +17,7 @@ refuse plaintext channels, and a loopback or unix-socket server may run without 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,50 +100,33 @@ def _with_token(details: grpc.aio.ClientCallDetails, header: str) -> grpc.aio.Cl
     return details._replace(metadata=metadata)
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _Token:
+    """Adds the bearer token to a call; one subclass per RPC shape, since grpc.aio files each interceptor
+    under one shape only (grpc calls each shape's method positionally, so one body serves all four)."""
+
     def __init__(self, header: str) -> None:
         self.header = header
 
-    async def intercept_unary_unary(
+    async def _forward(
         self, continuation: Callable[..., Awaitable[Any]], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(_with_token(details, self.header), request)
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, header: str) -> None:
-        self.header = header
-
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Awaitable[Any]], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(_with_token(details, self.header), request)
+class _UnaryUnary(_Token, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    intercept_unary_unary = _Token._forward
 
 
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, header: str) -> None:
-        self.header = header
-
-    async def intercept_stream_unary(
-        self,
-        continuation: Callable[..., Awaitable[Any]],
-        details: grpc.aio.ClientCallDetails,
-        requests: AsyncIterator[Any] | Iterator[Any] | None,
-    ) -> Any:
-        return await continuation(_with_token(details, self.header), requests)
+class _UnaryStream(_Token, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    intercept_unary_stream = _Token._forward
 
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, header: str) -> None:
-        self.header = header
+class _StreamUnary(_Token, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    intercept_stream_unary = _Token._forward
 
-    async def intercept_stream_stream(
-        self,
-        continuation: Callable[..., Awaitable[Any]],
-        details: grpc.aio.ClientCallDetails,
-        requests: AsyncIterator[Any] | Iterator[Any] | None,
-    ) -> Any:
-        return await continuation(_with_token(details, self.header), requests)
+
+class _StreamStream(_Token, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    intercept_stream_stream = _Token._forward
 
 
 def aio_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:

@@ -85,12 +85,7 @@ class AddCoalescer:
 
     async def add(self, queue: str, job: NewJob) -> AddOutcome:
         """Adds one validated job with the adds pending now; returns it as stored."""
-        loop = asyncio.get_running_loop()
-        generated = not job.id
-        if generated:
-            job.id = new_job_id()
-        pending = _Pending(queue, job, generated, loop.create_future())
-        self._pending.append(pending)
+        pending = self._enqueue(queue, job)
         if self._scheduled or self._in_flight >= MAX_IN_FLIGHT:
             return await pending.future  # the write scheduled or under way takes it
         # Idle: one turn of the event loop lets the adds already on their way (a batch call's items, a
@@ -118,15 +113,19 @@ class AddCoalescer:
     def submit(self, queue: str, job: NewJob) -> asyncio.Future[AddOutcome]:
         """Queues one validated job for the next write and returns its outcome's future (no task per job:
         AddJobBatch submits its items so, then awaits them together)."""
-        generated = not job.id
-        if generated:
-            job.id = new_job_id()
-        pending = _Pending(queue, job, generated, asyncio.get_running_loop().create_future())
-        self._pending.append(pending)
+        pending = self._enqueue(queue, job)
         if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         return pending.future
+
+    def _enqueue(self, queue: str, job: NewJob) -> _Pending:
+        generated = not job.id
+        if generated:
+            job.id = new_job_id()  # chosen once: a retry of this write finds the job, not a twin
+        pending = _Pending(queue, job, generated, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        return pending
 
     def _flush(self) -> None:
         self._scheduled = False
