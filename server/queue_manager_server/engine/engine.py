@@ -64,6 +64,12 @@ def _b(v: bytes | str) -> bytes:
     return v if isinstance(v, bytes) else v.encode()
 
 
+def _answer_fields(pairs: list[Any]) -> dict[str, bytes]:
+    """A job's fields as add_jobs.lua returns them (name/value pairs; numbers as integers)."""
+    it = iter(pairs)
+    return {f.decode(): v if isinstance(v, bytes) else b"%d" % v for f, v in zip(it, it, strict=True)}
+
+
 class Engine:
     """Queue storage on Redis/Valkey."""
 
@@ -195,9 +201,9 @@ class Engine:
     ) -> AddResult:
         """Adds jobs in chunks pipelined into one round trip; ids are generated where empty.
 
-        The script publishes the wake-up event itself. With fetch, the stored jobs (and the queue's paused
-        flag) are read in the same round trip and returned in ``AddResult.records``. seq_base: the first of
-        a range from `reserve_seq` (chunks written concurrently keep their order), or 0.
+        The script publishes the wake-up event itself. With fetch, the stored jobs are returned in
+        ``AddResult.records``: an added one from the script's reply, an existing one read after it.
+        seq_base: the first of a range from `reserve_seq` (chunks written concurrently keep their order) or 0.
         """
         (result,) = await self.add_jobs_many([(queue, jobs)], fetch, seq_base)
         if isinstance(result, Exception):
@@ -231,23 +237,20 @@ class Engine:
     async def _queue_adds(
         self, pipe: Pipeline, queue: str, jobs: Sequence[NewJob], fetch: bool, seq_base: int
     ) -> None:
-        """Queues one queue's add_jobs calls (and with fetch, the reads of the stored jobs) on pipe."""
+        """Queues one queue's add_jobs calls on pipe (with fetch, answering with the added jobs' fields)."""
         k = self.keys(queue)
         keys = [k.meta, k.waiting, k.delayed]
         add = self.scripts.get("add_jobs")
+        answer = 1 if fetch else 0
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
             seq = seq_base + start if seq_base else 0
-            args: list[Any] = [k.job_prefix, self.channel, queue, seq, len(chunk)]
+            args: list[Any] = [k.job_prefix, self.channel, queue, seq, len(chunk), answer]
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()
                 args += j.argv()
             await add(keys=keys, args=args, client=pipe)
-        if fetch:
-            for j in jobs:
-                pipe.hgetall(k.job(j.id))
-            pipe.hget(k.meta, "paused")
 
     async def _add_result(
         self, queue: str, jobs: Sequence[NewJob], results: list[Any], fetch: bool
@@ -255,11 +258,9 @@ class Engine:
         for r in results:
             if isinstance(r, Exception):
                 raise r
-        k = self.keys(queue)
-        fetched = results[len(results) - len(jobs) - 1 :] if fetch else []
-        if fetch:
-            results = results[: len(results) - len(jobs) - 1]
         out = AddResult(now_ms=0, ids=[], created=[], waiting_added=0, earliest_delayed_ms=-1)
+        stride = 3 if fetch else 2
+        fields: list[dict[str, bytes]] = []
         for r in results:
             if _i(r[0]) == NO_QUEUE:
                 raise QueueNotFound(queue)
@@ -268,20 +269,25 @@ class Engine:
             e = _i(r[2])
             if e >= 0 and (out.earliest_delayed_ms < 0 or e < out.earliest_delayed_ms):
                 out.earliest_delayed_ms = e
-            for i in range(3, len(r), 2):
+            out.queue_paused = _i(r[3]) == 1
+            for i in range(4, len(r), stride):
                 out.ids.append(_s(r[i]))
-                out.created.append(_i(r[i + 1]) == 1)
+                out.created.append(r[i + 1] == 1)
+                if fetch:
+                    fields.append(_answer_fields(r[i + 2]))
         if fetch:
-            out.queue_paused = fetched[-1] == b"1"
-            out.records = [
-                JobRecord(queue, job_id, {_s(f): _b(v) for f, v in row.items()})
-                for job_id, row in zip(out.ids, fetched[:-1], strict=True)
-            ]
-            # A held dedup key answers with its holder, read now (empty if retention removed it meanwhile).
-            for i, (job, answer) in enumerate(zip(jobs, out.ids, strict=True)):
-                if answer != job.id:
-                    row = await self.redis.hgetall(k.job(answer))
-                    out.records[i] = JobRecord(queue, answer, {_s(f): _b(v) for f, v in row.items()})
+            # An added job answers with the fields its script wrote and the data this call sent; an existing
+            # one (the id was taken, or its dedup key held) is read: the holder's (empty if retention removed
+            # it meanwhile).
+            out.records = []
+            k = self.keys(queue)
+            for job, answer, created, row in zip(jobs, out.ids, out.created, fields, strict=True):
+                if created:
+                    row["data"] = job.data
+                else:
+                    raw = await self.redis.hgetall(k.job(answer))
+                    row = {_s(f): _b(v) for f, v in raw.items()}
+                out.records.append(JobRecord(queue, answer, row))
         return out
 
     async def get_job(self, queue: str, job_id: str) -> JobRecord:

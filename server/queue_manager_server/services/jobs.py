@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from queue_manager.v1 import jobs_pb2 as pb
+from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
@@ -24,8 +25,12 @@ from queue_manager_server.services.job_control import job_message
 def _answer(request: pb.AddJobRequest, added: AddOutcome) -> pb.AddJobResponse:
     # The answer's data takes the request's form: raw bytes back for raw bytes sent (the Python client sends
     # JSON so), which spares both sides a conversion to and from google.protobuf.Value.
-    json_view = request.job.data.WhichOneof("body") != "raw"
-    job = convert.job_out(added.record, added.queue_paused, json_view)
+    # A job this call created holds the data it sent: a JSON value is answered as sent, not read back.
+    kind = request.job.data.WhichOneof("body")
+    sent = None
+    if kind == "json" and added.created:
+        sent = types_pb2.Payload(json=request.job.data.json, content_type=convert.JSON)
+    job = convert.job_out(added.record, added.queue_paused, kind != "raw", sent)
     return pb.AddJobResponse(job=job, created=added.created)
 
 

@@ -6,14 +6,12 @@ extension's verdict) go back to the worker in one ack.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TypeVar
 
 import grpc
-from google.protobuf import json_format, struct_pb2
 
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server import convert
@@ -189,7 +187,7 @@ class ReportHandler:
 
     async def _progress(self, queue: str, items: list[pb.JobProgress]) -> list[pb.ReportItemResult]:
         codes = await self.engine.progress(
-            queue, [(p.lease.job_id, p.lease.lease_token, _json(p.progress)) for p in items]
+            queue, [(p.lease.job_id, p.lease.lease_token, convert.value_json(p.progress)) for p in items]
         )
         return [
             _rejection(queue, p.lease.job_id, p.lease.lease_token, c)
@@ -222,7 +220,3 @@ def _duration_us(outcome: pb.JobCompletion | pb.JobFailure) -> int:
     if not outcome.HasField("duration"):
         return -1
     return max(outcome.duration.ToMicroseconds(), 0)
-
-
-def _json(value: struct_pb2.Value) -> str:
-    return json.dumps(json_format.MessageToDict(value), separators=(",", ":"))

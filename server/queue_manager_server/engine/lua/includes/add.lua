@@ -14,10 +14,10 @@
 -- A job hash without a 'ct' field holds JSON (engine/records.py).
 local JSON_TYPE = 'application/json'
 
--- The queue's default job options, read once per script call (fields of the meta hash).
+-- The queue's default job options and its paused flag, read once per script call (fields of the meta hash).
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
-    'd_md')
+    'd_md', 'paused')
 end
 
 -- The fields of a NUL-terminated header.
@@ -39,10 +39,16 @@ local function netstrings(s)
   return out
 end
 
+-- Appends a field and its value to a HSET argument list.
+local function put(f, name, value)
+  f[#f + 1] = name; f[#f + 1] = value
+end
+
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
 -- dedup key is held. d: add_defaults(meta). Returns 0 (the id existed, or the dedup key is held; nothing
--- written), 1 (added waiting) or 2 (added delayed); the run-at of a delayed job; and the id that answers
--- the add (the holder's when the dedup key is held).
+-- written), 1 (added waiting) or 2 (added delayed); the run-at of a delayed job; the id that answers
+-- the add (the holder's when the dedup key is held); and for an added job, the fields written but the data
+-- (name/value pairs, numbers as numbers).
 local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, md, extra)
   local id = h[1]
   local jkey = prefix .. id
@@ -77,32 +83,36 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
   -- A small job's hash is the largest part of its memory (engine/records.py), so what readers can assume
   -- is left out: the content type when it is JSON (most payloads), the priority and max attempts when they
   -- are the defaults, and the FIFO seq (the waiting score holds it; claim.lua writes it for a run).
-  local fields = {'name', h[2], 'data', data, 'ts', now, 'st', st}
-  if h[3] ~= JSON_TYPE then fields[#fields + 1] = 'ct'; fields[#fields + 1] = h[3] end
-  if pri ~= DEFAULT_PRI then fields[#fields + 1] = 'pri'; fields[#fields + 1] = pri end
-  if att ~= DEFAULT_ATT then fields[#fields + 1] = 'att'; fields[#fields + 1] = att end
-  redis.call('HSET', jkey, unpack(fields))
-  -- Optional fields are written only when set; readers treat a missing field as 0 / empty.
-  if bt ~= '0' then redis.call('HSET', jkey, 'bt', bt, 'bd', bd, 'bj', bj, 'bm', bm) end
-  if kc ~= '' then redis.call('HSET', jkey, 'kc', kc) end
-  if kf ~= '' then redis.call('HSET', jkey, 'kf', kf) end
-  if to ~= '0' then redis.call('HSET', jkey, 'to', to) end
-  if h[15] ~= '0' then redis.call('HSET', jkey, 'ms', h[15]) end
+  -- Optional fields are written only when set; readers treat a missing field as 0 / empty. The fields but
+  -- the data are returned: an add answers with them, the caller holding the data it sent.
+  local f = {'name', h[2], 'ts', now, 'st', st}
+  if h[3] ~= JSON_TYPE then put(f, 'ct', h[3]) end
+  if pri ~= DEFAULT_PRI then put(f, 'pri', pri) end
+  if att ~= DEFAULT_ATT then put(f, 'att', att) end
+  if bt ~= '0' then put(f, 'bt', bt); put(f, 'bd', bd); put(f, 'bj', bj); put(f, 'bm', bm) end
+  if kc ~= '' then put(f, 'kc', kc) end
+  if kf ~= '' then put(f, 'kf', kf) end
+  if to ~= '0' then put(f, 'to', to) end
+  if h[15] ~= '0' then put(f, 'ms', h[15]) end
   if md == '' then md = d[10] or '' end
-  if md ~= '' then redis.call('HSET', jkey, 'md', md) end
-  if extra ~= '' then redis.call('HSET', jkey, unpack(netstrings(extra))) end
-  if dk ~= '' and dttl > 0 then
-    redis.call('HSET', jkey, 'ddk', dk, 'ddt', dttl)
-  elseif dk ~= '' then
-    redis.call('HSET', jkey, 'ddk', dk)
+  if md ~= '' then put(f, 'md', md) end
+  if extra ~= '' then
+    local e = netstrings(extra)
+    for i = 1, #e, 2 do put(f, e[i], e[i + 1]) end
   end
+  if dk ~= '' then put(f, 'ddk', dk) end
+  if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
+  if st == 'delayed' then put(f, 'run', run) end
+  local n = #f
+  f[n + 1] = 'data'; f[n + 2] = data
+  redis.call('HSET', jkey, unpack(f))
+  f[n + 1] = nil; f[n + 2] = nil
   if st == 'delayed' then
-    redis.call('HSET', jkey, 'run', run)
     redis.call('ZADD', delayed, run, id)
-    return 2, run, id
+    return 2, run, id, f
   end
   redis.call('ZADD', waiting, pri * PRI_SHIFT + seq, id)
-  return 1, -1, id
+  return 1, -1, id, f
 end
 
 -- Wakes every server: idle workers get waiting jobs at once; delays arm promotion timers.
