@@ -12,10 +12,13 @@ from queue_manager.v1 import worker_service_pb2_grpc as rpc
 
 
 class RawWorker:
-    def __init__(self, address: str, queues: list[str], worker_id: str = "raw-1") -> None:
+    def __init__(
+        self, address: str, queues: list[str], worker_id: str = "raw-1", concurrency: int = 10
+    ) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         self.queues = queues
         self.worker_id = worker_id
+        self.concurrency = concurrency
         self._out: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         self.call: grpc.aio.StreamStreamCall | None = None
         self.welcome: pb.ServerWelcome | None = None
@@ -27,7 +30,9 @@ class RawWorker:
     async def connect(self, credits: int = 0) -> pb.ServerWelcome:
         self._out.put_nowait(
             pb.ConnectRequest(
-                hello=pb.WorkerHello(worker_id=self.worker_id, queues=self.queues, concurrency=10)
+                hello=pb.WorkerHello(
+                    worker_id=self.worker_id, queues=self.queues, concurrency=self.concurrency
+                )
             )
         )
         self.call = rpc.WorkerServiceStub(self.channel).Connect(self._requests())

@@ -42,7 +42,6 @@ import secrets
 import signal
 import socket
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
@@ -58,6 +57,7 @@ from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
 from queue_manager.errors import RateLimitedError, UnrecoverableError
 from queue_manager.stats import ProcessStats
+from queue_manager.tracebacks import format_failure
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 __all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
@@ -642,7 +642,7 @@ class Worker:
             job_id=ctx.id,
             lease_token=ctx.lease_token,
             message=str(exc) or type(exc).__name__,
-            stacktrace="" if isinstance(exc, _JobTimeout) else "".join(traceback.format_exception(exc)),
+            stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
             do_not_retry=isinstance(exc, UnrecoverableError),
         )
         failure.duration.FromNanoseconds(nanos)
