@@ -48,6 +48,7 @@ from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
+from queue_manager_server.engine.packing import hiredis_packing
 from queue_manager_server.grpc_metrics import GrpcMetrics
 from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app, check_bindable
 from queue_manager_server.services.auth_interceptor import AuthInterceptor
@@ -157,6 +158,7 @@ class App:
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(RedisConnectionError,)),
             **security.redis_tls_kwargs(s),
         )
+        pool.connection_class = hiredis_packing(pool.connection_class)
         self.redis = Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)

@@ -146,9 +146,26 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every check (json.loads with an option builds a decoder per call: a tenth of a bulk add's
+# validation).
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def json_bytes(body: bytes, field: str) -> None:
+    """A JSON body must be UTF-8 JSON text (RFC 8259), without NaN or Infinity."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise InvalidArgument(
+            field,
+            "content type is application/json but the body starts with a byte order mark; send it without",
+        )
     try:
-        json.loads(body, parse_constant=_no_constant)
+        _JSON.decode(body.decode())
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            field,
+            f"content type is application/json but the body is not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start})",
+        ) from None
     except ValueError as exc:
         raise InvalidArgument(
             field, f"content type is application/json but the body is not JSON ({exc})"

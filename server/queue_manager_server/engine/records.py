@@ -70,29 +70,13 @@ class NewJob:
 
         seq: the job's FIFO position (staged bulk jobs carry their own); 0 for add_jobs.lua's running seq.
         """
-        header = "\0".join(
-            (
-                self.id,
-                self.name,
-                self.content_type,
-                str(self.priority),
-                str(self.delay_ms),
-                str(self.run_at_ms),
-                str(self.attempts),
-                str(self.backoff_type),
-                str(self.backoff_delay_ms),
-                repr(self.backoff_jitter),
-                str(self.backoff_max_ms),
-                self.keep_completed,
-                self.keep_failed,
-                str(self.timeout_ms),
-                str(self.max_stalled),
-                str(seq),
-                self.dedup_key,
-                str(self.dedup_ttl_ms),
-            )
+        header = (
+            f"{self.id}\0{self.name}\0{self.content_type}\0{self.priority}\0{self.delay_ms}\0{self.run_at_ms}\0"
+            f"{self.attempts}\0{self.backoff_type}\0{self.backoff_delay_ms}\0{self.backoff_jitter!r}\0"
+            f"{self.backoff_max_ms}\0{self.keep_completed}\0{self.keep_failed}\0{self.timeout_ms}\0"
+            f"{self.max_stalled}\0{seq}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
         )
-        return header + "\0", self.data, self.metadata, netstrings(self.extra) if self.extra else b""
+        return header, self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 
 
 @dataclass(slots=True)
