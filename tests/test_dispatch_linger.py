@@ -49,3 +49,20 @@ async def test_a_busy_workers_free_slots_are_claimed_for_together(server: Runnin
         assert time.monotonic() - t0 < 0.9, "half the slots free: no waiting"
     finally:
         await w.close()
+
+
+async def test_an_idle_worker_granting_few_credits_gets_its_jobs_at_once(server: RunningServer) -> None:
+    dispatcher = server.app.dispatcher
+    assert dispatcher is not None
+    dispatcher.credit_linger_s = 1.0
+    async with QueueManager(server.address, timeout=10) as qm:
+        await qm.register_queue("few")
+        await qm.add_bulk("few", [{"name": "j", "data": i} for i in range(3)])
+    w = RawWorker(server.address, ["few"], concurrency=10)
+    try:
+        t0 = time.monotonic()
+        await w.connect(credits=1)  # one credit of ten, but nothing runs: no reason to wait
+        assert len(await w.jobs(1)) == 1
+        assert time.monotonic() - t0 < 0.9
+    finally:
+        await w.close()

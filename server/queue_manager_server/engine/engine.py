@@ -426,17 +426,13 @@ class Engine:
         """items: (job id, token, message, stack, do_not_retry); durations_us as for `complete`.
         Returns (code, run-at ms) per item."""
         k = self.keys(queue)
-        args: list[Any] = [k.job_prefix, len(items)]
+        args: list[Any] = [k.job_prefix, self.channel, queue, len(items)]
         for i, (job_id, token, msg, stack, no_retry) in enumerate(items):
             us = durations_us[i] if durations_us is not None else -1
             args += [job_id, token, msg, stack, "1" if no_retry else "0", us]
+        # The script publishes the wake-ups of jobs back to waiting or delayed.
         r = await self.scripts.run("fail", [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox], args)
         out = [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
-        if any(code == 0 for code, _ in out):
-            await self.notify_waiting(queue)
-        delayed = [run for code, run in out if code == 1]
-        if delayed:
-            await self.notify_delayed(queue, min(delayed))
         if any(code == 2 for code, _ in out):
             await self.hand_off_dead_letters(queue)
         if any(code in (2, 3) for code, _ in out):  # failed for good, or cancelled (a cancel was pending)

@@ -354,7 +354,8 @@ class Dispatcher:
         for s in sessions:
             if s.closed or s.draining or s.credits <= 0:
                 continue
-            if s.credits < s.concurrency // CREDIT_SHARE:
+            share = s.concurrency // CREDIT_SHARE
+            if s.credits < share and len(s.leases) >= share:
                 # Most of its jobs still run: credits trickling back (a report of a few runs, a rate-limited
                 # queue's few jobs) wait a little for company, so the claim and the delivery carry many jobs.
                 if not s.linger_until:

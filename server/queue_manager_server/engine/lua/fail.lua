@@ -5,21 +5,24 @@
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] delayed (zset)
 -- KEYS[5] failed (zset)  KEYS[6] dead-letter outbox (list)
--- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 6 fields:
+-- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
+-- ARGV[4] number of jobs N; then N groups of 6 fields:
 --   id, lease token, error message, stack trace, do-not-retry (1/0), run duration in µs (-1: none)
 -- Returns: {now, then per job: code, run-at}: code 0 retry now (waiting), 1 retry delayed (run-at set),
 --   2 failed for good, 3 cancelled (a cancel was asked while it ran; no retry follows), -2 job not found,
 --   -3 lease not held (stale token)
 -- The retry logic is common.lua's fail_attempt, shared with time_out.lua. Failures for good and the runs'
--- durations count in the queue's activity (stats.lua).
+-- durations count in the queue's activity (stats.lua). Jobs back to waiting or delayed publish the wake-up
+-- events an add would (no second round trip for them).
 local meta, active, waiting, delayed, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local prefix, n = ARGV[1], tonumber(ARGV[2])
+local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local out = {now}
 local freed = false
+local waiting_again, earliest = 0, -1
 
 for i = 0, n - 1 do
-  local b = 2 + i * 6
+  local b = 4 + i * 6
   local id, token, msg, stack, no_retry = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local jkey = prefix .. id
   local code, f = lease_check(jkey, token, unpack(ATTEMPT_FIELDS))
@@ -32,8 +35,14 @@ for i = 0, n - 1 do
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
       no_retry == '1', f)
     table.insert(out, result); table.insert(out, run)
+    if result == 0 then
+      waiting_again = waiting_again + 1
+    elseif result == 1 and (earliest < 0 or run < earliest) then
+      earliest = run
+    end
   end
 end
 if freed then slot_freed(meta, prefix) end
+publish_added(channel, queue, waiting_again, earliest)
 write_stats(prefix, now)
 return out

@@ -114,11 +114,3 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
   redis.call('ZADD', waiting, pri * PRI_SHIFT + seq, id)
   return 1, -1, id, f
 end
-
--- Wakes every server: idle workers get waiting jobs at once; delays arm promotion timers.
-local function publish_added(channel, queue, added_waiting, earliest)
-  if added_waiting > 0 then redis.call('PUBLISH', channel, 'w ' .. queue) end
-  if earliest >= 0 then
-    redis.call('PUBLISH', channel, 'd ' .. queue .. ' ' .. string.format('%d', earliest))
-  end
-end

@@ -284,3 +284,12 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   notify_job(prefix, id, jkey, 'delayed', f[9])
   return 1, now + delay
 end
+
+-- Wakes every server (jobs added, or failed runs back to waiting or delayed): idle workers get waiting
+-- jobs at once; delays arm promotion timers.
+local function publish_added(channel, queue, added_waiting, earliest)
+  if added_waiting > 0 then redis.call('PUBLISH', channel, 'w ' .. queue) end
+  if earliest >= 0 then
+    redis.call('PUBLISH', channel, 'd ' .. queue .. ' ' .. string.format('%d', earliest))
+  end
+end
