@@ -20,6 +20,7 @@ local now = now_ms()
 local out = {now}
 local freed = false
 local waiting_again, earliest = 0, -1
+local gone = {}
 
 for i = 0, n - 1 do
   local b = 4 + i * 6
@@ -29,7 +30,7 @@ for i = 0, n - 1 do
   if code ~= 0 then
     table.insert(out, code); table.insert(out, -1)
   else
-    redis.call('ZREM', active, id)
+    gone[#gone + 1] = id
     freed = true
     count_run(ARGV[b + 6])
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
@@ -42,6 +43,7 @@ for i = 0, n - 1 do
     end
   end
 end
+zrem_all(active, gone)
 if freed then slot_freed(meta, prefix) end
 publish_added(channel, queue, waiting_again, earliest)
 write_stats(prefix, now)

@@ -47,17 +47,26 @@ local function release_dedup(prefix, id, key)
   if redis.call('GET', dkey) == id then redis.call('DEL', dkey) end
 end
 
+-- Puts a job into waiting, at `seq` in its priority level (nil: a new place at the back). pri, wt: the job's
+-- 'pri' and 'wt' fields as the caller read them. fields: more job fields to write in the same HSET as the
+-- state; drop: fields to delete (nil: none), as 'seq' (a waiting job's place is only in the waiting score)
+-- and a lease's.
+local function place_waiting(meta, waiting, jkey, id, pri, seq, wt, fields, drop)
+  if not seq then seq = redis.call('HINCRBY', meta, 'seq', 1) end
+  redis.call('ZADD', waiting, (tonumber(pri) or DEFAULT_PRI) * PRI_SHIFT + seq, id)
+  fields[#fields + 1] = 'st'; fields[#fields + 1] = 'waiting'
+  redis.call('HSET', jkey, unpack(fields))
+  if drop then redis.call('HDEL', jkey, unpack(drop)) end
+  if wt then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', wt) end
+end
+
 -- Puts a job into waiting. fresh=true gives it a new place at the back of its priority level; otherwise
--- it goes back to the place it had when claimed (its 'seq', which claim.lua writes). While it waits, its
--- place is only in the waiting score, so 'seq' is dropped from the hash.
+-- it goes back to the place it had when claimed (its 'seq', which claim.lua writes).
 local function to_waiting(meta, waiting, jkey, id, fresh)
   local f = redis.call('HMGET', jkey, 'pri', 'seq', 'wt')
   local seq = tonumber(f[2])
-  if fresh or not seq then seq = redis.call('HINCRBY', meta, 'seq', 1) end
-  redis.call('ZADD', waiting, (tonumber(f[1]) or DEFAULT_PRI) * PRI_SHIFT + seq, id)
-  redis.call('HSET', jkey, 'st', 'waiting')
-  if f[2] then redis.call('HDEL', jkey, 'seq') end
-  if f[3] then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', f[3]) end
+  if fresh then seq = nil end
+  place_waiting(meta, waiting, jkey, id, f[1], seq, f[3], {}, f[2] and {'seq'} or nil)
 end
 
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
@@ -246,7 +255,7 @@ end
 
 -- The job fields fail_attempt reads, in this order from f[3] on: what lease_check(jkey, token,
 -- unpack(ATTEMPT_FIELDS)) returns.
-local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr'}
+local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr', 'pri'}
 
 -- Records a failed run of an active job (the caller checked its lease and took it out of active) and
 -- decides what follows, for a worker's failure (fail.lua) and a timeout (time_out.lua) alike: the run
@@ -258,16 +267,18 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   local jkey = prefix .. id
   run_ended(prefix, id, f[10])
   local atm = (tonumber(f[4]) or 0) + 1
-  redis.call('HSET', jkey, 'atm', atm, 'err', msg, 'stk', stack)
   if no_retry or atm >= (tonumber(f[3]) or DEFAULT_ATT) then
+    redis.call('HSET', jkey, 'atm', atm)
     fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack)
     return 2, -1
   end
+  -- The run's outcome is written with the job's next state: one HSET per failed run.
+  local ran = {'atm', atm, 'err', msg, 'stk', stack}
   if f[11] == '1' then
+    redis.call('HSET', jkey, unpack(ran))
     finish_cancelled(meta, prefix, id, now)
     return 3, -1
   end
-  redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
   local delay = tonumber(f[6]) or 0
   if f[5] == '2' then delay = delay * 2 ^ (atm - 1) end
   local jitter = tonumber(f[7]) or 0
@@ -276,10 +287,12 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   if cap > 0 and delay > cap then delay = cap end
   delay = math.floor(delay)
   if delay <= 0 then
-    to_waiting(meta, waiting, jkey, id, true)
+    place_waiting(meta, waiting, jkey, id, f[12], nil, f[9], ran, {'seq', 'tok', 'wid', 'lex'})
     return 0, now
   end
-  redis.call('HSET', jkey, 'st', 'delayed', 'run', now + delay)
+  ran[#ran + 1] = 'st'; ran[#ran + 1] = 'delayed'; ran[#ran + 1] = 'run'; ran[#ran + 1] = now + delay
+  redis.call('HSET', jkey, unpack(ran))
+  redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
   redis.call('ZADD', delayed, now + delay, id)
   notify_job(prefix, id, jkey, 'delayed', f[9])
   return 1, now + delay
