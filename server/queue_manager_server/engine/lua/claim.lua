@@ -61,34 +61,30 @@ local out = {0, now, next_due, 0}
 local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')
 local ids = {}
+local n = #out
 -- Per job one read and one write; the active set gets the whole batch in one command. The lease expiry
--- lives in the active set's score only (the job hash has no copy to rewrite on every extension).
+-- lives in the active set's score only (the job hash has no copy to rewrite on every extension). The reply
+-- is filled by index (table.insert costs a global lookup and a call per field, a third of this loop).
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jkey = prefix .. id
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
     'par', 'wt', 'ats')
   local ats = (tonumber(f[13]) or 0) + 1
-  -- Stored only when not the default (includes/add.lua).
-  f[3], f[4], f[5] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
   -- The job's place in its level (its score less the level), kept while it runs so that a lost run puts it
   -- back there (common.lua to_waiting); a waiting job's place is only in its score.
   local seq = tonumber(popped[i + 1]) % PRI_SHIFT
   redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats, 'seq', seq)
-  notify_job(prefix, id, jkey, 'active', f[12])
+  if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
   ids[#ids + 1] = id
-  table.insert(out, id)
-  for j = 1, 5 do table.insert(out, f[j] or '') end
-  table.insert(out, f[6] or 0)
-  table.insert(out, ats)
-  table.insert(out, f[7] or 0)
-  table.insert(out, f[8] or 0)
-  table.insert(out, f[9] or '')
-  table.insert(out, f[10] or 0)
-  table.insert(out, expiry)
-  table.insert(out, f[11] or '')
+  -- Stored only when not the default (includes/add.lua).
+  out[n + 1], out[n + 2], out[n + 3] = id, f[1] or '', f[2] or ''
+  out[n + 4], out[n + 5], out[n + 6] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
+  out[n + 7], out[n + 8], out[n + 9], out[n + 10] = f[6] or 0, ats, f[7] or 0, f[8] or 0
+  out[n + 11], out[n + 12], out[n + 13], out[n + 14] = f[9] or '', f[10] or 0, expiry, f[11] or ''
+  n = n + 14
 end
 zadd_all(active, expiry, ids)
 local taken = #ids
