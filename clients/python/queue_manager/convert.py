@@ -291,7 +291,7 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
         processed_at=timestamp_to_datetime(msg.process_time) if msg.HasField("process_time") else None,
         finished_at=timestamp_to_datetime(msg.finish_time) if msg.HasField("finish_time") else None,
         run_at=timestamp_to_datetime(msg.run_time) if msg.HasField("run_time") else None,
-        metadata=metadata_from_proto(msg.metadata),
+        metadata=metadata_from_proto(msg.metadata) if msg.HasField("metadata") else JobMetadata(),
         worker_id=msg.worker_id,
         options=job_options_from_proto(msg.options),
         parents=parents_from_proto(msg),
@@ -441,8 +441,8 @@ def duration_to_timedelta(msg: duration_pb2.Duration) -> timedelta:
     return timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
 
 
+_PRIORITIES: dict[int, JobPriority] = {p.value: p for p in JobPriority}
+
+
 def _priority(number: int) -> JobPriority | None:
-    try:
-        return JobPriority(number)
-    except ValueError:
-        return None
+    return _PRIORITIES.get(number)
