@@ -373,7 +373,8 @@ class Engine:
         if code == NO_QUEUE:
             raise QueueNotFound(queue)
         res = ClaimResult(code=code, now_ms=_i(r[1]), next_delayed_ms=_i(r[2]), retry_after_ms=_i(r[3]))
-        for i in range(4, len(r), 14):
+        res.bucket_fill_ms = _i(r[4])
+        for i in range(5, len(r), 14):
             f = r[i : i + 14]
             res.jobs.append(
                 ClaimedJob(

@@ -125,6 +125,8 @@ class ClaimResult:
     now_ms: int
     next_delayed_ms: int
     retry_after_ms: int
+    # How long the queue's empty token bucket takes to fill to its burst (0: no rate limit).
+    bucket_fill_ms: int = 0
     jobs: list[ClaimedJob] = field(default_factory=list)
 
 

@@ -8,7 +8,8 @@
 -- ARGV[1] job key prefix  ARGV[2] max jobs N  ARGV[3] lease token  ARGV[4] worker id
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
 -- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
---   jobs waiting), then per job 14 fields:
+--   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
+--   limit), then per job 14 fields:
 --   id, name, data, content type, priority, max attempts, attempts made, attempts started,
 --   stalled count, created ms, metadata, timeout ms, lease expiry ms, flow view (encoded Job or "")}
 --   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited or held by a retry-after (retry-after says
@@ -17,24 +18,24 @@ local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 
-if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0} end
+if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0, 0} end
 local now = now_ms()
 
 local _, next_due = promote_due(meta, delayed, waiting, prefix, now, promote_max)
 
 local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc')
-if cfg[1] == '1' then return {1, now, next_due, 0} end
+if cfg[1] == '1' then return {1, now, next_due, 0, 0} end
 
 -- A worker was told to slow down (retry-after): no job of the queue starts before 'hold', limit or not.
 local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
 local hold = tonumber(b[1]) or 0
-if hold > now then return {2, now, next_due, hold - now} end
+if hold > now then return {2, now, next_due, hold - now, 0} end
 
 -- Concurrency cap: at most conc jobs active at once, across every worker and server.
 local conc = tonumber(cfg[4]) or 0
 if conc > 0 then
   local free = conc - redis.call('ZCARD', active)
-  if free <= 0 then return {3, now, next_due, 0} end
+  if free <= 0 then return {3, now, next_due, 0, 0} end
   if want > free then want = free end
 end
 
@@ -43,21 +44,22 @@ end
 -- one claim may still take a batch of up to `burst` jobs and a claim that comes back a little late finds
 -- the tokens that accrued meanwhile (the sustained rate stays at the limit).
 local rl_max, rl_ms = tonumber(cfg[2]) or 0, tonumber(cfg[3]) or 0
-local tokens = 0
+local tokens, fill = 0, 0
 if rl_max > 0 and rl_ms > 0 then
   local burst = math.max(1, math.ceil(rl_max / 10))
+  fill = math.ceil(burst * rl_ms / rl_max)
   tokens = tonumber(b[2]) or burst
   local last = tonumber(b[3]) or now
   if now > last then tokens = math.min(burst, tokens + (now - last) * rl_max / rl_ms) end
   if tokens < 1 then
     redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
-    return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max)}
+    return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill}
   end
   if want > math.floor(tokens) then want = math.floor(tokens) end
 end
 
 local popped = redis.call('ZPOPMIN', waiting, want)
-local out = {0, now, next_due, 0}
+local out = {0, now, next_due, 0, fill}
 local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')
 local ids = {}
