@@ -6,6 +6,7 @@ extension's verdict) go back to the worker in one ack.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -65,13 +66,23 @@ class ReportHandler:
             results += await self._logs(queue, logs)
         for queue, extensions in _by_queue(r.extensions):
             results += await self._extend(s, queue, extensions)
-        for queue, completions in _by_queue(r.completions):
-            results += await self._complete(s, queue, completions)
-        for queue, failures in _by_queue(f for f in r.failures if not f.HasField("retry_after")):
-            results += await self._fail(s, queue, failures)
+        # Outcomes of different runs are independent: each queue's completions and failures go to Redis at
+        # once rather than one round trip after another (the next report of this stream waits for these).
+        outcomes = [self._complete(s, queue, items) for queue, items in _by_queue(r.completions)]
+        outcomes += [
+            self._fail(s, queue, items)
+            for queue, items in _by_queue(f for f in r.failures if not f.HasField("retry_after"))
+        ]
         # A failure with retry_after (the processor was told to slow down) uses no attempt.
-        for queue, failures in _by_queue(f for f in r.failures if f.HasField("retry_after")):
-            results += await self._retry_later(s, queue, failures)
+        outcomes += [
+            self._retry_later(s, queue, items)
+            for queue, items in _by_queue(f for f in r.failures if f.HasField("retry_after"))
+        ]
+        if len(outcomes) == 1:
+            results += await outcomes[0]
+        elif outcomes:
+            for verdicts in await asyncio.gather(*outcomes):
+                results += verdicts
         # A run stopped on CANCEL_JOB is handed back like an abandoned one: the pending cancel ends the job
         # cancelled (common.lua recover_stalled), and a stop nobody asked for counts as a stall.
         for refs, stalled in ((r.releases, False), (r.abandoned, True), (r.cancelled, True)):
