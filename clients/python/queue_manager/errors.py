@@ -159,10 +159,15 @@ def error_from_status(code: int, message: str) -> QueueManagerError:
         code: The gRPC status code's number.
         message: The status message.
     """
-    return _error(_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), message)
+    return _error(status_code(code) or grpc.StatusCode.UNKNOWN, message)
 
 
 _BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode | None:
+    """The gRPC status code with this number (as answers and report verdicts carry it), or None."""
+    return _BY_NUMBER.get(number)
 
 
 def _error(code: grpc.StatusCode, message: str) -> QueueManagerError:

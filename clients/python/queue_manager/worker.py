@@ -55,7 +55,7 @@ from google.protobuf import struct_pb2
 from queue_manager.channel import aio_channel
 from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
-from queue_manager.errors import RateLimitedError, UnrecoverableError
+from queue_manager.errors import RateLimitedError, UnrecoverableError, status_code
 from queue_manager.stats import ProcessStats
 from queue_manager.tracebacks import format_failure
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
@@ -733,7 +733,5 @@ def _log_failure(ctx: JobContext, exc: BaseException) -> None:
 
 
 def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return str(status.name)
-    return str(code)
+    status = status_code(code)
+    return status.name if status is not None else str(code)

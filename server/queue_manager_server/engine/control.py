@@ -20,8 +20,6 @@ from queue_manager_server.errors import JobNotFound, QueueNotFound, WrongState
 # Runs failed as timed out per time_out call; a queue with more due runs is called again at once.
 TIME_OUT_CHUNK = 500
 NO_QUEUE, NOT_FOUND, FINISHED = -1, -2, -5
-# fail_attempt's outcomes (common.lua), shared by fail.lua and time_out.lua.
-RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
 
 
 def _text(v: Any) -> str:
@@ -91,7 +89,7 @@ class Control:
             [k.job_prefix, limit, self.engine.channel, queue],
         )
         outcomes = [(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(2, len(r), 3)]
-        await self._after_failures(queue, [(code, run) for _, code, run in outcomes])
+        await self.engine.after_failures(queue, [code for _, code, _ in outcomes])
         return TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes)
 
     async def retry_later(self, queue: str, items: Sequence[tuple[str, str, int]]) -> list[tuple[int, int]]:
@@ -107,22 +105,10 @@ class Control:
             -2 no such job, -3 lease not held.
         """
         k = self.engine.keys(queue)
-        args: list[Any] = [k.job_prefix, len(items)]
+        args: list[Any] = [k.job_prefix, self.engine.channel, queue, len(items)]
         for item in items:
             args += item
         r = await self.engine.scripts.run("retry_later", [k.meta, k.active, k.delayed, k.limiter], args)
         out = [(int(r[i]), int(r[i + 1])) for i in range(1, len(r), 2)]
-        await self._after_failures(queue, out)
+        await self.engine.after_failures(queue, [code for code, _ in out])
         return out
-
-    async def _after_failures(self, queue: str, outcomes: Sequence[tuple[int, int]]) -> None:
-        """The events and hand-offs that follow ended runs (as `Engine.fail` does for worker failures)."""
-        if any(code == RETRY_NOW for code, _ in outcomes):
-            await self.engine.notify_waiting(queue)
-        delayed = [run for code, run in outcomes if code == RETRY_DELAYED]
-        if delayed:
-            await self.engine.notify_delayed(queue, min(delayed))
-        if any(code == FAILED for code, _ in outcomes):
-            await self.engine.hand_off_dead_letters(queue)
-        if any(code in (FAILED, CANCELLED) for code, _ in outcomes):
-            await self.engine.after_flow_finish(queue)

@@ -39,6 +39,9 @@ PROMOTE_PER_CLAIM = 1000
 DEFAULT_DLQ = "dead-letter-queue"
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
+# What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
+# later (delayed), failed for good, cancelled (a cancel was pending).
+RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
 
 
 def new_job_id() -> str:
@@ -291,15 +294,19 @@ class Engine:
             # An added job answers with the fields its script wrote and the data this call sent; an existing
             # one (the id was taken, or its dedup key held) is read: the holder's (empty if retention removed
             # it meanwhile).
-            out.records = []
             k = self.keys(queue)
-            for job, answer, created, row in zip(jobs, out.ids, out.created, fields, strict=True):
-                if created:
-                    row["data"] = job.data
-                else:
-                    raw = await self.redis.hgetall(k.job(answer))
-                    row = {_s(f): _b(v) for f, v in raw.items()}
-                out.records.append(JobRecord(queue, answer, row))
+            existing = [answer for answer, created in zip(out.ids, out.created, strict=True) if not created]
+            read: dict[str, dict[str, bytes]] = {}
+            if existing:  # one round trip for all of them
+                pipe = self.redis.pipeline(transaction=False)
+                for answer in existing:
+                    pipe.hgetall(k.job(answer))
+                for answer, raw in zip(existing, await pipe.execute(), strict=True):
+                    read[answer] = {_s(f): _b(v) for f, v in raw.items()}
+            out.records = [
+                JobRecord(queue, answer, {**row, "data": job.data} if created else read[answer])
+                for job, answer, created, row in zip(jobs, out.ids, out.created, fields, strict=True)
+            ]
         return out
 
     async def get_job(self, queue: str, job_id: str) -> JobRecord:
@@ -372,8 +379,13 @@ class Engine:
         code = _i(r[0])
         if code == NO_QUEUE:
             raise QueueNotFound(queue)
-        res = ClaimResult(code=code, now_ms=_i(r[1]), next_delayed_ms=_i(r[2]), retry_after_ms=_i(r[3]))
-        res.bucket_fill_ms = _i(r[4])
+        res = ClaimResult(
+            code=code,
+            now_ms=_i(r[1]),
+            next_delayed_ms=_i(r[2]),
+            retry_after_ms=_i(r[3]),
+            bucket_fill_ms=_i(r[4]),
+        )
         for i in range(5, len(r), 14):
             f = r[i : i + 14]
             res.jobs.append(
@@ -434,11 +446,17 @@ class Engine:
         # The script publishes the wake-ups of jobs back to waiting or delayed.
         r = await self.scripts.run("fail", [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox], args)
         out = [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
-        if any(code == 2 for code, _ in out):
-            await self.hand_off_dead_letters(queue)
-        if any(code in (2, 3) for code, _ in out):  # failed for good, or cancelled (a cancel was pending)
-            await self.after_flow_finish(queue)
+        await self.after_failures(queue, [code for code, _ in out])
         return out
+
+    async def after_failures(self, queue: str, codes: Sequence[int]) -> None:
+        """What follows failed runs (fail.lua, time_out.lua, retry_later.lua) outside their scripts: the
+        dead-letter hand-off of jobs failed for good, and the flows of jobs that ended. The scripts published
+        the wake-ups of the jobs they put back themselves."""
+        if FAILED in codes:
+            await self.hand_off_dead_letters(queue)
+        if FAILED in codes or CANCELLED in codes:
+            await self.after_flow_finish(queue)
 
     async def extend(
         self, queue: str, items: Sequence[tuple[str, str]], lease_ms: int
@@ -586,9 +604,6 @@ class Engine:
 
     async def notify_waiting(self, queue: str) -> None:
         await self.redis.publish(self.channel, f"w {queue}")
-
-    async def notify_delayed(self, queue: str, run_at_ms: int) -> None:
-        await self.redis.publish(self.channel, f"d {queue} {run_at_ms}")
 
     async def redis_time_ms(self) -> int:
         sec, usec = await self.redis.time()

@@ -35,9 +35,9 @@ CLAIM_BATCH = 500
 IDLE_RECHECK_S = 5.0
 # A rate-limited queue is claimed again when its tokens are due, but at most every 25 ms (or twice per fill of
 # its bucket, if sooner): the bucket keeps the rate exact, and each claim takes the tokens of 25 ms (25 jobs
-# at 1,000/s) instead of one. Per job, a claim,
-# a delivery and a report cost the drain of the queues beside it: one token per claim cost it two thirds of
-# its speed; claims every 10 ms, 0.72 of it; every 25 ms, 0.78 (bench features, interleaved).
+# at 1,000/s) instead of one. Per job, a claim, a delivery and a report cost the drain of the queues beside
+# it: one token per claim cost it two thirds of its speed; claims every 10 ms, 0.72 of it; every 25 ms,
+# 0.78 (bench features, interleaved).
 RATE_LIMIT_WAIT_S = 0.025
 # The least a claim of a rate-limited queue asks for (see Dispatcher._take_cap).
 RATE_LIMIT_MIN_TAKE = 16

@@ -43,6 +43,6 @@ for i = 0, n - 1 do
   seq = seq + 1
 end
 out[2], out[3] = added_waiting, earliest
-publish_added(channel, queue, added_waiting, earliest)
+publish_ready(channel, queue, added_waiting, earliest)
 write_stats(prefix, now)
 return out

@@ -23,23 +23,21 @@ for i = 0, n - 1 do
   local b = 2 + i * 5
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
-  -- The lease check reads the fields finishing needs too (FINISH_FIELDS: flo, ddk, ddt, wt).
+  -- The lease check reads the fields finishing needs too (common.lua on_finished).
   local code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt')
   k = k + 1
   if code ~= 0 then
     out[k] = code
   else
     gone[#gone + 1] = id
-    if f[5] then run_ended(prefix, id, f[5]) end
+    run_ended(prefix, id, f[5])
     STATS.completed = STATS.completed + 1
     count_run(ARGV[b + 5])
     -- attempts made counts finished runs: this one too (a completed first run shows 1).
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4],
       'atm', (tonumber(f[4]) or 0) + 1)
     redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
-    if f[6] or f[7] or f[9] then  -- in a flow, holding a dedup key or waited for: its bookkeeping
-      out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, {f[6], f[7], f[8], f[9]})
-    end
+    out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, f[6], f[7], f[8], f[9])
     local p = f[3] or ''
     if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end
     if keep[p] then

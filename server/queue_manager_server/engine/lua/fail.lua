@@ -19,7 +19,6 @@ local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local out = {now}
 local freed = false
-local waiting_again, earliest = 0, -1
 local gone = {}
 
 for i = 0, n - 1 do
@@ -36,15 +35,10 @@ for i = 0, n - 1 do
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
       no_retry == '1', f)
     table.insert(out, result); table.insert(out, run)
-    if result == 0 then
-      waiting_again = waiting_again + 1
-    elseif result == 1 and (earliest < 0 or run < earliest) then
-      earliest = run
-    end
   end
 end
 zrem_all(active, gone)
 if freed then slot_freed(meta, prefix) end
-publish_added(channel, queue, waiting_again, earliest)
+publish_ready(channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)
 return out

@@ -53,7 +53,7 @@ else
   redis.call('ZREM', due, id)
 end
 redis.call('HSET', runs, id, rev .. ' ' .. count .. ' ' .. string.format('%d', last) .. ' ' .. job)
-publish_added(channel, queue, added_waiting, earliest)
+publish_ready(channel, queue, added_waiting, earliest)
 STATS.added = created
 write_stats(prefix, now)
 return {1, now, created}

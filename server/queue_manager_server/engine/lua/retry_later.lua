@@ -6,16 +6,17 @@
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] delayed (zset)  KEYS[4] limiter (hash)
--- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of: id, lease token, retry-after ms
+-- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
+-- ARGV[4] number of jobs N; then N groups of: id, lease token, retry-after ms
 -- Returns: {now, then per job: code, run-at}: 1 delayed until run-at, 3 cancelled, -2 not found,
---   -3 lease not held
+--   -3 lease not held. The delays publish their wake-up event.
 local meta, active, delayed, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, n = ARGV[1], tonumber(ARGV[2])
+local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local out = {now}
 local hold, freed = 0, false
 for i = 0, n - 1 do
-  local id, token, wait = ARGV[3 + i * 3], ARGV[4 + i * 3], tonumber(ARGV[5 + i * 3])
+  local id, token, wait = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
   local jkey = prefix .. id
   local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt')
   if code ~= 0 then
@@ -34,6 +35,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', delayed, now + wait, id)
       notify_job(prefix, id, jkey, 'delayed', f[5])
       if now + wait > hold then hold = now + wait end
+      ready_at(now + wait)
       table.insert(out, 1); table.insert(out, now + wait)
     end
   end
@@ -45,4 +47,5 @@ if hold > (tonumber(redis.call('HGET', limiter, 'hold')) or 0) then
   if redis.call('PTTL', limiter) < keep then redis.call('PEXPIRE', limiter, keep) end
 end
 if freed then slot_freed(meta, prefix) end
+publish_ready(channel, queue, READY.waiting, READY.earliest)
 return out

@@ -10,7 +10,7 @@
 -- ARGV[1] job key prefix  ARGV[2] max runs per call  ARGV[3] events channel  ARGV[4] queue name
 -- Returns: {now, next deadline (-1 = none), then per timed-out run: id, code, run-at}, with fail_attempt's
 --   codes: 0 retry now, 1 retry delayed (run-at), 2 failed for good, 3 cancelled (a cancel was pending).
---   Failures for good count in the queue's activity (stats.lua).
+--   Failures for good count in the queue's activity (stats.lua). Retries publish their wake-up events.
 local meta, active, waiting, delayed, failed, outbox, deadlines =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix, limit, channel, queue = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -31,6 +31,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
   end
 end
 if #out > 2 then slot_freed(meta, prefix) end
+publish_ready(channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)
 local nx = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
 if #nx > 0 then out[2] = tonumber(nx[2]) end

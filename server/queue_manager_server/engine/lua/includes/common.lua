@@ -12,6 +12,12 @@ local TRIM_CHUNK = 1000
 -- What this script call did, for the queue's activity counters: scripts that count include stats.lua,
 -- which adds to these as jobs go and writes the sums once at the end (write_stats).
 local STATS = {added = 0, completed = 0, failed = 0, runs = 0, us = 0, hist = {}}
+-- What this script call made ready again (runs failed or put back), for its one publish_ready at the end:
+-- jobs back to waiting, and the earliest run-at of those back to delayed (-1 = none).
+local READY = {waiting = 0, earliest = -1}
+local function ready_at(run)
+  if READY.earliest < 0 or run < READY.earliest then READY.earliest = run end
+end
 
 -- Redis server time in milliseconds: one clock for all server processes, so their skew never matters.
 local function now_ms()
@@ -160,13 +166,12 @@ end
 -- waiters are told. A job in a flow (a chain link, a workflow step: field 'flo') gets its
 -- outcome copied to a flow entry and queued on the flow outbox, which the server carries out (adding the
 -- next link or steps, possibly in other queues) and then clears. Returns 1 when a flow hand-off was queued.
--- pre: the job's FINISH_FIELDS when the caller read them already (in an HMGET it does anyway), so a job in
--- no flow costs no read here; nil to read them here.
-local FINISH_FIELDS = {'flo', 'ddk', 'ddt', 'wt'}
-local function on_finished(prefix, id, jkey, state, now, pre)
-  if pre and not pre[1] then
-    if pre[2] and not pre[3] then release_dedup(prefix, id, pre[2]) end
-    notify_job(prefix, id, jkey, state, pre[4])
+-- read: true when the caller passes the job's 'flo', 'ddk', 'ddt' and 'wt' fields (read in an HMGET it does
+-- anyway, so a job in no flow costs no read here and no table); nil to read them here.
+local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt)
+  if read and not flo then
+    if ddk and not ddt then release_dedup(prefix, id, ddk) end
+    if wt then notify_job(prefix, id, jkey, state, wt) end
     return 0
   end
   local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt')
@@ -260,7 +265,8 @@ local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr',
 -- Records a failed run of an active job (the caller checked its lease and took it out of active) and
 -- decides what follows, for a worker's failure (fail.lua) and a timeout (time_out.lua) alike: the run
 -- counts as an attempt; with attempts left the job is retried after its backoff, unless a cancel was asked
--- meanwhile (then it ends cancelled); with none left, or with no_retry, it fails for good.
+-- meanwhile (then it ends cancelled); with none left, or with no_retry, it fails for good. A retry counts in
+-- READY (the caller publishes it).
 -- f: ATTEMPT_FIELDS from f[3] on. Returns a code (0 retry now, 1 retry delayed, 2 failed for good,
 -- 3 cancelled) and a run-at (the retry's: now for 0; -1 for 2 and 3).
 local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack, no_retry, f)
@@ -288,6 +294,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   delay = math.floor(delay)
   if delay <= 0 then
     place_waiting(meta, waiting, jkey, id, f[12], nil, f[9], ran, {'seq', 'tok', 'wid', 'lex'})
+    READY.waiting = READY.waiting + 1
     return 0, now
   end
   ran[#ran + 1] = 'st'; ran[#ran + 1] = 'delayed'; ran[#ran + 1] = 'run'; ran[#ran + 1] = now + delay
@@ -295,12 +302,13 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
   redis.call('ZADD', delayed, now + delay, id)
   notify_job(prefix, id, jkey, 'delayed', f[9])
+  ready_at(now + delay)
   return 1, now + delay
 end
 
--- Wakes every server (jobs added, or failed runs back to waiting or delayed): idle workers get waiting
--- jobs at once; delays arm promotion timers.
-local function publish_added(channel, queue, added_waiting, earliest)
+-- Wakes every server: idle workers get waiting jobs at once; delays arm promotion timers. added_waiting: jobs
+-- this call made waiting; earliest: the earliest run-at of those it made delayed (-1 = none).
+local function publish_ready(channel, queue, added_waiting, earliest)
   if added_waiting > 0 then redis.call('PUBLISH', channel, 'w ' .. queue) end
   if earliest >= 0 then
     redis.call('PUBLISH', channel, 'd ' .. queue .. ' ' .. string.format('%d', earliest))
