@@ -1,5 +1,6 @@
 -- common.lua: helpers shared by the scripts (inlined by engine/scripts.py where a script says
--- `-- @include common`). Nothing here writes on its own; callers validate before calling.
+-- `-- @include common`, less the helpers that script never names). Nothing here writes on its own; callers
+-- validate before calling. A top-level value here must be a literal (no call) for an unused one to be left out.
 
 -- Waiting score = priority * 2^40 + seq: priority order, FIFO within a level, exact below 2^53.
 local PRI_SHIFT = 1099511627776
