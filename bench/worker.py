@@ -6,7 +6,7 @@ counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, t
 - ``noop``: records the job id.
 - ``latency``: records the job id and the nanoseconds from the producer's stamp (``data["t"]``) to the
   processor start; ``data["w"]`` marks warm-up jobs.
-- ``features``: a job whose data has ``"f"`` fails its first attempt (the queue retries it); only the
+- ``features``: a job named ``FAILS_ONCE`` fails its first attempt (the queue retries it); only the
   successful run is recorded. With --side-queue, that queue's jobs are run too and counted apart.
 
 It writes --ready-file once the server has welcomed its stream, stops on SIGTERM/SIGINT, and exits on its
@@ -23,6 +23,7 @@ import signal
 import time
 from pathlib import Path
 
+from bench import FAILS_ONCE
 from bench.recorder import Recorder
 from queue_manager import JobContext, QueueManager
 
@@ -45,7 +46,7 @@ def _register(qm: QueueManager, args: argparse.Namespace, rec: Recorder) -> None
         @qm.processor(args.queue)
         async def flaky(job: JobContext) -> None:
             rec.started()
-            if job.attempts_made == 0 and "f" in job.data:
+            if job.attempts_made == 0 and job.name == FAILS_ONCE:
                 raise _FirstAttemptFails("first attempt fails on purpose")
             rec.done(job.id)
 
