@@ -348,3 +348,38 @@ def test_nan_is_not_json() -> None:
 
     with pytest.raises(ValueError):
         encode_payload({"x": float("nan")}, types_pb2.Payload())
+
+
+def test_jobs_with_the_same_plain_options_share_one_converted_copy() -> None:
+    plain = job_options_to_proto(
+        {"priority": "high", "attempts": 3, "backoff": 500, "timeout": timedelta(seconds=2)}
+    )
+    first, second = (
+        job_options_from_proto(plain),
+        job_options_from_proto(types_pb2.JobOptions.FromString(plain.SerializeToString())),
+    )
+    assert first is second  # converted once
+    assert first == JobOptions(
+        priority=JobPriority.HIGH,
+        attempts=3,
+        backoff=Backoff(type="fixed", delay=timedelta(milliseconds=500), jitter=0.0),
+        timeout=timedelta(seconds=2),
+    )
+    other = job_options_from_proto(job_options_to_proto({"priority": "low"}))
+    assert other is not first and other.priority == JobPriority.LOW
+
+
+def test_options_holding_mutable_parts_are_converted_afresh_for_each_job() -> None:
+    # Metadata (its tags and attributes) and chain links are lists and dicts a caller could change: two
+    # jobs never share them.
+    for raw in (
+        {"metadata": {"tags": ["a"]}},
+        {"chain_to": [{"queue_name": "q", "job_name": "next", "data": {"x": 1}}]},
+    ):
+        msg = job_options_to_proto(raw)
+        first, second = job_options_from_proto(msg), job_options_from_proto(msg)
+        assert first == second and first is not second
+    a, b = (job_options_from_proto(job_options_to_proto({"metadata": {"tags": ["a"]}})) for _ in range(2))
+    assert a.metadata is not None and b.metadata is not None
+    a.metadata.tags.append("changed")
+    assert b.metadata.tags == ["a"]

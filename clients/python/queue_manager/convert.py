@@ -361,8 +361,26 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
     )
 
 
+# Options without metadata or chain links hold nothing mutable, and the jobs of one producer mostly share
+# theirs (the queue's defaults filled in): each distinct one is converted once. Bounded; cleared when full.
+_SHARED_OPTIONS: dict[bytes, JobOptions] = {}
+_SHARED_OPTIONS_MAX = 1024
+
+
 def job_options_from_proto(msg: types_pb2.JobOptions) -> JobOptions:
     """Public `JobOptions` from a `queue_manager.v1.JobOptions`; unset fields become None."""
+    if msg.HasField("metadata") or msg.chain_to:
+        return _job_options(msg)
+    key = msg.SerializeToString(deterministic=True)
+    options = _SHARED_OPTIONS.get(key)
+    if options is None:
+        if len(_SHARED_OPTIONS) >= _SHARED_OPTIONS_MAX:
+            _SHARED_OPTIONS.clear()
+        options = _SHARED_OPTIONS[key] = _job_options(msg)
+    return options
+
+
+def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
     backoff = None
     if msg.HasField("backoff"):
         b = msg.backoff
