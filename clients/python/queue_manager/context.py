@@ -17,6 +17,7 @@ from queue_manager.convert import (
     job_options_from_proto,
     metadata_from_proto,
     parents_from_proto,
+    priority_of,
     python_to_value,
     timestamp_to_datetime,
     workflow_ref_from_proto,
@@ -100,7 +101,7 @@ class JobContext:
         self.data: Any = decode_payload(job.data)
         self.attempts_made = job.attempts_made
         self.max_attempts = job.max_attempts
-        self.priority = JobPriority(job.priority) if 1 <= job.priority <= 5 else JobPriority.NORMAL
+        self.priority = priority_of(job.priority) or JobPriority.NORMAL
         self.stalled_count = job.stalled_count
         self.redelivery = leased.redelivery
         self.lease_token = leased.lease_token

@@ -279,7 +279,7 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
         data=decode_payload(msg.data),
         queue_name=msg.queue_name,
         state=STATE_BY_NUMBER.get(msg.state),
-        priority=_priority(msg.priority) or JobPriority.NORMAL,
+        priority=priority_of(msg.priority) or JobPriority.NORMAL,
         attempts_made=msg.attempts_made,
         max_attempts=msg.max_attempts,
         stalled_count=msg.stalled_count,
@@ -391,7 +391,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
             max_delay=duration_to_timedelta(b.max_delay) if b.HasField("max_delay") else None,
         )
     return JobOptions(
-        priority=_priority(msg.priority),
+        priority=priority_of(msg.priority),
         delay=duration_to_timedelta(msg.delay) if msg.HasField("delay") else None,
         scheduled_at=timestamp_to_datetime(msg.schedule_time) if msg.HasField("schedule_time") else None,
         attempts=msg.attempts or None,
@@ -462,5 +462,6 @@ def duration_to_timedelta(msg: duration_pb2.Duration) -> timedelta:
 _PRIORITIES: dict[int, JobPriority] = {p.value: p for p in JobPriority}
 
 
-def _priority(number: int) -> JobPriority | None:
+def priority_of(number: int) -> JobPriority | None:
+    """The `JobPriority` of a protobuf priority number; None when unset or unknown."""
     return _PRIORITIES.get(number)

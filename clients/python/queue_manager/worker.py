@@ -625,7 +625,7 @@ class Worker:
                 del completions[-1]
                 self._fail(ctx, exc, nanos)
                 return
-        done.duration.FromNanoseconds(nanos)
+        done.duration.seconds, done.duration.nanos = divmod(nanos, 1_000_000_000)
         self._unsent += 1
         self._finish(ctx)
 
@@ -645,7 +645,7 @@ class Worker:
             stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
             do_not_retry=isinstance(exc, UnrecoverableError),
         )
-        failure.duration.FromNanoseconds(nanos)
+        failure.duration.seconds, failure.duration.nanos = divmod(nanos, 1_000_000_000)
         if isinstance(exc, _JobTimeout):  # the server may have timed the run out first
             self._expect_rejection(ctx)
         if isinstance(exc, RateLimitedError):  # back without using an attempt; the queue holds off
