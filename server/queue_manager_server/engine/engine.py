@@ -68,7 +68,10 @@ os.register_at_fork(after_in_child=_ids.clear)
 
 
 def _i(v: Any) -> int:
-    return int(v) if not isinstance(v, bytes) else int(float(v))
+    try:
+        return int(v)  # an integer, or the digits of one (int reads bytes too)
+    except ValueError:
+        return int(float(v))  # a number Lua formatted as a float
 
 
 def _s(v: Any) -> str:

@@ -217,11 +217,15 @@ class ReportHandler:
         ]
 
 
+# Report items that name their run in a `lease` field (the others carry its fields themselves).
+_HOLDS_LEASE = (pb.JobProgress, pb.JobLogs)
+
+
 def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
     """Groups report items by queue (each script call covers one queue)."""
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
-        lease = item.lease if isinstance(item, pb.JobProgress | pb.JobLogs) else item
+        lease = item.lease if isinstance(item, _HOLDS_LEASE) else item
         groups[lease.queue_name].append(item)
     return list(groups.items())
 
@@ -230,4 +234,5 @@ def _duration_us(outcome: pb.JobCompletion | pb.JobFailure) -> int:
     """The run's duration as the worker reported it, in µs; -1 when it reported none (not counted)."""
     if not outcome.HasField("duration"):
         return -1
-    return max(outcome.duration.ToMicroseconds(), 0)
+    d = outcome.duration  # Duration.ToMicroseconds is Python-level: this is its arithmetic, once
+    return max(d.seconds * 1_000_000 + int(d.nanos / 1000), 0)
