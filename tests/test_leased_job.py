@@ -7,7 +7,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from queue_manager.v1 import types_pb2
-from queue_manager_server.convert import leased_job
+from queue_manager_server.convert import job_delivery, leased_job
 from queue_manager_server.engine.records import ClaimedJob
 
 
@@ -82,3 +82,20 @@ def test_a_leased_job_carries_every_field_of_the_claim(changes: dict[str, object
     assert leased.lease_token == "tok-1"
     assert leased.lease_expire_time == _ts(c.lease_expiry_ms)
     assert leased.redelivery is c.redelivery
+
+
+def test_a_delivery_carries_each_claimed_job_as_leased_job_builds_it() -> None:
+    plain = _claimed(id="a")
+    extras = _claimed(
+        id="b",
+        timeout_ms=1_000,
+        metadata=types_pb2.JobMetadata(tags=["t"]).SerializeToString(),
+        flow=types_pb2.Job(chain_failure="stopped").SerializeToString(),
+    )
+    redelivered = _claimed(id="c", attempts_started=3)
+    jobs = [plain, extras, redelivered, plain]
+    delivery = job_delivery("images", jobs, "tok-2").delivery
+    assert list(delivery.jobs) == [leased_job("images", c, "tok-2") for c in jobs]
+    assert delivery.jobs[1].job.options.timeout.seconds == 1
+    assert not delivery.jobs[0].job.HasField("metadata") and delivery.jobs[1].job.metadata.tags == ["t"]
+    assert [j.redelivery for j in delivery.jobs] == [False, False, True, False]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
@@ -339,16 +340,34 @@ def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
     j.chain_failure = r.text("cfl")
 
 
-def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.LeasedJob:
-    """A claimed job for the worker stream (payload as raw bytes: no JSON work on the hot path).
+def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_service_pb2.ConnectResponse:
+    """The worker-stream message delivering claimed jobs (payloads as raw bytes: no JSON on the hot path).
 
-    Built in one constructor call, the nested messages given as dicts: a message passed to a constructor is
-    copied, and a nested message built apart costs a constructor of its own (one per job: 4.3 → 2.3 µs)."""
+    Built in one constructor call from plain dicts: a message given to a constructor, or to a repeated field,
+    is copied, so jobs built apart and then gathered into a delivery were built once and copied twice
+    (3.4 → 2.2 µs per job)."""
+    # protobuf takes dicts for message fields; its type stubs do not say so.
+    response = worker_service_pb2.ConnectResponse(
+        delivery={"jobs": [_leased_fields(queue, c, token) for c in jobs]}  # type: ignore[arg-type]
+    )
+    for i, c in enumerate(jobs):
+        if c.metadata or c.timeout_ms or c.flow:
+            _leased_extras(response.delivery.jobs[i].job, c)
+    return response
+
+
+def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.LeasedJob:
+    """One claimed job as `job_delivery` carries it."""
+    leased = worker_service_pb2.LeasedJob(**_leased_fields(queue, c, token))
+    _leased_extras(leased.job, c)
+    return leased
+
+
+def _leased_fields(queue: str, c: ClaimedJob, token: str) -> dict[str, Any]:
     created_s, created_ms = divmod(c.created_ms, 1000)
     expiry_s, expiry_ms = divmod(c.lease_expiry_ms, 1000)
-    # protobuf takes a dict for a message field; its type stubs do not say so.
-    leased = worker_service_pb2.LeasedJob(
-        job={  # type: ignore[arg-type]
+    return {
+        "job": {
             "id": c.id,
             "queue_name": queue,
             "name": c.name,
@@ -360,18 +379,20 @@ def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.Leas
             "stalled_count": c.stalled_count,
             "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
         },
-        lease_token=token,
-        lease_expire_time={"seconds": expiry_s, "nanos": expiry_ms * 1_000_000},  # type: ignore[arg-type]
-        redelivery=c.redelivery,
-    )
-    job = leased.job  # a reference: filled in place
+        "lease_token": token,
+        "lease_expire_time": {"seconds": expiry_s, "nanos": expiry_ms * 1_000_000},
+        "redelivery": c.redelivery,
+    }
+
+
+def _leased_extras(job: types_pb2.Job, c: ClaimedJob) -> None:
+    """What only some claimed jobs have: metadata, a timeout, a flow's parents and chain."""
     if c.metadata:
         job.metadata.MergeFromString(c.metadata)
     if c.timeout_ms:
         job.options.timeout.CopyFrom(ms_duration(c.timeout_ms))
     if c.flow:
         job.MergeFromString(c.flow)
-    return leased
 
 
 # ---- queues ------------------------------------------------------------------------------------

@@ -408,11 +408,7 @@ class Dispatcher:
                 timeouts = [j.timeout_ms for j in res.jobs if j.timeout_ms]
                 if timeouts and self.deadline_hook is not None:
                     self.deadline_hook(queue, min(timeouts))
-                s.send(
-                    pb.ConnectResponse(
-                        delivery=pb.JobDelivery(jobs=[convert.leased_job(queue, j, token) for j in res.jobs])
-                    )
-                )
+                s.send(convert.job_delivery(queue, res.jobs, token))
                 if len(res.jobs) == take:
                     more = True
             empty = res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0
