@@ -27,7 +27,10 @@ log = logging.getLogger("queue_manager_server.reports")
 # Longest retry-after a worker may impose on a queue (a bad value must not stop a queue for good).
 MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
 
-T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress, pb.JobLogs)
+T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef)
+R = TypeVar("R", pb.JobProgress, pb.JobLogs)
+# What a run that returned nothing stores (convert.payload_in of an unset payload).
+NO_RESULT = (b"null", convert.JSON)
 _CODES = {
     -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
     -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
@@ -60,9 +63,9 @@ class ReportHandler:
     async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
         results: list[pb.ReportItemResult] = []
         # Progress and extensions first: a report may carry a job's last progress and its completion.
-        for queue, progress in _by_queue(r.progress):
+        for queue, progress in _by_run_queue(r.progress):
             results += await self._progress(queue, progress)
-        for queue, logs in _by_queue(r.logs):  # before completions too: a run's last lines are its own
+        for queue, logs in _by_run_queue(r.logs):  # before completions too: a run's last lines are its own
             results += await self._logs(queue, logs)
         for queue, extensions in _by_queue(r.extensions):
             results += await self._extend(s, queue, extensions)
@@ -94,15 +97,20 @@ class ReportHandler:
         self, s: WorkerSession, queue: str, items: list[pb.JobCompletion]
     ) -> list[pb.ReportItemResult]:
         args, accepted, unstorable, durations = [], [], [], []
+        forget = s.forget
         for c in items:
-            s.forget(queue, c.job_id, c.lease_token)
-            try:
-                body, ct = convert.payload_in(c.result, "result", self.max_payload)
-            except InvalidArgument as exc:
-                # An unstorable result fails the attempt instead of breaking the stream.
-                unstorable.append((c.job_id, c.lease_token, f"result rejected: {exc}", "", False))
-                continue
-            args.append((c.job_id, c.lease_token, body, ct))
+            job_id, token = c.job_id, c.lease_token
+            forget(queue, job_id, token)
+            if c.HasField("result"):
+                try:
+                    body, ct = convert.payload_in(c.result, "result", self.max_payload)
+                except InvalidArgument as exc:
+                    # An unstorable result fails the attempt instead of breaking the stream.
+                    unstorable.append((job_id, token, f"result rejected: {exc}", "", False))
+                    continue
+            else:
+                body, ct = NO_RESULT
+            args.append((job_id, token, body, ct))
             durations.append(_duration_us(c))
             accepted.append(c)
         codes = (await self.engine.complete(queue, args, durations))[0] if args else []
@@ -217,16 +225,19 @@ class ReportHandler:
         ]
 
 
-# Report items that name their run in a `lease` field (the others carry its fields themselves).
-_HOLDS_LEASE = (pb.JobProgress, pb.JobLogs)
-
-
 def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
     """Groups report items by queue (each script call covers one queue)."""
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
-        lease = item.lease if isinstance(item, _HOLDS_LEASE) else item
-        groups[lease.queue_name].append(item)
+        groups[item.queue_name].append(item)
+    return list(groups.items())
+
+
+def _by_run_queue(items: Iterable[R]) -> list[tuple[str, list[R]]]:
+    """`_by_queue` for the items that name their run in a ``lease`` field (progress, logs)."""
+    groups: dict[str, list[R]] = defaultdict(list)
+    for item in items:
+        groups[item.lease.queue_name].append(item)
     return list(groups.items())
 
 
