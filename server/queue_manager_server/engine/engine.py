@@ -389,24 +389,25 @@ class Engine:
             retry_after_ms=_i(r[3]),
             bucket_fill_ms=_i(r[4]),
         )
+        # 14 fields per job, in ClaimedJob's order (positional: the loop runs once per claimed job).
+        jobs = res.jobs
         for i in range(5, len(r), 14):
-            f = r[i : i + 14]
-            res.jobs.append(
+            jobs.append(
                 ClaimedJob(
-                    id=_s(f[0]),
-                    name=_s(f[1]),
-                    data=f[2],
-                    content_type=_s(f[3]),
-                    priority=_i(f[4]),
-                    max_attempts=_i(f[5]),
-                    attempts_made=_i(f[6]),
-                    attempts_started=_i(f[7]),
-                    stalled_count=_i(f[8]),
-                    created_ms=_i(f[9]),
-                    metadata=f[10],
-                    timeout_ms=_i(f[11] or b"0"),
-                    lease_expiry_ms=_i(f[12]),
-                    flow=f[13],
+                    _s(r[i]),  # id
+                    _s(r[i + 1]),  # name
+                    r[i + 2],  # data
+                    _s(r[i + 3]),  # content type
+                    _i(r[i + 4]),  # priority
+                    _i(r[i + 5]),  # max attempts
+                    _i(r[i + 6]),  # attempts made
+                    _i(r[i + 7]),  # attempts started
+                    _i(r[i + 8]),  # stalled count
+                    _i(r[i + 9]),  # created ms
+                    r[i + 10],  # metadata
+                    _i(r[i + 11] or b"0"),  # timeout ms
+                    _i(r[i + 12]),  # lease expiry ms
+                    r[i + 13],  # flow
                 )
             )
         return res
