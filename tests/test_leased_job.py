@@ -1,4 +1,4 @@
-"""The worker-stream form of a claimed job (server convert.leased_job), field by field."""
+"""The worker-stream delivery of claimed jobs (server convert.job_delivery), field by field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from queue_manager.v1 import types_pb2
-from queue_manager_server.convert import job_delivery, leased_job
+from queue_manager_server.convert import job_delivery
 from queue_manager_server.engine.records import ClaimedJob
 
 
@@ -55,7 +55,7 @@ def _ts(ms: int) -> Timestamp:
 )
 def test_a_leased_job_carries_every_field_of_the_claim(changes: dict[str, object]) -> None:
     c = _claimed(**changes)
-    leased = leased_job("images", c, "tok-1")
+    [leased] = job_delivery("images", [c], "tok-1").delivery.jobs
 
     want = types_pb2.Job(
         id=c.id,
@@ -84,7 +84,7 @@ def test_a_leased_job_carries_every_field_of_the_claim(changes: dict[str, object
     assert leased.redelivery is c.redelivery
 
 
-def test_a_delivery_carries_each_claimed_job_as_leased_job_builds_it() -> None:
+def test_a_delivery_of_several_jobs_gives_each_its_own_fields_in_order() -> None:
     plain = _claimed(id="a")
     extras = _claimed(
         id="b",
@@ -95,7 +95,8 @@ def test_a_delivery_carries_each_claimed_job_as_leased_job_builds_it() -> None:
     redelivered = _claimed(id="c", attempts_started=3)
     jobs = [plain, extras, redelivered, plain]
     delivery = job_delivery("images", jobs, "tok-2").delivery
-    assert list(delivery.jobs) == [leased_job("images", c, "tok-2") for c in jobs]
+    assert list(delivery.jobs) == [job_delivery("images", [c], "tok-2").delivery.jobs[0] for c in jobs]
+    assert [j.job.id for j in delivery.jobs] == ["a", "b", "c", "a"]
     assert delivery.jobs[1].job.options.timeout.seconds == 1
     assert not delivery.jobs[0].job.HasField("metadata") and delivery.jobs[1].job.metadata.tags == ["t"]
     assert [j.redelivery for j in delivery.jobs] == [False, False, True, False]

@@ -60,6 +60,10 @@ def state_name(value: int, field: str = "state") -> str:
 # ---- payloads ----------------------------------------------------------------------------------
 
 
+# What an unset payload is stored as (a run that returned nothing, a job added without data).
+NO_PAYLOAD = (b"null", JSON)
+
+
 def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str]:
     """Returns (body, content type); JSON values are stored as compact UTF-8 JSON."""
     kind = p.WhichOneof("body")
@@ -81,7 +85,7 @@ def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str
             ) from None
         validate.payload_size(len(body), limit, field)
         return body, JSON
-    return b"null", JSON
+    return NO_PAYLOAD
 
 
 def payload_out(body: bytes | None, ct: str, json_view: bool) -> types_pb2.Payload:
@@ -354,13 +358,6 @@ def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_s
         if c.metadata or c.timeout_ms or c.flow:
             _leased_extras(response.delivery.jobs[i].job, c)
     return response
-
-
-def leased_job(queue: str, c: ClaimedJob, token: str) -> worker_service_pb2.LeasedJob:
-    """One claimed job as `job_delivery` carries it."""
-    leased = worker_service_pb2.LeasedJob(**_leased_fields(queue, c, token))
-    _leased_extras(leased.job, c)
-    return leased
 
 
 def _leased_fields(queue: str, c: ClaimedJob, token: str) -> dict[str, Any]:

@@ -29,8 +29,6 @@ MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
 
 T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef)
 R = TypeVar("R", pb.JobProgress, pb.JobLogs)
-# What a run that returned nothing stores (convert.payload_in of an unset payload).
-NO_RESULT = (b"null", convert.JSON)
 _CODES = {
     -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
     -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
@@ -109,7 +107,7 @@ class ReportHandler:
                     unstorable.append((job_id, token, f"result rejected: {exc}", "", False))
                     continue
             else:
-                body, ct = NO_RESULT
+                body, ct = convert.NO_PAYLOAD
             args.append((job_id, token, body, ct))
             durations.append(_duration_us(c))
             accepted.append(c)
