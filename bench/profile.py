@@ -5,7 +5,9 @@ server runs on its own Valkey (persistence off); py-spy samples it while the sce
 collapsed stacks are summarised: the functions with the most samples on top of the stack (self) and on
 the stack at all (inclusive). Raw stacks are kept in bench/results/profile-<scenario>-<target>.txt.
 
-Scenarios: single (50 concurrent add_job), unary (one call at a time), bulk, drain, latency.
+Scenarios: single (50 concurrent add_job), unary (one call at a time), bulk, drain, features, latency.
+With --target worker, py-spy attaches to the scenario's first worker process (`python -m bench.worker`) as
+soon as it starts, before its queue is released (drain, features, latency).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+import psutil
 
 from bench.drivers import Ours
 from bench.report import RESULTS_DIR
@@ -68,41 +72,73 @@ def summarise(raw: str, top: int) -> list[str]:
     return out
 
 
+async def _first_worker() -> int:
+    """The pid of this process's first `bench.worker` child, polled for until it starts."""
+    me = psutil.Process()
+    while True:
+        for child in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "bench.worker" in child.cmdline():
+                    return child.pid
+        await asyncio.sleep(0.01)
+
+
+async def _record(pid: int, rate: int, raw: Path) -> asyncio.subprocess.Process:
+    argv = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate)]
+    argv += ["--output", str(raw), "--nonblocking"]
+    return await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+async def _stop(spy: asyncio.subprocess.Process) -> None:
+    if spy.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        await asyncio.wait_for(spy.wait(), timeout=30)
+    except TimeoutError:
+        os.kill(spy.pid, signal.SIGKILL)
+        await spy.wait()
+
+
 async def profile(scenario: str, target: str, p: Params, rate: int, workdir: Path) -> Path:
     ours = Ours(workdir)
     await ours.start()
-    spy: asyncio.subprocess.Process | None = None
+    spies: list[asyncio.subprocess.Process] = []
     raw = RESULTS_DIR / f"profile-{scenario}-{target}.txt"
+
+    async def attach_worker() -> None:
+        spies.append(await _record(await _first_worker(), rate, raw))
+
+    watcher: asyncio.Task[None] | None = None
     try:
-        pid = ours.server_pids()[0]
         if target == "worker":
-            raise SystemExit("profiling a worker: attach py-spy to `python -m bench.worker` yourself")
-        argv = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate)]
-        argv += ["--output", str(raw), "--nonblocking"]
-        spy = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        await asyncio.sleep(1.0)
+            watcher = asyncio.create_task(attach_worker())
+        else:
+            spies.append(await _record(ours.server_pids()[0], rate, raw))
+            await asyncio.sleep(1.0)
         result = await run_one(scenario, ours, p)
         print(f"{scenario}: {result}", file=sys.stderr)
     finally:
-        if spy is not None and spy.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                await asyncio.wait_for(spy.wait(), timeout=30)
-            except TimeoutError:
-                os.kill(spy.pid, signal.SIGKILL)
-                await spy.wait()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        for spy in spies:
+            await _stop(spy)
         await ours.stop()
+    if not spies:
+        raise SystemExit(f"{scenario} started no worker process to profile")
     return raw
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("scenario", choices=[s for s in SCENARIOS if s not in ("memory", "features")])
-    parser.add_argument("--target", choices=["server"], default="server")
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs (bulk, drain, single)")
+    parser.add_argument("scenario", choices=[s for s in SCENARIOS if s != "memory"])
+    parser.add_argument("--target", choices=["server", "worker"], default="server")
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs (bulk, drain, features, single)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
