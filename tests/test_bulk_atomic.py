@@ -11,8 +11,9 @@ from queue_manager import QueueManager
 from queue_manager.errors import QueueManagerError
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.keys import stream_decision
-from queue_manager_server.engine.records import NewJob
+from queue_manager_server.engine.records import NewJob, QueueRecord
 from queue_manager_server.errors import QueueNotFound
 from tests.procs import Procs
 from tests.rawworker import eventually
@@ -71,15 +72,17 @@ async def test_a_committed_stream_is_finished_by_the_janitor(engine: Engine) -> 
 async def test_write_fails_whole_when_a_queue_disappears(engine: Engine) -> None:
     await engine.register_queue("b1", {})
     await engine.register_queue("b2", {})
-    reserve = engine.reserve_seq
+    check = engine.get_queue
+    gone: list[str] = []
 
-    async def reserve_then_obliterate(queue: str, count: int) -> int:
-        first = await reserve(queue, count)
-        if queue == "b2":  # the queue goes away between the checks and the writes
+    async def check_then_obliterate(queue: str) -> QueueRecord:
+        record = await check(queue)
+        if queue == "b2" and not gone:  # the queue goes away between the checks and the writes
+            gone.append(queue)
             await engine.obliterate("b2", force=True)
-        return first
+        return record
 
-    engine.reserve_seq = reserve_then_obliterate  # type: ignore[method-assign]
+    engine.get_queue = check_then_obliterate  # type: ignore[method-assign]
     bulk = BulkStreams(engine)
     with pytest.raises(QueueNotFound):
         await bulk.write([("b1", jobs(3000)), ("b2", jobs(600, "g"))])
@@ -87,6 +90,17 @@ async def test_write_fails_whole_when_a_queue_disappears(engine: Engine) -> None
     assert (await engine.metrics("b1")).waiting == 0
     assert await staged(engine, "b1") == {}
     assert await engine.redis.keys(engine.keys("b1").staged_prefix + "*") == []
+
+
+async def test_a_stream_runs_in_the_order_it_was_sent(engine: Engine) -> None:
+    """Staged chunks are published in stream order, so jobs of one level run in the order they were sent."""
+    await engine.register_queue("b", {})
+    sent = [NewJob(id="", name=str(i), data=b"{}", priority=1 + i % 2) for i in range(5 * ADD_CHUNK + 7)]
+    result = await BulkStreams(engine).write([("b", sent)])
+    claimed = await engine.claim("b", len(sent), "t", "w", 30_000)
+    order = [int(j.name) for j in claimed.jobs]
+    assert order == [i for i in range(len(sent)) if i % 2 == 0] + [i for i in range(len(sent)) if i % 2 == 1]
+    assert [j.id for j in sorted(claimed.jobs, key=lambda j: int(j.name))] == result.ids
 
 
 async def test_obliterate_drops_staged_streams(engine: Engine) -> None:

@@ -84,7 +84,8 @@ async def test_cancel_of_waiting_delayed_and_paused_jobs_is_immediate(
     with pytest.raises(NotFoundError):
         await qm.cancel_job("no-such-queue", waiting.id)
     keys = QueueKeys(server.prefix, "q")
-    assert await redis.zcard(keys.waiting) == 0 and await redis.zcard(keys.delayed) == 0
+    assert [await redis.llen(level) for level in keys.waiting_levels] == [0] * 5
+    assert await redis.zcard(keys.delayed) == 0
 
     assert await qm.clean_queue("q", 0, JobState.CANCELLED) == 2
     assert (await qm.get_queue_metrics("q")).cancelled == 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from importlib import resources
 
 import pytest
 
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.keys import PRIORITY_LEVELS
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
 
@@ -294,15 +297,68 @@ async def test_queue_default_metadata_applies_to_jobs_without_their_own(engine: 
     assert types_pb2.JobMetadata.FromString(b.raw("md") or b"").correlation_id == "from-job"
 
 
-async def test_reserved_seq_keeps_bulk_order_whatever_the_execution_order(engine: Engine) -> None:
+async def test_waiting_jobs_are_held_in_one_list_per_priority_level(engine: Engine) -> None:
     await register(engine)
-    base = await engine.reserve_seq("q", 4)
-    # The second half is written first, as a concurrent writer may do.
-    await engine.add_jobs("q", [job("c"), job("d")], seq_base=base + 2)
-    await engine.add_jobs("q", [job("a"), job("b")], seq_base=base)
-    await engine.add_jobs("q", [job("e")])  # a later add goes after the reserved range
+    r = await engine.add_jobs("q", [job("a", priority=2), job("b"), job("c", priority=2)])
+    k = engine.keys("q")
+    lists = [[i.decode() for i in await engine.redis.lrange(level, 0, -1)] for level in k.waiting_levels]
+    assert lists == [[], [r.ids[0], r.ids[2]], [r.ids[1]], [], []]
+    assert not await engine.redis.exists(k.waiting)  # the base name holds no key of its own
+
+
+async def test_a_handed_back_run_returns_to_the_head_of_its_level_in_order(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job(n) for n in "abcde"])
+    first = await engine.claim("q", 3, "t1", "w", 30_000)
+    assert await engine.release("q", [(j.id, "t1") for j in first.jobs], False) == [1, 1, 1]
+    again = await engine.claim("q", 10, "t2", "w", 30_000)
+    assert [j.name for j in again.jobs] == ["a", "b", "c", "d", "e"]
+
+
+async def test_waiting_pages_run_across_the_levels(engine: Engine) -> None:
+    await register(engine)
+    specs = [("n1", 3), ("c1", 1), ("b1", 5), ("n2", 3), ("c2", 1)]
+    await engine.add_jobs("q", [job(n, priority=p) for n, p in specs])
+    order = ["c1", "c2", "n1", "n2", "b1"]
+    for offset, count in ((0, 5), (0, 2), (1, 3), (3, 10), (5, 2)):
+        page, total = await engine.list_jobs("q", "waiting", offset, count)
+        assert total == 5
+        assert [j.text("name") for j in page] == order[offset : offset + count]
+
+
+async def test_clean_removes_only_old_waiting_jobs_across_levels(engine: Engine) -> None:
+    await register(engine)
+    old = await engine.add_jobs("q", [job(f"old{i}", priority=1 + i % 5) for i in range(7)])
+    await asyncio.sleep(0.05)
+    await engine.add_jobs("q", [job(f"new{i}", priority=1 + i % 3) for i in range(4)])
+    assert await engine.clean("q", "waiting", 40, 0) == 7
+    page, total = await engine.list_jobs("q", "waiting", 0, 100)
+    assert total == 4 and sorted(j.text("name") for j in page) == ["new0", "new1", "new2", "new3"]
+    assert not any([await engine.redis.exists(engine.keys("q").job(i)) for i in old.ids])
+    assert await engine.clean("q", "waiting", 0, 3) == 3  # a limit stops it
+    assert (await engine.metrics("q")).waiting == 1
+
+
+async def test_start_up_moves_an_older_servers_waiting_set_into_the_lists(engine: Engine) -> None:
+    await register(engine)
+    k = engine.keys("q")
+    old = await engine.add_jobs("q", [job(n, priority=p) for n, p in (("o1", 3), ("o2", 1), ("o3", 3))])
+    # As an older server kept them: one sorted set, score = priority * 2^40 + FIFO seq.
+    for level in k.waiting_levels:
+        await engine.redis.delete(level)
+    scores = {old.ids[0]: 3 * 2**40 + 1, old.ids[1]: 1 * 2**40 + 2, old.ids[2]: 3 * 2**40 + 3}
+    await engine.redis.zadd(k.waiting, scores)
+    assert await engine.migrate() == {"q": 3}
+    assert not await engine.redis.exists(k.waiting)
+    assert await engine.migrate() == {}  # nothing left to move
+    await engine.add_jobs("q", [job("new")])
     claimed = await engine.claim("q", 10, "t", "w", 30_000)
-    assert [j.name for j in claimed.jobs] == ["a", "b", "c", "d", "e"]
-    with pytest.raises(QueueNotFound):
-        await engine.reserve_seq("nope", 1)
-    assert not await engine.redis.exists(engine.keys("nope").meta)
+    assert [j.name for j in claimed.jobs] == ["o2", "o1", "o3", "new"]
+
+
+def test_lua_and_python_share_the_priority_levels() -> None:
+    lua = (resources.files("queue_manager_server.engine") / "lua" / "includes" / "common.lua").read_text()
+    found = re.search(r"^local LEVELS = (\d+)$", lua, re.MULTILINE)
+    assert found is not None and list(PRIORITY_LEVELS) == list(range(1, int(found.group(1)) + 1))
+    named = [v for v in types_pb2.JobPriority.values() if v != types_pb2.JOB_PRIORITY_UNSPECIFIED]
+    assert sorted(named) == list(PRIORITY_LEVELS)

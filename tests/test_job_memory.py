@@ -26,7 +26,7 @@ async def test_a_waiting_job_with_default_options_stores_four_fields(engine: Eng
     await register(engine)
     added = await engine.add_jobs("q", [job("plain"), job("urgent", priority=1, attempts=3)])
     plain, urgent = added.ids
-    # The priority (3), max attempts (1), JSON content type and FIFO seq (the waiting score) are left out.
+    # The priority (3), max attempts (1) and JSON content type are left out.
     assert await fields(redis, engine, plain) == {"name", "data", "ts", "st"}
     assert await fields(redis, engine, urgent) == {"name", "data", "ts", "st", "pri", "att"}
     rec = await engine.get_job("q", plain)
@@ -41,9 +41,8 @@ async def test_a_lost_run_goes_back_to_its_place_a_retry_to_the_back(engine: Eng
     await register(engine)
     a, b, c = (await engine.add_jobs("q", [job("a"), job("b"), job("c")])).ids
     (claimed,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
-    assert claimed.id == a and "seq" in await fields(redis, engine, a)  # its place, kept while it runs
+    assert claimed.id == a and "seq" not in await fields(redis, engine, a)  # its place: the head of its level
     assert await engine.release("q", [(a, "t")], stalled=True) == [1]
-    assert "seq" not in await fields(redis, engine, a)  # waiting again: the score holds the place
     assert [j.id for j in (await engine.claim("q", 3, "t2", "w", 30_000)).jobs] == [a, b, c]
     # A failed run with attempts left (and no backoff) goes to the back of its level.
     await register(engine, "r")

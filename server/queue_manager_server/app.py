@@ -163,6 +163,8 @@ class App:
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
+        for queue, moved in (await engine.migrate()).items():
+            log.info("waiting jobs moved into per-priority lists", extra={"queue": queue, "jobs": moved})
         workflows = self._workflows = Workflows(engine, s.max_payload_bytes)
         workflows.cancel_job = Control(engine).cancel_job  # cancel_workflow stops its steps' jobs
         flows = Flows(engine, workflows, s.max_payload_bytes, s.test_crash_point)

@@ -307,15 +307,20 @@ REDIS_COMMANDS = (
     "zrevrange",
     "zrangebyscore",
     "zremrangebyscore",
-    "zpopmin",
     "sadd",
     "srem",
     "smembers",
     "rpush",
+    "lpush",
+    "lpop",
     "lrange",
+    "lindex",
+    "linsert",
+    "lset",
     "llen",
     "lrem",
     "ltrim",
+    "type",
 )
 
 

@@ -4,7 +4,8 @@ Read with plain Redis commands (not the server's scripts), so a bug in a script 
 invariants (engine/keys.py and engine/records.py name the keys and fields):
 
 - a job is in at most one state set (waiting, delayed, active, completed, failed, cancelled), every member
-  of a state set has a job hash, every job hash is in the set its ``st`` names;
+  of a state set has a job hash, every job hash is in the set its ``st`` names; a waiting job is in the
+  waiting list of its priority level, once;
 - an active job holds a lease: token, worker and expiry fields, the expiry equal to its score in
   ``active`` and not older than the reaper's grace; a job that is not active holds none of them;
 - every run of a finished job is accounted for: starts = finished runs + stalls (``ats = atm + stc``),
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from queue_manager_server.engine.keys import QueueKeys, workflow_starting
+from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys, workflow_starting
 
 SETS = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")
@@ -82,19 +83,30 @@ async def scan_queue(
     scan = QueueScan(queue)
     bad = scan.violations.append
     pipe = redis.pipeline(transaction=True)  # one consistent snapshot of the sets and counters
-    for state in SETS:
+    for level in k.waiting_levels:
+        pipe.lrange(level, 0, -1)
+    for state in SETS[1:]:
         pipe.zrange(k.state_set(state), 0, -1, withscores=True)
     pipe.zrange(k.deadlines, 0, -1)
     pipe.hgetall(k.stats)
     pipe.hget(k.meta, "stalled_total")
     pipe.time()
     replies = await pipe.execute()
-    for state, members in zip(SETS, replies[: len(SETS)], strict=True):
+    # Waiting jobs: the level lists, each member scored by its level.
+    scan.members["waiting"] = {}
+    for level, ids in zip(PRIORITY_LEVELS, replies[: len(PRIORITY_LEVELS)], strict=True):
+        for m in ids:
+            if _text(m) in scan.members["waiting"]:
+                bad(f"{queue}/{_text(m)} is in the waiting lists twice")
+            scan.members["waiting"][_text(m)] = float(level)
+    replies = replies[len(PRIORITY_LEVELS) :]
+    for state, members in zip(SETS[1:], replies[: len(SETS) - 1], strict=True):
         scan.members[state] = {_text(m): float(s) for m, s in members}
-    deadlines = {_text(m) for m in replies[len(SETS)]}
-    scan.stats = {_text(f): _int(v) for f, v in replies[len(SETS) + 1].items()}
-    scan.stalled_total = _int(replies[len(SETS) + 2])
-    sec, usec = replies[len(SETS) + 3]
+    replies = replies[len(SETS) - 1 :]
+    deadlines = {_text(m) for m in replies[0]}
+    scan.stats = {_text(f): _int(v) for f, v in replies[1].items()}
+    scan.stalled_total = _int(replies[2])
+    sec, usec = replies[3]
     now_ms = int(sec) * 1000 + int(usec) // 1000
 
     job_keys = [key async for key in redis.scan_iter(match=f"{k.job_prefix}*", count=1000)]
@@ -135,6 +147,8 @@ def _check_job(
         bad(f"{name} has st={st!r} but is in no state set")
     elif st != states[0]:
         bad(f"{name} has st={st!r} but is in {states[0]}")
+    elif st == "waiting" and (level := int(scan.members["waiting"][job_id])) != _int(f.get("pri") or b"3"):
+        bad(f"{name} has priority {_text(f.get('pri')) or 3} but waits in level {level}")
     held = [x for x in LEASE_FIELDS if f.get(x)]
     if st == "active":
         if len(held) < len(LEASE_FIELDS):

@@ -35,10 +35,10 @@ from queue_manager_server.errors import QueueNotFound, Unavailable
 log = logging.getLogger("queue_manager_server.bulk")
 T = TypeVar("T")
 
-# Staging calls per round trip (each stages ADD_CHUNK jobs), and round trips in flight at once: the next
-# chunk's arguments are packed while Redis runs the previous ones.
+# Staging calls per round trip (each stages ADD_CHUNK jobs). One round trip at a time: the staged list holds
+# the jobs in stream order, which is the order they are published in (and so run in, within a priority
+# level); two round trips on two connections may be run in either order.
 STAGE_PIPELINE = 4
-STAGE_IN_FLIGHT = 2
 # Publish calls per round trip: each adds ADD_CHUNK jobs from the head of the staged list.
 PUBLISH_PIPELINE = 4
 # A decision outlives any publishing that may still follow it (a server killed mid-publish is finished
@@ -112,31 +112,24 @@ class BulkStreams:
     async def _stage(self, sid: str, batches: Sequence[tuple[str, Sequence[NewJob]]], ids: list[str]) -> None:
         calls: list[tuple[str, list[Any]]] = []
         for queue, jobs in batches:
-            seq = await self.engine.reserve_seq(queue, len(jobs))
             for start in range(0, len(jobs), ADD_CHUNK):
                 args: list[Any] = [sid]
                 for j in jobs[start : start + ADD_CHUNK]:
                     if not j.id:
                         j.id = new_job_id()
                     ids.append(j.id)
-                    args += j.argv(seq)
-                    seq += 1
+                    args += j.argv()
                 calls.append((queue, args))
-        in_flight = asyncio.Semaphore(STAGE_IN_FLIGHT)
-
-        async def send(group: list[tuple[str, list[Any]]]) -> None:
-            async with in_flight:
-                pipe = self.redis.pipeline(transaction=False)
-                script = self.engine.scripts.get("stage_jobs")
-                for queue, args in group:
-                    k = self.engine.keys(queue)
-                    await script(keys=[k.meta, k.staged(sid), k.bulk], args=args, client=pipe)
-                for (queue, _), code in zip(group, await execute(pipe), strict=True):
-                    if int(code) < 0:
-                        raise QueueNotFound(queue)
-
-        groups = [calls[i : i + STAGE_PIPELINE] for i in range(0, len(calls), STAGE_PIPELINE)]
-        await asyncio.gather(*(send(g) for g in groups))
+        script = self.engine.scripts.get("stage_jobs")
+        for i in range(0, len(calls), STAGE_PIPELINE):
+            group = calls[i : i + STAGE_PIPELINE]
+            pipe = self.redis.pipeline(transaction=False)
+            for queue, args in group:
+                k = self.engine.keys(queue)
+                await script(keys=[k.meta, k.staged(sid), k.bulk], args=args, client=pipe)
+            for (queue, _), code in zip(group, await execute(pipe), strict=True):
+                if int(code) < 0:
+                    raise QueueNotFound(queue)
 
     async def _publish_all(
         self, sid: str, queues: list[str], holders: dict[tuple[str, str], str] | None = None

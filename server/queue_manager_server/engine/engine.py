@@ -160,22 +160,30 @@ class Engine:
         await self.get_queue(name)
         k = self.keys(name)
         now = await self.redis_time_ms()
+        if state in ("waiting", "paused"):
+            return await self._clean_loop(
+                "clean_waiting", k.waiting, k.job_prefix, "created", now - grace_ms, limit
+            )
         mode = "score" if state in ("completed", "failed", "cancelled") else "created"
-        return await self._clean_loop(k.state_set(state), k.job_prefix, mode, now - grace_ms, limit)
+        return await self._clean_loop("clean", k.state_set(state), k.job_prefix, mode, now - grace_ms, limit)
 
     async def drain(self, name: str, include_delayed: bool) -> int:
         """Removes every waiting job (and delayed ones if asked); active jobs run on."""
         await self.get_queue(name)
         k = self.keys(name)
-        sets = [k.waiting, k.delayed] if include_delayed else [k.waiting]
-        return sum([await self._clean_loop(s, k.job_prefix, "all", 0, 0) for s in sets])
+        removed = await self._clean_loop("clean_waiting", k.waiting, k.job_prefix, "all", 0, 0)
+        if include_delayed:
+            removed += await self._clean_loop("clean", k.delayed, k.job_prefix, "all", 0, 0)
+        return removed
 
-    async def _clean_loop(self, zset: str, prefix: str, mode: str, cutoff: int, limit: int) -> int:
+    async def _clean_loop(
+        self, script: str, key: str, prefix: str, mode: str, cutoff: int, limit: int
+    ) -> int:
         removed, cursor = 0, 0
         while cursor >= 0 and (limit == 0 or removed < limit):
             chunk = ADMIN_CHUNK if limit == 0 else min(ADMIN_CHUNK, limit - removed)
             n, cursor = await self.scripts.run(
-                "clean", [zset], [prefix, mode, cutoff, chunk, cursor, ADMIN_CHUNK]
+                script, [key], [prefix, mode, cutoff, chunk, cursor, ADMIN_CHUNK]
             )
             removed += _i(n)
             cursor = _i(cursor)
@@ -207,29 +215,19 @@ class Engine:
 
     # ---- jobs ---------------------------------------------------------------------------------
 
-    async def reserve_seq(self, queue: str, count: int) -> int:
-        """Reserves `count` FIFO positions for a bulk write; returns the first (see add_jobs.lua)."""
-        first = _i(await self.scripts.run("reserve_seq", [self.keys(queue).meta], [count]))
-        if first == NO_QUEUE:
-            raise QueueNotFound(queue)
-        return first
-
-    async def add_jobs(
-        self, queue: str, jobs: Sequence[NewJob], fetch: bool = False, seq_base: int = 0
-    ) -> AddResult:
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob], fetch: bool = False) -> AddResult:
         """Adds jobs in chunks pipelined into one round trip; ids are generated where empty.
 
         The script publishes the wake-up event itself. With fetch, the stored jobs are returned in
         ``AddResult.records``: an added one from the script's reply, an existing one read after it.
-        seq_base: the first of a range from `reserve_seq` (chunks written concurrently keep their order) or 0.
         """
-        (result,) = await self.add_jobs_many([(queue, jobs)], fetch, seq_base)
+        (result,) = await self.add_jobs_many([(queue, jobs)], fetch)
         if isinstance(result, Exception):
             raise result
         return result
 
     async def add_jobs_many(
-        self, groups: Sequence[tuple[str, Sequence[NewJob]]], fetch: bool = False, seq_base: int = 0
+        self, groups: Sequence[tuple[str, Sequence[NewJob]]], fetch: bool = False
     ) -> list[AddResult | Exception]:
         """`add_jobs` for several queues in one round trip (AddJob calls coalesced, services/adds.py).
 
@@ -241,7 +239,7 @@ class Engine:
         spans: list[tuple[int, int]] = []
         for queue, jobs in groups:
             first = len(pipe.command_stack)
-            await self._queue_adds(pipe, queue, jobs, fetch, seq_base)
+            await self._queue_adds(pipe, queue, jobs, fetch)
             spans.append((first, len(pipe.command_stack)))
         results = await execute(pipe, raise_on_error=False)
         out: list[AddResult | Exception] = []
@@ -252,9 +250,7 @@ class Engine:
                 out.append(exc)
         return out
 
-    async def _queue_adds(
-        self, pipe: Pipeline, queue: str, jobs: Sequence[NewJob], fetch: bool, seq_base: int
-    ) -> None:
+    async def _queue_adds(self, pipe: Pipeline, queue: str, jobs: Sequence[NewJob], fetch: bool) -> None:
         """Queues one queue's add_jobs calls on pipe (with fetch, answering with the added jobs' fields)."""
         k = self.keys(queue)
         keys = [k.meta, k.waiting, k.delayed]
@@ -262,8 +258,7 @@ class Engine:
         answer = 1 if fetch else 0
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
-            seq = seq_base + start if seq_base else 0
-            args: list[Any] = [k.job_prefix, self.channel, queue, seq, len(chunk), answer]
+            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer]
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()
@@ -324,17 +319,19 @@ class Engine:
         """A page of jobs of one state: waiting by priority, delayed by run time, finished newest first."""
         q = await self.get_queue(queue)
         k = self.keys(queue)
-        if state in ("waiting", "paused") and q.paused != (state == "paused"):
-            return [], 0
-        zset = k.state_set(state)
-        newest_first = state in ("completed", "failed", "cancelled")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(zset)
-        if newest_first:
-            pipe.zrevrange(zset, offset, offset + count - 1)
+        if state in ("waiting", "paused"):
+            if q.paused != (state == "paused"):
+                return [], 0
+            total, ids = await self._waiting_page(k, offset, count)
         else:
-            pipe.zrange(zset, offset, offset + count - 1)
-        total, ids = await execute(pipe)
+            zset = k.state_set(state)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(zset)
+            if state in ("completed", "failed", "cancelled"):  # newest first
+                pipe.zrevrange(zset, offset, offset + count - 1)
+            else:
+                pipe.zrange(zset, offset, offset + count - 1)
+            total, ids = await execute(pipe)
         pipe = self.redis.pipeline(transaction=False)
         for i in ids:
             pipe.hgetall(k.job(_s(i)))
@@ -345,6 +342,37 @@ class Engine:
             if row
         ]
         return records, _i(total)
+
+    async def _waiting_page(self, k: QueueKeys, offset: int, count: int) -> tuple[int, list[bytes]]:
+        """Waiting jobs [offset, offset + count) in the order they run (the levels one after another), and
+        how many wait in all."""
+        pipe = self.redis.pipeline(transaction=False)
+        for level in k.waiting_levels:
+            pipe.llen(level)
+        lengths = [_i(n) for n in await execute(pipe)]
+        pipe = self.redis.pipeline(transaction=False)
+        start, end = offset, offset + count  # in the levels taken one after another
+        for level, n in zip(k.waiting_levels, lengths, strict=True):
+            if start < n and end > 0:
+                pipe.lrange(level, max(start, 0), min(end, n) - 1)
+            start, end = start - n, end - n
+        ids = [i for page in await execute(pipe) for i in page] if pipe.command_stack else []
+        return sum(lengths), ids
+
+    async def migrate(self) -> dict[str, int]:
+        """Moves the waiting jobs an older server kept in one sorted set per queue into the level lists
+        (migrate_waiting.lua); run at start-up, before jobs are served. Returns the jobs moved per queue."""
+        out: dict[str, int] = {}
+        for queue in await self.queue_names():
+            k, moved = self.keys(queue), 0
+            while True:
+                n, done = await self.scripts.run("migrate_waiting", [k.waiting], [ADMIN_CHUNK])
+                moved += _i(n)
+                if _i(done) == 1:
+                    break
+            if moved:
+                out[queue] = moved
+        return out
 
     async def job_states(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
         """The state field of each (queue, job id); "" for a job that does not exist."""
@@ -571,7 +599,7 @@ class Engine:
         # Cancelled jobs are kept like failed ones.
         for zset, age in ((k.completed, ages[0]), (k.failed, ages[1]), (k.cancelled, ages[1])):
             if age and _i(age) > 0:
-                removed += await self._clean_loop(zset, k.job_prefix, "score", now - _i(age), 0)
+                removed += await self._clean_loop("clean", zset, k.job_prefix, "score", now - _i(age), 0)
         return removed
 
     # ---- flows (the hand-off itself is in services/flows.py) ------------------------------------

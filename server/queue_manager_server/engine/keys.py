@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Job priorities, the first runs first: one waiting list each (common.lua LEVELS).
+PRIORITY_LEVELS = range(1, 6)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
@@ -23,13 +26,21 @@ class QueueKeys:
 
     @property
     def meta(self) -> str:
-        """hash: settings (flattened for Lua), paused flag, seq counter, stalled_total, config blob."""
+        """hash: settings (flattened for Lua), paused flag, stalled_total, config blob."""
         return f"{self.base}:meta"
 
     @property
     def waiting(self) -> str:
-        """zset: job id -> priority * 2^40 + seq (lowest first: priority order, FIFO within a level)."""
+        """The base name of the waiting lists (``waiting_levels``), passed to the scripts. The key itself
+        holds only a sorted set an older server left (job id -> priority * 2^40 + seq), until
+        migrate_waiting.lua has moved it into the lists."""
         return f"{self.base}:waiting"
+
+    @property
+    def waiting_levels(self) -> list[str]:
+        """lists: the waiting job ids of each priority level, the first level first, FIFO from the head
+        (common.lua level_key)."""
+        return [f"{self.base}:waiting:{p}" for p in PRIORITY_LEVELS]
 
     @property
     def delayed(self) -> str:
@@ -154,10 +165,8 @@ class QueueKeys:
         return f"{self.job_prefix}{job_id}"
 
     def state_set(self, state: str) -> str:
-        """The zset holding jobs of a state (``paused`` jobs live in ``waiting``)."""
+        """The zset holding jobs of a state other than waiting and paused (``waiting_levels``)."""
         return {
-            "waiting": self.waiting,
-            "paused": self.waiting,
             "delayed": self.delayed,
             "active": self.active,
             "completed": self.completed,

@@ -1,20 +1,20 @@
 """Plain records the engine returns, and the job-hash field names they are read from.
 
-Job hash fields: name, data, ct (content type; absent for JSON, the common case), pri (absent: 3), seq (the
-FIFO place in its priority level, written by a claim for a lost run to go back to; absent while waiting, where
-the waiting score holds it), att (max attempts; absent: 1), atm (attempts made = finished runs: the failed
-ones, plus the one that completed), ats (attempts started), stc (stalled count), bt/bd/bj/bm (backoff
-type/delay/jitter/max), kc/kf (keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts
-(created), run (run-at), st (state), tok (lease token), wid (worker id), pts (processed), fts (finished), lex
-(lease expiry: no longer written, the active zset's score holds it; removed with tok and wid), res/rct (result
-and its content type), err/stk (last failure), prog (progress JSON), rm (delete after the dead-letter
-hand-off). Flows (engine/flows.py): flo (in a flow: hand off on finish), par (encoded Job holding parents,
-chain_root and workflow), chn (encoded JobOptions holding the chain links still to come), chd (encoded Job
-holding the children started), cfl (on a chain's first job: why the chain stopped). Control
-(engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
-control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
-wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
-finishes unless ddt), ddt (the dedup key's ttl ms, when it has one).
+Job hash fields: name, data, ct (content type; absent for JSON, the common case), pri (absent: 3; also names
+the waiting list the job is in), seq (no longer written: older servers kept a FIFO place there), att (max
+attempts; absent: 1), atm (attempts made = finished runs: the failed ones, plus the one that completed), ats
+(attempts started), stc (stalled count), bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf (keep policies),
+to (timeout ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at), st (state), tok (lease
+token), wid (worker id), pts (processed), fts (finished), lex (lease expiry: no longer written, the active
+zset's score holds it; removed with tok and wid), res/rct (result and its content type), err/stk (last
+failure), prog (progress JSON), rm (delete after the dead-letter hand-off). Flows (engine/flows.py): flo (in a
+flow: hand off on finish), par (encoded Job holding parents, chain_root and workflow), chn (encoded JobOptions
+holding the chain links still to come), chd (encoded Job holding the children started), cfl (on a chain's
+first job: why the chain stopped). Control (engine/control.py): cxr ("1" once a cancel was asked while the job
+was active), cxm (the cancel reason). Job control (engine/job_control.py): lgn (log lines ever added; the
+lines are in the queue's ``logs:<id>`` list), wt ("1": a WaitForJob follows it, so its state changes are
+published), ddk (its dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms, when it has
+one).
 """
 
 from __future__ import annotations
@@ -65,16 +65,16 @@ class NewJob:
     # More job-hash fields (flows: parents, chain, workflow step), as field/value pairs.
     extra: dict[str, bytes] = field(default_factory=dict)
 
-    def argv(self, seq: int = 0) -> tuple[str, bytes, bytes, bytes]:
+    def argv(self) -> tuple[str, bytes, bytes, bytes]:
         """The four add_jobs.lua arguments: NUL-terminated header fields, data, metadata, extra fields.
 
-        seq: the job's FIFO position (staged bulk jobs carry their own); 0 for add_jobs.lua's running seq.
+        The 16th header field is unused (0): older servers wrote a FIFO seq there (includes/add.lua).
         """
         header = (
             f"{self.id}\0{self.name}\0{self.content_type}\0{self.priority}\0{self.delay_ms}\0{self.run_at_ms}\0"
             f"{self.attempts}\0{self.backoff_type}\0{self.backoff_delay_ms}\0{self.backoff_jitter!r}\0"
             f"{self.backoff_max_ms}\0{self.keep_completed}\0{self.keep_failed}\0{self.timeout_ms}\0"
-            f"{self.max_stalled}\0{seq}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
+            f"{self.max_stalled}\0{0}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
         )
         return header, self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 

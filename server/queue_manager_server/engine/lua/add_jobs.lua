@@ -3,34 +3,30 @@
 -- @include add
 -- @include stats
 --
--- KEYS[1] meta      (hash)   KEYS[2] waiting (zset)   KEYS[3] delayed (zset)
+-- KEYS[1] meta      (hash)   KEYS[2] waiting (lists)   KEYS[3] delayed (zset)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
--- ARGV[4] first seq to use (0 = take N from the queue's counter; else reserved with reserve_seq.lua)
--- ARGV[5] number of jobs N  ARGV[6] answer: 1 returns each added job's fields, 0 not (bulk writes)
+-- ARGV[4] number of jobs N  ARGV[5] answer: 1 returns each added job's fields, 0 not (bulk writes)
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
---   call cheap to encode). The header's seq field is ignored.
+--   call cheap to encode).
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
 --   (empty for an existing job)}; an existing job's id is the holder's when its dedup key was held
 --   or {-1} when the queue is not registered. The jobs created count in the queue's activity (stats.lua).
 --   An add answers from this reply: no read-back of what was just written.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
-local prefix, channel, queue, seq, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local answer = ARGV[6] == '1'
+local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local answer = ARGV[5] == '1'
 
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = add_defaults(meta)
 local now = now_ms()
--- FIFO within a priority level follows seq; a bulk writer reserves its range up front, so chunks written
--- concurrently keep the order in which they were sent.
-if seq == 0 then seq = redis.call('HINCRBY', meta, 'seq', n) - n + 1 end
 local out = {now, 0, -1, d[11] == '1' and 1 or 0}
 local added_waiting, earliest = 0, -1
 
 for i = 0, n - 1 do
-  local b = 6 + i * 4
+  local b = 5 + i * 4
   local h = split_header(ARGV[b + 1])
-  local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, seq, h, ARGV[b + 2],
+  local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
     ARGV[b + 3], ARGV[b + 4])
   if code == 1 then
     added_waiting = added_waiting + 1
@@ -40,7 +36,6 @@ for i = 0, n - 1 do
   out[#out + 1] = got; out[#out + 1] = code > 0 and 1 or 0
   if answer then out[#out + 1] = fields or {} end
   if code > 0 then STATS.added = STATS.added + 1 end
-  seq = seq + 1
 end
 out[2], out[3] = added_waiting, earliest
 publish_ready(channel, queue, added_waiting, earliest)

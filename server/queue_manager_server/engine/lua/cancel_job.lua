@@ -5,7 +5,7 @@
 -- reap.lua). A completion or a failure for good that arrives first is recorded as usual.
 -- @include common
 --
--- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] delayed (zset)
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] delayed (zset)
 -- ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] reason ("" = none)  ARGV[4] events channel
 -- ARGV[5] queue name
 -- Returns: {code, state the job was in}: 0 cancelled now, 1 cancel requested (active; asked again, the
@@ -14,7 +14,7 @@
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id, reason, channel, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jkey = prefix .. id
-local f = redis.call('HMGET', jkey, 'st', 'tok')
+local f = redis.call('HMGET', jkey, 'st', 'tok', 'pri')
 local st = f[1]
 if not st then
   if redis.call('EXISTS', meta) == 0 then return {-1, ''} end
@@ -28,9 +28,13 @@ if st == 'active' then
   redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. why)
   return {1, st}
 end
-local set = ({waiting = waiting, delayed = delayed})[st]
-if not set then return {-5, st} end
-redis.call('ZREM', set, id)
+if st == 'waiting' then
+  remove_waiting(waiting, f[3], id)
+elseif st == 'delayed' then
+  redis.call('ZREM', delayed, id)
+else
+  return {-5, st}
+end
 if reason ~= '' then redis.call('HSET', jkey, 'cxm', reason) end
 finish_cancelled(meta, prefix, id, now_ms())
 return {0, st}

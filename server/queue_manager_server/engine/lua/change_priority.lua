@@ -1,9 +1,11 @@
 -- change_priority.lua: changes the priority of a waiting or delayed job. A waiting job moves to the new
--- level keeping its age (its seq), so it runs before jobs of that level added after it; a delayed job
--- takes the new level when it becomes due.
+-- level keeping its age: ahead of the jobs of that level added after it, found by a binary search on the add
+-- time (ms) over the level's list, which is FIFO (jobs put back or promoted since may bend that order
+-- locally; a job added in the same millisecond counts as later). The job is found in its old level by a scan
+-- of that list. A delayed job takes the new level when it is due.
 -- @include common
 --
--- KEYS[1] meta (hash)  KEYS[2] waiting (zset)
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)
 -- ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] priority (1-5)
 -- Returns: {1} changed, {-1} queue not registered, {-2} job not found, {-5, state} neither waiting nor
 --   delayed
@@ -11,14 +13,29 @@ local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id, pri = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
-local st = redis.call('HGET', jkey, 'st')
+local f = redis.call('HMGET', jkey, 'st', 'pri', 'ts')
+local st = f[1]
 if not st then return {-2} end
 if st ~= 'waiting' and st ~= 'delayed' then return {-5, st} end
 -- The default priority is not stored (includes/add.lua).
 if pri == DEFAULT_PRI then redis.call('HDEL', jkey, 'pri') else redis.call('HSET', jkey, 'pri', pri) end
-if st == 'waiting' then
-  -- A waiting job's seq is its score less its level (common.lua to_waiting).
-  local score = redis.call('ZSCORE', waiting, id)
-  if score then redis.call('ZADD', waiting, pri * PRI_SHIFT + tonumber(score) % PRI_SHIFT, id) end
+local level = level_key(waiting, pri)
+if st == 'waiting' and level_key(waiting, f[2]) ~= level and remove_waiting(waiting, f[2], id) == 1 then
+  local ts = tonumber(f[3]) or 0
+  local n = redis.call('LLEN', level)
+  local lo, hi = 0, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if (tonumber(redis.call('HGET', prefix .. redis.call('LINDEX', level, mid), 'ts')) or 0) < ts then
+      lo = mid + 1
+    else
+      hi = mid
+    end
+  end
+  if lo >= n then
+    redis.call('RPUSH', level, id)
+  else
+    redis.call('LINSERT', level, 'BEFORE', redis.call('LINDEX', level, lo), id)
+  end
 end
 return {1}

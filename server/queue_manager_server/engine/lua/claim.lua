@@ -3,7 +3,7 @@
 -- A claimed job with a timeout gets a deadline (start + timeout) in the deadlines set (time_out.lua).
 -- @include common
 --
--- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] delayed (zset)  KEYS[4] active (zset)
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] delayed (zset)  KEYS[4] active (zset)
 -- KEYS[5] limiter (hash)
 -- ARGV[1] job key prefix  ARGV[2] max jobs N  ARGV[3] lease token  ARGV[4] worker id
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
@@ -21,7 +21,7 @@ local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0, 0} end
 local now = now_ms()
 
-local _, next_due = promote_due(meta, delayed, waiting, prefix, now, promote_max)
+local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
 local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc')
 if cfg[1] == '1' then return {1, now, next_due, 0, 0} end
@@ -58,7 +58,7 @@ if rl_max > 0 and rl_ms > 0 then
   if want > math.floor(tokens) then want = math.floor(tokens) end
 end
 
-local popped = redis.call('ZPOPMIN', waiting, want)
+local popped = pop_waiting(waiting, want)
 local out = {0, now, next_due, 0, fill}
 local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')
@@ -67,16 +67,13 @@ local n = #out
 -- Per job one read and one write; the active set gets the whole batch in one command. The lease expiry
 -- lives in the active set's score only (the job hash has no copy to rewrite on every extension). The reply
 -- is filled by index (table.insert costs a global lookup and a call per field, a third of this loop).
-for i = 1, #popped, 2 do
+for i = 1, #popped do
   local id = popped[i]
   local jkey = prefix .. id
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
     'par', 'wt', 'ats')
   local ats = (tonumber(f[13]) or 0) + 1
-  -- The job's place in its level (its score less the level), kept while it runs so that a lost run puts it
-  -- back there (common.lua to_waiting); a waiting job's place is only in its score.
-  local seq = tonumber(popped[i + 1]) % PRI_SHIFT
-  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats, 'seq', seq)
+  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats)
   if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
@@ -95,7 +92,7 @@ if rl_max > 0 and rl_ms > 0 then
   redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
   redis.call('PEXPIRE', limiter, rl_ms * 2)
   -- Jobs left behind by the limit: say when the next token arrives so the caller comes back then.
-  if tokens < 1 and redis.call('ZCARD', waiting) > 0 then
+  if tokens < 1 and waiting_count(waiting) > 0 then
     out[4] = math.ceil((1 - tokens) * rl_ms / rl_max)
   end
 end

@@ -3,7 +3,7 @@
 -- @include common
 -- @include stats
 --
--- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] delayed (zset)
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (lists)  KEYS[4] delayed (zset)
 -- KEYS[5] failed (zset)  KEYS[6] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
 -- ARGV[4] number of jobs N; then N groups of 6 fields:

@@ -29,11 +29,10 @@ local now = now_ms()
 local created, added_waiting, earliest = 0, 0, -1
 if n > 0 then
   local d = add_defaults(meta)
-  local seq = redis.call('HINCRBY', meta, 'seq', n) - n + 1
   for i = 0, n - 1 do
     local b = 8 + i * 4
     local h = split_header(ARGV[b + 1])
-    local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, seq, h, ARGV[b + 2],
+    local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
       ARGV[b + 3], ARGV[b + 4])
     if code > 0 then created = created + 1 end
     if code == 1 then
@@ -43,7 +42,6 @@ if n > 0 then
     end
     -- The job that stands for the occurrence (the holder's when a dedup key was held).
     job = got or h[1]
-    seq = seq + 1
   end
   count, last = tonumber(count) + n, now
 end

@@ -3,7 +3,7 @@
 -- longest-waiting ready job has been ready; the rate-limit bucket refilled to now and any retry-after hold.
 -- @include common
 --
--- KEYS[1] meta  KEYS[2] waiting  KEYS[3] delayed  KEYS[4] active  KEYS[5] completed  KEYS[6] failed
+-- KEYS[1] meta  KEYS[2] waiting (lists)  KEYS[3] delayed  KEYS[4] active  KEYS[5] completed  KEYS[6] failed
 -- KEYS[7] cancelled  KEYS[8] limiter
 -- ARGV[1] minutes of history (0: none)  ARGV[2] minutes of the recent window  ARGV[3] duration buckets B
 -- The stats, minute and seconds hashes (engine/keys.py; written by includes/stats.lua) and the jobs'
@@ -33,7 +33,7 @@ local function activity(key)
   for i = 1, #r do r[i] = num(r[i]) end
   return r
 end
-local out = {1, num(m[1]), redis.call('ZCARD', waiting), redis.call('ZCARD', KEYS[3]),
+local out = {1, num(m[1]), waiting_count(waiting), redis.call('ZCARD', KEYS[3]),
   redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[6]),
   redis.call('ZCOUNT', KEYS[4], '-inf', now), num(m[2]), redis.call('ZCARD', KEYS[7]), now,
   activity(base .. 'stats')}
@@ -69,17 +69,15 @@ for back = math.max(recent_n, history_n) - 1, 0, -1 do
 end
 out[#out + 1] = recent
 
--- The oldest ready job: the head of each priority level (score = priority * 2^40 + seq), at most a few.
+-- The oldest ready job: among the heads of the priority levels.
 local ready = -1
-local head = redis.call('ZRANGE', waiting, 0, 0, 'WITHSCORES')
-for _ = 1, 16 do
-  if #head == 0 then break end
-  local f = redis.call('HMGET', base .. 'job:' .. head[1], 'ts', 'run')
-  local since = math.max(num(f[1]), num(f[2]))
-  if ready < 0 or since < ready then ready = since end
-  local next_level = (math.floor(tonumber(head[2]) / PRI_SHIFT) + 1) * PRI_SHIFT
-  head = redis.call('ZRANGEBYSCORE', waiting, string.format('%.0f', next_level), '+inf', 'WITHSCORES',
-    'LIMIT', 0, 1)
+for p = 1, LEVELS do
+  local head = redis.call('LINDEX', waiting .. ':' .. p, 0)
+  if head then
+    local f = redis.call('HMGET', base .. 'job:' .. head, 'ts', 'run')
+    local since = math.max(num(f[1]), num(f[2]))
+    if ready < 0 or since < ready then ready = since end
+  end
 end
 out[#out + 1] = ready
 

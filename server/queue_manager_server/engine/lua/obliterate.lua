@@ -1,7 +1,8 @@
 -- obliterate.lua: deletes a queue and its jobs, a chunk per call; the caller repeats until done.
 -- @include common
 --
--- KEYS[1] meta  KEYS[2] waiting  KEYS[3] delayed  KEYS[4] active  KEYS[5] completed  KEYS[6] failed
+-- KEYS[1] meta  KEYS[2] waiting (base of the level lists; itself a sorted set only before migration)
+-- KEYS[3] delayed  KEYS[4] active  KEYS[5] completed  KEYS[6] failed
 -- KEYS[7] limiter  KEYS[8] dead-letter outbox  KEYS[9] bulk (hash: staged bulk streams)
 -- KEYS[10] schedules  KEYS[11] schedule-due  KEYS[12] schedule-runs (the queue's schedules go with it)
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
@@ -25,7 +26,7 @@ end
 -- The queue stops existing first, so no job can be added while the rest is deleted.
 redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12])
 redis.call('DEL', queue_key(prefix, 'deadlines'))
-local removed = 0
+local removed = delete_waiting(KEYS[2], prefix, chunk)
 for k = 2, 6 do
   if removed < chunk then
     removed = removed + delete_jobs(KEYS[k], prefix, redis.call('ZRANGE', KEYS[k], 0, chunk - removed - 1),

@@ -1,12 +1,12 @@
 -- promote.lua: moves due delayed jobs to waiting (claim does the same for queues being served).
 -- @include common
 --
--- KEYS[1] meta (hash)  KEYS[2] delayed (zset)  KEYS[3] waiting (zset)
+-- KEYS[1] meta (hash)  KEYS[2] delayed (zset)  KEYS[3] waiting (lists)
 -- ARGV[1] job key prefix  ARGV[2] max jobs per call
 -- Returns: {now, promoted, next run-at (-1 = none)}
 local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 if redis.call('EXISTS', meta) == 0 then return {now_ms(), 0, -1} end
 local now = now_ms()
-local promoted, next_due = promote_due(meta, delayed, waiting, prefix, now, limit)
+local promoted, next_due = promote_due(delayed, waiting, prefix, now, limit)
 return {now, promoted, next_due}

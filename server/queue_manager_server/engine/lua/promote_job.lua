@@ -1,7 +1,7 @@
 -- promote_job.lua: makes one delayed job waiting now, at the back of its priority level.
 -- @include common
 --
--- KEYS[1] meta (hash)  KEYS[2] delayed (zset)  KEYS[3] waiting (zset)
+-- KEYS[1] meta (hash)  KEYS[2] delayed (zset)  KEYS[3] waiting (lists)
 -- ARGV[1] job key prefix  ARGV[2] job id
 -- Returns: {1} waiting now, {-1} queue not registered, {-2} job not found, {-5, state} not delayed
 local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
@@ -13,5 +13,5 @@ if not st then return {-2} end
 if st ~= 'delayed' then return {-5, st} end
 redis.call('ZREM', delayed, id)
 redis.call('HDEL', jkey, 'run')
-to_waiting(meta, waiting, jkey, id, true)
+to_waiting(waiting, jkey, id, true)
 return {1}

@@ -5,7 +5,7 @@
 -- @include add
 -- @include stats
 --
--- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] delayed (zset)
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] delayed (zset)
 -- KEYS[4] the stream's staged jobs in this queue (list)  KEYS[5] bulk (hash)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name  ARGV[4] stream id
 -- ARGV[5] most jobs to add N
@@ -27,7 +27,7 @@ local created, added_waiting, earliest = 0, 0, -1
 local out = {0, 0}
 for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
-  local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, tonumber(h[16]), h, items[i + 1],
+  local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, items[i + 1],
     items[i + 2], items[i + 3])
   if got ~= h[1] then table.insert(out, h[1]); table.insert(out, got) end
   if code == 1 then

@@ -2,7 +2,7 @@
 -- @include common
 -- @include stats
 --
--- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (lists)  KEYS[4] failed (zset)
 -- KEYS[5] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] max jobs per call
 -- A job whose cancel was asked while it ran ends cancelled instead (its worker never reported the stop).

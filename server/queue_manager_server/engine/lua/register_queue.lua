@@ -10,7 +10,6 @@ if exists and ARGV[1] == '1' then return {0, tonumber(redis.call('HGET', meta, '
 local now = now_ms()
 redis.call('HSETNX', meta, 'created', now)
 redis.call('HSETNX', meta, 'paused', '0')
-redis.call('HSETNX', meta, 'seq', '0')
 redis.call('HSETNX', meta, 'stalled_total', '0')
 local pairs_ = {}
 for i = 2, #ARGV do table.insert(pairs_, ARGV[i]) end

@@ -3,7 +3,7 @@
 -- @include common
 -- @include stats
 --
--- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] failed (zset)
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (lists)  KEYS[4] failed (zset)
 -- KEYS[5] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] stalled (1/0)  ARGV[3] number of jobs N; then N groups of: id, token
 -- A job whose cancel was asked while it ran ends cancelled instead of going back (either mode).
@@ -14,27 +14,28 @@ local prefix, stalled, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_ms()
 local out = {now}
 local freed = false
-for i = 0, n - 1 do
+-- Last item first: each job handed back goes to the head of its level, so they end up in the order given.
+for i = n - 1, 0, -1 do
   local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
   local jkey = prefix .. id
   local code, f = lease_check(jkey, token, 'cxr', 'to')
   if code ~= 0 then
-    table.insert(out, code)
+    out[i + 2] = code
   else
     redis.call('ZREM', active, id)
     freed = true
     if stalled then
-      table.insert(out, recover_stalled(meta, waiting, failed, outbox, prefix, id, now))
+      out[i + 2] = recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
     elseif f[3] == '1' then
       run_ended(prefix, id, f[4])
       finish_cancelled(meta, prefix, id, now)
-      table.insert(out, 3)
+      out[i + 2] = 3
     else
       run_ended(prefix, id, f[4])
       redis.call('HINCRBY', jkey, 'ats', -1)
       redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
-      to_waiting(meta, waiting, jkey, id, false)
-      table.insert(out, 1)
+      to_waiting(waiting, jkey, id, false)
+      out[i + 2] = 1
     end
   end
 end

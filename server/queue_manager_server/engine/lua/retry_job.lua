@@ -3,7 +3,7 @@
 -- @include common
 -- @include requeue
 --
--- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] failed (zset)  KEYS[4] cancelled (zset)
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] failed (zset)  KEYS[4] cancelled (zset)
 -- ARGV[1] job key prefix  ARGV[2] job id
 -- Returns: {1} waiting again, {-1} queue not registered, {-2} job not found, {-5, state} the job is
 --   neither failed nor cancelled

@@ -3,7 +3,7 @@
 -- @include common
 -- @include requeue
 --
--- KEYS[1] meta (hash)  KEYS[2] waiting (zset)  KEYS[3] the state's zset (failed or cancelled)
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] the state's zset (failed or cancelled)
 -- ARGV[1] job key prefix  ARGV[2] most jobs per call N  ARGV[3] cutoff ms: only jobs that finished at or
 --   before it, so jobs that fail again while the caller repeats are not run twice
 -- Returns: {jobs moved back to waiting, ids scanned (fewer than N: done)}, or {-1} when the queue is not

@@ -2,7 +2,7 @@
 -- stream is committed (publish_staged.lua then adds them) or rolled back (discard_staged.lua).
 --
 -- KEYS[1] meta (hash)  KEYS[2] the stream's staged jobs in this queue (list)  KEYS[3] bulk (hash)
--- ARGV[1] stream id; then groups of 4: header (with the job's own seq), data, metadata, extra fields
+-- ARGV[1] stream id; then groups of 4: header, data, metadata, extra fields
 --   (see includes/add.lua)
 -- Returns: 0, or -1 when the queue is not registered (nothing written).
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end

@@ -5,7 +5,7 @@
 -- @include common
 -- @include stats
 --
--- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (zset)  KEYS[4] delayed (zset)
+-- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] waiting (lists)  KEYS[4] delayed (zset)
 -- KEYS[5] failed (zset)  KEYS[6] dead-letter outbox (list)  KEYS[7] deadlines (zset)
 -- ARGV[1] job key prefix  ARGV[2] max runs per call  ARGV[3] events channel  ARGV[4] queue name
 -- Returns: {now, next deadline (-1 = none), then per timed-out run: id, code, run-at}, with fail_attempt's

@@ -1,12 +1,13 @@
 -- add.lua: inserting one job, shared by add_jobs.lua (jobs in ARGV) and publish_staged.lua (jobs held
--- in a staged bulk stream). Needs common.lua (PRI_SHIFT, DEFAULT_PRI, DEFAULT_ATT) included first.
+-- in a staged bulk stream). Needs common.lua (level_key, DEFAULT_PRI, DEFAULT_ATT) included first.
 --
 -- A job travels as 4 strings: header, data, metadata (encoded JobMetadata or ""), extra fields. The header
 -- is 18 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
 -- (-1 = none), run-at ms (-1 = none), attempts (0 = default), backoff type (0 = default, 1 fixed,
 -- 2 exponential), backoff delay ms, backoff jitter, backoff max ms, keep-completed policy, keep-failed
--- policy, timeout ms, max stalled (0 = default), FIFO seq (0 = the caller's running seq; staged bulk jobs
--- carry their own), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job finishes).
+-- policy, timeout ms, max stalled (0 = default), unused (older servers wrote a FIFO seq there: a job's
+-- place is now in its waiting list), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job
+-- finishes).
 -- Headers staged by an older server have 16 fields: no dedup. Extra fields are more job-hash fields,
 -- set by flows (chain links, workflow steps):
 -- netstrings ("<length>:<bytes>") alternating field name and value, binary-safe; "" for none.
@@ -49,7 +50,7 @@ end
 -- written), 1 (added waiting) or 2 (added delayed); the run-at of a delayed job; the id that answers
 -- the add (the holder's when the dedup key is held); and for an added job, the fields written but the data
 -- (name/value pairs, numbers as numbers).
-local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, md, extra)
+local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra)
   local id = h[1]
   local jkey = prefix .. id
   if redis.call('EXISTS', jkey) == 1 then return 0, -1, id end
@@ -82,8 +83,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
   if run > now then st = 'delayed' end
   -- A small job's hash is the largest part of its memory (engine/records.py), so what readers can assume
   -- is left out: the content type when it is JSON (most payloads), the priority and max attempts when they
-  -- are the defaults, and the FIFO seq (the waiting score holds it; claim.lua writes it for a run).
-  -- Optional fields are written only when set; readers treat a missing field as 0 / empty. The fields but
+  -- are the defaults. Optional fields are written only when set; readers treat a missing field as 0 / empty. The fields but
   -- the data are returned: an add answers with them, the caller holding the data it sent.
   local f = {'name', h[2], 'ts', now, 'st', st}
   if h[3] ~= JSON_TYPE then put(f, 'ct', h[3]) end
@@ -111,6 +111,6 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, seq, h, data, 
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f
   end
-  redis.call('ZADD', waiting, pri * PRI_SHIFT + seq, id)
+  redis.call('RPUSH', level_key(waiting, pri), id)
   return 1, -1, id, f
 end

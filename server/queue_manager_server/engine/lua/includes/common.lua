@@ -2,8 +2,11 @@
 -- `-- @include common`, less the helpers that script never names). Nothing here writes on its own; callers
 -- validate before calling. A top-level value here must be a literal (no call) for an unused one to be left out.
 
--- Waiting score = priority * 2^40 + seq: priority order, FIFO within a level, exact below 2^53.
-local PRI_SHIFT = 1099511627776
+-- Waiting jobs: one list per priority level, 1 (runs first) to LEVELS, named '<waiting key>:<level>'
+-- (engine/keys.py waiting_levels), FIFO from the head. A list entry costs a job ~19 bytes of memory, an
+-- entry in a sorted set ~77. The waiting key itself holds only a sorted set left by an older server, until
+-- migrate_waiting.lua has moved it.
+local LEVELS = 5
 -- What a job hash without 'pri' / 'att' holds: the common values are not stored (engine/records.py), which
 -- keeps a small job's hash in a smaller allocation.
 local DEFAULT_PRI = 3
@@ -54,26 +57,60 @@ local function release_dedup(prefix, id, key)
   if redis.call('GET', dkey) == id then redis.call('DEL', dkey) end
 end
 
--- Puts a job into waiting, at `seq` in its priority level (nil: a new place at the back). pri, wt: the job's
--- 'pri' and 'wt' fields as the caller read them. fields: more job fields to write in the same HSET as the
--- state; drop: fields to delete (nil: none), as 'seq' (a waiting job's place is only in the waiting score)
--- and a lease's.
-local function place_waiting(meta, waiting, jkey, id, pri, seq, wt, fields, drop)
-  if not seq then seq = redis.call('HINCRBY', meta, 'seq', 1) end
-  redis.call('ZADD', waiting, (tonumber(pri) or DEFAULT_PRI) * PRI_SHIFT + seq, id)
+-- The waiting list of a priority level (a job's 'pri' field; absent: DEFAULT_PRI).
+local function level_key(waiting, pri)
+  local p = tonumber(pri) or DEFAULT_PRI
+  if p < 1 then p = 1 elseif p > LEVELS then p = LEVELS end
+  return waiting .. ':' .. string.format('%d', p)
+end
+
+-- Waiting jobs of all levels.
+local function waiting_count(waiting)
+  local n = 0
+  for p = 1, LEVELS do n = n + redis.call('LLEN', waiting .. ':' .. p) end
+  return n
+end
+
+-- Takes up to `want` waiting ids: the heads of the levels, the first level first.
+local function pop_waiting(waiting, want)
+  local ids = {}
+  for p = 1, LEVELS do
+    if #ids >= want then break end
+    local got = redis.call('LPOP', waiting .. ':' .. p, want - #ids)
+    if got then
+      for i = 1, #got do ids[#ids + 1] = got[i] end
+    end
+  end
+  return ids
+end
+
+-- Takes one job out of waiting (a scan of its level's list); pri: its 'pri' field. Returns 1 if it was there.
+local function remove_waiting(waiting, pri, id)
+  if redis.call('LREM', level_key(waiting, pri), 1, id) == 1 then return 1 end
+  -- Not in the level its field names (a field written without moving the job): look in the others.
+  for p = 1, LEVELS do
+    if redis.call('LREM', waiting .. ':' .. p, 1, id) == 1 then return 1 end
+  end
+  return 0
+end
+
+-- Puts a job into waiting: at the back of its priority level, or with front at its head (a run that never
+-- finished goes back to where it was taken from). pri, wt: the job's 'pri' and 'wt' fields as the caller
+-- read them. fields: more job fields to write in the same HSET as the state; drop: fields to delete (nil:
+-- none), as a lease's.
+local function place_waiting(waiting, jkey, id, pri, front, wt, fields, drop)
+  redis.call(front and 'LPUSH' or 'RPUSH', level_key(waiting, pri), id)
   fields[#fields + 1] = 'st'; fields[#fields + 1] = 'waiting'
   redis.call('HSET', jkey, unpack(fields))
   if drop then redis.call('HDEL', jkey, unpack(drop)) end
   if wt then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', wt) end
 end
 
--- Puts a job into waiting. fresh=true gives it a new place at the back of its priority level; otherwise
--- it goes back to the place it had when claimed (its 'seq', which claim.lua writes).
-local function to_waiting(meta, waiting, jkey, id, fresh)
-  local f = redis.call('HMGET', jkey, 'pri', 'seq', 'wt')
-  local seq = tonumber(f[2])
-  if fresh then seq = nil end
-  place_waiting(meta, waiting, jkey, id, f[1], seq, f[3], {}, f[2] and {'seq'} or nil)
+-- Puts a job into waiting. fresh=true puts it at the back of its priority level; otherwise at the head (a
+-- lost or handed-back run: it was at the head when claimed).
+local function to_waiting(waiting, jkey, id, fresh)
+  local f = redis.call('HMGET', jkey, 'pri', 'wt')
+  place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {})
 end
 
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
@@ -101,9 +138,9 @@ end
 
 -- Moves at most `limit` due delayed jobs to the back of their priority level.
 -- Returns the number moved and the run-at of the next delayed job (-1 when none is left).
-local function promote_due(meta, delayed, waiting, prefix, now, limit)
+local function promote_due(delayed, waiting, prefix, now, limit)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do to_waiting(meta, waiting, prefix .. id, id, true) end
+  for _, id in ipairs(due) do to_waiting(waiting, prefix .. id, id, true) end
   if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
   local nd = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   local next_due = -1
@@ -111,9 +148,9 @@ local function promote_due(meta, delayed, waiting, prefix, now, limit)
   return #due, next_due
 end
 
--- Deletes the given job ids from a zset, with their hashes and log lists. unfinished: the jobs may still
--- hold a dedup key (waiting, delayed, active), released here; finished jobs released theirs on finishing.
-local function delete_jobs(set, prefix, ids, unfinished)
+-- Deletes the hashes and log lists of the given job ids. unfinished: the jobs may still hold a dedup key
+-- (waiting, delayed, active), released here; finished jobs released theirs on finishing.
+local function delete_hashes(prefix, ids, unfinished)
   for _, id in ipairs(ids) do
     if unfinished then
       local d = redis.call('HMGET', prefix .. id, 'ddk', 'ddt')
@@ -121,8 +158,30 @@ local function delete_jobs(set, prefix, ids, unfinished)
     end
     redis.call('DEL', prefix .. id, job_logs_key(prefix, id))
   end
+end
+
+-- Deletes the given job ids from a zset, with their hashes and log lists (delete_hashes).
+local function delete_jobs(set, prefix, ids, unfinished)
+  delete_hashes(prefix, ids, unfinished)
   if #ids > 0 then redis.call('ZREM', set, unpack(ids)) end
   return #ids
+end
+
+-- Deletes up to `limit` waiting jobs, from the heads of the levels, with their hashes, log lists and dedup
+-- keys. Returns how many.
+local function delete_waiting(waiting, prefix, limit)
+  local removed = 0
+  for p = 1, LEVELS do
+    if removed >= limit then break end
+    local level = waiting .. ':' .. p
+    local ids = redis.call('LRANGE', level, 0, limit - removed - 1)
+    if #ids > 0 then
+      delete_hashes(prefix, ids, true)
+      redis.call('LTRIM', level, #ids, -1)
+      removed = removed + #ids
+    end
+  end
+  return removed
 end
 
 -- Removes finished jobs older than age_ms (if > 0) or beyond count (if >= 0), bounded per call.
@@ -255,7 +314,7 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
     fail_for_good(meta, failed, outbox, prefix, id, now, 'job stalled more than the allowed ' .. ms .. ' times', '')
     return 2
   end
-  to_waiting(meta, waiting, jkey, id, false)
+  to_waiting(waiting, jkey, id, false)
   return 1
 end
 
@@ -294,7 +353,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   if cap > 0 and delay > cap then delay = cap end
   delay = math.floor(delay)
   if delay <= 0 then
-    place_waiting(meta, waiting, jkey, id, f[12], nil, f[9], ran, {'seq', 'tok', 'wid', 'lex'})
+    place_waiting(waiting, jkey, id, f[12], false, f[9], ran, {'tok', 'wid', 'lex'})
     READY.waiting = READY.waiting + 1
     return 0, now
   end

@@ -13,5 +13,5 @@ local function requeue(meta, waiting, set, prefix, id)
   redis.call('ZREM', set, id)
   redis.call('HSET', jkey, 'atm', 0, 'ats', 0, 'stc', 0)
   redis.call('HDEL', jkey, 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'tok', 'wid', 'lex', 'cxr')
-  to_waiting(meta, waiting, jkey, id, true)
+  to_waiting(waiting, jkey, id, true)
 end
