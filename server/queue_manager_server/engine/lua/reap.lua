@@ -14,7 +14,9 @@ local now = now_ms()
 local back, lost, cancelled = 0, 0, 0
 local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 if #ids > 0 then redis.call('ZREM', active, unpack(ids)) end
-for _, id in ipairs(ids) do
+-- Last first: each job goes back to the head of its level, so the earliest expired runs first again.
+for i = #ids, 1, -1 do
+  local id = ids[i]
   if redis.call('EXISTS', prefix .. id) == 1 then
     local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
     if r == 1 then back = back + 1 elseif r == 3 then cancelled = cancelled + 1 else lost = lost + 1 end
