@@ -12,6 +12,8 @@ import pytest
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.control import Control
+from queue_manager_server.engine.engine import ADMIN_CHUNK
 from queue_manager_server.engine.keys import PRIORITY_LEVELS
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
@@ -362,3 +364,33 @@ def test_lua_and_python_share_the_priority_levels() -> None:
     assert found is not None and list(PRIORITY_LEVELS) == list(range(1, int(found.group(1)) + 1))
     named = [v for v in types_pb2.JobPriority.values() if v != types_pb2.JOB_PRIORITY_UNSPECIFIED]
     assert sorted(named) == list(PRIORITY_LEVELS)
+
+
+async def test_clean_drain_and_obliterate_walk_every_level_past_a_chunk(engine: Engine) -> None:
+    await register(engine)
+    old = 2 * ADMIN_CHUNK + 300
+    await engine.add_jobs("q", [job(f"old{i}", priority=1 + i % 5) for i in range(old)])
+    await asyncio.sleep(0.05)
+    await engine.add_jobs("q", [job(f"new{i}", priority=1 + i % 5) for i in range(ADMIN_CHUNK + 50)])
+    assert await engine.clean("q", "waiting", 40, 0) == old
+    page, total = await engine.list_jobs("q", "waiting", 0, 10_000)
+    assert total == ADMIN_CHUNK + 50 and all(j.text("name").startswith("new") for j in page)
+    assert await engine.drain("q", include_delayed=False) == ADMIN_CHUNK + 50
+    assert [await engine.redis.llen(level) for level in engine.keys("q").waiting_levels] == [0] * 5
+    await engine.add_jobs("q", [job(str(i), priority=1 + i % 5) for i in range(ADMIN_CHUNK + 7)])
+    assert await engine.obliterate("q", force=False) == ADMIN_CHUNK + 7
+    assert await engine.redis.keys(f"{engine.prefix}:{{q}}:*") == []
+
+
+async def test_cancel_and_remove_take_a_waiting_job_out_of_its_own_level(engine: Engine) -> None:
+    await register(engine)
+    r = await engine.add_jobs("q", [job(n, priority=p) for n, p in (("a", 1), ("b", 5), ("c", 1), ("d", 5))])
+    a, b, c, d = r.ids
+    assert await Control(engine).cancel_job("q", c, "") is False  # cancelled at once, not requested
+    assert await engine.remove_job("q", b) == "waiting"
+    lists = [
+        [i.decode() for i in await engine.redis.lrange(level, 0, -1)]
+        for level in engine.keys("q").waiting_levels
+    ]
+    assert lists == [[a], [], [], [], [d]]
+    assert [j.id for j in (await engine.claim("q", 10, "t", "w", 30_000)).jobs] == [a, d]
