@@ -14,7 +14,7 @@ from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import ADMIN_CHUNK
-from queue_manager_server.engine.keys import PRIORITY_LEVELS
+from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
 
@@ -350,7 +350,12 @@ async def test_start_up_moves_an_older_servers_waiting_set_into_the_lists(engine
         await engine.redis.delete(level)
     scores = {old.ids[0]: 3 * 2**40 + 1, old.ids[1]: 1 * 2**40 + 2, old.ids[2]: 3 * 2**40 + 3}
     await engine.redis.zadd(k.waiting, scores)
-    assert await engine.migrate() == {"q": 3}
+    await register(engine, "big")  # more than one call's chunk, in two levels
+    big = QueueKeys(engine.prefix, "big")
+    await engine.redis.zadd(big.waiting, {f"b{i}": (1 + i % 2) * 2**40 + i for i in range(ADMIN_CHUNK + 5)})
+    assert await engine.migrate() == {"q": 3, "big": ADMIN_CHUNK + 5}
+    assert [await engine.redis.llen(level) for level in big.waiting_levels[:2]] == [503, 502]
+    assert (await engine.redis.lrange(big.waiting_levels[1], 0, 1)) == [b"b1", b"b3"]
     assert not await engine.redis.exists(k.waiting)
     assert await engine.migrate() == {}  # nothing left to move
     await engine.add_jobs("q", [job("new")])

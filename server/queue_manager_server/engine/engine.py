@@ -363,15 +363,17 @@ class Engine:
         """Moves the waiting jobs an older server kept in one sorted set per queue into the level lists
         (migrate_waiting.lua); run at start-up, before jobs are served. Returns the jobs moved per queue."""
         out: dict[str, int] = {}
-        for queue in await self.queue_names():
-            k, moved = self.keys(queue), 0
-            while True:
-                n, done = await self.scripts.run("migrate_waiting", [k.waiting], [ADMIN_CHUNK])
-                moved += _i(n)
-                if _i(done) == 1:
-                    break
-            if moved:
-                out[queue] = moved
+        left = await self.queue_names()
+        script = self.scripts.get("migrate_waiting")
+        while left:  # one round trip per chunk for all the queues left: most have nothing to move
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in left:
+                await script(keys=[self.keys(queue).waiting], args=[ADMIN_CHUNK], client=pipe)
+            replies = await execute(pipe)
+            for queue, (n, _) in zip(left, replies, strict=True):
+                if _i(n):
+                    out[queue] = out.get(queue, 0) + _i(n)
+            left = [queue for queue, (_, done) in zip(left, replies, strict=True) if _i(done) != 1]
         return out
 
     async def job_states(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
