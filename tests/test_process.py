@@ -13,7 +13,7 @@ from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import worker_service_pb2 as pb
-from queue_manager_server.app import App, StartupError
+from queue_manager_server.app import App, StartupError, redis_version_problem
 from queue_manager_server.config import Settings, parse_args
 from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
@@ -109,6 +109,16 @@ async def test_refuses_redis_that_evicts(tmp_path: Path, prefix: str) -> None:
         await app.stop()
     finally:
         valkey.stop()
+
+
+def test_refuses_a_redis_too_old_for_the_scripts() -> None:
+    # The scripts pop several jobs in one LPOP, which Redis 6.2 brought; no older server is at hand here.
+    assert "6.2 or later is needed" in redis_version_problem("6.0.16")
+    assert "5.0.7" in redis_version_problem("5.0.7")
+    for fine in ("6.2.0", "7.2.4", "8.0.2", "255.255.255"):
+        assert redis_version_problem(fine) == ""
+    for unknown in ("", "unstable", "7"):  # not refused on a guess
+        assert redis_version_problem(unknown) == ""
 
 
 async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, prefix: str) -> None:

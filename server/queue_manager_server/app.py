@@ -305,6 +305,7 @@ class App:
             strong, promise = persistence_promise("yes", mode, "")
             self._announce_durability(f"{mode} (embedded Valkey, appendfsync {mode}): {promise}", strong)
             return
+        await self._check_version()
         await self._check_persistence()
         policy = await self._config_value("maxmemory-policy")
         if policy is None:
@@ -315,6 +316,17 @@ class App:
                 f"Redis maxmemory-policy is {policy!r}, which evicts keys and would lose jobs; "
                 "set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction)"
             )
+
+    async def _check_version(self) -> None:
+        """Refuses a Redis older than the scripts need; a Redis that refuses INFO (an ACL) is not checked."""
+        assert self.redis is not None
+        try:
+            info: dict[str, Any] = await self.redis.info("server")
+        except Exception:
+            return
+        problem = redis_version_problem(str(info.get("redis_version", "")))
+        if problem:
+            raise StartupError(problem)
 
     async def _config_value(self, name: str) -> str | None:
         """One CONFIG GET value; None when CONFIG is refused (managed Redis often disables it)."""
@@ -394,6 +406,25 @@ class App:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+# The scripts pop several waiting jobs in one LPOP (a count: Redis 6.2). Any Valkey reports 7.2 or later.
+MIN_REDIS_VERSION = (6, 2)
+
+
+def redis_version_problem(version: str) -> str:
+    """What is wrong with a Redis of this ``redis_version`` (INFO server), or "" when it will do."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return ""
+    if len(found) < 2 or found >= MIN_REDIS_VERSION:
+        return ""
+    need = ".".join(str(p) for p in MIN_REDIS_VERSION)
+    return (
+        f"Redis {version} is too old: {need} or later is needed (or any Valkey); upgrade it or point "
+        "REDIS_URL at another"
+    )
 
 
 def persistence_promise(appendonly: str, appendfsync: str, save: str) -> tuple[bool, str]:
