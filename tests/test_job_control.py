@@ -7,6 +7,7 @@ the server side must be seen exactly).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -228,9 +229,16 @@ async def test_wait_for_job_follows_retries_to_the_final_failure(qm: QueueManage
     await qm.register_queue("wf")
     runs = Calls()
 
+    seen_active = asyncio.Event()
+
     @qm.processor("wf")
     async def work(job: JobContext) -> None:
         runs.add(job.attempts_made)
+        if job.attempts_made == 0:
+            # The first run lasts until the watcher has seen it active: a run that ends within the
+            # watcher's read of the job is otherwise never shown active (only state changes are sent).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(seen_active.wait(), WAIT)
         raise RuntimeError(f"boom {job.attempts_made}")
 
     job = await qm.add_job("wf", "x", options={"attempts": 2, "backoff": 50})
@@ -238,6 +246,8 @@ async def test_wait_for_job_follows_retries_to_the_final_failure(qm: QueueManage
     await qm.start_workers()
     async for j in qm.watch_job("wf", job.id, timeout=WAIT):
         states.append(j.state)
+        if j.state is JobState.ACTIVE:
+            seen_active.set()
     assert states[-1] is JobState.FAILED and JobState.ACTIVE in states
     failed = await qm.get_job("wf", job.id)
     assert (failed.failed_reason, failed.attempts_made) == ("boom 1", 2)
