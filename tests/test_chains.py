@@ -198,7 +198,7 @@ async def test_server_killed_between_completion_and_successor(
     await client.start_workers()
     assert await doomed.wait(timeout=WAIT) == -9  # it killed itself at the crash point
     await client.shutdown(grace=0)
-    assert (await engine.get_job("ingest", root.id)).text("st") == "completed"
+    assert (await engine.get_job("ingest", root.id)).state == "completed"
     await procs.server(redis_url, prefix, 0, *fast)
 
     async def successor_added() -> bool:

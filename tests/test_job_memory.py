@@ -22,15 +22,16 @@ async def fields(redis: Redis, engine: Engine, job_id: str) -> set[str]:
     return {f.decode() for f in await redis.hkeys(engine.keys("q").job(job_id))}
 
 
-async def test_a_waiting_job_with_default_options_stores_four_fields(engine: Engine, redis: Redis) -> None:
+async def test_a_waiting_job_with_default_options_stores_three_fields(engine: Engine, redis: Redis) -> None:
     await register(engine)
     added = await engine.add_jobs("q", [job("plain"), job("urgent", priority=1, attempts=3)])
     plain, urgent = added.ids
-    # The priority (3), max attempts (1) and JSON content type are left out.
-    assert await fields(redis, engine, plain) == {"name", "data", "ts", "st"}
-    assert await fields(redis, engine, urgent) == {"name", "data", "ts", "st", "pri", "att"}
+    # The state (waiting), the priority (3), max attempts (1) and JSON content type are left out.
+    assert await fields(redis, engine, plain) == {"name", "data", "ts"}
+    assert await fields(redis, engine, urgent) == {"name", "data", "ts", "pri", "att"}
     rec = await engine.get_job("q", plain)
-    assert (rec.int("pri", 3), rec.int("att", 1)) == (3, 1)
+    assert (rec.state, rec.int("pri", 3), rec.int("att", 1)) == ("waiting", 3, 1)
+    assert await engine.job_states([("q", plain), ("q", "no-such-job")]) == ["waiting", ""]
     first, second = (await engine.claim("q", 2, "t", "w", 30_000)).jobs
     assert (first.id, first.priority, first.max_attempts) == (urgent, 1, 3)
     assert (second.id, second.priority, second.max_attempts) == (plain, 3, 1)

@@ -50,7 +50,7 @@ async def test_sigterm_drains_workers_and_exits_cleanly(
     w.half_close()
     await w.wait_end()
     assert await srv.wait() == 0
-    assert (await engine.get_job("q", job_id)).text("st") == "completed"
+    assert (await engine.get_job("q", job_id)).state == "completed"
     log = srv.output()
     assert log.index("server stopping") < log.index("server stopped")
     await w.close()
@@ -189,5 +189,5 @@ async def test_second_signal_cuts_the_grace_short(
     srv.terminate()
     assert await srv.wait(timeout=10) == 0
     rec = await engine.get_job("q", job_id)
-    assert (rec.text("st"), rec.int("stc")) == ("waiting", 1)
+    assert (rec.state, rec.int("stc")) == ("waiting", 1)
     await w.close()

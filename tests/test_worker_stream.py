@@ -160,7 +160,7 @@ async def test_stream_end_returns_held_jobs_at_once(
     await w.close()  # cut, as a crash would
 
     async def all_waiting() -> bool:
-        return [(await engine.get_job("q", i)).text("st") for i in ids] == ["waiting"] * 3
+        return [(await engine.get_job("q", i)).state for i in ids] == ["waiting"] * 3
 
     await eventually(all_waiting, timeout=3)
     assert [(await engine.get_job("q", i)).int("stc") for i in ids] == [1, 1, 1]
@@ -235,9 +235,9 @@ async def test_graceful_shutdown_drains_workers(server_factory: ServerFactory, e
     w.half_close()
     await w.wait_end()
     await stopping
-    assert (await engine.get_job("q", ja.job.id)).text("st") == "completed"
+    assert (await engine.get_job("q", ja.job.id)).state == "completed"
     rb = await engine.get_job("q", jb.job.id)
-    assert rb.text("st") == "waiting" and rb.int("stc") == 0
+    assert rb.state == "waiting" and rb.int("stc") == 0
     await w.close()
 
 
@@ -253,7 +253,7 @@ async def test_shutdown_releases_jobs_still_held_after_grace(
     await w.jobs(1)
     await srv.stop()  # the worker ignores the drain
     rec = await engine.get_job("q", job_id)
-    assert rec.text("st") == "waiting" and rec.int("stc") == 1
+    assert rec.state == "waiting" and rec.int("stc") == 1
     await w.close()
 
 
@@ -317,7 +317,7 @@ async def test_scripts_reload_after_redis_forgets_them(
     )
     w.half_close()
     await w.wait_end()
-    assert (await engine.get_job("q", job_id)).text("st") == "completed"
+    assert (await engine.get_job("q", job_id)).state == "completed"
     await w.close()
 
 

@@ -274,7 +274,7 @@ def job_out(
     """
     if not r.fields:  # a dedup key's holder that retention removed since: only its id is known
         return types_pb2.Job(id=r.id, queue_name=r.queue)
-    st = r.text("st")
+    st = r.state
     if st == "waiting" and queue_paused:
         st = "paused"
     j = types_pb2.Job(

@@ -142,7 +142,7 @@ def _check_job(
 ) -> None:
     bad = scan.violations.append
     name = f"{scan.queue}/{job_id}"
-    st = _text(f.get("st"))
+    st = _text(f.get("st")) or "waiting"  # a job added waiting has no 'st' (includes/add.lua)
     if not states:
         bad(f"{name} has st={st!r} but is in no state set")
     elif st != states[0]:

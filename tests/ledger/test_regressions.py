@@ -45,7 +45,7 @@ async def test_a_step_started_by_a_hand_off_and_its_replay_is_not_cancelled(engi
     await workflows.start_steps(run_id, ["b"])
     await workflows.start_steps(run_id, ["b"])
     job = await engine.get_job("next", step_job_id(run_id, "b"))
-    assert job.text("st") == "waiting"
+    assert job.state == "waiting"
     run = await workflows.get(run_id)
     assert run.state == workflows_pb2.WORKFLOW_STATE_RUNNING
     assert [s.state for s in run.steps] == [
@@ -79,7 +79,7 @@ async def test_a_step_cancelled_with_its_run_while_starting_is_still_cancelled(e
     await workflows.cancel(run_id, "stop")
     await workflows.start_steps(run_id, ["b"])
     job = await engine.get_job("next", step_job_id(run_id, "b"))
-    assert job.text("st") == "cancelled"
+    assert job.state == "cancelled"
 
 
 async def test_a_full_valkey_still_records_what_running_jobs_report(tmp_path: Path) -> None:
@@ -105,8 +105,8 @@ async def test_a_full_valkey_still_records_what_running_jobs_report(tmp_path: Pa
         assert codes == [0]
         await engine.release("q", [("j1", "tok")], stalled=True)
         await redis.config_set("maxmemory", 0)
-        assert (await engine.get_job("q", "j0")).text("st") == "completed"
-        assert (await engine.get_job("q", "j1")).text("st") == "waiting"
+        assert (await engine.get_job("q", "j0")).state == "completed"
+        assert (await engine.get_job("q", "j1")).state == "waiting"
     finally:
         await redis.aclose()
         await valkey.stop()

@@ -382,8 +382,12 @@ class Engine:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for queue, job_id in jobs:
-            pipe.hget(self.keys(queue).job(job_id), "st")
-        return [_s(v) if v is not None else "" for v in await execute(pipe)]
+            pipe.hmget(self.keys(queue).job(job_id), ["st", "ts"])
+        # A job added waiting has no 'st' (includes/add.lua); every job has its 'ts'.
+        return [
+            _s(st) if st is not None else "waiting" if ts is not None else ""
+            for st, ts in await execute(pipe)
+        ]
 
     async def remove_job(self, queue: str, job_id: str) -> str:
         k = self.keys(queue)

@@ -14,8 +14,8 @@
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id, reason, channel, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jkey = prefix .. id
-local f = redis.call('HMGET', jkey, 'st', 'tok', 'pri')
-local st = f[1]
+local f = redis.call('HMGET', jkey, 'st', 'tok', 'pri', 'ts')
+local st = f[1] or (f[4] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
 if not st then
   if redis.call('EXISTS', meta) == 0 then return {-1, ''} end
   return {-2, ''}

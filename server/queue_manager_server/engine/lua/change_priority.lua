@@ -14,7 +14,7 @@ local prefix, id, pri = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
 local f = redis.call('HMGET', jkey, 'st', 'pri', 'ts')
-local st = f[1]
+local st = f[1] or (f[3] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
 if not st then return {-2} end
 if st ~= 'waiting' and st ~= 'delayed' then return {-5, st} end
 -- The default priority is not stored (includes/add.lua).

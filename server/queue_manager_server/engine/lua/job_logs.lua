@@ -9,7 +9,7 @@
 --   number of the line after the last one ever added, then the lines ("<ms> <text>"), oldest first}
 local jkey = KEYS[1]
 local start, count = tonumber(ARGV[3]), tonumber(ARGV[4])
-local f = redis.call('HMGET', jkey, 'st', 'lgn')
+local f = redis.call('HMGET', jkey, 'ts', 'lgn')
 if not f[1] then return {-2} end
 local lkey = job_logs_key(ARGV[1], ARGV[2])
 local kept = redis.call('LLEN', lkey)

@@ -6,8 +6,8 @@
 -- (a cancelled job leaves the cancelled set, derived from the job prefix)
 -- Returns: {state the job was in} or {-2} not found, {-4} job is active
 local jkey = ARGV[1] .. ARGV[2]
-local f = redis.call('HMGET', jkey, 'st', 'ddk', 'ddt', 'wt', 'pri')
-local st = f[1]
+local f = redis.call('HMGET', jkey, 'st', 'ddk', 'ddt', 'wt', 'pri', 'ts')
+local st = f[1] or (f[6] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
 if not st then return {-2} end
 if st == 'active' then return {-4} end
 -- A key held until the job finishes is free once it is removed; a ttl'd key holds for its window.

@@ -82,10 +82,11 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   local st = 'waiting'
   if run > now then st = 'delayed' end
   -- A small job's hash is the largest part of its memory (engine/records.py), so what readers can assume
-  -- is left out: the content type when it is JSON (most payloads), the priority and max attempts when they
-  -- are the defaults. Optional fields are written only when set; readers treat a missing field as 0 / empty. The fields but
+  -- is left out: the state of a job added waiting (a job hash without 'st' is waiting), the content type
+  -- when it is JSON (most payloads), the priority and max attempts when they are the defaults. Optional fields are written only when set; readers treat a missing field as 0 / empty. The fields but
   -- the data are returned: an add answers with them, the caller holding the data it sent.
-  local f = {'name', h[2], 'ts', now, 'st', st}
+  local f = {'name', h[2], 'ts', now}
+  if st ~= 'waiting' then put(f, 'st', st) end
   if h[3] ~= JSON_TYPE then put(f, 'ct', h[3]) end
   if pri ~= DEFAULT_PRI then put(f, 'pri', pri) end
   if att ~= DEFAULT_ATT then put(f, 'att', att) end

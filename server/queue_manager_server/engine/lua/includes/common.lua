@@ -118,7 +118,10 @@ end
 -- extra field names given.
 local function lease_check(jkey, token, ...)
   local f = redis.call('HMGET', jkey, 'st', 'tok', ...)
-  if not f[1] then return -2, f end
+  if not f[1] then  -- no such job, or one added waiting (includes/add.lua writes no 'st' then)
+    if redis.call('EXISTS', jkey) == 1 then return -3, f end
+    return -2, f
+  end
   if f[1] ~= 'active' or f[2] ~= token then return -3, f end
   return 0, f
 end
