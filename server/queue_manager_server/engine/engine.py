@@ -26,6 +26,7 @@ from queue_manager_server.engine.records import (
     NewJob,
     QueueRecord,
     is_json_type,
+    job_state,
 )
 from queue_manager_server.engine.scripts import Scripts, execute
 from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
@@ -383,11 +384,7 @@ class Engine:
         pipe = self.redis.pipeline(transaction=False)
         for queue, job_id in jobs:
             pipe.hmget(self.keys(queue).job(job_id), ["st", "ts"])
-        # A job added waiting has no 'st' (includes/add.lua); every job has its 'ts'.
-        return [
-            _s(st) if st is not None else "waiting" if ts is not None else ""
-            for st, ts in await execute(pipe)
-        ]
+        return [job_state(st, ts is not None) for st, ts in await execute(pipe)]  # every job has a 'ts'
 
     async def remove_job(self, queue: str, job_id: str) -> str:
         k = self.keys(queue)

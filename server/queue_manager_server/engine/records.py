@@ -155,9 +155,15 @@ class JobRecord:
 
     @property
     def state(self) -> str:
-        """The job's state: its 'st' field, which a job added waiting has none of."""
-        st = self.fields.get("st")
-        return st.decode() if st is not None else "waiting" if self.fields else ""
+        return job_state(self.fields.get("st"), bool(self.fields))
+
+
+def job_state(st: bytes | None, exists: bool) -> str:
+    """A job's state from its 'st' field, which a job added waiting has none of (includes/add.lua, and
+    common.lua job_state for the scripts); "" for a job that does not exist."""
+    if st is not None:
+        return st.decode()
+    return "waiting" if exists else ""
 
 
 @dataclass(slots=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import TypeVar
 
 import grpc
@@ -27,8 +28,10 @@ log = logging.getLogger("queue_manager_server.reports")
 # Longest retry-after a worker may impose on a queue (a bad value must not stop a queue for good).
 MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
 
-T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef)
-R = TypeVar("R", pb.JobProgress, pb.JobLogs)
+T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress, pb.JobLogs)
+# The queue an item is for: named on the item, or (progress, logs) on the run it names in ``lease``.
+_QUEUE: Callable[[object], str] = attrgetter("queue_name")
+_RUN_QUEUE: Callable[[object], str] = attrgetter("lease.queue_name")
 _CODES = {
     -2: (grpc.StatusCode.NOT_FOUND, "job no longer exists"),
     -3: (grpc.StatusCode.FAILED_PRECONDITION, ""),
@@ -61,9 +64,11 @@ class ReportHandler:
     async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
         results: list[pb.ReportItemResult] = []
         # Progress and extensions first: a report may carry a job's last progress and its completion.
-        for queue, progress in _by_run_queue(r.progress):
+        for queue, progress in _by_queue(r.progress, _RUN_QUEUE):
             results += await self._progress(queue, progress)
-        for queue, logs in _by_run_queue(r.logs):  # before completions too: a run's last lines are its own
+        for queue, logs in _by_queue(
+            r.logs, _RUN_QUEUE
+        ):  # before completions too: a run's last lines are its own
             results += await self._logs(queue, logs)
         for queue, extensions in _by_queue(r.extensions):
             results += await self._extend(s, queue, extensions)
@@ -223,19 +228,11 @@ class ReportHandler:
         ]
 
 
-def _by_queue(items: Iterable[T]) -> list[tuple[str, list[T]]]:
+def _by_queue(items: Iterable[T], queue: Callable[[object], str] = _QUEUE) -> list[tuple[str, list[T]]]:
     """Groups report items by queue (each script call covers one queue)."""
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
-        groups[item.queue_name].append(item)
-    return list(groups.items())
-
-
-def _by_run_queue(items: Iterable[R]) -> list[tuple[str, list[R]]]:
-    """`_by_queue` for the items that name their run in a ``lease`` field (progress, logs)."""
-    groups: dict[str, list[R]] = defaultdict(list)
-    for item in items:
-        groups[item.lease.queue_name].append(item)
+        groups[queue(item)].append(item)
     return list(groups.items())
 
 

@@ -14,8 +14,7 @@
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id, reason, channel, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jkey = prefix .. id
-local f = redis.call('HMGET', jkey, 'st', 'tok', 'pri', 'ts')
-local st = f[1] or (f[4] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
+local st, f = job_state(jkey, 'tok', 'pri')
 if not st then
   if redis.call('EXISTS', meta) == 0 then return {-1, ''} end
   return {-2, ''}
@@ -25,11 +24,11 @@ if st == 'active' then
   if reason ~= '' then redis.call('HSET', jkey, 'cxm', reason) end
   local why = 'cancelled'
   if reason ~= '' then why = 'cancelled: ' .. reason end
-  redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. why)
+  redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[3] or '') .. ' ' .. why)
   return {1, st}
 end
 if st == 'waiting' then
-  remove_waiting(waiting, f[3], id)
+  remove_waiting(waiting, f[4], id)
 elseif st == 'delayed' then
   redis.call('ZREM', delayed, id)
 else

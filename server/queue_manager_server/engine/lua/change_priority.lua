@@ -13,15 +13,14 @@ local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id, pri = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
-local f = redis.call('HMGET', jkey, 'st', 'pri', 'ts')
-local st = f[1] or (f[3] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
+local st, f = job_state(jkey, 'pri')
 if not st then return {-2} end
 if st ~= 'waiting' and st ~= 'delayed' then return {-5, st} end
 -- The default priority is not stored (includes/add.lua).
 if pri == DEFAULT_PRI then redis.call('HDEL', jkey, 'pri') else redis.call('HSET', jkey, 'pri', pri) end
 local level = level_key(waiting, pri)
-if st == 'waiting' and level_key(waiting, f[2]) ~= level and remove_waiting(waiting, f[2], id) == 1 then
-  local ts = tonumber(f[3]) or 0
+if st == 'waiting' and level_key(waiting, f[3]) ~= level and remove_waiting(waiting, f[3], id) == 1 then
+  local ts = tonumber(f[2]) or 0
   local n = redis.call('LLEN', level)
   local lo, hi = 0, n
   while lo < hi do

@@ -8,8 +8,7 @@ local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
-local f = redis.call('HMGET', jkey, 'st', 'ts')
-local st = f[1] or (f[2] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
+local st = job_state(jkey)
 if not st then return {-2} end
 if st ~= 'delayed' then return {-5, st} end
 redis.call('ZREM', delayed, id)

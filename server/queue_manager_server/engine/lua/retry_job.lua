@@ -10,8 +10,7 @@
 local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local f = redis.call('HMGET', prefix .. id, 'st', 'ts')
-local st = f[1] or (f[2] and 'waiting')  -- a job added waiting has no 'st' (includes/add.lua)
+local st = job_state(prefix .. id)
 if not st then return {-2} end
 local set = ({failed = KEYS[3], cancelled = KEYS[4]})[st]
 if not set then return {-5, st} end

@@ -83,7 +83,8 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if run > now then st = 'delayed' end
   -- A small job's hash is the largest part of its memory (engine/records.py), so what readers can assume
   -- is left out: the state of a job added waiting (a job hash without 'st' is waiting), the content type
-  -- when it is JSON (most payloads), the priority and max attempts when they are the defaults. Optional fields are written only when set; readers treat a missing field as 0 / empty. The fields but
+  -- when it is JSON (most payloads), the priority and max attempts when they are the defaults. Optional
+  -- fields are written only when set; readers treat a missing field as 0 / empty. The fields but
   -- the data are returned: an add answers with them, the caller holding the data it sent.
   local f = {'name', h[2], 'ts', now}
   if st ~= 'waiting' then put(f, 'st', st) end

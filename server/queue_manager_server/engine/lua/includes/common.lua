@@ -86,12 +86,21 @@ end
 
 -- Takes one job out of waiting (a scan of its level's list); pri: its 'pri' field. Returns 1 if it was there.
 local function remove_waiting(waiting, pri, id)
-  if redis.call('LREM', level_key(waiting, pri), 1, id) == 1 then return 1 end
+  local own = level_key(waiting, pri)
+  if redis.call('LREM', own, 1, id) == 1 then return 1 end
   -- Not in the level its field names (a field written without moving the job): look in the others.
   for p = 1, LEVELS do
-    if redis.call('LREM', waiting .. ':' .. p, 1, id) == 1 then return 1 end
+    local level = waiting .. ':' .. p
+    if level ~= own and redis.call('LREM', level, 1, id) == 1 then return 1 end
   end
   return 0
+end
+
+-- A job's state and the fields asked for: {st, ts, ...}. A job added waiting has no 'st' (includes/add.lua),
+-- and every job has its 'ts', so the state is 'st', else 'waiting' when the job exists, else nil.
+local function job_state(jkey, ...)
+  local f = redis.call('HMGET', jkey, 'st', 'ts', ...)
+  return f[1] or (f[2] and 'waiting'), f
 end
 
 -- Puts a job into waiting: at the back of its priority level, or with front at its head (a run that never
