@@ -40,6 +40,29 @@ async def test_concurrent_adds_share_calls_and_each_gets_its_job(server: Running
     assert batches + singles < 300 / 4  # the calls were shared, not one per add
 
 
+async def test_callers_adding_in_a_loop_keep_sharing_calls(server: RunningServer) -> None:
+    """50 callers that each add again as soon as their last add is answered (web handlers under load): their
+    adds keep travelling together. No caller's add goes out alone beside a batch under way (that made half
+    of the calls carry one add each)."""
+    async with QueueManager(server.address, timeout=10) as qm:
+        await qm.register_queue("looping")
+        batches0, singles0 = _started(server, "AddJobBatch"), _started(server, "AddJob")
+        await qm.add_job("looping", "warm-up")  # a lone add is a plain AddJob
+        assert (_started(server, "AddJobBatch"), _started(server, "AddJob")) == (batches0, singles0 + 1)
+        batches0, singles0 = _started(server, "AddJobBatch"), _started(server, "AddJob")
+
+        async def caller(c: int) -> list[str]:
+            return [(await qm.add_job("looping", f"c{c}-{i}")).name for i in range(20)]
+
+        names = await asyncio.gather(*(caller(c) for c in range(50)))
+        assert names == [[f"c{c}-{i}" for i in range(20)] for c in range(50)]
+        assert (await qm.get_queue_metrics("looping")).waiting == 1_001
+    batches = _started(server, "AddJobBatch") - batches0
+    singles = _started(server, "AddJob") - singles0
+    assert singles <= 3, (singles, batches)
+    assert batches <= 2 * 20, (singles, batches)  # about one per round of the 50 callers
+
+
 async def test_each_caller_gets_its_own_error(server_factory: ServerFactory, redis: Redis) -> None:
     server = await server_factory(max_payload_bytes=1_000)
     async with QueueManager(server.address, timeout=10) as qm:
@@ -130,3 +153,19 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(server: RunningSer
         assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 50)
         waiting = (await qm.get_queue_metrics("cancel")).waiting
         assert waiting in (99, 100)  # a cancelled add may or may not have left already
+
+
+async def test_an_add_cancelled_before_it_left_still_lets_the_adds_behind_it_leave(server: RunningServer) -> None:
+    """The first add of an idle client waits one event-loop turn for company; cancelled then, it hands the
+    adds that joined it to a call of their own."""
+    async with QueueManager(server.address, timeout=10) as qm:
+        await qm.register_queue("first-cancelled")
+        first = asyncio.create_task(qm.add_job("first-cancelled", "first"))
+        second = asyncio.create_task(qm.add_job("first-cancelled", "second"))
+        await asyncio.sleep(0)  # both have queued their add; the first waits its turn
+        first.cancel()
+        assert (await asyncio.wait_for(second, 10)).name == "second"
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        jobs, _ = await qm.list_jobs("first-cancelled", "waiting")
+        assert [j.name for j in jobs] == ["second"]

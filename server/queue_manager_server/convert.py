@@ -265,6 +265,11 @@ def _keep_out(policy: str) -> types_pb2.KeepJobs | None:
     return k
 
 
+# The fields a freshly added job may have (includes/add.lua stores defaults as absent): a record with no
+# other field is answered without looking each of the others up (an add's answer, most waiting jobs).
+_FRESH_FIELDS = frozenset({"name", "ts", "data", "ct", "pri", "att", "st"})
+
+
 def job_out(
     r: JobRecord, queue_paused: bool = False, json_view: bool = True, data: types_pb2.Payload | None = None
 ) -> types_pb2.Job:
@@ -272,29 +277,52 @@ def job_out(
 
     data: the job's data as a JSON value already at hand (an add answering with what it sent), used as is.
     """
-    if not r.fields:  # a dedup key's holder that retention removed since: only its id is known
-        return types_pb2.Job(id=r.id, queue_name=r.queue)
+    fields = job_out_fields(r, queue_paused, json_view, data)
+    return fields if isinstance(fields, types_pb2.Job) else types_pb2.Job(**fields)
+
+
+def job_out_fields(
+    r: JobRecord, queue_paused: bool = False, json_view: bool = True, data: types_pb2.Payload | None = None
+) -> dict[str, Any] | types_pb2.Job:
+    """`job_out` as the Job's constructor fields when the record holds no more than a fresh job's (an add's
+    answer, most waiting jobs), else as the message. Answers gathered into one message are built in one
+    constructor call from such fields: a message given to a constructor is copied (2.6 µs less per add)."""
+    f = r.fields
+    if not f:  # a dedup key's holder that retention removed since: only its id is known
+        return {"id": r.id, "queue_name": r.queue}
     st = r.state
     if st == "waiting" and queue_paused:
         st = "paused"
-    j = types_pb2.Job(
-        id=r.id,
-        queue_name=r.queue,
-        name=r.text("name"),
+    priority, attempts = r.int("pri", 3), r.int("att", 1)
+    created_s, created_ms = divmod(r.int("ts"), 1000)
+    out: dict[str, Any] = {
+        "id": r.id,
+        "queue_name": r.queue,
+        "name": r.text("name"),
         # no ct: JSON
-        data=payload_out(r.raw("data"), r.text("ct", JSON), json_view) if data is None else data,
-        state=STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),
-        priority=r.int("pri", 3),  # type: ignore[arg-type]
-        attempts_made=r.int("atm"),
-        max_attempts=r.int("att", 1),
-        stalled_count=r.int("stc"),
-        failed_reason=r.text("err"),
-        stacktrace=r.text("stk"),
-        worker_id=r.text("wid"),
-        cancel_requested=r.text("cxr") == "1",
-        cancel_reason=r.text("cxm"),
-        create_time=ms_timestamp(r.int("ts")),
-    )
+        "data": payload_out(f.get("data"), r.text("ct", JSON), json_view) if data is None else data,
+        "state": STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),
+        "priority": priority,
+        "max_attempts": attempts,
+        "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
+        "options": {"priority": priority, "attempts": attempts},
+    }
+    if f.keys() <= _FRESH_FIELDS:
+        return out
+    j = types_pb2.Job(**out)
+    _job_rest(r, j)
+    return j
+
+
+def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
+    """What only jobs that ran, or were added with more than the defaults, have (job_out)."""
+    j.attempts_made = r.int("atm")
+    j.stalled_count = r.int("stc")
+    j.failed_reason = r.text("err")
+    j.stacktrace = r.text("stk")
+    j.worker_id = r.text("wid")
+    j.cancel_requested = r.text("cxr") == "1"
+    j.cancel_reason = r.text("cxm")
     if r.raw("res") is not None:
         j.result.CopyFrom(payload_out(r.raw("res"), r.text("rct"), json_view=True))
     if r.raw("prog"):
@@ -306,8 +334,6 @@ def job_out(
     if md is not None:
         j.metadata.CopyFrom(md)
     o = j.options
-    o.priority = j.priority
-    o.attempts = j.max_attempts
     o.max_stalled = r.int("ms")
     if r.int("bt"):
         o.backoff.type = r.int("bt")  # type: ignore[assignment]
@@ -329,7 +355,6 @@ def job_out(
         if r.int("ddt"):
             o.dedup.ttl.CopyFrom(ms_duration(r.int("ddt")))
     _flow_out(r, j)
-    return j
 
 
 def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:

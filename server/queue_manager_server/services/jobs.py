@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -22,7 +23,8 @@ from queue_manager_server.services.errors import status_for, unary
 from queue_manager_server.services.job_control import job_message
 
 
-def _answer(request: pb.AddJobRequest, added: AddOutcome) -> pb.AddJobResponse:
+def _answer(request: pb.AddJobRequest, added: AddOutcome) -> dict[str, Any]:
+    """An AddJobResponse's constructor fields (AddJobBatch gathers many answers in one constructor call)."""
     # The answer's data takes the request's form: raw bytes back for raw bytes sent (the Python client sends
     # JSON so), which spares both sides a conversion to and from google.protobuf.Value.
     # A job this call created holds the data it sent: a JSON value is answered as sent, not read back.
@@ -30,8 +32,8 @@ def _answer(request: pb.AddJobRequest, added: AddOutcome) -> pb.AddJobResponse:
     sent = None
     if kind == "json" and added.created:
         sent = types_pb2.Payload(json=request.job.data.json, content_type=convert.JSON)
-    job = convert.job_out(added.record, added.queue_paused, kind != "raw", sent)
-    return pb.AddJobResponse(job=job, created=added.created)
+    job = convert.job_out_fields(added.record, added.queue_paused, kind != "raw", sent)
+    return {"job": job, "created": added.created}
 
 
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
@@ -72,20 +74,21 @@ class JobHandlers:
             except Exception as exc:
                 checked.append(exc)
         await asyncio.gather(*(c for c in checked if isinstance(c, asyncio.Future)), return_exceptions=True)
-        response = pb.AddJobBatchResponse()
+        outcomes: list[dict[str, Any]] = []
         for item, outcome in zip(request.items, checked, strict=True):
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                response.outcomes.add(added=_answer(item, outcome.result()))
+                outcomes.append({"added": _answer(item, outcome.result())})
             except Exception as exc:
                 code, message = status_for(exc)
-                response.outcomes.add(error=pb.CallError(code=code.value[0], message=message))
-        return response
+                outcomes.append({"error": {"code": code.value[0], "message": message}})
+        # protobuf takes dicts for message fields; its type stubs do not say so.
+        return pb.AddJobBatchResponse(outcomes=outcomes)  # type: ignore[arg-type]
 
     async def _add(self, request: pb.AddJobRequest) -> pb.AddJobResponse:
         # Concurrent adds share one Redis round trip (services/adds.py); a lone one goes out at once.
-        return _answer(request, await self.adds.add(*self._checked(request)))
+        return pb.AddJobResponse(**_answer(request, await self.adds.add(*self._checked(request))))
 
     def _checked(self, request: pb.AddJobRequest) -> tuple[str, NewJob]:
         queue = validate.queue_name(request.queue_name)
