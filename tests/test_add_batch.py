@@ -153,19 +153,3 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(server: RunningSer
         assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 50)
         waiting = (await qm.get_queue_metrics("cancel")).waiting
         assert waiting in (99, 100)  # a cancelled add may or may not have left already
-
-
-async def test_an_add_cancelled_before_it_left_still_lets_the_adds_behind_it_leave(server: RunningServer) -> None:
-    """The first add of an idle client waits one event-loop turn for company; cancelled then, it hands the
-    adds that joined it to a call of their own."""
-    async with QueueManager(server.address, timeout=10) as qm:
-        await qm.register_queue("first-cancelled")
-        first = asyncio.create_task(qm.add_job("first-cancelled", "first"))
-        second = asyncio.create_task(qm.add_job("first-cancelled", "second"))
-        await asyncio.sleep(0)  # both have queued their add; the first waits its turn
-        first.cancel()
-        assert (await asyncio.wait_for(second, 10)).name == "second"
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        jobs, _ = await qm.list_jobs("first-cancelled", "waiting")
-        assert [j.name for j in jobs] == ["second"]

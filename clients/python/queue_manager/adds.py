@@ -3,9 +3,10 @@
 A web handler adds one job per request, and many handlers run at once. Each `add_job` on its own costs a
 gRPC round trip and a unary call on the server (a few hundred µs of CPU in Python on both sides); carried
 together, the cost is paid once per batch. There is no linger: while fewer than `MAX_IN_FLIGHT` calls are
-under way and none of them is a batch, an add leaves after one turn of the event loop, with the adds made in
-that turn (alone, as a plain ``AddJob``). Adds made otherwise wait for a call to end and then leave
-together, so under load the batches grow by themselves and no add waits longer than one call.
+under way and none of them is a batch, an add goes out at once as a plain ``AddJob`` (a lone add is as fast
+as before). Adds made otherwise wait for a call to end and then leave together, so under load the batches
+grow by themselves and no add waits longer than one call. The callers a batch's answer wakes add again in
+one event-loop turn; those adds leave together too.
 
 Each add keeps its own outcome: the server answers every item with its job or the status ``AddJob`` would
 have ended with. When the whole batch is refused for a reason that may concern only some of its items (a
@@ -77,41 +78,28 @@ class AddBatcher:
         self._pending: list[_Pending] = []
         self._in_flight = 0
         self._batch_in_flight = False  # a call carrying more than one add is under way
+        # A batch's answers just woke its callers: the adds they make in this event-loop turn leave together.
+        self._gathering = False
         self._scheduled = False
         self._batches = True  # False once the server turned out to lack AddJobBatch
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def add(self, request: jobs_pb2.AddJobRequest) -> jobs_pb2.AddJobResponse:
         """Adds one job (as ``AddJob`` would) and returns the server's answer."""
+        if self._free() and not self._pending and not self._gathering:
+            self._in_flight += 1
+            try:
+                return await self._add_job(request)
+            finally:
+                self._in_flight -= 1
+                self._kick()
         pending = _Pending(request, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
-        if self._scheduled or not self._free():
-            return await pending.future  # the flush scheduled, or the next call to end, takes it
-        # One turn of the event loop lets the adds already on their way join this one: callers whose last
-        # adds came back together (a batch's answer wakes them all in one turn) leave together again.
-        self._scheduled = True
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            self._pending.remove(pending)
-            self._scheduled = False
-            self._kick()
-            raise
-        if len(self._pending) != 1 or self._pending[0] is not pending:
-            self._flush()
-            return await pending.future
-        # Alone: this caller's own task sends it, as a plain AddJob (no task to start).
-        self._scheduled = False
-        self._pending = []
-        self._in_flight += 1
-        try:
-            return await self._add_job(request)
-        finally:
-            self._in_flight -= 1
-            self._kick()
+        self._kick()
+        return await pending.future
 
     def _kick(self) -> None:
-        if self._pending and not self._scheduled and self._free():
+        if self._pending and not self._scheduled and not self._gathering and self._free():
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -142,7 +130,15 @@ class AddBatcher:
             await self._send_batch(batch)
         finally:
             if is_batch:
+                # The callers woken run before _gathered (call_soon keeps order): what they add now waits
+                # for it, so they leave together again instead of the first one alone.
                 self._batch_in_flight = False
+                self._gathering = True
+                asyncio.get_running_loop().call_soon(self._gathered)
+
+    def _gathered(self) -> None:
+        self._gathering = False
+        self._kick()
 
     async def _send_batch(self, batch: list[_Pending]) -> None:
         if len(batch) == 1 or not self._batches:
