@@ -332,6 +332,16 @@ async def test_flushed_scripts_are_reloaded(store: Store) -> None:
             UNAVAILABLE,
             "busy",
         ),
+        (  # redis-py's own annotation of a pipeline's error: the original message as is
+            ResponseError("Command # 1 (EVALSHA 5f1 8 q) of pipeline caused error: BUSY Valkey is busy"),
+            UNAVAILABLE,
+            "busy",
+        ),
+        (
+            ResponseError("Command # 2 (SET BUSY x) of pipeline caused error: ERR syntax error"),
+            grpc.StatusCode.INTERNAL,
+            "internal error",
+        ),
         (
             ResponseError("Command # 2 (SET BUSY x) of pipeline caused error: ('ERR syntax error',)"),
             grpc.StatusCode.INTERNAL,

@@ -90,8 +90,9 @@ _REDIS_CODES: dict[str, tuple[grpc.StatusCode, str]] = {
     "LOADING": (_UNAVAILABLE, _LOADING),
 }
 # The code is the message's first word or, inside a pipeline, the first word of the original message that
-# redis-py quotes after "Command # N (<command>) of pipeline caused error: ".
-_CODE = re.compile(r"(?:Command # \d+ .*? of pipeline caused error: \(['\"])?([A-Z]+)\b", re.DOTALL)
+# redis-py puts after "Command # N (<command>) of pipeline caused error: ", as is or quoted in a tuple's repr
+# (an error with more than one argument).
+_CODE = re.compile(r"(?:Command # \d+ .*? of pipeline caused error: (?:\(['\"])?)?([A-Z]+)\b", re.DOTALL)
 
 
 def _redis_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
