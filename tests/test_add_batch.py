@@ -17,6 +17,7 @@ from queue_manager import (
 )
 from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import types_pb2
 from tests.conftest import RunningServer, ServerFactory
 from tests.security_kit import bearer, state, token_file
 
@@ -124,6 +125,7 @@ async def test_an_item_out_of_the_tokens_reach_fails_alone(
     async with QueueManager(server.address, token=tokens["admin"]) as admin:
         await admin.register_queue("billing-a")
         await admin.register_queue("orders")
+    singles = _started(server, "AddJob")
     async with QueueManager(server.address, token=tokens["prod"], timeout=10) as qm:
         calls = [qm.add_job("billing-a", f"ok-{i}") for i in range(30)]
         calls.insert(7, qm.add_job("orders", "not-mine"))
@@ -131,15 +133,28 @@ async def test_an_item_out_of_the_tokens_reach_fails_alone(
         assert isinstance(results[7], PermissionDeniedError)
         assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 7)
         assert (await qm.get_queue_metrics("billing-a")).waiting == 30
+    # The batch was not refused whole, so its adds were not sent again one by one (only the first two adds
+    # of the burst went out alone).
+    assert _started(server, "AddJob") - singles <= 2
+    link = types_pb2.ChainLink(queue_name="orders", job_name="next")
+    chained = jpb.NewJob(name="c", options=types_pb2.JobOptions(chain_to=[link]))
     async with grpc.aio.insecure_channel(server.address) as ch:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await qrpc.QueueServiceStub(ch).AddJobBatch(
-                jpb.AddJobBatchRequest(
-                    items=[jpb.AddJobRequest(queue_name="orders", job=jpb.NewJob(name="n"))]
-                ),
-                metadata=bearer(tokens["prod"]),
-            )
-        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        response = await qrpc.QueueServiceStub(ch).AddJobBatch(
+            jpb.AddJobBatchRequest(
+                items=[
+                    jpb.AddJobRequest(queue_name="orders", job=jpb.NewJob(name="n")),
+                    jpb.AddJobRequest(queue_name="billing-a", job=jpb.NewJob(name="mine")),
+                    jpb.AddJobRequest(queue_name="billing-a", job=chained),
+                ]
+            ),
+            metadata=bearer(tokens["prod"]),
+        )
+    foreign, mine, chain = response.outcomes
+    assert foreign.error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert "items[0].queue_name" in foreign.error.message and "'orders'" in foreign.error.message
+    assert mine.HasField("added") and mine.added.job.name == "mine"
+    assert chain.error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert "items[2].job.options.chain_to[0].queue_name" in chain.error.message
 
 
 async def test_a_cancelled_caller_does_not_disturb_the_others(server: RunningServer) -> None:

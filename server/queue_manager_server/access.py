@@ -14,6 +14,7 @@ docs/security.md shows the same table for people; `test_every_rpc_has_a_rule` ke
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,20 @@ class Rule:
     all_queues: bool = False
     # The stored run's queues are checked before the call (CancelWorkflow).
     run_queues: bool = False
+    # The request holds independent items whose queues the handler checks one by one (`item_denial`): an
+    # item out of reach is refused alone, as its own call would be (AddJobBatch).
+    per_item: bool = False
+
+
+# Checks one item's queues against the caller's token during a call whose rule checks per item; set by the
+# auth interceptor (services/auth_interceptor.py) around the handler. Unset: the server checks no tokens.
+ITEM_CHECK: ContextVar[Callable[[Named], str | None] | None] = ContextVar("item_check", default=None)
+
+
+def item_denial(named: Named) -> str | None:
+    """Why one item's queues are out of the caller's reach (the refusal is logged), or None."""
+    check = ITEM_CHECK.get()
+    return None if check is None else check(named)
 
 
 def _field(name: str) -> Callable[[Any], Named]:
@@ -69,15 +84,9 @@ def _chain(options: types_pb2.JobOptions, at: str) -> Iterator[tuple[str, str]]:
         yield f"{at}.chain_to[{i}].queue_name", link.queue_name
 
 
-def _add_job(r: jobs_pb2.AddJobRequest) -> Named:
-    return [("queue_name", r.queue_name), *_chain(r.job.options, "job.options")]
-
-
-def _add_job_batch(r: jobs_pb2.AddJobBatchRequest) -> Named:
-    # Any item out of reach refuses the whole call (clients then send its adds one by one).
-    for i, item in enumerate(r.items):
-        yield f"items[{i}].queue_name", item.queue_name
-        yield from _chain(item.job.options, f"items[{i}].job.options")
+def add_job_queues(r: jobs_pb2.AddJobRequest, at: str = "") -> Named:
+    """The queues one add names: its own and its chain's (at: the add's place in a larger request)."""
+    return [(f"{at}queue_name", r.queue_name), *_chain(r.job.options, f"{at}job.options")]
 
 
 def _add_bulk(r: jobs_pb2.AddBulkRequest) -> Named:
@@ -207,9 +216,9 @@ RULES: dict[str, Rule] = {
         "GetAllMetrics": Rule("read", filter=_filter_metrics),
         "WatchMetrics": Rule("read", _watch, filter=_filter_metrics),
         "ListWorkers": Rule("read", _field("queue_name"), filter=_filter_workers),
-        "AddJob": Rule("produce", _add_job),
+        "AddJob": Rule("produce", add_job_queues),
         "AddBulk": Rule("produce", _add_bulk),
-        "AddJobBatch": Rule("produce", _add_job_batch),
+        "AddJobBatch": Rule("produce", per_item=True),
         "GetJob": _READ_QUEUE,
         "ListJobs": _READ_QUEUE,
         "RemoveJob": Rule("admin", _field("queue_name")),

@@ -9,9 +9,10 @@ grow by themselves and no add waits longer than one call. The callers a batch's 
 one event-loop turn; those adds leave together too.
 
 Each add keeps its own outcome: the server answers every item with its job or the status ``AddJob`` would
-have ended with. When the whole batch is refused for a reason that may concern only some of its items (a
-token out of reach of one item's queue, a server too old for ``AddJobBatch``), its adds are sent again one
-by one, so each caller gets exactly what its own ``AddJob`` would have got.
+have ended with (an item out of the token's reach included). When the whole batch is refused for a reason
+that may concern only some of its items (a server that refused a whole batch for one item out of reach, or
+one too old for ``AddJobBatch``), its adds are sent again one by one, so each caller gets exactly what its
+own ``AddJob`` would have got.
 """
 
 from __future__ import annotations

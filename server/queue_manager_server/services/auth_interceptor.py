@@ -7,10 +7,11 @@ For every call of a guarded service (all but health and reflection, `access.OPEN
 2. The token's roles must grant the RPC's permission (`access.RULES`), else ``PERMISSION_DENIED``, also
    without running the handler.
 3. The queues the request names must match the token's patterns. Unary and server-streaming requests are
-   checked before the handler runs. Client streams (AddBulk) and the worker stream are checked message by
-   message as the handler reads them: a message naming a foreign queue ends the call ``PERMISSION_DENIED``
-   (AddBulk reads the whole stream before its first write, so nothing is written; the worker stream's
-   leases are released as when it is cut).
+   checked before the handler runs; a request of independent items (AddJobBatch) is checked item by item by
+   its handler (`access.item_denial`), and an item out of reach is refused alone. Client streams (AddBulk)
+   and the worker stream are checked message by message as the handler reads them: a message naming a
+   foreign queue ends the call ``PERMISSION_DENIED`` (AddBulk reads the whole stream before its first write,
+   so nothing is written; the worker stream's leases are released as when it is cut).
 4. Answers spanning queues are trimmed to the token's queues, or refused (`access.Rule`).
 
 Tokens never reach a log line: a refusal logs the method, the peer, the token's name when it is known and
@@ -26,7 +27,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from queue_manager_server.access import Rule, denial, queue_denial, rule_for
+from queue_manager_server.access import ITEM_CHECK, Named, Rule, denial, queue_denial, rule_for
 from queue_manager_server.auth import Authenticator, AuthError, Principal
 from queue_manager_server.errors import PermissionDenied
 
@@ -186,10 +187,28 @@ class _Guard:
         if self.refused is not None:
             await self._deny(context, self.refused)
 
+    def _item_check(self, context: grpc.aio.ServicerContext) -> Callable[[Named], str | None]:
+        """The check of one item's queues (access.item_denial) for a call whose rule checks per item."""
+
+        def check(named: Named) -> str | None:
+            why = queue_denial(self.principal, named)
+            if why is not None:
+                _refused(self.method, grpc.StatusCode.PERMISSION_DENIED, why, self.principal, context.peer())
+            return why
+
+        return check
+
     def unary(self, behavior: Behavior) -> Behavior:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._check_request(request, context)
-            return await self._answer(await behavior(request, context), context)
+            if not self.rule.per_item:
+                return await self._answer(await behavior(request, context), context)
+            checking = ITEM_CHECK.set(self._item_check(context))
+            try:
+                response = await behavior(request, context)
+            finally:
+                ITEM_CHECK.reset(checking)
+            return await self._answer(response, context)
 
         return handle
 

@@ -12,12 +12,13 @@ import grpc
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
+from queue_manager_server.access import add_job_queues, item_denial
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
-from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.errors import InvalidArgument, PermissionDenied
 from queue_manager_server.services.adds import AddCoalescer, AddOutcome
 from queue_manager_server.services.errors import status_for, unary
 from queue_manager_server.services.job_control import job_message
@@ -68,8 +69,10 @@ class JobHandlers:
         # Each item is its own AddJob: checked alone, and added with the others in shared round trips (one
         # future per item, no task: they are awaited together).
         checked: list[asyncio.Future[AddOutcome] | Exception] = []
-        for item in request.items:
+        for i, item in enumerate(request.items):
             try:
+                if why := item_denial(add_job_queues(item, f"items[{i}].")):
+                    raise PermissionDenied(why)
                 checked.append(self.adds.submit(*self._checked(item)))
             except Exception as exc:
                 checked.append(exc)
