@@ -89,7 +89,7 @@ async def server_factory(redis_url: str, prefix: str) -> AsyncIterator[ServerFac
 
     async def start(**overrides: Any) -> RunningServer:
         settings = Settings(
-            listen="127.0.0.1:0",
+            listen=overrides.pop("listen", "127.0.0.1:0"),
             redis_url=overrides.pop("redis_url", redis_url),
             key_prefix=prefix,
             shutdown_grace_ms=overrides.pop("shutdown_grace_ms", 2_000),

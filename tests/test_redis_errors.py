@@ -355,3 +355,23 @@ def test_status_for_redis_errors(exc: Exception, code: grpc.StatusCode, says: st
     got, message = status_for(exc)
     assert got == code
     assert says in message
+
+
+async def test_an_add_on_the_stream_waits_no_longer_than_the_clients_timeout(store: Store) -> None:
+    """An add carried on the producer stream has no call deadline of its own: the client gives up after its
+    timeout, as a unary call's deadline would, and the stream serves the next adds."""
+    await store.serve()
+    quick = QueueManager(address=store.servers[-1].address, timeout=1.0)
+    store.clients.append(quick)
+    await quick.add_job("q", "before")  # the stream is open
+    process = store.valkey._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(QueueManagerError) as info:
+            await quick.add_job("q", "stalled")
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "within 1s" in info.value.message
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert (await quick.add_job("q", "after")).name == "after"

@@ -219,6 +219,7 @@ RULES: dict[str, Rule] = {
         "AddJob": Rule("produce", add_job_queues),
         "AddBulk": Rule("produce", _add_bulk),
         "AddJobBatch": Rule("produce", per_item=True),
+        "AddJobStream": Rule("produce", per_item=True),
         "GetJob": _READ_QUEUE,
         "ListJobs": _READ_QUEUE,
         "RemoveJob": Rule("admin", _field("queue_name")),

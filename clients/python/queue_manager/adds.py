@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -57,6 +58,9 @@ _ONE_BY_ONE = frozenset(
 
 AddJob = Callable[[jobs_pb2.AddJobRequest], Awaitable[jobs_pb2.AddJobResponse]]
 AddJobBatch = Callable[[jobs_pb2.AddJobBatchRequest], Awaitable[jobs_pb2.AddJobBatchResponse]]
+# Opens an AddJobStream call (grpc.aio's stream-stream call: write, read, cancel).
+OpenStream = Callable[[], Any]
+Outcomes = Sequence[jobs_pb2.AddJobOutcome]
 
 
 @dataclass(slots=True)
@@ -71,11 +75,24 @@ class AddBatcher:
     Args:
         add_job: Sends one ``AddJob`` (raising `QueueManagerError` on failure).
         add_job_batch: Sends one ``AddJobBatch`` (raising ``grpc.aio.AioRpcError`` on failure).
+        open_stream: Opens an ``AddJobStream``, which then carries the calls instead (a message costs about
+            half a unary call); None, or a server without it, keeps them unary.
+        timeout: How long an add on the stream waits for its answer (None: no limit), as a unary call's
+            deadline.
     """
 
-    def __init__(self, add_job: AddJob, add_job_batch: AddJobBatch) -> None:
+    def __init__(
+        self,
+        add_job: AddJob,
+        add_job_batch: AddJobBatch,
+        open_stream: OpenStream | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self._add_job = add_job
         self._add_job_batch = add_job_batch
+        self._open_stream = open_stream
+        self._timeout = timeout
+        self._stream: _AddStream | None = None
         self._pending: list[_Pending] = []
         self._in_flight = 0
         self._batch_in_flight = False  # a call carrying more than one add is under way
@@ -90,7 +107,10 @@ class AddBatcher:
         if self._free() and not self._pending and not self._gathering:
             self._in_flight += 1
             try:
-                return await self._add_job(request)
+                outcomes = await self._on_stream([request])
+                if outcomes is None:
+                    return await self._add_job(request)
+                return _response(outcomes[0])
             finally:
                 self._in_flight -= 1
                 self._kick()
@@ -142,6 +162,22 @@ class AddBatcher:
         self._kick()
 
     async def _send_batch(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._on_stream([p.request for p in batch])
+        except BaseException as exc:  # the stream broke or timed out (or the client is closing)
+            for p in batch:
+                _settle(p, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if outcomes is not None:
+            for p, outcome in zip(batch, outcomes, strict=True):
+                if not p.future.done():
+                    try:
+                        p.future.set_result(_response(outcome))
+                    except QueueManagerError as exc:
+                        p.future.set_exception(exc)
+            return
         if len(batch) == 1 or not self._batches:
             await self._one_by_one(batch)
             return
@@ -188,10 +224,140 @@ class AddBatcher:
             else:
                 _settle(p, result)
 
+    async def _on_stream(self, requests: list[jobs_pb2.AddJobRequest]) -> Outcomes | None:
+        """Sends adds as one message of the producer stream and returns their outcomes; None when there is no
+        stream to send on (none configured, or the server lacks it: nothing was sent). Raises
+        `QueueManagerError` when the stream broke or the answer did not come within the timeout."""
+        for fresh in (False, True):
+            if self._open_stream is None:
+                return None
+            stream = self._stream
+            if stream is None or stream.broken is not None:
+                stream = self._stream = _AddStream(self._open_stream())
+            try:
+                return await asyncio.wait_for(stream.send(requests), self._timeout)
+            except TimeoutError:
+                raise QueueManagerError(
+                    f"no answer to the add within {self._timeout:g}s", grpc.StatusCode.DEADLINE_EXCEEDED
+                ) from None
+            except _Unsent as unsent:
+                # The stream had ended before the message left (a server restart): nothing was sent, so a
+                # new stream takes it, once.
+                error = unsent.error
+                if fresh or not isinstance(error, grpc.aio.AioRpcError):
+                    raise _stream_error(error) from None
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # an older server: unary calls from now on
+                    self._open_stream = None
+                    return None
+                raise _stream_error(exc) from None
+        raise AssertionError("unreachable")
+
     async def close(self) -> None:
-        """Waits for the calls under way (their callers get their outcomes)."""
+        """Waits for the calls under way (their callers get their outcomes), then ends the stream."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
+
+
+class _AddStream:
+    """One open AddJobStream: messages written one at a time (grpc.aio allows one write at once), answers
+    matched to them by batch id by a reader task. When the call ends, every add still waiting gets its
+    error, and the stream is replaced by the next add."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._waiting: dict[int, asyncio.Future[Outcomes]] = {}
+        self._next = 0
+        self._writing = asyncio.Lock()
+        self._opened = False
+        self.broken: BaseException | None = None
+        self._reader = asyncio.create_task(self._read(), name="qm-add-stream")
+
+    async def send(self, requests: list[jobs_pb2.AddJobRequest]) -> Outcomes:
+        if not self._opened:
+            # Nothing is written before the server has accepted the call (it sends its headers at once): a
+            # server without AddJobStream then ends it UNIMPLEMENTED cleanly, where a write racing that
+            # refusal could end it INTERNAL.
+            await self._call.initial_metadata()
+            self._opened = True
+            if self._call.done():
+                await asyncio.wait([self._reader])
+        if self.broken is not None:
+            raise self.broken
+        self._next += 1
+        batch_id = self._next
+        answer: asyncio.Future[Outcomes] = asyncio.get_running_loop().create_future()
+        self._waiting[batch_id] = answer
+        try:
+            async with self._writing:
+                await self._call.write(jobs_pb2.AddJobStreamRequest(batch_id=batch_id, items=requests))
+        except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+            # The call has ended (grpc.aio says so either way) and the message did not leave.
+            self._waiting.pop(batch_id, None)
+            await asyncio.wait([self._reader])
+            ended = self.broken or QueueManagerError("the add stream ended", grpc.StatusCode.UNAVAILABLE)
+            raise _Unsent(ended) from None
+        except BaseException:
+            self._waiting.pop(batch_id, None)
+            raise
+        outcomes = await answer
+        if len(outcomes) != len(requests):  # a server bug; never guess which add is which
+            raise QueueManagerError(
+                f"the server answered {len(outcomes)} outcomes for {len(requests)} adds",
+                grpc.StatusCode.INTERNAL,
+            )
+        return outcomes
+
+    async def _read(self) -> None:
+        error: BaseException
+        try:
+            async for message in self._call:
+                answer = self._waiting.pop(message.batch_id, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(message.outcomes)
+            error = QueueManagerError("the server ended the add stream", grpc.StatusCode.UNAVAILABLE)
+        except grpc.aio.AioRpcError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            error = QueueManagerError("the client is closing", grpc.StatusCode.CANCELLED)
+        self.broken = error
+        waiting, self._waiting = self._waiting, {}
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_exception(error)
+
+    async def close(self) -> None:
+        self._call.cancel()
+        await asyncio.wait([self._reader])
+
+
+class _Unsent(Exception):
+    """A message not written because its stream had ended; error: why the stream ended."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _stream_error(error: BaseException) -> BaseException:
+    """What the callers of a broken stream see. grpc.aio ends a stream whose server went away mid-call
+    INTERNAL ("Internal error from Core"), which no server sends: that is the connection lost, UNAVAILABLE,
+    as a unary call would say."""
+    if not isinstance(error, grpc.aio.AioRpcError):
+        return error
+    if error.code() == grpc.StatusCode.INTERNAL and error.details() == "Internal error from Core":
+        return QueueManagerError("the connection to the server was lost; retry", grpc.StatusCode.UNAVAILABLE)
+    return error_from_rpc(error)
+
+
+def _response(outcome: jobs_pb2.AddJobOutcome) -> jobs_pb2.AddJobResponse:
+    """An add's answer, or its error raised."""
+    if outcome.HasField("added"):
+        return outcome.added
+    raise error_from_status(outcome.error.code, outcome.error.message)
 
 
 def _settle(p: _Pending, exc: BaseException) -> None:

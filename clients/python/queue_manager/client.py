@@ -748,7 +748,7 @@ class QueueManager:
                 response: jobs_pb2.AddJobBatchResponse = await stub.AddJobBatch(request, timeout=self.timeout)
                 return response
 
-            self._adds = AddBatcher(add_job, add_job_batch)
+            self._adds = AddBatcher(add_job, add_job_batch, stub.AddJobStream, self.timeout)
         return self._adds
 
     def _queue_stub(self) -> QueueServiceAsyncStub:

@@ -20,6 +20,7 @@ the reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -232,8 +233,17 @@ class _Guard:
         async def handle(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            async for response in behavior(self._checked(requests), context):
-                yield await self._answer(response, context)
+            # A stream of independent items (AddJobStream) is checked item by item by its handler, in the
+            # tasks it starts (they inherit the check); the stream goes on past a refused item.
+            checking = ITEM_CHECK.set(self._item_check(context)) if self.rule.per_item else None
+            try:
+                async for response in behavior(self._checked(requests), context):
+                    yield await self._answer(response, context)
+            finally:
+                if checking is not None:
+                    # A generator closed from elsewhere runs this in another context: nothing to undo there.
+                    with contextlib.suppress(ValueError):
+                        ITEM_CHECK.reset(checking)
             await self._end_refused(context)
 
         return handle

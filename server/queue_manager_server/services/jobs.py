@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -20,7 +20,7 @@ from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument, PermissionDenied
 from queue_manager_server.services.adds import AddCoalescer, AddOutcome
-from queue_manager_server.services.errors import status_for, unary
+from queue_manager_server.services.errors import status_for, streaming, unary
 from queue_manager_server.services.job_control import job_message
 
 
@@ -39,8 +39,10 @@ def _answer(request: pb.AddJobRequest, added: AddOutcome) -> dict[str, Any]:
 
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
-# Adds per AddJobBatch call (a client carries concurrent add_job calls in it).
+# Adds per AddJobBatch call or AddJobStream message (a client carries concurrent add_job calls in them).
 MAX_BATCH_ITEMS = 1_000
+# AddJobStream messages unanswered at once per stream: the server reads no further until one is answered.
+MAX_STREAM_BATCHES = 64
 
 
 class JobHandlers:
@@ -66,10 +68,62 @@ class JobHandlers:
             raise InvalidArgument(
                 "items", f"holds {len(request.items)} adds; at most {MAX_BATCH_ITEMS} per call (use AddBulk)"
             )
-        # Each item is its own AddJob: checked alone, and added with the others in shared round trips (one
-        # future per item, no task: they are awaited together).
+        # protobuf takes dicts for message fields; its type stubs do not say so.
+        return pb.AddJobBatchResponse(outcomes=await self._outcomes(request.items))  # type: ignore[arg-type]
+
+    @streaming
+    async def AddJobStream(
+        self, requests: AsyncIterator[pb.AddJobStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AddJobStreamResponse]:
+        # Each message is answered when its adds are written, in any order: a reader takes the messages (at
+        # most MAX_STREAM_BATCHES unanswered) while this generator sends the answers as they come.
+        # Headers at once: a client writes nothing before them (so an older server's refusal is clean).
+        await context.send_initial_metadata(())
+        answers: asyncio.Queue[pb.AddJobStreamResponse | BaseException | None] = asyncio.Queue()
+        room = asyncio.Semaphore(MAX_STREAM_BATCHES)
+
+        async def answer(message: pb.AddJobStreamRequest) -> None:
+            try:
+                if len(message.items) > MAX_BATCH_ITEMS:
+                    why = f"holds {len(message.items)} adds; at most {MAX_BATCH_ITEMS} per message"
+                    error = {"code": grpc.StatusCode.INVALID_ARGUMENT.value[0], "message": f"items: {why}"}
+                    outcomes = [{"error": error}] * len(message.items)
+                else:
+                    outcomes = await self._outcomes(message.items)
+                # protobuf takes dicts for message fields; its type stubs do not say so.
+                answers.put_nowait(pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes))  # type: ignore[arg-type]
+            finally:
+                room.release()
+
+        async def read() -> None:
+            pending: set[asyncio.Task[None]] = set()
+            try:
+                async for message in requests:
+                    await room.acquire()
+                    task = asyncio.create_task(answer(message), name="add-stream-batch")
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                if pending:
+                    await asyncio.gather(*pending)
+                answers.put_nowait(None)
+            except BaseException as exc:  # the call ended (cancelled) or its reading failed
+                answers.put_nowait(exc)
+                raise
+
+        reader = asyncio.create_task(read(), name="add-stream-reader")
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            reader.cancel()
+
+    async def _outcomes(self, items: Sequence[pb.AddJobRequest]) -> list[dict[str, Any]]:
+        """Each item as its own AddJob: checked alone (its queues against the caller's token included), and
+        added with the others in shared round trips (one future per item, no task: awaited together)."""
         checked: list[asyncio.Future[AddOutcome] | Exception] = []
-        for i, item in enumerate(request.items):
+        for i, item in enumerate(items):
             try:
                 if why := item_denial(add_job_queues(item, f"items[{i}].")):
                     raise PermissionDenied(why)
@@ -78,7 +132,7 @@ class JobHandlers:
                 checked.append(exc)
         await asyncio.gather(*(c for c in checked if isinstance(c, asyncio.Future)), return_exceptions=True)
         outcomes: list[dict[str, Any]] = []
-        for item, outcome in zip(request.items, checked, strict=True):
+        for item, outcome in zip(items, checked, strict=True):
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
@@ -86,8 +140,7 @@ class JobHandlers:
             except Exception as exc:
                 code, message = status_for(exc)
                 outcomes.append({"error": {"code": code.value[0], "message": message}})
-        # protobuf takes dicts for message fields; its type stubs do not say so.
-        return pb.AddJobBatchResponse(outcomes=outcomes)  # type: ignore[arg-type]
+        return outcomes
 
     async def _add(self, request: pb.AddJobRequest) -> pb.AddJobResponse:
         # Concurrent adds share one Redis round trip (services/adds.py); a lone one goes out at once.

@@ -159,6 +159,62 @@ class AddJobBatchResponse(_message.Message):
 Global___AddJobBatchResponse: _TypeAlias = AddJobBatchResponse  # noqa: Y015
 
 @_typing.final
+class AddJobStreamRequest(_message.Message):
+    """AddJobStreamRequest is one batch of independent adds on an AddJobStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    """Chosen by the client; its answer carries it back. Unique among the batches awaiting their answers."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddJobRequest]:
+        """The adds, each as it would be sent to AddJob (queues may differ)."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        items: _abc.Iterable[Global___AddJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddJobStreamRequest: _TypeAlias = AddJobStreamRequest  # noqa: Y015
+
+@_typing.final
+class AddJobStreamResponse(_message.Message):
+    """AddJobStreamResponse answers one AddJobStreamRequest: one outcome per add, in the order of its items."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    """The batch_id of the request answered."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddJobOutcome]:
+        """Outcomes, one per item of the request."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        outcomes: _abc.Iterable[Global___AddJobOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddJobStreamResponse: _TypeAlias = AddJobStreamResponse  # noqa: Y015
+
+@_typing.final
 class AddJobOutcome(_message.Message):
     """AddJobOutcome is one add's result: the stored job, or the status AddJob would have ended with."""
 

@@ -109,6 +109,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobBatchRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobBatchResponse.FromString,
                 _registered_method=True)
+        self.AddJobStream = channel.stream_stream(
+                '/queue_manager.v1.QueueService/AddJobStream',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobStreamRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobStreamResponse.FromString,
+                _registered_method=True)
         self.AddBulk = channel.stream_unary(
                 '/queue_manager.v1.QueueService/AddBulk',
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddBulkRequest.SerializeToString,
@@ -307,6 +312,17 @@ class QueueServiceServicer:
         """Adds several independent jobs in one call, as if each were its own AddJob: each is checked and added on
         its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
         Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddJobStream(self, request_iterator, context):
+        """Adds jobs on one long call: each request message is a batch of independent adds (as AddJobBatch), and
+        each is answered by one response message with its batch_id, in any order. A message costs about half a
+        unary call, so a client keeps one stream open for its adds. Each add is checked on its own, a token's
+        queues included; at most 1,000 adds per message, and 64 messages unanswered per stream (the server reads
+        no further until one is answered). Ending the stream waits for the answers of the messages sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -521,6 +537,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.AddJobBatch,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobBatchRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobBatchResponse.SerializeToString,
+            ),
+            'AddJobStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AddJobStream,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobStreamRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.AddJobStreamResponse.SerializeToString,
             ),
             'AddBulk': grpc.stream_unary_rpc_method_handler(
                     servicer.AddBulk,
@@ -997,6 +1018,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/AddJobBatch',
             queue__manager_dot_v1_dot_jobs__pb2.AddJobBatchRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.AddJobBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddJobStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/queue_manager.v1.QueueService/AddJobStream',
+            queue__manager_dot_v1_dot_jobs__pb2.AddJobStreamRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.AddJobStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,13 @@ class QueueServiceStub:
     its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
     Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
     """
+    AddJobStream: _grpc.StreamStreamMultiCallable[_jobs_pb2.AddJobStreamRequest, _jobs_pb2.AddJobStreamResponse]
+    """Adds jobs on one long call: each request message is a batch of independent adds (as AddJobBatch), and
+    each is answered by one response message with its batch_id, in any order. A message costs about half a
+    unary call, so a client keeps one stream open for its adds. Each add is checked on its own, a token's
+    queues included; at most 1,000 adds per message, and 64 messages unanswered per stream (the server reads
+    no further until one is answered). Ending the stream waits for the answers of the messages sent.
+    """
     AddBulk: _grpc.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]
     """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
     anything is written (a bad job means none are added) and is added in full or not at all, also when the
@@ -157,6 +164,13 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Adds several independent jobs in one call, as if each were its own AddJob: each is checked and added on
     its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
     Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
+    """
+    AddJobStream: _aio.StreamStreamMultiCallable[_jobs_pb2.AddJobStreamRequest, _jobs_pb2.AddJobStreamResponse]  # type: ignore[assignment]
+    """Adds jobs on one long call: each request message is a batch of independent adds (as AddJobBatch), and
+    each is answered by one response message with its batch_id, in any order. A message costs about half a
+    unary call, so a client keeps one stream open for its adds. Each add is checked on its own, a token's
+    queues included; at most 1,000 adds per message, and 64 messages unanswered per stream (the server reads
+    no further until one is answered). Ending the stream waits for the answers of the messages sent.
     """
     AddBulk: _aio.StreamUnaryMultiCallable[_jobs_pb2.AddBulkRequest, _jobs_pb2.AddBulkResponse]  # type: ignore[assignment]
     """Adds many jobs as a client stream and answers with the ids in order. The whole stream is checked before
@@ -324,6 +338,19 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds several independent jobs in one call, as if each were its own AddJob: each is checked and added on
         its own (one refused job leaves the others alone) and the answer holds each one's outcome, in order.
         Clients carry concurrent AddJob calls in it to save a round trip per job; at most 1,000 per call.
+        """
+
+    @_abc_1.abstractmethod
+    def AddJobStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobs_pb2.AddJobStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.AddJobStreamResponse], _abc.AsyncIterator[_jobs_pb2.AddJobStreamResponse]]:
+        """Adds jobs on one long call: each request message is a batch of independent adds (as AddJobBatch), and
+        each is answered by one response message with its batch_id, in any order. A message costs about half a
+        unary call, so a client keeps one stream open for its adds. Each add is checked on its own, a token's
+        queues included; at most 1,000 adds per message, and 64 messages unanswered per stream (the server reads
+        no further until one is answered). Ending the stream waits for the answers of the messages sent.
         """
 
     @_abc_1.abstractmethod
