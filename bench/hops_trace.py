@@ -3,12 +3,14 @@
 Events (wall clock ns, so the processes' records join on job id):
 
 - ``clsend``: the producer's client sent the job's add (keyed by the producer's stamp, not by job id);
-- ``handler``: the server's AddJob handler started (after gRPC and the interceptors);
+- ``handler``: the server's AddJob handler started, or its AddJobStream message was taken (after gRPC and
+  the interceptors);
 - ``add``: the server's coalescer took the AddJob (its id is chosen here);
 - ``send`` / ``written``: the coalesced Redis write went out / came back;
 - ``sub``: the pub/sub wake-up of the job's queue reached the notifier (per queue, not per job);
 - ``claim`` / ``claimed``: the claim that leased the job went out / came back (``empty``: a claim that
   leased nothing);
+- ``answer``: the server handed the add's answer to gRPC; ``clrecv``: the producer's client read it;
 - ``yield``: the worker stream's handler handed the delivery to gRPC;
 - ``recv``: the worker read the delivery; ``start``: its processor started (``stamp``: the producer's
   clock when it called add_job, from the job's data).
@@ -79,6 +81,21 @@ def _patch_server() -> None:
         return await real_add(self, request)
 
     jobs.JobHandlers._add = add  # type: ignore[method-assign]
+
+    real_outcomes = jobs.JobHandlers._outcomes
+
+    async def outcomes(self: Any, items: Any) -> Any:
+        _handler.set(time.time_ns())
+        out = await real_outcomes(self, items)
+        t = time.time_ns()
+        for outcome in out:
+            added = outcome.get("added")
+            if added is not None:
+                job = added["job"]  # constructor fields, or a message
+                note("answer", job["id"] if isinstance(job, dict) else job.id, t)
+        return out
+
+    jobs.JobHandlers._outcomes = outcomes  # type: ignore[method-assign]
 
     real_many = Engine.add_jobs_many
 
@@ -172,22 +189,20 @@ def _stamp(request: Any) -> str:
 def _patch_client() -> None:
     from queue_manager import adds
 
-    real_init = adds.AddBatcher.__init__
+    real_send = adds._AddStream.send
 
-    def init(self: Any, add_job: Any, add_job_batch: Any) -> None:
-        async def one(request: Any) -> Any:
-            note("clsend", _stamp(request))
-            return await add_job(request)
+    async def send(self: Any, requests: Any) -> Any:
+        t = time.time_ns()
+        for request in requests:
+            note("clsend", _stamp(request), t)
+        outcomes = await real_send(self, requests)
+        t = time.time_ns()
+        for outcome in outcomes:
+            if outcome.HasField("added"):
+                note("clrecv", outcome.added.job.id, t)
+        return outcomes
 
-        async def batch(request: Any) -> Any:
-            t = time.time_ns()
-            for item in request.items:
-                note("clsend", _stamp(item), t)
-            return await add_job_batch(request)
-
-        real_init(self, one, batch)
-
-    adds.AddBatcher.__init__ = init  # type: ignore[method-assign]
+    adds._AddStream.send = send  # type: ignore[method-assign]
 
 
 _PATCHES: dict[str, Callable[[], None]] = {

@@ -22,6 +22,7 @@ from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2
 from queue_manager_server.embedded import free_port
+from queue_manager_server.services.jobs import JobHandlers
 from tests.conftest import RunningServer, ServerFactory
 from tests.security_kit import bearer, state, token_file
 
@@ -269,3 +270,29 @@ async def test_a_broken_stream_is_replaced_by_the_next_add(server_factory: Serve
         assert _messages(second) == 1
         jobs, _ = await qm.list_jobs("restarts", "waiting")
         assert sorted(j.name for j in jobs) == ["after", "before"]
+
+
+async def test_a_fault_in_answering_a_message_fails_its_adds_and_the_stream_goes_on(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server bug while answering one message must not leave its adds unanswered until their timeout: they
+    fail at once (INTERNAL, with a reference to the server's log), and later adds use the same stream."""
+    real = JobHandlers._outcomes
+    faults = iter([True])
+
+    async def outcomes(self: JobHandlers, items: Any) -> Any:
+        if next(faults, False):
+            raise RuntimeError("a bug")
+        return await real(self, items)
+
+    monkeypatch.setattr(JobHandlers, "_outcomes", outcomes)
+    async with QueueManager(server.address, timeout=30) as qm:
+        await qm.register_queue("faulty")
+        async with asyncio.timeout(5):
+            with pytest.raises(QueueManagerError) as info:
+                await qm.add_job("faulty", "lost")
+        assert info.value.code == grpc.StatusCode.INTERNAL
+        assert "reference" in str(info.value) and "a bug" not in str(info.value)
+        assert (await qm.add_job("faulty", "kept")).name == "kept"
+        assert _messages(server) == 2
+        assert (await qm.get_queue_metrics("faulty")).waiting == 1

@@ -235,7 +235,9 @@ class AddBatcher:
             if stream is None or stream.broken is not None:
                 stream = self._stream = _AddStream(self._open_stream())
             try:
-                return await asyncio.wait_for(stream.send(requests), self._timeout)
+                # A scope, not wait_for, which would run the send as a task of its own.
+                async with asyncio.timeout(self._timeout):
+                    return await stream.send(requests)
             except TimeoutError:
                 raise QueueManagerError(
                     f"no answer to the add within {self._timeout:g}s", grpc.StatusCode.DEADLINE_EXCEEDED

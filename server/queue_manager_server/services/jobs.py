@@ -82,18 +82,25 @@ class JobHandlers:
         answers: asyncio.Queue[pb.AddJobStreamResponse | BaseException | None] = asyncio.Queue()
         room = asyncio.Semaphore(MAX_STREAM_BATCHES)
 
+        def refused(message: pb.AddJobStreamRequest, code: grpc.StatusCode, why: str) -> Any:
+            outcome = {"error": {"code": code.value[0], "message": why}}
+            # protobuf takes dicts for message fields; its type stubs do not say so.
+            outcomes: Any = [outcome] * len(message.items)
+            return pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
+
         async def answer(message: pb.AddJobStreamRequest) -> None:
             try:
                 if len(message.items) > MAX_BATCH_ITEMS:
                     why = f"holds {len(message.items)} adds; at most {MAX_BATCH_ITEMS} per message"
-                    error = {"code": grpc.StatusCode.INVALID_ARGUMENT.value[0], "message": f"items: {why}"}
-                    outcomes = [{"error": error}] * len(message.items)
+                    response = refused(message, grpc.StatusCode.INVALID_ARGUMENT, f"items: {why}")
                 else:
-                    outcomes = await self._outcomes(message.items)
-                # protobuf takes dicts for message fields; its type stubs do not say so.
-                answers.put_nowait(pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes))  # type: ignore[arg-type]
+                    outcomes: Any = await self._outcomes(message.items)
+                    response = pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
+            except Exception as exc:  # a fault in answering (a server bug): its adds get it, not silence
+                response = refused(message, *status_for(exc))
             finally:
                 room.release()
+            answers.put_nowait(response)
 
         async def read() -> None:
             pending: set[asyncio.Task[None]] = set()
