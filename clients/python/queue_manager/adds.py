@@ -1,12 +1,15 @@
-"""Carries one client's concurrent `add_job` calls in shared `AddJobBatch` calls.
+"""Carries one client's concurrent `add_job` calls together: as messages of one ``AddJobStream`` it keeps
+open, or (with a server without it) as ``AddJob`` and ``AddJobBatch`` calls.
 
 A web handler adds one job per request, and many handlers run at once. Each `add_job` on its own costs a
-gRPC round trip and a unary call on the server (a few hundred µs of CPU in Python on both sides); carried
-together, the cost is paid once per batch. There is no linger: while fewer than `MAX_IN_FLIGHT` calls are
-under way and none of them is a batch, an add goes out at once as a plain ``AddJob`` (a lone add is as fast
-as before). Adds made otherwise wait for a call to end and then leave together, so under load the batches
-grow by themselves and no add waits longer than one call. The callers a batch's answer wakes add again in
-one event-loop turn; those adds leave together too.
+gRPC round trip and work on the server (a few hundred µs of CPU in Python on both sides); carried together,
+the cost is paid once per batch. There is no linger: while fewer than `MAX_IN_FLIGHT` calls are under way
+and none of them is a batch, an add goes out at once on its own (a lone add is as fast as before). Adds made
+otherwise wait for a call to end and then leave together, so under load the batches grow by themselves and
+no add waits longer than one call. The callers a batch's answer wakes add again in one event-loop turn;
+those adds leave together too. Two batches may be under way at once: a large batch leaving with nothing
+under way is sent as two halves, which then alternate (one is written by the server while the other's
+callers are resumed and add again).
 
 Each add keeps its own outcome: the server answers every item with its job or the status ``AddJob`` would
 have ended with (an item out of the token's reach included). When the whole batch is refused for a reason
@@ -38,12 +41,16 @@ log = logging.getLogger("queue_manager.adds")
 # producer paced at 500 adds/s often found the previous call still under way: its add waited 0.54 ms at p50
 # and 1.9 ms at p90 (bench.hops), the largest part of add→start latency. 2 keeps that wait off that path.
 MAX_IN_FLIGHT = 2
-# The second call may start only beside a lone add, never beside a batch. Under load one caller's adds
-# otherwise went out alone, each in a call of its own, every time its last one came back while the others'
-# batch was under way: half the calls carried one add, and the batches half of the callers. A paced
-# producer's adds are lone calls, which still overlap (2026-12-04, interleaved, 50 callers: 14,100 and 13,300
-# adds/s against 12,600 and 11,400 before, with the faster answers of that day; add→start latency at 500/s
-# unchanged).
+# Beside a batch under way, a second call may start only with at least this many adds; a lone add waits for
+# the batch instead. Under load one caller's adds otherwise went out alone, each in a call of its own, every
+# time its last one came back while the others' batch was under way: half the calls carried one add, and the
+# batches half of the callers. A paced producer's adds are lone calls, which still overlap.
+PIPELINE_MIN = 8
+# With nothing under way, a batch of at least twice PIPELINE_MIN leaves as two calls of half each: while the
+# server writes one, the client resolves the other's callers and sends their next adds, so the two halves
+# keep alternating. One batch at a time left each side idle while the other worked (2026-12-04, one
+# process, 20,000 adds on 2 cores: 50 callers 17,200-17,500 -> 21,200-22,300 adds/s, 200 callers
+# 20,700-23,300 -> 28,200-28,700; thirds or quarters were slower than halves, and a lone add is unchanged).
 # Adds per batch call (the server's limit, services/jobs.py MAX_BATCH_ITEMS).
 MAX_ITEMS = 1_000
 # Whole-call refusals that may concern some items only: their adds are sent again one by one.
@@ -95,7 +102,7 @@ class AddBatcher:
         self._stream: _AddStream | None = None
         self._pending: list[_Pending] = []
         self._in_flight = 0
-        self._batch_in_flight = False  # a call carrying more than one add is under way
+        self._batches_in_flight = 0  # calls carrying more than one add under way
         # A batch's answers just woke its callers: the adds they make in this event-loop turn leave together.
         self._gathering = False
         self._scheduled = False
@@ -131,15 +138,26 @@ class AddBatcher:
         if not self._pending or not self._free():
             return
         batch, self._pending = self._pending[:MAX_ITEMS], self._pending[MAX_ITEMS:]
+        if self._in_flight == 0 and len(batch) >= 2 * PIPELINE_MIN:
+            half = len(batch) // 2
+            self._start(batch[:half])
+            self._start(batch[half:])
+        else:
+            self._start(batch)
+
+    def _start(self, batch: list[_Pending]) -> None:
         self._in_flight += 1
-        self._batch_in_flight = len(batch) > 1
-        task = asyncio.create_task(self._send(batch, self._batch_in_flight), name="qm-add-batch")
+        is_batch = len(batch) > 1
+        self._batches_in_flight += is_batch
+        task = asyncio.create_task(self._send(batch, is_batch), name="qm-add-batch")
         self._tasks.add(task)
         task.add_done_callback(self._sent)
 
     def _free(self) -> bool:
-        """Whether a call may start now."""
-        return self._in_flight < MAX_IN_FLIGHT and not self._batch_in_flight
+        """Whether a call may start now: beside a batch, only a batch of PIPELINE_MIN adds or more."""
+        if self._in_flight >= MAX_IN_FLIGHT:
+            return False
+        return not self._batches_in_flight or len(self._pending) >= PIPELINE_MIN
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -153,7 +171,7 @@ class AddBatcher:
             if is_batch:
                 # The callers woken run before _gathered (call_soon keeps order): what they add now waits
                 # for it, so they leave together again instead of the first one alone.
-                self._batch_in_flight = False
+                self._batches_in_flight -= 1
                 self._gathering = True
                 asyncio.get_running_loop().call_soon(self._gathered)
 
