@@ -284,7 +284,8 @@ class Engine:
             if e >= 0 and (out.earliest_delayed_ms < 0 or e < out.earliest_delayed_ms):
                 out.earliest_delayed_ms = e
             out.queue_paused = _i(r[3]) == 1
-            for i in range(4, len(r), stride):
+            out.published = out.published or _i(r[4]) == 1
+            for i in range(5, len(r), stride):
                 out.ids.append(_s(r[i]))
                 out.created.append(r[i + 1] == 1)
                 if fetch:

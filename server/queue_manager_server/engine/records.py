@@ -89,6 +89,8 @@ class AddResult:
     # Filled when the caller asked to read the stored jobs back.
     records: list[JobRecord] = field(default_factory=list)
     queue_paused: bool = False
+    # A call published the queue's 'w' event: a worker waited for its jobs (common.lua publish_ready).
+    published: bool = False
 
 
 @dataclass(slots=True)

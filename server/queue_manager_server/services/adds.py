@@ -162,7 +162,7 @@ class AddCoalescer:
             results = await self.engine.add_jobs_many(
                 [(q, [p.job for p in items]) for q, items in groups], fetch=True
             )
-            published = [isinstance(r, AddResult) and r.waiting_added > 0 for r in results]
+            published = [isinstance(r, AddResult) and r.published for r in results]
         except Exception as exc:  # the round trip failed: nothing is known to be written
             for p in batch:
                 _settle(p, exc)

@@ -6,7 +6,8 @@ instead of polling; each claim is one Lua call that leases a batch.
 A job added through this server to a queue it serves is claimed right behind its add: the coalescer
 (services/adds.py) tells `Dispatcher.adding` before it sends the write, so the claim leaves as the add's
 reply is awaited and Redis runs it just after the add, a round trip earlier than the add's pub/sub event
-would have started it. That event still comes (other servers need it); when the claim that followed the
+would have started it. That event may still come (when a claim had left the queue with no ready job, the
+add publishes it for whichever server waits: common.lua publish_ready); when the claim that followed the
 add leased every job of it, the event — or one published before it, whose jobs that claim saw too — wakes
 nothing (`Dispatcher.event`): no second, empty claim per add.
 """

@@ -8,7 +8,8 @@
 -- ARGV[4] number of jobs N  ARGV[5] answer: 1 returns each added job's fields, 0 not (bulk writes)
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
 --   call cheap to encode).
--- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), then per
+-- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
+--   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
 --   (empty for an existing job)}; an existing job's id is the holder's when its dedup key was held
 --   or {-1} when the queue is not registered. The jobs created count in the queue's activity (stats.lua).
@@ -20,7 +21,7 @@ local answer = ARGV[5] == '1'
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = add_defaults(meta)
 local now = now_ms()
-local out = {now, 0, -1, d[11] == '1' and 1 or 0}
+local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0}
 local added_waiting, earliest = 0, -1
 
 for i = 0, n - 1 do
@@ -38,6 +39,6 @@ for i = 0, n - 1 do
   if code > 0 then STATS.added = STATS.added + 1 end
 end
 out[2], out[3] = added_waiting, earliest
-publish_ready(channel, queue, added_waiting, earliest)
+out[5] = publish_ready(meta, channel, queue, added_waiting, earliest)
 write_stats(prefix, now)
 return out

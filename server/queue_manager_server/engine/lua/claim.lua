@@ -59,6 +59,9 @@ if rl_max > 0 and rl_ms > 0 then
 end
 
 local popped = pop_waiting(waiting, want)
+-- Left with no ready job: the next job made ready publishes 'w' (common.lua publish_ready), which wakes
+-- this caller; until then adds publish nothing.
+if #popped < want then redis.call('HSET', meta, 'hungry', '1') end
 local out = {0, now, next_due, 0, fill}
 local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')

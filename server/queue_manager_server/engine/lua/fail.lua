@@ -39,6 +39,6 @@ for i = 0, n - 1 do
 end
 zrem_all(active, gone)
 if freed then slot_freed(meta, prefix) end
-publish_ready(channel, queue, READY.waiting, READY.earliest)
+publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)
 return out

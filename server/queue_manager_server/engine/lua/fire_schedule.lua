@@ -51,7 +51,7 @@ else
   redis.call('ZREM', due, id)
 end
 redis.call('HSET', runs, id, rev .. ' ' .. count .. ' ' .. string.format('%d', last) .. ' ' .. job)
-publish_ready(channel, queue, added_waiting, earliest)
+publish_ready(meta, channel, queue, added_waiting, earliest)
 STATS.added = created
 write_stats(prefix, now)
 return {1, now, created}

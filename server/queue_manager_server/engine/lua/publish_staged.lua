@@ -38,7 +38,7 @@ for i = 1, #items - 3, 4 do
   if code > 0 then created = created + 1 end
 end
 redis.call('LTRIM', staged, #items, -1)
-publish_ready(channel, queue, added_waiting, earliest)
+publish_ready(meta, channel, queue, added_waiting, earliest)
 STATS.added = created
 write_stats(prefix, now)
 out[1] = created

@@ -11,6 +11,8 @@ local now = now_ms()
 redis.call('HSETNX', meta, 'created', now)
 redis.call('HSETNX', meta, 'paused', '0')
 redis.call('HSETNX', meta, 'stalled_total', '0')
+-- Workers may wait for a queue before it exists: its first jobs publish 'w' (common.lua publish_ready).
+if not exists then redis.call('HSET', meta, 'hungry', '1') end
 local pairs_ = {}
 for i = 2, #ARGV do table.insert(pairs_, ARGV[i]) end
 if #pairs_ > 0 then redis.call('HSET', meta, unpack(pairs_)) end

@@ -47,5 +47,5 @@ if hold > (tonumber(redis.call('HGET', limiter, 'hold')) or 0) then
   if redis.call('PTTL', limiter) < keep then redis.call('PEXPIRE', limiter, keep) end
 end
 if freed then slot_freed(meta, prefix) end
-publish_ready(channel, queue, READY.waiting, READY.earliest)
+publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 return out

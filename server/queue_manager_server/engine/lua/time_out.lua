@@ -31,7 +31,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
   end
 end
 if #out > 2 then slot_freed(meta, prefix) end
-publish_ready(channel, queue, READY.waiting, READY.earliest)
+publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)
 local nx = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
 if #nx > 0 then out[2] = tonumber(nx[2]) end

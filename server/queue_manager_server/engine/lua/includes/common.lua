@@ -378,11 +378,19 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   return 1, now + delay
 end
 
--- Wakes every server: idle workers get waiting jobs at once; delays arm promotion timers. added_waiting: jobs
--- this call made waiting; earliest: the earliest run-at of those it made delayed (-1 = none).
-local function publish_ready(channel, queue, added_waiting, earliest)
-  if added_waiting > 0 then redis.call('PUBLISH', channel, 'w ' .. queue) end
+-- Wakes the servers whose workers wait for the queue's jobs, and arms promotion timers for delays.
+-- added_waiting: jobs this call made waiting; earliest: the earliest run-at of those it made delayed (-1 =
+-- none). Only a claim that left the queue with no ready job marks it 'hungry' (claim.lua): the first jobs
+-- made ready since publish 'w' and clear the mark, so adds to a queue whose workers are busy (or absent)
+-- publish nothing, and no server spends a wake-up on them. Returns 1 when it published 'w', else 0.
+local function publish_ready(meta, channel, queue, added_waiting, earliest)
+  local woke = 0
+  if added_waiting > 0 and redis.call('HDEL', meta, 'hungry') == 1 then
+    redis.call('PUBLISH', channel, 'w ' .. queue)
+    woke = 1
+  end
   if earliest >= 0 then
     redis.call('PUBLISH', channel, 'd ' .. queue .. ' ' .. string.format('%d', earliest))
   end
+  return woke
 end
