@@ -145,9 +145,10 @@ async def test_a_batch_over_the_limit_is_refused_whole(server: RunningServer, re
         assert (await qm.get_queue_metrics("big")).waiting == 1  # only the one good job
 
 
-async def test_an_item_out_of_the_tokens_reach_fails_alone(
+async def _producer_of_billing(
     server_factory: ServerFactory, tmp_path: Path
-) -> None:
+) -> tuple[RunningServer, dict[str, str]]:
+    """A server with tokens: "prod" may add to billing-* only; the queues billing-a and orders exist."""
     tokens = token_file(
         tmp_path / "tokens.toml", {"admin": ("admin", ["*"]), "prod": ("producer", ["billing-*"])}
     )
@@ -155,6 +156,13 @@ async def test_an_item_out_of_the_tokens_reach_fails_alone(
     async with QueueManager(server.address, token=tokens["admin"]) as admin:
         await admin.register_queue("billing-a")
         await admin.register_queue("orders")
+    return server, tokens
+
+
+async def test_an_item_out_of_the_tokens_reach_fails_alone(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server, tokens = await _producer_of_billing(server_factory, tmp_path)
     async with QueueManager(server.address, token=tokens["prod"], timeout=10) as qm:
         calls = [qm.add_job("billing-a", f"ok-{i}") for i in range(30)]
         calls.insert(7, qm.add_job("orders", "not-mine"))
@@ -213,13 +221,7 @@ async def _stream_answers(
 async def test_the_stream_answers_each_item_and_goes_on_past_refusals(
     server_factory: ServerFactory, tmp_path: Path, redis: Redis
 ) -> None:
-    tokens = token_file(
-        tmp_path / "tokens.toml", {"admin": ("admin", ["*"]), "prod": ("producer", ["billing-*"])}
-    )
-    server = await server_factory(auth_file=str(tmp_path / "tokens.toml"))
-    async with QueueManager(server.address, token=tokens["admin"]) as admin:
-        await admin.register_queue("billing-a")
-        await admin.register_queue("orders")
+    server, tokens = await _producer_of_billing(server_factory, tmp_path)
     mine = jpb.AddJobRequest(queue_name="billing-a", job=jpb.NewJob(name="mine"))
     foreign = jpb.AddJobRequest(queue_name="orders", job=jpb.NewJob(name="n"))
     async with grpc.aio.insecure_channel(server.address) as ch:

@@ -324,6 +324,12 @@ def test_error_mapping() -> None:
     assert isinstance(error_from_rpc(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "")), UnavailableError)
     other = error_from_rpc(_FakeRpcError(grpc.StatusCode.DATA_LOSS, "x"))
     assert type(other) is QueueManagerError
+    # grpc-core's own words for a connection lost mid-stream: what a unary call would say, UNAVAILABLE.
+    lost = error_from_rpc(_FakeRpcError(grpc.StatusCode.INTERNAL, "Internal error from Core"))
+    assert isinstance(lost, UnavailableError) and "connection to the server was lost" in lost.message
+    assert error_from_rpc(_FakeRpcError(grpc.StatusCode.INTERNAL, "internal error (reference 1)")).code is (
+        grpc.StatusCode.INTERNAL
+    )
 
 
 def test_health_wire_helpers() -> None:

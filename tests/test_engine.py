@@ -411,3 +411,41 @@ async def test_cancel_and_remove_take_a_waiting_job_out_of_its_own_level(engine:
     ]
     assert lists == [[a], [], [], [], [d]]
     assert [j.id for j in (await engine.claim("q", 10, "t", "w", 30_000)).jobs] == [a, d]
+
+
+async def test_an_add_publishes_its_wakeup_only_after_a_claim_found_the_queue_empty(engine: Engine) -> None:
+    """An add's reply says whether it published the queue's `w` event: a new queue is hungry, a claim left
+    short marks it so again, and the first add after either publishes and clears the mark."""
+    await register(engine)
+
+    async def published(*jobs: NewJob) -> bool:
+        (result,) = await engine.add_jobs_many([("q", list(jobs))])
+        assert not isinstance(result, Exception)
+        return result.published
+
+    assert await published(job("first"))  # a new queue: workers may have waited for it
+    assert not await published(job("second"), job("third"))
+    assert len((await engine.claim("q", 2, "t", "w", 30_000)).jobs) == 2  # full: the queue is not marked
+    assert not await published(job("fourth"))
+    assert len((await engine.claim("q", 5, "t", "w", 30_000)).jobs) == 2  # short: marked
+    assert await published(job("fifth"))
+    assert not await published(job("sixth"))
+    delayed = await engine.add_jobs_many([("q", [job("later", delay_ms=60_000)])])
+    assert (await engine.claim("q", 5, "t", "w", 30_000)).jobs[0].name == "fifth"  # short again
+    assert not isinstance(delayed[0], Exception) and not delayed[0].published  # a delay is not a wake-up
+    assert await published(job("seventh"))
+
+
+async def test_claims_of_an_idle_queue_write_nothing_once_it_is_marked(engine: Engine) -> None:
+    """An idle queue's re-checks (empty claims) write nothing after the first marked it hungry: nothing for
+    the append-only file or the replicas."""
+    await register(engine)
+    assert (await engine.claim("q", 5, "t", "w", 30_000)).jobs == []
+
+    async def changes() -> int:
+        return int((await engine.redis.info("persistence"))["rdb_changes_since_last_save"])
+
+    before = await changes()
+    for _ in range(3):
+        assert (await engine.claim("q", 5, "t", "w", 30_000)).jobs == []
+    assert await changes() == before

@@ -189,12 +189,7 @@ class AddBatcher:
                 raise
             return
         if outcomes is not None:
-            for p, outcome in zip(batch, outcomes, strict=True):
-                if not p.future.done():
-                    try:
-                        p.future.set_result(_response(outcome))
-                    except QueueManagerError as exc:
-                        p.future.set_exception(exc)
+            _deliver(batch, outcomes)
             return
         if len(batch) == 1 or not self._batches:
             await self._one_by_one(batch)
@@ -216,21 +211,11 @@ class AddBatcher:
             for p in batch:
                 _settle(p, exc)
             raise
-        if len(response.outcomes) != len(batch):  # a server bug; never guess which add is which
-            error = QueueManagerError(
-                f"the server answered {len(response.outcomes)} outcomes for {len(batch)} adds",
-                grpc.StatusCode.INTERNAL,
-            )
+        try:
+            _deliver(batch, _counted(response.outcomes, len(batch)))
+        except QueueManagerError as exc:
             for p in batch:
-                _settle(p, error)
-            return
-        for p, outcome in zip(batch, response.outcomes, strict=True):
-            if p.future.done():
-                continue
-            if outcome.HasField("added"):
-                p.future.set_result(outcome.added)
-            else:
-                p.future.set_exception(error_from_status(outcome.error.code, outcome.error.message))
+                _settle(p, exc)
 
     async def _one_by_one(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]
@@ -323,13 +308,7 @@ class _AddStream:
         except BaseException:
             self._waiting.pop(batch_id, None)
             raise
-        outcomes = await answer
-        if len(outcomes) != len(requests):  # a server bug; never guess which add is which
-            raise QueueManagerError(
-                f"the server answered {len(outcomes)} outcomes for {len(requests)} adds",
-                grpc.StatusCode.INTERNAL,
-            )
-        return outcomes
+        return _counted(await answer, len(requests))
 
     async def _read(self) -> None:
         error: BaseException
@@ -363,14 +342,29 @@ class _Unsent(Exception):
 
 
 def _stream_error(error: BaseException) -> BaseException:
-    """What the callers of a broken stream see. grpc.aio ends a stream whose server went away mid-call
-    INTERNAL ("Internal error from Core"), which no server sends: that is the connection lost, UNAVAILABLE,
-    as a unary call would say."""
-    if not isinstance(error, grpc.aio.AioRpcError):
-        return error
-    if error.code() == grpc.StatusCode.INTERNAL and error.details() == "Internal error from Core":
-        return QueueManagerError("the connection to the server was lost; retry", grpc.StatusCode.UNAVAILABLE)
-    return error_from_rpc(error)
+    """What the callers of a broken stream see: a gRPC status as a `QueueManagerError` (a connection lost
+    mid-stream reads UNAVAILABLE, errors.error_from_rpc), anything else as is."""
+    return error_from_rpc(error) if isinstance(error, grpc.aio.AioRpcError) else error
+
+
+def _counted(outcomes: Outcomes, adds: int) -> Outcomes:
+    """The outcomes of `adds` adds; a server bug when their number differs (never guess which is which)."""
+    if len(outcomes) != adds:
+        raise QueueManagerError(
+            f"the server answered {len(outcomes)} outcomes for {adds} adds", grpc.StatusCode.INTERNAL
+        )
+    return outcomes
+
+
+def _deliver(batch: list[_Pending], outcomes: Outcomes) -> None:
+    """Each caller of the batch gets its own outcome: its answer, or its error."""
+    for p, outcome in zip(batch, outcomes, strict=True):
+        if p.future.done():
+            continue
+        try:
+            p.future.set_result(_response(outcome))
+        except QueueManagerError as exc:
+            p.future.set_exception(exc)
 
 
 def _response(outcome: jobs_pb2.AddJobOutcome) -> jobs_pb2.AddJobResponse:

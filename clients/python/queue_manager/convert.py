@@ -301,7 +301,7 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
         children=[job_ref_from_proto(c) for c in msg.children] if msg.children else [],
         chain_root=job_ref_from_proto(msg.chain_root) if has("chain_root") else None,
         chain_failure=msg.chain_failure,
-        workflow=workflow_ref_from_proto(msg) if has("workflow") else None,
+        workflow=workflow_ref_from_proto(msg),
         logs=log_lines_from_proto(msg.logs) if msg.logs else [],
         log_count=msg.log_count,
         cancel_requested=msg.cancel_requested,

@@ -134,6 +134,12 @@ _BY_CODE: dict[grpc.StatusCode, type[QueueManagerError]] = {
 }
 
 
+# What grpc-core itself says when a call's connection went away mid-call (a stream whose server stopped): it
+# ends the call INTERNAL, with these words, which no server sends. That is the connection lost, and a unary
+# call would have said UNAVAILABLE.
+_CONNECTION_LOST = "Internal error from Core"
+
+
 def error_from_rpc(exc: grpc.RpcError) -> QueueManagerError:
     """Turns a failed gRPC call (sync or asyncio) into the matching `QueueManagerError` subclass.
 
@@ -149,6 +155,8 @@ def error_from_rpc(exc: grpc.RpcError) -> QueueManagerError:
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
     message = details_of() if callable(details_of) else None
+    if code == grpc.StatusCode.INTERNAL and message == _CONNECTION_LOST:
+        return _error(grpc.StatusCode.UNAVAILABLE, "the connection to the server was lost; retry")
     return _error(code, str(message) if message else "")
 
 

@@ -37,6 +37,11 @@ def _answer(request: pb.AddJobRequest, added: AddOutcome) -> dict[str, Any]:
     return {"job": job, "created": added.created}
 
 
+def _error_outcome(code: grpc.StatusCode, message: str) -> dict[str, Any]:
+    """An AddJobOutcome's constructor fields for an add that failed with this status."""
+    return {"error": {"code": code.value[0], "message": message}}
+
+
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
 # Adds per AddJobBatch call or AddJobStream message (a client carries concurrent add_job calls in them).
@@ -83,9 +88,8 @@ class JobHandlers:
         room = asyncio.Semaphore(MAX_STREAM_BATCHES)
 
         def refused(message: pb.AddJobStreamRequest, code: grpc.StatusCode, why: str) -> Any:
-            outcome = {"error": {"code": code.value[0], "message": why}}
             # protobuf takes dicts for message fields; its type stubs do not say so.
-            outcomes: Any = [outcome] * len(message.items)
+            outcomes: Any = [_error_outcome(code, why)] * len(message.items)
             return pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
 
         async def answer(message: pb.AddJobStreamRequest) -> None:
@@ -145,8 +149,7 @@ class JobHandlers:
                     raise outcome
                 outcomes.append({"added": _answer(item, outcome.result())})
             except Exception as exc:
-                code, message = status_for(exc)
-                outcomes.append({"error": {"code": code.value[0], "message": message}})
+                outcomes.append(_error_outcome(*status_for(exc)))
         return outcomes
 
     async def _add(self, request: pb.AddJobRequest) -> pb.AddJobResponse:

@@ -60,8 +60,9 @@ end
 
 local popped = pop_waiting(waiting, want)
 -- Left with no ready job: the next job made ready publishes 'w' (common.lua publish_ready), which wakes
--- this caller; until then adds publish nothing.
-if #popped < want then redis.call('HSET', meta, 'hungry', '1') end
+-- this caller; until then adds publish nothing. HSETNX: a mark already there is not written again (an idle
+-- queue's re-checks add nothing to the append-only file or the replicas).
+if #popped < want then redis.call('HSETNX', meta, 'hungry', '1') end
 local out = {0, now, next_due, 0, fill}
 local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')
