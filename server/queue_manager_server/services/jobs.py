@@ -12,7 +12,7 @@ import grpc
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
-from queue_manager_server.access import add_job_queues, item_denial
+from queue_manager_server.access import add_item_denial
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.engine import ADD_CHUNK
@@ -136,7 +136,7 @@ class JobHandlers:
         checked: list[asyncio.Future[AddOutcome] | Exception] = []
         for i, item in enumerate(items):
             try:
-                if why := item_denial(add_job_queues(item, f"items[{i}].")):
+                if why := add_item_denial(item, i):
                     raise PermissionDenied(why)
                 checked.append(self.adds.submit(*self._checked(item)))
             except Exception as exc:
