@@ -149,7 +149,8 @@ class App:
             max_connections=s.redis_max_connections,
             timeout=timeout,
             decode_responses=False,
-            socket_keepalive=True,
+            # TCP keepalive finds a Redis gone behind a half-open connection; a unix socket has none to set.
+            **({} if url.startswith("unix:") else {"socket_keepalive": True}),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # One quick retry on a broken connection: after Redis restarts, a pooled connection to the old
