@@ -225,6 +225,67 @@ def test_payload_json_value_is_decoded_with_ints() -> None:
     assert value_to_python(python_to_value({"p": 50})) == {"p": 50}
 
 
+def _with(setter: Any) -> types_pb2.Job:
+    msg = types_pb2.Job(id="1", queue_name="q", name="n", state=types_pb2.JOB_STATE_WAITING, max_attempts=1)
+    msg.create_time.FromSeconds(1_700_000_000)
+    setter(msg)
+    return msg
+
+
+# Each field only a job that ran, or one in a flow or workflow, has: set alone, job_from_proto still reads it
+# (a job without any of them is read the short way: a field missing here would be dropped).
+_RARE_FIELDS: list[tuple[str, Any, Any]] = [
+    ("attempts_made", lambda m: setattr(m, "attempts_made", 2), 2),
+    ("stalled_count", lambda m: setattr(m, "stalled_count", 1), 1),
+    ("failed_reason", lambda m: setattr(m, "failed_reason", "boom"), "boom"),
+    ("stacktrace", lambda m: setattr(m, "stacktrace", "tb"), "tb"),
+    ("worker_id", lambda m: setattr(m, "worker_id", "w1"), "w1"),
+    ("log_count", lambda m: setattr(m, "log_count", 3), 3),
+    ("cancel_requested", lambda m: setattr(m, "cancel_requested", True), True),
+    ("cancel_reason", lambda m: setattr(m, "cancel_reason", "stop"), "stop"),
+    ("chain_failure", lambda m: setattr(m, "chain_failure", "link 2 failed"), "link 2 failed"),
+    ("result", lambda m: setattr(m.result, "raw", b"ok"), b"ok"),
+    ("progress", lambda m: setattr(m.progress, "number_value", 50), 50),
+    (
+        "processed_at",
+        lambda m: m.process_time.FromSeconds(1_700_000_001),
+        datetime.fromtimestamp(1_700_000_001, UTC),
+    ),
+    (
+        "finished_at",
+        lambda m: m.finish_time.FromSeconds(1_700_000_002),
+        datetime.fromtimestamp(1_700_000_002, UTC),
+    ),
+    ("run_at", lambda m: m.run_time.FromSeconds(1_700_000_003), datetime.fromtimestamp(1_700_000_003, UTC)),
+    ("metadata", lambda m: m.metadata.tags.append("t"), ["t"]),
+    ("parents", lambda m: m.parents.add(job=types_pb2.JobRef(queue_name="q", job_id="p")), ["p"]),
+    ("children", lambda m: m.children.add(queue_name="q", job_id="c"), ["c"]),
+    ("chain_root", lambda m: m.chain_root.MergeFrom(types_pb2.JobRef(queue_name="q", job_id="r")), "r"),
+    ("workflow", lambda m: setattr(m.workflow, "run_id", "run-1"), "run-1"),
+    ("logs", lambda m: m.logs.add(message="hello"), ["hello"]),
+]
+
+
+@pytest.mark.parametrize(("attribute", "setter", "expected"), _RARE_FIELDS, ids=[f[0] for f in _RARE_FIELDS])
+def test_job_from_proto_reads_what_only_run_or_linked_jobs_have(
+    attribute: str, setter: Any, expected: Any
+) -> None:
+    job = job_from_proto(_with(setter))
+    value = getattr(job, attribute)
+    if attribute == "metadata":
+        value = value.tags
+    elif attribute in ("parents", "children"):
+        value = [p.job_id for p in value]
+    elif attribute == "chain_root":
+        value = value.job_id
+    elif attribute == "workflow":
+        value = value.run_id
+    elif attribute == "logs":
+        value = [line.message for line in value]
+    assert value == expected
+    assert job.created_at == datetime.fromtimestamp(1_700_000_000, UTC) and job.max_attempts == 1
+
+
 def test_job_from_proto_returns_plain_values() -> None:
     msg = types_pb2.Job(
         id="1",

@@ -273,9 +273,42 @@ def python_to_value(data: Any) -> struct_pb2.Value:
 
 def job_from_proto(msg: types_pb2.Job) -> Job:
     """A public `Job` from a `queue_manager.v1.Job`."""
-    # Most jobs (every add's answer) have no result, flow, logs or later times: what they lack is skipped
-    # with one test each instead of converted empty.
     has = msg.HasField
+    # A job that has not run and is in no flow (every add's answer): none of what runs, flows and workflows
+    # fill is set, and the rest keeps its default (1.0 of 5.4 µs less per job, most of it the constructor's).
+    if not (
+        msg.attempts_made
+        or msg.stalled_count
+        or msg.failed_reason
+        or msg.stacktrace
+        or msg.worker_id
+        or msg.parents
+        or msg.children
+        or msg.logs
+        or msg.log_count
+        or msg.cancel_requested
+        or msg.cancel_reason
+        or msg.chain_failure
+        or has("result")
+        or has("progress")
+        or has("process_time")
+        or has("finish_time")
+        or has("run_time")
+        or has("metadata")
+        or has("chain_root")
+        or has("workflow")
+    ):
+        return Job(
+            id=msg.id,
+            name=msg.name,
+            data=decode_payload(msg.data),
+            queue_name=msg.queue_name,
+            state=STATE_BY_NUMBER.get(msg.state),
+            priority=_PRIORITIES.get(msg.priority) or JobPriority.NORMAL,
+            max_attempts=msg.max_attempts,
+            created_at=timestamp_to_datetime(msg.create_time) if has("create_time") else None,
+            options=job_options_from_proto(msg.options),
+        )
     return Job(
         id=msg.id,
         name=msg.name,
