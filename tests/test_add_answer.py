@@ -4,19 +4,25 @@ replace json_format's on the add path give what json_format gives."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import json_format, struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from queue_manager import JobPriority, QueueManager
+from queue_manager.convert import created_job, job_from_proto
 from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as tpb
 from queue_manager_server import convert
+from queue_manager_server.services.jobs import JobHandlers
 from tests.conftest import RunningServer
 
 
@@ -93,6 +99,92 @@ async def test_the_answer_of_an_add_is_the_stored_job(server: RunningServer) -> 
             stored = await stub.GetJob(jpb.GetJobRequest(queue_name="answers", job_id=o.added.job.id))
             assert o.added.job == stored.job
         assert outcomes[2].added.job == holder.job
+
+
+async def _stream_answers(
+    stub: qrpc.QueueServiceStub, items: list[jpb.AddJobRequest]
+) -> list[jpb.AddJobOutcome]:
+    call = stub.AddJobStream()
+    await call.write(jpb.AddJobStreamRequest(batch_id=1, items=items, brief=True))
+    answer = await call.read()
+    await call.done_writing()
+    assert answer.batch_id == 1
+    return list(answer.outcomes)
+
+
+async def test_a_brief_answer_stands_for_the_stored_job(server: RunningServer) -> None:
+    """AddJobStreamRequest.brief: a job created as its request says is answered with its id, state and time,
+    from which the client's job equals what GetJob reads; any other add is answered with the whole job."""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = qrpc.QueueServiceStub(channel)
+        await stub.RegisterQueue(qpb.RegisterQueueRequest(name="brief"))
+        defaults = tpb.QueueConfig(default_job_options=tpb.JobOptions(attempts=3))
+        await stub.RegisterQueue(qpb.RegisterQueueRequest(name="brief-defaults", config=defaults))
+        await stub.RegisterQueue(qpb.RegisterQueueRequest(name="brief-paused"))
+        await stub.PauseQueue(qpb.PauseQueueRequest(name="brief-paused"))
+        sent_json = tpb.Payload(raw=b'{"i": 1}', content_type="application/json")  # as the Python client
+        cases = [
+            ("brief", jpb.NewJob(name="raw-json", data=sent_json), "created"),
+            ("brief", jpb.NewJob(name="value", data=tpb.Payload(json=_value({"a": [1, None]}))), "created"),
+            (
+                "brief",
+                jpb.NewJob(name="own-id", data=sent_json, options=tpb.JobOptions(job_id="b-1")),
+                "created",
+            ),
+            (
+                "brief",
+                jpb.NewJob(name="own-id", data=sent_json, options=tpb.JobOptions(job_id="b-1")),
+                "added",
+            ),
+            (
+                "brief",
+                jpb.NewJob(name="high", options=tpb.JobOptions(priority=tpb.JOB_PRIORITY_HIGH)),
+                "added",
+            ),
+            ("brief", jpb.NewJob(name="bytes", data=tpb.Payload(raw=b"\x00", content_type="x/y")), "added"),
+            ("brief", jpb.NewJob(name="none"), "created"),  # no data: JSON null, as the client reads none
+            ("brief-defaults", jpb.NewJob(name="defaulted", data=sent_json), "added"),
+            ("brief-paused", jpb.NewJob(name="paused", data=sent_json), "created"),
+        ]
+        items = [jpb.AddJobRequest(queue_name=q, job=j) for q, j, _ in cases]
+        outcomes = await _stream_answers(stub, items)
+        assert [o.WhichOneof("outcome") for o in outcomes] == [kind for _, _, kind in cases]
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.HasField("created"):
+                built = created_job(item, outcome.created)
+                job_id = outcome.created.id
+            else:
+                built = job_from_proto(outcome.added.job)
+                job_id = outcome.added.job.id
+            read = await stub.GetJob(jpb.GetJobRequest(queue_name=item.queue_name, job_id=job_id))
+            assert built == job_from_proto(read.job), item.job.name
+        assert outcomes[2].created.id == "b-1" and not outcomes[3].added.created
+        assert outcomes[-1].created.state == tpb.JOB_STATE_PAUSED
+        assert outcomes[-2].added.job.max_attempts == 3
+
+
+async def test_add_job_asks_for_brief_answers(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's concurrent add_job calls ask for brief answers and return the stored job either way."""
+    asked: list[bool] = []
+    real = JobHandlers._outcomes
+
+    async def outcomes(self: JobHandlers, items: Any, brief: bool = False) -> Any:
+        asked.append(brief)
+        return await real(self, items, brief)
+
+    monkeypatch.setattr(JobHandlers, "_outcomes", outcomes)
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("brief-client")
+        await qm.register_queue("brief-client-3", default_job_options={"attempts": 3})
+        added = await asyncio.gather(
+            *(qm.add_job("brief-client", "n", {"i": i}) for i in range(20)),
+            qm.add_job("brief-client-3", "n", {"i": 20}),
+            qm.add_job("brief-client", "n", {"i": 21}, {"priority": "high"}),
+        )
+        for job in added:
+            assert job == await qm.get_job(job.queue_name, job.id)
+    assert asked and all(asked)
+    assert added[-2].max_attempts == 3 and added[-1].priority is JobPriority.HIGH
 
 
 json_values = st.recursive(

@@ -305,10 +305,10 @@ async def test_a_fault_in_answering_a_message_fails_its_adds_and_the_stream_goes
     real = JobHandlers._outcomes
     faults = iter([True])
 
-    async def outcomes(self: JobHandlers, items: Any) -> Any:
+    async def outcomes(self: JobHandlers, items: Any, brief: bool = False) -> Any:
         if next(faults, False):
             raise RuntimeError("a bug")
-        return await real(self, items)
+        return await real(self, items, brief)
 
     monkeypatch.setattr(JobHandlers, "_outcomes", outcomes)
     async with QueueManager(server.address, timeout=30) as qm:

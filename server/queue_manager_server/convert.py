@@ -281,6 +281,21 @@ def job_out(
     return fields if isinstance(fields, types_pb2.Job) else types_pb2.Job(**fields)
 
 
+# The fields of a job created holding only what its add request says: a brief answer's job
+# (AddJobStreamRequest.brief), which the client builds from its request and CreatedJob.
+PLAIN_FIELDS = frozenset({"name", "ts", "data"})
+
+
+def created_job_fields(r: JobRecord, queue_paused: bool) -> dict[str, Any]:
+    """A CreatedJob's constructor fields for a job whose record holds PLAIN_FIELDS only (no 'st': waiting)."""
+    created_s, created_ms = divmod(r.int("ts"), 1000)
+    return {
+        "id": r.id,
+        "state": types_pb2.JOB_STATE_PAUSED if queue_paused else types_pb2.JOB_STATE_WAITING,
+        "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
+    }
+
+
 def job_out_fields(
     r: JobRecord, queue_paused: bool = False, json_view: bool = True, data: types_pb2.Payload | None = None
 ) -> dict[str, Any] | types_pb2.Job:

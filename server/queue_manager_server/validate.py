@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -149,6 +150,8 @@ def _no_constant(name: str) -> None:
 # One decoder for every check (json.loads with an option builds a decoder per call: a tenth of a bulk add's
 # validation).
 _JSON = json.JSONDecoder(parse_constant=_no_constant)
+# Its scanner (the C one where there is one), which reads one value at an index: (value, end index).
+_SCAN: Callable[[str, int], tuple[Any, int]] = _JSON.scan_once  # type: ignore[attr-defined]
 
 
 def json_bytes(body: bytes, field: str) -> None:
@@ -159,7 +162,16 @@ def json_bytes(body: bytes, field: str) -> None:
             "content type is application/json but the body starts with a byte order mark; send it without",
         )
     try:
-        _JSON.decode(body.decode())
+        text = body.decode()
+        # Most bodies are one value with nothing around it: the decoder's scanner alone says so (0.2 µs
+        # where decode, which also skips whitespace and explains errors, takes 0.8). Anything else is read
+        # by decode, which accepts or explains it.
+        try:
+            if _SCAN(text, 0)[1] == len(text):
+                return
+        except (StopIteration, ValueError):
+            pass
+        _JSON.decode(text)
     except UnicodeDecodeError as exc:
         raise InvalidArgument(
             field,

@@ -68,12 +68,14 @@ AddJobBatch = Callable[[jobs_pb2.AddJobBatchRequest], Awaitable[jobs_pb2.AddJobB
 # Opens an AddJobStream call (grpc.aio's stream-stream call: write, read, cancel).
 OpenStream = Callable[[], Any]
 Outcomes = Sequence[jobs_pb2.AddJobOutcome]
+# An add's answer: the job as stored, or (a brief answer on the stream) what the request lacks to make it.
+Answer = jobs_pb2.AddJobResponse | jobs_pb2.CreatedJob
 
 
 @dataclass(slots=True)
 class _Pending:
     request: jobs_pb2.AddJobRequest
-    future: asyncio.Future[jobs_pb2.AddJobResponse] = field(repr=False)
+    future: asyncio.Future[Answer] = field(repr=False)
 
 
 class AddBatcher:
@@ -109,8 +111,9 @@ class AddBatcher:
         self._batches = True  # False once the server turned out to lack AddJobBatch
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def add(self, request: jobs_pb2.AddJobRequest) -> jobs_pb2.AddJobResponse:
-        """Adds one job (as ``AddJob`` would) and returns the server's answer."""
+    async def add(self, request: jobs_pb2.AddJobRequest) -> Answer:
+        """Adds one job (as ``AddJob`` would) and returns the server's answer: on the stream, a job created as
+        its request says is answered briefly (`convert.created_job` builds it from the request)."""
         if self._free() and not self._pending and not self._gathering:
             self._in_flight += 1
             try:
@@ -298,7 +301,9 @@ class _AddStream:
         self._waiting[batch_id] = answer
         try:
             async with self._writing:
-                await self._call.write(jobs_pb2.AddJobStreamRequest(batch_id=batch_id, items=requests))
+                # brief: jobs created as their requests say are answered without the job (adds.Answer).
+                message = jobs_pb2.AddJobStreamRequest(batch_id=batch_id, items=requests, brief=True)
+                await self._call.write(message)
         except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
             # The call has ended (grpc.aio says so either way) and the message did not leave.
             self._waiting.pop(batch_id, None)
@@ -367,9 +372,12 @@ def _deliver(batch: list[_Pending], outcomes: Outcomes) -> None:
             p.future.set_exception(exc)
 
 
-def _response(outcome: jobs_pb2.AddJobOutcome) -> jobs_pb2.AddJobResponse:
+def _response(outcome: jobs_pb2.AddJobOutcome) -> Answer:
     """An add's answer, or its error raised."""
-    if outcome.HasField("added"):
+    kind = outcome.WhichOneof("outcome")
+    if kind == "created":
+        return outcome.created
+    if kind == "added":
         return outcome.added
     raise error_from_status(outcome.error.code, outcome.error.message)
 

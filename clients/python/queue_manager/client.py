@@ -17,6 +17,7 @@ from queue_manager.convert import (
     JobLogLine,
     Queue,
     QueueMetrics,
+    created_job,
     job_from_proto,
     log_lines_from_proto,
     metrics_from_proto,
@@ -232,8 +233,10 @@ class QueueManager:
         """
         request = add_job_request(queue_name, name, data, options)
         # Concurrent add_job calls share AddJobBatch calls (adds.py); a lone one is a plain AddJob.
-        response = await self._batcher().add(request)
-        return job_from_proto(response.job)
+        answer = await self._batcher().add(request)
+        if isinstance(answer, jobs_pb2.CreatedJob):
+            return created_job(request, answer)
+        return job_from_proto(answer.job)
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams (about 500 jobs per message, up to 100,000 per stream).

@@ -29,7 +29,7 @@ from queue_manager.options import (
     QueueConfig,
     RateLimit,
 )
-from queue_manager.v1 import types_pb2
+from queue_manager.v1 import jobs_pb2, types_pb2
 
 __all__ = [
     "JSON_CONTENT_TYPE",
@@ -339,6 +339,26 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
         log_count=msg.log_count,
         cancel_requested=msg.cancel_requested,
         cancel_reason=msg.cancel_reason,
+    )
+
+
+# The options of a job created as its request says (CreatedJob): priority NORMAL, one attempt.
+_PLAIN_OPTIONS = types_pb2.JobOptions(priority=types_pb2.JOB_PRIORITY_NORMAL, attempts=1)
+
+
+def created_job(request: jobs_pb2.AddJobRequest, created: jobs_pb2.CreatedJob) -> Job:
+    """The job a brief answer stands for (AddJobStreamRequest.brief): the request's queue, name and data
+    with the answer's id, state and time, as job_from_proto reads the same job from a whole answer."""
+    return Job(
+        id=created.id,
+        name=request.job.name,
+        data=decode_payload(request.job.data),
+        queue_name=request.queue_name,
+        state=STATE_BY_NUMBER.get(created.state),
+        priority=JobPriority.NORMAL,
+        max_attempts=1,
+        created_at=timestamp_to_datetime(created.create_time),
+        options=job_options_from_proto(_PLAIN_OPTIONS),
     )
 
 

@@ -98,7 +98,7 @@ class JobHandlers:
                     why = f"holds {len(message.items)} adds; at most {MAX_BATCH_ITEMS} per message"
                     response = refused(message, grpc.StatusCode.INVALID_ARGUMENT, f"items: {why}")
                 else:
-                    outcomes: Any = await self._outcomes(message.items)
+                    outcomes: Any = await self._outcomes(message.items, brief=message.brief)
                     response = pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
             except Exception as exc:  # a fault in answering (a server bug): its adds get it, not silence
                 response = refused(message, *status_for(exc))
@@ -130,9 +130,10 @@ class JobHandlers:
         finally:
             reader.cancel()
 
-    async def _outcomes(self, items: Sequence[pb.AddJobRequest]) -> list[dict[str, Any]]:
+    async def _outcomes(self, items: Sequence[pb.AddJobRequest], brief: bool = False) -> list[dict[str, Any]]:
         """Each item as its own AddJob: checked alone (its queues against the caller's token included), and
-        added with the others in shared round trips (one future per item, no task: awaited together)."""
+        added with the others in shared round trips (one future per item, no task: awaited together). brief:
+        a job created as its request says is answered with `created` (AddJobStreamRequest.brief)."""
         checked: list[asyncio.Future[AddOutcome] | Exception] = []
         for i, item in enumerate(items):
             try:
@@ -147,7 +148,11 @@ class JobHandlers:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                outcomes.append({"added": _answer(item, outcome.result())})
+                added = outcome.result()
+                if brief and added.created and added.record.fields.keys() <= convert.PLAIN_FIELDS:
+                    outcomes.append({"created": convert.created_job_fields(added.record, added.queue_paused)})
+                else:
+                    outcomes.append({"added": _answer(item, added)})
             except Exception as exc:
                 outcomes.append(_error_outcome(*status_for(exc)))
         return outcomes

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from queue_manager.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -166,8 +167,15 @@ class AddJobStreamRequest(_message.Message):
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    BRIEF_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.int
     """Chosen by the client; its answer carries it back. Unique among the batches awaiting their answers."""
+    brief: _builtins.bool
+    """True: an add whose job was created holding only what its request says (its name and data, the data JSON
+    or none, no option the job stores and no queue default: priority NORMAL, one attempt) is answered with
+    `created` instead of the whole job, which the client builds from its own request. Other adds (an option
+    or a queue default stored, job_id already taken) are answered with `added` as usual.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddJobRequest]:
         """The adds, each as it would be sent to AddJob (queues may differ)."""
@@ -177,10 +185,11 @@ class AddJobStreamRequest(_message.Message):
         *,
         batch_id: _builtins.int = ...,
         items: _abc.Iterable[Global___AddJobRequest] | None = ...,
+        brief: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "brief", b"brief", "items", b"items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,6 +231,7 @@ class AddJobOutcome(_message.Message):
 
     ADDED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def added(self) -> Global___AddJobResponse:
         """The job as stored (as AddJob answers)."""
@@ -230,21 +240,60 @@ class AddJobOutcome(_message.Message):
     def error(self) -> Global___CallError:
         """Why the job was not added."""
 
+    @_builtins.property
+    def created(self) -> Global___CreatedJob:
+        """The brief answer (AddJobStreamRequest.brief): the job was created as its request says."""
+
     def __init__(
         self,
         *,
         added: Global___AddJobResponse | None = ...,
         error: Global___CallError | None = ...,
+        created: Global___CreatedJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "created", b"created", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "created", b"created", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["added", "error"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["added", "error", "created"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___AddJobOutcome: _TypeAlias = AddJobOutcome  # noqa: Y015
+
+@_typing.final
+class CreatedJob(_message.Message):
+    """CreatedJob is what a brief answer adds to the request to make the job as stored: the job holds the
+    request's queue, name and data, priority NORMAL, max_attempts 1 and options {priority: NORMAL, attempts: 1}.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id (the request's job_id, or one the server chose)."""
+    state: _types_pb2.JobState.ValueType
+    """JOB_STATE_WAITING, or JOB_STATE_PAUSED when its queue is paused."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was added."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        state: _types_pb2.JobState.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatedJob: _TypeAlias = CreatedJob  # noqa: Y015
 
 @_typing.final
 class CallError(_message.Message):
