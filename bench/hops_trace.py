@@ -84,13 +84,15 @@ def _patch_server() -> None:
 
     real_outcomes = jobs.JobHandlers._outcomes
 
-    async def outcomes(self: Any, items: Any) -> Any:
+    async def outcomes(self: Any, items: Any, brief: bool = False) -> Any:
         _handler.set(time.time_ns())
-        out = await real_outcomes(self, items)
+        out = await real_outcomes(self, items, brief)
         t = time.time_ns()
         for outcome in out:
-            added = outcome.get("added")
-            if added is not None:
+            added, created = outcome.get("added"), outcome.get("created")
+            if created is not None:  # a brief answer's constructor fields
+                note("answer", created["id"], t)
+            elif added is not None:
                 job = added["job"]  # constructor fields, or a message
                 note("answer", job["id"] if isinstance(job, dict) else job.id, t)
         return out
@@ -198,7 +200,9 @@ def _patch_client() -> None:
         outcomes = await real_send(self, requests)
         t = time.time_ns()
         for outcome in outcomes:
-            if outcome.HasField("added"):
+            if outcome.HasField("created"):  # a brief answer
+                note("clrecv", outcome.created.id, t)
+            elif outcome.HasField("added"):
                 note("clrecv", outcome.added.job.id, t)
         return outcomes
 
