@@ -74,7 +74,9 @@ def load(directory: Path) -> tuple[dict[str, dict[str, int]], list[int], int]:
     return jobs, subs, empty
 
 
-def report(directory: Path, warmup_jobs: int) -> str:
+def report(directory: Path, warmup_jobs: int) -> tuple[str, list[str]]:
+    """The table, and the hops no job recorded (but the pub/sub ones: a wake-up is published only when a
+    worker waits, so a run may have none)."""
     jobs, _, empty = load(directory)
     complete = sorted((e for e in jobs.values() if "stamp" in e and "start" in e), key=lambda e: e["stamp"])
     measured = complete[warmup_jobs:]
@@ -83,16 +85,21 @@ def report(directory: Path, warmup_jobs: int) -> str:
         f"{empty} claims came back empty (whole run)",
         "",
     ]
+    missing: list[str] = []
     lines.append(f"| {'hop':<48} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} |")
     lines.append(f"|{'-' * 50}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
     for label, a, b in HOPS:
         values = sorted((e[b] - e[a]) / 1e6 for e in measured if a in e and b in e)
         if not values:
             lines.append(f"| {label:<48} | {'—':>7} | {'—':>7} | {'—':>7} |")
+            if "sub" not in (a, b):
+                missing.append(label)
             continue
         p50, p90, p99 = (percentile(values, q) for q in (50, 90, 99))
         lines.append(f"| {label:<48} | {p50:7.3f} | {p90:7.3f} | {p99:7.3f} |")
-    return "\n".join(lines)
+    if not measured:
+        missing.append("every hop (no job was traced from its add to its start)")
+    return "\n".join(lines), missing
 
 
 def main() -> None:
@@ -101,9 +108,15 @@ def main() -> None:
     )
     parser.add_argument("--dir", default="", help="analyse this folder of .hops files instead of running")
     parser.add_argument("--warmup-jobs", type=int, default=500)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="fail when a hop has no record (make bench-smoke: the tracer's "
+        "patches still fit the code they wrap)",
+    )
     args, rest = parser.parse_known_args()
     if args.dir:
-        print(report(Path(args.dir), args.warmup_jobs))
+        print(report(Path(args.dir), args.warmup_jobs)[0])
         return
     directory = Path(tempfile.mkdtemp(prefix="qm-hops-"))
     env = dict(os.environ)
@@ -112,7 +125,10 @@ def main() -> None:
     argv = [sys.executable, "-m", "bench", "--rounds", "1", "--only", "latency", *rest]
     subprocess.run(argv, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
     print(f"hop records in {directory}")
-    print(report(directory, args.warmup_jobs))
+    text, missing = report(directory, args.warmup_jobs)
+    print(text)
+    if args.check and missing:
+        sys.exit(f"bench.hops: no records for: {'; '.join(missing)}")
 
 
 if __name__ == "__main__":
