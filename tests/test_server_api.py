@@ -389,6 +389,34 @@ async def test_json_payload_rules(queues: qrpc.QueueServiceStub, jobs: jrpc.Queu
     assert as_json.job.data.json.struct_value["x"] == 1
 
 
+async def test_deeply_nested_json_is_read_back_or_refused(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
+    """JSON data nested deeper than a google.protobuf.Value can carry (protobuf readers stop at 100 message
+    levels, two per JSON level) is read back as raw JSON bytes; data nested deeper than the server's JSON
+    reader goes is refused INVALID_ARGUMENT at the add. Both were INTERNAL."""
+
+    def nested(depth: int) -> t.Payload:
+        return t.Payload(raw=b"[" * depth + b"]" * depth, content_type="application/json")
+
+    for depth, form in ((32, "json"), (33, "raw"), (60, "raw"), (500, "raw")):
+        added = await jobs.AddJob(
+            jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="deep", data=nested(depth)))
+        )
+        got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
+        assert got.job.data.WhichOneof("body") == form, depth
+        if form == "raw":
+            assert got.job.data.raw == nested(depth).raw and got.job.data.content_type == "application/json"
+        listed = await jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING))
+        assert added.job.id in {j.id for j in listed.jobs}
+    await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="a", data=nested(5_000)))),
+        "job.data",
+        "too deeply",
+    )
+
+
 async def test_bulk_stream_keeps_fifo_order_across_chunks(
     queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub, engine: Engine
 ) -> None:

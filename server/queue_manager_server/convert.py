@@ -88,13 +88,28 @@ def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str
     return NO_PAYLOAD
 
 
+# JSON nested deeper than this goes out as raw bytes (its content type JSON), not as a google.protobuf.Value:
+# each JSON level is two message levels of a Value, and protobuf readers stop at 100 (upb's default) counted
+# from the top of the response, where a job can sit a few levels down (a workflow run's steps). GetJob
+# answered a job whose data nested 50 levels with INTERNAL.
+VALUE_MAX_DEPTH = 32
+
+
+class _TooDeep(Exception):
+    """A JSON value nested deeper than VALUE_MAX_DEPTH (json_into_value)."""
+
+
 def payload_out(body: bytes | None, ct: str, json_view: bool) -> types_pb2.Payload:
-    """json_view: send JSON bodies as a google.protobuf.Value (readable in grpcurl) instead of raw bytes."""
+    """json_view: send JSON bodies as a google.protobuf.Value (readable in grpcurl) instead of raw bytes, but
+    those nested deeper than VALUE_MAX_DEPTH."""
     if body is None:
         return types_pb2.Payload()
     if json_view and is_json_type(ct):
         out = types_pb2.Payload(content_type=JSON)
-        json_into_value(json.loads(body), out.json)
+        try:
+            json_into_value(json.loads(body), out.json)
+        except (_TooDeep, RecursionError):
+            return types_pb2.Payload(raw=body, content_type=ct)
         return out
     return types_pb2.Payload(raw=body, content_type=ct)
 
@@ -118,8 +133,8 @@ def value_json(v: struct_pb2.Value) -> str:
     return json.dumps(_value_py(v), separators=(",", ":"), allow_nan=False)
 
 
-def json_into_value(obj: object, v: struct_pb2.Value) -> None:
-    """Sets v to a decoded JSON value (json.loads output)."""
+def json_into_value(obj: object, v: struct_pb2.Value, depth: int = 0) -> None:
+    """Sets v to a decoded JSON value (json.loads output); raises _TooDeep past VALUE_MAX_DEPTH levels."""
     if obj is None:
         v.null_value = struct_pb2.NULL_VALUE
     elif isinstance(obj, bool):
@@ -131,17 +146,19 @@ def json_into_value(obj: object, v: struct_pb2.Value) -> None:
             v.number_value = obj
         except OverflowError:  # an integer beyond any double (raw JSON may hold one): the nearest, ±inf
             v.number_value = math.inf if obj > 0 else -math.inf
+    elif depth >= VALUE_MAX_DEPTH:
+        raise _TooDeep
     elif isinstance(obj, dict):
         struct = v.struct_value
         struct.SetInParent()
         fields = struct.fields
         for k, x in obj.items():
-            json_into_value(x, fields[k])
+            json_into_value(x, fields[k], depth + 1)
     else:
         values = v.list_value
         values.SetInParent()
         for x in obj:  # type: ignore[attr-defined]
-            json_into_value(x, values.values.add())
+            json_into_value(x, values.values.add(), depth + 1)
 
 
 # ---- durations and times -----------------------------------------------------------------------

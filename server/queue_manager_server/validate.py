@@ -182,3 +182,9 @@ def json_bytes(body: bytes, field: str) -> None:
         raise InvalidArgument(
             field, f"content type is application/json but the body is not JSON ({exc})"
         ) from None
+    except RecursionError:
+        raise InvalidArgument(
+            field,
+            "content type is application/json but the body nests arrays and objects too deeply to read "
+            "(the limit is near 1,000 levels); flatten it",
+        ) from None

@@ -50,6 +50,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"the request body is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request body nests arrays and objects too deeply to read") from None
     if not isinstance(value, dict):
         raise BadRequest(f"the request body must be a JSON object, not {type(value).__name__}")
     return value
