@@ -176,6 +176,12 @@ def ms_timestamp(ms: int) -> Timestamp:
     return t
 
 
+def ms_timestamp_fields(ms: int) -> dict[str, int]:
+    """A Timestamp's constructor fields (answers gathered into one message are built from fields)."""
+    s, rest = divmod(ms, 1000)
+    return {"seconds": s, "nanos": rest * 1_000_000}
+
+
 def _keep(k: types_pb2.KeepJobs, field: str) -> str:
     """Encodes a job's keep policy for Lua: "" default, "r" remove, "age:count" (0 = default part)."""
     if k.remove:
@@ -305,11 +311,10 @@ PLAIN_FIELDS = frozenset({"name", "ts", "data"})
 
 def created_job_fields(r: JobRecord, queue_paused: bool) -> dict[str, Any]:
     """A CreatedJob's constructor fields for a job whose record holds PLAIN_FIELDS only (no 'st': waiting)."""
-    created_s, created_ms = divmod(r.int("ts"), 1000)
     return {
         "id": r.id,
         "state": types_pb2.JOB_STATE_PAUSED if queue_paused else types_pb2.JOB_STATE_WAITING,
-        "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
+        "create_time": ms_timestamp_fields(r.int("ts")),
     }
 
 
@@ -326,7 +331,6 @@ def job_out_fields(
     if st == "waiting" and queue_paused:
         st = "paused"
     priority, attempts = r.int("pri", 3), r.int("att", 1)
-    created_s, created_ms = divmod(r.int("ts"), 1000)
     out: dict[str, Any] = {
         "id": r.id,
         "queue_name": r.queue,
@@ -336,7 +340,7 @@ def job_out_fields(
         "state": STATE_VALUES.get(st, types_pb2.JOB_STATE_UNSPECIFIED),
         "priority": priority,
         "max_attempts": attempts,
-        "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
+        "create_time": ms_timestamp_fields(r.int("ts")),
         "options": {"priority": priority, "attempts": attempts},
     }
     if f.keys() <= _FRESH_FIELDS:
@@ -418,8 +422,6 @@ def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_s
 
 
 def _leased_fields(queue: str, c: ClaimedJob, token: str) -> dict[str, Any]:
-    created_s, created_ms = divmod(c.created_ms, 1000)
-    expiry_s, expiry_ms = divmod(c.lease_expiry_ms, 1000)
     return {
         "job": {
             "id": c.id,
@@ -431,10 +433,10 @@ def _leased_fields(queue: str, c: ClaimedJob, token: str) -> dict[str, Any]:
             "attempts_made": c.attempts_made,
             "max_attempts": c.max_attempts,
             "stalled_count": c.stalled_count,
-            "create_time": {"seconds": created_s, "nanos": created_ms * 1_000_000},
+            "create_time": ms_timestamp_fields(c.created_ms),
         },
         "lease_token": token,
-        "lease_expire_time": {"seconds": expiry_s, "nanos": expiry_ms * 1_000_000},
+        "lease_expire_time": ms_timestamp_fields(c.lease_expiry_ms),
         "redelivery": c.redelivery,
     }
 
