@@ -449,3 +449,56 @@ async def test_claims_of_an_idle_queue_write_nothing_once_it_is_marked(engine: E
     for _ in range(3):
         assert (await engine.claim("q", 5, "t", "w", 30_000)).jobs == []
     assert await changes() == before
+
+
+# One option set at a time (NewJob field, value) and the job-hash field it must be stored as.
+_ONE_OPTION = [
+    ({"content_type": "text/plain"}, "ct", "text/plain"),
+    ({"priority": 1}, "pri", "1"),
+    ({"delay_ms": 60_000}, "st", "delayed"),
+    ({"run_at_ms": 4_000_000_000_000}, "run", "4000000000000"),
+    ({"attempts": 4}, "att", "4"),
+    ({"backoff_type": 2, "backoff_delay_ms": 50}, "bd", "50"),
+    ({"timeout_ms": 900}, "to", "900"),
+    ({"max_stalled": 2}, "ms", "2"),
+    ({"keep_completed": "r"}, "kc", "r"),
+    ({"keep_failed": "60000:5"}, "kf", "60000:5"),
+    ({"dedup_key": "k1"}, "ddk", "k1"),
+]
+
+
+@pytest.mark.parametrize(("options", "stored", "value"), _ONE_OPTION, ids=[o[1] for o in _ONE_OPTION])
+async def test_a_job_with_one_option_sends_the_whole_header_and_stores_it(
+    engine: Engine, options: dict[str, object], stored: str, value: str
+) -> None:
+    await register(engine)
+    j = job("one", {"i": 1}, **options)
+    assert j.argv()[0].count("\0") == 18  # every header field, not the short form
+    r = await engine.add_jobs("q", [j], fetch=True)
+    assert (await engine.get_job("q", r.ids[0])).text(stored) == value
+    assert r.records[0].fields == (await engine.get_job("q", r.ids[0])).fields  # the add's answer
+
+
+async def test_a_job_with_every_option_at_its_default_sends_id_and_name_and_takes_the_queue_defaults(
+    engine: Engine,
+) -> None:
+    await register(engine, default_job_options=types_pb2.JobOptions(attempts=3, priority=2))
+    plain, ready = job("plain", {"i": 1}), job("ready", {"i": 2})
+    assert plain.argv()[0] == f"{plain.id}\0plain\0"
+    r = await engine.add_jobs("q", [plain, ready], fetch=True)
+    stored = await engine.get_job("q", r.ids[0])
+    assert (stored.text("name"), stored.int("att"), stored.int("pri")) == ("plain", 3, 2)
+    assert stored.raw("data") == b'{"i": 1}' and stored.text("ct") == ""  # JSON: no 'ct' field
+    assert r.records[0].fields == stored.fields
+    claimed = await engine.claim("q", 10, "tok", "w", 30_000)
+    assert [c.name for c in claimed.jobs] == ["plain", "ready"]
+
+
+async def test_a_plain_job_is_answered_from_the_reply_time_without_its_fields(engine: Engine) -> None:
+    """add_jobs.lua answers a job holding its name and time only with 1; the engine rebuilds its fields."""
+    await register(engine)
+    r = await engine.add_jobs("q", [job("a", {"i": 1}), job("b", {"i": 2}, priority=1)], fetch=True)
+    for answered, job_id in zip(r.records, r.ids, strict=True):
+        assert answered.fields == (await engine.get_job("q", job_id)).fields
+    assert r.records[0].fields.keys() == {"name", "ts", "data"}
+    assert r.records[0].int("ts") == r.now_ms

@@ -89,6 +89,14 @@ def _answer_fields(pairs: list[Any]) -> dict[str, bytes]:
     return {f.decode(): v if isinstance(v, bytes) else b"%d" % v for f, v in zip(it, it, strict=True)}
 
 
+def _added_fields(answer: dict[str, bytes] | bytes, job: NewJob) -> dict[str, bytes]:
+    """An added job's fields: those add_jobs.lua answered (for a job holding its name and time only, the
+    time), and the data this call sent."""
+    if isinstance(answer, bytes):
+        return {"name": job.name.encode(), "ts": answer, "data": job.data}
+    return {**answer, "data": job.data}
+
+
 class Engine:
     """Queue storage on Redis/Valkey."""
 
@@ -274,7 +282,7 @@ class Engine:
                 raise r
         out = AddResult(now_ms=0, ids=[], created=[], waiting_added=0, earliest_delayed_ms=-1)
         stride = 3 if fetch else 2
-        fields: list[dict[str, bytes]] = []
+        fields: list[dict[str, bytes] | bytes] = []
         for r in results:
             if _i(r[0]) == NO_QUEUE:
                 raise QueueNotFound(queue)
@@ -285,11 +293,14 @@ class Engine:
                 out.earliest_delayed_ms = e
             out.queue_paused = _i(r[3]) == 1
             out.published = out.published or _i(r[4]) == 1
+            ts = b"%d" % out.now_ms
             for i in range(5, len(r), stride):
                 out.ids.append(_s(r[i]))
                 out.created.append(r[i + 1] == 1)
                 if fetch:
-                    fields.append(_answer_fields(r[i + 2]))
+                    # A job stored with its name and time only is answered 1: its time is the reply's.
+                    row = r[i + 2]
+                    fields.append(ts if row == 1 else _answer_fields(row))
         if fetch:
             # An added job answers with the fields its script wrote and the data this call sent; an existing
             # one (the id was taken, or its dedup key held) is read: the holder's (empty if retention removed
@@ -304,7 +315,7 @@ class Engine:
                 for answer, raw in zip(existing, await pipe.execute(), strict=True):
                     read[answer] = {_s(f): _b(v) for f, v in raw.items()}
             out.records = [
-                JobRecord(queue, answer, {**row, "data": job.data} if created else read[answer])
+                JobRecord(queue, answer, _added_fields(row, job) if created else read[answer])
                 for job, answer, created, row in zip(jobs, out.ids, out.created, fields, strict=True)
             ]
         return out

@@ -132,27 +132,30 @@ class JobHandlers:
 
     async def _outcomes(self, items: Sequence[pb.AddJobRequest], brief: bool = False) -> list[dict[str, Any]]:
         """Each item as its own AddJob: checked alone (its queues against the caller's token included), and
-        added with the others in shared round trips (one future per item, no task: awaited together). brief:
+        added with the others in shared round trips (one future for all, no task per item). brief:
         a job created as its request says is answered with `created` (AddJobStreamRequest.brief)."""
-        checked: list[asyncio.Future[AddOutcome] | Exception] = []
+        refused: list[Exception | None] = []
+        jobs: list[tuple[str, NewJob]] = []
         for i, item in enumerate(items):
             try:
                 if why := add_item_denial(item, i):
                     raise PermissionDenied(why)
-                checked.append(self.adds.submit(*self._checked(item)))
+                jobs.append(self._checked(item))
+                refused.append(None)
             except Exception as exc:
-                checked.append(exc)
-        await asyncio.gather(*(c for c in checked if isinstance(c, asyncio.Future)), return_exceptions=True)
+                refused.append(exc)
+        added = iter(await self.adds.submit_all(jobs))
         outcomes: list[dict[str, Any]] = []
-        for item, outcome in zip(items, checked, strict=True):
+        for item, why_not in zip(items, refused, strict=True):
+            outcome = next(added) if why_not is None else why_not
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
-                added = outcome.result()
-                if brief and added.created and added.record.fields.keys() <= convert.PLAIN_FIELDS:
-                    outcomes.append({"created": convert.created_job_fields(added.record, added.queue_paused)})
+                if brief and outcome.created and outcome.record.fields.keys() <= convert.PLAIN_FIELDS:
+                    created = convert.created_job_fields(outcome.record, outcome.queue_paused)
+                    outcomes.append({"created": created})
                 else:
-                    outcomes.append({"added": _answer(item, added)})
+                    outcomes.append({"added": _answer(item, outcome)})
             except Exception as exc:
                 outcomes.append(_error_outcome(*status_for(exc)))
         return outcomes

@@ -11,7 +11,7 @@
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
---   (empty for an existing job)}; an existing job's id is the holder's when its dedup key was held
+--   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now)}; an existing job's id is the holder's when its dedup key was held
 --   or {-1} when the queue is not registered. The jobs created count in the queue's activity (stats.lua).
 --   An add answers from this reply: no read-back of what was just written.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
@@ -23,21 +23,24 @@ local d = add_defaults(meta)
 local now = now_ms()
 local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0}
 local added_waiting, earliest = 0, -1
+local pushes = {}
 
 for i = 0, n - 1 do
   local b = 5 + i * 4
   local h = split_header(ARGV[b + 1])
   local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
-    ARGV[b + 3], ARGV[b + 4])
+    ARGV[b + 3], ARGV[b + 4], pushes)
   if code == 1 then
     added_waiting = added_waiting + 1
   elseif code == 2 and (earliest < 0 or run < earliest) then
     earliest = run
   end
   out[#out + 1] = got; out[#out + 1] = code > 0 and 1 or 0
-  if answer then out[#out + 1] = fields or {} end
+  -- A job stored with its name and time only (and the data) is answered 1: the caller knows both.
+  if answer then out[#out + 1] = (fields and #fields == 4) and 1 or fields or {} end
   if code > 0 then STATS.added = STATS.added + 1 end
 end
+push_waiting(pushes)
 out[2], out[3] = added_waiting, earliest
 out[5] = publish_ready(meta, channel, queue, added_waiting, earliest)
 write_stats(prefix, now)

@@ -29,11 +29,12 @@ local now = now_ms()
 local created, added_waiting, earliest = 0, 0, -1
 if n > 0 then
   local d = add_defaults(meta)
+  local pushes = {}
   for i = 0, n - 1 do
     local b = 8 + i * 4
     local h = split_header(ARGV[b + 1])
     local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
-      ARGV[b + 3], ARGV[b + 4])
+      ARGV[b + 3], ARGV[b + 4], pushes)
     if code > 0 then created = created + 1 end
     if code == 1 then
       added_waiting = added_waiting + 1
@@ -43,6 +44,7 @@ if n > 0 then
     -- The job that stands for the occurrence (the holder's when a dedup key was held).
     job = got or h[1]
   end
+  push_waiting(pushes)
   count, last = tonumber(count) + n, now
 end
 if next_due >= 0 then

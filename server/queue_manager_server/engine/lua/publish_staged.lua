@@ -25,10 +25,11 @@ local d = add_defaults(meta)
 local now = now_ms()
 local created, added_waiting, earliest = 0, 0, -1
 local out = {0, 0}
+local pushes = {}
 for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
   local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, items[i + 1],
-    items[i + 2], items[i + 3])
+    items[i + 2], items[i + 3], pushes)
   if got ~= h[1] then table.insert(out, h[1]); table.insert(out, got) end
   if code == 1 then
     added_waiting = added_waiting + 1
@@ -37,6 +38,7 @@ for i = 1, #items - 3, 4 do
   end
   if code > 0 then created = created + 1 end
 end
+push_waiting(pushes)
 redis.call('LTRIM', staged, #items, -1)
 publish_ready(meta, channel, queue, added_waiting, earliest)
 STATS.added = created
