@@ -411,17 +411,24 @@ def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_s
     Built in one constructor call from plain dicts: a message given to a constructor, or to a repeated field,
     is copied, so jobs built apart and then gathered into a delivery were built once and copied twice
     (3.4 → 2.2 µs per job)."""
+    # One claim leases its jobs until the same time: that Timestamp's fields are built once.
+    first = jobs[0].lease_expiry_ms if jobs else 0
+    shared = ms_timestamp_fields(first)
+    leased = [
+        _leased_fields(
+            queue, c, token, shared if c.lease_expiry_ms == first else ms_timestamp_fields(c.lease_expiry_ms)
+        )
+        for c in jobs
+    ]
     # protobuf takes dicts for message fields; its type stubs do not say so.
-    response = worker_service_pb2.ConnectResponse(
-        delivery={"jobs": [_leased_fields(queue, c, token) for c in jobs]}  # type: ignore[arg-type]
-    )
+    response = worker_service_pb2.ConnectResponse(delivery={"jobs": leased})  # type: ignore[arg-type]
     for i, c in enumerate(jobs):
         if c.metadata or c.timeout_ms or c.flow:
             _leased_extras(response.delivery.jobs[i].job, c)
     return response
 
 
-def _leased_fields(queue: str, c: ClaimedJob, token: str) -> dict[str, Any]:
+def _leased_fields(queue: str, c: ClaimedJob, token: str, expiry: dict[str, int]) -> dict[str, Any]:
     return {
         "job": {
             "id": c.id,
@@ -436,7 +443,7 @@ def _leased_fields(queue: str, c: ClaimedJob, token: str) -> dict[str, Any]:
             "create_time": ms_timestamp_fields(c.created_ms),
         },
         "lease_token": token,
-        "lease_expire_time": ms_timestamp_fields(c.lease_expiry_ms),
+        "lease_expire_time": expiry,
         "redelivery": c.redelivery,
     }
 
