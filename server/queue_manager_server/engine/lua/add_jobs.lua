@@ -11,9 +11,10 @@
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
---   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now)}; an existing job's id is the holder's when its dedup key was held
---   or {-1} when the queue is not registered. The jobs created count in the queue's activity (stats.lua).
---   An add answers from this reply: no read-back of what was just written.
+--   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now)}; an
+--   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
+--   registered. The jobs created count in the queue's activity (stats.lua). An add answers from this reply:
+--   no read-back of what was just written.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local answer = ARGV[5] == '1'

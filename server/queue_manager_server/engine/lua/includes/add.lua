@@ -10,9 +10,8 @@
 -- finishes).
 -- A job whose content type and options are all the defaults has a header of 2 fields: id and name (missing
 -- fields read as their defaults). Headers staged by an older server have 16 fields: no dedup. Extra fields
--- are more job-hash fields,
--- set by flows (chain links, workflow steps):
--- netstrings ("<length>:<bytes>") alternating field name and value, binary-safe; "" for none.
+-- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
+-- alternating field name and value, binary-safe; "" for none.
 
 -- A job hash without a 'ct' field holds JSON (engine/records.py).
 local JSON_TYPE = 'application/json'
@@ -57,11 +56,11 @@ local function push_waiting(pushes)
 end
 
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
--- dedup key is held. d: add_defaults(meta). pushes: the caller's table of waiting ids (a job inserted waiting
--- joins its list when the caller calls push_waiting(pushes), before it returns). Returns 0 (the id existed, or the dedup key is held; nothing
--- written), 1 (added waiting) or 2 (added delayed); the run-at of a delayed job; the id that answers
--- the add (the holder's when the dedup key is held); and for an added job, the fields written but the data
--- (name/value pairs, numbers as numbers).
+-- dedup key is held. d: add_defaults(meta). pushes: the caller's table of waiting ids (a job inserted
+-- waiting joins its list when the caller calls push_waiting(pushes), before it returns). Returns 0 (the id
+-- existed, or the dedup key is held; nothing written), 1 (added waiting) or 2 (added delayed); the run-at
+-- of a delayed job; the id that answers the add (the holder's when the dedup key is held); and for an added
+-- job, the fields written but the data (name/value pairs, numbers as numbers).
 local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra, pushes)
   local id = h[1]
   local jkey = prefix .. id
