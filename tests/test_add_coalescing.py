@@ -139,3 +139,24 @@ async def test_a_lone_add_is_written_at_once(server: RunningServer, stub: qrpc.Q
     finally:
         del adds.engine.add_jobs_many
     assert sizes == [1, 1, 1, 1, 1]
+
+
+async def test_a_stopping_server_writes_the_adds_it_took_before_closing_redis(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop waits for a coalesced write under way: one started after Redis was closed would open a
+    connection of its own that nobody closes (a ResourceWarning at garbage collection)."""
+    adds = coalescer(server)
+    await adds.engine.register_queue("co", {})
+    held = HeldWrites(adds.engine)
+    monkeypatch.setattr(adds.engine, "add_jobs_many", held)
+    outcomes = adds.submit_all([("co", NewJob(id="", name="late", data=b'{"i":1}'))])
+    await until(lambda: len(held.batches) == 1)
+    stopping = asyncio.ensure_future(server.stop())
+    done, _ = await asyncio.wait([stopping], timeout=1.0)
+    assert not done, "the server closed Redis with a write under way"
+    held.release.set()
+    await stopping
+    (outcome,) = await outcomes
+    assert not isinstance(outcome, Exception)
+    assert outcome.record.text("name") == "late"

@@ -154,6 +154,17 @@ class AddCoalescer:
         self._pending.append(pending)
         return pending
 
+    async def wait_idle(self, timeout: float) -> None:
+        """Returns once every add taken has been written, or after timeout seconds. A stopping server calls
+        it before it closes its Redis connections: a write that started after that would open a connection
+        of its own that nobody closes."""
+        async with asyncio.timeout(timeout):
+            while self._pending or self._in_flight:
+                if self._tasks:
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                else:  # a lone add written by its caller's own task, or a flush about to start one
+                    await asyncio.sleep(0.001)
+
     def _flush(self) -> None:
         self._scheduled = False
         if not self._pending or self._in_flight >= MAX_IN_FLIGHT:
