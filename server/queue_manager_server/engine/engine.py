@@ -14,7 +14,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
+from queue_manager_server.engine.direct import DirectConnection
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
 from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
@@ -114,6 +116,8 @@ class Engine:
         self.redis = redis
         self.prefix = prefix
         self.scripts = Scripts(redis)
+        # The coalesced adds' own connection (engine/direct.py).
+        self.direct = DirectConnection(redis)
         self._keys: dict[str, QueueKeys] = {}
         # Carries out a queue's pending flow hand-offs (services/flows.py); called after a script reports
         # that a job in a flow finished. None: left to the janitor.
@@ -260,7 +264,7 @@ class Engine:
             first = len(pipe.command_stack)
             await self._queue_adds(pipe, queue, jobs, fetch)
             spans.append((first, len(pipe.command_stack)))
-        results = await execute(pipe, raise_on_error=False)
+        results = await self._send_adds(pipe)
         out: list[AddResult | Exception] = []
         for (queue, jobs), (first, last) in zip(groups, spans, strict=True):
             try:
@@ -268,6 +272,25 @@ class Engine:
             except Exception as exc:
                 out.append(exc)
         return out
+
+    async def _send_adds(self, pipe: Pipeline) -> list[Any]:
+        """The replies of a pipeline of add_jobs calls, sent on the engine's own connection when it is free
+        (engine/direct.py), else as the pipeline; a call refused NOSCRIPT (Redis lost its scripts) is sent
+        again through `execute`, which loads them."""
+        stack = [args for args, _ in pipe.command_stack]
+        replies = await self.direct.run(stack)
+        if replies is None:
+            return await execute(pipe, raise_on_error=False)
+        await pipe.reset()  # type: ignore[no-untyped-call]
+        refused = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if refused:
+            retry = self.redis.pipeline(transaction=False)
+            retry.scripts = {self.scripts.get("add_jobs")}  # type: ignore[arg-type]
+            for i in refused:
+                retry.execute_command(*stack[i])
+            for i, r in zip(refused, await execute(retry, raise_on_error=False), strict=True):
+                replies[i] = r
+        return replies
 
     async def _queue_adds(self, pipe: Pipeline, queue: str, jobs: Sequence[NewJob], fetch: bool) -> None:
         """Queues one queue's add_jobs calls on pipe (with fetch, answering with the added jobs' fields)."""

@@ -1,0 +1,60 @@
+"""The coalesced adds' own connection (engine/direct.py) against a real Valkey: what it does when Redis lost
+its scripts, when the connection is killed, and when a second batch comes while it is busy."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import NewJob
+
+
+def jobs(prefix: str, n: int) -> list[NewJob]:
+    return [NewJob(id=f"{prefix}-{i}", name="j", data=b'{"i":%d}' % i) for i in range(n)]
+
+
+async def test_adds_go_out_on_the_engines_own_connection(engine: Engine) -> None:
+    await engine.register_queue("q", {})
+    r = await engine.add_jobs("q", jobs("a", 3), fetch=True)
+    assert r.created == [True, True, True]
+    conn = engine.direct._conn
+    assert conn is not None and conn.is_connected
+    assert [rec.text("name") for rec in r.records] == ["j", "j", "j"]
+
+
+async def test_adds_after_redis_lost_its_scripts_load_them_and_are_written_once(
+    engine: Engine, redis: Redis
+) -> None:
+    await engine.register_queue("q", {})
+    await engine.add_jobs("q", jobs("before", 1))
+    await redis.script_flush()
+    r = await engine.add_jobs("q", jobs("after", 5), fetch=True)
+    # Refused NOSCRIPT, then sent again once the scripts were loaded: each job created by this call.
+    assert r.created == [True] * 5
+    assert await redis.llen(engine.keys("q").waiting_levels[2]) == 6
+
+
+async def test_a_killed_connection_falls_back_to_the_pipeline_and_reconnects(engine: Engine, redis: Redis) -> None:
+    await engine.register_queue("q", {})
+    await engine.add_jobs("q", jobs("first", 1))
+    conn = engine.direct._conn
+    assert conn is not None
+    own_id = int(await redis.execute_command("CLIENT", "ID"))
+    # Every other client's connection goes, the engine's own included.
+    await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    assert own_id == int(await redis.execute_command("CLIENT", "ID"))
+    r = await engine.add_jobs("q", jobs("second", 2), fetch=True)
+    assert r.created == [True, True]
+    r = await engine.add_jobs("q", jobs("third", 2), fetch=True)
+    assert r.created == [True, True]
+    assert engine.direct._conn is conn and conn.is_connected  # the same connection, connected again
+    assert await redis.llen(engine.keys("q").waiting_levels[2]) == 5
+
+
+async def test_a_batch_that_comes_while_the_connection_is_busy_goes_as_a_pipeline(engine: Engine) -> None:
+    await engine.register_queue("q", {})
+    results = await asyncio.gather(*(engine.add_jobs("q", jobs(f"b{k}", 50), fetch=True) for k in range(4)))
+    assert [r.created for r in results] == [[True] * 50] * 4
+    assert sorted(r.ids[0] for r in results) == ["b0-0", "b1-0", "b2-0", "b3-0"]
