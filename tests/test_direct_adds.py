@@ -36,7 +36,9 @@ async def test_adds_after_redis_lost_its_scripts_load_them_and_are_written_once(
     assert await redis.llen(engine.keys("q").waiting_levels[2]) == 6
 
 
-async def test_a_killed_connection_falls_back_to_the_pipeline_and_reconnects(engine: Engine, redis: Redis) -> None:
+async def test_a_killed_connection_falls_back_to_the_pipeline_and_reconnects(
+    engine: Engine, redis: Redis
+) -> None:
     await engine.register_queue("q", {})
     await engine.add_jobs("q", jobs("first", 1))
     conn = engine.direct._conn
