@@ -10,7 +10,7 @@ Payload convention: JSON-serialisable data travels as UTF-8 JSON in ``Payload.ra
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -297,24 +297,13 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
     job.log_count = msg.log_count
     job.cancel_requested = msg.cancel_requested
     job.cancel_reason = msg.cancel_reason
-    if has("result"):
-        job.result = decode_payload(msg.result)
-    if has("progress"):
-        job.progress = value_to_python(msg.progress)
-    if has("process_time"):
-        job.processed_at = timestamp_to_datetime(msg.process_time)
-    if has("finish_time"):
-        job.finished_at = timestamp_to_datetime(msg.finish_time)
-    if has("run_time"):
-        job.run_at = timestamp_to_datetime(msg.run_time)
-    if has("metadata"):
-        job.metadata = metadata_from_proto(msg.metadata)
+    for name, attr, read in _READ_WHEN_SET:
+        if has(name):
+            setattr(job, attr, read(getattr(msg, name)))
     if msg.parents:
         job.parents = parents_from_proto(msg)
     if msg.children:
         job.children = [job_ref_from_proto(c) for c in msg.children]
-    if has("chain_root"):
-        job.chain_root = job_ref_from_proto(msg.chain_root)
     job.workflow = workflow_ref_from_proto(msg)
     if msg.logs:
         job.logs = log_lines_from_proto(msg.logs)
@@ -501,3 +490,16 @@ _PRIORITIES: dict[int, JobPriority] = {p.value: p for p in JobPriority}
 def priority_of(number: int) -> JobPriority | None:
     """The `JobPriority` of a protobuf priority number; None when unset or unknown."""
     return _PRIORITIES.get(number)
+
+
+# The Job fields job_from_proto reads only when their message field is set (field, Job attribute, reader);
+# otherwise the Job's default stands.
+_READ_WHEN_SET: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
+    ("result", "result", decode_payload),
+    ("progress", "progress", value_to_python),
+    ("process_time", "processed_at", timestamp_to_datetime),
+    ("finish_time", "finished_at", timestamp_to_datetime),
+    ("run_time", "run_at", timestamp_to_datetime),
+    ("metadata", "metadata", metadata_from_proto),
+    ("chain_root", "chain_root", job_ref_from_proto),
+)
