@@ -14,7 +14,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from queue_manager_server.engine.direct import DirectConnection
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
@@ -30,7 +29,7 @@ from queue_manager_server.engine.records import (
     is_json_type,
     job_state,
 )
-from queue_manager_server.engine.scripts import Scripts, execute
+from queue_manager_server.engine.scripts import Scripts, execute, resend_refused
 from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
 
 # Jobs per add_jobs script call: big enough to amortise the call, small enough to keep Redis responsive.
@@ -275,21 +274,14 @@ class Engine:
 
     async def _send_adds(self, pipe: Pipeline) -> list[Any]:
         """The replies of a pipeline of add_jobs calls, sent on the engine's own connection when it is free
-        (engine/direct.py), else as the pipeline; a call refused NOSCRIPT (Redis lost its scripts) is sent
-        again through `execute`, which loads them."""
+        (engine/direct.py), else as the pipeline; calls refused NOSCRIPT (Redis lost its scripts) are sent
+        again once the script is loaded, as `execute` does."""
         stack = [args for args, _ in pipe.command_stack]
         replies = await self.direct.run(stack)
         if replies is None:
             return await execute(pipe, raise_on_error=False)
         await pipe.reset()  # type: ignore[no-untyped-call]
-        refused = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if refused:
-            retry = self.redis.pipeline(transaction=False)
-            retry.scripts = {self.scripts.get("add_jobs")}  # type: ignore[arg-type]
-            for i in refused:
-                retry.execute_command(*stack[i])
-            for i, r in zip(refused, await execute(retry, raise_on_error=False), strict=True):
-                replies[i] = r
+        await resend_refused([self.scripts.get("add_jobs")], stack, replies)
         return replies
 
     async def _queue_adds(self, pipe: Pipeline, queue: str, jobs: Sequence[NewJob], fetch: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -92,6 +92,23 @@ def _source(name: str, flags: bool = True) -> str:
     return _ALLOW_OOM_FLAG + text if flags and name in ALLOW_OOM else text
 
 
+async def resend_refused(scripts: Sequence[Any], stack: Sequence[Sequence[Any]], results: list[Any]) -> None:
+    """Where Redis answered NOSCRIPT (it lost its script cache: a restart or failover; the refused calls
+    changed nothing), loads `scripts` and sends those commands of `stack` again in one pipeline, their replies
+    put in place in `results`."""
+    refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if not refused or not scripts:
+        return
+    client = scripts[0].registered_client
+    for script in scripts:
+        await cast("Awaitable[str]", client.script_load(script.script))
+    retry = cast("Pipeline", client.pipeline(transaction=False))
+    for i in refused:
+        retry.execute_command(*stack[i])
+    for i, r in zip(refused, await execute(retry, raise_on_error=False), strict=True):
+        results[i] = r
+
+
 async def execute(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
     """Runs a pipeline in one round trip and always hands its connection back.
 
@@ -108,16 +125,7 @@ async def execute(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
         results = await pipe.execute(raise_on_error=False)
     finally:
         await pipe.reset()  # type: ignore[no-untyped-call]
-    refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-    if refused and scripts:
-        client = scripts[0].registered_client
-        for script in scripts:
-            await cast("Awaitable[str]", client.script_load(script.script))
-        retry = cast("Pipeline", client.pipeline(transaction=False))
-        for i in refused:
-            retry.execute_command(*stack[i])
-        for i, r in zip(refused, await execute(retry), strict=True):
-            results[i] = r
+    await resend_refused(scripts, stack, results)
     for i, r in enumerate(results):
         if isinstance(r, ResponseError):
             pipe.annotate_exception(r, i + 1, stack[i])
