@@ -148,9 +148,10 @@ class JobHandlers:
         outcomes: list[dict[str, Any]] = []
         for item, why_not in zip(items, refused, strict=True):
             outcome = next(added) if why_not is None else why_not
+            if isinstance(outcome, Exception):
+                outcomes.append(_error_outcome(*status_for(outcome)))
+                continue
             try:
-                if isinstance(outcome, Exception):
-                    raise outcome
                 if brief and outcome.created and outcome.record.fields.keys() <= convert.PLAIN_FIELDS:
                     created = convert.created_job_fields(outcome.record, outcome.queue_paused)
                     outcomes.append({"created": created})
