@@ -502,3 +502,15 @@ async def test_a_plain_job_is_answered_from_the_reply_time_without_its_fields(en
         assert answered.fields == (await engine.get_job("q", job_id)).fields
     assert r.records[0].fields.keys() == {"name", "ts", "data"}
     assert r.records[0].int("ts") == r.now_ms
+
+
+async def test_a_claimed_number_stored_as_a_float_is_read(engine: Engine) -> None:
+    """The claim reply's numbers are read with int(); one a writer stored in float form (as Lua's tostring
+    writes large numbers) falls back to _i for its job."""
+    await register(engine)
+    r = await engine.add_jobs("q", [job("a"), job("b")])
+    await engine.redis.hset(engine.keys("q").job(r.ids[0]), "ts", "1.7333e+12")
+    claimed = await engine.claim("q", 10, "tok", "w", 30_000)
+    assert [c.name for c in claimed.jobs] == ["a", "b"]
+    assert claimed.jobs[0].created_ms == 1_733_300_000_000
+    assert claimed.jobs[1].created_ms > 1_733_300_000_000
