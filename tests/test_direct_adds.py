@@ -34,6 +34,10 @@ async def test_adds_after_redis_lost_its_scripts_load_them_and_are_written_once(
     # Refused NOSCRIPT, then sent again once the scripts were loaded: each job created by this call.
     assert r.created == [True] * 5
     assert await redis.llen(engine.keys("q").waiting_levels[2]) == 6
+    # The same while the connection is busy: the second batch goes as a pipeline, which loads them too.
+    await redis.script_flush()
+    both = await asyncio.gather(*(engine.add_jobs("q", jobs(f"busy{k}", 3), fetch=True) for k in range(2)))
+    assert [b.created for b in both] == [[True] * 3, [True] * 3]
 
 
 async def test_a_killed_connection_falls_back_to_the_pipeline_and_reconnects(

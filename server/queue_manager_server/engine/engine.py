@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from queue_manager_server.engine.direct import DirectConnection
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
@@ -257,13 +256,13 @@ class Engine:
             Per group, its AddResult or the exception its own commands met (an unknown queue, a script
             error): one queue's failure is not another's. A failed round trip raises.
         """
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         spans: list[tuple[int, int]] = []
         for queue, jobs in groups:
-            first = len(pipe.command_stack)
-            await self._queue_adds(pipe, queue, jobs, fetch)
-            spans.append((first, len(pipe.command_stack)))
-        results = await self._send_adds(pipe)
+            first = len(commands)
+            commands += self._add_commands(queue, jobs, fetch)
+            spans.append((first, len(commands)))
+        results = await self._send_adds(commands)
         out: list[AddResult | Exception] = []
         for (queue, jobs), (first, last) in zip(groups, spans, strict=True):
             try:
@@ -272,24 +271,28 @@ class Engine:
                 out.append(exc)
         return out
 
-    async def _send_adds(self, pipe: Pipeline) -> list[Any]:
-        """The replies of a pipeline of add_jobs calls, sent on the engine's own connection when it is free
-        (engine/direct.py), else as the pipeline; calls refused NOSCRIPT (Redis lost its scripts) are sent
-        again once the script is loaded, as `execute` does."""
-        stack = [args for args, _ in pipe.command_stack]
-        replies = await self.direct.run(stack)
+    async def _send_adds(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of add_jobs calls, sent on the engine's own connection when it is free
+        (engine/direct.py), else as a pipeline; calls refused NOSCRIPT (Redis lost its scripts) are sent again
+        once the script is loaded, as `execute` does."""
+        script = self.scripts.get("add_jobs")
+        replies = await self.direct.run(commands)
         if replies is None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.scripts.add(script)  # type: ignore[arg-type]
+            for command in commands:
+                pipe.execute_command(*command)
             return await execute(pipe, raise_on_error=False)
-        await pipe.reset()  # type: ignore[no-untyped-call]
-        await resend_refused([self.scripts.get("add_jobs")], stack, replies)
+        await resend_refused([script], commands, replies)
         return replies
 
-    async def _queue_adds(self, pipe: Pipeline, queue: str, jobs: Sequence[NewJob], fetch: bool) -> None:
-        """Queues one queue's add_jobs calls on pipe (with fetch, answering with the added jobs' fields)."""
+    def _add_commands(self, queue: str, jobs: Sequence[NewJob], fetch: bool) -> list[tuple[Any, ...]]:
+        """One queue's add_jobs calls, ADD_CHUNK jobs each (with fetch, answering with the added jobs'
+        fields)."""
         k = self.keys(queue)
-        keys = [k.meta, k.waiting, k.delayed]
-        add = self.scripts.get("add_jobs")
+        sha = self.scripts.get("add_jobs").sha
         answer = 1 if fetch else 0
+        out: list[tuple[Any, ...]] = []
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
             args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer]
@@ -297,7 +300,8 @@ class Engine:
                 if not j.id:
                     j.id = new_job_id()
                 args += j.argv()
-            await add(keys=keys, args=args, client=pipe)
+            out.append(("EVALSHA", sha, 3, k.meta, k.waiting, k.delayed, *args))
+        return out
 
     async def _add_result(
         self, queue: str, jobs: Sequence[NewJob], results: list[Any], fetch: bool
