@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from importlib import resources
@@ -15,7 +16,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import ADMIN_CHUNK
 from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys
-from queue_manager_server.engine.records import NewJob
+from queue_manager_server.engine.records import STORED_ATTEMPTS, STORED_PRIORITY, ClaimedJob, NewJob
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
 
 
@@ -514,3 +515,78 @@ async def test_a_claimed_number_stored_as_a_float_is_read(engine: Engine) -> Non
     assert [c.name for c in claimed.jobs] == ["a", "b"]
     assert claimed.jobs[0].created_ms == 1_733_300_000_000
     assert claimed.jobs[1].created_ms > 1_733_300_000_000
+
+
+def test_lua_and_python_share_the_defaults_a_job_hash_leaves_out() -> None:
+    lua = (resources.files("queue_manager_server.engine") / "lua" / "includes" / "common.lua").read_text()
+    pri = re.search(r"^local DEFAULT_PRI = (\d+)$", lua, re.MULTILINE)
+    att = re.search(r"^local DEFAULT_ATT = (\d+)$", lua, re.MULTILINE)
+    assert pri is not None and int(pri.group(1)) == STORED_PRIORITY
+    assert att is not None and int(att.group(1)) == STORED_ATTEMPTS
+
+
+async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_with_the_same_fields(
+    engine: Engine,
+) -> None:
+    """claim.lua answers a job holding no field but its name, data and time with 4 fields; the engine fills
+    in the rest as the whole record (13 fields) has them."""
+
+    async def add(queue: str) -> list[str]:
+        await register(engine, queue)
+        jobs = [job("plain", {"i": 1}), job("twin", {"i": 1}), job("p1", priority=1)]
+        r = await engine.add_jobs(queue, jobs)
+        # The twin holds one field more, at its default: it is answered with the whole record.
+        await engine.redis.hset(engine.keys(queue).job(r.ids[1]), "atm", "0")
+        return r.ids
+
+    await add("raw")
+    k = engine.keys("raw")
+    reply = await engine.scripts.run(
+        "claim", [k.meta, k.waiting, k.delayed, k.active, k.limiter], [k.job_prefix, 3, "t", "w", 30_000, 10]
+    )
+    sizes, i = [], 5
+    while i < len(reply):
+        sizes.append(reply[i])
+        i += 1 + reply[i]
+    assert sizes == [13, 4, 13]  # priority 1 first, then the plain job and its twin
+
+    ids = await add("q")
+    c = await engine.claim("q", 3, "t", "w", 30_000)
+    _, plain, twin = c.jobs
+    created = (await engine.get_job("q", ids[0])).int("ts")
+    assert plain == ClaimedJob(
+        ids[0], "plain", b'{"i": 1}', "application/json", STORED_PRIORITY, STORED_ATTEMPTS, 0, 1, 0, created,
+        b"", 0, c.now_ms + 30_000, b"",
+    )  # fmt: skip
+    assert dataclasses.replace(twin, id=ids[0], name="plain", created_ms=created) == plain
+
+
+async def test_a_runs_lease_fields_stay_after_it_ends_and_count_only_while_the_job_is_active(
+    engine: Engine,
+) -> None:
+    """No script deletes a lease's token and worker id when a run ends (common.lua lease_check): the job's
+    state fences every report, and the job's view names a worker only while one holds it."""
+    await register(engine)
+    (job_id,) = (await engine.add_jobs("q", [job("x", attempts=2)])).ids
+
+    async def view() -> types_pb2.Job:
+        return convert.job_out(await engine.get_job("q", job_id))
+
+    await engine.claim("q", 1, "t1", "w1", 30_000)
+    assert (await view()).worker_id == "w1"
+    assert (await engine.fail("q", [(job_id, "t1", "boom", "", False)]))[0][0] == 0  # retried at once
+    rec = await engine.get_job("q", job_id)
+    assert (rec.state, rec.text("tok"), rec.text("wid")) == ("waiting", "t1", "w1")  # left in place
+    assert (await view()).worker_id == ""
+    assert (await engine.complete("q", [(job_id, "t1", b"1", "application/json")]))[0] == [-3]
+    assert await engine.fail("q", [(job_id, "t1", "late", "", False)]) == [(-3, -1)]
+    assert await engine.extend("q", [(job_id, "t1")], 1000) == [(-3, -1)]
+
+    await engine.claim("q", 1, "t2", "w2", 30_000)
+    assert (await view()).worker_id == "w2"
+    assert (await engine.complete("q", [(job_id, "t1", b"1", "application/json")]))[0] == [-3]
+    assert (await engine.complete("q", [(job_id, "t2", b"2", "application/json")]))[0] == [0]
+    done = await view()
+    assert (done.state, done.worker_id, done.attempts_made) == (types_pb2.JOB_STATE_COMPLETED, "", 2)
+    assert (await engine.complete("q", [(job_id, "t2", b"3", "application/json")]))[0] == [-3]
+    assert (await engine.get_job("q", job_id)).raw("res") == b"2"

@@ -16,6 +16,9 @@ from queue_manager_server import validate
 from queue_manager_server.engine.engine import DEFAULT_DLQ
 from queue_manager_server.engine.job_control import LOG_KEEP, LOG_LINE_CHARS, JobView, LogLine
 from queue_manager_server.engine.records import (
+    JSON_TYPE,
+    STORED_ATTEMPTS,
+    STORED_PRIORITY,
     ClaimedJob,
     JobRecord,
     NewJob,
@@ -25,7 +28,7 @@ from queue_manager_server.engine.records import (
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.metrics_convert import metrics_out  # noqa: F401 - metrics live in their own module
 
-JSON = "application/json"
+JSON = JSON_TYPE
 OCTETS = "application/octet-stream"
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_COMPLETED_KEEP = (DAY_MS, 10_000)
@@ -330,7 +333,7 @@ def job_out_fields(
     st = r.state
     if st == "waiting" and queue_paused:
         st = "paused"
-    priority, attempts = r.int("pri", 3), r.int("att", 1)
+    priority, attempts = r.int("pri", STORED_PRIORITY), r.int("att", STORED_ATTEMPTS)
     out: dict[str, Any] = {
         "id": r.id,
         "queue_name": r.queue,
@@ -356,7 +359,8 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     j.stalled_count = r.int("stc")
     j.failed_reason = r.text("err")
     j.stacktrace = r.text("stk")
-    j.worker_id = r.text("wid")
+    if j.state == types_pb2.JOB_STATE_ACTIVE:  # a finished run leaves its lease's fields (common.lua)
+        j.worker_id = r.text("wid")
     j.cancel_requested = r.text("cxr") == "1"
     j.cancel_reason = r.text("cxm")
     if r.raw("res") is not None:

@@ -6,8 +6,9 @@ invariants (engine/keys.py and engine/records.py name the keys and fields):
 - a job is in at most one state set (waiting, delayed, active, completed, failed, cancelled), every member
   of a state set has a job hash, every job hash is in the set its ``st`` names; a waiting job is in the
   waiting list of its priority level, once;
-- an active job holds a lease: token, worker and expiry fields, the expiry equal to its score in
-  ``active`` and not older than the reaper's grace; a job that is not active holds none of them;
+- an active job holds a lease: token and worker fields, and its expiry (its score in ``active``) is not
+  older than the reaper's grace (a job that is not active may keep its last run's token and worker: they
+  mean nothing then, common.lua lease_check);
 - every run of a finished job is accounted for: starts = finished runs + stalls (``ats = atm + stc``),
   and a completed job has a result;
 - the timeout deadlines name active jobs only;
@@ -29,7 +30,7 @@ from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys, workflo
 
 SETS = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")
-LEASE_FIELDS = ("tok", "wid", "lex")
+LEASE_FIELDS = ("tok", "wid")
 
 
 def _text(value: bytes | None) -> str:
@@ -149,19 +150,13 @@ def _check_job(
         bad(f"{name} has st={st!r} but is in {states[0]}")
     elif st == "waiting" and (level := int(scan.members["waiting"][job_id])) != _int(f.get("pri") or b"3"):
         bad(f"{name} has priority {_text(f.get('pri')) or 3} but waits in level {level}")
-    held = [x for x in LEASE_FIELDS if f.get(x)]
     if st == "active":
+        held = [x for x in LEASE_FIELDS if f.get(x)]
         if len(held) < len(LEASE_FIELDS):
             bad(f"{name} is active without a full lease (has {held or 'none'})")
-        else:
-            expiry = _int(f["lex"])
-            score = scan.members["active"].get(job_id)
-            if score is not None and int(score) != expiry:
-                bad(f"{name}: lease expiry {expiry} differs from its active score {int(score)}")
-            if expiry < now_ms - grace_ms:
-                bad(f"{name}: lease expired {now_ms - expiry} ms ago and was not recovered")
-    elif held:
-        bad(f"{name} is {st} but still holds lease fields {held}")
+        score = scan.members["active"].get(job_id)
+        if score is not None and int(score) < now_ms - grace_ms:
+            bad(f"{name}: lease expired {now_ms - int(score)} ms ago and was not recovered")
     if st in ("completed", "failed"):
         ats, atm, stc = (_int(f.get(x)) for x in ("ats", "atm", "stc"))
         if ats != atm + stc:

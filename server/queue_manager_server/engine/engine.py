@@ -18,6 +18,9 @@ from queue_manager_server.engine.direct import DirectConnection
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
 from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
+    JSON_TYPE,
+    STORED_ATTEMPTS,
+    STORED_PRIORITY,
     AddResult,
     ClaimedJob,
     ClaimResult,
@@ -83,13 +86,20 @@ def _b(v: bytes | str) -> bytes:
     return v if isinstance(v, bytes) else v.encode()
 
 
-def _claimed(f: Sequence[Any], num: Callable[[Any], int]) -> ClaimedJob:
-    """A claimed job from its 14 fields in claim.lua's reply; num reads its numbers (int() reads integers and
-    their digits, one call per field where _i costs two: 0.3 µs less per job)."""
-    job_id, name, data, ct, pri, att, atm, ats, stc, ts, md, to, expiry, flow = f
+def _claimed(f: Sequence[Any], num: Callable[[Any], int], expiry: int) -> ClaimedJob:
+    """A claimed job from its record in claim.lua's reply (its fields after their number); num reads its
+    numbers (int() reads integers and their digits, one call per field where _i costs two: 0.3 µs less per
+    job). A record of 4 fields is a job stored with the defaults only and never started before."""
+    if len(f) == 4:
+        job_id, name, data, ts = f
+        return ClaimedJob(
+            _s(job_id), _s(name), data, JSON_TYPE, STORED_PRIORITY, STORED_ATTEMPTS, 0, 1, 0, num(ts), b"", 0,
+            expiry, b"",
+        )  # fmt: skip
+    job_id, name, data, ts, ct, pri, att, atm, ats, stc, md, to, flow = f
     return ClaimedJob(
         _s(job_id), _s(name), data, _s(ct), num(pri), num(att), num(atm), num(ats), num(stc), num(ts), md,
-        num(to or 0), num(expiry), flow,
+        num(to or 0), expiry, flow,
     )  # fmt: skip
 
 
@@ -461,13 +471,17 @@ class Engine:
             retry_after_ms=_i(r[3]),
             bucket_fill_ms=_i(r[4]),
         )
-        # 14 fields per job, in ClaimedJob's order.
-        fields = iter(r[5:])
-        for f in zip(*[fields] * 14, strict=True):
+        # Per job its number of fields, then those (_claimed); every lease expires at now + lease_ms.
+        expiry = res.now_ms + lease_ms
+        i, end = 5, len(r)
+        while i < end:
+            size = r[i]
+            f = r[i + 1 : i + 1 + size]
+            i += 1 + size
             try:
-                job = _claimed(f, int)
+                job = _claimed(f, int, expiry)
             except ValueError:  # a number Lua wrote as a float (none of these fields is expected to be)
-                job = _claimed(f, _i)
+                job = _claimed(f, _i, expiry)
             res.jobs.append(job)
         return res
 

@@ -9,9 +9,11 @@
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
 -- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
 --   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
---   limit), then per job 14 fields:
---   id, name, data, content type, priority, max attempts, attempts made, attempts started,
---   stalled count, created ms, metadata, timeout ms, lease expiry ms, flow view (encoded Job or "")}
+--   limit), then per job its number of fields and those: 4 for a job stored with the defaults only and
+--   never started before (id, name, data, created ms; the rest are the defaults, and attempts started 1),
+--   else 13 (id, name, data, created ms, content type, priority, max attempts, attempts made, attempts
+--   started, stalled count, metadata, timeout ms, flow view (encoded Job or ""))}. Every job's lease
+--   expires at now + lease ms. A short record saves Valkey ~0.5 µs per job (9 reply elements).
 --   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited or held by a retry-after (retry-after says
 --   when), 3 = at the concurrency cap (a slot freeing publishes 'w <queue>'), -1 = no queue
 local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -82,12 +84,17 @@ for i = 1, #popped do
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
   ids[#ids + 1] = id
-  -- Stored only when not the default (includes/add.lua).
-  out[n + 1], out[n + 2], out[n + 3] = id, f[1] or '', f[2] or ''
-  out[n + 4], out[n + 5], out[n + 6] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
-  out[n + 7], out[n + 8], out[n + 9], out[n + 10] = f[6] or 0, ats, f[7] or 0, f[8] or 0
-  out[n + 11], out[n + 12], out[n + 13], out[n + 14] = f[9] or '', f[10] or 0, expiry, f[11] or ''
-  n = n + 14
+  -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
+  if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] or f[13] then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, f[1] or '', f[2] or '', f[8] or 0
+    out[n + 6], out[n + 7], out[n + 8] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
+    out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[6] or 0, ats, f[7] or 0, f[9] or ''
+    out[n + 13], out[n + 14] = f[10] or 0, f[11] or ''
+    n = n + 14
+  else
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 4, id, f[1] or '', f[2] or '', f[8] or 0
+    n = n + 5
+  end
 end
 zadd_all(active, expiry, ids)
 local taken = #ids

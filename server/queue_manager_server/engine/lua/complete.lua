@@ -36,7 +36,6 @@ for i = 0, n - 1 do
     -- attempts made counts finished runs: this one too (a completed first run shows 1).
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4],
       'atm', (tonumber(f[4]) or 0) + 1)
-    redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
     out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, f[6], f[7], f[8], f[9])
     local p = f[3] or ''
     if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end

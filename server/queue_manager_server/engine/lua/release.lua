@@ -33,7 +33,6 @@ for i = n - 1, 0, -1 do
     else
       run_ended(prefix, id, f[4])
       redis.call('HINCRBY', jkey, 'ats', -1)
-      redis.call('HDEL', jkey, 'tok', 'wid', 'lex')
       to_waiting(waiting, jkey, id, false)
       out[i + 2] = 1
     end

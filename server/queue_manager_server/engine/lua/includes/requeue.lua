@@ -12,6 +12,6 @@ local function requeue(meta, waiting, set, prefix, id)
   local jkey = prefix .. id
   redis.call('ZREM', set, id)
   redis.call('HSET', jkey, 'atm', 0, 'ats', 0, 'stc', 0)
-  redis.call('HDEL', jkey, 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'tok', 'wid', 'lex', 'cxr')
+  redis.call('HDEL', jkey, 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
   to_waiting(waiting, jkey, id, true)
 end
