@@ -187,6 +187,24 @@ async def test_add_job_asks_for_brief_answers(server: RunningServer, monkeypatch
     assert added[-2].max_attempts == 3 and added[-1].priority is JobPriority.HIGH
 
 
+async def test_a_created_jobs_data_is_the_value_added_and_reads_back_equal(server: RunningServer) -> None:
+    """add_job does not decode the data it just encoded: a job it created holds the caller's value itself
+    (bytes-like as bytes), equal to what a later read decodes; a job found by its id holds what is stored."""
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("data-back")
+        data = {"to": ["a@b.c"], "n": 1.5, "nested": {"ok": True, "none": None}}
+        job = await qm.add_job("data-back", "n", data)
+        assert job.data is data
+        assert (await qm.get_job("data-back", job.id)).data == data
+        raw = await qm.add_job("data-back", "n", bytearray(b"\x00\x01"))
+        assert raw.data == b"\x00\x01" and type(raw.data) is bytes
+        assert (await qm.get_job("data-back", raw.id)).data == b"\x00\x01"
+        assert (await qm.add_job("data-back", "n")).data is None
+        first = await qm.add_job("data-back", "n", {"v": 1}, {"job_id": "same"})
+        again = await qm.add_job("data-back", "n", {"v": 2}, {"job_id": "same"})
+        assert first.data == again.data == {"v": 1}
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()

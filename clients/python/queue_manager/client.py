@@ -229,13 +229,14 @@ class QueueManager:
                 ``job_id``…) or a `JobOptions`.
 
         Returns:
-            The job as stored (the existing one when ``job_id`` was taken).
+            The job as stored (the existing one when ``job_id`` was taken). The data of a job this call
+            created is ``data`` itself, not a copy (bytes-like data as bytes).
         """
         request = add_job_request(queue_name, name, data, options)
         # Concurrent add_job calls share AddJobBatch calls (adds.py); a lone one is a plain AddJob.
         answer = await self._batcher().add(request)
         if isinstance(answer, jobs_pb2.CreatedJob):
-            return created_job(request, answer)
+            return created_job(request, answer, data)
         return job_from_proto(answer.job)
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:

@@ -59,6 +59,8 @@ OCTET_STREAM = "application/octet-stream"
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 # json.loads(bytes) sniffs the encoding first; decoding UTF-8 ourselves and parsing the str is faster.
 _decode_json = json.JSONDecoder().decode
+# Payload bodies sent as they are; a tuple, as `bytes | bytearray | memoryview` builds a union on every call.
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 _MAX_EXACT_FLOAT_INT = 2**53
 
 
@@ -210,7 +212,7 @@ def encode_payload(data: Any, into: types_pb2.Payload) -> None:
     """
     if data is None:
         return
-    if isinstance(data, bytes | bytearray | memoryview):
+    if isinstance(data, _BYTES_LIKE):
         into.raw = bytes(data)
         into.content_type = OCTET_STREAM
         return
@@ -432,13 +434,24 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
 _PLAIN_OPTIONS = JobOptions(priority=JobPriority.NORMAL, attempts=1)
 
 
-def created_job(request: jobs_pb2.AddJobRequest, created: jobs_pb2.CreatedJob) -> Job:
+# created_job's data when the caller has none at hand: the request's payload, decoded.
+_FROM_REQUEST: Any = object()
+
+
+def created_job(
+    request: jobs_pb2.AddJobRequest, created: jobs_pb2.CreatedJob, data: Any = _FROM_REQUEST
+) -> Job:
     """The job a brief answer stands for (AddJobStreamRequest.brief): the request's queue, name and data
-    with the answer's id, state and time, as job_from_proto reads the same job from a whole answer."""
+    with the answer's id, state and time, as job_from_proto reads the same job from a whole answer.
+
+    data: the value the request was built from, which becomes the job's data as it is (decoding the
+    request's payload again cost a producer 1.5 µs per add); bytes-like data reads as bytes."""
+    if data is _FROM_REQUEST or (isinstance(data, _BYTES_LIKE) and type(data) is not bytes):
+        data = decode_payload(request.job.data)
     return Job(
         id=created.id,
         name=request.job.name,
-        data=decode_payload(request.job.data),
+        data=data,
         queue_name=request.queue_name,
         state=STATE_BY_NUMBER.get(created.state),
         priority=JobPriority.NORMAL,
