@@ -205,6 +205,18 @@ async def test_a_created_jobs_data_is_the_value_added_and_reads_back_equal(serve
         assert first.data == again.data == {"v": 1}
 
 
+def test_created_jobs_each_read_their_own_creation_time() -> None:
+    """created_job reuses the datetime of the creation time it converted last (the adds of one message
+    share it); a different time is converted afresh."""
+    request = jpb.AddJobRequest(queue_name="q", job=jpb.NewJob(name="n"))
+    times = [(1_764_864_000, 5_000_000), (1_764_864_000, 5_000_000), (1_764_864_000, 6_000_000), (7, 0)]
+    for seconds, nanos in [*times, *times]:
+        created = jpb.CreatedJob(id="j", state=tpb.JOB_STATE_WAITING)
+        created.create_time.seconds, created.create_time.nanos = seconds, nanos
+        at = created_job(request, created).created_at
+        assert at is not None and at.timestamp() == seconds + nanos / 1e9
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()

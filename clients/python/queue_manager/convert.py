@@ -436,6 +436,9 @@ _PLAIN_OPTIONS = JobOptions(priority=JobPriority.NORMAL, attempts=1)
 
 # created_job's data when the caller has none at hand: the request's payload, decoded.
 _FROM_REQUEST: Any = object()
+# The last creation time created_job converted, as (seconds, nanos, datetime): the adds of one message share
+# the time of the script call that wrote them, and a datetime is immutable (converting cost 0.6 µs per add).
+_last_created: tuple[int, int, datetime] = (0, 0, datetime.fromtimestamp(0, tz=UTC))
 
 
 def created_job(
@@ -446,8 +449,14 @@ def created_job(
 
     data: the value the request was built from, which becomes the job's data as it is (decoding the
     request's payload again cost a producer 1.5 µs per add); bytes-like data reads as bytes."""
+    global _last_created
     if data is _FROM_REQUEST or (isinstance(data, _BYTES_LIKE) and type(data) is not bytes):
         data = decode_payload(request.job.data)
+    ts = created.create_time
+    seconds, nanos, created_at = _last_created
+    if ts.seconds != seconds or ts.nanos != nanos:
+        created_at = timestamp_to_datetime(ts)
+        _last_created = (ts.seconds, ts.nanos, created_at)
     return Job(
         id=created.id,
         name=request.job.name,
@@ -456,7 +465,7 @@ def created_job(
         state=STATE_BY_NUMBER.get(created.state),
         priority=JobPriority.NORMAL,
         max_attempts=1,
-        created_at=timestamp_to_datetime(created.create_time),
+        created_at=created_at,
         options=_PLAIN_OPTIONS,
     )
 
