@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+
+import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
 from tests.conftest import ServerFactory
+from tests.rawworker import RawWorker
 
 WAIT = 30.0
 
@@ -74,3 +78,53 @@ async def test_shutdown_waits_for_every_job_of_a_batch(server_factory: ServerFac
         ]
     finally:
         await client.shutdown()
+
+
+async def test_a_stopping_server_lets_every_worker_stream_clean_up_before_it_stops_dispatching(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stops reading leaves its stream's handler in a write when the server stops, and gRPC's
+    stop returns before the handler it cancelled has run its clean-up (the release of what its worker held
+    and its unlisting, work handed to the dispatcher). The server waits for it: when the dispatcher stops
+    (and later Redis closes), every stream's session is closed and nothing is left to start."""
+    server = await server_factory(shutdown_grace_ms=200)
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("big")
+        # 8 MB of deliveries: more than the connection takes while nobody reads.
+        await qm.add_bulk("big", [{"name": "j", "data": {"pad": "x" * 200_000, "i": i}} for i in range(40)])
+    worker = RawWorker(server.address, ["big"], concurrency=100)
+    await worker.connect(credits=100)  # and never reads again
+    dispatcher = server.app.dispatcher
+    assert dispatcher is not None
+
+    def stuck_in_a_write() -> bool:
+        now = time.monotonic()
+        return any(s.writing_since and now - s.writing_since > 0.2 for s in dispatcher.all_sessions())
+
+    async with asyncio.timeout(WAIT):
+        while not stuck_in_a_write():  # noqa: ASYNC110 - a state of the server, which sends no event
+            await asyncio.sleep(0.01)
+    sessions = dispatcher.all_sessions()
+    closed_when_dispatching_stopped: list[bool] = []
+    stop = dispatcher.stop
+
+    async def stop_dispatching() -> None:
+        closed_when_dispatching_stopped.extend(s.closed for s in sessions)
+        await stop()
+
+    monkeypatch.setattr(dispatcher, "stop", stop_dispatching)
+    # Nothing else between gRPC's stop and the dispatcher's gives the handler a turn of its own.
+    sampler = server.app.sampler
+    assert sampler is not None and server.app.http is None
+    sampler_stop = sampler.stop
+
+    async def no_sampler() -> None:
+        pass
+
+    monkeypatch.setattr(sampler, "stop", no_sampler)
+    try:
+        await server.stop()
+        assert closed_when_dispatching_stopped == [True]
+    finally:
+        await sampler_stop()
+        await worker.close()

@@ -376,6 +376,8 @@ class App:
             await self.workers.drain(grace)
         if self.server is not None:
             await self.server.stop(grace=1.0)
+        if self.workers is not None:
+            await self.workers.streams_ended(self.settings.redis_timeout_ms / 1000)
         if self.http is not None:
             await self.http.stop()
         if self.sampler is not None:

@@ -97,6 +97,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.progress = asyncio.Event()
         # Set by a second shutdown signal: stop waiting for in-flight jobs.
         self.hurry = asyncio.Event()
+        # Worker streams whose handler has not finished its clean-up yet (streams_ended).
+        self._open_streams = 0
+        self._streams_ended = asyncio.Event()
+        self._streams_ended.set()
         # Bounds of one stream (app.py sets them from the settings; docs/security.md).
         self.max_credits = 10_000
         self.max_buffer = 1_000
@@ -123,8 +127,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         )
         reader = asyncio.create_task(self._read(session, request_iterator), name=f"read:{session.worker_id}")
         session.task, session.max_buffer = asyncio.current_task(), self.max_buffer
-        self.dispatcher.register(session)
+        self._open_streams += 1
+        self._streams_ended.clear()
         try:
+            self.dispatcher.register(session)
             while (message := await session.outbound.get()) is not None:
                 session.writing_since = time.monotonic()  # until the worker takes it (stream_guard.py)
                 yield message
@@ -139,6 +145,9 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             log.info(
                 "worker disconnected", extra={"worker_id": session.worker_id, "held": len(session.leases)}
             )
+            self._open_streams -= 1
+            if not self._open_streams:
+                self._streams_ended.set()
 
     async def _hello(self, requests: AsyncIterator[pb.ConnectRequest]) -> WorkerSession:
         try:
@@ -213,6 +222,15 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 log.warning("release failed; leases will expire", extra={"queue": queue, "error": str(exc)})
 
     # ---- shutdown -----------------------------------------------------------------------------
+
+    async def streams_ended(self, timeout: float) -> None:
+        """Returns once every worker stream's handler has run its clean-up (the release of what it held and
+        its unlisting, handed to the dispatcher), or after timeout seconds. The gRPC server's stop returns
+        before the handlers it cancelled have run theirs: a stopping server waits here before it stops the
+        dispatcher (which waits for that work) and closes Redis (work after that would open connections
+        of its own that nobody closes)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._streams_ended.wait(), timeout)
 
     async def drain(self, grace_s: float) -> None:
         """Stops new work, tells workers to drain, waits for their leases, then releases what is left."""
