@@ -142,12 +142,12 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             reader.cancel()
             self.dispatcher.spawn(self._release_all(session, stalled=True), f"release:{session.worker_id}")
             self.dispatcher.spawn(self._unlist(session), f"unlist:{session.worker_id}")
+            self._open_streams -= 1  # its clean-up is the dispatcher's now (streams_ended)
+            if not self._open_streams:
+                self._streams_ended.set()
             log.info(
                 "worker disconnected", extra={"worker_id": session.worker_id, "held": len(session.leases)}
             )
-            self._open_streams -= 1
-            if not self._open_streams:
-                self._streams_ended.set()
 
     async def _hello(self, requests: AsyncIterator[pb.ConnectRequest]) -> WorkerSession:
         try:
