@@ -614,7 +614,7 @@ class Engine:
             if f[0] is None:
                 continue
             data: Any
-            ct = _s(f[2] or b"application/json")  # a job hash without ct holds JSON
+            ct = _s(f[2]) if f[2] else JSON_TYPE  # a job hash without ct holds JSON
             if is_json_type(ct):
                 data = json.loads(f[1] or b"null")
             else:

@@ -44,14 +44,14 @@ STORED_ATTEMPTS = 1
 def is_json_type(content_type: str) -> bool:
     """True for ``application/json``, with or without parameters (``; charset=utf-8``)."""
     # The exact form first: what clients send (0.05 µs, where taking the type apart costs 0.3 per add).
-    if content_type == "application/json":
+    if content_type == JSON_TYPE:
         return True
-    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+    return content_type.split(";", 1)[0].strip().lower() == JSON_TYPE
 
 
 # NewJob fields whose defaults let argv() send a short header; the backoff's other fields and the dedup ttl
 # mean nothing without a backoff type and a dedup key.
-_DEFAULT_HEADER = ("application/json", 0, -1, -1, 0, 0, 0, 0, "", "", "")
+_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "")
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ class NewJob:
     id: str
     name: str
     data: bytes
-    content_type: str = "application/json"
+    content_type: str = JSON_TYPE
     priority: int = 0
     delay_ms: int = -1
     run_at_ms: int = -1
