@@ -160,3 +160,30 @@ async def test_a_stopping_server_writes_the_adds_it_took_before_closing_redis(
     (outcome,) = await outcomes
     assert not isinstance(outcome, Exception)
     assert outcome.record.text("name") == "late"
+
+
+async def test_waiting_for_idle_covers_a_lone_add_and_gives_up_after_its_timeout(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wait_idle waits for a lone add written by its caller's own task (no write task to wait for), returns
+    after its timeout with the write still held, and is woken when a lone caller gives up before writing."""
+    adds = coalescer(server)
+    await adds.engine.register_queue("co", {})
+    held = HeldWrites(adds.engine)
+    monkeypatch.setattr(adds.engine, "add_jobs_many", held)
+    lone = asyncio.create_task(adds.add("co", NewJob(id="", name="lone", data=b'{"i":1}')))
+    await until(lambda: len(held.batches) == 1)
+    await adds.wait_idle(0.05)  # gives up: the write is still held
+    waiting = asyncio.ensure_future(adds.wait_idle(10))
+    done, _ = await asyncio.wait([waiting], timeout=0.2)
+    assert not done and not lone.done()
+    held.release.set()
+    await asyncio.wait_for(waiting, 5)
+    assert (await lone).record.text("name") == "lone"
+
+    gone = asyncio.create_task(adds.add("co", NewJob(id="", name="gone", data=b'{"i":2}')))
+    waiting = asyncio.ensure_future(adds.wait_idle(10))
+    await asyncio.sleep(0)  # the add waits its turn to gather company, the waiter for idle
+    gone.cancel()
+    await asyncio.wait_for(waiting, 5)  # woken by the cancelled add, not by its 10 s timeout
+    assert gone.cancelled() and len(held.batches) == 1

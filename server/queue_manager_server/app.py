@@ -10,7 +10,6 @@ sampler stopped → loops stopped → Redis closed → embedded Valkey stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -387,8 +386,7 @@ class App:
         if self.queue_service is not None:
             # Bulk streams past their commit finish publishing, and coalesced adds their write.
             await self.queue_service.bulk.wait_background()
-            with contextlib.suppress(TimeoutError):
-                await self.queue_service.adds.wait_idle(self.settings.redis_timeout_ms / 1000)
+            await self.queue_service.adds.wait_idle(self.settings.redis_timeout_ms / 1000)
         for c in self.components:
             await c.stop()
         if self.notifier is not None:

@@ -23,6 +23,7 @@ not written twice, and each caller gets its own job's outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -99,6 +100,8 @@ class AddCoalescer:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # wait_idle's wake-up: resolved once nothing is pending or being written (_check_idle).
+        self._idle: asyncio.Future[None] | None = None
 
     async def add(self, queue: str, job: NewJob) -> AddOutcome:
         """Adds one validated job with the adds pending now; returns it as stored."""
@@ -114,6 +117,7 @@ class AddCoalescer:
         except asyncio.CancelledError:
             self._pending.remove(pending)
             self._flush()
+            self._check_idle()
             raise
         if len(self._pending) != 1 or self._pending[0] is not pending:
             self._flush()  # company came: written by a task of its own, which no caller can cancel
@@ -158,12 +162,16 @@ class AddCoalescer:
         """Returns once every add taken has been written, or after timeout seconds. A stopping server calls
         it before it closes its Redis connections: a write that started after that would open a connection
         of its own that nobody closes."""
-        async with asyncio.timeout(timeout):
-            while self._pending or self._in_flight:
-                if self._tasks:
-                    await asyncio.gather(*self._tasks, return_exceptions=True)
-                else:  # a lone add written by its caller's own task, or a flush about to start one
-                    await asyncio.sleep(0.001)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._pending or self._in_flight:
+                    self._idle = asyncio.get_running_loop().create_future()
+                    await self._idle
+
+    def _check_idle(self) -> None:
+        idle = self._idle
+        if idle is not None and not idle.done() and not self._pending and not self._in_flight:
+            idle.set_result(None)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -184,6 +192,7 @@ class AddCoalescer:
         if self._pending and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+        self._check_idle()
 
     async def _write(self, batch: list[_Pending]) -> None:
         by_queue: dict[str, list[_Pending]] = defaultdict(list)
