@@ -92,7 +92,8 @@ def test_a_delivery_of_several_jobs_gives_each_its_own_fields_in_order() -> None
         metadata=types_pb2.JobMetadata(tags=["t"]).SerializeToString(),
         flow=types_pb2.Job(chain_failure="stopped").SerializeToString(),
     )
-    redelivered = _claimed(id="c", attempts_started=3)
+    # A lease of its own expiry (a delivery builds the first job's Timestamp once, for those sharing it).
+    redelivered = _claimed(id="c", attempts_started=3, lease_expiry_ms=1_796_322_699_123)
     jobs = [plain, extras, redelivered, plain]
     delivery = job_delivery("images", jobs, "tok-2").delivery
     assert list(delivery.jobs) == [job_delivery("images", [c], "tok-2").delivery.jobs[0] for c in jobs]
@@ -100,3 +101,4 @@ def test_a_delivery_of_several_jobs_gives_each_its_own_fields_in_order() -> None
     assert delivery.jobs[1].job.options.timeout.seconds == 1
     assert not delivery.jobs[0].job.HasField("metadata") and delivery.jobs[1].job.metadata.tags == ["t"]
     assert [j.redelivery for j in delivery.jobs] == [False, False, True, False]
+    assert [j.lease_expire_time.ToMilliseconds() for j in delivery.jobs] == [c.lease_expiry_ms for c in jobs]
