@@ -142,6 +142,36 @@ async def test_retries_with_exponential_backoff_then_dead_letter(engine: Engine)
     assert await engine.redis.llen(engine.keys("q").outbox) == 0
 
 
+async def test_dead_letter_hand_off_of_a_burst_reads_and_clears_in_one_call(engine: Engine) -> None:
+    """A burst of jobs failed for good is handed off together: every copy written, the outbox cleared and the
+    jobs to remove on failure deleted, by one script call per hand-off (not one per job)."""
+    await register(engine)
+    specs = [job(f"x{i}", {"i": i}, id=f"j{i}", keep_failed="r" if i % 3 == 0 else "") for i in range(130)]
+    await engine.add_jobs("q", specs)
+    claimed = (await engine.claim("q", 200, "t", "w", 30_000)).jobs
+    assert len(claimed) == 130
+    codes = await engine.fail("q", [(j.id, "t", f"boom {j.id}", "", True) for j in claimed])
+    assert {code for code, _ in codes} == {2}
+    k = engine.keys("q")
+    assert await engine.redis.llen(k.outbox) == 30  # one hand-off takes 100: the rest waits for the next
+
+    async def script_calls() -> int:
+        stats = await engine.redis.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await script_calls()
+    assert await engine.hand_off_dead_letters("q") == 30
+    assert await script_calls() - before == 2  # the copies' add and the outbox's clearing
+    assert await engine.redis.llen(k.outbox) == 0
+    for i in range(130):
+        dead = await engine.get_job("dead-letter-queue", f"q:j{i}")
+        body = json.loads(dead.raw("data") or b"")
+        assert (body["original_data"], body["failure_reason"]) == ({"i": i}, f"boom j{i}")
+        removed = i % 3 == 0
+        assert (await engine.redis.exists(k.job(f"j{i}")) == 0) == removed
+        assert (await engine.redis.zscore(k.failed, f"j{i}") is None) == removed
+
+
 async def test_do_not_retry_skips_remaining_attempts(engine: Engine) -> None:
     await register(engine)
     await engine.add_jobs("q", [job("x", attempts=5)])

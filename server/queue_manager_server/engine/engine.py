@@ -605,12 +605,18 @@ class Engine:
         ids = [_s(i) for i in await self.redis.lrange(k.outbox, 0, limit - 1)]
         if not ids:
             return 0
-        dlq = _s(await self.redis.hget(k.meta, "dlq") or DEFAULT_DLQ.encode())
+        # One round trip reads the dead-letter queue's name and every job to copy; one script call then clears
+        # the outbox (a round trip per job each way made a burst of failures slow to report).
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(k.meta, "dlq")
+        for job_id in ids:
+            pipe.hmget(k.job(job_id), ["name", "data", "ct", "atm", "err"])
+        dlq_name, *rows = await execute(pipe)
+        dlq = _s(dlq_name or DEFAULT_DLQ.encode())
         if not await self.redis.exists(self.keys(dlq).meta):
             await self.register_queue(dlq, {"dlq": ""}, only_if_missing=True)
         copies: list[NewJob] = []
-        for job_id in ids:
-            f = await self.redis.hmget(k.job(job_id), ["name", "data", "ct", "atm", "err"])
+        for job_id, f in zip(ids, rows, strict=True):
             if f[0] is None:
                 continue
             data: Any
@@ -631,8 +637,7 @@ class Engine:
             copies.append(NewJob(id=f"{queue}:{job_id}", name=_s(f[0]), data=json.dumps(body).encode()))
         if copies:
             await self.add_jobs(dlq, copies)
-        for job_id in ids:
-            await self.scripts.run("handoff_done", [k.outbox, k.failed], [k.job_prefix, job_id])
+        await self.scripts.run("handoff_done", [k.outbox, k.failed], [k.job_prefix, *ids])
         return len(ids)
 
     async def apply_retention(self, queue: str) -> int:
