@@ -10,8 +10,12 @@ import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.errors import InvalidArgumentError
+from queue_manager.v1 import jobs_pb2, types_pb2
+from queue_manager_server import convert
 from queue_manager_server.engine import Engine
-from queue_manager_server.services.flows import successor_id
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.services.flows import Flows, successor_id
+from queue_manager_server.services.workflows import Workflows
 from tests.conftest import RunningServer
 from tests.procs import Procs
 from tests.rawworker import eventually
@@ -208,3 +212,53 @@ async def test_server_killed_between_completion_and_successor(
     waiting, total = await engine.list_jobs("notifications", "waiting", 0, 10)
     assert total == 1 and [j.id for j in waiting] == [successor_id("ingest", root.id)]
     assert (await engine.get_job("ingest", root.id)).raw("chd")
+
+
+async def test_a_batch_of_hand_offs_adds_its_links_and_clears_in_one_round_trip_each(engine: Engine) -> None:
+    """Chain jobs completed together are handed off together: every next link added (one add_jobs call per
+    queue for the batch), every entry cleared by one flow_done call, and a link to a queue that is gone
+    stops only its own chain."""
+    for name in ("ingest", "notifications"):
+        await engine.register_queue(name, {})
+    engine.flow_hook = None  # the hand-off is run below, by hand
+    flows = Flows(engine, Workflows(engine, 1 << 20), 1 << 20)
+
+    def chained(i: int) -> NewJob:
+        target = "gone" if i % 10 == 0 else "notifications"
+        link = types_pb2.ChainLink(queue_name=target, job_name=f"n{i}")
+        job = convert.new_job(
+            jobs_pb2.NewJob(name=f"p{i}", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
+        )
+        job.id = f"p{i}"
+        return job
+
+    await engine.add_jobs("ingest", [chained(i) for i in range(60)])
+    claimed = (await engine.claim("ingest", 100, "t", "w", 30_000)).jobs
+    codes, queued = await engine.complete(
+        "ingest", [(j.id, "t", b'{"r": 1}', "application/json") for j in claimed]
+    )
+    assert set(codes) == {0} and queued == 60
+
+    async def script_calls() -> int:
+        stats = await engine.redis.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await script_calls()
+    assert await flows.hand_off("ingest") == 60
+    # The links' add (one call per queue: notifications, gone), the entries' clearing, and for each of the 6
+    # chains whose link's queue is gone, the record of why it stopped (rare: one call each).
+    assert await script_calls() - before == 3 + 6
+    assert await engine.redis.llen(engine.keys("ingest").flow_outbox) == 0
+    waiting, total = await engine.list_jobs("notifications", "waiting", 0, 100)
+    assert total == 54
+    assert {j.id for j in waiting} == {successor_id("ingest", f"p{i}") for i in range(60) if i % 10}
+    for i in range(60):
+        parent = await engine.get_job("ingest", f"p{i}")
+        if i % 10:
+            assert types_pb2.Job.FromString(parent.raw("chd") or b"").children == [
+                types_pb2.JobRef(queue_name="notifications", job_id=successor_id("ingest", f"p{i}"))
+            ]
+            assert not parent.raw("cfl")
+        else:
+            assert not parent.raw("chd")
+            assert "chain stopped after ingest/p" in (parent.text("cfl") or "")

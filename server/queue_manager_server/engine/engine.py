@@ -673,11 +673,18 @@ class Engine:
             (job_id, {_s(f): _b(v) for f, v in row.items()}) for job_id, row in zip(ids, rows, strict=True)
         ]
 
-    async def flow_done(self, queue: str, job_id: str, children: bytes) -> None:
+    async def flows_done(self, queue: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Clears carried-out hand-offs of the queue in one script call: items are (job id, the children it
+        started as an encoded Job, or b"" for none)."""
+        if not items:
+            return
         k = self.keys(queue)
-        await self.scripts.run(
-            "flow_done", [k.flow_outbox, k.flow(job_id), k.job(job_id)], [job_id, children]
-        )
+        keys = [k.flow_outbox]
+        args: list[Any] = []
+        for job_id, children in items:
+            keys += [k.flow(job_id), k.job(job_id)]
+            args += [job_id, children]
+        await self.scripts.run("flow_done", keys, args)
 
     async def chain_failed(self, queue: str, job_id: str, reason: str) -> bool:
         return bool(await self.scripts.run("chain_failed", [self.keys(queue).job(job_id)], [reason]))

@@ -2,7 +2,8 @@
 
 A job in a flow carries ``flo`` (see engine/records.py). When it finishes, the finishing script copies its
 outcome into a flow entry and queues the job's id on its queue's flow outbox (common.lua ``on_finished``),
-atomically with the finish. `Flows.hand_off` then carries each entry out and clears it (``flow_done.lua``).
+atomically with the finish. `Flows.hand_off` then carries the entries out, a batch at a time (the chains'
+next links added in one round trip), and clears them in one script call (``flow_done.lua``).
 The job ids of what it adds are derived from the finished job, so carrying an entry out twice (a server
 killed between the add and the clear, the janitor replaying it meanwhile) adds nothing twice: the
 successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
@@ -15,11 +16,14 @@ import hashlib
 import logging
 import os
 import signal
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from queue_manager.v1 import jobs_pb2, types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import QueueManagerError
 from queue_manager_server.services.workflows import Workflows
 
@@ -35,6 +39,17 @@ _STATES = {
     "failed": types_pb2.JOB_STATE_FAILED,
     "cancelled": types_pb2.JOB_STATE_CANCELLED,
 }
+
+
+@dataclass(slots=True)
+class _Link:
+    """A chain's next link, to add: for the entry at `index` of a batch, of the job `after` that completed."""
+
+    index: int
+    after: str
+    queue: str
+    job: NewJob
+    root: types_pb2.JobRef
 
 
 def successor_id(queue: str, job_id: str) -> str:
@@ -67,12 +82,17 @@ class Flows:
         try:
             while True:
                 entries = await self.engine.pending_flows(queue, HAND_OFF_BATCH)
-                for job_id, entry in entries:
+                if entries:
                     self._maybe_crash("before-hand-off")
-                    children = await self._carry_out(queue, job_id, entry)
+                    children = await self._carry_out(queue, entries)
                     self._maybe_crash("after-successor")
-                    view = types_pb2.Job(children=children).SerializeToString() if children else b""
-                    await self.engine.flow_done(queue, job_id, view)
+                    await self.engine.flows_done(
+                        queue,
+                        [
+                            (job_id, types_pb2.Job(children=started).SerializeToString() if started else b"")
+                            for (job_id, _), started in zip(entries, children, strict=True)
+                        ],
+                    )
                 done += len(entries)
                 if len(entries) < HAND_OFF_BATCH and not self._busy[queue]:
                     return done
@@ -85,41 +105,57 @@ class Flows:
             log.critical("test crash point reached: killing this process", extra={"point": point})
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def _carry_out(self, queue: str, job_id: str, entry: dict[str, bytes]) -> list[types_pb2.JobRef]:
-        if not entry:  # cleared by another server meanwhile
-            return []
-        state = entry.get("st", b"").decode()
-        view = types_pb2.Job.FromString(entry.get("par", b""))
-        chain = types_pb2.JobOptions.FromString(entry.get("chn", b"")).chain_to
-        root = (
-            view.chain_root
-            if view.HasField("chain_root")
-            else types_pb2.JobRef(queue_name=queue, job_id=job_id)
-        )
-        children: list[types_pb2.JobRef] = []
-        if view.HasField("workflow"):
-            step = view.workflow
-            children += await self.workflows.step_finished(step.run_id, step.step_key, state, entry)
-        if state == "completed" and chain:
-            child = await self._add_link(queue, job_id, entry, root, chain)
-            if child is not None:
-                children.append(child)
-        elif state != "completed" and view.HasField("chain_root"):
-            name = entry.get("name", b"").decode()
-            reason = entry.get("err", b"").decode() or state
-            await self.engine.chain_failed(
-                root.queue_name, root.job_id, f"link {queue}/{job_id} ({name}) {state}: {reason}"
+    async def _carry_out(
+        self, queue: str, entries: Sequence[tuple[str, dict[str, bytes]]]
+    ) -> list[list[types_pb2.JobRef]]:
+        """Carries out a batch of the queue's entries; returns the children each started. The chains' next
+        links are added together, in one round trip (one per entry made chains a tenth as fast as plain
+        jobs)."""
+        children: list[list[types_pb2.JobRef]] = [[] for _ in entries]
+        links: list[_Link] = []
+        for i, (job_id, entry) in enumerate(entries):
+            if not entry:  # cleared by another server meanwhile
+                continue
+            state = entry.get("st", b"").decode()
+            view = types_pb2.Job.FromString(entry.get("par", b""))
+            chain = types_pb2.JobOptions.FromString(entry.get("chn", b"")).chain_to
+            root = (
+                view.chain_root
+                if view.HasField("chain_root")
+                else types_pb2.JobRef(queue_name=queue, job_id=job_id)
             )
+            if view.HasField("workflow"):
+                step = view.workflow
+                children[i] += await self.workflows.step_finished(step.run_id, step.step_key, state, entry)
+            if state == "completed" and chain:
+                links.append(
+                    _Link(
+                        i,
+                        job_id,
+                        chain[0].queue_name,
+                        self._next_link(queue, job_id, entry, root, chain),
+                        root,
+                    )
+                )
+            elif state != "completed" and view.HasField("chain_root"):
+                name = entry.get("name", b"").decode()
+                reason = entry.get("err", b"").decode() or state
+                await self.engine.chain_failed(
+                    root.queue_name, root.job_id, f"link {queue}/{job_id} ({name}) {state}: {reason}"
+                )
+        if links:
+            await self._add_links(queue, links, children)
         return children
 
-    async def _add_link(
+    def _next_link(
         self,
         queue: str,
         job_id: str,
         entry: dict[str, bytes],
         root: types_pb2.JobRef,
         chain: Sequence[types_pb2.ChainLink],
-    ) -> types_pb2.JobRef | None:
+    ) -> NewJob:
+        """The job of the chain's next link, which follows the job `job_id` that completed."""
         link, rest = chain[0], chain[1:]
         job = convert.new_job(
             jobs_pb2.NewJob(name=link.job_name, data=link.data, options=link.options),
@@ -136,12 +172,31 @@ class Flows:
         job.extra["par"] = types_pb2.Job(parents=[parent], chain_root=root).SerializeToString()
         if rest:
             job.extra["chn"] = types_pb2.JobOptions(chain_to=rest).SerializeToString()
-        try:
-            await self.engine.add_jobs(link.queue_name, [job])
-        except QueueManagerError as exc:
-            log.warning("chain stopped", extra={"queue": queue, "job_id": job_id, "error": str(exc)})
-            await self.engine.chain_failed(
-                root.queue_name, root.job_id, f"chain stopped after {queue}/{job_id}: {exc}"
-            )
-            return None
-        return types_pb2.JobRef(queue_name=link.queue_name, job_id=job.id)
+        return job
+
+    async def _add_links(
+        self, queue: str, links: list[_Link], children: list[list[types_pb2.JobRef]]
+    ) -> None:
+        """Adds the next links of chains (one add_jobs call per queue they go to, all in one round trip); a
+        link whose queue refuses it (gone since the chain was added) stops its chain."""
+        by_queue: dict[str, list[_Link]] = defaultdict(list)
+        for link in links:
+            by_queue[link.queue].append(link)
+        groups = list(by_queue.items())
+        results = await self.engine.add_jobs_many([(q, [link.job for link in group]) for q, group in groups])
+        for (link_queue, group), result in zip(groups, results, strict=True):
+            if isinstance(result, QueueManagerError):
+                for link in group:
+                    log.warning(
+                        "chain stopped", extra={"queue": queue, "job_id": link.after, "error": str(result)}
+                    )
+                    await self.engine.chain_failed(
+                        link.root.queue_name,
+                        link.root.job_id,
+                        f"chain stopped after {queue}/{link.after}: {result}",
+                    )
+            elif isinstance(result, Exception):
+                raise result  # Redis failed: the entries stay queued for the next pass
+            else:
+                for link in group:
+                    children[link.index].append(types_pb2.JobRef(queue_name=link_queue, job_id=link.job.id))

@@ -1,10 +1,15 @@
--- flow_done.lua: clears a flow hand-off the server has carried out (see services/flows.py) and records on
--- the job, if it still exists, the children it started.
+-- flow_done.lua: clears flow hand-offs the server has carried out (see services/flows.py), a batch of jobs
+-- of one queue, and records on each job, if it still exists, the children it started.
 --
--- KEYS[1] flow outbox (list)  KEYS[2] the job's flow entry (hash)  KEYS[3] the job (hash)
--- ARGV[1] job id  ARGV[2] children (an encoded Job holding only children; "" for none)
--- Returns: 1
-redis.call('LREM', KEYS[1], 1, ARGV[1])
-redis.call('DEL', KEYS[2])
-if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'chd', ARGV[2]) end
-return 1
+-- KEYS[1] flow outbox (list); then per job: its flow entry (hash), the job (hash)
+-- ARGV per job: job id, children (an encoded Job holding only children; "" for none)
+-- Returns: the number of jobs
+local n = #ARGV / 2
+for i = 1, n do
+  local id, children = ARGV[2 * i - 1], ARGV[2 * i]
+  local entry, job = KEYS[2 * i], KEYS[2 * i + 1]
+  redis.call('LREM', KEYS[1], 1, id)
+  redis.call('DEL', entry)
+  if children ~= '' and redis.call('EXISTS', job) == 1 then redis.call('HSET', job, 'chd', children) end
+end
+return n
