@@ -19,7 +19,11 @@ from queue_manager import (
     WorkflowState,
     WorkflowStepState,
 )
+from queue_manager.v1 import types_pb2
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.services.flows import Flows
+from queue_manager_server.services.workflows import Workflows
 from tests.conftest import RunningServer
 from tests.procs import Procs
 from tests.rawworker import eventually
@@ -318,3 +322,54 @@ async def test_cli_runs_and_reads_workflows(
     assert "cli-run" in [r["run_id"] for r in listed["runs"]]
     status, _, err = await qm_cli(capsys, "--server", server.address, "workflows", "cancel", "cli-run")
     assert status == 1 and "FAILED_PRECONDITION" in err
+
+
+class _Rendezvous(Workflows):
+    """Records the steps whose finish is carried out; the first step of each of two runs waits for the
+    other's to begin (so a hand-off that takes runs one after another never ends)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, 1 << 20)
+        self.began: dict[str, asyncio.Event] = {"r1": asyncio.Event(), "r2": asyncio.Event()}
+        self.log: list[str] = []
+
+    async def step_finished(
+        self, run_id: str, step_key: str, state: str, entry: dict[str, bytes]
+    ) -> list[types_pb2.JobRef]:
+        self.log.append(f"begin {run_id}.{step_key}")
+        self.began[run_id].set()
+        if step_key == "a":
+            await self.began["r2" if run_id == "r1" else "r1"].wait()
+        await asyncio.sleep(0)  # a round trip's turn: a second step of the same run must not start now
+        self.log.append(f"end {run_id}.{step_key}")
+        return []
+
+
+async def test_a_hand_off_finishes_the_steps_of_different_runs_side_by_side(engine: Engine) -> None:
+    """Each finished step costs a few round trips: the runs of a batch are carried out side by side, the
+    steps of one run one after another in the order they finished."""
+    await engine.register_queue("steps", {})
+    engine.flow_hook = None  # the hand-off is run below, by hand
+    workflows = _Rendezvous(engine)
+    flows = Flows(engine, workflows, 1 << 20)
+    order = [("r1", "a"), ("r2", "a"), ("r1", "b")]
+    jobs = []
+    for run_id, key in order:
+        view = types_pb2.Job(workflow=types_pb2.WorkflowStepRef(run_id=run_id, step_key=key))
+        jobs.append(
+            NewJob(
+                id=f"{run_id}.{key}",
+                name=key,
+                data=b"1",
+                extra={"flo": b"1", "par": view.SerializeToString()},
+            )
+        )
+    await engine.add_jobs("steps", jobs)
+    claimed = (await engine.claim("steps", 10, "t", "w", 30_000)).jobs
+    assert [j.id for j in claimed] == [job.id for job in jobs]
+    await engine.complete("steps", [(j.id, "t", b"1", "application/json") for j in claimed])
+    async with asyncio.timeout(5):  # one run after another: the first step waits for ever
+        assert await flows.hand_off("steps") == 3
+    log = workflows.log
+    assert log.index("end r1.a") < log.index("begin r1.b")
+    assert await engine.redis.llen(engine.keys("steps").flow_outbox) == 0

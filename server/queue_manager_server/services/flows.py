@@ -12,6 +12,7 @@ Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -113,6 +114,8 @@ class Flows:
         jobs)."""
         children: list[list[types_pb2.JobRef]] = [[] for _ in entries]
         links: list[_Link] = []
+        steps: dict[str, list[tuple[int, str, str, dict[str, bytes]]]] = defaultdict(list)
+        stopped: list[tuple[types_pb2.JobRef, str]] = []
         for i, (job_id, entry) in enumerate(entries):
             if not entry:  # cleared by another server meanwhile
                 continue
@@ -125,27 +128,41 @@ class Flows:
                 else types_pb2.JobRef(queue_name=queue, job_id=job_id)
             )
             if view.HasField("workflow"):
-                step = view.workflow
-                children[i] += await self.workflows.step_finished(step.run_id, step.step_key, state, entry)
+                steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
             if state == "completed" and chain:
-                links.append(
-                    _Link(
-                        i,
-                        job_id,
-                        chain[0].queue_name,
-                        self._next_link(queue, job_id, entry, root, chain),
-                        root,
-                    )
-                )
+                job = self._next_link(queue, job_id, entry, root, chain)
+                links.append(_Link(i, job_id, chain[0].queue_name, job, root))
             elif state != "completed" and view.HasField("chain_root"):
                 name = entry.get("name", b"").decode()
                 reason = entry.get("err", b"").decode() or state
-                await self.engine.chain_failed(
-                    root.queue_name, root.job_id, f"link {queue}/{job_id} ({name}) {state}: {reason}"
-                )
+                stopped.append((root, f"link {queue}/{job_id} ({name}) {state}: {reason}"))
+        if steps:
+            await self._finish_steps(steps, children)
+        for root, reason in stopped:
+            await self.engine.chain_failed(root.queue_name, root.job_id, reason)
         if links:
             await self._add_links(queue, links, children)
         return children
+
+    async def _finish_steps(
+        self,
+        steps: dict[str, list[tuple[int, str, str, dict[str, bytes]]]],
+        children: list[list[types_pb2.JobRef]],
+    ) -> None:
+        """Records finished workflow steps and starts what follows them: runs side by side (each step makes a
+        few round trips: one run after another made steps a fifth as fast as chain links), the steps of one
+        run in the order they finished. steps: per run id, (index in the batch, step key, state, entry)."""
+
+        async def finish(run_id: str, items: list[tuple[int, str, str, dict[str, bytes]]]) -> None:
+            for i, key, state, entry in items:
+                children[i] += await self.workflows.step_finished(run_id, key, state, entry)
+
+        outcomes = await asyncio.gather(
+            *(finish(run_id, items) for run_id, items in steps.items()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # Redis failed: the entries stay queued for the next pass
 
     def _next_link(
         self,
