@@ -5,6 +5,7 @@ Modes (each times itself; the process start is never measured):
 - ``bulk``: --jobs jobs ``{"i": n}`` through `QueueManager.add_bulk` (the AddBulk client stream).
 - ``features``: like bulk, with priorities 1–5 mixed, every 10th job named to fail its first attempt
   (``attempts=2``, no backoff), plus --side-jobs jobs on --side-queue.
+- ``chains``: like bulk, each job chaining one link, a job in --side-queue added when it completes.
 - ``single``: --jobs `add_job` calls from --inflight concurrent callers in this one process.
 - ``latency``: `add_job` at --rate jobs/s (absolute schedule) for --warmup then --seconds, data carrying the
   wall clock in ns (``t``) and a warm-up mark (``w``).
@@ -61,6 +62,20 @@ async def features(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     ids = await qm.add_bulk(a.queue, jobs)
     if side:
         await qm.add_bulk(a.side_queue, side)
+    return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
+
+
+async def chains(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    jobs = [
+        {
+            "name": "parent",
+            "data": {"i": i},
+            "options": {"chain_to": [{"queue_name": a.side_queue, "job_name": "link", "data": {"i": i}}]},
+        }
+        for i in range(a.jobs)
+    ]
+    t0 = time.perf_counter()
+    ids = await qm.add_bulk(a.queue, jobs)
     return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
 
 
@@ -159,6 +174,7 @@ async def unary(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
 
 MODES: dict[str, Callable[[QueueManager, argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bulk": bulk,
+    "chains": chains,
     "features": features,
     "single": single,
     "latency": latency,

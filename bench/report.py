@@ -28,6 +28,8 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("drain", "total_cpu_us", "drain CPU per job: all processes (µs)", False),
     ("features", "jobs_per_s", "drain with features on (jobs/s)", True),
     ("features", "ratio_to_drain", "features-on drain ÷ plain drain (same round)", True),
+    ("chains", "jobs_per_s", "drain of two-job chains, runs (jobs/s)", True),
+    ("chains", "ratio_to_drain", "chain runs ÷ plain drain (same round)", True),
     ("single", "jobs_per_s", "single adds, 50 in flight, one process (jobs/s)", True),
     ("single", "call_mean_ms", "single adds: one call's mean under load (ms)", False),
     ("single", "server_cpu_us", "single adds: server CPU per add (µs)", False),
@@ -47,12 +49,14 @@ FIGURES: list[tuple[str, str, str, bool]] = [
 
 
 def add_round_ratios(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
-    """features.ratio_to_drain: each features run against the plain drain of the same round."""
-    for system, feats in runs.get("features", {}).items():
-        drains = runs.get("drain", {}).get(system, [])
-        for feat, plain in zip(feats, drains, strict=False):
-            if "jobs_per_s" in feat and "jobs_per_s" in plain:
-                feat["ratio_to_drain"] = feat["jobs_per_s"] / plain["jobs_per_s"]
+    """features.ratio_to_drain and chains.ratio_to_drain: each such run against the plain drain of the same
+    round."""
+    for scenario in ("features", "chains"):
+        for system, feats in runs.get(scenario, {}).items():
+            drains = runs.get("drain", {}).get(system, [])
+            for feat, plain in zip(feats, drains, strict=False):
+                if "jobs_per_s" in feat and "jobs_per_s" in plain:
+                    feat["ratio_to_drain"] = feat["jobs_per_s"] / plain["jobs_per_s"]
 
 
 def summarise_ok(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:

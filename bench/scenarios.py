@@ -167,6 +167,22 @@ async def features(d: Driver, p: Params) -> dict[str, Any]:
     return result
 
 
+async def chains(d: Driver, p: Params) -> dict[str, Any]:
+    """Drain of two-job chains: p.jobs / 2 jobs, each chaining one link in a second queue that the server adds
+    when the job completes (the flow hand-off); p.jobs runs in all, as in the plain drain."""
+    if not isinstance(d, Ours):
+        raise BenchError("chains is measured for Queue Manager only")
+    queue, side = "bench-chains", "bench-chains-links"
+    parents = max(1, p.jobs // 2)
+    await d.prepare(queue, paused=True)
+    await d.prepare(side)
+    await d.produce("chains", queue, timeout_for(parents), jobs=parents, side_queue=side)
+    result = await _timed_drain(d, p, f"{queue}+{side}", "chains", 2 * parents, [queue])
+    await d.cleanup(queue)
+    await d.cleanup(side)
+    return result
+
+
 async def latency(d: Driver, p: Params) -> dict[str, Any]:
     """Jobs added one by one at p.rate/s (after a warm-up); workers record add stamp → processor start."""
     queue = "bench-latency"
@@ -239,6 +255,7 @@ SCENARIOS: dict[str, Scenario] = {
     "bulk": bulk,
     "drain": drain,
     "features": features,
+    "chains": chains,
     "single": single,
     "unary": unary,
     "latency": latency,

@@ -1,4 +1,4 @@
-"""A benchmark worker process: `python -m bench.worker --queue Q --out-dir D [--mode noop|latency|features]`.
+"""A benchmark worker process: `python -m bench.worker --queue Q --out-dir D [--mode MODE]`.
 
 Runs an async processor on one queue through the public client (`QueueManager` + `@qm.processor`) and
 counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, tag --tag):
@@ -8,6 +8,7 @@ counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, t
   processor start; ``data["w"]`` marks warm-up jobs.
 - ``features``: a job named ``FAILS_ONCE`` fails its first attempt (the queue retries it); only the
   successful run is recorded. With --side-queue, that queue's jobs are run too and counted apart.
+- ``chains``: records the job id, on --queue and on --side-queue alike (where the chains' links go).
 
 It writes --ready-file once the server has welcomed its stream, stops on SIGTERM/SIGINT, and exits on its
 own after --max-seconds or when its parent goes away, so it can never outlive the benchmark.
@@ -57,7 +58,14 @@ def _register(qm: QueueManager, args: argparse.Namespace, rec: Recorder) -> None
             rec.started()
             rec.done(job.id)
 
-    if args.side_queue:
+    if args.side_queue and args.mode == "chains":
+
+        @qm.processor(args.side_queue)
+        async def link(job: JobContext) -> None:
+            rec.started()
+            rec.done(job.id)
+
+    elif args.side_queue:
 
         @qm.processor(args.side_queue)
         async def side(job: JobContext) -> None:
@@ -96,7 +104,7 @@ def main() -> None:
     parser.add_argument("--server", default=os.environ.get("QM_SERVER", "localhost:50051"))
     parser.add_argument("--queue", required=True)
     parser.add_argument("--side-queue", default="")
-    parser.add_argument("--mode", choices=["noop", "latency", "features"], default="noop")
+    parser.add_argument("--mode", choices=["noop", "latency", "features", "chains"], default="noop")
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "200")))
     parser.add_argument("--ready-file", required=True)
     parser.add_argument("--out-dir", required=True)
