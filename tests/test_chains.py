@@ -245,9 +245,9 @@ async def test_a_batch_of_hand_offs_adds_its_links_and_clears_in_one_round_trip_
 
     before = await script_calls()
     assert await flows.hand_off("ingest") == 60
-    # The links' add (one call per queue: notifications, gone), the entries' clearing, and for each of the 6
-    # chains whose link's queue is gone, the record of why it stopped (rare: one call each).
-    assert await script_calls() - before == 3 + 6
+    # The entries' read, the links' add (one call per queue: notifications, gone), the entries' clearing, and
+    # for each of the 6 chains whose link's queue is gone, the record of why it stopped (rare: one call each).
+    assert await script_calls() - before == 4 + 6
     assert await engine.redis.llen(engine.keys("ingest").flow_outbox) == 0
     waiting, total = await engine.list_jobs("notifications", "waiting", 0, 100)
     assert total == 54
@@ -262,3 +262,33 @@ async def test_a_batch_of_hand_offs_adds_its_links_and_clears_in_one_round_trip_
         else:
             assert not parent.raw("chd")
             assert "chain stopped after ingest/p" in (parent.text("cfl") or "")
+
+
+async def test_pending_flows_answer_each_entry_as_written_and_an_empty_one_when_cleared(
+    engine: Engine,
+) -> None:
+    """pending_flows reads the outbox and every entry in one script call: the fields on_finished wrote, and
+    {} for an entry another server cleared meanwhile (its hand-off then does nothing)."""
+    await engine.register_queue("ingest", {})
+    engine.flow_hook = None
+    link = types_pb2.ChainLink(queue_name="ingest", job_name="next")
+    jobs = []
+    for i in range(3):
+        job = convert.new_job(
+            jobs_pb2.NewJob(name=f"p{i}", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
+        )
+        job.id = f"p{i}"
+        jobs.append(job)
+    await engine.add_jobs("ingest", jobs)
+    claimed = (await engine.claim("ingest", 10, "t", "w", 30_000)).jobs
+    await engine.complete("ingest", [(j.id, "t", b'{"r": 1}', "application/json") for j in claimed])
+    k = engine.keys("ingest")
+    await engine.redis.delete(k.flow("p1"))
+    entries = await engine.pending_flows("ingest", 10)
+    assert [job_id for job_id, _ in entries] == ["p0", "p1", "p2"]
+    first, cleared = entries[0][1], entries[1][1]
+    assert cleared == {}
+    assert first["st"] == b"completed" and first["res"] == b'{"r": 1}' and first["name"] == b"p0"
+    assert types_pb2.JobOptions.FromString(first["chn"]).chain_to == [link]
+    assert set(first) == {"st", "res", "rct", "err", "name", "chn", "par"}
+    assert await engine.pending_flows("ingest", 2) == entries[:2]

@@ -41,6 +41,8 @@ ADMIN_CHUNK = 1000
 # Delayed jobs promoted by one claim before it hands out work.
 PROMOTE_PER_CLAIM = 1000
 DEFAULT_DLQ = "dead-letter-queue"
+# The fields of a flow entry (common.lua on_finished), in the order flow_pending.lua answers them.
+FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par")
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
@@ -660,18 +662,20 @@ class Engine:
             await self.flow_hook(queue)
 
     async def pending_flows(self, queue: str, limit: int) -> list[tuple[str, dict[str, bytes]]]:
-        """The oldest pending flow hand-offs of a queue: (job id, flow entry) pairs."""
+        """The oldest pending flow hand-offs of a queue: (job id, flow entry) pairs, the entry's fields as
+        on_finished wrote them ({} for an entry cleared meanwhile)."""
         k = self.keys(queue)
-        ids = [_s(i) for i in await self.redis.lrange(k.flow_outbox, 0, limit - 1)]
-        if not ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(k.flow(job_id))
-        rows = await execute(pipe)
-        return [
-            (job_id, {_s(f): _b(v) for f, v in row.items()}) for job_id, row in zip(ids, rows, strict=True)
-        ]
+        r = await self.scripts.run("flow_pending", [k.flow_outbox], [k.job_prefix, limit])
+        out: list[tuple[str, dict[str, bytes]]] = []
+        for i in range(0, len(r), 8):
+            values = r[i + 1 : i + 8]
+            out.append(
+                (
+                    _s(r[i]),
+                    {f: _b(v) for f, v in zip(FLOW_ENTRY_FIELDS, values, strict=True) if v is not None},
+                )
+            )
+        return out
 
     async def flows_done(self, queue: str, items: Sequence[tuple[str, bytes]]) -> None:
         """Clears carried-out hand-offs of the queue in one script call: items are (job id, the children it

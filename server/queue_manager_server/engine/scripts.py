@@ -159,6 +159,7 @@ class Scripts:
         "stage_jobs",
         "publish_staged",
         "discard_staged",
+        "flow_pending",
         "flow_done",
         "chain_failed",
         # cancel, timeouts, retry-after (engine/control.py)
