@@ -19,11 +19,13 @@ from queue_manager import (
     WorkflowState,
     WorkflowStepState,
 )
-from queue_manager.v1 import types_pb2
+from queue_manager.v1 import types_pb2, workflows_pb2
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.keys import workflow_registry, workflow_starting
 from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import QueueNotFound
 from queue_manager_server.services.flows import Flows
-from queue_manager_server.services.workflows import Workflows
+from queue_manager_server.services.workflows import Workflows, step_job_id
 from tests.conftest import RunningServer
 from tests.procs import Procs
 from tests.rawworker import eventually
@@ -373,3 +375,46 @@ async def test_a_hand_off_finishes_the_steps_of_different_runs_side_by_side(engi
     log = workflows.log
     assert log.index("end r1.a") < log.index("begin r1.b")
     assert await engine.redis.llen(engine.keys("steps").flow_outbox) == 0
+
+
+async def test_executing_a_run_registers_it_and_starts_its_roots_without_reading_it_back(
+    engine: Engine,
+) -> None:
+    """A new run is registered at Redis's time (its starting mark for the janitor set in the creation's
+    round trip), its root steps' jobs are added from what was just written (no read of the run), and the
+    mark goes once they are added. A run executed again is not registered anew."""
+    for q in ("first", "second"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    wf = workflows_pb2.Workflow(
+        name="two roots",
+        metadata=workflows_pb2.WorkflowMetadata(correlation_id="c-1"),
+        steps=[
+            workflows_pb2.WorkflowStep(key="a", queue_name="first", job_name="a"),
+            workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b"),
+        ],
+    )
+
+    async def calls(command: str) -> int:
+        stats = await engine.redis.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    t0 = await engine.redis_time_ms()
+    before = await calls("hgetall")
+    run_id, created = await workflows.execute(wf, "fresh")
+    assert created
+    assert await calls("hgetall") == before
+    a = await engine.get_job("first", step_job_id(run_id, "a"))
+    assert a.state == "waiting" and a.text("name") == "a"
+    assert types_pb2.JobMetadata.FromString(a.raw("md") or b"").correlation_id == "c-1"
+    assert (await engine.get_job("second", step_job_id(run_id, "b"))).state == "waiting"
+    registered = await engine.redis.zscore(workflow_registry(engine.prefix), run_id)
+    assert registered is not None and t0 <= registered <= await engine.redis_time_ms()
+    assert await engine.redis.zscore(workflow_starting(engine.prefix), run_id) is None  # done starting
+    run = await workflows.get(run_id)
+    assert [s.state for s in run.steps] == [workflows_pb2.WORKFLOW_STEP_STATE_STARTED] * 2
+
+    assert await workflows.execute(wf, "fresh") == (run_id, False)
+    assert await engine.redis.zscore(workflow_registry(engine.prefix), run_id) == registered
+    with pytest.raises(QueueNotFound, match="third"):
+        await engine.require_queues(["first", "third", "fourth"])

@@ -162,6 +162,15 @@ class Engine:
             raise QueueNotFound(name)
         return QueueRecord(name, {_s(k): _b(v) for k, v in raw.items()})
 
+    async def require_queues(self, names: Sequence[str]) -> None:
+        """Raises QueueNotFound for the first of the queues that is not registered (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys(name).meta)
+        for name, found in zip(names, await execute(pipe), strict=True):
+            if not found:
+                raise QueueNotFound(name)
+
     async def queue_names(self) -> list[str]:
         return sorted(_s(n) for n in await self.redis.smembers(registry(self.prefix)))
 

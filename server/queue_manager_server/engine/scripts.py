@@ -177,6 +177,7 @@ class Scripts:
         "retry_jobs",
         "promote_job",
         "change_priority",
+        "wf_starting",
         "wf_create",
         "wf_step_done",
         "wf_started",

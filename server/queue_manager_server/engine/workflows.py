@@ -51,17 +51,19 @@ class WorkflowStore:
     async def create(self, run_id: str, fields: dict[str, str | bytes | int]) -> tuple[bool, list[str]]:
         """Creates the run unless it exists. Returns (created, keys of steps to start).
 
-        The run is marked as starting first, so a janitor starts its first steps if this server dies
-        before it has added their jobs.
+        The run is marked as starting first (in the same round trip, ahead of the creation), so a janitor
+        starts its first steps if this server dies before it has added their jobs.
         """
-        now = await self.engine.redis_time_ms()
-        await self.redis.zadd(workflow_starting(self.prefix), {run_id: now})
         args: list[Any] = []
         for name, value in fields.items():
             args += [name, value]
-        r = await self.engine.scripts.run("wf_create", [self.key(run_id)], args)
+        pipe = self.redis.pipeline(transaction=False)
+        scripts = self.engine.scripts
+        await scripts.get("wf_starting")(keys=[workflow_starting(self.prefix)], args=[run_id], client=pipe)
+        await scripts.get("wf_create")(keys=[self.key(run_id)], args=args, client=pipe)
+        now, r = await execute(pipe)
         if _i(r[0]):
-            await self.redis.zadd(workflow_registry(self.prefix), {run_id: now})
+            await self.redis.zadd(workflow_registry(self.prefix), {run_id: _i(now)})
         return bool(_i(r[0])), [_s(k) for k in r[1:]]
 
     async def step_done(

@@ -225,12 +225,15 @@ class Workflows:
             raise InvalidArgument("run_id", "use 1-100 letters, digits, '-', '_' or '.'")
         run_id = run_id or os.urandom(12).hex()
         steps = layout(wf, self.payload_limit)
-        for queue in sorted({s.spec.queue_name for s in steps}):
-            await self.engine.get_queue(queue)
-        created, to_start = await self.store.create(run_id, run_fields(wf, steps))
-        if not created:
-            to_start = await self.store.to_start(run_id)
-        await self.start_steps(run_id, to_start)
+        await self.engine.require_queues(sorted({s.spec.queue_name for s in steps}))
+        fields = run_fields(wf, steps)
+        created, to_start = await self.store.create(run_id, fields)
+        if created:
+            # The steps a new run starts are roots that follow nothing: what starting them reads of the run
+            # (their specs, its metadata) is what was just written, so it is not read back.
+            await self.start_steps(run_id, to_start, RunRecord(run_id, _stored(fields)))
+        else:
+            await self.start_steps(run_id, await self.store.to_start(run_id))
         await self.store.done_starting(run_id)
         return run_id, created
 
@@ -257,11 +260,15 @@ class Workflows:
             await self.store.expire_finished(run_id)
         return started
 
-    async def start_steps(self, run_id: str, keys: list[str]) -> list[types_pb2.JobRef]:
-        """Adds the jobs of steps decided to start (idempotent), then marks them started."""
+    async def start_steps(
+        self, run_id: str, keys: list[str], run: RunRecord | None = None
+    ) -> list[types_pb2.JobRef]:
+        """Adds the jobs of steps decided to start (idempotent), then marks them started. run: the run as
+        stored, when the caller has it (else it is read)."""
         if not keys:
             return []
-        run = await self.store.read(run_id)
+        if run is None:
+            run = await self.store.read(run_id)
         if run is None:
             return []
         metadata = workflows_pb2.WorkflowMetadata.FromString(run.fields.get("md", b""))
@@ -374,6 +381,11 @@ class Workflows:
         if offset + size < total:
             response.next_page_token = _encode_token(offset + size)
         return response
+
+
+def _stored(fields: dict[str, str | bytes | int]) -> dict[str, bytes]:
+    """Run fields as Redis stores and returns them (bytes)."""
+    return {k: v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
 
 
 def _spec(run: RunRecord, key: str) -> workflows_pb2.WorkflowStep:
