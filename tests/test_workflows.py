@@ -418,3 +418,89 @@ async def test_executing_a_run_registers_it_and_starts_its_roots_without_reading
     assert await engine.redis.zscore(workflow_registry(engine.prefix), run_id) == registered
     with pytest.raises(QueueNotFound, match="third"):
         await engine.require_queues(["first", "third", "fourth"])
+
+
+def _map_reduce(maps: int) -> workflows_pb2.Workflow:
+    steps = [workflows_pb2.WorkflowStep(key=f"m{n}", queue_name="first", job_name="map") for n in range(maps)]
+    reduce = workflows_pb2.WorkflowStep(
+        key="reduce", queue_name="second", job_name="reduce", depends_on=[f"m{n}" for n in range(maps)]
+    )
+    return workflows_pb2.Workflow(name="map-reduce", steps=[*steps, reduce])
+
+
+async def _hgets(engine: Engine) -> int:
+    stats = await engine.redis.info("commandstats")
+    return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("stored_before_counts", [False, True])
+async def test_a_steps_outcome_costs_what_its_neighbours_cost_not_the_whole_run(
+    engine: Engine, stored_before_counts: bool
+) -> None:
+    """A map's outcome in a map-reduce of 200 maps reads a few fields, not every step's state (that made a
+    run of 1,000 maps cost Valkey a second); the reduce starts once the last map completes, and the steps
+    to start come back on a replay. A run stored before the counts (no go, nd: or dc: fields) still runs
+    right, reading its dependencies' states as before."""
+    for q in ("first", "second"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    store = workflows.store
+    run_id, _ = await workflows.execute(_map_reduce(200), "mr")
+    key = store.key(run_id)
+    assert await engine.redis.hget(key, "go") == b""  # every map started
+    if stored_before_counts:
+        await engine.redis.hdel(key, "go", "nd:reduce")
+    costs = []
+    for n in range(200):
+        before = await _hgets(engine)
+        state, to_start = await workflows.store.step_done(run_id, f"m{n}", "c", b"1", "application/json", "")
+        costs.append(await _hgets(engine) - before)
+        assert (state, to_start) == ("running", ["reduce"] if n == 199 else [])
+    # Replayed (a server killed before adding the reduce's job): the same steps to start, counted once.
+    assert await store.step_done(run_id, "m199", "c", b"1", "application/json", "") == ("running", ["reduce"])
+    assert await engine.redis.hget(key, "dc:reduce") == b"200"
+    if not stored_before_counts:
+        assert max(costs) <= 12, costs
+    await workflows.start_steps(run_id, ["reduce"])
+    assert await engine.redis.hget(key, "go") == b""
+    job = await engine.get_job("second", step_job_id(run_id, "reduce"))
+    assert len(types_pb2.Job.FromString(job.raw("par") or b"").parents) == 200
+    state, _ = await store.step_done(run_id, "reduce", "c", b"2", "application/json", "")
+    assert state == "completed"
+
+
+async def test_steps_to_start_are_kept_as_they_are_armed_started_finished_or_cancelled(
+    engine: Engine,
+) -> None:
+    """The run's go field holds exactly the steps in state g: a branch armed on success joins it, a step
+    started or finished before it was marked started leaves it, and a cancel empties it."""
+    for q in ("first", "second"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    store = workflows.store
+    wf = workflows_pb2.Workflow(
+        steps=[
+            workflows_pb2.WorkflowStep(
+                key="a",
+                queue_name="first",
+                job_name="a",
+                on_success=[
+                    workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b"),
+                    workflows_pb2.WorkflowStep(key="c", queue_name="second", job_name="c"),
+                ],
+            ),
+            workflows_pb2.WorkflowStep(key="d", queue_name="first", job_name="d"),
+        ]
+    )
+    run_id, _ = await workflows.execute(wf, "go")
+    key = store.key(run_id)
+    assert await engine.redis.hget(key, "go") == b""
+    assert await store.step_done(run_id, "a", "c", b"1", "application/json", "") == ("running", ["b", "c"])
+    assert await engine.redis.hget(key, "go") == b"b c"
+    # c's job runs and ends before its hand-off marked it started: it leaves go all the same.
+    assert await store.step_done(run_id, "c", "c", b"1", "application/json", "") == ("running", ["b"])
+    assert await store.started(run_id, ["b"]) == []
+    assert await engine.redis.hget(key, "go") == b""
+    code, started = await store.cancel(run_id, "stop")
+    assert (code, sorted(started)) == (1, ["b", "d"])
+    assert await engine.redis.hget(key, "go") == b""

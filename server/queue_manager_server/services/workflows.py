@@ -200,6 +200,8 @@ def run_fields(wf: workflows_pb2.Workflow, steps: list[_Step]) -> dict[str, str 
         if s.parent:
             fields[f"pk:{s.key}"] = s.parent
             fields[f"br:{s.key}"] = s.branch
+        if s.spec.depends_on:
+            fields[f"nd:{s.key}"] = len(s.spec.depends_on)
         for name, keys in (
             ("ok", s.ok),
             ("ko", s.ko),

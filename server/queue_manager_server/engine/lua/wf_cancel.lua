@@ -20,4 +20,5 @@ for _, k in ipairs(wf_list(run, 'order')) do
   end
   if s == 's' or s == 'g' then out[#out + 1] = k end
 end
+redis.call('HSET', run, 'go', '')  -- no step starts any more
 return out

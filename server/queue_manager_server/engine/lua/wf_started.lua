@@ -1,4 +1,5 @@
 -- wf_started.lua: marks steps whose jobs now exist as started; a step cancelled meanwhile is reported.
+-- @include workflow
 --
 -- KEYS[1] the run (hash)
 -- ARGV: step keys whose jobs were added
@@ -6,12 +7,15 @@
 --   another hand-off marked started first (two steps a fan-in step depends on finishing at once, on two
 --   servers, both start it) or whose job already finished is left alone: its job is the step's run.
 local out = {}
+local started = {}
 for _, k in ipairs(ARGV) do
   local s = redis.call('HGET', KEYS[1], 's:' .. k)
   if s == 'g' then
     redis.call('HSET', KEYS[1], 's:' .. k, 's')
+    started[k] = true
   elseif s == 'x' then
     out[#out + 1] = k
   end
 end
+if next(started) then wf_go_remove(KEYS[1], started) end
 return out

@@ -14,6 +14,7 @@ local now = now_ms()
 local cur = redis.call('HGET', run, 's:' .. key)
 if cur == 'g' or cur == 's' then
   wf_finish(run, key, outcome)
+  if cur == 'g' then wf_go_remove(run, {[key] = true}) end
   local running = redis.call('HGET', run, 'st') == 'running'
   if outcome == 'c' then
     redis.call('HSET', run, 'r:' .. key, ARGV[3], 'rct:' .. key, ARGV[4])

@@ -2,7 +2,12 @@
 -- (KEYS[1] of those scripts); the Python side (services/workflows.py) writes the graph at creation:
 --   order (every step key, definition order, space-separated), n (steps), nf (steps finished),
 --   st (running, completed, failed, cancelled), and per step key k: s:k (state, below), ok:k and ko:k
---   (its on_success and on_failure step keys), dep:k (keys it depends on), rd:k (keys depending on it).
+--   (its on_success and on_failure step keys), dep:k (keys it depends on), rd:k (keys depending on it),
+--   nd:k (how many it depends on). The scripts keep: dc:k (how many of those have completed) and go (the
+--   keys of steps in state g, in the order they were armed). With those two, a step's outcome costs what
+--   the steps next to it cost, not a read of every step: a map-reduce of 1,000 maps read every step's state
+--   for each map (a million reads, a second of Valkey's time for the run). A run stored before they existed
+--   has neither: its go is built once from the states, and its dependencies' states are read as before.
 -- Step states: w (its branch has not fired), p (armed, waiting for depends_on), g (to start: its job may
 -- not exist yet), s (started: its job exists), c (completed), f (failed for good), k (skipped: will never
 -- run), x (cancelled).
@@ -14,6 +19,28 @@ local function wf_list(run, field)
   return out
 end
 
+-- The run's go field (built from the states, once, for a run stored without it).
+local function wf_go(run)
+  local v = redis.call('HGET', run, 'go')
+  if v then return v end
+  local out = {}
+  for _, k in ipairs(wf_list(run, 'order')) do
+    if redis.call('HGET', run, 's:' .. k) == 'g' then out[#out + 1] = k end
+  end
+  v = table.concat(out, ' ')
+  redis.call('HSET', run, 'go', v)
+  return v
+end
+
+-- Steps that left state g (started, finished or cancelled) leave go; gone: a set of their keys.
+local function wf_go_remove(run, gone)
+  local kept = {}
+  for k in string.gmatch(wf_go(run), '%S+') do
+    if not gone[k] then kept[#kept + 1] = k end
+  end
+  redis.call('HSET', run, 'go', table.concat(kept, ' '))
+end
+
 local function wf_finish(run, key, state)
   redis.call('HSET', run, 's:' .. key, state)
   redis.call('HINCRBY', run, 'nf', 1)
@@ -22,13 +49,23 @@ end
 -- A step whose branch fired (or a root step): to start when every step it depends on has completed.
 local function wf_arm(run, key)
   if redis.call('HGET', run, 's:' .. key) ~= 'w' then return end
-  for _, d in ipairs(wf_list(run, 'dep:' .. key)) do
-    if redis.call('HGET', run, 's:' .. d) ~= 'c' then
+  local nd = redis.call('HGET', run, 'nd:' .. key)
+  if nd then
+    if (tonumber(redis.call('HGET', run, 'dc:' .. key)) or 0) < tonumber(nd) then
       redis.call('HSET', run, 's:' .. key, 'p')
       return
     end
+  else  -- no count: no dependencies, or a run stored before the counts (their states are read)
+    for _, d in ipairs(wf_list(run, 'dep:' .. key)) do
+      if redis.call('HGET', run, 's:' .. d) ~= 'c' then
+        redis.call('HSET', run, 's:' .. key, 'p')
+        return
+      end
+    end
   end
   redis.call('HSET', run, 's:' .. key, 'g')
+  local go = wf_go(run)
+  redis.call('HSET', run, 'go', go == '' and key or (go .. ' ' .. key))
 end
 
 -- A step that can no longer run, and everything that hangs off it or depends on it.
@@ -44,6 +81,7 @@ end
 -- Steps waiting for depends_on whose dependencies have now all completed start.
 local function wf_release_dependents(run, key)
   for _, k in ipairs(wf_list(run, 'rd:' .. key)) do
+    redis.call('HINCRBY', run, 'dc:' .. k, 1)
     if redis.call('HGET', run, 's:' .. k) == 'p' then
       redis.call('HSET', run, 's:' .. k, 'w')
       wf_arm(run, k)
@@ -61,11 +99,9 @@ local function wf_settle(run, now)
   return st
 end
 
--- The keys of steps to start (state g), in definition order.
+-- The keys of steps to start (state g), in the order they were armed.
 local function wf_to_start(run)
   local out = {}
-  for _, k in ipairs(wf_list(run, 'order')) do
-    if redis.call('HGET', run, 's:' .. k) == 'g' then out[#out + 1] = k end
-  end
+  for k in string.gmatch(wf_go(run), '%S+') do out[#out + 1] = k end
   return out
 end
