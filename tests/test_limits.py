@@ -3,6 +3,7 @@ nothing, and a worker stream that stops reading is cut with its jobs recovered."
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -196,6 +197,24 @@ async def test_streams_per_connection(server_factory: ServerFactory) -> None:
         held[0].cancel()
         await q.GetQueue(qpb.GetQueueRequest(name="lim"), timeout=5)
         held[1].cancel()
+
+
+async def test_a_burst_beyond_the_streams_per_connection_waits_and_succeeds(
+    server_factory: ServerFactory,
+) -> None:
+    """Calls started at once beyond the per-connection limit wait for a slot, as HTTP/2 says, instead of being
+    refused: grpc-core's default counted a stream until the server had freed it, later than the client
+    learned it had ended, and refused the next ones (UNAVAILABLE, RST_STREAM REFUSED_STREAM)."""
+    server = await server_factory(max_streams_per_connection=10)
+    await _register(server, "lim")
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        await q.GetQueue(qpb.GetQueueRequest(name="lim"), timeout=5)
+        for _ in range(3):
+            calls = [q.GetQueue(qpb.GetQueueRequest(name="lim"), timeout=30) for _ in range(400)]
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            refused = [a for a in answers if isinstance(a, Exception)]
+            assert not refused, f"{len(refused)} of 400 refused: {refused[0]}"
 
 
 async def test_worker_credits_are_bounded(server_factory: ServerFactory) -> None:
