@@ -12,9 +12,10 @@ import pytest
 
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
+from queue_manager_server.components.maintenance import Reaper
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
-from queue_manager_server.engine.engine import ADMIN_CHUNK
+from queue_manager_server.engine.engine import ADMIN_CHUNK, SWEEP_CHUNK
 from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys
 from queue_manager_server.engine.records import STORED_ATTEMPTS, STORED_PRIORITY, ClaimedJob, NewJob
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
@@ -243,6 +244,55 @@ async def test_reaper_recovers_expired_leases_and_rejects_late_completion(engine
     assert again.redelivery
     assert (await engine.complete("q", [(j.id, "t2", b"1", "application/json")]))[0] == [0]
     assert (await engine.metrics("q")).completed == 1
+
+
+async def test_the_periodic_sweeps_visit_every_queue_and_keep_each_queues_error_its_own(
+    engine: Engine,
+) -> None:
+    """The reaper, promoter and timeout scans run their script for every queue in shared round trips (one
+    round trip per queue cost an idle server with 2,000 queues a quarter of a core): each queue gets its
+    own answer in order, more queues than one round trip holds included, and a queue whose keys are broken
+    fails alone."""
+    names = [f"sweep-{i:03d}" for i in range(SWEEP_CHUNK + 5)]
+    for name in names:
+        await register(engine, name)
+    expiring, delayed, timed = names[0], names[SWEEP_CHUNK + 1], names[-1]
+    await engine.add_jobs(expiring, [job("a")])
+    await engine.claim(expiring, 1, "t", "w", 1)
+    await engine.add_jobs(delayed, [job("d", delay_ms=1)])
+    await engine.add_jobs(timed, [job("slow", timeout_ms=1)])
+    await engine.claim(timed, 1, "t", "w", 30_000)
+    broken = names[3]
+    await engine.redis.set(engine.keys(broken).active, "not a sorted set")
+    await engine.redis.set(engine.keys(broken).delayed, "not a sorted set")
+    await engine.redis.set(engine.keys(broken).deadlines, "not a sorted set")
+    await asyncio.sleep(0.05)  # the lease, the delay and the timeout are all past
+
+    reaped = await engine.reap_all(names)
+    assert isinstance(reaped[3], Exception) and "WRONGTYPE" in str(reaped[3])
+    assert reaped[0][:2] == (1, 0)
+    assert all(
+        r[:2] == (0, 0) for i, r in enumerate(reaped) if i not in (0, 3) and not isinstance(r, Exception)
+    )
+    promoted = await engine.promote_all(names)
+    assert isinstance(promoted[3], Exception)
+    assert [r[0] for i, r in enumerate(promoted) if i != 3] == [
+        1 if name == delayed else 0 for i, name in enumerate(names) if i != 3
+    ]
+    timed_out = await Control(engine).time_out_all(names)
+    assert isinstance(timed_out[3], Exception)
+    outcome = timed_out[-1]
+    assert not isinstance(outcome, Exception) and len(outcome.outcomes) == 1
+    assert all(not r.outcomes for r in timed_out[:-1] if not isinstance(r, Exception))
+    assert (await engine.metrics(expiring)).waiting == 1
+    assert (await engine.metrics(delayed)).waiting == 1
+    # The reaper's tick goes past the broken queue (it used to stop there: the queues after it waited).
+    late = names[-2]
+    await engine.add_jobs(late, [job("b")])
+    await engine.claim(late, 1, "t", "w", 1)
+    await asyncio.sleep(0.05)
+    await Reaper(engine, 1.0).tick()
+    assert (await engine.metrics(late)).waiting == 1
 
 
 async def test_extend_keeps_lease_alive(engine: Engine) -> None:

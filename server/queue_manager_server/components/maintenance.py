@@ -23,8 +23,12 @@ class Reaper(Component):
         self.engine = engine
 
     async def tick(self) -> None:
-        for queue in await self.engine.queue_names():
-            back, lost, _ = await self.engine.reap(queue)
+        queues = await self.engine.queue_names()
+        for queue, result in zip(queues, await self.engine.reap_all(queues), strict=True):
+            if isinstance(result, Exception):
+                self.log.warning("reap failed", extra={"queue": queue, "error": _error(result)})
+                continue
+            back, lost, _ = result
             if back or lost:
                 self.log.info(
                     "recovered stalled jobs", extra={"queue": queue, "requeued": back, "failed": lost}
@@ -100,3 +104,7 @@ class HealthMonitor(Component):
             for name in ["", *self.services]:
                 await self.health.set(name, status)
             self.log.info("health changed", extra={"serving": ok})
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"

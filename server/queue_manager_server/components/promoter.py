@@ -27,12 +27,22 @@ class Promoter(TimedComponent):
         self.arm_at(queue, run_at_ms)
 
     async def tick(self) -> None:
-        for queue in await self.engine.queue_names():
-            await self.fire(queue)
+        queues = await self.engine.queue_names()
+        for queue in queues:
+            self.disarm(queue)  # first: a timer armed while the promotes run is kept
+        for queue, result in zip(queues, await self.engine.promote_all(queues), strict=True):
+            if isinstance(result, Exception):
+                self.log.warning(
+                    "promote failed", extra={"queue": queue, "error": f"{type(result).__name__}: {result}"}
+                )
+                continue
+            self._promoted(queue, *result)
 
     async def fire(self, queue: str) -> None:
         self.disarm(queue)  # first: a timer armed while the promote runs is kept
-        promoted, next_due, now = await self.engine.promote(queue)
+        self._promoted(queue, *await self.engine.promote(queue))
+
+    def _promoted(self, queue: str, promoted: int, next_due: int, now: int) -> None:
         self.sync(now)
         if next_due >= 0:
             self.arm_at(queue, next_due)

@@ -16,7 +16,7 @@ import time
 
 from queue_manager_server.components.base import TimedComponent
 from queue_manager_server.engine import Engine
-from queue_manager_server.engine.control import TIME_OUT_CHUNK, Control
+from queue_manager_server.engine.control import TIME_OUT_CHUNK, Control, TimedOut
 
 # A timer fires this much after the deadline it waits for: a check that comes a hair early (local and
 # Redis clocks tick apart) finds nothing due and has to be re-armed.
@@ -36,24 +36,40 @@ class Timeouts(TimedComponent):
         self.arm(queue, time.monotonic() + in_ms / 1000 + FIRE_LATE_S)
 
     async def tick(self) -> None:
-        for queue in await self.engine.queue_names():
-            await self.check(queue)
+        """Checks every queue, in shared round trips; a queue with more runs past their deadline than one
+        check takes goes on alone."""
+        queues = await self.engine.queue_names()
+        for queue in queues:
+            self.disarm(queue)  # first: a timer armed while the checks run (a claim meanwhile) is kept
+        for queue, result in zip(queues, await self.control.time_out_all(queues), strict=True):
+            if isinstance(result, Exception):
+                self.log.warning(
+                    "timeout check failed",
+                    extra={"queue": queue, "error": f"{type(result).__name__}: {result}"},
+                )
+            elif len(result.outcomes) < TIME_OUT_CHUNK:
+                self._checked(queue, result, len(result.outcomes))
+            else:
+                await self.check(queue, len(result.outcomes))
 
-    async def check(self, queue: str) -> int:
-        """Fails the queue's runs past their deadline; returns how many, and re-arms its timer."""
+    async def check(self, queue: str, count: int = 0) -> int:
+        """Fails the queue's runs past their deadline; returns how many (with `count` already), and
+        re-arms its timer."""
         # Forget the timer first: one armed while the check runs (a claim meanwhile) is kept.
         self.disarm(queue)
-        count = 0
         while True:
             result = await self.control.time_out(queue)
             count += len(result.outcomes)
             if len(result.outcomes) < TIME_OUT_CHUNK:
                 break
+        self._checked(queue, result, count)
+        return count
+
+    def _checked(self, queue: str, result: TimedOut, count: int) -> None:
         if result.next_deadline_ms >= 0:
             self.schedule(queue, result.next_deadline_ms - result.now_ms)
         if count:
             self.log.info("runs timed out", extra={"queue": queue, "count": count})
-        return count
 
     async def fire(self, queue: str) -> None:
         await self.check(queue)

@@ -82,15 +82,38 @@ class Control:
     async def time_out(self, queue: str, limit: int = TIME_OUT_CHUNK) -> TimedOut:
         """Fails the queue's runs past their deadline as timed out (retried per attempts and backoff) and
         tells their workers to stop them."""
-        k = self.engine.keys(queue)
-        r = await self.engine.scripts.run(
+        (result,) = await self.time_out_all([queue], limit)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def time_out_all(
+        self, queues: Sequence[str], limit: int = TIME_OUT_CHUNK
+    ) -> list[TimedOut | Exception]:
+        """`time_out` for each queue, in shared round trips (the periodic scan); each error is its own."""
+        channel = self.engine.channel
+        replies = await self.engine.sweep(
             "time_out",
-            [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox, k.deadlines],
-            [k.job_prefix, limit, self.engine.channel, queue],
+            queues,
+            lambda k: (
+                [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox, k.deadlines],
+                [k.job_prefix, limit, channel, k.queue],
+            ),
         )
-        outcomes = [(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(2, len(r), 3)]
-        await self.engine.after_failures(queue, [code for _, code, _ in outcomes])
-        return TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes)
+        out: list[TimedOut | Exception] = []
+        for queue, r in zip(queues, replies, strict=True):
+            if isinstance(r, Exception):
+                out.append(r)
+                continue
+            outcomes = [(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(2, len(r), 3)]
+            if outcomes:
+                try:
+                    await self.engine.after_failures(queue, [code for _, code, _ in outcomes])
+                except Exception as exc:  # timed out all the same: the janitor finishes the hand-offs
+                    out.append(exc)
+                    continue
+            out.append(TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes))
+        return out
 
     async def retry_later(self, queue: str, items: Sequence[tuple[str, str, int]]) -> list[tuple[int, int]]:
         """Puts jobs whose processor was told to slow down back to delayed without using an attempt, and
