@@ -292,3 +292,40 @@ async def test_pending_flows_answer_each_entry_as_written_and_an_empty_one_when_
     assert types_pb2.JobOptions.FromString(first["chn"]).chain_to == [link]
     assert set(first) == {"st", "res", "rct", "err", "name", "chn", "par"}
     assert await engine.pending_flows("ingest", 2) == entries[:2]
+
+
+async def test_a_chains_last_link_hands_nothing_on_when_it_completes_but_stops_the_chain_when_it_fails(
+    engine: Engine,
+) -> None:
+    """The last link of a chain has no next link: its completion queues no hand-off (no entry written, read
+    and cleared for nothing: half the hand-offs of two-job chains), while its failure still records on the
+    first job why the chain stopped."""
+    for name in ("ingest", "notifications"):
+        await engine.register_queue(name, {})
+    engine.flow_hook = None  # hand-offs run below, by hand
+    flows = Flows(engine, Workflows(engine, 1 << 20), 1 << 20)
+    link = types_pb2.ChainLink(queue_name="notifications", job_name="notify")
+    parents = []
+    for i in range(2):
+        job = convert.new_job(
+            jobs_pb2.NewJob(name=f"p{i}", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
+        )
+        job.id = f"p{i}"
+        parents.append(job)
+    await engine.add_jobs("ingest", parents)
+    claimed = (await engine.claim("ingest", 10, "t", "w", 30_000)).jobs
+    await engine.complete("ingest", [(j.id, "t", b"1", "application/json") for j in claimed])
+    assert await flows.hand_off("ingest") == 2
+    done, failing = (await engine.claim("notifications", 10, "t", "w", 30_000)).jobs
+    assert (await engine.get_job("notifications", done.id)).raw("flo") == b"e"
+    codes, queued = await engine.complete("notifications", [(done.id, "t", b"2", "application/json")])
+    assert (codes, queued) == ([0], 0)
+    outbox = engine.keys("notifications").flow_outbox
+    assert await engine.redis.llen(outbox) == 0
+    assert not await engine.redis.exists(engine.keys("notifications").flow(done.id))
+    assert await engine.fail("notifications", [(failing.id, "t", "smtp down", "", True)]) == [(2, -1)]
+    assert await engine.redis.llen(outbox) == 1
+    assert await flows.hand_off("notifications") == 1
+    root = "p1" if failing.id == successor_id("ingest", "p1") else "p0"
+    reason = (await engine.get_job("ingest", root)).text("cfl")
+    assert "failed: smtp down" in reason

@@ -30,6 +30,8 @@ from queue_manager_server.services.workflows import Workflows
 
 log = logging.getLogger("queue_manager_server.flows")
 
+# The 'flo' of a chain's last link (engine/records.py).
+LAST_LINK = b"e"
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
 # Testing knob (qm serve --test-crash-point): the process kills itself with SIGKILL at this point of a
@@ -185,10 +187,14 @@ class Flows:
             state=_STATES["completed"],
             result=convert.payload_out(entry.get("res"), entry.get("rct", b"").decode(), json_view=False),
         )
-        job.extra["flo"] = b"1"
         job.extra["par"] = types_pb2.Job(parents=[parent], chain_root=root).SerializeToString()
         if rest:
+            job.extra["flo"] = b"1"
             job.extra["chn"] = types_pb2.JobOptions(chain_to=rest).SerializeToString()
+        else:
+            # The last link: its completion has nothing to hand on (no hand-off, no entry to clear); its
+            # failure or cancel still stops the chain on the first job.
+            job.extra["flo"] = LAST_LINK
         return job
 
     async def _add_links(

@@ -240,9 +240,10 @@ end
 -- outcome copied to a flow entry and queued on the flow outbox, which the server carries out (adding the
 -- next link or steps, possibly in other queues) and then clears. Returns 1 when a flow hand-off was queued.
 -- read: true when the caller passes the job's 'flo', 'ddk', 'ddt' and 'wt' fields (read in an HMGET it does
--- anyway, so a job in no flow costs no read here and no table); nil to read them here.
+-- anyway, so a job in no flow costs no read here and no table); nil to read them here. A chain's last link
+-- (flo 'e') hands nothing on when it completes (there is no next link): only its failure or cancel does.
 local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt)
-  if read and not flo then
+  if read and (not flo or (flo == 'e' and state == 'completed')) then
     if ddk and not ddt then release_dedup(prefix, id, ddk) end
     if wt then notify_job(prefix, id, jkey, state, wt) end
     return 0
