@@ -12,7 +12,9 @@ from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.errors import InvalidArgumentError
 from queue_manager.v1 import jobs_pb2, types_pb2
 from queue_manager_server import convert
+from queue_manager_server.components.maintenance import Janitor
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.engine import SWEEP_CHUNK
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.services.flows import Flows, successor_id
 from queue_manager_server.services.workflows import Workflows
@@ -329,3 +331,49 @@ async def test_a_chains_last_link_hands_nothing_on_when_it_completes_but_stops_t
     root = "p1" if failing.id == successor_id("ingest", "p1") else "p0"
     reason = (await engine.get_job("ingest", root)).text("cfl")
     assert "failed: smtp down" in reason
+
+
+async def test_the_janitor_finds_the_queues_with_work_in_shared_round_trips_and_skips_a_broken_one(
+    engine: Engine,
+) -> None:
+    """The janitor reads what every queue has waiting (bulk streams, retention, dead letters, flow
+    hand-offs) in shared round trips, visits only those with work, and a queue whose keys are broken fails
+    alone: a hand-off a server left behind in a queue after it is still carried out."""
+    names = [f"house-{i:03d}" for i in range(SWEEP_CHUNK + 20)]
+    for name in names:
+        await engine.register_queue(name, {})
+    engine.flow_hook = None  # the entry stays queued, as if its server died before the hand-off
+    chained = names[-1]
+    link = types_pb2.ChainLink(queue_name=names[0], job_name="next")
+    job = convert.new_job(
+        jobs_pb2.NewJob(name="p", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
+    )
+    job.id = "p"
+    await engine.add_jobs(chained, [job])
+    (claimed,) = (await engine.claim(chained, 1, "t", "w", 30_000)).jobs
+    await engine.complete(chained, [(claimed.id, "t", b"1", "application/json")])
+    assert await engine.redis.llen(engine.keys(chained).flow_outbox) == 1
+    broken = names[5]
+    await engine.redis.set(engine.keys(broken).flow_outbox, "not a list")
+    # A queue keeping completed jobs 50 ms, one of them older, another queue's within its age.
+    aged, young = names[7], names[8]
+    await engine.register_queue(aged, {"kc_age": 50})
+    await engine.register_queue(young, {"kc_age": 60_000})
+    for name in (aged, young):
+        await engine.add_jobs(name, [NewJob(id="old", name="x", data=b"1")])
+        await engine.claim(name, 1, "t", "w", 30_000)
+        await engine.complete(name, [("old", "t", b"1", "application/json")])
+    await asyncio.sleep(0.1)
+    due = await engine.housekeeping_due(names)
+    assert [i for i, d in enumerate(due) if d.flows] == [5, len(names) - 1]
+    assert [i for i, d in enumerate(due) if d.retention] == [5, 7]
+    assert not any(d.bulk or d.dead_letters for i, d in enumerate(due) if i != 5)
+
+    workflows = Workflows(engine, 1 << 20)
+    janitor = Janitor(engine, Flows(engine, workflows, 1 << 20), workflows, 30.0, 60_000)
+    await janitor.tick()
+    assert await engine.redis.llen(engine.keys(chained).flow_outbox) == 0
+    (successor,) = (await engine.list_jobs(names[0], "waiting", 0, 10))[0]
+    assert successor.id == successor_id(chained, "p")
+    assert (await engine.metrics(aged)).completed == 0
+    assert (await engine.metrics(young)).completed == 1

@@ -9,6 +9,7 @@ from grpc_health.v1.health import aio as health_aio
 from queue_manager_server.components.base import Component
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.records import Housekeeping
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.workflows import Workflows
 
@@ -55,23 +56,37 @@ class Janitor(Component):
         resumed = await self.workflows.resume_starting()
         if resumed:
             self.log.info("started the first steps of workflow runs left behind", extra={"runs": resumed})
-        for queue in await self.engine.queue_names():
+        queues = await self.engine.queue_names()
+        for queue, due in zip(queues, await self.engine.housekeeping_due(queues), strict=True):
+            if not (due.bulk or due.retention or due.dead_letters or due.flows):
+                continue
+            try:
+                await self._housekeep(queue, due)
+            except Exception as exc:  # one queue's failure holds up no other: the next tick retries it
+                self.log.warning("housekeeping failed", extra={"queue": queue, "error": _error(exc)})
+
+    async def _housekeep(self, queue: str, due: Housekeeping) -> None:
+        published = rolled_back = removed = moved = handed = 0
+        if due.bulk:
             published, rolled_back = await self.bulk.resolve(queue, self.bulk_idle_ms)
+        if due.retention:
             removed = await self.engine.apply_retention(queue)
+        if due.dead_letters:
             moved = await self.engine.hand_off_dead_letters(queue)
+        if due.flows:
             handed = await self.flows.hand_off(queue)
-            if removed or moved or published or rolled_back or handed:
-                self.log.info(
-                    "housekeeping",
-                    extra={
-                        "queue": queue,
-                        "removed": removed,
-                        "dead_lettered": moved,
-                        "bulk_published": published,
-                        "bulk_rolled_back": rolled_back,
-                        "flows": handed,
-                    },
-                )
+        if removed or moved or published or rolled_back or handed:
+            self.log.info(
+                "housekeeping",
+                extra={
+                    "queue": queue,
+                    "removed": removed,
+                    "dead_lettered": moved,
+                    "bulk_published": published,
+                    "bulk_rolled_back": rolled_back,
+                    "flows": handed,
+                },
+            )
 
 
 class HealthMonitor(Component):

@@ -24,6 +24,7 @@ from queue_manager_server.engine.records import (
     AddResult,
     ClaimedJob,
     ClaimResult,
+    Housekeeping,
     JobRecord,
     Metrics,
     NewJob,
@@ -708,6 +709,43 @@ class Engine:
             await self.add_jobs(dlq, copies)
         await self.scripts.run("handoff_done", [k.outbox, k.failed], [k.job_prefix, *ids])
         return len(ids)
+
+    async def housekeeping_due(self, queues: Sequence[str]) -> list[Housekeeping]:
+        """What the janitor has to do in each queue, read for all of them in shared round trips (a round trip
+        per queue and task cost an idle server with thousands of queues a share of a core). Retention is due
+        where the oldest finished job is older than the queue's age limit."""
+        now = await self.redis_time_ms()
+        out: list[Housekeeping] = []
+        for start in range(0, len(queues), SWEEP_CHUNK):
+            chunk = queues[start : start + SWEEP_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in chunk:
+                k = self.keys(queue)
+                pipe.exists(k.bulk)
+                pipe.hmget(k.meta, ["kc_age", "kf_age"])
+                pipe.llen(k.outbox)
+                pipe.llen(k.flow_outbox)
+                for zset in (k.completed, k.failed, k.cancelled):
+                    pipe.zrange(zset, 0, 0, withscores=True)
+            replies = await execute(pipe, raise_on_error=False)
+            for i in range(len(chunk)):
+                bulk, ages, dead, flows, *oldest = replies[7 * i : 7 * i + 7]
+                if any(isinstance(r, Exception) for r in (bulk, ages, dead, flows, *oldest)):
+                    # A key of the wrong type: every task is tried, so the queue's own error shows.
+                    out.append(Housekeeping(bulk=True, retention=True, dead_letters=True, flows=True))
+                    continue
+                # Cancelled jobs are kept like failed ones.
+                limits = (ages[0], ages[1], ages[1])
+                retention = any(
+                    age and _i(age) > 0 and first and first[0][1] < now - _i(age)
+                    for age, first in zip(limits, oldest, strict=True)
+                )
+                out.append(
+                    Housekeeping(
+                        bulk=bool(bulk), retention=retention, dead_letters=bool(dead), flows=bool(flows)
+                    )
+                )
+        return out
 
     async def apply_retention(self, queue: str) -> int:
         """Removes finished jobs older than the queue's retention ages (counts are trimmed on finish)."""

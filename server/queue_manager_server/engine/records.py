@@ -262,3 +262,14 @@ class MinuteActivity:
     failed: int
     runs: int  # runs reported with a duration
     run_us: int  # the sum of their durations
+
+
+@dataclass(slots=True)
+class Housekeeping:
+    """What the janitor has to do in a queue (Engine.housekeeping_due): bulk streams staged into it,
+    finished jobs past their retention age, dead-letter copies or flow hand-offs waiting."""
+
+    bulk: bool
+    retention: bool
+    dead_letters: bool
+    flows: bool
