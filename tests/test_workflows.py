@@ -504,3 +504,34 @@ async def test_steps_to_start_are_kept_as_they_are_armed_started_finished_or_can
     code, started = await store.cancel(run_id, "stop")
     assert (code, sorted(started)) == (1, ["b", "d"])
     assert await engine.redis.hget(key, "go") == b""
+
+
+async def test_steps_listed_to_start_are_checked_against_their_state(engine: Engine) -> None:
+    """A server of an older version starts steps without keeping go: a step it started is not returned as
+    one to start, and marking it started (a replayed hand-off) takes it out of go."""
+    for q in ("first", "second"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    store = workflows.store
+    wf = workflows_pb2.Workflow(
+        steps=[
+            workflows_pb2.WorkflowStep(
+                key="a",
+                queue_name="first",
+                job_name="a",
+                on_success=[
+                    workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b"),
+                    workflows_pb2.WorkflowStep(key="c", queue_name="second", job_name="c"),
+                ],
+            )
+        ]
+    )
+    run_id, _ = await workflows.execute(wf, "mixed")
+    key = store.key(run_id)
+    assert await store.step_done(run_id, "a", "c", b"1", "application/json", "") == ("running", ["b", "c"])
+    await engine.redis.hset(key, "s:b", "s")  # started by the older server; go still lists it
+    assert await store.step_done(run_id, "a", "c", b"1", "application/json", "") == ("running", ["c"])
+    assert await store.started(run_id, ["b", "c"]) == []
+    assert await engine.redis.hget(key, "go") == b""
+    assert await store.started("no-such-run", ["b"]) == []
+    assert not await engine.redis.exists(store.key("no-such-run"))

@@ -7,15 +7,18 @@
 --   another hand-off marked started first (two steps a fan-in step depends on finishing at once, on two
 --   servers, both start it) or whose job already finished is left alone: its job is the step's run.
 local out = {}
-local started = {}
+local known = {}
+local found = false
 for _, k in ipairs(ARGV) do
   local s = redis.call('HGET', KEYS[1], 's:' .. k)
+  if s then found = true end
   if s == 'g' then
     redis.call('HSET', KEYS[1], 's:' .. k, 's')
-    started[k] = true
   elseif s == 'x' then
     out[#out + 1] = k
   end
+  known[k] = true
 end
-if next(started) then wf_go_remove(KEYS[1], started) end
+-- None of them is to start any more (whatever an older server left in go); a run gone stays gone.
+if found then wf_go_remove(KEYS[1], known) end
 return out

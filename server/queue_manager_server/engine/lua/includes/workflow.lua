@@ -99,9 +99,12 @@ local function wf_settle(run, now)
   return st
 end
 
--- The keys of steps to start (state g), in the order they were armed.
+-- The keys of steps to start (state g), in the order they were armed. Their states are checked: a server
+-- of an older version, which does not keep go, may have started one meanwhile.
 local function wf_to_start(run)
   local out = {}
-  for k in string.gmatch(wf_go(run), '%S+') do out[#out + 1] = k end
+  for k in string.gmatch(wf_go(run), '%S+') do
+    if redis.call('HGET', run, 's:' .. k) == 'g' then out[#out + 1] = k end
+  end
   return out
 end
