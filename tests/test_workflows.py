@@ -456,11 +456,18 @@ async def test_a_steps_outcome_costs_what_its_neighbours_cost_not_the_whole_run(
         state, to_start = await workflows.store.step_done(run_id, f"m{n}", "c", b"1", "application/json", "")
         costs.append(await _hgets(engine) - before)
         assert (state, to_start) == ("running", ["reduce"] if n == 199 else [])
-    # Replayed (a server killed before adding the reduce's job): the same steps to start, counted once.
-    assert await store.step_done(run_id, "m199", "c", b"1", "application/json", "") == ("running", ["reduce"])
+    # Replayed (a server killed before adding the reduce's job): the same steps to start, counted once, with
+    # what starting the reduce reads (its spec, its parents' results and specs), not the whole run.
+    replayed = await store.finish_step(run_id, "m199", "c", b"1", "application/json", "")
+    assert replayed is not None and (replayed.state, replayed.to_start) == ("running", ["reduce"])
+    assert replayed.run is not None
+    fields = replayed.run.fields
+    assert (
+        "spec:reduce" in fields and fields["r:m0"] == b"1" and "spec:m199" in fields and "order" not in fields
+    )
     assert await engine.redis.hget(key, "dc:reduce") == b"200"
-    if not stored_before_counts:
-        assert max(costs) <= 12, costs
+    if not stored_before_counts:  # the last map's also reads what starting the reduce needs (one HMGET)
+        assert max(costs[:-1]) <= 12 and costs[-1] <= 16, costs
     await workflows.start_steps(run_id, ["reduce"])
     assert await engine.redis.hget(key, "go") == b""
     job = await engine.get_job("second", step_job_id(run_id, "reduce"))
@@ -535,3 +542,35 @@ async def test_steps_listed_to_start_are_checked_against_their_state(engine: Eng
     assert await engine.redis.hget(key, "go") == b""
     assert await store.started("no-such-run", ["b"]) == []
     assert not await engine.redis.exists(store.key("no-such-run"))
+
+
+async def test_a_step_that_starts_the_next_reads_no_more_of_the_run_than_it_needs(engine: Engine) -> None:
+    """Finishing a step that starts the next one reads the run once, in the script that records the outcome
+    (the next step's spec, its parent's result): no read of the whole run."""
+    for q in ("first", "second"):
+        await engine.register_queue(q, {})
+    workflows = Workflows(engine, 1 << 20)
+    wf = workflows_pb2.Workflow(
+        metadata=workflows_pb2.WorkflowMetadata(correlation_id="c-9"),
+        steps=[
+            workflows_pb2.WorkflowStep(
+                key="a",
+                queue_name="first",
+                job_name="a",
+                on_success=[workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b")],
+            )
+        ],
+    )
+    run_id, _ = await workflows.execute(wf, "lean")
+    stats = await engine.redis.info("commandstats")
+    before = int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+    refs = await workflows.step_finished(run_id, "a", "completed", {"res": b'{"n": 1}', "rct": b""})
+    stats = await engine.redis.info("commandstats")
+    assert int(stats.get("cmdstat_hgetall", {}).get("calls", 0)) == before
+    assert [r.job_id for r in refs] == [step_job_id(run_id, "b")]
+    b = await engine.get_job("second", step_job_id(run_id, "b"))
+    view = types_pb2.Job.FromString(b.raw("par") or b"")
+    (parent,) = view.parents
+    assert parent.step_key == "a" and parent.job.queue_name == "first"
+    assert parent.result.WhichOneof("body") == "raw" and json.loads(parent.result.raw) == {"n": 1}
+    assert types_pb2.JobMetadata.FromString(b.raw("md") or b"").correlation_id == "c-9"

@@ -37,6 +37,16 @@ class RunRecord:
         return self.text("order").split()
 
 
+@dataclass(slots=True)
+class StepDone:
+    """A step's outcome recorded: the run's state, the keys of steps to start, and the run's fields that
+    starting them reads (None when none start)."""
+
+    state: str
+    to_start: list[str]
+    run: RunRecord | None
+
+
 class WorkflowStore:
     """Stores workflow runs and runs the scripts that create, advance and cancel them."""
 
@@ -71,12 +81,28 @@ class WorkflowStore:
     ) -> tuple[str, list[str]] | None:
         """Records a step's outcome (c, f or x). Returns (run state, keys of steps to start), or None when
         the run no longer exists."""
+        done = await self.finish_step(run_id, step_key, outcome, result, content_type, error)
+        return None if done is None else (done.state, done.to_start)
+
+    async def finish_step(
+        self, run_id: str, step_key: str, outcome: str, result: bytes, content_type: str, error: str
+    ) -> StepDone | None:
+        """`step_done`, with the fields of the run that starting the steps reads (None when none start)."""
         r = await self.engine.scripts.run(
             "wf_step_done", [self.key(run_id)], [step_key, outcome, result, content_type, error]
         )
         if not isinstance(r[0], bytes) and _i(r[0]) == -1:
             return None
-        return _s(r[0]), [_s(k) for k in r[1:]]
+        rest = r[1:]
+        end = next((i for i, v in enumerate(rest) if v == b""), len(rest))
+        keys = [_s(k) for k in rest[:end]]
+        pairs = rest[end + 1 :]
+        run = (
+            RunRecord(run_id, {_s(pairs[i]): _b(pairs[i + 1]) for i in range(0, len(pairs), 2)})
+            if keys
+            else None
+        )
+        return StepDone(_s(r[0]), keys, run)
 
     async def started(self, run_id: str, step_keys: list[str]) -> list[str]:
         """Marks steps whose jobs were added as started; returns those cancelled meanwhile."""

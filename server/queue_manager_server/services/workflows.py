@@ -246,7 +246,7 @@ class Workflows:
         outcome = _OUTCOMES.get(state)
         if outcome is None:
             return []
-        done = await self.store.step_done(
+        done = await self.store.finish_step(
             run_id,
             step_key,
             outcome,
@@ -256,9 +256,8 @@ class Workflows:
         )
         if done is None:
             return []
-        run_state, to_start = done
-        started = await self.start_steps(run_id, to_start)
-        if run_state != "running":
+        started = await self.start_steps(run_id, done.to_start, done.run)
+        if done.state != "running":
             await self.store.expire_finished(run_id)
         return started
 

@@ -7,7 +7,8 @@
 -- KEYS[1] the run (hash)
 -- ARGV[1] step key  ARGV[2] outcome: c completed, f failed for good, x cancelled
 -- ARGV[3] result  ARGV[4] result content type  ARGV[5] failure reason
--- Returns: {run state, then the keys of steps to start} or {-1} when the run no longer exists
+-- Returns: {run state, then the keys of steps to start, then (when there are any) "" and the run's fields
+--   that starting them reads, as name, value pairs} or {-1} when the run no longer exists
 local run, key, outcome = KEYS[1], ARGV[1], ARGV[2]
 if redis.call('EXISTS', run) == 0 then return {-1} end
 local now = now_ms()
@@ -34,5 +35,39 @@ if cur == 'g' or cur == 's' then
   end
 end
 local out = {wf_settle(run, now)}
-for _, k in ipairs(wf_to_start(run)) do out[#out + 1] = k end
+local keys = wf_to_start(run)
+for _, k in ipairs(keys) do out[#out + 1] = k end
+if #keys == 0 then return out end
+-- What starting those steps reads of the run (services/workflows.py start_steps): the run's metadata, each
+-- step's spec and parent key, its parents' outcomes and specs. The server reads nothing more (it read the
+-- whole run for every step it started).
+local names, seen = {'md'}, {}
+local function want(field)
+  if not seen[field] then
+    seen[field] = true
+    names[#names + 1] = field
+  end
+end
+for _, k in ipairs(keys) do
+  want('spec:' .. k)
+  want('pk:' .. k)
+  local parents = wf_list(run, 'dep:' .. k)
+  local pk = redis.call('HGET', run, 'pk:' .. k)
+  if pk then parents[#parents + 1] = pk end
+  for _, p in ipairs(parents) do
+    for _, field in ipairs({'s:', 'e:', 'r:', 'rct:', 'spec:'}) do want(field .. p) end
+  end
+end
+out[#out + 1] = ''  -- after the step keys (never empty), the fields: name, value, …
+-- In slices: unpack() of a whole large run would overflow Lua's stack.
+for i = 1, #names, 1000 do
+  local slice = {unpack(names, i, math.min(i + 999, #names))}
+  local values = redis.call('HMGET', run, unpack(slice))
+  for j, field in ipairs(slice) do
+    if values[j] then
+      out[#out + 1] = field
+      out[#out + 1] = values[j]
+    end
+  end
+end
 return out
