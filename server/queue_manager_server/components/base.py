@@ -8,6 +8,11 @@ import logging
 import time
 
 
+def error_text(exc: BaseException) -> str:
+    """An error as the components log it: its type and message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Component:
     """A loop that calls ``tick`` every ``interval`` seconds until stopped; errors are logged, not fatal."""
 
@@ -34,7 +39,7 @@ class Component:
             try:
                 await self.tick()
             except Exception as exc:
-                self.log.warning("tick failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                self.log.warning("tick failed", extra={"error": error_text(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
 
@@ -104,7 +109,5 @@ class TimedComponent(Component):
             try:
                 await self.fire(queue)
             except Exception as exc:
-                self.log.warning(
-                    "timer failed", extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
-                )
+                self.log.warning("timer failed", extra={"queue": queue, "error": error_text(exc)})
                 await asyncio.sleep(0.5)

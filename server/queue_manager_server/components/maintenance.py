@@ -6,7 +6,7 @@ from __future__ import annotations
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
-from queue_manager_server.components.base import Component
+from queue_manager_server.components.base import Component, error_text
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.records import Housekeeping
@@ -27,7 +27,7 @@ class Reaper(Component):
         queues = await self.engine.queue_names()
         for queue, result in zip(queues, await self.engine.reap_all(queues), strict=True):
             if isinstance(result, Exception):
-                self.log.warning("reap failed", extra={"queue": queue, "error": _error(result)})
+                self.log.warning("reap failed", extra={"queue": queue, "error": error_text(result)})
                 continue
             back, lost, _ = result
             if back or lost:
@@ -63,7 +63,7 @@ class Janitor(Component):
             try:
                 await self._housekeep(queue, due)
             except Exception as exc:  # one queue's failure holds up no other: the next tick retries it
-                self.log.warning("housekeeping failed", extra={"queue": queue, "error": _error(exc)})
+                self.log.warning("housekeeping failed", extra={"queue": queue, "error": error_text(exc)})
 
     async def _housekeep(self, queue: str, due: Housekeeping) -> None:
         published = rolled_back = removed = moved = handed = 0
@@ -122,4 +122,4 @@ class HealthMonitor(Component):
 
 
 def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return error_text(exc)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
-from queue_manager_server.components.base import Component
+from queue_manager_server.components.base import Component, error_text
 from queue_manager_server.engine.metrics import MetricsReader, Snapshot
 from queue_manager_server.services.metrics import WatchKey
 
@@ -62,7 +62,7 @@ class SamplerGroup(Component, Generic[T]):
             item = self.render(await self.reader.snapshot(self.key.queues, self.key.history))
         except Exception as exc:
             self.latest = None
-            self.log.warning("metrics read failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self.log.warning("metrics read failed", extra={"error": error_text(exc)})
             for feed in self.feeds:
                 feed.put(exc)
             return

@@ -11,7 +11,7 @@ keeps every queue's state truthful even when no worker is listening.
 
 from __future__ import annotations
 
-from queue_manager_server.components.base import TimedComponent
+from queue_manager_server.components.base import TimedComponent, error_text
 from queue_manager_server.engine import Engine
 
 
@@ -32,9 +32,7 @@ class Promoter(TimedComponent):
             self.disarm(queue)  # first: a timer armed while the promotes run is kept
         for queue, result in zip(queues, await self.engine.promote_all(queues), strict=True):
             if isinstance(result, Exception):
-                self.log.warning(
-                    "promote failed", extra={"queue": queue, "error": f"{type(result).__name__}: {result}"}
-                )
+                self.log.warning("promote failed", extra={"queue": queue, "error": error_text(result)})
                 continue
             self._promoted(queue, *result)
 

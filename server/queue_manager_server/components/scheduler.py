@@ -18,7 +18,7 @@ import sys
 
 from queue_manager.v1 import schedules_pb2
 from queue_manager_server import schedule_convert
-from queue_manager_server.components.base import TimedComponent
+from queue_manager_server.components.base import TimedComponent, error_text
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.schedules import ScheduleRecord, ScheduleStore
@@ -58,9 +58,7 @@ class Scheduler(TimedComponent):
             try:
                 await self.fire_due(queue)
             except Exception as exc:
-                self.log.warning(
-                    "firing failed", extra={"queue": queue, "error": f"{type(exc).__name__}: {exc}"}
-                )
+                self.log.warning("firing failed", extra={"queue": queue, "error": error_text(exc)})
 
     async def fire(self, queue: str) -> None:
         await self.fire_due(queue)
@@ -88,7 +86,7 @@ class Scheduler(TimedComponent):
                         extra={
                             "queue": queue,
                             "schedule": record.id,
-                            "error": f"{type(exc).__name__}: {exc}",
+                            "error": error_text(exc),
                         },
                     )
         self.schedule(queue, 0)  # still more due: carry on after the other queues' turn

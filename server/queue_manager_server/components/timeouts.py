@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from queue_manager_server.components.base import TimedComponent
+from queue_manager_server.components.base import TimedComponent, error_text
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import TIME_OUT_CHUNK, Control, TimedOut
 
@@ -45,7 +45,7 @@ class Timeouts(TimedComponent):
             if isinstance(result, Exception):
                 self.log.warning(
                     "timeout check failed",
-                    extra={"queue": queue, "error": f"{type(result).__name__}: {result}"},
+                    extra={"queue": queue, "error": error_text(result)},
                 )
             elif len(result.outcomes) < TIME_OUT_CHUNK:
                 self._checked(queue, result, len(result.outcomes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from queue_manager_server.components.base import Component
+from queue_manager_server.components.base import Component, error_text
 from queue_manager_server.engine.workers import WorkerStore
 from queue_manager_server.services.dispatcher import Dispatcher, WorkerSession
 from queue_manager_server.services.registry import registry_entry, registry_ttl_ms
@@ -75,5 +75,5 @@ class WorkerRegistry(Component):
             try:
                 await self.store.workers_seen([], [(s.worker_id, s.session_id) for s in gone], self.ttl_ms)
             except Exception as exc:  # they expire anyway
-                self.log.warning("cannot remove workers", extra={"error": f"{type(exc).__name__}: {exc}"})
+                self.log.warning("cannot remove workers", extra={"error": error_text(exc)})
             self._written.clear()
