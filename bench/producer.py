@@ -6,6 +6,8 @@ Modes (each times itself; the process start is never measured):
 - ``features``: like bulk, with priorities 1–5 mixed, every 10th job named to fail its first attempt
   (``attempts=2``, no backoff), plus --side-jobs jobs on --side-queue.
 - ``chains``: like bulk, each job chaining one link, a job in --side-queue added when it completes.
+- ``workflows``: --jobs `execute_workflow` calls from --inflight concurrent callers, each run a step in
+  --queue whose success starts a step in --side-queue.
 - ``single``: --jobs `add_job` calls from --inflight concurrent callers in this one process.
 - ``latency``: `add_job` at --rate jobs/s (absolute schedule) for --warmup then --seconds, data carrying the
   wall clock in ns (``t``) and a warm-up mark (``w``).
@@ -77,6 +79,20 @@ async def chains(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     ids = await qm.add_bulk(a.queue, jobs)
     return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
+
+
+async def workflows(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    counter = iter(range(a.jobs))
+
+    async def caller() -> None:
+        for i in counter:
+            step = {"key": "first", "queue_name": a.queue, "job_name": "first", "data": {"i": i}}
+            step["on_success"] = [{"key": "next", "queue_name": a.side_queue, "job_name": "next"}]
+            await qm.execute_workflow({"name": "two steps", "steps": [step]})
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(a.inflight)))
+    return {"jobs": a.jobs, "seconds": time.perf_counter() - t0}
 
 
 async def single(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +191,7 @@ async def unary(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
 MODES: dict[str, Callable[[QueueManager, argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bulk": bulk,
     "chains": chains,
+    "workflows": workflows,
     "features": features,
     "single": single,
     "latency": latency,

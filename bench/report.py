@@ -30,6 +30,9 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("features", "ratio_to_drain", "features-on drain ÷ plain drain (same round)", True),
     ("chains", "jobs_per_s", "drain of two-job chains, runs (jobs/s)", True),
     ("chains", "ratio_to_drain", "chain runs ÷ plain drain (same round)", True),
+    ("workflows", "runs_created_per_s", "execute_workflow, 50 callers (runs/s)", True),
+    ("workflows", "jobs_per_s", "two-step workflows, step runs (jobs/s)", True),
+    ("workflows", "ratio_to_drain", "workflow step runs ÷ plain drain (same round)", True),
     ("single", "jobs_per_s", "single adds, 50 in flight, one process (jobs/s)", True),
     ("single", "call_mean_ms", "single adds: one call's mean under load (ms)", False),
     ("single", "server_cpu_us", "single adds: server CPU per add (µs)", False),
@@ -49,9 +52,9 @@ FIGURES: list[tuple[str, str, str, bool]] = [
 
 
 def add_round_ratios(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
-    """features.ratio_to_drain and chains.ratio_to_drain: each such run against the plain drain of the same
+    """ratio_to_drain of features, chains and workflows: each such run against the plain drain of the same
     round."""
-    for scenario in ("features", "chains"):
+    for scenario in ("features", "chains", "workflows"):
         for system, feats in runs.get(scenario, {}).items():
             drains = runs.get("drain", {}).get(system, [])
             for feat, plain in zip(feats, drains, strict=False):

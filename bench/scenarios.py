@@ -183,6 +183,25 @@ async def chains(d: Driver, p: Params) -> dict[str, Any]:
     return result
 
 
+async def workflows(d: Driver, p: Params) -> dict[str, Any]:
+    """Two-step workflow runs: p.jobs / 10 runs executed by p.inflight callers while their first queue is
+    paused, each a step whose success starts a step in a second queue; the step runs timed as a drain."""
+    if not isinstance(d, Ours):
+        raise BenchError("workflows is measured for Queue Manager only")
+    queue, side = "bench-workflows", "bench-workflows-next"
+    runs = max(1, p.jobs // 10)
+    await d.prepare(queue, paused=True)
+    await d.prepare(side)
+    r = await d.produce(
+        "workflows", queue, timeout_for(runs), jobs=runs, side_queue=side, inflight=p.inflight
+    )
+    result = await _timed_drain(d, p, f"{queue}+{side}", "chains", 2 * runs, [queue])
+    result["runs_created_per_s"] = runs / r["seconds"]
+    await d.cleanup(queue)
+    await d.cleanup(side)
+    return result
+
+
 async def latency(d: Driver, p: Params) -> dict[str, Any]:
     """Jobs added one by one at p.rate/s (after a warm-up); workers record add stamp → processor start."""
     queue = "bench-latency"
@@ -256,6 +275,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": drain,
     "features": features,
     "chains": chains,
+    "workflows": workflows,
     "single": single,
     "unary": unary,
     "latency": latency,

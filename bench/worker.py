@@ -8,7 +8,8 @@ counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, t
   processor start; ``data["w"]`` marks warm-up jobs.
 - ``features``: a job named ``FAILS_ONCE`` fails its first attempt (the queue retries it); only the
   successful run is recorded. With --side-queue, that queue's jobs are run too and counted apart.
-- ``chains``: records the job id, on --queue and on --side-queue alike (where the chains' links go).
+- ``chains``: records the job id, on --queue and on --side-queue alike (where the chains' links, or the
+  workflows' second steps, go).
 
 It writes --ready-file once the server has welcomed its stream, stops on SIGTERM/SIGINT, and exits on its
 own after --max-seconds or when its parent goes away, so it can never outlive the benchmark.
