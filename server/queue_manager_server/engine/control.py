@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from queue_manager_server.engine.engine import Engine
+from queue_manager_server.engine.engine import Engine, only
 from queue_manager_server.errors import JobNotFound, QueueNotFound, WrongState
 
 # Runs failed as timed out per time_out call; a queue with more due runs is called again at once.
@@ -82,38 +82,28 @@ class Control:
     async def time_out(self, queue: str, limit: int = TIME_OUT_CHUNK) -> TimedOut:
         """Fails the queue's runs past their deadline as timed out (retried per attempts and backoff) and
         tells their workers to stop them."""
-        (result,) = await self.time_out_all([queue], limit)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return only(await self.time_out_all([queue], limit))
 
     async def time_out_all(
         self, queues: Sequence[str], limit: int = TIME_OUT_CHUNK
     ) -> list[TimedOut | Exception]:
-        """`time_out` for each queue, in shared round trips (the periodic scan); each error is its own."""
+        """`time_out` for each queue, in shared round trips (Engine.sweep: the periodic scan)."""
         channel = self.engine.channel
-        replies = await self.engine.sweep(
+        return await self.engine.sweep(
             "time_out",
             queues,
             lambda k: (
                 [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox, k.deadlines],
                 [k.job_prefix, limit, channel, k.queue],
             ),
+            self._timed_out,
         )
-        out: list[TimedOut | Exception] = []
-        for queue, r in zip(queues, replies, strict=True):
-            if isinstance(r, Exception):
-                out.append(r)
-                continue
-            outcomes = [(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(2, len(r), 3)]
-            if outcomes:
-                try:
-                    await self.engine.after_failures(queue, [code for _, code, _ in outcomes])
-                except Exception as exc:  # timed out all the same: the janitor finishes the hand-offs
-                    out.append(exc)
-                    continue
-            out.append(TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes))
-        return out
+
+    async def _timed_out(self, queue: str, r: Any) -> TimedOut:
+        outcomes = [(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(2, len(r), 3)]
+        if outcomes:
+            await self.engine.after_failures(queue, [code for _, code, _ in outcomes])
+        return TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes)
 
     async def retry_later(self, queue: str, items: Sequence[tuple[str, str, int]]) -> list[tuple[int, int]]:
         """Puts jobs whose processor was told to slow down back to delayed without using an attempt, and

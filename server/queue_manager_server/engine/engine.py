@@ -10,7 +10,7 @@ import base64
 import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -51,6 +51,17 @@ NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
 # later (delayed), failed for good, cancelled (a cancel was pending).
 RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
+
+
+T = TypeVar("T")
+
+
+def only(results: Sequence[T | Exception]) -> T:
+    """The one result of a sweep of one queue (Engine.sweep), or its error raised."""
+    (result,) = results
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def new_job_id() -> str:
@@ -587,83 +598,79 @@ class Engine:
     # ---- background ---------------------------------------------------------------------------
 
     async def sweep(
-        self, name: str, queues: Sequence[str], call: Callable[[QueueKeys], tuple[list[str], list[Any]]]
-    ) -> list[Any]:
+        self,
+        name: str,
+        queues: Sequence[str],
+        call: Callable[[QueueKeys], tuple[list[str], list[Any]]],
+        then: Callable[[str, Any], Awaitable[T]],
+    ) -> list[T | Exception]:
         """Runs the script `name` once for each queue (`call` gives its keys and arguments), SWEEP_CHUNK
         calls per round trip: the periodic loops visit every queue, and a round trip per queue cost an idle
-        server with 2,000 queues a quarter of a core. Returns each queue's reply, or the error it met."""
+        server with 2,000 queues a quarter of a core. Each reply goes to `then` (queue, reply); returns what
+        it made of each, or the error the queue met (its call's, or its follow-up's): each error its own."""
         script = self.scripts.get(name)
-        out: list[Any] = []
+        replies: list[Any] = []
         for start in range(0, len(queues), SWEEP_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for queue in queues[start : start + SWEEP_CHUNK]:
                 keys, args = call(self.keys(queue))
                 await script(keys=keys, args=args, client=pipe)
-            out += await execute(pipe, raise_on_error=False)
+            replies += await execute(pipe, raise_on_error=False)
+        out: list[T | Exception] = []
+        for queue, reply in zip(queues, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(reply)
+                continue
+            try:
+                out.append(await then(queue, reply))
+            except Exception as exc:  # the script's work stands: the janitor finishes what follows it
+                out.append(exc)
         return out
 
     async def reap(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
         """Recovers expired leases. Returns (back to waiting, failed for good, next expiry ms or -1)."""
-        (result,) = await self.reap_all([queue], limit)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return only(await self.reap_all([queue], limit))
 
     async def reap_all(
         self, queues: Sequence[str], limit: int = 1000
     ) -> list[tuple[int, int, int] | Exception]:
-        """`reap` for each queue, in shared round trips; a queue's error is its own."""
-        replies = await self.sweep(
+        """`reap` for each queue, in shared round trips (Engine.sweep)."""
+        return await self.sweep(
             "reap",
             queues,
             lambda k: ([k.meta, k.active, k.waiting, k.failed, k.outbox], [k.job_prefix, limit]),
+            self._reaped,
         )
-        out: list[tuple[int, int, int] | Exception] = []
-        for queue, r in zip(queues, replies, strict=True):
-            if isinstance(r, Exception):
-                out.append(r)
-                continue
-            back, lost, cancelled = _i(r[1]), _i(r[2]), _i(r[4])
-            try:
-                if back:
-                    await self.notify_waiting(queue)
-                if lost:
-                    await self.hand_off_dead_letters(queue)
-                if lost or cancelled:  # cancelled: a cancel was pending when the lease ran out
-                    await self.after_flow_finish(queue)
-            except Exception as exc:  # recovered all the same: the janitor finishes the hand-offs
-                out.append(exc)
-                continue
-            out.append((back, lost, _i(r[3])))
-        return out
+
+    async def _reaped(self, queue: str, r: Any) -> tuple[int, int, int]:
+        back, lost, cancelled = _i(r[1]), _i(r[2]), _i(r[4])
+        if back:
+            await self.notify_waiting(queue)
+        if lost:
+            await self.hand_off_dead_letters(queue)
+        if lost or cancelled:  # cancelled: a cancel was pending when the lease ran out
+            await self.after_flow_finish(queue)
+        return back, lost, _i(r[3])
 
     async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
         """Moves due delayed jobs to waiting. Returns (promoted, next run-at ms or -1, now ms)."""
-        (result,) = await self.promote_all([queue], limit)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return only(await self.promote_all([queue], limit))
 
     async def promote_all(
         self, queues: Sequence[str], limit: int = 1000
     ) -> list[tuple[int, int, int] | Exception]:
-        """`promote` for each queue, in shared round trips; a queue's error is its own."""
-        replies = await self.sweep(
-            "promote", queues, lambda k: ([k.meta, k.delayed, k.waiting], [k.job_prefix, limit])
+        """`promote` for each queue, in shared round trips (Engine.sweep)."""
+        return await self.sweep(
+            "promote",
+            queues,
+            lambda k: ([k.meta, k.delayed, k.waiting], [k.job_prefix, limit]),
+            self._promoted,
         )
-        out: list[tuple[int, int, int] | Exception] = []
-        for queue, r in zip(queues, replies, strict=True):
-            if isinstance(r, Exception):
-                out.append(r)
-                continue
-            if _i(r[1]):
-                try:
-                    await self.notify_waiting(queue)
-                except Exception as exc:
-                    out.append(exc)
-                    continue
-            out.append((_i(r[1]), _i(r[2]), _i(r[0])))
-        return out
+
+    async def _promoted(self, queue: str, r: Any) -> tuple[int, int, int]:
+        if _i(r[1]):
+            await self.notify_waiting(queue)
+        return _i(r[1]), _i(r[2]), _i(r[0])
 
     async def hand_off_dead_letters(self, queue: str, limit: int = 100) -> int:
         """Copies jobs that failed for good into the queue's dead-letter queue, then clears the outbox.
