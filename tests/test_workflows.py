@@ -23,6 +23,7 @@ from queue_manager.v1 import types_pb2, workflows_pb2
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.keys import workflow_registry, workflow_starting
 from queue_manager_server.engine.records import NewJob
+from queue_manager_server.engine.workflows import WorkflowStore
 from queue_manager_server.errors import QueueNotFound
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.workflows import Workflows, step_job_id
@@ -32,6 +33,16 @@ from tests.rawworker import eventually
 from tests.test_cli import qm_cli, qm_json
 
 WAIT = 20.0
+
+
+async def step_outcome(
+    store: WorkflowStore, run_id: str, key: str, outcome: str = "c", result: bytes = b"1"
+) -> tuple[str, list[str]] | None:
+    """A step's outcome recorded: (the run's state, the keys of steps to start), None for a run gone."""
+    done = await store.finish_step(run_id, key, outcome, result, "application/json", "")
+    return None if done is None else (done.state, done.to_start)
+
+
 QUEUES = ("user-processing", "email-notifications", "admin-alerts", "analytics", "maps", "reduce")
 
 
@@ -453,7 +464,7 @@ async def test_a_steps_outcome_costs_what_its_neighbours_cost_not_the_whole_run(
     costs = []
     for n in range(200):
         before = await _hgets(engine)
-        state, to_start = await workflows.store.step_done(run_id, f"m{n}", "c", b"1", "application/json", "")
+        state, to_start = await step_outcome(workflows.store, run_id, f"m{n}")
         costs.append(await _hgets(engine) - before)
         assert (state, to_start) == ("running", ["reduce"] if n == 199 else [])
     # Replayed (a server killed before adding the reduce's job): the same steps to start, counted once, with
@@ -472,7 +483,7 @@ async def test_a_steps_outcome_costs_what_its_neighbours_cost_not_the_whole_run(
     assert await engine.redis.hget(key, "go") == b""
     job = await engine.get_job("second", step_job_id(run_id, "reduce"))
     assert len(types_pb2.Job.FromString(job.raw("par") or b"").parents) == 200
-    state, _ = await store.step_done(run_id, "reduce", "c", b"2", "application/json", "")
+    state, _ = await step_outcome(store, run_id, "reduce", result=b"2")
     assert state == "completed"
 
 
@@ -502,10 +513,10 @@ async def test_steps_to_start_are_kept_as_they_are_armed_started_finished_or_can
     run_id, _ = await workflows.execute(wf, "go")
     key = store.key(run_id)
     assert await engine.redis.hget(key, "go") == b""
-    assert await store.step_done(run_id, "a", "c", b"1", "application/json", "") == ("running", ["b", "c"])
+    assert await step_outcome(store, run_id, "a") == ("running", ["b", "c"])
     assert await engine.redis.hget(key, "go") == b"b c"
     # c's job runs and ends before its hand-off marked it started: it leaves go all the same.
-    assert await store.step_done(run_id, "c", "c", b"1", "application/json", "") == ("running", ["b"])
+    assert await step_outcome(store, run_id, "c") == ("running", ["b"])
     assert await store.started(run_id, ["b"]) == []
     assert await engine.redis.hget(key, "go") == b""
     code, started = await store.cancel(run_id, "stop")
@@ -535,9 +546,9 @@ async def test_steps_listed_to_start_are_checked_against_their_state(engine: Eng
     )
     run_id, _ = await workflows.execute(wf, "mixed")
     key = store.key(run_id)
-    assert await store.step_done(run_id, "a", "c", b"1", "application/json", "") == ("running", ["b", "c"])
+    assert await step_outcome(store, run_id, "a") == ("running", ["b", "c"])
     await engine.redis.hset(key, "s:b", "s")  # started by the older server; go still lists it
-    assert await store.step_done(run_id, "a", "c", b"1", "application/json", "") == ("running", ["c"])
+    assert await step_outcome(store, run_id, "a") == ("running", ["c"])
     assert await store.started(run_id, ["b", "c"]) == []
     assert await engine.redis.hget(key, "go") == b""
     assert await store.started("no-such-run", ["b"]) == []

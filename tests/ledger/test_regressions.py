@@ -14,6 +14,7 @@ from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.services.workflows import Workflows, step_job_id
 from tests.ledger.faultkit import Valkey
+from tests.test_workflows import step_outcome
 
 
 async def test_a_step_started_by_a_hand_off_and_its_replay_is_not_cancelled(engine: Engine) -> None:
@@ -38,8 +39,8 @@ async def test_a_step_started_by_a_hand_off_and_its_replay_is_not_cancelled(engi
     run_id, created = await workflows.execute(wf, "race")
     assert created
     # Step a completed: the hand-off and its replay each record it and learn that b is to start …
-    first = await workflows.store.step_done(run_id, "a", "c", b"1", "application/json", "")
-    replay = await workflows.store.step_done(run_id, "a", "c", b"1", "application/json", "")
+    first = await step_outcome(workflows.store, run_id, "a")
+    replay = await step_outcome(workflows.store, run_id, "a")
     assert first == replay == ("running", ["b"])
     # … and each starts it: one job, started once, never cancelled.
     await workflows.start_steps(run_id, ["b"])
@@ -72,10 +73,7 @@ async def test_a_step_cancelled_with_its_run_while_starting_is_still_cancelled(e
         ]
     )
     run_id, _ = await workflows.execute(wf, "cancelled")
-    assert await workflows.store.step_done(run_id, "a", "c", b"1", "application/json", "") == (
-        "running",
-        ["b"],
-    )
+    assert await step_outcome(workflows.store, run_id, "a") == ("running", ["b"])
     await workflows.cancel(run_id, "stop")
     await workflows.start_steps(run_id, ["b"])
     job = await engine.get_job("next", step_job_id(run_id, "b"))

@@ -76,18 +76,11 @@ class WorkflowStore:
             await self.redis.zadd(workflow_registry(self.prefix), {run_id: _i(now)})
         return bool(_i(r[0])), [_s(k) for k in r[1:]]
 
-    async def step_done(
-        self, run_id: str, step_key: str, outcome: str, result: bytes, content_type: str, error: str
-    ) -> tuple[str, list[str]] | None:
-        """Records a step's outcome (c, f or x). Returns (run state, keys of steps to start), or None when
-        the run no longer exists."""
-        done = await self.finish_step(run_id, step_key, outcome, result, content_type, error)
-        return None if done is None else (done.state, done.to_start)
-
     async def finish_step(
         self, run_id: str, step_key: str, outcome: str, result: bytes, content_type: str, error: str
     ) -> StepDone | None:
-        """`step_done`, with the fields of the run that starting the steps reads (None when none start)."""
+        """Records a step's outcome (c, f or x). Returns the run's state, the keys of steps to start and the
+        run's fields that starting them reads, or None when the run no longer exists."""
         r = await self.engine.scripts.run(
             "wf_step_done", [self.key(run_id)], [step_key, outcome, result, content_type, error]
         )
