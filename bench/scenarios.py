@@ -167,38 +167,37 @@ async def features(d: Driver, p: Params) -> dict[str, Any]:
     return result
 
 
+async def _linked_drain(
+    d: Driver, p: Params, name: str, items: int, **produce: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A drain whose jobs each lead to one more, in a second queue (a chain link, a workflow's next step):
+    `items` first jobs written by the producer's `name` mode while their queue is paused, then both queues'
+    2 × items runs timed as a drain. Returns the drain's figures and the producer's."""
+    if not isinstance(d, Ours):
+        raise BenchError(f"{name} is measured for Queue Manager only")
+    queue, side = f"bench-{name}", f"bench-{name}-next"
+    await d.prepare(queue, paused=True)
+    await d.prepare(side)
+    made = await d.produce(name, queue, timeout_for(items), jobs=items, side_queue=side, **produce)
+    result = await _timed_drain(d, p, f"{queue}+{side}", "linked", 2 * items, [queue])
+    await d.cleanup(queue)
+    await d.cleanup(side)
+    return result, made
+
+
 async def chains(d: Driver, p: Params) -> dict[str, Any]:
     """Drain of two-job chains: p.jobs / 2 jobs, each chaining one link in a second queue that the server adds
     when the job completes (the flow hand-off); p.jobs runs in all, as in the plain drain."""
-    if not isinstance(d, Ours):
-        raise BenchError("chains is measured for Queue Manager only")
-    queue, side = "bench-chains", "bench-chains-links"
-    parents = max(1, p.jobs // 2)
-    await d.prepare(queue, paused=True)
-    await d.prepare(side)
-    await d.produce("chains", queue, timeout_for(parents), jobs=parents, side_queue=side)
-    result = await _timed_drain(d, p, f"{queue}+{side}", "chains", 2 * parents, [queue])
-    await d.cleanup(queue)
-    await d.cleanup(side)
+    result, _ = await _linked_drain(d, p, "chains", max(1, p.jobs // 2))
     return result
 
 
 async def workflows(d: Driver, p: Params) -> dict[str, Any]:
     """Two-step workflow runs: p.jobs / 10 runs executed by p.inflight callers while their first queue is
     paused, each a step whose success starts a step in a second queue; the step runs timed as a drain."""
-    if not isinstance(d, Ours):
-        raise BenchError("workflows is measured for Queue Manager only")
-    queue, side = "bench-workflows", "bench-workflows-next"
     runs = max(1, p.jobs // 10)
-    await d.prepare(queue, paused=True)
-    await d.prepare(side)
-    r = await d.produce(
-        "workflows", queue, timeout_for(runs), jobs=runs, side_queue=side, inflight=p.inflight
-    )
-    result = await _timed_drain(d, p, f"{queue}+{side}", "chains", 2 * runs, [queue])
-    result["runs_created_per_s"] = runs / r["seconds"]
-    await d.cleanup(queue)
-    await d.cleanup(side)
+    result, made = await _linked_drain(d, p, "workflows", runs, inflight=p.inflight)
+    result["runs_created_per_s"] = runs / made["seconds"]
     return result
 
 

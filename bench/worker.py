@@ -8,7 +8,7 @@ counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, t
   processor start; ``data["w"]`` marks warm-up jobs.
 - ``features``: a job named ``FAILS_ONCE`` fails its first attempt (the queue retries it); only the
   successful run is recorded. With --side-queue, that queue's jobs are run too and counted apart.
-- ``chains``: records the job id, on --queue and on --side-queue alike (where the chains' links, or the
+- ``linked``: records the job id, on --queue and on --side-queue alike (where the chains' links, or the
   workflows' second steps, go).
 
 It writes --ready-file once the server has welcomed its stream, stops on SIGTERM/SIGINT, and exits on its
@@ -59,7 +59,7 @@ def _register(qm: QueueManager, args: argparse.Namespace, rec: Recorder) -> None
             rec.started()
             rec.done(job.id)
 
-    if args.side_queue and args.mode == "chains":
+    if args.side_queue and args.mode == "linked":
 
         @qm.processor(args.side_queue)
         async def link(job: JobContext) -> None:
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--server", default=os.environ.get("QM_SERVER", "localhost:50051"))
     parser.add_argument("--queue", required=True)
     parser.add_argument("--side-queue", default="")
-    parser.add_argument("--mode", choices=["noop", "latency", "features", "chains"], default="noop")
+    parser.add_argument("--mode", choices=["noop", "latency", "features", "linked"], default="noop")
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "200")))
     parser.add_argument("--ready-file", required=True)
     parser.add_argument("--out-dir", required=True)
