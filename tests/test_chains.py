@@ -25,6 +25,24 @@ from tests.rawworker import eventually
 WAIT = 20.0
 
 
+def chained_job(job_id: str, link_queue: str) -> NewJob:
+    """A job named and identified `job_id` whose chain has one link, a job "next" in `link_queue`."""
+    link = types_pb2.ChainLink(queue_name=link_queue, job_name="next")
+    job = convert.new_job(
+        jobs_pb2.NewJob(name=job_id, options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
+    )
+    job.id = job_id
+    return job
+
+
+async def completed(engine: Engine, queue: str, jobs: list[NewJob]) -> tuple[list[int], int]:
+    """Adds the jobs, leases and completes them all (result {"r": 1}); returns complete's codes and the
+    flow hand-offs it queued."""
+    await engine.add_jobs(queue, jobs)
+    claimed = (await engine.claim(queue, len(jobs), "t", "w", 30_000)).jobs
+    return await engine.complete(queue, [(j.id, "t", b'{"r": 1}', "application/json") for j in claimed])
+
+
 @pytest.fixture
 async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
     client = QueueManager(address=server.address, concurrency=4)
@@ -224,21 +242,8 @@ async def test_a_batch_of_hand_offs_adds_its_links_and_clears_in_one_round_trip_
         await engine.register_queue(name, {})
     engine.flow_hook = None  # the hand-off is run below, by hand
     flows = Flows(engine, Workflows(engine, 1 << 20), 1 << 20)
-
-    def chained(i: int) -> NewJob:
-        target = "gone" if i % 10 == 0 else "notifications"
-        link = types_pb2.ChainLink(queue_name=target, job_name=f"n{i}")
-        job = convert.new_job(
-            jobs_pb2.NewJob(name=f"p{i}", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
-        )
-        job.id = f"p{i}"
-        return job
-
-    await engine.add_jobs("ingest", [chained(i) for i in range(60)])
-    claimed = (await engine.claim("ingest", 100, "t", "w", 30_000)).jobs
-    codes, queued = await engine.complete(
-        "ingest", [(j.id, "t", b'{"r": 1}', "application/json") for j in claimed]
-    )
+    jobs = [chained_job(f"p{i}", "gone" if i % 10 == 0 else "notifications") for i in range(60)]
+    codes, queued = await completed(engine, "ingest", jobs)
     assert set(codes) == {0} and queued == 60
 
     async def script_calls() -> int:
@@ -273,17 +278,7 @@ async def test_pending_flows_answer_each_entry_as_written_and_an_empty_one_when_
     {} for an entry another server cleared meanwhile (its hand-off then does nothing)."""
     await engine.register_queue("ingest", {})
     engine.flow_hook = None
-    link = types_pb2.ChainLink(queue_name="ingest", job_name="next")
-    jobs = []
-    for i in range(3):
-        job = convert.new_job(
-            jobs_pb2.NewJob(name=f"p{i}", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
-        )
-        job.id = f"p{i}"
-        jobs.append(job)
-    await engine.add_jobs("ingest", jobs)
-    claimed = (await engine.claim("ingest", 10, "t", "w", 30_000)).jobs
-    await engine.complete("ingest", [(j.id, "t", b'{"r": 1}', "application/json") for j in claimed])
+    await completed(engine, "ingest", [chained_job(f"p{i}", "ingest") for i in range(3)])
     k = engine.keys("ingest")
     await engine.redis.delete(k.flow("p1"))
     entries = await engine.pending_flows("ingest", 10)
@@ -291,6 +286,7 @@ async def test_pending_flows_answer_each_entry_as_written_and_an_empty_one_when_
     first, cleared = entries[0][1], entries[1][1]
     assert cleared == {}
     assert first["st"] == b"completed" and first["res"] == b'{"r": 1}' and first["name"] == b"p0"
+    link = types_pb2.ChainLink(queue_name="ingest", job_name="next")
     assert types_pb2.JobOptions.FromString(first["chn"]).chain_to == [link]
     assert set(first) == {"st", "res", "rct", "err", "name", "chn", "par"}
     assert await engine.pending_flows("ingest", 2) == entries[:2]
@@ -306,17 +302,7 @@ async def test_a_chains_last_link_hands_nothing_on_when_it_completes_but_stops_t
         await engine.register_queue(name, {})
     engine.flow_hook = None  # hand-offs run below, by hand
     flows = Flows(engine, Workflows(engine, 1 << 20), 1 << 20)
-    link = types_pb2.ChainLink(queue_name="notifications", job_name="notify")
-    parents = []
-    for i in range(2):
-        job = convert.new_job(
-            jobs_pb2.NewJob(name=f"p{i}", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
-        )
-        job.id = f"p{i}"
-        parents.append(job)
-    await engine.add_jobs("ingest", parents)
-    claimed = (await engine.claim("ingest", 10, "t", "w", 30_000)).jobs
-    await engine.complete("ingest", [(j.id, "t", b"1", "application/json") for j in claimed])
+    await completed(engine, "ingest", [chained_job(f"p{i}", "notifications") for i in range(2)])
     assert await flows.hand_off("ingest") == 2
     done, failing = (await engine.claim("notifications", 10, "t", "w", 30_000)).jobs
     assert (await engine.get_job("notifications", done.id)).raw("flo") == b"e"
@@ -344,14 +330,7 @@ async def test_the_janitor_finds_the_queues_with_work_in_shared_round_trips_and_
         await engine.register_queue(name, {})
     engine.flow_hook = None  # the entry stays queued, as if its server died before the hand-off
     chained = names[-1]
-    link = types_pb2.ChainLink(queue_name=names[0], job_name="next")
-    job = convert.new_job(
-        jobs_pb2.NewJob(name="p", options=types_pb2.JobOptions(chain_to=[link])), "job", 1 << 20
-    )
-    job.id = "p"
-    await engine.add_jobs(chained, [job])
-    (claimed,) = (await engine.claim(chained, 1, "t", "w", 30_000)).jobs
-    await engine.complete(chained, [(claimed.id, "t", b"1", "application/json")])
+    await completed(engine, chained, [chained_job("p", names[0])])
     assert await engine.redis.llen(engine.keys(chained).flow_outbox) == 1
     broken = names[5]
     await engine.redis.set(engine.keys(broken).flow_outbox, "not a list")

@@ -35,6 +35,22 @@ from tests.test_cli import qm_cli, qm_json
 WAIT = 20.0
 
 
+async def in_two_queues(engine: Engine) -> Workflows:
+    """Workflows over the engine, with the queues "first" and "second" registered."""
+    for q in ("first", "second"):
+        await engine.register_queue(q, {})
+    return Workflows(engine, 1 << 20)
+
+
+def branching(*after: str, roots: tuple[str, ...] = ()) -> workflows_pb2.Workflow:
+    """A step "a" in queue first whose success starts the steps `after` in queue second, and more root
+    steps `roots` in queue first (each step's job named as its key)."""
+    a = workflows_pb2.WorkflowStep(key="a", queue_name="first", job_name="a")
+    a.on_success.extend(workflows_pb2.WorkflowStep(key=k, queue_name="second", job_name=k) for k in after)
+    more = [workflows_pb2.WorkflowStep(key=k, queue_name="first", job_name=k) for k in roots]
+    return workflows_pb2.Workflow(steps=[a, *more])
+
+
 async def step_outcome(
     store: WorkflowStore, run_id: str, key: str, outcome: str = "c", result: bytes = b"1"
 ) -> tuple[str, list[str]] | None:
@@ -394,9 +410,7 @@ async def test_executing_a_run_registers_it_and_starts_its_roots_without_reading
     """A new run is registered at Redis's time (its starting mark for the janitor set in the creation's
     round trip), its root steps' jobs are added from what was just written (no read of the run), and the
     mark goes once they are added. A run executed again is not registered anew."""
-    for q in ("first", "second"):
-        await engine.register_queue(q, {})
-    workflows = Workflows(engine, 1 << 20)
+    workflows = await in_two_queues(engine)
     wf = workflows_pb2.Workflow(
         name="two roots",
         metadata=workflows_pb2.WorkflowMetadata(correlation_id="c-1"),
@@ -452,9 +466,7 @@ async def test_a_steps_outcome_costs_what_its_neighbours_cost_not_the_whole_run(
     run of 1,000 maps cost Valkey a second); the reduce starts once the last map completes, and the steps
     to start come back on a replay. A run stored before the counts (no go, nd: or dc: fields) still runs
     right, reading its dependencies' states as before."""
-    for q in ("first", "second"):
-        await engine.register_queue(q, {})
-    workflows = Workflows(engine, 1 << 20)
+    workflows = await in_two_queues(engine)
     store = workflows.store
     run_id, _ = await workflows.execute(_map_reduce(200), "mr")
     key = store.key(run_id)
@@ -492,25 +504,9 @@ async def test_steps_to_start_are_kept_as_they_are_armed_started_finished_or_can
 ) -> None:
     """The run's go field holds exactly the steps in state g: a branch armed on success joins it, a step
     started or finished before it was marked started leaves it, and a cancel empties it."""
-    for q in ("first", "second"):
-        await engine.register_queue(q, {})
-    workflows = Workflows(engine, 1 << 20)
+    workflows = await in_two_queues(engine)
     store = workflows.store
-    wf = workflows_pb2.Workflow(
-        steps=[
-            workflows_pb2.WorkflowStep(
-                key="a",
-                queue_name="first",
-                job_name="a",
-                on_success=[
-                    workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b"),
-                    workflows_pb2.WorkflowStep(key="c", queue_name="second", job_name="c"),
-                ],
-            ),
-            workflows_pb2.WorkflowStep(key="d", queue_name="first", job_name="d"),
-        ]
-    )
-    run_id, _ = await workflows.execute(wf, "go")
+    run_id, _ = await workflows.execute(branching("b", "c", roots=("d",)), "go")
     key = store.key(run_id)
     assert await engine.redis.hget(key, "go") == b""
     assert await step_outcome(store, run_id, "a") == ("running", ["b", "c"])
@@ -527,24 +523,9 @@ async def test_steps_to_start_are_kept_as_they_are_armed_started_finished_or_can
 async def test_steps_listed_to_start_are_checked_against_their_state(engine: Engine) -> None:
     """A server of an older version starts steps without keeping go: a step it started is not returned as
     one to start, and marking it started (a replayed hand-off) takes it out of go."""
-    for q in ("first", "second"):
-        await engine.register_queue(q, {})
-    workflows = Workflows(engine, 1 << 20)
+    workflows = await in_two_queues(engine)
     store = workflows.store
-    wf = workflows_pb2.Workflow(
-        steps=[
-            workflows_pb2.WorkflowStep(
-                key="a",
-                queue_name="first",
-                job_name="a",
-                on_success=[
-                    workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b"),
-                    workflows_pb2.WorkflowStep(key="c", queue_name="second", job_name="c"),
-                ],
-            )
-        ]
-    )
-    run_id, _ = await workflows.execute(wf, "mixed")
+    run_id, _ = await workflows.execute(branching("b", "c"), "mixed")
     key = store.key(run_id)
     assert await step_outcome(store, run_id, "a") == ("running", ["b", "c"])
     await engine.redis.hset(key, "s:b", "s")  # started by the older server; go still lists it
@@ -558,20 +539,9 @@ async def test_steps_listed_to_start_are_checked_against_their_state(engine: Eng
 async def test_a_step_that_starts_the_next_reads_no_more_of_the_run_than_it_needs(engine: Engine) -> None:
     """Finishing a step that starts the next one reads the run once, in the script that records the outcome
     (the next step's spec, its parent's result): no read of the whole run."""
-    for q in ("first", "second"):
-        await engine.register_queue(q, {})
-    workflows = Workflows(engine, 1 << 20)
-    wf = workflows_pb2.Workflow(
-        metadata=workflows_pb2.WorkflowMetadata(correlation_id="c-9"),
-        steps=[
-            workflows_pb2.WorkflowStep(
-                key="a",
-                queue_name="first",
-                job_name="a",
-                on_success=[workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b")],
-            )
-        ],
-    )
+    workflows = await in_two_queues(engine)
+    wf = branching("b")
+    wf.metadata.correlation_id = "c-9"
     run_id, _ = await workflows.execute(wf, "lean")
     stats = await engine.redis.info("commandstats")
     before = int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
