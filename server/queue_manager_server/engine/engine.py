@@ -56,6 +56,17 @@ RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
 T = TypeVar("T")
 
 
+def _finished_sets(k: QueueKeys) -> tuple[str, str, str]:
+    """The sets of finished jobs that retention trims: completed, failed, cancelled."""
+    return k.completed, k.failed, k.cancelled
+
+
+def _age_limits(ages: Sequence[Any]) -> tuple[Any, Any, Any]:
+    """The age limits of `_finished_sets`, from the queue's (kc_age, kf_age): cancelled jobs are kept like
+    failed ones."""
+    return ages[0], ages[1], ages[1]
+
+
 def only(results: Sequence[T | Exception]) -> T:
     """The one result of a sweep of one queue (Engine.sweep), or its error raised."""
     (result,) = results
@@ -732,7 +743,7 @@ class Engine:
                 pipe.hmget(k.meta, ["kc_age", "kf_age"])
                 pipe.llen(k.outbox)
                 pipe.llen(k.flow_outbox)
-                for zset in (k.completed, k.failed, k.cancelled):
+                for zset in _finished_sets(k):
                     pipe.zrange(zset, 0, 0, withscores=True)
             replies = await execute(pipe, raise_on_error=False)
             for i in range(len(chunk)):
@@ -741,11 +752,9 @@ class Engine:
                     # A key of the wrong type: every task is tried, so the queue's own error shows.
                     out.append(Housekeeping(bulk=True, retention=True, dead_letters=True, flows=True))
                     continue
-                # Cancelled jobs are kept like failed ones.
-                limits = (ages[0], ages[1], ages[1])
                 retention = any(
                     age and _i(age) > 0 and first and first[0][1] < now - _i(age)
-                    for age, first in zip(limits, oldest, strict=True)
+                    for age, first in zip(_age_limits(ages), oldest, strict=True)
                 )
                 out.append(
                     Housekeeping(
@@ -760,8 +769,7 @@ class Engine:
         ages = await self.redis.hmget(k.meta, ["kc_age", "kf_age"])
         now = await self.redis_time_ms()
         removed = 0
-        # Cancelled jobs are kept like failed ones.
-        for zset, age in ((k.completed, ages[0]), (k.failed, ages[1]), (k.cancelled, ages[1])):
+        for zset, age in zip(_finished_sets(k), _age_limits(ages), strict=True):
             if age and _i(age) > 0:
                 removed += await self._clean_loop("clean", zset, k.job_prefix, "score", now - _i(age), 0)
         return removed

@@ -230,7 +230,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         dispatcher (which waits for that work) and closes Redis (work after that would open connections
         of its own that nobody closes)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._streams_ended.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._streams_ended.wait()
 
     async def drain(self, grace_s: float) -> None:
         """Stops new work, tells workers to drain, waits for their leases, then releases what is left."""
