@@ -141,6 +141,12 @@ def test_refuses_a_redis_too_old_for_the_scripts() -> None:
         assert redis_version_problem(unknown) == ""
 
 
+def environment_of(pid: int) -> list[bytes] | None:
+    """A process's environment (NAME=value), where /proc shows it."""
+    environ = Path(f"/proc/{pid}/environ")
+    return environ.read_bytes().split(b"\0") if environ.exists() else None
+
+
 async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, prefix: str) -> None:
     app = App(
         Settings(listen="127.0.0.1:0", redis_url=None, data_dir=str(tmp_path / "data"), key_prefix=prefix)
@@ -150,9 +156,9 @@ async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, 
         assert app.embedded is not None
         assert (await app.redis.config_get("appendonly"))["appendonly"] == "yes"  # type: ignore[union-attr]
         await add_jobs(app.address, 1)
-        environ = Path(f"/proc/{app.embedded.pid}/environ")
-        if environ.exists():  # Linux: Valkey runs with glibc's larger per-thread cache of free blocks
-            assert f"GLIBC_TUNABLES={MALLOC_TUNABLES}".encode() in environ.read_bytes().split(b"\0")
+        environment = environment_of(app.embedded.pid)
+        if environment is not None:  # Linux: Valkey runs with glibc's larger per-thread cache of free blocks
+            assert f"GLIBC_TUNABLES={MALLOC_TUNABLES}".encode() in environment
     finally:
         await app.stop()
     assert (tmp_path / "data" / "appendonlydir").exists()
