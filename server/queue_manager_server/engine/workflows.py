@@ -7,6 +7,7 @@ hash). Every key of a run carries the run's own hash tag, so each script touches
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,20 @@ class StepDone:
     run: RunRecord | None
 
 
+def _step_done(run_id: str, r: list[Any]) -> StepDone | None:
+    """wf_step_done.lua's reply: the run's state, the keys of steps to start, "" and field pairs."""
+    if not isinstance(r[0], bytes) and _i(r[0]) == -1:
+        return None
+    rest = r[1:]
+    end = next((i for i, v in enumerate(rest) if v == b""), len(rest))
+    keys = [_s(k) for k in rest[:end]]
+    pairs = rest[end + 1 :]
+    run = (
+        RunRecord(run_id, {_s(pairs[i]): _b(pairs[i + 1]) for i in range(0, len(pairs), 2)}) if keys else None
+    )
+    return StepDone(_s(r[0]), keys, run)
+
+
 class WorkflowStore:
     """Stores workflow runs and runs the scripts that create, advance and cancel them."""
 
@@ -76,32 +91,57 @@ class WorkflowStore:
             await self.redis.zadd(workflow_registry(self.prefix), {run_id: _i(now)})
         return bool(_i(r[0])), [_s(k) for k in r[1:]]
 
-    async def finish_step(
-        self, run_id: str, step_key: str, outcome: str, result: bytes, content_type: str, error: str
-    ) -> StepDone | None:
-        """Records a step's outcome (c, f or x). Returns the run's state, the keys of steps to start and the
-        run's fields that starting them reads, or None when the run no longer exists."""
-        r = await self.engine.scripts.run(
-            "wf_step_done", [self.key(run_id)], [step_key, outcome, result, content_type, error]
-        )
-        if not isinstance(r[0], bytes) and _i(r[0]) == -1:
-            return None
-        rest = r[1:]
-        end = next((i for i, v in enumerate(rest) if v == b""), len(rest))
-        keys = [_s(k) for k in rest[:end]]
-        pairs = rest[end + 1 :]
-        run = (
-            RunRecord(run_id, {_s(pairs[i]): _b(pairs[i + 1]) for i in range(0, len(pairs), 2)})
-            if keys
-            else None
-        )
-        return StepDone(_s(r[0]), keys, run)
-
-    async def started(self, run_id: str, step_keys: list[str]) -> list[str]:
-        """Marks steps whose jobs were added as started; returns those cancelled meanwhile."""
-        if not step_keys:
+    async def finish_steps(
+        self, outcomes: Sequence[tuple[str, str, str, bytes, str, str]]
+    ) -> list[StepDone | None]:
+        """Records steps' outcomes (run id, step key, outcome c, f or x, result, its content type, failure
+        reason), in the order given and in one round trip. Returns for each the run's state, the keys of
+        steps to start and the run's fields that starting them reads, or None when the run no longer
+        exists."""
+        if len(outcomes) == 1:  # one step (the steps of one run come one at a time): no pipeline to build
+            run_id, key, outcome, result, content_type, error = outcomes[0]
+            reply = await self.engine.scripts.run(
+                "wf_step_done", [self.key(run_id)], [key, outcome, result, content_type, error]
+            )
+            return [_step_done(run_id, reply)]
+        if not outcomes:
             return []
-        return [_s(k) for k in await self.engine.scripts.run("wf_started", [self.key(run_id)], step_keys)]
+        pipe = self.redis.pipeline(transaction=False)
+        script = self.engine.scripts.get("wf_step_done")
+        for run_id, key, outcome, result, content_type, error in outcomes:
+            await script(
+                keys=[self.key(run_id)], args=[key, outcome, result, content_type, error], client=pipe
+            )
+        replies = await execute(pipe)
+        return [_step_done(o[0], r) for o, r in zip(outcomes, replies, strict=True)]
+
+    async def started(
+        self, marks: Sequence[tuple[str, list[str]]], finished: Sequence[str] = ()
+    ) -> list[list[str]]:
+        """Marks steps whose jobs were added as started (run id, step keys), in one round trip with the
+        expiry of runs that finished (expire_finished). Returns for each mark the keys cancelled with the
+        run meanwhile."""
+        marked = [n for n, (_, keys) in enumerate(marks) if keys]
+        out: list[list[str]] = [[] for _ in marks]
+        if len(marked) == 1 and not finished:  # one run's steps: no pipeline to build
+            run_id, keys = marks[marked[0]]
+            out[marked[0]] = [
+                _s(k) for k in await self.engine.scripts.run("wf_started", [self.key(run_id)], keys)
+            ]
+            return out
+        if not marked and not finished:
+            return out
+        pipe = self.redis.pipeline(transaction=False)
+        script = self.engine.scripts.get("wf_started")
+        for n in marked:
+            run_id, keys = marks[n]
+            await script(keys=[self.key(run_id)], args=keys, client=pipe)
+        for run_id in finished:
+            pipe.pexpire(self.key(run_id), RUN_RETENTION_MS)
+        replies = await execute(pipe)
+        for n, reply in zip(marked, replies, strict=False):
+            out[n] = [_s(k) for k in reply]
+        return out
 
     async def done_starting(self, run_id: str) -> None:
         await self.redis.zrem(workflow_starting(self.prefix), run_id)
@@ -133,7 +173,7 @@ class WorkflowStore:
 
     async def expire_finished(self, run_id: str) -> None:
         """Lets a finished run expire after the retention period."""
-        await self.redis.pexpire(self.key(run_id), RUN_RETENTION_MS)
+        await self.started([], [run_id])
 
     async def page(self, offset: int, count: int) -> tuple[list[RunRecord], int]:
         """A page of runs, newest first, without step fields; runs that expired are forgotten."""

@@ -12,7 +12,6 @@ Redis Cluster.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -151,20 +150,18 @@ class Flows:
         steps: dict[str, list[tuple[int, str, str, dict[str, bytes]]]],
         children: list[list[types_pb2.JobRef]],
     ) -> None:
-        """Records finished workflow steps and starts what follows them: runs side by side (each step makes a
-        few round trips: one run after another made steps a fifth as fast as chain links), the steps of one
-        run in the order they finished. steps: per run id, (index in the batch, step key, state, entry)."""
-
-        async def finish(run_id: str, items: list[tuple[int, str, str, dict[str, bytes]]]) -> None:
-            for i, key, state, entry in items:
-                children[i] += await self.workflows.step_finished(run_id, key, state, entry)
-
-        outcomes = await asyncio.gather(
-            *(finish(run_id, items) for run_id, items in steps.items()), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome  # Redis failed: the entries stay queued for the next pass
+        """Records finished workflow steps and starts what follows them, the steps of all runs together
+        (Workflows.steps_finished: shared round trips), one run's steps in the order they finished: the
+        first of each run, then the second of those with more, and so on. steps: per run id, (index in the
+        batch, step key, state, entry)."""
+        rounds = max(len(items) for items in steps.values())
+        for r in range(rounds):
+            batch = [(run_id, items[r]) for run_id, items in steps.items() if len(items) > r]
+            started = await self.workflows.steps_finished(
+                [(run_id, key, state, entry) for run_id, (_, key, state, entry) in batch]
+            )
+            for (_, (i, _, _, _)), refs in zip(batch, started, strict=True):
+                children[i] += refs
 
     def _next_link(
         self,

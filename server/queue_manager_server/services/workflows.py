@@ -16,7 +16,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -69,6 +69,10 @@ STARTING_GRACE_MS = 5_000
 
 # Cancels one job of a step (queue, job id, reason); set once job cancellation is wired in.
 JobCanceller = Callable[[str, str, str], Awaitable[object]]
+# A step's job finished: run id, step key, the job's state, its flow entry (result, content type, error).
+_Finished = tuple[str, str, str, dict[str, bytes]]
+# Steps of a run to start: run id, step keys, the run as stored (None: read it).
+_Start = tuple[str, list[str], "RunRecord | None"]
 
 
 def step_job_id(run_id: str, step_key: str) -> str:
@@ -243,69 +247,127 @@ class Workflows:
         self, run_id: str, step_key: str, state: str, entry: dict[str, bytes]
     ) -> list[types_pb2.JobRef]:
         """Records how a step's job finished and starts what follows; returns the jobs started."""
-        outcome = _OUTCOMES.get(state)
-        if outcome is None:
-            return []
-        done = await self.store.finish_step(
-            run_id,
-            step_key,
-            outcome,
-            entry.get("res", b""),
-            entry.get("rct", b"").decode(),
-            entry.get("err", b"").decode() or state,
+        return (await self.steps_finished([(run_id, step_key, state, entry)]))[0]
+
+    async def steps_finished(self, steps: Sequence[_Finished]) -> list[list[types_pb2.JobRef]]:
+        """Records how steps' jobs finished (run id, step key, job state, the job's flow entry), in the order
+        given, and starts what follows them, in shared round trips: the outcomes in one, the jobs of the
+        steps they start in one (one add per queue), their started marks and the expiry of runs that
+        finished in one. A round trip per step made a workflow step a sixth as fast as a plain job.
+        Returns the jobs each started."""
+        recorded = [i for i, (_, _, state, _) in enumerate(steps) if state in _OUTCOMES]
+        outcomes = await self.store.finish_steps(
+            [
+                (
+                    steps[i][0],
+                    steps[i][1],
+                    _OUTCOMES[steps[i][2]],
+                    steps[i][3].get("res", b""),
+                    steps[i][3].get("rct", b"").decode(),
+                    steps[i][3].get("err", b"").decode() or steps[i][2],
+                )
+                for i in recorded
+            ]
         )
-        if done is None:
-            return []
-        started = await self.start_steps(run_id, done.to_start, done.run)
-        if done.state != "running":
-            await self.store.expire_finished(run_id)
-        return started
+        starts: list[_Start] = []
+        owners: list[int] = []
+        finished: list[str] = []
+        for i, done in zip(recorded, outcomes, strict=True):
+            if done is None:
+                continue
+            if done.to_start:
+                starts.append((steps[i][0], done.to_start, done.run))
+                owners.append(i)
+            if done.state != "running":
+                finished.append(steps[i][0])
+        refs: list[list[types_pb2.JobRef]] = [[] for _ in steps]
+        for i, started in zip(owners, await self._start(starts, finished), strict=True):
+            refs[i] = started
+        return refs
 
     async def start_steps(
         self, run_id: str, keys: list[str], run: RunRecord | None = None
     ) -> list[types_pb2.JobRef]:
         """Adds the jobs of steps decided to start (idempotent), then marks them started. run: the run as
         stored, when the caller has it (else it is read)."""
-        if not keys:
-            return []
-        if run is None:
-            run = await self.store.read(run_id)
-        if run is None:
-            return []
-        metadata = workflows_pb2.WorkflowMetadata.FromString(run.fields.get("md", b""))
-        by_queue: dict[str, list[tuple[str, NewJob]]] = defaultdict(list)
-        for key in keys:
-            spec = _spec(run, key)
-            job = convert.new_job(
-                jobs_pb2.NewJob(name=spec.job_name, data=spec.data, options=spec.options),
-                key,
-                self.payload_limit,
-            )
-            job.id = step_job_id(run_id, key)
-            view = types_pb2.Job(
-                parents=_parents(run, run_id, key, spec),
-                workflow=types_pb2.WorkflowStepRef(run_id=run_id, step_key=key),
-            )
-            job.extra = {"flo": b"1", "par": view.SerializeToString()}
-            if not job.metadata and (metadata.correlation_id or metadata.tags):
-                job.metadata = types_pb2.JobMetadata(
-                    correlation_id=metadata.correlation_id, tags=metadata.tags
-                ).SerializeToString()
-            by_queue[spec.queue_name].append((key, job))
-        refs: list[types_pb2.JobRef] = []
-        added: list[str] = []
-        for queue, items in by_queue.items():
-            try:
-                await self.engine.add_jobs(queue, [job for _, job in items])
-            except QueueNotFound as exc:
-                for key, _ in items:
-                    refs += await self.step_finished(run_id, key, "failed", {"err": str(exc).encode()})
+        return (await self._start([(run_id, keys, run)]))[0]
+
+    async def _start(
+        self, starts: Sequence[_Start], finished: Sequence[str] = ()
+    ) -> list[list[types_pb2.JobRef]]:
+        """start_steps for several runs: their jobs added in one round trip (one add per queue), then marked
+        started with the expiry of the runs in finished in another. Returns the jobs each run started."""
+        refs: list[list[types_pb2.JobRef]] = [[] for _ in starts]
+        by_queue: dict[str, list[tuple[int, str, NewJob]]] = defaultdict(list)
+        runs: list[RunRecord | None] = []
+        for n, (run_id, keys, run) in enumerate(starts):
+            if keys and run is None:
+                run = await self.store.read(run_id)
+            runs.append(run)
+            if not keys or run is None:
                 continue
-            added += [key for key, _ in items]
-            refs += [types_pb2.JobRef(queue_name=queue, job_id=job.id) for _, job in items]
-        for key in await self.store.started(run_id, added):  # the run was cancelled meanwhile
-            await self._cancel_step_job(run, run_id, key, "the workflow run was cancelled")
+            metadata = workflows_pb2.WorkflowMetadata.FromString(run.fields.get("md", b""))
+            for key in keys:
+                spec = _spec(run, key)
+                by_queue[spec.queue_name].append((n, key, self._step_job(run, run_id, key, spec, metadata)))
+        if not by_queue and not finished:
+            return refs
+        groups = list(by_queue.items())
+        results = (
+            await self.engine.add_jobs_many(
+                [(queue, [job for _, _, job in items]) for queue, items in groups]
+            )
+            if groups
+            else []
+        )
+        added: list[list[str]] = [[] for _ in starts]
+        refused: list[tuple[int, str, QueueNotFound]] = []
+        for (queue, items), result in zip(groups, results, strict=True):
+            if isinstance(result, QueueNotFound):
+                refused += [(n, key, result) for n, key, _ in items]
+                continue
+            if isinstance(result, Exception):
+                raise result  # Redis failed: the caller's outbox entries stay queued for the next pass
+            for n, key, job in items:
+                added[n].append(key)
+                refs[n].append(types_pb2.JobRef(queue_name=queue, job_id=job.id))
+        marks = [(run_id, keys) for (run_id, _, _), keys in zip(starts, added, strict=True)]
+        cancelled = await self.store.started(marks, finished)
+        for (run_id, _, _), run, keys in zip(starts, runs, cancelled, strict=True):
+            if run is None:
+                continue
+            for key in keys:  # the run was cancelled meanwhile
+                await self._cancel_step_job(run, run_id, key, "the workflow run was cancelled")
+        # A step whose queue is gone (deleted since the run was created) fails: what follows its failure
+        # starts in turn.
+        for n, key, exc in refused:
+            refs[n] += await self.step_finished(starts[n][0], key, "failed", {"err": str(exc).encode()})
         return refs
+
+    def _step_job(
+        self,
+        run: RunRecord,
+        run_id: str,
+        key: str,
+        spec: workflows_pb2.WorkflowStep,
+        metadata: workflows_pb2.WorkflowMetadata,
+    ) -> NewJob:
+        """The job of a starting step: its spec's job, with its run and parents as its flow view, and the
+        run's metadata unless the spec has its own."""
+        job = convert.new_job(
+            jobs_pb2.NewJob(name=spec.job_name, data=spec.data, options=spec.options), key, self.payload_limit
+        )
+        job.id = step_job_id(run_id, key)
+        view = types_pb2.Job(
+            parents=_parents(run, run_id, key, spec),
+            workflow=types_pb2.WorkflowStepRef(run_id=run_id, step_key=key),
+        )
+        job.extra = {"flo": b"1", "par": view.SerializeToString()}
+        if not job.metadata and (metadata.correlation_id or metadata.tags):
+            job.metadata = types_pb2.JobMetadata(
+                correlation_id=metadata.correlation_id, tags=metadata.tags
+            ).SerializeToString()
+        return job
 
     async def resume_starting(self) -> int:
         """Starts the first steps of runs whose creator died before adding their jobs (janitor)."""
