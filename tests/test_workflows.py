@@ -26,7 +26,13 @@ from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.workflows import WorkflowStore
 from queue_manager_server.errors import QueueNotFound
 from queue_manager_server.services.flows import Flows
-from queue_manager_server.services.workflows import Workflows, step_job_id
+from queue_manager_server.services.workflows import (
+    STARTING_GRACE_MS,
+    Workflows,
+    layout,
+    run_fields,
+    step_job_id,
+)
 from tests.conftest import RunningServer
 from tests.procs import Procs
 from tests.rawworker import eventually
@@ -500,6 +506,30 @@ async def test_executing_a_run_registers_it_and_starts_its_roots_without_reading
     assert await engine.redis.zscore(workflow_registry(engine.prefix), run_id) == registered
     with pytest.raises(QueueNotFound, match="third"):
         await engine.require_queues(["first", "third", "fourth"])
+
+
+async def test_a_run_whose_creator_died_before_its_first_steps_is_started_and_registered(
+    engine: Engine,
+) -> None:
+    """The creator wrote the run (and its starting mark) and died before adding its first steps' jobs, which
+    is also before registering it: the janitor adds them, registers the run at the mark's time and clears
+    the mark. A run whose creator is alive (a mark younger than the grace) is left to it."""
+    workflows = await in_two_queues(engine)
+    wf = branching("b", roots=("c",))
+    created, to_start, now = await workflows.store.create("orphan", run_fields(wf, layout(wf, 1 << 20)))
+    assert (created, to_start) == (True, ["a", "c"])
+    await workflows.store.create("young", run_fields(wf, layout(wf, 1 << 20)))
+    starting, registry = workflow_starting(engine.prefix), workflow_registry(engine.prefix)
+    marked = now - STARTING_GRACE_MS - 1_000
+    await engine.redis.zadd(starting, {"orphan": marked})
+    assert await engine.redis.zscore(registry, "orphan") is None
+    assert await workflows.resume_starting() == 1
+    assert await engine.redis.zscore(registry, "orphan") == marked
+    assert await engine.redis.zrange(starting, 0, -1) == [b"young"]
+    first = await engine.claim("first", 10, "t", "w", 30_000)
+    assert sorted(j.id for j in first.jobs) == [step_job_id("orphan", "a"), step_job_id("orphan", "c")]
+    run = await workflows.get("orphan")
+    assert [s.state for s in run.steps][::2] == [workflows_pb2.WORKFLOW_STEP_STATE_STARTED] * 2
 
 
 def _map_reduce(maps: int) -> workflows_pb2.Workflow:

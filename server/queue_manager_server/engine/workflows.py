@@ -73,11 +73,12 @@ class WorkflowStore:
     def key(self, run_id: str) -> str:
         return workflow_run(self.prefix, run_id)
 
-    async def create(self, run_id: str, fields: dict[str, str | bytes | int]) -> tuple[bool, list[str]]:
-        """Creates the run unless it exists. Returns (created, keys of steps to start).
+    async def create(self, run_id: str, fields: dict[str, str | bytes | int]) -> tuple[bool, list[str], int]:
+        """Creates the run unless it exists. Returns (created, keys of steps to start, Redis's time in ms).
 
         The run is marked as starting first (in the same round trip, ahead of the creation), so a janitor
-        starts its first steps if this server dies before it has added their jobs.
+        starts its first steps if this server dies before it has added their jobs. It is registered (at the
+        time returned) when its first steps are marked started (`started`), or by that janitor.
         """
         args: list[Any] = []
         for name, value in fields.items():
@@ -87,9 +88,7 @@ class WorkflowStore:
         await scripts.get("wf_starting")(keys=[workflow_starting(self.prefix)], args=[run_id], client=pipe)
         await scripts.get("wf_create")(keys=[self.key(run_id)], args=args, client=pipe)
         now, r = await execute(pipe)
-        if _i(r[0]):
-            await self.redis.zadd(workflow_registry(self.prefix), {run_id: _i(now)})
-        return bool(_i(r[0])), [_s(k) for k in r[1:]]
+        return bool(_i(r[0])), [_s(k) for k in r[1:]], _i(now)
 
     async def finish_steps(
         self, outcomes: Sequence[tuple[str, str, str, bytes, str, str]]
@@ -116,20 +115,24 @@ class WorkflowStore:
         return [_step_done(o[0], r) for o, r in zip(outcomes, replies, strict=True)]
 
     async def started(
-        self, marks: Sequence[tuple[str, list[str]]], finished: Sequence[str] = ()
+        self,
+        marks: Sequence[tuple[str, list[str]]],
+        finished: Sequence[str] = (),
+        registered: Sequence[tuple[str, int]] = (),
     ) -> list[list[str]]:
         """Marks steps whose jobs were added as started (run id, step keys), in one round trip with the
-        expiry of runs that finished (expire_finished). Returns for each mark the keys cancelled with the
-        run meanwhile."""
+        expiry of runs that finished (expire_finished) and, for new runs (run id, creation time), their entry
+        in the registry (unless there already) and the end of their starting mark. Returns for each mark the
+        keys cancelled with the run meanwhile."""
         marked = [n for n, (_, keys) in enumerate(marks) if keys]
         out: list[list[str]] = [[] for _ in marks]
-        if len(marked) == 1 and not finished:  # one run's steps: no pipeline to build
+        if len(marked) == 1 and not finished and not registered:  # one run's steps: no pipeline to build
             run_id, keys = marks[marked[0]]
             out[marked[0]] = [
                 _s(k) for k in await self.engine.scripts.run("wf_started", [self.key(run_id)], keys)
             ]
             return out
-        if not marked and not finished:
+        if not marked and not finished and not registered:
             return out
         pipe = self.redis.pipeline(transaction=False)
         script = self.engine.scripts.get("wf_started")
@@ -138,6 +141,9 @@ class WorkflowStore:
             await script(keys=[self.key(run_id)], args=keys, client=pipe)
         for run_id in finished:
             pipe.pexpire(self.key(run_id), RUN_RETENTION_MS)
+        if registered:
+            pipe.zadd(workflow_registry(self.prefix), dict(registered), nx=True)
+            pipe.zrem(workflow_starting(self.prefix), *(run_id for run_id, _ in registered))
         replies = await execute(pipe)
         for n, reply in zip(marked, replies, strict=False):
             out[n] = [_s(k) for k in reply]
@@ -146,10 +152,12 @@ class WorkflowStore:
     async def done_starting(self, run_id: str) -> None:
         await self.redis.zrem(workflow_starting(self.prefix), run_id)
 
-    async def starting_before(self, cutoff_ms: int, limit: int = 100) -> list[str]:
-        """Runs marked as starting before cutoff (their creator may have died)."""
-        ids = await self.redis.zrangebyscore(workflow_starting(self.prefix), "-inf", cutoff_ms, 0, limit)
-        return [_s(i) for i in ids]
+    async def starting_before(self, cutoff_ms: int, limit: int = 100) -> list[tuple[str, int]]:
+        """Runs marked as starting before cutoff (their creator may have died), with the time of the mark."""
+        rows = await self.redis.zrangebyscore(
+            workflow_starting(self.prefix), "-inf", cutoff_ms, 0, limit, withscores=True
+        )
+        return [(_s(row[0]), int(row[1])) for row in rows]
 
     async def to_start(self, run_id: str) -> list[str]:
         """Keys of steps decided to start (state g), in definition order."""

@@ -233,14 +233,17 @@ class Workflows:
         steps = layout(wf, self.payload_limit)
         await self.engine.require_queues(sorted({s.spec.queue_name for s in steps}))
         fields = run_fields(wf, steps)
-        created, to_start = await self.store.create(run_id, fields)
+        created, to_start, now = await self.store.create(run_id, fields)
         if created:
             # The steps a new run starts are roots that follow nothing: what starting them reads of the run
-            # (their specs, its metadata) is what was just written, so it is not read back.
-            await self.start_steps(run_id, to_start, RunRecord(run_id, _stored(fields)))
+            # (their specs, its metadata) is what was just written, so it is not read back. The run is
+            # registered when they are marked started.
+            await self._start(
+                [(run_id, to_start, RunRecord(run_id, _stored(fields)))], registered=[(run_id, now)]
+            )
         else:
             await self.start_steps(run_id, await self.store.to_start(run_id))
-        await self.store.done_starting(run_id)
+            await self.store.done_starting(run_id)
         return run_id, created
 
     async def step_finished(
@@ -293,10 +296,14 @@ class Workflows:
         return (await self._start([(run_id, keys, run)]))[0]
 
     async def _start(
-        self, starts: Sequence[_Start], finished: Sequence[str] = ()
+        self,
+        starts: Sequence[_Start],
+        finished: Sequence[str] = (),
+        registered: Sequence[tuple[str, int]] = (),
     ) -> list[list[types_pb2.JobRef]]:
         """start_steps for several runs: their jobs added in one round trip (one add per queue), then marked
-        started with the expiry of the runs in finished in another. Returns the jobs each run started."""
+        started in another, with the expiry of the runs in finished and the registration of new runs (run id,
+        creation time: WorkflowStore.started). Returns the jobs each run started."""
         refs: list[list[types_pb2.JobRef]] = [[] for _ in starts]
         by_queue: dict[str, list[tuple[int, str, NewJob]]] = defaultdict(list)
         runs: list[RunRecord | None] = []
@@ -310,7 +317,7 @@ class Workflows:
             for key in keys:
                 spec = _spec(run, key)
                 by_queue[spec.queue_name].append((n, key, self._step_job(run, run_id, key, spec, metadata)))
-        if not by_queue and not finished:
+        if not by_queue and not finished and not registered:
             return refs
         groups = list(by_queue.items())
         results = (
@@ -332,7 +339,7 @@ class Workflows:
                 added[n].append(key)
                 refs[n].append(types_pb2.JobRef(queue_name=queue, job_id=job.id))
         marks = [(run_id, keys) for (run_id, _, _), keys in zip(starts, added, strict=True)]
-        cancelled = await self.store.started(marks, finished)
+        cancelled = await self.store.started(marks, finished, registered)
         for (run_id, _, _), run, keys in zip(starts, runs, cancelled, strict=True):
             if run is None:
                 continue
@@ -373,9 +380,10 @@ class Workflows:
         """Starts the first steps of runs whose creator died before adding their jobs (janitor)."""
         now = await self.engine.redis_time_ms()
         resumed = 0
-        for run_id in await self.store.starting_before(now - STARTING_GRACE_MS):
-            await self.start_steps(run_id, await self.store.to_start(run_id))
-            await self.store.done_starting(run_id)
+        for run_id, marked in await self.store.starting_before(now - STARTING_GRACE_MS):
+            await self._start(
+                [(run_id, await self.store.to_start(run_id), None)], registered=[(run_id, marked)]
+            )
             resumed += 1
         await self.store.forget_expired(now)
         return resumed
