@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from queue_manager.v1 import jobs_pb2, types_pb2
+from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob
@@ -173,11 +173,7 @@ class Flows:
     ) -> NewJob:
         """The job of the chain's next link, which follows the job `job_id` that completed."""
         link, rest = chain[0], chain[1:]
-        job = convert.new_job(
-            jobs_pb2.NewJob(name=link.job_name, data=link.data, options=link.options),
-            "chain_to[0]",
-            self.payload_limit,
-        )
+        job = convert.job_from(link.job_name, link.data, link.options, "chain_to[0]", self.payload_limit)
         job.id = job.id or successor_id(queue, job_id)
         parent = types_pb2.ParentJob(
             job=types_pb2.JobRef(queue_name=queue, job_id=job_id),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from queue_manager.v1 import jobs_pb2, types_pb2, workflows_pb2
+from queue_manager.v1 import types_pb2, workflows_pb2
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob
@@ -157,9 +157,7 @@ def _check_step(step: workflows_pb2.WorkflowStep, where: str, payload_limit: int
             raise InvalidArgument(
                 f"{where}.options.{name}", "is not allowed in a workflow step (the run names its jobs)"
             )
-    convert.new_job(
-        jobs_pb2.NewJob(name=step.job_name, data=step.data, options=step.options), where, payload_limit
-    )
+    convert.job_from(step.job_name, step.data, step.options, where, payload_limit)
 
 
 def _check_acyclic(steps: list[_Step], by_key: dict[str, _Step]) -> None:
@@ -361,9 +359,7 @@ class Workflows:
     ) -> NewJob:
         """The job of a starting step: its spec's job, with its run and parents as its flow view, and the
         run's metadata unless the spec has its own."""
-        job = convert.new_job(
-            jobs_pb2.NewJob(name=spec.job_name, data=spec.data, options=spec.options), key, self.payload_limit
-        )
+        job = convert.job_from(spec.job_name, spec.data, spec.options, key, self.payload_limit)
         job.id = step_job_id(run_id, key)
         view = types_pb2.Job(
             parents=_parents(run, run_id, key, spec),
