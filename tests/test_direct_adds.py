@@ -1,5 +1,5 @@
-"""The coalesced adds' own connection (engine/direct.py) against a real Valkey: what it does when Redis lost
-its scripts, when the connection is killed, and when a second batch comes while it is busy."""
+"""The coalesced adds' own connection, and the claims' (engine/direct.py), against a real Valkey: what they
+do when Redis lost its scripts, when the connection is killed, and when a second batch comes while busy."""
 
 from __future__ import annotations
 
@@ -64,3 +64,23 @@ async def test_a_batch_that_comes_while_the_connection_is_busy_goes_as_a_pipelin
     results = await asyncio.gather(*(engine.add_jobs("q", jobs(f"b{k}", 50), fetch=True) for k in range(4)))
     assert [r.created for r in results] == [[True] * 50] * 4
     assert sorted(r.ids[0] for r in results) == ["b0-0", "b1-0", "b2-0", "b3-0"]
+
+
+async def test_claims_go_out_on_a_held_connection_and_survive_lost_scripts(
+    engine: Engine, redis: Redis
+) -> None:
+    """Claims have a held connection of their own too (one job per claim at a low rate: its round trip is on
+    the way from add to start); after Redis lost its scripts a claim loads them, and a claim made while
+    another is under way goes the usual way."""
+    await engine.register_queue("q", {})
+    await engine.add_jobs("q", jobs("a", 6))
+    first = await engine.claim("q", 1, "t1", "w", 30_000)
+    assert [j.id for j in first.jobs] == ["a-0"]
+    conn = engine.claims._conn
+    assert conn is not None and conn.is_connected and conn is not engine.direct._conn
+    await redis.script_flush()
+    again = await engine.claim("q", 2, "t2", "w", 30_000)
+    assert [j.id for j in again.jobs] == ["a-1", "a-2"]
+    both = await asyncio.gather(*(engine.claim("q", 1, f"t{k}", "w", 30_000) for k in (3, 4)))
+    assert sorted(j.id for r in both for j in r.jobs) == ["a-3", "a-4"]
+    assert engine.claims._conn is conn

@@ -151,8 +151,10 @@ class Engine:
         self.redis = redis
         self.prefix = prefix
         self.scripts = Scripts(redis)
-        # The coalesced adds' own connection (engine/direct.py).
+        # The coalesced adds' own connection, and the claims' (engine/direct.py): at a low rate each job is
+        # its own claim, whose round trip is on the way from add to start.
         self.direct = DirectConnection(redis)
+        self.claims = DirectConnection(redis)
         self._keys: dict[str, QueueKeys] = {}
         # Carries out a queue's pending flow hand-offs (services/flows.py); called after a script reports
         # that a job in a flow finished. None: left to the janitor.
@@ -316,6 +318,19 @@ class Engine:
             except Exception as exc:
                 out.append(exc)
         return out
+
+    async def _held(self, conn: DirectConnection, name: str, keys: list[str], args: list[Any]) -> Any:
+        """The script `name` run on a held connection when it is free (no pool, retry or script check on the
+        way: ~35 µs of server CPU and a little latency less per call), else the usual way."""
+        script = self.scripts.get(name)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        replies = await conn.run([command])
+        if replies is None:
+            return await self.scripts.run(name, keys, args)
+        await resend_refused([script], [command], replies)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return replies[0]
 
     async def _send_adds(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """The replies of add_jobs calls, sent on the engine's own connection when it is free
@@ -492,7 +507,8 @@ class Engine:
 
     async def claim(self, queue: str, n: int, token: str, worker_id: str, lease_ms: int) -> ClaimResult:
         k = self.keys(queue)
-        r = await self.scripts.run(
+        r = await self._held(
+            self.claims,
             "claim",
             [k.meta, k.waiting, k.delayed, k.active, k.limiter],
             [k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM],
