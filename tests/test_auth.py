@@ -66,20 +66,41 @@ async def secured(
 
 
 async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return OK
+    return (await _status(call))[0]
 
 
 async def _stream_code(call: Any) -> grpc.StatusCode:
+    return (await _status(call))[0]
+
+
+async def _status(call: Any) -> tuple[grpc.StatusCode, str]:
+    """How a call ended: its code and details (a streamed answer's first message is enough)."""
     try:
-        async for _ in call:
-            break
+        if isinstance(call, grpc.aio.UnaryStreamCall | grpc.aio.StreamStreamCall):
+            async for _ in call:
+                break
+        else:
+            await call
     except grpc.aio.AioRpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return OK
+        return exc.code(), exc.details() or ""
+    return OK, ""
+
+
+# grpc-python's asyncio client may report INTERNAL "Internal error from Core" instead of the status the server
+# sent, when the server ends a call while the client still writes its requests: the failed write overwrites
+# the status (grpc/grpc#36066, open in grpcio 1.85; about 1 call in 100 under load). A request-streaming call
+# that meets it is made again: only the server's own answer counts.
+_OVERWRITTEN = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+
+async def sent_code(method: Callable[..., Any], requests: list[Any], md: Any) -> grpc.StatusCode:
+    """The status the server ended a request-streaming call (`method` sending `requests` with metadata md)
+    with; the call is made again while the client library overwrites it."""
+    for _ in range(10):
+        code, details = await _status(method(iter(requests), metadata=md))
+        if (code, details) != _OVERWRITTEN:
+            return code
+    return code
 
 
 def test_every_rpc_has_a_rule() -> None:
@@ -138,20 +159,15 @@ async def test_without_a_valid_token_no_rpc_shape_runs(
         q, w = qrpc.QueueServiceStub(ch), wrpc.WorkerServiceStub(ch)
         for md in credentials:
             unary = q.AddJob(jpb.AddJobRequest(queue_name="billing-a", job=job), metadata=md)
-            client_stream = q.AddBulk(
-                iter([jpb.AddBulkRequest(queue_name="billing-a", jobs=[job])]), metadata=md
-            )
             server_stream = q.WaitForJob(
                 jpb.WaitForJobRequest(queue_name="billing-a", job_id="x"), metadata=md
             )
-            bidi = w.Connect(
-                iter([wpb.ConnectRequest(hello=wpb.WorkerHello(worker_id="w", queues=["billing-a"]))]),
-                metadata=md,
-            )
+            hello = wpb.ConnectRequest(hello=wpb.WorkerHello(worker_id="w", queues=["billing-a"]))
             assert await code_of(unary) == UNAUTH
-            assert await code_of(client_stream) == UNAUTH
+            bulk = [jpb.AddBulkRequest(queue_name="billing-a", jobs=[job])]
+            assert await sent_code(q.AddBulk, bulk, md) == UNAUTH
             assert await _stream_code(server_stream) == UNAUTH
-            assert await _stream_code(bidi) == UNAUTH
+            assert await sent_code(w.Connect, [hello], md) == UNAUTH
     assert await state(redis, server.prefix) == before
 
 
@@ -253,7 +269,7 @@ async def test_streams_are_checked_message_by_message(
             jpb.AddBulkRequest(queue_name="billing-a", jobs=[job] * 3),
             jpb.AddBulkRequest(queue_name="orders", jobs=[job]),
         ]
-        assert await code_of(q.AddBulk(iter(bulk), metadata=md)) == PD
+        assert await sent_code(q.AddBulk, bulk, md) == PD
         assert (
             await code_of(q.AddJob(jpb.AddJobRequest(queue_name="billing-a", job=chained), metadata=md)) == PD
         )
