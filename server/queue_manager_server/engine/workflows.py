@@ -7,9 +7,11 @@ hash). Every key of a run carries the run's own hash tag, so each script touches
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from redis.asyncio.client import Pipeline
 
 from queue_manager_server.engine.engine import Engine, _b, _i, _s
 from queue_manager_server.engine.keys import workflow_registry, workflow_run, workflow_starting
@@ -90,6 +92,24 @@ class WorkflowStore:
         now, r = await execute(pipe)
         return bool(_i(r[0])), [_s(k) for k in r[1:]], _i(now)
 
+    async def _each(
+        self,
+        name: str,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        more: Callable[[Pipeline], None] | None = None,
+    ) -> list[Any]:
+        """The replies of the script `name` run once per (keys, args) of calls, in one round trip with the
+        commands `more` adds (their replies are not returned). One call alone goes without a pipeline."""
+        if more is None and len(calls) <= 1:
+            return [await self.engine.scripts.run(name, *calls[0])] if calls else []
+        pipe = self.redis.pipeline(transaction=False)
+        script = self.engine.scripts.get(name)
+        for keys, args in calls:
+            await script(keys=keys, args=args, client=pipe)
+        if more is not None:
+            more(pipe)
+        return (await execute(pipe))[: len(calls)]
+
     async def finish_steps(
         self, outcomes: Sequence[tuple[str, str, str, bytes, str, str]]
     ) -> list[StepDone | None]:
@@ -97,21 +117,8 @@ class WorkflowStore:
         reason), in the order given and in one round trip. Returns for each the run's state, the keys of
         steps to start and the run's fields that starting them reads, or None when the run no longer
         exists."""
-        if len(outcomes) == 1:  # one step (the steps of one run come one at a time): no pipeline to build
-            run_id, key, outcome, result, content_type, error = outcomes[0]
-            reply = await self.engine.scripts.run(
-                "wf_step_done", [self.key(run_id)], [key, outcome, result, content_type, error]
-            )
-            return [_step_done(run_id, reply)]
-        if not outcomes:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        script = self.engine.scripts.get("wf_step_done")
-        for run_id, key, outcome, result, content_type, error in outcomes:
-            await script(
-                keys=[self.key(run_id)], args=[key, outcome, result, content_type, error], client=pipe
-            )
-        replies = await execute(pipe)
+        calls = [([self.key(run_id)], [key, *rest]) for run_id, key, *rest in outcomes]
+        replies = await self._each("wf_step_done", calls)
         return [_step_done(o[0], r) for o, r in zip(outcomes, replies, strict=True)]
 
     async def started(
@@ -124,28 +131,19 @@ class WorkflowStore:
         expiry of runs that finished (expire_finished) and, for new runs (run id, creation time), their entry
         in the registry (unless there already) and the end of their starting mark. Returns for each mark the
         keys cancelled with the run meanwhile."""
+
+        def more(pipe: Pipeline) -> None:
+            for run_id in finished:
+                pipe.pexpire(self.key(run_id), RUN_RETENTION_MS)
+            if registered:
+                pipe.zadd(workflow_registry(self.prefix), dict(registered), nx=True)
+                pipe.zrem(workflow_starting(self.prefix), *(run_id for run_id, _ in registered))
+
         marked = [n for n, (_, keys) in enumerate(marks) if keys]
+        calls = [([self.key(marks[n][0])], list(marks[n][1])) for n in marked]
+        replies = await self._each("wf_started", calls, more if finished or registered else None)
         out: list[list[str]] = [[] for _ in marks]
-        if len(marked) == 1 and not finished and not registered:  # one run's steps: no pipeline to build
-            run_id, keys = marks[marked[0]]
-            out[marked[0]] = [
-                _s(k) for k in await self.engine.scripts.run("wf_started", [self.key(run_id)], keys)
-            ]
-            return out
-        if not marked and not finished and not registered:
-            return out
-        pipe = self.redis.pipeline(transaction=False)
-        script = self.engine.scripts.get("wf_started")
-        for n in marked:
-            run_id, keys = marks[n]
-            await script(keys=[self.key(run_id)], args=keys, client=pipe)
-        for run_id in finished:
-            pipe.pexpire(self.key(run_id), RUN_RETENTION_MS)
-        if registered:
-            pipe.zadd(workflow_registry(self.prefix), dict(registered), nx=True)
-            pipe.zrem(workflow_starting(self.prefix), *(run_id for run_id, _ in registered))
-        replies = await execute(pipe)
-        for n, reply in zip(marked, replies, strict=False):
+        for n, reply in zip(marked, replies, strict=True):
             out[n] = [_s(k) for k in reply]
         return out
 
