@@ -295,6 +295,38 @@ async def test_the_periodic_sweeps_visit_every_queue_and_keep_each_queues_error_
     assert (await engine.metrics(late)).waiting == 1
 
 
+async def test_the_reaper_looks_at_a_queue_holding_no_lease_less_often(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue that held no lease is looked at again after IDLE_LOOKS ticks (a lease taken meanwhile cannot
+    expire sooner); a queue holding one is looked at every tick, and its expired lease recovered on time."""
+    for name in ("busy", "idle"):
+        await register(engine, name)
+    looked: list[list[str]] = []
+    reap_all = engine.reap_all
+
+    async def spy(queues: list[str], limit: int = 1000) -> list[object]:
+        looked.append(sorted(queues))
+        return await reap_all(queues, limit)  # type: ignore[return-value]
+
+    monkeypatch.setattr(engine, "reap_all", spy)
+    reaper = Reaper(engine, 0.2, lease_ms=5_000)  # an idle queue waits min(5 × 0.2 s, 5 s) = 1 s
+    assert reaper.idle == 1.0
+    await engine.add_jobs("busy", [job("a")])
+    await engine.claim("busy", 1, "t", "w", 300)
+    start = asyncio.get_running_loop().time()
+    await reaper.tick()
+    await reaper.tick()
+    assert looked == [["busy", "dead-letter-queue", "idle"], ["busy"]]
+    await asyncio.sleep(0.4)  # the lease ran out: the next tick recovers the job
+    await reaper.tick()
+    assert looked[-1] == ["busy"] and (await engine.metrics("busy")).waiting == 1
+    await asyncio.sleep(max(0.0, start + 1.1 - asyncio.get_running_loop().time()))
+    await reaper.tick()
+    # The idle queues' second look; busy, idle since its recovery, waits its turn.
+    assert looked[-1] == ["dead-letter-queue", "idle"]
+
+
 async def test_extend_keeps_lease_alive(engine: Engine) -> None:
     await register(engine)
     await engine.add_jobs("q", [job("a")])

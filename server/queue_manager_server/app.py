@@ -202,7 +202,7 @@ class App:
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
         await monitor.set(True)
         self.components = [
-            Reaper(engine, s.reaper_interval_ms / 1000),
+            Reaper(engine, s.reaper_interval_ms / 1000, s.lease_ms),
             timeouts,
             promoter,
             scheduler,
