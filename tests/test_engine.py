@@ -291,7 +291,7 @@ async def test_the_periodic_sweeps_visit_every_queue_and_keep_each_queues_error_
     await engine.add_jobs(late, [job("b")])
     await engine.claim(late, 1, "t", "w", 1)
     await asyncio.sleep(0.05)
-    await Reaper(engine, 1.0).tick()
+    await Reaper(engine, 1.0, lease_ms=30_000).tick()
     assert (await engine.metrics(late)).waiting == 1
 
 

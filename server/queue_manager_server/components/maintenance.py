@@ -9,7 +9,6 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from queue_manager_server.components.base import Component, error_text
-from queue_manager_server.config import Settings
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.records import Housekeeping
@@ -18,7 +17,6 @@ from queue_manager_server.services.workflows import Workflows
 
 # A queue holding no lease is looked at again after this many reaper ticks (or one lease, if shorter).
 IDLE_LOOKS = 5
-DEFAULT_LEASE_MS = Settings().lease_ms
 
 
 class Reaper(Component):
@@ -31,7 +29,7 @@ class Reaper(Component):
 
     name = "reaper"
 
-    def __init__(self, engine: Engine, interval: float, lease_ms: int = DEFAULT_LEASE_MS) -> None:
+    def __init__(self, engine: Engine, interval: float, lease_ms: int) -> None:
         super().__init__(interval)
         self.engine = engine
         self.idle = min(IDLE_LOOKS * interval, lease_ms / 1000)
@@ -141,7 +139,3 @@ class HealthMonitor(Component):
             for name in ["", *self.services]:
                 await self.health.set(name, status)
             self.log.info("health changed", extra={"serving": ok})
-
-
-def _error(exc: Exception) -> str:
-    return error_text(exc)

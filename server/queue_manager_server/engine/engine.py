@@ -310,7 +310,7 @@ class Engine:
             first = len(commands)
             commands += self._add_commands(queue, jobs, fetch)
             spans.append((first, len(commands)))
-        results = await self._send_adds(commands)
+        results = await self._held(self.direct, "add_jobs", commands)
         out: list[AddResult | Exception] = []
         for (queue, jobs), (first, last) in zip(groups, spans, strict=True):
             try:
@@ -319,25 +319,13 @@ class Engine:
                 out.append(exc)
         return out
 
-    async def _held(self, conn: DirectConnection, name: str, keys: list[str], args: list[Any]) -> Any:
-        """The script `name` run on a held connection when it is free (no pool, retry or script check on the
-        way: ~35 µs of server CPU and a little latency less per call), else the usual way."""
+    async def _held(self, conn: DirectConnection, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of `commands` (calls of the script `name`), sent on a held connection when it is free
+        (engine/direct.py: no pool, retry or script check on the way), else as a pipeline; an error reply is
+        left in its place. Calls refused NOSCRIPT (Redis lost its scripts) are sent again once the script is
+        loaded, as `execute` does."""
         script = self.scripts.get(name)
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        replies = await conn.run([command])
-        if replies is None:
-            return await self.scripts.run(name, keys, args)
-        await resend_refused([script], [command], replies)
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        return replies[0]
-
-    async def _send_adds(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The replies of add_jobs calls, sent on the engine's own connection when it is free
-        (engine/direct.py), else as a pipeline; calls refused NOSCRIPT (Redis lost its scripts) are sent again
-        once the script is loaded, as `execute` does."""
-        script = self.scripts.get("add_jobs")
-        replies = await self.direct.run(commands)
+        replies = await conn.run(commands)
         if replies is None:
             pipe = self.redis.pipeline(transaction=False)
             pipe.scripts.add(script)  # type: ignore[arg-type]
@@ -507,12 +495,12 @@ class Engine:
 
     async def claim(self, queue: str, n: int, token: str, worker_id: str, lease_ms: int) -> ClaimResult:
         k = self.keys(queue)
-        r = await self._held(
-            self.claims,
-            "claim",
-            [k.meta, k.waiting, k.delayed, k.active, k.limiter],
-            [k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM],
-        )
+        keys = (k.meta, k.waiting, k.delayed, k.active, k.limiter)
+        args = (k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM)
+        sha = self.scripts.get("claim").sha
+        (r,) = await self._held(self.claims, "claim", [("EVALSHA", sha, len(keys), *keys, *args)])
+        if isinstance(r, Exception):
+            raise r
         code = _i(r[0])
         if code == NO_QUEUE:
             raise QueueNotFound(queue)
