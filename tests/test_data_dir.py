@@ -72,6 +72,18 @@ async def test_second_server_on_the_same_data_dir_is_refused(procs: Procs, tmp_p
     assert await first.wait() == 0
 
 
+async def test_a_started_server_writes_only_its_own_lines(procs: Procs, tmp_path: Path) -> None:
+    # Valkey was once forked with a preexec_fn while gRPC's threads ran, and gRPC logged "Other threads are
+    # currently calling into gRPC, skipping fork() handlers" as the first line of every `qm serve`.
+    server = await procs.embedded_server(tmp_path / "data")
+    await add_jobs(server.address, 1)
+    server.terminate()
+    assert await server.wait() == 0
+    lines = server.output().splitlines()
+    assert json.loads(lines[0])["event"] == "embedded valkey started"
+    assert not [line for line in lines if "fork" in line]
+
+
 async def test_killed_server_valkey_exits_and_a_new_server_takes_over(procs: Procs, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = await procs.embedded_server(data_dir)
