@@ -137,10 +137,10 @@ def _answer_fields(pairs: list[Any]) -> dict[str, bytes]:
 
 
 def _added_fields(answer: dict[str, bytes] | bytes, job: NewJob) -> dict[str, bytes]:
-    """An added job's fields: those add_jobs.lua answered (for a job holding its name and time only, the
-    time), and the data this call sent."""
+    """An added job's fields: those add_jobs.lua answered (for a job holding its name, time and 'x' = "0"
+    only, the time), and the data this call sent."""
     if isinstance(answer, bytes):
-        return {"name": job.name.encode(), "ts": answer, "data": job.data}
+        return {"name": job.name.encode(), "ts": answer, "x": b"0", "data": job.data}
     return {**answer, "data": job.data}
 
 
