@@ -114,6 +114,7 @@ async def test_a_priority_set_after_the_add_is_claimed_with_it(engine: Engine, r
     await register(engine)
     (job_id,) = (await engine.add_jobs("q", [job("later")])).ids
     await JobControl(engine).change_priority("q", job_id, 1)
-    assert await redis.hget(engine.keys("q").job(job_id), "x") == b"3"
+    # Still read as plain ('x' 0): a claim takes the priority from the level the job waited in.
+    assert await redis.hget(engine.keys("q").job(job_id), "x") == b"0"
     (claimed,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
     assert claimed.priority == 1

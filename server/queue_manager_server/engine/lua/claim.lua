@@ -11,9 +11,10 @@
 --   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
 --   limit), then per job its number of fields and those: 4 for a job stored with the defaults only and
 --   never started before (id, name, data, created ms; the rest are the defaults, and attempts started 1),
---   else 13 (id, name, data, created ms, content type, priority, max attempts, attempts made, attempts
---   started, stalled count, metadata, timeout ms, flow view (encoded Job or ""))}. Every job's lease
---   expires at now + lease ms. A short record saves Valkey ~0.5 µs per job (9 reply elements).
+--   5 for such a job but its priority (the same and its priority), else 13 (id, name, data, created ms,
+--   content type, priority, max attempts, attempts made, attempts started, stalled count, metadata,
+--   timeout ms, flow view (encoded Job or ""))}. Every job's lease expires at now + lease ms. A short
+--   record saves Valkey ~0.5 µs per job (9 reply elements).
 --   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited or held by a retry-after (retry-after says
 --   when), 3 = at the concurrency cap (a slot freeing publishes 'w <queue>'), -1 = no queue
 local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -62,7 +63,7 @@ if rl_max > 0 and rl_ms > 0 then
   if want > math.floor(tokens) then want = math.floor(tokens) end
 end
 
-local popped = pop_waiting(waiting, want)
+local popped, levels = pop_waiting(waiting, want)
 -- Left with no ready job: the next job made ready publishes 'w' (common.lua publish_ready), which wakes
 -- this caller; until then adds publish nothing. HSETNX: a mark already there is not written again (an idle
 -- queue's re-checks add nothing to the append-only file or the replicas).
@@ -74,10 +75,11 @@ local ids = {}
 local n = #out
 -- Per job one read and one write (two reads for a job not plain); the active set gets the whole batch in one
 -- command. The lease expiry lives in the active set's score only (the job hash has no copy to rewrite on
--- every extension). A job whose 'x' lacks 1 holds none of ct, pri, att, md, to and par (includes/add.lua),
--- and with no start before ('ats') it has no stalled count or attempts made either, so the first read, of
--- what every job needs, is all. Reading the other eight fields, absent from such a job, cost Valkey
--- ~0.6 µs per job; a job without 'x' (an older server's) is read whole. The reply is
+-- every extension). A job whose 'x' lacks 1 holds none of ct, att, md, to and par (includes/add.lua), and
+-- with no start before ('ats') it has no stalled count or attempts made either, so the first read, of what
+-- every job needs, is all: its priority is the level it was waiting in. Reading the other eight fields,
+-- absent from such a job, cost Valkey ~0.6 µs per job; a job without 'x' (an older server's) is read
+-- whole. The reply is
 -- filled by index (table.insert costs a global lookup and a call per field, a third of this loop).
 for i = 1, #popped do
   local id = popped[i]
@@ -100,6 +102,10 @@ for i = 1, #popped do
     out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[4] or 0, ats, f[5] or 0, f[6] or ''
     out[n + 13], out[n + 14] = f[7] or 0, f[8] or ''
     n = n + 14
+  elseif levels[i] ~= DEFAULT_PRI then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 5, id, p[1] or '', p[2] or '', p[3] or 0
+    out[n + 6] = levels[i]
+    n = n + 6
   else
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 4, id, p[1] or '', p[2] or '', p[3] or 0
     n = n + 5

@@ -121,12 +121,11 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
   if st == 'delayed' then put(f, 'run', run) end
   -- 'x' says which reads a job needs beyond what every job needs, so that claim.lua and complete.lua skip
-  -- the others: 1 (a claim reads the content type, priority, max attempts, metadata, timeout and flow view)
-  -- plus 2 (a completion reads the keep-completed policy, timeout, flow and dedup fields); '0' for a job
-  -- with none of them, the common case. A script that writes one of them later sets 'x' with it
-  -- (change_priority.lua). A job without 'x' (added by an older server) is read whole.
-  local for_claim = ct ~= JSON_TYPE or pri ~= DEFAULT_PRI or att ~= DEFAULT_ATT or md ~= '' or to ~= '0'
-    or extra ~= ''
+  -- the others: 1 (a claim reads the content type, max attempts, metadata, timeout and flow view; the
+  -- priority it knows from the level the job waited in) plus 2 (a completion reads the keep-completed
+  -- policy, timeout, flow and dedup fields); '0' for a job with none of them, the common case. No script
+  -- writes one of them after the add. A job without 'x' (added by an older server) is read whole.
+  local for_claim = ct ~= JSON_TYPE or att ~= DEFAULT_ATT or md ~= '' or to ~= '0' or extra ~= ''
   local for_finish = kc ~= '' or to ~= '0' or extra ~= '' or dk ~= ''
   put(f, 'x', (for_claim and 1 or 0) + (for_finish and 2 or 0))
   local n = #f
