@@ -30,7 +30,7 @@ async def test_a_waiting_job_with_default_options_stores_four_fields(engine: Eng
     # whether a claim and a completion must read more than every job has.
     assert await fields(redis, engine, plain) == {"name", "data", "ts", "x"}
     assert await fields(redis, engine, urgent) == {"name", "data", "ts", "pri", "att", "x"}
-    assert [await redis.hget(engine.keys("q").job(i), "x") for i in (plain, urgent)] == [b"0", b"1"]
+    assert [await redis.hget(engine.keys("q").job(i), "x") for i in (plain, urgent)] == [b"0", b"0"]
     rec = await engine.get_job("q", plain)
     assert (rec.state, rec.int("pri", 3), rec.int("att", 1)) == ("waiting", 3, 1)
     assert await engine.job_states([("q", plain), ("q", "no-such-job")]) == ["waiting", ""]
@@ -75,12 +75,13 @@ _FINISH = {"keep_completed": "r", "dedup_key": "d1"}
 @pytest.mark.parametrize(
     ("options", "mark"),
     [
+        ({"priority": 2, "attempts": 3, "keep_completed": "r"}, "0"),  # what every claim and completion read
         (_CLAIM, "1"),
         (_FINISH, "2"),
         ({**_CLAIM, **_FINISH, "timeout_ms": 60_000}, "3"),
         ({**_CLAIM, **_FINISH, "timeout_ms": 60_000}, None),
     ],
-    ids=["claim-fields", "finish-fields", "both", "added-by-an-older-server"],
+    ids=["read-always", "claim-fields", "finish-fields", "both", "added-by-an-older-server"],
 )
 async def test_a_job_is_claimed_and_completed_with_every_field_it_holds(
     engine: Engine, redis: Redis, options: dict[str, object], mark: str | None

@@ -16,8 +16,8 @@ holding parents, chain_root and workflow), chn (encoded JobOptions holding the c
 control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
 wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
 finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). Reading (includes/add.lua): x (which
-fields a claim and a completion must read beyond what every job has: 1 for a claim, 2 for a completion, 3
-both, 0 neither; absent, as in a job an older server added: everything).
+fields a claim and a completion must read beyond what they read of every job: 1 for a claim, 2 for a
+completion, 3 both, 0 neither; absent, as in a job an older server added: everything).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 -- The second read's fields of a plain job: all absent (false, as HMGET reads them).
-local NO_FIELDS = {false, false, false, false, false, false, false, false}
+local NO_FIELDS = {false, false, false, false, false, false, false}
 
 if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0, 0} end
 local now = now_ms()
@@ -75,32 +75,33 @@ local ids = {}
 local n = #out
 -- Per job one read and one write (two reads for a job not plain); the active set gets the whole batch in one
 -- command. The lease expiry lives in the active set's score only (the job hash has no copy to rewrite on
--- every extension). A job whose 'x' lacks 1 holds none of ct, att, md, to and par (includes/add.lua), and
--- with no start before ('ats') it has no stalled count or attempts made either, so the first read, of what
--- every job needs, is all: its priority is the level it was waiting in. Reading the other eight fields,
--- absent from such a job, cost Valkey ~0.6 µs per job; a job without 'x' (an older server's) is read
--- whole. The reply is
--- filled by index (table.insert costs a global lookup and a call per field, a third of this loop).
+-- every extension). A job whose 'x' lacks 1 holds none of ct, md, to and par (includes/add.lua), and with
+-- no start before ('ats') it has no stalled count or attempts made either, so the first read, of what every
+-- job needs and its max attempts, is all: its priority is the level it waited in. Reading the other seven
+-- fields, absent from such a job, cost Valkey ~0.5 µs per job; a job without 'x' (an older server's) is
+-- read whole. The reply is filled by index (table.insert costs a global lookup and a call per field, a
+-- third of this loop).
 for i = 1, #popped do
   local id = popped[i]
   local jkey = prefix .. id
-  local p = redis.call('HMGET', jkey, 'name', 'data', 'ts', 'x', 'ats', 'wt')
+  local p = redis.call('HMGET', jkey, 'name', 'data', 'ts', 'x', 'ats', 'wt', 'att')
   local f = NO_FIELDS
   if (p[4] ~= '0' and p[4] ~= '2') or p[5] then
-    f = redis.call('HMGET', jkey, 'ct', 'pri', 'att', 'atm', 'stc', 'md', 'to', 'par')
+    f = redis.call('HMGET', jkey, 'ct', 'pri', 'atm', 'stc', 'md', 'to', 'par')
   end
   local ats = (tonumber(p[5]) or 0) + 1
   redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats)
   if p[6] then notify_job(prefix, id, jkey, 'active', p[6]) end
-  local timeout = tonumber(f[7]) or 0
+  local timeout = tonumber(f[6]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
   ids[#ids + 1] = id
   -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
-  if p[5] or f[1] or f[2] or f[3] or f[4] or f[5] or f[6] or f[7] or f[8] then
+  if p[5] or p[7] or f[1] or f[2] or f[3] or f[4] or f[5] or f[6] or f[7] then
+    -- The priority: its field when read, else the level it waited in.
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, p[1] or '', p[2] or '', p[3] or 0
-    out[n + 6], out[n + 7], out[n + 8] = f[1] or 'application/json', f[2] or DEFAULT_PRI, f[3] or DEFAULT_ATT
-    out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[4] or 0, ats, f[5] or 0, f[6] or ''
-    out[n + 13], out[n + 14] = f[7] or 0, f[8] or ''
+    out[n + 6], out[n + 7], out[n + 8] = f[1] or 'application/json', f[2] or levels[i], p[7] or DEFAULT_ATT
+    out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[3] or 0, ats, f[4] or 0, f[5] or ''
+    out[n + 13], out[n + 14] = f[6] or 0, f[7] or ''
     n = n + 14
   elseif levels[i] ~= DEFAULT_PRI then
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 5, id, p[1] or '', p[2] or '', p[3] or 0
