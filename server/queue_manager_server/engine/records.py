@@ -15,9 +15,7 @@ holding parents, chain_root and workflow), chn (encoded JobOptions holding the c
 (engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
 control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
 wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
-finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). Reading (includes/add.lua): x (which
-fields a claim and a completion must read beyond what they read of every job: 1 for a claim, 2 for a
-completion, 3 both, 0 neither; absent, as in a job an older server added: everything).
+finishes unless ddt), ddt (the dedup key's ttl ms, when it has one).
 """
 
 from __future__ import annotations

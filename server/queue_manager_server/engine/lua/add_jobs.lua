@@ -11,8 +11,7 @@
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
---   (empty for an existing job; 1 for a job that holds its name, time, data and 'x' = '0' only: 'ts'
---   is now)}; an
+--   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now)}; an
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
 --   registered. The jobs created count in the queue's activity (stats.lua). An add answers from this reply:
 --   no read-back of what was just written.
@@ -38,8 +37,8 @@ for i = 0, n - 1 do
     earliest = run
   end
   out[#out + 1] = got; out[#out + 1] = code > 0 and 1 or 0
-  -- A job stored with its name, time and 'x' only (and the data) is answered 1: the caller knows them all.
-  if answer then out[#out + 1] = (fields and #fields == 6) and 1 or fields or {} end
+  -- A job stored with its name and time only (and the data) is answered 1: the caller knows both.
+  if answer then out[#out + 1] = (fields and #fields == 4) and 1 or fields or {} end
   if code > 0 then STATS.added = STATS.added + 1 end
 end
 push_waiting(pushes)

@@ -11,17 +11,14 @@
 --   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
 --   limit), then per job its number of fields and those: 4 for a job stored with the defaults only and
 --   never started before (id, name, data, created ms; the rest are the defaults, and attempts started 1),
---   5 for such a job but its priority (the same and its priority), else 13 (id, name, data, created ms,
---   content type, priority, max attempts, attempts made, attempts started, stalled count, metadata,
---   timeout ms, flow view (encoded Job or ""))}. Every job's lease expires at now + lease ms. A short
---   record saves Valkey ~0.5 µs per job (9 reply elements).
+--   else 13 (id, name, data, created ms, content type, priority, max attempts, attempts made, attempts
+--   started, stalled count, metadata, timeout ms, flow view (encoded Job or ""))}. Every job's lease
+--   expires at now + lease ms. A short record saves Valkey ~0.5 µs per job (9 reply elements).
 --   code 0 = ok (maybe no jobs), 1 = paused, 2 = rate limited or held by a retry-after (retry-after says
 --   when), 3 = at the concurrency cap (a slot freeing publishes 'w <queue>'), -1 = no queue
 local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
--- The second read's fields of a plain job: all absent (false, as HMGET reads them).
-local NO_FIELDS = {false, false, false, false, false, false, false}
 
 if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0, 0} end
 local now = now_ms()
@@ -63,7 +60,7 @@ if rl_max > 0 and rl_ms > 0 then
   if want > math.floor(tokens) then want = math.floor(tokens) end
 end
 
-local popped, levels = pop_waiting(waiting, want)
+local popped = pop_waiting(waiting, want)
 -- Left with no ready job: the next job made ready publishes 'w' (common.lua publish_ready), which wakes
 -- this caller; until then adds publish nothing. HSETNX: a mark already there is not written again (an idle
 -- queue's re-checks add nothing to the append-only file or the replicas).
@@ -73,42 +70,29 @@ local expiry = now + lease
 local deadlines = queue_key(prefix, 'deadlines')
 local ids = {}
 local n = #out
--- Per job one read and one write (two reads for a job not plain); the active set gets the whole batch in one
--- command. The lease expiry lives in the active set's score only (the job hash has no copy to rewrite on
--- every extension). A job whose 'x' lacks 1 holds none of ct, md, to and par (includes/add.lua), and with
--- no start before ('ats') it has no stalled count or attempts made either, so the first read, of what every
--- job needs and its max attempts, is all: its priority is the level it waited in. Reading the other seven
--- fields, absent from such a job, cost Valkey ~0.5 µs per job; a job without 'x' (an older server's) is
--- read whole. The reply is filled by index (table.insert costs a global lookup and a call per field, a
--- third of this loop).
+-- Per job one read and one write; the active set gets the whole batch in one command. The lease expiry
+-- lives in the active set's score only (the job hash has no copy to rewrite on every extension). The reply
+-- is filled by index (table.insert costs a global lookup and a call per field, a third of this loop).
 for i = 1, #popped do
   local id = popped[i]
   local jkey = prefix .. id
-  local p = redis.call('HMGET', jkey, 'name', 'data', 'ts', 'x', 'ats', 'wt', 'att')
-  local f = NO_FIELDS
-  if (p[4] ~= '0' and p[4] ~= '2') or p[5] then
-    f = redis.call('HMGET', jkey, 'ct', 'pri', 'atm', 'stc', 'md', 'to', 'par')
-  end
-  local ats = (tonumber(p[5]) or 0) + 1
+  local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
+    'par', 'wt', 'ats')
+  local ats = (tonumber(f[13]) or 0) + 1
   redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats)
-  if p[6] then notify_job(prefix, id, jkey, 'active', p[6]) end
-  local timeout = tonumber(f[6]) or 0
+  if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
+  local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
   ids[#ids + 1] = id
   -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
-  if p[5] or p[7] or f[1] or f[2] or f[3] or f[4] or f[5] or f[6] or f[7] then
-    -- The priority: its field when read, else the level it waited in.
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, p[1] or '', p[2] or '', p[3] or 0
-    out[n + 6], out[n + 7], out[n + 8] = f[1] or 'application/json', f[2] or levels[i], p[7] or DEFAULT_ATT
-    out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[3] or 0, ats, f[4] or 0, f[5] or ''
-    out[n + 13], out[n + 14] = f[6] or 0, f[7] or ''
+  if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] or f[13] then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, f[1] or '', f[2] or '', f[8] or 0
+    out[n + 6], out[n + 7], out[n + 8] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
+    out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[6] or 0, ats, f[7] or 0, f[9] or ''
+    out[n + 13], out[n + 14] = f[10] or 0, f[11] or ''
     n = n + 14
-  elseif levels[i] ~= DEFAULT_PRI then
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 5, id, p[1] or '', p[2] or '', p[3] or 0
-    out[n + 6] = levels[i]
-    n = n + 6
   else
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 4, id, p[1] or '', p[2] or '', p[3] or 0
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 4, id, f[1] or '', f[2] or '', f[8] or 0
     n = n + 5
   end
 end

@@ -15,8 +15,6 @@ local policy, kept = '', false
 local done, gone = {}, {}
 -- keep_policy reads the queue's defaults: once per distinct policy in the batch, not once per job.
 local keep = {}
--- The fields a plain job lacks: all absent (false, as HMGET reads them).
-local NO_FIELDS = {false, false, false, false}
 
 -- Per job one read (lease check and the fields finishing needs) and two writes; the active and completed
 -- sets get the whole batch in one command each.
@@ -25,26 +23,22 @@ for i = 0, n - 1 do
   local b = 2 + i * 5
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
-  -- The lease check reads the fields finishing needs too (common.lua on_finished); a job whose 'x' lacks 2
-  -- has no timeout, flow or dedup key (includes/add.lua), so those are read only for the others (~0.3 µs
-  -- per job saved); a job without 'x' (an older server's) is read whole.
-  local code, f = lease_check(jkey, token, 'x', 'atm', 'wt', 'kc')
+  -- The lease check reads the fields finishing needs too (common.lua on_finished).
+  local code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt')
   k = k + 1
   if code ~= 0 then
     out[k] = code
   else
-    local g = NO_FIELDS
-    if f[3] ~= '0' and f[3] ~= '1' then g = redis.call('HMGET', jkey, 'to', 'flo', 'ddk', 'ddt') end
     gone[#gone + 1] = id
-    run_ended(prefix, id, g[1])
+    run_ended(prefix, id, f[5])
     STATS.completed = STATS.completed + 1
     count_run(ARGV[b + 5])
     -- attempts made counts finished runs: this one too (a completed first run shows 1).
     redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4],
       'atm', (tonumber(f[4]) or 0) + 1)
-    out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, g[2], g[3], g[4], f[5])
-    local p = f[6] or ''
-    if keep[p] == nil then keep[p] = keep_policy(meta, f[6], 'kc') end
+    out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, f[6], f[7], f[8], f[9])
+    local p = f[3] or ''
+    if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end
     if keep[p] then
       redis.call('DEL', jkey, job_logs_key(prefix, id))
     else

@@ -120,15 +120,6 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if dk ~= '' then put(f, 'ddk', dk) end
   if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
   if st == 'delayed' then put(f, 'run', run) end
-  -- 'x' says which reads a job needs beyond what every job needs, so that claim.lua and complete.lua skip
-  -- the others: 1 (a claim reads the content type, metadata, timeout and flow view; the priority it knows
-  -- from the level the job waited in, the max attempts it always reads) plus 2 (a completion reads the
-  -- timeout, flow and dedup fields; the keep-completed policy it always reads); '0' for a job with none of
-  -- them, the common case, queue defaults included. No script writes one of them after the add. A job
-  -- without 'x' (added by an older server) is read whole.
-  local for_claim = ct ~= JSON_TYPE or md ~= '' or to ~= '0' or extra ~= ''
-  local for_finish = to ~= '0' or extra ~= '' or dk ~= ''
-  put(f, 'x', (for_claim and 1 or 0) + (for_finish and 2 or 0))
   local n = #f
   f[n + 1] = 'data'; f[n + 2] = data
   redis.call('HSET', jkey, unpack(f))

@@ -71,21 +71,17 @@ local function waiting_count(waiting)
   return n
 end
 
--- Takes up to `want` waiting ids: the heads of the levels, the first level first. Returns them and the level
--- (priority) each came from.
+-- Takes up to `want` waiting ids: the heads of the levels, the first level first.
 local function pop_waiting(waiting, want)
-  local ids, levels = {}, {}
+  local ids = {}
   for p = 1, LEVELS do
     if #ids >= want then break end
     local got = redis.call('LPOP', waiting .. ':' .. p, want - #ids)
     if got then
-      for i = 1, #got do
-        ids[#ids + 1] = got[i]
-        levels[#ids] = p
-      end
+      for i = 1, #got do ids[#ids + 1] = got[i] end
     end
   end
-  return ids, levels
+  return ids
 end
 
 -- Takes one job out of waiting (a scan of its level's list); pri: its 'pri' field. Returns 1 if it was there.
