@@ -673,6 +673,29 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
     assert dataclasses.replace(twin, id=ids[0], name="plain", created_ms=created) == plain
 
 
+async def test_a_runs_worker_and_start_are_one_field_and_an_older_servers_two_are_read(
+    engine: Engine,
+) -> None:
+    """claim.lua writes the worker id and the run's start in 'wid' (one job-hash entry, not two)."""
+    await register(engine)
+    (job_id,) = (await engine.add_jobs("q", [job("x")])).ids
+    claimed = await engine.claim("q", 1, "t1", "a worker 7", 30_000)
+    rec = await engine.get_job("q", job_id)
+    assert "pts" not in rec.fields
+    assert convert.worker_and_start(rec) == ("a worker 7", claimed.now_ms)
+    view = convert.job_out(rec)
+    assert (view.worker_id, view.process_time.ToMilliseconds()) == ("a worker 7", claimed.now_ms)
+    # A job an older server leased: the worker id alone in 'wid', the start in 'pts'.
+    await engine.redis.hset(engine.keys("q").job(job_id), mapping={"wid": "w 12", "pts": "1700000000000"})
+    rec = await engine.get_job("q", job_id)
+    assert convert.worker_and_start(rec) == ("w 12", 1_700_000_000_000)
+    assert convert.job_out(rec).process_time.ToMilliseconds() == 1_700_000_000_000
+    # A job never started has neither.
+    (waiting,) = (await engine.add_jobs("q", [job("y")])).ids
+    assert convert.worker_and_start(await engine.get_job("q", waiting)) == ("", 0)
+    assert not convert.job_out(await engine.get_job("q", waiting)).HasField("process_time")
+
+
 async def test_a_runs_lease_fields_stay_after_it_ends_and_count_only_while_the_job_is_active(
     engine: Engine,
 ) -> None:
@@ -688,7 +711,7 @@ async def test_a_runs_lease_fields_stay_after_it_ends_and_count_only_while_the_j
     assert (await view()).worker_id == "w1"
     assert (await engine.fail("q", [(job_id, "t1", "boom", "", False)]))[0][0] == 0  # retried at once
     rec = await engine.get_job("q", job_id)
-    assert (rec.state, rec.text("tok"), rec.text("wid")) == ("waiting", "t1", "w1")  # left in place
+    assert (rec.state, rec.text("tok"), convert.worker_and_start(rec)[0]) == ("waiting", "t1", "w1")  # kept
     assert (await view()).worker_id == ""
     assert (await engine.complete("q", [(job_id, "t1", b"1", "application/json")]))[0] == [-3]
     assert await engine.fail("q", [(job_id, "t1", "late", "", False)]) == [(-3, -1)]

@@ -364,21 +364,34 @@ def job_out_fields(
     return j
 
 
+def worker_and_start(r: JobRecord) -> tuple[str, int]:
+    """The worker of the job's last run and when that run started (ms; 0: none yet). claim.lua writes both in
+    'wid' ("<worker id> <ms>"); older servers wrote the id alone there and the start in 'pts'."""
+    wid = r.text("wid")
+    if r.raw("pts") is not None:
+        return wid, r.int("pts")
+    worker, _, started = wid.rpartition(" ")
+    return (worker, int(started)) if started.isdigit() else (wid, 0)
+
+
 def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     """What only jobs that ran, or were added with more than the defaults, have (job_out)."""
     j.attempts_made = r.int("atm")
     j.stalled_count = r.int("stc")
     j.failed_reason = r.text("err")
     j.stacktrace = r.text("stk")
+    worker, started = worker_and_start(r)
     if j.state == types_pb2.JOB_STATE_ACTIVE:  # a finished run leaves its lease's fields (common.lua)
-        j.worker_id = r.text("wid")
+        j.worker_id = worker
+    if started:
+        j.process_time.CopyFrom(ms_timestamp(started))
     j.cancel_requested = r.text("cxr") == "1"
     j.cancel_reason = r.text("cxm")
     if r.raw("res") is not None:
         j.result.CopyFrom(payload_out(r.raw("res"), r.text("rct"), json_view=True))
     if r.raw("prog"):
         json_format.ParseDict(json.loads(r.raw("prog") or b"null"), j.progress)
-    for name, target in (("pts", j.process_time), ("fts", j.finish_time), ("run", j.run_time)):
+    for name, target in (("fts", j.finish_time), ("run", j.run_time)):
         if r.raw(name):
             target.CopyFrom(ms_timestamp(r.int(name)))
     md = _metadata(r.raw("md"))

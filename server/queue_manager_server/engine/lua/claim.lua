@@ -67,6 +67,9 @@ local popped = pop_waiting(waiting, want)
 if #popped < want then redis.call('HSETNX', meta, 'hungry', '1') end
 local out = {0, now, next_due, 0, fill}
 local expiry = now + lease
+-- 'wid' holds the worker id and the run's start (ms) in one field: a job hash entry less to write, and for
+-- every later command on the job to step over (~0.25 µs per claimed and completed job; engine/records.py).
+local started = wid .. ' ' .. now
 local deadlines = queue_key(prefix, 'deadlines')
 local ids = {}
 local n = #out
@@ -79,7 +82,7 @@ for i = 1, #popped do
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
     'par', 'wt', 'ats')
   local ats = (tonumber(f[13]) or 0) + 1
-  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', wid, 'pts', now, 'ats', ats)
+  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started, 'ats', ats)
   if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
