@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from google.protobuf import json_format
 from redis.asyncio import Redis
 
+from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
@@ -64,3 +66,23 @@ async def test_change_priority_keeps_the_age_and_stores_a_non_default(engine: En
     with pytest.raises(WrongState):  # active now: refused
         await control.change_priority("q", late, 2)
     assert "pri" not in await fields(redis, engine, late)
+
+
+async def test_a_json_result_is_stored_without_its_content_type(engine: Engine, redis: Redis) -> None:
+    await register(engine)
+    json_result, octets, nothing = (await engine.add_jobs("q", [job("a"), job("b"), job("c")])).ids
+    await engine.claim("q", 3, "t", "w", 30_000)
+    done = [
+        (json_result, "t", b'{"ok":1}', "application/json"),
+        (octets, "t", b"\x00\x01", "application/octet-stream"),
+        (nothing, "t", *convert.NO_PAYLOAD),  # a processor that returned nothing: JSON null
+    ]
+    assert (await engine.complete("q", done))[0] == [0, 0, 0]
+    assert "rct" not in await fields(redis, engine, json_result)
+    assert "rct" not in await fields(redis, engine, nothing)
+    assert (await redis.hget(engine.keys("q").job(octets), "rct")) == b"application/octet-stream"
+    views = [convert.job_out(await engine.get_job("q", i)) for i in (json_result, octets, nothing)]
+    as_dict = json_format.MessageToDict(views[0].result)
+    assert as_dict == {"contentType": "application/json", "json": {"ok": 1}}
+    assert (views[1].result.raw, views[1].result.content_type) == (b"\x00\x01", "application/octet-stream")
+    assert views[2].result.content_type == "application/json" and views[2].result.json.HasField("null_value")

@@ -388,7 +388,8 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     j.cancel_requested = r.text("cxr") == "1"
     j.cancel_reason = r.text("cxm")
     if r.raw("res") is not None:
-        j.result.CopyFrom(payload_out(r.raw("res"), r.text("rct"), json_view=True))
+        # No 'rct': JSON (complete.lua stores a JSON result without its content type).
+        j.result.CopyFrom(payload_out(r.raw("res"), r.text("rct") or JSON, json_view=True))
     if r.raw("prog"):
         json_format.ParseDict(json.loads(r.raw("prog") or b"null"), j.progress)
     for name, target in (("fts", j.finish_time), ("run", j.run_time)):

@@ -90,7 +90,7 @@ for i = 1, #popped do
   -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
   if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] or f[13] then
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, f[1] or '', f[2] or '', f[8] or 0
-    out[n + 6], out[n + 7], out[n + 8] = f[3] or 'application/json', f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
+    out[n + 6], out[n + 7], out[n + 8] = f[3] or JSON_TYPE, f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
     out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[6] or 0, ats, f[7] or 0, f[9] or ''
     out[n + 13], out[n + 14] = f[10] or 0, f[11] or ''
     n = n + 14

@@ -13,9 +13,6 @@
 -- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
 -- alternating field name and value, binary-safe; "" for none.
 
--- A job hash without a 'ct' field holds JSON (engine/records.py).
-local JSON_TYPE = 'application/json'
-
 -- The queue's default job options and its paused flag, read once per script call (fields of the meta hash).
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',

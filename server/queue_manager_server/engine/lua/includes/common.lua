@@ -11,6 +11,8 @@ local LEVELS = 5
 -- keeps a small job's hash in a smaller allocation.
 local DEFAULT_PRI = 3
 local DEFAULT_ATT = 1
+-- The content type a job hash without 'ct' (the data's) or with 'res' but no 'rct' (the result's) holds.
+local JSON_TYPE = 'application/json'
 -- Trimming of finished jobs removes at most this many per call, keeping every script O(batch).
 local TRIM_CHUNK = 1000
 -- What this script call did, for the queue's activity counters: scripts that count include stats.lua,
@@ -253,7 +255,8 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
   notify_job(prefix, id, jkey, state, f[10])
   if not f[1] then return 0 end
   redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', f[2] or '',
-    'rct', f[3] or '', 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '', 'par', f[7] or '')
+    'rct', f[3] or (f[2] and JSON_TYPE or ''), 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '',
+    'par', f[7] or '')
   redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
   return 1
 end
