@@ -292,6 +292,22 @@ async def test_pending_flows_answer_each_entry_as_written_and_an_empty_one_when_
     assert await engine.pending_flows("ingest", 2) == entries[:2]
 
 
+async def test_a_links_result_reaches_its_entry_whole_though_the_job_stores_less(engine: Engine) -> None:
+    """A completed job stores a JSON result without its content type and no result (JSON null) not at all
+    (complete.lua); the flow entry its successor is built from still holds both."""
+    await engine.register_queue("ingest", {})
+    engine.flow_hook = None
+    jobs = [chained_job(f"p{i}", "ingest") for i in range(3)]
+    await engine.add_jobs("ingest", jobs)
+    await engine.claim("ingest", 3, "t", "w", 30_000)
+    results = [(b'{"r": 1}', "application/json"), convert.NO_PAYLOAD, (b"\x00", "application/octet-stream")]
+    await engine.complete("ingest", [(j.id, "t", *r) for j, r in zip(jobs, results, strict=True)])
+    entries = dict(await engine.pending_flows("ingest", 10))
+    assert [(entries[j.id]["res"], entries[j.id]["rct"].decode()) for j in jobs] == results
+    link = convert.payload_out(entries["p1"]["res"], entries["p1"]["rct"].decode(), json_view=True)
+    assert link.json.HasField("null_value")
+
+
 async def test_a_chains_last_link_hands_nothing_on_when_it_completes_but_stops_the_chain_when_it_fails(
     engine: Engine,
 ) -> None:

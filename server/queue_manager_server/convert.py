@@ -390,6 +390,8 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     if r.raw("res") is not None:
         # No 'rct': JSON (complete.lua stores a JSON result without its content type).
         j.result.CopyFrom(payload_out(r.raw("res"), r.text("rct") or JSON, json_view=True))
+    elif j.state == types_pb2.JOB_STATE_COMPLETED:  # completed with no result (JSON null, not stored)
+        j.result.CopyFrom(payload_out(NO_PAYLOAD[0], JSON, json_view=True))
     if r.raw("prog"):
         json_format.ParseDict(json.loads(r.raw("prog") or b"null"), j.progress)
     for name, target in (("fts", j.finish_time), ("run", j.run_time)):

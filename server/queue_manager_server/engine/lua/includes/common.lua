@@ -254,8 +254,10 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
   if f[8] and not f[9] then release_dedup(prefix, id, f[8]) end
   notify_job(prefix, id, jkey, state, f[10])
   if not f[1] then return 0 end
-  redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', f[2] or '',
-    'rct', f[3] or (f[2] and JSON_TYPE or ''), 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '',
+  -- A completed job without 'res' returned JSON null, one without 'rct' JSON (complete.lua).
+  local res = f[2] or (state == 'completed' and 'null' or '')
+  redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', res,
+    'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '',
     'par', f[7] or '')
   redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
   return 1
