@@ -13,6 +13,7 @@ import pytest
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.components.maintenance import Reaper
+from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import ADMIN_CHUNK, SWEEP_CHUNK
@@ -311,7 +312,7 @@ async def test_the_reaper_looks_at_a_queue_holding_no_lease_less_often(
 
     monkeypatch.setattr(engine, "reap_all", spy)
     reaper = Reaper(engine, 0.2, lease_ms=5_000)  # an idle queue waits min(5 × 0.2 s, 5 s) = 1 s
-    assert reaper.idle == 1.0
+    assert reaper.looks.idle == 1.0
     await engine.add_jobs("busy", [job("a")])
     await engine.claim("busy", 1, "t", "w", 300)
     start = asyncio.get_running_loop().time()
@@ -324,6 +325,38 @@ async def test_the_reaper_looks_at_a_queue_holding_no_lease_less_often(
     await asyncio.sleep(max(0.0, start + 1.1 - asyncio.get_running_loop().time()))
     await reaper.tick()
     # The idle queues' second look; busy, idle since its recovery, waits its turn.
+    assert looked[-1] == ["dead-letter-queue", "idle"]
+
+
+async def test_the_timeout_scan_looks_at_a_queue_without_deadlines_less_often(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue whose last scan found no deadline is scanned again after IDLE_LOOKS ticks (a deadline set
+    meanwhile has the timer of the server that set it); a queue with one is scanned every tick, so a run
+    whose server died (no timer armed here) still times out on time."""
+    for name in ("busy", "idle"):
+        await register(engine, name)
+    timeouts = Timeouts(engine, 0.2)  # an idle queue waits 5 × 0.2 s = 1 s
+    looked: list[list[str]] = []
+    time_out_all = timeouts.control.time_out_all
+
+    async def spy(queues: list[str], limit: int = 1000) -> list[object]:
+        looked.append(sorted(queues))
+        return await time_out_all(queues, limit)  # type: ignore[return-value]
+
+    monkeypatch.setattr(timeouts.control, "time_out_all", spy)
+    (job_id,) = (await engine.add_jobs("busy", [job("a", timeout_ms=300)])).ids
+    await engine.claim("busy", 1, "t", "w", 30_000)
+    start = asyncio.get_running_loop().time()
+    await timeouts.tick()
+    await timeouts.tick()
+    assert looked == [["busy", "dead-letter-queue", "idle"], ["busy"]]
+    await asyncio.sleep(0.4)  # past the deadline: the next tick fails the run
+    await timeouts.tick()
+    assert looked[-1] == ["busy"] and (await engine.get_job("busy", job_id)).text("st") == "failed"
+    await asyncio.sleep(max(0.0, start + 1.1 - asyncio.get_running_loop().time()))
+    await timeouts.tick()
+    # The idle queues' second scan; busy, without a deadline since its run failed, waits its turn.
     assert looked[-1] == ["dead-letter-queue", "idle"]
 
 

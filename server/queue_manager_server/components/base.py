@@ -13,6 +13,32 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# A queue a periodic scan found idle (no lease, no deadline) is visited again after this many ticks.
+IDLE_LOOKS = 5
+
+
+class Looks:
+    """Which queues a periodic scan visits at a tick: every queue that had work at its last visit, and one
+    that had none only once `idle` seconds have passed since (an idle server with thousands of queues then
+    visits each a fifth as often). A queue never visited, or whose visit failed, is due."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self._next: dict[str, float] = {}  # queue -> when an idle queue is due again (monotonic s)
+
+    def due(self, queues: list[str], now: float) -> list[str]:
+        live = set(queues)
+        self._next = {q: t for q, t in self._next.items() if q in live}  # deleted queues forgotten
+        return [q for q in queues if self._next.get(q, 0.0) <= now]
+
+    def seen(self, queue: str, busy: bool, now: float) -> None:
+        """The visit at `now` found the queue with work (busy) or without."""
+        if busy:
+            self._next.pop(queue, None)
+        else:
+            self._next[queue] = now + self.idle
+
+
 class Component:
     """A loop that calls ``tick`` every ``interval`` seconds until stopped; errors are logged, not fatal."""
 

@@ -8,15 +8,12 @@ import time
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
-from queue_manager_server.components.base import Component, error_text
+from queue_manager_server.components.base import IDLE_LOOKS, Component, Looks, error_text
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.records import Housekeeping
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.workflows import Workflows
-
-# A queue holding no lease is looked at again after this many reaper ticks (or one lease, if shorter).
-IDLE_LOOKS = 5
 
 
 class Reaper(Component):
@@ -32,24 +29,17 @@ class Reaper(Component):
     def __init__(self, engine: Engine, interval: float, lease_ms: int) -> None:
         super().__init__(interval)
         self.engine = engine
-        self.idle = min(IDLE_LOOKS * interval, lease_ms / 1000)
-        self._next_look: dict[str, float] = {}
+        self.looks = Looks(min(IDLE_LOOKS * interval, lease_ms / 1000))
 
     async def tick(self) -> None:
-        queues = await self.engine.queue_names()
         now = time.monotonic()
-        due = [q for q in queues if self._next_look.get(q, 0.0) <= now]
-        # Queues deleted since are forgotten.
-        self._next_look = {q: self._next_look[q] for q in queues if q in self._next_look}
+        due = self.looks.due(await self.engine.queue_names(), now)
         for queue, result in zip(due, await self.engine.reap_all(due), strict=True):
             if isinstance(result, Exception):
                 self.log.warning("reap failed", extra={"queue": queue, "error": error_text(result)})
                 continue
             back, lost, next_expiry = result
-            if next_expiry < 0:  # no lease held
-                self._next_look[queue] = now + self.idle
-            else:
-                self._next_look.pop(queue, None)
+            self.looks.seen(queue, next_expiry >= 0, now)  # busy while it holds a lease
             if back or lost:
                 self.log.info(
                     "recovered stalled jobs", extra={"queue": queue, "requeued": back, "failed": lost}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from queue_manager_server.components.base import TimedComponent, error_text
+from queue_manager_server.components.base import IDLE_LOOKS, Looks, TimedComponent, error_text
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import TIME_OUT_CHUNK, Control, TimedOut
 
@@ -30,24 +30,30 @@ class Timeouts(TimedComponent):
         super().__init__(scan_interval)
         self.engine = engine
         self.control = Control(engine)
+        # A queue whose last scan found no deadline is scanned again after IDLE_LOOKS ticks: a deadline set
+        # meanwhile has the timer of the server that set it; only if that server died does it wait for a scan.
+        self.looks = Looks(IDLE_LOOKS * scan_interval)
 
     def schedule(self, queue: str, in_ms: int) -> None:
         """A run of `queue` reaches its deadline `in_ms` from now: make sure a check fires by then."""
         self.arm(queue, time.monotonic() + in_ms / 1000 + FIRE_LATE_S)
 
     async def tick(self) -> None:
-        """Checks every queue, in shared round trips; a queue with more runs past their deadline than one
-        check takes goes on alone."""
-        queues = await self.engine.queue_names()
-        for queue in queues:
+        """Checks the queues due (`looks`), in shared round trips; a queue with more runs past their deadline
+        than one check takes goes on alone."""
+        now = time.monotonic()
+        due = self.looks.due(await self.engine.queue_names(), now)
+        for queue in due:
             self.disarm(queue)  # first: a timer armed while the checks run (a claim meanwhile) is kept
-        for queue, result in zip(queues, await self.control.time_out_all(queues), strict=True):
+        for queue, result in zip(due, await self.control.time_out_all(due), strict=True):
             if isinstance(result, Exception):
                 self.log.warning(
                     "timeout check failed",
                     extra={"queue": queue, "error": error_text(result)},
                 )
-            elif len(result.outcomes) < TIME_OUT_CHUNK:
+                continue
+            self.looks.seen(queue, result.next_deadline_ms >= 0, now)
+            if len(result.outcomes) < TIME_OUT_CHUNK:
                 self._checked(queue, result, len(result.outcomes))
             else:
                 await self.check(queue, len(result.outcomes))
