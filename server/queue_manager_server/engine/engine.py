@@ -304,13 +304,13 @@ class Engine:
             Per group, its AddResult or the exception its own commands met (an unknown queue, a script
             error): one queue's failure is not another's. A failed round trip raises.
         """
-        commands: list[tuple[Any, ...]] = []
+        calls: list[tuple[Sequence[str], Sequence[Any]]] = []
         spans: list[tuple[int, int]] = []
         for queue, jobs in groups:
-            first = len(commands)
-            commands += self._add_commands(queue, jobs, fetch)
-            spans.append((first, len(commands)))
-        results = await self._held(self.direct, "add_jobs", commands)
+            first = len(calls)
+            calls += self._add_calls(queue, jobs, fetch)
+            spans.append((first, len(calls)))
+        results = await self._held(self.direct, "add_jobs", calls)
         out: list[AddResult | Exception] = []
         for (queue, jobs), (first, last) in zip(groups, spans, strict=True):
             try:
@@ -319,12 +319,15 @@ class Engine:
                 out.append(exc)
         return out
 
-    async def _held(self, conn: DirectConnection, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The replies of `commands` (calls of the script `name`), sent on a held connection when it is free
-        (engine/direct.py: no pool, retry or script check on the way), else as a pipeline; an error reply is
-        left in its place. Calls refused NOSCRIPT (Redis lost its scripts) are sent again once the script is
-        loaded, as `execute` does."""
+    async def _held(
+        self, conn: DirectConnection, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """The replies of the script `name` run once per (keys, args) of calls, sent on a held connection
+        when it is free (engine/direct.py: no pool, retry or script check on the way), else as a pipeline; an
+        error reply is left in its place. Calls refused NOSCRIPT (Redis lost its scripts) are sent again once
+        the script is loaded, as `execute` does."""
         script = self.scripts.get(name)
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         replies = await conn.run(commands)
         if replies is None:
             pipe = self.redis.pipeline(transaction=False)
@@ -335,13 +338,15 @@ class Engine:
         await resend_refused([script], commands, replies)
         return replies
 
-    def _add_commands(self, queue: str, jobs: Sequence[NewJob], fetch: bool) -> list[tuple[Any, ...]]:
-        """One queue's add_jobs calls, ADD_CHUNK jobs each (with fetch, answering with the added jobs'
-        fields)."""
+    def _add_calls(
+        self, queue: str, jobs: Sequence[NewJob], fetch: bool
+    ) -> list[tuple[Sequence[str], Sequence[Any]]]:
+        """One queue's add_jobs calls (keys, args), ADD_CHUNK jobs each (with fetch, answering with the added
+        jobs' fields)."""
         k = self.keys(queue)
-        sha = self.scripts.get("add_jobs").sha
+        keys = (k.meta, k.waiting, k.delayed)
         answer = 1 if fetch else 0
-        out: list[tuple[Any, ...]] = []
+        out: list[tuple[Sequence[str], Sequence[Any]]] = []
         for start in range(0, len(jobs), ADD_CHUNK):
             chunk = jobs[start : start + ADD_CHUNK]
             args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer]
@@ -349,7 +354,7 @@ class Engine:
                 if not j.id:
                     j.id = new_job_id()
                 args += j.argv()
-            out.append(("EVALSHA", sha, 3, k.meta, k.waiting, k.delayed, *args))
+            out.append((keys, args))
         return out
 
     async def _add_result(
@@ -497,8 +502,7 @@ class Engine:
         k = self.keys(queue)
         keys = (k.meta, k.waiting, k.delayed, k.active, k.limiter)
         args = (k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM)
-        sha = self.scripts.get("claim").sha
-        (r,) = await self._held(self.claims, "claim", [("EVALSHA", sha, len(keys), *keys, *args)])
+        (r,) = await self._held(self.claims, "claim", [(keys, args)])
         if isinstance(r, Exception):
             raise r
         code = _i(r[0])
