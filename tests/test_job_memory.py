@@ -88,3 +88,34 @@ async def test_a_json_result_is_stored_without_its_content_type_and_none_not_at_
     assert as_dict == {"contentType": "application/json", "json": {"ok": 1}}
     assert (views[1].result.raw, views[1].result.content_type) == (b"\x00\x01", "application/octet-stream")
     assert views[2].result.content_type == "application/json" and views[2].result.json.HasField("null_value")
+
+
+async def test_attempt_counts_are_derived_where_they_are_not_stored(engine: Engine, redis: Redis) -> None:
+    """A claim stores no attempts started (the finished runs and stalls before it, plus one) and a first
+    finished run that completes stores no attempts made; the claim, the redelivery flag and the job's view
+    still count them."""
+    await register(engine)
+    once, lost, again = (await engine.add_jobs("q", [job("once"), job("lost"), job("again", attempts=2)])).ids
+    first = {j.id: j for j in (await engine.claim("q", 3, "t", "w", 30_000)).jobs}
+    assert {(j.attempts_started, j.redelivery) for j in first.values()} == {(1, False)}
+    assert await fields(redis, engine, once) == {"name", "data", "ts", "st", "tok", "wid"}
+    assert (await engine.complete("q", [(once, "t", *convert.NO_PAYLOAD)]))[0] == [0]
+    assert await fields(redis, engine, once) == {"name", "data", "ts", "st", "tok", "wid", "fts"}
+    assert convert.job_out(await engine.get_job("q", once)).attempts_made == 1
+
+    # A lost run is a stall: the next start is the second, a redelivery; a failed run is an attempt made.
+    assert await engine.release("q", [(lost, "t")], stalled=True) == [1]
+    assert await engine.release("q", [(again, "t")], stalled=False) == [1]  # handed back unstarted: uncounted
+    second = {j.id: j for j in (await engine.claim("q", 2, "t2", "w", 30_000)).jobs}
+    lost_again = second[lost]
+    assert (lost_again.attempts_started, lost_again.stalled_count, lost_again.redelivery) == (2, 1, True)
+    assert (second[again].attempts_started, second[again].redelivery) == (1, False)
+    assert (await engine.fail("q", [(again, "t2", "boom", "", False)]))[0][0] == 0
+    (third,) = (await engine.claim("q", 1, "t3", "w", 30_000)).jobs
+    assert (third.id, third.attempts_made, third.attempts_started, third.redelivery) == (again, 1, 2, False)
+    done = [(lost, "t2", *convert.NO_PAYLOAD), (again, "t3", *convert.NO_PAYLOAD)]
+    assert (await engine.complete("q", done))[0] == [0, 0]
+    views = {i: convert.job_out(await engine.get_job("q", i)) for i in (lost, again)}
+    assert (views[lost].attempts_made, views[lost].stalled_count) == (1, 1)
+    assert views[again].attempts_made == 2
+    assert "ats" not in await fields(redis, engine, again)

@@ -56,7 +56,9 @@ async def test_claim_honours_the_concurrency_cap_and_a_retry_after_hold(engine: 
     assert code == 1 and held.code == 2 and 0 < held.retry_after_ms <= 500
     assert run_at - held.now_ms <= 500
     record = await engine.get_job("q", slow.id)
-    assert (record.text("st"), record.int("atm"), record.int("ats")) == ("delayed", 0, 0)
+    # Neither a finished run nor a stall: its next start counts as its first (claim.lua; no 'ats' is stored).
+    assert (record.text("st"), record.int("atm"), record.int("stc")) == ("delayed", 0, 0)
+    assert "ats" not in record.fields
 
 
 def test_rate_limited_error_takes_seconds_or_a_timedelta() -> None:

@@ -376,7 +376,8 @@ def worker_and_start(r: JobRecord) -> tuple[str, int]:
 
 def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     """What only jobs that ran, or were added with more than the defaults, have (job_out)."""
-    j.attempts_made = r.int("atm")
+    # A job completed by its first finished run stores no 'atm' (complete.lua): that run is its one attempt.
+    j.attempts_made = r.int("atm", 1 if j.state == types_pb2.JOB_STATE_COMPLETED else 0)
     j.stalled_count = r.int("stc")
     j.failed_reason = r.text("err")
     j.stacktrace = r.text("stk")

@@ -2,22 +2,23 @@
 
 Job hash fields: name, data, ct (content type; absent for JSON, the common case), pri (absent: 3; also names
 the waiting list the job is in), seq (no longer written: older servers kept a FIFO place there), att (max
-attempts; absent: 1), atm (attempts made = finished runs: the failed ones, plus the one that completed), ats
-(attempts started), stc (stalled count), bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf (keep policies),
-to (timeout ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at), st (state; absent:
-waiting, as a job added waiting has none), tok (lease token), wid (worker id and the run's start in ms,
-"<worker id> <ms>"; both left after the run, tok and the worker id mean something only while st is active),
-pts (the run's start as older servers wrote it, beside a wid holding the worker id only), fts (finished), lex
-(lease expiry: written by older servers only, the active zset's score holds it), res/rct (result and its
-content type; no rct: JSON; a completed job without res returned none, JSON null), err/stk (last failure),
-prog (progress JSON), rm (delete after the dead-letter hand-off). Flows (engine/flows.py): flo (in a flow:
-hand off on finish; "e" on a chain's last link: only when it does not complete), par (encoded Job holding
-parents, chain_root and workflow), chn (encoded JobOptions holding the chain links still to come), chd
-(encoded Job holding the children started), cfl (on a chain's first job: why the chain stopped). Control
-(engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
-control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
-wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
-finishes unless ddt), ddt (the dedup key's ttl ms, when it has one).
+attempts; absent: 1), atm (attempts made = finished runs: the failed ones, plus the one that completed;
+absent: 0, or 1 on a completed job), ats (attempts started: written by older servers only; every start ends as
+a finished run or a stall, so a claim counts atm + stc + 1), stc (stalled count), bt/bd/bj/bm (backoff
+type/delay/jitter/max), kc/kf (keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts
+(created), run (run-at), st (state; absent: waiting, as a job added waiting has none), tok (lease token), wid
+(worker id and the run's start in ms, "<worker id> <ms>"; both left after the run, tok and the worker id mean
+something only while st is active), pts (the run's start as older servers wrote it, beside a wid holding the
+worker id only), fts (finished), lex (lease expiry: written by older servers only, the active zset's score
+holds it), res/rct (result and its content type; no rct: JSON; a completed job without res returned none, JSON
+null), err/stk (last failure), prog (progress JSON), rm (delete after the dead-letter hand-off). Flows
+(engine/flows.py): flo (in a flow: hand off on finish; "e" on a chain's last link: only when it does not
+complete), par (encoded Job holding parents, chain_root and workflow), chn (encoded JobOptions holding the
+chain links still to come), chd (encoded Job holding the children started), cfl (on a chain's first job: why
+the chain stopped). Control (engine/control.py): cxr ("1" once a cancel was asked while the job was active),
+cxm (the cancel reason). Job control (engine/job_control.py): lgn (log lines ever added; the lines are in the
+queue's ``logs:<id>`` list), wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its
+dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms, when it has one).
 """
 
 from __future__ import annotations

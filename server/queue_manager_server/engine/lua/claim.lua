@@ -9,8 +9,9 @@
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
 -- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
 --   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
---   limit), then per job its number of fields and those: 4 for a job stored with the defaults only and
---   never started before (id, name, data, created ms; the rest are the defaults, and attempts started 1),
+--   limit), then per job its number of fields and those: 4 for a job stored with the defaults only that
+--   never finished a run nor stalled (id, name, data, created ms; the rest are the defaults, and attempts
+--   started 1),
 --   else 13 (id, name, data, created ms, content type, priority, max attempts, attempts made, attempts
 --   started, stalled count, metadata, timeout ms, flow view (encoded Job or ""))}. Every job's lease
 --   expires at now + lease ms. A short record saves Valkey ~0.5 µs per job (9 reply elements).
@@ -80,15 +81,17 @@ for i = 1, #popped do
   local id = popped[i]
   local jkey = prefix .. id
   local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
-    'par', 'wt', 'ats')
-  local ats = (tonumber(f[13]) or 0) + 1
-  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started, 'ats', ats)
+    'par', 'wt')
+  redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
   if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
   local timeout = tonumber(f[10]) or 0
   if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
   ids[#ids + 1] = id
   -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
-  if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] or f[13] then
+  if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] then
+    -- Attempts started is not stored: every start ends as a finished run (atm) or a stall (stc), so this
+    -- one is the next after those (the job's view and the redelivery flag read it so: engine/records.py).
+    local ats = (tonumber(f[6]) or 0) + (tonumber(f[7]) or 0) + 1
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, f[1] or '', f[2] or '', f[8] or 0
     out[n + 6], out[n + 7], out[n + 8] = f[3] or JSON_TYPE, f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
     out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[6] or 0, ats, f[7] or 0, f[9] or ''

@@ -33,17 +33,19 @@ for i = 0, n - 1 do
     run_ended(prefix, id, f[5])
     STATS.completed = STATS.completed + 1
     count_run(ARGV[b + 5])
-    -- attempts made counts finished runs: this one too (a completed first run shows 1). A JSON result is
-    -- stored without its content type, as a job's JSON data is, and no result (JSON null) not at all: each
-    -- job-hash entry left out is one less to write and for every later command on the job to step over.
-    local atm = (tonumber(f[4]) or 0) + 1
+    -- attempts made counts finished runs, this one too; a job completed by its first finished run stores
+    -- none (absent on a completed job reads 1: convert.py). A JSON result is stored without its content
+    -- type, as a job's JSON data is, and no result (JSON null) not at all: each job-hash entry left out is
+    -- one less to write and for every later command on the job to step over.
+    local atm = f[4] and tonumber(f[4]) + 1
     if ARGV[b + 4] ~= JSON_TYPE then
-      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4], 'atm', atm)
+      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4])
     elseif ARGV[b + 3] ~= 'null' then
-      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'atm', atm)
+      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3])
     else
-      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'atm', atm)
+      redis.call('HSET', jkey, 'st', 'completed', 'fts', now)
     end
+    if atm then redis.call('HSET', jkey, 'atm', atm) end
     out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, f[6], f[7], f[8], f[9])
     local p = f[3] or ''
     if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end

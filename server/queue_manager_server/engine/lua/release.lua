@@ -32,7 +32,6 @@ for i = n - 1, 0, -1 do
       out[i + 2] = 3
     else
       run_ended(prefix, id, f[4])
-      redis.call('HINCRBY', jkey, 'ats', -1)
       to_waiting(waiting, jkey, id, false)
       out[i + 2] = 1
     end

@@ -29,7 +29,6 @@ for i = 0, n - 1 do
       finish_cancelled(meta, prefix, id, now)
       table.insert(out, 3); table.insert(out, -1)
     else
-      redis.call('HINCRBY', jkey, 'ats', -1)
       redis.call('HSET', jkey, 'st', 'delayed', 'run', now + wait)
       redis.call('ZADD', delayed, now + wait, id)
       notify_job(prefix, id, jkey, 'delayed', f[5])

@@ -11,7 +11,7 @@
 local function requeue(meta, waiting, set, prefix, id)
   local jkey = prefix .. id
   redis.call('ZREM', set, id)
-  redis.call('HSET', jkey, 'atm', 0, 'ats', 0, 'stc', 0)
-  redis.call('HDEL', jkey, 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
+  -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
+  redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
   to_waiting(waiting, jkey, id, true)
 end
