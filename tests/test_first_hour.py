@@ -224,6 +224,15 @@ def test_bind_reasons_in_plain_words() -> None:
         "already in use)"
     )
     assert explain(core).startswith("the address is in use")
+    polling = (  # the polling listener's words (queue_manager/_grpc_io.py)
+        "E1205 07:41:19.068931   10481 add_port.cc:83] Failed to add port to server: No address added out "
+        "of total 1 resolved for '0.0.0.0:51893' (Failed to add any wildcard listeners (Unable to configure "
+        "socket (bind: Address already in use (98))) (Unable to configure socket (bind: Address already in "
+        "use (98))))"
+    )
+    assert explain(polling).startswith("the address is in use (is another server running there?)")
+    elsewhere = "(Unable to configure socket (bind: Cannot assign requested address (99)))"
+    assert explain(elsewhere) == "no network interface of this machine has that address"
     lookup = "E1203 add_port.cc:83] Failed to add port: address lookup failed for x:1: Domain name not found"
     assert explain(lookup) == "the host name does not resolve"
     assert explain("") == "address in use or invalid"

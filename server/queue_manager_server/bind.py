@@ -27,11 +27,12 @@ _REASONS = {
     "Domain name not found": "the host name does not resolve",
     "Permission denied": "permission denied (ports below 1024 need privileges)",
 }
-# "Error in bind for address '[::]:50051': Address already in use" (several may be glued together), or
-# "address lookup failed for host:port: Domain name not found".
+# "Error in bind for address '[::]:50051': Address already in use" (several may be glued together; the
+# EventEngine listener's words), "Unable to configure socket (bind: Address already in use (98))" (the polling
+# listener's, queue_manager/_grpc_io.py), or "address lookup failed for host:port: Domain name not found".
 _CORE_REASON = re.compile(
-    r"(?:Error in bind for address '[^']*'|address lookup failed for \S+): "
-    r"([A-Za-z ]+?)(?=Error in bind|[)\n]|$)"
+    r"(?:Error in bind for address '[^']*': |address lookup failed for \S+: |\(bind: )"
+    r"([A-Za-z ]+?)(?= \(\d+\)|Error in bind|[)\n]|$)"
 )
 
 

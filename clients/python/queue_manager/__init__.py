@@ -14,6 +14,10 @@ await qm.add_job("emails", "welcome", {"to": "u@example.com"}, {"priority": JobP
 ```
 """
 
+# First, before anything imports grpc: how its sockets are read (_grpc_io.py).
+import queue_manager._grpc_io  # noqa: F401
+
+# isort: split
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
