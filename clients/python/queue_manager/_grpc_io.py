@@ -5,7 +5,7 @@ the completion queue that grpc.aio's poller thread waits on, which wakes the eve
 more per message, on each side of every call and stream. With the core's ``event_engine_client`` and
 ``event_engine_listener`` experiments off, channels and the server's accepted connections use the core's
 polling endpoints, read by the thread that waits on the completion queue itself. Measured on one 2-core
-machine (bench/RESULTS.md, "Afternoon of 2026-12-05"): a message and its echo on an open stream
+machine (bench/RESULTS.md, "Later morning of 2026-12-05"): a message and its echo on an open stream
 (`python -m bench.rtt`) 0.17 → 0.10 ms; an add's answer reaching its client and a job reaching its worker
 ~0.1 ms sooner each.
 
