@@ -90,7 +90,7 @@ for i = 1, #popped do
   -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
   if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] then
     -- Attempts started is not stored: every start ends as a finished run (atm) or a stall (stc), so this
-    -- one is the next after those (the job's view and the redelivery flag read it so: engine/records.py).
+    -- one is the next after those (the redelivery flag reads it: engine/records.py ClaimedJob).
     local ats = (tonumber(f[6]) or 0) + (tonumber(f[7]) or 0) + 1
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, f[1] or '', f[2] or '', f[8] or 0
     out[n + 6], out[n + 7], out[n + 8] = f[3] or JSON_TYPE, f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
