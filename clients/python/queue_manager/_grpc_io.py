@@ -23,12 +23,6 @@ import sys
 POLLING_IO = "-event_engine_client,-event_engine_listener"
 
 
-def prefer_polling_io() -> bool:
-    """Sets GRPC_EXPERIMENTS to POLLING_IO when it can still take effect and nobody set it; True if it did."""
-    if "grpc" in sys.modules or "GRPC_EXPERIMENTS" in os.environ:
-        return False
+# Only while it can still take effect, and never over the process's own choice.
+if "grpc" not in sys.modules and "GRPC_EXPERIMENTS" not in os.environ:
     os.environ["GRPC_EXPERIMENTS"] = POLLING_IO
-    return True
-
-
-prefer_polling_io()
