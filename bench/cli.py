@@ -37,7 +37,18 @@ FEATURES_RATIO_MIN = 0.8
 MEMORY_BYTES_MAX = 200
 VALKEY_CPU_US_MAX = 10.0
 AOF_SCENARIOS = ("bulk", "drain", "single")
-ORDER = ("bulk", "drain", "features", "chains", "workflows", "single", "unary", "latency", "memory")
+ORDER = (
+    "bulk",
+    "drain",
+    "features",
+    "failures",
+    "chains",
+    "workflows",
+    "single",
+    "unary",
+    "latency",
+    "memory",
+)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ Modes (each times itself; the process start is never measured):
 - ``bulk``: --jobs jobs ``{"i": n}`` through `QueueManager.add_bulk` (the AddBulk client stream).
 - ``features``: like bulk, with priorities 1–5 mixed, every 10th job named to fail its first attempt
   (``attempts=2``, no backoff), plus --side-jobs jobs on --side-queue.
+- ``failures``: like bulk, every job named to fail its first attempt (``attempts=2``, no backoff).
 - ``chains``: like bulk, each job chaining one link, a job in --side-queue added when it completes.
 - ``workflows``: --jobs `execute_workflow` calls from --inflight concurrent callers, each run a step in
   --queue whose success starts a step in --side-queue.
@@ -64,6 +65,13 @@ async def features(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     ids = await qm.add_bulk(a.queue, jobs)
     if side:
         await qm.add_bulk(a.side_queue, side)
+    return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
+
+
+async def failures(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    jobs = [{"name": FAILS_ONCE, "data": {"i": i}, "options": {"attempts": 2}} for i in range(a.jobs)]
+    t0 = time.perf_counter()
+    ids = await qm.add_bulk(a.queue, jobs)
     return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
 
 
@@ -193,6 +201,7 @@ MODES: dict[str, Callable[[QueueManager, argparse.Namespace], Awaitable[dict[str
     "chains": chains,
     "workflows": workflows,
     "features": features,
+    "failures": failures,
     "single": single,
     "latency": latency,
     "unary": unary,

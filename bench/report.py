@@ -28,6 +28,11 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("drain", "total_cpu_us", "drain CPU per job: all processes (µs)", False),
     ("features", "jobs_per_s", "drain with features on (jobs/s)", True),
     ("features", "ratio_to_drain", "features-on drain ÷ plain drain (same round)", True),
+    ("failures", "jobs_per_s", "drain, every job failing once then completing (jobs/s)", True),
+    ("failures", "ratio_to_drain", "drain with every job failing once ÷ plain drain (same round)", True),
+    ("failures", "worker_cpu_us", "failing once: worker CPU per job (µs)", False),
+    ("failures", "server_cpu_us", "failing once: server CPU per job (µs)", False),
+    ("failures", "valkey_cpu_us", "failing once: Valkey CPU per job (µs)", False),
     ("chains", "jobs_per_s", "drain of two-job chains, runs (jobs/s)", True),
     ("chains", "ratio_to_drain", "chain runs ÷ plain drain (same round)", True),
     ("workflows", "runs_created_per_s", "execute_workflow, 50 callers (runs/s)", True),
@@ -52,9 +57,9 @@ FIGURES: list[tuple[str, str, str, bool]] = [
 
 
 def add_round_ratios(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
-    """ratio_to_drain of features, chains and workflows: each such run against the plain drain of the same
-    round."""
-    for scenario in ("features", "chains", "workflows"):
+    """ratio_to_drain of features, failures, chains and workflows: each such run against the plain drain of
+    the same round."""
+    for scenario in ("features", "failures", "chains", "workflows"):
         for system, feats in runs.get(scenario, {}).items():
             drains = runs.get("drain", {}).get(system, [])
             for feat, plain in zip(feats, drains, strict=False):

@@ -142,14 +142,19 @@ async def _timed_drain(
     return result
 
 
-async def drain(d: Driver, p: Params) -> dict[str, Any]:
-    """p.jobs no-op jobs added up front (ours: to a paused queue), then drained by p.workers processes."""
-    queue = "bench-drain"
+async def _drain_of(d: Driver, p: Params, queue: str, made_by: str, run_as: str) -> dict[str, Any]:
+    """p.jobs jobs written by the producer's `made_by` mode up front (ours: to a paused queue), then drained
+    by p.workers processes in worker mode `run_as`."""
     await d.prepare(queue, paused=True)
-    await d.produce("bulk", queue, timeout_for(p.jobs), jobs=p.jobs)
-    result = await _timed_drain(d, p, queue, "noop", p.jobs, [queue])
+    await d.produce(made_by, queue, timeout_for(p.jobs), jobs=p.jobs)
+    result = await _timed_drain(d, p, queue, run_as, p.jobs, [queue])
     await d.cleanup(queue)
     return result
+
+
+async def drain(d: Driver, p: Params) -> dict[str, Any]:
+    """p.jobs no-op jobs added up front, then drained."""
+    return await _drain_of(d, p, "bench-drain", "bulk", "noop")
 
 
 async def features(d: Driver, p: Params) -> dict[str, Any]:
@@ -165,6 +170,14 @@ async def features(d: Driver, p: Params) -> dict[str, Any]:
     await d.cleanup(queue)
     await d.cleanup(side)
     return result
+
+
+async def failures(d: Driver, p: Params) -> dict[str, Any]:
+    """Drain where every job fails its first attempt and completes on its retry (no backoff): what the
+    failure path costs beside a run. Counted by the jobs' successful runs, two runs each."""
+    if not isinstance(d, Ours):
+        raise BenchError("failures is measured for Queue Manager only")
+    return await _drain_of(d, p, "bench-failures", "failures", "features")
 
 
 async def _linked_drain(
@@ -273,6 +286,7 @@ SCENARIOS: dict[str, Scenario] = {
     "bulk": bulk,
     "drain": drain,
     "features": features,
+    "failures": failures,
     "chains": chains,
     "workflows": workflows,
     "single": single,

@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
+from queue_manager import worker as worker_module
 from queue_manager.cli import main
+from queue_manager.logsampling import BURST, WINDOW_S, Sampler
 from queue_manager_server.app import App, print_banner
 from queue_manager_server.bind import explain
 from queue_manager_server.config import Settings
+from queue_manager_server.services import reports as server_reports
 from tests.conftest import RunningServer
 from tests.procs import ROOT
+from tests.test_logsampling import Clock
 
 WAIT = 20.0
 
@@ -80,6 +84,46 @@ async def test_failed_runs_are_logged_on_the_worker(
     tracebacks = [r for r in caplog.records if r.levelno == logging.DEBUG and r.message.endswith("traceback")]
     assert len(tracebacks) == 2
     assert tracebacks[0].exc_info is not None and tracebacks[0].exc_info[0] is ValueError
+
+
+async def test_a_storm_of_failures_is_logged_as_its_first_few_and_a_count(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="queue_manager.worker")
+    caplog.set_level(logging.INFO, logger="queue_manager_server.reports")
+    qm = QueueManager(address=server.address, concurrency=8, shutdown_grace=5.0)
+    await qm.register_queue("storm")
+    assert server.app.workers is not None
+    reports = server.app.workers.reports
+    clock = Clock()  # stands still: every failure falls in one window however slow the machine
+    reports.failure_log = Sampler(server_reports._log_left_out, clock=clock)
+
+    @qm.processor("storm")
+    async def pay(job: JobContext) -> None:
+        raise ConnectionError("the payment service is down")
+
+    jobs = 3 * BURST
+    try:
+        worker = await qm.start_workers()
+        worker._failure_log = Sampler(worker_module._log_left_out, clock=clock)
+        ids = await qm.add_bulk("storm", [{"name": "pay", "options": {"attempts": 1}}] * jobs)
+        for job_id in ids:
+            assert (await qm.wait_for_job("storm", job_id, WAIT)).state is JobState.FAILED
+        # The worker's line for each of the first few, and one for the rest (told when it stops).
+        lines = [r for r in caplog.records if "failed on attempt" in r.message]
+        assert len(lines) == BURST
+        # The server's too: its count is told by the first report once the second has passed.
+        assert len([r for r in caplog.records if r.message == "job failed for good"]) == BURST
+        clock.now += WINDOW_S
+        reports.failure_log.flush()
+    finally:
+        await qm.shutdown()
+    [summary] = [r for r in caplog.records if "more ConnectionError failures" in r.message]
+    assert summary.levelno == logging.WARNING
+    assert (summary.queue, summary.count) == ("storm", jobs - BURST)
+    assert summary.message.startswith(f"queue storm: {jobs - BURST} more ConnectionError failures in the")
+    [told] = [r for r in caplog.records if r.message == "more jobs failed for good"]
+    assert (told.levelno, told.queue, told.count) == (logging.WARNING, "storm", jobs - BURST)
 
 
 async def test_no_traceback_unless_debug(server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:

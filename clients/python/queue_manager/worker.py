@@ -42,11 +42,11 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from importlib import metadata as importlib_metadata
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import grpc
 import grpc.aio
@@ -56,6 +56,7 @@ from queue_manager.channel import aio_channel
 from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
 from queue_manager.errors import RateLimitedError, UnrecoverableError, status_code
+from queue_manager.logsampling import Sampler
 from queue_manager.stats import ProcessStats
 from queue_manager.tracebacks import format_failure
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
@@ -195,6 +196,9 @@ class Worker:
         self._closing = False  # running jobs are done or released: flush, half-close, stop
         self._draining = False  # the server asked this stream to drain
         self._delivery_stopped = False  # the server confirmed no more jobs come on this stream
+        # Failure lines: the first few of each kind (queue, error type) per second, then a count (a storm
+        # of failures would bury the log and cost more CPU than the runs; logsampling.py).
+        self._failure_log = Sampler(_log_left_out)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -275,6 +279,7 @@ class Worker:
                 await self._main
         except Exception:
             logger.exception("worker %s stopped with an error", self.worker_id)
+        self._failure_log.flush(final=True)
         if self._unsent:
             logger.warning("worker %s: %d report item(s) could not be sent", self.worker_id, self._unsent)
         if self._channel is not None:
@@ -431,6 +436,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            self._failure_log.flush()  # the count of a storm of failures that has stopped
             if self._attach_stats():
                 self._wake.set()
             if not self._running:
@@ -636,7 +642,8 @@ class Worker:
         if ctx._lost:
             self._finish(ctx)
             return
-        _log_failure(ctx, exc)
+        if self._failure_log.admit(_failure_kind(ctx, exc)):
+            _log_failure(ctx, exc)
         failure = self._outbox.report.failures.add(
             queue_name=ctx.queue_name,
             job_id=ctx.id,
@@ -705,10 +712,32 @@ class Worker:
         self._wake.set()
 
 
+def _failure_kind(ctx: JobContext, exc: BaseException) -> tuple[str, str, int]:
+    """What makes failures alike for the log's sampling: the queue, the error's type and the line's level."""
+    level = logging.INFO if isinstance(exc, RateLimitedError) else logging.WARNING
+    return ctx.queue_name, type(exc).__name__, level
+
+
+def _log_left_out(kind: Hashable, count: int, seconds: float) -> None:
+    """The failures of one kind that a second's sampling left out of the log, in one line."""
+    queue, error, level = cast("tuple[str, str, int]", kind)  # a _failure_kind
+    logger.log(
+        level,
+        "queue %s: %d more %s failures in the last %.1fs (not logged one by one; the server keeps each "
+        "on its job)",
+        queue,
+        count,
+        error,
+        seconds,
+        extra={"queue": queue, "error_type": error, "count": count},
+    )
+
+
 def _log_failure(ctx: JobContext, exc: BaseException) -> None:
     """Tells the person watching this worker that a run failed: one WARNING line (queue, job id, attempt,
     error, what happens next), and the traceback at DEBUG (``LOG_LEVEL=DEBUG``). The server records the
-    failure as well; this is for the worker's own log."""
+    failure as well; this is for the worker's own log, which takes the first few failures of each kind a
+    second and counts the rest (`Worker._fail`)."""
     where = f"job {ctx.queue_name}/{ctx.id} ({ctx.name})"
     attempt = ctx.attempts_made + 1
     fields = {"queue": ctx.queue_name, "job_id": ctx.id, "attempt": attempt, "error": repr(exc)}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from operator import attrgetter
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
 
+from queue_manager.logsampling import Sampler
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
@@ -60,8 +61,12 @@ class ReportHandler:
         self.control = JobControl(engine)
         self.lease_ms = lease_ms
         self.max_payload = max_payload
+        # A line per failed run: the first few of each kind (queue, outcome) per second, then a count; a
+        # storm of failures would bury the log and cost the server more than the runs (logsampling.py).
+        self.failure_log = Sampler(_log_left_out)
 
     async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
+        self.failure_log.flush()  # the count of a storm that has stopped, at the next report (a heartbeat)
         results: list[pb.ReportItemResult] = []
         # Progress and extensions first: a report may carry a job's last progress and its completion.
         for queue, progress in _by_queue(r.progress, _RUN_QUEUE):
@@ -139,7 +144,7 @@ class ReportHandler:
             [_duration_us(f) for f in items],
         )
         for f, (code, _) in zip(items, outcomes, strict=True):
-            if code >= 0:
+            if code >= 0 and self.failure_log.admit((queue, code == 2)):
                 log.log(
                     logging.WARNING if code == 2 else logging.INFO,
                     "job failed for good" if code == 2 else "job failed; will retry",
@@ -226,6 +231,16 @@ class ReportHandler:
         return [
             _rejection(queue, x.job_id, x.lease_token, c) for x, c in zip(items, codes, strict=True) if c < 0
         ]
+
+
+def _log_left_out(kind: Hashable, count: int, seconds: float) -> None:
+    """The failed runs of one kind that a second's sampling left out of the log, in one line."""
+    queue, for_good = cast("tuple[str, bool]", kind)
+    log.log(
+        logging.WARNING if for_good else logging.INFO,
+        "more jobs failed for good" if for_good else "more jobs failed; will retry",
+        extra={"queue": queue, "count": count, "seconds": round(seconds, 1)},
+    )
 
 
 def _by_queue(items: Iterable[T], queue: Callable[[object], str] = _QUEUE) -> list[tuple[str, list[T]]]:
