@@ -121,7 +121,7 @@ async def test_a_storm_of_failures_is_logged_as_its_first_few_and_a_count(
     [summary] = [r for r in caplog.records if "more ConnectionError failures" in r.message]
     assert summary.levelno == logging.WARNING
     assert (summary.queue, summary.count) == ("storm", jobs - BURST)
-    assert summary.message.startswith(f"queue storm: {jobs - BURST} more ConnectionError failures in the")
+    assert summary.message.startswith(f"queue storm: {jobs - BURST} more ConnectionError failures within")
     [told] = [r for r in caplog.records if r.message == "more jobs failed for good"]
     assert (told.levelno, told.queue, told.count) == (logging.WARNING, "storm", jobs - BURST)
 

@@ -723,7 +723,7 @@ def _log_left_out(kind: Hashable, count: int, seconds: float) -> None:
     queue, error, level = cast("tuple[str, str, int]", kind)  # a _failure_kind
     logger.log(
         level,
-        "queue %s: %d more %s failures in the last %.1fs (not logged one by one; the server keeps each "
+        "queue %s: %d more %s failures within %.1fs (not logged one by one; the server keeps each "
         "on its job)",
         queue,
         count,
