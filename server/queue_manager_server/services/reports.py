@@ -144,9 +144,11 @@ class ReportHandler:
             [_duration_us(f) for f in items],
         )
         for f, (code, _) in zip(items, outcomes, strict=True):
-            if code >= 0 and self.failure_log.admit((queue, code == 2)):
+            level = logging.WARNING if code == 2 else logging.INFO
+            # Sampled only where the line is logged at all (at WARNING a retry's line is not even counted).
+            if code >= 0 and log.isEnabledFor(level) and self.failure_log.admit((queue, code == 2)):
                 log.log(
-                    logging.WARNING if code == 2 else logging.INFO,
+                    level,
                     "job failed for good" if code == 2 else "job failed; will retry",
                     extra={
                         "queue": queue,
