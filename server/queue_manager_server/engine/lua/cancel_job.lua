@@ -24,7 +24,8 @@ if st == 'active' then
   if reason ~= '' then redis.call('HSET', jkey, 'cxm', reason) end
   local why = 'cancelled'
   if reason ~= '' then why = 'cancelled: ' .. reason end
-  redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[3] or '') .. ' ' .. why)
+  local token = f[3] or folded_token(jkey) or ''
+  redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. token .. ' ' .. why)
   return {1, st}
 end
 if st == 'waiting' then

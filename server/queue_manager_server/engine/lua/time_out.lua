@@ -24,7 +24,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
   else
     redis.call('ZREM', active, id)
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
-    redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
+    local token = f[2] or folded_token(jkey) or ''
+    redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. token .. ' ' .. reason)
     local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false, f)
     redis.call('ZREM', deadlines, id)
     table.insert(out, id); table.insert(out, code); table.insert(out, run)
