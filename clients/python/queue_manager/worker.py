@@ -642,7 +642,9 @@ class Worker:
         if ctx._lost:
             self._finish(ctx)
             return
-        if self._failure_log.admit(_failure_kind(ctx, exc)):
+        kind = _failure_kind(ctx, exc)
+        # Sampled only where the line is logged at all (as the server does its own, services/reports.py).
+        if logger.isEnabledFor(kind[2]) and self._failure_log.admit(kind):
             _log_failure(ctx, exc)
         failure = self._outbox.report.failures.add(
             queue_name=ctx.queue_name,
