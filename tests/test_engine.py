@@ -9,7 +9,6 @@ import re
 from importlib import resources
 
 import pytest
-from redis.asyncio import Redis
 
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
@@ -728,53 +727,6 @@ async def test_a_runs_worker_and_start_are_one_field_and_an_older_servers_two_ar
     (waiting,) = (await engine.add_jobs("q", [job("y")])).ids
     assert convert.worker_and_start(await engine.get_job("q", waiting)) == ("", 0)
     assert not convert.job_out(await engine.get_job("q", waiting)).HasField("process_time")
-
-
-async def test_a_lease_a_newer_server_folds_into_wid_is_checked_and_named_here(
-    engine: Engine, redis: Redis, prefix: str
-) -> None:
-    """A newer server may write a lease's token in 'wid' ("<token>\\0<worker id> <ms>") and no 'tok'
-    (common.lua folded_token): this one fences reports by it, names it when it stops a run, and reads the
-    worker and start around it, so both can serve one deployment."""
-    await register(engine)
-    await engine.add_jobs("q", [job(str(i)) for i in range(5)])
-    claimed = await engine.claim("q", 5, "old-token", "w", 30_000)
-    a, b, c, d, e = (j.id for j in claimed.jobs)
-    folded = {j.id: f"new-{i}" for i, j in enumerate(claimed.jobs)}
-    for job_id, token in folded.items():  # leased as the newer server leases
-        key = engine.keys("q").job(job_id)
-        await redis.hdel(key, "tok")
-        await redis.hset(key, "wid", f"{token}\0a worker {claimed.now_ms}")
-    extended = await engine.extend("q", [(a, folded[a]), (a, "old-token"), (a, folded[b])], 30_000)
-    assert [code for code, _ in extended] == [0, -3, -3]
-    codes, _ = await engine.complete(
-        "q", [(a, folded[a], b"1", "application/json"), (b, "old-token", b"1", "application/json")]
-    )
-    assert codes == [0, -3]
-    assert [code for code, _ in await engine.fail("q", [(c, folded[c], "boom", "", True)])] == [2]
-    assert await engine.progress("q", [(d, folded[d], "50")]) == [0]
-    assert await engine.release("q", [(d, folded[d])], stalled=False) == [1]  # back to waiting
-    assert convert.worker_and_start(await engine.get_job("q", e)) == ("a worker", claimed.now_ms)
-    # Stopping a run (a cancel, a timeout) names the folded token to the server holding the lease.
-    (late,) = (await engine.add_jobs("q", [job("late", timeout_ms=60_000)])).ids
-    assert late in [j.id for j in (await engine.claim("q", 5, "old-token", "w", 30_000)).jobs]  # d, late
-    await redis.hdel(engine.keys("q").job(late), "tok")
-    await redis.hset(engine.keys("q").job(late), "wid", f"new-late\0a worker {claimed.now_ms}")
-    await redis.zadd(engine.keys("q").deadlines, {late: 0})  # its deadline has passed
-    stops: list[bytes] = []
-    async with redis.pubsub(ignore_subscribe_messages=True) as ps:
-        await ps.subscribe(engine.channel)
-        assert await Control(engine).cancel_job("q", e, "not needed")
-        await Control(engine).time_out("q")
-        async with asyncio.timeout(10):
-            while len(stops) < 2:
-                m = await ps.get_message(timeout=1.0)
-                if m is not None and m["data"].startswith(b"c "):
-                    stops.append(m["data"])
-    assert stops == [
-        f"c q {e} {folded[e]} cancelled: not needed".encode(),
-        f"c q {late} new-late job timed out after 60s".encode(),
-    ]
 
 
 async def test_a_runs_lease_fields_stay_after_it_ends_and_count_only_while_the_job_is_active(

@@ -366,12 +366,8 @@ def job_out_fields(
 
 def worker_and_start(r: JobRecord) -> tuple[str, int]:
     """The worker of the job's last run and when that run started (ms; 0: none yet). claim.lua writes both in
-    'wid' ("<worker id> <ms>"); older servers wrote the id alone there and the start in 'pts'; a newer one may
-    put the lease's token ahead of them ("<token>\\0<worker id> <ms>", common.lua folded_token)."""
+    'wid' ("<worker id> <ms>"); older servers wrote the id alone there and the start in 'pts'."""
     wid = r.text("wid")
-    _, folded, rest = wid.partition("\0")
-    if folded:
-        wid = rest
     if r.raw("pts") is not None:
         return wid, r.int("pts")
     worker, _, started = wid.rpartition(" ")

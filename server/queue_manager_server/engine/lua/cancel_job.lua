@@ -24,8 +24,7 @@ if st == 'active' then
   if reason ~= '' then redis.call('HSET', jkey, 'cxm', reason) end
   local why = 'cancelled'
   if reason ~= '' then why = 'cancelled: ' .. reason end
-  local token = f[3] or folded_token(jkey) or ''
-  redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. token .. ' ' .. why)
+  redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[3] or '') .. ' ' .. why)
   return {1, st}
 end
 if st == 'waiting' then

@@ -122,19 +122,6 @@ local function to_waiting(waiting, jkey, id, fresh)
   place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {})
 end
 
--- The token of the lease on the job at jkey when it has no 'tok' field: claim.lua writes the token in 'tok';
--- a newer server may fold it into 'wid' instead ("<token>\0<worker id> <ms>": a worker id holds no NUL) and
--- write no 'tok' (deleting an older run's). Readers take `f.tok or folded_token(jkey)`: reading the folded
--- form as well lets every server of a deployment check a newer one's leases before any writes them (one
--- job-hash entry less per claim, then), at no cost while 'tok' is written.
-local function folded_token(jkey)
-  local wid = redis.call('HGET', jkey, 'wid')
-  if not wid then return nil end
-  local z = string.find(wid, '\0', 1, true)
-  if z then return string.sub(wid, 1, z - 1) end
-  return nil
-end
-
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
 -- -3 not held: expired and recovered, finished, or never this token) and the fields st, tok, then any
 -- extra field names given.
@@ -147,7 +134,7 @@ local function lease_check(jkey, token, ...)
     if redis.call('EXISTS', jkey) == 1 then return -3, f end
     return -2, f
   end
-  if f[1] ~= 'active' or (f[2] or folded_token(jkey)) ~= token then return -3, f end
+  if f[1] ~= 'active' or f[2] ~= token then return -3, f end
   return 0, f
 end
 
