@@ -1,6 +1,11 @@
 # Queue Manager — one entry point for setting up, running, testing and benchmarking.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter the virtualenvs are made from: the operating system's own python3 when it is 3.11 or newer
+# and can make virtualenvs (distributions build it with profile-guided and link-time optimisation and link
+# libpython statically; a default pyenv or source build runs our Python ~20% slower: docs/operations.md),
+# else python3 from PATH. `make PYTHON=...` chooses another.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)

@@ -30,7 +30,11 @@ class Proxy:
         if not self.up:
             writer.close()
             return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:  # the target is down: the client sees its connection closed, as a refusal
+            writer.close()
+            return
         self._writers |= {writer, up_writer}
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pipe(src, dst))
