@@ -3,9 +3,9 @@ SHELL := /bin/bash
 # The interpreter the virtualenvs are made from: the operating system's own python3 when it is 3.11 or newer
 # and can make virtualenvs (distributions build it with profile-guided and link-time optimisation and link
 # libpython statically; a default pyenv or source build runs our Python ~20% slower: docs/operations.md),
-# else python3 from PATH. `make PYTHON=...` chooses another.
+# else python3.11, else python3 from PATH (as .ci/run chooses). `make PYTHON=...` chooses another.
 PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
-	2>/dev/null && echo /usr/bin/python3 || echo python3)
+	2>/dev/null && echo /usr/bin/python3 || (command -v python3.11 >/dev/null && echo python3.11) || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
