@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # The interpreter the virtualenvs are made from: the operating system's own python3 when it is 3.11 or newer
 # and can make virtualenvs (distributions build it with profile-guided and link-time optimisation and link
 # libpython statically; a default pyenv or source build runs our Python ~20% slower: docs/operations.md),
-# else python3.11, else python3 from PATH (as .ci/run chooses). `make PYTHON=...` chooses another.
+# else python3.11, else python3 from PATH; .ci/run asks `make python-path`. `make PYTHON=...` chooses another.
 PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && echo /usr/bin/python3 || (command -v python3.11 >/dev/null && echo python3.11) || echo python3)
 VENV ?= .venv
@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: run install dev proto proto-check lint api-baseline test test-faults bench bench-smoke bench-peers soak ci clean
+.PHONY: python-path run install dev proto proto-check lint api-baseline test test-faults bench bench-smoke bench-peers soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench-peers: $(VENV)/.installed $(PEERS_VENV)/.installed bench/peers/bullmq/node
 # Chaos soak (not part of `make test`): workers and a server SIGKILLed while jobs flow; checks nothing is lost.
 soak: $(VENV)/.installed
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The interpreter the virtualenvs are made from (.ci/run asks).
+python-path:
+	@echo $(PYTHON)
 
 # What CI runs on a clean clone: make dev, proto-check, lint, test (timed, bounded).
 ci:
