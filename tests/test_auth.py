@@ -103,6 +103,22 @@ async def sent_code(method: Callable[..., Any], requests: list[Any], md: Any) ->
     return code
 
 
+async def refused_connect(address: str, queues: list[str], token: str) -> grpc.StatusCode:
+    """The status a worker stream (hello, then credits) opened with `token` is refused with; the stream is
+    opened again while the client library overwrites the server's status (see _OVERWRITTEN)."""
+    for _ in range(10):
+        w = await raw_worker(address, queues, token)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await w.connect(credits=1)
+        finally:
+            await w.close()
+        code, details = refused.value.code(), refused.value.details() or ""
+        if (code, details) != _OVERWRITTEN:
+            return code
+    return code
+
+
 def test_every_rpc_has_a_rule() -> None:
     from queue_manager.v1 import queue_service_pb2, worker_service_pb2
 
@@ -364,11 +380,7 @@ async def test_worker_stream_is_limited_to_the_tokens_queues(
         # listed as a worker nor leases anything.
         before = await state(redis, server.prefix)
         for token, queues in ((tokens["prod"], ["billing-a"]), (tokens["work"], ["billing-a", "orders"])):
-            w = await raw_worker(server.address, queues, token)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await w.connect(credits=1)
-            assert refused.value.code() == PD
-            await w.close()
+            assert await refused_connect(server.address, queues, token) == PD
         assert await state(redis, server.prefix) == before
         w = await raw_worker(server.address, ["billing-a"], tokens["work"])
         try:
