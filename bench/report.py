@@ -51,6 +51,8 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("latency", "p99_ms", "add→start latency p99 at 500 jobs/s (ms)", False),
     ("latency", "max_ms", "add→start latency max (ms)", False),
     ("latency", "add_mean_ms", "add call mean during the latency run (ms)", False),
+    ("latency", "server_cpu_us", "latency run: server CPU per job, add to completion (µs)", False),
+    ("latency", "valkey_cpu_us", "latency run: Valkey CPU per job, add to completion (µs)", False),
     ("memory", "bytes_per_job", "Valkey memory per waiting job (bytes)", False),
     ("memory", "job_key_bytes", "of which the job hash, MEMORY USAGE (bytes)", False),
 ]

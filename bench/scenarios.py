@@ -222,6 +222,8 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
     out_dir = _fresh_dir(d, "run-latency")
     bound = p.warmup + p.seconds + 60
     children = await d.start_workers(queue, "latency", p.workers, p.concurrency, out_dir, bound + 120)
+    marks = Marks(d)
+    await marks.begin()
     try:
         r = await d.produce("latency", queue, bound, rate=p.rate, seconds=p.seconds, warmup=p.warmup)
 
@@ -229,6 +231,8 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
             return next((c.describe_exit() for c in children if not c.alive()), None)
 
         await wait_progress(out_dir, "w", warm + measured, 60, dead)
+        # Every job's add, claim, delivery and completion at a low rate, warm-up included.
+        cpu = await marks.per_job(warm + measured)
     finally:
         await stop_workers(children, d.stop_grace)
     lines = read_lines(out_dir, "w")
@@ -243,6 +247,7 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
         "p99_ms": percentile(samples, 99),
         "max_ms": samples[-1],
         "achieved_rate": r["achieved_rate"],
+        **cpu,
     }
     for key in ("add_mean_ms", "add_p50_ms", "add_p99_ms"):
         if key in r:
