@@ -109,6 +109,10 @@ def _patch_server() -> None:
             for j in group:
                 note("send", j.id, t)
                 note("written", j.id, t2)
+        for result in out:  # a claim folded into the add: sent and back with it
+            for claimed in getattr(getattr(result, "claim", None), "jobs", ()):
+                note("claim", claimed.id, t)
+                note("claimed", claimed.id, t2)
         return out
 
     Engine.add_jobs_many = add_jobs_many  # type: ignore[method-assign]

@@ -19,6 +19,8 @@ from queue_manager_server.app import App
 from queue_manager_server.config import Settings
 from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import ClaimResult
+from queue_manager_server.services.dispatcher import Dispatcher
 from tests.procs import Procs
 
 
@@ -120,3 +122,26 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
     tracker = Procs(tmp_path)
     yield tracker
     tracker.cleanup()
+
+
+def count_claims(dispatcher: Dispatcher, folded: list[int] | None = None) -> list[int]:
+    """Records the number of jobs each claim of the dispatcher leases, its own and (in folded too, when
+    given) those folded into adds (undone by deleting engine.claim and dispatcher.added)."""
+    claims: list[int] = []
+    real, real_added = dispatcher.engine.claim, dispatcher.added
+
+    async def counted(*args: Any, **kwargs: Any) -> ClaimResult:
+        result = await real(*args, **kwargs)
+        claims.append(len(result.jobs))
+        return result
+
+    def added(token: object, published: bool, claim: ClaimResult | None = None) -> None:
+        if claim is not None:
+            claims.append(len(claim.jobs))
+            if folded is not None:
+                folded.append(len(claim.jobs))
+        real_added(token, published, claim)
+
+    dispatcher.engine.claim = counted  # type: ignore[method-assign]
+    dispatcher.added = added  # type: ignore[method-assign]
+    return claims

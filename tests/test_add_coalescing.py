@@ -46,7 +46,7 @@ class HeldWrites:
         self.release = asyncio.Event()
         self.fail_queue = ""  # its group of the second batch: half written, then a script error
 
-    async def __call__(self, groups: Groups, fetch: bool = False) -> list[Any]:
+    async def __call__(self, groups: Groups, fetch: bool = False, claims: Any = ()) -> list[Any]:
         self.batches.append([(q, len(jobs)) for q, jobs in groups])
         if len(self.batches) == 1:
             await self.release.wait()
@@ -54,7 +54,7 @@ class HeldWrites:
             (queue, jobs), *_ = groups
             await self.real([(queue, list(jobs)[: len(jobs) // 2])], fetch)
             return [ResponseError("ERR simulated script error mid-batch")]
-        return await self.real(groups, fetch)
+        return await self.real(groups, fetch, claims)
 
 
 async def until(check: Any) -> None:
@@ -128,9 +128,9 @@ async def test_a_lone_add_is_written_at_once(server: RunningServer, stub: qrpc.Q
     sizes: list[int] = []
     real = adds.engine.add_jobs_many
 
-    async def spy(groups: Groups, fetch: bool = False) -> list[AddResult | Exception]:
+    async def spy(groups: Groups, fetch: bool = False, claims: Any = ()) -> list[AddResult | Exception]:
         sizes.append(sum(len(j) for _, j in groups))
-        return await real(groups, fetch)
+        return await real(groups, fetch, claims)
 
     adds.engine.add_jobs_many = spy  # type: ignore[method-assign]
     try:

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from queue_manager import JobContext, QueueManager
-from queue_manager_server.engine.records import ClaimResult
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, count_claims
 
 
 async def test_one_claim_per_job_at_low_load_with_two_workers(server: RunningServer) -> None:
     dispatcher = server.app.dispatcher
     assert dispatcher is not None
-    engine = dispatcher.engine
-    claims: list[int] = []
-    real = engine.claim
-
-    async def counted(*args: Any, **kwargs: Any) -> ClaimResult:
-        result = await real(*args, **kwargs)
-        claims.append(len(result.jobs))
-        return result
-
     qm = QueueManager(address=server.address, concurrency=4)
     await qm.register_queue("low")
     done: asyncio.Queue[str] = asyncio.Queue()
@@ -33,13 +22,14 @@ async def test_one_claim_per_job_at_low_load_with_two_workers(server: RunningSer
     workers = [await qm.start_workers(), await qm.start_workers()]
     for w in workers:
         await asyncio.wait_for(w.wait_connected(), 10)
-    engine.claim = counted  # type: ignore[method-assign]
+    claims = count_claims(dispatcher)
     try:
         for i in range(10):
             await qm.add_job("low", f"j{i}")
             await asyncio.wait_for(done.get(), 10)
     finally:
-        del engine.claim
+        del dispatcher.engine.claim
+        del dispatcher.added
         await qm.shutdown()
     assert sum(claims) == 10
     # A claim that finds the queue empty ends the round: the other worker's claim would come back empty too

@@ -1,5 +1,6 @@
-"""Adds through a server are claimed right behind their write; their own pub/sub events wake nothing more,
-while events of adds made anywhere else still wake the dispatcher at once (services/dispatcher.py)."""
+"""Adds through a server are claimed with their write (a claim folded into the add's script call) or right
+behind it; their own pub/sub events wake nothing more, while events of adds made anywhere else still wake the
+dispatcher at once (services/dispatcher.py)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,9 @@ import asyncio
 from typing import Any
 
 from queue_manager import JobContext, QueueManager
-from queue_manager_server.engine.records import ClaimResult, NewJob
-from queue_manager_server.services.dispatcher import Dispatcher
-from tests.conftest import RunningServer, ServerFactory
-
-
-def count_claims(dispatcher: Dispatcher) -> list[int]:
-    """Records the number of jobs each claim of the dispatcher leases (undone by deleting engine.claim)."""
-    claims: list[int] = []
-    real = dispatcher.engine.claim
-
-    async def counted(*args: Any, **kwargs: Any) -> ClaimResult:
-        result = await real(*args, **kwargs)
-        claims.append(len(result.jobs))
-        return result
-
-    dispatcher.engine.claim = counted  # type: ignore[method-assign]
-    return claims
+from queue_manager_server.engine.records import AddResult, ClaimResult, NewJob
+from queue_manager_server.services.dispatcher import IDLE_RECHECK_S
+from tests.conftest import RunningServer, ServerFactory, count_claims
 
 
 async def worker_for(address: str, queue: str, done: asyncio.Queue[str]) -> QueueManager:
@@ -44,18 +31,22 @@ async def test_an_add_is_claimed_behind_its_write_and_its_event_wakes_nothing(se
     assert dispatcher is not None
     done: asyncio.Queue[str] = asyncio.Queue()
     qm = await worker_for(server.address, "own", done)
-    claims = count_claims(dispatcher)
+    folded: list[int] = []
+    claims = count_claims(dispatcher, folded)
     try:
         for i in range(20):
             job = await qm.add_job("own", f"j{i}")
             assert await asyncio.wait_for(done.get(), 10) == job.id
     finally:
         del dispatcher.engine.claim
+        del dispatcher.added
         await qm.shutdown()
     assert sum(claims) == 20
-    # One claim per add: the add's own event, arriving after the claim that took its job, is spare (before,
-    # it cost a second claim that came back empty). A rare race may still cost an extra claim.
+    # One claim per add, folded into the add's own script call (the worker has free slots and no claim of
+    # the queue is under way): the add's own event, arriving after the claim that took its job, is spare
+    # (before, it cost a second claim that came back empty). A rare race may still cost an extra claim.
     assert len(claims) <= 23, claims
+    assert sum(folded) >= 17, (folded, claims)
 
 
 async def test_adds_through_another_server_still_wake_the_dispatcher_at_once(
@@ -103,4 +94,73 @@ async def test_a_delayed_or_repeated_add_never_spares_an_event(server: RunningSe
             result = await engine.add_jobs("quiet", [NewJob(id="", name=f"direct{i}", data=b"{}")])
             assert await asyncio.wait_for(done.get(), 2) == result.ids[0]
     finally:
+        await qm.shutdown()
+
+
+async def test_the_loop_waits_for_a_folded_claim_and_then_claims_what_came_meanwhile(
+    server: RunningServer,
+) -> None:
+    """A claim folded into an add is the queue's claim under way: the queue's loop, woken meanwhile (credits
+    back), does not claim beside it, and once it is back, jobs added elsewhere meanwhile (their event came
+    during it) are claimed at once."""
+    dispatcher = server.app.dispatcher
+    assert dispatcher is not None
+    engine = dispatcher.engine
+    done: asyncio.Queue[str] = asyncio.Queue()
+    qm = await worker_for(server.address, "fold", done)
+    await qm.add_job("fold", "first")  # clears the new queue's mark; the claim that takes it leaves one
+    assert await asyncio.wait_for(done.get(), 10)
+    release, folding, evented = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    under_way, most = 0, 0
+    real_many, real_claim, real_event = engine.add_jobs_many, engine.claim, dispatcher.event
+
+    async def counted(run: Any) -> Any:
+        nonlocal under_way, most
+        under_way += 1
+        most = max(most, under_way)
+        try:
+            return await run
+        finally:
+            under_way -= 1
+
+    async def held_add(groups: Any, fetch: bool = False, claims: Any = ()) -> Any:
+        if not any(c is not None for c in claims):
+            return await real_many(groups, fetch, claims)
+        folding.set()
+        await release.wait()
+        return await counted(real_many(groups, fetch, claims))
+
+    async def claim(*args: Any, **kwargs: Any) -> ClaimResult:
+        return await counted(real_claim(*args, **kwargs))  # type: ignore[no-any-return]
+
+    def event(queue: str) -> None:
+        real_event(queue)
+        evented.set()
+
+    engine.add_jobs_many = held_add  # type: ignore[method-assign]
+    engine.claim = claim  # type: ignore[method-assign]
+    dispatcher.event = event  # type: ignore[method-assign]
+    try:
+        adding = asyncio.ensure_future(qm.add_job("fold", "held"))
+        await asyncio.wait_for(folding.wait(), 10)
+        # Another server's adds, whose event arrives while the folded claim is under way…
+        (direct,) = await real_many(
+            [("fold", [NewJob(id="", name=f"direct{i}", data=b"{}") for i in range(3)])]
+        )
+        await asyncio.wait_for(evented.wait(), 10)
+        # …and the worker's credits coming back wake the queue's loop, which must not claim beside it.
+        dispatcher.credit("fold")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        release.set()
+        await adding
+        async with asyncio.timeout(IDLE_RECHECK_S / 2):
+            names = {await done.get() for _ in range(4)}
+        assert isinstance(direct, AddResult) and len(names) == 4
+        assert most == 1
+    finally:
+        release.set()
+        del engine.add_jobs_many
+        del engine.claim
+        del dispatcher.event
         await qm.shutdown()

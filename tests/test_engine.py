@@ -18,7 +18,14 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import ADMIN_CHUNK, SWEEP_CHUNK
 from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys
-from queue_manager_server.engine.records import STORED_ATTEMPTS, STORED_PRIORITY, ClaimedJob, NewJob
+from queue_manager_server.engine.records import (
+    STORED_ATTEMPTS,
+    STORED_PRIORITY,
+    AddResult,
+    ClaimedJob,
+    ClaimRequest,
+    NewJob,
+)
 from queue_manager_server.errors import JobActive, JobNotFound, QueueNotFound
 
 
@@ -758,3 +765,30 @@ async def test_a_runs_lease_fields_stay_after_it_ends_and_count_only_while_the_j
     assert (done.state, done.worker_id, done.attempts_made) == (types_pb2.JOB_STATE_COMPLETED, "", 2)
     assert (await engine.complete("q", [(job_id, "t2", b"3", "application/json")]))[0] == [-3]
     assert (await engine.get_job("q", job_id)).raw("res") == b"2"
+
+
+async def test_a_claim_folded_into_an_add_leases_what_is_waiting_in_the_same_call(engine: Engine) -> None:
+    """add_jobs_many with a ClaimRequest runs the claim once the jobs are in, in the same script call: the
+    jobs already waiting come first, the lease is the request's, and a paused queue or an unknown one answers
+    as a claim of its own would (code 1; the queue's error, no claim)."""
+    await register(engine)
+    await register(engine, "other")
+    (first,) = (await engine.add_jobs("q", [job("first")])).ids
+    request = ClaimRequest(take=2, token="tok-f", worker_id="w-f", lease_ms=30_000)
+    groups = [("q", [job("second"), job("third")]), ("other", [job("alone")])]
+    (here, there) = await engine.add_jobs_many(groups, fetch=True, claims=[request, None])
+    assert isinstance(here, AddResult) and isinstance(there, AddResult) and there.claim is None
+    assert here.claim is not None and here.claim.code == 0
+    assert [j.name for j in here.claim.jobs] == ["first", "second"]
+    assert here.claim.jobs[0].id == first and here.claim.jobs[1].id == here.ids[0]
+    assert all(j.lease_expiry_ms == here.claim.now_ms + 30_000 for j in here.claim.jobs)
+    # The leases are the request's: the token completes them, and the third job still waits.
+    codes, _ = await engine.complete("q", [(first, "tok-f", b"null", "application/json")])
+    assert codes == [0]
+    assert [j.name for j in (await engine.claim("q", 5, "t", "w", 30_000)).jobs] == ["third"]
+    await engine.set_paused("q", True)
+    (paused,) = await engine.add_jobs_many([("q", [job("held")])], claims=[request])
+    assert isinstance(paused, AddResult) and paused.claim is not None
+    assert paused.claim.code == 1 and paused.claim.jobs == []
+    (missing,) = await engine.add_jobs_many([("nope", [job("x")])], claims=[request])
+    assert isinstance(missing, QueueNotFound)

@@ -23,6 +23,7 @@ from queue_manager_server.engine.records import (
     STORED_PRIORITY,
     AddResult,
     ClaimedJob,
+    ClaimRequest,
     ClaimResult,
     Housekeeping,
     JobRecord,
@@ -111,6 +112,30 @@ def _s(v: Any) -> str:
 
 def _b(v: bytes | str) -> bytes:
     return v if isinstance(v, bytes) else v.encode()
+
+
+def _claim_result(r: list[Any], lease_ms: int) -> ClaimResult:
+    """A claim's reply (claim.lua, or the claim folded into add_jobs.lua) as a ClaimResult."""
+    res = ClaimResult(
+        code=_i(r[0]),
+        now_ms=_i(r[1]),
+        next_delayed_ms=_i(r[2]),
+        retry_after_ms=_i(r[3]),
+        bucket_fill_ms=_i(r[4]),
+    )
+    # Per job its number of fields, then those (_claimed); every lease expires at now + lease_ms.
+    expiry = res.now_ms + lease_ms
+    i, end = 5, len(r)
+    while i < end:
+        size = r[i]
+        f = r[i + 1 : i + 1 + size]
+        i += 1 + size
+        try:
+            job = _claimed(f, int, expiry)
+        except ValueError:  # a number Lua wrote as a float (none of these fields is expected to be)
+            job = _claimed(f, _i, expiry)
+        res.jobs.append(job)
+    return res
 
 
 def _claimed(f: Sequence[Any], num: Callable[[Any], int], expiry: int) -> ClaimedJob:
@@ -296,9 +321,16 @@ class Engine:
         return result
 
     async def add_jobs_many(
-        self, groups: Sequence[tuple[str, Sequence[NewJob]]], fetch: bool = False
+        self,
+        groups: Sequence[tuple[str, Sequence[NewJob]]],
+        fetch: bool = False,
+        claims: Sequence[ClaimRequest | None] = (),
     ) -> list[AddResult | Exception]:
         """`add_jobs` for several queues in one round trip (AddJob calls coalesced, services/adds.py).
+
+        claims: per group, a claim to run in the same script call once its jobs are in (None, or missing:
+        none); its reply is the group's ``AddResult.claim`` (the add's reply and a claim's in one round trip
+        and one script call, where a claim sent behind the add cost both again).
 
         Returns:
             Per group, its AddResult or the exception its own commands met (an unknown queue, a script
@@ -306,15 +338,16 @@ class Engine:
         """
         calls: list[tuple[Sequence[str], Sequence[Any]]] = []
         spans: list[tuple[int, int]] = []
-        for queue, jobs in groups:
+        for i, (queue, jobs) in enumerate(groups):
             first = len(calls)
-            calls += self._add_calls(queue, jobs, fetch)
+            calls += self._add_calls(queue, jobs, fetch, claims[i] if i < len(claims) else None)
             spans.append((first, len(calls)))
         results = await self._held(self.direct, "add_jobs", calls)
         out: list[AddResult | Exception] = []
-        for (queue, jobs), (first, last) in zip(groups, spans, strict=True):
+        for i, ((queue, jobs), (first, last)) in enumerate(zip(groups, spans, strict=True)):
             try:
-                out.append(await self._add_result(queue, jobs, results[first:last], fetch))
+                claim = claims[i] if i < len(claims) else None
+                out.append(await self._add_result(queue, jobs, results[first:last], fetch, claim))
             except Exception as exc:
                 out.append(exc)
         return out
@@ -339,26 +372,32 @@ class Engine:
         return replies
 
     def _add_calls(
-        self, queue: str, jobs: Sequence[NewJob], fetch: bool
+        self, queue: str, jobs: Sequence[NewJob], fetch: bool, claim: ClaimRequest | None = None
     ) -> list[tuple[Sequence[str], Sequence[Any]]]:
         """One queue's add_jobs calls (keys, args), ADD_CHUNK jobs each (with fetch, answering with the added
-        jobs' fields)."""
+        jobs' fields; with a claim, the last call runs it)."""
         k = self.keys(queue)
         keys = (k.meta, k.waiting, k.delayed)
         answer = 1 if fetch else 0
+        starts = range(0, len(jobs), ADD_CHUNK)
         out: list[tuple[Sequence[str], Sequence[Any]]] = []
-        for start in range(0, len(jobs), ADD_CHUNK):
+        for start in starts:
             chunk = jobs[start : start + ADD_CHUNK]
-            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer]
+            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer, 0, "", "", 0, 0]
+            if claim is not None and start == starts[-1]:
+                args[5:] = [claim.take, claim.token, claim.worker_id, claim.lease_ms, PROMOTE_PER_CLAIM]
+                out_keys: Sequence[str] = (*keys, k.active, k.limiter)
+            else:
+                out_keys = keys
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()
                 args += j.argv()
-            out.append((keys, args))
+            out.append((out_keys, args))
         return out
 
     async def _add_result(
-        self, queue: str, jobs: Sequence[NewJob], results: list[Any], fetch: bool
+        self, queue: str, jobs: Sequence[NewJob], results: list[Any], fetch: bool, claim: ClaimRequest | None
     ) -> AddResult:
         for r in results:
             if isinstance(r, Exception):
@@ -376,8 +415,10 @@ class Engine:
                 out.earliest_delayed_ms = e
             out.queue_paused = _i(r[3]) == 1
             out.published = out.published or _i(r[4]) == 1
+            if claim is not None and r[5] != 0:
+                out.claim = _claim_result(r[5], claim.lease_ms)
             ts = b"%d" % out.now_ms
-            for i in range(5, len(r), stride):
+            for i in range(6, len(r), stride):
                 out.ids.append(_s(r[i]))
                 out.created.append(r[i + 1] == 1)
                 if fetch:
@@ -505,29 +546,9 @@ class Engine:
         (r,) = await self._held(self.claims, "claim", [(keys, args)])
         if isinstance(r, Exception):
             raise r
-        code = _i(r[0])
-        if code == NO_QUEUE:
+        if _i(r[0]) == NO_QUEUE:
             raise QueueNotFound(queue)
-        res = ClaimResult(
-            code=code,
-            now_ms=_i(r[1]),
-            next_delayed_ms=_i(r[2]),
-            retry_after_ms=_i(r[3]),
-            bucket_fill_ms=_i(r[4]),
-        )
-        # Per job its number of fields, then those (_claimed); every lease expires at now + lease_ms.
-        expiry = res.now_ms + lease_ms
-        i, end = 5, len(r)
-        while i < end:
-            size = r[i]
-            f = r[i + 1 : i + 1 + size]
-            i += 1 + size
-            try:
-                job = _claimed(f, int, expiry)
-            except ValueError:  # a number Lua wrote as a float (none of these fields is expected to be)
-                job = _claimed(f, _i, expiry)
-            res.jobs.append(job)
-        return res
+        return _claim_result(r, lease_ms)
 
     async def complete(
         self,

@@ -127,6 +127,18 @@ class AddResult:
     queue_paused: bool = False
     # A call published the queue's 'w' event: a worker waited for its jobs (common.lua publish_ready).
     published: bool = False
+    # The reply of a claim folded into the add (Engine.add_jobs_many), None without one (or no queue).
+    claim: ClaimResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A claim for one worker: at most `take` waiting jobs, leased under one token for lease_ms."""
+
+    take: int
+    token: str
+    worker_id: str
+    lease_ms: int
 
 
 @dataclass(slots=True)

@@ -11,8 +11,9 @@ being written, new adds wait for the next one, which leaves as soon as that writ
 batches grow by themselves, bounded by ``MAX_BATCH``, and no add waits longer than one write.
 
 Before each write the server's dispatcher is told (`AddListener.adding`), so a queue it serves is claimed
-right behind the add instead of a round trip later, when the add's pub/sub event would arrive; after it,
-whether the write published that event (`AddListener.added`). See services/dispatcher.py.
+with the add (a claim it folds into the add's script call: `AddListener.claim_of`) or right behind it,
+instead of a round trip later, when the add's pub/sub event would arrive; after it, whether the write
+published that event, and the folded claim's reply (`AddListener.added`). See services/dispatcher.py.
 
 Failures stay per caller: an unknown queue fails only that queue's callers. If a queue's script call fails
 as a whole (a script error mid-batch could leave earlier jobs written), each of its jobs is sent again on its
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.engine import ADD_CHUNK, new_job_id
-from queue_manager_server.engine.records import AddResult, JobRecord, NewJob
+from queue_manager_server.engine.records import AddResult, ClaimRequest, ClaimResult, JobRecord, NewJob
 from queue_manager_server.errors import QueueNotFound
 
 log = logging.getLogger("queue_manager_server.adds")
@@ -51,8 +52,12 @@ class AddListener(Protocol):
     def adding(self, queue: str, ids: list[str]) -> object | None:
         """These jobs are about to be written to the queue; returns a token for `added`, or None."""
 
-    def added(self, token: object, published: bool) -> None:
-        """The write of `adding`'s token came back; published: its script published the queue's wake-up."""
+    def claim_of(self, token: object) -> ClaimRequest | None:
+        """The claim to run in the add's own script call, or None."""
+
+    def added(self, token: object, published: bool, claim: ClaimResult | None) -> None:
+        """The write of `adding`'s token came back; published: its script published the queue's wake-up;
+        claim: the folded claim's reply (None: none, or the write failed)."""
 
 
 @dataclass(slots=True)
@@ -201,25 +206,30 @@ class AddCoalescer:
         groups = list(by_queue.items())
         listener = self.listener
         tokens: list[object | None] = []
-        published: list[bool] = []
+        results: list[AddResult | Exception] = []
         try:
-            # One add_jobs script call per queue (MAX_BATCH jobs at most): at most one wake-up event each.
+            # One add_jobs script call per queue (MAX_BATCH jobs at most): at most one wake-up event each,
+            # and the claim the dispatcher folds into it.
             if listener is not None:
                 tokens = [listener.adding(q, [p.job.id for p in items]) for q, items in groups]
             results = await self.engine.add_jobs_many(
-                [(q, [p.job for p in items]) for q, items in groups], fetch=True
+                [(q, [p.job for p in items]) for q, items in groups],
+                fetch=True,
+                claims=[listener.claim_of(t) for t in tokens] if listener is not None else (),
             )
-            published = [isinstance(r, AddResult) and r.published for r in results]
         except Exception as exc:  # the round trip failed: nothing is known to be written
             for p in batch:
                 _resolve(p, exc)
             return
         finally:
             if listener is not None:
-                published += [False] * (len(tokens) - len(published))  # no reply: nothing known published
-                for token, sent in zip(tokens, published, strict=False):
-                    if token is not None:
-                        listener.added(token, sent)
+                for i, token in enumerate(tokens):
+                    if token is not None:  # no reply: nothing known published, no claim's jobs
+                        r = results[i] if i < len(results) else None
+                        if isinstance(r, AddResult):
+                            listener.added(token, r.published, r.claim)
+                        else:
+                            listener.added(token, False, None)
         for (_, items), result in zip(groups, results, strict=True):
             if isinstance(result, AddResult):
                 _deliver(items, result)

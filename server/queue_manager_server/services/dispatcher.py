@@ -3,10 +3,14 @@
 One loop per served queue, woken by events (a job added anywhere, a credit returned, a delay falling due)
 instead of polling; each claim is one Lua call that leases a batch.
 
-A job added through this server to a queue it serves is claimed right behind its add: the coalescer
-(services/adds.py) tells `Dispatcher.adding` before it sends the write, so the claim leaves as the add's
-reply is awaited and Redis runs it just after the add, a round trip earlier than the add's pub/sub event
-would have started it. That event may still come (when a claim had left the queue with no ready job, the
+A job added through this server to a queue it serves is claimed with its add: the coalescer
+(services/adds.py) tells `Dispatcher.adding` before it sends the write. When a worker of the queue has free
+slots and no claim of the queue is under way, the claim is folded into the add's own script call
+(`Dispatcher.claim_of`; add_jobs.lua runs it once the jobs are in), and its reply comes back with the add's:
+one round trip and one script call where a claim of its own cost both again (`Dispatcher.added` hands the
+jobs over). Otherwise the queue's loop claims right behind the add, so the claim leaves as the add's reply
+is awaited and Redis runs it just after the add, a round trip earlier than the add's pub/sub event would
+have started it. That event may still come (when a claim had left the queue with no ready job, the
 add publishes it for whichever server waits: common.lua publish_ready); when the claim that followed the
 add leased every job of it, the event — or one published before it, whose jobs that claim saw too — wakes
 nothing (`Dispatcher.event`): no second, empty claim per add.
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.records import ClaimedJob, ClaimRequest, ClaimResult
 from queue_manager_server.services.errors import status_for
 
 log = logging.getLogger("queue_manager_server.dispatcher")
@@ -53,6 +58,15 @@ MAX_EXPECTED = 64
 
 
 @dataclass(eq=False, slots=True)
+class Fold:
+    """A claim for one session folded into an add's script call (Dispatcher.adding): its credits are held
+    until the add's reply."""
+
+    session: WorkerSession
+    request: ClaimRequest
+
+
+@dataclass(eq=False, slots=True)
 class Expected:
     """An add being written to a queue this server serves, until it is known whether its event is spare."""
 
@@ -65,6 +79,8 @@ class Expected:
     # Numbers of the events that arrived during the claim that covered it, when that claim came back before
     # the add's reply (Redis may answer them in either order): their wake-ups wait for the reply.
     held: list[int] = field(default_factory=list)
+    # The claim folded into the add's script call, until its reply.
+    fold: Fold | None = None
 
 
 @dataclass(eq=False)
@@ -165,6 +181,10 @@ class Dispatcher:
         # Per queue, an add whose jobs a claim leased before the add's own reply came: events arriving
         # meanwhile wait for that reply too (they may be its own).
         self._awaiting: dict[str, Expected] = {}
+        # Queues with a claim folded into an add under way, and those whose loop waits for it to come back
+        # (a queue has one claim under way at a time).
+        self._folding: set[str] = set()
+        self._deferred: set[str] = set()
         self.stopping = False
         # How long a claim for a busy worker's few free slots waits for more (tests change it).
         self.credit_linger_s = CREDIT_LINGER_S
@@ -217,8 +237,9 @@ class Dispatcher:
         self._awaiting.clear()  # what they hold still wakes the loop when their replies come
 
     def adding(self, queue: str, ids: list[str]) -> Expected | None:
-        """Jobs are about to be written to the queue through this server: claims for its workers now, so the
-        claim reaches Redis right behind the add. Returns what `added` must be told, or None."""
+        """Jobs are about to be written to the queue through this server: claims for its workers with the
+        add (a claim folded into its script call: `claim_of`) or right behind it. Returns what `added` must
+        be told, or None."""
         if self.stopping or not self.sessions.get(queue):
             return None
         expected = Expected(queue, frozenset(ids), self._events[queue])
@@ -226,18 +247,69 @@ class Dispatcher:
         pending.append(expected)
         if len(pending) > MAX_EXPECTED:
             del pending[0]
-        self.wake(queue)
+        expected.fold = self._fold(queue)
+        if expected.fold is None:
+            self.wake(queue)
         return expected
 
-    def added(self, token: object, published: bool) -> None:
-        """The add's reply: whether its script published the queue's ``w`` event (False when unknown)."""
+    @staticmethod
+    def claim_of(token: object) -> ClaimRequest | None:
+        """The claim to fold into the add that `adding` returned token for, or None."""
+        return token.fold.request if isinstance(token, Expected) and token.fold is not None else None
+
+    def _fold(self, queue: str) -> Fold | None:
+        """Takes the credits of a claim for the first session with free slots, to run with an add, when no
+        claim of the queue is under way and its loop has nothing else to weigh (a rate limit, a cap)."""
+        if queue in self._claiming or queue in self._folding or queue in self._held_until:
+            return None
+        if queue in self._take_cap:
+            return None
+        loop = self._loops.get(queue)
+        if loop is None or loop.done():
+            return None
+        sessions = self.sessions[queue]
+        for s in sessions:
+            if s.closed or s.draining or s.credits <= 0 or s.linger_until:
+                continue
+            take = self._take(s, len(sessions) == 1)
+            if take <= 0:
+                continue
+            s.credits -= take
+            self._claiming[queue] = []
+            self._woken.discard(queue)
+            self._drained.discard(queue)
+            self._folding.add(queue)
+            return Fold(s, ClaimRequest(take, secrets.token_hex(8), s.worker_id, self.lease_ms))
+        return None
+
+    def _take(self, s: WorkerSession, split: bool) -> int:
+        """How many jobs a claim for the session asks for now; 0 while its few free slots wait for more
+        (most of its jobs still run: a report of a few runs waits a little for company, so the claim and
+        the delivery carry many jobs)."""
+        share = s.concurrency // CREDIT_SHARE
+        if s.credits < share and len(s.leases) >= share:
+            return 0
+        # A lone worker would otherwise run in lockstep (all its jobs in one batch, then all outcomes
+        # back): claiming half its concurrency at a time keeps one batch in flight while it runs the other.
+        # With several workers their batches interleave anyway, and bigger batches cost less.
+        return min(s.credits, CLAIM_BATCH, max(1, s.concurrency // 2) if split else CLAIM_BATCH)
+
+    def added(self, token: object, published: bool, claim: ClaimResult | None = None) -> None:
+        """The add's reply: whether its script published the queue's ``w`` event (False when unknown), and
+        the reply of the claim folded into it (None: none, or no reply)."""
         if not isinstance(token, Expected):
             return
         token.published = published
         held, token.held = token.held, []
         if self._awaiting.get(token.queue) is token:
             del self._awaiting[token.queue]
-        if not published:
+        if token.fold is not None:
+            # The folded claim decides the add's own event as any claim does (_claimed: spent when it leased
+            # every job of the add), so only what is left is settled here.
+            self._folded(token, token.fold, claim)
+            if not published or (not token.covered and self._events[token.queue] > token.seen + 1):
+                self._drop(token)
+        elif not published:
             self._drop(token)
         elif token.covered:
             held = self._spend(token, held)
@@ -245,6 +317,41 @@ class Dispatcher:
             self._drop(token)  # its first event came and went: nothing can be spared for it any more
         if held:
             self.wake(token.queue)
+
+    def _folded(self, e: Expected, fold: Fold, res: ClaimResult | None) -> None:
+        """The claim folded into an add came back (res None: no reply, or the add failed): its jobs go to
+        the session as a claim's of the loop would; anything but a plain outcome is left to the loop."""
+        e.fold = None
+        queue, s, request = e.queue, fold.session, fold.request
+        self._folding.discard(queue)
+        s.credits += request.take
+        self._claimed(queue, [j.id for j in res.jobs] if res is not None else [])
+        if res is not None and res.jobs:
+            self._hand_over(queue, s, request.token, res.jobs)
+        if res is None or res.code != 0 or res.retry_after_ms > 0 or res.bucket_fill_ms > 0:
+            # No reply, or paused, rate limited, held, at the cap: the loop's own claims see to it.
+            self.wake(queue)
+        elif len(res.jobs) == request.take or res.next_delayed_ms >= 0:
+            self.wake(queue)  # more may wait, or a delayed job's timer to arm
+        else:
+            self._mark_drained(queue)
+        if queue in self._deferred:  # the loop waited for this claim: credits returned meanwhile count now
+            self._deferred.discard(queue)
+            self.credit(queue)
+
+    def _hand_over(self, queue: str, s: WorkerSession, token: str, jobs: list[ClaimedJob]) -> None:
+        """Jobs a claim leased to the session: down its stream, or back to waiting when the worker left or
+        stopped taking jobs while the claim ran."""
+        s.credits -= len(jobs)
+        if s.closed or s.draining:
+            self.spawn(self.engine.release(queue, [(j.id, token) for j in jobs], False), "release")
+            return
+        for j in jobs:
+            s.leases[(queue, j.id)] = token
+        timeouts = [j.timeout_ms for j in jobs if j.timeout_ms]
+        if timeouts and self.deadline_hook is not None:
+            self.deadline_hook(queue, min(timeouts))
+        s.send(convert.job_delivery(queue, jobs, token))
 
     def _drop(self, e: Expected) -> None:
         pending = self._expected.get(e.queue)
@@ -339,6 +446,9 @@ class Dispatcher:
 
     async def _dispatch_once(self, queue: str) -> float:
         """Claims for every session with credit. Returns how long to wait (0 = go again at once)."""
+        if queue in self._folding:  # a claim folded into an add is under way: its reply wakes the loop
+            self._deferred.add(queue)
+            return IDLE_RECHECK_S
         self._held_until.pop(queue, None)
         more = False
         wait = IDLE_RECHECK_S
@@ -348,25 +458,22 @@ class Dispatcher:
             # jobs per round, every worker gets its turn instead of the first one taking them all.
             turn = self._turn[queue] = (self._turn.get(queue, -1) + 1) % len(sessions)
             sessions = sessions[turn:] + sessions[:turn]
-        # A lone worker would otherwise run in lockstep (all its jobs in one batch, then all outcomes back):
-        # claiming half its concurrency at a time keeps one batch in flight while it runs the other.
-        # With several workers their batches interleave anyway, and bigger batches cost less.
         split = len(sessions) == 1
         now = asyncio.get_running_loop().time()
         for s in sessions:
             if s.closed or s.draining or s.credits <= 0:
                 continue
-            share = s.concurrency // CREDIT_SHARE
-            if s.credits < share and len(s.leases) >= share:
-                # Most of its jobs still run: credits trickling back (a report of a few runs, a rate-limited
-                # queue's few jobs) wait a little for company, so the claim and the delivery carry many jobs.
+            take = self._take(s, split)
+            if not take:
+                # Credits trickling back (a report of a few runs, a rate-limited queue's few jobs) wait a
+                # little for company, at most credit_linger_s.
                 if not s.linger_until:
                     s.linger_until = now + self.credit_linger_s
                 if now < s.linger_until:
                     wait = min(wait, s.linger_until - now)
                     continue
+                take = min(s.credits, CLAIM_BATCH)
             s.linger_until = 0.0
-            take = min(s.credits, CLAIM_BATCH, max(1, s.concurrency // 2) if split else CLAIM_BATCH)
             take = min(take, self._take_cap.get(queue, take))
             s.credits -= take
             token = secrets.token_hex(8)
@@ -397,19 +504,9 @@ class Dispatcher:
                 self._mark_drained(queue)
                 return IDLE_RECHECK_S
             if res.jobs:
-                s.credits -= len(res.jobs)
+                self._hand_over(queue, s, token, res.jobs)
                 if s.closed or s.draining:
-                    # The worker left or stopped taking jobs while we claimed: hand them back, unstarted.
-                    self.spawn(
-                        self.engine.release(queue, [(j.id, token) for j in res.jobs], False), "release"
-                    )
                     continue
-                for j in res.jobs:
-                    s.leases[(queue, j.id)] = token
-                timeouts = [j.timeout_ms for j in res.jobs if j.timeout_ms]
-                if timeouts and self.deadline_hook is not None:
-                    self.deadline_hook(queue, min(timeouts))
-                s.send(convert.job_delivery(queue, res.jobs, token))
                 if len(res.jobs) == take:
                     more = True
             empty = res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0

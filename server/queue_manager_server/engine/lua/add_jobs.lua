@@ -2,14 +2,19 @@
 -- @include common
 -- @include add
 -- @include stats
+-- @include claim
 --
 -- KEYS[1] meta      (hash)   KEYS[2] waiting (lists)   KEYS[3] delayed (zset)
+-- KEYS[4] active    (zset)   KEYS[5] limiter (hash): only with a folded claim
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
 -- ARGV[4] number of jobs N  ARGV[5] answer: 1 returns each added job's fields, 0 not (bulk writes)
+-- ARGV[6..10] a claim folded into the add, run once the jobs are in (0 jobs: none): max jobs, lease token,
+--   worker id, lease ms, max delayed jobs to promote first (as claim.lua's ARGV[2..6])
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
 --   call cheap to encode).
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
---   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), then per
+--   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), the folded claim's reply
+--   (as claim.lua's; 0 without one), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
 --   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now)}; an
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
@@ -22,12 +27,12 @@ local answer = ARGV[5] == '1'
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = add_defaults(meta)
 local now = now_ms()
-local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0}
+local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0, 0}
 local added_waiting, earliest = 0, -1
 local pushes = {}
 
 for i = 0, n - 1 do
-  local b = 5 + i * 4
+  local b = 10 + i * 4
   local h = split_header(ARGV[b + 1])
   local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
     ARGV[b + 3], ARGV[b + 4], pushes)
@@ -45,4 +50,9 @@ push_waiting(pushes)
 out[2], out[3] = added_waiting, earliest
 out[5] = publish_ready(meta, channel, queue, added_waiting, earliest)
 write_stats(prefix, now)
+local want = tonumber(ARGV[6])
+if want > 0 then
+  out[6] = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8], tonumber(ARGV[9]),
+    tonumber(ARGV[10]), now)
+end
 return out
