@@ -13,7 +13,8 @@ is awaited and Redis runs it just after the add, a round trip earlier than the a
 have started it. That event may still come (when a claim had left the queue with no ready job, the
 add publishes it for whichever server waits: common.lua publish_ready); when the claim that followed the
 add leased every job of it, the event — or one published before it, whose jobs that claim saw too — wakes
-nothing (`Dispatcher.event`): no second, empty claim per add.
+nothing (`Dispatcher.event`): no second, empty claim per add. An add whose folded claim left no ready job
+publishes no event at all: no server, this one or another, would find a job to claim.
 """
 
 from __future__ import annotations

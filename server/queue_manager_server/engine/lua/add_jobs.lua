@@ -9,7 +9,8 @@
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
 -- ARGV[4] number of jobs N  ARGV[5] answer: 1 returns each added job's fields, 0 not (bulk writes)
 -- ARGV[6..10] a claim folded into the add, run once the jobs are in (0 jobs: none): max jobs, lease token,
---   worker id, lease ms, max delayed jobs to promote first (as claim.lua's ARGV[2..6])
+--   worker id, lease ms, max delayed jobs to promote first (as claim.lua's ARGV[2..6]); when it leaves no
+--   ready job, the add publishes no 'w' wake-up
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
 --   call cheap to encode).
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
@@ -48,11 +49,15 @@ for i = 0, n - 1 do
 end
 push_waiting(pushes)
 out[2], out[3] = added_waiting, earliest
-out[5] = publish_ready(meta, channel, queue, added_waiting, earliest)
-write_stats(prefix, now)
-local want = tonumber(ARGV[6])
+local want, ready = tonumber(ARGV[6]), added_waiting
 if want > 0 then
-  out[6] = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8], tonumber(ARGV[9]),
-    tonumber(ARGV[10]), now)
+  local emptied
+  out[6], emptied = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8],
+    tonumber(ARGV[9]), tonumber(ARGV[10]), now)
+  -- The folded claim left no ready job: no waiter anywhere would find one, so none is woken and the
+  -- queue's hungry mark stays (its waiters still wait).
+  if emptied then ready = 0 end
 end
+out[5] = publish_ready(meta, channel, queue, ready, earliest)
+write_stats(prefix, now)
 return out

@@ -23,4 +23,7 @@ local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0, 0} end
-return claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max, now_ms())
+-- The reply only (claim_jobs also says whether it left no ready job).
+local out = claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max,
+  now_ms())
+return out

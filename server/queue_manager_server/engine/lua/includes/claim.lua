@@ -4,24 +4,25 @@
 -- claim_jobs promotes due delayed jobs, then applies the queue's pause flag, a worker's retry-after hold,
 -- the concurrency cap and the token-bucket rate limit, and leases what is left to lease under one token.
 -- The queue's meta hash must exist. Returns the reply claim.lua documents (its code, now, next delayed
--- run-at, retry-after, bucket fill, then each job's record).
-local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max,
-    now)
+-- run-at, retry-after, bucket fill, then each job's record), and whether it left the queue with no ready
+-- job (it took fewer than it wanted).
+local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
+    promote_max, now)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
   local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc')
-  if cfg[1] == '1' then return {1, now, next_due, 0, 0} end
+  if cfg[1] == '1' then return {1, now, next_due, 0, 0}, false end
 
   -- A worker was told to slow down (retry-after): no job of the queue starts before 'hold', limit or not.
   local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
   local hold = tonumber(b[1]) or 0
-  if hold > now then return {2, now, next_due, hold - now, 0} end
+  if hold > now then return {2, now, next_due, hold - now, 0}, false end
 
   -- Concurrency cap: at most conc jobs active at once, across every worker and server.
   local conc = tonumber(cfg[4]) or 0
   if conc > 0 then
     local free = conc - redis.call('ZCARD', active)
-    if free <= 0 then return {3, now, next_due, 0, 0} end
+    if free <= 0 then return {3, now, next_due, 0, 0}, false end
     if want > free then want = free end
   end
 
@@ -39,7 +40,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     if now > last then tokens = math.min(burst, tokens + (now - last) * rl_max / rl_ms) end
     if tokens < 1 then
       redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
-      return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill}
+      return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill}, false
     end
     if want > math.floor(tokens) then want = math.floor(tokens) end
   end
@@ -96,5 +97,5 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
       out[4] = math.ceil((1 - tokens) * rl_ms / rl_max)
     end
   end
-  return out
+  return out, #popped < want
 end
