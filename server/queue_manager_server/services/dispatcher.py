@@ -268,7 +268,7 @@ class Dispatcher:
         loop = self._loops.get(queue)
         if loop is None or loop.done():
             return None
-        sessions = self.sessions[queue]
+        sessions = self._in_turn(queue)
         for s in sessions:
             if s.closed or s.draining or s.credits <= 0 or s.linger_until:
                 continue
@@ -282,6 +282,16 @@ class Dispatcher:
             self._folding.add(queue)
             return Fold(s, ClaimRequest(take, secrets.token_hex(8), s.worker_id, self.lease_ms))
         return None
+
+    def _in_turn(self, queue: str) -> list[WorkerSession]:
+        """The queue's sessions, starting with the next one each time (a loop's round, a folded claim): when a
+        rate limit, a cap or a low rate leaves a few jobs per claim, every worker gets its turn instead of
+        the first one taking them all."""
+        sessions = list(self.sessions[queue])
+        if len(sessions) > 1:
+            turn = self._turn[queue] = (self._turn.get(queue, -1) + 1) % len(sessions)
+            sessions = sessions[turn:] + sessions[:turn]
+        return sessions
 
     def _take(self, s: WorkerSession, split: bool) -> int:
         """How many jobs a claim for the session asks for now; 0 while its few free slots wait for more
@@ -453,12 +463,7 @@ class Dispatcher:
         self._held_until.pop(queue, None)
         more = False
         wait = IDLE_RECHECK_S
-        sessions = list(self.sessions[queue])
-        if len(sessions) > 1:
-            # Each round starts with the next session: when a rate limit or a concurrency cap leaves a few
-            # jobs per round, every worker gets its turn instead of the first one taking them all.
-            turn = self._turn[queue] = (self._turn.get(queue, -1) + 1) % len(sessions)
-            sessions = sessions[turn:] + sessions[:turn]
+        sessions = self._in_turn(queue)
         split = len(sessions) == 1
         now = asyncio.get_running_loop().time()
         for s in sessions:
