@@ -9,8 +9,9 @@ from typing import Any
 
 from queue_manager import JobContext, QueueManager
 from queue_manager_server.engine.records import AddResult, ClaimResult, NewJob
-from queue_manager_server.services.dispatcher import IDLE_RECHECK_S
+from queue_manager_server.services.dispatcher import FOLD_MAX, IDLE_RECHECK_S
 from tests.conftest import RunningServer, ServerFactory, count_claims
+from tests.rawworker import eventually
 
 
 async def worker_for(address: str, queue: str, done: asyncio.Queue[str]) -> QueueManager:
@@ -163,4 +164,50 @@ async def test_the_loop_waits_for_a_folded_claim_and_then_claims_what_came_meanw
         del engine.add_jobs_many
         del engine.claim
         del dispatcher.event
+        await qm.shutdown()
+
+
+async def test_a_folded_claim_asks_for_a_few_jobs_and_leaves_a_backlog_to_the_loop(
+    server: RunningServer,
+) -> None:
+    """The add's answer waits for the claim folded into it, so that claim asks for at most FOLD_MAX jobs (a
+    worker of 200 slots would otherwise ask for 100); the queue's own claims take the backlog."""
+    dispatcher = server.app.dispatcher
+    assert dispatcher is not None
+    engine = dispatcher.engine
+    asked: list[int] = []
+    real_many = engine.add_jobs_many
+
+    async def spy(groups: Any, fetch: bool = False, claims: Any = ()) -> Any:
+        asked.extend(c.take for c in claims if c is not None)
+        return await real_many(groups, fetch, claims)
+
+    qm = QueueManager(address=server.address, concurrency=200)
+    await qm.register_queue("backlog")
+    done: asyncio.Queue[str] = asyncio.Queue()
+
+    @qm.processor("backlog")
+    async def record(job: JobContext) -> None:
+        done.put_nowait(job.id)
+
+    await asyncio.wait_for((await qm.start_workers()).wait_connected(), 10)
+    try:
+        await qm.pause_queue("backlog")
+        await qm.add_bulk("backlog", [{"name": f"b{i}"} for i in range(100)])
+
+        async def settled() -> bool:  # no claim of the queue under way (the bulk's wake-up found it paused)
+            return "backlog" not in dispatcher._claiming
+
+        await eventually(settled)
+        engine.add_jobs_many = spy  # type: ignore[method-assign]
+        try:
+            await qm.add_job("backlog", "last")
+        finally:
+            del engine.add_jobs_many
+        assert asked == [FOLD_MAX], asked
+        await qm.resume_queue("backlog")
+        async with asyncio.timeout(IDLE_RECHECK_S / 2):
+            for _ in range(101):
+                await done.get()
+    finally:
         await qm.shutdown()

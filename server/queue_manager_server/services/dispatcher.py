@@ -56,6 +56,9 @@ CREDIT_SHARE = 2
 CREDIT_LINGER_S = 0.01
 # Adds awaiting their verdict per queue (see Dispatcher.adding): a bound, for adds whose claim never came.
 MAX_EXPECTED = 64
+# Most jobs a claim folded into an add leases (Dispatcher._fold): the add's answer waits for its claim, so a
+# backlog is left to the queue's own claims, which the folded claim wakes when it took this many.
+FOLD_MAX = 32
 
 
 @dataclass(eq=False, slots=True)
@@ -272,7 +275,7 @@ class Dispatcher:
         for s in sessions:
             if s.closed or s.draining or s.credits <= 0 or s.linger_until:
                 continue
-            take = self._take(s, len(sessions) == 1)
+            take = min(self._take(s, len(sessions) == 1), FOLD_MAX)
             if take <= 0:
                 continue
             s.credits -= take
