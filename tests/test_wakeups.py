@@ -141,7 +141,8 @@ async def test_jobs_a_folded_claim_left_ready_wake_another_servers_worker(
 ) -> None:
     """Two jobs in one call through a server whose worker has one free slot: the claim folded into the add
     takes one, the add publishes, and the other server's idle worker takes the other at once (not at its
-    idle re-check)."""
+    idle re-check). Every job holds its slot to the end, so the first worker cannot take the second job
+    after running the first."""
     here, there = await server_factory(), await server_factory()
     release = asyncio.Event()
     seen: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -149,8 +150,7 @@ async def test_jobs_a_folded_claim_left_ready_wake_another_servers_worker(
     def record(where: str) -> Any:
         async def run(job: JobContext) -> None:
             seen.put_nowait((where, job.name))
-            if job.name == "hold":
-                await release.wait()
+            await release.wait()
 
         return run
 
@@ -160,7 +160,7 @@ async def test_jobs_a_folded_claim_left_ready_wake_another_servers_worker(
         await near.register_queue("split")
         near.processor("split")(record("here"))
         await (await near.start_workers()).wait_connected()
-        await near.add_job("split", "hold")  # one of its two slots, for the whole test
+        await near.add_job("split", "hold")  # one of its two slots
         assert await asyncio.wait_for(seen.get(), 10) == ("here", "hold")
         far.processor("split")(record("there"))
         await (await far.start_workers()).wait_connected()
