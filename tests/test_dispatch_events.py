@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from queue_manager import JobContext, QueueManager
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from queue_manager import JobContext, QueueManager, QueueManagerError
+from queue_manager_server.engine.keys import QueueKeys
 from queue_manager_server.engine.records import AddResult, ClaimResult, NewJob
 from queue_manager_server.services.dispatcher import FOLD_MAX, IDLE_RECHECK_S
 from tests.conftest import RunningServer, ServerFactory, count_claims
@@ -209,5 +213,40 @@ async def test_a_folded_claim_asks_for_a_few_jobs_and_leaves_a_backlog_to_the_lo
         async with asyncio.timeout(IDLE_RECHECK_S / 2):
             for _ in range(101):
                 await done.get()
+    finally:
+        await qm.shutdown()
+
+
+async def test_jobs_written_by_an_add_whose_reply_was_lost_are_claimed_at_once(server: RunningServer) -> None:
+    """The add carried a folded claim but its reply never came (the connection failed after Redis ran it,
+    here: the jobs written without the claim and without a wake-up): nothing says whether its jobs are
+    leased, so the queue is claimed again at once rather than at the idle re-check."""
+    dispatcher = server.app.dispatcher
+    assert dispatcher is not None
+    engine = dispatcher.engine
+    done: asyncio.Queue[str] = asyncio.Queue()
+    qm = await worker_for(server.address, "lost", done)
+    await qm.add_job("lost", "clears-the-new-queue-mark")
+    await asyncio.wait_for(done.get(), 10)
+    real_many = engine.add_jobs_many
+    folds: list[int] = []
+
+    async def lost_reply(groups: Any, fetch: bool = False, claims: Any = ()) -> Any:
+        folds.extend(c.take for c in claims if c is not None)
+        await engine.redis.hdel(QueueKeys(server.prefix, "lost").meta, "hungry")  # its jobs wake nobody
+        await real_many(groups, fetch)
+        raise RedisConnectionError("connection lost before the reply")
+
+    engine.add_jobs_many = lost_reply  # type: ignore[method-assign]
+    try:
+        with pytest.raises(QueueManagerError):  # not acknowledged; its job was written all the same
+            await qm.add_job("lost", "written")
+    finally:
+        del engine.add_jobs_many
+    try:
+        assert folds, "the add carried no folded claim"
+        async with asyncio.timeout(IDLE_RECHECK_S / 2):
+            job_id = await done.get()
+        assert (await qm.get_job("lost", job_id)).name == "written"
     finally:
         await qm.shutdown()

@@ -336,17 +336,17 @@ class Engine:
             Per group, its AddResult or the exception its own commands met (an unknown queue, a script
             error): one queue's failure is not another's. A failed round trip raises.
         """
+        folded = [*claims, *[None] * (len(groups) - len(claims))]
         calls: list[tuple[Sequence[str], Sequence[Any]]] = []
         spans: list[tuple[int, int]] = []
-        for i, (queue, jobs) in enumerate(groups):
+        for (queue, jobs), claim in zip(groups, folded, strict=True):
             first = len(calls)
-            calls += self._add_calls(queue, jobs, fetch, claims[i] if i < len(claims) else None)
+            calls += self._add_calls(queue, jobs, fetch, claim)
             spans.append((first, len(calls)))
         results = await self._held(self.direct, "add_jobs", calls)
         out: list[AddResult | Exception] = []
-        for i, ((queue, jobs), (first, last)) in enumerate(zip(groups, spans, strict=True)):
+        for (queue, jobs), claim, (first, last) in zip(groups, folded, spans, strict=True):
             try:
-                claim = claims[i] if i < len(claims) else None
                 out.append(await self._add_result(queue, jobs, results[first:last], fetch, claim))
             except Exception as exc:
                 out.append(exc)

@@ -185,10 +185,6 @@ class Dispatcher:
         # Per queue, an add whose jobs a claim leased before the add's own reply came: events arriving
         # meanwhile wait for that reply too (they may be its own).
         self._awaiting: dict[str, Expected] = {}
-        # Queues with a claim folded into an add under way, and those whose loop waits for it to come back
-        # (a queue has one claim under way at a time).
-        self._folding: set[str] = set()
-        self._deferred: set[str] = set()
         self.stopping = False
         # How long a claim for a busy worker's few free slots waits for more (tests change it).
         self.credit_linger_s = CREDIT_LINGER_S
@@ -264,9 +260,7 @@ class Dispatcher:
     def _fold(self, queue: str) -> Fold | None:
         """Takes the credits of a claim for the first session with free slots, to run with an add, when no
         claim of the queue is under way and its loop has nothing else to weigh (a rate limit, a cap)."""
-        if queue in self._claiming or queue in self._folding or queue in self._held_until:
-            return None
-        if queue in self._take_cap:
+        if queue in self._claiming or queue in self._held_until or queue in self._take_cap:
             return None
         loop = self._loops.get(queue)
         if loop is None or loop.done():
@@ -282,7 +276,6 @@ class Dispatcher:
             self._claiming[queue] = []
             self._woken.discard(queue)
             self._drained.discard(queue)
-            self._folding.add(queue)
             return Fold(s, ClaimRequest(take, secrets.token_hex(8), s.worker_id, self.lease_ms))
         return None
 
@@ -317,27 +310,25 @@ class Dispatcher:
         held, token.held = token.held, []
         if self._awaiting.get(token.queue) is token:
             del self._awaiting[token.queue]
-        if token.fold is not None:
-            # The folded claim decides the add's own event as any claim does (_claimed: spent when it leased
-            # every job of the add), so only what is left is settled here.
-            self._folded(token, token.fold, claim)
-            if not published or (not token.covered and self._events[token.queue] > token.seen + 1):
-                self._drop(token)
-        elif not published:
+        folded = token.fold is not None
+        if folded:
+            self._folded(token, claim)
+        if not published:
             self._drop(token)
         elif token.covered:
-            held = self._spend(token, held)
+            if not folded:  # a folded claim spent the add's event itself, as any claim does (_claimed)
+                held = self._spend(token, held)
         elif self._events[token.queue] > token.seen + 1:
             self._drop(token)  # its first event came and went: nothing can be spared for it any more
         if held:
             self.wake(token.queue)
 
-    def _folded(self, e: Expected, fold: Fold, res: ClaimResult | None) -> None:
-        """The claim folded into an add came back (res None: no reply, or the add failed): its jobs go to
+    def _folded(self, e: Expected, res: ClaimResult | None) -> None:
+        """The claim folded into the add e came back (res None: no reply, or the add failed): its jobs go to
         the session as a claim's of the loop would; anything but a plain outcome is left to the loop."""
+        assert e.fold is not None
+        queue, s, request = e.queue, e.fold.session, e.fold.request
         e.fold = None
-        queue, s, request = e.queue, fold.session, fold.request
-        self._folding.discard(queue)
         s.credits += request.take
         self._claimed(queue, [j.id for j in res.jobs] if res is not None else [])
         if res is not None and res.jobs:
@@ -348,10 +339,7 @@ class Dispatcher:
         elif len(res.jobs) == request.take or res.next_delayed_ms >= 0:
             self.wake(queue)  # more may wait, or a delayed job's timer to arm
         else:
-            self._mark_drained(queue)
-        if queue in self._deferred:  # the loop waited for this claim: credits returned meanwhile count now
-            self._deferred.discard(queue)
-            self.credit(queue)
+            self._mark_drained(queue)  # credits returned meanwhile find no ready job either
 
     def _hand_over(self, queue: str, s: WorkerSession, token: str, jobs: list[ClaimedJob]) -> None:
         """Jobs a claim leased to the session: down its stream, or back to waiting when the worker left or
@@ -460,8 +448,9 @@ class Dispatcher:
 
     async def _dispatch_once(self, queue: str) -> float:
         """Claims for every session with credit. Returns how long to wait (0 = go again at once)."""
-        if queue in self._folding:  # a claim folded into an add is under way: its reply wakes the loop
-            self._deferred.add(queue)
+        if queue in self._claiming:
+            # A claim folded into an add is under way (the loop's own are not, between its rounds): its
+            # outcome wakes the loop, or leaves the queue drained.
             return IDLE_RECHECK_S
         self._held_until.pop(queue, None)
         more = False
