@@ -16,13 +16,33 @@ The server (`qm serve`), the workers, the producers and the dashboard import thi
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 # The core's experiments this process turns off (grpc's own list, comma-separated, "-" for off).
 POLLING_IO = "-event_engine_client,-event_engine_listener"
 
+# Set when this package came too late: grpc was imported first and the process chose nothing itself, so
+# grpc reads its sockets on its own threads (`hint_if_late` says so once).
+LATE = "GRPC_EXPERIMENTS" not in os.environ and "grpc" in sys.modules
 
 # Only while it can still take effect, and never over the process's own choice.
 if "grpc" not in sys.modules and "GRPC_EXPERIMENTS" not in os.environ:
     os.environ["GRPC_EXPERIMENTS"] = POLLING_IO
+
+_hinted = False
+
+
+def hint_if_late() -> None:
+    """Logs once (INFO, at the first channel) that grpc was imported before this package, and what it costs.
+    Found so in our own benchmark's producer: ~6% on add-to-start latency (bench/RESULTS.md)."""
+    global _hinted
+    if LATE and not _hinted:
+        _hinted = True
+        logging.getLogger("queue_manager").info(
+            "grpc was imported before queue_manager, so grpc reads this process's sockets on threads of its "
+            "own (a thread wake-up more per message); import queue_manager first, or start Python with "
+            "GRPC_EXPERIMENTS=%s",
+            POLLING_IO,
+        )

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from queue_manager._grpc_io import hint_if_late
 from queue_manager.credentials import aio_token_interceptors, resolve_security, sync_with_token
 
 __all__ = [
@@ -57,6 +58,7 @@ def aio_channel(
 ) -> grpc.aio.Channel:
     """An asyncio channel with the standard options: TLS with the given credentials, else those QM_TLS_*
     name (plaintext when none); every call carries the token, else QM_TOKEN's (queue_manager.credentials)."""
+    hint_if_late()
     sec = resolve_security(credentials, token)
     interceptors = aio_token_interceptors(sec.token) if sec.token else None
     merged = _options([*sec.options, *(options or ())])
@@ -72,6 +74,7 @@ def sync_channel(
     token: str | None = None,
 ) -> grpc.Channel:
     """A blocking channel, with TLS and the token as `aio_channel` resolves them."""
+    hint_if_late()
     sec = resolve_security(credentials, token)
     merged = _options([*sec.options, *(options or ())])
     if sec.credentials is not None:
