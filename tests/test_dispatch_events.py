@@ -95,7 +95,8 @@ async def test_a_delayed_or_repeated_add_never_spares_an_event(server: RunningSe
         assert await asyncio.wait_for(done.get(), 10) == first.id
         for i in range(5):
             await qm.add_job("quiet", "again", options={"job_id": "taken"})  # exists: no event
-            await qm.add_job("quiet", "later", {"i": i}, options={"delay": 60})  # a `d` event only
+            # A `d` event only: a minute away (a delay is in ms; 60 ms made a job due, and run, mid-test).
+            await qm.add_job("quiet", "later", {"i": i}, options={"delay": 60_000})
             result = await engine.add_jobs("quiet", [NewJob(id="", name=f"direct{i}", data=b"{}")])
             assert await asyncio.wait_for(done.get(), 2) == result.ids[0]
     finally:

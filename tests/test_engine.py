@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import time
 from importlib import resources
 
 import pytest
@@ -540,9 +541,13 @@ async def test_clean_drain_and_obliterate_walk_every_level_past_a_chunk(engine: 
     await register(engine)
     old = 2 * ADMIN_CHUNK + 300
     await engine.add_jobs("q", [job(f"old{i}", priority=1 + i % 5) for i in range(old)])
-    await asyncio.sleep(0.05)
+    # The cut falls midway between the two adds, 0.2 s from each, however long the adds and the clean take
+    # (a fixed grace of 40 ms also took the new jobs on a loaded machine).
+    await asyncio.sleep(0.2)
+    midway = time.time()
+    await asyncio.sleep(0.2)
     await engine.add_jobs("q", [job(f"new{i}", priority=1 + i % 5) for i in range(ADMIN_CHUNK + 50)])
-    assert await engine.clean("q", "waiting", 40, 0) == old
+    assert await engine.clean("q", "waiting", int((time.time() - midway) * 1000), 0) == old
     page, total = await engine.list_jobs("q", "waiting", 0, 10_000)
     assert total == ADMIN_CHUNK + 50 and all(j.text("name").startswith("new") for j in page)
     assert await engine.drain("q", include_delayed=False) == ADMIN_CHUNK + 50
