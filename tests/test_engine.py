@@ -494,12 +494,27 @@ async def test_waiting_pages_run_across_the_levels(engine: Engine) -> None:
         assert [j.text("name") for j in page] == order[offset : offset + count]
 
 
+async def cut_between_adds() -> float:
+    """Waits between two adds and returns the moment midway, 0.2 s from each: a clean whose grace reaches back
+    to it (`grace_since`) takes the first add's jobs and not the second's, however long the adds and the clean
+    take (a fixed 40 ms grace 50 ms after the first add also took the second's on a loaded machine)."""
+    await asyncio.sleep(0.2)
+    midway = time.time()
+    await asyncio.sleep(0.2)
+    return midway
+
+
+def grace_since(moment: float) -> int:
+    """A clean's grace (ms) that reaches back to `moment`."""
+    return int((time.time() - moment) * 1000)
+
+
 async def test_clean_removes_only_old_waiting_jobs_across_levels(engine: Engine) -> None:
     await register(engine)
     old = await engine.add_jobs("q", [job(f"old{i}", priority=1 + i % 5) for i in range(7)])
-    await asyncio.sleep(0.05)
+    midway = await cut_between_adds()
     await engine.add_jobs("q", [job(f"new{i}", priority=1 + i % 3) for i in range(4)])
-    assert await engine.clean("q", "waiting", 40, 0) == 7
+    assert await engine.clean("q", "waiting", grace_since(midway), 0) == 7
     page, total = await engine.list_jobs("q", "waiting", 0, 100)
     assert total == 4 and sorted(j.text("name") for j in page) == ["new0", "new1", "new2", "new3"]
     assert not any([await engine.redis.exists(engine.keys("q").job(i)) for i in old.ids])
@@ -541,13 +556,9 @@ async def test_clean_drain_and_obliterate_walk_every_level_past_a_chunk(engine: 
     await register(engine)
     old = 2 * ADMIN_CHUNK + 300
     await engine.add_jobs("q", [job(f"old{i}", priority=1 + i % 5) for i in range(old)])
-    # The cut falls midway between the two adds, 0.2 s from each, however long the adds and the clean take
-    # (a fixed grace of 40 ms also took the new jobs on a loaded machine).
-    await asyncio.sleep(0.2)
-    midway = time.time()
-    await asyncio.sleep(0.2)
+    midway = await cut_between_adds()
     await engine.add_jobs("q", [job(f"new{i}", priority=1 + i % 5) for i in range(ADMIN_CHUNK + 50)])
-    assert await engine.clean("q", "waiting", int((time.time() - midway) * 1000), 0) == old
+    assert await engine.clean("q", "waiting", grace_since(midway), 0) == old
     page, total = await engine.list_jobs("q", "waiting", 0, 10_000)
     assert total == ADMIN_CHUNK + 50 and all(j.text("name").startswith("new") for j in page)
     assert await engine.drain("q", include_delayed=False) == ADMIN_CHUNK + 50

@@ -16,6 +16,7 @@ The server (`qm serve`), the workers, the producers and the dashboard import thi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -31,15 +32,12 @@ LATE = "GRPC_EXPERIMENTS" not in os.environ and "grpc" in sys.modules
 if "grpc" not in sys.modules and "GRPC_EXPERIMENTS" not in os.environ:
     os.environ["GRPC_EXPERIMENTS"] = POLLING_IO
 
-_hinted = False
 
-
+@functools.cache  # once per process
 def hint_if_late() -> None:
-    """Logs once (INFO, at the first channel) that grpc was imported before this package, and what it costs.
+    """Logs (INFO, at the first channel) that grpc was imported before this package, and what it costs.
     Found so in our own benchmark's producer: ~6% on add-to-start latency (bench/RESULTS.md)."""
-    global _hinted
-    if LATE and not _hinted:
-        _hinted = True
+    if LATE:
         logging.getLogger("queue_manager").info(
             "grpc was imported before queue_manager, so grpc reads this process's sockets on threads of its "
             "own (a thread wake-up more per message); import queue_manager first, or start Python with "
