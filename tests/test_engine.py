@@ -7,6 +7,8 @@ import dataclasses
 import json
 import re
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import pytest
@@ -64,7 +66,92 @@ async def test_unknown_queue_is_not_found(engine: Engine) -> None:
     with pytest.raises(QueueNotFound):
         await engine.add_jobs("nope", [job()])
     with pytest.raises(QueueNotFound):
+        await engine.claim("nope", 10, "t", "w", 30_000)
+    with pytest.raises(QueueNotFound):
         await engine.metrics("nope")
+    # A queue is its registration: a meta hash some other write left behind (a counter of a queue obliterated
+    # meanwhile) holds no 'created' time, and adds and claims still find no queue.
+    await engine.redis.hincrby(engine.keys("ghost").meta, "stalled_total", 1)
+    with pytest.raises(QueueNotFound):
+        await engine.add_jobs("ghost", [job()])
+    with pytest.raises(QueueNotFound):
+        await engine.claim("ghost", 10, "t", "w", 30_000)
+
+
+async def commands_of(engine: Engine, call: Callable[[], Awaitable[object]]) -> Counter[str]:
+    """The Valkey commands a call ran, by name (those its scripts ran included, the scripts' EVALSHAs not)."""
+
+    async def counts() -> Counter[str]:
+        stats = await engine.redis.info("commandstats")
+        return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
+
+    before = await counts()
+    await call()
+    ran = await counts() - before
+    for name in ("evalsha", "info"):
+        ran.pop(name, None)
+    return ran
+
+
+async def test_a_lone_add_with_its_claim_and_its_completion_stay_within_their_command_budgets(
+    engine: Engine,
+) -> None:
+    """A job at a time (a producer and a worker at a few hundred jobs/s) pays every command of its
+    scripts alone, and in Valkey each command a script runs costs ~1-2 µs of overhead whatever it does:
+    the add with its folded claim read the queue's meta hash three times (an EXISTS, the defaults, the
+    claim's settings), the delayed set twice with nothing due and re-armed the minute's expiry each time;
+    the completion read the retention defaults twice and the cap once more, and re-armed two expiries
+    (21 and 17 commands)."""
+    await register(engine)
+    request = ClaimRequest(take=100, token="t0", worker_id="w", lease_ms=30_000)
+    # A first job writes this minute's and second's counters (their expiries set as they are created).
+    (first,) = await engine.add_jobs_many([("q", [job("warm")])], fetch=True, claims=[request])
+    assert isinstance(first, AddResult) and first.claim is not None
+    await engine.complete("q", [(first.claim.jobs[0].id, "t0", b"null", "application/json")], [500])
+
+    claimed: list[ClaimedJob] = []
+
+    async def add() -> None:
+        (r,) = await engine.add_jobs_many(
+            [("q", [job("lone")])], fetch=True, claims=[dataclasses.replace(request, token="t1")]
+        )
+        assert isinstance(r, AddResult) and r.claim is not None
+        claimed.extend(r.claim.jobs)
+
+    added = await commands_of(engine, add)
+    assert [j.name for j in claimed] == ["lone"]
+    # One read of the meta hash; the delayed set read once (nothing due); no EXISTS on the queue; an expiry
+    # only if a new minute began meanwhile.
+    assert added["hmget"] == 3 and added["zrange"] == 1 and "zrangebyscore" not in added, added
+    assert added["exists"] == 1 and added.get("expire", 0) <= 1, added  # the job's own idempotency check
+    assert sum(added.values()) <= 18, added
+
+    async def complete() -> None:
+        assert await engine.complete("q", [(claimed[0].id, "t1", b"null", "application/json")], [500]) == (
+            [0],
+            0,
+        )
+
+    done = await commands_of(engine, complete)
+    # The job's lease check and the queue's settings (retention and cap) in one read each.
+    assert done["hmget"] == 2 and "hget" not in done and done.get("expire", 0) <= 2, done
+    assert sum(done.values()) <= 15, done
+
+
+async def test_the_activity_counters_expire_from_their_first_write(engine: Engine) -> None:
+    """The per-minute and per-second counter hashes get their expiry when a write creates them (not on every
+    write), so they never stay forever."""
+    await register(engine)
+    r = await engine.add_jobs("q", [job("a")])
+    (j,) = (await engine.claim("q", 1, "t", "w", 30_000)).jobs
+    await engine.complete("q", [(j.id, "t", b"null", "application/json")], [500])
+    k = engine.keys("q")
+    for minute in {r.now_ms // 60_000, (r.now_ms // 60_000) + 1}:
+        if await engine.redis.exists(k.minute(minute)):
+            assert 0 < await engine.redis.ttl(k.minute(minute)) <= 3900
+        if await engine.redis.exists(k.seconds(minute)):
+            assert 0 < await engine.redis.ttl(k.seconds(minute)) <= 180
+    assert await engine.redis.exists(k.minute(r.now_ms // 60_000))
 
 
 async def test_idempotent_job_id_returns_existing(engine: Engine) -> None:
@@ -80,7 +167,7 @@ async def test_idempotent_job_id_returns_existing(engine: Engine) -> None:
 
 async def test_delayed_job_waits_until_due(engine: Engine) -> None:
     await register(engine)
-    r = await engine.add_jobs("q", [job("later", delay_ms=400)])
+    r = await engine.add_jobs("q", [job("later", delay_ms=400), job("much later", delay_ms=600_000)])
     assert r.earliest_delayed_ms == r.now_ms + 400
     assert (await engine.claim("q", 10, "t", "w", 30_000)).jobs == []
     c = await engine.claim("q", 10, "t", "w", 30_000)
@@ -89,6 +176,9 @@ async def test_delayed_job_waits_until_due(engine: Engine) -> None:
     c = await engine.claim("q", 10, "t", "w", 30_000)
     assert [j.name for j in c.jobs] == ["later"]
     assert c.now_ms >= r.now_ms + 400
+    # The one due was promoted; the next run-at is the one left's.
+    assert c.next_delayed_ms == r.now_ms + 600_000
+    assert (await engine.claim("q", 10, "t", "w", 30_000)).jobs == []
 
 
 async def test_stale_token_is_rejected_and_changes_nothing(engine: Engine) -> None:

@@ -25,8 +25,8 @@ local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local answer = ARGV[5] == '1'
 
-if redis.call('EXISTS', meta) == 0 then return {-1} end
 local d = add_defaults(meta)
+if not d[12] then return {-1} end  -- every registered queue has its 'created' time
 local now = now_ms()
 local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0, 0}
 local added_waiting, earliest = 0, -1
@@ -53,7 +53,7 @@ local want, ready = tonumber(ARGV[6]), added_waiting
 if want > 0 then
   local emptied
   out[6], emptied = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8],
-    tonumber(ARGV[9]), tonumber(ARGV[10]), now)
+    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15]})
   -- The folded claim left no ready job: no waiter anywhere would find one, so none is woken and the
   -- queue's hungry mark stays (its waiters still wait).
   if emptied then ready = 0 end

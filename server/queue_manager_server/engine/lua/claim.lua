@@ -22,8 +22,10 @@ local meta, waiting, delayed, active, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 
-if redis.call('EXISTS', meta) == 0 then return {-1, 0, -1, 0, 0} end
+-- Every registered queue has its 'created' time: the settings' read is the existence check too.
+local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc', 'created')
+if not cfg[5] then return {-1, 0, -1, 0, 0} end
 -- The reply only (claim_jobs also says whether it left no ready job).
 local out = claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max,
-  now_ms())
+  now_ms(), cfg)
 return out

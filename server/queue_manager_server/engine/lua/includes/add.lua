@@ -13,10 +13,12 @@
 -- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
 -- alternating field name and value, binary-safe; "" for none.
 
--- The queue's default job options and its paused flag, read once per script call (fields of the meta hash).
+-- The queue's default job options (1-10), its paused flag (11), its 'created' time (12: absent, the queue is
+-- not registered) and what a claim checks (13-15: rl_max, rl_ms, conc), read once per script call (fields
+-- of the meta hash): one read where an EXISTS, this and a folded claim's settings read were three commands.
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
-    'd_md', 'paused')
+    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc')
 end
 
 -- The fields of a NUL-terminated header.

@@ -3,14 +3,14 @@
 --
 -- claim_jobs promotes due delayed jobs, then applies the queue's pause flag, a worker's retry-after hold,
 -- the concurrency cap and the token-bucket rate limit, and leases what is left to lease under one token.
--- The queue's meta hash must exist. Returns the reply claim.lua documents (its code, now, next delayed
+-- The queue's meta hash must exist; cfg holds its fields paused, rl_max, rl_ms and conc as the caller read
+-- them (in a read it makes anyway). Returns the reply claim.lua documents (its code, now, next delayed
 -- run-at, retry-after, bucket fill, then each job's record), and whether it left the queue with no ready
 -- job (it took fewer than it wanted).
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
-    promote_max, now)
+    promote_max, now, cfg)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
-  local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc')
   if cfg[1] == '1' then return {1, now, next_due, 0, 0}, false end
 
   -- A worker was told to slow down (retry-after): no job of the queue starts before 'hold', limit or not.

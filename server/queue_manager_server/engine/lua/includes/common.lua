@@ -152,8 +152,14 @@ local function zrem_all(key, ids)
 end
 
 -- Moves at most `limit` due delayed jobs to the back of their priority level.
--- Returns the number moved and the run-at of the next delayed job (-1 when none is left).
+-- Returns the number moved and the run-at of the next delayed job (-1 when none is left). The earliest is
+-- read first: with none due (no delayed job, or none yet: every claim's case but a few) that one command
+-- answers.
 local function promote_due(delayed, waiting, prefix, now, limit)
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if #first == 0 then return 0, -1 end
+  local first_due = tonumber(first[2])
+  if first_due > now then return 0, first_due end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do to_waiting(waiting, prefix .. id, id, true) end
   if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
@@ -216,11 +222,22 @@ local function trim(set, prefix, age_ms, count, now)
   return removed
 end
 
+-- The queue's retention defaults and concurrency cap (meta fields kc_age, kc_count, kf_age, kf_count, conc),
+-- read at most once per script call (no script changes them): a batch's keep policies, its trim and its
+-- freed slots read them once.
+local SETTINGS = false
+local function queue_settings(meta)
+  if not SETTINGS then
+    SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc')
+  end
+  return SETTINGS
+end
+
 -- Resolves a job's keep policy ("" = queue default, "r" = remove, "age:count" with 0 = default part)
 -- into (remove, age_ms, count) using the queue's defaults in meta fields <kind>_age / <kind>_count.
 local function keep_policy(meta, policy, kind)
-  local d = redis.call('HMGET', meta, kind .. '_age', kind .. '_count')
-  local age, count = tonumber(d[1]) or 0, tonumber(d[2]) or -1
+  local d, at = queue_settings(meta), kind == 'kc' and 1 or 3
+  local age, count = tonumber(d[at]) or 0, tonumber(d[at + 1]) or -1
   if policy == 'r' then return true, age, count end
   if policy ~= false and policy ~= '' then
     local a, c = string.match(policy, '^(%d+):(%d+)$')
@@ -292,7 +309,7 @@ end
 -- Wakes the dispatchers of every server when jobs of a queue with a concurrency cap (meta 'conc') left
 -- active, so the freed slots fill at once without polling. Called once per script that ended runs.
 local function slot_freed(meta, prefix)
-  if (tonumber(redis.call('HGET', meta, 'conc')) or 0) > 0 then
+  if (tonumber(queue_settings(meta)[5]) or 0) > 0 then
     local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
     redis.call('PUBLISH', base .. ':events', 'w ' .. queue)
   end

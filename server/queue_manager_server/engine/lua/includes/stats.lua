@@ -6,9 +6,10 @@
 -- engine/stats.py DURATION_BOUNDS_MS is the same list (a test compares them).
 local DURATION_BOUNDS_MS = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
   900000, 1800000, 3600000}
--- A minute's hash outlives the hour of history (60 minutes back from the current one) however early in
--- its minute it was last written; the per-second counts are read only while their minute is the current
--- or the previous one.
+-- A minute's hash outlives the hour of history (60 minutes back from the current one) counted from its first
+-- write, which is no earlier than its minute's start; the per-second counts are read only while their minute
+-- is the current or the previous one. The expiry is set when a write creates a field (so the hash too, when
+-- it creates that), not on every write: an EXPIRE per script call was a tenth of a lone job's commands.
 local MINUTE_TTL_S = 3900
 local SECONDS_TTL_S = 180
 
@@ -36,22 +37,27 @@ local function write_stats(prefix, now)
   local m = string.format('%d', math.floor(now / 60000))
   local minute, seconds = queue_key(prefix, 'm:' .. m), queue_key(prefix, 's:' .. m)
   local second = string.format('%d', math.floor(now / 1000) % 60)
+  -- HINCRBY answers the new count: equal to the increment, the field (maybe the hash) was just created.
+  local new_minute, new_seconds = false, false
   local function add(field, n)
     if n > 0 then
       local v = string.format('%.0f', n)
       redis.call('HINCRBY', totals, field, v)
-      redis.call('HINCRBY', minute, field, v)
+      if redis.call('HINCRBY', minute, field, v) == tonumber(v) then new_minute = true end
     end
+  end
+  local function add_second(field, n)
+    if n > 0 and redis.call('HINCRBY', seconds, field .. second, n) == n then new_seconds = true end
   end
   add('a', s.added)
   add('c', s.completed)
   add('f', s.failed)
-  if s.completed > 0 then redis.call('HINCRBY', seconds, 'c' .. second, string.format('%d', s.completed)) end
-  if s.failed > 0 then redis.call('HINCRBY', seconds, 'f' .. second, string.format('%d', s.failed)) end
-  if s.completed > 0 or s.failed > 0 then redis.call('EXPIRE', seconds, SECONDS_TTL_S) end
+  add_second('c', s.completed)
+  add_second('f', s.failed)
+  if new_seconds then redis.call('EXPIRE', seconds, SECONDS_TTL_S) end
   if s.runs > 0 then
     add('us', s.us)
     for bucket, n in pairs(s.hist) do add('h' .. bucket, n) end
   end
-  redis.call('EXPIRE', minute, MINUTE_TTL_S)
+  if new_minute then redis.call('EXPIRE', minute, MINUTE_TTL_S) end
 end
