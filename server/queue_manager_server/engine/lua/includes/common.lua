@@ -223,12 +223,14 @@ local function trim(set, prefix, age_ms, count, now)
 end
 
 -- The queue's retention defaults and concurrency cap (meta fields kc_age, kc_count, kf_age, kf_count, conc),
--- read at most once per script call (no script changes them): a batch's keep policies, its trim and its
--- freed slots read them once.
+-- read at most once per script call and queue (no script changes them): a batch's keep policies, its trim
+-- and its freed slots read them once.
 local SETTINGS = false
+local SETTINGS_OF = false
 local function queue_settings(meta)
-  if not SETTINGS then
+  if SETTINGS_OF ~= meta then
     SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc')
+    SETTINGS_OF = meta
   end
   return SETTINGS
 end
