@@ -64,11 +64,12 @@ test-faults: $(VENV)/.dev-installed
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The harness on a few hundred jobs, and the hop tracer's patches (every hop recorded), no timing asserted (CI
-# runs it); needs neither Node nor the peers.
+# The harness on a few hundred jobs, the hop tracer's patches (every hop recorded) and the scripts' own costs,
+# no timing asserted (CI runs it); needs neither Node nor the peers.
 bench-smoke: $(VENV)/.installed
 	$(BIN)/python -m bench --smoke
 	$(BIN)/python -m bench.hops --smoke --warmup-jobs 10 --check
+	$(BIN)/python -m bench.scripts --smoke
 
 # Peers, benchmark-only (never runtime dependencies): BullMQ from the committed lock file, Dramatiq and
 # taskiq in their own virtualenv, ghz for the external-client view. Same BENCH_ARGS as bench.

@@ -101,7 +101,7 @@ async def test_a_lone_add_with_its_claim_and_its_completion_stay_within_their_co
     the add with its folded claim read the queue's meta hash three times (an EXISTS, the defaults, the
     claim's settings), the delayed set twice with nothing due and re-armed the minute's expiry each time;
     the completion read the retention defaults twice and the cap once more, and re-armed two expiries
-    (21 and 17 commands)."""
+    (22 and 17 commands)."""
     await register(engine)
     request = ClaimRequest(take=100, token="t0", worker_id="w", lease_ms=30_000)
     # A first job writes this minute's and second's counters (their expiries set as they are created).
