@@ -101,7 +101,7 @@ async def test_a_lone_add_with_its_claim_and_its_completion_stay_within_their_co
     the add with its folded claim read the queue's meta hash three times (an EXISTS, the defaults, the
     claim's settings), the delayed set twice with nothing due and re-armed the minute's expiry each time;
     the completion read the retention defaults twice and the cap once more, and re-armed two expiries
-    (22 and 17 commands)."""
+    (22 and 17 commands). The claim read back the job the add had just written (another HMGET)."""
     await register(engine)
     request = ClaimRequest(take=100, token="t0", worker_id="w", lease_ms=30_000)
     # A first job writes this minute's and second's counters (their expiries set as they are created).
@@ -120,9 +120,9 @@ async def test_a_lone_add_with_its_claim_and_its_completion_stay_within_their_co
 
     added = await commands_of(engine, add)
     assert [j.name for j in claimed] == ["lone"]
-    # One read of the meta hash; the delayed set read once (nothing due); no EXISTS on the queue; an expiry
-    # only if a new minute began meanwhile.
-    assert added["hmget"] == 3 and added["zrange"] == 1 and "zrangebyscore" not in added, added
+    # One read of the meta hash and one of the limiter: the job just added is not read back; the delayed set
+    # read once (nothing due); no EXISTS on the queue; an expiry only if a new minute began meanwhile.
+    assert added["hmget"] == 2 and added["zrange"] == 1 and "zrangebyscore" not in added, added
     assert added["exists"] == 1 and added.get("expire", 0) <= 1, added  # the job's own idempotency check
     assert sum(added.values()) <= 18, added
 
@@ -136,6 +136,46 @@ async def test_a_lone_add_with_its_claim_and_its_completion_stay_within_their_co
     # The job's lease check and the queue's settings (retention and cap) in one read each.
     assert done["hmget"] == 2 and "hget" not in done and done.get("expire", 0) <= 2, done
     assert sum(done.values()) <= 15, done
+
+
+async def test_a_claim_folded_into_an_add_answers_its_new_jobs_as_a_claim_that_reads_them_would(
+    engine: Engine,
+) -> None:
+    """The folded claim takes the jobs its add just wrote from what the add wrote, not by reading them back:
+    each job comes out as a claim of its own would give it (every option, defaults or not)."""
+    await register(engine)
+    await register(engine, "apart")
+    specs = [
+        dict(name="plain", data={"i": 1}),
+        dict(name="rich", data=[1, "two"], priority=1, attempts=4, timeout_ms=9_000, backoff_type=1,
+             backoff_delay_ms=50, keep_completed="r", content_type="text/plain", metadata=b"md-bytes",
+             extra={"par": b"flow-view"}),
+        dict(name="low", data=None, priority=5, max_stalled=3),
+    ]  # fmt: skip
+
+    def jobs(prefix: str) -> list[NewJob]:
+        out = []
+        for i, spec in enumerate(specs):
+            kw = dict(spec)
+            data = kw.pop("data")
+            ct = kw.get("content_type")
+            body = b"raw text" if ct == "text/plain" else json.dumps(data).encode()
+            out.append(NewJob(id=f"{prefix}{i}", data=body, **kw))  # type: ignore[arg-type]
+        return out
+
+    request = ClaimRequest(take=10, token="t", worker_id="w", lease_ms=30_000)
+    (folded,) = await engine.add_jobs_many([("q", jobs("f"))], fetch=True, claims=[request])
+    assert isinstance(folded, AddResult) and folded.claim is not None
+    await engine.add_jobs("apart", jobs("a"))
+    read = await engine.claim("apart", 10, "t", "w", 30_000)
+    assert [j.name for j in folded.claim.jobs] == [j.name for j in read.jobs] == ["rich", "plain", "low"]
+    for a, b in zip(folded.claim.jobs, read.jobs, strict=True):
+        mine = dataclasses.replace(a, id=b.id, created_ms=b.created_ms, lease_expiry_ms=b.lease_expiry_ms)
+        assert mine == b
+    # Their leases are written as a read claim's are: the token completes them.
+    items = [(j.id, "t", b"null", "application/json") for j in folded.claim.jobs]
+    codes, _ = await engine.complete("q", items)
+    assert codes == [0, 0, 0]
 
 
 async def test_the_activity_counters_expire_from_their_first_write(engine: Engine) -> None:

@@ -31,6 +31,9 @@ local now = now_ms()
 local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0, 0}
 local added_waiting, earliest = 0, -1
 local pushes = {}
+-- With a folded claim: the jobs inserted waiting, which it may take without reading them back (claim.lua).
+local want = tonumber(ARGV[6])
+local fresh = want > 0 and {} or nil
 
 for i = 0, n - 1 do
   local b = 10 + i * 4
@@ -39,6 +42,7 @@ for i = 0, n - 1 do
     ARGV[b + 3], ARGV[b + 4], pushes)
   if code == 1 then
     added_waiting = added_waiting + 1
+    if fresh then fresh[got] = {fields, ARGV[b + 2]} end
   elseif code == 2 and (earliest < 0 or run < earliest) then
     earliest = run
   end
@@ -49,11 +53,11 @@ for i = 0, n - 1 do
 end
 push_waiting(pushes)
 out[2], out[3] = added_waiting, earliest
-local want, ready = tonumber(ARGV[6]), added_waiting
+local ready = added_waiting
 if want > 0 then
   local emptied
   out[6], emptied = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8],
-    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15]})
+    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15]}, fresh)
   -- The folded claim left no ready job: no waiter anywhere would find one, so none is woken and the
   -- queue's hungry mark stays (its waiters still wait).
   if emptied then ready = 0 end

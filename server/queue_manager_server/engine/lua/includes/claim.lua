@@ -4,11 +4,30 @@
 -- claim_jobs promotes due delayed jobs, then applies the queue's pause flag, a worker's retry-after hold,
 -- the concurrency cap and the token-bucket rate limit, and leases what is left to lease under one token.
 -- The queue's meta hash must exist; cfg holds its fields paused, rl_max, rl_ms and conc as the caller read
--- them (in a read it makes anyway). Returns the reply claim.lua documents (its code, now, next delayed
--- run-at, retry-after, bucket fill, then each job's record), and whether it left the queue with no ready
--- job (it took fewer than it wanted).
+-- them (in a read it makes anyway). fresh (or nil): jobs the caller inserted in this script call, id →
+-- {the fields insert_job wrote but the data, as name/value pairs; the data} (add.lua), which a claim that
+-- takes them need not read back. Returns the reply claim.lua documents (its code, now, next delayed run-at,
+-- retry-after, bucket fill, then each job's record), and whether it left the queue with no ready job (it
+-- took fewer than it wanted).
+
+-- The job fields a claim reads, by their place in its read (claim_jobs' HMGET).
+local CLAIM_READ = {name = 1, data = 2, ct = 3, pri = 4, att = 5, atm = 6, stc = 7, ts = 8, md = 9, to = 10,
+  par = 11, wt = 12}
+
+-- The claim's read of a job inserted in this script call, from what its insert wrote: the same values the
+-- HMGET would find (numbers as numbers, which the reply carries as integers), false where it wrote nothing.
+local function fresh_read(known)
+  local f = {false, known[2], false, false, false, false, false, false, false, false, false, false}
+  local written = known[1]
+  for i = 1, #written, 2 do
+    local at = CLAIM_READ[written[i]]
+    if at then f[at] = written[i + 1] end
+  end
+  return f
+end
+
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
-    promote_max, now, cfg)
+    promote_max, now, cfg, fresh)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
   if cfg[1] == '1' then return {1, now, next_due, 0, 0}, false end
@@ -58,14 +77,21 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   local deadlines = queue_key(prefix, 'deadlines')
   local ids = {}
   local n = #out
-  -- Per job one read and one write; the active set gets the whole batch in one command. The lease expiry
-  -- lives in the active set's score only (the job hash has no copy to rewrite on every extension). The reply
-  -- is filled by index (table.insert costs a global lookup and a call per field, a third of this loop).
+  -- Per job one read (none for a job this script call inserted) and one write; the active set gets the whole
+  -- batch in one command. The lease expiry lives in the active set's score only (the job hash has no copy to
+  -- rewrite on every extension). The reply is filled by index (table.insert costs a global lookup and a call
+  -- per field, a third of this loop).
   for i = 1, #popped do
     local id = popped[i]
     local jkey = prefix .. id
-    local f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to',
-      'par', 'wt')
+    local known = fresh and fresh[id]
+    local f
+    if known then
+      f = fresh_read(known)
+    else
+      f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par',
+        'wt')
+    end
     redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
     if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
     local timeout = tonumber(f[10]) or 0
