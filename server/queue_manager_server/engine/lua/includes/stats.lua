@@ -47,7 +47,9 @@ local function write_stats(prefix, now)
     end
   end
   local function add_second(field, n)
-    if n > 0 and redis.call('HINCRBY', seconds, field .. second, n) == n then new_seconds = true end
+    if n > 0 and redis.call('HINCRBY', seconds, field .. second, string.format('%d', n)) == n then
+      new_seconds = true
+    end
   end
   add('a', s.added)
   add('c', s.completed)
