@@ -10,17 +10,24 @@
 -- retry-after, bucket fill, then each job's record), and whether it left the queue with no ready job (it
 -- took fewer than it wanted).
 
--- The job fields a claim reads, by their place in its read (claim_jobs' HMGET).
-local CLAIM_READ = {name = 1, data = 2, ct = 3, pri = 4, att = 5, atm = 6, stc = 7, ts = 8, md = 9, to = 10,
-  par = 11, wt = 12}
+-- The job fields a claim reads, in the order of its read (claim_jobs' HMGET; the reply below takes them by
+-- place), and their places by name (filled at the first fresh_read of a script call).
+local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt'}
+local CLAIM_AT = false
 
 -- The claim's read of a job inserted in this script call, from what its insert wrote: the same values the
 -- HMGET would find (numbers as numbers, which the reply carries as integers), false where it wrote nothing.
 local function fresh_read(known)
-  local f = {false, known[2], false, false, false, false, false, false, false, false, false, false}
+  if not CLAIM_AT then
+    CLAIM_AT = {}
+    for i, name in ipairs(CLAIM_FIELDS) do CLAIM_AT[name] = i end
+  end
+  local f = {}
+  for i = 1, #CLAIM_FIELDS do f[i] = false end
+  f[CLAIM_AT.data] = known[2]
   local written = known[1]
   for i = 1, #written, 2 do
-    local at = CLAIM_READ[written[i]]
+    local at = CLAIM_AT[written[i]]
     if at then f[at] = written[i + 1] end
   end
   return f
@@ -89,8 +96,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     if known then
       f = fresh_read(known)
     else
-      f = redis.call('HMGET', jkey, 'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par',
-        'wt')
+      f = redis.call('HMGET', jkey, unpack(CLAIM_FIELDS))
     end
     redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
     if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
