@@ -525,6 +525,33 @@ async def test_retention_by_count_and_remove_on_complete(engine: Engine) -> None
     assert sorted(kept) == [0, 0, 1, 1, 1]
 
 
+async def test_the_queues_retention_of_failed_and_of_completed_jobs_are_read_apart(engine: Engine) -> None:
+    """The queue's defaults for failed and for completed jobs sit side by side in one read of its settings
+    (common.lua queue_settings): each kind trims by its own count, and a job's own policy still wins."""
+    await register(
+        engine,
+        completed_retention=types_pb2.KeepJobs(count=3),
+        failed_retention=types_pb2.KeepJobs(count=1),
+        disable_dead_letter=True,
+    )
+    await engine.add_jobs("q", [job(f"c{i}", id=f"c{i}") for i in range(5)])
+    await engine.add_jobs("q", [job(f"f{i}", id=f"f{i}") for i in range(4)])
+    await engine.add_jobs("q", [job("own", id="own", keep_failed="0:3")])
+    claimed = (await engine.claim("q", 20, "t", "w", 30_000)).jobs
+    assert len(claimed) == 10
+    fails = [(j.id, "t", "boom", "", True) for j in claimed if j.name.startswith("f")]
+    assert {code for code, _ in await engine.fail("q", fails)} == {2}
+    done = [(j.id, "t", b"1", "application/json") for j in claimed if j.name[0] == "c"]
+    codes, _ = await engine.complete("q", done)
+    assert codes == [0] * 5
+    k = engine.keys("q")
+    assert await engine.redis.zcard(k.completed) == 3  # the completed default
+    assert await engine.redis.zcard(k.failed) == 1  # the failed default, not the completed one's 3
+    # A job's own policy: its failure trims the failed jobs to its own count of 3.
+    assert await engine.fail("q", [("own", "t", "boom", "", True)]) == [(2, -1)]
+    assert await engine.redis.zcard(k.failed) == 2
+
+
 async def test_retention_by_age(engine: Engine) -> None:
     await register(engine, completed_retention=types_pb2.KeepJobs(age=convert.ms_duration(100)))
     await engine.add_jobs("q", [job("a")])

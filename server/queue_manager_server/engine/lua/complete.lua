@@ -13,7 +13,8 @@ local now = now_ms()
 local out = {now, 0}
 local policy, kept = '', false
 local done, gone = {}, {}
--- keep_policy reads the queue's defaults: once per distinct policy in the batch, not once per job.
+-- Each distinct keep policy of the batch resolved once (the queue's defaults are one read per call:
+-- common.lua queue_settings).
 local keep = {}
 
 -- Per job one read (lease check and the fields finishing needs) and two writes; the active and completed
