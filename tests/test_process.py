@@ -14,7 +14,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.app import App, StartupError, redis_version_problem
-from queue_manager_server.config import Settings, parse_args
+from queue_manager_server.config import MIN_REDIS_CONNECTIONS, Settings, parse_args
 from queue_manager_server.embedded import MALLOC_TUNABLES, free_port, valkey_env
 from queue_manager_server.engine import Engine
 from tests.procs import Procs
@@ -201,6 +201,11 @@ def test_bad_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         parse_args(["--lease-ms", "0"], env={})
     assert "--lease-ms must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--redis-max-connections", str(MIN_REDIS_CONNECTIONS - 1)], env={})
+    assert f"--redis-max-connections must be at least {MIN_REDIS_CONNECTIONS}" in capsys.readouterr().err
+    smallest = parse_args(["--redis-max-connections", str(MIN_REDIS_CONNECTIONS)], env={})
+    assert smallest.redis_max_connections == MIN_REDIS_CONNECTIONS
 
 
 async def test_port_in_use_is_a_clear_startup_error(

@@ -6,7 +6,8 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from queue_manager import QueueManager
+from queue_manager import Job, JobState, QueueManager
+from queue_manager_server.config import MIN_REDIS_CONNECTIONS
 from tests.conftest import RunningServer, ServerFactory
 
 
@@ -38,11 +39,25 @@ async def test_pipelined_scripts_survive_a_script_flush(server: RunningServer, r
 
 
 async def test_bursts_wait_for_a_connection_instead_of_failing(server_factory: ServerFactory) -> None:
-    """More concurrent requests than pooled Redis connections: they queue for one, none fails."""
-    server = await server_factory(redis_max_connections=4)
+    """More concurrent requests than pooled Redis connections: they queue for one, none fails. The pool is
+    the smallest a server may be given, with every connection it holds for its lifetime in use: its event
+    subscription, and the engine's held connections of adds, claims and run outcomes (a job completed and a
+    job failed). A pool of only those left no connection for the requests."""
+    server = await server_factory(redis_max_connections=MIN_REDIS_CONNECTIONS)
     qm = QueueManager(address=server.address)
     await qm.register_queue("burst")
-    job = await qm.add_job("burst", "j")
-    got = await asyncio.gather(*(qm.get_job("burst", job.id) for _ in range(300)))
-    assert {j.id for j in got} == {job.id}
+
+    @qm.processor("burst")
+    async def work(job: Job) -> str:
+        if job.name == "fails":
+            raise ValueError("on purpose")
+        return "ok"
+
+    await qm.start_workers()
+    done = await qm.add_job("burst", "completes")
+    failed = await qm.add_job("burst", "fails")
+    assert (await qm.wait_for_job("burst", done.id, timeout=30)).state == JobState.COMPLETED
+    assert (await qm.wait_for_job("burst", failed.id, timeout=30)).state == JobState.FAILED
+    got = await asyncio.gather(*(qm.get_job("burst", done.id) for _ in range(300)))
+    assert {j.id for j in got} == {done.id}
     await qm.shutdown()

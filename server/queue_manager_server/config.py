@@ -15,6 +15,12 @@ from urllib.parse import quote
 
 from queue_manager_server import security
 from queue_manager_server.embedded import DURABILITY_MODES
+from queue_manager_server.engine.engine import HELD_CONNECTIONS
+
+# The fewest Redis connections a server may be given: those it holds for its lifetime (the engine's, and
+# its event subscription: components/notifier.py), and four for everything else. A smaller pool left
+# requests waiting for a connection that never came free, then failing UNAVAILABLE.
+MIN_REDIS_CONNECTIONS = HELD_CONNECTIONS + 1 + 4
 
 
 @dataclass(slots=True)
@@ -210,6 +216,11 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     ):
         if value <= 0:
             p.error(f"{name} must be positive")
+    if a.redis_max_connections < MIN_REDIS_CONNECTIONS:
+        p.error(
+            f"--redis-max-connections must be at least {MIN_REDIS_CONNECTIONS}: the server holds "
+            f"{HELD_CONNECTIONS + 1} for its lifetime and needs others for requests"
+        )
     return Settings(
         listen=a.listen,
         redis_url=a.redis_url,

@@ -1,4 +1,5 @@
-"""A Redis connection of its own for the hottest calls: the coalesced adds (services/adds.py), the claims.
+"""A Redis connection of its own for the hottest calls: the coalesced adds (services/adds.py), the claims,
+the runs' outcomes (completions and failures).
 
 redis-py's pipeline costs the server ~74 µs of CPU per round trip (the pool, retries, its command stack and
 observability hooks), its bare connection ~40 µs. The add coalescer writes one batch at a time, so one held
