@@ -215,12 +215,17 @@ async def test_loading_redis_is_unavailable_until_loaded(store: Store) -> None:
 
 async def test_stalled_redis_times_out_as_unavailable(store: Store) -> None:
     qm = await store.serve(redis_timeout_ms=500)
+    await qm.add_job("q", "before")  # the adds' held connection (engine/direct.py) in use: its own deadline
     pid = store.valkey._process.pid
     loop = asyncio.get_running_loop()
     os.kill(pid, signal.SIGSTOP)
     try:
         started = loop.time()
         message = await refused(qm.get_queue_metrics("q"), UNAVAILABLE)
+        assert "did not answer in time" in message
+        assert loop.time() - started < 3.0
+        started = loop.time()
+        message = await refused(qm.add_job("q", "stalled"), UNAVAILABLE)
         assert "did not answer in time" in message
         assert loop.time() - started < 3.0
     finally:

@@ -13,6 +13,7 @@ The connection comes from the client's pool and stays checked out, so closing th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ class DirectConnection:
     def __init__(self, redis: Redis) -> None:
         self._pool = redis.connection_pool
         self._conn: AbstractConnection | None = None
+        # The connection's socket timeout, applied here to a whole batch (send and replies) instead.
+        self._timeout: float | None = None
         self._busy = False
 
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
@@ -42,15 +45,21 @@ class DirectConnection:
             conn = self._conn
             if conn is None:
                 conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                # redis-py bounds each send with asyncio.wait_for (a task, and a turn of the event loop before
+                # the bytes leave) and each read with a timeout context: ~28 µs of CPU per round trip. The
+                # connection is ours alone, so one deadline here bounds the whole batch instead.
+                self._timeout, conn.socket_timeout = conn.socket_timeout, None
             try:
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response())
-                    except ResponseError as exc:
-                        replies.append(exc)
+                async with asyncio.timeout(self._timeout):
+                    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                    replies: list[Any] = []
+                    for _ in commands:
+                        try:
+                            replies.append(await conn.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
                 return replies
+            # OSError takes the deadline's TimeoutError too.
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 await conn.disconnect()  # the next batch connects afresh
                 return None
