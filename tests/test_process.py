@@ -208,6 +208,14 @@ def test_bad_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) ->
     assert smallest.redis_max_connections == MIN_REDIS_CONNECTIONS
 
 
+async def test_a_pool_smaller_than_the_held_connections_is_a_clear_startup_error(
+    redis_url: str, prefix: str
+) -> None:
+    app = App(Settings(listen="127.0.0.1:0", redis_url=redis_url, key_prefix=prefix, redis_max_connections=4))
+    with pytest.raises(StartupError, match=f"must be at least {MIN_REDIS_CONNECTIONS}"):
+        await app.start()
+
+
 async def test_port_in_use_is_a_clear_startup_error(
     server_factory: object, redis_url: str, prefix: str
 ) -> None:

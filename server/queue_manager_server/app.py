@@ -43,7 +43,7 @@ from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.stream_guard import StreamGuard
 from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.components.worker_registry import WorkerRegistry
-from queue_manager_server.config import Settings
+from queue_manager_server.config import Settings, pool_too_small
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
@@ -110,6 +110,10 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        # parse_args refuses such a pool too; this is for Settings made in code.
+        too_small = pool_too_small(s.redis_max_connections)
+        if too_small:
+            raise StartupError(too_small)
         try:
             self.security = guard = security.prepare(s)
         except security.SecurityError as exc:

@@ -23,6 +23,16 @@ from queue_manager_server.engine.engine import HELD_CONNECTIONS
 MIN_REDIS_CONNECTIONS = HELD_CONNECTIONS + 1 + 4
 
 
+def pool_too_small(max_connections: int) -> str | None:
+    """What is wrong with a Redis pool of this size, or None when it will do."""
+    if max_connections >= MIN_REDIS_CONNECTIONS:
+        return None
+    return (
+        f"--redis-max-connections must be at least {MIN_REDIS_CONNECTIONS}: the server holds "
+        f"{HELD_CONNECTIONS + 1} for its lifetime and needs others for requests"
+    )
+
+
 @dataclass(slots=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
@@ -216,11 +226,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     ):
         if value <= 0:
             p.error(f"{name} must be positive")
-    if a.redis_max_connections < MIN_REDIS_CONNECTIONS:
-        p.error(
-            f"--redis-max-connections must be at least {MIN_REDIS_CONNECTIONS}: the server holds "
-            f"{HELD_CONNECTIONS + 1} for its lifetime and needs others for requests"
-        )
+    too_small = pool_too_small(a.redis_max_connections)
+    if too_small:
+        p.error(too_small)
     return Settings(
         listen=a.listen,
         redis_url=a.redis_url,
