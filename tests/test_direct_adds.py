@@ -1,5 +1,6 @@
-"""The coalesced adds' own connection, and the claims' (engine/direct.py), against a real Valkey: what they
-do when Redis lost its scripts, when the connection is killed, and when a second batch comes while busy."""
+"""The engine's held connections (engine/direct.py): the coalesced adds', the claims' and the run outcomes',
+against a real Valkey: what they do when Redis lost its scripts, when the connection is killed, and when a
+second batch comes while busy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import asyncio
 from redis.asyncio import Redis
 
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.direct import DirectConnection
+from queue_manager_server.engine.engine import FAILED, HELD_CONNECTIONS
 from queue_manager_server.engine.records import NewJob
 
 
@@ -84,3 +87,25 @@ async def test_claims_go_out_on_a_held_connection_and_survive_lost_scripts(
     both = await asyncio.gather(*(engine.claim("q", 1, f"t{k}", "w", 30_000) for k in (3, 4)))
     assert sorted(j.id for r in both for j in r.jobs) == ["a-3", "a-4"]
     assert engine.claims._conn is conn
+
+
+async def test_outcomes_go_out_on_a_held_connection_and_survive_lost_scripts(
+    engine: Engine, redis: Redis
+) -> None:
+    """Completions and failures have a held connection of their own (at a low rate each job is its own
+    completion); after Redis lost its scripts they load them, and the engine holds no connection but the
+    ones the server's pool floor counts (config.py MIN_REDIS_CONNECTIONS)."""
+    await engine.register_queue("q", {})
+    for round_ in range(2):  # the second round: the held connection in use before the scripts are lost
+        await redis.script_flush()
+        await engine.add_jobs("q", jobs(f"r{round_}", 2))
+        token = f"t{round_}"
+        done, failed = (await engine.claim("q", 2, token, "w", 30_000)).jobs
+        codes, _ = await engine.complete("q", [(done.id, token, b'"ok"', "application/json")])
+        assert codes == [0], round_
+        assert await engine.fail("q", [(failed.id, token, "on purpose", "", True)]) == [(FAILED, -1)], round_
+        assert await redis.hget(engine.keys("q").job_prefix + done.id, "st") == b"completed"
+    conn = engine.outcomes._conn
+    assert conn is not None and conn.is_connected
+    held = [c._conn for c in vars(engine).values() if isinstance(c, DirectConnection)]
+    assert len(held) == HELD_CONNECTIONS and len({id(c) for c in held}) == HELD_CONNECTIONS

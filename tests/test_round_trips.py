@@ -38,31 +38,6 @@ async def test_pipelined_scripts_survive_a_script_flush(server: RunningServer, r
     await qm.shutdown()
 
 
-async def test_outcomes_on_their_held_connection_survive_a_script_flush(
-    server: RunningServer, redis: Redis
-) -> None:
-    """Completions and failures go on a held connection of their own (engine/direct.py): when Redis has lost
-    its scripts, the refused call is sent again once its script is loaded, and each run's outcome is kept."""
-    qm = QueueManager(address=server.address)
-    await qm.register_queue("flushed")
-
-    @qm.processor("flushed")
-    async def work(job: Job) -> str:
-        if job.name == "fails":
-            raise ValueError("on purpose")
-        return "ok"
-
-    await qm.start_workers()
-    for round_ in range(2):  # the second round: the held connection already used, then the scripts lost
-        await redis.script_flush()
-        done = await qm.add_job("flushed", "completes")
-        failed = await qm.add_job("flushed", "fails")
-        completed = await qm.wait_for_job("flushed", done.id, timeout=30)
-        assert (completed.state, completed.result) == (JobState.COMPLETED, "ok"), round_
-        assert (await qm.wait_for_job("flushed", failed.id, timeout=30)).state == JobState.FAILED, round_
-    await qm.shutdown()
-
-
 async def test_bursts_wait_for_a_connection_instead_of_failing(server_factory: ServerFactory) -> None:
     """More concurrent requests than pooled Redis connections: they queue for one, none fails. The pool is
     the smallest a server may be given, with every connection it holds for its lifetime in use: its event

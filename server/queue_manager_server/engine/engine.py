@@ -378,6 +378,15 @@ class Engine:
         await resend_refused([script], commands, replies)
         return replies
 
+    async def _held_one(
+        self, conn: DirectConnection, name: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """The reply of one call of the script `name`, sent as `_held` sends it; an error reply raised."""
+        (reply,) = await self._held(conn, name, [(keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
     def _add_calls(
         self, queue: str, jobs: Sequence[NewJob], fetch: bool, claim: ClaimRequest | None = None
     ) -> list[tuple[Sequence[str], Sequence[Any]]]:
@@ -550,9 +559,7 @@ class Engine:
         k = self.keys(queue)
         keys = (k.meta, k.waiting, k.delayed, k.active, k.limiter)
         args = (k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM)
-        (r,) = await self._held(self.claims, "claim", [(keys, args)])
-        if isinstance(r, Exception):
-            raise r
+        r = await self._held_one(self.claims, "claim", keys, args)
         if _i(r[0]) == NO_QUEUE:
             raise QueueNotFound(queue)
         return _claim_result(r, lease_ms)
@@ -574,9 +581,7 @@ class Engine:
         for i, item in enumerate(items):
             args += item
             args.append(durations_us[i] if durations_us is not None else -1)
-        (r,) = await self._held(self.outcomes, "complete", [([k.meta, k.active, k.completed], args)])
-        if isinstance(r, Exception):
-            raise r
+        r = await self._held_one(self.outcomes, "complete", [k.meta, k.active, k.completed], args)
         if _i(r[1]):
             await self.after_flow_finish(queue)
         return [_i(c) for c in r[2:]], _i(r[1])
@@ -596,9 +601,7 @@ class Engine:
             args += [job_id, token, msg, stack, "1" if no_retry else "0", us]
         # The script publishes the wake-ups of jobs back to waiting or delayed.
         keys = [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox]
-        (r,) = await self._held(self.outcomes, "fail", [(keys, args)])
-        if isinstance(r, Exception):
-            raise r
+        r = await self._held_one(self.outcomes, "fail", keys, args)
         out = [(_i(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
         await self.after_failures(queue, [code for code, _ in out])
         return out
