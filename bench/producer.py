@@ -52,7 +52,8 @@ def _call_stats(ms: list[float], prefix: str) -> dict[str, float]:
 
 
 async def bulk(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
-    jobs = [{"name": "noop", "data": {"i": i}} for i in range(a.jobs)]
+    pad = {"s": "x" * a.pad} if a.pad else {}
+    jobs = [{"name": "noop", "data": {"i": i, **pad}} for i in range(a.jobs)]
     t0 = time.perf_counter()
     ids = await qm.add_bulk(a.queue, jobs)
     elapsed = time.perf_counter() - t0
@@ -241,6 +242,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--blocks", type=int, default=10)
+    p.add_argument("--pad", type=int, default=0, help="bulk: a text of this many bytes in each job's data")
     a = p.parse_args()
     print(json.dumps(asyncio.run(main_async(a))), flush=True)
 

@@ -55,6 +55,13 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("latency", "valkey_cpu_us", "latency run: Valkey CPU per job, add to completion (µs)", False),
     ("memory", "bytes_per_job", "Valkey memory per waiting job (bytes)", False),
     ("memory", "job_key_bytes", "of which the job hash, MEMORY USAGE (bytes)", False),
+    ("memory", "padded_bytes_per_job", "per waiting job with a 200-byte text in its data (bytes)", False),
+    (
+        "memory",
+        "padded_bytes_per_job_at_default",
+        "the same at Valkey's default hash-max-listpack-value, 64 (bytes)",
+        False,
+    ),
 ]
 
 

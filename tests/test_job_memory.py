@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
 from redis.asyncio import Redis
 
 from queue_manager_server import convert
+from queue_manager_server.embedded import EmbeddedValkey
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import WrongState
 from tests.test_engine import register
+
+JSON = "application/json"
 
 
 def job(name: str, **kw: object) -> NewJob:
@@ -119,3 +123,29 @@ async def test_attempt_counts_are_derived_where_they_are_not_stored(engine: Engi
     assert (views[lost].attempts_made, views[lost].stalled_count) == (1, 1)
     assert views[again].attempts_made == 2
     assert "ats" not in await fields(redis, engine, again)
+
+
+async def test_the_embedded_valkey_keeps_jobs_with_values_up_to_1_kb_in_the_compact_encoding(
+    tmp_path: Path,
+) -> None:
+    """Valkey's default stores a hash with any value over 64 bytes as a hash table, ~200 bytes more per job
+    (embedded.JOB_HASH_ENCODING); the embedded Valkey keeps jobs with longer data, result or error compact."""
+    valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec")
+    redis = Redis.from_url(await valkey.start())
+    try:
+        engine = Engine(redis, "enc")
+        await register(engine)
+        data = json.dumps({"text": "x" * 300}).encode()
+        new = [NewJob(id="", name=name, data=data) for name in ("done", "failed", "waiting")]
+        done, failed, waiting = (await engine.add_jobs("q", new)).ids
+        assert [j.id for j in (await engine.claim("q", 2, "t", "w", 30_000)).jobs] == [done, failed]
+        assert (await engine.complete("q", [(done, "t", b'"' + b"r" * 400 + b'"', JSON)]))[0] == [0]
+        assert (await engine.fail("q", [(failed, "t", "e" * 200, "s" * 600, True)]))[0][0] == 2
+        for job_id in (done, failed, waiting):
+            assert await redis.object("encoding", engine.keys("q").job(job_id)) == b"listpack", job_id
+        # Beyond the limit a job is a hash table, as everywhere.
+        (big,) = (await engine.add_jobs("q", [NewJob(id="", name="big", data=b'"' + b"x" * 1100 + b'"')])).ids
+        assert await redis.object("encoding", engine.keys("q").job(big)) == b"hashtable"
+    finally:
+        await redis.aclose()
+        await valkey.stop()

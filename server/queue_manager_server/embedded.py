@@ -50,6 +50,17 @@ _BIND_ATTEMPTS = 3
 MALLOC_TUNABLES = "glibc.malloc.tcache_count=1000"
 
 
+# Job hashes stay in Valkey's compact encoding (a listpack) while each of their values (data, result, error
+# and stack, metadata) is at most this many bytes. At Valkey's default of 64 a job whose data, result or
+# error is longer is stored as a hash table instead, ~200 bytes more per job: measured per waiting job, an
+# 80-byte payload 417 -> 238 bytes, 220 bytes 573 -> 383, 1,000 bytes 1,356 -> 1,151 (2026-12-06), with adds,
+# claims and completions costing Valkey the same CPU either way. A longer value still makes a hash table:
+# each update of a listpack copies it, and past ~1 KB that costs more CPU than the encoding saves memory.
+# The bench gives every system's Valkey the same (bench/stack.py); docs/operations.md tells how to set it
+# on one's own Redis.
+JOB_HASH_ENCODING = {"hash-max-listpack-value": "1024"}
+
+
 def valkey_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a Valkey child: env (default ours) with MALLOC_TUNABLES added to GLIBC_TUNABLES,
     unless that already sets the cache's size (an operator's choice wins)."""
@@ -78,7 +89,8 @@ def valkey_binary() -> Path:
 
 
 def config_text(data_dir: Path, port: int, durability: str) -> str:
-    """valkey.conf: loopback only, append-only file fsynced per durability, never evict, no RDB saves."""
+    """valkey.conf: loopback only, append-only file fsynced per durability, never evict, no RDB saves, job
+    hashes in the compact encoding up to JOB_HASH_ENCODING's value size."""
     settings = {
         "bind": "127.0.0.1",
         "port": str(port),
@@ -92,6 +104,7 @@ def config_text(data_dir: Path, port: int, durability: str) -> str:
         # The append-only file is the durable copy; RDB snapshots would only add fork pauses.
         "save": '""',
         "maxmemory-policy": "noeviction",
+        **JOB_HASH_ENCODING,
     }
     lines = ["# Written by qm serve at each start; edits are overwritten."]
     lines += [f"{k} {v}" for k, v in settings.items()]
