@@ -138,6 +138,52 @@ async def test_a_lone_add_with_its_claim_and_its_completion_stay_within_their_co
     assert sum(done.values()) <= 15, done
 
 
+async def test_retries_and_promotions_push_once_per_level_and_a_retried_completion_writes_once(
+    engine: Engine,
+) -> None:
+    """Runs failed with attempts left go back to waiting with one RPUSH per priority level for the whole
+    batch, as due delayed jobs do when a claim promotes them, and a retried job's completion writes its
+    outcome and its attempt count in one HSET: a command per job each, at ~1-2 µs of Valkey per command."""
+    await register(engine)
+    await engine.add_jobs("q", [job(f"j{i}", priority=2 + i % 2, attempts=2) for i in range(20)])
+    claimed = (await engine.claim("q", 20, "t", "w", 30_000)).jobs
+
+    async def fail() -> None:
+        outcomes = await engine.fail("q", [(j.id, "t", "boom", "", False) for j in claimed])
+        assert [code for code, _ in outcomes] == [0] * 20
+
+    failed = await commands_of(engine, fail)
+    assert failed["rpush"] == 2 and failed["hset"] == 20, failed
+    # Back at the end of their levels in the order they failed: claimed again as before.
+    again = (await engine.claim("q", 20, "t2", "w", 30_000)).jobs
+    assert [j.id for j in again] == [j.id for j in claimed]
+    assert all(j.attempts_made == 1 for j in again)
+
+    async def complete() -> None:
+        results = [b'{"ok":1}' if k % 2 else b"null" for k in range(len(again))]
+        items = [(j.id, "t2", r, "application/json") for j, r in zip(again, results, strict=True)]
+        assert (await engine.complete("q", items))[0] == [0] * 20
+
+    done = await commands_of(engine, complete)
+    assert done["hset"] == 20, done
+    views = [convert.job_out(await engine.get_job("q", j.id)) for j in again[:2]]
+    assert [(v.state, v.attempts_made) for v in views] == [(types_pb2.JOB_STATE_COMPLETED, 2)] * 2
+    assert views[1].result.json.struct_value.fields["ok"].number_value == 1
+
+    await register(engine, "p")
+    later = (await engine.add_jobs("p", [job(f"d{i}", delay_ms=60_000) for i in range(10)])).ids
+    # Due now, in the order they were added (the delayed set's scores are their run-at times).
+    await engine.redis.zadd(engine.keys("p").delayed, {job_id: k for k, job_id in enumerate(later)})
+    promoted: list[ClaimedJob] = []
+
+    async def claim() -> None:
+        promoted.extend((await engine.claim("p", 10, "t", "w", 30_000)).jobs)
+
+    ran = await commands_of(engine, claim)
+    assert [j.id for j in promoted] == later
+    assert ran["rpush"] == 1, ran
+
+
 async def test_a_claim_folded_into_an_add_answers_its_new_jobs_as_a_claim_that_reads_them_would(
     engine: Engine,
 ) -> None:

@@ -38,15 +38,23 @@ for i = 0, n - 1 do
     -- none (absent on a completed job reads 1: convert.py). A JSON result is stored without its content
     -- type, as a job's JSON data is, and no result (JSON null) not at all: each job-hash entry left out is
     -- one less to write and for every later command on the job to step over.
-    local atm = f[4] and tonumber(f[4]) + 1
-    if ARGV[b + 4] ~= JSON_TYPE then
-      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3], 'rct', ARGV[b + 4])
-    elseif ARGV[b + 3] ~= 'null' then
-      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', ARGV[b + 3])
+    -- A retried job's count goes in the same HSET (a second one cost a command per retried job).
+    local res, rct = ARGV[b + 3], ARGV[b + 4]
+    if f[4] then
+      local w = {'st', 'completed', 'fts', now, 'atm', tonumber(f[4]) + 1}
+      if rct ~= JSON_TYPE then
+        w[7], w[8], w[9], w[10] = 'res', res, 'rct', rct
+      elseif res ~= 'null' then
+        w[7], w[8] = 'res', res
+      end
+      redis.call('HSET', jkey, unpack(w))
+    elseif rct ~= JSON_TYPE then
+      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', res, 'rct', rct)
+    elseif res ~= 'null' then
+      redis.call('HSET', jkey, 'st', 'completed', 'fts', now, 'res', res)
     else
       redis.call('HSET', jkey, 'st', 'completed', 'fts', now)
     end
-    if atm then redis.call('HSET', jkey, 'atm', atm) end
     out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, f[6], f[7], f[8], f[9])
     local p = f[3] or ''
     if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end

@@ -20,6 +20,7 @@ local now = now_ms()
 local out = {now}
 local freed = false
 local gone = {}
+local pushes = {}
 
 for i = 0, n - 1 do
   local b = 4 + i * 6
@@ -33,10 +34,11 @@ for i = 0, n - 1 do
     freed = true
     count_run(ARGV[b + 6])
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
-      no_retry == '1', f)
+      no_retry == '1', f, pushes)
     table.insert(out, result); table.insert(out, run)
   end
 end
+push_waiting(pushes)
 zrem_all(active, gone)
 if freed then slot_freed(meta, prefix) end
 publish_ready(meta, channel, queue, READY.waiting, READY.earliest)

@@ -16,6 +16,7 @@ local meta, active, waiting, delayed, failed, outbox, deadlines =
 local prefix, limit, channel, queue = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now = now_ms()
 local out = {now, -1}
+local pushes = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, limit)) do
   local jkey = prefix .. id
   local f = redis.call('HMGET', jkey, 'st', 'tok', unpack(ATTEMPT_FIELDS))
@@ -25,11 +26,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     redis.call('ZREM', active, id)
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
     redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
-    local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false, f)
+    local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false, f,
+      pushes)
     redis.call('ZREM', deadlines, id)
     table.insert(out, id); table.insert(out, code); table.insert(out, run)
   end
 end
+push_waiting(pushes)
 if #out > 2 then slot_freed(meta, prefix) end
 publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)

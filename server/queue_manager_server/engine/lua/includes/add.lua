@@ -45,18 +45,10 @@ local function put(f, name, value)
   f[#f + 1] = name; f[#f + 1] = value
 end
 
--- Ids of jobs inserted waiting, by waiting list (level key -> ids in order), for push_waiting to append with
--- one RPUSH per list at the end of the caller's loop: one command per job cost Valkey ~0.85 µs per job of
--- the ~7.2 an add took (25 jobs per call).
-local function push_waiting(pushes)
-  for level, ids in pairs(pushes) do
-    for i = 1, #ids, 500 do redis.call('RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
-  end
-end
-
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
--- dedup key is held. d: add_defaults(meta). pushes: the caller's table of waiting ids (a job inserted
--- waiting joins its list when the caller calls push_waiting(pushes), before it returns). Returns 0 (the id
+-- dedup key is held. d: add_defaults(meta). pushes: the caller's table of waiting ids (common.lua
+-- push_later: a job inserted waiting joins its list when the caller calls push_waiting(pushes), before it
+-- returns). Returns 0 (the id
 -- existed, or the dedup key is held; nothing written), 1 (added waiting) or 2 (added delayed); the run-at
 -- of a delayed job; the id that answers the add (the holder's when the dedup key is held); and for an added
 -- job, the fields written but the data (name/value pairs, numbers as numbers).
@@ -127,8 +119,6 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f
   end
-  local level = level_key(waiting, pri)
-  local ids = pushes[level]
-  if ids then ids[#ids + 1] = id else pushes[level] = {id} end
+  push_later(pushes, level_key(waiting, pri), id)
   return 1, -1, id, f
 end

@@ -66,6 +66,20 @@ local function level_key(waiting, pri)
   return waiting .. ':' .. string.format('%d', p)
 end
 
+-- Ids going to the back of their waiting lists, gathered by a script's loop (pushes: level key -> ids in
+-- order) and appended by push_waiting at its end with one RPUSH per list: a command per job cost Valkey
+-- ~0.85 µs per job of the ~7.2 an add took (25 jobs per call). A caller that gathers must push before it
+-- returns.
+local function push_later(pushes, level, id)
+  local ids = pushes[level]
+  if ids then ids[#ids + 1] = id else pushes[level] = {id} end
+end
+local function push_waiting(pushes)
+  for level, ids in pairs(pushes) do
+    for i = 1, #ids, 500 do redis.call('RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
+  end
+end
+
 -- Waiting jobs of all levels.
 local function waiting_count(waiting)
   local n = 0
@@ -107,19 +121,24 @@ end
 
 -- Puts a job into waiting: at the back of its priority level, or with front at its head (a run that never
 -- finished goes back to where it was taken from). pri, wt: the job's 'pri' and 'wt' fields as the caller
--- read them. fields: more job fields to write in the same HSET as the state.
-local function place_waiting(waiting, jkey, id, pri, front, wt, fields)
-  redis.call(front and 'LPUSH' or 'RPUSH', level_key(waiting, pri), id)
+-- read them. fields: more job fields to write in the same HSET as the state. pushes (nil: the job is pushed
+-- now): the caller's gathered pushes (push_later), where a job going to the back of its level joins them.
+local function place_waiting(waiting, jkey, id, pri, front, wt, fields, pushes)
+  if pushes and not front then
+    push_later(pushes, level_key(waiting, pri), id)
+  else
+    redis.call(front and 'LPUSH' or 'RPUSH', level_key(waiting, pri), id)
+  end
   fields[#fields + 1] = 'st'; fields[#fields + 1] = 'waiting'
   redis.call('HSET', jkey, unpack(fields))
   if wt then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', wt) end
 end
 
 -- Puts a job into waiting. fresh=true puts it at the back of its priority level; otherwise at the head (a
--- lost or handed-back run: it was at the head when claimed).
-local function to_waiting(waiting, jkey, id, fresh)
+-- lost or handed-back run: it was at the head when claimed). pushes: as place_waiting's.
+local function to_waiting(waiting, jkey, id, fresh, pushes)
   local f = redis.call('HMGET', jkey, 'pri', 'wt')
-  place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {})
+  place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {}, pushes)
 end
 
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
@@ -161,7 +180,9 @@ local function promote_due(delayed, waiting, prefix, now, limit)
   local first_due = tonumber(first[2])
   if first_due > now then return 0, first_due end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do to_waiting(waiting, prefix .. id, id, true) end
+  local pushes = {}
+  for _, id in ipairs(due) do to_waiting(waiting, prefix .. id, id, true, pushes) end
+  push_waiting(pushes)
   if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
   local nd = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   local next_due = -1
@@ -362,9 +383,11 @@ local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr',
 -- counts as an attempt; with attempts left the job is retried after its backoff, unless a cancel was asked
 -- meanwhile (then it ends cancelled); with none left, or with no_retry, it fails for good. A retry counts in
 -- READY (the caller publishes it).
--- f: ATTEMPT_FIELDS from f[3] on. Returns a code (0 retry now, 1 retry delayed, 2 failed for good,
+-- f: ATTEMPT_FIELDS from f[3] on. pushes: the caller's gathered pushes (push_later), which it pushes before
+-- it returns (a retry now joins them). Returns a code (0 retry now, 1 retry delayed, 2 failed for good,
 -- 3 cancelled) and a run-at (the retry's: now for 0; -1 for 2 and 3).
-local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack, no_retry, f)
+local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack, no_retry, f,
+    pushes)
   local jkey = prefix .. id
   run_ended(prefix, id, f[10])
   local atm = (tonumber(f[4]) or 0) + 1
@@ -388,7 +411,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   if cap > 0 and delay > cap then delay = cap end
   delay = math.floor(delay)
   if delay <= 0 then
-    place_waiting(waiting, jkey, id, f[12], false, f[9], ran)
+    place_waiting(waiting, jkey, id, f[12], false, f[9], ran, pushes)
     READY.waiting = READY.waiting + 1
     return 0, now
   end
