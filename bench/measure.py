@@ -128,6 +128,22 @@ async def valkey_cpu(redis: Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+# Commands of the harness and of connecting (INFO, CONFIG, HELLO, CLIENT SETINFO), not of the work measured.
+_HARNESS_COMMANDS = frozenset({"info", "config", "client", "hello"})
+
+
+async def valkey_commands(redis: Redis) -> int:
+    """Commands Valkey has run so far (INFO commandstats): each script call and each command a script ran,
+    the harness's own and connection set-up left out. Unlike CPU time, the count does not depend on how fast
+    the machine is this hour."""
+    info = await redis.info("commandstats")
+    return sum(
+        int(stats["calls"])
+        for name, stats in info.items()
+        if name.removeprefix("cmdstat_").split("|")[0] not in _HARNESS_COMMANDS
+    )
+
+
 async def valkey_memory(redis: Redis) -> int:
     info = await redis.info("memory")
     return int(info["used_memory"])

@@ -22,6 +22,7 @@ from bench.measure import (
     check_exactly_once,
     percentile,
     read_lines,
+    valkey_commands,
     valkey_cpu,
     valkey_memory,
     wait_progress,
@@ -56,17 +57,20 @@ class Marks:
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
         self.valkey0 = 0.0
+        self.commands0 = 0
         self.server: CpuMeter | None = None
 
     async def begin(self) -> None:
         assert self.driver.redis is not None
         self.server = CpuMeter(self.driver.server_pids())
         self.valkey0 = await valkey_cpu(self.driver.redis)
+        self.commands0 = await valkey_commands(self.driver.redis)
 
     async def per_job(self, jobs: int) -> dict[str, float]:
         assert self.driver.redis is not None and self.server is not None
         valkey = await valkey_cpu(self.driver.redis) - self.valkey0
-        out = {"valkey_cpu_us": valkey / jobs * 1e6}
+        commands = await valkey_commands(self.driver.redis) - self.commands0
+        out = {"valkey_cpu_us": valkey / jobs * 1e6, "valkey_commands": commands / jobs}
         if self.driver.server_pids():
             out["server_cpu_us"] = self.server.elapsed() / jobs * 1e6
         return out
