@@ -14,14 +14,15 @@ local now = now_ms()
 local back, lost, cancelled = 0, 0, 0
 local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 if #ids > 0 then redis.call('ZREM', active, unpack(ids)) end
--- Last first: each job goes back to the head of its level, so the earliest expired runs first again.
+-- Last first: each job goes back to the head of its level, so the earliest expired runs first again. Per job
+-- one read and one write; the pushes to each level and the queue's stall count once for the batch.
+local fronts = {}
 for i = #ids, 1, -1 do
-  local id = ids[i]
-  if redis.call('EXISTS', prefix .. id) == 1 then
-    local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
-    if r == 1 then back = back + 1 elseif r == 3 then cancelled = cancelled + 1 else lost = lost + 1 end
-  end
+  local r = recover_stalled(meta, waiting, failed, outbox, prefix, ids[i], now, fronts)
+  if r == 1 then back = back + 1 elseif r == 2 then lost = lost + 1 elseif r == 3 then cancelled = cancelled + 1 end
 end
+push_waiting(fronts, 'LPUSH')
+if back + lost > 0 then redis.call('HINCRBY', meta, 'stalled_total', back + lost) end
 if #ids > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)
 local nx = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')

@@ -13,30 +13,35 @@ local meta, active, waiting, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, stalled, n = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 local now = now_ms()
 local out = {now}
-local freed = false
+local gone, fronts, stalls = {}, {}, 0
 -- Last item first: each job handed back goes to the head of its level, so they end up in the order given.
+-- Per job one read and one write; the active set, the pushes to each level and the stall count once.
 for i = n - 1, 0, -1 do
   local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
   local jkey = prefix .. id
-  local code, f = lease_check(jkey, token, 'cxr', 'to')
+  local code, f = lease_check(jkey, token, 'cxr', 'to', 'pri', 'wt')
   if code ~= 0 then
     out[i + 2] = code
   else
-    redis.call('ZREM', active, id)
-    freed = true
+    gone[#gone + 1] = id
     if stalled then
-      out[i + 2] = recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
+      local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
+      if r == 1 or r == 2 then stalls = stalls + 1 end
+      out[i + 2] = r
     elseif f[3] == '1' then
       run_ended(prefix, id, f[4])
       finish_cancelled(meta, prefix, id, now)
       out[i + 2] = 3
     else
       run_ended(prefix, id, f[4])
-      to_waiting(waiting, jkey, id, false)
+      place_waiting(waiting, jkey, id, f[5], true, f[6], {}, fronts)
       out[i + 2] = 1
     end
   end
 end
-if freed then slot_freed(meta, prefix) end
+push_waiting(fronts, 'LPUSH')
+zrem_all(active, gone)
+if stalls > 0 then redis.call('HINCRBY', meta, 'stalled_total', stalls) end
+if #gone > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)
 return out

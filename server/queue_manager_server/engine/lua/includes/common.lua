@@ -66,17 +66,18 @@ local function level_key(waiting, pri)
   return waiting .. ':' .. string.format('%d', p)
 end
 
--- Ids going to the back of their waiting lists, gathered by a script's loop (pushes: level key -> ids in
--- order) and appended by push_waiting at its end with one RPUSH per list: a command per job cost Valkey
+-- Ids going into their waiting lists, gathered by a script's loop (pushes: level key -> ids in order) and
+-- pushed by push_waiting at its end with one command per list: RPUSH to the back (cmd nil), or LPUSH to the
+-- head, where the last one gathered ends up first, as with one LPUSH each. A command per job cost Valkey
 -- ~0.85 µs per job of the ~7.2 an add took (25 jobs per call). A caller that gathers must push before it
--- returns.
+-- returns, each table with its own command.
 local function push_later(pushes, level, id)
   local ids = pushes[level]
   if ids then ids[#ids + 1] = id else pushes[level] = {id} end
 end
-local function push_waiting(pushes)
+local function push_waiting(pushes, cmd)
   for level, ids in pairs(pushes) do
-    for i = 1, #ids, 500 do redis.call('RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
+    for i = 1, #ids, 500 do redis.call(cmd or 'RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
   end
 end
 
@@ -122,9 +123,9 @@ end
 -- Puts a job into waiting: at the back of its priority level, or with front at its head (a run that never
 -- finished goes back to where it was taken from). pri, wt: the job's 'pri' and 'wt' fields as the caller
 -- read them. fields: more job fields to write in the same HSET as the state. pushes (nil: the job is pushed
--- now): the caller's gathered pushes (push_later), where a job going to the back of its level joins them.
+-- now): the caller's gathered pushes (push_later) of this direction (back, or front), which the job joins.
 local function place_waiting(waiting, jkey, id, pri, front, wt, fields, pushes)
-  if pushes and not front then
+  if pushes then
     push_later(pushes, level_key(waiting, pri), id)
   else
     redis.call(front and 'LPUSH' or 'RPUSH', level_key(waiting, pri), id)
@@ -351,26 +352,37 @@ local function finish_cancelled(meta, prefix, id, now)
   trim(cancelled, prefix, age, count, now)
 end
 
--- Returns a lost job (dead worker or expired lease) to waiting, or fails it past its stall limit.
--- Returns 1 when it went back to waiting, 2 when it failed, 3 when it ended cancelled (a cancel had been
--- asked while it ran: its worker is gone, so it never reported the stop).
-local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now)
+-- The queue's stall limit (meta 'max_stalled'; 1 when unset), read at most once per script call.
+local MAX_STALLED = false
+
+-- Returns a lost job (dead worker or expired lease) to the head of its level, or fails it past its stall
+-- limit: one read of the job, one write when it goes back. fronts: the caller's gathered pushes to the head
+-- of their levels (push_later), which it pushes with push_waiting(fronts, 'LPUSH') before it returns. The
+-- caller adds the stalls (codes 1 and 2) to the queue's 'stalled_total' once for its batch.
+-- Returns 0 when the job is gone, 1 when it went back to waiting, 2 when it failed, 3 when it ended cancelled
+-- (a cancel had been asked while it ran: its worker is gone, so it never reported the stop).
+local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
   local jkey = prefix .. id
-  local c = redis.call('HMGET', jkey, 'cxr', 'to')
-  run_ended(prefix, id, c[2])
-  if c[1] == '1' then
+  -- Every job has its 'ts': the read is the existence check too.
+  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt')
+  if not c[1] then return 0 end
+  run_ended(prefix, id, c[3])
+  if c[2] == '1' then
     finish_cancelled(meta, prefix, id, now)
     return 3
   end
-  local stc = redis.call('HINCRBY', jkey, 'stc', 1)
-  redis.call('HINCRBY', meta, 'stalled_total', 1)
-  local ms = tonumber(redis.call('HGET', jkey, 'ms')) or 0
-  if ms == 0 then ms = tonumber(redis.call('HGET', meta, 'max_stalled')) or 1 end
+  local stc = (tonumber(c[4]) or 0) + 1
+  local ms = tonumber(c[5]) or 0
+  if ms == 0 then
+    if not MAX_STALLED then MAX_STALLED = tonumber(redis.call('HGET', meta, 'max_stalled')) or 1 end
+    ms = MAX_STALLED
+  end
   if stc > ms then
+    redis.call('HSET', jkey, 'stc', stc)
     fail_for_good(meta, failed, outbox, prefix, id, now, 'job stalled more than the allowed ' .. ms .. ' times', '')
     return 2
   end
-  to_waiting(waiting, jkey, id, false)
+  place_waiting(waiting, jkey, id, c[6], true, c[7], {'stc', stc}, fronts)
   return 1
 end
 
