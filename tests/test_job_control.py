@@ -511,3 +511,32 @@ async def test_a_cancelled_job_ends_the_wait_and_can_be_retried(qm: QueueManager
     # share (the set then orders them by their random ids).
     names = [j.name for j in waiting]
     assert names[0] == "j0" and sorted(names[1:]) == ["j1", "j2"]
+
+
+async def test_retrying_failed_jobs_in_bulk_writes_each_job_twice_and_each_list_once(engine: Engine) -> None:
+    """RetryFailedJobs after an outage may put back many thousands of jobs, a thousand per script call: per
+    job one read (which also skips a job already gone) and two writes, the failed set and each level's list
+    once per call (it ran six commands per job: an EXISTS, a ZREM and an RPUSH among them)."""
+    from tests.test_engine import commands_of, job, register
+
+    await register(engine)
+    control = JobControl(engine)
+    await engine.add_jobs("q", [job(f"j{i}", priority=2 + i % 2) for i in range(20)])
+    claimed = (await engine.claim("q", 20, "t", "w", 30_000)).jobs
+    failed = await engine.fail("q", [(j.id, "t", "boom", "", False) for j in claimed])
+    assert [code for code, _ in failed] == [2] * 20
+    # A failed job deleted meanwhile (its hash gone, its id still in the failed set) is skipped.
+    await engine.redis.delete(engine.keys("q").job(claimed[-1].id))
+
+    async def retry() -> None:
+        assert await control.retry_jobs("q", "failed") == 19
+
+    ran = await commands_of(engine, retry)
+    assert (ran["hmget"], ran["hdel"], ran["hset"], ran["rpush"], ran["zrem"]) == (20, 19, 19, 2, 1), ran
+    assert "exists" not in ran or ran["exists"] <= 2, ran  # the queue's own check, not one per job
+    again = (await engine.claim("q", 20, "t2", "w", 30_000)).jobs
+    # Their level's first in the order they failed (all in one millisecond here: by id), level 2 first.
+    assert {j.id for j in again[:10]} == {j.id for j in claimed[:10]}
+    assert {j.id for j in again[10:]} == {j.id for j in claimed[10:-1]}
+    assert all(j.attempts_made == 0 for j in again)
+    assert (await engine.metrics("q")).failed == 0

@@ -10,9 +10,10 @@
 local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local st = job_state(prefix .. id)
+local st, f = job_state(prefix .. id, 'pri', 'wt')
 if not st then return {-2} end
 local set = ({failed = KEYS[3], cancelled = KEYS[4]})[st]
 if not set then return {-5, st} end
-requeue(meta, waiting, set, prefix, id)
+redis.call('ZREM', set, id)
+requeue(waiting, prefix, id, f[3], f[4])
 return {1}

@@ -7,11 +7,12 @@
 -- and options, the last failure (err, stk: what went wrong until a new run fails), the log lines, flow
 -- fields. A dedup key it released on finishing is not taken again.
 
--- Moves job `id` from the finished state's zset `set` to the back of its priority level.
-local function requeue(meta, waiting, set, prefix, id)
+-- Moves job `id` to the back of its priority level; the caller takes it out of its finished state's zset.
+-- pri, wt: the job's 'pri' and 'wt' fields as the caller read them. pushes: as common.lua place_waiting's
+-- (nil: pushed now).
+local function requeue(waiting, prefix, id, pri, wt, pushes)
   local jkey = prefix .. id
-  redis.call('ZREM', set, id)
   -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
   redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
-  to_waiting(waiting, jkey, id, true)
+  place_waiting(waiting, jkey, id, pri, false, wt, {}, pushes)
 end
