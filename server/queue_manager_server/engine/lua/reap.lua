@@ -19,7 +19,13 @@ if #ids > 0 then redis.call('ZREM', active, unpack(ids)) end
 local fronts = {}
 for i = #ids, 1, -1 do
   local r = recover_stalled(meta, waiting, failed, outbox, prefix, ids[i], now, fronts)
-  if r == 1 then back = back + 1 elseif r == 2 then lost = lost + 1 elseif r == 3 then cancelled = cancelled + 1 end
+  if r == 1 then
+    back = back + 1
+  elseif r == 2 then
+    lost = lost + 1
+  elseif r == 3 then
+    cancelled = cancelled + 1
+  end
 end
 push_waiting(fronts, 'LPUSH')
 if back + lost > 0 then redis.call('HINCRBY', meta, 'stalled_total', back + lost) end

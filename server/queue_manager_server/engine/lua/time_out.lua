@@ -26,8 +26,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     redis.call('ZREM', active, id)
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
     redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
-    local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false, f,
-      pushes)
+    local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false,
+      f, pushes)
     redis.call('ZREM', deadlines, id)
     table.insert(out, id); table.insert(out, code); table.insert(out, run)
   end

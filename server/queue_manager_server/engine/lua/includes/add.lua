@@ -46,12 +46,11 @@ local function put(f, name, value)
 end
 
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
--- dedup key is held. d: add_defaults(meta). pushes: the caller's table of waiting ids (common.lua
--- push_later: a job inserted waiting joins its list when the caller calls push_waiting(pushes), before it
--- returns). Returns 0 (the id
--- existed, or the dedup key is held; nothing written), 1 (added waiting) or 2 (added delayed); the run-at
--- of a delayed job; the id that answers the add (the holder's when the dedup key is held); and for an added
--- job, the fields written but the data (name/value pairs, numbers as numbers).
+-- dedup key is held. d: add_defaults(meta). pushes: the caller's gathered pushes (common.lua push_later: a
+-- job inserted waiting joins its list when the caller calls push_waiting(pushes), before it returns).
+-- Returns 0 (the id existed, or the dedup key is held; nothing written), 1 (added waiting) or 2 (added
+-- delayed); the run-at of a delayed job; the id that answers the add (the holder's when the dedup key is
+-- held); and for an added job, the fields written but the data (name/value pairs, numbers as numbers).
 local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra, pushes)
   local id = h[1]
   local jkey = prefix .. id

@@ -379,7 +379,8 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, f
   end
   if stc > ms then
     redis.call('HSET', jkey, 'stc', stc)
-    fail_for_good(meta, failed, outbox, prefix, id, now, 'job stalled more than the allowed ' .. ms .. ' times', '')
+    local reason = 'job stalled more than the allowed ' .. ms .. ' times'
+    fail_for_good(meta, failed, outbox, prefix, id, now, reason, '')
     return 2
   end
   place_waiting(waiting, jkey, id, c[6], true, c[7], {'stc', stc}, fronts)
