@@ -27,7 +27,7 @@ from bench.measure import (
     valkey_memory,
     wait_progress,
 )
-from queue_manager_server.embedded import JOB_HASH_ENCODING
+from queue_manager_server.embedded import JOB_HASH_SETTING, JOB_HASH_VALUE_MAX
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ async def _filled(d: Driver, queue: str, jobs: int, pad: int = 0) -> float:
 async def memory(d: Driver, p: Params) -> dict[str, Any]:
     """Valkey used_memory delta per waiting job after adding p.memory_jobs jobs ``{"i": n}`` in bulk. Ours
     also: the job hash's share, and jobs with a MEMORY_PAD-byte text in their data, on this Valkey (the
-    hash encoding limit `qm serve` gives its own: embedded.JOB_HASH_ENCODING) and at Valkey's default."""
+    hash encoding limit `qm serve` gives its own: embedded.JOB_HASH_VALUE_MAX) and at Valkey's default."""
     queue = "bench-memory"
     out: dict[str, Any] = {"bytes_per_job": await _filled(d, queue, p.memory_jobs)}
     if isinstance(d, Ours):
@@ -290,14 +290,14 @@ async def memory(d: Driver, p: Params) -> dict[str, Any]:
     await d.cleanup(queue)
     if isinstance(d, Ours):
         assert d.redis is not None
-        ((name, ours),) = JOB_HASH_ENCODING.items()
+        limits = {"padded_bytes_per_job": JOB_HASH_VALUE_MAX, "padded_bytes_per_job_at_default": 64}
         try:
-            for key, limit in (("padded_bytes_per_job", ours), ("padded_bytes_per_job_at_default", "64")):
-                await d.redis.config_set(name, limit)
+            for key, limit in limits.items():
+                await d.redis.config_set(JOB_HASH_SETTING, limit)
                 out[key] = await _filled(d, queue, p.memory_jobs, MEMORY_PAD)
                 await d.cleanup(queue)
         finally:
-            await d.redis.config_set(name, ours)
+            await d.redis.config_set(JOB_HASH_SETTING, JOB_HASH_VALUE_MAX)
     return out
 
 

@@ -45,7 +45,12 @@ from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.components.worker_registry import WorkerRegistry
 from queue_manager_server.config import Settings, pool_too_small
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
-from queue_manager_server.embedded import JOB_HASH_ENCODING, EmbeddedValkey, EmbeddedValkeyError
+from queue_manager_server.embedded import (
+    JOB_HASH_SETTING,
+    JOB_HASH_VALUE_MAX,
+    EmbeddedValkey,
+    EmbeddedValkeyError,
+)
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.packing import hiredis_packing
@@ -367,10 +372,10 @@ class App:
     async def _check_hash_encoding(self) -> None:
         """Logs a hint when the configured Redis keeps job hashes compact only up to a smaller value size than
         the embedded Valkey does (embedded.JOB_HASH_ENCODING); never refuses to start."""
-        ((name, ours),) = JOB_HASH_ENCODING.items()
+        name, ours = JOB_HASH_SETTING, JOB_HASH_VALUE_MAX
         # Redis 6.2 knows the setting by its older name only (CONFIG GET then answers nothing).
         value = await self._config_value(name) or await self._config_value("hash-max-ziplist-value")
-        if value and value.isdigit() and int(value) < int(ours):
+        if value and value.isdigit() and int(value) < ours:
             log.info(
                 f"this Redis keeps a job's hash compact only while each of its values is at most {value} "
                 f"bytes ({name}); a job whose data, result or error is longer takes ~200 bytes more. "

@@ -58,7 +58,8 @@ MALLOC_TUNABLES = "glibc.malloc.tcache_count=1000"
 # each update of a listpack copies it, and past ~1 KB that costs more CPU than the encoding saves memory.
 # The bench gives every system's Valkey the same (bench/stack.py); docs/operations.md tells how to set it
 # on one's own Redis.
-JOB_HASH_ENCODING = {"hash-max-listpack-value": "1024"}
+JOB_HASH_SETTING, JOB_HASH_VALUE_MAX = "hash-max-listpack-value", 1024
+JOB_HASH_ENCODING = {JOB_HASH_SETTING: str(JOB_HASH_VALUE_MAX)}
 
 
 def valkey_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
