@@ -586,6 +586,30 @@ async def test_extend_keeps_lease_alive(engine: Engine) -> None:
     assert (await engine.get_job("q", j.id)).text("st") == "active"
 
 
+async def test_a_reap_stopped_by_a_broken_job_leaves_every_run_leased(engine: Engine) -> None:
+    """A script stopped by an error midway keeps what it wrote (Redis has no rollback). The reaper takes runs
+    out of the active set only once it has put them all back, so a broken job key stops the call with every
+    run still leased, for the next call, rather than some of them in no list at all."""
+    await register(engine)
+    await engine.add_jobs("q", [job(f"j{i}") for i in range(3)])
+    claimed = (await engine.claim("q", 3, "t", "w", 30_000)).jobs
+    k = engine.keys("q")
+    await engine.redis.zadd(k.active, {j.id: n for n, j in enumerate(claimed)})
+    broken = claimed[1].id
+    await engine.redis.delete(k.job(broken))
+    await engine.redis.set(k.job(broken), "not a hash")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await engine.reap("q")
+    assert {m.decode() for m in await engine.redis.zrange(k.active, 0, -1)} == {j.id for j in claimed}
+    # Mended (the broken one gone), the next call brings the others back.
+    await engine.redis.delete(k.job(broken))
+    assert (await engine.reap("q"))[:2] == (2, 0)
+    again = (await engine.claim("q", 3, "t2", "w", 30_000)).jobs
+    assert [j.id for j in again] == [claimed[0].id, claimed[2].id]
+    assert all(j.stalled_count == 1 for j in again)  # the one the stopped call had put back counted once
+    assert (await engine.metrics("q")).stalled_total == 2
+
+
 async def test_retention_by_count_and_remove_on_complete(engine: Engine) -> None:
     await register(engine, completed_retention=types_pb2.KeepJobs(count=3))
     await engine.add_jobs("q", [job(str(i)) for i in range(5)] + [job("gone", keep_completed="r")])

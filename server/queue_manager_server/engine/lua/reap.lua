@@ -13,7 +13,6 @@ local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local back, lost, cancelled = 0, 0, 0
 local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
-if #ids > 0 then redis.call('ZREM', active, unpack(ids)) end
 -- Last first: each job goes back to the head of its level, so the earliest expired runs first again. Per job
 -- one read and one write; the pushes to each level and the queue's stall count once for the batch.
 local fronts = {}
@@ -28,6 +27,9 @@ for i = #ids, 1, -1 do
   end
 end
 push_waiting(fronts, 'LPUSH')
+-- Out of the active set last: a call stopped by an error midway leaves every job it had not pushed leased,
+-- for the next call, rather than in no list at all.
+zrem_all(active, ids)
 if back + lost > 0 then redis.call('HINCRBY', meta, 'stalled_total', back + lost) end
 if #ids > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)

@@ -16,14 +16,14 @@ local meta, active, waiting, delayed, failed, outbox, deadlines =
 local prefix, limit, channel, queue = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now = now_ms()
 local out = {now, -1}
-local pushes = {}
+local pushes, ended = {}, {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, limit)) do
   local jkey = prefix .. id
   local f = redis.call('HMGET', jkey, 'st', 'tok', unpack(ATTEMPT_FIELDS))
   if f[1] ~= 'active' then
     redis.call('ZREM', deadlines, id)  -- the run ended meanwhile (the job was deleted with its queue)
   else
-    redis.call('ZREM', active, id)
+    ended[#ended + 1] = id
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
     redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
     local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false,
@@ -33,6 +33,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
   end
 end
 push_waiting(pushes)
+-- Out of the active set once the retries are pushed (a call stopped midway leaves its runs leased).
+zrem_all(active, ended)
 if #out > 2 then slot_freed(meta, prefix) end
 publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)

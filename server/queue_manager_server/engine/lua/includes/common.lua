@@ -364,8 +364,14 @@ local MAX_STALLED = false
 local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
   local jkey = prefix .. id
   -- Every job has its 'ts': the read is the existence check too.
-  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt')
+  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt', 'st')
   if not c[1] then return 0 end
+  if c[8] == 'waiting' then
+    -- Put back by a call that stopped on an error before its pushes (reap.lua): its stall is counted on the
+    -- job already; only its place in the list is missing.
+    place_waiting(waiting, jkey, id, c[6], true, c[7], {}, fronts)
+    return 1
+  end
   run_ended(prefix, id, c[3])
   if c[2] == '1' then
     finish_cancelled(meta, prefix, id, now)
