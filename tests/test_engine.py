@@ -194,9 +194,9 @@ async def test_lost_and_handed_back_runs_go_back_with_one_push_per_level(engine:
     # Their leases expire now, in the order they were taken (the active set's scores are the expiries).
     await engine.redis.zadd(engine.keys("q").active, {j.id: k for k, j in enumerate(claimed)})
     reaped = await commands_of(engine, lambda: engine.reap("q"))
-    # A read per job and one of the queue's settings (its cap: slot_freed); a write per job.
+    # A read per job and one of the queue's settings (its stall limit and cap); a write per job.
     assert (reaped["lpush"], reaped["hmget"], reaped["hset"], reaped["hincrby"]) == (2, 21, 20, 1), reaped
-    assert "exists" not in reaped and reaped.get("hget", 0) <= 1, reaped
+    assert "exists" not in reaped and "hget" not in reaped, reaped
     # Back at the head of their levels in the order they were taken, each with its stall counted.
     again = (await engine.claim("q", 20, "t2", "w", 30_000)).jobs
     assert [j.id for j in again] == [j.id for j in claimed]
@@ -608,6 +608,42 @@ async def test_a_reap_stopped_by_a_broken_job_leaves_every_run_leased(engine: En
     assert [j.id for j in again] == [claimed[0].id, claimed[2].id]
     assert all(j.stalled_count == 1 for j in again)  # the one the stopped call had put back counted once
     assert (await engine.metrics("q")).stalled_total == 2
+
+
+async def test_timed_out_runs_leave_their_sets_once_and_only_after_their_pushes(engine: Engine) -> None:
+    """The timeout scan fails each run past its deadline: its deadline goes with the run (one ZREM each, it
+    was removed twice), the retries go back with one RPUSH per level and the runs leave the active set in one
+    ZREM, after the pushes: a scan stopped by a broken job key leaves every run leased (the reaper brings the
+    ones it had put back home when their leases expire), none in no list."""
+    await register(engine)
+    await engine.add_jobs("q", [job(f"j{i}", attempts=2, timeout_ms=60_000) for i in range(4)])
+    claimed = (await engine.claim("q", 4, "t", "w", 30_000)).jobs
+    k = engine.keys("q")
+    # Past their deadlines now, in the order they were taken (the deadline set's scores).
+    await engine.redis.zadd(k.deadlines, {j.id: n for n, j in enumerate(claimed[:2])})
+    control = Control(engine)
+
+    async def time_out() -> None:
+        assert [code for _, code, _ in (await control.time_out("q")).outcomes] == [0, 0]
+
+    ran = await commands_of(engine, time_out)
+    assert (ran["zrem"], ran["rpush"]) == (3, 1), ran  # the two deadlines, the active set once; one push
+    assert [j.id for j in (await engine.claim("q", 4, "t2", "w", 30_000)).jobs] == [j.id for j in claimed[:2]]
+
+    # A scan stopped midway by a broken job key.
+    await engine.redis.zadd(k.deadlines, {j.id: n for n, j in enumerate(claimed[2:])})
+    await engine.redis.delete(k.job(claimed[3].id))
+    await engine.redis.set(k.job(claimed[3].id), "not a hash")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await control.time_out("q")
+    leased = {m.decode() for m in await engine.redis.zrange(k.active, 0, -1)}
+    assert {claimed[2].id, claimed[3].id} <= leased
+    # Mended, the reaper brings back the run the stopped scan had put back once its lease is past.
+    await engine.redis.delete(k.job(claimed[3].id))
+    await engine.redis.zadd(k.active, {claimed[2].id: 0, claimed[3].id: 0})
+    assert (await engine.reap("q"))[:2] == (1, 0)
+    (back,) = (await engine.claim("q", 4, "t3", "w", 30_000)).jobs
+    assert back.id == claimed[2].id and back.attempts_made == 1 and back.stalled_count == 0
 
 
 async def test_retention_by_count_and_remove_on_complete(engine: Engine) -> None:

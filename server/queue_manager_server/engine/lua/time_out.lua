@@ -23,12 +23,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
   if f[1] ~= 'active' then
     redis.call('ZREM', deadlines, id)  -- the run ended meanwhile (the job was deleted with its queue)
   else
+    -- Its deadline goes with the run (fail_attempt's run_ended); the active set once, after the pushes.
     ended[#ended + 1] = id
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
     redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
     local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false,
       f, pushes)
-    redis.call('ZREM', deadlines, id)
     table.insert(out, id); table.insert(out, code); table.insert(out, run)
   end
 end

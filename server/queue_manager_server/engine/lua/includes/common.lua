@@ -244,14 +244,14 @@ local function trim(set, prefix, age_ms, count, now)
   return removed
 end
 
--- The queue's retention defaults and concurrency cap (meta fields kc_age, kc_count, kf_age, kf_count, conc),
--- read at most once per script call and queue (no script changes them): a batch's keep policies, its trim
--- and its freed slots read them once.
+-- The queue's retention defaults, concurrency cap and stall limit (meta fields kc_age, kc_count, kf_age,
+-- kf_count, conc, max_stalled), read at most once per script call and queue (no script changes them): a
+-- batch's keep policies, its trim, its freed slots and its recovered runs read them once.
 local SETTINGS = false
 local SETTINGS_OF = false
 local function queue_settings(meta)
   if SETTINGS_OF ~= meta then
-    SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc')
+    SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc', 'max_stalled')
     SETTINGS_OF = meta
   end
   return SETTINGS
@@ -352,9 +352,6 @@ local function finish_cancelled(meta, prefix, id, now)
   trim(cancelled, prefix, age, count, now)
 end
 
--- The queue's stall limit (meta 'max_stalled'; 1 when unset), read at most once per script call.
-local MAX_STALLED = false
-
 -- Returns a lost job (dead worker or expired lease) to the head of its level, or fails it past its stall
 -- limit: one read of the job, one write when it goes back. fronts: the caller's gathered pushes to the head
 -- of their levels (push_later), which it pushes with push_waiting(fronts, 'LPUSH') before it returns. The
@@ -379,10 +376,7 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, f
   end
   local stc = (tonumber(c[4]) or 0) + 1
   local ms = tonumber(c[5]) or 0
-  if ms == 0 then
-    if not MAX_STALLED then MAX_STALLED = tonumber(redis.call('HGET', meta, 'max_stalled')) or 1 end
-    ms = MAX_STALLED
-  end
+  if ms == 0 then ms = tonumber(queue_settings(meta)[6]) or 1 end
   if stc > ms then
     redis.call('HSET', jkey, 'stc', stc)
     local reason = 'job stalled more than the allowed ' .. ms .. ' times'
