@@ -128,33 +128,38 @@ async def test_attempt_counts_are_derived_where_they_are_not_stored(engine: Engi
     assert "ats" not in await fields(redis, engine, again)
 
 
-async def test_the_embedded_valkey_keeps_jobs_with_values_up_to_1_kb_in_the_compact_encoding(
+async def test_the_embedded_valkey_keeps_jobs_with_values_up_to_256_bytes_in_the_compact_encoding(
     tmp_path: Path,
 ) -> None:
-    """Valkey's default stores a hash with any value over 64 bytes as a hash table, ~200 bytes more per job
-    (embedded.JOB_HASH_ENCODING); the embedded Valkey keeps jobs with longer data, result or error compact."""
+    """Valkey's default stores a hash with any value over 64 bytes as a hash table, ~180 bytes more per job
+    (embedded.JOB_HASH_VALUE_MAX); the embedded Valkey keeps jobs whose data and result are up to 256 bytes
+    compact, and a failed run's longer stack trace makes its job a hash table (kept in the listpack, every
+    later command on the job stepped over it)."""
     valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec")
     redis = Redis.from_url(await valkey.start())
     try:
         engine = Engine(redis, "enc")
         await register(engine)
-        data = json.dumps({"text": "x" * 300}).encode()
-        new = [NewJob(id="", name=name, data=data) for name in ("done", "failed", "waiting")]
+        data = json.dumps({"text": "x" * 200}).encode()
+        new = [NewJob(id="", name=name, data=data, attempts=2) for name in ("done", "failed", "waiting")]
         done, failed, waiting = (await engine.add_jobs("q", new)).ids
         assert [j.id for j in (await engine.claim("q", 2, "t", "w", 30_000)).jobs] == [done, failed]
-        assert (await engine.complete("q", [(done, "t", b'"' + b"r" * 400 + b'"', JSON)]))[0] == [0]
-        assert (await engine.fail("q", [(failed, "t", "e" * 200, "s" * 600, True)]))[0][0] == 2
+        assert (await engine.complete("q", [(done, "t", b'"' + b"r" * 200 + b'"', JSON)]))[0] == [0]
+        assert (await engine.fail("q", [(failed, "t", "e" * 100, "s" * 100, False)]))[0][0] == 0
         for job_id in (done, failed, waiting):
             assert await redis.object("encoding", engine.keys("q").job(job_id)) == b"listpack", job_id
-        # Beyond the limit a job is a hash table, as everywhere.
-        (big,) = (await engine.add_jobs("q", [NewJob(id="", name="big", data=b'"' + b"x" * 1100 + b'"')])).ids
-        assert await redis.object("encoding", engine.keys("q").job(big)) == b"hashtable"
+        # Beyond the limit a job is a hash table, as everywhere: a long stack trace, or long data.
+        assert [j.id for j in (await engine.claim("q", 2, "t2", "w", 30_000)).jobs] == [waiting, failed]
+        assert (await engine.fail("q", [(failed, "t2", "boom", "s" * 600, False)]))[0][0] == 2
+        (big,) = (await engine.add_jobs("q", [NewJob(id="", name="big", data=b'"' + b"x" * 300 + b'"')])).ids
+        for job_id in (failed, big):
+            assert await redis.object("encoding", engine.keys("q").job(job_id)) == b"hashtable", job_id
     finally:
         await redis.aclose()
         await valkey.stop()
 
 
-@pytest.mark.parametrize(("config", "hinted"), [({}, True), ({"hash-max-listpack-value": "1024"}, False)])
+@pytest.mark.parametrize(("config", "hinted"), [({}, True), ({"hash-max-listpack-value": "256"}, False)])
 async def test_a_configured_redis_that_keeps_larger_jobs_in_the_large_encoding_gets_a_hint(
     tmp_path: Path, prefix: str, caplog: pytest.LogCaptureFixture, config: dict[str, str], hinted: bool
 ) -> None:
@@ -169,7 +174,7 @@ async def test_a_configured_redis_that_keeps_larger_jobs_in_the_large_encoding_g
         await app.stop()
     finally:
         valkey.stop()
-    hints = [r.getMessage() for r in caplog.records if "hash-max-listpack-value 1024" in r.getMessage()]
+    hints = [r.getMessage() for r in caplog.records if "hash-max-listpack-value 256" in r.getMessage()]
     assert len(hints) == hinted, hints
     if hinted:
         assert "at most 64 bytes" in hints[0]

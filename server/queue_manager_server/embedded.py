@@ -51,14 +51,16 @@ MALLOC_TUNABLES = "glibc.malloc.tcache_count=1000"
 
 
 # Job hashes stay in Valkey's compact encoding (a listpack) while each of their values (data, result, error
-# and stack, metadata) is at most this many bytes. At Valkey's default of 64 a job whose data, result or
-# error is longer is stored as a hash table instead, ~200 bytes more per job: measured per waiting job, an
-# 80-byte payload 417 -> 238 bytes, 220 bytes 573 -> 383, 1,000 bytes 1,356 -> 1,151 (2026-12-06), with adds,
-# claims and completions costing Valkey the same CPU either way. A longer value still makes a hash table:
-# each update of a listpack copies it, and past ~1 KB that costs more CPU than the encoding saves memory.
-# The bench gives every system's Valkey the same (bench/stack.py); docs/operations.md tells how to set it
-# on one's own Redis.
-JOB_HASH_SETTING, JOB_HASH_VALUE_MAX = "hash-max-listpack-value", 1024
+# and stack, metadata) is at most this many bytes. At Valkey's default of 64 a job whose data or result is
+# longer is stored as a hash table instead, ~180 bytes more per job: measured per waiting job, an 80-byte
+# payload 417 -> 238 bytes, 220 bytes 573 -> 383 (2026-12-06), adds, claims and completions costing Valkey
+# the same CPU. Not more: each update of a listpack copies it and each field read steps over its values, so
+# a job kept compact with a long value costs more per command. At 1,024 a failed run's stack trace (a few
+# hundred bytes) stayed in the listpack and every later command on its job paid for it: Valkey's CPU per job
+# +8% in a drain where every job fails once, +5% with a tenth failing (interleaved against 64); at 256 both
+# are as at 64. The bench gives every system's Valkey the same (bench/stack.py); docs/operations.md tells
+# how to set it on one's own Redis.
+JOB_HASH_SETTING, JOB_HASH_VALUE_MAX = "hash-max-listpack-value", 256
 JOB_HASH_ENCODING = {JOB_HASH_SETTING: str(JOB_HASH_VALUE_MAX)}
 
 
