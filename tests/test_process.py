@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import grpc
@@ -13,9 +14,17 @@ from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import worker_service_pb2 as pb
+from queue_manager_server import embedded
 from queue_manager_server.app import App, StartupError, redis_version_problem
 from queue_manager_server.config import MIN_REDIS_CONNECTIONS, Settings, parse_args
-from queue_manager_server.embedded import MALLOC_TUNABLES, free_port, valkey_env
+from queue_manager_server.embedded import (
+    MALLOC_TUNABLES,
+    EmbeddedValkey,
+    allocator_of,
+    free_port,
+    mimalloc_library,
+    valkey_env,
+)
 from queue_manager_server.engine import Engine
 from tests.procs import Procs
 from tests.rawworker import RawWorker, eventually
@@ -157,20 +166,74 @@ async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, 
         assert (await app.redis.config_get("appendonly"))["appendonly"] == "yes"  # type: ignore[union-attr]
         await add_jobs(app.address, 1)
         environment = environment_of(app.embedded.pid)
-        if environment is not None:  # Linux: Valkey runs with glibc's larger per-thread cache of free blocks
+        if environment is not None:  # Linux: glibc's larger per-thread cache, used where mimalloc is not
             assert f"GLIBC_TUNABLES={MALLOC_TUNABLES}".encode() in environment
+        if mimalloc_library() is not None:  # a server dependency on Linux (x86-64, arm64)
+            assert allocator_of(app.embedded.pid) == "mimalloc"
     finally:
         await app.stop()
     assert (tmp_path / "data" / "appendonlydir").exists()
 
 
 def test_valkey_allocator_setting_keeps_the_operators() -> None:
-    assert valkey_env({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": MALLOC_TUNABLES}
-    assert valkey_env({"GLIBC_TUNABLES": "glibc.malloc.mxfast=0"})["GLIBC_TUNABLES"] == (
+    assert valkey_env({"A": "1"}, "libc") == {"A": "1", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    assert valkey_env({"GLIBC_TUNABLES": "glibc.malloc.mxfast=0"}, "libc")["GLIBC_TUNABLES"] == (
         f"glibc.malloc.mxfast=0:{MALLOC_TUNABLES}"
     )
     mine = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}
-    assert valkey_env(mine) == mine
+    assert valkey_env(mine, "libc") == mine
+    with pytest.raises(ValueError, match="allocator must be one of"):
+        valkey_env({}, "jemalloc")
+
+
+@pytest.mark.skipif(mimalloc_library() is None, reason="mimalloc's wheel covers Linux on x86-64 and arm64")
+def test_valkey_runs_on_mimalloc_unless_told_libc() -> None:
+    library = mimalloc_library()
+    assert valkey_env({})["LD_PRELOAD"] == library
+    # Another preloaded library stays, after ours (the first malloc in the list is the one used).
+    assert valkey_env({"LD_PRELOAD": "/opt/trace.so"})["LD_PRELOAD"] == f"{library}:/opt/trace.so"
+    assert "LD_PRELOAD" not in valkey_env({}, "libc")
+
+
+@pytest.mark.skipif(mimalloc_library() is None, reason="mimalloc's wheel covers Linux on x86-64 and arm64")
+@pytest.mark.parametrize("allocator", ["mimalloc", "libc"])
+async def test_embedded_valkey_runs_on_the_allocator_asked_for(tmp_path: Path, allocator: str) -> None:
+    valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec", allocator=allocator)
+    await valkey.start()
+    try:
+        assert allocator_of(valkey.pid) == allocator
+    finally:
+        await valkey.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="the allocator is read from /proc")
+async def test_embedded_valkey_says_when_mimalloc_did_not_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A library that cannot be loaded (ld.so skips it and says so in valkey.log): Valkey runs on glibc's.
+    monkeypatch.setattr(embedded, "mimalloc_library", lambda: str(tmp_path / "missing" / "libmimalloc.so"))
+    valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec")
+    with caplog.at_level(logging.INFO, logger="queue_manager_server.embedded"):
+        await valkey.start()
+    try:
+        assert allocator_of(valkey.pid) == "libc"
+        (record,) = [r for r in caplog.records if "not mimalloc" in r.getMessage()]
+        assert record.levelno == logging.WARNING
+        assert f"its library was not loaded (see {valkey.log_path})" in record.getMessage()
+        assert "libmimalloc.so" in valkey.log_path.read_text()
+    finally:
+        await valkey.stop()
+
+
+def test_valkey_allocator_setting_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args([], env={}).valkey_allocator == "mimalloc"
+    assert parse_args([], env={"QM_VALKEY_ALLOCATOR": "libc"}).valkey_allocator == "libc"
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--valkey-allocator", "jemalloc"], env={})
+    assert exc.value.code == 2
+    assert "--valkey-allocator (QM_VALKEY_ALLOCATOR) must be 'mimalloc' or 'libc', not 'jemalloc'" in (
+        capsys.readouterr().err
+    )
 
 
 def test_settings_from_seed_environment() -> None:

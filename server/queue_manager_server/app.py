@@ -264,7 +264,9 @@ class App:
         # asyncio.to_thread: its parent-death signal fires when the *thread* that forked it exits, and an
         # executor thread can be retired while the server still runs.
         try:
-            self.embedded = EmbeddedValkey(self.lock.data_dir, s.embedded_port, s.durability, self.lock.fd)
+            self.embedded = EmbeddedValkey(
+                self.lock.data_dir, s.embedded_port, s.durability, self.lock.fd, s.valkey_allocator
+            )
             url = await self.embedded.start()
         except EmbeddedValkeyError as exc:
             raise StartupError(f"cannot start the embedded Valkey in {s.data_dir}: {exc}") from None

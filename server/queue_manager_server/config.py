@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from queue_manager_server import security
-from queue_manager_server.embedded import DURABILITY_MODES
+from queue_manager_server.embedded import ALLOCATORS, DURABILITY_MODES
 from queue_manager_server.engine.engine import HELD_CONNECTIONS
 
 # The fewest Redis connections a server may be given: those it holds for its lifetime (the engine's, and
@@ -41,6 +41,8 @@ class Settings:
     data_dir: str = ".qm-data"
     # The embedded Valkey's appendfsync: "always" (an acknowledged write is fsynced) or "everysec".
     durability: str = "always"
+    # The embedded Valkey's malloc: "mimalloc" (where installed, embedded.py) or "libc" (its build's).
+    valkey_allocator: str = "mimalloc"
     key_prefix: str = "qm"
     lease_ms: int = 30_000
     max_payload_bytes: int = 1024 * 1024
@@ -149,6 +151,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "(faster; a Valkey crash can lose the last acknowledged writes) [QM_DURABILITY]",
     )
     p.add_argument(
+        "--valkey-allocator",
+        default=e("QM_VALKEY_ALLOCATOR", d.valkey_allocator),
+        help="embedded Valkey's malloc: 'mimalloc' (default; less CPU per job) or 'libc' (its build's, "
+        "glibc) [QM_VALKEY_ALLOCATOR]",
+    )
+    p.add_argument(
         "--key-prefix", default=e("QM_KEY_PREFIX", d.key_prefix), help="Redis key prefix [QM_KEY_PREFIX]"
     )
     p.add_argument(
@@ -214,6 +222,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     security.check_arguments(a, p.error)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
+    if a.valkey_allocator not in ALLOCATORS:
+        allocator = a.valkey_allocator
+        p.error(f"--valkey-allocator (QM_VALKEY_ALLOCATOR) must be 'mimalloc' or 'libc', not {allocator!r}")
     try:
         http = http_listen(a.http_listen)
     except ValueError as exc:
@@ -234,6 +245,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         redis_url=a.redis_url,
         data_dir=a.data_dir,
         durability=a.durability,
+        valkey_allocator=a.valkey_allocator,
         key_prefix=a.key_prefix,
         lease_ms=a.lease_ms,
         max_payload_bytes=a.max_payload_bytes,
