@@ -989,8 +989,9 @@ def test_lua_and_python_share_the_defaults_a_job_hash_leaves_out() -> None:
 async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_with_the_same_fields(
     engine: Engine,
 ) -> None:
-    """claim.lua answers a job holding no field but its name, data and time with 4 fields; the engine fills
-    in the rest as the whole record (13 fields) has them."""
+    """claim.lua answers a job holding no field but its name, data and time with 4 fields, and one with
+    options stored with those plus a (code, value) pair per stored field; the engine fills in the rest at
+    their defaults."""
 
     async def add(queue: str) -> list[str]:
         await register(engine, queue)
@@ -1009,7 +1010,7 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
     while i < len(reply):
         sizes.append(reply[i])
         i += 1 + reply[i]
-    assert sizes == [13, 4, 13]  # priority 1 first, then the plain job and its twin
+    assert sizes == [6, 4, 6]  # priority 1 first, then the plain job and its twin (each one field stored)
 
     ids = await add("q")
     c = await engine.claim("q", 3, "t", "w", 30_000)
@@ -1020,6 +1021,56 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
         b"", 0, c.now_ms + 30_000, b"",
     )  # fmt: skip
     assert dataclasses.replace(twin, id=ids[0], name="plain", created_ms=created) == plain
+
+
+async def test_a_claim_record_carries_every_stored_field_and_defaults_the_rest(engine: Engine) -> None:
+    """Each field a record carries only when stored (includes/claim.lua RECORD_CODES) comes back as stored,
+    alone or with all the others, read from the job hash or, for a job its own add's claim takes, from what
+    the add wrote."""
+    await register(engine)
+    k = engine.keys("q")
+    stored = {
+        "ct": ("content_type", b"text/plain", "text/plain"),
+        "pri": ("priority", b"1", 1),
+        "att": ("max_attempts", b"4", 4),
+        "atm": ("attempts_made", b"2", 2),
+        "stc": ("stalled_count", b"1", 1),
+        "md": ("metadata", b"\x01meta", b"\x01meta"),
+        "to": ("timeout_ms", b"5000", 5000),
+        "par": ("flow", b"\x02flow", b"\x02flow"),
+    }
+    cases = [{name} for name in stored] + [set(stored)]
+    for n, names in enumerate(cases):
+        (job_id,) = (await engine.add_jobs("q", [job(f"j{n}", {"n": n})])).ids
+        await engine.redis.hset(k.job(job_id), mapping={name: stored[name][1] for name in names})
+        (c,) = (await engine.claim("q", 1, f"t{n}", "w", 30_000)).jobs
+        expected = {attr: value for name, (attr, _, value) in stored.items() if name in names}
+        atm, stc = expected.get("attempts_made", 0), expected.get("stalled_count", 0)
+        assert c == ClaimedJob(
+            job_id, f"j{n}", b'{"n": %d}' % n, expected.get("content_type", "application/json"),
+            expected.get("priority", STORED_PRIORITY), expected.get("max_attempts", STORED_ATTEMPTS), atm,
+            atm + stc + 1, stc, c.created_ms, expected.get("metadata", b""), expected.get("timeout_ms", 0),
+            c.lease_expiry_ms, expected.get("flow", b""),
+        ), names  # fmt: skip
+
+
+async def test_a_job_its_own_adds_claim_takes_has_its_options_in_the_record(engine: Engine) -> None:
+    """The claim folded into an add reads a job it inserted from what the insert wrote (numbers as numbers),
+    not from the job hash; the record is the same."""
+    await register(engine)
+    options = {"content_type": "text/plain", "priority": 2, "attempts": 5, "timeout_ms": 9000}
+    new = job("opts", {"i": 1}, metadata=b"\x01md", **options)
+    (added,) = await engine.add_jobs_many([("q", [new])], claims=[ClaimRequest(1, "t", "w", 30_000)])
+    assert isinstance(added, AddResult) and added.claim is not None
+    (c,) = added.claim.jobs
+    assert (c.content_type, c.priority, c.max_attempts, c.timeout_ms, c.metadata) == (
+        "text/plain",
+        2,
+        5,
+        9000,
+        b"\x01md",
+    )
+    assert (c.attempts_made, c.attempts_started, c.stalled_count, c.flow) == (0, 1, 0, b"")
 
 
 async def test_a_runs_worker_and_start_are_one_field_and_an_older_servers_two_are_read(

@@ -141,18 +141,33 @@ def _claim_result(r: list[Any], lease_ms: int) -> ClaimResult:
 def _claimed(f: Sequence[Any], num: Callable[[Any], int], expiry: int) -> ClaimedJob:
     """A claimed job from its record in claim.lua's reply (its fields after their number); num reads its
     numbers (int() reads integers and their digits, one call per field where _i costs two: 0.3 µs less per
-    job). A record of 4 fields is a job stored with the defaults only and never started before."""
-    if len(f) == 4:
-        job_id, name, data, ts = f
-        return ClaimedJob(
-            _s(job_id), _s(name), data, JSON_TYPE, STORED_PRIORITY, STORED_ATTEMPTS, 0, 1, 0, num(ts), b"", 0,
-            expiry, b"",
-        )  # fmt: skip
-    job_id, name, data, ts, ct, pri, att, atm, ats, stc, md, to, flow = f
+    job). The record is id, name, data and created time, then a (code, value) pair per field the job has
+    stored (includes/claim.lua RECORD_CODES); the others are at their defaults."""
+    job_id, name, data, ts = f[0], f[1], f[2], f[3]
+    ct, pri, att, atm, stc, md, to, flow = JSON_TYPE, STORED_PRIORITY, STORED_ATTEMPTS, 0, 0, b"", 0, b""
+    for i in range(4, len(f), 2):
+        code, v = f[i], f[i + 1]
+        if code == 4:
+            pri = num(v)
+        elif code == 5:
+            att = num(v)
+        elif code == 6:
+            atm = num(v)
+        elif code == 7:
+            stc = num(v)
+        elif code == 3:
+            ct = _s(v)
+        elif code == 9:
+            md = v
+        elif code == 10:
+            to = num(v) if v else 0
+        elif code == 11:
+            flow = v
+    # Attempts started: every start ends as a finished run or a stall, so this one is the next after those
+    # (the redelivery flag reads it: records.py ClaimedJob).
     return ClaimedJob(
-        _s(job_id), _s(name), data, _s(ct), num(pri), num(att), num(atm), num(ats), num(stc), num(ts), md,
-        num(to or 0), expiry, flow,
-    )  # fmt: skip
+        _s(job_id), _s(name), data, ct, pri, att, atm, atm + stc + 1, stc, num(ts), md, to, expiry, flow
+    )
 
 
 def _answer_fields(pairs: list[Any]) -> dict[str, bytes]:

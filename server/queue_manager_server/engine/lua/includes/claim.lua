@@ -14,6 +14,9 @@
 -- place), and their places by name (filled at the first fresh_read of a script call).
 local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt'}
 local CLAIM_AT = false
+-- The places in CLAIM_FIELDS of the fields a claim's record carries only when the job has them stored, each
+-- after its place as its code (claim.lua's reply; engine.py _claimed reads them by these codes).
+local RECORD_CODES = {3, 4, 5, 6, 7, 9, 10, 11}
 
 -- The claim's read of a job inserted in this script call, from what its insert wrote: the same values the
 -- HMGET would find (numbers as numbers, which the reply carries as integers), false where it wrote nothing.
@@ -103,20 +106,21 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     local timeout = tonumber(f[10]) or 0
     if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
     ids[#ids + 1] = id
-    -- Fields are stored only when not the default (includes/add.lua): none of these, a plain record.
-    if f[3] or f[4] or f[5] or f[6] or f[7] or f[9] or f[10] or f[11] then
-      -- Attempts started is not stored: every start ends as a finished run (atm) or a stall (stc), so this
-      -- one is the next after those (the redelivery flag reads it: engine/records.py ClaimedJob).
-      local ats = (tonumber(f[6]) or 0) + (tonumber(f[7]) or 0) + 1
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 13, id, f[1] or '', f[2] or '', f[8] or 0
-      out[n + 6], out[n + 7], out[n + 8] = f[3] or JSON_TYPE, f[4] or DEFAULT_PRI, f[5] or DEFAULT_ATT
-      out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[6] or 0, ats, f[7] or 0, f[9] or ''
-      out[n + 13], out[n + 14] = f[10] or 0, f[11] or ''
-      n = n + 14
-    else
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = 4, id, f[1] or '', f[2] or '', f[8] or 0
-      n = n + 5
+    -- Fields are stored only when not the default (includes/add.lua), and the record carries the stored
+    -- ones only, each after its code (RECORD_CODES); attempts started are not stored at all (every start
+    -- ends as a finished run or a stall: the server counts this one as the next after those).
+    local at = n + 1
+    out[at + 1], out[at + 2], out[at + 3], out[at + 4] = id, f[1] or '', f[2] or '', f[8] or 0
+    n = at + 4
+    for c = 1, #RECORD_CODES do
+      local code = RECORD_CODES[c]
+      local v = f[code]
+      if v then
+        out[n + 1], out[n + 2] = code, v
+        n = n + 2
+      end
     end
+    out[at] = n - at
   end
   zadd_all(active, expiry, ids)
   local taken = #ids
