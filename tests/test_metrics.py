@@ -28,6 +28,7 @@ from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.stats import DURATION_BOUNDS_MS, quantile_ms
+from queue_manager_server.services.reports import _duration_us
 from tests.conftest import RunningServer, ServerFactory
 from tests.metrics_workload import (
     ADDED,
@@ -88,6 +89,20 @@ async def test_every_figure_after_a_known_workload_is_exact_on_both_servers(
         answers[0], history=[], sample_time=None
     )
     assert every["dead-letter-queue"].added_total == FAILED  # each job failed for good was copied there
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "expected"),
+    [(None, None, -1), (0, 0, 0), (0, 999, 0), (0, 1_500, 1), (2, 250_000_000, 2_250_000), (-1, 0, 0)],
+)
+def test_a_reported_duration_is_read_in_microseconds_and_none_is_not_counted(
+    seconds: int | None, nanos: int | None, expected: int
+) -> None:
+    """A completion or failure without a duration is not counted (-1); one of zero or less counts as 0."""
+    for outcome in (pb.JobCompletion(), pb.JobFailure()):
+        if seconds is not None:
+            outcome.duration.seconds, outcome.duration.nanos = seconds, nanos or 0
+        assert _duration_us(outcome) == expected
 
 
 async def test_durations_are_counted_once_per_accepted_run(engine: Engine) -> None:

@@ -254,8 +254,13 @@ def _by_queue(items: Iterable[T], queue: Callable[[object], str] = _QUEUE) -> li
 
 
 def _duration_us(outcome: pb.JobCompletion | pb.JobFailure) -> int:
-    """The run's duration as the worker reported it, in µs; -1 when it reported none (not counted)."""
-    if not outcome.HasField("duration"):
-        return -1
-    d = outcome.duration  # Duration.ToMicroseconds is Python-level: this is its arithmetic, once
-    return max(d.seconds * 1_000_000 + int(d.nanos / 1000), 0)
+    """The run's duration as the worker reported it, in µs; -1 when it reported none (not counted).
+
+    Duration.ToMicroseconds is Python-level: this is its arithmetic, once. An unset duration reads as zero,
+    so only a duration of zero or less asks whether it was set (each protobuf field access costs ~0.1 µs, a
+    third of this function per outcome)."""
+    d = outcome.duration
+    us = d.seconds * 1_000_000 + d.nanos // 1000
+    if us > 0:
+        return us
+    return 0 if outcome.HasField("duration") else -1
