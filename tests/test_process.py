@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import grpc
@@ -22,6 +23,7 @@ from queue_manager_server.embedded import (
     EmbeddedValkey,
     allocator_of,
     free_port,
+    mimalloc_expected,
     mimalloc_library,
     valkey_env,
 )
@@ -168,7 +170,7 @@ async def test_embedded_valkey_starts_and_stops_with_the_server(tmp_path: Path, 
         environment = environment_of(app.embedded.pid)
         if environment is not None:  # Linux: glibc's larger per-thread cache, used where mimalloc is not
             assert f"GLIBC_TUNABLES={MALLOC_TUNABLES}".encode() in environment
-        if mimalloc_library() is not None:  # a server dependency on Linux (x86-64, arm64)
+        if mimalloc_expected():  # a server dependency on Linux (x86-64, arm64)
             assert allocator_of(app.embedded.pid) == "mimalloc"
     finally:
         await app.stop()
@@ -186,7 +188,7 @@ def test_valkey_allocator_setting_keeps_the_operators() -> None:
         valkey_env({}, "jemalloc")
 
 
-@pytest.mark.skipif(mimalloc_library() is None, reason="mimalloc's wheel covers Linux on x86-64 and arm64")
+@pytest.mark.skipif(not mimalloc_expected(), reason="mimalloc's wheel covers Linux on x86-64 and arm64 only")
 def test_valkey_runs_on_mimalloc_unless_told_libc() -> None:
     library = mimalloc_library()
     assert valkey_env({})["LD_PRELOAD"] == library
@@ -195,7 +197,7 @@ def test_valkey_runs_on_mimalloc_unless_told_libc() -> None:
     assert "LD_PRELOAD" not in valkey_env({}, "libc")
 
 
-@pytest.mark.skipif(mimalloc_library() is None, reason="mimalloc's wheel covers Linux on x86-64 and arm64")
+@pytest.mark.skipif(not mimalloc_expected(), reason="mimalloc's wheel covers Linux on x86-64 and arm64 only")
 @pytest.mark.parametrize("allocator", ["mimalloc", "libc"])
 async def test_embedded_valkey_runs_on_the_allocator_asked_for(tmp_path: Path, allocator: str) -> None:
     valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec", allocator=allocator)
@@ -206,7 +208,7 @@ async def test_embedded_valkey_runs_on_the_allocator_asked_for(tmp_path: Path, a
         await valkey.stop()
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="the allocator is read from /proc")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator is read from Linux's /proc")
 async def test_embedded_valkey_says_when_mimalloc_did_not_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -221,6 +223,26 @@ async def test_embedded_valkey_says_when_mimalloc_did_not_load(
         assert record.levelno == logging.WARNING
         assert f"its library was not loaded (see {valkey.log_path})" in record.getMessage()
         assert "libmimalloc.so" in valkey.log_path.read_text()
+    finally:
+        await valkey.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator is read from Linux's /proc")
+@pytest.mark.parametrize("expected", [True, False])
+async def test_embedded_valkey_says_when_mimalloc_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, expected: bool
+) -> None:
+    # Missing where the server's dependencies include it: a WARNING; where no wheel exists: an INFO line.
+    monkeypatch.setattr(embedded, "mimalloc_library", lambda: None)
+    monkeypatch.setattr(embedded, "mimalloc_expected", lambda: expected)
+    valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec")
+    with caplog.at_level(logging.INFO, logger="queue_manager_server.embedded"):
+        await valkey.start()
+    try:
+        assert allocator_of(valkey.pid) == "libc"
+        (record,) = [r for r in caplog.records if "not mimalloc" in r.getMessage()]
+        assert record.levelno == (logging.WARNING if expected else logging.INFO)
+        assert record.getMessage().endswith("it is not installed")
     finally:
         await valkey.stop()
 

