@@ -82,11 +82,18 @@ def _patch_server() -> None:
 
     jobs.JobHandlers._add = add  # type: ignore[method-assign]
 
-    real_outcomes = jobs.JobHandlers._outcomes
+    real_submitted = jobs.JobHandlers._submitted
 
-    async def outcomes(self: Any, items: Any, brief: bool = False) -> Any:
+    def submitted(self: Any, items: Any) -> Any:
         _handler.set(time.time_ns())
-        out = await real_outcomes(self, items, brief)
+        return real_submitted(self, items)
+
+    jobs.JobHandlers._submitted = submitted  # type: ignore[method-assign]
+
+    real_answered = jobs.JobHandlers._answered
+
+    def answered(self: Any, *args: Any) -> Any:
+        out = real_answered(self, *args)
         t = time.time_ns()
         for outcome in out:
             added, created = outcome.get("added"), outcome.get("created")
@@ -97,7 +104,7 @@ def _patch_server() -> None:
                 note("answer", job["id"] if isinstance(job, dict) else job.id, t)
         return out
 
-    jobs.JobHandlers._outcomes = outcomes  # type: ignore[method-assign]
+    jobs.JobHandlers._answered = answered  # type: ignore[method-assign]
 
     real_many = Engine.add_jobs_many
 

@@ -166,13 +166,13 @@ async def test_a_brief_answer_stands_for_the_stored_job(server: RunningServer) -
 async def test_add_job_asks_for_brief_answers(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's concurrent add_job calls ask for brief answers and return the stored job either way."""
     asked: list[bool] = []
-    real = JobHandlers._outcomes
+    real = JobHandlers._answered
 
-    async def outcomes(self: JobHandlers, items: Any, brief: bool = False) -> Any:
+    def answered(self: JobHandlers, items: Any, checks: Any, added: Any, brief: bool = False) -> Any:
         asked.append(brief)
-        return await real(self, items, brief)
+        return real(self, items, checks, added, brief)
 
-    monkeypatch.setattr(JobHandlers, "_outcomes", outcomes)
+    monkeypatch.setattr(JobHandlers, "_answered", answered)
     async with QueueManager(server.address) as qm:
         await qm.register_queue("brief-client")
         await qm.register_queue("brief-client-3", default_job_options={"attempts": 3})

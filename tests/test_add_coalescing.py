@@ -16,7 +16,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as t
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import AddResult, NewJob
-from queue_manager_server.services.adds import AddCoalescer
+from queue_manager_server.services.adds import AddCoalescer, AddOutcome
 from tests.conftest import RunningServer
 
 Code = grpc.StatusCode
@@ -139,6 +139,40 @@ async def test_a_lone_add_is_written_at_once(server: RunningServer, stub: qrpc.Q
     finally:
         del adds.engine.add_jobs_many
     assert sizes == [1, 1, 1, 1, 1]
+
+
+async def test_a_batch_that_finds_the_server_idle_is_written_at_once(
+    server: RunningServer, stub: qrpc.QueueServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of adds (a stream message's, an AddJobBatch call's) handed over while nothing is being written
+    starts its write before its caller goes on (the stream's next read comes after it); a batch handed over
+    in the same turn waits for that write instead of joining it."""
+    adds = coalescer(server)
+    sizes: list[int] = []
+    real = adds.engine.add_jobs_many
+
+    async def spy(groups: Groups, fetch: bool = False, claims: Any = ()) -> list[AddResult | Exception]:
+        sizes.append(sum(len(j) for _, j in groups))
+        return await real(groups, fetch, claims)
+
+    monkeypatch.setattr(adds.engine, "add_jobs_many", spy)
+
+    def batch(names: list[str]) -> list[tuple[str, NewJob]]:
+        return [("co", NewJob(id="", name=name, data=b'{"i":1}')) for name in names]
+
+    first = adds.submit_all(batch(["a", "b", "c"]))
+    assert adds._in_flight == 1  # under way already, before this caller yields to the event loop
+    second = adds.submit_all(batch(["d", "e"]))
+    assert adds._in_flight == 1 and len(adds._pending) == 2
+    written = [o for group in await asyncio.gather(first, second) for o in group]
+    assert [o.record.fields["name"] for o in written if isinstance(o, AddOutcome)] == [
+        b"a",
+        b"b",
+        b"c",
+        b"d",
+        b"e",
+    ]
+    assert sizes == [3, 2]
 
 
 async def test_a_stopping_server_writes_the_adds_it_took_before_closing_redis(

@@ -6,7 +6,9 @@ request fails alone) joins a pending batch; the batch is written as one pipeline
 script call per queue (engine ``add_jobs_many``), and every caller gets its own job back.
 
 No linger: the first add of an idle server is written after one event-loop turn (so adds that arrived in
-that turn join it); alone, by its caller's own task (no task to start: a turn sooner). While a batch is
+that turn join it); alone, by its caller's own task (no task to start: a turn sooner). A batch of adds (an
+AddJobBatch call's items, an AddJobStream message) that finds the server idle is written at once: it is
+company enough, and a turn's wait put its write behind the stream's next read (bench.hops). While a batch is
 being written, new adds wait for the next one, which leaves as soon as that write ends: under load the
 batches grow by themselves, bounded by ``MAX_BATCH``, and no add waits longer than one write.
 
@@ -138,17 +140,16 @@ class AddCoalescer:
         return _only(group.future.result())
 
     def submit_all(self, jobs: Sequence[tuple[str, NewJob]]) -> asyncio.Future[list[AddOutcome | Exception]]:
-        """Queues validated jobs (queue, job) for the next write and returns one future for all their
-        outcomes, in order: each its job as stored or the exception its add met (AddJobBatch and stream
-        messages submit their items so: no task or future per job)."""
+        """Queues validated jobs (queue, job) for the next write, which starts now when none is under way,
+        and returns one future for all their outcomes, in order: each its job as stored or the exception
+        its add met (AddJobBatch and stream messages submit their items so: no task or future per job)."""
         group = self._group(len(jobs))
         for i, (queue, job) in enumerate(jobs):
             self._enqueue(queue, job, group, i)
         if not jobs:
             group.future.set_result([])
         elif not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._flush()
         return group.future
 
     @staticmethod

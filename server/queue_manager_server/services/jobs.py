@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ def _error_outcome(code: grpc.StatusCode, message: str) -> dict[str, Any]:
     """An AddJobOutcome's constructor fields for an add that failed with this status."""
     return {"error": {"code": code.value[0], "message": message}}
 
+
+# Per item of a batch: why it was refused before its add (None: it was handed to the coalescer).
+_Checks = list[Exception | None]
 
 # A stream is checked whole before anything is written, so it is held in memory: bound it.
 MAX_STREAM_JOBS = 100_000
@@ -81,7 +85,9 @@ class JobHandlers:
         self, requests: AsyncIterator[pb.AddJobStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AddJobStreamResponse]:
         # Each message is answered when its adds are written, in any order: a reader takes the messages (at
-        # most MAX_STREAM_BATCHES unanswered) while this generator sends the answers as they come.
+        # most MAX_STREAM_BATCHES unanswered), checks each and hands its adds to the coalescer in the same
+        # turn (no task per message), and a callback on their outcomes queues the answer, which this
+        # generator sends.
         # Headers at once: a client writes nothing before them (so an older server's refusal is clean).
         await context.send_initial_metadata(())
         answers: asyncio.Queue[pb.AddJobStreamResponse | BaseException | None] = asyncio.Queue()
@@ -92,28 +98,39 @@ class JobHandlers:
             outcomes: Any = [_error_outcome(code, why)] * len(message.items)
             return pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
 
-        async def answer(message: pb.AddJobStreamRequest) -> None:
+        def answer(message: pb.AddJobStreamRequest, checks: _Checks, added: asyncio.Future[Any]) -> None:
+            # Called when the message's adds are written (a callback: no task per message).
+            room.release()
+            if added.cancelled():  # the call ended meanwhile: nobody to answer
+                return
             try:
-                if len(message.items) > MAX_BATCH_ITEMS:
-                    why = f"holds {len(message.items)} adds; at most {MAX_BATCH_ITEMS} per message"
-                    response = refused(message, grpc.StatusCode.INVALID_ARGUMENT, f"items: {why}")
-                else:
-                    outcomes: Any = await self._outcomes(message.items, brief=message.brief)
-                    response = pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
+                outcomes: Any = self._answered(message.items, checks, added.result(), message.brief)
+                response = pb.AddJobStreamResponse(batch_id=message.batch_id, outcomes=outcomes)
             except Exception as exc:  # a fault in answering (a server bug): its adds get it, not silence
                 response = refused(message, *status_for(exc))
-            finally:
-                room.release()
             answers.put_nowait(response)
 
         async def read() -> None:
-            pending: set[asyncio.Task[None]] = set()
+            pending: set[asyncio.Future[Any]] = set()
             try:
                 async for message in requests:
                     await room.acquire()
-                    task = asyncio.create_task(answer(message), name="add-stream-batch")
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
+                    try:
+                        if len(message.items) > MAX_BATCH_ITEMS:
+                            why = f"holds {len(message.items)} adds; at most {MAX_BATCH_ITEMS} per message"
+                            raise InvalidArgument("items", why)
+                        # Checked and handed to the coalescer at once, in this turn of the event loop.
+                        checks, added = self._submitted(message.items)
+                    except Exception as exc:
+                        room.release()
+                        answers.put_nowait(refused(message, *status_for(exc)))
+                        continue
+                    pending.add(added)
+                    added.add_done_callback(pending.discard)
+                    added.add_done_callback(functools.partial(answer, message, checks))
+                    # A turn of the loop before gRPC is asked for the next message: the write the coalescer
+                    # has just started goes out first (~15 µs sooner to Redis at a few hundred adds/s).
+                    await asyncio.sleep(0)
                 if pending:
                     await asyncio.gather(*pending)
                 answers.put_nowait(None)
@@ -130,24 +147,42 @@ class JobHandlers:
         finally:
             reader.cancel()
 
-    async def _outcomes(self, items: Sequence[pb.AddJobRequest], brief: bool = False) -> list[dict[str, Any]]:
+    async def _outcomes(self, items: Sequence[pb.AddJobRequest]) -> list[dict[str, Any]]:
         """Each item as its own AddJob: checked alone (its queues against the caller's token included), and
-        added with the others in shared round trips (one future for all, no task per item). brief:
-        a job created as its request says is answered with `created` (AddJobStreamRequest.brief)."""
-        refused: list[Exception | None] = []
+        added with the others in shared round trips (one future for all, no task per item)."""
+        checks, added = self._submitted(items)
+        return self._answered(items, checks, await added)
+
+    def _submitted(
+        self, items: Sequence[pb.AddJobRequest]
+    ) -> tuple[_Checks, asyncio.Future[list[AddOutcome | Exception]]]:
+        """Checks each item alone and hands those that pass to the coalescer; returns each item's refusal
+        (None: passed) and the future of the passed ones' outcomes, in order."""
+        checks: _Checks = []
         jobs: list[tuple[str, NewJob]] = []
         for i, item in enumerate(items):
             try:
                 if why := add_item_denial(item, i):
                     raise PermissionDenied(why)
                 jobs.append(self._checked(item))
-                refused.append(None)
+                checks.append(None)
             except Exception as exc:
-                refused.append(exc)
-        added = iter(await self.adds.submit_all(jobs))
+                checks.append(exc)
+        return checks, self.adds.submit_all(jobs)
+
+    def _answered(
+        self,
+        items: Sequence[pb.AddJobRequest],
+        checks: _Checks,
+        added: list[AddOutcome | Exception],
+        brief: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Each item's AddJobOutcome fields: its refusal, its add's error, or its job. brief: a job created
+        as its request says is answered with `created` (AddJobStreamRequest.brief)."""
         outcomes: list[dict[str, Any]] = []
-        for item, why_not in zip(items, refused, strict=True):
-            outcome = next(added) if why_not is None else why_not
+        passed = iter(added)
+        for item, why_not in zip(items, checks, strict=True):
+            outcome = next(passed) if why_not is None else why_not
             if isinstance(outcome, Exception):
                 outcomes.append(_error_outcome(*status_for(outcome)))
                 continue
