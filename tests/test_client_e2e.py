@@ -12,6 +12,7 @@ import pytest
 
 from queue_manager import (
     InvalidArgumentError,
+    Job,
     JobContext,
     JobPriority,
     JobState,
@@ -450,3 +451,30 @@ async def test_concurrency_bounds_jobs_in_flight(qm: QueueManager) -> None:
     release.set()
     await calls.wait_for(10)
     assert peak == 3
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+async def test_a_failure_whose_text_cannot_be_read_fails_its_run_like_any_other(qm: QueueManager) -> None:
+    """An exception whose str() raises is reported as a failed run at once (its type for message), instead of
+    breaking the report and leaving the job to its lease's expiry."""
+    await qm.register_queue("unprintable")
+
+    @qm.processor("unprintable")
+    async def fail(job: JobContext) -> None:
+        raise _Unprintable()
+
+    await qm.start_workers()
+    job = await qm.add_job("unprintable", "x")
+
+    async def failed() -> Job | None:
+        got = await qm.get_job("unprintable", job.id)
+        return got if got.state is JobState.FAILED else None
+
+    got = await eventually(failed, 10)  # its lease is 30 s: a broken report would leave it active so long
+    await stop_workers(qm)
+    assert got.failed_reason == "_Unprintable"
+    assert got.stacktrace.endswith("_Unprintable: <exception str() failed>\n")

@@ -55,6 +55,41 @@ def _noted() -> None:
         raise
 
 
+class Outer:
+    class Inner(Exception):
+        pass
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class FromMain(Exception):
+    pass
+
+
+FromMain.__module__ = "__main__"
+
+
+class NoModule(Exception):
+    pass
+
+
+NoModule.__module__ = None  # type: ignore[assignment]
+
+
+def _raise_any(exc: BaseException) -> Callable[[], BaseException]:
+    def raising() -> None:
+        raise exc
+
+    return lambda: _caught(raising)
+
+
+def _syntax() -> None:
+    compile("def (", "<job>", "exec")
+
+
 SAMPLES: dict[str, Callable[[], BaseException]] = {
     "plain": lambda: _caught(lambda: _raise(0)),
     "other line": lambda: _caught(lambda: _raise(7)),
@@ -63,6 +98,14 @@ SAMPLES: dict[str, Callable[[], BaseException]] = {
     "group": lambda: _caught(_group),
     "note": lambda: _caught(_noted),
     "never raised": lambda: Flaky("no traceback"),
+    "no message": _raise_any(Flaky()),
+    "a builtin's": _raise_any(KeyError("k")),
+    "a number for message": _raise_any(ValueError(3)),
+    "nested class": _raise_any(Outer.Inner("inner")),
+    "str() fails": _raise_any(Unprintable("x")),
+    "from __main__": _raise_any(FromMain("main")),
+    "no module": _raise_any(NoModule("none")),
+    "syntax error": lambda: _caught(_syntax),
 }
 
 
@@ -92,3 +135,28 @@ def test_a_repeated_path_reuses_its_frames_and_the_store_is_bounded(monkeypatch:
     format_failure(_caught(lambda: _raise(1)))
     format_failure(_caught(_noted))
     assert len(tracebacks._frames) == 2 and calls == 3
+
+
+def test_the_usual_last_line_is_written_directly_and_the_rest_by_the_traceback_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain failure's last line is built without the traceback module (2.3 µs a failure); notes, syntax
+    errors, and a Python whose module writes the line otherwise get the module's own."""
+    calls = 0
+    real = traceback.format_exception_only
+
+    def counting(exc: BaseException) -> list[str]:
+        nonlocal calls
+        calls += 1
+        return real(exc)
+
+    monkeypatch.setattr(traceback, "format_exception_only", counting)
+    for name in ("plain", "no message", "str() fails", "nested class"):
+        format_failure(SAMPLES[name]())
+    assert calls == 0
+    format_failure(SAMPLES["note"]())
+    format_failure(SAMPLES["syntax error"]())
+    assert calls == 2
+    monkeypatch.setattr(tracebacks, "_DIRECT", False)
+    exc = SAMPLES["plain"]()
+    assert format_failure(exc) == "".join(traceback.format_exception(exc)) and calls == 3

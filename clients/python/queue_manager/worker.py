@@ -58,7 +58,7 @@ from queue_manager.convert import encode_payload
 from queue_manager.errors import RateLimitedError, UnrecoverableError, status_code
 from queue_manager.logsampling import Sampler
 from queue_manager.stats import ProcessStats
-from queue_manager.tracebacks import format_failure
+from queue_manager.tracebacks import exception_text, format_failure
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 __all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
@@ -650,7 +650,7 @@ class Worker:
             queue_name=ctx.queue_name,
             job_id=ctx.id,
             lease_token=ctx.lease_token,
-            message=str(exc) or type(exc).__name__,
+            message=_failure_message(exc),
             stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
             do_not_retry=isinstance(exc, UnrecoverableError),
         )
@@ -714,6 +714,14 @@ class Worker:
         self._wake.set()
 
 
+def _failure_message(exc: BaseException) -> str:
+    """A failed run's message: the exception's text, else (none, or its ``__str__`` raised) its type name."""
+    try:
+        return str(exc) or type(exc).__name__
+    except BaseException:  # a processor's exception class broke its own __str__
+        return type(exc).__name__
+
+
 def _failure_kind(ctx: JobContext, exc: BaseException) -> tuple[str, str, int]:
     """What makes failures alike for the log's sampling: the queue, the error's type and the line's level."""
     level = logging.INFO if isinstance(exc, RateLimitedError) else logging.WARNING
@@ -755,7 +763,7 @@ def _log_failure(ctx: JobContext, exc: BaseException) -> None:
         then = "will be retried"
     else:
         then = "no attempts left"
-    error = str(exc) if isinstance(exc, _JobTimeout) else f"{type(exc).__name__}: {exc}"
+    error = str(exc) if isinstance(exc, _JobTimeout) else f"{type(exc).__name__}: {exception_text(exc)}"
     logger.warning(
         "%s failed on attempt %d of %d: %s; %s", where, attempt, ctx.max_attempts, error, then, extra=fields
     )
