@@ -102,3 +102,33 @@ def test_a_delivery_of_several_jobs_gives_each_its_own_fields_in_order() -> None
     assert not delivery.jobs[0].job.HasField("metadata") and delivery.jobs[1].job.metadata.tags == ["t"]
     assert [j.redelivery for j in delivery.jobs] == [False, False, True, False]
     assert [j.lease_expire_time.ToMilliseconds() for j in delivery.jobs] == [c.lease_expiry_ms for c in jobs]
+
+
+def test_each_job_of_a_delivery_has_its_own_value_of_every_field_the_first_one_has() -> None:
+    """A delivery's jobs are copies of the first one's fields with what differs set: a later job whose
+    fields all differ from the first's (either way: set where the first had none, none where it had one)
+    reads exactly as when delivered alone."""
+    full = _claimed(
+        id="full",
+        attempts_made=2,
+        attempts_started=5,  # a redelivery
+        stalled_count=2,
+        content_type="application/octet-stream",
+        data=b"\x01",
+        timeout_ms=700,
+    )
+    bare = _claimed(
+        id="bare",
+        name="other",
+        data=b"",
+        priority=0,
+        max_attempts=0,
+        attempts_made=0,
+        attempts_started=1,
+        created_ms=0,
+        lease_expiry_ms=1,
+    )
+    for jobs in ([full, bare, full], [bare, full, bare]):
+        delivery = job_delivery("images", jobs, "tok-3").delivery
+        assert list(delivery.jobs) == [job_delivery("images", [c], "tok-3").delivery.jobs[0] for c in jobs]
+    assert job_delivery("images", [], "tok-4").HasField("delivery")

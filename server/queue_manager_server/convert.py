@@ -440,24 +440,52 @@ def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
 def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_service_pb2.ConnectResponse:
     """The worker-stream message delivering claimed jobs (payloads as raw bytes: no JSON on the hot path).
 
-    Built in one constructor call from plain dicts: a message given to a constructor, or to a repeated field,
-    is copied, so jobs built apart and then gathered into a delivery were built once and copied twice
-    (3.4 → 2.2 µs per job)."""
-    # One claim leases its jobs until the same time: that Timestamp's fields are built once.
-    first = jobs[0].lease_expiry_ms if jobs else 0
-    shared = ms_timestamp_fields(first)
-    leased = [
-        _leased_fields(
-            queue, c, token, shared if c.lease_expiry_ms == first else ms_timestamp_fields(c.lease_expiry_ms)
-        )
-        for c in jobs
-    ]
-    # protobuf takes dicts for message fields; its type stubs do not say so.
-    response = worker_service_pb2.ConnectResponse(delivery={"jobs": leased})  # type: ignore[arg-type]
-    for i, c in enumerate(jobs):
+    The jobs of one claim share most of their fields (queue, state, token, lease expiry; mostly name, content
+    type, options and created time too): the first job's LeasedJob is built once from plain dicts, and each
+    job's is a copy of it with what differs set. A field set costs ~0.1 µs (from a dict or an attribute
+    alike), the copy ~0.3 µs for all of them: 1.95 → 1.03 µs per job of a delivery of 200."""
+    response = worker_service_pb2.ConnectResponse()
+    delivery = response.delivery
+    delivery.SetInParent()
+    if not jobs:
+        return response
+    f = jobs[0]
+    template = worker_service_pb2.LeasedJob(
+        **_leased_fields(queue, f, token, ms_timestamp_fields(f.lease_expiry_ms))
+    )
+    out = delivery.jobs
+    for c in jobs:
+        leased = out.add()
+        leased.CopyFrom(template)
+        job = leased.job
+        job.id = c.id
+        job.data.raw = c.data
+        if c.name != f.name:
+            job.name = c.name
+        if c.content_type != f.content_type:
+            job.data.content_type = c.content_type
+        if c.priority != f.priority:
+            job.priority = c.priority  # type: ignore[assignment]
+        if c.max_attempts != f.max_attempts:
+            job.max_attempts = c.max_attempts
+        if c.attempts_made != f.attempts_made:
+            job.attempts_made = c.attempts_made
+        if c.stalled_count != f.stalled_count:
+            job.stalled_count = c.stalled_count
+        if c.created_ms != f.created_ms:
+            _set_ms(job.create_time, c.created_ms)
+        if c.lease_expiry_ms != f.lease_expiry_ms:
+            _set_ms(leased.lease_expire_time, c.lease_expiry_ms)
+        if c.redelivery != f.redelivery:
+            leased.redelivery = c.redelivery
         if c.metadata or c.timeout_ms or c.flow:
-            _leased_extras(response.delivery.jobs[i].job, c)
+            _leased_extras(job, c)
     return response
+
+
+def _set_ms(t: Timestamp, ms: int) -> None:
+    seconds, rest = divmod(ms, 1000)
+    t.seconds, t.nanos = seconds, rest * 1_000_000
 
 
 def _leased_fields(queue: str, c: ClaimedJob, token: str, expiry: dict[str, int]) -> dict[str, Any]:
