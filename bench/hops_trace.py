@@ -92,17 +92,16 @@ def _patch_server() -> None:
 
     real_answered = jobs.JobHandlers._answered
 
-    def answered(self: Any, *args: Any) -> Any:
-        out = real_answered(self, *args)
+    def answered(self: Any, into: Any, *args: Any) -> None:
+        first = len(into)
+        real_answered(self, into, *args)
         t = time.time_ns()
-        for outcome in out:
-            added, created = outcome.get("added"), outcome.get("created")
-            if created is not None:  # a brief answer's constructor fields
-                note("answer", created["id"], t)
-            elif added is not None:
-                job = added["job"]  # constructor fields, or a message
-                note("answer", job["id"] if isinstance(job, dict) else job.id, t)
-        return out
+        for outcome in list(into)[first:]:
+            kind = outcome.WhichOneof("outcome")
+            if kind == "created":  # a brief answer
+                note("answer", outcome.created.id, t)
+            elif kind == "added":
+                note("answer", outcome.added.job.id, t)
 
     jobs.JobHandlers._answered = answered  # type: ignore[method-assign]
 

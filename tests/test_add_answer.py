@@ -22,6 +22,7 @@ from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager.v1 import types_pb2 as tpb
 from queue_manager_server import convert
+from queue_manager_server.services.adds import MAX_BATCH
 from queue_manager_server.services.jobs import JobHandlers
 from tests.conftest import RunningServer
 
@@ -163,14 +164,47 @@ async def test_a_brief_answer_stands_for_the_stored_job(server: RunningServer) -
         assert outcomes[-2].added.job.max_attempts == 3
 
 
+async def test_the_adds_of_one_message_written_apart_each_have_their_own_time(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message of more adds than one write takes is written in two; each brief answer carries the time of
+    its own write (an answer is a copy of the one before with its id set while their time is the same)."""
+    assert server.app.queue_service is not None
+    engine = server.app.queue_service.adds.engine
+    real = engine.add_jobs_many
+    writes = 0
+
+    async def later_second(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            await asyncio.sleep(0.01)  # the second write's time differs from the first's
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "add_jobs_many", later_second)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = qrpc.QueueServiceStub(channel)
+        await stub.RegisterQueue(qpb.RegisterQueueRequest(name="two-writes"))
+        sent = tpb.Payload(raw=b"{}", content_type="application/json")
+        job = jpb.NewJob(name="n", data=sent)
+        items = [jpb.AddJobRequest(queue_name="two-writes", job=job) for _ in range(MAX_BATCH + 2)]
+        outcomes = await _stream_answers(stub, items)
+        assert writes == 2
+        times = [o.created.create_time.ToMilliseconds() for o in outcomes]
+        assert times[0] < times[-1] and len(set(times[:MAX_BATCH])) == 1 and times[-1] == times[-2]
+        for outcome in outcomes[MAX_BATCH - 1 :]:
+            read = await stub.GetJob(jpb.GetJobRequest(queue_name="two-writes", job_id=outcome.created.id))
+            assert read.job.create_time == outcome.created.create_time
+
+
 async def test_add_job_asks_for_brief_answers(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's concurrent add_job calls ask for brief answers and return the stored job either way."""
     asked: list[bool] = []
     real = JobHandlers._answered
 
-    def answered(self: JobHandlers, items: Any, checks: Any, added: Any, brief: bool = False) -> Any:
-        asked.append(brief)
-        return real(self, items, checks, added, brief)
+    def answered(self: JobHandlers, *args: Any) -> None:
+        asked.append(len(args) == 5 and args[4])  # into, items, checks, added, brief
+        real(self, *args)
 
     monkeypatch.setattr(JobHandlers, "_answered", answered)
     async with QueueManager(server.address) as qm:
