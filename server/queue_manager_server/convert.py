@@ -441,22 +441,22 @@ def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_s
     """The worker-stream message delivering claimed jobs (payloads as raw bytes: no JSON on the hot path).
 
     The jobs of one claim share most of their fields (queue, state, token, lease expiry; mostly name, content
-    type, options and created time too): the first job's LeasedJob is built once from plain dicts, and each
-    job's is a copy of it with what differs set. A field set costs ~0.1 µs (from a dict or an attribute
-    alike), the copy ~0.3 µs for all of them: 1.95 → 1.03 µs per job of a delivery of 200."""
+    type, options and created time too): the first job's LeasedJob is built from plain dicts, and each
+    other's is a copy of it with what differs set. A field set costs ~0.1 µs (from a dict or an attribute
+    alike), the copy ~0.3 µs for all of them: 1.95 → 0.87 µs per job of a delivery of 200, a lone job's as
+    before."""
     response = worker_service_pb2.ConnectResponse()
     delivery = response.delivery
     delivery.SetInParent()
     if not jobs:
         return response
-    f = jobs[0]
-    template = worker_service_pb2.LeasedJob(
-        **_leased_fields(queue, f, token, ms_timestamp_fields(f.lease_expiry_ms))
-    )
     out = delivery.jobs
-    for c in jobs:
+    f = jobs[0]
+    first = out.add(**_leased_fields(queue, f, token, ms_timestamp_fields(f.lease_expiry_ms)))
+    for i in range(1, len(jobs)):
+        c = jobs[i]
         leased = out.add()
-        leased.CopyFrom(template)
+        leased.CopyFrom(first)  # the first job's extras come after the copies
         job = leased.job
         job.id = c.id
         job.data.raw = c.data
@@ -480,6 +480,8 @@ def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_s
             leased.redelivery = c.redelivery
         if c.metadata or c.timeout_ms or c.flow:
             _leased_extras(job, c)
+    if f.metadata or f.timeout_ms or f.flow:
+        _leased_extras(first.job, f)
     return response
 
 

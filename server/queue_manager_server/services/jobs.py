@@ -182,7 +182,7 @@ class JobHandlers:
         created as its request says is answered with `created` (AddJobStreamRequest.brief), as a copy of the
         last such answer with its id set (those of one write differ in their id alone: 0.77 → 0.42 µs each,
         where each was built from fields)."""
-        template: pb.AddJobOutcome | None = None
+        last: pb.AddJobOutcome | None = None  # the last brief answer, and its time and pause
         shared: tuple[bytes, bool] | None = None
         passed = iter(added)
         for item, why_not in zip(items, checks, strict=True):
@@ -194,14 +194,13 @@ class JobHandlers:
                 record = outcome.record
                 if brief and outcome.created and record.fields.keys() <= convert.PLAIN_FIELDS:
                     same = (record.fields["ts"], outcome.queue_paused)
-                    if template is None or same != shared:
+                    if last is None or same != shared:
                         created = convert.created_job_fields(record, outcome.queue_paused)
-                        # protobuf takes dicts for message fields; its type stubs do not say so.
-                        template = pb.AddJobOutcome(created=created)  # type: ignore[arg-type]
-                        shared = same
-                    answer = into.add()
-                    answer.CopyFrom(template)
-                    answer.created.id = record.id
+                        last, shared = into.add(created=created), same
+                    else:
+                        answer = into.add()
+                        answer.CopyFrom(last)
+                        answer.created.id = record.id
                 else:
                     into.add(added=_answer(item, outcome))
             except Exception as exc:
