@@ -21,6 +21,20 @@ local function add_defaults(meta)
     'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc')
 end
 
+-- Whether the queue's default job options (add_defaults' d) are the defaults: priority, attempts, backoff,
+-- timeout, retention and metadata as a job without options has them. Worked out once per script call (kept
+-- in d).
+local function plain_defaults(d)
+  local plain = d.plain
+  if plain == nil then
+    plain = (tonumber(d[1]) or DEFAULT_PRI) == DEFAULT_PRI and (tonumber(d[2]) or DEFAULT_ATT) == DEFAULT_ATT
+      and (d[3] or '0') == '0' and (d[7] or '0') == '0' and (d[8] or '') == '' and (d[9] or '') == ''
+      and (d[10] or '') == ''
+    d.plain = plain
+  end
+  return plain
+end
+
 -- The fields of a NUL-terminated header.
 local function split_header(s)
   local h = {}
@@ -55,6 +69,14 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   local id = h[1]
   local jkey = prefix .. id
   if redis.call('EXISTS', jkey) == 1 then return 0, -1, id end
+  -- A short header (id and name: every option at its default) with no metadata or extra fields, in a queue
+  -- whose default options are the defaults too, is stored as its name, time and data, at the default level:
+  -- what the general path below writes for it, without weighing each option (~0.8 µs of Valkey per add).
+  if h[3] == nil and md == '' and extra == '' and plain_defaults(d) then
+    redis.call('HSET', jkey, 'name', h[2], 'ts', now, 'data', data)
+    push_later(pushes, level_key(waiting, DEFAULT_PRI), id)
+    return 1, -1, id, {'name', h[2], 'ts', now}
+  end
   -- A dedup key: a string naming the job that holds it, with a PX ttl or none (held until it finishes).
   local dk, dttl = h[17] or '', tonumber(h[18] or '0') or 0
   if dk ~= '' then
