@@ -122,9 +122,8 @@ async def test_a_failed_batch_is_retried_job_by_job_without_duplicates(
     assert m.metrics.waiting == 9
 
 
-async def test_a_lone_add_is_written_at_once(server: RunningServer, stub: qrpc.QueueServiceStub) -> None:
-    """An idle server writes a lone add in its own batch, without waiting for company."""
-    adds = coalescer(server)
+def write_sizes(adds: AddCoalescer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of jobs of each coalesced write from now on (the engine's write, spied on)."""
     sizes: list[int] = []
     real = adds.engine.add_jobs_many
 
@@ -132,12 +131,17 @@ async def test_a_lone_add_is_written_at_once(server: RunningServer, stub: qrpc.Q
         sizes.append(sum(len(j) for _, j in groups))
         return await real(groups, fetch, claims)
 
-    adds.engine.add_jobs_many = spy  # type: ignore[method-assign]
-    try:
-        for i in range(5):
-            assert (await add(stub, "co", f"s{i}")).created
-    finally:
-        del adds.engine.add_jobs_many
+    monkeypatch.setattr(adds.engine, "add_jobs_many", spy)
+    return sizes
+
+
+async def test_a_lone_add_is_written_at_once(
+    server: RunningServer, stub: qrpc.QueueServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle server writes a lone add in its own batch, without waiting for company."""
+    sizes = write_sizes(coalescer(server), monkeypatch)
+    for i in range(5):
+        assert (await add(stub, "co", f"s{i}")).created
     assert sizes == [1, 1, 1, 1, 1]
 
 
@@ -148,14 +152,7 @@ async def test_a_batch_that_finds_the_server_idle_is_written_at_once(
     starts its write before its caller goes on (the stream's next read comes after it); a batch handed over
     in the same turn waits for that write instead of joining it."""
     adds = coalescer(server)
-    sizes: list[int] = []
-    real = adds.engine.add_jobs_many
-
-    async def spy(groups: Groups, fetch: bool = False, claims: Any = ()) -> list[AddResult | Exception]:
-        sizes.append(sum(len(j) for _, j in groups))
-        return await real(groups, fetch, claims)
-
-    monkeypatch.setattr(adds.engine, "add_jobs_many", spy)
+    sizes = write_sizes(adds, monkeypatch)
 
     def batch(names: list[str]) -> list[tuple[str, NewJob]]:
         return [("co", NewJob(id="", name=name, data=b'{"i":1}')) for name in names]

@@ -209,31 +209,26 @@ async def test_embedded_valkey_runs_on_the_allocator_asked_for(tmp_path: Path, a
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator is read from Linux's /proc")
-async def test_embedded_valkey_says_when_mimalloc_did_not_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("library", "expected", "level", "why"),
+    [
+        # A library that cannot be loaded (ld.so skips it and says so in valkey.log): a fault.
+        ("missing/libmimalloc.so", True, logging.WARNING, "its library was not loaded (see {log})"),
+        # Not installed where the server's dependencies include it: a fault; where no wheel exists: news.
+        (None, True, logging.WARNING, "it is not installed"),
+        (None, False, logging.INFO, "it is not installed"),
+    ],
+)
+async def test_embedded_valkey_on_glibc_says_why_mimalloc_is_not_there(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    library: str | None,
+    expected: bool,
+    level: int,
+    why: str,
 ) -> None:
-    # A library that cannot be loaded (ld.so skips it and says so in valkey.log): Valkey runs on glibc's.
-    monkeypatch.setattr(embedded, "mimalloc_library", lambda: str(tmp_path / "missing" / "libmimalloc.so"))
-    valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec")
-    with caplog.at_level(logging.INFO, logger="queue_manager_server.embedded"):
-        await valkey.start()
-    try:
-        assert allocator_of(valkey.pid) == "libc"
-        (record,) = [r for r in caplog.records if "not mimalloc" in r.getMessage()]
-        assert record.levelno == logging.WARNING
-        assert f"its library was not loaded (see {valkey.log_path})" in record.getMessage()
-        assert "libmimalloc.so" in valkey.log_path.read_text()
-    finally:
-        await valkey.stop()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator is read from Linux's /proc")
-@pytest.mark.parametrize("expected", [True, False])
-async def test_embedded_valkey_says_when_mimalloc_is_not_installed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, expected: bool
-) -> None:
-    # Missing where the server's dependencies include it: a WARNING; where no wheel exists: an INFO line.
-    monkeypatch.setattr(embedded, "mimalloc_library", lambda: None)
+    monkeypatch.setattr(embedded, "mimalloc_library", lambda: str(tmp_path / library) if library else None)
     monkeypatch.setattr(embedded, "mimalloc_expected", lambda: expected)
     valkey = EmbeddedValkey(tmp_path / "valkey", durability="everysec")
     with caplog.at_level(logging.INFO, logger="queue_manager_server.embedded"):
@@ -241,8 +236,10 @@ async def test_embedded_valkey_says_when_mimalloc_is_not_installed(
     try:
         assert allocator_of(valkey.pid) == "libc"
         (record,) = [r for r in caplog.records if "not mimalloc" in r.getMessage()]
-        assert record.levelno == (logging.WARNING if expected else logging.INFO)
-        assert record.getMessage().endswith("it is not installed")
+        assert record.levelno == level
+        assert record.getMessage().endswith(why.format(log=valkey.log_path))
+        if library:
+            assert "libmimalloc.so" in valkey.log_path.read_text()
     finally:
         await valkey.stop()
 
