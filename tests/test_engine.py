@@ -966,6 +966,32 @@ async def test_a_plain_job_is_answered_from_the_reply_time_without_its_fields(en
     assert r.records[0].int("ts") == r.now_ms
 
 
+async def test_plain_jobs_and_jobs_with_options_of_one_call_keep_their_order_and_answers(
+    engine: Engine,
+) -> None:
+    """add_jobs.lua stores a plain job (short header) without insert_job: it shares its level with the jobs
+    that take the general path in add order, a taken id is answered as the holder, and each answer is the
+    job as stored."""
+    await register(engine)
+    await engine.add_jobs("q", [job("held", {"v": 0}, id="taken")])
+    jobs = [
+        job("p1"),
+        job("n1", priority=3),  # the default level, written by insert_job
+        job("again", {"v": 1}, id="taken"),
+        job("p2", id="mine"),
+        job("n2", attempts=2),
+        job("p3"),
+    ]
+    r = await engine.add_jobs("q", jobs, fetch=True)
+    assert r.created == [True, True, False, True, True, True]
+    assert r.ids[2:4] == ["taken", "mine"]
+    for answered, job_id in zip(r.records, r.ids, strict=True):
+        assert answered.fields == (await engine.get_job("q", job_id)).fields
+    assert r.records[2].raw("name") == b"held"
+    claimed = await engine.claim("q", 100, "tok", "w", 30_000)
+    assert [j.name for j in claimed.jobs] == ["held", "p1", "n1", "p2", "n2", "p3"]
+
+
 async def test_a_claimed_number_stored_as_a_float_is_read(engine: Engine) -> None:
     """The claim reply's numbers are read with int(); one a writer stored in float form (as Lua's tostring
     writes large numbers) falls back to _i for its job."""
