@@ -66,6 +66,11 @@ class Rule:
 ITEM_CHECK: ContextVar[Callable[[Named], str | None] | None] = ContextVar("item_check", default=None)
 
 
+def item_checks() -> Callable[[Named], str | None] | None:
+    """The check of each add's queues this call makes (its token reaches some queues only), or None."""
+    return ITEM_CHECK.get()
+
+
 def add_item_denial(item: jobs_pb2.AddJobRequest, index: int) -> str | None:
     """Why the add at items[index] of a batch names a queue out of the caller's reach (the refusal is logged),
     or None. Its queues are listed only when the call checks tokens (1 µs per add otherwise spent)."""

@@ -207,12 +207,17 @@ def new_job(j: jobs_pb2.NewJob, field: str, payload_limit: int) -> NewJob:
     return job_from(j.name, j.data, j.options if j.HasField("options") else None, field, payload_limit)
 
 
+# The names of a job's parts in AddJob's request, for its errors: made once, not per add (~0.1 µs).
+_JOB_PARTS = {"job": ("job.data", "job.name")}
+
+
 def job_from(
     name: str, data: types_pb2.Payload, options: types_pb2.JobOptions | None, field: str, payload_limit: int
 ) -> NewJob:
     """`new_job` from its parts (a chain link's or a workflow step's, with no NewJob to copy them into)."""
-    body, ct = payload_in(data, f"{field}.data", payload_limit)
-    out = NewJob(id="", name=validate.text(name, f"{field}.name"), data=body, content_type=ct)
+    data_field, name_field = _JOB_PARTS.get(field) or (f"{field}.data", f"{field}.name")
+    body, ct = payload_in(data, data_field, payload_limit)
+    out = NewJob(id="", name=validate.text(name, name_field), data=body, content_type=ct)
     if options is not None:
         apply_options(out, options, f"{field}.options")
         if options.chain_to:

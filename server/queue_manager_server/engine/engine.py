@@ -456,9 +456,10 @@ class Engine:
             if claim is not None and r[5] != 0:
                 out.claim = _claim_result(r[5], claim.lease_ms)
             ts = b"%d" % out.now_ms
+            ids, created = out.ids, out.created
             for i in range(6, len(r), stride):
-                out.ids.append(_s(r[i]))
-                out.created.append(r[i + 1] == 1)
+                ids.append(_s(r[i]))
+                created.append(r[i + 1] == 1)
                 if fetch:
                     # A job stored with its name and time only is answered 1: its time is the reply's.
                     row = r[i + 2]

@@ -14,7 +14,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
-from queue_manager_server.access import add_item_denial
+from queue_manager_server.access import add_item_denial, item_checks
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.engine import ADD_CHUNK
@@ -159,11 +159,13 @@ class JobHandlers:
         (None: passed) and the future of the passed ones' outcomes, in order."""
         checks: _Checks = []
         jobs: list[tuple[str, NewJob]] = []
+        per_item = item_checks()  # None: the call's token reaches every queue (no check per add)
+        checked = self._checked
         for i, item in enumerate(items):
             try:
-                if why := add_item_denial(item, i):
+                if per_item is not None and (why := add_item_denial(item, i)):
                     raise PermissionDenied(why)
-                jobs.append(self._checked(item))
+                jobs.append(checked(item))
                 checks.append(None)
             except Exception as exc:
                 checks.append(exc)
@@ -184,26 +186,28 @@ class JobHandlers:
         last: pb.AddJobOutcome | None = None  # the last brief answer, and its time and pause
         shared: tuple[bytes | None, bool] | None = None
         passed = iter(added)
+        add, plain = into.add, convert.PLAIN_FIELDS
         for item, why_not in zip(items, checks, strict=True):
             outcome = next(passed) if why_not is None else why_not
             if isinstance(outcome, Exception):
-                into.add(**_error_outcome(*status_for(outcome)))
+                add(**_error_outcome(*status_for(outcome)))
                 continue
             try:
                 record = outcome.record
-                if brief and outcome.created and record.fields.keys() <= convert.PLAIN_FIELDS:
-                    same = (record.fields.get("ts"), outcome.queue_paused)
+                fields = record.fields
+                if brief and outcome.created and fields.keys() <= plain:
+                    same = (fields.get("ts"), outcome.queue_paused)
                     if last is None or same != shared:
                         created = convert.created_job_fields(record, outcome.queue_paused)
-                        last, shared = into.add(created=created), same
+                        last, shared = add(created=created), same
                     else:
-                        answer = into.add()
+                        answer = add()
                         answer.CopyFrom(last)
                         answer.created.id = record.id
                 else:
-                    into.add(added=_answer(item, outcome))
+                    add(added=_answer(item, outcome))
             except Exception as exc:
-                into.add(**_error_outcome(*status_for(exc)))
+                add(**_error_outcome(*status_for(exc)))
 
     async def _add(self, request: pb.AddJobRequest) -> pb.AddJobResponse:
         # Concurrent adds share one Redis round trip (services/adds.py); a lone one goes out at once.
