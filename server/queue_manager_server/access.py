@@ -56,7 +56,7 @@ class Rule:
     all_queues: bool = False
     # The stored run's queues are checked before the call (CancelWorkflow).
     run_queues: bool = False
-    # The request holds independent items whose queues the handler checks one by one (`add_item_denial`): an
+    # The request holds independent items whose queues the handler checks one by one (`add_item_denials`): an
     # item out of reach is refused alone, as its own call would be (AddJobBatch).
     per_item: bool = False
 
@@ -66,16 +66,18 @@ class Rule:
 ITEM_CHECK: ContextVar[Callable[[Named], str | None] | None] = ContextVar("item_check", default=None)
 
 
-def item_checks() -> Callable[[Named], str | None] | None:
-    """The check of each add's queues this call makes (its token reaches some queues only), or None."""
-    return ITEM_CHECK.get()
-
-
-def add_item_denial(item: jobs_pb2.AddJobRequest, index: int) -> str | None:
-    """Why the add at items[index] of a batch names a queue out of the caller's reach (the refusal is logged),
-    or None. Its queues are listed only when the call checks tokens (1 µs per add otherwise spent)."""
+def add_item_denials() -> Callable[[jobs_pb2.AddJobRequest, int], str | None] | None:
+    """For this call's batch of adds: a function telling why the add at items[index] names a queue out of the
+    caller's reach (the refusal is logged), or None. None when the call checks no tokens: then no add's
+    queues are listed (1 µs per add otherwise spent)."""
     check = ITEM_CHECK.get()
-    return None if check is None else check(add_job_queues(item, f"items[{index}]."))
+    if check is None:
+        return None
+
+    def denial(item: jobs_pb2.AddJobRequest, index: int) -> str | None:
+        return check(add_job_queues(item, f"items[{index}]."))
+
+    return denial
 
 
 def _field(name: str) -> Callable[[Any], Named]:

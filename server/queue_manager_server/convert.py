@@ -72,11 +72,8 @@ def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str
     kind = p.WhichOneof("body")
     if kind == "raw":
         body, ct = p.raw, p.content_type
-        if ct == JSON:  # what clients send: the type needs no check (~0.15 µs per add)
-            validate.payload_size(len(body), limit, field)
-            validate.json_bytes(body, field)
-            return body, JSON
-        ct = validate.text(ct, f"{field}.content_type", 200, required=False) or OCTETS
+        if ct != JSON:  # JSON, what clients send, needs no check of its text (~0.15 µs per add)
+            ct = validate.text(ct, f"{field}.content_type", 200, required=False) or OCTETS
         validate.payload_size(len(body), limit, field)
         if is_json_type(ct):
             validate.json_bytes(body, field)

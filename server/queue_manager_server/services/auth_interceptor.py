@@ -8,10 +8,10 @@ For every call of a guarded service (all but health and reflection, `access.OPEN
    without running the handler.
 3. The queues the request names must match the token's patterns. Unary and server-streaming requests are
    checked before the handler runs; a request of independent items (AddJobBatch) is checked item by item by
-   its handler (`access.add_item_denial`), and an item out of reach is refused alone. Client streams (AddBulk)
-   and the worker stream are checked message by message as the handler reads them: a message naming a
-   foreign queue ends the call ``PERMISSION_DENIED`` (AddBulk reads the whole stream before its first write,
-   so nothing is written; the worker stream's leases are released as when it is cut).
+   its handler (`access.add_item_denials`), and an item out of reach is refused alone. Client streams
+   (AddBulk) and the worker stream are checked message by message as the handler reads them: a message
+   naming a foreign queue ends the call ``PERMISSION_DENIED`` (AddBulk reads the whole stream before its
+   first write, so nothing is written; the worker stream's leases are released as when it is cut).
 4. Answers spanning queues are trimmed to the token's queues, or refused (`access.Rule`).
 
 Tokens never reach a log line: a refusal logs the method, the peer, the token's name when it is known and
@@ -189,7 +189,7 @@ class _Guard:
             await self._deny(context, self.refused)
 
     def _item_check(self, context: grpc.aio.ServicerContext) -> Callable[[Named], str | None]:
-        """The check of one item's queues (access.add_item_denial) for a call whose rule checks per item."""
+        """The check of one item's queues (access.add_item_denials) for a call whose rule checks per item."""
 
         def check(named: Named) -> str | None:
             why = queue_denial(self.principal, named)

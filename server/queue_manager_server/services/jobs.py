@@ -14,7 +14,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
-from queue_manager_server.access import add_item_denial, item_checks
+from queue_manager_server.access import add_item_denials
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.engine import ADD_CHUNK
@@ -159,11 +159,11 @@ class JobHandlers:
         (None: passed) and the future of the passed ones' outcomes, in order."""
         checks: _Checks = []
         jobs: list[tuple[str, NewJob]] = []
-        per_item = item_checks()  # None: the call's token reaches every queue (no check per add)
+        denial = add_item_denials()  # None: the call checks no tokens
         checked = self._checked
         for i, item in enumerate(items):
             try:
-                if per_item is not None and (why := add_item_denial(item, i)):
+                if denial is not None and (why := denial(item, i)):
                     raise PermissionDenied(why)
                 jobs.append(checked(item))
                 checks.append(None)
