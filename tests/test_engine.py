@@ -18,8 +18,9 @@ from queue_manager_server import convert
 from queue_manager_server.components.maintenance import Reaper
 from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.control import Control
-from queue_manager_server.engine.engine import ADMIN_CHUNK, SWEEP_CHUNK
+from queue_manager_server.engine.engine import ADD_CHUNK, ADMIN_CHUNK, SWEEP_CHUNK
 from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys
 from queue_manager_server.engine.records import (
     STORED_ATTEMPTS,
@@ -990,6 +991,25 @@ async def test_plain_jobs_and_jobs_with_options_of_one_call_keep_their_order_and
     assert r.records[2].raw("name") == b"held"
     claimed = await engine.claim("q", 100, "tok", "w", 30_000)
     assert [j.name for j in claimed.jobs] == ["held", "p1", "n1", "p2", "n2", "p3"]
+
+
+async def test_the_three_ways_a_plain_job_is_stored_write_the_same_job(engine: Engine) -> None:
+    """A plain job is written by add_jobs.lua's own loop, by insert_job's plain path (a staged bulk write,
+    publish_staged.lua) and, sent with its default priority spelled out, by insert_job's general path: the
+    same hash (but its time) in the same waiting list."""
+    await register(engine)
+    inline = await engine.add_jobs("q", [job("p", {"v": 1}, id="inline")])
+    staged = [job("p", {"v": 1}, id=f"staged{i}") for i in range(ADD_CHUNK + 1)]  # over a chunk: staged
+    await BulkStreams(engine).write([("q", staged)])
+    general = await engine.add_jobs("q", [job("p", {"v": 1}, id="general", priority=STORED_PRIORITY)])
+    assert inline.created == general.created == [True]
+    k = engine.keys("q")
+    stored = [await engine.redis.hgetall(k.job(i)) for i in ("inline", "staged0", "general")]
+    for fields in stored:
+        assert fields.pop(b"ts")
+    assert stored[0] == stored[1] == stored[2] == {b"name": b"p", b"data": b'{"v": 1}'}
+    level = await engine.redis.lrange(k.waiting_levels[STORED_PRIORITY - 1], 0, -1)
+    assert [level[0], level[1], level[-1]] == [b"inline", b"staged0", b"general"]
 
 
 async def test_a_claimed_number_stored_as_a_float_is_read(engine: Engine) -> None:

@@ -35,27 +35,37 @@ local pushes = {}
 local want = tonumber(ARGV[6])
 local fresh = want > 0 and {} or nil
 
--- A plain job (includes/add.lua insert_plain) is stored from its short header without splitting it into a
--- table, the insert_job call, or a table of its fields (unless a folded claim takes it): Valkey's script time
--- per add in calls of 25 such jobs 5.0–5.4 → 3.3–3.8 µs, and the producers' single adds +11% (their writes
--- are what a burst of adds waits for: bench/RESULTS.md).
+-- A plain job (a short header: id and name; no metadata or extra fields) in a queue whose default options
+-- are the defaults is stored here as insert_job's plain path (includes/add.lua) stores it, without splitting
+-- its header into a table, the call, or a table of its fields (unless a folded claim takes it): Valkey's
+-- script time per add in calls of 25 such jobs 5.0–5.4 → 3.3–3.8 µs, and the producers' single adds +11%
+-- (their writes are what a burst of adds waits for: bench/RESULTS.md). Written out here, not called: the
+-- two calls of a shared helper cost single adds ~4% (twelve interleaved pairs); tests/test_engine.py checks
+-- that this path, insert_job's plain path (staged bulk writes) and its general one store the same job.
 local plain_level = plain_defaults(d) and level_key(waiting, DEFAULT_PRI)
 local k, added = #out, 0
 for i = 0, n - 1 do
   local b = 10 + i * 4
   local hs, data = ARGV[b + 1], ARGV[b + 2]
-  local id, name
-  if plain_level and ARGV[b + 3] == '' and ARGV[b + 4] == '' then id, name = short_header(hs) end
-  if id then
-    -- Stored with its name and time only (and the data): answered 1, the caller knows both.
-    local code = 0
-    if insert_plain(prefix, plain_level, now, id, name, data, pushes) then
-      code, added_waiting, added = 1, added_waiting + 1, added + 1
+  local z = plain_level and ARGV[b + 3] == '' and ARGV[b + 4] == '' and string.find(hs, '\0', 1, true)
+  if z and string.find(hs, '\0', z + 1, true) == #hs then
+    local id = string.sub(hs, 1, z - 1)
+    local jkey = prefix .. id
+    if redis.call('EXISTS', jkey) == 1 then
+      out[k + 1], out[k + 2] = id, 0
+      k = k + 2
+      if answer then k = k + 1; out[k] = {} end
+    else
+      local name = string.sub(hs, z + 1, -2)
+      redis.call('HSET', jkey, 'name', name, 'ts', now, 'data', data)
+      push_later(pushes, plain_level, id)
+      added_waiting, added = added_waiting + 1, added + 1
       if fresh then fresh[id] = {{'name', name, 'ts', now}, data} end
+      -- Stored with its name and time only (and the data): answered 1, the caller knows both.
+      out[k + 1], out[k + 2] = id, 1
+      k = k + 2
+      if answer then k = k + 1; out[k] = 1 end
     end
-    out[k + 1], out[k + 2] = id, code
-    k = k + 2
-    if answer then k = k + 1; out[k] = code == 1 and 1 or {} end
   else
     local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, split_header(hs), data,
       ARGV[b + 3], ARGV[b + 4], pushes)
