@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from queue_manager_server.app import App
@@ -42,6 +43,49 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(server.connection_url)
     finally:
         server.stop()
+
+
+# The job-hash fields a claim or a completion reads but for the name, data and time; and those a completion
+# reads (lua/includes/common.lua PLAIN).
+_READ_OPTIONS = {b"ct", b"atm", b"stc", b"md", b"to", b"par", b"wt", b"kc", b"flo", b"ddk", b"ddt"}
+_FINISH_OPTIONS = {b"kc", b"atm", b"to", b"flo", b"ddk", b"ddt", b"wt"}
+
+
+def plain_mark_errors(client: SyncRedis) -> list[str]:
+    """The jobs of the tests' prefixes whose 'p' mark claims less than they hold: a PLAIN job with one of
+    the fields a claim or completion reads (but max attempts), or with a priority other than its waiting
+    list's level; a
+    FINISH_PLAIN one with a field a completion reads. Each means a script wrote such a field without marking
+    the job NOT_PLAIN, and claims and completions skip the field."""
+    errors = []
+    for key in client.scan_iter(match="t??????????:{*}:job:*", count=1000, _type="hash"):
+        fields = client.hgetall(key)
+        mark = fields.get(b"p")
+        wrong = set()
+        if mark == b"1":
+            wrong = _READ_OPTIONS & fields.keys()
+            st = fields.get(b"st", b"waiting")
+            base, job_id = key.rsplit(b":job:", 1)
+            level = base + b":waiting:" + fields.get(b"pri", b"3")
+            if st == b"waiting" and client.lpos(level, job_id) is None:
+                wrong.add(b"pri")
+        elif mark == b"c":
+            wrong = _FINISH_OPTIONS & fields.keys()
+        if wrong:
+            errors.append(f"{key.decode()} marked {mark.decode()} holds {sorted(w.decode() for w in wrong)}")
+    return errors
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plain_marks_hold(redis_url: str) -> Iterator[None]:
+    """After the session, every job the tests left behind is marked no plainer than it is."""
+    yield
+    client = SyncRedis.from_url(redis_url)
+    try:
+        errors = plain_mark_errors(client)
+    finally:
+        client.close()
+    assert not errors, "\n".join(errors[:20])
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import ADD_CHUNK, ADMIN_CHUNK, SWEEP_CHUNK
+from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.keys import PRIORITY_LEVELS, QueueKeys
 from queue_manager_server.engine.records import (
     STORED_ATTEMPTS,
@@ -963,7 +964,7 @@ async def test_a_plain_job_is_answered_from_the_reply_time_without_its_fields(en
     r = await engine.add_jobs("q", [job("a", {"i": 1}), job("b", {"i": 2}, priority=1)], fetch=True)
     for answered, job_id in zip(r.records, r.ids, strict=True):
         assert answered.fields == (await engine.get_job("q", job_id)).fields
-    assert r.records[0].fields.keys() == {"name", "ts", "data"}
+    assert r.records[0].fields.keys() == {"name", "ts", "p", "data"}
     assert r.records[0].int("ts") == r.now_ms
 
 
@@ -996,7 +997,7 @@ async def test_plain_jobs_and_jobs_with_options_of_one_call_keep_their_order_and
 async def test_the_three_ways_a_plain_job_is_stored_write_the_same_job(engine: Engine) -> None:
     """A plain job is written by add_jobs.lua's own loop, by insert_job's plain path (a staged bulk write,
     publish_staged.lua) and, sent with its default priority spelled out, by insert_job's general path: the
-    same hash (but its time) in the same waiting list."""
+    same hash (but its time), marked plain, in the same waiting list."""
     await register(engine)
     inline = await engine.add_jobs("q", [job("p", {"v": 1}, id="inline")])
     staged = [job("p", {"v": 1}, id=f"staged{i}") for i in range(ADD_CHUNK + 1)]  # over a chunk: staged
@@ -1007,7 +1008,7 @@ async def test_the_three_ways_a_plain_job_is_stored_write_the_same_job(engine: E
     stored = [await engine.redis.hgetall(k.job(i)) for i in ("inline", "staged0", "general")]
     for fields in stored:
         assert fields.pop(b"ts")
-    assert stored[0] == stored[1] == stored[2] == {b"name": b"p", b"data": b'{"v": 1}'}
+    assert stored[0] == stored[1] == stored[2] == {b"name": b"p", b"data": b'{"v": 1}', b"p": b"1"}
     level = await engine.redis.lrange(k.waiting_levels[STORED_PRIORITY - 1], 0, -1)
     assert [level[0], level[1], level[-1]] == [b"inline", b"staged0", b"general"]
 
@@ -1043,8 +1044,9 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
         await register(engine, queue)
         jobs = [job("plain", {"i": 1}), job("twin", {"i": 1}), job("p1", priority=1)]
         r = await engine.add_jobs(queue, jobs)
-        # The twin holds one field more, at its default: it is answered with the whole record.
-        await engine.redis.hset(engine.keys(queue).job(r.ids[1]), "atm", "0")
+        # The twin holds one field more, at its default (written as every writer of such a field writes it,
+        # with the job marked not plain): it is answered with the whole record.
+        await engine.redis.hset(engine.keys(queue).job(r.ids[1]), mapping={"atm": "0", "p": "0"})
         return r.ids
 
     await add("raw")
@@ -1069,10 +1071,26 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
     assert dataclasses.replace(twin, id=ids[0], name="plain", created_ms=created) == plain
 
 
+async def test_a_plain_job_of_another_level_is_claimed_with_that_levels_priority(engine: Engine) -> None:
+    """A job whose only option a claim reads is its priority is marked plain (common.lua PLAIN): the claim
+    reads its 4 fields and takes the priority from the level it came from; a changed priority marks the job
+    not plain, so its claim reads the field (the change moved it, and it is right either way)."""
+    await register(engine)
+    k = engine.keys("q")
+    jobs = [job("low", priority=5), job("high", priority=1), job("mid"), job("moved", priority=5)]
+    ids = (await engine.add_jobs("q", jobs)).ids
+    assert [await engine.redis.hget(k.job(i), "p") for i in ids] == [b"1"] * 4
+    await JobControl(engine).change_priority("q", ids[3], 2)
+    assert await engine.redis.hget(k.job(ids[3]), "p") == b"0"
+    claimed = await engine.claim("q", 10, "t", "w", 30_000)
+    assert [(c.name, c.priority) for c in claimed.jobs] == [("high", 1), ("moved", 2), ("mid", 3), ("low", 5)]
+
+
 async def test_a_claim_record_carries_every_stored_field_and_defaults_the_rest(engine: Engine) -> None:
     """Each field a record carries only when stored (includes/claim.lua RECORD_CODES) comes back as stored,
     alone or with all the others, read from the job hash or, for a job its own add's claim takes, from what
-    the add wrote."""
+    the add wrote; a job marked not plain (as every writer of such a field marks it: common.lua PLAIN) and one
+    an older server wrote (no mark) alike."""
     await register(engine)
     k = engine.keys("q")
     stored = {
@@ -1089,6 +1107,10 @@ async def test_a_claim_record_carries_every_stored_field_and_defaults_the_rest(e
     for n, names in enumerate(cases):
         (job_id,) = (await engine.add_jobs("q", [job(f"j{n}", {"n": n})])).ids
         await engine.redis.hset(k.job(job_id), mapping={name: stored[name][1] for name in names})
+        if n % 2:
+            await engine.redis.hset(k.job(job_id), "p", "0")
+        else:
+            await engine.redis.hdel(k.job(job_id), "p")
         (c,) = (await engine.claim("q", 1, f"t{n}", "w", 30_000)).jobs
         expected = {attr: value for name, (attr, _, value) in stored.items() if name in names}
         atm, stc = expected.get("attempts_made", 0), expected.get("stalled_count", 0)

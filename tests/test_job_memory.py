@@ -31,13 +31,18 @@ async def fields(redis: Redis, engine: Engine, job_id: str) -> set[str]:
     return {f.decode() for f in await redis.hkeys(engine.keys("q").job(job_id))}
 
 
-async def test_a_waiting_job_with_default_options_stores_three_fields(engine: Engine, redis: Redis) -> None:
+async def test_a_waiting_job_with_default_options_stores_three_fields_and_its_mark(
+    engine: Engine, redis: Redis
+) -> None:
     await register(engine)
     added = await engine.add_jobs("q", [job("plain"), job("urgent", priority=1, attempts=3)])
     plain, urgent = added.ids
-    # The state (waiting), the priority (3), max attempts (1) and JSON content type are left out.
-    assert await fields(redis, engine, plain) == {"name", "data", "ts"}
-    assert await fields(redis, engine, urgent) == {"name", "data", "ts", "pri", "att"}
+    # The state (waiting), the priority (3), max attempts (1) and JSON content type are left out; 'p' says
+    # which of the fields claims and completions read it has none of (common.lua PLAIN).
+    assert await fields(redis, engine, plain) == {"name", "data", "ts", "p"}
+    assert await fields(redis, engine, urgent) == {"name", "data", "ts", "pri", "att", "p"}
+    assert await redis.hmget(engine.keys("q").job(plain), "p") == [b"1"]
+    assert await redis.hmget(engine.keys("q").job(urgent), "p") == [b"1"]
     rec = await engine.get_job("q", plain)
     assert (rec.state, rec.int("pri", 3), rec.int("att", 1)) == ("waiting", 3, 1)
     assert await engine.job_states([("q", plain), ("q", "no-such-job")]) == ["waiting", ""]
@@ -105,9 +110,9 @@ async def test_attempt_counts_are_derived_where_they_are_not_stored(engine: Engi
     once, lost, again = (await engine.add_jobs("q", [job("once"), job("lost"), job("again", attempts=2)])).ids
     first = {j.id: j for j in (await engine.claim("q", 3, "t", "w", 30_000)).jobs}
     assert {(j.attempts_started, j.redelivery) for j in first.values()} == {(1, False)}
-    assert await fields(redis, engine, once) == {"name", "data", "ts", "st", "tok", "wid"}
+    assert await fields(redis, engine, once) == {"name", "data", "ts", "p", "st", "tok", "wid"}
     assert (await engine.complete("q", [(once, "t", *convert.NO_PAYLOAD)]))[0] == [0]
-    assert await fields(redis, engine, once) == {"name", "data", "ts", "st", "tok", "wid", "fts"}
+    assert await fields(redis, engine, once) == {"name", "data", "ts", "p", "st", "tok", "wid", "fts"}
     assert convert.job_out(await engine.get_job("q", once)).attempts_made == 1
 
     # A lost run is a stall: the next start is the second, a redelivery; a failed run is an attempt made.

@@ -323,8 +323,9 @@ def job_out(
 
 
 # The fields of a job created holding only what its add request says: a brief answer's job
-# (AddJobStreamRequest.brief), which the client builds from its request and CreatedJob.
-PLAIN_FIELDS = frozenset({"name", "ts", "data"})
+# (AddJobStreamRequest.brief), which the client builds from its request and CreatedJob; 'p' marks it plain
+# for the scripts (engine/records.py).
+PLAIN_FIELDS = frozenset({"name", "ts", "p", "data"})
 
 
 def created_job_fields(r: JobRecord, queue_paused: bool) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
 from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
     JSON_TYPE,
+    PLAIN,
     STORED_ATTEMPTS,
     STORED_PRIORITY,
     AddResult,
@@ -184,10 +185,10 @@ def _answer_fields(pairs: list[Any]) -> dict[str, bytes]:
 
 
 def _added_fields(answer: dict[str, bytes] | bytes, job: NewJob) -> dict[str, bytes]:
-    """An added job's fields: those add_jobs.lua answered (for a job holding its name and time only, the
-    time), and the data this call sent."""
+    """An added job's fields: those add_jobs.lua answered (for a plain job holding its name and time only,
+    the time), and the data this call sent."""
     if isinstance(answer, bytes):
-        return {"name": job.name.encode(), "ts": answer, "data": job.data}
+        return {"name": job.name.encode(), "ts": answer, "p": PLAIN, "data": job.data}
     return {**answer, "data": job.data}
 
 

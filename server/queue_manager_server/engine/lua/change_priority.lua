@@ -17,7 +17,12 @@ local st, f = job_state(jkey, 'pri')
 if not st then return {-2} end
 if st ~= 'waiting' and st ~= 'delayed' then return {-5, st} end
 -- The default priority is not stored (includes/add.lua).
-if pri == DEFAULT_PRI then redis.call('HDEL', jkey, 'pri') else redis.call('HSET', jkey, 'pri', pri) end
+if pri == DEFAULT_PRI then
+  redis.call('HDEL', jkey, 'pri')
+  redis.call('HSET', jkey, 'p', NOT_PLAIN)
+else
+  redis.call('HSET', jkey, 'pri', pri, 'p', NOT_PLAIN)
+end
 local level = level_key(waiting, pri)
 if st == 'waiting' and level_key(waiting, f[3]) ~= level and remove_waiting(waiting, f[3], id) == 1 then
   local ts = tonumber(f[2]) or 0

@@ -74,9 +74,9 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   -- what the general path below writes for it, without weighing each option (~0.8 µs of Valkey per add).
   -- add_jobs.lua writes the same out in its loop (kept equal by tests/test_engine.py).
   if h[3] == nil and md == '' and extra == '' and plain_defaults(d) then
-    redis.call('HSET', jkey, 'name', h[2], 'ts', now, 'data', data)
+    redis.call('HSET', jkey, 'name', h[2], 'ts', now, 'data', data, 'p', PLAIN)
     push_later(pushes, level_key(waiting, DEFAULT_PRI), id)
-    return 1, -1, id, {'name', h[2], 'ts', now}
+    return 1, -1, id, {'name', h[2], 'ts', now, 'p', PLAIN}
   end
   -- A dedup key: a string naming the job that holds it, with a PX ttl or none (held until it finishes).
   local dk, dttl = h[17] or '', tonumber(h[18] or '0') or 0
@@ -133,6 +133,14 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if dk ~= '' then put(f, 'ddk', dk) end
   if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
   if st == 'delayed' then put(f, 'run', run) end
+  -- Which of the fields a claim and a completion read it has none of (common.lua PLAIN).
+  if kc == '' and to == '0' and extra == '' and dk == '' then
+    if ct == JSON_TYPE and md == '' and pri >= 1 and pri <= LEVELS and pri == math.floor(pri) then
+      put(f, 'p', PLAIN)
+    else
+      put(f, 'p', FINISH_PLAIN)
+    end
+  end
   local n = #f
   f[n + 1] = 'data'; f[n + 2] = data
   redis.call('HSET', jkey, unpack(f))
