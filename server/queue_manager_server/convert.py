@@ -306,9 +306,10 @@ def _keep_out(policy: str) -> types_pb2.KeepJobs | None:
     return k
 
 
-# The fields a freshly added job may have (includes/add.lua stores defaults as absent): a record with no
-# other field is answered without looking each of the others up (an add's answer, most waiting jobs).
-_FRESH_FIELDS = frozenset({"name", "ts", "data", "ct", "pri", "att", "st"})
+# The fields a freshly added job may have (includes/add.lua stores defaults as absent; 'p' is the scripts'
+# plain mark, engine/records.py): a record with no other field is answered without looking each of the others
+# up (an add's answer, most waiting jobs).
+_FRESH_FIELDS = frozenset({"name", "ts", "data", "ct", "pri", "att", "st", "p"})
 
 
 def job_out(
