@@ -959,12 +959,18 @@ async def test_a_job_with_every_option_at_its_default_sends_id_and_name_and_take
 
 
 async def test_a_plain_job_is_answered_from_the_reply_time_without_its_fields(engine: Engine) -> None:
-    """add_jobs.lua answers a job holding its name and time only with 1; the engine rebuilds its fields."""
+    """add_jobs.lua answers a job holding its name and time only with 1; the engine rebuilds its fields. The
+    scripts' plain mark (common.lua PLAIN) is in the hash but in no record: not the answer, GetJob's, a page's
+    or a job view's."""
     await register(engine)
     r = await engine.add_jobs("q", [job("a", {"i": 1}), job("b", {"i": 2}, priority=1)], fetch=True)
+    assert await engine.redis.hget(engine.keys("q").job(r.ids[0]), "p") == b"1"
+    page, _ = await engine.list_jobs("q", "waiting", 0, 10)
+    paged = {rec.id: rec.fields for rec in page}
     for answered, job_id in zip(r.records, r.ids, strict=True):
-        assert answered.fields == (await engine.get_job("q", job_id)).fields
-    assert r.records[0].fields.keys() == {"name", "ts", "p", "data"}
+        assert answered.fields == (await engine.get_job("q", job_id)).fields == paged[job_id]
+        assert (await JobControl(engine).job_view("q", job_id)).record.fields == answered.fields
+    assert r.records[0].fields.keys() == {"name", "ts", "data"}
     assert r.records[0].int("ts") == r.now_ms
 
 

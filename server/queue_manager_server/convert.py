@@ -306,10 +306,9 @@ def _keep_out(policy: str) -> types_pb2.KeepJobs | None:
     return k
 
 
-# The fields a freshly added job may have (includes/add.lua stores defaults as absent; 'p' is the scripts'
-# plain mark, engine/records.py): a record with no other field is answered without looking each of the others
-# up (an add's answer, most waiting jobs).
-_FRESH_FIELDS = frozenset({"name", "ts", "data", "ct", "pri", "att", "st", "p"})
+# The fields a freshly added job may have (includes/add.lua stores defaults as absent): a record with no
+# other field is answered without looking each of the others up (an add's answer, most waiting jobs).
+_FRESH_FIELDS = frozenset({"name", "ts", "data", "ct", "pri", "att", "st"})
 
 
 def job_out(
@@ -324,9 +323,8 @@ def job_out(
 
 
 # The fields of a job created holding only what its add request says: a brief answer's job
-# (AddJobStreamRequest.brief), which the client builds from its request and CreatedJob; 'p' marks it plain
-# for the scripts (engine/records.py).
-PLAIN_FIELDS = frozenset({"name", "ts", "p", "data"})
+# (AddJobStreamRequest.brief), which the client builds from its request and CreatedJob.
+PLAIN_FIELDS = frozenset({"name", "ts", "data"})
 
 
 def created_job_fields(r: JobRecord, queue_paused: bool) -> dict[str, Any]:

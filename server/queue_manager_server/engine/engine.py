@@ -19,7 +19,6 @@ from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
 from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
     JSON_TYPE,
-    PLAIN,
     STORED_ATTEMPTS,
     STORED_PRIORITY,
     AddResult,
@@ -115,6 +114,12 @@ def _b(v: bytes | str) -> bytes:
     return v if isinstance(v, bytes) else v.encode()
 
 
+def job_fields(raw: dict[Any, Any]) -> dict[str, bytes]:
+    """A job hash as read (HGETALL) as a JobRecord's fields, less 'p': the scripts' own mark of which fields
+    a claim and a completion need not read (lua/includes/common.lua PLAIN), no part of the job."""
+    return {name: _b(v) for f, v in raw.items() if (name := _s(f)) != "p"}
+
+
 def _claim_result(r: list[Any], lease_ms: int) -> ClaimResult:
     """A claim's reply (claim.lua, or the claim folded into add_jobs.lua) as a ClaimResult."""
     res = ClaimResult(
@@ -185,10 +190,10 @@ def _answer_fields(pairs: list[Any]) -> dict[str, bytes]:
 
 
 def _added_fields(answer: dict[str, bytes] | bytes, job: NewJob) -> dict[str, bytes]:
-    """An added job's fields: those add_jobs.lua answered (for a plain job holding its name and time only,
-    the time), and the data this call sent."""
+    """An added job's fields: those add_jobs.lua answered (for a job holding its name and time only, the
+    time), and the data this call sent."""
     if isinstance(answer, bytes):
-        return {"name": job.name.encode(), "ts": answer, "p": PLAIN, "data": job.data}
+        return {"name": job.name.encode(), "ts": answer, "data": job.data}
     return {**answer, "data": job.data}
 
 
@@ -477,7 +482,7 @@ class Engine:
                 for answer in existing:
                     pipe.hgetall(k.job(answer))
                 for answer, raw in zip(existing, await pipe.execute(), strict=True):
-                    read[answer] = {_s(f): _b(v) for f, v in raw.items()}
+                    read[answer] = job_fields(raw)
             out.records = [
                 JobRecord(queue, answer, _added_fields(row, job) if created else read[answer])
                 for job, answer, created, row in zip(jobs, out.ids, out.created, fields, strict=True)
@@ -490,7 +495,7 @@ class Engine:
             if not await self.redis.exists(self.keys(queue).meta):
                 raise QueueNotFound(queue)
             raise JobNotFound(queue, job_id)
-        return JobRecord(queue, job_id, {_s(f): _b(v) for f, v in raw.items()})
+        return JobRecord(queue, job_id, job_fields(raw))
 
     async def list_jobs(self, queue: str, state: str, offset: int, count: int) -> tuple[list[JobRecord], int]:
         """A page of jobs of one state: waiting by priority, delayed by run time, finished newest first."""
@@ -514,7 +519,7 @@ class Engine:
             pipe.hgetall(k.job(_s(i)))
         rows = await execute(pipe)
         records = [
-            JobRecord(queue, _s(i), {_s(f): _b(v) for f, v in row.items()})
+            JobRecord(queue, _s(i), job_fields(row))
             for i, row in zip(ids, rows, strict=True)
             if row
         ]

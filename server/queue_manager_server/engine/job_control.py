@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from queue_manager_server.engine.engine import Engine
+from queue_manager_server.engine.engine import Engine, job_fields
 from queue_manager_server.engine.records import JobRecord
 from queue_manager_server.engine.scripts import execute
 from queue_manager_server.errors import JobNotFound, QueueNotFound, WrongState
@@ -124,7 +124,7 @@ class JobControl:
             raise QueueNotFound(queue)
         if not row:
             raise JobNotFound(queue, job_id)
-        record = JobRecord(queue, job_id, {_s(f): bytes(v) for f, v in row.items()})
+        record = JobRecord(queue, job_id, job_fields(row))
         count = 0 if _i(logs[0]) == NOT_FOUND else _i(logs[0])
         return JobView(record, paused == b"1", [_line(x) for x in logs[3:]], count)
 

@@ -18,9 +18,10 @@ chain links still to come), chd (encoded Job holding the children started), cfl 
 the chain stopped). Control (engine/control.py): cxr ("1" once a cancel was asked while the job was active),
 cxm (the cancel reason). Job control (engine/job_control.py): lgn (log lines ever added; the lines are in the
 queue's ``logs:<id>`` list), wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its
-dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). Reads: p (which
-of the fields a claim and a completion read the job has none of, so they read fewer: "1" none of them, "c"
-none a completion reads, "0" or absent: read them all; lua/includes/common.lua PLAIN).
+dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). The scripts'
+own: p (which of the fields a claim and a completion read the job has none of, so they read fewer: "1" none
+of them, "c" none a completion reads, "0" or absent: read them all; lua/includes/common.lua PLAIN), left out
+of every JobRecord (engine.py job_fields) and of the scripts' answers.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ def netstrings(fields: dict[str, bytes]) -> bytes:
 JSON_TYPE = "application/json"
 STORED_PRIORITY = 3
 STORED_ATTEMPTS = 1
-# The 'p' field of a job with none of the optional fields claims and completions read (common.lua PLAIN).
-PLAIN = b"1"
 
 
 def is_json_type(content_type: str) -> bool:

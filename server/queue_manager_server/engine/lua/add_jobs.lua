@@ -17,8 +17,8 @@
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), the folded claim's reply
 --   (as claim.lua's; 0 without one), then per
 --   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
---   (empty for an existing job; 1 for a plain job holding its name, time and data only: 'ts' is now, 'p'
---   PLAIN)}; an
+--   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now; the
+--   plain mark, common.lua PLAIN, is never answered)}; an
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
 --   registered. The jobs created count in the queue's activity (stats.lua). An add answers from this reply:
 --   no read-back of what was just written.
@@ -63,7 +63,7 @@ for i = 0, n - 1 do
       added_waiting, added = added_waiting + 1, added + 1
       if fresh then fresh[id] = {{'name', name, 'ts', now}, data} end
       -- Stored with its name and time only (and the data and the plain mark): answered 1, the caller knows
-      -- them.
+      -- both.
       out[k + 1], out[k + 2] = id, 1
       k = k + 2
       if answer then k = k + 1; out[k] = 1 end
@@ -80,8 +80,8 @@ for i = 0, n - 1 do
     if code > 0 then added = added + 1 end
     out[k + 1], out[k + 2] = got, code > 0 and 1 or 0
     k = k + 2
-    -- A plain job stored with its name and time only (and the data) is answered 1: the caller knows them.
-    if answer then k = k + 1; out[k] = (fields and #fields == 6 and fields[5] == 'p') and 1 or fields or {} end
+    -- A job stored with its name and time only (and the data) is answered 1: the caller knows both.
+    if answer then k = k + 1; out[k] = (fields and #fields == 4) and 1 or fields or {} end
   end
 end
 STATS.added = STATS.added + added

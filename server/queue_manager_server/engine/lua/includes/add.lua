@@ -76,7 +76,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if h[3] == nil and md == '' and extra == '' and plain_defaults(d) then
     redis.call('HSET', jkey, 'name', h[2], 'ts', now, 'data', data, 'p', PLAIN)
     push_later(pushes, level_key(waiting, DEFAULT_PRI), id)
-    return 1, -1, id, {'name', h[2], 'ts', now, 'p', PLAIN}
+    return 1, -1, id, {'name', h[2], 'ts', now}
   end
   -- A dedup key: a string naming the job that holds it, with a PX ttl or none (held until it finishes).
   local dk, dttl = h[17] or '', tonumber(h[18] or '0') or 0
@@ -133,18 +133,16 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if dk ~= '' then put(f, 'ddk', dk) end
   if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
   if st == 'delayed' then put(f, 'run', run) end
-  -- Which of the fields a claim and a completion read it has none of (common.lua PLAIN).
-  if kc == '' and to == '0' and extra == '' and dk == '' then
-    if ct == JSON_TYPE and md == '' and pri >= 1 and pri <= LEVELS and pri == math.floor(pri) then
-      put(f, 'p', PLAIN)
-    else
-      put(f, 'p', FINISH_PLAIN)
-    end
-  end
+  -- Written with the data, and like it left out of the fields returned: which of the fields a claim and a
+  -- completion read it has none of (common.lua PLAIN).
   local n = #f
   f[n + 1] = 'data'; f[n + 2] = data
+  if kc == '' and to == '0' and extra == '' and dk == '' then
+    local plain = ct == JSON_TYPE and md == '' and pri >= 1 and pri <= LEVELS and pri == math.floor(pri)
+    f[n + 3] = 'p'; f[n + 4] = plain and PLAIN or FINISH_PLAIN
+  end
   redis.call('HSET', jkey, unpack(f))
-  f[n + 1] = nil; f[n + 2] = nil
+  f[n + 1] = nil; f[n + 2] = nil; f[n + 3] = nil; f[n + 4] = nil
   if st == 'delayed' then
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f
