@@ -20,9 +20,8 @@ local keep = {}
 -- Per job one read (lease check and the fields finishing needs) and two writes; the active and completed
 -- sets get the whole batch in one command each.
 -- The read: a job marked plain for finishing (common.lua PLAIN) has none of the fields finishing needs
--- (on_finished's too), so the lease check reads its mark only; any other job gets those in a second read.
--- A batch's jobs are mostly alike, so after a job that needed the second read the next is read whole at
--- once (its mark too, which says when to go back).
+-- (on_finished's too), so the lease check reads its mark only. Any other job is read again whole, and since
+-- a batch's jobs are mostly alike, so is the next (its mark says when to go back).
 local whole = false
 local k = 2
 for i = 0, n - 1 do
@@ -30,20 +29,14 @@ for i = 0, n - 1 do
   local id, token = ARGV[b + 1], ARGV[b + 2]
   local jkey = prefix .. id
   local code, f
+  if not whole then
+    code, f = lease_check(jkey, token, 'p')
+    whole = code == 0 and f[3] ~= PLAIN and f[3] ~= FINISH_PLAIN
+    f[3] = false
+  end
   if whole then
     code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt', 'p')
     whole = f[10] ~= PLAIN and f[10] ~= FINISH_PLAIN
-  else
-    code, f = lease_check(jkey, token, 'p')
-    if code == 0 then
-      if f[3] == PLAIN or f[3] == FINISH_PLAIN then
-        f[3] = false
-      else
-        local g = redis.call('HMGET', jkey, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt')
-        f[3], f[4], f[5], f[6], f[7], f[8], f[9] = g[1], g[2], g[3], g[4], g[5], g[6], g[7]
-        whole = true
-      end
-    end
   end
   k = k + 1
   if code ~= 0 then

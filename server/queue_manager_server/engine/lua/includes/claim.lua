@@ -10,12 +10,10 @@
 -- retry-after, bucket fill, then each job's record), and whether it left the queue with no ready job (it
 -- took fewer than it wanted).
 
--- The job fields a claim reads, in the order the reply below takes them by place (claim_jobs reads them in
--- two HMGETs, the second only for a job that is not plain), and their places by name (filled at the first
--- fresh_read of a script call).
-local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt'}
--- A whole read (claim_jobs): those and the plain mark (common.lua PLAIN).
-local WHOLE_READ = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt', 'p'}
+-- The job fields a claim reads for a job that is not plain (common.lua PLAIN; the last is that mark), in the
+-- order the reply below takes them by place, and their places by name (filled at the first fresh_read of a
+-- script call).
+local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt', 'p'}
 local CLAIM_AT = false
 -- The places in CLAIM_FIELDS of the fields a claim's record carries only when the job has them stored, each
 -- after its place as its code (claim.lua's reply; engine.py _claimed reads them by these codes).
@@ -103,21 +101,17 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     local f
     if known then
       f = fresh_read(known)
-    elseif whole then
-      f = redis.call('HMGET', jkey, unpack(WHOLE_READ))
-      whole = f[13] ~= PLAIN
     else
       -- A plain job (common.lua PLAIN) has its name, data, time and max attempts and the priority of its
-      -- level; any other gets the rest in a second read. A batch's jobs are mostly alike, so after a job that
-      -- needed the second read the next is read whole at once (its mark too, which says when to go back).
-      local g = redis.call('HMGET', jkey, 'name', 'data', 'ts', 'att', 'p')
-      if g[5] == PLAIN then
+      -- level: 5 fields. Any other is read again whole, and since a batch's jobs are mostly alike, so is the
+      -- next (its mark says when to go back).
+      local g = not whole and redis.call('HMGET', jkey, 'name', 'data', 'ts', 'att', 'p')
+      if g and g[5] == PLAIN then
         f = {g[1], g[2], false, level ~= DEFAULT_PRI and level, g[4], false, false, g[3], false, false, false,
           false}
       else
-        local h = redis.call('HMGET', jkey, 'ct', 'pri', 'att', 'atm', 'stc', 'md', 'to', 'par', 'wt')
-        f = {g[1], g[2], h[1], h[2], h[3], h[4], h[5], g[3], h[6], h[7], h[8], h[9]}
-        whole = true
+        f = redis.call('HMGET', jkey, unpack(CLAIM_FIELDS))
+        whole = f[13] ~= PLAIN
       end
     end
     redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
