@@ -518,11 +518,7 @@ class Engine:
         for i in ids:
             pipe.hgetall(k.job(_s(i)))
         rows = await execute(pipe)
-        records = [
-            JobRecord(queue, _s(i), job_fields(row))
-            for i, row in zip(ids, rows, strict=True)
-            if row
-        ]
+        records = [JobRecord(queue, _s(i), job_fields(row)) for i, row in zip(ids, rows, strict=True) if row]
         return records, _i(total)
 
     async def _waiting_page(self, k: QueueKeys, offset: int, count: int) -> tuple[int, list[bytes]]:
