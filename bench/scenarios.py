@@ -235,7 +235,7 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
         def dead() -> str | None:
             return next((c.describe_exit() for c in children if not c.alive()), None)
 
-        await wait_progress(out_dir, "w", warm + measured, 60, dead)
+        progress = await wait_progress(out_dir, "w", warm + measured, 60, dead)
         # Every job's add, claim, delivery and completion at a low rate, warm-up included.
         cpu = await marks.per_job(warm + measured)
     finally:
@@ -254,6 +254,13 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
         "achieved_rate": r["achieved_rate"],
         **cpu,
     }
+    # The producer's and the workers' CPU per job too: at a low rate every process wakes for every job, and
+    # what all of them spend on a machine of two cores is what a job's wake-ups queue behind.
+    jobs = warm + measured
+    if "cpu_s" in r:
+        out["producer_cpu_us"] = r["cpu_s"] / jobs * 1e6
+    out["worker_cpu_us"] = progress.cpu_s / jobs * 1e6
+    out["total_cpu_us"] = sum(v for k, v in out.items() if k.endswith("_cpu_us"))
     for key in ("add_mean_ms", "add_p50_ms", "add_p99_ms"):
         if key in r:
             out[key] = r[key]
