@@ -71,6 +71,15 @@ FIGURES: list[tuple[str, str, str, bool]] = [
 ]
 
 
+def missing_figures(summary: dict[str, dict[str, Any]], system: str) -> list[tuple[str, str]]:
+    """The (scenario, key) of FIGURES that a scenario run for `system` left out of its summary."""
+    return [
+        (scenario, key)
+        for scenario, key, _, _ in FIGURES
+        if system in summary.get(scenario, {}) and key not in summary[scenario][system]
+    ]
+
+
 def add_round_ratios(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
     """ratio_to_drain of features, failures, chains and workflows: each such run against the plain drain of
     the same round."""

@@ -142,7 +142,13 @@ async def _timed_drain(
     check_exactly_once(read_lines(out_dir, "w"), jobs)
     if progress.seconds <= 0:
         raise BenchError(f"{d.name}: no job start/end times were recorded")
-    result = {"jobs_per_s": jobs / progress.seconds, "worker_cpu_us": progress.cpu_s / jobs * 1e6, **cpu}
+    return _with_total_cpu(
+        {"jobs_per_s": jobs / progress.seconds, "worker_cpu_us": progress.cpu_s / jobs * 1e6, **cpu}
+    )
+
+
+def _with_total_cpu(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with ``total_cpu_us``: the sum of every process's CPU per job it holds."""
     result["total_cpu_us"] = sum(v for k, v in result.items() if k.endswith("_cpu_us"))
     return result
 
@@ -260,7 +266,7 @@ async def latency(d: Driver, p: Params) -> dict[str, Any]:
     if "cpu_s" in r:
         out["producer_cpu_us"] = r["cpu_s"] / jobs * 1e6
     out["worker_cpu_us"] = progress.cpu_s / jobs * 1e6
-    out["total_cpu_us"] = sum(v for k, v in out.items() if k.endswith("_cpu_us"))
+    _with_total_cpu(out)
     for key in ("add_mean_ms", "add_p50_ms", "add_p99_ms"):
         if key in r:
             out[key] = r[key]
