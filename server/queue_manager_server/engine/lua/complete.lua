@@ -32,7 +32,7 @@ for i = 0, n - 1 do
   if not whole then
     code, f = lease_check(jkey, token, 'p')
     whole = code == 0 and f[3] ~= PLAIN and f[3] ~= FINISH_PLAIN
-    f[3] = false
+    f[3] = false  -- the mark's place is kc's below: a job marked plain has no keep policy of its own
   end
   if whole then
     code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt', 'p')
