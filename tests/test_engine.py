@@ -390,6 +390,25 @@ async def test_dead_letter_hand_off_of_a_burst_reads_and_clears_in_one_call(engi
         assert (await engine.redis.zscore(k.failed, f"j{i}") is None) == removed
 
 
+async def test_a_dead_letter_copy_that_fails_for_good_is_not_copied_again(engine: Engine) -> None:
+    """Two queues that dead-letter into each other: the first failure's copy lands in the other queue, and
+    when that copy fails for good it stays failed there (it used to bounce back and forth for ever, each
+    copy nesting the last one's data under a longer id)."""
+    await register(engine, "x1", dead_letter_queue="x2")
+    await register(engine, "x2", dead_letter_queue="x1")
+    await engine.add_jobs("x1", [job("n", {"k": 1}, id="a")])
+    (j,) = (await engine.claim("x1", 1, "t1", "w", 30_000)).jobs
+    assert await engine.fail("x1", [(j.id, "t1", "boom", "", True)]) == [(2, -1)]
+    (copy,) = (await engine.claim("x2", 1, "t2", "w", 30_000)).jobs
+    assert copy.id == "x1:a"
+    assert await engine.fail("x2", [(copy.id, "t2", "boom again", "", True)]) == [(2, -1)]
+    await engine.hand_off_dead_letters("x2")  # (fail hands off at once; a second pass finds nothing)
+    assert await engine.redis.llen(engine.keys("x2").outbox) == 0
+    assert (await engine.metrics("x1")).waiting == 0
+    assert not await engine.redis.exists(engine.keys("x1").job("x2:x1:a"))
+    assert (await engine.get_job("x2", "x1:a")).text("st") == "failed"
+
+
 async def test_do_not_retry_skips_remaining_attempts(engine: Engine) -> None:
     await register(engine)
     await engine.add_jobs("q", [job("x", attempts=5)])
@@ -688,6 +707,43 @@ async def test_the_queues_retention_of_failed_and_of_completed_jobs_are_read_apa
     # A job's own policy: its failure trims the failed jobs to its own count of 3.
     assert await engine.fail("q", [("own", "t", "boom", "", True)]) == [(2, -1)]
     assert await engine.redis.zcard(k.failed) == 2
+
+
+async def test_every_job_failed_for_good_is_copied_before_retention_trims_it(engine: Engine) -> None:
+    """A burst of failures in a queue that keeps 2 failed jobs (and jobs that keep 5 of their own): each
+    failure trimmed the failed set at once, deleting jobs whose dead-letter copy was not written yet, so
+    most copies were lost. Now the trim waits for the hand-off: every copy is written, then the set is
+    trimmed by the jobs' own policies."""
+    await register(engine, failed_retention=types_pb2.KeepJobs(count=2))
+    await engine.add_jobs("q", [job(f"f{i}", {"i": i}, id=f"f{i}") for i in range(30)])
+    await engine.add_jobs("q", [job(f"o{i}", {"i": i}, id=f"o{i}", keep_failed="0:5") for i in range(20)])
+    claimed = (await engine.claim("q", 100, "t", "w", 30_000)).jobs
+    assert len(claimed) == 50
+    for j in claimed:  # one failure per call, as workers report them at a low rate
+        assert await engine.fail("q", [(j.id, "t", "boom", "", True)]) == [(2, -1)]
+    k = engine.keys("q")
+    assert await engine.redis.llen(k.outbox) == 0
+    for j in claimed:
+        copy = await engine.get_job("dead-letter-queue", f"q:{j.id}")
+        assert json.loads(copy.raw("data") or b"")["original_job_id"] == j.id
+    assert await engine.redis.zcard(k.failed) == 5  # the last job's own policy (as when it trimmed at once)
+    # Age-based retention leaves failed jobs alone while their hand-off is pending.
+    await register(engine, "aged", failed_retention=types_pb2.KeepJobs(age=convert.ms_duration(1)))
+    await engine.add_jobs("aged", [job("a", id="a")])
+    (a,) = (await engine.claim("aged", 1, "t", "w", 30_000)).jobs
+    await engine.redis.rpush(engine.keys("aged").outbox, "pending-elsewhere")  # a hand-off not done yet
+    engine_hand_off, engine.hand_off_dead_letters = engine.hand_off_dead_letters, _no_hand_off
+    try:
+        await engine.fail("aged", [(a.id, "t", "boom", "", True)])
+        await asyncio.sleep(0.01)
+        assert await engine.apply_retention("aged") == 0
+        assert (await engine.get_job("aged", "a")).text("st") == "failed"
+    finally:
+        engine.hand_off_dead_letters = engine_hand_off  # type: ignore[method-assign]
+
+
+async def _no_hand_off(queue: str, limit: int = 100) -> int:
+    return 0
 
 
 async def test_retention_by_age(engine: Engine) -> None:

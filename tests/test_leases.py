@@ -10,7 +10,7 @@ import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
 from tests.conftest import ServerFactory
-from tests.rawworker import RawWorker
+from tests.rawworker import RawWorker, eventually
 
 WAIT = 30.0
 
@@ -128,3 +128,56 @@ async def test_a_stopping_server_lets_every_worker_stream_clean_up_before_it_sto
     finally:
         await sampler_stop()
         await worker.close()
+
+
+async def test_a_run_going_on_across_a_server_restart_completes_once(server_factory: ServerFactory) -> None:
+    """A server that stops (grace over) while a job runs leaves its lease held; the worker reconnects to the
+    server started in its place and extends the lease there at once: the run completes, once, with no stall
+    (two such restarts used to fail a long job for good, each one counting a stall and running it again)."""
+    first = await server_factory(shutdown_grace_ms=200, lease_ms=60_000)
+    client = QueueManager(address=first.address, concurrency=2, shutdown_grace=10.0)
+    try:
+        await client.register_queue("long")
+        runs: Counter[str] = Counter()
+        started, finish = asyncio.Event(), asyncio.Event()
+
+        @client.processor("long")
+        async def slow(job: JobContext) -> str:
+            runs[job.id] += 1
+            started.set()
+            await finish.wait()
+            return "ok"
+
+        worker = await client.start_workers()
+        job = await client.add_job("long", "x")
+        async with asyncio.timeout(WAIT):
+            await started.wait()
+        for _ in range(2):
+            gone = worker.server_id
+            await first.stop()
+            first = await server_factory(listen=first.address, shutdown_grace_ms=200, lease_ms=60_000)
+
+            async def reconnected(gone: str = gone) -> bool:
+                return worker.server_id not in (gone, "")
+
+            async def holds_the_run() -> bool:
+                listed = await client.list_workers("long")
+                return [(w.server_id, w.in_flight) for w in listed] == [(worker.server_id, 1)]
+
+            await eventually(reconnected, timeout=WAIT)
+            # The new server holds the lease at once (the worker's first report extends it), not at the next
+            # heartbeat (20 s away): it lists the run, and would release it if this stream broke.
+            await eventually(holds_the_run, timeout=5)
+        stored = await client.get_job("long", job.id)
+        assert (stored.state, stored.stalled_count) == (JobState.ACTIVE, 0)
+        finish.set()
+        done = await client.wait_for_job("long", job.id, timeout=WAIT)
+        assert (done.state, done.result, done.stalled_count, done.attempts_made) == (
+            JobState.COMPLETED,
+            "ok",
+            0,
+            1,
+        )
+        assert runs == Counter({job.id: 1})
+    finally:
+        await client.shutdown()

@@ -306,6 +306,27 @@ def test_cron_across_daylight_saving_changes() -> None:
     assert spring is not None and at(spring).isoformat() == "2025-03-30T01:00:00+00:00"
 
 
+async def test_cron_with_no_occurrence_before_year_10000(server: RunningServer) -> None:
+    """A start in the year 9999 after its last occurrence (a yearly run on 1 January) left cronsim stepping
+    past datetime's range: an INTERNAL error. The schedule is stored, with no next run."""
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    yearly = Recurrence(cron="0 0 1 1 *", start_ms=ms(datetime(9999, 6, 1, tzinfo=UTC)))
+    assert yearly.first_at_or_after(yearly.start_ms) is None
+    hourly = Recurrence(cron="0 * * * *")
+    assert hourly.first_at_or_after(ms(last) - 1000) is None
+    assert hourly.between(ms(last) - 7_200_000, ms(last), 5) == [
+        ms(datetime(9999, 12, 31, 22, tzinfo=UTC)),
+        ms(datetime(9999, 12, 31, 23, tzinfo=UTC)),
+    ]
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("far")
+        s = await qm.add_schedule(
+            "far", "y", cron="0 0 1 1 *", start=datetime(9999, 6, 1, tzinfo=UTC), job_name="j"
+        )
+        assert s.next_run_at is None
+        assert (await qm.get_schedule("far", "y")).next_run_at is None
+
+
 # ---- managing schedules -------------------------------------------------------------------------
 
 

@@ -190,6 +190,10 @@ async def test_bad_queue_config(queues: qrpc.QueueServiceStub) -> None:
         queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)),
         "own dead-letter",
     )
+    # The default dead-letter queue registered by its name keeps its failed jobs (no dead-letter queue of
+    # its own): the default would have been itself.
+    dlq = await queues.RegisterQueue(qpb.RegisterQueueRequest(name="dead-letter-queue"))
+    assert dlq.queue.config.disable_dead_letter and not dlq.queue.config.dead_letter_queue
     cfg = t.QueueConfig(default_job_options=t.JobOptions(job_id="x"))
     await expect(
         Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "job_id"
@@ -233,6 +237,46 @@ async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.QueueService
         if not token:
             break
     assert seen == [f"j{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("position", ["9223372036854775807", "99999999999999999999999", "-1", "1.5"])
+async def test_crafted_page_tokens_are_refused_by_every_list(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub, position: str
+) -> None:
+    """A token naming a position Redis cannot read (past 64 bits) was an INTERNAL error for the sorted sets
+    (finished, active, delayed), workflow runs and job logs; every list now refuses it as a bad token."""
+    import base64
+
+    from queue_manager.v1 import workflows_pb2 as wpb
+
+    def token(kind: str) -> str:
+        return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
+
+    added = await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="j")))
+    for state in (
+        t.JOB_STATE_WAITING,
+        t.JOB_STATE_ACTIVE,
+        t.JOB_STATE_DELAYED,
+        t.JOB_STATE_COMPLETED,
+        t.JOB_STATE_FAILED,
+        t.JOB_STATE_CANCELLED,
+    ):
+        request = jpb.ListJobsRequest(queue_name="emails", state=state, page_token=token("o"))
+        await expect(Code.INVALID_ARGUMENT, jobs.ListJobs(request), "page_token", "ListJobs")
+    await expect(
+        Code.INVALID_ARGUMENT,
+        queues.ListWorkflows(wpb.ListWorkflowsRequest(page_token=token("o"))),
+        "page_token",
+        "ListWorkflows",
+    )
+    logs = jpb.GetJobLogsRequest(queue_name="emails", job_id=added.job.id, page_token=token("l"))
+    await expect(Code.INVALID_ARGUMENT, jobs.GetJobLogs(logs), "page_token", "GetJobLogs")
+    # The largest position a token may name still reads as an empty page.
+    far = base64.urlsafe_b64encode(f"o:{2**53}".encode()).decode()
+    page = await jobs.ListJobs(
+        jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_COMPLETED, page_token=far)
+    )
+    assert not page.jobs and not page.next_page_token
 
 
 async def test_bulk_stream_ids_in_order_and_all_or_nothing(

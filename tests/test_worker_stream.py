@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest
@@ -241,20 +241,50 @@ async def test_graceful_shutdown_drains_workers(server_factory: ServerFactory, e
     await w.close()
 
 
-async def test_shutdown_releases_jobs_still_held_after_grace(
+async def test_leases_held_at_shutdown_go_over_to_the_workers_next_stream(
     server_factory: ServerFactory, engine: Engine
 ) -> None:
-    srv = await server_factory(shutdown_grace_ms=300)
+    """A server that stops while a worker still runs a job leaves the lease held: no stall is counted and the
+    job is not delivered again. The worker extends the lease on its next stream, to another server, which
+    takes it over: the completion is accepted there, and when that stream ends the lease is released."""
+    srv = await server_factory(shutdown_grace_ms=300, lease_ms=20_000)
     async with grpc.aio.insecure_channel(srv.address) as ch:
         await qrpc.QueueServiceStub(ch).RegisterQueue(qpb.RegisterQueueRequest(name="q"))
-        (job_id,) = await add(jrpc.QueueServiceStub(ch), 1)
+        ids = await add(jrpc.QueueServiceStub(ch), 2)
     w = RawWorker(srv.address, ["q"])
-    await w.connect(credits=1)
-    await w.jobs(1)
-    await srv.stop()  # the worker ignores the drain
-    rec = await engine.get_job("q", job_id)
-    assert rec.state == "waiting" and rec.int("stc") == 1
+    await w.connect(credits=2)
+    ja, jb = await w.jobs(2)
+    await srv.stop()  # the worker ignores the drain: both runs go on
+    for j in (ja, jb):
+        rec = await engine.get_job("q", j.job.id)
+        assert (rec.state, rec.int("stc")) == ("active", 0)
     await w.close()
+
+    other = await server_factory(lease_ms=20_000)
+    w2 = RawWorker(other.address, ["q"])
+    await w2.connect(credits=0)
+    w2.report(pb.WorkerReport(extensions=[lease(ja), lease(jb)]))
+    ack = await w2.until("ack")
+    assert [r.code for r in ack.ack.results] == [0, 0]
+    w2.report(
+        pb.WorkerReport(
+            completions=[pb.JobCompletion(queue_name="q", job_id=ja.job.id, lease_token=ja.lease_token)]
+        )
+    )
+
+    async def state(job_id: str) -> str:
+        return (await engine.get_job("q", job_id)).state
+
+    await eventually(lambda: _is(state(ja.job.id), "completed"))
+    assert (await engine.get_job("q", ja.job.id)).int("stc") == 0
+    await w2.close()  # the stream ends: the lease it took over goes back (a stall: its worker is gone)
+    await eventually(lambda: _is(state(jb.job.id), "waiting"))
+    assert (await engine.get_job("q", jb.job.id)).int("stc") == 1
+    assert sorted(ids) == sorted([ja.job.id, jb.job.id])
+
+
+async def _is(value: Awaitable[str], expected: str) -> bool:
+    return await value == expected
 
 
 async def test_abandoned_job_counts_a_stall_and_is_redelivered(

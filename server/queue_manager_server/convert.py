@@ -550,11 +550,17 @@ def queue_meta(
         filled.dead_letter_queue = dlq
     fields["dlq"] = dlq
     fields["conc"] = cfg.concurrency  # claim.lua: most jobs active at once; 0 = no cap
-    for kind, source, target, default in (
-        ("kc", cfg.completed_retention, filled.completed_retention, DEFAULT_COMPLETED_KEEP),
-        ("kf", cfg.failed_retention, filled.failed_retention, DEFAULT_FAILED_KEEP),
+    for kind, name, source, target, default in (
+        (
+            "kc",
+            "completed_retention",
+            cfg.completed_retention,
+            filled.completed_retention,
+            DEFAULT_COMPLETED_KEEP,
+        ),
+        ("kf", "failed_retention", cfg.failed_retention, filled.failed_retention, DEFAULT_FAILED_KEEP),
     ):
-        age = validate.duration_ms(source.age, f"{field}.{kind}.age") if source.HasField("age") else 0
+        age = validate.duration_ms(source.age, f"{field}.{name}.age") if source.HasField("age") else 0
         age, count = age or default[0], source.count or default[1]
         fields[f"{kind}_age"], fields[f"{kind}_count"] = age, count
         target.age.CopyFrom(ms_duration(age))

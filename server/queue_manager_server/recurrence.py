@@ -28,6 +28,8 @@ MAX_CATCH_UP = 1000
 # an outage by more. One minute, Quartz's default misfire threshold.
 MISFIRE_GRACE_MS = 60_000
 _MAX_CRON = 200
+# The last whole second datetime (and a protobuf Timestamp) can hold: 9999-12-31T23:59:59Z.
+_LAST_MS = 253_402_300_799_000
 
 
 def time_zone(name: str) -> tzinfo:
@@ -100,20 +102,27 @@ class Recurrence:
             first = max(first, last - cap + 1)
             return [self.anchor_ms + k * self.every_ms for k in range(first, last + 1)]
         # Walk back from hi: bounded by cap however long ago lo is.
-        it = CronSim(self.cron, self._at(hi // 1000 * 1000 + 1000), reverse=True)
         found: list[int] = []
-        for moment in it:
-            ms = round(moment.timestamp() * 1000)
-            if ms < lo:
-                break
-            found.append(ms)
-            if len(found) == cap:
-                break
+        try:
+            walk_from = min(hi // 1000 * 1000 + 1000, _LAST_MS)
+            for moment in CronSim(self.cron, self._at(walk_from), reverse=True):
+                ms = round(moment.timestamp() * 1000)
+                if ms < lo:
+                    break
+                found.append(ms)
+                if len(found) == cap:
+                    break
+        except (OverflowError, ValueError):
+            pass  # walked back past year 1, or hi is at year 9999's end: what was found is all there is
         found.reverse()
         return found
 
     def _cron_next(self, after: int) -> int | None:
-        moment = next(CronSim(self.cron, self._at(after)), None)
+        """The first cron occurrence after `after`; None past year 9999 (datetime's range ends there)."""
+        try:
+            moment = next(CronSim(self.cron, self._at(after)), None)
+        except (OverflowError, ValueError):
+            return None
         return None if moment is None else round(moment.timestamp() * 1000)
 
     def _at(self, ms: int) -> datetime:

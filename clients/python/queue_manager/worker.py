@@ -24,7 +24,8 @@ Protocol, as this side speaks it:
    ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
    failure with ``retry_after`` (no attempt used; the queue holds off that long).
 8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
-   keep running; outcomes not yet sent stay in the outbox and go out on the next stream.
+   keep running; the first report on the new stream extends their leases (a server that stopped left
+   them held, and the new one takes them over), and outcomes not yet sent go out on it.
 9. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
    meanwhile, wait up to a grace period for running jobs, abandon the rest (a stall), flush the outbox,
    half-close, wait (bounded) for the server to end the stream, close the channel.
@@ -375,8 +376,15 @@ class Worker:
         if self._stopping:
             self._outbox.report.stop = True
         self._credits = 0 if self._stopping else max(0, self.concurrency - len(self._running))
-        # Extensions queued for the old stream are stale; the heartbeat sends fresh ones.
-        self._outbox.report.ClearField("extensions")
+        # Extensions queued for the old stream are stale. Fresh ones for every run still going go in the
+        # first report: a server that ended the old stream at its shutdown left their leases held, and this
+        # server takes them over when they are extended here (a lease lost meanwhile is refused: that run's
+        # result will be discarded).
+        extensions = self._outbox.report.extensions
+        del extensions[:]
+        for ctx in self._running.values():
+            if not ctx._lost:
+                extensions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
         self._attach_stats()
         self._connected.set()
         self._wake.set()

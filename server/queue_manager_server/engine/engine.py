@@ -756,7 +756,10 @@ class Engine:
         """Copies jobs that failed for good into the queue's dead-letter queue, then clears the outbox.
 
         Idempotent: the copy's job id is derived from the original, so a crash between the two halves
-        (copy written, outbox not cleared) only repeats a no-op add.
+        (copy written, outbox not cleared) only repeats a no-op add. A copy (its 'dlo' field names the queue
+        it came from) that fails for good in turn stays failed where it is: copies of copies would nest ever
+        larger data under ever longer ids, and two queues dead-lettering into each other would pass one job
+        back and forth for ever.
         """
         k = self.keys(queue)
         ids = [_s(i) for i in await self.redis.lrange(k.outbox, 0, limit - 1)]
@@ -767,15 +770,15 @@ class Engine:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(k.meta, "dlq")
         for job_id in ids:
-            pipe.hmget(k.job(job_id), ["name", "data", "ct", "atm", "err"])
+            pipe.hmget(k.job(job_id), ["name", "data", "ct", "atm", "err", "dlo"])
         dlq_name, *rows = await execute(pipe)
         dlq = _s(dlq_name or DEFAULT_DLQ.encode())
         if not await self.redis.exists(self.keys(dlq).meta):
             await self.register_queue(dlq, {"dlq": ""}, only_if_missing=True)
         copies: list[NewJob] = []
         for job_id, f in zip(ids, rows, strict=True):
-            if f[0] is None:
-                continue
+            if f[0] is None or f[5] is not None:
+                continue  # gone, or a dead-letter copy itself
             data: Any
             ct = _s(f[2]) if f[2] else JSON_TYPE  # a job hash without ct holds JSON
             if is_json_type(ct):
@@ -791,10 +794,17 @@ class Engine:
                 "failure_reason": _s(f[4] or b""),
                 "attempts_made": _i(f[3] or b"0"),
             }
-            copies.append(NewJob(id=f"{queue}:{job_id}", name=_s(f[0]), data=json.dumps(body).encode()))
+            copies.append(
+                NewJob(
+                    id=f"{queue}:{job_id}",
+                    name=_s(f[0]),
+                    data=json.dumps(body).encode(),
+                    extra={"dlo": queue.encode()},
+                )
+            )
         if copies:
             await self.add_jobs(dlq, copies)
-        await self.scripts.run("handoff_done", [k.outbox, k.failed], [k.job_prefix, *ids])
+        await self.scripts.run("handoff_done", [k.outbox, k.failed, k.meta], [k.job_prefix, *ids])
         return len(ids)
 
     async def housekeeping_due(self, queues: Sequence[str]) -> list[Housekeeping]:
@@ -837,8 +847,12 @@ class Engine:
         k = self.keys(queue)
         ages = await self.redis.hmget(k.meta, ["kc_age", "kf_age"])
         now = await self.redis_time_ms()
+        # Failed jobs still waiting for their dead-letter copy stay: the hand-off trims after it.
+        handing_off = await self.redis.llen(k.outbox) > 0
         removed = 0
         for zset, age in zip(_finished_sets(k), _age_limits(ages), strict=True):
+            if zset == k.failed and handing_off:
+                continue
             if age and _i(age) > 0:
                 removed += await self._clean_loop("clean", zset, k.job_prefix, "score", now - _i(age), 0)
         return removed

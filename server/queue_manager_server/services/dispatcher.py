@@ -101,6 +101,11 @@ class WorkerSession:
     leases: dict[tuple[str, str], str] = field(default_factory=dict)
     closed: bool = False
     draining: bool = False
+    # Set when this server, shutting down, ends the stream of a worker still running jobs: their leases stay
+    # held (not released as stalls), and the worker extends them on the stream it opens next, to this server
+    # restarted or to another, which takes them over (reports.py); a worker that never comes back loses
+    # them when they expire, to the reaper.
+    keep_leases: bool = False
     # For the worker registry (services/registry.py): the stream's id, the hello, when the stream opened
     # and the worker last reported (monotonic seconds), and the resource use it last reported.
     session_id: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -116,6 +121,9 @@ class WorkerSession:
     max_buffer: int = 1_000
     # Loop time until which a claim for few credits waits for more (Dispatcher._dispatch_once); 0: none.
     linger_until: float = 0.0
+    # Queues whose loop found no credit here while a claim of another queue held it reserved: woken when
+    # that claim gives back what it did not use (Dispatcher._give_back).
+    short_of_credit: set[str] = field(default_factory=set)
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
@@ -329,7 +337,7 @@ class Dispatcher:
         assert e.fold is not None
         queue, s, request = e.queue, e.fold.session, e.fold.request
         e.fold = None
-        s.credits += request.take
+        self._give_back(s, queue, request.take, len(res.jobs) if res is not None else 0)
         self._claimed(queue, [j.id for j in res.jobs] if res is not None else [])
         if res is not None and res.jobs:
             self._hand_over(queue, s, request.token, res.jobs)
@@ -340,6 +348,18 @@ class Dispatcher:
             self.wake(queue)  # more may wait, or a delayed job's timer to arm
         else:
             self._mark_drained(queue)  # credits returned meanwhile find no ready job either
+
+    def _give_back(self, s: WorkerSession, queue: str, reserved: int, leased: int) -> None:
+        """A claim of the queue for the session is back: the credits it reserved return (_hand_over spends
+        those of the jobs it leased). Queues of the session that found it without credits meanwhile claim
+        again now if some were left unused; otherwise their loops would sleep until the next event or
+        IDLE_RECHECK_S, and a worker of several queues waited seconds for a job while it had free slots."""
+        s.credits += reserved
+        if leased < reserved and s.short_of_credit:
+            short, s.short_of_credit = s.short_of_credit, set()
+            for q in short:
+                if q != queue:
+                    self.credit(q)
 
     def _hand_over(self, queue: str, s: WorkerSession, token: str, jobs: list[ClaimedJob]) -> None:
         """Jobs a claim leased to the session: down its stream, or back to waiting when the worker left or
@@ -459,7 +479,10 @@ class Dispatcher:
         split = len(sessions) == 1
         now = asyncio.get_running_loop().time()
         for s in sessions:
-            if s.closed or s.draining or s.credits <= 0:
+            if s.closed or s.draining:
+                continue
+            if s.credits <= 0:
+                s.short_of_credit.add(queue)
                 continue
             take = self._take(s, split)
             if not take:
@@ -482,7 +505,7 @@ class Dispatcher:
                 res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms)
                 leased = [j.id for j in res.jobs]
             finally:
-                s.credits += take
+                self._give_back(s, queue, take, len(leased))
                 self._claimed(queue, leased)
             if res.code == 1:  # paused: resume publishes a notification
                 self._mark_drained(queue)

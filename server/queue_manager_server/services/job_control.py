@@ -9,7 +9,6 @@ state differs from the last one sent. A re-check every RECHECK_S covers an event
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,7 @@ import grpc
 
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
-from queue_manager_server import convert, validate
+from queue_manager_server import convert, paging, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.errors import InvalidArgument, JobNotFound
@@ -57,14 +56,12 @@ class JobControlHandlers:
     ) -> pb.GetJobLogsResponse:
         queue = validate.queue_name(request.queue_name)
         job_id = validate.job_id(request.job_id)
-        size = request.page_size or 100
-        if size > 1000:
-            raise InvalidArgument("page_size", f"{size} is above the maximum of 1000")
-        page = await self.control.job_logs(queue, job_id, _decode_token(request.page_token), size)
+        size, first = paging.page_request(request.page_size, request.page_token, "l", "GetJobLogs")
+        page = await self.control.job_logs(queue, job_id, first, size)
         response = pb.GetJobLogsResponse(lines=convert.log_lines_out(page.lines), total_size=page.kept)
         after = page.first + len(page.lines)
         if after < page.end:
-            response.next_page_token = _encode_token(after)
+            response.next_page_token = paging.next_token("l", after)
         return response
 
     @streaming
@@ -148,22 +145,3 @@ class JobControlHandlers:
         )
         await self.control.change_priority(queue, job_id, priority)
         return pb.ChangeJobPriorityResponse(job=await job_message(self.control, queue, job_id))
-
-
-def _encode_token(line: int) -> str:
-    return base64.urlsafe_b64encode(f"l:{line}".encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        line = int(value)
-        if kind != "l" or line < 0:
-            raise ValueError
-        return line
-    except ValueError:
-        raise InvalidArgument(
-            "page_token", "is not a token returned by GetJobLogs; omit it for the first page"
-        ) from None

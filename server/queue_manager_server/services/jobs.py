@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -13,7 +12,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
-from queue_manager_server import convert, validate
+from queue_manager_server import convert, paging, validate
 from queue_manager_server.access import add_item_denials
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
@@ -273,15 +272,12 @@ class JobHandlers:
     ) -> pb.ListJobsResponse:
         queue = validate.queue_name(request.queue_name)
         state = convert.state_name(request.state)
-        size = request.page_size or 100
-        if size > 1000:
-            raise InvalidArgument("page_size", f"{size} is above the maximum of 1000")
-        offset = _decode_token(request.page_token)
+        size, offset = paging.page_request(request.page_size, request.page_token, "o", "ListJobs")
         records, total = await self.engine.list_jobs(queue, state, offset, size)
         paused = state == "paused"
         response = pb.ListJobsResponse(jobs=[convert.job_out(r, paused) for r in records], total_size=total)
         if offset + size < total:
-            response.next_page_token = _encode_token(offset + size)
+            response.next_page_token = paging.next_token("o", offset + size)
         return response
 
     @unary
@@ -291,22 +287,3 @@ class JobHandlers:
         queue = validate.queue_name(request.queue_name)
         state = await self.engine.remove_job(queue, validate.job_id(request.job_id))
         return pb.RemoveJobResponse(previous_state=convert.STATE_VALUES[state])
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        offset = int(value)
-        if kind != "o" or offset < 0:
-            raise ValueError
-        return offset
-    except ValueError:
-        raise InvalidArgument(
-            "page_token", "is not a token returned by ListJobs; omit it for the first page"
-        ) from None

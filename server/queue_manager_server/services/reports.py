@@ -199,6 +199,9 @@ class ReportHandler:
                 results.append(_rejection(queue, e.job_id, e.lease_token, code))
                 s.forget(queue, e.job_id, e.lease_token)
             else:
+                # A lease this stream did not deliver (its worker held it on a stream that a server ended at
+                # shutdown) is this stream's from now on: released if it ends, found by a cancel.
+                s.leases.setdefault((queue, e.job_id), e.lease_token)
                 results.append(pb.ReportItemResult(lease=e, lease_expire_time=convert.ms_timestamp(expiry)))
                 if code == 1:  # a cancel is pending: tell the worker again (its first telling may be lost)
                     s.send(cancel_command(queue, e.job_id, e.lease_token, "cancel requested"))

@@ -140,7 +140,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             self.progress.set()
             self.dispatcher.unregister(session)
             reader.cancel()
-            self.dispatcher.spawn(self._release_all(session, stalled=True), f"release:{session.worker_id}")
+            if not session.keep_leases:
+                self.dispatcher.spawn(
+                    self._release_all(session, stalled=True), f"release:{session.worker_id}"
+                )
             self.dispatcher.spawn(self._unlist(session), f"unlist:{session.worker_id}")
             self._open_streams -= 1  # its clean-up is the dispatcher's now (streams_ended)
             if not self._open_streams:
@@ -234,7 +237,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 await self._streams_ended.wait()
 
     async def drain(self, grace_s: float) -> None:
-        """Stops new work, tells workers to drain, waits for their leases, then releases what is left."""
+        """Stops new work, tells workers to drain, waits for their leases, then ends the streams of the
+        workers still running jobs with those leases held: the runs go on, and each worker carries its
+        leases over to the next server it connects to (WorkerSession.keep_leases). Releasing them here
+        would count a stall against each job and run it a second time beside the run that goes on."""
         self.accepting = False
         sessions = self.dispatcher.all_sessions()
         for s in sessions:
@@ -256,5 +262,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
                 await asyncio.wait_for(self.progress.wait(), left)
         for s in sessions:
             if not s.closed:
-                await self._release_all(s, stalled=True)
+                s.keep_leases = True
+                if s.leases:
+                    log.info(
+                        "worker still running jobs at shutdown; leases left for its next stream",
+                        extra={"worker_id": s.worker_id, "held": len(s.leases)},
+                    )
                 s.outbound.put_nowait(None)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from queue_manager.v1 import types_pb2, workflows_pb2
-from queue_manager_server import convert, validate
+from queue_manager_server import convert, paging, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.workflows import RunRecord, WorkflowStore
@@ -34,7 +34,6 @@ from queue_manager_server.errors import (
     WrongState,
 )
 from queue_manager_server.services.errors import unary
-from queue_manager_server.services.jobs import _decode_token, _encode_token
 
 log = logging.getLogger("queue_manager_server.workflows")
 
@@ -439,14 +438,11 @@ class Workflows:
         return out
 
     async def page(self, page_size: int, page_token: str) -> workflows_pb2.ListWorkflowsResponse:
-        size = page_size or 100
-        if size > 1000:
-            raise InvalidArgument("page_size", f"{size} is above the maximum of 1000")
-        offset = _decode_token(page_token)
+        size, offset = paging.page_request(page_size, page_token, "o", "ListWorkflows")
         records, total = await self.store.page(offset, size)
         response = workflows_pb2.ListWorkflowsResponse(runs=[_run_out(r) for r in records], total_size=total)
         if offset + size < total:
-            response.next_page_token = _encode_token(offset + size)
+            response.next_page_token = paging.next_token("o", offset + size)
         return response
 
 

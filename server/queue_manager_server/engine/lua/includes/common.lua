@@ -319,6 +319,8 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
 end
 
 -- Moves an active or stalled job to failed for good, queues its dead-letter hand-off, applies retention.
+-- With a dead-letter queue, retention waits for the hand-off (handoff_done.lua trims once the outbox is
+-- empty): a trim here would delete jobs failed just before whose copies are not written yet.
 local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stack)
   local jkey = prefix .. id
   STATS.failed = STATS.failed + 1
@@ -328,13 +330,12 @@ local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stac
   local dlq = redis.call('HGET', meta, 'dlq')
   if dlq and dlq ~= '' then redis.call('RPUSH', outbox, id) end
   local remove, age, count = keep_policy(meta, redis.call('HGET', jkey, 'kf'), 'kf')
-  if remove then
-    if dlq and dlq ~= '' then
-      redis.call('HSET', jkey, 'rm', '1')   -- the hand-off deletes it once the copy is written
-    else
-      delete_jobs(failed, prefix, {id})
-    end
+  if dlq and dlq ~= '' then
+    -- A job to remove on failure: the hand-off deletes it once the copy is written.
+    if remove then redis.call('HSET', jkey, 'rm', '1') end
+    return
   end
+  if remove then delete_jobs(failed, prefix, {id}) end
   trim(failed, prefix, age, count, now)
 end
 
