@@ -86,8 +86,13 @@ async def test_table_output_and_environment(
     assert status == 0 and "env-q" in out
     status, out, _ = await qm_cli(capsys, "add", "env-q", "n", "--data", "[1, 2]")
     assert status == 0 and out.splitlines()[0].startswith("id ")
-    monkeypatch.setenv("QM_STATE", "waiting")
-    status, out, _ = await qm_cli(capsys, "jobs", "list", "env-q")
+    # Options of one command never come from the environment: QM_STATE used to fill in `queues clean`'s
+    # required --state (and QM_GRACE meant seconds for `worker`, milliseconds for `queues clean`).
+    monkeypatch.setenv("QM_STATE", "failed")
+    with pytest.raises(SystemExit) as refused:
+        await qm_cli(capsys, "queues", "clean", "env-q", "--grace", "0")
+    assert refused.value.code == 2 and "--state" in capsys.readouterr().err
+    status, out, _ = await qm_cli(capsys, "jobs", "list", "env-q")  # --state's default: waiting
     assert status == 0
     header, row = out.splitlines()
     assert header.split() == [

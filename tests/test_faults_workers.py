@@ -74,8 +74,8 @@ async def test_worker_frozen_past_its_lease_then_resumed(
     scenario: Scenario, procs: Procs, redis_url: str, prefix: str, redis: Redis
 ) -> None:
     """SIGSTOP a worker holding 20 jobs past its lease: the jobs are recovered and completed by another
-    worker; resumed, the frozen worker finishes its runs, and their late completions are rejected: one
-    result per job, the rescuer's."""
+    worker; resumed, the frozen worker learns its leases are gone (its extensions are refused) and stops
+    its runs before they end: one result per job, the rescuer's, and no run left holding a slot."""
     s = scenario
     srv = await procs.server(redis_url, prefix, 0, *server_args(LEASE_MS))
     admin = s.client(srv.address)
@@ -91,15 +91,16 @@ async def test_worker_frozen_past_its_lease_then_resumed(
         await s.wait_finished(admin, ["frozen"], 40)
     finally:
         os.kill(sleeper.popen.pid, signal.SIGCONT)
-    # Resumed, the sleeper's runs end (their sleep is long over) and it reports them with its old leases.
-    await s.wait_records("the sleeper to finish its 20 runs", 20, "done", "sleeper")
+    # Resumed, the sleeper's next extensions are refused (each run has a lease time still to sleep): it
+    # stops the runs, each journaled as abandoned, and reports nothing for them.
+    await s.wait_records("the sleeper to stop its 20 runs", 20, "abandon", "sleeper")
     sleeper.terminate()
     assert await sleeper.wait(WAIT) == 0
     metrics = await admin.get_queue_metrics("frozen")
     assert (metrics.completed, metrics.stalled_total) == (40, 20)
     report = await s.check(redis, prefix, Expect(["frozen"], max_runs=lambda q, i: 2 if i in held else 1))
     assert report.ok, report.summary()
-    assert report.counts["rejected_runs"] == 20  # every late completion was refused: one result per job
+    assert report.counts["rejected_runs"] == 0  # no lost run went on to a completion of its own
 
 
 async def test_connection_goes_silent_without_closing(

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
+from queue_manager_server.engine import Engine
 from tests.conftest import ServerFactory
 from tests.rawworker import RawWorker, eventually
 
@@ -179,5 +180,55 @@ async def test_a_run_going_on_across_a_server_restart_completes_once(server_fact
             1,
         )
         assert runs == Counter({job.id: 1})
+    finally:
+        await client.shutdown()
+
+
+async def test_a_run_whose_lease_was_recovered_is_stopped_and_frees_its_slot(
+    server_factory: ServerFactory, engine: Engine
+) -> None:
+    """The server is down longer than the lease and another server recovers the job meanwhile: when the
+    worker is back, its run is refused, so it is stopped (it used to go on holding the worker's only slot,
+    and the job it had been given waited behind it), and the job runs again at once."""
+    first = await server_factory(shutdown_grace_ms=100, lease_ms=1_000)
+    address = first.address
+    client = QueueManager(address=address, concurrency=1, shutdown_grace=10.0)
+    try:
+        await client.register_queue("lost")
+        outcomes: list[str] = []
+        started = asyncio.Event()
+
+        @client.processor("lost")
+        async def work(job: JobContext) -> str:
+            started.set()
+            if job.stalled_count == 0:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    outcomes.append("first run stopped")
+                    raise
+            outcomes.append("second run")
+            return "ok"
+
+        await client.start_workers()
+        job = await client.add_job("lost", "x")
+        async with asyncio.timeout(WAIT):
+            await started.wait()
+        await first.stop()  # the lease stays held for the worker...
+        elsewhere = await server_factory(lease_ms=1_000)  # ...but this server's reaper recovers it
+
+        async def recovered() -> bool:
+            stored = await engine.get_job("lost", job.id)
+            return (stored.state, stored.int("stc")) == ("waiting", 1)
+
+        await eventually(recovered, timeout=WAIT)
+        await elsewhere.stop()
+        await server_factory(listen=address, lease_ms=1_000)
+
+        async def completed() -> bool:
+            return (await engine.get_job("lost", job.id)).state == "completed"
+
+        await eventually(completed, timeout=WAIT)
+        assert outcomes == ["first run stopped", "second run"]
     finally:
         await client.shutdown()

@@ -288,6 +288,17 @@ def test_bad_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) ->
     assert f"--redis-max-connections must be at least {MIN_REDIS_CONNECTIONS}" in capsys.readouterr().err
     smallest = parse_args(["--redis-max-connections", str(MIN_REDIS_CONNECTIONS)], env={})
     assert smallest.redis_max_connections == MIN_REDIS_CONNECTIONS
+    # A port out of range or missing is refused as such (gRPC read 115701 as 50165 and -1 as 65535; no port
+    # at all was refused as "reachable from other machines").
+    for bad in ("127.0.0.1:115701", "127.0.0.1:-1", "127.0.0.1", "127.0.0.1:"):
+        with pytest.raises(SystemExit):
+            parse_args(["--listen", bad], env={})
+        assert "port from 0 to 65535" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([], env={"QM_LISTEN": "localhost:99999"})
+    assert "--listen (QM_LISTEN)" in capsys.readouterr().err
+    assert parse_args(["--listen", "[::1]:0"], env={}).listen == "[::1]:0"
+    assert parse_args(["--listen", "unix:/tmp/qm.sock"], env={}).listen == "unix:/tmp/qm.sock"
 
 
 async def test_a_pool_smaller_than_the_held_connections_is_a_clear_startup_error(

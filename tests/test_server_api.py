@@ -194,6 +194,13 @@ async def test_bad_queue_config(queues: qrpc.QueueServiceStub) -> None:
     # its own): the default would have been itself.
     dlq = await queues.RegisterQueue(qpb.RegisterQueueRequest(name="dead-letter-queue"))
     assert dlq.queue.config.disable_dead_letter and not dlq.queue.config.dead_letter_queue
+    link = t.ChainLink(queue_name="next", job_name="follow")
+    cfg = t.QueueConfig(default_job_options=t.JobOptions(chain_to=[link]))
+    await expect(
+        Code.INVALID_ARGUMENT,
+        queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)),
+        "default_job_options.chain_to",
+    )
     cfg = t.QueueConfig(default_job_options=t.JobOptions(job_id="x"))
     await expect(
         Code.INVALID_ARGUMENT, queues.RegisterQueue(qpb.RegisterQueueRequest(name="q", config=cfg)), "job_id"

@@ -98,14 +98,27 @@ DEFAULT_HTTP_LISTEN = "127.0.0.1:3010"
 _OFF = {"", "off", "none", "no", "false", "0", "disabled"}
 
 
+def host_port(value: str, also: str = "") -> str:
+    """HOST:PORT with a port from 0 (any free one) to 65535; raises ValueError when malformed (gRPC itself
+    would read port 115701 as 50165 and -1 as 65535)."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT with a port from 0 to 65535{also}")
+    return value.strip()
+
+
+def listen(value: str) -> str:
+    """A --listen value: HOST:PORT, or a unix socket (unix:PATH); raises ValueError when malformed."""
+    if value.startswith(("unix:", "unix-abstract:")):
+        return value
+    return host_port(value, " (or unix:PATH)")
+
+
 def http_listen(value: str) -> str:
     """A --http-listen value as HOST:PORT, or "" for off; raises ValueError when malformed."""
     if value.strip().lower() in _OFF:
         return ""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT (or 'off')")
-    return value.strip()
+    return host_port(value, " (or 'off')")
 
 
 def redis_url_from_env(env: Mapping[str, str]) -> str | None:
@@ -219,6 +232,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--test-crash-point", default=e("QM_TEST_CRASH_POINT", ""), help=argparse.SUPPRESS)
     security.add_arguments(p, e, d)
     a = p.parse_args(argv)
+    try:
+        a.listen = listen(a.listen)
+    except ValueError as exc:
+        p.error(f"--listen (QM_LISTEN): {exc}")
     security.check_arguments(a, p.error)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")

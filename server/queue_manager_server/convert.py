@@ -574,6 +574,10 @@ def queue_meta(
             raise InvalidArgument(f"{field}.default_job_options.delay", "cannot have a default")
         if o.HasField("dedup"):
             raise InvalidArgument(f"{field}.default_job_options.dedup", "cannot have a default")
+        if o.chain_to:
+            raise InvalidArgument(
+                f"{field}.default_job_options.chain_to", "cannot have a default: give it with each job"
+            )
         apply_options(defaults, o, f"{field}.default_job_options")
     if cfg.completed_retention.remove and not defaults.keep_completed:
         defaults.keep_completed = "r"

@@ -33,7 +33,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
 
     monkeypatch.setattr(queue_manager_tui, "run", fake_run)
     monkeypatch.delenv("QM_READ_ONLY", raising=False)
-    monkeypatch.delenv("QM_INTERVAL", raising=False)
+    monkeypatch.delenv("QM_DASH_INTERVAL", raising=False)
     return calls
 
 
@@ -44,7 +44,7 @@ def test_dash_options_reach_the_app(runs: list[tuple[Any, ...]], monkeypatch: py
         main(["--server", "before:1", "dash", "--server", "after:2", "--read-only", "--interval", "0.5"]) == 0
     )
     monkeypatch.setenv("QM_READ_ONLY", "yes")
-    monkeypatch.setenv("QM_INTERVAL", "2")
+    monkeypatch.setenv("QM_DASH_INTERVAL", "2")
     assert main(["dash"]) == 0
     assert runs == [
         (None, False, 1.0),

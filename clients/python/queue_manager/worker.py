@@ -13,7 +13,8 @@ Protocol, as this side speaks it:
    task sends everything ready as ONE report whenever it wakes, so a lone completion goes out at once and
    a burst shares a message. A run's log lines travel before its outcome (the server stores them first).
 5. Every heartbeat interval the leases of running jobs are extended. The server acks each extension and
-   every rejected item; a rejected lease marks its job lost (its result is discarded). The first report and
+   every rejected item; a rejected lease marks its job lost: its run is stopped (as on CANCEL_JOB) and
+   its result discarded. The first report and
    every heartbeat, busy or idle, carry ``stats``: this process's CPU and memory (with psutil installed,
    ``queue-manager[stats]``; without it none), which ``ListWorkers`` and the dashboard show.
 6. DRAIN command (no delivery follows it): grant nothing more, let running jobs finish, send their
@@ -102,7 +103,12 @@ def default_concurrency() -> int:
     text = os.environ.get("WORKER_CONCURRENCY", "").strip()
     if not text:
         return 10
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(
+            f"WORKER_CONCURRENCY must be a whole number of at least 1, not {text[:50]!r}"
+        ) from None
     if value < 1:
         raise ValueError(f"WORKER_CONCURRENCY must be at least 1, got {value}")
     return value
@@ -314,8 +320,13 @@ class Worker:
             if welcomed:
                 delay = _BACKOFF_FIRST
             pause = delay * (0.5 + random.random() / 2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing_event.wait(), timeout=pause)
+            if self._closing:
+                # Outcomes left to send while shutting down: keep trying, backing off as ever, until
+                # `shutdown` gives up (its closing event is set already: waiting on it would not wait).
+                await asyncio.sleep(pause)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing_event.wait(), timeout=pause)
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _session(self) -> bool:
@@ -484,7 +495,7 @@ class Worker:
             earlier = self._running.get(ctx.key)
             if earlier is not None:
                 # The server leased the job again (its earlier lease here was recovered): that run is lost.
-                earlier._lost = True
+                self._lose(earlier)
             self._running[ctx.key] = ctx
             fn, is_async = entry
             limit = job.options.timeout.ToNanoseconds() / 1e9 if job.options.HasField("timeout") else None
@@ -502,9 +513,9 @@ class Worker:
             if ctx is not None and ctx.lease_token != lease.lease_token:
                 ctx = None  # a verdict on an earlier run of the job, not on the one running now
             if ctx is not None and not ctx._lost:
-                ctx._lost = True
+                self._lose(ctx)
                 logger.warning(
-                    "job %s/%s lost its lease (%s: %s); its result will be discarded",
+                    "job %s/%s lost its lease (%s: %s); its run is stopped and its result discarded",
                     lease.queue_name,
                     lease.job_id,
                     _code_name(item.code),
@@ -525,6 +536,16 @@ class Worker:
                     _code_name(item.code),
                     item.message,
                 )
+
+    def _lose(self, ctx: JobContext) -> None:
+        """A run whose lease was recovered (the job is, or will be, delivered again): its result would be
+        discarded, so it is stopped as on CANCEL_JOB (an async processor's task is cancelled, a plain-``def``
+        one sees ``job.cancelled``) and nothing is reported. A lost run left going kept its slot: after an
+        outage longer than the lease, a worker's slots stayed full of runs whose jobs waited meanwhile."""
+        ctx._lost = True
+        ctx._cancelled = True
+        if self._processors[ctx.queue_name][1] and ctx._task is not None:
+            ctx._task.cancel()
 
     def _on_command(self, command: worker_service_pb2.ServerCommand) -> None:
         if command.type == _DRAIN:

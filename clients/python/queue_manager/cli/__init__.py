@@ -1,7 +1,8 @@
 """The ``qm`` command: serve, worker, add, jobs, queues, workflows, schedules, workers, health and dash.
 
-Every option can also come from the environment as ``QM_<OPTION>`` (``--page-size`` → ``QM_PAGE_SIZE``);
-``--server`` reads ``QM_SERVER`` and ``-o/--output`` reads ``QM_OUTPUT``. gRPC errors print
+``--server`` reads ``QM_SERVER``, ``-o/--output`` ``QM_OUTPUT`` and the TLS and token options their
+``QM_`` variables; ``qm worker`` and ``qm dash`` read their settings from ``QM_WORKER_*`` and
+``QM_DASH_INTERVAL``. Other commands' options come from the command line only. gRPC errors print
 ``error: <STATUS>: <message>`` on stderr and exit with status 1. Each command group lives in its own
 module and adds itself to the parser with ``register``.
 """
@@ -64,7 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="server address host:port [env QM_SERVER, default localhost:50051]",
     )
-    option(parser, "-o", "--output", choices=("table", "json"), default="table", help="output format")
+    option(
+        parser,
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="output format",
+        env="QM_OUTPUT",
+    )
     auth.add_connection_flags(parser)
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -23,15 +23,24 @@ class UsageError(Exception):
     """Bad command-line input found after parsing (exit status 2)."""
 
 
-def env_name(flag: str) -> str:
-    return "QM_" + flag.lstrip("-").replace("-", "_").upper()
-
-
 def option(
-    parser: argparse.ArgumentParser, *flags: str, help: str, required: bool = False, **kw: Any
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    help: str,
+    required: bool = False,
+    env: str | None = None,
+    **kw: Any,
 ) -> None:
-    """Adds an option whose default comes from ``QM_<NAME>`` when that variable is set."""
-    env = env_name(flags[-1])
+    """Adds an option; with `env`, its default comes from that variable when it is set.
+
+    Only settings of where and how to run read the environment (the global options, the worker's and the
+    dashboard's, each named after its command): a variable shared by options of several commands read
+    seconds in one and milliseconds in another, and could fill in a destructive command's required
+    choice (``QM_STATE`` for ``queues clean``).
+    """
+    if env is None:
+        parser.add_argument(*flags, required=required, help=help, **kw)
+        return
     if env in os.environ:
         kw["default"] = os.environ[env]  # argparse applies `type` to string defaults
         required = False

@@ -39,7 +39,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=os.environ.get("QM_READ_ONLY", "").strip().lower() in _TRUE,
         help="hide the controls (pause, clean, retry, remove, promote, cancel) [env QM_READ_ONLY]",
     )
-    option(dash, "--interval", type=float, default=1.0, help="seconds between metrics snapshots (0.1 to 60)")
+    option(
+        dash,
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between metrics snapshots (0.1 to 60)",
+        env="QM_DASH_INTERVAL",
+    )
     dash.set_defaults(command="dash", handler=_cmd_dash)
 
 

@@ -32,9 +32,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     worker = commands.add_parser("worker", help="run the processors registered on a QueueManager")
     worker.add_argument("import_path", metavar="IMPORT_PATH", help="module:attr of a QueueManager, or module")
-    option(worker, "--queue", action="append", help="only these queues (repeatable; env: comma-separated)")
+    option(
+        worker,
+        "--queue",
+        action="append",
+        help="only these queues (repeatable; env: comma-separated)",
+        env="QM_WORKER_QUEUES",
+    )
     option(worker, "--concurrency", type=int, help="jobs run at once (default WORKER_CONCURRENCY or 10)")
-    option(worker, "--grace", type=float, default=30.0, help="seconds to let running jobs finish on shutdown")
+    option(
+        worker,
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds to let running jobs finish on shutdown",
+        env="QM_WORKER_GRACE",
+    )
     worker.set_defaults(command="worker", handler=_cmd_worker)
 
     health = commands.add_parser("health", help="check the server's health (grpc.health.v1)")
