@@ -528,9 +528,10 @@ def _leased_extras(job: types_pb2.Job, c: ClaimedJob) -> None:
 
 
 def queue_meta(
-    cfg: types_pb2.QueueConfig, field: str = "config"
+    cfg: types_pb2.QueueConfig, field: str = "config", name: str = ""
 ) -> tuple[dict[str, str | int | bytes], types_pb2.QueueConfig]:
-    """Validates a queue config, fills defaults, and flattens it into the meta fields Lua reads."""
+    """Validates the config of the queue `name`, fills defaults, and flattens it into the meta fields Lua
+    reads. The default dead-letter queue's own default is none: it keeps its failed jobs."""
     filled = types_pb2.QueueConfig()
     filled.CopyFrom(cfg)
     fields: dict[str, str | int | bytes] = {}
@@ -541,7 +542,9 @@ def queue_meta(
             raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
     fields["rl_max"], fields["rl_ms"] = rl_max, rl_ms
     dlq = ""
-    if not cfg.disable_dead_letter:
+    if name == DEFAULT_DLQ and not cfg.dead_letter_queue:
+        filled.disable_dead_letter = True
+    if not filled.disable_dead_letter:
         dlq = (
             validate.queue_name(cfg.dead_letter_queue, f"{field}.dead_letter_queue")
             if cfg.dead_letter_queue

@@ -389,13 +389,10 @@ class Worker:
         self._credits = 0 if self._stopping else max(0, self.concurrency - len(self._running))
         # Extensions queued for the old stream are stale. Fresh ones for every run still going go in the
         # first report: a server that ended the old stream at its shutdown left their leases held, and this
-        # server takes them over when they are extended here (a lease lost meanwhile is refused: that run's
-        # result will be discarded).
-        extensions = self._outbox.report.extensions
-        del extensions[:]
-        for ctx in self._running.values():
-            if not ctx._lost:
-                extensions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
+        # server takes them over when they are extended here (a lease lost meanwhile is refused: that run is
+        # stopped).
+        del self._outbox.report.extensions[:]
+        self._extend_running()
         self._attach_stats()
         self._connected.set()
         self._wake.set()
@@ -458,13 +455,16 @@ class Worker:
             self._failure_log.flush()  # the count of a storm of failures that has stopped
             if self._attach_stats():
                 self._wake.set()
-            if not self._running:
-                continue
-            extensions = self._outbox.report.extensions
-            for ctx in self._running.values():
-                if not ctx._lost:
-                    extensions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
-            self._wake.set()
+            if self._running:
+                self._extend_running()
+                self._wake.set()
+
+    def _extend_running(self) -> None:
+        """Puts an extension of every running job's lease (but the lost ones') into the next report."""
+        extensions = self._outbox.report.extensions
+        for ctx in self._running.values():
+            if not ctx._lost:
+                extensions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
 
     def _attach_stats(self) -> bool:
         """Puts this process's resource use into the next report; False without psutil."""
@@ -543,6 +543,10 @@ class Worker:
         one sees ``job.cancelled``) and nothing is reported. A lost run left going kept its slot: after an
         outage longer than the lease, a worker's slots stayed full of runs whose jobs waited meanwhile."""
         ctx._lost = True
+        self._stop_run(ctx)
+
+    def _stop_run(self, ctx: JobContext) -> None:
+        """Stops a run: an async processor's task is cancelled, a plain-``def`` one sees ``job.cancelled``."""
         ctx._cancelled = True
         if self._processors[ctx.queue_name][1] and ctx._task is not None:
             ctx._task.cancel()
@@ -566,15 +570,13 @@ class Worker:
         ctx = self._running.get((ref.queue_name, ref.job_id))
         if ctx is None or ctx.lease_token != ref.lease_token or ctx._cancelled:
             return  # finished meanwhile (its outcome is recorded as usual), another run, or told already
-        ctx._cancelled = True
         logger.info(
             "job %s/%s: the server asks to stop it (%s)",
             ref.queue_name,
             ref.job_id,
             command.reason or "cancelled",
         )
-        if self._processors[ctx.queue_name][1] and ctx._task is not None:
-            ctx._task.cancel()
+        self._stop_run(ctx)
 
     # ----------------------------------------------------------------- running jobs
 

@@ -845,10 +845,13 @@ class Engine:
     async def apply_retention(self, queue: str) -> int:
         """Removes finished jobs older than the queue's retention ages (counts are trimmed on finish)."""
         k = self.keys(queue)
-        ages = await self.redis.hmget(k.meta, ["kc_age", "kf_age"])
-        now = await self.redis_time_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(k.meta, ["kc_age", "kf_age"])
+        pipe.llen(k.outbox)
+        ages, pending = await execute(pipe)
         # Failed jobs still waiting for their dead-letter copy stay: the hand-off trims after it.
-        handing_off = await self.redis.llen(k.outbox) > 0
+        handing_off = _i(pending) > 0
+        now = await self.redis_time_ms()
         removed = 0
         for zset, age in zip(_finished_sets(k), _age_limits(ages), strict=True):
             if zset == k.failed and handing_off:

@@ -11,17 +11,18 @@ type/delay/jitter/max), kc/kf (keep policies), to (timeout ms), ms (max stalled)
 something only while st is active), pts (the run's start as older servers wrote it, beside a wid holding the
 worker id only), fts (finished), lex (lease expiry: written by older servers only, the active zset's score
 holds it), res/rct (result and its content type; no rct: JSON; a completed job without res returned none, JSON
-null), err/stk (last failure), prog (progress JSON), rm (delete after the dead-letter hand-off). Flows
-(engine/flows.py): flo (in a flow: hand off on finish; "e" on a chain's last link: only when it does not
-complete), par (encoded Job holding parents, chain_root and workflow), chn (encoded JobOptions holding the
-chain links still to come), chd (encoded Job holding the children started), cfl (on a chain's first job: why
-the chain stopped). Control (engine/control.py): cxr ("1" once a cancel was asked while the job was active),
-cxm (the cancel reason). Job control (engine/job_control.py): lgn (log lines ever added; the lines are in the
-queue's ``logs:<id>`` list), wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its
-dedup key, held until it finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). The scripts'
-own: p (which of the fields a claim and a completion read the job has none of, so they read fewer: "1" none
-of them, "c" none a completion reads, "0" or absent: read them all; lua/includes/common.lua PLAIN), left out
-of every JobRecord (engine.py job_fields) and of the scripts' answers.
+null), err/stk (last failure), prog (progress JSON), rm (delete after the dead-letter hand-off), dlo (on a
+dead-letter copy: the queue it came from; a copy is never copied again). Flows (engine/flows.py): flo (in a
+flow: hand off on finish; "e" on a chain's last link: only when it does not complete), par (encoded Job
+holding parents, chain_root and workflow), chn (encoded JobOptions holding the chain links still to come), chd
+(encoded Job holding the children started), cfl (on a chain's first job: why the chain stopped). Control
+(engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
+control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
+wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
+finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). The scripts' own: p (which of the fields
+a claim and a completion read the job has none of, so they read fewer: "1" none of them, "c" none a completion
+reads, "0" or absent: read them all; lua/includes/common.lua PLAIN), left out of every JobRecord (engine.py
+job_fields) and of the scripts' answers.
 """
 
 from __future__ import annotations

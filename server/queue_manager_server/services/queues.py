@@ -8,7 +8,6 @@ from queue_manager.v1 import queue_service_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
-from queue_manager_server.engine.engine import DEFAULT_DLQ
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
 
@@ -25,14 +24,7 @@ class QueueAdmin:
         self, request: pb.RegisterQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterQueueResponse:
         name = validate.queue_name(request.name, "name")
-        config = request.config
-        if name == DEFAULT_DLQ and not config.dead_letter_queue and not config.disable_dead_letter:
-            # The default dead-letter queue, registered by name (to set its retention, say): it keeps its
-            # failed jobs, as when it was registered on another queue's behalf.
-            config = types_pb2.QueueConfig()
-            config.CopyFrom(request.config)
-            config.disable_dead_letter = True
-        fields, _ = convert.queue_meta(config)
+        fields, _ = convert.queue_meta(request.config, name=name)
         dlq = str(fields["dlq"])
         if dlq == name:
             raise InvalidArgument("config.dead_letter_queue", "a queue cannot be its own dead-letter queue")
