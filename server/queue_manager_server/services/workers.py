@@ -141,9 +141,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             self.dispatcher.unregister(session)
             reader.cancel()
             if not session.keep_leases:
-                self.dispatcher.spawn(
-                    self._release_all(session, stalled=True), f"release:{session.worker_id}"
-                )
+                self.dispatcher.spawn(self._recover_held(session), f"release:{session.worker_id}")
             self.dispatcher.spawn(self._unlist(session), f"unlist:{session.worker_id}")
             self._open_streams -= 1  # its clean-up is the dispatcher's now (streams_ended)
             if not self._open_streams:
@@ -212,7 +210,8 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         except Exception as exc:
             log.info("cannot unlist worker", extra={"worker_id": s.worker_id, "error": str(exc)})
 
-    async def _release_all(self, s: WorkerSession, stalled: bool) -> None:
+    async def _recover_held(self, s: WorkerSession) -> None:
+        """The jobs a worker whose stream ended on its own still held go back, each counting a stall."""
         held = list(s.leases.items())
         s.leases.clear()
         by_queue: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -220,7 +219,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             by_queue[queue].append((job_id, token))
         for queue, items in by_queue.items():
             try:
-                await self.engine.release(queue, items, stalled=stalled)
+                await self.engine.release(queue, items, stalled=True)
             except Exception as exc:
                 log.warning("release failed; leases will expire", extra={"queue": queue, "error": str(exc)})
 
