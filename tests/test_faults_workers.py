@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.ledger.checker import Expect
-from tests.ledger.faultkit import SilentProxy
+from tests.ledger.faultkit import SilentProxy, until
 from tests.ledger.producer import numbered
 from tests.ledger.scenario import LEASE_MS, RECOVERY_LEASE_MS, WAIT, Scenario, server_args
 from tests.procs import Procs
@@ -101,6 +101,50 @@ async def test_worker_frozen_past_its_lease_then_resumed(
     report = await s.check(redis, prefix, Expect(["frozen"], max_runs=lambda q, i: 2 if i in held else 1))
     assert report.ok, report.summary()
     assert report.counts["rejected_runs"] == 0  # no lost run went on to a completion of its own
+
+
+async def test_jobs_recovered_from_a_frozen_worker_are_not_sent_back_to_it(
+    scenario: Scenario, procs: Procs, redis_url: str, prefix: str, redis: Redis
+) -> None:
+    """SIGSTOP a worker holding 20 jobs with 20 slots still free: when their leases run out, the recovered
+    jobs wait for a live worker instead of going straight back to the frozen one (where they would stall a
+    second time: failed for good with max_stalled 1). Resumed, the frozen worker takes jobs again."""
+    s = scenario
+    srv = await procs.server(redis_url, prefix, 0, *server_args(LEASE_MS))
+    admin = s.client(srv.address)
+    await admin.register_queue("thaw", default_job_options={"max_stalled": 1})
+    producer = s.producer(srv.address)
+    sleeper = s.worker(srv.address, ["thaw"], "sleeper", concurrency=40, run_ms=3 * LEASE_MS)
+    await s.wait_connected(admin, ["sleeper"])
+    assert await producer.add_bulk("thaw", numbered("t", 20)) == "ack"
+    await s.wait_records("the sleeper to start 20 runs", 20, "start", "sleeper")
+    held = held_by(s, "sleeper")
+    os.kill(sleeper.popen.pid, signal.SIGSTOP)
+    try:
+
+        async def recovered() -> bool:
+            m = await admin.get_queue_metrics("thaw")
+            return (m.stalled_total, m.waiting, m.active) == (20, 20, 0)
+
+        await until(
+            recovered, "the reaper to recover the frozen worker's 20 jobs and leave them waiting", WAIT / 4
+        )
+        rescuer = s.worker(srv.address, ["thaw"], "rescuer", concurrency=20, run_ms=5)
+        await s.wait_finished(admin, ["thaw"], 20)
+    finally:
+        os.kill(sleeper.popen.pid, signal.SIGCONT)
+    metrics = await admin.get_queue_metrics("thaw")
+    assert (metrics.completed, metrics.failed, metrics.stalled_total) == (20, 0, 20)
+    # Resumed, the sleeper stops its lost runs and reports: it is sent jobs again.
+    await s.wait_records("the sleeper to stop its 20 runs", 20, "abandon", "sleeper")
+    rescuer.terminate()
+    assert await rescuer.wait(WAIT) == 0
+    assert await producer.add_bulk("thaw", numbered("u", 5)) == "ack"
+    await s.wait_records("the resumed sleeper to start new runs", 25, "start", "sleeper")
+    sleeper.terminate()
+    assert await sleeper.wait(WAIT) == 0
+    report = await s.check(redis, prefix, Expect(["thaw"], max_runs=lambda q, i: 2 if i in held else 1))
+    assert report.ok, report.summary()
 
 
 async def test_connection_goes_silent_without_closing(

@@ -112,6 +112,8 @@ class WorkerSession:
     hello: pb.WorkerHello = field(default_factory=pb.WorkerHello)
     connected_at: float = field(default_factory=time.monotonic)
     reported_at: float = field(default_factory=time.monotonic)
+    # When the first delivery since the worker's last report went out (monotonic seconds; 0: none since).
+    unanswered_since: float = 0.0
     stats: pb.WorkerStats | None = None
     # Slow readers (components/stream_guard.py): the task serving the stream, when the message being
     # written started waiting for the worker to take it (0: none waits), and the most messages that may
@@ -124,6 +126,8 @@ class WorkerSession:
     # Queues whose loop found no credit here while a claim of another queue held it reserved: woken when
     # that claim gives back what it did not use (Dispatcher._give_back).
     short_of_credit: set[str] = field(default_factory=set)
+    # Queues whose loop passed this session over as unresponsive (Dispatcher._silent): woken when it reports.
+    silenced: set[str] = field(default_factory=set)
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
@@ -141,6 +145,12 @@ class WorkerSession:
         log.warning("worker stream cut", extra={"worker_id": self.worker_id, "reason": reason})
         if self.task is not None:
             self.task.cancel()
+
+    def unresponsive(self, now: float, lease_s: float) -> bool:
+        """Whether the worker holds jobs and has said nothing for a whole lease since they were sent or it
+        last reported (a live worker extends its leases every heartbeat): a frozen process behind a live
+        connection. Its leases have run out, or are about to, so jobs sent to it now would stall again."""
+        return bool(self.leases) and now - (self.unanswered_since or self.reported_at) > lease_s
 
     def forget(self, queue: str, job_id: str, token: str) -> None:
         """The worker is done with this lease of the job (a stale token leaves a newer lease alone)."""
@@ -165,6 +175,7 @@ class Dispatcher:
     def __init__(self, engine: Engine, lease_ms: int) -> None:
         self.engine = engine
         self.lease_ms = lease_ms
+        self.lease_s = lease_ms / 1000
         self.sessions: dict[str, set[WorkerSession]] = defaultdict(set)
         self._wake: dict[str, asyncio.Event] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
@@ -274,8 +285,9 @@ class Dispatcher:
         if loop is None or loop.done():
             return None
         sessions = self._in_turn(queue)
+        now = time.monotonic()
         for s in sessions:
-            if s.closed or s.draining or s.credits <= 0 or s.linger_until:
+            if s.closed or s.draining or s.credits <= 0 or s.linger_until or self._silent(s, queue, now):
                 continue
             take = min(self._take(s, len(sessions) == 1), FOLD_MAX)
             if take <= 0:
@@ -370,6 +382,8 @@ class Dispatcher:
             return
         for j in jobs:
             s.leases[(queue, j.id)] = token
+        if not s.unanswered_since:
+            s.unanswered_since = time.monotonic()
         timeouts = [j.timeout_ms for j in jobs if j.timeout_ms]
         if timeouts and self.deadline_hook is not None:
             self.deadline_hook(queue, min(timeouts))
@@ -478,8 +492,9 @@ class Dispatcher:
         sessions = self._in_turn(queue)
         split = len(sessions) == 1
         now = asyncio.get_running_loop().time()
+        clock = time.monotonic()
         for s in sessions:
-            if s.closed or s.draining:
+            if s.closed or s.draining or self._silent(s, queue, clock):
                 continue
             if s.credits <= 0:
                 s.short_of_credit.add(queue)
@@ -542,6 +557,23 @@ class Dispatcher:
                 # that was one wasted claim per job and worker). Jobs added meanwhile wake a new round.
                 break
         return 0 if more else wait
+
+    def _silent(self, s: WorkerSession, queue: str, now: float) -> bool:
+        """Whether the session is unresponsive (WorkerSession.unresponsive): it gets no job until it reports
+        again, and then its queues are woken (`heard`). Jobs recovered from a frozen worker went straight
+        back to it while it had credits, and stalled a second time."""
+        if not s.unresponsive(now, self.lease_s):
+            return False
+        s.silenced.add(queue)
+        return True
+
+    def heard(self, s: WorkerSession) -> None:
+        """The session reported: if it was passed over as unresponsive, its queues claim for it again."""
+        s.unanswered_since = 0.0
+        if s.silenced:
+            silenced, s.silenced = s.silenced, set()
+            for q in silenced:
+                self.wake(q)
 
     def _hold(self, queue: str, wait: float) -> float:
         """The rate limit holds the queue for `wait` seconds: credits do not wake it meanwhile."""

@@ -20,6 +20,8 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    Accepted completions are not acked one by one.
 5. Heartbeats are the extensions: the worker sends them every ``heartbeat_interval`` for every running job.
    A job whose lease runs out is recovered by the reaper (stalled count +1) and its late result rejected.
+   A worker holding jobs that has sent nothing for a whole lease is sent no job until it reports again
+   (Dispatcher._silent): the jobs recovered from a frozen worker are not sent straight back to it.
    With each heartbeat the worker may send ``report.stats`` (its CPU and memory), busy or idle. From the
    welcome until the stream ends the worker is listed in the worker registry (``ListWorkers``) with its
    hello, its jobs in flight and its last stats (services/registry.py).
@@ -186,6 +188,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
 
     async def _report(self, s: WorkerSession, r: pb.WorkerReport) -> None:
         s.reported_at = time.monotonic()
+        self.dispatcher.heard(s)
         if r.HasField("stats"):  # sent with heartbeats; the registry component writes it out
             s.stats = r.stats
         if r.stop:
