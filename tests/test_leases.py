@@ -9,9 +9,11 @@ from collections import Counter
 import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
+from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.engine import Engine
+from queue_manager_server.services import dispatcher
 from tests.conftest import ServerFactory
-from tests.rawworker import RawWorker, eventually
+from tests.rawworker import RawWorker, eventually, lease
 
 WAIT = 30.0
 
@@ -232,3 +234,36 @@ async def test_a_run_whose_lease_was_recovered_is_stopped_and_frees_its_slot(
         assert outcomes == ["first run stopped", "second run"]
     finally:
         await client.shutdown()
+
+
+async def test_a_silent_worker_gets_no_job_until_it_reports(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holding a job that says nothing for a whole lease is passed over: the reaper recovers the
+    job, which then waits instead of going back down the silent stream (it would stall again). The
+    worker's next report, here the refused extension of its lost lease, has the job sent to it at once,
+    not at the queue's idle recheck (made a minute long)."""
+    monkeypatch.setattr(dispatcher, "IDLE_RECHECK_S", 60.0)
+    server = await server_factory(lease_ms=1_000)
+    async with QueueManager(address=server.address) as client:
+        await client.register_queue("quiet", default_job_options={"max_stalled": 3})
+        raw = RawWorker(server.address, ["quiet"], concurrency=5)
+        try:
+            await raw.connect(credits=5)
+            added = await client.add_job("quiet", "j")
+            (first,) = await raw.jobs(1)
+
+            async def recovered() -> bool:
+                job = await client.get_job("quiet", added.id)
+                return job.state is JobState.WAITING and job.stalled_count == 1
+
+            await eventually(recovered, timeout=WAIT)
+            delivery = asyncio.create_task(raw.until("delivery", timeout=WAIT))
+            await asyncio.wait([delivery], timeout=1.0)
+            assert not delivery.done(), "the silent stream must be sent nothing"
+            raw.report(pb.WorkerReport(extensions=[lease(first)]))
+            again = (await asyncio.wait_for(delivery, 10.0)).delivery.jobs
+            assert [(j.job.id, j.redelivery) for j in again] == [(added.id, True)]
+            assert again[0].lease_token != first.lease_token
+        finally:
+            await raw.close()
