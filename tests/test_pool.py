@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from queue_manager import JobState, PoolEvent, QueueManager, WorkerManager
+from queue_manager.children import RestartPacer
 from queue_manager.cli import main
 from tests.conftest import RunningServer, ServerFactory
 
@@ -295,3 +296,11 @@ async def connected_pids(client: QueueManager, count_ok: Callable[[int], bool]) 
             if count_ok(len(pids)):
                 return pids
     raise AssertionError("the metrics stream ended")
+
+
+async def test_replacements_of_processes_that_keep_dying_back_off() -> None:
+    pacer = RestartPacer(first_delay=1.0, max_delay=8.0)
+    assert [pacer.died(0.5) for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert 7.0 < pacer.wait() <= 8.0
+    assert pacer.died(8.0) == 0.0 and pacer.wait() == 0.0  # one that ran long is replaced at once
+    assert pacer.died(None) == 1.0  # could not start: counts as dying young

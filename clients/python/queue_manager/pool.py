@@ -39,6 +39,7 @@ from datetime import timedelta
 from typing import Literal, TypeAlias
 
 from queue_manager.autoscale import PoolLoad, QueueLoad, ScalingPolicy, ScalingState, decide
+from queue_manager.children import Child, RestartPacer, describe_exit
 from queue_manager.errors import QueueManagerError
 from queue_manager.loader import load_queue_manager
 from queue_manager.metrics import MetricsSnapshot, QueueMetrics, WorkerInfo
@@ -82,15 +83,6 @@ class PoolEvent:
     returncode: int | None = None
     expected: bool = True
     reason: str = ""
-
-
-@dataclass(slots=True, eq=False)
-class _Child:
-    process: asyncio.subprocess.Process
-    started: float
-    stopping: bool = False
-    in_flight: int = 0
-    waiter: asyncio.Task[None] | None = None
 
 
 class WorkerManager:
@@ -173,19 +165,18 @@ class WorkerManager:
         self.interval = _seconds("interval", interval)
         if not 0.1 <= self.interval <= 60:
             raise ValueError(f"interval must be 0.1 to 60 seconds, got {interval}")
-        self.restart_delay = _seconds("restart_delay", restart_delay)
-        self.max_restart_delay = max(_seconds("max_restart_delay", max_restart_delay), self.restart_delay)
+        self._restarts = RestartPacer(
+            _seconds("restart_delay", restart_delay), _seconds("max_restart_delay", max_restart_delay)
+        )
         self._env = {**os.environ, **(env or {})}
         self._cwd = cwd
         self._on_event = on_event
         self._host = socket.gethostname()
         self._machine = MachineStats()
-        self._children: list[_Child] = []
+        self._children: dict[Child, asyncio.Task[None]] = {}  # each with the task awaiting its end
         self._desired = self.policy.min_workers
         self._scaling = ScalingState()
         self._reason = f"starting at min {self.policy.min_workers}"
-        self._deaths = 0  # children in a row that died young
-        self._next_spawn = 0.0
         self._retry_spawn: asyncio.TimerHandle | None = None
         self._subscribers: set[asyncio.Queue[PoolEvent | None]] = set()
         self._wake = asyncio.Event()
@@ -215,7 +206,7 @@ class WorkerManager:
     @property
     def pids(self) -> list[int]:
         """Process ids of every child still running, stopping ones included."""
-        return [c.process.pid for c in self._children]
+        return [c.pid for c in self._children]
 
     def events(self) -> AsyncIterator[PoolEvent]:
         """Every event from now on, until the pool has shut down (subscribes at the call)."""
@@ -297,21 +288,19 @@ class WorkerManager:
             self._wake.set()  # it finishes the start it may be in, then sees _closing
             await self._supervisor
         self._set_desired(0, "shutting down")
-        for child in self._children:
+        for child in list(self._children):
             if not child.stopping:
                 self._stop(child, "shutting down")
-        waiters = [c.waiter for c in self._children if c.waiter is not None]
-        if waiters:
-            _, overrun = await asyncio.wait(waiters, timeout=grace + _KILL_MARGIN)
+        if self._children:
+            _, overrun = await asyncio.wait(self._children.values(), timeout=grace + _KILL_MARGIN)
             if overrun:
                 for child in self._children:
                     logger.warning(
                         "worker process %d still running %.0fs after SIGTERM; killing it",
-                        child.process.pid,
+                        child.pid,
                         grace + _KILL_MARGIN,
                     )
-                    with contextlib.suppress(ProcessLookupError):
-                        child.process.kill()
+                    child.kill()
                 await asyncio.wait(overrun)
         await self._qm.shutdown()
         for queue in self._subscribers:
@@ -362,7 +351,7 @@ class WorkerManager:
         """Each child's in-flight count, from the workers it appears as (its ``pid`` and ``host`` labels)."""
         held = {w.labels.get("pid"): w.in_flight for w in workers if w.labels.get("host") == self._host}
         for child in self._children:
-            child.in_flight = held.get(str(child.process.pid), 0)
+            child.in_flight = held.get(str(child.pid), 0)
 
     def _set_desired(self, desired: int, reason: str) -> None:
         self._desired = desired
@@ -386,37 +375,28 @@ class WorkerManager:
             for child in extra:
                 self._stop(child, self._reason)
             return
-        loop = asyncio.get_running_loop()
         for _ in range(self._desired - len(live)):
-            wait = self._next_spawn - loop.time()
-            if wait > 0:
+            if (wait := self._restarts.wait()) > 0:
                 if self._retry_spawn is not None:
                     self._retry_spawn.cancel()
-                self._retry_spawn = loop.call_later(wait, self._wake.set)
+                self._retry_spawn = asyncio.get_running_loop().call_later(wait, self._wake.set)
                 return
             await self._spawn()
             if self._closing:
                 return
 
     async def _spawn(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self._argv(),
-                stdin=asyncio.subprocess.PIPE,
-                env=self._env,
-                cwd=self._cwd,
-                start_new_session=True,
-            )
+            child = await Child.start(self._argv(), self._env, self._cwd)
         except OSError as exc:
-            delay = self._died_young()
+            delay = self._restarts.died(None)
             logger.error("cannot start a worker process: %s; trying again in %.1fs", exc, delay)
             return
-        child = _Child(process, loop.time())
-        self._children.append(child)
-        child.waiter = asyncio.create_task(self._wait_child(child), name=f"qm-pool-child-{process.pid}")
-        logger.info("started worker process %d (%d of %d)", process.pid, self.workers, self._desired)
-        self._emit(PoolEvent("started", self.workers, self._desired, pid=process.pid))
+        self._children[child] = asyncio.create_task(
+            self._wait_child(child), name=f"qm-pool-child-{child.pid}"
+        )
+        logger.info("started worker process %d (%d of %d)", child.pid, self.workers, self._desired)
+        self._emit(PoolEvent("started", self.workers, self._desired, pid=child.pid))
 
     def _argv(self) -> list[str]:
         argv = [sys.executable, "-m", "queue_manager.cli"]
@@ -427,30 +407,23 @@ class WorkerManager:
             argv += ["--queue", queue]
         return [*argv, "--stop-on-stdin-eof"]
 
-    def _stop(self, child: _Child, reason: str) -> None:
-        child.stopping = True
-        with contextlib.suppress(ProcessLookupError):
-            child.process.send_signal(signal.SIGTERM)
-        logger.info(
-            "stopping worker process %d (%d job(s) running): %s", child.process.pid, child.in_flight, reason
-        )
-        self._emit(PoolEvent("stopping", self.workers, self._desired, pid=child.process.pid, reason=reason))
+    def _stop(self, child: Child, reason: str) -> None:
+        child.stop()
+        logger.info("stopping worker process %d (%d job(s) running): %s", child.pid, child.in_flight, reason)
+        self._emit(PoolEvent("stopping", self.workers, self._desired, pid=child.pid, reason=reason))
 
-    async def _wait_child(self, child: _Child) -> None:
-        returncode = await child.process.wait()
-        if child.process.stdin is not None:
-            child.process.stdin.close()
-        self._children.remove(child)
-        ran = asyncio.get_running_loop().time() - child.started
-        ended = _describe_exit(returncode)
+    async def _wait_child(self, child: Child) -> None:
+        returncode, ran = await child.wait()
+        del self._children[child]
+        ended = describe_exit(returncode)
         if child.stopping:
-            logger.info("worker process %d stopped (%s) after %.1fs", child.process.pid, ended, ran)
+            logger.info("worker process %d stopped (%s) after %.1fs", child.pid, ended, ran)
             reason = "stopped"
         else:
-            delay = self._died_young() if ran < self.max_restart_delay else self._ran_long()
+            delay = self._restarts.died(ran)
             logger.warning(
                 "worker process %d exited unexpectedly (%s) after %.1fs; replacing it in %.1fs",
-                child.process.pid,
+                child.pid,
                 ended,
                 ran,
                 delay,
@@ -460,25 +433,13 @@ class WorkerManager:
             "exited",
             self.workers,
             self._desired,
-            pid=child.process.pid,
+            pid=child.pid,
             returncode=returncode,
             expected=child.stopping,
             reason=reason,
         )
         self._emit(event)
         self._wake.set()
-
-    def _died_young(self) -> float:
-        """Counts a death in a row and returns the wait before the next start."""
-        self._deaths += 1
-        delay = min(self.restart_delay * 2.0 ** (self._deaths - 1), self.max_restart_delay)
-        self._next_spawn = asyncio.get_running_loop().time() + delay
-        return delay
-
-    def _ran_long(self) -> float:
-        self._deaths = 0
-        self._next_spawn = 0.0
-        return 0.0
 
     def _emit(self, event: PoolEvent) -> None:
         for queue in self._subscribers:
@@ -493,15 +454,6 @@ class WorkerManager:
 def _queue_load(m: QueueMetrics) -> QueueLoad:
     held = m.held_until is not None and (m.sample_time is None or m.held_until > m.sample_time)
     return QueueLoad(m.queue_name, m.waiting, m.active, m.oldest_waiting_age, m.is_paused or held)
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 def _seconds(name: str, value: SecondsLike) -> float:
