@@ -12,6 +12,9 @@ async def send(job):
 await qm.start_workers()
 await qm.add_job("emails", "welcome", {"to": "u@example.com"}, {"priority": JobPriority.HIGH})
 ```
+
+`WorkerManager("myapp.jobs:qm", min_workers=1, max_workers=8)` runs those processors in 1 to 8 processes,
+sized by the queues' depth (``qm worker myapp.jobs --autoscale 1:8``).
 """
 
 # First, before anything imports grpc: how its sockets are read (_grpc_io.py).
@@ -46,6 +49,7 @@ from queue_manager.options import (
     QueueConfig,
     RateLimit,
 )
+from queue_manager.pool import PoolEvent, WorkerManager
 from queue_manager.requests import BulkJob
 from queue_manager.schedules import Schedule
 from queue_manager.sync import SyncQueueManager
@@ -74,6 +78,7 @@ __all__ = [
     "NotFoundError",
     "ParentJob",
     "PermissionDeniedError",
+    "PoolEvent",
     "Queue",
     "QueueConfig",
     "QueueManager",
@@ -89,6 +94,7 @@ __all__ = [
     "UnrecoverableError",
     "Worker",
     "WorkerInfo",
+    "WorkerManager",
     "WorkflowRun",
     "WorkflowState",
     "WorkflowStepRef",

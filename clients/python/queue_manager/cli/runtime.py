@@ -2,7 +2,8 @@
 
 ``qm worker IMPORT_PATH`` runs the processors registered on a `QueueManager`: ``package.module:attr`` names
 the QueueManager itself; a bare ``package.module`` uses the module's ``qm`` attribute (or its only
-QueueManager). The current directory is importable, as with ``python -m``.
+QueueManager). The current directory is importable, as with ``python -m``. With ``--autoscale MIN:MAX`` it
+runs a `WorkerManager` instead: between MIN and MAX worker processes, sized by the queues' depth.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import grpc
 
 from queue_manager.cli.common import UsageError, client, option, show
 from queue_manager.client import QueueManager
 from queue_manager.errors import error_from_rpc
+from queue_manager.loader import ImportPathError, load_queue_manager
+from queue_manager.pool import WorkerManager
+from queue_manager.worker import Worker
+
+logger = logging.getLogger("queue_manager.cli")
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
@@ -48,6 +54,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="seconds to let running jobs finish on shutdown",
         env="QM_WORKER_GRACE",
     )
+    _add_autoscale_options(worker)
+    worker.add_argument("--stop-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     worker.set_defaults(command="worker", handler=_cmd_worker)
 
     health = commands.add_parser("health", help="check the server's health (grpc.health.v1)")
@@ -84,57 +92,170 @@ def _cmd_health(args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def _add_autoscale_options(worker: argparse.ArgumentParser) -> None:
+    option(
+        worker,
+        "--autoscale",
+        type=_autoscale_range,
+        metavar="MIN:MAX",
+        help="run MIN to MAX worker processes, sized by the queues' depth (e.g. 1:8)",
+        env="QM_WORKER_AUTOSCALE",
+    )
+    worker.add_argument(
+        "--target-wait",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --autoscale: add a process when a job has waited longer than this",
+    )
+    for flag, what in (("--max-cpu", "CPU"), ("--max-memory", "memory")):
+        worker.add_argument(
+            flag,
+            type=_percent,
+            default=90.0,
+            metavar="PERCENT",
+            help=f"with --autoscale: do not grow while the machine's {what} use is at or above this "
+            "(default 90; 'off' for no limit)",
+        )
+    worker.add_argument(
+        "--scale-down-delay",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --autoscale: how long the queues must need fewer processes before some stop (default 30)",
+    )
+
+
+def _autoscale_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    if not sep:
+        hint = " (Celery's MAX,MIN order is not used)" if "," in text else ""
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, e.g. 1:8, got {text!r}{hint}")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"MIN and MAX must be whole numbers, e.g. 1:8, got {text!r}"
+        ) from None
+    if lo < 0:
+        raise argparse.ArgumentTypeError(f"MIN must be 0 or more, got {lo}")
+    if hi < 1:
+        raise argparse.ArgumentTypeError(f"MAX must be at least 1, got {hi}")
+    if lo > hi:
+        raise argparse.ArgumentTypeError(f"MIN ({lo}) must not be more than MAX ({hi})")
+    return lo, hi
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected more than 0 seconds, got '0'")
+    return value
+
+
+def _percent(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage or 'off', got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
+    return value
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    qm = _load_queue_manager(args.import_path)
-    if args.server:
-        qm.address = args.server
     queues = args.queue
     if isinstance(queues, str):
         queues = [q.strip() for q in queues.split(",") if q.strip()]
-    asyncio.run(_run_worker(qm, queues or None, args.concurrency, args.grace))
+    if args.autoscale is None and args.target_wait is not None:
+        raise UsageError("--target-wait needs --autoscale MIN:MAX")
+    try:
+        if args.autoscale is not None:
+            pool = _pool(args, queues or None)
+        else:
+            qm = load_queue_manager(args.import_path)
+    except ImportPathError as exc:
+        raise UsageError(str(exc)) from None
+    if args.autoscale is not None:
+        asyncio.run(_run_pool(pool))
+        return 0
+    if args.server:
+        qm.address = args.server
+    asyncio.run(_run_worker(qm, queues or None, args.concurrency, args.grace, args.stop_on_stdin_eof))
     return 0
 
 
+def _pool(args: argparse.Namespace, queues: list[str] | None) -> WorkerManager:
+    low, high = args.autoscale
+    return WorkerManager(
+        args.import_path,
+        queues=queues,
+        min_workers=low,
+        max_workers=high,
+        concurrency=args.concurrency,
+        target_wait=args.target_wait,
+        max_cpu=args.max_cpu,
+        max_memory=args.max_memory,
+        scale_down_delay=args.scale_down_delay,
+        grace=args.grace,
+        server=args.server,
+    )
+
+
+async def _run_pool(pool: WorkerManager) -> None:
+    await pool.start()
+    pool.install_signal_handlers()
+    await pool.wait_closed()
+
+
 async def _run_worker(
-    qm: QueueManager, queues: list[str] | None, concurrency: int | None, grace: float
+    qm: QueueManager, queues: list[str] | None, concurrency: int | None, grace: float, stop_on_eof: bool
 ) -> None:
     qm.shutdown_grace = grace
     worker = await qm.start_workers(queues, concurrency=concurrency, handle_signals=True)
+    if stop_on_eof:
+        _stop_when_stdin_closes(worker)
     try:
         await worker.wait_closed()
     finally:
         await qm.shutdown(grace)
 
 
-def _load_queue_manager(path: str) -> QueueManager:
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import {module_name!r}: {exc}") from None
-    obj: Any
-    if attr:
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                raise UsageError(f"{module_name!r} has no attribute {attr!r}")
-    else:
-        obj = getattr(module, "qm", None)
-        if obj is None:
-            found = [v for v in vars(module).values() if isinstance(v, QueueManager)]
-            if len(found) != 1:
-                raise UsageError(f"{module_name!r} has no QueueManager named 'qm'; use {module_name}:NAME")
-            obj = found[0]
-    if not isinstance(obj, QueueManager):
-        raise UsageError(f"{path!r} is a {type(obj).__name__}, not a QueueManager")
-    return obj
+def _stop_when_stdin_closes(worker: Worker) -> None:
+    """Shuts the worker down gracefully when its stdin reaches end of file: a `WorkerManager` started it
+    with a pipe there, which closes when the pool dies without stopping it."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    stopping: list[asyncio.Task[None]] = []  # a reference keeps the task alive
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            logger.warning("the pool that started worker %s is gone; shutting down", worker.worker_id)
+            stopping.append(loop.create_task(worker.shutdown()))
+
+    loop.add_reader(fd, readable)
 
 
 def _health_request(service: str) -> bytes:
