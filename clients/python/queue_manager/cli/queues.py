@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from queue_manager.cli.common import UsageError, client, option, plain, show
+from queue_manager.cli.common import UINT32_MAX, UsageError, bounded_int, client, option, plain, show
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
 from queue_manager.requests import register_queue_request
@@ -27,9 +27,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_metrics_parser(queues)
     clean = queues.add_parser("clean", help="remove old jobs of one state")
     clean.add_argument("queue")
-    option(clean, "--grace", type=int, required=True, help="only jobs older than this many milliseconds")
+    option(
+        clean,
+        "--grace",
+        type=bounded_int(0, unit="milliseconds"),
+        required=True,
+        help="only jobs older than this many milliseconds",
+    )
     option(clean, "--state", required=True, help="completed, failed, cancelled, waiting, paused or delayed")
-    option(clean, "--limit", type=int, default=0, help="most jobs to remove (0: no limit)")
+    option(
+        clean,
+        "--limit",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
+        default=0,
+        help="most jobs to remove (0: no limit)",
+    )
     clean.set_defaults(command="queues clean", handler=_clean)
     register = queues.add_parser("register", help="register a queue or update its settings")
     register.add_argument("queue")
