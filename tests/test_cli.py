@@ -204,6 +204,51 @@ async def usage_error(capsys: pytest.CaptureFixture[str], server: RunningServer,
     return err
 
 
+async def test_register_changes_only_the_settings_given(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def settings(queue: Any) -> tuple[Any, ...]:
+        c = queue["config"]
+        return (c["rate_limit"], c["concurrency"], c["dead_letter_queue"], c["disable_dead_letter"])
+
+    first = await qm_json(
+        capsys,
+        server,
+        "queues",
+        "register",
+        "m",
+        "--rate-max",
+        "5",
+        "--rate-duration",
+        "1000",
+        "--concurrency",
+        "3",
+    )
+    assert settings(first) == ({"max": 5, "duration": 1000}, 3, "dead-letter-queue", False)
+    moved = await qm_json(capsys, server, "queues", "register", "m", "--dead-letter-queue", "m-dlq")
+    assert settings(moved) == ({"max": 5, "duration": 1000}, 3, "m-dlq", False)
+    off = await qm_json(capsys, server, "queues", "register", "m", "--no-dead-letter")
+    assert settings(off) == ({"max": 5, "duration": 1000}, 3, "", True)
+    unchanged = await qm_json(capsys, server, "queues", "register", "m")
+    assert settings(unchanged) == settings(off) and unchanged["created"] is False
+    faster = await qm_json(capsys, server, "queues", "register", "m", "--rate-duration", "500")
+    assert settings(faster) == ({"max": 5, "duration": 500}, 3, "", True)
+    on = await qm_json(
+        capsys, server, "queues", "register", "m", "--dead-letter-queue", "m-dlq", "--rate-max", "0"
+    )
+    assert settings(on) == (None, 3, "m-dlq", False)
+    async with QueueManager(server.address) as qm:  # what the server stored, not what the CLI printed
+        stored = (await qm.get_queue("m")).config
+    assert (stored.rate_limit, stored.concurrency, stored.dead_letter_queue) == (None, 3, "m-dlq")
+
+    err = await usage_error(capsys, server, "queues", "register", "m", "--rate-duration", "500")
+    assert "--rate-duration needs --rate-max: the queue has no rate limit yet" in err
+    err = await usage_error(
+        capsys, server, "queues", "register", "m", "--no-dead-letter", "--dead-letter-queue", "x"
+    )
+    assert "not allowed with" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
