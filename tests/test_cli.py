@@ -191,3 +191,160 @@ async def test_worker_subprocess_processes_jobs_and_stops_on_sigterm(
             process.kill()
             await process.wait()
         await client.shutdown()
+
+
+async def usage_error(capsys: pytest.CaptureFixture[str], server: RunningServer, *argv: str) -> str:
+    """Runs ``qm ARGV``, which must refuse its input as a usage error (exit status 2); returns stderr."""
+    try:
+        status, out, err = await qm_cli(capsys, "--server", server.address, *argv)
+    except SystemExit as exited:  # argparse's own refusals
+        status, (out, err) = int(exited.code or 0), capsys.readouterr()
+    assert (status, out) == (2, ""), (status, out, err)
+    assert "Traceback" not in err
+    return err
+
+
+async def test_register_changes_only_the_settings_given(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def settings(queue: Any) -> tuple[Any, ...]:
+        c = queue["config"]
+        return (c["rate_limit"], c["concurrency"], c["dead_letter_queue"], c["disable_dead_letter"])
+
+    first = await qm_json(
+        capsys,
+        server,
+        "queues",
+        "register",
+        "m",
+        "--rate-max",
+        "5",
+        "--rate-duration",
+        "1000",
+        "--concurrency",
+        "3",
+    )
+    assert settings(first) == ({"max": 5, "duration": 1000}, 3, "dead-letter-queue", False)
+    moved = await qm_json(capsys, server, "queues", "register", "m", "--dead-letter-queue", "m-dlq")
+    assert settings(moved) == ({"max": 5, "duration": 1000}, 3, "m-dlq", False)
+    off = await qm_json(capsys, server, "queues", "register", "m", "--no-dead-letter")
+    assert settings(off) == ({"max": 5, "duration": 1000}, 3, "", True)
+    unchanged = await qm_json(capsys, server, "queues", "register", "m")
+    assert settings(unchanged) == settings(off) and unchanged["created"] is False
+    faster = await qm_json(capsys, server, "queues", "register", "m", "--rate-duration", "500")
+    assert settings(faster) == ({"max": 5, "duration": 500}, 3, "", True)
+    on = await qm_json(
+        capsys, server, "queues", "register", "m", "--dead-letter-queue", "m-dlq", "--rate-max", "0"
+    )
+    assert settings(on) == (None, 3, "m-dlq", False)
+    async with QueueManager(server.address) as qm:  # what the server stored, not what the CLI printed
+        stored = (await qm.get_queue("m")).config
+    assert (stored.rate_limit, stored.concurrency, stored.dead_letter_queue) == (None, 3, "m-dlq")
+
+    err = await usage_error(capsys, server, "queues", "register", "m", "--rate-duration", "500")
+    assert "--rate-duration needs --rate-max: the queue has no rate limit yet" in err
+    err = await usage_error(
+        capsys, server, "queues", "register", "m", "--no-dead-letter", "--dead-letter-queue", "x"
+    )
+    assert "not allowed with" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ("add", "q", "n", "--attempts", "10001"),
+            "argument --attempts: must be a whole number from 0 (the queue's default) to 10000, got '10001'",
+        ),
+        (
+            ("add", "q", "n", "--delay", "0.4"),
+            "argument --delay: must be whole milliseconds from 0 to 315360000000 (10 years), got '0.4'",
+        ),
+        (("add", "q", "n", "--timeout", "0"), "argument --timeout: must be whole milliseconds from 1 to"),
+        (
+            ("schedules", "add", "q", "s", "j", "--every", "-1000"),
+            "argument --every: must be whole milliseconds from 1000 (1 s) to 315360000000 (10 years), got "
+            "'-1000'",
+        ),
+        (
+            ("schedules", "add", "q", "s", "j", "--every", "60000", "--limit", "-1"),
+            "argument --limit: must be a whole number from 0 (no limit) to 4294967295, got '-1'",
+        ),
+        (
+            ("jobs", "wait", "q", "id", "--timeout", "-5"),
+            "argument --timeout: must be whole milliseconds (at least 0), got '-5'",
+        ),
+        (
+            ("queues", "clean", "q", "--grace", "0", "--state", "failed", "--limit", "-1"),
+            "argument --limit: must be a whole number from 0 (no limit) to 4294967295, got '-1'",
+        ),
+        (
+            ("add", "q", "n", "--data", "NaN"),
+            "qm: error: --data is not valid JSON: NaN is not a JSON value (RFC 8259 has no NaN or Infinity)",
+        ),
+        (("add", "q", "n", "--data", '{"x": -Infinity}'), "--data is not valid JSON: -Infinity is not"),
+        (
+            ("workflows", "run", "{bad"),
+            "qm: error: the workflow definition (the JSON argument) is not valid JSON: Expecting property",
+        ),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+async def test_bad_flags_are_usage_errors_that_state_the_real_range(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    err = await usage_error(capsys, server, *argv)
+    assert says in err, err
+    assert "None" not in err
+
+
+async def test_zero_means_what_the_protocol_says(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--attempts 0`` is the queue's default (JobOptions.attempts), ``--limit 0`` no limit (Schedule.limit):
+    as the protocol reads them."""
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("z", default_job_options={"attempts": 4})
+    job = await qm_json(capsys, server, "add", "z", "n", "--attempts", "0")
+    assert job["max_attempts"] == 4
+    schedule = await qm_json(
+        capsys, server, "schedules", "add", "z", "s", "j", "--every", "60000", "--limit", "0"
+    )
+    assert schedule["limit"] is None
+
+
+async def test_add_says_when_the_job_already_existed(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An add that finds its --job-id (or --dedup-key) taken adds nothing, shows the existing job, says so on
+    stderr and still exits 0 (the job exists, as asked)."""
+    await qm_json(capsys, server, "queues", "register", "again")
+    first = await qm_json(capsys, server, "add", "again", "n", "--job-id", "fixed")
+    assert first["created"] is True
+    status, out, err = await qm_cli(
+        capsys, "--server", server.address, "-o", "json", "add", "again", "m", "--job-id", "fixed"
+    )
+    assert status == 0 and json.loads(out)["created"] is False and json.loads(out)["name"] == "n"
+    assert err == "qm add: job 'fixed' already existed in queue 'again'; nothing was added\n"
+    held = await qm_json(capsys, server, "add", "again", "n", "--dedup-key", "k")
+    status, out, err = await qm_cli(
+        capsys, "--server", server.address, "add", "again", "n", "--dedup-key", "k"
+    )
+    assert status == 0 and out.startswith(f"id                {held['id']}\n")
+    assert err == f"qm add: job {held['id']!r} of queue 'again' holds --dedup-key 'k'; nothing was added\n"
+    status, _, err = await qm_cli(capsys, "--server", server.address, "add", "again", "n")
+    assert (status, err) == (0, "")
+
+
+async def test_wait_timeout_states_its_unit(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await qm_json(capsys, server, "queues", "register", "w")
+    job = await qm_json(capsys, server, "add", "w", "n")
+    status, _, err = await qm_cli(
+        capsys, "--server", server.address, "jobs", "wait", "w", job["id"], "--timeout", "100"
+    )
+    assert (status, err) == (
+        124,
+        f"error: DEADLINE_EXCEEDED: job {job['id']!r} in queue 'w' is still waiting after a wait of 0.1 s\n",
+    )

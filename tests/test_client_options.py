@@ -36,6 +36,7 @@ from queue_manager.convert import (
 from queue_manager.errors import error_from_rpc
 from queue_manager.options import job_options_to_proto, parse_priority, parse_state, queue_config_to_proto
 from queue_manager.requests import add_job_request, bulk_requests, clean_queue_request, list_jobs_request
+from queue_manager.schedules import upsert_schedule_request
 from queue_manager.v1 import types_pb2
 
 
@@ -450,3 +451,22 @@ def test_options_holding_mutable_parts_are_converted_afresh_for_each_job() -> No
     assert a.metadata is not None and b.metadata is not None
     a.metadata.tags.append("changed")
     assert b.metadata.tags == ["a"]
+
+
+@pytest.mark.parametrize("every", [-1000, 999, float("nan"), timedelta(seconds=-1)])
+def test_a_schedule_interval_below_the_minimum_states_the_minimum(every: Any) -> None:
+    with pytest.raises(ValueError, match=r"^every must be at least 1 s \(1000 ms\), got "):
+        upsert_schedule_request(
+            "q",
+            "s",
+            cron=None,
+            every=every,
+            timezone=None,
+            job_name="j",
+            data=None,
+            options=None,
+            start=None,
+            end=None,
+            limit=None,
+            catch_up="skip",
+        )

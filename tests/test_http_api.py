@@ -267,6 +267,23 @@ async def test_a_bug_is_500_without_a_stack_trace(
     assert "secret detail" in caplog.text  # in the log, with its traceback; never in the answer
 
 
+async def test_a_grpc_client_on_the_http_port_logs_one_warning_without_a_traceback(
+    web_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gRPC client given the HTTP port's address: aiohttp cannot parse its HTTP/2 preface. That is the
+    client's mistake: a warning line naming the gRPC port, not an error with the parser's traceback."""
+    caplog.set_level("INFO")
+    async with grpc.aio.insecure_channel(web_server.app.http_address) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await check(b"", timeout=10)
+    lines = [r for r in caplog.records if r.name.startswith(("aiohttp", "queue_manager_server.http"))]
+    assert lines, "nothing logged"
+    assert all(r.levelname == "WARNING" and not r.exc_info for r in lines), [r.getMessage() for r in lines]
+    assert lines[0].getMessage() == "unreadable request on the HTTP port"
+    assert "gRPC is served on --listen" in lines[0].problem  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------- the curl examples of docs/http-api.md
 
 _BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)

@@ -14,7 +14,9 @@ from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as jrpc
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import schedules_pb2 as spb
 from queue_manager.v1 import types_pb2 as t
+from queue_manager.v1 import workflows_pb2 as wpb
 from queue_manager_server.app import StartupError
 from queue_manager_server.engine import Engine
 from tests.conftest import RunningServer, ServerFactory
@@ -483,3 +485,145 @@ async def test_bulk_stream_keeps_fifo_order_across_chunks(
     while batch := (await engine.claim("emails", 1000, "t", "w", 60_000)).jobs:
         names += [j.name for j in batch]
     assert names == [str(i) for i in range(7_000)]
+
+
+async def test_a_chain_link_or_step_name_is_reported_by_its_field(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
+    """A ChainLink and a WorkflowStep name their job in `job_name` (a NewJob in `name`): the error says so."""
+    link = t.ChainLink(queue_name="emails", job_name="")
+    chained = jpb.NewJob(name="first", options=t.JobOptions(chain_to=[t.ChainLink(job_name="x"), link]))
+    chained.options.chain_to[0].queue_name = "emails"
+    details = await expect(
+        Code.INVALID_ARGUMENT, jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=chained))
+    )
+    assert details.startswith("job.options.chain_to[1].job_name: is required"), details
+    step = wpb.WorkflowStep(key="a", queue_name="emails", job_name="")
+    details = await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.ExecuteWorkflow(wpb.ExecuteWorkflowRequest(workflow=wpb.Workflow(steps=[step]))),
+    )
+    assert details.startswith("workflow.steps[0].job_name: is required"), details
+
+
+async def test_job_id_errors_state_one_rule_to_add_and_to_look_up(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
+    rule = (
+        "use 1-200 letters, digits and - _ . @ : (a dead-letter copy's id, '<queue>:<job id>', may have up "
+        "to 301)"
+    )
+    added = await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.AddJob(
+            jpb.AddJobRequest(
+                queue_name="emails", job=jpb.NewJob(name="n", options=t.JobOptions(job_id="x" * 201))
+            )
+        ),
+    )
+    looked_up = await expect(
+        Code.INVALID_ARGUMENT, jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id="x" * 302))
+    )
+    spaced = await expect(
+        Code.INVALID_ARGUMENT, jobs.RemoveJob(jpb.RemoveJobRequest(queue_name="emails", job_id="a b"))
+    )
+    for details in (added, looked_up, spaced):
+        assert details.endswith(f"is not a valid job id: {rule}"), details
+
+
+async def test_unknown_enum_values_are_named_as_unknown_with_the_known_ones(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
+    """proto3 enums are open: a number the server does not know arrives as is (grpcurl sends any)."""
+    states = "1 (WAITING), 2 (ACTIVE), 3 (DELAYED), 4 (COMPLETED), 5 (FAILED), 6 (PAUSED) or 7 (CANCELLED)"
+    listed = await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails", state=42)),  # type: ignore[arg-type]
+    )
+    assert listed == f"state: 42 is not a known JobState value: use {states}"
+    cleaned = await expect(
+        Code.INVALID_ARGUMENT,
+        queues.CleanQueue(qpb.CleanQueueRequest(name="emails", state=42)),  # type: ignore[arg-type]
+    )
+    assert cleaned == listed
+    unset = await expect(Code.INVALID_ARGUMENT, jobs.ListJobs(jpb.ListJobsRequest(queue_name="emails")))
+    assert unset == f"state: is required: use {states}"
+    retried = await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.RetryFailedJobs(jpb.RetryFailedJobsRequest(queue_name="emails", state=t.JOB_STATE_WAITING)),
+    )
+    assert retried == (
+        "state: 1 (WAITING) is not accepted here: use 5 (FAILED) or 7 (CANCELLED), or leave it unset (0) for "
+        "failed jobs"
+    )
+    levels = "1 (CRITICAL), 2 (HIGH), 3 (NORMAL), 4 (LOW) or 5 (BACKGROUND)"
+    added = await expect(
+        Code.INVALID_ARGUMENT,
+        jobs.AddJob(
+            jpb.AddJobRequest(
+                queue_name="emails", job=jpb.NewJob(name="n", options=t.JobOptions(priority=99))
+            )  # type: ignore[arg-type]
+        ),
+    )
+    assert added == (
+        f"job.options.priority: 99 is not a known JobPriority value: use {levels}, or leave it unset (0) for "
+        "the queue's default"
+    )
+    job = await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=jpb.NewJob(name="n")))
+    for priority, problem in (
+        (99, f"99 is not a known JobPriority value: use {levels}"),
+        (0, f"is required: use {levels}"),
+    ):
+        changed = await expect(
+            Code.INVALID_ARGUMENT,
+            jobs.ChangeJobPriority(
+                jpb.ChangeJobPriorityRequest(queue_name="emails", job_id=job.job.id, priority=priority)  # type: ignore[arg-type]
+            ),
+        )
+        assert changed == f"priority: {problem}"
+
+
+async def test_run_times_go_from_1970_to_9999_and_say_so(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
+    """A job's schedule_time and a schedule's start_time/end_time: before 1970 is refused with the range
+    (docs/security.md states the same); the epoch itself and the last second of 9999 are accepted."""
+    before = timestamp_pb2.Timestamp(seconds=-315_619_200)  # 1960-01-01
+    job = jpb.NewJob(name="n", options=t.JobOptions(schedule_time=before))
+    details = await expect(
+        Code.INVALID_ARGUMENT, jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=job))
+    )
+    assert details == (
+        "job.options.schedule_time: 1960-01-01T00:00:00Z is out of range: use a time from "
+        "1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+    )
+    schedule = spb.Schedule(
+        id="s", queue_name="emails", every=duration_pb2.Duration(seconds=60), job=jpb.NewJob(name="n")
+    )
+    for name in ("start_time", "end_time"):
+        bad = spb.Schedule()
+        bad.CopyFrom(schedule)
+        getattr(bad, name).CopyFrom(before)
+        details = await expect(
+            Code.INVALID_ARGUMENT, jobs.UpsertSchedule(spb.UpsertScheduleRequest(schedule=bad))
+        )
+        assert details.startswith(
+            f"schedule.{name}: 1960-01-01T00:00:00Z is out of range: use a time from 1970"
+        )
+    for seconds in (0, 253_402_300_799):
+        job = jpb.NewJob(
+            name="n", options=t.JobOptions(schedule_time=timestamp_pb2.Timestamp(seconds=seconds))
+        )
+        await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=job))
+
+
+async def test_part_of_a_millisecond_rounds_up_never_to_zero(
+    queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub
+) -> None:
+    """0.4 ms read as 0 would refuse a dedup ttl (at least 1 ms) and turn a timeout into none."""
+    sub_ms = duration_pb2.Duration(nanos=400_000)
+    job = jpb.NewJob(name="n", options=t.JobOptions(dedup=t.Dedup(key="k", ttl=sub_ms), timeout=sub_ms))
+    added = await jobs.AddJob(jpb.AddJobRequest(queue_name="emails", job=job))
+    assert added.created
+    got = await jobs.GetJob(jpb.GetJobRequest(queue_name="emails", job_id=added.job.id))
+    assert got.job.options.timeout.ToMilliseconds() == 1, got.job.options

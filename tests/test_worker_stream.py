@@ -131,8 +131,11 @@ async def test_delayed_job_starts_on_time(
 
 
 async def test_stale_token_completion_is_failed_precondition(
-    server: RunningServer, stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub]
+    server: RunningServer,
+    stubs: tuple[qrpc.QueueServiceStub, jrpc.QueueServiceStub],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("INFO", logger="queue_manager_server.reports")
     _, jobs = stubs
     await add(jobs, 1)
     w = RawWorker(server.address, ["q"])
@@ -144,6 +147,10 @@ async def test_stale_token_completion_is_failed_precondition(
     ack = await w.until("ack")
     (r,) = ack.ack.results
     assert r.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "not held" in r.message
+    # The log names the status the worker was told, not the script's code (-3).
+    (logged,) = [rec for rec in caplog.records if rec.getMessage() == "report item rejected"]
+    assert (logged.status, logged.job_id) == ("FAILED_PRECONDITION", j.job.id)  # type: ignore[attr-defined]
+    assert not hasattr(logged, "code")
     got = await jobs.GetJob(jpb.GetJobRequest(queue_name="q", job_id=j.job.id))
     assert got.job.state == t.JOB_STATE_ACTIVE
     await w.close()

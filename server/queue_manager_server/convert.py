@@ -54,9 +54,7 @@ STATE_VALUES: dict[str, types_pb2.JobState.ValueType] = {
 def state_name(value: int, field: str = "state") -> str:
     name = STATE_NAMES.get(int(value))
     if name is None:
-        raise InvalidArgument(
-            field, "is required: one of waiting, active, delayed, completed, failed, paused, cancelled"
-        )
+        raise InvalidArgument(field, validate.enum_problem(int(value), STATE_NAMES, types_pb2.JobState))
     return name
 
 
@@ -201,18 +199,28 @@ def _keep(k: types_pb2.KeepJobs, field: str) -> str:
 
 
 def new_job(j: jobs_pb2.NewJob, field: str, payload_limit: int) -> NewJob:
-    return job_from(j.name, j.data, j.options if j.HasField("options") else None, field, payload_limit)
+    options = j.options if j.HasField("options") else None
+    return job_from(j.name, j.data, options, field, payload_limit, name_part="name")
 
 
 # The names of a job's parts in AddJob's request, for its errors: made once, not per add (~0.1 µs).
-_JOB_PARTS = {"job": ("job.data", "job.name")}
+_JOB_PARTS = {("job", "name"): ("job.data", "job.name")}
 
 
 def job_from(
-    name: str, data: types_pb2.Payload, options: types_pb2.JobOptions | None, field: str, payload_limit: int
+    name: str,
+    data: types_pb2.Payload,
+    options: types_pb2.JobOptions | None,
+    field: str,
+    payload_limit: int,
+    name_part: str = "job_name",
 ) -> NewJob:
-    """`new_job` from its parts (a chain link's or a workflow step's, with no NewJob to copy them into)."""
-    data_field, name_field = _JOB_PARTS.get(field) or (f"{field}.data", f"{field}.name")
+    """`new_job` from its parts (a chain link's or a workflow step's, with no NewJob to copy them into).
+
+    `name_part` is the name's field in the message that was sent, for errors: ``name`` in a NewJob,
+    ``job_name`` in a ChainLink or a WorkflowStep.
+    """
+    data_field, name_field = _JOB_PARTS.get((field, name_part)) or (f"{field}.data", f"{field}.{name_part}")
     body, ct = payload_in(data, data_field, payload_limit)
     out = NewJob(id="", name=validate.text(name, name_field), data=body, content_type=ct)
     if options is not None:
@@ -243,21 +251,19 @@ def _chain_in(out: NewJob, o: types_pb2.JobOptions, field: str, payload_limit: i
 
 def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     out.priority = validate.enum_value(
-        o.priority, range(0, 6), f"{field}.priority", "1 (CRITICAL) to 5 (BACKGROUND)"
+        o.priority, range(0, 6), f"{field}.priority", types_pb2.JobPriority, "the queue's default"
     )
     if o.HasField("delay") and o.HasField("schedule_time"):
         raise InvalidArgument(f"{field}.delay", "set either delay or schedule_time, not both")
     if o.HasField("delay"):
         out.delay_ms = validate.duration_ms(o.delay, f"{field}.delay")
     if o.HasField("schedule_time"):
-        out.run_at_ms = validate.timestamp_ms(o.schedule_time, f"{field}.schedule_time")
-        if out.run_at_ms < 0:
-            raise InvalidArgument(f"{field}.schedule_time", "must be after 1970-01-01")
+        out.run_at_ms = validate.run_time_ms(o.schedule_time, f"{field}.schedule_time")
     out.attempts = validate.count(o.attempts, f"{field}.attempts", validate.MAX_ATTEMPTS)
     if o.HasField("backoff"):
         b = o.backoff
         out.backoff_type = validate.enum_value(
-            b.type, range(0, 3), f"{field}.backoff.type", "FIXED or EXPONENTIAL"
+            b.type, range(0, 3), f"{field}.backoff.type", types_pb2.BackoffType, "no backoff"
         )
         out.backoff_delay_ms = validate.duration_ms(b.delay, f"{field}.backoff.delay")
         out.backoff_jitter = validate.fraction(b.jitter, f"{field}.backoff.jitter")

@@ -73,6 +73,7 @@ def definition(s: pb.Schedule, now_ms: int, payload_limit: int, field: str = "sc
         every = validate.duration_ms(s.every, f"{field}.every")
         if every < MIN_EVERY_MS:
             raise InvalidArgument(f"{field}.every", f"{every} ms is shorter than the minimum of 1 s")
+        out.every.CopyFrom(convert.ms_duration(every))  # whole ms, as checked (recurrence reads it so)
         if s.timezone:
             raise InvalidArgument(f"{field}.timezone", "applies to cron schedules only; leave it empty")
     else:
@@ -83,7 +84,10 @@ def definition(s: pb.Schedule, now_ms: int, payload_limit: int, field: str = "sc
     if start >= 0 and 0 <= end < start:
         raise InvalidArgument(f"{field}.end_time", "is before start_time")
     if s.catch_up and s.catch_up not in _CATCH_UP:
-        raise InvalidArgument(f"{field}.catch_up", f"{s.catch_up} is not one of SKIP, ONE or ALL")
+        raise InvalidArgument(
+            f"{field}.catch_up",
+            validate.enum_problem(s.catch_up, _CATCH_UP, pb.ScheduleCatchUp, "SKIP"),
+        )
     out.catch_up = s.catch_up or pb.SCHEDULE_CATCH_UP_SKIP
     _check_template(s, f"{field}.job", payload_limit)
     out.create_time.CopyFrom(convert.ms_timestamp(now_ms))
@@ -94,10 +98,7 @@ def definition(s: pb.Schedule, now_ms: int, payload_limit: int, field: str = "sc
 def _time(s: pb.Schedule, name: str, field: str) -> int:
     if not s.HasField(name):  # type: ignore[arg-type]
         return -1
-    ms = validate.timestamp_ms(getattr(s, name), f"{field}.{name}")
-    if ms < 0:
-        raise InvalidArgument(f"{field}.{name}", "must be after 1970-01-01")
-    return ms
+    return validate.run_time_ms(getattr(s, name), f"{field}.{name}")
 
 
 def _check_template(s: pb.Schedule, field: str, payload_limit: int) -> None:

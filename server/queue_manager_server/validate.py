@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -42,15 +42,19 @@ def queue_name(value: str, field: str = "queue_name") -> str:
     return value
 
 
+# One rule for every job id check, to create or to look up: both state the same limits.
+_JOB_ID_RULE = (
+    f"use 1-{MAX_JOB_ID} letters, digits and - _ . @ : (a dead-letter copy's id, '<queue>:<job id>', "
+    f"may have up to {MAX_STORED_JOB_ID})"
+)
+
+
 def job_id(value: str, field: str = "job_id", max_len: int = MAX_STORED_JOB_ID) -> str:
     """A job id to look up (max_len = MAX_STORED_JOB_ID) or to create (max_len = MAX_JOB_ID)."""
     if not value:
         raise InvalidArgument(field, "is required")
     if len(value) > max_len or not _JOB_ID.fullmatch(value):
-        raise InvalidArgument(
-            field,
-            f"{value[:120]!r} is not a valid job id: use 1-{max_len} of letters, digits and - _ . @ :",
-        )
+        raise InvalidArgument(field, f"{value[:120]!r} is not a valid job id: {_JOB_ID_RULE}")
     return value
 
 
@@ -65,9 +69,11 @@ def text(value: str, field: str, max_len: int = 200, required: bool = True) -> s
 
 
 def duration_ms(d: Duration, field: str) -> int:
+    """A duration in whole ms, a part of a millisecond rounded up: 0.4 ms is 1 ms, never 0 (a timeout or a
+    rate-limit window of 0 would mean none, and a dedup ttl of 0 is refused)."""
     if d.seconds < 0 or d.nanos < 0:
         raise InvalidArgument(field, "must not be negative")
-    ms = d.seconds * 1000 + d.nanos // 1_000_000
+    ms = d.seconds * 1000 - (-d.nanos // 1_000_000)
     if ms > MAX_DURATION_MS:
         raise InvalidArgument(field, f"{ms} ms is longer than the 10-year maximum")
     return ms
@@ -81,6 +87,24 @@ def timestamp_ms(ts: Timestamp, field: str) -> int:
     """A request's Timestamp in ms; out-of-range seconds or nanos are refused (protobuf would raise)."""
     if not MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S or not 0 <= ts.nanos <= 999_999_999:
         raise InvalidArgument(field, "is not a valid timestamp (years 1 to 9999, nanos 0 to 999,999,999)")
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def run_time_ms(ts: Timestamp, field: str) -> int:
+    """A time a job may run at (a job's schedule_time, a schedule's start_time or end_time) in ms.
+
+    Kept as milliseconds since the Unix epoch (a schedule stores -1 for "none"), so these go from
+    1970-01-01 to the end of year 9999, the last a Timestamp holds. A time before 1970 is refused rather
+    than run at once: it is most often an unset date in the caller's language (year 1), not a wish.
+    """
+    if not 0 <= ts.seconds <= MAX_TIMESTAMP_S or not 0 <= ts.nanos <= 999_999_999:
+        try:
+            shown = ts.ToJsonString()
+        except ValueError:
+            shown = f"seconds={ts.seconds}, nanos={ts.nanos}"
+        raise InvalidArgument(
+            field, f"{shown} is out of range: use a time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+        )
     return ts.seconds * 1000 + ts.nanos // 1_000_000
 
 
@@ -138,10 +162,42 @@ def fraction(value: float, field: str) -> float:
     return value
 
 
-def enum_value(value: int, allowed: range, field: str, names: str) -> int:
-    if value not in allowed:
-        raise InvalidArgument(field, f"{value} is not one of {names}")
-    return value
+class ProtoEnum(Protocol):
+    """A generated enum (``types_pb2.JobPriority``): its names by number, and its descriptor's name."""
+
+    DESCRIPTOR: Any
+
+    def Name(self, number: Any) -> str: ...  # Any: each enum's number type is its own NewType
+
+    def values(self) -> list[Any]: ...
+
+
+def enum_value(value: int, allowed: range, field: str, enum: ProtoEnum, unset: str = "") -> int:
+    """An enum field's number when it is in `allowed`; else the error lists the values `enum` names there.
+
+    Args:
+        value: The number sent (an unknown one reaches the server as is: proto3 enums are open).
+        allowed: The numbers accepted, 0 among them when unset is allowed.
+        field: The field's name, for the error.
+        enum: The generated enum (``types_pb2.JobPriority``), whose names the error lists.
+        unset: What leaving the field unset (0) means, when that is allowed.
+    """
+    if value in allowed:
+        return value
+    raise InvalidArgument(field, enum_problem(value, allowed, enum, unset))
+
+
+def enum_problem(value: int, allowed: Iterable[int], enum: ProtoEnum, unset: str = "") -> str:
+    """Says that `value` is missing (0) or not one of the known values, and lists the ones accepted."""
+    prefix = enum.Name(0).removesuffix("UNSPECIFIED")
+    choices = [f"{number} ({enum.Name(number).removeprefix(prefix)})" for number in sorted(allowed) if number]
+    listed = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    if value == 0 and not unset:
+        return f"is required: use {listed}"
+    tail = f", or leave it unset (0) for {unset}" if unset else ""
+    if value in enum.values():
+        return f"{value} ({enum.Name(value).removeprefix(prefix)}) is not accepted here: use {listed}{tail}"
+    return f"{value} is not a known {enum.DESCRIPTOR.name} value: use {listed}{tail}"
 
 
 def payload_size(size: int, limit: int, field: str) -> None:

@@ -99,4 +99,6 @@ def finished_job(
     if last is not None and last.state in FINISHED:
         return job_from_proto(last)
     state = types_pb2.JobState.Name(last.state).removeprefix("JOB_STATE_").lower() if last else "unknown"
-    raise TimeoutError(f"job {job_id!r} in queue {queue_name!r} is still {state} after waiting {timeout}")
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    waited = "" if seconds is None else f" after a wait of {seconds:g} s"
+    raise TimeoutError(f"job {job_id!r} in queue {queue_name!r} is still {state}{waited}")

@@ -140,7 +140,11 @@ def upsert_schedule_request(
             raise ValueError(f"cron must be a cron expression such as '0 3 * * *', got {cron!r}")
         msg.cron = cron
     if every is not None:
-        if duration_ms(every, "every") < _MIN_EVERY_MS:
+        try:
+            every_ms = duration_ms(every, "every")
+        except ValueError:  # negative or not finite: the minimum below is the one to state
+            every_ms = -1.0
+        if every_ms < _MIN_EVERY_MS:
             raise ValueError(f"every must be at least 1 s (1000 ms), got {every!r}")
         msg.every.CopyFrom(to_duration(every, "every"))
     if timezone:

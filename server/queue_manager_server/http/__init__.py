@@ -10,11 +10,13 @@ port after gRPC (a route may call the server's own gRPC port) and stops it befor
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from queue_manager_server.auth import Authenticator
 from queue_manager_server.config import Settings
@@ -93,6 +95,36 @@ def _bind_error(exc: OSError) -> HttpBindError:
     )
 
 
+log = logging.getLogger("queue_manager_server.http")
+
+
+class _UnreadableRequests(logging.Filter):
+    """Turns aiohttp's error-with-traceback for a request it cannot parse into one warning line.
+
+    Such a request is the client's mistake, not the server's: most often a gRPC client (HTTP/2) dialled
+    the HTTP port instead of the gRPC one. aiohttp answers it 400 and logs the parser's traceback at error
+    level; here the line says what came in and where gRPC is served. Errors of our own routes still log
+    their tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.levelno < logging.ERROR or not isinstance(error, HttpProcessingError):
+            return True
+        # "Error handling request from %s": its one argument is the peer.
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        problem = " ".join(str(error).split())[:200]
+        if "Pause on PRI/Upgrade" in problem:  # aiohttp's words for HTTP/2's "PRI * HTTP/2.0" preface
+            problem = "an HTTP/2 connection preface: a gRPC client? gRPC is served on --listen (QM_LISTEN)"
+        log.warning("unreadable request on the HTTP port", extra={"peer": str(peer), "problem": problem})
+        return False
+
+
+# aiohttp's request handlers log here (not to aiohttp.server, which other applications in a process share).
+_HANDLER_LOG = logging.getLogger("queue_manager_server.http.requests")
+_HANDLER_LOG.addFilter(_UnreadableRequests())
+
+
 class HttpServer:
     """Serves an application on one address; `port` is the bound port (useful with port 0)."""
 
@@ -104,7 +136,9 @@ class HttpServer:
 
     async def start(self) -> None:
         host, port = split_listen(self.listen)
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, logger=_HANDLER_LOG
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

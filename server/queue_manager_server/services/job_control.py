@@ -124,7 +124,10 @@ class JobControlHandlers:
         queue = validate.queue_name(request.queue_name)
         state = _RETRYABLE.get(request.state)
         if state is None:
-            raise InvalidArgument("state", "must be JOB_STATE_FAILED (the default) or JOB_STATE_CANCELLED")
+            raise InvalidArgument(
+                "state",
+                validate.enum_problem(request.state, _RETRYABLE, types_pb2.JobState, "failed jobs"),
+            )
         return pb.RetryFailedJobsResponse(count=await self.control.retry_jobs(queue, state))
 
     @unary
@@ -140,8 +143,6 @@ class JobControlHandlers:
         self, request: pb.ChangeJobPriorityRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChangeJobPriorityResponse:
         queue, job_id = validate.queue_name(request.queue_name), validate.job_id(request.job_id)
-        priority = validate.enum_value(
-            request.priority, range(1, 6), "priority", "1 (CRITICAL) to 5 (BACKGROUND); it is required"
-        )
+        priority = validate.enum_value(request.priority, range(1, 6), "priority", types_pb2.JobPriority)
         await self.control.change_priority(queue, job_id, priority)
         return pb.ChangeJobPriorityResponse(job=await job_message(self.control, queue, job_id))

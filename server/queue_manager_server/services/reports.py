@@ -44,12 +44,16 @@ def _lease_ref(queue: str, job_id: str, token: str) -> pb.LeaseRef:
 
 
 def _rejection(queue: str, job_id: str, token: str, code: int) -> pb.ReportItemResult:
-    log.info("report item rejected", extra={"queue": queue, "job_id": job_id, "code": code})
     status, message = _CODES.get(code, (grpc.StatusCode.UNKNOWN, f"code {code}"))
     if code == -3:
         message = (
             f"lease of job {job_id!r} in queue {queue!r} is not held by this token (expired or recovered)"
         )
+    # The status the worker is told, by name (the script's code means nothing to a reader of the log).
+    log.info(
+        "report item rejected",
+        extra={"queue": queue, "job_id": job_id, "status": status.name, "reason": message},
+    )
     return pb.ReportItemResult(lease=_lease_ref(queue, job_id, token), code=status.value[0], message=message)
 
 

@@ -9,7 +9,7 @@ import enum
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,12 @@ from queue_manager.channel import resolve_address
 from queue_manager.sync import SyncQueueManager
 
 JOB_COLUMNS = ("id", "name", "state", "priority", "attempts_made", "created_at", "failed_reason")
+
+# The server's limits (server/queue_manager_server/validate.py), checked here too so that an error names
+# the flag and its real range; the Python API checks only the 32-bit range and leaves these to the server.
+MAX_ATTEMPTS = 10_000
+MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
+UINT32_MAX = 2**32 - 1
 
 
 class UsageError(Exception):
@@ -47,11 +53,75 @@ def option(
     parser.add_argument(*flags, required=required, help=f"{help} [env {env}]", **kw)
 
 
+def bounded_int(
+    low: int, high: int | None = None, *, unit: str = "", notes: Mapping[int, str] | None = None
+) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from `low` to `high` (None: no maximum).
+
+    Its error (``argument --delay: must be whole milliseconds from 0 to …, got '0.4'``, exit status 2)
+    states the unit, the range and what its ends mean (`notes`, such as ``{0: "no limit"}``): a fraction is
+    refused, never rounded (the server counts whole milliseconds).
+    """
+    notes = notes or {}
+
+    def shown(n: int) -> str:
+        return f"{n} ({notes[n]})" if n in notes else str(n)
+
+    kind = f"whole {unit}" if unit else "a whole number"
+    span = f" from {shown(low)} to {shown(high)}" if high is not None else f" (at least {shown(low)})"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {kind}{span}, got {text!r}")
+        return value
+
+    return parse
+
+
+def milliseconds(low: int = 0, notes: Mapping[int, str] | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: whole milliseconds from `low` to the server's maximum duration (10 years)."""
+    notes = {MAX_DURATION_MS: "10 years", **(notes or {})}
+    return bounded_int(low, MAX_DURATION_MS, unit="milliseconds", notes=notes)
+
+
+def add_attempts_and_timeout(parser: argparse.ArgumentParser, of: str = "") -> None:
+    """``--attempts`` and ``--timeout`` of a job (``qm add``) or of each job (`of`: ``qm schedules add``)."""
+    option(
+        parser,
+        "--attempts",
+        type=bounded_int(0, MAX_ATTEMPTS, notes={0: "the queue's default"}),
+        help=f"maximum runs{of} including the first, 0 to {MAX_ATTEMPTS} (default and 0: the queue's)",
+    )
+    option(
+        parser,
+        "--timeout",
+        type=milliseconds(1),
+        help=f"milliseconds a run{of} may take (whole ms; default: no limit)",
+    )
+
+
+def job_options(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The job options given as flags; ``--attempts 0`` (the queue's default) is left unset."""
+    options = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    if options.get("attempts") == 0:
+        del options["attempts"]
+    return options
+
+
 def client(args: argparse.Namespace) -> SyncQueueManager:
     return SyncQueueManager(resolve_address(args.server))
 
 
-def read_data(text: str | None) -> Any:
+def read_data(text: str | None, what: str = "--data") -> Any:
+    """JSON text given to the option or argument `what` (``@FILE`` reads a file, ``@-`` stdin).
+
+    JSON here is RFC 8259: NaN and Infinity, which Python's json module would read, are refused like any
+    other invalid text (a UsageError naming `what`, exit status 2).
+    """
     if text is None:
         return None
     if text.startswith("@"):
@@ -63,11 +133,15 @@ def read_data(text: str | None) -> Any:
                 with open(source, encoding="utf-8") as handle:
                     text = handle.read()
         except OSError as exc:
-            raise UsageError(f"--data: {exc}") from None
+            raise UsageError(f"{what}: {exc}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--data is not valid JSON: {exc}") from None
+        return json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError, as is _no_constant's
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (RFC 8259 has no NaN or Infinity)")
 
 
 def plain(value: Any) -> Any:

@@ -9,15 +9,21 @@ from typing import Any
 from queue_manager.cli.common import (
     JOB_COLUMNS,
     UsageError,
+    add_attempts_and_timeout,
+    bounded_int,
     client,
+    job_options,
+    milliseconds,
     option,
     plain,
     print_table,
     read_data,
     show,
 )
-from queue_manager.convert import JobLogLine
+from queue_manager.convert import JobLogLine, job_from_proto
 from queue_manager.enums import JobState
+from queue_manager.requests import add_job_request
+from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,12 +33,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("name")
     option(add, "--data", default=None, help="job data as JSON (@FILE reads a file, @- stdin)")
     option(add, "--priority", help="critical, high, normal, low, background or 1-5")
-    option(add, "--delay", type=int, help="milliseconds before the job may start")
-    option(add, "--attempts", type=int, help="maximum runs including the first")
-    option(add, "--job-id", help="idempotency key")
-    option(add, "--timeout", type=int, help="milliseconds a run may take")
+    option(add, "--delay", type=milliseconds(), help="milliseconds before the job may start (whole ms)")
+    add_attempts_and_timeout(add)
+    option(
+        add,
+        "--job-id",
+        help="idempotency key: if a job has it already, nothing is added and that job is shown",
+    )
     option(add, "--dedup-key", help="dedup key: while held, adding with it returns the holding job")
-    option(add, "--dedup-ttl", type=int, help="milliseconds the dedup key is held (default: until done)")
+    option(
+        add,
+        "--dedup-ttl",
+        type=milliseconds(1),
+        help="milliseconds the dedup key is held (default: until the job is done)",
+    )
     add.set_defaults(command="add", handler=_add)
 
     jobs = commands.add_parser("jobs", help="read, remove and control jobs").add_subparsers(
@@ -85,7 +99,12 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     wait.add_argument("queue")
     wait.add_argument("job_id", metavar="ID")
-    option(wait, "--timeout", type=int, help="milliseconds to wait at most (default: as long as it takes)")
+    option(
+        wait,
+        "--timeout",
+        type=bounded_int(0, unit="milliseconds"),
+        help="milliseconds to wait at most (default: as long as it takes)",
+    )
     wait.set_defaults(command="jobs wait", handler=_wait)
     retry = jobs.add_parser("retry", help="run a failed or cancelled job again (attempts counted afresh)")
     retry.add_argument("queue")
@@ -107,18 +126,28 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _add(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    for key in ("priority", "delay", "attempts", "job_id", "timeout"):
-        value = getattr(args, key)
-        if value is not None:
-            options[key] = value
+    """``qm add``: exits 0 whether the job was added or one with its --job-id (or --dedup-key) was there
+    already; then stderr says so and ``-o json`` shows ``"created": false``."""
+    options = job_options(args, ("priority", "delay", "attempts", "job_id", "timeout"))
     if args.dedup_key is not None:
         options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
     elif args.dedup_ttl is not None:
         raise UsageError("--dedup-ttl needs --dedup-key")
-    with client(args) as qm:
-        job = qm.add_job(args.queue, args.name, read_data(args.data), options)
-    show(args, plain(job), columns=JOB_COLUMNS)
+    request = add_job_request(args.queue, args.name, read_data(args.data), options)
+    with client(args) as qm:  # the stub, not qm.add_job: that returns the job without `created`
+        stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)
+        response: jobs_pb2.AddJobResponse = stub.AddJob(request, timeout=qm.timeout)
+    job = plain(job_from_proto(response.job))
+    if not response.created:
+        if args.job_id is not None and job["id"] == args.job_id:
+            held = f"job {job['id']!r} already existed in queue {args.queue!r}"
+        else:
+            held = f"job {job['id']!r} of queue {args.queue!r} holds --dedup-key {args.dedup_key!r}"
+        print(f"qm add: {held}; nothing was added", file=sys.stderr)
+    if args.output == "json":
+        show(args, {**job, "created": response.created})
+    else:
+        show(args, job, columns=JOB_COLUMNS)
     return 0
 
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from queue_manager.cli.common import UsageError, client, option, plain, show
+import grpc
+
+from queue_manager.cli.common import (
+    UINT32_MAX,
+    UsageError,
+    bounded_int,
+    client,
+    milliseconds,
+    option,
+    plain,
+    show,
+)
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
-from queue_manager.requests import register_queue_request
-from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc
+from queue_manager.options import validate_queue_name
+from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc, types_pb2
 
 _QUEUE_COLUMNS = ("name", "paused", "dead_letter_queue", "rate_limit", "created_at")
 
@@ -27,17 +38,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_metrics_parser(queues)
     clean = queues.add_parser("clean", help="remove old jobs of one state")
     clean.add_argument("queue")
-    option(clean, "--grace", type=int, required=True, help="only jobs older than this many milliseconds")
+    option(
+        clean,
+        "--grace",
+        type=bounded_int(0, unit="milliseconds"),
+        required=True,
+        help="only jobs older than this many milliseconds",
+    )
     option(clean, "--state", required=True, help="completed, failed, cancelled, waiting, paused or delayed")
-    option(clean, "--limit", type=int, default=0, help="most jobs to remove (0: no limit)")
+    option(
+        clean,
+        "--limit",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
+        default=0,
+        help="most jobs to remove (0: no limit)",
+    )
     clean.set_defaults(command="queues clean", handler=_clean)
-    register = queues.add_parser("register", help="register a queue or update its settings")
-    register.add_argument("queue")
-    option(register, "--rate-max", type=int, help="jobs allowed per --rate-duration")
-    option(register, "--rate-duration", type=int, help="rate-limit window in milliseconds")
-    option(register, "--dead-letter-queue", help="queue receiving jobs that fail for good")
-    option(register, "--concurrency", type=int, help="most jobs active at once, all workers (0: no cap)")
-    register.set_defaults(command="queues register", handler=_register)
+    _add_register(queues)
     drain = queues.add_parser("drain", help="remove all waiting jobs")
     drain.add_argument("queue")
     drain.add_argument("--include-delayed", action="store_true", help="also remove delayed jobs")
@@ -72,20 +89,51 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(args: argparse.Namespace) -> int:
-    rate_limit = None
-    if args.rate_max is not None or args.rate_duration is not None:
-        if args.rate_max is None or args.rate_duration is None:
-            raise UsageError("--rate-max and --rate-duration go together")
-        rate_limit = {"max": args.rate_max, "duration": args.rate_duration}
-    request = register_queue_request(
-        args.queue,
-        rate_limit=rate_limit,
-        dead_letter_queue=args.dead_letter_queue,
-        concurrency=args.concurrency or 0,
+def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    register = queues.add_parser(
+        "register",
+        help="register a queue, or change the settings given of an existing one",
+        description="Registers QUEUE with the settings given, or changes only the settings given of an "
+        "existing queue (the others keep their values).",
     )
+    register.add_argument("queue")
+    option(
+        register,
+        "--rate-max",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no rate limit"}),
+        help="jobs allowed to start per --rate-duration (0: remove the rate limit)",
+    )
+    option(register, "--rate-duration", type=milliseconds(1), help="rate-limit window in milliseconds")
+    dead_letter = register.add_mutually_exclusive_group()
+    dead_letter.add_argument(
+        "--dead-letter-queue", help="queue receiving jobs that fail for good (default dead-letter-queue)"
+    )
+    dead_letter.add_argument(
+        "--no-dead-letter",
+        action="store_true",
+        help="failed jobs stay only in the queue's failed jobs (--dead-letter-queue turns it back on)",
+    )
+    option(
+        register,
+        "--concurrency",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}),
+        help="most jobs active at once, all workers (0: no cap)",
+    )
+    register.set_defaults(command="queues register", handler=_register)
+
+
+def _register(args: argparse.Namespace) -> int:
+    """Reads the queue's settings (when it exists), changes those given, and registers the result.
+
+    RegisterQueue replaces a queue's whole config, so a flag left out would reset its setting: the current
+    config is the starting point instead. Two concurrent registers of one queue: the last one wins whole.
+    """
+    name = validate_queue_name(args.queue)
     with client(args) as qm:  # the stub, not qm.register_queue: that returns the queue without `created`
         stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)
+        config = _current_config(stub, name, qm.timeout)
+        _apply_flags(args, config)
+        request = queue_service_pb2.RegisterQueueRequest(name=name, config=config)
         response: queue_service_pb2.RegisterQueueResponse = stub.RegisterQueue(request, timeout=qm.timeout)
     queue = plain(queue_from_proto(response.queue))
     if args.output == "json":
@@ -97,6 +145,45 @@ def _register(args: argparse.Namespace) -> int:
         print(f"queue {args.queue!r} already existed; its settings are now as below")
     show(args, queue)
     return 0
+
+
+def _current_config(
+    stub: queue_service_pb2_grpc.QueueServiceStub, name: str, timeout: float | None
+) -> types_pb2.QueueConfig:
+    """The queue's config as stored (defaults filled in), or an empty one for a new queue."""
+    try:
+        response: queue_service_pb2.GetQueueResponse = stub.GetQueue(
+            queue_service_pb2.GetQueueRequest(name=name), timeout=timeout
+        )
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return types_pb2.QueueConfig()
+        raise
+    return response.queue.config
+
+
+def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> None:
+    """Changes the settings of `config` that flags were given for."""
+    if args.rate_max is not None or args.rate_duration is not None:
+        rate = config.rate_limit
+        if args.rate_max is not None:
+            rate.max = args.rate_max
+        if args.rate_duration is not None:
+            rate.duration.FromMilliseconds(args.rate_duration)
+        if args.rate_max is None and rate.max == 0:
+            raise UsageError("--rate-duration needs --rate-max: the queue has no rate limit yet")
+        if rate.max == 0:
+            config.ClearField("rate_limit")
+        elif rate.duration.ToMilliseconds() <= 0:
+            raise UsageError("--rate-max needs --rate-duration: the queue has no rate limit yet")
+    if args.no_dead_letter:
+        config.disable_dead_letter = True
+        config.dead_letter_queue = ""
+    elif args.dead_letter_queue is not None:
+        config.disable_dead_letter = False
+        config.dead_letter_queue = validate_queue_name(args.dead_letter_queue, "--dead-letter-queue")
+    if args.concurrency is not None:
+        config.concurrency = args.concurrency
 
 
 def _drain(args: argparse.Namespace) -> int:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import Any
 
-from queue_manager.cli.common import UsageError, client, option, plain, read_data, show
+from queue_manager.cli.common import (
+    UINT32_MAX,
+    UsageError,
+    add_attempts_and_timeout,
+    bounded_int,
+    client,
+    job_options,
+    milliseconds,
+    option,
+    plain,
+    read_data,
+    show,
+)
 from queue_manager.schedules import CATCH_UP_POLICIES
 
 _COLUMNS = ("queue_name", "id", "cron", "every", "timezone", "job_name", "next_run_at", "run_count")
@@ -22,12 +33,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("schedule_id", metavar="ID")
     add.add_argument("job_name", metavar="JOB_NAME", help="name of each run's job")
     option(add, "--cron", help="cron expression: 5 fields, or 6 with seconds first (exclusive with --every)")
-    option(add, "--every", type=int, help="interval in milliseconds, at least 1000 (exclusive with --cron)")
+    option(
+        add,
+        "--every",
+        type=milliseconds(1000, notes={1000: "1 s"}),
+        help="interval in whole milliseconds, at least 1000 (exclusive with --cron)",
+    )
     option(add, "--timezone", help="IANA time zone of --cron, such as Europe/Paris (default UTC)")
     option(add, "--data", default=None, help="job data as JSON (@FILE reads a file, @- stdin)")
     option(add, "--start", help="no run before this ISO 8601 time (no offset: local time)")
     option(add, "--end", help="no run after this ISO 8601 time")
-    option(add, "--limit", type=int, help="most runs in all")
+    option(
+        add,
+        "--limit",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
+        help=f"most runs in all, 1 to {UINT32_MAX} (default and 0: no limit)",
+    )
     option(
         add,
         "--catch-up",
@@ -36,8 +57,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="runs missed while no server ran: skip them, run one for all, or run all (at most 1000)",
     )
     option(add, "--priority", help="job priority: critical, high, normal, low, background or 1-5")
-    option(add, "--attempts", type=int, help="maximum runs of each job including the first")
-    option(add, "--timeout", type=int, help="milliseconds a run of the job may take")
+    add_attempts_and_timeout(add, of=" of each job")
     add.set_defaults(command="schedules add", handler=_add)
     get = schedules.add_parser("get", help="show one schedule")
     get.add_argument("queue")
@@ -53,11 +73,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _add(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    for key in ("priority", "attempts", "timeout"):
-        value = getattr(args, key)
-        if value is not None:
-            options[key] = value
+    options = job_options(args, ("priority", "attempts", "timeout"))
     with client(args) as qm:
         schedule = qm.add_schedule(
             args.queue,
@@ -70,7 +86,7 @@ def _add(args: argparse.Namespace) -> int:
             options=options or None,
             start=_time(args.start, "--start"),
             end=_time(args.end, "--end"),
-            limit=args.limit,
+            limit=args.limit or None,
             catch_up=args.catch_up,
         )
     show(args, plain(schedule))

@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run(args: argparse.Namespace) -> int:
-    definition = read_data(args.definition)
+    definition = read_data(args.definition, "the workflow definition (the JSON argument)")
     if not isinstance(definition, dict):
         raise UsageError("the workflow definition must be a JSON object")
     with client(args) as qm:
