@@ -20,7 +20,9 @@ from queue_manager import (
     JobState,
     KeepJobs,
     NotFoundError,
+    QueueManager,
     QueueManagerError,
+    SyncQueueManager,
     UnavailableError,
 )
 from queue_manager.cli import _health_request, _health_status
@@ -450,3 +452,22 @@ def test_options_holding_mutable_parts_are_converted_afresh_for_each_job() -> No
     assert a.metadata is not None and b.metadata is not None
     a.metadata.tags.append("changed")
     assert b.metadata.tags == ["a"]
+
+
+async def test_add_bulk_of_one_mapping_says_it_wants_a_list_of_jobs() -> None:
+    """A dict passed as the jobs was iterated for its keys (job 0: must be a mapping or BulkJob, not str)."""
+    qm = QueueManager("localhost:1")
+    expected = r"jobs must be a list \(or other iterable\) of BulkJob or dicts \{'name', 'data', 'options'\}"
+    with pytest.raises(
+        TypeError, match=f"{expected}, not one dict; to add one job, pass \\[job\\] or use add_job"
+    ):
+        await qm.add_bulk("q", {"name": "n", "data": 1})
+    with pytest.raises(TypeError, match=f"{expected}, not one BulkJob"):
+        await qm.add_bulk("q", BulkJob("n"))
+    with pytest.raises(TypeError, match=f"{expected}, not str"):
+        await qm.add_bulk("q", "name")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=f"{expected}, not int"):
+        await qm.add_bulk("q", 5)  # type: ignore[arg-type]
+    with SyncQueueManager("localhost:1") as sync, pytest.raises(TypeError, match=f"{expected}, not one dict"):
+        sync.add_bulk("q", {"name": "n"})
+    await qm.shutdown()
