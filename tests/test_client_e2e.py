@@ -478,3 +478,16 @@ async def test_a_failure_whose_text_cannot_be_read_fails_its_run_like_any_other(
     await stop_workers(qm)
     assert got.failed_reason == "_Unprintable"
     assert got.stacktrace.endswith("_Unprintable: <exception str() failed>\n")
+
+
+async def test_start_workers_takes_one_queue_name_as_a_string(qm: QueueManager) -> None:
+    """``start_workers("q1")`` runs queue q1's processor (it iterated the letters: queues "q" and "1")."""
+    await qm.register_queue("q1")
+    calls = Calls()
+    qm.register_processor("q1", lambda job: calls.add(job.id))
+    qm.register_processor("other", lambda job: None)
+    worker = await qm.start_workers("q1")
+    assert worker.queues == ["q1"]
+    job = await qm.add_job("q1", "x")
+    await calls.wait_for(1)
+    assert calls.items == [job.id]

@@ -162,7 +162,7 @@ class QueueManager:
 
     async def start_workers(
         self,
-        queues: Iterable[str] | None = None,
+        queues: Iterable[str] | str | None = None,
         *,
         concurrency: int | None = None,
         handle_signals: bool = False,
@@ -170,17 +170,19 @@ class QueueManager:
         """Starts one worker (one stream) for the registered processors and returns it.
 
         Args:
-            queues: Only these queues' processors; default all registered ones.
-            concurrency: Jobs run at once; default the client's concurrency.
+            queues: Only these queues' processors: a queue name or several; default all registered ones.
+            concurrency: Jobs run at once, 1 to 100,000; default the client's concurrency.
             handle_signals: Shut down gracefully on SIGTERM/SIGINT.
 
         Returns:
             The running `Worker` (already started; see `Worker.wait_connected`).
         """
+        if isinstance(queues, str):
+            queues = [queues]  # one queue, not its letters
         wanted = list(queues) if queues is not None else list(self._processors)
         missing = [q for q in wanted if q not in self._processors]
         if missing:
-            raise ValueError(f"no processor registered for queue(s) {', '.join(missing)}")
+            raise ValueError(f"no processor registered for queue(s) {', '.join(map(str, missing))}")
         if not wanted:
             raise ValueError("no processors registered; use @qm.processor(queue_name) first")
         worker = Worker(
