@@ -23,7 +23,8 @@ Protocol, as this side speaks it:
 7. CANCEL_JOB command (the job was cancelled, or passed its timeout on the server): an async
    processor's task is cancelled, a plain-``def`` processor sees ``job.cancelled``; however the run then
    ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
-   failure with ``retry_after`` (no attempt used; the queue holds off that long).
+   failure with ``retry_after`` (no attempt used; the queue holds off that long). A processor that raises
+   ``asyncio.CancelledError`` while nothing cancelled its run fails its attempt like any other error.
 8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; the first report on the new stream extends their leases (a server that stopped left
    them held, and the new one takes them over), and outcomes not yet sent go out on it.
@@ -594,9 +595,15 @@ class Worker:
                     if scope.expired():
                         raise _JobTimeout(f"job timed out after {limit:g}s") from None
                     raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if ctx._cancelled:  # the server asked to stop the run (CANCEL_JOB)
                 self._report_cancelled(ctx)
+                return
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # Nothing cancelled this task: the processor raised CancelledError itself (or awaited
+                # something cancelled elsewhere). A failure like any other, not a stall retried for ever.
+                self._fail(ctx, exc, time.perf_counter_ns() - started)
                 return
             self._finish(ctx)
             if not (ctx._lost):
