@@ -12,6 +12,15 @@ import grpc.aio
 
 from queue_manager.adds import AddBatcher
 from queue_manager.channel import aio_channel, resolve_address
+from queue_manager.checks import (
+    check_channel_options,
+    check_concurrency,
+    check_credentials,
+    check_grace,
+    check_labels,
+    check_timeout,
+    check_token,
+)
 from queue_manager.convert import (
     Job,
     JobLogLine,
@@ -79,14 +88,21 @@ class QueueManager:
     register processors with the `processor` decorator) and used later inside an event loop.
 
     Args:
-        address: Server ``host:port``; default ``QM_SERVER`` or ``localhost:50051``.
-        concurrency: Jobs run at once by `start_workers`; default ``WORKER_CONCURRENCY`` or 10.
+        address: Server ``host:port`` (port 1 to 65535), or another gRPC target (``dns:``, ``ipv4:``,
+            ``unix:``…); default ``QM_SERVER`` or ``localhost:50051``.
+        concurrency: Jobs run at once by `start_workers`, 1 to 100,000; default ``WORKER_CONCURRENCY`` or 10.
         credentials: TLS channel credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
         token: Bearer token sent with every call; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
-        channel_options: Extra gRPC channel options.
-        timeout: Deadline in seconds for each unary call; None for no deadline.
-        worker_labels: Labels sent in each worker's hello.
-        shutdown_grace: Seconds `shutdown` waits for running jobs.
+        channel_options: Extra gRPC channel options, ``(name, value)`` pairs.
+        timeout: Deadline in seconds for each unary call, more than 0 and at most 365 days; None for no
+            deadline.
+        worker_labels: Labels (str to str) sent in each worker's hello.
+        shutdown_grace: Seconds `shutdown` waits for running jobs (finite, at least 0).
+
+    Raises:
+        TypeError: An argument of the wrong type (``concurrency="5"``).
+        ValueError: An argument out of its range (a port of 99999, a negative or NaN timeout); the message
+            names the parameter and what it accepts.
     """
 
     def __init__(
@@ -102,13 +118,13 @@ class QueueManager:
         shutdown_grace: float = 30.0,
     ) -> None:
         self.address = resolve_address(address)
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.shutdown_grace = shutdown_grace
-        self._credentials = credentials
-        self._token = token
-        self._channel_options = channel_options
-        self._worker_labels = dict(worker_labels or {})
+        self.concurrency = check_concurrency(concurrency)
+        self.timeout = check_timeout(timeout)
+        self.shutdown_grace = check_grace(shutdown_grace)
+        self._credentials = check_credentials(credentials)
+        self._token = check_token(token)
+        self._channel_options = check_channel_options(channel_options)
+        self._worker_labels = check_labels(worker_labels)
         self._channel: grpc.aio.Channel | None = None
         self._queues: QueueServiceAsyncStub | None = None
         self._adds: AddBatcher | None = None
@@ -203,6 +219,8 @@ class QueueManager:
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stops the workers gracefully (see `Worker.shutdown`), then closes the channel."""
+        if grace is not None:
+            check_grace(grace, "grace")
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.shutdown(grace)
