@@ -77,9 +77,29 @@ def test_parse_grace() -> None:
     assert parse_grace("15m") == timedelta(minutes=15)
     assert parse_grace("1.5h") == timedelta(minutes=90)
     assert parse_grace("7d") == timedelta(days=7)
+    assert parse_grace("3650d") == timedelta(days=3650)
     for bad in ("", "soon", "-1m", "1e400", "nan"):
         with pytest.raises(ValueError):
             parse_grace(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # 1e400 is inf as a float: it was refused as "a grace period is zero or more".
+        ("1e400", r"'1e400' is too long a grace period: at most 3650d \(10 years\)"),
+        ("1e400s", "'1e400s' is too long a grace period"),
+        ("inf", "'inf' is too long a grace period"),
+        ("3651d", "'3651d' is too long a grace period"),  # the server refused it
+        ("1e300d", "'1e300d' is too long a grace period"),
+        ("nan", "'nan' is not a grace period such as 0, 30s"),
+        ("-1m", "'-1m' is negative: a grace period is zero or more"),
+        ("-inf", "'-inf' is negative"),
+    ],
+)
+def test_parse_grace_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_grace(text)
 
 
 def test_backoff_doubles_up_to_a_ceiling_and_resets() -> None:
