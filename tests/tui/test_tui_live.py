@@ -311,3 +311,32 @@ async def _gone(qm: QueueManager, job_id: str) -> bool:
 
 async def _count(qm: QueueManager, state: str, expected: int) -> bool:
     return int(getattr(await qm.get_queue_metrics("emails"), state)) == expected
+
+
+async def _two_queues(server: RunningServer) -> tuple[QueueManager, str, str]:
+    """Queues alpha and beta (before dead-letter-queue in the list), one waiting job each."""
+    qm = QueueManager(server.address)
+    await qm.register_queue("alpha")
+    await qm.register_queue("beta")
+    a = await qm.add_job("alpha", "apple")
+    b = await qm.add_job("beta", "banana")
+    return qm, a.id, b.id
+
+
+async def test_a_filter_matching_nothing_clears_the_detail_pane(server: RunningServer) -> None:
+    qm, a, _ = await _two_queues(server)
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("enter")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "alpha's job in the detail pane", WAIT)
+        await pilot.press("slash", *"zzz")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "the filter to hide the job", WAIT)
+        assert jobs.loaded_job is None
+        assert any("No job on this page matches 'zzz'" in line for line in screen_lines(app))
+        assert not any("apple" in line for line in screen_lines(app))
+        await pilot.press("ctrl+u")
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "the job back in the detail pane", WAIT)
+        assert jobs.loaded_job is not None and jobs.loaded_job.id == a
+    await qm.close()

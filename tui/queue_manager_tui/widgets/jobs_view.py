@@ -294,10 +294,7 @@ class JobsView(Vertical):
         self._show_rows()
         key = self.table.selected_key
         if key is not None:
-            self._load_detail(queue, key)
-        else:
-            self._detail = None
-            self.query_one(JobDetail).show_note(f"No {state.value} jobs in {queue}.")
+            self._load_detail(queue, key)  # again if _show_rows did: the job may have changed too
 
     @work(exclusive=True, group="job-detail")
     async def _load_detail(self, queue: str, job_id: str) -> None:
@@ -359,8 +356,22 @@ class JobsView(Vertical):
         return [job for job in self._jobs if query in job.id.lower() or query in job.name.lower()]
 
     def _show_rows(self) -> None:
+        """Shows the page's jobs (those the search matches), and in the detail pane the job under the
+        cursor: a note when there is none (the pane kept showing a job the filter had hidden)."""
         rows: list[TableRow] = [(job.id, _row(job)) for job in self._shown_jobs()]
         self.table.sync_rows(rows)
+        key = self.table.selected_key
+        if key is None:
+            self._detail = None
+            self.query_one(JobDetail).show_note(self._empty_note())
+        elif self.queue is not None and (self._detail is None or self._detail.id != key):
+            self._load_detail(self.queue, key)
+
+    def _empty_note(self) -> str:
+        query = self.query_one("#job-search", Input).value.strip()
+        if query and self._jobs:
+            return f"No job on this page matches {query!r}. Enter looks it up as a job id."
+        return f"No {self.state.value} jobs in {self.queue}."
 
     def _show_header(self) -> None:
         queue = self.query_one("#jobs-queue", Static)
