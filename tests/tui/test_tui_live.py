@@ -323,6 +323,27 @@ async def _two_queues(server: RunningServer) -> tuple[QueueManager, str, str]:
     return qm, a.id, b.id
 
 
+async def test_search_from_queues_searches_the_selected_queue(server: RunningServer) -> None:
+    """Pressing "/" in Queues searches the queue under the cursor (it searched the last queue opened)."""
+    qm, a, b = await _two_queues(server)
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [a], "alpha's job", WAIT)
+        await pilot.press("slash", *"app")
+        await pilot.press("escape", "escape")  # close the search, back to Queues
+        assert app.active_tab == "queues"
+        await pilot.press("j")
+        assert app.queues_view.selected_queue == "beta"
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [b], "beta's job", WAIT)
+        jobs = app.jobs_view
+        assert (app.active_tab, jobs.queue, jobs.search_open) == ("jobs", "beta", True)
+        assert app.query_one("#job-search").has_focus
+    await qm.close()
+
+
 async def test_a_filter_matching_nothing_clears_the_detail_pane(server: RunningServer) -> None:
     qm, a, _ = await _two_queues(server)
     app = dashboard(server)

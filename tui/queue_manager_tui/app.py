@@ -297,14 +297,17 @@ class DashboardApp(App[None]):
             self.exit()
 
     def action_search(self) -> None:
+        """Searches the jobs of the queue selected in Queues (from there, or before any queue was opened),
+        else of the queue the Jobs view shows."""
         jobs = self.jobs_view
-        if jobs.queue is None:
+        if self.active_tab == "queues" or jobs.queue is None:
             queue = self.queues_view.selected_queue
             if queue is None:
                 self.notify("No queue to search yet.", severity="warning")
                 return
-            jobs.open_queue(queue)
-        self.action_show_tab("jobs")
+            self.show_jobs_of(queue)
+        else:
+            self.action_show_tab("jobs")
         jobs.open_search()
 
     def action_help(self) -> None:

@@ -126,9 +126,14 @@ class JobsView(Vertical):
         return next((job for job in self._shown_jobs() if job.id == key), None)
 
     def open_queue(self, queue: str, state: JobState | None = None) -> None:
-        """Shows a queue's jobs (first page), in ``state`` or the state shown before."""
+        """Shows a queue's jobs (first page), in ``state`` or the state shown before; another queue's
+        search closes (its text filtered the other queue's page)."""
         if queue == self.queue and (state is None or state == self.state):
             return
+        if queue != self.queue:
+            search = self.query_one("#job-search", Input)
+            search.value = ""
+            search.display = False
         self.queue = queue
         self._signature = None
         if state is not None:
