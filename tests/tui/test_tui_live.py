@@ -361,3 +361,28 @@ async def test_a_filter_matching_nothing_clears_the_detail_pane(server: RunningS
         await wait_for(pilot, lambda: jobs.loaded_job is not None, "the job back in the detail pane", WAIT)
         assert jobs.loaded_job is not None and jobs.loaded_job.id == a
     await qm.close()
+
+
+async def test_a_queue_obliterated_while_shown_says_it_is_gone(server: RunningServer) -> None:
+    """Its jobs were left on screen as if it still existed; now the page says it is gone, and shows the
+    queue afresh once it is registered again."""
+    qm, a, _ = await _two_queues(server)
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("enter")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "alpha's job", WAIT)
+        await qm.obliterate_queue("alpha")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "alpha's jobs to go", WAIT)
+        lines = screen_lines(app)
+        assert any("alpha (gone)" in line for line in lines)
+        assert any("Queue alpha no longer exists" in line for line in lines)
+        assert jobs.loaded_job is None and jobs.queue == "alpha"
+
+        await qm.register_queue("alpha")
+        again = await qm.add_job("alpha", "apricot")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [again.id], "alpha shown afresh", WAIT)
+        assert not any("(gone)" in line for line in screen_lines(app))
+        assert a != again.id
+    await qm.close()

@@ -190,6 +190,9 @@ class DashboardApp(App[None]):
         self.queues_view.show(self.state)
         self.workers_view.show(self.state.workers, self.state.time)
         jobs = self.jobs_view
+        if jobs.queue is not None and jobs.queue in changes.removed:
+            jobs.queue_gone()
+            self.notify(f"Queue {jobs.queue} no longer exists.", severity="warning", markup=False)
         if jobs.queue is not None:
             jobs.on_metrics(self.state.queues.get(jobs.queue), live=self.active_tab == "jobs")
         self.workflows_view.on_metrics(self.state, live=self.active_tab == "workflows")

@@ -84,6 +84,7 @@ class JobsView(Vertical):
         self._found: Job | None = None
         self._detail: Job | None = None
         self._signature: tuple[int, ...] | None = None
+        self._gone = False  # the shown queue went away (obliterated) while shown
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="jobs-bar"):
@@ -128,7 +129,7 @@ class JobsView(Vertical):
     def open_queue(self, queue: str, state: JobState | None = None) -> None:
         """Shows a queue's jobs (first page), in ``state`` or the state shown before; another queue's
         search closes (its text filtered the other queue's page)."""
-        if queue == self.queue and (state is None or state == self.state):
+        if queue == self.queue and (state is None or state == self.state) and not self._gone:
             return
         if queue != self.queue:
             search = self.query_one("#job-search", Input)
@@ -143,7 +144,7 @@ class JobsView(Vertical):
 
     def open_job(self, ref: JobRef) -> None:
         """Shows one job, looked up by id (a chain link, a workflow step's job)."""
-        if ref.queue_name != self.queue:
+        if ref.queue_name != self.queue or self._gone:
             self.queue = ref.queue_name
             self._signature = None
             self._restart()
@@ -172,8 +173,20 @@ class JobsView(Vertical):
 
     def reload(self) -> None:
         """Loads the current page again (after a control changed something)."""
-        if self.queue is not None:
+        if self.queue is not None and not self._gone:
             self._load_page()
+
+    def queue_gone(self) -> None:
+        """The shown queue went away (obliterated): its jobs are no longer shown, and the page says so
+        until the queue is registered again."""
+        if self.queue is None or self._gone:
+            return
+        self._gone = True
+        self._tokens, self._next_token, self._jobs, self._found, self._detail = [""], "", [], None, None
+        self._signature = None
+        self.table.clear()
+        self._show_header()
+        self.query_one(JobDetail).show_note(self._empty_note())
 
     def on_metrics(self, metrics: QueueMetrics | None, *, live: bool) -> None:
         """Takes the shown queue's latest metrics: tab counts, and a reload when its jobs changed.
@@ -190,6 +203,11 @@ class JobsView(Vertical):
             if tab.label.plain != label:
                 tab.label = label
         if metrics is None or self.queue != metrics.queue_name:
+            return
+        if self._gone:  # registered again: show it afresh
+            self._gone = False
+            self._signature = None
+            self._restart()
             return
         signature = (
             count_in_state(metrics, self.state),
@@ -214,7 +232,7 @@ class JobsView(Vertical):
             tabs.action_previous_tab()
 
     def action_page(self, step: int) -> None:
-        if self.queue is None or self.search_open:
+        if self.queue is None or self.search_open or self._gone:
             return
         if step > 0 and self._next_token:
             self._tokens.append(self._next_token)
@@ -271,6 +289,7 @@ class JobsView(Vertical):
     # ----------------------------------------------------------------- loading
 
     def _restart(self) -> None:
+        self._gone = False
         self._tokens = [""]
         self._next_token = ""
         self._jobs = []
@@ -373,6 +392,8 @@ class JobsView(Vertical):
             self._load_detail(self.queue, key)
 
     def _empty_note(self) -> str:
+        if self._gone:
+            return f"Queue {self.queue} no longer exists: it was obliterated. Press q for the queues."
         query = self.query_one("#job-search", Input).value.strip()
         if query and self._jobs:
             return f"No job on this page matches {query!r}. Enter looks it up as a job id."
@@ -383,6 +404,10 @@ class JobsView(Vertical):
         page = self.query_one("#jobs-page", Static)
         if self.queue is None:
             queue.update(Text("No queue: press Enter on one in Queues (1)", style="dim"))
+            page.update("")
+            return
+        if self._gone:
+            queue.update(Text(f"{self.queue} (gone)", style="bold red"))
             page.update("")
             return
         queue.update(Text(self.queue, style="bold"))
