@@ -478,3 +478,51 @@ async def test_a_failure_whose_text_cannot_be_read_fails_its_run_like_any_other(
     await stop_workers(qm)
     assert got.failed_reason == "_Unprintable"
     assert got.stacktrace.endswith("_Unprintable: <exception str() failed>\n")
+
+
+async def test_a_processor_raising_cancelled_error_fails_its_run(qm: QueueManager) -> None:
+    """CancelledError raised by the processor itself (nothing cancelled the run) is a failure of the attempt,
+    retried per its attempts, not an abandoned run that stalls and comes back for ever."""
+    await qm.register_queue("self-cancel")
+    calls = Calls()
+
+    @qm.processor("self-cancel")
+    async def cancel_itself(job: JobContext) -> None:
+        calls.add((job.attempts_made, job.redelivery))
+        raise asyncio.CancelledError()
+
+    await qm.start_workers()
+    job = await qm.add_job("self-cancel", "x", None, {"attempts": 2})
+    got = await qm.wait_for_job("self-cancel", job.id, timeout=WAIT)
+    await stop_workers(qm)
+    assert got.state is JobState.FAILED
+    assert got.failed_reason == "CancelledError"
+    assert got.attempts_made == 2 and got.stalled_count == 0
+    assert calls.items == [(0, False), (1, False)]
+
+
+async def test_a_sync_processor_raising_cancelled_error_fails_its_run(qm: QueueManager) -> None:
+    await qm.register_queue("self-cancel-sync")
+
+    @qm.processor("self-cancel-sync")
+    def cancel_itself(job: JobContext) -> None:
+        raise asyncio.CancelledError("gave up")
+
+    await qm.start_workers()
+    job = await qm.add_job("self-cancel-sync", "x", None, {"attempts": 1})
+    got = await qm.wait_for_job("self-cancel-sync", job.id, timeout=WAIT)
+    await stop_workers(qm)
+    assert (got.state, got.failed_reason, got.stalled_count) == (JobState.FAILED, "gave up", 0)
+
+
+async def test_start_workers_takes_one_queue_name_as_a_string(qm: QueueManager) -> None:
+    """``start_workers("q1")`` runs queue q1's processor (it iterated the letters: queues "q" and "1")."""
+    await qm.register_queue("q1")
+    calls = Calls()
+    qm.register_processor("q1", lambda job: calls.add(job.id))
+    qm.register_processor("other", lambda job: None)
+    worker = await qm.start_workers("q1")
+    assert worker.queues == ["q1"]
+    job = await qm.add_job("q1", "x")
+    await calls.wait_for(1)
+    assert calls.items == [job.id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,8 +21,11 @@ from queue_manager import (
     JobState,
     KeepJobs,
     NotFoundError,
+    QueueManager,
     QueueManagerError,
+    SyncQueueManager,
     UnavailableError,
+    Worker,
 )
 from queue_manager.cli import _health_request, _health_status
 from queue_manager.cli import plain as _plain
@@ -470,3 +474,126 @@ def test_a_schedule_interval_below_the_minimum_states_the_minimum(every: Any) ->
             limit=None,
             catch_up="skip",
         )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"concurrency": "5"}, TypeError, "concurrency must be a whole number from 1 to 100,000"),
+        ({"concurrency": 0}, ValueError, "concurrency must be a whole number from 1 to 100,000.*got 0"),
+        ({"concurrency": True}, TypeError, "concurrency must be"),
+        ({"timeout": -1}, ValueError, "timeout must be seconds more than 0 .*got -1"),
+        ({"timeout": 0}, ValueError, "timeout must be seconds more than 0"),
+        ({"timeout": math.nan}, ValueError, "timeout must be .*got nan"),
+        ({"timeout": math.inf}, ValueError, r"timeout must be .*at most 31,536,000 \(365 days\)"),
+        ({"timeout": 1e10}, ValueError, "timeout must be"),  # gRPC wrapped it: every call failed at once
+        ({"timeout": "5"}, TypeError, "timeout must be seconds"),
+        (
+            {"shutdown_grace": -0.5},
+            ValueError,
+            "shutdown_grace must be a finite number of seconds, at least 0",
+        ),
+        ({"shutdown_grace": math.nan}, ValueError, "shutdown_grace must be"),
+        ({"shutdown_grace": math.inf}, ValueError, "shutdown_grace must be"),
+        ({"shutdown_grace": None}, TypeError, "shutdown_grace must be"),
+        (
+            {"address": "127.0.0.1:99999"},
+            ValueError,
+            "address '127.0.0.1:99999': the port must be .*1 to 65535",
+        ),
+        ({"address": "localhost:0"}, ValueError, "the port must be a number from 1 to 65535, got '0'"),
+        ({"address": "localhost:-1"}, ValueError, "the port must be"),
+        ({"address": "ipv4:127.0.0.1:1,127.0.0.1:70000"}, ValueError, "got '70000'"),
+        ({"address": "[::1"}, ValueError, r"write an IPv6 address as \[address\]:port"),
+        ({"address": 50051}, TypeError, "address must be a str"),
+        ({"token": b"secret"}, TypeError, "token must be a str or None, not bytes"),
+        ({"credentials": "tls"}, TypeError, "credentials must be grpc.ChannelCredentials"),
+        (
+            {"channel_options": {"a": 1}},
+            TypeError,
+            r"channel_options must be a list of \(name, value\) pairs",
+        ),
+        (
+            {"channel_options": [("a", 1, 2)]},
+            TypeError,
+            r"channel_options\[0\] must be a \(name, value\) pair",
+        ),
+        ({"worker_labels": {"zone": 1}}, TypeError, "worker_labels must map str to str"),
+        ({"worker_labels": ["zone"]}, TypeError, "worker_labels must be a mapping"),
+    ],
+)
+def test_queue_manager_checks_its_arguments(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        QueueManager(**kwargs)
+    sync_kwargs = {
+        k: v for k, v in kwargs.items() if k not in ("concurrency", "shutdown_grace", "worker_labels")
+    }
+    if sync_kwargs:
+        with pytest.raises(error, match=message):
+            SyncQueueManager(**sync_kwargs)
+
+
+def test_queue_manager_accepts_every_form_of_its_arguments() -> None:
+    for address in (
+        "localhost:50051",
+        "[::1]:5",
+        "dns:///example.com:443",
+        "unix:/tmp/qm.sock",
+        "example.com",
+    ):
+        assert QueueManager(address).address == address
+    qm = QueueManager(
+        "ipv4:127.0.0.1:5001,127.0.0.1:5002",
+        concurrency=100_000,
+        timeout=0.5,
+        shutdown_grace=0,
+        worker_labels={"zone": "a"},
+        channel_options=[("grpc.enable_retries", 0)],
+        token="t0k",
+    )
+    assert (qm.concurrency, qm.timeout, qm.shutdown_grace) == (100_000, 0.5, 0.0)
+    SyncQueueManager("localhost:1", timeout=2).close()
+
+
+def test_the_server_address_from_the_environment_is_checked_and_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QM_SERVER", "localhost:65536")
+    with pytest.raises(ValueError, match="QM_SERVER 'localhost:65536': the port must be"):
+        QueueManager()
+    assert QueueManager("localhost:1").address == "localhost:1"
+
+
+def test_worker_checks_its_arguments() -> None:
+    def noop(job: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="concurrency must be a whole number"):
+        Worker("localhost:1", {"q": noop}, concurrency="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shutdown_grace must be"):
+        Worker("localhost:1", {"q": noop}, shutdown_grace=-1)
+    with pytest.raises(TypeError, match="labels must map str to str"):
+        Worker("localhost:1", {"q": noop}, labels={"k": 2})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="the port must be"):
+        Worker("localhost:99999", {"q": noop})
+
+
+async def test_add_bulk_of_one_mapping_says_it_wants_a_list_of_jobs() -> None:
+    """A dict passed as the jobs was iterated for its keys (job 0: must be a mapping or BulkJob, not str)."""
+    qm = QueueManager("localhost:1")
+    expected = r"jobs must be a list \(or other iterable\) of BulkJob or dicts \{'name', 'data', 'options'\}"
+    with pytest.raises(
+        TypeError, match=f"{expected}, not one dict; to add one job, pass \\[job\\] or use add_job"
+    ):
+        await qm.add_bulk("q", {"name": "n", "data": 1})
+    with pytest.raises(TypeError, match=f"{expected}, not one BulkJob"):
+        await qm.add_bulk("q", BulkJob("n"))
+    with pytest.raises(TypeError, match=f"{expected}, not str"):
+        await qm.add_bulk("q", "name")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=f"{expected}, not int"):
+        await qm.add_bulk("q", 5)  # type: ignore[arg-type]
+    with SyncQueueManager("localhost:1") as sync, pytest.raises(TypeError, match=f"{expected}, not one dict"):
+        sync.add_bulk("q", {"name": "n"})
+    await qm.shutdown()

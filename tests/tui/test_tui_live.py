@@ -311,3 +311,78 @@ async def _gone(qm: QueueManager, job_id: str) -> bool:
 
 async def _count(qm: QueueManager, state: str, expected: int) -> bool:
     return int(getattr(await qm.get_queue_metrics("emails"), state)) == expected
+
+
+async def _two_queues(server: RunningServer) -> tuple[QueueManager, str, str]:
+    """Queues alpha and beta (before dead-letter-queue in the list), one waiting job each."""
+    qm = QueueManager(server.address)
+    await qm.register_queue("alpha")
+    await qm.register_queue("beta")
+    a = await qm.add_job("alpha", "apple")
+    b = await qm.add_job("beta", "banana")
+    return qm, a.id, b.id
+
+
+async def test_search_from_queues_searches_the_selected_queue(server: RunningServer) -> None:
+    """Pressing "/" in Queues searches the queue under the cursor (it searched the last queue opened)."""
+    qm, a, b = await _two_queues(server)
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [a], "alpha's job", WAIT)
+        await pilot.press("slash", *"app")
+        await pilot.press("escape", "escape")  # close the search, back to Queues
+        assert app.active_tab == "queues"
+        await pilot.press("j")
+        assert app.queues_view.selected_queue == "beta"
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [b], "beta's job", WAIT)
+        jobs = app.jobs_view
+        assert (app.active_tab, jobs.queue, jobs.search_open) == ("jobs", "beta", True)
+        assert app.query_one("#job-search").has_focus
+    await qm.close()
+
+
+async def test_a_filter_matching_nothing_clears_the_detail_pane(server: RunningServer) -> None:
+    qm, a, _ = await _two_queues(server)
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("enter")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "alpha's job in the detail pane", WAIT)
+        await pilot.press("slash", *"zzz")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "the filter to hide the job", WAIT)
+        assert jobs.loaded_job is None
+        assert any("No job on this page matches 'zzz'" in line for line in screen_lines(app))
+        assert not any("apple" in line for line in screen_lines(app))
+        await pilot.press("ctrl+u")
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "the job back in the detail pane", WAIT)
+        assert jobs.loaded_job is not None and jobs.loaded_job.id == a
+    await qm.close()
+
+
+async def test_a_queue_obliterated_while_shown_says_it_is_gone(server: RunningServer) -> None:
+    """Its jobs were left on screen as if it still existed; now the page says it is gone, and shows the
+    queue afresh once it is registered again."""
+    qm, a, _ = await _two_queues(server)
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("enter")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: jobs.loaded_job is not None, "alpha's job", WAIT)
+        await qm.obliterate_queue("alpha")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "alpha's jobs to go", WAIT)
+        lines = screen_lines(app)
+        assert any("alpha (gone)" in line for line in lines)
+        assert any("Queue alpha no longer exists" in line for line in lines)
+        assert jobs.loaded_job is None and jobs.queue == "alpha"
+
+        await qm.register_queue("alpha")
+        again = await qm.add_job("alpha", "apricot")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [again.id], "alpha shown afresh", WAIT)
+        assert not any("(gone)" in line for line in screen_lines(app))
+        assert a != again.id
+    await qm.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from queue_manager import JobState, MetricsSnapshot, QueueMetrics
+from queue_manager import JobState, MetricsSnapshot, QueueMetrics, RateLimit
 from queue_manager_tui.controls import (
     NotApplicable,
     cancel_plan,
@@ -28,6 +29,7 @@ from queue_manager_tui.format import (
     sparkline,
 )
 from queue_manager_tui.state import Backoff, DashboardState
+from queue_manager_tui.widgets.queues_view import COLUMNS, _limit
 from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, queue_metrics
 
 
@@ -77,9 +79,29 @@ def test_parse_grace() -> None:
     assert parse_grace("15m") == timedelta(minutes=15)
     assert parse_grace("1.5h") == timedelta(minutes=90)
     assert parse_grace("7d") == timedelta(days=7)
+    assert parse_grace("3650d") == timedelta(days=3650)
     for bad in ("", "soon", "-1m", "1e400", "nan"):
         with pytest.raises(ValueError):
             parse_grace(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # 1e400 is inf as a float: it was refused as "a grace period is zero or more".
+        ("1e400", r"'1e400' is too long a grace period: at most 3650d \(10 years\)"),
+        ("1e400s", "'1e400s' is too long a grace period"),
+        ("inf", "'inf' is too long a grace period"),
+        ("3651d", "'3651d' is too long a grace period"),  # the server refused it
+        ("1e300d", "'1e300d' is too long a grace period"),
+        ("nan", "'nan' is not a grace period such as 0, 30s"),
+        ("-1m", "'-1m' is negative: a grace period is zero or more"),
+        ("-inf", "'-inf' is negative"),
+    ],
+)
+def test_parse_grace_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_grace(text)
 
 
 def test_backoff_doubles_up_to_a_ceiling_and_resets() -> None:
@@ -174,3 +196,18 @@ async def test_job_plans_check_the_state_and_keep_names_literal() -> None:
         remove_plan(job("1", JobState.ACTIVE))
     with pytest.raises(NotApplicable, match="completed already"):
         cancel_plan(job("1", JobState.COMPLETED))
+
+
+def test_the_rate_limit_column_says_tokens_left_of_the_bucket_size() -> None:
+    """It read "1/10" under "Limit", which looked like a rate; a part token was rounded up to a start."""
+    assert dict(COLUMNS)["limit"] == "Tokens left"
+    emails = queue_metrics("emails", 0)
+    ten = RateLimit(max=10, duration=1000)
+    assert _limit(replace(emails, rate_limit_tokens=1.0), ten) == "1 of 10"
+    assert _limit(replace(emails, rate_limit_tokens=0.6), ten) == "0 of 10"
+    assert (
+        _limit(replace(emails, rate_limit_tokens=1234.9), RateLimit(max=5000, duration=1000))
+        == "1,234 of 5,000"
+    )
+    assert _limit(emails, None) == "-"
+    assert _limit(replace(emails, held_until=at(30)), ten) == "held"

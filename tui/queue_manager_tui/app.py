@@ -190,6 +190,9 @@ class DashboardApp(App[None]):
         self.queues_view.show(self.state)
         self.workers_view.show(self.state.workers, self.state.time)
         jobs = self.jobs_view
+        if jobs.queue is not None and jobs.queue in changes.removed:
+            jobs.queue_gone()
+            self.notify(f"Queue {jobs.queue} no longer exists.", severity="warning", markup=False)
         if jobs.queue is not None:
             jobs.on_metrics(self.state.queues.get(jobs.queue), live=self.active_tab == "jobs")
         self.workflows_view.on_metrics(self.state, live=self.active_tab == "workflows")
@@ -297,14 +300,17 @@ class DashboardApp(App[None]):
             self.exit()
 
     def action_search(self) -> None:
+        """Searches the jobs of the queue selected in Queues (from there, or before any queue was opened),
+        else of the queue the Jobs view shows."""
         jobs = self.jobs_view
-        if jobs.queue is None:
+        if self.active_tab == "queues" or jobs.queue is None:
             queue = self.queues_view.selected_queue
             if queue is None:
                 self.notify("No queue to search yet.", severity="warning")
                 return
-            jobs.open_queue(queue)
-        self.action_show_tab("jobs")
+            self.show_jobs_of(queue)
+        else:
+            self.action_show_tab("jobs")
         jobs.open_search()
 
     def action_help(self) -> None:

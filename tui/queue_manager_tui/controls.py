@@ -9,6 +9,7 @@ the reason, so nothing is asked. The server checks again: a job that moved on in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +45,8 @@ CLEANABLE_STATES = (
 
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 _GRACE_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The longest grace the server takes (its limit on every duration): ten years of 365 days.
+MAX_GRACE = timedelta(days=3650)
 
 
 class NotApplicable(Exception):
@@ -242,9 +245,10 @@ def parse_grace(text: str) -> timedelta:
     """A grace period typed by the user: ``0``, ``90s``, ``15m``, ``1h``, ``7d``, ``500ms`` (bare = seconds).
 
     Raises:
-        ValueError: Not a non-negative number with an optional unit.
+        ValueError: Not a number from 0 to `MAX_GRACE` with an optional unit (the message says which).
     """
     value = text.strip().lower()
+    shown = repr(text.strip()[:40])
     if not value:
         raise ValueError("enter a grace period such as 0, 30s, 15m, 1h or 7d")
     unit = next((u for u in ("ms", "s", "m", "h", "d") if value.endswith(u)), "")
@@ -252,13 +256,15 @@ def parse_grace(text: str) -> timedelta:
     try:
         amount = float(number)
     except ValueError:
-        raise ValueError(f"{text.strip()!r} is not a grace period such as 0, 30s, 15m, 1h or 7d") from None
-    if amount < 0 or amount != amount or amount == float("inf"):
-        raise ValueError("a grace period is zero or more")
-    try:
-        return timedelta(seconds=amount * _GRACE_UNITS[unit or "s"])
-    except OverflowError:
-        raise ValueError(f"{text.strip()!r} is too long a grace period") from None
+        amount = math.nan
+    if math.isnan(amount):  # not a number, or "nan" itself
+        raise ValueError(f"{shown} is not a grace period such as 0, 30s, 15m, 1h or 7d")
+    if amount < 0:
+        raise ValueError(f"{shown} is negative: a grace period is zero or more")
+    seconds = amount * _GRACE_UNITS[unit or "s"]  # inf for "inf" and numbers past a float ("1e400")
+    if seconds > MAX_GRACE.total_seconds():
+        raise ValueError(f"{shown} is too long a grace period: at most {MAX_GRACE.days}d (10 years)")
+    return timedelta(seconds=seconds)
 
 
 def _state(job: Job) -> str:

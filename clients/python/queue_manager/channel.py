@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "MAX_MESSAGE_BYTES",
     "aio_channel",
+    "check_address",
     "resolve_address",
     "sync_channel",
 ]
@@ -37,8 +38,57 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 
 def resolve_address(address: str | None) -> str:
-    """The address to use: the given one, else ``QM_SERVER``, else ``localhost:50051``."""
-    return address or os.environ.get("QM_SERVER") or DEFAULT_ADDRESS
+    """The address to use: the given one, else ``QM_SERVER``, else ``localhost:50051``; checked by
+    `check_address` (raises ValueError or TypeError naming the parameter or the variable)."""
+    if address is not None and address != "":
+        return check_address(address, "address")
+    env = os.environ.get("QM_SERVER")
+    return check_address(env, "QM_SERVER") if env else DEFAULT_ADDRESS
+
+
+# gRPC targets that name no TCP port; passed on as they are.
+_NO_PORT_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
+
+
+def check_address(address: str, what: str = "address") -> str:
+    """A gRPC target: ``host:port`` (``[v6]:port`` for IPv6), or ``dns:``, ``ipv4:``, ``ipv6:``, ``unix:``
+    targets. A port given must be 1 to 65535: gRPC itself reads 99999 as 34463 and connects there."""
+    if not isinstance(address, str):
+        raise TypeError(f"{what} must be a str such as 'localhost:50051', not {type(address).__name__}")
+    if not address.strip() or not address.isprintable() or address != address.strip():
+        raise ValueError(f"{what} must be host:port such as 'localhost:50051', got {address!r:.100}")
+    lower = address.lower()
+    if lower.startswith(_NO_PORT_SCHEMES):
+        return address
+    if lower.startswith(("ipv4:", "ipv6:")):
+        parts = address.split(":", 1)[1].split(",")
+    elif lower.startswith("dns:"):
+        parts = [address[4:].rsplit("/", 1)[-1]]  # dns:host:port, dns:///host:port, dns://server/host:port
+    else:
+        parts = [address]
+    for part in parts:
+        if part.startswith("[") and "]" not in part:
+            raise ValueError(
+                f"{what} {address!r:.100}: write an IPv6 address as [address]:port ('[::1]:50051')"
+            )
+        port = _port(part)
+        if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(
+                f"{what} {address!r:.100}: the port must be a number from 1 to 65535, got {port!r:.20}"
+            )
+    return address
+
+
+def _port(host_port: str) -> str | None:
+    """The port of ``host:port`` or ``[v6]:port``; None when there is none (gRPC then uses 443)."""
+    if host_port.startswith("["):
+        rest = host_port.partition("]")[2]
+        if rest and not rest.startswith(":"):
+            return rest  # "[::1]x": reported as a bad port
+        return rest[1:] if rest else None
+    if host_port.count(":") != 1:
+        return None  # no port, or a bare IPv6 address
+    return host_port.rsplit(":", 1)[1]
 
 
 def _options(extra: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:

@@ -12,6 +12,15 @@ import grpc.aio
 
 from queue_manager.adds import AddBatcher
 from queue_manager.channel import aio_channel, resolve_address
+from queue_manager.checks import (
+    check_channel_options,
+    check_concurrency,
+    check_credentials,
+    check_grace,
+    check_labels,
+    check_timeout,
+    check_token,
+)
 from queue_manager.convert import (
     Job,
     JobLogLine,
@@ -79,14 +88,21 @@ class QueueManager:
     register processors with the `processor` decorator) and used later inside an event loop.
 
     Args:
-        address: Server ``host:port``; default ``QM_SERVER`` or ``localhost:50051``.
-        concurrency: Jobs run at once by `start_workers`; default ``WORKER_CONCURRENCY`` or 10.
+        address: Server ``host:port`` (port 1 to 65535), or another gRPC target (``dns:``, ``ipv4:``,
+            ``unix:``…); default ``QM_SERVER`` or ``localhost:50051``.
+        concurrency: Jobs run at once by `start_workers`, 1 to 100,000; default ``WORKER_CONCURRENCY`` or 10.
         credentials: TLS channel credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
         token: Bearer token sent with every call; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
-        channel_options: Extra gRPC channel options.
-        timeout: Deadline in seconds for each unary call; None for no deadline.
-        worker_labels: Labels sent in each worker's hello.
-        shutdown_grace: Seconds `shutdown` waits for running jobs.
+        channel_options: Extra gRPC channel options, ``(name, value)`` pairs.
+        timeout: Deadline in seconds for each unary call, more than 0 and at most 365 days; None for no
+            deadline.
+        worker_labels: Labels (str to str) sent in each worker's hello.
+        shutdown_grace: Seconds `shutdown` waits for running jobs (finite, at least 0).
+
+    Raises:
+        TypeError: An argument of the wrong type (``concurrency="5"``).
+        ValueError: An argument out of its range (a port of 99999, a negative or NaN timeout); the message
+            names the parameter and what it accepts.
     """
 
     def __init__(
@@ -102,13 +118,13 @@ class QueueManager:
         shutdown_grace: float = 30.0,
     ) -> None:
         self.address = resolve_address(address)
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.shutdown_grace = shutdown_grace
-        self._credentials = credentials
-        self._token = token
-        self._channel_options = channel_options
-        self._worker_labels = dict(worker_labels or {})
+        self.concurrency = check_concurrency(concurrency)
+        self.timeout = check_timeout(timeout)
+        self.shutdown_grace = check_grace(shutdown_grace)
+        self._credentials = check_credentials(credentials)
+        self._token = check_token(token)
+        self._channel_options = check_channel_options(channel_options)
+        self._worker_labels = check_labels(worker_labels)
         self._channel: grpc.aio.Channel | None = None
         self._queues: QueueServiceAsyncStub | None = None
         self._adds: AddBatcher | None = None
@@ -162,7 +178,7 @@ class QueueManager:
 
     async def start_workers(
         self,
-        queues: Iterable[str] | None = None,
+        queues: Iterable[str] | str | None = None,
         *,
         concurrency: int | None = None,
         handle_signals: bool = False,
@@ -170,17 +186,19 @@ class QueueManager:
         """Starts one worker (one stream) for the registered processors and returns it.
 
         Args:
-            queues: Only these queues' processors; default all registered ones.
-            concurrency: Jobs run at once; default the client's concurrency.
+            queues: Only these queues' processors: a queue name or several; default all registered ones.
+            concurrency: Jobs run at once, 1 to 100,000; default the client's concurrency.
             handle_signals: Shut down gracefully on SIGTERM/SIGINT.
 
         Returns:
             The running `Worker` (already started; see `Worker.wait_connected`).
         """
+        if isinstance(queues, str):
+            queues = [queues]  # one queue, not its letters
         wanted = list(queues) if queues is not None else list(self._processors)
         missing = [q for q in wanted if q not in self._processors]
         if missing:
-            raise ValueError(f"no processor registered for queue(s) {', '.join(missing)}")
+            raise ValueError(f"no processor registered for queue(s) {', '.join(map(str, missing))}")
         if not wanted:
             raise ValueError("no processors registered; use @qm.processor(queue_name) first")
         worker = Worker(
@@ -201,6 +219,8 @@ class QueueManager:
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stops the workers gracefully (see `Worker.shutdown`), then closes the channel."""
+        if grace is not None:
+            check_grace(grace, "grace")
         workers, self._workers = self._workers, []
         for worker in workers:
             await worker.shutdown(grace)

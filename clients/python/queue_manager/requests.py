@@ -90,6 +90,7 @@ def bulk_requests(
     Jobs are validated as they are read, so an invalid job raises before its chunk is yielded.
     """
     validate_queue_name(queue_name)
+    jobs = _job_list(jobs)
     request = jobs_pb2.AddBulkRequest(queue_name=queue_name)
     size = 0
     last_options: object = None
@@ -188,6 +189,19 @@ def _fill_new_job(msg: jobs_pb2.NewJob, name: str, data: Any, options: JobOption
     encode_payload(data, msg.data)
     if options is not None:
         job_options_to_proto(options, into=msg.options)
+
+
+def _job_list(jobs: object) -> Iterable[BulkJobLike]:
+    """The jobs of a bulk add, refusing what iterates but is not a list of jobs: a lone job's mapping or
+    `BulkJob` (a dict iterated gives its keys, which failed as "job 0: must be a mapping, not str")."""
+    expected = "jobs must be a list (or other iterable) of BulkJob or dicts {'name', 'data', 'options'}"
+    if isinstance(jobs, Mapping | BulkJob):
+        raise TypeError(
+            f"{expected}, not one {type(jobs).__name__}; to add one job, pass [job] or use add_job"
+        )
+    if isinstance(jobs, str | bytes | bytearray) or not isinstance(jobs, Iterable):
+        raise TypeError(f"{expected}, not {type(jobs).__name__}")
+    return jobs
 
 
 def _bulk_fields(item: BulkJobLike, index: int) -> tuple[str, Any, JobOptionsLike | None]:

@@ -10,6 +10,7 @@ from typing import Any, Self
 import grpc
 
 from queue_manager.channel import resolve_address, sync_channel
+from queue_manager.checks import check_channel_options, check_credentials, check_timeout, check_token
 from queue_manager.convert import (
     Job,
     JobLogLine,
@@ -70,11 +71,16 @@ class SyncQueueManager:
     or call `close`.
 
     Args:
-        address: Server ``host:port``; default ``QM_SERVER`` or ``localhost:50051``.
+        address: Server ``host:port`` (port 1 to 65535), or another gRPC target (``dns:``, ``ipv4:``,
+            ``unix:``…); default ``QM_SERVER`` or ``localhost:50051``.
         credentials: TLS channel credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
         token: Bearer token sent with every call; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
-        channel_options: Extra gRPC channel options.
-        timeout: Deadline in seconds for each call; None for no deadline.
+        channel_options: Extra gRPC channel options, ``(name, value)`` pairs.
+        timeout: Deadline in seconds for each call, more than 0 and at most 365 days; None for no deadline.
+
+    Raises:
+        TypeError: An argument of the wrong type.
+        ValueError: An argument out of its range; the message names the parameter and what it accepts.
     """
 
     def __init__(
@@ -87,8 +93,13 @@ class SyncQueueManager:
         timeout: float | None = None,
     ) -> None:
         self.address = resolve_address(address)
-        self.timeout = timeout
-        self._channel = sync_channel(self.address, credentials, channel_options, token)
+        self.timeout = check_timeout(timeout)
+        self._channel = sync_channel(
+            self.address,
+            check_credentials(credentials),
+            check_channel_options(channel_options),
+            check_token(token),
+        )
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
 
     def __enter__(self) -> Self:

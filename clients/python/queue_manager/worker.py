@@ -23,7 +23,8 @@ Protocol, as this side speaks it:
 7. CANCEL_JOB command (the job was cancelled, or passed its timeout on the server): an async
    processor's task is cancelled, a plain-``def`` processor sees ``job.cancelled``; however the run then
    ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
-   failure with ``retry_after`` (no attempt used; the queue holds off that long).
+   failure with ``retry_after`` (no attempt used; the queue holds off that long). A processor that raises
+   ``asyncio.CancelledError`` while nothing cancelled its run fails its attempt like any other error.
 8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; the first report on the new stream extends their leases (a server that stopped left
    them held, and the new one takes them over), and outcomes not yet sent go out on it.
@@ -54,7 +55,16 @@ import grpc
 import grpc.aio
 from google.protobuf import struct_pb2
 
-from queue_manager.channel import aio_channel
+from queue_manager.channel import aio_channel, check_address
+from queue_manager.checks import (
+    MAX_CONCURRENCY,
+    check_channel_options,
+    check_concurrency,
+    check_credentials,
+    check_grace,
+    check_labels,
+    check_token,
+)
 from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
 from queue_manager.errors import RateLimitedError, UnrecoverableError, status_code
@@ -109,8 +119,8 @@ def default_concurrency() -> int:
         raise ValueError(
             f"WORKER_CONCURRENCY must be a whole number of at least 1, not {text[:50]!r}"
         ) from None
-    if value < 1:
-        raise ValueError(f"WORKER_CONCURRENCY must be at least 1, got {value}")
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise ValueError(f"WORKER_CONCURRENCY must be from 1 to {MAX_CONCURRENCY:,}, got {value}")
     return value
 
 
@@ -142,13 +152,16 @@ class Worker:
     Args:
         address: Server address, ``host:port``.
         processors: Processor per queue name.
-        concurrency: Most jobs run at once; default ``WORKER_CONCURRENCY`` or 10.
+        concurrency: Most jobs run at once, 1 to 100,000; default ``WORKER_CONCURRENCY`` or 10.
         labels: Free labels sent in the hello (host and pid are added).
         worker_id: Id sent in the hello; default ``{hostname}-{pid}-{random}``.
         credentials: TLS credentials; None: from ``QM_TLS_*``, else plaintext (docs/security.md).
         token: Bearer token of the stream; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
         channel_options: Extra gRPC channel options.
-        shutdown_grace: Default seconds `shutdown` waits for running jobs.
+        shutdown_grace: Default seconds `shutdown` waits for running jobs (finite, at least 0).
+
+    Raises:
+        TypeError, ValueError: An argument of the wrong type or out of its range (see `QueueManager`).
     """
 
     def __init__(
@@ -166,21 +179,23 @@ class Worker:
     ) -> None:
         if not processors:
             raise ValueError("a worker needs at least one processor")
-        self.address = address
-        self.concurrency = concurrency if concurrency is not None else default_concurrency()
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        self.address = check_address(address)
+        self.concurrency = check_concurrency(concurrency) or default_concurrency()
         self.worker_id = worker_id or make_worker_id()
         self.queues = sorted(processors)
-        self.labels = {"host": socket.gethostname(), "pid": str(os.getpid()), **(labels or {})}
-        self.shutdown_grace = shutdown_grace
+        self.labels = {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            **check_labels(labels, "labels"),
+        }
+        self.shutdown_grace = check_grace(shutdown_grace)
         self.server_id = ""
         self.lease_duration = 0.0
         self.heartbeat_interval = _DEFAULT_HEARTBEAT
         self._processors = {queue: (fn, _is_async(fn)) for queue, fn in processors.items()}
-        self._credentials = credentials
-        self._token = token
-        self._channel_options = channel_options
+        self._credentials = check_credentials(credentials)
+        self._token = check_token(token)
+        self._channel_options = check_channel_options(channel_options)
         self._channel: grpc.aio.Channel | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -252,6 +267,8 @@ class Worker:
             grace: Seconds to wait for running jobs before cancelling and releasing them; default
                 ``shutdown_grace``.
         """
+        if grace is not None:
+            check_grace(grace, "grace")
         if self._stopping:
             await self._closed.wait()
             return
@@ -594,9 +611,15 @@ class Worker:
                     if scope.expired():
                         raise _JobTimeout(f"job timed out after {limit:g}s") from None
                     raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if ctx._cancelled:  # the server asked to stop the run (CANCEL_JOB)
                 self._report_cancelled(ctx)
+                return
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # Nothing cancelled this task: the processor raised CancelledError itself (or awaited
+                # something cancelled elsewhere). A failure like any other, not a stall retried for ever.
+                self._fail(ctx, exc, time.perf_counter_ns() - started)
                 return
             self._finish(ctx)
             if not (ctx._lost):

@@ -84,6 +84,7 @@ class JobsView(Vertical):
         self._found: Job | None = None
         self._detail: Job | None = None
         self._signature: tuple[int, ...] | None = None
+        self._gone = False  # the shown queue went away (obliterated) while shown
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="jobs-bar"):
@@ -126,9 +127,14 @@ class JobsView(Vertical):
         return next((job for job in self._shown_jobs() if job.id == key), None)
 
     def open_queue(self, queue: str, state: JobState | None = None) -> None:
-        """Shows a queue's jobs (first page), in ``state`` or the state shown before."""
-        if queue == self.queue and (state is None or state == self.state):
+        """Shows a queue's jobs (first page), in ``state`` or the state shown before; another queue's
+        search closes (its text filtered the other queue's page)."""
+        if queue == self.queue and (state is None or state == self.state) and not self._gone:
             return
+        if queue != self.queue:
+            search = self.query_one("#job-search", Input)
+            search.value = ""
+            search.display = False
         self.queue = queue
         self._signature = None
         if state is not None:
@@ -138,7 +144,7 @@ class JobsView(Vertical):
 
     def open_job(self, ref: JobRef) -> None:
         """Shows one job, looked up by id (a chain link, a workflow step's job)."""
-        if ref.queue_name != self.queue:
+        if ref.queue_name != self.queue or self._gone:
             self.queue = ref.queue_name
             self._signature = None
             self._restart()
@@ -167,8 +173,20 @@ class JobsView(Vertical):
 
     def reload(self) -> None:
         """Loads the current page again (after a control changed something)."""
-        if self.queue is not None:
+        if self.queue is not None and not self._gone:
             self._load_page()
+
+    def queue_gone(self) -> None:
+        """The shown queue went away (obliterated): its jobs are no longer shown, and the page says so
+        until the queue is registered again."""
+        if self.queue is None or self._gone:
+            return
+        self._gone = True
+        self._tokens, self._next_token, self._jobs, self._found, self._detail = [""], "", [], None, None
+        self._signature = None
+        self.table.clear()
+        self._show_header()
+        self.query_one(JobDetail).show_note(self._empty_note())
 
     def on_metrics(self, metrics: QueueMetrics | None, *, live: bool) -> None:
         """Takes the shown queue's latest metrics: tab counts, and a reload when its jobs changed.
@@ -185,6 +203,11 @@ class JobsView(Vertical):
             if tab.label.plain != label:
                 tab.label = label
         if metrics is None or self.queue != metrics.queue_name:
+            return
+        if self._gone:  # registered again: show it afresh
+            self._gone = False
+            self._signature = None
+            self._restart()
             return
         signature = (
             count_in_state(metrics, self.state),
@@ -209,7 +232,7 @@ class JobsView(Vertical):
             tabs.action_previous_tab()
 
     def action_page(self, step: int) -> None:
-        if self.queue is None or self.search_open:
+        if self.queue is None or self.search_open or self._gone:
             return
         if step > 0 and self._next_token:
             self._tokens.append(self._next_token)
@@ -266,6 +289,7 @@ class JobsView(Vertical):
     # ----------------------------------------------------------------- loading
 
     def _restart(self) -> None:
+        self._gone = False
         self._tokens = [""]
         self._next_token = ""
         self._jobs = []
@@ -294,10 +318,7 @@ class JobsView(Vertical):
         self._show_rows()
         key = self.table.selected_key
         if key is not None:
-            self._load_detail(queue, key)
-        else:
-            self._detail = None
-            self.query_one(JobDetail).show_note(f"No {state.value} jobs in {queue}.")
+            self._load_detail(queue, key)  # again if _show_rows did: the job may have changed too
 
     @work(exclusive=True, group="job-detail")
     async def _load_detail(self, queue: str, job_id: str) -> None:
@@ -359,14 +380,34 @@ class JobsView(Vertical):
         return [job for job in self._jobs if query in job.id.lower() or query in job.name.lower()]
 
     def _show_rows(self) -> None:
+        """Shows the page's jobs (those the search matches), and in the detail pane the job under the
+        cursor: a note when there is none (the pane kept showing a job the filter had hidden)."""
         rows: list[TableRow] = [(job.id, _row(job)) for job in self._shown_jobs()]
         self.table.sync_rows(rows)
+        key = self.table.selected_key
+        if key is None:
+            self._detail = None
+            self.query_one(JobDetail).show_note(self._empty_note())
+        elif self.queue is not None and (self._detail is None or self._detail.id != key):
+            self._load_detail(self.queue, key)
+
+    def _empty_note(self) -> str:
+        if self._gone:
+            return f"Queue {self.queue} no longer exists: it was obliterated. Press q for the queues."
+        query = self.query_one("#job-search", Input).value.strip()
+        if query and self._jobs:
+            return f"No job on this page matches {query!r}. Enter looks it up as a job id."
+        return f"No {self.state.value} jobs in {self.queue}."
 
     def _show_header(self) -> None:
         queue = self.query_one("#jobs-queue", Static)
         page = self.query_one("#jobs-page", Static)
         if self.queue is None:
             queue.update(Text("No queue: press Enter on one in Queues (1)", style="dim"))
+            page.update("")
+            return
+        if self._gone:
+            queue.update(Text(f"{self.queue} (gone)", style="bold red"))
             page.update("")
             return
         queue.update(Text(self.queue, style="bold"))

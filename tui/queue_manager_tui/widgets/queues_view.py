@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,7 +43,7 @@ COLUMNS = (
     ("avg", "Avg"),
     ("oldest", "Oldest"),
     ("workers", "Wkrs"),
-    ("limit", "Limit"),
+    ("limit", "Tokens left"),
 )
 SPARK_WIDTH = 10
 # An error rate from this fraction up is shown in red: one job in twenty failing is worth a look.
@@ -143,11 +144,14 @@ def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) ->
 
 
 def _limit(metrics: QueueMetrics, limit: RateLimit | None) -> str:
+    """The rate-limit bucket: whole tokens left (job starts allowed now) of its size, ``12 of 50``. It read
+    ``12/50`` under "Limit", which looked like a rate (12 per 50); and a part token was rounded up to a
+    start the bucket does not allow yet."""
     if metrics.held_until is not None:
         return "held"
     if limit is None or limit.max <= 0:
         return NONE
-    return f"{metrics.rate_limit_tokens:.0f}/{limit.max}"
+    return f"{fmt_count(max(0, math.floor(metrics.rate_limit_tokens)))} of {fmt_count(limit.max)}"
 
 
 def _title(metrics: QueueMetrics, series: list[float]) -> Text:
