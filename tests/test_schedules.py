@@ -23,7 +23,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as qrpc
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.keys import QueueKeys
-from queue_manager_server.recurrence import Recurrence, plan
+from queue_manager_server.recurrence import Recurrence, check_cron, plan
 from queue_manager_server.services.schedules import ScheduleHandlers
 from tests.conftest import RunningServer, ServerFactory
 
@@ -304,6 +304,20 @@ def test_cron_across_daylight_saving_changes() -> None:
     # Clocks go forward on 2025-03-30: 02:30 does not exist, and the job runs at 03:00 local instead.
     spring = paris.first_at_or_after(ms(datetime(2025, 3, 29, 12, tzinfo=UTC)))
     assert spring is not None and at(spring).isoformat() == "2025-03-30T01:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("0 0 30 2 *", r"'0 0 30 2 \*' never matches: none of the months it names has the day of the month"),
+        ("0 0 0 31 4,6 *", "never matches: none of the months"),  # six fields, seconds first
+        ("0 0 32 * *", r"'0 0 32 \* \*' is not a valid cron expression: Bad day-of-month"),
+        ("0 0 1 13 *", "is not a valid cron expression: Bad month"),
+    ],
+)
+def test_a_cron_that_never_matches_is_told_from_a_malformed_one(cron: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_cron(cron, UTC)
 
 
 async def test_cron_with_no_occurrence_before_year_10000(server: RunningServer) -> None:

@@ -56,9 +56,22 @@ def check_cron(expr: str, zone: tzinfo) -> None:
     try:
         it = CronSim(expr, datetime(2000, 1, 1, tzinfo=zone))
     except CronSimError as exc:
-        raise ValueError(f"{expr!r} is not a valid cron expression: {exc}") from None
+        raise ValueError(_cron_error(expr, exc)) from None
     if next(it, None) is None:
         raise ValueError(f"{expr!r} never matches")
+
+
+def _cron_error(expr: str, exc: CronSimError) -> str:
+    """What is wrong with an expression cronsim refused. It refuses a day of the month that none of the
+    months named has (``0 0 30 2 *``) as a bad day-of-month: that one is valid but never runs."""
+    for field_index in (-3, -2):  # the day of the month, the month (in both the 5- and 6-field forms)
+        fields = expr.split()
+        fields[field_index] = "*"
+        try:
+            CronSim(" ".join(fields), datetime(2000, 1, 1, tzinfo=UTC))
+        except CronSimError:
+            return f"{expr!r} is not a valid cron expression: {exc}"
+    return f"{expr!r} never matches: none of the months it names has the day of the month it names"
 
 
 @dataclass(frozen=True, slots=True)
