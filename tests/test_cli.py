@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -348,3 +349,19 @@ async def test_wait_timeout_states_its_unit(
         124,
         f"error: DEADLINE_EXCEEDED: job {job['id']!r} in queue 'w' is still waiting after a wait of 0.1 s\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ("127.0.0.1:99999", "argument --server: address '127.0.0.1:99999': the port must be a number from 1"),
+        ("[::1", r"argument --server: address '\[::1': write an IPv6 address as \[address\]:port"),
+    ],
+)
+def test_a_bad_server_address_is_a_usage_error_naming_the_flag(
+    server: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--server", server, "queues", "list"])
+    assert refused.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from queue_manager.channel import check_address
 from queue_manager.cli import auth, dash, jobs, metrics, queues, runtime, schedules, workflows
 from queue_manager.cli.common import UsageError, option, plain
 from queue_manager.cli.runtime import _health_request, _health_status
@@ -58,11 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _server_address(text: str) -> str:
+    """An argparse ``type``: a gRPC target with its port, if any, from 1 to 65535 (channel.check_address)."""
+    try:
+        return check_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qm", description="Queue Manager: a gRPC job-queue service.")
     parser.add_argument(
         "--server",
         default=None,
+        type=_server_address,
         help="server address host:port [env QM_SERVER, default localhost:50051]",
     )
     option(
