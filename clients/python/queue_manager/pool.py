@@ -30,7 +30,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -41,6 +40,7 @@ from typing import Literal, TypeAlias
 from queue_manager.autoscale import PoolLoad, QueueLoad, ScalingPolicy, ScalingState, decide
 from queue_manager.children import Child, RestartPacer, describe_exit
 from queue_manager.errors import QueueManagerError
+from queue_manager.lifecycle import RunsUntilShutdown
 from queue_manager.loader import load_queue_manager
 from queue_manager.metrics import MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.stats import MachineStats
@@ -85,7 +85,7 @@ class PoolEvent:
     reason: str = ""
 
 
-class WorkerManager:
+class WorkerManager(RunsUntilShutdown):
     """Runs between ``min_workers`` and ``max_workers`` worker processes, sized by the queues' depth, their
     oldest job's wait, and the machine's CPU and memory.
 
@@ -226,6 +226,11 @@ class WorkerManager:
 
     # ----------------------------------------------------------------- lifecycle
 
+    _log = logger
+
+    def _description(self) -> str:
+        return "the pool"
+
     async def start(self) -> None:
         """Starts ``min_workers`` processes and the scaling in the background (returns at once)."""
         if self._supervisor is not None:
@@ -243,28 +248,6 @@ class WorkerManager:
         self._supervisor = asyncio.create_task(self._supervise(), name="qm-pool-supervisor")
         self._watcher = asyncio.create_task(self._watch(), name="qm-pool-metrics")
         self._wake.set()
-
-    async def wait_closed(self) -> None:
-        """Waits until `shutdown` has finished."""
-        await self._closed.wait()
-
-    async def run(self) -> None:
-        """Starts the pool and returns when it has been shut down (by `shutdown` or a signal)."""
-        await self.start()
-        await self.wait_closed()
-
-    def install_signal_handlers(self, grace: float | None = None) -> None:
-        """Makes SIGTERM and SIGINT shut the pool down gracefully; a second signal acts as usual."""
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            logger.info("signal %s: shutting down the pool", signal.Signals(signum).name)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            self._shutdown_task = loop.create_task(self.shutdown(grace))
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stops scaling, stops every process gracefully, and kills those still running after the grace.

@@ -42,7 +42,6 @@ import logging
 import os
 import random
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -68,6 +67,7 @@ from queue_manager.checks import (
 from queue_manager.context import JobContext
 from queue_manager.convert import encode_payload
 from queue_manager.errors import RateLimitedError, UnrecoverableError, status_code
+from queue_manager.lifecycle import RunsUntilShutdown
 from queue_manager.logsampling import Sampler
 from queue_manager.stats import ProcessStats
 from queue_manager.tracebacks import exception_text, format_failure
@@ -146,7 +146,7 @@ class _JobTimeout(Exception):
     pass
 
 
-class Worker:
+class Worker(RunsUntilShutdown):
     """Runs processors for jobs pushed over one worker stream.
 
     Args:
@@ -234,31 +234,14 @@ class Worker:
             self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qm-processor")
         self._main = asyncio.create_task(self._main_loop(), name=f"qm-worker-{self.worker_id}")
 
+    _log = logger
+
+    def _description(self) -> str:
+        return f"worker {self.worker_id}"
+
     async def wait_connected(self) -> None:
         """Waits until the server has welcomed the current stream (bound it with `asyncio.timeout`)."""
         await self._connected.wait()
-
-    async def wait_closed(self) -> None:
-        """Waits until `shutdown` has finished."""
-        await self._closed.wait()
-
-    async def run(self) -> None:
-        """Starts the worker and returns when it has been shut down (by `shutdown` or a signal)."""
-        await self.start()
-        await self.wait_closed()
-
-    def install_signal_handlers(self, grace: float | None = None) -> None:
-        """Makes SIGTERM and SIGINT shut the worker down gracefully; a second signal acts as usual."""
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signum: int) -> None:
-            logger.info("signal %s: shutting down worker %s", signal.Signals(signum).name, self.worker_id)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            self._shutdown_task = loop.create_task(self.shutdown(grace))
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stops taking jobs, waits for running ones, abandons the rest, flushes outcomes and closes.
