@@ -12,6 +12,7 @@ PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
 .PHONY: python-path run install dev proto proto-check lint api-baseline test test-faults bench bench-smoke bench-peers soak ci clean
+.PHONY: go-dev go-proto go-proto-check go-lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,16 +29,16 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
-dev: $(VENV)/.dev-installed
+dev: $(VENV)/.dev-installed go-dev
 
 # Runtime install only: the banner suggests grpcurl just when it is there (`make dev` installs it).
 run: $(VENV)/.installed
 	$(BIN)/qm serve
 
-proto: $(VENV)/.dev-installed
+proto: $(VENV)/.dev-installed go-proto
 	$(BIN)/python scripts/gen_proto.py
 
-proto-check: $(VENV)/.dev-installed
+proto-check: $(VENV)/.dev-installed go-proto-check
 	$(BIN)/python scripts/gen_proto.py --check
 
 lint: $(VENV)/.dev-installed
@@ -47,6 +48,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/buf breaking --against proto/api-baseline.binpb
+	$(MAKE) --no-print-directory go-lint
 
 # Refresh the wire-compatibility baseline: only on a deliberate API release (a breaking change on purpose).
 api-baseline: $(VENV)/.dev-installed
@@ -93,6 +95,50 @@ bench-peers: $(VENV)/.installed $(PEERS_VENV)/.installed bench/peers/bullmq/node
 # Chaos soak (not part of `make test`): workers and a server SIGKILLed while jobs flow; checks nothing is lost.
 soak: $(VENV)/.installed
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The Go client (clients/go): `make dev` fetches its modules and compiles it and its tests ahead (about a
+# minute cold; tests/test_client_go.py runs `go test` there; Go's own caches, default locations). The codegen
+# plugins, at pinned versions in its .tools/bin, are built when `make proto`/`proto-check` first need them
+# and run by buf with buf.gen.go.yaml. Without Go on the machine these steps say so and do nothing.
+GO_DIR := clients/go
+GO_TOOLS := $(CURDIR)/$(GO_DIR)/.tools/bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+HAVE_GO := $(shell command -v go 2>/dev/null)
+
+$(GO_TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION):
+	GOBIN=$(GO_TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	touch $@
+
+$(GO_TOOLS)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION):
+	GOBIN=$(GO_TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	touch $@
+
+GO_PLUGINS := $(GO_TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION) \
+	$(GO_TOOLS)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
+
+ifneq ($(HAVE_GO),)
+go-dev:
+	cd $(GO_DIR) && go mod download && go test -count=1 -run '^$$' ./... >/dev/null
+
+go-proto: $(VENV)/.dev-installed $(GO_PLUGINS)
+	$(BIN)/buf generate --template buf.gen.go.yaml
+
+# Generates into a scratch directory and compares with the committed stubs.
+go-proto-check: $(VENV)/.dev-installed $(GO_PLUGINS)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/buf generate --template buf.gen.go.yaml -o "$$tmp" && \
+	diff -r "$$tmp/$(GO_DIR)/gen" $(GO_DIR)/gen >/dev/null || \
+	{ echo "Go stubs are stale ($(GO_DIR)/gen); run \`make proto\` and commit"; exit 1; }
+	@echo "Go stubs are up to date"
+
+go-lint:
+	@out=$$(gofmt -l $(GO_DIR)); [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
+	cd $(GO_DIR) && go vet ./...
+else
+go-dev go-proto go-proto-check go-lint:
+	@echo "$@: Go is not installed; skipping the Go client (clients/go)"
+endif
 
 # The interpreter the virtualenvs are made from (.ci/run asks).
 python-path:
