@@ -1,0 +1,169 @@
+package queuemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The kinds of failed call, one per gRPC status the server answers with. Test for them with errors.Is:
+//
+//	if errors.Is(err, queuemanager.ErrNotFound) { … }
+//
+// and read the code and the server's message with errors.As on *Error.
+var (
+	// ErrNotFound: the queue, job, run or schedule does not exist (NOT_FOUND).
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidArgument: the server rejected a field of the request; the message names it (INVALID_ARGUMENT).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrFailedPrecondition: the request is valid but the state does not allow it (FAILED_PRECONDITION).
+	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrAlreadyExists: the object to create exists already (ALREADY_EXISTS; the current server never
+	// sends it).
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrUnavailable: the server or its Redis cannot be reached, or it is shutting down; retry later
+	// (UNAVAILABLE).
+	ErrUnavailable = errors.New("unavailable")
+	// ErrResourceExhausted: Redis is out of memory, or a message is over the gRPC limit (RESOURCE_EXHAUSTED).
+	ErrResourceExhausted = errors.New("resource exhausted")
+	// ErrUnauthenticated: the call carried no token, or one the server does not know (UNAUTHENTICATED).
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrPermissionDenied: the token's roles or queue patterns do not cover the call (PERMISSION_DENIED).
+	ErrPermissionDenied = errors.New("permission denied")
+)
+
+var sentinels = map[codes.Code]error{
+	codes.NotFound:           ErrNotFound,
+	codes.InvalidArgument:    ErrInvalidArgument,
+	codes.FailedPrecondition: ErrFailedPrecondition,
+	codes.AlreadyExists:      ErrAlreadyExists,
+	codes.Unavailable:        ErrUnavailable,
+	codes.ResourceExhausted:  ErrResourceExhausted,
+	codes.Unauthenticated:    ErrUnauthenticated,
+	codes.PermissionDenied:   ErrPermissionDenied,
+}
+
+// Error is a failed call: the gRPC status code and the server's message, meant for a person.
+// errors.Is matches it against the Err… value of its code, and context.DeadlineExceeded or
+// context.Canceled when the call's context ended it.
+type Error struct {
+	// Code is the gRPC status code the server (or the channel) answered with.
+	Code codes.Code
+	// Message is the status message.
+	Message string
+}
+
+// Error reads "CODE: message", like the Python client's errors.
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s", codeName(e.Code), e.Message)
+}
+
+// Is reports whether target is the sentinel of e's code.
+func (e *Error) Is(target error) bool {
+	if sentinel, ok := sentinels[e.Code]; ok && sentinel == target {
+		return true
+	}
+	switch e.Code {
+	case codes.DeadlineExceeded:
+		return target == context.DeadlineExceeded
+	case codes.Canceled:
+		return target == context.Canceled
+	}
+	return false
+}
+
+// GRPCStatus lets status.FromError and status.Code read the status back.
+func (e *Error) GRPCStatus() *status.Status {
+	return status.New(e.Code, e.Message)
+}
+
+// fromRPC is the one place where a gRPC call's error becomes an *Error (nil stays nil; an error that is
+// no status, such as io.EOF from a stream, passes through unchanged).
+func fromRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	var own *Error
+	if errors.As(err, &own) {
+		return err
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	code, message := s.Code(), s.Message()
+	if message == "" {
+		message = strings.ToLower(strings.ReplaceAll(codeName(code), "_", " "))
+	}
+	return &Error{Code: code, Message: message}
+}
+
+// codeName is the code's name as the gRPC specification spells it (NOT_FOUND, not NotFound).
+func codeName(c codes.Code) string {
+	if name, ok := codeNames[c]; ok {
+		return name
+	}
+	return fmt.Sprintf("CODE_%d", uint32(c))
+}
+
+var codeNames = map[codes.Code]string{
+	codes.OK:                 "OK",
+	codes.Canceled:           "CANCELLED",
+	codes.Unknown:            "UNKNOWN",
+	codes.InvalidArgument:    "INVALID_ARGUMENT",
+	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
+	codes.NotFound:           "NOT_FOUND",
+	codes.AlreadyExists:      "ALREADY_EXISTS",
+	codes.PermissionDenied:   "PERMISSION_DENIED",
+	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION",
+	codes.Aborted:            "ABORTED",
+	codes.OutOfRange:         "OUT_OF_RANGE",
+	codes.Unimplemented:      "UNIMPLEMENTED",
+	codes.Internal:           "INTERNAL",
+	codes.Unavailable:        "UNAVAILABLE",
+	codes.DataLoss:           "DATA_LOSS",
+	codes.Unauthenticated:    "UNAUTHENTICATED",
+}
+
+// UnrecoverableError, returned by a handler (directly or wrapped), fails the job for good, skipping the
+// attempts left. Make one with Unrecoverable.
+type UnrecoverableError struct{ Err error }
+
+func (e *UnrecoverableError) Error() string { return e.Err.Error() }
+func (e *UnrecoverableError) Unwrap() error { return e.Err }
+
+// Unrecoverable marks err so that the job fails for good, with no retry.
+func Unrecoverable(err error) error {
+	if err == nil {
+		err = errors.New("unrecoverable error")
+	}
+	return &UnrecoverableError{Err: err}
+}
+
+// RateLimitedError, returned by a handler, says downstream told it to slow down (an HTTP 429, say): the
+// job goes back to wait RetryAfter without using an attempt, and its queue starts no job for that long,
+// on every worker. Make one with RateLimited.
+type RateLimitedError struct {
+	// RetryAfter is how long the job and its queue wait.
+	RetryAfter time.Duration
+	// Message is kept as the job's failure reason.
+	Message string
+}
+
+func (e *RateLimitedError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	return fmt.Sprintf("rate limited: retry after %s", e.RetryAfter)
+}
+
+// RateLimited makes a RateLimitedError; a negative retryAfter counts as 0.
+func RateLimited(retryAfter time.Duration, message string) error {
+	return &RateLimitedError{RetryAfter: max(retryAfter, 0), Message: message}
+}

@@ -1,0 +1,209 @@
+package queuemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+// NewJob is a job to add in AddBulk.
+type NewJob struct {
+	// Name is the kind of work, 1 to 200 characters.
+	Name string
+	// Data is the job's data (see the payload conventions in payload.go); nil stores JSON null.
+	Data any
+	// Options are the job's settings; nil takes the queue's defaults.
+	Options *JobOptions
+}
+
+func (n NewJob) proto() (*pb.NewJob, error) {
+	data, err := encodePayload(n.Data)
+	if err != nil {
+		return nil, fmt.Errorf("job %q: data: %w", n.Name, err)
+	}
+	options, err := n.Options.proto()
+	if err != nil {
+		return nil, fmt.Errorf("job %q: %w", n.Name, err)
+	}
+	return &pb.NewJob{Name: n.Name, Data: data, Options: options}, nil
+}
+
+// AddJob adds one job to a registered queue and returns it as stored. With a JobID (or dedup key) that is
+// taken, the answer is the existing job, with Created false.
+func (c *Client) AddJob(ctx context.Context, queue, name string, data any, opts *JobOptions) (*Job, error) {
+	job, err := NewJob{Name: name, Data: data, Options: opts}.proto()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.queues.AddJob(ctx, &pb.AddJobRequest{QueueName: queue, Job: job})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	out := jobFromProto(resp.GetJob())
+	out.Created = resp.GetCreated()
+	return out, nil
+}
+
+// BulkResult is AddBulk's answer.
+type BulkResult struct {
+	// JobIDs are the ids in the order the jobs were given (the existing id where a JobID was taken).
+	JobIDs []string
+	// Created counts the jobs newly created.
+	Created int
+}
+
+// bulkMessageJobs is how many jobs one message of the bulk stream carries.
+const bulkMessageJobs = 1000
+
+// AddBulk adds many jobs to one queue on one stream: all or none (the server checks the whole stream
+// before it writes, and a failure adds nothing). At most 100,000 jobs per call.
+func (c *Client) AddBulk(ctx context.Context, queue string, jobs []NewJob) (*BulkResult, error) {
+	messages := make([]*pb.AddBulkRequest, 0, len(jobs)/bulkMessageJobs+1)
+	for start := 0; start < len(jobs); start += bulkMessageJobs {
+		message := &pb.AddBulkRequest{QueueName: queue}
+		for _, job := range jobs[start:min(start+bulkMessageJobs, len(jobs))] {
+			p, err := job.proto()
+			if err != nil {
+				return nil, err
+			}
+			message.Jobs = append(message.Jobs, p)
+		}
+		messages = append(messages, message)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream if a send fails
+	stream, err := c.queues.AddBulk(ctx)
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	for _, message := range messages {
+		if err := stream.Send(message); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // the server ended the call: CloseAndRecv has its status
+			}
+			return nil, fromRPC(err)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return &BulkResult{JobIDs: resp.GetJobIds(), Created: int(resp.GetCreatedCount())}, nil
+}
+
+// GetJob returns one job, with the tail of its log.
+func (c *Client) GetJob(ctx context.Context, queue, id string) (*Job, error) {
+	resp, err := c.queues.GetJob(ctx, &pb.GetJobRequest{QueueName: queue, JobId: id})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
+// WaitForJob waits until the job is finished (completed, failed for good or cancelled) and returns it.
+// Bound the wait with ctx: when it ends first, the error matches context.DeadlineExceeded (or Canceled).
+func (c *Client) WaitForJob(ctx context.Context, queue, id string) (*Job, error) {
+	stream, err := c.queues.WaitForJob(ctx, &pb.WaitForJobRequest{QueueName: queue, JobId: id})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	var last *Job
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			if last == nil {
+				return nil, &Error{Code: 2, Message: "the server ended WaitForJob without sending the job"}
+			}
+			return last, nil
+		}
+		if err != nil {
+			return nil, fromRPC(err)
+		}
+		last = jobFromProto(resp.GetJob())
+		if last.State.Finished() {
+			return last, nil
+		}
+	}
+}
+
+// JobPage is one page of ListJobs.
+type JobPage struct {
+	Jobs []*Job
+	// NextPageToken asks for the next page; "" on the last page.
+	NextPageToken string
+	// Total is the number of jobs in the state when the page was read.
+	Total int
+}
+
+// ListJobs returns a page of a queue's jobs in one state. pageSize is 1 to 1,000 (0 means 100); pageToken
+// is "" for the first page, then the previous page's NextPageToken.
+func (c *Client) ListJobs(ctx context.Context, queue string, state JobState, pageSize int, pageToken string) (
+	*JobPage, error,
+) {
+	if pageSize < 0 || pageSize > math.MaxUint32 {
+		return nil, fmt.Errorf("pageSize must be from 0 to 1000, got %d", pageSize)
+	}
+	resp, err := c.queues.ListJobs(ctx, &pb.ListJobsRequest{
+		QueueName: queue, State: pb.JobState(state), PageSize: uint32(pageSize), PageToken: pageToken,
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	page := &JobPage{NextPageToken: resp.GetNextPageToken(), Total: int(resp.GetTotalSize())}
+	for _, job := range resp.GetJobs() {
+		page.Jobs = append(page.Jobs, jobFromProto(job))
+	}
+	return page, nil
+}
+
+// RemoveJob removes a job that is not active and returns the state it was in.
+func (c *Client) RemoveJob(ctx context.Context, queue, id string) (JobState, error) {
+	resp, err := c.queues.RemoveJob(ctx, &pb.RemoveJobRequest{QueueName: queue, JobId: id})
+	if err != nil {
+		return 0, fromRPC(err)
+	}
+	return JobState(resp.GetPreviousState()), nil
+}
+
+// CancelJob cancels a job: a waiting or delayed one ends cancelled at once; an active one's worker is
+// told to stop it (its handler's context is cancelled), and it ends cancelled when the worker confirms.
+func (c *Client) CancelJob(ctx context.Context, queue, id, reason string) (*Job, error) {
+	resp, err := c.queues.CancelJob(ctx, &pb.CancelJobRequest{QueueName: queue, JobId: id, Reason: reason})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
+// RetryJob runs a failed or cancelled job again, with its attempts counted afresh.
+func (c *Client) RetryJob(ctx context.Context, queue, id string) (*Job, error) {
+	resp, err := c.queues.RetryJob(ctx, &pb.RetryJobRequest{QueueName: queue, JobId: id})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
+// PromoteJob makes a delayed job waiting now.
+func (c *Client) PromoteJob(ctx context.Context, queue, id string) (*Job, error) {
+	resp, err := c.queues.PromoteJob(ctx, &pb.PromoteJobRequest{QueueName: queue, JobId: id})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
+// ChangeJobPriority gives a waiting or delayed job a new priority.
+func (c *Client) ChangeJobPriority(ctx context.Context, queue, id string, priority Priority) (*Job, error) {
+	resp, err := c.queues.ChangeJobPriority(ctx, &pb.ChangeJobPriorityRequest{
+		QueueName: queue, JobId: id, Priority: pb.JobPriority(priority),
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}

@@ -1,0 +1,236 @@
+package queuemanager
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+// JobOptions are per-job settings; zero fields take the queue's defaults (docs/api.md "Job options").
+type JobOptions struct {
+	// Priority level; 0 means the queue's default (NORMAL unless the queue says otherwise).
+	Priority Priority
+	// Delay runs the job no earlier than this long after the add (exclusive with ScheduleTime).
+	Delay time.Duration
+	// ScheduleTime runs the job no earlier than this time (exclusive with Delay).
+	ScheduleTime time.Time
+	// Attempts is the most runs including the first; 0 means the queue's default.
+	Attempts int
+	// Backoff is the delay policy between attempts; nil means the queue's default, or none.
+	Backoff *Backoff
+	// JobID is an idempotency key: adding an id that exists returns the existing job. Letters, digits,
+	// "-", "_", ".", "@", ":"; at most 200 characters. Empty means a random id.
+	JobID string
+	// Metadata is a correlation id, tags and attributes.
+	Metadata *Metadata
+	// RemoveOnComplete is the retention once completed; nil means the queue's default.
+	RemoveOnComplete *KeepJobs
+	// RemoveOnFail is the retention once failed for good; nil means the queue's default.
+	RemoveOnFail *KeepJobs
+	// Timeout is the longest a run may take; the worker then cancels its context and fails the attempt.
+	// 0 means no limit.
+	Timeout time.Duration
+	// MaxStalled is how many times the job may be recovered from a lost worker before it fails; 0 means
+	// the queue's default.
+	MaxStalled int
+	// ChainTo lists jobs to run one after another once this one completes (docs/flows.md).
+	ChainTo []ChainLink
+	// Dedup holds a deduplication key: while it is held, adding a job with the same key returns the job
+	// that holds it.
+	Dedup *Dedup
+}
+
+// BackoffType chooses how the delay between attempts grows.
+type BackoffType int32
+
+const (
+	// BackoffFixed waits the same delay before every retry.
+	BackoffFixed BackoffType = BackoffType(pb.BackoffType_BACKOFF_TYPE_FIXED)
+	// BackoffExponential waits delay · 2^(attempt-1).
+	BackoffExponential BackoffType = BackoffType(pb.BackoffType_BACKOFF_TYPE_EXPONENTIAL)
+)
+
+// Backoff is the delay policy between attempts.
+type Backoff struct {
+	// Type is BackoffFixed or BackoffExponential (required with a delay, jitter or maximum).
+	Type BackoffType
+	// Delay is the base delay before the first retry.
+	Delay time.Duration
+	// Jitter adds a random extra delay, a fraction 0 to 1 of the computed one.
+	Jitter float64
+	// MaxDelay bounds the computed delay; 0 means no bound.
+	MaxDelay time.Duration
+}
+
+// KeepJobs says which finished jobs to keep.
+type KeepJobs struct {
+	// Remove removes the job at once when it finishes.
+	Remove bool
+	// Age keeps finished jobs at most this long; 0 means the queue's default.
+	Age time.Duration
+	// Count keeps at most this many finished jobs of the state; 0 means the queue's default.
+	Count int
+}
+
+// Metadata is information about a job that is not its data.
+type Metadata struct {
+	// CorrelationID follows a request across systems.
+	CorrelationID string
+	// Tags are free tags for filtering and display.
+	Tags []string
+	// Attributes is a free string map (trace context, tenant…).
+	Attributes map[string]string
+}
+
+// ChainLink is one job of a chain (JobOptions.ChainTo).
+type ChainLink struct {
+	// Queue of the link's job; it must be registered when the link is added.
+	Queue string
+	// Name of the link's job.
+	Name string
+	// Data of the link's job (see the payload conventions in payload.go).
+	Data any
+	// Options of the link's job (no ChainTo, no Dedup).
+	Options *JobOptions
+}
+
+// Dedup holds a deduplication key for a window.
+type Dedup struct {
+	// Key is 1 to 200 characters, scoped to the queue.
+	Key string
+	// TTL is how long the key is held from the first add; 0 means until that job finishes.
+	TTL time.Duration
+}
+
+// RateLimit allows at most Max job starts per Duration, shared by all workers.
+type RateLimit struct {
+	Max      int
+	Duration time.Duration
+}
+
+// QueueConfig is a queue's settings; zero fields take the server's defaults.
+type QueueConfig struct {
+	// RateLimit limits job starts; nil means unlimited.
+	RateLimit *RateLimit
+	// DefaultJobOptions apply to jobs added without their own (no JobID, Delay or ScheduleTime).
+	DefaultJobOptions *JobOptions
+	// DeadLetterQueue receives jobs that failed for good; "" means "dead-letter-queue".
+	DeadLetterQueue string
+	// CompletedRetention: nil means keep 1 day and at most 10,000.
+	CompletedRetention *KeepJobs
+	// FailedRetention: nil means keep 7 days and at most 100,000.
+	FailedRetention *KeepJobs
+	// DisableDeadLetter keeps failed jobs only in failed.
+	DisableDeadLetter bool
+	// Concurrency is the most jobs of the queue active at once across all workers; 0 means no limit.
+	Concurrency int
+}
+
+func duration(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// counts turns the whole-number fields of an option struct into wire values, keeping the first that is
+// out of range: a negative count would otherwise read as "the default" on the wire.
+type counts struct{ err error }
+
+func (c *counts) of(field string, n int) uint32 {
+	if (n < 0 || n > math.MaxUint32) && c.err == nil {
+		c.err = fmt.Errorf("%s must be from 0 to %d, got %d", field, uint32(math.MaxUint32), n)
+	}
+	if c.err != nil {
+		return 0
+	}
+	return uint32(n)
+}
+
+func (o *JobOptions) proto() (*pb.JobOptions, error) {
+	if o == nil {
+		return nil, nil
+	}
+	var c counts
+	out := &pb.JobOptions{
+		Priority:         pb.JobPriority(o.Priority),
+		Delay:            duration(o.Delay),
+		Attempts:         c.of("JobOptions.Attempts", o.Attempts),
+		JobId:            o.JobID,
+		Metadata:         o.Metadata.proto(),
+		RemoveOnComplete: o.RemoveOnComplete.proto(&c, "JobOptions.RemoveOnComplete"),
+		RemoveOnFail:     o.RemoveOnFail.proto(&c, "JobOptions.RemoveOnFail"),
+		Timeout:          duration(o.Timeout),
+		MaxStalled:       c.of("JobOptions.MaxStalled", o.MaxStalled),
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	if !o.ScheduleTime.IsZero() {
+		out.ScheduleTime = timestamppb.New(o.ScheduleTime)
+	}
+	if b := o.Backoff; b != nil {
+		out.Backoff = &pb.Backoff{
+			Type: pb.BackoffType(b.Type), Delay: duration(b.Delay), Jitter: b.Jitter, MaxDelay: duration(b.MaxDelay),
+		}
+	}
+	if d := o.Dedup; d != nil {
+		out.Dedup = &pb.Dedup{Key: d.Key, Ttl: duration(d.TTL)}
+	}
+	for _, link := range o.ChainTo {
+		data, err := encodePayload(link.Data)
+		if err != nil {
+			return nil, err
+		}
+		options, err := link.Options.proto()
+		if err != nil {
+			return nil, err
+		}
+		out.ChainTo = append(out.ChainTo, &pb.ChainLink{
+			QueueName: link.Queue, JobName: link.Name, Data: data, Options: options,
+		})
+	}
+	return out, nil
+}
+
+func (m *Metadata) proto() *pb.JobMetadata {
+	if m == nil {
+		return nil
+	}
+	return &pb.JobMetadata{CorrelationId: m.CorrelationID, Tags: m.Tags, Attributes: m.Attributes}
+}
+
+func (k *KeepJobs) proto(c *counts, field string) *pb.KeepJobs {
+	if k == nil {
+		return nil
+	}
+	return &pb.KeepJobs{Remove: k.Remove, Age: duration(k.Age), Count: c.of(field+".Count", k.Count)}
+}
+
+func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
+	if c == nil {
+		return nil, nil
+	}
+	defaults, err := c.DefaultJobOptions.proto()
+	if err != nil {
+		return nil, err
+	}
+	var n counts
+	out := &pb.QueueConfig{
+		DefaultJobOptions:  defaults,
+		DeadLetterQueue:    c.DeadLetterQueue,
+		CompletedRetention: c.CompletedRetention.proto(&n, "QueueConfig.CompletedRetention"),
+		FailedRetention:    c.FailedRetention.proto(&n, "QueueConfig.FailedRetention"),
+		DisableDeadLetter:  c.DisableDeadLetter,
+		Concurrency:        n.of("QueueConfig.Concurrency", c.Concurrency),
+	}
+	if r := c.RateLimit; r != nil {
+		out.RateLimit = &pb.RateLimit{Max: n.of("QueueConfig.RateLimit.Max", r.Max), Duration: duration(r.Duration)}
+	}
+	return out, n.err
+}

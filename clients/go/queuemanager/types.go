@@ -1,0 +1,287 @@
+package queuemanager
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+// Priority orders waiting jobs: a lower number runs first, FIFO within a level.
+type Priority int32
+
+const (
+	// PriorityDefault (0) takes the queue's default.
+	PriorityDefault Priority = 0
+	// PriorityCritical runs before everything else.
+	PriorityCritical Priority = 1
+	// PriorityHigh runs before PriorityNormal.
+	PriorityHigh Priority = 2
+	// PriorityNormal is the default level.
+	PriorityNormal Priority = 3
+	// PriorityLow runs after PriorityNormal.
+	PriorityLow Priority = 4
+	// PriorityBackground runs when nothing else waits.
+	PriorityBackground Priority = 5
+)
+
+// String is the level's name, e.g. "HIGH".
+func (p Priority) String() string {
+	return strings.TrimPrefix(pb.JobPriority(p).String(), "JOB_PRIORITY_")
+}
+
+// JobState is where a job is in its lifecycle.
+type JobState int32
+
+const (
+	StateWaiting   JobState = JobState(pb.JobState_JOB_STATE_WAITING)
+	StateActive    JobState = JobState(pb.JobState_JOB_STATE_ACTIVE)
+	StateDelayed   JobState = JobState(pb.JobState_JOB_STATE_DELAYED)
+	StateCompleted JobState = JobState(pb.JobState_JOB_STATE_COMPLETED)
+	StateFailed    JobState = JobState(pb.JobState_JOB_STATE_FAILED)
+	StatePaused    JobState = JobState(pb.JobState_JOB_STATE_PAUSED)
+	StateCancelled JobState = JobState(pb.JobState_JOB_STATE_CANCELLED)
+)
+
+// String is the state's name in lower case, e.g. "waiting".
+func (s JobState) String() string {
+	return strings.ToLower(strings.TrimPrefix(pb.JobState(s).String(), "JOB_STATE_"))
+}
+
+// Finished reports whether the job will not run again unless asked (completed, failed or cancelled).
+func (s JobState) Finished() bool {
+	return s == StateCompleted || s == StateFailed || s == StateCancelled
+}
+
+// LogLine is one line a handler logged.
+type LogLine struct {
+	Time    time.Time
+	Message string
+}
+
+// JobRef names a job.
+type JobRef struct {
+	Queue string
+	ID    string
+}
+
+// Job is a job as stored by the server, or as delivered to a worker's handler.
+type Job struct {
+	ID    string
+	Queue string
+	Name  string
+	// Data is the job's data: JSON text when ContentType is ContentTypeJSON (read it with Decode).
+	Data        []byte
+	ContentType string
+	State       JobState
+	Priority    Priority
+	// AttemptsMade counts the finished runs (a redelivery after a lost worker does not count).
+	AttemptsMade int
+	MaxAttempts  int
+	// StalledCount counts recoveries from a lost worker or an expired lease.
+	StalledCount int
+	// Result is what the successful run returned (JSON text when ResultType is ContentTypeJSON).
+	Result       []byte
+	ResultType   string
+	FailedReason string
+	Stacktrace   string
+	// Progress is the last progress the handler reported, as JSON text.
+	Progress    []byte
+	CreateTime  time.Time
+	ProcessTime time.Time
+	FinishTime  time.Time
+	// RunTime is when a delayed job becomes due.
+	RunTime  time.Time
+	Metadata Metadata
+	// Timeout is the job's run time limit (0: none).
+	Timeout  time.Duration
+	WorkerID string
+	Parents  []JobRef
+	Children []JobRef
+	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
+	Logs            []LogLine
+	LogCount        int
+	CancelRequested bool
+	CancelReason    string
+	// Created is set in AddJob's answer: false when the job id or dedup key was taken, and the job is the
+	// one that held it.
+	Created bool
+	// Redelivery is set for a worker's handler when an earlier run of this attempt was lost.
+	Redelivery bool
+
+	run *run // the worker's run of this job (nil outside a handler)
+}
+
+// Decode reads the job's JSON data into v (as json.Unmarshal). Data that is not JSON is an error.
+func (j *Job) Decode(v any) error {
+	return decodeJSON(j.Data, j.ContentType, "data", v)
+}
+
+// DecodeResult reads the job's JSON result into v (as json.Unmarshal).
+func (j *Job) DecodeResult(v any) error {
+	return decodeJSON(j.Result, j.ResultType, "result", v)
+}
+
+func decodeJSON(body []byte, contentType, what string, v any) error {
+	if contentType != "" && !strings.HasPrefix(contentType, ContentTypeJSON) {
+		return fmt.Errorf("the job's %s is %s, not JSON", what, contentType)
+	}
+	if len(body) == 0 {
+		return errors.New("the job has no " + what)
+	}
+	return json.Unmarshal(body, v)
+}
+
+func timeOf(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func durationOf(d *durationpb.Duration) time.Duration {
+	if d == nil {
+		return 0
+	}
+	return d.AsDuration()
+}
+
+func refsOf(refs []*pb.JobRef) []JobRef {
+	out := make([]JobRef, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, JobRef{Queue: r.GetQueueName(), ID: r.GetJobId()})
+	}
+	return out
+}
+
+func jobFromProto(p *pb.Job) *Job {
+	if p == nil {
+		return nil
+	}
+	j := &Job{
+		ID:              p.GetId(),
+		Queue:           p.GetQueueName(),
+		Name:            p.GetName(),
+		State:           JobState(p.GetState()),
+		Priority:        Priority(p.GetPriority()),
+		AttemptsMade:    int(p.GetAttemptsMade()),
+		MaxAttempts:     int(p.GetMaxAttempts()),
+		StalledCount:    int(p.GetStalledCount()),
+		FailedReason:    p.GetFailedReason(),
+		Stacktrace:      p.GetStacktrace(),
+		Progress:        valueJSON(p.GetProgress()),
+		CreateTime:      timeOf(p.GetCreateTime()),
+		ProcessTime:     timeOf(p.GetProcessTime()),
+		FinishTime:      timeOf(p.GetFinishTime()),
+		RunTime:         timeOf(p.GetRunTime()),
+		Timeout:         durationOf(p.GetOptions().GetTimeout()),
+		WorkerID:        p.GetWorkerId(),
+		Children:        refsOf(p.GetChildren()),
+		LogCount:        int(p.GetLogCount()),
+		CancelRequested: p.GetCancelRequested(),
+		CancelReason:    p.GetCancelReason(),
+	}
+	j.Data, j.ContentType = decodePayload(p.GetData())
+	j.Result, j.ResultType = decodePayload(p.GetResult())
+	if m := p.GetMetadata(); m != nil {
+		j.Metadata = Metadata{CorrelationID: m.GetCorrelationId(), Tags: m.GetTags(), Attributes: m.GetAttributes()}
+	}
+	for _, parent := range p.GetParents() {
+		j.Parents = append(j.Parents, JobRef{Queue: parent.GetJob().GetQueueName(), ID: parent.GetJob().GetJobId()})
+	}
+	for _, line := range p.GetLogs() {
+		j.Logs = append(j.Logs, LogLine{Time: timeOf(line.GetTime()), Message: line.GetMessage()})
+	}
+	return j
+}
+
+// Queue is a registered queue.
+type Queue struct {
+	Name       string
+	Paused     bool
+	CreateTime time.Time
+	// DeadLetterQueue is where its jobs go when they fail for good ("" when disabled).
+	DeadLetterQueue string
+	// Concurrency is the most jobs of the queue active at once (0: no limit).
+	Concurrency int
+}
+
+func queueFromProto(p *pb.Queue) *Queue {
+	if p == nil {
+		return nil
+	}
+	q := &Queue{
+		Name:        p.GetName(),
+		Paused:      p.GetPaused(),
+		CreateTime:  timeOf(p.GetCreateTime()),
+		Concurrency: int(p.GetConfig().GetConcurrency()),
+	}
+	if !p.GetConfig().GetDisableDeadLetter() {
+		q.DeadLetterQueue = p.GetConfig().GetDeadLetterQueue()
+	}
+	return q
+}
+
+// QueueMetrics are a queue's counts by state and its recent throughput.
+type QueueMetrics struct {
+	Queue                 string
+	Waiting               uint64
+	Active                uint64
+	Delayed               uint64
+	Completed             uint64
+	Failed                uint64
+	Paused                uint64
+	Cancelled             uint64
+	Stalled               uint64
+	StalledTotal          uint64
+	AddedTotal            uint64
+	CompletedTotal        uint64
+	FailedTotal           uint64
+	CompletedPerSecond    float64
+	FailedPerSecond       float64
+	AverageProcessingTime time.Duration
+	P95ProcessingTime     time.Duration
+	ErrorRate             float64
+	OldestWaitingAge      time.Duration
+	Workers               int
+	FreeCapacity          int
+	IsPaused              bool
+	SampleTime            time.Time
+}
+
+func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
+	if p == nil {
+		return nil
+	}
+	return &QueueMetrics{
+		Queue:                 p.GetQueueName(),
+		Waiting:               p.GetWaiting(),
+		Active:                p.GetActive(),
+		Delayed:               p.GetDelayed(),
+		Completed:             p.GetCompleted(),
+		Failed:                p.GetFailed(),
+		Paused:                p.GetPaused(),
+		Cancelled:             p.GetCancelled(),
+		Stalled:               p.GetStalled(),
+		StalledTotal:          p.GetStalledTotal(),
+		AddedTotal:            p.GetAddedTotal(),
+		CompletedTotal:        p.GetCompletedTotal(),
+		FailedTotal:           p.GetFailedTotal(),
+		CompletedPerSecond:    p.GetCompletedPerSecond(),
+		FailedPerSecond:       p.GetFailedPerSecond(),
+		AverageProcessingTime: durationOf(p.GetAverageProcessingTime()),
+		P95ProcessingTime:     durationOf(p.GetP95ProcessingTime()),
+		ErrorRate:             p.GetErrorRate(),
+		OldestWaitingAge:      durationOf(p.GetOldestWaitingAge()),
+		Workers:               int(p.GetWorkers()),
+		FreeCapacity:          int(p.GetFreeCapacity()),
+		IsPaused:              p.GetIsPaused(),
+		SampleTime:            timeOf(p.GetSampleTime()),
+	}
+}

@@ -1,0 +1,243 @@
+package queuemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+// What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
+const (
+	logLinesKept = 1000
+	logLineChars = 2000
+)
+
+// run is one handler call for one leased job. Its flags are guarded by the worker's mutex.
+type run struct {
+	w      *Worker
+	job    *Job
+	key    jobKey
+	token  string
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	cancelled bool // CANCEL_JOB asked to stop it: report it in cancelled
+	lost      bool // its lease was recovered: report nothing
+	abandoned bool // Shutdown gave up on it and reported it abandoned
+}
+
+func newRun(w *Worker, job *Job, token string) *run {
+	r := &run{w: w, job: job, key: jobKey{job.Queue, job.ID}, token: token}
+	r.ctx, r.cancel = context.WithCancelCause(context.Background())
+	if job.Timeout > 0 {
+		// The timeout's cause is set when it fires; a cancel before it keeps its own cause.
+		ctx, stop := context.WithTimeoutCause(r.ctx, job.Timeout, ErrJobTimeout)
+		parentCancel := r.cancel
+		r.ctx, r.cancel = ctx, func(cause error) { parentCancel(cause); stop() }
+	}
+	job.run = r
+	return r
+}
+
+func (r *run) ref() *pb.LeaseRef {
+	return &pb.LeaseRef{QueueName: r.key.queue, JobId: r.key.id, LeaseToken: r.token}
+}
+
+// lose marks a run whose lease was recovered: it is stopped and nothing is reported for it. Called with
+// the worker's mutex held.
+func (r *run) lose() {
+	r.lost = true
+	r.cancel(ErrLeaseLost)
+}
+
+// execute calls the handler and records the outcome.
+func (r *run) execute(handler Handler) {
+	started := time.Now()
+	result, err, stack := call(handler, r.ctx, r.job)
+	elapsed := time.Since(started)
+	timedOut := errors.Is(context.Cause(r.ctx), ErrJobTimeout)
+	r.cancel(nil)
+	r.w.finish(r, result, err, stack, elapsed, timedOut)
+}
+
+// call runs the handler, turning a panic into an error with its stack.
+func call(handler Handler, ctx context.Context, job *Job) (result any, err error, stack string) {
+	defer func() {
+		if p := recover(); p != nil {
+			result, err, stack = nil, fmt.Errorf("panic: %v", p), string(debug.Stack())
+		}
+	}()
+	result, err = handler(ctx, job)
+	return result, err, ""
+}
+
+// finish records a run's outcome in the outbox and gives its credit back.
+func (w *Worker) finish(r *run, result any, err error, stack string, elapsed time.Duration, timedOut bool) {
+	w.mu.Lock()
+	defer func() {
+		w.mu.Unlock()
+		w.signal()
+		select {
+		case w.runEnded <- struct{}{}:
+		default:
+		}
+	}()
+	if r.abandoned {
+		return // reported abandoned at shutdown; its slot is gone already
+	}
+	if w.running[r.key] == r {
+		delete(w.running, r.key)
+	}
+	if !w.stopping && !w.draining {
+		w.credits++
+	}
+	switch {
+	case r.lost:
+		w.log.Info("discarding the result of a run whose lease was lost", "queue", r.key.queue, "job_id", r.key.id)
+	case r.cancelled:
+		w.outbox.Cancelled = append(w.outbox.Cancelled, r.ref())
+		w.unsent++
+		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token})
+	case timedOut:
+		w.fail(r, fmt.Errorf("job timed out after %s", r.job.Timeout), "", elapsed)
+		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token}) // the server may have timed it out first
+	case err != nil:
+		w.fail(r, err, stack, elapsed)
+	default:
+		payload, encodeErr := encodePayload(result)
+		if encodeErr != nil {
+			w.fail(r, fmt.Errorf("the result: %w", encodeErr), "", elapsed)
+			return
+		}
+		w.outbox.Completions = append(w.outbox.Completions, &pb.JobCompletion{
+			QueueName: r.key.queue, JobId: r.key.id, LeaseToken: r.token, Result: payload,
+			Duration: durationpb.New(elapsed),
+		})
+		w.unsent++
+	}
+}
+
+// fail puts a failure into the outbox. Called with w.mu held.
+func (w *Worker) fail(r *run, err error, stack string, elapsed time.Duration) {
+	failure := &pb.JobFailure{
+		QueueName: r.key.queue, JobId: r.key.id, LeaseToken: r.token,
+		Message: err.Error(), Stacktrace: stack, Duration: durationpb.New(elapsed),
+	}
+	var unrecoverable *UnrecoverableError
+	var limited *RateLimitedError
+	switch {
+	case errors.As(err, &limited):
+		failure.RetryAfter = durationpb.New(limited.RetryAfter)
+	case errors.As(err, &unrecoverable):
+		failure.DoNotRetry = true
+	}
+	if failure.Message == "" {
+		failure.Message = fmt.Sprintf("%T", err)
+	}
+	attempt := r.job.AttemptsMade + 1
+	w.log.Warn("job failed", "queue", r.key.queue, "job_id", r.key.id, "attempt", attempt,
+		"max_attempts", r.job.MaxAttempts, "error", failure.Message)
+	w.outbox.Failures = append(w.outbox.Failures, failure)
+	w.unsent++
+}
+
+// abandonAll gives up on every running handler at shutdown: its context ends with ErrAbandoned and its
+// job goes back to waiting as a stall. Returns how many runs were abandoned.
+func (w *Worker) abandonAll() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	count := 0
+	for key, r := range w.running {
+		r.abandoned = true
+		r.cancel(ErrAbandoned)
+		if !r.lost {
+			w.outbox.Abandoned = append(w.outbox.Abandoned, r.ref())
+			w.unsent++
+			count++
+		}
+		delete(w.running, key)
+	}
+	if count > 0 {
+		w.log.Warn("jobs still running at the end of the shutdown grace are abandoned", "count", count)
+	}
+	return count
+}
+
+// errNotRunning is returned by ReportProgress outside a worker's run of the job.
+var errNotRunning = errors.New("the job is not running in a worker's handler (or its run has ended)")
+
+// active reports whether the run is still this worker's to report on. Called with w.mu held.
+func (r *run) active() bool {
+	return r.w.running[r.key] == r && !r.lost && !r.abandoned
+}
+
+// ReportProgress records the run's progress (a number 0-100 or any JSON value); it is sent with the next
+// report. Only within a worker's handler of this job.
+func (j *Job) ReportProgress(value any) error {
+	r := j.run
+	if r == nil {
+		return errNotRunning
+	}
+	progress, err := jsonValue(value)
+	if err != nil {
+		return fmt.Errorf("progress: %w", err)
+	}
+	w := r.w
+	w.mu.Lock()
+	if !r.active() {
+		w.mu.Unlock()
+		return errNotRunning
+	}
+	w.outbox.Progress = append(w.outbox.Progress, &pb.JobProgress{Lease: r.ref(), Progress: progress})
+	w.unsent++
+	w.mu.Unlock()
+	w.signal()
+	return nil
+}
+
+// Log adds a line to the job's log (kept by the server, shown by GetJob and the dashboard). Only within a
+// worker's handler of this job; elsewhere it does nothing. Lines are cut to 2,000 characters.
+func (j *Job) Log(message string) {
+	r := j.run
+	if r == nil {
+		return
+	}
+	if runes := []rune(message); len(runes) > logLineChars {
+		message = string(runes[:logLineChars])
+	}
+	w := r.w
+	w.mu.Lock()
+	if !r.active() {
+		w.mu.Unlock()
+		return
+	}
+	// Consecutive lines of one run share a JobLogs entry of the pending report.
+	logs := w.outbox.Logs
+	var entry *pb.JobLogs
+	if n := len(logs); n > 0 && proto3Equal(logs[n-1].GetLease(), r) {
+		entry = logs[n-1]
+	} else {
+		entry = &pb.JobLogs{Lease: r.ref()}
+		w.outbox.Logs = append(w.outbox.Logs, entry)
+	}
+	if len(entry.Lines) >= logLinesKept {
+		// The server keeps a job's last lines only: while the stream is down, hold no more than that.
+		entry.Lines = entry.Lines[1:]
+		w.unsent--
+	}
+	entry.Lines = append(entry.Lines, &pb.JobLogLine{Time: timestamppb.Now(), Message: message})
+	w.unsent++
+	w.mu.Unlock()
+	w.signal()
+}
+
+func proto3Equal(lease *pb.LeaseRef, r *run) bool {
+	return lease.GetQueueName() == r.key.queue && lease.GetJobId() == r.key.id && lease.GetLeaseToken() == r.token
+}

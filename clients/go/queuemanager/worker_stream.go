@@ -1,0 +1,337 @@
+package queuemanager
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+type connectStream = pb.WorkerService_ConnectClient
+
+// configErrors are refusals that retrying soon will not fix (unknown queue, bad hello, a token that
+// does not cover the queues): the worker logs them and waits the longest backoff.
+var configErrors = map[codes.Code]bool{
+	codes.NotFound:           true,
+	codes.InvalidArgument:    true,
+	codes.FailedPrecondition: true,
+	codes.PermissionDenied:   true,
+	codes.Unauthenticated:    true,
+	codes.Unimplemented:      true,
+}
+
+func configError(err error) bool {
+	return configErrors[status.Code(err)]
+}
+
+func randomFraction() float64 { return rand.Float64() }
+
+// session runs one stream until it ends; it reports whether the server welcomed it.
+func (w *Worker) session(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := w.client.workers.Connect(ctx)
+	if err != nil {
+		return false, fromRPC(err)
+	}
+	hello := &pb.WorkerHello{
+		WorkerId:    w.id,
+		Queues:      w.queues,
+		Concurrency: uint32(w.concurrency),
+		Labels:      w.labels,
+		Language:    "go",
+		Version:     Version,
+	}
+	if err := stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Hello{Hello: hello}}); err != nil {
+		return false, recvError(stream, err)
+	}
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return false, nil // the server ended the stream cleanly before welcoming us
+	}
+	if err != nil {
+		return false, fromRPC(err)
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return false, errors.New("the server's first message is not a welcome")
+	}
+	w.onWelcome(welcome)
+	return true, w.serve(ctx, cancel, stream)
+}
+
+// recvError is the status of a stream whose Send failed (Send says only io.EOF; Recv has the status).
+func recvError(stream connectStream, sendErr error) error {
+	if !errors.Is(sendErr, io.EOF) {
+		return fromRPC(sendErr)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fromRPC(err)
+		}
+	}
+}
+
+// serve reads and writes until the server ends the stream (or, after our half-close, a timeout passes).
+func (w *Worker) serve(ctx context.Context, cancel context.CancelFunc, stream connectStream) error {
+	read := make(chan error, 1)
+	written := make(chan error, 1)
+	go func() { read <- w.readLoop(stream) }()
+	go func() { written <- w.writeLoop(ctx, stream) }()
+	go w.heartbeatLoop(ctx)
+	select {
+	case err := <-read:
+		cancel()
+		<-written
+		return err
+	case err := <-written:
+		if err != nil {
+			// A broken stream: its reader has the status.
+			timer := time.NewTimer(closeTimeout)
+			defer timer.Stop()
+			select {
+			case readErr := <-read:
+				if readErr != nil {
+					return readErr
+				}
+			case <-timer.C:
+				cancel()
+				<-read
+			}
+			return err
+		}
+		// We half-closed: the server ends the stream once it has read everything.
+		timer := time.NewTimer(closeTimeout)
+		defer timer.Stop()
+		select {
+		case err := <-read:
+			return err
+		case <-timer.C:
+			cancel()
+			<-read
+			return errors.New("the server did not end the stream after the worker half-closed it")
+		}
+	}
+}
+
+func (w *Worker) onWelcome(welcome *pb.ServerWelcome) {
+	w.mu.Lock()
+	lease := durationOf(welcome.GetLeaseDuration())
+	interval := durationOf(welcome.GetHeartbeatInterval())
+	if interval <= 0 {
+		interval = defaultHeartbeat
+		if lease > 0 {
+			interval = lease / 3
+		}
+	}
+	w.heartbeat = interval
+	w.draining, w.deliveryStopped = false, false
+	if w.stopping {
+		w.outbox.Stop = true
+		w.credits = 0
+	} else {
+		w.credits = max(0, w.concurrency-len(w.running))
+	}
+	// Extensions queued for the old stream are stale. Fresh ones for every run still going go in the
+	// first report: a server that ended the old stream at its shutdown left their leases held, and this
+	// server takes them over when they are extended here (a lease lost meanwhile is refused: that run
+	// is stopped).
+	w.outbox.Extensions = nil
+	w.extendRunning()
+	w.attachStats()
+	close(w.connected)
+	w.mu.Unlock()
+	w.signal()
+	w.log.Info("worker connected", "server_id", welcome.GetServerId(), "queues", w.queues)
+}
+
+func (w *Worker) readLoop(stream connectStream) error {
+	for {
+		message, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fromRPC(err)
+		}
+		switch kind := message.GetKind().(type) {
+		case *pb.ConnectResponse_Delivery:
+			w.onDelivery(kind.Delivery)
+		case *pb.ConnectResponse_Ack:
+			w.onAck(kind.Ack)
+		case *pb.ConnectResponse_Command:
+			w.onCommand(kind.Command)
+		}
+	}
+}
+
+// writeLoop sends the outbox whenever it is woken, and half-closes once the worker is closing or the
+// stream draining, the server has stopped delivering, no run is left and everything is sent.
+func (w *Worker) writeLoop(ctx context.Context, stream connectStream) error {
+	for {
+		select {
+		case <-w.wake:
+		case <-ctx.Done():
+			return nil
+		}
+		w.mu.Lock()
+		report := w.outbox
+		send := w.unsent > 0 || w.credits > 0 || len(report.Extensions) > 0 || report.Stop || report.Stats != nil
+		unsent := 0
+		if send {
+			report.Credits = uint32(w.credits)
+			w.outbox, w.credits, unsent, w.unsent = &pb.WorkerReport{}, 0, w.unsent, 0
+		}
+		halfClose := (w.closing || w.draining) && w.deliveryStopped && len(w.running) == 0 && w.unsent == 0
+		w.mu.Unlock()
+		if send {
+			err := stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Report{Report: report}})
+			if err != nil {
+				w.restore(report, unsent)
+				return err
+			}
+		}
+		if halfClose {
+			return stream.CloseSend()
+		}
+	}
+}
+
+// restore puts an unwritten report back at the head of the outbox (minus credits, extensions and stats,
+// which the next stream makes afresh).
+func (w *Worker) restore(report *pb.WorkerReport, unsent int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	report.Credits, report.Extensions, report.Stats = 0, nil, nil
+	proto.Merge(report, w.outbox)
+	w.outbox = report
+	w.unsent += unsent
+}
+
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	w.mu.Lock()
+	interval := w.heartbeat
+	w.mu.Unlock()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		w.mu.Lock()
+		w.attachStats()
+		w.extendRunning()
+		w.mu.Unlock()
+		w.signal()
+	}
+}
+
+// extendRunning puts an extension of every running job's lease (but the lost ones') into the outbox.
+// Called with w.mu held.
+func (w *Worker) extendRunning() {
+	for _, r := range w.running {
+		if !r.lost {
+			w.outbox.Extensions = append(w.outbox.Extensions, r.ref())
+		}
+	}
+}
+
+// attachStats puts this process's CPU and memory into the outbox. Called with w.mu held.
+func (w *Worker) attachStats() {
+	if cpu, memory, ok := w.stats.sample(); ok {
+		w.outbox.Stats = &pb.WorkerStats{CpuPercent: cpu, MemoryBytes: memory}
+	}
+}
+
+func (w *Worker) onDelivery(delivery *pb.JobDelivery) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, leased := range delivery.GetJobs() {
+		job := jobFromProto(leased.GetJob())
+		ref := &pb.LeaseRef{QueueName: job.Queue, JobId: job.ID, LeaseToken: leased.GetLeaseToken()}
+		handler, ok := w.handlers[job.Queue]
+		if !ok || w.stopping || w.draining {
+			if !ok {
+				w.log.Error("received a job of a queue that has no handler", "queue", job.Queue, "job_id", job.ID)
+			}
+			w.outbox.Releases = append(w.outbox.Releases, ref)
+			w.unsent++
+			continue
+		}
+		job.Redelivery = leased.GetRedelivery()
+		key := jobKey{job.Queue, job.ID}
+		if earlier := w.running[key]; earlier != nil {
+			// The server leased the job again (its earlier lease here was recovered): that run is lost.
+			earlier.lose()
+		}
+		r := newRun(w, job, leased.GetLeaseToken())
+		w.running[key] = r
+		go r.execute(handler)
+	}
+	w.signal()
+}
+
+func (w *Worker) onAck(ack *pb.ReportAck) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ack.GetDeliveryStopped() {
+		w.deliveryStopped = true
+		w.signal()
+	}
+	for _, item := range ack.GetResults() {
+		if item.GetCode() == 0 {
+			continue
+		}
+		lease := item.GetLease()
+		r := w.running[jobKey{lease.GetQueueName(), lease.GetJobId()}]
+		if r != nil && r.token != lease.GetLeaseToken() {
+			r = nil // a verdict on an earlier run of the job, not on the one running now
+		}
+		code := codeName(codes.Code(item.GetCode()))
+		switch {
+		case r != nil && !r.lost:
+			r.lose()
+			w.log.Warn("job lost its lease; its run is stopped and its result discarded",
+				"queue", lease.GetQueueName(), "job_id", lease.GetJobId(), "code", code, "reason", item.GetMessage())
+		case w.expected.take(leaseKey{lease.GetQueueName(), lease.GetJobId(), lease.GetLeaseToken()}):
+			w.log.Info("job had already ended on the server when reported",
+				"queue", lease.GetQueueName(), "job_id", lease.GetJobId(), "reason", item.GetMessage())
+		case r == nil:
+			w.log.Warn("the server rejected a report",
+				"queue", lease.GetQueueName(), "job_id", lease.GetJobId(), "code", code, "reason", item.GetMessage())
+		}
+	}
+}
+
+func (w *Worker) onCommand(command *pb.ServerCommand) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch command.GetType() {
+	case pb.ServerCommandType_SERVER_COMMAND_TYPE_DRAIN:
+		w.log.Info("the server asks to drain", "reason", command.GetReason())
+		w.draining, w.deliveryStopped, w.credits = true, true, 0 // no delivery follows this command
+		w.signal()
+	case pb.ServerCommandType_SERVER_COMMAND_TYPE_CANCEL_JOB:
+		ref := command.GetJob()
+		r := w.running[jobKey{ref.GetQueueName(), ref.GetJobId()}]
+		if r == nil || r.token != ref.GetLeaseToken() || r.cancelled {
+			return // finished meanwhile (its outcome is recorded as usual), another run, or told already
+		}
+		w.log.Info("the server asks to stop a run", "queue", ref.GetQueueName(), "job_id", ref.GetJobId(),
+			"reason", command.GetReason())
+		r.cancelled = true
+		r.cancel(ErrJobCancelled)
+	}
+}
