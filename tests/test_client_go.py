@@ -1,0 +1,159 @@
+"""The Go client (clients/go): its `go test` suite against real servers started here (plain, and one that
+requires a token), and its worker through a server stop (DRAIN) and restart on the same address."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from queue_manager_server.embedded import free_port
+from tests.conftest import ServerFactory
+from tests.security_kit import token_file
+
+GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
+GO = shutil.which("go")
+
+pytestmark = pytest.mark.skipif(GO is None, reason="Go is not installed (the Go client's tests need `go`)")
+
+# Every test of the suite, each of which must pass (none skipped): a test renamed or lost fails here.
+EXPECTED = {
+    "TestFromRPCMapsEachCode",
+    "TestAddJobStoresOptionsAndIsIdempotent",
+    "TestErrorsMapToTypedErrors",
+    "TestQueueAdmin",
+    "TestTokenIsSentOnEveryCall",
+    "TestNewRefusesABadAddressOrToken",
+    "TestWorkerCompletesWithResultProgressAndLogs",
+    "TestFailuresAreRetriedThenFail",
+    "TestPrioritiesOrderTheRuns",
+    "TestDelayedJobRunsAfterItsDelay",
+    "TestBulkJobsRunExactlyOnce",
+    "TestCancelStopsTheRunningHandler",
+    "TestJobTimeoutEndsTheRun",
+    "TestShutdownLetsRunningJobsFinish",
+    "TestShutdownAbandonsRunsPastItsContext",
+    "TestKilledWorkersJobIsRecovered",
+    "TestWorkerReconnectsWhenTheConnectionBreaks",
+    "TestHeartbeatsKeepALongRunLeased",
+    "TestRejectedExtensionStopsTheRun",
+    "TestRateLimitedWaitsWithoutUsingAnAttempt",
+}
+# Run by the other test of this file, or only as a child process of the suite.
+SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
+
+# The plain server's lease: short, so that a run outlives several leases in little time (heartbeats every
+# third of it).
+LEASE_MS = 900
+
+# The first run compiles the client and gRPC when `make dev` has not (it builds them ahead: make go-dev).
+GO_TIMEOUT_S = 240
+
+
+def _go_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QM_TOKEN", "QM_TLS"))}
+    env.update(extra)
+    return env
+
+
+def _results(output: str) -> dict[str, str]:
+    return dict((name, verdict) for verdict, name in re.findall(r"--- (PASS|FAIL|SKIP): (\w+)", output))
+
+
+@pytest.mark.timeout(GO_TIMEOUT_S + 30)
+async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) -> None:
+    tokens = token_file(tmp_path / "tokens.toml", {"admin": ("admin", ["*"])})
+    server = await server_factory(lease_ms=LEASE_MS)
+    secured = await server_factory(auth_file=str(tmp_path / "tokens.toml"))
+    env = _go_env(
+        QM_TEST_ADDRESS=server.address,
+        QM_TEST_LEASE_MS=str(LEASE_MS),
+        QM_TEST_AUTH_ADDRESS=secured.address,
+        QM_TEST_TOKEN=tokens["admin"],
+    )
+    proc = await asyncio.create_subprocess_exec(
+        GO or "go",
+        "test",
+        "-count=1",
+        "-v",
+        "./...",
+        cwd=GO_DIR,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), GO_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = out.decode(errors="replace")
+    assert proc.returncode == 0, f"go test failed:\n{output}"
+    results = _results(output)
+    missing = {name for name in EXPECTED if results.get(name) != "PASS"}
+    assert not missing, f"not passed: {sorted(missing)}\n{output}"
+    unexpected = set(results) - EXPECTED - SKIPPED_HERE
+    assert not unexpected, f"tests this file does not know: {sorted(unexpected)} (add them to EXPECTED)"
+
+
+@pytest.mark.timeout(GO_TIMEOUT_S + 60)
+async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tmp_path: Path) -> None:
+    """The server stops while a Go handler runs: the worker gets DRAIN, finishes the run on that stream,
+    and runs new jobs once a server is back on the same address."""
+    binary = tmp_path / "queuemanager.test"
+    build = await asyncio.create_subprocess_exec(
+        GO or "go",
+        "test",
+        "-c",
+        "-o",
+        str(binary),
+        "./queuemanager",
+        cwd=GO_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    built, _ = await asyncio.wait_for(build.communicate(), GO_TIMEOUT_S)
+    assert build.returncode == 0, built.decode(errors="replace")
+
+    listen = f"127.0.0.1:{free_port()}"
+    server = await server_factory(listen=listen, shutdown_grace_ms=20_000)
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        "-test.run=^TestDrainFinishesRunsAndReconnects$",
+        "-test.v",
+        "-test.count=1",
+        cwd=GO_DIR / "queuemanager",
+        env=_go_env(QM_TEST_DRAIN_ADDRESS=listen),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    lines: list[str] = []
+    rest = b""
+    try:
+        async with asyncio.timeout(60):
+            while line := (await proc.stdout.readline()).decode(errors="replace"):
+                if "DRAIN-READY" in line:
+                    break
+                lines.append(line)
+            assert line, "the Go test ended before its job ran:\n" + "".join(lines)
+            # Stopping sends DRAIN and waits (up to its grace) for the worker's run to finish.
+            await server.stop()
+            await server_factory(listen=listen)
+            proc.stdin.write(b"RESTARTED\n")
+            await proc.stdin.drain()
+            rest = await proc.stdout.read()
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = "".join(lines) + rest.decode(errors="replace")
+    assert proc.returncode == 0, f"go test failed:\n{output}"
+    assert _results(output).get("TestDrainFinishesRunsAndReconnects") == "PASS", output
