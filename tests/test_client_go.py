@@ -42,6 +42,7 @@ EXPECTED = {
     "TestHeartbeatsKeepALongRunLeased",
     "TestRejectedExtensionStopsTheRun",
     "TestRateLimitedWaitsWithoutUsingAnAttempt",
+    "TestRunEndsWhenItsClientIsClosed",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
@@ -49,6 +50,9 @@ SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
 # The plain server's lease: short, so that a run outlives several leases in little time (heartbeats every
 # third of it).
 LEASE_MS = 900
+
+# The drained server's grace: long, so that a worker holding its stream past DRAIN shows as a slow stop.
+DRAIN_GRACE_MS = 20_000
 
 # The first run compiles the client and gRPC when `make dev` has not (it builds them ahead: make go-dev).
 GO_TIMEOUT_S = 240
@@ -121,7 +125,7 @@ async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tm
     assert build.returncode == 0, built.decode(errors="replace")
 
     listen = f"127.0.0.1:{free_port()}"
-    server = await server_factory(listen=listen, shutdown_grace_ms=20_000)
+    server = await server_factory(listen=listen, shutdown_grace_ms=DRAIN_GRACE_MS)
     proc = await asyncio.create_subprocess_exec(
         str(binary),
         "-test.run=^TestDrainFinishesRunsAndReconnects$",
@@ -143,8 +147,11 @@ async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tm
                     break
                 lines.append(line)
             assert line, "the Go test ended before its job ran:\n" + "".join(lines)
-            # Stopping sends DRAIN and waits (up to its grace) for the worker's run to finish.
+            # Stopping sends DRAIN and waits (up to its grace) for the worker to finish its run.
+            started = asyncio.get_running_loop().time()
             await server.stop()
+            took = asyncio.get_running_loop().time() - started
+            assert took < DRAIN_GRACE_MS / 2000, f"the worker held the stream {took:.1f}s after DRAIN"
             await server_factory(listen=listen)
             proc.stdin.write(b"RESTARTED\n")
             await proc.stdin.drain()

@@ -46,6 +46,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/connectivity"
+
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
 
@@ -130,6 +132,7 @@ type Worker struct {
 	done      chan struct{} // closed when the worker has stopped
 	doneOnce  sync.Once
 	abort     context.CancelFunc // ends the stream loop at once
+	loopErr   error              // why the stream loop ended on its own, if it did
 	loopCtx   context.Context
 }
 
@@ -224,7 +227,9 @@ func (w *Worker) ID() string { return w.id }
 
 // Run connects and runs jobs until ctx ends or Shutdown is called. When ctx ends, Run shuts the worker
 // down gracefully, letting running handlers finish for up to ShutdownTimeout. It returns nil after a
-// clean stop, or an error naming the runs it had to abandon.
+// clean stop, an error naming the runs it had to abandon, or an error when the client was closed under
+// it. A server that refuses the worker (an unknown queue, a token without the right) does not end Run:
+// the refusal is logged and the worker tries again at its longest backoff.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
@@ -240,7 +245,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.loop()
 	select {
 	case <-w.done:
-		return nil
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.loopErr
 	case <-ctx.Done():
 		grace, cancel := context.WithTimeout(context.Background(), w.shutdownTimeout)
 		defer cancel()
@@ -339,6 +346,13 @@ func (w *Worker) loop() {
 	for !w.finished() {
 		welcomed, err := w.session(w.loopCtx)
 		w.disconnected()
+		if w.client.conn.GetState() == connectivity.Shutdown {
+			w.log.Error("the worker's client was closed; the worker stops (close the client after Shutdown)")
+			w.mu.Lock()
+			w.loopErr = errors.New("the worker's client was closed while the worker ran")
+			w.mu.Unlock()
+			return
+		}
 		if err != nil && w.loopCtx.Err() == nil {
 			if configError(err) {
 				w.log.Error("the server refused the worker", "error", err)

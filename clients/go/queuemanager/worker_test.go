@@ -338,3 +338,24 @@ func TestRateLimitedWaitsWithoutUsingAnAttempt(t *testing.T) {
 		t.Fatalf("the second run started %s after the add, before the retry-after", job.ProcessTime.Sub(job.CreateTime))
 	}
 }
+
+func TestRunEndsWhenItsClientIsClosed(t *testing.T) {
+	t.Parallel()
+	c := dial(t, serverAddress(t))
+	queue := newQueue(t, newClient(t), nil)
+	w, err := c.NewWorker(qm.WorkerConfig{Concurrency: 1, Logger: quietLogger(), Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) { return nil, nil },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(context.Background()) }()
+	if err := w.WaitConnected(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	if err := receive(t, ran, "Run to end"); err == nil || !strings.Contains(err.Error(), "client was closed") {
+		t.Fatalf("Run must end with an error saying its client was closed, got %v", err)
+	}
+}
