@@ -133,7 +133,7 @@ class ScheduleStore:
     async def earliest(self, queues: Sequence[str]) -> tuple[int, dict[str, int]]:
         """Redis time now, and the earliest due time of each queue that has a schedule waiting."""
         pipe = self.store.pipeline()
-        pipe.time()
+        self.store.time_in(pipe)
         for q in queues:
             pipe.zrange(self.engine.keys(q).schedule_due, 0, 0, withscores=True)
         rows = await self.store.execute(pipe)

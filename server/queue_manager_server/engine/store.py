@@ -64,8 +64,9 @@ class Store(Protocol):
         """Redis's clock (ms) on the node that holds `key` (any node when None)."""
         ...
 
-    def time_in(self, pipe: Pipe, key: str) -> None:
-        """Queues a TIME on the node that holds `key` (its reply as redis-py's ``time()`` gives it)."""
+    def time_in(self, pipe: Pipe, key: str | None = None) -> None:
+        """Queues a TIME on the node that holds `key`, any node when None (its reply as redis-py's ``time()``
+        gives it)."""
         ...
 
 
@@ -115,7 +116,7 @@ class SingleStore:
         sec, usec = await self.redis.time()
         return int(sec) * 1000 + int(usec) // 1000
 
-    def time_in(self, pipe: Pipe, key: str) -> None:
+    def time_in(self, pipe: Pipe, key: str | None = None) -> None:
         pipe.time()
 
 
@@ -164,7 +165,8 @@ class ClusterStore:
         sec, usec = await self.redis.time(target_nodes=self._node(key))
         return int(sec) * 1000 + int(usec) // 1000
 
-    def time_in(self, pipe: Pipe, key: str) -> None:
+    def time_in(self, pipe: Pipe, key: str | None = None) -> None:
+        # A cluster pipeline refuses a keyless command unless it is told the node (redis-py).
         pipe.execute_command("TIME", target_nodes=self._node(key))
 
 
