@@ -10,9 +10,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ClusterError, MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 
 from queue_manager import JobContext, JobState, QueueManager, WorkflowState
 from queue_manager.v1 import types_pb2
@@ -23,6 +25,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.schedules import ScheduleStore
+from queue_manager_server.services.errors import status_for
 from tests.cluster import SLOTS, ValkeyCluster
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import eventually
@@ -340,3 +343,15 @@ def test_cluster_mode_settings(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             parse_args(argv, env=env)
         assert message in capsys.readouterr().err
+
+
+def test_cluster_conditions_are_unavailable_with_what_to_do() -> None:
+    """What only a Cluster client raises is answered UNAVAILABLE with its cause, never INTERNAL."""
+    for exc, says in (
+        (MaxConnectionsError(), "QM_REDIS_MAX_CONNECTIONS) all stayed busy"),
+        (SlotNotCoveredError("slot 42 is not covered"), "check that every slot is served"),
+        (RedisClusterException("no reachable node"), "no reachable node for the request's keys"),
+        (ClusterError("TTL exhausted."), "kept redirecting"),
+    ):
+        code, message = status_for(exc)
+        assert code == grpc.StatusCode.UNAVAILABLE and says in message, (exc, message)
