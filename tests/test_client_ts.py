@@ -18,7 +18,7 @@ import pytest
 
 from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory
-from tests.security_kit import token_file
+from tests.security_kit import make_pki, token_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = ROOT / "clients" / "ts"
@@ -124,3 +124,17 @@ async def test_drain_and_reconnect(ts_built: Path, server_factory: ServerFactory
             await server_factory(listen=listen)
 
     await run_node_tests(ts_built, "drain", listen, on_line=step)
+
+
+async def test_mutual_tls(ts_built: Path, server_factory: ServerFactory, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    secured = await server_factory(
+        tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca)
+    )
+    env = {
+        "QM_TEST_TLS_CA": str(pki.ca),
+        "QM_TEST_TLS_CERT": str(pki.client_cert),
+        "QM_TEST_TLS_KEY": str(pki.client_key),
+        "QM_TEST_TLS_OTHER_CA": str(pki.other_ca),
+    }
+    await run_node_tests(ts_built, "tls", secured.address, env)

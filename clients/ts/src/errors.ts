@@ -95,15 +95,28 @@ export function errorFromRpc(err: unknown): QueueManagerError {
     return err;
   }
   const connect = ConnectError.from(err);
-  if (connect.code === Code.Internal && isConnectionLoss(connect)) {
-    return errorFromStatus(Code.Unavailable, `the connection to the server was lost; retry (${connect.rawMessage})`);
+  const transportCodes = [Code.Internal, Code.Canceled, Code.Unknown];
+  if (transportCodes.includes(connect.code) && isConnectionLoss(connect)) {
+    const why = `the connection to the server failed or broke (${connect.rawMessage})`;
+    return errorFromStatus(Code.Unavailable, `${why}; check the address and TLS settings, or retry`);
   }
   return errorFromStatus(connect.code, connect.rawMessage);
 }
 
-/** What connect-node says when the HTTP/2 connection itself failed (never a server's status). */
+/**
+ * Whether a failure is the connection's, not a server's status: a Node error code on the cause (refused,
+ * reset, a TLS handshake or certificate refused) or connect-node's words for a broken HTTP/2 stream (a
+ * plaintext client at a TLS port sees its stream closed with CANCEL).
+ */
 function isConnectionLoss(err: ConnectError): boolean {
-  return /ECONNRESET|ECONNREFUSED|EPIPE|stream closed|session closed|GOAWAY|NGHTTP2/i.test(err.rawMessage);
+  for (let cause: unknown = err.cause, depth = 0; cause instanceof Error && depth < 5; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === "string" && /^(E[A-Z]+|ERR_(HTTP2|TLS|SSL)_\w+|\w*CERT\w*|UNABLE_TO_\w+)$/.test(code)) {
+      return true;
+    }
+    cause = cause.cause;
+  }
+  return /ECONNRESET|ECONNREFUSED|EPIPE|stream closed with error code|session closed|GOAWAY|NGHTTP2/i.test(err.rawMessage);
 }
 
 /** Runs a call and rethrows its failure as a `QueueManagerError`. */
