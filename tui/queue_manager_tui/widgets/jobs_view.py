@@ -104,6 +104,11 @@ class JobsView(Vertical):
 
     # ----------------------------------------------------------------- what the app asks
 
+    def _widgets_gone(self) -> bool:
+        """Whether the app has begun to close and removed this view's widgets: an answer that comes in then
+        is moot (showing it raised NoMatches)."""
+        return not self.query("#jobs-table")
+
     @property
     def table(self) -> NavTable:
         return self.query_one("#jobs-table", NavTable)
@@ -311,7 +316,7 @@ class JobsView(Vertical):
         except QueueManagerError as exc:
             self.query_one(JobDetail).show_note(f"Could not list the {state.value} jobs of {queue}: {exc}")
             return
-        if (queue, state, token) != (self.queue, self.state, self._tokens[-1]):
+        if self._widgets_gone() or (queue, state, token) != (self.queue, self.state, self._tokens[-1]):
             return
         self._jobs, self._next_token = jobs, next_token
         self._show_header()
@@ -334,7 +339,7 @@ class JobsView(Vertical):
         except QueueManagerError as exc:
             detail.show_note(f"Could not load job {job_id}: {exc}")
             return
-        if self.table.selected_key != job_id:
+        if self._widgets_gone() or self.table.selected_key != job_id:
             return
         self._detail = job
         detail.show_job(job, logs)
