@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: python-path run install dev proto proto-check lint api-baseline test test-faults test-cluster bench bench-smoke bench-peers soak ci clean
+.PHONY: python-path run install dev ts proto proto-check lint api-baseline test test-faults test-cluster bench bench-smoke bench-peers soak ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,17 +27,31 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# The TypeScript client (clients/ts): its packages from the committed lock file, then compiled with its tests
+# (tests/test_client_ts.py runs them with node).
+TS_DIR := clients/ts
+TS_SOURCES := $(shell find $(TS_DIR)/src $(TS_DIR)/test -name '*.ts' 2>/dev/null)
+
+$(TS_DIR)/node_modules/.package-lock.json: $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+
+$(TS_DIR)/dist/.built: $(TS_DIR)/node_modules/.package-lock.json $(TS_DIR)/tsconfig.json $(TS_SOURCES)
+	$(TS_DIR)/node_modules/.bin/tsc -p $(TS_DIR)
+	touch $@
+
 install: $(VENV)/.installed
-dev: $(VENV)/.dev-installed
+ts: $(TS_DIR)/dist/.built
+dev: $(VENV)/.dev-installed ts
 
 # Runtime install only: the banner suggests grpcurl just when it is there (`make dev` installs it).
 run: $(VENV)/.installed
 	$(BIN)/qm serve
 
-proto: $(VENV)/.dev-installed
+# Python stubs (grpc_tools) and TypeScript stubs (buf with clients/ts's protoc-gen-es: buf.gen.ts.yaml).
+proto: $(VENV)/.dev-installed $(TS_DIR)/node_modules/.package-lock.json
 	$(BIN)/python scripts/gen_proto.py
 
-proto-check: $(VENV)/.dev-installed
+proto-check: $(VENV)/.dev-installed $(TS_DIR)/node_modules/.package-lock.json
 	$(BIN)/python scripts/gen_proto.py --check
 
 lint: $(VENV)/.dev-installed
@@ -107,4 +121,4 @@ ci:
 	./.ci/run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist
