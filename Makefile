@@ -66,7 +66,7 @@ lint: $(VENV)/.dev-installed
 api-baseline: $(VENV)/.dev-installed
 	$(BIN)/buf build -o proto/api-baseline.binpb
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed ts
 	$(BIN)/python -m pytest tests
 
 # The fault-injection scenarios alone (also part of `make test`), each printing its ledger summary: acknowledged,
