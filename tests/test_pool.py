@@ -19,7 +19,7 @@ from queue_manager import JobState, PoolEvent, QueueManager, WorkerManager
 from queue_manager.children import RestartPacer
 from queue_manager.cli import main
 from tests.conftest import RunningServer, ServerFactory
-from tests.ledger.faultkit import until
+from tests.ledger.faultkit import until as eventually
 
 WAIT = 45.0
 
@@ -187,7 +187,7 @@ async def test_shutdown_lets_running_jobs_finish(server: RunningServer, app: str
         async def running() -> bool:
             return started.exists() and job.id in started.read_text().split()
 
-        await until(running, "the job to start in a worker process", WAIT)
+        await eventually(running, "the job to start in a worker process", WAIT)
         pids = pool.pids
         await pool.shutdown(grace=20.0)
         done = await client.get_job("pool-work", job.id)
