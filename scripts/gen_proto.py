@@ -1,4 +1,8 @@
-"""Regenerates the Python stubs from proto/ (or, with --check, fails when they are stale)."""
+"""Regenerates the Python and TypeScript stubs from proto/ (or, with --check, fails when they are stale).
+
+The TypeScript stubs (clients/ts/src/gen) come from `buf generate --template buf.gen.ts.yaml`, whose plugin
+`make dev` installs into clients/ts/node_modules (npm ci).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import filecmp
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT_ROOT = ROOT / "clients" / "python"
 GEN_SUBDIR = Path("queue_manager") / "v1"
+TS_TEMPLATE = ROOT / "buf.gen.ts.yaml"
+TS_GEN = Path("clients") / "ts" / "src" / "gen"
+TS_PLUGIN = ROOT / "clients" / "ts" / "node_modules" / ".bin" / "protoc-gen-es"
 
 
 def generate(out_root: Path) -> None:
@@ -40,6 +48,21 @@ def generate(out_root: Path) -> None:
     init.write_text('"""Generated protobuf and gRPC stubs (do not edit; run `make proto`)."""\n')
 
 
+def generate_ts(out_root: Path) -> None:
+    """Runs buf with the TypeScript template; the stubs land in out_root / clients/ts/src/gen."""
+    if not TS_PLUGIN.exists():
+        sys.exit(f"{TS_PLUGIN.relative_to(ROOT)} is missing: run `make dev` (npm ci in clients/ts)")
+    buf = Path(sys.executable).parent / "buf"
+    cmd = [str(buf), "generate", "--template", str(TS_TEMPLATE), "-o", str(out_root)]
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        sys.exit("buf generate (TypeScript) failed")
+
+
+def ts_files(root: Path) -> dict[str, bytes]:
+    d = root / TS_GEN
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*.ts"))} if d.exists() else {}
+
+
 def generated_files(root: Path) -> set[str]:
     d = root / GEN_SUBDIR
     return (
@@ -56,6 +79,9 @@ def main() -> None:
         for p in target.glob("*_pb2*.py*"):
             p.unlink()
         generate(OUT_ROOT)
+        for p in (ROOT / TS_GEN).rglob("*_pb.ts"):
+            p.unlink()
+        generate_ts(ROOT)
         return
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
@@ -66,6 +92,13 @@ def main() -> None:
             if name not in fresh
             or name not in committed
             or not filecmp.cmp(Path(tmp) / GEN_SUBDIR / name, OUT_ROOT / GEN_SUBDIR / name, shallow=False)
+        )
+        generate_ts(Path(tmp))
+        fresh_ts, committed_ts = ts_files(Path(tmp)), ts_files(ROOT)
+        stale += sorted(
+            f"{TS_GEN}/{name}"
+            for name in fresh_ts.keys() | committed_ts.keys()
+            if fresh_ts.get(name) != committed_ts.get(name)
         )
         if stale:
             sys.exit(f"generated code is stale ({', '.join(stale)}); run `make proto` and commit")

@@ -22,6 +22,7 @@ from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import ClaimResult
 from queue_manager_server.services.dispatcher import Dispatcher
+from tests.cluster import ValkeyCluster
 from tests.procs import Procs
 
 
@@ -86,6 +87,18 @@ def _check_plain_marks(url: str) -> None:
     finally:
         client.close()
     assert not errors, "\n".join(errors[:20])
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """Three Valkey primaries formed into a Cluster (tests/cluster.py), started for the first test that asks
+    and stopped by their PIDs at the end of the session. A cluster that cannot start fails its tests."""
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from queue_manager import JobState, PoolEvent, QueueManager, WorkerManager
 from queue_manager.children import RestartPacer
 from queue_manager.cli import main
 from tests.conftest import RunningServer, ServerFactory
+from tests.ledger.faultkit import until as eventually
 
 WAIT = 45.0
 
@@ -35,6 +36,8 @@ LOG = os.environ.get("POOL_TEST_LOG", os.devnull)
 
 @qm.processor("pool-work")
 async def work(job):
+    with open(LOG + ".started", "a") as started:
+        started.write(f"{job.id}\\n")
     await asyncio.sleep(job.data["sleep"])
     with open(LOG, "a") as log:  # one short append per finished run: lines from all processes stay whole
         log.write(f"{job.id} {os.getpid()} {time.time()}\\n")
@@ -177,10 +180,14 @@ async def test_shutdown_lets_running_jobs_finish(server: RunningServer, app: str
     try:
         await pool.start()
         job = await client.add_job("pool-work", "slow", {"sleep": 2.0})
-        async with asyncio.timeout(WAIT):
-            async for seen in client.watch_job("pool-work", job.id):
-                if seen.state is JobState.ACTIVE:
-                    break
+        # Running, not only leased: a job delivered as the stop began goes back unstarted (no stall), as it
+        # should, and the test would wait for nothing.
+        started = tmp_path / "runs.log.started"
+
+        async def running() -> bool:
+            return started.exists() and job.id in started.read_text().split()
+
+        await eventually(running, "the job to start in a worker process", WAIT)
         pids = pool.pids
         await pool.shutdown(grace=20.0)
         done = await client.get_job("pool-work", job.id)

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,7 +45,7 @@ from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.stream_guard import StreamGuard
 from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.components.worker_registry import WorkerRegistry
-from queue_manager_server.config import Settings, pool_too_small
+from queue_manager_server.config import Settings, cluster_problem, pool_too_small
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import (
     JOB_HASH_SETTING,
@@ -52,6 +54,7 @@ from queue_manager_server.embedded import (
     EmbeddedValkeyError,
 )
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.clients import Client, Gate, GatedCluster
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.packing import hiredis_packing
 from queue_manager_server.grpc_metrics import GrpcMetrics
@@ -78,6 +81,15 @@ class StartupError(Exception):
     """The server cannot start; the message says why and what to do."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A Redis server the start-up checks read: its name in messages, and the arguments that send a
+    command to it (a Cluster primary's target_nodes; none for one server)."""
+
+    name: str
+    target: dict[str, Any]
+
+
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -85,7 +97,7 @@ class App:
         self.lock: DataDirLock | None = None
         # What "nothing acknowledged is lost" means with this Redis (banner and log).
         self.durability = ""
-        self.redis: Redis | None = None
+        self.redis: Client | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.components: list[Component] = []
@@ -115,8 +127,8 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
-        # parse_args refuses such a pool too; this is for Settings made in code.
-        too_small = pool_too_small(s.redis_max_connections)
+        # parse_args refuses such a pool and cluster settings too; this is for Settings made in code.
+        too_small = pool_too_small(s.redis_max_connections) or cluster_problem(s.redis_cluster, s.redis_url)
         if too_small:
             raise StartupError(too_small)
         try:
@@ -149,27 +161,7 @@ class App:
         url = s.redis_url
         if url is None:
             url = await self._start_embedded()
-        timeout = s.redis_timeout_ms / 1000
-        # A blocking pool: a burst of concurrent requests waits (up to the Redis timeout) for a free
-        # connection instead of failing with "Too many connections", which redis-py's default pool does
-        # past its limit.
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=s.redis_max_connections,
-            timeout=timeout,
-            decode_responses=False,
-            # TCP keepalive finds a Redis gone behind a half-open connection; a unix socket has none to set.
-            **({} if url.startswith("unix:") else {"socket_keepalive": True}),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One quick retry on a broken connection: after Redis restarts, a pooled connection to the old
-            # process fails on first use (the new process never saw the command, so sending it again is
-            # safe). Timeouts are never retried: the command may still be running.
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(RedisConnectionError,)),
-            **security.redis_tls_kwargs(s),
-        )
-        pool.connection_class = hiredis_packing(pool.connection_class)
-        self.redis = Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
+        self.redis = self._connect(url)
         await self._check_redis(external=self.embedded is None)
         engine = Engine(self.redis, s.key_prefix)
         await engine.scripts.load_all()
@@ -273,6 +265,46 @@ class App:
         self.lock.record(valkey_pid=self.embedded.pid, valkey_port=self.embedded.port)
         return url
 
+    def _connect(self, url: str) -> Client:
+        """The Redis client: one server's over a blocking pool, or (--redis-cluster) a Cluster's behind a
+        gate."""
+        s = self.settings
+        timeout = s.redis_timeout_ms / 1000
+        if s.redis_cluster:
+            # A Cluster keeps a pool per node that fails past its size instead of waiting, so calls take turns
+            # at a gate (engine/clients.py): one fewer than the pool's size, each using at most one connection
+            # of each node, which leaves every node one for the event subscription (components/notifier.py).
+            return GatedCluster.from_url(
+                url,
+                gate=Gate(s.redis_max_connections - 1, timeout),
+                max_connections=s.redis_max_connections,
+                decode_responses=False,
+                socket_keepalive=True,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                **security.redis_tls_kwargs(s),
+            )
+        # A blocking pool: a burst of concurrent requests waits (up to the Redis timeout) for a free
+        # connection instead of failing with "Too many connections", which redis-py's default pool does
+        # past its limit.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=s.redis_max_connections,
+            timeout=timeout,
+            decode_responses=False,
+            # TCP keepalive finds a Redis gone behind a half-open connection; a unix socket has none to set.
+            **({} if url.startswith("unix:") else {"socket_keepalive": True}),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One quick retry on a broken connection: after Redis restarts, a pooled connection to the old
+            # process fails on first use (the new process never saw the command, so sending it again is
+            # safe). Timeouts are never retried: the command may still be running.
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(RedisConnectionError,)),
+            **security.redis_tls_kwargs(s),
+        )
+        pool.connection_class = hiredis_packing(pool.connection_class)
+        return Redis.from_pool(pool)  # the client owns the pool: closing it closes the pool
+
     def _grpc_options(self) -> list[tuple[str, int]]:
         size = self.settings.max_message_bytes
         return [
@@ -315,74 +347,106 @@ class App:
         try:
             await self.redis.ping()
         except Exception as exc:
-            raise StartupError(f"cannot reach Redis: {exc}; check REDIS_URL / REDIS_HOST") from None
+            hint = (
+                " (is it a Cluster node? --redis-cluster expects one)" if self.settings.redis_cluster else ""
+            )
+            raise StartupError(f"cannot reach Redis{hint}: {exc}; check REDIS_URL / REDIS_HOST") from None
         if not external:
             assert self.embedded is not None
             mode = self.embedded.durability
             strong, promise = persistence_promise("yes", mode, "")
             self._announce_durability(f"{mode} (embedded Valkey, appendfsync {mode}): {promise}", strong)
             return
-        await self._check_version()
-        await self._check_persistence()
-        await self._check_hash_encoding()
-        policy = await self._config_value("maxmemory-policy")
-        if policy is None:
-            log.warning("cannot read maxmemory-policy; make sure it is noeviction")
-            return
-        if policy and policy not in SAFE_POLICIES:
-            raise StartupError(
-                f"Redis maxmemory-policy is {policy!r}, which evicts keys and would lose jobs; "
-                "set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction)"
-            )
+        primaries = self._primaries()
+        for node in primaries:
+            await self._check_node(node)
+        await self._check_persistence(primaries)
+        await self._check_hash_encoding(primaries)
 
-    async def _check_version(self) -> None:
-        """Refuses a Redis older than the scripts need; a Redis that refuses INFO (an ACL) is not checked."""
+    def _primaries(self) -> list[_Node]:
+        """Where the start-up checks look: the one server, or every primary of a Cluster (each has its own
+        settings, and holds the queues of its slots)."""
+        if isinstance(self.redis, RedisCluster):
+            return [
+                _Node(f"Redis cluster primary {n.name}", {"target_nodes": n})
+                for n in self.redis.get_primaries()
+            ]
+        return [_Node("Redis", {})]
+
+    async def _check_node(self, node: _Node) -> None:
+        """Refuses a Redis older than the scripts need (one that refuses INFO, an ACL, is not checked), one
+        that is a Cluster node while --redis-cluster is off, and an eviction policy that would lose jobs."""
         assert self.redis is not None
         try:
-            info: dict[str, Any] = await self.redis.info("server")
+            info: dict[str, Any] = await self.redis.info("server", **node.target)
+            enabled = (await self.redis.info("cluster", **node.target)).get("cluster_enabled")
         except Exception:
-            return
+            info, enabled = {}, None
         problem = redis_version_problem(str(info.get("redis_version", "")))
         if problem:
             raise StartupError(problem)
+        if enabled in (1, "1") and not self.settings.redis_cluster:
+            raise StartupError(
+                "this Redis is a node of a Redis/Valkey Cluster: start the server with --redis-cluster "
+                "(QM_REDIS_CLUSTER=1) so that it reaches every node (docs/operations.md)"
+            )
+        policy = await self._config_value(node, "maxmemory-policy")
+        if policy is None:
+            log.warning(f"cannot read maxmemory-policy of {node.name}; make sure it is noeviction")
+        elif policy and policy not in SAFE_POLICIES:
+            raise StartupError(
+                f"{node.name} maxmemory-policy is {policy!r}, which evicts keys and would lose jobs; "
+                "set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction)"
+            )
 
-    async def _config_value(self, name: str) -> str | None:
+    async def _config_value(self, node: _Node, name: str) -> str | None:
         """One CONFIG GET value; None when CONFIG is refused (managed Redis often disables it)."""
         assert self.redis is not None
         try:
-            reply: dict[Any, Any] = await self.redis.config_get(name)
+            reply: dict[Any, Any] = await self.redis.config_get(name, **node.target)
         except Exception:
             return None
         raw = reply.get(name.encode(), reply.get(name, b""))
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
-    async def _check_persistence(self) -> None:
-        """Logs what the configured Redis's persistence makes of the promise; never refuses to start."""
-        values = [await self._config_value(n) for n in ("appendonly", "appendfsync", "save")]
+    async def _check_persistence(self, primaries: list[_Node]) -> None:
+        """Logs what the configured Redis's persistence makes of the promise (a Cluster's: its weakest
+        primary's, named); never refuses to start."""
+        found = [await self._persistence(node) for node in primaries]
+        strong, line = next((f for f in found if not f[0]), found[0])
+        if len(primaries) > 1 and strong:  # every primary keeps the promise in full: say so once
+            line = line.replace(primaries[0].name, f"Redis Cluster ({len(primaries)} primaries alike)")
+        self._announce_durability(line, strong)
+
+    async def _persistence(self, node: _Node) -> tuple[bool, str]:
+        """Whether the node's persistence keeps the promise in full, and what it makes of it, in words."""
+        values = [await self._config_value(node, n) for n in ("appendonly", "appendfsync", "save")]
         if None in values:
-            self._announce_durability(
-                "cannot be verified, this Redis refuses CONFIG GET; nothing acknowledged is lost only if "
-                "it runs appendonly yes with appendfsync always (see docs/durability.md)",
-                strong=False,
+            return False, (
+                f"cannot be verified, {node.name} refuses CONFIG GET; nothing acknowledged is lost only if "
+                "it runs appendonly yes with appendfsync always (see docs/durability.md)"
             )
-            return
         appendonly, appendfsync, save = (v or "" for v in values)
         strong, promise = persistence_promise(appendonly, appendfsync, save)
         shown = f"appendonly {appendonly}, appendfsync {appendfsync}, save {save or '(none)'}"
-        self._announce_durability(f"configured Redis ({shown}): {promise}", strong)
+        return strong, f"configured {node.name} ({shown}): {promise}"
 
-    async def _check_hash_encoding(self) -> None:
+    async def _check_hash_encoding(self, primaries: list[_Node]) -> None:
         """Logs a hint when the configured Redis keeps job hashes compact only up to a smaller value size than
         the embedded Valkey does (embedded.JOB_HASH_ENCODING); never refuses to start."""
         name, ours = JOB_HASH_SETTING, JOB_HASH_VALUE_MAX
-        # Redis 6.2 knows the setting by its older name only (CONFIG GET then answers nothing).
-        value = await self._config_value(name) or await self._config_value("hash-max-ziplist-value")
-        if value and value.isdigit() and int(value) < ours:
-            log.info(
-                f"this Redis keeps a job's hash compact only while each of its values is at most {value} "
-                f"bytes ({name}); a job whose data, result or error is longer takes ~200 bytes more. "
-                f"{name} {ours} avoids that (docs/operations.md)"
+        for node in primaries:
+            # Redis 6.2 knows the setting by its older name only (CONFIG GET then answers nothing).
+            value = await self._config_value(node, name) or await self._config_value(
+                node, "hash-max-ziplist-value"
             )
+            if value and value.isdigit() and int(value) < ours:
+                log.info(
+                    f"{node.name} keeps a job's hash compact only while each of its values is at most "
+                    f"{value} bytes ({name}); a job whose data, result or error is longer takes ~200 bytes "
+                    f"more. {name} {ours} avoids that (docs/operations.md)"
+                )
+                return
 
     def _announce_durability(self, line: str, strong: bool) -> None:
         """One log line (a warning when weaker than the promise); the banner repeats it."""
@@ -507,6 +571,8 @@ def _installed(name: str) -> bool:
 def print_banner(app: App) -> None:
     a = app.address
     where = f"embedded Valkey in {app.embedded.data_dir}" if app.embedded else "configured Redis"
+    if app.settings.redis_cluster:
+        where = "configured Redis/Valkey Cluster"
     durability = f"Durability: {app.durability}.\n" if app.durability else ""
     h = app.http_address
     http = (

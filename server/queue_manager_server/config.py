@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from queue_manager_server import security
 from queue_manager_server.embedded import ALLOCATORS, DURABILITY_MODES
@@ -33,11 +33,37 @@ def pool_too_small(max_connections: int) -> str | None:
     )
 
 
+def cluster_problem(cluster: bool, url: str | None) -> str | None:
+    """What is wrong with cluster mode for this Redis URL, or None when it will do (or is off)."""
+    if not cluster:
+        return None
+    if url is None:
+        return (
+            "--redis-cluster (QM_REDIS_CLUSTER) needs --redis-url (QM_REDIS_URL, REDIS_URL or REDIS_HOST) "
+            "naming a node of the Redis/Valkey Cluster; the embedded Valkey is a single server"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return (
+            f"--redis-cluster (QM_REDIS_CLUSTER) needs a redis:// or rediss:// URL of a cluster node, not "
+            f"{parts.scheme or 'a plain path'}: (a cluster is not reached through a unix socket)"
+        )
+    db = parts.path.strip("/")
+    if db not in ("", "0"):
+        return (
+            f"--redis-cluster (QM_REDIS_CLUSTER): a Redis/Valkey Cluster has database 0 only, and the URL "
+            f"names database {db}; drop /{db} from it (or unset REDIS_DB)"
+        )
+    return None
+
+
 @dataclass(slots=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
     # None: start an embedded Valkey in data_dir.
     redis_url: str | None = None
+    # redis_url names a node of a Redis/Valkey Cluster (engine/store.py, docs/operations.md).
+    redis_cluster: bool = False
     data_dir: str = ".qm-data"
     # The embedded Valkey's appendfsync: "always" (an acknowledged write is fsynced) or "everysec".
     durability: str = "always"
@@ -155,6 +181,13 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "unset: start an embedded Valkey",
     )
     p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=e("QM_REDIS_CLUSTER", "").strip().lower() in security.TRUE,
+        help="--redis-url names a node of a Redis/Valkey Cluster; the server finds the others "
+        "(docs/operations.md) [QM_REDIS_CLUSTER]",
+    )
+    p.add_argument(
         "--data-dir", default=e("QM_DATA_DIR", d.data_dir), help="embedded Valkey data dir [QM_DATA_DIR]"
     )
     p.add_argument(
@@ -237,6 +270,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     except ValueError as exc:
         p.error(f"--listen (QM_LISTEN): {exc}")
     security.check_arguments(a, p.error)
+    cluster = cluster_problem(a.redis_cluster, a.redis_url)
+    if cluster:
+        p.error(cluster)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
     if a.valkey_allocator not in ALLOCATORS:
@@ -260,6 +296,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     return Settings(
         listen=a.listen,
         redis_url=a.redis_url,
+        redis_cluster=a.redis_cluster,
         data_dir=a.data_dir,
         durability=a.durability,
         valkey_allocator=a.valkey_allocator,

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("queue_manager_server.security")
 
-_TRUE = {"1", "true", "yes", "on"}
+# Environment values that turn a flag on.
+TRUE = {"1", "true", "yes", "on"}
 
 
 class SecurityError(Exception):
@@ -49,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser, e: Callable[[str, object], str], d
     p.add_argument(
         "--insecure",
         action="store_true",
-        default=e("QM_INSECURE", "").strip().lower() in _TRUE,
+        default=e("QM_INSECURE", "").strip().lower() in TRUE,
         help="allow listening on a non-loopback address without --auth-file [QM_INSECURE]",
     )
     for flag, env, what in (

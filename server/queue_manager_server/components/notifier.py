@@ -9,11 +9,11 @@ import asyncio
 import contextlib
 import logging
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
+from queue_manager_server.engine.clients import Client
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.waiters import JobWaiters
 
@@ -29,7 +29,7 @@ class Notifier:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Client,
         channel: str,
         dispatcher: Dispatcher,
         promoter: Promoter,

@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 from queue_manager_server.engine.engine import ADD_CHUNK, Engine, new_job_id
 from queue_manager_server.engine.keys import stream_decision
 from queue_manager_server.engine.records import NewJob
-from queue_manager_server.engine.scripts import execute
 from queue_manager_server.errors import QueueNotFound, Unavailable
 
 log = logging.getLogger("queue_manager_server.bulk")
@@ -61,6 +60,7 @@ class BulkStreams:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.redis = engine.redis
+        self.store = engine.store
         # Publishing and roll-backs that finish even when the caller is gone.
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -120,14 +120,13 @@ class BulkStreams:
                     ids.append(j.id)
                     args += j.argv()
                 calls.append((queue, args))
-        script = self.engine.scripts.get("stage_jobs")
         for i in range(0, len(calls), STAGE_PIPELINE):
             group = calls[i : i + STAGE_PIPELINE]
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for queue, args in group:
                 k = self.engine.keys(queue)
-                await script(keys=[k.meta, k.staged(sid), k.bulk], args=args, client=pipe)
-            for (queue, _), code in zip(group, await execute(pipe), strict=True):
+                self.engine.scripts.call_in(pipe, "stage_jobs", [k.meta, k.staged(sid), k.bulk], args)
+            for (queue, _), code in zip(group, await self.store.execute(pipe), strict=True):
                 if int(code) < 0:
                     raise QueueNotFound(queue)
 
@@ -197,13 +196,12 @@ class BulkStreams:
         k = self.engine.keys(queue)
         keys = [k.meta, k.waiting, k.delayed, k.staged(sid), k.bulk]
         args: list[Any] = [k.job_prefix, self.engine.channel, queue, sid, ADD_CHUNK]
-        script = self.engine.scripts.get("publish_staged")
         created = 0
         while True:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for _ in range(PUBLISH_PIPELINE):
-                await script(keys=keys, args=args, client=pipe)
-            for r in await execute(pipe):
+                self.engine.scripts.call_in(pipe, "publish_staged", keys, args)
+            for r in await self.store.execute(pipe):
                 if int(r[0]) < 0:  # the queue was obliterated meanwhile: its staged jobs went with it
                     return created
                 created += int(r[0])
@@ -225,7 +223,7 @@ class BulkStreams:
         staged = await self.redis.hgetall(self.engine.keys(queue).bulk)
         if not staged:
             return 0, 0
-        now = await self.engine.redis_time_ms()
+        now = await self.engine.redis_time_ms(queue)
         published = rolled_back = 0
         for raw_sid, last in staged.items():
             sid = raw_sid.decode() if isinstance(raw_sid, bytes) else str(raw_sid)

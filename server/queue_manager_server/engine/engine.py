@@ -12,9 +12,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
-from queue_manager_server.engine.direct import DirectConnection
+from queue_manager_server.engine.clients import Client
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
 from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
@@ -33,7 +31,8 @@ from queue_manager_server.engine.records import (
     is_json_type,
     job_state,
 )
-from queue_manager_server.engine.scripts import Scripts, execute, resend_refused
+from queue_manager_server.engine.scripts import Scripts
+from queue_manager_server.engine.store import Held, make_store
 from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
 
 # Jobs per add_jobs script call: big enough to amortise the call, small enough to keep Redis responsive.
@@ -197,24 +196,29 @@ def _added_fields(answer: dict[str, bytes] | bytes, job: NewJob) -> dict[str, by
     return {**answer, "data": job.data}
 
 
-# The pool connections an engine holds for its lifetime once used (its DirectConnections below); the server's
-# pool must leave others for everything else (config.py MIN_REDIS_CONNECTIONS).
+# The pool connections an engine on one server holds for its lifetime once used (its DirectConnections below);
+# the server's pool must leave others for everything else (config.py MIN_REDIS_CONNECTIONS).
 HELD_CONNECTIONS = 3
 
 
 class Engine:
     """Queue storage on Redis/Valkey."""
 
-    def __init__(self, redis: Redis, prefix: str = "qm") -> None:
+    def __init__(self, redis: Client, prefix: str = "qm") -> None:
+        """Args:
+        redis: One server's client, or a Cluster's (RedisCluster; engine/store.py says what differs).
+        prefix: The prefix of every key.
+        """
         self.redis = redis
         self.prefix = prefix
         self.scripts = Scripts(redis)
+        self.store = make_store(redis, self.scripts)
         # The coalesced adds' own connection, the claims' and the run outcomes' (engine/direct.py): at a low
         # rate each job is its own claim, whose round trip is on the way from add to start, and its own
-        # completion (a call through the pool cost the server ~40 µs of CPU more).
-        self.direct = DirectConnection(redis)
-        self.claims = DirectConnection(redis)
-        self.outcomes = DirectConnection(redis)  # HELD_CONNECTIONS counts these three
+        # completion (a call through the pool cost the server ~40 µs of CPU more). On a Cluster, none yet.
+        self.direct = self.store.held()
+        self.claims = self.store.held()
+        self.outcomes = self.store.held()  # HELD_CONNECTIONS counts these three
         self._keys: dict[str, QueueKeys] = {}
         # Carries out a queue's pending flow hand-offs (services/flows.py); called after a script reports
         # that a job in a flow finished. None: left to the janitor.
@@ -251,10 +255,10 @@ class Engine:
 
     async def require_queues(self, names: Sequence[str]) -> None:
         """Raises QueueNotFound for the first of the queues that is not registered (one round trip)."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for name in names:
             pipe.exists(self.keys(name).meta)
-        for name, found in zip(names, await execute(pipe), strict=True):
+        for name, found in zip(names, await self.store.execute(pipe), strict=True):
             if not found:
                 raise QueueNotFound(name)
 
@@ -263,10 +267,10 @@ class Engine:
 
     async def list_queues(self) -> list[QueueRecord]:
         names = await self.queue_names()
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for n in names:
             pipe.hgetall(self.keys(n).meta)
-        rows = await execute(pipe)
+        rows = await self.store.execute(pipe)
         return [
             QueueRecord(n, {_s(k): v for k, v in r.items()}) for n, r in zip(names, rows, strict=True) if r
         ]
@@ -288,7 +292,7 @@ class Engine:
         """Removes jobs of `state` older than grace (finish time, or add time for unfinished states)."""
         await self.get_queue(name)
         k = self.keys(name)
-        now = await self.redis_time_ms()
+        now = await self.redis_time_ms(name)
         if state in ("waiting", "paused"):
             return await self._clean_loop(
                 "clean_waiting", k.waiting, k.job_prefix, "created", now - grace_ms, limit
@@ -388,27 +392,24 @@ class Engine:
         return out
 
     async def _held(
-        self, conn: DirectConnection, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+        self, conn: Held, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
     ) -> list[Any]:
         """The replies of the script `name` run once per (keys, args) of calls, sent on a held connection
         when it is free (engine/direct.py: no pool, retry or script check on the way), else as a pipeline; an
         error reply is left in its place. Calls refused NOSCRIPT (Redis lost its scripts) are sent again once
-        the script is loaded, as `execute` does."""
+        the script is loaded, as `Store.execute` does."""
         script = self.scripts.get(name)
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         replies = await conn.run(commands)
         if replies is None:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.scripts.add(script)  # type: ignore[arg-type]
+            pipe = self.store.pipeline()
             for command in commands:
                 pipe.execute_command(*command)
-            return await execute(pipe, raise_on_error=False)
-        await resend_refused([script], commands, replies)
+            return await self.store.execute(pipe, raise_on_error=False)
+        await self.store.resend(commands, replies)
         return replies
 
-    async def _held_one(
-        self, conn: DirectConnection, name: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
+    async def _held_one(self, conn: Held, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The reply of one call of the script `name`, sent as `_held` sends it; an error reply raised."""
         (reply,) = await self._held(conn, name, [(keys, args)])
         if isinstance(reply, Exception):
@@ -478,10 +479,10 @@ class Engine:
             existing = [answer for answer, created in zip(out.ids, out.created, strict=True) if not created]
             read: dict[str, dict[str, bytes]] = {}
             if existing:  # one round trip for all of them
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = self.store.pipeline()
                 for answer in existing:
                     pipe.hgetall(k.job(answer))
-                for answer, raw in zip(existing, await pipe.execute(), strict=True):
+                for answer, raw in zip(existing, await self.store.execute(pipe), strict=True):
                     read[answer] = job_fields(raw)
             out.records = [
                 JobRecord(queue, answer, _added_fields(row, job) if created else read[answer])
@@ -507,34 +508,34 @@ class Engine:
             total, ids = await self._waiting_page(k, offset, count)
         else:
             zset = k.state_set(state)
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             pipe.zcard(zset)
             if state in ("completed", "failed", "cancelled"):  # newest first
                 pipe.zrevrange(zset, offset, offset + count - 1)
             else:
                 pipe.zrange(zset, offset, offset + count - 1)
-            total, ids = await execute(pipe)
-        pipe = self.redis.pipeline(transaction=False)
+            total, ids = await self.store.execute(pipe)
+        pipe = self.store.pipeline()
         for i in ids:
             pipe.hgetall(k.job(_s(i)))
-        rows = await execute(pipe)
+        rows = await self.store.execute(pipe)
         records = [JobRecord(queue, _s(i), job_fields(row)) for i, row in zip(ids, rows, strict=True) if row]
         return records, _i(total)
 
     async def _waiting_page(self, k: QueueKeys, offset: int, count: int) -> tuple[int, list[bytes]]:
         """Waiting jobs [offset, offset + count) in the order they run (the levels one after another), and
         how many wait in all."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for level in k.waiting_levels:
             pipe.llen(level)
-        lengths = [_i(n) for n in await execute(pipe)]
-        pipe = self.redis.pipeline(transaction=False)
+        lengths = [_i(n) for n in await self.store.execute(pipe)]
+        pipe = self.store.pipeline()
         start, end = offset, offset + count  # in the levels taken one after another
         for level, n in zip(k.waiting_levels, lengths, strict=True):
             if start < n and end > 0:
                 pipe.lrange(level, max(start, 0), min(end, n) - 1)
             start, end = start - n, end - n
-        ids = [i for page in await execute(pipe) for i in page] if pipe.command_stack else []
+        ids = [i for page in await self.store.execute(pipe) for i in page] if len(pipe) else []
         return sum(lengths), ids
 
     async def migrate(self) -> dict[str, int]:
@@ -542,12 +543,11 @@ class Engine:
         (migrate_waiting.lua); run at start-up, before jobs are served. Returns the jobs moved per queue."""
         out: dict[str, int] = {}
         left = await self.queue_names()
-        script = self.scripts.get("migrate_waiting")
         while left:  # one round trip per chunk for all the queues left: most have nothing to move
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for queue in left:
-                await script(keys=[self.keys(queue).waiting], args=[ADMIN_CHUNK], client=pipe)
-            replies = await execute(pipe)
+                self.scripts.call_in(pipe, "migrate_waiting", [self.keys(queue).waiting], [ADMIN_CHUNK])
+            replies = await self.store.execute(pipe)
             for queue, (n, _) in zip(left, replies, strict=True):
                 if _i(n):
                     out[queue] = out.get(queue, 0) + _i(n)
@@ -558,10 +558,11 @@ class Engine:
         """The state field of each (queue, job id); "" for a job that does not exist."""
         if not jobs:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for queue, job_id in jobs:
             pipe.hmget(self.keys(queue).job(job_id), ["st", "ts"])
-        return [job_state(st, ts is not None) for st, ts in await execute(pipe)]  # every job has a 'ts'
+        rows = await self.store.execute(pipe)
+        return [job_state(st, ts is not None) for st, ts in rows]  # every job has a 'ts'
 
     async def remove_job(self, queue: str, job_id: str) -> str:
         k = self.keys(queue)
@@ -657,7 +658,7 @@ class Engine:
         args: list[Any] = [k.job_prefix, len(items)]
         for item in items:
             args += item
-        return [_i(c) for c in await self.scripts.run("progress", [], args)]
+        return [_i(c) for c in await self.scripts.run("progress", [k.meta], args)]
 
     async def release(self, queue: str, items: Sequence[tuple[str, str]], stalled: bool) -> list[int]:
         """Hands leased jobs back: unstarted (stalled=False) or from a lost worker (stalled=True)."""
@@ -688,14 +689,13 @@ class Engine:
         calls per round trip: the periodic loops visit every queue, and a round trip per queue cost an idle
         server with 2,000 queues a quarter of a core. Each reply goes to `then` (queue, reply); returns what
         it made of each, or the error the queue met (its call's, or its follow-up's): each error its own."""
-        script = self.scripts.get(name)
         replies: list[Any] = []
         for start in range(0, len(queues), SWEEP_CHUNK):
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for queue in queues[start : start + SWEEP_CHUNK]:
                 keys, args = call(self.keys(queue))
-                await script(keys=keys, args=args, client=pipe)
-            replies += await execute(pipe, raise_on_error=False)
+                self.scripts.call_in(pipe, name, keys, args)
+            replies += await self.store.execute(pipe, raise_on_error=False)
         out: list[T | Exception] = []
         for queue, reply in zip(queues, replies, strict=True):
             if isinstance(reply, Exception):
@@ -767,11 +767,11 @@ class Engine:
             return 0
         # One round trip reads the dead-letter queue's name and every job to copy; one script call then clears
         # the outbox (a round trip per job each way made a burst of failures slow to report).
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         pipe.hget(k.meta, "dlq")
         for job_id in ids:
             pipe.hmget(k.job(job_id), ["name", "data", "ct", "atm", "err", "dlo"])
-        dlq_name, *rows = await execute(pipe)
+        dlq_name, *rows = await self.store.execute(pipe)
         dlq = _s(dlq_name or DEFAULT_DLQ.encode())
         if not await self.redis.exists(self.keys(dlq).meta):
             await self.register_queue(dlq, {"dlq": ""}, only_if_missing=True)
@@ -815,7 +815,7 @@ class Engine:
         out: list[Housekeeping] = []
         for start in range(0, len(queues), SWEEP_CHUNK):
             chunk = queues[start : start + SWEEP_CHUNK]
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.store.pipeline()
             for queue in chunk:
                 k = self.keys(queue)
                 pipe.exists(k.bulk)
@@ -824,7 +824,7 @@ class Engine:
                 pipe.llen(k.flow_outbox)
                 for zset in _finished_sets(k):
                     pipe.zrange(zset, 0, 0, withscores=True)
-            replies = await execute(pipe, raise_on_error=False)
+            replies = await self.store.execute(pipe, raise_on_error=False)
             for i in range(len(chunk)):
                 bulk, ages, dead, flows, *oldest = replies[7 * i : 7 * i + 7]
                 if any(isinstance(r, Exception) for r in (bulk, ages, dead, flows, *oldest)):
@@ -845,13 +845,13 @@ class Engine:
     async def apply_retention(self, queue: str) -> int:
         """Removes finished jobs older than the queue's retention ages (counts are trimmed on finish)."""
         k = self.keys(queue)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         pipe.hmget(k.meta, ["kc_age", "kf_age"])
         pipe.llen(k.outbox)
-        ages, pending = await execute(pipe)
+        ages, pending = await self.store.execute(pipe)
         # Failed jobs still waiting for their dead-letter copy stay: the hand-off trims after it.
         handing_off = _i(pending) > 0
-        now = await self.redis_time_ms()
+        now = await self.redis_time_ms(queue)
         removed = 0
         for zset, age in zip(_finished_sets(k), _age_limits(ages), strict=True):
             if zset == k.failed and handing_off:
@@ -904,9 +904,10 @@ class Engine:
     async def notify_waiting(self, queue: str) -> None:
         await self.redis.publish(self.channel, f"w {queue}")
 
-    async def redis_time_ms(self) -> int:
-        sec, usec = await self.redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
+    async def redis_time_ms(self, queue: str | None = None) -> int:
+        """Redis's clock (ms), on the node that holds the queue's keys (a Cluster's nodes may disagree a
+        little; the queue's scripts read that node's)."""
+        return await self.store.time_ms(self.keys(queue).meta if queue is not None else None)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

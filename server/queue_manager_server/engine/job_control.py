@@ -13,7 +13,6 @@ from typing import Any
 
 from queue_manager_server.engine.engine import Engine, job_fields
 from queue_manager_server.engine.records import JobRecord
-from queue_manager_server.engine.scripts import execute
 from queue_manager_server.errors import JobNotFound, QueueNotFound, WrongState
 
 # Lines kept per job (the oldest go first) and characters kept per line: a chatty processor cannot grow a
@@ -82,6 +81,7 @@ class JobControl:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.redis = engine.redis
+        self.store = engine.store
         self.scripts = engine.scripts
 
     # ---- logs ---------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class JobControl:
             args += [job_id, token, len(lines)]
             for ms, text in lines:
                 args += [ms, text]
-        return [_i(c) for c in await self.scripts.run("add_logs", [], args)]
+        return [_i(c) for c in await self.scripts.run("add_logs", [k.meta], args)]
 
     async def job_logs(self, queue: str, job_id: str, start: int, count: int) -> LogPage:
         """Lines from number `start` (< 0: the last -start lines), at most `count`."""
@@ -113,13 +113,11 @@ class JobControl:
     async def job_view(self, queue: str, job_id: str) -> JobView:
         """The job, its queue's paused flag and its last LOG_TAIL log lines, in one round trip."""
         k = self.engine.keys(queue)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         pipe.hgetall(k.job(job_id))
         pipe.hget(k.meta, "paused")
-        await self.scripts.get("job_logs")(
-            keys=[k.job(job_id)], args=[k.job_prefix, job_id, -LOG_TAIL, LOG_TAIL], client=pipe
-        )
-        row, paused, logs = await execute(pipe)
+        self.scripts.call_in(pipe, "job_logs", [k.job(job_id)], [k.job_prefix, job_id, -LOG_TAIL, LOG_TAIL])
+        row, paused, logs = await self.store.execute(pipe)
         if paused is None:  # every registered queue has the field
             raise QueueNotFound(queue)
         if not row:
@@ -158,7 +156,7 @@ class JobControl:
         """
         k = self.engine.keys(queue)
         keys = [k.meta, k.waiting, k.failed if state == "failed" else k.cancelled]
-        cutoff = await self.engine.redis_time_ms()
+        cutoff = await self.engine.redis_time_ms(queue)
         moved = 0
         while True:
             r = await self.scripts.run("retry_jobs", keys, [k.job_prefix, RETRY_CHUNK, cutoff])

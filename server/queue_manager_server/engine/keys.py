@@ -1,7 +1,7 @@
 """Every Redis key the engine uses, built in one place.
 
 All keys of one queue carry the ``{queue}`` hash tag so every script touches a single hash slot, as
-Redis/Valkey Cluster requires (the server itself does not connect to a cluster yet: docs/operations.md).
+Redis/Valkey Cluster requires (engine/store.py; docs/operations.md says what a Cluster changes).
 Queue names are validated (``validate.queue_name``) so they never contain ``{``, ``}`` or ``:``.
 """
 

@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from queue_manager_server.engine.keys import QueueKeys, registry
 from queue_manager_server.engine.records import Metrics, MinuteActivity
-from queue_manager_server.engine.scripts import execute
 from queue_manager_server.engine.stats import BUCKETS, HISTORY_MINUTES, RECENT_MINUTES
 from queue_manager_server.engine.workers import WorkerRecord, WorkerStore, parse_workers
 from queue_manager_server.errors import QueueNotFound
 
 if TYPE_CHECKING:
-    from redis.asyncio.client import Pipeline
-
+    from queue_manager_server.engine.clients import Pipe
     from queue_manager_server.engine.engine import Engine
 
 
@@ -112,18 +110,17 @@ class MetricsReader:
         # Snapshots read so far (each one Redis round trip in the steady state).
         self.reads = 0
 
-    async def _queue_metrics(self, pipe: Pipeline, names: Sequence[str], history: bool) -> None:
-        script = self.engine.scripts.get("metrics")
+    async def _queue_metrics(self, pipe: Pipe, names: Sequence[str], history: bool) -> None:
         args = metrics_args(history)
         for name in names:
-            await script(keys=metrics_keys(self.engine.keys(name)), args=args, client=pipe)
+            self.engine.scripts.call_in(pipe, "metrics", metrics_keys(self.engine.keys(name)), args)
 
     async def queue(self, name: str, history: bool = False) -> Metrics:
         """One queue's metrics, with its workers; raises QueueNotFound."""
-        pipe = self.engine.redis.pipeline(transaction=False)
+        pipe = self.engine.store.pipeline()
         await self._queue_metrics(pipe, [name], history)
         await self.workers.list_workers_in(pipe)
-        reply, workers = await execute(pipe)
+        reply, workers = await self.engine.store.execute(pipe)
         m = parse_metrics(name, reply)
         if m is None:
             raise QueueNotFound(name)
@@ -136,21 +133,21 @@ class MetricsReader:
         self.reads += 1
         every = names is None
         asked = list(self._known) if names is None else list(names)
-        pipe = self.engine.redis.pipeline(transaction=False)
+        pipe = self.engine.store.pipeline()
         if every:
             pipe.smembers(registry(self.engine.prefix))
         await self._queue_metrics(pipe, asked, history)
         await self.workers.list_workers_in(pipe)
-        results = await execute(pipe)
+        results = await self.engine.store.execute(pipe)
         registered = sorted(_s(n) for n in results.pop(0)) if every else asked
         now, workers = parse_workers(results.pop())
         found = {n: m for n, r in zip(asked, results, strict=True) if (m := parse_metrics(n, r)) is not None}
         if every:
             new = [n for n in registered if n not in self._known]
             if new:
-                pipe = self.engine.redis.pipeline(transaction=False)
+                pipe = self.engine.store.pipeline()
                 await self._queue_metrics(pipe, new, history)
-                for n, r in zip(new, await execute(pipe), strict=True):
+                for n, r in zip(new, await self.engine.store.execute(pipe), strict=True):
                     if (m := parse_metrics(n, r)) is not None:
                         found[n] = m
             self._known = registered

@@ -15,7 +15,6 @@ from typing import Any
 
 from queue_manager_server.engine.engine import Engine
 from queue_manager_server.engine.records import NewJob
-from queue_manager_server.engine.scripts import execute
 from queue_manager_server.errors import QueueNotFound, ScheduleNotFound
 
 NO_QUEUE = -1
@@ -58,6 +57,7 @@ class ScheduleStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.redis = engine.redis
+        self.store = engine.store
 
     async def upsert(
         self, queue: str, schedule_id: str, definition: bytes, next_due_ms: int
@@ -76,12 +76,12 @@ class ScheduleStore:
     async def find(self, queue: str, schedule_id: str) -> ScheduleRecord | None:
         """One schedule, or None; raises QueueNotFound when the queue is not registered."""
         k = self.engine.keys(queue)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         pipe.exists(k.meta)
         pipe.hget(k.schedules, schedule_id)
         pipe.hget(k.schedule_runs, schedule_id)
         pipe.zscore(k.schedule_due, schedule_id)
-        exists, definition, runs, due = await execute(pipe)
+        exists, definition, runs, due = await self.store.execute(pipe)
         if not exists:
             raise QueueNotFound(queue)
         if definition is None:
@@ -100,13 +100,13 @@ class ScheduleStore:
         if queue is not None:
             await self.engine.get_queue(queue)
         queues = [queue] if queue is not None else await self.engine.queue_names()
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for q in queues:
             k = self.engine.keys(q)
             pipe.hgetall(k.schedules)
             pipe.hgetall(k.schedule_runs)
             pipe.zrange(k.schedule_due, 0, -1, withscores=True)
-        rows = await execute(pipe)
+        rows = await self.store.execute(pipe)
         out: list[ScheduleRecord] = []
         for i, q in enumerate(queues):
             definitions, runs, due = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
@@ -132,11 +132,11 @@ class ScheduleStore:
 
     async def earliest(self, queues: Sequence[str]) -> tuple[int, dict[str, int]]:
         """Redis time now, and the earliest due time of each queue that has a schedule waiting."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
+        pipe = self.store.pipeline()
+        self.store.time_in(pipe)
         for q in queues:
             pipe.zrange(self.engine.keys(q).schedule_due, 0, 0, withscores=True)
-        rows = await execute(pipe)
+        rows = await self.store.execute(pipe)
         sec, usec = rows[0]
         first = {q: int(row[0][1]) for q, row in zip(queues, rows[1:], strict=True) if row}
         return int(sec) * 1000 + int(usec) // 1000, first
@@ -145,20 +145,20 @@ class ScheduleStore:
         """Redis time now, at most `limit` schedules of the queue due by then (earliest first), and the
         earliest due time of the rest (-1: none)."""
         k = self.engine.keys(queue)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
+        pipe = self.store.pipeline()
+        self.store.time_in(pipe, k.schedule_due)  # the clock fire_schedule.lua compares with
         pipe.zrange(k.schedule_due, 0, limit, withscores=True)
-        (sec, usec), first = await execute(pipe)
+        (sec, usec), first = await self.store.execute(pipe)
         now = int(sec) * 1000 + int(usec) // 1000
         ready = [(_s(member), int(score)) for member, score in first[:limit] if score <= now]
         rest = first[len(ready)] if len(first) > len(ready) else None
         if not ready:
             return now, [], int(rest[1]) if rest is not None else -1
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         for sid, _ in ready:
             pipe.hget(k.schedules, sid)
             pipe.hget(k.schedule_runs, sid)
-        rows = await execute(pipe)
+        rows = await self.store.execute(pipe)
         records = [
             ScheduleRecord(queue, sid, rows[2 * i], _s(rows[2 * i + 1] or b""), due)
             for i, (sid, due) in enumerate(ready)

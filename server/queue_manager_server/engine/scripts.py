@@ -2,7 +2,8 @@
 
 ``-- @include NAME`` lines are replaced by ``lua/includes/NAME.lua``, less the helpers the script never
 uses (`strip_unused`). redis-py's ``Script`` runs by EVALSHA and reloads on NOSCRIPT (after a Redis restart
-or failover), so that case is handled here once.
+or failover); pipelines and held connections send bare EVALSHAs, and what Redis refuses NOSCRIPT there is
+loaded and sent again in one place, `resend_refused`, which finds each script by its SHA1 (`Scripts.source`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
+
+from queue_manager_server.engine.clients import Client, Pipe
 
 _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
 _LUA = resources.files("queue_manager_server.engine") / "lua"
@@ -92,48 +93,6 @@ def _source(name: str, flags: bool = True) -> str:
     return _ALLOW_OOM_FLAG + text if flags and name in ALLOW_OOM else text
 
 
-async def resend_refused(scripts: Sequence[Any], stack: Sequence[Sequence[Any]], results: list[Any]) -> None:
-    """Where Redis answered NOSCRIPT (it lost its script cache: a restart or failover; the refused calls
-    changed nothing), loads `scripts` and sends those commands of `stack` again in one pipeline, their replies
-    put in place in `results`."""
-    refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-    if not refused or not scripts:
-        return
-    client = scripts[0].registered_client
-    for script in scripts:
-        await cast("Awaitable[str]", client.script_load(script.script))
-    retry = cast("Pipeline", client.pipeline(transaction=False))
-    for i in refused:
-        retry.execute_command(*stack[i])
-    for i, r in zip(refused, await execute(retry, raise_on_error=False), strict=True):
-        results[i] = r
-
-
-async def execute(pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
-    """Runs a pipeline in one round trip and always hands its connection back.
-
-    redis-py would send ``SCRIPT EXISTS`` before every pipeline that carries a script (a second round trip
-    on the hot path: each AddJob paid it). Instead the scripts' EVALSHAs go out as they are, and only when
-    Redis answers NOSCRIPT (it lost its script cache: a restart or failover) are the scripts loaded and the
-    refused calls, which changed nothing, sent again. The first other error is raised as usual, or with
-    raise_on_error=False left in its place among the results (a pipeline that serves several callers, each
-    of whom gets its own command's outcome).
-    """
-    scripts, pipe.scripts = list(pipe.scripts), set()
-    stack = [args for args, _ in pipe.command_stack]
-    try:
-        results = await pipe.execute(raise_on_error=False)
-    finally:
-        await pipe.reset()  # type: ignore[no-untyped-call]
-    await resend_refused(scripts, stack, results)
-    for i, r in enumerate(results):
-        if isinstance(r, ResponseError):
-            pipe.annotate_exception(r, i + 1, stack[i])
-            if raise_on_error:
-                raise r
-    return list(results)
-
-
 class Scripts:
     """All scripts, registered on one client; attribute names equal the .lua file names."""
 
@@ -187,12 +146,35 @@ class Scripts:
         "list_workers",
     )
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
-        self._scripts: dict[str, AsyncScript] = {n: redis.register_script(_source(n)) for n in self.NAMES}
+        self._scripts: dict[str, AsyncScript] = {}
+        # Every script text by its SHA1, the flagged and the unflagged one (`load_all`): what `resend_refused`
+        # loads when Redis refuses an EVALSHA.
+        self._by_sha: dict[str, str] = {}
+        for name in self.NAMES:
+            self._register(name, _source(name))
+
+    def _register(self, name: str, text: str) -> AsyncScript:
+        script = self._scripts[name] = self._redis.register_script(text)
+        self._by_sha[script.sha] = text
+        return script
+
+    @property
+    def client(self) -> Client:
+        return self._redis
 
     def get(self, name: str) -> AsyncScript:
         return self._scripts[name]
+
+    def call_in(self, pipe: Pipe, name: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Queues a call of the script `name` on a pipeline: a bare EVALSHA (Store.execute loads the script
+        only when Redis answers that it lacks it)."""
+        pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+
+    def source(self, sha: str | bytes) -> str | None:
+        """The text of the script with this SHA1 (None: not one of these)."""
+        return self._by_sha.get(sha.decode() if isinstance(sha, bytes) else sha)
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
@@ -208,5 +190,31 @@ class Scripts:
             except ResponseError:
                 if name not in ALLOW_OOM:
                     raise
-                script = self._scripts[name] = self._redis.register_script(_source(name, flags=False))
+                script = self._register(name, _source(name, flags=False))
                 await script.registered_client.script_load(script.script)
+
+
+async def resend_refused(
+    scripts: Scripts,
+    stack: Sequence[Sequence[Any]],
+    results: list[Any],
+    pipeline: Callable[[], Pipe],
+    send: Callable[[Pipe], Awaitable[list[Any]]],
+) -> None:
+    """Where Redis answered NOSCRIPT (it lost its script cache: a restart or failover; the refused calls
+    changed nothing), loads the scripts those EVALSHAs name (on every primary of a Cluster) and sends those
+    commands of `stack` again in one pipeline (`pipeline`, sent as it is by `send`: a second refusal stands),
+    their replies put in place in `results`."""
+    refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if not refused:
+        return
+    for sha in dict.fromkeys(stack[i][1] for i in refused):
+        text = scripts.source(sha)
+        if text is None:
+            return  # not one of ours: the refusals stand
+        await scripts.client.script_load(text)
+    retry = pipeline()
+    for i in refused:
+        retry.execute_command(*stack[i])
+    for i, r in zip(refused, await send(retry), strict=True):
+        results[i] = r

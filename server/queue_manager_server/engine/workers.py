@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
+from queue_manager_server.engine.clients import Pipe
 from queue_manager_server.engine.keys import worker_prefix, workers_index
 from queue_manager_server.engine.scripts import Scripts
 
@@ -142,6 +141,6 @@ class WorkerStore:
         """The live workers, by id, and Redis now (ms)."""
         return parse_workers(await self.scripts.run("list_workers", [self.index], [self.entry_prefix]))
 
-    async def list_workers_in(self, pipe: Pipeline) -> None:
+    async def list_workers_in(self, pipe: Pipe) -> None:
         """Queues `list_workers` on a pipeline; parse its result with `parse_workers`."""
-        await self.scripts.get("list_workers")(keys=[self.index], args=[self.entry_prefix], client=pipe)
+        self.scripts.call_in(pipe, "list_workers", [self.index], [self.entry_prefix])

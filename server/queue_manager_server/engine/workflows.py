@@ -11,11 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
+from queue_manager_server.engine.clients import Pipe
 from queue_manager_server.engine.engine import Engine, _b, _i, _s
 from queue_manager_server.engine.keys import workflow_registry, workflow_run, workflow_starting
-from queue_manager_server.engine.scripts import execute
 
 # How long a finished run stays readable.
 RUN_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -70,6 +68,7 @@ class WorkflowStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.redis = engine.redis
+        self.store = engine.store
         self.prefix = engine.prefix
 
     def key(self, run_id: str) -> str:
@@ -85,30 +84,29 @@ class WorkflowStore:
         args: list[Any] = []
         for name, value in fields.items():
             args += [name, value]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         scripts = self.engine.scripts
-        await scripts.get("wf_starting")(keys=[workflow_starting(self.prefix)], args=[run_id], client=pipe)
-        await scripts.get("wf_create")(keys=[self.key(run_id)], args=args, client=pipe)
-        now, r = await execute(pipe)
+        scripts.call_in(pipe, "wf_starting", [workflow_starting(self.prefix)], [run_id])
+        scripts.call_in(pipe, "wf_create", [self.key(run_id)], args)
+        now, r = await self.store.execute(pipe)
         return bool(_i(r[0])), [_s(k) for k in r[1:]], _i(now)
 
     async def _each(
         self,
         name: str,
         calls: Sequence[tuple[list[str], list[Any]]],
-        more: Callable[[Pipeline], None] | None = None,
+        more: Callable[[Pipe], None] | None = None,
     ) -> list[Any]:
         """The replies of the script `name` run once per (keys, args) of calls, in one round trip with the
         commands `more` adds (their replies are not returned). One call alone goes without a pipeline."""
         if more is None and len(calls) <= 1:
             return [await self.engine.scripts.run(name, *calls[0])] if calls else []
-        pipe = self.redis.pipeline(transaction=False)
-        script = self.engine.scripts.get(name)
+        pipe = self.store.pipeline()
         for keys, args in calls:
-            await script(keys=keys, args=args, client=pipe)
+            self.engine.scripts.call_in(pipe, name, keys, args)
         if more is not None:
             more(pipe)
-        return (await execute(pipe))[: len(calls)]
+        return (await self.store.execute(pipe))[: len(calls)]
 
     async def finish_steps(
         self, outcomes: Sequence[tuple[str, str, str, bytes, str, str]]
@@ -132,7 +130,7 @@ class WorkflowStore:
         in the registry (unless there already) and the end of their starting mark. Returns for each mark the
         keys cancelled with the run meanwhile."""
 
-        def more(pipe: Pipeline) -> None:
+        def more(pipe: Pipe) -> None:
             for run_id in finished:
                 pipe.pexpire(self.key(run_id), RUN_RETENTION_MS)
             if registered:
@@ -186,11 +184,11 @@ class WorkflowStore:
         registry = workflow_registry(self.prefix)
         total = await self.redis.zcard(registry)
         ids = [_s(i) for i in await self.redis.zrevrange(registry, offset, offset + count - 1)]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.store.pipeline()
         summary = ["id", "name", "st", "ts", "fts", "md", "cr", "n", "nf"]
         for run_id in ids:
             pipe.hmget(self.key(run_id), summary)
-        rows = await execute(pipe)
+        rows = await self.store.execute(pipe)
         records, gone = [], []
         for run_id, row in zip(ids, rows, strict=True):
             if row[2] is None:

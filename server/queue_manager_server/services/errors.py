@@ -14,10 +14,13 @@ from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
     ClusterDownError,
+    ClusterError,
     MasterDownError,
+    MaxConnectionsError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
@@ -46,7 +49,8 @@ _STORE = "the job store (Redis)"
 _LOADING = f"{_STORE} is loading its data set after a restart; retry in a few seconds"
 # Redis conditions no change to the request can fix: a status and what to do. First match wins, so a
 # subclass comes before its base (BusyLoadingError and AuthenticationError are ConnectionErrors,
-# MasterDownError is a ClusterDownError; OutOfMemoryError, ReadOnlyError… are ResponseErrors).
+# MasterDownError is a ClusterDownError, which is a ClusterError; MaxConnectionsError is a ConnectionError;
+# OutOfMemoryError, ReadOnlyError… are ResponseErrors).
 _REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
     # A script without flags refuses OOM only at its first write (once it has written it runs to the end),
     # so the refused script changed nothing.
@@ -67,6 +71,14 @@ _REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
     (TryAgainError, _UNAVAILABLE, f"{_STORE} cluster is moving keys between nodes; retry shortly"),
     (MasterDownError, _UNAVAILABLE, f"{_STORE} replica has lost its primary; retry shortly"),
     (ClusterDownError, _UNAVAILABLE, f"{_STORE} cluster is down; retry shortly"),
+    # Redirected too often (slots moving), or no node serves a key's slot / none is reachable.
+    (ClusterError, _UNAVAILABLE, f"{_STORE} cluster kept redirecting the request; retry shortly"),
+    (
+        RedisClusterException,
+        _UNAVAILABLE,
+        f"{_STORE} cluster has no reachable node for the request's keys now; retry shortly, and if this "
+        "persists check that every slot is served (CLUSTER INFO)",
+    ),
     (
         RedisTimeoutError,
         _UNAVAILABLE,
@@ -76,6 +88,12 @@ _REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
         AuthenticationError,
         _UNAVAILABLE,
         f"{_STORE} refused the server's credentials; an operator must fix REDIS_URL / REDIS_PASSWORD",
+    ),
+    (
+        MaxConnectionsError,
+        _UNAVAILABLE,
+        f"{_STORE} connections (QM_REDIS_MAX_CONNECTIONS) all stayed busy for QM_REDIS_TIMEOUT_MS; the "
+        "server is overloaded; retry shortly",
     ),
     (RedisConnectionError, _UNAVAILABLE, f"{_STORE} is unreachable; retry shortly"),
 ]

@@ -29,7 +29,7 @@ class ScheduleHandlers:
         if not request.HasField("schedule"):
             raise InvalidArgument("schedule", "is required")
         s = request.schedule
-        now = await self.engine.redis_time_ms()
+        now = await self.engine.redis_time_ms(s.queue_name)
         stored = schedule_convert.definition(s, now, self.max_payload)
         store = ScheduleStore(self.engine)
         previous = await store.find(s.queue_name, s.id)

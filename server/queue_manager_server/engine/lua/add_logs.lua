@@ -3,6 +3,7 @@
 -- number lines stably while old ones are dropped.
 -- @include common
 --
+-- KEYS[1] meta (hash; not read: named so that a Cluster runs the call on the queue's node)
 -- ARGV[1] job key prefix  ARGV[2] lines kept per job  ARGV[3] number of jobs N; then per job: id, lease
 --   token, line count M, then M pairs: time ms (0 = now), text (already cut to the line limit)
 -- Returns: one code per job: 0 ok, -2 job not found, -3 lease not held (nothing stored)

@@ -1,6 +1,7 @@
 -- progress.lua: stores the progress of running jobs (a batch), fenced by their lease tokens.
 -- @include common
 --
+-- KEYS[1] meta (hash; not read: named so that a Cluster runs the call on the queue's node)
 -- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of: id, lease token, progress JSON
 -- Returns: one code per job: 0 ok, -2 job not found, -3 lease not held
 local prefix, n = ARGV[1], tonumber(ARGV[2])

@@ -1,0 +1,351 @@
+/** `QueueManager`: the producer and admin API, and the entry point that starts workers. */
+import { create } from "@bufbuild/protobuf";
+import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
+import { AddBulkRequestSchema, type AddBulkRequest } from "./gen/queue_manager/v1/jobs_pb.js";
+import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
+import { fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
+import { mapped } from "./errors.js";
+import { newJob, queueConfigToProto, uint } from "./options.js";
+import { connect, type Connection, type ConnectionOptions } from "./transport.js";
+import type { Job, JobLogLine, JobOptions, JobState, Page, PriorityLike, Queue, QueueConfig, QueueMetrics, WorkerInfo } from "./types.js";
+import { Worker, type Processor, type WorkerOptions } from "./worker.js";
+import {
+  scheduleFromProto,
+  scheduleToProto,
+  workflowRunFromProto,
+  workflowToProto,
+  type Schedule,
+  type ScheduleSpec,
+  type Workflow,
+  type WorkflowRun,
+} from "./workflows.js";
+
+/** Options of a `QueueManager`: the connection, a deadline for unary calls, and worker defaults. */
+export interface QueueManagerOptions extends ConnectionOptions {
+  /** Deadline of each unary call in ms; default 30,000; 0 for none. */
+  timeoutMs?: number;
+  /** Jobs each worker from `startWorkers` runs at once; default `WORKER_CONCURRENCY` or 10. */
+  concurrency?: number;
+  /** Labels sent in each worker's hello. */
+  workerLabels?: Record<string, string>;
+  /** How long `shutdown` waits for running jobs, ms; default 30,000. */
+  shutdownGraceMs?: number;
+}
+
+/** A job for `addBulk`. */
+export interface BulkJob {
+  name: string;
+  data?: unknown;
+  options?: JobOptions;
+}
+
+// AddBulk: jobs per stream message (a message costs ~60 µs whatever its size), and per stream (server limit).
+const BULK_MESSAGE_JOBS = 500;
+const BULK_STREAM_JOBS = 100_000;
+
+/**
+ * Client of a Queue Manager server: add and read jobs, administer queues, start workers.
+ *
+ * Nothing connects before the first call; `shutdown` stops the workers and closes the connection.
+ */
+export class QueueManager {
+  readonly address: string;
+  private readonly options: QueueManagerOptions;
+  private readonly connection: Connection;
+  private readonly client: Client<typeof QueueService>;
+  private readonly processors = new Map<string, Processor>();
+  private readonly started: Worker[] = [];
+  private readonly callOptions: CallOptions;
+
+  constructor(options: QueueManagerOptions = {}) {
+    this.options = options;
+    this.connection = connect(options);
+    this.address = this.connection.address;
+    this.client = createClient(QueueService, this.connection.transport);
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new RangeError(`timeoutMs must be a number of milliseconds of at least 0, got ${timeoutMs}`);
+    }
+    this.callOptions = timeoutMs > 0 ? { timeoutMs } : {};
+  }
+
+  // ---------------------------------------------------------------- processors and workers
+
+  /** Registers the processor of a queue (one per queue); `startWorkers` runs it. */
+  registerProcessor(queueName: string, processor: Processor): void {
+    if (typeof processor !== "function") {
+      throw new TypeError(`the processor of ${JSON.stringify(queueName)} must be a function`);
+    }
+    if (this.processors.has(queueName)) {
+      throw new RangeError(`queue ${JSON.stringify(queueName)} already has a processor`);
+    }
+    this.processors.set(queueName, processor);
+  }
+
+  /** Starts one worker (one stream) for the registered processors (or those of `queues`) and returns it. */
+  async startWorkers(options: { queues?: string[] } & Partial<Omit<WorkerOptions, "processors">> = {}): Promise<Worker> {
+    const { queues, ...workerOptions } = options;
+    const wanted = queues ?? [...this.processors.keys()];
+    const missing = wanted.filter((q) => !this.processors.has(q));
+    if (missing.length) {
+      throw new RangeError(`no processor registered for queue(s) ${missing.join(", ")}`);
+    }
+    if (!wanted.length) {
+      throw new RangeError("no processors registered; call registerProcessor(queueName, fn) first");
+    }
+    const worker = new Worker({
+      address: this.options.address,
+      token: this.options.token,
+      tls: this.options.tls,
+      interceptors: this.options.interceptors,
+      concurrency: this.options.concurrency,
+      labels: this.options.workerLabels,
+      shutdownGraceMs: this.options.shutdownGraceMs,
+      ...workerOptions,
+      processors: Object.fromEntries(wanted.map((q) => [q, this.processors.get(q) as Processor])),
+    });
+    worker.start();
+    this.started.push(worker);
+    return worker;
+  }
+
+  /** Stops the workers gracefully (see `Worker.shutdown`), then closes the connection. */
+  async shutdown(graceMs?: number): Promise<void> {
+    const workers = this.started.splice(0);
+    await Promise.all(workers.map((w) => w.shutdown(graceMs)));
+    this.connection.close();
+  }
+
+  // ---------------------------------------------------------------- queues
+
+  /** Registers a queue, or updates an existing one's settings; returns it as stored. */
+  async registerQueue(name: string, config: QueueConfig = {}): Promise<Queue> {
+    const request = { name, config: queueConfigToProto(config) };
+    const res = await mapped(() => this.client.registerQueue(request, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  async getQueue(name: string): Promise<Queue> {
+    const res = await mapped(() => this.client.getQueue({ name }, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  /** Every registered queue, by name. */
+  async listQueues(): Promise<Queue[]> {
+    const res = await mapped(() => this.client.listQueues({}, this.callOptions));
+    return res.queues.map(queueFromProto);
+  }
+
+  /** Pauses a queue: jobs are still added, none start until resumed. */
+  async pauseQueue(name: string): Promise<Queue> {
+    const res = await mapped(() => this.client.pauseQueue({ name }, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  async resumeQueue(name: string): Promise<Queue> {
+    const res = await mapped(() => this.client.resumeQueue({ name }, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  /** Removes jobs of one state older than `graceMs`; returns how many. */
+  async cleanQueue(name: string, graceMs: number, state: JobState, limit = 0): Promise<number> {
+    const request = { name, grace: toDuration(graceMs, "graceMs"), state: stateNumber(state), limit: uint(limit, "limit") };
+    const res = await mapped(() => this.client.cleanQueue(request, this.callOptions));
+    return Number(res.removed);
+  }
+
+  /** Removes all waiting jobs (and delayed ones if asked); returns how many. */
+  async drainQueue(name: string, includeDelayed = false): Promise<number> {
+    const res = await mapped(() => this.client.drainQueue({ name, includeDelayed }, this.callOptions));
+    return Number(res.removed);
+  }
+
+  /** Deletes a queue and all its jobs (`force`: even with active jobs); returns how many jobs. */
+  async obliterateQueue(name: string, force = false): Promise<number> {
+    const res = await mapped(() => this.client.obliterateQueue({ name, force }, this.callOptions));
+    return Number(res.removed);
+  }
+
+  async getQueueMetrics(name: string, options: { includeHistory?: boolean } = {}): Promise<QueueMetrics> {
+    const request = { name, includeHistory: options.includeHistory ?? false };
+    const res = await mapped(() => this.client.getQueueMetrics(request, this.callOptions));
+    return metricsFromProto(res.metrics!);
+  }
+
+  async getAllMetrics(options: { includeHistory?: boolean } = {}): Promise<QueueMetrics[]> {
+    const request = { includeHistory: options.includeHistory ?? false };
+    const res = await mapped(() => this.client.getAllMetrics(request, this.callOptions));
+    return res.metrics.map(metricsFromProto);
+  }
+
+  /** The workers connected to any server (taking jobs of `queueName`, if given). */
+  async listWorkers(queueName = ""): Promise<WorkerInfo[]> {
+    const res = await mapped(() => this.client.listWorkers({ queueName }, this.callOptions));
+    return res.workers.map(workerFromProto);
+  }
+
+  // ---------------------------------------------------------------- jobs
+
+  /** Adds one job; returns it as stored (the existing one when `options.jobId` was taken). */
+  async addJob(queueName: string, name: string, data?: unknown, options?: JobOptions): Promise<Job> {
+    const request = { queueName, job: newJob(name, data, options) };
+    const res = await mapped(() => this.client.addJob(request, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /**
+   * Adds many jobs over client streams (500 jobs a message, 100,000 a stream); each stream is added in full
+   * or not at all. Every job is checked before anything is sent. Returns the ids in order.
+   */
+  async addBulk(queueName: string, jobs: BulkJob[]): Promise<string[]> {
+    const messages: AddBulkRequest[] = [];
+    for (let i = 0; i < jobs.length; i += BULK_MESSAGE_JOBS) {
+      const slice = jobs.slice(i, i + BULK_MESSAGE_JOBS);
+      const built = slice.map((j, k) => newJob(j.name, j.data, j.options, `jobs[${i + k}]`));
+      messages.push(create(AddBulkRequestSchema, { queueName, jobs: built }));
+    }
+    const ids: string[] = [];
+    const perStream = BULK_STREAM_JOBS / BULK_MESSAGE_JOBS;
+    for (let i = 0; i < messages.length; i += perStream) {
+      const stream = messages.slice(i, i + perStream);
+      async function* requests() {
+        yield* stream;
+      }
+      const res = await mapped(() => this.client.addBulk(requests(), this.callOptions));
+      ids.push(...res.jobIds);
+    }
+    return ids;
+  }
+
+  /** One job (with the tail of its log); `NotFoundError` when it does not exist. */
+  async getJob(queueName: string, jobId: string): Promise<Job> {
+    const res = await mapped(() => this.client.getJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** A page of a queue's jobs in one state. */
+  async listJobs(queueName: string, state: JobState, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Job>> {
+    const request = { queueName, state: stateNumber(state), pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
+    const res = await mapped(() => this.client.listJobs(request, this.callOptions));
+    return { items: res.jobs.map(jobFromProto), nextPageToken: res.nextPageToken, totalSize: Number(res.totalSize) };
+  }
+
+  /** Removes a job that is not active; returns the state it was in. */
+  async removeJob(queueName: string, jobId: string): Promise<JobState | undefined> {
+    const res = await mapped(() => this.client.removeJob({ queueName, jobId }, this.callOptions));
+    return stateName(res.previousState);
+  }
+
+  /** A page of a job's log lines, oldest first. */
+  async getJobLogs(queueName: string, jobId: string, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<JobLogLine>> {
+    const request = { queueName, jobId, pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
+    const res = await mapped(() => this.client.getJobLogs(request, this.callOptions));
+    const items = res.lines.map((l) => ({ time: fromTimestamp(l.time), message: l.message }));
+    return { items, nextPageToken: res.nextPageToken, totalSize: Number(res.totalSize) };
+  }
+
+  /**
+   * Waits until a job is finished (completed, failed for good or cancelled) and returns it; after
+   * `timeoutMs` (default: no limit) returns it in whatever state it is then. Pushed by the server: no polling.
+   */
+  async waitForJob(queueName: string, jobId: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Job> {
+    const request = { queueName, jobId, timeout: options.timeoutMs === undefined ? undefined : toDuration(options.timeoutMs, "timeoutMs") };
+    return mapped(async () => {
+      let last: Job | undefined;
+      for await (const res of this.client.waitForJob(request, { signal: options.signal })) {
+        last = jobFromProto(res.job!);
+      }
+      if (last === undefined) {
+        throw new Error(`the server ended the wait for job ${queueName}/${jobId} without sending the job`);
+      }
+      return last;
+    });
+  }
+
+  /**
+   * Cancels a job: a waiting or delayed one ends cancelled at once; an active one is marked
+   * `cancelRequested` and its worker's processor sees its AbortSignal fire.
+   */
+  async cancelJob(queueName: string, jobId: string, reason = ""): Promise<Job> {
+    const res = await mapped(() => this.client.cancelJob({ queueName, jobId, reason }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** Runs a failed or cancelled job again, its attempts counted afresh. */
+  async retryJob(queueName: string, jobId: string): Promise<Job> {
+    const res = await mapped(() => this.client.retryJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** Runs every failed (or cancelled) job of a queue again; returns how many. */
+  async retryFailedJobs(queueName: string, state: "failed" | "cancelled" = "failed"): Promise<number> {
+    const res = await mapped(() => this.client.retryFailedJobs({ queueName, state: stateNumber(state) }, this.callOptions));
+    return Number(res.count);
+  }
+
+  /** Makes a delayed job waiting now. */
+  async promoteJob(queueName: string, jobId: string): Promise<Job> {
+    const res = await mapped(() => this.client.promoteJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** Changes the priority of a waiting or delayed job. */
+  async changeJobPriority(queueName: string, jobId: string, priority: PriorityLike): Promise<Job> {
+    const request = { queueName, jobId, priority: parsePriority(priority) };
+    const res = await mapped(() => this.client.changeJobPriority(request, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  // ---------------------------------------------------------------- workflows and schedules
+
+  /** Starts a workflow run and returns its id at once (with `runId`, executing again starts nothing). */
+  async executeWorkflow(workflow: Workflow, options: { runId?: string } = {}): Promise<string> {
+    const request = { workflow: workflowToProto(workflow), runId: options.runId ?? "" };
+    const res = await mapped(() => this.client.executeWorkflow(request, this.callOptions));
+    return res.runId;
+  }
+
+  /** A run with every step's state, job, result or error. */
+  async getWorkflow(runId: string): Promise<WorkflowRun> {
+    const res = await mapped(() => this.client.getWorkflow({ runId }, this.callOptions));
+    return workflowRunFromProto(res.run!);
+  }
+
+  /** A page of runs, newest first, without their steps. */
+  async listWorkflows(page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<WorkflowRun>> {
+    const request = { pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
+    const res = await mapped(() => this.client.listWorkflows(request, this.callOptions));
+    return { items: res.runs.map(workflowRunFromProto), nextPageToken: res.nextPageToken, totalSize: Number(res.totalSize) };
+  }
+
+  /** Cancels a run: no further step starts, and its started steps' jobs are cancelled. */
+  async cancelWorkflow(runId: string, reason = ""): Promise<WorkflowRun> {
+    const res = await mapped(() => this.client.cancelWorkflow({ runId, reason }, this.callOptions));
+    return workflowRunFromProto(res.run!);
+  }
+
+  /** Creates or replaces a repeatable schedule; returns it as stored, with its next run time. */
+  async upsertSchedule(spec: ScheduleSpec): Promise<Schedule> {
+    const request = { schedule: scheduleToProto(spec) };
+    const res = await mapped(() => this.client.upsertSchedule(request, this.callOptions));
+    return scheduleFromProto(res.schedule!);
+  }
+
+  async getSchedule(queueName: string, scheduleId: string): Promise<Schedule> {
+    const res = await mapped(() => this.client.getSchedule({ queueName, scheduleId }, this.callOptions));
+    return scheduleFromProto(res.schedule!);
+  }
+
+  /** The schedules of a queue, or of every queue. */
+  async listSchedules(queueName = ""): Promise<Schedule[]> {
+    const res = await mapped(() => this.client.listSchedules({ queueName }, this.callOptions));
+    return res.schedules.map(scheduleFromProto);
+  }
+
+  /** Deletes a schedule (jobs it added stay); returns it as it was. */
+  async deleteSchedule(queueName: string, scheduleId: string): Promise<Schedule> {
+    const res = await mapped(() => this.client.deleteSchedule({ queueName, scheduleId }, this.callOptions));
+    return scheduleFromProto(res.schedule!);
+  }
+}
+

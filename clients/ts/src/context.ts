@@ -1,0 +1,112 @@
+/** A job as a processor sees it (`ActiveJob`), the context of its run (`JobContext`), and the run itself. */
+import { create } from "@bufbuild/protobuf";
+import { LeaseRefSchema, type LeasedJob, type LeaseRef } from "./gen/queue_manager/v1/worker_service_pb.js";
+import { decodePayload, fromDuration, fromTimestamp, priorityOf, stateName } from "./convert.js";
+import { JobAbortedError } from "./errors.js";
+import { JobPriority, type JobMetadata, type ParentJob } from "./types.js";
+
+/** The job a processor runs: its data and what the server tells about it. */
+export interface ActiveJob {
+  readonly id: string;
+  readonly name: string;
+  readonly queueName: string;
+  /** The job's data: a JSON value, or a `Uint8Array` for non-JSON bytes. */
+  readonly data: unknown;
+  /** Finished (failed) runs so far; `attemptsMade + 1` is this run's attempt number. */
+  readonly attemptsMade: number;
+  /** Maximum runs including the first. */
+  readonly maxAttempts: number;
+  readonly priority: JobPriority;
+  /** Times the job was recovered from a lost worker. */
+  readonly stalledCount: number;
+  /** True when an earlier run of this attempt was lost (crash, lease expiry). */
+  readonly redelivery: boolean;
+  readonly createdAt: Date | undefined;
+  readonly metadata: Required<JobMetadata>;
+  /** Predecessors in a chain or workflow, with their results. */
+  readonly parents: ParentJob[];
+  /** The workflow run and step of this job, if it is a workflow step. */
+  readonly workflow: { runId: string; stepKey: string } | undefined;
+  /** The job's timeout, ms; undefined for none. */
+  readonly timeoutMs: number | undefined;
+}
+
+/** What a processor can do besides returning: watch its AbortSignal, report progress, log lines. */
+export interface JobContext {
+  /**
+   * Fires when the run must stop: its job was cancelled (`reason.kind` "cancelled"), its lease was lost
+   * ("lease-lost": the result would be discarded), its timeout passed ("timeout"), or the worker is shutting
+   * down past its grace ("shutdown"). The reason is a `JobAbortedError`.
+   */
+  readonly signal: AbortSignal;
+  readonly workerId: string;
+  /** Token of this run's lease (shared by the jobs delivered in the same batch). */
+  readonly leaseToken: string;
+  /** Reports progress (a number 0-100 or any JSON value); sent with the next report. */
+  updateProgress(value: unknown): void;
+  /** Adds a line to the job's log (the server keeps the last 1,000 lines, each cut to 2,000 characters). */
+  log(message: string): void;
+}
+
+/** One run of a job on this worker. */
+export class Run {
+  readonly key: string;
+  readonly job: ActiveJob;
+  readonly lease: LeaseRef;
+  readonly abort = new AbortController();
+  readonly startedAt = performance.now();
+  /** The server asked to stop it (CANCEL_JOB): however it ends, it is reported cancelled. */
+  cancelled = false;
+  /** Its lease was refused: it is stopped and nothing is reported. */
+  lost = false;
+  /** Its own timeout passed: reported as a failure. */
+  timedOut = false;
+  /** Given up at shutdown (reported abandoned); its end reports nothing more. */
+  abandoned = false;
+  done: Promise<void> = Promise.resolve();
+
+  constructor(leased: LeasedJob) {
+    const job = leased.job!;
+    this.key = runKey(job.queueName, job.id);
+    this.lease = create(LeaseRefSchema, { queueName: job.queueName, jobId: job.id, leaseToken: leased.leaseToken });
+    this.job = Object.freeze({
+      id: job.id,
+      name: job.name,
+      queueName: job.queueName,
+      data: decodePayload(job.data),
+      attemptsMade: job.attemptsMade,
+      maxAttempts: job.maxAttempts,
+      priority: priorityOf(job.priority),
+      stalledCount: job.stalledCount,
+      redelivery: leased.redelivery,
+      createdAt: fromTimestamp(job.createTime),
+      metadata: {
+        correlationId: job.metadata?.correlationId ?? "",
+        tags: [...(job.metadata?.tags ?? [])],
+        attributes: { ...(job.metadata?.attributes ?? {}) },
+      },
+      parents: job.parents.map((p) => ({
+        queueName: p.job?.queueName ?? "",
+        jobId: p.job?.jobId ?? "",
+        stepKey: p.stepKey,
+        state: stateName(p.state),
+        result: p.result === undefined ? undefined : decodePayload(p.result),
+        failedReason: p.failedReason,
+      })),
+      workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
+      timeoutMs: fromDuration(job.options?.timeout),
+    });
+  }
+
+  /** Fires the run's signal (once) with a reason the processor can read. */
+  stop(kind: JobAbortedError["kind"], message: string): void {
+    if (!this.abort.signal.aborted) {
+      this.abort.abort(new JobAbortedError(kind, message));
+    }
+  }
+}
+
+/** What names a run on a worker: its queue and job id (a lease token may cover a whole batch). */
+export function runKey(queueName: string, jobId: string): string {
+  return `${queueName}\u0000${jobId}`;
+}

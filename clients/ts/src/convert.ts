@@ -1,0 +1,290 @@
+/**
+ * Where protobuf messages become the public shapes of types.ts, and payloads, durations and times cross.
+ *
+ * Payload convention (as the Python client's): JSON-serialisable data travels as UTF-8 JSON in
+ * `Payload.raw` with content type `application/json`; a `Uint8Array` (or `Buffer`) travels as
+ * `application/octet-stream`. On the way back a `json` Value, JSON `raw` bytes and other `raw` bytes
+ * become a JSON value, a JSON value and a `Uint8Array`.
+ */
+import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import {
+  DurationSchema,
+  durationMs,
+  timestampDate,
+  timestampFromDate,
+  ValueSchema,
+  type Duration,
+  type Timestamp,
+  type Value,
+} from "@bufbuild/protobuf/wkt";
+import type { WorkerInfo as WorkerInfoPb } from "./gen/queue_manager/v1/metrics_pb.js";
+import {
+  PayloadSchema,
+  type Job as JobPb,
+  type KeepJobs as KeepJobsPb,
+  type Payload,
+  type Queue as QueuePb,
+  type QueueMetrics as QueueMetricsPb,
+} from "./gen/queue_manager/v1/types_pb.js";
+import { JOB_STATES, JobPriority, type Job, type JobState, type PriorityLike, type Queue, type QueueMetrics, type WorkerInfo } from "./types.js";
+
+export const JSON_CONTENT_TYPE = "application/json";
+export const OCTET_STREAM = "application/octet-stream";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes job data or a result: bytes as they are, anything else as JSON (a TypeError if it is not JSON). */
+export function encodePayload(value: unknown, what = "data"): Payload | undefined {
+  if (value === undefined) {
+    return undefined;
+  }
+  if (value instanceof Uint8Array) {
+    return create(PayloadSchema, { body: { case: "raw", value }, contentType: OCTET_STREAM });
+  }
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (err) {
+    throw new TypeError(`${what} is not JSON-serialisable: ${(err as Error).message}`);
+  }
+  if (text === undefined) {
+    throw new TypeError(`${what} is not JSON-serialisable (a ${typeof value})`);
+  }
+  return create(PayloadSchema, { body: { case: "raw", value: encoder.encode(text) }, contentType: JSON_CONTENT_TYPE });
+}
+
+/** Decodes a payload: a JSON value, or a `Uint8Array` for a body that is not JSON; `null` when unset. */
+export function decodePayload(payload: Payload | undefined): unknown {
+  if (payload === undefined) {
+    return null;
+  }
+  const body = payload.body;
+  if (body.case === "json") {
+    return toJson(ValueSchema, body.value);
+  }
+  if (body.case === "raw") {
+    const type = payload.contentType.split(";")[0]?.trim().toLowerCase();
+    if (type === JSON_CONTENT_TYPE) {
+      return JSON.parse(decoder.decode(body.value)) as unknown;
+    }
+    return body.value;
+  }
+  return null;
+}
+
+/** A JSON value as a `google.protobuf.Value` (progress). */
+export function toValue(value: unknown, what: string): Value {
+  let json: JsonValue;
+  try {
+    json = JSON.parse(JSON.stringify(value ?? null)) as JsonValue;
+  } catch (err) {
+    throw new TypeError(`${what} is not JSON-serialisable: ${(err as Error).message}`);
+  }
+  return fromJson(ValueSchema, json);
+}
+
+/** A `google.protobuf.Value` as a JSON value; undefined when unset. */
+export function fromValue(value: Value | undefined): unknown {
+  return value === undefined ? undefined : toJson(ValueSchema, value);
+}
+
+/** A duration in ms (finite, at least 0; fractions kept to the nanosecond) as a `Duration`. */
+export function msToDuration(ms: number): Duration {
+  let seconds = Math.floor(ms / 1000);
+  let nanos = Math.round((ms - seconds * 1000) * 1e6);
+  if (nanos >= 1e9) {
+    seconds += 1;
+    nanos -= 1e9;
+  }
+  return create(DurationSchema, { seconds: BigInt(seconds), nanos });
+}
+
+/** Checks a duration in ms (finite, at least 0) and returns it as a `Duration`. */
+export function toDuration(ms: number, what: string): Duration {
+  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+    throw new RangeError(`${what} must be a number of milliseconds of at least 0, got ${String(ms)}`);
+  }
+  return msToDuration(ms);
+}
+
+/** A `Duration` in ms; undefined when unset. */
+export function fromDuration(duration: Duration | undefined): number | undefined {
+  return duration === undefined ? undefined : durationMs(duration);
+}
+
+/** Checks a `Date` and returns it as a `Timestamp`. */
+export function toTimestamp(date: Date, what: string): Timestamp {
+  if (!(date instanceof Date) || Number.isNaN(date.getTime())) {
+    throw new TypeError(`${what} must be a valid Date`);
+  }
+  return timestampFromDate(date);
+}
+
+/** A `Timestamp` as a `Date`; undefined when unset. */
+export function fromTimestamp(ts: Timestamp | undefined): Date | undefined {
+  return ts === undefined ? undefined : timestampDate(ts);
+}
+
+/** A priority given as the enum, its number or its name ("high", "HIGH"), as the enum. */
+export function parsePriority(value: PriorityLike, what = "priority"): JobPriority {
+  if (typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 5) {
+    return value as JobPriority;
+  }
+  if (typeof value === "string") {
+    const named = (JobPriority as unknown as Record<string, number>)[value.toUpperCase()];
+    if (named !== undefined) {
+      return named;
+    }
+  }
+  throw new RangeError(
+    `${what} must be one of critical, high, normal, low, background (or 1 to 5), got ${JSON.stringify(value)}`,
+  );
+}
+
+/** A wire priority number as the enum; NORMAL for 0 (unspecified). */
+export function priorityOf(number: number): JobPriority {
+  return number >= 1 && number <= 5 ? (number as JobPriority) : JobPriority.NORMAL;
+}
+
+/** A state name as its wire number (JobState.JOB_STATE_*). */
+export function stateNumber(state: JobState, what = "state"): number {
+  const index = JOB_STATES.indexOf(state);
+  if (index < 0) {
+    throw new RangeError(`${what} must be one of ${JOB_STATES.join(", ")}, got ${JSON.stringify(state)}`);
+  }
+  return index + 1;
+}
+
+/** A wire state number as its name; undefined for 0 (unspecified) or an unknown number. */
+export function stateName(number: number): JobState | undefined {
+  return JOB_STATES[number - 1];
+}
+
+function keepFromProto(keep: KeepJobsPb | undefined): Queue["config"]["completedRetention"] {
+  return keep === undefined ? undefined : { remove: keep.remove, age: fromDuration(keep.age), count: keep.count };
+}
+
+/** A job message as a `Job`. */
+export function jobFromProto(job: JobPb): Job {
+  return {
+    id: job.id,
+    queueName: job.queueName,
+    name: job.name,
+    data: decodePayload(job.data),
+    state: stateName(job.state),
+    priority: priorityOf(job.priority),
+    attemptsMade: job.attemptsMade,
+    maxAttempts: job.maxAttempts,
+    stalledCount: job.stalledCount,
+    result: job.result === undefined ? undefined : decodePayload(job.result),
+    failedReason: job.failedReason,
+    stacktrace: job.stacktrace,
+    progress: fromValue(job.progress),
+    createdAt: fromTimestamp(job.createTime),
+    processedAt: fromTimestamp(job.processTime),
+    finishedAt: fromTimestamp(job.finishTime),
+    runAt: fromTimestamp(job.runTime),
+    metadata: {
+      correlationId: job.metadata?.correlationId ?? "",
+      tags: [...(job.metadata?.tags ?? [])],
+      attributes: { ...(job.metadata?.attributes ?? {}) },
+    },
+    workerId: job.workerId,
+    parents: job.parents.map((p) => ({
+      queueName: p.job?.queueName ?? "",
+      jobId: p.job?.jobId ?? "",
+      stepKey: p.stepKey,
+      state: stateName(p.state),
+      result: p.result === undefined ? undefined : decodePayload(p.result),
+      failedReason: p.failedReason,
+    })),
+    children: job.children.map((c) => ({ queueName: c.queueName, jobId: c.jobId })),
+    chainRoot: job.chainRoot && { queueName: job.chainRoot.queueName, jobId: job.chainRoot.jobId },
+    chainFailure: job.chainFailure,
+    workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
+    logs: job.logs.map((line) => ({ time: fromTimestamp(line.time), message: line.message })),
+    logCount: Number(job.logCount),
+    cancelRequested: job.cancelRequested,
+    cancelReason: job.cancelReason,
+  };
+}
+
+/** A queue message as a `Queue`. */
+export function queueFromProto(queue: QueuePb): Queue {
+  const config = queue.config;
+  const rate = config?.rateLimit;
+  return {
+    name: queue.name,
+    paused: queue.paused,
+    createdAt: fromTimestamp(queue.createTime),
+    config: {
+      rateLimit: rate && rate.max ? { max: rate.max, duration: fromDuration(rate.duration) ?? 0 } : undefined,
+      deadLetterQueue: config?.deadLetterQueue ?? "",
+      disableDeadLetter: config?.disableDeadLetter ?? false,
+      concurrency: config?.concurrency ?? 0,
+      defaultAttempts: config?.defaultJobOptions?.attempts ?? 0,
+      defaultPriority: config?.defaultJobOptions?.priority ? priorityOf(config.defaultJobOptions.priority) : undefined,
+      completedRetention: keepFromProto(config?.completedRetention),
+      failedRetention: keepFromProto(config?.failedRetention),
+    },
+  };
+}
+
+/** A metrics message as `QueueMetrics` (counters as numbers, durations in ms). */
+export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
+  return {
+    queueName: m.queueName,
+    waiting: Number(m.waiting),
+    active: Number(m.active),
+    delayed: Number(m.delayed),
+    completed: Number(m.completed),
+    failed: Number(m.failed),
+    paused: Number(m.paused),
+    stalled: Number(m.stalled),
+    stalledTotal: Number(m.stalledTotal),
+    cancelled: Number(m.cancelled),
+    addedTotal: Number(m.addedTotal),
+    completedTotal: Number(m.completedTotal),
+    failedTotal: Number(m.failedTotal),
+    completedPerSecond: m.completedPerSecond,
+    failedPerSecond: m.failedPerSecond,
+    completedLastMinute: Number(m.completedLastMinute),
+    failedLastMinute: Number(m.failedLastMinute),
+    averageProcessingTime: fromDuration(m.averageProcessingTime),
+    p95ProcessingTime: fromDuration(m.p95ProcessingTime),
+    errorRate: m.errorRate,
+    oldestWaitingAge: fromDuration(m.oldestWaitingAge),
+    workers: m.workers,
+    freeCapacity: m.freeCapacity,
+    rateLimitTokens: m.rateLimitTokens,
+    isPaused: m.isPaused,
+    heldUntil: fromTimestamp(m.heldUntil),
+    history: m.history.map((b) => ({
+      startTime: fromTimestamp(b.startTime),
+      added: Number(b.added),
+      completed: Number(b.completed),
+      failed: Number(b.failed),
+    })),
+    sampleTime: fromTimestamp(m.sampleTime),
+  };
+}
+
+/** A worker message as `WorkerInfo`. */
+export function workerFromProto(w: WorkerInfoPb): WorkerInfo {
+  return {
+    workerId: w.workerId,
+    serverId: w.serverId,
+    host: w.host,
+    language: w.language,
+    version: w.version,
+    queues: [...w.queues],
+    concurrency: w.concurrency,
+    inFlight: w.inFlight,
+    connectTime: fromTimestamp(w.connectTime),
+    lastHeartbeatTime: fromTimestamp(w.lastHeartbeatTime),
+    cpuPercent: w.cpuPercent,
+    memoryBytes: Number(w.memoryBytes),
+    labels: { ...w.labels },
+  };
+}

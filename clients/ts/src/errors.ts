@@ -1,0 +1,166 @@
+/**
+ * Errors raised by the client, and the one place that maps gRPC status codes to them (as the Python
+ * client's errors.py does).
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** The gRPC status code names, by number (google.rpc.Code). */
+const CODE_NAMES: Record<number, string> = {
+  0: "OK",
+  1: "CANCELLED",
+  2: "UNKNOWN",
+  3: "INVALID_ARGUMENT",
+  4: "DEADLINE_EXCEEDED",
+  5: "NOT_FOUND",
+  6: "ALREADY_EXISTS",
+  7: "PERMISSION_DENIED",
+  8: "RESOURCE_EXHAUSTED",
+  9: "FAILED_PRECONDITION",
+  10: "ABORTED",
+  11: "OUT_OF_RANGE",
+  12: "UNIMPLEMENTED",
+  13: "INTERNAL",
+  14: "UNAVAILABLE",
+  15: "DATA_LOSS",
+  16: "UNAUTHENTICATED",
+};
+
+/** The name of a gRPC status code number ("NOT_FOUND"), or the number as text. */
+export function codeName(code: number): string {
+  return CODE_NAMES[code] ?? String(code);
+}
+
+/** A call to the server failed. `code` is the gRPC status code, `message` the server's text for a person. */
+export class QueueManagerError extends Error {
+  /** The gRPC status code number (5 NOT_FOUND, 3 INVALID_ARGUMENT…). */
+  readonly code: number;
+  /** Its name, e.g. "NOT_FOUND". */
+  readonly codeName: string;
+
+  constructor(message: string, code: number = Code.Unknown) {
+    super(message);
+    this.code = code;
+    this.codeName = codeName(code);
+    this.name = new.target.name;
+  }
+
+  override toString(): string {
+    return `${this.codeName}: ${this.message}`;
+  }
+}
+
+/** The queue, job, workflow run or schedule does not exist. */
+export class NotFoundError extends QueueManagerError {}
+/** The server rejected a field of the request; the message names it. */
+export class InvalidArgumentError extends QueueManagerError {}
+/** The request is valid but the state does not allow it (retrying a completed job, a stale lease…). */
+export class FailedPreconditionError extends QueueManagerError {}
+/** The object to create exists already. */
+export class AlreadyExistsError extends QueueManagerError {}
+/** The server (or its Redis) cannot be reached or serve now; retrying later may succeed. */
+export class UnavailableError extends QueueManagerError {}
+/** The server or its store is out of a resource (Redis out of memory, a message over the size limit). */
+export class ResourceExhaustedError extends QueueManagerError {}
+/** The call carried no token, or one the server does not know. */
+export class UnauthenticatedError extends QueueManagerError {}
+/** The token's roles or queue patterns do not cover the call; the message says which. */
+export class PermissionDeniedError extends QueueManagerError {}
+/** The call's deadline (the client's `timeoutMs`) passed before the server answered. */
+export class DeadlineExceededError extends QueueManagerError {}
+
+const BY_CODE: Record<number, new (message: string, code: number) => QueueManagerError> = {
+  [Code.NotFound]: NotFoundError,
+  [Code.InvalidArgument]: InvalidArgumentError,
+  [Code.FailedPrecondition]: FailedPreconditionError,
+  [Code.AlreadyExists]: AlreadyExistsError,
+  [Code.Unavailable]: UnavailableError,
+  [Code.ResourceExhausted]: ResourceExhaustedError,
+  [Code.Unauthenticated]: UnauthenticatedError,
+  [Code.PermissionDenied]: PermissionDeniedError,
+  [Code.DeadlineExceeded]: DeadlineExceededError,
+};
+
+/** The error for a status code number and message (a call's status, or a refused item of an answer). */
+export function errorFromStatus(code: number, message: string): QueueManagerError {
+  const Cls = BY_CODE[code] ?? QueueManagerError;
+  return new Cls(message || codeName(code).toLowerCase().replace(/_/g, " "), code);
+}
+
+/**
+ * Turns whatever a call threw into a `QueueManagerError` subclass: a `ConnectError` by its code and raw
+ * message; a connection that could not be made or broke mid-call becomes `UnavailableError`.
+ */
+export function errorFromRpc(err: unknown): QueueManagerError {
+  if (err instanceof QueueManagerError) {
+    return err;
+  }
+  const connect = ConnectError.from(err);
+  const transportCodes = [Code.Internal, Code.Canceled, Code.Unknown];
+  if (transportCodes.includes(connect.code) && isConnectionLoss(connect)) {
+    const why = `the connection to the server failed or broke (${connect.rawMessage})`;
+    return errorFromStatus(Code.Unavailable, `${why}; check the address and TLS settings, or retry`);
+  }
+  return errorFromStatus(connect.code, connect.rawMessage);
+}
+
+/**
+ * Whether a failure is the connection's, not a server's status: a Node error code on the cause (refused,
+ * reset, a TLS handshake or certificate refused) or connect-node's words for a broken HTTP/2 stream (a
+ * plaintext client at a TLS port sees its stream closed with CANCEL).
+ */
+function isConnectionLoss(err: ConnectError): boolean {
+  for (let cause: unknown = err.cause, depth = 0; cause instanceof Error && depth < 5; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === "string" && /^(E[A-Z]+|ERR_(HTTP2|TLS|SSL)_\w+|\w*CERT\w*|UNABLE_TO_\w+)$/.test(code)) {
+      return true;
+    }
+    cause = cause.cause;
+  }
+  return /ECONNRESET|ECONNREFUSED|EPIPE|stream closed with error code|session closed|GOAWAY|NGHTTP2/i.test(err.rawMessage);
+}
+
+/** Runs a call and rethrows its failure as a `QueueManagerError`. */
+export async function mapped<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw errorFromRpc(err);
+  }
+}
+
+/** Thrown by a processor to fail its job for good, skipping the attempts left. */
+export class UnrecoverableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnrecoverableError";
+  }
+}
+
+/**
+ * Thrown by a processor when downstream said "slow down" (an HTTP 429, say): the job goes back to wait
+ * `retryAfterMs` without using an attempt, and its queue starts no job for that long, on every worker.
+ */
+export class RateLimitedError extends Error {
+  readonly retryAfterMs: number;
+
+  constructor(retryAfterMs: number, message?: string) {
+    if (!Number.isFinite(retryAfterMs) || retryAfterMs < 0) {
+      throw new RangeError(`retryAfterMs must be a number of milliseconds of at least 0, got ${retryAfterMs}`);
+    }
+    super(message ?? `rate limited: retry after ${retryAfterMs / 1000}s`);
+    this.name = "RateLimitedError";
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** Why a run's AbortSignal fired: the reason object a processor sees in `ctx.signal.reason`. */
+export class JobAbortedError extends Error {
+  /** "cancelled" (CancelJob or a server timeout), "lease-lost", "timeout" (the job's own timeout) or "shutdown". */
+  readonly kind: "cancelled" | "lease-lost" | "timeout" | "shutdown";
+
+  constructor(kind: JobAbortedError["kind"], message: string) {
+    super(message);
+    this.name = "JobAbortedError";
+    this.kind = kind;
+  }
+}

@@ -1,0 +1,34 @@
+/** Queue Manager's TypeScript client: the producer and admin API (`QueueManager`) and the stream `Worker`. */
+export { QueueManager, type BulkJob, type QueueManagerOptions } from "./client.js";
+export { Worker, defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker.js";
+export type { ActiveJob, JobContext } from "./context.js";
+export {
+  AlreadyExistsError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  JobAbortedError,
+  NotFoundError,
+  PermissionDeniedError,
+  QueueManagerError,
+  RateLimitedError,
+  ResourceExhaustedError,
+  UnauthenticatedError,
+  UnavailableError,
+  UnrecoverableError,
+  codeName,
+  errorFromRpc,
+  errorFromStatus,
+} from "./errors.js";
+export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
+export * from "./types.js";
+export type {
+  Schedule,
+  ScheduleSpec,
+  Workflow,
+  WorkflowRun,
+  WorkflowState,
+  WorkflowStep,
+  WorkflowStepRun,
+  WorkflowStepState,
+} from "./workflows.js";

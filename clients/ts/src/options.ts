@@ -1,0 +1,170 @@
+/**
+ * Job options and queue settings to their protobuf messages. Types and ranges are checked here (a
+ * `TypeError` or `RangeError` naming the field); the server checks the rest and answers INVALID_ARGUMENT
+ * with the field's path.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  BackoffSchema,
+  BackoffType,
+  ChainLinkSchema,
+  DedupSchema,
+  JobMetadataSchema,
+  JobOptionsSchema,
+  KeepJobsSchema,
+  QueueConfigSchema,
+  RateLimitSchema,
+  type JobOptions as JobOptionsPb,
+  type KeepJobs as KeepJobsPb,
+  type QueueConfig as QueueConfigPb,
+} from "./gen/queue_manager/v1/types_pb.js";
+import { NewJobSchema, type NewJob } from "./gen/queue_manager/v1/jobs_pb.js";
+import { encodePayload, parsePriority, toDuration, toTimestamp } from "./convert.js";
+import type { Backoff, ChainLink, JobOptions, KeepJobs, QueueConfig } from "./types.js";
+
+const JOB_OPTION_KEYS = new Set([
+  "priority",
+  "delay",
+  "scheduleTime",
+  "attempts",
+  "backoff",
+  "jobId",
+  "metadata",
+  "removeOnComplete",
+  "removeOnFail",
+  "timeout",
+  "maxStalled",
+  "chainTo",
+  "dedup",
+]);
+
+/** A whole number from `min` up, else a RangeError naming the field. */
+export function uint(value: unknown, what: string, min = 0): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > 0xffffffff) {
+    throw new RangeError(`${what} must be a whole number of at least ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function text(value: unknown, what: string): string {
+  if (typeof value !== "string") {
+    throw new TypeError(`${what} must be a string, not ${value === null ? "null" : typeof value}`);
+  }
+  return value;
+}
+
+function backoffToProto(value: Backoff | number, what: string) {
+  if (typeof value === "number") {
+    return create(BackoffSchema, { type: BackoffType.FIXED, delay: toDuration(value, what) });
+  }
+  const type =
+    value.type === undefined
+      ? BackoffType.UNSPECIFIED
+      : value.type === "fixed"
+        ? BackoffType.FIXED
+        : value.type === "exponential"
+          ? BackoffType.EXPONENTIAL
+          : undefined;
+  if (type === undefined) {
+    throw new RangeError(`${what}.type must be "fixed" or "exponential", got ${JSON.stringify(value.type)}`);
+  }
+  return create(BackoffSchema, {
+    type,
+    delay: value.delay === undefined ? undefined : toDuration(value.delay, `${what}.delay`),
+    jitter: value.jitter ?? 0,
+    maxDelay: value.maxDelay === undefined ? undefined : toDuration(value.maxDelay, `${what}.maxDelay`),
+  });
+}
+
+/** Retention: `true` removes at once, `false` keeps the defaults, a number keeps that many. */
+export function keepToProto(value: KeepJobs, what: string): KeepJobsPb {
+  if (typeof value === "boolean") {
+    return create(KeepJobsSchema, { remove: value });
+  }
+  if (typeof value === "number") {
+    return create(KeepJobsSchema, { count: uint(value, what) });
+  }
+  return create(KeepJobsSchema, {
+    remove: value.remove ?? false,
+    age: value.age === undefined ? undefined : toDuration(value.age, `${what}.age`),
+    count: value.count === undefined ? 0 : uint(value.count, `${what}.count`),
+  });
+}
+
+function linkToProto(link: ChainLink, what: string) {
+  return create(ChainLinkSchema, {
+    queueName: text(link.queueName, `${what}.queueName`),
+    jobName: text(link.jobName, `${what}.jobName`),
+    data: encodePayload(link.data, `${what}.data`),
+    options: link.options === undefined ? undefined : jobOptionsToProto(link.options, `${what}.options`),
+  });
+}
+
+/** Job options as their message; unknown keys are refused (a misspelt option would be silently ignored). */
+export function jobOptionsToProto(options: JobOptions, what = "options"): JobOptionsPb {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`${what} must be an object of job options`);
+  }
+  const unknown = Object.keys(options).filter((k) => !JOB_OPTION_KEYS.has(k));
+  if (unknown.length) {
+    throw new RangeError(`${what} has unknown option(s) ${unknown.join(", ")}; known: ${[...JOB_OPTION_KEYS].join(", ")}`);
+  }
+  const o = options;
+  const dedup = typeof o.dedup === "string" ? { key: o.dedup } : o.dedup;
+  return create(JobOptionsSchema, {
+    priority: o.priority === undefined ? 0 : parsePriority(o.priority, `${what}.priority`),
+    delay: o.delay === undefined ? undefined : toDuration(o.delay, `${what}.delay`),
+    scheduleTime: o.scheduleTime === undefined ? undefined : toTimestamp(o.scheduleTime, `${what}.scheduleTime`),
+    attempts: o.attempts === undefined ? 0 : uint(o.attempts, `${what}.attempts`),
+    backoff: o.backoff === undefined ? undefined : backoffToProto(o.backoff, `${what}.backoff`),
+    jobId: o.jobId === undefined ? "" : text(o.jobId, `${what}.jobId`),
+    metadata:
+      o.metadata === undefined
+        ? undefined
+        : create(JobMetadataSchema, {
+            correlationId: o.metadata.correlationId ?? "",
+            tags: o.metadata.tags ?? [],
+            attributes: o.metadata.attributes ?? {},
+          }),
+    removeOnComplete: o.removeOnComplete === undefined ? undefined : keepToProto(o.removeOnComplete, `${what}.removeOnComplete`),
+    removeOnFail: o.removeOnFail === undefined ? undefined : keepToProto(o.removeOnFail, `${what}.removeOnFail`),
+    timeout: o.timeout === undefined ? undefined : toDuration(o.timeout, `${what}.timeout`),
+    maxStalled: o.maxStalled === undefined ? 0 : uint(o.maxStalled, `${what}.maxStalled`),
+    chainTo: (o.chainTo ?? []).map((link, i) => linkToProto(link, `${what}.chainTo[${i}]`)),
+    dedup:
+      dedup === undefined
+        ? undefined
+        : create(DedupSchema, {
+            key: text(dedup.key, `${what}.dedup.key`),
+            ttl: dedup.ttl === undefined ? undefined : toDuration(dedup.ttl, `${what}.dedup.ttl`),
+          }),
+  });
+}
+
+/** A job to add (name, data, options) as a `NewJob` message. */
+export function newJob(name: string, data: unknown, options: JobOptions | undefined, what = "job"): NewJob {
+  return create(NewJobSchema, {
+    name: text(name, `${what}.name`),
+    data: encodePayload(data, `${what}.data`),
+    options: options === undefined ? undefined : jobOptionsToProto(options, `${what}.options`),
+  });
+}
+
+/** Queue settings as their message. */
+export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
+  const rate = config.rateLimit;
+  return create(QueueConfigSchema, {
+    rateLimit:
+      rate === undefined
+        ? undefined
+        : create(RateLimitSchema, { max: uint(rate.max, "rateLimit.max"), duration: toDuration(rate.duration, "rateLimit.duration") }),
+    defaultJobOptions:
+      config.defaultJobOptions === undefined ? undefined : jobOptionsToProto(config.defaultJobOptions, "defaultJobOptions"),
+    deadLetterQueue: config.deadLetterQueue ?? "",
+    completedRetention:
+      config.completedRetention === undefined ? undefined : keepToProto(config.completedRetention, "completedRetention"),
+    failedRetention: config.failedRetention === undefined ? undefined : keepToProto(config.failedRetention, "failedRetention"),
+    disableDeadLetter: config.disableDeadLetter ?? false,
+    concurrency: config.concurrency === undefined ? 0 : uint(config.concurrency, "concurrency"),
+  });
+}

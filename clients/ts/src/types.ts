@@ -1,0 +1,237 @@
+/**
+ * The public shapes of the client: plain objects with camelCase fields, durations in milliseconds and
+ * times as `Date`. Generated protobuf types stop at convert.ts and options.ts; users never see them.
+ */
+
+/** Priority of a job: a lower number runs first, FIFO within a level. */
+export enum JobPriority {
+  CRITICAL = 1,
+  HIGH = 2,
+  NORMAL = 3,
+  LOW = 4,
+  BACKGROUND = 5,
+}
+
+/** A priority given as the enum, its number, or its name in any case ("high"). */
+export type PriorityLike = JobPriority | number | keyof typeof JobPriority | Lowercase<keyof typeof JobPriority>;
+
+/** Where a job is in its lifecycle. */
+export type JobState = "waiting" | "active" | "delayed" | "completed" | "failed" | "paused" | "cancelled";
+
+/** The states, in the order of their wire numbers (1 = waiting … 7 = cancelled). */
+export const JOB_STATES: readonly JobState[] = [
+  "waiting",
+  "active",
+  "delayed",
+  "completed",
+  "failed",
+  "paused",
+  "cancelled",
+];
+
+/** Delay policy between attempts: a fixed delay, or `delay · 2^(attempt-1)`; durations in ms. */
+export interface Backoff {
+  type?: "fixed" | "exponential";
+  /** Base delay before the first retry, ms. */
+  delay?: number;
+  /** Random extra delay as a fraction of the computed one, 0 to 1. */
+  jitter?: number;
+  /** Upper bound of the computed delay, ms. */
+  maxDelay?: number;
+}
+
+/** Which finished jobs to keep: `true` removes at once, a number keeps that many, or age (ms) and count. */
+export type KeepJobs = boolean | number | { remove?: boolean; age?: number; count?: number };
+
+/** Correlation id, tags and free attributes of a job. */
+export interface JobMetadata {
+  correlationId?: string;
+  tags?: string[];
+  attributes?: Record<string, string>;
+}
+
+/** Deduplication: while the key is held, adding a job with the same key returns the job that holds it. */
+export interface Dedup {
+  key: string;
+  /** How long the key is held from the first add, ms; unset: until that job finishes. */
+  ttl?: number;
+}
+
+/** One job of a chain (`JobOptions.chainTo`). */
+export interface ChainLink {
+  queueName: string;
+  jobName: string;
+  data?: unknown;
+  options?: Omit<JobOptions, "chainTo" | "dedup">;
+}
+
+/** Per-job settings; unset fields take the queue's defaults. Durations are milliseconds. */
+export interface JobOptions {
+  priority?: PriorityLike;
+  /** Run no earlier than this many ms after the add (exclusive with `scheduleTime`). */
+  delay?: number;
+  /** Run no earlier than this time (exclusive with `delay`). */
+  scheduleTime?: Date;
+  /** Maximum runs including the first. */
+  attempts?: number;
+  /** Delay between attempts: a `Backoff`, or a number of ms (fixed). */
+  backoff?: Backoff | number;
+  /** Idempotency key: adding an id that exists returns the existing job. */
+  jobId?: string;
+  metadata?: JobMetadata;
+  /** Retention once completed. */
+  removeOnComplete?: KeepJobs;
+  /** Retention once failed for good. */
+  removeOnFail?: KeepJobs;
+  /** Longest a single run may take, ms. */
+  timeout?: number;
+  /** Recoveries from a lost worker allowed before the job fails. */
+  maxStalled?: number;
+  /** Jobs to run one after another once this one completes. */
+  chainTo?: ChainLink[];
+  /** Deduplication key (a string: held until the job finishes), or key and ttl. */
+  dedup?: Dedup | string;
+}
+
+/** A queue's settings; unset fields take the server's defaults. */
+export interface QueueConfig {
+  /** At most `max` job starts per `duration` ms, shared by all workers. */
+  rateLimit?: { max: number; duration: number };
+  /** Options of jobs added without their own (no jobId, delay or scheduleTime). */
+  defaultJobOptions?: JobOptions;
+  /** Queue receiving jobs that fail for good; default "dead-letter-queue". */
+  deadLetterQueue?: string;
+  completedRetention?: KeepJobs;
+  failedRetention?: KeepJobs;
+  /** Keep failed jobs only in failed. */
+  disableDeadLetter?: boolean;
+  /** Most jobs of the queue active at once across all workers; 0: no cap. */
+  concurrency?: number;
+}
+
+/** Names a job. */
+export interface JobRef {
+  queueName: string;
+  jobId: string;
+}
+
+/** A job's predecessor in a chain or workflow, with its outcome. */
+export interface ParentJob extends JobRef {
+  stepKey: string;
+  state: JobState | undefined;
+  result: unknown;
+  failedReason: string;
+}
+
+/** One line a processor logged. */
+export interface JobLogLine {
+  time: Date | undefined;
+  message: string;
+}
+
+/** A job as stored by the server. */
+export interface Job {
+  id: string;
+  queueName: string;
+  name: string;
+  data: unknown;
+  state: JobState | undefined;
+  priority: JobPriority;
+  attemptsMade: number;
+  maxAttempts: number;
+  stalledCount: number;
+  result: unknown;
+  failedReason: string;
+  stacktrace: string;
+  progress: unknown;
+  createdAt: Date | undefined;
+  processedAt: Date | undefined;
+  finishedAt: Date | undefined;
+  runAt: Date | undefined;
+  metadata: Required<JobMetadata>;
+  workerId: string;
+  parents: ParentJob[];
+  children: JobRef[];
+  chainRoot: JobRef | undefined;
+  chainFailure: string;
+  workflow: { runId: string; stepKey: string } | undefined;
+  logs: JobLogLine[];
+  logCount: number;
+  cancelRequested: boolean;
+  cancelReason: string;
+}
+
+/** A registered queue. */
+export interface Queue {
+  name: string;
+  paused: boolean;
+  createdAt: Date | undefined;
+  config: {
+    rateLimit: { max: number; duration: number } | undefined;
+    deadLetterQueue: string;
+    disableDeadLetter: boolean;
+    concurrency: number;
+    defaultAttempts: number;
+    defaultPriority: JobPriority | undefined;
+    completedRetention: { remove: boolean; age: number | undefined; count: number } | undefined;
+    failedRetention: { remove: boolean; age: number | undefined; count: number } | undefined;
+  };
+}
+
+/** A queue's metrics (durations in ms, rates per second). */
+export interface QueueMetrics {
+  queueName: string;
+  waiting: number;
+  active: number;
+  delayed: number;
+  completed: number;
+  failed: number;
+  paused: number;
+  stalled: number;
+  stalledTotal: number;
+  cancelled: number;
+  addedTotal: number;
+  completedTotal: number;
+  failedTotal: number;
+  completedPerSecond: number;
+  failedPerSecond: number;
+  completedLastMinute: number;
+  failedLastMinute: number;
+  averageProcessingTime: number | undefined;
+  p95ProcessingTime: number | undefined;
+  errorRate: number;
+  oldestWaitingAge: number | undefined;
+  workers: number;
+  freeCapacity: number;
+  rateLimitTokens: number;
+  isPaused: boolean;
+  heldUntil: Date | undefined;
+  history: { startTime: Date | undefined; added: number; completed: number; failed: number }[];
+  sampleTime: Date | undefined;
+}
+
+/** A connected worker, as `listWorkers` shows it. */
+export interface WorkerInfo {
+  workerId: string;
+  serverId: string;
+  host: string;
+  language: string;
+  version: string;
+  queues: string[];
+  concurrency: number;
+  inFlight: number;
+  connectTime: Date | undefined;
+  lastHeartbeatTime: Date | undefined;
+  cpuPercent: number;
+  memoryBytes: number;
+  labels: Record<string, string>;
+}
+
+/** A page of a list. */
+export interface Page<T> {
+  items: T[];
+  /** Token of the next page; "" on the last page. */
+  nextPageToken: string;
+  /** Number of items in all pages when this one was read. */
+  totalSize: number;
+}

@@ -1,0 +1,249 @@
+/** The producer and admin API against the live server: queues, jobs and their options, errors, workflows. */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  JobPriority,
+  NotFoundError,
+  QueueManagerError,
+  type ActiveJob,
+  type QueueManager,
+} from "../src/index.js";
+import { client, nextEvent, queueName, worker } from "./helpers.js";
+
+let qm: QueueManager;
+
+before(() => {
+  qm = client();
+});
+
+after(async () => {
+  await qm.shutdown();
+});
+
+describe("queues", () => {
+  it("registers a queue with its settings and reads it back", async () => {
+    const name = queueName("settings");
+    const queue = await qm.registerQueue(name, {
+      rateLimit: { max: 50, duration: 1000 },
+      defaultJobOptions: { attempts: 4, priority: "low" },
+      completedRetention: { age: 60_000, count: 10 },
+      disableDeadLetter: true,
+      concurrency: 3,
+    });
+    assert.equal(queue.name, name);
+    assert.deepEqual(queue.config.rateLimit, { max: 50, duration: 1000 });
+    assert.equal(queue.config.defaultAttempts, 4);
+    assert.equal(queue.config.defaultPriority, JobPriority.LOW);
+    assert.deepEqual(queue.config.completedRetention, { remove: false, age: 60_000, count: 10 });
+    assert.equal(queue.config.disableDeadLetter, true);
+    assert.equal(queue.config.concurrency, 3);
+    assert.ok((await qm.listQueues()).some((q) => q.name === name));
+    const job = await qm.addJob(name, "defaulted", { a: 1 });
+    assert.equal(job.maxAttempts, 4);
+    assert.equal(job.priority, JobPriority.LOW);
+  });
+
+  it("pauses and resumes a queue, and metrics count its jobs", async () => {
+    const name = queueName("pause");
+    await qm.registerQueue(name);
+    assert.equal((await qm.pauseQueue(name)).paused, true);
+    const job = await qm.addJob(name, "held", null);
+    assert.equal(job.state, "paused");
+    let metrics = await qm.getQueueMetrics(name);
+    assert.equal(metrics.isPaused, true);
+    assert.equal(metrics.paused, 1);
+    assert.equal(metrics.addedTotal, 1);
+    assert.equal((await qm.resumeQueue(name)).paused, false);
+    metrics = await qm.getQueueMetrics(name);
+    assert.equal(metrics.waiting, 1);
+    assert.equal((await qm.getJob(name, job.id)).state, "waiting");
+  });
+
+  it("cleans, drains and obliterates", async () => {
+    const name = queueName("clean");
+    await qm.registerQueue(name);
+    const a = await qm.addJob(name, "a", 1);
+    await qm.addJob(name, "b", 2);
+    await qm.addJob(name, "later", 3, { delay: 60_000 });
+    assert.equal(await qm.cleanQueue(name, 0, "waiting", 1), 1);
+    await assert.rejects(qm.getJob(name, a.id), NotFoundError);
+    assert.equal(await qm.drainQueue(name, true), 2);
+    assert.equal(await qm.obliterateQueue(name), 0);
+    await assert.rejects(qm.getQueue(name), NotFoundError);
+  });
+});
+
+describe("jobs", () => {
+  let name: string;
+  before(async () => {
+    name = queueName("jobs");
+    await qm.registerQueue(name);
+  });
+
+  it("adds a job with every option and reads them back", async () => {
+    const job = await qm.addJob(
+      name,
+      "send-email",
+      { to: "a@example.com", n: [1, 2, 3] },
+      {
+        priority: JobPriority.HIGH,
+        attempts: 5,
+        backoff: { type: "exponential", delay: 250, jitter: 0.5, maxDelay: 10_000 },
+        jobId: "order-42",
+        metadata: { correlationId: "req-1", tags: ["a", "b"], attributes: { tenant: "t1" } },
+        removeOnComplete: { age: 3_600_000, count: 5 },
+        removeOnFail: 7,
+        timeout: 30_000,
+        maxStalled: 2,
+      },
+    );
+    assert.equal(job.id, "order-42");
+    assert.equal(job.state, "waiting");
+    assert.equal(job.priority, JobPriority.HIGH);
+    assert.equal(job.maxAttempts, 5);
+    assert.deepEqual(job.data, { to: "a@example.com", n: [1, 2, 3] });
+    assert.deepEqual(job.metadata, { correlationId: "req-1", tags: ["a", "b"], attributes: { tenant: "t1" } });
+    const stored = await qm.getJob(name, "order-42");
+    assert.deepEqual(stored.data, job.data);
+    assert.equal(stored.maxAttempts, 5);
+    // The same jobId again returns the existing job, unchanged.
+    const again = await qm.addJob(name, "send-email", { other: true }, { jobId: "order-42" });
+    assert.deepEqual(again.data, job.data);
+  });
+
+  it("keeps bytes as bytes and a delay as a run time", async () => {
+    const bytes = new Uint8Array([0, 1, 2, 255]);
+    const raw = await qm.getJob(name, (await qm.addJob(name, "raw", bytes)).id);
+    assert.deepEqual(raw.data, bytes);
+    const before = Date.now();
+    const delayed = await qm.addJob(name, "later", null, { delay: 60_000 });
+    assert.equal(delayed.state, "delayed");
+    assert.ok(delayed.runAt !== undefined && delayed.runAt.getTime() >= before + 59_000);
+    const promoted = await qm.promoteJob(name, delayed.id);
+    assert.equal(promoted.state, "waiting");
+    const changed = await qm.changeJobPriority(name, promoted.id, "critical");
+    assert.equal(changed.priority, JobPriority.CRITICAL);
+  });
+
+  it("deduplicates by key", async () => {
+    const first = await qm.addJob(name, "dedup", 1, { dedup: { key: "k1", ttl: 60_000 } });
+    const second = await qm.addJob(name, "dedup", 2, { dedup: "k1" });
+    assert.equal(second.id, first.id);
+  });
+
+  it("lists jobs a page at a time", async () => {
+    const q = queueName("list");
+    await qm.registerQueue(q);
+    await qm.addBulk(q, Array.from({ length: 5 }, (_, i) => ({ name: "n", data: i })));
+    const page = await qm.listJobs(q, "waiting", { pageSize: 3 });
+    assert.equal(page.items.length, 3);
+    assert.equal(page.totalSize, 5);
+    assert.deepEqual(page.items.map((j) => j.data), [0, 1, 2]);
+    const rest = await qm.listJobs(q, "waiting", { pageSize: 3, pageToken: page.nextPageToken });
+    assert.deepEqual(rest.items.map((j) => j.data), [3, 4]);
+    assert.equal(rest.nextPageToken, "");
+  });
+
+  it("cancels a waiting job, retries it, and removes it", async () => {
+    const job = await qm.addJob(name, "to-cancel", null);
+    const cancelled = await qm.cancelJob(name, job.id, "not needed");
+    assert.equal(cancelled.state, "cancelled");
+    assert.equal(cancelled.cancelReason, "not needed");
+    const retried = await qm.retryJob(name, job.id);
+    assert.equal(retried.state, "waiting");
+    assert.equal(await qm.removeJob(name, job.id), "waiting");
+  });
+});
+
+describe("errors", () => {
+  it("maps NOT_FOUND with the server's message", async () => {
+    const missing = queueName("missing");
+    const err = await qm.addJob(missing, "x", null).catch((e: unknown) => e);
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.ok(err instanceof QueueManagerError);
+    assert.equal(err.code, 5);
+    assert.equal(err.codeName, "NOT_FOUND");
+    assert.match(err.message, new RegExp(`queue '${missing}' is not registered`));
+  });
+
+  it("maps INVALID_ARGUMENT with the field the server names", async () => {
+    const name = queueName("bad");
+    await qm.registerQueue(name);
+    const err = await qm.addJob(name, "x", null, { jobId: "a b" }).catch((e: unknown) => e);
+    assert.ok(err instanceof InvalidArgumentError, String(err));
+    assert.match(err.message, /^job\.options\.job_id: /);
+    const badName = await qm.registerQueue("no{braces}").catch((e: unknown) => e);
+    assert.ok(badName instanceof InvalidArgumentError, String(badName));
+    assert.match(badName.message, /name/);
+  });
+
+  it("maps FAILED_PRECONDITION", async () => {
+    const name = queueName("pre");
+    await qm.registerQueue(name);
+    const job = await qm.addJob(name, "x", null);
+    const err = await qm.retryJob(name, job.id).catch((e: unknown) => e);
+    assert.ok(err instanceof FailedPreconditionError, String(err));
+  });
+
+  it("refuses bad options before sending", async () => {
+    const name = queueName("local");
+    await assert.rejects(qm.addJob(name, "x", null, { delay: -1 }), RangeError);
+    await assert.rejects(qm.addJob(name, "x", null, { priority: "urgent" as never }), /priority must be one of/);
+    await assert.rejects(qm.addJob(name, "x", null, { retries: 3 } as never), /unknown option\(s\) retries/);
+    await assert.rejects(qm.addJob(name, "x", 10n), /not JSON-serialisable/);
+  });
+
+  it("says UNAVAILABLE when no server listens", async () => {
+    const nowhere = client({ address: "127.0.0.1:1", timeoutMs: 5_000 });
+    const err = await nowhere.listQueues().catch((e: unknown) => e);
+    await nowhere.shutdown();
+    assert.ok(err instanceof QueueManagerError, String(err));
+    assert.equal(err.codeName, "UNAVAILABLE");
+  });
+});
+
+describe("workflows and schedules", () => {
+  it("runs a workflow to completion and reads every step", async () => {
+    const name = queueName("flow");
+    await qm.registerQueue(name);
+    const w = await worker({ processors: { [name]: async (job) => ({ step: job.name, parents: job.parents.map((p) => p.result) }) } });
+    try {
+      const loaded = nextEvent<[ActiveJob]>(w, "completed", (job) => job.name === "load");
+      const runId = await qm.executeWorkflow({
+        name: "etl",
+        steps: [
+          { key: "extract", queueName: name, jobName: "extract", data: 1, onSuccess: [{ key: "load", queueName: name, jobName: "load" }] },
+        ],
+        metadata: { createdBy: "ts-test" },
+      });
+      const [loadJob] = await loaded;
+      assert.equal(loadJob.workflow?.runId, runId);
+      assert.equal(loadJob.parents[0]?.stepKey, "extract");
+      await qm.waitForJob(name, loadJob.id, { timeoutMs: 10_000 });
+      const run = await qm.getWorkflow(runId);
+      assert.equal(run.state, "completed");
+      assert.equal(run.metadata.createdBy, "ts-test");
+      const load = run.steps.find((s) => s.key === "load");
+      assert.equal(load?.branch, "onSuccess");
+      assert.equal(load?.state, "completed");
+      assert.deepEqual(load?.result, { step: "load", parents: [{ step: "extract", parents: [] }] });
+      await assert.rejects(qm.getWorkflow("no-such-run"), NotFoundError);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
+  it("creates, reads, lists and deletes a schedule", async () => {
+    const name = queueName("sched");
+    await qm.registerQueue(name);
+    const made = await qm.upsertSchedule({ id: "nightly", queueName: name, cron: "0 3 * * *", job: { name: "report", data: { full: true } } });
+    assert.equal(made.cron, "0 3 * * *");
+    assert.ok(made.nextRunTime instanceof Date);
+    assert.deepEqual((await qm.getSchedule(name, "nightly")).job, { name: "report", data: { full: true } });
+    assert.deepEqual((await qm.listSchedules(name)).map((s) => s.id), ["nightly"]);
+    await qm.deleteSchedule(name, "nightly");
+    await assert.rejects(qm.getSchedule(name, "nightly"), NotFoundError);
+  });
+});

@@ -1,0 +1,140 @@
+"""The TypeScript client (clients/ts) against a live server: each test starts a server with the settings
+its node:test file needs and runs that file with node, which must pass (its output is shown otherwise).
+
+`make dev` installs the client's packages (npm ci) and compiles it; the fixture here compiles again
+(incremental: about a second when nothing changed), so edits to clients/ts are always what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from queue_manager_server.embedded import free_port
+from tests.conftest import RunningServer, ServerFactory
+from tests.security_kit import make_pki, token_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TS = ROOT / "clients" / "ts"
+TSC = TS / "node_modules" / ".bin" / "tsc"
+# Each node run's own limit, under pytest's 120 s per test.
+NODE_TIMEOUT_S = 100.0
+
+
+@pytest.fixture(scope="session")
+def ts_built() -> Path:
+    """The compiled tests' directory, after an incremental compile of the client and its tests."""
+    if shutil.which("node") is None:
+        pytest.fail("node is not installed: the TypeScript client needs Node 20 or newer")
+    if not TSC.exists():
+        pytest.fail(f"{TSC} is missing: run `make dev` (it runs npm ci in clients/ts)")
+    done = subprocess.run([str(TSC), "-p", str(TS)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"tsc failed:\n{done.stdout}{done.stderr}")
+    return TS / "dist" / "test"
+
+
+async def run_node_tests(
+    built: Path,
+    name: str,
+    address: str,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], Awaitable[None]] | None = None,
+) -> str:
+    """Runs one compiled node:test file against `address`; fails with node's output unless it passes.
+
+    With `on_line`, the file runs in node's own process (not in a child of `node --test`, which holds a
+    file's output back), so each line it prints (a step it asks of this test) is handed over at once.
+    """
+    path = str(built / f"{name}.test.js")
+    args = (
+        ["node", "--test-reporter=spec", path]
+        if on_line
+        else ["node", "--test", "--test-reporter=spec", path]
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=TS,
+        env={**os.environ, "QM_TEST_ADDRESS": address, **(env or {})},
+    )
+    lines: list[str] = []
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if on_line is not None:
+                await on_line(lines[-1])
+        await proc.wait()
+
+    try:
+        await asyncio.wait_for(read(), NODE_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail(f"node tests {name} did not finish in {NODE_TIMEOUT_S:.0f}s:\n{''.join(lines)}")
+    text = "".join(lines)
+    assert proc.returncode == 0, f"node tests {name} failed (exit {proc.returncode}):\n{text}"
+    assert "ℹ fail 0" in text, text
+    return text
+
+
+async def test_producer_and_admin_api(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "producer", server.address)
+
+
+async def test_worker(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "worker", server.address)
+
+
+async def test_worker_killed_mid_job(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "crash", server.address)
+
+
+async def test_lost_lease(ts_built: Path, server_factory: ServerFactory) -> None:
+    # A 600 ms lease (heartbeats every 200 ms) that the processor's blocked event loop outlasts.
+    short = await server_factory(lease_ms=600)
+    await run_node_tests(ts_built, "lease", short.address)
+
+
+async def test_auth_token(ts_built: Path, server_factory: ServerFactory, tmp_path: Path) -> None:
+    tokens = token_file(
+        tmp_path / "tokens.toml", {"admin": ("admin", ["*"]), "producer": ("producer", ["ts-auth-*"])}
+    )
+    secured = await server_factory(auth_file=str(tmp_path / "tokens.toml"))
+    env = {f"QM_TEST_TOKEN_{name.upper()}": value for name, value in tokens.items()}
+    await run_node_tests(ts_built, "auth", secured.address, env)
+
+
+async def test_drain_and_reconnect(ts_built: Path, server_factory: ServerFactory) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    first = await server_factory(listen=listen)
+
+    async def step(line: str) -> None:
+        if line.strip() == "QM-STEP stop-server":
+            await first.stop()  # DRAIN to the worker, which finishes its job and half-closes
+            await server_factory(listen=listen)
+
+    await run_node_tests(ts_built, "drain", listen, on_line=step)
+
+
+async def test_mutual_tls(ts_built: Path, server_factory: ServerFactory, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    secured = await server_factory(
+        tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca)
+    )
+    env = {
+        "QM_TEST_TLS_CA": str(pki.ca),
+        "QM_TEST_TLS_CERT": str(pki.client_cert),
+        "QM_TEST_TLS_KEY": str(pki.client_key),
+        "QM_TEST_TLS_OTHER_CA": str(pki.other_ca),
+    }
+    await run_node_tests(ts_built, "tls", secured.address, env)
