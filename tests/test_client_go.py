@@ -43,6 +43,7 @@ EXPECTED = {
     "TestRejectedExtensionStopsTheRun",
     "TestRateLimitedWaitsWithoutUsingAnAttempt",
     "TestRunEndsWhenItsClientIsClosed",
+    "TestWorkflowRunsItsStepsInOrder",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}

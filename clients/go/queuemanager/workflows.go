@@ -1,0 +1,166 @@
+package queuemanager
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+// Workflow is a graph of steps; each execution of it is a run (docs/flows.md).
+type Workflow struct {
+	// ID names the workflow definition (free text, for grouping runs).
+	ID string
+	// Name is for display.
+	Name string
+	// Steps are the root steps: they start at once unless they name DependsOn.
+	Steps []WorkflowStep
+	// CorrelationID follows a request across systems; it is also set on every step's job.
+	CorrelationID string
+	// CreatedBy says who started the run.
+	CreatedBy string
+	// Tags are free tags.
+	Tags []string
+}
+
+// WorkflowStep is one job of a workflow and the steps that follow it.
+type WorkflowStep struct {
+	// Key is unique within the workflow (1 to 64 letters, digits, "-" or "_"); "" means its position.
+	Key string
+	// Queue of the step's job; it must be registered.
+	Queue string
+	// Name of the step's job.
+	Name string
+	// Data of the step's job.
+	Data any
+	// Options of the step's job (no JobID, ChainTo or Dedup).
+	Options *JobOptions
+	// OnSuccess steps start when this one completes; OnFailure steps when it fails for good.
+	OnSuccess []WorkflowStep
+	OnFailure []WorkflowStep
+	// DependsOn names steps that must all complete before this one starts (fan-in).
+	DependsOn []string
+}
+
+func (s WorkflowStep) proto() (*pb.WorkflowStep, error) {
+	data, err := encodePayload(s.Data)
+	if err != nil {
+		return nil, err
+	}
+	options, err := s.Options.proto()
+	if err != nil {
+		return nil, err
+	}
+	out := &pb.WorkflowStep{
+		Key: s.Key, QueueName: s.Queue, JobName: s.Name, Data: data, Options: options, DependsOn: s.DependsOn,
+	}
+	if out.OnSuccess, err = stepsProto(s.OnSuccess); err != nil {
+		return nil, err
+	}
+	out.OnFailure, err = stepsProto(s.OnFailure)
+	return out, err
+}
+
+func stepsProto(steps []WorkflowStep) ([]*pb.WorkflowStep, error) {
+	out := make([]*pb.WorkflowStep, 0, len(steps))
+	for _, step := range steps {
+		p, err := step.proto()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// WorkflowRun is one execution of a workflow.
+type WorkflowRun struct {
+	RunID      string
+	WorkflowID string
+	Name       string
+	// State is "running", "completed", "failed" or "cancelled".
+	State        string
+	Steps        []WorkflowStepRun
+	CreateTime   time.Time
+	FinishTime   time.Time
+	CancelReason string
+}
+
+// WorkflowStepRun is one step of a run.
+type WorkflowStepRun struct {
+	Key   string
+	Queue string
+	Name  string
+	// JobID is the step's job, once started.
+	JobID string
+	// State is "pending", "started", "completed", "failed", "skipped" or "cancelled".
+	State string
+	// Result is the step's result once completed (JSON text when ResultType is ContentTypeJSON).
+	Result     []byte
+	ResultType string
+	// Error is why it failed, or was skipped or cancelled.
+	Error string
+}
+
+func runFromProto(p *pb.WorkflowRun) *WorkflowRun {
+	run := &WorkflowRun{
+		RunID:        p.GetRunId(),
+		WorkflowID:   p.GetWorkflowId(),
+		Name:         p.GetName(),
+		State:        strings.ToLower(strings.TrimPrefix(p.GetState().String(), "WORKFLOW_STATE_")),
+		CreateTime:   timeOf(p.GetCreateTime()),
+		FinishTime:   timeOf(p.GetFinishTime()),
+		CancelReason: p.GetCancelReason(),
+	}
+	for _, s := range p.GetSteps() {
+		step := WorkflowStepRun{
+			Key: s.GetKey(), Queue: s.GetQueueName(), Name: s.GetJobName(), JobID: s.GetJobId(), Error: s.GetError(),
+			State: strings.ToLower(strings.TrimPrefix(s.GetState().String(), "WORKFLOW_STEP_STATE_")),
+		}
+		step.Result, step.ResultType = decodePayload(s.GetResult())
+		run.Steps = append(run.Steps, step)
+	}
+	return run
+}
+
+// ExecuteWorkflow starts a run and returns its id at once. With a runID that exists, it starts nothing
+// and reports created false; "" means a new random id.
+func (c *Client) ExecuteWorkflow(ctx context.Context, workflow Workflow, runID string) (string, bool, error) {
+	steps, err := stepsProto(workflow.Steps)
+	if err != nil {
+		return "", false, err
+	}
+	resp, err := c.queues.ExecuteWorkflow(ctx, &pb.ExecuteWorkflowRequest{
+		RunId: runID,
+		Workflow: &pb.Workflow{
+			Id: workflow.ID, Name: workflow.Name, Steps: steps,
+			Metadata: &pb.WorkflowMetadata{
+				CreatedBy: workflow.CreatedBy, CorrelationId: workflow.CorrelationID, Tags: workflow.Tags,
+			},
+		},
+	})
+	if err != nil {
+		return "", false, fromRPC(err)
+	}
+	return resp.GetRunId(), resp.GetCreated(), nil
+}
+
+// GetWorkflow returns a run with every step.
+func (c *Client) GetWorkflow(ctx context.Context, runID string) (*WorkflowRun, error) {
+	resp, err := c.queues.GetWorkflow(ctx, &pb.GetWorkflowRequest{RunId: runID})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return runFromProto(resp.GetRun()), nil
+}
+
+// CancelWorkflow cancels a run: no further step starts, and its waiting and active step jobs are
+// cancelled.
+func (c *Client) CancelWorkflow(ctx context.Context, runID, reason string) (*WorkflowRun, error) {
+	resp, err := c.queues.CancelWorkflow(ctx, &pb.CancelWorkflowRequest{RunId: runID, Reason: reason})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return runFromProto(resp.GetRun()), nil
+}
