@@ -69,7 +69,7 @@ lint: $(VENV)/.dev-installed
 api-baseline: $(VENV)/.dev-installed
 	$(BIN)/buf build -o proto/api-baseline.binpb
 
-test: $(VENV)/.dev-installed ts
+test: $(VENV)/.dev-installed ts go-dev
 	$(BIN)/python -m pytest tests
 
 # The fault-injection scenarios alone (also part of `make test`), each printing its ledger summary: acknowledged,
@@ -118,7 +118,7 @@ soak: $(VENV)/.installed
 # The Go client (clients/go): `make dev` fetches its modules and compiles it and its tests ahead (about a
 # minute cold; tests/test_client_go.py runs `go test` there; Go's own caches, default locations). The codegen
 # plugins, at pinned versions in its .tools/bin, are built when `make proto`/`proto-check` first need them
-# and run by buf with buf.gen.go.yaml. Without Go on the machine these steps say so and do nothing.
+# and run by buf with buf.gen.go.yaml. Without Go on the machine these steps say so and fail.
 GO_DIR := clients/go
 GO_TOOLS := $(CURDIR)/$(GO_DIR)/.tools/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
@@ -156,7 +156,7 @@ go-lint:
 	cd $(GO_DIR) && go vet ./...
 else
 go-dev go-proto go-proto-check go-lint:
-	@echo "$@: Go is not installed; skipping the Go client (clients/go)"
+	@echo "$@: Go is not installed: the Go client (clients/go) needs it (https://go.dev/dl/)"; exit 1
 endif
 
 # The interpreter the virtualenvs are made from (.ci/run asks).
