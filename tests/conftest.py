@@ -62,6 +62,9 @@ def plain_mark_errors(client: SyncRedis) -> list[str]:
     list's level; a FINISH_PLAIN one with a field a completion reads. Each means a script wrote such a field
     without marking the job NOT_PLAIN, and claims and completions skip the field."""
     errors = []
+    # Each waiting list read once (LPOS per job scanned the list each time: quadratic in a long backlog that
+    # a test left behind, and the check outran its time limit).
+    waiting: dict[bytes, set[bytes]] = {}
     for key in client.scan_iter(match="t??????????:{*}:job:*", count=1000, _type="hash"):
         fields = client.hgetall(key)
         mark = fields.get(b"p")
@@ -71,8 +74,11 @@ def plain_mark_errors(client: SyncRedis) -> list[str]:
             st = fields.get(b"st", b"waiting")
             base, job_id = key.rsplit(b":job:", 1)
             level = base + b":waiting:" + fields.get(b"pri", b"3")
-            if st == b"waiting" and client.lpos(level, job_id) is None:
-                wrong.add(b"pri")
+            if st == b"waiting":
+                if level not in waiting:
+                    waiting[level] = set(client.lrange(level, 0, -1))
+                if job_id not in waiting[level]:
+                    wrong.add(b"pri")
         elif mark == b"c":
             wrong = _FINISH_OPTIONS & fields.keys()
         if wrong:
