@@ -115,13 +115,14 @@ async def test_auth_token(ts_built: Path, server_factory: ServerFactory, tmp_pat
 
 
 async def test_drain_and_reconnect(ts_built: Path, server_factory: ServerFactory) -> None:
+    # A 3 s grace: drain.test.ts checks that the drained worker half-closes well before it ends.
     listen = f"127.0.0.1:{free_port()}"
-    first = await server_factory(listen=listen)
+    first = await server_factory(listen=listen, shutdown_grace_ms=3_000)
 
     async def step(line: str) -> None:
         if line.strip() == "QM-STEP stop-server":
-            await first.stop()  # DRAIN to the worker, which finishes its job and half-closes
-            await server_factory(listen=listen)
+            await first.stop()  # DRAIN to the workers; the idle one half-closes, the busy one outlasts it
+            await server_factory(listen=listen, shutdown_grace_ms=3_000)
 
     await run_node_tests(ts_built, "drain", listen, on_line=step)
 

@@ -4,10 +4,22 @@ import { createClient, type CallOptions, type Client } from "@connectrpc/connect
 import { AddBulkRequestSchema, type AddBulkRequest } from "./gen/queue_manager/v1/jobs_pb.js";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
 import { fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
-import { mapped } from "./errors.js";
+import { errorFromRpc, mapped } from "./errors.js";
 import { newJob, queueConfigToProto, uint } from "./options.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";
-import type { Job, JobLogLine, JobOptions, JobState, Page, PriorityLike, Queue, QueueConfig, QueueMetrics, WorkerInfo } from "./types.js";
+import type {
+  Job,
+  JobLogLine,
+  JobOptions,
+  JobState,
+  MetricsSnapshot,
+  Page,
+  PriorityLike,
+  Queue,
+  QueueConfig,
+  QueueMetrics,
+  WorkerInfo,
+} from "./types.js";
 import { Worker, type Processor, type WorkerOptions } from "./worker.js";
 import {
   scheduleFromProto,
@@ -176,6 +188,41 @@ export class QueueManager {
     const request = { includeHistory: options.includeHistory ?? false };
     const res = await mapped(() => this.client.getAllMetrics(request, this.callOptions));
     return res.metrics.map(metricsFromProto);
+  }
+
+  /**
+   * Yields a snapshot of the queues' metrics at once, then every `intervalMs` (100 to 60,000; default
+   * 1,000), until you stop iterating (`break`) or `signal` fires. Pushed by the server: no polling.
+   * `queues` is a name or a list of names (`NotFoundError` if one is unknown); none watches every queue,
+   * those registered later included.
+   */
+  async *watchMetrics(
+    queues?: string | string[],
+    options: { intervalMs?: number; includeHistory?: boolean; includeWorkers?: boolean; signal?: AbortSignal } = {},
+  ): AsyncGenerator<MetricsSnapshot, void, undefined> {
+    const request = {
+      queueNames: queues === undefined ? [] : typeof queues === "string" ? [queues] : [...queues],
+      interval: toDuration(options.intervalMs ?? 1_000, "intervalMs"),
+      includeHistory: options.includeHistory ?? false,
+      includeWorkers: options.includeWorkers ?? false,
+    };
+    // Leaving the loop (or the caller's signal) cancels the call, so the server stops sending.
+    const call = new AbortController();
+    const stop = () => call.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", stop, { once: true });
+    if (options.signal?.aborted) {
+      stop();
+    }
+    try {
+      for await (const res of this.client.watchMetrics(request, { signal: call.signal })) {
+        yield { time: fromTimestamp(res.time), metrics: res.metrics.map(metricsFromProto), workers: res.workers.map(workerFromProto) };
+      }
+    } catch (err) {
+      throw errorFromRpc(err);
+    } finally {
+      options.signal?.removeEventListener("abort", stop);
+      call.abort();
+    }
   }
 
   /** The workers connected to any server (taking jobs of `queueName`, if given). */

@@ -227,6 +227,16 @@ export interface WorkerInfo {
   labels: Record<string, string>;
 }
 
+/** One snapshot of `QueueManager.watchMetrics`. */
+export interface MetricsSnapshot {
+  /** When it was read (the server's Redis clock). */
+  time: Date | undefined;
+  /** The watched queues' metrics. */
+  metrics: QueueMetrics[];
+  /** The connected workers, when asked for (`includeWorkers`). */
+  workers: WorkerInfo[];
+}
+
 /** A page of a list. */
 export interface Page<T> {
   items: T[];

@@ -75,6 +75,64 @@ describe("queues", () => {
   });
 });
 
+describe("metrics stream", () => {
+  it("streams snapshots at once and every interval, with the workers when asked", async () => {
+    const name = queueName("watch");
+    await qm.registerQueue(name);
+    await qm.addJob(name, "first", null);
+    const other = queueName("watch-other");
+    await qm.registerQueue(other);
+    const w = await worker({ processors: { [other]: async () => null } });
+    const seen: number[] = [];
+    let workers: string[] = [];
+    let time: Date | undefined;
+    try {
+      for await (const snapshot of qm.watchMetrics(name, { intervalMs: 100, includeWorkers: true })) {
+        assert.deepEqual(snapshot.metrics.map((m) => m.queueName), [name]);
+        seen.push(snapshot.metrics[0].waiting);
+        workers = snapshot.workers.map((info) => info.workerId);
+        time = snapshot.time;
+        if (seen.length === 1) {
+          await qm.addJob(name, "second", null); // the next snapshots count it
+        } else if (snapshot.metrics[0].waiting === 2) {
+          break; // leaving the loop ends the call
+        }
+        assert.ok(seen.length < 100, `the second job was never counted: ${seen.join(",")}`);
+      }
+    } finally {
+      await w.shutdown();
+    }
+    assert.equal(seen[0], 1);
+    assert.equal(seen.at(-1), 2);
+    assert.ok(workers.includes(w.workerId), workers.join(","));
+    assert.ok(time instanceof Date && Math.abs(time.getTime() - Date.now()) < 60_000, String(time));
+  });
+
+  it("maps an unknown queue, a bad interval and a fired signal", async () => {
+    const first = async (it: AsyncIterable<unknown>) => {
+      for await (const item of it) {
+        return item;
+      }
+      return undefined;
+    };
+    const missing = queueName("missing");
+    await assert.rejects(first(qm.watchMetrics([missing])), (err: unknown) => err instanceof NotFoundError && err.message.includes(missing));
+    const name = queueName("watch-interval");
+    await qm.registerQueue(name);
+    await assert.rejects(first(qm.watchMetrics(name, { intervalMs: 50 })), InvalidArgumentError);
+    await assert.rejects(first(qm.watchMetrics(name, { intervalMs: -1 })), RangeError);
+    const stop = new AbortController();
+    const got: unknown[] = [];
+    await assert.rejects(async () => {
+      for await (const snapshot of qm.watchMetrics(undefined, { intervalMs: 100, signal: stop.signal })) {
+        got.push(snapshot);
+        stop.abort();
+      }
+    }, QueueManagerError);
+    assert.equal(got.length, 1);
+  });
+});
+
 describe("jobs", () => {
   let name: string;
   before(async () => {

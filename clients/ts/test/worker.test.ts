@@ -117,6 +117,46 @@ describe("outcomes", () => {
   });
 });
 
+describe("timeout", () => {
+  it("fires the AbortSignal of a run past its timeout; the attempt fails and is retried", async () => {
+    const name = await freshQueue("timeout");
+    const reasons: unknown[] = [];
+    const w = await worker({
+      processors: {
+        [name]: async (job, ctx) => {
+          if (job.name === "recovers" && job.attemptsMade > 0) {
+            return "second run";
+          }
+          // Hangs until told to stop: the worker's own timer ("timeout") or the server's CANCEL_JOB
+          // ("cancelled"), whichever comes first at the deadline.
+          reasons.push(await aborted(ctx.signal, 15_000));
+          return "too late";
+        },
+      },
+    });
+    try {
+      const hangs = await qm.addJob(name, "hangs", null, { timeout: 200, attempts: 1 });
+      const failed = await qm.waitForJob(name, hangs.id, { timeoutMs: 15_000 });
+      assert.equal(failed.state, "failed");
+      assert.equal(failed.failedReason, "job timed out after 0.2s");
+      assert.equal(failed.attemptsMade, 1);
+      assert.equal(failed.result, undefined);
+      const recovers = await qm.addJob(name, "recovers", null, { timeout: 200, attempts: 2, backoff: { type: "fixed", delay: 200 } });
+      const done = await qm.waitForJob(name, recovers.id, { timeoutMs: 15_000 });
+      assert.equal(done.state, "completed");
+      assert.equal(done.result, "second run");
+      assert.equal(done.attemptsMade, 2);
+      assert.equal(reasons.length, 2);
+      for (const why of reasons) {
+        assert.ok(why instanceof JobAbortedError, `signal reason: ${String(why)}`);
+        assert.ok(why.kind === "timeout" || why.kind === "cancelled", why.kind);
+      }
+    } finally {
+      await w.shutdown();
+    }
+  });
+});
+
 describe("order and timing", () => {
   it("runs waiting jobs by priority, FIFO within a level", async () => {
     const name = await freshQueue("priority");
