@@ -117,7 +117,8 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
 @pytest.mark.timeout(GO_TIMEOUT_S + 60)
 async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tmp_path: Path) -> None:
     """The server stops while a Go handler runs: the worker gets DRAIN, finishes the run on that stream,
-    and runs new jobs once a server is back on the same address."""
+    half-closes it (the Go test checks that it does so before the server ends the stream, which another
+    worker's held job keeps open), and runs new jobs once a server is back on the same address."""
     binary = tmp_path / "queuemanager.test"
     build = await asyncio.create_subprocess_exec(
         GO or "go",
@@ -160,7 +161,10 @@ async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tm
             started = asyncio.get_running_loop().time()
             await server.stop()
             took = asyncio.get_running_loop().time() - started
-            assert took < DRAIN_GRACE_MS / 2000, f"the worker held the stream {took:.1f}s after DRAIN"
+            assert took < DRAIN_GRACE_MS / 2000, (
+                f"the worker held the stream {took:.1f}s after DRAIN"
+                " (it must half-close once its runs are done)"
+            )
             await server_factory(listen=listen)
             proc.stdin.write(b"RESTARTED\n")
             await proc.stdin.drain()
