@@ -52,6 +52,8 @@ EXPECTED = {
     "TestRateLimitedWaitsWithoutUsingAnAttempt",
     "TestRunEndsWhenItsClientIsClosed",
     "TestWorkflowRunsItsStepsInOrder",
+    "TestListWorkersShowsConnectedWorkers",
+    "TestWatchMetricsStreamsSnapshots",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
