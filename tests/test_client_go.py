@@ -54,6 +54,7 @@ EXPECTED = {
     "TestWorkflowRunsItsStepsInOrder",
     "TestListWorkersShowsConnectedWorkers",
     "TestWatchMetricsStreamsSnapshots",
+    "TestSchedulesUpsertGetListDelete",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
