@@ -1,5 +1,6 @@
-"""The Go client (clients/go): its `go test` suite against real servers started here (plain, and one that
-requires a token), and its worker through a server stop (DRAIN) and restart on the same address."""
+"""The Go client (clients/go): its `go test` suite against real servers started here (plain, one that
+requires a token, one that requires mutual TLS), and its worker through a server stop (DRAIN) and restart
+on the same address."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from queue_manager_server.embedded import free_port
 from tests.conftest import ServerFactory
-from tests.security_kit import token_file
+from tests.security_kit import make_pki, token_file
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
 GO = shutil.which("go")
@@ -52,6 +53,10 @@ EXPECTED = {
     "TestRateLimitedWaitsWithoutUsingAnAttempt",
     "TestRunEndsWhenItsClientIsClosed",
     "TestWorkflowRunsItsStepsInOrder",
+    "TestListWorkersShowsConnectedWorkers",
+    "TestWatchMetricsStreamsSnapshots",
+    "TestSchedulesUpsertGetListDelete",
+    "TestMutualTLS",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
@@ -82,11 +87,22 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
     tokens = token_file(tmp_path / "tokens.toml", {"admin": ("admin", ["*"])})
     server = await server_factory(lease_ms=LEASE_MS)
     secured = await server_factory(auth_file=str(tmp_path / "tokens.toml"))
+    pki = make_pki(tmp_path / "pki")
+    mutual = await server_factory(
+        tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca)
+    )
     env = _go_env(
         QM_TEST_ADDRESS=server.address,
         QM_TEST_LEASE_MS=str(LEASE_MS),
         QM_TEST_AUTH_ADDRESS=secured.address,
         QM_TEST_TOKEN=tokens["admin"],
+        QM_TEST_TLS_ADDRESS=mutual.address,
+        QM_TEST_TLS_CA=str(pki.ca),
+        QM_TEST_TLS_OTHER_CA=str(pki.other_ca),
+        QM_TEST_TLS_CERT=str(pki.client_cert),
+        QM_TEST_TLS_KEY=str(pki.client_key),
+        QM_TEST_TLS_ROGUE_CERT=str(pki.rogue_cert),
+        QM_TEST_TLS_ROGUE_KEY=str(pki.rogue_key),
     )
     proc = await asyncio.create_subprocess_exec(
         GO or "go",
@@ -117,7 +133,8 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
 @pytest.mark.timeout(GO_TIMEOUT_S + 60)
 async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tmp_path: Path) -> None:
     """The server stops while a Go handler runs: the worker gets DRAIN, finishes the run on that stream,
-    and runs new jobs once a server is back on the same address."""
+    half-closes it (the Go test checks that it does so before the server ends the stream, which another
+    worker's held job keeps open), and runs new jobs once a server is back on the same address."""
     binary = tmp_path / "queuemanager.test"
     build = await asyncio.create_subprocess_exec(
         GO or "go",
@@ -160,7 +177,10 @@ async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tm
             started = asyncio.get_running_loop().time()
             await server.stop()
             took = asyncio.get_running_loop().time() - started
-            assert took < DRAIN_GRACE_MS / 2000, f"the worker held the stream {took:.1f}s after DRAIN"
+            assert took < DRAIN_GRACE_MS / 2000, (
+                f"the worker held the stream {took:.1f}s after DRAIN"
+                " (it must half-close once its runs are done)"
+            )
             await server_factory(listen=listen)
             proc.stdin.write(b"RESTARTED\n")
             await proc.stdin.drain()

@@ -234,3 +234,48 @@ func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
 	}
 	return out, n.err
 }
+
+// jobOptionsFromProto is the reverse of JobOptions.proto, for options the server returns (a schedule's job
+// template); nil stays nil.
+func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
+	if p == nil {
+		return nil
+	}
+	o := &JobOptions{
+		Priority:         Priority(p.GetPriority()),
+		Delay:            durationOf(p.GetDelay()),
+		ScheduleTime:     timeOf(p.GetScheduleTime()),
+		Attempts:         int(p.GetAttempts()),
+		JobID:            p.GetJobId(),
+		Timeout:          durationOf(p.GetTimeout()),
+		MaxStalled:       int(p.GetMaxStalled()),
+		RemoveOnComplete: keepJobsFromProto(p.GetRemoveOnComplete()),
+		RemoveOnFail:     keepJobsFromProto(p.GetRemoveOnFail()),
+	}
+	if b := p.GetBackoff(); b != nil {
+		o.Backoff = &Backoff{
+			Type: BackoffType(b.GetType()), Delay: durationOf(b.GetDelay()), Jitter: b.GetJitter(),
+			MaxDelay: durationOf(b.GetMaxDelay()),
+		}
+	}
+	if m := p.GetMetadata(); m != nil {
+		o.Metadata = &Metadata{CorrelationID: m.GetCorrelationId(), Tags: m.GetTags(), Attributes: m.GetAttributes()}
+	}
+	if d := p.GetDedup(); d != nil {
+		o.Dedup = &Dedup{Key: d.GetKey(), TTL: durationOf(d.GetTtl())}
+	}
+	for _, link := range p.GetChainTo() {
+		o.ChainTo = append(o.ChainTo, ChainLink{
+			Queue: link.GetQueueName(), Name: link.GetJobName(), Data: payloadValue(link.GetData()),
+			Options: jobOptionsFromProto(link.GetOptions()),
+		})
+	}
+	return o
+}
+
+func keepJobsFromProto(p *pb.KeepJobs) *KeepJobs {
+	if p == nil {
+		return nil
+	}
+	return &KeepJobs{Remove: p.GetRemove(), Age: durationOf(p.GetAge()), Count: int(p.GetCount())}
+}

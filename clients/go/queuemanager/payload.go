@@ -62,6 +62,19 @@ func decodePayload(p *pb.Payload) ([]byte, string) {
 	return nil, ""
 }
 
+// payloadValue is a Payload as a value that encodePayload sends back unchanged: json.RawMessage for JSON,
+// []byte otherwise, nil for none.
+func payloadValue(p *pb.Payload) any {
+	body, contentType := decodePayload(p)
+	if body == nil {
+		return nil
+	}
+	if contentType == ContentTypeJSON {
+		return json.RawMessage(body)
+	}
+	return body
+}
+
 // valueJSON is a protobuf Value as compact JSON text (nil stays nil).
 func valueJSON(v *structpb.Value) []byte {
 	if v == nil {
