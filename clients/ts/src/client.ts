@@ -192,7 +192,8 @@ export class QueueManager {
 
   /**
    * Yields a snapshot of the queues' metrics at once, then every `intervalMs` (100 to 60,000; default
-   * 1,000), until you stop iterating (`break`) or `signal` fires. Pushed by the server: no polling.
+   * 1,000), until you stop iterating (`break`) or `signal` fires (the loop then ends, with no error). Pushed
+   * by the server: no polling.
    * `queues` is a name or a list of names (`NotFoundError` if one is unknown); none watches every queue,
    * those registered later included.
    */
@@ -218,6 +219,9 @@ export class QueueManager {
         yield { time: fromTimestamp(res.time), metrics: res.metrics.map(metricsFromProto), workers: res.workers.map(workerFromProto) };
       }
     } catch (err) {
+      if (options.signal?.aborted) {
+        return; // the caller's own signal ends the stream, as leaving the loop does
+      }
       throw errorFromRpc(err);
     } finally {
       options.signal?.removeEventListener("abort", stop);

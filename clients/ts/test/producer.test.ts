@@ -108,7 +108,7 @@ describe("metrics stream", () => {
     assert.ok(time instanceof Date && Math.abs(time.getTime() - Date.now()) < 60_000, String(time));
   });
 
-  it("maps an unknown queue, a bad interval and a fired signal", async () => {
+  it("maps an unknown queue and a bad interval; the caller's signal ends the stream quietly", async () => {
     const first = async (it: AsyncIterable<unknown>) => {
       for await (const item of it) {
         return item;
@@ -123,12 +123,10 @@ describe("metrics stream", () => {
     await assert.rejects(first(qm.watchMetrics(name, { intervalMs: -1 })), RangeError);
     const stop = new AbortController();
     const got: unknown[] = [];
-    await assert.rejects(async () => {
-      for await (const snapshot of qm.watchMetrics(undefined, { intervalMs: 100, signal: stop.signal })) {
-        got.push(snapshot);
-        stop.abort();
-      }
-    }, QueueManagerError);
+    for await (const snapshot of qm.watchMetrics(undefined, { intervalMs: 100, signal: stop.signal })) {
+      got.push(snapshot);
+      stop.abort();
+    }
     assert.equal(got.length, 1);
   });
 });
