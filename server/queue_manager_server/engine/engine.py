@@ -398,8 +398,7 @@ class Engine:
         when it is free (engine/direct.py: no pool, retry or script check on the way), else as a pipeline; an
         error reply is left in its place. Calls refused NOSCRIPT (Redis lost its scripts) are sent again once
         the script is loaded, as `Store.execute` does."""
-        script = self.scripts.get(name)
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+        commands = [self.scripts.command(name, keys, args) for keys, args in calls]
         replies = await conn.run(commands)
         if replies is None:
             pipe = self.store.pipeline()

@@ -167,10 +167,14 @@ class Scripts:
     def get(self, name: str) -> AsyncScript:
         return self._scripts[name]
 
+    def command(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+        """A call of the script `name` as a bare EVALSHA command (what Redis refuses NOSCRIPT is loaded and
+        sent again: `resend_refused`)."""
+        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+
     def call_in(self, pipe: Pipe, name: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
-        """Queues a call of the script `name` on a pipeline: a bare EVALSHA (Store.execute loads the script
-        only when Redis answers that it lacks it)."""
-        pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+        """Queues a call of the script `name` on a pipeline (`command`; Store.execute sends it)."""
+        pipe.execute_command(*self.command(name, keys, args))
 
     def source(self, sha: str | bytes) -> str | None:
         """The text of the script with this SHA1 (None: not one of these)."""
