@@ -25,8 +25,9 @@ def load(
     *queues: QueueLoad,
     cpu: float | None = 20.0,
     memory: float | None = 30.0,
+    others: int = 0,
 ) -> PoolLoad:
-    return PoolLoad(tuple(queues), workers, cpu, memory)
+    return PoolLoad(tuple(queues), workers, cpu, memory, others)
 
 
 def q(
@@ -45,7 +46,7 @@ def q(
         # Capped by max, and no growth at all while the machine is busy.
         (load(2, q(waiting=500)), 6, "capped at max 6"),
         (load(2, q(waiting=500), cpu=95.0), 2, "not growing: CPU 95% >= 90%"),
-        (load(2, q(waiting=500), memory=80.0), 2, "not growing: memory 80% >= 80%"),
+        (load(1, q(waiting=500), memory=80.0), 1, "not growing: memory 80% >= 80%"),
         (load(0, q(waiting=500), cpu=99.0), 1, "not growing: CPU 99%"),
         # Unknown machine use (no psutil) sets no limit.
         (load(2, q(waiting=50), cpu=None, memory=None), 5, "need 5"),
@@ -60,6 +61,15 @@ def q(
         (load(2, q(waiting=3, active=17, age=4.0, name="slo")), 2, "20 job(s)"),
         (load(2, q(waiting=3, active=17, age=60.0, name="no-target")), 2, "20 job(s)"),
         (load(6, q(waiting=3, active=57, age=9.0, name="slo")), 6, "capped at max 6"),
+        # Other workers on the same queues: the pool takes its share of the jobs by slots. 100 jobs, 2
+        # processes of 10 here and 20 slots elsewhere: 50 jobs, 5 processes (the whole would ask for 10).
+        (load(2, q(waiting=100), others=20), 5, "share beside 20 other slot(s) needs 5 process(es)"),
+        # Two like pools that share 60 jobs, 3 processes each: 3 each, stable (each alone would ask for 6).
+        (load(3, q(waiting=30, active=30), others=30), 3, "60 job(s) waiting or running; this pool's"),
+        # A large fixed worker takes most of it: the pool stays small.
+        (load(1, q(waiting=40), others=500), 1, "needs 1 process(es)"),
+        # A pool at zero counts one process's slots, so it still starts one beside others.
+        (load(0, q(waiting=40), others=500), 1, "needs 1 process(es)"),
         # Nothing to do at the minimum: stay.
         (load(1), 1, "0 job(s) waiting or running need 0"),
     ],
@@ -118,6 +128,23 @@ def test_growth_cancels_a_pending_shrink() -> None:
     assert up.desired == 6 and up.state.low_since is None
     again = decide(POLICY, load(6, q(waiting=5)), up.state, now=35.0)
     assert again.desired == 6  # a new delay starts at 35, not at 0
+
+
+def test_memory_at_its_limit_sheds_one_process_per_cooldown_down_to_min() -> None:
+    busy = q(waiting=500)
+    first = decide(POLICY, load(4, busy, memory=85.0), ScalingState(), now=0.0)
+    assert first.desired == 3 and "memory 85% >= 80%; one process fewer" in first.reason
+    held = decide(POLICY, load(3, busy, memory=85.0), first.state, now=4.0)
+    assert held.desired == 3 and "shedding again in 1.0s" in held.reason
+    second = decide(POLICY, load(3, busy, memory=85.0), held.state, now=5.0)
+    assert second.desired == 2
+    third = decide(POLICY, load(2, busy, memory=85.0), second.state, now=10.0)
+    assert third.desired == 1
+    at_min = decide(POLICY, load(1, busy, memory=99.0), third.state, now=20.0)
+    assert at_min.desired == 1 and "not growing: memory 99%" in at_min.reason
+    # Memory back under its limit: the backlog grows the pool again.
+    relieved = decide(POLICY, load(1, busy, memory=50.0), at_min.state, now=30.0)
+    assert relieved.desired == 6
 
 
 def test_scale_to_zero_and_back() -> None:

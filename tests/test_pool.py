@@ -139,6 +139,49 @@ async def test_grows_with_a_backlog_shrinks_when_idle_and_runs_every_job_once(
     assert pool.pids == []
 
 
+async def test_beside_another_worker_on_its_queue_the_pool_sizes_for_its_share(
+    server: RunningServer, app: str, tmp_path: Path
+) -> None:
+    """A worker outside the pool with 50 slots on the same queue: 40 jobs are the pool's share of 2 (one
+    process of 2), not 20 processes' worth (capped at 3), as if it were the queue's only consumer."""
+    client = QueueManager(server.address)
+    await client.register_queue("pool-work")
+    started = asyncio.Event()
+
+    @client.processor("pool-work")
+    async def elsewhere(job: object) -> None:
+        started.set()
+        await asyncio.sleep(2.0)
+
+    other = await client.start_workers("pool-work", concurrency=50)
+    decided: list[PoolEvent] = []
+    pool = make_pool(
+        app, server, tmp_path, queues=["pool-work"], min_workers=1, max_workers=3, on_event=decided.append
+    )
+    try:
+        await client.add_bulk("pool-work", [{"name": "w", "data": {"sleep": 2.0}} for _ in range(40)])
+        async with asyncio.timeout(WAIT):
+            await started.wait()
+        await pool.start()
+
+        async def looked() -> bool:
+            return "other slot(s)" in pool.reason  # a decision is not an event when it changes nothing
+
+        await eventually(looked, "the pool to decide beside the other worker", WAIT)
+        assert "beside 50 other slot(s) needs 1 process(es)" in pool.reason, pool.reason
+
+        async def done() -> bool:
+            return (await client.get_queue_metrics("pool-work")).completed_total == 40
+
+        await eventually(done, "the 40 jobs to complete", WAIT)  # the pool looked all the while they ran
+        assert pool.desired_workers == 1, pool.reason
+        assert [e.desired for e in decided if e.kind == "desired"] in ([], [1]), decided
+    finally:
+        await pool.shutdown()
+        await other.shutdown()
+        await client.shutdown()
+
+
 async def test_a_killed_process_is_replaced_and_its_job_recovered(
     server_factory: ServerFactory, app: str, tmp_path: Path
 ) -> None:

@@ -8,11 +8,15 @@ The rule, in order:
 
 1. **Depth.** The jobs of the watched queues that want a slot now (waiting, and active on any worker) need
    ``ceil(jobs / concurrency)`` processes. A paused or held queue's waiting jobs do not count: more
-   processes could not start them.
+   processes could not start them. When other workers take jobs from these queues too (another pool on
+   another host, a fixed worker), the pool takes its share of the jobs in proportion to its slots (at least
+   one process's) against theirs, so pools that share queues do not each size themselves for all of them.
 2. **Age.** A queue whose oldest waiting job has waited longer than its target wait asks for one process
    more than the pool has, even when depth alone is met (long jobs, few of them).
 3. **Bounds.** The result is kept between ``min_workers`` and ``max_workers``; while the machine's CPU or
-   memory use is at or above its limit the pool does not grow (it keeps what it has).
+   memory use is at or above its limit the pool does not grow (it keeps what it has). While memory is at or
+   above its limit the pool sheds one process (down to ``min_workers``) at once, then one more after each
+   ``scale_up_cooldown`` while it stays so: a machine short of memory is not left to its OOM killer.
 4. **Up at once, down slowly.** Growing happens at once, then not again for ``scale_up_cooldown`` seconds
    (new processes take a moment to connect and take jobs; the age rule would otherwise add one per look).
    Shrinking waits until the need has stayed below the current count for ``scale_down_delay`` seconds,
@@ -109,12 +113,15 @@ class PoolLoad:
         workers: The processes the pool keeps now (its current target, whether or not each has started).
         cpu_percent: Machine CPU use in percent of all cores; None when unknown (no psutil).
         memory_percent: Machine memory use in percent; None when unknown.
+        other_slots: Jobs that workers outside the pool can run at once from the watched queues (the sum of
+            their concurrency); 0 when the pool is their only consumer.
     """
 
     queues: tuple[QueueLoad, ...]
     workers: int
     cpu_percent: float | None = None
     memory_percent: float | None = None
+    other_slots: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +129,7 @@ class ScalingState:
     """What `decide` remembers between calls (start with ``ScalingState()``).
 
     Attributes:
-        last_up: When the pool last grew (the caller's clock); None if never.
+        last_up: When the pool last grew or shed a process for memory (the caller's clock); None if never.
         low_since: Since when the need has stayed below the current count; None while it has not.
         low_peak: The highest need seen since ``low_since``.
     """
@@ -160,6 +167,13 @@ def decide(policy: ScalingPolicy, load: PoolLoad, state: ScalingState, now: floa
     """
     need, reason = _need(policy, load)
     current = load.workers
+    if current > policy.min_workers and _over(policy.max_memory, load.memory_percent):
+        # Memory at its limit: one process fewer now, and one more per cooldown while it stays so.
+        short = f"memory {load.memory_percent:.0f}% >= {policy.max_memory:g}%"
+        if state.last_up is not None and now - state.last_up < policy.scale_up_cooldown:
+            wait = policy.scale_up_cooldown - (now - state.last_up)
+            return ScalingDecision(current, need, f"{short}; shedding again in {wait:.1f}s", _steady(state))
+        return ScalingDecision(current - 1, need, f"{short}; one process fewer", ScalingState(last_up=now))
     if need > current:
         if state.last_up is not None and now - state.last_up < policy.scale_up_cooldown:
             wait = policy.scale_up_cooldown - (now - state.last_up)
@@ -185,6 +199,14 @@ def _need(policy: ScalingPolicy, load: PoolLoad) -> tuple[int, str]:
     jobs = sum(q.active + (0 if q.blocked else q.waiting) for q in load.queues)
     need = math.ceil(jobs / policy.concurrency)
     reason = f"{jobs} job(s) waiting or running need {need} process(es) of {policy.concurrency}"
+    if load.other_slots > 0 and jobs > 0:
+        mine = max(load.workers, 1) * policy.concurrency
+        share = -(-jobs * mine // (mine + load.other_slots))  # whole jobs, rounded up: a part needs a slot
+        need = -(-share // policy.concurrency)
+        reason = (
+            f"{jobs} job(s) waiting or running; this pool's share beside {load.other_slots} other slot(s) "
+            f"needs {need} process(es) of {policy.concurrency}"
+        )
     for q in load.queues:
         target = policy.target_wait.get(q.queue)
         age = q.oldest_waiting_age
@@ -208,12 +230,13 @@ def _need(policy: ScalingPolicy, load: PoolLoad) -> tuple[int, str]:
 
 def _machine_busy(policy: ScalingPolicy, load: PoolLoad) -> str:
     """Why the machine has no room for another process ('' when it has)."""
-    if policy.max_cpu is not None and load.cpu_percent is not None and load.cpu_percent >= policy.max_cpu:
+    if _over(policy.max_cpu, load.cpu_percent):
         return f"CPU {load.cpu_percent:.0f}% >= {policy.max_cpu:g}%"
-    if (
-        policy.max_memory is not None
-        and load.memory_percent is not None
-        and load.memory_percent >= policy.max_memory
-    ):
+    if _over(policy.max_memory, load.memory_percent):
         return f"memory {load.memory_percent:.0f}% >= {policy.max_memory:g}%"
     return ""
+
+
+def _over(limit: float | None, use: float | None) -> bool:
+    """Whether a measured use is at or above its limit (no limit or no measure: never)."""
+    return limit is not None and use is not None and use >= limit

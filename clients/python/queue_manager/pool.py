@@ -321,7 +321,7 @@ class WorkerManager(RunsUntilShutdown):
         loads = tuple(_queue_load(by_name[q]) for q in self.queues if q in by_name)
         self._note_in_flight(snapshot.workers)
         cpu, memory = self._machine.sample()
-        load = PoolLoad(loads, self._desired, cpu, memory)
+        load = PoolLoad(loads, self._desired, cpu, memory, self._other_slots(snapshot.workers))
         decision = decide(self.policy, load, self._scaling, asyncio.get_running_loop().time())
         self._scaling = decision.state
         if decision.desired != self._desired:
@@ -335,6 +335,18 @@ class WorkerManager(RunsUntilShutdown):
         held = {w.labels.get("pid"): w.in_flight for w in workers if w.labels.get("host") == self._host}
         for child in self._children:
             child.in_flight = held.get(str(child.pid), 0)
+
+    def _other_slots(self, workers: list[WorkerInfo]) -> int:
+        """The slots of workers outside this pool that take jobs from its queues (another pool, a fixed
+        worker): the pool sizes itself for its share of the jobs beside them."""
+        mine = {str(child.pid) for child in self._children}
+        watched = set(self.queues)
+        return sum(
+            w.concurrency
+            for w in workers
+            if not (w.labels.get("host") == self._host and w.labels.get("pid") in mine)
+            and watched.intersection(w.queues)
+        )
 
     def _set_desired(self, desired: int, reason: str) -> None:
         self._desired = desired
