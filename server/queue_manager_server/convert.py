@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -228,6 +228,31 @@ def job_from(
         if options.chain_to:
             _chain_in(out, options, f"{field}.options.chain_to", payload_limit)
     return out
+
+
+# Attributes of the W3C trace context, which belong together: a job with a traceparent of its own inherits
+# neither (a traceparent of one trace beside a tracestate of another would be a context of neither).
+_TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
+
+
+def inherit_metadata(
+    own: bytes, attributes: Mapping[str, str], fallback: types_pb2.JobMetadata | None = None
+) -> bytes:
+    """A job's encoded metadata given what it inherits: a chain predecessor's or a workflow run's
+    `attributes` (its trace context among them) go under its own, whose keys win; `fallback` (a run's
+    correlation id and tags) stands in for metadata when the job has none of its own."""
+    if not attributes and (own or fallback is None):
+        return own
+    md = types_pb2.JobMetadata()
+    if own:
+        md.MergeFromString(own)
+    elif fallback is not None:
+        md.CopyFrom(fallback)
+    has_trace = "traceparent" in md.attributes
+    for key, value in attributes.items():
+        if key not in md.attributes and not (has_trace and key in _TRACE_CONTEXT):
+            md.attributes[key] = value
+    return md.SerializeToString()
 
 
 def _chain_in(out: NewJob, o: types_pb2.JobOptions, field: str, payload_limit: int) -> None:

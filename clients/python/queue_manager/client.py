@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 import grpc
 import grpc.aio
 
+from queue_manager import tracing
 from queue_manager.adds import AddBatcher
 from queue_manager.channel import aio_channel, resolve_address
 from queue_manager.checks import (
@@ -74,11 +75,14 @@ from queue_manager.worker import Processor, Worker
 from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
+
     from queue_manager.v1.queue_service_pb2_grpc import QueueServiceAsyncStub
 
 __all__ = ["QueueManager"]
 
 _P = TypeVar("_P", bound=Callable[..., Any])
+_UNREAD = object()
 
 
 class QueueManager:
@@ -98,6 +102,9 @@ class QueueManager:
             deadline.
         worker_labels: Labels (str to str) sent in each worker's hello.
         shutdown_grace: Seconds `shutdown` waits for running jobs (finite, at least 0).
+        tracer_provider: OpenTelemetry tracer provider of the adds' and the workers' spans; None: the global
+            one, read at the first add (and by each worker at its start). Tracing is off when no provider is
+            configured then, or without ``queue-manager[otel]`` (docs/observability.md).
 
     Raises:
         TypeError: An argument of the wrong type (``concurrency="5"``).
@@ -116,6 +123,7 @@ class QueueManager:
         timeout: float | None = None,
         worker_labels: Mapping[str, str] | None = None,
         shutdown_grace: float = 30.0,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.address = resolve_address(address)
         self.concurrency = check_concurrency(concurrency)
@@ -125,6 +133,10 @@ class QueueManager:
         self._token = check_token(token)
         self._channel_options = check_channel_options(channel_options)
         self._worker_labels = check_labels(worker_labels)
+        self._tracer_provider = tracer_provider
+        # The adds' tracer, read at the first add (a client made at import time, before the application
+        # configured OpenTelemetry, still traces): None when tracing is off, _UNREAD before.
+        self._tracer: Tracer | object | None = _UNREAD
         self._channel: grpc.aio.Channel | None = None
         self._queues: QueueServiceAsyncStub | None = None
         self._adds: AddBatcher | None = None
@@ -210,6 +222,7 @@ class QueueManager:
             token=self._token,
             channel_options=self._channel_options,
             shutdown_grace=self.shutdown_grace,
+            tracer_provider=self._tracer_provider,
         )
         await worker.start()
         if handle_signals:
@@ -253,8 +266,18 @@ class QueueManager:
             created is ``data`` itself, not a copy (bytes-like data as bytes).
         """
         request = add_job_request(queue_name, name, data, options)
-        # Concurrent add_job calls share AddJobBatch calls (adds.py); a lone one is a plain AddJob.
-        answer = await self._batcher().add(request)
+        tracer = self._tracing()
+        if tracer is None:
+            # Concurrent add_job calls share AddJobBatch calls (adds.py); a lone one is a plain AddJob.
+            answer = await self._batcher().add(request)
+        else:
+            with tracing.publish(tracer, queue_name) as span:
+                tracing.carry(request.job.options.metadata, tracing.trace_context(span))
+                answer = await self._batcher().add(request)
+                span.set_attribute(
+                    "messaging.message.id",
+                    answer.id if isinstance(answer, jobs_pb2.CreatedJob) else answer.job.id,
+                )
         if isinstance(answer, jobs_pb2.CreatedJob):
             return created_job(request, answer, data)
         return job_from_proto(answer.job)
@@ -271,6 +294,14 @@ class QueueManager:
         """
         # Validate every job before sending any, so a bad job never leaves the others half added.
         requests = list(bulk_requests(queue_name, jobs))
+        tracer = self._tracing()
+        if tracer is None:
+            return await self._add_bulk(requests)
+        with tracing.publish(tracer, queue_name, sum(len(r.jobs) for r in requests)) as span:
+            tracing.carry_bulk(requests, tracing.trace_context(span))
+            return await self._add_bulk(requests)
+
+    async def _add_bulk(self, requests: list[jobs_pb2.AddBulkRequest]) -> list[str]:
         ids: list[str] = []
         for stream in split_streams(requests):
             call = self._queue_stub().AddBulk(timeout=self.timeout)
@@ -521,9 +552,16 @@ class QueueManager:
         request = workflows_pb2.ExecuteWorkflowRequest(
             workflow=workflow_to_proto(workflow), run_id=run_id or ""
         )
-        response: workflows_pb2.ExecuteWorkflowResponse = await self._unary(
-            self._queue_stub().ExecuteWorkflow, request
-        )
+        tracer = self._tracing()
+        if tracer is None:
+            response: workflows_pb2.ExecuteWorkflowResponse = await self._unary(
+                self._queue_stub().ExecuteWorkflow, request
+            )
+            return response.run_id
+        with tracing.publish_workflow(tracer, request.workflow) as span:
+            tracing.carry(request.workflow.metadata, tracing.trace_context(span))
+            response = await self._unary(self._queue_stub().ExecuteWorkflow, request)
+            span.set_attribute("queue_manager.workflow.run_id", response.run_id)
         return response.run_id
 
     async def get_workflow(self, run_id: str) -> WorkflowRun:
@@ -759,6 +797,13 @@ class QueueManager:
                 "QueueServiceAsyncStub", queue_service_pb2_grpc.QueueServiceStub(self._channel)
             )
         return self._channel
+
+    def _tracing(self) -> Tracer | None:
+        """The adds' tracer (None: tracing is off), read once."""
+        tracer = self._tracer
+        if tracer is _UNREAD:
+            tracer = self._tracer = tracing.tracer(self._tracer_provider)
+        return cast("Tracer | None", tracer)
 
     def _batcher(self) -> AddBatcher:
         if self._adds is None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Generator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf import struct_pb2
 
@@ -25,6 +25,9 @@ from queue_manager.convert import (
 from queue_manager.enums import JobPriority
 from queue_manager.options import JobMetadata, JobOptions
 from queue_manager.v1 import worker_service_pb2
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["JobContext", "ProgressSink"]
 
@@ -73,6 +76,7 @@ class JobContext:
         "_job",
         "_lost",
         "_metadata",
+        "_span",
         "_task",
         "_worker",
         "attempts_made",
@@ -95,6 +99,7 @@ class JobContext:
         self._lost = False
         self._cancelled = False
         self._metadata: JobMetadata | None = None
+        self._span: Span | None = None  # the run's span, when the worker traces (tracing.py)
         self.id = job.id
         self.name = job.name
         self.queue_name = job.queue_name

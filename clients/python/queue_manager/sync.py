@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import grpc
 
+from queue_manager import tracing
 from queue_manager.channel import resolve_address, sync_channel
 from queue_manager.checks import check_channel_options, check_credentials, check_timeout, check_token
 from queue_manager.convert import (
@@ -61,7 +62,12 @@ from queue_manager.v1 import (
 )
 from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
+
 __all__ = ["SyncQueueManager"]
+
+_UNREAD = object()
 
 
 class SyncQueueManager:
@@ -77,6 +83,8 @@ class SyncQueueManager:
         token: Bearer token sent with every call; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
         channel_options: Extra gRPC channel options, ``(name, value)`` pairs.
         timeout: Deadline in seconds for each call, more than 0 and at most 365 days; None for no deadline.
+        tracer_provider: OpenTelemetry tracer provider of the adds' spans; None: the global one, read at the
+            first add (see `QueueManager`).
 
     Raises:
         TypeError: An argument of the wrong type.
@@ -91,9 +99,12 @@ class SyncQueueManager:
         token: str | None = None,
         channel_options: list[tuple[str, Any]] | None = None,
         timeout: float | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.address = resolve_address(address)
         self.timeout = check_timeout(timeout)
+        self._tracer_provider = tracer_provider
+        self._tracer: Tracer | object | None = _UNREAD  # read at the first add (QueueManager._tracer)
         self._channel = sync_channel(
             self.address,
             check_credentials(credentials),
@@ -126,13 +137,29 @@ class SyncQueueManager:
     ) -> Job:
         """Adds one job; see `QueueManager.add_job`."""
         request = add_job_request(queue_name, name, data, options)
-        response: jobs_pb2.AddJobResponse = self._call(self._queues.AddJob, request)
+        tracer = self._tracing()
+        if tracer is None:
+            response: jobs_pb2.AddJobResponse = self._call(self._queues.AddJob, request)
+            return job_from_proto(response.job)
+        with tracing.publish(tracer, queue_name) as span:
+            tracing.carry(request.job.options.metadata, tracing.trace_context(span))
+            response = self._call(self._queues.AddJob, request)
+            span.set_attribute("messaging.message.id", response.job.id)
         return job_from_proto(response.job)
 
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams; returns their ids in order. See `QueueManager.add_bulk`."""
+        requests = list(bulk_requests(queue_name, jobs))
+        tracer = self._tracing()
+        if tracer is None:
+            return self._add_bulk(requests)
+        with tracing.publish(tracer, queue_name, sum(len(r.jobs) for r in requests)) as span:
+            tracing.carry_bulk(requests, tracing.trace_context(span))
+            return self._add_bulk(requests)
+
+    def _add_bulk(self, requests: list[jobs_pb2.AddBulkRequest]) -> list[str]:
         ids: list[str] = []
-        for stream in split_streams(list(bulk_requests(queue_name, jobs))):
+        for stream in split_streams(requests):
             response: jobs_pb2.AddBulkResponse = self._call(self._queues.AddBulk, iter(stream))
             ids += response.job_ids
         return ids
@@ -287,8 +314,23 @@ class SyncQueueManager:
         request = workflows_pb2.ExecuteWorkflowRequest(
             workflow=workflow_to_proto(workflow), run_id=run_id or ""
         )
-        response: workflows_pb2.ExecuteWorkflowResponse = self._call(self._queues.ExecuteWorkflow, request)
+        tracer = self._tracing()
+        response: workflows_pb2.ExecuteWorkflowResponse
+        if tracer is None:
+            response = self._call(self._queues.ExecuteWorkflow, request)
+            return response.run_id
+        with tracing.publish_workflow(tracer, request.workflow) as span:
+            tracing.carry(request.workflow.metadata, tracing.trace_context(span))
+            response = self._call(self._queues.ExecuteWorkflow, request)
+            span.set_attribute("queue_manager.workflow.run_id", response.run_id)
         return response.run_id
+
+    def _tracing(self) -> Tracer | None:
+        """The adds' tracer (None: tracing is off), read once."""
+        tracer = self._tracer
+        if tracer is _UNREAD:
+            tracer = self._tracer = tracing.tracer(self._tracer_provider)
+        return cast("Tracer | None", tracer)
 
     def get_workflow(self, run_id: str) -> WorkflowRun:
         """Returns a run with every step (see `QueueManager.get_workflow`)."""

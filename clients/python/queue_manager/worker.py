@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import os
@@ -48,12 +49,13 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from importlib import metadata as importlib_metadata
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
 import grpc.aio
 from google.protobuf import struct_pb2
 
+from queue_manager import tracing
 from queue_manager.channel import aio_channel, check_address
 from queue_manager.checks import (
     MAX_CONCURRENCY,
@@ -72,6 +74,9 @@ from queue_manager.logsampling import Sampler
 from queue_manager.stats import ProcessStats
 from queue_manager.tracebacks import exception_text, format_failure
 from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
 
 __all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
 
@@ -159,6 +164,8 @@ class Worker(RunsUntilShutdown):
         token: Bearer token of the stream; None: ``QM_TOKEN`` (or ``QM_TOKEN_FILE``), else none.
         channel_options: Extra gRPC channel options.
         shutdown_grace: Default seconds `shutdown` waits for running jobs (finite, at least 0).
+        tracer_provider: OpenTelemetry tracer provider of the runs' spans; None: the global one, read at
+            `start` (tracing is off when none is configured then, or without ``queue-manager[otel]``).
 
     Raises:
         TypeError, ValueError: An argument of the wrong type or out of its range (see `QueueManager`).
@@ -176,6 +183,7 @@ class Worker(RunsUntilShutdown):
         token: str | None = None,
         channel_options: list[tuple[str, Any]] | None = None,
         shutdown_grace: float = 30.0,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if not processors:
             raise ValueError("a worker needs at least one processor")
@@ -196,6 +204,8 @@ class Worker(RunsUntilShutdown):
         self._credentials = check_credentials(credentials)
         self._token = check_token(token)
         self._channel_options = check_channel_options(channel_options)
+        self._tracer_provider = tracer_provider
+        self._tracer: Tracer | None = None  # set at start when tracing is on
         self._channel: grpc.aio.Channel | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -229,6 +239,7 @@ class Worker(RunsUntilShutdown):
         if self._main is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._tracer = tracing.tracer(self._tracer_provider)
         self._channel = aio_channel(self.address, self._credentials, self._channel_options, self._token)
         if any(not is_async for _, is_async in self._processors.values()):
             self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="qm-processor")
@@ -499,7 +510,10 @@ class Worker(RunsUntilShutdown):
             self._running[ctx.key] = ctx
             fn, is_async = entry
             limit = job.options.timeout.ToNanoseconds() / 1e9 if job.options.HasField("timeout") else None
-            ctx._task = self._loop.create_task(self._execute(ctx, fn, is_async, limit))
+            if self._tracer is None:
+                ctx._task = self._loop.create_task(self._execute(ctx, fn, is_async, limit))
+            else:
+                ctx._task = self._loop.create_task(self._execute_traced(ctx, fn, is_async, limit))
 
     def _on_ack(self, ack: worker_service_pb2.ReportAck) -> None:
         if ack.delivery_stopped:
@@ -617,11 +631,24 @@ class Worker(RunsUntilShutdown):
         else:
             self._complete(ctx, result, time.perf_counter_ns() - started)
 
+    async def _execute_traced(
+        self, ctx: JobContext, fn: Processor, is_async: bool, limit: float | None
+    ) -> None:
+        """`_execute` inside the run's span (tracing.process); `_fail` marks the span failed."""
+        assert self._tracer is not None
+        with tracing.process(self._tracer, ctx.queue_name, ctx._job) as span:
+            ctx._span = span
+            await self._execute(ctx, fn, is_async, limit)
+
     async def _call(self, ctx: JobContext, fn: Processor, is_async: bool) -> Any:
         if is_async:
             return await fn(ctx)
         assert self._loop is not None
-        result = await self._loop.run_in_executor(self._executor, fn, ctx)
+        if ctx._span is None:
+            result = await self._loop.run_in_executor(self._executor, fn, ctx)
+        else:  # the run's span stays current in the thread (an executor does not carry context variables)
+            run = contextvars.copy_context().run
+            result = await self._loop.run_in_executor(self._executor, run, fn, ctx)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -679,6 +706,9 @@ class Worker(RunsUntilShutdown):
         if ctx._lost:
             self._finish(ctx)
             return
+        message = _failure_message(exc)
+        if ctx._span is not None:
+            tracing.record_failure(ctx._span, exc, message)
         kind = _failure_kind(ctx, exc)
         # Sampled only where the line is logged at all (as the server does its own, services/reports.py).
         if logger.isEnabledFor(kind[2]) and self._failure_log.admit(kind):
@@ -687,7 +717,7 @@ class Worker(RunsUntilShutdown):
             queue_name=ctx.queue_name,
             job_id=ctx.id,
             lease_token=ctx.lease_token,
-            message=_failure_message(exc),
+            message=message,
             stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
             do_not_retry=isinstance(exc, UnrecoverableError),
         )

@@ -52,7 +52,7 @@ _WORKFLOW_KEYS = frozenset({"id", "name", "steps", "metadata"})
 _STEP_KEYS = frozenset(
     {"key", "queue_name", "job_name", "data", "options", "on_success", "on_failure", "depends_on"}
 )
-_METADATA_KEYS = frozenset({"created_by", "correlation_id", "tags"})
+_METADATA_KEYS = frozenset({"created_by", "correlation_id", "tags", "attributes"})
 
 
 class WorkflowState(enum.Enum):
@@ -136,7 +136,8 @@ class WorkflowRun:
         workflow_id: Id of the workflow definition.
         name: Workflow name.
         state: Where the run is.
-        created_by, correlation_id, tags: The metadata given at execution.
+        created_by, correlation_id, tags, attributes: The metadata given at execution (attributes include the
+            trace context of a traced `execute_workflow`).
         steps: Every step, in definition order (empty in `list_workflows`).
         created_at: When the run started.
         finished_at: When it finished.
@@ -152,6 +153,7 @@ class WorkflowRun:
     created_by: str = ""
     correlation_id: str = ""
     tags: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
     steps: list[WorkflowStepRun] = field(default_factory=list)
     created_at: datetime | None = None
     finished_at: datetime | None = None
@@ -182,6 +184,12 @@ def workflow_to_proto(workflow: WorkflowLike) -> workflows_pb2.Workflow:
     msg.metadata.created_by = str(metadata.get("created_by") or "")
     msg.metadata.correlation_id = str(metadata.get("correlation_id") or "")
     msg.metadata.tags.extend(str(t) for t in metadata.get("tags") or ())
+    attributes = metadata.get("attributes") or {}
+    if not isinstance(attributes, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        raise TypeError("workflow metadata attributes must be a mapping of str to str")
+    msg.metadata.attributes.update(attributes)
     return msg
 
 
@@ -224,6 +232,7 @@ def workflow_run_from_proto(msg: workflows_pb2.WorkflowRun) -> WorkflowRun:
         created_by=msg.metadata.created_by,
         correlation_id=msg.metadata.correlation_id,
         tags=list(msg.metadata.tags),
+        attributes=dict(msg.metadata.attributes),
         steps=[
             WorkflowStepRun(
                 key=s.key,

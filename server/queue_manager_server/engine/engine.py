@@ -45,7 +45,7 @@ SWEEP_CHUNK = 200
 PROMOTE_PER_CLAIM = 1000
 DEFAULT_DLQ = "dead-letter-queue"
 # The fields of a flow entry (common.lua on_finished), in the order flow_pending.lua answers them.
-FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par")
+FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par", "md")
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
@@ -872,8 +872,9 @@ class Engine:
         k = self.keys(queue)
         r = await self.scripts.run("flow_pending", [k.flow_outbox], [k.job_prefix, limit])
         out: list[tuple[str, dict[str, bytes]]] = []
-        for i in range(0, len(r), 8):
-            values = r[i + 1 : i + 8]
+        step = len(FLOW_ENTRY_FIELDS) + 1
+        for i in range(0, len(r), step):
+            values = r[i + 1 : i + step]
             out.append(
                 (
                     _s(r[i]),

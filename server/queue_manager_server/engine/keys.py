@@ -108,8 +108,9 @@ class QueueKeys:
         return f"{self.base}:flow-outbox"
 
     def flow(self, job_id: str) -> str:
-        """hash: a finished flow job's outcome and flow fields (st, fts, res, rct, err, name, chn, par), kept
-        until its hand-off is done, so retention may delete the job meanwhile."""
+        """hash: a finished flow job's outcome and flow fields (st, fts, res, rct, err, name, chn, par; md,
+        its metadata, when a chain link follows it), kept until its hand-off is done, so retention may delete
+        the job meanwhile."""
         return f"{self.base}:flow:{job_id}"
 
     def logs(self, job_id: str) -> str:

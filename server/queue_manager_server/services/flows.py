@@ -175,6 +175,9 @@ class Flows:
         link, rest = chain[0], chain[1:]
         job = convert.job_from(link.job_name, link.data, link.options, "chain_to[0]", self.payload_limit)
         job.id = job.id or successor_id(queue, job_id)
+        # The predecessor's attributes, its trace context among them: the whole chain is one trace.
+        inherited = types_pb2.JobMetadata.FromString(entry.get("md", b""))
+        job.metadata = convert.inherit_metadata(job.metadata, inherited.attributes)
         parent = types_pb2.ParentJob(
             job=types_pb2.JobRef(queue_name=queue, job_id=job_id),
             state=_STATES["completed"],

@@ -356,8 +356,9 @@ class Workflows:
         spec: workflows_pb2.WorkflowStep,
         metadata: workflows_pb2.WorkflowMetadata,
     ) -> NewJob:
-        """The job of a starting step: its spec's job, with its run and parents as its flow view, and the
-        run's metadata unless the spec has its own."""
+        """The job of a starting step: its spec's job, with its run and parents as its flow view, the run's
+        attributes (its trace context among them) under the spec's own, and the run's correlation id and
+        tags unless the spec has metadata of its own."""
         job = convert.job_from(spec.job_name, spec.data, spec.options, key, self.payload_limit)
         job.id = step_job_id(run_id, key)
         view = types_pb2.Job(
@@ -365,10 +366,10 @@ class Workflows:
             workflow=types_pb2.WorkflowStepRef(run_id=run_id, step_key=key),
         )
         job.extra = {"flo": b"1", "par": view.SerializeToString()}
-        if not job.metadata and (metadata.correlation_id or metadata.tags):
-            job.metadata = types_pb2.JobMetadata(
-                correlation_id=metadata.correlation_id, tags=metadata.tags
-            ).SerializeToString()
+        fallback = None
+        if metadata.correlation_id or metadata.tags:
+            fallback = types_pb2.JobMetadata(correlation_id=metadata.correlation_id, tags=metadata.tags)
+        job.metadata = convert.inherit_metadata(job.metadata, metadata.attributes, fallback)
         return job
 
     async def resume_starting(self) -> int:

@@ -330,7 +330,10 @@ type WorkflowMetadata struct {
 	// Correlation id to follow a request across systems; also set on every step's job.
 	CorrelationId string `protobuf:"bytes,2,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	// Free tags.
-	Tags          []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Free string map (trace context, tenant, origin…), copied into every step's job's metadata attributes
+	// (a step's own attributes win over the run's).
+	Attributes    map[string]string `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,6 +385,13 @@ func (x *WorkflowMetadata) GetCorrelationId() string {
 func (x *WorkflowMetadata) GetTags() []string {
 	if x != nil {
 		return x.Tags
+	}
+	return nil
+}
+
+func (x *WorkflowMetadata) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
 	}
 	return nil
 }
@@ -1171,12 +1181,18 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\n" +
 	"on_failure\x18\a \x03(\v2\x1e.queue_manager.v1.WorkflowStepR\tonFailure\x12\x1d\n" +
 	"\n" +
-	"depends_on\x18\b \x03(\tR\tdependsOn\"l\n" +
+	"depends_on\x18\b \x03(\tR\tdependsOn\"\xff\x01\n" +
 	"\x10WorkflowMetadata\x12\x1d\n" +
 	"\n" +
 	"created_by\x18\x01 \x01(\tR\tcreatedBy\x12%\n" +
 	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12\x12\n" +
-	"\x04tags\x18\x03 \x03(\tR\x04tags\"\xa4\x01\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12R\n" +
+	"\n" +
+	"attributes\x18\x04 \x03(\v22.queue_manager.v1.WorkflowMetadata.AttributesEntryR\n" +
+	"attributes\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
 	"\bWorkflow\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x124\n" +
@@ -1273,7 +1289,7 @@ func file_queue_manager_v1_workflows_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_workflows_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_queue_manager_v1_workflows_proto_goTypes = []any{
 	(WorkflowState)(0),              // 0: queue_manager.v1.WorkflowState
 	(WorkflowStepState)(0),          // 1: queue_manager.v1.WorkflowStepState
@@ -1291,36 +1307,38 @@ var file_queue_manager_v1_workflows_proto_goTypes = []any{
 	(*ListWorkflowsResponse)(nil),   // 13: queue_manager.v1.ListWorkflowsResponse
 	(*CancelWorkflowRequest)(nil),   // 14: queue_manager.v1.CancelWorkflowRequest
 	(*CancelWorkflowResponse)(nil),  // 15: queue_manager.v1.CancelWorkflowResponse
-	(*Payload)(nil),                 // 16: queue_manager.v1.Payload
-	(*JobOptions)(nil),              // 17: queue_manager.v1.JobOptions
-	(JobState)(0),                   // 18: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),   // 19: google.protobuf.Timestamp
+	nil,                             // 16: queue_manager.v1.WorkflowMetadata.AttributesEntry
+	(*Payload)(nil),                 // 17: queue_manager.v1.Payload
+	(*JobOptions)(nil),              // 18: queue_manager.v1.JobOptions
+	(JobState)(0),                   // 19: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),   // 20: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_workflows_proto_depIdxs = []int32{
-	16, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
-	17, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
+	17, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
+	18, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
 	3,  // 2: queue_manager.v1.WorkflowStep.on_success:type_name -> queue_manager.v1.WorkflowStep
 	3,  // 3: queue_manager.v1.WorkflowStep.on_failure:type_name -> queue_manager.v1.WorkflowStep
-	3,  // 4: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
-	4,  // 5: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
-	1,  // 6: queue_manager.v1.WorkflowStepRun.state:type_name -> queue_manager.v1.WorkflowStepState
-	18, // 7: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
-	16, // 8: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
-	2,  // 9: queue_manager.v1.WorkflowStepRun.branch:type_name -> queue_manager.v1.WorkflowBranch
-	0,  // 10: queue_manager.v1.WorkflowRun.state:type_name -> queue_manager.v1.WorkflowState
-	4,  // 11: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
-	6,  // 12: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
-	19, // 13: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
-	19, // 14: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
-	5,  // 15: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
-	7,  // 16: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	7,  // 17: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
-	7,  // 18: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 4: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
+	3,  // 5: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
+	4,  // 6: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
+	1,  // 7: queue_manager.v1.WorkflowStepRun.state:type_name -> queue_manager.v1.WorkflowStepState
+	19, // 8: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
+	17, // 9: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
+	2,  // 10: queue_manager.v1.WorkflowStepRun.branch:type_name -> queue_manager.v1.WorkflowBranch
+	0,  // 11: queue_manager.v1.WorkflowRun.state:type_name -> queue_manager.v1.WorkflowState
+	4,  // 12: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
+	6,  // 13: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
+	20, // 14: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
+	20, // 15: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
+	5,  // 16: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
+	7,  // 17: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	7,  // 18: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
+	7,  // 19: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_workflows_proto_init() }
@@ -1335,7 +1353,7 @@ func file_queue_manager_v1_workflows_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_workflows_proto_rawDesc), len(file_queue_manager_v1_workflows_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

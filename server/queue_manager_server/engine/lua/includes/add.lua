@@ -124,7 +124,12 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if kf ~= '' then put(f, 'kf', kf) end
   if to ~= '0' then put(f, 'to', to) end
   if ms ~= '0' then put(f, 'ms', ms) end
-  if md == '' then md = d[10] or '' end
+  -- The queue's default metadata goes under the job's own: encoded messages concatenated decode as one
+  -- merged message, so the job's correlation id and attributes win and the tags of both are kept. (A
+  -- job's own metadata replaced the default whole: a traced add, whose trace context is metadata of its
+  -- own, lost the queue's default correlation id, tags and attributes.)
+  local dmd = d[10] or ''
+  if md == '' then md = dmd elseif dmd ~= '' then md = dmd .. md end
   if md ~= '' then put(f, 'md', md) end
   if extra ~= '' then
     local e = netstrings(extra)

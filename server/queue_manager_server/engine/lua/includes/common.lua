@@ -305,15 +305,18 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
     if wt then notify_job(prefix, id, jkey, state, wt) end
     return 0
   end
-  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt')
+  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt', 'md')
   if f[8] and not f[9] then release_dedup(prefix, id, f[8]) end
   notify_job(prefix, id, jkey, state, f[10])
   if not f[1] then return 0 end
   -- A completed job without 'res' returned JSON null, one without 'rct' JSON (complete.lua).
   local res = f[2] or (state == 'completed' and 'null' or '')
-  redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', res,
+  local entry = queue_key(prefix, 'flow:' .. id)
+  redis.call('HSET', entry, 'st', state, 'fts', now, 'res', res,
     'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '',
     'par', f[7] or '')
+  -- A chain's next link inherits the job's metadata attributes, its trace context among them (flows.py).
+  if f[11] and f[6] then redis.call('HSET', entry, 'md', f[11]) end
   redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
   return 1
 end
