@@ -57,6 +57,7 @@ EXPECTED = {
     "TestWatchMetricsStreamsSnapshots",
     "TestSchedulesUpsertGetListDelete",
     "TestMutualTLS",
+    "TestPayloadValueReadsAsThePythonClient",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}

@@ -129,7 +129,7 @@ func (j *Job) DecodeResult(v any) error {
 }
 
 func decodeJSON(body []byte, contentType, what string, v any) error {
-	if contentType != "" && !strings.HasPrefix(contentType, ContentTypeJSON) {
+	if contentType != "" && !isJSON(contentType) {
 		return fmt.Errorf("the job's %s is %s, not JSON", what, contentType)
 	}
 	if len(body) == 0 {
