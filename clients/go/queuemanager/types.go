@@ -152,6 +152,14 @@ func durationOf(d *durationpb.Duration) time.Duration {
 	return d.AsDuration()
 }
 
+func logsOf(lines []*pb.JobLogLine) []LogLine {
+	var out []LogLine
+	for _, line := range lines {
+		out = append(out, LogLine{Time: timeOf(line.GetTime()), Message: line.GetMessage()})
+	}
+	return out
+}
+
 func refsOf(refs []*pb.JobRef) []JobRef {
 	out := make([]JobRef, 0, len(refs))
 	for _, r := range refs {
@@ -195,9 +203,7 @@ func jobFromProto(p *pb.Job) *Job {
 	for _, parent := range p.GetParents() {
 		j.Parents = append(j.Parents, JobRef{Queue: parent.GetJob().GetQueueName(), ID: parent.GetJob().GetJobId()})
 	}
-	for _, line := range p.GetLogs() {
-		j.Logs = append(j.Logs, LogLine{Time: timeOf(line.GetTime()), Message: line.GetMessage()})
-	}
+	j.Logs = logsOf(p.GetLogs())
 	return j
 }
 
