@@ -57,6 +57,12 @@ EXPECTED = {
     "TestWatchMetricsStreamsSnapshots",
     "TestSchedulesUpsertGetListDelete",
     "TestMutualTLS",
+    "TestAddJobBatchKeepsEachOutcome",
+    "TestGetJobLogsPagesThroughTheLog",
+    "TestRetryFailedJobsRunsThemAgain",
+    "TestPayloadValueReadsAsThePythonClient",
+    "TestGetAllMetricsCoversEveryQueue",
+    "TestListWorkflowsPagesNewestFirst",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}

@@ -139,3 +139,20 @@ async def test_mutual_tls(ts_built: Path, server_factory: ServerFactory, tmp_pat
         "QM_TEST_TLS_OTHER_CA": str(pki.other_ca),
     }
     await run_node_tests(ts_built, "tls", secured.address, env)
+
+
+async def test_concurrent_adds_share_a_stream(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "adds", server.address)
+
+
+async def test_adds_through_a_server_restart(ts_built: Path, server_factory: ServerFactory) -> None:
+    # A short grace: the add stream is cut while adds are on it.
+    listen = f"127.0.0.1:{free_port()}"
+    first = await server_factory(listen=listen, shutdown_grace_ms=300)
+
+    async def step(line: str) -> None:
+        if line.strip() == "QM-STEP stop-server":
+            await first.stop()
+            await server_factory(listen=listen, shutdown_grace_ms=300)
+
+    await run_node_tests(ts_built, "adds-restart", listen, on_line=step)

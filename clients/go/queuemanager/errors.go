@@ -103,6 +103,15 @@ func fromRPC(err error) error {
 	return &Error{Code: code, Message: message}
 }
 
+// fromStatus is the *Error of a refused part of a call (an AddJobBatch item): its code and message.
+func fromStatus(code int32, message string) error {
+	c := codes.Code(uint32(code))
+	if message == "" {
+		message = strings.ToLower(strings.ReplaceAll(codeName(c), "_", " "))
+	}
+	return &Error{Code: c, Message: message}
+}
+
 // codeName is the code's name as the gRPC specification spells it (NOT_FOUND, not NotFound).
 func codeName(c codes.Code) string {
 	if name, ok := codeNames[c]; ok {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 
+	"google.golang.org/grpc/codes"
+
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
 
@@ -45,6 +47,61 @@ func (c *Client) AddJob(ctx context.Context, queue, name string, data any, opts 
 	}
 	out := jobFromProto(resp.GetJob())
 	out.Created = resp.GetCreated()
+	return out, nil
+}
+
+// BatchJob is one add of AddJobBatch: a job and its queue (the queues of one batch may differ).
+type BatchJob struct {
+	Queue string
+	NewJob
+}
+
+// BatchOutcome is one add's outcome in AddJobBatch: the job as stored (Job.Created as in AddJob), or Err,
+// the status AddJob would have ended with (an *Error: test it with errors.Is, e.g. ErrNotFound).
+type BatchOutcome struct {
+	Job *Job
+	Err error
+}
+
+// maxBatchJobs is the most adds one AddJobBatch call carries (the server's limit).
+const maxBatchJobs = 1000
+
+// AddJobBatch adds up to 1,000 independent jobs in one call, as if each were its own AddJob: each is
+// checked and added on its own, so one refused job leaves the others alone. It returns one outcome per
+// job, in order; the error is for the call as a whole (nothing was added, or the call's fate is unknown).
+func (c *Client) AddJobBatch(ctx context.Context, jobs []BatchJob) ([]BatchOutcome, error) {
+	if len(jobs) > maxBatchJobs {
+		return nil, fmt.Errorf("AddJobBatch takes at most %d jobs, got %d (use AddBulk)", maxBatchJobs, len(jobs))
+	}
+	req := &pb.AddJobBatchRequest{Items: make([]*pb.AddJobRequest, 0, len(jobs))}
+	for i, job := range jobs {
+		p, err := job.proto()
+		if err != nil {
+			return nil, fmt.Errorf("jobs[%d]: %w", i, err)
+		}
+		req.Items = append(req.Items, &pb.AddJobRequest{QueueName: job.Queue, Job: p})
+	}
+	resp, err := c.queues.AddJobBatch(ctx, req)
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	if len(resp.GetOutcomes()) != len(jobs) {
+		// A server bug: never guess which outcome is whose.
+		message := fmt.Sprintf("the server answered %d outcomes for %d jobs", len(resp.GetOutcomes()), len(jobs))
+		return nil, &Error{Code: codes.Internal, Message: message}
+	}
+	out := make([]BatchOutcome, len(jobs))
+	for i, outcome := range resp.GetOutcomes() {
+		switch kind := outcome.GetOutcome().(type) {
+		case *pb.AddJobOutcome_Added:
+			out[i].Job = jobFromProto(kind.Added.GetJob())
+			out[i].Job.Created = kind.Added.GetCreated()
+		case *pb.AddJobOutcome_Error:
+			out[i].Err = fromStatus(kind.Error.GetCode(), kind.Error.GetMessage())
+		default:
+			out[i].Err = &Error{Code: codes.Internal, Message: "the server answered an add with no outcome"}
+		}
+	}
 	return out, nil
 }
 
@@ -179,6 +236,35 @@ func (c *Client) CancelJob(ctx context.Context, queue, id, reason string) (*Job,
 	return jobFromProto(resp.GetJob()), nil
 }
 
+// LogPage is one page of GetJobLogs.
+type LogPage struct {
+	// Lines of this page, oldest first.
+	Lines []LogLine
+	// NextPageToken asks for the next page; "" on the last page.
+	NextPageToken string
+	// Total is the number of lines kept for the job (its last 1,000).
+	Total int
+}
+
+// GetJobLogs returns a page of a job's log lines, oldest first. pageSize is 1 to 1,000 (0 means 100);
+// pageToken is "" for the first page, then the previous page's NextPageToken.
+func (c *Client) GetJobLogs(ctx context.Context, queue, id string, pageSize int, pageToken string) (
+	*LogPage, error,
+) {
+	if pageSize < 0 || pageSize > math.MaxUint32 {
+		return nil, fmt.Errorf("pageSize must be from 0 to 1000, got %d", pageSize)
+	}
+	resp, err := c.queues.GetJobLogs(ctx, &pb.GetJobLogsRequest{
+		QueueName: queue, JobId: id, PageSize: uint32(pageSize), PageToken: pageToken,
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return &LogPage{
+		Lines: logsOf(resp.GetLines()), NextPageToken: resp.GetNextPageToken(), Total: int(resp.GetTotalSize()),
+	}, nil
+}
+
 // RetryJob runs a failed or cancelled job again, with its attempts counted afresh.
 func (c *Client) RetryJob(ctx context.Context, queue, id string) (*Job, error) {
 	resp, err := c.queues.RetryJob(ctx, &pb.RetryJobRequest{QueueName: queue, JobId: id})
@@ -186,6 +272,18 @@ func (c *Client) RetryJob(ctx context.Context, queue, id string) (*Job, error) {
 		return nil, fromRPC(err)
 	}
 	return jobFromProto(resp.GetJob()), nil
+}
+
+// RetryFailedJobs runs every failed job of a queue again, their attempts counted afresh, and returns how
+// many; with state StateCancelled, the cancelled jobs instead (0 means StateFailed; other states are
+// ErrInvalidArgument).
+func (c *Client) RetryFailedJobs(ctx context.Context, queue string, state JobState) (int, error) {
+	req := &pb.RetryFailedJobsRequest{QueueName: queue, State: pb.JobState(state)}
+	resp, err := c.queues.RetryFailedJobs(ctx, req)
+	if err != nil {
+		return 0, fromRPC(err)
+	}
+	return int(resp.GetCount()), nil
 }
 
 // PromoteJob makes a delayed job waiting now.

@@ -69,6 +69,19 @@ func (c *Client) ListWorkers(ctx context.Context, queue string) ([]*WorkerInfo, 
 	return workersFromProto(resp.GetWorkers()), nil
 }
 
+// GetAllMetrics returns the metrics of every registered queue, by queue name (one read of the store).
+func (c *Client) GetAllMetrics(ctx context.Context) ([]*QueueMetrics, error) {
+	resp, err := c.queues.GetAllMetrics(ctx, &pb.GetAllMetricsRequest{})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	out := make([]*QueueMetrics, 0, len(resp.GetMetrics()))
+	for _, m := range resp.GetMetrics() {
+		out = append(out, metricsFromProto(m))
+	}
+	return out, nil
+}
+
 // WatchOptions selects what WatchMetrics reports.
 type WatchOptions struct {
 	// Queues to watch; empty means every queue, those registered later included.

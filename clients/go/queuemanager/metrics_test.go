@@ -100,3 +100,25 @@ func TestWatchMetricsStreamsSnapshots(t *testing.T) {
 		t.Fatalf("the cancelled watch gave %d snapshots", n)
 	}
 }
+
+func TestGetAllMetricsCoversEveryQueue(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	busy, idle := newQueue(t, c, nil), newQueue(t, c, nil)
+	add(t, c, busy, "one", nil, nil)
+	add(t, c, busy, "two", nil, nil)
+	all, err := c.GetAllMetrics(testContext(t))
+	if err != nil {
+		t.Fatalf("GetAllMetrics: %v", err)
+	}
+	byQueue := map[string]*qm.QueueMetrics{}
+	for _, m := range all {
+		byQueue[m.Queue] = m
+	}
+	if m := byQueue[busy]; m == nil || m.Waiting != 2 || m.AddedTotal != 2 {
+		t.Fatalf("the busy queue's metrics: %+v", m)
+	}
+	if m := byQueue[idle]; m == nil || m.Waiting != 0 {
+		t.Fatalf("the idle queue's metrics: %+v", m)
+	}
+}

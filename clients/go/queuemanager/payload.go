@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -62,14 +63,21 @@ func decodePayload(p *pb.Payload) ([]byte, string) {
 	return nil, ""
 }
 
-// payloadValue is a Payload as a value that encodePayload sends back unchanged: json.RawMessage for JSON,
-// []byte otherwise, nil for none.
+// isJSON reports whether a content type marks JSON: application/json, with or without parameters
+// ("application/json; charset=utf-8"), as the Python client reads it.
+func isJSON(contentType string) bool {
+	return strings.HasPrefix(contentType, ContentTypeJSON)
+}
+
+// payloadValue is a Payload as a value that encodePayload sends back as JSON or bytes: json.RawMessage for
+// JSON (any isJSON content type), []byte for any other content type (as the Python client's bytes; sent
+// again, they go as application/octet-stream), nil for none.
 func payloadValue(p *pb.Payload) any {
 	body, contentType := decodePayload(p)
 	if body == nil {
 		return nil
 	}
-	if contentType == ContentTypeJSON {
+	if isJSON(contentType) {
 		return json.RawMessage(body)
 	}
 	return body

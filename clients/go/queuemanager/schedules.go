@@ -48,7 +48,9 @@ type Schedule struct {
 	// Limit is the most runs in all; 0 means no limit.
 	Limit int
 	// JobName, Data and JobOptions make each run's job (JobOptions.JobID is not allowed). Read back, Data
-	// is a json.RawMessage for JSON data and []byte otherwise, so a schedule read can be upserted again.
+	// is a json.RawMessage for JSON data (any application/json content type) and []byte for any other
+	// content type, as the Python client reads it, so a schedule read can be upserted again (bytes then
+	// go as application/octet-stream).
 	JobName    string
 	Data       any
 	JobOptions *JobOptions

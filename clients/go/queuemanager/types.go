@@ -129,7 +129,7 @@ func (j *Job) DecodeResult(v any) error {
 }
 
 func decodeJSON(body []byte, contentType, what string, v any) error {
-	if contentType != "" && !strings.HasPrefix(contentType, ContentTypeJSON) {
+	if contentType != "" && !isJSON(contentType) {
 		return fmt.Errorf("the job's %s is %s, not JSON", what, contentType)
 	}
 	if len(body) == 0 {
@@ -150,6 +150,14 @@ func durationOf(d *durationpb.Duration) time.Duration {
 		return 0
 	}
 	return d.AsDuration()
+}
+
+func logsOf(lines []*pb.JobLogLine) []LogLine {
+	var out []LogLine
+	for _, line := range lines {
+		out = append(out, LogLine{Time: timeOf(line.GetTime()), Message: line.GetMessage()})
+	}
+	return out
 }
 
 func refsOf(refs []*pb.JobRef) []JobRef {
@@ -195,9 +203,7 @@ func jobFromProto(p *pb.Job) *Job {
 	for _, parent := range p.GetParents() {
 		j.Parents = append(j.Parents, JobRef{Queue: parent.GetJob().GetQueueName(), ID: parent.GetJob().GetJobId()})
 	}
-	for _, line := range p.GetLogs() {
-		j.Logs = append(j.Logs, LogLine{Time: timeOf(line.GetTime()), Message: line.GetMessage()})
-	}
+	j.Logs = logsOf(p.GetLogs())
 	return j
 }
 

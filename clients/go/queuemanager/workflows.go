@@ -2,6 +2,8 @@ package queuemanager
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -153,6 +155,33 @@ func (c *Client) GetWorkflow(ctx context.Context, runID string) (*WorkflowRun, e
 		return nil, fromRPC(err)
 	}
 	return runFromProto(resp.GetRun()), nil
+}
+
+// WorkflowPage is one page of ListWorkflows.
+type WorkflowPage struct {
+	// Runs of this page, newest first, without their steps (GetWorkflow has them).
+	Runs []*WorkflowRun
+	// NextPageToken asks for the next page; "" on the last page.
+	NextPageToken string
+	// Total is the number of runs kept.
+	Total int
+}
+
+// ListWorkflows returns a page of runs, newest first, without their steps. pageSize is 1 to 1,000 (0 means
+// 100); pageToken is "" for the first page, then the previous page's NextPageToken.
+func (c *Client) ListWorkflows(ctx context.Context, pageSize int, pageToken string) (*WorkflowPage, error) {
+	if pageSize < 0 || pageSize > math.MaxUint32 {
+		return nil, fmt.Errorf("pageSize must be from 0 to 1000, got %d", pageSize)
+	}
+	resp, err := c.queues.ListWorkflows(ctx, &pb.ListWorkflowsRequest{PageSize: uint32(pageSize), PageToken: pageToken})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	page := &WorkflowPage{NextPageToken: resp.GetNextPageToken(), Total: int(resp.GetTotalSize())}
+	for _, run := range resp.GetRuns() {
+		page.Runs = append(page.Runs, runFromProto(run))
+	}
+	return page, nil
 }
 
 // CancelWorkflow cancels a run: no further step starts, and its waiting and active step jobs are

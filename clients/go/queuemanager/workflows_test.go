@@ -3,6 +3,8 @@ package queuemanager_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,5 +64,48 @@ func TestWorkflowRunsItsStepsInOrder(t *testing.T) {
 	}
 	if _, err := c.GetWorkflow(testContext(t), "no-such-run"); !errors.Is(err, qm.ErrNotFound) {
 		t.Fatalf("GetWorkflow of an unknown run: want ErrNotFound, got %v", err)
+	}
+}
+
+func TestListWorkflowsPagesNewestFirst(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	var mine []string
+	for i := range 3 {
+		// Ids in creation order: runs created in the same millisecond are listed by id, newest-first still.
+		runID := fmt.Sprintf("listed-%s-%d", queue[len(queue)-8:], i)
+		_, _, err := c.ExecuteWorkflow(testContext(t), qm.Workflow{
+			Name: "listed", Steps: []qm.WorkflowStep{{Key: "only", Queue: queue, Name: "only"}},
+		}, runID)
+		if err != nil {
+			t.Fatalf("ExecuteWorkflow: %v", err)
+		}
+		mine = append(mine, runID)
+	}
+	var seen []string // this test's runs, in the order listed
+	token := ""
+	for pages := 0; ; pages++ {
+		page, err := c.ListWorkflows(testContext(t), 2, token)
+		if err != nil || len(page.Runs) > 2 || page.Total < 3 || pages > 1000 {
+			t.Fatalf("ListWorkflows page %d: %v %+v", pages, err, page)
+		}
+		for _, run := range page.Runs {
+			if slices.Contains(mine, run.RunID) {
+				if run.State != "running" || len(run.Steps) != 0 || run.CreateTime.IsZero() {
+					t.Fatalf("a listed run, without its steps: %+v", run)
+				}
+				seen = append(seen, run.RunID)
+			}
+		}
+		if token = page.NextPageToken; token == "" {
+			break
+		}
+	}
+	if want := []string{mine[2], mine[1], mine[0]}; !slices.Equal(seen, want) {
+		t.Fatalf("runs listed %q, want newest first %q", seen, want)
+	}
+	if _, err := c.ListWorkflows(testContext(t), 0, "not-a-token"); !errors.Is(err, qm.ErrInvalidArgument) {
+		t.Fatalf("ListWorkflows with a bad page token: want ErrInvalidArgument, got %v", err)
 	}
 }

@@ -1,9 +1,10 @@
 /** `QueueManager`: the producer and admin API, and the entry point that starts workers. */
 import { create } from "@bufbuild/protobuf";
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
-import { AddBulkRequestSchema, type AddBulkRequest } from "./gen/queue_manager/v1/jobs_pb.js";
+import { AddBatcher } from "./adds.js";
+import { AddBulkRequestSchema, AddJobRequestSchema, type AddBulkRequest } from "./gen/queue_manager/v1/jobs_pb.js";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
-import { fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
+import { createdJob, fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
 import { newJob, queueConfigToProto, uint } from "./options.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";
@@ -68,6 +69,7 @@ export class QueueManager {
   private readonly processors = new Map<string, Processor>();
   private readonly started: Worker[] = [];
   private readonly callOptions: CallOptions;
+  private readonly adds: AddBatcher;
 
   constructor(options: QueueManagerOptions = {}) {
     this.options = options;
@@ -79,6 +81,11 @@ export class QueueManager {
       throw new RangeError(`timeoutMs must be a number of milliseconds of at least 0, got ${timeoutMs}`);
     }
     this.callOptions = timeoutMs > 0 ? { timeoutMs } : {};
+    this.adds = new AddBatcher(
+      (request) => mapped(() => this.client.addJob(request, this.callOptions)),
+      (requests, signal) => this.client.addJobStream(requests, { signal }),
+      timeoutMs,
+    );
   }
 
   // ---------------------------------------------------------------- processors and workers
@@ -121,10 +128,14 @@ export class QueueManager {
     return worker;
   }
 
-  /** Stops the workers gracefully (see `Worker.shutdown`), then closes the connection. */
+  /**
+   * Stops the workers gracefully (see `Worker.shutdown`), lets the adds under way get their answers and ends
+   * their stream, then closes the connection.
+   */
   async shutdown(graceMs?: number): Promise<void> {
     const workers = this.started.splice(0);
     await Promise.all(workers.map((w) => w.shutdown(graceMs)));
+    await this.adds.close();
     this.connection.close();
   }
 
@@ -237,11 +248,14 @@ export class QueueManager {
 
   // ---------------------------------------------------------------- jobs
 
-  /** Adds one job; returns it as stored (the existing one when `options.jobId` was taken). */
+  /**
+   * Adds one job; returns it as stored (the existing one when `options.jobId` was taken). Concurrent calls
+   * share the messages of one AddJobStream (adds.ts); a lone call goes out at once.
+   */
   async addJob(queueName: string, name: string, data?: unknown, options?: JobOptions): Promise<Job> {
-    const request = { queueName, job: newJob(name, data, options) };
-    const res = await mapped(() => this.client.addJob(request, this.callOptions));
-    return jobFromProto(res.job!);
+    const request = create(AddJobRequestSchema, { queueName, job: newJob(name, data, options) });
+    const answer = await this.adds.add(request);
+    return answer.$typeName === "queue_manager.v1.CreatedJob" ? createdJob(request, answer) : jobFromProto(answer.job!);
   }
 
   /**

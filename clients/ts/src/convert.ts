@@ -17,6 +17,7 @@ import {
   type Timestamp,
   type Value,
 } from "@bufbuild/protobuf/wkt";
+import type { AddJobRequest, CreatedJob } from "./gen/queue_manager/v1/jobs_pb.js";
 import type { WorkerInfo as WorkerInfoPb } from "./gen/queue_manager/v1/metrics_pb.js";
 import {
   PayloadSchema,
@@ -207,6 +208,44 @@ export function jobFromProto(job: JobPb): Job {
     logCount: Number(job.logCount),
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,
+  };
+}
+
+/**
+ * The job a brief answer stands for (AddJobStreamRequest.brief): the request's queue, name and data with the
+ * answer's id, state and time, as `jobFromProto` reads the same job from a whole answer (priority NORMAL,
+ * one attempt, nothing else set).
+ */
+export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
+  return {
+    id: created.id,
+    queueName: request.queueName,
+    name: request.job?.name ?? "",
+    data: decodePayload(request.job?.data),
+    state: stateName(created.state),
+    priority: JobPriority.NORMAL,
+    attemptsMade: 0,
+    maxAttempts: 1,
+    stalledCount: 0,
+    result: undefined,
+    failedReason: "",
+    stacktrace: "",
+    progress: undefined,
+    createdAt: fromTimestamp(created.createTime),
+    processedAt: undefined,
+    finishedAt: undefined,
+    runAt: undefined,
+    metadata: { correlationId: "", tags: [], attributes: {} },
+    workerId: "",
+    parents: [],
+    children: [],
+    chainRoot: undefined,
+    chainFailure: "",
+    workflow: undefined,
+    logs: [],
+    logCount: 0,
+    cancelRequested: false,
+    cancelReason: "",
   };
 }
 
