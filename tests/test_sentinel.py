@@ -103,6 +103,12 @@ async def test_jobs_flow_through_the_primary_the_sentinel_names(
         server.app.durability
     )
     assert "min-replicas-to-write is 0" in server.app.durability
+    await primary.config_set("min-replicas-to-write", 1)
+    await primary.config_set("min-replicas-max-lag", 2)
+    bounded = await on_sentinel()
+    assert (
+        "up to about 2 s of them (min-replicas-to-write 1, min-replicas-max-lag 2)" in bounded.app.durability
+    )
 
 
 async def test_the_server_follows_a_failover_after_the_primary_is_killed(
