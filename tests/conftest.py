@@ -24,6 +24,7 @@ from queue_manager_server.engine.records import ClaimResult
 from queue_manager_server.services.dispatcher import Dispatcher
 from tests.cluster import ValkeyCluster
 from tests.procs import Procs
+from tests.sentinel import ValkeySentinel
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +106,18 @@ def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyC
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def valkey_sentinel(tmp_path: Path) -> Iterator[ValkeySentinel]:
+    """A Valkey primary, its replica and a sentinel (tests/sentinel.py), fresh for each test that asks (the
+    failover tests kill or demote the primary) and stopped by their PIDs after it."""
+    setup = ValkeySentinel(tmp_path / "sentinel")
+    setup.start()
+    try:
+        yield setup
+    finally:
+        setup.stop()
 
 
 @pytest.fixture

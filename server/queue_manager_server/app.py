@@ -1,7 +1,7 @@
 """The server process: what starts in which order, and how it stops.
 
-Start: Redis (embedded Valkey if none configured) → checks → engine scripts → gRPC services → loops →
-HTTP port (its routes may call the gRPC port).
+Start: Redis (embedded Valkey if none configured; the sentinels' primary with --redis-sentinel) → checks →
+engine scripts → gRPC services → loops → HTTP port (its routes may call the gRPC port).
 Stop (reverse, so nothing acknowledged is dropped): health NOT_SERVING → workers told to drain and given
 the grace period → leases still held released to waiting → gRPC server stopped → HTTP port and metrics
 sampler stopped → loops stopped → Redis closed → embedded Valkey stopped.
@@ -35,7 +35,7 @@ from queue_manager.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from queue_manager_server import bind, security
+from queue_manager_server import bind, security, sentinel
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.metrics_sampler import MetricsSampler
@@ -54,7 +54,7 @@ from queue_manager_server.embedded import (
     EmbeddedValkeyError,
 )
 from queue_manager_server.engine import Engine
-from queue_manager_server.engine.clients import Client, Gate, GatedCluster
+from queue_manager_server.engine.clients import Client, Gate, GatedCluster, SentinelPool
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.packing import hiredis_packing
 from queue_manager_server.grpc_metrics import GrpcMetrics
@@ -128,7 +128,11 @@ class App:
     async def start(self) -> None:
         s = self.settings
         # parse_args refuses such a pool and cluster settings too; this is for Settings made in code.
-        too_small = pool_too_small(s.redis_max_connections) or cluster_problem(s.redis_cluster, s.redis_url)
+        too_small = (
+            pool_too_small(s.redis_max_connections)
+            or sentinel.problem(s)
+            or cluster_problem(s.redis_cluster, s.redis_url)
+        )
         if too_small:
             raise StartupError(too_small)
         try:
@@ -159,7 +163,7 @@ class App:
             except HttpBindError as exc:
                 raise StartupError(f"cannot serve HTTP on {s.http_listen}: {exc}") from None
         url = s.redis_url
-        if url is None:
+        if url is None and not s.redis_sentinel:
             url = await self._start_embedded()
         self.redis = self._connect(url)
         await self._check_redis(external=self.embedded is None)
@@ -265,11 +269,14 @@ class App:
         self.lock.record(valkey_pid=self.embedded.pid, valkey_port=self.embedded.port)
         return url
 
-    def _connect(self, url: str) -> Client:
-        """The Redis client: one server's over a blocking pool, or (--redis-cluster) a Cluster's behind a
+    def _connect(self, url: str | None) -> Client:
+        """The Redis client: one server's over a blocking pool, (--redis-sentinel) the sentinels' primary's
+        over a blocking pool of sentinel-managed connections, or (--redis-cluster) a Cluster's behind a
         gate."""
         s = self.settings
         timeout = s.redis_timeout_ms / 1000
+        if url is None:
+            return sentinel.connect(s, _retry_once())
         if s.redis_cluster:
             # A Cluster keeps a pool per node that fails past its size instead of waiting, so calls take turns
             # at a gate (engine/clients.py): one fewer than the pool's size, each using at most one connection
@@ -296,10 +303,7 @@ class App:
             **({} if url.startswith("unix:") else {"socket_keepalive": True}),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            # One quick retry on a broken connection: after Redis restarts, a pooled connection to the old
-            # process fails on first use (the new process never saw the command, so sending it again is
-            # safe). Timeouts are never retried: the command may still be running.
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(RedisConnectionError,)),
+            retry=_retry_once(),
             **security.redis_tls_kwargs(s),
         )
         pool.connection_class = hiredis_packing(pool.connection_class)
@@ -347,6 +351,11 @@ class App:
         try:
             await self.redis.ping()
         except Exception as exc:
+            if self.settings.redis_sentinel:
+                found = await sentinel.diagnose(self.settings)
+                raise StartupError(
+                    found or f"cannot reach the primary the sentinels name: {exc}; check REDIS_PASSWORD"
+                ) from None
             hint = (
                 " (is it a Cluster node? --redis-cluster expects one)" if self.settings.redis_cluster else ""
             )
@@ -371,6 +380,10 @@ class App:
                 _Node(f"Redis cluster primary {n.name}", {"target_nodes": n})
                 for n in self.redis.get_primaries()
             ]
+        pool = self.redis.connection_pool if self.redis is not None else None
+        if isinstance(pool, SentinelPool) and pool.master_address is not None:
+            host, port = pool.master_address
+            return [_Node(f"Redis primary {host}:{port} (sentinel master {pool.service_name!r})", {})]
         return [_Node("Redis", {})]
 
     async def _check_node(self, node: _Node) -> None:
@@ -416,7 +429,28 @@ class App:
         strong, line = next((f for f in found if not f[0]), found[0])
         if len(primaries) > 1 and strong:  # every primary keeps the promise in full: say so once
             line = line.replace(primaries[0].name, f"Redis Cluster ({len(primaries)} primaries alike)")
+        if self.settings.redis_sentinel:  # what the primary keeps, a failover may not: docs/durability.md
+            strong, line = False, f"{line}; {await self._failover_promise(primaries[0])}"
         self._announce_durability(line, strong)
+
+    async def _failover_promise(self, node: _Node) -> str:
+        """What a Sentinel failover can lose, from the primary's min-replicas-to-write/-max-lag."""
+        names = ("min-replicas-to-write", "min-replicas-max-lag")
+        replicas, lag = [await self._config_value(node, n) for n in names]
+        if replicas is None:
+            return (
+                "a failover can lose the acknowledged writes the promoted replica had not received "
+                "(replication is asynchronous; see docs/durability.md)"
+            )
+        if replicas in ("", "0"):
+            return (
+                "a failover can lose the acknowledged writes the promoted replica had not received, with no "
+                "bound (min-replicas-to-write is 0; see docs/durability.md)"
+            )
+        return (
+            f"a failover can lose the acknowledged writes the promoted replica had not received: up to about "
+            f"{lag} s of them (min-replicas-to-write {replicas}, min-replicas-max-lag {lag})"
+        )
 
     async def _persistence(self, node: _Node) -> tuple[bool, str]:
         """Whether the node's persistence keeps the promise in full, and what it makes of it, in words."""
@@ -550,6 +584,13 @@ def persistence_promise(appendonly: str, appendfsync: str, save: str) -> tuple[b
     return False, "persistence is off: a Redis restart loses every job"
 
 
+def _retry_once() -> Retry:
+    """One quick retry on a broken connection: after Redis restarts (or, with Sentinel, fails over) a pooled
+    connection to the old process fails on first use (the new one never saw the command, so sending it again
+    is safe). Timeouts are never retried: the command may still be running."""
+    return Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(RedisConnectionError,))
+
+
 def health_pb2_not_serving() -> int:
     from grpc_health.v1 import health_pb2
 
@@ -573,6 +614,11 @@ def print_banner(app: App) -> None:
     where = f"embedded Valkey in {app.embedded.data_dir}" if app.embedded else "configured Redis"
     if app.settings.redis_cluster:
         where = "configured Redis/Valkey Cluster"
+    if app.settings.redis_sentinel:
+        where = (
+            f"the primary of sentinel master {app.settings.redis_sentinel_master!r} "
+            f"(sentinels {app.settings.redis_sentinel})"
+        )
     durability = f"Durability: {app.durability}.\n" if app.durability else ""
     h = app.http_address
     http = (

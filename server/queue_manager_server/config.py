@@ -1,7 +1,8 @@
 """Server settings: flags override environment variables, which override defaults.
 
 Environment: QM_* for every setting, plus the seed's REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_DB,
-LOG_LEVEL and the common REDIS_URL. With no Redis configured the server starts a private Valkey.
+LOG_LEVEL and the common REDIS_URL. With no Redis configured (no URL, no Sentinel: sentinel.py) the server
+starts a private Valkey.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
-from queue_manager_server import security
+from queue_manager_server import security, sentinel
 from queue_manager_server.embedded import ALLOCATORS, DURABILITY_MODES
 from queue_manager_server.engine.engine import HELD_CONNECTIONS
 
@@ -64,6 +65,16 @@ class Settings:
     redis_url: str | None = None
     # redis_url names a node of a Redis/Valkey Cluster (engine/store.py, docs/operations.md).
     redis_cluster: bool = False
+    # Redis Sentinel (sentinel.py, docs/operations.md): the sentinels as "HOST:PORT,HOST:PORT" and the name of
+    # the master they watch; "" = off. The sentinels' own password, TLS to sentinels and data nodes alike, and
+    # the data nodes' user, password and database (with a URL these are part of it: REDIS_USERNAME…).
+    redis_sentinel: str = ""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
+    redis_sentinel_tls: bool = False
+    redis_username: str = ""
+    redis_password: str = ""
+    redis_db: int = 0
     data_dir: str = ".qm-data"
     # The embedded Valkey's appendfsync: "always" (an acknowledged write is fsynced) or "everysec".
     durability: str = "always"
@@ -187,6 +198,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         help="--redis-url names a node of a Redis/Valkey Cluster; the server finds the others "
         "(docs/operations.md) [QM_REDIS_CLUSTER]",
     )
+    sentinel.add_arguments(p, e)
     p.add_argument(
         "--data-dir", default=e("QM_DATA_DIR", d.data_dir), help="embedded Valkey data dir [QM_DATA_DIR]"
     )
@@ -270,7 +282,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     except ValueError as exc:
         p.error(f"--listen (QM_LISTEN): {exc}")
     security.check_arguments(a, p.error)
-    cluster = cluster_problem(a.redis_cluster, a.redis_url)
+    # With --redis-sentinel, sentinel.problem (below) says why --redis-cluster does not go with it.
+    cluster = cluster_problem(a.redis_cluster and not a.redis_sentinel.strip(), a.redis_url)
     if cluster:
         p.error(cluster)
     if a.durability not in DURABILITY_MODES:
@@ -293,7 +306,11 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     too_small = pool_too_small(a.redis_max_connections)
     if too_small:
         p.error(too_small)
-    return Settings(
+    try:
+        sentinel_values = sentinel.values(a, env)
+    except ValueError as exc:
+        p.error(str(exc))
+    settings = Settings(
         listen=a.listen,
         redis_url=a.redis_url,
         redis_cluster=a.redis_cluster,
@@ -313,5 +330,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         bulk_idle_ms=a.bulk_idle_ms,
         test_crash_point=a.test_crash_point,
         http_listen=http,
+        **sentinel_values,
         **security.values(a),
     )
+    wrong = sentinel.problem(settings)
+    if wrong:
+        p.error(wrong)
+    return settings

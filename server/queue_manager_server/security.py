@@ -5,7 +5,7 @@ Rules enforced before anything starts (each a one-line error naming the flag):
   that an open port is meant (a trusted network, a proxy that authenticates). Without TLS the token then
   crosses the network in clear: a warning says so (always for a non-loopback HTTP port: it has no TLS).
 - ``--tls-cert`` and ``--tls-key`` go together; ``--tls-client-ca`` (mutual TLS) needs them.
-- ``--redis-tls-*`` need a ``rediss://`` URL.
+- ``--redis-tls-*`` need a ``rediss://`` URL (with Sentinel: ``--redis-sentinel-tls``).
 
 docs/security.md is the user's version.
 """
@@ -235,7 +235,7 @@ def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
 
 
 def redis_tls_kwargs(s: Settings) -> dict[str, Any]:
-    """Connection-pool arguments for a ``rediss://`` URL from the --redis-tls-* flags."""
+    """Connection-pool arguments for a ``rediss://`` URL (or Sentinel's TLS) from the --redis-tls-* flags."""
     given = {
         "ssl_ca_certs": s.redis_tls_ca,
         "ssl_certfile": s.redis_tls_cert,
@@ -244,9 +244,11 @@ def redis_tls_kwargs(s: Settings) -> dict[str, Any]:
     given = {k: v for k, v in given.items() if v}
     if not given:
         return {}
-    if not s.redis_url or urlsplit(s.redis_url).scheme != "rediss":
+    tls_url = bool(s.redis_url) and urlsplit(s.redis_url or "").scheme == "rediss"
+    if not tls_url and not (s.redis_sentinel and s.redis_sentinel_tls):
         raise SecurityError(
-            "--redis-tls-ca/--redis-tls-cert/--redis-tls-key (QM_REDIS_TLS_*) need a rediss:// Redis URL"
+            "--redis-tls-ca/--redis-tls-cert/--redis-tls-key (QM_REDIS_TLS_*) need a rediss:// Redis URL "
+            "(with --redis-sentinel: --redis-sentinel-tls)"
         )
     if bool(s.redis_tls_cert) != bool(s.redis_tls_key):
         raise SecurityError("--redis-tls-cert and --redis-tls-key must be given together")

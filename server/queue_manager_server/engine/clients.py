@@ -1,4 +1,5 @@
-"""The Redis clients the engine runs on: one server's (redis.asyncio.Redis) or a Redis/Valkey Cluster's.
+"""The Redis clients the engine runs on: one server's (redis.asyncio.Redis, also behind Redis Sentinel) or a
+Redis/Valkey Cluster's.
 
 For a Cluster, redis-py's RedisCluster keeps a pool per node that raises MaxConnectionsError once it is full,
 where the one-server client's BlockingConnectionPool waits for a free connection (app.py). `GatedCluster`
@@ -6,6 +7,10 @@ puts a gate in front instead: a command or a pipeline waits (up to the Redis tim
 turns, and each turn uses at most one connection of each node, so a node's pool never runs out. Its
 pipelines (`ClusterBatch`) keep the commands they were given, so what a node refuses NOSCRIPT (a restart or
 failover emptied its script cache) can be sent again (engine/store.py).
+
+Behind Sentinel (sentinel.py) the client is one server's whose pool, `SentinelPool`, is blocking like the
+one-server pool and makes `SentinelConnection`s: each asks the sentinels where the primary is whenever it
+(re)connects, and takes a READONLY reply (a demoted primary) for a broken connection.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import MaxConnectionsError
 
 Client: TypeAlias = Redis | RedisCluster
@@ -81,3 +88,34 @@ class ClusterBatch(ClusterPipeline):
             return await super().execute(raise_on_error, allow_redirections)
         async with self._gate:
             return await super().execute(raise_on_error, allow_redirections)
+
+
+class SentinelConnection(SentinelManagedConnection):
+    """A connection to the sentinels' primary that finds it again whenever it reconnects.
+
+    redis-py's SentinelManagedConnection asks the sentinels only in ``connect()``, but a connection that was
+    dropped (a broken socket, a READONLY reply) and is then sent a command reconnects by itself to the address
+    it had: a pipeline's retry, a plain command's retry and the engine's held connections (engine/direct.py)
+    went back to the lost primary. Here they ask the sentinels first.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+        await super().send_packed_command(command, check_health)
+
+
+class SentinelSSLConnection(SentinelConnection, SSLConnection):
+    """`SentinelConnection` over TLS."""
+
+
+class SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's SentinelConnectionPool made blocking: past `max_connections` a call waits (up to `timeout`)
+    for a free connection instead of failing, as the one-server pool does (app.py). Closing it closes the
+    sentinels' clients too."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()

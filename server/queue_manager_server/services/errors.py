@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -49,7 +50,8 @@ _STORE = "the job store (Redis)"
 _LOADING = f"{_STORE} is loading its data set after a restart; retry in a few seconds"
 # Redis conditions no change to the request can fix: a status and what to do. First match wins, so a
 # subclass comes before its base (BusyLoadingError and AuthenticationError are ConnectionErrors,
-# MasterDownError is a ClusterDownError, which is a ClusterError; MaxConnectionsError is a ConnectionError;
+# MasterDownError is a ClusterDownError, which is a ClusterError; MaxConnectionsError and Sentinel's
+# MasterNotFoundError are ConnectionErrors;
 # OutOfMemoryError, ReadOnlyError… are ResponseErrors).
 _REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
     # A script without flags refuses OOM only at its first write (once it has written it runs to the end),
@@ -94,6 +96,12 @@ _REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
         _UNAVAILABLE,
         f"{_STORE} connections (QM_REDIS_MAX_CONNECTIONS) all stayed busy for QM_REDIS_TIMEOUT_MS; the "
         "server is overloaded; retry shortly",
+    ),
+    # Sentinel (sentinel.py): no sentinel names a primary that is up, as while a failover runs.
+    (
+        MasterNotFoundError,
+        _UNAVAILABLE,
+        f"{_STORE} has no primary now: the sentinels report none up (a failover is under way); retry shortly",
     ),
     (RedisConnectionError, _UNAVAILABLE, f"{_STORE} is unreachable; retry shortly"),
 ]
