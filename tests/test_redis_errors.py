@@ -380,3 +380,36 @@ async def test_an_add_on_the_stream_waits_no_longer_than_the_clients_timeout(sto
     finally:
         os.kill(process.pid, signal.SIGCONT)
     assert (await quick.add_job("q", "after")).name == "after"
+
+
+async def test_a_subscription_redis_py_reconnects_by_itself_catches_up(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wake-ups published while the subscription was down are lost: after redis-py's own reconnect (its
+    retry of a failed read, which never reaches the listener's loop) every queue is woken, as after the
+    listener's own resubscribe, instead of waiting for the idle re-check."""
+    qm = await store.serve()
+    (server,) = store.servers
+    notifier, dispatcher = server.app.notifier, server.app.dispatcher
+    assert notifier is not None and dispatcher is not None
+    caught_up = asyncio.Event()
+    forget = dispatcher.forget_events
+
+    def forget_and_tell() -> None:
+        forget()
+        caught_up.set()
+
+    monkeypatch.setattr(dispatcher, "forget_events", forget_and_tell)
+    admin = Redis.from_url(store.url)
+    try:
+        assert notifier.ready.is_set()
+        assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1, await admin.client_list()
+        async with asyncio.timeout(WAIT):
+            await caught_up.wait()
+    finally:
+        await admin.aclose()
+    woken = asyncio.Event()
+    monkeypatch.setattr(dispatcher, "wake", lambda queue: woken.set())
+    await qm.add_job("q", "after")  # the subscription works again
+    async with asyncio.timeout(WAIT):
+        await woken.wait()

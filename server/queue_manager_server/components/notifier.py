@@ -90,12 +90,12 @@ class Notifier:
                     await ps.subscribe(self.channel)
                     self.ready.set()
                     backoff = 0.1
-                    # After a (re)subscribe, anything published meanwhile was missed: wake every loop.
-                    self.dispatcher.forget_events()
-                    for queue in list(self.dispatcher.sessions):
-                        self.dispatcher.wake(queue)
-                    if self.waiters is not None:
-                        self.waiters.notify_all()
+                    # redis-py may also reconnect the subscription by itself (its retry of a read that
+                    # failed), subscribing again in its own connect callback: this one, registered after
+                    # it, catches up after that too.
+                    if ps.connection is not None:
+                        ps.connection.register_connect_callback(self._resubscribed)
+                    self._catch_up()
                     await self._listen(ps)
             except asyncio.CancelledError:
                 raise
@@ -104,6 +104,18 @@ class Notifier:
                 log.warning("subscription lost; reconnecting", extra={"error": str(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _catch_up(self) -> None:
+        """After a (re)subscribe, anything published meanwhile was missed: wakes every loop and waiter."""
+        self.dispatcher.forget_events()
+        for queue in list(self.dispatcher.sessions):
+            self.dispatcher.wake(queue)
+        if self.waiters is not None:
+            self.waiters.notify_all()
+
+    async def _resubscribed(self, connection: object) -> None:
+        log.info("subscription reconnected; waking every queue")
+        self._catch_up()
 
     async def _listen(self, ps: PubSub) -> None:
         while True:
