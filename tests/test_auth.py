@@ -193,6 +193,7 @@ def _calls(q: qrpc.QueueServiceStub) -> dict[str, Callable[[Any], Awaitable[Any]
     schedule = spb.Schedule(
         id="s", queue_name="billing-a", every=duration_pb2.Duration(seconds=3600), job=job
     )
+    data = t.Payload(raw=b"1", content_type="application/json")
     return {
         "register": lambda md: q.RegisterQueue(
             qpb.RegisterQueueRequest(name="billing-c", config=t.QueueConfig(disable_dead_letter=True)),
@@ -218,13 +219,17 @@ def _calls(q: qrpc.QueueServiceStub) -> dict[str, Callable[[Any], Awaitable[Any]
         "promote": lambda md: q.PromoteJob(
             jpb.PromoteJobRequest(queue_name="billing-a", job_id="none"), metadata=md
         ),
+        "update-data": lambda md: q.UpdateJobData(
+            jpb.UpdateJobDataRequest(queue_name="billing-a", job_id="none", data=data), metadata=md
+        ),
         "schedule": lambda md: q.UpsertSchedule(spb.UpsertScheduleRequest(schedule=schedule), metadata=md),
         "workflows": lambda md: q.ListWorkflows(wfpb.ListWorkflowsRequest(), metadata=md),
         "metrics": lambda md: q.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="billing-a"), metadata=md),
     }
 
 
-# label → token → expected code (RemoveJob, CancelJob and PromoteJob of a missing job: NOT_FOUND when allowed)
+# label → token → expected code (RemoveJob, CancelJob, PromoteJob and UpdateJobData of a missing job:
+# NOT_FOUND when allowed)
 EXPECTED: dict[str, dict[str, grpc.StatusCode]] = {
     "register": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
     "get": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},
@@ -237,6 +242,7 @@ EXPECTED: dict[str, dict[str, grpc.StatusCode]] = {
     "cancel": {"admin": NF, "ops": NF, "prod": PD, "work": PD, "view": PD},
     "retry-all": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
     "promote": {"admin": NF, "ops": NF, "prod": NF, "work": PD, "view": PD},
+    "update-data": {"admin": NF, "ops": NF, "prod": NF, "work": PD, "view": PD},
     "schedule": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": PD},
     "workflows": {"admin": OK, "ops": PD, "prod": PD, "work": PD, "view": PD},
     "metrics": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},

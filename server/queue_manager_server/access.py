@@ -238,6 +238,7 @@ RULES: dict[str, Rule] = {
         "RetryFailedJobs": Rule("admin", _field("queue_name")),
         "PromoteJob": Rule("produce", _field("queue_name")),
         "ChangeJobPriority": Rule("produce", _field("queue_name")),
+        "UpdateJobData": Rule("produce", _field("queue_name")),
         "ExecuteWorkflow": Rule("produce", _workflow),
         "GetWorkflow": Rule("read", check_answer=_check_run),
         "ListWorkflows": Rule("read", all_queues=True),
