@@ -193,6 +193,7 @@ def _calls(q: qrpc.QueueServiceStub) -> dict[str, Callable[[Any], Awaitable[Any]
     schedule = spb.Schedule(
         id="s", queue_name="billing-a", every=duration_pb2.Duration(seconds=3600), job=job
     )
+    data = t.Payload(raw=b"1", content_type="application/json")
     return {
         "register": lambda md: q.RegisterQueue(
             qpb.RegisterQueueRequest(name="billing-c", config=t.QueueConfig(disable_dead_letter=True)),
@@ -218,13 +219,26 @@ def _calls(q: qrpc.QueueServiceStub) -> dict[str, Callable[[Any], Awaitable[Any]
         "promote": lambda md: q.PromoteJob(
             jpb.PromoteJobRequest(queue_name="billing-a", job_id="none"), metadata=md
         ),
+        "update-data": lambda md: q.UpdateJobData(
+            jpb.UpdateJobDataRequest(queue_name="billing-a", job_id="none", data=data), metadata=md
+        ),
+        # A running job's own update: the lease token lets a worker's token in (the lease is checked after).
+        "update-leased": lambda md: q.UpdateJobData(
+            jpb.UpdateJobDataRequest(queue_name="billing-a", job_id="none", data=data, lease_token="t"),
+            metadata=md,
+        ),
+        "update-leased-orders": lambda md: q.UpdateJobData(
+            jpb.UpdateJobDataRequest(queue_name="orders", job_id="none", data=data, lease_token="t"),
+            metadata=md,
+        ),
         "schedule": lambda md: q.UpsertSchedule(spb.UpsertScheduleRequest(schedule=schedule), metadata=md),
         "workflows": lambda md: q.ListWorkflows(wfpb.ListWorkflowsRequest(), metadata=md),
         "metrics": lambda md: q.GetQueueMetrics(qpb.GetQueueMetricsRequest(name="billing-a"), metadata=md),
     }
 
 
-# label → token → expected code (RemoveJob, CancelJob and PromoteJob of a missing job: NOT_FOUND when allowed)
+# label → token → expected code (RemoveJob, CancelJob, PromoteJob and UpdateJobData of a missing job:
+# NOT_FOUND when allowed)
 EXPECTED: dict[str, dict[str, grpc.StatusCode]] = {
     "register": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
     "get": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},
@@ -237,6 +251,9 @@ EXPECTED: dict[str, dict[str, grpc.StatusCode]] = {
     "cancel": {"admin": NF, "ops": NF, "prod": PD, "work": PD, "view": PD},
     "retry-all": {"admin": OK, "ops": OK, "prod": PD, "work": PD, "view": PD},
     "promote": {"admin": NF, "ops": NF, "prod": NF, "work": PD, "view": PD},
+    "update-data": {"admin": NF, "ops": NF, "prod": NF, "work": PD, "view": PD},
+    "update-leased": {"admin": NF, "ops": NF, "prod": NF, "work": NF, "view": PD},
+    "update-leased-orders": {"admin": NF, "ops": PD, "prod": PD, "work": PD, "view": PD},
     "schedule": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": PD},
     "workflows": {"admin": OK, "ops": PD, "prod": PD, "work": PD, "view": PD},
     "metrics": {"admin": OK, "ops": OK, "prod": OK, "work": PD, "view": OK},
@@ -483,6 +500,43 @@ async def test_worker_a_cannot_finish_worker_bs_job(secured: tuple[RunningServer
         finally:
             await a.close()
             await b.close()
+
+
+async def test_a_worker_token_saves_its_running_jobs_data_and_nothing_else(
+    secured: tuple[RunningServer, dict[str, str]],
+) -> None:
+    from queue_manager import JobContext, QueueManager
+
+    server, tokens = secured
+    producer = QueueManager(address=server.address, token=tokens["prod"])
+    worker = QueueManager(address=server.address, token=tokens["work"], shutdown_grace=5.0)
+    seen: list[Any] = []
+    try:
+
+        @worker.processor("billing-a")
+        async def work(job: JobContext) -> None:
+            seen.append(job.data)
+            if job.attempts_made == 0:
+                await job.update_data({"step": 1})
+                raise RuntimeError("resume from the checkpoint")
+
+        job = await producer.add_job("billing-a", "steps", {"step": 0}, {"attempts": 2})
+        await worker.start_workers()
+        done = await producer.wait_for_job("billing-a", job.id, timeout=20)
+        assert (done.state.value, seen) == ("completed", [{"step": 0}, {"step": 1}])
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            request = jpb.UpdateJobDataRequest(
+                queue_name="billing-a",
+                job_id=job.id,
+                data=t.Payload(raw=b"2", content_type="application/json"),
+            )
+            call = qrpc.QueueServiceStub(ch).UpdateJobData(request, metadata=bearer(tokens["work"]))
+            code, details = await _status(call)
+        assert code == PD and "only with the lease_token of a job it runs" in details
+        assert "it needs the role admin or producer" in details
+    finally:
+        await worker.shutdown()
+        await producer.shutdown()
 
 
 async def test_open_services_and_the_token_file_reload(

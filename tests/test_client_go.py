@@ -35,6 +35,7 @@ EXPECTED = {
     "TestAddJobStoresOptionsAndIsIdempotent",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",
+    "TestUpdateJobDataChangesAnUnfinishedJob",
     "TestTokenIsSentOnEveryCall",
     "TestNewRefusesABadAddressOrToken",
     "TestWorkerCompletesWithResultProgressAndLogs",

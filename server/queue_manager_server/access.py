@@ -8,7 +8,9 @@ workflow steps, a schedule's queue, the dead-letter queue a registration creates
 queue either have their answer filtered (ListQueues, GetAllMetrics, WatchMetrics without names,
 ListWorkers, ListSchedules without a queue), are checked against the answer (GetWorkflow), the stored run
 (CancelWorkflow), or need a token for every queue (ListWorkflows: its page carries no steps to check).
-docs/security.md shows the same table for people; `test_every_rpc_has_a_rule` keeps it complete.
+UpdateJobData needs ``produce``, or ``work`` with a lease token: a processor saving its own job's data
+(`Rule.leased`; the handler then checks the lease). docs/security.md shows the same table for people;
+`test_every_rpc_has_a_rule` keeps it complete.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Rule:
     # The request holds independent items whose queues the handler checks one by one (`add_item_denials`): an
     # item out of reach is refused alone, as its own call would be (AddJobBatch).
     per_item: bool = False
+    # A request carrying a lease token (its `lease_token` field set) may be made with this permission instead:
+    # the run holding the lease changes its own job (UpdateJobData from a processor, on a worker's token). The
+    # token still has to cover the queue, and the handler checks the lease itself.
+    leased: str | None = None
 
 
 # Checks one item's queues against the caller's token during a call whose rule checks per item; set by the
@@ -238,6 +244,7 @@ RULES: dict[str, Rule] = {
         "RetryFailedJobs": Rule("admin", _field("queue_name")),
         "PromoteJob": Rule("produce", _field("queue_name")),
         "ChangeJobPriority": Rule("produce", _field("queue_name")),
+        "UpdateJobData": Rule("produce", _field("queue_name"), leased="work"),
         "ExecuteWorkflow": Rule("produce", _workflow),
         "GetWorkflow": Rule("read", check_answer=_check_run),
         "ListWorkflows": Rule("read", all_queues=True),
@@ -264,14 +271,35 @@ def rule_for(method: str) -> Rule | None:
 def denial(principal: Principal, rule: Rule, method: str) -> str | None:
     """Why the principal may not call the method at all (role or all-queues), or None."""
     short = method.rsplit("/", 1)[-1]
-    if not principal.can(rule.permission):
+    if not principal.can(rule.permission) and not (rule.leased and principal.can(rule.leased)):
         roles = ", ".join(sorted(principal.roles))
-        needed = [r for r in ("admin", "producer", "worker", "viewer") if _grants(r, rule.permission)]
-        needs = " or ".join(needed)
-        return f"token {principal.name!r} ({roles}) may not call {short}: it needs the role {needs}"
+        return f"token {principal.name!r} ({roles}) may not call {short}: it needs the role {_needs(rule)}"
     if rule.all_queues and not principal.all_queues:
         return f"{short} spans every queue: it needs a token whose queues include '*'"
     return None
+
+
+def lease_denial(principal: Principal, rule: Rule, method: str, request: Any) -> str | None:
+    """Why a request of an RPC a lease also opens (`Rule.leased`) is refused to a principal that got in on
+    that permission alone: it carries no lease token. None otherwise."""
+    if rule.leased is None or principal.can(rule.permission) or bool(getattr(request, "lease_token", "")):
+        return None
+    roles = ", ".join(sorted(principal.roles))
+    short = method.rsplit("/", 1)[-1]
+    return (
+        f"token {principal.name!r} ({roles}) may call {short} only with the lease_token of a job it runs; "
+        f"without one it needs the role {_needs(Rule(rule.permission))}"
+    )
+
+
+def _needs(rule: Rule) -> str:
+    """The roles that grant a rule's permission (or its lease permission), as a message names them."""
+    needed = [
+        r
+        for r in ("admin", "producer", "worker", "viewer")
+        if _grants(r, rule.permission) or (rule.leased is not None and _grants(r, rule.leased))
+    ]
+    return " or ".join(needed)
 
 
 def _grants(role: str, permission: str) -> bool:

@@ -28,11 +28,13 @@ class JobNotFound(QueueManagerError):
 
 
 class LeaseNotHeld(QueueManagerError):
-    """A completion, failure, extension or progress presented a lease token that no longer holds."""
+    """A completion, failure, extension, progress or data update presented a lease token that no longer
+    holds."""
 
-    def __init__(self, queue: str, job_id: str) -> None:
+    def __init__(self, queue: str, job_id: str, message: str = "") -> None:
         super().__init__(
-            f"lease of job {job_id!r} in queue {queue!r} is not held by this token "
+            message
+            or f"lease of job {job_id!r} in queue {queue!r} is not held by this token "
             "(it expired and was recovered, or the job was removed); the result was not recorded"
         )
 

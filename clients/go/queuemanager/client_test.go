@@ -147,6 +147,27 @@ func TestQueueAdmin(t *testing.T) {
 	}
 }
 
+func TestUpdateJobDataChangesAnUnfinishedJob(t *testing.T) {
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	job := add(t, c, queue, "fix-me", map[string]string{"to": "old"}, &qm.JobOptions{Delay: time.Hour})
+	changed, err := c.UpdateJobData(ctx, queue, job.ID, map[string]string{"to": "new"})
+	if err != nil || changed.State != qm.StateDelayed {
+		t.Fatalf("UpdateJobData: %v %+v", err, changed)
+	}
+	var data map[string]string
+	if err := changed.Decode(&data); err != nil || data["to"] != "new" {
+		t.Fatalf("the job's data after UpdateJobData: %v %v", err, data)
+	}
+	if _, err := c.CancelJob(ctx, queue, job.ID, ""); err != nil {
+		t.Fatalf("CancelJob: %v", err)
+	}
+	if _, err := c.UpdateJobData(ctx, queue, job.ID, 1); !errors.Is(err, qm.ErrFailedPrecondition) {
+		t.Fatalf("UpdateJobData of a cancelled job: want ErrFailedPrecondition, got %v", err)
+	}
+}
+
 func TestTokenIsSentOnEveryCall(t *testing.T) {
 	address, token := os.Getenv(authAddressEnv), os.Getenv(tokenEnv)
 	if address == "" || token == "" {

@@ -295,6 +295,25 @@ func (c *Client) PromoteJob(ctx context.Context, queue, id string) (*Job, error)
 	return jobFromProto(resp.GetJob()), nil
 }
 
+// UpdateJobData replaces the data of a job that has not finished (waiting, paused, delayed or active): a
+// running attempt keeps the data it was given, the next attempt gets the new data. data is encoded as AddJob
+// encodes it ([]byte as octet-stream, json.RawMessage as is, anything else as JSON; nil is JSON null). A
+// finished job gives ErrFailedPrecondition, data over the server's payload limit ErrInvalidArgument.
+func (c *Client) UpdateJobData(ctx context.Context, queue, id string, data any) (*Job, error) {
+	payload, err := encodePayload(data)
+	if err != nil {
+		return nil, err
+	}
+	if payload == nil {
+		payload = &pb.Payload{Body: &pb.Payload_Raw{Raw: []byte("null")}, ContentType: ContentTypeJSON}
+	}
+	resp, err := c.queues.UpdateJobData(ctx, &pb.UpdateJobDataRequest{QueueName: queue, JobId: id, Data: payload})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
 // ChangeJobPriority gives a waiting or delayed job a new priority.
 func (c *Client) ChangeJobPriority(ctx context.Context, queue, id string, priority Priority) (*Job, error) {
 	resp, err := c.queues.ChangeJobPriority(ctx, &pb.ChangeJobPriorityRequest{

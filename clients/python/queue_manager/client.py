@@ -41,6 +41,7 @@ from queue_manager.job_control import (
     get_job_logs_request,
     job_key,
     retry_failed_request,
+    update_job_data_request,
     wait_for_job_request,
 )
 from queue_manager.metrics import (
@@ -786,6 +787,30 @@ class QueueManager:
         response: jobs_pb2.ChangeJobPriorityResponse = await self._unary(
             self._queue_stub().ChangeJobPriority, request
         )
+        return job_from_proto(response.job)
+
+    async def update_job_data(self, queue_name: str, job_id: str, data: Any) -> Job:
+        """Replaces the data of a job that has not finished (waiting, paused, delayed or active).
+
+        A run under way keeps the data it was given; the job's next attempt gets the new data. A processor
+        changes its own job's data with `JobContext.update_data` instead (fenced by its lease).
+
+        Args:
+            data: The new data: bytes (sent as application/octet-stream) or a JSON-serialisable value (None
+                is JSON null).
+
+        Returns:
+            The job after the change.
+
+        Raises:
+            FailedPreconditionError: The job has finished (completed, failed or cancelled).
+            NotFoundError: No such job or queue.
+            InvalidArgumentError: The data is over the server's payload limit.
+            TypeError, ValueError: The data is neither bytes nor JSON (checked before anything is sent).
+        """
+        request = update_job_data_request(queue_name, job_id, data)
+        stub = self._queue_stub()
+        response: jobs_pb2.UpdateJobDataResponse = await self._unary(stub.UpdateJobData, request)
         return job_from_proto(response.job)
 
     # ----------------------------------------------------------------- plumbing

@@ -23,8 +23,9 @@ from queue_manager.convert import (
     workflow_ref_from_proto,
 )
 from queue_manager.enums import JobPriority
+from queue_manager.job_control import update_job_data_request
 from queue_manager.options import JobMetadata, JobOptions
-from queue_manager.v1 import worker_service_pb2
+from queue_manager.v1 import jobs_pb2, worker_service_pb2
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -33,15 +34,20 @@ __all__ = ["JobContext", "ProgressSink"]
 
 
 class ProgressSink(Protocol):
-    """Where a context sends progress and log lines: the worker that runs the job."""
+    """Where a context sends progress, log lines and data updates: the worker that runs the job."""
 
     def _report_progress(self, ctx: JobContext, value: struct_pb2.Value) -> None: ...
 
     def _report_log(self, ctx: JobContext, time_ns: int, message: str) -> None: ...
 
+    def _update_data(
+        self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest
+    ) -> Awaitable[None] | None: ...
+
 
 class _Done:
-    """An awaitable that is already complete: what `JobContext.log` returns, so awaiting it is optional
+    """An awaitable that is already complete: what `JobContext.log` (and `update_data` from a processor's
+    thread) returns, so awaiting it is optional
     (and, unlike a coroutine, leaving it unawaited warns about nothing)."""
 
     __slots__ = ()
@@ -187,6 +193,27 @@ class JobContext:
         """
         self._worker._report_log(self, time.time_ns(), message if isinstance(message, str) else str(message))
         return _DONE
+
+    def update_data(self, data: Any) -> Awaitable[None]:
+        """Replaces this job's data on the server, so that its next attempt (a retry after a failure, or a
+        redelivery after a crash) starts from it: save the step a long job has reached, and resume from it.
+
+        The change is fenced by this run's lease: once the lease is lost (the job was recovered and may run
+        elsewhere) it is refused with `FailedPreconditionError` and nothing changes. On success
+        ``job.data`` holds the new value. From an async processor, ``await job.update_data(...)``; from a
+        plain-``def`` processor's thread, call it without ``await``: it returns once the server has answered.
+
+        Args:
+            data: The new data: bytes (sent as application/octet-stream) or a JSON-serialisable value (None
+                is JSON null); at most the server's payload limit.
+
+        Raises:
+            FailedPreconditionError: This run's lease was lost.
+            InvalidArgumentError: The data is over the server's payload limit.
+            TypeError, ValueError: The data is neither bytes nor JSON (raised before anything is sent).
+        """
+        request = update_job_data_request(self.queue_name, self.id, data, self.lease_token)
+        return self._worker._update_data(self, request) or _DONE
 
     def __repr__(self) -> str:
         return f"JobContext(queue_name={self.queue_name!r}, id={self.id!r}, name={self.name!r})"

@@ -1,11 +1,12 @@
-"""Job-control requests shared by `QueueManager` and `SyncQueueManager`: logs, waiting, retry, promotion and
-priority. Validation happens here, before anything is sent."""
+"""Job-control requests shared by `QueueManager` and `SyncQueueManager` (and a running job's data update):
+logs, waiting, retry, promotion, priority and data. Validation happens here, before anything is sent."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from queue_manager.convert import Job, job_from_proto
+from queue_manager.convert import JSON_CONTENT_TYPE, Job, encode_payload, job_from_proto
 from queue_manager.enums import JobPriority, JobState
 from queue_manager.options import parse_priority, validate_queue_name
 from queue_manager.v1 import jobs_pb2, types_pb2
@@ -16,6 +17,7 @@ __all__ = [
     "finished_job",
     "get_job_logs_request",
     "retry_failed_request",
+    "update_job_data_request",
     "wait_for_job_request",
 ]
 
@@ -90,6 +92,24 @@ def change_priority_request(
         job_id=job_id,
         priority=parse_priority(priority),  # type: ignore[arg-type]
     )
+
+
+def update_job_data_request(
+    queue_name: str, job_id: str, data: Any, lease_token: str = ""
+) -> jobs_pb2.UpdateJobDataRequest:
+    """Builds an UpdateJobDataRequest: bytes go as octet-stream, anything else as JSON (None as JSON null).
+
+    Raises:
+        TypeError: The data is neither bytes nor JSON-serialisable.
+        ValueError: The data holds NaN or infinity, or a circular reference; a bad queue name or job id.
+    """
+    queue_name, job_id = job_key(queue_name, job_id)
+    request = jobs_pb2.UpdateJobDataRequest(queue_name=queue_name, job_id=job_id, lease_token=lease_token)
+    if data is None:  # the data is required: an unset payload would be refused, so None is sent as null
+        request.data.raw, request.data.content_type = b"null", JSON_CONTENT_TYPE
+    else:
+        encode_payload(data, request.data)
+    return request
 
 
 def finished_job(

@@ -30,6 +30,7 @@ from queue_manager.job_control import (
     get_job_logs_request,
     job_key,
     retry_failed_request,
+    update_job_data_request,
     wait_for_job_request,
 )
 from queue_manager.metrics import (
@@ -467,6 +468,12 @@ class SyncQueueManager:
         """Changes a waiting or delayed job's priority; see `QueueManager.change_priority`."""
         request = change_priority_request(queue_name, job_id, priority)
         response: jobs_pb2.ChangeJobPriorityResponse = self._call(self._queues.ChangeJobPriority, request)
+        return job_from_proto(response.job)
+
+    def update_job_data(self, queue_name: str, job_id: str, data: Any) -> Job:
+        """Replaces the data of a job that has not finished; see `QueueManager.update_job_data`."""
+        request = update_job_data_request(queue_name, job_id, data)
+        response: jobs_pb2.UpdateJobDataResponse = self._call(self._queues.UpdateJobData, request)
         return job_from_proto(response.job)
 
     def _call(self, method: Any, request: Any) -> Any:

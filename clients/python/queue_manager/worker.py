@@ -28,7 +28,10 @@ Protocol, as this side speaks it:
 8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; the first report on the new stream extends their leases (a server that stopped left
    them held, and the new one takes them over), and outcomes not yet sent go out on it.
-9. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
+9. A processor's ``job.update_data`` is not a report: it is a unary ``QueueService.UpdateJobData`` call on
+   this worker's channel, carrying the run's lease token (the server refuses it once the lease is lost), so
+   the processor awaits the server's answer and sees a refusal as an exception.
+10. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
    meanwhile, wait up to a grace period for running jobs, abandon the rest (a stall), flush the outbox,
    half-close, wait (bounded) for the server to end the stream, close the channel.
 """
@@ -67,13 +70,13 @@ from queue_manager.checks import (
     check_token,
 )
 from queue_manager.context import JobContext
-from queue_manager.convert import encode_payload
-from queue_manager.errors import RateLimitedError, UnrecoverableError, status_code
+from queue_manager.convert import decode_payload, encode_payload
+from queue_manager.errors import RateLimitedError, UnrecoverableError, error_from_rpc, status_code
 from queue_manager.lifecycle import RunsUntilShutdown
 from queue_manager.logsampling import Sampler
 from queue_manager.stats import ProcessStats
 from queue_manager.tracebacks import exception_text, format_failure
-from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
+from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, worker_service_pb2, worker_service_pb2_grpc
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -111,6 +114,8 @@ _STOPPED_KEPT = 1000
 # What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
 _LOG_LINES_KEPT = 1000
 _LOG_LINE_CHARS = 2000
+# Seconds a processor's data update (UpdateJobData) may take before it fails with DEADLINE_EXCEEDED.
+_UPDATE_DATA_TIMEOUT = 30.0
 
 
 def default_concurrency() -> int:
@@ -779,6 +784,29 @@ class Worker(RunsUntilShutdown):
         line.time.FromNanoseconds(time_ns)
         self._unsent += 1
         self._wake.set()
+
+    def _update_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> Awaitable[None] | None:
+        """A running job's data update: a coroutine to await on the worker's loop; called from a plain-``def``
+        processor's thread, the update runs on the loop and this returns None once it is done."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            return self._send_data(ctx, request)
+        asyncio.run_coroutine_threadsafe(self._send_data(ctx, request), loop).result()
+        return None
+
+    async def _send_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> None:
+        assert self._channel is not None
+        stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        try:
+            await stub.UpdateJobData(request, timeout=_UPDATE_DATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        ctx.data = decode_payload(request.data)
 
 
 def _failure_message(exc: BaseException) -> str:

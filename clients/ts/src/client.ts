@@ -4,7 +4,7 @@ import { createClient, type CallOptions, type Client } from "@connectrpc/connect
 import { AddBatcher } from "./adds.js";
 import { AddBulkRequestSchema, AddJobRequestSchema, type AddBulkRequest } from "./gen/queue_manager/v1/jobs_pb.js";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
-import { createdJob, fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
+import { createdJob, encodePayload, fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
 import { newJob, queueConfigToProto, uint } from "./options.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";
@@ -358,6 +358,17 @@ export class QueueManager {
   async changeJobPriority(queueName: string, jobId: string, priority: PriorityLike): Promise<Job> {
     const request = { queueName, jobId, priority: parsePriority(priority) };
     const res = await mapped(() => this.client.changeJobPriority(request, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /**
+   * Replaces the data of a job that has not finished (waiting, paused, delayed or active): a running attempt
+   * keeps the data it was given, the next attempt gets the new data. Bytes go as octet-stream, anything else
+   * as JSON (`undefined` as JSON null). A finished job gives `FailedPreconditionError`.
+   */
+  async updateJobData(queueName: string, jobId: string, data: unknown): Promise<Job> {
+    const request = { queueName, jobId, data: encodePayload(data === undefined ? null : data) };
+    const res = await mapped(() => this.client.updateJobData(request, this.callOptions));
     return jobFromProto(res.job!);
   }
 

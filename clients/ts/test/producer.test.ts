@@ -183,6 +183,20 @@ describe("jobs", () => {
     assert.equal(changed.priority, JobPriority.CRITICAL);
   });
 
+  it("updates the data of a job that has not finished, and refuses a finished one", async () => {
+    const delayed = await qm.addJob(name, "fix-me", { to: "old" }, { delay: 60_000 });
+    const changed = await qm.updateJobData(name, delayed.id, { to: "new" });
+    assert.equal(changed.state, "delayed");
+    assert.deepEqual(changed.data, { to: "new" });
+    assert.deepEqual((await qm.getJob(name, delayed.id)).data, { to: "new" });
+    await qm.cancelJob(name, delayed.id);
+    await assert.rejects(qm.updateJobData(name, delayed.id, 1), (err: unknown) => {
+      assert.ok(err instanceof FailedPreconditionError);
+      assert.match(err.message, /is cancelled/);
+      return true;
+    });
+  });
+
   it("deduplicates by key", async () => {
     const first = await qm.addJob(name, "dedup", 1, { dedup: { key: "k1", ttl: 60_000 } });
     const second = await qm.addJob(name, "dedup", 2, { dedup: "k1" });

@@ -1,4 +1,4 @@
-"""Job control: per-job log lines, following a job's state, retry, promotion and priority changes.
+"""Job control: per-job log lines, following a job's state, retry, promotion, priority and data changes.
 
 One method per Lua script, with the script's name and argument order (as in engine.py). Log lines are
 numbered from the job's first line ever (its ``lgn`` field counts them), so a page token stays valid while
@@ -13,7 +13,7 @@ from typing import Any
 
 from queue_manager_server.engine.engine import Engine, job_fields
 from queue_manager_server.engine.records import JobRecord
-from queue_manager_server.errors import JobNotFound, QueueNotFound, WrongState
+from queue_manager_server.errors import JobNotFound, LeaseNotHeld, QueueNotFound, WrongState
 
 # Lines kept per job (the oldest go first) and characters kept per line: a chatty processor cannot grow a
 # job past about 2 MB of logs.
@@ -24,7 +24,7 @@ LOG_TAIL = 20
 # Jobs moved back to waiting per retry_jobs call: each call stays short, however many jobs failed.
 RETRY_CHUNK = 1000
 
-NO_QUEUE, NOT_FOUND, WRONG_STATE = -1, -2, -5
+NO_QUEUE, NOT_FOUND, LEASE_LOST, WRONG_STATE = -1, -2, -3, -5
 
 
 @dataclass(slots=True)
@@ -137,7 +137,7 @@ class JobControl:
         if code == NOT_FOUND:
             raise JobNotFound(queue, job_id)
 
-    # ---- retry, promote, priority -------------------------------------------------------------
+    # ---- retry, promote, priority, data -------------------------------------------------------------
 
     async def retry_job(self, queue: str, job_id: str) -> None:
         """A failed or cancelled job back to waiting, attempts counted afresh (lua/includes/requeue.lua)."""
@@ -180,6 +180,24 @@ class JobControl:
         k = self.engine.keys(queue)
         r = await self.scripts.run("change_priority", [k.meta, k.waiting], [k.job_prefix, job_id, priority])
         self._check(queue, job_id, r, "only a waiting or delayed job's priority can change")
+
+    async def update_job_data(
+        self, queue: str, job_id: str, data: bytes, content_type: str, lease_token: str = ""
+    ) -> None:
+        """Replaces the data of a job that has not finished; the next attempt gets it (a run under way keeps
+        what it was delivered with). With `lease_token`, only while the job is active under that lease."""
+        k = self.engine.keys(queue)
+        r = await self.scripts.run(
+            "update_job_data", [k.meta], [k.job_prefix, job_id, data, content_type, lease_token]
+        )
+        if _i(r[0]) == LEASE_LOST:
+            lost = (
+                f"the lease of job {job_id!r} in queue {queue!r} held by this token was lost (it expired or "
+                f"the job was recovered, cancelled or removed; the job is {_s(r[1])} now); the data was not "
+                "changed"
+            )
+            raise LeaseNotHeld(queue, job_id, lost)
+        self._check(queue, job_id, r, "only the data of a job that has not finished can change")
 
     @staticmethod
     def _check(queue: str, job_id: str, r: list[Any], rule: str) -> None:

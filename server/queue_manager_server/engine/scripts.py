@@ -136,6 +136,7 @@ class Scripts:
         "retry_jobs",
         "promote_job",
         "change_priority",
+        "update_job_data",
         "wf_starting",
         "wf_create",
         "wf_step_done",

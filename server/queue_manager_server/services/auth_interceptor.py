@@ -5,7 +5,8 @@ For every call of a guarded service (all but health and reflection, `access.OPEN
 1. The ``authorization`` metadata must hold a token of the token file (`auth.Authenticator`), else the call
    ends ``UNAUTHENTICATED``. The real handler is not run; the request is not even parsed.
 2. The token's roles must grant the RPC's permission (`access.RULES`), else ``PERMISSION_DENIED``, also
-   without running the handler.
+   without running the handler. An RPC a lease also opens (`access.Rule.leased`: UpdateJobData) lets in a
+   token with that permission, and then refuses its request unless it carries a lease token.
 3. The queues the request names must match the token's patterns. Unary and server-streaming requests are
    checked before the handler runs; a request of independent items (AddJobBatch) is checked item by item by
    its handler (`access.add_item_denials`), and an item out of reach is refused alone. Client streams
@@ -28,7 +29,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from queue_manager_server.access import ITEM_CHECK, Named, Rule, denial, queue_denial, rule_for
+from queue_manager_server.access import ITEM_CHECK, Named, Rule, denial, lease_denial, queue_denial, rule_for
 from queue_manager_server.auth import Authenticator, AuthError, Principal
 from queue_manager_server.errors import PermissionDenied
 
@@ -158,6 +159,8 @@ class _Guard:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
 
     async def _check_request(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        if why := lease_denial(self.principal, self.rule, self.method, request):
+            await self._deny(context, why)
         if self.rule.queues is not None and (why := queue_denial(self.principal, self.rule.queues(request))):
             await self._deny(context, why)
         if self.rule.run_queues and not self.principal.all_queues and self.run_queues is not None:

@@ -1,4 +1,5 @@
-"""QueueService handlers for job control and visibility: logs, waiting for a job, retry, promote, priority.
+"""QueueService handlers for job control and visibility: logs, waiting for a job, retry, promote, priority,
+data.
 
 ``WaitForJob`` follows one job without polling: it registers a follower (services/waiters.py), flags the
 job in Redis so scripts publish its state changes (``watch_job.lua``), then reads it. Every change after
@@ -44,11 +45,12 @@ async def job_message(control: JobControl, queue: str, job_id: str) -> types_pb2
 
 
 class JobControlHandlers:
-    """Logs, waiting, retry, promotion and priority of jobs (part of `QueueService`)."""
+    """Logs, waiting, retry, promotion, priority and data of jobs (part of `QueueService`)."""
 
     engine: Engine
     control: JobControl
     waiters: JobWaiters
+    max_payload: int
 
     @unary
     async def GetJobLogs(
@@ -146,3 +148,15 @@ class JobControlHandlers:
         priority = validate.enum_value(request.priority, range(1, 6), "priority", types_pb2.JobPriority)
         await self.control.change_priority(queue, job_id, priority)
         return pb.ChangeJobPriorityResponse(job=await job_message(self.control, queue, job_id))
+
+    @unary
+    async def UpdateJobData(
+        self, request: pb.UpdateJobDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateJobDataResponse:
+        queue, job_id = validate.queue_name(request.queue_name), validate.job_id(request.job_id)
+        if request.data.WhichOneof("body") is None:
+            raise InvalidArgument("data", "is required: a JSON value or raw bytes (JSON null clears it)")
+        body, ct = convert.payload_in(request.data, "data", self.max_payload)
+        token = validate.text(request.lease_token, "lease_token", required=False)
+        await self.control.update_job_data(queue, job_id, body, ct, token)
+        return pb.UpdateJobDataResponse(job=await job_message(self.control, queue, job_id))

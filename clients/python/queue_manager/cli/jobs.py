@@ -84,7 +84,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``qm jobs logs|wait|retry|retry-all|promote|priority`` (docs/jobs.md)."""
+    """``qm jobs logs|wait|retry|retry-all|promote|priority|update-data`` (docs/jobs.md)."""
     logs = jobs.add_parser("logs", help="show a job's log lines, oldest first")
     logs.add_argument("queue")
     logs.add_argument("job_id", metavar="ID")
@@ -123,6 +123,13 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     priority.add_argument("job_id", metavar="ID")
     priority.add_argument("priority", help="critical, high, normal, low, background or 1-5")
     priority.set_defaults(command="jobs priority", handler=_priority)
+    update = jobs.add_parser(
+        "update-data", help="replace the data of a job that has not finished (its next attempt gets it)"
+    )
+    update.add_argument("queue")
+    update.add_argument("job_id", metavar="ID")
+    option(update, "--data", required=True, help="the new data as JSON (@FILE reads a file, @- stdin)")
+    update.set_defaults(command="jobs update-data", handler=_update_data)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -286,5 +293,13 @@ def _promote(args: argparse.Namespace) -> int:
 def _priority(args: argparse.Namespace) -> int:
     with client(args) as qm:
         job = qm.change_priority(args.queue, args.job_id, args.priority)
+    show(args, plain(job))
+    return 0
+
+
+def _update_data(args: argparse.Namespace) -> int:
+    data = read_data(args.data)
+    with client(args) as qm:
+        job = qm.update_job_data(args.queue, args.job_id, data)
     show(args, plain(job))
     return 0

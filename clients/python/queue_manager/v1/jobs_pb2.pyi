@@ -868,6 +868,71 @@ class PromoteJobResponse(_message.Message):
 Global___PromoteJobResponse: _TypeAlias = PromoteJobResponse  # noqa: Y015
 
 @_typing.final
+class UpdateJobDataRequest(_message.Message):
+    """UpdateJobDataRequest names a job that has not finished and its new data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    job_id: _builtins.str
+    """Job id."""
+    lease_token: _builtins.str
+    """The lease token of the run that makes the change (a processor saving a checkpoint): the change is
+    refused with FAILED_PRECONDITION unless the job is active under this lease, so a run whose lease was lost
+    cannot change the data of the job's next attempt. Empty for a change from outside the job's run.
+    """
+    @_builtins.property
+    def data(self) -> _types_pb2.Payload:
+        """The new data: a JSON value, or bytes with their content type; required (a JSON null clears it), at most
+        the server's payload limit (QM_MAX_PAYLOAD_BYTES).
+        """
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        data: _types_pb2.Payload | None = ...,
+        lease_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "job_id", b"job_id", "lease_token", b"lease_token", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobDataRequest: _TypeAlias = UpdateJobDataRequest  # noqa: Y015
+
+@_typing.final
+class UpdateJobDataResponse(_message.Message):
+    """UpdateJobDataResponse is the job after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _types_pb2.Job:
+        """The job after the change, holding the new data."""
+
+    def __init__(
+        self,
+        *,
+        job: _types_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobDataResponse: _TypeAlias = UpdateJobDataResponse  # noqa: Y015
+
+@_typing.final
 class ChangeJobPriorityRequest(_message.Message):
     """ChangeJobPriorityRequest names a waiting or delayed job and its new priority."""
 

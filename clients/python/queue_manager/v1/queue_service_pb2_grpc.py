@@ -169,6 +169,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityResponse.FromString,
                 _registered_method=True)
+        self.UpdateJobData = channel.unary_unary(
+                '/queue_manager.v1.QueueService/UpdateJobData',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.UpdateJobDataRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.UpdateJobDataResponse.FromString,
+                _registered_method=True)
         self.ExecuteWorkflow = channel.unary_unary(
                 '/queue_manager.v1.QueueService/ExecuteWorkflow',
                 request_serializer=queue__manager_dot_v1_dot_workflows__pb2.ExecuteWorkflowRequest.SerializeToString,
@@ -409,6 +414,14 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJobData(self, request, context):
+        """Replaces the data of a job that has not finished (waiting, paused, delayed or active). A running attempt
+        keeps the data it was given; the job's next attempt gets the new data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExecuteWorkflow(self, request, context):
         """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run.
         """
@@ -597,6 +610,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.ChangeJobPriority,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityResponse.SerializeToString,
+            ),
+            'UpdateJobData': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJobData,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.UpdateJobDataRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.UpdateJobDataResponse.SerializeToString,
             ),
             'ExecuteWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.ExecuteWorkflow,
@@ -1342,6 +1360,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/ChangeJobPriority',
             queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.ChangeJobPriorityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJobData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/UpdateJobData',
+            queue__manager_dot_v1_dot_jobs__pb2.UpdateJobDataRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.UpdateJobDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

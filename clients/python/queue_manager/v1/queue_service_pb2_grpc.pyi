@@ -108,6 +108,10 @@ class QueueServiceStub:
     """Makes a delayed job waiting now."""
     ChangeJobPriority: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ChangeJobPriorityRequest, _jobs_pb2.ChangeJobPriorityResponse]
     """Changes the priority of a waiting or delayed job."""
+    UpdateJobData: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobDataRequest, _jobs_pb2.UpdateJobDataResponse]
+    """Replaces the data of a job that has not finished (waiting, paused, delayed or active). A running attempt
+    keeps the data it was given; the job's next attempt gets the new data.
+    """
     ExecuteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.ExecuteWorkflowRequest, _workflows_pb2.ExecuteWorkflowResponse]
     """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run."""
     GetWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.GetWorkflowRequest, _workflows_pb2.GetWorkflowResponse]
@@ -201,6 +205,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Makes a delayed job waiting now."""
     ChangeJobPriority: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ChangeJobPriorityRequest, _jobs_pb2.ChangeJobPriorityResponse]  # type: ignore[assignment]
     """Changes the priority of a waiting or delayed job."""
+    UpdateJobData: _aio.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobDataRequest, _jobs_pb2.UpdateJobDataResponse]  # type: ignore[assignment]
+    """Replaces the data of a job that has not finished (waiting, paused, delayed or active). A running attempt
+    keeps the data it was given; the job's next attempt gets the new data.
+    """
     ExecuteWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.ExecuteWorkflowRequest, _workflows_pb2.ExecuteWorkflowResponse]  # type: ignore[assignment]
     """Starts a workflow run and returns its id at once. With a run_id that exists, returns that run."""
     GetWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.GetWorkflowRequest, _workflows_pb2.GetWorkflowResponse]  # type: ignore[assignment]
@@ -447,6 +455,16 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ChangeJobPriorityResponse, _abc.Awaitable[_jobs_pb2.ChangeJobPriorityResponse]]:
         """Changes the priority of a waiting or delayed job."""
+
+    @_abc_1.abstractmethod
+    def UpdateJobData(
+        self,
+        request: _jobs_pb2.UpdateJobDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.UpdateJobDataResponse, _abc.Awaitable[_jobs_pb2.UpdateJobDataResponse]]:
+        """Replaces the data of a job that has not finished (waiting, paused, delayed or active). A running attempt
+        keeps the data it was given; the job's next attempt gets the new data.
+        """
 
     @_abc_1.abstractmethod
     def ExecuteWorkflow(

@@ -1745,6 +1745,128 @@ func (x *PromoteJobResponse) GetJob() *Job {
 	return nil
 }
 
+// UpdateJobDataRequest names a job that has not finished and its new data.
+type UpdateJobDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Job id.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The new data: a JSON value, or bytes with their content type; required (a JSON null clears it), at most
+	// the server's payload limit (QM_MAX_PAYLOAD_BYTES).
+	Data *Payload `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// The lease token of the run that makes the change (a processor saving a checkpoint): the change is
+	// refused with FAILED_PRECONDITION unless the job is active under this lease, so a run whose lease was lost
+	// cannot change the data of the job's next attempt. Empty for a change from outside the job's run.
+	LeaseToken    string `protobuf:"bytes,4,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateJobDataRequest) Reset() {
+	*x = UpdateJobDataRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateJobDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateJobDataRequest) ProtoMessage() {}
+
+func (x *UpdateJobDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateJobDataRequest.ProtoReflect.Descriptor instead.
+func (*UpdateJobDataRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UpdateJobDataRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *UpdateJobDataRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *UpdateJobDataRequest) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UpdateJobDataRequest) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+// UpdateJobDataResponse is the job after the change.
+type UpdateJobDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job after the change, holding the new data.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateJobDataResponse) Reset() {
+	*x = UpdateJobDataResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateJobDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateJobDataResponse) ProtoMessage() {}
+
+func (x *UpdateJobDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateJobDataResponse.ProtoReflect.Descriptor instead.
+func (*UpdateJobDataResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UpdateJobDataResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 // ChangeJobPriorityRequest names a waiting or delayed job and its new priority.
 type ChangeJobPriorityRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1760,7 +1882,7 @@ type ChangeJobPriorityRequest struct {
 
 func (x *ChangeJobPriorityRequest) Reset() {
 	*x = ChangeJobPriorityRequest{}
-	mi := &file_queue_manager_v1_jobs_proto_msgTypes[30]
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1894,7 @@ func (x *ChangeJobPriorityRequest) String() string {
 func (*ChangeJobPriorityRequest) ProtoMessage() {}
 
 func (x *ChangeJobPriorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_jobs_proto_msgTypes[30]
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1907,7 @@ func (x *ChangeJobPriorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeJobPriorityRequest.ProtoReflect.Descriptor instead.
 func (*ChangeJobPriorityRequest) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ChangeJobPriorityRequest) GetQueueName() string {
@@ -1820,7 +1942,7 @@ type ChangeJobPriorityResponse struct {
 
 func (x *ChangeJobPriorityResponse) Reset() {
 	*x = ChangeJobPriorityResponse{}
-	mi := &file_queue_manager_v1_jobs_proto_msgTypes[31]
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1954,7 @@ func (x *ChangeJobPriorityResponse) String() string {
 func (*ChangeJobPriorityResponse) ProtoMessage() {}
 
 func (x *ChangeJobPriorityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_jobs_proto_msgTypes[31]
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1967,7 @@ func (x *ChangeJobPriorityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeJobPriorityResponse.ProtoReflect.Descriptor instead.
 func (*ChangeJobPriorityResponse) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ChangeJobPriorityResponse) GetJob() *Job {
@@ -1970,6 +2092,15 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"=\n" +
 	"\x12PromoteJobResponse\x12'\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\x9c\x01\n" +
+	"\x14UpdateJobDataRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12-\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\x12\x1f\n" +
+	"\vlease_token\x18\x04 \x01(\tR\n" +
+	"leaseToken\"@\n" +
+	"\x15UpdateJobDataResponse\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\x8b\x01\n" +
 	"\x18ChangeJobPriorityRequest\x12\x1d\n" +
 	"\n" +
@@ -1992,7 +2123,7 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_jobs_proto_rawDescData
 }
 
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*NewJob)(nil),                    // 0: queue_manager.v1.NewJob
 	(*AddJobRequest)(nil),             // 1: queue_manager.v1.AddJobRequest
@@ -2024,22 +2155,24 @@ var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*RetryFailedJobsResponse)(nil),   // 27: queue_manager.v1.RetryFailedJobsResponse
 	(*PromoteJobRequest)(nil),         // 28: queue_manager.v1.PromoteJobRequest
 	(*PromoteJobResponse)(nil),        // 29: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityRequest)(nil),  // 30: queue_manager.v1.ChangeJobPriorityRequest
-	(*ChangeJobPriorityResponse)(nil), // 31: queue_manager.v1.ChangeJobPriorityResponse
-	(*Payload)(nil),                   // 32: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 33: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 34: queue_manager.v1.Job
-	(JobState)(0),                     // 35: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 36: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 37: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 38: google.protobuf.Duration
-	(JobPriority)(0),                  // 39: queue_manager.v1.JobPriority
+	(*UpdateJobDataRequest)(nil),      // 30: queue_manager.v1.UpdateJobDataRequest
+	(*UpdateJobDataResponse)(nil),     // 31: queue_manager.v1.UpdateJobDataResponse
+	(*ChangeJobPriorityRequest)(nil),  // 32: queue_manager.v1.ChangeJobPriorityRequest
+	(*ChangeJobPriorityResponse)(nil), // 33: queue_manager.v1.ChangeJobPriorityResponse
+	(*Payload)(nil),                   // 34: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 35: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 36: queue_manager.v1.Job
+	(JobState)(0),                     // 37: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 39: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
+	(JobPriority)(0),                  // 41: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	32, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	33, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	34, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	35, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
 	0,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	34, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	36, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
 	1,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
 	7,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
 	1,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
@@ -2047,27 +2180,29 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	2,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
 	9,  // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
 	8,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	35, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	36, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	37, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	38, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	34, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	35, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	34, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	35, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	37, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	38, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	34, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	35, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	34, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	39, // 25: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	34, // 26: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	36, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	37, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	36, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	37, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	39, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	40, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	36, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	36, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	36, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	37, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	36, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	34, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	36, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	41, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	36, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2087,7 +2222,7 @@ func file_queue_manager_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -960,7 +960,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"S\n" +
 	"\x17GetQueueMetricsResponse\x128\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\xe5\x18\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\xc7\x19\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -994,7 +994,8 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x0fRetryFailedJobs\x12(.queue_manager.v1.RetryFailedJobsRequest\x1a).queue_manager.v1.RetryFailedJobsResponse\x12W\n" +
 	"\n" +
 	"PromoteJob\x12#.queue_manager.v1.PromoteJobRequest\x1a$.queue_manager.v1.PromoteJobResponse\x12l\n" +
-	"\x11ChangeJobPriority\x12*.queue_manager.v1.ChangeJobPriorityRequest\x1a+.queue_manager.v1.ChangeJobPriorityResponse\x12f\n" +
+	"\x11ChangeJobPriority\x12*.queue_manager.v1.ChangeJobPriorityRequest\x1a+.queue_manager.v1.ChangeJobPriorityResponse\x12`\n" +
+	"\rUpdateJobData\x12&.queue_manager.v1.UpdateJobDataRequest\x1a'.queue_manager.v1.UpdateJobDataResponse\x12f\n" +
 	"\x0fExecuteWorkflow\x12(.queue_manager.v1.ExecuteWorkflowRequest\x1a).queue_manager.v1.ExecuteWorkflowResponse\x12Z\n" +
 	"\vGetWorkflow\x12$.queue_manager.v1.GetWorkflowRequest\x1a%.queue_manager.v1.GetWorkflowResponse\x12`\n" +
 	"\rListWorkflows\x12&.queue_manager.v1.ListWorkflowsRequest\x1a'.queue_manager.v1.ListWorkflowsResponse\x12c\n" +
@@ -1059,39 +1060,41 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*RetryFailedJobsRequest)(nil),    // 37: queue_manager.v1.RetryFailedJobsRequest
 	(*PromoteJobRequest)(nil),         // 38: queue_manager.v1.PromoteJobRequest
 	(*ChangeJobPriorityRequest)(nil),  // 39: queue_manager.v1.ChangeJobPriorityRequest
-	(*ExecuteWorkflowRequest)(nil),    // 40: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),        // 41: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),      // 42: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),     // 43: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),     // 44: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),        // 45: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),      // 46: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),     // 47: queue_manager.v1.DeleteScheduleRequest
-	(*GetAllMetricsResponse)(nil),     // 48: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),      // 49: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),       // 50: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),            // 51: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),       // 52: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),      // 53: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),           // 54: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),            // 55: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),          // 56: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),         // 57: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),        // 58: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),        // 59: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),         // 60: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),          // 61: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),   // 62: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),        // 63: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil), // 64: queue_manager.v1.ChangeJobPriorityResponse
-	(*ExecuteWorkflowResponse)(nil),   // 65: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),       // 66: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),     // 67: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),    // 68: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),    // 69: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),       // 70: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),     // 71: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),    // 72: queue_manager.v1.DeleteScheduleResponse
+	(*UpdateJobDataRequest)(nil),      // 40: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),    // 41: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),        // 42: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),      // 43: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),     // 44: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),     // 45: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),        // 46: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),      // 47: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),     // 48: queue_manager.v1.DeleteScheduleRequest
+	(*GetAllMetricsResponse)(nil),     // 49: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),      // 50: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),       // 51: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),            // 52: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),       // 53: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),      // 54: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),           // 55: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),            // 56: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),          // 57: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),         // 58: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),        // 59: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),        // 60: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),         // 61: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),          // 62: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),   // 63: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),        // 64: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil), // 65: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),     // 66: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),   // 67: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),       // 68: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),     // 69: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),    // 70: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),    // 71: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),       // 72: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),     // 73: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),    // 74: queue_manager.v1.DeleteScheduleResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	18, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -1129,50 +1132,52 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	37, // 32: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
 	38, // 33: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
 	39, // 34: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	40, // 35: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	41, // 36: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	42, // 37: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	43, // 38: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	44, // 39: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	45, // 40: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	46, // 41: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	47, // 42: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	1,  // 43: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 44: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 45: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 46: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 47: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 48: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 49: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	15, // 50: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	17, // 51: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	48, // 52: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	49, // 53: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	50, // 54: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	51, // 55: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	52, // 56: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	53, // 57: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	54, // 58: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	55, // 59: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	56, // 60: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	57, // 61: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	58, // 62: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	59, // 63: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	60, // 64: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	61, // 65: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	62, // 66: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	63, // 67: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	64, // 68: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	65, // 69: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	66, // 70: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	67, // 71: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	68, // 72: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	69, // 73: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	70, // 74: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	71, // 75: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	72, // 76: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	43, // [43:77] is the sub-list for method output_type
-	9,  // [9:43] is the sub-list for method input_type
+	40, // 35: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	41, // 36: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	42, // 37: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	43, // 38: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	44, // 39: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	45, // 40: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	46, // 41: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	47, // 42: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	48, // 43: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	1,  // 44: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 45: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 46: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 47: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 48: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 49: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 50: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	15, // 51: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	17, // 52: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	49, // 53: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	50, // 54: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	51, // 55: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	52, // 56: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	53, // 57: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	54, // 58: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	55, // 59: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	56, // 60: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	57, // 61: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	58, // 62: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	59, // 63: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	60, // 64: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	61, // 65: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	62, // 66: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	63, // 67: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	64, // 68: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	65, // 69: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	66, // 70: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	67, // 71: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	68, // 72: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	69, // 73: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	70, // 74: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	71, // 75: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	72, // 76: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	73, // 77: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	74, // 78: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	44, // [44:79] is the sub-list for method output_type
+	9,  // [9:44] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name

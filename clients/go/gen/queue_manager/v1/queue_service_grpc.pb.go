@@ -45,6 +45,7 @@ const (
 	QueueService_RetryFailedJobs_FullMethodName   = "/queue_manager.v1.QueueService/RetryFailedJobs"
 	QueueService_PromoteJob_FullMethodName        = "/queue_manager.v1.QueueService/PromoteJob"
 	QueueService_ChangeJobPriority_FullMethodName = "/queue_manager.v1.QueueService/ChangeJobPriority"
+	QueueService_UpdateJobData_FullMethodName     = "/queue_manager.v1.QueueService/UpdateJobData"
 	QueueService_ExecuteWorkflow_FullMethodName   = "/queue_manager.v1.QueueService/ExecuteWorkflow"
 	QueueService_GetWorkflow_FullMethodName       = "/queue_manager.v1.QueueService/GetWorkflow"
 	QueueService_ListWorkflows_FullMethodName     = "/queue_manager.v1.QueueService/ListWorkflows"
@@ -125,6 +126,9 @@ type QueueServiceClient interface {
 	PromoteJob(ctx context.Context, in *PromoteJobRequest, opts ...grpc.CallOption) (*PromoteJobResponse, error)
 	// Changes the priority of a waiting or delayed job.
 	ChangeJobPriority(ctx context.Context, in *ChangeJobPriorityRequest, opts ...grpc.CallOption) (*ChangeJobPriorityResponse, error)
+	// Replaces the data of a job that has not finished (waiting, paused, delayed or active). A running attempt
+	// keeps the data it was given; the job's next attempt gets the new data.
+	UpdateJobData(ctx context.Context, in *UpdateJobDataRequest, opts ...grpc.CallOption) (*UpdateJobDataResponse, error)
 	// Starts a workflow run and returns its id at once. With a run_id that exists, returns that run.
 	ExecuteWorkflow(ctx context.Context, in *ExecuteWorkflowRequest, opts ...grpc.CallOption) (*ExecuteWorkflowResponse, error)
 	// Returns a workflow run: its state and every step's job, state, result or error.
@@ -435,6 +439,16 @@ func (c *queueServiceClient) ChangeJobPriority(ctx context.Context, in *ChangeJo
 	return out, nil
 }
 
+func (c *queueServiceClient) UpdateJobData(ctx context.Context, in *UpdateJobDataRequest, opts ...grpc.CallOption) (*UpdateJobDataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateJobDataResponse)
+	err := c.cc.Invoke(ctx, QueueService_UpdateJobData_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *queueServiceClient) ExecuteWorkflow(ctx context.Context, in *ExecuteWorkflowRequest, opts ...grpc.CallOption) (*ExecuteWorkflowResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExecuteWorkflowResponse)
@@ -585,6 +599,9 @@ type QueueServiceServer interface {
 	PromoteJob(context.Context, *PromoteJobRequest) (*PromoteJobResponse, error)
 	// Changes the priority of a waiting or delayed job.
 	ChangeJobPriority(context.Context, *ChangeJobPriorityRequest) (*ChangeJobPriorityResponse, error)
+	// Replaces the data of a job that has not finished (waiting, paused, delayed or active). A running attempt
+	// keeps the data it was given; the job's next attempt gets the new data.
+	UpdateJobData(context.Context, *UpdateJobDataRequest) (*UpdateJobDataResponse, error)
 	// Starts a workflow run and returns its id at once. With a run_id that exists, returns that run.
 	ExecuteWorkflow(context.Context, *ExecuteWorkflowRequest) (*ExecuteWorkflowResponse, error)
 	// Returns a workflow run: its state and every step's job, state, result or error.
@@ -688,6 +705,9 @@ func (UnimplementedQueueServiceServer) PromoteJob(context.Context, *PromoteJobRe
 }
 func (UnimplementedQueueServiceServer) ChangeJobPriority(context.Context, *ChangeJobPriorityRequest) (*ChangeJobPriorityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangeJobPriority not implemented")
+}
+func (UnimplementedQueueServiceServer) UpdateJobData(context.Context, *UpdateJobDataRequest) (*UpdateJobDataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateJobData not implemented")
 }
 func (UnimplementedQueueServiceServer) ExecuteWorkflow(context.Context, *ExecuteWorkflowRequest) (*ExecuteWorkflowResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExecuteWorkflow not implemented")
@@ -1166,6 +1186,24 @@ func _QueueService_ChangeJobPriority_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_UpdateJobData_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateJobDataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).UpdateJobData(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_UpdateJobData_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).UpdateJobData(ctx, req.(*UpdateJobDataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _QueueService_ExecuteWorkflow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExecuteWorkflowRequest)
 	if err := dec(in); err != nil {
@@ -1404,6 +1442,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ChangeJobPriority",
 			Handler:    _QueueService_ChangeJobPriority_Handler,
+		},
+		{
+			MethodName: "UpdateJobData",
+			Handler:    _QueueService_UpdateJobData_Handler,
 		},
 		{
 			MethodName: "ExecuteWorkflow",
