@@ -34,6 +34,8 @@ QUEUE_FAMILIES = {
     "queue_job_processing_duration_seconds": {"queue"},
     "queue_jobs": {"queue", "state"},
     "queue_oldest_waiting_age_seconds": {"queue"},
+    "queue_priority_jobs_waiting": {"queue", "priority"},
+    "queue_priority_oldest_waiting_age_seconds": {"queue", "priority"},
     "queue_workers_connected": {"queue"},
     "queue_paused": {"queue"},
 }
@@ -86,6 +88,9 @@ async def test_every_server_shows_the_same_queue_totals_under_the_seed_names(
     assert value(at_a, "queue_jobs", queue="work", state="completed") == COMPLETED
     assert value(at_a, "queue_jobs", queue="work", state="failed") == FAILED
     assert value(at_a, "queue_oldest_waiting_age_seconds", **q) == 0
+    for level in ("critical", "high", "normal", "low", "background"):
+        assert value(at_a, "queue_priority_jobs_waiting", queue="work", priority=level) == 0
+        assert value(at_a, "queue_priority_oldest_waiting_age_seconds", queue="work", priority=level) == 0
     assert value(at_a, "queue_workers_connected", **q) == 0
     assert value(at_a, "queue_paused", **q) == 0
     assert value(at_a, "queue_jobs_added_total", queue="dead-letter-queue") == FAILED

@@ -36,6 +36,7 @@ from queue_manager.v1 import (
     worker_service_pb2_grpc,
 )
 from queue_manager_server import bind, security, sentinel
+from queue_manager_server.components.aging import PrioritySweep
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.metrics_sampler import MetricsSampler
@@ -210,6 +211,7 @@ class App:
             Reaper(engine, s.reaper_interval_ms / 1000, s.lease_ms),
             timeouts,
             promoter,
+            PrioritySweep(engine, s.priority_sweep_ms / 1000),
             scheduler,
             Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,

@@ -85,6 +85,9 @@ class Settings:
     max_payload_bytes: int = 1024 * 1024
     shutdown_grace_ms: int = 10_000
     reaper_interval_ms: int = 1_000
+    # How often the priority sweep moves jobs past their queue's priority bound ahead (components/aging.py):
+    # a bound holds to within this much.
+    priority_sweep_ms: int = 1_000
     # Longest wait for one Redis connect or reply; a Redis that stops answering then gives UNAVAILABLE.
     redis_timeout_ms: int = 10_000
     # Redis connections one server process keeps at most; requests beyond wait for a free one.
@@ -242,6 +245,13 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         help="how often expired leases are looked for [QM_REAPER_INTERVAL_MS]",
     )
     p.add_argument(
+        "--priority-sweep-ms",
+        type=int,
+        default=int(e("QM_PRIORITY_SWEEP_MS", d.priority_sweep_ms)),
+        help="how often jobs past their queue's priority bound (max wait) are moved ahead; a bound holds to "
+        "within this [QM_PRIORITY_SWEEP_MS]",
+    )
+    p.add_argument(
         "--redis-max-connections",
         type=int,
         default=int(e("QM_REDIS_MAX_CONNECTIONS", d.redis_max_connections)),
@@ -299,6 +309,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         ("--lease-ms", a.lease_ms),
         ("--max-payload-bytes", a.max_payload_bytes),
         ("--redis-timeout-ms", a.redis_timeout_ms),
+        ("--priority-sweep-ms", a.priority_sweep_ms),
         ("--redis-max-connections", a.redis_max_connections),
     ):
         if value <= 0:
@@ -322,6 +333,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         max_payload_bytes=a.max_payload_bytes,
         shutdown_grace_ms=a.shutdown_grace_ms,
         reaper_interval_ms=a.reaper_interval_ms,
+        priority_sweep_ms=a.priority_sweep_ms,
         redis_timeout_ms=a.redis_timeout_ms,
         redis_max_connections=a.redis_max_connections,
         log_level=a.log_level.upper(),

@@ -13,6 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from queue_manager.v1 import jobs_pb2, types_pb2, worker_service_pb2
 from queue_manager_server import validate
+from queue_manager_server.bounds_convert import priority_bounds
+from queue_manager_server.engine.aging import AGING_FIELD, bounds_field
 from queue_manager_server.engine.engine import DEFAULT_DLQ
 from queue_manager_server.engine.job_control import LOG_KEEP, LOG_LINE_CHARS, JobView, LogLine
 from queue_manager_server.engine.records import (
@@ -584,6 +586,11 @@ def queue_meta(
         filled.dead_letter_queue = dlq
     fields["dlq"] = dlq
     fields["conc"] = cfg.concurrency  # claim.lua: most jobs active at once; 0 = no cap
+    bounds = priority_bounds(cfg.priority_bounds, f"{field}.priority_bounds")
+    fields[AGING_FIELD] = bounds_field(bounds)  # age_waiting.lua; "" = none
+    del filled.priority_bounds[:]
+    for level, ms in bounds:  # stored by level
+        filled.priority_bounds.add(priority=level, max_wait=ms_duration(ms))
     for kind, name, source, target, default in (
         (
             "kc",

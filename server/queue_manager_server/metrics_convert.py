@@ -37,6 +37,13 @@ def _bucket(b: MinuteActivity) -> types_pb2.MetricsBucket:
     return out
 
 
+def _level(m: Metrics, priority: int, count: int, since_ms: int) -> types_pb2.PriorityLevelMetrics:
+    out = types_pb2.PriorityLevelMetrics(priority=priority, waiting=count)  # type: ignore[arg-type]
+    if since_ms >= 0:
+        out.oldest_waiting_age.CopyFrom(_duration(max(m.sample_ms - since_ms, 0)))
+    return out
+
+
 def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
     out = types_pb2.QueueMetrics(
         queue_name=m.queue,
@@ -62,6 +69,7 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         rate_limit_tokens=m.rate_limit_tokens,
         is_paused=m.is_paused,
         history=[_bucket(b) for b in m.history],
+        levels=[_level(m, priority, count, since) for priority, (count, since) in enumerate(m.levels, 1)],
     )
     if (mean := mean_ms(m.recent_runs, m.recent_run_us)) is not None:
         out.average_processing_time.CopyFrom(_duration(mean))

@@ -38,7 +38,7 @@ from queue_manager.errors import (
     UnavailableError,
     UnrecoverableError,
 )
-from queue_manager.metrics import MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
+from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
     Backoff,
     ChainLink,
@@ -73,6 +73,7 @@ __all__ = [
     "JobRef",
     "JobState",
     "KeepJobs",
+    "LevelMetrics",
     "MetricsBucket",
     "MetricsSnapshot",
     "NotFoundError",

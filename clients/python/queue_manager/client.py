@@ -12,6 +12,7 @@ import grpc.aio
 
 from queue_manager import tracing
 from queue_manager.adds import AddBatcher
+from queue_manager.bounds import PriorityBoundsLike
 from queue_manager.channel import aio_channel, resolve_address
 from queue_manager.checks import (
     check_channel_options,
@@ -382,6 +383,7 @@ class QueueManager:
         failed_retention: RetentionLike | None = None,
         disable_dead_letter: bool = False,
         concurrency: int = 0,
+        priority_bounds: PriorityBoundsLike | None = None,
     ) -> Queue:
         """Registers a queue, or updates an existing one's settings.
 
@@ -396,6 +398,11 @@ class QueueManager:
             disable_dead_letter: Keep failed jobs only in failed.
             concurrency: At most this many jobs of the queue active at once across all workers and
                 servers; 0 (the default) for no cap.
+            priority_bounds: Anti-starvation aging: levels (HIGH to BACKGROUND) to the longest a job of
+                that level waits behind the levels above before it runs next, in milliseconds or a
+                timedelta, 1 s to 30 days (``{JobPriority.BACKGROUND: timedelta(minutes=1)}``). A bound
+                holds to within the server's priority sweep (1 s by default). None or empty: strict
+                priority. The whole config is replaced, so pass the bounds again when changing others.
 
         Returns:
             The queue as stored.
@@ -409,6 +416,7 @@ class QueueManager:
             failed_retention=failed_retention,
             disable_dead_letter=disable_dead_letter,
             concurrency=concurrency,
+            priority_bounds=priority_bounds,
         )
         response: queue_service_pb2.RegisterQueueResponse = await self._unary(
             self._queue_stub().RegisterQueue, request

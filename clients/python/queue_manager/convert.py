@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
+from queue_manager.bounds import priority_bounds_from_proto
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.metrics import QueueMetrics, metrics_from_proto
 from queue_manager.options import (
@@ -364,6 +365,7 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
         failed_retention=keep_from_proto(msg.failed_retention) if msg.HasField("failed_retention") else None,
         disable_dead_letter=msg.disable_dead_letter,
         concurrency=msg.concurrency,
+        priority_bounds=priority_bounds_from_proto(msg),
     )
 
 

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from queue_manager.enums import JobPriority
 from queue_manager.v1 import metrics_pb2, types_pb2
 
 __all__ = [
+    "LevelMetrics",
     "MetricsBucket",
     "MetricsSnapshot",
     "QueueMetrics",
@@ -44,6 +46,26 @@ class MetricsBucket:
     completed: int = 0
     failed: int = 0
     average_processing_time: timedelta | None = None
+
+
+# The levels this client knows (a newer server's unknown one is left out).
+_PRIORITIES = frozenset(int(p) for p in JobPriority)
+
+
+@dataclass(slots=True)
+class LevelMetrics:
+    """The ready jobs of one priority level of a queue.
+
+    Attributes:
+        priority: The level.
+        waiting: Jobs of this priority ready to run (waiting or paused), those a priority bound moved ahead
+            among them.
+        oldest_waiting_age: How long the oldest of them has waited; None when there is none.
+    """
+
+    priority: JobPriority
+    waiting: int = 0
+    oldest_waiting_age: timedelta | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +101,7 @@ class QueueMetrics:
         held_until: Until when a processor's retry-after holds every start of the queue; None if no hold.
         history: The last hour, one bucket a minute, oldest first (only when asked for).
         sample_time: When the figures were read (the server's Redis clock).
+        levels: The ready jobs of each priority level, CRITICAL first (all five).
     """
 
     queue_name: str
@@ -109,6 +132,7 @@ class QueueMetrics:
     held_until: datetime | None = None
     history: list[MetricsBucket] = field(default_factory=list)
     sample_time: datetime | None = None
+    levels: list[LevelMetrics] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -217,6 +241,17 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
         held_until=_time(msg.held_until) if has("held_until") else None,
         history=[_bucket_from_proto(b) for b in msg.history],
         sample_time=_time(msg.sample_time) if has("sample_time") else None,
+        levels=[
+            LevelMetrics(
+                priority=JobPriority(level.priority),
+                waiting=level.waiting,
+                oldest_waiting_age=_duration(level.oldest_waiting_age)
+                if level.HasField("oldest_waiting_age")
+                else None,
+            )
+            for level in msg.levels
+            if level.priority in _PRIORITIES
+        ],
     )
 
 

@@ -195,6 +195,8 @@ class QueueConfig:
         failed_retention: Retention of failed jobs.
         disable_dead_letter: Failed jobs stay only in failed.
         concurrency: Most jobs of the queue active at once across all workers and servers; 0: no cap.
+        priority_bounds: Anti-starvation aging: per level (HIGH to BACKGROUND), the longest a job of it
+            waits behind the levels above before it runs next; empty means strict priority.
     """
 
     rate_limit: RateLimit | None = None
@@ -204,6 +206,7 @@ class QueueConfig:
     failed_retention: KeepJobs | None = None
     disable_dead_letter: bool = False
     concurrency: int = 0
+    priority_bounds: Mapping[JobPriority, timedelta] = field(default_factory=dict)
 
 
 JobOptionsLike: TypeAlias = JobOptions | Mapping[str, Any]

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from queue_manager.bounds import PriorityBoundsLike, priority_bounds_to_proto
 from queue_manager.convert import encode_payload
 from queue_manager.enums import JobState
 from queue_manager.options import (
@@ -142,6 +143,7 @@ def register_queue_request(
     failed_retention: RetentionLike | None = None,
     disable_dead_letter: bool = False,
     concurrency: int = 0,
+    priority_bounds: PriorityBoundsLike | None = None,
 ) -> queue_service_pb2.RegisterQueueRequest:
     """Builds and validates a RegisterQueueRequest."""
     config = queue_config_to_proto(
@@ -153,6 +155,8 @@ def register_queue_request(
         disable_dead_letter=disable_dead_letter,
         concurrency=concurrency,
     )
+    if priority_bounds is not None:
+        priority_bounds_to_proto(priority_bounds, config)
     return queue_service_pb2.RegisterQueueRequest(name=validate_queue_name(name), config=config)
 
 

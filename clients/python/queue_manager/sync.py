@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import grpc
 
 from queue_manager import tracing
+from queue_manager.bounds import PriorityBoundsLike
 from queue_manager.channel import resolve_address, sync_channel
 from queue_manager.checks import check_channel_options, check_credentials, check_timeout, check_token
 from queue_manager.convert import (
@@ -207,6 +208,7 @@ class SyncQueueManager:
         failed_retention: RetentionLike | None = None,
         disable_dead_letter: bool = False,
         concurrency: int = 0,
+        priority_bounds: PriorityBoundsLike | None = None,
     ) -> Queue:
         """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
         request = register_queue_request(
@@ -218,6 +220,7 @@ class SyncQueueManager:
             failed_retention=failed_retention,
             disable_dead_letter=disable_dead_letter,
             concurrency=concurrency,
+            priority_bounds=priority_bounds,
         )
         response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
         return queue_from_proto(response.queue)

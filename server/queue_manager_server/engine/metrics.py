@@ -74,6 +74,7 @@ def parse_metrics(name: str, r: Sequence[Any]) -> Metrics | None:
         rate_limit_tokens=float(_s(r[15])),
         held_until_ms=_i(r[16]),
         history=[MinuteActivity(*(_i(v) for v in row)) for row in r[17]],
+        levels=[(_i(r[18][i]), _i(r[18][i + 1])) for i in range(0, len(r[18]), 2)],
     )
 
 

@@ -1,13 +1,15 @@
 """Plain records the engine returns, and the job-hash field names they are read from.
 
 Job hash fields: name, data, ct (content type; absent for JSON, the common case), pri (absent: 3; also names
-the waiting list the job is in), seq (no longer written: older servers kept a FIFO place there), att (max
-attempts; absent: 1), atm (attempts made = finished runs: the failed ones, plus the one that completed;
-absent: 0, or 1 on a completed job), ats (attempts started: written by older servers only; every start ends as
-a finished run or a stall, so a claim counts atm + stc + 1), stc (stalled count), bt/bd/bj/bm (backoff
-type/delay/jitter/max), kc/kf (keep policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts
-(created), run (run-at), st (state; absent: waiting, as a job added waiting has none), tok (lease token), wid
-(worker id and the run's start in ms, "<worker id> <ms>"; both left after the run, tok and the worker id mean
+the waiting list the job is in, but for one a priority bound moved to the first: age_waiting.lua), seq (no
+longer written: older servers kept a FIFO place there), att (max attempts; absent: 1), atm (attempts made =
+finished runs: the failed ones, plus the one that completed; absent: 0, or 1 on a completed job), ats
+(attempts started: written by older servers only; every start ends as a finished run or a stall, so a claim
+counts atm + stc + 1), stc (stalled count), bt/bd/bj/bm (backoff type/delay/jitter/max), kc/kf (keep
+policies), to (timeout ms), ms (max stalled), md (encoded metadata), ts (created), run (run-at), rdy (when a
+promotion or a retry last made it ready: its wait counts from the latest of ts, run and rdy; metrics.lua,
+age_waiting.lua), st (state; absent: waiting, as a job added waiting has none), tok (lease token), wid (worker
+id and the run's start in ms, "<worker id> <ms>"; both left after the run, tok and the worker id mean
 something only while st is active), pts (the run's start as older servers wrote it, beside a wid holding the
 worker id only), fts (finished), lex (lease expiry: written by older servers only, the active zset's score
 holds it), res/rct (result and its content type; no rct: JSON; a completed job without res returned none, JSON
@@ -269,6 +271,8 @@ class Metrics:
     workers: int = 0
     free_capacity: int = 0
     history: list[MinuteActivity] = field(default_factory=list)
+    # Per priority level, the first first: (ready jobs, since when the oldest of them is ready or -1).
+    levels: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -106,6 +106,7 @@ class Scripts:
         "release",
         "reap",
         "promote",
+        "age_waiting",  # priority bounds (engine/aging.py)
         "register_queue",
         "set_paused",
         "metrics",

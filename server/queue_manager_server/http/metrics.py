@@ -8,7 +8,8 @@ server process answers, survives restarts, and any one server is a complete scra
 The ``grpc_server_*`` metrics describe the calls one process served, so they are per process: scrape every
 server (and sum) for those.
 
-Labels are ``queue`` (and ``state`` on ``queue_jobs``): bounded by the number of queues, never a job id.
+Labels are ``queue`` (and ``state`` on ``queue_jobs``, ``priority`` on the per-level families): bounded by the
+number of queues, never a job id.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 # Job states of the queue_jobs gauge; disjoint, so sum() over state is the number of jobs kept.
 STATES = ("waiting", "paused", "delayed", "active", "completed", "failed", "cancelled")
+# The ``priority`` label of the per-level families, by level (metrics.lua's order).
+PRIORITIES = ("critical", "high", "normal", "low", "background")
 
 
 def setup(app: web.Application, ctx: HttpContext) -> None:
@@ -79,6 +82,26 @@ def _histogram(name: str, doc: str, queues: list[Metrics], per_ms: int, unit: st
             buckets.append((go_float(bound), cumulative))
         family.add_metric([m.queue], buckets, m.all_run_us / 1000 / per_ms)
     return family
+
+
+def _levels(queues: list[Metrics]) -> Iterator[Metric]:
+    """Ready jobs and the oldest one's wait per priority level (a queue's priority bounds show here)."""
+    waiting = GaugeMetricFamily(
+        "queue_priority_jobs_waiting",
+        "Jobs of a priority ready to run (waiting or paused), those a priority bound moved ahead among them.",
+        labels=["queue", "priority"],
+    )
+    oldest = GaugeMetricFamily(
+        "queue_priority_oldest_waiting_age_seconds",
+        "How long the longest-waiting ready job of a priority has waited; 0 when none waits.",
+        labels=["queue", "priority"],
+    )
+    for m in queues:
+        for name, (count, since) in zip(PRIORITIES, m.levels, strict=False):
+            waiting.add_metric([m.queue, name], count)
+            oldest.add_metric([m.queue, name], max(m.sample_ms - since, 0) / 1000 if since >= 0 else 0)
+    yield waiting
+    yield oldest
 
 
 class QueueCollector:
@@ -132,6 +155,7 @@ class QueueCollector:
             for state in STATES:
                 jobs.add_metric([m.queue, state], getattr(m, state))
         yield jobs
+        yield from _levels(queues)
         doc = "Processing time of runs reported with their duration, since the queue was registered"
         yield _histogram("queue_job_processing_duration_ms", doc, queues, 1, "milliseconds")
         yield _histogram("queue_job_processing_duration_seconds", doc, queues, 1000, "seconds")

@@ -158,8 +158,8 @@ def plain(value: Any) -> Any:
         return round(value / timedelta(milliseconds=1))
     if isinstance(value, bytes):
         return {"base64": base64.b64encode(value).decode()}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, dict):  # enum keys (priority bounds) by name, as enum values
+        return {(k.name.lower() if isinstance(k, enum.Enum) else str(k)): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value

@@ -24,6 +24,7 @@ _ALL_COLUMNS = (
     "free_capacity",
 )
 _BUCKET_COLUMNS = ("start_time", "added", "completed", "failed", "average_processing_time")
+_LEVEL_COLUMNS = ("priority", "waiting", "oldest_waiting_age")
 _WORKER_COLUMNS = (
     "worker_id",
     "host",
@@ -64,6 +65,8 @@ def _metrics(args: argparse.Namespace) -> int:
     with client(args) as qm:
         if args.queue is None:
             rows = [plain(m) for m in qm.get_all_metrics(include_history=args.history)]
+            if args.output != "json":  # one row a queue: the levels are in `qm queues metrics QUEUE`
+                rows = [{k: v for k, v in r.items() if k != "levels"} for r in rows]
         else:
             rows = [plain(qm.get_queue_metrics(args.queue, include_history=args.history))]
     if args.output == "json":
@@ -77,7 +80,10 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _show_one(args: argparse.Namespace, metrics: dict[str, Any]) -> None:
     history = metrics.pop("history")
+    levels = metrics.pop("levels")
     show(args, _rounded(metrics))
+    print()  # the ready jobs per priority (a queue's priority bounds show here)
+    print_table(levels, _LEVEL_COLUMNS)
     if args.history:
         print()
         print_table(history, _BUCKET_COLUMNS)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 import grpc
 
+from queue_manager.bounds import priority_bounds_to_proto
 from queue_manager.cli.common import (
     UINT32_MAX,
     UsageError,
@@ -19,10 +21,41 @@ from queue_manager.cli.common import (
 )
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
-from queue_manager.options import validate_queue_name
+from queue_manager.enums import JobPriority
+from queue_manager.options import parse_priority, validate_queue_name
 from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc, types_pb2
 
-_QUEUE_COLUMNS = ("name", "paused", "dead_letter_queue", "rate_limit", "created_at")
+_QUEUE_COLUMNS = ("name", "paused", "dead_letter_queue", "rate_limit", "max_wait", "created_at")
+# Units of a --max-wait duration, in milliseconds.
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def max_wait(text: str) -> tuple[JobPriority, int | None]:
+    """``LEVEL=DURATION`` of ``--max-wait``: the level and the bound in ms (None: ``off``, no bound)."""
+    level_text, sep, wait = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LEVEL=DURATION, such as background=60s")
+    try:
+        level = parse_priority(level_text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if level is JobPriority.CRITICAL:
+        raise argparse.ArgumentTypeError(
+            "critical jobs run first already: bound high, normal, low or background"
+        )
+    wait = wait.strip().lower()
+    if wait in ("off", "none"):
+        return level, None
+    found = _DURATION.fullmatch(wait)
+    if not found:
+        raise argparse.ArgumentTypeError(
+            f"{wait!r} is not a duration: a number and a unit, such as 1500ms, 60s, 5m, 2h or 1d (or off)"
+        )
+    ms = round(float(found.group(1)) * _UNITS_MS[found.group(2)])
+    if not 1000 <= ms <= 30 * _UNITS_MS["d"]:
+        raise argparse.ArgumentTypeError(f"{wait} is out of range: a bound is from 1s to 30d")
+    return level, ms
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -119,6 +152,15 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}),
         help="most jobs active at once, all workers (0: no cap)",
     )
+    register.add_argument(
+        "--max-wait",
+        action="append",
+        type=max_wait,
+        metavar="LEVEL=DURATION",
+        help="priority bound: a job of LEVEL (high, normal, low or background) that has waited DURATION "
+        "(1500ms, 60s, 5m, 2h, 1d; 1 s to 30 days) runs next, ahead of every level; LEVEL=off removes "
+        "the bound (repeat for several levels)",
+    )
     register.set_defaults(command="queues register", handler=_register)
 
 
@@ -184,6 +226,17 @@ def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> Non
         config.dead_letter_queue = validate_queue_name(args.dead_letter_queue, "--dead-letter-queue")
     if args.concurrency is not None:
         config.concurrency = args.concurrency
+    if args.max_wait:
+        bounds: dict[JobPriority | int | str, int] = {
+            JobPriority(b.priority): b.max_wait.ToMilliseconds() for b in config.priority_bounds
+        }
+        for level, ms in args.max_wait:
+            if ms is None:
+                bounds.pop(level, None)
+            else:
+                bounds[level] = ms
+        del config.priority_bounds[:]
+        priority_bounds_to_proto(bounds, config)
 
 
 def _drain(args: argparse.Namespace) -> int:
@@ -203,8 +256,10 @@ def _obliterate(args: argparse.Namespace) -> int:
 def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
     config = queue.get("config") or {}
     rate = config.get("rate_limit")
+    bounds = config.get("priority_bounds") or {}
     return {
         **queue,
         "dead_letter_queue": config.get("dead_letter_queue", ""),
         "rate_limit": f"{rate['max']}/{rate['duration']}ms" if rate and rate.get("max") else "",
+        "max_wait": ",".join(f"{level}={ms}ms" for level, ms in bounds.items()),
     }

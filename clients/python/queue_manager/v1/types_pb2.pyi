@@ -775,6 +775,7 @@ class QueueConfig(_message.Message):
     FAILED_RETENTION_FIELD_NUMBER: _builtins.int
     DISABLE_DEAD_LETTER_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
+    PRIORITY_BOUNDS_FIELD_NUMBER: _builtins.int
     dead_letter_queue: _builtins.str
     """Name of the queue that receives jobs which failed for good; empty means "dead-letter-queue"."""
     disable_dead_letter: _builtins.bool
@@ -797,6 +798,13 @@ class QueueConfig(_message.Message):
     def failed_retention(self) -> Global___KeepJobs:
         """Retention of failed jobs; unset means keep 7 days and at most 100,000."""
 
+    @_builtins.property
+    def priority_bounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriorityBound]:
+        """Anti-starvation aging: how long a job of a level waits at most behind the levels above it, at most
+        one bound per level (HIGH to BACKGROUND), listed by level as stored. Empty means strict priority: a
+        level waits as long as a level above it has jobs ready.
+        """
+
     def __init__(
         self,
         *,
@@ -807,14 +815,47 @@ class QueueConfig(_message.Message):
         failed_retention: Global___KeepJobs | None = ...,
         disable_dead_letter: _builtins.bool = ...,
         concurrency: _builtins.int = ...,
+        priority_bounds: _abc.Iterable[Global___PriorityBound] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "default_job_options", b"default_job_options", "failed_retention", b"failed_retention", "rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueConfig: _TypeAlias = QueueConfig  # noqa: Y015
+
+@_typing.final
+class PriorityBound(_message.Message):
+    """PriorityBound is the longest wait of one priority level inside its queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_FIELD_NUMBER: _builtins.int
+    priority: Global___JobPriority.ValueType
+    """The level: HIGH, NORMAL, LOW or BACKGROUND (CRITICAL jobs run first already)."""
+    @_builtins.property
+    def max_wait(self) -> _duration_pb2.Duration:
+        """A job of this level that has waited this long runs next: the server moves it ahead of every level
+        (behind jobs moved earlier), within one priority sweep of the bound (qm serve --priority-sweep-ms,
+        default 1 s). 1 second to 30 days. The wait counts from when the job last became ready: its add, its
+        run-at (a delay, a backoff), a promotion or a retry.
+        """
+
+    def __init__(
+        self,
+        *,
+        priority: Global___JobPriority.ValueType = ...,
+        max_wait: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_wait", b"max_wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_wait", b"max_wait", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriorityBound: _TypeAlias = PriorityBound  # noqa: Y015
 
 @_typing.final
 class Queue(_message.Message):
@@ -888,6 +929,7 @@ class QueueMetrics(_message.Message):
     HELD_UNTIL_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     SAMPLE_TIME_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -956,6 +998,10 @@ class QueueMetrics(_message.Message):
     def sample_time(self) -> _timestamp_pb2.Timestamp:
         """When these figures were read (the store's clock)."""
 
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriorityLevelMetrics]:
+        """The jobs ready to run (waiting or paused) of each priority level, CRITICAL first: all five levels."""
+
     def __init__(
         self,
         *,
@@ -987,14 +1033,47 @@ class QueueMetrics(_message.Message):
         held_until: _timestamp_pb2.Timestamp | None = ...,
         history: _abc.Iterable[Global___MetricsBucket] | None = ...,
         sample_time: _timestamp_pb2.Timestamp | None = ...,
+        levels: _abc.Iterable[Global___PriorityLevelMetrics] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueMetrics: _TypeAlias = QueueMetrics  # noqa: Y015
+
+@_typing.final
+class PriorityLevelMetrics(_message.Message):
+    """PriorityLevelMetrics are the ready jobs of one priority level of a queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    OLDEST_WAITING_AGE_FIELD_NUMBER: _builtins.int
+    priority: Global___JobPriority.ValueType
+    """The level."""
+    waiting: _builtins.int
+    """Jobs of this priority ready to run (waiting or paused), those moved ahead by a priority bound among them."""
+    @_builtins.property
+    def oldest_waiting_age(self) -> _duration_pb2.Duration:
+        """Age of the oldest of them; unset when there is none."""
+
+    def __init__(
+        self,
+        *,
+        priority: Global___JobPriority.ValueType = ...,
+        waiting: _builtins.int = ...,
+        oldest_waiting_age: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["oldest_waiting_age", b"oldest_waiting_age", "priority", b"priority", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriorityLevelMetrics: _TypeAlias = PriorityLevelMetrics  # noqa: Y015
 
 @_typing.final
 class MetricsBucket(_message.Message):

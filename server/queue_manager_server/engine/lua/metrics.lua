@@ -15,9 +15,13 @@
 --   last 60 s {completed, failed},
 --   recent window {added, completed, failed, run µs, h1..hB},
 --   ready since (ms; -1: no job ready), rate-limit tokens (a string; "0" without a limit), held until (0: no
---   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first}
--- A job's "ready since" is the later of its add time and its run-at (a delayed job, or a retry's backoff);
--- the oldest is among the first job of each priority level in waiting (FIFO within a level).
+--   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first,
+--   per priority level from the first {ready jobs, ready since (-1: none), ...}}
+-- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
+-- a promotion or a retry made it ready ('rdy');
+-- the oldest is among the first job of each priority level in waiting (FIFO within a level). Jobs a priority
+-- bound moved to the head of the first level (age_waiting.lua) count under their own priority: the first
+-- AGED_SCAN of them are read one by one (they are few: they run next), any beyond count under the first.
 local meta, waiting, limiter = KEYS[1], KEYS[2], KEYS[8]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -69,15 +73,50 @@ for back = math.max(recent_n, history_n) - 1, 0, -1 do
 end
 out[#out + 1] = recent
 
--- The oldest ready job: among the heads of the priority levels.
-local ready = -1
-for p = 1, LEVELS do
-  local head = redis.call('LINDEX', waiting .. ':' .. p, 0)
-  if head then
-    local f = redis.call('HMGET', base .. 'job:' .. head, 'ts', 'run')
-    local since = math.max(num(f[1]), num(f[2]))
-    if ready < 0 or since < ready then ready = since end
+-- The oldest ready job: among the heads of the priority levels, per level and in all. The head of the first
+-- level is the first job there whose priority is the first level's (one moved there has another).
+local AGED_SCAN = 1000
+local counts, oldest = {}, {}
+for p = 1, LEVELS do counts[p], oldest[p] = 0, -1 end
+local function ready_job(p, id)
+  local f = redis.call('HMGET', base .. 'job:' .. id, 'ts', 'run', 'pri', 'rdy')
+  local since = math.max(num(f[1]), num(f[2]), num(f[4]))
+  local own = p
+  if p == 1 then own = tonumber(f[3]) or DEFAULT_PRI end
+  if oldest[own] < 0 or since < oldest[own] then oldest[own] = since end
+  return own
+end
+local first = waiting .. ':1'
+local first_len = redis.call('LLEN', first)
+local aged = 0
+while aged < AGED_SCAN and aged < first_len do
+  local ids = redis.call('LRANGE', first, aged, aged + 99)
+  local own = 1
+  for _, id in ipairs(ids) do
+    own = ready_job(1, id)
+    if own == 1 then break end
+    counts[own] = counts[own] + 1
+    aged = aged + 1
   end
+  if own == 1 then break end
+end
+counts[1] = first_len - aged
+if aged >= AGED_SCAN and aged < first_len then  -- the rest count under the first level: its oldest is next
+  local f = redis.call('HMGET', base .. 'job:' .. redis.call('LINDEX', first, aged), 'ts', 'run', 'rdy')
+  oldest[1] = math.max(num(f[1]), num(f[2]), num(f[3]))
+end
+for p = 2, LEVELS do
+  local level = waiting .. ':' .. p
+  counts[p] = counts[p] + redis.call('LLEN', level)
+  local head = redis.call('LINDEX', level, 0)
+  if head then ready_job(p, head) end
+end
+local ready = -1
+local levels = {}
+for p = 1, LEVELS do
+  if oldest[p] >= 0 and (ready < 0 or oldest[p] < ready) then ready = oldest[p] end
+  levels[#levels + 1] = counts[p]
+  levels[#levels + 1] = oldest[p]
 end
 out[#out + 1] = ready
 
@@ -97,4 +136,5 @@ local hold = num(b[1])
 if hold <= now then hold = 0 end
 out[#out + 1] = hold
 out[#out + 1] = history
+out[#out + 1] = levels
 return out

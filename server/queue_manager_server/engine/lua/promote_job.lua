@@ -1,4 +1,5 @@
--- promote_job.lua: makes one delayed job waiting now, at the back of its priority level.
+-- promote_job.lua: makes one delayed job waiting now, at the back of its priority level; its run-at goes and
+-- 'rdy' becomes now (its wait counts from here: metrics.lua, age_waiting.lua).
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] delayed (zset)  KEYS[3] waiting (lists)
@@ -8,10 +9,12 @@ local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
+local now = now_ms()
 local st = job_state(jkey)
 if not st then return {-2} end
 if st ~= 'delayed' then return {-5, st} end
 redis.call('ZREM', delayed, id)
 redis.call('HDEL', jkey, 'run')
+redis.call('HSET', jkey, 'rdy', now)
 to_waiting(waiting, jkey, id, true)
 return {1}

@@ -15,5 +15,5 @@ if not st then return {-2} end
 local set = ({failed = KEYS[3], cancelled = KEYS[4]})[st]
 if not set then return {-5, st} end
 redis.call('ZREM', set, id)
-requeue(waiting, prefix, id, f[3], f[4])
+requeue(waiting, prefix, id, f[3], f[4], now_ms())
 return {1}

@@ -13,13 +13,14 @@ local prefix, limit = ARGV[1], tonumber(ARGV[2])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local ids = redis.call('ZRANGEBYSCORE', set, '-inf', ARGV[3], 'LIMIT', 0, limit)
 local moved = 0
+local now = now_ms()
 -- Per job one read (every job has its 'ts': a member whose job is gone has nothing to run) and two writes;
 -- the zset and each level's list once for the batch.
 local pushes = {}
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', prefix .. id, 'ts', 'pri', 'wt')
   if f[1] then
-    requeue(waiting, prefix, id, f[2], f[3], pushes)
+    requeue(waiting, prefix, id, f[2], f[3], now, pushes)
     moved = moved + 1
   end
 end

@@ -1417,9 +1417,13 @@ type QueueConfig struct {
 	// Disable the dead-letter queue for this queue (failed jobs stay only in failed).
 	DisableDeadLetter bool `protobuf:"varint,6,opt,name=disable_dead_letter,json=disableDeadLetter,proto3" json:"disable_dead_letter,omitempty"`
 	// Most jobs of this queue active at once across all workers and servers; 0 means no limit.
-	Concurrency   uint32 `protobuf:"varint,7,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Concurrency uint32 `protobuf:"varint,7,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// Anti-starvation aging: how long a job of a level waits at most behind the levels above it, at most
+	// one bound per level (HIGH to BACKGROUND), listed by level as stored. Empty means strict priority: a
+	// level waits as long as a level above it has jobs ready.
+	PriorityBounds []*PriorityBound `protobuf:"bytes,8,rep,name=priority_bounds,json=priorityBounds,proto3" json:"priority_bounds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -1501,6 +1505,71 @@ func (x *QueueConfig) GetConcurrency() uint32 {
 	return 0
 }
 
+func (x *QueueConfig) GetPriorityBounds() []*PriorityBound {
+	if x != nil {
+		return x.PriorityBounds
+	}
+	return nil
+}
+
+// PriorityBound is the longest wait of one priority level inside its queue.
+type PriorityBound struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The level: HIGH, NORMAL, LOW or BACKGROUND (CRITICAL jobs run first already).
+	Priority JobPriority `protobuf:"varint,1,opt,name=priority,proto3,enum=queue_manager.v1.JobPriority" json:"priority,omitempty"`
+	// A job of this level that has waited this long runs next: the server moves it ahead of every level
+	// (behind jobs moved earlier), within one priority sweep of the bound (qm serve --priority-sweep-ms,
+	// default 1 s). 1 second to 30 days. The wait counts from when the job last became ready: its add, its
+	// run-at (a delay, a backoff), a promotion or a retry.
+	MaxWait       *durationpb.Duration `protobuf:"bytes,2,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriorityBound) Reset() {
+	*x = PriorityBound{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriorityBound) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriorityBound) ProtoMessage() {}
+
+func (x *PriorityBound) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriorityBound.ProtoReflect.Descriptor instead.
+func (*PriorityBound) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PriorityBound) GetPriority() JobPriority {
+	if x != nil {
+		return x.Priority
+	}
+	return JobPriority_JOB_PRIORITY_UNSPECIFIED
+}
+
+func (x *PriorityBound) GetMaxWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxWait
+	}
+	return nil
+}
+
 // Queue is a registered queue.
 type Queue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1518,7 +1587,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1599,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1612,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Queue) GetName() string {
@@ -1632,14 +1701,16 @@ type QueueMetrics struct {
 	// The last hour, one bucket a minute, oldest first; filled only when asked.
 	History []*MetricsBucket `protobuf:"bytes,27,rep,name=history,proto3" json:"history,omitempty"`
 	// When these figures were read (the store's clock).
-	SampleTime    *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
+	SampleTime *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
+	// The jobs ready to run (waiting or paused) of each priority level, CRITICAL first: all five levels.
+	Levels        []*PriorityLevelMetrics `protobuf:"bytes,29,rep,name=levels,proto3" json:"levels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueMetrics) Reset() {
 	*x = QueueMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1722,7 @@ func (x *QueueMetrics) String() string {
 func (*QueueMetrics) ProtoMessage() {}
 
 func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1735,7 @@ func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMetrics.ProtoReflect.Descriptor instead.
 func (*QueueMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *QueueMetrics) GetQueueName() string {
@@ -1863,6 +1934,77 @@ func (x *QueueMetrics) GetSampleTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *QueueMetrics) GetLevels() []*PriorityLevelMetrics {
+	if x != nil {
+		return x.Levels
+	}
+	return nil
+}
+
+// PriorityLevelMetrics are the ready jobs of one priority level of a queue.
+type PriorityLevelMetrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The level.
+	Priority JobPriority `protobuf:"varint,1,opt,name=priority,proto3,enum=queue_manager.v1.JobPriority" json:"priority,omitempty"`
+	// Jobs of this priority ready to run (waiting or paused), those moved ahead by a priority bound among them.
+	Waiting uint64 `protobuf:"varint,2,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// Age of the oldest of them; unset when there is none.
+	OldestWaitingAge *durationpb.Duration `protobuf:"bytes,3,opt,name=oldest_waiting_age,json=oldestWaitingAge,proto3" json:"oldest_waiting_age,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PriorityLevelMetrics) Reset() {
+	*x = PriorityLevelMetrics{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriorityLevelMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriorityLevelMetrics) ProtoMessage() {}
+
+func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriorityLevelMetrics.ProtoReflect.Descriptor instead.
+func (*PriorityLevelMetrics) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PriorityLevelMetrics) GetPriority() JobPriority {
+	if x != nil {
+		return x.Priority
+	}
+	return JobPriority_JOB_PRIORITY_UNSPECIFIED
+}
+
+func (x *PriorityLevelMetrics) GetWaiting() uint64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *PriorityLevelMetrics) GetOldestWaitingAge() *durationpb.Duration {
+	if x != nil {
+		return x.OldestWaitingAge
+	}
+	return nil
+}
+
 // MetricsBucket is one minute of a queue's activity.
 type MetricsBucket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1882,7 +2024,7 @@ type MetricsBucket struct {
 
 func (x *MetricsBucket) Reset() {
 	*x = MetricsBucket{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2036,7 @@ func (x *MetricsBucket) String() string {
 func (*MetricsBucket) ProtoMessage() {}
 
 func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2049,7 @@ func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBucket.ProtoReflect.Descriptor instead.
 func (*MetricsBucket) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MetricsBucket) GetStartTime() *timestamppb.Timestamp {
@@ -2056,7 +2198,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\rcancel_reason\x18\x1d \x01(\tR\fcancelReason\"T\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
-	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xa9\x03\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xf3\x03\n" +
 	"\vQueueConfig\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x01 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12L\n" +
@@ -2065,13 +2207,17 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x13completed_retention\x18\x04 \x01(\v2\x1a.queue_manager.v1.KeepJobsR\x12completedRetention\x12E\n" +
 	"\x10failed_retention\x18\x05 \x01(\v2\x1a.queue_manager.v1.KeepJobsR\x0ffailedRetention\x12.\n" +
 	"\x13disable_dead_letter\x18\x06 \x01(\bR\x11disableDeadLetter\x12 \n" +
-	"\vconcurrency\x18\a \x01(\rR\vconcurrency\"\xa7\x01\n" +
+	"\vconcurrency\x18\a \x01(\rR\vconcurrency\x12H\n" +
+	"\x0fpriority_bounds\x18\b \x03(\v2\x1f.queue_manager.v1.PriorityBoundR\x0epriorityBounds\"\x80\x01\n" +
+	"\rPriorityBound\x129\n" +
+	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
+	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xa7\x01\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x92\t\n" +
+	"createTime\"\xd2\t\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -2106,7 +2252,12 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"held_until\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\theldUntil\x129\n" +
 	"\ahistory\x18\x1b \x03(\v2\x1f.queue_manager.v1.MetricsBucketR\ahistory\x12;\n" +
 	"\vsample_time\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"sampleTime\"\xe9\x01\n" +
+	"sampleTime\x12>\n" +
+	"\x06levels\x18\x1d \x03(\v2&.queue_manager.v1.PriorityLevelMetricsR\x06levels\"\xb4\x01\n" +
+	"\x14PriorityLevelMetrics\x129\n" +
+	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
+	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
+	"\x12oldest_waiting_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10oldestWaitingAge\"\xe9\x01\n" +
 	"\rMetricsBucket\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n" +
@@ -2150,7 +2301,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -2169,47 +2320,49 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*Job)(nil),                   // 14: queue_manager.v1.Job
 	(*RateLimit)(nil),             // 15: queue_manager.v1.RateLimit
 	(*QueueConfig)(nil),           // 16: queue_manager.v1.QueueConfig
-	(*Queue)(nil),                 // 17: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 18: queue_manager.v1.QueueMetrics
-	(*MetricsBucket)(nil),         // 19: queue_manager.v1.MetricsBucket
-	nil,                           // 20: queue_manager.v1.JobMetadata.AttributesEntry
-	(*structpb.Value)(nil),        // 21: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*PriorityBound)(nil),         // 17: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 18: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 19: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 20: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 21: queue_manager.v1.MetricsBucket
+	nil,                           // 22: queue_manager.v1.JobMetadata.AttributesEntry
+	(*structpb.Value)(nil),        // 23: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	21, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	23, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	22, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	22, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	22, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	20, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	24, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	24, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	24, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	22, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	22, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	23, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	24, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	25, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	4,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	6,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	5,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	5,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	22, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	24, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	8,  // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	9,  // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
 	3,  // 16: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
 	7,  // 17: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	22, // 18: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	24, // 18: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	10, // 19: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 20: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
 	3,  // 21: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	23, // 22: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	25, // 22: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
 	3,  // 23: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 24: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 25: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
 	3,  // 26: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	21, // 27: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	23, // 28: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	23, // 29: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	23, // 30: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	23, // 31: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	23, // 27: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	25, // 28: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	25, // 29: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	25, // 30: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	25, // 31: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
 	6,  // 32: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 33: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
 	11, // 34: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
@@ -2217,26 +2370,32 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	10, // 36: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
 	13, // 37: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
 	12, // 38: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	22, // 39: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	24, // 39: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
 	15, // 40: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
 	7,  // 41: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
 	5,  // 42: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
 	5,  // 43: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	16, // 44: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	23, // 45: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	22, // 46: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	22, // 47: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	22, // 48: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	23, // 49: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	19, // 50: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	23, // 51: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	23, // 52: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	22, // 53: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	17, // 44: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	0,  // 45: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	24, // 46: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	16, // 47: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	25, // 48: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	24, // 49: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	24, // 50: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	24, // 51: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	25, // 52: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	21, // 53: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	25, // 54: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	20, // 55: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 56: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	24, // 57: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	25, // 58: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	24, // 59: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -2254,7 +2413,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

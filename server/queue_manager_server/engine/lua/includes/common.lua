@@ -15,7 +15,8 @@ local DEFAULT_ATT = 1
 -- those read 5 and 3 fields where they read 12 and 9 (Valkey spends ~0.13 µs per field an HMGET names:
 -- ~1.5 µs of the ~11 a drained job cost it). PLAIN: none of ct, atm, stc, md, to, par, wt, kc, flo, ddk and
 -- ddt; a max attempts ('att', the option most jobs with one have) is read anyway, and a priority ('pri')
--- is the level of the list the job is in. FINISH_PLAIN: none of those a completion reads (kc, atm, to, flo,
+-- is the level of the list the job is in (a job a priority bound moves to the first level loses the mark
+-- there: age_waiting.lua). FINISH_PLAIN: none of those a completion reads (kc, atm, to, flo,
 -- ddk, ddt, wt). Absent (a job an older server wrote, or one with such fields) or NOT_PLAIN: read them all.
 -- Written when the job is inserted (includes/add.lua); every later write of one of those fields (or of
 -- 'pri') writes NOT_PLAIN in the same HSET (tests/conftest.py checks every job the tests leave behind).
@@ -119,7 +120,8 @@ end
 local function remove_waiting(waiting, pri, id)
   local own = level_key(waiting, pri)
   if redis.call('LREM', own, 1, id) == 1 then return 1 end
-  -- Not in the level its field names (a field written without moving the job): look in the others.
+  -- Not in the level its field names: moved to the first level by a priority bound (age_waiting.lua), or a
+  -- field written without moving the job. Look in the others, the first level first.
   for p = 1, LEVELS do
     local level = waiting .. ':' .. p
     if level ~= own and redis.call('LREM', level, 1, id) == 1 then return 1 end
@@ -427,7 +429,8 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
     fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack)
     return 2, -1
   end
-  -- The run's outcome is written with the job's next state: one HSET per failed run.
+  -- The run's outcome is written with the job's next state: one HSET per failed run. A retry is ready again
+  -- now ('rdy') or at its run-at (after its backoff): its wait counts from there (metrics.lua).
   local ran = {'atm', atm, 'p', NOT_PLAIN, 'err', msg, 'stk', stack}
   if f[11] == '1' then
     redis.call('HSET', jkey, unpack(ran))
@@ -442,6 +445,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   if cap > 0 and delay > cap then delay = cap end
   delay = math.floor(delay)
   if delay <= 0 then
+    ran[#ran + 1] = 'rdy'; ran[#ran + 1] = now
     place_waiting(waiting, jkey, id, f[12], false, f[9], ran, pushes)
     READY.waiting = READY.waiting + 1
     return 0, now

@@ -3,16 +3,17 @@
 --
 -- Reset: attempts made, attempts started and stalled count (so attempts=3 means 3 more runs), finish time,
 -- result, progress, the dead-letter hand-off's delete-after flag (rm), and a pending cancel (cxr: the next
--- run must not be stopped by the cancel of an earlier one; the reason, cxm, stays as history). Kept: data
+-- run must not be stopped by the cancel of an earlier one; the reason, cxm, stays as history), run-at.
+-- 'rdy' becomes now: its wait counts from here (metrics.lua, age_waiting.lua), not from its add. Kept: data
 -- and options, the last failure (err, stk: what went wrong until a new run fails), the log lines, flow
 -- fields. A dedup key it released on finishing is not taken again.
 
 -- Moves job `id` to the back of its priority level; the caller takes it out of its finished state's zset.
--- pri, wt: the job's 'pri' and 'wt' fields as the caller read them. pushes: as common.lua place_waiting's
--- (nil: pushed now).
-local function requeue(waiting, prefix, id, pri, wt, pushes)
+-- pri, wt: the job's 'pri' and 'wt' fields as the caller read them. now: Redis time (ms). pushes: as
+-- common.lua place_waiting's (nil: pushed now).
+local function requeue(waiting, prefix, id, pri, wt, now, pushes)
   local jkey = prefix .. id
   -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
   redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
-  place_waiting(waiting, jkey, id, pri, false, wt, {}, pushes)
+  place_waiting(waiting, jkey, id, pri, false, wt, {'rdy', now}, pushes)
 end
