@@ -18,6 +18,7 @@ from queue_manager import (
     JobPriority,
     JobRef,
     JobState,
+    LevelMetrics,
     MetricsSnapshot,
     NotFoundError,
     ParentJob,
@@ -45,6 +46,16 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+def levels(**ready: tuple[int, float]) -> list[LevelMetrics]:
+    """All five levels, CRITICAL first, as a server sends them: ``normal=(30, 75.0)`` is 30 ready jobs of
+    NORMAL priority, the oldest waiting 75 s; levels not named have none."""
+    out = []
+    for priority in JobPriority:
+        waiting, oldest = ready.get(priority.name.lower(), (0, 0.0))
+        out.append(LevelMetrics(priority, waiting, timedelta(seconds=oldest) if waiting else None))
+    return out
+
+
 def queue_metrics(name: str, step: int) -> QueueMetrics:
     """The metrics of one of the three fake queues at snapshot ``step`` (totals grow with it)."""
     if name == "emails":
@@ -68,6 +79,7 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
             p95_processing_time=timedelta(milliseconds=1_250),
             error_rate=0.004,
             oldest_waiting_age=timedelta(seconds=75),
+            levels=levels(high=(5, 12.0), normal=(30, 75.0), background=(2, 50.0)),
             workers=2,
             free_capacity=12,
             rate_limit_tokens=40.0,
@@ -87,6 +99,7 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
             p95_processing_time=timedelta(minutes=4),
             error_rate=0.09,
             oldest_waiting_age=timedelta(hours=2, minutes=5),
+            levels=levels(normal=(12, 7500.0)),
             is_paused=True,
             sample_time=at(step),
         )
@@ -102,6 +115,7 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
         average_processing_time=timedelta(milliseconds=85),
         p95_processing_time=timedelta(milliseconds=240),
         oldest_waiting_age=timedelta(seconds=40),
+        levels=levels(normal=(1_204, 40.0)),
         workers=1,
         rate_limit_tokens=0.0,
         held_until=at(30),
@@ -342,7 +356,10 @@ class FakeSource:
         return self.pushed
 
     async def list_queues(self) -> list[Queue]:
-        limited = QueueConfig(rate_limit=RateLimit(max=50, duration=timedelta(seconds=1)))
+        limited = QueueConfig(
+            rate_limit=RateLimit(max=50, duration=timedelta(seconds=1)),
+            priority_bounds={JobPriority.BACKGROUND: timedelta(minutes=5)},
+        )
         return [
             Queue(name="emails", config=limited),
             Queue(name="reports", config=QueueConfig(), paused=True),

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from queue_manager import JobState, MetricsSnapshot, QueueMetrics, RateLimit
+from queue_manager import JobPriority, JobState, MetricsSnapshot, QueueMetrics, RateLimit
 from queue_manager_tui.controls import (
     NotApplicable,
     cancel_plan,
@@ -29,8 +29,8 @@ from queue_manager_tui.format import (
     sparkline,
 )
 from queue_manager_tui.state import Backoff, DashboardState
-from queue_manager_tui.widgets.queues_view import COLUMNS, _limit
-from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, queue_metrics
+from queue_manager_tui.widgets.queues_view import COLUMNS, _facts, _levels_sentence, _limit
+from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, levels, queue_metrics
 
 
 def test_safe_spells_out_control_characters() -> None:
@@ -211,3 +211,18 @@ def test_the_rate_limit_column_says_tokens_left_of_the_bucket_size() -> None:
     )
     assert _limit(emails, None) == "-"
     assert _limit(replace(emails, held_until=at(30)), ten) == "held"
+
+
+def test_the_queue_panel_lists_ready_jobs_by_priority_with_their_bounds() -> None:
+    emails = queue_metrics("emails", 0)
+    five = {JobPriority.BACKGROUND: timedelta(minutes=5)}
+    assert _levels_sentence(emails, five) == (
+        "by priority: high 5 (oldest 12.0s), normal 30 (oldest 1m15s), "
+        "background 2 (oldest 50.0s, bound 5m00s)"
+    )
+    # A bounded level with nothing ready still shows its bound; nothing ready and no bound: said so.
+    idle = replace(emails, levels=levels())
+    assert _levels_sentence(idle, five) == "by priority: background 0 (bound 5m00s)"
+    assert _levels_sentence(idle, {}) == "by priority: none ready"
+    # A server older than the per-level figures sends none: no line at all.
+    assert "by priority" not in _facts(replace(emails, levels=[]), None, five).plain

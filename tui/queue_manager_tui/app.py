@@ -200,13 +200,14 @@ class DashboardApp(App[None]):
 
     @work(exclusive=True, group="limits")
     async def _load_limits(self) -> None:
+        """Reads the queues' settings the stream does not carry: rate limits and priority bounds."""
         try:
             queues = await self.source.list_queues()
         except QueueManagerError:
             return  # the stream reports the outage; limits load again on the next connect
         if not self.is_running:
             return
-        self.state.set_limits({q.name: q.config.rate_limit for q in queues})
+        self.state.set_settings(queues)
         self.queues_view.show(self.state)
 
     def _show_status(self) -> None:

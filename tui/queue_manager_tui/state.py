@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from queue_manager import MetricsSnapshot, QueueMetrics, RateLimit, WorkerInfo
+from queue_manager import JobPriority, MetricsSnapshot, Queue, QueueMetrics, RateLimit, WorkerInfo
 
 __all__ = ["SERIES_LENGTH", "Backoff", "Connection", "DashboardState", "Link", "QueueChanges"]
 
@@ -86,6 +87,7 @@ class DashboardState:
         self.queues: dict[str, QueueMetrics] = {}
         self.workers: list[WorkerInfo] = []
         self.limits: dict[str, RateLimit | None] = {}
+        self.bounds: dict[str, Mapping[JobPriority, timedelta]] = {}
         self.time: datetime | None = None
         self.connection = Connection()
         self._completed: dict[str, deque[float]] = {}
@@ -112,6 +114,7 @@ class DashboardState:
             self._completed.pop(name, None)
             self._last_totals.pop(name, None)
             self.limits.pop(name, None)
+            self.bounds.pop(name, None)
         for name, metrics in fresh.items():
             self._sample(name, metrics.completed_total)
         self.queues = dict(sorted(fresh.items()))
@@ -135,9 +138,10 @@ class DashboardState:
         """Drops the last totals so the first sample after a reconnect does not span the outage."""
         self._last_totals.clear()
 
-    def set_limits(self, limits: dict[str, RateLimit | None]) -> None:
-        """Records each queue's rate limit (its bucket size), read from the queues' settings."""
-        self.limits = dict(limits)
+    def set_settings(self, queues: list[Queue]) -> None:
+        """Records each queue's rate limit (its bucket size) and priority bounds, from its settings."""
+        self.limits = {q.name: q.config.rate_limit for q in queues}
+        self.bounds = {q.name: q.config.priority_bounds for q in queues if q.config.priority_bounds}
 
     def workers_of(self, queue: str) -> list[WorkerInfo]:
         """The connected workers that take jobs of a queue."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline
 
-from queue_manager import QueueMetrics, RateLimit
+from queue_manager import JobPriority, QueueMetrics, RateLimit
 from queue_manager_tui.format import (
     NONE,
     fmt_count,
@@ -119,7 +120,7 @@ class QueuesView(Vertical):
         series = state.series(name)
         title.show_text(_title(metrics, series))
         spark.data = series or [0.0]
-        facts.show_text(_facts(metrics, state.limits.get(name)))
+        facts.show_text(_facts(metrics, state.limits.get(name), state.bounds.get(name, {})))
 
 
 def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) -> list[Text]:
@@ -164,7 +165,7 @@ def _title(metrics: QueueMetrics, series: list[float]) -> Text:
     return title
 
 
-def _facts(metrics: QueueMetrics, limit: RateLimit | None) -> Text:
+def _facts(metrics: QueueMetrics, limit: RateLimit | None, bounds: Mapping[JobPriority, timedelta]) -> Text:
     lines = [
         f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
         f"failed {fmt_count(metrics.failed_total)}, stalled {fmt_count(metrics.stalled_total)}",
@@ -178,7 +179,24 @@ def _facts(metrics: QueueMetrics, limit: RateLimit | None) -> Text:
         f"workers: {metrics.workers} connected, {metrics.free_capacity} free slots; "
         + _limit_sentence(metrics, limit),
     ]
+    if metrics.levels:  # a server older than the per-level figures sends none
+        lines.append(_levels_sentence(metrics, bounds))
     return Text("\n".join(lines))
+
+
+def _levels_sentence(metrics: QueueMetrics, bounds: Mapping[JobPriority, timedelta]) -> str:
+    """The ready jobs by priority, the levels with jobs or a bound only: ``by priority: high 5 (oldest 3.0s),
+    background 12 (oldest 6m10s, bound 5m00s)``."""
+    parts = []
+    for level in metrics.levels:
+        bound = bounds.get(level.priority)
+        if not level.waiting and bound is None:
+            continue
+        detail = [f"oldest {fmt_duration(level.oldest_waiting_age)}"] if level.waiting else []
+        if bound is not None:
+            detail.append(f"bound {fmt_duration(bound)}")
+        parts.append(f"{level.priority.name.lower()} {fmt_count(level.waiting)} ({', '.join(detail)})")
+    return "by priority: " + (", ".join(parts) if parts else "none ready")
 
 
 def _limit_sentence(metrics: QueueMetrics, limit: RateLimit | None) -> str:
