@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import pytest
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import ClusterError, MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 
 from queue_manager import JobContext, JobState, QueueManager, WorkflowState
@@ -26,31 +25,13 @@ from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.schedules import ScheduleStore
 from queue_manager_server.services.errors import status_for
-from tests.cluster import SLOTS, ValkeyCluster
+from tests.cluster import ValkeyCluster, spread
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import eventually
 
 pytestmark = pytest.mark.cluster
 
 WAIT = 20.0
-
-
-def primary_of(queue: str, primaries: int = 3) -> int:
-    """The primary (0, 1, 2: tests/cluster.py gives each a third of the slots, in port order) holding the
-    queue's keys, from their {queue} hash tag."""
-    return min(key_slot(queue.encode()) // (SLOTS // primaries), primaries - 1)
-
-
-def spread(base: str, per_primary: int = 1) -> list[str]:
-    """Queue names `base`-N, `per_primary` of them on each primary, those of primary 0 first."""
-    found: list[list[str]] = [[], [], []]
-    n = 0
-    while any(len(f) < per_primary for f in found):
-        name = f"{base}-{n}"
-        if len(found[primary_of(name)]) < per_primary:
-            found[primary_of(name)].append(name)
-        n += 1
-    return [name for f in found for name in f]
 
 
 def job(name: str, data: object = None, **kw: Any) -> NewJob:
