@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -26,7 +25,7 @@ from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.schedules import ScheduleStore
 from queue_manager_server.services.errors import status_for
 from tests.cluster import ValkeyCluster, spread
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import ServerFactory
 from tests.rawworker import eventually
 
 pytestmark = pytest.mark.cluster
@@ -41,31 +40,6 @@ def job(name: str, data: object = None, **kw: Any) -> NewJob:
 async def register(engine: Engine, name: str, **config: Any) -> None:
     fields, _ = convert.queue_meta(types_pb2.QueueConfig(**config))
     await engine.register_queue(name, fields)
-
-
-@pytest.fixture
-async def cluster_redis(valkey_cluster: ValkeyCluster) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(valkey_cluster.url)
-    await client.initialize()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def cluster_engine(cluster_redis: RedisCluster, prefix: str) -> Engine:
-    engine = Engine(cluster_redis, prefix)
-    await engine.scripts.load_all()
-    return engine
-
-
-@pytest.fixture
-def on_cluster(server_factory: ServerFactory, valkey_cluster: ValkeyCluster) -> ServerFactory:
-    """Starts servers on the cluster (this test's key prefix, as server_factory's)."""
-
-    async def start(**overrides: Any) -> RunningServer:
-        return await server_factory(redis_url=valkey_cluster.url, redis_cluster=True, **overrides)
-
-    return start
 
 
 def test_the_spread_queues_live_on_three_primaries(
