@@ -1,16 +1,18 @@
 """The held connections of one kind of hot call on a Redis/Valkey Cluster: one per node (engine/direct.py
 `NodeConnection`), made when a batch first goes to that node.
 
-A batch whose commands all go to one node (the usual case: one queue's calls, every key under its ``{queue}``
-hash tag, or several queues that live on the same node) is sent on that node's held connection, with none of
-the cluster pipeline's routing, pool and retry work on the way. Anything else answers None, and the caller
-sends the batch as a cluster pipeline (ClusterBatch), which routes each command by its slot and follows
-redirections:
+A batch's commands are grouped by the node that serves each one's first key (one queue's keys share its
+``{queue}`` hash tag, so the usual batch, one queue's calls, goes to one node). Each node's commands are sent
+on that node's held connection, with none of the cluster pipeline's routing, pool and retry work on the way;
+a batch for several nodes (the coalesced adds of queues on different nodes) sends each node's part at once,
+as a cluster pipeline does. What cannot go so is sent as a cluster pipeline (ClusterBatch), which routes each
+command by its slot and follows redirections:
 
-- commands for several nodes, a key no node serves (by redis-py's map of the slots), or a keyless command;
-- the node's held connection busy with another batch, or the node out of connections;
-- the held connection failed (it is handed back to the node: a failover may have moved the slot, and the
-  pipeline path finds out and updates the map).
+- a whole batch with a keyless command or a key no node serves (by redis-py's map of the slots): None is
+  answered, and the caller sends it;
+- a node's part when that node's held connection is busy with another batch, or the node has no connection
+  left to hold, or the held connection failed (it is handed back to the node: a failover may have moved the
+  slot, and the pipeline path finds out and updates the map).
 
 When the node answers some commands with a redirection (MOVED, ASK: the slot moved or is moving; TRYAGAIN;
 CLUSTERDOWN) those commands did nothing there: they alone are sent again as a cluster pipeline and their
@@ -23,6 +25,7 @@ held connections, so a node's pool never runs out.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +45,13 @@ REDIRECTS = (AskError, TryAgainError, ClusterDownError)
 class HeldStats:
     """What became of the hot calls' batches on a Cluster (one count per batch, for every kind together)."""
 
-    held: int = 0  # answered on a node's held connection (redirected commands included)
-    busy: int = 0  # sent as a pipeline: that node's held connection was busy with another batch
-    spread: int = 0  # sent as a pipeline: commands for several nodes, or no node known for a key
+    # Per node a batch went to (a batch for several nodes counts once on each):
+    held: int = 0  # answered on the node's held connection (redirected commands included)
+    busy: int = 0  # sent as a pipeline: the node's held connection was busy with another batch
     failed: int = 0  # sent as a pipeline: the held connection failed, or its node had none left
-    redirected: int = 0  # held batches some of whose commands were redirected and sent again as a pipeline
+    redirected: int = 0  # held, and some commands were redirected and sent again as a pipeline
+    # Per batch:
+    unrouted: int = 0  # sent as a pipeline: a command without a key, or a key no node is known to serve
 
 
 class NodesHeld:
@@ -63,12 +68,12 @@ class NodesHeld:
         self.stats = stats
         self._held: dict[str, NodeConnection] = {}
 
-    def _node_of(self, commands: Sequence[Sequence[Any]]) -> ClusterNode | None:
-        """The primary every command goes to, by its first key (EVALSHA sha numkeys key…); None when they go
-        to several, or one has no key or a key no node is known to serve."""
+    def _by_node(self, commands: Sequence[Sequence[Any]]) -> dict[ClusterNode, list[int]] | None:
+        """The indexes of the commands each primary serves, by each command's first key (EVALSHA sha numkeys
+        key…); None when a command has no key, or a key no node is known to serve."""
         cache = self._redis.nodes_manager.slots_cache
-        node: ClusterNode | None = None
-        for command in commands:
+        groups: dict[ClusterNode, list[int]] = {}
+        for i, command in enumerate(commands):
             if len(command) < 4 or not command[2]:
                 return None
             key = command[3]
@@ -76,17 +81,51 @@ class NodesHeld:
             if slot is None:
                 slot = self._slots[key] = key_slot(key.encode() if isinstance(key, str) else key)
             serving = cache.get(slot)
-            if not serving or (node is not None and serving[0] is not node):
+            if not serving:
                 return None
-            node = serving[0]
-        return node
+            group = groups.get(serving[0])
+            if group is None:
+                groups[serving[0]] = [i]
+            else:
+                group.append(i)
+        return groups
 
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
         """The replies of `commands` (error replies in place), or None: send them as a pipeline."""
-        node = self._node_of(commands)
-        if node is None:
-            self.stats.spread += 1
+        groups = self._by_node(commands)
+        if groups is None:
+            self.stats.unrouted += 1
             return None
+        if len(groups) == 1:
+            (node,) = groups
+            return await self._on(node, commands)
+        return await self._on_each(groups, commands)
+
+    async def _on_each(
+        self, groups: dict[ClusterNode, list[int]], commands: Sequence[Sequence[Any]]
+    ) -> list[Any] | None:
+        """A batch for several nodes: each node's commands on its held connection, at once (as a cluster
+        pipeline sends each node's part at once); the parts that could not go so go as one pipeline."""
+        parts = await asyncio.gather(
+            *(self._on(node, [commands[i] for i in indexes]) for node, indexes in groups.items())
+        )
+        replies: list[Any] = [None] * len(commands)
+        left: list[int] = []
+        for indexes, part in zip(groups.values(), parts, strict=True):
+            if part is None:
+                left += indexes
+                continue
+            for i, reply in zip(indexes, part, strict=True):
+                replies[i] = reply
+        if len(left) == len(commands):
+            return None
+        if left:
+            await self._pipelined(commands, replies, sorted(left))
+        return replies
+
+    async def _on(self, node: ClusterNode, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
+        """The replies of commands that all go to `node`, sent on its held connection; None when they were not
+        sent there (busy, failed)."""
         held = self._held.get(node.name)
         if held is None or held.node is not node:  # first use, or redis-py made the node anew
             if held is not None and not held.busy:
@@ -106,7 +145,11 @@ class NodesHeld:
         self.stats.held += 1
         redirected = [i for i, r in enumerate(replies) if isinstance(r, REDIRECTS)]
         if redirected:
-            await self._send_again(held, commands, replies, redirected)
+            # The commands redirected did nothing on this node; the next batch for their slot goes where
+            # redis-py's map, updated by the pipeline that follows the redirection, says.
+            self.stats.redirected += 1
+            self._forget(held)
+            await self._pipelined(commands, replies, redirected)
         return replies
 
     def _forget(self, held: NodeConnection) -> None:
@@ -114,20 +157,13 @@ class NodesHeld:
         if self._held.get(held.node.name) is held:
             del self._held[held.node.name]
 
-    async def _send_again(
-        self,
-        held: NodeConnection,
-        commands: Sequence[Sequence[Any]],
-        replies: list[Any],
-        redirected: list[int],
+    async def _pipelined(
+        self, commands: Sequence[Sequence[Any]], replies: list[Any], which: list[int]
     ) -> None:
-        """Hands back the node's held connection, and sends the redirected commands again as a cluster
-        pipeline (which follows MOVED and ASK and updates redis-py's map of the slots), their replies put in
-        place."""
-        self.stats.redirected += 1
-        self._forget(held)
+        """Sends the commands at the indexes `which` as one cluster pipeline (which follows MOVED and ASK and
+        updates redis-py's map of the slots), their replies put in place."""
         pipe = ClusterBatch(self._redis)  # type: ignore[abstract]
-        for i in redirected:
+        for i in which:
             pipe.execute_command(*commands[i])
-        for i, reply in zip(redirected, await pipe.execute(raise_on_error=False), strict=True):
+        for i, reply in zip(which, await pipe.execute(raise_on_error=False), strict=True):
             replies[i] = reply
