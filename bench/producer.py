@@ -1,6 +1,8 @@
 """Our producer process: `python -m bench.producer MODE --server ADDR --queue Q ...`; prints one JSON line.
 
-Modes (each times itself; the process start is never measured):
+Modes (each times itself; the process start is never measured). --queue may name several queues,
+comma-separated (the benchmark's Cluster mode: queues on each primary); bulk, single and latency spread their
+jobs over them in turn, the other modes take the first.
 
 - ``bulk``: --jobs jobs ``{"i": n}`` through `QueueManager.add_bulk` (the AddBulk client stream).
 - ``features``: like bulk, with priorities 1–5 mixed, every 10th job named to fail its first attempt
@@ -54,10 +56,11 @@ def _call_stats(ms: list[float], prefix: str) -> dict[str, float]:
 async def bulk(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     pad = {"s": "x" * a.pad} if a.pad else {}
     jobs = [{"name": "noop", "data": {"i": i, **pad}} for i in range(a.jobs)]
+    n = len(a.queues)
     t0 = time.perf_counter()
-    ids = await qm.add_bulk(a.queue, jobs)
+    added = await asyncio.gather(*(qm.add_bulk(q, jobs[k::n]) for k, q in enumerate(a.queues)))
     elapsed = time.perf_counter() - t0
-    return {"jobs": len(ids), "seconds": elapsed}
+    return {"jobs": sum(len(ids) for ids in added), "seconds": elapsed}
 
 
 async def features(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
@@ -114,25 +117,29 @@ async def single(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     counter = iter(range(a.jobs))
     ms: list[float] = []
 
+    queues, n = a.queues, len(a.queues)
+
     async def caller() -> None:
         for i in counter:
             t = time.perf_counter()
-            await qm.add_job(a.queue, "noop", {"i": i})
+            await qm.add_job(queues[i % n], "noop", {"i": i})
             ms.append((time.perf_counter() - t) * 1000)
 
-    await qm.add_job(a.queue, "warm", {"i": -1})  # channel up before the clock starts
+    await qm.add_job(queues[0], "warm", {"i": -1})  # channel up before the clock starts
     t0 = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(a.inflight)))
     elapsed = time.perf_counter() - t0
     return {"jobs": len(ms) + 1, "seconds": elapsed, **_call_stats(ms, "call")}
 
 
-async def _steady(qm: QueueManager, queue: str, rate: int, count: int, warm: bool, ms: list[float]) -> float:
+async def _steady(
+    qm: QueueManager, queues: list[str], rate: int, count: int, warm: bool, ms: list[float]
+) -> float:
     interval = 1.0 / rate
     in_flight = asyncio.Semaphore(256)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def add_one() -> None:
+    async def add_one(queue: str) -> None:
         try:
             # The clock starts as add_job is called, as BullMQ's starts as Queue.add is: a task starts a turn
             # of the event loop after its creation (Node runs an async function at once, up to its first
@@ -152,7 +159,7 @@ async def _steady(qm: QueueManager, queue: str, rate: int, count: int, warm: boo
         if delay > 0:
             await asyncio.sleep(delay)
         await in_flight.acquire()
-        task = asyncio.create_task(add_one())
+        task = asyncio.create_task(add_one(queues[i % len(queues)]))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -163,9 +170,9 @@ async def _steady(qm: QueueManager, queue: str, rate: int, count: int, warm: boo
 async def latency(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     warm, measured = int(a.rate * a.warmup), int(a.rate * a.seconds)
     if warm:
-        await _steady(qm, a.queue, a.rate, warm, True, [])
+        await _steady(qm, a.queues, a.rate, warm, True, [])
     ms: list[float] = []
-    achieved = await _steady(qm, a.queue, a.rate, measured, False, ms)
+    achieved = await _steady(qm, a.queues, a.rate, measured, False, ms)
     return {
         "jobs": warm + measured,
         "measured": measured,
@@ -233,7 +240,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=sorted(MODES))
     p.add_argument("--server", required=True)
-    p.add_argument("--queue", required=True)
+    p.add_argument("--queue", required=True, help="a queue, or several comma-separated")
     p.add_argument("--side-queue", default="")
     p.add_argument("--side-jobs", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1000)
@@ -244,6 +251,8 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=10)
     p.add_argument("--pad", type=int, default=0, help="bulk: a text of this many bytes in each job's data")
     a = p.parse_args()
+    a.queues = a.queue.split(",")
+    a.queue = a.queues[0]
     print(json.dumps(asyncio.run(main_async(a))), flush=True)
 
 

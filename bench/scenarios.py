@@ -22,8 +22,6 @@ from bench.measure import (
     check_exactly_once,
     percentile,
     read_lines,
-    valkey_commands,
-    valkey_cpu,
     valkey_memory,
     wait_progress,
 )
@@ -52,7 +50,7 @@ def timeout_for(jobs: int) -> float:
 
 
 class Marks:
-    """CPU of the server processes and of Valkey between two points, per job."""
+    """CPU of the server processes and of Valkey (every node of a Cluster) between two points, per job."""
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
@@ -61,15 +59,14 @@ class Marks:
         self.server: CpuMeter | None = None
 
     async def begin(self) -> None:
-        assert self.driver.redis is not None
         self.server = CpuMeter(self.driver.server_pids())
-        self.valkey0 = await valkey_cpu(self.driver.redis)
-        self.commands0 = await valkey_commands(self.driver.redis)
+        self.valkey0 = await self.driver.valkey_cpu()
+        self.commands0 = await self.driver.valkey_commands()
 
     async def per_job(self, jobs: int) -> dict[str, float]:
-        assert self.driver.redis is not None and self.server is not None
-        valkey = await valkey_cpu(self.driver.redis) - self.valkey0
-        commands = await valkey_commands(self.driver.redis) - self.commands0
+        assert self.server is not None
+        valkey = await self.driver.valkey_cpu() - self.valkey0
+        commands = await self.driver.valkey_commands() - self.commands0
         out = {"valkey_cpu_us": valkey / jobs * 1e6, "valkey_commands": commands / jobs}
         if self.driver.server_pids():
             out["server_cpu_us"] = self.server.elapsed() / jobs * 1e6

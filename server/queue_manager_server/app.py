@@ -57,6 +57,7 @@ from queue_manager_server.embedded import (
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.clients import Client, Gate, GatedCluster, SentinelPool
 from queue_manager_server.engine.control import Control
+from queue_manager_server.engine.engine import HELD_CONNECTIONS
 from queue_manager_server.engine.packing import hiredis_packing
 from queue_manager_server.grpc_metrics import GrpcMetrics
 from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app, check_bindable
@@ -281,11 +282,12 @@ class App:
             return sentinel.connect(s, _retry_once())
         if s.redis_cluster:
             # A Cluster keeps a pool per node that fails past its size instead of waiting, so calls take turns
-            # at a gate (engine/clients.py): one fewer than the pool's size, each using at most one connection
-            # of each node, which leaves every node one for the event subscription (components/notifier.py).
+            # at a gate (engine/clients.py): each turn uses at most one connection of each node, and there are
+            # as many as the pool's size less those the engine holds on each node (engine/nodes.py) and one
+            # for the event subscription (components/notifier.py).
             return GatedCluster.from_url(
                 url,
-                gate=Gate(s.redis_max_connections - 1, timeout),
+                gate=Gate(s.redis_max_connections - 1 - HELD_CONNECTIONS, timeout),
                 max_connections=s.redis_max_connections,
                 decode_responses=False,
                 socket_keepalive=True,

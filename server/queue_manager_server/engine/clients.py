@@ -4,7 +4,8 @@ Redis/Valkey Cluster's.
 For a Cluster, redis-py's RedisCluster keeps a pool per node that raises MaxConnectionsError once it is full,
 where the one-server client's BlockingConnectionPool waits for a free connection (app.py). `GatedCluster`
 puts a gate in front instead: a command or a pipeline waits (up to the Redis timeout) for one of `permits`
-turns, and each turn uses at most one connection of each node, so a node's pool never runs out. Its
+turns, and each turn uses at most one connection of each node; the permits leave out the connections held
+outside the gate (engine/nodes.py, and the event subscription: app.py), so a node's pool never runs out. Its
 pipelines (`ClusterBatch`) keep the commands they were given, so what a node refuses NOSCRIPT (a restart or
 failover emptied its script cache) can be sent again (engine/store.py).
 

@@ -196,8 +196,9 @@ def _added_fields(answer: dict[str, bytes] | bytes, job: NewJob) -> dict[str, by
     return {**answer, "data": job.data}
 
 
-# The pool connections an engine on one server holds for its lifetime once used (its DirectConnections below);
-# the server's pool must leave others for everything else (config.py MIN_REDIS_CONNECTIONS).
+# The pool connections an engine holds for its lifetime once used (its held connections below), on one server
+# or on each node of a Cluster; the pool must leave others for everything else (config.py
+# MIN_REDIS_CONNECTIONS; on a Cluster the gate is smaller by as many, app.py).
 HELD_CONNECTIONS = 3
 
 
@@ -215,7 +216,8 @@ class Engine:
         self.store = make_store(redis, self.scripts)
         # The coalesced adds' own connection, the claims' and the run outcomes' (engine/direct.py): at a low
         # rate each job is its own claim, whose round trip is on the way from add to start, and its own
-        # completion (a call through the pool cost the server ~40 µs of CPU more). On a Cluster, none yet.
+        # completion (a call through the pool cost the server ~40 µs of CPU more). On a Cluster, one of each
+        # per node (engine/nodes.py).
         self.direct = self.store.held()
         self.claims = self.store.held()
         self.outcomes = self.store.held()  # HELD_CONNECTIONS counts these three

@@ -7,8 +7,8 @@ script call touches one hash slot. What differs is how commands travel:
 - One server (`SingleStore`): pipelines sent in one round trip without redis-py's SCRIPT EXISTS check, and
   the held connections of the hottest calls (engine/direct.py).
 - A Cluster (`ClusterStore`): pipelines split by node (one round trip per node concerned, sent in
-  parallel); no held connections yet, so adds, claims and outcomes go as pipelines too (slower:
-  docs/operations.md); Redis's clock read on the node holding the keys it is compared with.
+  parallel); the hottest calls on held connections per node (engine/nodes.py) when a batch goes to one node,
+  as a pipeline otherwise; Redis's clock read on the node holding the keys it is compared with.
 
 Both send again what Redis refused NOSCRIPT (scripts.resend_refused).
 """
@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from queue_manager_server.engine.clients import ClusterBatch, Pipe
 from queue_manager_server.engine.direct import DirectConnection
+from queue_manager_server.engine.nodes import HeldStats, NodesHeld
 from queue_manager_server.engine.scripts import Scripts, resend_refused
 
 
@@ -120,19 +121,15 @@ class SingleStore:
         pipe.time()
 
 
-class _NotHeld:
-    """No held connection: each call goes as a pipeline (`Held.run` answers None)."""
-
-    async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
-        return None
-
-
 class ClusterStore:
     """A Redis/Valkey Cluster: see the module docstring."""
 
     def __init__(self, redis: RedisCluster, scripts: Scripts) -> None:
         self.redis = redis
         self._scripts = scripts
+        # The hash slot of each key the held connections saw, and what became of their batches.
+        self._slots: dict[str, int] = {}
+        self.held_stats = HeldStats()
 
     def pipeline(self) -> ClusterBatch:
         return ClusterBatch(self.redis)  # type: ignore[abstract]
@@ -153,8 +150,8 @@ class ClusterStore:
     async def resend(self, stack: Sequence[Sequence[Any]], results: list[Any]) -> None:
         await resend_refused(self._scripts, stack, results, self.pipeline, self._send)
 
-    def held(self) -> _NotHeld:
-        return _NotHeld()
+    def held(self) -> NodesHeld:
+        return NodesHeld(self.redis, self._slots, self.held_stats)
 
     def _node(self, key: str | None) -> ClusterNode:
         """The primary that serves `key` (the default node for None, or a slot no node serves)."""
