@@ -64,6 +64,9 @@ EXPECTED = {
     "TestPayloadValueReadsAsThePythonClient",
     "TestGetAllMetricsCoversEveryQueue",
     "TestListWorkflowsPagesNewestFirst",
+    "TestPriorityBoundsAreStoredAndReadBack",
+    "TestBadPriorityBoundsAreRefusedBeforeTheCall",
+    "TestMetricsReportEachPriorityLevel",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
