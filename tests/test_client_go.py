@@ -1,6 +1,6 @@
 """The Go client (clients/go): its `go test` suite against real servers started here (plain, one that
-requires a token, one that requires mutual TLS), and its worker through a server stop (DRAIN) and restart
-on the same address."""
+requires a token, one that requires mutual TLS), its worker through a server stop (DRAIN) and restart
+on the same address, and its traced worker continuing a trace that the Python client started."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from queue_manager import JobState, QueueManager
 from queue_manager_server.embedded import free_port
-from tests.conftest import ServerFactory
+from tests.conftest import RunningServer, ServerFactory
 from tests.security_kit import make_pki, token_file
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
@@ -67,9 +71,20 @@ EXPECTED = {
     "TestPriorityBoundsAreStoredAndReadBack",
     "TestBadPriorityBoundsAreRefusedBeforeTheCall",
     "TestMetricsReportEachPriorityLevel",
+    "TestTracingRunIsAChildOfItsAdd",
+    "TestTracingBulkJobsRunUnderTheBatchSpan",
+    "TestTracingFailedRunHasErrorStatusAndTheException",
+    "TestTracingKeepsACallersTraceparent",
+    "TestTracingWorkflowIsOneTrace",
+    "TestTracingOffAddsNothing",
+    "TestTracingIsOffWithoutAProvider",
 }
 # Run by the other test of this file, or only as a child process of the suite.
-SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
+SKIPPED_HERE = {
+    "TestDrainFinishesRunsAndReconnects",
+    "TestHelperWorker",
+    "TestTracedWorkerContinuesAPythonTrace",
+}
 
 # The plain server's lease: short, so that a run outlives several leases in little time (heartbeats every
 # third of it).
@@ -203,3 +218,47 @@ async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tm
     output = "".join(lines) + rest.decode(errors="replace")
     assert proc.returncode == 0, f"go test failed:\n{output}"
     assert _results(output).get("TestDrainFinishesRunsAndReconnects") == "PASS", output
+
+
+@pytest.mark.timeout(GO_TIMEOUT_S + 30)
+async def test_go_worker_continues_a_python_trace(server: RunningServer) -> None:
+    """A job that the Python client adds with tracing on is run by a Go worker whose run's span is a child of
+    the Python add's span: the W3C context in the job's attributes crosses languages."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    queue = "py-to-go-traced"
+    async with QueueManager(address=server.address, tracer_provider=provider) as qm:
+        await qm.register_queue(queue)
+        job = await qm.add_job(queue, "cross", {"from": "python"})
+        (publish,) = [s for s in exporter.get_finished_spans() if s.name == f"{queue} publish"]
+        assert publish.context is not None
+        parent = f"{publish.context.trace_id:032x}-{publish.context.span_id:016x}"
+        proc = await asyncio.create_subprocess_exec(
+            GO or "go",
+            "test",
+            "-count=1",
+            "-v",
+            "-run=^TestTracedWorkerContinuesAPythonTrace$",
+            "./queuemanager",
+            cwd=GO_DIR,
+            env=_go_env(
+                QM_TEST_TRACE_ADDRESS=server.address,
+                QM_TEST_TRACE_QUEUE=queue,
+                QM_TEST_TRACE_PARENT=parent,
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), GO_TIMEOUT_S)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        output = out.decode(errors="replace")
+        assert proc.returncode == 0, f"go test failed:\n{output}"
+        assert _results(output).get("TestTracedWorkerContinuesAPythonTrace") == "PASS", output
+        done = await qm.wait_for_job(queue, job.id, timeout=30)
+        assert done.state is JobState.COMPLETED and done.result == "go ran it"
+    provider.shutdown()
