@@ -317,3 +317,23 @@ func TestTracedWorkerContinuesAPythonTrace(t *testing.T) {
 		t.Fatalf("the Go run's parent is %s, want the Python add's span %s", parent, want)
 	}
 }
+
+// pythonWorkerQueueEnv, set by tests/test_client_go.py with pythonTraceAddressEnv, names the queue that
+// TestTracedAddForAPythonWorker adds its job to.
+const pythonWorkerQueueEnv = "QM_TEST_TRACE_ADD_QUEUE"
+
+// TestTracedAddForAPythonWorker adds a job with tracing on and says "GO-TRACE {job id} {trace id}-{span
+// id}" of its add's span on stdout; a Python worker then runs the job, and its run's span must continue
+// this trace. Run only by tests/test_client_go.py.
+func TestTracedAddForAPythonWorker(t *testing.T) {
+	address, queue := os.Getenv(pythonTraceAddressEnv), os.Getenv(pythonWorkerQueueEnv)
+	if address == "" || queue == "" {
+		t.Skip("run by tests/test_client_go.py, which runs the job in a Python worker")
+	}
+	tr := newTraced(t)
+	c := dial(t, address, qm.WithTracerProvider(tr))
+	job := add(t, c, queue, "from-go", map[string]string{"from": "go"}, nil)
+	publish := tr.wait(t, queue+" publish", 1)[0]
+	_, _ = os.Stdout.WriteString("GO-TRACE " + job.ID + " " + publish.SpanContext.TraceID().String() + "-" +
+		publish.SpanContext.SpanID().String() + "\n")
+}
