@@ -1,6 +1,6 @@
 """The Go client (clients/go): its `go test` suite against real servers started here (plain, one that
-requires a token, one that requires mutual TLS), and its worker through a server stop (DRAIN) and restart
-on the same address."""
+requires a token, one that requires mutual TLS), its worker through a server stop (DRAIN) and restart
+on the same address, and its traced worker continuing a trace that the Python client started."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.embedded import free_port
-from tests.conftest import ServerFactory
+from tests.conftest import RunningServer, ServerFactory
 from tests.security_kit import make_pki, token_file
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
@@ -64,9 +68,24 @@ EXPECTED = {
     "TestPayloadValueReadsAsThePythonClient",
     "TestGetAllMetricsCoversEveryQueue",
     "TestListWorkflowsPagesNewestFirst",
+    "TestPriorityBoundsAreStoredAndReadBack",
+    "TestBadPriorityBoundsAreRefusedBeforeTheCall",
+    "TestMetricsReportEachPriorityLevel",
+    "TestTracingRunIsAChildOfItsAdd",
+    "TestTracingBulkJobsRunUnderTheBatchSpan",
+    "TestTracingFailedRunHasErrorStatusAndTheException",
+    "TestTracingKeepsACallersTraceparent",
+    "TestTracingWorkflowIsOneTrace",
+    "TestTracingOffAddsNothing",
+    "TestTracingIsOffWithoutAProvider",
 }
 # Run by the other test of this file, or only as a child process of the suite.
-SKIPPED_HERE = {"TestDrainFinishesRunsAndReconnects", "TestHelperWorker"}
+SKIPPED_HERE = {
+    "TestDrainFinishesRunsAndReconnects",
+    "TestHelperWorker",
+    "TestTracedWorkerContinuesAPythonTrace",
+    "TestTracedAddForAPythonWorker",
+}
 
 # The plain server's lease: short, so that a run outlives several leases in little time (heartbeats every
 # third of it).
@@ -200,3 +219,90 @@ async def test_go_worker_drains_and_reconnects(server_factory: ServerFactory, tm
     output = "".join(lines) + rest.decode(errors="replace")
     assert proc.returncode == 0, f"go test failed:\n{output}"
     assert _results(output).get("TestDrainFinishesRunsAndReconnects") == "PASS", output
+
+
+def _traced_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+async def _go_test(name: str, **env: str) -> str:
+    """Runs one Go test of the suite with `env` and returns its output, once it has passed."""
+    proc = await asyncio.create_subprocess_exec(
+        GO or "go",
+        "test",
+        "-count=1",
+        "-v",
+        f"-run=^{name}$",
+        "./queuemanager",
+        cwd=GO_DIR,
+        env=_go_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), GO_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = out.decode(errors="replace")
+    assert proc.returncode == 0, f"go test failed:\n{output}"
+    assert _results(output).get(name) == "PASS", output
+    return output
+
+
+@pytest.mark.timeout(GO_TIMEOUT_S + 30)
+async def test_go_worker_continues_a_python_trace(server: RunningServer) -> None:
+    """A job that the Python client adds with tracing on is run by a Go worker whose run's span is a child of
+    the Python add's span: the W3C context in the job's attributes crosses languages."""
+    provider, exporter = _traced_provider()
+    queue = "py-to-go-traced"
+    async with QueueManager(address=server.address, tracer_provider=provider) as qm:
+        await qm.register_queue(queue)
+        job = await qm.add_job(queue, "cross", {"from": "python"})
+        (publish,) = [s for s in exporter.get_finished_spans() if s.name == f"{queue} publish"]
+        assert publish.context is not None
+        parent = f"{publish.context.trace_id:032x}-{publish.context.span_id:016x}"
+        await _go_test(
+            "TestTracedWorkerContinuesAPythonTrace",
+            QM_TEST_TRACE_ADDRESS=server.address,
+            QM_TEST_TRACE_QUEUE=queue,
+            QM_TEST_TRACE_PARENT=parent,
+        )
+        done = await qm.wait_for_job(queue, job.id, timeout=30)
+        assert done.state is JobState.COMPLETED and done.result == "go ran it"
+    provider.shutdown()
+
+
+@pytest.mark.timeout(GO_TIMEOUT_S + 30)
+async def test_python_worker_continues_a_go_trace(server: RunningServer) -> None:
+    """The other way round: a job that the Go client adds with tracing on runs in a Python worker whose
+    run's span is a child of the Go add's span."""
+    provider, exporter = _traced_provider()
+    queue = "go-to-py-traced"
+    async with QueueManager(address=server.address, tracer_provider=provider) as qm:
+        await qm.register_queue(queue)
+        output = await _go_test(
+            "TestTracedAddForAPythonWorker",
+            QM_TEST_TRACE_ADDRESS=server.address,
+            QM_TEST_TRACE_ADD_QUEUE=queue,
+        )
+        found = re.search(r"^GO-TRACE (\S+) ([0-9a-f]{32})-([0-9a-f]{16})$", output, re.MULTILINE)
+        assert found, output
+        job_id, trace_id, span_id = found.groups()
+
+        @qm.processor(queue)
+        async def run(job: JobContext) -> str:
+            return "python ran it"
+
+        await qm.start_workers()
+        done = await qm.wait_for_job(queue, job_id, timeout=30)
+        assert done.state is JobState.COMPLETED and done.result == "python ran it"
+        runs = [s for s in exporter.get_finished_spans() if s.name == f"{queue} process"]
+        assert len(runs) == 1 and runs[0].parent is not None and runs[0].context is not None
+        assert f"{runs[0].parent.trace_id:032x}-{runs[0].parent.span_id:016x}" == f"{trace_id}-{span_id}"
+        assert runs[0].context.trace_id == runs[0].parent.trace_id
+    provider.shutdown()

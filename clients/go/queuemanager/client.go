@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
@@ -30,6 +32,10 @@ type Client struct {
 	conn    *grpc.ClientConn
 	queues  pb.QueueServiceClient
 	workers pb.WorkerServiceClient
+
+	tracerProvider trace.TracerProvider // WithTracerProvider; nil: the global one
+	tracingOnce    sync.Once
+	tracing        *tracing // the adds' tracing, read at the first add; nil when it is off
 }
 
 type settings struct {
@@ -38,6 +44,8 @@ type settings struct {
 	tlsSet    bool
 	dialOpts  []grpc.DialOption
 	configErr error
+
+	tracerProvider trace.TracerProvider
 }
 
 // Option configures New.
@@ -96,7 +104,17 @@ func New(address string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot make a connection to %s: %w", address, err)
 	}
-	return &Client{conn: conn, queues: pb.NewQueueServiceClient(conn), workers: pb.NewWorkerServiceClient(conn)}, nil
+	return &Client{
+		conn: conn, queues: pb.NewQueueServiceClient(conn), workers: pb.NewWorkerServiceClient(conn),
+		tracerProvider: s.tracerProvider,
+	}, nil
+}
+
+// traced is the adds' tracing, nil when it is off: read at the first add, so that a client made before the
+// application set its global tracer provider still traces.
+func (c *Client) traced() *tracing {
+	c.tracingOnce.Do(func() { c.tracing = newTracing(c.tracerProvider) })
+	return c.tracing
 }
 
 func (s *settings) dialOptions() ([]grpc.DialOption, error) {

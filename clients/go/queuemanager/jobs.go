@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
@@ -35,13 +37,31 @@ func (n NewJob) proto() (*pb.NewJob, error) {
 }
 
 // AddJob adds one job to a registered queue and returns it as stored. With a JobID (or dedup key) that is
-// taken, the answer is the existing job, with Created false.
+// taken, the answer is the existing job, with Created false. When tracing is on (WithTracerProvider), the
+// add is a PRODUCER span "{queue} publish" whose W3C context goes into the job's Metadata.Attributes.
 func (c *Client) AddJob(ctx context.Context, queue, name string, data any, opts *JobOptions) (*Job, error) {
 	job, err := NewJob{Name: name, Data: data, Options: opts}.proto()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.queues.AddJob(ctx, &pb.AddJobRequest{QueueName: queue, Job: job})
+	req := &pb.AddJobRequest{QueueName: queue, Job: job}
+	t := c.traced()
+	if t == nil {
+		return c.addJob(ctx, req)
+	}
+	ctx, span := t.publish(ctx, queue, -1)
+	carryJob(job, t.traceContext(ctx))
+	out, err := c.addJob(ctx, req)
+	if err != nil {
+		endPublish(span, err)
+		return nil, err
+	}
+	endPublish(span, nil, attribute.String("messaging.message.id", out.ID))
+	return out, nil
+}
+
+func (c *Client) addJob(ctx context.Context, req *pb.AddJobRequest) (*Job, error) {
+	resp, err := c.queues.AddJob(ctx, req)
 	if err != nil {
 		return nil, fromRPC(err)
 	}
@@ -81,6 +101,32 @@ func (c *Client) AddJobBatch(ctx context.Context, jobs []BatchJob) ([]BatchOutco
 		}
 		req.Items = append(req.Items, &pb.AddJobRequest{QueueName: job.Queue, Job: p})
 	}
+	var spans []trace.Span
+	if t := c.traced(); t != nil {
+		// As AddJob: a PRODUCER span per job, each job carrying its own span's context.
+		spans = make([]trace.Span, len(req.Items))
+		for i, item := range req.Items {
+			var spanCtx context.Context
+			spanCtx, spans[i] = t.publish(ctx, item.GetQueueName(), -1)
+			carryJob(item.GetJob(), t.traceContext(spanCtx))
+		}
+	}
+	out, err := c.addJobBatch(ctx, req)
+	for i, span := range spans {
+		switch {
+		case err != nil:
+			endPublish(span, err)
+		case out[i].Err != nil:
+			endPublish(span, out[i].Err)
+		default:
+			endPublish(span, nil, attribute.String("messaging.message.id", out[i].Job.ID))
+		}
+	}
+	return out, err
+}
+
+func (c *Client) addJobBatch(ctx context.Context, req *pb.AddJobBatchRequest) ([]BatchOutcome, error) {
+	jobs := req.GetItems()
 	resp, err := c.queues.AddJobBatch(ctx, req)
 	if err != nil {
 		return nil, fromRPC(err)
@@ -117,7 +163,8 @@ type BulkResult struct {
 const bulkMessageJobs = 1000
 
 // AddBulk adds many jobs to one queue on one stream: all or none (the server checks the whole stream
-// before it writes, and a failure adds nothing). At most 100,000 jobs per call.
+// before it writes, and a failure adds nothing). At most 100,000 jobs per call. When tracing is on, the
+// call is one PRODUCER span "{queue} publish" and every job carries its context.
 func (c *Client) AddBulk(ctx context.Context, queue string, jobs []NewJob) (*BulkResult, error) {
 	messages := make([]*pb.AddBulkRequest, 0, len(jobs)/bulkMessageJobs+1)
 	for start := 0; start < len(jobs); start += bulkMessageJobs {
@@ -131,6 +178,23 @@ func (c *Client) AddBulk(ctx context.Context, queue string, jobs []NewJob) (*Bul
 		}
 		messages = append(messages, message)
 	}
+	t := c.traced()
+	if t == nil {
+		return c.addBulk(ctx, messages)
+	}
+	ctx, span := t.publish(ctx, queue, len(jobs))
+	traceContext := t.traceContext(ctx)
+	for _, message := range messages {
+		for _, job := range message.Jobs {
+			carryJob(job, traceContext)
+		}
+	}
+	out, err := c.addBulk(ctx, messages)
+	endPublish(span, err)
+	return out, err
+}
+
+func (c *Client) addBulk(ctx context.Context, messages []*pb.AddBulkRequest) (*BulkResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream if a send fails
 	stream, err := c.queues.AddBulk(ctx)

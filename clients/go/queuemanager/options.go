@@ -129,6 +129,12 @@ type QueueConfig struct {
 	DisableDeadLetter bool
 	// Concurrency is the most jobs of the queue active at once across all workers; 0 means no limit.
 	Concurrency int
+	// PriorityBounds (anti-starvation aging) maps a level, PriorityHigh to PriorityBackground, to the
+	// longest a job of that level waits behind the levels above it (MinPriorityBound to MaxPriorityBound,
+	// 1 s to 30 days) before the server moves it ahead of every level (docs/jobs.md, "Priorities and their
+	// bounds"). Empty means strict priority. RegisterQueue replaces the whole config: give the bounds again
+	// when changing other settings.
+	PriorityBounds map[Priority]time.Duration
 }
 
 func duration(d time.Duration) *durationpb.Duration {
@@ -232,7 +238,13 @@ func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
 	if r := c.RateLimit; r != nil {
 		out.RateLimit = &pb.RateLimit{Max: n.of("QueueConfig.RateLimit.Max", r.Max), Duration: duration(r.Duration)}
 	}
-	return out, n.err
+	if n.err != nil {
+		return nil, n.err
+	}
+	if out.PriorityBounds, err = priorityBoundsProto(c.PriorityBounds); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // jobOptionsFromProto is the reverse of JobOptions.proto, for options the server returns (a schedule's job

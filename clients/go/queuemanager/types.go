@@ -36,6 +36,11 @@ func (p Priority) String() string {
 	return strings.TrimPrefix(pb.JobPriority(p).String(), "JOB_PRIORITY_")
 }
 
+// known reports whether p is one of the five levels (PriorityCritical to PriorityBackground).
+func (p Priority) known() bool {
+	return p >= PriorityCritical && p <= PriorityBackground
+}
+
 // JobState is where a job is in its lifecycle.
 type JobState int32
 
@@ -216,6 +221,8 @@ type Queue struct {
 	DeadLetterQueue string
 	// Concurrency is the most jobs of the queue active at once (0: no limit).
 	Concurrency int
+	// PriorityBounds are the queue's priority bounds (QueueConfig.PriorityBounds); nil when it has none.
+	PriorityBounds map[Priority]time.Duration
 }
 
 func queueFromProto(p *pb.Queue) *Queue {
@@ -228,6 +235,7 @@ func queueFromProto(p *pb.Queue) *Queue {
 		CreateTime:  timeOf(p.GetCreateTime()),
 		Concurrency: int(p.GetConfig().GetConcurrency()),
 	}
+	q.PriorityBounds = priorityBoundsFromProto(p.GetConfig().GetPriorityBounds())
 	if !p.GetConfig().GetDisableDeadLetter() {
 		q.DeadLetterQueue = p.GetConfig().GetDeadLetterQueue()
 	}
@@ -259,6 +267,31 @@ type QueueMetrics struct {
 	FreeCapacity          int
 	IsPaused              bool
 	SampleTime            time.Time
+	// Levels are the jobs ready to run (waiting or paused) of each priority level, CRITICAL first (all
+	// five; a level a newer server knows and this client does not is left out).
+	Levels []LevelMetrics
+}
+
+// LevelMetrics are the ready jobs of one priority level of a queue.
+type LevelMetrics struct {
+	Priority Priority
+	// Waiting counts the jobs of this level ready to run (waiting or paused), those a priority bound moved
+	// ahead among them.
+	Waiting uint64
+	// OldestWaitingAge is how long the oldest of them has waited; 0 when there is none.
+	OldestWaitingAge time.Duration
+}
+
+func levelsFromProto(ps []*pb.PriorityLevelMetrics) []LevelMetrics {
+	out := make([]LevelMetrics, 0, len(ps))
+	for _, p := range ps {
+		if level := Priority(p.GetPriority()); level.known() {
+			out = append(out, LevelMetrics{
+				Priority: level, Waiting: p.GetWaiting(), OldestWaitingAge: durationOf(p.GetOldestWaitingAge()),
+			})
+		}
+	}
+	return out
 }
 
 func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
@@ -289,5 +322,6 @@ func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
 		FreeCapacity:          int(p.GetFreeCapacity()),
 		IsPaused:              p.GetIsPaused(),
 		SampleTime:            timeOf(p.GetSampleTime()),
+		Levels:                levelsFromProto(p.GetLevels()),
 	}
 }

@@ -46,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/connectivity"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
@@ -97,6 +98,11 @@ type WorkerConfig struct {
 	Logger *slog.Logger
 	// ShutdownTimeout is how long Run lets running handlers finish once its context ends; 0 means 30 s.
 	ShutdownTimeout time.Duration
+	// TracerProvider traces each run as a CONSUMER span "{queue} process", a child of the trace context
+	// the job carries, and current in the handler's ctx (docs/observability.md). nil means the client's
+	// (WithTracerProvider), else the global one, read at Run; tracing is off while that is unset or a
+	// no-op provider.
+	TracerProvider trace.TracerProvider
 }
 
 // Worker runs handlers for jobs pushed over one worker stream. Make one with Client.NewWorker, start it
@@ -111,6 +117,8 @@ type Worker struct {
 	log             *slog.Logger
 	shutdownTimeout time.Duration
 	stats           statsSampler
+	tracerProvider  trace.TracerProvider
+	tracing         *tracing // set by Run; nil when tracing is off
 
 	mu              sync.Mutex
 	running         map[jobKey]*run
@@ -155,6 +163,7 @@ func (c *Client) NewWorker(config WorkerConfig) (*Worker, error) {
 		labels:          map[string]string{},
 		log:             config.Logger,
 		shutdownTimeout: config.ShutdownTimeout,
+		tracerProvider:  config.TracerProvider,
 		running:         map[jobKey]*run{},
 		outbox:          &pb.WorkerReport{},
 		heartbeat:       defaultHeartbeat,
@@ -181,6 +190,9 @@ func (c *Client) NewWorker(config WorkerConfig) (*Worker, error) {
 	w.log = w.log.With("worker_id", w.id)
 	if w.shutdownTimeout <= 0 {
 		w.shutdownTimeout = 30 * time.Second
+	}
+	if w.tracerProvider == nil {
+		w.tracerProvider = c.tracerProvider
 	}
 	host, _ := os.Hostname()
 	w.labels["host"], w.labels["pid"] = host, strconv.Itoa(os.Getpid())
@@ -242,6 +254,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if stopping {
 		return nil
 	}
+	w.tracing = newTracing(w.tracerProvider) // before the loop: its runs read it
 	go w.loop()
 	select {
 	case <-w.done:

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +28,7 @@ type run struct {
 	token  string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	span   trace.Span // the run's CONSUMER span; nil when tracing is off
 
 	cancelled bool // CANCEL_JOB asked to stop it: report it in cancelled
 	lost      bool // its lease was recovered: report nothing
@@ -35,7 +37,11 @@ type run struct {
 
 func newRun(w *Worker, job *Job, token string) *run {
 	r := &run{w: w, job: job, key: jobKey{job.Queue, job.ID}, token: token}
-	r.ctx, r.cancel = context.WithCancelCause(context.Background())
+	base := context.Background()
+	if w.tracing != nil {
+		base, r.span = w.tracing.process(base, job)
+	}
+	r.ctx, r.cancel = context.WithCancelCause(base)
 	if job.Timeout > 0 {
 		// The timeout's cause is set when it fires; a cancel before it keeps its own cause.
 		ctx, stop := context.WithTimeoutCause(r.ctx, job.Timeout, ErrJobTimeout)
@@ -65,6 +71,9 @@ func (r *run) execute(handler Handler) {
 	timedOut := errors.Is(context.Cause(r.ctx), ErrJobTimeout)
 	r.cancel(nil)
 	r.w.finish(r, result, err, stack, elapsed, timedOut)
+	if r.span != nil {
+		r.span.End()
+	}
 }
 
 // call runs the handler, turning a panic into an error with its stack.
@@ -140,6 +149,9 @@ func (w *Worker) fail(r *run, err error, stack string, elapsed time.Duration) {
 	}
 	if failure.Message == "" {
 		failure.Message = fmt.Sprintf("%T", err)
+	}
+	if r.span != nil {
+		recordFailure(r.span, err, failure.Message, stack)
 	}
 	attempt := r.job.AttemptsMade + 1
 	w.log.Warn("job failed", "queue", r.key.queue, "job_id", r.key.id, "attempt", attempt,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
 
@@ -24,6 +26,9 @@ type Workflow struct {
 	CreatedBy string
 	// Tags are free tags.
 	Tags []string
+	// Attributes is a free string map, copied into every step's job under the step's own attributes
+	// (trace context, tenant…).
+	Attributes map[string]string
 }
 
 // WorkflowStep is one job of a workflow and the steps that follow it.
@@ -133,15 +138,30 @@ func (c *Client) ExecuteWorkflow(ctx context.Context, workflow Workflow, runID s
 	if err != nil {
 		return "", false, err
 	}
-	resp, err := c.queues.ExecuteWorkflow(ctx, &pb.ExecuteWorkflowRequest{
+	req := &pb.ExecuteWorkflowRequest{
 		RunId: runID,
 		Workflow: &pb.Workflow{
 			Id: workflow.ID, Name: workflow.Name, Steps: steps,
 			Metadata: &pb.WorkflowMetadata{
 				CreatedBy: workflow.CreatedBy, CorrelationId: workflow.CorrelationID, Tags: workflow.Tags,
+				Attributes: workflow.Attributes,
 			},
 		},
-	})
+	}
+	t := c.traced()
+	if t == nil {
+		return c.executeWorkflow(ctx, req)
+	}
+	ctx, span := t.publishWorkflow(ctx, req.Workflow)
+	metadata := req.Workflow.Metadata
+	metadata.Attributes = carry(metadata.Attributes, t.traceContext(ctx))
+	id, created, err := c.executeWorkflow(ctx, req)
+	endPublish(span, err, attribute.String("queue_manager.workflow.run_id", id))
+	return id, created, err
+}
+
+func (c *Client) executeWorkflow(ctx context.Context, req *pb.ExecuteWorkflowRequest) (string, bool, error) {
+	resp, err := c.queues.ExecuteWorkflow(ctx, req)
 	if err != nil {
 		return "", false, fromRPC(err)
 	}
