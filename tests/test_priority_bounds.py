@@ -363,6 +363,10 @@ async def test_bad_bounds_are_invalid_argument_naming_the_entry(
     [
         ({JobPriority.CRITICAL: 5000}, "CRITICAL jobs run first already"),
         ({"background": 60}, "60 ms: a bound is from 1 second to 30 days"),
+        ({"low": timedelta(days=31)}, r"priority_bounds\[LOW\] is 2678400000 ms: a bound is from 1 second"),
+        ({"low": -5}, r"priority_bounds\[LOW\] is -5 ms: a bound is from 1 second"),
+        ({"low": timedelta(seconds=-1)}, r"is -1000 ms: a bound is from 1 second"),
+        ({"low": 999.5}, r"is 999.5 ms: a bound"),
         ({"background": 5000, 5: 6000}, "BACKGROUND is given twice"),
         ({"urgent": 5000}, "is not one of"),
     ],
