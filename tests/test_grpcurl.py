@@ -44,6 +44,33 @@ async def test_list_and_describe(server: RunningServer) -> None:
     assert "message JobOptions" in await grpcurl(server.address, "describe", "queue_manager.v1.JobOptions")
 
 
+async def test_describe_one_rpc(server: RunningServer) -> None:
+    """A method's full name, as grpcurl users write it (protobuf's upb pool alone does not know methods)."""
+    for method, says in (
+        (
+            "queue_manager.v1.QueueService.UpdateJobData",
+            "rpc UpdateJobData ( .queue_manager.v1.UpdateJobDataRequest )",
+        ),
+        ("queue_manager.v1.QueueService.AddBulk", "rpc AddBulk ( stream .queue_manager.v1.AddBulkRequest )"),
+        ("queue_manager.v1.WorkerService.Connect", "rpc Connect ( stream"),
+        ("grpc.health.v1.Health.Check", "rpc Check ( .grpc.health.v1.HealthCheckRequest )"),
+    ):
+        assert says in await grpcurl(server.address, "describe", method), method
+    request = await grpcurl(server.address, "describe", "queue_manager.v1.UpdateJobDataRequest")
+    assert "string lease_token = 4;" in request
+    proc = await asyncio.create_subprocess_exec(
+        GRPCURL,
+        "-plaintext",
+        server.address,
+        "describe",
+        "queue_manager.v1.QueueService.NoSuchCall",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode != 0 and b"Symbol not found" in err, err
+
+
 async def test_add_json_job_and_read_it_back(server: RunningServer) -> None:
     await grpcurl("-d", '{"name": "emails"}', server.address, "queue_manager.v1.QueueService/RegisterQueue")
     body = {

@@ -363,6 +363,10 @@ async def test_bad_bounds_are_invalid_argument_naming_the_entry(
     [
         ({JobPriority.CRITICAL: 5000}, "CRITICAL jobs run first already"),
         ({"background": 60}, "60 ms: a bound is from 1 second to 30 days"),
+        ({"low": timedelta(days=31)}, r"priority_bounds\[LOW\] is 2678400000 ms: a bound is from 1 second"),
+        ({"low": -5}, r"priority_bounds\[LOW\] is -5 ms: a bound is from 1 second"),
+        ({"low": timedelta(seconds=-1)}, r"is -1000 ms: a bound is from 1 second"),
+        ({"low": 999.5}, r"is 999.5 ms: a bound"),
         ({"background": 5000, 5: 6000}, "BACKGROUND is given twice"),
         ({"urgent": 5000}, "is not one of"),
     ],
@@ -426,7 +430,12 @@ async def test_the_cli_merges_max_wait_flags_and_shows_the_levels(
     assert bounds(changed) == {"high": 7_200_000, "background": 300_000}
     status, out, err = await qm_cli(capsys, "--server", sweeping.address, "queues", "list")
     assert status == 0, err
-    assert "MAX_WAIT" in out and "high=7200000ms,background=300000ms" in out
+    assert "MAX_WAIT" in out and "high=2h,background=5m" in out  # as --max-wait takes them
+    await qm_json(
+        capsys, sweeping, "queues", "register", "c", "--max-wait", "normal=1500ms", "--max-wait", "low=90s"
+    )
+    status, out, err = await qm_cli(capsys, "--server", sweeping.address, "queues", "list")
+    assert "high=2h,normal=1500ms,low=90s,background=5m" in out, out
     status, out, err = await qm_cli(capsys, "--server", sweeping.address, "queues", "metrics", "c")
     assert status == 0, err
     assert "PRIORITY" in out and "background" in out

@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -35,7 +34,7 @@ from queue_manager.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from queue_manager_server import bind, security, sentinel
+from queue_manager_server import bind, reflection, security, sentinel
 from queue_manager_server.components.aging import PrioritySweep
 from queue_manager_server.components.base import Component
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
@@ -191,7 +190,7 @@ class App:
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
+        reflection.enable_reflection(
             [*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server
         )
         await self.server.start()

@@ -386,3 +386,28 @@ async def test_a_queue_obliterated_while_shown_says_it_is_gone(server: RunningSe
         assert not any("(gone)" in line for line in screen_lines(app))
         assert a != again.id
     await qm.close()
+
+
+async def test_settings_changed_elsewhere_show_without_a_reconnect(server: RunningServer) -> None:
+    """A priority bound (or rate limit) set by another client while the dashboard is open shows in the
+    queue's panel at the next settings read; they were read only on connect and for new queues."""
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("alpha")
+    await qm.add_job("alpha", "apple", None, {"priority": "background"})
+    app = dashboard(server)
+    app.settings_refresh = INTERVAL * 2
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        assert app.queues_view.selected_queue == "alpha"  # it sorts before the dead-letter queue
+        await wait_for(pilot, lambda: "alpha" in app.state.limits, "alpha's settings", WAIT)
+        assert not any("bound" in line for line in screen_lines(app))
+        await qm.register_queue(
+            "alpha", priority_bounds={"background": 300_000}, rate_limit={"max": 7, "duration": 1000}
+        )
+
+        def shown() -> bool:
+            text = "\n".join(screen_lines(app))
+            return "bound 5m00s" in text and "of 7" in text
+
+        await wait_for(pilot, shown, "the new bound and rate limit", WAIT)
+    await qm.close()

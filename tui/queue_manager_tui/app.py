@@ -10,6 +10,8 @@ and a `ConfirmScreen`; with ``read_only`` they are neither bound, shown nor offe
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -52,6 +54,9 @@ QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
 JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove"})
 CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS
 """Actions that change something on the server: absent in read-only mode."""
+# Seconds between reads of the queues' settings: a rate limit or priority bound changed elsewhere shows within
+# this, for one ListQueues call per refresh.
+SETTINGS_REFRESH = 10.0
 
 
 class DashboardApp(App[None]):
@@ -100,6 +105,9 @@ class DashboardApp(App[None]):
         self.interval = interval
         self.backoff = backoff or Backoff()
         self.state = DashboardState()
+        # The metrics stream does not carry the queues' settings: they are read again this often.
+        self.settings_refresh = SETTINGS_REFRESH
+        self._settings_read = -math.inf
         self.sub_title = source.address + ("  (read-only)" if read_only else "")
         # The views are held here, not queried: while a dialog is open the app's queries search the
         # dialog, and snapshots keep arriving.
@@ -185,7 +193,7 @@ class DashboardApp(App[None]):
 
     def _apply(self, snapshot: MetricsSnapshot) -> None:
         changes = self.state.apply(snapshot)
-        if changes.added:
+        if changes.added or time.monotonic() - self._settings_read >= self.settings_refresh:
             self._load_limits()
         self.queues_view.show(self.state)
         self.workers_view.show(self.state.workers, self.state.time)
@@ -201,6 +209,7 @@ class DashboardApp(App[None]):
     @work(exclusive=True, group="limits")
     async def _load_limits(self) -> None:
         """Reads the queues' settings the stream does not carry: rate limits and priority bounds."""
+        self._settings_read = time.monotonic()
         try:
             queues = await self.source.list_queues()
         except QueueManagerError:

@@ -39,16 +39,27 @@ def priority_bounds_to_proto(bounds: PriorityBoundsLike, into: types_pb2.QueueCo
             raise ValueError("priority_bounds: CRITICAL jobs run first already; bound HIGH to BACKGROUND")
         if level in levels:
             raise ValueError(f"priority_bounds: {level.name} is given twice ({key!r})")
-        ms = duration_ms(wait, f"priority_bounds[{level.name}]")
+        ms = _bound_ms(wait, level)
         if not _MIN_MS <= ms <= _MAX_MS:
+            shown = f"{ms:.0f}" if ms == int(ms) else f"{ms}"
             raise ValueError(
-                f"priority_bounds[{level.name}] is {ms:g} ms: a bound is from 1 second to 30 days, in "
+                f"priority_bounds[{level.name}] is {shown} ms: a bound is from 1 second to 30 days, in "
                 f"milliseconds or a timedelta (60 seconds is 60000 or timedelta(seconds=60))"
             )
         levels[level] = ms
     for level in sorted(levels):
         bound = into.priority_bounds.add(priority=int(level))
         bound.max_wait.FromNanoseconds(round(levels[level] * 1_000_000))
+
+
+def _bound_ms(wait: DurationLike, level: JobPriority) -> float:
+    """A bound's milliseconds; a negative one is let through, for the range message to name."""
+    what = f"priority_bounds[{level.name}]"
+    if isinstance(wait, timedelta):
+        return wait / timedelta(milliseconds=1)
+    if isinstance(wait, int | float) and not isinstance(wait, bool) and wait < 0:
+        return float(wait)
+    return duration_ms(wait, what)
 
 
 def priority_bounds_from_proto(config: types_pb2.QueueConfig) -> dict[JobPriority, timedelta]:

@@ -261,5 +261,13 @@ def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
         **queue,
         "dead_letter_queue": config.get("dead_letter_queue", ""),
         "rate_limit": f"{rate['max']}/{rate['duration']}ms" if rate and rate.get("max") else "",
-        "max_wait": ",".join(f"{level}={ms}ms" for level, ms in bounds.items()),
+        "max_wait": ",".join(f"{level}={duration_text(ms)}" for level, ms in bounds.items()),
     }
+
+
+def duration_text(ms: int) -> str:
+    """A bound as ``--max-wait`` takes it, in the largest unit that holds it whole: 5m, 2h, 90s, 1500ms."""
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNITS_MS[unit] == 0:
+            return f"{ms // _UNITS_MS[unit]}{unit}"
+    return f"{ms}ms"
