@@ -91,6 +91,10 @@ async def test_producer_and_admin_api(ts_built: Path, server: RunningServer) -> 
     await run_node_tests(ts_built, "producer", server.address)
 
 
+async def test_priority_bounds_and_levels(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "priorities", server.address)
+
+
 async def test_worker(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "worker", server.address)
 
