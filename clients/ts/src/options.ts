@@ -126,7 +126,8 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
         : create(JobMetadataSchema, {
             correlationId: o.metadata.correlationId ?? "",
             tags: o.metadata.tags ?? [],
-            attributes: o.metadata.attributes ?? {},
+            // A copy: create() keeps a string map as given, and a traced add writes into the message's.
+            attributes: { ...(o.metadata.attributes ?? {}) },
           }),
     removeOnComplete: o.removeOnComplete === undefined ? undefined : keepToProto(o.removeOnComplete, `${what}.removeOnComplete`),
     removeOnFail: o.removeOnFail === undefined ? undefined : keepToProto(o.removeOnFail, `${what}.removeOnFail`),
