@@ -15,7 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
+from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory
 from tests.security_kit import make_pki, token_file
@@ -89,6 +94,58 @@ async def run_node_tests(
 
 async def test_producer_and_admin_api(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "producer", server.address)
+
+
+async def test_priority_bounds_and_levels(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "priorities", server.address)
+
+
+async def test_tracing(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "tracing", server.address)
+
+
+async def test_tracing_across_languages(ts_built: Path, server: RunningServer) -> None:
+    # Each side traces with its own SDK; the trace context crosses in the jobs' metadata attributes.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with QueueManager(address=server.address, tracer_provider=provider) as qm:
+        await qm.register_queue("py-to-ts")
+        await qm.register_queue("ts-to-py")
+        # Python adds, the TypeScript worker runs (interop.test.ts checks its span's parent).
+        job = await qm.add_job("py-to-ts", "from-python", {"n": 1})
+        [publish] = [s for s in exporter.get_finished_spans() if s.name == "py-to-ts publish"]
+        assert publish.context is not None
+        printed: list[list[str]] = []
+
+        async def on_line(line: str) -> None:
+            if line.startswith("QM-TRACE "):
+                printed.append(line.split()[1:])
+
+        env = {
+            "QM_TEST_PY_QUEUE": "py-to-ts",
+            "QM_TEST_PY_JOB": job.id,
+            "QM_TEST_PY_TRACE_ID": f"{publish.context.trace_id:032x}",
+            "QM_TEST_PY_SPAN_ID": f"{publish.context.span_id:016x}",
+            "QM_TEST_TS_QUEUE": "ts-to-py",
+        }
+        await run_node_tests(ts_built, "interop", server.address, env, on_line=on_line)
+        assert (await qm.get_job("py-to-ts", job.id)).result == "ran in node"
+
+        # TypeScript added, the Python worker runs: its span is a child of the TypeScript publish span.
+        [[queue, job_id, trace_id, span_id]] = printed
+
+        @qm.processor(queue)
+        async def run(ctx: JobContext) -> None:
+            return None
+
+        await qm.start_workers()
+        assert (await qm.wait_for_job(queue, job_id, timeout=20)).state == JobState.COMPLETED
+        await qm.shutdown()  # the run's span has ended once its worker stopped
+        [span] = [s for s in exporter.get_finished_spans() if s.name == "ts-to-py process"]
+        assert span.kind == SpanKind.CONSUMER and span.context is not None and span.parent is not None
+        assert f"{span.context.trace_id:032x}" == trace_id and f"{span.parent.span_id:016x}" == span_id
+        assert span.parent.is_remote and (span.attributes or {})["messaging.message.id"] == job_id
 
 
 async def test_worker(ts_built: Path, server: RunningServer) -> None:

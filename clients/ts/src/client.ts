@@ -1,12 +1,14 @@
 /** `QueueManager`: the producer and admin API, and the entry point that starts workers. */
 import { create } from "@bufbuild/protobuf";
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
-import { AddBatcher } from "./adds.js";
-import { AddBulkRequestSchema, AddJobRequestSchema, type AddBulkRequest } from "./gen/queue_manager/v1/jobs_pb.js";
+import type { Tracer, TracerProvider } from "@opentelemetry/api";
+import { AddBatcher, type Answer } from "./adds.js";
+import { AddBulkRequestSchema, AddJobRequestSchema, type AddBulkRequest, type AddJobRequest } from "./gen/queue_manager/v1/jobs_pb.js";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
 import { createdJob, encodePayload, fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
 import { newJob, queueConfigToProto, uint } from "./options.js";
+import { carry, jobAttributes, publish, publishAttributes, SYSTEM, traceContext, tracerOf, workflowAttributes } from "./tracing.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";
 import type {
   Job,
@@ -43,6 +45,11 @@ export interface QueueManagerOptions extends ConnectionOptions {
   workerLabels?: Record<string, string>;
   /** How long `shutdown` waits for running jobs, ms; default 30,000. */
   shutdownGraceMs?: number;
+  /**
+   * OpenTelemetry tracer provider of the adds' spans and of the workers `startWorkers` starts; default the
+   * global one, read at the first add (tracing is off when none is configured then).
+   */
+  tracerProvider?: TracerProvider;
 }
 
 /** A job for `addBulk`. */
@@ -55,6 +62,8 @@ export interface BulkJob {
 // AddBulk: jobs per stream message (a message costs ~60 µs whatever its size), and per stream (server limit).
 const BULK_MESSAGE_JOBS = 500;
 const BULK_STREAM_JOBS = 100_000;
+// The adds' tracer before the first add has read it (tracing.tracerOf).
+const UNREAD = Symbol("unread");
 
 /**
  * Client of a Queue Manager server: add and read jobs, administer queues, start workers.
@@ -70,6 +79,9 @@ export class QueueManager {
   private readonly started: Worker[] = [];
   private readonly callOptions: CallOptions;
   private readonly adds: AddBatcher;
+  // The adds' tracer: undefined when tracing is off, UNREAD before the first add (a client made at import
+  // time, before the application configured OpenTelemetry, still traces).
+  private tracer: Tracer | undefined | typeof UNREAD = UNREAD;
 
   constructor(options: QueueManagerOptions = {}) {
     this.options = options;
@@ -120,6 +132,7 @@ export class QueueManager {
       concurrency: this.options.concurrency,
       labels: this.options.workerLabels,
       shutdownGraceMs: this.options.shutdownGraceMs,
+      tracerProvider: this.options.tracerProvider,
       ...workerOptions,
       processors: Object.fromEntries(wanted.map((q) => [q, this.processors.get(q) as Processor])),
     });
@@ -254,7 +267,8 @@ export class QueueManager {
    */
   async addJob(queueName: string, name: string, data?: unknown, options?: JobOptions): Promise<Job> {
     const request = create(AddJobRequestSchema, { queueName, job: newJob(name, data, options) });
-    const answer = await this.adds.add(request);
+    // Tracing off: this one test per add.
+    const answer = this.tracer === undefined ? await this.adds.add(request) : await this.addTraced(request);
     return answer.$typeName === "queue_manager.v1.CreatedJob" ? createdJob(request, answer) : jobFromProto(answer.job!);
   }
 
@@ -269,6 +283,19 @@ export class QueueManager {
       const built = slice.map((j, k) => newJob(j.name, j.data, j.options, `jobs[${i + k}]`));
       messages.push(create(AddBulkRequestSchema, { queueName, jobs: built }));
     }
+    const tracer = this.tracing();
+    if (tracer === undefined) {
+      return this.sendBulk(messages);
+    }
+    // One span for the whole batch; every job carries its context.
+    return publish(tracer, `${queueName} publish`, publishAttributes(queueName, jobs.length), (span) => {
+      const context = traceContext(span);
+      messages.forEach((message) => message.jobs.forEach((job) => carry(jobAttributes(job), context)));
+      return this.sendBulk(messages);
+    });
+  }
+
+  private async sendBulk(messages: AddBulkRequest[]): Promise<string[]> {
     const ids: string[] = [];
     const perStream = BULK_STREAM_JOBS / BULK_MESSAGE_JOBS;
     for (let i = 0; i < messages.length; i += perStream) {
@@ -377,8 +404,25 @@ export class QueueManager {
   /** Starts a workflow run and returns its id at once (with `runId`, executing again starts nothing). */
   async executeWorkflow(workflow: Workflow, options: { runId?: string } = {}): Promise<string> {
     const request = { workflow: workflowToProto(workflow), runId: options.runId ?? "" };
-    const res = await mapped(() => this.client.executeWorkflow(request, this.callOptions));
-    return res.runId;
+    const tracer = this.tracing();
+    if (tracer === undefined) {
+      const res = await mapped(() => this.client.executeWorkflow(request, this.callOptions));
+      return res.runId;
+    }
+    // Every step's job carries the context: the server copies the run's attributes into each.
+    const id = request.workflow.id;
+    const attributes = {
+      "messaging.system": SYSTEM,
+      "messaging.operation": "publish",
+      "messaging.batch.message_count": request.workflow.steps.length,
+      "queue_manager.workflow.id": id,
+    };
+    return publish(tracer, id ? `workflow ${id} publish` : "workflow publish", attributes, async (span) => {
+      carry(workflowAttributes(request.workflow), traceContext(span));
+      const res = await mapped(() => this.client.executeWorkflow(request, this.callOptions));
+      span.setAttribute("queue_manager.workflow.run_id", res.runId);
+      return res.runId;
+    });
   }
 
   /** A run with every step's state, job, result or error. */
@@ -423,5 +467,29 @@ export class QueueManager {
     const res = await mapped(() => this.client.deleteSchedule({ queueName, scheduleId }, this.callOptions));
     return scheduleFromProto(res.schedule!);
   }
-}
 
+  // ---------------------------------------------------------------- tracing
+
+  /** The adds' tracer (undefined: tracing is off), read once. */
+  private tracing(): Tracer | undefined {
+    if (this.tracer === UNREAD) {
+      this.tracer = tracerOf(this.options.tracerProvider);
+    }
+    return this.tracer;
+  }
+
+  /** An add inside its PRODUCER span, the span's context carried in the job's metadata attributes. */
+  private async addTraced(request: AddJobRequest): Promise<Answer> {
+    const tracer = this.tracing();
+    if (tracer === undefined) {
+      return this.adds.add(request);
+    }
+    const queueName = request.queueName;
+    return publish(tracer, `${queueName} publish`, publishAttributes(queueName), async (span) => {
+      carry(jobAttributes(request.job!), traceContext(span));
+      const answer = await this.adds.add(request);
+      span.setAttribute("messaging.message.id", answer.$typeName === "queue_manager.v1.CreatedJob" ? answer.id : answer.job!.id);
+      return answer;
+    });
+  }
+}

@@ -1,5 +1,6 @@
 /** A job as a processor sees it (`ActiveJob`), the context of its run (`JobContext`), and the run itself. */
 import { create } from "@bufbuild/protobuf";
+import type { Span } from "@opentelemetry/api";
 import { LeaseRefSchema, type LeasedJob, type LeaseRef } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { decodePayload, fromDuration, fromTimestamp, priorityOf, stateName } from "./convert.js";
 import { JobAbortedError } from "./errors.js";
@@ -64,6 +65,8 @@ export class Run {
   /** Given up at shutdown (reported abandoned); its end reports nothing more. */
   abandoned = false;
   done: Promise<void> = Promise.resolve();
+  /** Its CONSUMER span, when tracing is on: a failure marks it (tracing.ts). */
+  span: Span | undefined;
 
   constructor(leased: LeasedJob) {
     const job = leased.job!;

@@ -24,10 +24,21 @@ import {
   type Job as JobPb,
   type KeepJobs as KeepJobsPb,
   type Payload,
+  type PriorityBound,
   type Queue as QueuePb,
   type QueueMetrics as QueueMetricsPb,
 } from "./gen/queue_manager/v1/types_pb.js";
-import { JOB_STATES, JobPriority, type Job, type JobState, type PriorityLike, type Queue, type QueueMetrics, type WorkerInfo } from "./types.js";
+import {
+  JOB_STATES,
+  JobPriority,
+  type BoundedPriority,
+  type Job,
+  type JobState,
+  type PriorityLike,
+  type Queue,
+  type QueueMetrics,
+  type WorkerInfo,
+} from "./types.js";
 
 export const JSON_CONTENT_TYPE = "application/json";
 export const OCTET_STREAM = "application/octet-stream";
@@ -166,6 +177,22 @@ function keepFromProto(keep: KeepJobsPb | undefined): Queue["config"]["completed
   return keep === undefined ? undefined : { remove: keep.remove, age: fromDuration(keep.age), count: keep.count };
 }
 
+/** The levels this client knows (a newer server's unknown level is left out). */
+function knownLevel(number: number): boolean {
+  return number >= JobPriority.CRITICAL && number <= JobPriority.BACKGROUND;
+}
+
+/** Priority bounds as ms by level name, in the order stored (HIGH first); unknown levels left out. */
+function boundsFromProto(bounds: PriorityBound[]): Partial<Record<BoundedPriority, number>> {
+  const byLevel: Partial<Record<BoundedPriority, number>> = {};
+  for (const bound of bounds) {
+    if (knownLevel(bound.priority) && bound.priority !== JobPriority.CRITICAL) {
+      byLevel[JobPriority[bound.priority].toLowerCase() as BoundedPriority] = fromDuration(bound.maxWait) ?? 0;
+    }
+  }
+  return byLevel;
+}
+
 /** A job message as a `Job`. */
 export function jobFromProto(job: JobPb): Job {
   return {
@@ -266,6 +293,7 @@ export function queueFromProto(queue: QueuePb): Queue {
       defaultPriority: config?.defaultJobOptions?.priority ? priorityOf(config.defaultJobOptions.priority) : undefined,
       completedRetention: keepFromProto(config?.completedRetention),
       failedRetention: keepFromProto(config?.failedRetention),
+      priorityBounds: boundsFromProto(config?.priorityBounds ?? []),
     },
   };
 }
@@ -306,6 +334,13 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
       failed: Number(b.failed),
     })),
     sampleTime: fromTimestamp(m.sampleTime),
+    levels: m.levels
+      .filter((level) => knownLevel(level.priority))
+      .map((level) => ({
+        priority: level.priority as number as JobPriority,
+        waiting: Number(level.waiting),
+        oldestWaitingAge: fromDuration(level.oldestWaitingAge),
+      })),
   };
 }
 

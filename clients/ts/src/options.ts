@@ -12,15 +12,17 @@ import {
   JobMetadataSchema,
   JobOptionsSchema,
   KeepJobsSchema,
+  PriorityBoundSchema,
   QueueConfigSchema,
   RateLimitSchema,
   type JobOptions as JobOptionsPb,
   type KeepJobs as KeepJobsPb,
+  type PriorityBound,
   type QueueConfig as QueueConfigPb,
 } from "./gen/queue_manager/v1/types_pb.js";
 import { NewJobSchema, type NewJob } from "./gen/queue_manager/v1/jobs_pb.js";
 import { encodePayload, parsePriority, toDuration, toTimestamp } from "./convert.js";
-import type { Backoff, ChainLink, JobOptions, KeepJobs, QueueConfig } from "./types.js";
+import { JobPriority, type Backoff, type ChainLink, type JobOptions, type KeepJobs, type PriorityBoundsLike, type PriorityLike, type QueueConfig } from "./types.js";
 
 const JOB_OPTION_KEYS = new Set([
   "priority",
@@ -124,7 +126,8 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
         : create(JobMetadataSchema, {
             correlationId: o.metadata.correlationId ?? "",
             tags: o.metadata.tags ?? [],
-            attributes: o.metadata.attributes ?? {},
+            // A copy: create() keeps a string map as given, and a traced add writes into the message's.
+            attributes: { ...(o.metadata.attributes ?? {}) },
           }),
     removeOnComplete: o.removeOnComplete === undefined ? undefined : keepToProto(o.removeOnComplete, `${what}.removeOnComplete`),
     removeOnFail: o.removeOnFail === undefined ? undefined : keepToProto(o.removeOnFail, `${what}.removeOnFail`),
@@ -166,5 +169,46 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
     failedRetention: config.failedRetention === undefined ? undefined : keepToProto(config.failedRetention, "failedRetention"),
     disableDeadLetter: config.disableDeadLetter ?? false,
     concurrency: config.concurrency === undefined ? 0 : uint(config.concurrency, "concurrency"),
+    priorityBounds: config.priorityBounds === undefined ? [] : priorityBoundsToProto(config.priorityBounds),
   });
+}
+
+// The server's range for a priority bound (it checks too; these give the message before the call).
+const MIN_BOUND_MS = 1_000;
+const MAX_BOUND_MS = 30 * 24 * 3600 * 1000;
+
+/**
+ * Priority bounds as their messages, by level: a `TypeError` for something that is not a map of levels to
+ * milliseconds, a `RangeError` for an unknown level, CRITICAL, a level given twice or a wait outside 1 s to
+ * 30 days.
+ */
+export function priorityBoundsToProto(bounds: PriorityBoundsLike): PriorityBound[] {
+  if (typeof bounds !== "object" || bounds === null || Array.isArray(bounds)) {
+    const kind = bounds === null ? "null" : Array.isArray(bounds) ? "an array" : typeof bounds;
+    throw new TypeError(`priorityBounds must be an object of levels to milliseconds ({ background: 300_000 }), not ${kind}`);
+  }
+  // An object's keys are strings: { [JobPriority.LOW]: 60_000 } has the key "4".
+  const entries: [unknown, unknown][] =
+    bounds instanceof Map ? [...bounds.entries()] : Object.entries(bounds).map(([key, ms]) => [/^\d+$/.test(key) ? Number(key) : key, ms]);
+  const levels = new Map<JobPriority, number>();
+  for (const [key, ms] of entries) {
+    const level = parsePriority(key as PriorityLike, "a priorityBounds level");
+    const name = JobPriority[level].toLowerCase();
+    if (level === JobPriority.CRITICAL) {
+      throw new RangeError("priorityBounds: CRITICAL jobs run first already; bound high to background");
+    }
+    if (levels.has(level)) {
+      throw new RangeError(`priorityBounds: ${name} is given twice (${JSON.stringify(key)})`);
+    }
+    toDuration(ms as number, `priorityBounds.${name}`);
+    if ((ms as number) < MIN_BOUND_MS || (ms as number) > MAX_BOUND_MS) {
+      throw new RangeError(
+        `priorityBounds.${name} is ${String(ms)} ms: a bound is from 1 second to 30 days, in milliseconds (60 seconds is 60_000)`,
+      );
+    }
+    levels.set(level, ms as number);
+  }
+  return [...levels.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([priority, ms]) => create(PriorityBoundSchema, { priority, maxWait: toDuration(ms, "priorityBounds") }));
 }

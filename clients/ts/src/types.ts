@@ -15,6 +15,15 @@ export enum JobPriority {
 /** A priority given as the enum, its number, or its name in any case ("high"). */
 export type PriorityLike = JobPriority | number | keyof typeof JobPriority | Lowercase<keyof typeof JobPriority>;
 
+/** A level that a priority bound can cap: every level but CRITICAL (which runs first already). */
+export type BoundedPriority = "high" | "normal" | "low" | "background";
+
+/**
+ * Priority bounds (anti-starvation aging) to register: levels (a `JobPriority`, 2 to 5 or a name in any case)
+ * to the longest a job of that level waits behind the levels above it, in ms (1,000 to 30 days).
+ */
+export type PriorityBoundsLike = Partial<Record<PriorityLike, number>> | Map<PriorityLike, number>;
+
 /** Where a job is in its lifecycle. */
 export type JobState = "waiting" | "active" | "delayed" | "completed" | "failed" | "paused" | "cancelled";
 
@@ -107,6 +116,11 @@ export interface QueueConfig {
   disableDeadLetter?: boolean;
   /** Most jobs of the queue active at once across all workers; 0: no cap. */
   concurrency?: number;
+  /**
+   * Anti-starvation aging: a job of a bounded level that has waited this long runs next, ahead of every
+   * level (docs/jobs.md, "Priorities and their bounds"). Unset or empty: strict priority.
+   */
+  priorityBounds?: PriorityBoundsLike;
 }
 
 /** Names a job. */
@@ -175,7 +189,18 @@ export interface Queue {
     defaultPriority: JobPriority | undefined;
     completedRetention: { remove: boolean; age: number | undefined; count: number } | undefined;
     failedRetention: { remove: boolean; age: number | undefined; count: number } | undefined;
+    /** The priority bounds, ms by level name, HIGH first; `{}` for strict priority. */
+    priorityBounds: Partial<Record<BoundedPriority, number>>;
   };
+}
+
+/** The ready jobs (waiting or paused) of one priority level of a queue. */
+export interface LevelMetrics {
+  priority: JobPriority;
+  /** Jobs of this level ready to run, those a priority bound moved ahead among them. */
+  waiting: number;
+  /** How long the oldest of them has waited, ms; undefined when there is none. */
+  oldestWaitingAge: number | undefined;
 }
 
 /** A queue's metrics (durations in ms, rates per second). */
@@ -208,6 +233,8 @@ export interface QueueMetrics {
   heldUntil: Date | undefined;
   history: { startTime: Date | undefined; added: number; completed: number; failed: number }[];
   sampleTime: Date | undefined;
+  /** The ready jobs of each priority level, CRITICAL first (all five). */
+  levels: LevelMetrics[];
 }
 
 /** A connected worker, as `listWorkers` shows it. */

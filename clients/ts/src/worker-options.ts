@@ -1,6 +1,7 @@
 /** The worker's options, its defaults and limits, and the small helpers its loops use. */
 import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
+import type { TracerProvider } from "@opentelemetry/api";
 import type { ActiveJob, JobContext, Run } from "./context.js";
 import type { ConnectionOptions } from "./transport.js";
 
@@ -29,6 +30,11 @@ export interface WorkerOptions extends ConnectionOptions {
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
   /** Default: warnings and errors to the console, nothing else. */
   logger?: WorkerLogger;
+  /**
+   * OpenTelemetry tracer provider of the runs' spans; default the global one, read at `start` (tracing is
+   * off when none is configured then).
+   */
+  tracerProvider?: TracerProvider;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 10_000;

@@ -34,6 +34,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
+import { context, type Tracer } from "@opentelemetry/api";
 import {
   ConnectRequestSchema,
   JobCompletionSchema,
@@ -51,6 +52,7 @@ import { Run, runKey, type ActiveJob, type JobContext } from "./context.js";
 import { encodePayload, fromDuration, msToDuration, toValue } from "./convert.js";
 import { codeName, errorFromRpc, RateLimitedError, UnrecoverableError } from "./errors.js";
 import { Outbox, type Taken } from "./outbox.js";
+import { recordFailure, startProcess, tracerOf } from "./tracing.js";
 import { connect, type Connection } from "./transport.js";
 import {
   CLOSE_TIMEOUT_MS,
@@ -111,6 +113,7 @@ export class Worker extends EventEmitter {
   private woken = false;
   private closed: Promise<void> | undefined;
   private cpu = { usage: process.cpuUsage(), at: performance.now() };
+  private tracer: Tracer | undefined; // set at start when tracing is on
 
   constructor(options: WorkerOptions) {
     super();
@@ -148,6 +151,7 @@ export class Worker extends EventEmitter {
   /** Opens the connection and starts the stream in the background (returns at once). */
   start(): this {
     if (this.main === undefined && !this.stopping) {
+      this.tracer = tracerOf(this.options.tracerProvider);
       this.connection = connect(this.options);
       this.client = createClient(WorkerService, this.connection.transport);
       this.main = this.mainLoop();
@@ -409,7 +413,8 @@ export class Worker extends EventEmitter {
         this.lose(earlier, "the job was delivered again");
       }
       this.running.set(run.key, run);
-      run.done = this.execute(run, processor);
+      // Tracing off: this one test per run.
+      run.done = this.tracer === undefined ? this.execute(run, processor) : this.executeTraced(run, processor, this.tracer);
     }
   }
 
@@ -487,6 +492,17 @@ export class Worker extends EventEmitter {
     }
   }
 
+  /** `execute` inside the run's CONSUMER span, current while the processor runs; `fail` marks it failed. */
+  private async executeTraced(run: Run, processor: Processor, tracer: Tracer): Promise<void> {
+    const traced = startProcess(tracer, run.job);
+    run.span = traced.span;
+    try {
+      await context.with(traced.context, () => this.execute(run, processor));
+    } finally {
+      traced.span.end();
+    }
+  }
+
   private settle(run: Run, ok: boolean, value: unknown): void {
     if (run.abandoned) {
       return; // reported abandoned at shutdown already
@@ -535,6 +551,9 @@ export class Worker extends EventEmitter {
       // Back without using an attempt; the queue holds off that long.
       failure.retryAfter = msToDuration(err.retryAfterMs);
       failure.stacktrace = "";
+    }
+    if (run.span !== undefined) {
+      recordFailure(run.span, error, message || "Error");
     }
     const attempt = run.job.attemptsMade + 1;
     this.log.warn(`job ${run.job.queueName}/${run.job.id} (${run.job.name}) failed on attempt ${attempt} of ${run.job.maxAttempts}: ${message}`);

@@ -40,7 +40,11 @@ export interface Workflow {
   id?: string;
   name?: string;
   steps: WorkflowStep[];
-  metadata?: { createdBy?: string; correlationId?: string; tags?: string[] };
+  /**
+   * `attributes` (trace context, tenant, origin…) are copied into every step's job's metadata attributes,
+   * under the step's own.
+   */
+  metadata?: { createdBy?: string; correlationId?: string; tags?: string[]; attributes?: Record<string, string> };
 }
 
 export type WorkflowState = "running" | "completed" | "failed" | "cancelled";
@@ -67,7 +71,7 @@ export interface WorkflowRun {
   workflowId: string;
   name: string;
   state: WorkflowState | undefined;
-  metadata: { createdBy: string; correlationId: string; tags: string[] };
+  metadata: { createdBy: string; correlationId: string; tags: string[]; attributes: Record<string, string> };
   steps: WorkflowStepRun[];
   createdAt: Date | undefined;
   finishedAt: Date | undefined;
@@ -106,6 +110,7 @@ export function workflowToProto(workflow: Workflow): WorkflowPb {
       createdBy: workflow.metadata.createdBy ?? "",
       correlationId: workflow.metadata.correlationId ?? "",
       tags: workflow.metadata.tags ?? [],
+      attributes: { ...(workflow.metadata.attributes ?? {}) },
     }),
   });
 }
@@ -121,6 +126,7 @@ export function workflowRunFromProto(run: WorkflowRunPb): WorkflowRun {
       createdBy: run.metadata?.createdBy ?? "",
       correlationId: run.metadata?.correlationId ?? "",
       tags: [...(run.metadata?.tags ?? [])],
+      attributes: { ...(run.metadata?.attributes ?? {}) },
     },
     steps: run.steps.map((s) => ({
       key: s.key,
