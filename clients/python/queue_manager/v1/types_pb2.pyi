@@ -303,6 +303,7 @@ class JobOptions(_message.Message):
     MAX_STALLED_FIELD_NUMBER: _builtins.int
     CHAIN_TO_FIELD_NUMBER: _builtins.int
     DEDUP_FIELD_NUMBER: _builtins.int
+    EXPIRE_AFTER_FIELD_NUMBER: _builtins.int
     priority: Global___JobPriority.ValueType
     """Priority level; unset means the queue's default."""
     attempts: _builtins.int
@@ -351,6 +352,14 @@ class JobOptions(_message.Message):
     def dedup(self) -> Global___Dedup:
         """Deduplication: while the key is held, adding a job with the same key returns the job that holds it."""
 
+    @_builtins.property
+    def expire_after(self) -> _duration_pb2.Duration:
+        """Expiry: a job not started within this long of being ready to run is not run. Counted from the add, or
+        from the run time of a delayed or scheduled job; a claim that finds the job past it ends it cancelled
+        (reason "expired: ...", no attempt used, no retry, no dead-letter copy). Whole milliseconds, 1 ms to
+        365 days; unset means the queue's default, and with none the job never expires.
+        """
+
     def __init__(
         self,
         *,
@@ -367,10 +376,11 @@ class JobOptions(_message.Message):
         max_stalled: _builtins.int = ...,
         chain_to: _abc.Iterable[Global___ChainLink] | None = ...,
         dedup: Global___Dedup | None = ...,
+        expire_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -601,6 +611,7 @@ class Job(_message.Message):
     LOG_COUNT_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, unique within its queue."""
     queue_name: _builtins.str
@@ -693,6 +704,12 @@ class Job(_message.Message):
     def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLogLine]:
         """The last log lines (at most 20) in GetJob and WaitForJob; see GetJobLogs for all of them."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job expires if not started by then (options.expire_after after it was first ready); unset
+        for a job without expiry.
+        """
+
     def __init__(
         self,
         *,
@@ -725,10 +742,11 @@ class Job(_message.Message):
         log_count: _builtins.int = ...,
         cancel_requested: _builtins.bool = ...,
         cancel_reason: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "expire_time", b"expire_time", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "children", b"children", "create_time", b"create_time", "data", b"data", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "children", b"children", "create_time", b"create_time", "data", b"data", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -930,6 +948,7 @@ class QueueMetrics(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     SAMPLE_TIME_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
+    EXPIRED_TOTAL_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -974,6 +993,10 @@ class QueueMetrics(_message.Message):
     """Tokens in the rate-limit bucket now (job starts available); 0 without a rate limit."""
     is_paused: _builtins.bool
     """Whether the queue is paused."""
+    expired_total: _builtins.int
+    """Jobs expired since the queue was registered (JobOptions.expire_after): each ended cancelled, and while
+    retained also counts in cancelled.
+    """
     @_builtins.property
     def average_processing_time(self) -> _duration_pb2.Duration:
         """Mean processing time of the runs that finished in the last five minutes."""
@@ -1034,10 +1057,11 @@ class QueueMetrics(_message.Message):
         history: _abc.Iterable[Global___MetricsBucket] | None = ...,
         sample_time: _timestamp_pb2.Timestamp | None = ...,
         levels: _abc.Iterable[Global___PriorityLevelMetrics] | None = ...,
+        expired_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

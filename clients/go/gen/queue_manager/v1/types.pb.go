@@ -543,7 +543,12 @@ type JobOptions struct {
 	// options may not have chain_to.
 	ChainTo []*ChainLink `protobuf:"bytes,12,rep,name=chain_to,json=chainTo,proto3" json:"chain_to,omitempty"`
 	// Deduplication: while the key is held, adding a job with the same key returns the job that holds it.
-	Dedup         *Dedup `protobuf:"bytes,13,opt,name=dedup,proto3" json:"dedup,omitempty"`
+	Dedup *Dedup `protobuf:"bytes,13,opt,name=dedup,proto3" json:"dedup,omitempty"`
+	// Expiry: a job not started within this long of being ready to run is not run. Counted from the add, or
+	// from the run time of a delayed or scheduled job; a claim that finds the job past it ends it cancelled
+	// (reason "expired: ...", no attempt used, no retry, no dead-letter copy). Whole milliseconds, 1 ms to
+	// 365 days; unset means the queue's default, and with none the job never expires.
+	ExpireAfter   *durationpb.Duration `protobuf:"bytes,14,opt,name=expire_after,json=expireAfter,proto3" json:"expire_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +670,13 @@ func (x *JobOptions) GetChainTo() []*ChainLink {
 func (x *JobOptions) GetDedup() *Dedup {
 	if x != nil {
 		return x.Dedup
+	}
+	return nil
+}
+
+func (x *JobOptions) GetExpireAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ExpireAfter
 	}
 	return nil
 }
@@ -1108,7 +1120,10 @@ type Job struct {
 	// True once a cancel was asked for an active job (its worker is told to stop it).
 	CancelRequested bool `protobuf:"varint,28,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
 	// Why it was cancelled.
-	CancelReason  string `protobuf:"bytes,29,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
+	CancelReason string `protobuf:"bytes,29,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
+	// When the job expires if not started by then (options.expire_after after it was first ready); unset
+	// for a job without expiry.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1344,6 +1359,13 @@ func (x *Job) GetCancelReason() string {
 		return x.CancelReason
 	}
 	return ""
+}
+
+func (x *Job) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
 }
 
 // RateLimit allows at most max jobs to start per duration, as a token bucket shared by all workers.
@@ -1703,7 +1725,10 @@ type QueueMetrics struct {
 	// When these figures were read (the store's clock).
 	SampleTime *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
 	// The jobs ready to run (waiting or paused) of each priority level, CRITICAL first: all five levels.
-	Levels        []*PriorityLevelMetrics `protobuf:"bytes,29,rep,name=levels,proto3" json:"levels,omitempty"`
+	Levels []*PriorityLevelMetrics `protobuf:"bytes,29,rep,name=levels,proto3" json:"levels,omitempty"`
+	// Jobs expired since the queue was registered (JobOptions.expire_after): each ended cancelled, and while
+	// retained also counts in cancelled.
+	ExpiredTotal  uint64 `protobuf:"varint,30,opt,name=expired_total,json=expiredTotal,proto3" json:"expired_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1941,6 +1966,13 @@ func (x *QueueMetrics) GetLevels() []*PriorityLevelMetrics {
 	return nil
 }
 
+func (x *QueueMetrics) GetExpiredTotal() uint64 {
+	if x != nil {
+		return x.ExpiredTotal
+	}
+	return 0
+}
+
 // PriorityLevelMetrics are the ready jobs of one priority level of a queue.
 type PriorityLevelMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2114,7 +2146,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x05\n" +
 	"\n" +
 	"JobOptions\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12/\n" +
@@ -2131,7 +2163,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\vmax_stalled\x18\v \x01(\rR\n" +
 	"maxStalled\x126\n" +
 	"\bchain_to\x18\f \x03(\v2\x1b.queue_manager.v1.ChainLinkR\achainTo\x12-\n" +
-	"\x05dedup\x18\r \x01(\v2\x17.queue_manager.v1.DedupR\x05dedup\"\xac\x01\n" +
+	"\x05dedup\x18\r \x01(\v2\x17.queue_manager.v1.DedupR\x05dedup\x12<\n" +
+	"\fexpire_after\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\"\xac\x01\n" +
 	"\tChainLink\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x19\n" +
@@ -2157,7 +2190,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"C\n" +
 	"\x0fWorkflowStepRef\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\xa6\n" +
+	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\xe3\n" +
 	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
@@ -2195,7 +2228,9 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x04logs\x18\x1a \x03(\v2\x1c.queue_manager.v1.JobLogLineR\x04logs\x12\x1b\n" +
 	"\tlog_count\x18\x1b \x01(\x04R\blogCount\x12)\n" +
 	"\x10cancel_requested\x18\x1c \x01(\bR\x0fcancelRequested\x12#\n" +
-	"\rcancel_reason\x18\x1d \x01(\tR\fcancelReason\"T\n" +
+	"\rcancel_reason\x18\x1d \x01(\tR\fcancelReason\x12;\n" +
+	"\vexpire_time\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"T\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xf3\x03\n" +
@@ -2217,7 +2252,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xd2\t\n" +
+	"createTime\"\xf7\t\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -2253,7 +2288,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\ahistory\x18\x1b \x03(\v2\x1f.queue_manager.v1.MetricsBucketR\ahistory\x12;\n" +
 	"\vsample_time\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"sampleTime\x12>\n" +
-	"\x06levels\x18\x1d \x03(\v2&.queue_manager.v1.PriorityLevelMetricsR\x06levels\"\xb4\x01\n" +
+	"\x06levels\x18\x1d \x03(\v2&.queue_manager.v1.PriorityLevelMetricsR\x06levels\x12#\n" +
+	"\rexpired_total\x18\x1e \x01(\x04R\fexpiredTotal\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
@@ -2347,55 +2383,57 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	24, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	8,  // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	9,  // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	3,  // 16: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
-	7,  // 17: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	24, // 18: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
-	10, // 19: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 20: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
-	3,  // 21: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	25, // 22: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
-	3,  // 23: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
-	1,  // 24: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
-	0,  // 25: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
-	3,  // 26: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	23, // 27: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	25, // 28: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	25, // 29: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	25, // 30: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	25, // 31: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
-	6,  // 32: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
-	7,  // 33: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
-	11, // 34: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
-	10, // 35: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
-	10, // 36: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
-	13, // 37: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
-	12, // 38: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	24, // 39: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	15, // 40: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
-	7,  // 41: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
-	5,  // 42: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
-	5,  // 43: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	17, // 44: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	0,  // 45: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	24, // 46: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	16, // 47: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	25, // 48: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	24, // 49: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	24, // 50: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	24, // 51: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	25, // 52: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	21, // 53: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	25, // 54: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	20, // 55: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 56: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	24, // 57: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	25, // 58: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	24, // 59: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	24, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	3,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
+	7,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
+	24, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	10, // 20: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 21: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
+	3,  // 22: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
+	25, // 23: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	3,  // 24: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
+	1,  // 25: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
+	0,  // 26: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
+	3,  // 27: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
+	23, // 28: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	25, // 29: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	25, // 30: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	25, // 31: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	25, // 32: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	6,  // 33: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
+	7,  // 34: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
+	11, // 35: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
+	10, // 36: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
+	10, // 37: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
+	13, // 38: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
+	12, // 39: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
+	25, // 40: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	24, // 41: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	15, // 42: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
+	7,  // 43: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
+	5,  // 44: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
+	5,  // 45: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
+	17, // 46: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	0,  // 47: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	24, // 48: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	16, // 49: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	25, // 50: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	24, // 51: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	24, // 52: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	24, // 53: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	25, // 54: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	21, // 55: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	25, // 56: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	20, // 57: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 58: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	24, // 59: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	25, // 60: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	24, // 61: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	62, // [62:62] is the sub-list for method output_type
+	62, // [62:62] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
