@@ -149,7 +149,9 @@ class Job:
         logs: The last log lines (at most 20, oldest first); `QueueManager.get_job_logs` pages through all.
         log_count: Number of log lines kept (the last 1,000).
         cancel_requested: True once a cancel was asked while the job was active (its worker is told).
-        cancel_reason: Why it was cancelled.
+        cancel_reason: Why it was cancelled (an expired job's starts with ``"expired: "``).
+        expires_at: When the job expires if not started by then (``options.expire_after`` after it was first
+            ready); None for a job without expiry.
     """
 
     id: str
@@ -181,6 +183,7 @@ class Job:
     log_count: int = 0
     cancel_requested: bool = False
     cancel_reason: str = ""
+    expires_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -412,6 +415,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
         remove_on_fail=keep_from_proto(msg.remove_on_fail) if msg.HasField("remove_on_fail") else None,
         timeout=duration_to_timedelta(msg.timeout) if msg.HasField("timeout") else None,
         max_stalled=msg.max_stalled or None,
+        expire_after=duration_to_timedelta(msg.expire_after) if msg.HasField("expire_after") else None,
         chain_to=[
             ChainLink(
                 queue_name=link.queue_name,
@@ -526,6 +530,7 @@ _READ_WHEN_SET: tuple[tuple[Any, str, Callable[[Any], Any]], ...] = (
     ("process_time", "processed_at", timestamp_to_datetime),
     ("finish_time", "finished_at", timestamp_to_datetime),
     ("run_time", "run_at", timestamp_to_datetime),
+    ("expire_time", "expires_at", timestamp_to_datetime),
     ("metadata", "metadata", metadata_from_proto),
     ("chain_root", "chain_root", job_ref_from_proto),
 )

@@ -83,6 +83,7 @@ class QueueMetrics:
         stalled: Active jobs whose lease expired and that wait for recovery.
         stalled_total: Total recoveries since the queue was registered.
         cancelled: Cancelled jobs still retained.
+        expired_total: Jobs expired unstarted since the queue was registered (each ended cancelled).
         added_total: Jobs added since the queue was registered.
         completed_total: Jobs completed since the queue was registered.
         failed_total: Jobs failed for good since the queue was registered.
@@ -114,6 +115,7 @@ class QueueMetrics:
     stalled: int = 0
     stalled_total: int = 0
     cancelled: int = 0
+    expired_total: int = 0
     added_total: int = 0
     completed_total: int = 0
     failed_total: int = 0
@@ -221,6 +223,7 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
         stalled=msg.stalled,
         stalled_total=msg.stalled_total,
         cancelled=msg.cancelled,
+        expired_total=msg.expired_total,
         added_total=msg.added_total,
         completed_total=msg.completed_total,
         failed_total=msg.failed_total,

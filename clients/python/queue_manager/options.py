@@ -153,6 +153,9 @@ class JobOptions:
             (id and result) in ``job.parent``; a link that fails for good stops the chain.
         dedup: A `Dedup`, a mapping ``{"key", "ttl"}`` or a key alone (held until the job finishes): while
             the key is held, adding a job with it returns the job that holds it instead of a new one.
+        expire_after: Expiry: a job not started within this long of being ready (its add, or its run time
+            when delayed or scheduled) is not run; a claim that finds it late ends it cancelled, its
+            ``cancel_reason`` starting ``"expired: "``. Whole milliseconds, up to 365 days.
     """
 
     priority: JobPriority | int | str | None = None
@@ -168,6 +171,7 @@ class JobOptions:
     max_stalled: int | None = None
     chain_to: Sequence[ChainLink | Mapping[str, Any]] | None = None
     dedup: Dedup | Mapping[str, Any] | str | None = None
+    expire_after: DurationLike | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +286,8 @@ def job_options_to_proto(
             _fill_link(msg.chain_to.add(), link, f"chain_to[{i}]")
     if opts.dedup is not None:
         _fill_dedup(msg.dedup, opts.dedup)
+    if opts.expire_after is not None:
+        msg.expire_after.CopyFrom(to_duration(opts.expire_after, "expire_after", positive=True))
     return msg
 
 

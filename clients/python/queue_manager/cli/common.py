@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ JOB_COLUMNS = ("id", "name", "state", "priority", "attempts_made", "created_at",
 # the flag and its real range; the Python API checks only the 32-bit range and leaves these to the server.
 MAX_ATTEMPTS = 10_000
 MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
+MAX_EXPIRE_AFTER_MS = 365 * 24 * 3600 * 1000  # a job's expiry: 365 days
 UINT32_MAX = 2**32 - 1
 
 
@@ -86,6 +88,32 @@ def milliseconds(low: int = 0, notes: Mapping[int, str] | None = None) -> Callab
     """An argparse ``type``: whole milliseconds from `low` to the server's maximum duration (10 years)."""
     notes = {MAX_DURATION_MS: "10 years", **(notes or {})}
     return bounded_int(low, MAX_DURATION_MS, unit="milliseconds", notes=notes)
+
+
+# A span as people write it: whole numbers with units, largest first ("5m", "1h30m", "250ms").
+_SPAN_UNITS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+_SPAN_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
+_SPAN = re.compile(r"(?:\d+(?:ms|d|h|m|s))+")
+
+
+def span_ms(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a duration such as ``5m``, ``90s``, ``1h30m`` or ``250ms`` (units d, h, m, s,
+    ms; a bare number is milliseconds), as whole milliseconds from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        value = None
+        if text.isdigit():
+            value = int(text)
+        elif _SPAN.fullmatch(text):
+            value = sum(int(n) * _SPAN_UNITS[unit] for n, unit in _SPAN_PART.findall(text))
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a duration from {low} ms to {high // 86_400_000}d, such as 5m, 90s, 1h30m or 250ms"
+                f" (a bare number is milliseconds), got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def add_attempts_and_timeout(parser: argparse.ArgumentParser, of: str = "") -> None:

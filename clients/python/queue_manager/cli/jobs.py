@@ -8,6 +8,7 @@ from typing import Any
 
 from queue_manager.cli.common import (
     JOB_COLUMNS,
+    MAX_EXPIRE_AFTER_MS,
     UsageError,
     add_attempts_and_timeout,
     bounded_int,
@@ -19,6 +20,7 @@ from queue_manager.cli.common import (
     print_table,
     read_data,
     show,
+    span_ms,
 )
 from queue_manager.convert import JobLogLine, job_from_proto
 from queue_manager.enums import JobState
@@ -35,6 +37,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(add, "--priority", help="critical, high, normal, low, background or 1-5")
     option(add, "--delay", type=milliseconds(), help="milliseconds before the job may start (whole ms)")
     add_attempts_and_timeout(add)
+    option(
+        add,
+        "--expire-after",
+        type=span_ms(1, MAX_EXPIRE_AFTER_MS),
+        help="not started within this long of being ready (5m, 90s, 1h30m, 250ms; bare number: ms), the job "
+        "is not run: it ends cancelled as expired (default: the queue's; none: never expires)",
+    )
     option(
         add,
         "--job-id",
@@ -135,7 +144,7 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
 def _add(args: argparse.Namespace) -> int:
     """``qm add``: exits 0 whether the job was added or one with its --job-id (or --dedup-key) was there
     already; then stderr says so and ``-o json`` shows ``"created": false``."""
-    options = job_options(args, ("priority", "delay", "attempts", "job_id", "timeout"))
+    options = job_options(args, ("priority", "delay", "attempts", "job_id", "timeout", "expire_after"))
     if args.dedup_key is not None:
         options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
     elif args.dedup_ttl is not None:
