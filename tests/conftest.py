@@ -54,7 +54,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 # The job-hash fields a claim or a completion reads but for the name, data and time; and those a completion
 # reads (lua/includes/common.lua PLAIN).
-_READ_OPTIONS = {b"ct", b"atm", b"stc", b"md", b"to", b"par", b"wt", b"kc", b"flo", b"ddk", b"ddt"}
+_READ_OPTIONS = {b"ct", b"atm", b"stc", b"md", b"to", b"par", b"wt", b"kc", b"flo", b"ddk", b"ddt", b"exp"}
 _FINISH_OPTIONS = {b"kc", b"atm", b"to", b"flo", b"ddk", b"ddt", b"wt"}
 
 

@@ -984,6 +984,7 @@ _ONE_OPTION = [
     ({"keep_completed": "r"}, "kc", "r"),
     ({"keep_failed": "60000:5"}, "kf", "60000:5"),
     ({"dedup_key": "k1"}, "ddk", "k1"),
+    ({"expire_after_ms": 60_000}, "exa", "60000"),
 ]
 
 
@@ -993,7 +994,7 @@ async def test_a_job_with_one_option_sends_the_whole_header_and_stores_it(
 ) -> None:
     await register(engine)
     j = job("one", {"i": 1}, **options)
-    assert j.argv()[0].count("\0") == 18  # every header field, not the short form
+    assert j.argv()[0].count("\0") == 19  # every header field, not the short form
     r = await engine.add_jobs("q", [j], fetch=True)
     assert (await engine.get_job("q", r.ids[0])).text(stored) == value
     assert r.records[0].fields == (await engine.get_job("q", r.ids[0])).fields  # the add's answer
@@ -1116,7 +1117,7 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
     reply = await engine.scripts.run(
         "claim", [k.meta, k.waiting, k.delayed, k.active, k.limiter], [k.job_prefix, 3, "t", "w", 30_000, 10]
     )
-    sizes, i = [], 5
+    sizes, i = [], 6
     while i < len(reply):
         sizes.append(reply[i])
         i += 1 + reply[i]

@@ -310,6 +310,8 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     if o.HasField("timeout"):
         out.timeout_ms = validate.duration_ms(o.timeout, f"{field}.timeout")
     out.max_stalled = validate.count(o.max_stalled, f"{field}.max_stalled", 1000)
+    if o.HasField("expire_after"):
+        out.expire_after_ms = validate.expire_after_ms(o.expire_after, f"{field}.expire_after")
     if o.HasField("dedup"):
         out.dedup_key = validate.text(o.dedup.key, f"{field}.dedup.key", 200)
         if o.dedup.HasField("ttl"):
@@ -448,6 +450,9 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
             o.backoff.max_delay.CopyFrom(ms_duration(r.int("bm")))
     if r.int("to"):
         o.timeout.CopyFrom(ms_duration(r.int("to")))
+    if r.int("exa"):
+        o.expire_after.CopyFrom(ms_duration(r.int("exa")))
+        j.expire_time.CopyFrom(ms_timestamp(r.int("exp")))
     kc, kf = _keep_out(r.text("kc")), _keep_out(r.text("kf"))
     if kc is not None:
         o.remove_on_complete.CopyFrom(kc)
@@ -632,6 +637,7 @@ def queue_meta(
         d_bj=repr(defaults.backoff_jitter),
         d_bm=defaults.backoff_max_ms,
         d_to=defaults.timeout_ms,
+        d_exa=defaults.expire_after_ms,
         d_kc=defaults.keep_completed,
         d_kf=defaults.keep_failed,
         d_md=defaults.metadata,

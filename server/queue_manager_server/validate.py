@@ -79,6 +79,23 @@ def duration_ms(d: Duration, field: str) -> int:
     return ms
 
 
+# Longest expiry a job may have (JobOptions.expire_after): a job not started within a year is a mistake, not
+# a deadline.
+MAX_EXPIRE_AFTER_MS = 365 * 24 * 3600 * 1000
+
+
+def expire_after_ms(d: Duration, field: str) -> int:
+    """A job's expiry (JobOptions.expire_after) in ms: whole milliseconds, 1 ms to 365 days."""
+    if d.seconds < 0 or d.nanos < 0 or (d.seconds == 0 and d.nanos == 0):
+        raise InvalidArgument(field, "must be positive; leave it unset for a job that never expires")
+    if d.nanos % 1_000_000:
+        raise InvalidArgument(field, "must be a whole number of milliseconds")
+    ms = d.seconds * 1000 + d.nanos // 1_000_000
+    if ms > MAX_EXPIRE_AFTER_MS:
+        raise InvalidArgument(field, f"{ms} ms is longer than the 365-day maximum")
+    return ms
+
+
 # The range a google.protobuf.Timestamp may hold (0001-01-01 to 9999-12-31), in seconds.
 MIN_TIMESTAMP_S, MAX_TIMESTAMP_S = -62_135_596_800, 253_402_300_799
 

@@ -127,10 +127,11 @@ def _claim_result(r: list[Any], lease_ms: int) -> ClaimResult:
         next_delayed_ms=_i(r[2]),
         retry_after_ms=_i(r[3]),
         bucket_fill_ms=_i(r[4]),
+        handoffs=_i(r[5]),
     )
     # Per job its number of fields, then those (_claimed); every lease expires at now + lease_ms.
     expiry = res.now_ms + lease_ms
-    i, end = 5, len(r)
+    i, end = 6, len(r)
     while i < end:
         size = r[i]
         f = r[i + 1 : i + 1 + size]
@@ -489,6 +490,8 @@ class Engine:
                 JobRecord(queue, answer, _added_fields(row, job) if created else read[answer])
                 for job, answer, created, row in zip(jobs, out.ids, out.created, fields, strict=True)
             ]
+        if out.claim is not None and out.claim.handoffs:  # expired flow jobs (includes/claim.lua)
+            await self.after_flow_finish(queue)
         return out
 
     async def get_job(self, queue: str, job_id: str) -> JobRecord:
@@ -589,7 +592,10 @@ class Engine:
         r = await self._held_one(self.claims, "claim", keys, args)
         if _i(r[0]) == NO_QUEUE:
             raise QueueNotFound(queue)
-        return _claim_result(r, lease_ms)
+        res = _claim_result(r, lease_ms)
+        if res.handoffs:  # expired flow jobs (includes/claim.lua)
+            await self.after_flow_finish(queue)
+        return res
 
     async def complete(
         self,

@@ -21,10 +21,11 @@ holding parents, chain_root and workflow), chn (encoded JobOptions holding the c
 (engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
 control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
 wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
-finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). The scripts' own: p (which of the fields
-a claim and a completion read the job has none of, so they read fewer: "1" none of them, "c" none a completion
-reads, "0" or absent: read them all; lua/includes/common.lua PLAIN), left out of every JobRecord (engine.py
-job_fields) and of the scripts' answers.
+finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). Expiry: exa (expire after ms), exp (when
+it expires, Redis ms: exa after it was first ready; a claim that finds it past ends it cancelled). The
+scripts' own: p (which of the fields a claim and a completion read the job has none of, so they read fewer:
+"1" none of them, "c" none a completion reads, "0" or absent: read them all; lua/includes/common.lua PLAIN),
+left out of every JobRecord (engine.py job_fields) and of the scripts' answers.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def is_json_type(content_type: str) -> bool:
 
 # NewJob fields whose defaults let argv() send a short header; the backoff's other fields and the dedup ttl
 # mean nothing without a backoff type and a dedup key.
-_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "")
+_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "", 0)
 
 
 @dataclass(slots=True)
@@ -86,6 +87,8 @@ class NewJob:
     # Deduplication: while the key is held, adding a job with it returns the holder (ttl 0: until it ends).
     dedup_key: str = ""
     dedup_ttl_ms: int = 0
+    # Expiry: not started within this many ms of being ready, the job is not run (0: the queue's default).
+    expire_after_ms: int = 0
     metadata: bytes = b""
     # More job-hash fields (flows: parents, chain, workflow step), as field/value pairs.
     extra: dict[str, bytes] = field(default_factory=dict)
@@ -109,6 +112,7 @@ class NewJob:
             self.keep_completed,
             self.keep_failed,
             self.dedup_key,
+            self.expire_after_ms,
         ) == _DEFAULT_HEADER:
             header = f"{self.id}\0{self.name}\0"
         else:
@@ -117,6 +121,7 @@ class NewJob:
                 f"{self.run_at_ms}\0{self.attempts}\0{self.backoff_type}\0{self.backoff_delay_ms}\0"
                 f"{self.backoff_jitter!r}\0{self.backoff_max_ms}\0{self.keep_completed}\0{self.keep_failed}\0"
                 f"{self.timeout_ms}\0{self.max_stalled}\0{0}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
+                f"{self.expire_after_ms}\0"
             )
         return header, self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 
@@ -184,6 +189,8 @@ class ClaimResult:
     # How long the queue's empty token bucket takes to fill to its burst (0: no rate limit).
     bucket_fill_ms: int = 0
     jobs: list[ClaimedJob] = field(default_factory=list)
+    # Flow hand-offs the claim queued: jobs in a chain or workflow it found expired (includes/claim.lua).
+    handoffs: int = 0
 
 
 @dataclass(slots=True)
@@ -268,6 +275,7 @@ class Metrics:
     oldest_ready_ms: int = -1  # since when the longest-waiting ready job has been ready; -1: none
     rate_limit_tokens: float = 0.0
     held_until_ms: int = 0  # 0: no retry-after hold
+    expired_total: int = 0  # jobs a claim found past their expiry (ended cancelled)
     workers: int = 0
     free_capacity: int = 0
     history: list[MinuteActivity] = field(default_factory=list)

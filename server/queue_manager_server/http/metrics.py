@@ -117,6 +117,7 @@ class QueueCollector:
             ("queue_jobs_completed", "Jobs completed since the queue was registered.", "completed_total"),
             ("queue_jobs_failed", "Jobs failed for good since the queue was registered.", "failed_total"),
             ("queue_jobs_stalled", "Stalled runs recovered since the queue was registered.", "stalled_total"),
+            ("queue_jobs_expired", "Jobs expired unstarted since the queue was registered.", "expired_total"),
         )
         for name, doc, attr in counters:
             counter = CounterMetricFamily(name, doc, labels=["queue"])

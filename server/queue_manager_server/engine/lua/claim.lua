@@ -10,7 +10,7 @@
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
 -- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
 --   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
---   limit), then per job its number of fields and those: id, name, data, created ms, then a (code, value)
+--   limit), flow hand-offs queued (by jobs found expired: includes/claim.lua), then per job its number of fields and those: id, name, data, created ms, then a (code, value)
 --   pair for each of the fields below the job has stored (includes/claim.lua RECORD_CODES: 3 content type,
 --   4 priority, 5 max attempts, 6 attempts made, 7 stalled count, 9 metadata, 10 timeout ms, 11 flow view
 --   (encoded Job)); a field left out is at its default, and attempts started are attempts made + stalled
@@ -25,7 +25,7 @@ local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 -- Every registered queue has its 'created' time: the settings' read is the existence check too.
 local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc', 'created')
-if not cfg[5] then return {-1, 0, -1, 0, 0} end
+if not cfg[5] then return {-1, 0, -1, 0, 0, 0} end
 -- The reply only (claim_jobs also says whether it left no ready job).
 local out = claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max,
   now_ms(), cfg)

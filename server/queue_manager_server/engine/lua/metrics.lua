@@ -16,7 +16,8 @@
 --   recent window {added, completed, failed, run µs, h1..hB},
 --   ready since (ms; -1: no job ready), rate-limit tokens (a string; "0" without a limit), held until (0: no
 --   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first,
---   per priority level from the first {ready jobs, ready since (-1: none), ...}}
+--   per priority level from the first {ready jobs, ready since (-1: none), ...},
+--   jobs expired since registered (includes/claim.lua)}
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
 -- a promotion or a retry made it ready ('rdy');
 -- the oldest is among the first job of each priority level in waiting (FIFO within a level). Jobs a priority
@@ -26,7 +27,7 @@ local meta, waiting, limiter = KEYS[1], KEYS[2], KEYS[8]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms')
+local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total')
 local base = string.sub(meta, 1, -5)
 
 local function num(v) return tonumber(v) or 0 end
@@ -137,4 +138,5 @@ if hold <= now then hold = 0 end
 out[#out + 1] = hold
 out[#out + 1] = history
 out[#out + 1] = levels
+out[#out + 1] = num(m[5])
 return out

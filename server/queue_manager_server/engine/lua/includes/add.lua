@@ -2,34 +2,36 @@
 -- in a staged bulk stream). Needs common.lua (level_key, DEFAULT_PRI, DEFAULT_ATT) included first.
 --
 -- A job travels as 4 strings: header, data, metadata (encoded JobMetadata or ""), extra fields. The header
--- is 18 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
+-- is 19 fields, each followed by a NUL byte: id, name, content type, priority (0 = queue default), delay ms
 -- (-1 = none), run-at ms (-1 = none), attempts (0 = default), backoff type (0 = default, 1 fixed,
 -- 2 exponential), backoff delay ms, backoff jitter, backoff max ms, keep-completed policy, keep-failed
 -- policy, timeout ms, max stalled (0 = default), unused (older servers wrote a FIFO seq there: a job's
 -- place is now in its waiting list), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job
--- finishes).
+-- finishes), expire after ms (0 = the queue's default).
 -- A job whose content type and options are all the defaults has a header of 2 fields: id and name (missing
--- fields read as their defaults). Headers staged by an older server have 16 fields: no dedup. Extra fields
+-- fields read as their defaults). Headers staged by an older server have 16 fields (no dedup) or 18 (no
+-- expiry). Extra fields
 -- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
 -- alternating field name and value, binary-safe; "" for none.
 
--- The queue's default job options (1-10), its paused flag (11), its 'created' time (12: absent, the queue is
--- not registered) and what a claim checks (13-15: rl_max, rl_ms, conc), read once per script call (fields
--- of the meta hash): one read where an EXISTS, this and a folded claim's settings read were three commands.
+-- The queue's default job options (1-10, and 16: expire after ms), its paused flag (11), its 'created' time
+-- (12: absent, the queue is not registered) and what a claim checks (13-15: rl_max, rl_ms, conc), read once
+-- per script call (fields of the meta hash): one read where an EXISTS, this and a folded claim's settings
+-- read were three commands.
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
-    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc')
+    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc', 'd_exa')
 end
 
 -- Whether the queue's default job options (add_defaults' d) are the defaults: priority, attempts, backoff,
--- timeout, retention and metadata as a job without options has them. Worked out once per script call (kept
--- in d).
+-- timeout, retention, metadata and expiry as a job without options has them. Worked out once per script
+-- call (kept in d).
 local function plain_defaults(d)
   local plain = d.plain
   if plain == nil then
     plain = (tonumber(d[1]) or DEFAULT_PRI) == DEFAULT_PRI and (tonumber(d[2]) or DEFAULT_ATT) == DEFAULT_ATT
       and (d[3] or '0') == '0' and (d[7] or '0') == '0' and (d[8] or '') == '' and (d[9] or '') == ''
-      and (d[10] or '') == ''
+      and (d[10] or '') == '' and (d[16] or '0') == '0'
     d.plain = plain
   end
   return plain
@@ -103,6 +105,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   local kc = h[12] or ''; if kc == '' then kc = d[8] or '' end
   local kf = h[13] or ''; if kf == '' then kf = d[9] or '' end
   local ms = h[15] or '0'
+  local exa = tonumber(h[19] or '0') or 0; if exa == 0 then exa = tonumber(d[16]) or 0 end
   local delay, at = tonumber(h[5]) or -1, tonumber(h[6]) or -1
   local run = -1
   if delay >= 0 then run = now + delay end
@@ -124,6 +127,8 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if kf ~= '' then put(f, 'kf', kf) end
   if to ~= '0' then put(f, 'to', to) end
   if ms ~= '0' then put(f, 'ms', ms) end
+  -- Expiry counts from when the job is first ready: its add, or its run-at when that is later.
+  if exa > 0 then put(f, 'exa', exa); put(f, 'exp', math.max(run, now) + exa) end
   -- The queue's default metadata goes under the job's own: encoded messages concatenated decode as one
   -- merged message, so the job's correlation id and attributes win and the tags of both are kept. (A
   -- job's own metadata replaced the default whole: a traced add, whose trace context is metadata of its
@@ -139,11 +144,13 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
   if st == 'delayed' then put(f, 'run', run) end
   -- Written with the data, and like it left out of the fields returned: which of the fields a claim and a
-  -- completion read it has none of (common.lua PLAIN).
+  -- completion read it has none of (common.lua PLAIN). A job with an expiry is never plain: a claim must
+  -- read its 'exp' (a completion need not).
   local n = #f
   f[n + 1] = 'data'; f[n + 2] = data
   if kc == '' and to == '0' and extra == '' and dk == '' then
     local plain = ct == JSON_TYPE and md == '' and pri >= 1 and pri <= LEVELS and pri == math.floor(pri)
+      and exa == 0
     f[n + 3] = 'p'; f[n + 4] = plain and PLAIN or FINISH_PLAIN
   end
   redis.call('HSET', jkey, unpack(f))

@@ -9,11 +9,15 @@
 -- takes them need not read back. Returns the reply claim.lua documents (its code, now, next delayed run-at,
 -- retry-after, bucket fill, then each job's record), and whether it left the queue with no ready job (it
 -- took fewer than it wanted).
+--
+-- A job whose expiry ('exp', includes/add.lua) has passed is not leased: it ends cancelled (expire_job) and
+-- the claim takes the next one in its place.
 
 -- The job fields a claim reads for a job that is not plain (common.lua PLAIN; the last is that mark), in the
 -- order the reply below takes them by place, and their places by name (filled at the first fresh_read of a
 -- script call).
-local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt', 'p'}
+local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt', 'p',
+  'exp'}
 local CLAIM_AT = false
 -- The places in CLAIM_FIELDS of the fields a claim's record carries only when the job has them stored, each
 -- after its place as its code (claim.lua's reply; engine.py _claimed reads them by these codes).
@@ -37,22 +41,67 @@ local function fresh_read(known)
   return f
 end
 
+-- Most expired jobs one claim ends (each costs a few commands): a queue full of them is worked through by
+-- the claims that follow, woken by the 'w' event the one that stopped publishes (scripts stay O(batch)).
+local EXPIRE_CHUNK = 1000
+
+-- A duration in ms as people write it: '5m', '90s', '1h30m', '250ms'.
+local function span_text(ms)
+  local out = ''
+  for _, u in ipairs({{86400000, 'd'}, {3600000, 'h'}, {60000, 'm'}, {1000, 's'}, {1, 'ms'}}) do
+    if ms >= u[1] then
+      out = out .. string.format('%d', math.floor(ms / u[1])) .. u[2]
+      ms = ms % u[1]
+    end
+  end
+  return out == '' and '0ms' or out
+end
+
+-- A time in ms since the epoch as UTC ISO 8601 (the scripts have no os.date): days to a civil date as in
+-- Howard Hinnant's days_from_civil inverse.
+local function utc_text(ms)
+  local s = math.floor(ms / 1000)
+  local z = math.floor(s / 86400) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  local t = s % 86400
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day, math.floor(t / 3600),
+    math.floor(t / 60) % 60, t % 60, ms % 1000)
+end
+
+-- Ends a job a claim took out of waiting whose expiry has passed: cancelled (common.lua finish_cancelled:
+-- its dedup key released, its flow's hand-off queued as for any cancelled job), with the reason, no attempt
+-- used. exp: its 'exp' field. Returns 1 when a flow hand-off was queued (common.lua on_finished).
+local function expire_job(meta, prefix, id, jkey, exp, now)
+  local exa = tonumber(redis.call('HGET', jkey, 'exa')) or 0
+  redis.call('HSET', jkey, 'cxm',
+    'expired: not started within ' .. span_text(exa) .. ' of being ready (at ' .. utc_text(exp) .. ')')
+  return finish_cancelled(meta, prefix, id, now)
+end
+
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
     promote_max, now, cfg, fresh)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
-  if cfg[1] == '1' then return {1, now, next_due, 0, 0}, false end
+  if cfg[1] == '1' then return {1, now, next_due, 0, 0, 0}, false end
 
   -- A worker was told to slow down (retry-after): no job of the queue starts before 'hold', limit or not.
   local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
   local hold = tonumber(b[1]) or 0
-  if hold > now then return {2, now, next_due, hold - now, 0}, false end
+  if hold > now then return {2, now, next_due, hold - now, 0, 0}, false end
 
   -- Concurrency cap: at most conc jobs active at once, across every worker and server.
   local conc = tonumber(cfg[4]) or 0
   if conc > 0 then
     local free = conc - redis.call('ZCARD', active)
-    if free <= 0 then return {3, now, next_due, 0, 0}, false end
+    if free <= 0 then return {3, now, next_due, 0, 0, 0}, false end
     if want > free then want = free end
   end
 
@@ -70,17 +119,12 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     if now > last then tokens = math.min(burst, tokens + (now - last) * rl_max / rl_ms) end
     if tokens < 1 then
       redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
-      return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill}, false
+      return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill, 0}, false
     end
     if want > math.floor(tokens) then want = math.floor(tokens) end
   end
 
-  local popped, ends = pop_waiting(waiting, want)
-  -- Left with no ready job: the next job made ready publishes 'w' (common.lua publish_ready), which wakes
-  -- this caller; until then adds publish nothing. HSETNX: a mark already there is not written again (an idle
-  -- queue's re-checks add nothing to the append-only file or the replicas).
-  if #popped < want then redis.call('HSETNX', meta, 'hungry', '1') end
-  local out = {0, now, next_due, 0, fill}
+  local out = {0, now, next_due, 0, fill, 0}
   local expiry = now + lease
   -- 'wid' holds the worker id and the run's start (ms) in one field: a job hash entry less to write, and for
   -- every later command on the job to step over (~0.25 µs per claimed and completed job; engine/records.py).
@@ -88,53 +132,79 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   local deadlines = queue_key(prefix, 'deadlines')
   local ids = {}
   local n = #out
-  local level, whole = 1, false
+  local whole = false
+  local short, expired = false, 0
   -- Per job one read (none for a job this script call inserted) and one write; the active set gets the whole
   -- batch in one command. The lease expiry lives in the active set's score only (the job hash has no copy to
   -- rewrite on every extension). The reply is filled by index (table.insert costs a global lookup and a call
-  -- per field, a third of this loop).
-  for i = 1, #popped do
-    local id = popped[i]
-    local jkey = prefix .. id
-    local known = fresh and fresh[id]
-    while i > ends[level] do level = level + 1 end
-    local f
-    if known then
-      f = fresh_read(known)
-    else
-      -- A plain job (common.lua PLAIN) has its name, data, time and max attempts and the priority of its
-      -- level: 5 fields. Any other is read again whole, and since a batch's jobs are mostly alike, so is the
-      -- next (its mark says when to go back).
-      local g = not whole and redis.call('HMGET', jkey, 'name', 'data', 'ts', 'att', 'p')
-      if g and g[5] == PLAIN then
-        f = {g[1], g[2], false, level ~= DEFAULT_PRI and level, g[4], false, false, g[3], false, false, false,
-          false}
+  -- per field, a third of this loop). Jobs found expired are replaced by a further pop, EXPIRE_CHUNK at most.
+  repeat
+    local ask = want - #ids
+    local popped, ends = pop_waiting(waiting, ask)
+    short = #popped < ask
+    local level, gone = 1, 0
+    for i = 1, #popped do
+      local id = popped[i]
+      local jkey = prefix .. id
+      local known = fresh and fresh[id]
+      while i > ends[level] do level = level + 1 end
+      local f
+      if known then
+        f = fresh_read(known)
       else
-        f = redis.call('HMGET', jkey, unpack(CLAIM_FIELDS))
-        whole = f[13] ~= PLAIN
+        -- A plain job (common.lua PLAIN) has its name, data, time and max attempts and the priority of its
+        -- level: 5 fields. Any other is read again whole, and since a batch's jobs are mostly alike, so is
+        -- the next (its mark says when to go back).
+        local g = not whole and redis.call('HMGET', jkey, 'name', 'data', 'ts', 'att', 'p')
+        if g and g[5] == PLAIN then
+          f = {g[1], g[2], false, level ~= DEFAULT_PRI and level, g[4], false, false, g[3], false, false,
+            false, false}
+        else
+          f = redis.call('HMGET', jkey, unpack(CLAIM_FIELDS))
+          whole = f[13] ~= PLAIN
+        end
+      end
+      local exp = f[14] and tonumber(f[14])
+      if exp and now >= exp then
+        out[6] = out[6] + expire_job(meta, prefix, id, jkey, exp, now)
+        gone = gone + 1
+      else
+        redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
+        if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
+        local timeout = tonumber(f[10]) or 0
+        if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
+        ids[#ids + 1] = id
+        -- Fields are stored only when not the default (includes/add.lua), and the record carries the stored
+        -- ones only, each after its code (RECORD_CODES); attempts started are not stored at all (every start
+        -- ends as a finished run or a stall: the server counts this one as the next after those).
+        local at = n + 1
+        out[at + 1], out[at + 2], out[at + 3], out[at + 4] = id, f[1] or '', f[2] or '', f[8] or 0
+        n = at + 4
+        for c = 1, #RECORD_CODES do
+          local code = RECORD_CODES[c]
+          local v = f[code]
+          if v then
+            out[n + 1], out[n + 2] = code, v
+            n = n + 2
+          end
+        end
+        out[at] = n - at
       end
     end
-    redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
-    if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
-    local timeout = tonumber(f[10]) or 0
-    if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
-    ids[#ids + 1] = id
-    -- Fields are stored only when not the default (includes/add.lua), and the record carries the stored
-    -- ones only, each after its code (RECORD_CODES); attempts started are not stored at all (every start
-    -- ends as a finished run or a stall: the server counts this one as the next after those).
-    local at = n + 1
-    out[at + 1], out[at + 2], out[at + 3], out[at + 4] = id, f[1] or '', f[2] or '', f[8] or 0
-    n = at + 4
-    for c = 1, #RECORD_CODES do
-      local code = RECORD_CODES[c]
-      local v = f[code]
-      if v then
-        out[n + 1], out[n + 2] = code, v
-        n = n + 2
-      end
+    expired = expired + gone
+  until gone == 0 or short or expired >= EXPIRE_CHUNK
+  if expired > 0 then
+    redis.call('HINCRBY', meta, 'expired_total', expired)
+    -- Stopped at EXPIRE_CHUNK with jobs left and fewer taken than wanted: wake the claims to come back.
+    if not short and #ids < want then
+      local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
+      redis.call('PUBLISH', base .. ':events', 'w ' .. queue)
     end
-    out[at] = n - at
   end
+  -- Left with no ready job: the next job made ready publishes 'w' (common.lua publish_ready), which wakes
+  -- this caller; until then adds publish nothing. HSETNX: a mark already there is not written again (an idle
+  -- queue's re-checks add nothing to the append-only file or the replicas).
+  if short then redis.call('HSETNX', meta, 'hungry', '1') end
   zadd_all(active, expiry, ids)
   local taken = #ids
   if rl_max > 0 and rl_ms > 0 then
@@ -146,5 +216,5 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
       out[4] = math.ceil((1 - tokens) * rl_ms / rl_max)
     end
   end
-  return out, #popped < want
+  return out, short
 end

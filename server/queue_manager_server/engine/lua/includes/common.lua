@@ -12,10 +12,10 @@ local LEVELS = 5
 local DEFAULT_PRI = 3
 local DEFAULT_ATT = 1
 -- A job's 'p' field says which of the optional fields a claim and a completion read the job has none of, so
--- those read 5 and 3 fields where they read 12 and 9 (Valkey spends ~0.13 µs per field an HMGET names:
--- ~1.5 µs of the ~11 a drained job cost it). PLAIN: none of ct, atm, stc, md, to, par, wt, kc, flo, ddk and
--- ddt; a max attempts ('att', the option most jobs with one have) is read anyway, and a priority ('pri')
--- is the level of the list the job is in (a job a priority bound moves to the first level loses the mark
+-- those read 5 and 3 fields where they read 13 and 9 (Valkey spends ~0.13 µs per field an HMGET names:
+-- ~1.5 µs of the ~11 a drained job cost it). PLAIN: none of ct, atm, stc, md, to, par, wt, kc, flo, ddk,
+-- ddt and exp (an expiry, which only a claim reads: includes/claim.lua); a max attempts ('att', the option
+-- most jobs with one have) is read anyway, and a priority ('pri') is the level of the list the job is in (a job a priority bound moves to the first level loses the mark
 -- there: age_waiting.lua). FINISH_PLAIN: none of those a completion reads (kc, atm, to, flo,
 -- ddk, ddt, wt). Absent (a job an older server wrote, or one with such fields) or NOT_PLAIN: read them all.
 -- Written when the job is inserted (includes/add.lua); every later write of one of those fields (or of
@@ -307,15 +307,20 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
     if wt then notify_job(prefix, id, jkey, state, wt) end
     return 0
   end
-  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt', 'md')
+  local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt', 'md',
+    'cxm')
   if f[8] and not f[9] then release_dedup(prefix, id, f[8]) end
   notify_job(prefix, id, jkey, state, f[10])
   if not f[1] then return 0 end
   -- A completed job without 'res' returned JSON null, one without 'rct' JSON (complete.lua).
   local res = f[2] or (state == 'completed' and 'null' or '')
+  -- A cancelled job's reason is its cancel's (an expiry's among them: includes/claim.lua), not an earlier
+  -- run's failure.
+  local err = f[4] or ''
+  if state == 'cancelled' and f[12] then err = f[12] end
   local entry = queue_key(prefix, 'flow:' .. id)
   redis.call('HSET', entry, 'st', state, 'fts', now, 'res', res,
-    'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', f[4] or '', 'name', f[5] or '', 'chn', f[6] or '',
+    'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', err, 'name', f[5] or '', 'chn', f[6] or '',
     'par', f[7] or '')
   -- A chain's next link inherits the job's metadata attributes, its trace context among them (flows.py).
   if f[11] and f[6] then redis.call('HSET', entry, 'md', f[11]) end
@@ -360,16 +365,18 @@ local function slot_freed(meta, prefix)
 end
 
 -- Ends a job as cancelled; the caller took it out of its state set (waiting, delayed, active). It is kept
--- in the cancelled set under the failed-job retention (the job's 'kf', else the queue's).
+-- in the cancelled set under the failed-job retention (the job's 'kf', else the queue's). Returns 1 when a
+-- flow hand-off was queued (on_finished).
 local function finish_cancelled(meta, prefix, id, now)
   local jkey = prefix .. id
   local cancelled = queue_key(prefix, 'cancelled')
   redis.call('HSET', jkey, 'st', 'cancelled', 'fts', now)
   redis.call('ZADD', cancelled, now, id)
-  on_finished(prefix, id, jkey, 'cancelled', now)
+  local handed = on_finished(prefix, id, jkey, 'cancelled', now)
   local remove, age, count = keep_policy(meta, redis.call('HGET', jkey, 'kf'), 'kf')
   if remove then delete_jobs(cancelled, prefix, {id}) end
   trim(cancelled, prefix, age, count, now)
+  return handed
 end
 
 -- Returns a lost job (dead worker or expired lease) to the head of its level, or fails it past its stall
