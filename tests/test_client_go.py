@@ -65,6 +65,7 @@ EXPECTED = {
     "TestAddJobBatchKeepsEachOutcome",
     "TestGetJobLogsPagesThroughTheLog",
     "TestRetryFailedJobsRunsThemAgain",
+    "TestJobNotStartedInTimeExpires",
     "TestPayloadValueReadsAsThePythonClient",
     "TestGetAllMetricsCoversEveryQueue",
     "TestListWorkflowsPagesNewestFirst",

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	qm "github.com/queue-manager/queue-manager/clients/go/queuemanager"
 )
@@ -144,5 +145,31 @@ func TestRetryFailedJobsRunsThemAgain(t *testing.T) {
 	}
 	if _, err := c.RetryFailedJobs(testContext(t), queue+"-missing", 0); !errors.Is(err, qm.ErrNotFound) {
 		t.Fatalf("RetryFailedJobs of an unknown queue: want ErrNotFound, got %v", err)
+	}
+}
+
+func TestJobNotStartedInTimeExpires(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	late := add(t, c, queue, "quote", nil, &qm.JobOptions{ExpireAfter: 100 * time.Millisecond})
+	if late.ExpireAfter != 100*time.Millisecond || late.ExpireTime.Sub(late.CreateTime) != 100*time.Millisecond {
+		t.Fatalf("the expiry must be stored and counted from the add: %+v", late)
+	}
+	time.Sleep(time.Until(late.ExpireTime) + 50*time.Millisecond) // a short expiry, waited out
+	var ran sync.Map
+	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) { ran.Store(job.ID, true); return nil, nil },
+	}})
+	gone := waitFinished(t, c, queue, late.ID)
+	if gone.State != qm.StateCancelled || !strings.HasPrefix(gone.CancelReason, "expired: not started within 100ms") {
+		t.Fatalf("the expired job must end cancelled as expired: %v %q", gone.State, gone.CancelReason)
+	}
+	if _, did := ran.Load(late.ID); did {
+		t.Fatal("an expired job must never run")
+	}
+	_, err := c.AddJob(testContext(t), queue, "bad", nil, &qm.JobOptions{ExpireAfter: -time.Second})
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "expire_after") {
+		t.Fatalf("a negative expiry must be refused naming the field: %v", err)
 	}
 }

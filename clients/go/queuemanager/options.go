@@ -43,6 +43,10 @@ type JobOptions struct {
 	// Dedup holds a deduplication key: while it is held, adding a job with the same key returns the job
 	// that holds it.
 	Dedup *Dedup
+	// ExpireAfter is the job's expiry: not started within this long of being ready (its add, or its run
+	// time when delayed or scheduled), it is not run but ends cancelled, its CancelReason starting
+	// "expired: ". Whole milliseconds up to 365 days; 0 means the queue's default (none unless set).
+	ExpireAfter time.Duration
 }
 
 // BackoffType chooses how the delay between attempts grows.
@@ -173,6 +177,7 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 		RemoveOnFail:     o.RemoveOnFail.proto(&c, "JobOptions.RemoveOnFail"),
 		Timeout:          duration(o.Timeout),
 		MaxStalled:       c.of("JobOptions.MaxStalled", o.MaxStalled),
+		ExpireAfter:      duration(o.ExpireAfter),
 	}
 	if c.err != nil {
 		return nil, c.err
@@ -261,6 +266,7 @@ func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
 		JobID:            p.GetJobId(),
 		Timeout:          durationOf(p.GetTimeout()),
 		MaxStalled:       int(p.GetMaxStalled()),
+		ExpireAfter:      durationOf(p.GetExpireAfter()),
 		RemoveOnComplete: keepJobsFromProto(p.GetRemoveOnComplete()),
 		RemoveOnFail:     keepJobsFromProto(p.GetRemoveOnFail()),
 	}

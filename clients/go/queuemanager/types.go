@@ -105,10 +105,13 @@ type Job struct {
 	RunTime  time.Time
 	Metadata Metadata
 	// Timeout is the job's run time limit (0: none).
-	Timeout  time.Duration
-	WorkerID string
-	Parents  []JobRef
-	Children []JobRef
+	Timeout time.Duration
+	// ExpireAfter is the job's expiry (0: none), and ExpireTime when it expires if not started by then.
+	ExpireAfter time.Duration
+	ExpireTime  time.Time
+	WorkerID    string
+	Parents     []JobRef
+	Children    []JobRef
 	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
 	Logs            []LogLine
 	LogCount        int
@@ -194,6 +197,8 @@ func jobFromProto(p *pb.Job) *Job {
 		FinishTime:      timeOf(p.GetFinishTime()),
 		RunTime:         timeOf(p.GetRunTime()),
 		Timeout:         durationOf(p.GetOptions().GetTimeout()),
+		ExpireAfter:     durationOf(p.GetOptions().GetExpireAfter()),
+		ExpireTime:      timeOf(p.GetExpireTime()),
 		WorkerID:        p.GetWorkerId(),
 		Children:        refsOf(p.GetChildren()),
 		LogCount:        int(p.GetLogCount()),

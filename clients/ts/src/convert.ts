@@ -235,6 +235,7 @@ export function jobFromProto(job: JobPb): Job {
     logCount: Number(job.logCount),
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,
+    expiresAt: fromTimestamp(job.expireTime),
   };
 }
 
@@ -273,6 +274,7 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     logCount: 0,
     cancelRequested: false,
     cancelReason: "",
+    expiresAt: undefined,
   };
 }
 

@@ -38,6 +38,7 @@ const JOB_OPTION_KEYS = new Set([
   "maxStalled",
   "chainTo",
   "dedup",
+  "expireAfter",
 ]);
 
 /** A whole number from `min` up, else a RangeError naming the field. */
@@ -141,6 +142,7 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
             key: text(dedup.key, `${what}.dedup.key`),
             ttl: dedup.ttl === undefined ? undefined : toDuration(dedup.ttl, `${what}.dedup.ttl`),
           }),
+    expireAfter: o.expireAfter === undefined ? undefined : toDuration(o.expireAfter, `${what}.expireAfter`),
   });
 }
 

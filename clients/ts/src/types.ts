@@ -100,6 +100,11 @@ export interface JobOptions {
   chainTo?: ChainLink[];
   /** Deduplication key (a string: held until the job finishes), or key and ttl. */
   dedup?: Dedup | string;
+  /**
+   * Expiry, ms: a job not started within this long of being ready (its add, or its run time when delayed)
+   * is not run; a claim that finds it late ends it cancelled, `cancelReason` starting "expired: ".
+   */
+  expireAfter?: number;
 }
 
 /** A queue's settings; unset fields take the server's defaults. */
@@ -173,6 +178,8 @@ export interface Job {
   logCount: number;
   cancelRequested: boolean;
   cancelReason: string;
+  /** When the job expires if not started by then (options' expireAfter); undefined without expiry. */
+  expiresAt: Date | undefined;
 }
 
 /** A registered queue. */

@@ -169,6 +169,33 @@ describe("jobs", () => {
     assert.deepEqual(again.data, job.data);
   });
 
+  it("expires a job not started in time: cancelled, never run", async () => {
+    const expiring = queueName("expiry");
+    await qm.registerQueue(expiring);
+    const late = await qm.addJob(expiring, "quote", null, { expireAfter: 100 });
+    assert.ok(late.expiresAt !== undefined && late.createdAt !== undefined);
+    assert.equal(late.expiresAt.getTime() - late.createdAt.getTime(), 100);
+    await new Promise((resolve) => setTimeout(resolve, late.expiresAt!.getTime() - Date.now() + 50));
+    const ran: string[] = [];
+    const w = await worker({
+      processors: {
+        [expiring]: async (job) => {
+          ran.push(job.id);
+          return null;
+        },
+      },
+    });
+    try {
+      const gone = await qm.waitForJob(expiring, late.id, { timeoutMs: 30_000 });
+      assert.equal(gone.state, "cancelled");
+      assert.match(gone.cancelReason, /^expired: not started within 100ms of being ready \(at /);
+      assert.deepEqual(ran, []);
+    } finally {
+      await w.shutdown();
+    }
+    await assert.rejects(qm.addJob(expiring, "quote", null, { expireAfter: 0 }), InvalidArgumentError);
+  });
+
   it("keeps bytes as bytes and a delay as a run time", async () => {
     const bytes = new Uint8Array([0, 1, 2, 255]);
     const raw = await qm.getJob(name, (await qm.addJob(name, "raw", bytes)).id);
