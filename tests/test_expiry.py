@@ -75,6 +75,11 @@ async def test_a_job_not_started_in_time_is_cancelled_as_expired_and_the_claim_t
     assert (await qm.get_queue_metrics("dead-letter-queue")).waiting == 0
     again = await qm.add_job("e", "late", {"n": 3}, {"dedup": "once"})
     assert again.id != late.id
+    # Retried by hand, an expired job gets a new expiry counted from the retry, and runs.
+    await qm.retry_job("e", late.id)
+    assert (await qm.wait_for_job("e", late.id, WAIT)).state is JobState.COMPLETED
+    assert (await qm.wait_for_job("e", again.id, WAIT)).state is JobState.COMPLETED
+    assert sorted(ran) == ["fresh", "late", "late"]
 
 
 async def test_a_delayed_jobs_expiry_counts_from_its_run_time(qm: QueueManager) -> None:

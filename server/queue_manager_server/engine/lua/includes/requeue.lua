@@ -6,7 +6,8 @@
 -- run must not be stopped by the cancel of an earlier one; the reason, cxm, stays as history), run-at.
 -- 'rdy' becomes now: its wait counts from here (metrics.lua, age_waiting.lua), not from its add. Kept: data
 -- and options, the last failure (err, stk: what went wrong until a new run fails), the log lines, flow
--- fields. A dedup key it released on finishing is not taken again.
+-- fields. A dedup key it released on finishing is not taken again. A job with an expiry ('exa') gets a new
+-- one ('exp'), counted from now: retrying an expired job by hand means it should run.
 
 -- Moves job `id` to the back of its priority level; the caller takes it out of its finished state's zset.
 -- pri, wt: the job's 'pri' and 'wt' fields as the caller read them. now: Redis time (ms). pushes: as
@@ -15,5 +16,7 @@ local function requeue(waiting, prefix, id, pri, wt, now, pushes)
   local jkey = prefix .. id
   -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
   redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
-  place_waiting(waiting, jkey, id, pri, false, wt, {'rdy', now}, pushes)
+  local exa = tonumber(redis.call('HGET', jkey, 'exa'))
+  place_waiting(waiting, jkey, id, pri, false, wt, exa and {'rdy', now, 'exp', now + exa} or {'rdy', now},
+    pushes)
 end
