@@ -68,6 +68,7 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
             completed=completed,
             failed=3,
             stalled_total=1,
+            expired_total=2,
             added_total=completed + 46,
             completed_total=completed,
             failed_total=3,
