@@ -735,14 +735,17 @@ class Worker(RunsUntilShutdown):
         self._unsent += 1
         self._finish(ctx)
 
+    def _in_loop(self) -> bool:
+        """Whether the caller runs on the worker's event loop (not in a plain-``def`` processor's thread)."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
     def _report_progress(self, ctx: JobContext, value: struct_pb2.Value) -> None:
         loop = self._loop
         assert loop is not None
-        try:
-            in_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            in_loop = False
-        if not in_loop:
+        if not self._in_loop():
             loop.call_soon_threadsafe(partial(self._report_progress, ctx, value))
             return
         if self._running.get(ctx.key) is not ctx or ctx._lost:
@@ -758,11 +761,7 @@ class Worker(RunsUntilShutdown):
     def _report_log(self, ctx: JobContext, time_ns: int, message: str) -> None:
         loop = self._loop
         assert loop is not None
-        try:
-            in_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            in_loop = False
-        if not in_loop:
+        if not self._in_loop():
             loop.call_soon_threadsafe(partial(self._report_log, ctx, time_ns, message))
             return
         if self._running.get(ctx.key) is not ctx or ctx._lost:
@@ -790,11 +789,7 @@ class Worker(RunsUntilShutdown):
         processor's thread, the update runs on the loop and this returns None once it is done."""
         loop = self._loop
         assert loop is not None
-        try:
-            in_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            in_loop = False
-        if in_loop:
+        if self._in_loop():
             return self._send_data(ctx, request)
         asyncio.run_coroutine_threadsafe(self._send_data(ctx, request), loop).result()
         return None
