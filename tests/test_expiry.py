@@ -98,6 +98,27 @@ async def test_a_delayed_jobs_expiry_counts_from_its_run_time(qm: QueueManager) 
     assert done.state is JobState.COMPLETED and done.result == "later"
 
 
+async def test_a_promoted_jobs_expiry_counts_from_its_promotion(qm: QueueManager) -> None:
+    """Promoted, a delayed job is ready now: its window starts now, not at the run time it no longer has."""
+    await qm.register_queue("p")
+    job = await qm.add_job("p", "later", None, {"delay": 3_600_000, "expire_after": 200})
+    assert job.expires_at is not None and job.run_at is not None
+    promoted = await qm.promote_job("p", job.id)
+    assert promoted.expires_at is not None and promoted.expires_at < job.run_at
+    await until_past(qm, "p", job.id)
+    ran: list[str] = []
+
+    @qm.processor("p")
+    async def work(ctx: JobContext) -> None:
+        ran.append(ctx.id)
+
+    await qm.start_workers("p")
+    gone = await qm.wait_for_job("p", job.id, WAIT)
+    assert gone.state is JobState.CANCELLED
+    assert gone.cancel_reason.startswith(EXPIRED + "200ms of being ready")
+    assert ran == []
+
+
 async def test_a_retry_ready_again_after_its_expiry_is_expired_at_its_next_claim(qm: QueueManager) -> None:
     await qm.register_queue("r")
     runs: list[int] = []

@@ -1,5 +1,6 @@
 -- promote_job.lua: makes one delayed job waiting now, at the back of its priority level; its run-at goes and
--- 'rdy' becomes now (its wait counts from here: metrics.lua, age_waiting.lua).
+-- 'rdy' becomes now (its wait counts from here: metrics.lua, age_waiting.lua), and so does its expiry window
+-- ('exp' = now + 'exa': an expiry counts from when the job is ready, includes/add.lua).
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] delayed (zset)  KEYS[3] waiting (lists)
@@ -15,6 +16,11 @@ if not st then return {-2} end
 if st ~= 'delayed' then return {-5, st} end
 redis.call('ZREM', delayed, id)
 redis.call('HDEL', jkey, 'run')
-redis.call('HSET', jkey, 'rdy', now)
+local exa = tonumber(redis.call('HGET', jkey, 'exa'))
+if exa then
+  redis.call('HSET', jkey, 'rdy', now, 'exp', now + exa)
+else
+  redis.call('HSET', jkey, 'rdy', now)
+end
 to_waiting(waiting, jkey, id, true)
 return {1}
