@@ -288,7 +288,7 @@ async def test_pending_flows_answer_each_entry_as_written_and_an_empty_one_when_
     assert first["st"] == b"completed" and first["res"] == b'{"r": 1}' and first["name"] == b"p0"
     link = types_pb2.ChainLink(queue_name="ingest", job_name="next")
     assert types_pb2.JobOptions.FromString(first["chn"]).chain_to == [link]
-    assert set(first) == {"st", "res", "rct", "err", "name", "chn", "par"}
+    assert set(first) == {"st", "res", "rct", "err", "name", "chn", "par", "md"}
     assert await engine.pending_flows("ingest", 2) == entries[:2]
 
 

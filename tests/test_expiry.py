@@ -119,6 +119,22 @@ async def test_a_promoted_jobs_expiry_counts_from_its_promotion(qm: QueueManager
     assert ran == []
 
 
+async def test_retrying_every_cancelled_job_counts_their_expiry_from_the_retry(qm: QueueManager) -> None:
+    """retry_failed(state="cancelled") (retry_jobs.lua) starts a job's expiry window again at the retry, as
+    retry_job does: a job retried by hand should run."""
+    await qm.register_queue("rc")
+    jobs = [await qm.add_job("rc", "late", {"n": n}, {"expire_after": 200}) for n in range(3)]
+    for job in jobs:
+        await qm.cancel_job("rc", job.id)
+    await until_past(qm, "rc", jobs[-1].id)
+    assert await qm.retry_failed("rc", "cancelled") == 3
+    for job in jobs:
+        retried = await qm.get_job("rc", job.id)
+        assert retried.state is JobState.WAITING and job.expires_at is not None
+        assert retried.expires_at is not None
+        assert retried.expires_at > job.expires_at + timedelta(milliseconds=50)
+
+
 async def test_a_retry_ready_again_after_its_expiry_is_expired_at_its_next_claim(qm: QueueManager) -> None:
     await qm.register_queue("r")
     runs: list[int] = []

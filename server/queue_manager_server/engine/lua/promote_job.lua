@@ -11,12 +11,12 @@ local prefix, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
 local now = now_ms()
-local st = job_state(jkey)
+local st, f = job_state(jkey, 'exa')
 if not st then return {-2} end
 if st ~= 'delayed' then return {-5, st} end
 redis.call('ZREM', delayed, id)
 redis.call('HDEL', jkey, 'run')
-local exa = tonumber(redis.call('HGET', jkey, 'exa'))
+local exa = tonumber(f[3])
 if exa then
   redis.call('HSET', jkey, 'rdy', now, 'exp', now + exa)
 else

@@ -318,12 +318,10 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
   -- run's failure.
   local err = f[4] or ''
   if state == 'cancelled' and f[12] then err = f[12] end
-  local entry = queue_key(prefix, 'flow:' .. id)
-  redis.call('HSET', entry, 'st', state, 'fts', now, 'res', res,
-    'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', err, 'name', f[5] or '', 'chn', f[6] or '',
-    'par', f[7] or '')
   -- A chain's next link inherits the job's metadata attributes, its trace context among them (flows.py).
-  if f[11] and f[6] then redis.call('HSET', entry, 'md', f[11]) end
+  redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', res,
+    'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', err, 'name', f[5] or '', 'chn', f[6] or '',
+    'par', f[7] or '', 'md', (f[6] and f[11]) or '')
   redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
   return 1
 end
