@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
+
+from queue_manager._version import client_version
 
 try:
     from opentelemetry import propagate, trace
@@ -59,14 +60,7 @@ def tracer(provider: TracerProvider | None = None) -> Tracer | None:
         provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
-    return provider.get_tracer("queue_manager", _version())
-
-
-def _version() -> str:
-    try:
-        return importlib_metadata.version("queue-manager")
-    except importlib_metadata.PackageNotFoundError:
-        return "unknown"
+    return provider.get_tracer("queue_manager", client_version())
 
 
 # ----------------------------------------------------------------- producer

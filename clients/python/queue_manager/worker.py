@@ -50,8 +50,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache, partial
-from importlib import metadata as importlib_metadata
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
@@ -59,6 +58,7 @@ import grpc.aio
 from google.protobuf import struct_pb2
 
 from queue_manager import tracing
+from queue_manager._version import client_version
 from queue_manager.channel import aio_channel, check_address
 from queue_manager.checks import (
     MAX_CONCURRENCY,
@@ -137,14 +137,6 @@ def default_concurrency() -> int:
 def make_worker_id() -> str:
     """A worker id unique per process: ``{hostname}-{pid}-{6 random hex digits}``."""
     return f"{socket.gethostname()[:150]}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-@cache
-def _client_version() -> str:
-    try:
-        return importlib_metadata.version("queue-manager")
-    except importlib_metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -357,7 +349,7 @@ class Worker(RunsUntilShutdown):
                 concurrency=self.concurrency,
                 labels=self.labels,
                 language="python",
-                version=_client_version(),
+                version=client_version(),
             )
             await call.write(worker_service_pb2.ConnectRequest(hello=hello))
             first = await call.read()
