@@ -362,6 +362,128 @@ class DrainQueueResponse(_message.Message):
 Global___DrainQueueResponse: _TypeAlias = DrainQueueResponse  # noqa: Y015
 
 @_typing.final
+class ListGroupsRequest(_message.Message):
+    """ListGroupsRequest selects a page of a queue's fairness groups."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    page_size: _builtins.int
+    """Groups per page, 1 to 1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsRequest: _TypeAlias = ListGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupsResponse(_message.Message):
+    """ListGroupsResponse is a page of groups, sorted by name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    total_size: _builtins.int
+    """Number of groups known to the queue."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.GroupInfo]:
+        """Groups of this page."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[_types_pb2.GroupInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsResponse: _TypeAlias = ListGroupsResponse  # noqa: Y015
+
+@_typing.final
+class SetGroupLimitsRequest(_message.Message):
+    """SetGroupLimitsRequest names a group and its limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    group: _builtins.str
+    """The group (JobOptions.group)."""
+    clear: _builtins.bool
+    """Remove the group's own limits."""
+    @_builtins.property
+    def limits(self) -> _types_pb2.GroupLimits:
+        """The group's own limits; unset (or clear) means the queue's group_limits apply again."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        group: _builtins.str = ...,
+        limits: _types_pb2.GroupLimits | None = ...,
+        clear: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear", b"clear", "group", b"group", "limits", b"limits", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupLimitsRequest: _TypeAlias = SetGroupLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetGroupLimitsResponse(_message.Message):
+    """SetGroupLimitsResponse is the group after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> _types_pb2.GroupInfo:
+        """The group."""
+
+    def __init__(
+        self,
+        *,
+        group: _types_pb2.GroupInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupLimitsResponse: _TypeAlias = SetGroupLimitsResponse  # noqa: Y015
+
+@_typing.final
 class ObliterateQueueRequest(_message.Message):
     """ObliterateQueueRequest names a queue."""
 

@@ -79,6 +79,16 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ObliterateQueueRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ObliterateQueueResponse.FromString,
                 _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListGroups',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.SetGroupLimits = channel.unary_unary(
+                '/queue_manager.v1.QueueService/SetGroupLimits',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsResponse.FromString,
+                _registered_method=True)
         self.GetQueueMetrics = channel.unary_unary(
                 '/queue_manager.v1.QueueService/GetQueueMetrics',
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.SerializeToString,
@@ -271,6 +281,20 @@ class QueueServiceServicer:
 
     def ObliterateQueue(self, request, context):
         """Deletes a queue and all its jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGroupLimits(self, request, context):
+        """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -520,6 +544,16 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.ObliterateQueue,
                     request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ObliterateQueueRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ObliterateQueueResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ListGroupsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'SetGroupLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGroupLimits,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsResponse.SerializeToString,
             ),
             'GetQueueMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQueueMetrics,
@@ -874,6 +908,60 @@ class QueueService:
             '/queue_manager.v1.QueueService/ObliterateQueue',
             queue__manager_dot_v1_dot_queue__service__pb2.ObliterateQueueRequest.SerializeToString,
             queue__manager_dot_v1_dot_queue__service__pb2.ObliterateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListGroups',
+            queue__manager_dot_v1_dot_queue__service__pb2.ListGroupsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGroupLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/SetGroupLimits',
+            queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class QueueServiceStub:
     """Removes all waiting jobs (and optionally delayed ones); active jobs run on."""
     ObliterateQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ObliterateQueueRequest, _queue_service_pb2.ObliterateQueueResponse]
     """Deletes a queue and all its jobs."""
+    ListGroups: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListGroupsRequest, _queue_service_pb2.ListGroupsResponse]
+    """Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name."""
+    SetGroupLimits: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.SetGroupLimitsRequest, _queue_service_pb2.SetGroupLimitsResponse]
+    """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it)."""
     GetQueueMetrics: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]
     """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
     job, workers and rate-limit level.
@@ -150,6 +154,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Removes all waiting jobs (and optionally delayed ones); active jobs run on."""
     ObliterateQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ObliterateQueueRequest, _queue_service_pb2.ObliterateQueueResponse]  # type: ignore[assignment]
     """Deletes a queue and all its jobs."""
+    ListGroups: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListGroupsRequest, _queue_service_pb2.ListGroupsResponse]  # type: ignore[assignment]
+    """Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name."""
+    SetGroupLimits: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.SetGroupLimitsRequest, _queue_service_pb2.SetGroupLimitsResponse]  # type: ignore[assignment]
+    """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it)."""
     GetQueueMetrics: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]  # type: ignore[assignment]
     """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
     job, workers and rate-limit level.
@@ -292,6 +300,22 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.ObliterateQueueResponse, _abc.Awaitable[_queue_service_pb2.ObliterateQueueResponse]]:
         """Deletes a queue and all its jobs."""
+
+    @_abc_1.abstractmethod
+    def ListGroups(
+        self,
+        request: _queue_service_pb2.ListGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ListGroupsResponse, _abc.Awaitable[_queue_service_pb2.ListGroupsResponse]]:
+        """Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name."""
+
+    @_abc_1.abstractmethod
+    def SetGroupLimits(
+        self,
+        request: _queue_service_pb2.SetGroupLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.SetGroupLimitsResponse, _abc.Awaitable[_queue_service_pb2.SetGroupLimitsResponse]]:
+        """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it)."""
 
     @_abc_1.abstractmethod
     def GetQueueMetrics(

@@ -304,6 +304,7 @@ class JobOptions(_message.Message):
     CHAIN_TO_FIELD_NUMBER: _builtins.int
     DEDUP_FIELD_NUMBER: _builtins.int
     EXPIRE_AFTER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     priority: Global___JobPriority.ValueType
     """Priority level; unset means the queue's default."""
     attempts: _builtins.int
@@ -312,6 +313,13 @@ class JobOptions(_message.Message):
     """Idempotency key: adding an id that exists returns the existing job. Letters, digits, "-", "_", ".", "@", ":" only; at most 200 characters."""
     max_stalled: _builtins.int
     """How many times the job may be recovered from a lost worker before it fails; 0 means the queue's default."""
+    group: _builtins.str
+    """Fairness group (a tenant, a customer, a destination): the queue's ready jobs of different groups take
+    turns, one job of each group in rotation, so one group's flood does not hold back the others; within a
+    group jobs run by priority, then in the order they became ready. Jobs without a group run before grouped
+    jobs. A group may have limits of its own (QueueConfig.group_limits, SetGroupLimits). 1 to 128
+    characters, no control characters; empty means no group. Not allowed in a queue's default options.
+    """
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
         """Run no earlier than this long after the add (exclusive with schedule_time)."""
@@ -377,10 +385,11 @@ class JobOptions(_message.Message):
         chain_to: _abc.Iterable[Global___ChainLink] | None = ...,
         dedup: Global___Dedup | None = ...,
         expire_after: _duration_pb2.Duration | None = ...,
+        group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -794,6 +803,7 @@ class QueueConfig(_message.Message):
     DISABLE_DEAD_LETTER_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     PRIORITY_BOUNDS_FIELD_NUMBER: _builtins.int
+    GROUP_LIMITS_FIELD_NUMBER: _builtins.int
     dead_letter_queue: _builtins.str
     """Name of the queue that receives jobs which failed for good; empty means "dead-letter-queue"."""
     disable_dead_letter: _builtins.bool
@@ -823,6 +833,12 @@ class QueueConfig(_message.Message):
         level waits as long as a level above it has jobs ready.
         """
 
+    @_builtins.property
+    def group_limits(self) -> Global___GroupLimits:
+        """Limits applied to each fairness group of the queue on its own (JobOptions.group); a group's own limits
+        (SetGroupLimits) replace them. Unset means no per-group limit.
+        """
+
     def __init__(
         self,
         *,
@@ -834,14 +850,83 @@ class QueueConfig(_message.Message):
         disable_dead_letter: _builtins.bool = ...,
         concurrency: _builtins.int = ...,
         priority_bounds: _abc.Iterable[Global___PriorityBound] | None = ...,
+        group_limits: Global___GroupLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "default_job_options", b"default_job_options", "failed_retention", b"failed_retention", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "default_job_options", b"default_job_options", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueConfig: _TypeAlias = QueueConfig  # noqa: Y015
+
+@_typing.final
+class GroupLimits(_message.Message):
+    """GroupLimits bound the jobs of one fairness group, on top of the queue's own limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    concurrency: _builtins.int
+    """Most jobs of the group active at once across all workers and servers; 0 means no limit."""
+    @_builtins.property
+    def rate_limit(self) -> Global___RateLimit:
+        """Token-bucket rate limit on the group's job starts; unset means unlimited."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: _builtins.int = ...,
+        rate_limit: Global___RateLimit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "rate_limit", b"rate_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupLimits: _TypeAlias = GroupLimits  # noqa: Y015
+
+@_typing.final
+class GroupInfo(_message.Message):
+    """GroupInfo is one fairness group of a queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    CUSTOM_LIMITS_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """The group (JobOptions.group)."""
+    waiting: _builtins.int
+    """Its jobs ready to run."""
+    active: _builtins.int
+    """Its jobs leased to workers."""
+    custom_limits: _builtins.bool
+    """Whether the limits are the group's own (SetGroupLimits)."""
+    @_builtins.property
+    def limits(self) -> Global___GroupLimits:
+        """The limits that apply to it: its own, else the queue's group_limits."""
+
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        waiting: _builtins.int = ...,
+        active: _builtins.int = ...,
+        limits: Global___GroupLimits | None = ...,
+        custom_limits: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupInfo: _TypeAlias = GroupInfo  # noqa: Y015
 
 @_typing.final
 class PriorityBound(_message.Message):
@@ -949,6 +1034,7 @@ class QueueMetrics(_message.Message):
     SAMPLE_TIME_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
     EXPIRED_TOTAL_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -997,6 +1083,8 @@ class QueueMetrics(_message.Message):
     """Jobs expired since the queue was registered (JobOptions.expire_after): each ended cancelled, and while
     retained also counts in cancelled.
     """
+    groups: _builtins.int
+    """Fairness groups known to the queue: with jobs waiting or active, or with limits of their own."""
     @_builtins.property
     def average_processing_time(self) -> _duration_pb2.Duration:
         """Mean processing time of the runs that finished in the last five minutes."""
@@ -1058,10 +1146,11 @@ class QueueMetrics(_message.Message):
         sample_time: _timestamp_pb2.Timestamp | None = ...,
         levels: _abc.Iterable[Global___PriorityLevelMetrics] | None = ...,
         expired_total: _builtins.int = ...,
+        groups: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

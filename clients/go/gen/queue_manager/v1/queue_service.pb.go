@@ -711,6 +711,253 @@ func (x *DrainQueueResponse) GetRemoved() uint64 {
 	return 0
 }
 
+// ListGroupsRequest selects a page of a queue's fairness groups.
+type ListGroupsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Groups per page, 1 to 1000; 0 means 100.
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsRequest) Reset() {
+	*x = ListGroupsRequest{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsRequest) ProtoMessage() {}
+
+func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListGroupsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *ListGroupsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListGroupsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListGroupsResponse is a page of groups, sorted by name.
+type ListGroupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Groups of this page.
+	Groups []*GroupInfo `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Number of groups known to the queue.
+	TotalSize     uint64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsResponse) Reset() {
+	*x = ListGroupsResponse{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsResponse) ProtoMessage() {}
+
+func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListGroupsResponse) GetGroups() []*GroupInfo {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *ListGroupsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListGroupsResponse) GetTotalSize() uint64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
+// SetGroupLimitsRequest names a group and its limits.
+type SetGroupLimitsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// The group (JobOptions.group).
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// The group's own limits; unset (or clear) means the queue's group_limits apply again.
+	Limits *GroupLimits `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Remove the group's own limits.
+	Clear         bool `protobuf:"varint,4,opt,name=clear,proto3" json:"clear,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGroupLimitsRequest) Reset() {
+	*x = SetGroupLimitsRequest{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGroupLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGroupLimitsRequest) ProtoMessage() {}
+
+func (x *SetGroupLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGroupLimitsRequest.ProtoReflect.Descriptor instead.
+func (*SetGroupLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetGroupLimitsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *SetGroupLimitsRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SetGroupLimitsRequest) GetLimits() *GroupLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *SetGroupLimitsRequest) GetClear() bool {
+	if x != nil {
+		return x.Clear
+	}
+	return false
+}
+
+// SetGroupLimitsResponse is the group after the change.
+type SetGroupLimitsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	Group         *GroupInfo `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGroupLimitsResponse) Reset() {
+	*x = SetGroupLimitsResponse{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGroupLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGroupLimitsResponse) ProtoMessage() {}
+
+func (x *SetGroupLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGroupLimitsResponse.ProtoReflect.Descriptor instead.
+func (*SetGroupLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetGroupLimitsResponse) GetGroup() *GroupInfo {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
 // ObliterateQueueRequest names a queue.
 type ObliterateQueueRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -724,7 +971,7 @@ type ObliterateQueueRequest struct {
 
 func (x *ObliterateQueueRequest) Reset() {
 	*x = ObliterateQueueRequest{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +983,7 @@ func (x *ObliterateQueueRequest) String() string {
 func (*ObliterateQueueRequest) ProtoMessage() {}
 
 func (x *ObliterateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +996,7 @@ func (x *ObliterateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObliterateQueueRequest.ProtoReflect.Descriptor instead.
 func (*ObliterateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{14}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ObliterateQueueRequest) GetName() string {
@@ -777,7 +1024,7 @@ type ObliterateQueueResponse struct {
 
 func (x *ObliterateQueueResponse) Reset() {
 	*x = ObliterateQueueResponse{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1036,7 @@ func (x *ObliterateQueueResponse) String() string {
 func (*ObliterateQueueResponse) ProtoMessage() {}
 
 func (x *ObliterateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1049,7 @@ func (x *ObliterateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObliterateQueueResponse.ProtoReflect.Descriptor instead.
 func (*ObliterateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{15}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ObliterateQueueResponse) GetRemoved() uint64 {
@@ -825,7 +1072,7 @@ type GetQueueMetricsRequest struct {
 
 func (x *GetQueueMetricsRequest) Reset() {
 	*x = GetQueueMetricsRequest{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1084,7 @@ func (x *GetQueueMetricsRequest) String() string {
 func (*GetQueueMetricsRequest) ProtoMessage() {}
 
 func (x *GetQueueMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1097,7 @@ func (x *GetQueueMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{16}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetQueueMetricsRequest) GetName() string {
@@ -878,7 +1125,7 @@ type GetQueueMetricsResponse struct {
 
 func (x *GetQueueMetricsResponse) Reset() {
 	*x = GetQueueMetricsResponse{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1137,7 @@ func (x *GetQueueMetricsResponse) String() string {
 func (*GetQueueMetricsResponse) ProtoMessage() {}
 
 func (x *GetQueueMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1150,7 @@ func (x *GetQueueMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{17}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetQueueMetricsResponse) GetMetrics() *QueueMetrics {
@@ -950,7 +1197,26 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_delayed\x18\x02 \x01(\bR\x0eincludeDelayed\".\n" +
 	"\x12DrainQueueResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x04R\aremoved\"B\n" +
+	"\aremoved\x18\x01 \x01(\x04R\aremoved\"n\n" +
+	"\x11ListGroupsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x90\x01\n" +
+	"\x12ListGroupsResponse\x123\n" +
+	"\x06groups\x18\x01 \x03(\v2\x1b.queue_manager.v1.GroupInfoR\x06groups\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x04R\ttotalSize\"\x99\x01\n" +
+	"\x15SetGroupLimitsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x125\n" +
+	"\x06limits\x18\x03 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12\x14\n" +
+	"\x05clear\x18\x04 \x01(\bR\x05clear\"K\n" +
+	"\x16SetGroupLimitsResponse\x121\n" +
+	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"B\n" +
 	"\x16ObliterateQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"3\n" +
@@ -960,7 +1226,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"S\n" +
 	"\x17GetQueueMetricsResponse\x128\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\xc7\x19\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\x85\x1b\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -973,7 +1239,10 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"CleanQueue\x12#.queue_manager.v1.CleanQueueRequest\x1a$.queue_manager.v1.CleanQueueResponse\x12W\n" +
 	"\n" +
 	"DrainQueue\x12#.queue_manager.v1.DrainQueueRequest\x1a$.queue_manager.v1.DrainQueueResponse\x12f\n" +
-	"\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12f\n" +
+	"\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12W\n" +
+	"\n" +
+	"ListGroups\x12#.queue_manager.v1.ListGroupsRequest\x1a$.queue_manager.v1.ListGroupsResponse\x12c\n" +
+	"\x0eSetGroupLimits\x12'.queue_manager.v1.SetGroupLimitsRequest\x1a(.queue_manager.v1.SetGroupLimitsResponse\x12f\n" +
 	"\x0fGetQueueMetrics\x12(.queue_manager.v1.GetQueueMetricsRequest\x1a).queue_manager.v1.GetQueueMetricsResponse\x12`\n" +
 	"\rGetAllMetrics\x12&.queue_manager.v1.GetAllMetricsRequest\x1a'.queue_manager.v1.GetAllMetricsResponse\x12_\n" +
 	"\fWatchMetrics\x12%.queue_manager.v1.WatchMetricsRequest\x1a&.queue_manager.v1.WatchMetricsResponse0\x01\x12Z\n" +
@@ -1018,7 +1287,7 @@ func file_queue_manager_v1_queue_service_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_queue_service_proto_rawDescData
 }
 
-var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*RegisterQueueRequest)(nil),      // 0: queue_manager.v1.RegisterQueueRequest
 	(*RegisterQueueResponse)(nil),     // 1: queue_manager.v1.RegisterQueueResponse
@@ -1034,153 +1303,166 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*CleanQueueResponse)(nil),        // 11: queue_manager.v1.CleanQueueResponse
 	(*DrainQueueRequest)(nil),         // 12: queue_manager.v1.DrainQueueRequest
 	(*DrainQueueResponse)(nil),        // 13: queue_manager.v1.DrainQueueResponse
-	(*ObliterateQueueRequest)(nil),    // 14: queue_manager.v1.ObliterateQueueRequest
-	(*ObliterateQueueResponse)(nil),   // 15: queue_manager.v1.ObliterateQueueResponse
-	(*GetQueueMetricsRequest)(nil),    // 16: queue_manager.v1.GetQueueMetricsRequest
-	(*GetQueueMetricsResponse)(nil),   // 17: queue_manager.v1.GetQueueMetricsResponse
-	(*QueueConfig)(nil),               // 18: queue_manager.v1.QueueConfig
-	(*Queue)(nil),                     // 19: queue_manager.v1.Queue
-	(*durationpb.Duration)(nil),       // 20: google.protobuf.Duration
-	(JobState)(0),                     // 21: queue_manager.v1.JobState
-	(*QueueMetrics)(nil),              // 22: queue_manager.v1.QueueMetrics
-	(*GetAllMetricsRequest)(nil),      // 23: queue_manager.v1.GetAllMetricsRequest
-	(*WatchMetricsRequest)(nil),       // 24: queue_manager.v1.WatchMetricsRequest
-	(*ListWorkersRequest)(nil),        // 25: queue_manager.v1.ListWorkersRequest
-	(*AddJobRequest)(nil),             // 26: queue_manager.v1.AddJobRequest
-	(*AddJobBatchRequest)(nil),        // 27: queue_manager.v1.AddJobBatchRequest
-	(*AddJobStreamRequest)(nil),       // 28: queue_manager.v1.AddJobStreamRequest
-	(*AddBulkRequest)(nil),            // 29: queue_manager.v1.AddBulkRequest
-	(*GetJobRequest)(nil),             // 30: queue_manager.v1.GetJobRequest
-	(*ListJobsRequest)(nil),           // 31: queue_manager.v1.ListJobsRequest
-	(*RemoveJobRequest)(nil),          // 32: queue_manager.v1.RemoveJobRequest
-	(*GetJobLogsRequest)(nil),         // 33: queue_manager.v1.GetJobLogsRequest
-	(*WaitForJobRequest)(nil),         // 34: queue_manager.v1.WaitForJobRequest
-	(*CancelJobRequest)(nil),          // 35: queue_manager.v1.CancelJobRequest
-	(*RetryJobRequest)(nil),           // 36: queue_manager.v1.RetryJobRequest
-	(*RetryFailedJobsRequest)(nil),    // 37: queue_manager.v1.RetryFailedJobsRequest
-	(*PromoteJobRequest)(nil),         // 38: queue_manager.v1.PromoteJobRequest
-	(*ChangeJobPriorityRequest)(nil),  // 39: queue_manager.v1.ChangeJobPriorityRequest
-	(*UpdateJobDataRequest)(nil),      // 40: queue_manager.v1.UpdateJobDataRequest
-	(*ExecuteWorkflowRequest)(nil),    // 41: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),        // 42: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),      // 43: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),     // 44: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),     // 45: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),        // 46: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),      // 47: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),     // 48: queue_manager.v1.DeleteScheduleRequest
-	(*GetAllMetricsResponse)(nil),     // 49: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),      // 50: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),       // 51: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),            // 52: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),       // 53: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),      // 54: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),           // 55: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),            // 56: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),          // 57: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),         // 58: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),        // 59: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),        // 60: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),         // 61: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),          // 62: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),   // 63: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),        // 64: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil), // 65: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),     // 66: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),   // 67: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),       // 68: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),     // 69: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),    // 70: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),    // 71: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),       // 72: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),     // 73: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),    // 74: queue_manager.v1.DeleteScheduleResponse
+	(*ListGroupsRequest)(nil),         // 14: queue_manager.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),        // 15: queue_manager.v1.ListGroupsResponse
+	(*SetGroupLimitsRequest)(nil),     // 16: queue_manager.v1.SetGroupLimitsRequest
+	(*SetGroupLimitsResponse)(nil),    // 17: queue_manager.v1.SetGroupLimitsResponse
+	(*ObliterateQueueRequest)(nil),    // 18: queue_manager.v1.ObliterateQueueRequest
+	(*ObliterateQueueResponse)(nil),   // 19: queue_manager.v1.ObliterateQueueResponse
+	(*GetQueueMetricsRequest)(nil),    // 20: queue_manager.v1.GetQueueMetricsRequest
+	(*GetQueueMetricsResponse)(nil),   // 21: queue_manager.v1.GetQueueMetricsResponse
+	(*QueueConfig)(nil),               // 22: queue_manager.v1.QueueConfig
+	(*Queue)(nil),                     // 23: queue_manager.v1.Queue
+	(*durationpb.Duration)(nil),       // 24: google.protobuf.Duration
+	(JobState)(0),                     // 25: queue_manager.v1.JobState
+	(*GroupInfo)(nil),                 // 26: queue_manager.v1.GroupInfo
+	(*GroupLimits)(nil),               // 27: queue_manager.v1.GroupLimits
+	(*QueueMetrics)(nil),              // 28: queue_manager.v1.QueueMetrics
+	(*GetAllMetricsRequest)(nil),      // 29: queue_manager.v1.GetAllMetricsRequest
+	(*WatchMetricsRequest)(nil),       // 30: queue_manager.v1.WatchMetricsRequest
+	(*ListWorkersRequest)(nil),        // 31: queue_manager.v1.ListWorkersRequest
+	(*AddJobRequest)(nil),             // 32: queue_manager.v1.AddJobRequest
+	(*AddJobBatchRequest)(nil),        // 33: queue_manager.v1.AddJobBatchRequest
+	(*AddJobStreamRequest)(nil),       // 34: queue_manager.v1.AddJobStreamRequest
+	(*AddBulkRequest)(nil),            // 35: queue_manager.v1.AddBulkRequest
+	(*GetJobRequest)(nil),             // 36: queue_manager.v1.GetJobRequest
+	(*ListJobsRequest)(nil),           // 37: queue_manager.v1.ListJobsRequest
+	(*RemoveJobRequest)(nil),          // 38: queue_manager.v1.RemoveJobRequest
+	(*GetJobLogsRequest)(nil),         // 39: queue_manager.v1.GetJobLogsRequest
+	(*WaitForJobRequest)(nil),         // 40: queue_manager.v1.WaitForJobRequest
+	(*CancelJobRequest)(nil),          // 41: queue_manager.v1.CancelJobRequest
+	(*RetryJobRequest)(nil),           // 42: queue_manager.v1.RetryJobRequest
+	(*RetryFailedJobsRequest)(nil),    // 43: queue_manager.v1.RetryFailedJobsRequest
+	(*PromoteJobRequest)(nil),         // 44: queue_manager.v1.PromoteJobRequest
+	(*ChangeJobPriorityRequest)(nil),  // 45: queue_manager.v1.ChangeJobPriorityRequest
+	(*UpdateJobDataRequest)(nil),      // 46: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),    // 47: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),        // 48: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),      // 49: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),     // 50: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),     // 51: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),        // 52: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),      // 53: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),     // 54: queue_manager.v1.DeleteScheduleRequest
+	(*GetAllMetricsResponse)(nil),     // 55: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),      // 56: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),       // 57: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),            // 58: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),       // 59: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),      // 60: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),           // 61: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),            // 62: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),          // 63: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),         // 64: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),        // 65: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),        // 66: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),         // 67: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),          // 68: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),   // 69: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),        // 70: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil), // 71: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),     // 72: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),   // 73: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),       // 74: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),     // 75: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),    // 76: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),    // 77: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),       // 78: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),     // 79: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),    // 80: queue_manager.v1.DeleteScheduleResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
-	18, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
-	19, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	19, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	19, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
-	19, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	19, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	20, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
-	21, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
-	22, // 8: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	0,  // 9: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
-	2,  // 10: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
-	4,  // 11: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
-	6,  // 12: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
-	8,  // 13: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
-	10, // 14: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
-	12, // 15: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
-	14, // 16: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
-	16, // 17: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
-	23, // 18: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
-	24, // 19: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
-	25, // 20: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
-	26, // 21: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
-	27, // 22: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
-	28, // 23: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
-	29, // 24: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
-	30, // 25: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
-	31, // 26: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
-	32, // 27: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
-	33, // 28: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
-	34, // 29: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
-	35, // 30: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
-	36, // 31: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
-	37, // 32: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
-	38, // 33: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
-	39, // 34: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	40, // 35: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
-	41, // 36: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	42, // 37: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	43, // 38: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	44, // 39: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	45, // 40: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	46, // 41: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	47, // 42: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	48, // 43: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	1,  // 44: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 45: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 46: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 47: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 48: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 49: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 50: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	15, // 51: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	17, // 52: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	49, // 53: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	50, // 54: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	51, // 55: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	52, // 56: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	53, // 57: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	54, // 58: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	55, // 59: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	56, // 60: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	57, // 61: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	58, // 62: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	59, // 63: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	60, // 64: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	61, // 65: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	62, // 66: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	63, // 67: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	64, // 68: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	65, // 69: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	66, // 70: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	67, // 71: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	68, // 72: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	69, // 73: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	70, // 74: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	71, // 75: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	72, // 76: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	73, // 77: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	74, // 78: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	44, // [44:79] is the sub-list for method output_type
-	9,  // [9:44] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	22, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
+	23, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	23, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	23, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
+	23, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	23, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	24, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
+	25, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
+	26, // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
+	27, // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
+	26, // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
+	28, // 11: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	0,  // 12: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
+	2,  // 13: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
+	4,  // 14: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
+	6,  // 15: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
+	8,  // 16: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
+	10, // 17: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
+	12, // 18: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
+	18, // 19: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
+	14, // 20: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
+	16, // 21: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
+	20, // 22: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
+	29, // 23: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
+	30, // 24: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
+	31, // 25: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
+	32, // 26: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
+	33, // 27: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
+	34, // 28: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
+	35, // 29: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
+	36, // 30: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
+	37, // 31: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
+	38, // 32: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
+	39, // 33: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
+	40, // 34: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
+	41, // 35: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
+	42, // 36: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
+	43, // 37: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
+	44, // 38: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
+	45, // 39: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
+	46, // 40: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	47, // 41: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	48, // 42: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	49, // 43: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	50, // 44: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	51, // 45: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	52, // 46: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	53, // 47: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	54, // 48: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	1,  // 49: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 50: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 51: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 52: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 53: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 54: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 55: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	19, // 56: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	15, // 57: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	17, // 58: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	21, // 59: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	55, // 60: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	56, // 61: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	57, // 62: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	58, // 63: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	59, // 64: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	60, // 65: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	61, // 66: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	62, // 67: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	63, // 68: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	64, // 69: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	65, // 70: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	66, // 71: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	67, // 72: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	68, // 73: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	69, // 74: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	70, // 75: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	71, // 76: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	72, // 77: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	73, // 78: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	74, // 79: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	75, // 80: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	76, // 81: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	77, // 82: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	78, // 83: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	79, // 84: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	80, // 85: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	49, // [49:86] is the sub-list for method output_type
+	12, // [12:49] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_queue_service_proto_init() }
@@ -1199,7 +1481,7 @@ func file_queue_manager_v1_queue_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_queue_service_proto_rawDesc), len(file_queue_manager_v1_queue_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

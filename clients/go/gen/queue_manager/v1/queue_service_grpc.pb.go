@@ -27,6 +27,8 @@ const (
 	QueueService_CleanQueue_FullMethodName        = "/queue_manager.v1.QueueService/CleanQueue"
 	QueueService_DrainQueue_FullMethodName        = "/queue_manager.v1.QueueService/DrainQueue"
 	QueueService_ObliterateQueue_FullMethodName   = "/queue_manager.v1.QueueService/ObliterateQueue"
+	QueueService_ListGroups_FullMethodName        = "/queue_manager.v1.QueueService/ListGroups"
+	QueueService_SetGroupLimits_FullMethodName    = "/queue_manager.v1.QueueService/SetGroupLimits"
 	QueueService_GetQueueMetrics_FullMethodName   = "/queue_manager.v1.QueueService/GetQueueMetrics"
 	QueueService_GetAllMetrics_FullMethodName     = "/queue_manager.v1.QueueService/GetAllMetrics"
 	QueueService_WatchMetrics_FullMethodName      = "/queue_manager.v1.QueueService/WatchMetrics"
@@ -78,6 +80,10 @@ type QueueServiceClient interface {
 	DrainQueue(ctx context.Context, in *DrainQueueRequest, opts ...grpc.CallOption) (*DrainQueueResponse, error)
 	// Deletes a queue and all its jobs.
 	ObliterateQueue(ctx context.Context, in *ObliterateQueueRequest, opts ...grpc.CallOption) (*ObliterateQueueResponse, error)
+	// Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name.
+	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
+	// Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
+	SetGroupLimits(ctx context.Context, in *SetGroupLimitsRequest, opts ...grpc.CallOption) (*SetGroupLimitsResponse, error)
 	// Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
 	// job, workers and rate-limit level.
 	GetQueueMetrics(ctx context.Context, in *GetQueueMetricsRequest, opts ...grpc.CallOption) (*GetQueueMetricsResponse, error)
@@ -229,6 +235,26 @@ func (c *queueServiceClient) ObliterateQueue(ctx context.Context, in *Obliterate
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ObliterateQueueResponse)
 	err := c.cc.Invoke(ctx, QueueService_ObliterateQueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGroupsResponse)
+	err := c.cc.Invoke(ctx, QueueService_ListGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) SetGroupLimits(ctx context.Context, in *SetGroupLimitsRequest, opts ...grpc.CallOption) (*SetGroupLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetGroupLimitsResponse)
+	err := c.cc.Invoke(ctx, QueueService_SetGroupLimits_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -551,6 +577,10 @@ type QueueServiceServer interface {
 	DrainQueue(context.Context, *DrainQueueRequest) (*DrainQueueResponse, error)
 	// Deletes a queue and all its jobs.
 	ObliterateQueue(context.Context, *ObliterateQueueRequest) (*ObliterateQueueResponse, error)
+	// Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name.
+	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
+	// Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
+	SetGroupLimits(context.Context, *SetGroupLimitsRequest) (*SetGroupLimitsResponse, error)
 	// Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
 	// job, workers and rate-limit level.
 	GetQueueMetrics(context.Context, *GetQueueMetricsRequest) (*GetQueueMetricsResponse, error)
@@ -651,6 +681,12 @@ func (UnimplementedQueueServiceServer) DrainQueue(context.Context, *DrainQueueRe
 }
 func (UnimplementedQueueServiceServer) ObliterateQueue(context.Context, *ObliterateQueueRequest) (*ObliterateQueueResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ObliterateQueue not implemented")
+}
+func (UnimplementedQueueServiceServer) ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGroups not implemented")
+}
+func (UnimplementedQueueServiceServer) SetGroupLimits(context.Context, *SetGroupLimitsRequest) (*SetGroupLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetGroupLimits not implemented")
 }
 func (UnimplementedQueueServiceServer) GetQueueMetrics(context.Context, *GetQueueMetricsRequest) (*GetQueueMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetQueueMetrics not implemented")
@@ -894,6 +930,42 @@ func _QueueService_ObliterateQueue_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(QueueServiceServer).ObliterateQueue(ctx, req.(*ObliterateQueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ListGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ListGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ListGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ListGroups(ctx, req.(*ListGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_SetGroupLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetGroupLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).SetGroupLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_SetGroupLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).SetGroupLimits(ctx, req.(*SetGroupLimitsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1386,6 +1458,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ObliterateQueue",
 			Handler:    _QueueService_ObliterateQueue_Handler,
+		},
+		{
+			MethodName: "ListGroups",
+			Handler:    _QueueService_ListGroups_Handler,
+		},
+		{
+			MethodName: "SetGroupLimits",
+			Handler:    _QueueService_SetGroupLimits_Handler,
 		},
 		{
 			MethodName: "GetQueueMetrics",

@@ -548,7 +548,13 @@ type JobOptions struct {
 	// from the run time of a delayed or scheduled job; a claim that finds the job past it ends it cancelled
 	// (reason "expired: ...", no attempt used, no retry, no dead-letter copy). Whole milliseconds, 1 ms to
 	// 365 days; unset means the queue's default, and with none the job never expires.
-	ExpireAfter   *durationpb.Duration `protobuf:"bytes,14,opt,name=expire_after,json=expireAfter,proto3" json:"expire_after,omitempty"`
+	ExpireAfter *durationpb.Duration `protobuf:"bytes,14,opt,name=expire_after,json=expireAfter,proto3" json:"expire_after,omitempty"`
+	// Fairness group (a tenant, a customer, a destination): the queue's ready jobs of different groups take
+	// turns, one job of each group in rotation, so one group's flood does not hold back the others; within a
+	// group jobs run by priority, then in the order they became ready. Jobs without a group run before grouped
+	// jobs. A group may have limits of its own (QueueConfig.group_limits, SetGroupLimits). 1 to 128
+	// characters, no control characters; empty means no group. Not allowed in a queue's default options.
+	Group         string `protobuf:"bytes,15,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -679,6 +685,13 @@ func (x *JobOptions) GetExpireAfter() *durationpb.Duration {
 		return x.ExpireAfter
 	}
 	return nil
+}
+
+func (x *JobOptions) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
 }
 
 // ChainLink is one job of a chain (see JobOptions.chain_to).
@@ -1444,8 +1457,11 @@ type QueueConfig struct {
 	// one bound per level (HIGH to BACKGROUND), listed by level as stored. Empty means strict priority: a
 	// level waits as long as a level above it has jobs ready.
 	PriorityBounds []*PriorityBound `protobuf:"bytes,8,rep,name=priority_bounds,json=priorityBounds,proto3" json:"priority_bounds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Limits applied to each fairness group of the queue on its own (JobOptions.group); a group's own limits
+	// (SetGroupLimits) replace them. Unset means no per-group limit.
+	GroupLimits   *GroupLimits `protobuf:"bytes,9,opt,name=group_limits,json=groupLimits,proto3" json:"group_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -1534,6 +1550,150 @@ func (x *QueueConfig) GetPriorityBounds() []*PriorityBound {
 	return nil
 }
 
+func (x *QueueConfig) GetGroupLimits() *GroupLimits {
+	if x != nil {
+		return x.GroupLimits
+	}
+	return nil
+}
+
+// GroupLimits bound the jobs of one fairness group, on top of the queue's own limits.
+type GroupLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most jobs of the group active at once across all workers and servers; 0 means no limit.
+	Concurrency uint32 `protobuf:"varint,1,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// Token-bucket rate limit on the group's job starts; unset means unlimited.
+	RateLimit     *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupLimits) Reset() {
+	*x = GroupLimits{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupLimits) ProtoMessage() {}
+
+func (x *GroupLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupLimits.ProtoReflect.Descriptor instead.
+func (*GroupLimits) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GroupLimits) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *GroupLimits) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// GroupInfo is one fairness group of a queue.
+type GroupInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group (JobOptions.group).
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Its jobs ready to run.
+	Waiting uint64 `protobuf:"varint,2,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// Its jobs leased to workers.
+	Active uint64 `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
+	// The limits that apply to it: its own, else the queue's group_limits.
+	Limits *GroupLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Whether the limits are the group's own (SetGroupLimits).
+	CustomLimits  bool `protobuf:"varint,5,opt,name=custom_limits,json=customLimits,proto3" json:"custom_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfo) Reset() {
+	*x = GroupInfo{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfo) ProtoMessage() {}
+
+func (x *GroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
+func (*GroupInfo) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GroupInfo) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *GroupInfo) GetWaiting() uint64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetActive() uint64 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *GroupInfo) GetLimits() *GroupLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *GroupInfo) GetCustomLimits() bool {
+	if x != nil {
+		return x.CustomLimits
+	}
+	return false
+}
+
 // PriorityBound is the longest wait of one priority level inside its queue.
 type PriorityBound struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1550,7 +1710,7 @@ type PriorityBound struct {
 
 func (x *PriorityBound) Reset() {
 	*x = PriorityBound{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1722,7 @@ func (x *PriorityBound) String() string {
 func (*PriorityBound) ProtoMessage() {}
 
 func (x *PriorityBound) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1735,7 @@ func (x *PriorityBound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityBound.ProtoReflect.Descriptor instead.
 func (*PriorityBound) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PriorityBound) GetPriority() JobPriority {
@@ -1609,7 +1769,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1781,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1794,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Queue) GetName() string {
@@ -1728,14 +1888,16 @@ type QueueMetrics struct {
 	Levels []*PriorityLevelMetrics `protobuf:"bytes,29,rep,name=levels,proto3" json:"levels,omitempty"`
 	// Jobs expired since the queue was registered (JobOptions.expire_after): each ended cancelled, and while
 	// retained also counts in cancelled.
-	ExpiredTotal  uint64 `protobuf:"varint,30,opt,name=expired_total,json=expiredTotal,proto3" json:"expired_total,omitempty"`
+	ExpiredTotal uint64 `protobuf:"varint,30,opt,name=expired_total,json=expiredTotal,proto3" json:"expired_total,omitempty"`
+	// Fairness groups known to the queue: with jobs waiting or active, or with limits of their own.
+	Groups        uint64 `protobuf:"varint,31,opt,name=groups,proto3" json:"groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueMetrics) Reset() {
 	*x = QueueMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1909,7 @@ func (x *QueueMetrics) String() string {
 func (*QueueMetrics) ProtoMessage() {}
 
 func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1922,7 @@ func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMetrics.ProtoReflect.Descriptor instead.
 func (*QueueMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *QueueMetrics) GetQueueName() string {
@@ -1973,6 +2135,13 @@ func (x *QueueMetrics) GetExpiredTotal() uint64 {
 	return 0
 }
 
+func (x *QueueMetrics) GetGroups() uint64 {
+	if x != nil {
+		return x.Groups
+	}
+	return 0
+}
+
 // PriorityLevelMetrics are the ready jobs of one priority level of a queue.
 type PriorityLevelMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1988,7 +2157,7 @@ type PriorityLevelMetrics struct {
 
 func (x *PriorityLevelMetrics) Reset() {
 	*x = PriorityLevelMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2169,7 @@ func (x *PriorityLevelMetrics) String() string {
 func (*PriorityLevelMetrics) ProtoMessage() {}
 
 func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2182,7 @@ func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityLevelMetrics.ProtoReflect.Descriptor instead.
 func (*PriorityLevelMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PriorityLevelMetrics) GetPriority() JobPriority {
@@ -2056,7 +2225,7 @@ type MetricsBucket struct {
 
 func (x *MetricsBucket) Reset() {
 	*x = MetricsBucket{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2237,7 @@ func (x *MetricsBucket) String() string {
 func (*MetricsBucket) ProtoMessage() {}
 
 func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2250,7 @@ func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBucket.ProtoReflect.Descriptor instead.
 func (*MetricsBucket) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MetricsBucket) GetStartTime() *timestamppb.Timestamp {
@@ -2146,7 +2315,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf9\x05\n" +
 	"\n" +
 	"JobOptions\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12/\n" +
@@ -2164,7 +2333,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"maxStalled\x126\n" +
 	"\bchain_to\x18\f \x03(\v2\x1b.queue_manager.v1.ChainLinkR\achainTo\x12-\n" +
 	"\x05dedup\x18\r \x01(\v2\x17.queue_manager.v1.DedupR\x05dedup\x12<\n" +
-	"\fexpire_after\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\"\xac\x01\n" +
+	"\fexpire_after\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\x12\x14\n" +
+	"\x05group\x18\x0f \x01(\tR\x05group\"\xac\x01\n" +
 	"\tChainLink\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x19\n" +
@@ -2233,7 +2403,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"expireTime\"T\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
-	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xf3\x03\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xb5\x04\n" +
 	"\vQueueConfig\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x01 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12L\n" +
@@ -2243,7 +2413,18 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x10failed_retention\x18\x05 \x01(\v2\x1a.queue_manager.v1.KeepJobsR\x0ffailedRetention\x12.\n" +
 	"\x13disable_dead_letter\x18\x06 \x01(\bR\x11disableDeadLetter\x12 \n" +
 	"\vconcurrency\x18\a \x01(\rR\vconcurrency\x12H\n" +
-	"\x0fpriority_bounds\x18\b \x03(\v2\x1f.queue_manager.v1.PriorityBoundR\x0epriorityBounds\"\x80\x01\n" +
+	"\x0fpriority_bounds\x18\b \x03(\v2\x1f.queue_manager.v1.PriorityBoundR\x0epriorityBounds\x12@\n" +
+	"\fgroup_limits\x18\t \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\vgroupLimits\"k\n" +
+	"\vGroupLimits\x12 \n" +
+	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
+	"\n" +
+	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\"\xaf\x01\n" +
+	"\tGroupInfo\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\x04R\x06active\x125\n" +
+	"\x06limits\x18\x04 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12#\n" +
+	"\rcustom_limits\x18\x05 \x01(\bR\fcustomLimits\"\x80\x01\n" +
 	"\rPriorityBound\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
 	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xa7\x01\n" +
@@ -2252,7 +2433,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xf7\t\n" +
+	"createTime\"\x8f\n" +
+	"\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -2289,7 +2471,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\vsample_time\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"sampleTime\x12>\n" +
 	"\x06levels\x18\x1d \x03(\v2&.queue_manager.v1.PriorityLevelMetricsR\x06levels\x12#\n" +
-	"\rexpired_total\x18\x1e \x01(\x04R\fexpiredTotal\"\xb4\x01\n" +
+	"\rexpired_total\x18\x1e \x01(\x04R\fexpiredTotal\x12\x16\n" +
+	"\x06groups\x18\x1f \x01(\x04R\x06groups\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
@@ -2337,7 +2520,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -2356,50 +2539,52 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*Job)(nil),                   // 14: queue_manager.v1.Job
 	(*RateLimit)(nil),             // 15: queue_manager.v1.RateLimit
 	(*QueueConfig)(nil),           // 16: queue_manager.v1.QueueConfig
-	(*PriorityBound)(nil),         // 17: queue_manager.v1.PriorityBound
-	(*Queue)(nil),                 // 18: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 19: queue_manager.v1.QueueMetrics
-	(*PriorityLevelMetrics)(nil),  // 20: queue_manager.v1.PriorityLevelMetrics
-	(*MetricsBucket)(nil),         // 21: queue_manager.v1.MetricsBucket
-	nil,                           // 22: queue_manager.v1.JobMetadata.AttributesEntry
-	(*structpb.Value)(nil),        // 23: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*GroupLimits)(nil),           // 17: queue_manager.v1.GroupLimits
+	(*GroupInfo)(nil),             // 18: queue_manager.v1.GroupInfo
+	(*PriorityBound)(nil),         // 19: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 20: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 21: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 22: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 23: queue_manager.v1.MetricsBucket
+	nil,                           // 24: queue_manager.v1.JobMetadata.AttributesEntry
+	(*structpb.Value)(nil),        // 25: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	23, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	25, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	24, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	24, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	24, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	22, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	26, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	26, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	26, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	24, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	24, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	25, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	26, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	27, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	4,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	6,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	5,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	5,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	24, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	26, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	8,  // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	9,  // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	24, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	26, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
 	3,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
 	7,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	24, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	26, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	10, // 20: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 21: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
 	3,  // 22: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	25, // 23: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	27, // 23: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
 	3,  // 24: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 25: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 26: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
 	3,  // 27: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	23, // 28: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	25, // 29: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	25, // 30: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	25, // 31: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	25, // 32: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	25, // 28: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	27, // 29: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	27, // 30: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	27, // 31: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	27, // 32: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
 	6,  // 33: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 34: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
 	11, // 35: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
@@ -2407,33 +2592,36 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	10, // 37: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
 	13, // 38: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
 	12, // 39: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	25, // 40: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	24, // 41: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	27, // 40: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 41: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
 	15, // 42: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
 	7,  // 43: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
 	5,  // 44: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
 	5,  // 45: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	17, // 46: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	0,  // 47: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	24, // 48: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	16, // 49: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	25, // 50: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	24, // 51: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	24, // 52: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	24, // 53: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	25, // 54: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	21, // 55: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	25, // 56: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	20, // 57: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 58: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	24, // 59: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	25, // 60: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	24, // 61: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	62, // [62:62] is the sub-list for method output_type
-	62, // [62:62] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	19, // 46: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	17, // 47: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	15, // 48: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	17, // 49: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	0,  // 50: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	26, // 51: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	16, // 52: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	27, // 53: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	26, // 54: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	26, // 55: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	26, // 56: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	27, // 57: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	23, // 58: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	27, // 59: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	22, // 60: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 61: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	26, // 62: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	27, // 63: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	26, // 64: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -2451,7 +2639,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

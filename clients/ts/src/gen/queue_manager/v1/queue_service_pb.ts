@@ -12,7 +12,7 @@ import type { GetAllMetricsRequestSchema, GetAllMetricsResponseSchema, ListWorke
 import { file_queue_manager_v1_metrics } from "./metrics_pb.js";
 import type { DeleteScheduleRequestSchema, DeleteScheduleResponseSchema, GetScheduleRequestSchema, GetScheduleResponseSchema, ListSchedulesRequestSchema, ListSchedulesResponseSchema, UpsertScheduleRequestSchema, UpsertScheduleResponseSchema } from "./schedules_pb.js";
 import { file_queue_manager_v1_schedules } from "./schedules_pb.js";
-import type { JobState, Queue, QueueConfig, QueueMetrics } from "./types_pb.js";
+import type { GroupInfo, GroupLimits, JobState, Queue, QueueConfig, QueueMetrics } from "./types_pb.js";
 import { file_queue_manager_v1_types } from "./types_pb.js";
 import type { CancelWorkflowRequestSchema, CancelWorkflowResponseSchema, ExecuteWorkflowRequestSchema, ExecuteWorkflowResponseSchema, GetWorkflowRequestSchema, GetWorkflowResponseSchema, ListWorkflowsRequestSchema, ListWorkflowsResponseSchema } from "./workflows_pb.js";
 import { file_queue_manager_v1_workflows } from "./workflows_pb.js";
@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/queue_service.proto.
  */
 export const file_queue_manager_v1_queue_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRxdWV1ZV9tYW5hZ2VyL3YxL3F1ZXVlX3NlcnZpY2UucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEiUwoUUmVnaXN0ZXJRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRItCgZjb25maWcYAiABKAsyHS5xdWV1ZV9tYW5hZ2VyLnYxLlF1ZXVlQ29uZmlnIlAKFVJlZ2lzdGVyUXVldWVSZXNwb25zZRImCgVxdWV1ZRgBIAEoCzIXLnF1ZXVlX21hbmFnZXIudjEuUXVldWUSDwoHY3JlYXRlZBgCIAEoCCIfCg9HZXRRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI6ChBHZXRRdWV1ZVJlc3BvbnNlEiYKBXF1ZXVlGAEgASgLMhcucXVldWVfbWFuYWdlci52MS5RdWV1ZSITChFMaXN0UXVldWVzUmVxdWVzdCI9ChJMaXN0UXVldWVzUmVzcG9uc2USJwoGcXVldWVzGAEgAygLMhcucXVldWVfbWFuYWdlci52MS5RdWV1ZSIhChFQYXVzZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIjwKElBhdXNlUXVldWVSZXNwb25zZRImCgVxdWV1ZRgBIAEoCzIXLnF1ZXVlX21hbmFnZXIudjEuUXVldWUiIgoSUmVzdW1lUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiPQoTUmVzdW1lUXVldWVSZXNwb25zZRImCgVxdWV1ZRgBIAEoCzIXLnF1ZXVlX21hbmFnZXIudjEuUXVldWUihQEKEUNsZWFuUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSKAoFZ3JhY2UYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoFc3RhdGUYAyABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEg0KBWxpbWl0GAQgASgNIiUKEkNsZWFuUXVldWVSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIjoKEURyYWluUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSFwoPaW5jbHVkZV9kZWxheWVkGAIgASgIIiUKEkRyYWluUXVldWVSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIjUKFk9ibGl0ZXJhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIqChdPYmxpdGVyYXRlUXVldWVSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIj8KFkdldFF1ZXVlTWV0cmljc1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIXCg9pbmNsdWRlX2hpc3RvcnkYAiABKAgiSgoXR2V0UXVldWVNZXRyaWNzUmVzcG9uc2USLwoHbWV0cmljcxgBIAEoCzIeLnF1ZXVlX21hbmFnZXIudjEuUXVldWVNZXRyaWNzMscZCgxRdWV1ZVNlcnZpY2USYAoNUmVnaXN0ZXJRdWV1ZRImLnF1ZXVlX21hbmFnZXIudjEuUmVnaXN0ZXJRdWV1ZVJlcXVlc3QaJy5xdWV1ZV9tYW5hZ2VyLnYxLlJlZ2lzdGVyUXVldWVSZXNwb25zZRJRCghHZXRRdWV1ZRIhLnF1ZXVlX21hbmFnZXIudjEuR2V0UXVldWVSZXF1ZXN0GiIucXVldWVfbWFuYWdlci52MS5HZXRRdWV1ZVJlc3BvbnNlElcKCkxpc3RRdWV1ZXMSIy5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RRdWV1ZXNSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5MaXN0UXVldWVzUmVzcG9uc2USVwoKUGF1c2VRdWV1ZRIjLnF1ZXVlX21hbmFnZXIudjEuUGF1c2VRdWV1ZVJlcXVlc3QaJC5xdWV1ZV9tYW5hZ2VyLnYxLlBhdXNlUXVldWVSZXNwb25zZRJaCgtSZXN1bWVRdWV1ZRIkLnF1ZXVlX21hbmFnZXIudjEuUmVzdW1lUXVldWVSZXF1ZXN0GiUucXVldWVfbWFuYWdlci52MS5SZXN1bWVRdWV1ZVJlc3BvbnNlElcKCkNsZWFuUXVldWUSIy5xdWV1ZV9tYW5hZ2VyLnYxLkNsZWFuUXVldWVSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5DbGVhblF1ZXVlUmVzcG9uc2USVwoKRHJhaW5RdWV1ZRIjLnF1ZXVlX21hbmFnZXIudjEuRHJhaW5RdWV1ZVJlcXVlc3QaJC5xdWV1ZV9tYW5hZ2VyLnYxLkRyYWluUXVldWVSZXNwb25zZRJmCg9PYmxpdGVyYXRlUXVldWUSKC5xdWV1ZV9tYW5hZ2VyLnYxLk9ibGl0ZXJhdGVRdWV1ZVJlcXVlc3QaKS5xdWV1ZV9tYW5hZ2VyLnYxLk9ibGl0ZXJhdGVRdWV1ZVJlc3BvbnNlEmYKD0dldFF1ZXVlTWV0cmljcxIoLnF1ZXVlX21hbmFnZXIudjEuR2V0UXVldWVNZXRyaWNzUmVxdWVzdBopLnF1ZXVlX21hbmFnZXIudjEuR2V0UXVldWVNZXRyaWNzUmVzcG9uc2USYAoNR2V0QWxsTWV0cmljcxImLnF1ZXVlX21hbmFnZXIudjEuR2V0QWxsTWV0cmljc1JlcXVlc3QaJy5xdWV1ZV9tYW5hZ2VyLnYxLkdldEFsbE1ldHJpY3NSZXNwb25zZRJfCgxXYXRjaE1ldHJpY3MSJS5xdWV1ZV9tYW5hZ2VyLnYxLldhdGNoTWV0cmljc1JlcXVlc3QaJi5xdWV1ZV9tYW5hZ2VyLnYxLldhdGNoTWV0cmljc1Jlc3BvbnNlMAESWgoLTGlzdFdvcmtlcnMSJC5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBolLnF1ZXVlX21hbmFnZXIudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJLCgZBZGRKb2ISHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QaIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlc3BvbnNlEloKC0FkZEpvYkJhdGNoEiQucXVldWVfbWFuYWdlci52MS5BZGRKb2JCYXRjaFJlcXVlc3QaJS5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYkJhdGNoUmVzcG9uc2USYQoMQWRkSm9iU3RyZWFtEiUucXVldWVfbWFuYWdlci52MS5BZGRKb2JTdHJlYW1SZXF1ZXN0GiYucXVldWVfbWFuYWdlci52MS5BZGRKb2JTdHJlYW1SZXNwb25zZSgBMAESUAoHQWRkQnVsaxIgLnF1ZXVlX21hbmFnZXIudjEuQWRkQnVsa1JlcXVlc3QaIS5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEJ1bGtSZXNwb25zZSgBEksKBkdldEpvYhIfLnF1ZXVlX21hbmFnZXIudjEuR2V0Sm9iUmVxdWVzdBogLnF1ZXVlX21hbmFnZXIudjEuR2V0Sm9iUmVzcG9uc2USUQoITGlzdEpvYnMSIS5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RKb2JzUmVxdWVzdBoiLnF1ZXVlX21hbmFnZXIudjEuTGlzdEpvYnNSZXNwb25zZRJUCglSZW1vdmVKb2ISIi5xdWV1ZV9tYW5hZ2VyLnYxLlJlbW92ZUpvYlJlcXVlc3QaIy5xdWV1ZV9tYW5hZ2VyLnYxLlJlbW92ZUpvYlJlc3BvbnNlElcKCkdldEpvYkxvZ3MSIy5xdWV1ZV9tYW5hZ2VyLnYxLkdldEpvYkxvZ3NSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5HZXRKb2JMb2dzUmVzcG9uc2USWQoKV2FpdEZvckpvYhIjLnF1ZXVlX21hbmFnZXIudjEuV2FpdEZvckpvYlJlcXVlc3QaJC5xdWV1ZV9tYW5hZ2VyLnYxLldhaXRGb3JKb2JSZXNwb25zZTABElQKCUNhbmNlbEpvYhIiLnF1ZXVlX21hbmFnZXIudjEuQ2FuY2VsSm9iUmVxdWVzdBojLnF1ZXVlX21hbmFnZXIudjEuQ2FuY2VsSm9iUmVzcG9uc2USUQoIUmV0cnlKb2ISIS5xdWV1ZV9tYW5hZ2VyLnYxLlJldHJ5Sm9iUmVxdWVzdBoiLnF1ZXVlX21hbmFnZXIudjEuUmV0cnlKb2JSZXNwb25zZRJmCg9SZXRyeUZhaWxlZEpvYnMSKC5xdWV1ZV9tYW5hZ2VyLnYxLlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QaKS5xdWV1ZV9tYW5hZ2VyLnYxLlJldHJ5RmFpbGVkSm9ic1Jlc3BvbnNlElcKClByb21vdGVKb2ISIy5xdWV1ZV9tYW5hZ2VyLnYxLlByb21vdGVKb2JSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5Qcm9tb3RlSm9iUmVzcG9uc2USbAoRQ2hhbmdlSm9iUHJpb3JpdHkSKi5xdWV1ZV9tYW5hZ2VyLnYxLkNoYW5nZUpvYlByaW9yaXR5UmVxdWVzdBorLnF1ZXVlX21hbmFnZXIudjEuQ2hhbmdlSm9iUHJpb3JpdHlSZXNwb25zZRJgCg1VcGRhdGVKb2JEYXRhEiYucXVldWVfbWFuYWdlci52MS5VcGRhdGVKb2JEYXRhUmVxdWVzdBonLnF1ZXVlX21hbmFnZXIudjEuVXBkYXRlSm9iRGF0YVJlc3BvbnNlEmYKD0V4ZWN1dGVXb3JrZmxvdxIoLnF1ZXVlX21hbmFnZXIudjEuRXhlY3V0ZVdvcmtmbG93UmVxdWVzdBopLnF1ZXVlX21hbmFnZXIudjEuRXhlY3V0ZVdvcmtmbG93UmVzcG9uc2USWgoLR2V0V29ya2Zsb3cSJC5xdWV1ZV9tYW5hZ2VyLnYxLkdldFdvcmtmbG93UmVxdWVzdBolLnF1ZXVlX21hbmFnZXIudjEuR2V0V29ya2Zsb3dSZXNwb25zZRJgCg1MaXN0V29ya2Zsb3dzEiYucXVldWVfbWFuYWdlci52MS5MaXN0V29ya2Zsb3dzUmVxdWVzdBonLnF1ZXVlX21hbmFnZXIudjEuTGlzdFdvcmtmbG93c1Jlc3BvbnNlEmMKDkNhbmNlbFdvcmtmbG93EicucXVldWVfbWFuYWdlci52MS5DYW5jZWxXb3JrZmxvd1JlcXVlc3QaKC5xdWV1ZV9tYW5hZ2VyLnYxLkNhbmNlbFdvcmtmbG93UmVzcG9uc2USYwoOVXBzZXJ0U2NoZWR1bGUSJy5xdWV1ZV9tYW5hZ2VyLnYxLlVwc2VydFNjaGVkdWxlUmVxdWVzdBooLnF1ZXVlX21hbmFnZXIudjEuVXBzZXJ0U2NoZWR1bGVSZXNwb25zZRJaCgtHZXRTY2hlZHVsZRIkLnF1ZXVlX21hbmFnZXIudjEuR2V0U2NoZWR1bGVSZXF1ZXN0GiUucXVldWVfbWFuYWdlci52MS5HZXRTY2hlZHVsZVJlc3BvbnNlEmAKDUxpc3RTY2hlZHVsZXMSJi5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GicucXVldWVfbWFuYWdlci52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2USYwoORGVsZXRlU2NoZWR1bGUSJy5xdWV1ZV9tYW5hZ2VyLnYxLkRlbGV0ZVNjaGVkdWxlUmVxdWVzdBooLnF1ZXVlX21hbmFnZXIudjEuRGVsZXRlU2NoZWR1bGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_queue_manager_v1_jobs, file_queue_manager_v1_metrics, file_queue_manager_v1_schedules, file_queue_manager_v1_types, file_queue_manager_v1_workflows]);
+  fileDesc("CiRxdWV1ZV9tYW5hZ2VyL3YxL3F1ZXVlX3NlcnZpY2UucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEiUwoUUmVnaXN0ZXJRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRItCgZjb25maWcYAiABKAsyHS5xdWV1ZV9tYW5hZ2VyLnYxLlF1ZXVlQ29uZmlnIlAKFVJlZ2lzdGVyUXVldWVSZXNwb25zZRImCgVxdWV1ZRgBIAEoCzIXLnF1ZXVlX21hbmFnZXIudjEuUXVldWUSDwoHY3JlYXRlZBgCIAEoCCIfCg9HZXRRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI6ChBHZXRRdWV1ZVJlc3BvbnNlEiYKBXF1ZXVlGAEgASgLMhcucXVldWVfbWFuYWdlci52MS5RdWV1ZSITChFMaXN0UXVldWVzUmVxdWVzdCI9ChJMaXN0UXVldWVzUmVzcG9uc2USJwoGcXVldWVzGAEgAygLMhcucXVldWVfbWFuYWdlci52MS5RdWV1ZSIhChFQYXVzZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIjwKElBhdXNlUXVldWVSZXNwb25zZRImCgVxdWV1ZRgBIAEoCzIXLnF1ZXVlX21hbmFnZXIudjEuUXVldWUiIgoSUmVzdW1lUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiPQoTUmVzdW1lUXVldWVSZXNwb25zZRImCgVxdWV1ZRgBIAEoCzIXLnF1ZXVlX21hbmFnZXIudjEuUXVldWUihQEKEUNsZWFuUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSKAoFZ3JhY2UYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoFc3RhdGUYAyABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEg0KBWxpbWl0GAQgASgNIiUKEkNsZWFuUXVldWVSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIjoKEURyYWluUXVldWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSFwoPaW5jbHVkZV9kZWxheWVkGAIgASgIIiUKEkRyYWluUXVldWVSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIk4KEUxpc3RHcm91cHNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkibgoSTGlzdEdyb3Vwc1Jlc3BvbnNlEisKBmdyb3VwcxgBIAMoCzIbLnF1ZXVlX21hbmFnZXIudjEuR3JvdXBJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEIngKFVNldEdyb3VwTGltaXRzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg0KBWdyb3VwGAIgASgJEi0KBmxpbWl0cxgDIAEoCzIdLnF1ZXVlX21hbmFnZXIudjEuR3JvdXBMaW1pdHMSDQoFY2xlYXIYBCABKAgiRAoWU2V0R3JvdXBMaW1pdHNSZXNwb25zZRIqCgVncm91cBgBIAEoCzIbLnF1ZXVlX21hbmFnZXIudjEuR3JvdXBJbmZvIjUKFk9ibGl0ZXJhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIqChdPYmxpdGVyYXRlUXVldWVSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIj8KFkdldFF1ZXVlTWV0cmljc1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIXCg9pbmNsdWRlX2hpc3RvcnkYAiABKAgiSgoXR2V0UXVldWVNZXRyaWNzUmVzcG9uc2USLwoHbWV0cmljcxgBIAEoCzIeLnF1ZXVlX21hbmFnZXIudjEuUXVldWVNZXRyaWNzMoUbCgxRdWV1ZVNlcnZpY2USYAoNUmVnaXN0ZXJRdWV1ZRImLnF1ZXVlX21hbmFnZXIudjEuUmVnaXN0ZXJRdWV1ZVJlcXVlc3QaJy5xdWV1ZV9tYW5hZ2VyLnYxLlJlZ2lzdGVyUXVldWVSZXNwb25zZRJRCghHZXRRdWV1ZRIhLnF1ZXVlX21hbmFnZXIudjEuR2V0UXVldWVSZXF1ZXN0GiIucXVldWVfbWFuYWdlci52MS5HZXRRdWV1ZVJlc3BvbnNlElcKCkxpc3RRdWV1ZXMSIy5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RRdWV1ZXNSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5MaXN0UXVldWVzUmVzcG9uc2USVwoKUGF1c2VRdWV1ZRIjLnF1ZXVlX21hbmFnZXIudjEuUGF1c2VRdWV1ZVJlcXVlc3QaJC5xdWV1ZV9tYW5hZ2VyLnYxLlBhdXNlUXVldWVSZXNwb25zZRJaCgtSZXN1bWVRdWV1ZRIkLnF1ZXVlX21hbmFnZXIudjEuUmVzdW1lUXVldWVSZXF1ZXN0GiUucXVldWVfbWFuYWdlci52MS5SZXN1bWVRdWV1ZVJlc3BvbnNlElcKCkNsZWFuUXVldWUSIy5xdWV1ZV9tYW5hZ2VyLnYxLkNsZWFuUXVldWVSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5DbGVhblF1ZXVlUmVzcG9uc2USVwoKRHJhaW5RdWV1ZRIjLnF1ZXVlX21hbmFnZXIudjEuRHJhaW5RdWV1ZVJlcXVlc3QaJC5xdWV1ZV9tYW5hZ2VyLnYxLkRyYWluUXVldWVSZXNwb25zZRJmCg9PYmxpdGVyYXRlUXVldWUSKC5xdWV1ZV9tYW5hZ2VyLnYxLk9ibGl0ZXJhdGVRdWV1ZVJlcXVlc3QaKS5xdWV1ZV9tYW5hZ2VyLnYxLk9ibGl0ZXJhdGVRdWV1ZVJlc3BvbnNlElcKCkxpc3RHcm91cHMSIy5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RHcm91cHNSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5MaXN0R3JvdXBzUmVzcG9uc2USYwoOU2V0R3JvdXBMaW1pdHMSJy5xdWV1ZV9tYW5hZ2VyLnYxLlNldEdyb3VwTGltaXRzUmVxdWVzdBooLnF1ZXVlX21hbmFnZXIudjEuU2V0R3JvdXBMaW1pdHNSZXNwb25zZRJmCg9HZXRRdWV1ZU1ldHJpY3MSKC5xdWV1ZV9tYW5hZ2VyLnYxLkdldFF1ZXVlTWV0cmljc1JlcXVlc3QaKS5xdWV1ZV9tYW5hZ2VyLnYxLkdldFF1ZXVlTWV0cmljc1Jlc3BvbnNlEmAKDUdldEFsbE1ldHJpY3MSJi5xdWV1ZV9tYW5hZ2VyLnYxLkdldEFsbE1ldHJpY3NSZXF1ZXN0GicucXVldWVfbWFuYWdlci52MS5HZXRBbGxNZXRyaWNzUmVzcG9uc2USXwoMV2F0Y2hNZXRyaWNzEiUucXVldWVfbWFuYWdlci52MS5XYXRjaE1ldHJpY3NSZXF1ZXN0GiYucXVldWVfbWFuYWdlci52MS5XYXRjaE1ldHJpY3NSZXNwb25zZTABEloKC0xpc3RXb3JrZXJzEiQucXVldWVfbWFuYWdlci52MS5MaXN0V29ya2Vyc1JlcXVlc3QaJS5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USSwoGQWRkSm9iEh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXF1ZXN0GiAucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXNwb25zZRJaCgtBZGRKb2JCYXRjaBIkLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iQmF0Y2hSZXF1ZXN0GiUucXVldWVfbWFuYWdlci52MS5BZGRKb2JCYXRjaFJlc3BvbnNlEmEKDEFkZEpvYlN0cmVhbRIlLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iU3RyZWFtUmVxdWVzdBomLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iU3RyZWFtUmVzcG9uc2UoATABElAKB0FkZEJ1bGsSIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEJ1bGtSZXF1ZXN0GiEucXVldWVfbWFuYWdlci52MS5BZGRCdWxrUmVzcG9uc2UoARJLCgZHZXRKb2ISHy5xdWV1ZV9tYW5hZ2VyLnYxLkdldEpvYlJlcXVlc3QaIC5xdWV1ZV9tYW5hZ2VyLnYxLkdldEpvYlJlc3BvbnNlElEKCExpc3RKb2JzEiEucXVldWVfbWFuYWdlci52MS5MaXN0Sm9ic1JlcXVlc3QaIi5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RKb2JzUmVzcG9uc2USVAoJUmVtb3ZlSm9iEiIucXVldWVfbWFuYWdlci52MS5SZW1vdmVKb2JSZXF1ZXN0GiMucXVldWVfbWFuYWdlci52MS5SZW1vdmVKb2JSZXNwb25zZRJXCgpHZXRKb2JMb2dzEiMucXVldWVfbWFuYWdlci52MS5HZXRKb2JMb2dzUmVxdWVzdBokLnF1ZXVlX21hbmFnZXIudjEuR2V0Sm9iTG9nc1Jlc3BvbnNlElkKCldhaXRGb3JKb2ISIy5xdWV1ZV9tYW5hZ2VyLnYxLldhaXRGb3JKb2JSZXF1ZXN0GiQucXVldWVfbWFuYWdlci52MS5XYWl0Rm9ySm9iUmVzcG9uc2UwARJUCglDYW5jZWxKb2ISIi5xdWV1ZV9tYW5hZ2VyLnYxLkNhbmNlbEpvYlJlcXVlc3QaIy5xdWV1ZV9tYW5hZ2VyLnYxLkNhbmNlbEpvYlJlc3BvbnNlElEKCFJldHJ5Sm9iEiEucXVldWVfbWFuYWdlci52MS5SZXRyeUpvYlJlcXVlc3QaIi5xdWV1ZV9tYW5hZ2VyLnYxLlJldHJ5Sm9iUmVzcG9uc2USZgoPUmV0cnlGYWlsZWRKb2JzEigucXVldWVfbWFuYWdlci52MS5SZXRyeUZhaWxlZEpvYnNSZXF1ZXN0GikucXVldWVfbWFuYWdlci52MS5SZXRyeUZhaWxlZEpvYnNSZXNwb25zZRJXCgpQcm9tb3RlSm9iEiMucXVldWVfbWFuYWdlci52MS5Qcm9tb3RlSm9iUmVxdWVzdBokLnF1ZXVlX21hbmFnZXIudjEuUHJvbW90ZUpvYlJlc3BvbnNlEmwKEUNoYW5nZUpvYlByaW9yaXR5EioucXVldWVfbWFuYWdlci52MS5DaGFuZ2VKb2JQcmlvcml0eVJlcXVlc3QaKy5xdWV1ZV9tYW5hZ2VyLnYxLkNoYW5nZUpvYlByaW9yaXR5UmVzcG9uc2USYAoNVXBkYXRlSm9iRGF0YRImLnF1ZXVlX21hbmFnZXIudjEuVXBkYXRlSm9iRGF0YVJlcXVlc3QaJy5xdWV1ZV9tYW5hZ2VyLnYxLlVwZGF0ZUpvYkRhdGFSZXNwb25zZRJmCg9FeGVjdXRlV29ya2Zsb3cSKC5xdWV1ZV9tYW5hZ2VyLnYxLkV4ZWN1dGVXb3JrZmxvd1JlcXVlc3QaKS5xdWV1ZV9tYW5hZ2VyLnYxLkV4ZWN1dGVXb3JrZmxvd1Jlc3BvbnNlEloKC0dldFdvcmtmbG93EiQucXVldWVfbWFuYWdlci52MS5HZXRXb3JrZmxvd1JlcXVlc3QaJS5xdWV1ZV9tYW5hZ2VyLnYxLkdldFdvcmtmbG93UmVzcG9uc2USYAoNTGlzdFdvcmtmbG93cxImLnF1ZXVlX21hbmFnZXIudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaJy5xdWV1ZV9tYW5hZ2VyLnYxLkxpc3RXb3JrZmxvd3NSZXNwb25zZRJjCg5DYW5jZWxXb3JrZmxvdxInLnF1ZXVlX21hbmFnZXIudjEuQ2FuY2VsV29ya2Zsb3dSZXF1ZXN0GigucXVldWVfbWFuYWdlci52MS5DYW5jZWxXb3JrZmxvd1Jlc3BvbnNlEmMKDlVwc2VydFNjaGVkdWxlEicucXVldWVfbWFuYWdlci52MS5VcHNlcnRTY2hlZHVsZVJlcXVlc3QaKC5xdWV1ZV9tYW5hZ2VyLnYxLlVwc2VydFNjaGVkdWxlUmVzcG9uc2USWgoLR2V0U2NoZWR1bGUSJC5xdWV1ZV9tYW5hZ2VyLnYxLkdldFNjaGVkdWxlUmVxdWVzdBolLnF1ZXVlX21hbmFnZXIudjEuR2V0U2NoZWR1bGVSZXNwb25zZRJgCg1MaXN0U2NoZWR1bGVzEiYucXVldWVfbWFuYWdlci52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBonLnF1ZXVlX21hbmFnZXIudjEuTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEmMKDkRlbGV0ZVNjaGVkdWxlEicucXVldWVfbWFuYWdlci52MS5EZWxldGVTY2hlZHVsZVJlcXVlc3QaKC5xdWV1ZV9tYW5hZ2VyLnYxLkRlbGV0ZVNjaGVkdWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_queue_manager_v1_jobs, file_queue_manager_v1_metrics, file_queue_manager_v1_schedules, file_queue_manager_v1_types, file_queue_manager_v1_workflows]);
 
 /**
  * RegisterQueueRequest names a queue and its settings.
@@ -355,6 +355,139 @@ export const DrainQueueResponseSchema: GenMessage<DrainQueueResponse> = /*@__PUR
   messageDesc(file_queue_manager_v1_queue_service, 13);
 
 /**
+ * ListGroupsRequest selects a page of a queue's fairness groups.
+ *
+ * @generated from message queue_manager.v1.ListGroupsRequest
+ */
+export type ListGroupsRequest = Message<"queue_manager.v1.ListGroupsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * Groups per page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * Token from a previous response's next_page_token; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.ListGroupsRequest.
+ * Use `create(ListGroupsRequestSchema)` to create a new message.
+ */
+export const ListGroupsRequestSchema: GenMessage<ListGroupsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_queue_service, 14);
+
+/**
+ * ListGroupsResponse is a page of groups, sorted by name.
+ *
+ * @generated from message queue_manager.v1.ListGroupsResponse
+ */
+export type ListGroupsResponse = Message<"queue_manager.v1.ListGroupsResponse"> & {
+  /**
+   * Groups of this page.
+   *
+   * @generated from field: repeated queue_manager.v1.GroupInfo groups = 1;
+   */
+  groups: GroupInfo[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * Number of groups known to the queue.
+   *
+   * @generated from field: uint64 total_size = 3;
+   */
+  totalSize: bigint;
+};
+
+/**
+ * Describes the message queue_manager.v1.ListGroupsResponse.
+ * Use `create(ListGroupsResponseSchema)` to create a new message.
+ */
+export const ListGroupsResponseSchema: GenMessage<ListGroupsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_queue_service, 15);
+
+/**
+ * SetGroupLimitsRequest names a group and its limits.
+ *
+ * @generated from message queue_manager.v1.SetGroupLimitsRequest
+ */
+export type SetGroupLimitsRequest = Message<"queue_manager.v1.SetGroupLimitsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * The group (JobOptions.group).
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * The group's own limits; unset (or clear) means the queue's group_limits apply again.
+   *
+   * @generated from field: queue_manager.v1.GroupLimits limits = 3;
+   */
+  limits?: GroupLimits | undefined;
+
+  /**
+   * Remove the group's own limits.
+   *
+   * @generated from field: bool clear = 4;
+   */
+  clear: boolean;
+};
+
+/**
+ * Describes the message queue_manager.v1.SetGroupLimitsRequest.
+ * Use `create(SetGroupLimitsRequestSchema)` to create a new message.
+ */
+export const SetGroupLimitsRequestSchema: GenMessage<SetGroupLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_queue_service, 16);
+
+/**
+ * SetGroupLimitsResponse is the group after the change.
+ *
+ * @generated from message queue_manager.v1.SetGroupLimitsResponse
+ */
+export type SetGroupLimitsResponse = Message<"queue_manager.v1.SetGroupLimitsResponse"> & {
+  /**
+   * The group.
+   *
+   * @generated from field: queue_manager.v1.GroupInfo group = 1;
+   */
+  group?: GroupInfo | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.SetGroupLimitsResponse.
+ * Use `create(SetGroupLimitsResponseSchema)` to create a new message.
+ */
+export const SetGroupLimitsResponseSchema: GenMessage<SetGroupLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_queue_service, 17);
+
+/**
  * ObliterateQueueRequest names a queue.
  *
  * @generated from message queue_manager.v1.ObliterateQueueRequest
@@ -380,7 +513,7 @@ export type ObliterateQueueRequest = Message<"queue_manager.v1.ObliterateQueueRe
  * Use `create(ObliterateQueueRequestSchema)` to create a new message.
  */
 export const ObliterateQueueRequestSchema: GenMessage<ObliterateQueueRequest> = /*@__PURE__*/
-  messageDesc(file_queue_manager_v1_queue_service, 14);
+  messageDesc(file_queue_manager_v1_queue_service, 18);
 
 /**
  * ObliterateQueueResponse tells how many jobs were removed.
@@ -401,7 +534,7 @@ export type ObliterateQueueResponse = Message<"queue_manager.v1.ObliterateQueueR
  * Use `create(ObliterateQueueResponseSchema)` to create a new message.
  */
 export const ObliterateQueueResponseSchema: GenMessage<ObliterateQueueResponse> = /*@__PURE__*/
-  messageDesc(file_queue_manager_v1_queue_service, 15);
+  messageDesc(file_queue_manager_v1_queue_service, 19);
 
 /**
  * GetQueueMetricsRequest names a queue.
@@ -429,7 +562,7 @@ export type GetQueueMetricsRequest = Message<"queue_manager.v1.GetQueueMetricsRe
  * Use `create(GetQueueMetricsRequestSchema)` to create a new message.
  */
 export const GetQueueMetricsRequestSchema: GenMessage<GetQueueMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_queue_manager_v1_queue_service, 16);
+  messageDesc(file_queue_manager_v1_queue_service, 20);
 
 /**
  * GetQueueMetricsResponse holds the metrics.
@@ -450,7 +583,7 @@ export type GetQueueMetricsResponse = Message<"queue_manager.v1.GetQueueMetricsR
  * Use `create(GetQueueMetricsResponseSchema)` to create a new message.
  */
 export const GetQueueMetricsResponseSchema: GenMessage<GetQueueMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_queue_manager_v1_queue_service, 17);
+  messageDesc(file_queue_manager_v1_queue_service, 21);
 
 /**
  * QueueService is the producers' and operators' service: queues, jobs, workflows and schedules.
@@ -537,6 +670,26 @@ export const QueueService: GenService<{
     methodKind: "unary";
     input: typeof ObliterateQueueRequestSchema;
     output: typeof ObliterateQueueResponseSchema;
+  },
+  /**
+   * Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name.
+   *
+   * @generated from rpc queue_manager.v1.QueueService.ListGroups
+   */
+  listGroups: {
+    methodKind: "unary";
+    input: typeof ListGroupsRequestSchema;
+    output: typeof ListGroupsResponseSchema;
+  },
+  /**
+   * Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
+   *
+   * @generated from rpc queue_manager.v1.QueueService.SetGroupLimits
+   */
+  setGroupLimits: {
+    methodKind: "unary";
+    input: typeof SetGroupLimitsRequestSchema;
+    output: typeof SetGroupLimitsResponseSchema;
   },
   /**
    * Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
