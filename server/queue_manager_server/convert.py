@@ -312,6 +312,8 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     out.max_stalled = validate.count(o.max_stalled, f"{field}.max_stalled", 1000)
     if o.HasField("expire_after"):
         out.expire_after_ms = validate.expire_after_ms(o.expire_after, f"{field}.expire_after")
+    if o.group:
+        out.group = validate.group(o.group, f"{field}.group")
     if o.HasField("dedup"):
         out.dedup_key = validate.text(o.dedup.key, f"{field}.dedup.key", 200)
         if o.dedup.HasField("ttl"):
@@ -426,6 +428,8 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     if started:
         j.process_time.CopyFrom(ms_timestamp(started))
     j.cancel_requested = r.text("cxr") == "1"
+    if r.text("grp"):
+        j.options.group = r.text("grp")
     j.cancel_reason = r.text("cxm")
     if r.raw("res") is not None:
         # No 'rct': JSON (complete.lua stores a JSON result without its content type).
@@ -520,9 +524,9 @@ def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_s
             _set_ms(leased.lease_expire_time, c.lease_expiry_ms)
         if c.redelivery != f.redelivery:
             leased.redelivery = c.redelivery
-        if c.metadata or c.timeout_ms or c.flow:
+        if c.metadata or c.timeout_ms or c.flow or c.group:
             _leased_extras(job, c)
-    if f.metadata or f.timeout_ms or f.flow:
+    if f.metadata or f.timeout_ms or f.flow or f.group:
         _leased_extras(first.job, f)
     return response
 
@@ -553,16 +557,36 @@ def _leased_fields(queue: str, c: ClaimedJob, token: str, expiry: dict[str, int]
 
 
 def _leased_extras(job: types_pb2.Job, c: ClaimedJob) -> None:
-    """What only some claimed jobs have: metadata, a timeout, a flow's parents and chain."""
+    """What only some claimed jobs have: metadata, a timeout, a flow's parents and chain, a group."""
     if c.metadata:
         job.metadata.MergeFromString(c.metadata)
     if c.timeout_ms:
         job.options.timeout.CopyFrom(ms_duration(c.timeout_ms))
     if c.flow:
         job.MergeFromString(c.flow)
+    if c.group:
+        job.options.group = c.group
 
 
 # ---- queues ------------------------------------------------------------------------------------
+
+
+def group_limits_in(g: types_pb2.GroupLimits, field: str) -> tuple[int, int, int]:
+    """A group's limits as the scripts keep them: concurrency, rate max, rate window ms (0: none)."""
+    rl_max, rl_ms = g.rate_limit.max, 0
+    if g.HasField("rate_limit") and rl_max:
+        rl_ms = validate.duration_ms(g.rate_limit.duration, f"{field}.rate_limit.duration")
+        if rl_ms <= 0:
+            raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
+    return g.concurrency, rl_max, rl_ms
+
+
+def group_limits_out(conc: int, rl_max: int, rl_ms: int) -> types_pb2.GroupLimits:
+    out = types_pb2.GroupLimits(concurrency=conc)
+    if rl_max:
+        out.rate_limit.max = rl_max
+        out.rate_limit.duration.CopyFrom(ms_duration(rl_ms))
+    return out
 
 
 def queue_meta(
@@ -579,6 +603,9 @@ def queue_meta(
         if rl_ms <= 0:
             raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
     fields["rl_max"], fields["rl_ms"] = rl_max, rl_ms
+    # Each fairness group's own limits (includes/claim.lua pop_groups); 0 = none.
+    g_conc, g_rl_max, g_rl_ms = group_limits_in(cfg.group_limits, f"{field}.group_limits")
+    fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms)
     dlq = ""
     if name == DEFAULT_DLQ and not cfg.dead_letter_queue:
         filled.disable_dead_letter = True
@@ -620,6 +647,10 @@ def queue_meta(
             raise InvalidArgument(f"{field}.default_job_options.delay", "cannot have a default")
         if o.HasField("dedup"):
             raise InvalidArgument(f"{field}.default_job_options.dedup", "cannot have a default")
+        if o.group:
+            raise InvalidArgument(
+                f"{field}.default_job_options.group", "cannot have a default: give it with each job"
+            )
         if o.chain_to:
             raise InvalidArgument(
                 f"{field}.default_job_options.chain_to", "cannot have a default: give it with each job"

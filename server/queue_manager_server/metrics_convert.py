@@ -57,6 +57,7 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         stalled_total=m.stalled_total,
         cancelled=m.cancelled,
         expired_total=m.expired_total,
+        groups=m.groups,
         added_total=m.added_total,
         completed_total=m.completed_total,
         failed_total=m.failed_total,

@@ -68,6 +68,20 @@ def text(value: str, field: str, max_len: int = 200, required: bool = True) -> s
     return value
 
 
+# Longest fairness group name (JobOptions.group): a tenant or customer id, a host name.
+MAX_GROUP = 128
+
+
+def group(value: str, field: str) -> str:
+    """A fairness group name: 1 to MAX_GROUP characters, no control characters (it is part of key names and
+    of log lines)."""
+    text(value, field, MAX_GROUP)
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise InvalidArgument(field, f"must not contain control characters (found U+{ord(bad):04X})")
+    return value
+
+
 def duration_ms(d: Duration, field: str) -> int:
     """A duration in whole ms, a part of a millisecond rounded up: 0.4 ms is 1 ms, never 0 (a timeout or a
     rate-limit window of 0 would mean none, and a dedup ttl of 0 is refused)."""

@@ -416,6 +416,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
         timeout=duration_to_timedelta(msg.timeout) if msg.HasField("timeout") else None,
         max_stalled=msg.max_stalled or None,
         expire_after=duration_to_timedelta(msg.expire_after) if msg.HasField("expire_after") else None,
+        group=msg.group or None,
         chain_to=[
             ChainLink(
                 queue_name=link.queue_name,

@@ -156,6 +156,9 @@ class JobOptions:
         expire_after: Expiry: a job not started within this long of being ready (its add, or its run time
             when delayed or scheduled) is not run; a claim that finds it late ends it cancelled, its
             ``cancel_reason`` starting ``"expired: "``. Whole milliseconds, up to 365 days.
+        group: Fairness group (a tenant, a customer): the ready jobs of different groups take turns, so
+            one group's flood does not hold back the others; a group may have limits of its own
+            (``QueueManager.set_group_limits``, the queue's ``group_limits``). 1 to 128 characters.
     """
 
     priority: JobPriority | int | str | None = None
@@ -172,6 +175,7 @@ class JobOptions:
     chain_to: Sequence[ChainLink | Mapping[str, Any]] | None = None
     dedup: Dedup | Mapping[str, Any] | str | None = None
     expire_after: DurationLike | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +292,17 @@ def job_options_to_proto(
         _fill_dedup(msg.dedup, opts.dedup)
     if opts.expire_after is not None:
         msg.expire_after.CopyFrom(to_duration(opts.expire_after, "expire_after", positive=True))
+    if opts.group is not None:
+        msg.group = _group(opts.group)
     return msg
+
+
+def _group(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"group must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"group must be 1 to 128 characters without control characters, got {value!r}")
+    return value
 
 
 def _fill_dedup(msg: types_pb2.Dedup, value: Dedup | Mapping[str, Any] | str) -> None:

@@ -157,7 +157,17 @@ def _claimed(f: Sequence[Any], num: Callable[[Any], int], expiry: int) -> Claime
             expiry, b"",
         )  # fmt: skip
     job_id, name, data, ts = f[0], f[1], f[2], f[3]
-    ct, pri, att, atm, stc, md, to, flow = JSON_TYPE, STORED_PRIORITY, STORED_ATTEMPTS, 0, 0, b"", 0, b""
+    ct, pri, att, atm, stc, md, to, flow, group = (
+        JSON_TYPE,
+        STORED_PRIORITY,
+        STORED_ATTEMPTS,
+        0,
+        0,
+        b"",
+        0,
+        b"",
+        "",
+    )
     for i in range(4, len(f), 2):
         code, v = f[i], f[i + 1]
         if code == 4:
@@ -176,10 +186,26 @@ def _claimed(f: Sequence[Any], num: Callable[[Any], int], expiry: int) -> Claime
             to = num(v) if v else 0
         elif code == 11:
             flow = v
+        elif code == 15:
+            group = _s(v)
     # Attempts started: every start ends as a finished run or a stall, so this one is the next after those
     # (the redelivery flag reads it: records.py ClaimedJob).
     return ClaimedJob(
-        _s(job_id), _s(name), data, ct, pri, att, atm, atm + stc + 1, stc, num(ts), md, to, expiry, flow
+        _s(job_id),
+        _s(name),
+        data,
+        ct,
+        pri,
+        att,
+        atm,
+        atm + stc + 1,
+        stc,
+        num(ts),
+        md,
+        to,
+        expiry,
+        flow,
+        group,
     )
 
 
@@ -527,15 +553,25 @@ class Engine:
         return records, _i(total)
 
     async def _waiting_page(self, k: QueueKeys, offset: int, count: int) -> tuple[int, list[bytes]]:
-        """Waiting jobs [offset, offset + count) in the order they run (the levels one after another), and
-        how many wait in all."""
+        """Waiting jobs [offset, offset + count) in the order of their lists: the levels one after another,
+        then each fairness group's levels, the groups by name; and how many wait in all."""
         pipe = self.store.pipeline()
         for level in k.waiting_levels:
             pipe.llen(level)
-        lengths = [_i(n) for n in await self.store.execute(pipe)]
+        pipe.hkeys(k.group_waiting)
+        *own, groups = await self.store.execute(pipe)
+        lists = list(k.waiting_levels)
+        lengths = [_i(n) for n in own]
+        if groups:
+            pipe = self.store.pipeline()
+            for group in sorted(_s(g) for g in groups):
+                for level in k.group_levels(group):
+                    lists.append(level)
+                    pipe.llen(level)
+            lengths += [_i(n) for n in await self.store.execute(pipe)]
         pipe = self.store.pipeline()
-        start, end = offset, offset + count  # in the levels taken one after another
-        for level, n in zip(k.waiting_levels, lengths, strict=True):
+        start, end = offset, offset + count  # in the lists taken one after another
+        for level, n in zip(lists, lengths, strict=True):
             if start < n and end > 0:
                 pipe.lrange(level, max(start, 0), min(end, n) - 1)
             start, end = start - n, end - n

@@ -42,6 +42,28 @@ class QueueKeys:
         (common.lua level_key)."""
         return [f"{self.base}:waiting:{p}" for p in PRIORITY_LEVELS]
 
+    def group_levels(self, group: str) -> list[str]:
+        """lists: the waiting job ids of a fairness group (JobOptions.group), one per priority level as
+        ``waiting_levels``. The scripts derive them and the group keys below from the waiting key (common.lua
+        level_key, which documents the rotation)."""
+        return [f"{self.base}:gwait:{p}:{group}" for p in PRIORITY_LEVELS]
+
+    @property
+    def groups(self) -> str:
+        """zset: the fairness groups with jobs waiting or active or limits of their own, all scored 0 (so by
+        name). Beside it: ``gring`` (zset: ``<level>:<group>`` -> level * 2^44 + turn, the rotation),
+        ``gdelay`` (zset: ``<level>:<group>`` -> when its next token is due, ms), ``gpark`` (hash: groups held
+        back at their concurrency limit), ``gwaiting`` / ``gact`` (hashes: group -> waiting / active jobs),
+        ``glimits`` (hash: group -> "concurrency rate-max rate-ms", its own limits), ``gtok`` (hash: group ->
+        "tokens ms", its token bucket); meta ``gw`` counts the waiting jobs of all groups, ``gturn`` the
+        rotation's turns, ``g_conc`` / ``g_rl_max`` / ``g_rl_ms`` the queue's group limits."""
+        return f"{self.base}:groups"
+
+    @property
+    def group_waiting(self) -> str:
+        """hash: fairness group -> its waiting jobs (see ``groups``)."""
+        return f"{self.base}:gwaiting"
+
     @property
     def delayed(self) -> str:
         """zset: job id -> run-at time (ms, Redis clock)."""

@@ -61,7 +61,7 @@ def is_json_type(content_type: str) -> bool:
 
 # NewJob fields whose defaults let argv() send a short header; the backoff's other fields and the dedup ttl
 # mean nothing without a backoff type and a dedup key.
-_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "", 0)
+_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "", 0, "")
 
 
 @dataclass(slots=True)
@@ -89,6 +89,8 @@ class NewJob:
     dedup_ttl_ms: int = 0
     # Expiry: not started within this many ms of being ready, the job is not run (0: the queue's default).
     expire_after_ms: int = 0
+    # Fairness group (JobOptions.group): "" for none.
+    group: str = ""
     metadata: bytes = b""
     # More job-hash fields (flows: parents, chain, workflow step), as field/value pairs.
     extra: dict[str, bytes] = field(default_factory=dict)
@@ -113,6 +115,7 @@ class NewJob:
             self.keep_failed,
             self.dedup_key,
             self.expire_after_ms,
+            self.group,
         ) == _DEFAULT_HEADER:
             header = f"{self.id}\0{self.name}\0"
         else:
@@ -121,7 +124,7 @@ class NewJob:
                 f"{self.run_at_ms}\0{self.attempts}\0{self.backoff_type}\0{self.backoff_delay_ms}\0"
                 f"{self.backoff_jitter!r}\0{self.backoff_max_ms}\0{self.keep_completed}\0{self.keep_failed}\0"
                 f"{self.timeout_ms}\0{self.max_stalled}\0{0}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
-                f"{self.expire_after_ms}\0"
+                f"{self.expire_after_ms}\0{self.group}\0"
             )
         return header, self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 
@@ -169,6 +172,8 @@ class ClaimedJob:
     lease_expiry_ms: int
     # A flow job's parents, chain root and workflow step: an encoded Job holding only those fields.
     flow: bytes = b""
+    # Its fairness group (JobOptions.group); "" for none.
+    group: str = ""
 
     @property
     def redelivery(self) -> bool:
@@ -276,6 +281,7 @@ class Metrics:
     rate_limit_tokens: float = 0.0
     held_until_ms: int = 0  # 0: no retry-after hold
     expired_total: int = 0  # jobs a claim found past their expiry (ended cancelled)
+    groups: int = 0  # fairness groups with jobs waiting or active, or limits of their own
     workers: int = 0
     free_capacity: int = 0
     history: list[MinuteActivity] = field(default_factory=list)

@@ -143,6 +143,9 @@ class Scripts:
         "wf_step_done",
         "wf_started",
         "wf_cancel",
+        # fairness groups (engine/groups.py)
+        "list_groups",
+        "set_group_limits",
         # the worker registry (engine/workers.py)
         "workers_seen",
         "list_workers",

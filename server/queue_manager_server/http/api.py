@@ -78,6 +78,8 @@ ROUTES = [
     Route("POST", f"/v1/queues/{_Q}:clean", "CleanQueue"),
     Route("POST", f"/v1/queues/{_Q}:drain", "DrainQueue"),
     Route("GET", f"/v1/queues/{_Q}/metrics", "GetQueueMetrics"),
+    Route("GET", f"/v1/queues/{_QJ}/groups", "ListGroups"),
+    Route("PUT", f"/v1/queues/{_QJ}/groups/{{group}}", "SetGroupLimits"),
     Route("GET", "/v1/metrics", "GetAllMetrics"),
     Route("GET", "/v1/workers", "ListWorkers"),
     Route("POST", f"/v1/queues/{_QJ}/jobs", "AddJob"),

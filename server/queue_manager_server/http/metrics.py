@@ -139,6 +139,11 @@ class QueueCollector:
             ),
             ("queue_paused", "1 while the queue is paused.", lambda m: 1 if m.is_paused else 0),
             (
+                "queue_groups",
+                "Fairness groups with jobs waiting or active, or limits of their own.",
+                lambda m: m.groups,
+            ),
+            (
                 "queue_rate_limit_tokens",
                 "Job starts available in the rate-limit bucket now; 0 without a rate limit.",
                 lambda m: m.rate_limit_tokens,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.metrics import MetricsReader
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
+from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.jobs import JobHandlers
 from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
@@ -20,6 +22,7 @@ from queue_manager_server.services.workflows import WorkflowHandlers, Workflows
 
 class QueueService(
     QueueAdmin,
+    GroupHandlers,
     JobHandlers,
     JobControlHandlers,
     CancelHandlers,
@@ -37,6 +40,7 @@ class QueueService(
         self.max_payload = max_payload_bytes
         self.workflows = workflows
         self.control = JobControl(engine)
+        self.groups = Groups(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
         self.metrics_reader = MetricsReader(engine)

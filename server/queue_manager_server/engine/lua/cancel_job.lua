@@ -14,7 +14,7 @@
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id, reason, channel, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jkey = prefix .. id
-local st, f = job_state(jkey, 'tok', 'pri')
+local st, f = job_state(jkey, 'tok', 'pri', 'grp')
 if not st then
   if redis.call('EXISTS', meta) == 0 then return {-1, ''} end
   return {-2, ''}
@@ -28,7 +28,7 @@ if st == 'active' then
   return {1, st}
 end
 if st == 'waiting' then
-  remove_waiting(waiting, f[4], id)
+  remove_waiting(waiting, f[4], id, f[5])
 elseif st == 'delayed' then
   redis.call('ZREM', delayed, id)
 else

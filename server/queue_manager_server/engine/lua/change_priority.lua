@@ -2,7 +2,8 @@
 -- level keeping its age: ahead of the jobs of that level added after it, found by a binary search on the add
 -- time (ms) over the level's list, which is FIFO (jobs put back or promoted since may bend that order
 -- locally; a job added in the same millisecond counts as later). The job is found in its old level by a scan
--- of that list. A delayed job takes the new level when it is due.
+-- of that list. A delayed job takes the new level when it is due. A job of a group moves within its group's
+-- lists.
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (lists)
@@ -13,7 +14,7 @@ local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id, pri = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
-local st, f = job_state(jkey, 'pri')
+local st, f = job_state(jkey, 'pri', 'grp')
 if not st then return {-2} end
 if st ~= 'waiting' and st ~= 'delayed' then return {-5, st} end
 -- The default priority is not stored (includes/add.lua).
@@ -23,8 +24,9 @@ if pri == DEFAULT_PRI then
 else
   redis.call('HSET', jkey, 'pri', pri, 'p', NOT_PLAIN)
 end
-local level = level_key(waiting, pri)
-if st == 'waiting' and level_key(waiting, f[3]) ~= level and remove_waiting(waiting, f[3], id) == 1 then
+local grp = f[4]
+local level = level_key(waiting, pri, grp)
+if st == 'waiting' and level_key(waiting, f[3], grp) ~= level and remove_waiting(waiting, f[3], id, grp) == 1 then
   local ts = tonumber(f[2]) or 0
   local n = redis.call('LLEN', level)
   local lo, hi = 0, n
@@ -37,9 +39,11 @@ if st == 'waiting' and level_key(waiting, f[3]) ~= level and remove_waiting(wait
     end
   end
   if lo >= n then
-    redis.call('RPUSH', level, id)
+    -- A group's list is counted, and joins the rotation if it was empty (common.lua push_waiting).
+    push_waiting({[level] = {id}})
   else
     redis.call('LINSERT', level, 'BEFORE', redis.call('LINDEX', level, lo), id)
+    if grp then group_pushed(string.sub(waiting, 1, -8), pri, grp, 1, false) end
   end
 end
 return {1}

@@ -16,10 +16,19 @@ if mode == 'all' then
 end
 -- The jobs at positions [cursor, cursor + scan) that were added at or before the cutoff. Removed jobs are
 -- marked with '' (never a job id) and taken out with one LREM per level: one pass over the list, not one
--- per job.
+-- per job. The groups' lists follow the queue's own, by group name (those with jobs waiting), so a cursor
+-- stays good while groups come and go behind it.
+local lists = {}
+for p = 1, LEVELS do lists[#lists + 1] = {waiting .. ':' .. p} end
+local base = string.sub(waiting, 1, -8)
+local groups = redis.call('HKEYS', base .. 'gwaiting')
+table.sort(groups)
+for _, grp in ipairs(groups) do
+  for p = 1, LEVELS do lists[#lists + 1] = {level_key(waiting, p, grp), grp} end
+end
 local removed, examined, start, total = 0, 0, 0, 0
-for p = 1, LEVELS do
-  local level = waiting .. ':' .. p
+for _, list in ipairs(lists) do
+  local level, grp = list[1], list[2]
   local len = redis.call('LLEN', level)
   total = total + len
   local from = math.max(cursor + examined - start, 0)
@@ -39,6 +48,7 @@ for p = 1, LEVELS do
       delete_hashes(prefix, victims, true)
       redis.call('LREM', level, #victims, '')
       removed = removed + #victims
+      if grp then group_waiting(base, grp, -#victims) end
     end
   end
   start = start + len

@@ -35,7 +35,7 @@ for i = 0, n - 1 do
     f[3] = false  -- the mark's place is kc's below: a job marked plain has no keep policy of its own
   end
   if whole then
-    code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt', 'p')
+    code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt', 'p', 'grp')
     whole = f[10] ~= PLAIN and f[10] ~= FINISH_PLAIN
   end
   k = k + 1
@@ -43,7 +43,7 @@ for i = 0, n - 1 do
     out[k] = code
   else
     gone[#gone + 1] = id
-    run_ended(prefix, id, f[5])
+    run_ended(prefix, id, f[5], f[11])
     STATS.completed = STATS.completed + 1
     count_run(ARGV[b + 5])
     -- attempts made counts finished runs, this one too; a job completed by its first finished run stores

@@ -17,7 +17,9 @@
 --   ready since (ms; -1: no job ready), rate-limit tokens (a string; "0" without a limit), held until (0: no
 --   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first,
 --   per priority level from the first {ready jobs, ready since (-1: none), ...},
---   jobs expired since registered (includes/claim.lua)}
+--   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups')}
+-- Waiting counts the groups' jobs too (meta 'gw'); the levels and "ready since" are of the jobs without a
+-- group.
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
 -- a promotion or a retry made it ready ('rdy');
 -- the oldest is among the first job of each priority level in waiting (FIFO within a level). Jobs a priority
@@ -139,4 +141,5 @@ out[#out + 1] = hold
 out[#out + 1] = history
 out[#out + 1] = levels
 out[#out + 1] = num(m[5])
+out[#out + 1] = redis.call('ZCARD', base .. 'groups')
 return out

@@ -8,7 +8,8 @@
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
 -- ARGV[4] key prefix of staged bulk streams (<prefix><stream id>)
 -- The cancelled set, the deadlines of active runs and the activity counters (stats, and the minute and
--- seconds hashes of the last two hours, which expire anyway) go too: keys derived from the job prefix.
+-- seconds hashes of the last two hours, which expire anyway) and the fairness groups' keys go too: keys derived
+-- from the job prefix.
 -- Returns: {removed, done (1/0)} or {-4} when jobs are active and force is 0
 local prefix, force, chunk = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 if not force and redis.call('ZCARD', KEYS[4]) > 0 then return {-4} end
@@ -37,5 +38,14 @@ local cancelled = queue_key(prefix, 'cancelled')
 if removed < chunk then
   removed = removed + delete_jobs(cancelled, prefix, redis.call('ZRANGE', cancelled, 0, chunk - removed - 1))
 end
-if removed < chunk then return {removed, 1} end
+-- The fairness groups' rotation, limits and counts (common.lua); their waiting lists went with the jobs. The
+-- deletes above may have counted into the meta hash again: it goes last.
+local base = string.sub(prefix, 1, -5)
+redis.call('DEL', base .. 'gring', base .. 'gdelay', base .. 'gpark', base .. 'gact', base .. 'glimits',
+  base .. 'gtok', base .. 'groups')
+if removed < chunk then
+  redis.call('DEL', base .. 'gwaiting', KEYS[1])
+  return {removed, 1}
+end
+redis.call('DEL', KEYS[1])
 return {removed, 0}

@@ -16,6 +16,18 @@ if not exists then redis.call('HSET', meta, 'hungry', '1') end
 local pairs_ = {}
 for i = 2, #ARGV do table.insert(pairs_, ARGV[i]) end
 if #pairs_ > 0 then redis.call('HSET', meta, unpack(pairs_)) end
+-- Groups their concurrency limit held back take turns again: a limit raised frees them now (one still at
+-- its limit is held back again by the next claim that meets it).
+if exists then
+  local base = string.sub(meta, 1, -5)
+  local parked = redis.call('HKEYS', base .. 'gpark')
+  for _, grp in ipairs(parked) do group_rejoin(base, grp) end
+  if #parked > 0 then
+    redis.call('DEL', base .. 'gpark')
+    local b, queue = string.match(base, '^(.*):{(.*)}:$')
+    redis.call('PUBLISH', b .. ':events', 'w ' .. queue)
+  end
+end
 local created = 1
 if exists then created = 0 end
 return {created, tonumber(redis.call('HGET', meta, 'created'))}

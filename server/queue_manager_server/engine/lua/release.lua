@@ -19,7 +19,7 @@ local gone, fronts, stalls = {}, {}, 0
 for i = n - 1, 0, -1 do
   local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
   local jkey = prefix .. id
-  local code, f = lease_check(jkey, token, 'cxr', 'to', 'pri', 'wt')
+  local code, f = lease_check(jkey, token, 'cxr', 'to', 'pri', 'wt', 'grp')
   if code ~= 0 then
     out[i + 2] = code
   else
@@ -29,12 +29,12 @@ for i = n - 1, 0, -1 do
       if r == 1 or r == 2 then stalls = stalls + 1 end
       out[i + 2] = r
     elseif f[3] == '1' then
-      run_ended(prefix, id, f[4])
+      run_ended(prefix, id, f[4], f[7])
       finish_cancelled(meta, prefix, id, now)
       out[i + 2] = 3
     else
-      run_ended(prefix, id, f[4])
-      place_waiting(waiting, jkey, id, f[5], true, f[6], {}, fronts)
+      run_ended(prefix, id, f[4], f[7])
+      place_waiting(waiting, jkey, id, f[5], true, f[6], {}, fronts, f[7])
       out[i + 2] = 1
     end
   end

@@ -6,7 +6,7 @@
 -- (a cancelled job leaves the cancelled set, derived from the job prefix)
 -- Returns: {state the job was in} or {-2} not found, {-4} job is active
 local jkey = ARGV[1] .. ARGV[2]
-local st, f = job_state(jkey, 'ddk', 'ddt', 'wt', 'pri')
+local st, f = job_state(jkey, 'ddk', 'ddt', 'wt', 'pri', 'grp')
 if not st then return {-2} end
 if st == 'active' then return {-4} end
 -- A key held until the job finishes is free once it is removed; a ttl'd key holds for its window.
@@ -15,7 +15,7 @@ notify_job(ARGV[1], ARGV[2], jkey, 'removed', f[5])
 local sets = {delayed = KEYS[2], completed = KEYS[3], failed = KEYS[4],
   cancelled = queue_key(ARGV[1], 'cancelled')}
 if st == 'waiting' then
-  remove_waiting(KEYS[1], f[6], ARGV[2])
+  remove_waiting(KEYS[1], f[6], ARGV[2], f[7])
 elseif sets[st] then
   redis.call('ZREM', sets[st], ARGV[2])
 end

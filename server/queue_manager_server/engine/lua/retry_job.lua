@@ -10,10 +10,10 @@
 local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local st, f = job_state(prefix .. id, 'pri', 'wt', 'exa')
+local st, f = job_state(prefix .. id, 'pri', 'wt', 'exa', 'grp')
 if not st then return {-2} end
 local set = ({failed = KEYS[3], cancelled = KEYS[4]})[st]
 if not set then return {-5, st} end
 redis.call('ZREM', set, id)
-requeue(waiting, prefix, id, f[3], f[4], f[5], now_ms())
+requeue(waiting, prefix, id, f[3], f[4], f[5], now_ms(), nil, f[6])
 return {1}

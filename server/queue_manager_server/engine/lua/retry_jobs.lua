@@ -18,9 +18,9 @@ local now = now_ms()
 -- the zset and each level's list once for the batch.
 local pushes = {}
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', prefix .. id, 'ts', 'pri', 'wt', 'exa')
+  local f = redis.call('HMGET', prefix .. id, 'ts', 'pri', 'wt', 'exa', 'grp')
   if f[1] then
-    requeue(waiting, prefix, id, f[2], f[3], f[4], now, pushes)
+    requeue(waiting, prefix, id, f[2], f[3], f[4], now, pushes, f[5])
     moved = moved + 1
   end
 end

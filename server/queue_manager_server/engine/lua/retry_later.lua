@@ -18,12 +18,12 @@ local hold, freed = 0, false
 for i = 0, n - 1 do
   local id, token, wait = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
   local jkey = prefix .. id
-  local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt')
+  local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt', 'grp')
   if code ~= 0 then
     table.insert(out, code); table.insert(out, -1)
   else
     redis.call('ZREM', active, id)
-    run_ended(prefix, id, f[4])
+    run_ended(prefix, id, f[4], f[6])
     freed = true
     if f[3] == '1' then
       finish_cancelled(meta, prefix, id, now)

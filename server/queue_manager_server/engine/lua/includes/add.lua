@@ -7,20 +7,21 @@
 -- 2 exponential), backoff delay ms, backoff jitter, backoff max ms, keep-completed policy, keep-failed
 -- policy, timeout ms, max stalled (0 = default), unused (older servers wrote a FIFO seq there: a job's
 -- place is now in its waiting list), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job
--- finishes), expire after ms (0 = the queue's default).
+-- finishes), expire after ms (0 = the queue's default), fairness group ("" = none).
 -- A job whose content type and options are all the defaults has a header of 2 fields: id and name (missing
--- fields read as their defaults). Headers staged by an older server have 16 fields (no dedup) or 18 (no
--- expiry). Extra fields
+-- fields read as their defaults). Headers staged by an older server have 16 fields (no dedup), 18 (no
+-- expiry) or 19 (no group). Extra fields
 -- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
 -- alternating field name and value, binary-safe; "" for none.
 
 -- The queue's default job options (1-10, and 16: expire after ms), its paused flag (11), its 'created' time
--- (12: absent, the queue is not registered) and what a claim checks (13-15: rl_max, rl_ms, conc), read once
+-- (12: absent, the queue is not registered) and what a claim checks (13-15: rl_max, rl_ms, conc; 17: gturn,
+-- present once the queue's jobs had fairness groups: common.lua), read once
 -- per script call (fields of the meta hash): one read where an EXISTS, this and a folded claim's settings
 -- read were three commands.
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
-    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc', 'd_exa')
+    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc', 'd_exa', 'gturn')
 end
 
 -- Whether the queue's default job options (add_defaults' d) are the defaults: priority, attempts, backoff,
@@ -106,6 +107,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   local kf = h[13] or ''; if kf == '' then kf = d[9] or '' end
   local ms = h[15] or '0'
   local exa = tonumber(h[19] or '0') or 0; if exa == 0 then exa = tonumber(d[16]) or 0 end
+  local grp = h[20] or ''
   local delay, at = tonumber(h[5]) or -1, tonumber(h[6]) or -1
   local run = -1
   if delay >= 0 then run = now + delay end
@@ -129,6 +131,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if ms ~= '0' then put(f, 'ms', ms) end
   -- Expiry counts from when the job is first ready: its add, or its run-at when that is later.
   if exa > 0 then put(f, 'exa', exa); put(f, 'exp', math.max(run, now) + exa) end
+  if grp ~= '' then put(f, 'grp', grp) end
   -- The queue's default metadata goes under the job's own: encoded messages concatenated decode as one
   -- merged message, so the job's correlation id and attributes win and the tags of both are kept. (A
   -- job's own metadata replaced the default whole: a traced add, whose trace context is metadata of its
@@ -145,10 +148,10 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if st == 'delayed' then put(f, 'run', run) end
   -- Written with the data, and like it left out of the fields returned: which of the fields a claim and a
   -- completion read it has none of (common.lua PLAIN). A job with an expiry is never plain: a claim must
-  -- read its 'exp' (a completion need not).
+  -- read its 'exp' (a completion need not). Nor is a job of a group: a completion must read its 'grp'.
   local n = #f
   f[n + 1] = 'data'; f[n + 2] = data
-  if kc == '' and to == '0' and extra == '' and dk == '' then
+  if kc == '' and to == '0' and extra == '' and dk == '' and grp == '' then
     local plain = ct == JSON_TYPE and md == '' and pri >= 1 and pri <= LEVELS and pri == math.floor(pri)
       and exa == 0
     f[n + 3] = 'p'; f[n + 4] = plain and PLAIN or FINISH_PLAIN
@@ -159,6 +162,6 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f
   end
-  push_later(pushes, level_key(waiting, pri), id)
+  push_later(pushes, level_key(waiting, pri, grp), id)
   return 1, -1, id, f
 end

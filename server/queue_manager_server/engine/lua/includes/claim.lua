@@ -17,11 +17,11 @@
 -- order the reply below takes them by place, and their places by name (filled at the first fresh_read of a
 -- script call).
 local CLAIM_FIELDS = {'name', 'data', 'ct', 'pri', 'att', 'atm', 'stc', 'ts', 'md', 'to', 'par', 'wt', 'p',
-  'exp'}
+  'exp', 'grp'}
 local CLAIM_AT = false
 -- The places in CLAIM_FIELDS of the fields a claim's record carries only when the job has them stored, each
 -- after its place as its code (claim.lua's reply; engine.py _claimed reads them by these codes).
-local RECORD_CODES = {3, 4, 5, 6, 7, 9, 10, 11}
+local RECORD_CODES = {3, 4, 5, 6, 7, 9, 10, 11, 15}
 
 -- The claim's read of a job inserted in this script call, from what its insert wrote: the same values the
 -- HMGET would find (numbers as numbers, which the reply carries as integers), false where it wrote nothing.
@@ -86,6 +86,138 @@ local function expire_job(meta, prefix, id, jkey, exp, now)
   return finish_cancelled(meta, prefix, id, now)
 end
 
+-- A group's limits: its own ('glimits': "concurrency rate-max rate-ms"), else the queue's (d: meta g_conc,
+-- g_rl_max, g_rl_ms). Returns concurrency, rate max, rate ms (0: none).
+local function group_limits(own, d)
+  if own then
+    local c, m, w = string.match(own, '^(%d+) (%d+) (%d+)$')
+    return tonumber(c), tonumber(m), tonumber(w)
+  end
+  return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0
+end
+
+-- Takes up to `want` jobs of the fairness groups (common.lua), in turns: the rotation's first entries (the
+-- first level's groups first), one job each, each taken entry going to the back of its level. When a turn
+-- takes the whole rotation and its entries are of one level, each group gets an equal share at once (one
+-- group with many jobs costs a round, not one per job). A group at its concurrency limit leaves the
+-- rotation (marked in 'gpark' until a run of it ends: common.lua run_ended); one out of tokens waits in
+-- 'gdelay' until its next token. g: the claim's record of the groups it met (their active counts with this
+-- claim's, limits and buckets), shared by its pops. Appends to ids the jobs taken, to lv their levels and to
+-- gs their groups.
+local function pop_groups(base, waiting, want, now, g, ids, lv, gs)
+  local ring, gdelay = base .. 'gring', base .. 'gdelay'
+  if not g.defaults then
+    g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms')
+    -- Groups whose next token is due take their turns again.
+    local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
+    if #due > 0 then
+      local t = group_turns(base, #due)
+      for i, part in ipairs(due) do
+        redis.call('ZADD', ring, 'NX', tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1, part)
+      end
+      redis.call('ZREM', gdelay, unpack(due))
+    end
+  end
+  local start = #ids
+  while #ids < want do
+    local rem = want - #ids
+    local parts = redis.call('ZPOPMIN', ring, rem)
+    local np = #parts / 2
+    if np == 0 then break end
+    -- What the claim does not know yet of these groups: one read each of counts, limits and buckets.
+    local new = {}
+    for i = 1, #parts, 2 do
+      local grp = string.sub(parts[i], 3)
+      if not g.of[grp] and not new[grp] then new[#new + 1] = grp; new[grp] = true end
+    end
+    if #new > 0 then
+      local a = redis.call('HMGET', base .. 'gact', unpack(new))
+      local l = redis.call('HMGET', base .. 'glimits', unpack(new))
+      local t = redis.call('HMGET', base .. 'gtok', unpack(new))
+      for i, grp in ipairs(new) do
+        local conc, rl, rms = group_limits(l[i], g.defaults)
+        local st = {act = tonumber(a[i]) or 0, conc = conc, rl = rl, rms = rms, took = 0}
+        if rl > 0 and rms > 0 then
+          local burst = math.max(1, math.ceil(rl / 10))
+          local tk, ts = string.match(t[i] or '', '^(%S+) (%S+)$')
+          local tokens, last = tonumber(tk) or burst, tonumber(ts) or now
+          if now > last then tokens = math.min(burst, tokens + (now - last) * rl / rms) end
+          st.tokens = tokens
+        end
+        g.of[grp] = st
+      end
+    end
+    local share = 1
+    if np < rem then
+      local one = true
+      for i = 3, #parts, 2 do
+        if string.sub(parts[i], 1, 1) ~= string.sub(parts[1], 1, 1) then one = false; break end
+      end
+      if one then share = math.max(1, math.floor(rem / np)) end
+    end
+    local back, took = {}, #ids
+    for i = 1, #parts, 2 do
+      local part = parts[i]
+      local level, grp = tonumber(string.sub(part, 1, 1)), string.sub(part, 3)
+      local st = g.of[grp]
+      local room = math.min(share, want - #ids)
+      if st.conc > 0 and st.act >= st.conc then
+        redis.call('HSET', base .. 'gpark', grp, '1')
+        room = 0
+      elseif st.conc > 0 then
+        room = math.min(room, st.conc - st.act)
+      end
+      if room > 0 and st.tokens then
+        if st.tokens < 1 then
+          redis.call('ZADD', gdelay, now + math.ceil((1 - st.tokens) * st.rms / st.rl), part)
+          room = 0
+        else
+          room = math.min(room, math.floor(st.tokens))
+        end
+      end
+      if room > 0 then
+        local got = redis.call('LPOP', level_key(waiting, level, grp), room)
+        if got then
+          for j = 1, #got do
+            local n = #ids + 1
+            ids[n], lv[n], gs[n] = got[j], level, grp
+          end
+          st.act, st.took = st.act + #got, st.took + #got
+          if st.tokens then st.tokens = st.tokens - #got end
+          -- A list that gave all it was asked for may have more: its next turn is at the back.
+          if #got == room then back[#back + 1] = part end
+        end
+        -- No job: the list emptied since it joined (a remove, a clean): it leaves the rotation.
+      end
+    end
+    if #back > 0 then
+      local t = group_turns(base, #back)
+      local args = {}
+      for i, part in ipairs(back) do
+        args[#args + 1] = tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1
+        args[#args + 1] = part
+      end
+      redis.call('ZADD', ring, unpack(args))
+    end
+    -- Nothing taken and the rotation emptied: nothing more to take.
+    if #ids == took and np < rem then break end
+  end
+  return #ids - start
+end
+
+-- Records what a claim took from the groups (pop_groups' g): their waiting and active counts, and their
+-- buckets. leased: group -> jobs of it leased (those found expired took no slot).
+local function groups_taken(base, g, leased, now)
+  for grp, st in pairs(g.of) do
+    if st.took > 0 then
+      local n = leased[grp] or 0
+      if n > 0 then redis.call('HINCRBY', base .. 'gact', grp, n) end
+      if st.tokens then redis.call('HSET', base .. 'gtok', grp, tostring(st.tokens) .. ' ' .. now) end
+      group_waiting(base, grp, -st.took)
+    end
+  end
+end
+
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
     promote_max, now, cfg, fresh)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
@@ -134,6 +266,11 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   local n = #out
   local whole = false
   local short, expired = false, 0
+  -- The fairness groups (common.lua), once the queue's jobs had any: what the claim met of them, the levels
+  -- and groups of the jobs it took from them, and those leased per group.
+  local grouped = cfg[6] or GROUPED
+  local gm, leased_of = grouped and {of = {}}, grouped and {}
+  local base = string.sub(waiting, 1, -8)
   -- Per job one read (none for a job this script call inserted) and one write; the active set gets the whole
   -- batch in one command. The lease expiry lives in the active set's score only (the job hash has no copy to
   -- rewrite on every extension). The reply is filled by index (table.insert costs a global lookup and a call
@@ -141,13 +278,20 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   repeat
     local ask = want - #ids
     local popped, ends = pop_waiting(waiting, ask)
+    -- Jobs without a group go first; the groups' fill what is left, after the last level's end.
+    local own, glv, ggs = #popped, {}, {}
+    if grouped and own < ask then
+      local more = {}
+      pop_groups(base, waiting, ask - own, now, gm, more, glv, ggs)
+      for j = 1, #more do popped[own + j] = more[j] end
+    end
     short = #popped < ask
     local level, gone = 1, 0
     for i = 1, #popped do
       local id = popped[i]
       local jkey = prefix .. id
       local known = fresh and fresh[id]
-      while i > ends[level] do level = level + 1 end
+      if i > own then level = glv[i - own] else while i > ends[level] do level = level + 1 end end
       local f
       if known then
         f = fresh_read(known)
@@ -170,6 +314,10 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
         gone = gone + 1
       else
         redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
+        if i > own then
+          local grp = ggs[i - own]
+          leased_of[grp] = (leased_of[grp] or 0) + 1
+        end
         if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
         local timeout = tonumber(f[10]) or 0
         if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
@@ -193,6 +341,14 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     end
     expired = expired + gone
   until gone == 0 or short or expired >= EXPIRE_CHUNK
+  if grouped then
+    groups_taken(base, gm, leased_of, now)
+    -- Fewer taken than wanted while groups wait for tokens: come back when the first is due.
+    if short then
+      local first = redis.call('ZRANGE', base .. 'gdelay', 0, 0, 'WITHSCORES')
+      if #first > 0 then out[4] = math.max(1, tonumber(first[2]) - now) end
+    end
+  end
   if expired > 0 then
     redis.call('HINCRBY', meta, 'expired_total', expired)
     -- Stopped at EXPIRE_CHUNK with jobs left and fewer taken than wanted: wake the claims to come back.

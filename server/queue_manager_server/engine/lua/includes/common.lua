@@ -71,11 +71,83 @@ local function release_dedup(prefix, id, key)
   if redis.call('GET', dkey) == id then redis.call('DEL', dkey) end
 end
 
--- The waiting list of a priority level (a job's 'pri' field; absent: DEFAULT_PRI).
-local function level_key(waiting, pri)
+-- Fairness groups (a job's 'grp' field: JobOptions.group). A group's waiting jobs are in lists of their own,
+-- one per priority level, '<base>gwait:<level>:<group>' ('<base>' is the queue's key prefix: the waiting key
+-- less 'waiting', the job prefix less 'job:'). Each such list that has jobs takes part in a rotation, the
+-- sorted set 'gring' of '<level>:<group>' scored level * GROUP_SPAN + turn (a counter, meta 'gturn', which
+-- exists once a group ever had a job): a claim takes the lowest first, so the first level's groups go
+-- first and the groups of a level take turns (includes/claim.lua pop_groups). A list's entry may outlive
+-- its jobs (a removed job, a clean): the claim that finds it empty drops it. A group at its concurrency
+-- limit leaves the rotation ('gpark' marks it) until one of its runs ends (run_ended); one out of tokens
+-- waits in 'gdelay' (entry -> when its next token is due). Counts: 'gwaiting' group -> its waiting jobs,
+-- 'gact' group -> its active jobs, meta 'gw' the waiting jobs of all groups; 'groups' (scores 0: by name)
+-- lists the groups with jobs waiting or active or limits of their own ('glimits' group -> "concurrency
+-- rate-max rate-ms"; 'gtok' group -> "tokens ms" of its token bucket). engine/keys.py documents the keys.
+local GROUP_SPAN = 17592186044416  -- 2^44 turns per level
+
+-- The waiting list of a priority level (a job's 'pri' field; absent: DEFAULT_PRI), of the job's group if it
+-- has one (its 'grp' field).
+local function level_key(waiting, pri, grp)
   local p = tonumber(pri) or DEFAULT_PRI
   if p < 1 then p = 1 elseif p > LEVELS then p = LEVELS end
+  if grp and grp ~= '' then
+    return string.sub(waiting, 1, -8) .. 'gwait:' .. string.format('%d', p) .. ':' .. grp
+  end
   return waiting .. ':' .. string.format('%d', p)
+end
+
+-- Reserves n turns of the rotation; returns the first.
+local function group_turns(base, n)
+  return redis.call('HINCRBY', base .. 'meta', 'gturn', n) - n + 1
+end
+
+-- A group's level list joins the rotation (at the back of its level), unless it is in it already.
+local function group_join(base, level, grp, turn)
+  redis.call('ZADD', base .. 'gring', 'NX', level * GROUP_SPAN + turn, level .. ':' .. grp)
+end
+
+-- A group with no job waiting or active and no limits of its own is forgotten.
+local function group_idle(base, grp)
+  if redis.call('HEXISTS', base .. 'gwaiting', grp) == 0 and redis.call('HEXISTS', base .. 'gact', grp) == 0
+      and redis.call('HEXISTS', base .. 'glimits', grp) == 0 then
+    redis.call('ZREM', base .. 'groups', grp)
+    redis.call('HDEL', base .. 'gtok', grp)
+    redis.call('HDEL', base .. 'gpark', grp)
+  end
+end
+
+-- Adds delta to a group's waiting jobs (and to all groups'); a group left with none and nothing active is
+-- forgotten (group_idle).
+local function group_waiting(base, grp, delta)
+  local w = redis.call('HINCRBY', base .. 'gwaiting', grp, delta)
+  redis.call('HINCRBY', base .. 'meta', 'gw', delta)
+  if w <= 0 then
+    redis.call('HDEL', base .. 'gwaiting', grp)
+    group_idle(base, grp)
+  end
+end
+
+-- Whether this script call put jobs of a group into waiting (a claim after it must look at the rotation even
+-- when the queue's settings, read before, showed no group yet).
+local GROUPED = false
+
+-- n jobs went into a group's level list; first: the list had none before, so it joins the rotation.
+local function group_pushed(base, level, grp, n, first)
+  GROUPED = true
+  group_waiting(base, grp, n)
+  if first then
+    group_join(base, level, grp, group_turns(base, 1))
+    redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
+  end
+end
+
+-- Every level list of a group that has jobs joins the rotation (a group its concurrency limit held back).
+local function group_rejoin(base, grp)
+  for p = 1, LEVELS do
+    if redis.call('EXISTS', base .. 'gwait:' .. p .. ':' .. grp) == 1 then
+      group_join(base, p, grp, group_turns(base, 1))
+    end
+  end
 end
 
 -- Ids going into their waiting lists, gathered by a script's loop (pushes: level key -> ids in order) and
@@ -83,19 +155,31 @@ end
 -- head, where the last one gathered ends up first, as with one LPUSH each. A command per job cost Valkey
 -- ~0.85 µs per job of the ~7.2 an add took (25 jobs per call). A caller that gathers must push before it
 -- returns, each table with its own command.
+-- The lists are pushed in the order their first ids were gathered (pushes[1], pushes[2], ...), so groups
+-- join the rotation in the order their jobs came; a table built by hand ({[level] = ids}) in any order.
 local function push_later(pushes, level, id)
   local ids = pushes[level]
-  if ids then ids[#ids + 1] = id else pushes[level] = {id} end
+  if ids then ids[#ids + 1] = id else pushes[level] = {id}; pushes[#pushes + 1] = level end
 end
 local function push_waiting(pushes, cmd)
-  for level, ids in pairs(pushes) do
-    for i = 1, #ids, 500 do redis.call(cmd or 'RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
+  local order = pushes
+  if #pushes == 0 then
+    order = {}
+    for level in pairs(pushes) do order[#order + 1] = level end
+  end
+  for _, level in ipairs(order) do
+    local ids = pushes[level]
+    local len
+    for i = 1, #ids, 500 do len = redis.call(cmd or 'RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
+    -- A group's list (level_key) is counted, and joins the rotation when these are its first jobs.
+    local base, p, grp = string.match(level, '^(.-}:)gwait:(%d):(.*)$')
+    if base then group_pushed(base, tonumber(p), grp, #ids, len == #ids) end
   end
 end
 
--- Waiting jobs of all levels.
+-- Waiting jobs of all levels, the groups' (meta 'gw') too.
 local function waiting_count(waiting)
-  local n = 0
+  local n = tonumber(redis.call('HGET', string.sub(waiting, 1, -8) .. 'meta', 'gw')) or 0
   for p = 1, LEVELS do n = n + redis.call('LLEN', waiting .. ':' .. p) end
   return n
 end
@@ -116,17 +200,21 @@ local function pop_waiting(waiting, want)
   return ids, ends
 end
 
--- Takes one job out of waiting (a scan of its level's list); pri: its 'pri' field. Returns 1 if it was there.
-local function remove_waiting(waiting, pri, id)
-  local own = level_key(waiting, pri)
-  if redis.call('LREM', own, 1, id) == 1 then return 1 end
+-- Takes one job out of waiting (a scan of its level's list); pri, grp: its 'pri' and 'grp' fields. Returns 1
+-- if it was there.
+local function remove_waiting(waiting, pri, id, grp)
+  local own = level_key(waiting, pri, grp)
+  local found = redis.call('LREM', own, 1, id) == 1
   -- Not in the level its field names: moved to the first level by a priority bound (age_waiting.lua), or a
   -- field written without moving the job. Look in the others, the first level first.
   for p = 1, LEVELS do
-    local level = waiting .. ':' .. p
-    if level ~= own and redis.call('LREM', level, 1, id) == 1 then return 1 end
+    if found then break end
+    local level = level_key(waiting, p, grp)
+    found = level ~= own and redis.call('LREM', level, 1, id) == 1
   end
-  return 0
+  if not found then return 0 end
+  if grp then group_waiting(string.sub(waiting, 1, -8), grp, -1) end
+  return 1
 end
 
 -- A job's state and the fields asked for: {st, ts, ...}. A job added waiting has no 'st' (includes/add.lua),
@@ -137,14 +225,16 @@ local function job_state(jkey, ...)
 end
 
 -- Puts a job into waiting: at the back of its priority level, or with front at its head (a run that never
--- finished goes back to where it was taken from). pri, wt: the job's 'pri' and 'wt' fields as the caller
--- read them. fields: more job fields to write in the same HSET as the state. pushes (nil: the job is pushed
--- now): the caller's gathered pushes (push_later) of this direction (back, or front), which the job joins.
-local function place_waiting(waiting, jkey, id, pri, front, wt, fields, pushes)
+-- finished goes back to where it was taken from). pri, wt, grp: the job's 'pri', 'wt' and 'grp' fields as
+-- the caller read them. fields: more job fields to write in the same HSET as the state. pushes (nil: the job
+-- is pushed now): the caller's gathered pushes (push_later) of this direction (back, or front), which the
+-- job joins.
+local function place_waiting(waiting, jkey, id, pri, front, wt, fields, pushes, grp)
+  local level = level_key(waiting, pri, grp)
   if pushes then
-    push_later(pushes, level_key(waiting, pri), id)
+    push_later(pushes, level, id)
   else
-    redis.call(front and 'LPUSH' or 'RPUSH', level_key(waiting, pri), id)
+    push_waiting({[level] = {id}}, front and 'LPUSH' or 'RPUSH')
   end
   fields[#fields + 1] = 'st'; fields[#fields + 1] = 'waiting'
   redis.call('HSET', jkey, unpack(fields))
@@ -154,8 +244,8 @@ end
 -- Puts a job into waiting. fresh=true puts it at the back of its priority level; otherwise at the head (a
 -- lost or handed-back run: it was at the head when claimed). pushes: as place_waiting's.
 local function to_waiting(waiting, jkey, id, fresh, pushes)
-  local f = redis.call('HMGET', jkey, 'pri', 'wt')
-  place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {}, pushes)
+  local f = redis.call('HMGET', jkey, 'pri', 'wt', 'grp')
+  place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {}, pushes, f[3])
 end
 
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
@@ -227,18 +317,33 @@ local function delete_jobs(set, prefix, ids, unfinished)
 end
 
 -- Deletes up to `limit` waiting jobs, from the heads of the levels, with their hashes, log lists and dedup
--- keys. Returns how many.
+-- keys; then the groups' (those with jobs waiting, 'gwaiting', a few at a time). Returns how many.
 local function delete_waiting(waiting, prefix, limit)
   local removed = 0
-  for p = 1, LEVELS do
-    if removed >= limit then break end
-    local level = waiting .. ':' .. p
+  local function from(level, grp)
     local ids = redis.call('LRANGE', level, 0, limit - removed - 1)
     if #ids > 0 then
       delete_hashes(prefix, ids, true)
       redis.call('LTRIM', level, #ids, -1)
       removed = removed + #ids
+      if grp then group_waiting(string.sub(waiting, 1, -8), grp, -#ids) end
     end
+  end
+  for p = 1, LEVELS do
+    if removed >= limit then break end
+    from(waiting .. ':' .. p)
+  end
+  local gwaiting = string.sub(waiting, 1, -8) .. 'gwaiting'
+  local cursor = '0'
+  while removed < limit do
+    local page = redis.call('HSCAN', gwaiting, cursor, 'COUNT', 100)
+    for i = 1, #page[2], 2 do
+      for p = 1, LEVELS do
+        if removed < limit then from(level_key(waiting, p, page[2][i]), page[2][i]) end
+      end
+    end
+    cursor = page[1]
+    if cursor == '0' then break end
   end
   return removed
 end
@@ -347,16 +452,32 @@ local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stac
   trim(failed, prefix, age, count, now)
 end
 
--- A run of a job ended (the job left active): its deadline goes if the job has a timeout (its 'to' field,
--- which the caller read along with others).
-local function run_ended(prefix, id, timeout)
+-- Whether a run that ended freed a slot of a group its concurrency limit held back (run_ended).
+local GROUP_FREED = false
+
+-- A run of a job ended (the job left active): its deadline goes if the job has a timeout (its 'to' field),
+-- and its group counts one active job less (its 'grp' field; both read by the caller along with others). A
+-- group its concurrency limit held back takes its turns again.
+local function run_ended(prefix, id, timeout, grp)
   if timeout and timeout ~= '0' then redis.call('ZREM', queue_key(prefix, 'deadlines'), id) end
+  if grp then
+    local base = string.sub(prefix, 1, -5)
+    local n = redis.call('HINCRBY', base .. 'gact', grp, -1)
+    if n <= 0 then redis.call('HDEL', base .. 'gact', grp) end
+    if redis.call('HDEL', base .. 'gpark', grp) == 1 then
+      group_rejoin(base, grp)
+      GROUP_FREED = true
+    elseif n <= 0 then
+      group_idle(base, grp)
+    end
+  end
 end
 
 -- Wakes the dispatchers of every server when jobs of a queue with a concurrency cap (meta 'conc') left
--- active, so the freed slots fill at once without polling. Called once per script that ended runs.
+-- active, or a run's end let a group held back by its own limit take turns again, so the freed slots fill
+-- at once without polling. Called once per script that ended runs.
 local function slot_freed(meta, prefix)
-  if (tonumber(queue_settings(meta)[5]) or 0) > 0 then
+  if GROUP_FREED or (tonumber(queue_settings(meta)[5]) or 0) > 0 then
     local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
     redis.call('PUBLISH', base .. ':events', 'w ' .. queue)
   end
@@ -386,15 +507,15 @@ end
 local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
   local jkey = prefix .. id
   -- Every job has its 'ts': the read is the existence check too.
-  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt', 'st')
+  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt', 'st', 'grp')
   if not c[1] then return 0 end
   if c[8] == 'waiting' then
     -- Put back by a call that stopped on an error before its pushes (reap.lua): its stall is counted on the
     -- job already; only its place in the list is missing.
-    place_waiting(waiting, jkey, id, c[6], true, c[7], {}, fronts)
+    place_waiting(waiting, jkey, id, c[6], true, c[7], {}, fronts, c[9])
     return 1
   end
-  run_ended(prefix, id, c[3])
+  run_ended(prefix, id, c[3], c[9])
   if c[2] == '1' then
     finish_cancelled(meta, prefix, id, now)
     return 3
@@ -408,13 +529,13 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, f
     fail_for_good(meta, failed, outbox, prefix, id, now, reason, '')
     return 2
   end
-  place_waiting(waiting, jkey, id, c[6], true, c[7], {'stc', stc, 'p', NOT_PLAIN}, fronts)
+  place_waiting(waiting, jkey, id, c[6], true, c[7], {'stc', stc, 'p', NOT_PLAIN}, fronts, c[9])
   return 1
 end
 
 -- The job fields fail_attempt reads, in this order from f[3] on: what lease_check(jkey, token,
 -- unpack(ATTEMPT_FIELDS)) returns.
-local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr', 'pri'}
+local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr', 'pri', 'grp'}
 
 -- Records a failed run of an active job (the caller checked its lease and took it out of active) and
 -- decides what follows, for a worker's failure (fail.lua) and a timeout (time_out.lua) alike: the run
@@ -427,7 +548,7 @@ local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr',
 local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack, no_retry, f,
     pushes)
   local jkey = prefix .. id
-  run_ended(prefix, id, f[10])
+  run_ended(prefix, id, f[10], f[13])
   local atm = (tonumber(f[4]) or 0) + 1
   if no_retry or atm >= (tonumber(f[3]) or DEFAULT_ATT) then
     redis.call('HSET', jkey, 'atm', atm, 'p', NOT_PLAIN)
@@ -451,7 +572,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   delay = math.floor(delay)
   if delay <= 0 then
     ran[#ran + 1] = 'rdy'; ran[#ran + 1] = now
-    place_waiting(waiting, jkey, id, f[12], false, f[9], ran, pushes)
+    place_waiting(waiting, jkey, id, f[12], false, f[9], ran, pushes, f[13])
     READY.waiting = READY.waiting + 1
     return 0, now
   end

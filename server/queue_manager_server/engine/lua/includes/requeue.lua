@@ -10,13 +10,13 @@
 -- one ('exp'), counted from now: retrying an expired job by hand means it should run.
 
 -- Moves job `id` to the back of its priority level; the caller takes it out of its finished state's zset.
--- pri, wt, exa: the job's 'pri', 'wt' and 'exa' fields as the caller read them (with its other fields, in
--- one read). now: Redis time (ms). pushes: as common.lua place_waiting's (nil: pushed now).
-local function requeue(waiting, prefix, id, pri, wt, exa, now, pushes)
+-- pri, wt, exa, grp: the job's 'pri', 'wt', 'exa' and 'grp' fields as the caller read them (with its other
+-- fields, in one read). now: Redis time (ms). pushes: as common.lua place_waiting's (nil: pushed now).
+local function requeue(waiting, prefix, id, pri, wt, exa, now, pushes, grp)
   local jkey = prefix .. id
   -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
   redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
   exa = tonumber(exa)
   place_waiting(waiting, jkey, id, pri, false, wt, exa and {'rdy', now, 'exp', now + exa} or {'rdy', now},
-    pushes)
+    pushes, grp)
 end

@@ -1,0 +1,83 @@
+"""Fairness groups (JobOptions.group): a queue's groups with their counts and limits; a group's own limits.
+
+One method per Lua script (list_groups.lua, set_group_limits.lua), as in engine.py. The rotation itself is
+in the claim (lua/includes/claim.lua pop_groups); common.lua documents the keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from queue_manager_server.engine.engine import Engine
+from queue_manager_server.errors import QueueNotFound
+
+NO_QUEUE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A group's limits: most active jobs, and a token bucket of rate_max starts per rate_ms (0: none)."""
+
+    concurrency: int = 0
+    rate_max: int = 0
+    rate_ms: int = 0
+
+    @classmethod
+    def parse(cls, raw: Any) -> Limits | None:
+        """The scripts' "concurrency rate-max rate-ms"; None for "" (no limits of its own)."""
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not text:
+            return None
+        conc, rate_max, rate_ms = (int(v) for v in text.split())
+        return cls(conc, rate_max, rate_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One group: its waiting and active jobs, its own limits (None: the queue's apply) and the queue's."""
+
+    name: str
+    waiting: int
+    active: int
+    own: Limits | None
+    default: Limits
+
+    @property
+    def limits(self) -> Limits:
+        return self.own if self.own is not None else self.default
+
+
+class Groups:
+    """The group operations on top of an `Engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.scripts = engine.scripts
+
+    async def list_groups(self, queue: str, offset: int, count: int) -> tuple[list[GroupInfo], int]:
+        """A page of the queue's groups by name, and how many it knows."""
+        k = self.engine.keys(queue)
+        r = await self.scripts.run("list_groups", [k.meta], [offset, count])
+        if int(r[0]) == NO_QUEUE:
+            raise QueueNotFound(queue)
+        default = Limits.parse(r[1]) or Limits()
+        out = [
+            GroupInfo(_s(r[i]), int(r[i + 1]), int(r[i + 2]), Limits.parse(r[i + 3]), default)
+            for i in range(2, len(r), 4)
+        ]
+        return out, int(r[0])
+
+    async def set_group_limits(self, queue: str, group: str, limits: Limits | None) -> GroupInfo:
+        """Gives the group limits of its own, or with None takes them away (the queue's apply again)."""
+        k = self.engine.keys(queue)
+        own = limits or Limits()
+        args = [group, "1" if limits is None else "0", own.concurrency, own.rate_max, own.rate_ms]
+        r = await self.scripts.run("set_group_limits", [k.meta], args)
+        if int(r[0]) == NO_QUEUE:
+            raise QueueNotFound(queue)
+        return GroupInfo(group, int(r[0]), int(r[1]), Limits.parse(r[2]), Limits.parse(r[3]) or Limits())
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -1,0 +1,27 @@
+-- list_groups.lua: a page of a queue's fairness groups (common.lua 'groups', by name) with their counts and
+-- limits, in one atomic read.
+--
+-- KEYS[1] meta (hash; the groups' keys are derived from it)
+-- ARGV[1] offset  ARGV[2] page size
+-- Returns: {-1} when the queue is not registered, else {groups known, the queue's group limits
+--   "concurrency rate-max rate-ms", then per group: name, waiting, active, its own limits (same form; ""
+--   for none)}
+local meta = KEYS[1]
+local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms')
+if not d[1] then return {-1} end
+local base = string.sub(meta, 1, -5)
+local offset, size = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {redis.call('ZCARD', base .. 'groups'),
+  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0')}
+local names = redis.call('ZRANGE', base .. 'groups', offset, offset + size - 1)
+if #names == 0 then return out end
+local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
+local a = redis.call('HMGET', base .. 'gact', unpack(names))
+local l = redis.call('HMGET', base .. 'glimits', unpack(names))
+for i, grp in ipairs(names) do
+  out[#out + 1] = grp
+  out[#out + 1] = tonumber(w[i]) or 0
+  out[#out + 1] = math.max(tonumber(a[i]) or 0, 0)
+  out[#out + 1] = l[i] or ''
+end
+return out

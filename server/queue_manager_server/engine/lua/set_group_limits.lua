@@ -1,0 +1,35 @@
+-- set_group_limits.lua: sets or clears the limits of one fairness group (common.lua), which replace the
+-- queue's group limits for it. A group its concurrency limit held back takes turns again at once (a claim
+-- that finds it still at its limit holds it back again); a group with nothing waiting or active whose own
+-- limits are cleared is forgotten.
+-- @include common
+--
+-- KEYS[1] meta (hash; the groups' keys are derived from it)
+-- ARGV[1] group  ARGV[2] clear (1/0)  ARGV[3] concurrency  ARGV[4] rate max  ARGV[5] rate ms
+-- Returns: {-1} when the queue is not registered, else {waiting, active, own limits ("" after a clear),
+--   the queue's group limits}, both as "concurrency rate-max rate-ms"
+local meta = KEYS[1]
+local grp = ARGV[1]
+local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms')
+if not d[1] then return {-1} end
+local base = string.sub(meta, 1, -5)
+local own = ''
+if ARGV[2] == '1' then
+  redis.call('HDEL', base .. 'glimits', grp)
+  group_idle(base, grp)
+else
+  own = ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5]
+  redis.call('HSET', base .. 'glimits', grp, own)
+  redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
+end
+-- A changed rate starts from a full bucket.
+redis.call('HDEL', base .. 'gtok', grp)
+if redis.call('HDEL', base .. 'gpark', grp) == 1 then
+  group_rejoin(base, grp)
+  local b, queue = string.match(base, '^(.*):{(.*)}:$')
+  redis.call('PUBLISH', b .. ':events', 'w ' .. queue)
+end
+local c = redis.call('HMGET', base .. 'gwaiting', grp)[1]
+local a = redis.call('HMGET', base .. 'gact', grp)[1]
+return {tonumber(c) or 0, math.max(tonumber(a) or 0, 0), own,
+  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0')}

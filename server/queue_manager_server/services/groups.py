@@ -1,0 +1,52 @@
+"""QueueService handlers for fairness groups (JobOptions.group): list them, set a group's own limits."""
+
+from __future__ import annotations
+
+import grpc
+
+from queue_manager.v1 import queue_service_pb2 as pb
+from queue_manager.v1 import types_pb2
+from queue_manager_server import convert, paging, validate
+from queue_manager_server.engine.groups import GroupInfo, Groups, Limits
+from queue_manager_server.services.errors import unary
+
+
+def _group_out(g: GroupInfo) -> types_pb2.GroupInfo:
+    limits = g.limits
+    return types_pb2.GroupInfo(
+        group=g.name,
+        waiting=g.waiting,
+        active=g.active,
+        limits=convert.group_limits_out(limits.concurrency, limits.rate_max, limits.rate_ms),
+        custom_limits=g.own is not None,
+    )
+
+
+class GroupHandlers:
+    """ListGroups and SetGroupLimits (part of `QueueService`)."""
+
+    groups: Groups
+
+    @unary
+    async def ListGroups(
+        self, request: pb.ListGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListGroupsResponse:
+        queue = validate.queue_name(request.queue_name)
+        size, offset = paging.page_request(request.page_size, request.page_token, "o", "ListGroups")
+        found, total = await self.groups.list_groups(queue, offset, size)
+        response = pb.ListGroupsResponse(groups=[_group_out(g) for g in found], total_size=total)
+        if offset + size < total:
+            response.next_page_token = paging.next_token("o", offset + size)
+        return response
+
+    @unary
+    async def SetGroupLimits(
+        self, request: pb.SetGroupLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetGroupLimitsResponse:
+        queue = validate.queue_name(request.queue_name)
+        group = validate.group(request.group, "group")
+        limits = None
+        if not request.clear and request.HasField("limits"):
+            limits = Limits(*convert.group_limits_in(request.limits, "limits"))
+        info = await self.groups.set_group_limits(queue, group, limits)
+        return pb.SetGroupLimitsResponse(group=_group_out(info))

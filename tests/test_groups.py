@@ -1,0 +1,284 @@
+"""Fairness groups (JobOptions.group): the ready jobs of different groups take turns, groups may have
+concurrency and rate limits of their own, and every way a job enters or leaves waiting keeps the groups'
+lists and counts right; against a real Valkey (the engine) and a real gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from redis.asyncio import Redis
+
+from queue_manager import JobContext, JobState, QueueManager
+from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc, types_pb2
+from queue_manager_server import convert
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.control import Control
+from queue_manager_server.engine.groups import Groups, Limits
+from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.engine.records import NewJob
+from tests.conftest import RunningServer
+
+WAIT = 30.0
+
+
+async def register(engine: Engine, name: str = "q", **cfg: object) -> None:
+    fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True, **cfg))  # type: ignore[arg-type]
+    await engine.register_queue(name, fields)
+
+
+def job(group: str = "", n: int = 0, **kw: object) -> NewJob:
+    return NewJob(id="", name=f"{group or '-'}{n}", data=json.dumps({"n": n}).encode(), group=group, **kw)  # type: ignore[arg-type]
+
+
+async def claim_names(engine: Engine, n: int, queue: str = "q", token: str = "tok") -> list[str]:
+    res = await engine.claim(queue, n, token, "w", 30_000)
+    return [j.name for j in res.jobs]
+
+
+async def group_keys(redis: Redis, prefix: str, queue: str = "q") -> list[str]:
+    keys = [k.decode() for k in await redis.keys(f"{prefix}:{{{queue}}}:g*")]
+    return sorted(keys)
+
+
+async def test_groups_take_turns_one_job_each(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a", i) for i in range(6)])
+    await engine.add_jobs("q", [job("b", i) for i in range(2)] + [job("c", i) for i in range(2)])
+    order = [name for _ in range(10) for name in await claim_names(engine, 1)]
+    assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "a3", "a4", "a5"]
+    assert await claim_names(engine, 1) == []
+
+
+async def test_a_batch_gives_each_group_its_share_and_jobs_without_a_group_go_first(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a", i) for i in range(100)] + [job("b", i) for i in range(3)])
+    await engine.add_jobs("q", [job("", 0), job("", 1)])
+    names = await claim_names(engine, 10)
+    assert names[:2] == ["-0", "-1"]
+    # The rest in turns: the first round takes one of each, then the rotation is shared out.
+    assert sorted(n for n in names[2:] if n.startswith("b")) == ["b0", "b1", "b2"]
+    assert [n for n in names[2:] if n.startswith("a")] == [f"a{i}" for i in range(5)]
+    m = await engine.metrics("q")
+    assert (m.waiting, m.active, m.groups) == (95, 10, 2)
+
+
+async def test_priority_first_then_turns_within_a_level(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a", i) for i in range(3)])
+    await engine.add_jobs("q", [job("b", 9, priority=1), job("b", 0, priority=5)])
+    assert [n for _ in range(5) for n in await claim_names(engine, 1)] == ["b9", "a0", "a1", "a2", "b0"]
+
+
+async def test_a_group_at_its_concurrency_limit_waits_until_a_run_of_it_ends(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=2))
+    await engine.add_jobs("q", [job("a", i) for i in range(5)] + [job("b", i, attempts=2) for i in range(5)])
+    first = (await engine.claim("q", 100, "t1", "w", 30_000)).jobs
+    assert sorted(j.name for j in first) == ["a0", "a1", "b0", "b1"]
+    assert await claim_names(engine, 100, token="t2") == []
+    a0 = next(j for j in first if j.name == "a0")
+    codes, _ = await engine.complete("q", [(a0.id, "t1", b"null", "application/json")])
+    assert codes == [0]
+    assert await claim_names(engine, 100, token="t3") == ["a2"]
+    # A failed run with a retry frees its slot too, and the job goes back to its group.
+    b0 = next(j for j in first if j.name == "b0")
+    await engine.fail("q", [(b0.id, "t1", "boom", "", False)])
+    assert await claim_names(engine, 100, token="t4") == ["b2"]
+    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 2, 2), ("b", 3, 2)]
+
+
+async def test_a_group_rate_limit_holds_the_group_back_and_says_when_to_come_back(engine: Engine) -> None:
+    # 10 per second: a bucket of one token, the next after 100 ms.
+    await register(
+        engine,
+        group_limits=types_pb2.GroupLimits(
+            rate_limit=types_pb2.RateLimit(max=10, duration=Duration(seconds=1))
+        ),
+    )
+    await engine.add_jobs("q", [job("a", i) for i in range(3)] + [job("b", i) for i in range(3)])
+    res = await engine.claim("q", 100, "t1", "w", 30_000)
+    assert sorted(j.name for j in res.jobs) == ["a0", "b0"]
+    assert 0 < res.retry_after_ms <= 100
+    await asyncio.sleep(res.retry_after_ms / 1000 + 0.05)
+    assert sorted(await claim_names(engine, 100, token="t2")) == ["a1", "b1"]
+
+
+async def test_a_group_of_its_own_limits_and_clearing_them(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    groups = Groups(engine)
+    await engine.add_jobs("q", [job("vip", i) for i in range(4)] + [job("x", i) for i in range(4)])
+    assert sorted(await claim_names(engine, 100, token="t1")) == ["vip0", "x0"]
+    # Raised for one group: it takes its turns again at once.
+    info = await groups.set_group_limits("q", "vip", Limits(concurrency=3))
+    assert (info.waiting, info.active, info.own, info.default) == (3, 1, Limits(3, 0, 0), Limits(1, 0, 0))
+    assert sorted(await claim_names(engine, 100, token="t2")) == ["vip1", "vip2"]
+    listed, total = await groups.list_groups("q", 0, 10)
+    assert total == 2
+    assert [(g.name, g.limits.concurrency, g.own is not None) for g in listed] == [
+        ("vip", 3, True),
+        ("x", 1, False),
+    ]
+    # A group with its own limits is known while idle; cleared, an idle group is forgotten.
+    await groups.set_group_limits("q", "idle", Limits(concurrency=5, rate_max=10, rate_ms=1000))
+    assert (await groups.list_groups("q", 0, 10))[1] == 3
+    info = await groups.set_group_limits("q", "idle", None)
+    assert info.own is None and info.limits == Limits(1, 0, 0)
+    assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["vip", "x"]
+
+
+async def test_jobs_leaving_waiting_keep_the_group_counts(engine: Engine, redis: Redis, prefix: str) -> None:
+    await register(engine)
+    control = JobControl(engine)
+    added = await engine.add_jobs("q", [job("a", i) for i in range(4)] + [job("b", 0)], fetch=True)
+    ids = [r.id for r in added.records]
+    await engine.remove_job("q", ids[0])
+    await Control(engine).cancel_job("q", ids[1], "no")
+    await control.change_priority("q", ids[2], 1)
+    m = await engine.metrics("q")
+    assert (m.waiting, m.cancelled, m.groups) == (3, 1, 2)
+    records, total = await engine.list_jobs("q", "waiting", 0, 10)
+    assert total == 3 and sorted(r.id for r in records) == sorted([ids[2], ids[3], ids[4]])
+    assert await claim_names(engine, 1) == ["a2"]  # raised to the first level
+    # A lost worker's job goes back to its group and its slot is free.
+    res = await engine.claim("q", 1, "t2", "w", 30_000)
+    assert await engine.release("q", [(res.jobs[0].id, "t2")], stalled=True) == [1]
+    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 1, 1), ("b", 1, 0)]
+    # Drain takes the groups' jobs too; a group with nothing left is forgotten.
+    assert await engine.drain("q", include_delayed=False) == 2
+    m = await engine.metrics("q")
+    assert (m.waiting, m.groups) == (0, 1)
+    await engine.obliterate("q", force=True)
+    assert await group_keys(redis, prefix) == []
+    assert await redis.exists(f"{prefix}:{{q}}:meta") == 0
+
+
+async def test_clean_by_age_reaches_the_groups_lists(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a", i) for i in range(3)] + [job("", 0)] + [job("b", 0)])
+    assert await engine.clean("q", "waiting", 0, 0) == 5
+    m = await engine.metrics("q")
+    assert (m.waiting, m.groups) == (0, 0)
+
+
+async def test_delayed_and_retried_jobs_come_back_to_their_group(engine: Engine) -> None:
+    await register(engine)
+    await engine.add_jobs("q", [job("a", 0, delay_ms=1), job("b", 0)])
+    await asyncio.sleep(0.05)
+    assert sorted(await claim_names(engine, 10)) == ["a0", "b0"]
+    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 0, 1), ("b", 0, 1)]
+
+
+@pytest.fixture
+async def stub(server: RunningServer) -> AsyncIterator[queue_service_pb2_grpc.QueueServiceStub]:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        yield queue_service_pb2_grpc.QueueServiceStub(channel)
+
+
+@pytest.fixture
+async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
+    client = QueueManager(address=server.address, concurrency=1, shutdown_grace=5.0)
+    yield client
+    await client.shutdown()
+
+
+async def test_a_flooding_group_does_not_hold_back_the_others(qm: QueueManager) -> None:
+    await qm.register_queue("f")
+    await qm.add_bulk(
+        "f", [{"name": "flood", "data": {"i": i}, "options": {"group": "big"}} for i in range(60)]
+    )
+    small = [await qm.add_job("f", "small", {"i": i}, {"group": "small"}) for i in range(3)]
+    order: list[str] = []
+    seen: list[str | None] = []
+
+    @qm.processor("f")
+    async def work(job: JobContext) -> None:
+        order.append(job.name)
+        seen.append(job.options.group)
+
+    await qm.start_workers("f")
+    for s in small:
+        assert (await qm.wait_for_job("f", s.id, WAIT)).state is JobState.COMPLETED
+    # The small group's three jobs ran within the first few, not after the 60 flood jobs.
+    assert order.index("small") < 10 and len([n for n in order if n == "small"]) == 3
+    assert len(order) < 30
+    assert {"big", "small"} <= set(seen)
+
+
+async def test_group_limits_over_grpc_and_bad_input(stub: queue_service_pb2_grpc.QueueServiceStub) -> None:
+    limits = types_pb2.GroupLimits(
+        concurrency=2, rate_limit=types_pb2.RateLimit(max=5, duration=Duration(seconds=1))
+    )
+    reply = await stub.RegisterQueue(
+        queue_service_pb2.RegisterQueueRequest(name="g", config=types_pb2.QueueConfig(group_limits=limits))
+    )
+    assert reply.queue.config.group_limits == limits
+    added = await stub.AddJob(
+        jobs_pb2.AddJobRequest(
+            queue_name="g", job=jobs_pb2.NewJob(name="j", options=types_pb2.JobOptions(group="tenant/1 é"))
+        )
+    )
+    assert added.job.options.group == "tenant/1 é"
+    got = await stub.GetJob(jobs_pb2.GetJobRequest(queue_name="g", job_id=added.job.id))
+    assert got.job.options.group == "tenant/1 é"
+    listed = await stub.ListGroups(queue_service_pb2.ListGroupsRequest(queue_name="g"))
+    assert listed.total_size == 1
+    assert (listed.groups[0].group, listed.groups[0].waiting, listed.groups[0].limits) == (
+        "tenant/1 é",
+        1,
+        limits,
+    )
+    assert not listed.groups[0].custom_limits
+    own = types_pb2.GroupLimits(concurrency=7)
+    set_reply = await stub.SetGroupLimits(
+        queue_service_pb2.SetGroupLimitsRequest(queue_name="g", group="tenant/1 é", limits=own)
+    )
+    assert set_reply.group.custom_limits and set_reply.group.limits == own
+    metrics = await stub.GetQueueMetrics(queue_service_pb2.GetQueueMetricsRequest(name="g"))
+    assert (metrics.metrics.waiting, metrics.metrics.groups) == (1, 1)
+
+    bad = [
+        (types_pb2.JobOptions(group="x" * 129), "options.group"),
+        (types_pb2.JobOptions(group="a\nb"), "control characters"),
+    ]
+    for options, what in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AddJob(
+                jobs_pb2.AddJobRequest(queue_name="g", job=jobs_pb2.NewJob(name="j", options=options))
+            )
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT and what in (err.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RegisterQueue(
+            queue_service_pb2.RegisterQueueRequest(
+                name="g2",
+                config=types_pb2.QueueConfig(default_job_options=types_pb2.JobOptions(group="a")),
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "default_job_options.group" in (err.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SetGroupLimits(
+            queue_service_pb2.SetGroupLimitsRequest(
+                queue_name="g",
+                group="t",
+                limits=types_pb2.GroupLimits(rate_limit=types_pb2.RateLimit(max=5)),
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "limits.rate_limit.duration" in (err.value.details() or "")
+    for call in (
+        stub.ListGroups(queue_service_pb2.ListGroupsRequest(queue_name="nope")),
+        stub.SetGroupLimits(queue_service_pb2.SetGroupLimitsRequest(queue_name="nope", group="t")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SetGroupLimits(queue_service_pb2.SetGroupLimitsRequest(queue_name="g", group=""))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
