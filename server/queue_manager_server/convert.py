@@ -242,7 +242,14 @@ def inherit_metadata(
 ) -> bytes:
     """A job's encoded metadata given what it inherits: a chain predecessor's or a workflow run's
     `attributes` (its trace context among them) go under its own, whose keys win; `fallback` (a run's
-    correlation id and tags) stands in for metadata when the job has none of its own."""
+    correlation id and tags) stands in for metadata when the job has none of its own.
+
+    The result stays within the limits a job's own metadata is held to (validate.MAX_ATTRIBUTES,
+    validate.MAX_METADATA_BYTES): the job's own is kept whole (it was checked when it was given), and the
+    inherited attributes fill the room left, the trace context first (``traceparent`` and ``tracestate``
+    together), then the others by key, each that still fits. A job added for a flow (a chain's next link, a
+    workflow step) was accepted long before: what it inherits must never make its add fail.
+    """
     if not attributes and (own or fallback is None):
         return own
     md = types_pb2.JobMetadata()
@@ -251,10 +258,28 @@ def inherit_metadata(
     elif fallback is not None:
         md.CopyFrom(fallback)
     has_trace = "traceparent" in md.attributes
-    for key, value in attributes.items():
-        if key not in md.attributes and not (has_trace and key in _TRACE_CONTEXT):
-            md.attributes[key] = value
+    inherited = {
+        key: value
+        for key, value in attributes.items()
+        if key not in md.attributes and not (has_trace and key in _TRACE_CONTEXT)
+    }
+    room = validate.MAX_ATTRIBUTES - len(md.attributes)
+    size = md.ByteSize()
+    if len(inherited) <= room and size + _attributes_size(inherited) <= validate.MAX_METADATA_BYTES:
+        md.attributes.update(inherited)
+    else:
+        trace = {key: inherited.pop(key) for key in sorted(_TRACE_CONTEXT) if key in inherited}
+        for group in ([trace] if trace else []) + [{key: inherited[key]} for key in sorted(inherited)]:
+            extra = _attributes_size(group)
+            if len(group) <= room and size + extra <= validate.MAX_METADATA_BYTES:
+                md.attributes.update(group)
+                room, size = room - len(group), size + extra
     return md.SerializeToString()
+
+
+def _attributes_size(attributes: Mapping[str, str]) -> int:
+    """The encoded size of these attributes in a JobMetadata (map entries add up: one field each)."""
+    return types_pb2.JobMetadata(attributes=attributes).ByteSize() if attributes else 0
 
 
 def _chain_in(out: NewJob, o: types_pb2.JobOptions, field: str, payload_limit: int) -> None:
@@ -671,7 +696,8 @@ def queue_meta(
         d_exa=defaults.expire_after_ms,
         d_kc=defaults.keep_completed,
         d_kf=defaults.keep_failed,
-        d_md=defaults.metadata,
+        # Sorted by key: what a job's own metadata leaves room for is taken from it in this order (add.lua).
+        d_md=types_pb2.JobMetadata.FromString(defaults.metadata).SerializeToString(deterministic=True),
         max_stalled=defaults.max_stalled or DEFAULT_MAX_STALLED,
     )
     fields["config"] = filled.SerializeToString()

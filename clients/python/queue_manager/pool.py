@@ -54,7 +54,8 @@ PoolEventKind: TypeAlias = Literal["desired", "started", "stopping", "exited"]
 SecondsLike: TypeAlias = float | timedelta
 
 # After the grace, a stopping worker still sends its last outcomes and waits up to 10 s for the server to
-# end its stream (worker.py _CLOSE_TIMEOUT), then up to 5 s more for its tasks: only past that is it stuck.
+# end its stream (worker_stream.py _CLOSE_TIMEOUT), then up to 5 s more for its tasks: only past that is it
+# stuck.
 _KILL_MARGIN = 15.0
 # A broken metrics stream is followed again after 0.5 s, doubling up to 10 s.
 _WATCH_RETRY_FIRST = 0.5

@@ -162,6 +162,6 @@ def record_failure(span: Span, exc: BaseException, message: str) -> None:
     """Marks a run's span failed: the exception as an event, ERROR status with the failure's message."""
     try:
         span.record_exception(exc)
-    except Exception:  # a processor's exception class broke its own __str__ (worker.py _failure_message)
+    except Exception:  # a processor's exception class broke its own __str__ (worker_runs.py _failure_message)
         span.add_event("exception", {"exception.type": type(exc).__name__, "exception.message": message})
     span.set_status(StatusCode.ERROR, message)

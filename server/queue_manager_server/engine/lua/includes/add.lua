@@ -62,6 +62,120 @@ local function put(f, name, value)
   f[#f + 1] = name; f[#f + 1] = value
 end
 
+-- The limits a job's own metadata is held to (validate.py MAX_TAGS, MAX_ATTRIBUTES, MAX_METADATA_BYTES),
+-- which the queue's default metadata merged under it must not push it past either.
+local MD_MAX_TAGS, MD_MAX_ATTRIBUTES, MD_MAX_BYTES = 100, 100, 16384
+-- Metadata of fewer bytes, the job's and the default's together, cannot break a limit: a tag takes 2 bytes
+-- at least, an attribute 5; so it is merged without being read.
+local MD_SMALL = 200
+
+-- The varint at byte i of s and the index after it; nil past the end (a cut message).
+local function md_varint(s, i)
+  local v, mul = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    if b == nil then return nil end
+    v, i = v + (b % 128) * mul, i + 1
+    if b < 128 then return v, i end
+    mul = mul * 128
+  end
+end
+
+-- The fields of an encoded JobMetadata, each {field number, first byte, last byte, and for an attribute
+-- (field 3, a map entry) its key}; nil when the bytes are not a message this can read.
+local function md_fields(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local first, tag = i, nil
+    tag, i = md_varint(s, i)
+    if tag == nil then return nil end
+    local wire, len = tag % 8, 0
+    if wire == 0 then
+      len, i = md_varint(s, i)
+      if len == nil then return nil end
+      len = 0
+    elseif wire == 1 then
+      len = 8
+    elseif wire == 5 then
+      len = 4
+    elseif wire == 2 then
+      len, i = md_varint(s, i)
+      if len == nil then return nil end
+    else
+      return nil
+    end
+    local last = i + len - 1
+    if last > #s then return nil end
+    local key = nil
+    if tag == 26 then  -- an attribute: its entry's field 1 (tag 10) is the key
+      local j = i
+      while j <= last do
+        local etag, elen
+        etag, j = md_varint(s, j)
+        if etag == nil or etag % 8 ~= 2 then return nil end
+        elen, j = md_varint(s, j)
+        if elen == nil then return nil end
+        if etag == 10 then key = string.sub(s, j, j + elen - 1) end
+        j = j + elen
+      end
+      key = key or ''
+    end
+    out[#out + 1] = {math.floor(tag / 8), first, last, key}
+    i = last + 1
+  end
+  return out
+end
+
+-- A job's metadata (md) with the queue's default (dmd) under it: encoded messages concatenated decode as
+-- one merged message, so the job's correlation id and attributes win and the tags of both are kept. The
+-- merge stays within the limits: the job's own is kept whole (checked at its add), and of the default
+-- what still fits, in this order: its correlation id (when the job has none), its tags, then its attributes
+-- the job does not set (by key: queues store them sorted, convert.py queue_config), each that fits.
+-- Neither is ever refused here: the default is the operator's, and an add it overflowed would fail for a
+-- producer that sent nothing wrong (or for a chain link or a schedule's job, accepted long before).
+local function merge_metadata(dmd, md)
+  if md == '' then return dmd end
+  if dmd == '' or #dmd + #md <= MD_SMALL then return dmd .. md end
+  local own, default = md_fields(md), md_fields(dmd)
+  -- Bytes this cannot read (no server writes them): the job's own alone, as it was checked.
+  if own == nil or default == nil then return md end
+  local has_id, tags, attributes, keys = false, 0, 0, {}
+  for _, f in ipairs(own) do
+    if f[1] == 1 then
+      has_id = true
+    elseif f[1] == 2 then
+      tags = tags + 1
+    elseif f[1] == 3 then
+      attributes = attributes + 1
+      keys[f[4]] = true
+    end
+  end
+  local kept, size = {}, #md
+  for number = 1, 3 do
+    for _, f in ipairs(default) do
+      if f[1] == number then
+        local n = f[3] - f[2] + 1
+        local fits = size + n <= MD_MAX_BYTES
+        if number == 1 then
+          fits = fits and not has_id
+        elseif number == 2 then
+          fits = fits and tags < MD_MAX_TAGS
+          if fits then tags = tags + 1 end
+        else
+          fits = fits and not keys[f[4]] and attributes < MD_MAX_ATTRIBUTES
+          if fits then attributes = attributes + 1 end
+        end
+        if fits then
+          kept[#kept + 1] = string.sub(dmd, f[2], f[3])
+          size = size + n
+        end
+      end
+    end
+  end
+  kept[#kept + 1] = md
+  return table.concat(kept)
+end
+
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
 -- dedup key is held. d: add_defaults(meta). pushes: the caller's gathered pushes (common.lua push_later: a
 -- job inserted waiting joins its list when the caller calls push_waiting(pushes), before it returns).
@@ -132,12 +246,10 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   -- Expiry counts from when the job is first ready: its add, or its run-at when that is later.
   if exa > 0 then put(f, 'exa', exa); put(f, 'exp', math.max(run, now) + exa) end
   if grp ~= '' then put(f, 'grp', grp) end
-  -- The queue's default metadata goes under the job's own: encoded messages concatenated decode as one
-  -- merged message, so the job's correlation id and attributes win and the tags of both are kept. (A
-  -- job's own metadata replaced the default whole: a traced add, whose trace context is metadata of its
-  -- own, lost the queue's default correlation id, tags and attributes.)
-  local dmd = d[10] or ''
-  if md == '' then md = dmd elseif dmd ~= '' then md = dmd .. md end
+  -- The queue's default metadata goes under the job's own, within the limits (merge_metadata). (A job's
+  -- own metadata replaced the default whole: a traced add, whose trace context is metadata of its own,
+  -- lost the queue's default correlation id, tags and attributes.)
+  md = merge_metadata(d[10] or '', md)
   if md ~= '' then put(f, 'md', md) end
   if extra ~= '' then
     local e = netstrings(extra)

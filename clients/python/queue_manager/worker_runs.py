@@ -1,0 +1,351 @@
+"""The runs of jobs on a worker: a processor's call, its outcome in the next report, and what a running
+job's `JobContext` sends meanwhile (progress, log lines, data updates).
+
+`JobRuns` is the innermost layer of `Worker` (worker.py): the stream layer (worker_stream.py) starts runs
+and stops them, this one reports how they end. The protocol both speak is in worker.py's docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import grpc
+import grpc.aio
+from google.protobuf import struct_pb2
+
+from queue_manager import tracing
+from queue_manager.context import JobContext
+from queue_manager.convert import decode_payload, encode_payload
+from queue_manager.errors import RateLimitedError, UnrecoverableError, error_from_rpc
+from queue_manager.logsampling import Sampler
+from queue_manager.tracebacks import exception_text, format_failure
+from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, worker_service_pb2
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+__all__ = ["JobRuns", "Processor"]
+
+# The worker's one logger, whichever of its modules logs: what users configure and filter on.
+logger = logging.getLogger("queue_manager.worker")
+
+Processor: TypeAlias = Callable[[JobContext], Awaitable[Any]] | Callable[[JobContext], Any]
+"""A processor: ``async def fn(job)`` or ``def fn(job)`` (run in a thread); it returns the job's result."""
+
+# Stopped runs remembered for their ack (accepted stops are never acked, so the oldest are dropped).
+_STOPPED_KEPT = 1000
+# What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
+_LOG_LINES_KEPT = 1000
+_LOG_LINE_CHARS = 2000
+# Seconds a processor's data update (UpdateJobData) may take before it fails with DEADLINE_EXCEEDED.
+_UPDATE_DATA_TIMEOUT = 30.0
+
+
+class _JobTimeout(Exception):
+    """A run that passed its timeout (``JobOptions.timeout``) on this worker."""
+
+
+class JobRuns:
+    """Runs jobs and puts their outcomes, progress and log lines into the worker's outbox.
+
+    The state below is set by `Worker.__init__` and `Worker.start` (their comments say what each holds);
+    this class runs on the worker's event loop, except where a method says a processor's thread calls it.
+    """
+
+    _processors: dict[str, tuple[Processor, bool]]  # queue -> (processor, whether it is async)
+    _running: dict[tuple[str, str], JobContext]
+    _stopped: dict[tuple[str, str, str], None]
+    _outbox: worker_service_pb2.ConnectRequest
+    _unsent: int
+    _credits: int
+    _wake: asyncio.Event
+    _stopping: bool
+    _draining: bool
+    _loop: asyncio.AbstractEventLoop | None
+    _executor: ThreadPoolExecutor | None
+    _tracer: Tracer | None
+    _channel: grpc.aio.Channel | None
+    _failure_log: Sampler
+
+    def _lose(self, ctx: JobContext) -> None:
+        """A run whose lease was recovered (the job is, or will be, delivered again): its result would be
+        discarded, so it is stopped as on CANCEL_JOB (an async processor's task is cancelled, a plain-``def``
+        one sees ``job.cancelled``) and nothing is reported. A lost run left going kept its slot: after an
+        outage longer than the lease, a worker's slots stayed full of runs whose jobs waited meanwhile."""
+        ctx._lost = True
+        self._stop_run(ctx)
+
+    def _stop_run(self, ctx: JobContext) -> None:
+        """Stops a run: an async processor's task is cancelled, a plain-``def`` one sees ``job.cancelled``."""
+        ctx._cancelled = True
+        if self._processors[ctx.queue_name][1] and ctx._task is not None:
+            ctx._task.cancel()
+
+    async def _execute(self, ctx: JobContext, fn: Processor, is_async: bool, limit: float | None) -> None:
+        started = time.perf_counter_ns()
+        try:
+            if limit is None:
+                result = await self._call(ctx, fn, is_async)
+            else:
+                scope = asyncio.timeout(limit)
+                try:
+                    async with scope:
+                        result = await self._call(ctx, fn, is_async)
+                except TimeoutError:
+                    if scope.expired():
+                        raise _JobTimeout(f"job timed out after {limit:g}s") from None
+                    raise
+        except asyncio.CancelledError as exc:
+            if ctx._cancelled:  # the server asked to stop the run (CANCEL_JOB)
+                self._report_cancelled(ctx)
+                return
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                # Nothing cancelled this task: the processor raised CancelledError itself (or awaited
+                # something cancelled elsewhere). A failure like any other, not a stall retried for ever.
+                self._fail(ctx, exc, time.perf_counter_ns() - started)
+                return
+            self._finish(ctx)
+            if not (ctx._lost):
+                # Cancelled by shutdown after the grace period: hand the job back as abandoned (a stall).
+                self._outbox.report.abandoned.add(
+                    queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token
+                )
+                self._unsent += 1
+            return
+        except Exception as exc:
+            self._fail(ctx, exc, time.perf_counter_ns() - started)
+        else:
+            self._complete(ctx, result, time.perf_counter_ns() - started)
+
+    async def _execute_traced(
+        self, ctx: JobContext, fn: Processor, is_async: bool, limit: float | None
+    ) -> None:
+        """`_execute` inside the run's span (tracing.process); `_fail` marks the span failed."""
+        assert self._tracer is not None
+        with tracing.process(self._tracer, ctx.queue_name, ctx._job) as span:
+            ctx._span = span
+            await self._execute(ctx, fn, is_async, limit)
+
+    async def _call(self, ctx: JobContext, fn: Processor, is_async: bool) -> Any:
+        if is_async:
+            return await fn(ctx)
+        assert self._loop is not None
+        if ctx._span is None:
+            result = await self._loop.run_in_executor(self._executor, fn, ctx)
+        else:  # the run's span stays current in the thread (an executor does not carry context variables)
+            run = contextvars.copy_context().run
+            result = await self._loop.run_in_executor(self._executor, run, fn, ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _finish(self, ctx: JobContext) -> None:
+        """Forgets a finished job and gives its credit back (unless the worker stops taking jobs)."""
+        if self._running.get(ctx.key) is ctx:
+            del self._running[ctx.key]
+        if not (self._stopping or self._draining):
+            self._credits += 1
+        self._wake.set()
+
+    def _report_cancelled(self, ctx: JobContext) -> None:
+        """Reports a run that ended after CANCEL_JOB: the job ends cancelled, whatever the run returned."""
+        if not ctx._lost:
+            self._outbox.report.cancelled.add(
+                queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token
+            )
+            self._unsent += 1
+            self._expect_rejection(ctx)
+        self._finish(ctx)
+
+    def _expect_rejection(self, ctx: JobContext) -> None:
+        self._stopped[(ctx.queue_name, ctx.id, ctx.lease_token)] = None
+        if len(self._stopped) > _STOPPED_KEPT:
+            del self._stopped[next(iter(self._stopped))]
+
+    def _complete(self, ctx: JobContext, result: Any, nanos: int) -> None:
+        if ctx._cancelled:
+            self._report_cancelled(ctx)
+            return
+        if ctx._lost:
+            self._finish(ctx)
+            logger.info(
+                "discarding the result of job %s/%s (lease lost or job cancelled)", ctx.queue_name, ctx.id
+            )
+            return
+        completions = self._outbox.report.completions
+        done = completions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
+        if result is not None:
+            try:
+                encode_payload(result, done.result)
+            except (TypeError, ValueError) as exc:
+                del completions[-1]
+                self._fail(ctx, exc, nanos)
+                return
+        done.duration.seconds, done.duration.nanos = divmod(nanos, 1_000_000_000)
+        self._unsent += 1
+        self._finish(ctx)
+
+    def _fail(self, ctx: JobContext, exc: BaseException, nanos: int) -> None:
+        if ctx._cancelled:
+            self._report_cancelled(ctx)
+            return
+        if ctx._lost:
+            self._finish(ctx)
+            return
+        message = _failure_message(exc)
+        if ctx._span is not None:
+            tracing.record_failure(ctx._span, exc, message)
+        kind = _failure_kind(ctx, exc)
+        # Sampled only where the line is logged at all (as the server does its own, services/reports.py).
+        if logger.isEnabledFor(kind[2]) and self._failure_log.admit(kind):
+            _log_failure(ctx, exc)
+        failure = self._outbox.report.failures.add(
+            queue_name=ctx.queue_name,
+            job_id=ctx.id,
+            lease_token=ctx.lease_token,
+            message=message,
+            stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
+            do_not_retry=isinstance(exc, UnrecoverableError),
+        )
+        failure.duration.seconds, failure.duration.nanos = divmod(nanos, 1_000_000_000)
+        if isinstance(exc, _JobTimeout):  # the server may have timed the run out first
+            self._expect_rejection(ctx)
+        if isinstance(exc, RateLimitedError):  # back without using an attempt; the queue holds off
+            failure.retry_after.FromTimedelta(exc.retry_after)
+            failure.stacktrace = ""
+        self._unsent += 1
+        self._finish(ctx)
+
+    def _in_loop(self) -> bool:
+        """Whether the caller runs on the worker's event loop (not in a plain-``def`` processor's thread)."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _report_progress(self, ctx: JobContext, value: struct_pb2.Value) -> None:
+        loop = self._loop
+        assert loop is not None
+        if not self._in_loop():
+            loop.call_soon_threadsafe(partial(self._report_progress, ctx, value))
+            return
+        if self._running.get(ctx.key) is not ctx or ctx._lost:
+            return
+        item = self._outbox.report.progress.add()
+        item.lease.queue_name = ctx.queue_name
+        item.lease.job_id = ctx.id
+        item.lease.lease_token = ctx.lease_token
+        item.progress.CopyFrom(value)
+        self._unsent += 1
+        self._wake.set()
+
+    def _report_log(self, ctx: JobContext, time_ns: int, message: str) -> None:
+        loop = self._loop
+        assert loop is not None
+        if not self._in_loop():
+            loop.call_soon_threadsafe(partial(self._report_log, ctx, time_ns, message))
+            return
+        if self._running.get(ctx.key) is not ctx or ctx._lost:
+            return
+        # Consecutive lines of one run share a JobLogs entry of the pending report.
+        logs = self._outbox.report.logs
+        run = (ctx.queue_name, ctx.id, ctx.lease_token)
+        last = logs[-1].lease if len(logs) else None
+        if last is not None and (last.queue_name, last.job_id, last.lease_token) == run:
+            entry = logs[-1]
+        else:
+            entry = logs.add()
+            entry.lease.queue_name, entry.lease.job_id, entry.lease.lease_token = run
+        if len(entry.lines) >= _LOG_LINES_KEPT:
+            # The server keeps a job's last lines only: while the stream is down, hold no more than that.
+            del entry.lines[0]
+            self._unsent -= 1
+        line = entry.lines.add(message=message[:_LOG_LINE_CHARS])
+        line.time.FromNanoseconds(time_ns)
+        self._unsent += 1
+        self._wake.set()
+
+    def _update_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> Awaitable[None] | None:
+        """A running job's data update: a coroutine to await on the worker's loop; called from a plain-``def``
+        processor's thread, the update runs on the loop and this returns None once it is done."""
+        loop = self._loop
+        assert loop is not None
+        if self._in_loop():
+            return self._send_data(ctx, request)
+        asyncio.run_coroutine_threadsafe(self._send_data(ctx, request), loop).result()
+        return None
+
+    async def _send_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> None:
+        assert self._channel is not None
+        stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        try:
+            await stub.UpdateJobData(request, timeout=_UPDATE_DATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        ctx.data = decode_payload(request.data)
+
+
+def _failure_message(exc: BaseException) -> str:
+    """A failed run's message: the exception's text, else (none, or its ``__str__`` raised) its type name."""
+    try:
+        return str(exc) or type(exc).__name__
+    except BaseException:  # a processor's exception class broke its own __str__
+        return type(exc).__name__
+
+
+def _failure_kind(ctx: JobContext, exc: BaseException) -> tuple[str, str, int]:
+    """What makes failures alike for the log's sampling: the queue, the error's type and the line's level."""
+    level = logging.INFO if isinstance(exc, RateLimitedError) else logging.WARNING
+    return ctx.queue_name, type(exc).__name__, level
+
+
+def _log_left_out(kind: Hashable, count: int, seconds: float) -> None:
+    """The failures of one kind that a second's sampling left out of the log, in one line."""
+    queue, error, level = cast("tuple[str, str, int]", kind)  # a _failure_kind
+    logger.log(
+        level,
+        "queue %s: %d more %s failures within %.1fs (not logged one by one; the server keeps each "
+        "on its job)",
+        queue,
+        count,
+        error,
+        seconds,
+        extra={"queue": queue, "error_type": error, "count": count},
+    )
+
+
+def _log_failure(ctx: JobContext, exc: BaseException) -> None:
+    """Tells the person watching this worker that a run failed: one WARNING line (queue, job id, attempt,
+    error, what happens next), and the traceback at DEBUG (``LOG_LEVEL=DEBUG``). The server records the
+    failure as well; this is for the worker's own log, which takes the first few failures of each kind a
+    second and counts the rest (`Worker._fail`)."""
+    where = f"job {ctx.queue_name}/{ctx.id} ({ctx.name})"
+    attempt = ctx.attempts_made + 1
+    fields = {"queue": ctx.queue_name, "job_id": ctx.id, "attempt": attempt, "error": repr(exc)}
+    if isinstance(exc, RateLimitedError):
+        seconds = exc.retry_after.total_seconds()
+        logger.info(
+            "%s rate limited: %s; retried in %gs without using an attempt", where, exc, seconds, extra=fields
+        )
+        return
+    if isinstance(exc, UnrecoverableError):
+        then = "not retried (UnrecoverableError)"
+    elif attempt < ctx.max_attempts:
+        then = "will be retried"
+    else:
+        then = "no attempts left"
+    error = str(exc) if isinstance(exc, _JobTimeout) else f"{type(exc).__name__}: {exception_text(exc)}"
+    logger.warning(
+        "%s failed on attempt %d of %d: %s; %s", where, attempt, ctx.max_attempts, error, then, extra=fields
+    )
+    if not isinstance(exc, _JobTimeout) and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("%s traceback", where, exc_info=exc, extra=fields)
