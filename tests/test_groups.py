@@ -5,7 +5,9 @@ lists and counts right; against a real Valkey (the engine) and a real gRPC serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 from collections.abc import AsyncIterator
 
 import grpc
@@ -21,6 +23,7 @@ from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.groups import Groups, Limits
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import JobActive, JobNotFound, WrongState
 from tests.conftest import RunningServer
 
 WAIT = 30.0
@@ -41,7 +44,7 @@ async def claim_names(engine: Engine, n: int, queue: str = "q", token: str = "to
 
 
 async def group_keys(redis: Redis, prefix: str, queue: str = "q") -> list[str]:
-    keys = [k.decode() for k in await redis.keys(f"{prefix}:{{{queue}}}:g*")]
+    keys = [_t(k) for k in await redis.keys(f"{prefix}:{{{queue}}}:g*")]
     return sorted(keys)
 
 
@@ -282,3 +285,113 @@ async def test_group_limits_over_grpc_and_bad_input(stub: queue_service_pb2_grpc
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.SetGroupLimits(queue_service_pb2.SetGroupLimitsRequest(queue_name="g", group=""))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _t(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def check_group_invariants(engine: Engine, redis: Redis, prefix: str, queue: str = "q") -> None:
+    """The groups' lists, counts, rotation and index agree with the jobs (common.lua documents them)."""
+    base = f"{prefix}:{{{queue}}}:"
+    lists: dict[str, list[str]] = {}
+    parts: list[tuple[str, str]] = []
+    for key in await redis.keys(f"{base}gwait:*"):
+        level, group = _t(key)[len(base) + len("gwait:") :].split(":", 1)
+        parts.append((level, group))
+        lists.setdefault(group, []).extend(_t(i) for i in await redis.lrange(key, 0, -1))
+    waiting = {_t(g): int(n) for g, n in (await redis.hgetall(f"{base}gwaiting")).items()}
+    assert waiting == {g: len(ids) for g, ids in lists.items() if ids}
+    assert int(await redis.hget(f"{base}meta", "gw") or 0) == sum(waiting.values())
+    active: dict[str, int] = {}
+    for jid in await redis.zrange(f"{base}active", 0, -1):
+        grp = await redis.hget(f"{base}job:{_t(jid)}", "grp")
+        if grp:
+            active[_t(grp)] = active.get(_t(grp), 0) + 1
+    assert {_t(g): int(n) for g, n in (await redis.hgetall(f"{base}gact")).items()} == active
+    for group, ids in lists.items():
+        for jid in ids:
+            fields = await redis.hmget(f"{base}job:{jid}", "grp", "st")
+            assert _t(fields[0]) == group and fields[1] in (None, b"waiting")
+    # Liveness: a group's level list with jobs is in the rotation, waits for a token, or its group is held
+    # back at its limit with runs that will free it.
+    ring = {_t(m) for m in await redis.zrange(f"{base}gring", 0, -1)}
+    delayed = {_t(m) for m in await redis.zrange(f"{base}gdelay", 0, -1)}
+    parked = {_t(g) for g in await redis.hkeys(f"{base}gpark")}
+    for level, group in parts:
+        part = f"{level}:{group}"
+        assert part in ring or part in delayed or (group in parked and active.get(group, 0) > 0), part
+    known = {_t(g) for g in await redis.zrange(f"{base}groups", 0, -1)}
+    own = {_t(g) for g in await redis.hkeys(f"{base}glimits")}
+    assert set(waiting) | set(active) | own <= known
+
+
+async def test_random_operations_keep_the_groups_consistent(
+    engine: Engine, redis: Redis, prefix: str
+) -> None:
+    rnd = random.Random(7)
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=3))
+    control, ctl, groups = JobControl(engine), Control(engine), Groups(engine)
+    leases: dict[str, str] = {}  # active job id -> token
+    waiting_ids: list[str] = []
+    for step in range(400):
+        op = rnd.random()
+        if op < 0.3:
+            batch = [
+                job(rnd.choice(["a", "b", "c", "d", ""]), step, priority=rnd.randint(1, 5), attempts=2)
+                for _ in range(rnd.randint(1, 6))
+            ]
+            waiting_ids += (await engine.add_jobs("q", batch)).ids
+        elif op < 0.5:
+            token = f"t{step}"
+            for j in (await engine.claim("q", rnd.randint(1, 8), token, "w", 30_000)).jobs:
+                leases[j.id] = token
+        elif op < 0.6 and leases:
+            jid = rnd.choice(list(leases))
+            await engine.complete("q", [(jid, leases.pop(jid), b"null", "application/json")])
+        elif op < 0.67 and leases:
+            jid = rnd.choice(list(leases))
+            await engine.fail("q", [(jid, leases.pop(jid), "boom", "", False)])
+        elif op < 0.72 and leases:
+            jid = rnd.choice(list(leases))
+            await engine.release("q", [(jid, leases.pop(jid))], stalled=rnd.random() < 0.5)
+        elif op < 0.77 and waiting_ids:
+            jid = rnd.choice(waiting_ids)
+            with contextlib.suppress(JobNotFound, JobActive, WrongState):
+                await engine.remove_job("q", jid)
+        elif op < 0.82 and waiting_ids:
+            jid = rnd.choice(waiting_ids)
+            with contextlib.suppress(JobNotFound, JobActive, WrongState):
+                await ctl.cancel_job("q", jid, "test")
+        elif op < 0.88 and waiting_ids:
+            jid = rnd.choice(waiting_ids)
+            with contextlib.suppress(JobNotFound, JobActive, WrongState):
+                await control.change_priority("q", jid, rnd.randint(1, 5))
+        elif op < 0.94:
+            grp = rnd.choice(["a", "b", "c", "d"])
+            limits = None if rnd.random() < 0.4 else Limits(concurrency=rnd.randint(1, 3))
+            await groups.set_group_limits("q", grp, limits)
+        elif op < 0.97:
+            await engine.clean("q", "waiting", 0, rnd.randint(1, 5))
+        else:
+            await engine.drain("q", include_delayed=False)
+        # A job cancelled while active ends when its worker reports: drop leases of finished jobs.
+        for jid in list(leases):
+            if (await engine.get_job("q", jid)).text("st") != "active":
+                leases.pop(jid)
+        if step % 10 == 0:
+            await check_group_invariants(engine, redis, prefix)
+    await check_group_invariants(engine, redis, prefix)
+    # Everything left drains: finish every lease, lift the limits, claim until nothing waits.
+    for jid, token in leases.items():
+        await engine.complete("q", [(jid, token, b"null", "application/json")])
+    for grp in ["a", "b", "c", "d"]:
+        await groups.set_group_limits("q", grp, Limits(concurrency=1000))
+    for _ in range(200):
+        res = await engine.claim("q", 50, "end", "w", 30_000)
+        if not res.jobs:
+            break
+        await engine.complete("q", [(j.id, "end", b"null", "application/json") for j in res.jobs])
+    m = await engine.metrics("q")
+    assert (m.waiting, m.active) == (0, 0)
+    await check_group_invariants(engine, redis, prefix)
