@@ -395,3 +395,13 @@ async def test_random_operations_keep_the_groups_consistent(
     m = await engine.metrics("q")
     assert (m.waiting, m.active) == (0, 0)
     await check_group_invariants(engine, redis, prefix)
+
+
+async def test_jobs_behind_a_held_back_group_wake_no_worker(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    await engine.add_jobs("q", [job("a", 0), job("a", 1)])
+    assert await claim_names(engine, 10) == ["a0"]
+    assert await claim_names(engine, 10, token="t2") == []  # a worker now waits: the queue is hungry
+    # Another job of the held-back group is not ready: no wake-up; a job of another group is.
+    assert not (await engine.add_jobs("q", [job("a", 2)])).published
+    assert (await engine.add_jobs("q", [job("b", 0)])).published

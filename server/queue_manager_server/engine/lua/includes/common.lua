@@ -130,10 +130,15 @@ end
 -- Whether this script call put jobs of a group into waiting (a claim after it must look at the rotation even
 -- when the queue's settings, read before, showed no group yet).
 local GROUPED = false
+-- Jobs of groups this script call put behind others of their group's list: none of them is ready for a
+-- claim that found nothing to take (after such a claim every group list with jobs is held back by its
+-- limits), so they wake no worker (publish_ready); a list's first job joins the rotation and does.
+local GROUP_QUEUED = 0
 
 -- n jobs went into a group's level list; first: the list had none before, so it joins the rotation.
 local function group_pushed(base, level, grp, n, first)
   GROUPED = true
+  if not first then GROUP_QUEUED = GROUP_QUEUED + n end
   group_waiting(base, grp, n)
   if first then
     group_join(base, level, grp, group_turns(base, 1))
@@ -588,8 +593,10 @@ end
 -- added_waiting: jobs this call made waiting; earliest: the earliest run-at of those it made delayed (-1 =
 -- none). Only a claim that left the queue with no ready job marks it 'hungry' (claim.lua): the first jobs
 -- made ready since publish 'w' and clear the mark, so adds to a queue whose workers are busy (or absent)
--- publish nothing, and no server spends a wake-up on them. Returns 1 when it published 'w', else 0.
+-- publish nothing, and no server spends a wake-up on them; nor do jobs queued behind others of their group
+-- (GROUP_QUEUED). Returns 1 when it published 'w', else 0.
 local function publish_ready(meta, channel, queue, added_waiting, earliest)
+  added_waiting = added_waiting - GROUP_QUEUED
   local woke = 0
   if added_waiting > 0 and redis.call('HDEL', meta, 'hungry') == 1 then
     redis.call('PUBLISH', channel, 'w ' .. queue)
