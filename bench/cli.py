@@ -46,6 +46,7 @@ ORDER = (
     "drain",
     "features",
     "failures",
+    "groups",
     "chains",
     "workflows",
     "single",

@@ -159,7 +159,7 @@ class Ours(Driver):
     """Queue Manager: one `qm serve` process (python -m queue_manager_server) in front of the Valkey."""
 
     name = "queue-manager"
-    extra = frozenset({"unary", "features", "failures", "chains", "workflows", "memory_detail"})
+    extra = frozenset({"unary", "features", "failures", "groups", "chains", "workflows", "memory_detail"})
 
     def __init__(self, workdir: Path, persistence: str = "off", log_level: str = "warning") -> None:
         super().__init__(workdir, persistence)

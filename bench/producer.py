@@ -78,6 +78,21 @@ async def features(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
 
 
+# Fairness groups the groups mode spreads its jobs over (a tenant each): the rotation takes one job of each
+# in turn, so a claim of 100 touches 100 groups.
+GROUPS = 100
+
+
+async def groups(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
+    jobs = [
+        {"name": "grouped", "data": {"i": i}, "options": {"group": f"tenant-{i % GROUPS}"}}
+        for i in range(a.jobs)
+    ]
+    t0 = time.perf_counter()
+    ids = await qm.add_bulk(a.queue, jobs)
+    return {"jobs": len(ids), "seconds": time.perf_counter() - t0}
+
+
 async def failures(qm: QueueManager, a: argparse.Namespace) -> dict[str, Any]:
     jobs = [{"name": FAILS_ONCE, "data": {"i": i}, "options": {"attempts": 2}} for i in range(a.jobs)]
     t0 = time.perf_counter()
@@ -219,6 +234,7 @@ MODES: dict[str, Callable[[QueueManager, argparse.Namespace], Awaitable[dict[str
     "workflows": workflows,
     "features": features,
     "failures": failures,
+    "groups": groups,
     "single": single,
     "latency": latency,
     "unary": unary,

@@ -34,6 +34,9 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("failures", "worker_cpu_us", "failing once: worker CPU per job (µs)", False),
     ("failures", "server_cpu_us", "failing once: server CPU per job (µs)", False),
     ("failures", "valkey_cpu_us", "failing once: Valkey CPU per job (µs)", False),
+    ("groups", "jobs_per_s", "drain of jobs in 100 fairness groups (jobs/s)", True),
+    ("groups", "ratio_to_drain", "grouped drain ÷ plain drain (same round)", True),
+    ("groups", "valkey_cpu_us", "grouped drain: Valkey CPU per job (µs)", False),
     ("chains", "jobs_per_s", "drain of two-job chains, runs (jobs/s)", True),
     ("chains", "ratio_to_drain", "chain runs ÷ plain drain (same round)", True),
     ("workflows", "runs_created_per_s", "execute_workflow, 50 callers (runs/s)", True),
@@ -83,7 +86,7 @@ def missing_figures(summary: dict[str, dict[str, Any]], system: str) -> list[tup
 def add_round_ratios(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
     """ratio_to_drain of features, failures, chains and workflows: each such run against the plain drain of
     the same round."""
-    for scenario in ("features", "failures", "chains", "workflows"):
+    for scenario in ("features", "failures", "groups", "chains", "workflows"):
         for system, feats in runs.get(scenario, {}).items():
             drains = runs.get("drain", {}).get(system, [])
             for feat, plain in zip(feats, drains, strict=False):

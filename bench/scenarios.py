@@ -188,6 +188,13 @@ async def failures(d: Driver, p: Params) -> dict[str, Any]:
     return await _drain_of(d, p, "bench-failures", "failures", "features")
 
 
+async def groups(d: Driver, p: Params) -> dict[str, Any]:
+    """Drain of no-op jobs spread over 100 fairness groups (JobOptions.group), taken in turns."""
+    if not isinstance(d, Ours):
+        raise BenchError("groups is measured for Queue Manager only")
+    return await _drain_of(d, p, "bench-groups", "groups", "noop")
+
+
 async def _linked_drain(
     d: Driver, p: Params, name: str, items: int, **produce: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -330,6 +337,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": drain,
     "features": features,
     "failures": failures,
+    "groups": groups,
     "chains": chains,
     "workflows": workflows,
     "single": single,

@@ -680,6 +680,7 @@ ADMIN_ONLY = {
     "CancelJob",
     "RetryFailedJobs",
     "CancelWorkflow",
+    "SetGroupLimits",
 }
 
 
@@ -714,6 +715,10 @@ async def test_admin_rpcs_need_the_admin_role(
             jpb.RetryFailedJobsRequest(queue_name="billing-a"), metadata=md
         ),
         "CancelWorkflow": lambda q, md: q.CancelWorkflow(wfpb.CancelWorkflowRequest(run_id="r"), metadata=md),
+        "SetGroupLimits": lambda q, md: q.SetGroupLimits(
+            qpb.SetGroupLimitsRequest(queue_name="billing-a", group="g", limits=t.GroupLimits(concurrency=1)),
+            metadata=md,
+        ),
     }
     assert set(calls) == ADMIN_ONLY
     async with grpc.aio.insecure_channel(server.address) as ch:
