@@ -79,6 +79,10 @@ EXPECTED = {
     "TestTracingWorkflowIsOneTrace",
     "TestTracingOffAddsNothing",
     "TestTracingIsOffWithoutAProvider",
+    "TestGroupsTakeTurns",
+    "TestGroupConcurrencyLimitHoldsAGroupsRuns",
+    "TestListGroupsAndSetGroupLimitsRoundTrip",
+    "TestBadGroupsAreRefusedWithTheField",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

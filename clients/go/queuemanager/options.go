@@ -47,6 +47,13 @@ type JobOptions struct {
 	// time when delayed or scheduled), it is not run but ends cancelled, its CancelReason starting
 	// "expired: ". Whole milliseconds up to 365 days; 0 means the queue's default (none unless set).
 	ExpireAfter time.Duration
+	// Group is the job's fairness group (a tenant, a customer, a destination): the ready jobs of different
+	// groups take turns, one job of each group in rotation, so one group's flood does not hold back the
+	// others; within a group jobs run by priority, then in the order they became ready, and jobs without a
+	// group run before grouped ones. A group may have limits (QueueConfig.GroupLimits, SetGroupLimits).
+	// 1 to MaxGroupLength characters of UTF-8, no control characters; "" means no group. Not allowed in
+	// QueueConfig.DefaultJobOptions.
+	Group string
 }
 
 // BackoffType chooses how the delay between attempts grows.
@@ -139,6 +146,10 @@ type QueueConfig struct {
 	// bounds"). Empty means strict priority. RegisterQueue replaces the whole config: give the bounds again
 	// when changing other settings.
 	PriorityBounds map[Priority]time.Duration
+	// GroupLimits limit each fairness group of the queue (JobOptions.Group) on its own: at most
+	// Concurrency of a group's jobs active at once, its starts within RateLimit; a group's own limits
+	// (SetGroupLimits) replace them for that group. nil means no per-group limit.
+	GroupLimits *GroupLimits
 }
 
 func duration(d time.Duration) *durationpb.Duration {
@@ -178,9 +189,15 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 		Timeout:          duration(o.Timeout),
 		MaxStalled:       c.of("JobOptions.MaxStalled", o.MaxStalled),
 		ExpireAfter:      duration(o.ExpireAfter),
+		Group:            o.Group,
 	}
 	if c.err != nil {
 		return nil, c.err
+	}
+	if o.Group != "" {
+		if err := checkGroup("JobOptions.Group", o.Group); err != nil {
+			return nil, err
+		}
 	}
 	if !o.ScheduleTime.IsZero() {
 		out.ScheduleTime = timestamppb.New(o.ScheduleTime)
@@ -239,9 +256,8 @@ func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
 		FailedRetention:    c.FailedRetention.proto(&n, "QueueConfig.FailedRetention"),
 		DisableDeadLetter:  c.DisableDeadLetter,
 		Concurrency:        n.of("QueueConfig.Concurrency", c.Concurrency),
-	}
-	if r := c.RateLimit; r != nil {
-		out.RateLimit = &pb.RateLimit{Max: n.of("QueueConfig.RateLimit.Max", r.Max), Duration: duration(r.Duration)}
+		RateLimit:          c.RateLimit.proto(&n, "QueueConfig.RateLimit"),
+		GroupLimits:        c.GroupLimits.proto(&n, "QueueConfig.GroupLimits"),
 	}
 	if n.err != nil {
 		return nil, n.err
@@ -267,6 +283,7 @@ func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
 		Timeout:          durationOf(p.GetTimeout()),
 		MaxStalled:       int(p.GetMaxStalled()),
 		ExpireAfter:      durationOf(p.GetExpireAfter()),
+		Group:            p.GetGroup(),
 		RemoveOnComplete: keepJobsFromProto(p.GetRemoveOnComplete()),
 		RemoveOnFail:     keepJobsFromProto(p.GetRemoveOnFail()),
 	}

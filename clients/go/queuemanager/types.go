@@ -109,9 +109,11 @@ type Job struct {
 	// ExpireAfter is the job's expiry (0: none), and ExpireTime when it expires if not started by then.
 	ExpireAfter time.Duration
 	ExpireTime  time.Time
-	WorkerID    string
-	Parents     []JobRef
-	Children    []JobRef
+	// Group is the job's fairness group (JobOptions.Group); "" when it has none.
+	Group    string
+	WorkerID string
+	Parents  []JobRef
+	Children []JobRef
 	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
 	Logs            []LogLine
 	LogCount        int
@@ -199,6 +201,7 @@ func jobFromProto(p *pb.Job) *Job {
 		Timeout:         durationOf(p.GetOptions().GetTimeout()),
 		ExpireAfter:     durationOf(p.GetOptions().GetExpireAfter()),
 		ExpireTime:      timeOf(p.GetExpireTime()),
+		Group:           p.GetOptions().GetGroup(),
 		WorkerID:        p.GetWorkerId(),
 		Children:        refsOf(p.GetChildren()),
 		LogCount:        int(p.GetLogCount()),
@@ -228,6 +231,9 @@ type Queue struct {
 	Concurrency int
 	// PriorityBounds are the queue's priority bounds (QueueConfig.PriorityBounds); nil when it has none.
 	PriorityBounds map[Priority]time.Duration
+	// GroupLimits are the limits of each of its fairness groups (QueueConfig.GroupLimits); nil when it has
+	// none.
+	GroupLimits *GroupLimits
 }
 
 func queueFromProto(p *pb.Queue) *Queue {
@@ -241,6 +247,9 @@ func queueFromProto(p *pb.Queue) *Queue {
 		Concurrency: int(p.GetConfig().GetConcurrency()),
 	}
 	q.PriorityBounds = priorityBoundsFromProto(p.GetConfig().GetPriorityBounds())
+	if limits := groupLimitsFromProto(p.GetConfig().GetGroupLimits()); limits != (GroupLimits{}) {
+		q.GroupLimits = &limits
+	}
 	if !p.GetConfig().GetDisableDeadLetter() {
 		q.DeadLetterQueue = p.GetConfig().GetDeadLetterQueue()
 	}
@@ -275,6 +284,9 @@ type QueueMetrics struct {
 	// Levels are the jobs ready to run (waiting or paused) of each priority level, CRITICAL first (all
 	// five; a level a newer server knows and this client does not is left out).
 	Levels []LevelMetrics
+	// Groups counts the queue's fairness groups: those with jobs waiting or active, and those with limits of
+	// their own (ListGroups lists them).
+	Groups uint64
 }
 
 // LevelMetrics are the ready jobs of one priority level of a queue.
@@ -328,5 +340,6 @@ func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
 		IsPaused:              p.GetIsPaused(),
 		SampleTime:            timeOf(p.GetSampleTime()),
 		Levels:                levelsFromProto(p.GetLevels()),
+		Groups:                p.GetGroups(),
 	}
 }

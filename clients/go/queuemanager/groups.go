@@ -1,0 +1,166 @@
+package queuemanager
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"unicode/utf8"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
+)
+
+// MaxGroupLength is the longest fairness group name (JobOptions.Group), in characters (Unicode code points,
+// not bytes), as the server counts them. The server checks too; the client checks first so that the error
+// names the Go field, and so that a name that is not UTF-8 never reaches the wire (protobuf refuses to
+// encode it, which would fail the call with no word on which field).
+const MaxGroupLength = 128
+
+// checkGroup checks a fairness group name: valid UTF-8, 1 to MaxGroupLength characters, no control
+// characters (the server's rule: a group is part of key names and of log lines).
+func checkGroup(field, group string) error {
+	if group == "" {
+		return fmt.Errorf("%s is required: a group is 1 to %d characters", field, MaxGroupLength)
+	}
+	if !utf8.ValidString(group) {
+		return fmt.Errorf("%s %q is not valid UTF-8", field, group)
+	}
+	if n := utf8.RuneCountInString(group); n > MaxGroupLength {
+		return fmt.Errorf("%s is %d characters long; the limit is %d", field, n, MaxGroupLength)
+	}
+	for _, r := range group {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s %q must not contain control characters (found U+%04X)", field, group, r)
+		}
+	}
+	return nil
+}
+
+// GroupLimits bound the jobs of one fairness group, on top of the queue's own limits: in
+// QueueConfig.GroupLimits they apply to each group of the queue on its own; SetGroupLimits gives one
+// group limits of its own instead.
+type GroupLimits struct {
+	// Concurrency is the most jobs of the group active at once across all workers; 0 means no limit.
+	Concurrency int
+	// RateLimit limits the group's job starts (a token bucket); nil means unlimited.
+	RateLimit *RateLimit
+}
+
+func (g *GroupLimits) proto(c *counts, field string) *pb.GroupLimits {
+	if g == nil {
+		return nil
+	}
+	return &pb.GroupLimits{
+		Concurrency: c.of(field+".Concurrency", g.Concurrency),
+		RateLimit:   g.RateLimit.proto(c, field+".RateLimit"),
+	}
+}
+
+func (r *RateLimit) proto(c *counts, field string) *pb.RateLimit {
+	if r == nil {
+		return nil
+	}
+	return &pb.RateLimit{Max: c.of(field+".Max", r.Max), Duration: duration(r.Duration)}
+}
+
+func rateLimitFromProto(p *pb.RateLimit) *RateLimit {
+	if p == nil || p.GetMax() == 0 {
+		return nil
+	}
+	return &RateLimit{Max: int(p.GetMax()), Duration: durationOf(p.GetDuration())}
+}
+
+// groupLimitsFromProto reads limits back; "no limit at all" is the zero GroupLimits.
+func groupLimitsFromProto(p *pb.GroupLimits) GroupLimits {
+	return GroupLimits{Concurrency: int(p.GetConcurrency()), RateLimit: rateLimitFromProto(p.GetRateLimit())}
+}
+
+// GroupInfo is one fairness group of a queue (ListGroups, SetGroupLimits).
+type GroupInfo struct {
+	// Group is the group's name (JobOptions.Group).
+	Group string
+	// Waiting counts its jobs ready to run; Active its jobs leased to workers.
+	Waiting uint64
+	Active  uint64
+	// Limits are the limits that apply to it: its own, else the queue's QueueConfig.GroupLimits (the zero
+	// GroupLimits when neither limits it).
+	Limits GroupLimits
+	// CustomLimits tells whether Limits are the group's own (SetGroupLimits).
+	CustomLimits bool
+}
+
+func groupFromProto(p *pb.GroupInfo) *GroupInfo {
+	if p == nil {
+		return nil
+	}
+	return &GroupInfo{
+		Group:        p.GetGroup(),
+		Waiting:      p.GetWaiting(),
+		Active:       p.GetActive(),
+		Limits:       groupLimitsFromProto(p.GetLimits()),
+		CustomLimits: p.GetCustomLimits(),
+	}
+}
+
+// GroupPage is one page of ListGroups.
+type GroupPage struct {
+	// Groups of this page, by name.
+	Groups []*GroupInfo
+	// NextPageToken asks for the next page; "" on the last page.
+	NextPageToken string
+	// Total is the number of groups known to the queue: those with jobs waiting or active, and those with
+	// limits of their own.
+	Total int
+}
+
+// ListGroups returns a page of a queue's fairness groups, sorted by name, with their jobs and limits.
+// pageSize is 1 to 1,000 (0 means 100); pageToken is "" for the first page, then the previous page's
+// NextPageToken.
+func (c *Client) ListGroups(ctx context.Context, queue string, pageSize int, pageToken string) (*GroupPage, error) {
+	if pageSize < 0 || pageSize > math.MaxUint32 {
+		return nil, fmt.Errorf("pageSize must be from 0 to 1000, got %d", pageSize)
+	}
+	resp, err := c.queues.ListGroups(ctx, &pb.ListGroupsRequest{
+		QueueName: queue, PageSize: uint32(pageSize), PageToken: pageToken,
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	page := &GroupPage{NextPageToken: resp.GetNextPageToken(), Total: int(resp.GetTotalSize())}
+	for _, g := range resp.GetGroups() {
+		page.Groups = append(page.Groups, groupFromProto(g))
+	}
+	return page, nil
+}
+
+// SetGroupLimits gives one fairness group limits of its own, which replace the queue's
+// QueueConfig.GroupLimits for it (the zero GroupLimits lifts every per-group limit from it), and returns
+// the group as it is now. A group with limits of its own is known to the queue (ListGroups) even while it
+// has no jobs. A rate limit needs a positive Duration (else ErrInvalidArgument, naming the field).
+func (c *Client) SetGroupLimits(ctx context.Context, queue, group string, limits GroupLimits) (*GroupInfo, error) {
+	if err := checkGroup("group", group); err != nil {
+		return nil, err
+	}
+	var n counts
+	p := limits.proto(&n, "GroupLimits")
+	if n.err != nil {
+		return nil, n.err
+	}
+	return c.setGroupLimits(ctx, &pb.SetGroupLimitsRequest{QueueName: queue, Group: group, Limits: p})
+}
+
+// ClearGroupLimits removes a group's own limits: the queue's QueueConfig.GroupLimits apply to it again, and
+// a group with no jobs is forgotten. It returns the group as it is now.
+func (c *Client) ClearGroupLimits(ctx context.Context, queue, group string) (*GroupInfo, error) {
+	if err := checkGroup("group", group); err != nil {
+		return nil, err
+	}
+	return c.setGroupLimits(ctx, &pb.SetGroupLimitsRequest{QueueName: queue, Group: group, Clear: true})
+}
+
+func (c *Client) setGroupLimits(ctx context.Context, req *pb.SetGroupLimitsRequest) (*GroupInfo, error) {
+	resp, err := c.queues.SetGroupLimits(ctx, req)
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return groupFromProto(resp.GetGroup()), nil
+}
