@@ -405,3 +405,15 @@ async def test_jobs_behind_a_held_back_group_wake_no_worker(engine: Engine) -> N
     # Another job of the held-back group is not ready: no wake-up; a job of another group is.
     assert not (await engine.add_jobs("q", [job("a", 2)])).published
     assert (await engine.add_jobs("q", [job("b", 0)])).published
+
+
+async def test_the_oldest_waiting_job_counts_the_groups_jobs(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    first = await engine.add_jobs("q", [job("a", 0), job("a", 1), job("b", 0)], fetch=True)
+    await asyncio.sleep(0.05)
+    await engine.add_jobs("q", [job("", 0)])
+    m = await engine.metrics("q")
+    assert m.oldest_ready_ms == first.now_ms
+    # Held back at its limit (a1 behind a0), the group's head still counts.
+    assert sorted(await claim_names(engine, 10)) == ["-0", "a0", "b0"]
+    assert (await engine.metrics("q")).oldest_ready_ms == first.now_ms
