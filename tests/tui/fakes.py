@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from queue_manager import (
+    GroupLimits,
     Job,
     JobLogLine,
     JobPriority,
@@ -81,6 +82,7 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
             error_rate=0.004,
             oldest_waiting_age=timedelta(seconds=75),
             levels=levels(high=(5, 12.0), normal=(30, 75.0), background=(2, 50.0)),
+            groups=4,
             workers=2,
             free_capacity=12,
             rate_limit_tokens=40.0,
@@ -360,6 +362,9 @@ class FakeSource:
         limited = QueueConfig(
             rate_limit=RateLimit(max=50, duration=timedelta(seconds=1)),
             priority_bounds={JobPriority.BACKGROUND: timedelta(minutes=5)},
+            group_limits=GroupLimits(
+                concurrency=2, rate_limit=RateLimit(max=10, duration=timedelta(seconds=1))
+            ),
         )
         return [
             Queue(name="emails", config=limited),

@@ -411,3 +411,27 @@ async def test_settings_changed_elsewhere_show_without_a_reconnect(server: Runni
 
         await wait_for(pilot, shown, "the new bound and rate limit", WAIT)
     await qm.close()
+
+
+async def test_the_queue_panel_shows_the_groups_and_their_limits(server: RunningServer) -> None:
+    """A queue with fairness groups: how many there are (QueueMetrics.groups) and the limits of each (the
+    queue's group_limits), set or changed while the dashboard is open."""
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("alpha")
+    await qm.add_bulk("alpha", [{"name": "j", "options": {"group": g}} for g in ("acme", "globex", "acme")])
+    app = dashboard(server)
+    app.settings_refresh = INTERVAL * 2
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        assert app.queues_view.selected_queue == "alpha"
+
+        def line(words: str) -> Callable[[], bool]:
+            return lambda: any(words in text for text in screen_lines(app))
+
+        await wait_for(pilot, line("groups: 2; no per-group limit"), "the two groups", WAIT)
+        await qm.register_queue(
+            "alpha", group_limits={"concurrency": 2, "rate_limit": {"max": 10, "duration": 1000}}
+        )
+        await qm.add_job("alpha", "j", None, {"group": "initech"})
+        await wait_for(pilot, line("groups: 3; each at most 2 active, 10 per 1.0s"), "the limits", WAIT)
+    await qm.close()

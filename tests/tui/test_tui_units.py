@@ -7,7 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from queue_manager import JobPriority, JobState, MetricsSnapshot, QueueMetrics, RateLimit
+from queue_manager import (
+    GroupLimits,
+    JobPriority,
+    JobState,
+    MetricsSnapshot,
+    Queue,
+    QueueConfig,
+    QueueMetrics,
+    RateLimit,
+)
 from queue_manager_tui.controls import (
     NotApplicable,
     cancel_plan,
@@ -29,7 +38,7 @@ from queue_manager_tui.format import (
     sparkline,
 )
 from queue_manager_tui.state import Backoff, DashboardState
-from queue_manager_tui.widgets.queues_view import COLUMNS, _facts, _levels_sentence, _limit
+from queue_manager_tui.widgets.queues_view import COLUMNS, _facts, _groups_sentence, _levels_sentence, _limit
 from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, levels, queue_metrics
 
 
@@ -226,3 +235,28 @@ def test_the_queue_panel_lists_ready_jobs_by_priority_with_their_bounds() -> Non
     assert _levels_sentence(idle, {}) == "by priority: none ready"
     # A server older than the per-level figures sends none: no line at all.
     assert "by priority" not in _facts(replace(emails, levels=[]), None, five).plain
+
+
+def test_the_queue_panel_gives_the_groups_and_the_limits_of_each() -> None:
+    emails = queue_metrics("emails", 0)
+    both = GroupLimits(concurrency=2, rate_limit=RateLimit(max=10, duration=1000))
+    assert _groups_sentence(emails, both) == "groups: 4; each at most 2 active, 10 per 1.0s"
+    assert _groups_sentence(emails, GroupLimits(concurrency=1_500)) == "groups: 4; each at most 1,500 active"
+    rate_only = GroupLimits(rate_limit=RateLimit(max=5, duration=timedelta(minutes=1)))
+    assert _groups_sentence(emails, rate_only) == "groups: 4; each 5 per 1m00s"
+    assert _groups_sentence(emails, None) == "groups: 4; no per-group limit"
+    # Shown when the queue has groups or limits them; a queue that uses no groups has no line.
+    assert "groups: 4;" in _facts(emails, None, {}, None).plain
+    no_groups = replace(emails, groups=0)
+    assert "groups: 0; each at most 2 active" in _facts(no_groups, None, {}, both).plain
+    assert "groups" not in _facts(no_groups, None, {}, None).plain
+
+
+def test_the_state_keeps_the_group_limits_of_the_queues_that_have_them() -> None:
+    state = DashboardState()
+    limited = GroupLimits(concurrency=3)
+    state.set_settings([Queue("a", QueueConfig(group_limits=limited)), Queue("b", QueueConfig())])
+    assert state.group_limits == {"a": limited}
+    state.apply(MetricsSnapshot(time=at(0), metrics=[QueueMetrics("a")]))
+    state.apply(MetricsSnapshot(time=at(1), metrics=[QueueMetrics("b")]))  # a went away
+    assert state.group_limits == {}

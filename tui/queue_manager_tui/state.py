@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from queue_manager import JobPriority, MetricsSnapshot, Queue, QueueMetrics, RateLimit, WorkerInfo
+from queue_manager import (
+    GroupLimits,
+    JobPriority,
+    MetricsSnapshot,
+    Queue,
+    QueueMetrics,
+    RateLimit,
+    WorkerInfo,
+)
 
 __all__ = ["SERIES_LENGTH", "Backoff", "Connection", "DashboardState", "Link", "QueueChanges"]
 
@@ -88,6 +96,7 @@ class DashboardState:
         self.workers: list[WorkerInfo] = []
         self.limits: dict[str, RateLimit | None] = {}
         self.bounds: dict[str, Mapping[JobPriority, timedelta]] = {}
+        self.group_limits: dict[str, GroupLimits] = {}
         self.time: datetime | None = None
         self.connection = Connection()
         self._completed: dict[str, deque[float]] = {}
@@ -115,6 +124,7 @@ class DashboardState:
             self._last_totals.pop(name, None)
             self.limits.pop(name, None)
             self.bounds.pop(name, None)
+            self.group_limits.pop(name, None)
         for name, metrics in fresh.items():
             self._sample(name, metrics.completed_total)
         self.queues = dict(sorted(fresh.items()))
@@ -139,9 +149,11 @@ class DashboardState:
         self._last_totals.clear()
 
     def set_settings(self, queues: list[Queue]) -> None:
-        """Records each queue's rate limit (its bucket size) and priority bounds, from its settings."""
+        """Records each queue's rate limit (its bucket size), priority bounds and fairness-group limits, from
+        its settings."""
         self.limits = {q.name: q.config.rate_limit for q in queues}
         self.bounds = {q.name: q.config.priority_bounds for q in queues if q.config.priority_bounds}
+        self.group_limits = {q.name: q.config.group_limits for q in queues if q.config.group_limits}
 
     def workers_of(self, queue: str) -> list[WorkerInfo]:
         """The connected workers that take jobs of a queue."""

@@ -38,11 +38,13 @@ from queue_manager.errors import (
     UnavailableError,
     UnrecoverableError,
 )
+from queue_manager.groups import GroupInfo
 from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
     Backoff,
     ChainLink,
     Dedup,
+    GroupLimits,
     JobMetadata,
     JobOptions,
     KeepJobs,
@@ -63,6 +65,8 @@ __all__ = [
     "ChainLink",
     "Dedup",
     "FailedPreconditionError",
+    "GroupInfo",
+    "GroupLimits",
     "InvalidArgumentError",
     "Job",
     "JobContext",

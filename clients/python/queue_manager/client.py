@@ -36,6 +36,14 @@ from queue_manager.convert import (
 )
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
+from queue_manager.groups import (
+    GroupInfo,
+    GroupLimitsLike,
+    RateLimitLike,
+    group_info_from_proto,
+    list_groups_request,
+    set_group_limits_request,
+)
 from queue_manager.job_control import (
     change_priority_request,
     finished_job,
@@ -384,6 +392,7 @@ class QueueManager:
         disable_dead_letter: bool = False,
         concurrency: int = 0,
         priority_bounds: PriorityBoundsLike | None = None,
+        group_limits: GroupLimitsLike | None = None,
     ) -> Queue:
         """Registers a queue, or updates an existing one's settings.
 
@@ -403,6 +412,9 @@ class QueueManager:
                 timedelta, 1 s to 30 days (``{JobPriority.BACKGROUND: timedelta(minutes=1)}``). A bound
                 holds to within the server's priority sweep (1 s by default). None or empty: strict
                 priority. The whole config is replaced, so pass the bounds again when changing others.
+            group_limits: Limits of each fairness group (`JobOptions.group`) on its own: a `GroupLimits` or
+                ``{"concurrency": n, "rate_limit": {"max": n, "duration": ms}}``; a group given limits of
+                its own (`set_group_limits`) has those instead. None: no per-group limit.
 
         Returns:
             The queue as stored.
@@ -417,6 +429,7 @@ class QueueManager:
             disable_dead_letter=disable_dead_letter,
             concurrency=concurrency,
             priority_bounds=priority_bounds,
+            group_limits=group_limits,
         )
         response: queue_service_pb2.RegisterQueueResponse = await self._unary(
             self._queue_stub().RegisterQueue, request
@@ -487,6 +500,65 @@ class QueueManager:
             self._queue_stub().ObliterateQueue, request
         )
         return response.removed
+
+    async def list_groups(
+        self, queue_name: str, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[GroupInfo], str]:
+        """Lists one page of a queue's fairness groups (`JobOptions.group`), by name.
+
+        A queue knows a group while it has jobs waiting or active, or limits of its own
+        (`QueueMetrics.groups` counts them).
+
+        Args:
+            queue_name: The queue.
+            page_size: Groups per page, 1 to 1000; 0 means 100.
+            page_token: The token a previous page returned; "" for the first page.
+
+        Returns:
+            The groups, each with its waiting and active jobs and the limits that apply to it, and the token
+            of the next page ("" on the last page).
+        """
+        request = list_groups_request(queue_name, page_size, page_token)
+        response: queue_service_pb2.ListGroupsResponse = await self._unary(
+            self._queue_stub().ListGroups, request
+        )
+        return [group_info_from_proto(g) for g in response.groups], response.next_page_token
+
+    async def set_group_limits(
+        self, queue_name: str, group: str, concurrency: int = 0, rate_limit: RateLimitLike | None = None
+    ) -> GroupInfo:
+        """Gives one fairness group limits of its own: they replace the queue's ``group_limits`` for it.
+
+        The two limits are set together: one left out is none for this group (``set_group_limits(q, "vip")``
+        lifts every per-group limit off "vip"). A group with limits of its own is listed while idle too.
+
+        Args:
+            queue_name: The queue.
+            group: The group (`JobOptions.group`), 1 to 128 characters; it need not have jobs yet.
+            concurrency: Most jobs of the group active at once across all workers; 0 for no limit.
+            rate_limit: ``{"max": n, "duration": ms}`` or a `RateLimit` on the group's job starts; None for
+                none.
+
+        Returns:
+            The group after the change.
+        """
+        request = set_group_limits_request(queue_name, group, concurrency, rate_limit)
+        response: queue_service_pb2.SetGroupLimitsResponse = await self._unary(
+            self._queue_stub().SetGroupLimits, request
+        )
+        return group_info_from_proto(response.group)
+
+    async def clear_group_limits(self, queue_name: str, group: str) -> GroupInfo:
+        """Removes a fairness group's own limits: the queue's ``group_limits`` apply to it again.
+
+        Returns:
+            The group after the change (an idle group without jobs is no longer listed).
+        """
+        request = set_group_limits_request(queue_name, group, clear=True)
+        response: queue_service_pb2.SetGroupLimitsResponse = await self._unary(
+            self._queue_stub().SetGroupLimits, request
+        )
+        return group_info_from_proto(response.group)
 
     async def get_queue_metrics(self, name: str, include_history: bool = False) -> QueueMetrics:
         """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest

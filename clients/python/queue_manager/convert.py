@@ -19,6 +19,7 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from queue_manager.bounds import priority_bounds_from_proto
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
+from queue_manager.groups import queue_group_limits_from_proto
 from queue_manager.metrics import QueueMetrics, metrics_from_proto
 from queue_manager.options import (
     Backoff,
@@ -369,6 +370,7 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
         disable_dead_letter=msg.disable_dead_letter,
         concurrency=msg.concurrency,
         priority_bounds=priority_bounds_from_proto(msg),
+        group_limits=queue_group_limits_from_proto(msg),
     )
 
 

@@ -103,6 +103,8 @@ class QueueMetrics:
         history: The last hour, one bucket a minute, oldest first (only when asked for).
         sample_time: When the figures were read (the server's Redis clock).
         levels: The ready jobs of each priority level, CRITICAL first (all five).
+        groups: Fairness groups known to the queue: with jobs waiting or active, or with limits of their
+            own (`QueueManager.list_groups` lists them).
     """
 
     queue_name: str
@@ -135,6 +137,7 @@ class QueueMetrics:
     history: list[MetricsBucket] = field(default_factory=list)
     sample_time: datetime | None = None
     levels: list[LevelMetrics] = field(default_factory=list)
+    groups: int = 0
 
 
 @dataclass(slots=True)
@@ -255,6 +258,7 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
             for level in msg.levels
             if level.priority in _PRIORITIES
         ],
+        groups=msg.groups,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ChainLink",
     "Dedup",
     "DurationLike",
+    "GroupLimits",
     "JobMetadata",
     "JobOptions",
     "JobOptionsLike",
@@ -38,6 +39,7 @@ __all__ = [
     "queue_config_to_proto",
     "to_duration",
     "to_timestamp",
+    "validate_group",
     "validate_queue_name",
 ]
 
@@ -192,6 +194,19 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupLimits:
+    """Limits of one fairness group (`JobOptions.group`), on top of the queue's own limits.
+
+    Attributes:
+        concurrency: Most jobs of the group active at once across all workers and servers; 0: no limit.
+        rate_limit: Token-bucket rate limit on the group's job starts; None means unlimited.
+    """
+
+    concurrency: int = 0
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueConfig:
     """A queue's settings as the server stores them.
 
@@ -205,6 +220,8 @@ class QueueConfig:
         concurrency: Most jobs of the queue active at once across all workers and servers; 0: no cap.
         priority_bounds: Anti-starvation aging: per level (HIGH to BACKGROUND), the longest a job of it
             waits behind the levels above before it runs next; empty means strict priority.
+        group_limits: Limits of each fairness group on its own (a group's own limits, set with
+            `QueueManager.set_group_limits`, replace them for that group); None means no per-group limit.
     """
 
     rate_limit: RateLimit | None = None
@@ -215,6 +232,7 @@ class QueueConfig:
     disable_dead_letter: bool = False
     concurrency: int = 0
     priority_bounds: Mapping[JobPriority, timedelta] = field(default_factory=dict)
+    group_limits: GroupLimits | None = None
 
 
 JobOptionsLike: TypeAlias = JobOptions | Mapping[str, Any]
@@ -293,15 +311,16 @@ def job_options_to_proto(
     if opts.expire_after is not None:
         msg.expire_after.CopyFrom(to_duration(opts.expire_after, "expire_after", positive=True))
     if opts.group is not None:
-        msg.group = _group(opts.group)
+        msg.group = validate_group(opts.group)
     return msg
 
 
-def _group(value: Any) -> str:
+def validate_group(value: Any, what: str = "group") -> str:
+    """Checks a fairness group name: 1 to 128 characters, no control characters."""
     if not isinstance(value, str):
-        raise TypeError(f"group must be a str, not {type(value).__name__}")
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if not 1 <= len(value) <= 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"group must be 1 to 128 characters without control characters, got {value!r}")
+        raise ValueError(f"{what} must be 1 to 128 characters without control characters, got {value!r}")
     return value
 
 

@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 from queue_manager.bounds import PriorityBoundsLike, priority_bounds_to_proto
 from queue_manager.convert import encode_payload
 from queue_manager.enums import JobState
+from queue_manager.groups import GroupLimitsLike, group_limits_to_proto
 from queue_manager.options import (
     DurationLike,
     JobOptionsLike,
@@ -144,6 +145,7 @@ def register_queue_request(
     disable_dead_letter: bool = False,
     concurrency: int = 0,
     priority_bounds: PriorityBoundsLike | None = None,
+    group_limits: GroupLimitsLike | None = None,
 ) -> queue_service_pb2.RegisterQueueRequest:
     """Builds and validates a RegisterQueueRequest."""
     config = queue_config_to_proto(
@@ -157,6 +159,8 @@ def register_queue_request(
     )
     if priority_bounds is not None:
         priority_bounds_to_proto(priority_bounds, config)
+    if group_limits is not None:
+        group_limits_to_proto(group_limits, config.group_limits, "group_limits")
     return queue_service_pb2.RegisterQueueRequest(name=validate_queue_name(name), config=config)
 
 

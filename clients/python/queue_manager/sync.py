@@ -25,6 +25,14 @@ from queue_manager.convert import (
 )
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
+from queue_manager.groups import (
+    GroupInfo,
+    GroupLimitsLike,
+    RateLimitLike,
+    group_info_from_proto,
+    list_groups_request,
+    set_group_limits_request,
+)
 from queue_manager.job_control import (
     change_priority_request,
     finished_job,
@@ -209,6 +217,7 @@ class SyncQueueManager:
         disable_dead_letter: bool = False,
         concurrency: int = 0,
         priority_bounds: PriorityBoundsLike | None = None,
+        group_limits: GroupLimitsLike | None = None,
     ) -> Queue:
         """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
         request = register_queue_request(
@@ -221,6 +230,7 @@ class SyncQueueManager:
             disable_dead_letter=disable_dead_letter,
             concurrency=concurrency,
             priority_bounds=priority_bounds,
+            group_limits=group_limits,
         )
         response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
         return queue_from_proto(response.queue)
@@ -270,6 +280,28 @@ class SyncQueueManager:
             self._queues.ObliterateQueue, request
         )
         return response.removed
+
+    def list_groups(
+        self, queue_name: str, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[GroupInfo], str]:
+        """Lists one page of a queue's fairness groups by name; see `QueueManager.list_groups`."""
+        request = list_groups_request(queue_name, page_size, page_token)
+        response: queue_service_pb2.ListGroupsResponse = self._call(self._queues.ListGroups, request)
+        return [group_info_from_proto(g) for g in response.groups], response.next_page_token
+
+    def set_group_limits(
+        self, queue_name: str, group: str, concurrency: int = 0, rate_limit: RateLimitLike | None = None
+    ) -> GroupInfo:
+        """Gives one fairness group limits of its own; see `QueueManager.set_group_limits`."""
+        request = set_group_limits_request(queue_name, group, concurrency, rate_limit)
+        response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
+        return group_info_from_proto(response.group)
+
+    def clear_group_limits(self, queue_name: str, group: str) -> GroupInfo:
+        """Removes a fairness group's own limits; see `QueueManager.clear_group_limits`."""
+        request = set_group_limits_request(queue_name, group, clear=True)
+        response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
+        return group_info_from_proto(response.group)
 
     def get_queue_metrics(self, name: str, include_history: bool = False) -> QueueMetrics:
         """Returns a queue's metrics; see `QueueManager.get_queue_metrics`."""

@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline
 
-from queue_manager import JobPriority, QueueMetrics, RateLimit
+from queue_manager import GroupLimits, JobPriority, QueueMetrics, RateLimit
 from queue_manager_tui.format import (
     NONE,
     fmt_count,
@@ -120,7 +120,9 @@ class QueuesView(Vertical):
         series = state.series(name)
         title.show_text(_title(metrics, series))
         spark.data = series or [0.0]
-        facts.show_text(_facts(metrics, state.limits.get(name), state.bounds.get(name, {})))
+        facts.show_text(
+            _facts(metrics, state.limits.get(name), state.bounds.get(name, {}), state.group_limits.get(name))
+        )
 
 
 def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) -> list[Text]:
@@ -165,7 +167,12 @@ def _title(metrics: QueueMetrics, series: list[float]) -> Text:
     return title
 
 
-def _facts(metrics: QueueMetrics, limit: RateLimit | None, bounds: Mapping[JobPriority, timedelta]) -> Text:
+def _facts(
+    metrics: QueueMetrics,
+    limit: RateLimit | None,
+    bounds: Mapping[JobPriority, timedelta],
+    group_limits: GroupLimits | None = None,
+) -> Text:
     lines = [
         f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
         f"failed {fmt_count(metrics.failed_total)}, stalled {fmt_count(metrics.stalled_total)}, "
@@ -182,7 +189,26 @@ def _facts(metrics: QueueMetrics, limit: RateLimit | None, bounds: Mapping[JobPr
     ]
     if metrics.levels:  # a server older than the per-level figures sends none
         lines.append(_levels_sentence(metrics, bounds))
+    if metrics.groups or group_limits is not None:  # a queue that uses fairness groups
+        lines.append(_groups_sentence(metrics, group_limits))
     return Text("\n".join(lines))
+
+
+def _groups_sentence(metrics: QueueMetrics, limits: GroupLimits | None) -> str:
+    """The fairness groups: how many the queue knows and the limits of each (a group's own limits, set with
+    ``qm groups limit``, are in ``qm groups list``): ``groups: 12; each at most 2 active, 10 per 1.0s``."""
+    parts = []
+    if limits is not None and limits.concurrency:
+        parts.append(f"at most {fmt_count(limits.concurrency)} active")
+    if limits is not None and limits.rate_limit is not None and limits.rate_limit.max > 0:
+        parts.append(f"{fmt_count(limits.rate_limit.max)} per {fmt_duration(_window(limits.rate_limit))}")
+    each = f"each {', '.join(parts)}" if parts else "no per-group limit"
+    return f"groups: {fmt_count(metrics.groups)}; {each}"
+
+
+def _window(limit: RateLimit) -> timedelta:
+    window = limit.duration
+    return window if isinstance(window, timedelta) else timedelta(milliseconds=float(window))
 
 
 def _levels_sentence(metrics: QueueMetrics, bounds: Mapping[JobPriority, timedelta]) -> str:
@@ -204,11 +230,9 @@ def _limit_sentence(metrics: QueueMetrics, limit: RateLimit | None) -> str:
     if limit is None or limit.max <= 0:
         sentence = "no rate limit"
     else:
-        window = limit.duration
-        if not isinstance(window, timedelta):
-            window = timedelta(milliseconds=float(window))
         sentence = (
-            f"rate limit {limit.max} per {fmt_duration(window)}, {metrics.rate_limit_tokens:.1f} tokens left"
+            f"rate limit {limit.max} per {fmt_duration(_window(limit))}, "
+            f"{metrics.rate_limit_tokens:.1f} tokens left"
         )
     if metrics.held_until is not None:
         sentence += f"; held by a retry-after until {fmt_time(metrics.held_until)}"

@@ -116,6 +116,42 @@ def span_ms(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def duration_text(ms: int) -> str:
+    """Milliseconds as a duration flag takes them, in the largest unit that holds them whole: 5m, 2h, 90s,
+    1500ms."""
+    for unit in ("d", "h", "m", "s"):
+        if ms and ms % _SPAN_UNITS[unit] == 0:
+            return f"{ms // _SPAN_UNITS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+def rate(text: str) -> tuple[int, int]:
+    """An argparse ``type``: a rate limit ``MAX/DURATION`` (``10/1s``: 10 job starts a second; the duration
+    as `span_ms` takes it), or ``off``; returns (max, window in ms), (0, 0) for ``off``."""
+    if text.strip().lower() in ("off", "none"):
+        return 0, 0
+    count, sep, window = text.partition("/")
+    if not sep:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not MAX/DURATION, such as 10/1s (10 job starts a second) or 100/1m (or off)"
+        )
+    parts = (("MAX", count, bounded_int(1, UINT32_MAX)), ("DURATION", window, span_ms(1, MAX_DURATION_MS)))
+    values = []
+    for name, part, parse in parts:
+        try:
+            values.append(parse(part.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{name} of {text!r} {exc}") from None
+    return values[0], values[1]
+
+
+def rate_text(limit: Mapping[str, Any] | None) -> str:
+    """A rate limit (its JSON-ready form, ``{"max", "duration"}`` in ms) as ``--rate`` takes it: 10/1s."""
+    if not limit or not limit.get("max"):
+        return ""
+    return f"{limit['max']}/{duration_text(int(limit['duration']))}"
+
+
 def add_attempts_and_timeout(parser: argparse.ArgumentParser, of: str = "") -> None:
     """``--attempts`` and ``--timeout`` of a job (``qm add``) or of each job (`of`: ``qm schedules add``)."""
     option(

@@ -22,6 +22,7 @@ from queue_manager.cli.common import (
     show,
     span_ms,
 )
+from queue_manager.cli.groups import group_name
 from queue_manager.convert import JobLogLine, job_from_proto
 from queue_manager.enums import JobState
 from queue_manager.requests import add_job_request
@@ -48,6 +49,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         add,
         "--job-id",
         help="idempotency key: if a job has it already, nothing is added and that job is shown",
+    )
+    option(
+        add,
+        "--group",
+        type=group_name,
+        help="fairness group (a tenant, a customer): the ready jobs of different groups take turns "
+        "(qm groups list QUEUE)",
     )
     option(add, "--dedup-key", help="dedup key: while held, adding with it returns the holding job")
     option(
@@ -144,7 +152,9 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
 def _add(args: argparse.Namespace) -> int:
     """``qm add``: exits 0 whether the job was added or one with its --job-id (or --dedup-key) was there
     already; then stderr says so and ``-o json`` shows ``"created": false``."""
-    options = job_options(args, ("priority", "delay", "attempts", "job_id", "timeout", "expire_after"))
+    options = job_options(
+        args, ("priority", "delay", "attempts", "job_id", "timeout", "expire_after", "group")
+    )
     if args.dedup_key is not None:
         options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
     elif args.dedup_ttl is not None:

@@ -22,6 +22,7 @@ _ALL_COLUMNS = (
     "oldest_waiting_age",
     "workers",
     "free_capacity",
+    "groups",
 )
 _BUCKET_COLUMNS = ("start_time", "added", "completed", "failed", "average_processing_time")
 _LEVEL_COLUMNS = ("priority", "waiting", "oldest_waiting_age")

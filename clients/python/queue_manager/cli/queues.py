@@ -14,9 +14,12 @@ from queue_manager.cli.common import (
     UsageError,
     bounded_int,
     client,
+    duration_text,
     milliseconds,
     option,
     plain,
+    rate,
+    rate_text,
     show,
 )
 from queue_manager.cli.metrics import add_metrics_parser
@@ -25,7 +28,15 @@ from queue_manager.enums import JobPriority
 from queue_manager.options import parse_priority, validate_queue_name
 from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc, types_pb2
 
-_QUEUE_COLUMNS = ("name", "paused", "dead_letter_queue", "rate_limit", "max_wait", "created_at")
+_QUEUE_COLUMNS = (
+    "name",
+    "paused",
+    "dead_letter_queue",
+    "rate_limit",
+    "max_wait",
+    "group_limits",
+    "created_at",
+)
 # Units of a --max-wait duration, in milliseconds.
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -64,6 +75,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ACTION", required=True
     )
     queues.add_parser("list", help="list queues").set_defaults(command="queues list", handler=_list)
+    show_one = queues.add_parser("show", help="show one queue and its settings")
+    show_one.add_argument("queue")
+    show_one.set_defaults(command="queues show", handler=_show)
     for action, text in (("pause", "pause a queue"), ("resume", "resume a queue")):
         sub = queues.add_parser(action, help=text)
         sub.add_argument("queue")
@@ -102,6 +116,13 @@ def _list(args: argparse.Namespace) -> int:
     with client(args) as qm:
         queues = qm.list_queues()
     show(args, [_queue_row(plain(q)) for q in queues], columns=_QUEUE_COLUMNS)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        queue = plain(qm.get_queue(validate_queue_name(args.queue)))
+    show(args, queue if args.output == "json" else _queue_row(queue))
     return 0
 
 
@@ -160,6 +181,20 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="priority bound: a job of LEVEL (high, normal, low or background) that has waited DURATION "
         "(1500ms, 60s, 5m, 2h, 1d; 1 s to 30 days) runs next, ahead of every level; LEVEL=off removes "
         "the bound (repeat for several levels)",
+    )
+    option(
+        register,
+        "--group-concurrency",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
+        help="most jobs of each fairness group active at once, all workers (0: no limit); a group's own "
+        "limits (qm groups limit) replace it for that group",
+    )
+    option(
+        register,
+        "--group-rate",
+        type=rate,
+        metavar="MAX/DURATION",
+        help="rate limit of each fairness group's job starts: 10/1s, 100/1m, 5/250ms (off: none)",
     )
     register.set_defaults(command="queues register", handler=_register)
 
@@ -237,6 +272,23 @@ def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> Non
                 bounds[level] = ms
         del config.priority_bounds[:]
         priority_bounds_to_proto(bounds, config)
+    _apply_group_flags(args, config)
+
+
+def _apply_group_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> None:
+    """``--group-concurrency`` and ``--group-rate``: each changes its own part of the group limits."""
+    limits = config.group_limits
+    if args.group_concurrency is not None:
+        limits.concurrency = args.group_concurrency
+    if args.group_rate is not None:
+        most, window = args.group_rate
+        if most:
+            limits.rate_limit.max = most
+            limits.rate_limit.duration.FromMilliseconds(window)
+        else:
+            limits.ClearField("rate_limit")
+    if not limits.concurrency and not limits.rate_limit.max:
+        config.ClearField("group_limits")
 
 
 def _drain(args: argparse.Namespace) -> int:
@@ -262,12 +314,15 @@ def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
         "dead_letter_queue": config.get("dead_letter_queue", ""),
         "rate_limit": f"{rate['max']}/{rate['duration']}ms" if rate and rate.get("max") else "",
         "max_wait": ",".join(f"{level}={duration_text(ms)}" for level, ms in bounds.items()),
+        "group_limits": group_limits_text(config.get("group_limits")),
     }
 
 
-def duration_text(ms: int) -> str:
-    """A bound as ``--max-wait`` takes it, in the largest unit that holds it whole: 5m, 2h, 90s, 1500ms."""
-    for unit in ("d", "h", "m", "s"):
-        if ms % _UNITS_MS[unit] == 0:
-            return f"{ms // _UNITS_MS[unit]}{unit}"
-    return f"{ms}ms"
+def group_limits_text(limits: dict[str, Any] | None) -> str:
+    """Group limits as the flags take them: ``concurrency=2,rate=10/1s`` (the parts set), "" for none."""
+    if not limits:
+        return ""
+    parts = [f"concurrency={limits['concurrency']}"] if limits.get("concurrency") else []
+    if limits.get("rate_limit"):
+        parts.append(f"rate={rate_text(limits['rate_limit'])}")
+    return ",".join(parts)

@@ -1,0 +1,130 @@
+"""``qm groups …``: a queue's fairness groups (``qm add --group``) and the limits of one group."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from queue_manager.cli.common import (
+    UINT32_MAX,
+    UsageError,
+    bounded_int,
+    client,
+    option,
+    plain,
+    print_table,
+    rate,
+    rate_text,
+    show,
+)
+from queue_manager.groups import GroupInfo
+from queue_manager.options import RateLimit, validate_group
+
+_GROUP_COLUMNS = ("group", "waiting", "active", "concurrency", "rate", "own_limits")
+
+
+def group_name(text: str) -> str:
+    """An argparse ``type``: a fairness group name, 1 to 128 characters without control characters."""
+    try:
+        return validate_group(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``groups`` to the ``qm`` parser."""
+    groups = commands.add_parser(
+        "groups", help="a queue's fairness groups (qm add --group) and their limits"
+    ).add_subparsers(metavar="ACTION", required=True)
+    listing = groups.add_parser(
+        "list", help="list a queue's groups by name: their waiting and active jobs and their limits"
+    )
+    listing.add_argument("queue")
+    option(
+        listing,
+        "--page-size",
+        type=bounded_int(1, 1000),
+        default=100,
+        help="groups per page, 1 to 1000 (default 100)",
+    )
+    option(listing, "--page-token", default="", help="token of the page to read")
+    listing.add_argument("--all", action="store_true", help="read every page")
+    listing.set_defaults(command="groups list", handler=_list)
+    limit = groups.add_parser(
+        "limit",
+        help="give one group limits of its own (they replace the queue's group limits for it), or --clear",
+        description="Sets GROUP's own limits to exactly the ones given: a limit left out is none for this "
+        "group (the queue's --group-concurrency and --group-rate no longer apply to it). --clear removes "
+        "the group's own limits, so the queue's apply again. The group need not have jobs yet.",
+    )
+    limit.add_argument("queue")
+    limit.add_argument("group", type=group_name)
+    option(
+        limit,
+        "--concurrency",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
+        help="most jobs of the group active at once, all workers (0: no limit)",
+    )
+    option(
+        limit,
+        "--rate",
+        type=rate,
+        metavar="MAX/DURATION",
+        help="rate limit of the group's job starts: 10/1s, 100/1m, 5/250ms (off: none)",
+    )
+    limit.add_argument(
+        "--clear", action="store_true", help="remove the group's own limits: the queue's apply again"
+    )
+    limit.set_defaults(command="groups limit", handler=_limit)
+
+
+def _list(args: argparse.Namespace) -> int:
+    if args.all and args.page_token:
+        raise UsageError("--all reads every page from the first: leave out --page-token")
+    found: list[GroupInfo] = []
+    with client(args) as qm:
+        page, token = qm.list_groups(args.queue, args.page_size, args.page_token)
+        found += page
+        while args.all and token:
+            page, token = qm.list_groups(args.queue, args.page_size, token)
+            found += page
+    if args.output == "json":
+        show(args, {"groups": [plain(g) for g in found], "next_page_token": token})
+        return 0
+    print_table([_row(g) for g in found], _GROUP_COLUMNS)
+    if token:
+        print(f"next page: --page-token {token}")
+    return 0
+
+
+def _limit(args: argparse.Namespace) -> int:
+    given = args.concurrency is not None or args.rate is not None
+    if args.clear and given:
+        raise UsageError("--clear removes the group's own limits: give it without --concurrency and --rate")
+    if not args.clear and not given:
+        raise UsageError("give --concurrency and/or --rate (the group's own limits), or --clear")
+    with client(args) as qm:
+        if args.clear:
+            info = qm.clear_group_limits(args.queue, args.group)
+        else:
+            most, window = args.rate or (0, 0)
+            limit = RateLimit(most, window) if most else None
+            info = qm.set_group_limits(args.queue, args.group, args.concurrency or 0, limit)
+    if args.output == "json":
+        show(args, plain(info))
+    else:
+        print_table([_row(info)], _GROUP_COLUMNS)
+    return 0
+
+
+def _row(info: GroupInfo) -> dict[str, Any]:
+    """A group as a table row: its limits as the flags take them (0 and "" mean none)."""
+    limits = plain(info.limits)
+    return {
+        "group": info.name,
+        "waiting": info.waiting,
+        "active": info.active,
+        "concurrency": limits["concurrency"] or "",
+        "rate": rate_text(limits["rate_limit"]),
+        "own_limits": "yes" if info.custom_limits else "",
+    }

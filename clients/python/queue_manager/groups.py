@@ -1,0 +1,157 @@
+"""Fairness groups (`JobOptions.group`): a queue's groups and their limits (docs/jobs.md, "Fairness groups").
+
+The ready jobs of different groups of a queue take turns; `GroupLimits` bound each group on its own: the
+queue's ``group_limits`` apply to every group, and a group given limits of its own
+(`QueueManager.set_group_limits`) has those instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from queue_manager.options import (
+    GroupLimits,
+    RateLimit,
+    _fill_rate_limit,
+    _uint,
+    validate_group,
+    validate_queue_name,
+)
+from queue_manager.v1 import queue_service_pb2, types_pb2
+
+__all__ = [
+    "GroupInfo",
+    "GroupLimitsLike",
+    "RateLimitLike",
+    "group_info_from_proto",
+    "group_limits_from_proto",
+    "group_limits_to_proto",
+    "list_groups_request",
+    "queue_group_limits_from_proto",
+    "set_group_limits_request",
+]
+
+RateLimitLike: TypeAlias = RateLimit | Mapping[str, Any]
+"""A `RateLimit` or ``{"max": n, "duration": ms or timedelta}``."""
+
+GroupLimitsLike: TypeAlias = GroupLimits | Mapping[str, Any]
+"""A `GroupLimits` or ``{"concurrency": n, "rate_limit": RateLimit or {"max": n, "duration": ms}}``."""
+
+_LIMIT_KEYS = frozenset({"concurrency", "rate_limit"})
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One fairness group of a queue.
+
+    Attributes:
+        name: The group (`JobOptions.group`).
+        waiting: Its jobs ready to run.
+        active: Its jobs leased to workers.
+        limits: The limits that apply to it: its own, else the queue's ``group_limits``; ``GroupLimits()``
+            (concurrency 0, no rate limit) when none applies.
+        custom_limits: Whether ``limits`` are the group's own (`QueueManager.set_group_limits`).
+    """
+
+    name: str
+    waiting: int = 0
+    active: int = 0
+    limits: GroupLimits = field(default_factory=GroupLimits)
+    custom_limits: bool = False
+
+
+def group_limits_to_proto(value: GroupLimitsLike, into: types_pb2.GroupLimits, what: str) -> None:
+    """Validates group limits and fills ``into`` (which is marked set even when the limits are none).
+
+    Args:
+        value: A `GroupLimits` or a mapping with its keys.
+        into: The message to fill.
+        what: The argument's name, for error messages (``group_limits``).
+
+    Raises:
+        TypeError: A value of the wrong kind.
+        ValueError: An unknown key, a negative or too large concurrency, a rate limit without its window.
+    """
+    if isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in value if key not in _LIMIT_KEYS)
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise ValueError(f"unknown {what} key {names}; expected concurrency, rate_limit")
+        value = GroupLimits(**value)
+    if not isinstance(value, GroupLimits):
+        raise TypeError(f"{what} must be a GroupLimits or a mapping, not {type(value).__name__}")
+    _fill(into, value.concurrency, value.rate_limit, what)
+
+
+def _fill(
+    into: types_pb2.GroupLimits, concurrency: int, rate_limit: RateLimitLike | None, what: str = ""
+) -> None:
+    """Fills the limits; errors name ``what`` (``group_limits``) before the field, or the field alone."""
+    into.SetInParent()
+    into.concurrency = _uint(concurrency, f"{what} concurrency" if what else "concurrency")
+    if rate_limit is not None:
+        try:
+            _fill_rate_limit(into.rate_limit, rate_limit)
+        except (TypeError, ValueError) as exc:
+            if not what:
+                raise
+            raise type(exc)(f"{what}: {exc}") from None
+
+
+def group_limits_from_proto(msg: types_pb2.GroupLimits) -> GroupLimits:
+    """A `GroupLimits` from its message; a rate limit of 0 jobs is none."""
+    rate = None
+    if msg.HasField("rate_limit") and msg.rate_limit.max:
+        rate = RateLimit(max=msg.rate_limit.max, duration=msg.rate_limit.duration.ToTimedelta())
+    return GroupLimits(concurrency=msg.concurrency, rate_limit=rate)
+
+
+def queue_group_limits_from_proto(config: types_pb2.QueueConfig) -> GroupLimits | None:
+    """A queue's ``group_limits``: None when the queue limits no group."""
+    limits = group_limits_from_proto(config.group_limits)
+    return limits if limits.concurrency or limits.rate_limit is not None else None
+
+
+def group_info_from_proto(msg: types_pb2.GroupInfo) -> GroupInfo:
+    """A public `GroupInfo` from a `queue_manager.v1.GroupInfo`."""
+    return GroupInfo(
+        name=msg.group,
+        waiting=msg.waiting,
+        active=msg.active,
+        limits=group_limits_from_proto(msg.limits),
+        custom_limits=msg.custom_limits,
+    )
+
+
+def list_groups_request(
+    queue_name: str, page_size: int, page_token: str
+) -> queue_service_pb2.ListGroupsRequest:
+    """Builds and validates a ListGroupsRequest."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
+        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    if not isinstance(page_token, str):
+        raise TypeError(f"page_token must be a str, not {type(page_token).__name__}")
+    return queue_service_pb2.ListGroupsRequest(
+        queue_name=validate_queue_name(queue_name), page_size=page_size, page_token=page_token
+    )
+
+
+def set_group_limits_request(
+    queue_name: str,
+    group: str,
+    concurrency: int = 0,
+    rate_limit: RateLimitLike | None = None,
+    *,
+    clear: bool = False,
+) -> queue_service_pb2.SetGroupLimitsRequest:
+    """Builds and validates a SetGroupLimitsRequest: the group's own limits, or ``clear`` to remove them."""
+    request = queue_service_pb2.SetGroupLimitsRequest(
+        queue_name=validate_queue_name(queue_name), group=validate_group(group)
+    )
+    if clear:
+        request.clear = True
+    else:
+        _fill(request.limits, concurrency, rate_limit)
+    return request

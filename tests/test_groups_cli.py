@@ -1,0 +1,137 @@
+"""Fairness groups in the ``qm`` command: ``qm add --group``, ``qm queues register --group-concurrency /
+--group-rate`` (merged like the other settings), ``qm groups list`` and ``qm groups limit``, the group limits
+in ``qm queues list`` and ``qm queues show``; against a real server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningServer
+from tests.test_cli import qm_cli, qm_json, usage_error
+
+
+def group_limits(queue: Any) -> Any:
+    return queue["config"]["group_limits"]
+
+
+async def test_register_merges_the_group_flags_and_list_and_show_give_them(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = await qm_json(
+        capsys, server, "queues", "register", "t", "--group-concurrency", "2", "--group-rate", "10/1s"
+    )
+    assert group_limits(first) == {"concurrency": 2, "rate_limit": {"max": 10, "duration": 1000}}
+    other = await qm_json(capsys, server, "queues", "register", "t", "--concurrency", "50")
+    assert group_limits(other) == group_limits(first)  # kept: the CLI merges
+    rate_only = await qm_json(capsys, server, "queues", "register", "t", "--group-rate", "100/1m")
+    assert group_limits(rate_only) == {"concurrency": 2, "rate_limit": {"max": 100, "duration": 60_000}}
+    status, out, err = await qm_cli(capsys, "--server", server.address, "queues", "list")
+    assert status == 0, err
+    assert "GROUP_LIMITS" in out.splitlines()[0] and "concurrency=2,rate=100/1m" in out
+    status, out, err = await qm_cli(capsys, "--server", server.address, "queues", "show", "t")
+    assert status == 0, err
+    assert "group_limits       concurrency=2,rate=100/1m" in out.splitlines(), out
+    shown = await qm_json(capsys, server, "queues", "show", "t")
+    assert group_limits(shown) == group_limits(rate_only)
+
+    no_rate = await qm_json(capsys, server, "queues", "register", "t", "--group-rate", "off")
+    assert group_limits(no_rate) == {"concurrency": 2, "rate_limit": None}
+    none = await qm_json(capsys, server, "queues", "register", "t", "--group-concurrency", "0")
+    assert group_limits(none) is None
+    status, out, _ = await qm_cli(capsys, "--server", server.address, "queues", "show", "t")
+    assert "group_limits" in out and "concurrency=" not in out
+
+
+async def test_add_with_a_group_then_list_and_limit_the_groups(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await qm_json(capsys, server, "queues", "register", "g", "--group-concurrency", "3")
+    for group in ("acme", "globex", "acme", "tenant/é 1"):
+        job = await qm_json(capsys, server, "add", "g", "work", "--group", group)
+        assert job["options"]["group"] == group
+    listed = await qm_json(capsys, server, "groups", "list", "g")
+    assert [(g["name"], g["waiting"], g["limits"]["concurrency"]) for g in listed["groups"]] == [
+        ("acme", 2, 3),
+        ("globex", 1, 3),
+        ("tenant/é 1", 1, 3),
+    ]
+    assert listed["next_page_token"] == ""
+    metrics = await qm_json(capsys, server, "queues", "metrics", "g")
+    assert metrics["groups"] == 3
+
+    own = await qm_json(
+        capsys, server, "groups", "limit", "g", "acme", "--concurrency", "1", "--rate", "5/250ms"
+    )
+    assert own["limits"] == {"concurrency": 1, "rate_limit": {"max": 5, "duration": 250}}
+    assert own["custom_limits"] is True
+    status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "g")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["GROUP", "WAITING", "ACTIVE", "CONCURRENCY", "RATE", "OWN_LIMITS"]
+    assert lines[1].split() == ["acme", "2", "0", "1", "5/250ms", "yes"]
+    assert lines[2].split() == ["globex", "1", "0", "3"]
+    # Pages: one group a page, the next page's command given; --all reads them all.
+    status, out, _ = await qm_cli(
+        capsys, "--server", server.address, "groups", "list", "g", "--page-size", "1"
+    )
+    assert len(out.splitlines()) == 3 and out.splitlines()[2].startswith("next page: --page-token ")
+    token = out.splitlines()[2].split()[-1]
+    second = await qm_json(capsys, server, "groups", "list", "g", "--page-size", "1", "--page-token", token)
+    assert [g["name"] for g in second["groups"]] == ["globex"]
+    every = await qm_json(capsys, server, "groups", "list", "g", "--page-size", "1", "--all")
+    assert [g["name"] for g in every["groups"]] == ["acme", "globex", "tenant/é 1"]
+    assert every["next_page_token"] == ""
+
+    # A group without jobs may be given limits; --clear gives it back to the queue's (and forgets it).
+    idle = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--rate", "10/1s")
+    assert (idle["waiting"], idle["limits"]["concurrency"], idle["custom_limits"]) == (0, 0, True)
+    cleared = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--clear")
+    assert (cleared["limits"], cleared["custom_limits"]) == ({"concurrency": 3, "rate_limit": None}, False)
+    status, out, err = await qm_cli(
+        capsys, "--server", server.address, "groups", "limit", "g", "acme", "--clear"
+    )
+    assert status == 0, err
+    assert out.splitlines()[1].split() == ["acme", "2", "0", "3"]
+
+
+async def test_group_errors_name_the_flag_or_the_queue(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "missing")
+    assert (status, out) == (1, "")
+    assert err.startswith("error: NOT_FOUND: ") and "missing" in err
+    status, _, err = await qm_cli(
+        capsys, "--server", server.address, "groups", "limit", "missing", "g", "--concurrency", "1"
+    )
+    assert status == 1 and err.startswith("error: NOT_FOUND: ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("add", "q", "n", "--group", ""), "argument --group: group must be 1 to 128 characters"),
+        (("add", "q", "n", "--group", "a\tb"), "without control characters"),
+        (("add", "q", "n", "--group", "x" * 129), "argument --group: group must be 1 to 128"),
+        (("queues", "register", "q", "--group-rate", "10"), "'10' is not MAX/DURATION, such as 10/1s"),
+        (("queues", "register", "q", "--group-rate", "0/1s"), "MAX of '0/1s' must be a whole number from 1"),
+        (("queues", "register", "q", "--group-rate", "10/soon"), "DURATION of '10/soon' must be a duration"),
+        (("queues", "register", "q", "--group-concurrency", "-1"), "argument --group-concurrency: must be"),
+        (
+            ("groups", "limit", "q", "g"),
+            "give --concurrency and/or --rate (the group's own limits), or --clear",
+        ),
+        (("groups", "limit", "q", "g", "--clear", "--concurrency", "2"), "--clear removes the group's own"),
+        (("groups", "limit", "q", "a\nb", "--clear"), "argument group: group must be 1 to 128 characters"),
+        (("groups", "limit", "q", "g", "--rate", "5/0s"), "DURATION of '5/0s' must be a duration from 1 ms"),
+        (("groups", "list", "q", "--page-size", "0"), "argument --page-size: must be a whole number from 1"),
+        (("groups", "list", "q", "--all", "--page-token", "x"), "--all reads every page from the first"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+async def test_bad_group_flags_are_usage_errors(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    err = await usage_error(capsys, server, *argv)
+    assert says in err, err
