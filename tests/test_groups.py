@@ -74,7 +74,12 @@ async def test_priority_first_then_turns_within_a_level(engine: Engine) -> None:
     await register(engine)
     await engine.add_jobs("q", [job("a", i) for i in range(3)])
     await engine.add_jobs("q", [job("b", 9, priority=1), job("b", 0, priority=5)])
-    assert [n for _ in range(5) for n in await claim_names(engine, 1)] == ["b9", "a0", "a1", "a2", "b0"]
+    await engine.add_jobs("q", [job("", 5, priority=5), job("", 2, priority=2), job("", 3)])
+    order = [n for _ in range(8) for n in await claim_names(engine, 1)]
+    # Level by level, a level's jobs without a group before its groups' (which take turns).
+    assert order == ["b9", "-2", "-3", "a0", "a1", "a2", "-5", "b0"]
+    await engine.add_jobs("q", [job("c", 0, priority=4), job("", 4, priority=4), job("d", 0, priority=1)])
+    assert await claim_names(engine, 10) == ["d0", "-4", "c0"]
 
 
 async def test_a_group_at_its_concurrency_limit_waits_until_a_run_of_it_ends(engine: Engine) -> None:

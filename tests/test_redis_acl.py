@@ -107,6 +107,7 @@ async def _workload(address: str) -> None:
         await qm.add_job("acl", "one", {"x": 1}, {"job_id": "fixed-1", "dedup": {"key": "d"}})
         await qm.add_job("acl", "flaky", None, {"attempts": 2, "backoff": {"type": "fixed", "delay": 10}})
         await qm.add_job("acl", "boom")
+        await qm.add_job("acl", "grouped", None, {"group": "tenant"})
         await qm.add_job("acl", "chain", None, {"chain_to": [{"queue_name": "acl-next", "job_name": "n"}]})
         await qm.add_bulk("acl", [{"name": f"bulk-{i}"} for i in range(2_500)])  # staged: over one chunk
         delayed = await qm.add_job("acl", "later", None, {"delay": timedelta(hours=1)})
@@ -144,6 +145,9 @@ async def _workload(address: str) -> None:
         await worker.shutdown()
         waiting = await qm.add_job("acl", "cancel-me")
         await qm.change_priority("acl", waiting.id, "high")
+        await qm.set_group_limits("acl", "tenant", concurrency=2)
+        await qm.list_groups("acl")
+        await qm.add_job("acl", "grouped-left", None, {"group": "tenant"})
         await qm.cancel_job("acl", waiting.id, "test")
         await qm.retry_job("acl", waiting.id)
         await qm.retry_failed("acl")

@@ -96,32 +96,38 @@ local function group_limits(own, d)
   return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0
 end
 
--- Takes up to `want` jobs of the fairness groups (common.lua), in turns: the rotation's first entries (the
--- first level's groups first), one job each, each taken entry going to the back of its level. When a turn
--- takes the whole rotation and its entries are of one level, each group gets an equal share at once (one
--- group with many jobs costs a round, not one per job). A group at its concurrency limit leaves the
--- rotation (marked in 'gpark' until a run of it ends: common.lua run_ended); one out of tokens waits in
--- 'gdelay' until its next token. g: the claim's record of the groups it met (their active counts with this
--- claim's, limits and buckets), shared by its pops. Appends to ids the jobs taken, to lv their levels and to
--- gs their groups.
-local function pop_groups(base, waiting, want, now, g, ids, lv, gs)
+-- The level of the rotation's first entry (LEVELS + 1: the rotation is empty).
+local function ring_level(ring)
+  local first = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
+  if #first == 0 then return LEVELS + 1 end
+  return math.floor(tonumber(first[2]) / GROUP_SPAN)
+end
+
+-- Takes jobs of the fairness groups (common.lua) of priority level p until ids holds `want`, in turns: the
+-- rotation's first entries, one job each, each taken entry going to the back of its level. When a turn takes
+-- all of the level's entries, each group gets an equal share at once (one group with many jobs costs a
+-- round, not one per job). A group at its concurrency limit leaves the rotation (marked in 'gpark' until a
+-- run of it ends: common.lua run_ended); one out of tokens waits in 'gdelay' until its next token. g: the
+-- claim's record of the groups it met (their active counts with this claim's, limits and buckets), shared by
+-- its pops. Appends to ids the jobs taken, to lv their levels and to gs their groups. Returns the level of
+-- the rotation's first entry after.
+local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
   local ring, gdelay = base .. 'gring', base .. 'gdelay'
-  if not g.defaults then
-    g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms')
-    -- Groups whose next token is due take their turns again.
-    local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
-    if #due > 0 then
-      local t = group_turns(base, #due)
-      for i, part in ipairs(due) do
-        redis.call('ZADD', ring, 'NX', tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1, part)
-      end
-      redis.call('ZREM', gdelay, unpack(due))
-    end
-  end
-  local start = #ids
   while #ids < want do
     local rem = want - #ids
     local parts = redis.call('ZPOPMIN', ring, rem)
+    -- Entries of a later level go back with their turns: the claim comes to them at their level.
+    local later = false
+    for i = 1, #parts, 2 do
+      if tonumber(string.sub(parts[i], 1, 1)) > p then
+        local back = {}
+        for j = i, #parts, 2 do back[#back + 1] = parts[j + 1]; back[#back + 1] = parts[j] end
+        redis.call('ZADD', ring, unpack(back))
+        for j = #parts, i, -1 do parts[j] = nil end
+        later = true
+        break
+      end
+    end
     local np = #parts / 2
     if np == 0 then break end
     -- What the claim does not know yet of these groups: one read each of counts, limits and buckets.
@@ -147,14 +153,9 @@ local function pop_groups(base, waiting, want, now, g, ids, lv, gs)
         g.of[grp] = st
       end
     end
+    -- All of the level's entries taken: share out what is left.
     local share = 1
-    if np < rem then
-      local one = true
-      for i = 3, #parts, 2 do
-        if string.sub(parts[i], 1, 1) ~= string.sub(parts[1], 1, 1) then one = false; break end
-      end
-      if one then share = math.max(1, math.floor(rem / np)) end
-    end
+    if np < rem or later then share = math.max(1, math.floor(rem / np)) end
     local back, took = {}, #ids
     for i = 1, #parts, 2 do
       local part = parts[i]
@@ -199,10 +200,47 @@ local function pop_groups(base, waiting, want, now, g, ids, lv, gs)
       end
       redis.call('ZADD', ring, unpack(args))
     end
-    -- Nothing taken and the rotation emptied: nothing more to take.
-    if #ids == took and np < rem then break end
+    -- Nothing taken and the level's entries all popped: nothing more to take at this level.
+    if #ids == took and (np < rem or later) then break end
   end
-  return #ids - start
+  return ring_level(ring)
+end
+
+-- Takes up to `want` waiting ids of a queue whose jobs have groups, level by level: the jobs without a group
+-- first, then the groups' in turns (pop_groups). Returns the ids, their levels and their groups (false for
+-- none).
+local function pop_levels(base, waiting, want, now, g)
+  local ids, lv, gs = {}, {}, {}
+  local ring = base .. 'gring'
+  if not g.defaults then
+    -- Once per claim: the queue's group limits, and the groups whose next token is due take their turns
+    -- again.
+    g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms')
+    local gdelay = base .. 'gdelay'
+    local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
+    if #due > 0 then
+      local t = group_turns(base, #due)
+      for i, part in ipairs(due) do
+        redis.call('ZADD', ring, 'NX', tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1, part)
+      end
+      redis.call('ZREM', gdelay, unpack(due))
+    end
+  end
+  local glevel = ring_level(ring)
+  for p = 1, LEVELS do
+    if #ids >= want then break end
+    local got = redis.call('LPOP', waiting .. ':' .. p, want - #ids)
+    if got then
+      for j = 1, #got do
+        local n = #ids + 1
+        ids[n], lv[n], gs[n] = got[j], p, false
+      end
+    end
+    if #ids < want and glevel <= p then
+      glevel = pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
+    end
+  end
+  return ids, lv, gs
 end
 
 -- Records what a claim took from the groups (pop_groups' g): their waiting and active counts, and their
@@ -277,13 +315,13 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   -- per field, a third of this loop). Jobs found expired are replaced by a further pop, EXPIRE_CHUNK at most.
   repeat
     local ask = want - #ids
-    local popped, ends = pop_waiting(waiting, ask)
-    -- Jobs without a group go first; the groups' fill what is left, after the last level's end.
-    local own, glv, ggs = #popped, {}, {}
-    if grouped and own < ask then
-      local more = {}
-      pop_groups(base, waiting, ask - own, now, gm, more, glv, ggs)
-      for j = 1, #more do popped[own + j] = more[j] end
+    -- A queue whose jobs had groups takes them level by level, those without a group first in each
+    -- (pop_levels); any other the heads of its levels.
+    local popped, ends, lvs, grps
+    if grouped then
+      popped, lvs, grps = pop_levels(base, waiting, ask, now, gm)
+    else
+      popped, ends = pop_waiting(waiting, ask)
     end
     short = #popped < ask
     local level, gone = 1, 0
@@ -291,7 +329,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
       local id = popped[i]
       local jkey = prefix .. id
       local known = fresh and fresh[id]
-      if i > own then level = glv[i - own] else while i > ends[level] do level = level + 1 end end
+      if lvs then level = lvs[i] else while i > ends[level] do level = level + 1 end end
       local f
       if known then
         f = fresh_read(known)
@@ -314,10 +352,8 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
         gone = gone + 1
       else
         redis.call('HSET', jkey, 'st', 'active', 'tok', token, 'wid', started)
-        if i > own then
-          local grp = ggs[i - own]
-          leased_of[grp] = (leased_of[grp] or 0) + 1
-        end
+        local grp = grps and grps[i]
+        if grp then leased_of[grp] = (leased_of[grp] or 0) + 1 end
         if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
         local timeout = tonumber(f[10]) or 0
         if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
