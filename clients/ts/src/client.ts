@@ -3,11 +3,32 @@ import { create } from "@bufbuild/protobuf";
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import type { Tracer, TracerProvider } from "@opentelemetry/api";
 import { AddBatcher, type Answer } from "./adds.js";
-import { AddBulkRequestSchema, AddJobRequestSchema, type AddBulkRequest, type AddJobRequest } from "./gen/queue_manager/v1/jobs_pb.js";
+import {
+  AddBulkRequestSchema,
+  AddJobRequestSchema,
+  type AddBulkRequest,
+  type AddJobRequest,
+  type CreatedJob,
+} from "./gen/queue_manager/v1/jobs_pb.js";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
-import { createdJob, encodePayload, fromTimestamp, jobFromProto, metricsFromProto, parsePriority, queueFromProto, stateName, stateNumber, toDuration, workerFromProto } from "./convert.js";
+import {
+  checkMs,
+  createdJob,
+  encodePayload,
+  fromTimestamp,
+  jobFromProto,
+  logLineFromProto,
+  metricsFromProto,
+  pageFromProto,
+  parsePriority,
+  queueFromProto,
+  stateName,
+  stateNumber,
+  toDuration,
+  workerFromProto,
+} from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
-import { newJob, queueConfigToProto, uint } from "./options.js";
+import { newJob, pageRequest, queueConfigToProto, uint } from "./options.js";
 import { carry, jobAttributes, publish, publishAttributes, SYSTEM, traceContext, tracerOf, workflowAttributes } from "./tracing.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";
 import type {
@@ -24,6 +45,7 @@ import type {
   WorkerInfo,
 } from "./types.js";
 import { Worker, type Processor, type WorkerOptions } from "./worker.js";
+import { checkProcessor } from "./worker-options.js";
 import {
   scheduleFromProto,
   scheduleToProto,
@@ -88,10 +110,7 @@ export class QueueManager {
     this.connection = connect(options);
     this.address = this.connection.address;
     this.client = createClient(QueueService, this.connection.transport);
-    const timeoutMs = options.timeoutMs ?? 30_000;
-    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
-      throw new RangeError(`timeoutMs must be a number of milliseconds of at least 0, got ${timeoutMs}`);
-    }
+    const timeoutMs = checkMs(options.timeoutMs ?? 30_000, "timeoutMs");
     this.callOptions = timeoutMs > 0 ? { timeoutMs } : {};
     this.adds = new AddBatcher(
       (request) => mapped(() => this.client.addJob(request, this.callOptions)),
@@ -104,9 +123,7 @@ export class QueueManager {
 
   /** Registers the processor of a queue (one per queue); `startWorkers` runs it. */
   registerProcessor(queueName: string, processor: Processor): void {
-    if (typeof processor !== "function") {
-      throw new TypeError(`the processor of ${JSON.stringify(queueName)} must be a function`);
-    }
+    checkProcessor(queueName, processor);
     if (this.processors.has(queueName)) {
       throw new RangeError(`queue ${JSON.stringify(queueName)} already has a processor`);
     }
@@ -269,7 +286,7 @@ export class QueueManager {
     const request = create(AddJobRequestSchema, { queueName, job: newJob(name, data, options) });
     // Tracing off: this one test per add.
     const answer = this.tracer === undefined ? await this.adds.add(request) : await this.addTraced(request);
-    return answer.$typeName === "queue_manager.v1.CreatedJob" ? createdJob(request, answer) : jobFromProto(answer.job!);
+    return isBrief(answer) ? createdJob(request, answer) : jobFromProto(answer.job!);
   }
 
   /**
@@ -317,9 +334,9 @@ export class QueueManager {
 
   /** A page of a queue's jobs in one state. */
   async listJobs(queueName: string, state: JobState, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Job>> {
-    const request = { queueName, state: stateNumber(state), pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
+    const request = { queueName, state: stateNumber(state), ...pageRequest(page) };
     const res = await mapped(() => this.client.listJobs(request, this.callOptions));
-    return { items: res.jobs.map(jobFromProto), nextPageToken: res.nextPageToken, totalSize: Number(res.totalSize) };
+    return pageFromProto(res.jobs.map(jobFromProto), res);
   }
 
   /** Removes a job that is not active; returns the state it was in. */
@@ -330,10 +347,9 @@ export class QueueManager {
 
   /** A page of a job's log lines, oldest first. */
   async getJobLogs(queueName: string, jobId: string, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<JobLogLine>> {
-    const request = { queueName, jobId, pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
+    const request = { queueName, jobId, ...pageRequest(page) };
     const res = await mapped(() => this.client.getJobLogs(request, this.callOptions));
-    const items = res.lines.map((l) => ({ time: fromTimestamp(l.time), message: l.message }));
-    return { items, nextPageToken: res.nextPageToken, totalSize: Number(res.totalSize) };
+    return pageFromProto(res.lines.map(logLineFromProto), res);
   }
 
   /**
@@ -433,9 +449,9 @@ export class QueueManager {
 
   /** A page of runs, newest first, without their steps. */
   async listWorkflows(page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<WorkflowRun>> {
-    const request = { pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
+    const request = pageRequest(page);
     const res = await mapped(() => this.client.listWorkflows(request, this.callOptions));
-    return { items: res.runs.map(workflowRunFromProto), nextPageToken: res.nextPageToken, totalSize: Number(res.totalSize) };
+    return pageFromProto(res.runs.map(workflowRunFromProto), res);
   }
 
   /** Cancels a run: no further step starts, and its started steps' jobs are cancelled. */
@@ -488,8 +504,13 @@ export class QueueManager {
     return publish(tracer, `${queueName} publish`, publishAttributes(queueName), async (span) => {
       carry(jobAttributes(request.job!), traceContext(span));
       const answer = await this.adds.add(request);
-      span.setAttribute("messaging.message.id", answer.$typeName === "queue_manager.v1.CreatedJob" ? answer.id : answer.job!.id);
+      span.setAttribute("messaging.message.id", isBrief(answer) ? answer.id : answer.job!.id);
       return answer;
     });
   }
+}
+
+/** Whether an add's answer is brief (the job created as its request says: the request makes the rest). */
+function isBrief(answer: Answer): answer is CreatedJob {
+  return answer.$typeName === "queue_manager.v1.CreatedJob";
 }

@@ -39,7 +39,6 @@ import {
   ConnectRequestSchema,
   JobCompletionSchema,
   JobFailureSchema,
-  LeaseRefSchema,
   ServerCommandType,
   WorkerService,
   type ConnectRequest,
@@ -48,9 +47,9 @@ import {
   type ServerCommand,
   type ServerWelcome,
 } from "./gen/queue_manager/v1/worker_service_pb.js";
-import { Run, runKey, type ActiveJob, type JobContext } from "./context.js";
-import { encodePayload, fromDuration, msToDuration, toValue } from "./convert.js";
-import { codeName, errorFromRpc, RateLimitedError, UnrecoverableError } from "./errors.js";
+import { leaseOf, Run, runKey } from "./context.js";
+import { checkMs, encodePayload, fromDuration, msToDuration, toValue } from "./convert.js";
+import { codeName, errorFromRpc, errorText, RateLimitedError, UnrecoverableError } from "./errors.js";
 import { Outbox, type Taken } from "./outbox.js";
 import { recordFailure, startProcess, tracerOf } from "./tracing.js";
 import { connect, type Connection } from "./transport.js";
@@ -61,11 +60,10 @@ import {
   LOG_LINE_CHARS,
   LOG_LINES_KEPT,
   checkConcurrency,
-  checkMs,
+  checkProcessor,
   clientVersion,
   consoleLogger,
   defaultConcurrency,
-  leaseFields,
   sleep,
   within,
   type Processor,
@@ -122,9 +120,7 @@ export class Worker extends EventEmitter {
       throw new RangeError("a worker needs at least one processor: processors: { queueName: async (job, ctx) => result }");
     }
     for (const [queue, fn] of Object.entries(options.processors)) {
-      if (typeof fn !== "function") {
-        throw new TypeError(`the processor of ${JSON.stringify(queue)} must be a function`);
-      }
+      checkProcessor(queue, fn);
     }
     this.options = options;
     this.processors = new Map(Object.entries(options.processors));
@@ -402,7 +398,7 @@ export class Worker extends EventEmitter {
         if (processor === undefined) {
           this.log.error(`received job ${job.id} of queue ${JSON.stringify(job.queueName)} that has no processor`);
         }
-        this.outbox.add("releases", create(LeaseRefSchema, { queueName: job.queueName, jobId: job.id, leaseToken: leased.leaseToken }));
+        this.outbox.add("releases", leaseOf(leased));
         this.wake();
         continue;
       }
@@ -475,13 +471,10 @@ export class Worker extends EventEmitter {
             run.timedOut = true;
             run.stop("timeout", `job timed out after ${limit / 1000}s`);
           }, limit);
-    const ctx: JobContext = {
-      signal: run.abort.signal,
-      workerId: this.workerId,
-      leaseToken: run.lease.leaseToken,
-      updateProgress: (value) => this.reportProgress(run, value),
+    const ctx = run.context(this.workerId, {
+      progress: (value) => this.reportProgress(run, value),
       log: (message) => this.reportLog(run, message),
-    };
+    });
     try {
       const result = await processor(run.job, ctx);
       this.settle(run, true, result);
@@ -533,15 +526,15 @@ export class Worker extends EventEmitter {
       this.fail(run, err, ms, true);
       return;
     }
-    this.outbox.add("completions", create(JobCompletionSchema, { ...leaseFields(run), result: payload, duration: msToDuration(ms) }));
+    this.outbox.add("completions", create(JobCompletionSchema, { ...run.leaseFields, result: payload, duration: msToDuration(ms) }));
     this.emit("completed", run.job, result);
   }
 
   private fail(run: Run, error: unknown, ms: number, withStack: boolean): void {
     const err = error instanceof Error ? error : undefined;
-    const message = err ? err.message || err.name : String(error);
+    const message = errorText(error);
     const failure = create(JobFailureSchema, {
-      ...leaseFields(run),
+      ...run.leaseFields,
       message: message || "Error",
       stacktrace: withStack ? (err?.stack ?? "") : "",
       doNotRetry: err instanceof UnrecoverableError || err?.name === "UnrecoverableError",
