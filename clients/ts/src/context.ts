@@ -2,9 +2,9 @@
 import { create } from "@bufbuild/protobuf";
 import type { Span } from "@opentelemetry/api";
 import { LeaseRefSchema, type LeasedJob, type LeaseRef } from "./gen/queue_manager/v1/worker_service_pb.js";
-import { decodePayload, fromDuration, fromTimestamp, priorityOf, stateName } from "./convert.js";
+import { decodePayload, fromDuration, fromTimestamp, metadataFromProto, parentFromProto, priorityOf } from "./convert.js";
 import { JobAbortedError } from "./errors.js";
-import { JobPriority, type JobMetadata, type ParentJob } from "./types.js";
+import type { JobMetadata, JobPriority, ParentJob } from "./types.js";
 
 /** The job a processor runs: its data and what the server tells about it. */
 export interface ActiveJob {
@@ -71,7 +71,7 @@ export class Run {
   constructor(leased: LeasedJob) {
     const job = leased.job!;
     this.key = runKey(job.queueName, job.id);
-    this.lease = create(LeaseRefSchema, { queueName: job.queueName, jobId: job.id, leaseToken: leased.leaseToken });
+    this.lease = leaseOf(leased);
     this.job = Object.freeze({
       id: job.id,
       name: job.name,
@@ -83,22 +83,28 @@ export class Run {
       stalledCount: job.stalledCount,
       redelivery: leased.redelivery,
       createdAt: fromTimestamp(job.createTime),
-      metadata: {
-        correlationId: job.metadata?.correlationId ?? "",
-        tags: [...(job.metadata?.tags ?? [])],
-        attributes: { ...(job.metadata?.attributes ?? {}) },
-      },
-      parents: job.parents.map((p) => ({
-        queueName: p.job?.queueName ?? "",
-        jobId: p.job?.jobId ?? "",
-        stepKey: p.stepKey,
-        state: stateName(p.state),
-        result: p.result === undefined ? undefined : decodePayload(p.result),
-        failedReason: p.failedReason,
-      })),
+      metadata: metadataFromProto(job.metadata),
+      parents: job.parents.map(parentFromProto),
       workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
       timeoutMs: fromDuration(job.options?.timeout),
     });
+  }
+
+  /** The lease fields, for the report items that carry them flat (completions, failures). */
+  get leaseFields(): { queueName: string; jobId: string; leaseToken: string } {
+    const { queueName, jobId, leaseToken } = this.lease;
+    return { queueName, jobId, leaseToken };
+  }
+
+  /** The context handed to the processor; `report` sends what it reports while the run is current. */
+  context(workerId: string, report: { progress(value: unknown): void; log(message: string): void }): JobContext {
+    return {
+      signal: this.abort.signal,
+      workerId,
+      leaseToken: this.lease.leaseToken,
+      updateProgress: (value) => report.progress(value),
+      log: (message) => report.log(message),
+    };
   }
 
   /** Fires the run's signal (once) with a reason the processor can read. */
@@ -112,4 +118,10 @@ export class Run {
 /** What names a run on a worker: its queue and job id (a lease token may cover a whole batch). */
 export function runKey(queueName: string, jobId: string): string {
   return `${queueName}\u0000${jobId}`;
+}
+
+/** The lease a delivered job is held by (what a report item about it names). */
+export function leaseOf(leased: LeasedJob): LeaseRef {
+  const job = leased.job!;
+  return create(LeaseRefSchema, { queueName: job.queueName, jobId: job.id, leaseToken: leased.leaseToken });
 }

@@ -22,7 +22,10 @@ import type { WorkerInfo as WorkerInfoPb } from "./gen/queue_manager/v1/metrics_
 import {
   PayloadSchema,
   type Job as JobPb,
+  type JobLogLine as JobLogLinePb,
+  type JobMetadata as JobMetadataPb,
   type KeepJobs as KeepJobsPb,
+  type ParentJob as ParentJobPb,
   type Payload,
   type PriorityBound,
   type Queue as QueuePb,
@@ -33,7 +36,11 @@ import {
   JobPriority,
   type BoundedPriority,
   type Job,
+  type JobLogLine,
+  type JobMetadata,
   type JobState,
+  type Page,
+  type ParentJob,
   type PriorityLike,
   type Queue,
   type QueueMetrics,
@@ -112,12 +119,17 @@ export function msToDuration(ms: number): Duration {
   return create(DurationSchema, { seconds: BigInt(seconds), nanos });
 }
 
+/** Checks a duration in ms (a finite number, at least 0): a RangeError naming the field otherwise. */
+export function checkMs(value: number, what: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    throw new RangeError(`${what} must be a number of milliseconds of at least 0, got ${String(value)}`);
+  }
+  return value;
+}
+
 /** Checks a duration in ms (finite, at least 0) and returns it as a `Duration`. */
 export function toDuration(ms: number, what: string): Duration {
-  if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
-    throw new RangeError(`${what} must be a number of milliseconds of at least 0, got ${String(ms)}`);
-  }
-  return msToDuration(ms);
+  return msToDuration(checkMs(ms, what));
 }
 
 /** A `Duration` in ms; undefined when unset. */
@@ -193,6 +205,40 @@ function boundsFromProto(bounds: PriorityBound[]): Partial<Record<BoundedPriorit
   return byLevel;
 }
 
+/**
+ * A job's metadata message (or the same fields of a workflow run's), every field present; copies, which the
+ * caller may change.
+ */
+export function metadataFromProto(metadata: Omit<JobMetadataPb, "$typeName" | "$unknown"> | undefined): Required<JobMetadata> {
+  return {
+    correlationId: metadata?.correlationId ?? "",
+    tags: [...(metadata?.tags ?? [])],
+    attributes: { ...(metadata?.attributes ?? {}) },
+  };
+}
+
+/** A predecessor message (a chain's or a workflow's) as a `ParentJob`. */
+export function parentFromProto(parent: ParentJobPb): ParentJob {
+  return {
+    queueName: parent.job?.queueName ?? "",
+    jobId: parent.job?.jobId ?? "",
+    stepKey: parent.stepKey,
+    state: stateName(parent.state),
+    result: parent.result === undefined ? undefined : decodePayload(parent.result),
+    failedReason: parent.failedReason,
+  };
+}
+
+/** A log line message as a `JobLogLine`. */
+export function logLineFromProto(line: JobLogLinePb): JobLogLine {
+  return { time: fromTimestamp(line.time), message: line.message };
+}
+
+/** A page of converted items, with the answer's token of the next page and total. */
+export function pageFromProto<T>(items: T[], answer: { nextPageToken: string; totalSize: bigint }): Page<T> {
+  return { items, nextPageToken: answer.nextPageToken, totalSize: Number(answer.totalSize) };
+}
+
 /** A job message as a `Job`. */
 export function jobFromProto(job: JobPb): Job {
   return {
@@ -213,25 +259,14 @@ export function jobFromProto(job: JobPb): Job {
     processedAt: fromTimestamp(job.processTime),
     finishedAt: fromTimestamp(job.finishTime),
     runAt: fromTimestamp(job.runTime),
-    metadata: {
-      correlationId: job.metadata?.correlationId ?? "",
-      tags: [...(job.metadata?.tags ?? [])],
-      attributes: { ...(job.metadata?.attributes ?? {}) },
-    },
+    metadata: metadataFromProto(job.metadata),
     workerId: job.workerId,
-    parents: job.parents.map((p) => ({
-      queueName: p.job?.queueName ?? "",
-      jobId: p.job?.jobId ?? "",
-      stepKey: p.stepKey,
-      state: stateName(p.state),
-      result: p.result === undefined ? undefined : decodePayload(p.result),
-      failedReason: p.failedReason,
-    })),
+    parents: job.parents.map(parentFromProto),
     children: job.children.map((c) => ({ queueName: c.queueName, jobId: c.jobId })),
     chainRoot: job.chainRoot && { queueName: job.chainRoot.queueName, jobId: job.chainRoot.jobId },
     chainFailure: job.chainFailure,
     workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
-    logs: job.logs.map((line) => ({ time: fromTimestamp(line.time), message: line.message })),
+    logs: job.logs.map(logLineFromProto),
     logCount: Number(job.logCount),
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,

@@ -3,6 +3,7 @@
  * client's errors.py does).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { checkMs } from "./convert.js";
 
 /** The gRPC status code names, by number (google.rpc.Code). */
 const CODE_NAMES: Record<number, string> = {
@@ -128,6 +129,11 @@ export async function mapped<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The text of whatever was thrown: an error's message (its name when it has none), else the value as text. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message || error.name : String(error);
+}
+
 /** Thrown by a processor to fail its job for good, skipping the attempts left. */
 export class UnrecoverableError extends Error {
   constructor(message: string) {
@@ -144,9 +150,7 @@ export class RateLimitedError extends Error {
   readonly retryAfterMs: number;
 
   constructor(retryAfterMs: number, message?: string) {
-    if (!Number.isFinite(retryAfterMs) || retryAfterMs < 0) {
-      throw new RangeError(`retryAfterMs must be a number of milliseconds of at least 0, got ${retryAfterMs}`);
-    }
+    checkMs(retryAfterMs, "retryAfterMs");
     super(message ?? `rate limited: retry after ${retryAfterMs / 1000}s`);
     this.name = "RateLimitedError";
     this.retryAfterMs = retryAfterMs;

@@ -1,7 +1,7 @@
 /**
- * Job options and queue settings to their protobuf messages. Types and ranges are checked here (a
- * `TypeError` or `RangeError` naming the field); the server checks the rest and answers INVALID_ARGUMENT
- * with the field's path.
+ * Job options, queue settings and page requests to their protobuf messages. Types and ranges are checked
+ * here (a `TypeError` or `RangeError` naming the field); the server checks the rest and answers
+ * INVALID_ARGUMENT with the field's path.
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -47,6 +47,11 @@ export function uint(value: unknown, what: string, min = 0): number {
     throw new RangeError(`${what} must be a whole number of at least ${min}, got ${String(value)}`);
   }
   return value;
+}
+
+/** The paging fields of a list request: 100 items a page unless asked, from the first page unless a token. */
+export function pageRequest(page: { pageSize?: number; pageToken?: string }): { pageSize: number; pageToken: string } {
+  return { pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
 }
 
 function text(value: unknown, what: string): string {

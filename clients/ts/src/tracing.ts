@@ -34,6 +34,7 @@ import type { NewJob } from "./gen/queue_manager/v1/jobs_pb.js";
 import { JobMetadataSchema, JobOptionsSchema } from "./gen/queue_manager/v1/types_pb.js";
 import { WorkflowMetadataSchema, type Workflow } from "./gen/queue_manager/v1/workflows_pb.js";
 import type { ActiveJob } from "./context.js";
+import { errorText } from "./errors.js";
 import { clientVersion } from "./worker-options.js";
 
 /** messaging.system: how the conventions name the broker (Kafka is "kafka", RabbitMQ "rabbitmq"). */
@@ -94,7 +95,7 @@ export function publish<T>(tracer: Tracer, name: string, attributes: Attributes,
     try {
       return await add(span);
     } catch (err) {
-      recordFailure(span, err, err instanceof Error ? err.message || err.name : String(err));
+      recordFailure(span, err, errorText(err));
       throw err;
     } finally {
       span.end();

@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
 import type { TracerProvider } from "@opentelemetry/api";
-import type { ActiveJob, JobContext, Run } from "./context.js";
+import type { ActiveJob, JobContext } from "./context.js";
 import type { ConnectionOptions } from "./transport.js";
 
 /** A processor: `async (job, ctx) => result`; throwing fails the attempt. */
@@ -86,17 +86,12 @@ export function checkConcurrency(value: number, what = "concurrency"): number {
   return value;
 }
 
-export function checkMs(value: number, what: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-    throw new RangeError(`${what} must be a number of milliseconds of at least 0, got ${String(value)}`);
+/** Checks that a queue's processor is a function (a `TypeError` naming the queue otherwise). */
+export function checkProcessor(queueName: string, processor: unknown): Processor {
+  if (typeof processor !== "function") {
+    throw new TypeError(`the processor of ${JSON.stringify(queueName)} must be a function`);
   }
-  return value;
-}
-
-/** The lease fields of a run, for the report items that carry them flat (completions, failures). */
-export function leaseFields(run: Run): { queueName: string; jobId: string; leaseToken: string } {
-  const { queueName, jobId, leaseToken } = run.lease;
-  return { queueName, jobId, leaseToken };
+  return processor as Processor;
 }
 
 /** Resolves after `ms`, or as soon as `signal` fires. */

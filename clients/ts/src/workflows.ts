@@ -14,7 +14,16 @@ import {
   type WorkflowRun as WorkflowRunPb,
   type WorkflowStep as WorkflowStepPb,
 } from "./gen/queue_manager/v1/workflows_pb.js";
-import { decodePayload, encodePayload, fromDuration, fromTimestamp, stateName, toDuration, toTimestamp } from "./convert.js";
+import {
+  decodePayload,
+  encodePayload,
+  fromDuration,
+  fromTimestamp,
+  metadataFromProto,
+  stateName,
+  toDuration,
+  toTimestamp,
+} from "./convert.js";
 import { jobOptionsToProto, uint } from "./options.js";
 import type { JobOptions, JobState } from "./types.js";
 
@@ -122,12 +131,7 @@ export function workflowRunFromProto(run: WorkflowRunPb): WorkflowRun {
     workflowId: run.workflowId,
     name: run.name,
     state: RUN_STATES[run.state - 1],
-    metadata: {
-      createdBy: run.metadata?.createdBy ?? "",
-      correlationId: run.metadata?.correlationId ?? "",
-      tags: [...(run.metadata?.tags ?? [])],
-      attributes: { ...(run.metadata?.attributes ?? {}) },
-    },
+    metadata: { createdBy: run.metadata?.createdBy ?? "", ...metadataFromProto(run.metadata) },
     steps: run.steps.map((s) => ({
       key: s.key,
       queueName: s.queueName,

@@ -1,0 +1,107 @@
+/** `QueueManager`'s calls on jobs already added: reading them, waiting for them, and controlling them. */
+import { Producer } from "./client-producer.js";
+import {
+  encodePayload,
+  jobFromProto,
+  logLineFromProto,
+  pageFromProto,
+  parsePriority,
+  stateName,
+  stateNumber,
+  toDuration,
+} from "./convert.js";
+import { mapped } from "./errors.js";
+import { pageRequest } from "./options.js";
+import type { Job, JobLogLine, JobState, Page, PriorityLike } from "./types.js";
+
+/** Reads and controls jobs. */
+export class JobCalls extends Producer {
+  /** One job (with the tail of its log); `NotFoundError` when it does not exist. */
+  async getJob(queueName: string, jobId: string): Promise<Job> {
+    const res = await mapped(() => this.client.getJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** A page of a queue's jobs in one state. */
+  async listJobs(queueName: string, state: JobState, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Job>> {
+    const request = { queueName, state: stateNumber(state), ...pageRequest(page) };
+    const res = await mapped(() => this.client.listJobs(request, this.callOptions));
+    return pageFromProto(res.jobs.map(jobFromProto), res);
+  }
+
+  /** Removes a job that is not active; returns the state it was in. */
+  async removeJob(queueName: string, jobId: string): Promise<JobState | undefined> {
+    const res = await mapped(() => this.client.removeJob({ queueName, jobId }, this.callOptions));
+    return stateName(res.previousState);
+  }
+
+  /** A page of a job's log lines, oldest first. */
+  async getJobLogs(queueName: string, jobId: string, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<JobLogLine>> {
+    const request = { queueName, jobId, ...pageRequest(page) };
+    const res = await mapped(() => this.client.getJobLogs(request, this.callOptions));
+    return pageFromProto(res.lines.map(logLineFromProto), res);
+  }
+
+  /**
+   * Waits until a job is finished (completed, failed for good or cancelled) and returns it; after
+   * `timeoutMs` (default: no limit) returns it in whatever state it is then. Pushed by the server: no polling.
+   */
+  async waitForJob(queueName: string, jobId: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Job> {
+    const request = { queueName, jobId, timeout: options.timeoutMs === undefined ? undefined : toDuration(options.timeoutMs, "timeoutMs") };
+    return mapped(async () => {
+      let last: Job | undefined;
+      for await (const res of this.client.waitForJob(request, { signal: options.signal })) {
+        last = jobFromProto(res.job!);
+      }
+      if (last === undefined) {
+        throw new Error(`the server ended the wait for job ${queueName}/${jobId} without sending the job`);
+      }
+      return last;
+    });
+  }
+
+  /**
+   * Cancels a job: a waiting or delayed one ends cancelled at once; an active one is marked
+   * `cancelRequested` and its worker's processor sees its AbortSignal fire.
+   */
+  async cancelJob(queueName: string, jobId: string, reason = ""): Promise<Job> {
+    const res = await mapped(() => this.client.cancelJob({ queueName, jobId, reason }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** Runs a failed or cancelled job again, its attempts counted afresh. */
+  async retryJob(queueName: string, jobId: string): Promise<Job> {
+    const res = await mapped(() => this.client.retryJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** Runs every failed (or cancelled) job of a queue again; returns how many. */
+  async retryFailedJobs(queueName: string, state: "failed" | "cancelled" = "failed"): Promise<number> {
+    const res = await mapped(() => this.client.retryFailedJobs({ queueName, state: stateNumber(state) }, this.callOptions));
+    return Number(res.count);
+  }
+
+  /** Makes a delayed job waiting now. */
+  async promoteJob(queueName: string, jobId: string): Promise<Job> {
+    const res = await mapped(() => this.client.promoteJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /** Changes the priority of a waiting or delayed job. */
+  async changeJobPriority(queueName: string, jobId: string, priority: PriorityLike): Promise<Job> {
+    const request = { queueName, jobId, priority: parsePriority(priority) };
+    const res = await mapped(() => this.client.changeJobPriority(request, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /**
+   * Replaces the data of a job that has not finished (waiting, paused, delayed or active): a running attempt
+   * keeps the data it was given, the next attempt gets the new data. Bytes go as octet-stream, anything else
+   * as JSON (`undefined` as JSON null). A finished job gives `FailedPreconditionError`.
+   */
+  async updateJobData(queueName: string, jobId: string, data: unknown): Promise<Job> {
+    const request = { queueName, jobId, data: encodePayload(data === undefined ? null : data) };
+    const res = await mapped(() => this.client.updateJobData(request, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+}

@@ -1,0 +1,110 @@
+/** `QueueManager`'s adds: one job (carried with other adds of the moment, adds.ts) or many (AddBulk). */
+import { create } from "@bufbuild/protobuf";
+import { AddBatcher, type Answer } from "./adds.js";
+import {
+  AddBulkRequestSchema,
+  AddJobRequestSchema,
+  type AddBulkRequest,
+  type AddJobRequest,
+  type CreatedJob,
+} from "./gen/queue_manager/v1/jobs_pb.js";
+import { ClientBase, type QueueManagerOptions } from "./client-base.js";
+import { createdJob, jobFromProto } from "./convert.js";
+import { mapped } from "./errors.js";
+import { newJob } from "./options.js";
+import { carry, jobAttributes, publish, publishAttributes, traceContext } from "./tracing.js";
+import type { Job, JobOptions } from "./types.js";
+
+/** A job for `addBulk`. */
+export interface BulkJob {
+  name: string;
+  data?: unknown;
+  options?: JobOptions;
+}
+
+// AddBulk: jobs per stream message (a message costs ~60 µs whatever its size), and per stream (server limit).
+const BULK_MESSAGE_JOBS = 500;
+const BULK_STREAM_JOBS = 100_000;
+
+/** Adds jobs. */
+export class Producer extends ClientBase {
+  /** The concurrent `addJob` calls, carried together. */
+  protected readonly adds: AddBatcher;
+
+  constructor(options: QueueManagerOptions = {}) {
+    super(options);
+    this.adds = new AddBatcher(
+      (request) => mapped(() => this.client.addJob(request, this.callOptions)),
+      (requests, signal) => this.client.addJobStream(requests, { signal }),
+      this.timeoutMs,
+    );
+  }
+
+  /**
+   * Adds one job; returns it as stored (the existing one when `options.jobId` was taken). Concurrent calls
+   * share the messages of one AddJobStream (adds.ts); a lone call goes out at once.
+   */
+  async addJob(queueName: string, name: string, data?: unknown, options?: JobOptions): Promise<Job> {
+    const request = create(AddJobRequestSchema, { queueName, job: newJob(name, data, options) });
+    // Tracing off: this one test per add.
+    const answer = this.untraced ? await this.adds.add(request) : await this.addTraced(request);
+    return isBrief(answer) ? createdJob(request, answer) : jobFromProto(answer.job!);
+  }
+
+  /**
+   * Adds many jobs over client streams (500 jobs a message, 100,000 a stream); each stream is added in full
+   * or not at all. Every job is checked before anything is sent. Returns the ids in order.
+   */
+  async addBulk(queueName: string, jobs: BulkJob[]): Promise<string[]> {
+    const messages: AddBulkRequest[] = [];
+    for (let i = 0; i < jobs.length; i += BULK_MESSAGE_JOBS) {
+      const slice = jobs.slice(i, i + BULK_MESSAGE_JOBS);
+      const built = slice.map((j, k) => newJob(j.name, j.data, j.options, `jobs[${i + k}]`));
+      messages.push(create(AddBulkRequestSchema, { queueName, jobs: built }));
+    }
+    const tracer = this.tracing();
+    if (tracer === undefined) {
+      return this.sendBulk(messages);
+    }
+    // One span for the whole batch; every job carries its context.
+    return publish(tracer, `${queueName} publish`, publishAttributes(queueName, jobs.length), (span) => {
+      const context = traceContext(span);
+      messages.forEach((message) => message.jobs.forEach((job) => carry(jobAttributes(job), context)));
+      return this.sendBulk(messages);
+    });
+  }
+
+  private async sendBulk(messages: AddBulkRequest[]): Promise<string[]> {
+    const ids: string[] = [];
+    const perStream = BULK_STREAM_JOBS / BULK_MESSAGE_JOBS;
+    for (let i = 0; i < messages.length; i += perStream) {
+      const stream = messages.slice(i, i + perStream);
+      async function* requests() {
+        yield* stream;
+      }
+      const res = await mapped(() => this.client.addBulk(requests(), this.callOptions));
+      ids.push(...res.jobIds);
+    }
+    return ids;
+  }
+
+  /** An add inside its PRODUCER span, the span's context carried in the job's metadata attributes. */
+  private async addTraced(request: AddJobRequest): Promise<Answer> {
+    const tracer = this.tracing();
+    if (tracer === undefined) {
+      return this.adds.add(request);
+    }
+    const queueName = request.queueName;
+    return publish(tracer, `${queueName} publish`, publishAttributes(queueName), async (span) => {
+      carry(jobAttributes(request.job!), traceContext(span));
+      const answer = await this.adds.add(request);
+      span.setAttribute("messaging.message.id", isBrief(answer) ? answer.id : answer.job!.id);
+      return answer;
+    });
+  }
+}
+
+/** Whether an add's answer is brief (the job created as its request says: the request makes the rest). */
+function isBrief(answer: Answer): answer is CreatedJob {
+  return answer.$typeName === "queue_manager.v1.CreatedJob";
+}

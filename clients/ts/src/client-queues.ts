@@ -1,0 +1,114 @@
+/** `QueueManager`'s calls on queues: their settings and state, their metrics (read or watched), their workers. */
+import { JobCalls } from "./client-jobs.js";
+import { fromTimestamp, metricsFromProto, queueFromProto, stateNumber, toDuration, workerFromProto } from "./convert.js";
+import { errorFromRpc, mapped } from "./errors.js";
+import { queueConfigToProto, uint } from "./options.js";
+import type { JobState, MetricsSnapshot, Queue, QueueConfig, QueueMetrics, WorkerInfo } from "./types.js";
+
+/** Administers queues and reads their metrics and workers. */
+export class QueueCalls extends JobCalls {
+  /** Registers a queue, or updates an existing one's settings; returns it as stored. */
+  async registerQueue(name: string, config: QueueConfig = {}): Promise<Queue> {
+    const request = { name, config: queueConfigToProto(config) };
+    const res = await mapped(() => this.client.registerQueue(request, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  async getQueue(name: string): Promise<Queue> {
+    const res = await mapped(() => this.client.getQueue({ name }, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  /** Every registered queue, by name. */
+  async listQueues(): Promise<Queue[]> {
+    const res = await mapped(() => this.client.listQueues({}, this.callOptions));
+    return res.queues.map(queueFromProto);
+  }
+
+  /** Pauses a queue: jobs are still added, none start until resumed. */
+  async pauseQueue(name: string): Promise<Queue> {
+    const res = await mapped(() => this.client.pauseQueue({ name }, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  async resumeQueue(name: string): Promise<Queue> {
+    const res = await mapped(() => this.client.resumeQueue({ name }, this.callOptions));
+    return queueFromProto(res.queue!);
+  }
+
+  /** Removes jobs of one state older than `graceMs`; returns how many. */
+  async cleanQueue(name: string, graceMs: number, state: JobState, limit = 0): Promise<number> {
+    const request = { name, grace: toDuration(graceMs, "graceMs"), state: stateNumber(state), limit: uint(limit, "limit") };
+    const res = await mapped(() => this.client.cleanQueue(request, this.callOptions));
+    return Number(res.removed);
+  }
+
+  /** Removes all waiting jobs (and delayed ones if asked); returns how many. */
+  async drainQueue(name: string, includeDelayed = false): Promise<number> {
+    const res = await mapped(() => this.client.drainQueue({ name, includeDelayed }, this.callOptions));
+    return Number(res.removed);
+  }
+
+  /** Deletes a queue and all its jobs (`force`: even with active jobs); returns how many jobs. */
+  async obliterateQueue(name: string, force = false): Promise<number> {
+    const res = await mapped(() => this.client.obliterateQueue({ name, force }, this.callOptions));
+    return Number(res.removed);
+  }
+
+  async getQueueMetrics(name: string, options: { includeHistory?: boolean } = {}): Promise<QueueMetrics> {
+    const request = { name, includeHistory: options.includeHistory ?? false };
+    const res = await mapped(() => this.client.getQueueMetrics(request, this.callOptions));
+    return metricsFromProto(res.metrics!);
+  }
+
+  async getAllMetrics(options: { includeHistory?: boolean } = {}): Promise<QueueMetrics[]> {
+    const request = { includeHistory: options.includeHistory ?? false };
+    const res = await mapped(() => this.client.getAllMetrics(request, this.callOptions));
+    return res.metrics.map(metricsFromProto);
+  }
+
+  /**
+   * Yields a snapshot of the queues' metrics at once, then every `intervalMs` (100 to 60,000; default
+   * 1,000), until you stop iterating (`break`) or `signal` fires (the loop then ends, with no error). Pushed
+   * by the server: no polling.
+   * `queues` is a name or a list of names (`NotFoundError` if one is unknown); none watches every queue,
+   * those registered later included.
+   */
+  async *watchMetrics(
+    queues?: string | string[],
+    options: { intervalMs?: number; includeHistory?: boolean; includeWorkers?: boolean; signal?: AbortSignal } = {},
+  ): AsyncGenerator<MetricsSnapshot, void, undefined> {
+    const request = {
+      queueNames: queues === undefined ? [] : typeof queues === "string" ? [queues] : [...queues],
+      interval: toDuration(options.intervalMs ?? 1_000, "intervalMs"),
+      includeHistory: options.includeHistory ?? false,
+      includeWorkers: options.includeWorkers ?? false,
+    };
+    // Leaving the loop (or the caller's signal) cancels the call, so the server stops sending.
+    const call = new AbortController();
+    const stop = () => call.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", stop, { once: true });
+    if (options.signal?.aborted) {
+      stop();
+    }
+    try {
+      for await (const res of this.client.watchMetrics(request, { signal: call.signal })) {
+        yield { time: fromTimestamp(res.time), metrics: res.metrics.map(metricsFromProto), workers: res.workers.map(workerFromProto) };
+      }
+    } catch (err) {
+      if (options.signal?.aborted) {
+        return; // the caller's own signal ends the stream, as leaving the loop does
+      }
+      throw errorFromRpc(err);
+    } finally {
+      options.signal?.removeEventListener("abort", stop);
+      call.abort();
+    }
+  }
+
+  /** The workers connected to any server (taking jobs of `queueName`, if given). */
+  async listWorkers(queueName = ""): Promise<WorkerInfo[]> {
+    const res = await mapped(() => this.client.listWorkers({ queueName }, this.callOptions));
+    return res.workers.map(workerFromProto);
+  }
+}

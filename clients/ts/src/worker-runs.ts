@@ -1,0 +1,249 @@
+/**
+ * The jobs running on a worker: each delivered job's run of its processor, and what the run tells the server
+ * (its outcome, progress and log lines, its credit back) put in the outbox for the stream to send.
+ *
+ * A run is named by its queue and job id. It ends in one of four ways: completed or failed (reported), cancelled
+ * by the server (reported `cancelled`, however the processor ends), lost (its lease was refused or the job was
+ * delivered again: nothing is reported), or abandoned at shutdown (reported `abandoned` then, nothing later).
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { context, type Tracer } from "@opentelemetry/api";
+import {
+  JobCompletionSchema,
+  JobFailureSchema,
+  type JobDelivery,
+  type LeaseRef,
+} from "./gen/queue_manager/v1/worker_service_pb.js";
+import { leaseOf, Run, runKey } from "./context.js";
+import { encodePayload, msToDuration, toValue } from "./convert.js";
+import { errorText, RateLimitedError, UnrecoverableError } from "./errors.js";
+import type { Outbox } from "./outbox.js";
+import { recordFailure, startProcess } from "./tracing.js";
+import { LOG_LINE_CHARS, LOG_LINES_KEPT, within, type Processor, type WorkerLogger } from "./worker-options.js";
+
+/** What the runs need of their worker: its id, its log, its events and whether it takes jobs now. */
+export interface RunsHost {
+  readonly workerId: string;
+  readonly log: WorkerLogger;
+  /** The worker's events: `completed`, `failed`, `cancelled`, `lost`. */
+  emit(event: string, ...args: unknown[]): boolean;
+  /** False while shutting down or draining: deliveries are released, a finished run's credit is kept. */
+  accepting(): boolean;
+  /** Tells the stream the outbox has something to send. */
+  wake(): void;
+}
+
+export class Runs {
+  /** Set at start when tracing is on: each run then has a CONSUMER span. */
+  tracer: Tracer | undefined;
+  private readonly running = new Map<string, Run>();
+
+  constructor(
+    private readonly host: RunsHost,
+    private readonly outbox: Outbox,
+    private readonly processors: Map<string, Processor>,
+  ) {}
+
+  /** Jobs running now. */
+  get size(): number {
+    return this.running.size;
+  }
+
+  /** Starts a run for each delivered job; releases those the worker does not take (no processor, not accepting). */
+  deliver(delivery: JobDelivery): void {
+    for (const leased of delivery.jobs) {
+      const job = leased.job!;
+      const processor = this.processors.get(job.queueName);
+      if (processor === undefined || !this.host.accepting()) {
+        if (processor === undefined) {
+          this.host.log.error(`received job ${job.id} of queue ${JSON.stringify(job.queueName)} that has no processor`);
+        }
+        this.outbox.add("releases", leaseOf(leased));
+        this.host.wake();
+        continue;
+      }
+      const run = new Run(leased);
+      const earlier = this.running.get(run.key);
+      if (earlier !== undefined) {
+        // The server leased the job again (its earlier lease here was recovered): that run is lost.
+        this.lose(earlier, "the job was delivered again");
+      }
+      this.running.set(run.key, run);
+      // Tracing off: this one test per run.
+      run.done = this.tracer === undefined ? this.execute(run, processor) : this.executeTraced(run, processor, this.tracer);
+    }
+  }
+
+  /** Asks the server to extend the lease of every run still going (a heartbeat, or the first report of a stream). */
+  extendAll(): void {
+    for (const run of this.running.values()) {
+      if (!run.lost) {
+        this.outbox.extensions.push(run.lease);
+      }
+    }
+  }
+
+  /** The server refused a report item about `lease` (`why`): a run still holding that lease is lost. */
+  refused(lease: LeaseRef, why: string): void {
+    const run = this.running.get(runKey(lease.queueName, lease.jobId));
+    if (run !== undefined && run.lease.leaseToken === lease.leaseToken && !run.lost) {
+      this.host.log.warn(`job ${lease.queueName}/${lease.jobId} lost its lease (${why}); its run is stopped and its result discarded`);
+      this.lose(run, why);
+    } else {
+      this.host.log.info(`server rejected a report for job ${lease.queueName}/${lease.jobId}: ${why}`);
+    }
+  }
+
+  /** The server cancelled a job (CANCEL_JOB): the run holding `lease` sees its signal fire. */
+  cancel(lease: LeaseRef, reason: string): void {
+    const run = this.running.get(runKey(lease.queueName, lease.jobId));
+    if (run === undefined || run.lease.leaseToken !== lease.leaseToken || run.cancelled) {
+      return; // finished meanwhile (its outcome is recorded as usual), another run, or told already
+    }
+    run.cancelled = true;
+    run.stop("cancelled", reason || "the job was cancelled");
+  }
+
+  /** Whether every run going now has ended within `ms`. */
+  settled(ms: number): Promise<boolean> {
+    return within(Promise.all([...this.running.values()].map((r) => r.done)), ms);
+  }
+
+  /** Gives up the runs still going (shutdown past its grace): their signals fire, they are reported abandoned. */
+  abandonAll(): void {
+    for (const run of [...this.running.values()]) {
+      run.abandoned = true;
+      run.stop("shutdown", "the worker is shutting down");
+      this.outbox.add("abandoned", run.lease);
+      this.running.delete(run.key);
+    }
+  }
+
+  /** A run whose lease was recovered: stopped, and nothing reported (the job is delivered again). */
+  private lose(run: Run, why: string): void {
+    run.lost = true;
+    run.stop("lease-lost", `the lease was lost (${why})`);
+    this.host.emit("lost", run.job, why);
+  }
+
+  private async execute(run: Run, processor: Processor): Promise<void> {
+    const limit = run.job.timeoutMs;
+    const timer =
+      limit === undefined
+        ? undefined
+        : setTimeout(() => {
+            run.timedOut = true;
+            run.stop("timeout", `job timed out after ${limit / 1000}s`);
+          }, limit);
+    const ctx = run.context(this.host.workerId, {
+      progress: (value) => this.reportProgress(run, value),
+      log: (message) => this.reportLog(run, message),
+    });
+    try {
+      const result = await processor(run.job, ctx);
+      this.settle(run, true, result);
+    } catch (err) {
+      this.settle(run, false, err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** `execute` inside the run's CONSUMER span, current while the processor runs; `fail` marks it failed. */
+  private async executeTraced(run: Run, processor: Processor, tracer: Tracer): Promise<void> {
+    const traced = startProcess(tracer, run.job);
+    run.span = traced.span;
+    try {
+      await context.with(traced.context, () => this.execute(run, processor));
+    } finally {
+      traced.span.end();
+    }
+  }
+
+  private settle(run: Run, ok: boolean, value: unknown): void {
+    if (run.abandoned) {
+      return; // reported abandoned at shutdown already
+    }
+    const ms = performance.now() - run.startedAt;
+    if (run.cancelled) {
+      if (!run.lost) {
+        this.outbox.add("cancelled", run.lease);
+        this.host.emit("cancelled", run.job);
+      }
+    } else if (run.lost) {
+      this.host.log.info(`discarding the result of job ${run.job.queueName}/${run.job.id} (its lease was lost)`);
+    } else if (run.timedOut) {
+      this.fail(run, new Error(`job timed out after ${run.job.timeoutMs! / 1000}s`), ms, false);
+    } else if (ok) {
+      this.complete(run, value, ms);
+    } else {
+      this.fail(run, value, ms, true);
+    }
+    this.finish(run);
+  }
+
+  private complete(run: Run, result: unknown, ms: number): void {
+    let payload;
+    try {
+      payload = encodePayload(result, "the processor's result");
+    } catch (err) {
+      this.fail(run, err, ms, true);
+      return;
+    }
+    this.outbox.add("completions", create(JobCompletionSchema, { ...run.leaseFields, result: payload, duration: msToDuration(ms) }));
+    this.host.emit("completed", run.job, result);
+  }
+
+  private fail(run: Run, error: unknown, ms: number, withStack: boolean): void {
+    const err = error instanceof Error ? error : undefined;
+    const message = errorText(error);
+    const failure = create(JobFailureSchema, {
+      ...run.leaseFields,
+      message: message || "Error",
+      stacktrace: withStack ? (err?.stack ?? "") : "",
+      doNotRetry: err instanceof UnrecoverableError || err?.name === "UnrecoverableError",
+      duration: msToDuration(ms),
+    });
+    if (err instanceof RateLimitedError) {
+      // Back without using an attempt; the queue holds off that long.
+      failure.retryAfter = msToDuration(err.retryAfterMs);
+      failure.stacktrace = "";
+    }
+    if (run.span !== undefined) {
+      recordFailure(run.span, error, message || "Error");
+    }
+    const attempt = run.job.attemptsMade + 1;
+    this.host.log.warn(`job ${run.job.queueName}/${run.job.id} (${run.job.name}) failed on attempt ${attempt} of ${run.job.maxAttempts}: ${message}`);
+    this.outbox.add("failures", failure);
+    this.host.emit("failed", run.job, error);
+  }
+
+  /** Forgets a finished run and gives its credit back (unless the worker takes no more jobs). */
+  private finish(run: Run): void {
+    if (this.running.get(run.key) === run) {
+      this.running.delete(run.key);
+    }
+    if (this.host.accepting()) {
+      this.outbox.credits += 1;
+    }
+    this.host.wake();
+  }
+
+  private reportProgress(run: Run, value: unknown): void {
+    if (this.running.get(run.key) !== run || run.lost) {
+      return;
+    }
+    this.outbox.add("progress", { $typeName: "queue_manager.v1.JobProgress", lease: run.lease, progress: toValue(value, "progress") });
+    this.host.wake();
+  }
+
+  private reportLog(run: Run, message: string): void {
+    if (this.running.get(run.key) !== run || run.lost) {
+      return;
+    }
+    const text = (typeof message === "string" ? message : String(message)).slice(0, LOG_LINE_CHARS);
+    this.outbox.addLogLine(run.lease, { $typeName: "queue_manager.v1.JobLogLine", time: timestampNow(), message: text }, LOG_LINES_KEPT);
+    this.host.wake();
+  }
+}
