@@ -315,10 +315,11 @@ class JobOptions(_message.Message):
     """How many times the job may be recovered from a lost worker before it fails; 0 means the queue's default."""
     group: _builtins.str
     """Fairness group (a tenant, a customer, a destination): the queue's ready jobs of different groups take
-    turns, one job of each group in rotation, so one group's flood does not hold back the others; within a
-    group jobs run by priority, then in the order they became ready. Jobs without a group run before grouped
-    jobs. A group may have limits of its own (QueueConfig.group_limits, SetGroupLimits). 1 to 128
-    characters, no control characters; empty means no group. Not allowed in a queue's default options.
+    turns, one job of each group in rotation, so one group's flood does not hold back the others. Priority
+    comes first, grouped or not; within a level, jobs without a group run before the groups' jobs, and a
+    group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
+    SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
+    queue's default options.
     """
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:

@@ -550,10 +550,11 @@ type JobOptions struct {
 	// 365 days; unset means the queue's default, and with none the job never expires.
 	ExpireAfter *durationpb.Duration `protobuf:"bytes,14,opt,name=expire_after,json=expireAfter,proto3" json:"expire_after,omitempty"`
 	// Fairness group (a tenant, a customer, a destination): the queue's ready jobs of different groups take
-	// turns, one job of each group in rotation, so one group's flood does not hold back the others; within a
-	// group jobs run by priority, then in the order they became ready. Jobs without a group run before grouped
-	// jobs. A group may have limits of its own (QueueConfig.group_limits, SetGroupLimits). 1 to 128
-	// characters, no control characters; empty means no group. Not allowed in a queue's default options.
+	// turns, one job of each group in rotation, so one group's flood does not hold back the others. Priority
+	// comes first, grouped or not; within a level, jobs without a group run before the groups' jobs, and a
+	// group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
+	// SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
+	// queue's default options.
 	Group         string `protobuf:"bytes,15,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -282,10 +282,11 @@ export type JobOptions = Message<"queue_manager.v1.JobOptions"> & {
 
   /**
    * Fairness group (a tenant, a customer, a destination): the queue's ready jobs of different groups take
-   * turns, one job of each group in rotation, so one group's flood does not hold back the others; within a
-   * group jobs run by priority, then in the order they became ready. Jobs without a group run before grouped
-   * jobs. A group may have limits of its own (QueueConfig.group_limits, SetGroupLimits). 1 to 128
-   * characters, no control characters; empty means no group. Not allowed in a queue's default options.
+   * turns, one job of each group in rotation, so one group's flood does not hold back the others. Priority
+   * comes first, grouped or not; within a level, jobs without a group run before the groups' jobs, and a
+   * group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
+   * SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
+   * queue's default options.
    *
    * @generated from field: string group = 15;
    */
