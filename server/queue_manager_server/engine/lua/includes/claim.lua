@@ -246,14 +246,17 @@ end
 -- Records what a claim took from the groups (pop_groups' g): their waiting and active counts, and their
 -- buckets. leased: group -> jobs of it leased (those found expired took no slot).
 local function groups_taken(base, g, leased, now)
+  local total = 0
   for grp, st in pairs(g.of) do
     if st.took > 0 then
       local n = leased[grp] or 0
       if n > 0 then redis.call('HINCRBY', base .. 'gact', grp, n) end
       if st.tokens then redis.call('HSET', base .. 'gtok', grp, tostring(st.tokens) .. ' ' .. now) end
-      group_waiting(base, grp, -st.took)
+      group_waiting(base, grp, -st.took, true)
+      total = total + st.took
     end
   end
+  if total > 0 then redis.call('HINCRBY', base .. 'meta', 'gw', -total) end
 end
 
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,

@@ -116,11 +116,11 @@ local function group_idle(base, grp)
   end
 end
 
--- Adds delta to a group's waiting jobs (and to all groups'); a group left with none and nothing active is
--- forgotten (group_idle).
-local function group_waiting(base, grp, delta)
+-- Adds delta to a group's waiting jobs (and to all groups', unless the caller does for several: own_total);
+-- a group left with none and nothing active is forgotten (group_idle).
+local function group_waiting(base, grp, delta, own_total)
   local w = redis.call('HINCRBY', base .. 'gwaiting', grp, delta)
-  redis.call('HINCRBY', base .. 'meta', 'gw', delta)
+  if not own_total then redis.call('HINCRBY', base .. 'meta', 'gw', delta) end
   if w <= 0 then
     redis.call('HDEL', base .. 'gwaiting', grp)
     group_idle(base, grp)
@@ -457,32 +457,48 @@ local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stac
   trim(failed, prefix, age, count, now)
 end
 
--- Whether a run that ended freed a slot of a group its concurrency limit held back (run_ended).
-local GROUP_FREED = false
+-- Runs ended in this script call per group (run_ended), recorded once per group by slot_freed.
+local GROUP_ENDED = false
 
 -- A run of a job ended (the job left active): its deadline goes if the job has a timeout (its 'to' field),
--- and its group counts one active job less (its 'grp' field; both read by the caller along with others). A
--- group its concurrency limit held back takes its turns again.
+-- and its group counts one active job less (its 'grp' field; both read by the caller along with others):
+-- counted here, recorded by the slot_freed the caller calls once its runs ended.
 local function run_ended(prefix, id, timeout, grp)
   if timeout and timeout ~= '0' then redis.call('ZREM', queue_key(prefix, 'deadlines'), id) end
   if grp then
-    local base = string.sub(prefix, 1, -5)
-    local n = redis.call('HINCRBY', base .. 'gact', grp, -1)
+    if not GROUP_ENDED then GROUP_ENDED = {} end
+    local n = GROUP_ENDED[grp]
+    if n then GROUP_ENDED[grp] = n + 1 else GROUP_ENDED[#GROUP_ENDED + 1] = grp; GROUP_ENDED[grp] = 1 end
+  end
+end
+
+-- Records the runs that ended per group (run_ended): one command or two per group, not per job. A group its
+-- concurrency limit held back takes its turns again. Returns whether one did.
+local function groups_ended(prefix)
+  local freed = false
+  if not GROUP_ENDED then return freed end
+  local base = string.sub(prefix, 1, -5)
+  for i = 1, #GROUP_ENDED do
+    local grp = GROUP_ENDED[i]
+    local n = redis.call('HINCRBY', base .. 'gact', grp, -GROUP_ENDED[grp])
     if n <= 0 then redis.call('HDEL', base .. 'gact', grp) end
     if redis.call('HDEL', base .. 'gpark', grp) == 1 then
       group_rejoin(base, grp)
-      GROUP_FREED = true
+      freed = true
     elseif n <= 0 then
       group_idle(base, grp)
     end
   end
+  GROUP_ENDED = false
+  return freed
 end
 
--- Wakes the dispatchers of every server when jobs of a queue with a concurrency cap (meta 'conc') left
--- active, or a run's end let a group held back by its own limit take turns again, so the freed slots fill
--- at once without polling. Called once per script that ended runs.
+-- Records the runs that ended (groups_ended) and wakes the dispatchers of every server when jobs of a queue
+-- with a concurrency cap (meta 'conc') left active, or a run's end let a group held back by its own limit
+-- take turns again, so the freed slots fill at once without polling. Called once per script that ended
+-- runs, after them.
 local function slot_freed(meta, prefix)
-  if GROUP_FREED or (tonumber(queue_settings(meta)[5]) or 0) > 0 then
+  if groups_ended(prefix) or (tonumber(queue_settings(meta)[5]) or 0) > 0 then
     local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
     redis.call('PUBLISH', base .. ':events', 'w ' .. queue)
   end
