@@ -339,6 +339,7 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
         out.expire_after_ms = validate.expire_after_ms(o.expire_after, f"{field}.expire_after")
     if o.group:
         out.group = validate.group(o.group, f"{field}.group")
+    out.lifo = o.lifo
     if o.HasField("dedup"):
         out.dedup_key = validate.text(o.dedup.key, f"{field}.dedup.key", 200)
         if o.dedup.HasField("ttl"):
@@ -455,6 +456,8 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
     j.cancel_requested = r.text("cxr") == "1"
     if r.text("grp"):
         j.options.group = r.text("grp")
+    if r.text("lf") == "1":
+        j.options.lifo = True
     j.cancel_reason = r.text("cxm")
     if r.raw("res") is not None:
         # No 'rct': JSON (complete.lua stores a JSON result without its content type).
@@ -675,6 +678,10 @@ def queue_meta(
         if o.group:
             raise InvalidArgument(
                 f"{field}.default_job_options.group", "cannot have a default: give it with each job"
+            )
+        if o.lifo:
+            raise InvalidArgument(
+                f"{field}.default_job_options.lifo", "cannot have a default: give it with each job"
             )
         if o.chain_to:
             raise InvalidArgument(

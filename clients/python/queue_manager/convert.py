@@ -419,6 +419,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
         max_stalled=msg.max_stalled or None,
         expire_after=duration_to_timedelta(msg.expire_after) if msg.HasField("expire_after") else None,
         group=msg.group or None,
+        lifo=msg.lifo or None,
         chain_to=[
             ChainLink(
                 queue_name=link.queue_name,

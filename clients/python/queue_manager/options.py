@@ -161,6 +161,9 @@ class JobOptions:
         group: Fairness group (a tenant, a customer): the ready jobs of different groups take turns, so
             one group's flood does not hold back the others; a group may have limits of its own
             (``QueueManager.set_group_limits``, the queue's ``group_limits``). 1 to 128 characters.
+        lifo: True puts the job at the head of its priority level (its group's, with a group): of the jobs
+            of a level the last added runs first. A delayed job goes to the head when due; a retry goes
+            to the back.
     """
 
     priority: JobPriority | int | str | None = None
@@ -178,6 +181,7 @@ class JobOptions:
     dedup: Dedup | Mapping[str, Any] | str | None = None
     expire_after: DurationLike | None = None
     group: str | None = None
+    lifo: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +316,10 @@ def job_options_to_proto(
         msg.expire_after.CopyFrom(to_duration(opts.expire_after, "expire_after", positive=True))
     if opts.group is not None:
         msg.group = validate_group(opts.group)
+    if opts.lifo is not None:
+        if not isinstance(opts.lifo, bool):
+            raise TypeError(f"lifo must be a bool, not {type(opts.lifo).__name__}")
+        msg.lifo = opts.lifo
     return msg
 
 

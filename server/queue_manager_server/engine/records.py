@@ -22,7 +22,8 @@ holding parents, chain_root and workflow), chn (encoded JobOptions holding the c
 control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
 wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
 finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). Expiry: exa (expire after ms), exp (when
-it expires, Redis ms: exa after it was first ready; a claim that finds it past ends it cancelled). The
+it expires, Redis ms: exa after it was first ready; a claim that finds it past ends it cancelled). Order:
+grp (its fairness group: lua/includes/common.lua level_key), lf ("1": LIFO, to the head of its level). The
 scripts' own: p (which of the fields a claim and a completion read the job has none of, so they read fewer:
 "1" none of them, "c" none a completion reads, "0" or absent: read them all; lua/includes/common.lua PLAIN),
 left out of every JobRecord (engine.py job_fields) and of the scripts' answers.
@@ -61,7 +62,7 @@ def is_json_type(content_type: str) -> bool:
 
 # NewJob fields whose defaults let argv() send a short header; the backoff's other fields and the dedup ttl
 # mean nothing without a backoff type and a dedup key.
-_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "", 0, "")
+_DEFAULT_HEADER = (JSON_TYPE, 0, -1, -1, 0, 0, 0, 0, "", "", "", 0, "", False)
 
 
 @dataclass(slots=True)
@@ -91,6 +92,8 @@ class NewJob:
     expire_after_ms: int = 0
     # Fairness group (JobOptions.group): "" for none.
     group: str = ""
+    # LIFO (JobOptions.lifo): to the head of its level.
+    lifo: bool = False
     metadata: bytes = b""
     # More job-hash fields (flows: parents, chain, workflow step), as field/value pairs.
     extra: dict[str, bytes] = field(default_factory=dict)
@@ -116,6 +119,7 @@ class NewJob:
             self.dedup_key,
             self.expire_after_ms,
             self.group,
+            self.lifo,
         ) == _DEFAULT_HEADER:
             header = f"{self.id}\0{self.name}\0"
         else:
@@ -124,7 +128,7 @@ class NewJob:
                 f"{self.run_at_ms}\0{self.attempts}\0{self.backoff_type}\0{self.backoff_delay_ms}\0"
                 f"{self.backoff_jitter!r}\0{self.backoff_max_ms}\0{self.keep_completed}\0{self.keep_failed}\0"
                 f"{self.timeout_ms}\0{self.max_stalled}\0{0}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
-                f"{self.expire_after_ms}\0{self.group}\0"
+                f"{self.expire_after_ms}\0{self.group}\0{'1' if self.lifo else '0'}\0"
             )
         return header, self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 

@@ -57,6 +57,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="fairness group (a tenant, a customer): the ready jobs of different groups take turns "
         "(qm groups list QUEUE)",
     )
+    option(
+        add,
+        "--lifo",
+        action="store_const",
+        const=True,
+        help="to the head of its priority level: of the jobs of a level the last added runs first",
+    )
     option(add, "--dedup-key", help="dedup key: while held, adding with it returns the holding job")
     option(
         add,
@@ -153,7 +160,7 @@ def _add(args: argparse.Namespace) -> int:
     """``qm add``: exits 0 whether the job was added or one with its --job-id (or --dedup-key) was there
     already; then stderr says so and ``-o json`` shows ``"created": false``."""
     options = job_options(
-        args, ("priority", "delay", "attempts", "job_id", "timeout", "expire_after", "group")
+        args, ("priority", "delay", "attempts", "job_id", "timeout", "expire_after", "group", "lifo")
     )
     if args.dedup_key is not None:
         options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}

@@ -305,6 +305,7 @@ class JobOptions(_message.Message):
     DEDUP_FIELD_NUMBER: _builtins.int
     EXPIRE_AFTER_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    LIFO_FIELD_NUMBER: _builtins.int
     priority: Global___JobPriority.ValueType
     """Priority level; unset means the queue's default."""
     attempts: _builtins.int
@@ -319,6 +320,12 @@ class JobOptions(_message.Message):
     comes first, grouped or not; within a level, jobs without a group run before the groups' jobs, and a
     group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
     SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
+    queue's default options.
+    """
+    lifo: _builtins.bool
+    """LIFO: the job goes to the head of its priority level (of its group's, with a group) instead of the back,
+    so of the jobs of a level the last added runs first. A delayed or scheduled job goes to the head when it
+    becomes due. A retry goes to the back and a lost run back to the head, as for any job. Not allowed in a
     queue's default options.
     """
     @_builtins.property
@@ -387,10 +394,11 @@ class JobOptions(_message.Message):
         dedup: Global___Dedup | None = ...,
         expire_after: _duration_pb2.Duration | None = ...,
         group: _builtins.str = ...,
+        lifo: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "lifo", b"lifo", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

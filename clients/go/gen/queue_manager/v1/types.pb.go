@@ -555,7 +555,12 @@ type JobOptions struct {
 	// group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
 	// SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
 	// queue's default options.
-	Group         string `protobuf:"bytes,15,opt,name=group,proto3" json:"group,omitempty"`
+	Group string `protobuf:"bytes,15,opt,name=group,proto3" json:"group,omitempty"`
+	// LIFO: the job goes to the head of its priority level (of its group's, with a group) instead of the back,
+	// so of the jobs of a level the last added runs first. A delayed or scheduled job goes to the head when it
+	// becomes due. A retry goes to the back and a lost run back to the head, as for any job. Not allowed in a
+	// queue's default options.
+	Lifo          bool `protobuf:"varint,16,opt,name=lifo,proto3" json:"lifo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +698,13 @@ func (x *JobOptions) GetGroup() string {
 		return x.Group
 	}
 	return ""
+}
+
+func (x *JobOptions) GetLifo() bool {
+	if x != nil {
+		return x.Lifo
+	}
+	return false
 }
 
 // ChainLink is one job of a chain (see JobOptions.chain_to).
@@ -2316,7 +2328,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf9\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x06\n" +
 	"\n" +
 	"JobOptions\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12/\n" +
@@ -2335,7 +2347,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\bchain_to\x18\f \x03(\v2\x1b.queue_manager.v1.ChainLinkR\achainTo\x12-\n" +
 	"\x05dedup\x18\r \x01(\v2\x17.queue_manager.v1.DedupR\x05dedup\x12<\n" +
 	"\fexpire_after\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\x12\x14\n" +
-	"\x05group\x18\x0f \x01(\tR\x05group\"\xac\x01\n" +
+	"\x05group\x18\x0f \x01(\tR\x05group\x12\x12\n" +
+	"\x04lifo\x18\x10 \x01(\bR\x04lifo\"\xac\x01\n" +
 	"\tChainLink\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x19\n" +

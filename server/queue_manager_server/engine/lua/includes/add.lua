@@ -7,10 +7,11 @@
 -- 2 exponential), backoff delay ms, backoff jitter, backoff max ms, keep-completed policy, keep-failed
 -- policy, timeout ms, max stalled (0 = default), unused (older servers wrote a FIFO seq there: a job's
 -- place is now in its waiting list), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job
--- finishes), expire after ms (0 = the queue's default), fairness group ("" = none).
+-- finishes), expire after ms (0 = the queue's default), fairness group ("" = none), LIFO ("1"; "0" or
+-- absent = FIFO).
 -- A job whose content type and options are all the defaults has a header of 2 fields: id and name (missing
 -- fields read as their defaults). Headers staged by an older server have 16 fields (no dedup), 18 (no
--- expiry) or 19 (no group). Extra fields
+-- expiry), 19 (no group) or 20 (no LIFO). Extra fields
 -- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
 -- alternating field name and value, binary-safe; "" for none.
 
@@ -222,6 +223,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   local ms = h[15] or '0'
   local exa = tonumber(h[19] or '0') or 0; if exa == 0 then exa = tonumber(d[16]) or 0 end
   local grp = h[20] or ''
+  local lifo = h[21] == '1'
   local delay, at = tonumber(h[5]) or -1, tonumber(h[6]) or -1
   local run = -1
   if delay >= 0 then run = now + delay end
@@ -246,6 +248,9 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   -- Expiry counts from when the job is first ready: its add, or its run-at when that is later.
   if exa > 0 then put(f, 'exa', exa); put(f, 'exp', math.max(run, now) + exa) end
   if grp ~= '' then put(f, 'grp', grp) end
+  -- Read when a delayed job becomes due (common.lua to_waiting), and by job reads; neither a claim nor a
+  -- completion reads it, so a LIFO job may be plain.
+  if lifo then put(f, 'lf', '1') end
   -- The queue's default metadata goes under the job's own, within the limits (merge_metadata). (A job's
   -- own metadata replaced the default whole: a traced add, whose trace context is metadata of its own,
   -- lost the queue's default correlation id, tags and attributes.)
@@ -274,6 +279,11 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f
   end
-  push_later(pushes, level_key(waiting, pri, grp), id)
+  if lifo then
+    -- At the head now, each in turn: of the jobs a call adds LIFO, the last runs first.
+    push_waiting({[level_key(waiting, pri, grp)] = {id}}, 'LPUSH')
+  else
+    push_later(pushes, level_key(waiting, pri, grp), id)
+  end
   return 1, -1, id, f
 end

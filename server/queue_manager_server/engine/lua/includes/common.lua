@@ -246,11 +246,16 @@ local function place_waiting(waiting, jkey, id, pri, front, wt, fields, pushes, 
   if wt then notify_job(string.sub(jkey, 1, #jkey - #id), id, jkey, 'waiting', wt) end
 end
 
--- Puts a job into waiting. fresh=true puts it at the back of its priority level; otherwise at the head (a
--- lost or handed-back run: it was at the head when claimed). pushes: as place_waiting's.
+-- Puts a job into waiting. fresh=true puts it at the back of its priority level (a LIFO job, 'lf', at the
+-- head, pushed now); otherwise at the head (a lost or handed-back run: it was at the head when claimed).
+-- pushes: as place_waiting's.
 local function to_waiting(waiting, jkey, id, fresh, pushes)
-  local f = redis.call('HMGET', jkey, 'pri', 'wt', 'grp')
-  place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {}, pushes, f[3])
+  local f = redis.call('HMGET', jkey, 'pri', 'wt', 'grp', 'lf')
+  if fresh and f[4] == '1' then
+    place_waiting(waiting, jkey, id, f[1], true, f[2], {}, nil, f[3])
+  else
+    place_waiting(waiting, jkey, id, f[1], not fresh, f[2], {}, pushes, f[3])
+  end
 end
 
 -- Fencing: is `token` the lease of the active job at jkey? Returns a code (0 held, -2 no such job,
