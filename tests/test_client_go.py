@@ -83,6 +83,7 @@ EXPECTED = {
     "TestGroupConcurrencyLimitHoldsAGroupsRuns",
     "TestListGroupsAndSetGroupLimitsRoundTrip",
     "TestBadGroupsAreRefusedWithTheField",
+    "TestLIFOJobsGoToTheHeadOfTheirLevel",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

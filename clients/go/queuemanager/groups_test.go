@@ -319,3 +319,24 @@ func TestBadGroupsAreRefusedWithTheField(t *testing.T) {
 		t.Fatalf("the refused calls must change nothing: %v %+v", err, page)
 	}
 }
+
+func TestLIFOJobsGoToTheHeadOfTheirLevel(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	add(t, c, queue, "old", nil, nil)
+	newest := add(t, c, queue, "new", nil, &qm.JobOptions{LIFO: true})
+	if !newest.LIFO {
+		t.Fatalf("the added job reads LIFO false")
+	}
+	runs := make(chan string, 2)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			runs <- job.Name
+			return nil, nil
+		},
+	}})
+	if got := []string{receive(t, runs, "the first run"), receive(t, runs, "the second run")}; !slices.Equal(got, []string{"new", "old"}) {
+		t.Fatalf("runs in order %v, want [new old]", got)
+	}
+}

@@ -54,6 +54,10 @@ type JobOptions struct {
 	// 1 to MaxGroupLength characters of UTF-8, no control characters; "" means no group. Not allowed in
 	// QueueConfig.DefaultJobOptions.
 	Group string
+	// LIFO puts the job at the head of its priority level (its group's, with a Group) instead of the back:
+	// of the jobs of a level the last added runs first. A delayed job goes to the head when due; a retry goes
+	// to the back. Not allowed in QueueConfig.DefaultJobOptions.
+	LIFO bool
 }
 
 // BackoffType chooses how the delay between attempts grows.
@@ -190,6 +194,7 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 		MaxStalled:       c.of("JobOptions.MaxStalled", o.MaxStalled),
 		ExpireAfter:      duration(o.ExpireAfter),
 		Group:            o.Group,
+		Lifo:             o.LIFO,
 	}
 	if c.err != nil {
 		return nil, c.err
@@ -284,6 +289,7 @@ func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
 		MaxStalled:       int(p.GetMaxStalled()),
 		ExpireAfter:      durationOf(p.GetExpireAfter()),
 		Group:            p.GetGroup(),
+		LIFO:             p.GetLifo(),
 		RemoveOnComplete: keepJobsFromProto(p.GetRemoveOnComplete()),
 		RemoveOnFail:     keepJobsFromProto(p.GetRemoveOnFail()),
 	}

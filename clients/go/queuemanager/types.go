@@ -110,7 +110,9 @@ type Job struct {
 	ExpireAfter time.Duration
 	ExpireTime  time.Time
 	// Group is the job's fairness group (JobOptions.Group); "" when it has none.
-	Group    string
+	Group string
+	// LIFO: the job was added to the head of its level (JobOptions.LIFO).
+	LIFO     bool
 	WorkerID string
 	Parents  []JobRef
 	Children []JobRef
@@ -202,6 +204,7 @@ func jobFromProto(p *pb.Job) *Job {
 		ExpireAfter:     durationOf(p.GetOptions().GetExpireAfter()),
 		ExpireTime:      timeOf(p.GetExpireTime()),
 		Group:           p.GetOptions().GetGroup(),
+		LIFO:            p.GetOptions().GetLifo(),
 		WorkerID:        p.GetWorkerId(),
 		Children:        refsOf(p.GetChildren()),
 		LogCount:        int(p.GetLogCount()),
