@@ -46,15 +46,17 @@ class HeldWrites:
         self.release = asyncio.Event()
         self.fail_queue = ""  # its group of the second batch: half written, then a script error
 
-    async def __call__(self, groups: Groups, fetch: bool = False, claims: Any = ()) -> list[Any]:
+    async def __call__(
+        self, groups: Groups, fetch: bool = False, claims: Any = (), limited: bool = False
+    ) -> list[Any]:
         self.batches.append([(q, len(jobs)) for q, jobs in groups])
         if len(self.batches) == 1:
             await self.release.wait()
         if len(self.batches) == 2 and self.fail_queue:
             (queue, jobs), *_ = groups
-            await self.real([(queue, list(jobs)[: len(jobs) // 2])], fetch)
+            await self.real([(queue, list(jobs)[: len(jobs) // 2])], fetch, limited=limited)
             return [ResponseError("ERR simulated script error mid-batch")]
-        return await self.real(groups, fetch, claims)
+        return await self.real(groups, fetch, claims, limited)
 
 
 async def until(check: Any) -> None:
@@ -127,9 +129,11 @@ def write_sizes(adds: AddCoalescer, monkeypatch: pytest.MonkeyPatch) -> list[int
     sizes: list[int] = []
     real = adds.engine.add_jobs_many
 
-    async def spy(groups: Groups, fetch: bool = False, claims: Any = ()) -> list[AddResult | Exception]:
+    async def spy(
+        groups: Groups, fetch: bool = False, claims: Any = (), limited: bool = False
+    ) -> list[AddResult | Exception]:
         sizes.append(sum(len(j) for _, j in groups))
-        return await real(groups, fetch, claims)
+        return await real(groups, fetch, claims, limited)
 
     monkeypatch.setattr(adds.engine, "add_jobs_many", spy)
     return sizes

@@ -129,12 +129,12 @@ async def test_the_loop_waits_for_a_folded_claim_and_then_claims_what_came_meanw
         finally:
             under_way -= 1
 
-    async def held_add(groups: Any, fetch: bool = False, claims: Any = ()) -> Any:
+    async def held_add(groups: Any, fetch: bool = False, claims: Any = (), limited: bool = False) -> Any:
         if not any(c is not None for c in claims):
-            return await real_many(groups, fetch, claims)
+            return await real_many(groups, fetch, claims, limited)
         folding.set()
         await release.wait()
-        return await counted(real_many(groups, fetch, claims))
+        return await counted(real_many(groups, fetch, claims, limited))
 
     async def claim(*args: Any, **kwargs: Any) -> ClaimResult:
         return await counted(real_claim(*args, **kwargs))  # type: ignore[no-any-return]
@@ -183,9 +183,9 @@ async def test_a_folded_claim_asks_for_a_few_jobs_and_leaves_a_backlog_to_the_lo
     asked: list[int] = []
     real_many = engine.add_jobs_many
 
-    async def spy(groups: Any, fetch: bool = False, claims: Any = ()) -> Any:
+    async def spy(groups: Any, fetch: bool = False, claims: Any = (), limited: bool = False) -> Any:
         asked.extend(c.take for c in claims if c is not None)
-        return await real_many(groups, fetch, claims)
+        return await real_many(groups, fetch, claims, limited)
 
     qm = QueueManager(address=server.address, concurrency=200)
     await qm.register_queue("backlog")
@@ -232,7 +232,7 @@ async def test_jobs_written_by_an_add_whose_reply_was_lost_are_claimed_at_once(s
     real_many = engine.add_jobs_many
     folds: list[int] = []
 
-    async def lost_reply(groups: Any, fetch: bool = False, claims: Any = ()) -> Any:
+    async def lost_reply(groups: Any, fetch: bool = False, claims: Any = (), limited: bool = False) -> Any:
         folds.extend(c.take for c in claims if c is not None)
         await engine.redis.hdel(QueueKeys(server.prefix, "lost").meta, "hungry")  # its jobs wake nobody
         await real_many(groups, fetch)

@@ -599,18 +599,19 @@ def _leased_extras(job: types_pb2.Job, c: ClaimedJob) -> None:
 # ---- queues ------------------------------------------------------------------------------------
 
 
-def group_limits_in(g: types_pb2.GroupLimits, field: str) -> tuple[int, int, int]:
-    """A group's limits as the scripts keep them: concurrency, rate max, rate window ms (0: none)."""
+def group_limits_in(g: types_pb2.GroupLimits, field: str) -> tuple[int, int, int, int]:
+    """A group's limits as the scripts keep them: concurrency, rate max, rate window ms, max size (0:
+    none)."""
     rl_max, rl_ms = g.rate_limit.max, 0
     if g.HasField("rate_limit") and rl_max:
         rl_ms = validate.duration_ms(g.rate_limit.duration, f"{field}.rate_limit.duration")
         if rl_ms <= 0:
             raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
-    return g.concurrency, rl_max, rl_ms
+    return g.concurrency, rl_max, rl_ms, validate.max_size(g.max_size, f"{field}.max_size")
 
 
-def group_limits_out(conc: int, rl_max: int, rl_ms: int) -> types_pb2.GroupLimits:
-    out = types_pb2.GroupLimits(concurrency=conc)
+def group_limits_out(conc: int, rl_max: int, rl_ms: int, max_size: int = 0) -> types_pb2.GroupLimits:
+    out = types_pb2.GroupLimits(concurrency=conc, max_size=max_size)
     if rl_max:
         out.rate_limit.max = rl_max
         out.rate_limit.duration.CopyFrom(ms_duration(rl_ms))
@@ -632,8 +633,10 @@ def queue_meta(
             raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
     fields["rl_max"], fields["rl_ms"] = rl_max, rl_ms
     # Each fairness group's own limits (includes/claim.lua pop_groups); 0 = none.
-    g_conc, g_rl_max, g_rl_ms = group_limits_in(cfg.group_limits, f"{field}.group_limits")
-    fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms)
+    g_conc, g_rl_max, g_rl_ms, g_max = group_limits_in(cfg.group_limits, f"{field}.group_limits")
+    fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms, g_max=g_max)
+    # Producer backpressure (includes/add.lua room_for); 0 = none.
+    fields["max_size"] = validate.max_size(cfg.max_size, f"{field}.max_size")
     dlq = ""
     if name == DEFAULT_DLQ and not cfg.dead_letter_queue:
         filled.disable_dead_letter = True

@@ -61,5 +61,21 @@ class WorkflowNotFound(QueueManagerError):
         super().__init__(f"workflow run {run_id!r} not found (runs are kept 7 days after they finish)")
 
 
+class QueueFull(QueueManagerError):
+    """An add found no room: the queue (or the job's group) holds its max_size (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, queue: str, group: str = "") -> None:
+        if group:
+            super().__init__(
+                f"group {group!r} of queue {queue!r} is full: its jobs waiting reach its max_size "
+                "(GroupLimits.max_size); the job was not added; add it again once workers have taken some"
+            )
+        else:
+            super().__init__(
+                f"queue {queue!r} is full: its jobs waiting and delayed reach its max_size "
+                "(QueueConfig.max_size); the job was not added; add it again once workers have taken some"
+            )
+
+
 class WrongState(QueueManagerError):
     """The operation does not apply to the thing in its current state (FAILED_PRECONDITION)."""

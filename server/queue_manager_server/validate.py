@@ -82,6 +82,18 @@ def group(value: str, field: str) -> str:
     return value
 
 
+# Largest size limit (QueueConfig.max_size, GroupLimits.max_size): within Redis's 64-bit integers, and far
+# beyond any real backlog.
+MAX_SIZE_LIMIT = 1 << 48
+
+
+def max_size(value: int, field: str) -> int:
+    """A size limit: 0 (none) to MAX_SIZE_LIMIT jobs."""
+    if value > MAX_SIZE_LIMIT:
+        raise InvalidArgument(field, f"{value} is above the maximum of {MAX_SIZE_LIMIT}; 0 means no limit")
+    return value
+
+
 def duration_ms(d: Duration, field: str) -> int:
     """A duration in whole ms, a part of a millisecond rounded up: 0.4 ms is 1 ms, never 0 (a timeout or a
     rate-limit window of 0 would mean none, and a dedup ttl of 0 is refused)."""

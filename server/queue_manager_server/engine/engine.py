@@ -33,7 +33,7 @@ from queue_manager_server.engine.records import (
 )
 from queue_manager_server.engine.scripts import Scripts
 from queue_manager_server.engine.store import Held, make_store
-from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueNotFound
+from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueFull, QueueNotFound
 
 # Jobs per add_jobs script call: big enough to amortise the call, small enough to keep Redis responsive.
 ADD_CHUNK = 500
@@ -377,13 +377,17 @@ class Engine:
 
     # ---- jobs ---------------------------------------------------------------------------------
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob], fetch: bool = False) -> AddResult:
+    async def add_jobs(
+        self, queue: str, jobs: Sequence[NewJob], fetch: bool = False, limited: bool = False
+    ) -> AddResult:
         """Adds jobs in chunks pipelined into one round trip; ids are generated where empty.
 
         The script publishes the wake-up event itself. With fetch, the stored jobs are returned in
-        ``AddResult.records``: an added one from the script's reply, an existing one read after it.
+        ``AddResult.records``: an added one from the script's reply, an existing one read after it. With
+        limited, each job is checked against the queue's size limits (a producer's add; ``AddResult.full``
+        names those refused).
         """
-        (result,) = await self.add_jobs_many([(queue, jobs)], fetch)
+        (result,) = await self.add_jobs_many([(queue, jobs)], fetch, limited=limited)
         if isinstance(result, Exception):
             raise result
         return result
@@ -393,12 +397,13 @@ class Engine:
         groups: Sequence[tuple[str, Sequence[NewJob]]],
         fetch: bool = False,
         claims: Sequence[ClaimRequest | None] = (),
+        limited: bool = False,
     ) -> list[AddResult | Exception]:
         """`add_jobs` for several queues in one round trip (AddJob calls coalesced, services/adds.py).
 
         claims: per group, a claim to run in the same script call once its jobs are in (None, or missing:
         none); its reply is the group's ``AddResult.claim`` (the add's reply and a claim's in one round trip
-        and one script call, where a claim sent behind the add cost both again).
+        and one script call, where a claim sent behind the add cost both again). limited: as add_jobs'.
 
         Returns:
             Per group, its AddResult or the exception its own commands met (an unknown queue, a script
@@ -409,7 +414,7 @@ class Engine:
         spans: list[tuple[int, int]] = []
         for (queue, jobs), claim in zip(groups, folded, strict=True):
             first = len(calls)
-            calls += self._add_calls(queue, jobs, fetch, claim)
+            calls += self._add_calls(queue, jobs, fetch, claim, limited)
             spans.append((first, len(calls)))
         results = await self._held(self.direct, "add_jobs", calls)
         out: list[AddResult | Exception] = []
@@ -444,8 +449,33 @@ class Engine:
             raise reply
         return reply
 
+    async def check_room(self, queue: str, jobs: Sequence[NewJob]) -> None:
+        """Raises QueueFull when the jobs would not all fit under the queue's size limits (size_room.lua),
+        QueueNotFound when there is no such queue: a bulk add's check, before it writes anything."""
+        k = self.keys(queue)
+        per_group: dict[str, int] = {}
+        for j in jobs:
+            if j.group:
+                per_group[j.group] = per_group.get(j.group, 0) + 1
+        args: list[Any] = [len(jobs)]
+        for group, n in per_group.items():
+            args += [group, n]
+        r = await self.scripts.run("size_room", [k.meta, k.waiting, k.delayed], args)
+        code = _i(r[0])
+        if code == -3:
+            raise QueueNotFound(queue)
+        if code == -1:
+            raise QueueFull(queue)
+        if code == -2:
+            raise QueueFull(queue, _s(r[1]))
+
     def _add_calls(
-        self, queue: str, jobs: Sequence[NewJob], fetch: bool, claim: ClaimRequest | None = None
+        self,
+        queue: str,
+        jobs: Sequence[NewJob],
+        fetch: bool,
+        claim: ClaimRequest | None = None,
+        limited: bool = False,
     ) -> list[tuple[Sequence[str], Sequence[Any]]]:
         """One queue's add_jobs calls (keys, args), ADD_CHUNK jobs each (with fetch, answering with the added
         jobs' fields; with a claim, the last call runs it)."""
@@ -456,12 +486,14 @@ class Engine:
         out: list[tuple[Sequence[str], Sequence[Any]]] = []
         for start in starts:
             chunk = jobs[start : start + ADD_CHUNK]
-            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer, 0, "", "", 0, 0]
+            args: list[Any] = [k.job_prefix, self.channel, queue, len(chunk), answer, 0, "", "", 0, 0, 0]
             if claim is not None and start == starts[-1]:
-                args[5:] = [claim.take, claim.token, claim.worker_id, claim.lease_ms, PROMOTE_PER_CLAIM]
+                args[5:10] = [claim.take, claim.token, claim.worker_id, claim.lease_ms, PROMOTE_PER_CLAIM]
                 out_keys: Sequence[str] = (*keys, k.active, k.limiter)
             else:
                 out_keys = keys
+            if limited:
+                args[10] = 1
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()
@@ -494,7 +526,10 @@ class Engine:
             ids, created = out.ids, out.created
             for i in range(6, len(r), stride):
                 ids.append(_s(r[i]))
-                created.append(r[i + 1] == 1)
+                code = r[i + 1]
+                created.append(code == 1)
+                if code < 0:  # no room (includes/add.lua room_for)
+                    out.full[len(ids) - 1] = "queue" if code == -1 else "group"
                 if fetch:
                     # A job stored with its name and time only is answered 1: its time is the reply's.
                     row = r[i + 2]

@@ -17,20 +17,22 @@ NO_QUEUE = -1
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A group's limits: most active jobs, and a token bucket of rate_max starts per rate_ms (0: none)."""
+    """A group's limits: most active jobs, a token bucket of rate_max starts per rate_ms, and most jobs
+    waiting (0: none)."""
 
     concurrency: int = 0
     rate_max: int = 0
     rate_ms: int = 0
+    max_size: int = 0
 
     @classmethod
     def parse(cls, raw: Any) -> Limits | None:
-        """The scripts' "concurrency rate-max rate-ms"; None for "" (no limits of its own)."""
+        """The scripts' "concurrency rate-max rate-ms max-size" (limits set before max_size have no
+        fourth); None for "" (no limits of its own)."""
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         if not text:
             return None
-        conc, rate_max, rate_ms = (int(v) for v in text.split())
-        return cls(conc, rate_max, rate_ms)
+        return cls(*(int(v) for v in text.split()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,14 @@ class Groups:
         """Gives the group limits of its own, or with None takes them away (the queue's apply again)."""
         k = self.engine.keys(queue)
         own = limits or Limits()
-        args = [group, "1" if limits is None else "0", own.concurrency, own.rate_max, own.rate_ms]
+        args = [
+            group,
+            "1" if limits is None else "0",
+            own.concurrency,
+            own.rate_max,
+            own.rate_ms,
+            own.max_size,
+        ]
         r = await self.scripts.run("set_group_limits", [k.meta], args)
         if int(r[0]) == NO_QUEUE:
             raise QueueNotFound(queue)

@@ -145,6 +145,8 @@ class AddResult:
     queue_paused: bool = False
     # A call published the queue's 'w' event: a worker waited for its jobs (common.lua publish_ready).
     published: bool = False
+    # Jobs refused for want of room (an add checked against the size limits): index -> "queue" or "group".
+    full: dict[int, str] = field(default_factory=dict)
     # The reply of a claim folded into the add (Engine.add_jobs_many), None without one (or no queue).
     claim: ClaimResult | None = None
 

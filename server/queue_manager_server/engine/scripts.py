@@ -98,6 +98,7 @@ class Scripts:
 
     NAMES = (
         "add_jobs",
+        "size_room",
         "claim",
         "complete",
         "fail",

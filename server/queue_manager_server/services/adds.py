@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.engine import ADD_CHUNK, new_job_id
 from queue_manager_server.engine.records import AddResult, ClaimRequest, ClaimResult, JobRecord, NewJob
-from queue_manager_server.errors import QueueNotFound
+from queue_manager_server.errors import QueueFull, QueueNotFound
 
 log = logging.getLogger("queue_manager_server.adds")
 
@@ -216,6 +216,7 @@ class AddCoalescer:
             results = await self.engine.add_jobs_many(
                 [(q, [p.job for p in items]) for q, items in groups],
                 fetch=True,
+                limited=True,
                 claims=[listener.claim_of(t) for t in tokens] if listener is not None else (),
             )
         except Exception as exc:  # the round trip failed: nothing is known to be written
@@ -244,7 +245,8 @@ class AddCoalescer:
         """Sends each job of a failed queue call again alone, so each caller gets its own outcome."""
         log.warning("coalesced add failed; adding its jobs one by one", extra={"queue": items[0].queue})
         results = await asyncio.gather(
-            *(self.engine.add_jobs(p.queue, [p.job], fetch=True) for p in items), return_exceptions=True
+            *(self.engine.add_jobs(p.queue, [p.job], fetch=True, limited=True) for p in items),
+            return_exceptions=True,
         )
         for p, result in zip(items, results, strict=True):
             if isinstance(result, AddResult):
@@ -259,7 +261,10 @@ def _whole_queue_error(exc: Exception) -> bool:
 
 
 def _deliver(items: list[_Pending], result: AddResult) -> None:
-    for p, record, created in zip(items, result.records, result.created, strict=True):
+    for i, (p, record, created) in enumerate(zip(items, result.records, result.created, strict=True)):
+        if i in result.full:  # no room: this add is refused, the others of the call stand
+            _resolve(p, QueueFull(p.queue, p.job.group if result.full[i] == "group" else ""))
+            continue
         # A generated id is this call's own: found existing, it was written by an earlier try of this add.
         created = created or (p.generated_id and record.id == p.job.id and bool(record.fields))
         _resolve(p, AddOutcome(record, created, result.queue_paused))

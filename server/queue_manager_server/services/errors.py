@@ -43,6 +43,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE

@@ -248,6 +248,13 @@ class JobHandlers:
             else:
                 batches.append((queue, jobs))
         response = pb.AddBulkResponse()
+        # Whole or not at all: a stream whose jobs would not all fit under a queue's size limits is refused
+        # before anything is written (adds at the same moment may take the queue a little past them).
+        per_queue: dict[str, list[NewJob]] = {}
+        for queue, jobs in batches:
+            per_queue.setdefault(queue, []).extend(jobs)
+        for queue, jobs in per_queue.items():
+            await self.engine.check_room(queue, jobs)
         if len(batches) == 1 and len(batches[0][1]) <= ADD_CHUNK:
             # One script call adds it: atomic as it is.
             result = await self.engine.add_jobs(*batches[0])

@@ -813,12 +813,19 @@ class QueueConfig(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     PRIORITY_BOUNDS_FIELD_NUMBER: _builtins.int
     GROUP_LIMITS_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_FIELD_NUMBER: _builtins.int
     dead_letter_queue: _builtins.str
     """Name of the queue that receives jobs which failed for good; empty means "dead-letter-queue"."""
     disable_dead_letter: _builtins.bool
     """Disable the dead-letter queue for this queue (failed jobs stay only in failed)."""
     concurrency: _builtins.int
     """Most jobs of this queue active at once across all workers and servers; 0 means no limit."""
+    max_size: _builtins.int
+    """Producer backpressure: the most jobs the queue holds waiting (or paused) and delayed. An add that would
+    go beyond it is refused with RESOURCE_EXHAUSTED (the job is not written); an AddBulk is checked whole
+    before it is written and refused whole. Jobs the server adds itself (chain links, workflow steps,
+    schedules, retries) are never refused, so the queue may go past it by those. 0 means no limit.
+    """
     @_builtins.property
     def rate_limit(self) -> Global___RateLimit:
         """Token-bucket rate limit on job starts; unset means unlimited."""
@@ -860,10 +867,11 @@ class QueueConfig(_message.Message):
         concurrency: _builtins.int = ...,
         priority_bounds: _abc.Iterable[Global___PriorityBound] | None = ...,
         group_limits: Global___GroupLimits | None = ...,
+        max_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "default_job_options", b"default_job_options", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "max_size", b"max_size", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -877,8 +885,13 @@ class GroupLimits(_message.Message):
 
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_FIELD_NUMBER: _builtins.int
     concurrency: _builtins.int
     """Most jobs of the group active at once across all workers and servers; 0 means no limit."""
+    max_size: _builtins.int
+    """Producer backpressure: the most jobs of the group waiting (ready to run; delayed ones count once due).
+    An add beyond it is refused with RESOURCE_EXHAUSTED, as for QueueConfig.max_size. 0 means no limit.
+    """
     @_builtins.property
     def rate_limit(self) -> Global___RateLimit:
         """Token-bucket rate limit on the group's job starts; unset means unlimited."""
@@ -888,10 +901,11 @@ class GroupLimits(_message.Message):
         *,
         concurrency: _builtins.int = ...,
         rate_limit: Global___RateLimit | None = ...,
+        max_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "max_size", b"max_size", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,12 +11,15 @@
 -- ARGV[6..10] a claim folded into the add, run once the jobs are in (0 jobs: none): max jobs, lease token,
 --   worker id, lease ms, max delayed jobs to promote first (as claim.lua's ARGV[2..6]); when it leaves no
 --   ready job, the add publishes no 'w' wake-up
+-- ARGV[11] 1: each job is checked against the queue's size limits (includes/add.lua room_for: a producer's
+--   add); 0: not (jobs the server adds itself, a bulk add checked whole before)
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
 --   call cheap to encode).
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), the folded claim's reply
 --   (as claim.lua's; 0 without one), then per
---   job: id, created (1) or existing (0), and with answer its fields but the data as name/value pairs
+--   job: id, created (1), existing (0) or refused for want of room (-1 the queue is full, -2 its group is),
+--   and with answer its fields but the data as name/value pairs
 --   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now; the
 --   plain mark, common.lua PLAIN, is never answered)}; an
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
@@ -43,10 +46,12 @@ local fresh = want > 0 and {} or nil
 -- (their writes are what a burst of adds waits for: bench/RESULTS.md). Written out here, not called: the
 -- two calls of a shared helper cost single adds ~4% (twelve interleaved pairs); tests/test_engine.py checks
 -- that this path, insert_job's plain path (staged bulk writes) and its general one store the same job.
-local plain_level = plain_defaults(d) and level_key(waiting, DEFAULT_PRI)
+-- A queue with size limits checks each job (room_for) on insert_job's path.
+local lim = ARGV[11] == '1' and size_limits(d) or nil
+local plain_level = not lim and plain_defaults(d) and level_key(waiting, DEFAULT_PRI)
 local k, added = #out, 0
 for i = 0, n - 1 do
-  local b = 10 + i * 4
+  local b = 11 + i * 4
   local hs, data = ARGV[b + 1], ARGV[b + 2]
   local z = plain_level and ARGV[b + 3] == '' and ARGV[b + 4] == '' and string.find(hs, '\0', 1, true)
   if z and string.find(hs, '\0', z + 1, true) == #hs then
@@ -70,7 +75,7 @@ for i = 0, n - 1 do
     end
   else
     local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, split_header(hs), data,
-      ARGV[b + 3], ARGV[b + 4], pushes)
+      ARGV[b + 3], ARGV[b + 4], pushes, lim)
     if code == 1 then
       added_waiting = added_waiting + 1
       if fresh then fresh[got] = {fields, data} end
@@ -78,7 +83,7 @@ for i = 0, n - 1 do
       earliest = run
     end
     if code > 0 then added = added + 1 end
-    out[k + 1], out[k + 2] = got, code > 0 and 1 or 0
+    out[k + 1], out[k + 2] = got, code > 0 and 1 or (code < 0 and code or 0)
     k = k + 2
     -- A job stored with its name and time only (and the data) is answered 1: the caller knows both.
     if answer then k = k + 1; out[k] = (fields and #fields == 4) and 1 or fields or {} end

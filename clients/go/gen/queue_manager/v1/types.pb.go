@@ -1472,7 +1472,12 @@ type QueueConfig struct {
 	PriorityBounds []*PriorityBound `protobuf:"bytes,8,rep,name=priority_bounds,json=priorityBounds,proto3" json:"priority_bounds,omitempty"`
 	// Limits applied to each fairness group of the queue on its own (JobOptions.group); a group's own limits
 	// (SetGroupLimits) replace them. Unset means no per-group limit.
-	GroupLimits   *GroupLimits `protobuf:"bytes,9,opt,name=group_limits,json=groupLimits,proto3" json:"group_limits,omitempty"`
+	GroupLimits *GroupLimits `protobuf:"bytes,9,opt,name=group_limits,json=groupLimits,proto3" json:"group_limits,omitempty"`
+	// Producer backpressure: the most jobs the queue holds waiting (or paused) and delayed. An add that would
+	// go beyond it is refused with RESOURCE_EXHAUSTED (the job is not written); an AddBulk is checked whole
+	// before it is written and refused whole. Jobs the server adds itself (chain links, workflow steps,
+	// schedules, retries) are never refused, so the queue may go past it by those. 0 means no limit.
+	MaxSize       uint64 `protobuf:"varint,10,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1570,13 +1575,23 @@ func (x *QueueConfig) GetGroupLimits() *GroupLimits {
 	return nil
 }
 
+func (x *QueueConfig) GetMaxSize() uint64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
 // GroupLimits bound the jobs of one fairness group, on top of the queue's own limits.
 type GroupLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Most jobs of the group active at once across all workers and servers; 0 means no limit.
 	Concurrency uint32 `protobuf:"varint,1,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// Token-bucket rate limit on the group's job starts; unset means unlimited.
-	RateLimit     *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	RateLimit *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// Producer backpressure: the most jobs of the group waiting (ready to run; delayed ones count once due).
+	// An add beyond it is refused with RESOURCE_EXHAUSTED, as for QueueConfig.max_size. 0 means no limit.
+	MaxSize       uint64 `protobuf:"varint,3,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1623,6 +1638,13 @@ func (x *GroupLimits) GetRateLimit() *RateLimit {
 		return x.RateLimit
 	}
 	return nil
+}
+
+func (x *GroupLimits) GetMaxSize() uint64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
 }
 
 // GroupInfo is one fairness group of a queue.
@@ -2417,7 +2439,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"expireTime\"T\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
-	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xb5\x04\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xd0\x04\n" +
 	"\vQueueConfig\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x01 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12L\n" +
@@ -2428,11 +2450,14 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x13disable_dead_letter\x18\x06 \x01(\bR\x11disableDeadLetter\x12 \n" +
 	"\vconcurrency\x18\a \x01(\rR\vconcurrency\x12H\n" +
 	"\x0fpriority_bounds\x18\b \x03(\v2\x1f.queue_manager.v1.PriorityBoundR\x0epriorityBounds\x12@\n" +
-	"\fgroup_limits\x18\t \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\vgroupLimits\"k\n" +
+	"\fgroup_limits\x18\t \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\vgroupLimits\x12\x19\n" +
+	"\bmax_size\x18\n" +
+	" \x01(\x04R\amaxSize\"\x86\x01\n" +
 	"\vGroupLimits\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
 	"\n" +
-	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\"\xaf\x01\n" +
+	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12\x19\n" +
+	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\xaf\x01\n" +
 	"\tGroupInfo\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12\x16\n" +

@@ -17,12 +17,13 @@
 
 -- The queue's default job options (1-10, and 16: expire after ms), its paused flag (11), its 'created' time
 -- (12: absent, the queue is not registered) and what a claim checks (13-15: rl_max, rl_ms, conc; 17: gturn,
--- present once the queue's jobs had fairness groups: common.lua), read once
+-- present once the queue's jobs had fairness groups: common.lua) and the size limits (18: max_size, 19:
+-- g_max, 20: g_max_own, set once a group had a max_size of its own: room_for), read once
 -- per script call (fields of the meta hash): one read where an EXISTS, this and a folded claim's settings
 -- read were three commands.
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
-    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc', 'd_exa', 'gturn')
+    'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc', 'd_exa', 'gturn', 'max_size', 'g_max', 'g_max_own')
 end
 
 -- Whether the queue's default job options (add_defaults' d) are the defaults: priority, attempts, backoff,
@@ -56,6 +57,45 @@ local function netstrings(s)
     i = c + n + 1
   end
   return out
+end
+
+-- Room for one more job in a call that checks the size limits (add_jobs.lua): the queue's max_size (jobs
+-- waiting, paused or delayed) and its group's (jobs of the group waiting; a group's own limits replace the
+-- queue's group limits, max_size among them). lim: the call's record, made by size_limits; grp: the job's
+-- group ('' for none). Returns nil when there is room, else 'q' (the queue is full) or 'g' (its group is).
+local function room_for(lim, waiting, delayed, grp)
+  if lim.cap > 0 then
+    if not lim.pending then lim.pending = waiting_count(waiting) + redis.call('ZCARD', delayed) end
+    if lim.pending >= lim.cap then return 'q' end
+  end
+  if grp ~= '' and (lim.gcap > 0 or lim.gown) then
+    local g = lim.groups[grp]
+    if not g then
+      local base = string.sub(waiting, 1, -8)
+      local cap = lim.gcap
+      if lim.gown then
+        local own = redis.call('HGET', base .. 'glimits', grp)
+        if own then cap = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)$')) or 0 end
+      end
+      g = {cap = cap, n = tonumber(redis.call('HGET', base .. 'gwaiting', grp)) or 0}
+      lim.groups[grp] = g
+    end
+    if g.cap > 0 and g.n >= g.cap then return 'g' end
+  end
+end
+
+-- A call's record of the size limits (room_for) from add_defaults' d; nil when the queue has none.
+local function size_limits(d)
+  local cap, gcap, gown = tonumber(d[18]) or 0, tonumber(d[19]) or 0, d[20] == '1'
+  if cap == 0 and gcap == 0 and not gown then return nil end
+  return {cap = cap, gcap = gcap, gown = gown, groups = {}}
+end
+
+-- A job added under the size limits (room_for): one more pending, and one more of its group waiting.
+local function took_room(lim, grp, waiting_now)
+  if lim.pending then lim.pending = lim.pending + 1 end
+  local g = grp ~= '' and lim.groups[grp]
+  if g and waiting_now then g.n = g.n + 1 end
 end
 
 -- Appends a field and its value to a HSET argument list.
@@ -178,12 +218,14 @@ local function merge_metadata(dmd, md)
 end
 
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
--- dedup key is held. d: add_defaults(meta). pushes: the caller's gathered pushes (common.lua push_later: a
--- job inserted waiting joins its list when the caller calls push_waiting(pushes), before it returns).
--- Returns 0 (the id existed, or the dedup key is held; nothing written), 1 (added waiting) or 2 (added
--- delayed); the run-at of a delayed job; the id that answers the add (the holder's when the dedup key is
--- held); and for an added job, the fields written but the data (name/value pairs, numbers as numbers).
-local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra, pushes)
+-- dedup key is held, or (lim: the call checks the size limits, room_for) there is no room for it. d:
+-- add_defaults(meta). pushes: the caller's gathered pushes (common.lua push_later: a job inserted waiting
+-- joins its list when the caller calls push_waiting(pushes), before it returns).
+-- Returns 0 (the id existed, or the dedup key is held; nothing written), 1 (added waiting), 2 (added
+-- delayed), -1 (no room in the queue) or -2 (no room in its group); the run-at of a delayed job; the id that
+-- answers the add (the holder's when the dedup key is held); and for an added job, the fields written but
+-- the data (name/value pairs, numbers as numbers).
+local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra, pushes, lim)
   local id = h[1]
   local jkey = prefix .. id
   if redis.call('EXISTS', jkey) == 1 then return 0, -1, id end
@@ -192,19 +234,30 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   -- what the general path below writes for it, without weighing each option (~0.8 µs of Valkey per add).
   -- add_jobs.lua writes the same out in its loop (kept equal by tests/test_engine.py).
   if h[3] == nil and md == '' and extra == '' and plain_defaults(d) then
+    if lim then
+      if room_for(lim, waiting, delayed, '') then return -1, -1, id end
+      took_room(lim, '', true)
+    end
     redis.call('HSET', jkey, 'name', h[2], 'ts', now, 'data', data, 'p', PLAIN)
     push_later(pushes, level_key(waiting, DEFAULT_PRI), id)
     return 1, -1, id, {'name', h[2], 'ts', now}
   end
   -- A dedup key: a string naming the job that holds it, with a PX ttl or none (held until it finishes).
   local dk, dttl = h[17] or '', tonumber(h[18] or '0') or 0
-  if dk ~= '' then
-    local dkey = dedup_key(prefix, dk)
+  local dkey = dk ~= '' and dedup_key(prefix, dk)
+  if dkey then
     local holder = redis.call('GET', dkey)
     -- A ttl'd key holds whatever became of its job; one without ttl whose job is gone was left behind.
     if holder and (redis.call('EXISTS', prefix .. holder) == 1 or redis.call('PTTL', dkey) > 0) then
       return 0, -1, holder
     end
+  end
+  -- An add that would find its job there (its id, its dedup key) is answered so even in a full queue.
+  if lim then
+    local full = room_for(lim, waiting, delayed, h[20] or '')
+    if full then return full == 'q' and -1 or -2, -1, id end
+  end
+  if dkey then
     if dttl > 0 then
       redis.call('SET', dkey, id, 'PX', dttl)
     else
@@ -275,6 +328,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   end
   redis.call('HSET', jkey, unpack(f))
   f[n + 1] = nil; f[n + 2] = nil; f[n + 3] = nil; f[n + 4] = nil
+  if lim then took_room(lim, grp, st == 'waiting') end
   if st == 'delayed' then
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f

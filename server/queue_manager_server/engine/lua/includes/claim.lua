@@ -86,11 +86,11 @@ local function expire_job(meta, prefix, id, jkey, exp, now)
   return finish_cancelled(meta, prefix, id, now)
 end
 
--- A group's limits: its own ('glimits': "concurrency rate-max rate-ms"), else the queue's (d: meta g_conc,
--- g_rl_max, g_rl_ms). Returns concurrency, rate max, rate ms (0: none).
+-- A group's limits: its own ('glimits': "concurrency rate-max rate-ms max-size"), else the queue's (d: meta
+-- g_conc, g_rl_max, g_rl_ms). Returns concurrency, rate max, rate ms (0: none).
 local function group_limits(own, d)
   if own then
-    local c, m, w = string.match(own, '^(%d+) (%d+) (%d+)$')
+    local c, m, w = string.match(own, '^(%d+) (%d+) (%d+)')
     return tonumber(c), tonumber(m), tonumber(w)
   end
   return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0

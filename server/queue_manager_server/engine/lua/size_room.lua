@@ -1,0 +1,28 @@
+-- size_room.lua: whether a bulk add's jobs all fit under a queue's size limits (QueueConfig.max_size, a
+-- group's max_size: includes/add.lua room_for), checked whole before any is written (an AddBulk is added
+-- whole or not at all). Every job counts, delayed ones against their group too.
+-- @include common
+-- @include add
+--
+-- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] delayed (zset)
+-- ARGV[1] jobs in the add  ARGV[2..] group, jobs of that group in the add
+-- Returns: {0} room for all, {-1} the queue would be over its max_size, {-2, group} that group would be
+--   over its own, {-3} no queue
+local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
+local d = add_defaults(meta)
+if not d[12] then return {-3} end
+local lim = size_limits(d)
+if not lim then return {0} end
+if lim.cap > 0 then
+  local pending = waiting_count(waiting) + redis.call('ZCARD', delayed)
+  if pending + tonumber(ARGV[1]) > lim.cap then return {-1} end
+end
+for i = 2, #ARGV, 2 do
+  local grp, n = ARGV[i], tonumber(ARGV[i + 1])
+  -- room_for reads the group's count and cap once; the add's jobs of the group must all fit.
+  lim.cap = 0
+  if room_for(lim, waiting, delayed, grp) == 'g' then return {-2, grp} end
+  local g = lim.groups[grp]
+  if g and g.cap > 0 and g.n + n > g.cap then return {-2, grp} end
+end
+return {0}
