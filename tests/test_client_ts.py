@@ -100,6 +100,10 @@ async def test_priority_bounds_and_levels(ts_built: Path, server: RunningServer)
     await run_node_tests(ts_built, "priorities", server.address)
 
 
+async def test_fairness_groups(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "groups", server.address)
+
+
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "tracing", server.address)
 

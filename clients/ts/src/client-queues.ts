@@ -1,9 +1,31 @@
-/** `QueueManager`'s calls on queues: their settings and state, their metrics (read or watched), their workers. */
+/**
+ * `QueueManager`'s calls on queues: their settings and state, their fairness groups, their metrics (read or
+ * watched), their workers.
+ */
 import { JobCalls } from "./client-jobs.js";
-import { fromTimestamp, metricsFromProto, queueFromProto, stateNumber, toDuration, workerFromProto } from "./convert.js";
+import {
+  fromTimestamp,
+  groupInfoFromProto,
+  metricsFromProto,
+  pageFromProto,
+  queueFromProto,
+  stateNumber,
+  toDuration,
+  workerFromProto,
+} from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
-import { queueConfigToProto, uint } from "./options.js";
-import type { JobState, MetricsSnapshot, Queue, QueueConfig, QueueMetrics, WorkerInfo } from "./types.js";
+import { checkGroup, groupLimitsToProto, pageRequest, queueConfigToProto, uint } from "./options.js";
+import type {
+  GroupInfo,
+  GroupLimits,
+  JobState,
+  MetricsSnapshot,
+  Page,
+  Queue,
+  QueueConfig,
+  QueueMetrics,
+  WorkerInfo,
+} from "./types.js";
 
 /** Administers queues and reads their metrics and workers. */
 export class QueueCalls extends JobCalls {
@@ -53,6 +75,39 @@ export class QueueCalls extends JobCalls {
   async obliterateQueue(name: string, force = false): Promise<number> {
     const res = await mapped(() => this.client.obliterateQueue({ name, force }, this.callOptions));
     return Number(res.removed);
+  }
+
+  /**
+   * A page of a queue's fairness groups (`JobOptions.group`) by name, each with its waiting and active jobs
+   * and the limits that apply to it. A queue knows a group while it has jobs waiting or active, or limits of
+   * its own (`QueueMetrics.groups` counts them). `pageSize` is 1 to 1,000 (default 100).
+   */
+  async listGroups(queueName: string, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<GroupInfo>> {
+    const request = { queueName, ...pageRequest(page) };
+    const res = await mapped(() => this.client.listGroups(request, this.callOptions));
+    return pageFromProto(res.groups.map(groupInfoFromProto), res);
+  }
+
+  /**
+   * Gives one fairness group limits of its own, which replace the queue's `groupLimits` for it, and returns
+   * the group as it is now. Both limits are set together: one left out is none for this group (`{}` lifts
+   * every per-group limit off it). The group need not have jobs; with limits of its own it is listed while
+   * idle too.
+   */
+  async setGroupLimits(queueName: string, group: string, limits: GroupLimits): Promise<GroupInfo> {
+    const request = { queueName, group: checkGroup(group, "group"), limits: groupLimitsToProto(limits, "limits") };
+    const res = await mapped(() => this.client.setGroupLimits(request, this.callOptions));
+    return groupInfoFromProto(res.group!);
+  }
+
+  /**
+   * Removes a fairness group's own limits: the queue's `groupLimits` apply to it again (an idle group without
+   * jobs is then forgotten). Returns the group as it is now.
+   */
+  async clearGroupLimits(queueName: string, group: string): Promise<GroupInfo> {
+    const request = { queueName, group: checkGroup(group, "group"), clear: true };
+    const res = await mapped(() => this.client.setGroupLimits(request, this.callOptions));
+    return groupInfoFromProto(res.group!);
   }
 
   async getQueueMetrics(name: string, options: { includeHistory?: boolean } = {}): Promise<QueueMetrics> {

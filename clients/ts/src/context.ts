@@ -30,6 +30,8 @@ export interface ActiveJob {
   readonly workflow: { runId: string; stepKey: string } | undefined;
   /** The job's timeout, ms; undefined for none. */
   readonly timeoutMs: number | undefined;
+  /** The job's fairness group (`JobOptions.group`); "" when it has none. */
+  readonly group: string;
 }
 
 /** What a processor can do besides returning: watch its AbortSignal, report progress, log lines. */
@@ -87,6 +89,7 @@ export class Run {
       parents: job.parents.map(parentFromProto),
       workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
       timeoutMs: fromDuration(job.options?.timeout),
+      group: job.options?.group ?? "",
     });
   }
 

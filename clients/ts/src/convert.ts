@@ -21,6 +21,8 @@ import type { AddJobRequest, CreatedJob } from "./gen/queue_manager/v1/jobs_pb.j
 import type { WorkerInfo as WorkerInfoPb } from "./gen/queue_manager/v1/metrics_pb.js";
 import {
   PayloadSchema,
+  type GroupInfo as GroupInfoPb,
+  type GroupLimits as GroupLimitsPb,
   type Job as JobPb,
   type JobLogLine as JobLogLinePb,
   type JobMetadata as JobMetadataPb,
@@ -30,11 +32,13 @@ import {
   type PriorityBound,
   type Queue as QueuePb,
   type QueueMetrics as QueueMetricsPb,
+  type RateLimit as RateLimitPb,
 } from "./gen/queue_manager/v1/types_pb.js";
 import {
   JOB_STATES,
   JobPriority,
   type BoundedPriority,
+  type GroupInfo,
   type Job,
   type JobLogLine,
   type JobMetadata,
@@ -44,6 +48,7 @@ import {
   type PriorityLike,
   type Queue,
   type QueueMetrics,
+  type RateLimit,
   type WorkerInfo,
 } from "./types.js";
 
@@ -271,6 +276,7 @@ export function jobFromProto(job: JobPb): Job {
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,
     expiresAt: fromTimestamp(job.expireTime),
+    group: job.options?.group ?? "",
   };
 }
 
@@ -310,19 +316,19 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     cancelRequested: false,
     cancelReason: "",
     expiresAt: undefined,
+    group: "", // a job with a group is answered whole: its group is stored
   };
 }
 
 /** A queue message as a `Queue`. */
 export function queueFromProto(queue: QueuePb): Queue {
   const config = queue.config;
-  const rate = config?.rateLimit;
   return {
     name: queue.name,
     paused: queue.paused,
     createdAt: fromTimestamp(queue.createTime),
     config: {
-      rateLimit: rate && rate.max ? { max: rate.max, duration: fromDuration(rate.duration) ?? 0 } : undefined,
+      rateLimit: rateLimitFromProto(config?.rateLimit),
       deadLetterQueue: config?.deadLetterQueue ?? "",
       disableDeadLetter: config?.disableDeadLetter ?? false,
       concurrency: config?.concurrency ?? 0,
@@ -331,7 +337,35 @@ export function queueFromProto(queue: QueuePb): Queue {
       completedRetention: keepFromProto(config?.completedRetention),
       failedRetention: keepFromProto(config?.failedRetention),
       priorityBounds: boundsFromProto(config?.priorityBounds ?? []),
+      groupLimits: queueGroupLimitsFromProto(config?.groupLimits),
     },
+  };
+}
+
+/** A rate limit message; undefined when unset or of 0 jobs (none). */
+function rateLimitFromProto(rate: RateLimitPb | undefined): RateLimit | undefined {
+  return rate && rate.max ? { max: rate.max, duration: fromDuration(rate.duration) ?? 0 } : undefined;
+}
+
+/** Group limits as read back: concurrency 0 and no rate limit when the message limits nothing. */
+function groupLimitsFromProto(limits: GroupLimitsPb | undefined): GroupInfo["limits"] {
+  return { concurrency: limits?.concurrency ?? 0, rateLimit: rateLimitFromProto(limits?.rateLimit) };
+}
+
+/** A queue's group limits: undefined when they limit no group. */
+function queueGroupLimitsFromProto(limits: GroupLimitsPb | undefined): Queue["config"]["groupLimits"] {
+  const read = groupLimitsFromProto(limits);
+  return read.concurrency || read.rateLimit ? read : undefined;
+}
+
+/** A group message as a `GroupInfo`. */
+export function groupInfoFromProto(group: GroupInfoPb): GroupInfo {
+  return {
+    group: group.group,
+    waiting: Number(group.waiting),
+    active: Number(group.active),
+    limits: groupLimitsFromProto(group.limits),
+    customLimits: group.customLimits,
   };
 }
 
@@ -378,6 +412,7 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
         waiting: Number(level.waiting),
         oldestWaitingAge: fromDuration(level.oldestWaitingAge),
       })),
+    groups: Number(m.groups),
   };
 }
 

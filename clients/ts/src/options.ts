@@ -9,12 +9,14 @@ import {
   BackoffType,
   ChainLinkSchema,
   DedupSchema,
+  GroupLimitsSchema,
   JobMetadataSchema,
   JobOptionsSchema,
   KeepJobsSchema,
   PriorityBoundSchema,
   QueueConfigSchema,
   RateLimitSchema,
+  type GroupLimits as GroupLimitsPb,
   type JobOptions as JobOptionsPb,
   type KeepJobs as KeepJobsPb,
   type PriorityBound,
@@ -22,7 +24,18 @@ import {
 } from "./gen/queue_manager/v1/types_pb.js";
 import { NewJobSchema, type NewJob } from "./gen/queue_manager/v1/jobs_pb.js";
 import { encodePayload, parsePriority, toDuration, toTimestamp } from "./convert.js";
-import { JobPriority, type Backoff, type ChainLink, type JobOptions, type KeepJobs, type PriorityBoundsLike, type PriorityLike, type QueueConfig } from "./types.js";
+import {
+  JobPriority,
+  type Backoff,
+  type ChainLink,
+  type GroupLimits,
+  type JobOptions,
+  type KeepJobs,
+  type PriorityBoundsLike,
+  type PriorityLike,
+  type QueueConfig,
+  type RateLimit,
+} from "./types.js";
 
 const JOB_OPTION_KEYS = new Set([
   "priority",
@@ -39,6 +52,7 @@ const JOB_OPTION_KEYS = new Set([
   "chainTo",
   "dedup",
   "expireAfter",
+  "group",
 ]);
 
 /** A whole number from `min` up, else a RangeError naming the field. */
@@ -148,6 +162,7 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
             ttl: dedup.ttl === undefined ? undefined : toDuration(dedup.ttl, `${what}.dedup.ttl`),
           }),
     expireAfter: o.expireAfter === undefined ? undefined : toDuration(o.expireAfter, `${what}.expireAfter`),
+    group: o.group === undefined ? "" : checkGroup(o.group, `${what}.group`),
   });
 }
 
@@ -177,6 +192,63 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
     disableDeadLetter: config.disableDeadLetter ?? false,
     concurrency: config.concurrency === undefined ? 0 : uint(config.concurrency, "concurrency"),
     priorityBounds: config.priorityBounds === undefined ? [] : priorityBoundsToProto(config.priorityBounds),
+    groupLimits: config.groupLimits === undefined ? undefined : groupLimitsToProto(config.groupLimits, "groupLimits"),
+  });
+}
+
+// The longest fairness group name, in characters (code points), as the server counts them.
+const MAX_GROUP_LENGTH = 128;
+
+/**
+ * Checks a fairness group name as the server does (1 to 128 characters, no control characters), and that it
+ * is well-formed Unicode: a lone surrogate would reach the server as U+FFFD, another group than the one given.
+ */
+export function checkGroup(value: unknown, what: string): string {
+  const group = text(value, what);
+  const length = [...group].length;
+  if (length < 1 || length > MAX_GROUP_LENGTH) {
+    throw new RangeError(`${what} must be 1 to ${MAX_GROUP_LENGTH} characters, got ${length}`);
+  }
+  // With the u flag a surrogate pair is one character: the class matches lone surrogates only.
+  const bad = /[\u0000-\u001f\u007f\ud800-\udfff]/u.exec(group)?.[0].charCodeAt(0);
+  if (bad !== undefined) {
+    const code = `U+${bad.toString(16).toUpperCase().padStart(4, "0")}`;
+    const why = bad >= 0xd800 ? `a lone surrogate (${code}), which is not Unicode text` : `control characters (found ${code})`;
+    throw new RangeError(`${what} ${JSON.stringify(group)} must not contain ${why}`);
+  }
+  return group;
+}
+
+const GROUP_LIMIT_KEYS = new Set(["concurrency", "rateLimit"]);
+
+function rateLimitToProto(rate: RateLimit, what: string) {
+  if (typeof rate !== "object" || rate === null) {
+    throw new TypeError(`${what} must be an object { max, duration }, not ${rate === null ? "null" : typeof rate}`);
+  }
+  const max = uint(rate.max, `${what}.max`);
+  const duration = toDuration(rate.duration, `${what}.duration`);
+  if (max > 0 && rate.duration <= 0) {
+    throw new RangeError(`${what}.duration must be more than 0 ms when max is set, got ${rate.duration}`);
+  }
+  return create(RateLimitSchema, { max, duration });
+}
+
+/**
+ * Group limits as their message (present even when it limits nothing: for `setGroupLimits` that lifts every
+ * per-group limit off the group); unknown keys are refused, as a misspelt one would lift a limit silently.
+ */
+export function groupLimitsToProto(limits: GroupLimits, what: string): GroupLimitsPb {
+  if (typeof limits !== "object" || limits === null || Array.isArray(limits)) {
+    const kind = limits === null ? "null" : Array.isArray(limits) ? "an array" : typeof limits;
+    throw new TypeError(`${what} must be an object { concurrency, rateLimit }, not ${kind}`);
+  }
+  const unknown = Object.keys(limits).filter((k) => !GROUP_LIMIT_KEYS.has(k));
+  if (unknown.length) {
+    throw new RangeError(`${what} has unknown key(s) ${unknown.join(", ")}; known: concurrency, rateLimit`);
+  }
+  return create(GroupLimitsSchema, {
+    concurrency: limits.concurrency === undefined ? 0 : uint(limits.concurrency, `${what}.concurrency`),
+    rateLimit: limits.rateLimit === undefined ? undefined : rateLimitToProto(limits.rateLimit, `${what}.rateLimit`),
   });
 }
 

@@ -105,6 +105,46 @@ export interface JobOptions {
    * is not run; a claim that finds it late ends it cancelled, `cancelReason` starting "expired: ".
    */
   expireAfter?: number;
+  /**
+   * Fairness group (a tenant, a customer, a destination): the ready jobs of different groups take turns, one
+   * job of each group in rotation, so one group's flood does not hold back the others. Priority comes first:
+   * at each level the jobs without a group run, then that level's groups take turns; within a group jobs
+   * run FIFO. A group may have limits (`QueueConfig.groupLimits`, `setGroupLimits`). 1 to 128 characters
+   * (code points), no control characters; unset: no group. Not allowed in a queue's `defaultJobOptions`.
+   */
+  group?: string;
+}
+
+/** A token-bucket rate limit: at most `max` job starts per `duration` ms. */
+export interface RateLimit {
+  max: number;
+  /** The window, ms (more than 0 when `max` is). */
+  duration: number;
+}
+
+/** Limits of one fairness group (`JobOptions.group`), on top of the queue's own limits. */
+export interface GroupLimits {
+  /** Most jobs of the group active at once across all workers and servers; 0 or unset: no limit. */
+  concurrency?: number;
+  /** A rate limit on the group's job starts; unset: none. */
+  rateLimit?: RateLimit;
+}
+
+/** One fairness group of a queue (`listGroups`, `setGroupLimits`, `clearGroupLimits`). */
+export interface GroupInfo {
+  /** The group (`JobOptions.group`). */
+  group: string;
+  /** Its jobs ready to run. */
+  waiting: number;
+  /** Its jobs leased to workers. */
+  active: number;
+  /**
+   * The limits that apply to it: its own, else the queue's `groupLimits`; `{ concurrency: 0, rateLimit:
+   * undefined }` when none applies.
+   */
+  limits: { concurrency: number; rateLimit: RateLimit | undefined };
+  /** Whether `limits` are the group's own (`setGroupLimits`). */
+  customLimits: boolean;
 }
 
 /** A queue's settings; unset fields take the server's defaults. */
@@ -126,6 +166,11 @@ export interface QueueConfig {
    * level (docs/jobs.md, "Priorities and their bounds"). Unset or empty: strict priority.
    */
   priorityBounds?: PriorityBoundsLike;
+  /**
+   * Limits of each fairness group of the queue on its own (`JobOptions.group`); a group's own limits
+   * (`setGroupLimits`) replace them for that group. Unset: no per-group limit.
+   */
+  groupLimits?: GroupLimits;
 }
 
 /** Names a job. */
@@ -180,6 +225,8 @@ export interface Job {
   cancelReason: string;
   /** When the job expires if not started by then (options' expireAfter); undefined without expiry. */
   expiresAt: Date | undefined;
+  /** The job's fairness group (`JobOptions.group`); "" when it has none. */
+  group: string;
 }
 
 /** A registered queue. */
@@ -198,6 +245,8 @@ export interface Queue {
     failedRetention: { remove: boolean; age: number | undefined; count: number } | undefined;
     /** The priority bounds, ms by level name, HIGH first; `{}` for strict priority. */
     priorityBounds: Partial<Record<BoundedPriority, number>>;
+    /** The limits of each of its fairness groups; undefined when it limits none. */
+    groupLimits: { concurrency: number; rateLimit: RateLimit | undefined } | undefined;
   };
 }
 
@@ -242,6 +291,8 @@ export interface QueueMetrics {
   sampleTime: Date | undefined;
   /** The ready jobs of each priority level, CRITICAL first (all five). */
   levels: LevelMetrics[];
+  /** Fairness groups known to the queue: with jobs waiting or active, or with limits of their own. */
+  groups: number;
 }
 
 /** A connected worker, as `listWorkers` shows it. */
