@@ -6,6 +6,8 @@ collapsed stacks are summarised: the functions with the most samples on top of t
 the stack at all (inclusive). Raw stacks are kept in bench/results/profile-<scenario>-<target>.txt.
 
 Scenarios: single (50 concurrent add_job), unary (one call at a time), bulk, drain, features, latency.
+With --cluster the server runs with --redis-cluster on a Valkey Cluster of three primaries, as
+`python -m bench --cluster` runs it (bulk, drain, single, latency).
 With --target worker, py-spy attaches to the scenario's first worker process (`python -m bench.worker`) as
 soon as it starts, before its queue is released (drain, features, latency).
 """
@@ -25,7 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.drivers import Ours
+from bench.cli import CLUSTER_SCENARIOS
+from bench.drivers import Ours, OursCluster
 from bench.report import RESULTS_DIR
 from bench.scenarios import SCENARIOS, Params, run_one
 from bench.stack import REPO_ROOT
@@ -103,11 +106,13 @@ async def _stop(spy: asyncio.subprocess.Process) -> None:
         await spy.wait()
 
 
-async def profile(scenario: str, target: str, p: Params, rate: int, workdir: Path) -> Path:
-    ours = Ours(workdir)
+async def profile(
+    scenario: str, target: str, p: Params, rate: int, workdir: Path, cluster: bool = False
+) -> Path:
+    ours = OursCluster(workdir) if cluster else Ours(workdir)
     await ours.start()
     spies: list[asyncio.subprocess.Process] = []
-    raw = RESULTS_DIR / f"profile-{scenario}-{target}.txt"
+    raw = RESULTS_DIR / f"profile-{scenario}-{target}{'-cluster' if cluster else ''}.txt"
 
     async def attach_worker() -> None:
         spies.append(await _record(await _first_worker(), rate, raw))
@@ -141,12 +146,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs (bulk, drain, features, single)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--cluster", action="store_true", help="on a Valkey Cluster of three primaries")
     args = parser.parse_args()
+    if args.cluster and args.scenario not in CLUSTER_SCENARIOS:
+        parser.error(f"--cluster runs {', '.join(CLUSTER_SCENARIOS)} only")
     if not PY_SPY.exists():
         sys.exit(f"{PY_SPY} is missing: run `make bench-peers` (or pip install py-spy into it) first")
     p = Params(jobs=args.jobs, single_jobs=args.jobs, unary_calls=args.jobs // 10 or 1, seconds=5.0)
     with tempfile.TemporaryDirectory(prefix="qm-profile-") as tmp:
-        raw = asyncio.run(profile(args.scenario, args.target, p, args.rate, Path(tmp)))
+        raw = asyncio.run(profile(args.scenario, args.target, p, args.rate, Path(tmp), args.cluster))
     print("\n".join(summarise(raw.read_text(), args.top)))
     print(f"raw stacks: {raw}")
 

@@ -1,6 +1,8 @@
 """The hot calls on a Cluster (adds, claims, run outcomes) on held connections per node (engine/nodes.py):
 used whenever a batch goes to one node, and a queue's slot moved to another node mid-run (MIGRATE, as a
-reshard does) sends the redirected calls again as a cluster pipeline, losing nothing."""
+reshard does) sends the redirected calls again as a cluster pipeline, losing nothing. The server's
+Cluster client packs commands with hiredis on every node (engine/clients.py GatedCluster), as one server's
+pool does."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import cast
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.crc import key_slot
 
 from queue_manager import JobContext, QueueManager
@@ -17,7 +20,9 @@ from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.config import MIN_REDIS_CONNECTIONS
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.clients import Gate, GatedCluster
 from queue_manager_server.engine.nodes import HeldStats
+from queue_manager_server.engine.packing import hiredis_packing
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.store import ClusterStore
 from tests.cluster import ValkeyCluster, spread
@@ -182,3 +187,82 @@ async def test_bursts_find_a_connection_beside_the_held_ones(on_cluster: ServerF
 
 async def _completed(qm: QueueManager, queue: str, n: int) -> bool:
     return (await qm.get_queue_metrics(queue)).completed == n
+
+
+async def test_a_batch_for_one_node_with_one_slot_moved_keeps_the_other_replies(
+    cluster_engine: Engine, cluster_redis: RedisCluster, valkey_cluster: ValkeyCluster
+) -> None:
+    """Adds for two queues of one primary in one batch, after one queue's slot moved to another primary: the
+    node answers that queue's call MOVED and the other's as usual; only the moved call is sent again (as a
+    pipeline, which follows it), each job is added once, and the next batch sends each queue's part on the
+    held connection of the node that now serves it."""
+    engine = cluster_engine
+    stay, moving = spread("mid", 2)[:2]  # both on primary 0
+    for q in (stay, moving):
+        await register(engine, q)
+    await engine.add_jobs_many([(stay, jobs(1)), (moving, jobs(1))])
+    assert stats(engine) == HeldStats(held=1)
+    slot = key_slot(moving.encode())
+    await asyncio.to_thread(move_slot, valkey_cluster, slot, 0, 1)
+    try:
+        added = await engine.add_jobs_many([(stay, jobs(2)), (moving, jobs(3))])
+        assert [len(r.ids) for r in added if not isinstance(r, Exception)] == [2, 3], added
+        assert stats(engine) == HeldStats(held=2, redirected=1)
+        again = await engine.add_jobs_many([(stay, jobs(1)), (moving, jobs(1))])
+        assert [len(r.ids) for r in again if not isinstance(r, Exception)] == [1, 1], again
+        assert stats(engine) == HeldStats(held=4, redirected=1)  # one batch part on each of two nodes
+        assert [(await engine.metrics(q)).waiting for q in (stay, moving)] == [4, 5]
+    finally:
+        await asyncio.to_thread(move_slot, valkey_cluster, slot, 1, 0)
+
+
+async def test_the_servers_cluster_connections_pack_with_hiredis(on_cluster: ServerFactory) -> None:
+    """Every node of the server's Cluster client makes connections that pack with hiredis (engine/packing.py;
+    redis-py's own packer encodes each argument in Python first), and data that tries the packer (bytes that
+    are not UTF-8, text beyond ASCII, a payload larger than redis-py's 6,000-byte write chunks) comes back
+    intact through the held connections: the adds, the claims, the completions with their results."""
+    server = await on_cluster()
+    engine = server.app.dispatcher.engine
+    client = cast("RedisCluster", engine.redis)
+    queues = spread("packed")
+    payloads: list[object] = [{"text": "é ✓ 日本"}, {"big": "x" * 20_000}, b"\xff\x00\r\n$3\r\n"]
+    done: dict[str, object] = {}
+    finished = asyncio.Event()
+    async with QueueManager(address=server.address, concurrency=4) as qm:
+        for q in queues:
+            await qm.register_queue(q)
+
+        async def work(ctx: JobContext) -> object:
+            done[ctx.id] = ctx.data
+            if len(done) == len(queues) * len(payloads):
+                finished.set()
+            return ctx.data
+
+        for q in queues:
+            qm.processor(q)(work)
+        added = [(q, await qm.add_job(q, "p", data)) for q in queues for data in payloads]
+        await qm.start_workers()
+        await asyncio.wait_for(finished.wait(), WAIT)
+        for q, job in added:
+
+            async def completed(q: str = q, job_id: str = job.id) -> bool:
+                return (await qm.get_job(q, job_id)).result is not None
+
+            await eventually(completed, timeout=WAIT)
+            got = await qm.get_job(q, job.id)
+            assert got.data == job.data == got.result
+    held = stats(engine)
+    assert held.held >= 3 * len(queues) and held.failed == held.unrouted == 0, held
+    packing = hiredis_packing(Connection)
+    assert client.nodes_manager.connection_kwargs["connection_class"] is packing
+    nodes = client.get_nodes()
+    assert len(nodes) == 3 and all(node.connection_class is packing for node in nodes)
+
+
+def test_a_tls_cluster_client_packs_with_hiredis_over_tls() -> None:
+    """rediss:// makes redis-py's TLS connections; the server's Cluster client packs with hiredis over them,
+    on the start-up node and on every node it learns of later (made from the same connection settings)."""
+    client = GatedCluster.from_url("rediss://127.0.0.1:1", gate=Gate(4, 1.0))
+    packing = hiredis_packing(SSLConnection)
+    assert client.connection_kwargs["connection_class"] is packing
+    assert [n.connection_class for n in client.nodes_manager.startup_nodes.values()] == [packing]

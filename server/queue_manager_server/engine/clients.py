@@ -27,6 +27,8 @@ from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import MaxConnectionsError
 
+from queue_manager_server.engine.packing import hiredis_packing
+
 Client: TypeAlias = Redis | RedisCluster
 Pipe: TypeAlias = Pipeline | ClusterPipeline
 
@@ -53,11 +55,21 @@ class Gate:
 
 
 class GatedCluster(RedisCluster):
-    """A RedisCluster whose commands and pipelines take turns at a `Gate` (see the module docstring)."""
+    """A RedisCluster whose commands and pipelines take turns at a `Gate` (see the module docstring), and
+    whose connections pack commands with hiredis (engine/packing.py), as one server's pool's do (app.py)."""
 
     def __init__(self, gate: Gate, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gate = gate
+        # redis-py takes no connection class for a Cluster (TCP or, for rediss://, TLS). Every node it makes,
+        # now or when the slots map changes, gets its class from these keyword arguments (the one dict the
+        # client and its nodes manager share); the start-up nodes were made already, with no connection yet.
+        # redis-py's own packer encodes each argument in Python before hiredis packs them: the Cluster's
+        # single adds cost the server ~20% more CPU per add with it (bench/RESULTS.md, 2026-12-07).
+        packing = hiredis_packing(self.connection_kwargs["connection_class"])
+        self.connection_kwargs["connection_class"] = packing
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = packing
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.gate:

@@ -9,20 +9,22 @@ pack) fall back to redis-py, so every error stays redis-py's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
 
+C = TypeVar("C", bound=AbstractConnection)
+
 _classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
-def hiredis_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
+def hiredis_packing(base: type[C]) -> type[C]:
     """A subclass of the connection class `base` (TCP, TLS or Unix socket) that packs with hiredis."""
     made = _classes.get(base)
     if made is None:
         made = _classes[base] = type(f"Hiredis{base.__name__}", (_Packing, base), {})
-    return made
+    return cast("type[C]", made)
 
 
 class _Packing(AbstractConnection):
