@@ -14,9 +14,12 @@ import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc, types_pb2
+from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.engine.records import NewJob
 from queue_manager_server.services.jobs import ADD_CHUNK
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.test_cli import qm_cli, qm_json
 
 WAIT = 30.0
@@ -291,3 +294,48 @@ async def test_qm_add_expire_after(server: RunningServer, capsys: pytest.Capture
         await qm_cli(capsys, "--server", server.address, "add", "cli-e", "mail", "--expire-after", "0")
     err = capsys.readouterr().err
     assert refused.value.code == 2 and "--expire-after: must be a duration from 1 ms to 365d" in err
+
+
+async def test_jobs_nobody_claims_expire_by_the_sweep(server_factory: ServerFactory, engine: Engine) -> None:
+    server = await server_factory(expiry_sweep_ms=50)
+    qm = QueueManager(address=server.address)
+    try:
+        await qm.register_queue("unclaimed")
+        plain = await qm.add_job("unclaimed", "a", None, {"expire_after": 200})
+        grouped = await qm.add_job("unclaimed", "b", None, {"expire_after": 200, "group": "t"})
+        delayed = await qm.add_job("unclaimed", "c", None, {"expire_after": 200, "delay": 100})
+        later = await qm.add_job("unclaimed", "d", None, {"expire_after": timedelta(minutes=5)})
+        for job_id in (plain.id, grouped.id, delayed.id):
+            gone = await qm.wait_for_job("unclaimed", job_id, WAIT)
+            assert gone.state is JobState.CANCELLED and gone.cancel_reason.startswith(EXPIRED)
+        metrics = await qm.get_queue_metrics("unclaimed")
+        assert (metrics.waiting, metrics.delayed, metrics.cancelled, metrics.expired_total) == (1, 0, 3, 3)
+        assert metrics.groups == 0
+        assert (await qm.get_job("unclaimed", later.id)).state is JobState.WAITING
+    finally:
+        await qm.shutdown()
+
+
+async def test_the_sweep_follows_a_renewed_expiry(engine: Engine) -> None:
+    fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
+    await engine.register_queue("r", fields)
+    added = await engine.add_jobs(
+        "r", [NewJob(id="x", name="n", data=b"1", delay_ms=60_000, expire_after_ms=100)]
+    )
+    assert added.ids == ["x"]
+    k = engine.keys("r")
+    due = await engine.redis.zscore(k.expiring, "x")
+    assert due is not None
+    # Promoted early: its window starts again; the sweep finds the entry due before the new expiry and
+    # puts it back at the new time instead of ending the job.
+    await JobControl(engine).promote_job("r", "x")
+    await engine.redis.zadd(k.expiring, {"x": 0})
+    assert await engine.expire_waiting_all(["r"]) == [0]
+    assert (await engine.get_job("r", "x")).text("st") in ("", "waiting")
+    renewed = await engine.redis.zscore(k.expiring, "x")
+    assert renewed is not None and renewed > 0
+    # A job claimed before its expiry leaves the index when its entry comes due.
+    await engine.claim("r", 1, "t", "w", 30_000)
+    await engine.redis.zadd(k.expiring, {"x": 0})
+    assert await engine.expire_waiting_all(["r"]) == [0]
+    assert await engine.redis.zcard(k.expiring) == 0

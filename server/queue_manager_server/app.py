@@ -37,6 +37,7 @@ from queue_manager.v1 import (
 from queue_manager_server import bind, reflection, security, sentinel
 from queue_manager_server.components.aging import PrioritySweep
 from queue_manager_server.components.base import Component
+from queue_manager_server.components.expiry import ExpirySweep
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.metrics_sampler import MetricsSampler
 from queue_manager_server.components.notifier import Notifier
@@ -212,6 +213,7 @@ class App:
             timeouts,
             promoter,
             PrioritySweep(engine, s.priority_sweep_ms / 1000),
+            ExpirySweep(engine, s.expiry_sweep_ms / 1000),
             scheduler,
             Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
             monitor,

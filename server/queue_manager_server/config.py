@@ -88,6 +88,8 @@ class Settings:
     # How often the priority sweep moves jobs past their queue's priority bound ahead (components/aging.py):
     # a bound holds to within this much.
     priority_sweep_ms: int = 1_000
+    # How often jobs whose expiry passed while nobody claimed them are ended (components/expiry.py).
+    expiry_sweep_ms: int = 1_000
     # Longest wait for one Redis connect or reply; a Redis that stops answering then gives UNAVAILABLE.
     redis_timeout_ms: int = 10_000
     # Redis connections one server process keeps at most; requests beyond wait for a free one.
@@ -252,6 +254,13 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "within this [QM_PRIORITY_SWEEP_MS]",
     )
     p.add_argument(
+        "--expiry-sweep-ms",
+        type=int,
+        default=int(e("QM_EXPIRY_SWEEP_MS", d.expiry_sweep_ms)),
+        help="how often jobs whose expiry (expire_after) passed while nobody claimed them are ended as "
+        "expired [QM_EXPIRY_SWEEP_MS]",
+    )
+    p.add_argument(
         "--redis-max-connections",
         type=int,
         default=int(e("QM_REDIS_MAX_CONNECTIONS", d.redis_max_connections)),
@@ -310,6 +319,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         ("--max-payload-bytes", a.max_payload_bytes),
         ("--redis-timeout-ms", a.redis_timeout_ms),
         ("--priority-sweep-ms", a.priority_sweep_ms),
+        ("--expiry-sweep-ms", a.expiry_sweep_ms),
         ("--redis-max-connections", a.redis_max_connections),
     ):
         if value <= 0:
@@ -334,6 +344,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         shutdown_grace_ms=a.shutdown_grace_ms,
         reaper_interval_ms=a.reaper_interval_ms,
         priority_sweep_ms=a.priority_sweep_ms,
+        expiry_sweep_ms=a.expiry_sweep_ms,
         redis_timeout_ms=a.redis_timeout_ms,
         redis_max_connections=a.redis_max_connections,
         log_level=a.log_level.upper(),

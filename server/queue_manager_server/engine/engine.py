@@ -785,6 +785,23 @@ class Engine:
                 out.append(exc)
         return out
 
+    async def expire_waiting_all(self, queues: Sequence[str], limit: int = 1000) -> list[int | Exception]:
+        """Ends each queue's jobs whose expiry passed while nobody claimed them (expire_waiting.lua), in
+        shared round trips (`sweep`); returns how many per queue (`limit`: more may be due). Flows of the
+        expired jobs are handed on at once."""
+
+        async def expired(queue: str, r: Any) -> int:
+            if _i(r[1]):
+                await self.after_flow_finish(queue)
+            return _i(r[0]) if _i(r[2]) < limit else limit
+
+        return await self.sweep(
+            "expire_waiting",
+            queues,
+            lambda k: ([k.meta, k.waiting, k.delayed], [k.job_prefix, limit]),
+            expired,
+        )
+
     async def reap(self, queue: str, limit: int = 1000) -> tuple[int, int, int]:
         """Recovers expired leases. Returns (back to waiting, failed for good, next expiry ms or -1)."""
         return only(await self.reap_all([queue], limit))

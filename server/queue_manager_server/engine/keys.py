@@ -65,6 +65,13 @@ class QueueKeys:
         return f"{self.base}:gwaiting"
 
     @property
+    def expiring(self) -> str:
+        """zset: job id -> its expiry (ms, Redis clock) when written, for jobs with one
+        (JobOptions.expire_after): what the expiry sweep looks at (lua/expire_waiting.lua). Scripts derive it
+        from the job prefix."""
+        return f"{self.base}:expiring"
+
+    @property
     def delayed(self) -> str:
         """zset: job id -> run-at time (ms, Redis clock)."""
         return f"{self.base}:delayed"

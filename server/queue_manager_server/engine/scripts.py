@@ -108,6 +108,7 @@ class Scripts:
         "reap",
         "promote",
         "age_waiting",  # priority bounds (engine/aging.py)
+        "expire_waiting",  # the expiry sweep (components/expiry.py)
         "register_queue",
         "set_paused",
         "metrics",

@@ -299,7 +299,11 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if to ~= '0' then put(f, 'to', to) end
   if ms ~= '0' then put(f, 'ms', ms) end
   -- Expiry counts from when the job is first ready: its add, or its run-at when that is later.
-  if exa > 0 then put(f, 'exa', exa); put(f, 'exp', math.max(run, now) + exa) end
+  if exa > 0 then
+    put(f, 'exa', exa); put(f, 'exp', math.max(run, now) + exa)
+    -- The expiry sweep's index (expire_waiting.lua): a job nobody claims in time ends as expired anyway.
+    redis.call('ZADD', queue_key(prefix, 'expiring'), math.max(run, now) + exa, id)
+  end
   if grp ~= '' then put(f, 'grp', grp) end
   -- Read when a delayed job becomes due (common.lua to_waiting), and by job reads; neither a claim nor a
   -- completion reads it, so a LIFO job may be plain.

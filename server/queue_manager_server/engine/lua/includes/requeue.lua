@@ -17,6 +17,7 @@ local function requeue(waiting, prefix, id, pri, wt, exa, now, pushes, grp)
   -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
   redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
   exa = tonumber(exa)
+  if exa then redis.call('ZADD', queue_key(prefix, 'expiring'), now + exa, id) end
   place_waiting(waiting, jkey, id, pri, false, wt, exa and {'rdy', now, 'exp', now + exa} or {'rdy', now},
     pushes, grp)
 end
