@@ -681,6 +681,8 @@ ADMIN_ONLY = {
     "RetryFailedJobs",
     "CancelWorkflow",
     "SetGroupLimits",
+    "PauseGroup",
+    "ResumeGroup",
 }
 
 
@@ -718,6 +720,12 @@ async def test_admin_rpcs_need_the_admin_role(
         "SetGroupLimits": lambda q, md: q.SetGroupLimits(
             qpb.SetGroupLimitsRequest(queue_name="billing-a", group="g", limits=t.GroupLimits(concurrency=1)),
             metadata=md,
+        ),
+        "PauseGroup": lambda q, md: q.PauseGroup(
+            qpb.PauseGroupRequest(queue_name="billing-a", group="g"), metadata=md
+        ),
+        "ResumeGroup": lambda q, md: q.ResumeGroup(
+            qpb.ResumeGroupRequest(queue_name="billing-a", group="g"), metadata=md
         ),
     }
     assert set(calls) == ADMIN_ONLY

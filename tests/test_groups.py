@@ -243,6 +243,10 @@ async def test_group_limits_over_grpc_and_bad_input(stub: queue_service_pb2_grpc
         limits,
     )
     assert not listed.groups[0].custom_limits
+    paused = await stub.PauseGroup(queue_service_pb2.PauseGroupRequest(queue_name="g", group="tenant/1 é"))
+    assert paused.group.paused and paused.group.waiting == 1
+    resumed = await stub.ResumeGroup(queue_service_pb2.ResumeGroupRequest(queue_name="g", group="tenant/1 é"))
+    assert not resumed.group.paused
     own = types_pb2.GroupLimits(concurrency=7)
     set_reply = await stub.SetGroupLimits(
         queue_service_pb2.SetGroupLimitsRequest(queue_name="g", group="tenant/1 é", limits=own)
@@ -323,12 +327,15 @@ async def check_group_invariants(engine: Engine, redis: Redis, prefix: str, queu
     ring = {_t(m) for m in await redis.zrange(f"{base}gring", 0, -1)}
     delayed = {_t(m) for m in await redis.zrange(f"{base}gdelay", 0, -1)}
     parked = {_t(g) for g in await redis.hkeys(f"{base}gpark")}
+    paused = {_t(g) for g in await redis.hkeys(f"{base}gpaused")}
     for level, group in parts:
         part = f"{level}:{group}"
-        assert part in ring or part in delayed or (group in parked and active.get(group, 0) > 0), part
+        held = group in parked and active.get(group, 0) > 0
+        assert part in ring or part in delayed or held or group in paused, part
+    assert int(await redis.hget(f"{base}meta", "g_paused") or 0) == len(paused)
     known = {_t(g) for g in await redis.zrange(f"{base}groups", 0, -1)}
     own = {_t(g) for g in await redis.hkeys(f"{base}glimits")}
-    assert set(waiting) | set(active) | own <= known
+    assert set(waiting) | set(active) | own | paused <= known
 
 
 async def test_random_operations_keep_the_groups_consistent(
@@ -372,10 +379,12 @@ async def test_random_operations_keep_the_groups_consistent(
             jid = rnd.choice(waiting_ids)
             with contextlib.suppress(JobNotFound, JobActive, WrongState):
                 await control.change_priority("q", jid, rnd.randint(1, 5))
-        elif op < 0.94:
+        elif op < 0.91:
             grp = rnd.choice(["a", "b", "c", "d"])
             limits = None if rnd.random() < 0.4 else Limits(concurrency=rnd.randint(1, 3))
             await groups.set_group_limits("q", grp, limits)
+        elif op < 0.94:
+            await groups.set_group_paused("q", rnd.choice(["a", "b", "c", "d"]), rnd.random() < 0.5)
         elif op < 0.97:
             await engine.clean("q", "waiting", 0, rnd.randint(1, 5))
         else:
@@ -392,6 +401,7 @@ async def test_random_operations_keep_the_groups_consistent(
         await engine.complete("q", [(jid, token, b"null", "application/json")])
     for grp in ["a", "b", "c", "d"]:
         await groups.set_group_limits("q", grp, Limits(concurrency=1000))
+        await groups.set_group_paused("q", grp, False)
     for _ in range(200):
         res = await engine.claim("q", 50, "end", "w", 30_000)
         if not res.jobs:
@@ -422,3 +432,24 @@ async def test_the_oldest_waiting_job_counts_the_groups_jobs(engine: Engine) -> 
     # Held back at its limit (a1 behind a0), the group's head still counts.
     assert sorted(await claim_names(engine, 10)) == ["-0", "a0", "b0"]
     assert (await engine.metrics("q")).oldest_ready_ms == first.now_ms
+
+
+async def test_a_paused_group_takes_no_turn_until_resumed(engine: Engine) -> None:
+    await register(engine)
+    groups = Groups(engine)
+    await engine.add_jobs("q", [job("a", i) for i in range(3)] + [job("b", i) for i in range(2)])
+    info = await groups.set_group_paused("q", "a", True)
+    assert (info.paused, info.waiting) == (True, 3)
+    await engine.add_jobs("q", [job("a", 3)])  # still added
+    assert await claim_names(engine, 10) == ["b0", "b1"]
+    assert await claim_names(engine, 10, token="t2") == []
+    listed, _ = await groups.list_groups("q", 0, 10)
+    assert [(g.name, g.waiting, g.paused) for g in listed] == [("a", 4, True), ("b", 0, False)]
+    # Paused while idle, a group is still known; resumed, its jobs take their turns at once.
+    await groups.set_group_paused("q", "idle", True)
+    assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["a", "b", "idle"]
+    await groups.set_group_paused("q", "idle", False)
+    info = await groups.set_group_paused("q", "a", False)
+    assert not info.paused
+    assert await claim_names(engine, 10, token="t3") == ["a0", "a1", "a2", "a3"]
+    assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["a", "b"]

@@ -228,6 +228,8 @@ RULES: dict[str, Rule] = {
         "ObliterateQueue": _ADMIN_NAME,
         "ListGroups": _READ_QUEUE,
         "SetGroupLimits": Rule("admin", _field("queue_name")),
+        "PauseGroup": Rule("admin", _field("queue_name")),
+        "ResumeGroup": Rule("admin", _field("queue_name")),
         "GetQueueMetrics": _READ_NAME,
         "GetAllMetrics": Rule("read", filter=_filter_metrics),
         "WatchMetrics": Rule("read", _watch, filter=_filter_metrics),

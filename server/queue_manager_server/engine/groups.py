@@ -37,13 +37,15 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
-    """One group: its waiting and active jobs, its own limits (None: the queue's apply) and the queue's."""
+    """One group: its waiting and active jobs, its own limits (None: the queue's apply), the queue's, and
+    whether it is paused."""
 
     name: str
     waiting: int
     active: int
     own: Limits | None
     default: Limits
+    paused: bool = False
 
     @property
     def limits(self) -> Limits:
@@ -65,8 +67,10 @@ class Groups:
             raise QueueNotFound(queue)
         default = Limits.parse(r[1]) or Limits()
         out = [
-            GroupInfo(_s(r[i]), int(r[i + 1]), int(r[i + 2]), Limits.parse(r[i + 3]), default)
-            for i in range(2, len(r), 4)
+            GroupInfo(
+                _s(r[i]), int(r[i + 1]), int(r[i + 2]), Limits.parse(r[i + 3]), default, int(r[i + 4]) == 1
+            )
+            for i in range(2, len(r), 5)
         ]
         return out, int(r[0])
 
@@ -82,10 +86,22 @@ class Groups:
             own.rate_ms,
             own.max_size,
         ]
-        r = await self.scripts.run("set_group_limits", [k.meta], args)
-        if int(r[0]) == NO_QUEUE:
-            raise QueueNotFound(queue)
-        return GroupInfo(group, int(r[0]), int(r[1]), Limits.parse(r[2]), Limits.parse(r[3]) or Limits())
+        return _info(queue, group, await self.scripts.run("set_group_limits", [k.meta], args))
+
+    async def set_group_paused(self, queue: str, group: str, paused: bool) -> GroupInfo:
+        """Pauses the group (its jobs are added, none starts) or resumes it."""
+        k = self.engine.keys(queue)
+        r = await self.scripts.run("set_group_paused", [k.meta], [group, "1" if paused else "0"])
+        return _info(queue, group, r)
+
+
+def _info(queue: str, group: str, r: Any) -> GroupInfo:
+    """A group as set_group_limits.lua and set_group_paused.lua answer."""
+    if int(r[0]) == NO_QUEUE:
+        raise QueueNotFound(queue)
+    return GroupInfo(
+        group, int(r[0]), int(r[1]), Limits.parse(r[2]), Limits.parse(r[3]) or Limits(), int(r[4]) == 1
+    )
 
 
 def _s(v: Any) -> str:

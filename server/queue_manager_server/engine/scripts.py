@@ -148,6 +148,7 @@ class Scripts:
         # fairness groups (engine/groups.py)
         "list_groups",
         "set_group_limits",
+        "set_group_paused",
         # the worker registry (engine/workers.py)
         "workers_seen",
         "list_workers",

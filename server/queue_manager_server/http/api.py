@@ -80,6 +80,8 @@ ROUTES = [
     Route("GET", f"/v1/queues/{_Q}/metrics", "GetQueueMetrics"),
     Route("GET", f"/v1/queues/{_QJ}/groups", "ListGroups"),
     Route("PUT", f"/v1/queues/{_QJ}/groups/{{group}}", "SetGroupLimits"),
+    Route("POST", f"/v1/queues/{_QJ}/groups/{{group}}:pause", "PauseGroup"),
+    Route("POST", f"/v1/queues/{_QJ}/groups/{{group}}:resume", "ResumeGroup"),
     Route("GET", "/v1/metrics", "GetAllMetrics"),
     Route("GET", "/v1/workers", "ListWorkers"),
     Route("POST", f"/v1/queues/{_QJ}/jobs", "AddJob"),

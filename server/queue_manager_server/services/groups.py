@@ -19,11 +19,12 @@ def _group_out(g: GroupInfo) -> types_pb2.GroupInfo:
         active=g.active,
         limits=convert.group_limits_out(limits.concurrency, limits.rate_max, limits.rate_ms, limits.max_size),
         custom_limits=g.own is not None,
+        paused=g.paused,
     )
 
 
 class GroupHandlers:
-    """ListGroups and SetGroupLimits (part of `QueueService`)."""
+    """ListGroups, SetGroupLimits, PauseGroup and ResumeGroup (part of `QueueService`)."""
 
     groups: Groups
 
@@ -50,3 +51,19 @@ class GroupHandlers:
             limits = Limits(*convert.group_limits_in(request.limits, "limits"))
         info = await self.groups.set_group_limits(queue, group, limits)
         return pb.SetGroupLimitsResponse(group=_group_out(info))
+
+    @unary
+    async def PauseGroup(
+        self, request: pb.PauseGroupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseGroupResponse:
+        queue, group = validate.queue_name(request.queue_name), validate.group(request.group, "group")
+        return pb.PauseGroupResponse(group=_group_out(await self.groups.set_group_paused(queue, group, True)))
+
+    @unary
+    async def ResumeGroup(
+        self, request: pb.ResumeGroupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeGroupResponse:
+        queue, group = validate.queue_name(request.queue_name), validate.group(request.group, "group")
+        return pb.ResumeGroupResponse(
+            group=_group_out(await self.groups.set_group_paused(queue, group, False))
+        )

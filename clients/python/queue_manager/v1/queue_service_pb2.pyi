@@ -484,6 +484,106 @@ class SetGroupLimitsResponse(_message.Message):
 Global___SetGroupLimitsResponse: _TypeAlias = SetGroupLimitsResponse  # noqa: Y015
 
 @_typing.final
+class PauseGroupRequest(_message.Message):
+    """PauseGroupRequest names a group to pause."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    group: _builtins.str
+    """The group (JobOptions.group); it need not have jobs yet."""
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseGroupRequest: _TypeAlias = PauseGroupRequest  # noqa: Y015
+
+@_typing.final
+class PauseGroupResponse(_message.Message):
+    """PauseGroupResponse is the group after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> _types_pb2.GroupInfo:
+        """The group."""
+
+    def __init__(
+        self,
+        *,
+        group: _types_pb2.GroupInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseGroupResponse: _TypeAlias = PauseGroupResponse  # noqa: Y015
+
+@_typing.final
+class ResumeGroupRequest(_message.Message):
+    """ResumeGroupRequest names a group to resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    group: _builtins.str
+    """The group (JobOptions.group)."""
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeGroupRequest: _TypeAlias = ResumeGroupRequest  # noqa: Y015
+
+@_typing.final
+class ResumeGroupResponse(_message.Message):
+    """ResumeGroupResponse is the group after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> _types_pb2.GroupInfo:
+        """The group."""
+
+    def __init__(
+        self,
+        *,
+        group: _types_pb2.GroupInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeGroupResponse: _TypeAlias = ResumeGroupResponse  # noqa: Y015
+
+@_typing.final
 class ObliterateQueueRequest(_message.Message):
     """ObliterateQueueRequest names a queue."""
 

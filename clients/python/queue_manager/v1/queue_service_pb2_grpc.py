@@ -89,6 +89,16 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsResponse.FromString,
                 _registered_method=True)
+        self.PauseGroup = channel.unary_unary(
+                '/queue_manager.v1.QueueService/PauseGroup',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.PauseGroupRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.PauseGroupResponse.FromString,
+                _registered_method=True)
+        self.ResumeGroup = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ResumeGroup',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ResumeGroupRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ResumeGroupResponse.FromString,
+                _registered_method=True)
         self.GetQueueMetrics = channel.unary_unary(
                 '/queue_manager.v1.QueueService/GetQueueMetrics',
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.GetQueueMetricsRequest.SerializeToString,
@@ -295,6 +305,20 @@ class QueueServiceServicer:
 
     def SetGroupLimits(self, request, context):
         """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseGroup(self, request, context):
+        """Pauses one fairness group: its jobs are still added, but none starts until it is resumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeGroup(self, request, context):
+        """Resumes a paused fairness group: its waiting jobs take their turns again at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -554,6 +578,16 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.SetGroupLimits,
                     request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsResponse.SerializeToString,
+            ),
+            'PauseGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseGroup,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.PauseGroupRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.PauseGroupResponse.SerializeToString,
+            ),
+            'ResumeGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeGroup,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ResumeGroupRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ResumeGroupResponse.SerializeToString,
             ),
             'GetQueueMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQueueMetrics,
@@ -962,6 +996,60 @@ class QueueService:
             '/queue_manager.v1.QueueService/SetGroupLimits',
             queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsRequest.SerializeToString,
             queue__manager_dot_v1_dot_queue__service__pb2.SetGroupLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/PauseGroup',
+            queue__manager_dot_v1_dot_queue__service__pb2.PauseGroupRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.PauseGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ResumeGroup',
+            queue__manager_dot_v1_dot_queue__service__pb2.ResumeGroupRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.ResumeGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class QueueServiceStub:
     """Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name."""
     SetGroupLimits: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.SetGroupLimitsRequest, _queue_service_pb2.SetGroupLimitsResponse]
     """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it)."""
+    PauseGroup: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.PauseGroupRequest, _queue_service_pb2.PauseGroupResponse]
+    """Pauses one fairness group: its jobs are still added, but none starts until it is resumed."""
+    ResumeGroup: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeGroupRequest, _queue_service_pb2.ResumeGroupResponse]
+    """Resumes a paused fairness group: its waiting jobs take their turns again at once."""
     GetQueueMetrics: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]
     """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
     job, workers and rate-limit level.
@@ -158,6 +162,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists a queue's fairness groups (JobOptions.group) with their jobs and limits, by group name."""
     SetGroupLimits: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.SetGroupLimitsRequest, _queue_service_pb2.SetGroupLimitsResponse]  # type: ignore[assignment]
     """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it)."""
+    PauseGroup: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.PauseGroupRequest, _queue_service_pb2.PauseGroupResponse]  # type: ignore[assignment]
+    """Pauses one fairness group: its jobs are still added, but none starts until it is resumed."""
+    ResumeGroup: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeGroupRequest, _queue_service_pb2.ResumeGroupResponse]  # type: ignore[assignment]
+    """Resumes a paused fairness group: its waiting jobs take their turns again at once."""
     GetQueueMetrics: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.GetQueueMetricsRequest, _queue_service_pb2.GetQueueMetricsResponse]  # type: ignore[assignment]
     """Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
     job, workers and rate-limit level.
@@ -316,6 +324,22 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_queue_service_pb2.SetGroupLimitsResponse, _abc.Awaitable[_queue_service_pb2.SetGroupLimitsResponse]]:
         """Sets or clears the limits of one fairness group (they replace the queue's group_limits for it)."""
+
+    @_abc_1.abstractmethod
+    def PauseGroup(
+        self,
+        request: _queue_service_pb2.PauseGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.PauseGroupResponse, _abc.Awaitable[_queue_service_pb2.PauseGroupResponse]]:
+        """Pauses one fairness group: its jobs are still added, but none starts until it is resumed."""
+
+    @_abc_1.abstractmethod
+    def ResumeGroup(
+        self,
+        request: _queue_service_pb2.ResumeGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ResumeGroupResponse, _abc.Awaitable[_queue_service_pb2.ResumeGroupResponse]]:
+        """Resumes a paused fairness group: its waiting jobs take their turns again at once."""
 
     @_abc_1.abstractmethod
     def GetQueueMetrics(

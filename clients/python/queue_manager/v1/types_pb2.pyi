@@ -922,6 +922,7 @@ class GroupInfo(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     CUSTOM_LIMITS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """The group (JobOptions.group)."""
     waiting: _builtins.int
@@ -930,6 +931,8 @@ class GroupInfo(_message.Message):
     """Its jobs leased to workers."""
     custom_limits: _builtins.bool
     """Whether the limits are the group's own (SetGroupLimits)."""
+    paused: _builtins.bool
+    """Whether the group is paused (PauseGroup): its jobs are added but none starts until ResumeGroup."""
     @_builtins.property
     def limits(self) -> Global___GroupLimits:
         """The limits that apply to it: its own, else the queue's group_limits."""
@@ -942,10 +945,11 @@ class GroupInfo(_message.Message):
         active: _builtins.int = ...,
         limits: Global___GroupLimits | None = ...,
         custom_limits: _builtins.bool = ...,
+        paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "paused", b"paused", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -958,6 +958,208 @@ func (x *SetGroupLimitsResponse) GetGroup() *GroupInfo {
 	return nil
 }
 
+// PauseGroupRequest names a group to pause.
+type PauseGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// The group (JobOptions.group); it need not have jobs yet.
+	Group         string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseGroupRequest) Reset() {
+	*x = PauseGroupRequest{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseGroupRequest) ProtoMessage() {}
+
+func (x *PauseGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseGroupRequest.ProtoReflect.Descriptor instead.
+func (*PauseGroupRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PauseGroupRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *PauseGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// PauseGroupResponse is the group after the change.
+type PauseGroupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	Group         *GroupInfo `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseGroupResponse) Reset() {
+	*x = PauseGroupResponse{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseGroupResponse) ProtoMessage() {}
+
+func (x *PauseGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseGroupResponse.ProtoReflect.Descriptor instead.
+func (*PauseGroupResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PauseGroupResponse) GetGroup() *GroupInfo {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+// ResumeGroupRequest names a group to resume.
+type ResumeGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// The group (JobOptions.group).
+	Group         string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeGroupRequest) Reset() {
+	*x = ResumeGroupRequest{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeGroupRequest) ProtoMessage() {}
+
+func (x *ResumeGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeGroupRequest.ProtoReflect.Descriptor instead.
+func (*ResumeGroupRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ResumeGroupRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *ResumeGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// ResumeGroupResponse is the group after the change.
+type ResumeGroupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group.
+	Group         *GroupInfo `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeGroupResponse) Reset() {
+	*x = ResumeGroupResponse{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeGroupResponse) ProtoMessage() {}
+
+func (x *ResumeGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeGroupResponse.ProtoReflect.Descriptor instead.
+func (*ResumeGroupResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResumeGroupResponse) GetGroup() *GroupInfo {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
 // ObliterateQueueRequest names a queue.
 type ObliterateQueueRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -971,7 +1173,7 @@ type ObliterateQueueRequest struct {
 
 func (x *ObliterateQueueRequest) Reset() {
 	*x = ObliterateQueueRequest{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1185,7 @@ func (x *ObliterateQueueRequest) String() string {
 func (*ObliterateQueueRequest) ProtoMessage() {}
 
 func (x *ObliterateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1198,7 @@ func (x *ObliterateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObliterateQueueRequest.ProtoReflect.Descriptor instead.
 func (*ObliterateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{18}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ObliterateQueueRequest) GetName() string {
@@ -1024,7 +1226,7 @@ type ObliterateQueueResponse struct {
 
 func (x *ObliterateQueueResponse) Reset() {
 	*x = ObliterateQueueResponse{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1238,7 @@ func (x *ObliterateQueueResponse) String() string {
 func (*ObliterateQueueResponse) ProtoMessage() {}
 
 func (x *ObliterateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1251,7 @@ func (x *ObliterateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObliterateQueueResponse.ProtoReflect.Descriptor instead.
 func (*ObliterateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{19}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ObliterateQueueResponse) GetRemoved() uint64 {
@@ -1072,7 +1274,7 @@ type GetQueueMetricsRequest struct {
 
 func (x *GetQueueMetricsRequest) Reset() {
 	*x = GetQueueMetricsRequest{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1286,7 @@ func (x *GetQueueMetricsRequest) String() string {
 func (*GetQueueMetricsRequest) ProtoMessage() {}
 
 func (x *GetQueueMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1299,7 @@ func (x *GetQueueMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{20}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetQueueMetricsRequest) GetName() string {
@@ -1125,7 +1327,7 @@ type GetQueueMetricsResponse struct {
 
 func (x *GetQueueMetricsResponse) Reset() {
 	*x = GetQueueMetricsResponse{}
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1339,7 @@ func (x *GetQueueMetricsResponse) String() string {
 func (*GetQueueMetricsResponse) ProtoMessage() {}
 
 func (x *GetQueueMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1352,7 @@ func (x *GetQueueMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{21}
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetQueueMetricsResponse) GetMetrics() *QueueMetrics {
@@ -1216,6 +1418,18 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x06limits\x18\x03 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12\x14\n" +
 	"\x05clear\x18\x04 \x01(\bR\x05clear\"K\n" +
 	"\x16SetGroupLimitsResponse\x121\n" +
+	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"H\n" +
+	"\x11PauseGroupRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\"G\n" +
+	"\x12PauseGroupResponse\x121\n" +
+	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"I\n" +
+	"\x12ResumeGroupRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\"H\n" +
+	"\x13ResumeGroupResponse\x121\n" +
 	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"B\n" +
 	"\x16ObliterateQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1226,7 +1440,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"S\n" +
 	"\x17GetQueueMetricsResponse\x128\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\x85\x1b\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\xba\x1c\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -1242,7 +1456,10 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12W\n" +
 	"\n" +
 	"ListGroups\x12#.queue_manager.v1.ListGroupsRequest\x1a$.queue_manager.v1.ListGroupsResponse\x12c\n" +
-	"\x0eSetGroupLimits\x12'.queue_manager.v1.SetGroupLimitsRequest\x1a(.queue_manager.v1.SetGroupLimitsResponse\x12f\n" +
+	"\x0eSetGroupLimits\x12'.queue_manager.v1.SetGroupLimitsRequest\x1a(.queue_manager.v1.SetGroupLimitsResponse\x12W\n" +
+	"\n" +
+	"PauseGroup\x12#.queue_manager.v1.PauseGroupRequest\x1a$.queue_manager.v1.PauseGroupResponse\x12Z\n" +
+	"\vResumeGroup\x12$.queue_manager.v1.ResumeGroupRequest\x1a%.queue_manager.v1.ResumeGroupResponse\x12f\n" +
 	"\x0fGetQueueMetrics\x12(.queue_manager.v1.GetQueueMetricsRequest\x1a).queue_manager.v1.GetQueueMetricsResponse\x12`\n" +
 	"\rGetAllMetrics\x12&.queue_manager.v1.GetAllMetricsRequest\x1a'.queue_manager.v1.GetAllMetricsResponse\x12_\n" +
 	"\fWatchMetrics\x12%.queue_manager.v1.WatchMetricsRequest\x1a&.queue_manager.v1.WatchMetricsResponse0\x01\x12Z\n" +
@@ -1287,7 +1504,7 @@ func file_queue_manager_v1_queue_service_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_queue_service_proto_rawDescData
 }
 
-var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*RegisterQueueRequest)(nil),      // 0: queue_manager.v1.RegisterQueueRequest
 	(*RegisterQueueResponse)(nil),     // 1: queue_manager.v1.RegisterQueueResponse
@@ -1307,162 +1524,172 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*ListGroupsResponse)(nil),        // 15: queue_manager.v1.ListGroupsResponse
 	(*SetGroupLimitsRequest)(nil),     // 16: queue_manager.v1.SetGroupLimitsRequest
 	(*SetGroupLimitsResponse)(nil),    // 17: queue_manager.v1.SetGroupLimitsResponse
-	(*ObliterateQueueRequest)(nil),    // 18: queue_manager.v1.ObliterateQueueRequest
-	(*ObliterateQueueResponse)(nil),   // 19: queue_manager.v1.ObliterateQueueResponse
-	(*GetQueueMetricsRequest)(nil),    // 20: queue_manager.v1.GetQueueMetricsRequest
-	(*GetQueueMetricsResponse)(nil),   // 21: queue_manager.v1.GetQueueMetricsResponse
-	(*QueueConfig)(nil),               // 22: queue_manager.v1.QueueConfig
-	(*Queue)(nil),                     // 23: queue_manager.v1.Queue
-	(*durationpb.Duration)(nil),       // 24: google.protobuf.Duration
-	(JobState)(0),                     // 25: queue_manager.v1.JobState
-	(*GroupInfo)(nil),                 // 26: queue_manager.v1.GroupInfo
-	(*GroupLimits)(nil),               // 27: queue_manager.v1.GroupLimits
-	(*QueueMetrics)(nil),              // 28: queue_manager.v1.QueueMetrics
-	(*GetAllMetricsRequest)(nil),      // 29: queue_manager.v1.GetAllMetricsRequest
-	(*WatchMetricsRequest)(nil),       // 30: queue_manager.v1.WatchMetricsRequest
-	(*ListWorkersRequest)(nil),        // 31: queue_manager.v1.ListWorkersRequest
-	(*AddJobRequest)(nil),             // 32: queue_manager.v1.AddJobRequest
-	(*AddJobBatchRequest)(nil),        // 33: queue_manager.v1.AddJobBatchRequest
-	(*AddJobStreamRequest)(nil),       // 34: queue_manager.v1.AddJobStreamRequest
-	(*AddBulkRequest)(nil),            // 35: queue_manager.v1.AddBulkRequest
-	(*GetJobRequest)(nil),             // 36: queue_manager.v1.GetJobRequest
-	(*ListJobsRequest)(nil),           // 37: queue_manager.v1.ListJobsRequest
-	(*RemoveJobRequest)(nil),          // 38: queue_manager.v1.RemoveJobRequest
-	(*GetJobLogsRequest)(nil),         // 39: queue_manager.v1.GetJobLogsRequest
-	(*WaitForJobRequest)(nil),         // 40: queue_manager.v1.WaitForJobRequest
-	(*CancelJobRequest)(nil),          // 41: queue_manager.v1.CancelJobRequest
-	(*RetryJobRequest)(nil),           // 42: queue_manager.v1.RetryJobRequest
-	(*RetryFailedJobsRequest)(nil),    // 43: queue_manager.v1.RetryFailedJobsRequest
-	(*PromoteJobRequest)(nil),         // 44: queue_manager.v1.PromoteJobRequest
-	(*ChangeJobPriorityRequest)(nil),  // 45: queue_manager.v1.ChangeJobPriorityRequest
-	(*UpdateJobDataRequest)(nil),      // 46: queue_manager.v1.UpdateJobDataRequest
-	(*ExecuteWorkflowRequest)(nil),    // 47: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),        // 48: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),      // 49: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),     // 50: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),     // 51: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),        // 52: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),      // 53: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),     // 54: queue_manager.v1.DeleteScheduleRequest
-	(*GetAllMetricsResponse)(nil),     // 55: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),      // 56: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),       // 57: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),            // 58: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),       // 59: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),      // 60: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),           // 61: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),            // 62: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),          // 63: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),         // 64: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),        // 65: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),        // 66: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),         // 67: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),          // 68: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),   // 69: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),        // 70: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil), // 71: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),     // 72: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),   // 73: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),       // 74: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),     // 75: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),    // 76: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),    // 77: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),       // 78: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),     // 79: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),    // 80: queue_manager.v1.DeleteScheduleResponse
+	(*PauseGroupRequest)(nil),         // 18: queue_manager.v1.PauseGroupRequest
+	(*PauseGroupResponse)(nil),        // 19: queue_manager.v1.PauseGroupResponse
+	(*ResumeGroupRequest)(nil),        // 20: queue_manager.v1.ResumeGroupRequest
+	(*ResumeGroupResponse)(nil),       // 21: queue_manager.v1.ResumeGroupResponse
+	(*ObliterateQueueRequest)(nil),    // 22: queue_manager.v1.ObliterateQueueRequest
+	(*ObliterateQueueResponse)(nil),   // 23: queue_manager.v1.ObliterateQueueResponse
+	(*GetQueueMetricsRequest)(nil),    // 24: queue_manager.v1.GetQueueMetricsRequest
+	(*GetQueueMetricsResponse)(nil),   // 25: queue_manager.v1.GetQueueMetricsResponse
+	(*QueueConfig)(nil),               // 26: queue_manager.v1.QueueConfig
+	(*Queue)(nil),                     // 27: queue_manager.v1.Queue
+	(*durationpb.Duration)(nil),       // 28: google.protobuf.Duration
+	(JobState)(0),                     // 29: queue_manager.v1.JobState
+	(*GroupInfo)(nil),                 // 30: queue_manager.v1.GroupInfo
+	(*GroupLimits)(nil),               // 31: queue_manager.v1.GroupLimits
+	(*QueueMetrics)(nil),              // 32: queue_manager.v1.QueueMetrics
+	(*GetAllMetricsRequest)(nil),      // 33: queue_manager.v1.GetAllMetricsRequest
+	(*WatchMetricsRequest)(nil),       // 34: queue_manager.v1.WatchMetricsRequest
+	(*ListWorkersRequest)(nil),        // 35: queue_manager.v1.ListWorkersRequest
+	(*AddJobRequest)(nil),             // 36: queue_manager.v1.AddJobRequest
+	(*AddJobBatchRequest)(nil),        // 37: queue_manager.v1.AddJobBatchRequest
+	(*AddJobStreamRequest)(nil),       // 38: queue_manager.v1.AddJobStreamRequest
+	(*AddBulkRequest)(nil),            // 39: queue_manager.v1.AddBulkRequest
+	(*GetJobRequest)(nil),             // 40: queue_manager.v1.GetJobRequest
+	(*ListJobsRequest)(nil),           // 41: queue_manager.v1.ListJobsRequest
+	(*RemoveJobRequest)(nil),          // 42: queue_manager.v1.RemoveJobRequest
+	(*GetJobLogsRequest)(nil),         // 43: queue_manager.v1.GetJobLogsRequest
+	(*WaitForJobRequest)(nil),         // 44: queue_manager.v1.WaitForJobRequest
+	(*CancelJobRequest)(nil),          // 45: queue_manager.v1.CancelJobRequest
+	(*RetryJobRequest)(nil),           // 46: queue_manager.v1.RetryJobRequest
+	(*RetryFailedJobsRequest)(nil),    // 47: queue_manager.v1.RetryFailedJobsRequest
+	(*PromoteJobRequest)(nil),         // 48: queue_manager.v1.PromoteJobRequest
+	(*ChangeJobPriorityRequest)(nil),  // 49: queue_manager.v1.ChangeJobPriorityRequest
+	(*UpdateJobDataRequest)(nil),      // 50: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),    // 51: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),        // 52: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),      // 53: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),     // 54: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),     // 55: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),        // 56: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),      // 57: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),     // 58: queue_manager.v1.DeleteScheduleRequest
+	(*GetAllMetricsResponse)(nil),     // 59: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),      // 60: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),       // 61: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),            // 62: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),       // 63: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),      // 64: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),           // 65: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),            // 66: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),          // 67: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),         // 68: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),        // 69: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),        // 70: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),         // 71: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),          // 72: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),   // 73: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),        // 74: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil), // 75: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),     // 76: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),   // 77: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),       // 78: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),     // 79: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),    // 80: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),    // 81: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),       // 82: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),     // 83: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),    // 84: queue_manager.v1.DeleteScheduleResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
-	22, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
-	23, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	23, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	23, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
-	23, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	23, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	24, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
-	25, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
-	26, // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
-	27, // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
-	26, // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
-	28, // 11: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	0,  // 12: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
-	2,  // 13: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
-	4,  // 14: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
-	6,  // 15: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
-	8,  // 16: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
-	10, // 17: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
-	12, // 18: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
-	18, // 19: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
-	14, // 20: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
-	16, // 21: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
-	20, // 22: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
-	29, // 23: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
-	30, // 24: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
-	31, // 25: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
-	32, // 26: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
-	33, // 27: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
-	34, // 28: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
-	35, // 29: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
-	36, // 30: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
-	37, // 31: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
-	38, // 32: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
-	39, // 33: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
-	40, // 34: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
-	41, // 35: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
-	42, // 36: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
-	43, // 37: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
-	44, // 38: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
-	45, // 39: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	46, // 40: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
-	47, // 41: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	48, // 42: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	49, // 43: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	50, // 44: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	51, // 45: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	52, // 46: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	53, // 47: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	54, // 48: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	1,  // 49: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 50: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 51: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 52: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 53: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 54: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 55: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	19, // 56: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	15, // 57: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	17, // 58: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	21, // 59: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	55, // 60: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	56, // 61: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	57, // 62: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	58, // 63: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	59, // 64: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	60, // 65: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	61, // 66: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	62, // 67: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	63, // 68: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	64, // 69: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	65, // 70: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	66, // 71: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	67, // 72: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	68, // 73: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	69, // 74: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	70, // 75: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	71, // 76: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	72, // 77: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	73, // 78: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	74, // 79: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	75, // 80: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	76, // 81: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	77, // 82: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	78, // 83: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	79, // 84: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	80, // 85: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	49, // [49:86] is the sub-list for method output_type
-	12, // [12:49] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	26, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
+	27, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	27, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	27, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
+	27, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	27, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	28, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
+	29, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
+	30, // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
+	31, // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
+	30, // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
+	30, // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	30, // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	32, // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	0,  // 14: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
+	2,  // 15: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
+	4,  // 16: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
+	6,  // 17: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
+	8,  // 18: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
+	10, // 19: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
+	12, // 20: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
+	22, // 21: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
+	14, // 22: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
+	16, // 23: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
+	18, // 24: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
+	20, // 25: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
+	24, // 26: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
+	33, // 27: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
+	34, // 28: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
+	35, // 29: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
+	36, // 30: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
+	37, // 31: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
+	38, // 32: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
+	39, // 33: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
+	40, // 34: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
+	41, // 35: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
+	42, // 36: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
+	43, // 37: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
+	44, // 38: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
+	45, // 39: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
+	46, // 40: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
+	47, // 41: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
+	48, // 42: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
+	49, // 43: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
+	50, // 44: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	51, // 45: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	52, // 46: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	53, // 47: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	54, // 48: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	55, // 49: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	56, // 50: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	57, // 51: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	58, // 52: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	1,  // 53: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 54: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 55: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 56: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 57: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 58: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 59: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	23, // 60: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	15, // 61: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	17, // 62: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	19, // 63: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	21, // 64: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	25, // 65: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	59, // 66: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	60, // 67: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	61, // 68: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	62, // 69: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	63, // 70: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	64, // 71: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	65, // 72: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	66, // 73: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	67, // 74: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	68, // 75: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	69, // 76: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	70, // 77: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	71, // 78: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	72, // 79: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	73, // 80: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	74, // 81: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	75, // 82: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	76, // 83: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	77, // 84: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	78, // 85: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	79, // 86: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	80, // 87: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	81, // 88: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	82, // 89: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	83, // 90: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	84, // 91: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	53, // [53:92] is the sub-list for method output_type
+	14, // [14:53] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_queue_service_proto_init() }
@@ -1481,7 +1708,7 @@ func file_queue_manager_v1_queue_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_queue_service_proto_rawDesc), len(file_queue_manager_v1_queue_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	QueueService_ObliterateQueue_FullMethodName   = "/queue_manager.v1.QueueService/ObliterateQueue"
 	QueueService_ListGroups_FullMethodName        = "/queue_manager.v1.QueueService/ListGroups"
 	QueueService_SetGroupLimits_FullMethodName    = "/queue_manager.v1.QueueService/SetGroupLimits"
+	QueueService_PauseGroup_FullMethodName        = "/queue_manager.v1.QueueService/PauseGroup"
+	QueueService_ResumeGroup_FullMethodName       = "/queue_manager.v1.QueueService/ResumeGroup"
 	QueueService_GetQueueMetrics_FullMethodName   = "/queue_manager.v1.QueueService/GetQueueMetrics"
 	QueueService_GetAllMetrics_FullMethodName     = "/queue_manager.v1.QueueService/GetAllMetrics"
 	QueueService_WatchMetrics_FullMethodName      = "/queue_manager.v1.QueueService/WatchMetrics"
@@ -84,6 +86,10 @@ type QueueServiceClient interface {
 	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
 	// Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
 	SetGroupLimits(ctx context.Context, in *SetGroupLimitsRequest, opts ...grpc.CallOption) (*SetGroupLimitsResponse, error)
+	// Pauses one fairness group: its jobs are still added, but none starts until it is resumed.
+	PauseGroup(ctx context.Context, in *PauseGroupRequest, opts ...grpc.CallOption) (*PauseGroupResponse, error)
+	// Resumes a paused fairness group: its waiting jobs take their turns again at once.
+	ResumeGroup(ctx context.Context, in *ResumeGroupRequest, opts ...grpc.CallOption) (*ResumeGroupResponse, error)
 	// Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
 	// job, workers and rate-limit level.
 	GetQueueMetrics(ctx context.Context, in *GetQueueMetricsRequest, opts ...grpc.CallOption) (*GetQueueMetricsResponse, error)
@@ -255,6 +261,26 @@ func (c *queueServiceClient) SetGroupLimits(ctx context.Context, in *SetGroupLim
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetGroupLimitsResponse)
 	err := c.cc.Invoke(ctx, QueueService_SetGroupLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) PauseGroup(ctx context.Context, in *PauseGroupRequest, opts ...grpc.CallOption) (*PauseGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseGroupResponse)
+	err := c.cc.Invoke(ctx, QueueService_PauseGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ResumeGroup(ctx context.Context, in *ResumeGroupRequest, opts ...grpc.CallOption) (*ResumeGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeGroupResponse)
+	err := c.cc.Invoke(ctx, QueueService_ResumeGroup_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -581,6 +607,10 @@ type QueueServiceServer interface {
 	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
 	// Sets or clears the limits of one fairness group (they replace the queue's group_limits for it).
 	SetGroupLimits(context.Context, *SetGroupLimitsRequest) (*SetGroupLimitsResponse, error)
+	// Pauses one fairness group: its jobs are still added, but none starts until it is resumed.
+	PauseGroup(context.Context, *PauseGroupRequest) (*PauseGroupResponse, error)
+	// Resumes a paused fairness group: its waiting jobs take their turns again at once.
+	ResumeGroup(context.Context, *ResumeGroupRequest) (*ResumeGroupResponse, error)
 	// Returns a queue's metrics: counts by state, throughput, processing times, error rate, oldest waiting
 	// job, workers and rate-limit level.
 	GetQueueMetrics(context.Context, *GetQueueMetricsRequest) (*GetQueueMetricsResponse, error)
@@ -687,6 +717,12 @@ func (UnimplementedQueueServiceServer) ListGroups(context.Context, *ListGroupsRe
 }
 func (UnimplementedQueueServiceServer) SetGroupLimits(context.Context, *SetGroupLimitsRequest) (*SetGroupLimitsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetGroupLimits not implemented")
+}
+func (UnimplementedQueueServiceServer) PauseGroup(context.Context, *PauseGroupRequest) (*PauseGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseGroup not implemented")
+}
+func (UnimplementedQueueServiceServer) ResumeGroup(context.Context, *ResumeGroupRequest) (*ResumeGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeGroup not implemented")
 }
 func (UnimplementedQueueServiceServer) GetQueueMetrics(context.Context, *GetQueueMetricsRequest) (*GetQueueMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetQueueMetrics not implemented")
@@ -966,6 +1002,42 @@ func _QueueService_SetGroupLimits_Handler(srv interface{}, ctx context.Context, 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(QueueServiceServer).SetGroupLimits(ctx, req.(*SetGroupLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_PauseGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).PauseGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_PauseGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).PauseGroup(ctx, req.(*PauseGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ResumeGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ResumeGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ResumeGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ResumeGroup(ctx, req.(*ResumeGroupRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1466,6 +1538,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetGroupLimits",
 			Handler:    _QueueService_SetGroupLimits_Handler,
+		},
+		{
+			MethodName: "PauseGroup",
+			Handler:    _QueueService_PauseGroup_Handler,
+		},
+		{
+			MethodName: "ResumeGroup",
+			Handler:    _QueueService_ResumeGroup_Handler,
 		},
 		{
 			MethodName: "GetQueueMetrics",

@@ -1659,7 +1659,9 @@ type GroupInfo struct {
 	// The limits that apply to it: its own, else the queue's group_limits.
 	Limits *GroupLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Whether the limits are the group's own (SetGroupLimits).
-	CustomLimits  bool `protobuf:"varint,5,opt,name=custom_limits,json=customLimits,proto3" json:"custom_limits,omitempty"`
+	CustomLimits bool `protobuf:"varint,5,opt,name=custom_limits,json=customLimits,proto3" json:"custom_limits,omitempty"`
+	// Whether the group is paused (PauseGroup): its jobs are added but none starts until ResumeGroup.
+	Paused        bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1725,6 +1727,13 @@ func (x *GroupInfo) GetLimits() *GroupLimits {
 func (x *GroupInfo) GetCustomLimits() bool {
 	if x != nil {
 		return x.CustomLimits
+	}
+	return false
+}
+
+func (x *GroupInfo) GetPaused() bool {
+	if x != nil {
+		return x.Paused
 	}
 	return false
 }
@@ -2457,13 +2466,14 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12\x19\n" +
-	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\xaf\x01\n" +
+	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\xc7\x01\n" +
 	"\tGroupInfo\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12\x16\n" +
 	"\x06active\x18\x03 \x01(\x04R\x06active\x125\n" +
 	"\x06limits\x18\x04 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12#\n" +
-	"\rcustom_limits\x18\x05 \x01(\bR\fcustomLimits\"\x80\x01\n" +
+	"\rcustom_limits\x18\x05 \x01(\bR\fcustomLimits\x12\x16\n" +
+	"\x06paused\x18\x06 \x01(\bR\x06paused\"\x80\x01\n" +
 	"\rPriorityBound\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
 	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xa7\x01\n" +

@@ -140,9 +140,12 @@ local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
       local a = redis.call('HMGET', base .. 'gact', unpack(new))
       local l = redis.call('HMGET', base .. 'glimits', unpack(new))
       local t = redis.call('HMGET', base .. 'gtok', unpack(new))
+      -- Paused groups (read only while the queue has any: meta 'g_paused').
+      local paused = (tonumber(g.defaults[4]) or 0) > 0 and redis.call('HMGET', base .. 'gpaused', unpack(new))
       for i, grp in ipairs(new) do
         local conc, rl, rms = group_limits(l[i], g.defaults)
-        local st = {act = tonumber(a[i]) or 0, conc = conc, rl = rl, rms = rms, took = 0}
+        local st = {act = tonumber(a[i]) or 0, conc = conc, rl = rl, rms = rms, took = 0,
+          paused = paused and paused[i] == '1'}
         if rl > 0 and rms > 0 then
           local burst = math.max(1, math.ceil(rl / 10))
           local tk, ts = string.match(t[i] or '', '^(%S+) (%S+)$')
@@ -162,7 +165,9 @@ local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
       local level, grp = tonumber(string.sub(part, 1, 1)), string.sub(part, 3)
       local st = g.of[grp]
       local room = math.min(share, want - #ids)
-      if st.conc > 0 and st.act >= st.conc then
+      if st.paused then
+        room = 0  -- it leaves the rotation; resuming the group puts it back (set_group_paused.lua)
+      elseif st.conc > 0 and st.act >= st.conc then
         redis.call('HSET', base .. 'gpark', grp, '1')
         room = 0
       elseif st.conc > 0 then
@@ -215,7 +220,7 @@ local function pop_levels(base, waiting, want, now, g)
   if not g.defaults then
     -- Once per claim: the queue's group limits, and the groups whose next token is due take their turns
     -- again.
-    g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms')
+    g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_paused')
     local gdelay = base .. 'gdelay'
     local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
     if #due > 0 then

@@ -82,7 +82,9 @@ end
 -- waits in 'gdelay' (entry -> when its next token is due). Counts: 'gwaiting' group -> its waiting jobs,
 -- 'gact' group -> its active jobs, meta 'gw' the waiting jobs of all groups; 'groups' (scores 0: by name)
 -- lists the groups with jobs waiting or active or limits of their own ('glimits' group -> "concurrency
--- rate-max rate-ms"; 'gtok' group -> "tokens ms" of its token bucket). engine/keys.py documents the keys.
+-- rate-max rate-ms max-size"; 'gtok' group -> "tokens ms" of its token bucket). A paused group ('gpaused',
+-- counted in meta 'g_paused') takes no turn: a claim drops its entries, and resuming it puts them back
+-- (group_rejoin). engine/keys.py documents the keys.
 local GROUP_SPAN = 17592186044416  -- 2^44 turns per level
 
 -- The waiting list of a priority level (a job's 'pri' field; absent: DEFAULT_PRI), of the job's group if it
@@ -106,10 +108,11 @@ local function group_join(base, level, grp, turn)
   redis.call('ZADD', base .. 'gring', 'NX', level * GROUP_SPAN + turn, level .. ':' .. grp)
 end
 
--- A group with no job waiting or active and no limits of its own is forgotten.
+-- A group with no job waiting or active, no limits of its own and not paused is forgotten.
 local function group_idle(base, grp)
   if redis.call('HEXISTS', base .. 'gwaiting', grp) == 0 and redis.call('HEXISTS', base .. 'gact', grp) == 0
-      and redis.call('HEXISTS', base .. 'glimits', grp) == 0 then
+      and redis.call('HEXISTS', base .. 'glimits', grp) == 0
+      and redis.call('HEXISTS', base .. 'gpaused', grp) == 0 then
     redis.call('ZREM', base .. 'groups', grp)
     redis.call('HDEL', base .. 'gtok', grp)
     redis.call('HDEL', base .. 'gpark', grp)
