@@ -335,7 +335,7 @@ async def check_group_invariants(engine: Engine, redis: Redis, prefix: str, queu
     assert int(await redis.hget(f"{base}meta", "g_paused") or 0) == len(paused)
     known = {_t(g) for g in await redis.zrange(f"{base}groups", 0, -1)}
     own = {_t(g) for g in await redis.hkeys(f"{base}glimits")}
-    assert set(waiting) | set(active) | own | paused <= known
+    assert set(waiting) | set(active) | own | paused == known
 
 
 async def test_random_operations_keep_the_groups_consistent(
@@ -453,3 +453,13 @@ async def test_a_paused_group_takes_no_turn_until_resumed(engine: Engine) -> Non
     assert not info.paused
     assert await claim_names(engine, 10, token="t3") == ["a0", "a1", "a2", "a3"]
     assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["a", "b"]
+
+
+async def test_a_group_held_back_and_then_left_idle_is_forgotten(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    added = await engine.add_jobs("q", [job("b", 0), job("b", 1)])
+    first = (await engine.claim("q", 1, "t1", "w", 30_000)).jobs[0]
+    assert await claim_names(engine, 1, token="t2") == []  # b is at its limit: held back
+    await engine.remove_job("q", added.ids[1])
+    await engine.complete("q", [(first.id, "t1", b"null", "application/json")])
+    assert await Groups(engine).list_groups("q", 0, 10) == ([], 0)

@@ -493,9 +493,8 @@ local function groups_ended(prefix)
     if redis.call('HDEL', base .. 'gpark', grp) == 1 then
       group_rejoin(base, grp)
       freed = true
-    elseif n <= 0 then
-      group_idle(base, grp)
     end
+    if n <= 0 then group_idle(base, grp) end
   end
   GROUP_ENDED = false
   return freed
