@@ -144,7 +144,8 @@ local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
       local paused = (tonumber(g.defaults[4]) or 0) > 0 and redis.call('HMGET', base .. 'gpaused', unpack(new))
       for i, grp in ipairs(new) do
         local conc, rl, rms = group_limits(l[i], g.defaults)
-        local st = {act = tonumber(a[i]) or 0, conc = conc, rl = rl, rms = rms, took = 0,
+        local act = tonumber(a[i]) or 0
+        local st = {act = act, act0 = act, conc = conc, rl = rl, rms = rms, took = 0,
           paused = paused and paused[i] == '1'}
         if rl > 0 and rms > 0 then
           local burst = math.max(1, math.ceil(rl / 10))
@@ -248,20 +249,35 @@ local function pop_levels(base, waiting, want, now, g)
   return ids, lv, gs
 end
 
--- Records what a claim took from the groups (pop_groups' g): their waiting and active counts, and their
--- buckets. leased: group -> jobs of it leased (those found expired took no slot).
+-- Records what a claim took from the groups (pop_groups' g): their waiting and active counts and their
+-- buckets, a command or two each for all the groups (their active counts as read, plus the jobs leased:
+-- those found expired took no slot). leased: group -> jobs of it leased.
 local function groups_taken(base, g, leased, now)
-  local total = 0
+  local names = {}
   for grp, st in pairs(g.of) do
-    if st.took > 0 then
-      local n = leased[grp] or 0
-      if n > 0 then redis.call('HINCRBY', base .. 'gact', grp, n) end
-      if st.tokens then redis.call('HSET', base .. 'gtok', grp, tostring(st.tokens) .. ' ' .. now) end
-      group_waiting(base, grp, -st.took, true)
-      total = total + st.took
-    end
+    if st.took > 0 then names[#names + 1] = grp end
   end
-  if total > 0 then redis.call('HINCRBY', base .. 'meta', 'gw', -total) end
+  if #names == 0 then return end
+  local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
+  local act, wait, tok, none = {}, {}, {}, {}
+  local total = 0
+  for i, grp in ipairs(names) do
+    local st = g.of[grp]
+    local n = leased[grp] or 0
+    if n > 0 then act[#act + 1] = grp; act[#act + 1] = st.act0 + n end
+    if st.tokens then tok[#tok + 1] = grp; tok[#tok + 1] = tostring(st.tokens) .. ' ' .. now end
+    local left = (tonumber(w[i]) or 0) - st.took
+    if left > 0 then wait[#wait + 1] = grp; wait[#wait + 1] = left else none[#none + 1] = grp end
+    total = total + st.took
+  end
+  if #act > 0 then redis.call('HSET', base .. 'gact', unpack(act)) end
+  if #tok > 0 then redis.call('HSET', base .. 'gtok', unpack(tok)) end
+  if #wait > 0 then redis.call('HSET', base .. 'gwaiting', unpack(wait)) end
+  if #none > 0 then
+    redis.call('HDEL', base .. 'gwaiting', unpack(none))
+    for _, grp in ipairs(none) do group_idle(base, grp) end
+  end
+  redis.call('HINCRBY', base .. 'meta', 'gw', -total)
 end
 
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,

@@ -119,11 +119,11 @@ local function group_idle(base, grp)
   end
 end
 
--- Adds delta to a group's waiting jobs (and to all groups', unless the caller does for several: own_total);
--- a group left with none and nothing active is forgotten (group_idle).
-local function group_waiting(base, grp, delta, own_total)
+-- Adds delta to a group's waiting jobs (and to all groups'); a group left with none and nothing active is
+-- forgotten (group_idle).
+local function group_waiting(base, grp, delta)
   local w = redis.call('HINCRBY', base .. 'gwaiting', grp, delta)
-  if not own_total then redis.call('HINCRBY', base .. 'meta', 'gw', delta) end
+  redis.call('HINCRBY', base .. 'meta', 'gw', delta)
   if w <= 0 then
     redis.call('HDEL', base .. 'gwaiting', grp)
     group_idle(base, grp)
@@ -480,24 +480,34 @@ local function run_ended(prefix, id, timeout, grp)
   end
 end
 
--- Records the runs that ended per group (run_ended): one command or two per group, not per job. A group its
--- concurrency limit held back takes its turns again. Returns whether one did.
+-- Records the runs that ended per group (run_ended): a few commands for all the call's groups, not per group
+-- or job. A group its concurrency limit held back takes its turns again. Returns whether one did.
 local function groups_ended(prefix)
-  local freed = false
-  if not GROUP_ENDED then return freed end
+  if not GROUP_ENDED then return false end
   local base = string.sub(prefix, 1, -5)
-  for i = 1, #GROUP_ENDED do
-    local grp = GROUP_ENDED[i]
-    local n = redis.call('HINCRBY', base .. 'gact', grp, -GROUP_ENDED[grp])
-    if n <= 0 then redis.call('HDEL', base .. 'gact', grp) end
-    if redis.call('HDEL', base .. 'gpark', grp) == 1 then
-      group_rejoin(base, grp)
-      freed = true
+  local names = {}
+  for i = 1, #GROUP_ENDED do names[i] = GROUP_ENDED[i] end
+  local a = redis.call('HMGET', base .. 'gact', unpack(names))
+  local p = redis.call('HMGET', base .. 'gpark', unpack(names))
+  local set, idle, parked = {}, {}, {}
+  for i, grp in ipairs(names) do
+    local n = (tonumber(a[i]) or 0) - GROUP_ENDED[grp]
+    if n > 0 then
+      set[#set + 1] = grp; set[#set + 1] = n
+    else
+      idle[#idle + 1] = grp
     end
-    if n <= 0 then group_idle(base, grp) end
+    if p[i] then parked[#parked + 1] = grp end
   end
   GROUP_ENDED = false
-  return freed
+  if #set > 0 then redis.call('HSET', base .. 'gact', unpack(set)) end
+  if #idle > 0 then redis.call('HDEL', base .. 'gact', unpack(idle)) end
+  if #parked > 0 then
+    redis.call('HDEL', base .. 'gpark', unpack(parked))
+    for _, grp in ipairs(parked) do group_rejoin(base, grp) end
+  end
+  for _, grp in ipairs(idle) do group_idle(base, grp) end
+  return #parked > 0
 end
 
 -- Records the runs that ended (groups_ended) and wakes the dispatchers of every server when jobs of a queue
