@@ -84,6 +84,8 @@ EXPECTED = {
     "TestListGroupsAndSetGroupLimitsRoundTrip",
     "TestBadGroupsAreRefusedWithTheField",
     "TestLIFOJobsGoToTheHeadOfTheirLevel",
+    "TestAFullQueueRefusesAddsWithResourceExhausted",
+    "TestAGroupsMaxSizeRefusesItsAddsOnly",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

@@ -1,6 +1,6 @@
 """Fairness groups in the ``qm`` command: ``qm add --group``, ``qm queues register --group-concurrency /
---group-rate`` (merged like the other settings), ``qm groups list`` and ``qm groups limit``, the group limits
-in ``qm queues list`` and ``qm queues show``; against a real server."""
+--group-rate / --group-max-size`` (merged like the other settings), ``qm groups list`` and ``qm groups
+limit``, the group limits in ``qm queues list`` and ``qm queues show``; against a real server."""
 
 from __future__ import annotations
 
@@ -22,23 +22,29 @@ async def test_register_merges_the_group_flags_and_list_and_show_give_them(
     first = await qm_json(
         capsys, server, "queues", "register", "t", "--group-concurrency", "2", "--group-rate", "10/1s"
     )
-    assert group_limits(first) == {"concurrency": 2, "rate_limit": {"max": 10, "duration": 1000}}
+    per_second = {"max": 10, "duration": 1000}
+    assert group_limits(first) == {"concurrency": 2, "rate_limit": per_second, "max_size": 0}
     other = await qm_json(capsys, server, "queues", "register", "t", "--concurrency", "50")
     assert group_limits(other) == group_limits(first)  # kept: the CLI merges
     rate_only = await qm_json(capsys, server, "queues", "register", "t", "--group-rate", "100/1m")
-    assert group_limits(rate_only) == {"concurrency": 2, "rate_limit": {"max": 100, "duration": 60_000}}
+    per_minute = {"max": 100, "duration": 60_000}
+    assert group_limits(rate_only) == {"concurrency": 2, "rate_limit": per_minute, "max_size": 0}
+    sized = await qm_json(capsys, server, "queues", "register", "t", "--group-max-size", "500")
+    assert group_limits(sized) == {"concurrency": 2, "rate_limit": per_minute, "max_size": 500}
     status, out, err = await qm_cli(capsys, "--server", server.address, "queues", "list")
     assert status == 0, err
-    assert "GROUP_LIMITS" in out.splitlines()[0] and "concurrency=2,rate=100/1m" in out
+    assert "GROUP_LIMITS" in out.splitlines()[0] and "concurrency=2,rate=100/1m,max_size=500" in out
     status, out, err = await qm_cli(capsys, "--server", server.address, "queues", "show", "t")
     assert status == 0, err
-    assert "group_limits       concurrency=2,rate=100/1m" in out.splitlines(), out
+    assert "group_limits       concurrency=2,rate=100/1m,max_size=500" in out.splitlines(), out
     shown = await qm_json(capsys, server, "queues", "show", "t")
-    assert group_limits(shown) == group_limits(rate_only)
+    assert group_limits(shown) == group_limits(sized)
 
     no_rate = await qm_json(capsys, server, "queues", "register", "t", "--group-rate", "off")
-    assert group_limits(no_rate) == {"concurrency": 2, "rate_limit": None}
-    none = await qm_json(capsys, server, "queues", "register", "t", "--group-concurrency", "0")
+    assert group_limits(no_rate) == {"concurrency": 2, "rate_limit": None, "max_size": 500}
+    no_conc = await qm_json(capsys, server, "queues", "register", "t", "--group-concurrency", "0")
+    assert group_limits(no_conc) == {"concurrency": 0, "rate_limit": None, "max_size": 500}
+    none = await qm_json(capsys, server, "queues", "register", "t", "--group-max-size", "off")
     assert group_limits(none) is None
     status, out, _ = await qm_cli(capsys, "--server", server.address, "queues", "show", "t")
     assert "group_limits" in out and "concurrency=" not in out
@@ -64,12 +70,12 @@ async def test_add_with_a_group_then_list_and_limit_the_groups(
     own = await qm_json(
         capsys, server, "groups", "limit", "g", "acme", "--concurrency", "1", "--rate", "5/250ms"
     )
-    assert own["limits"] == {"concurrency": 1, "rate_limit": {"max": 5, "duration": 250}}
+    assert own["limits"] == {"concurrency": 1, "rate_limit": {"max": 5, "duration": 250}, "max_size": 0}
     assert own["custom_limits"] is True
     status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "g")
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["GROUP", "WAITING", "ACTIVE", "CONCURRENCY", "RATE", "OWN_LIMITS"]
+    assert lines[0].split() == ["GROUP", "WAITING", "ACTIVE", "CONCURRENCY", "RATE", "MAX_SIZE", "OWN_LIMITS"]
     assert lines[1].split() == ["acme", "2", "0", "1", "5/250ms", "yes"]
     assert lines[2].split() == ["globex", "1", "0", "3"]
     # Pages: one group a page, the next page's command given; --all reads them all.
@@ -88,7 +94,8 @@ async def test_add_with_a_group_then_list_and_limit_the_groups(
     idle = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--rate", "10/1s")
     assert (idle["waiting"], idle["limits"]["concurrency"], idle["custom_limits"]) == (0, 0, True)
     cleared = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--clear")
-    assert (cleared["limits"], cleared["custom_limits"]) == ({"concurrency": 3, "rate_limit": None}, False)
+    queue_limits = {"concurrency": 3, "rate_limit": None, "max_size": 0}
+    assert (cleared["limits"], cleared["custom_limits"]) == (queue_limits, False)
     status, out, err = await qm_cli(
         capsys, "--server", server.address, "groups", "limit", "g", "acme", "--clear"
     )
@@ -120,7 +127,7 @@ async def test_group_errors_name_the_flag_or_the_queue(
         (("queues", "register", "q", "--group-concurrency", "-1"), "argument --group-concurrency: must be"),
         (
             ("groups", "limit", "q", "g"),
-            "give --concurrency and/or --rate (the group's own limits), or --clear",
+            "give --concurrency, --rate and/or --max-size (the group's own limits), or --clear",
         ),
         (("groups", "limit", "q", "g", "--clear", "--concurrency", "2"), "--clear removes the group's own"),
         (("groups", "limit", "q", "a\nb", "--clear"), "argument group: group must be 1 to 128 characters"),

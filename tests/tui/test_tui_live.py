@@ -435,3 +435,30 @@ async def test_the_queue_panel_shows_the_groups_and_their_limits(server: Running
         await qm.add_job("alpha", "j", None, {"group": "initech"})
         await wait_for(pilot, line("groups: 3; each at most 2 active, 10 per 1.0s"), "the limits", WAIT)
     await qm.close()
+
+
+async def test_the_queue_panel_shows_the_queues_size_of_its_max_size(server: RunningServer) -> None:
+    """A queue with a max_size: its jobs waiting and delayed of it, full or not, and the group max size on
+    the groups' line; set or changed while the dashboard is open."""
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("alpha")
+    await qm.add_bulk("alpha", [{"name": "j"}, {"name": "j", "options": {"delay": 600_000}}])
+    app = dashboard(server)
+    app.settings_refresh = INTERVAL * 2
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        assert app.queues_view.selected_queue == "alpha"
+
+        def line(words: str) -> Callable[[], bool]:
+            return lambda: any(words in text for text in screen_lines(app))
+
+        await wait_for(pilot, lambda: "alpha" in app.state.limits, "alpha's settings", WAIT)
+        assert not any("max_size" in text for text in screen_lines(app))
+        await qm.register_queue("alpha", max_size=1_000, group_limits={"max_size": 20})
+        await wait_for(pilot, line("size 2 / 1,000 (jobs waiting and delayed / max_size)"), "the size", WAIT)
+        await qm.add_job("alpha", "j", None, {"group": "acme"})
+        # Lowered below what the queue holds: nothing is removed, and the queue is full.
+        await qm.register_queue("alpha", max_size=2, group_limits={"max_size": 20})
+        await wait_for(pilot, line("size 3 / 2 (jobs waiting and delayed / max_size); full"), "full", WAIT)
+        assert any("groups: 1; each at most 20 waiting" in text for text in screen_lines(app))
+    await qm.close()

@@ -38,7 +38,14 @@ from queue_manager_tui.format import (
     sparkline,
 )
 from queue_manager_tui.state import Backoff, DashboardState
-from queue_manager_tui.widgets.queues_view import COLUMNS, _facts, _groups_sentence, _levels_sentence, _limit
+from queue_manager_tui.widgets.queues_view import (
+    COLUMNS,
+    _facts,
+    _groups_sentence,
+    _levels_sentence,
+    _limit,
+    _size_sentence,
+)
 from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, levels, queue_metrics
 
 
@@ -245,11 +252,38 @@ def test_the_queue_panel_gives_the_groups_and_the_limits_of_each() -> None:
     rate_only = GroupLimits(rate_limit=RateLimit(max=5, duration=timedelta(minutes=1)))
     assert _groups_sentence(emails, rate_only) == "groups: 4; each 5 per 1m00s"
     assert _groups_sentence(emails, None) == "groups: 4; no per-group limit"
+    sized = GroupLimits(concurrency=2, max_size=1_000)
+    assert _groups_sentence(emails, sized) == "groups: 4; each at most 2 active, at most 1,000 waiting"
+    assert _groups_sentence(emails, GroupLimits(max_size=5)) == "groups: 4; each at most 5 waiting"
     # Shown when the queue has groups or limits them; a queue that uses no groups has no line.
     assert "groups: 4;" in _facts(emails, None, {}, None).plain
     no_groups = replace(emails, groups=0)
     assert "groups: 0; each at most 2 active" in _facts(no_groups, None, {}, both).plain
     assert "groups" not in _facts(no_groups, None, {}, None).plain
+
+
+def test_the_queue_panel_gives_the_size_of_a_queue_with_a_max_size() -> None:
+    emails = queue_metrics("emails", 0)  # 37 waiting, 2 delayed
+    assert _size_sentence(emails, 1_000) == "size 39 / 1,000 (jobs waiting and delayed / max_size)"
+    # Paused jobs count as the waiting ones they are; at the limit (or past it, by jobs the server added
+    # itself) the queue is full.
+    paused = replace(emails, waiting=0, paused=998, delayed=2, is_paused=True)
+    assert _size_sentence(paused, 1_000) == (
+        "size 1,000 / 1,000 (jobs waiting and delayed / max_size); "
+        "full: adds are refused until workers take some"
+    )
+    assert _size_sentence(emails, 30).endswith("; full: adds are refused until workers take some")
+    assert "size 39 / 1,000" in _facts(emails, None, {}, None, 1_000).plain
+    assert "size" not in _facts(emails, None, {}, None).plain  # no max_size: no line
+
+
+def test_the_state_keeps_the_size_limits_of_the_queues_that_have_them() -> None:
+    state = DashboardState()
+    state.set_settings([Queue("a", QueueConfig(max_size=500)), Queue("b", QueueConfig())])
+    assert state.max_sizes == {"a": 500}
+    state.apply(MetricsSnapshot(time=at(0), metrics=[QueueMetrics("a")]))
+    state.apply(MetricsSnapshot(time=at(1), metrics=[QueueMetrics("b")]))  # a went away
+    assert state.max_sizes == {}
 
 
 def test_the_state_keeps_the_group_limits_of_the_queues_that_have_them() -> None:

@@ -97,6 +97,7 @@ class DashboardState:
         self.limits: dict[str, RateLimit | None] = {}
         self.bounds: dict[str, Mapping[JobPriority, timedelta]] = {}
         self.group_limits: dict[str, GroupLimits] = {}
+        self.max_sizes: dict[str, int] = {}
         self.time: datetime | None = None
         self.connection = Connection()
         self._completed: dict[str, deque[float]] = {}
@@ -125,6 +126,7 @@ class DashboardState:
             self.limits.pop(name, None)
             self.bounds.pop(name, None)
             self.group_limits.pop(name, None)
+            self.max_sizes.pop(name, None)
         for name, metrics in fresh.items():
             self._sample(name, metrics.completed_total)
         self.queues = dict(sorted(fresh.items()))
@@ -149,11 +151,12 @@ class DashboardState:
         self._last_totals.clear()
 
     def set_settings(self, queues: list[Queue]) -> None:
-        """Records each queue's rate limit (its bucket size), priority bounds and fairness-group limits, from
-        its settings."""
+        """Records each queue's rate limit (its bucket size), priority bounds, fairness-group limits and size
+        limit (max_size), from its settings."""
         self.limits = {q.name: q.config.rate_limit for q in queues}
         self.bounds = {q.name: q.config.priority_bounds for q in queues if q.config.priority_bounds}
         self.group_limits = {q.name: q.config.group_limits for q in queues if q.config.group_limits}
+        self.max_sizes = {q.name: q.config.max_size for q in queues if q.config.max_size}
 
     def workers_of(self, queue: str) -> list[WorkerInfo]:
         """The connected workers that take jobs of a queue."""

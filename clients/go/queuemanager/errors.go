@@ -29,7 +29,9 @@ var (
 	// ErrUnavailable: the server or its Redis cannot be reached, or it is shutting down; retry later
 	// (UNAVAILABLE).
 	ErrUnavailable = errors.New("unavailable")
-	// ErrResourceExhausted: Redis is out of memory, or a message is over the gRPC limit (RESOURCE_EXHAUSTED).
+	// ErrResourceExhausted: an add found its queue full (QueueConfig.MaxSize: "queue 'q' is full: …") or its
+	// group (GroupLimits.MaxSize: "group 'g' of queue 'q' is full: …"), and nothing was written; or Redis is
+	// out of memory, or a message is over the gRPC limit (RESOURCE_EXHAUSTED).
 	ErrResourceExhausted = errors.New("resource exhausted")
 	// ErrUnauthenticated: the call carried no token, or one the server does not know (UNAUTHENTICATED).
 	ErrUnauthenticated = errors.New("unauthenticated")

@@ -43,6 +43,9 @@ type GroupLimits struct {
 	Concurrency int
 	// RateLimit limits the group's job starts (a token bucket); nil means unlimited.
 	RateLimit *RateLimit
+	// MaxSize (producer backpressure) is the most jobs of the group waiting (ready to run; a delayed one
+	// counts once due). An add beyond it fails with ErrResourceExhausted. 0 means no limit.
+	MaxSize uint64
 }
 
 func (g *GroupLimits) proto(c *counts, field string) *pb.GroupLimits {
@@ -52,6 +55,7 @@ func (g *GroupLimits) proto(c *counts, field string) *pb.GroupLimits {
 	return &pb.GroupLimits{
 		Concurrency: c.of(field+".Concurrency", g.Concurrency),
 		RateLimit:   g.RateLimit.proto(c, field+".RateLimit"),
+		MaxSize:     g.MaxSize,
 	}
 }
 
@@ -71,7 +75,11 @@ func rateLimitFromProto(p *pb.RateLimit) *RateLimit {
 
 // groupLimitsFromProto reads limits back; "no limit at all" is the zero GroupLimits.
 func groupLimitsFromProto(p *pb.GroupLimits) GroupLimits {
-	return GroupLimits{Concurrency: int(p.GetConcurrency()), RateLimit: rateLimitFromProto(p.GetRateLimit())}
+	return GroupLimits{
+		Concurrency: int(p.GetConcurrency()),
+		RateLimit:   rateLimitFromProto(p.GetRateLimit()),
+		MaxSize:     p.GetMaxSize(),
+	}
 }
 
 // GroupInfo is one fairness group of a queue (ListGroups, SetGroupLimits).

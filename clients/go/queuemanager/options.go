@@ -154,6 +154,11 @@ type QueueConfig struct {
 	// Concurrency of a group's jobs active at once, its starts within RateLimit; a group's own limits
 	// (SetGroupLimits) replace them for that group. nil means no per-group limit.
 	GroupLimits *GroupLimits
+	// MaxSize (producer backpressure) is the most jobs the queue holds waiting (or paused) and delayed, up to
+	// 2^48. An add beyond it fails with ErrResourceExhausted and writes nothing; an AddBulk is checked whole.
+	// Jobs the server adds itself (chain links, workflow steps, schedules, retries) are never refused. 0
+	// means no limit.
+	MaxSize uint64
 }
 
 func duration(d time.Duration) *durationpb.Duration {
@@ -263,6 +268,7 @@ func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
 		Concurrency:        n.of("QueueConfig.Concurrency", c.Concurrency),
 		RateLimit:          c.RateLimit.proto(&n, "QueueConfig.RateLimit"),
 		GroupLimits:        c.GroupLimits.proto(&n, "QueueConfig.GroupLimits"),
+		MaxSize:            c.MaxSize,
 	}
 	if n.err != nil {
 		return nil, n.err

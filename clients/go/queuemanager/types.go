@@ -237,6 +237,8 @@ type Queue struct {
 	// GroupLimits are the limits of each of its fairness groups (QueueConfig.GroupLimits); nil when it has
 	// none.
 	GroupLimits *GroupLimits
+	// MaxSize is the most jobs it holds waiting and delayed (QueueConfig.MaxSize); 0 when it has no limit.
+	MaxSize uint64
 }
 
 func queueFromProto(p *pb.Queue) *Queue {
@@ -248,6 +250,7 @@ func queueFromProto(p *pb.Queue) *Queue {
 		Paused:      p.GetPaused(),
 		CreateTime:  timeOf(p.GetCreateTime()),
 		Concurrency: int(p.GetConfig().GetConcurrency()),
+		MaxSize:     p.GetConfig().GetMaxSize(),
 	}
 	q.PriorityBounds = priorityBoundsFromProto(p.GetConfig().GetPriorityBounds())
 	if limits := groupLimitsFromProto(p.GetConfig().GetGroupLimits()); limits != (GroupLimits{}) {

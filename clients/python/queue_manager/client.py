@@ -274,6 +274,10 @@ class QueueManager:
         Returns:
             The job as stored (the existing one when ``job_id`` was taken). The data of a job this call
             created is ``data`` itself, not a copy (bytes-like data as bytes).
+
+        Raises:
+            QueueFullError: The queue holds its ``max_size`` jobs, or the job's group its own; the job was
+                not added (an existing ``job_id`` or dedup key still answers with its job).
         """
         request = add_job_request(queue_name, name, data, options)
         tracer = self._tracing()
@@ -301,6 +305,11 @@ class QueueManager:
 
         Returns:
             The job ids, in the order of ``jobs``.
+
+        Raises:
+            QueueFullError: The jobs would not all fit under the queue's ``max_size`` (or a group's): each
+                stream of up to 100,000 jobs is checked whole and refused whole, before any is written (an
+                earlier stream of the same call stays added).
         """
         # Validate every job before sending any, so a bad job never leaves the others half added.
         requests = list(bulk_requests(queue_name, jobs))
@@ -393,6 +402,7 @@ class QueueManager:
         concurrency: int = 0,
         priority_bounds: PriorityBoundsLike | None = None,
         group_limits: GroupLimitsLike | None = None,
+        max_size: int = 0,
     ) -> Queue:
         """Registers a queue, or updates an existing one's settings.
 
@@ -413,8 +423,12 @@ class QueueManager:
                 holds to within the server's priority sweep (1 s by default). None or empty: strict
                 priority. The whole config is replaced, so pass the bounds again when changing others.
             group_limits: Limits of each fairness group (`JobOptions.group`) on its own: a `GroupLimits` or
-                ``{"concurrency": n, "rate_limit": {"max": n, "duration": ms}}``; a group given limits of
-                its own (`set_group_limits`) has those instead. None: no per-group limit.
+                ``{"concurrency": n, "rate_limit": {"max": n, "duration": ms}, "max_size": n}``; a group
+                given limits of its own (`set_group_limits`) has those instead. None: no per-group limit.
+            max_size: Producer backpressure: the most jobs the queue holds waiting (or paused) and delayed,
+                up to 2**48; an add beyond it raises `QueueFullError` and writes nothing. Jobs the server
+                adds itself (chain links, workflow steps, schedules, retries) are never refused. 0 (the
+                default): no limit.
 
         Returns:
             The queue as stored.
@@ -430,6 +444,7 @@ class QueueManager:
             concurrency=concurrency,
             priority_bounds=priority_bounds,
             group_limits=group_limits,
+            max_size=max_size,
         )
         response: queue_service_pb2.RegisterQueueResponse = await self._unary(
             self._queue_stub().RegisterQueue, request
@@ -525,11 +540,16 @@ class QueueManager:
         return [group_info_from_proto(g) for g in response.groups], response.next_page_token
 
     async def set_group_limits(
-        self, queue_name: str, group: str, concurrency: int = 0, rate_limit: RateLimitLike | None = None
+        self,
+        queue_name: str,
+        group: str,
+        concurrency: int = 0,
+        rate_limit: RateLimitLike | None = None,
+        max_size: int = 0,
     ) -> GroupInfo:
         """Gives one fairness group limits of its own: they replace the queue's ``group_limits`` for it.
 
-        The two limits are set together: one left out is none for this group (``set_group_limits(q, "vip")``
+        The limits are set together: one left out is none for this group (``set_group_limits(q, "vip")``
         lifts every per-group limit off "vip"). A group with limits of its own is listed while idle too.
 
         Args:
@@ -538,11 +558,13 @@ class QueueManager:
             concurrency: Most jobs of the group active at once across all workers; 0 for no limit.
             rate_limit: ``{"max": n, "duration": ms}`` or a `RateLimit` on the group's job starts; None for
                 none.
+            max_size: Most jobs of the group waiting; an add beyond it raises `QueueFullError`. 0 for no
+                limit.
 
         Returns:
             The group after the change.
         """
-        request = set_group_limits_request(queue_name, group, concurrency, rate_limit)
+        request = set_group_limits_request(queue_name, group, concurrency, rate_limit, max_size)
         response: queue_service_pb2.SetGroupLimitsResponse = await self._unary(
             self._queue_stub().SetGroupLimits, request
         )

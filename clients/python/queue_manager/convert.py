@@ -371,6 +371,7 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
         concurrency=msg.concurrency,
         priority_bounds=priority_bounds_from_proto(msg),
         group_limits=queue_group_limits_from_proto(msg),
+        max_size=msg.max_size,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from datetime import timedelta
 
 import grpc
@@ -13,6 +15,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QueueFullError",
     "QueueManagerError",
     "RateLimitedError",
     "ResourceExhaustedError",
@@ -74,9 +77,28 @@ class UnavailableError(QueueManagerError):
 
 
 class ResourceExhaustedError(QueueManagerError):
-    """The server or its store is out of a resource (Redis out of memory, a gRPC message over its limit)."""
+    """The server or its store is out of a resource (Redis out of memory, a gRPC message over its limit), or
+    an add found its queue full (`QueueFullError`, a subclass)."""
 
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class QueueFullError(ResourceExhaustedError):
+    """An add was refused by producer backpressure: the queue holds its ``max_size`` jobs (waiting, paused
+    and delayed), or the job's fairness group its own ``max_size`` (waiting). Nothing was written; adding
+    again once workers have taken some succeeds.
+
+    Attributes:
+        queue: The full queue.
+        group: The full group; "" when the queue itself is full.
+    """
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode | None = None, *, queue: str = "", group: str = ""
+    ) -> None:
+        super().__init__(message, code)
+        self.queue = queue
+        self.group = group
 
 
 class UnauthenticatedError(QueueManagerError):
@@ -178,6 +200,23 @@ def status_code(number: int) -> grpc.StatusCode | None:
     return _BY_NUMBER.get(number)
 
 
+# The server's words for an add refused by a size limit (server errors.py QueueFull). A group's name is
+# Python's repr of it: in single quotes, or in double quotes when it holds a single one, with backslash
+# escapes; a queue's name holds no quote.
+_REPR = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_FULL = re.compile(rf"(?:group ({_REPR}) of )?queue '([A-Za-z0-9._-]+)' is full: ")
+
+
+def _group_name(quoted: str) -> str:
+    try:
+        name = ast.literal_eval(quoted)  # a str literal only: the pattern matched one
+    except (ValueError, SyntaxError):
+        return quoted
+    return name if isinstance(name, str) else quoted
+
+
 def _error(code: grpc.StatusCode, message: str) -> QueueManagerError:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (full := _FULL.match(message)):
+        return QueueFullError(message, code, queue=full[2], group=_group_name(full[1]) if full[1] else "")
     cls = _BY_CODE.get(code, QueueManagerError)
     return cls(message or code.name.lower().replace("_", " "), code)

@@ -16,6 +16,7 @@ from queue_manager.options import (
     RateLimit,
     _fill_rate_limit,
     _uint,
+    size_limit,
     validate_group,
     validate_queue_name,
 )
@@ -37,9 +38,10 @@ RateLimitLike: TypeAlias = RateLimit | Mapping[str, Any]
 """A `RateLimit` or ``{"max": n, "duration": ms or timedelta}``."""
 
 GroupLimitsLike: TypeAlias = GroupLimits | Mapping[str, Any]
-"""A `GroupLimits` or ``{"concurrency": n, "rate_limit": RateLimit or {"max": n, "duration": ms}}``."""
+"""A `GroupLimits` or ``{"concurrency": n, "rate_limit": RateLimit or {"max": n, "duration": ms},
+"max_size": n}``."""
 
-_LIMIT_KEYS = frozenset({"concurrency", "rate_limit"})
+_LIMIT_KEYS = frozenset({"concurrency", "rate_limit", "max_size"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class GroupInfo:
         waiting: Its jobs ready to run.
         active: Its jobs leased to workers.
         limits: The limits that apply to it: its own, else the queue's ``group_limits``; ``GroupLimits()``
-            (concurrency 0, no rate limit) when none applies.
+            (concurrency 0, no rate limit, max_size 0) when none applies.
         custom_limits: Whether ``limits`` are the group's own (`QueueManager.set_group_limits`).
     """
 
@@ -72,25 +74,31 @@ def group_limits_to_proto(value: GroupLimitsLike, into: types_pb2.GroupLimits, w
 
     Raises:
         TypeError: A value of the wrong kind.
-        ValueError: An unknown key, a negative or too large concurrency, a rate limit without its window.
+        ValueError: An unknown key, a negative or too large concurrency or max_size, a rate limit without its
+            window.
     """
     if isinstance(value, Mapping):
         unknown = sorted(str(key) for key in value if key not in _LIMIT_KEYS)
         if unknown:
             names = ", ".join(map(repr, unknown))
-            raise ValueError(f"unknown {what} key {names}; expected concurrency, rate_limit")
+            raise ValueError(f"unknown {what} key {names}; expected concurrency, rate_limit, max_size")
         value = GroupLimits(**value)
     if not isinstance(value, GroupLimits):
         raise TypeError(f"{what} must be a GroupLimits or a mapping, not {type(value).__name__}")
-    _fill(into, value.concurrency, value.rate_limit, what)
+    _fill(into, value.concurrency, value.rate_limit, value.max_size, what)
 
 
 def _fill(
-    into: types_pb2.GroupLimits, concurrency: int, rate_limit: RateLimitLike | None, what: str = ""
+    into: types_pb2.GroupLimits,
+    concurrency: int,
+    rate_limit: RateLimitLike | None,
+    max_size: int,
+    what: str = "",
 ) -> None:
     """Fills the limits; errors name ``what`` (``group_limits``) before the field, or the field alone."""
     into.SetInParent()
     into.concurrency = _uint(concurrency, f"{what} concurrency" if what else "concurrency")
+    into.max_size = size_limit(max_size, f"{what} max_size" if what else "max_size")
     if rate_limit is not None:
         try:
             _fill_rate_limit(into.rate_limit, rate_limit)
@@ -105,13 +113,13 @@ def group_limits_from_proto(msg: types_pb2.GroupLimits) -> GroupLimits:
     rate = None
     if msg.HasField("rate_limit") and msg.rate_limit.max:
         rate = RateLimit(max=msg.rate_limit.max, duration=msg.rate_limit.duration.ToTimedelta())
-    return GroupLimits(concurrency=msg.concurrency, rate_limit=rate)
+    return GroupLimits(concurrency=msg.concurrency, rate_limit=rate, max_size=msg.max_size)
 
 
 def queue_group_limits_from_proto(config: types_pb2.QueueConfig) -> GroupLimits | None:
     """A queue's ``group_limits``: None when the queue limits no group."""
     limits = group_limits_from_proto(config.group_limits)
-    return limits if limits.concurrency or limits.rate_limit is not None else None
+    return limits if limits != GroupLimits() else None
 
 
 def group_info_from_proto(msg: types_pb2.GroupInfo) -> GroupInfo:
@@ -143,6 +151,7 @@ def set_group_limits_request(
     group: str,
     concurrency: int = 0,
     rate_limit: RateLimitLike | None = None,
+    max_size: int = 0,
     *,
     clear: bool = False,
 ) -> queue_service_pb2.SetGroupLimitsRequest:
@@ -153,5 +162,5 @@ def set_group_limits_request(
     if clear:
         request.clear = True
     else:
-        _fill(request.limits, concurrency, rate_limit)
+        _fill(request.limits, concurrency, rate_limit, max_size)
     return request

@@ -37,6 +37,7 @@ __all__ = [
     "parse_priority",
     "parse_state",
     "queue_config_to_proto",
+    "size_limit",
     "to_duration",
     "to_timestamp",
     "validate_group",
@@ -47,6 +48,7 @@ DurationLike: TypeAlias = int | float | timedelta
 """A duration: milliseconds, or a `timedelta`."""
 
 _UINT32_MAX = 2**32 - 1
+_UINT64_MAX = 2**64 - 1
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _JOB_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")
 _BACKOFF_TYPES = {"fixed": types_pb2.BACKOFF_TYPE_FIXED, "exponential": types_pb2.BACKOFF_TYPE_EXPONENTIAL}
@@ -204,10 +206,13 @@ class GroupLimits:
     Attributes:
         concurrency: Most jobs of the group active at once across all workers and servers; 0: no limit.
         rate_limit: Token-bucket rate limit on the group's job starts; None means unlimited.
+        max_size: Producer backpressure: the most jobs of the group waiting (ready to run; a delayed one
+            counts once due). An add beyond it raises `QueueFullError`. 0: no limit.
     """
 
     concurrency: int = 0
     rate_limit: RateLimit | None = None
+    max_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,9 @@ class QueueConfig:
             waits behind the levels above before it runs next; empty means strict priority.
         group_limits: Limits of each fairness group on its own (a group's own limits, set with
             `QueueManager.set_group_limits`, replace them for that group); None means no per-group limit.
+        max_size: Producer backpressure: the most jobs the queue holds waiting (or paused) and delayed. An
+            add beyond it raises `QueueFullError`; jobs the server adds itself (chain links, workflow steps,
+            schedules, retries) are never refused. 0: no limit.
     """
 
     rate_limit: RateLimit | None = None
@@ -237,6 +245,7 @@ class QueueConfig:
     concurrency: int = 0
     priority_bounds: Mapping[JobPriority, timedelta] = field(default_factory=dict)
     group_limits: GroupLimits | None = None
+    max_size: int = 0
 
 
 JobOptionsLike: TypeAlias = JobOptions | Mapping[str, Any]
@@ -385,6 +394,7 @@ def queue_config_to_proto(
     failed_retention: KeepJobs | Mapping[str, Any] | bool | int | None = None,
     disable_dead_letter: bool = False,
     concurrency: int = 0,
+    max_size: int = 0,
 ) -> types_pb2.QueueConfig:
     """Validates queue settings and builds their protobuf form.
 
@@ -396,6 +406,7 @@ def queue_config_to_proto(
         failed_retention: Retention of failed jobs (same forms as ``remove_on_fail``).
         disable_dead_letter: Keep failed jobs only in failed.
         concurrency: Most jobs of the queue active at once across all workers and servers; 0: no cap.
+        max_size: Most jobs the queue holds waiting (or paused) and delayed; 0: no limit.
 
     Returns:
         The `queue_manager.v1.QueueConfig`.
@@ -413,6 +424,7 @@ def queue_config_to_proto(
         _fill_keep(msg.failed_retention, failed_retention, "failed_retention")
     msg.disable_dead_letter = bool(disable_dead_letter)
     msg.concurrency = _uint(concurrency, "concurrency")
+    msg.max_size = size_limit(max_size, "max_size")
     return msg
 
 
@@ -510,6 +522,16 @@ def _uint(value: int, what: str, *, minimum: int = 0) -> int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if not minimum <= value <= _UINT32_MAX:
         raise ValueError(f"{what} must be between {minimum} and {_UINT32_MAX}, got {value}")
+    return value
+
+
+def size_limit(value: int, what: str) -> int:
+    """A size limit (``max_size``): a whole number of jobs, 0 for none. The server refuses one above 2**48
+    (INVALID_ARGUMENT naming the field); this checks the type and the field's 64-bit range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= _UINT64_MAX:
+        raise ValueError(f"{what} must be between 0 (no limit) and {_UINT64_MAX}, got {value}")
     return value
 
 

@@ -146,6 +146,7 @@ def register_queue_request(
     concurrency: int = 0,
     priority_bounds: PriorityBoundsLike | None = None,
     group_limits: GroupLimitsLike | None = None,
+    max_size: int = 0,
 ) -> queue_service_pb2.RegisterQueueRequest:
     """Builds and validates a RegisterQueueRequest."""
     config = queue_config_to_proto(
@@ -156,6 +157,7 @@ def register_queue_request(
         failed_retention=failed_retention,
         disable_dead_letter=disable_dead_letter,
         concurrency=concurrency,
+        max_size=max_size,
     )
     if priority_bounds is not None:
         priority_bounds_to_proto(priority_bounds, config)

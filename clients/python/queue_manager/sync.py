@@ -218,6 +218,7 @@ class SyncQueueManager:
         concurrency: int = 0,
         priority_bounds: PriorityBoundsLike | None = None,
         group_limits: GroupLimitsLike | None = None,
+        max_size: int = 0,
     ) -> Queue:
         """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
         request = register_queue_request(
@@ -231,6 +232,7 @@ class SyncQueueManager:
             concurrency=concurrency,
             priority_bounds=priority_bounds,
             group_limits=group_limits,
+            max_size=max_size,
         )
         response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
         return queue_from_proto(response.queue)
@@ -290,10 +292,15 @@ class SyncQueueManager:
         return [group_info_from_proto(g) for g in response.groups], response.next_page_token
 
     def set_group_limits(
-        self, queue_name: str, group: str, concurrency: int = 0, rate_limit: RateLimitLike | None = None
+        self,
+        queue_name: str,
+        group: str,
+        concurrency: int = 0,
+        rate_limit: RateLimitLike | None = None,
+        max_size: int = 0,
     ) -> GroupInfo:
         """Gives one fairness group limits of its own; see `QueueManager.set_group_limits`."""
-        request = set_group_limits_request(queue_name, group, concurrency, rate_limit)
+        request = set_group_limits_request(queue_name, group, concurrency, rate_limit, max_size)
         response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
         return group_info_from_proto(response.group)
 

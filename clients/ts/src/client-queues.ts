@@ -90,7 +90,7 @@ export class QueueCalls extends JobCalls {
 
   /**
    * Gives one fairness group limits of its own, which replace the queue's `groupLimits` for it, and returns
-   * the group as it is now. Both limits are set together: one left out is none for this group (`{}` lifts
+   * the group as it is now. The limits are set together: one left out is none for this group (`{}` lifts
    * every per-group limit off it). The group need not have jobs; with limits of its own it is listed while
    * idle too.
    */

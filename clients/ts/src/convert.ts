@@ -277,6 +277,7 @@ export function jobFromProto(job: JobPb): Job {
     cancelReason: job.cancelReason,
     expiresAt: fromTimestamp(job.expireTime),
     group: job.options?.group ?? "",
+    lifo: job.options?.lifo ?? false,
   };
 }
 
@@ -317,6 +318,7 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     cancelReason: "",
     expiresAt: undefined,
     group: "", // a job with a group is answered whole: its group is stored
+    lifo: false, // so is a LIFO job
   };
 }
 
@@ -338,6 +340,7 @@ export function queueFromProto(queue: QueuePb): Queue {
       failedRetention: keepFromProto(config?.failedRetention),
       priorityBounds: boundsFromProto(config?.priorityBounds ?? []),
       groupLimits: queueGroupLimitsFromProto(config?.groupLimits),
+      maxSize: Number(config?.maxSize ?? 0n),
     },
   };
 }
@@ -347,15 +350,19 @@ function rateLimitFromProto(rate: RateLimitPb | undefined): RateLimit | undefine
   return rate && rate.max ? { max: rate.max, duration: fromDuration(rate.duration) ?? 0 } : undefined;
 }
 
-/** Group limits as read back: concurrency 0 and no rate limit when the message limits nothing. */
+/** Group limits as read back: concurrency 0, no rate limit and max size 0 when the message limits nothing. */
 function groupLimitsFromProto(limits: GroupLimitsPb | undefined): GroupInfo["limits"] {
-  return { concurrency: limits?.concurrency ?? 0, rateLimit: rateLimitFromProto(limits?.rateLimit) };
+  return {
+    concurrency: limits?.concurrency ?? 0,
+    rateLimit: rateLimitFromProto(limits?.rateLimit),
+    maxSize: Number(limits?.maxSize ?? 0n),
+  };
 }
 
 /** A queue's group limits: undefined when they limit no group. */
 function queueGroupLimitsFromProto(limits: GroupLimitsPb | undefined): Queue["config"]["groupLimits"] {
   const read = groupLimitsFromProto(limits);
-  return read.concurrency || read.rateLimit ? read : undefined;
+  return read.concurrency || read.rateLimit || read.maxSize ? read : undefined;
 }
 
 /** A group message as a `GroupInfo`. */

@@ -60,7 +60,12 @@ export class FailedPreconditionError extends QueueManagerError {}
 export class AlreadyExistsError extends QueueManagerError {}
 /** The server (or its Redis) cannot be reached or serve now; retrying later may succeed. */
 export class UnavailableError extends QueueManagerError {}
-/** The server or its store is out of a resource (Redis out of memory, a message over the size limit). */
+/**
+ * The server or its store is out of a resource (Redis out of memory, a message over the size limit), or an add
+ * found its queue full: the queue holds its `maxSize` jobs ("queue 'q' is full: …"), or the job's group its
+ * own ("group 'g' of queue 'q' is full: …"); nothing was written, and adding again once workers have taken
+ * some succeeds.
+ */
 export class ResourceExhaustedError extends QueueManagerError {}
 /** The call carried no token, or one the server does not know. */
 export class UnauthenticatedError extends QueueManagerError {}

@@ -53,6 +53,7 @@ const JOB_OPTION_KEYS = new Set([
   "dedup",
   "expireAfter",
   "group",
+  "lifo",
 ]);
 
 /** A whole number from `min` up, else a RangeError naming the field. */
@@ -163,6 +164,7 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
           }),
     expireAfter: o.expireAfter === undefined ? undefined : toDuration(o.expireAfter, `${what}.expireAfter`),
     group: o.group === undefined ? "" : checkGroup(o.group, `${what}.group`),
+    lifo: o.lifo === undefined ? false : flag(o.lifo, `${what}.lifo`),
   });
 }
 
@@ -193,7 +195,26 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
     concurrency: config.concurrency === undefined ? 0 : uint(config.concurrency, "concurrency"),
     priorityBounds: config.priorityBounds === undefined ? [] : priorityBoundsToProto(config.priorityBounds),
     groupLimits: config.groupLimits === undefined ? undefined : groupLimitsToProto(config.groupLimits, "groupLimits"),
+    maxSize: config.maxSize === undefined ? 0n : sizeLimit(config.maxSize, "maxSize"),
   });
+}
+
+/**
+ * A size limit (`maxSize`) as its uint64: a whole number of jobs, 0 for none. The server refuses one above
+ * 2^48 (INVALID_ARGUMENT naming the field).
+ */
+function sizeLimit(value: unknown, what: string): bigint {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${what} must be a whole number of jobs, at least 0 (0: no limit), got ${String(value)}`);
+  }
+  return BigInt(value);
+}
+
+function flag(value: unknown, what: string): boolean {
+  if (typeof value !== "boolean") {
+    throw new TypeError(`${what} must be a boolean, not ${value === null ? "null" : typeof value}`);
+  }
+  return value;
 }
 
 // The longest fairness group name, in characters (code points), as the server counts them.
@@ -219,7 +240,7 @@ export function checkGroup(value: unknown, what: string): string {
   return group;
 }
 
-const GROUP_LIMIT_KEYS = new Set(["concurrency", "rateLimit"]);
+const GROUP_LIMIT_KEYS = new Set(["concurrency", "rateLimit", "maxSize"]);
 
 function rateLimitToProto(rate: RateLimit, what: string) {
   if (typeof rate !== "object" || rate === null) {
@@ -240,15 +261,16 @@ function rateLimitToProto(rate: RateLimit, what: string) {
 export function groupLimitsToProto(limits: GroupLimits, what: string): GroupLimitsPb {
   if (typeof limits !== "object" || limits === null || Array.isArray(limits)) {
     const kind = limits === null ? "null" : Array.isArray(limits) ? "an array" : typeof limits;
-    throw new TypeError(`${what} must be an object { concurrency, rateLimit }, not ${kind}`);
+    throw new TypeError(`${what} must be an object { concurrency, rateLimit, maxSize }, not ${kind}`);
   }
   const unknown = Object.keys(limits).filter((k) => !GROUP_LIMIT_KEYS.has(k));
   if (unknown.length) {
-    throw new RangeError(`${what} has unknown key(s) ${unknown.join(", ")}; known: concurrency, rateLimit`);
+    throw new RangeError(`${what} has unknown key(s) ${unknown.join(", ")}; known: concurrency, rateLimit, maxSize`);
   }
   return create(GroupLimitsSchema, {
     concurrency: limits.concurrency === undefined ? 0 : uint(limits.concurrency, `${what}.concurrency`),
     rateLimit: limits.rateLimit === undefined ? undefined : rateLimitToProto(limits.rateLimit, `${what}.rateLimit`),
+    maxSize: limits.maxSize === undefined ? 0n : sizeLimit(limits.maxSize, `${what}.maxSize`),
   });
 }
 

@@ -113,6 +113,12 @@ export interface JobOptions {
    * (code points), no control characters; unset: no group. Not allowed in a queue's `defaultJobOptions`.
    */
   group?: string;
+  /**
+   * LIFO: the job goes to the head of its priority level (its group's, with a `group`) instead of the back,
+   * so of a level's jobs the last added runs first. A delayed one goes to the head when due; a retry goes to
+   * the back. Not allowed in a queue's `defaultJobOptions`.
+   */
+  lifo?: boolean;
 }
 
 /** A token-bucket rate limit: at most `max` job starts per `duration` ms. */
@@ -128,6 +134,18 @@ export interface GroupLimits {
   concurrency?: number;
   /** A rate limit on the group's job starts; unset: none. */
   rateLimit?: RateLimit;
+  /**
+   * Producer backpressure: the most jobs of the group waiting (ready to run; a delayed one counts once due).
+   * An add beyond it is refused with `ResourceExhaustedError`. 0 or unset: no limit.
+   */
+  maxSize?: number;
+}
+
+/** Group limits as the server reports them: 0 and undefined for none. */
+export interface GroupLimitsRead {
+  concurrency: number;
+  rateLimit: RateLimit | undefined;
+  maxSize: number;
 }
 
 /** One fairness group of a queue (`listGroups`, `setGroupLimits`, `clearGroupLimits`). */
@@ -140,9 +158,9 @@ export interface GroupInfo {
   active: number;
   /**
    * The limits that apply to it: its own, else the queue's `groupLimits`; `{ concurrency: 0, rateLimit:
-   * undefined }` when none applies.
+   * undefined, maxSize: 0 }` when none applies.
    */
-  limits: { concurrency: number; rateLimit: RateLimit | undefined };
+  limits: GroupLimitsRead;
   /** Whether `limits` are the group's own (`setGroupLimits`). */
   customLimits: boolean;
 }
@@ -171,6 +189,12 @@ export interface QueueConfig {
    * (`setGroupLimits`) replace them for that group. Unset: no per-group limit.
    */
   groupLimits?: GroupLimits;
+  /**
+   * Producer backpressure: the most jobs the queue holds waiting (or paused) and delayed. An add beyond it is
+   * refused with `ResourceExhaustedError` and writes nothing; an `addBulk` is checked whole. Jobs the server
+   * adds itself (chain links, workflow steps, schedules, retries) are never refused. 0 or unset: no limit.
+   */
+  maxSize?: number;
 }
 
 /** Names a job. */
@@ -227,6 +251,8 @@ export interface Job {
   expiresAt: Date | undefined;
   /** The job's fairness group (`JobOptions.group`); "" when it has none. */
   group: string;
+  /** Whether the job was added to the head of its level (`JobOptions.lifo`). */
+  lifo: boolean;
 }
 
 /** A registered queue. */
@@ -246,7 +272,9 @@ export interface Queue {
     /** The priority bounds, ms by level name, HIGH first; `{}` for strict priority. */
     priorityBounds: Partial<Record<BoundedPriority, number>>;
     /** The limits of each of its fairness groups; undefined when it limits none. */
-    groupLimits: { concurrency: number; rateLimit: RateLimit | undefined } | undefined;
+    groupLimits: GroupLimitsRead | undefined;
+    /** The most jobs it holds waiting and delayed (`QueueConfig.maxSize`); 0: no limit. */
+    maxSize: number;
   };
 }
 

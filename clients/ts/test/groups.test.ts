@@ -74,7 +74,7 @@ describe("per-group limits", () => {
   it("holds a group at its concurrency limit while the worker has slots free; a raised one lets one more start", async () => {
     const name = queueName("group-limit");
     const queue = await qm.registerQueue(name, { groupLimits: { concurrency: 2 } });
-    assert.deepEqual(queue.config.groupLimits, { concurrency: 2, rateLimit: undefined });
+    assert.deepEqual(queue.config.groupLimits, { concurrency: 2, rateLimit: undefined, maxSize: 0 });
     const ids: string[] = [];
     for (const i of [0, 1, 2, 3, 4]) {
       ids.push((await qm.addJob(name, `a${i}`, null, { group: "a" })).id);
@@ -128,8 +128,8 @@ describe("per-group limits", () => {
       let page = await qm.listGroups(name);
       assert.equal(page.totalSize, 2);
       assert.deepEqual(page.items, [
-        { group: "a", waiting: 3, active: 2, limits: { concurrency: 2, rateLimit: undefined }, customLimits: false },
-        { group: "b", waiting: 0, active: 2, limits: { concurrency: 2, rateLimit: undefined }, customLimits: false },
+        { group: "a", waiting: 3, active: 2, limits: { concurrency: 2, rateLimit: undefined, maxSize: 0 }, customLimits: false },
+        { group: "b", waiting: 0, active: 2, limits: { concurrency: 2, rateLimit: undefined, maxSize: 0 }, customLimits: false },
       ]);
       // One of a's runs ends: the next of a's jobs takes its place.
       release("a");
@@ -142,7 +142,7 @@ describe("per-group limits", () => {
         group: "a",
         waiting: 2,
         active: 2,
-        limits: { concurrency: 3, rateLimit: undefined },
+        limits: { concurrency: 3, rateLimit: undefined, maxSize: 0 },
         customLimits: true,
       });
       await starts(6);
@@ -172,7 +172,7 @@ describe("per-group limits", () => {
 describe("listing and limits", () => {
   it("registers group limits, pages the groups by name, sets and clears a group's own limits", async () => {
     const name = queueName("groups");
-    const limits = { concurrency: 3, rateLimit: { max: 5, duration: 1_000 } };
+    const limits = { concurrency: 3, rateLimit: { max: 5, duration: 1_000 }, maxSize: 0 };
     assert.deepEqual((await qm.registerQueue(name, { groupLimits: limits })).config.groupLimits, limits);
     assert.deepEqual((await qm.getQueue(name)).config.groupLimits, limits);
     const tenant = "tenant/1 é 🚀";
@@ -198,13 +198,13 @@ describe("listing and limits", () => {
 
     // A group's own limits replace the queue's; {} lifts them all; a group with limits is known while idle.
     const own = await qm.setGroupLimits(name, "b", { concurrency: 7 });
-    const ownLimits = { concurrency: 7, rateLimit: undefined };
+    const ownLimits = { concurrency: 7, rateLimit: undefined, maxSize: 0 };
     assert.deepEqual(own, { group: "b", waiting: 1, active: 0, limits: ownLimits, customLimits: true });
     const idle = await qm.setGroupLimits(name, "idle", {});
-    const none = { concurrency: 0, rateLimit: undefined };
+    const none = { concurrency: 0, rateLimit: undefined, maxSize: 0 };
     assert.deepEqual(idle, { group: "idle", waiting: 0, active: 0, limits: none, customLimits: true });
     const rated = await qm.setGroupLimits(name, tenant, { rateLimit: { max: 2, duration: 60_000 } });
-    assert.deepEqual(rated.limits, { concurrency: 0, rateLimit: { max: 2, duration: 60_000 } });
+    assert.deepEqual(rated.limits, { concurrency: 0, rateLimit: { max: 2, duration: 60_000 }, maxSize: 0 });
     const page = await qm.listGroups(name);
     assert.equal(page.totalSize, 5);
     assert.deepEqual(
@@ -235,7 +235,7 @@ describe("listing and limits", () => {
 
     // registerQueue replaces the whole config: without group limits, the queue has none.
     assert.equal((await qm.registerQueue(name, { disableDeadLetter: true })).config.groupLimits, undefined);
-    assert.deepEqual((await qm.listGroups(name)).items[0]!.limits, { concurrency: 0, rateLimit: undefined });
+    assert.deepEqual((await qm.listGroups(name)).items[0]!.limits, { concurrency: 0, rateLimit: undefined, maxSize: 0 });
   });
 });
 
@@ -278,7 +278,7 @@ describe("bad groups", () => {
     );
     await assert.rejects(
       qm.setGroupLimits(name, "g", { concurency: 2 } as never),
-      /limits has unknown key\(s\) concurency; known: concurrency, rateLimit/,
+      /limits has unknown key\(s\) concurency; known: concurrency, rateLimit, maxSize/,
     );
     await assert.rejects(
       qm.setGroupLimits(name, "g", { concurrency: -1 }),
@@ -290,7 +290,7 @@ describe("bad groups", () => {
     );
     await assert.rejects(
       qm.registerQueue(name, { groupLimits: null as never }),
-      /^TypeError: groupLimits must be an object \{ concurrency, rateLimit \}, not null$/,
+      /^TypeError: groupLimits must be an object \{ concurrency, rateLimit, maxSize \}, not null$/,
     );
     await assert.rejects(
       qm.registerQueue(name, { groupLimits: { rateLimit: { max: 1.5, duration: 1_000 } } }),

@@ -121,7 +121,13 @@ class QueuesView(Vertical):
         title.show_text(_title(metrics, series))
         spark.data = series or [0.0]
         facts.show_text(
-            _facts(metrics, state.limits.get(name), state.bounds.get(name, {}), state.group_limits.get(name))
+            _facts(
+                metrics,
+                state.limits.get(name),
+                state.bounds.get(name, {}),
+                state.group_limits.get(name),
+                state.max_sizes.get(name, 0),
+            )
         )
 
 
@@ -172,6 +178,7 @@ def _facts(
     limit: RateLimit | None,
     bounds: Mapping[JobPriority, timedelta],
     group_limits: GroupLimits | None = None,
+    max_size: int = 0,
 ) -> Text:
     lines = [
         f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
@@ -187,6 +194,8 @@ def _facts(
         f"workers: {metrics.workers} connected, {metrics.free_capacity} free slots; "
         + _limit_sentence(metrics, limit),
     ]
+    if max_size:
+        lines.append(_size_sentence(metrics, max_size))
     if metrics.levels:  # a server older than the per-level figures sends none
         lines.append(_levels_sentence(metrics, bounds))
     if metrics.groups or group_limits is not None:  # a queue that uses fairness groups
@@ -194,14 +203,27 @@ def _facts(
     return Text("\n".join(lines))
 
 
+def _size_sentence(metrics: QueueMetrics, max_size: int) -> str:
+    """The jobs the queue's max_size counts (waiting or paused, and delayed) of it: ``size 812 / 1,000``; at
+    or past it (jobs the server adds itself may take it past), that adds are refused."""
+    size = metrics.waiting + metrics.paused + metrics.delayed
+    sentence = f"size {fmt_count(size)} / {fmt_count(max_size)} (jobs waiting and delayed / max_size)"
+    if size >= max_size:
+        sentence += "; full: adds are refused until workers take some"
+    return sentence
+
+
 def _groups_sentence(metrics: QueueMetrics, limits: GroupLimits | None) -> str:
     """The fairness groups: how many the queue knows and the limits of each (a group's own limits, set with
-    ``qm groups limit``, are in ``qm groups list``): ``groups: 12; each at most 2 active, 10 per 1.0s``."""
+    ``qm groups limit``, are in ``qm groups list``): ``groups: 12; each at most 2 active, 10 per 1.0s, at
+    most 500 waiting``."""
     parts = []
     if limits is not None and limits.concurrency:
         parts.append(f"at most {fmt_count(limits.concurrency)} active")
     if limits is not None and limits.rate_limit is not None and limits.rate_limit.max > 0:
         parts.append(f"{fmt_count(limits.rate_limit.max)} per {fmt_duration(_window(limits.rate_limit))}")
+    if limits is not None and limits.max_size:
+        parts.append(f"at most {fmt_count(limits.max_size)} waiting")
     each = f"each {', '.join(parts)}" if parts else "no per-group limit"
     return f"groups: {fmt_count(metrics.groups)}; {each}"
 

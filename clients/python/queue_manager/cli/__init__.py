@@ -120,8 +120,20 @@ _NOT_REGISTERED = re.compile(
 )
 
 
+# A full queue's or group's message names the setting (server errors.py QueueFull): here, its flag.
+_QUEUE_FULL = re.compile(r"^(queue '([^']*)' is full: .*?)\(QueueConfig\.max_size\)")
+_GROUP_FULL = re.compile(r"^(group .* of queue '([^']*)' is full: .*?)\(GroupLimits\.max_size\)")
+
+
 def cli_message(message: str) -> str:
     """A server message with its RPC hints turned into ``qm`` commands."""
+    message = _QUEUE_FULL.sub(lambda m: f"{m[1]}(qm queues register {m[2]} --max-size)", message)
+    message = _GROUP_FULL.sub(
+        lambda m: (
+            f"{m[1]}(qm groups limit {m[2]} GROUP --max-size, or qm queues register {m[2]} --group-max-size)"
+        ),
+        message,
+    )
     return _NOT_REGISTERED.sub(
         lambda m: f"queue '{m[1]}' is not registered; register it first (qm queues register {m[1]})",
         message,

@@ -25,6 +25,7 @@ MAX_ATTEMPTS = 10_000
 MAX_DURATION_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
 MAX_EXPIRE_AFTER_MS = 365 * 24 * 3600 * 1000  # a job's expiry: 365 days
 UINT32_MAX = 2**32 - 1
+MAX_SIZE = 2**48  # a size limit (QueueConfig.max_size, GroupLimits.max_size): validate.py MAX_SIZE_LIMIT
 
 
 class UsageError(Exception):
@@ -82,6 +83,17 @@ def bounded_int(
         return value
 
     return parse
+
+
+def size_limit(text: str) -> int:
+    """An argparse ``type``: a size limit (``--max-size``), a whole number of jobs up to the server's
+    maximum; ``0`` or ``off`` for none."""
+    if text.strip().lower() in ("off", "none"):
+        return 0
+    try:
+        return bounded_int(0, MAX_SIZE, notes={0: "no limit"})(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or off)") from None
 
 
 def milliseconds(low: int = 0, notes: Mapping[int, str] | None = None) -> Callable[[str], int]:

@@ -16,11 +16,12 @@ from queue_manager.cli.common import (
     rate,
     rate_text,
     show,
+    size_limit,
 )
 from queue_manager.groups import GroupInfo
 from queue_manager.options import RateLimit, validate_group
 
-_GROUP_COLUMNS = ("group", "waiting", "active", "concurrency", "rate", "own_limits")
+_GROUP_COLUMNS = ("group", "waiting", "active", "concurrency", "rate", "max_size", "own_limits")
 
 
 def group_name(text: str) -> str:
@@ -54,8 +55,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "limit",
         help="give one group limits of its own (they replace the queue's group limits for it), or --clear",
         description="Sets GROUP's own limits to exactly the ones given: a limit left out is none for this "
-        "group (the queue's --group-concurrency and --group-rate no longer apply to it). --clear removes "
-        "the group's own limits, so the queue's apply again. The group need not have jobs yet.",
+        "group (the queue's --group-concurrency, --group-rate and --group-max-size no longer apply to it). "
+        "--clear removes the group's own limits, so the queue's apply again. The group need not have jobs "
+        "yet.",
     )
     limit.add_argument("queue")
     limit.add_argument("group", type=group_name)
@@ -71,6 +73,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=rate,
         metavar="MAX/DURATION",
         help="rate limit of the group's job starts: 10/1s, 100/1m, 5/250ms (off: none)",
+    )
+    option(
+        limit,
+        "--max-size",
+        type=size_limit,
+        metavar="N",
+        help="most jobs of the group waiting; an add beyond it is refused (0 or off: no limit)",
     )
     limit.add_argument(
         "--clear", action="store_true", help="remove the group's own limits: the queue's apply again"
@@ -98,18 +107,21 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _limit(args: argparse.Namespace) -> int:
-    given = args.concurrency is not None or args.rate is not None
+    given = any(v is not None for v in (args.concurrency, args.rate, args.max_size))
     if args.clear and given:
-        raise UsageError("--clear removes the group's own limits: give it without --concurrency and --rate")
+        raise UsageError(
+            "--clear removes the group's own limits: give it without --concurrency, --rate and --max-size"
+        )
     if not args.clear and not given:
-        raise UsageError("give --concurrency and/or --rate (the group's own limits), or --clear")
+        raise UsageError("give --concurrency, --rate and/or --max-size (the group's own limits), or --clear")
     with client(args) as qm:
         if args.clear:
             info = qm.clear_group_limits(args.queue, args.group)
         else:
             most, window = args.rate or (0, 0)
             limit = RateLimit(most, window) if most else None
-            info = qm.set_group_limits(args.queue, args.group, args.concurrency or 0, limit)
+            conc, size = args.concurrency or 0, args.max_size or 0
+            info = qm.set_group_limits(args.queue, args.group, conc, limit, size)
     if args.output == "json":
         show(args, plain(info))
     else:
@@ -126,5 +138,6 @@ def _row(info: GroupInfo) -> dict[str, Any]:
         "active": info.active,
         "concurrency": limits["concurrency"] or "",
         "rate": rate_text(limits["rate_limit"]),
+        "max_size": limits["max_size"] or "",
         "own_limits": "yes" if info.custom_limits else "",
     }

@@ -21,6 +21,7 @@ from queue_manager.cli.common import (
     rate,
     rate_text,
     show,
+    size_limit,
 )
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
@@ -34,6 +35,7 @@ _QUEUE_COLUMNS = (
     "dead_letter_queue",
     "rate_limit",
     "max_wait",
+    "max_size",
     "group_limits",
     "created_at",
 )
@@ -173,6 +175,15 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}),
         help="most jobs active at once, all workers (0: no cap)",
     )
+    option(
+        register,
+        "--max-size",
+        type=size_limit,
+        metavar="N",
+        help="producer backpressure: most jobs the queue holds waiting (or paused) and delayed; an add "
+        "beyond it is refused (RESOURCE_EXHAUSTED); jobs the server adds (chain links, workflow steps, "
+        "schedules, retries) never are (0 or off: no limit)",
+    )
     register.add_argument(
         "--max-wait",
         action="append",
@@ -195,6 +206,14 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=rate,
         metavar="MAX/DURATION",
         help="rate limit of each fairness group's job starts: 10/1s, 100/1m, 5/250ms (off: none)",
+    )
+    option(
+        register,
+        "--group-max-size",
+        type=size_limit,
+        metavar="N",
+        help="most jobs of each fairness group waiting; an add beyond it is refused (0 or off: no limit); "
+        "a group's own limits (qm groups limit) replace it for that group",
     )
     register.set_defaults(command="queues register", handler=_register)
 
@@ -261,6 +280,8 @@ def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> Non
         config.dead_letter_queue = validate_queue_name(args.dead_letter_queue, "--dead-letter-queue")
     if args.concurrency is not None:
         config.concurrency = args.concurrency
+    if args.max_size is not None:
+        config.max_size = args.max_size
     if args.max_wait:
         bounds: dict[JobPriority | int | str, int] = {
             JobPriority(b.priority): b.max_wait.ToMilliseconds() for b in config.priority_bounds
@@ -276,10 +297,13 @@ def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> Non
 
 
 def _apply_group_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> None:
-    """``--group-concurrency`` and ``--group-rate``: each changes its own part of the group limits."""
+    """``--group-concurrency``, ``--group-rate`` and ``--group-max-size``: each changes its own part of the
+    group limits."""
     limits = config.group_limits
     if args.group_concurrency is not None:
         limits.concurrency = args.group_concurrency
+    if args.group_max_size is not None:
+        limits.max_size = args.group_max_size
     if args.group_rate is not None:
         most, window = args.group_rate
         if most:
@@ -287,7 +311,7 @@ def _apply_group_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) 
             limits.rate_limit.duration.FromMilliseconds(window)
         else:
             limits.ClearField("rate_limit")
-    if not limits.concurrency and not limits.rate_limit.max:
+    if not limits.concurrency and not limits.rate_limit.max and not limits.max_size:
         config.ClearField("group_limits")
 
 
@@ -314,15 +338,19 @@ def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
         "dead_letter_queue": config.get("dead_letter_queue", ""),
         "rate_limit": f"{rate['max']}/{rate['duration']}ms" if rate and rate.get("max") else "",
         "max_wait": ",".join(f"{level}={duration_text(ms)}" for level, ms in bounds.items()),
+        "max_size": config.get("max_size") or "",
         "group_limits": group_limits_text(config.get("group_limits")),
     }
 
 
 def group_limits_text(limits: dict[str, Any] | None) -> str:
-    """Group limits as the flags take them: ``concurrency=2,rate=10/1s`` (the parts set), "" for none."""
+    """Group limits as the flags take them: ``concurrency=2,rate=10/1s,max_size=100`` (the parts set), ""
+    for none."""
     if not limits:
         return ""
     parts = [f"concurrency={limits['concurrency']}"] if limits.get("concurrency") else []
     if limits.get("rate_limit"):
         parts.append(f"rate={rate_text(limits['rate_limit'])}")
+    if limits.get("max_size"):
+        parts.append(f"max_size={limits['max_size']}")
     return ",".join(parts)
