@@ -1,6 +1,6 @@
-"""Fairness groups in the Python client: GroupLimits in a queue's config, list_groups, set_group_limits and
-clear_group_limits (asyncio and blocking clients), QueueMetrics.groups, and the checks made before a call;
-against a real server."""
+"""Fairness groups in the Python client: GroupLimits in a queue's config, list_groups, set_group_limits,
+clear_group_limits, pause_group and resume_group (asyncio and blocking clients), QueueMetrics.groups, and the
+checks made before a call; against a real server."""
 
 from __future__ import annotations
 
@@ -134,6 +134,10 @@ async def test_an_unknown_queue_is_not_found(qm: QueueManager, server: RunningSe
         await qm.set_group_limits("nope", "g", concurrency=1)
     with pytest.raises(NotFoundError, match="nope"):
         await qm.clear_group_limits("nope", "g")
+    with pytest.raises(NotFoundError, match="nope"):
+        await qm.pause_group("nope", "g")
+    with pytest.raises(NotFoundError, match="nope"):
+        await qm.resume_group("nope", "g")
 
 
 @pytest.mark.parametrize(
@@ -177,6 +181,9 @@ async def test_bad_group_limits_are_refused_with_a_precise_message(
         ),
         (lambda qm: qm.set_group_limits("bad name", "g"), ValueError, "queue name 'bad name' must be"),
         (lambda qm: qm.list_groups("q", page_size=1001), ValueError, "page_size must be an int from 1"),
+        (lambda qm: qm.pause_group("q", ""), ValueError, "group must be 1 to 128 characters"),
+        (lambda qm: qm.resume_group("q", None), TypeError, "group must be a str, not NoneType"),
+        (lambda qm: qm.pause_group("a:b", "g"), ValueError, "queue name 'a:b' must be"),
         (lambda qm: qm.add_job("q", "j", None, {"group": ""}), ValueError, "group must be 1 to 128"),
     ],
 )
@@ -205,3 +212,48 @@ async def test_a_job_of_a_group_still_completes(qm: QueueManager) -> None:
     await qm.start_workers("done")
     finished = await qm.wait_for_job("done", job.id, WAIT)
     assert (finished.state, finished.result, finished.options.group) == (JobState.COMPLETED, "g", "g")
+
+
+async def test_a_paused_group_starts_nothing_until_resumed_while_the_others_run(qm: QueueManager) -> None:
+    await qm.register_queue("pg")
+    paused = await qm.pause_group("pg", "slow")  # before it has jobs: it is known, idle and paused
+    assert paused == GroupInfo("slow", 0, 0, GroupLimits(), custom_limits=False, paused=True)
+    assert (await qm.pause_group("pg", "slow")).paused  # pausing again changes nothing
+    slow = await qm.add_bulk("pg", [{"name": "s", "options": {"group": "slow"}}] * 2)
+    fast = await qm.add_bulk("pg", [{"name": "f", "options": {"group": "fast"}}] * 2)
+    started: list[str | None] = []
+
+    @qm.processor("pg")
+    async def work(job: JobContext) -> None:
+        started.append(job.options.group)
+
+    await qm.start_workers("pg")
+    # The groups take turns, so unpaused a "slow" job would have started before the second "fast" one.
+    for job_id in fast:
+        assert (await qm.wait_for_job("pg", job_id, WAIT)).state is JobState.COMPLETED
+    assert started == ["fast", "fast"]
+    assert {(await qm.get_job("pg", job_id)).state for job_id in slow} == {JobState.WAITING}
+    listed, _ = await qm.list_groups("pg")
+    assert [(g.name, g.waiting, g.paused) for g in listed] == [("slow", 2, True)]  # "fast" idle, forgotten
+    resumed = await qm.resume_group("pg", "slow")
+    assert (resumed.name, resumed.paused) == ("slow", False)
+    for job_id in slow:
+        assert (await qm.wait_for_job("pg", job_id, WAIT)).state is JobState.COMPLETED
+    assert started == ["fast", "fast", "slow", "slow"]
+    assert not (await qm.resume_group("pg", "slow")).paused  # resuming again changes nothing
+
+
+async def test_the_blocking_client_pauses_and_resumes_a_group(server: RunningServer) -> None:
+    def scenario() -> tuple[GroupInfo, list[GroupInfo], GroupInfo, list[GroupInfo]]:
+        with SyncQueueManager(server.address) as qm:
+            qm.register_queue("sync-p")
+            qm.add_job("sync-p", "j", None, {"group": "a"})
+            paused = qm.pause_group("sync-p", "a")
+            listed, _ = qm.list_groups("sync-p")
+            resumed = qm.resume_group("sync-p", "idle")
+            return paused, listed, resumed, qm.list_groups("sync-p")[0]
+
+    paused, listed, resumed, after = await asyncio.to_thread(scenario)
+    assert paused == GroupInfo("a", 1, 0, GroupLimits(), paused=True)
+    assert [(g.name, g.paused) for g in listed] == [("a", True)]
+    assert resumed == GroupInfo("idle") and [g.name for g in after] == ["a"]

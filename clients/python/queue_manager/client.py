@@ -42,6 +42,8 @@ from queue_manager.groups import (
     RateLimitLike,
     group_info_from_proto,
     list_groups_request,
+    pause_group_request,
+    resume_group_request,
     set_group_limits_request,
 )
 from queue_manager.job_control import (
@@ -579,6 +581,40 @@ class QueueManager:
         request = set_group_limits_request(queue_name, group, clear=True)
         response: queue_service_pb2.SetGroupLimitsResponse = await self._unary(
             self._queue_stub().SetGroupLimits, request
+        )
+        return group_info_from_proto(response.group)
+
+    async def pause_group(self, queue_name: str, group: str) -> GroupInfo:
+        """Pauses one fairness group: its jobs are still added, but none starts until `resume_group`.
+
+        The group's active jobs run on; the queue's other groups keep taking their turns. A paused group is
+        listed while idle too. Pausing a paused group changes nothing.
+
+        Args:
+            queue_name: The queue.
+            group: The group (`JobOptions.group`), 1 to 128 characters; it need not have jobs yet.
+
+        Returns:
+            The group after the change (``paused`` True).
+        """
+        request = pause_group_request(queue_name, group)
+        response: queue_service_pb2.PauseGroupResponse = await self._unary(
+            self._queue_stub().PauseGroup, request
+        )
+        return group_info_from_proto(response.group)
+
+    async def resume_group(self, queue_name: str, group: str) -> GroupInfo:
+        """Resumes a paused fairness group: its waiting jobs take their turns again at once.
+
+        Resuming a group that is not paused changes nothing.
+
+        Returns:
+            The group after the change (``paused`` False; an idle group without jobs or limits of its own
+            is no longer listed).
+        """
+        request = resume_group_request(queue_name, group)
+        response: queue_service_pb2.ResumeGroupResponse = await self._unary(
+            self._queue_stub().ResumeGroup, request
         )
         return group_info_from_proto(response.group)
 

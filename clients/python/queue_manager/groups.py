@@ -30,7 +30,9 @@ __all__ = [
     "group_limits_from_proto",
     "group_limits_to_proto",
     "list_groups_request",
+    "pause_group_request",
     "queue_group_limits_from_proto",
+    "resume_group_request",
     "set_group_limits_request",
 ]
 
@@ -55,6 +57,8 @@ class GroupInfo:
         limits: The limits that apply to it: its own, else the queue's ``group_limits``; ``GroupLimits()``
             (concurrency 0, no rate limit, max_size 0) when none applies.
         custom_limits: Whether ``limits`` are the group's own (`QueueManager.set_group_limits`).
+        paused: Whether the group is paused (`QueueManager.pause_group`): its jobs are added but none starts
+            until it is resumed.
     """
 
     name: str
@@ -62,6 +66,7 @@ class GroupInfo:
     active: int = 0
     limits: GroupLimits = field(default_factory=GroupLimits)
     custom_limits: bool = False
+    paused: bool = False
 
 
 def group_limits_to_proto(value: GroupLimitsLike, into: types_pb2.GroupLimits, what: str) -> None:
@@ -130,6 +135,7 @@ def group_info_from_proto(msg: types_pb2.GroupInfo) -> GroupInfo:
         active=msg.active,
         limits=group_limits_from_proto(msg.limits),
         custom_limits=msg.custom_limits,
+        paused=msg.paused,
     )
 
 
@@ -164,3 +170,17 @@ def set_group_limits_request(
     else:
         _fill(request.limits, concurrency, rate_limit, max_size)
     return request
+
+
+def pause_group_request(queue_name: str, group: str) -> queue_service_pb2.PauseGroupRequest:
+    """Builds and validates a PauseGroupRequest."""
+    return queue_service_pb2.PauseGroupRequest(
+        queue_name=validate_queue_name(queue_name), group=validate_group(group)
+    )
+
+
+def resume_group_request(queue_name: str, group: str) -> queue_service_pb2.ResumeGroupRequest:
+    """Builds and validates a ResumeGroupRequest."""
+    return queue_service_pb2.ResumeGroupRequest(
+        queue_name=validate_queue_name(queue_name), group=validate_group(group)
+    )

@@ -31,6 +31,8 @@ from queue_manager.groups import (
     RateLimitLike,
     group_info_from_proto,
     list_groups_request,
+    pause_group_request,
+    resume_group_request,
     set_group_limits_request,
 )
 from queue_manager.job_control import (
@@ -308,6 +310,18 @@ class SyncQueueManager:
         """Removes a fairness group's own limits; see `QueueManager.clear_group_limits`."""
         request = set_group_limits_request(queue_name, group, clear=True)
         response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
+        return group_info_from_proto(response.group)
+
+    def pause_group(self, queue_name: str, group: str) -> GroupInfo:
+        """Pauses one fairness group (none of its jobs starts); see `QueueManager.pause_group`."""
+        request = pause_group_request(queue_name, group)
+        response: queue_service_pb2.PauseGroupResponse = self._call(self._queues.PauseGroup, request)
+        return group_info_from_proto(response.group)
+
+    def resume_group(self, queue_name: str, group: str) -> GroupInfo:
+        """Resumes a paused fairness group; see `QueueManager.resume_group`."""
+        request = resume_group_request(queue_name, group)
+        response: queue_service_pb2.ResumeGroupResponse = self._call(self._queues.ResumeGroup, request)
         return group_info_from_proto(response.group)
 
     def get_queue_metrics(self, name: str, include_history: bool = False) -> QueueMetrics:
