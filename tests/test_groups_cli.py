@@ -1,6 +1,7 @@
 """Fairness groups in the ``qm`` command: ``qm add --group``, ``qm queues register --group-concurrency /
---group-rate / --group-max-size`` (merged like the other settings), ``qm groups list`` and ``qm groups
-limit``, the group limits in ``qm queues list`` and ``qm queues show``; against a real server."""
+--group-rate / --group-max-size`` (merged like the other settings), ``qm groups list``, ``qm groups limit``
+and ``qm groups pause`` / ``resume``, the group limits in ``qm queues list`` and ``qm queues show``; against
+a real server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 from tests.conftest import RunningServer
 from tests.test_cli import qm_cli, qm_json, usage_error
+
+HEADER = ["GROUP", "WAITING", "ACTIVE", "PAUSED", "CONCURRENCY", "RATE", "MAX_SIZE", "OWN_LIMITS"]
 
 
 def group_limits(queue: Any) -> Any:
@@ -75,7 +78,7 @@ async def test_add_with_a_group_then_list_and_limit_the_groups(
     status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "g")
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["GROUP", "WAITING", "ACTIVE", "CONCURRENCY", "RATE", "MAX_SIZE", "OWN_LIMITS"]
+    assert lines[0].split() == HEADER
     assert lines[1].split() == ["acme", "2", "0", "1", "5/250ms", "yes"]
     assert lines[2].split() == ["globex", "1", "0", "3"]
     # Pages: one group a page, the next page's command given; --all reads them all.
@@ -113,6 +116,44 @@ async def test_group_errors_name_the_flag_or_the_queue(
         capsys, "--server", server.address, "groups", "limit", "missing", "g", "--concurrency", "1"
     )
     assert status == 1 and err.startswith("error: NOT_FOUND: ")
+    for action in ("pause", "resume"):
+        status, out, err = await qm_cli(capsys, "--server", server.address, "groups", action, "missing", "g")
+        assert (status, out) == (1, "") and err.startswith("error: NOT_FOUND: ") and "missing" in err
+
+
+async def test_pause_and_resume_a_group_and_list_shows_it_paused(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await qm_json(capsys, server, "queues", "register", "p")
+    for group in ("acme", "acme", "globex"):
+        await qm_json(capsys, server, "add", "p", "work", "--group", group)
+    paused = await qm_json(capsys, server, "groups", "pause", "p", "acme")
+    assert (paused["name"], paused["waiting"], paused["paused"]) == ("acme", 2, True)
+    status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "pause", "p", "initech")
+    assert status == 0, err  # a group without jobs may be paused: it stays listed
+    assert [line.split() for line in out.splitlines()] == [HEADER, ["initech", "0", "0", "yes"]]
+    status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "p")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == HEADER
+    assert [line.split() for line in lines[1:]] == [
+        ["acme", "2", "0", "yes"],
+        ["globex", "1", "0"],
+        ["initech", "0", "0", "yes"],
+    ]
+    listed = await qm_json(capsys, server, "groups", "list", "p")
+    assert [(g["name"], g["paused"]) for g in listed["groups"]] == [
+        ("acme", True),
+        ("globex", False),
+        ("initech", True),
+    ]
+    resumed = await qm_json(capsys, server, "groups", "resume", "p", "acme")
+    assert (resumed["name"], resumed["waiting"], resumed["paused"]) == ("acme", 2, False)
+    status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "resume", "p", "initech")
+    assert status == 0, err
+    assert out.splitlines()[1].split() == ["initech", "0", "0"]
+    listed = await qm_json(capsys, server, "groups", "list", "p")
+    assert [(g["name"], g["paused"]) for g in listed["groups"]] == [("acme", False), ("globex", False)]
 
 
 @pytest.mark.parametrize(
@@ -134,6 +175,9 @@ async def test_group_errors_name_the_flag_or_the_queue(
         (("groups", "limit", "q", "g", "--rate", "5/0s"), "DURATION of '5/0s' must be a duration from 1 ms"),
         (("groups", "list", "q", "--page-size", "0"), "argument --page-size: must be a whole number from 1"),
         (("groups", "list", "q", "--all", "--page-token", "x"), "--all reads every page from the first"),
+        (("groups", "pause", "q", ""), "argument group: group must be 1 to 128 characters"),
+        (("groups", "resume", "q", "a\tb"), "argument group: group must be 1 to 128 characters"),
+        (("groups", "pause", "q"), "the following arguments are required: group"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )

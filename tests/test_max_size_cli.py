@@ -62,7 +62,8 @@ async def test_group_max_size_from_the_queue_and_from_groups_limit(
     status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "g")
     assert status == 0, err
     header, row = out.splitlines()
-    assert header.split() == ["GROUP", "WAITING", "ACTIVE", "CONCURRENCY", "RATE", "MAX_SIZE", "OWN_LIMITS"]
+    columns = ["GROUP", "WAITING", "ACTIVE", "PAUSED", "CONCURRENCY", "RATE", "MAX_SIZE", "OWN_LIMITS"]
+    assert header.split() == columns
     assert row.split() == ["acme", "2", "0", "3", "yes"]
     cleared = await qm_json(capsys, server, "groups", "limit", "g", "acme", "--clear")
     assert (cleared["limits"]["max_size"], cleared["custom_limits"]) == (1, False)

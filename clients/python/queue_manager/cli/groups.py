@@ -1,4 +1,4 @@
-"""``qm groups …``: a queue's fairness groups (``qm add --group``) and the limits of one group."""
+"""``qm groups …``: a queue's fairness groups (``qm add --group``), the limits of one group, pausing one."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from queue_manager.cli.common import (
 from queue_manager.groups import GroupInfo
 from queue_manager.options import RateLimit, validate_group
 
-_GROUP_COLUMNS = ("group", "waiting", "active", "concurrency", "rate", "max_size", "own_limits")
+_GROUP_COLUMNS = ("group", "waiting", "active", "paused", "concurrency", "rate", "max_size", "own_limits")
 
 
 def group_name(text: str) -> str:
@@ -35,10 +35,10 @@ def group_name(text: str) -> str:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``groups`` to the ``qm`` parser."""
     groups = commands.add_parser(
-        "groups", help="a queue's fairness groups (qm add --group) and their limits"
+        "groups", help="a queue's fairness groups (qm add --group): their limits, pausing one"
     ).add_subparsers(metavar="ACTION", required=True)
     listing = groups.add_parser(
-        "list", help="list a queue's groups by name: their waiting and active jobs and their limits"
+        "list", help="list a queue's groups by name: their waiting and active jobs, whether paused, limits"
     )
     listing.add_argument("queue")
     option(
@@ -85,6 +85,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--clear", action="store_true", help="remove the group's own limits: the queue's apply again"
     )
     limit.set_defaults(command="groups limit", handler=_limit)
+    pause = groups.add_parser(
+        "pause",
+        help="pause one group: its jobs are still added, but none starts until it is resumed",
+        description="Pauses GROUP of QUEUE: its jobs are still added, but none starts until "
+        "'qm groups resume'; its active jobs run on and the queue's other groups keep taking their turns. "
+        "The group need not have jobs yet.",
+    )
+    resume = groups.add_parser(
+        "resume", help="resume a paused group: its waiting jobs take their turns again at once"
+    )
+    for action, sub in (("pause", pause), ("resume", resume)):
+        sub.add_argument("queue")
+        sub.add_argument("group", type=group_name)
+        sub.set_defaults(command=f"groups {action}", handler=_pause_or_resume)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -129,6 +143,19 @@ def _limit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pause_or_resume(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        if args.command == "groups pause":
+            info = qm.pause_group(args.queue, args.group)
+        else:
+            info = qm.resume_group(args.queue, args.group)
+    if args.output == "json":
+        show(args, plain(info))
+    else:
+        print_table([_row(info)], _GROUP_COLUMNS)
+    return 0
+
+
 def _row(info: GroupInfo) -> dict[str, Any]:
     """A group as a table row: its limits as the flags take them (0 and "" mean none)."""
     limits = plain(info.limits)
@@ -136,6 +163,7 @@ def _row(info: GroupInfo) -> dict[str, Any]:
         "group": info.name,
         "waiting": info.waiting,
         "active": info.active,
+        "paused": "yes" if info.paused else "",
         "concurrency": limits["concurrency"] or "",
         "rate": rate_text(limits["rate_limit"]),
         "max_size": limits["max_size"] or "",
