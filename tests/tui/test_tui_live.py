@@ -437,6 +437,32 @@ async def test_the_queue_panel_shows_the_groups_and_their_limits(server: Running
     await qm.close()
 
 
+async def test_the_queue_panel_says_how_many_groups_are_paused(server: RunningServer) -> None:
+    """Groups paused and resumed while the dashboard is open (``qm groups pause``): the groups' line counts
+    them, read with the settings (the metrics stream has no per-group figures); an idle paused group is one
+    of the queue's groups."""
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("alpha")
+    await qm.add_bulk("alpha", [{"name": "j", "options": {"group": g}} for g in ("acme", "globex")])
+    app = dashboard(server)
+    app.settings_refresh = INTERVAL * 2
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        assert app.queues_view.selected_queue == "alpha"
+
+        def line(words: str) -> Callable[[], bool]:
+            return lambda: any(words in text for text in screen_lines(app))
+
+        await wait_for(pilot, line("groups: 2; no per-group limit"), "the two groups", WAIT)
+        await qm.pause_group("alpha", "acme")
+        await qm.pause_group("alpha", "initech")
+        await wait_for(pilot, line("groups: 3, 2 paused; no per-group limit"), "two paused", WAIT)
+        await qm.resume_group("alpha", "acme")
+        await qm.resume_group("alpha", "initech")
+        await wait_for(pilot, line("groups: 2; no per-group limit"), "none paused", WAIT)
+    await qm.close()
+
+
 async def test_the_queue_panel_shows_the_queues_size_of_its_max_size(server: RunningServer) -> None:
     """A queue with a max_size: its jobs waiting and delayed of it, full or not, and the group max size on
     the groups' line; set or changed while the dashboard is open."""
