@@ -110,6 +110,28 @@ export class QueueCalls extends JobCalls {
     return groupInfoFromProto(res.group!);
   }
 
+  /**
+   * Pauses one fairness group: its jobs are still added, but none starts until `resumeGroup`; its active jobs
+   * run on and the queue's other groups keep taking their turns. The group need not have jobs (a paused group
+   * is listed while idle too); pausing a paused group changes nothing. Returns the group as it is now.
+   */
+  async pauseGroup(queueName: string, group: string): Promise<GroupInfo> {
+    const request = { queueName, group: checkGroup(group, "group") };
+    const res = await mapped(() => this.client.pauseGroup(request, this.callOptions));
+    return groupInfoFromProto(res.group!);
+  }
+
+  /**
+   * Resumes a paused fairness group: its waiting jobs take their turns again at once (an idle group without
+   * jobs or limits of its own is then forgotten). Resuming a group that is not paused changes nothing.
+   * Returns the group as it is now.
+   */
+  async resumeGroup(queueName: string, group: string): Promise<GroupInfo> {
+    const request = { queueName, group: checkGroup(group, "group") };
+    const res = await mapped(() => this.client.resumeGroup(request, this.callOptions));
+    return groupInfoFromProto(res.group!);
+  }
+
   async getQueueMetrics(name: string, options: { includeHistory?: boolean } = {}): Promise<QueueMetrics> {
     const request = { name, includeHistory: options.includeHistory ?? false };
     const res = await mapped(() => this.client.getQueueMetrics(request, this.callOptions));

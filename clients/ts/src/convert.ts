@@ -373,6 +373,7 @@ export function groupInfoFromProto(group: GroupInfoPb): GroupInfo {
     active: Number(group.active),
     limits: groupLimitsFromProto(group.limits),
     customLimits: group.customLimits,
+    paused: group.paused,
   };
 }
 

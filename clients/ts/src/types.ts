@@ -163,6 +163,8 @@ export interface GroupInfo {
   limits: GroupLimitsRead;
   /** Whether `limits` are the group's own (`setGroupLimits`). */
   customLimits: boolean;
+  /** Whether the group is paused (`pauseGroup`): its jobs are added but none starts until `resumeGroup`. */
+  paused: boolean;
 }
 
 /** A queue's settings; unset fields take the server's defaults. */

@@ -1,6 +1,7 @@
 /**
  * Fairness groups against the live server: turns between groups (priority first), a group's concurrency
- * limit seen from a worker, ListGroups / SetGroupLimits round trips, and bad groups refused with the field.
+ * limit seen from a worker, ListGroups / SetGroupLimits round trips, a paused group held while another runs,
+ * and bad groups refused with the field.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -128,8 +129,8 @@ describe("per-group limits", () => {
       let page = await qm.listGroups(name);
       assert.equal(page.totalSize, 2);
       assert.deepEqual(page.items, [
-        { group: "a", waiting: 3, active: 2, limits: { concurrency: 2, rateLimit: undefined, maxSize: 0 }, customLimits: false },
-        { group: "b", waiting: 0, active: 2, limits: { concurrency: 2, rateLimit: undefined, maxSize: 0 }, customLimits: false },
+        { group: "a", waiting: 3, active: 2, limits: { concurrency: 2, rateLimit: undefined, maxSize: 0 }, customLimits: false, paused: false },
+        { group: "b", waiting: 0, active: 2, limits: { concurrency: 2, rateLimit: undefined, maxSize: 0 }, customLimits: false, paused: false },
       ]);
       // One of a's runs ends: the next of a's jobs takes its place.
       release("a");
@@ -144,6 +145,7 @@ describe("per-group limits", () => {
         active: 2,
         limits: { concurrency: 3, rateLimit: undefined, maxSize: 0 },
         customLimits: true,
+        paused: false,
       });
       await starts(6);
       assert.equal(started[5], "a");
@@ -193,16 +195,16 @@ describe("listing and limits", () => {
       ["a", "b", "c", tenant],
     );
     for (const g of groups) {
-      assert.deepEqual(g, { group: g.group, waiting: 1, active: 0, limits, customLimits: false });
+      assert.deepEqual(g, { group: g.group, waiting: 1, active: 0, limits, customLimits: false, paused: false });
     }
 
     // A group's own limits replace the queue's; {} lifts them all; a group with limits is known while idle.
     const own = await qm.setGroupLimits(name, "b", { concurrency: 7 });
     const ownLimits = { concurrency: 7, rateLimit: undefined, maxSize: 0 };
-    assert.deepEqual(own, { group: "b", waiting: 1, active: 0, limits: ownLimits, customLimits: true });
+    assert.deepEqual(own, { group: "b", waiting: 1, active: 0, limits: ownLimits, customLimits: true, paused: false });
     const idle = await qm.setGroupLimits(name, "idle", {});
     const none = { concurrency: 0, rateLimit: undefined, maxSize: 0 };
-    assert.deepEqual(idle, { group: "idle", waiting: 0, active: 0, limits: none, customLimits: true });
+    assert.deepEqual(idle, { group: "idle", waiting: 0, active: 0, limits: none, customLimits: true, paused: false });
     const rated = await qm.setGroupLimits(name, tenant, { rateLimit: { max: 2, duration: 60_000 } });
     assert.deepEqual(rated.limits, { concurrency: 0, rateLimit: { max: 2, duration: 60_000 }, maxSize: 0 });
     const page = await qm.listGroups(name);
@@ -227,15 +229,52 @@ describe("listing and limits", () => {
 
     // Cleared, the queue's limits apply again, and an idle group is forgotten.
     const idleCleared = await qm.clearGroupLimits(name, "idle");
-    assert.deepEqual(idleCleared, { group: "idle", waiting: 0, active: 0, limits, customLimits: false });
+    assert.deepEqual(idleCleared, { group: "idle", waiting: 0, active: 0, limits, customLimits: false, paused: false });
     const bCleared = await qm.clearGroupLimits(name, "b");
-    assert.deepEqual(bCleared, { group: "b", waiting: 1, active: 0, limits, customLimits: false });
+    assert.deepEqual(bCleared, { group: "b", waiting: 1, active: 0, limits, customLimits: false, paused: false });
     assert.equal((await qm.listGroups(name)).totalSize, 4);
     assert.equal((await qm.getQueueMetrics(name)).groups, 4);
 
     // registerQueue replaces the whole config: without group limits, the queue has none.
     assert.equal((await qm.registerQueue(name, { disableDeadLetter: true })).config.groupLimits, undefined);
     assert.deepEqual((await qm.listGroups(name)).items[0]!.limits, { concurrency: 0, rateLimit: undefined, maxSize: 0 });
+  });
+});
+
+describe("pause and resume", () => {
+  it("holds a paused group's jobs while another group's run, and runs them once it is resumed", async () => {
+    const name = queueName("group-pause");
+    await qm.registerQueue(name);
+    // Paused before it has jobs: known, idle and paused; pausing again changes nothing.
+    const none = { concurrency: 0, rateLimit: undefined, maxSize: 0 };
+    const idle = { group: "slow", waiting: 0, active: 0, limits: none, customLimits: false, paused: true };
+    assert.deepEqual(await qm.pauseGroup(name, "slow"), idle);
+    assert.deepEqual(await qm.pauseGroup(name, "slow"), idle);
+    const slow = await qm.addBulk(name, [0, 1].map((i) => ({ name: `s${i}`, options: { group: "slow" } })));
+    const fast = await qm.addBulk(name, [0, 1].map((i) => ({ name: `f${i}`, options: { group: "fast" } })));
+
+    const runs: string[] = [];
+    const w = await worker({ concurrency: 1, processors: { [name]: async (job: ActiveJob) => void runs.push(job.name) } });
+    try {
+      // The groups take turns: unpaused, a "slow" job would have run before the second "fast" one.
+      await allCompleted(name, fast);
+      assert.deepEqual(runs, ["f0", "f1"]);
+      for (const id of slow) {
+        assert.equal((await qm.getJob(name, id)).state, "waiting");
+      }
+      const page = await qm.listGroups(name);
+      assert.deepEqual(
+        page.items.map((g) => [g.group, g.waiting, g.paused]),
+        [["slow", 2, true]], // "fast", idle, is forgotten
+      );
+      const resumed = await qm.resumeGroup(name, "slow");
+      assert.deepEqual([resumed.group, resumed.waiting, resumed.paused], ["slow", 2, false]);
+      await allCompleted(name, slow);
+      assert.deepEqual(runs, ["f0", "f1", "s0", "s1"]);
+      assert.equal((await qm.resumeGroup(name, "slow")).paused, false); // resuming again changes nothing
+    } finally {
+      await w.shutdown();
+    }
   });
 });
 
@@ -303,6 +342,10 @@ describe("bad groups", () => {
     assert.match(inDefaults.message, /config\.default_job_options\.group/);
     await assert.rejects(qm.listGroups(`${name}-none`), NotFoundError);
     await assert.rejects(qm.setGroupLimits(`${name}-none`, "g", { concurrency: 1 }), NotFoundError);
+    await assert.rejects(qm.pauseGroup(`${name}-none`, "g"), NotFoundError);
+    await assert.rejects(qm.resumeGroup(`${name}-none`, "g"), NotFoundError);
+    await assert.rejects(qm.pauseGroup(name, ""), /^RangeError: group must be 1 to 128 characters, got 0$/);
+    await assert.rejects(qm.resumeGroup(name, 7 as never), /^TypeError: group must be a string, not number$/);
     await assert.rejects(qm.listGroups(name, { pageSize: 1_001 }), InvalidArgumentError);
 
     // Only the job with the longest group was added, and no group was made.
