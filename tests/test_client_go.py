@@ -83,6 +83,7 @@ EXPECTED = {
     "TestGroupConcurrencyLimitHoldsAGroupsRuns",
     "TestListGroupsAndSetGroupLimitsRoundTrip",
     "TestBadGroupsAreRefusedWithTheField",
+    "TestAPausedGroupWaitsUntilResumed",
     "TestLIFOJobsGoToTheHeadOfTheirLevel",
     "TestAFullQueueRefusesAddsWithResourceExhausted",
     "TestAGroupsMaxSizeRefusesItsAddsOnly",

@@ -82,7 +82,7 @@ func groupLimitsFromProto(p *pb.GroupLimits) GroupLimits {
 	}
 }
 
-// GroupInfo is one fairness group of a queue (ListGroups, SetGroupLimits).
+// GroupInfo is one fairness group of a queue (ListGroups, SetGroupLimits, PauseGroup, ResumeGroup).
 type GroupInfo struct {
 	// Group is the group's name (JobOptions.Group).
 	Group string
@@ -94,6 +94,9 @@ type GroupInfo struct {
 	Limits GroupLimits
 	// CustomLimits tells whether Limits are the group's own (SetGroupLimits).
 	CustomLimits bool
+	// Paused tells whether the group is paused (PauseGroup): its jobs are added but none starts until
+	// ResumeGroup.
+	Paused bool
 }
 
 func groupFromProto(p *pb.GroupInfo) *GroupInfo {
@@ -106,6 +109,7 @@ func groupFromProto(p *pb.GroupInfo) *GroupInfo {
 		Active:       p.GetActive(),
 		Limits:       groupLimitsFromProto(p.GetLimits()),
 		CustomLimits: p.GetCustomLimits(),
+		Paused:       p.GetPaused(),
 	}
 }
 
@@ -167,6 +171,35 @@ func (c *Client) ClearGroupLimits(ctx context.Context, queue, group string) (*Gr
 
 func (c *Client) setGroupLimits(ctx context.Context, req *pb.SetGroupLimitsRequest) (*GroupInfo, error) {
 	resp, err := c.queues.SetGroupLimits(ctx, req)
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return groupFromProto(resp.GetGroup()), nil
+}
+
+// PauseGroup pauses one fairness group: its jobs are still added, but none starts until ResumeGroup; its
+// active jobs run on and the queue's other groups keep taking their turns. The group need not have jobs (a
+// paused group is known to the queue while idle too); pausing a paused group changes nothing. It returns the
+// group as it is now. The call needs the admin role.
+func (c *Client) PauseGroup(ctx context.Context, queue, group string) (*GroupInfo, error) {
+	if err := checkGroup("group", group); err != nil {
+		return nil, err
+	}
+	resp, err := c.queues.PauseGroup(ctx, &pb.PauseGroupRequest{QueueName: queue, Group: group})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return groupFromProto(resp.GetGroup()), nil
+}
+
+// ResumeGroup resumes a paused fairness group: its waiting jobs take their turns again at once (an idle group
+// without limits of its own is then forgotten). Resuming a group that is not paused changes nothing. It
+// returns the group as it is now. The call needs the admin role.
+func (c *Client) ResumeGroup(ctx context.Context, queue, group string) (*GroupInfo, error) {
+	if err := checkGroup("group", group); err != nil {
+		return nil, err
+	}
+	resp, err := c.queues.ResumeGroup(ctx, &pb.ResumeGroupRequest{QueueName: queue, Group: group})
 	if err != nil {
 		return nil, fromRPC(err)
 	}

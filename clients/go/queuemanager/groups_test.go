@@ -236,6 +236,78 @@ func TestListGroupsAndSetGroupLimitsRoundTrip(t *testing.T) {
 	}
 }
 
+func TestAPausedGroupWaitsUntilResumed(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	// Paused before it has jobs: known, idle and paused; pausing again changes nothing.
+	for range 2 {
+		idle, err := c.PauseGroup(ctx, queue, "slow")
+		if err != nil || *idle != (qm.GroupInfo{Group: "slow", Paused: true}) {
+			t.Fatalf("PauseGroup(slow): %v %+v", err, idle)
+		}
+	}
+	var slow []string
+	for i := range 2 {
+		slow = append(slow, add(t, c, queue, fmt.Sprintf("s%d", i), nil, &qm.JobOptions{Group: "slow"}).ID)
+	}
+	for i := range 2 {
+		add(t, c, queue, fmt.Sprintf("f%d", i), nil, &qm.JobOptions{Group: "fast"})
+	}
+	runs := make(chan string, 4)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			runs <- job.Name
+			return nil, nil
+		},
+	}})
+	// The groups take turns: unpaused, a "slow" job would have run before the second "fast" one.
+	if got := []string{receive(t, runs, "a run"), receive(t, runs, "a run")}; !slices.Equal(got, []string{"f0", "f1"}) {
+		t.Fatalf("runs %v while slow is paused, want f0 f1", got)
+	}
+	page, err := c.ListGroups(ctx, queue, 0, "")
+	if err != nil {
+		t.Fatalf("ListGroups: %v", err)
+	}
+	for _, g := range page.Groups { // "fast" while its last run ends, then forgotten
+		if (g.Group == "slow") != (g.Paused && g.Waiting == 2) || (g.Group != "slow" && g.Group != "fast") {
+			t.Fatalf("ListGroups must show slow paused with its two jobs, and fast not paused: %+v", g)
+		}
+	}
+	if !slices.ContainsFunc(page.Groups, func(g *qm.GroupInfo) bool { return g.Group == "slow" }) {
+		t.Fatalf("ListGroups must list the paused group: %+v", page.Groups)
+	}
+	for _, id := range slow {
+		if job, err := c.GetJob(ctx, queue, id); err != nil || job.State != qm.StateWaiting {
+			t.Fatalf("a paused group's job must wait: %v %+v", err, job)
+		}
+	}
+	resumed, err := c.ResumeGroup(ctx, queue, "slow")
+	if err != nil || resumed.Group != "slow" || resumed.Paused {
+		t.Fatalf("ResumeGroup(slow): %v %+v", err, resumed)
+	}
+	if got := []string{receive(t, runs, "a run"), receive(t, runs, "a run")}; !slices.Equal(got, []string{"s0", "s1"}) {
+		t.Fatalf("runs %v once slow is resumed, want s0 s1", got)
+	}
+	if again, err := c.ResumeGroup(ctx, queue, "slow"); err != nil || again.Paused {
+		t.Fatalf("ResumeGroup again must change nothing: %v %+v", err, again)
+	}
+	// Refused before the call, naming the argument; NOT_FOUND for a queue the server does not know.
+	if _, err := c.PauseGroup(ctx, queue, ""); err == nil || !strings.Contains(err.Error(), "group is required") {
+		t.Fatalf("PauseGroup without a group, got %v", err)
+	}
+	if _, err := c.ResumeGroup(ctx, queue, "a\x00"); err == nil || !strings.Contains(err.Error(), "U+0000") {
+		t.Fatalf("ResumeGroup with a control character, got %v", err)
+	}
+	if _, err := c.PauseGroup(ctx, queue+"-none", "g"); !errors.Is(err, qm.ErrNotFound) {
+		t.Fatalf("PauseGroup of an unknown queue: want ErrNotFound, got %v", err)
+	}
+	if _, err := c.ResumeGroup(ctx, queue+"-none", "g"); !errors.Is(err, qm.ErrNotFound) {
+		t.Fatalf("ResumeGroup of an unknown queue: want ErrNotFound, got %v", err)
+	}
+}
+
 func TestBadGroupsAreRefusedWithTheField(t *testing.T) {
 	t.Parallel()
 	c := newClient(t)
