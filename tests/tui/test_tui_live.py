@@ -375,8 +375,10 @@ async def test_a_queue_obliterated_while_shown_says_it_is_gone(server: RunningSe
         await wait_for(pilot, lambda: jobs.loaded_job is not None, "alpha's job", WAIT)
         await qm.obliterate_queue("alpha")
         await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "alpha's jobs to go", WAIT)
+        # The table empties and the page says why in two updates: wait for the second too.
+        gone = lambda: any("alpha (gone)" in line for line in screen_lines(app))  # noqa: E731
+        await wait_for(pilot, gone, "alpha marked gone", WAIT)
         lines = screen_lines(app)
-        assert any("alpha (gone)" in line for line in lines)
         assert any("Queue alpha no longer exists" in line for line in lines)
         assert jobs.loaded_job is None and jobs.queue == "alpha"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import Static
 
 from queue_manager import Job, JobLogLine, JobRef
@@ -25,12 +26,23 @@ class JobDetail(VerticalScroll, can_focus=True):
 
     def show_job(self, job: Job, logs: list[JobLogLine]) -> None:
         """Shows a job and its newest log lines."""
-        self.query_one("#job-detail-body", Static).update(job_text(job, logs))
-        self.scroll_home(animate=False)
+        body = self._body()
+        if body is not None:
+            body.update(job_text(job, logs))
+            self.scroll_home(animate=False)
 
     def show_note(self, note: str) -> None:
         """Shows a message instead of a job ("no job selected", "job removed"…)."""
-        self.query_one("#job-detail-body", Static).update(Text(safe(note), style="dim"))
+        body = self._body()
+        if body is not None:
+            body.update(Text(safe(note), style="dim"))
+
+    def _body(self) -> Static | None:
+        """The text of the pane; None while it is not mounted (a job read that lands as the app closes)."""
+        try:
+            return self.query_one("#job-detail-body", Static)
+        except NoMatches:
+            return None
 
 
 def job_text(job: Job, logs: list[JobLogLine]) -> Text:
