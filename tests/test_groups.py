@@ -448,6 +448,7 @@ async def test_a_paused_group_takes_no_turn_until_resumed(engine: Engine) -> Non
     # Paused while idle, a group is still known; resumed, its jobs take their turns at once.
     await groups.set_group_paused("q", "idle", True)
     assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["a", "b", "idle"]
+    assert (await engine.metrics("q")).groups_paused == 2
     await groups.set_group_paused("q", "idle", False)
     info = await groups.set_group_paused("q", "a", False)
     assert not info.paused

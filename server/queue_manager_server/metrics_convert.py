@@ -58,6 +58,7 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         cancelled=m.cancelled,
         expired_total=m.expired_total,
         groups=m.groups,
+        groups_paused=m.groups_paused,
         added_total=m.added_total,
         completed_total=m.completed_total,
         failed_total=m.failed_total,

@@ -105,6 +105,7 @@ class QueueMetrics:
         levels: The ready jobs of each priority level, CRITICAL first (all five).
         groups: Fairness groups known to the queue: with jobs waiting or active, or with limits of their
             own (`QueueManager.list_groups` lists them).
+        groups_paused: Fairness groups paused (`QueueManager.pause_group`).
     """
 
     queue_name: str
@@ -138,6 +139,7 @@ class QueueMetrics:
     sample_time: datetime | None = None
     levels: list[LevelMetrics] = field(default_factory=list)
     groups: int = 0
+    groups_paused: int = 0
 
 
 @dataclass(slots=True)
@@ -259,6 +261,7 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
             if level.priority in _PRIORITIES
         ],
         groups=msg.groups,
+        groups_paused=msg.groups_paused,
     )
 
 

@@ -77,6 +77,7 @@ def parse_metrics(name: str, r: Sequence[Any]) -> Metrics | None:
         levels=[(_i(r[18][i]), _i(r[18][i + 1])) for i in range(0, len(r[18]), 2)],
         expired_total=_i(r[19]),
         groups=_i(r[20]),
+        groups_paused=_i(r[21]),
     )
 
 

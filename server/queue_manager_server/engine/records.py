@@ -288,6 +288,7 @@ class Metrics:
     held_until_ms: int = 0  # 0: no retry-after hold
     expired_total: int = 0  # jobs a claim found past their expiry (ended cancelled)
     groups: int = 0  # fairness groups with jobs waiting or active, or limits of their own
+    groups_paused: int = 0  # fairness groups paused (PauseGroup)
     workers: int = 0
     free_capacity: int = 0
     history: list[MinuteActivity] = field(default_factory=list)

@@ -144,6 +144,11 @@ class QueueCollector:
                 lambda m: m.groups,
             ),
             (
+                "queue_groups_paused",
+                "Fairness groups paused (their jobs start once resumed).",
+                lambda m: m.groups_paused,
+            ),
+            (
                 "queue_rate_limit_tokens",
                 "Job starts available in the rate-limit bucket now; 0 without a rate limit.",
                 lambda m: m.rate_limit_tokens,

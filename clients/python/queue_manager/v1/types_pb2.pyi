@@ -1062,6 +1062,7 @@ class QueueMetrics(_message.Message):
     LEVELS_FIELD_NUMBER: _builtins.int
     EXPIRED_TOTAL_FIELD_NUMBER: _builtins.int
     GROUPS_FIELD_NUMBER: _builtins.int
+    GROUPS_PAUSED_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -1112,6 +1113,8 @@ class QueueMetrics(_message.Message):
     """
     groups: _builtins.int
     """Fairness groups known to the queue: with jobs waiting or active, or with limits of their own."""
+    groups_paused: _builtins.int
+    """Fairness groups paused (PauseGroup): their jobs are added, none starts."""
     @_builtins.property
     def average_processing_time(self) -> _duration_pb2.Duration:
         """Mean processing time of the runs that finished in the last five minutes."""
@@ -1174,10 +1177,11 @@ class QueueMetrics(_message.Message):
         levels: _abc.Iterable[Global___PriorityLevelMetrics] | None = ...,
         expired_total: _builtins.int = ...,
         groups: _builtins.int = ...,
+        groups_paused: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,7 +17,8 @@
 --   ready since (ms; -1: no job ready), rate-limit tokens (a string; "0" without a limit), held until (0: no
 --   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first,
 --   per priority level from the first {ready jobs, ready since (-1: none), ...},
---   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups')}
+--   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups'), groups
+--   paused}
 -- Waiting counts the groups' jobs too (meta 'gw'), and so does "ready since" (the heads of their lists, a
 -- few hundred at most); the levels are of the jobs without a group.
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
@@ -29,7 +30,8 @@ local meta, waiting, limiter = KEYS[1], KEYS[2], KEYS[8]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total', 'gw')
+local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total', 'gw',
+  'g_paused')
 local base = string.sub(meta, 1, -5)
 
 local function num(v) return tonumber(v) or 0 end
@@ -165,4 +167,5 @@ out[#out + 1] = history
 out[#out + 1] = levels
 out[#out + 1] = num(m[5])
 out[#out + 1] = redis.call('ZCARD', base .. 'groups')
+out[#out + 1] = num(m[7])
 return out

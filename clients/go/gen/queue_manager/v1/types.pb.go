@@ -1934,7 +1934,9 @@ type QueueMetrics struct {
 	// retained also counts in cancelled.
 	ExpiredTotal uint64 `protobuf:"varint,30,opt,name=expired_total,json=expiredTotal,proto3" json:"expired_total,omitempty"`
 	// Fairness groups known to the queue: with jobs waiting or active, or with limits of their own.
-	Groups        uint64 `protobuf:"varint,31,opt,name=groups,proto3" json:"groups,omitempty"`
+	Groups uint64 `protobuf:"varint,31,opt,name=groups,proto3" json:"groups,omitempty"`
+	// Fairness groups paused (PauseGroup): their jobs are added, none starts.
+	GroupsPaused  uint64 `protobuf:"varint,32,opt,name=groups_paused,json=groupsPaused,proto3" json:"groups_paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2182,6 +2184,13 @@ func (x *QueueMetrics) GetExpiredTotal() uint64 {
 func (x *QueueMetrics) GetGroups() uint64 {
 	if x != nil {
 		return x.Groups
+	}
+	return 0
+}
+
+func (x *QueueMetrics) GetGroupsPaused() uint64 {
+	if x != nil {
+		return x.GroupsPaused
 	}
 	return 0
 }
@@ -2482,7 +2491,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x8f\n" +
+	"createTime\"\xb4\n" +
 	"\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
@@ -2521,7 +2530,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"sampleTime\x12>\n" +
 	"\x06levels\x18\x1d \x03(\v2&.queue_manager.v1.PriorityLevelMetricsR\x06levels\x12#\n" +
 	"\rexpired_total\x18\x1e \x01(\x04R\fexpiredTotal\x12\x16\n" +
-	"\x06groups\x18\x1f \x01(\x04R\x06groups\"\xb4\x01\n" +
+	"\x06groups\x18\x1f \x01(\x04R\x06groups\x12#\n" +
+	"\rgroups_paused\x18  \x01(\x04R\fgroupsPaused\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
