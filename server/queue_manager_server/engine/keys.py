@@ -54,9 +54,11 @@ class QueueKeys:
         name). Beside it: ``gring`` (zset: ``<level>:<group>`` -> level * 2^44 + turn, the rotation),
         ``gdelay`` (zset: ``<level>:<group>`` -> when its next token is due, ms), ``gpark`` (hash: groups held
         back at their concurrency limit), ``gwaiting`` / ``gact`` (hashes: group -> waiting / active jobs),
-        ``glimits`` (hash: group -> "concurrency rate-max rate-ms", its own limits), ``gtok`` (hash: group ->
-        "tokens ms", its token bucket); meta ``gw`` counts the waiting jobs of all groups, ``gturn`` the
-        rotation's turns, ``g_conc`` / ``g_rl_max`` / ``g_rl_ms`` the queue's group limits."""
+        ``glimits`` (hash: group -> "concurrency rate-max rate-ms max-size", its own limits), ``gtok`` (hash:
+        group -> "tokens ms", its token bucket), ``gpaused`` (hash: paused groups); meta ``gw`` counts the
+        waiting jobs of all groups, ``gturn`` the rotation's turns, ``g_paused`` the paused groups, ``g_conc``
+        / ``g_rl_max`` / ``g_rl_ms`` / ``g_max`` the queue's group limits (``g_max_own``: some group has a max
+        size of its own)."""
         return f"{self.base}:groups"
 
     @property
