@@ -35,7 +35,6 @@ from queue_manager import (
     WorkflowStepRun,
     WorkflowStepState,
 )
-from queue_manager_tui.data import PausedGroups
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 """The fixed "now" of the fake data."""
@@ -330,8 +329,6 @@ class FakeSource:
         fail_after: Raise `UnavailableError` after the stream's snapshots (a server that goes away);
             None keeps the stream open and silent.
         calls: Every control called, as (method, arguments).
-        paused: The paused groups of each queue; none when left out.
-        group_reads: The queues whose paused groups were counted, in order.
     """
 
     stream: list[MetricsSnapshot] = field(default_factory=snapshots)
@@ -340,8 +337,6 @@ class FakeSource:
     runs: list[WorkflowRun] = field(default_factory=workflow_runs)
     calls: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
     connections: int = 0
-    paused: dict[str, PausedGroups] = field(default_factory=dict)
-    group_reads: list[str] = field(default_factory=list)
     address: str = "fake:50051"
     pushed: asyncio.Queue[MetricsSnapshot] | None = None
 
@@ -376,10 +371,6 @@ class FakeSource:
             Queue(name="reports", config=QueueConfig(), paused=True),
             Queue(name="thumbnails", config=QueueConfig(rate_limit=RateLimit(max=30, duration=1000))),
         ]
-
-    async def paused_groups(self, queue: str) -> PausedGroups:
-        self.group_reads.append(queue)
-        return self.paused.get(queue, PausedGroups(0))
 
     async def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str

@@ -28,7 +28,6 @@ from queue_manager_tui.controls import (
     retry_all_plan,
     retry_plan,
 )
-from queue_manager_tui.data import PausedGroups
 from queue_manager_tui.format import (
     fmt_bytes,
     fmt_duration,
@@ -47,7 +46,7 @@ from queue_manager_tui.widgets.queues_view import (
     _limit,
     _size_sentence,
 )
-from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, levels, queue_metrics, snapshots
+from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, levels, queue_metrics
 
 
 def test_safe_spells_out_control_characters() -> None:
@@ -264,28 +263,18 @@ def test_the_queue_panel_gives_the_groups_and_the_limits_of_each() -> None:
 
 
 def test_the_groups_line_says_how_many_groups_are_paused_when_any() -> None:
+    """The count is the stream's own (``QueueMetrics.groups_paused``): exact however many groups a queue has,
+    read with every snapshot rather than by paging the queue's groups."""
     emails = queue_metrics("emails", 0)
     both = GroupLimits(concurrency=2, rate_limit=RateLimit(max=10, duration=1000))
     assert (
-        _groups_sentence(emails, both, PausedGroups(3))
+        _groups_sentence(replace(emails, groups_paused=3), both)
         == "groups: 4, 3 paused; each at most 2 active, 10 per 1.0s"
     )
-    assert _groups_sentence(emails, None, PausedGroups(0)) == "groups: 4; no per-group limit"
-    # More groups than one count reads: what was read is a lower bound.
-    assert _groups_sentence(replace(emails, groups=25_000), None, PausedGroups(1_200, complete=False)) == (
-        "groups: 25,000, at least 1,200 paused; no per-group limit"
-    )
-    assert "groups: 4, 1 paused;" in _facts(emails, None, {}, None, 0, PausedGroups(1)).plain
-
-
-def test_paused_groups_are_kept_per_queue_until_the_next_read_or_the_queue_goes() -> None:
-    state = DashboardState()
-    state.apply(snapshots(1)[0])
-    assert state.grouped_queues() == ["emails"]  # the fake queues: only emails knows groups
-    state.set_paused_groups({"emails": PausedGroups(2), "reports": PausedGroups(0)})
-    assert state.paused_groups == {"emails": PausedGroups(2)}
-    state.apply(_snapshot(1, queue_metrics("reports", 1)))  # emails went away
-    assert state.paused_groups == {}
+    assert _groups_sentence(replace(emails, groups_paused=0), None) == "groups: 4; no per-group limit"
+    many = replace(emails, groups=25_000, groups_paused=12_500)
+    assert _groups_sentence(many, None) == "groups: 25,000, 12,500 paused; no per-group limit"
+    assert "groups: 4, 1 paused;" in _facts(replace(emails, groups_paused=1), None, {}, None).plain
 
 
 def test_the_queue_panel_gives_the_size_of_a_queue_with_a_max_size() -> None:

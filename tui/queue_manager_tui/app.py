@@ -21,7 +21,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from queue_manager import Job, JobRef, MetricsSnapshot, NotFoundError, QueueManagerError, QueueMetrics
+from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics
 from queue_manager_tui.commands import DashboardCommands, PaletteCommand, palette_commands
 from queue_manager_tui.controls import (
     NotApplicable,
@@ -34,7 +34,7 @@ from queue_manager_tui.controls import (
     retry_all_plan,
     retry_plan,
 )
-from queue_manager_tui.data import DataSource, PausedGroups
+from queue_manager_tui.data import DataSource
 from queue_manager_tui.screens.clean import CleanChoice, CleanScreen
 from queue_manager_tui.screens.confirm import ConfirmScreen
 from queue_manager_tui.screens.help import HelpScreen
@@ -209,8 +209,7 @@ class DashboardApp(App[None]):
     @work(exclusive=True, group="limits")
     async def _load_limits(self) -> None:
         """Reads the queues' settings the stream does not carry: rate limits, priority bounds, group limits,
-        max sizes; then how many groups are paused in each queue that has groups (one ListGroups read per
-        queue, with the settings rather than per frame)."""
+        max sizes."""
         self._settings_read = time.monotonic()
         try:
             queues = await self.source.list_queues()
@@ -220,17 +219,6 @@ class DashboardApp(App[None]):
             return
         self.state.set_settings(queues)
         self.queues_view.show(self.state)
-        paused: dict[str, PausedGroups] = {}
-        for name in self.state.grouped_queues():
-            try:
-                paused[name] = await self.source.paused_groups(name)
-            except NotFoundError:
-                continue  # obliterated since the snapshot: the stream drops it
-            except QueueManagerError:
-                return  # the stream reports the outage; counted again on the next read
-        if self.is_running:
-            self.state.set_paused_groups(paused)
-            self.queues_view.show(self.state)
 
     def _show_status(self) -> None:
         self.status_line.show(self.state, self.source.address, read_only=self.read_only)

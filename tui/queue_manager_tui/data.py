@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from queue_manager import (
     Job,
@@ -24,7 +24,7 @@ from queue_manager import (
     WorkflowRun,
 )
 
-__all__ = ["ClientSource", "DataSource", "PausedGroups", "connect"]
+__all__ = ["ClientSource", "DataSource", "connect"]
 
 # Seconds each unary admin call may take: a dashboard must show "unreachable" rather than hang on a
 # half-open connection.
@@ -38,24 +38,6 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 # The log tail holds the newest lines; a job keeps its last 1,000, the most one page can return.
 _LOG_PAGE = 1_000
-# Counting a queue's paused groups reads its groups in pages of the most ListGroups returns, and stops after
-# this many: a queue with more groups says "at least N paused" rather than being read whole every settings
-# refresh (10 s).
-_GROUP_PAGE = 1_000
-_GROUP_SCAN = 10_000
-
-
-class PausedGroups(NamedTuple):
-    """A queue's paused fairness groups (``qm groups pause``).
-
-    Attributes:
-        number: How many of the groups read are paused.
-        complete: Whether every group was read; False: the queue has more groups than one count reads, so
-            ``number`` is a lower bound.
-    """
-
-    number: int
-    complete: bool = True
 
 
 class DataSource(Protocol):
@@ -72,10 +54,6 @@ class DataSource(Protocol):
 
     async def list_queues(self) -> list[Queue]:
         """Every registered queue with its settings (for the rate limit's size)."""
-        ...
-
-    async def paused_groups(self, queue: str) -> PausedGroups:
-        """How many of a queue's fairness groups are paused (the metrics stream has no per-group figures)."""
         ...
 
     async def list_jobs(
@@ -161,15 +139,6 @@ class ClientSource:
 
     async def list_queues(self) -> list[Queue]:
         return await self._client.list_queues()
-
-    async def paused_groups(self, queue: str) -> PausedGroups:
-        paused, read, token = 0, 0, ""
-        while True:
-            page, token = await self._client.list_groups(queue, page_size=_GROUP_PAGE, page_token=token)
-            paused += sum(1 for group in page if group.paused)
-            read += len(page)
-            if not token or read >= _GROUP_SCAN:
-                return PausedGroups(paused, complete=not token)
 
     async def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str

@@ -21,7 +21,6 @@ from queue_manager import (
     RateLimit,
     WorkerInfo,
 )
-from queue_manager_tui.data import PausedGroups
 
 __all__ = ["SERIES_LENGTH", "Backoff", "Connection", "DashboardState", "Link", "QueueChanges"]
 
@@ -99,7 +98,6 @@ class DashboardState:
         self.bounds: dict[str, Mapping[JobPriority, timedelta]] = {}
         self.group_limits: dict[str, GroupLimits] = {}
         self.max_sizes: dict[str, int] = {}
-        self.paused_groups: dict[str, PausedGroups] = {}
         self.time: datetime | None = None
         self.connection = Connection()
         self._completed: dict[str, deque[float]] = {}
@@ -129,7 +127,6 @@ class DashboardState:
             self.bounds.pop(name, None)
             self.group_limits.pop(name, None)
             self.max_sizes.pop(name, None)
-            self.paused_groups.pop(name, None)
         for name, metrics in fresh.items():
             self._sample(name, metrics.completed_total)
         self.queues = dict(sorted(fresh.items()))
@@ -160,14 +157,6 @@ class DashboardState:
         self.bounds = {q.name: q.config.priority_bounds for q in queues if q.config.priority_bounds}
         self.group_limits = {q.name: q.config.group_limits for q in queues if q.config.group_limits}
         self.max_sizes = {q.name: q.config.max_size for q in queues if q.config.max_size}
-
-    def grouped_queues(self) -> list[str]:
-        """The queues that know fairness groups (``QueueMetrics.groups``), whose paused groups are counted."""
-        return [name for name, metrics in self.queues.items() if metrics.groups]
-
-    def set_paused_groups(self, paused: Mapping[str, PausedGroups]) -> None:
-        """Records each queue's paused groups, as read with the settings (queues without groups have none)."""
-        self.paused_groups = {name: count for name, count in paused.items() if count.number}
 
     def workers_of(self, queue: str) -> list[WorkerInfo]:
         """The connected workers that take jobs of a queue."""

@@ -283,9 +283,15 @@ func TestAPausedGroupWaitsUntilResumed(t *testing.T) {
 			t.Fatalf("a paused group's job must wait: %v %+v", err, job)
 		}
 	}
+	if metrics, err := c.GetQueueMetrics(ctx, queue); err != nil || metrics.GroupsPaused != 1 {
+		t.Fatalf("GetQueueMetrics must count the paused group: %v %+v", err, metrics)
+	}
 	resumed, err := c.ResumeGroup(ctx, queue, "slow")
 	if err != nil || resumed.Group != "slow" || resumed.Paused {
 		t.Fatalf("ResumeGroup(slow): %v %+v", err, resumed)
+	}
+	if metrics, err := c.GetQueueMetrics(ctx, queue); err != nil || metrics.GroupsPaused != 0 {
+		t.Fatalf("GetQueueMetrics once slow is resumed: want no paused group: %v %+v", err, metrics)
 	}
 	if got := []string{receive(t, runs, "a run"), receive(t, runs, "a run")}; !slices.Equal(got, []string{"s0", "s1"}) {
 		t.Fatalf("runs %v once slow is resumed, want s0 s1", got)

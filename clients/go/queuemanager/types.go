@@ -290,9 +290,11 @@ type QueueMetrics struct {
 	// Levels are the jobs ready to run (waiting or paused) of each priority level, CRITICAL first (all
 	// five; a level a newer server knows and this client does not is left out).
 	Levels []LevelMetrics
-	// Groups counts the queue's fairness groups: those with jobs waiting or active, and those with limits of
-	// their own (ListGroups lists them).
+	// Groups counts the queue's fairness groups: those with jobs waiting or active, those with limits of
+	// their own, and the paused ones (ListGroups lists them).
 	Groups uint64
+	// GroupsPaused counts the queue's paused fairness groups (PauseGroup): their jobs are added, none starts.
+	GroupsPaused uint64
 }
 
 // LevelMetrics are the ready jobs of one priority level of a queue.
@@ -347,5 +349,6 @@ func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
 		SampleTime:            timeOf(p.GetSampleTime()),
 		Levels:                levelsFromProto(p.GetLevels()),
 		Groups:                p.GetGroups(),
+		GroupsPaused:          p.GetGroupsPaused(),
 	}
 }

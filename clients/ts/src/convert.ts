@@ -421,6 +421,7 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
         oldestWaitingAge: fromDuration(level.oldestWaitingAge),
       })),
     groups: Number(m.groups),
+    groupsPaused: Number(m.groupsPaused),
   };
 }
 

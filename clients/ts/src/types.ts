@@ -321,8 +321,10 @@ export interface QueueMetrics {
   sampleTime: Date | undefined;
   /** The ready jobs of each priority level, CRITICAL first (all five). */
   levels: LevelMetrics[];
-  /** Fairness groups known to the queue: with jobs waiting or active, or with limits of their own. */
+  /** Fairness groups known to the queue: with jobs waiting or active, with limits of their own, or paused. */
   groups: number;
+  /** Fairness groups paused (`pauseGroup`): their jobs are added, none starts until `resumeGroup`. */
+  groupsPaused: number;
 }
 
 /** A connected worker, as `listWorkers` shows it. */

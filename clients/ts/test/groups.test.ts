@@ -267,8 +267,10 @@ describe("pause and resume", () => {
         page.items.map((g) => [g.group, g.waiting, g.paused]),
         [["slow", 2, true]], // "fast", idle, is forgotten
       );
+      assert.equal((await qm.getQueueMetrics(name)).groupsPaused, 1);
       const resumed = await qm.resumeGroup(name, "slow");
       assert.deepEqual([resumed.group, resumed.waiting, resumed.paused], ["slow", 2, false]);
+      assert.equal((await qm.getQueueMetrics(name)).groupsPaused, 0);
       await allCompleted(name, slow);
       assert.deepEqual(runs, ["f0", "f1", "s0", "s1"]);
       assert.equal((await qm.resumeGroup(name, "slow")).paused, false); // resuming again changes nothing

@@ -14,7 +14,6 @@ from textual.message import Message
 from textual.widgets import DataTable, Sparkline
 
 from queue_manager import GroupLimits, JobPriority, QueueMetrics, RateLimit
-from queue_manager_tui.data import PausedGroups
 from queue_manager_tui.format import (
     NONE,
     fmt_count,
@@ -128,7 +127,6 @@ class QueuesView(Vertical):
                 state.bounds.get(name, {}),
                 state.group_limits.get(name),
                 state.max_sizes.get(name, 0),
-                state.paused_groups.get(name),
             )
         )
 
@@ -181,7 +179,6 @@ def _facts(
     bounds: Mapping[JobPriority, timedelta],
     group_limits: GroupLimits | None = None,
     max_size: int = 0,
-    paused_groups: PausedGroups | None = None,
 ) -> Text:
     lines = [
         f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
@@ -202,7 +199,7 @@ def _facts(
     if metrics.levels:  # a server older than the per-level figures sends none
         lines.append(_levels_sentence(metrics, bounds))
     if metrics.groups or group_limits is not None:  # a queue that uses fairness groups
-        lines.append(_groups_sentence(metrics, group_limits, paused_groups))
+        lines.append(_groups_sentence(metrics, group_limits))
     return Text("\n".join(lines))
 
 
@@ -216,13 +213,11 @@ def _size_sentence(metrics: QueueMetrics, max_size: int) -> str:
     return sentence
 
 
-def _groups_sentence(
-    metrics: QueueMetrics, limits: GroupLimits | None, paused: PausedGroups | None = None
-) -> str:
+def _groups_sentence(metrics: QueueMetrics, limits: GroupLimits | None) -> str:
     """The fairness groups: how many the queue knows, how many of them are paused when any (``qm groups
-    pause``; "at least" when the queue has more groups than one count reads) and the limits of each (a
-    group's own limits, set with ``qm groups limit``, are in ``qm groups list``): ``groups: 12, 3 paused;
-    each at most 2 active, 10 per 1.0s, at most 500 waiting``."""
+    pause``; the stream's ``groups_paused``) and the limits of each (a group's own limits, set with ``qm
+    groups limit``, are in ``qm groups list``): ``groups: 12, 3 paused; each at most 2 active, 10 per 1.0s,
+    at most 500 waiting``."""
     parts = []
     if limits is not None and limits.concurrency:
         parts.append(f"at most {fmt_count(limits.concurrency)} active")
@@ -231,9 +226,7 @@ def _groups_sentence(
     if limits is not None and limits.max_size:
         parts.append(f"at most {fmt_count(limits.max_size)} waiting")
     each = f"each {', '.join(parts)}" if parts else "no per-group limit"
-    held = ""
-    if paused is not None and paused.number:
-        held = f", {'' if paused.complete else 'at least '}{fmt_count(paused.number)} paused"
+    held = f", {fmt_count(metrics.groups_paused)} paused" if metrics.groups_paused else ""
     return f"groups: {fmt_count(metrics.groups)}{held}; {each}"
 
 
