@@ -11,7 +11,7 @@
 -- ARGV[6..10] a claim folded into the add, run once the jobs are in (0 jobs: none): max jobs, lease token,
 --   worker id, lease ms, max delayed jobs to promote first (as claim.lua's ARGV[2..6]); when it leaves no
 --   ready job, the add publishes no 'w' wake-up
--- ARGV[11] 1: each job is checked against the queue's size limits (includes/add.lua room_for: a producer's
+-- ARGV[11] 1: each job is checked against the queue's size limits (includes/add.lua size_limits: a producer's
 --   add); 0: not (jobs the server adds itself, a bulk add checked whole before)
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
 --   call cheap to encode).
@@ -46,7 +46,7 @@ local fresh = want > 0 and {} or nil
 -- (their writes are what a burst of adds waits for: bench/RESULTS.md). Written out here, not called: the
 -- two calls of a shared helper cost single adds ~4% (twelve interleaved pairs); tests/test_engine.py checks
 -- that this path, insert_job's plain path (staged bulk writes) and its general one store the same job.
--- A queue with size limits checks each job (room_for) on insert_job's path.
+-- A queue with size limits checks each job (size_limits) on insert_job's path.
 local lim = ARGV[11] == '1' and size_limits(d) or nil
 local plain_level = not lim and plain_defaults(d) and level_key(waiting, DEFAULT_PRI)
 local k, added = #out, 0

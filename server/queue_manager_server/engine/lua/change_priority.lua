@@ -43,7 +43,7 @@ if st == 'waiting' and level_key(waiting, f[3], grp) ~= level and remove_waiting
     push_waiting({[level] = {id}})
   else
     redis.call('LINSERT', level, 'BEFORE', redis.call('LINDEX', level, lo), id)
-    if grp then group_pushed(string.sub(waiting, 1, -8), pri, grp, 1, false) end
+    if grp then groups_lib().pushed(string.sub(waiting, 1, -8), pri, grp, 1, false) end
   end
 end
 return {1}

@@ -48,7 +48,7 @@ for _, list in ipairs(lists) do
       delete_hashes(prefix, victims, true)
       redis.call('LREM', level, #victims, '')
       removed = removed + #victims
-      if grp then group_waiting(base, grp, -#victims) end
+      if grp then groups_lib().waiting(base, grp, -#victims) end
     end
   end
   start = start + len

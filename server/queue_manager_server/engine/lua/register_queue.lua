@@ -21,7 +21,7 @@ if #pairs_ > 0 then redis.call('HSET', meta, unpack(pairs_)) end
 if exists then
   local base = string.sub(meta, 1, -5)
   local parked = redis.call('HKEYS', base .. 'gpark')
-  for _, grp in ipairs(parked) do group_rejoin(base, grp) end
+  for _, grp in ipairs(parked) do groups_lib().rejoin(base, grp) end
   if #parked > 0 then
     redis.call('DEL', base .. 'gpark')
     local b, queue = string.match(base, '^(.*):{(.*)}:$')

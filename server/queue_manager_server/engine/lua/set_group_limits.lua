@@ -10,7 +10,7 @@
 -- Returns: {-1} when the queue is not registered, else {waiting, active, own limits ("" after a clear),
 --   the queue's group limits, paused (1/0)}, both limits as "concurrency rate-max rate-ms max-size". A max
 --   size of its own marks
---   the queue (meta 'g_max_own'), so adds look for one (includes/add.lua room_for).
+--   the queue (meta 'g_max_own'), so adds look for one (includes/add.lua size_limits).
 local meta = KEYS[1]
 local grp = ARGV[1]
 local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max')
@@ -19,7 +19,7 @@ local base = string.sub(meta, 1, -5)
 local own = ''
 if ARGV[2] == '1' then
   redis.call('HDEL', base .. 'glimits', grp)
-  group_idle(base, grp)
+  groups_lib().idle(base, grp)
 else
   own = ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6]
   redis.call('HSET', base .. 'glimits', grp, own)
@@ -29,7 +29,7 @@ end
 -- A changed rate starts from a full bucket.
 redis.call('HDEL', base .. 'gtok', grp)
 if redis.call('HDEL', base .. 'gpark', grp) == 1 then
-  group_rejoin(base, grp)
+  groups_lib().rejoin(base, grp)
   local b, queue = string.match(base, '^(.*):{(.*)}:$')
   redis.call('PUBLISH', b .. ':events', 'w ' .. queue)
 end

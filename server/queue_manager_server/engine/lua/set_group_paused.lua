@@ -19,10 +19,10 @@ if ARGV[2] == '1' then
 elseif redis.call('HDEL', base .. 'gpaused', grp) == 1 then
   redis.call('HINCRBY', meta, 'g_paused', -1)
   redis.call('HDEL', base .. 'gpark', grp)
-  group_rejoin(base, grp)
+  groups_lib().rejoin(base, grp)
   local b, queue = string.match(base, '^(.*):{(.*)}:$')
   redis.call('PUBLISH', b .. ':events', 'w ' .. queue)
-  group_idle(base, grp)
+  groups_lib().idle(base, grp)
 end
 local c = redis.call('HGET', base .. 'gwaiting', grp)
 local a = redis.call('HGET', base .. 'gact', grp)

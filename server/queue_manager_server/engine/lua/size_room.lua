@@ -1,5 +1,5 @@
 -- size_room.lua: whether a bulk add's jobs all fit under a queue's size limits (QueueConfig.max_size, a
--- group's max_size: includes/add.lua room_for), checked whole before any is written (an AddBulk is added
+-- group's max_size: includes/add.lua size_limits), checked whole before any is written (an AddBulk is added
 -- whole or not at all). Every job counts, delayed ones against their group too.
 -- @include common
 -- @include add
@@ -19,9 +19,9 @@ if lim.cap > 0 then
 end
 for i = 2, #ARGV, 2 do
   local grp, n = ARGV[i], tonumber(ARGV[i + 1])
-  -- room_for reads the group's count and cap once; the add's jobs of the group must all fit.
+  -- lim.room reads the group's count and cap once; the add's jobs of the group must all fit.
   lim.cap = 0
-  if room_for(lim, waiting, delayed, grp) == 'g' then return {-2, grp} end
+  if lim.room(waiting, delayed, grp) == 'g' then return {-2, grp} end
   local g = lim.groups[grp]
   if g and g.cap > 0 and g.n + n > g.cap then return {-2, grp} end
 end

@@ -18,7 +18,7 @@
 -- The queue's default job options (1-10, and 16: expire after ms), its paused flag (11), its 'created' time
 -- (12: absent, the queue is not registered) and what a claim checks (13-15: rl_max, rl_ms, conc; 17: gturn,
 -- present once the queue's jobs had fairness groups: common.lua) and the size limits (18: max_size, 19:
--- g_max, 20: g_max_own, set once a group had a max_size of its own: room_for), read once
+-- g_max, 20: g_max_own, set once a group had a max_size of its own: size_limits), read once
 -- per script call (fields of the meta hash): one read where an EXISTS, this and a folded claim's settings
 -- read were three commands.
 local function add_defaults(meta)
@@ -59,43 +59,42 @@ local function netstrings(s)
   return out
 end
 
--- Room for one more job in a call that checks the size limits (add_jobs.lua): the queue's max_size (jobs
--- waiting, paused or delayed) and its group's (jobs of the group waiting; a group's own limits replace the
--- queue's group limits, max_size among them). lim: the call's record, made by size_limits; grp: the job's
--- group ('' for none). Returns nil when there is room, else 'q' (the queue is full) or 'g' (its group is).
-local function room_for(lim, waiting, delayed, grp)
-  if lim.cap > 0 then
-    if not lim.pending then lim.pending = waiting_count(waiting) + redis.call('ZCARD', delayed) end
-    if lim.pending >= lim.cap then return 'q' end
-  end
-  if grp ~= '' and (lim.gcap > 0 or lim.gown) then
-    local g = lim.groups[grp]
-    if not g then
-      local base = string.sub(waiting, 1, -8)
-      local cap = lim.gcap
-      if lim.gown then
-        local own = redis.call('HGET', base .. 'glimits', grp)
-        if own then cap = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)$')) or 0 end
-      end
-      g = {cap = cap, n = tonumber(redis.call('HGET', base .. 'gwaiting', grp)) or 0}
-      lim.groups[grp] = g
-    end
-    if g.cap > 0 and g.n >= g.cap then return 'g' end
-  end
-end
-
--- A call's record of the size limits (room_for) from add_defaults' d; nil when the queue has none.
+-- A call's record of the size limits from add_defaults' d (nil when the queue has none: then no more is
+-- built, the helpers below being closures a call pays for only when it needs them): the queue's max_size
+-- (jobs waiting, paused or delayed) and its groups' (a group's jobs waiting; a group's own limits replace the
+-- queue's group limits, max_size among them). lim.room(waiting, delayed, grp): nil when there is room for one
+-- more job of group grp ('' for none), else 'q' (the queue is full) or 'g' (its group is). lim.took(grp,
+-- waiting_now): a job was added under them (one more pending; one more of its group waiting).
 local function size_limits(d)
   local cap, gcap, gown = tonumber(d[18]) or 0, tonumber(d[19]) or 0, d[20] == '1'
   if cap == 0 and gcap == 0 and not gown then return nil end
-  return {cap = cap, gcap = gcap, gown = gown, groups = {}}
-end
-
--- A job added under the size limits (room_for): one more pending, and one more of its group waiting.
-local function took_room(lim, grp, waiting_now)
-  if lim.pending then lim.pending = lim.pending + 1 end
-  local g = grp ~= '' and lim.groups[grp]
-  if g and waiting_now then g.n = g.n + 1 end
+  local lim = {cap = cap, gcap = gcap, gown = gown, groups = {}}
+  function lim.room(waiting, delayed, grp)
+    if lim.cap > 0 then
+      if not lim.pending then lim.pending = waiting_count(waiting) + redis.call('ZCARD', delayed) end
+      if lim.pending >= lim.cap then return 'q' end
+    end
+    if grp ~= '' and (lim.gcap > 0 or lim.gown) then
+      local g = lim.groups[grp]
+      if not g then
+        local base = string.sub(waiting, 1, -8)
+        local gmax = lim.gcap
+        if lim.gown then
+          local own = redis.call('HGET', base .. 'glimits', grp)
+          if own then gmax = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)$')) or 0 end
+        end
+        g = {cap = gmax, n = tonumber(redis.call('HGET', base .. 'gwaiting', grp)) or 0}
+        lim.groups[grp] = g
+      end
+      if g.cap > 0 and g.n >= g.cap then return 'g' end
+    end
+  end
+  function lim.took(grp, waiting_now)
+    if lim.pending then lim.pending = lim.pending + 1 end
+    local g = grp ~= '' and lim.groups[grp]
+    if g and waiting_now then g.n = g.n + 1 end
+  end
+  return lim
 end
 
 -- Appends a field and its value to a HSET argument list.
@@ -218,7 +217,7 @@ local function merge_metadata(dmd, md)
 end
 
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
--- dedup key is held, or (lim: the call checks the size limits, room_for) there is no room for it. d:
+-- dedup key is held, or (lim: the call checks the size limits, size_limits) there is no room for it. d:
 -- add_defaults(meta). pushes: the caller's gathered pushes (common.lua push_later: a job inserted waiting
 -- joins its list when the caller calls push_waiting(pushes), before it returns).
 -- Returns 0 (the id existed, or the dedup key is held; nothing written), 1 (added waiting), 2 (added
@@ -235,8 +234,8 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   -- add_jobs.lua writes the same out in its loop (kept equal by tests/test_engine.py).
   if h[3] == nil and md == '' and extra == '' and plain_defaults(d) then
     if lim then
-      if room_for(lim, waiting, delayed, '') then return -1, -1, id end
-      took_room(lim, '', true)
+      if lim.room(waiting, delayed, '') then return -1, -1, id end
+      lim.took('', true)
     end
     redis.call('HSET', jkey, 'name', h[2], 'ts', now, 'data', data, 'p', PLAIN)
     push_later(pushes, level_key(waiting, DEFAULT_PRI), id)
@@ -254,7 +253,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   end
   -- An add that would find its job there (its id, its dedup key) is answered so even in a full queue.
   if lim then
-    local full = room_for(lim, waiting, delayed, h[20] or '')
+    local full = lim.room(waiting, delayed, h[20] or '')
     if full then return full == 'q' and -1 or -2, -1, id end
   end
   if dkey then
@@ -332,7 +331,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   end
   redis.call('HSET', jkey, unpack(f))
   f[n + 1] = nil; f[n + 2] = nil; f[n + 3] = nil; f[n + 4] = nil
-  if lim then took_room(lim, grp, st == 'waiting') end
+  if lim then lim.took(grp, st == 'waiting') end
   if st == 'delayed' then
     redis.call('ZADD', delayed, run, id)
     return 2, run, id, f

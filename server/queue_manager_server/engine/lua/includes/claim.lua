@@ -86,198 +86,208 @@ local function expire_job(meta, prefix, id, jkey, exp, now)
   return finish_cancelled(meta, prefix, id, now)
 end
 
--- A group's limits: its own ('glimits': "concurrency rate-max rate-ms max-size"), else the queue's (d: meta
--- g_conc, g_rl_max, g_rl_ms). Returns concurrency, rate max, rate ms (0: none).
-local function group_limits(own, d)
-  if own then
-    local c, m, w = string.match(own, '^(%d+) (%d+) (%d+)')
-    return tonumber(c), tonumber(m), tonumber(w)
+-- The groups' claim (pop_levels, groups_taken below), built at the first claim of a script call that needs it:
+-- helpers defined at the top are closures every call builds again, and only queues whose jobs have groups
+-- use these (common.lua groups_lib says the same of the groups' bookkeeping).
+local GROUP_CLAIM = false
+local function group_claims()
+  if GROUP_CLAIM then return GROUP_CLAIM end
+  -- A group's limits: its own ('glimits': "concurrency rate-max rate-ms max-size"), else the queue's (d: meta
+  -- g_conc, g_rl_max, g_rl_ms). Returns concurrency, rate max, rate ms (0: none).
+  local function group_limits(own, d)
+    if own then
+      local c, m, w = string.match(own, '^(%d+) (%d+) (%d+)')
+      return tonumber(c), tonumber(m), tonumber(w)
+    end
+    return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0
   end
-  return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0
-end
 
--- The level of the rotation's first entry (LEVELS + 1: the rotation is empty).
-local function ring_level(ring)
-  local first = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
-  if #first == 0 then return LEVELS + 1 end
-  return math.floor(tonumber(first[2]) / GROUP_SPAN)
-end
+  -- The level of the rotation's first entry (LEVELS + 1: the rotation is empty).
+  local function ring_level(ring)
+    local first = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
+    if #first == 0 then return LEVELS + 1 end
+    return math.floor(tonumber(first[2]) / GROUP_SPAN)
+  end
 
--- Takes jobs of the fairness groups (common.lua) of priority level p until ids holds `want`, in turns: the
--- rotation's first entries, one job each, each taken entry going to the back of its level. When a turn takes
--- all of the level's entries, each group gets an equal share at once (one group with many jobs costs a
--- round, not one per job). A group at its concurrency limit leaves the rotation (marked in 'gpark' until a
--- run of it ends: common.lua run_ended); one out of tokens waits in 'gdelay' until its next token. g: the
--- claim's record of the groups it met (their active counts with this claim's, limits and buckets), shared by
--- its pops. Appends to ids the jobs taken, to lv their levels and to gs their groups. Returns the level of
--- the rotation's first entry after.
-local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
-  local ring, gdelay = base .. 'gring', base .. 'gdelay'
-  while #ids < want do
-    local rem = want - #ids
-    local parts = redis.call('ZPOPMIN', ring, rem)
-    -- Entries of a later level go back with their turns: the claim comes to them at their level.
-    local later = false
-    for i = 1, #parts, 2 do
-      if tonumber(string.sub(parts[i], 1, 1)) > p then
-        local back = {}
-        for j = i, #parts, 2 do back[#back + 1] = parts[j + 1]; back[#back + 1] = parts[j] end
-        redis.call('ZADD', ring, unpack(back))
-        for j = #parts, i, -1 do parts[j] = nil end
-        later = true
-        break
-      end
-    end
-    local np = #parts / 2
-    if np == 0 then break end
-    -- What the claim does not know yet of these groups: one read each of counts, limits and buckets.
-    local new = {}
-    for i = 1, #parts, 2 do
-      local grp = string.sub(parts[i], 3)
-      if not g.of[grp] and not new[grp] then new[#new + 1] = grp; new[grp] = true end
-    end
-    if #new > 0 then
-      local a = redis.call('HMGET', base .. 'gact', unpack(new))
-      local l = redis.call('HMGET', base .. 'glimits', unpack(new))
-      local t = redis.call('HMGET', base .. 'gtok', unpack(new))
-      -- Paused groups (read only while the queue has any: meta 'g_paused').
-      local paused = (tonumber(g.defaults[4]) or 0) > 0 and redis.call('HMGET', base .. 'gpaused', unpack(new))
-      for i, grp in ipairs(new) do
-        local conc, rl, rms = group_limits(l[i], g.defaults)
-        local act = tonumber(a[i]) or 0
-        local st = {act = act, act0 = act, conc = conc, rl = rl, rms = rms, took = 0,
-          paused = paused and paused[i] == '1'}
-        if rl > 0 and rms > 0 then
-          local burst = math.max(1, math.ceil(rl / 10))
-          local tk, ts = string.match(t[i] or '', '^(%S+) (%S+)$')
-          local tokens, last = tonumber(tk) or burst, tonumber(ts) or now
-          if now > last then tokens = math.min(burst, tokens + (now - last) * rl / rms) end
-          st.tokens = tokens
-        end
-        g.of[grp] = st
-      end
-    end
-    -- All of the level's entries taken: share out what is left.
-    local share = 1
-    if np < rem or later then share = math.max(1, math.floor(rem / np)) end
-    local back, took = {}, #ids
-    for i = 1, #parts, 2 do
-      local part = parts[i]
-      local level, grp = tonumber(string.sub(part, 1, 1)), string.sub(part, 3)
-      local st = g.of[grp]
-      local room = math.min(share, want - #ids)
-      if st.paused then
-        room = 0  -- it leaves the rotation; resuming the group puts it back (set_group_paused.lua)
-      elseif st.conc > 0 and st.act >= st.conc then
-        redis.call('HSET', base .. 'gpark', grp, '1')
-        room = 0
-      elseif st.conc > 0 then
-        room = math.min(room, st.conc - st.act)
-      end
-      if room > 0 and st.tokens then
-        if st.tokens < 1 then
-          redis.call('ZADD', gdelay, now + math.ceil((1 - st.tokens) * st.rms / st.rl), part)
-          room = 0
-        else
-          room = math.min(room, math.floor(st.tokens))
+  -- Takes jobs of the fairness groups (common.lua) of priority level p until ids holds `want`, in turns: the
+  -- rotation's first entries, one job each, each taken entry going to the back of its level. When a turn takes
+  -- all of the level's entries, each group gets an equal share at once (one group with many jobs costs a
+  -- round, not one per job). A group at its concurrency limit leaves the rotation (marked in 'gpark' until a
+  -- run of it ends: common.lua run_ended); one out of tokens waits in 'gdelay' until its next token. g: the
+  -- claim's record of the groups it met (their active counts with this claim's, limits and buckets), shared by
+  -- its pops. Appends to ids the jobs taken, to lv their levels and to gs their groups. Returns the level of
+  -- the rotation's first entry after.
+  local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
+    local ring, gdelay = base .. 'gring', base .. 'gdelay'
+    while #ids < want do
+      local rem = want - #ids
+      local parts = redis.call('ZPOPMIN', ring, rem)
+      -- Entries of a later level go back with their turns: the claim comes to them at their level.
+      local later = false
+      for i = 1, #parts, 2 do
+        if tonumber(string.sub(parts[i], 1, 1)) > p then
+          local back = {}
+          for j = i, #parts, 2 do back[#back + 1] = parts[j + 1]; back[#back + 1] = parts[j] end
+          redis.call('ZADD', ring, unpack(back))
+          for j = #parts, i, -1 do parts[j] = nil end
+          later = true
+          break
         end
       end
-      if room > 0 then
-        local got = redis.call('LPOP', level_key(waiting, level, grp), room)
-        if got then
-          for j = 1, #got do
-            local n = #ids + 1
-            ids[n], lv[n], gs[n] = got[j], level, grp
+      local np = #parts / 2
+      if np == 0 then break end
+      -- What the claim does not know yet of these groups: one read each of counts, limits and buckets.
+      local new = {}
+      for i = 1, #parts, 2 do
+        local grp = string.sub(parts[i], 3)
+        if not g.of[grp] and not new[grp] then new[#new + 1] = grp; new[grp] = true end
+      end
+      if #new > 0 then
+        local a = redis.call('HMGET', base .. 'gact', unpack(new))
+        local l = redis.call('HMGET', base .. 'glimits', unpack(new))
+        local t = redis.call('HMGET', base .. 'gtok', unpack(new))
+        -- Paused groups (read only while the queue has any: meta 'g_paused').
+        local paused = (tonumber(g.defaults[4]) or 0) > 0 and redis.call('HMGET', base .. 'gpaused', unpack(new))
+        for i, grp in ipairs(new) do
+          local conc, rl, rms = group_limits(l[i], g.defaults)
+          local act = tonumber(a[i]) or 0
+          local st = {act = act, act0 = act, conc = conc, rl = rl, rms = rms, took = 0,
+            paused = paused and paused[i] == '1'}
+          if rl > 0 and rms > 0 then
+            local burst = math.max(1, math.ceil(rl / 10))
+            local tk, ts = string.match(t[i] or '', '^(%S+) (%S+)$')
+            local tokens, last = tonumber(tk) or burst, tonumber(ts) or now
+            if now > last then tokens = math.min(burst, tokens + (now - last) * rl / rms) end
+            st.tokens = tokens
           end
-          st.act, st.took = st.act + #got, st.took + #got
-          if st.tokens then st.tokens = st.tokens - #got end
-          -- A list that gave all it was asked for may have more: its next turn is at the back.
-          if #got == room then back[#back + 1] = part end
+          g.of[grp] = st
         end
-        -- No job: the list emptied since it joined (a remove, a clean): it leaves the rotation.
       end
-    end
-    if #back > 0 then
-      local t = group_turns(base, #back)
-      local args = {}
-      for i, part in ipairs(back) do
-        args[#args + 1] = tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1
-        args[#args + 1] = part
+      -- All of the level's entries taken: share out what is left.
+      local share = 1
+      if np < rem or later then share = math.max(1, math.floor(rem / np)) end
+      local back, took = {}, #ids
+      for i = 1, #parts, 2 do
+        local part = parts[i]
+        local level, grp = tonumber(string.sub(part, 1, 1)), string.sub(part, 3)
+        local st = g.of[grp]
+        local room = math.min(share, want - #ids)
+        if st.paused then
+          room = 0  -- it leaves the rotation; resuming the group puts it back (set_group_paused.lua)
+        elseif st.conc > 0 and st.act >= st.conc then
+          redis.call('HSET', base .. 'gpark', grp, '1')
+          room = 0
+        elseif st.conc > 0 then
+          room = math.min(room, st.conc - st.act)
+        end
+        if room > 0 and st.tokens then
+          if st.tokens < 1 then
+            redis.call('ZADD', gdelay, now + math.ceil((1 - st.tokens) * st.rms / st.rl), part)
+            room = 0
+          else
+            room = math.min(room, math.floor(st.tokens))
+          end
+        end
+        if room > 0 then
+          local got = redis.call('LPOP', level_key(waiting, level, grp), room)
+          if got then
+            for j = 1, #got do
+              local n = #ids + 1
+              ids[n], lv[n], gs[n] = got[j], level, grp
+            end
+            st.act, st.took = st.act + #got, st.took + #got
+            if st.tokens then st.tokens = st.tokens - #got end
+            -- A list that gave all it was asked for may have more: its next turn is at the back.
+            if #got == room then back[#back + 1] = part end
+          end
+          -- No job: the list emptied since it joined (a remove, a clean): it leaves the rotation.
+        end
       end
-      redis.call('ZADD', ring, unpack(args))
+      if #back > 0 then
+        local t = groups_lib().turns(base, #back)
+        local args = {}
+        for i, part in ipairs(back) do
+          args[#args + 1] = tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1
+          args[#args + 1] = part
+        end
+        redis.call('ZADD', ring, unpack(args))
+      end
+      -- Nothing taken and the level's entries all popped: nothing more to take at this level.
+      if #ids == took and (np < rem or later) then break end
     end
-    -- Nothing taken and the level's entries all popped: nothing more to take at this level.
-    if #ids == took and (np < rem or later) then break end
+    return ring_level(ring)
   end
-  return ring_level(ring)
-end
 
--- Takes up to `want` waiting ids of a queue whose jobs have groups, level by level: the jobs without a group
--- first, then the groups' in turns (pop_groups). Returns the ids, their levels and their groups (false for
--- none).
-local function pop_levels(base, waiting, want, now, g)
-  local ids, lv, gs = {}, {}, {}
-  local ring = base .. 'gring'
-  if not g.defaults then
-    -- Once per claim: the queue's group limits, and the groups whose next token is due take their turns
-    -- again.
-    g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_paused')
-    local gdelay = base .. 'gdelay'
-    local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
-    if #due > 0 then
-      local t = group_turns(base, #due)
-      for i, part in ipairs(due) do
-        redis.call('ZADD', ring, 'NX', tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1, part)
-      end
-      redis.call('ZREM', gdelay, unpack(due))
-    end
-  end
-  local glevel = ring_level(ring)
-  for p = 1, LEVELS do
-    if #ids >= want then break end
-    local got = redis.call('LPOP', waiting .. ':' .. p, want - #ids)
-    if got then
-      for j = 1, #got do
-        local n = #ids + 1
-        ids[n], lv[n], gs[n] = got[j], p, false
+  -- Takes up to `want` waiting ids of a queue whose jobs have groups, level by level: the jobs without a group
+  -- first, then the groups' in turns (pop_groups). Returns the ids, their levels and their groups (false for
+  -- none).
+  local function pop_levels(base, waiting, want, now, g)
+    local ids, lv, gs = {}, {}, {}
+    local ring = base .. 'gring'
+    if not g.defaults then
+      -- Once per claim: the queue's group limits, and the groups whose next token is due take their turns
+      -- again.
+      g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_paused')
+      local gdelay = base .. 'gdelay'
+      local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
+      if #due > 0 then
+        local t = groups_lib().turns(base, #due)
+        for i, part in ipairs(due) do
+          redis.call('ZADD', ring, 'NX', tonumber(string.sub(part, 1, 1)) * GROUP_SPAN + t + i - 1, part)
+        end
+        redis.call('ZREM', gdelay, unpack(due))
       end
     end
-    if #ids < want and glevel <= p then
-      glevel = pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
+    local glevel = ring_level(ring)
+    for p = 1, LEVELS do
+      if #ids >= want then break end
+      local got = redis.call('LPOP', waiting .. ':' .. p, want - #ids)
+      if got then
+        for j = 1, #got do
+          local n = #ids + 1
+          ids[n], lv[n], gs[n] = got[j], p, false
+        end
+      end
+      if #ids < want and glevel <= p then
+        glevel = pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
+      end
     end
+    return ids, lv, gs
   end
-  return ids, lv, gs
-end
 
--- Records what a claim took from the groups (pop_groups' g): their waiting and active counts and their
--- buckets, a command or two each for all the groups (their active counts as read, plus the jobs leased:
--- those found expired took no slot). leased: group -> jobs of it leased.
-local function groups_taken(base, g, leased, now)
-  local names = {}
-  for grp, st in pairs(g.of) do
-    if st.took > 0 then names[#names + 1] = grp end
+  -- Records what a claim took from the groups (pop_groups' g): their waiting and active counts and their
+  -- buckets, a command or two each for all the groups (their active counts as read, plus the jobs leased:
+  -- those found expired took no slot). leased: group -> jobs of it leased.
+  local function groups_taken(base, g, leased, now)
+    local names = {}
+    for grp, st in pairs(g.of) do
+      if st.took > 0 then names[#names + 1] = grp end
+    end
+    if #names == 0 then return end
+    local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
+    local act, wait, tok, none = {}, {}, {}, {}
+    local total = 0
+    for i, grp in ipairs(names) do
+      local st = g.of[grp]
+      local n = leased[grp] or 0
+      if n > 0 then act[#act + 1] = grp; act[#act + 1] = st.act0 + n end
+      if st.tokens then tok[#tok + 1] = grp; tok[#tok + 1] = tostring(st.tokens) .. ' ' .. now end
+      local left = (tonumber(w[i]) or 0) - st.took
+      if left > 0 then wait[#wait + 1] = grp; wait[#wait + 1] = left else none[#none + 1] = grp end
+      total = total + st.took
+    end
+    if #act > 0 then redis.call('HSET', base .. 'gact', unpack(act)) end
+    if #tok > 0 then redis.call('HSET', base .. 'gtok', unpack(tok)) end
+    if #wait > 0 then redis.call('HSET', base .. 'gwaiting', unpack(wait)) end
+    if #none > 0 then
+      redis.call('HDEL', base .. 'gwaiting', unpack(none))
+      for _, grp in ipairs(none) do groups_lib().idle(base, grp) end
+    end
+    redis.call('HINCRBY', base .. 'meta', 'gw', -total)
   end
-  if #names == 0 then return end
-  local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
-  local act, wait, tok, none = {}, {}, {}, {}
-  local total = 0
-  for i, grp in ipairs(names) do
-    local st = g.of[grp]
-    local n = leased[grp] or 0
-    if n > 0 then act[#act + 1] = grp; act[#act + 1] = st.act0 + n end
-    if st.tokens then tok[#tok + 1] = grp; tok[#tok + 1] = tostring(st.tokens) .. ' ' .. now end
-    local left = (tonumber(w[i]) or 0) - st.took
-    if left > 0 then wait[#wait + 1] = grp; wait[#wait + 1] = left else none[#none + 1] = grp end
-    total = total + st.took
-  end
-  if #act > 0 then redis.call('HSET', base .. 'gact', unpack(act)) end
-  if #tok > 0 then redis.call('HSET', base .. 'gtok', unpack(tok)) end
-  if #wait > 0 then redis.call('HSET', base .. 'gwaiting', unpack(wait)) end
-  if #none > 0 then
-    redis.call('HDEL', base .. 'gwaiting', unpack(none))
-    for _, grp in ipairs(none) do group_idle(base, grp) end
-  end
-  redis.call('HINCRBY', base .. 'meta', 'gw', -total)
+
+  GROUP_CLAIM = {pop_levels = pop_levels, taken = groups_taken}
+  return GROUP_CLAIM
 end
 
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
@@ -343,7 +353,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     -- (pop_levels); any other the heads of its levels.
     local popped, ends, lvs, grps
     if grouped then
-      popped, lvs, grps = pop_levels(base, waiting, ask, now, gm)
+      popped, lvs, grps = group_claims().pop_levels(base, waiting, ask, now, gm)
     else
       popped, ends = pop_waiting(waiting, ask)
     end
@@ -402,7 +412,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     expired = expired + gone
   until gone == 0 or short or expired >= EXPIRE_CHUNK
   if grouped then
-    groups_taken(base, gm, leased_of, now)
+    group_claims().taken(base, gm, leased_of, now)
     -- Fewer taken than wanted while groups wait for tokens: come back when the first is due.
     if short then
       local first = redis.call('ZRANGE', base .. 'gdelay', 0, 0, 'WITHSCORES')

@@ -84,7 +84,7 @@ end
 -- lists the groups with jobs waiting or active or limits of their own ('glimits' group -> "concurrency
 -- rate-max rate-ms max-size"; 'gtok' group -> "tokens ms" of its token bucket). A paused group ('gpaused',
 -- counted in meta 'g_paused') takes no turn: a claim drops its entries, and resuming it puts them back
--- (group_rejoin). engine/keys.py documents the keys.
+-- (groups_lib().rejoin). engine/keys.py documents the keys.
 local GROUP_SPAN = 17592186044416  -- 2^44 turns per level
 
 -- The waiting list of a priority level (a job's 'pri' field; absent: DEFAULT_PRI), of the job's group if it
@@ -98,38 +98,6 @@ local function level_key(waiting, pri, grp)
   return waiting .. ':' .. string.format('%d', p)
 end
 
--- Reserves n turns of the rotation; returns the first.
-local function group_turns(base, n)
-  return redis.call('HINCRBY', base .. 'meta', 'gturn', n) - n + 1
-end
-
--- A group's level list joins the rotation (at the back of its level), unless it is in it already.
-local function group_join(base, level, grp, turn)
-  redis.call('ZADD', base .. 'gring', 'NX', level * GROUP_SPAN + turn, level .. ':' .. grp)
-end
-
--- A group with no job waiting or active, no limits of its own and not paused is forgotten.
-local function group_idle(base, grp)
-  if redis.call('HEXISTS', base .. 'gwaiting', grp) == 0 and redis.call('HEXISTS', base .. 'gact', grp) == 0
-      and redis.call('HEXISTS', base .. 'glimits', grp) == 0
-      and redis.call('HEXISTS', base .. 'gpaused', grp) == 0 then
-    redis.call('ZREM', base .. 'groups', grp)
-    redis.call('HDEL', base .. 'gtok', grp)
-    redis.call('HDEL', base .. 'gpark', grp)
-  end
-end
-
--- Adds delta to a group's waiting jobs (and to all groups'); a group left with none and nothing active is
--- forgotten (group_idle).
-local function group_waiting(base, grp, delta)
-  local w = redis.call('HINCRBY', base .. 'gwaiting', grp, delta)
-  redis.call('HINCRBY', base .. 'meta', 'gw', delta)
-  if w <= 0 then
-    redis.call('HDEL', base .. 'gwaiting', grp)
-    group_idle(base, grp)
-  end
-end
-
 -- Whether this script call put jobs of a group into waiting (a claim after it must look at the rotation even
 -- when the queue's settings, read before, showed no group yet).
 local GROUPED = false
@@ -138,24 +106,60 @@ local GROUPED = false
 -- limits), so they wake no worker (publish_ready); a list's first job joins the rotation and does.
 local GROUP_QUEUED = 0
 
--- n jobs went into a group's level list; first: the list had none before, so it joins the rotation.
-local function group_pushed(base, level, grp, n, first)
-  GROUPED = true
-  if not first then GROUP_QUEUED = GROUP_QUEUED + n end
-  group_waiting(base, grp, n)
-  if first then
-    group_join(base, level, grp, group_turns(base, 1))
-    redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
+-- The groups' bookkeeping, built at its first use in a script call: a helper defined at the top is a closure
+-- every call of every script including it builds again (~0.4 µs each on a single add), and only queues whose
+-- jobs have groups need these. G.turns(base, n): reserves n turns of the rotation, returns the first.
+-- G.join(base, level, grp, turn): a group's level list joins the rotation (at the back of its level) unless
+-- it is in it. G.idle(base, grp): a group with no job waiting or active, no limits of its own and not paused
+-- is forgotten. G.waiting(base, grp, delta): adds to a group's waiting jobs (and all groups'); one left with
+-- none and nothing active is forgotten. G.pushed(base, level, grp, n, first): n jobs went into a group's
+-- level list; first: it had none before, so it joins the rotation. G.rejoin(base, grp): every level list of
+-- the group that has jobs joins the rotation (a group held back by its limit, or paused).
+local GROUP_LIB = false
+local function groups_lib()
+  if GROUP_LIB then return GROUP_LIB end
+  local G = {}
+  function G.turns(base, n)
+    return redis.call('HINCRBY', base .. 'meta', 'gturn', n) - n + 1
   end
-end
-
--- Every level list of a group that has jobs joins the rotation (a group its concurrency limit held back).
-local function group_rejoin(base, grp)
-  for p = 1, LEVELS do
-    if redis.call('EXISTS', base .. 'gwait:' .. p .. ':' .. grp) == 1 then
-      group_join(base, p, grp, group_turns(base, 1))
+  function G.join(base, level, grp, turn)
+    redis.call('ZADD', base .. 'gring', 'NX', level * GROUP_SPAN + turn, level .. ':' .. grp)
+  end
+  function G.idle(base, grp)
+    if redis.call('HEXISTS', base .. 'gwaiting', grp) == 0 and redis.call('HEXISTS', base .. 'gact', grp) == 0
+        and redis.call('HEXISTS', base .. 'glimits', grp) == 0
+        and redis.call('HEXISTS', base .. 'gpaused', grp) == 0 then
+      redis.call('ZREM', base .. 'groups', grp)
+      redis.call('HDEL', base .. 'gtok', grp)
+      redis.call('HDEL', base .. 'gpark', grp)
     end
   end
+  function G.waiting(base, grp, delta)
+    local w = redis.call('HINCRBY', base .. 'gwaiting', grp, delta)
+    redis.call('HINCRBY', base .. 'meta', 'gw', delta)
+    if w <= 0 then
+      redis.call('HDEL', base .. 'gwaiting', grp)
+      G.idle(base, grp)
+    end
+  end
+  function G.pushed(base, level, grp, n, first)
+    GROUPED = true
+    if not first then GROUP_QUEUED = GROUP_QUEUED + n end
+    G.waiting(base, grp, n)
+    if first then
+      G.join(base, level, grp, G.turns(base, 1))
+      redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
+    end
+  end
+  function G.rejoin(base, grp)
+    for p = 1, LEVELS do
+      if redis.call('EXISTS', base .. 'gwait:' .. p .. ':' .. grp) == 1 then
+        G.join(base, p, grp, G.turns(base, 1))
+      end
+    end
+  end
+  GROUP_LIB = G
+  return G
 end
 
 -- Ids going into their waiting lists, gathered by a script's loop (pushes: level key -> ids in order) and
@@ -181,7 +185,7 @@ local function push_waiting(pushes, cmd)
     for i = 1, #ids, 500 do len = redis.call(cmd or 'RPUSH', level, unpack(ids, i, math.min(i + 499, #ids))) end
     -- A group's list (level_key) is counted, and joins the rotation when these are its first jobs.
     local base, p, grp = string.match(level, '^(.-}:)gwait:(%d):(.*)$')
-    if base then group_pushed(base, tonumber(p), grp, #ids, len == #ids) end
+    if base then groups_lib().pushed(base, tonumber(p), grp, #ids, len == #ids) end
   end
 end
 
@@ -221,7 +225,7 @@ local function remove_waiting(waiting, pri, id, grp)
     found = level ~= own and redis.call('LREM', level, 1, id) == 1
   end
   if not found then return 0 end
-  if grp then group_waiting(string.sub(waiting, 1, -8), grp, -1) end
+  if grp then groups_lib().waiting(string.sub(waiting, 1, -8), grp, -1) end
   return 1
 end
 
@@ -339,7 +343,7 @@ local function delete_waiting(waiting, prefix, limit)
       delete_hashes(prefix, ids, true)
       redis.call('LTRIM', level, #ids, -1)
       removed = removed + #ids
-      if grp then group_waiting(string.sub(waiting, 1, -8), grp, -#ids) end
+      if grp then groups_lib().waiting(string.sub(waiting, 1, -8), grp, -#ids) end
     end
   end
   for p = 1, LEVELS do
@@ -504,9 +508,9 @@ local function groups_ended(prefix)
   if #idle > 0 then redis.call('HDEL', base .. 'gact', unpack(idle)) end
   if #parked > 0 then
     redis.call('HDEL', base .. 'gpark', unpack(parked))
-    for _, grp in ipairs(parked) do group_rejoin(base, grp) end
+    for _, grp in ipairs(parked) do groups_lib().rejoin(base, grp) end
   end
-  for _, grp in ipairs(idle) do group_idle(base, grp) end
+  for _, grp in ipairs(idle) do groups_lib().idle(base, grp) end
   return #parked > 0
 end
 
