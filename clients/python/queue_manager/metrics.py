@@ -103,8 +103,8 @@ class QueueMetrics:
         history: The last hour, one bucket a minute, oldest first (only when asked for).
         sample_time: When the figures were read (the server's Redis clock).
         levels: The ready jobs of each priority level, CRITICAL first (all five).
-        groups: Fairness groups known to the queue: with jobs waiting or active, or with limits of their
-            own (`QueueManager.list_groups` lists them).
+        groups: Fairness groups known to the queue: with jobs waiting or active, with limits of their
+            own, or paused (`QueueManager.list_groups` lists them).
         groups_paused: Fairness groups paused (`QueueManager.pause_group`).
     """
 

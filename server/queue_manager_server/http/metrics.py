@@ -140,7 +140,7 @@ class QueueCollector:
             ("queue_paused", "1 while the queue is paused.", lambda m: 1 if m.is_paused else 0),
             (
                 "queue_groups",
-                "Fairness groups with jobs waiting or active, or limits of their own.",
+                "Fairness groups with jobs waiting or active, limits of their own, or paused.",
                 lambda m: m.groups,
             ),
             (

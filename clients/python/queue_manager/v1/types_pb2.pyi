@@ -1112,7 +1112,7 @@ class QueueMetrics(_message.Message):
     retained also counts in cancelled.
     """
     groups: _builtins.int
-    """Fairness groups known to the queue: with jobs waiting or active, or with limits of their own."""
+    """Fairness groups known to the queue: with jobs waiting or active, with limits of their own, or paused."""
     groups_paused: _builtins.int
     """Fairness groups paused (PauseGroup): their jobs are added, none starts."""
     @_builtins.property

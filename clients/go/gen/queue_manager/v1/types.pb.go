@@ -1933,7 +1933,7 @@ type QueueMetrics struct {
 	// Jobs expired since the queue was registered (JobOptions.expire_after): each ended cancelled, and while
 	// retained also counts in cancelled.
 	ExpiredTotal uint64 `protobuf:"varint,30,opt,name=expired_total,json=expiredTotal,proto3" json:"expired_total,omitempty"`
-	// Fairness groups known to the queue: with jobs waiting or active, or with limits of their own.
+	// Fairness groups known to the queue: with jobs waiting or active, with limits of their own, or paused.
 	Groups uint64 `protobuf:"varint,31,opt,name=groups,proto3" json:"groups,omitempty"`
 	// Fairness groups paused (PauseGroup): their jobs are added, none starts.
 	GroupsPaused  uint64 `protobuf:"varint,32,opt,name=groups_paused,json=groupsPaused,proto3" json:"groups_paused,omitempty"`

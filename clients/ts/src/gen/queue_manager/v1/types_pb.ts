@@ -1243,7 +1243,7 @@ export type QueueMetrics = Message<"queue_manager.v1.QueueMetrics"> & {
   expiredTotal: bigint;
 
   /**
-   * Fairness groups known to the queue: with jobs waiting or active, or with limits of their own.
+   * Fairness groups known to the queue: with jobs waiting or active, with limits of their own, or paused.
    *
    * @generated from field: uint64 groups = 31;
    */
