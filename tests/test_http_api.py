@@ -340,3 +340,14 @@ async def test_doc_curl_examples_run(http: Api) -> None:
         if expected is not None:
             actual = json.loads(out)
             assert matches(expected, actual), f"{command}\nexpected {expected}\ngot {actual}"
+
+
+async def test_a_full_queue_is_429_and_says_when_to_come_back(http: Api) -> None:
+    status, _ = await http.call("PUT", "/api/v1/queues/small", {"config": {"maxSize": 1}})
+    assert status in (200, 201)
+    status, _ = await http.call("POST", "/api/v1/queues/small/jobs", {"job": {"name": "a"}})
+    assert status in (200, 201)
+    async with http.session.post(http.base + "/api/v1/queues/small/jobs", json={"job": {"name": "b"}}) as r:
+        body = await r.json()
+        assert (r.status, r.headers.get("Retry-After")) == (429, "1")
+    assert body["code"] == "RESOURCE_EXHAUSTED" and "queue 'small' is full" in body["message"]

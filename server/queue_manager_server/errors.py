@@ -61,6 +61,13 @@ class WorkflowNotFound(QueueManagerError):
         super().__init__(f"workflow run {run_id!r} not found (runs are kept 7 days after they finish)")
 
 
+# Trailing metadata naming why a status was answered, where one status covers conditions a client handles
+# apart: RESOURCE_EXHAUSTED is a full queue (retry once workers took some; HTTP 429) or an out-of-memory store
+# (an operator must act; HTTP 507).
+REASON_KEY = "qm-reason"
+QUEUE_FULL = "queue-full"
+
+
 class QueueFull(QueueManagerError):
     """An add found no room: the queue (or the job's group) holds its max_size (RESOURCE_EXHAUSTED)."""
 

@@ -30,6 +30,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc
 from queue_manager_server.auth import Authenticator, AuthError, bearer_token
+from queue_manager_server.errors import QUEUE_FULL, REASON_KEY
 from queue_manager_server.http.api_json import (
     BadRequest,
     build_request,
@@ -104,7 +105,9 @@ ROUTES = [
 # gRPC status → HTTP status. FAILED_PRECONDITION is 409 (the resource's state conflicts with the request:
 # retrying a job that has not failed, removing an active one); 412 is kept for HTTP's own conditional
 # headers. RESOURCE_EXHAUSTED is 507: the server answers it when the job store is out of memory, which no
-# client back-off fixes, unlike the rate limiting a 429 announces. Anything not listed is 500.
+# client back-off fixes, unlike the rate limiting a 429 announces; a full queue (its max_size, which workers
+# taking jobs relieve) carries the reason in its trailing metadata and is 429 (_rpc_error). Anything not
+# listed is 500.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
@@ -273,6 +276,9 @@ def _rpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
         return error_response(401, code.name, message, **{"WWW-Authenticate": _REALM})
     if code == grpc.StatusCode.NOT_FOUND:
         message = _REGISTER_HINT.sub(_register_route(message), message)
+    if (REASON_KEY, QUEUE_FULL) in tuple(exc.trailing_metadata() or ()):
+        # A full queue (its max_size): 429 like any "too many, come back later", not the 507 of a full store.
+        return error_response(429, code.name, message, **{"Retry-After": "1"})
     return error_response(HTTP_STATUS.get(code, 500), code.name, message)
 
 

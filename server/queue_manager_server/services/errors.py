@@ -147,6 +147,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the server log"
 
 
+def reason_metadata(exc: Exception) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata that says why (errors.REASON_KEY), for the errors one status shares."""
+    return ((errors.REASON_KEY, errors.QUEUE_FULL),) if isinstance(exc, errors.QueueFull) else ()
+
+
 T = TypeVar("T")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
 
@@ -162,7 +167,7 @@ def unary(fn: Handler[T]) -> Handler[T]:
             raise
         except Exception as exc:
             code, message = status_for(exc)
-            await context.abort(code, message)
+            await context.abort(code, message, trailing_metadata=reason_metadata(exc))
             raise AssertionError("unreachable") from None
 
     return wrapper
