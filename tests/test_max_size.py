@@ -95,6 +95,19 @@ async def test_a_bulk_add_is_refused_whole(stub: queue_service_pb2_grpc.QueueSer
         assert err.value.code() is RE and "queue 'k' is full" in (err.value.details() or "")
     assert await counts(stub, "k") == (1, 0)
     assert (await stub.AddBulk(stream(599))).created_count == 599
+    # One script call's worth (direct, not staged): checked whole in the add's own script.
+    await register(stub, "k2", max_size=4, group_limits=types_pb2.GroupLimits(max_size=2))
+    await add(stub, "k2", new())
+
+    async def small(jobs: list[jobs_pb2.NewJob]) -> AsyncIterator[jobs_pb2.AddBulkRequest]:
+        yield jobs_pb2.AddBulkRequest(queue_name="k2", jobs=jobs)
+
+    for jobs, what in (([new()] * 4, "queue 'k2' is full"), ([new(group="a")] * 3, "group 'a'")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AddBulk(small(jobs))
+        assert err.value.code() is RE and what in (err.value.details() or "")
+    assert await counts(stub, "k2") == (1, 0)
+    assert (await stub.AddBulk(small([new(group="a"), new(group="a")]))).created_count == 2
 
 
 async def test_a_full_group_refuses_its_adds_and_not_the_others(

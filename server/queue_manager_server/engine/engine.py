@@ -48,6 +48,8 @@ DEFAULT_DLQ = "dead-letter-queue"
 FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par", "md")
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
+# A whole size check found no room (add_jobs.lua, its reply's first element).
+NO_ROOM = -2
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
 # later (delayed), failed for good, cancelled (a cancel was pending).
 RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
@@ -378,16 +380,24 @@ class Engine:
     # ---- jobs ---------------------------------------------------------------------------------
 
     async def add_jobs(
-        self, queue: str, jobs: Sequence[NewJob], fetch: bool = False, limited: bool = False
+        self,
+        queue: str,
+        jobs: Sequence[NewJob],
+        fetch: bool = False,
+        limited: bool = False,
+        whole: bool = False,
     ) -> AddResult:
         """Adds jobs in chunks pipelined into one round trip; ids are generated where empty.
 
         The script publishes the wake-up event itself. With fetch, the stored jobs are returned in
         ``AddResult.records``: an added one from the script's reply, an existing one read after it. With
         limited, each job is checked against the queue's size limits (a producer's add; ``AddResult.full``
-        names those refused).
+        names those refused); with whole, the jobs (one script call's worth, ADD_CHUNK at most) are checked
+        together first, and none is added unless all fit (QueueFull: a bulk add).
         """
-        (result,) = await self.add_jobs_many([(queue, jobs)], fetch, limited=limited)
+        if whole and len(jobs) > ADD_CHUNK:
+            raise ValueError(f"a whole check covers one script call: {ADD_CHUNK} jobs at most")
+        (result,) = await self.add_jobs_many([(queue, jobs)], fetch, limited=2 if whole else limited)
         if isinstance(result, Exception):
             raise result
         return result
@@ -397,7 +407,7 @@ class Engine:
         groups: Sequence[tuple[str, Sequence[NewJob]]],
         fetch: bool = False,
         claims: Sequence[ClaimRequest | None] = (),
-        limited: bool = False,
+        limited: bool | int = False,
     ) -> list[AddResult | Exception]:
         """`add_jobs` for several queues in one round trip (AddJob calls coalesced, services/adds.py).
 
@@ -475,7 +485,7 @@ class Engine:
         jobs: Sequence[NewJob],
         fetch: bool,
         claim: ClaimRequest | None = None,
-        limited: bool = False,
+        limited: bool | int = False,
     ) -> list[tuple[Sequence[str], Sequence[Any]]]:
         """One queue's add_jobs calls (keys, args), ADD_CHUNK jobs each (with fetch, answering with the added
         jobs' fields; with a claim, the last call runs it)."""
@@ -493,7 +503,7 @@ class Engine:
             else:
                 out_keys = keys
             if limited:
-                args[10] = 1
+                args[10] = int(limited)  # 1: each job against the size limits; 2: the call's jobs whole
             for j in chunk:
                 if not j.id:
                     j.id = new_job_id()
@@ -513,6 +523,8 @@ class Engine:
         for r in results:
             if _i(r[0]) == NO_QUEUE:
                 raise QueueNotFound(queue)
+            if _i(r[0]) == NO_ROOM:  # a whole check (add_jobs.lua ARGV[11] 2)
+                raise QueueFull(queue, _s(r[2]) if _i(r[1]) == 2 else "")
             out.now_ms = _i(r[0])
             out.waiting_added += _i(r[1])
             e = _i(r[2])

@@ -248,20 +248,19 @@ class JobHandlers:
             else:
                 batches.append((queue, jobs))
         response = pb.AddBulkResponse()
-        # Whole or not at all: a stream whose jobs would not all fit under a queue's size limits is refused
-        # before anything is written (adds at the same moment may take the queue a little past them).
-        per_queue: dict[str, list[NewJob]] = {}
-        for queue, jobs in batches:
-            per_queue.setdefault(queue, []).extend(jobs)
-        for queue, jobs in per_queue.items():
-            await self.engine.check_room(queue, jobs)
         if len(batches) == 1 and len(batches[0][1]) <= ADD_CHUNK:
-            # One script call adds it: atomic as it is.
-            result = await self.engine.add_jobs(*batches[0])
+            # One script call adds it: atomic as it is, its size check (whole or not at all) included.
+            result = await self.engine.add_jobs(*batches[0], whole=True)
             response.job_ids.extend(result.ids)
             response.created_count = sum(result.created)
         elif batches:
-            # Larger streams are staged, then committed whole (engine/bulk.py).
+            # Larger streams are checked whole against each queue's size limits (adds at the same moment may
+            # take a queue a little past them), then staged and committed whole (engine/bulk.py).
+            per_queue: dict[str, list[NewJob]] = {}
+            for queue, jobs in batches:
+                per_queue.setdefault(queue, []).extend(jobs)
+            for queue, jobs in per_queue.items():
+                await self.engine.check_room(queue, jobs)
             written = await self.bulk.write(batches)
             response.job_ids.extend(written.ids)
             response.created_count = written.created

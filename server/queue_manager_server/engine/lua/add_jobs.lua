@@ -12,7 +12,8 @@
 --   worker id, lease ms, max delayed jobs to promote first (as claim.lua's ARGV[2..6]); when it leaves no
 --   ready job, the add publishes no 'w' wake-up
 -- ARGV[11] 1: each job is checked against the queue's size limits (includes/add.lua size_limits: a producer's
---   add); 0: not (jobs the server adds itself, a bulk add checked whole before)
+--   add); 2: the call's jobs are checked whole first, and none is added unless all fit (a bulk add of one
+--   call); 0: not (jobs the server adds itself, a staged bulk add checked whole before: size_room.lua)
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
 --   call cheap to encode).
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
@@ -23,7 +24,8 @@
 --   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now; the
 --   plain mark, common.lua PLAIN, is never answered)}; an
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
---   registered. The jobs created count in the queue's activity (stats.lua). An add answers from this reply:
+--   registered, or {-2, 1} (the queue) / {-2, 2, group} (that group) when a whole check found no room. The
+--   jobs created count in the queue's activity (stats.lua). An add answers from this reply:
 --   no read-back of what was just written.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -46,8 +48,18 @@ local fresh = want > 0 and {} or nil
 -- (their writes are what a burst of adds waits for: bench/RESULTS.md). Written out here, not called: the
 -- two calls of a shared helper cost single adds ~4% (twelve interleaved pairs); tests/test_engine.py checks
 -- that this path, insert_job's plain path (staged bulk writes) and its general one store the same job.
--- A queue with size limits checks each job (size_limits) on insert_job's path.
-local lim = ARGV[11] == '1' and size_limits(d) or nil
+-- A queue with size limits checks each job (size_limits) on insert_job's path, or the call's jobs whole.
+local lim = ARGV[11] ~= '0' and size_limits(d) or nil
+if lim and ARGV[11] == '2' then
+  local counts = {}
+  for i = 0, n - 1 do
+    local grp = split_header(ARGV[12 + i * 4])[20]
+    if grp and grp ~= '' then counts[grp] = (counts[grp] or 0) + 1 end
+  end
+  local full, grp = lim.fits(waiting, delayed, n, counts)
+  if full then return {-2, full == 'q' and 1 or 2, grp} end
+  lim = nil
+end
 local plain_level = not lim and plain_defaults(d) and level_key(waiting, DEFAULT_PRI)
 local k, added = #out, 0
 for i = 0, n - 1 do
@@ -83,7 +95,7 @@ for i = 0, n - 1 do
       earliest = run
     end
     if code > 0 then added = added + 1 end
-    out[k + 1], out[k + 2] = got, code > 0 and 1 or (code < 0 and code or 0)
+    out[k + 1], out[k + 2] = got, code > 0 and 1 or code
     k = k + 2
     -- A job stored with its name and time only (and the data) is answered 1: the caller knows both.
     if answer then k = k + 1; out[k] = (fields and #fields == 4) and 1 or fields or {} end

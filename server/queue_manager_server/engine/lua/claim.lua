@@ -10,10 +10,10 @@
 -- ARGV[5] lease ms        ARGV[6] max delayed jobs to promote first
 -- Returns: {code, now, next delayed run-at (-1 = none), retry-after ms (> 0 when the rate limit left
 --   jobs waiting), bucket fill ms (how long an empty token bucket takes to fill to its burst; 0 = no rate
---   limit), flow hand-offs queued (by jobs found expired: includes/claim.lua), then per job its number of fields and those: id, name, data, created ms, then a (code, value)
---   pair for each of the fields below the job has stored (includes/claim.lua RECORD_CODES: 3 content type,
---   4 priority, 5 max attempts, 6 attempts made, 7 stalled count, 9 metadata, 10 timeout ms, 11 flow view
---   (encoded Job)); a field left out is at its default, and attempts started are attempts made + stalled
+--   limit), flow hand-offs queued (by jobs found expired: includes/claim.lua), then per job its number of
+--   fields and those: id, name, data, created ms, then a (code, value) pair for each of the fields below the
+--   job has stored (includes/claim.lua RECORD_CODES: 3 content type, 4 priority, 5 max attempts, 6 attempts
+--   made, 7 stalled count, 9 metadata, 10 timeout ms, 11 flow view (encoded Job), 15 fairness group); a field left out is at its default, and attempts started are attempts made + stalled
 --   count + 1}. Every job's lease expires at now + lease ms. A job stored with the defaults only is 4
 --   fields; one with a priority and attempts, 8 instead of the 13 every job with an option had before (a
 --   reply element costs Valkey and the server ~0.1 µs each).

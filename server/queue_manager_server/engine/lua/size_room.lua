@@ -13,16 +13,9 @@ local d = add_defaults(meta)
 if not d[12] then return {-3} end
 local lim = size_limits(d)
 if not lim then return {0} end
-if lim.cap > 0 then
-  local pending = waiting_count(waiting) + redis.call('ZCARD', delayed)
-  if pending + tonumber(ARGV[1]) > lim.cap then return {-1} end
-end
-for i = 2, #ARGV, 2 do
-  local grp, n = ARGV[i], tonumber(ARGV[i + 1])
-  -- lim.room reads the group's count and cap once; the add's jobs of the group must all fit.
-  lim.cap = 0
-  if lim.room(waiting, delayed, grp) == 'g' then return {-2, grp} end
-  local g = lim.groups[grp]
-  if g and g.cap > 0 and g.n + n > g.cap then return {-2, grp} end
-end
+local counts = {}
+for i = 2, #ARGV, 2 do counts[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local full, grp = lim.fits(waiting, delayed, tonumber(ARGV[1]), counts)
+if full == 'q' then return {-1} end
+if full == 'g' then return {-2, grp} end
 return {0}

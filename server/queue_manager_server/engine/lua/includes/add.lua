@@ -65,28 +65,46 @@ end
 -- queue's group limits, max_size among them). lim.room(waiting, delayed, grp): nil when there is room for one
 -- more job of group grp ('' for none), else 'q' (the queue is full) or 'g' (its group is). lim.took(grp,
 -- waiting_now): a job was added under them (one more pending; one more of its group waiting).
+-- lim.fits(waiting, delayed, n, counts): whether n more jobs fit whole (counts: group -> its jobs among them,
+-- every one counted, delayed too): nil, 'q', or 'g' and the group (a bulk add's check).
 local function size_limits(d)
   local cap, gcap, gown = tonumber(d[18]) or 0, tonumber(d[19]) or 0, d[20] == '1'
   if cap == 0 and gcap == 0 and not gown then return nil end
   local lim = {cap = cap, gcap = gcap, gown = gown, groups = {}}
-  function lim.room(waiting, delayed, grp)
-    if lim.cap > 0 then
-      if not lim.pending then lim.pending = waiting_count(waiting) + redis.call('ZCARD', delayed) end
-      if lim.pending >= lim.cap then return 'q' end
-    end
-    if grp ~= '' and (lim.gcap > 0 or lim.gown) then
-      local g = lim.groups[grp]
-      if not g then
-        local base = string.sub(waiting, 1, -8)
-        local gmax = lim.gcap
-        if lim.gown then
-          local own = redis.call('HGET', base .. 'glimits', grp)
-          if own then gmax = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)$')) or 0 end
-        end
-        g = {cap = gmax, n = tonumber(redis.call('HGET', base .. 'gwaiting', grp)) or 0}
-        lim.groups[grp] = g
+  local grouped = gcap > 0 or gown
+  -- A group's max size (its own, else the queue's) and its jobs waiting, read once per call.
+  local function group(waiting, grp)
+    local g = lim.groups[grp]
+    if not g then
+      local base = string.sub(waiting, 1, -8)
+      local gmax = gcap
+      if gown then
+        local own = redis.call('HGET', base .. 'glimits', grp)
+        if own then gmax = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)$')) or 0 end
       end
+      g = {cap = gmax, n = tonumber(redis.call('HGET', base .. 'gwaiting', grp)) or 0}
+      lim.groups[grp] = g
+    end
+    return g
+  end
+  local function pending(waiting, delayed)
+    if not lim.pending then lim.pending = waiting_count(waiting) + redis.call('ZCARD', delayed) end
+    return lim.pending
+  end
+  function lim.room(waiting, delayed, grp)
+    if cap > 0 and pending(waiting, delayed) >= cap then return 'q' end
+    if grp ~= '' and grouped then
+      local g = group(waiting, grp)
       if g.cap > 0 and g.n >= g.cap then return 'g' end
+    end
+  end
+  function lim.fits(waiting, delayed, n, counts)
+    if cap > 0 and pending(waiting, delayed) + n > cap then return 'q' end
+    if grouped then
+      for grp, m in pairs(counts) do
+        local g = group(waiting, grp)
+        if g.cap > 0 and g.n + m > g.cap then return 'g', grp end
+      end
     end
   end
   function lim.took(grp, waiting_now)
