@@ -464,3 +464,12 @@ async def test_a_group_held_back_and_then_left_idle_is_forgotten(engine: Engine)
     await engine.remove_job("q", added.ids[1])
     await engine.complete("q", [(first.id, "t1", b"null", "application/json")])
     assert await Groups(engine).list_groups("q", 0, 10) == ([], 0)
+
+
+async def test_raising_the_queues_group_limit_frees_held_back_groups_at_once(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    await engine.add_jobs("q", [job("a", i) for i in range(3)])
+    assert await claim_names(engine, 10) == ["a0"]
+    assert await claim_names(engine, 10, token="t2") == []  # held back at its limit
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=2))
+    assert await claim_names(engine, 10, token="t3") == ["a1"]
