@@ -19,6 +19,7 @@ from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc, types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.aging import Aging
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.groups import Groups, Limits
 from queue_manager_server.engine.job_control import JobControl
@@ -342,8 +343,14 @@ async def test_random_operations_keep_the_groups_consistent(
     engine: Engine, redis: Redis, prefix: str
 ) -> None:
     rnd = random.Random(7)
-    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=3))
-    control, ctl, groups = JobControl(engine), Control(engine), Groups(engine)
+    # The priority sweep's moves, on a random generator of their own (the operations' sequence is kept).
+    aged_rnd = random.Random(11)
+    bounds = [
+        types_pb2.PriorityBound(priority=p, max_wait=Duration(seconds=1))
+        for p in (types_pb2.JOB_PRIORITY_LOW, types_pb2.JOB_PRIORITY_BACKGROUND)
+    ]
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=3), priority_bounds=bounds)
+    control, ctl, groups, aging = JobControl(engine), Control(engine), Groups(engine), Aging(engine)
     leases: dict[str, str] = {}  # active job id -> token
     waiting_ids: list[str] = []
     for step in range(400):
@@ -389,6 +396,19 @@ async def test_random_operations_keep_the_groups_consistent(
             await engine.clean("q", "waiting", 0, rnd.randint(1, 5))
         else:
             await engine.drain("q", include_delayed=False)
+        if step % 9 == 4:
+            # The first few jobs of some bounded levels' lists have waited past their bound; the sweep moves
+            # them, a few at a time.
+            base = f"{prefix}:{{q}}:"
+            for key in sorted(
+                [*await redis.keys(f"{base}gwait:[45]:*"), *await redis.keys(f"{base}waiting:[45]")]
+            ):
+                if aged_rnd.random() < 0.6:
+                    for jid in await redis.lrange(key, 0, aged_rnd.randint(0, 3)):
+                        await redis.hset(f"{base}job:{_t(jid)}", "ts", 1)
+            limit, visits = aged_rnd.randint(1, 4), aged_rnd.randint(1, 3)
+            await aging.go_on("q", await aging.age_waiting("q", limit, visits=visits), limit, visits)
+            await check_group_invariants(engine, redis, prefix)
         # A job cancelled while active ends when its worker reports: drop leases of finished jobs.
         for jid in list(leases):
             if (await engine.get_job("q", jid)).text("st") != "active":

@@ -21,8 +21,10 @@ from redis.asyncio import Redis
 
 from queue_manager import JobContext, JobPriority, JobState, QueueManager
 from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc, types_pb2
+from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.aging import Aging
+from queue_manager_server.engine.records import NewJob
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import eventually
 
@@ -65,12 +67,22 @@ async def _age(redis: Redis, prefix: str, queue: str, ids: list[str], seconds: f
 
 
 async def _background_under_high_stream(
-    qm: QueueManager, queue: str, high_runs: int, background_ran: asyncio.Event
+    qm: QueueManager,
+    queue: str,
+    high_runs: int,
+    background_ran: asyncio.Event,
+    groups: tuple[str, str] = ("", ""),
 ) -> tuple[bool, float]:
     """A worker of concurrency 1 kept busy by HIGH jobs that each add another (5 always waiting), and one
-    BACKGROUND job added once the stream runs. Returns whether the BACKGROUND job ran before `high_runs`
-    HIGH jobs completed after it was added, and how long after its add it started (`background_ran` is set
-    when it does)."""
+    BACKGROUND job added once the stream runs (groups: the fairness groups of the HIGH jobs and of the
+    BACKGROUND one, "" for none). Returns whether the BACKGROUND job ran before `high_runs` HIGH jobs
+    completed after it was added, and how long after its add it started (`background_ran` is set when it
+    does)."""
+    high: dict[str, Any] = {"priority": JobPriority.HIGH, **({"group": groups[0]} if groups[0] else {})}
+    background: dict[str, Any] = {
+        "priority": JobPriority.BACKGROUND,
+        **({"group": groups[1]} if groups[1] else {}),
+    }
     started = asyncio.Event()
     ran_high = 0
     enough = asyncio.Event()
@@ -92,15 +104,15 @@ async def _background_under_high_stream(
                 enough.set()
         await asyncio.sleep(0.02)  # the job's own work
         if not enough.is_set():
-            await qm.add_job(queue, "high", None, {"priority": JobPriority.HIGH})
+            await qm.add_job(queue, "high", None, high)
 
     qm.register_processor(queue, work)
     for _ in range(5):
-        await qm.add_job(queue, "high", None, {"priority": JobPriority.HIGH})
+        await qm.add_job(queue, "high", None, high)
     await qm.start_workers(concurrency=1)
     await asyncio.wait_for(started.wait(), WAIT)
     added_at = time.monotonic()
-    await qm.add_job(queue, "background", None, {"priority": JobPriority.BACKGROUND})
+    await qm.add_job(queue, "background", None, background)
     done = asyncio.create_task(enough.wait())
     while not background_at and not done.done():
         await asyncio.wait([done], timeout=0.05)
@@ -116,6 +128,17 @@ async def test_a_bounded_background_job_runs_within_its_bound_under_a_stream_of_
     # 200 HIGH runs of 20 ms or more take 4 s at least: far past the bound and a few sweeps.
     ran, after = await _background_under_high_stream(qm, "bounded", 200, asyncio.Event())
     assert ran, "the BACKGROUND job did not run while HIGH jobs kept coming"
+    assert 1.0 <= after < 1.0 + 10 * SWEEP_MS / 1000, after
+
+
+async def test_a_grouped_background_job_runs_within_its_bound_under_a_stream_of_another_groups_high_jobs(
+    qm: QueueManager,
+) -> None:
+    await qm.register_queue("bounded-groups", priority_bounds={JobPriority.BACKGROUND: timedelta(seconds=1)})
+    ran, after = await _background_under_high_stream(
+        qm, "bounded-groups", 200, asyncio.Event(), groups=("flood", "tenant")
+    )
+    assert ran, "the grouped BACKGROUND job did not run while another group's HIGH jobs kept coming"
     assert 1.0 <= after < 1.0 + 10 * SWEEP_MS / 1000, after
 
 
@@ -216,10 +239,94 @@ async def test_later_moves_line_up_behind_earlier_ones_and_paused_queues_wait(
     await aging.age_waiting(q)
     await qm.pause_queue(q)
     await _age(redis, prefix, q, [second], seconds=90)  # older, but past its bound later
-    assert await aging.age_waiting(q) == 0  # paused: nothing moves
+    assert (await aging.age_waiting(q)).moved == 0  # paused: nothing moves
     await qm.resume_queue(q)
     await aging.age_waiting(q)
     assert await _lists(redis, prefix, q) == [[first, second, critical], [], [], [], []]
+
+
+# ---- fairness groups ----------------------------------------------------------------------------------
+
+
+async def _register_bounded(engine: Engine, queue: str, *levels: int) -> None:
+    bounds = [types_pb2.PriorityBound(priority=p, max_wait=Duration(seconds=1)) for p in levels]  # type: ignore[arg-type]
+    fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True, priority_bounds=bounds))
+    await engine.register_queue(queue, fields)
+
+
+def _new(name: str, priority: int, group: str = "") -> NewJob:
+    return NewJob(id="", name=name, data=b"null", priority=priority, group=group)
+
+
+async def _group_list(redis: Redis, prefix: str, queue: str, level: int, group: str) -> list[str]:
+    return [i.decode() for i in await redis.lrange(f"{prefix}:{{{queue}}}:gwait:{level}:{group}", 0, -1)]
+
+
+async def test_a_groups_job_past_its_bound_moves_to_its_groups_first_level_and_takes_turns_there(
+    engine: Engine, redis: Redis, prefix: str
+) -> None:
+    q = "grouped"
+    await _register_bounded(engine, q, types_pb2.JOB_PRIORITY_LOW)
+    ids = (
+        await engine.add_jobs(
+            q,
+            [
+                _new("a-low-1", 4, "a"),
+                _new("a-low-2", 4, "a"),
+                _new("a-low-3", 4, "a"),
+                _new("b-high-1", 2, "b"),
+                _new("b-high-2", 2, "b"),
+                _new("normal", 3),
+            ],
+        )
+    ).ids
+    await _age(redis, prefix, q, [ids[1], ids[0]], seconds=30)  # a-low-2 the older of the two
+    aged = await Aging(engine).age_waiting(q)
+    assert (aged.moved, aged.go_on, aged.more) == (2, "", False)
+    assert await _group_list(redis, prefix, q, 1, "a") == [ids[1], ids[0]]  # oldest first
+    assert await _group_list(redis, prefix, q, 4, "a") == [ids[2]]
+    assert await redis.hget(f"{prefix}:{{{q}}}:gwaiting", "a") == b"3"  # still the group's waiting jobs
+    # They run before every lower level (the group's turn at the first level), with their own priority.
+    order = []
+    for _ in range(6):
+        claimed = (await engine.claim(q, 1, "t", "w", 30_000)).jobs
+        order += [(j.name, j.priority) for j in claimed]
+    assert order == [
+        ("a-low-2", 4),
+        ("a-low-1", 4),
+        ("b-high-1", 2),
+        ("b-high-2", 2),
+        ("normal", 3),
+        ("a-low-3", 4),
+    ]
+
+
+async def test_the_groups_are_swept_a_few_per_call_and_a_call_stops_at_its_limit(
+    engine: Engine, redis: Redis, prefix: str
+) -> None:
+    q = "many-groups"
+    await _register_bounded(engine, q, types_pb2.JOB_PRIORITY_BACKGROUND)
+    names = ["e", "d", "c", "b", "a"]
+    ids = (await engine.add_jobs(q, [_new(f"{g}{n}", 5, g) for g in names for n in range(3)])).ids
+    by_group = {g: ids[i * 3 : i * 3 + 3] for i, g in enumerate(names)}
+    await _age(redis, prefix, q, ids, seconds=30)
+    aging = Aging(engine)
+    # Two groups per call, by name: "a" and "b" first; the next call goes on after "b".
+    aged = await aging.age_waiting(q, visits=2)
+    assert (aged.moved, aged.go_on, aged.more) == (6, "b", True)
+    assert await aging.go_on(q, aged, visits=2) == 9
+    for g in names:
+        assert await _group_list(redis, prefix, q, 1, g) == by_group[g]
+        assert await _group_list(redis, prefix, q, 5, g) == []
+    # A call that reaches its limit inside a group leaves the rest of it to the next call, from that group.
+    more = (await engine.add_jobs(q, [_new(f"c-late-{n}", 5, "c") for n in range(5)])).ids
+    await _age(redis, prefix, q, more, seconds=20)
+    aged = await aging.age_waiting(q, limit=3, after="b")
+    assert (aged.moved, aged.go_on, aged.more) == (3, "b", True)
+    assert await aging.go_on(q, aged, limit=3) == 2
+    # Later moves line up behind the earlier ones, oldest first.
+    assert await _group_list(redis, prefix, q, 1, "c") == by_group["c"] + more
+    assert (await aging.age_waiting(q)).moved == 0
 
 
 # ---- when a wait starts -----------------------------------------------------------------------------------
@@ -233,7 +340,7 @@ async def test_a_promoted_or_retried_job_waits_from_when_it_became_ready_again(
     delayed = (await qm.add_job(q, "later", None, {"priority": "background", "delay": 3_600_000})).id
     await _age(redis, prefix, q, [delayed], seconds=600)  # added long ago
     await qm.promote_job(q, delayed)
-    assert await Aging(Engine(redis, prefix)).age_waiting(q) == 0
+    assert (await Aging(Engine(redis, prefix)).age_waiting(q)).moved == 0
     m = await qm.get_queue_metrics(q)
     assert m.oldest_waiting_age is not None and m.oldest_waiting_age < timedelta(seconds=30)
 
@@ -253,7 +360,7 @@ async def test_a_promoted_or_retried_job_waits_from_when_it_became_ready_again(
     await worker.shutdown()
     await _age(redis, prefix, q, [failed], seconds=600)
     await qm.retry_job(q, failed)
-    assert await Aging(Engine(redis, prefix)).age_waiting(q) == 0
+    assert (await Aging(Engine(redis, prefix)).age_waiting(q)).moved == 0
     m = await qm.get_queue_metrics(q)
     assert m.oldest_waiting_age is not None and m.oldest_waiting_age < timedelta(seconds=30)
 

@@ -10,12 +10,15 @@ script call per sweep and nothing per job.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from queue_manager_server.engine.engine import SWEEP_CHUNK, Engine, only
 
 # Jobs moved per age_waiting call; a queue with more past their bound is called again at once.
 AGE_CHUNK = 1000
+# Fairness groups visited per age_waiting call; a queue with more is called again from where it stopped.
+GROUP_VISITS = 200
 # The meta field holding a queue's bounds.
 AGING_FIELD = "aging"
 
@@ -23,6 +26,16 @@ AGING_FIELD = "aging"
 def bounds_field(bounds: Sequence[tuple[int, int]]) -> str:
     """The meta field's value for bounds given as (level, max wait ms), the levels in order."""
     return ",".join(f"{level}:{ms}" for level, ms in bounds)
+
+
+@dataclass(frozen=True, slots=True)
+class Aged:
+    """What one age_waiting call did: jobs moved, the group the next call goes on after ("": every group
+    visited) and whether the queue needs another call now (jobs may be due still, or groups are left)."""
+
+    moved: int
+    go_on: str
+    more: bool
 
 
 class Aging:
@@ -46,16 +59,36 @@ class Aging:
                     out.append(queue)
         return out
 
-    async def age_waiting(self, queue: str, limit: int = AGE_CHUNK) -> int:
+    async def age_waiting(
+        self, queue: str, limit: int = AGE_CHUNK, after: str = "", visits: int = GROUP_VISITS
+    ) -> Aged:
         """Moves the queue's waiting jobs past their level's bound to the head of the first level (after
-        those moved before, oldest first); returns how many (`limit`: more may be due)."""
-        return only(await self.age_waiting_all([queue], limit))
+        those moved before, oldest first; a fairness group's to its own first level), visiting `visits` of
+        its groups from after the group `after` ("": the first)."""
+        return only(await self.age_waiting_all([queue], limit, after, visits))
 
-    async def age_waiting_all(self, queues: Sequence[str], limit: int = AGE_CHUNK) -> list[int | Exception]:
+    async def go_on(self, queue: str, aged: Aged, limit: int = AGE_CHUNK, visits: int = GROUP_VISITS) -> int:
+        """Calls `age_waiting` again while the call before (`aged`, the first one's) left jobs that may be
+        due or groups not visited; returns how many jobs these calls moved."""
+        moved = 0
+        while aged.more:
+            aged = await self.age_waiting(queue, limit, aged.go_on, visits)
+            moved += aged.moved
+        return moved
+
+    async def age_waiting_all(
+        self, queues: Sequence[str], limit: int = AGE_CHUNK, after: str = "", visits: int = GROUP_VISITS
+    ) -> list[Aged | Exception]:
         """`age_waiting` for each queue, in shared round trips (Engine.sweep)."""
         return await self.engine.sweep(
-            "age_waiting", queues, lambda k: ([k.meta, k.waiting], [k.job_prefix, limit]), self._aged
+            "age_waiting",
+            queues,
+            lambda k: ([k.meta, k.waiting], [k.job_prefix, limit, after, visits]),
+            lambda _queue, r: self._aged(r, limit),
         )
 
-    async def _aged(self, queue: str, r: Any) -> int:
-        return int(r[1])
+    @staticmethod
+    async def _aged(r: Any, limit: int) -> Aged:
+        moved = int(r[1])
+        go_on = r[2].decode() if isinstance(r[2], bytes) else str(r[2])
+        return Aged(moved, go_on, moved >= limit or go_on != "")
