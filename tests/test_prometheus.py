@@ -3,8 +3,10 @@ Redis at scrape time), and this process's grpc_server_* metrics for every RPC sh
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -38,6 +40,7 @@ QUEUE_FAMILIES = {
     "queue_priority_oldest_waiting_age_seconds": {"queue", "priority"},
     "queue_workers_connected": {"queue"},
     "queue_paused": {"queue"},
+    "queue_dead_letter": {"queue"},
 }
 
 
@@ -94,6 +97,8 @@ async def test_every_server_shows_the_same_queue_totals_under_the_seed_names(
     assert value(at_a, "queue_workers_connected", **q) == 0
     assert value(at_a, "queue_paused", **q) == 0
     assert value(at_a, "queue_jobs_added_total", queue="dead-letter-queue") == FAILED
+    assert value(at_a, "queue_dead_letter", queue="dead-letter-queue") == 1
+    assert value(at_a, "queue_dead_letter", **q) == 0
     # The duration histograms: 90 runs of 20 ms in (10, 25] ms, 10 of 300 ms in (250, 500] ms.
     ms, s = "queue_job_processing_duration_ms", "queue_job_processing_duration_seconds"
     assert value(at_a, f"{ms}_bucket", le="10.0", **q) == 0
@@ -109,6 +114,10 @@ async def test_every_server_shows_the_same_queue_totals_under_the_seed_names(
         (COMPLETED * COMPLETED_MS + FAILED * FAILED_MS) / 1000
     )
     assert "_created" not in text_a
+    # Every queue metric the shipped alert rules read is one the server exports.
+    rules = (Path(__file__).parent.parent / "docs" / "prometheus-alerts.yml").read_text()
+    read = set(re.findall(r"\b(queue_[a-z_]+)", rules))
+    assert read and read <= {name for name, _ in at_a}, read - {name for name, _ in at_a}
 
 
 async def test_grpc_server_metrics_count_every_rpc_shape(server_factory: ServerFactory) -> None:

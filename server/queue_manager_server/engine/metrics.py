@@ -78,6 +78,7 @@ def parse_metrics(name: str, r: Sequence[Any]) -> Metrics | None:
         expired_total=_i(r[19]),
         groups=_i(r[20]),
         groups_paused=_i(r[21]),
+        dead_letter_queue=_s(r[22]),
     )
 
 

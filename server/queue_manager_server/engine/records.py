@@ -289,6 +289,7 @@ class Metrics:
     expired_total: int = 0  # jobs a claim found past their expiry (ended cancelled)
     groups: int = 0  # fairness groups with jobs waiting or active, or limits of their own
     groups_paused: int = 0  # fairness groups paused (PauseGroup)
+    dead_letter_queue: str = ""  # where the queue's jobs that fail for good go ("": none)
     workers: int = 0
     free_capacity: int = 0
     history: list[MinuteActivity] = field(default_factory=list)

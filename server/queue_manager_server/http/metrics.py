@@ -159,6 +159,15 @@ class QueueCollector:
             for m in queues:
                 gauge.add_metric([m.queue], value(m))
             yield gauge
+        targets = {m.dead_letter_queue for m in queues}
+        gauge = GaugeMetricFamily(
+            "queue_dead_letter",
+            "1 for a queue that a registered queue hands its jobs that fail for good to (a dead-letter queue).",
+            labels=["queue"],
+        )
+        for m in queues:
+            gauge.add_metric([m.queue], 1 if m.queue in targets else 0)
+        yield gauge
         jobs = GaugeMetricFamily(
             "queue_jobs", "Jobs by state (finished ones while retained).", labels=["queue", "state"]
         )

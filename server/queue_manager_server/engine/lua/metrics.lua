@@ -18,7 +18,7 @@
 --   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first,
 --   per priority level from the first {ready jobs, ready since (-1: none), ...},
 --   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups'), groups
---   paused}
+--   paused, the queue's dead-letter queue (meta 'dlq'; '' for none)}
 -- Waiting counts the groups' jobs too (meta 'gw'), and so does "ready since" (the heads of their lists, a
 -- few hundred at most); the levels are of the jobs without a group.
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
@@ -31,7 +31,7 @@ if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total', 'gw',
-  'g_paused')
+  'g_paused', 'dlq')
 local base = string.sub(meta, 1, -5)
 
 local function num(v) return tonumber(v) or 0 end
@@ -168,4 +168,5 @@ out[#out + 1] = levels
 out[#out + 1] = num(m[5])
 out[#out + 1] = redis.call('ZCARD', base .. 'groups')
 out[#out + 1] = num(m[7])
+out[#out + 1] = m[8] or ''
 return out
