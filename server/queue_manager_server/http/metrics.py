@@ -162,7 +162,7 @@ class QueueCollector:
         targets = {m.dead_letter_queue for m in queues}
         gauge = GaugeMetricFamily(
             "queue_dead_letter",
-            "1 for a queue that a registered queue hands its jobs that fail for good to (a dead-letter queue).",
+            "1 for a queue that a registered queue hands its jobs failing for good to (a dead-letter queue).",
             labels=["queue"],
         )
         for m in queues:
