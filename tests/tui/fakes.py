@@ -27,6 +27,7 @@ from queue_manager import (
     QueueConfig,
     QueueMetrics,
     RateLimit,
+    Schedule,
     UnavailableError,
     WorkerInfo,
     WorkflowRun,
@@ -320,6 +321,44 @@ def workflow_runs() -> list[WorkflowRun]:
     ]
 
 
+def schedules() -> list[Schedule]:
+    """A cron schedule that ran, an interval one that has not yet, and one that is over."""
+    return [
+        Schedule(
+            id="nightly-report",
+            queue_name="emails",
+            job_name="send-report",
+            data={"to": "ops"},
+            cron="0 2 * * *",
+            timezone="Europe/Paris",
+            next_run_at=at(3600),
+            last_run_at=at(-82800),
+            run_count=12,
+            last_job_id="43",
+            created_at=at(-86400 * 12),
+        ),
+        Schedule(
+            id="heartbeat",
+            queue_name="emails",
+            job_name="ping",
+            every=timedelta(minutes=5),
+            next_run_at=at(120),
+            created_at=at(-60),
+        ),
+        Schedule(
+            id="launch-[b]week[/b]",
+            queue_name="reports",
+            job_name="announce",
+            every=timedelta(hours=1),
+            limit=3,
+            run_count=3,
+            last_job_id="j-announce-3",
+            last_run_at=at(-3600),
+            created_at=at(-4 * 3600),
+        ),
+    ]
+
+
 @dataclass
 class FakeSource:
     """A `DataSource` over the fixed data above.
@@ -335,6 +374,7 @@ class FakeSource:
     fail_after: str | None = None
     jobs: dict[str, dict[JobState, list[Job]]] = field(default_factory=lambda: {"emails": email_jobs()})
     runs: list[WorkflowRun] = field(default_factory=workflow_runs)
+    schedules: list[Schedule] = field(default_factory=schedules)
     calls: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
     connections: int = 0
     address: str = "fake:50051"
@@ -418,6 +458,13 @@ class FakeSource:
             if run.run_id == run_id:
                 return run
         raise NotFoundError(f"workflow run {run_id!r} not found")
+
+    async def list_schedules(self) -> list[Schedule]:
+        return sorted(self.schedules, key=lambda s: (s.queue_name, s.id))
+
+    async def delete_schedule(self, queue: str, schedule_id: str) -> None:
+        await self._record("delete_schedule", queue, schedule_id)
+        self.schedules = [s for s in self.schedules if (s.queue_name, s.id) != (queue, schedule_id)]
 
     async def _record(self, name: str, *args: object) -> None:
         self.calls.append((name, args))

@@ -247,6 +247,22 @@ async def test_every_control_asks_and_acts(server: RunningServer, seeded: Seeded
         await until(pilot, lambda: _count(qm, "cancelled", 0), "the cancelled jobs to be cleaned")
         assert (await qm.get_queue_metrics("emails")).waiting == 3 + 1 + 3  # untouched, promoted, retried
 
+        # Schedules: listed from the server; d deletes the selected one after asking.
+        await qm.add_schedule(
+            "reports", "nightly", cron="0 2 * * *", timezone="Europe/Paris", job_name="build"
+        )
+        await pilot.press("5")
+        await wait_for(
+            pilot, lambda: rows(app, "schedules-table") == ["reports/nightly"], "the schedule", WAIT
+        )
+        await confirm(pilot, "d", "Delete schedule nightly of reports?")
+
+        async def no_schedule() -> bool:
+            return not await qm.list_schedules()
+
+        await until(pilot, no_schedule, "the schedule to be deleted")
+        await wait_for(pilot, lambda: rows(app, "schedules-table") == [], "the empty list", WAIT)
+
 
 async def test_read_only_offers_no_control(server: RunningServer, seeded: Seeded) -> None:
     app = dashboard(server, read_only=True)

@@ -89,6 +89,17 @@ def test_workflows_view(snap_compare: SnapCompare) -> None:
     assert snap_compare(dashboard(), terminal_size=SIZE, run_before=workflows)
 
 
+def test_schedules_view(snap_compare: SnapCompare) -> None:
+    async def schedules(pilot: Pilot[None]) -> None:
+        await live(pilot)
+        await pilot.press("5")
+        await wait_for(pilot, lambda: len(rows(pilot.app, "schedules-table")) == 3, "three schedules")
+        await pilot.press("j")
+        await pilot.pause()
+
+    assert snap_compare(dashboard(), terminal_size=SIZE, run_before=schedules)
+
+
 def test_confirmation_names_what_is_affected(snap_compare: SnapCompare) -> None:
     async def confirm(pilot: Pilot[None]) -> None:
         await on_failed_jobs(pilot)
@@ -124,6 +135,7 @@ DOC_SCREENSHOTS = {
     "jobs": "test_jobs_view",
     "workers": "test_workers_view",
     "workflows": "test_workflows_view",
+    "schedules": "test_schedules_view",
     "confirm": "test_confirmation_names_what_is_affected",
     "disconnected": "test_disconnected_keeps_the_last_figures",
     "help": "test_help",

@@ -103,3 +103,40 @@ async def test_a_job_links_to_its_workflow_run_and_a_step_to_its_job() -> None:
         await wait_for(
             pilot, lambda: jobs.loaded_job is not None and jobs.loaded_job.id == "43", "its detail"
         )
+
+
+async def test_the_schedules_view_lists_every_schedule_opens_its_last_job_and_deletes_one() -> None:
+    source = FakeSource()
+    app = DashboardApp(source)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await wait_live(pilot, app, 3)
+        await pilot.press("5")
+        keys = ["emails/heartbeat", "emails/nightly-report", "reports/launch-[b]week[/b]"]
+        await wait_for(pilot, lambda: rows(app, "schedules-table") == keys, "the schedules")
+        table = app.schedules_view.table
+        assert _plain(table, "emails/nightly-report", "when") == "0 2 * * * (Europe/Paris)"
+        assert _plain(table, "emails/heartbeat", "when") == "every 5m00s"
+        assert _plain(table, "emails/nightly-report", "runs") == "12"
+        assert _plain(table, "reports/launch-[b]week[/b]", "next") == "over"
+        # A schedule that added no job yet has none to open; the next one's last job opens in Jobs.
+        await pilot.press("o")
+        assert app.active_tab == "schedules"
+        await pilot.press("j", "o")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: app.active_tab == "jobs", "the jobs view")
+        await wait_for(pilot, lambda: jobs.loaded_job is not None and jobs.loaded_job.id == "43", "job 43")
+        # Delete: asks first, names the schedule literally, then the list no longer has it.
+        await pilot.press("5")
+        await wait_for(pilot, lambda: app.active_tab == "schedules", "the schedules view")
+        await pilot.press("G", "d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert screen.plan.prompt == "Delete schedule launch-[b]week[/b] of reports?"
+        await pilot.press("y")
+        await wait_for(
+            pilot,
+            lambda: source.calls == [("delete_schedule", ("reports", "launch-[b]week[/b]"))],
+            "the delete",
+        )
+        await wait_for(pilot, lambda: rows(app, "schedules-table") == keys[:2], "the list without it")

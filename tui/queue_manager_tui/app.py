@@ -21,13 +21,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics
+from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics, Schedule
 from queue_manager_tui.commands import DashboardCommands, PaletteCommand, palette_commands
 from queue_manager_tui.controls import (
     NotApplicable,
     Plan,
     cancel_plan,
     clean_plan,
+    delete_schedule_plan,
     pause_plan,
     promote_plan,
     remove_plan,
@@ -43,13 +44,14 @@ from queue_manager_tui.widgets.job_detail import JobDetail
 from queue_manager_tui.widgets.jobs_view import JobsView
 from queue_manager_tui.widgets.nav_table import NavTable
 from queue_manager_tui.widgets.queues_view import QueuesView
+from queue_manager_tui.widgets.schedules_view import SchedulesView
 from queue_manager_tui.widgets.status_line import StatusLine
 from queue_manager_tui.widgets.workers_view import WorkersView
 from queue_manager_tui.widgets.workflows_view import RunTree, WorkflowsView
 
 __all__ = ["CONTROL_ACTIONS", "DashboardApp"]
 
-TABS = ("queues", "jobs", "workers", "workflows")
+TABS = ("queues", "jobs", "workers", "workflows", "schedules")
 QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
 JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove"})
 CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS
@@ -82,6 +84,7 @@ class DashboardApp(App[None]):
         Binding("2", "show_tab('jobs')", "Jobs", show=False),
         Binding("3", "show_tab('workers')", "Workers", show=False),
         Binding("4", "show_tab('workflows')", "Workflows", show=False),
+        Binding("5", "show_tab('schedules')", "Schedules", show=False),
         Binding("p", "pause_resume", "Pause"),
         Binding("C", "clean", "Clean"),
         Binding("R", "retry_all", "Retry all"),
@@ -117,6 +120,7 @@ class DashboardApp(App[None]):
         self.jobs_view = JobsView(source, id="jobs-view")
         self.workers_view = WorkersView(id="workers-view")
         self.workflows_view = WorkflowsView(source, id="workflows-view")
+        self.schedules_view = SchedulesView(source, id="schedules-view")
 
     # ----------------------------------------------------------------- layout
 
@@ -132,6 +136,8 @@ class DashboardApp(App[None]):
                 yield self.workers_view
             with TabPane("4 Workflows", id="workflows"):
                 yield self.workflows_view
+            with TabPane("5 Schedules", id="schedules"):
+                yield self.schedules_view
         yield Footer(compact=True)
 
     def _tables(self) -> dict[str, NavTable]:
@@ -141,6 +147,7 @@ class DashboardApp(App[None]):
             "jobs": self.jobs_view.table,
             "workers": self.workers_view.table,
             "workflows": self.workflows_view.table,
+            "schedules": self.schedules_view.table,
         }
 
     def on_mount(self) -> None:
@@ -204,6 +211,7 @@ class DashboardApp(App[None]):
         if jobs.queue is not None:
             jobs.on_metrics(self.state.queues.get(jobs.queue), live=self.active_tab == "jobs")
         self.workflows_view.on_metrics(self.state, live=self.active_tab == "workflows")
+        self.schedules_view.on_metrics(self.state, live=self.active_tab == "schedules")
         self._show_status()
 
     @work(exclusive=True, group="limits")
@@ -247,6 +255,8 @@ class DashboardApp(App[None]):
             self._load_workers()
         elif tab == "workflows":
             self.workflows_view.refresh_runs()
+        elif tab == "schedules":
+            self.schedules_view.refresh_schedules()
 
     def _focus_tab(self, tab: str) -> None:
         """Focuses the main table of a tab, unless something in that tab has the focus already."""
@@ -287,6 +297,9 @@ class DashboardApp(App[None]):
         self.workflows_view.open_run(run_id)
 
     def on_workflows_view_open_job(self, message: WorkflowsView.OpenJob) -> None:
+        self.open_job(message.ref)
+
+    def on_schedules_view_open_job(self, message: SchedulesView.OpenJob) -> None:
         self.open_job(message.ref)
 
     def open_job(self, ref: JobRef) -> None:
@@ -335,6 +348,8 @@ class DashboardApp(App[None]):
         if self.read_only or len(self.screen_stack) > 1:
             return False
         tab = self.active_tab
+        if action == "remove" and tab == "schedules":
+            return True
         if action in JOB_ACTIONS:
             return tab == "jobs"
         return tab in ("queues", "jobs")
@@ -378,7 +393,16 @@ class DashboardApp(App[None]):
         self._propose(lambda: cancel_plan(self._job()))
 
     def action_remove(self) -> None:
-        self._propose(lambda: remove_plan(self._job()))
+        if self.active_tab == "schedules":
+            self._propose(lambda: delete_schedule_plan(self._schedule()))
+        else:
+            self._propose(lambda: remove_plan(self._job()))
+
+    def _schedule(self) -> Schedule:
+        schedule = self.schedules_view.selected()
+        if schedule is None:
+            raise NotApplicable("Select a schedule first.")
+        return schedule
 
     def action_clean(self) -> None:
         if self.read_only:
@@ -423,6 +447,8 @@ class DashboardApp(App[None]):
         self.notify(outcome, markup=False)
         if self.active_tab == "jobs":
             self.jobs_view.reload()
+        elif self.active_tab == "schedules":
+            self.schedules_view.refresh_schedules()
 
     # ----------------------------------------------------------------- command palette
 

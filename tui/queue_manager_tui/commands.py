@@ -86,6 +86,7 @@ def palette_commands(app: DashboardApp) -> list[PaletteCommand]:
         PaletteCommand("Show jobs", "the Jobs view (2)", partial(app.action_show_tab, "jobs")),
         PaletteCommand("Show workers", "the Workers view (3)", partial(app.action_show_tab, "workers")),
         PaletteCommand("Show workflows", "the Workflows view (4)", partial(app.action_show_tab, "workflows")),
+        PaletteCommand("Show schedules", "the Schedules view (5)", partial(app.action_show_tab, "schedules")),
         PaletteCommand("Search jobs", "by id or name (/)", app.action_search),
         PaletteCommand("Help", "every key (?)", app.action_help),
     ]
@@ -144,6 +145,10 @@ def _control_commands(app: DashboardApp, job: Job | None) -> list[PaletteCommand
             PaletteCommand(f"Cancel job {label}", "asks first (c)", app.action_cancel_job),
             PaletteCommand(f"Remove job {label}", "asks first (d)", app.action_remove),
         ]
+    schedule = app.schedules_view.selected() if app.active_tab == "schedules" else None
+    if schedule is not None:
+        title = f"Delete schedule {safe(schedule.id)} of {schedule.queue_name}"
+        commands.append(PaletteCommand(title, "its jobs stay, asks first (d)", app.action_remove))
     return commands
 
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from queue_manager import Job, JobState, QueueMetrics
+from queue_manager import Job, JobState, QueueMetrics, Schedule
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.format import fmt_count, fmt_duration, safe
 
@@ -25,6 +25,7 @@ __all__ = [
     "cancel_plan",
     "clean_plan",
     "count_in_state",
+    "delete_schedule_plan",
     "parse_grace",
     "pause_plan",
     "promote_plan",
@@ -202,6 +203,24 @@ def remove_plan(job: Job) -> Plan:
         f"Remove {_job_label(job)}?",
         f"It is {_state(job)}. Its data, result and logs are deleted for good.",
         remove,
+        destructive=True,
+    )
+
+
+def delete_schedule_plan(schedule: Schedule) -> Plan:
+    """Deletes a schedule; the jobs it added stay."""
+    queue, schedule_id = schedule.queue_name, schedule.id
+
+    async def delete(source: DataSource) -> str:
+        await source.delete_schedule(queue, schedule_id)
+        return f"Deleted schedule {safe(schedule_id)} of {queue}."
+
+    runs = f"It added {_jobs(schedule.run_count)} so far; they stay." if schedule.run_count else ""
+    return Plan(
+        "Delete schedule",
+        f"Delete schedule {safe(schedule_id)} of {queue}?",
+        (runs + " No more jobs are added by it.").strip(),
+        delete,
         destructive=True,
     )
 

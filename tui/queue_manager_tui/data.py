@@ -20,6 +20,7 @@ from queue_manager import (
     MetricsSnapshot,
     Queue,
     QueueManager,
+    Schedule,
     WorkerInfo,
     WorkflowRun,
 )
@@ -80,6 +81,14 @@ class DataSource(Protocol):
 
     async def get_workflow(self, run_id: str) -> WorkflowRun:
         """One run with every step."""
+        ...
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every queue's schedules, by queue then id."""
+        ...
+
+    async def delete_schedule(self, queue: str, schedule_id: str) -> None:
+        """Deletes a schedule (the jobs it added stay)."""
         ...
 
     async def pause_queue(self, queue: str) -> None:
@@ -161,6 +170,12 @@ class ClientSource:
 
     async def get_workflow(self, run_id: str) -> WorkflowRun:
         return await self._client.get_workflow(run_id)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return await self._client.list_schedules()
+
+    async def delete_schedule(self, queue: str, schedule_id: str) -> None:
+        await self._client.delete_schedule(queue, schedule_id)
 
     async def pause_queue(self, queue: str) -> None:
         await self._client.pause_queue(queue)

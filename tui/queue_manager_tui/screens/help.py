@@ -21,7 +21,7 @@ KEYS: tuple[Section, ...] = (
         "Everywhere",
         (
             ("?", "this help"),
-            ("1 2 3 4", "Queues, Jobs, Workers, Workflows"),
+            ("1 … 5", "Queues, Jobs, Workers, Workflows, Schedules"),
             ("/", "search jobs (by id or name)"),
             ("q, Esc", "back; quit from Queues"),
             ("j k, ↓ ↑", "move; g G top and bottom"),
@@ -41,6 +41,7 @@ KEYS: tuple[Section, ...] = (
         ),
     ),
     ("Workflows", (("Enter", "the run's steps"), ("o", "the selected step's job"))),
+    ("Schedules", (("Enter, o", "the job its last run added"),)),
 )
 CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("p", "pause or resume the queue"),
@@ -49,7 +50,7 @@ CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("r", "retry the job (failed or cancelled)"),
     ("P", "promote the job (delayed → waiting)"),
     ("c", "cancel the job"),
-    ("d", "remove the job"),
+    ("d", "remove the job; in Schedules, delete the schedule"),
 )
 
 
@@ -75,7 +76,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help"):
             yield Static(Text("Keys", style="bold"), id="dialog-title")
             with Horizontal(id="help-columns"):
-                yield Static(_sections((KEYS[0], KEYS[1], KEYS[3])))
+                yield Static(_sections((KEYS[0], KEYS[1], KEYS[3], KEYS[4])))
                 yield Static(_sections((KEYS[2], controls)))
 
     def action_close(self) -> None:
