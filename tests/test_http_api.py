@@ -351,3 +351,46 @@ async def test_a_full_queue_is_429_and_says_when_to_come_back(http: Api) -> None
         body = await r.json()
         assert (r.status, r.headers.get("Retry-After")) == (429, "1")
     assert body["code"] == "RESOURCE_EXHAUSTED" and "queue 'small' is full" in body["message"]
+
+
+async def test_schedules_priorities_and_obliterate(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/sched", {})
+    schedule = {"id": "nightly", "queue_name": "sched", "cron": "0 2 * * *", "timezone": "Europe/Paris"}
+    status, stored = await http.call(
+        "POST", "/api/v1/schedules", {"schedule": {**schedule, "job": {"name": "b"}}}
+    )
+    assert status == 201 and stored["created"] and stored["schedule"]["next_run_time"]
+    status, replaced = await http.call(
+        "POST", "/api/v1/schedules", {"schedule": {**schedule, "job": {"name": "build"}}}
+    )
+    assert (status, replaced.get("created", False)) == (200, False)
+    status, one = await http.call("GET", "/api/v1/queues/sched/schedules/nightly")
+    assert (status, one["schedule"]["cron"], one["schedule"]["timezone"]) == (
+        200,
+        "0 2 * * *",
+        "Europe/Paris",
+    )
+    for path in ("/api/v1/schedules?queue_name=sched", "/api/v1/queues/sched/schedules"):
+        status, listed = await http.call("GET", path)
+        assert (status, [s["id"] for s in listed["schedules"]]) == (200, ["nightly"]), path
+    status, bad = await http.call(
+        "POST", "/api/v1/schedules", {"schedule": {**schedule, "cron": "61 * * * *"}}
+    )
+    assert status == 400 and bad["code"] == "INVALID_ARGUMENT", bad
+    status, gone = await http.call("DELETE", "/api/v1/queues/sched/schedules/nightly")
+    assert (status, gone["schedule"]["id"]) == (200, "nightly")
+    status, missing = await http.call("GET", "/api/v1/queues/sched/schedules/nightly")
+    assert (status, missing["code"]) == (404, "NOT_FOUND")
+
+    status, added = await http.call("POST", "/api/v1/queues/sched/jobs", {"job": {"name": "n"}})
+    job_id = added["job"]["id"]
+    path = f"/api/v1/queues/sched/jobs/{job_id}:changePriority"
+    status, changed = await http.call("POST", path, {"priority": "JOB_PRIORITY_HIGH"})
+    assert (status, changed["job"]["priority"]) == (200, "JOB_PRIORITY_HIGH")
+    status, bad = await http.call("POST", path, {})
+    assert status == 400 and bad["code"] == "INVALID_ARGUMENT", bad
+
+    status, removed = await http.call("POST", "/api/v1/queues/sched:obliterate", {})
+    assert (status, removed) == (200, {"removed": "1"})
+    status, missing = await http.call("GET", "/api/v1/queues/sched")
+    assert (status, missing["code"]) == (404, "NOT_FOUND")
