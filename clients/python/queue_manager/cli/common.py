@@ -57,9 +57,15 @@ def option(
 
 
 def bounded_int(
-    low: int, high: int | None = None, *, unit: str = "", notes: Mapping[int, str] | None = None
+    low: int,
+    high: int | None = None,
+    *,
+    unit: str = "",
+    notes: Mapping[int, str] | None = None,
+    off: bool = False,
 ) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number from `low` to `high` (None: no maximum).
+    """An argparse ``type``: a whole number from `low` to `high` (None: no maximum); with `off`, also ``off``
+    (or ``none``) for 0, as a limit's flags take it (``--group-rate off`` beside ``--group-concurrency off``).
 
     Its error (``argument --attempts: must be a whole number from 0 (the queue's default) to 10000, got
     '1.5'``, exit status 2) states the unit, the range and what its ends mean (`notes`, such as
@@ -74,26 +80,21 @@ def bounded_int(
     span = f" from {shown(low)} to {shown(high)}" if high is not None else f" (at least {shown(low)})"
 
     def parse(text: str) -> int:
+        if off and text.strip().lower() in ("off", "none"):
+            return 0
         try:
             value = int(text, 10)
         except ValueError:
             value = None
         if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {kind}{span}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {kind}{span}{', or off' if off else ''}, got {text!r}")
         return value
 
     return parse
 
 
-def size_limit(text: str) -> int:
-    """An argparse ``type``: a size limit (``--max-size``), a whole number of jobs up to the server's
-    maximum; ``0`` or ``off`` for none."""
-    if text.strip().lower() in ("off", "none"):
-        return 0
-    try:
-        return bounded_int(0, MAX_SIZE, notes={0: "no limit"})(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (or off)") from None
+# A size limit (``--max-size``): a whole number of jobs up to the server's maximum; ``0`` or ``off`` for none.
+size_limit = bounded_int(0, MAX_SIZE, notes={0: "no limit"}, off=True)
 
 
 def milliseconds(low: int = 0, high: int | None = MAX_DURATION_MS) -> Callable[[str], int]:

@@ -177,8 +177,8 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
     option(
         register,
         "--concurrency",
-        type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}),
-        help="most jobs active at once, all workers (0: no cap)",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}, off=True),
+        help="most jobs active at once, all workers (0 or off: no cap)",
     )
     option(
         register,
@@ -201,9 +201,9 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
     option(
         register,
         "--group-concurrency",
-        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
-        help="most jobs of each fairness group active at once, all workers (0: no limit); a group's own "
-        "limits (qm groups limit) replace it for that group",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}, off=True),
+        help="most jobs of each fairness group active at once, all workers (0 or off: no limit); a group's "
+        "own limits (qm groups limit) replace it for that group",
     )
     option(
         register,
