@@ -200,6 +200,7 @@ async def test_pause_and_resume_a_group_and_list_shows_it_paused(
         (("groups", "pause", "q", ""), "argument group: group must be 1 to 128 characters"),
         (("groups", "resume", "q", "a\tb"), "argument group: group must be 1 to 128 characters"),
         (("groups", "pause", "q"), "the following arguments are required: group"),
+        (("add", "q", "n", "--group", "\udcff"), "argument --group: group '\\udcff' must be Unicode text"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )
