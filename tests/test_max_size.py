@@ -149,6 +149,9 @@ async def test_a_full_group_refuses_its_adds_and_not_the_others(
     for _ in range(2):
         await add(stub, "g", new(group="a"))
     assert "group 'a' of queue 'g' is full" in await refused(stub, "g", new(group="a"))
+    # A delayed job does not count until due, but it would join the full group: refused too (docs/jobs.md).
+    later = types_pb2.google_dot_protobuf_dot_duration__pb2.Duration(seconds=60)
+    assert "group 'a' of queue 'g' is full" in await refused(stub, "g", new(group="a", delay=later))
     await add(stub, "g", new(group="b"))
     await add(stub, "g", new())  # no group: no group limit
 
