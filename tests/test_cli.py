@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import textwrap
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,25 @@ async def test_register_changes_only_the_settings_given(
     assert "not allowed with" in err
 
 
+async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every duration flag takes units as --expire-after does (5s, 2m; a bare number is milliseconds): --delay
+    1s was refused as not whole milliseconds."""
+    await qm_json(capsys, server, "queues", "register", "units", "--rate-max", "5", "--rate-duration", "2s")
+    queue = await qm_json(capsys, server, "queues", "show", "units")
+    assert queue["config"]["rate_limit"] == {"max": 5, "duration": 2000}
+    flags = ("--delay", "1h", "--timeout", "2m", "--dedup-key", "k", "--dedup-ttl", "1h30m")
+    job = await qm_json(capsys, server, "add", "units", "n", *flags)
+    options = job["options"]
+    assert (job["state"], options["timeout"], options["dedup"]["ttl"]) == ("delayed", 120_000, 5_400_000)
+    created, run_at = (datetime.fromisoformat(job[k]) for k in ("created_at", "run_at"))
+    assert abs((run_at - created).total_seconds() - 3600) < 60
+    assert (await qm_json(capsys, server, "add", "units", "n", "--delay", "250"))["state"] == "delayed"
+    cleaned = await qm_json(capsys, server, "queues", "clean", "units", "--grace", "1d", "--state", "delayed")
+    assert cleaned["removed"] == 0
+    schedule = await qm_json(capsys, server, "schedules", "add", "units", "s", "j", "--every", "5m")
+    assert schedule["every"] == 300_000
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -259,21 +279,26 @@ async def test_register_changes_only_the_settings_given(
         ),
         (
             ("add", "q", "n", "--delay", "0.4"),
-            "argument --delay: must be whole milliseconds from 0 to 315360000000 (10 years), got '0.4'",
+            "argument --delay: must be a duration from 0 ms to 3650d, such as 5m, 90s, 1h30m or 250ms (a "
+            "bare number is milliseconds), got '0.4'",
         ),
-        (("add", "q", "n", "--timeout", "0"), "argument --timeout: must be whole milliseconds from 1 to"),
+        (("add", "q", "n", "--timeout", "0"), "argument --timeout: must be a duration from 1 ms to 3650d"),
+        (("add", "q", "n", "--delay", "3651d"), "argument --delay: must be a duration from 0 ms to 3650d"),
+        (("add", "q", "n", "--dedup-ttl", "5 s"), "argument --dedup-ttl: must be a duration from 1 ms to"),
         (
             ("schedules", "add", "q", "s", "j", "--every", "-1000"),
-            "argument --every: must be whole milliseconds from 1000 (1 s) to 315360000000 (10 years), got "
-            "'-1000'",
+            "argument --every: must be a duration from 1000 ms to 3650d, such as 5m, 90s, 1h30m or 250ms "
+            "(a bare number is milliseconds), got '-1000'",
         ),
+        (("schedules", "add", "q", "s", "j", "--every", "999ms"), "argument --every: must be a duration"),
         (
             ("schedules", "add", "q", "s", "j", "--every", "60000", "--limit", "-1"),
             "argument --limit: must be a whole number from 0 (no limit) to 4294967295, got '-1'",
         ),
         (
             ("jobs", "wait", "q", "id", "--timeout", "-5"),
-            "argument --timeout: must be whole milliseconds (at least 0), got '-5'",
+            "argument --timeout: must be a duration of at least 0 ms, such as 5m, 90s, 1h30m or 250ms (a "
+            "bare number is milliseconds), got '-5'",
         ),
         (
             ("queues", "clean", "q", "--grace", "0", "--state", "failed", "--limit", "-1"),

@@ -295,6 +295,17 @@ async def test_group_limits_over_grpc_and_bad_input(stub: queue_service_pb2_grpc
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.SetGroupLimits(queue_service_pb2.SetGroupLimitsRequest(queue_name="g", group=""))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    # Limits and clear together: which was meant is a guess, so neither is done (the group keeps its own).
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SetGroupLimits(
+            queue_service_pb2.SetGroupLimitsRequest(
+                queue_name="g", group="tenant/1 é", limits=types_pb2.GroupLimits(concurrency=1), clear=True
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "clear: removes the group's own limits: give it without limits"
+    listed = await stub.ListGroups(queue_service_pb2.ListGroupsRequest(queue_name="g"))
+    assert listed.groups[0].custom_limits and listed.groups[0].limits == own
 
 
 def _t(v: object) -> str:

@@ -47,6 +47,13 @@ async def test_register_merges_the_group_flags_and_list_and_show_give_them(
     assert group_limits(no_rate) == {"concurrency": 2, "rate_limit": None, "max_size": 500}
     no_conc = await qm_json(capsys, server, "queues", "register", "t", "--group-concurrency", "0")
     assert group_limits(no_conc) == {"concurrency": 0, "rate_limit": None, "max_size": 500}
+    # "off" removes a concurrency limit as it does a rate and a size (it was refused as not a number).
+    await qm_json(capsys, server, "queues", "register", "t", "--group-concurrency", "4", "--concurrency", "9")
+    no_conc = await qm_json(
+        capsys, server, "queues", "register", "t", "--group-concurrency", "off", "--concurrency", "off"
+    )
+    assert group_limits(no_conc) == {"concurrency": 0, "rate_limit": None, "max_size": 500}
+    assert no_conc["config"]["concurrency"] == 0
     none = await qm_json(capsys, server, "queues", "register", "t", "--group-max-size", "off")
     assert group_limits(none) is None
     status, out, _ = await qm_cli(capsys, "--server", server.address, "queues", "show", "t")
@@ -96,6 +103,8 @@ async def test_add_with_a_group_then_list_and_limit_the_groups(
     # A group without jobs may be given limits; --clear gives it back to the queue's (and forgets it).
     idle = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--rate", "10/1s")
     assert (idle["waiting"], idle["limits"]["concurrency"], idle["custom_limits"]) == (0, 0, True)
+    unlimited = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--concurrency", "off")
+    assert (unlimited["limits"]["concurrency"], unlimited["custom_limits"]) == (0, True)
     cleared = await qm_json(capsys, server, "groups", "limit", "g", "initech", "--clear")
     queue_limits = {"concurrency": 3, "rate_limit": None, "max_size": 0}
     assert (cleared["limits"], cleared["custom_limits"]) == (queue_limits, False)
@@ -165,7 +174,20 @@ async def test_pause_and_resume_a_group_and_list_shows_it_paused(
         (("queues", "register", "q", "--group-rate", "10"), "'10' is not MAX/DURATION, such as 10/1s"),
         (("queues", "register", "q", "--group-rate", "0/1s"), "MAX of '0/1s' must be a whole number from 1"),
         (("queues", "register", "q", "--group-rate", "10/soon"), "DURATION of '10/soon' must be a duration"),
-        (("queues", "register", "q", "--group-concurrency", "-1"), "argument --group-concurrency: must be"),
+        (
+            ("queues", "register", "q", "--group-concurrency", "-1"),
+            "argument --group-concurrency: must be a whole number from 0 (no limit) to 4294967295, or off, "
+            "got '-1'",
+        ),
+        (
+            ("queues", "register", "q", "--max-size", "-5"),
+            "argument --max-size: must be a whole number from 0 (no limit) to 281474976710656, or off, "
+            "got '-5'",
+        ),
+        (
+            ("groups", "limit", "q", "g", "--concurrency", "of"),
+            "--concurrency: must be a whole number from 0",
+        ),
         (
             ("groups", "limit", "q", "g"),
             "give --concurrency, --rate and/or --max-size (the group's own limits), or --clear",
@@ -178,6 +200,7 @@ async def test_pause_and_resume_a_group_and_list_shows_it_paused(
         (("groups", "pause", "q", ""), "argument group: group must be 1 to 128 characters"),
         (("groups", "resume", "q", "a\tb"), "argument group: group must be 1 to 128 characters"),
         (("groups", "pause", "q"), "the following arguments are required: group"),
+        (("add", "q", "n", "--group", "\udcff"), "argument --group: group '\\udcff' must be Unicode text"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )

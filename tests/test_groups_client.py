@@ -5,6 +5,7 @@ checks made before a call; against a real server."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -185,6 +186,13 @@ async def test_bad_group_limits_are_refused_with_a_precise_message(
         (lambda qm: qm.resume_group("q", None), TypeError, "group must be a str, not NoneType"),
         (lambda qm: qm.pause_group("a:b", "g"), ValueError, "queue name 'a:b' must be"),
         (lambda qm: qm.add_job("q", "j", None, {"group": ""}), ValueError, "group must be 1 to 128"),
+        # A lone surrogate was a UnicodeEncodeError from protobuf, naming neither the field nor the value.
+        (
+            lambda qm: qm.add_job("q", "j", None, {"group": "a\ud800"}),
+            ValueError,
+            re.escape("group 'a\\ud800' must be Unicode text: it holds a lone surrogate (U+D800;"),
+        ),
+        (lambda qm: qm.pause_group("q", "\udcff"), ValueError, "must be Unicode text: it holds a lone"),
     ],
 )
 async def test_bad_arguments_are_refused_before_the_call(

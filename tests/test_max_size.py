@@ -110,6 +110,38 @@ async def test_a_bulk_add_is_refused_whole(stub: queue_service_pb2_grpc.QueueSer
     assert (await stub.AddBulk(small([new(group="a"), new(group="a")]))).created_count == 2
 
 
+async def test_a_bulk_refusal_gives_the_figures(stub: queue_service_pb2_grpc.QueueServiceStub) -> None:
+    """An empty queue refusing a bulk add larger than its max_size says so: what it holds, its max_size, the
+    add's jobs and the room left, not only "is full" (which reads as wrong for an empty queue)."""
+    await register(stub, "fig", max_size=550, group_limits=types_pb2.GroupLimits(max_size=3))
+    await add(stub, "fig", new(group="a"))
+
+    async def stream(jobs: list[jobs_pb2.NewJob]) -> AsyncIterator[jobs_pb2.AddBulkRequest]:
+        yield jobs_pb2.AddBulkRequest(queue_name="fig", jobs=jobs)
+
+    staged = [new(f"n{i}") for i in range(600)]  # over one script call: size_room.lua checks it
+    direct = [new(f"n{i}") for i in range(20)] + [new(group="a")] * 3  # add_jobs.lua's whole check
+    cases = (
+        (
+            staged,
+            "queue 'fig' is full: it holds 1 job waiting and delayed and its max_size (QueueConfig.max_size)"
+            " is 550, so this bulk add, with 600 jobs, does not fit (room for 549); none was added; add them"
+            " in parts of at most 550",
+        ),
+        (
+            direct,
+            "group 'a' of queue 'fig' is full: it holds 1 job waiting and its max_size (GroupLimits.max_size)"
+            " is 3, so this bulk add, with 3 jobs for it, does not fit (room for 2); none was added; add them"
+            " again once workers have taken some",
+        ),
+    )
+    for jobs, message in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AddBulk(stream(jobs))
+        assert err.value.code() is RE and err.value.details() == message
+    assert await counts(stub, "fig") == (1, 0)
+
+
 async def test_a_full_group_refuses_its_adds_and_not_the_others(
     stub: queue_service_pb2_grpc.QueueServiceStub,
 ) -> None:
@@ -117,6 +149,9 @@ async def test_a_full_group_refuses_its_adds_and_not_the_others(
     for _ in range(2):
         await add(stub, "g", new(group="a"))
     assert "group 'a' of queue 'g' is full" in await refused(stub, "g", new(group="a"))
+    # A delayed job does not count until due, but it would join the full group: refused too (docs/jobs.md).
+    later = types_pb2.google_dot_protobuf_dot_duration__pb2.Duration(seconds=60)
+    assert "group 'a' of queue 'g' is full" in await refused(stub, "g", new(group="a", delay=later))
     await add(stub, "g", new(group="b"))
     await add(stub, "g", new())  # no group: no group limit
 

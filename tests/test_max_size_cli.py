@@ -55,7 +55,14 @@ async def test_group_max_size_from_the_queue_and_from_groups_limit(
     await qm_json(capsys, server, "add", "g", "j", "--group", "acme")
     status, _, err = await qm_cli(capsys, "--server", server.address, "add", "g", "j", "--group", "acme")
     assert status == 1 and err.startswith("error: RESOURCE_EXHAUSTED: group 'acme' of queue 'g' is full: ")
-    assert "(qm groups limit g GROUP --max-size, or qm queues register g --group-max-size)" in err
+    assert "(qm groups limit g acme --max-size, or qm queues register g --group-max-size)" in err
+    # The group's name as the command takes it (it said GROUP): quoted for a shell when it must be.
+    await qm_json(capsys, server, "queues", "register", "g2", "--group-max-size", "1")
+    await qm_json(capsys, server, "add", "g2", "j", "--group", "o'brien & co")
+    status, _, err = await qm_cli(
+        capsys, "--server", server.address, "add", "g2", "j", "--group", "o'brien & co"
+    )
+    assert status == 1 and "(qm groups limit g2 'o'\"'\"'brien & co' --max-size, or qm queues" in err, err
     own = await qm_json(capsys, server, "groups", "limit", "g", "acme", "--max-size", "3")
     assert (own["limits"]["max_size"], own["custom_limits"]) == (3, True)
     await qm_json(capsys, server, "add", "g", "j", "--group", "acme")
@@ -74,7 +81,7 @@ async def test_group_max_size_from_the_queue_and_from_groups_limit(
     [
         (("queues", "register", "q", "--max-size", "-1"), "argument --max-size: must be a whole number"),
         (("queues", "register", "q", "--max-size", "1.5"), "must be a whole number from 0 (no limit) to"),
-        (("queues", "register", "q", "--max-size", str(2**48 + 1)), f"to {2**48}, got '{2**48 + 1}' (or"),
+        (("queues", "register", "q", "--max-size", str(2**48 + 1)), f"to {2**48}, or off, got '{2**48 + 1}'"),
         (("queues", "register", "q", "--group-max-size", "lots"), "argument --group-max-size: must be"),
         (("groups", "limit", "q", "g", "--max-size", "x"), "argument --max-size: must be a whole number"),
         (("groups", "limit", "q", "g", "--clear", "--max-size", "2"), "without --concurrency, --rate and"),

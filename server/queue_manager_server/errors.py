@@ -68,11 +68,33 @@ REASON_KEY = "qm-reason"
 QUEUE_FULL = "queue-full"
 
 
-class QueueFull(QueueManagerError):
-    """An add found no room: the queue (or the job's group) holds its max_size (RESOURCE_EXHAUSTED)."""
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
 
-    def __init__(self, queue: str, group: str = "") -> None:
-        if group:
+
+class QueueFull(QueueManagerError):
+    """An add found no room: the queue (or the job's group) holds its max_size (RESOURCE_EXHAUSTED).
+
+    A bulk add, checked whole, gives `bulk`: the jobs the queue (or group) holds, its max_size and the jobs of
+    the add against it, so that a refusal of an add too big for a queue that is not full says so."""
+
+    def __init__(self, queue: str, group: str = "", bulk: tuple[int, int, int] | None = None) -> None:
+        if bulk is not None:
+            held, cap, adding = bulk
+            what = f"group {group!r} of queue {queue!r}" if group else f"queue {queue!r}"
+            counted = "waiting" if group else "waiting and delayed"
+            setting = "GroupLimits.max_size" if group else "QueueConfig.max_size"
+            hint = (
+                f"add them in parts of at most {cap}"
+                if adding > cap
+                else "add them again once workers have taken some"
+            )
+            super().__init__(
+                f"{what} is full: it holds {_jobs(held)} {counted} and its max_size ({setting}) is {cap}, so "
+                f"this bulk add, with {_jobs(adding)}{' for it' if group else ''}, does not fit (room for "
+                f"{max(cap - held, 0)}); none was added; {hint}"
+            )
+        elif group:
             super().__init__(
                 f"group {group!r} of queue {queue!r} is full: its jobs waiting reach its max_size "
                 "(GroupLimits.max_size); the job was not added; add it again once workers have taken some"

@@ -338,6 +338,15 @@ def validate_group(value: Any, what: str = "group") -> str:
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if not 1 <= len(value) <= 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError(f"{what} must be 1 to 128 characters without control characters, got {value!r}")
+    # A lone surrogate cannot be sent (protobuf strings are UTF-8): say so here, naming the field, rather
+    # than let the encoder raise a UnicodeEncodeError that names neither. On a command line it is a byte
+    # that is not UTF-8, which Python's argv decoding turns into one.
+    bad = next((c for c in value if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if bad is not None:
+        raise ValueError(
+            f"{what} {value!r} must be Unicode text: it holds a lone surrogate (U+{ord(bad):04X}; from a "
+            "command line, a byte that is not UTF-8)"
+        )
     return value
 
 

@@ -474,10 +474,8 @@ class Engine:
         code = _i(r[0])
         if code == -3:
             raise QueueNotFound(queue)
-        if code == -1:
-            raise QueueFull(queue)
-        if code == -2:
-            raise QueueFull(queue, _s(r[1]))
+        if code in (-1, -2):
+            raise QueueFull(queue, _s(r[1]), (_i(r[2]), _i(r[3]), _i(r[4])))
 
     def _add_calls(
         self,
@@ -524,7 +522,7 @@ class Engine:
             if _i(r[0]) == NO_QUEUE:
                 raise QueueNotFound(queue)
             if _i(r[0]) == NO_ROOM:  # a whole check (add_jobs.lua ARGV[11] 2)
-                raise QueueFull(queue, _s(r[2]) if _i(r[1]) == 2 else "")
+                raise QueueFull(queue, _s(r[2]), (_i(r[3]), _i(r[4]), _i(r[5])))
             out.now_ms = _i(r[0])
             out.waiting_added += _i(r[1])
             e = _i(r[2])

@@ -8,6 +8,7 @@ from queue_manager.v1 import queue_service_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, paging, validate
 from queue_manager_server.engine.groups import GroupInfo, Groups, Limits
+from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
 
 
@@ -46,6 +47,9 @@ class GroupHandlers:
     ) -> pb.SetGroupLimitsResponse:
         queue = validate.queue_name(request.queue_name)
         group = validate.group(request.group, "group")
+        if request.clear and request.HasField("limits"):
+            # Which one was meant is a guess either way: a client sending both has a bug to hear about.
+            raise InvalidArgument("clear", "removes the group's own limits: give it without limits")
         limits = None
         if not request.clear and request.HasField("limits"):
             limits = Limits(*convert.group_limits_in(request.limits, "limits"))

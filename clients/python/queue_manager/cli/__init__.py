@@ -11,8 +11,10 @@ module and adds itself to the parser with ``register``.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -122,18 +124,24 @@ _NOT_REGISTERED = re.compile(
 
 # A full queue's or group's message names the setting (server errors.py QueueFull): here, its flag.
 _QUEUE_FULL = re.compile(r"^(queue '([^']*)' is full: .*?)\(QueueConfig\.max_size\)")
-_GROUP_FULL = re.compile(r"^(group .* of queue '([^']*)' is full: .*?)\(GroupLimits\.max_size\)")
+_GROUP_FULL = re.compile(r"^(group (.*) of queue '([^']*)' is full: .*?)\(GroupLimits\.max_size\)")
+
+
+def _group_full_hint(m: re.Match[str]) -> str:
+    """The commands that change a full group's max_size, with the group's name (Python's repr of it in the
+    message) quoted for a shell, so that the command can be run as shown."""
+    try:
+        group = ast.literal_eval(m[2])  # a str literal: the server wrote it with !r
+    except (ValueError, SyntaxError):
+        group = None
+    named = shlex.quote(group) if isinstance(group, str) else "GROUP"
+    return f"{m[1]}(qm groups limit {m[3]} {named} --max-size, or qm queues register {m[3]} --group-max-size)"
 
 
 def cli_message(message: str) -> str:
     """A server message with its RPC hints turned into ``qm`` commands."""
     message = _QUEUE_FULL.sub(lambda m: f"{m[1]}(qm queues register {m[2]} --max-size)", message)
-    message = _GROUP_FULL.sub(
-        lambda m: (
-            f"{m[1]}(qm groups limit {m[2]} GROUP --max-size, or qm queues register {m[2]} --group-max-size)"
-        ),
-        message,
-    )
+    message = _GROUP_FULL.sub(_group_full_hint, message)
     return _NOT_REGISTERED.sub(
         lambda m: f"queue '{m[1]}' is not registered; register it first (qm queues register {m[1]})",
         message,

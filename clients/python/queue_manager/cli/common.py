@@ -57,13 +57,19 @@ def option(
 
 
 def bounded_int(
-    low: int, high: int | None = None, *, unit: str = "", notes: Mapping[int, str] | None = None
+    low: int,
+    high: int | None = None,
+    *,
+    unit: str = "",
+    notes: Mapping[int, str] | None = None,
+    off: bool = False,
 ) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number from `low` to `high` (None: no maximum).
+    """An argparse ``type``: a whole number from `low` to `high` (None: no maximum); with `off`, also ``off``
+    (or ``none``) for 0, as a limit's flags take it (``--group-rate off`` beside ``--group-concurrency off``).
 
-    Its error (``argument --delay: must be whole milliseconds from 0 to …, got '0.4'``, exit status 2)
-    states the unit, the range and what its ends mean (`notes`, such as ``{0: "no limit"}``): a fraction is
-    refused, never rounded (the server counts whole milliseconds).
+    Its error (``argument --attempts: must be a whole number from 0 (the queue's default) to 10000, got
+    '1.5'``, exit status 2) states the unit, the range and what its ends mean (`notes`, such as
+    ``{0: "no limit"}``): a fraction is refused, never rounded.
     """
     notes = notes or {}
 
@@ -74,32 +80,28 @@ def bounded_int(
     span = f" from {shown(low)} to {shown(high)}" if high is not None else f" (at least {shown(low)})"
 
     def parse(text: str) -> int:
+        if off and text.strip().lower() in ("off", "none"):
+            return 0
         try:
             value = int(text, 10)
         except ValueError:
             value = None
         if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {kind}{span}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {kind}{span}{', or off' if off else ''}, got {text!r}")
         return value
 
     return parse
 
 
-def size_limit(text: str) -> int:
-    """An argparse ``type``: a size limit (``--max-size``), a whole number of jobs up to the server's
-    maximum; ``0`` or ``off`` for none."""
-    if text.strip().lower() in ("off", "none"):
-        return 0
-    try:
-        return bounded_int(0, MAX_SIZE, notes={0: "no limit"})(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (or off)") from None
+# A size limit (``--max-size``): a whole number of jobs up to the server's maximum; ``0`` or ``off`` for none.
+size_limit = bounded_int(0, MAX_SIZE, notes={0: "no limit"}, off=True)
 
 
-def milliseconds(low: int = 0, notes: Mapping[int, str] | None = None) -> Callable[[str], int]:
-    """An argparse ``type``: whole milliseconds from `low` to the server's maximum duration (10 years)."""
-    notes = {MAX_DURATION_MS: "10 years", **(notes or {})}
-    return bounded_int(low, MAX_DURATION_MS, unit="milliseconds", notes=notes)
+def milliseconds(low: int = 0, high: int | None = MAX_DURATION_MS) -> Callable[[str], int]:
+    """An argparse ``type``: a duration flag (``--delay 5s``, ``--timeout 2m``, or ``1500``: milliseconds) as
+    whole milliseconds from `low` to `high` (default the server's maximum duration, 10 years; None: no
+    maximum). The same as `span_ms`: every duration flag of ``qm`` takes units."""
+    return span_ms(low, high)
 
 
 # A span as people write it: whole numbers with units, largest first ("5m", "1h30m", "250ms").
@@ -108,9 +110,10 @@ _SPAN_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
 _SPAN = re.compile(r"(?:\d+(?:ms|d|h|m|s))+")
 
 
-def span_ms(low: int, high: int) -> Callable[[str], int]:
+def span_ms(low: int, high: int | None) -> Callable[[str], int]:
     """An argparse ``type``: a duration such as ``5m``, ``90s``, ``1h30m`` or ``250ms`` (units d, h, m, s,
-    ms; a bare number is milliseconds), as whole milliseconds from `low` to `high`."""
+    ms; a bare number is milliseconds), as whole milliseconds from `low` to `high` (None: no maximum)."""
+    span = f"from {low} ms to {high // 86_400_000}d" if high is not None else f"of at least {low} ms"
 
     def parse(text: str) -> int:
         value = None
@@ -118,10 +121,10 @@ def span_ms(low: int, high: int) -> Callable[[str], int]:
             value = int(text)
         elif _SPAN.fullmatch(text):
             value = sum(int(n) * _SPAN_UNITS[unit] for n, unit in _SPAN_PART.findall(text))
-        if value is None or not low <= value <= high:
+        if value is None or value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(
-                f"must be a duration from {low} ms to {high // 86_400_000}d, such as 5m, 90s, 1h30m or 250ms"
-                f" (a bare number is milliseconds), got {text!r}"
+                f"must be a duration {span}, such as 5m, 90s, 1h30m or 250ms (a bare number is "
+                f"milliseconds), got {text!r}"
             )
         return value
 
@@ -176,7 +179,7 @@ def add_attempts_and_timeout(parser: argparse.ArgumentParser, of: str = "") -> N
         parser,
         "--timeout",
         type=milliseconds(1),
-        help=f"milliseconds a run{of} may take (whole ms; default: no limit)",
+        help=f"how long a run{of} may take (5m, 90s, 250ms; bare number: ms; default: no limit)",
     )
 
 

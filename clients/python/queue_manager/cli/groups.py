@@ -64,8 +64,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(
         limit,
         "--concurrency",
-        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
-        help="most jobs of the group active at once, all workers (0: no limit)",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}, off=True),
+        help="most jobs of the group active at once, all workers (0 or off: no limit)",
     )
     option(
         limit,

@@ -11,7 +11,6 @@ from queue_manager.cli.common import (
     MAX_EXPIRE_AFTER_MS,
     UsageError,
     add_attempts_and_timeout,
-    bounded_int,
     client,
     job_options,
     milliseconds,
@@ -36,7 +35,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("name")
     option(add, "--data", default=None, help="job data as JSON (@FILE reads a file, @- stdin)")
     option(add, "--priority", help="critical, high, normal, low, background or 1-5")
-    option(add, "--delay", type=milliseconds(), help="milliseconds before the job may start (whole ms)")
+    option(
+        add,
+        "--delay",
+        type=milliseconds(),
+        help="how long before the job may start (5m, 90s, 250ms; bare number: ms)",
+    )
     add_attempts_and_timeout(add)
     option(
         add,
@@ -69,7 +73,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         add,
         "--dedup-ttl",
         type=milliseconds(1),
-        help="milliseconds the dedup key is held (default: until the job is done)",
+        help="how long the dedup key is held (10m, 90s; bare number: ms; default: until the job is done)",
     )
     add.set_defaults(command="add", handler=_add)
 
@@ -126,8 +130,8 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     option(
         wait,
         "--timeout",
-        type=bounded_int(0, unit="milliseconds"),
-        help="milliseconds to wait at most (default: as long as it takes)",
+        type=milliseconds(0, None),
+        help="how long to wait at most (60s, 5m; bare number: ms; default: as long as it takes)",
     )
     wait.set_defaults(command="jobs wait", handler=_wait)
     retry = jobs.add_parser("retry", help="run a failed or cancelled job again (attempts counted afresh)")

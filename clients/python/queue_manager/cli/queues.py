@@ -90,9 +90,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(
         clean,
         "--grace",
-        type=bounded_int(0, unit="milliseconds"),
+        type=milliseconds(0, None),
         required=True,
-        help="only jobs older than this many milliseconds",
+        help="only jobs older than this (1h, 30m, 90s; bare number: ms)",
     )
     option(clean, "--state", required=True, help="completed, failed, cancelled, waiting, paused or delayed")
     option(
@@ -159,7 +159,12 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=bounded_int(0, UINT32_MAX, notes={0: "no rate limit"}),
         help="jobs allowed to start per --rate-duration (0: remove the rate limit)",
     )
-    option(register, "--rate-duration", type=milliseconds(1), help="rate-limit window in milliseconds")
+    option(
+        register,
+        "--rate-duration",
+        type=milliseconds(1),
+        help="rate-limit window (1s, 1m, 250ms; bare number: ms)",
+    )
     dead_letter = register.add_mutually_exclusive_group()
     dead_letter.add_argument(
         "--dead-letter-queue", help="queue receiving jobs that fail for good (default dead-letter-queue)"
@@ -172,8 +177,8 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
     option(
         register,
         "--concurrency",
-        type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}),
-        help="most jobs active at once, all workers (0: no cap)",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no cap"}, off=True),
+        help="most jobs active at once, all workers (0 or off: no cap)",
     )
     option(
         register,
@@ -196,9 +201,9 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
     option(
         register,
         "--group-concurrency",
-        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}),
-        help="most jobs of each fairness group active at once, all workers (0: no limit); a group's own "
-        "limits (qm groups limit) replace it for that group",
+        type=bounded_int(0, UINT32_MAX, notes={0: "no limit"}, off=True),
+        help="most jobs of each fairness group active at once, all workers (0 or off: no limit); a group's "
+        "own limits (qm groups limit) replace it for that group",
     )
     option(
         register,

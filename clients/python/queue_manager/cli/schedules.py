@@ -36,8 +36,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(
         add,
         "--every",
-        type=milliseconds(1000, notes={1000: "1 s"}),
-        help="interval in whole milliseconds, at least 1000 (exclusive with --cron)",
+        type=milliseconds(1000),
+        help="interval, at least 1s (30s, 5m, 1h; bare number: ms; exclusive with --cron)",
     )
     option(add, "--timezone", help="IANA time zone of --cron, such as Europe/Paris (default UTC)")
     option(add, "--data", default=None, help="job data as JSON (@FILE reads a file, @- stdin)")

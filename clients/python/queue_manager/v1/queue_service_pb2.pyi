@@ -438,7 +438,7 @@ class SetGroupLimitsRequest(_message.Message):
     group: _builtins.str
     """The group (JobOptions.group)."""
     clear: _builtins.bool
-    """Remove the group's own limits."""
+    """Remove the group's own limits (with limits set too: INVALID_ARGUMENT)."""
     @_builtins.property
     def limits(self) -> _types_pb2.GroupLimits:
         """The group's own limits; unset (or clear) means the queue's group_limits apply again."""

@@ -24,7 +24,8 @@
 --   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now; the
 --   plain mark, common.lua PLAIN, is never answered)}; an
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
---   registered, or {-2, 1} (the queue) / {-2, 2, group} (that group) when a whole check found no room. The
+--   registered, or {-2, 1, '', held, max_size, jobs of the add} (the queue) / {-2, 2, group, held, max_size,
+--   jobs of the add in it} (that group) when a whole check found no room (the figures for its message). The
 --   jobs created count in the queue's activity (stats.lua). An add answers from this reply:
 --   no read-back of what was just written.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
@@ -56,8 +57,8 @@ if lim and ARGV[11] == '2' then
     local grp = split_header(ARGV[12 + i * 4])[20]
     if grp and grp ~= '' then counts[grp] = (counts[grp] or 0) + 1 end
   end
-  local full, grp = lim.fits(waiting, delayed, n, counts)
-  if full then return {-2, full == 'q' and 1 or 2, grp} end
+  local full, grp, held, cap, adding = lim.fits(waiting, delayed, n, counts)
+  if full then return {-2, full == 'q' and 1 or 2, grp, held, cap, adding} end
   lim = nil
 end
 local plain_level = not lim and plain_defaults(d) and level_key(waiting, DEFAULT_PRI)

@@ -848,7 +848,7 @@ type SetGroupLimitsRequest struct {
 	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
 	// The group's own limits; unset (or clear) means the queue's group_limits apply again.
 	Limits *GroupLimits `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
-	// Remove the group's own limits.
+	// Remove the group's own limits (with limits set too: INVALID_ARGUMENT).
 	Clear         bool `protobuf:"varint,4,opt,name=clear,proto3" json:"clear,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -66,7 +66,8 @@ end
 -- more job of group grp ('' for none), else 'q' (the queue is full) or 'g' (its group is). lim.took(grp,
 -- waiting_now): a job was added under them (one more pending; one more of its group waiting).
 -- lim.fits(waiting, delayed, n, counts): whether n more jobs fit whole (counts: group -> its jobs among them,
--- every one counted, delayed too): nil, 'q', or 'g' and the group (a bulk add's check).
+-- every one counted, delayed too): nil, else 'q' or 'g', the group ('' for the queue), the jobs it holds, its
+-- max_size and the jobs of the add against it (a bulk add's check; the figures go into the refusal's message).
 local function size_limits(d)
   local cap, gcap, gown = tonumber(d[18]) or 0, tonumber(d[19]) or 0, d[20] == '1'
   if cap == 0 and gcap == 0 and not gown then return nil end
@@ -99,11 +100,11 @@ local function size_limits(d)
     end
   end
   function lim.fits(waiting, delayed, n, counts)
-    if cap > 0 and pending(waiting, delayed) + n > cap then return 'q' end
+    if cap > 0 and pending(waiting, delayed) + n > cap then return 'q', '', lim.pending, cap, n end
     if grouped then
       for grp, m in pairs(counts) do
         local g = group(waiting, grp)
-        if g.cap > 0 and g.n + m > g.cap then return 'g', grp end
+        if g.cap > 0 and g.n + m > g.cap then return 'g', grp, g.n, g.cap, m end
       end
     end
   end

@@ -452,7 +452,7 @@ export type SetGroupLimitsRequest = Message<"queue_manager.v1.SetGroupLimitsRequ
   limits?: GroupLimits | undefined;
 
   /**
-   * Remove the group's own limits.
+   * Remove the group's own limits (with limits set too: INVALID_ARGUMENT).
    *
    * @generated from field: bool clear = 4;
    */
