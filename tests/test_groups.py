@@ -317,13 +317,18 @@ async def check_group_invariants(engine: Engine, redis: Redis, prefix: str, queu
     base = f"{prefix}:{{{queue}}}:"
     lists: dict[str, list[str]] = {}
     parts: list[tuple[str, str]] = []
+    per_level = [0] * 5
     for key in await redis.keys(f"{base}gwait:*"):
         level, group = _t(key)[len(base) + len("gwait:") :].split(":", 1)
         parts.append((level, group))
-        lists.setdefault(group, []).extend(_t(i) for i in await redis.lrange(key, 0, -1))
+        ids = [_t(i) for i in await redis.lrange(key, 0, -1)]
+        lists.setdefault(group, []).extend(ids)
+        per_level[int(level) - 1] += len(ids)
     waiting = {_t(g): int(n) for g, n in (await redis.hgetall(f"{base}gwaiting")).items()}
     assert waiting == {g: len(ids) for g, ids in lists.items() if ids}
     assert int(await redis.hget(f"{base}meta", "gw") or 0) == sum(waiting.values())
+    counts = await redis.hmget(f"{base}meta", [f"gw{p}" for p in range(1, 6)])
+    assert [int(n or 0) for n in counts] == per_level
     active: dict[str, int] = {}
     for jid in await redis.zrange(f"{base}active", 0, -1):
         grp = await redis.hget(f"{base}job:{_t(jid)}", "grp")
@@ -463,6 +468,24 @@ async def test_the_oldest_waiting_job_counts_the_groups_jobs(engine: Engine) -> 
     # Held back at its limit (a1 behind a0), the group's head still counts.
     assert sorted(await claim_names(engine, 10)) == ["-0", "a0", "b0"]
     assert (await engine.metrics("q")).oldest_ready_ms == first.now_ms
+
+
+async def test_the_levels_count_the_groups_jobs_and_their_oldest(engine: Engine) -> None:
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    first = await engine.add_jobs(
+        "q", [job("a", 0, priority=4), job("a", 1, priority=4), job("b", 0, priority=2)], fetch=True
+    )
+    await asyncio.sleep(0.05)
+    later = await engine.add_jobs("q", [job("", 0, priority=4), job("c", 0, priority=2)], fetch=True)
+    levels = (await engine.metrics("q")).levels
+    assert [count for count, _ in levels] == [0, 2, 0, 3, 0]
+    assert [since for _, since in levels] == [-1, first.now_ms, -1, first.now_ms, -1]
+    # a0 runs: a1 waits behind it (its group at its limit), and is the LOW level's oldest with -0.
+    assert sorted(await claim_names(engine, 2)) == ["b0", "c0"]
+    assert sorted(await claim_names(engine, 2)) == ["-0", "a0"]
+    levels = (await engine.metrics("q")).levels
+    assert [count for count, _ in levels] == [0, 0, 0, 1, 0]
+    assert levels[3][1] == first.now_ms and later.now_ms > first.now_ms
 
 
 async def test_a_paused_group_takes_no_turn_until_resumed(engine: Engine) -> None:

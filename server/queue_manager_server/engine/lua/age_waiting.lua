@@ -35,7 +35,7 @@ for level, bound in string.gmatch(m[3], '(%d+):(%d+)') do bounds[#bounds + 1] = 
 local moved = 0
 
 -- Takes the jobs past their bound from the heads of the bounded levels' lists (list_of(level)) into due:
--- {id, since, order, ts}, at most `limit` in all this call.
+-- {id, since, order, ts, level}, at most `limit` in all this call.
 local function take_due(list_of, due)
   for _, b in ipairs(bounds) do
     local list, cutoff = list_of(b[1]), b[2]
@@ -50,7 +50,7 @@ local function take_due(list_of, due)
           within = true
           break
         end
-        due[#due + 1] = {id, since, #due + 1, f[1]}
+        due[#due + 1] = {id, since, #due + 1, f[1], b[1]}
         taken = taken + 1
       end
     end
@@ -99,8 +99,8 @@ local due = {}
 take_due(function(level) return waiting .. ':' .. level end, due)
 if #due > 0 then push_waiting({[waiting .. ':1'] = line_up(waiting .. ':1', due)}, 'LPUSH') end
 
--- The groups' jobs, from after `after`: a group's jobs stay its waiting jobs (its counts do not change), and
--- its first level's list joins the rotation (a claim drops the entry of a group held back by its limits or
+-- The groups' jobs, from after `after`: a group's jobs stay its waiting jobs (its count does not change, the
+-- levels' counts 'gw<level>' follow the lists), and its first level's list joins the rotation (a claim drops the entry of a group held back by its limits or
 -- paused, which rejoins as ever). A group left with due jobs when the call's limit is reached is where the
 -- next call goes on.
 local go_on = ''
@@ -122,6 +122,10 @@ elseif m[4] then
         for j = 1, #pushes, 500 do redis.call('LPUSH', first, unpack(pushes, j, math.min(j + 499, #pushes))) end
         local G = groups_lib()
         G.join(base, 1, grp, G.turns(base, 1))
+        local from = {}
+        for _, d in ipairs(gdue) do from[d[5]] = (from[d[5]] or 0) + 1 end
+        for level, n in pairs(from) do redis.call('HINCRBY', base .. 'meta', 'gw' .. level, -n) end
+        redis.call('HINCRBY', base .. 'meta', 'gw1', #gdue)
       end
       if moved >= limit then break end
     end

@@ -24,11 +24,11 @@ local base = string.sub(waiting, 1, -8)
 local groups = redis.call('HKEYS', base .. 'gwaiting')
 table.sort(groups)
 for _, grp in ipairs(groups) do
-  for p = 1, LEVELS do lists[#lists + 1] = {level_key(waiting, p, grp), grp} end
+  for p = 1, LEVELS do lists[#lists + 1] = {level_key(waiting, p, grp), grp, p} end
 end
 local removed, examined, start, total = 0, 0, 0, 0
 for _, list in ipairs(lists) do
-  local level, grp = list[1], list[2]
+  local level, grp, p = list[1], list[2], list[3]
   local len = redis.call('LLEN', level)
   total = total + len
   local from = math.max(cursor + examined - start, 0)
@@ -48,7 +48,7 @@ for _, list in ipairs(lists) do
       delete_hashes(prefix, victims, true)
       redis.call('LREM', level, #victims, '')
       removed = removed + #victims
-      if grp then groups_lib().waiting(base, grp, -#victims) end
+      if grp then groups_lib().waiting(base, grp, -#victims, p) end
     end
   end
   start = start + len

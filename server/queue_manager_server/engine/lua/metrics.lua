@@ -19,8 +19,8 @@
 --   per priority level from the first {ready jobs, ready since (-1: none), ...},
 --   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups'), groups
 --   paused, the queue's dead-letter queue (meta 'dlq'; '' for none)}
--- Waiting counts the groups' jobs too (meta 'gw'), and so does "ready since" (the heads of their lists, a
--- few hundred at most); the levels are of the jobs without a group.
+-- Waiting counts the groups' jobs too (meta 'gw'), and so do the levels (meta 'gw<level>') and "ready
+-- since" (the heads of their lists, a few hundred at most).
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
 -- a promotion or a retry made it ready ('rdy');
 -- the oldest is among the first job of each priority level in waiting (FIFO within a level). Jobs a priority
@@ -31,7 +31,7 @@ if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total', 'gw',
-  'g_paused', 'dlq')
+  'g_paused', 'dlq', 'gw1', 'gw2', 'gw3', 'gw4', 'gw5')
 local base = string.sub(meta, 1, -5)
 
 local function num(v) return tonumber(v) or 0 end
@@ -116,35 +116,38 @@ for p = 2, LEVELS do
   local head = redis.call('LINDEX', level, 0)
   if head then ready_job(p, head) end
 end
+-- The groups' jobs (common.lua): counted per level (meta 'gw<level>', the level of the list a job is in), and
+-- the oldest among the heads of the lists in the rotation, waiting for a token or held back at their group's
+-- limit, GROUP_SCAN of each (exact while the queue has fewer groups).
+local GROUP_SCAN = 200
+if num(m[6]) > 0 then
+  for p = 1, LEVELS do counts[p] = counts[p] + math.max(num(m[8 + p]), 0) end
+  local lists = {}
+  for _, set in ipairs({'gring', 'gdelay'}) do
+    for _, part in ipairs(redis.call('ZRANGE', base .. set, 0, GROUP_SCAN - 1)) do
+      lists[#lists + 1] = {tonumber(string.sub(part, 1, 1)), string.sub(part, 3)}
+    end
+  end
+  local parked = redis.call('HSCAN', base .. 'gpark', 0, 'COUNT', GROUP_SCAN)[2]
+  for i = 1, #parked, 2 do
+    for p = 1, LEVELS do lists[#lists + 1] = {p, parked[i]} end
+  end
+  for _, list in ipairs(lists) do
+    local p = list[1]
+    local head = redis.call('LINDEX', base .. 'gwait:' .. p .. ':' .. list[2], 0)
+    if head then
+      local f = redis.call('HMGET', base .. 'job:' .. head, 'ts', 'run', 'rdy')
+      local since = math.max(num(f[1]), num(f[2]), num(f[3]))
+      if oldest[p] < 0 or since < oldest[p] then oldest[p] = since end
+    end
+  end
+end
 local ready = -1
 local levels = {}
 for p = 1, LEVELS do
   if oldest[p] >= 0 and (ready < 0 or oldest[p] < ready) then ready = oldest[p] end
   levels[#levels + 1] = counts[p]
   levels[#levels + 1] = oldest[p]
-end
--- The groups' jobs (common.lua): the oldest among the heads of the lists in the rotation, waiting for a
--- token or held back at their group's limit, GROUP_SCAN of each (exact while the queue has fewer groups).
-local GROUP_SCAN = 200
-if num(m[6]) > 0 then
-  local lists = {}
-  for _, set in ipairs({'gring', 'gdelay'}) do
-    for _, part in ipairs(redis.call('ZRANGE', base .. set, 0, GROUP_SCAN - 1)) do
-      lists[#lists + 1] = base .. 'gwait:' .. string.sub(part, 1, 1) .. ':' .. string.sub(part, 3)
-    end
-  end
-  local parked = redis.call('HSCAN', base .. 'gpark', 0, 'COUNT', GROUP_SCAN)[2]
-  for i = 1, #parked, 2 do
-    for p = 1, LEVELS do lists[#lists + 1] = base .. 'gwait:' .. p .. ':' .. parked[i] end
-  end
-  for _, list in ipairs(lists) do
-    local head = redis.call('LINDEX', list, 0)
-    if head then
-      local f = redis.call('HMGET', base .. 'job:' .. head, 'ts', 'run', 'rdy')
-      local since = math.max(num(f[1]), num(f[2]), num(f[3]))
-      if ready < 0 or since < ready then ready = since end
-    end
-  end
 end
 out[#out + 1] = ready
 

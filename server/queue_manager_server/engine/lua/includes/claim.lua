@@ -196,6 +196,7 @@ local function group_claims()
               ids[n], lv[n], gs[n] = got[j], level, grp
             end
             st.act, st.took = st.act + #got, st.took + #got
+            g.levels[level] = (g.levels[level] or 0) + #got
             if st.tokens then st.tokens = st.tokens - #got end
             -- A list that gave all it was asked for may have more: its next turn is at the back.
             if #got == room then back[#back + 1] = part end
@@ -284,6 +285,9 @@ local function group_claims()
       for _, grp in ipairs(none) do groups_lib().idle(base, grp) end
     end
     redis.call('HINCRBY', base .. 'meta', 'gw', -total)
+    for p = 1, LEVELS do
+      if g.levels[p] then redis.call('HINCRBY', base .. 'meta', 'gw' .. p, -g.levels[p]) end
+    end
   end
 
   GROUP_CLAIM = {pop_levels = pop_levels, taken = groups_taken}
@@ -341,7 +345,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   -- The fairness groups (common.lua), once the queue's jobs had any: what the claim met of them, the levels
   -- and groups of the jobs it took from them, and those leased per group.
   local grouped = cfg[6] or GROUPED
-  local gm, leased_of = grouped and {of = {}}, grouped and {}
+  local gm, leased_of = grouped and {of = {}, levels = {}}, grouped and {}
   local base = string.sub(waiting, 1, -8)
   -- Per job one read (none for a job this script call inserted) and one write; the active set gets the whole
   -- batch in one command. The lease expiry lives in the active set's score only (the job hash has no copy to

@@ -80,7 +80,8 @@ end
 -- its jobs (a removed job, a clean): the claim that finds it empty drops it. A group at its concurrency
 -- limit leaves the rotation ('gpark' marks it) until one of its runs ends (run_ended); one out of tokens
 -- waits in 'gdelay' (entry -> when its next token is due). Counts: 'gwaiting' group -> its waiting jobs,
--- 'gact' group -> its active jobs, meta 'gw' the waiting jobs of all groups; 'groups' (scores 0: by name)
+-- 'gact' group -> its active jobs, meta 'gw' the waiting jobs of all groups and 'gw1' … 'gw5' those of each
+-- level (of the list a job is in: one a priority bound moved counts under the first); 'groups' (scores 0: by name)
 -- lists the groups with jobs waiting or active or limits of their own ('glimits' group -> "concurrency
 -- rate-max rate-ms max-size"; 'gtok' group -> "tokens ms" of its token bucket). A paused group ('gpaused',
 -- counted in meta 'g_paused') takes no turn: a claim drops its entries, and resuming it puts them back
@@ -111,8 +112,8 @@ local GROUP_QUEUED = 0
 -- jobs have groups need these. G.turns(base, n): reserves n turns of the rotation, returns the first.
 -- G.join(base, level, grp, turn): a group's level list joins the rotation (at the back of its level) unless
 -- it is in it. G.idle(base, grp): a group with no job waiting or active, no limits of its own and not paused
--- is forgotten. G.waiting(base, grp, delta): adds to a group's waiting jobs (and all groups'); one left with
--- none and nothing active is forgotten. G.pushed(base, level, grp, n, first): n jobs went into a group's
+-- is forgotten. G.waiting(base, grp, delta, level): adds to a group's waiting jobs (and all groups', and
+-- the level's); one left with none and nothing active is forgotten. G.pushed(base, level, grp, n, first): n jobs went into a group's
 -- level list; first: it had none before, so it joins the rotation. G.rejoin(base, grp): every level list of
 -- the group that has jobs joins the rotation (a group held back by its limit, or paused).
 local GROUP_LIB = false
@@ -134,9 +135,10 @@ local function groups_lib()
       redis.call('HDEL', base .. 'gpark', grp)
     end
   end
-  function G.waiting(base, grp, delta)
+  function G.waiting(base, grp, delta, level)
     local w = redis.call('HINCRBY', base .. 'gwaiting', grp, delta)
     redis.call('HINCRBY', base .. 'meta', 'gw', delta)
+    redis.call('HINCRBY', base .. 'meta', 'gw' .. level, delta)
     if w <= 0 then
       redis.call('HDEL', base .. 'gwaiting', grp)
       G.idle(base, grp)
@@ -145,7 +147,7 @@ local function groups_lib()
   function G.pushed(base, level, grp, n, first)
     GROUPED = true
     if not first then GROUP_QUEUED = GROUP_QUEUED + n end
-    G.waiting(base, grp, n)
+    G.waiting(base, grp, n, level)
     if first then
       G.join(base, level, grp, G.turns(base, 1))
       redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
@@ -216,16 +218,19 @@ end
 -- if it was there.
 local function remove_waiting(waiting, pri, id, grp)
   local own = level_key(waiting, pri, grp)
-  local found = redis.call('LREM', own, 1, id) == 1
+  local found = redis.call('LREM', own, 1, id) == 1 and own
   -- Not in the level its field names: moved to the first level by a priority bound (age_waiting.lua), or a
   -- field written without moving the job. Look in the others, the first level first.
   for p = 1, LEVELS do
     if found then break end
     local level = level_key(waiting, p, grp)
-    found = level ~= own and redis.call('LREM', level, 1, id) == 1
+    found = level ~= own and redis.call('LREM', level, 1, id) == 1 and level
   end
   if not found then return 0 end
-  if grp then groups_lib().waiting(string.sub(waiting, 1, -8), grp, -1) end
+  if grp then
+    local base, p = string.match(found, '^(.-}:)gwait:(%d):')
+    groups_lib().waiting(base, grp, -1, p)
+  end
   return 1
 end
 
@@ -337,13 +342,13 @@ end
 -- keys; then the groups' (those with jobs waiting, 'gwaiting', a few at a time). Returns how many.
 local function delete_waiting(waiting, prefix, limit)
   local removed = 0
-  local function from(level, grp)
+  local function from(level, grp, p)
     local ids = redis.call('LRANGE', level, 0, limit - removed - 1)
     if #ids > 0 then
       delete_hashes(prefix, ids, true)
       redis.call('LTRIM', level, #ids, -1)
       removed = removed + #ids
-      if grp then groups_lib().waiting(string.sub(waiting, 1, -8), grp, -#ids) end
+      if grp then groups_lib().waiting(string.sub(waiting, 1, -8), grp, -#ids, p) end
     end
   end
   for p = 1, LEVELS do
@@ -356,7 +361,7 @@ local function delete_waiting(waiting, prefix, limit)
     local page = redis.call('HSCAN', gwaiting, cursor, 'COUNT', 100)
     for i = 1, #page[2], 2 do
       for p = 1, LEVELS do
-        if removed < limit then from(level_key(waiting, p, page[2][i]), page[2][i]) end
+        if removed < limit then from(level_key(waiting, p, page[2][i]), page[2][i], p) end
       end
     end
     cursor = page[1]
