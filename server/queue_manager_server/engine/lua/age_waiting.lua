@@ -34,11 +34,11 @@ local bounds = {}
 for level, bound in string.gmatch(m[3], '(%d+):(%d+)') do bounds[#bounds + 1] = {level, now - tonumber(bound)} end
 local moved = 0
 
--- Takes the jobs past their bound from the heads of the bounded levels' lists (list_of(level)) into due:
--- {id, since, order, ts, level}, at most `limit` in all this call.
-local function take_due(list_of, due)
+-- Takes the jobs past their bound from the heads of the bounded levels' lists (named head .. level .. tail)
+-- into due: {id, since, order, ts, level}, at most `limit` in all this call.
+local function take_due(head, tail, due)
   for _, b in ipairs(bounds) do
-    local list, cutoff = list_of(b[1]), b[2]
+    local list, cutoff = head .. b[1] .. tail, b[2]
     local taken, within = 0, false
     while not within and moved + #due < limit do
       local ids = redis.call('LRANGE', list, taken, taken + math.min(100, limit - moved - #due) - 1)
@@ -96,7 +96,7 @@ end
 
 -- The jobs without a group.
 local due = {}
-take_due(function(level) return waiting .. ':' .. level end, due)
+take_due(waiting .. ':', '', due)
 if #due > 0 then push_waiting({[waiting .. ':1'] = line_up(waiting .. ':1', due)}, 'LPUSH') end
 
 -- The groups' jobs, from after `after`: a group's jobs stay its waiting jobs (its count does not change, the
@@ -115,7 +115,7 @@ elseif m[4] then
   for i, grp in ipairs(names) do
     if counts[i] then
       local gdue = {}
-      take_due(function(level) return level_key(waiting, level, grp) end, gdue)
+      take_due(base .. 'gwait:', ':' .. grp, gdue)
       if #gdue > 0 then
         local first = level_key(waiting, 1, grp)
         local pushes = line_up(first, gdue)
