@@ -577,6 +577,49 @@ async def test_tokens_never_reach_the_log(
         assert token not in logged
 
 
+async def test_changes_are_audited_with_the_tokens_name(
+    secured: tuple[RunningServer, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, tokens = secured
+    caplog.set_level(logging.INFO, "queue_manager_server.audit")
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        admin, ops, prod = bearer(tokens["admin"]), bearer(tokens["ops"]), bearer(tokens["prod"])
+        added = await q.AddJob(
+            jpb.AddJobRequest(queue_name="billing-a", job=jpb.NewJob(name="n")), metadata=prod
+        )
+        job_id = added.job.id
+        assert await code_of(q.PauseQueue(qpb.PauseQueueRequest(name="billing-a"), metadata=ops)) == OK
+        change = jpb.ChangeJobPriorityRequest(
+            queue_name="billing-a", job_id=job_id, priority=t.JOB_PRIORITY_HIGH
+        )
+        assert await code_of(q.ChangeJobPriority(change, metadata=prod)) == OK
+        retry = jpb.RetryJobRequest(queue_name="billing-a", job_id=job_id)
+        assert await code_of(q.RetryJob(retry, metadata=prod)) == grpc.StatusCode.FAILED_PRECONDITION
+        assert (
+            await code_of(
+                q.RemoveJob(jpb.RemoveJobRequest(queue_name="billing-a", job_id=job_id), metadata=admin)
+            )
+            == OK
+        )
+        # Refused before it runs (the role): the refusal log has it, not the audit.
+        assert await code_of(q.PauseQueue(qpb.PauseQueueRequest(name="billing-b"), metadata=prod)) == PD
+        # Reads and adds are not audited.
+        await q.GetQueue(qpb.GetQueueRequest(name="billing-a"), metadata=admin)
+    lines = [r.__dict__ for r in caplog.records if r.name == "queue_manager_server.audit"]
+    assert [(x["method"], x["token"], x["status"]) for x in lines] == [
+        ("PauseQueue", "ops", "OK"),
+        ("ChangeJobPriority", "prod", "OK"),
+        ("RetryJob", "prod", "FAILED_PRECONDITION"),
+        ("RemoveJob", "admin", "OK"),
+    ]
+    assert lines[0]["queue"] == "billing-a" and "peer" in lines[0]
+    assert [(x["queue"], x["job_id"]) for x in lines[1:]] == [("billing-a", job_id)] * 3
+    logged = " ".join(str(x) for x in lines)
+    for token in tokens.values():
+        assert token not in logged
+
+
 def test_a_non_loopback_listen_address_needs_a_token_file_or_insecure(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

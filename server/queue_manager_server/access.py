@@ -260,6 +260,27 @@ RULES: dict[str, Rule] = {
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 
+# The calls that change queues, jobs, schedules or runs already there, besides the admin ones: each is written
+# to the audit log (services/auth_interceptor.py) with the token's name. Adds are not (producers' volume), nor
+# a processor's own checkpoint (UpdateJobData carrying its lease).
+AUDITED = frozenset(
+    QUEUE_SERVICE + name
+    for name in (
+        "RetryJob",
+        "PromoteJob",
+        "ChangeJobPriority",
+        "UpdateJobData",
+        "UpsertSchedule",
+        "DeleteSchedule",
+    )
+)
+
+
+def audited(method: str, rule: Rule) -> bool:
+    """Whether calls of an RPC go to the audit log: every admin one, and the changes of `AUDITED`."""
+    return rule.permission == "admin" or method in AUDITED
+
+
 # The admin rule applies to an RPC missing from the table (one added to the contract later): only an
 # admin token for every queue may call it until the table says otherwise.
 UNLISTED = Rule("admin", all_queues=True)

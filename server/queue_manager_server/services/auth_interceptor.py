@@ -17,6 +17,11 @@ For every call of a guarded service (all but health and reflection, `access.OPEN
 
 Tokens never reach a log line: a refusal logs the method, the peer, the token's name when it is known and
 the reason.
+
+The calls that change what is there (every admin RPC, and retries, promotions, priority and data changes,
+schedule changes: `access.audited`) are written to the ``queue_manager_server.audit`` logger once they end:
+the method, the token's name, the peer, the queues and ids the request names, and the status (``OK`` or the
+refusal's code). Never the data.
 """
 
 from __future__ import annotations
@@ -29,11 +34,32 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from queue_manager_server.access import ITEM_CHECK, Named, Rule, denial, lease_denial, queue_denial, rule_for
+from queue_manager_server.access import (
+    ITEM_CHECK,
+    Named,
+    Rule,
+    audited,
+    denial,
+    lease_denial,
+    queue_denial,
+    rule_for,
+)
 from queue_manager_server.auth import Authenticator, AuthError, Principal
 from queue_manager_server.errors import PermissionDenied
 
 log = logging.getLogger("queue_manager_server.auth")
+audit_log = logging.getLogger("queue_manager_server.audit")
+# The request fields an audit line names, when the request has them (ids and names, never data), and their
+# keys in the line (a queue's RPCs name it "name", which a log record holds already).
+_AUDIT_FIELDS = {
+    "queue_name": "queue",
+    "name": "queue",
+    "job_id": "job_id",
+    "group": "group",
+    "schedule_id": "schedule_id",
+    "run_id": "run_id",
+    "state": "state",
+}
 
 # Reads the queues of a stored workflow run (None when it cannot be read: the handler then answers).
 RunQueues = Callable[[str], Awaitable[Iterable[str] | None]]
@@ -202,7 +228,47 @@ class _Guard:
 
         return check
 
+    def _audit(self, request: Any, context: grpc.aio.ServicerContext, status: str) -> None:
+        named: dict[str, Any] = {}
+        for field, key in _AUDIT_FIELDS.items():
+            value = getattr(request, field, None)
+            if value and isinstance(value, str | int):
+                named[key] = value
+        schedule = getattr(request, "schedule", None)
+        if schedule is not None and schedule.id:
+            named["queue"], named["schedule_id"] = schedule.queue_name, schedule.id
+        audit_log.info(
+            "admin action",
+            extra={
+                "method": self.method.rsplit("/", 1)[-1],
+                "token": self.principal.name,
+                "peer": context.peer(),
+                "status": status,
+                **named,
+            },
+        )
+
     def unary(self, behavior: Behavior) -> Behavior:
+        if audited(self.method, self.rule):
+            return self._audited(self._unary(behavior))
+        return self._unary(behavior)
+
+    def _audited(self, behavior: Behavior) -> Behavior:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if getattr(request, "lease_token", ""):
+                return await behavior(request, context)  # a processor's own checkpoint
+            try:
+                response = await behavior(request, context)
+            except BaseException:
+                code = context.code()
+                self._audit(request, context, code.name if isinstance(code, grpc.StatusCode) else "ERROR")
+                raise
+            self._audit(request, context, "OK")
+            return response
+
+        return handle
+
+    def _unary(self, behavior: Behavior) -> Behavior:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._check_request(request, context)
             if not self.rule.per_item:
