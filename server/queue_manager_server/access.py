@@ -257,6 +257,7 @@ RULES: dict[str, Rule] = {
         "GetSchedule": _READ_QUEUE,
         "ListSchedules": Rule("read", _field("queue_name"), filter=_filter_schedules),
         "DeleteSchedule": Rule("produce", _field("queue_name")),
+        "WatchJobEvents": _READ_QUEUE,
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

@@ -37,6 +37,7 @@ from queue_manager.v1 import (
 from queue_manager_server import bind, reflection, security, sentinel
 from queue_manager_server.components.aging import PrioritySweep
 from queue_manager_server.components.base import Component
+from queue_manager_server.components.event_watch import EventWatchRenewal
 from queue_manager_server.components.expiry import ExpirySweep
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.metrics_sampler import MetricsSampler
@@ -186,6 +187,8 @@ class App:
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
         self.queue_service.adds.listener = self.dispatcher  # adds through this server are claimed at once
         self.queue_service.max_bulk_bytes = s.max_bulk_bytes
+        watchers = self.queue_service.event_watchers
+        watchers.limit, watchers.ttl_ms = s.events_buffer, s.events_ttl_ms
         self.sampler = MetricsSampler(self.queue_service.metrics_reader)
         self.queue_service.watch_source = self.sampler
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
@@ -203,7 +206,13 @@ class App:
         timeouts = Timeouts(engine, s.reaper_interval_ms / 1000)
         self.dispatcher.deadline_hook = timeouts.schedule
         self.notifier = Notifier(
-            self.redis, engine.channel, self.dispatcher, promoter, scheduler, self.queue_service.waiters
+            self.redis,
+            engine.channel,
+            self.dispatcher,
+            promoter,
+            scheduler,
+            self.queue_service.waiters,
+            watchers,
         )
         self.notifier.start()
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
@@ -219,6 +228,7 @@ class App:
             monitor,
             WorkerRegistry(self.workers.registry, self.dispatcher, s.server_id, s.heartbeat_ms),
             StreamGuard(self.dispatcher, s.worker_stall_ms),
+            EventWatchRenewal(self.queue_service.job_events, watchers),
         ]
         for c in self.components:
             c.start()

@@ -124,6 +124,11 @@ class Settings:
     max_worker_credits: int = 10_000
     max_worker_buffer: int = 1_000
     worker_stall_ms: int = 60_000
+    # WatchJobEvents (services/job_events.py): the events one watcher may have waiting to be sent before its
+    # stream ends with RESOURCE_EXHAUSTED, and how long a queue's scripts go on publishing its events after
+    # this server last renewed its watch (renewed every third of it).
+    events_buffer: int = 10_000
+    events_ttl_ms: int = 15_000
 
     @property
     def heartbeat_ms(self) -> int:
@@ -261,6 +266,20 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "expired [QM_EXPIRY_SWEEP_MS]",
     )
     p.add_argument(
+        "--events-buffer",
+        type=int,
+        default=int(e("QM_EVENTS_BUFFER", d.events_buffer)),
+        help="job events one WatchJobEvents stream may have waiting to be sent; a watcher that falls further "
+        "behind is ended with RESOURCE_EXHAUSTED [QM_EVENTS_BUFFER]",
+    )
+    p.add_argument(
+        "--events-ttl-ms",
+        type=int,
+        default=int(e("QM_EVENTS_TTL_MS", d.events_ttl_ms)),
+        help="how long a watched queue's job events stay on after this server last renewed its watch "
+        "(renewed every third of it) [QM_EVENTS_TTL_MS]",
+    )
+    p.add_argument(
         "--redis-max-connections",
         type=int,
         default=int(e("QM_REDIS_MAX_CONNECTIONS", d.redis_max_connections)),
@@ -320,6 +339,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         ("--redis-timeout-ms", a.redis_timeout_ms),
         ("--priority-sweep-ms", a.priority_sweep_ms),
         ("--expiry-sweep-ms", a.expiry_sweep_ms),
+        ("--events-buffer", a.events_buffer),
+        ("--events-ttl-ms", a.events_ttl_ms),
         ("--redis-max-connections", a.redis_max_connections),
     ):
         if value <= 0:
@@ -345,6 +366,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         reaper_interval_ms=a.reaper_interval_ms,
         priority_sweep_ms=a.priority_sweep_ms,
         expiry_sweep_ms=a.expiry_sweep_ms,
+        events_buffer=a.events_buffer,
+        events_ttl_ms=a.events_ttl_ms,
         redis_timeout_ms=a.redis_timeout_ms,
         redis_max_connections=a.redis_max_connections,
         log_level=a.log_level.upper(),

@@ -108,3 +108,15 @@ class QueueFull(QueueManagerError):
 
 class WrongState(QueueManagerError):
     """The operation does not apply to the thing in its current state (FAILED_PRECONDITION)."""
+
+
+class EventsDropped(QueueManagerError):
+    """A WatchJobEvents call fell behind: its buffer filled and events were dropped (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, queue: str, dropped: int, limit: int) -> None:
+        super().__init__(
+            f"events dropped: the watcher fell behind by {dropped} events of queue {queue!r} (the server "
+            f"buffers at most {limit} per watcher, QM_EVENTS_BUFFER); read the stream faster, or filter it "
+            "(types, job_names), then watch again; GetJob and WaitForJob give a job's durable state"
+        )
+        self.dropped = dropped

@@ -39,6 +39,7 @@ from queue_manager.errors import (
     UnavailableError,
     UnrecoverableError,
 )
+from queue_manager.events import JobEvent, JobEventStream, JobEventType
 from queue_manager.groups import GroupInfo
 from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
@@ -71,6 +72,9 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobContext",
+    "JobEvent",
+    "JobEventStream",
+    "JobEventType",
     "JobLogLine",
     "JobMetadata",
     "JobOptions",

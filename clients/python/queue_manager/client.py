@@ -36,6 +36,7 @@ from queue_manager.convert import (
 )
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
+from queue_manager.events import JobEventStream, JobEventType, watch_job_events_request
 from queue_manager.groups import (
     GroupInfo,
     GroupLimitsLike,
@@ -666,6 +667,29 @@ class QueueManager:
             raise error_from_rpc(exc) from None
         finally:
             call.cancel()
+
+    def watch_job_events(
+        self,
+        queue_name: str,
+        *,
+        types: Iterable[JobEventType | str] | JobEventType | str | None = None,
+        job_names: Iterable[str] | str | None = None,
+    ) -> JobEventStream:
+        """Follows a queue's job events live (BullMQ's QueueEvents): ``async for ev in
+        qm.watch_job_events("emails", types=["completed", "failed"])``.
+
+        The feed is live and at most once: it holds what happens once the server watches (``async with
+        qm.watch_job_events(...) as events`` enters then; so does ``await events.ready()``), never a
+        replay; `get_job` and `wait_for_job` give a job's durable state. A watcher that falls behind the
+        server's buffer ends with `ResourceExhaustedError` ("events dropped…"). docs/events.md.
+
+        Args:
+            queue_name: The queue.
+            types: Only these event types (`JobEventType` or their names); None: all.
+            job_names: Only events of jobs with these names; None: all.
+        """
+        request = watch_job_events_request(queue_name, types, job_names)
+        return JobEventStream(self._queue_stub().WatchJobEvents(request))
 
     async def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""

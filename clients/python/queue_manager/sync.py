@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -25,6 +25,7 @@ from queue_manager.convert import (
 )
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
+from queue_manager.events import JobEvent, JobEventType, sync_events, watch_job_events_request
 from queue_manager.groups import (
     GroupInfo,
     GroupLimitsLike,
@@ -357,6 +358,18 @@ class SyncQueueManager:
             raise error_from_rpc(exc) from None
         finally:
             call.cancel()
+
+    def watch_job_events(
+        self,
+        queue_name: str,
+        *,
+        types: Iterable[JobEventType | str] | JobEventType | str | None = None,
+        job_names: Iterable[str] | str | None = None,
+    ) -> Generator[JobEvent]:
+        """Yields a queue's job events live until the generator is closed; see
+        `QueueManager.watch_job_events`."""
+        request = watch_job_events_request(queue_name, types, job_names)
+        return sync_events(self._queues.WatchJobEvents(request))
 
     def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""

@@ -15,6 +15,7 @@ from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.engine.clients import Client
 from queue_manager_server.services.dispatcher import Dispatcher
+from queue_manager_server.services.job_events import EventWatchers
 from queue_manager_server.services.waiters import JobWaiters
 
 log = logging.getLogger("queue_manager_server.notifier")
@@ -35,6 +36,7 @@ class Notifier:
         promoter: Promoter,
         scheduler: Scheduler | None = None,
         waiters: JobWaiters | None = None,
+        events: EventWatchers | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -42,6 +44,7 @@ class Notifier:
         self.promoter = promoter
         self.scheduler = scheduler
         self.waiters = waiters
+        self.events = events
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -121,4 +124,9 @@ class Notifier:
         while True:
             message = await ps.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
             if message is not None and message.get("type") == "message":
-                self._dispatch(message["data"].split(b" "))
+                data = message["data"]
+                if data.startswith(b"e "):  # ``e <queue> <ms> <JSON>``: job events (WatchJobEvents)
+                    if self.events is not None:
+                        self.events.deliver(data)
+                else:
+                    self._dispatch(data.split(b" "))

@@ -152,6 +152,8 @@ class Scripts:
         # the worker registry (engine/workers.py)
         "workers_seen",
         "list_workers",
+        # job events (engine/job_events.py)
+        "watch_events",
     )
 
     def __init__(self, redis: Client) -> None:

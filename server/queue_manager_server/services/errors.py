@@ -44,6 +44,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.EventsDropped, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE

@@ -7,11 +7,13 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.engine.job_events import JobEvents
 from queue_manager_server.engine.metrics import MetricsReader
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
+from queue_manager_server.services.job_events import EventWatchers, JobEventHandlers
 from queue_manager_server.services.jobs import JobHandlers
 from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
 from queue_manager_server.services.queues import QueueAdmin
@@ -29,6 +31,7 @@ class QueueService(
     ScheduleHandlers,
     WorkflowHandlers,
     MetricsHandlers,
+    JobEventHandlers,
     pb_grpc.QueueServiceServicer,
 ):
     """Queues, jobs, workflows, schedules and metrics; each area's handlers live in their own module."""
@@ -43,6 +46,10 @@ class QueueService(
         self.groups = Groups(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
+        # The WatchJobEvents calls this process serves; app.py sets their limits and hands them to the
+        # notifier.
+        self.event_watchers = EventWatchers()
+        self.job_events = JobEvents(engine)
         self.metrics_reader = MetricsReader(engine)
         # The metrics stream's sampler (components/metrics_sampler.py); app.py sets it.
         self.watch_source: WatchSource | None = None

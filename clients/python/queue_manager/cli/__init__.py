@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import grpc
 
 from queue_manager.channel import check_address
-from queue_manager.cli import auth, dash, groups, jobs, metrics, queues, runtime, schedules, workflows
+from queue_manager.cli import auth, dash, events, groups, jobs, metrics, queues, runtime, schedules, workflows
 from queue_manager.cli.common import UsageError, option, plain
 from queue_manager.cli.runtime import _health_request, _health_status
 from queue_manager.errors import QueueManagerError, error_from_rpc
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_connection_flags(parser)
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (runtime, jobs, queues, groups, workflows, schedules, dash, metrics, auth):
+    for module in (runtime, jobs, queues, groups, workflows, schedules, dash, metrics, events, auth):
         module.register(commands)
     _output_after_subcommands(parser)
     return parser

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from queue_manager.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,74 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _JobEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_EVENT_TYPE_UNSPECIFIED: _JobEventType.ValueType  # 0
+    """Not set; never an event's type. A request's filter ignores it."""
+    JOB_EVENT_TYPE_ADDED: _JobEventType.ValueType  # 1
+    """The job was added (waiting, or delayed until run_at)."""
+    JOB_EVENT_TYPE_WAITING: _JobEventType.ValueType  # 2
+    """The job became waiting again: a delayed job fell due or was promoted, a failed or cancelled job was
+    retried, or a worker handed its run back unfinished.
+    """
+    JOB_EVENT_TYPE_ACTIVE: _JobEventType.ValueType  # 3
+    """A worker started a run of the job (attempt says which)."""
+    JOB_EVENT_TYPE_PROGRESS: _JobEventType.ValueType  # 4
+    """The running job reported progress."""
+    JOB_EVENT_TYPE_COMPLETED: _JobEventType.ValueType  # 5
+    """The job completed."""
+    JOB_EVENT_TYPE_FAILED: _JobEventType.ValueType  # 6
+    """The job failed for good (no attempts left, a do-not-retry failure, or past its stall limit)."""
+    JOB_EVENT_TYPE_RETRYING: _JobEventType.ValueType  # 7
+    """A run failed with attempts left: the job runs again at run_at (now, or after its backoff)."""
+    JOB_EVENT_TYPE_DELAYED: _JobEventType.ValueType  # 8
+    """The running job asked to run again later (a retry-after): it is delayed until run_at."""
+    JOB_EVENT_TYPE_STALLED: _JobEventType.ValueType  # 9
+    """The job's run was lost (its worker or lease gone) and the job went back to waiting."""
+    JOB_EVENT_TYPE_CANCELLED: _JobEventType.ValueType  # 10
+    """The job was cancelled."""
+    JOB_EVENT_TYPE_REMOVED: _JobEventType.ValueType  # 11
+    """The job was removed (RemoveJob); retention and CleanQueue remove jobs without events."""
+    JOB_EVENT_TYPE_EXPIRED: _JobEventType.ValueType  # 12
+    """The job expired (expire_after) before a run started: it ended cancelled."""
+
+class JobEventType(_JobEventType, metaclass=_JobEventTypeEnumTypeWrapper):
+    """JobEventType is what happened to a job (WatchJobEvents)."""
+
+JOB_EVENT_TYPE_UNSPECIFIED: JobEventType.ValueType  # 0
+"""Not set; never an event's type. A request's filter ignores it."""
+JOB_EVENT_TYPE_ADDED: JobEventType.ValueType  # 1
+"""The job was added (waiting, or delayed until run_at)."""
+JOB_EVENT_TYPE_WAITING: JobEventType.ValueType  # 2
+"""The job became waiting again: a delayed job fell due or was promoted, a failed or cancelled job was
+retried, or a worker handed its run back unfinished.
+"""
+JOB_EVENT_TYPE_ACTIVE: JobEventType.ValueType  # 3
+"""A worker started a run of the job (attempt says which)."""
+JOB_EVENT_TYPE_PROGRESS: JobEventType.ValueType  # 4
+"""The running job reported progress."""
+JOB_EVENT_TYPE_COMPLETED: JobEventType.ValueType  # 5
+"""The job completed."""
+JOB_EVENT_TYPE_FAILED: JobEventType.ValueType  # 6
+"""The job failed for good (no attempts left, a do-not-retry failure, or past its stall limit)."""
+JOB_EVENT_TYPE_RETRYING: JobEventType.ValueType  # 7
+"""A run failed with attempts left: the job runs again at run_at (now, or after its backoff)."""
+JOB_EVENT_TYPE_DELAYED: JobEventType.ValueType  # 8
+"""The running job asked to run again later (a retry-after): it is delayed until run_at."""
+JOB_EVENT_TYPE_STALLED: JobEventType.ValueType  # 9
+"""The job's run was lost (its worker or lease gone) and the job went back to waiting."""
+JOB_EVENT_TYPE_CANCELLED: JobEventType.ValueType  # 10
+"""The job was cancelled."""
+JOB_EVENT_TYPE_REMOVED: JobEventType.ValueType  # 11
+"""The job was removed (RemoveJob); retention and CleanQueue remove jobs without events."""
+JOB_EVENT_TYPE_EXPIRED: JobEventType.ValueType  # 12
+"""The job expired (expire_after) before a run started: it ended cancelled."""
+Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
 
 @_typing.final
 class NewJob(_message.Message):
@@ -985,3 +1054,123 @@ class ChangeJobPriorityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChangeJobPriorityResponse: _TypeAlias = ChangeJobPriorityResponse  # noqa: Y015
+
+@_typing.final
+class JobEvent(_message.Message):
+    """JobEvent is one thing that happened to one job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    FAILED_REASON_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    job_id: _builtins.str
+    """Job id."""
+    job_name: _builtins.str
+    """Job name (the kind of work); empty when the job was gone before the event could read it."""
+    type: Global___JobEventType.ValueType
+    """What happened."""
+    attempt: _builtins.int
+    """ACTIVE: the attempt this run is (1 = the first); COMPLETED, FAILED, RETRYING: the attempts made,
+    this one included; 0 when not known.
+    """
+    failed_reason: _builtins.str
+    """FAILED and RETRYING: the failure's reason, at most its first 200 bytes (GetJob shows all of it)."""
+    progress: _builtins.str
+    """PROGRESS: the progress reported, as JSON; empty when over 1,000 bytes (GetJob shows it)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (the Redis server's clock)."""
+
+    @_builtins.property
+    def run_at(self) -> _timestamp_pb2.Timestamp:
+        """ADDED (a delayed job), RETRYING and DELAYED: when the job runs."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        type: Global___JobEventType.ValueType = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        attempt: _builtins.int = ...,
+        failed_reason: _builtins.str = ...,
+        progress: _builtins.str = ...,
+        run_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run_at", b"run_at", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failed_reason", b"failed_reason", "job_id", b"job_id", "job_name", b"job_name", "progress", b"progress", "queue_name", b"queue_name", "run_at", b"run_at", "time", b"time", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class WatchJobEventsRequest(_message.Message):
+    """WatchJobEventsRequest names the queue to follow and which of its events to send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    JOB_NAMES_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[Global___JobEventType.ValueType]:
+        """Send only events of these types; empty: every type."""
+
+    @_builtins.property
+    def job_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Send only events of jobs with these names; empty: every job."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        types: _abc.Iterable[Global___JobEventType.ValueType] | None = ...,
+        job_names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_names", b"job_names", "queue_name", b"queue_name", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobEventsRequest: _TypeAlias = WatchJobEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobEventsResponse(_message.Message):
+    """WatchJobEventsResponse holds the events of one moment, in the order they happened (a batch claim's or
+    completion's events come together).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobEvent]:
+        """The events, at least one."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___JobEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobEventsResponse: _TypeAlias = WatchJobEventsResponse  # noqa: Y015

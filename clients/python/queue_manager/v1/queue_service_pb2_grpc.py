@@ -234,6 +234,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
                 _registered_method=True)
+        self.WatchJobEvents = channel.unary_stream(
+                '/queue_manager.v1.QueueService/WatchJobEvents',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -526,6 +531,16 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJobEvents(self, request, context):
+        """Streams a queue's job events live (added, active, progress, completed, failed, retrying, ...), in the
+        order each job went through them, from the moment the stream's response headers arrive. At most once:
+        events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
+        durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -723,6 +738,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'WatchJobEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobEvents,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1779,6 +1799,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/DeleteSchedule',
             queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
             queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/WatchJobEvents',
+            queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -136,6 +136,12 @@ class QueueServiceStub:
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
     """Deletes a schedule; jobs it already added stay."""
+    WatchJobEvents: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobEventsRequest, _jobs_pb2.WatchJobEventsResponse]
+    """Streams a queue's job events live (added, active, progress, completed, failed, retrying, ...), in the
+    order each job went through them, from the moment the stream's response headers arrive. At most once:
+    events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
+    durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -241,6 +247,12 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     """Deletes a schedule; jobs it already added stay."""
+    WatchJobEvents: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobEventsRequest, _jobs_pb2.WatchJobEventsResponse]  # type: ignore[assignment]
+    """Streams a queue's job events live (added, active, progress, completed, failed, retrying, ...), in the
+    order each job went through them, from the moment the stream's response headers arrive. At most once:
+    events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
+    durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -577,5 +589,17 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedules_pb2.DeleteScheduleResponse]]:
         """Deletes a schedule; jobs it already added stay."""
+
+    @_abc_1.abstractmethod
+    def WatchJobEvents(
+        self,
+        request: _jobs_pb2.WatchJobEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.WatchJobEventsResponse], _abc.AsyncIterator[_jobs_pb2.WatchJobEventsResponse]]:
+        """Streams a queue's job events live (added, active, progress, completed, failed, retrying, ...), in the
+        order each job went through them, from the moment the stream's response headers arrive. At most once:
+        events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
+        durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

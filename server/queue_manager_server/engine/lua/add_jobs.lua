@@ -26,7 +26,8 @@
 --   existing job's id is the holder's when its dedup key was held, or {-1} when the queue is not
 --   registered, or {-2, 1, '', held, max_size, jobs of the add} (the queue) / {-2, 2, group, held, max_size,
 --   jobs of the add in it} (that group) when a whole check found no room (the figures for its message). The
---   jobs created count in the queue's activity (stats.lua). An add answers from this reply:
+--   jobs created count in the queue's activity (stats.lua), and in a watched queue publish their job events
+--   with the folded claim's, in one message (common.lua watched). An add answers from this reply:
 --   no read-back of what was just written.
 local meta, waiting, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -35,6 +36,7 @@ local answer = ARGV[5] == '1'
 local d = add_defaults(meta)
 if not d[12] then return {-1} end  -- every registered queue has its 'created' time
 local now = now_ms()
+watched(d[21], now)
 local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0, 0}
 local added_waiting, earliest = 0, -1
 local pushes = {}
@@ -80,6 +82,7 @@ for i = 0, n - 1 do
       push_later(pushes, plain_level, id)
       added_waiting, added = added_waiting + 1, added + 1
       if fresh then fresh[id] = {{'name', name, 'ts', now}, data} end
+      if EVENTS then job_event(prefix, id, 1, name) end
       -- Stored with its name and time only (and the data and the plain mark): answered 1, the caller knows
       -- both.
       out[k + 1], out[k + 2] = id, 1
@@ -87,8 +90,10 @@ for i = 0, n - 1 do
       if answer then k = k + 1; out[k] = 1 end
     end
   else
-    local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, split_header(hs), data,
+    local h = split_header(hs)
+    local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, h, data,
       ARGV[b + 3], ARGV[b + 4], pushes, lim)
+    if EVENTS and code > 0 then job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil) end
     if code == 1 then
       added_waiting = added_waiting + 1
       if fresh then fresh[got] = {fields, data} end
@@ -109,11 +114,12 @@ local ready = added_waiting
 if want > 0 then
   local emptied
   out[6], emptied = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8],
-    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15], d[12], d[17]}, fresh)
+    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15], d[12], d[17], d[21]}, fresh)
   -- The folded claim left no ready job: no waiter anywhere would find one, so none is woken and the
   -- queue's hungry mark stays (its waiters still wait).
   if emptied then ready = 0 end
 end
 out[5] = publish_ready(meta, channel, queue, ready, earliest)
 write_stats(prefix, now)
+publish_events(prefix, now)
 return out

@@ -35,5 +35,8 @@ else
   return {-5, st}
 end
 if reason ~= '' then redis.call('HSET', jkey, 'cxm', reason) end
-finish_cancelled(meta, prefix, id, now_ms())
+local now = now_ms()
+watch_settings(meta, now)
+finish_cancelled(meta, prefix, id, now)
+publish_events(prefix, now)
 return {0, st}

@@ -1,6 +1,7 @@
 -- claim.lua: leases up to N waiting jobs to a worker, after promoting due delayed jobs and applying
 -- the queue's pause flag, a worker's retry-after hold, the concurrency cap and the token-bucket rate limit.
 -- A claimed job with a timeout gets a deadline (start + timeout) in the deadlines set (time_out.lua).
+-- A watched queue's claim publishes its job events in one message (common.lua watched).
 -- @include common
 -- @include claim
 --
@@ -24,9 +25,10 @@ local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 -- Every registered queue has its 'created' time: the settings' read is the existence check too.
-local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc', 'created', 'gturn')
+local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc', 'created', 'gturn', 'evw')
 if not cfg[5] then return {-1, 0, -1, 0, 0, 0} end
 -- The reply only (claim_jobs also says whether it left no ready job).
 local out = claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max,
   now_ms(), cfg)
+publish_events(prefix, out[2])
 return out

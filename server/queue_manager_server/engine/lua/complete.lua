@@ -6,7 +6,9 @@
 -- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 5 fields:
 --   id, lease token, result, result content type, run duration in µs as the worker reported it (-1: none)
 -- Returns: {now, flow hand-offs queued, then one code per job}: 0 ok, -2 job not found, -3 lease not held
---   (stale token). Completions and their durations count in the queue's activity (stats.lua).
+--   (stale token). Completions and their durations count in the queue's activity (stats.lua). A watched
+--   queue's completions publish their job events in one message (common.lua watched): the queue's settings
+--   are read for the first completed job (slot_freed and the keep policies read them anyway).
 local meta, active, completed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -42,6 +44,7 @@ for i = 0, n - 1 do
   if code ~= 0 then
     out[k] = code
   else
+    watch_settings(meta, now)
     gone[#gone + 1] = id
     run_ended(prefix, id, f[5], f[11])
     STATS.completed = STATS.completed + 1
@@ -67,6 +70,8 @@ for i = 0, n - 1 do
     else
       redis.call('HSET', jkey, 'st', 'completed', 'fts', now)
     end
+    -- A job read plain has made no attempt before this one (no 'atm').
+    if EVENTS then job_event(prefix, id, 5, nil, (tonumber(f[4]) or 0) + 1) end
     out[2] = out[2] + on_finished(prefix, id, jkey, 'completed', now, true, f[6], f[7], f[8], f[9])
     local p = f[3] or ''
     if keep[p] == nil then keep[p] = keep_policy(meta, f[3], 'kc') end
@@ -87,4 +92,5 @@ if kept then
 end
 if #gone > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)
+publish_events(prefix, now)
 return out

@@ -28,6 +28,7 @@ for _, id in ipairs(due) do
       later[#later + 1] = exp
       later[#later + 1] = id
     else
+      watch_settings(meta, now)
       if st == 'waiting' then
         remove_waiting(waiting, f[4], id, f[5])
       else
@@ -41,4 +42,5 @@ end
 redis.call('ZREM', expiring, unpack(due))
 if #later > 0 then redis.call('ZADD', expiring, unpack(later)) end
 if expired > 0 then redis.call('HINCRBY', meta, 'expired_total', expired) end
+publish_events(prefix, now)
 return {expired, handoffs, #due}

@@ -30,6 +30,7 @@ for i = 0, n - 1 do
   if code ~= 0 then
     table.insert(out, code); table.insert(out, -1)
   else
+    watch_settings(meta, now)
     gone[#gone + 1] = id
     freed = true
     count_run(ARGV[b + 6])
@@ -43,4 +44,5 @@ zrem_all(active, gone)
 if freed then slot_freed(meta, prefix) end
 publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)
+publish_events(prefix, now)
 return out

@@ -29,12 +29,14 @@ local now = now_ms()
 local created, added_waiting, earliest = 0, 0, -1
 if n > 0 then
   local d = add_defaults(meta)
+  watched(d[21], now)
   local pushes = {}
   for i = 0, n - 1 do
     local b = 8 + i * 4
     local h = split_header(ARGV[b + 1])
     local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
       ARGV[b + 3], ARGV[b + 4], pushes)
+    if EVENTS and code > 0 then job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil) end
     if code > 0 then created = created + 1 end
     if code == 1 then
       added_waiting = added_waiting + 1
@@ -56,4 +58,5 @@ redis.call('HSET', runs, id, rev .. ' ' .. count .. ' ' .. string.format('%d', l
 publish_ready(meta, channel, queue, added_waiting, earliest)
 STATS.added = created
 write_stats(prefix, now)
+publish_events(prefix, now)
 return {1, now, created}

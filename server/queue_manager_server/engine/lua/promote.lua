@@ -6,7 +6,11 @@
 -- Returns: {now, promoted, next run-at (-1 = none)}
 local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
-if redis.call('EXISTS', meta) == 0 then return {now_ms(), 0, -1} end
+-- The existence check reads the job events' watch deadline too (common.lua watched).
+local m = redis.call('HMGET', meta, 'created', 'evw')
+if not m[1] then return {now_ms(), 0, -1} end
 local now = now_ms()
+watched(m[2], now)
 local promoted, next_due = promote_due(delayed, waiting, prefix, now, limit)
+publish_events(prefix, now)
 return {now, promoted, next_due}

@@ -8,9 +8,12 @@
 -- Returns: {1} waiting now, {-1} queue not registered, {-2} job not found, {-5, state} not delayed
 local meta, delayed, waiting = KEYS[1], KEYS[2], KEYS[3]
 local prefix, id = ARGV[1], ARGV[2]
-if redis.call('EXISTS', meta) == 0 then return {-1} end
+-- The existence check reads the job events' watch deadline too (common.lua watched).
+local m = redis.call('HMGET', meta, 'created', 'evw')
+if not m[1] then return {-1} end
 local jkey = prefix .. id
 local now = now_ms()
+watched(m[2], now)
 local st, f = job_state(jkey, 'exa')
 if not st then return {-2} end
 if st ~= 'delayed' then return {-5, st} end
@@ -23,4 +26,5 @@ else
   redis.call('HSET', jkey, 'rdy', now)
 end
 to_waiting(waiting, jkey, id, true)
+publish_events(prefix, now)
 return {1}

@@ -23,6 +23,7 @@ end
 local items = redis.call('LRANGE', staged, 0, n * 4 - 1)
 local d = add_defaults(meta)
 local now = now_ms()
+watched(d[21], now)
 local created, added_waiting, earliest = 0, 0, -1
 local out = {0, 0}
 local pushes = {}
@@ -30,6 +31,7 @@ for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
   local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, items[i + 1],
     items[i + 2], items[i + 3], pushes)
+  if EVENTS and code > 0 then job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil) end
   if got ~= h[1] then table.insert(out, h[1]); table.insert(out, got) end
   if code == 1 then
     added_waiting = added_waiting + 1
@@ -43,6 +45,7 @@ redis.call('LTRIM', staged, #items, -1)
 publish_ready(meta, channel, queue, added_waiting, earliest)
 STATS.added = created
 write_stats(prefix, now)
+publish_events(prefix, now)
 out[1] = created
 if redis.call('EXISTS', staged) == 0 then
   redis.call('HDEL', bulk, sid)

@@ -16,6 +16,7 @@ local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 -- Last first: each job goes back to the head of its level, so the earliest expired runs first again. Per job
 -- one read and one write; the pushes to each level and the queue's stall count once for the batch.
 local fronts = {}
+if #ids > 0 then watch_settings(meta, now) end
 for i = #ids, 1, -1 do
   local r = recover_stalled(meta, waiting, failed, outbox, prefix, ids[i], now, fronts)
   if r == 1 then
@@ -33,6 +34,7 @@ zrem_all(active, ids)
 if back + lost > 0 then redis.call('HINCRBY', meta, 'stalled_total', back + lost) end
 if #ids > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)
+publish_events(prefix, now)
 local nx = redis.call('ZRANGE', active, 0, 0, 'WITHSCORES')
 local next_expiry = -1
 if #nx > 0 then next_expiry = tonumber(nx[2]) end

@@ -23,6 +23,7 @@ for i = n - 1, 0, -1 do
   if code ~= 0 then
     out[i + 2] = code
   else
+    watch_settings(meta, now)
     gone[#gone + 1] = id
     if stalled then
       local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
@@ -34,6 +35,7 @@ for i = n - 1, 0, -1 do
       out[i + 2] = 3
     else
       run_ended(prefix, id, f[4], f[7])
+      if EVENTS then job_event(prefix, id, 2) end
       place_waiting(waiting, jkey, id, f[5], true, f[6], {}, fronts, f[7])
       out[i + 2] = 1
     end
@@ -44,4 +46,5 @@ zrem_all(active, gone)
 if stalls > 0 then redis.call('HINCRBY', meta, 'stalled_total', stalls) end
 if #gone > 0 then slot_freed(meta, prefix) end
 write_stats(prefix, now)
+publish_events(prefix, now)
 return out

@@ -9,11 +9,16 @@
 --   neither failed nor cancelled
 local meta, waiting = KEYS[1], KEYS[2]
 local prefix, id = ARGV[1], ARGV[2]
-if redis.call('EXISTS', meta) == 0 then return {-1} end
+-- The existence check reads the job events' watch deadline too (common.lua watched).
+local m = redis.call('HMGET', meta, 'created', 'evw')
+if not m[1] then return {-1} end
 local st, f = job_state(prefix .. id, 'pri', 'wt', 'exa', 'grp')
 if not st then return {-2} end
 local set = ({failed = KEYS[3], cancelled = KEYS[4]})[st]
 if not set then return {-5, st} end
 redis.call('ZREM', set, id)
-requeue(waiting, prefix, id, f[3], f[4], f[5], now_ms(), nil, f[6])
+local now = now_ms()
+watched(m[2], now)
+requeue(waiting, prefix, id, f[3], f[4], f[5], now, nil, f[6])
+publish_events(prefix, now)
 return {1}

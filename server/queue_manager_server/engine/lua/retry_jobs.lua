@@ -10,13 +10,16 @@
 --   registered
 local meta, waiting, set = KEYS[1], KEYS[2], KEYS[3]
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
-if redis.call('EXISTS', meta) == 0 then return {-1} end
+-- The existence check reads the job events' watch deadline too (common.lua watched).
+local m = redis.call('HMGET', meta, 'created', 'evw')
+if not m[1] then return {-1} end
 local ids = redis.call('ZRANGEBYSCORE', set, '-inf', ARGV[3], 'LIMIT', 0, limit)
 local moved = 0
 local now = now_ms()
 -- Per job one read (every job has its 'ts': a member whose job is gone has nothing to run) and two writes;
 -- the zset and each level's list once for the batch.
 local pushes = {}
+watched(m[2], now)
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', prefix .. id, 'ts', 'pri', 'wt', 'exa', 'grp')
   if f[1] then
@@ -26,4 +29,5 @@ for _, id in ipairs(ids) do
 end
 push_waiting(pushes)
 zrem_all(set, ids)
+publish_events(prefix, now)
 return {moved, #ids}

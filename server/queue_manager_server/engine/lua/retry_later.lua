@@ -22,6 +22,7 @@ for i = 0, n - 1 do
   if code ~= 0 then
     table.insert(out, code); table.insert(out, -1)
   else
+    watch_settings(meta, now)
     redis.call('ZREM', active, id)
     run_ended(prefix, id, f[4], f[6])
     freed = true
@@ -32,6 +33,7 @@ for i = 0, n - 1 do
       redis.call('HSET', jkey, 'st', 'delayed', 'run', now + wait)
       redis.call('ZADD', delayed, now + wait, id)
       notify_job(prefix, id, jkey, 'delayed', f[5])
+      if EVENTS then job_event(prefix, id, 8, nil, nil, nil, now + wait) end
       if now + wait > hold then hold = now + wait end
       ready_at(now + wait)
       table.insert(out, 1); table.insert(out, now + wait)
@@ -46,4 +48,5 @@ if hold > (tonumber(redis.call('HGET', limiter, 'hold')) or 0) then
 end
 if freed then slot_freed(meta, prefix) end
 publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
+publish_events(prefix, now)
 return out

@@ -24,6 +24,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     redis.call('ZREM', deadlines, id)  -- the run ended meanwhile (the job was deleted with its queue)
   else
     -- Its deadline goes with the run (fail_attempt's run_ended); the active set once, after the pushes.
+    watch_settings(meta, now)
     ended[#ended + 1] = id
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
     redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
@@ -38,6 +39,7 @@ zrem_all(active, ended)
 if #out > 2 then slot_freed(meta, prefix) end
 publish_ready(meta, channel, queue, READY.waiting, READY.earliest)
 write_stats(prefix, now)
+publish_events(prefix, now)
 local nx = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
 if #nx > 0 then out[2] = tonumber(nx[2]) end
 return out

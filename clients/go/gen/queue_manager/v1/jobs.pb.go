@@ -23,6 +23,100 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JobEventType is what happened to a job (WatchJobEvents).
+type JobEventType int32
+
+const (
+	// Not set; never an event's type. A request's filter ignores it.
+	JobEventType_JOB_EVENT_TYPE_UNSPECIFIED JobEventType = 0
+	// The job was added (waiting, or delayed until run_at).
+	JobEventType_JOB_EVENT_TYPE_ADDED JobEventType = 1
+	// The job became waiting again: a delayed job fell due or was promoted, a failed or cancelled job was
+	// retried, or a worker handed its run back unfinished.
+	JobEventType_JOB_EVENT_TYPE_WAITING JobEventType = 2
+	// A worker started a run of the job (attempt says which).
+	JobEventType_JOB_EVENT_TYPE_ACTIVE JobEventType = 3
+	// The running job reported progress.
+	JobEventType_JOB_EVENT_TYPE_PROGRESS JobEventType = 4
+	// The job completed.
+	JobEventType_JOB_EVENT_TYPE_COMPLETED JobEventType = 5
+	// The job failed for good (no attempts left, a do-not-retry failure, or past its stall limit).
+	JobEventType_JOB_EVENT_TYPE_FAILED JobEventType = 6
+	// A run failed with attempts left: the job runs again at run_at (now, or after its backoff).
+	JobEventType_JOB_EVENT_TYPE_RETRYING JobEventType = 7
+	// The running job asked to run again later (a retry-after): it is delayed until run_at.
+	JobEventType_JOB_EVENT_TYPE_DELAYED JobEventType = 8
+	// The job's run was lost (its worker or lease gone) and the job went back to waiting.
+	JobEventType_JOB_EVENT_TYPE_STALLED JobEventType = 9
+	// The job was cancelled.
+	JobEventType_JOB_EVENT_TYPE_CANCELLED JobEventType = 10
+	// The job was removed (RemoveJob); retention and CleanQueue remove jobs without events.
+	JobEventType_JOB_EVENT_TYPE_REMOVED JobEventType = 11
+	// The job expired (expire_after) before a run started: it ended cancelled.
+	JobEventType_JOB_EVENT_TYPE_EXPIRED JobEventType = 12
+)
+
+// Enum value maps for JobEventType.
+var (
+	JobEventType_name = map[int32]string{
+		0:  "JOB_EVENT_TYPE_UNSPECIFIED",
+		1:  "JOB_EVENT_TYPE_ADDED",
+		2:  "JOB_EVENT_TYPE_WAITING",
+		3:  "JOB_EVENT_TYPE_ACTIVE",
+		4:  "JOB_EVENT_TYPE_PROGRESS",
+		5:  "JOB_EVENT_TYPE_COMPLETED",
+		6:  "JOB_EVENT_TYPE_FAILED",
+		7:  "JOB_EVENT_TYPE_RETRYING",
+		8:  "JOB_EVENT_TYPE_DELAYED",
+		9:  "JOB_EVENT_TYPE_STALLED",
+		10: "JOB_EVENT_TYPE_CANCELLED",
+		11: "JOB_EVENT_TYPE_REMOVED",
+		12: "JOB_EVENT_TYPE_EXPIRED",
+	}
+	JobEventType_value = map[string]int32{
+		"JOB_EVENT_TYPE_UNSPECIFIED": 0,
+		"JOB_EVENT_TYPE_ADDED":       1,
+		"JOB_EVENT_TYPE_WAITING":     2,
+		"JOB_EVENT_TYPE_ACTIVE":      3,
+		"JOB_EVENT_TYPE_PROGRESS":    4,
+		"JOB_EVENT_TYPE_COMPLETED":   5,
+		"JOB_EVENT_TYPE_FAILED":      6,
+		"JOB_EVENT_TYPE_RETRYING":    7,
+		"JOB_EVENT_TYPE_DELAYED":     8,
+		"JOB_EVENT_TYPE_STALLED":     9,
+		"JOB_EVENT_TYPE_CANCELLED":   10,
+		"JOB_EVENT_TYPE_REMOVED":     11,
+		"JOB_EVENT_TYPE_EXPIRED":     12,
+	}
+)
+
+func (x JobEventType) Enum() *JobEventType {
+	p := new(JobEventType)
+	*p = x
+	return p
+}
+
+func (x JobEventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobEventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_jobs_proto_enumTypes[0].Descriptor()
+}
+
+func (JobEventType) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_jobs_proto_enumTypes[0]
+}
+
+func (x JobEventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobEventType.Descriptor instead.
+func (JobEventType) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{0}
+}
+
 // NewJob describes a job to add.
 type NewJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1977,6 +2071,236 @@ func (x *ChangeJobPriorityResponse) GetJob() *Job {
 	return nil
 }
 
+// JobEvent is one thing that happened to one job.
+type JobEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Job id.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Job name (the kind of work); empty when the job was gone before the event could read it.
+	JobName string `protobuf:"bytes,3,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
+	// What happened.
+	Type JobEventType `protobuf:"varint,4,opt,name=type,proto3,enum=queue_manager.v1.JobEventType" json:"type,omitempty"`
+	// When it happened (the Redis server's clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	// ACTIVE: the attempt this run is (1 = the first); COMPLETED, FAILED, RETRYING: the attempts made,
+	// this one included; 0 when not known.
+	Attempt int32 `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// FAILED and RETRYING: the failure's reason, at most its first 200 bytes (GetJob shows all of it).
+	FailedReason string `protobuf:"bytes,7,opt,name=failed_reason,json=failedReason,proto3" json:"failed_reason,omitempty"`
+	// PROGRESS: the progress reported, as JSON; empty when over 1,000 bytes (GetJob shows it).
+	Progress string `protobuf:"bytes,8,opt,name=progress,proto3" json:"progress,omitempty"`
+	// ADDED (a delayed job), RETRYING and DELAYED: when the job runs.
+	RunAt         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobEvent) Reset() {
+	*x = JobEvent{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobEvent) ProtoMessage() {}
+
+func (x *JobEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
+func (*JobEvent) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *JobEvent) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *JobEvent) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobEvent) GetJobName() string {
+	if x != nil {
+		return x.JobName
+	}
+	return ""
+}
+
+func (x *JobEvent) GetType() JobEventType {
+	if x != nil {
+		return x.Type
+	}
+	return JobEventType_JOB_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *JobEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *JobEvent) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobEvent) GetFailedReason() string {
+	if x != nil {
+		return x.FailedReason
+	}
+	return ""
+}
+
+func (x *JobEvent) GetProgress() string {
+	if x != nil {
+		return x.Progress
+	}
+	return ""
+}
+
+func (x *JobEvent) GetRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunAt
+	}
+	return nil
+}
+
+// WatchJobEventsRequest names the queue to follow and which of its events to send.
+type WatchJobEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Send only events of these types; empty: every type.
+	Types []JobEventType `protobuf:"varint,2,rep,packed,name=types,proto3,enum=queue_manager.v1.JobEventType" json:"types,omitempty"`
+	// Send only events of jobs with these names; empty: every job.
+	JobNames      []string `protobuf:"bytes,3,rep,name=job_names,json=jobNames,proto3" json:"job_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchJobEventsRequest) Reset() {
+	*x = WatchJobEventsRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchJobEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchJobEventsRequest) ProtoMessage() {}
+
+func (x *WatchJobEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchJobEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchJobEventsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *WatchJobEventsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *WatchJobEventsRequest) GetTypes() []JobEventType {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *WatchJobEventsRequest) GetJobNames() []string {
+	if x != nil {
+		return x.JobNames
+	}
+	return nil
+}
+
+// WatchJobEventsResponse holds the events of one moment, in the order they happened (a batch claim's or
+// completion's events come together).
+type WatchJobEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, at least one.
+	Events        []*JobEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchJobEventsResponse) Reset() {
+	*x = WatchJobEventsResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchJobEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchJobEventsResponse) ProtoMessage() {}
+
+func (x *WatchJobEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchJobEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchJobEventsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *WatchJobEventsResponse) GetEvents() []*JobEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_queue_manager_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_jobs_proto_rawDesc = "" +
@@ -2108,7 +2432,40 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x129\n" +
 	"\bpriority\x18\x03 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\"D\n" +
 	"\x19ChangeJobPriorityResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03jobB\xd6\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xcd\x02\n" +
+	"\bJobEvent\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x19\n" +
+	"\bjob_name\x18\x03 \x01(\tR\ajobName\x122\n" +
+	"\x04type\x18\x04 \x01(\x0e2\x1e.queue_manager.v1.JobEventTypeR\x04type\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12#\n" +
+	"\rfailed_reason\x18\a \x01(\tR\ffailedReason\x12\x1a\n" +
+	"\bprogress\x18\b \x01(\tR\bprogress\x121\n" +
+	"\x06run_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\"\x89\x01\n" +
+	"\x15WatchJobEventsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x124\n" +
+	"\x05types\x18\x02 \x03(\x0e2\x1e.queue_manager.v1.JobEventTypeR\x05types\x12\x1b\n" +
+	"\tjob_names\x18\x03 \x03(\tR\bjobNames\"L\n" +
+	"\x16WatchJobEventsResponse\x122\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.queue_manager.v1.JobEventR\x06events*\x80\x03\n" +
+	"\fJobEventType\x12\x1e\n" +
+	"\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14JOB_EVENT_TYPE_ADDED\x10\x01\x12\x1a\n" +
+	"\x16JOB_EVENT_TYPE_WAITING\x10\x02\x12\x19\n" +
+	"\x15JOB_EVENT_TYPE_ACTIVE\x10\x03\x12\x1b\n" +
+	"\x17JOB_EVENT_TYPE_PROGRESS\x10\x04\x12\x1c\n" +
+	"\x18JOB_EVENT_TYPE_COMPLETED\x10\x05\x12\x19\n" +
+	"\x15JOB_EVENT_TYPE_FAILED\x10\x06\x12\x1b\n" +
+	"\x17JOB_EVENT_TYPE_RETRYING\x10\a\x12\x1a\n" +
+	"\x16JOB_EVENT_TYPE_DELAYED\x10\b\x12\x1a\n" +
+	"\x16JOB_EVENT_TYPE_STALLED\x10\t\x12\x1c\n" +
+	"\x18JOB_EVENT_TYPE_CANCELLED\x10\n" +
+	"\x12\x1a\n" +
+	"\x16JOB_EVENT_TYPE_REMOVED\x10\v\x12\x1a\n" +
+	"\x16JOB_EVENT_TYPE_EXPIRED\x10\fB\xd6\x01\n" +
 	"\x14com.queue_manager.v1B\tJobsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2123,86 +2480,96 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_jobs_proto_rawDescData
 }
 
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
-	(*NewJob)(nil),                    // 0: queue_manager.v1.NewJob
-	(*AddJobRequest)(nil),             // 1: queue_manager.v1.AddJobRequest
-	(*AddJobResponse)(nil),            // 2: queue_manager.v1.AddJobResponse
-	(*AddJobBatchRequest)(nil),        // 3: queue_manager.v1.AddJobBatchRequest
-	(*AddJobBatchResponse)(nil),       // 4: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamRequest)(nil),       // 5: queue_manager.v1.AddJobStreamRequest
-	(*AddJobStreamResponse)(nil),      // 6: queue_manager.v1.AddJobStreamResponse
-	(*AddJobOutcome)(nil),             // 7: queue_manager.v1.AddJobOutcome
-	(*CreatedJob)(nil),                // 8: queue_manager.v1.CreatedJob
-	(*CallError)(nil),                 // 9: queue_manager.v1.CallError
-	(*AddBulkRequest)(nil),            // 10: queue_manager.v1.AddBulkRequest
-	(*AddBulkResponse)(nil),           // 11: queue_manager.v1.AddBulkResponse
-	(*GetJobRequest)(nil),             // 12: queue_manager.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 13: queue_manager.v1.GetJobResponse
-	(*ListJobsRequest)(nil),           // 14: queue_manager.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 15: queue_manager.v1.ListJobsResponse
-	(*RemoveJobRequest)(nil),          // 16: queue_manager.v1.RemoveJobRequest
-	(*RemoveJobResponse)(nil),         // 17: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsRequest)(nil),         // 18: queue_manager.v1.GetJobLogsRequest
-	(*GetJobLogsResponse)(nil),        // 19: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobRequest)(nil),         // 20: queue_manager.v1.WaitForJobRequest
-	(*WaitForJobResponse)(nil),        // 21: queue_manager.v1.WaitForJobResponse
-	(*CancelJobRequest)(nil),          // 22: queue_manager.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 23: queue_manager.v1.CancelJobResponse
-	(*RetryJobRequest)(nil),           // 24: queue_manager.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),          // 25: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsRequest)(nil),    // 26: queue_manager.v1.RetryFailedJobsRequest
-	(*RetryFailedJobsResponse)(nil),   // 27: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobRequest)(nil),         // 28: queue_manager.v1.PromoteJobRequest
-	(*PromoteJobResponse)(nil),        // 29: queue_manager.v1.PromoteJobResponse
-	(*UpdateJobDataRequest)(nil),      // 30: queue_manager.v1.UpdateJobDataRequest
-	(*UpdateJobDataResponse)(nil),     // 31: queue_manager.v1.UpdateJobDataResponse
-	(*ChangeJobPriorityRequest)(nil),  // 32: queue_manager.v1.ChangeJobPriorityRequest
-	(*ChangeJobPriorityResponse)(nil), // 33: queue_manager.v1.ChangeJobPriorityResponse
-	(*Payload)(nil),                   // 34: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 35: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 36: queue_manager.v1.Job
-	(JobState)(0),                     // 37: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 39: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
-	(JobPriority)(0),                  // 41: queue_manager.v1.JobPriority
+	(JobEventType)(0),                 // 0: queue_manager.v1.JobEventType
+	(*NewJob)(nil),                    // 1: queue_manager.v1.NewJob
+	(*AddJobRequest)(nil),             // 2: queue_manager.v1.AddJobRequest
+	(*AddJobResponse)(nil),            // 3: queue_manager.v1.AddJobResponse
+	(*AddJobBatchRequest)(nil),        // 4: queue_manager.v1.AddJobBatchRequest
+	(*AddJobBatchResponse)(nil),       // 5: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamRequest)(nil),       // 6: queue_manager.v1.AddJobStreamRequest
+	(*AddJobStreamResponse)(nil),      // 7: queue_manager.v1.AddJobStreamResponse
+	(*AddJobOutcome)(nil),             // 8: queue_manager.v1.AddJobOutcome
+	(*CreatedJob)(nil),                // 9: queue_manager.v1.CreatedJob
+	(*CallError)(nil),                 // 10: queue_manager.v1.CallError
+	(*AddBulkRequest)(nil),            // 11: queue_manager.v1.AddBulkRequest
+	(*AddBulkResponse)(nil),           // 12: queue_manager.v1.AddBulkResponse
+	(*GetJobRequest)(nil),             // 13: queue_manager.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 14: queue_manager.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 15: queue_manager.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 16: queue_manager.v1.ListJobsResponse
+	(*RemoveJobRequest)(nil),          // 17: queue_manager.v1.RemoveJobRequest
+	(*RemoveJobResponse)(nil),         // 18: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsRequest)(nil),         // 19: queue_manager.v1.GetJobLogsRequest
+	(*GetJobLogsResponse)(nil),        // 20: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobRequest)(nil),         // 21: queue_manager.v1.WaitForJobRequest
+	(*WaitForJobResponse)(nil),        // 22: queue_manager.v1.WaitForJobResponse
+	(*CancelJobRequest)(nil),          // 23: queue_manager.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 24: queue_manager.v1.CancelJobResponse
+	(*RetryJobRequest)(nil),           // 25: queue_manager.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),          // 26: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsRequest)(nil),    // 27: queue_manager.v1.RetryFailedJobsRequest
+	(*RetryFailedJobsResponse)(nil),   // 28: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobRequest)(nil),         // 29: queue_manager.v1.PromoteJobRequest
+	(*PromoteJobResponse)(nil),        // 30: queue_manager.v1.PromoteJobResponse
+	(*UpdateJobDataRequest)(nil),      // 31: queue_manager.v1.UpdateJobDataRequest
+	(*UpdateJobDataResponse)(nil),     // 32: queue_manager.v1.UpdateJobDataResponse
+	(*ChangeJobPriorityRequest)(nil),  // 33: queue_manager.v1.ChangeJobPriorityRequest
+	(*ChangeJobPriorityResponse)(nil), // 34: queue_manager.v1.ChangeJobPriorityResponse
+	(*JobEvent)(nil),                  // 35: queue_manager.v1.JobEvent
+	(*WatchJobEventsRequest)(nil),     // 36: queue_manager.v1.WatchJobEventsRequest
+	(*WatchJobEventsResponse)(nil),    // 37: queue_manager.v1.WatchJobEventsResponse
+	(*Payload)(nil),                   // 38: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 39: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 40: queue_manager.v1.Job
+	(JobState)(0),                     // 41: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 42: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 43: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 44: google.protobuf.Duration
+	(JobPriority)(0),                  // 45: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	34, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	35, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
-	0,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	36, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
-	1,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
-	7,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
-	1,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
-	7,  // 7: queue_manager.v1.AddJobStreamResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
-	2,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
-	9,  // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
-	8,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	37, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	38, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	36, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	37, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	39, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	40, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	36, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	36, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	41, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	36, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	38, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	39, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	1,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
+	40, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	2,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
+	8,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
+	2,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
+	8,  // 7: queue_manager.v1.AddJobStreamResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
+	3,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
+	10, // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
+	9,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
+	41, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	42, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
+	40, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	40, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	41, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	43, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	44, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	40, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	40, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	40, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	40, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	40, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	45, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	40, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	0,  // 29: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
+	42, // 30: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	42, // 31: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
+	0,  // 32: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
+	35, // 33: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2221,13 +2588,14 @@ func file_queue_manager_v1_jobs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   34,
+			NumEnums:      1,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_queue_manager_v1_jobs_proto_goTypes,
 		DependencyIndexes: file_queue_manager_v1_jobs_proto_depIdxs,
+		EnumInfos:         file_queue_manager_v1_jobs_proto_enumTypes,
 		MessageInfos:      file_queue_manager_v1_jobs_proto_msgTypes,
 	}.Build()
 	File_queue_manager_v1_jobs_proto = out.File

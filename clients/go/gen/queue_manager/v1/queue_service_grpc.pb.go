@@ -58,6 +58,7 @@ const (
 	QueueService_GetSchedule_FullMethodName       = "/queue_manager.v1.QueueService/GetSchedule"
 	QueueService_ListSchedules_FullMethodName     = "/queue_manager.v1.QueueService/ListSchedules"
 	QueueService_DeleteSchedule_FullMethodName    = "/queue_manager.v1.QueueService/DeleteSchedule"
+	QueueService_WatchJobEvents_FullMethodName    = "/queue_manager.v1.QueueService/WatchJobEvents"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -157,6 +158,11 @@ type QueueServiceClient interface {
 	ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error)
 	// Deletes a schedule; jobs it already added stay.
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
+	// Streams a queue's job events live (added, active, progress, completed, failed, retrying, ...), in the
+	// order each job went through them, from the moment the stream's response headers arrive. At most once:
+	// events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
+	// durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+	WatchJobEvents(ctx context.Context, in *WatchJobEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobEventsResponse], error)
 }
 
 type queueServiceClient struct {
@@ -581,6 +587,25 @@ func (c *queueServiceClient) DeleteSchedule(ctx context.Context, in *DeleteSched
 	return out, nil
 }
 
+func (c *queueServiceClient) WatchJobEvents(ctx context.Context, in *WatchJobEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QueueService_ServiceDesc.Streams[4], QueueService_WatchJobEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchJobEventsRequest, WatchJobEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_WatchJobEventsClient = grpc.ServerStreamingClient[WatchJobEventsResponse]
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -678,6 +703,11 @@ type QueueServiceServer interface {
 	ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error)
 	// Deletes a schedule; jobs it already added stay.
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
+	// Streams a queue's job events live (added, active, progress, completed, failed, retrying, ...), in the
+	// order each job went through them, from the moment the stream's response headers arrive. At most once:
+	// events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
+	// durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+	WatchJobEvents(*WatchJobEventsRequest, grpc.ServerStreamingServer[WatchJobEventsResponse]) error
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -804,6 +834,9 @@ func (UnimplementedQueueServiceServer) ListSchedules(context.Context, *ListSched
 }
 func (UnimplementedQueueServiceServer) DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSchedule not implemented")
+}
+func (UnimplementedQueueServiceServer) WatchJobEvents(*WatchJobEventsRequest, grpc.ServerStreamingServer[WatchJobEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchJobEvents not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1492,6 +1525,17 @@ func _QueueService_DeleteSchedule_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_WatchJobEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchJobEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(QueueServiceServer).WatchJobEvents(m, &grpc.GenericServerStream[WatchJobEventsRequest, WatchJobEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_WatchJobEventsServer = grpc.ServerStreamingServer[WatchJobEventsResponse]
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1660,6 +1704,11 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WaitForJob",
 			Handler:       _QueueService_WaitForJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchJobEvents",
+			Handler:       _QueueService_WatchJobEvents_Handler,
 			ServerStreams: true,
 		},
 	},

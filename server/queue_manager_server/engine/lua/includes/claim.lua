@@ -3,8 +3,9 @@
 --
 -- claim_jobs promotes due delayed jobs, then applies the queue's pause flag, a worker's retry-after hold,
 -- the concurrency cap and the token-bucket rate limit, and leases what is left to lease under one token.
--- The queue's meta hash must exist; cfg holds its fields paused, rl_max, rl_ms and conc as the caller read
--- them (in a read it makes anyway). fresh (or nil): jobs the caller inserted in this script call, id →
+-- The queue's meta hash must exist; cfg holds its fields paused, rl_max, rl_ms, conc, created, gturn and
+-- evw as the caller read them (in a read it makes anyway): a watched queue's claim records its job events
+-- (common.lua watched), which the caller publishes at its end (publish_events). fresh (or nil): jobs the caller inserted in this script call, id →
 -- {the fields insert_job wrote but the data, as name/value pairs; the data} (add.lua), which a claim that
 -- takes them need not read back. Returns the reply claim.lua documents (its code, now, next delayed run-at,
 -- retry-after, bucket fill, then each job's record), and whether it left the queue with no ready job (it
@@ -83,7 +84,7 @@ local function expire_job(meta, prefix, id, jkey, exp, now)
   local exa = tonumber(redis.call('HGET', jkey, 'exa')) or 0
   redis.call('HSET', jkey, 'cxm',
     'expired: not started within ' .. span_text(exa) .. ' of being ready (at ' .. utc_text(exp) .. ')')
-  return finish_cancelled(meta, prefix, id, now)
+  return finish_cancelled(meta, prefix, id, now, 12)
 end
 
 -- The groups' claim (pop_levels, groups_taken below), built at the first claim of a script call that needs it:
@@ -296,6 +297,7 @@ end
 
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
     promote_max, now, cfg, fresh)
+  watched(cfg[7], now)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
   if cfg[1] == '1' then return {1, now, next_due, 0, 0, 0}, false end
@@ -393,6 +395,10 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
         local grp = grps and grps[i]
         if grp then leased_of[grp] = (leased_of[grp] or 0) + 1 end
         if f[12] then notify_job(prefix, id, jkey, 'active', f[12]) end
+        -- Attempts started: those made, the stalls and this one.
+        if EVENTS then
+          job_event(prefix, id, 3, f[1] or '', (tonumber(f[6]) or 0) + (tonumber(f[7]) or 0) + 1)
+        end
         local timeout = tonumber(f[10]) or 0
         if timeout > 0 then redis.call('ZADD', deadlines, now + timeout, id) end
         ids[#ids + 1] = id

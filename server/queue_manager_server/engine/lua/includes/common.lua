@@ -65,6 +65,40 @@ local function notify_job(prefix, id, jkey, state, flag)
   redis.call('PUBLISH', base .. ':events', 'j ' .. queue .. ' ' .. id .. ' ' .. state)
 end
 
+-- Job events (WatchJobEvents: services/job_events.py, docs/events.md). While a server has watchers of a queue,
+-- the queue's meta field 'evw' holds a deadline (ms, Redis clock) that server keeps pushing forward
+-- (watch_events.lua), so it lapses by itself once no server renews it. A script reads 'evw' with the settings
+-- it reads anyway (queue_settings, includes/add.lua add_defaults, claim.lua's read) and passes it to
+-- watched: ahead of now, the call gathers what it does to jobs (job_event) and publishes all of it in one
+-- message at its end (publish_events), 'e <queue> <now ms> <JSON array of events>'. A queue nobody watches
+-- costs no command. An event is [type, id, name, attempt, text, run-at], less its empty tail: type is the
+-- number of its JobEventType (jobs.proto): 1 added, 2 waiting, 3 active, 4 progress, 5 completed, 6 failed,
+-- 7 retrying, 8 delayed, 9 stalled, 10 cancelled, 11 removed, 12 expired; text a failure's reason (its first
+-- EV_REASON bytes) or a progress (one up to EV_PROGRESS bytes; '' for a longer one); run-at (ms) when a
+-- delayed or retried job runs.
+local EVENTS = false
+local EV_REASON = 200
+local EV_PROGRESS = 1000
+local function watched(evw, now)
+  if not EVENTS and evw and tonumber(evw) > now then EVENTS = {} end
+end
+-- name: the job's name, nil to read it here (only a watched call gets here: callers test EVENTS first).
+local function job_event(prefix, id, kind, name, attempt, text, run)
+  if name == nil then name = redis.call('HGET', prefix .. id, 'name') end
+  local e = {kind, id, name or ''}
+  if attempt or text or run then e[4] = attempt or 0 end
+  if text or run then e[5] = text or '' end
+  if run then e[6] = run end
+  EVENTS[#EVENTS + 1] = e
+end
+local function publish_events(prefix, now)
+  if not EVENTS or #EVENTS == 0 then return end
+  local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
+  redis.call('PUBLISH', base .. ':events',
+    'e ' .. queue .. ' ' .. string.format('%d', now) .. ' ' .. cjson.encode(EVENTS))
+  EVENTS = {}
+end
+
 -- Releases a dedup key held until its job finishes (no ttl), if it still names this job.
 local function release_dedup(prefix, id, key)
   local dkey = dedup_key(prefix, key)
@@ -260,9 +294,10 @@ end
 
 -- Puts a job into waiting. fresh=true puts it at the back of its priority level (a LIFO job, 'lf', at the
 -- head, pushed now); otherwise at the head (a lost or handed-back run: it was at the head when claimed).
--- pushes: as place_waiting's.
+-- pushes: as place_waiting's. Only promotions call it (a watched call records job event 2, waiting).
 local function to_waiting(waiting, jkey, id, fresh, pushes)
   local f = redis.call('HMGET', jkey, 'pri', 'wt', 'grp', 'lf')
+  if EVENTS then job_event(string.sub(jkey, 1, #jkey - #id), id, 2) end
   if fresh and f[4] == '1' then
     place_waiting(waiting, jkey, id, f[1], true, f[2], {}, nil, f[3])
   else
@@ -388,16 +423,24 @@ local function trim(set, prefix, age_ms, count, now)
 end
 
 -- The queue's retention defaults, concurrency cap and stall limit (meta fields kc_age, kc_count, kf_age,
--- kf_count, conc, max_stalled), read at most once per script call and queue (no script changes them): a
--- batch's keep policies, its trim, its freed slots and its recovered runs read them once.
+-- kf_count, conc, max_stalled), and its job events' watch deadline (evw: watched), read at most once per
+-- script call and queue (no script changes them): a batch's keep policies, its trim, its freed slots and its
+-- recovered runs read them once.
 local SETTINGS = false
 local SETTINGS_OF = false
 local function queue_settings(meta)
   if SETTINGS_OF ~= meta then
-    SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc', 'max_stalled')
+    SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc', 'max_stalled',
+      'evw')
     SETTINGS_OF = meta
   end
   return SETTINGS
+end
+
+-- Turns the call's job events on when the queue is watched (watched), for a script whose jobs' changes
+-- read the queue's settings anyway (they free slots: slot_freed) or that is off the hot path.
+local function watch_settings(meta, now)
+  if not EVENTS then watched(queue_settings(meta)[7], now) end
 end
 
 -- Resolves a job's keep policy ("" = queue default, "r" = remove, "age:count" with 0 = default part)
@@ -454,10 +497,12 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
 end
 
 -- Moves an active or stalled job to failed for good, queues its dead-letter hand-off, applies retention.
+-- attempt: the attempts it made, for its job event (nil: not known).
 -- With a dead-letter queue, retention waits for the hand-off (handoff_done.lua trims once the outbox is
 -- empty): a trim here would delete jobs failed just before whose copies are not written yet.
-local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stack)
+local function fail_for_good(meta, failed, outbox, prefix, id, now, reason, stack, attempt)
   local jkey = prefix .. id
+  if EVENTS then job_event(prefix, id, 6, nil, attempt, string.sub(reason, 1, EV_REASON)) end
   STATS.failed = STATS.failed + 1
   redis.call('HSET', jkey, 'st', 'failed', 'fts', now, 'err', reason, 'stk', stack)
   redis.call('ZADD', failed, now, id)
@@ -532,9 +577,10 @@ end
 
 -- Ends a job as cancelled; the caller took it out of its state set (waiting, delayed, active). It is kept
 -- in the cancelled set under the failed-job retention (the job's 'kf', else the queue's). Returns 1 when a
--- flow hand-off was queued (on_finished).
-local function finish_cancelled(meta, prefix, id, now)
+-- flow hand-off was queued (on_finished). kind: its job event (nil: 10, cancelled; 12 for an expiry).
+local function finish_cancelled(meta, prefix, id, now, kind)
   local jkey = prefix .. id
+  if EVENTS then job_event(prefix, id, kind or 10) end
   local cancelled = queue_key(prefix, 'cancelled')
   redis.call('HSET', jkey, 'st', 'cancelled', 'fts', now)
   redis.call('ZADD', cancelled, now, id)
@@ -576,6 +622,7 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, f
     fail_for_good(meta, failed, outbox, prefix, id, now, reason, '')
     return 2
   end
+  if EVENTS then job_event(prefix, id, 9) end
   place_waiting(waiting, jkey, id, c[6], true, c[7], {'stc', stc, 'p', NOT_PLAIN}, fronts, c[9])
   return 1
 end
@@ -599,7 +646,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   local atm = (tonumber(f[4]) or 0) + 1
   if no_retry or atm >= (tonumber(f[3]) or DEFAULT_ATT) then
     redis.call('HSET', jkey, 'atm', atm, 'p', NOT_PLAIN)
-    fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack)
+    fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack, atm)
     return 2, -1
   end
   -- The run's outcome is written with the job's next state: one HSET per failed run. A retry is ready again
@@ -617,6 +664,9 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
   local cap = tonumber(f[8]) or 0
   if cap > 0 and delay > cap then delay = cap end
   delay = math.floor(delay)
+  if EVENTS then
+    job_event(prefix, id, 7, nil, atm, string.sub(msg, 1, EV_REASON), now + math.max(delay, 0))
+  end
   if delay <= 0 then
     ran[#ran + 1] = 'rdy'; ran[#ran + 1] = now
     place_waiting(waiting, jkey, id, f[12], false, f[9], ran, pushes, f[13])

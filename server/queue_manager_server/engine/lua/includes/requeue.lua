@@ -14,6 +14,7 @@
 -- fields, in one read). now: Redis time (ms). pushes: as common.lua place_waiting's (nil: pushed now).
 local function requeue(waiting, prefix, id, pri, wt, exa, now, pushes, grp)
   local jkey = prefix .. id
+  if EVENTS then job_event(prefix, id, 2) end
   -- Absent counts read 0; 'ats' is an older server's attempts started (claim.lua no longer stores it).
   redis.call('HDEL', jkey, 'atm', 'ats', 'stc', 'fts', 'res', 'rct', 'prog', 'rm', 'run', 'cxr')
   exa = tonumber(exa)

@@ -2,8 +2,8 @@
 // @generated from file queue_manager/v1/jobs.proto (package queue_manager.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Job, JobLogLine, JobOptions, JobPriority, JobState, Payload } from "./types_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/jobs.proto.
  */
 export const file_queue_manager_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJFCg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIIkQKEkFkZEpvYkJhdGNoUmVxdWVzdBIuCgVpdGVtcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iUmVxdWVzdCJIChNBZGRKb2JCYXRjaFJlc3BvbnNlEjEKCG91dGNvbWVzGAEgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lImYKE0FkZEpvYlN0cmVhbVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAQSLgoFaXRlbXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QSDQoFYnJpZWYYAyABKAgiWwoUQWRkSm9iU3RyZWFtUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAQSMQoIb3V0Y29tZXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYk91dGNvbWUirAEKDUFkZEpvYk91dGNvbWUSMQoFYWRkZWQYASABKAsyIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlc3BvbnNlSAASLAoFZXJyb3IYAiABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkNhbGxFcnJvckgAEi8KB2NyZWF0ZWQYAyABKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLkNyZWF0ZWRKb2JIAEIJCgdvdXRjb21lInQKCkNyZWF0ZWRKb2ISCgoCaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqCglDYWxsRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIkwKDkFkZEJ1bGtSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSJgoEam9icxgCIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuTmV3Sm9iIjkKD0FkZEJ1bGtSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJEhUKDWNyZWF0ZWRfY291bnQYAiABKAQiMwoNR2V0Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI0Cg5HZXRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJ3Cg9MaXN0Sm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiZAoQTGlzdEpvYnNSZXNwb25zZRIjCgRqb2JzGAEgAygLMhUucXVldWVfbWFuYWdlci52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAQiNgoQUmVtb3ZlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSJHChFSZW1vdmVKb2JSZXNwb25zZRIyCg5wcmV2aW91c19zdGF0ZRgBIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiXgoRR2V0Sm9iTG9nc1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkibgoSR2V0Sm9iTG9nc1Jlc3BvbnNlEisKBWxpbmVzGAEgAygLMhwucXVldWVfbWFuYWdlci52MS5Kb2JMb2dMaW5lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEImMKEVdhaXRGb3JKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOAoSV2FpdEZvckpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIkYKEENhbmNlbEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIjcKEUNhbmNlbEpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIjUKD1JldHJ5Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI2ChBSZXRyeUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIlcKFlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiKAoXUmV0cnlGYWlsZWRKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQiNwoRUHJvbW90ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiOAoSUHJvbW90ZUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIngKFFVwZGF0ZUpvYkRhdGFSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEicKBGRhdGEYAyABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSEwoLbGVhc2VfdG9rZW4YBCABKAkiOwoVVXBkYXRlSm9iRGF0YVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIm8KGENoYW5nZUpvYlByaW9yaXR5UmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIvCghwcmlvcml0eRgDIAEoDjIdLnF1ZXVlX21hbmFnZXIudjEuSm9iUHJpb3JpdHkiPwoZQ2hhbmdlSm9iUHJpb3JpdHlSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJFCg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIIkQKEkFkZEpvYkJhdGNoUmVxdWVzdBIuCgVpdGVtcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iUmVxdWVzdCJIChNBZGRKb2JCYXRjaFJlc3BvbnNlEjEKCG91dGNvbWVzGAEgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lImYKE0FkZEpvYlN0cmVhbVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAQSLgoFaXRlbXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QSDQoFYnJpZWYYAyABKAgiWwoUQWRkSm9iU3RyZWFtUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAQSMQoIb3V0Y29tZXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYk91dGNvbWUirAEKDUFkZEpvYk91dGNvbWUSMQoFYWRkZWQYASABKAsyIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlc3BvbnNlSAASLAoFZXJyb3IYAiABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkNhbGxFcnJvckgAEi8KB2NyZWF0ZWQYAyABKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLkNyZWF0ZWRKb2JIAEIJCgdvdXRjb21lInQKCkNyZWF0ZWRKb2ISCgoCaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqCglDYWxsRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIkwKDkFkZEJ1bGtSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSJgoEam9icxgCIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuTmV3Sm9iIjkKD0FkZEJ1bGtSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJEhUKDWNyZWF0ZWRfY291bnQYAiABKAQiMwoNR2V0Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI0Cg5HZXRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJ3Cg9MaXN0Sm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiZAoQTGlzdEpvYnNSZXNwb25zZRIjCgRqb2JzGAEgAygLMhUucXVldWVfbWFuYWdlci52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAQiNgoQUmVtb3ZlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSJHChFSZW1vdmVKb2JSZXNwb25zZRIyCg5wcmV2aW91c19zdGF0ZRgBIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiXgoRR2V0Sm9iTG9nc1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkibgoSR2V0Sm9iTG9nc1Jlc3BvbnNlEisKBWxpbmVzGAEgAygLMhwucXVldWVfbWFuYWdlci52MS5Kb2JMb2dMaW5lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEImMKEVdhaXRGb3JKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOAoSV2FpdEZvckpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIkYKEENhbmNlbEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIjcKEUNhbmNlbEpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIjUKD1JldHJ5Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI2ChBSZXRyeUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIlcKFlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiKAoXUmV0cnlGYWlsZWRKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQiNwoRUHJvbW90ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiOAoSUHJvbW90ZUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIngKFFVwZGF0ZUpvYkRhdGFSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEicKBGRhdGEYAyABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSEwoLbGVhc2VfdG9rZW4YBCABKAkiOwoVVXBkYXRlSm9iRGF0YVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIm8KGENoYW5nZUpvYlByaW9yaXR5UmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIvCghwcmlvcml0eRgDIAEoDjIdLnF1ZXVlX21hbmFnZXIudjEuSm9iUHJpb3JpdHkiPwoZQ2hhbmdlSm9iUHJpb3JpdHlSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiL+AQoISm9iRXZlbnQSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEAoIam9iX25hbWUYAyABKAkSLAoEdHlwZRgEIAEoDjIeLnF1ZXVlX21hbmFnZXIudjEuSm9iRXZlbnRUeXBlEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2F0dGVtcHQYBiABKAUSFQoNZmFpbGVkX3JlYXNvbhgHIAEoCRIQCghwcm9ncmVzcxgIIAEoCRIqCgZydW5fYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIm0KFVdhdGNoSm9iRXZlbnRzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEi0KBXR5cGVzGAIgAygOMh4ucXVldWVfbWFuYWdlci52MS5Kb2JFdmVudFR5cGUSEQoJam9iX25hbWVzGAMgAygJIkQKFldhdGNoSm9iRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoucXVldWVfbWFuYWdlci52MS5Kb2JFdmVudCqAAwoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGAoUSk9CX0VWRU5UX1RZUEVfQURERUQQARIaChZKT0JfRVZFTlRfVFlQRV9XQUlUSU5HEAISGQoVSk9CX0VWRU5UX1RZUEVfQUNUSVZFEAMSGwoXSk9CX0VWRU5UX1RZUEVfUFJPR1JFU1MQBBIcChhKT0JfRVZFTlRfVFlQRV9DT01QTEVURUQQBRIZChVKT0JfRVZFTlRfVFlQRV9GQUlMRUQQBhIbChdKT0JfRVZFTlRfVFlQRV9SRVRSWUlORxAHEhoKFkpPQl9FVkVOVF9UWVBFX0RFTEFZRUQQCBIaChZKT0JfRVZFTlRfVFlQRV9TVEFMTEVEEAkSHAoYSk9CX0VWRU5UX1RZUEVfQ0FOQ0VMTEVEEAoSGgoWSk9CX0VWRU5UX1RZUEVfUkVNT1ZFRBALEhoKFkpPQl9FVkVOVF9UWVBFX0VYUElSRUQQDGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
 
 /**
  * NewJob describes a job to add.
@@ -1013,4 +1013,244 @@ export type ChangeJobPriorityResponse = Message<"queue_manager.v1.ChangeJobPrior
  */
 export const ChangeJobPriorityResponseSchema: GenMessage<ChangeJobPriorityResponse> = /*@__PURE__*/
   messageDesc(file_queue_manager_v1_jobs, 33);
+
+/**
+ * JobEvent is one thing that happened to one job.
+ *
+ * @generated from message queue_manager.v1.JobEvent
+ */
+export type JobEvent = Message<"queue_manager.v1.JobEvent"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * Job id.
+   *
+   * @generated from field: string job_id = 2;
+   */
+  jobId: string;
+
+  /**
+   * Job name (the kind of work); empty when the job was gone before the event could read it.
+   *
+   * @generated from field: string job_name = 3;
+   */
+  jobName: string;
+
+  /**
+   * What happened.
+   *
+   * @generated from field: queue_manager.v1.JobEventType type = 4;
+   */
+  type: JobEventType;
+
+  /**
+   * When it happened (the Redis server's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 5;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * ACTIVE: the attempt this run is (1 = the first); COMPLETED, FAILED, RETRYING: the attempts made,
+   * this one included; 0 when not known.
+   *
+   * @generated from field: int32 attempt = 6;
+   */
+  attempt: number;
+
+  /**
+   * FAILED and RETRYING: the failure's reason, at most its first 200 bytes (GetJob shows all of it).
+   *
+   * @generated from field: string failed_reason = 7;
+   */
+  failedReason: string;
+
+  /**
+   * PROGRESS: the progress reported, as JSON; empty when over 1,000 bytes (GetJob shows it).
+   *
+   * @generated from field: string progress = 8;
+   */
+  progress: string;
+
+  /**
+   * ADDED (a delayed job), RETRYING and DELAYED: when the job runs.
+   *
+   * @generated from field: google.protobuf.Timestamp run_at = 9;
+   */
+  runAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.JobEvent.
+ * Use `create(JobEventSchema)` to create a new message.
+ */
+export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 34);
+
+/**
+ * WatchJobEventsRequest names the queue to follow and which of its events to send.
+ *
+ * @generated from message queue_manager.v1.WatchJobEventsRequest
+ */
+export type WatchJobEventsRequest = Message<"queue_manager.v1.WatchJobEventsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * Send only events of these types; empty: every type.
+   *
+   * @generated from field: repeated queue_manager.v1.JobEventType types = 2;
+   */
+  types: JobEventType[];
+
+  /**
+   * Send only events of jobs with these names; empty: every job.
+   *
+   * @generated from field: repeated string job_names = 3;
+   */
+  jobNames: string[];
+};
+
+/**
+ * Describes the message queue_manager.v1.WatchJobEventsRequest.
+ * Use `create(WatchJobEventsRequestSchema)` to create a new message.
+ */
+export const WatchJobEventsRequestSchema: GenMessage<WatchJobEventsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 35);
+
+/**
+ * WatchJobEventsResponse holds the events of one moment, in the order they happened (a batch claim's or
+ * completion's events come together).
+ *
+ * @generated from message queue_manager.v1.WatchJobEventsResponse
+ */
+export type WatchJobEventsResponse = Message<"queue_manager.v1.WatchJobEventsResponse"> & {
+  /**
+   * The events, at least one.
+   *
+   * @generated from field: repeated queue_manager.v1.JobEvent events = 1;
+   */
+  events: JobEvent[];
+};
+
+/**
+ * Describes the message queue_manager.v1.WatchJobEventsResponse.
+ * Use `create(WatchJobEventsResponseSchema)` to create a new message.
+ */
+export const WatchJobEventsResponseSchema: GenMessage<WatchJobEventsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 36);
+
+/**
+ * JobEventType is what happened to a job (WatchJobEvents).
+ *
+ * @generated from enum queue_manager.v1.JobEventType
+ */
+export enum JobEventType {
+  /**
+   * Not set; never an event's type. A request's filter ignores it.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The job was added (waiting, or delayed until run_at).
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_ADDED = 1;
+   */
+  ADDED = 1,
+
+  /**
+   * The job became waiting again: a delayed job fell due or was promoted, a failed or cancelled job was
+   * retried, or a worker handed its run back unfinished.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_WAITING = 2;
+   */
+  WAITING = 2,
+
+  /**
+   * A worker started a run of the job (attempt says which).
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_ACTIVE = 3;
+   */
+  ACTIVE = 3,
+
+  /**
+   * The running job reported progress.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_PROGRESS = 4;
+   */
+  PROGRESS = 4,
+
+  /**
+   * The job completed.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_COMPLETED = 5;
+   */
+  COMPLETED = 5,
+
+  /**
+   * The job failed for good (no attempts left, a do-not-retry failure, or past its stall limit).
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_FAILED = 6;
+   */
+  FAILED = 6,
+
+  /**
+   * A run failed with attempts left: the job runs again at run_at (now, or after its backoff).
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_RETRYING = 7;
+   */
+  RETRYING = 7,
+
+  /**
+   * The running job asked to run again later (a retry-after): it is delayed until run_at.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_DELAYED = 8;
+   */
+  DELAYED = 8,
+
+  /**
+   * The job's run was lost (its worker or lease gone) and the job went back to waiting.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_STALLED = 9;
+   */
+  STALLED = 9,
+
+  /**
+   * The job was cancelled.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_CANCELLED = 10;
+   */
+  CANCELLED = 10,
+
+  /**
+   * The job was removed (RemoveJob); retention and CleanQueue remove jobs without events.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_REMOVED = 11;
+   */
+  REMOVED = 11,
+
+  /**
+   * The job expired (expire_after) before a run started: it ended cancelled.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_EXPIRED = 12;
+   */
+  EXPIRED = 12,
+}
+
+/**
+ * Describes the enum queue_manager.v1.JobEventType.
+ */
+export const JobEventTypeSchema: GenEnum<JobEventType> = /*@__PURE__*/
+  enumDesc(file_queue_manager_v1_jobs, 0);
 
