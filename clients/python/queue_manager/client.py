@@ -274,7 +274,8 @@ class QueueManager:
                 ``job_id``…) or a `JobOptions`.
 
         Returns:
-            The job as stored (the existing one when ``job_id`` was taken). The data of a job this call
+            The job as stored (the existing one when ``job_id`` or the dedup key was taken); its ``created``
+            says which: True when this call created it, False when it found it. The data of a job this call
             created is ``data`` itself, not a copy (bytes-like data as bytes).
 
         Raises:
@@ -296,7 +297,9 @@ class QueueManager:
                 )
         if isinstance(answer, jobs_pb2.CreatedJob):
             return created_job(request, answer, data)
-        return job_from_proto(answer.job)
+        job = job_from_proto(answer.job)
+        job.created = answer.created
+        return job
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams (about 500 jobs per message, up to 100,000 per stream).

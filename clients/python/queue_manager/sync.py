@@ -152,12 +152,14 @@ class SyncQueueManager:
         tracer = self._tracing()
         if tracer is None:
             response: jobs_pb2.AddJobResponse = self._call(self._queues.AddJob, request)
-            return job_from_proto(response.job)
-        with tracing.publish(tracer, queue_name) as span:
-            tracing.carry(request.job.options.metadata, tracing.trace_context(span))
-            response = self._call(self._queues.AddJob, request)
-            span.set_attribute("messaging.message.id", response.job.id)
-        return job_from_proto(response.job)
+        else:
+            with tracing.publish(tracer, queue_name) as span:
+                tracing.carry(request.job.options.metadata, tracing.trace_context(span))
+                response = self._call(self._queues.AddJob, request)
+                span.set_attribute("messaging.message.id", response.job.id)
+        job = job_from_proto(response.job)
+        job.created = response.created
+        return job
 
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams; returns their ids in order. See `QueueManager.add_bulk`."""

@@ -164,9 +164,20 @@ describe("jobs", () => {
     const stored = await qm.getJob(name, "order-42");
     assert.deepEqual(stored.data, job.data);
     assert.equal(stored.maxAttempts, 5);
-    // The same jobId again returns the existing job, unchanged.
+    // The same jobId again returns the existing job, unchanged, and says it found it.
     const again = await qm.addJob(name, "send-email", { other: true }, { jobId: "order-42" });
     assert.deepEqual(again.data, job.data);
+    assert.equal(job.created, true);
+    assert.equal(again.created, false);
+    assert.equal(stored.created, undefined);
+  });
+
+  it("says whether an add created its job: a plain add, a jobId and a dedup key taken", async () => {
+    const plain = await qm.addJob(name, "plain", { n: 1 }); // answered briefly (convert.createdJob)
+    assert.equal(plain.created, true);
+    const keyed = await qm.addJob(name, "keyed", null, { dedup: { key: "created-k" } });
+    const held = await qm.addJob(name, "keyed-again", null, { dedup: { key: "created-k" } });
+    assert.deepEqual([keyed.created, held.created, held.id, held.name], [true, false, keyed.id, "keyed"]);
   });
 
   it("expires a job not started in time: cancelled, never run", async () => {

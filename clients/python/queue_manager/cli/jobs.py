@@ -23,10 +23,8 @@ from queue_manager.cli.common import (
     span_ms,
 )
 from queue_manager.cli.groups import group_name
-from queue_manager.convert import JobLogLine, job_from_proto
+from queue_manager.convert import JobLogLine
 from queue_manager.enums import JobState
-from queue_manager.requests import add_job_request
-from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -166,21 +164,17 @@ def _add(args: argparse.Namespace) -> int:
         options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
     elif args.dedup_ttl is not None:
         raise UsageError("--dedup-ttl needs --dedup-key")
-    request = add_job_request(args.queue, args.name, read_data(args.data), options)
-    with client(args) as qm:  # the stub, not qm.add_job: that returns the job without `created`
-        stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)
-        response: jobs_pb2.AddJobResponse = stub.AddJob(request, timeout=qm.timeout)
-    job = plain(job_from_proto(response.job))
-    if not response.created:
+    data = read_data(args.data)
+    with client(args) as qm:
+        added = qm.add_job(args.queue, args.name, data, options)
+    job = plain(added)
+    if not added.created:
         if args.job_id is not None and job["id"] == args.job_id:
             held = f"job {job['id']!r} already existed in queue {args.queue!r}"
         else:
             held = f"job {job['id']!r} of queue {args.queue!r} holds --dedup-key {args.dedup_key!r}"
         print(f"qm add: {held}; nothing was added", file=sys.stderr)
-    if args.output == "json":
-        show(args, {**job, "created": response.created})
-    else:
-        show(args, job, columns=JOB_COLUMNS)
+    show(args, job, columns=JOB_COLUMNS)
     return 0
 
 
