@@ -364,6 +364,20 @@ func (c *Client) PromoteJob(ctx context.Context, queue, id string) (*Job, error)
 // encodes it ([]byte as octet-stream, json.RawMessage as is, anything else as JSON; nil is JSON null). A
 // finished job gives ErrFailedPrecondition, data over the server's payload limit ErrInvalidArgument.
 func (c *Client) UpdateJobData(ctx context.Context, queue, id string, data any) (*Job, error) {
+	payload, err := dataPayload(data)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.queues.UpdateJobData(ctx, &pb.UpdateJobDataRequest{QueueName: queue, JobId: id, Data: payload})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
+// dataPayload is a job's new data (UpdateJobData, Job.UpdateData) as encodePayload makes it, nil as JSON null:
+// the server requires data in the request.
+func dataPayload(data any) (*pb.Payload, error) {
 	payload, err := encodePayload(data)
 	if err != nil {
 		return nil, err
@@ -371,11 +385,7 @@ func (c *Client) UpdateJobData(ctx context.Context, queue, id string, data any) 
 	if payload == nil {
 		payload = &pb.Payload{Body: &pb.Payload_Raw{Raw: []byte("null")}, ContentType: ContentTypeJSON}
 	}
-	resp, err := c.queues.UpdateJobData(ctx, &pb.UpdateJobDataRequest{QueueName: queue, JobId: id, Data: payload})
-	if err != nil {
-		return nil, fromRPC(err)
-	}
-	return jobFromProto(resp.GetJob()), nil
+	return payload, nil
 }
 
 // ChangeJobPriority gives a waiting or delayed job a new priority.
