@@ -89,6 +89,7 @@ EXPECTED = {
     "TestAGroupsMaxSizeRefusesItsAddsOnly",
     "TestUpdateDataSavesACheckpointForTheNextAttempt",
     "TestUpdateDataOfALostRunIsRefused",
+    "TestRescheduleJobMovesARunTime",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
@@ -386,6 +389,32 @@ func dataPayload(data any) (*pb.Payload, error) {
 		payload = &pb.Payload{Body: &pb.Payload_Raw{Raw: []byte("null")}, ContentType: ContentTypeJSON}
 	}
 	return payload, nil
+}
+
+// RescheduleJob changes when a delayed job runs, to delay from now (the Redis server's clock); a waiting (or
+// paused) job becomes delayed until then. A delay of 0 makes a delayed job waiting now, as PromoteJob does,
+// and leaves a waiting one as it is. An active or finished job gives ErrFailedPrecondition (the message names
+// its state), a negative delay ErrInvalidArgument.
+func (c *Client) RescheduleJob(ctx context.Context, queue, id string, delay time.Duration) (*Job, error) {
+	return c.reschedule(ctx, &pb.RescheduleJobRequest{
+		QueueName: queue, JobId: id, When: &pb.RescheduleJobRequest_Delay{Delay: durationpb.New(delay)},
+	})
+}
+
+// RescheduleJobAt is RescheduleJob to a time: one that has come (at or before now on the Redis server's
+// clock) makes a delayed job waiting now and leaves a waiting one as it is.
+func (c *Client) RescheduleJobAt(ctx context.Context, queue, id string, at time.Time) (*Job, error) {
+	return c.reschedule(ctx, &pb.RescheduleJobRequest{
+		QueueName: queue, JobId: id, When: &pb.RescheduleJobRequest_RunTime{RunTime: timestamppb.New(at)},
+	})
+}
+
+func (c *Client) reschedule(ctx context.Context, req *pb.RescheduleJobRequest) (*Job, error) {
+	resp, err := c.queues.RescheduleJob(ctx, req)
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
 }
 
 // ChangeJobPriority gives a waiting or delayed job a new priority.

@@ -221,6 +221,28 @@ describe("jobs", () => {
     assert.equal(changed.priority, JobPriority.CRITICAL);
   });
 
+  it("reschedules a delayed job, delays a waiting one, and refuses a finished one", async () => {
+    const before = Date.now();
+    const delayed = await qm.addJob(name, "resched", null, { delay: 60_000, group: "tenant-r" });
+    const later = await qm.rescheduleJob(name, delayed.id, { delay: 3_600_000 });
+    assert.equal(later.state, "delayed");
+    assert.ok(later.runAt !== undefined && later.runAt.getTime() >= before + 3_599_000);
+    const at = new Date(Date.now() + 7_200_000);
+    assert.equal((await qm.rescheduleJob(name, delayed.id, { runAt: at })).runAt?.getTime(), at.getTime());
+    assert.equal((await qm.rescheduleJob(name, delayed.id, { delay: 0 })).state, "waiting"); // due now
+    const again = await qm.rescheduleJob(name, delayed.id, { delay: 60_000 }); // a waiting job: delayed
+    assert.deepEqual([again.state, again.group], ["delayed", "tenant-r"]);
+    await assert.rejects(qm.rescheduleJob(name, delayed.id, {}), RangeError);
+    await assert.rejects(qm.rescheduleJob(name, delayed.id, { delay: 1, runAt: at }), RangeError);
+    await assert.rejects(qm.rescheduleJob(name, "no-such-job", { delay: 1 }), NotFoundError);
+    await qm.cancelJob(name, delayed.id);
+    await assert.rejects(qm.rescheduleJob(name, delayed.id, { delay: 1 }), (err: unknown) => {
+      assert.ok(err instanceof FailedPreconditionError);
+      assert.match(err.message, /is cancelled; only a waiting or delayed job can be rescheduled/);
+      return true;
+    });
+  });
+
   it("updates the data of a job that has not finished, and refuses a finished one", async () => {
     const delayed = await qm.addJob(name, "fix-me", { to: "old" }, { delay: 60_000 });
     const changed = await qm.updateJobData(name, delayed.id, { to: "new" });

@@ -96,6 +96,7 @@ ROUTES = [
     Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:cancel", "CancelJob"),
     Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:promote", "PromoteJob"),
     Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:updateData", "UpdateJobData"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:reschedule", "RescheduleJob"),
     Route("POST", "/v1/workflows", "ExecuteWorkflow"),
     Route("GET", "/v1/workflows", "ListWorkflows"),
     Route("GET", "/v1/workflows/{run_id}", "GetWorkflow"),

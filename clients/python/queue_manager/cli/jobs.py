@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from typing import Any
 
 from queue_manager.cli.common import (
     JOB_COLUMNS,
+    MAX_DURATION_MS,
     MAX_EXPIRE_AFTER_MS,
     UsageError,
     add_attempts_and_timeout,
@@ -106,7 +108,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``qm jobs logs|wait|retry|retry-all|promote|priority|update-data`` (docs/jobs.md)."""
+    """``qm jobs logs|wait|retry|retry-all|promote|reschedule|priority|update-data`` (docs/jobs.md)."""
     logs = jobs.add_parser("logs", help="show a job's log lines, oldest first")
     logs.add_argument("queue")
     logs.add_argument("job_id", metavar="ID")
@@ -140,6 +142,24 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     promote.add_argument("queue")
     promote.add_argument("job_id", metavar="ID")
     promote.set_defaults(command="jobs promote", handler=_promote)
+    reschedule = jobs.add_parser(
+        "reschedule", help="change when a delayed job runs; a waiting job becomes delayed until then"
+    )
+    reschedule.add_argument("queue")
+    reschedule.add_argument("job_id", metavar="ID")
+    when = reschedule.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--delay",
+        type=span_ms(0, MAX_DURATION_MS),
+        help="how long from now (5m, 90s, 1h30m, 250ms; bare number: ms); 0 makes the job due now",
+    )
+    when.add_argument(
+        "--at",
+        type=iso_time,
+        help="when, as ISO 8601 (2030-01-31T08:00:00+01:00; without an offset: local time); a time that has "
+        "come makes the job due now",
+    )
+    reschedule.set_defaults(command="jobs reschedule", handler=_reschedule)
     priority = jobs.add_parser("priority", help="change a waiting or delayed job's priority")
     priority.add_argument("queue")
     priority.add_argument("job_id", metavar="ID")
@@ -306,6 +326,23 @@ def _retry_all(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     with client(args) as qm:
         job = qm.promote_job(args.queue, args.job_id)
+    show(args, plain(job))
+    return 0
+
+
+def iso_time(text: str) -> datetime:
+    """An argparse ``type``: an ISO 8601 time (``--at``)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 time such as 2030-01-31T08:00:00+01:00, got {text!r}"
+        ) from None
+
+
+def _reschedule(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        job = qm.reschedule_job(args.queue, args.job_id, delay=args.delay, run_at=args.at)
     show(args, plain(job))
     return 0
 

@@ -136,6 +136,11 @@ class QueueServiceStub:
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
     """Deletes a schedule; jobs it already added stay."""
+    RescheduleJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RescheduleJobRequest, _jobs_pb2.RescheduleJobResponse]
+    """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+    come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+    refused with FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -241,6 +246,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     """Deletes a schedule; jobs it already added stay."""
+    RescheduleJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RescheduleJobRequest, _jobs_pb2.RescheduleJobResponse]  # type: ignore[assignment]
+    """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+    come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+    refused with FAILED_PRECONDITION.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -577,5 +587,16 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedules_pb2.DeleteScheduleResponse]]:
         """Deletes a schedule; jobs it already added stay."""
+
+    @_abc_1.abstractmethod
+    def RescheduleJob(
+        self,
+        request: _jobs_pb2.RescheduleJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RescheduleJobResponse, _abc.Awaitable[_jobs_pb2.RescheduleJobResponse]]:
+        """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+        come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+        refused with FAILED_PRECONDITION.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1977,6 +1977,158 @@ func (x *ChangeJobPriorityResponse) GetJob() *Job {
 	return nil
 }
 
+// RescheduleJobRequest names a delayed or waiting job and when it is to run.
+type RescheduleJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Job id.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// When the job is to run; one of the two is required.
+	//
+	// Types that are valid to be assigned to When:
+	//
+	//	*RescheduleJobRequest_RunTime
+	//	*RescheduleJobRequest_Delay
+	When          isRescheduleJobRequest_When `protobuf_oneof:"when"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleJobRequest) Reset() {
+	*x = RescheduleJobRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleJobRequest) ProtoMessage() {}
+
+func (x *RescheduleJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleJobRequest.ProtoReflect.Descriptor instead.
+func (*RescheduleJobRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RescheduleJobRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *RescheduleJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RescheduleJobRequest) GetWhen() isRescheduleJobRequest_When {
+	if x != nil {
+		return x.When
+	}
+	return nil
+}
+
+func (x *RescheduleJobRequest) GetRunTime() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.When.(*RescheduleJobRequest_RunTime); ok {
+			return x.RunTime
+		}
+	}
+	return nil
+}
+
+func (x *RescheduleJobRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.When.(*RescheduleJobRequest_Delay); ok {
+			return x.Delay
+		}
+	}
+	return nil
+}
+
+type isRescheduleJobRequest_When interface {
+	isRescheduleJobRequest_When()
+}
+
+type RescheduleJobRequest_RunTime struct {
+	// The new run time, from 1970 to the end of 9999, compared with the Redis server's clock; one at or before
+	// now makes the job due now.
+	RunTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=run_time,json=runTime,proto3,oneof"`
+}
+
+type RescheduleJobRequest_Delay struct {
+	// How long from now (the Redis server's clock) the job is to run, at most 10 years; zero makes it due now.
+	Delay *durationpb.Duration `protobuf:"bytes,4,opt,name=delay,proto3,oneof"`
+}
+
+func (*RescheduleJobRequest_RunTime) isRescheduleJobRequest_When() {}
+
+func (*RescheduleJobRequest_Delay) isRescheduleJobRequest_When() {}
+
+// RescheduleJobResponse is the job after the change.
+type RescheduleJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job after the change: delayed until its run_time, or waiting when that time had come.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleJobResponse) Reset() {
+	*x = RescheduleJobResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleJobResponse) ProtoMessage() {}
+
+func (x *RescheduleJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleJobResponse.ProtoReflect.Descriptor instead.
+func (*RescheduleJobResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RescheduleJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 var File_queue_manager_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_jobs_proto_rawDesc = "" +
@@ -2108,6 +2260,15 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x129\n" +
 	"\bpriority\x18\x03 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\"D\n" +
 	"\x19ChangeJobPriorityResponse\x12'\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xc0\x01\n" +
+	"\x14RescheduleJobRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x127\n" +
+	"\brun_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\arunTime\x121\n" +
+	"\x05delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\x05delayB\x06\n" +
+	"\x04when\"@\n" +
+	"\x15RescheduleJobResponse\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03jobB\xd6\x01\n" +
 	"\x14com.queue_manager.v1B\tJobsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
@@ -2123,7 +2284,7 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_jobs_proto_rawDescData
 }
 
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*NewJob)(nil),                    // 0: queue_manager.v1.NewJob
 	(*AddJobRequest)(nil),             // 1: queue_manager.v1.AddJobRequest
@@ -2159,20 +2320,22 @@ var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*UpdateJobDataResponse)(nil),     // 31: queue_manager.v1.UpdateJobDataResponse
 	(*ChangeJobPriorityRequest)(nil),  // 32: queue_manager.v1.ChangeJobPriorityRequest
 	(*ChangeJobPriorityResponse)(nil), // 33: queue_manager.v1.ChangeJobPriorityResponse
-	(*Payload)(nil),                   // 34: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 35: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 36: queue_manager.v1.Job
-	(JobState)(0),                     // 37: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 39: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
-	(JobPriority)(0),                  // 41: queue_manager.v1.JobPriority
+	(*RescheduleJobRequest)(nil),      // 34: queue_manager.v1.RescheduleJobRequest
+	(*RescheduleJobResponse)(nil),     // 35: queue_manager.v1.RescheduleJobResponse
+	(*Payload)(nil),                   // 36: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 37: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 38: queue_manager.v1.Job
+	(JobState)(0),                     // 39: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 41: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 42: google.protobuf.Duration
+	(JobPriority)(0),                  // 43: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	34, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	35, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	36, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	37, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
 	0,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	36, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
 	1,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
 	7,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
 	1,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
@@ -2180,29 +2343,32 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	2,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
 	9,  // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
 	8,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	37, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	38, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	39, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	40, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	36, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	37, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	39, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	40, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	36, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	36, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	41, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	36, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	38, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	39, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	38, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	39, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	41, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	42, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	39, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	38, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	36, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	38, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	43, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	38, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	40, // 29: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
+	42, // 30: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
+	38, // 31: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2216,13 +2382,17 @@ func file_queue_manager_v1_jobs_proto_init() {
 		(*AddJobOutcome_Error)(nil),
 		(*AddJobOutcome_Created)(nil),
 	}
+	file_queue_manager_v1_jobs_proto_msgTypes[34].OneofWrappers = []any{
+		(*RescheduleJobRequest_RunTime)(nil),
+		(*RescheduleJobRequest_Delay)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
