@@ -87,6 +87,9 @@ EXPECTED = {
     "TestLIFOJobsGoToTheHeadOfTheirLevel",
     "TestAFullQueueRefusesAddsWithResourceExhausted",
     "TestAGroupsMaxSizeRefusesItsAddsOnly",
+    "TestUpdateDataSavesACheckpointForTheNextAttempt",
+    "TestUpdateDataOfALostRunIsRefused",
+    "TestRescheduleJobMovesARunTime",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

@@ -10,7 +10,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from queue_manager import Dedup, JobContext, JobState, QueueManager
+from queue_manager import Dedup, JobContext, JobState, QueueManager, SyncQueueManager
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, queue_service_pb2_grpc, types_pb2
 from queue_manager_server.engine import Engine
 from queue_manager_server.services.jobs import ADD_CHUNK
@@ -174,3 +174,34 @@ async def test_dedup_on_a_chain_and_bad_dedup_input(
         await qm.add_job("c", "x", options={"dedup": ""})
     with pytest.raises(ValueError, match="unknown dedup option"):
         await qm.add_job("c", "x", options={"dedup": {"key": "k", "window": 5}})
+
+
+async def test_add_job_says_whether_it_created_the_job(qm: QueueManager, server: RunningServer) -> None:
+    """`Job.created` on add_job's answer: True for a job the call created (the brief answer of a plain add
+    and the whole one of an add with options alike), False for the job that held the job_id or dedup key;
+    None on a job read otherwise, and never part of a job's equality. The sync client says the same."""
+    await qm.register_queue("said")
+    plain = await qm.add_job("said", "plain", {"n": 1})  # answered briefly (convert.created_job)
+    fixed = await qm.add_job("said", "fixed", None, {"job_id": "f-1", "priority": "high"})
+    again = await qm.add_job("said", "other", None, {"job_id": "f-1"})
+    keyed = await qm.add_job("said", "keyed", None, {"dedup": {"key": "k"}})
+    held = await qm.add_job("said", "keyed-again", None, {"dedup": {"key": "k"}})
+    assert (plain.created, fixed.created, again.created, keyed.created, held.created) == (
+        True,
+        True,
+        False,
+        True,
+        False,
+    )
+    assert (again.id, again.name, held.id, held.name) == ("f-1", "fixed", keyed.id, "keyed")
+    read = await qm.get_job("said", "f-1")
+    assert read.created is None and read == fixed
+
+    def sync_adds() -> tuple[bool | None, bool | None]:
+        with SyncQueueManager(server.address) as client:
+            return (
+                client.add_job("said", "sync", None, {"job_id": "s-1"}).created,
+                client.add_job("said", "sync", None, {"job_id": "s-1"}).created,
+            )
+
+    assert await asyncio.to_thread(sync_adds) == (True, False)

@@ -249,6 +249,7 @@ RULES: dict[str, Rule] = {
         "PromoteJob": Rule("produce", _field("queue_name")),
         "ChangeJobPriority": Rule("produce", _field("queue_name")),
         "UpdateJobData": Rule("produce", _field("queue_name"), leased="work"),
+        "RescheduleJob": Rule("produce", _field("queue_name")),
         "ExecuteWorkflow": Rule("produce", _workflow),
         "GetWorkflow": Rule("read", check_answer=_check_run),
         "ListWorkflows": Rule("read", all_queues=True),

@@ -213,3 +213,39 @@ func TestNewRefusesABadAddressOrToken(t *testing.T) {
 		t.Errorf("a missing CA file must be named: %v", err)
 	}
 }
+
+func TestRescheduleJobMovesARunTime(t *testing.T) {
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	job := add(t, c, queue, "later", nil, &qm.JobOptions{Delay: time.Hour, Group: "tenant-r"})
+	before := time.Now()
+	later, err := c.RescheduleJob(ctx, queue, job.ID, 2*time.Hour)
+	if err != nil || later.State != qm.StateDelayed || later.RunTime.Before(before.Add(2*time.Hour-5*time.Second)) {
+		t.Fatalf("RescheduleJob of a delayed job: %v %+v", err, later)
+	}
+	at := time.Now().Add(3 * time.Hour).Truncate(time.Millisecond)
+	if fixed, err := c.RescheduleJobAt(ctx, queue, job.ID, at); err != nil || !fixed.RunTime.Equal(at) {
+		t.Fatalf("RescheduleJobAt: %v %+v", err, fixed)
+	}
+	if due, err := c.RescheduleJob(ctx, queue, job.ID, 0); err != nil || due.State != qm.StateWaiting {
+		t.Fatalf("a delay of 0 makes it waiting now: %v %+v", err, due)
+	}
+	again, err := c.RescheduleJob(ctx, queue, job.ID, time.Minute)
+	if err != nil || again.State != qm.StateDelayed || again.Group != "tenant-r" {
+		t.Fatalf("a waiting job is delayed, in its group: %v %+v", err, again)
+	}
+	if _, err := c.RescheduleJob(ctx, queue, job.ID, -time.Second); !errors.Is(err, qm.ErrInvalidArgument) {
+		t.Fatalf("a negative delay: want ErrInvalidArgument, got %v", err)
+	}
+	if _, err := c.RescheduleJob(ctx, queue, "no-such-job", time.Second); !errors.Is(err, qm.ErrNotFound) {
+		t.Fatalf("a missing job: want ErrNotFound, got %v", err)
+	}
+	if _, err := c.CancelJob(ctx, queue, job.ID, ""); err != nil {
+		t.Fatalf("CancelJob: %v", err)
+	}
+	_, err = c.RescheduleJob(ctx, queue, job.ID, time.Second)
+	if !errors.Is(err, qm.ErrFailedPrecondition) || !strings.Contains(err.Error(), "is cancelled") {
+		t.Fatalf("a cancelled job: want ErrFailedPrecondition naming its state, got %v", err)
+	}
+}

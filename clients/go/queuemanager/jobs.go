@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
@@ -364,6 +367,20 @@ func (c *Client) PromoteJob(ctx context.Context, queue, id string) (*Job, error)
 // encodes it ([]byte as octet-stream, json.RawMessage as is, anything else as JSON; nil is JSON null). A
 // finished job gives ErrFailedPrecondition, data over the server's payload limit ErrInvalidArgument.
 func (c *Client) UpdateJobData(ctx context.Context, queue, id string, data any) (*Job, error) {
+	payload, err := dataPayload(data)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.queues.UpdateJobData(ctx, &pb.UpdateJobDataRequest{QueueName: queue, JobId: id, Data: payload})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return jobFromProto(resp.GetJob()), nil
+}
+
+// dataPayload is a job's new data (UpdateJobData, Job.UpdateData) as encodePayload makes it, nil as JSON null:
+// the server requires data in the request.
+func dataPayload(data any) (*pb.Payload, error) {
 	payload, err := encodePayload(data)
 	if err != nil {
 		return nil, err
@@ -371,7 +388,29 @@ func (c *Client) UpdateJobData(ctx context.Context, queue, id string, data any) 
 	if payload == nil {
 		payload = &pb.Payload{Body: &pb.Payload_Raw{Raw: []byte("null")}, ContentType: ContentTypeJSON}
 	}
-	resp, err := c.queues.UpdateJobData(ctx, &pb.UpdateJobDataRequest{QueueName: queue, JobId: id, Data: payload})
+	return payload, nil
+}
+
+// RescheduleJob changes when a delayed job runs, to delay from now (the Redis server's clock); a waiting (or
+// paused) job becomes delayed until then. A delay of 0 makes a delayed job waiting now, as PromoteJob does,
+// and leaves a waiting one as it is. An active or finished job gives ErrFailedPrecondition (the message names
+// its state), a negative delay ErrInvalidArgument.
+func (c *Client) RescheduleJob(ctx context.Context, queue, id string, delay time.Duration) (*Job, error) {
+	return c.reschedule(ctx, &pb.RescheduleJobRequest{
+		QueueName: queue, JobId: id, When: &pb.RescheduleJobRequest_Delay{Delay: durationpb.New(delay)},
+	})
+}
+
+// RescheduleJobAt is RescheduleJob to a time: one that has come (at or before now on the Redis server's
+// clock) makes a delayed job waiting now and leaves a waiting one as it is.
+func (c *Client) RescheduleJobAt(ctx context.Context, queue, id string, at time.Time) (*Job, error) {
+	return c.reschedule(ctx, &pb.RescheduleJobRequest{
+		QueueName: queue, JobId: id, When: &pb.RescheduleJobRequest_RunTime{RunTime: timestamppb.New(at)},
+	})
+}
+
+func (c *Client) reschedule(ctx context.Context, req *pb.RescheduleJobRequest) (*Job, error) {
+	resp, err := c.queues.RescheduleJob(ctx, req)
 	if err != nil {
 		return nil, fromRPC(err)
 	}

@@ -3,6 +3,8 @@ package queuemanager_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -168,5 +170,60 @@ func TestWorkerReconnectsWhenTheConnectionBreaks(t *testing.T) {
 	}
 	if job := waitFinished(t, c, queue, after.ID); job.State != qm.StateCompleted {
 		t.Fatalf("the job after the cut: %s", job.State)
+	}
+}
+
+func TestUpdateDataOfALostRunIsRefused(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	p := startProxy(t, serverAddress(t))
+	throughProxy := dial(t, p.Address())
+	started := make(chan struct{}, 1)
+	stale := make(chan error, 1)
+	startWorker(t, throughProxy, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			if job.StalledCount > 0 {
+				return json.RawMessage(job.Data), nil // the next run: the data the lost run left
+			}
+			if err := job.UpdateData(ctx, map[string]int{"step": 1}); err != nil {
+				return nil, err
+			}
+			started <- struct{}{}
+			<-ctx.Done() // the connection is cut: the job is recovered, and this run's lease is lost
+			if cause := context.Cause(ctx); !errors.Is(cause, qm.ErrLeaseLost) {
+				stale <- cause
+				return nil, nil
+			}
+			stale <- job.UpdateData(context.Background(), map[string]int{"step": 99})
+			return "first run", nil
+		},
+	}})
+	added := add(t, c, queue, "slow", map[string]int{"step": 0}, nil)
+	receive(t, started, "the run's first checkpoint")
+	// Paused, the recovered job waits: its data can be read as the lost run left it.
+	if _, err := c.PauseQueue(testContext(t), queue); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	if err := receive(t, stale, "the lost run's checkpoint"); !errors.Is(err, qm.ErrFailedPrecondition) {
+		t.Fatalf("the checkpoint of a run whose lease was lost: want ErrFailedPrecondition, got %v", err)
+	}
+	step := func(raw []byte) int {
+		var data map[string]int
+		if err := json.Unmarshal(raw, &data); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		return data["step"]
+	}
+	job, err := c.GetJob(testContext(t), queue, added.ID)
+	if err != nil || step(job.Data) != 1 {
+		t.Fatalf("the job's data after the lost run: %v %s", err, job.Data)
+	}
+	if _, err := c.ResumeQueue(testContext(t), queue); err != nil {
+		t.Fatal(err)
+	}
+	if job := waitFinished(t, c, queue, added.ID); job.State != qm.StateCompleted || step(job.Result) != 1 {
+		t.Fatalf("the job's next run: %s %s", job.State, job.Result)
 	}
 }

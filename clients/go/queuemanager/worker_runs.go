@@ -182,7 +182,7 @@ func (w *Worker) abandonAll() int {
 	return count
 }
 
-// errNotRunning is returned by ReportProgress outside a worker's run of the job.
+// errNotRunning is returned by ReportProgress and UpdateData outside a worker's run of the job.
 var errNotRunning = errors.New("the job is not running in a worker's handler (or its run has ended)")
 
 // active reports whether the run is still this worker's to report on. Called with w.mu held.
@@ -211,6 +211,33 @@ func (j *Job) ReportProgress(value any) error {
 	w.unsent++
 	w.mu.Unlock()
 	w.signal()
+	return nil
+}
+
+// UpdateData replaces the job's data on the server, so that its next attempt (a retry after a failure, or
+// a redelivery after a lost worker) starts from it: a checkpoint of the step a long handler has reached.
+// Only within a worker's handler of this job. The change is fenced by the run's lease: once the lease is lost
+// (the job was recovered and may run elsewhere) the server refuses it with ErrFailedPrecondition and nothing
+// changes, so a stale run never overwrites the data of the job's next attempt. On success j.Data and
+// j.ContentType hold the new data. data is encoded as AddJob encodes it (nil is JSON null); data over the
+// server's payload limit gives ErrInvalidArgument. ctx bounds the call (the handler's own ctx is cancelled
+// once the run must stop).
+func (j *Job) UpdateData(ctx context.Context, data any) error {
+	r := j.run
+	if r == nil {
+		return errNotRunning
+	}
+	payload, err := dataPayload(data)
+	if err != nil {
+		return err
+	}
+	_, err = r.w.client.queues.UpdateJobData(ctx, &pb.UpdateJobDataRequest{
+		QueueName: r.key.queue, JobId: r.key.id, Data: payload, LeaseToken: r.token,
+	})
+	if err != nil {
+		return fromRPC(err)
+	}
+	j.Data, j.ContentType = decodePayload(payload)
 	return nil
 }
 

@@ -359,3 +359,52 @@ func TestRunEndsWhenItsClientIsClosed(t *testing.T) {
 		t.Fatalf("Run must end with an error saying its client was closed, got %v", err)
 	}
 }
+
+func TestUpdateDataSavesACheckpointForTheNextAttempt(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	type progress struct {
+		File string `json:"file"`
+		Step int    `json:"step"`
+	}
+	seen := make(chan int, 2)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			var p progress
+			if err := job.Decode(&p); err != nil {
+				return nil, err
+			}
+			seen <- p.Step
+			for p.Step < 3 {
+				p.Step++
+				if err := job.UpdateData(ctx, p); err != nil {
+					return nil, fmt.Errorf("UpdateData: %w", err)
+				}
+				var saved progress
+				if err := job.Decode(&saved); err != nil || saved != p {
+					return nil, fmt.Errorf("job.Data after UpdateData: %+v %v", saved, err)
+				}
+				if job.AttemptsMade == 0 && p.Step == 2 {
+					return nil, errors.New("crashed after step 2")
+				}
+			}
+			if err := job.UpdateData(ctx, func() {}); err == nil || errors.Is(err, qm.ErrFailedPrecondition) {
+				return nil, fmt.Errorf("data that is not JSON must be refused before the call, got %v", err)
+			}
+			return p.Step, nil
+		},
+	}})
+	added := add(t, c, queue, "import", progress{"a.csv", 0}, &qm.JobOptions{Attempts: 2})
+	job := waitFinished(t, c, queue, added.ID)
+	var stored progress
+	if job.State != qm.StateCompleted || job.Decode(&stored) != nil || stored != (progress{"a.csv", 3}) {
+		t.Fatalf("the job after its checkpoints: %s %q %+v", job.State, job.FailedReason, stored)
+	}
+	if first, second := receive(t, seen, "the first run"), receive(t, seen, "the second run"); first != 0 || second != 2 {
+		t.Fatalf("the runs started from steps %d and %d, want 0 and 2 (the checkpoint)", first, second)
+	}
+	if err := added.UpdateData(testContext(t), 1); err == nil {
+		t.Fatal("UpdateData outside a handler must fail")
+	}
+}

@@ -52,6 +52,7 @@ from queue_manager.job_control import (
     finished_job,
     get_job_logs_request,
     job_key,
+    reschedule_job_request,
     retry_failed_request,
     update_job_data_request,
     wait_for_job_request,
@@ -275,7 +276,8 @@ class QueueManager:
                 ``job_id``…) or a `JobOptions`.
 
         Returns:
-            The job as stored (the existing one when ``job_id`` was taken). The data of a job this call
+            The job as stored (the existing one when ``job_id`` or the dedup key was taken); its ``created``
+            says which: True when this call created it, False when it found it. The data of a job this call
             created is ``data`` itself, not a copy (bytes-like data as bytes).
 
         Raises:
@@ -297,7 +299,9 @@ class QueueManager:
                 )
         if isinstance(answer, jobs_pb2.CreatedJob):
             return created_job(request, answer, data)
-        return job_from_proto(answer.job)
+        job = job_from_proto(answer.job)
+        job.created = answer.created
+        return job
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams (about 500 jobs per message, up to 100,000 per stream).
@@ -936,6 +940,40 @@ class QueueManager:
         queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.PromoteJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.PromoteJobResponse = await self._unary(self._queue_stub().PromoteJob, request)
+        return job_from_proto(response.job)
+
+    async def reschedule_job(
+        self,
+        queue_name: str,
+        job_id: str,
+        *,
+        delay: DurationLike | None = None,
+        run_at: datetime | None = None,
+    ) -> Job:
+        """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then.
+
+        Give exactly one of `delay` and `run_at`. A time that has come (``delay=0``, a past ``run_at``) makes
+        a delayed job waiting now, as `promote_job` does, and leaves a waiting one as it is. The server's
+        Redis clock decides when the job is due. A job of a fairness group stays in its group; its priority
+        and options are unchanged.
+
+        Args:
+            queue_name: The job's queue.
+            job_id: The job.
+            delay: How long from now: milliseconds or a timedelta, not negative.
+            run_at: When (a naive datetime is local time).
+
+        Returns:
+            The job after the change: delayed with its new ``run_at``, or waiting.
+
+        Raises:
+            FailedPreconditionError: The job is active or finished (the message names its state).
+            NotFoundError: No such job or queue.
+            ValueError: Both or neither of `delay` and `run_at`, or a negative delay (nothing is sent).
+        """
+        request = reschedule_job_request(queue_name, job_id, delay, run_at)
+        stub = self._queue_stub()
+        response: jobs_pb2.RescheduleJobResponse = await self._unary(stub.RescheduleJob, request)
         return job_from_proto(response.job)
 
     async def change_priority(self, queue_name: str, job_id: str, priority: JobPriority | int | str) -> Job:

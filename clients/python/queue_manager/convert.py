@@ -153,6 +153,9 @@ class Job:
         cancel_reason: Why it was cancelled (an expired job's starts with ``"expired: "``).
         expires_at: When the job expires if not started by then (``options.expire_after`` after it was first
             ready); None for a job without expiry.
+        created: On the job `QueueManager.add_job` returns: True when the call created it, False when its
+            ``job_id`` or dedup key was taken and this is the job that held it (nothing was added). None on
+            jobs read any other way. Not compared: it tells about the call, not the job.
     """
 
     id: str
@@ -185,6 +188,7 @@ class Job:
     cancel_requested: bool = False
     cancel_reason: str = ""
     expires_at: datetime | None = None
+    created: bool | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -480,6 +484,7 @@ def created_job(
         max_attempts=1,
         created_at=created_at,
         options=_PLAIN_OPTIONS,
+        created=True,
     )
 
 

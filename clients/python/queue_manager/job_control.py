@@ -1,14 +1,15 @@
 """Job-control requests shared by `QueueManager` and `SyncQueueManager` (and a running job's data update):
-logs, waiting, retry, promotion, priority and data. Validation happens here, before anything is sent."""
+logs, waiting, retry, promotion, priority, data and run time. Validation happens here, before anything is
+sent."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from queue_manager.convert import JSON_CONTENT_TYPE, Job, encode_payload, job_from_proto
 from queue_manager.enums import JobPriority, JobState
-from queue_manager.options import parse_priority, validate_queue_name
+from queue_manager.options import DurationLike, parse_priority, to_duration, to_timestamp, validate_queue_name
 from queue_manager.v1 import jobs_pb2, types_pb2
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "change_priority_request",
     "finished_job",
     "get_job_logs_request",
+    "reschedule_job_request",
     "retry_failed_request",
     "update_job_data_request",
     "wait_for_job_request",
@@ -92,6 +94,27 @@ def change_priority_request(
         job_id=job_id,
         priority=parse_priority(priority),  # type: ignore[arg-type]
     )
+
+
+def reschedule_job_request(
+    queue_name: str, job_id: str, delay: DurationLike | None, run_at: datetime | None
+) -> jobs_pb2.RescheduleJobRequest:
+    """Builds a RescheduleJobRequest: exactly one of `delay` (ms or a timedelta, from now) and `run_at`.
+
+    Raises:
+        ValueError: Both or neither given, a negative delay, a bad queue name or job id.
+        TypeError: A delay that is not a number or timedelta, a run_at that is not a datetime.
+    """
+    queue_name, job_id = job_key(queue_name, job_id)
+    if (delay is None) == (run_at is None):
+        raise ValueError("give exactly one of delay (from now) and run_at (a datetime)")
+    request = jobs_pb2.RescheduleJobRequest(queue_name=queue_name, job_id=job_id)
+    if delay is not None:
+        request.delay.CopyFrom(to_duration(delay, "delay"))
+    else:
+        assert run_at is not None
+        request.run_time.CopyFrom(to_timestamp(run_at, "run_at"))
+    return request
 
 
 def update_job_data_request(

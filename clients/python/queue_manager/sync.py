@@ -41,6 +41,7 @@ from queue_manager.job_control import (
     finished_job,
     get_job_logs_request,
     job_key,
+    reschedule_job_request,
     retry_failed_request,
     update_job_data_request,
     wait_for_job_request,
@@ -153,12 +154,14 @@ class SyncQueueManager:
         tracer = self._tracing()
         if tracer is None:
             response: jobs_pb2.AddJobResponse = self._call(self._queues.AddJob, request)
-            return job_from_proto(response.job)
-        with tracing.publish(tracer, queue_name) as span:
-            tracing.carry(request.job.options.metadata, tracing.trace_context(span))
-            response = self._call(self._queues.AddJob, request)
-            span.set_attribute("messaging.message.id", response.job.id)
-        return job_from_proto(response.job)
+        else:
+            with tracing.publish(tracer, queue_name) as span:
+                tracing.carry(request.job.options.metadata, tracing.trace_context(span))
+                response = self._call(self._queues.AddJob, request)
+                span.set_attribute("messaging.message.id", response.job.id)
+        job = job_from_proto(response.job)
+        job.created = response.created
+        return job
 
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams; returns their ids in order. See `QueueManager.add_bulk`."""
@@ -537,6 +540,19 @@ class SyncQueueManager:
         """Changes a waiting or delayed job's priority; see `QueueManager.change_priority`."""
         request = change_priority_request(queue_name, job_id, priority)
         response: jobs_pb2.ChangeJobPriorityResponse = self._call(self._queues.ChangeJobPriority, request)
+        return job_from_proto(response.job)
+
+    def reschedule_job(
+        self,
+        queue_name: str,
+        job_id: str,
+        *,
+        delay: DurationLike | None = None,
+        run_at: datetime | None = None,
+    ) -> Job:
+        """Changes when a delayed or waiting job runs; see `QueueManager.reschedule_job`."""
+        request = reschedule_job_request(queue_name, job_id, delay, run_at)
+        response: jobs_pb2.RescheduleJobResponse = self._call(self._queues.RescheduleJob, request)
         return job_from_proto(response.job)
 
     def update_job_data(self, queue_name: str, job_id: str, data: Any) -> Job:

@@ -9,6 +9,7 @@ import {
   stateName,
   stateNumber,
   toDuration,
+  toTimestamp,
 } from "./convert.js";
 import { mapped } from "./errors.js";
 import { pageRequest } from "./options.js";
@@ -84,6 +85,28 @@ export class JobCalls extends Producer {
   /** Makes a delayed job waiting now. */
   async promoteJob(queueName: string, jobId: string): Promise<Job> {
     const res = await mapped(() => this.client.promoteJob({ queueName, jobId }, this.callOptions));
+    return jobFromProto(res.job!);
+  }
+
+  /**
+   * Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. Give exactly one of
+   * `delay` (ms from now) and `runAt`. A time that has come (`delay: 0`, a past `runAt`) makes a delayed job
+   * waiting now, as `promoteJob` does, and leaves a waiting one as it is; the server's Redis clock decides.
+   * An active or finished job gives `FailedPreconditionError` naming its state.
+   */
+  async rescheduleJob(queueName: string, jobId: string, when: { delay?: number; runAt?: Date }): Promise<Job> {
+    if ((when.delay === undefined) === (when.runAt === undefined)) {
+      throw new RangeError("rescheduleJob needs exactly one of delay (ms from now) and runAt (a Date)");
+    }
+    const request = {
+      queueName,
+      jobId,
+      when:
+        when.delay !== undefined
+          ? { case: "delay" as const, value: toDuration(when.delay, "delay") }
+          : { case: "runTime" as const, value: toTimestamp(when.runAt!, "runAt") },
+    };
+    const res = await mapped(() => this.client.rescheduleJob(request, this.callOptions));
     return jobFromProto(res.job!);
   }
 

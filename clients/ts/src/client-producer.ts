@@ -41,14 +41,20 @@ export class Producer extends ClientBase {
   }
 
   /**
-   * Adds one job; returns it as stored (the existing one when `options.jobId` was taken). Concurrent calls
+   * Adds one job; returns it as stored (the existing one when `options.jobId` or the dedup key was taken),
+   * its `created` saying which: true when this call created it, false when it found it. Concurrent calls
    * share the messages of one AddJobStream (adds.ts); a lone call goes out at once.
    */
   async addJob(queueName: string, name: string, data?: unknown, options?: JobOptions): Promise<Job> {
     const request = create(AddJobRequestSchema, { queueName, job: newJob(name, data, options) });
     // Tracing off: this one test per add.
     const answer = this.untraced ? await this.adds.add(request) : await this.addTraced(request);
-    return isBrief(answer) ? createdJob(request, answer) : jobFromProto(answer.job!);
+    if (isBrief(answer)) {
+      return createdJob(request, answer);
+    }
+    const job = jobFromProto(answer.job!);
+    job.created = answer.created;
+    return job;
   }
 
   /**

@@ -11,7 +11,7 @@ export interface ActiveJob {
   readonly id: string;
   readonly name: string;
   readonly queueName: string;
-  /** The job's data: a JSON value, or a `Uint8Array` for non-JSON bytes. */
+  /** The job's data: a JSON value, or a `Uint8Array` for non-JSON bytes; after `ctx.updateData`, the new data. */
   readonly data: unknown;
   /** Finished (failed) runs so far; `attemptsMade + 1` is this run's attempt number. */
   readonly attemptsMade: number;
@@ -49,6 +49,23 @@ export interface JobContext {
   updateProgress(value: unknown): void;
   /** Adds a line to the job's log (the server keeps the last 1,000 lines, each cut to 2,000 characters). */
   log(message: string): void;
+  /**
+   * Replaces this job's data on the server, so that its next attempt (a retry after a failure, or a
+   * redelivery after a lost worker) starts from it: a checkpoint of the step a long job has reached. Fenced by
+   * this run's lease: once the lease is lost (the job was recovered and may run elsewhere) the server refuses
+   * it with `FailedPreconditionError` and nothing changes. Resolves once the server has stored it; then
+   * `job.data` holds the new value. A `Uint8Array` goes as octet-stream, anything else as JSON (`undefined`
+   * as null); data over the server's payload limit gives `InvalidArgumentError`, data that is not JSON a
+   * `TypeError` before anything is sent.
+   */
+  updateData(data: unknown): Promise<void>;
+}
+
+/** What a run's context reports through: its worker's outbox (progress, log lines) and calls (data). */
+export interface RunReports {
+  progress(value: unknown): void;
+  log(message: string): void;
+  updateData(data: unknown): Promise<void>;
 }
 
 /** One run of a job on this worker. */
@@ -69,16 +86,22 @@ export class Run {
   done: Promise<void> = Promise.resolve();
   /** Its CONSUMER span, when tracing is on: a failure marks it (tracing.ts). */
   span: Span | undefined;
+  /** The job's data: as delivered, then as the run's last `updateData` stored it (what `job.data` reads). */
+  data: unknown;
 
   constructor(leased: LeasedJob) {
     const job = leased.job!;
     this.key = runKey(job.queueName, job.id);
     this.lease = leaseOf(leased);
+    this.data = decodePayload(job.data);
+    const run = this; // what the getter of job.data reads
     this.job = Object.freeze({
       id: job.id,
       name: job.name,
       queueName: job.queueName,
-      data: decodePayload(job.data),
+      get data(): unknown {
+        return run.data;
+      },
       attemptsMade: job.attemptsMade,
       maxAttempts: job.maxAttempts,
       priority: priorityOf(job.priority),
@@ -100,13 +123,14 @@ export class Run {
   }
 
   /** The context handed to the processor; `report` sends what it reports while the run is current. */
-  context(workerId: string, report: { progress(value: unknown): void; log(message: string): void }): JobContext {
+  context(workerId: string, report: RunReports): JobContext {
     return {
       signal: this.abort.signal,
       workerId,
       leaseToken: this.lease.leaseToken,
       updateProgress: (value) => report.progress(value),
       log: (message) => report.log(message),
+      updateData: (data) => report.updateData(data),
     };
   }
 

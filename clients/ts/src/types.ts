@@ -255,6 +255,11 @@ export interface Job {
   group: string;
   /** Whether the job was added to the head of its level (`JobOptions.lifo`). */
   lifo: boolean;
+  /**
+   * Set on the job `addJob` returns: true when the call created it, false when its `jobId` or dedup key was
+   * taken and this is the job that held it (nothing was added). Absent on jobs read any other way.
+   */
+  created?: boolean;
 }
 
 /** A registered queue. */

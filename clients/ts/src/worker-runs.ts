@@ -9,6 +9,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context, type Tracer } from "@opentelemetry/api";
+import type { UpdateJobDataRequest } from "./gen/queue_manager/v1/jobs_pb.js";
 import {
   JobCompletionSchema,
   JobFailureSchema,
@@ -16,7 +17,7 @@ import {
   type LeaseRef,
 } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { leaseOf, Run, runKey } from "./context.js";
-import { encodePayload, msToDuration, toValue } from "./convert.js";
+import { decodePayload, encodePayload, msToDuration, toValue } from "./convert.js";
 import { errorText, RateLimitedError, UnrecoverableError } from "./errors.js";
 import type { Outbox } from "./outbox.js";
 import { recordFailure, startProcess } from "./tracing.js";
@@ -32,6 +33,8 @@ export interface RunsHost {
   accepting(): boolean;
   /** Tells the stream the outbox has something to send. */
   wake(): void;
+  /** Calls UpdateJobData on the worker's connection (a run's checkpoint); rejects with the mapped error. */
+  updateJobData(request: Omit<UpdateJobDataRequest, "$typeName">): Promise<void>;
 }
 
 export class Runs {
@@ -139,6 +142,7 @@ export class Runs {
     const ctx = run.context(this.host.workerId, {
       progress: (value) => this.reportProgress(run, value),
       log: (message) => this.reportLog(run, message),
+      updateData: (data) => this.updateData(run, data),
     });
     try {
       const result = await processor(run.job, ctx);
@@ -236,6 +240,14 @@ export class Runs {
     }
     this.outbox.add("progress", { $typeName: "queue_manager.v1.JobProgress", lease: run.lease, progress: toValue(value, "progress") });
     this.host.wake();
+  }
+
+  /** A run's checkpoint: the job's new data, stored by the server only while the run's lease holds. */
+  private async updateData(run: Run, data: unknown): Promise<void> {
+    const payload = encodePayload(data === undefined ? null : data)!; // a TypeError before anything is sent
+    const { queueName, jobId, leaseToken } = run.lease;
+    await this.host.updateJobData({ queueName, jobId, leaseToken, data: payload });
+    run.data = decodePayload(payload);
   }
 
   private reportLog(run: Run, message: string): void {

@@ -6,9 +6,11 @@
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
-import { createClient } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
+import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
 import { WorkerService } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { checkMs } from "./convert.js";
+import { mapped } from "./errors.js";
 import { Outbox } from "./outbox.js";
 import { tracerOf } from "./tracing.js";
 import { connect, type Connection } from "./transport.js";
@@ -27,6 +29,9 @@ import { Runs } from "./worker-runs.js";
 import { WorkerStream } from "./worker-stream.js";
 
 export type { ActiveJob, JobContext } from "./context.js";
+
+/** How long a run's checkpoint (ctx.updateData) waits for the server's answer. */
+const UPDATE_DATA_TIMEOUT_MS = 30_000;
 export { defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker-options.js";
 
 /**
@@ -49,6 +54,8 @@ export class Worker extends EventEmitter {
   private readonly runs: Runs;
   private readonly stream: WorkerStream;
   private connection: Connection | undefined;
+  /** The producer service on the worker's connection: a run's checkpoints (ctx.updateData) go through it. */
+  private queueService: Client<typeof QueueService> | undefined;
   private main: Promise<void> | undefined;
   private closed: Promise<void> | undefined;
 
@@ -76,6 +83,13 @@ export class Worker extends EventEmitter {
       emit: (event: string, ...args: unknown[]) => this.emit(event, ...args),
       accepting: () => this.stream.accepting,
       wake: () => this.stream.wake(),
+      updateJobData: async (request: Parameters<Client<typeof QueueService>["updateJobData"]>[0]) => {
+        const service = this.queueService;
+        if (service === undefined) {
+          throw new Error(`worker ${this.workerId} is not started: it has no connection to update a job's data on`);
+        }
+        await mapped(() => service.updateJobData(request, { timeoutMs: UPDATE_DATA_TIMEOUT_MS }));
+      },
     };
     this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)));
     this.stream = new WorkerStream(this, { labels, log, backoffFirst, backoffMax }, this.outbox, this.runs);
@@ -96,6 +110,7 @@ export class Worker extends EventEmitter {
     if (this.main === undefined && !this.stream.stopping) {
       this.runs.tracer = tracerOf(this.options.tracerProvider);
       this.connection = connect(this.options);
+      this.queueService = createClient(QueueService, this.connection.transport);
       this.main = this.stream.run(createClient(WorkerService, this.connection.transport), this.connection.address);
     }
     return this;

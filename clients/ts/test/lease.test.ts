@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, it } from "node:test";
-import { JobAbortedError, type QueueManager } from "../src/index.js";
+import { FailedPreconditionError, JobAbortedError, type QueueManager } from "../src/index.js";
 import { aborted, client, deferred, queueName, worker } from "./helpers.js";
 
 let qm: QueueManager;
@@ -60,6 +60,40 @@ it("stops a run whose lease was lost and discards its result; the job runs again
     assert.equal(done.result, "run 2");
     assert.deepEqual(runs, [false, true]);
     assert.equal(done.stalledCount, 1);
+  } finally {
+    await w.shutdown();
+  }
+});
+
+it("refuses the checkpoint of a run whose lease was lost: the job's data stays as it was", async () => {
+  const name = queueName("lease-data");
+  await qm.registerQueue(name);
+  const refused = deferred<unknown>();
+  const w = await worker({
+    processors: {
+      [name]: async (job, ctx) => {
+        if (!job.redelivery) {
+          await ctx.updateData({ step: 1 }); // held: stored
+          await qm.pauseQueue(name); // the recovered job waits, so its data can be read as this run left it
+          blockFor(3 * w.leaseDurationMs);
+          await aborted(ctx.signal, 15_000);
+          refused.resolve(await ctx.updateData({ step: 99 }).then(() => "stored", (err: unknown) => err));
+          return "first run";
+        }
+        return job.data;
+      },
+    },
+  });
+  try {
+    const job = await qm.addJob(name, "slow", { step: 0 });
+    const err = await refused.promise;
+    assert.ok(err instanceof FailedPreconditionError, `a lost run's checkpoint: ${String(err)}`);
+    assert.match(err.message, /lease .* was lost/);
+    assert.deepEqual((await qm.getJob(name, job.id)).data, { step: 1 });
+    await qm.resumeQueue(name);
+    const done = await qm.waitForJob(name, job.id, { timeoutMs: 15_000 });
+    assert.equal(done.state, "completed");
+    assert.deepEqual(done.result, { step: 1 });
   } finally {
     await w.shutdown();
   }

@@ -164,9 +164,20 @@ describe("jobs", () => {
     const stored = await qm.getJob(name, "order-42");
     assert.deepEqual(stored.data, job.data);
     assert.equal(stored.maxAttempts, 5);
-    // The same jobId again returns the existing job, unchanged.
+    // The same jobId again returns the existing job, unchanged, and says it found it.
     const again = await qm.addJob(name, "send-email", { other: true }, { jobId: "order-42" });
     assert.deepEqual(again.data, job.data);
+    assert.equal(job.created, true);
+    assert.equal(again.created, false);
+    assert.equal(stored.created, undefined);
+  });
+
+  it("says whether an add created its job: a plain add, a jobId and a dedup key taken", async () => {
+    const plain = await qm.addJob(name, "plain", { n: 1 }); // answered briefly (convert.createdJob)
+    assert.equal(plain.created, true);
+    const keyed = await qm.addJob(name, "keyed", null, { dedup: { key: "created-k" } });
+    const held = await qm.addJob(name, "keyed-again", null, { dedup: { key: "created-k" } });
+    assert.deepEqual([keyed.created, held.created, held.id, held.name], [true, false, keyed.id, "keyed"]);
   });
 
   it("expires a job not started in time: cancelled, never run", async () => {
@@ -208,6 +219,28 @@ describe("jobs", () => {
     assert.equal(promoted.state, "waiting");
     const changed = await qm.changeJobPriority(name, promoted.id, "critical");
     assert.equal(changed.priority, JobPriority.CRITICAL);
+  });
+
+  it("reschedules a delayed job, delays a waiting one, and refuses a finished one", async () => {
+    const before = Date.now();
+    const delayed = await qm.addJob(name, "resched", null, { delay: 60_000, group: "tenant-r" });
+    const later = await qm.rescheduleJob(name, delayed.id, { delay: 3_600_000 });
+    assert.equal(later.state, "delayed");
+    assert.ok(later.runAt !== undefined && later.runAt.getTime() >= before + 3_599_000);
+    const at = new Date(Date.now() + 7_200_000);
+    assert.equal((await qm.rescheduleJob(name, delayed.id, { runAt: at })).runAt?.getTime(), at.getTime());
+    assert.equal((await qm.rescheduleJob(name, delayed.id, { delay: 0 })).state, "waiting"); // due now
+    const again = await qm.rescheduleJob(name, delayed.id, { delay: 60_000 }); // a waiting job: delayed
+    assert.deepEqual([again.state, again.group], ["delayed", "tenant-r"]);
+    await assert.rejects(qm.rescheduleJob(name, delayed.id, {}), RangeError);
+    await assert.rejects(qm.rescheduleJob(name, delayed.id, { delay: 1, runAt: at }), RangeError);
+    await assert.rejects(qm.rescheduleJob(name, "no-such-job", { delay: 1 }), NotFoundError);
+    await qm.cancelJob(name, delayed.id);
+    await assert.rejects(qm.rescheduleJob(name, delayed.id, { delay: 1 }), (err: unknown) => {
+      assert.ok(err instanceof FailedPreconditionError);
+      assert.match(err.message, /is cancelled; only a waiting or delayed job can be rescheduled/);
+      return true;
+    });
   });
 
   it("updates the data of a job that has not finished, and refuses a finished one", async () => {

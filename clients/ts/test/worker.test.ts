@@ -91,6 +91,42 @@ describe("outcomes", () => {
     }
   });
 
+  it("saves a checkpoint with ctx.updateData: the next attempt starts from it", async () => {
+    const name = await freshQueue("checkpoint");
+    const seen: unknown[] = [];
+    const w = await worker({
+      processors: {
+        [name]: async (job, ctx) => {
+          seen.push(job.data);
+          let step = (job.data as { step: number }).step;
+          while (step < 3) {
+            step += 1;
+            await ctx.updateData({ file: "a.csv", step });
+            assert.deepEqual(job.data, { file: "a.csv", step }); // job.data reads the saved value
+            if (job.attemptsMade === 0 && step === 2) {
+              throw new Error("crashed after step 2");
+            }
+          }
+          await assert.rejects(ctx.updateData({ big: 1n }), TypeError); // not JSON: refused before sending
+          return `done from step ${(seen.at(-1) as { step: number }).step}`;
+        },
+      },
+    });
+    try {
+      const job = await qm.addJob(name, "import", { file: "a.csv", step: 0 }, { attempts: 2 });
+      const done = await qm.waitForJob(name, job.id, { timeoutMs: 15_000 });
+      assert.equal(done.state, "completed");
+      assert.deepEqual(seen, [
+        { file: "a.csv", step: 0 },
+        { file: "a.csv", step: 2 },
+      ]);
+      assert.equal(done.result, "done from step 2");
+      assert.deepEqual(done.data, { file: "a.csv", step: 3 });
+    } finally {
+      await w.shutdown();
+    }
+  });
+
   it("sends a rate-limited job back without using an attempt", async () => {
     const name = await freshQueue("ratelimited");
     let runs = 0;

@@ -1,4 +1,5 @@
-"""Job control: per-job log lines, following a job's state, retry, promotion, priority and data changes.
+"""Job control: per-job log lines, following a job's state, retry, promotion, priority and data changes,
+rescheduling.
 
 One method per Lua script, with the script's name and argument order (as in engine.py). Log lines are
 numbered from the job's first line ever (its ``lgn`` field counts them), so a page token stays valid while
@@ -180,6 +181,27 @@ class JobControl:
         k = self.engine.keys(queue)
         r = await self.scripts.run("change_priority", [k.meta, k.waiting], [k.job_prefix, job_id, priority])
         self._check(queue, job_id, r, "only a waiting or delayed job's priority can change")
+
+    async def reschedule_job(self, queue: str, job_id: str, run_at_ms: int, delay_ms: int) -> bool:
+        """A delayed job gets a new run-at; a waiting one is delayed until then (lua/reschedule_job.lua).
+
+        Args:
+            queue: The queue.
+            job_id: The job.
+            run_at_ms: The new run-at (Redis time, ms), or -1 to count `delay_ms` from now.
+            delay_ms: How long from now (Redis time) when `run_at_ms` is -1.
+
+        Returns:
+            True when the job is delayed now; False when the time had come (it is waiting).
+        """
+        k = self.engine.keys(queue)
+        r = await self.scripts.run(
+            "reschedule_job",
+            [k.meta, k.delayed, k.waiting],
+            [k.job_prefix, job_id, run_at_ms, delay_ms, self.engine.channel, queue],
+        )
+        self._check(queue, job_id, r, "only a waiting or delayed job can be rescheduled")
+        return _i(r[0]) == 2
 
     async def update_job_data(
         self, queue: str, job_id: str, data: bytes, content_type: str, lease_token: str = ""

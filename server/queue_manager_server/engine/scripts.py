@@ -140,6 +140,7 @@ class Scripts:
         "promote_job",
         "change_priority",
         "update_job_data",
+        "reschedule_job",
         "wf_starting",
         "wf_create",
         "wf_step_done",

@@ -103,6 +103,7 @@ ROUTES = [
     Route("GET", f"/v1/queues/{_QJ}/schedules", "ListSchedules"),
     Route("GET", f"/v1/queues/{_QJ}/schedules/{{schedule_id}}", "GetSchedule"),
     Route("DELETE", f"/v1/queues/{_QJ}/schedules/{{schedule_id}}", "DeleteSchedule"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:reschedule", "RescheduleJob"),
     Route("POST", "/v1/workflows", "ExecuteWorkflow"),
     Route("GET", "/v1/workflows", "ListWorkflows"),
     Route("GET", "/v1/workflows/{run_id}", "GetWorkflow"),

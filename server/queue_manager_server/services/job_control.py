@@ -1,5 +1,5 @@
 """QueueService handlers for job control and visibility: logs, waiting for a job, retry, promote, priority,
-data.
+data, reschedule.
 
 ``WaitForJob`` follows one job without polling: it registers a follower (services/waiters.py), flags the
 job in Redis so scripts publish its state changes (``watch_job.lua``), then reads it. Every change after
@@ -148,6 +148,21 @@ class JobControlHandlers:
         priority = validate.enum_value(request.priority, range(1, 6), "priority", types_pb2.JobPriority)
         await self.control.change_priority(queue, job_id, priority)
         return pb.ChangeJobPriorityResponse(job=await job_message(self.control, queue, job_id))
+
+    @unary
+    async def RescheduleJob(
+        self, request: pb.RescheduleJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RescheduleJobResponse:
+        queue, job_id = validate.queue_name(request.queue_name), validate.job_id(request.job_id)
+        when = request.WhichOneof("when")
+        if when == "run_time":
+            run_at, delay = validate.run_time_ms(request.run_time, "run_time"), 0
+        elif when == "delay":
+            run_at, delay = -1, validate.duration_ms(request.delay, "delay")
+        else:
+            raise InvalidArgument("run_time", "or delay is required: when the job is to run")
+        await self.control.reschedule_job(queue, job_id, run_at, delay)
+        return pb.RescheduleJobResponse(job=await job_message(self.control, queue, job_id))
 
     @unary
     async def UpdateJobData(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from typing import Any
 
 from queue_manager.cli.common import (
     JOB_COLUMNS,
+    MAX_DURATION_MS,
     MAX_EXPIRE_AFTER_MS,
     UsageError,
     add_attempts_and_timeout,
@@ -22,10 +24,8 @@ from queue_manager.cli.common import (
     span_ms,
 )
 from queue_manager.cli.groups import group_name
-from queue_manager.convert import JobLogLine, job_from_proto
+from queue_manager.convert import JobLogLine
 from queue_manager.enums import JobState
-from queue_manager.requests import add_job_request
-from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,7 +112,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``qm jobs logs|wait|retry|retry-all|promote|priority|update-data`` (docs/jobs.md)."""
+    """``qm jobs logs|wait|retry|retry-all|promote|reschedule|priority|update-data`` (docs/jobs.md)."""
     logs = jobs.add_parser("logs", help="show a job's log lines, oldest first")
     logs.add_argument("queue")
     logs.add_argument("job_id", metavar="ID")
@@ -146,6 +146,24 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     promote.add_argument("queue")
     promote.add_argument("job_id", metavar="ID")
     promote.set_defaults(command="jobs promote", handler=_promote)
+    reschedule = jobs.add_parser(
+        "reschedule", help="change when a delayed job runs; a waiting job becomes delayed until then"
+    )
+    reschedule.add_argument("queue")
+    reschedule.add_argument("job_id", metavar="ID")
+    when = reschedule.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--delay",
+        type=span_ms(0, MAX_DURATION_MS),
+        help="how long from now (5m, 90s, 1h30m, 250ms; bare number: ms); 0 makes the job due now",
+    )
+    when.add_argument(
+        "--at",
+        type=iso_time,
+        help="when, as ISO 8601 (2030-01-31T08:00:00+01:00; without an offset: local time); a time that has "
+        "come makes the job due now",
+    )
+    reschedule.set_defaults(command="jobs reschedule", handler=_reschedule)
     priority = jobs.add_parser("priority", help="change a waiting or delayed job's priority")
     priority.add_argument("queue")
     priority.add_argument("job_id", metavar="ID")
@@ -170,21 +188,17 @@ def _add(args: argparse.Namespace) -> int:
         options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
     elif args.dedup_ttl is not None:
         raise UsageError("--dedup-ttl needs --dedup-key")
-    request = add_job_request(args.queue, args.name, read_data(args.data), options)
-    with client(args) as qm:  # the stub, not qm.add_job: that returns the job without `created`
-        stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)
-        response: jobs_pb2.AddJobResponse = stub.AddJob(request, timeout=qm.timeout)
-    job = plain(job_from_proto(response.job))
-    if not response.created:
+    data = read_data(args.data)
+    with client(args) as qm:
+        added = qm.add_job(args.queue, args.name, data, options)
+    job = plain(added)
+    if not added.created:
         if args.job_id is not None and job["id"] == args.job_id:
             held = f"job {job['id']!r} already existed in queue {args.queue!r}"
         else:
             held = f"job {job['id']!r} of queue {args.queue!r} holds --dedup-key {args.dedup_key!r}"
         print(f"qm add: {held}; nothing was added", file=sys.stderr)
-    if args.output == "json":
-        show(args, {**job, "created": response.created})
-    else:
-        show(args, job, columns=JOB_COLUMNS)
+    show(args, job, columns=JOB_COLUMNS)
     return 0
 
 
@@ -316,6 +330,23 @@ def _retry_all(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     with client(args) as qm:
         job = qm.promote_job(args.queue, args.job_id)
+    show(args, plain(job))
+    return 0
+
+
+def iso_time(text: str) -> datetime:
+    """An argparse ``type``: an ISO 8601 time (``--at``)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 time such as 2030-01-31T08:00:00+01:00, got {text!r}"
+        ) from None
+
+
+def _reschedule(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        job = qm.reschedule_job(args.queue, args.job_id, delay=args.delay, run_at=args.at)
     show(args, plain(job))
     return 0
 

@@ -1174,3 +1174,69 @@ class WatchJobEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchJobEventsResponse: _TypeAlias = WatchJobEventsResponse  # noqa: Y015
+
+@_typing.final
+class RescheduleJobRequest(_message.Message):
+    """RescheduleJobRequest names a delayed or waiting job and when it is to run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    RUN_TIME_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    job_id: _builtins.str
+    """Job id."""
+    @_builtins.property
+    def run_time(self) -> _timestamp_pb2.Timestamp:
+        """The new run time, from 1970 to the end of 9999, compared with the Redis server's clock; one at or before
+        now makes the job due now.
+        """
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """How long from now (the Redis server's clock) the job is to run, at most 10 years; zero makes it due now."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        run_time: _timestamp_pb2.Timestamp | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "run_time", b"run_time", "when", b"when"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "job_id", b"job_id", "queue_name", b"queue_name", "run_time", b"run_time", "when", b"when"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_when: _TypeAlias = _typing.Literal["run_time", "delay"]  # noqa: Y015
+    _WhichOneofArgType_when: _TypeAlias = _typing.Literal["when", b"when"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_when) -> _WhichOneofReturnType_when | None: ...
+
+Global___RescheduleJobRequest: _TypeAlias = RescheduleJobRequest  # noqa: Y015
+
+@_typing.final
+class RescheduleJobResponse(_message.Message):
+    """RescheduleJobResponse is the job after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _types_pb2.Job:
+        """The job after the change: delayed until its run_time, or waiting when that time had come."""
+
+    def __init__(
+        self,
+        *,
+        job: _types_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RescheduleJobResponse: _TypeAlias = RescheduleJobResponse  # noqa: Y015

@@ -239,6 +239,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsResponse.FromString,
                 _registered_method=True)
+        self.RescheduleJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RescheduleJob',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -541,6 +546,15 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RescheduleJob(self, request, context):
+        """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+        come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+        refused with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -743,6 +757,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.WatchJobEvents,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsResponse.SerializeToString,
+            ),
+            'RescheduleJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RescheduleJob,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1826,6 +1845,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/WatchJobEvents',
             queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.WatchJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RescheduleJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RescheduleJob',
+            queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -142,6 +142,11 @@ class QueueServiceStub:
     events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
     durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
     """
+    RescheduleJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RescheduleJobRequest, _jobs_pb2.RescheduleJobResponse]
+    """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+    come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+    refused with FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -252,6 +257,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     order each job went through them, from the moment the stream's response headers arrive. At most once:
     events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
     durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+    """
+    RescheduleJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RescheduleJobRequest, _jobs_pb2.RescheduleJobResponse]  # type: ignore[assignment]
+    """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+    come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+    refused with FAILED_PRECONDITION.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -600,6 +610,17 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         order each job went through them, from the moment the stream's response headers arrive. At most once:
         events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
         durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def RescheduleJob(
+        self,
+        request: _jobs_pb2.RescheduleJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RescheduleJobResponse, _abc.Awaitable[_jobs_pb2.RescheduleJobResponse]]:
+        """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+        come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+        refused with FAILED_PRECONDITION.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2301,6 +2301,158 @@ func (x *WatchJobEventsResponse) GetEvents() []*JobEvent {
 	return nil
 }
 
+// RescheduleJobRequest names a delayed or waiting job and when it is to run.
+type RescheduleJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Job id.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// When the job is to run; one of the two is required.
+	//
+	// Types that are valid to be assigned to When:
+	//
+	//	*RescheduleJobRequest_RunTime
+	//	*RescheduleJobRequest_Delay
+	When          isRescheduleJobRequest_When `protobuf_oneof:"when"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleJobRequest) Reset() {
+	*x = RescheduleJobRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleJobRequest) ProtoMessage() {}
+
+func (x *RescheduleJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleJobRequest.ProtoReflect.Descriptor instead.
+func (*RescheduleJobRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RescheduleJobRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *RescheduleJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RescheduleJobRequest) GetWhen() isRescheduleJobRequest_When {
+	if x != nil {
+		return x.When
+	}
+	return nil
+}
+
+func (x *RescheduleJobRequest) GetRunTime() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.When.(*RescheduleJobRequest_RunTime); ok {
+			return x.RunTime
+		}
+	}
+	return nil
+}
+
+func (x *RescheduleJobRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.When.(*RescheduleJobRequest_Delay); ok {
+			return x.Delay
+		}
+	}
+	return nil
+}
+
+type isRescheduleJobRequest_When interface {
+	isRescheduleJobRequest_When()
+}
+
+type RescheduleJobRequest_RunTime struct {
+	// The new run time, from 1970 to the end of 9999, compared with the Redis server's clock; one at or before
+	// now makes the job due now.
+	RunTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=run_time,json=runTime,proto3,oneof"`
+}
+
+type RescheduleJobRequest_Delay struct {
+	// How long from now (the Redis server's clock) the job is to run, at most 10 years; zero makes it due now.
+	Delay *durationpb.Duration `protobuf:"bytes,4,opt,name=delay,proto3,oneof"`
+}
+
+func (*RescheduleJobRequest_RunTime) isRescheduleJobRequest_When() {}
+
+func (*RescheduleJobRequest_Delay) isRescheduleJobRequest_When() {}
+
+// RescheduleJobResponse is the job after the change.
+type RescheduleJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job after the change: delayed until its run_time, or waiting when that time had come.
+	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleJobResponse) Reset() {
+	*x = RescheduleJobResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleJobResponse) ProtoMessage() {}
+
+func (x *RescheduleJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleJobResponse.ProtoReflect.Descriptor instead.
+func (*RescheduleJobResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RescheduleJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 var File_queue_manager_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_jobs_proto_rawDesc = "" +
@@ -2450,7 +2602,16 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x05types\x18\x02 \x03(\x0e2\x1e.queue_manager.v1.JobEventTypeR\x05types\x12\x1b\n" +
 	"\tjob_names\x18\x03 \x03(\tR\bjobNames\"L\n" +
 	"\x16WatchJobEventsResponse\x122\n" +
-	"\x06events\x18\x01 \x03(\v2\x1a.queue_manager.v1.JobEventR\x06events*\x80\x03\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.queue_manager.v1.JobEventR\x06events\"\xc0\x01\n" +
+	"\x14RescheduleJobRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x127\n" +
+	"\brun_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\arunTime\x121\n" +
+	"\x05delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\x05delayB\x06\n" +
+	"\x04when\"@\n" +
+	"\x15RescheduleJobResponse\x12'\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job*\x80\x03\n" +
 	"\fJobEventType\x12\x1e\n" +
 	"\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14JOB_EVENT_TYPE_ADDED\x10\x01\x12\x1a\n" +
@@ -2481,7 +2642,7 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(JobEventType)(0),                 // 0: queue_manager.v1.JobEventType
 	(*NewJob)(nil),                    // 1: queue_manager.v1.NewJob
@@ -2521,20 +2682,22 @@ var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*JobEvent)(nil),                  // 35: queue_manager.v1.JobEvent
 	(*WatchJobEventsRequest)(nil),     // 36: queue_manager.v1.WatchJobEventsRequest
 	(*WatchJobEventsResponse)(nil),    // 37: queue_manager.v1.WatchJobEventsResponse
-	(*Payload)(nil),                   // 38: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 39: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 40: queue_manager.v1.Job
-	(JobState)(0),                     // 41: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 42: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 43: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 44: google.protobuf.Duration
-	(JobPriority)(0),                  // 45: queue_manager.v1.JobPriority
+	(*RescheduleJobRequest)(nil),      // 38: queue_manager.v1.RescheduleJobRequest
+	(*RescheduleJobResponse)(nil),     // 39: queue_manager.v1.RescheduleJobResponse
+	(*Payload)(nil),                   // 40: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 41: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 42: queue_manager.v1.Job
+	(JobState)(0),                     // 43: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 45: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
+	(JobPriority)(0),                  // 47: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	38, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	39, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	40, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	41, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
 	1,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	40, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	42, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
 	2,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
 	8,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
 	2,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
@@ -2542,34 +2705,37 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	3,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
 	10, // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
 	9,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	41, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	42, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	43, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	44, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
 	1,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	40, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	41, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	40, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	41, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	43, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	44, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	40, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	40, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	40, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	41, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	40, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	38, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	40, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	45, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	40, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	42, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	43, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	42, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	43, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	45, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	46, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	42, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	42, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	42, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	43, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	42, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	40, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	42, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	47, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	42, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
 	0,  // 29: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
-	42, // 30: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	42, // 31: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
+	44, // 30: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 31: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
 	0,  // 32: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
 	35, // 33: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	44, // 34: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
+	46, // 35: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
+	42, // 36: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2583,13 +2749,17 @@ func file_queue_manager_v1_jobs_proto_init() {
 		(*AddJobOutcome_Error)(nil),
 		(*AddJobOutcome_Created)(nil),
 	}
+	file_queue_manager_v1_jobs_proto_msgTypes[37].OneofWrappers = []any{
+		(*RescheduleJobRequest_RunTime)(nil),
+		(*RescheduleJobRequest_Delay)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

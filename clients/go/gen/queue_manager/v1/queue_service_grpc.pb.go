@@ -59,6 +59,7 @@ const (
 	QueueService_ListSchedules_FullMethodName     = "/queue_manager.v1.QueueService/ListSchedules"
 	QueueService_DeleteSchedule_FullMethodName    = "/queue_manager.v1.QueueService/DeleteSchedule"
 	QueueService_WatchJobEvents_FullMethodName    = "/queue_manager.v1.QueueService/WatchJobEvents"
+	QueueService_RescheduleJob_FullMethodName     = "/queue_manager.v1.QueueService/RescheduleJob"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -163,6 +164,10 @@ type QueueServiceClient interface {
 	// events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
 	// durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
 	WatchJobEvents(ctx context.Context, in *WatchJobEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobEventsResponse], error)
+	// Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+	// come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+	// refused with FAILED_PRECONDITION.
+	RescheduleJob(ctx context.Context, in *RescheduleJobRequest, opts ...grpc.CallOption) (*RescheduleJobResponse, error)
 }
 
 type queueServiceClient struct {
@@ -606,6 +611,16 @@ func (c *queueServiceClient) WatchJobEvents(ctx context.Context, in *WatchJobEve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_WatchJobEventsClient = grpc.ServerStreamingClient[WatchJobEventsResponse]
 
+func (c *queueServiceClient) RescheduleJob(ctx context.Context, in *RescheduleJobRequest, opts ...grpc.CallOption) (*RescheduleJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RescheduleJobResponse)
+	err := c.cc.Invoke(ctx, QueueService_RescheduleJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -708,6 +723,10 @@ type QueueServiceServer interface {
 	// events of a moment the server was not subscribed are not replayed (GetJob and WaitForJob give a job's
 	// durable state). A watcher that falls too far behind is ended with RESOURCE_EXHAUSTED.
 	WatchJobEvents(*WatchJobEventsRequest, grpc.ServerStreamingServer[WatchJobEventsResponse]) error
+	// Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
+	// come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
+	// refused with FAILED_PRECONDITION.
+	RescheduleJob(context.Context, *RescheduleJobRequest) (*RescheduleJobResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -837,6 +856,9 @@ func (UnimplementedQueueServiceServer) DeleteSchedule(context.Context, *DeleteSc
 }
 func (UnimplementedQueueServiceServer) WatchJobEvents(*WatchJobEventsRequest, grpc.ServerStreamingServer[WatchJobEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchJobEvents not implemented")
+}
+func (UnimplementedQueueServiceServer) RescheduleJob(context.Context, *RescheduleJobRequest) (*RescheduleJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RescheduleJob not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1536,6 +1558,24 @@ func _QueueService_WatchJobEvents_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_WatchJobEventsServer = grpc.ServerStreamingServer[WatchJobEventsResponse]
 
+func _QueueService_RescheduleJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RescheduleJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RescheduleJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RescheduleJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RescheduleJob(ctx, req.(*RescheduleJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1682,6 +1722,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSchedule",
 			Handler:    _QueueService_DeleteSchedule_Handler,
+		},
+		{
+			MethodName: "RescheduleJob",
+			Handler:    _QueueService_RescheduleJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
