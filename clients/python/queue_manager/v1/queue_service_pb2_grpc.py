@@ -234,6 +234,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
                 _registered_method=True)
+        self.RedriveDeadLetters = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RedriveDeadLetters',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -526,6 +531,14 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedriveDeadLetters(self, request, context):
+        """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+        retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -723,6 +736,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'RedriveDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetters,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1779,6 +1797,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/DeleteSchedule',
             queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
             queue__manager_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RedriveDeadLetters',
+            queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -136,6 +136,10 @@ class QueueServiceStub:
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
     """Deletes a schedule; jobs it already added stay."""
+    RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RedriveDeadLettersRequest, _queue_service_pb2.RedriveDeadLettersResponse]
+    """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+    retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -241,6 +245,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     """Deletes a schedule; jobs it already added stay."""
+    RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RedriveDeadLettersRequest, _queue_service_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
+    """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+    retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -577,5 +585,15 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedules_pb2.DeleteScheduleResponse]]:
         """Deletes a schedule; jobs it already added stay."""
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetters(
+        self,
+        request: _queue_service_pb2.RedriveDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_queue_service_pb2.RedriveDeadLettersResponse]]:
+        """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+        retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

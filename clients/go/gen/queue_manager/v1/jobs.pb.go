@@ -1448,7 +1448,11 @@ type RetryJobRequest struct {
 	// Queue name.
 	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
 	// Job id.
-	JobId         string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// New data for the job's next runs; unset keeps its data. Set in the same atomic step as the retry: a job
+	// that is neither failed nor cancelled keeps its data. A JSON value, or bytes with their content type; at
+	// most the server's payload limit (QM_MAX_PAYLOAD_BYTES), as an add's data.
+	Data          *Payload `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1495,6 +1499,13 @@ func (x *RetryJobRequest) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *RetryJobRequest) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 // RetryJobResponse is the job, waiting again.
@@ -2074,11 +2085,12 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"<\n" +
 	"\x11CancelJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"G\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"v\n" +
 	"\x0fRetryJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
-	"\x06job_id\x18\x02 \x01(\tR\x05jobId\";\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12-\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\";\n" +
 	"\x10RetryJobResponse\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"i\n" +
 	"\x16RetryFailedJobsRequest\x12\x1d\n" +
@@ -2191,18 +2203,19 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	40, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
 	36, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
 	36, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	36, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	41, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	36, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	34, // 22: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
+	36, // 23: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	37, // 24: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	36, // 25: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	34, // 26: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	36, // 27: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	41, // 28: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	36, // 29: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
