@@ -140,6 +140,10 @@ class Scripts:
         "promote_job",
         "change_priority",
         "update_job_data",
+        # redriving dead-letter copies (engine/redrive.py)
+        "redrive_take",
+        "redrive_jobs",
+        "redrive_done",
         "wf_starting",
         "wf_create",
         "wf_step_done",

@@ -8,8 +8,10 @@ from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.metrics import MetricsReader
+from queue_manager_server.engine.redrive import DeadLetters
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
+from queue_manager_server.services.dead_letters import DeadLetterHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.jobs import JobHandlers
@@ -26,6 +28,7 @@ class QueueService(
     JobHandlers,
     JobControlHandlers,
     CancelHandlers,
+    DeadLetterHandlers,
     ScheduleHandlers,
     WorkflowHandlers,
     MetricsHandlers,
@@ -41,6 +44,7 @@ class QueueService(
         self.workflows = workflows
         self.control = JobControl(engine)
         self.groups = Groups(engine)
+        self.dead_letters = DeadLetters(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
         self.metrics_reader = MetricsReader(engine)
