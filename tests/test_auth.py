@@ -754,8 +754,8 @@ async def test_admin_rpcs_need_the_admin_role(
 async def test_a_redrive_to_every_queue_needs_a_token_for_every_queue(
     secured: tuple[RunningServer, dict[str, str]],
 ) -> None:
-    """RedriveDeadLetters sends jobs back to the queues the copies name: with no original queue and no copy
-    ids that may be any queue, so an admin of some queues only is refused; naming its own queues, it passes."""
+    """RedriveDeadLetters sends jobs back to the queues the copies name: with no original queue and no
+    copy ids that may be any queue, so an admin of some queues only is refused; naming its own, it passes."""
     server, tokens = secured
     async with grpc.aio.insecure_channel(server.address) as ch:
         q = qrpc.QueueServiceStub(ch)
