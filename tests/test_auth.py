@@ -726,6 +726,7 @@ ADMIN_ONLY = {
     "SetGroupLimits",
     "PauseGroup",
     "ResumeGroup",
+    "RedriveDeadLetters",
 }
 
 
@@ -770,6 +771,9 @@ async def test_admin_rpcs_need_the_admin_role(
         "ResumeGroup": lambda q, md: q.ResumeGroup(
             qpb.ResumeGroupRequest(queue_name="billing-a", group="g"), metadata=md
         ),
+        "RedriveDeadLetters": lambda q, md: q.RedriveDeadLetters(
+            qpb.RedriveDeadLettersRequest(queue_name="billing-dlq", original_queue="billing-a"), metadata=md
+        ),
     }
     assert set(calls) == ADMIN_ONLY
     async with grpc.aio.insecure_channel(server.address) as ch:
@@ -788,6 +792,28 @@ async def test_admin_rpcs_need_the_admin_role(
         assert await state(redis, server.prefix) == before
         for rpc, call in calls.items():  # the admin of billing-* passes the guard (the handler answers)
             assert await code_of(call(q, bearer(tokens["ops"]))) in (OK, NF), rpc
+
+
+async def test_a_redrive_to_every_queue_needs_a_token_for_every_queue(
+    secured: tuple[RunningServer, dict[str, str]],
+) -> None:
+    """RedriveDeadLetters sends jobs back to the queues the copies name: with no original queue and no
+    copy ids that may be any queue, so an admin of some queues only is refused; naming its own, it passes."""
+    server, tokens = secured
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = qrpc.QueueServiceStub(ch)
+        ops = bearer(tokens["ops"])
+        code, details = await _status(
+            q.RedriveDeadLetters(qpb.RedriveDeadLettersRequest(queue_name="billing-dlq"), metadata=ops)
+        )
+        assert code == PD and "original_queue (unset: every queue)" in details
+        by_ids = qpb.RedriveDeadLettersRequest(queue_name="billing-dlq", job_ids=["billing-a:j", "orders:j"])
+        code, details = await _status(q.RedriveDeadLetters(by_ids, metadata=ops))
+        assert code == PD and "job_ids[1]: queue 'orders'" in details
+        mine = qpb.RedriveDeadLettersRequest(queue_name="billing-dlq", job_ids=["billing-a:j"])
+        assert await code_of(q.RedriveDeadLetters(mine, metadata=ops)) == NF
+        every = qpb.RedriveDeadLettersRequest(queue_name="billing-dlq")
+        assert await code_of(q.RedriveDeadLetters(every, metadata=bearer(tokens["admin"]))) == NF
 
 
 def test_server_listens_on_loopback_unless_told_otherwise() -> None:

@@ -115,6 +115,18 @@ def _register(r: queue_service_pb2.RegisterQueueRequest) -> Named:
         yield "config.dead_letter_queue", r.config.dead_letter_queue or DEFAULT_DLQ
 
 
+def _redrive(r: queue_service_pb2.RedriveDeadLettersRequest) -> Named:
+    """The dead-letter queue and the original queues its copies go back to: the one named, those of the copy
+    ids named, or with neither every queue ("*": a token for every queue)."""
+    yield "queue_name", r.queue_name
+    if r.original_queue:
+        yield "original_queue", r.original_queue
+    for i, copy_id in enumerate(r.job_ids):
+        yield f"job_ids[{i}]", copy_id.partition(":")[0]
+    if not r.original_queue and not r.job_ids:
+        yield "original_queue (unset: every queue)", "*"
+
+
 def _steps(steps: Iterable[workflows_pb2.WorkflowStep], at: str) -> Iterator[tuple[str, str]]:
     for i, step in enumerate(steps):
         here = f"{at}[{i}]"
@@ -259,6 +271,7 @@ RULES: dict[str, Rule] = {
         "ListSchedules": Rule("read", _field("queue_name"), filter=_filter_schedules),
         "DeleteSchedule": Rule("produce", _field("queue_name")),
         "WatchJobEvents": _READ_QUEUE,
+        "RedriveDeadLetters": Rule("admin", _redrive),
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

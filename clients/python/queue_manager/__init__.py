@@ -24,6 +24,7 @@ import queue_manager._grpc_io  # noqa: F401
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
+from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
 from queue_manager.enums import JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
@@ -65,6 +66,7 @@ __all__ = [
     "Backoff",
     "BulkJob",
     "ChainLink",
+    "DeadLetter",
     "Dedup",
     "FailedPreconditionError",
     "GroupInfo",
@@ -97,6 +99,8 @@ __all__ = [
     "QueueMetrics",
     "RateLimit",
     "RateLimitedError",
+    "RedriveResult",
+    "RedrivenQueue",
     "ResourceExhaustedError",
     "Schedule",
     "SyncQueueManager",

@@ -34,6 +34,15 @@ from queue_manager.convert import (
     metrics_from_proto,
     queue_from_proto,
 )
+from queue_manager.dead_letters import (
+    DEAD_LETTER_QUEUE,
+    DeadLetter,
+    RedriveResult,
+    dead_letter_from_job,
+    redrive_request,
+    redrive_result_from_proto,
+    retry_job_request,
+)
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
 from queue_manager.events import JobEventStream, JobEventType, watch_job_events_request
@@ -912,14 +921,19 @@ class QueueManager:
         finally:
             call.cancel()
 
-    async def retry_job(self, queue_name: str, job_id: str) -> Job:
+    async def retry_job(self, queue_name: str, job_id: str, data: Any = None) -> Job:
         """Runs a failed or cancelled job again, with its attempts counted afresh.
 
+        Args:
+            data: New data for the job (edit and requeue): bytes (sent as application/octet-stream) or a
+                JSON-serialisable value; None keeps its data. The data changes in the same atomic step as the
+                retry, so a job that cannot be retried keeps its data; the same payload limit as an add's.
+
         Returns:
-            The job, waiting again. Raises `FailedPreconditionError` for a job in any other state.
+            The job, waiting again. Raises `FailedPreconditionError` for a job in any other state,
+            `InvalidArgumentError` for data over the server's payload limit.
         """
-        queue_name, job_id = job_key(queue_name, job_id)
-        request = jobs_pb2.RetryJobRequest(queue_name=queue_name, job_id=job_id)
+        request = retry_job_request(queue_name, job_id, data)
         response: jobs_pb2.RetryJobResponse = await self._unary(self._queue_stub().RetryJob, request)
         return job_from_proto(response.job)
 
@@ -934,6 +948,58 @@ class QueueManager:
             self._queue_stub().RetryFailedJobs, request
         )
         return response.count
+
+    async def redrive_dead_letters(
+        self,
+        queue_name: str = DEAD_LETTER_QUEUE,
+        *,
+        original_queue: str | None = None,
+        limit: int | None = None,
+        job_ids: Iterable[str] | None = None,
+        replace_data: bool = False,
+    ) -> RedriveResult:
+        """Sends dead-letter copies back to their original queues, each copy leaving the dead-letter queue in
+        the same step: a failed original runs again (attempts counted afresh), one that retention removed is
+        added anew with its id, name, data and content type, one run again meanwhile is left as it is.
+
+        Args:
+            queue_name: The dead-letter queue.
+            original_queue: Only copies of this queue's jobs (None: every queue's).
+            limit: At most this many copies (None: every one). Not with `job_ids`.
+            job_ids: Only these copies (``<original queue>:<job id>``), at most 1,000; None: the waiting
+                copies in the queue's order.
+            replace_data: A failed original runs with the copy's ``original_data`` (as edited with
+                `update_job_data` on the copy) rather than the data it failed with.
+
+        Returns:
+            What was sent back, per original queue; named copies that stay, and why.
+
+        Raises:
+            NotFoundError: The dead-letter queue or `original_queue` is not registered.
+            InvalidArgumentError: The queue is no queue's dead-letter queue, or the filters are bad.
+        """
+        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data)
+        stub = self._queue_stub()
+        response: queue_service_pb2.RedriveDeadLettersResponse = await self._unary(
+            stub.RedriveDeadLetters, request
+        )
+        return redrive_result_from_proto(response)
+
+    async def list_dead_letters(
+        self,
+        queue_name: str = DEAD_LETTER_QUEUE,
+        state: JobState | str = JobState.WAITING,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[DeadLetter], str]:
+        """One page of a dead-letter queue's copies in one state, each read as its original's queue, id, name,
+        data and why it failed; jobs of the queue that are not copies are left out.
+
+        Returns:
+            The copies and the token of the next page ("" on the last page).
+        """
+        jobs, token = await self.list_jobs(queue_name, state, page_size, page_token)
+        return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
 
     async def promote_job(self, queue_name: str, job_id: str) -> Job:
         """Makes a delayed job waiting now; `FailedPreconditionError` if it is not delayed."""

@@ -23,6 +23,15 @@ from queue_manager.convert import (
     metrics_from_proto,
     queue_from_proto,
 )
+from queue_manager.dead_letters import (
+    DEAD_LETTER_QUEUE,
+    DeadLetter,
+    RedriveResult,
+    dead_letter_from_job,
+    redrive_request,
+    redrive_result_from_proto,
+    retry_job_request,
+)
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
 from queue_manager.events import JobEvent, JobEventType, sync_events, watch_job_events_request
@@ -516,10 +525,10 @@ class SyncQueueManager:
         finally:
             call.cancel()
 
-    def retry_job(self, queue_name: str, job_id: str) -> Job:
-        """Runs a failed or cancelled job again, attempts counted afresh; returns it, waiting again."""
-        queue_name, job_id = job_key(queue_name, job_id)
-        request = jobs_pb2.RetryJobRequest(queue_name=queue_name, job_id=job_id)
+    def retry_job(self, queue_name: str, job_id: str, data: Any = None) -> Job:
+        """Runs a failed or cancelled job again, attempts counted afresh, with new `data` unless None; returns
+        it, waiting again (see `QueueManager.retry_job`)."""
+        request = retry_job_request(queue_name, job_id, data)
         response: jobs_pb2.RetryJobResponse = self._call(self._queues.RetryJob, request)
         return job_from_proto(response.job)
 
@@ -528,6 +537,33 @@ class SyncQueueManager:
         request = retry_failed_request(queue_name, state)
         response: jobs_pb2.RetryFailedJobsResponse = self._call(self._queues.RetryFailedJobs, request)
         return response.count
+
+    def redrive_dead_letters(
+        self,
+        queue_name: str = DEAD_LETTER_QUEUE,
+        *,
+        original_queue: str | None = None,
+        limit: int | None = None,
+        job_ids: Iterable[str] | None = None,
+        replace_data: bool = False,
+    ) -> RedriveResult:
+        """Sends dead-letter copies back to their original queues; see `QueueManager.redrive_dead_letters`."""
+        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data)
+        response: queue_service_pb2.RedriveDeadLettersResponse = self._call(
+            self._queues.RedriveDeadLetters, request
+        )
+        return redrive_result_from_proto(response)
+
+    def list_dead_letters(
+        self,
+        queue_name: str = DEAD_LETTER_QUEUE,
+        state: JobState | str = JobState.WAITING,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[DeadLetter], str]:
+        """One page of a dead-letter queue's copies; see `QueueManager.list_dead_letters`."""
+        jobs, token = self.list_jobs(queue_name, state, page_size, page_token)
+        return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
 
     def promote_job(self, queue_name: str, job_id: str) -> Job:
         """Makes a delayed job waiting now; returns it."""

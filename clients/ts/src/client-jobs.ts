@@ -13,7 +13,19 @@ import {
 } from "./convert.js";
 import { mapped } from "./errors.js";
 import { pageRequest } from "./options.js";
-import type { Job, JobLogLine, JobState, Page, PriorityLike } from "./types.js";
+import type {
+  Job,
+  JobLogLine,
+  JobState,
+  Page,
+  PriorityLike,
+  RedriveOptions,
+  RedriveResult,
+  RedrivenQueue,
+} from "./types.js";
+
+/** The dead-letter queue of every queue registered without one of its own. */
+export const DEAD_LETTER_QUEUE = "dead-letter-queue";
 
 /** Reads and controls jobs. */
 export class JobCalls extends Producer {
@@ -70,10 +82,47 @@ export class JobCalls extends Producer {
     return jobFromProto(res.job!);
   }
 
-  /** Runs a failed or cancelled job again, its attempts counted afresh. */
-  async retryJob(queueName: string, jobId: string): Promise<Job> {
-    const res = await mapped(() => this.client.retryJob({ queueName, jobId }, this.callOptions));
+  /**
+   * Runs a failed or cancelled job again, its attempts counted afresh. With `options.data` (edit and requeue)
+   * the job's data is replaced in the same atomic step (bytes as octet-stream, anything else as JSON); a job
+   * in another state keeps its data (`FailedPreconditionError`).
+   */
+  async retryJob(queueName: string, jobId: string, options: { data?: unknown } = {}): Promise<Job> {
+    const data = options.data === undefined ? undefined : encodePayload(options.data);
+    const res = await mapped(() => this.client.retryJob({ queueName, jobId, data }, this.callOptions));
     return jobFromProto(res.job!);
+  }
+
+  /**
+   * Sends dead-letter copies back to their original queues: a failed original runs again, one that retention
+   * removed is added anew, one run again meanwhile is left as it is; each copy leaves the dead-letter queue.
+   * `NotFoundError` for an unknown queue, `InvalidArgumentError` for a queue that is no queue's dead-letter
+   * queue or bad options.
+   */
+  async redriveDeadLetters(
+    queueName = DEAD_LETTER_QUEUE,
+    options: RedriveOptions = {},
+  ): Promise<RedriveResult> {
+    const request = {
+      queueName,
+      originalQueue: options.originalQueue ?? "",
+      limit: options.limit ?? 0,
+      jobIds: options.jobIds ?? [],
+      replaceData: options.replaceData ?? false,
+    };
+    const res = await mapped(() => this.client.redriveDeadLetters(request, this.callOptions));
+    const queues: Record<string, RedrivenQueue> = {};
+    for (const q of res.queues) {
+      queues[q.queueName] = {
+        count: Number(q.count),
+        retried: Number(q.retried),
+        added: Number(q.added),
+        unchanged: Number(q.unchanged),
+      };
+    }
+    const skipped: Record<string, string> = {};
+    for (const s of res.skipped) skipped[s.jobId] = s.reason;
+    return { count: Number(res.count), queues, skipped, missingQueues: [...res.missingQueues] };
   }
 
   /** Runs every failed (or cancelled) job of a queue again; returns how many. */

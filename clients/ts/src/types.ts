@@ -367,3 +367,39 @@ export interface Page<T> {
   /** Number of items in all pages when this one was read. */
   totalSize: number;
 }
+
+/** Which dead-letter copies `redriveDeadLetters` sends back; none set: every waiting copy. */
+export interface RedriveOptions {
+  /** Only copies of this queue's jobs. */
+  originalQueue?: string;
+  /** At most this many copies; not with `jobIds`. */
+  limit?: number;
+  /** Only these copies (`<original queue>:<job id>`), at most 1,000. */
+  jobIds?: string[];
+  /** A failed original runs with the copy's `original_data` rather than the data it failed with. */
+  replaceData?: boolean;
+}
+
+/** The copies one redrive sent back to one original queue. */
+export interface RedrivenQueue {
+  /** retried + added + unchanged. */
+  count: number;
+  /** Originals that were failed and run again. */
+  retried: number;
+  /** Originals that were gone (retention, a removal) and were added anew. */
+  added: number;
+  /** Originals no longer failed, left as they are. */
+  unchanged: number;
+}
+
+/** What a redrive did. */
+export interface RedriveResult {
+  /** Copies sent back in all. */
+  count: number;
+  /** Per original queue name. */
+  queues: Record<string, RedrivenQueue>;
+  /** Named copies that stay in the dead-letter queue, and why. */
+  skipped: Record<string, string>;
+  /** Original queues no longer registered; their copies stay. */
+  missingQueues: string[];
+}

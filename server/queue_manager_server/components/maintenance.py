@@ -12,6 +12,7 @@ from queue_manager_server.components.base import IDLE_LOOKS, Component, Looks, e
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.records import Housekeeping
+from queue_manager_server.engine.redrive import DeadLetters
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.workflows import Workflows
 
@@ -47,8 +48,9 @@ class Reaper(Component):
 
 
 class Janitor(Component):
-    """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs,
-    and resolves bulk streams whose writer is gone (publishes committed ones, rolls back idle ones)."""
+    """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs and
+    redrives of dead-letter copies, and resolves bulk streams whose writer is gone (publishes committed ones,
+    rolls back idle ones)."""
 
     name = "janitor"
 
@@ -60,6 +62,7 @@ class Janitor(Component):
         self.flows = flows
         self.workflows = workflows
         self.bulk = BulkStreams(engine)
+        self.dead_letters = DeadLetters(engine)
         self.bulk_idle_ms = bulk_idle_ms
 
     async def tick(self) -> None:
@@ -68,7 +71,7 @@ class Janitor(Component):
             self.log.info("started the first steps of workflow runs left behind", extra={"runs": resumed})
         queues = await self.engine.queue_names()
         for queue, due in zip(queues, await self.engine.housekeeping_due(queues), strict=True):
-            if not (due.bulk or due.retention or due.dead_letters or due.flows):
+            if not (due.bulk or due.retention or due.dead_letters or due.flows or due.redrives):
                 continue
             try:
                 await self._housekeep(queue, due)
@@ -76,7 +79,7 @@ class Janitor(Component):
                 self.log.warning("housekeeping failed", extra={"queue": queue, "error": error_text(exc)})
 
     async def _housekeep(self, queue: str, due: Housekeeping) -> None:
-        published = rolled_back = removed = moved = handed = 0
+        published = rolled_back = removed = moved = handed = redriven = 0
         if due.bulk:
             published, rolled_back = await self.bulk.resolve(queue, self.bulk_idle_ms)
         if due.retention:
@@ -85,7 +88,9 @@ class Janitor(Component):
             moved = await self.engine.hand_off_dead_letters(queue)
         if due.flows:
             handed = await self.flows.hand_off(queue)
-        if removed or moved or published or rolled_back or handed:
+        if due.redrives:
+            redriven = await self.dead_letters.resume(queue)
+        if removed or moved or published or rolled_back or handed or redriven:
             self.log.info(
                 "housekeeping",
                 extra={
@@ -95,6 +100,7 @@ class Janitor(Component):
                     "bulk_published": published,
                     "bulk_rolled_back": rolled_back,
                     "flows": handed,
+                    "redrives_resumed": redriven,
                 },
             )
 

@@ -927,14 +927,17 @@ class Engine:
                 pipe.hmget(k.meta, ["kc_age", "kf_age"])
                 pipe.llen(k.outbox)
                 pipe.llen(k.flow_outbox)
+                pipe.exists(k.redrive)
                 for zset in _finished_sets(k):
                     pipe.zrange(zset, 0, 0, withscores=True)
             replies = await self.store.execute(pipe, raise_on_error=False)
             for i in range(len(chunk)):
-                bulk, ages, dead, flows, *oldest = replies[7 * i : 7 * i + 7]
-                if any(isinstance(r, Exception) for r in (bulk, ages, dead, flows, *oldest)):
+                bulk, ages, dead, flows, redrives, *oldest = replies[8 * i : 8 * i + 8]
+                if any(isinstance(r, Exception) for r in (bulk, ages, dead, flows, redrives, *oldest)):
                     # A key of the wrong type: every task is tried, so the queue's own error shows.
-                    out.append(Housekeeping(bulk=True, retention=True, dead_letters=True, flows=True))
+                    out.append(
+                        Housekeeping(bulk=True, retention=True, dead_letters=True, flows=True, redrives=True)
+                    )
                     continue
                 retention = any(
                     age and _i(age) > 0 and first and first[0][1] < now - _i(age)
@@ -942,7 +945,11 @@ class Engine:
                 )
                 out.append(
                     Housekeeping(
-                        bulk=bool(bulk), retention=retention, dead_letters=bool(dead), flows=bool(flows)
+                        bulk=bool(bulk),
+                        retention=retention,
+                        dead_letters=bool(dead),
+                        flows=bool(flows),
+                        redrives=bool(redrives),
                     )
                 )
         return out

@@ -140,12 +140,16 @@ class JobControl:
 
     # ---- retry, promote, priority, data -------------------------------------------------------------
 
-    async def retry_job(self, queue: str, job_id: str) -> None:
-        """A failed or cancelled job back to waiting, attempts counted afresh (lua/includes/requeue.lua)."""
+    async def retry_job(
+        self, queue: str, job_id: str, data: bytes | None = None, content_type: str = ""
+    ) -> None:
+        """A failed or cancelled job back to waiting, attempts counted afresh (lua/includes/requeue.lua); with
+        `data` (of `content_type`), its data replaced in the same script call."""
         k = self.engine.keys(queue)
-        r = await self.scripts.run(
-            "retry_job", [k.meta, k.waiting, k.failed, k.cancelled], [k.job_prefix, job_id]
-        )
+        args: list[Any] = [k.job_prefix, job_id]
+        if data is not None:
+            args += ["1", data, content_type]
+        r = await self.scripts.run("retry_job", [k.meta, k.waiting, k.failed, k.cancelled], args)
         self._check(queue, job_id, r, "only failed or cancelled jobs can be retried")
         await self.engine.notify_waiting(queue)
 

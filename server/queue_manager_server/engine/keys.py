@@ -117,6 +117,26 @@ class QueueKeys:
         return f"{self.base}:dlq-outbox"
 
     @property
+    def redrive(self) -> str:
+        """zset: copy id -> when it was taken (ms, Redis clock): a dead-letter queue's redrive outbox, the
+        copies taken out of it whose original queue may not have the job back yet (engine/redrive.py). Each
+        taken copy's hash is ``redrive_entry``."""
+        return f"{self.base}:redrive"
+
+    @property
+    def redrive_entry_prefix(self) -> str:
+        """Prefix of the redrive outbox entries: ``<redrive_entry_prefix><copy id>``, each a hash (the taken
+        copy's fields, plus ``rdt`` its take's token and ``rdr`` "1" when the original's data is replaced)."""
+        return f"{self.base}:redrive:"
+
+    @property
+    def redriven(self) -> str:
+        """zset: redrive token -> when applied (ms, Redis clock): the redrives an original queue carried
+        out whose dead-letter outbox entry may still be there, so a replay changes nothing
+        (lua/redrive_jobs.lua)."""
+        return f"{self.base}:redriven"
+
+    @property
     def bulk(self) -> str:
         """hash: bulk stream id -> Redis time (ms) of its last staged chunk, for streams staged into this
         queue and not yet published or rolled back."""

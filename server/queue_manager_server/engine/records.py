@@ -312,9 +312,11 @@ class MinuteActivity:
 @dataclass(slots=True)
 class Housekeeping:
     """What the janitor has to do in a queue (Engine.housekeeping_due): bulk streams staged into it,
-    finished jobs past their retention age, dead-letter copies or flow hand-offs waiting."""
+    finished jobs past their retention age, dead-letter copies or flow hand-offs waiting, redrives of
+    dead-letter copies a server left half-done (engine/redrive.py)."""
 
     bulk: bool
     retention: bool
     dead_letters: bool
     flows: bool
+    redrives: bool = False

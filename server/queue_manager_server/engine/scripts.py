@@ -141,6 +141,10 @@ class Scripts:
         "change_priority",
         "update_job_data",
         "reschedule_job",
+        # redriving dead-letter copies (engine/redrive.py)
+        "redrive_take",
+        "redrive_jobs",
+        "redrive_done",
         "wf_starting",
         "wf_create",
         "wf_step_done",

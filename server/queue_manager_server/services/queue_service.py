@@ -9,8 +9,10 @@ from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.job_events import JobEvents
 from queue_manager_server.engine.metrics import MetricsReader
+from queue_manager_server.engine.redrive import DeadLetters
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
+from queue_manager_server.services.dead_letters import DeadLetterHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.job_events import EventWatchers, JobEventHandlers
@@ -28,6 +30,7 @@ class QueueService(
     JobHandlers,
     JobControlHandlers,
     CancelHandlers,
+    DeadLetterHandlers,
     ScheduleHandlers,
     WorkflowHandlers,
     MetricsHandlers,
@@ -44,6 +47,7 @@ class QueueService(
         self.workflows = workflows
         self.control = JobControl(engine)
         self.groups = Groups(engine)
+        self.dead_letters = DeadLetters(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
         # The WatchJobEvents calls this process serves; app.py sets their limits and hands them to the

@@ -1,5 +1,5 @@
-"""The ``qm`` command: serve, worker, add, jobs, queues, groups, workflows, schedules, workers, health and
-dash.
+"""The ``qm`` command: serve, worker, add, jobs, queues, groups, dlq, workflows, schedules, workers, health
+and dash.
 
 ``--server`` reads ``QM_SERVER``, ``-o/--output`` ``QM_OUTPUT`` and the TLS and token options their
 ``QM_`` variables; ``qm worker`` and ``qm dash`` read their settings from ``QM_WORKER_*`` and
@@ -22,7 +22,19 @@ from collections.abc import Sequence
 import grpc
 
 from queue_manager.channel import check_address
-from queue_manager.cli import auth, dash, events, groups, jobs, metrics, queues, runtime, schedules, workflows
+from queue_manager.cli import (
+    auth,
+    dash,
+    dlq,
+    events,
+    groups,
+    jobs,
+    metrics,
+    queues,
+    runtime,
+    schedules,
+    workflows,
+)
 from queue_manager.cli.common import UsageError, option, plain
 from queue_manager.cli.runtime import _health_request, _health_status
 from queue_manager.errors import QueueManagerError, error_from_rpc
@@ -90,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_connection_flags(parser)
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (runtime, jobs, queues, groups, workflows, schedules, dash, metrics, events, auth):
+    for module in (runtime, jobs, queues, groups, dlq, workflows, schedules, dash, metrics, events, auth):
         module.register(commands)
     _output_after_subcommands(parser)
     return parser

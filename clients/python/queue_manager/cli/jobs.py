@@ -137,6 +137,13 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     retry = jobs.add_parser("retry", help="run a failed or cancelled job again (attempts counted afresh)")
     retry.add_argument("queue")
     retry.add_argument("job_id", metavar="ID")
+    option(
+        retry,
+        "--data",
+        default=None,
+        help="new data for the job as JSON (@FILE reads a file, @- stdin), set in the same step as the "
+        "retry: edit and requeue (default: the job keeps its data)",
+    )
     retry.set_defaults(command="jobs retry", handler=_retry)
     retry_all = jobs.add_parser("retry-all", help="run every failed (or cancelled) job of a queue again")
     retry_all.add_argument("queue")
@@ -314,8 +321,11 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
+    data = read_data(args.data) if args.data is not None else None
+    if args.data is not None and data is None:
+        raise UsageError("--data null is not new data: leave --data out to keep the job's data")
     with client(args) as qm:
-        job = qm.retry_job(args.queue, args.job_id)
+        job = qm.retry_job(args.queue, args.job_id, data)
     show(args, plain(job), columns=JOB_COLUMNS)
     return 0
 

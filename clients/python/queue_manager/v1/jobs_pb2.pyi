@@ -796,19 +796,28 @@ class RetryJobRequest(_message.Message):
 
     QUEUE_NAME_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     job_id: _builtins.str
     """Job id."""
+    @_builtins.property
+    def data(self) -> _types_pb2.Payload:
+        """New data for the job's next runs; unset keeps its data. Set in the same atomic step as the retry: a job
+        that is neither failed nor cancelled keeps its data. A JSON value, or bytes with their content type; at
+        most the server's payload limit (QM_MAX_PAYLOAD_BYTES), as an add's data.
+        """
+
     def __init__(
         self,
         *,
         queue_name: _builtins.str = ...,
         job_id: _builtins.str = ...,
+        data: _types_pb2.Payload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "queue_name", b"queue_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "job_id", b"job_id", "queue_name", b"queue_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -680,3 +680,158 @@ class GetQueueMetricsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetQueueMetricsResponse: _TypeAlias = GetQueueMetricsResponse  # noqa: Y015
+
+@_typing.final
+class RedriveDeadLettersRequest(_message.Message):
+    """RedriveDeadLettersRequest picks the dead-letter copies to send back to their original queues."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    ORIGINAL_QUEUE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    REPLACE_DATA_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """The dead-letter queue holding the copies (a queue some queue names as its dead-letter queue, or the
+    default "dead-letter-queue").
+    """
+    original_queue: _builtins.str
+    """Only copies of jobs of this queue; empty for copies of every queue."""
+    limit: _builtins.int
+    """At most this many copies; 0 for every copy that matches. Not with job_ids."""
+    replace_data: _builtins.bool
+    """A failed original runs again with the copy's original_data (as the copy holds it now: edited with
+    UpdateJobData, or not) rather than the data it failed with. An original added anew always takes it.
+    """
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these copies (their ids in the dead-letter queue, "<original queue>:<job id>"), at most 1,000; empty
+        for the waiting copies in the dead-letter queue's order. A named copy may also be delayed, failed or
+        cancelled in the dead-letter queue.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        original_queue: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        replace_data: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids", "limit", b"limit", "original_queue", b"original_queue", "queue_name", b"queue_name", "replace_data", b"replace_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveDeadLettersRequest: _TypeAlias = RedriveDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class RedriveDeadLettersResponse(_message.Message):
+    """RedriveDeadLettersResponse tells what became of the copies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    MISSING_QUEUES_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Copies sent back in all (the sum of queues[].count)."""
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___RedrivenQueue]:
+        """Per original queue, its copies sent back, by queue name."""
+
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___RedriveSkip]:
+        """Copies named in job_ids that stay where they are, and why."""
+
+    @_builtins.property
+    def missing_queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Original queues that are no longer registered: their copies stay in the dead-letter queue."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___RedrivenQueue] | None = ...,
+        count: _builtins.int = ...,
+        skipped: _abc.Iterable[Global___RedriveSkip] | None = ...,
+        missing_queues: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "missing_queues", b"missing_queues", "queues", b"queues", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveDeadLettersResponse: _TypeAlias = RedriveDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class RedrivenQueue(_message.Message):
+    """RedrivenQueue counts the copies sent back to one original queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """The original queue."""
+    count: _builtins.int
+    """Copies sent back: retried + added + unchanged."""
+    retried: _builtins.int
+    """Originals that were failed and run again (attempts counted afresh, as RetryJob)."""
+    added: _builtins.int
+    """Originals gone (removed by retention or by hand): added anew with their id, name, data and content type."""
+    unchanged: _builtins.int
+    """Originals that were no longer failed (retried or removed and added again meanwhile): left as they are;
+    the copy was dropped.
+    """
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        count: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        added: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "count", b"count", "queue_name", b"queue_name", "retried", b"retried", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedrivenQueue: _TypeAlias = RedrivenQueue  # noqa: Y015
+
+@_typing.final
+class RedriveSkip(_message.Message):
+    """RedriveSkip is a copy named in RedriveDeadLettersRequest.job_ids that was not sent back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The copy's id in the dead-letter queue."""
+    reason: _builtins.str
+    """Why: not found, not a dead-letter copy, held by a worker, completed, its data is not a copy's, or its
+    original queue is not registered.
+    """
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedriveSkip: _TypeAlias = RedriveSkip  # noqa: Y015

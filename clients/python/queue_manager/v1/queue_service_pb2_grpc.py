@@ -244,6 +244,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobResponse.FromString,
                 _registered_method=True)
+        self.RedriveDeadLetters = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RedriveDeadLetters',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -555,6 +560,14 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedriveDeadLetters(self, request, context):
+        """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+        retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -762,6 +775,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.RescheduleJob,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobResponse.SerializeToString,
+            ),
+            'RedriveDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetters,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1872,6 +1890,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/RescheduleJob',
             queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.RescheduleJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RedriveDeadLetters',
+            queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

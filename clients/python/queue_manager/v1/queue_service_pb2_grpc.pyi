@@ -147,6 +147,10 @@ class QueueServiceStub:
     come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
     refused with FAILED_PRECONDITION.
     """
+    RedriveDeadLetters: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.RedriveDeadLettersRequest, _queue_service_pb2.RedriveDeadLettersResponse]
+    """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+    retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -262,6 +266,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
     come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
     refused with FAILED_PRECONDITION.
+    """
+    RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RedriveDeadLettersRequest, _queue_service_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
+    """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+    retention removed is added anew; each copy leaves the dead-letter queue in the same step.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -621,6 +629,16 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """Changes when a delayed job runs; a waiting (or paused) job becomes delayed until then. A time that has
         come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
         refused with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RedriveDeadLetters(
+        self,
+        request: _queue_service_pb2.RedriveDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_queue_service_pb2.RedriveDeadLettersResponse]]:
+        """Sends dead-letter copies back to their original queues: a failed original runs again, one that
+        retention removed is added anew; each copy leaves the dead-letter queue in the same step.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

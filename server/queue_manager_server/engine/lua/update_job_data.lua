@@ -3,6 +3,7 @@
 -- 'data' field (claim.lua's plain path too), so the next attempt gets the new data. With a lease token the
 -- change is fenced as a completion is: the job must be active under that token.
 -- @include common
+-- @include data
 --
 -- KEYS[1] meta (hash)
 -- ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] data  ARGV[4] content type  ARGV[5] lease token ("" = none)
@@ -17,13 +18,5 @@ local st, f = job_state(jkey, 'tok', 'ct')
 if not st then return {-2} end
 if token ~= '' and (st ~= 'active' or f[3] ~= token) then return {-3, st} end
 if st == 'completed' or st == 'failed' or st == 'cancelled' then return {-5, st} end
--- A job hash without 'ct' holds JSON (includes/add.lua). 'ct' is one of the fields a plain job has none of
--- (common.lua PLAIN): writing it marks the job NOT_PLAIN in the same HSET, or a claim's plain path would
--- hand the new bytes out as JSON. Dropping it leaves any mark true.
-if ct == JSON_TYPE then
-  redis.call('HSET', jkey, 'data', data)
-  if f[4] then redis.call('HDEL', jkey, 'ct') end
-else
-  redis.call('HSET', jkey, 'data', data, 'ct', ct, 'p', NOT_PLAIN)
-end
+set_data(jkey, data, ct, f[4])
 return {1}

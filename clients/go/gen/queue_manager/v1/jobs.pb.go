@@ -1542,7 +1542,11 @@ type RetryJobRequest struct {
 	// Queue name.
 	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
 	// Job id.
-	JobId         string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// New data for the job's next runs; unset keeps its data. Set in the same atomic step as the retry: a job
+	// that is neither failed nor cancelled keeps its data. A JSON value, or bytes with their content type; at
+	// most the server's payload limit (QM_MAX_PAYLOAD_BYTES), as an add's data.
+	Data          *Payload `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1589,6 +1593,13 @@ func (x *RetryJobRequest) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *RetryJobRequest) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 // RetryJobResponse is the job, waiting again.
@@ -2550,11 +2561,12 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"<\n" +
 	"\x11CancelJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"G\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"v\n" +
 	"\x0fRetryJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
-	"\x06job_id\x18\x02 \x01(\tR\x05jobId\";\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12-\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\";\n" +
 	"\x10RetryJobResponse\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"i\n" +
 	"\x16RetryFailedJobsRequest\x12\x1d\n" +
@@ -2716,26 +2728,27 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	46, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
 	42, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
 	42, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	42, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	43, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	42, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	40, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	42, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	47, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	42, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	0,  // 29: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
-	44, // 30: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	44, // 31: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
-	0,  // 32: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
-	35, // 33: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
-	44, // 34: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
-	46, // 35: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
-	42, // 36: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	40, // 22: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
+	42, // 23: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	43, // 24: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	42, // 25: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	40, // 26: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	42, // 27: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	47, // 28: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	42, // 29: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	0,  // 30: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
+	44, // 31: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 32: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
+	0,  // 33: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
+	35, // 34: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
+	44, // 35: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
+	46, // 36: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
+	42, // 37: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }

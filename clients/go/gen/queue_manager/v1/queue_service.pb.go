@@ -1362,6 +1362,304 @@ func (x *GetQueueMetricsResponse) GetMetrics() *QueueMetrics {
 	return nil
 }
 
+// RedriveDeadLettersRequest picks the dead-letter copies to send back to their original queues.
+type RedriveDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead-letter queue holding the copies (a queue some queue names as its dead-letter queue, or the
+	// default "dead-letter-queue").
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Only copies of jobs of this queue; empty for copies of every queue.
+	OriginalQueue string `protobuf:"bytes,2,opt,name=original_queue,json=originalQueue,proto3" json:"original_queue,omitempty"`
+	// At most this many copies; 0 for every copy that matches. Not with job_ids.
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only these copies (their ids in the dead-letter queue, "<original queue>:<job id>"), at most 1,000; empty
+	// for the waiting copies in the dead-letter queue's order. A named copy may also be delayed, failed or
+	// cancelled in the dead-letter queue.
+	JobIds []string `protobuf:"bytes,4,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	// A failed original runs again with the copy's original_data (as the copy holds it now: edited with
+	// UpdateJobData, or not) rather than the data it failed with. An original added anew always takes it.
+	ReplaceData   bool `protobuf:"varint,5,opt,name=replace_data,json=replaceData,proto3" json:"replace_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersRequest) Reset() {
+	*x = RedriveDeadLettersRequest{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RedriveDeadLettersRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetOriginalQueue() string {
+	if x != nil {
+		return x.OriginalQueue
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RedriveDeadLettersRequest) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+func (x *RedriveDeadLettersRequest) GetReplaceData() bool {
+	if x != nil {
+		return x.ReplaceData
+	}
+	return false
+}
+
+// RedriveDeadLettersResponse tells what became of the copies.
+type RedriveDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per original queue, its copies sent back, by queue name.
+	Queues []*RedrivenQueue `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	// Copies sent back in all (the sum of queues[].count).
+	Count uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// Copies named in job_ids that stay where they are, and why.
+	Skipped []*RedriveSkip `protobuf:"bytes,3,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// Original queues that are no longer registered: their copies stay in the dead-letter queue.
+	MissingQueues []string `protobuf:"bytes,4,rep,name=missing_queues,json=missingQueues,proto3" json:"missing_queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersResponse) Reset() {
+	*x = RedriveDeadLettersResponse{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RedriveDeadLettersResponse) GetQueues() []*RedrivenQueue {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+func (x *RedriveDeadLettersResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RedriveDeadLettersResponse) GetSkipped() []*RedriveSkip {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *RedriveDeadLettersResponse) GetMissingQueues() []string {
+	if x != nil {
+		return x.MissingQueues
+	}
+	return nil
+}
+
+// RedrivenQueue counts the copies sent back to one original queue.
+type RedrivenQueue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The original queue.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Copies sent back: retried + added + unchanged.
+	Count uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// Originals that were failed and run again (attempts counted afresh, as RetryJob).
+	Retried uint64 `protobuf:"varint,3,opt,name=retried,proto3" json:"retried,omitempty"`
+	// Originals gone (removed by retention or by hand): added anew with their id, name, data and content type.
+	Added uint64 `protobuf:"varint,4,opt,name=added,proto3" json:"added,omitempty"`
+	// Originals that were no longer failed (retried or removed and added again meanwhile): left as they are;
+	// the copy was dropped.
+	Unchanged     uint64 `protobuf:"varint,5,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedrivenQueue) Reset() {
+	*x = RedrivenQueue{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedrivenQueue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedrivenQueue) ProtoMessage() {}
+
+func (x *RedrivenQueue) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedrivenQueue.ProtoReflect.Descriptor instead.
+func (*RedrivenQueue) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RedrivenQueue) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *RedrivenQueue) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RedrivenQueue) GetRetried() uint64 {
+	if x != nil {
+		return x.Retried
+	}
+	return 0
+}
+
+func (x *RedrivenQueue) GetAdded() uint64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *RedrivenQueue) GetUnchanged() uint64 {
+	if x != nil {
+		return x.Unchanged
+	}
+	return 0
+}
+
+// RedriveSkip is a copy named in RedriveDeadLettersRequest.job_ids that was not sent back.
+type RedriveSkip struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The copy's id in the dead-letter queue.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Why: not found, not a dead-letter copy, held by a worker, completed, its data is not a copy's, or its
+	// original queue is not registered.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveSkip) Reset() {
+	*x = RedriveSkip{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveSkip) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveSkip) ProtoMessage() {}
+
+func (x *RedriveSkip) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveSkip.ProtoReflect.Descriptor instead.
+func (*RedriveSkip) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RedriveSkip) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RedriveSkip) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_queue_manager_v1_queue_service_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
@@ -1440,7 +1738,29 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"S\n" +
 	"\x17GetQueueMetricsResponse\x128\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\x83\x1e\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics\"\xb3\x01\n" +
+	"\x19RedriveDeadLettersRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12%\n" +
+	"\x0eoriginal_queue\x18\x02 \x01(\tR\roriginalQueue\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x17\n" +
+	"\ajob_ids\x18\x04 \x03(\tR\x06jobIds\x12!\n" +
+	"\freplace_data\x18\x05 \x01(\bR\vreplaceData\"\xcb\x01\n" +
+	"\x1aRedriveDeadLettersResponse\x127\n" +
+	"\x06queues\x18\x01 \x03(\v2\x1f.queue_manager.v1.RedrivenQueueR\x06queues\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x127\n" +
+	"\askipped\x18\x03 \x03(\v2\x1d.queue_manager.v1.RedriveSkipR\askipped\x12%\n" +
+	"\x0emissing_queues\x18\x04 \x03(\tR\rmissingQueues\"\x92\x01\n" +
+	"\rRedrivenQueue\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x18\n" +
+	"\aretried\x18\x03 \x01(\x04R\aretried\x12\x14\n" +
+	"\x05added\x18\x04 \x01(\x04R\x05added\x12\x1c\n" +
+	"\tunchanged\x18\x05 \x01(\x04R\tunchanged\"<\n" +
+	"\vRedriveSkip\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason2\xf4\x1e\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -1491,7 +1811,8 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\rListSchedules\x12&.queue_manager.v1.ListSchedulesRequest\x1a'.queue_manager.v1.ListSchedulesResponse\x12c\n" +
 	"\x0eDeleteSchedule\x12'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponse\x12e\n" +
 	"\x0eWatchJobEvents\x12'.queue_manager.v1.WatchJobEventsRequest\x1a(.queue_manager.v1.WatchJobEventsResponse0\x01\x12`\n" +
-	"\rRescheduleJob\x12&.queue_manager.v1.RescheduleJobRequest\x1a'.queue_manager.v1.RescheduleJobResponseB\xde\x01\n" +
+	"\rRescheduleJob\x12&.queue_manager.v1.RescheduleJobRequest\x1a'.queue_manager.v1.RescheduleJobResponse\x12o\n" +
+	"\x12RedriveDeadLetters\x12+.queue_manager.v1.RedriveDeadLettersRequest\x1a,.queue_manager.v1.RedriveDeadLettersResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1506,200 +1827,208 @@ func file_queue_manager_v1_queue_service_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_queue_service_proto_rawDescData
 }
 
-var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_queue_manager_v1_queue_service_proto_goTypes = []any{
-	(*RegisterQueueRequest)(nil),      // 0: queue_manager.v1.RegisterQueueRequest
-	(*RegisterQueueResponse)(nil),     // 1: queue_manager.v1.RegisterQueueResponse
-	(*GetQueueRequest)(nil),           // 2: queue_manager.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),          // 3: queue_manager.v1.GetQueueResponse
-	(*ListQueuesRequest)(nil),         // 4: queue_manager.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),        // 5: queue_manager.v1.ListQueuesResponse
-	(*PauseQueueRequest)(nil),         // 6: queue_manager.v1.PauseQueueRequest
-	(*PauseQueueResponse)(nil),        // 7: queue_manager.v1.PauseQueueResponse
-	(*ResumeQueueRequest)(nil),        // 8: queue_manager.v1.ResumeQueueRequest
-	(*ResumeQueueResponse)(nil),       // 9: queue_manager.v1.ResumeQueueResponse
-	(*CleanQueueRequest)(nil),         // 10: queue_manager.v1.CleanQueueRequest
-	(*CleanQueueResponse)(nil),        // 11: queue_manager.v1.CleanQueueResponse
-	(*DrainQueueRequest)(nil),         // 12: queue_manager.v1.DrainQueueRequest
-	(*DrainQueueResponse)(nil),        // 13: queue_manager.v1.DrainQueueResponse
-	(*ListGroupsRequest)(nil),         // 14: queue_manager.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),        // 15: queue_manager.v1.ListGroupsResponse
-	(*SetGroupLimitsRequest)(nil),     // 16: queue_manager.v1.SetGroupLimitsRequest
-	(*SetGroupLimitsResponse)(nil),    // 17: queue_manager.v1.SetGroupLimitsResponse
-	(*PauseGroupRequest)(nil),         // 18: queue_manager.v1.PauseGroupRequest
-	(*PauseGroupResponse)(nil),        // 19: queue_manager.v1.PauseGroupResponse
-	(*ResumeGroupRequest)(nil),        // 20: queue_manager.v1.ResumeGroupRequest
-	(*ResumeGroupResponse)(nil),       // 21: queue_manager.v1.ResumeGroupResponse
-	(*ObliterateQueueRequest)(nil),    // 22: queue_manager.v1.ObliterateQueueRequest
-	(*ObliterateQueueResponse)(nil),   // 23: queue_manager.v1.ObliterateQueueResponse
-	(*GetQueueMetricsRequest)(nil),    // 24: queue_manager.v1.GetQueueMetricsRequest
-	(*GetQueueMetricsResponse)(nil),   // 25: queue_manager.v1.GetQueueMetricsResponse
-	(*QueueConfig)(nil),               // 26: queue_manager.v1.QueueConfig
-	(*Queue)(nil),                     // 27: queue_manager.v1.Queue
-	(*durationpb.Duration)(nil),       // 28: google.protobuf.Duration
-	(JobState)(0),                     // 29: queue_manager.v1.JobState
-	(*GroupInfo)(nil),                 // 30: queue_manager.v1.GroupInfo
-	(*GroupLimits)(nil),               // 31: queue_manager.v1.GroupLimits
-	(*QueueMetrics)(nil),              // 32: queue_manager.v1.QueueMetrics
-	(*GetAllMetricsRequest)(nil),      // 33: queue_manager.v1.GetAllMetricsRequest
-	(*WatchMetricsRequest)(nil),       // 34: queue_manager.v1.WatchMetricsRequest
-	(*ListWorkersRequest)(nil),        // 35: queue_manager.v1.ListWorkersRequest
-	(*AddJobRequest)(nil),             // 36: queue_manager.v1.AddJobRequest
-	(*AddJobBatchRequest)(nil),        // 37: queue_manager.v1.AddJobBatchRequest
-	(*AddJobStreamRequest)(nil),       // 38: queue_manager.v1.AddJobStreamRequest
-	(*AddBulkRequest)(nil),            // 39: queue_manager.v1.AddBulkRequest
-	(*GetJobRequest)(nil),             // 40: queue_manager.v1.GetJobRequest
-	(*ListJobsRequest)(nil),           // 41: queue_manager.v1.ListJobsRequest
-	(*RemoveJobRequest)(nil),          // 42: queue_manager.v1.RemoveJobRequest
-	(*GetJobLogsRequest)(nil),         // 43: queue_manager.v1.GetJobLogsRequest
-	(*WaitForJobRequest)(nil),         // 44: queue_manager.v1.WaitForJobRequest
-	(*CancelJobRequest)(nil),          // 45: queue_manager.v1.CancelJobRequest
-	(*RetryJobRequest)(nil),           // 46: queue_manager.v1.RetryJobRequest
-	(*RetryFailedJobsRequest)(nil),    // 47: queue_manager.v1.RetryFailedJobsRequest
-	(*PromoteJobRequest)(nil),         // 48: queue_manager.v1.PromoteJobRequest
-	(*ChangeJobPriorityRequest)(nil),  // 49: queue_manager.v1.ChangeJobPriorityRequest
-	(*UpdateJobDataRequest)(nil),      // 50: queue_manager.v1.UpdateJobDataRequest
-	(*ExecuteWorkflowRequest)(nil),    // 51: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),        // 52: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),      // 53: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),     // 54: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),     // 55: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),        // 56: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),      // 57: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),     // 58: queue_manager.v1.DeleteScheduleRequest
-	(*WatchJobEventsRequest)(nil),     // 59: queue_manager.v1.WatchJobEventsRequest
-	(*RescheduleJobRequest)(nil),      // 60: queue_manager.v1.RescheduleJobRequest
-	(*GetAllMetricsResponse)(nil),     // 61: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),      // 62: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),       // 63: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),            // 64: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),       // 65: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),      // 66: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),           // 67: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),            // 68: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),          // 69: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),         // 70: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),        // 71: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),        // 72: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),         // 73: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),          // 74: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),   // 75: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),        // 76: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil), // 77: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),     // 78: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),   // 79: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),       // 80: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),     // 81: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),    // 82: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),    // 83: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),       // 84: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),     // 85: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),    // 86: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),    // 87: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),     // 88: queue_manager.v1.RescheduleJobResponse
+	(*RegisterQueueRequest)(nil),       // 0: queue_manager.v1.RegisterQueueRequest
+	(*RegisterQueueResponse)(nil),      // 1: queue_manager.v1.RegisterQueueResponse
+	(*GetQueueRequest)(nil),            // 2: queue_manager.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),           // 3: queue_manager.v1.GetQueueResponse
+	(*ListQueuesRequest)(nil),          // 4: queue_manager.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),         // 5: queue_manager.v1.ListQueuesResponse
+	(*PauseQueueRequest)(nil),          // 6: queue_manager.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),         // 7: queue_manager.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),         // 8: queue_manager.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),        // 9: queue_manager.v1.ResumeQueueResponse
+	(*CleanQueueRequest)(nil),          // 10: queue_manager.v1.CleanQueueRequest
+	(*CleanQueueResponse)(nil),         // 11: queue_manager.v1.CleanQueueResponse
+	(*DrainQueueRequest)(nil),          // 12: queue_manager.v1.DrainQueueRequest
+	(*DrainQueueResponse)(nil),         // 13: queue_manager.v1.DrainQueueResponse
+	(*ListGroupsRequest)(nil),          // 14: queue_manager.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 15: queue_manager.v1.ListGroupsResponse
+	(*SetGroupLimitsRequest)(nil),      // 16: queue_manager.v1.SetGroupLimitsRequest
+	(*SetGroupLimitsResponse)(nil),     // 17: queue_manager.v1.SetGroupLimitsResponse
+	(*PauseGroupRequest)(nil),          // 18: queue_manager.v1.PauseGroupRequest
+	(*PauseGroupResponse)(nil),         // 19: queue_manager.v1.PauseGroupResponse
+	(*ResumeGroupRequest)(nil),         // 20: queue_manager.v1.ResumeGroupRequest
+	(*ResumeGroupResponse)(nil),        // 21: queue_manager.v1.ResumeGroupResponse
+	(*ObliterateQueueRequest)(nil),     // 22: queue_manager.v1.ObliterateQueueRequest
+	(*ObliterateQueueResponse)(nil),    // 23: queue_manager.v1.ObliterateQueueResponse
+	(*GetQueueMetricsRequest)(nil),     // 24: queue_manager.v1.GetQueueMetricsRequest
+	(*GetQueueMetricsResponse)(nil),    // 25: queue_manager.v1.GetQueueMetricsResponse
+	(*RedriveDeadLettersRequest)(nil),  // 26: queue_manager.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 27: queue_manager.v1.RedriveDeadLettersResponse
+	(*RedrivenQueue)(nil),              // 28: queue_manager.v1.RedrivenQueue
+	(*RedriveSkip)(nil),                // 29: queue_manager.v1.RedriveSkip
+	(*QueueConfig)(nil),                // 30: queue_manager.v1.QueueConfig
+	(*Queue)(nil),                      // 31: queue_manager.v1.Queue
+	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
+	(JobState)(0),                      // 33: queue_manager.v1.JobState
+	(*GroupInfo)(nil),                  // 34: queue_manager.v1.GroupInfo
+	(*GroupLimits)(nil),                // 35: queue_manager.v1.GroupLimits
+	(*QueueMetrics)(nil),               // 36: queue_manager.v1.QueueMetrics
+	(*GetAllMetricsRequest)(nil),       // 37: queue_manager.v1.GetAllMetricsRequest
+	(*WatchMetricsRequest)(nil),        // 38: queue_manager.v1.WatchMetricsRequest
+	(*ListWorkersRequest)(nil),         // 39: queue_manager.v1.ListWorkersRequest
+	(*AddJobRequest)(nil),              // 40: queue_manager.v1.AddJobRequest
+	(*AddJobBatchRequest)(nil),         // 41: queue_manager.v1.AddJobBatchRequest
+	(*AddJobStreamRequest)(nil),        // 42: queue_manager.v1.AddJobStreamRequest
+	(*AddBulkRequest)(nil),             // 43: queue_manager.v1.AddBulkRequest
+	(*GetJobRequest)(nil),              // 44: queue_manager.v1.GetJobRequest
+	(*ListJobsRequest)(nil),            // 45: queue_manager.v1.ListJobsRequest
+	(*RemoveJobRequest)(nil),           // 46: queue_manager.v1.RemoveJobRequest
+	(*GetJobLogsRequest)(nil),          // 47: queue_manager.v1.GetJobLogsRequest
+	(*WaitForJobRequest)(nil),          // 48: queue_manager.v1.WaitForJobRequest
+	(*CancelJobRequest)(nil),           // 49: queue_manager.v1.CancelJobRequest
+	(*RetryJobRequest)(nil),            // 50: queue_manager.v1.RetryJobRequest
+	(*RetryFailedJobsRequest)(nil),     // 51: queue_manager.v1.RetryFailedJobsRequest
+	(*PromoteJobRequest)(nil),          // 52: queue_manager.v1.PromoteJobRequest
+	(*ChangeJobPriorityRequest)(nil),   // 53: queue_manager.v1.ChangeJobPriorityRequest
+	(*UpdateJobDataRequest)(nil),       // 54: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),     // 55: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),         // 56: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),       // 57: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),      // 58: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),      // 59: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),         // 60: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),       // 61: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),      // 62: queue_manager.v1.DeleteScheduleRequest
+	(*WatchJobEventsRequest)(nil),      // 63: queue_manager.v1.WatchJobEventsRequest
+	(*RescheduleJobRequest)(nil),       // 64: queue_manager.v1.RescheduleJobRequest
+	(*GetAllMetricsResponse)(nil),      // 65: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 66: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 67: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 68: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 69: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 70: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 71: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 72: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 73: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 74: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 75: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 76: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 77: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 78: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 79: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 80: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 81: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 82: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 83: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 84: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 85: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 86: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 87: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 88: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 89: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 90: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 91: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 92: queue_manager.v1.RescheduleJobResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
-	26, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
-	27, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	27, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	27, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
-	27, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	27, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	28, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
-	29, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
-	30, // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
-	31, // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
-	30, // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
-	30, // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
-	30, // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
-	32, // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	0,  // 14: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
-	2,  // 15: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
-	4,  // 16: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
-	6,  // 17: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
-	8,  // 18: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
-	10, // 19: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
-	12, // 20: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
-	22, // 21: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
-	14, // 22: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
-	16, // 23: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
-	18, // 24: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
-	20, // 25: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
-	24, // 26: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
-	33, // 27: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
-	34, // 28: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
-	35, // 29: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
-	36, // 30: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
-	37, // 31: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
-	38, // 32: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
-	39, // 33: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
-	40, // 34: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
-	41, // 35: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
-	42, // 36: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
-	43, // 37: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
-	44, // 38: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
-	45, // 39: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
-	46, // 40: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
-	47, // 41: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
-	48, // 42: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
-	49, // 43: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	50, // 44: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
-	51, // 45: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	52, // 46: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	53, // 47: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	54, // 48: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	55, // 49: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	56, // 50: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	57, // 51: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	58, // 52: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	59, // 53: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
-	60, // 54: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
-	1,  // 55: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 56: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 57: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 58: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 59: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 60: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 61: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	23, // 62: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	15, // 63: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	17, // 64: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	19, // 65: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	21, // 66: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	25, // 67: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	61, // 68: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	62, // 69: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	63, // 70: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	64, // 71: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	65, // 72: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	66, // 73: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	67, // 74: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	68, // 75: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	69, // 76: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	70, // 77: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	71, // 78: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	72, // 79: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	73, // 80: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	74, // 81: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	75, // 82: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	76, // 83: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	77, // 84: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	78, // 85: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	79, // 86: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	80, // 87: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	81, // 88: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	82, // 89: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	83, // 90: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	84, // 91: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	85, // 92: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	86, // 93: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	87, // 94: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	88, // 95: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	55, // [55:96] is the sub-list for method output_type
-	14, // [14:55] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	30, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
+	31, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	31, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	31, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
+	31, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	31, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	32, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
+	33, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
+	34, // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
+	35, // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
+	34, // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
+	34, // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	34, // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	36, // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	28, // 14: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
+	29, // 15: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
+	0,  // 16: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
+	2,  // 17: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
+	4,  // 18: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
+	6,  // 19: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
+	8,  // 20: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
+	10, // 21: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
+	12, // 22: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
+	22, // 23: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
+	14, // 24: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
+	16, // 25: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
+	18, // 26: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
+	20, // 27: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
+	24, // 28: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
+	37, // 29: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
+	38, // 30: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
+	39, // 31: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
+	40, // 32: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
+	41, // 33: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
+	42, // 34: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
+	43, // 35: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
+	44, // 36: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
+	45, // 37: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
+	46, // 38: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
+	47, // 39: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
+	48, // 40: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
+	49, // 41: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
+	50, // 42: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
+	51, // 43: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
+	52, // 44: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
+	53, // 45: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
+	54, // 46: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	55, // 47: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	56, // 48: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	57, // 49: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	58, // 50: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	59, // 51: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	60, // 52: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	61, // 53: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	62, // 54: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	63, // 55: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
+	64, // 56: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
+	26, // 57: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
+	1,  // 58: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 59: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 60: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 61: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 62: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 63: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 64: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	23, // 65: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	15, // 66: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	17, // 67: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	19, // 68: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	21, // 69: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	25, // 70: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	65, // 71: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	66, // 72: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	67, // 73: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	68, // 74: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	69, // 75: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	70, // 76: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	71, // 77: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	72, // 78: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	73, // 79: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	74, // 80: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	75, // 81: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	76, // 82: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	77, // 83: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	78, // 84: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	79, // 85: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	80, // 86: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	81, // 87: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	82, // 88: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	83, // 89: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	84, // 90: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	85, // 91: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	86, // 92: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	87, // 93: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	88, // 94: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	89, // 95: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	90, // 96: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	91, // 97: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	92, // 98: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	27, // 99: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	58, // [58:100] is the sub-list for method output_type
+	16, // [16:58] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_queue_service_proto_init() }
@@ -1718,7 +2047,7 @@ func file_queue_manager_v1_queue_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_queue_service_proto_rawDesc), len(file_queue_manager_v1_queue_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,47 +19,48 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	QueueService_RegisterQueue_FullMethodName     = "/queue_manager.v1.QueueService/RegisterQueue"
-	QueueService_GetQueue_FullMethodName          = "/queue_manager.v1.QueueService/GetQueue"
-	QueueService_ListQueues_FullMethodName        = "/queue_manager.v1.QueueService/ListQueues"
-	QueueService_PauseQueue_FullMethodName        = "/queue_manager.v1.QueueService/PauseQueue"
-	QueueService_ResumeQueue_FullMethodName       = "/queue_manager.v1.QueueService/ResumeQueue"
-	QueueService_CleanQueue_FullMethodName        = "/queue_manager.v1.QueueService/CleanQueue"
-	QueueService_DrainQueue_FullMethodName        = "/queue_manager.v1.QueueService/DrainQueue"
-	QueueService_ObliterateQueue_FullMethodName   = "/queue_manager.v1.QueueService/ObliterateQueue"
-	QueueService_ListGroups_FullMethodName        = "/queue_manager.v1.QueueService/ListGroups"
-	QueueService_SetGroupLimits_FullMethodName    = "/queue_manager.v1.QueueService/SetGroupLimits"
-	QueueService_PauseGroup_FullMethodName        = "/queue_manager.v1.QueueService/PauseGroup"
-	QueueService_ResumeGroup_FullMethodName       = "/queue_manager.v1.QueueService/ResumeGroup"
-	QueueService_GetQueueMetrics_FullMethodName   = "/queue_manager.v1.QueueService/GetQueueMetrics"
-	QueueService_GetAllMetrics_FullMethodName     = "/queue_manager.v1.QueueService/GetAllMetrics"
-	QueueService_WatchMetrics_FullMethodName      = "/queue_manager.v1.QueueService/WatchMetrics"
-	QueueService_ListWorkers_FullMethodName       = "/queue_manager.v1.QueueService/ListWorkers"
-	QueueService_AddJob_FullMethodName            = "/queue_manager.v1.QueueService/AddJob"
-	QueueService_AddJobBatch_FullMethodName       = "/queue_manager.v1.QueueService/AddJobBatch"
-	QueueService_AddJobStream_FullMethodName      = "/queue_manager.v1.QueueService/AddJobStream"
-	QueueService_AddBulk_FullMethodName           = "/queue_manager.v1.QueueService/AddBulk"
-	QueueService_GetJob_FullMethodName            = "/queue_manager.v1.QueueService/GetJob"
-	QueueService_ListJobs_FullMethodName          = "/queue_manager.v1.QueueService/ListJobs"
-	QueueService_RemoveJob_FullMethodName         = "/queue_manager.v1.QueueService/RemoveJob"
-	QueueService_GetJobLogs_FullMethodName        = "/queue_manager.v1.QueueService/GetJobLogs"
-	QueueService_WaitForJob_FullMethodName        = "/queue_manager.v1.QueueService/WaitForJob"
-	QueueService_CancelJob_FullMethodName         = "/queue_manager.v1.QueueService/CancelJob"
-	QueueService_RetryJob_FullMethodName          = "/queue_manager.v1.QueueService/RetryJob"
-	QueueService_RetryFailedJobs_FullMethodName   = "/queue_manager.v1.QueueService/RetryFailedJobs"
-	QueueService_PromoteJob_FullMethodName        = "/queue_manager.v1.QueueService/PromoteJob"
-	QueueService_ChangeJobPriority_FullMethodName = "/queue_manager.v1.QueueService/ChangeJobPriority"
-	QueueService_UpdateJobData_FullMethodName     = "/queue_manager.v1.QueueService/UpdateJobData"
-	QueueService_ExecuteWorkflow_FullMethodName   = "/queue_manager.v1.QueueService/ExecuteWorkflow"
-	QueueService_GetWorkflow_FullMethodName       = "/queue_manager.v1.QueueService/GetWorkflow"
-	QueueService_ListWorkflows_FullMethodName     = "/queue_manager.v1.QueueService/ListWorkflows"
-	QueueService_CancelWorkflow_FullMethodName    = "/queue_manager.v1.QueueService/CancelWorkflow"
-	QueueService_UpsertSchedule_FullMethodName    = "/queue_manager.v1.QueueService/UpsertSchedule"
-	QueueService_GetSchedule_FullMethodName       = "/queue_manager.v1.QueueService/GetSchedule"
-	QueueService_ListSchedules_FullMethodName     = "/queue_manager.v1.QueueService/ListSchedules"
-	QueueService_DeleteSchedule_FullMethodName    = "/queue_manager.v1.QueueService/DeleteSchedule"
-	QueueService_WatchJobEvents_FullMethodName    = "/queue_manager.v1.QueueService/WatchJobEvents"
-	QueueService_RescheduleJob_FullMethodName     = "/queue_manager.v1.QueueService/RescheduleJob"
+	QueueService_RegisterQueue_FullMethodName      = "/queue_manager.v1.QueueService/RegisterQueue"
+	QueueService_GetQueue_FullMethodName           = "/queue_manager.v1.QueueService/GetQueue"
+	QueueService_ListQueues_FullMethodName         = "/queue_manager.v1.QueueService/ListQueues"
+	QueueService_PauseQueue_FullMethodName         = "/queue_manager.v1.QueueService/PauseQueue"
+	QueueService_ResumeQueue_FullMethodName        = "/queue_manager.v1.QueueService/ResumeQueue"
+	QueueService_CleanQueue_FullMethodName         = "/queue_manager.v1.QueueService/CleanQueue"
+	QueueService_DrainQueue_FullMethodName         = "/queue_manager.v1.QueueService/DrainQueue"
+	QueueService_ObliterateQueue_FullMethodName    = "/queue_manager.v1.QueueService/ObliterateQueue"
+	QueueService_ListGroups_FullMethodName         = "/queue_manager.v1.QueueService/ListGroups"
+	QueueService_SetGroupLimits_FullMethodName     = "/queue_manager.v1.QueueService/SetGroupLimits"
+	QueueService_PauseGroup_FullMethodName         = "/queue_manager.v1.QueueService/PauseGroup"
+	QueueService_ResumeGroup_FullMethodName        = "/queue_manager.v1.QueueService/ResumeGroup"
+	QueueService_GetQueueMetrics_FullMethodName    = "/queue_manager.v1.QueueService/GetQueueMetrics"
+	QueueService_GetAllMetrics_FullMethodName      = "/queue_manager.v1.QueueService/GetAllMetrics"
+	QueueService_WatchMetrics_FullMethodName       = "/queue_manager.v1.QueueService/WatchMetrics"
+	QueueService_ListWorkers_FullMethodName        = "/queue_manager.v1.QueueService/ListWorkers"
+	QueueService_AddJob_FullMethodName             = "/queue_manager.v1.QueueService/AddJob"
+	QueueService_AddJobBatch_FullMethodName        = "/queue_manager.v1.QueueService/AddJobBatch"
+	QueueService_AddJobStream_FullMethodName       = "/queue_manager.v1.QueueService/AddJobStream"
+	QueueService_AddBulk_FullMethodName            = "/queue_manager.v1.QueueService/AddBulk"
+	QueueService_GetJob_FullMethodName             = "/queue_manager.v1.QueueService/GetJob"
+	QueueService_ListJobs_FullMethodName           = "/queue_manager.v1.QueueService/ListJobs"
+	QueueService_RemoveJob_FullMethodName          = "/queue_manager.v1.QueueService/RemoveJob"
+	QueueService_GetJobLogs_FullMethodName         = "/queue_manager.v1.QueueService/GetJobLogs"
+	QueueService_WaitForJob_FullMethodName         = "/queue_manager.v1.QueueService/WaitForJob"
+	QueueService_CancelJob_FullMethodName          = "/queue_manager.v1.QueueService/CancelJob"
+	QueueService_RetryJob_FullMethodName           = "/queue_manager.v1.QueueService/RetryJob"
+	QueueService_RetryFailedJobs_FullMethodName    = "/queue_manager.v1.QueueService/RetryFailedJobs"
+	QueueService_PromoteJob_FullMethodName         = "/queue_manager.v1.QueueService/PromoteJob"
+	QueueService_ChangeJobPriority_FullMethodName  = "/queue_manager.v1.QueueService/ChangeJobPriority"
+	QueueService_UpdateJobData_FullMethodName      = "/queue_manager.v1.QueueService/UpdateJobData"
+	QueueService_ExecuteWorkflow_FullMethodName    = "/queue_manager.v1.QueueService/ExecuteWorkflow"
+	QueueService_GetWorkflow_FullMethodName        = "/queue_manager.v1.QueueService/GetWorkflow"
+	QueueService_ListWorkflows_FullMethodName      = "/queue_manager.v1.QueueService/ListWorkflows"
+	QueueService_CancelWorkflow_FullMethodName     = "/queue_manager.v1.QueueService/CancelWorkflow"
+	QueueService_UpsertSchedule_FullMethodName     = "/queue_manager.v1.QueueService/UpsertSchedule"
+	QueueService_GetSchedule_FullMethodName        = "/queue_manager.v1.QueueService/GetSchedule"
+	QueueService_ListSchedules_FullMethodName      = "/queue_manager.v1.QueueService/ListSchedules"
+	QueueService_DeleteSchedule_FullMethodName     = "/queue_manager.v1.QueueService/DeleteSchedule"
+	QueueService_WatchJobEvents_FullMethodName     = "/queue_manager.v1.QueueService/WatchJobEvents"
+	QueueService_RescheduleJob_FullMethodName      = "/queue_manager.v1.QueueService/RescheduleJob"
+	QueueService_RedriveDeadLetters_FullMethodName = "/queue_manager.v1.QueueService/RedriveDeadLetters"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -168,6 +169,9 @@ type QueueServiceClient interface {
 	// come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
 	// refused with FAILED_PRECONDITION.
 	RescheduleJob(ctx context.Context, in *RescheduleJobRequest, opts ...grpc.CallOption) (*RescheduleJobResponse, error)
+	// Sends dead-letter copies back to their original queues: a failed original runs again, one that
+	// retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+	RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error)
 }
 
 type queueServiceClient struct {
@@ -621,6 +625,16 @@ func (c *queueServiceClient) RescheduleJob(ctx context.Context, in *RescheduleJo
 	return out, nil
 }
 
+func (c *queueServiceClient) RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveDeadLettersResponse)
+	err := c.cc.Invoke(ctx, QueueService_RedriveDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -727,6 +741,9 @@ type QueueServiceServer interface {
 	// come makes a delayed job waiting now (as PromoteJob) and leaves a waiting one as it is. Other states are
 	// refused with FAILED_PRECONDITION.
 	RescheduleJob(context.Context, *RescheduleJobRequest) (*RescheduleJobResponse, error)
+	// Sends dead-letter copies back to their original queues: a failed original runs again, one that
+	// retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+	RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -859,6 +876,9 @@ func (UnimplementedQueueServiceServer) WatchJobEvents(*WatchJobEventsRequest, gr
 }
 func (UnimplementedQueueServiceServer) RescheduleJob(context.Context, *RescheduleJobRequest) (*RescheduleJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RescheduleJob not implemented")
+}
+func (UnimplementedQueueServiceServer) RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetters not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1576,6 +1596,24 @@ func _QueueService_RescheduleJob_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_RedriveDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RedriveDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RedriveDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RedriveDeadLetters(ctx, req.(*RedriveDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1726,6 +1764,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RescheduleJob",
 			Handler:    _QueueService_RescheduleJob_Handler,
+		},
+		{
+			MethodName: "RedriveDeadLetters",
+			Handler:    _QueueService_RedriveDeadLetters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
