@@ -136,6 +136,11 @@ class QueueServiceStub:
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
     """Deletes a schedule; jobs it already added stay."""
+    RetryWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.RetryWorkflowRequest, _workflows_pb2.RetryWorkflowResponse]
+    """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+    it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+    the run is running until they finish.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -241,6 +246,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Lists the schedules of a queue, or of every queue."""
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     """Deletes a schedule; jobs it already added stay."""
+    RetryWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.RetryWorkflowRequest, _workflows_pb2.RetryWorkflowResponse]  # type: ignore[assignment]
+    """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+    it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+    the run is running until they finish.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -577,5 +587,16 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedules_pb2.DeleteScheduleResponse]]:
         """Deletes a schedule; jobs it already added stay."""
+
+    @_abc_1.abstractmethod
+    def RetryWorkflow(
+        self,
+        request: _workflows_pb2.RetryWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.RetryWorkflowResponse, _abc.Awaitable[_workflows_pb2.RetryWorkflowResponse]]:
+        """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+        it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+        the run is running until they finish.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -58,6 +58,7 @@ const (
 	QueueService_GetSchedule_FullMethodName       = "/queue_manager.v1.QueueService/GetSchedule"
 	QueueService_ListSchedules_FullMethodName     = "/queue_manager.v1.QueueService/ListSchedules"
 	QueueService_DeleteSchedule_FullMethodName    = "/queue_manager.v1.QueueService/DeleteSchedule"
+	QueueService_RetryWorkflow_FullMethodName     = "/queue_manager.v1.QueueService/RetryWorkflow"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -157,6 +158,10 @@ type QueueServiceClient interface {
 	ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error)
 	// Deletes a schedule; jobs it already added stay.
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
+	// Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+	// it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+	// the run is running until they finish.
+	RetryWorkflow(ctx context.Context, in *RetryWorkflowRequest, opts ...grpc.CallOption) (*RetryWorkflowResponse, error)
 }
 
 type queueServiceClient struct {
@@ -581,6 +586,16 @@ func (c *queueServiceClient) DeleteSchedule(ctx context.Context, in *DeleteSched
 	return out, nil
 }
 
+func (c *queueServiceClient) RetryWorkflow(ctx context.Context, in *RetryWorkflowRequest, opts ...grpc.CallOption) (*RetryWorkflowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryWorkflowResponse)
+	err := c.cc.Invoke(ctx, QueueService_RetryWorkflow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -678,6 +693,10 @@ type QueueServiceServer interface {
 	ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error)
 	// Deletes a schedule; jobs it already added stay.
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
+	// Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+	// it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+	// the run is running until they finish.
+	RetryWorkflow(context.Context, *RetryWorkflowRequest) (*RetryWorkflowResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -804,6 +823,9 @@ func (UnimplementedQueueServiceServer) ListSchedules(context.Context, *ListSched
 }
 func (UnimplementedQueueServiceServer) DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSchedule not implemented")
+}
+func (UnimplementedQueueServiceServer) RetryWorkflow(context.Context, *RetryWorkflowRequest) (*RetryWorkflowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryWorkflow not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1492,6 +1514,24 @@ func _QueueService_DeleteSchedule_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_RetryWorkflow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryWorkflowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RetryWorkflow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RetryWorkflow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RetryWorkflow(ctx, req.(*RetryWorkflowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1638,6 +1678,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSchedule",
 			Handler:    _QueueService_DeleteSchedule_Handler,
+		},
+		{
+			MethodName: "RetryWorkflow",
+			Handler:    _QueueService_RetryWorkflow_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
