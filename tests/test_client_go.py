@@ -87,6 +87,7 @@ EXPECTED = {
     "TestLIFOJobsGoToTheHeadOfTheirLevel",
     "TestAFullQueueRefusesAddsWithResourceExhausted",
     "TestAGroupsMaxSizeRefusesItsAddsOnly",
+    "TestRetryWorkflowResumesAFailedRun",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {
