@@ -90,6 +90,7 @@ EXPECTED = {
     "TestUpdateDataSavesACheckpointForTheNextAttempt",
     "TestUpdateDataOfALostRunIsRefused",
     "TestRescheduleJobMovesARunTime",
+    "TestRetryWorkflowResumesAFailedRun",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

@@ -149,6 +149,10 @@ async def test_job_ids_with_colons_and_workflows(http: Api) -> None:
     assert "run-1" in [r["run_id"] for r in runs["runs"]]
     status, cancelled = await http.call("POST", "/api/v1/workflows/run-1:cancel", {"reason": "enough"})
     assert (status, cancelled["run"]["state"]) == (200, "WORKFLOW_STATE_CANCELLED")
+    status, refused = await http.call("POST", "/api/v1/workflows/run-1:retry")
+    assert status == 409 and "cancelled with CancelWorkflow" in str(refused), refused
+    status, _ = await http.call("POST", "/api/v1/workflows/no-such-run:retry")
+    assert status == 404
 
 
 async def test_bad_requests_name_the_problem(http: Api) -> None:

@@ -6,8 +6,9 @@ admin), ``produce`` (producer, admin), ``work`` (worker, admin) and ``admin`` (a
 names must match one of the token's patterns, including the queues a request names indirectly (chain links,
 workflow steps, a schedule's queue, the dead-letter queue a registration creates). Requests that name no
 queue either have their answer filtered (ListQueues, GetAllMetrics, WatchMetrics without names,
-ListWorkers, ListSchedules without a queue), are checked against the answer (GetWorkflow), the stored run
-(CancelWorkflow), or need a token for every queue (ListWorkflows: its page carries no steps to check).
+ListWorkers, ListSchedules without a queue), are checked against the answer (GetWorkflow), the stored
+run (CancelWorkflow, RetryWorkflow), or need a token for every queue (ListWorkflows: its page carries no
+steps to check).
 UpdateJobData needs ``produce``, or ``work`` with a lease token: a processor saving its own job's data
 (`Rule.leased`; the handler then checks the lease). docs/security.md shows the same table for people;
 `test_every_rpc_has_a_rule` keeps it complete.
@@ -56,7 +57,7 @@ class Rule:
     check_answer: Callable[[Principal, Any], str | None] | None = None
     # Needs a token for every queue ("*").
     all_queues: bool = False
-    # The stored run's queues are checked before the call (CancelWorkflow).
+    # The stored run's queues are checked before the call (CancelWorkflow, RetryWorkflow).
     run_queues: bool = False
     # The request holds independent items whose queues the handler checks one by one (`add_item_denials`): an
     # item out of reach is refused alone, as its own call would be (AddJobBatch).
@@ -266,6 +267,7 @@ RULES: dict[str, Rule] = {
         "GetWorkflow": Rule("read", check_answer=_check_run),
         "ListWorkflows": Rule("read", all_queues=True),
         "CancelWorkflow": Rule("admin", run_queues=True),
+        "RetryWorkflow": Rule("produce", run_queues=True),
         "UpsertSchedule": Rule("produce", _schedule),
         "GetSchedule": _READ_QUEUE,
         "ListSchedules": Rule("read", _field("queue_name"), filter=_filter_schedules),

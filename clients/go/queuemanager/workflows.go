@@ -213,3 +213,16 @@ func (c *Client) CancelWorkflow(ctx context.Context, runID, reason string) (*Wor
 	}
 	return runFromProto(resp.GetRun()), nil
 }
+
+// RetryWorkflow runs the job of every failed (or cancelled) step of a failed run again, in one call. The
+// steps start again, the steps skipped because of them are pending again, and the run is running until
+// they finish: a retried step that completes goes on as if it had never failed. ErrNotFound for an unknown
+// run; ErrFailedPrecondition for a run that is running, completed or cancelled with CancelWorkflow, or
+// whose failed step's job no longer exists (the message names it).
+func (c *Client) RetryWorkflow(ctx context.Context, runID string) (*WorkflowRun, error) {
+	resp, err := c.queues.RetryWorkflow(ctx, &pb.RetryWorkflowRequest{RunId: runID})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return runFromProto(resp.GetRun()), nil
+}

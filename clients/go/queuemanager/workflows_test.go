@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,5 +108,70 @@ func TestListWorkflowsPagesNewestFirst(t *testing.T) {
 	}
 	if _, err := c.ListWorkflows(testContext(t), 0, "not-a-token"); !errors.Is(err, qm.ErrInvalidArgument) {
 		t.Fatalf("ListWorkflows with a bad page token: want ErrInvalidArgument, got %v", err)
+	}
+}
+
+func TestRetryWorkflowResumesAFailedRun(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	ran := make(chan string, 4)
+	var failed atomic.Bool
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			ran <- job.Name
+			if job.Name == "charge" && failed.CompareAndSwap(false, true) {
+				return nil, qm.Unrecoverable(errors.New("card declined"))
+			}
+			return job.Name + " done", nil
+		},
+	}})
+	runID, _, err := c.ExecuteWorkflow(testContext(t), qm.Workflow{Name: "order", Steps: []qm.WorkflowStep{{
+		Key: "charge", Queue: queue, Name: "charge",
+		OnSuccess: []qm.WorkflowStep{{Key: "ship", Queue: queue, Name: "ship"}},
+	}}}, "")
+	if err != nil {
+		t.Fatalf("ExecuteWorkflow: %v", err)
+	}
+	if run := settledRun(t, c, runID); run.State != "failed" {
+		t.Fatalf("run %s, want failed", run.State)
+	}
+	// Running again (or, with a fast worker, completed already by the time the answer reads the run).
+	run, err := c.RetryWorkflow(testContext(t), runID)
+	if err != nil || run.State == "failed" {
+		t.Fatalf("RetryWorkflow: %v %+v", err, run)
+	}
+	if run := settledRun(t, c, runID); run.State != "completed" {
+		t.Fatalf("run %s after the retry, want completed", run.State)
+	}
+	for _, want := range []string{"charge", "charge", "ship"} {
+		if got := receive(t, ran, "the next step"); got != want {
+			t.Fatalf("step %q ran, want %q", got, want)
+		}
+	}
+	if _, err := c.RetryWorkflow(testContext(t), runID); !errors.Is(err, qm.ErrFailedPrecondition) {
+		t.Fatalf("RetryWorkflow of a completed run: want ErrFailedPrecondition, got %v", err)
+	}
+	if _, err := c.RetryWorkflow(testContext(t), "no-such-run"); !errors.Is(err, qm.ErrNotFound) {
+		t.Fatalf("RetryWorkflow of an unknown run: want ErrNotFound, got %v", err)
+	}
+}
+
+// settledRun waits for a run to leave the running state and returns it.
+func settledRun(t *testing.T, c *qm.Client, runID string) *qm.WorkflowRun {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		run, err := c.GetWorkflow(testContext(t), runID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run.State != "running" {
+			return run
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the run is still running after %s", wait)
+		}
+		time.Sleep(20 * time.Millisecond) // the step's outcome reaches the run after its job finished
 	}
 }

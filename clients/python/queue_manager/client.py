@@ -766,6 +766,29 @@ class QueueManager:
         )
         return workflow_run_from_proto(response.run)
 
+    async def retry_workflow(self, run_id: str) -> WorkflowRun:
+        """Runs the job of every failed (or cancelled) step of a failed run again, in one call.
+
+        The steps start again, the steps skipped because of them are pending again, and the run is running
+        until they finish: when a retried step completes, what follows it runs as if it had never failed.
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            The run after the retry (running, its retried steps started).
+
+        Raises:
+            NotFoundError: No such run.
+            FailedPreconditionError: The run is running, completed or was cancelled with `cancel_workflow`,
+                or a failed step's job no longer exists (the message names it; nothing is retried).
+        """
+        request = workflows_pb2.RetryWorkflowRequest(run_id=run_id)
+        response: workflows_pb2.RetryWorkflowResponse = await self._unary(
+            self._queue_stub().RetryWorkflow, request
+        )
+        return workflow_run_from_proto(response.run)
+
     # ----------------------------------------------------------------- schedules
 
     async def add_schedule(

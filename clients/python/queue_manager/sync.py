@@ -432,6 +432,12 @@ class SyncQueueManager:
         response: workflows_pb2.CancelWorkflowResponse = self._call(self._queues.CancelWorkflow, request)
         return workflow_run_from_proto(response.run)
 
+    def retry_workflow(self, run_id: str) -> WorkflowRun:
+        """Runs the jobs of a failed run's failed steps again (see `QueueManager.retry_workflow`)."""
+        request = workflows_pb2.RetryWorkflowRequest(run_id=run_id)
+        response: workflows_pb2.RetryWorkflowResponse = self._call(self._queues.RetryWorkflow, request)
+        return workflow_run_from_proto(response.run)
+
     # ----------------------------------------------------------------- schedules
 
     def add_schedule(

@@ -61,6 +61,17 @@ export class WorkflowCalls extends QueueCalls {
     return workflowRunFromProto(res.run!);
   }
 
+  /**
+   * Runs the job of every failed (or cancelled) step of a failed run again, in one call: the steps start
+   * again, the steps skipped because of them are pending again, and the run is running until they finish.
+   * `NotFoundError` for an unknown run; `FailedPreconditionError` for a run that is running, completed or
+   * cancelled with `cancelWorkflow`, or whose failed step's job no longer exists (the message names it).
+   */
+  async retryWorkflow(runId: string): Promise<WorkflowRun> {
+    const res = await mapped(() => this.client.retryWorkflow({ runId }, this.callOptions));
+    return workflowRunFromProto(res.run!);
+  }
+
   /** Creates or replaces a repeatable schedule; returns it as stored, with its next run time. */
   async upsertSchedule(spec: ScheduleSpec): Promise<Schedule> {
     const request = { schedule: scheduleToProto(spec) };

@@ -365,6 +365,57 @@ describe("workflows and schedules", () => {
     }
   });
 
+  it("retries a failed run: the failed step runs again and its success branch follows", async () => {
+    const name = queueName("retry-flow");
+    await qm.registerQueue(name);
+    let failures = 0;
+    const w = await worker({
+      processors: {
+        [name]: async (job) => {
+          if (job.name === "charge" && failures++ === 0) throw new Error("card declined");
+          return job.name;
+        },
+      },
+    });
+    const settled = async (runId: string): Promise<string | undefined> => {
+      for (let i = 0; i < 1000; i++) {
+        const run = await qm.getWorkflow(runId);
+        if (run.state !== "running") return run.state;
+        await new Promise((resolve) => setTimeout(resolve, 20)); // the outcome reaches the run after its job
+      }
+      throw new Error(`run ${runId} still running`);
+    };
+    try {
+      const runId = await qm.executeWorkflow({
+        steps: [
+          {
+            key: "charge",
+            queueName: name,
+            jobName: "charge",
+            options: { attempts: 1 },
+            onSuccess: [{ key: "ship", queueName: name, jobName: "ship" }],
+          },
+        ],
+      });
+      assert.equal(await settled(runId), "failed");
+      const retried = await qm.retryWorkflow(runId);
+      assert.notEqual(retried.state, "failed"); // running (or completed already, with a fast worker)
+      assert.equal(await settled(runId), "completed");
+      const run = await qm.getWorkflow(runId);
+      assert.deepEqual(
+        run.steps.map((s) => [s.key, s.state]),
+        [
+          ["charge", "completed"],
+          ["ship", "completed"],
+        ],
+      );
+      await assert.rejects(qm.retryWorkflow(runId), FailedPreconditionError);
+      await assert.rejects(qm.retryWorkflow("no-such-run"), NotFoundError);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
   it("creates, reads, lists and deletes a schedule", async () => {
     const name = queueName("sched");
     await qm.registerQueue(name);

@@ -253,7 +253,8 @@ class Engine:
         self._keys: dict[str, QueueKeys] = {}
         # Carries out a queue's pending flow hand-offs (services/flows.py); called after a script reports
         # that a job in a flow finished. None: left to the janitor.
-        self.flow_hook: Callable[[str], Awaitable[object]] | None = None
+        # wait (a retry's caller): when a pass of the queue is already running, return once it has ended.
+        self.flow_hook: Callable[[str, bool], Awaitable[object]] | None = None
 
     @property
     def channel(self) -> str:
@@ -974,10 +975,11 @@ class Engine:
 
     # ---- flows (the hand-off itself is in services/flows.py) ------------------------------------
 
-    async def after_flow_finish(self, queue: str) -> None:
-        """A job that may be in a flow finished: carry out the hand-off now (the janitor retries it)."""
+    async def after_flow_finish(self, queue: str, wait: bool = False) -> None:
+        """A job that may be in a flow finished (or was retried): carry out the hand-off now (the janitor
+        retries it). wait: also when another pass of the queue in this process is at it."""
         if self.flow_hook is not None:
-            await self.flow_hook(queue)
+            await self.flow_hook(queue, wait)
 
     async def pending_flows(self, queue: str, limit: int) -> list[tuple[str, dict[str, bytes]]]:
         """The oldest pending flow hand-offs of a queue: (job id, flow entry) pairs, the entry's fields as
@@ -996,17 +998,18 @@ class Engine:
             )
         return out
 
-    async def flows_done(self, queue: str, items: Sequence[tuple[str, bytes]]) -> None:
+    async def flows_done(self, queue: str, items: Sequence[tuple[str, bytes, str]]) -> None:
         """Clears carried-out hand-offs of the queue in one script call: items are (job id, the children it
-        started as an encoded Job, or b"" for none)."""
+        started as an encoded Job or b"" for none, the entry's state as carried out: an entry rewritten
+        since, by a retry, stays for its own turn)."""
         if not items:
             return
         k = self.keys(queue)
         keys = [k.flow_outbox]
         args: list[Any] = []
-        for job_id, children in items:
+        for job_id, children, state in items:
             keys += [k.flow(job_id), k.job(job_id)]
-            args += [job_id, children]
+            args += [job_id, children, state]
         await self.scripts.run("flow_done", keys, args)
 
     async def chain_failed(self, queue: str, job_id: str, reason: str) -> bool:

@@ -152,6 +152,27 @@ class JobControl:
         r = await self.scripts.run("retry_job", [k.meta, k.waiting, k.failed, k.cancelled], args)
         self._check(queue, job_id, r, "only failed or cancelled jobs can be retried")
         await self.engine.notify_waiting(queue)
+        if len(r) > 1 and _i(r[1]):  # a flow job: its workflow step reopens (services/flows.py)
+            await self.engine.after_flow_finish(queue, wait=True)
+
+    async def retry_each(self, jobs: Sequence[tuple[str, str]]) -> list[int]:
+        """retry_job for each (queue, job id), in one round trip, raising nothing: a code per job (1 waiting
+        again, NO_QUEUE, NOT_FOUND, WRONG_STATE). Then wakes the queues' workers and carries out their flow
+        hand-offs (workflow steps reopen) before returning."""
+        if not jobs:
+            return []
+        pipe = self.store.pipeline()
+        for queue, job_id in jobs:
+            k = self.engine.keys(queue)
+            self.scripts.call_in(
+                pipe, "retry_job", [k.meta, k.waiting, k.failed, k.cancelled], [k.job_prefix, job_id]
+            )
+        replies = await self.store.execute(pipe)
+        codes = [_i(r[0]) for r in replies]
+        for queue in dict.fromkeys(q for (q, _), code in zip(jobs, codes, strict=True) if code == 1):
+            await self.engine.notify_waiting(queue)
+            await self.engine.after_flow_finish(queue, wait=True)
+        return codes
 
     async def retry_jobs(self, queue: str, state: str) -> int:
         """Every job of `state` ("failed" or "cancelled") that finished before the call back to waiting.
@@ -170,6 +191,8 @@ class JobControl:
             moved += _i(r[0])
             if _i(r[0]):
                 await self.engine.notify_waiting(queue)
+            if len(r) > 2 and _i(r[2]):  # flow jobs: their workflow steps reopen (services/flows.py)
+                await self.engine.after_flow_finish(queue, wait=True)
             if _i(r[1]) < RETRY_CHUNK:
                 return moved
 

@@ -2,8 +2,11 @@
 
 A job in a flow carries ``flo`` (see engine/records.py). When it finishes, the finishing script copies its
 outcome into a flow entry and queues the job's id on its queue's flow outbox (common.lua ``on_finished``),
-atomically with the finish. `Flows.hand_off` then carries the entries out, a batch at a time (the chains'
-next links added in one round trip), and clears them in one script call (``flow_done.lua``).
+atomically with the finish. A retry of such a job (RetryJob, RetryFailedJobs) replaces its entry with a
+"retried" one (requeue.lua ``flow_retried``): a failure not carried out yet is never recorded, and a
+workflow step reopens. `Flows.hand_off` then carries the entries out, a batch at a time (the chains' next
+links added in one round trip), and clears them in one script call (``flow_done.lua``), unless a retry
+rewrote one meanwhile.
 The job ids of what it adds are derived from the finished job, so carrying an entry out twice (a server
 killed between the add and the clear, the janitor replaying it meanwhile) adds nothing twice: the
 successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
@@ -12,6 +15,7 @@ Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -31,6 +35,9 @@ log = logging.getLogger("queue_manager_server.flows")
 
 # The 'flo' of a chain's last link (engine/records.py).
 LAST_LINK = b"e"
+# The state of the entry of a flow job retried by hand (lua/includes/requeue.lua flow_retried): a workflow
+# step reopens (services/workflows.py); a chain link's failure, if not carried out yet, is never recorded.
+RETRIED = "retried"
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
 # Testing knob (qm serve --test-crash-point): the process kills itself with SIGKILL at this point of a
@@ -72,14 +79,20 @@ class Flows:
         # Queues with a hand-off running in this process, and whether more finished jobs came meanwhile:
         # one pass at a time per queue (two would carry the same entries out twice, harmless but wasted).
         self._busy: dict[str, bool] = {}
+        # Set when the queue's pass in this process ends (for callers that wait for it).
+        self._ended: dict[str, asyncio.Event] = {}
 
-    async def hand_off(self, queue: str) -> int:
+    async def hand_off(self, queue: str, wait: bool = False) -> int:
         """Carries out the queue's pending hand-offs; returns how many (0 when another call is at it:
-        that one also takes what this caller saw)."""
+        that one also takes what this caller saw). wait: when another call is at it, return once it has
+        ended (a retry's caller then reads its reopened workflow step)."""
         if queue in self._busy:
             self._busy[queue] = True
+            if wait:
+                await self._ended[queue].wait()
             return 0
         self._busy[queue] = False
+        ended = self._ended[queue] = asyncio.Event()
         done = 0
         try:
             while True:
@@ -91,8 +104,12 @@ class Flows:
                     await self.engine.flows_done(
                         queue,
                         [
-                            (job_id, types_pb2.Job(children=started).SerializeToString() if started else b"")
-                            for (job_id, _), started in zip(entries, children, strict=True)
+                            (
+                                job_id,
+                                types_pb2.Job(children=started).SerializeToString() if started else b"",
+                                entry.get("st", b"").decode(),
+                            )
+                            for (job_id, entry), started in zip(entries, children, strict=True)
                         ],
                     )
                 done += len(entries)
@@ -101,6 +118,8 @@ class Flows:
                 self._busy[queue] = False
         finally:
             del self._busy[queue]
+            del self._ended[queue]
+            ended.set()
 
     def _maybe_crash(self, point: str) -> None:
         if self.crash_point == point:
@@ -130,6 +149,8 @@ class Flows:
             )
             if view.HasField("workflow"):
                 steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
+            if state == RETRIED:  # back to waiting: a chain goes on when it completes
+                continue
             if state == "completed" and chain:
                 job = self._next_link(queue, job_id, entry, root, chain)
                 links.append(_Link(i, job_id, chain[0].queue_name, job, root))

@@ -24,6 +24,7 @@ import grpc
 from queue_manager.v1 import types_pb2, workflows_pb2
 from queue_manager_server import convert, paging, validate
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.engine.workflows import RunRecord, WorkflowStore
 from queue_manager_server.errors import (
@@ -62,7 +63,9 @@ _RUN_STATES = {
     "failed": workflows_pb2.WORKFLOW_STATE_FAILED,
     "cancelled": workflows_pb2.WORKFLOW_STATE_CANCELLED,
 }
-_OUTCOMES = {"completed": "c", "failed": "f", "cancelled": "x"}
+# How a step's job ended, or that it was retried (its flow entry: services/flows.py RETRIED), as
+# wf_step_done.lua records it.
+_OUTCOMES = {"completed": "c", "failed": "f", "cancelled": "x", "retried": "r"}
 # A run whose first steps have no jobs this long after its creation lost its creator: start them.
 STARTING_GRACE_MS = 5_000
 
@@ -399,6 +402,47 @@ class Workflows:
         await self.store.expire_finished(run_id)
         return await self.get(run_id)
 
+    async def retry(self, run_id: str) -> tuple[list[str], workflows_pb2.WorkflowRun]:
+        """Runs the job of every failed (or cancelled) step of a finished run again, in one call: the steps
+        reopen (wf_step_done.lua, outcome r, carried out by the retries' flow hand-offs before this returns)
+        and the run is running again. A step whose job is no longer failed or cancelled was retried by
+        another call meanwhile: it is left to that one. Returns the keys of the steps retried and the run.
+
+        Raises:
+            WorkflowNotFound: No such run.
+            WrongState: The run is running, completed or cancelled with CancelWorkflow, or the job of a
+                step to retry no longer exists (nothing is retried then).
+        """
+        run = await self.store.read(run_id)
+        if run is None:
+            raise WorkflowNotFound(run_id)
+        _check_retryable(run)
+        keys = [k for k in run.step_keys() if _retryable_step(run, k)]
+        jobs = [(_spec(run, k).queue_name, step_job_id(run_id, k)) for k in keys]
+        states = await self.engine.job_states(jobs)
+        gone = [
+            f"{k!r} (job {job_id!r} in queue {queue!r})"
+            for k, (queue, job_id), st in zip(keys, jobs, states, strict=True)
+            if not st
+        ]
+        if gone:
+            raise WrongState(
+                f"workflow run {run_id!r} cannot be retried: the job of step {', '.join(gone)} no longer "
+                "exists (removed by its queue's retention of failed jobs, or by hand); nothing was retried"
+            )
+        todo = [
+            (k, job) for k, job, st in zip(keys, jobs, states, strict=True) if st in ("failed", "cancelled")
+        ]
+        codes = await JobControl(self.engine).retry_each([job for _, job in todo])
+        retried = [k for (k, _), code in zip(todo, codes, strict=True) if code == 1]
+        for (k, (queue, job_id)), code in zip(todo, codes, strict=True):
+            if code != 1:  # retried, removed or its queue deleted by another call meanwhile
+                log.info(
+                    "step job not retried",
+                    extra={"run_id": run_id, "step": k, "queue": queue, "job_id": job_id, "code": code},
+                )
+        return retried, await self.get(run_id)
+
     async def _cancel_step_job(self, run: RunRecord, run_id: str, key: str, reason: str) -> None:
         if self.cancel_job is None:
             return
@@ -445,6 +489,29 @@ class Workflows:
         if offset + size < total:
             response.next_page_token = paging.next_token("o", offset + size)
         return response
+
+
+def _check_retryable(run: RunRecord) -> None:
+    """Refuses RetryWorkflow for a run that is not failed, or was cancelled with CancelWorkflow."""
+    state, run_id = run.text("st"), run.run_id
+    if state == "running":
+        raise WrongState(
+            f"workflow run {run_id!r} is still running; only a finished run that failed can be retried "
+            "(retry one failed step's job with RetryJob to run it again now)"
+        )
+    if state == "completed":
+        raise WrongState(f"workflow run {run_id!r} completed; there is nothing to retry")
+    if state == "cancelled" and "cr" in run.fields:
+        raise WrongState(
+            f"workflow run {run_id!r} was cancelled with CancelWorkflow; a cancelled run is not retried "
+            "(execute the workflow again under a new run id)"
+        )
+
+
+def _retryable_step(run: RunRecord, key: str) -> bool:
+    """A step RetryWorkflow runs again: failed for good, or cancelled with a job (its job was cancelled)."""
+    code = run.text(f"s:{key}")
+    return code == "f" or (code == "x" and bool(run.text(f"e:{key}")))
 
 
 def _stored(fields: dict[str, str | bytes | int]) -> dict[str, bytes]:
@@ -498,7 +565,8 @@ def _run_out(run: RunRecord) -> workflows_pb2.WorkflowRun:
 
 
 class WorkflowHandlers:
-    """ExecuteWorkflow, GetWorkflow, ListWorkflows and CancelWorkflow (part of `QueueService`)."""
+    """ExecuteWorkflow, GetWorkflow, ListWorkflows, CancelWorkflow and RetryWorkflow (part of
+    `QueueService`)."""
 
     workflows: Workflows
 
@@ -529,3 +597,11 @@ class WorkflowHandlers:
         run_id = validate.text(request.run_id, "run_id", 100)
         reason = validate.text(request.reason, "reason", 1000, required=False)
         return workflows_pb2.CancelWorkflowResponse(run=await self.workflows.cancel(run_id, reason))
+
+    @unary
+    async def RetryWorkflow(
+        self, request: workflows_pb2.RetryWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> workflows_pb2.RetryWorkflowResponse:
+        run_id = validate.text(request.run_id, "run_id", 100)
+        retried, run = await self.workflows.retry(run_id)
+        return workflows_pb2.RetryWorkflowResponse(run=run, retried_step_keys=retried)

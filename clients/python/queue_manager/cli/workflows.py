@@ -1,4 +1,4 @@
-"""``qm workflows …``: running, reading, listing and cancelling workflow runs."""
+"""``qm workflows …``: running, reading, listing, cancelling and retrying workflow runs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cancel.add_argument("run_id", metavar="RUN_ID")
     option(cancel, "--reason", default="", help="why, kept with the run")
     cancel.set_defaults(command="workflows cancel", handler=_cancel)
+    retry = workflows.add_parser("retry", help="run a failed run's failed steps again")
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.set_defaults(command="workflows retry", handler=_retry)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,4 +75,12 @@ def _cancel(args: argparse.Namespace) -> int:
     with client(args) as qm:
         run = qm.cancel_workflow(args.run_id, args.reason)
     show(args, {"run_id": run.run_id, "state": plain(run.state), "cancel_reason": run.cancel_reason})
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    with client(args) as qm:
+        run = qm.retry_workflow(args.run_id)
+    started = [s.key for s in run.steps if plain(s.state) == "started"]
+    show(args, {"run_id": run.run_id, "state": plain(run.state), "started_steps": started})
     return 0

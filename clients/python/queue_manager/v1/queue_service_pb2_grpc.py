@@ -249,6 +249,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.RetryWorkflow = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RetryWorkflow',
+                request_serializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -568,6 +573,15 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryWorkflow(self, request, context):
+        """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+        it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+        the run is running until they finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -780,6 +794,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.RedriveDeadLetters,
                     request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'RetryWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWorkflow,
+                    request_deserializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1917,6 +1936,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/RedriveDeadLetters',
             queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
             queue__manager_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RetryWorkflow',
+            queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowRequest.SerializeToString,
+            queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -151,6 +151,11 @@ class QueueServiceStub:
     """Sends dead-letter copies back to their original queues: a failed original runs again, one that
     retention removed is added anew; each copy leaves the dead-letter queue in the same step.
     """
+    RetryWorkflow: _grpc.UnaryUnaryMultiCallable[_workflows_pb2.RetryWorkflowRequest, _workflows_pb2.RetryWorkflowResponse]
+    """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+    it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+    the run is running until they finish.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -270,6 +275,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     RedriveDeadLetters: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.RedriveDeadLettersRequest, _queue_service_pb2.RedriveDeadLettersResponse]  # type: ignore[assignment]
     """Sends dead-letter copies back to their original queues: a failed original runs again, one that
     retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+    """
+    RetryWorkflow: _aio.UnaryUnaryMultiCallable[_workflows_pb2.RetryWorkflowRequest, _workflows_pb2.RetryWorkflowResponse]  # type: ignore[assignment]
+    """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+    it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+    the run is running until they finish.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -639,6 +649,17 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_queue_service_pb2.RedriveDeadLettersResponse, _abc.Awaitable[_queue_service_pb2.RedriveDeadLettersResponse]]:
         """Sends dead-letter copies back to their original queues: a failed original runs again, one that
         retention removed is added anew; each copy leaves the dead-letter queue in the same step.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryWorkflow(
+        self,
+        request: _workflows_pb2.RetryWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflows_pb2.RetryWorkflowResponse, _abc.Awaitable[_workflows_pb2.RetryWorkflowResponse]]:
+        """Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+        it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+        the run is running until they finish.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,11 +1,13 @@
--- wf_step_done.lua: records how a step's job finished and decides which steps start next. Idempotent: a
--- step already recorded is not recorded again, and the steps still to start are returned every time (a
--- server killed after this script and before adding their jobs is replayed by the flow outbox).
+-- wf_step_done.lua: records how a step's job finished, or that it was retried, and decides which steps start
+-- next. Idempotent: a step already recorded is not recorded again, and the steps still to start are returned
+-- every time (a server killed after this script and before adding their jobs is replayed by the flow
+-- outbox).
 -- @include common
 -- @include workflow
 --
 -- KEYS[1] the run (hash)
--- ARGV[1] step key  ARGV[2] outcome: c completed, f failed for good, x cancelled
+-- ARGV[1] step key  ARGV[2] outcome: c completed, f failed for good, x cancelled, r retried (its job is
+--   waiting again: the step reopens, includes/workflow.lua wf_reopen)
 -- ARGV[3] result  ARGV[4] result content type  ARGV[5] failure reason
 -- Returns: {run state, then the keys of steps to start, then (when there are any) "" and the run's fields
 --   that starting them reads, as name, value pairs} or {-1} when the run no longer exists
@@ -13,7 +15,17 @@ local run, key, outcome = KEYS[1], ARGV[1], ARGV[2]
 if redis.call('EXISTS', run) == 0 then return {-1} end
 local now = now_ms()
 local cur = redis.call('HGET', run, 's:' .. key)
-if cur == 'g' or cur == 's' then
+if cur == 'f' or cur == 'x' then
+  if outcome == cur then
+    -- A replay, or a retried job that ended the same way again before its reopen was carried out: the
+    -- step stays as recorded, with the latest reason.
+    if redis.call('HEXISTS', run, 'e:' .. key) == 1 then redis.call('HSET', run, 'e:' .. key, ARGV[5]) end
+  elseif wf_reopen(run, key, cur) then
+    -- Retried: its job runs again (or ran and ended before the retry's hand-off came: recorded below).
+    cur = 's'
+  end
+end
+if outcome ~= 'r' and (cur == 'g' or cur == 's') then
   wf_finish(run, key, outcome)
   if cur == 'g' then wf_go_remove(run, {[key] = true}) end
   local running = redis.call('HGET', run, 'st') == 'running'

@@ -1760,7 +1760,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\tunchanged\x18\x05 \x01(\x04R\tunchanged\"<\n" +
 	"\vRedriveSkip\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason2\xf4\x1e\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason2\xd6\x1f\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -1812,7 +1812,8 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x0eDeleteSchedule\x12'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponse\x12e\n" +
 	"\x0eWatchJobEvents\x12'.queue_manager.v1.WatchJobEventsRequest\x1a(.queue_manager.v1.WatchJobEventsResponse0\x01\x12`\n" +
 	"\rRescheduleJob\x12&.queue_manager.v1.RescheduleJobRequest\x1a'.queue_manager.v1.RescheduleJobResponse\x12o\n" +
-	"\x12RedriveDeadLetters\x12+.queue_manager.v1.RedriveDeadLettersRequest\x1a,.queue_manager.v1.RedriveDeadLettersResponseB\xde\x01\n" +
+	"\x12RedriveDeadLetters\x12+.queue_manager.v1.RedriveDeadLettersRequest\x1a,.queue_manager.v1.RedriveDeadLettersResponse\x12`\n" +
+	"\rRetryWorkflow\x12&.queue_manager.v1.RetryWorkflowRequest\x1a'.queue_manager.v1.RetryWorkflowResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1894,34 +1895,36 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*DeleteScheduleRequest)(nil),      // 62: queue_manager.v1.DeleteScheduleRequest
 	(*WatchJobEventsRequest)(nil),      // 63: queue_manager.v1.WatchJobEventsRequest
 	(*RescheduleJobRequest)(nil),       // 64: queue_manager.v1.RescheduleJobRequest
-	(*GetAllMetricsResponse)(nil),      // 65: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 66: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 67: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 68: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 69: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 70: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 71: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 72: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 73: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 74: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 75: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 76: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 77: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 78: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 79: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 80: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 81: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 82: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 83: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 84: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 85: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 86: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 87: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 88: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 89: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 90: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 91: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 92: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowRequest)(nil),       // 65: queue_manager.v1.RetryWorkflowRequest
+	(*GetAllMetricsResponse)(nil),      // 66: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 67: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 68: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 69: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 70: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 71: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 72: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 73: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 74: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 75: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 76: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 77: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 78: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 79: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 80: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 81: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 82: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 83: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 84: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 85: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 86: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 87: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 88: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 89: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 90: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 91: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 92: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 93: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 94: queue_manager.v1.RetryWorkflowResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	30, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -1982,50 +1985,52 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	63, // 55: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
 	64, // 56: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
 	26, // 57: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
-	1,  // 58: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 59: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 60: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 61: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 62: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 63: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 64: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	23, // 65: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	15, // 66: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	17, // 67: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	19, // 68: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	21, // 69: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	25, // 70: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	65, // 71: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	66, // 72: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	67, // 73: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	68, // 74: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	69, // 75: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	70, // 76: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	71, // 77: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	72, // 78: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	73, // 79: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	74, // 80: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	75, // 81: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	76, // 82: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	77, // 83: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	78, // 84: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	79, // 85: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	80, // 86: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	81, // 87: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	82, // 88: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	83, // 89: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	84, // 90: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	85, // 91: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	86, // 92: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	87, // 93: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	88, // 94: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	89, // 95: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	90, // 96: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	91, // 97: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	92, // 98: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	27, // 99: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	58, // [58:100] is the sub-list for method output_type
-	16, // [16:58] is the sub-list for method input_type
+	65, // 58: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
+	1,  // 59: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 60: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 61: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 62: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 63: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 64: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 65: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	23, // 66: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	15, // 67: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	17, // 68: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	19, // 69: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	21, // 70: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	25, // 71: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	66, // 72: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	67, // 73: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	68, // 74: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	69, // 75: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	70, // 76: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	71, // 77: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	72, // 78: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	73, // 79: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	74, // 80: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	75, // 81: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	76, // 82: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	77, // 83: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	78, // 84: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	79, // 85: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	80, // 86: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	81, // 87: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	82, // 88: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	83, // 89: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	84, // 90: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	85, // 91: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	86, // 92: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	87, // 93: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	88, // 94: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	89, // 95: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	90, // 96: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	91, // 97: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	92, // 98: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	93, // 99: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	27, // 100: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	94, // 101: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	59, // [59:102] is the sub-list for method output_type
+	16, // [16:59] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name

@@ -61,6 +61,7 @@ const (
 	QueueService_WatchJobEvents_FullMethodName     = "/queue_manager.v1.QueueService/WatchJobEvents"
 	QueueService_RescheduleJob_FullMethodName      = "/queue_manager.v1.QueueService/RescheduleJob"
 	QueueService_RedriveDeadLetters_FullMethodName = "/queue_manager.v1.QueueService/RedriveDeadLetters"
+	QueueService_RetryWorkflow_FullMethodName      = "/queue_manager.v1.QueueService/RetryWorkflow"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -172,6 +173,10 @@ type QueueServiceClient interface {
 	// Sends dead-letter copies back to their original queues: a failed original runs again, one that
 	// retention removed is added anew; each copy leaves the dead-letter queue in the same step.
 	RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error)
+	// Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+	// it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+	// the run is running until they finish.
+	RetryWorkflow(ctx context.Context, in *RetryWorkflowRequest, opts ...grpc.CallOption) (*RetryWorkflowResponse, error)
 }
 
 type queueServiceClient struct {
@@ -635,6 +640,16 @@ func (c *queueServiceClient) RedriveDeadLetters(ctx context.Context, in *Redrive
 	return out, nil
 }
 
+func (c *queueServiceClient) RetryWorkflow(ctx context.Context, in *RetryWorkflowRequest, opts ...grpc.CallOption) (*RetryWorkflowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryWorkflowResponse)
+	err := c.cc.Invoke(ctx, QueueService_RetryWorkflow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -744,6 +759,10 @@ type QueueServiceServer interface {
 	// Sends dead-letter copies back to their original queues: a failed original runs again, one that
 	// retention removed is added anew; each copy leaves the dead-letter queue in the same step.
 	RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error)
+	// Retries a failed workflow run: the job of every failed (or cancelled) step runs again, as RetryJob runs
+	// it, in one call. Each such step is started again and the steps skipped because of it are pending again;
+	// the run is running until they finish.
+	RetryWorkflow(context.Context, *RetryWorkflowRequest) (*RetryWorkflowResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -879,6 +898,9 @@ func (UnimplementedQueueServiceServer) RescheduleJob(context.Context, *Reschedul
 }
 func (UnimplementedQueueServiceServer) RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetters not implemented")
+}
+func (UnimplementedQueueServiceServer) RetryWorkflow(context.Context, *RetryWorkflowRequest) (*RetryWorkflowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryWorkflow not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1614,6 +1636,24 @@ func _QueueService_RedriveDeadLetters_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_RetryWorkflow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryWorkflowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RetryWorkflow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RetryWorkflow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RetryWorkflow(ctx, req.(*RetryWorkflowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1768,6 +1808,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RedriveDeadLetters",
 			Handler:    _QueueService_RedriveDeadLetters_Handler,
+		},
+		{
+			MethodName: "RetryWorkflow",
+			Handler:    _QueueService_RetryWorkflow_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

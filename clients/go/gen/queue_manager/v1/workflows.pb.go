@@ -1164,6 +1164,107 @@ func (x *CancelWorkflowResponse) GetRun() *WorkflowRun {
 	return nil
 }
 
+// RetryWorkflowRequest names a failed run to retry.
+type RetryWorkflowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Run id.
+	RunId         string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryWorkflowRequest) Reset() {
+	*x = RetryWorkflowRequest{}
+	mi := &file_queue_manager_v1_workflows_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryWorkflowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryWorkflowRequest) ProtoMessage() {}
+
+func (x *RetryWorkflowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_workflows_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryWorkflowRequest.ProtoReflect.Descriptor instead.
+func (*RetryWorkflowRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RetryWorkflowRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+// RetryWorkflowResponse is the run after the retry.
+type RetryWorkflowResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run: running again, its retried steps started.
+	Run *WorkflowRun `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	// Keys of the steps whose jobs this call ran again (empty when another call retried them first).
+	RetriedStepKeys []string `protobuf:"bytes,2,rep,name=retried_step_keys,json=retriedStepKeys,proto3" json:"retried_step_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RetryWorkflowResponse) Reset() {
+	*x = RetryWorkflowResponse{}
+	mi := &file_queue_manager_v1_workflows_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryWorkflowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryWorkflowResponse) ProtoMessage() {}
+
+func (x *RetryWorkflowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_workflows_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryWorkflowResponse.ProtoReflect.Descriptor instead.
+func (*RetryWorkflowResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RetryWorkflowResponse) GetRun() *WorkflowRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+func (x *RetryWorkflowResponse) GetRetriedStepKeys() []string {
+	if x != nil {
+		return x.RetriedStepKeys
+	}
+	return nil
+}
+
 var File_queue_manager_v1_workflows_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_workflows_proto_rawDesc = "" +
@@ -1254,7 +1355,12 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"I\n" +
 	"\x16CancelWorkflowResponse\x12/\n" +
-	"\x03run\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkflowRunR\x03run*\xa2\x01\n" +
+	"\x03run\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkflowRunR\x03run\"-\n" +
+	"\x14RetryWorkflowRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"t\n" +
+	"\x15RetryWorkflowResponse\x12/\n" +
+	"\x03run\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkflowRunR\x03run\x12*\n" +
+	"\x11retried_step_keys\x18\x02 \x03(\tR\x0fretriedStepKeys*\xa2\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_RUNNING\x10\x01\x12\x1c\n" +
@@ -1289,7 +1395,7 @@ func file_queue_manager_v1_workflows_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_workflows_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_queue_manager_v1_workflows_proto_goTypes = []any{
 	(WorkflowState)(0),              // 0: queue_manager.v1.WorkflowState
 	(WorkflowStepState)(0),          // 1: queue_manager.v1.WorkflowStepState
@@ -1307,38 +1413,41 @@ var file_queue_manager_v1_workflows_proto_goTypes = []any{
 	(*ListWorkflowsResponse)(nil),   // 13: queue_manager.v1.ListWorkflowsResponse
 	(*CancelWorkflowRequest)(nil),   // 14: queue_manager.v1.CancelWorkflowRequest
 	(*CancelWorkflowResponse)(nil),  // 15: queue_manager.v1.CancelWorkflowResponse
-	nil,                             // 16: queue_manager.v1.WorkflowMetadata.AttributesEntry
-	(*Payload)(nil),                 // 17: queue_manager.v1.Payload
-	(*JobOptions)(nil),              // 18: queue_manager.v1.JobOptions
-	(JobState)(0),                   // 19: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),   // 20: google.protobuf.Timestamp
+	(*RetryWorkflowRequest)(nil),    // 16: queue_manager.v1.RetryWorkflowRequest
+	(*RetryWorkflowResponse)(nil),   // 17: queue_manager.v1.RetryWorkflowResponse
+	nil,                             // 18: queue_manager.v1.WorkflowMetadata.AttributesEntry
+	(*Payload)(nil),                 // 19: queue_manager.v1.Payload
+	(*JobOptions)(nil),              // 20: queue_manager.v1.JobOptions
+	(JobState)(0),                   // 21: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_workflows_proto_depIdxs = []int32{
-	17, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
-	18, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
+	19, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
+	20, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
 	3,  // 2: queue_manager.v1.WorkflowStep.on_success:type_name -> queue_manager.v1.WorkflowStep
 	3,  // 3: queue_manager.v1.WorkflowStep.on_failure:type_name -> queue_manager.v1.WorkflowStep
-	16, // 4: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
+	18, // 4: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
 	3,  // 5: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
 	4,  // 6: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
 	1,  // 7: queue_manager.v1.WorkflowStepRun.state:type_name -> queue_manager.v1.WorkflowStepState
-	19, // 8: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
-	17, // 9: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
+	21, // 8: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
+	19, // 9: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
 	2,  // 10: queue_manager.v1.WorkflowStepRun.branch:type_name -> queue_manager.v1.WorkflowBranch
 	0,  // 11: queue_manager.v1.WorkflowRun.state:type_name -> queue_manager.v1.WorkflowState
 	4,  // 12: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
 	6,  // 13: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
-	20, // 14: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
-	20, // 15: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
+	22, // 14: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
+	22, // 15: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
 	5,  // 16: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
 	7,  // 17: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
 	7,  // 18: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
 	7,  // 19: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	7,  // 20: queue_manager.v1.RetryWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_workflows_proto_init() }
@@ -1353,7 +1462,7 @@ func file_queue_manager_v1_workflows_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_workflows_proto_rawDesc), len(file_queue_manager_v1_workflows_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

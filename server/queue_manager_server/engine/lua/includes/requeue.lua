@@ -8,6 +8,10 @@
 -- and options, the last failure (err, stk: what went wrong until a new run fails), the log lines, flow
 -- fields. A dedup key it released on finishing is not taken again. A job with an expiry ('exa') gets a new
 -- one ('exp'), counted from now: retrying an expired job by hand means it should run.
+--
+-- A job in a flow (a workflow step, a chain link) also gets a flow entry 'retried', queued on the flow
+-- outbox (flow_retried): the hand-off reopens its workflow step (wf_step_done.lua, outcome r). It replaces
+-- an outcome entry not carried out yet: the failure this retry undoes is never recorded.
 
 -- Moves job `id` to the back of its priority level; the caller takes it out of its finished state's zset.
 -- pri, wt, exa, grp: the job's 'pri', 'wt', 'exa' and 'grp' fields as the caller read them (with its other
@@ -21,4 +25,15 @@ local function requeue(waiting, prefix, id, pri, wt, exa, now, pushes, grp)
   if exa then redis.call('ZADD', queue_key(prefix, 'expiring'), now + exa, id) end
   place_waiting(waiting, jkey, id, pri, false, wt, exa and {'rdy', now, 'exp', now + exa} or {'rdy', now},
     pushes, grp)
+end
+
+-- A flow job (flo: its 'flo' field) back to waiting: its entry says 'retried' (with its 'par': the hand-off
+-- finds its workflow step there) and it joins the flow outbox. Returns 1 when queued, else 0.
+local function flow_retried(prefix, id, flo, par, now)
+  if not flo then return 0 end
+  local entry = queue_key(prefix, 'flow:' .. id)
+  redis.call('DEL', entry)
+  redis.call('HSET', entry, 'st', 'retried', 'fts', now, 'par', par or '')
+  redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
+  return 1
 end
