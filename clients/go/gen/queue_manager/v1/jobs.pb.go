@@ -23,6 +23,69 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AddDisposition says what an add did (AddJobResponse.disposition).
+type AddDisposition int32
+
+const (
+	// Not said (a server that predates it): see AddJobResponse.created.
+	AddDisposition_ADD_DISPOSITION_UNSPECIFIED AddDisposition = 0
+	// The job was created.
+	AddDisposition_ADD_DISPOSITION_CREATED AddDisposition = 1
+	// A job with the add's job_id existed: nothing was written.
+	AddDisposition_ADD_DISPOSITION_EXISTING AddDisposition = 2
+	// The add's dedup key was held: nothing was written but the key's ttl (Dedup.mode EXTEND); the job is
+	// the holder.
+	AddDisposition_ADD_DISPOSITION_DEDUPLICATED AddDisposition = 3
+	// The add's dedup key was held by a waiting or delayed job, whose name and data it replaced (Dedup.mode
+	// REPLACE); the job is that job as it is now.
+	AddDisposition_ADD_DISPOSITION_REPLACED AddDisposition = 4
+)
+
+// Enum value maps for AddDisposition.
+var (
+	AddDisposition_name = map[int32]string{
+		0: "ADD_DISPOSITION_UNSPECIFIED",
+		1: "ADD_DISPOSITION_CREATED",
+		2: "ADD_DISPOSITION_EXISTING",
+		3: "ADD_DISPOSITION_DEDUPLICATED",
+		4: "ADD_DISPOSITION_REPLACED",
+	}
+	AddDisposition_value = map[string]int32{
+		"ADD_DISPOSITION_UNSPECIFIED":  0,
+		"ADD_DISPOSITION_CREATED":      1,
+		"ADD_DISPOSITION_EXISTING":     2,
+		"ADD_DISPOSITION_DEDUPLICATED": 3,
+		"ADD_DISPOSITION_REPLACED":     4,
+	}
+)
+
+func (x AddDisposition) Enum() *AddDisposition {
+	p := new(AddDisposition)
+	*p = x
+	return p
+}
+
+func (x AddDisposition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AddDisposition) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_jobs_proto_enumTypes[0].Descriptor()
+}
+
+func (AddDisposition) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_jobs_proto_enumTypes[0]
+}
+
+func (x AddDisposition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AddDisposition.Descriptor instead.
+func (AddDisposition) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{0}
+}
+
 // NewJob describes a job to add.
 type NewJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -147,8 +210,11 @@ type AddJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job as stored (the existing one when job_id was taken).
 	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	// False when a job with the same job_id already existed.
-	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// False when a job with the same job_id already existed, or a dedup key was held (the job is the holder).
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// What the add did: created the job, found its job_id, found its dedup key held, or replaced the pending
+	// job holding that key (Dedup.mode REPLACE). Unspecified from servers that predate it.
+	Disposition   AddDisposition `protobuf:"varint,3,opt,name=disposition,proto3,enum=queue_manager.v1.AddDisposition" json:"disposition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +261,13 @@ func (x *AddJobResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *AddJobResponse) GetDisposition() AddDisposition {
+	if x != nil {
+		return x.Disposition
+	}
+	return AddDisposition_ADD_DISPOSITION_UNSPECIFIED
 }
 
 // AddJobBatchRequest holds independent adds.
@@ -696,7 +769,10 @@ type AddBulkResponse struct {
 	// Job ids in order (the existing id when a job_id was taken).
 	JobIds []string `protobuf:"bytes,1,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
 	// Number of jobs newly created (the rest already existed).
-	CreatedCount  uint64 `protobuf:"varint,2,opt,name=created_count,json=createdCount,proto3" json:"created_count,omitempty"`
+	CreatedCount uint64 `protobuf:"varint,2,opt,name=created_count,json=createdCount,proto3" json:"created_count,omitempty"`
+	// Number of jobs whose add replaced the pending job holding their dedup key (Dedup.mode REPLACE), among
+	// the rest; their ids in job_ids are the replaced jobs'.
+	ReplacedCount uint64 `protobuf:"varint,3,opt,name=replaced_count,json=replacedCount,proto3" json:"replaced_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,6 +817,13 @@ func (x *AddBulkResponse) GetJobIds() []string {
 func (x *AddBulkResponse) GetCreatedCount() uint64 {
 	if x != nil {
 		return x.CreatedCount
+	}
+	return 0
+}
+
+func (x *AddBulkResponse) GetReplacedCount() uint64 {
+	if x != nil {
+		return x.ReplacedCount
 	}
 	return 0
 }
@@ -1989,10 +2072,11 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\rAddJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12*\n" +
-	"\x03job\x18\x02 \x01(\v2\x18.queue_manager.v1.NewJobR\x03job\"S\n" +
+	"\x03job\x18\x02 \x01(\v2\x18.queue_manager.v1.NewJobR\x03job\"\x97\x01\n" +
 	"\x0eAddJobResponse\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"K\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12B\n" +
+	"\vdisposition\x18\x03 \x01(\x0e2 .queue_manager.v1.AddDispositionR\vdisposition\"K\n" +
 	"\x12AddJobBatchRequest\x125\n" +
 	"\x05items\x18\x01 \x03(\v2\x1f.queue_manager.v1.AddJobRequestR\x05items\"R\n" +
 	"\x13AddJobBatchResponse\x12;\n" +
@@ -2021,10 +2105,11 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x0eAddBulkRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12,\n" +
-	"\x04jobs\x18\x02 \x03(\v2\x18.queue_manager.v1.NewJobR\x04jobs\"O\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x18.queue_manager.v1.NewJobR\x04jobs\"v\n" +
 	"\x0fAddBulkResponse\x12\x17\n" +
 	"\ajob_ids\x18\x01 \x03(\tR\x06jobIds\x12#\n" +
-	"\rcreated_count\x18\x02 \x01(\x04R\fcreatedCount\"E\n" +
+	"\rcreated_count\x18\x02 \x01(\x04R\fcreatedCount\x12%\n" +
+	"\x0ereplaced_count\x18\x03 \x01(\x04R\rreplacedCount\"E\n" +
 	"\rGetJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -2108,7 +2193,13 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x129\n" +
 	"\bpriority\x18\x03 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\"D\n" +
 	"\x19ChangeJobPriorityResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03jobB\xd6\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job*\xac\x01\n" +
+	"\x0eAddDisposition\x12\x1f\n" +
+	"\x1bADD_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ADD_DISPOSITION_CREATED\x10\x01\x12\x1c\n" +
+	"\x18ADD_DISPOSITION_EXISTING\x10\x02\x12 \n" +
+	"\x1cADD_DISPOSITION_DEDUPLICATED\x10\x03\x12\x1c\n" +
+	"\x18ADD_DISPOSITION_REPLACED\x10\x04B\xd6\x01\n" +
 	"\x14com.queue_manager.v1B\tJobsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2123,86 +2214,89 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_jobs_proto_rawDescData
 }
 
+var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
-	(*NewJob)(nil),                    // 0: queue_manager.v1.NewJob
-	(*AddJobRequest)(nil),             // 1: queue_manager.v1.AddJobRequest
-	(*AddJobResponse)(nil),            // 2: queue_manager.v1.AddJobResponse
-	(*AddJobBatchRequest)(nil),        // 3: queue_manager.v1.AddJobBatchRequest
-	(*AddJobBatchResponse)(nil),       // 4: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamRequest)(nil),       // 5: queue_manager.v1.AddJobStreamRequest
-	(*AddJobStreamResponse)(nil),      // 6: queue_manager.v1.AddJobStreamResponse
-	(*AddJobOutcome)(nil),             // 7: queue_manager.v1.AddJobOutcome
-	(*CreatedJob)(nil),                // 8: queue_manager.v1.CreatedJob
-	(*CallError)(nil),                 // 9: queue_manager.v1.CallError
-	(*AddBulkRequest)(nil),            // 10: queue_manager.v1.AddBulkRequest
-	(*AddBulkResponse)(nil),           // 11: queue_manager.v1.AddBulkResponse
-	(*GetJobRequest)(nil),             // 12: queue_manager.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 13: queue_manager.v1.GetJobResponse
-	(*ListJobsRequest)(nil),           // 14: queue_manager.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 15: queue_manager.v1.ListJobsResponse
-	(*RemoveJobRequest)(nil),          // 16: queue_manager.v1.RemoveJobRequest
-	(*RemoveJobResponse)(nil),         // 17: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsRequest)(nil),         // 18: queue_manager.v1.GetJobLogsRequest
-	(*GetJobLogsResponse)(nil),        // 19: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobRequest)(nil),         // 20: queue_manager.v1.WaitForJobRequest
-	(*WaitForJobResponse)(nil),        // 21: queue_manager.v1.WaitForJobResponse
-	(*CancelJobRequest)(nil),          // 22: queue_manager.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 23: queue_manager.v1.CancelJobResponse
-	(*RetryJobRequest)(nil),           // 24: queue_manager.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),          // 25: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsRequest)(nil),    // 26: queue_manager.v1.RetryFailedJobsRequest
-	(*RetryFailedJobsResponse)(nil),   // 27: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobRequest)(nil),         // 28: queue_manager.v1.PromoteJobRequest
-	(*PromoteJobResponse)(nil),        // 29: queue_manager.v1.PromoteJobResponse
-	(*UpdateJobDataRequest)(nil),      // 30: queue_manager.v1.UpdateJobDataRequest
-	(*UpdateJobDataResponse)(nil),     // 31: queue_manager.v1.UpdateJobDataResponse
-	(*ChangeJobPriorityRequest)(nil),  // 32: queue_manager.v1.ChangeJobPriorityRequest
-	(*ChangeJobPriorityResponse)(nil), // 33: queue_manager.v1.ChangeJobPriorityResponse
-	(*Payload)(nil),                   // 34: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 35: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 36: queue_manager.v1.Job
-	(JobState)(0),                     // 37: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 39: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
-	(JobPriority)(0),                  // 41: queue_manager.v1.JobPriority
+	(AddDisposition)(0),               // 0: queue_manager.v1.AddDisposition
+	(*NewJob)(nil),                    // 1: queue_manager.v1.NewJob
+	(*AddJobRequest)(nil),             // 2: queue_manager.v1.AddJobRequest
+	(*AddJobResponse)(nil),            // 3: queue_manager.v1.AddJobResponse
+	(*AddJobBatchRequest)(nil),        // 4: queue_manager.v1.AddJobBatchRequest
+	(*AddJobBatchResponse)(nil),       // 5: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamRequest)(nil),       // 6: queue_manager.v1.AddJobStreamRequest
+	(*AddJobStreamResponse)(nil),      // 7: queue_manager.v1.AddJobStreamResponse
+	(*AddJobOutcome)(nil),             // 8: queue_manager.v1.AddJobOutcome
+	(*CreatedJob)(nil),                // 9: queue_manager.v1.CreatedJob
+	(*CallError)(nil),                 // 10: queue_manager.v1.CallError
+	(*AddBulkRequest)(nil),            // 11: queue_manager.v1.AddBulkRequest
+	(*AddBulkResponse)(nil),           // 12: queue_manager.v1.AddBulkResponse
+	(*GetJobRequest)(nil),             // 13: queue_manager.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 14: queue_manager.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 15: queue_manager.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 16: queue_manager.v1.ListJobsResponse
+	(*RemoveJobRequest)(nil),          // 17: queue_manager.v1.RemoveJobRequest
+	(*RemoveJobResponse)(nil),         // 18: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsRequest)(nil),         // 19: queue_manager.v1.GetJobLogsRequest
+	(*GetJobLogsResponse)(nil),        // 20: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobRequest)(nil),         // 21: queue_manager.v1.WaitForJobRequest
+	(*WaitForJobResponse)(nil),        // 22: queue_manager.v1.WaitForJobResponse
+	(*CancelJobRequest)(nil),          // 23: queue_manager.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 24: queue_manager.v1.CancelJobResponse
+	(*RetryJobRequest)(nil),           // 25: queue_manager.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),          // 26: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsRequest)(nil),    // 27: queue_manager.v1.RetryFailedJobsRequest
+	(*RetryFailedJobsResponse)(nil),   // 28: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobRequest)(nil),         // 29: queue_manager.v1.PromoteJobRequest
+	(*PromoteJobResponse)(nil),        // 30: queue_manager.v1.PromoteJobResponse
+	(*UpdateJobDataRequest)(nil),      // 31: queue_manager.v1.UpdateJobDataRequest
+	(*UpdateJobDataResponse)(nil),     // 32: queue_manager.v1.UpdateJobDataResponse
+	(*ChangeJobPriorityRequest)(nil),  // 33: queue_manager.v1.ChangeJobPriorityRequest
+	(*ChangeJobPriorityResponse)(nil), // 34: queue_manager.v1.ChangeJobPriorityResponse
+	(*Payload)(nil),                   // 35: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 36: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 37: queue_manager.v1.Job
+	(JobState)(0),                     // 38: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 40: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 41: google.protobuf.Duration
+	(JobPriority)(0),                  // 42: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	34, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	35, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
-	0,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	36, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
-	1,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
-	7,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
-	1,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
-	7,  // 7: queue_manager.v1.AddJobStreamResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
-	2,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
-	9,  // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
-	8,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	37, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	38, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	36, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	37, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	39, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	40, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	36, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	36, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	41, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	36, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	35, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	36, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	1,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
+	37, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	0,  // 4: queue_manager.v1.AddJobResponse.disposition:type_name -> queue_manager.v1.AddDisposition
+	2,  // 5: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
+	8,  // 6: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
+	2,  // 7: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
+	8,  // 8: queue_manager.v1.AddJobStreamResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
+	3,  // 9: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
+	10, // 10: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
+	9,  // 11: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
+	38, // 12: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	39, // 13: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 14: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
+	37, // 15: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // 16: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	37, // 17: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	38, // 18: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	40, // 19: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	41, // 20: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	37, // 21: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	37, // 22: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	37, // 23: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	38, // 24: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	37, // 25: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	35, // 26: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	37, // 27: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	42, // 28: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	37, // 29: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2221,13 +2315,14 @@ func file_queue_manager_v1_jobs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_queue_manager_v1_jobs_proto_goTypes,
 		DependencyIndexes: file_queue_manager_v1_jobs_proto_depIdxs,
+		EnumInfos:         file_queue_manager_v1_jobs_proto_enumTypes,
 		MessageInfos:      file_queue_manager_v1_jobs_proto_msgTypes,
 	}.Build()
 	File_queue_manager_v1_jobs_proto = out.File

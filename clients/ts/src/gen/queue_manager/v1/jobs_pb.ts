@@ -2,8 +2,8 @@
 // @generated from file queue_manager/v1/jobs.proto (package queue_manager.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Job, JobLogLine, JobOptions, JobPriority, JobState, Payload } from "./types_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/jobs.proto.
  */
 export const file_queue_manager_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJFCg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIIkQKEkFkZEpvYkJhdGNoUmVxdWVzdBIuCgVpdGVtcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iUmVxdWVzdCJIChNBZGRKb2JCYXRjaFJlc3BvbnNlEjEKCG91dGNvbWVzGAEgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lImYKE0FkZEpvYlN0cmVhbVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAQSLgoFaXRlbXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QSDQoFYnJpZWYYAyABKAgiWwoUQWRkSm9iU3RyZWFtUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAQSMQoIb3V0Y29tZXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYk91dGNvbWUirAEKDUFkZEpvYk91dGNvbWUSMQoFYWRkZWQYASABKAsyIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlc3BvbnNlSAASLAoFZXJyb3IYAiABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkNhbGxFcnJvckgAEi8KB2NyZWF0ZWQYAyABKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLkNyZWF0ZWRKb2JIAEIJCgdvdXRjb21lInQKCkNyZWF0ZWRKb2ISCgoCaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqCglDYWxsRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIkwKDkFkZEJ1bGtSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSJgoEam9icxgCIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuTmV3Sm9iIjkKD0FkZEJ1bGtSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJEhUKDWNyZWF0ZWRfY291bnQYAiABKAQiMwoNR2V0Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI0Cg5HZXRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJ3Cg9MaXN0Sm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiZAoQTGlzdEpvYnNSZXNwb25zZRIjCgRqb2JzGAEgAygLMhUucXVldWVfbWFuYWdlci52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAQiNgoQUmVtb3ZlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSJHChFSZW1vdmVKb2JSZXNwb25zZRIyCg5wcmV2aW91c19zdGF0ZRgBIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiXgoRR2V0Sm9iTG9nc1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkibgoSR2V0Sm9iTG9nc1Jlc3BvbnNlEisKBWxpbmVzGAEgAygLMhwucXVldWVfbWFuYWdlci52MS5Kb2JMb2dMaW5lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEImMKEVdhaXRGb3JKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOAoSV2FpdEZvckpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIkYKEENhbmNlbEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIjcKEUNhbmNlbEpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIjUKD1JldHJ5Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI2ChBSZXRyeUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIlcKFlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiKAoXUmV0cnlGYWlsZWRKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQiNwoRUHJvbW90ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiOAoSUHJvbW90ZUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIngKFFVwZGF0ZUpvYkRhdGFSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEicKBGRhdGEYAyABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSEwoLbGVhc2VfdG9rZW4YBCABKAkiOwoVVXBkYXRlSm9iRGF0YVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIm8KGENoYW5nZUpvYlByaW9yaXR5UmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIvCghwcmlvcml0eRgDIAEoDjIdLnF1ZXVlX21hbmFnZXIudjEuSm9iUHJpb3JpdHkiPwoZQ2hhbmdlSm9iUHJpb3JpdHlSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJ8Cg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIEjUKC2Rpc3Bvc2l0aW9uGAMgASgOMiAucXVldWVfbWFuYWdlci52MS5BZGREaXNwb3NpdGlvbiJEChJBZGRKb2JCYXRjaFJlcXVlc3QSLgoFaXRlbXMYASADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QiSAoTQWRkSm9iQmF0Y2hSZXNwb25zZRIxCghvdXRjb21lcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iT3V0Y29tZSJmChNBZGRKb2JTdHJlYW1SZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgEEi4KBWl0ZW1zGAIgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXF1ZXN0Eg0KBWJyaWVmGAMgASgIIlsKFEFkZEpvYlN0cmVhbVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgEEjEKCG91dGNvbWVzGAIgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lIqwBCg1BZGRKb2JPdXRjb21lEjEKBWFkZGVkGAEgASgLMiAucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXNwb25zZUgAEiwKBWVycm9yGAIgASgLMhsucXVldWVfbWFuYWdlci52MS5DYWxsRXJyb3JIABIvCgdjcmVhdGVkGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5DcmVhdGVkSm9iSABCCQoHb3V0Y29tZSJ0CgpDcmVhdGVkSm9iEgoKAmlkGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoJQ2FsbEVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSJMCg5BZGRCdWxrUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEiYKBGpvYnMYAiADKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJRCg9BZGRCdWxrUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoCRIVCg1jcmVhdGVkX2NvdW50GAIgASgEEhYKDnJlcGxhY2VkX2NvdW50GAMgASgEIjMKDUdldEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiNAoOR2V0Sm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IidwoPTGlzdEpvYnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJImQKEExpc3RKb2JzUmVzcG9uc2USIwoEam9icxgBIAMoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEIjYKEFJlbW92ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiRwoRUmVtb3ZlSm9iUmVzcG9uc2USMgoOcHJldmlvdXNfc3RhdGUYASABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlIl4KEUdldEpvYkxvZ3NSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIm4KEkdldEpvYkxvZ3NSZXNwb25zZRIrCgVsaW5lcxgBIAMoCzIcLnF1ZXVlX21hbmFnZXIudjEuSm9iTG9nTGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBCJjChFXYWl0Rm9ySm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIqCgd0aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjgKEldhaXRGb3JKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJGChBDYW5jZWxKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSI3ChFDYW5jZWxKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiI1Cg9SZXRyeUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiNgoQUmV0cnlKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJXChZSZXRyeUZhaWxlZEpvYnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlIigKF1JldHJ5RmFpbGVkSm9ic1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIjcKEVByb21vdGVKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJIjgKElByb21vdGVKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJ4ChRVcGRhdGVKb2JEYXRhUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRInCgRkYXRhGAMgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkEhMKC2xlYXNlX3Rva2VuGAQgASgJIjsKFVVwZGF0ZUpvYkRhdGFSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJvChhDaGFuZ2VKb2JQcmlvcml0eVJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSLwoIcHJpb3JpdHkYAyABKA4yHS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlByaW9yaXR5Ij8KGUNoYW5nZUpvYlByaW9yaXR5UmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IqrAEKDkFkZERpc3Bvc2l0aW9uEh8KG0FERF9ESVNQT1NJVElPTl9VTlNQRUNJRklFRBAAEhsKF0FERF9ESVNQT1NJVElPTl9DUkVBVEVEEAESHAoYQUREX0RJU1BPU0lUSU9OX0VYSVNUSU5HEAISIAocQUREX0RJU1BPU0lUSU9OX0RFRFVQTElDQVRFRBADEhwKGEFERF9ESVNQT1NJVElPTl9SRVBMQUNFRBAEYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
 
 /**
  * NewJob describes a job to add.
@@ -93,11 +93,19 @@ export type AddJobResponse = Message<"queue_manager.v1.AddJobResponse"> & {
   job?: Job | undefined;
 
   /**
-   * False when a job with the same job_id already existed.
+   * False when a job with the same job_id already existed, or a dedup key was held (the job is the holder).
    *
    * @generated from field: bool created = 2;
    */
   created: boolean;
+
+  /**
+   * What the add did: created the job, found its job_id, found its dedup key held, or replaced the pending
+   * job holding that key (Dedup.mode REPLACE). Unspecified from servers that predate it.
+   *
+   * @generated from field: queue_manager.v1.AddDisposition disposition = 3;
+   */
+  disposition: AddDisposition;
 };
 
 /**
@@ -371,6 +379,14 @@ export type AddBulkResponse = Message<"queue_manager.v1.AddBulkResponse"> & {
    * @generated from field: uint64 created_count = 2;
    */
   createdCount: bigint;
+
+  /**
+   * Number of jobs whose add replaced the pending job holding their dedup key (Dedup.mode REPLACE), among
+   * the rest; their ids in job_ids are the replaced jobs'.
+   *
+   * @generated from field: uint64 replaced_count = 3;
+   */
+  replacedCount: bigint;
 };
 
 /**
@@ -1013,4 +1029,54 @@ export type ChangeJobPriorityResponse = Message<"queue_manager.v1.ChangeJobPrior
  */
 export const ChangeJobPriorityResponseSchema: GenMessage<ChangeJobPriorityResponse> = /*@__PURE__*/
   messageDesc(file_queue_manager_v1_jobs, 33);
+
+/**
+ * AddDisposition says what an add did (AddJobResponse.disposition).
+ *
+ * @generated from enum queue_manager.v1.AddDisposition
+ */
+export enum AddDisposition {
+  /**
+   * Not said (a server that predates it): see AddJobResponse.created.
+   *
+   * @generated from enum value: ADD_DISPOSITION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The job was created.
+   *
+   * @generated from enum value: ADD_DISPOSITION_CREATED = 1;
+   */
+  CREATED = 1,
+
+  /**
+   * A job with the add's job_id existed: nothing was written.
+   *
+   * @generated from enum value: ADD_DISPOSITION_EXISTING = 2;
+   */
+  EXISTING = 2,
+
+  /**
+   * The add's dedup key was held: nothing was written but the key's ttl (Dedup.mode EXTEND); the job is
+   * the holder.
+   *
+   * @generated from enum value: ADD_DISPOSITION_DEDUPLICATED = 3;
+   */
+  DEDUPLICATED = 3,
+
+  /**
+   * The add's dedup key was held by a waiting or delayed job, whose name and data it replaced (Dedup.mode
+   * REPLACE); the job is that job as it is now.
+   *
+   * @generated from enum value: ADD_DISPOSITION_REPLACED = 4;
+   */
+  REPLACED = 4,
+}
+
+/**
+ * Describes the enum queue_manager.v1.AddDisposition.
+ */
+export const AddDispositionSchema: GenEnum<AddDisposition> = /*@__PURE__*/
+  enumDesc(file_queue_manager_v1_jobs, 0);
 
