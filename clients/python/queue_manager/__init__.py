@@ -24,7 +24,7 @@ import queue_manager._grpc_io  # noqa: F401
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
-from queue_manager.enums import JobPriority, JobState
+from queue_manager.enums import DedupMode, JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -65,6 +65,7 @@ __all__ = [
     "BulkJob",
     "ChainLink",
     "Dedup",
+    "DedupMode",
     "FailedPreconditionError",
     "GroupInfo",
     "GroupLimits",
