@@ -63,6 +63,7 @@ EXPECTED = {
     "TestSchedulesUpsertGetListDelete",
     "TestMutualTLS",
     "TestAddJobBatchKeepsEachOutcome",
+    "TestDedupReplaceGivesThePendingJobTheLastData",
     "TestGetJobLogsPagesThroughTheLog",
     "TestRetryFailedJobsRunsThemAgain",
     "TestJobNotStartedInTimeExpires",

@@ -984,6 +984,7 @@ _ONE_OPTION = [
     ({"keep_completed": "r"}, "kc", "r"),
     ({"keep_failed": "60000:5"}, "kf", "60000:5"),
     ({"dedup_key": "k1"}, "ddk", "k1"),
+    ({"dedup_key": "k2", "dedup_mode": 2}, "ddm", "2"),
     ({"expire_after_ms": 60_000}, "exa", "60000"),
     ({"group": "tenant-1"}, "grp", "tenant-1"),
     ({"lifo": True}, "lf", "1"),
@@ -996,7 +997,7 @@ async def test_a_job_with_one_option_sends_the_whole_header_and_stores_it(
 ) -> None:
     await register(engine)
     j = job("one", {"i": 1}, **options)
-    assert j.argv()[0].count("\0") == 21  # every header field, not the short form
+    assert j.argv()[0].count("\0") == 22  # every header field, not the short form
     r = await engine.add_jobs("q", [j], fetch=True)
     assert (await engine.get_job("q", r.ids[0])).text(stored) == value
     assert r.records[0].fields == (await engine.get_job("q", r.ids[0])).fields  # the add's answer

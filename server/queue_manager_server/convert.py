@@ -341,13 +341,29 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
         out.group = validate.group(o.group, f"{field}.group")
     out.lifo = o.lifo
     if o.HasField("dedup"):
-        out.dedup_key = validate.text(o.dedup.key, f"{field}.dedup.key", 200)
-        if o.dedup.HasField("ttl"):
-            out.dedup_ttl_ms = validate.duration_ms(o.dedup.ttl, f"{field}.dedup.ttl")
-            if out.dedup_ttl_ms <= 0:
-                raise InvalidArgument(
-                    f"{field}.dedup.ttl", "must be at least 1 ms; unset holds the key until the job finishes"
-                )
+        _apply_dedup(out, o.dedup, f"{field}.dedup")
+
+
+def _apply_dedup(out: NewJob, d: types_pb2.Dedup, field: str) -> None:
+    out.dedup_mode = validate.enum_value(
+        d.mode, range(0, 4), f"{field}.mode", types_pb2.DedupMode, "KEEP_FIRST"
+    )
+    if not d.key:
+        mode = types_pb2.DedupMode.Name(d.mode).removeprefix("DEDUP_MODE_") if d.mode else ""
+        raise InvalidArgument(
+            f"{field}.key", f"is required: a dedup{' mode ' + mode if mode else ''} needs a key"
+        )
+    out.dedup_key = validate.text(d.key, f"{field}.key", 200)
+    if d.HasField("ttl"):
+        out.dedup_ttl_ms = validate.duration_ms(d.ttl, f"{field}.ttl")
+        if out.dedup_ttl_ms <= 0:
+            raise InvalidArgument(
+                f"{field}.ttl", "must be at least 1 ms; unset holds the key until the job finishes"
+            )
+    elif out.dedup_mode == types_pb2.DEDUP_MODE_EXTEND:
+        raise InvalidArgument(
+            f"{field}.ttl", "is required with mode EXTEND, which restarts the ttl at each duplicate"
+        )
 
 
 # ---- jobs out ----------------------------------------------------------------------------------
@@ -496,6 +512,7 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
         o.dedup.key = r.text("ddk")
         if r.int("ddt"):
             o.dedup.ttl.CopyFrom(ms_duration(r.int("ddt")))
+        o.dedup.mode = r.int("ddm")  # type: ignore[assignment]
     _flow_out(r, j)
 
 

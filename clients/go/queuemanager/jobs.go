@@ -70,6 +70,7 @@ func (c *Client) addJob(ctx context.Context, req *pb.AddJobRequest) (*Job, error
 	}
 	out := jobFromProto(resp.GetJob())
 	out.Created = resp.GetCreated()
+	out.Replaced = resp.GetDisposition() == pb.AddDisposition_ADD_DISPOSITION_REPLACED
 	return out, nil
 }
 
@@ -145,6 +146,7 @@ func (c *Client) addJobBatch(ctx context.Context, req *pb.AddJobBatchRequest) ([
 		case *pb.AddJobOutcome_Added:
 			out[i].Job = jobFromProto(kind.Added.GetJob())
 			out[i].Job.Created = kind.Added.GetCreated()
+			out[i].Job.Replaced = kind.Added.GetDisposition() == pb.AddDisposition_ADD_DISPOSITION_REPLACED
 		case *pb.AddJobOutcome_Error:
 			out[i].Err = fromStatus(kind.Error.GetCode(), kind.Error.GetMessage())
 		default:
@@ -160,6 +162,9 @@ type BulkResult struct {
 	JobIDs []string
 	// Created counts the jobs newly created.
 	Created int
+	// Replaced counts the jobs that replaced the pending job holding their dedup key (DedupReplace); their
+	// ids in JobIDs are the replaced jobs'.
+	Replaced int
 }
 
 // bulkMessageJobs is how many jobs one message of the bulk stream carries.
@@ -216,7 +221,9 @@ func (c *Client) addBulk(ctx context.Context, messages []*pb.AddBulkRequest) (*B
 	if err != nil {
 		return nil, fromRPC(err)
 	}
-	return &BulkResult{JobIDs: resp.GetJobIds(), Created: int(resp.GetCreatedCount())}, nil
+	return &BulkResult{
+		JobIDs: resp.GetJobIds(), Created: int(resp.GetCreatedCount()), Replaced: int(resp.GetReplacedCount()),
+	}, nil
 }
 
 // GetJob returns one job, with the tail of its log.

@@ -173,3 +173,39 @@ func TestJobNotStartedInTimeExpires(t *testing.T) {
 		t.Fatalf("a negative expiry must be refused naming the field: %v", err)
 	}
 }
+
+func TestDedupReplaceGivesThePendingJobTheLastData(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	debounce := func() *qm.JobOptions {
+		return &qm.JobOptions{
+			Delay: time.Minute, Dedup: &qm.Dedup{Key: "doc", TTL: time.Minute, Mode: qm.DedupReplace},
+		}
+	}
+	first, err := c.AddJob(testContext(t), queue, "reindex", map[string]int{"n": 1}, debounce())
+	if err != nil || !first.Created || first.Replaced || first.State != qm.StateDelayed {
+		t.Fatalf("the first add must create a delayed job: %v %+v", err, first)
+	}
+	again, err := c.AddJob(testContext(t), queue, "again", map[string]int{"n": 2}, debounce())
+	var n struct{ N int }
+	if err != nil || again.Created || !again.Replaced || again.ID != first.ID || again.Name != "again" ||
+		again.Decode(&n) != nil || n.N != 2 {
+		t.Fatalf("a duplicate must replace the delayed job's name and data: %v %+v", err, again)
+	}
+	bulk, err := c.AddBulk(testContext(t), queue, []qm.NewJob{
+		{Name: "b", Data: map[string]int{"n": 3}, Options: debounce()},
+		{Name: "b", Data: map[string]int{"n": 4}, Options: debounce()},
+	})
+	if err != nil || bulk.Created != 0 || bulk.Replaced != 2 || bulk.JobIDs[0] != first.ID || bulk.JobIDs[1] != first.ID {
+		t.Fatalf("each bulk duplicate must replace the job in turn: %v %+v", err, bulk)
+	}
+	stored, err := c.GetJob(testContext(t), queue, first.ID)
+	if err != nil || stored.Decode(&n) != nil || n.N != 4 {
+		t.Fatalf("the job must hold the last data: %v %+v", err, stored)
+	}
+	_, err = c.AddJob(testContext(t), queue, "x", nil, &qm.JobOptions{Dedup: &qm.Dedup{Key: "k", Mode: qm.DedupExtend}})
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "dedup.ttl") {
+		t.Fatalf("EXTEND without a TTL must be refused naming the field: %v", err)
+	}
+}

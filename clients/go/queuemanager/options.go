@@ -118,9 +118,26 @@ type ChainLink struct {
 type Dedup struct {
 	// Key is 1 to 200 characters, scoped to the queue.
 	Key string
-	// TTL is how long the key is held from the first add; 0 means until that job finishes.
+	// TTL is how long the key is held from the first add; 0 means until that job finishes. DedupExtend and
+	// DedupReplace restart it at each duplicate.
 	TTL time.Duration
+	// Mode is what an add does while the key is held; the zero value keeps the first job.
+	Mode DedupMode
 }
+
+// DedupMode is what an add does when its dedup key is held (the wire's DedupMode numbers).
+type DedupMode int32
+
+const (
+	// DedupKeepFirst ignores the add and answers with the job holding the key (the default).
+	DedupKeepFirst DedupMode = 1
+	// DedupExtend ignores the add and restarts the key's TTL (a sliding window); it needs a TTL.
+	DedupExtend DedupMode = 2
+	// DedupReplace gives the job holding the key, while it is waiting or delayed and has not started, the
+	// add's name and data, restarts the TTL and re-delays a delayed job (debounce); once that job started or
+	// finished, the add creates a new job, which takes the key.
+	DedupReplace DedupMode = 3
+)
 
 // RateLimit allows at most Max job starts per Duration, shared by all workers.
 type RateLimit struct {
@@ -218,7 +235,7 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 		}
 	}
 	if d := o.Dedup; d != nil {
-		out.Dedup = &pb.Dedup{Key: d.Key, Ttl: duration(d.TTL)}
+		out.Dedup = &pb.Dedup{Key: d.Key, Ttl: duration(d.TTL), Mode: pb.DedupMode(d.Mode)}
 	}
 	for _, link := range o.ChainTo {
 		data, err := encodePayload(link.Data)
@@ -309,7 +326,7 @@ func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
 		o.Metadata = &Metadata{CorrelationID: m.GetCorrelationId(), Tags: m.GetTags(), Attributes: m.GetAttributes()}
 	}
 	if d := p.GetDedup(); d != nil {
-		o.Dedup = &Dedup{Key: d.GetKey(), TTL: durationOf(d.GetTtl())}
+		o.Dedup = &Dedup{Key: d.GetKey(), TTL: durationOf(d.GetTtl()), Mode: DedupMode(d.GetMode())}
 	}
 	for _, link := range p.GetChainTo() {
 		o.ChainTo = append(o.ChainTo, ChainLink{

@@ -124,6 +124,9 @@ type Job struct {
 	// Created is set in AddJob's answer: false when the job id or dedup key was taken, and the job is the
 	// one that held it.
 	Created bool
+	// Replaced is set in AddJob's answer when the add replaced the name and data of the waiting or delayed
+	// job holding its dedup key (DedupReplace); the job is that one as it is now.
+	Replaced bool
 	// Redelivery is set for a worker's handler when an earlier run of this attempt was lost.
 	Redelivery bool
 

@@ -25,7 +25,7 @@ from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
-from queue_manager.enums import JobPriority, JobState
+from queue_manager.enums import DedupMode, JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -68,6 +68,7 @@ __all__ = [
     "ChainLink",
     "DeadLetter",
     "Dedup",
+    "DedupMode",
     "FailedPreconditionError",
     "GroupInfo",
     "GroupLimits",

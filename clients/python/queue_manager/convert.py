@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from queue_manager.bounds import priority_bounds_from_proto
-from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
+from queue_manager.enums import DEDUP_MODE_BY_NUMBER, STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.groups import queue_group_limits_from_proto
 from queue_manager.metrics import QueueMetrics, metrics_from_proto
 from queue_manager.options import (
@@ -438,6 +438,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
         dedup=Dedup(
             key=msg.dedup.key,
             ttl=duration_to_timedelta(msg.dedup.ttl) if msg.dedup.HasField("ttl") else None,
+            mode=DEDUP_MODE_BY_NUMBER.get(msg.dedup.mode),
         )
         if msg.HasField("dedup")
         else None,

@@ -1,10 +1,10 @@
-"""Public enums: job priority and job state, with the same values as the wire."""
+"""Public enums: job priority, job state and dedup mode, with the same values as the wire."""
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["STATE_BY_NUMBER", "STATE_NUMBER", "JobPriority", "JobState"]
+__all__ = ["STATE_BY_NUMBER", "STATE_NUMBER", "DedupMode", "JobPriority", "JobState"]
 
 
 class JobPriority(enum.IntEnum):
@@ -27,6 +27,23 @@ class JobState(enum.StrEnum):
     FAILED = "failed"
     PAUSED = "paused"
     CANCELLED = "cancelled"
+
+
+class DedupMode(enum.StrEnum):
+    """What an add does when its dedup key is held (`Dedup.mode`)."""
+
+    #: The add is ignored and answered with the job holding the key (the default).
+    KEEP_FIRST = "keep_first"
+    #: The add is ignored and the key's ttl restarts (a sliding window); needs a ttl.
+    EXTEND = "extend"
+    #: While the holder has not started (waiting or delayed), the add replaces its name and data, restarts
+    #: the ttl and re-delays it (debounce); once it started or finished, the add creates a new job.
+    REPLACE = "replace"
+
+
+# The wire numbers of `queue_manager.v1.DedupMode`, in both directions (0 is "unspecified": keep the first).
+DEDUP_MODE_NUMBER: dict[DedupMode, int] = {mode: number for number, mode in enumerate(DedupMode, start=1)}
+DEDUP_MODE_BY_NUMBER: dict[int, DedupMode] = {number: mode for mode, number in DEDUP_MODE_NUMBER.items()}
 
 
 # The wire numbers of `queue_manager.v1.JobState`, in both directions (0 is "unspecified").

@@ -8,6 +8,7 @@ value of the wrong kind) before anything is sent.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, TypeAlias
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from queue_manager.enums import STATE_NUMBER, JobPriority, JobState
+from queue_manager.enums import DEDUP_MODE_NUMBER, STATE_NUMBER, DedupMode, JobPriority, JobState
 from queue_manager.v1 import types_pb2
 
 __all__ = [
@@ -126,11 +127,14 @@ class Dedup:
         key: 1 to 200 characters, scoped to the queue.
         ttl: Hold the key this long from the first add, whatever becomes of that job ("at most one such job
             per ttl"). None: hold it until that job finishes (completes, fails for good, is cancelled or
-            removed).
+            removed). EXTEND and REPLACE restart it at each duplicate.
+        mode: What an add does while the key is held: a `DedupMode` or its name (``"keep_first"``,
+            ``"extend"``, ``"replace"``). None: keep the first job.
     """
 
     key: str
     ttl: DurationLike | None = None
+    mode: DedupMode | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,9 +358,9 @@ def _fill_dedup(msg: types_pb2.Dedup, value: Dedup | Mapping[str, Any] | str) ->
     if isinstance(value, str):
         value = Dedup(key=value)
     elif isinstance(value, Mapping):
-        unknown = sorted(str(key) for key in value if key not in {"key", "ttl"})
+        unknown = sorted(str(key) for key in value if key not in {"key", "ttl", "mode"})
         if unknown:
-            raise ValueError(f"unknown dedup option {', '.join(map(repr, unknown))}; expected key, ttl")
+            raise ValueError(f"unknown dedup option {', '.join(map(repr, unknown))}; expected key, ttl, mode")
         value = Dedup(**value)
     if not isinstance(value, Dedup):
         raise TypeError(f"dedup must be a key, a mapping or a Dedup, not {type(value).__name__}")
@@ -367,6 +371,23 @@ def _fill_dedup(msg: types_pb2.Dedup, value: Dedup | Mapping[str, Any] | str) ->
     msg.key = value.key
     if value.ttl is not None:
         msg.ttl.CopyFrom(to_duration(value.ttl, "dedup ttl", positive=True))
+    if value.mode is not None:
+        mode = dedup_mode(value.mode)
+        if mode is DedupMode.EXTEND and value.ttl is None:
+            raise ValueError("dedup mode extend restarts the ttl at each duplicate: give a ttl")
+        msg.mode = DEDUP_MODE_NUMBER[mode]  # type: ignore[assignment]
+
+
+def dedup_mode(value: DedupMode | str) -> DedupMode:
+    """A `DedupMode` from itself or its name (any case, ``-`` for ``_``: ``"keep-first"``)."""
+    if isinstance(value, DedupMode):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return DedupMode(value.strip().lower().replace("-", "_"))
+        choices = ", ".join(mode.value for mode in DedupMode)
+        raise ValueError(f"unknown dedup mode {value!r}; expected {choices}")
+    raise TypeError(f"dedup mode must be a DedupMode or its name, not {type(value).__name__}")
 
 
 def _fill_link(msg: types_pb2.ChainLink, value: ChainLink | Mapping[str, Any], what: str) -> None:

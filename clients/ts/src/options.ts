@@ -8,6 +8,7 @@ import {
   BackoffSchema,
   BackoffType,
   ChainLinkSchema,
+  DedupMode as DedupModePb,
   DedupSchema,
   GroupLimitsSchema,
   JobMetadataSchema,
@@ -28,6 +29,8 @@ import {
   JobPriority,
   type Backoff,
   type ChainLink,
+  type Dedup,
+  type DedupMode,
   type GroupLimits,
   type JobOptions,
   type KeepJobs,
@@ -123,6 +126,24 @@ function linkToProto(link: ChainLink, what: string) {
   });
 }
 
+const DEDUP_MODES: Record<DedupMode, DedupModePb> = {
+  keep_first: DedupModePb.KEEP_FIRST,
+  extend: DedupModePb.EXTEND,
+  replace: DedupModePb.REPLACE,
+};
+
+/** A dedup's mode as its wire number (0 when unset); "extend" needs a ttl. */
+function dedupMode(dedup: Dedup, what: string): DedupModePb {
+  if (dedup.mode === undefined) return DedupModePb.UNSPECIFIED;
+  if (!Object.hasOwn(DEDUP_MODES, dedup.mode)) {
+    throw new RangeError(`${what}.mode must be one of ${Object.keys(DEDUP_MODES).join(", ")}, got ${JSON.stringify(dedup.mode)}`);
+  }
+  if (dedup.mode === "extend" && dedup.ttl === undefined) {
+    throw new RangeError(`${what}.mode "extend" restarts the ttl at each duplicate: give ${what}.ttl`);
+  }
+  return DEDUP_MODES[dedup.mode];
+}
+
 /** Job options as their message; unknown keys are refused (a misspelt option would be silently ignored). */
 export function jobOptionsToProto(options: JobOptions, what = "options"): JobOptionsPb {
   if (typeof options !== "object" || options === null) {
@@ -161,6 +182,7 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
         : create(DedupSchema, {
             key: text(dedup.key, `${what}.dedup.key`),
             ttl: dedup.ttl === undefined ? undefined : toDuration(dedup.ttl, `${what}.dedup.ttl`),
+            mode: dedupMode(dedup, `${what}.dedup`),
           }),
     expireAfter: o.expireAfter === undefined ? undefined : toDuration(o.expireAfter, `${what}.expireAfter`),
     group: o.group === undefined ? "" : checkGroup(o.group, `${what}.group`),

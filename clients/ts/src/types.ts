@@ -62,9 +62,19 @@ export interface JobMetadata {
 /** Deduplication: while the key is held, adding a job with the same key returns the job that holds it. */
 export interface Dedup {
   key: string;
-  /** How long the key is held from the first add, ms; unset: until that job finishes. */
+  /** How long the key is held from the first add, ms; unset: until that job finishes. "extend" and "replace" restart it at each duplicate. */
   ttl?: number;
+  /**
+   * What an add does while the key is held: "keep_first" (the default) ignores it; "extend" ignores it and
+   * restarts the ttl (needs a ttl); "replace" gives the holder, while it is waiting or delayed and has not
+   * started, this add's name and data, restarts the ttl and re-delays a delayed one (debounce), and once the
+   * holder started or finished adds a new job, which takes the key.
+   */
+  mode?: DedupMode;
 }
+
+/** `Dedup.mode`. */
+export type DedupMode = "keep_first" | "extend" | "replace";
 
 /** One job of a chain (`JobOptions.chainTo`). */
 export interface ChainLink {

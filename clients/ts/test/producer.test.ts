@@ -263,6 +263,31 @@ describe("jobs", () => {
     assert.equal(second.id, first.id);
   });
 
+  it("replaces a pending job's data with dedup mode replace, and refuses a bad mode", async () => {
+    const debounce = { delay: 60_000, dedup: { key: "doc", ttl: 60_000, mode: "replace" as const } };
+    const first = await qm.addJob(name, "reindex", { n: 1 }, debounce);
+    assert.equal(first.state, "delayed");
+    const second = await qm.addJob(name, "again", { n: 2 }, debounce);
+    assert.equal(second.id, first.id);
+    assert.equal(second.name, "again");
+    assert.deepEqual(second.data, { n: 2 });
+    const ids = await qm.addBulk(name, [3, 4].map((n) => ({ name: "b", data: { n }, options: debounce })));
+    assert.deepEqual(ids, [first.id, first.id]);
+    assert.deepEqual((await qm.getJob(name, first.id)).data, { n: 4 });
+    const kept = await qm.addJob(name, "x", 5, { dedup: { key: "doc", ttl: 60_000, mode: "extend" } });
+    assert.equal(kept.id, first.id);
+    assert.deepEqual(kept.data, { n: 4 });
+    await assert.rejects(
+      // @ts-expect-error: a mode the type does not allow, as plain JavaScript could send it
+      qm.addJob(name, "x", 1, { dedup: { key: "k", mode: "latest" } }),
+      /dedup\.mode must be one of keep_first, extend, replace, got "latest"/,
+    );
+    await assert.rejects(
+      qm.addJob(name, "x", 1, { dedup: { key: "k", mode: "extend" } }),
+      /"extend" restarts the ttl at each duplicate: give job\.options\.dedup\.ttl/,
+    );
+  });
+
   it("lists jobs a page at a time", async () => {
     const q = queueName("list");
     await qm.registerQueue(q);

@@ -52,6 +52,8 @@ class StreamResult:
 
     ids: list[str]
     created: int
+    # Jobs that replaced the pending job holding their dedup key (Dedup.mode REPLACE).
+    replaced: int = 0
 
 
 class BulkStreams:
@@ -91,7 +93,8 @@ class BulkStreams:
             )
         # Past the decision the stream is published even if the caller goes away meanwhile.
         holders: dict[tuple[str, str], str] = {}
-        publishing = self._spawn(self._publish_all(sid, queues, holders), f"publish:{sid}")
+        replaced: dict[str, int] = {}
+        publishing = self._spawn(self._publish_all(sid, queues, holders, replaced), f"publish:{sid}")
         try:
             created = await asyncio.shield(publishing)
         except Exception as exc:
@@ -107,7 +110,7 @@ class BulkStreams:
                 for i in range(pos, pos + len(jobs)):
                     ids[i] = holders.get((queue, ids[i]), ids[i])
                 pos += len(jobs)
-        return StreamResult(ids=ids, created=created)
+        return StreamResult(ids=ids, created=created, replaced=sum(replaced.values()))
 
     async def _stage(self, sid: str, batches: Sequence[tuple[str, Sequence[NewJob]]], ids: list[str]) -> None:
         calls: list[tuple[str, list[Any]]] = []
@@ -131,11 +134,15 @@ class BulkStreams:
                     raise QueueNotFound(queue)
 
     async def _publish_all(
-        self, sid: str, queues: list[str], holders: dict[tuple[str, str], str] | None = None
+        self,
+        sid: str,
+        queues: list[str],
+        holders: dict[tuple[str, str], str] | None = None,
+        replaced: dict[str, int] | None = None,
     ) -> int:
         created = 0
         for queue in queues:
-            created += await self.publish_staged(queue, sid, holders)
+            created += await self.publish_staged(queue, sid, holders, replaced)
         await self.redis.delete(stream_decision(self.engine.prefix, sid))
         return created
 
@@ -187,11 +194,16 @@ class BulkStreams:
     # ---- per-queue scripts --------------------------------------------------------------------
 
     async def publish_staged(
-        self, queue: str, sid: str, holders: dict[tuple[str, str], str] | None = None
+        self,
+        queue: str,
+        sid: str,
+        holders: dict[tuple[str, str], str] | None = None,
+        replaced: dict[str, int] | None = None,
     ) -> int:
         """Adds a committed stream's staged jobs to the queue; returns how many were new.
 
         holders: filled with (queue, job id) -> the holder's id for jobs whose dedup key was held.
+        replaced: queue -> jobs that replaced the pending job holding their dedup key, added to.
         """
         k = self.engine.keys(queue)
         keys = [k.meta, k.waiting, k.delayed, k.staged(sid), k.bulk]
@@ -205,8 +217,10 @@ class BulkStreams:
                 if int(r[0]) < 0:  # the queue was obliterated meanwhile: its staged jobs went with it
                     return created
                 created += int(r[0])
+                if replaced is not None:
+                    replaced[queue] = replaced.get(queue, 0) + int(r[2])
                 if holders is not None:
-                    for i in range(2, len(r) - 1, 2):
+                    for i in range(3, len(r) - 1, 2):
                         holders[(queue, _text(r[i]))] = _text(r[i + 1])
                 if int(r[1]) == 1:
                     return created

@@ -541,6 +541,8 @@ class Engine:
                 created.append(code == 1)
                 if code < 0:  # no room (includes/add.lua room_for)
                     out.full[len(ids) - 1] = "queue" if code == -1 else "group"
+                elif code > 1:  # its dedup key was held (add_jobs.lua)
+                    out.dedup[len(ids) - 1] = "replaced" if code == 3 else "deduplicated"
                 if fetch:
                     # A job stored with its name and time only is answered 1: its time is the reply's.
                     row = r[i + 2]

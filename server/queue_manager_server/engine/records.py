@@ -21,12 +21,14 @@ holding parents, chain_root and workflow), chn (encoded JobOptions holding the c
 (engine/control.py): cxr ("1" once a cancel was asked while the job was active), cxm (the cancel reason). Job
 control (engine/job_control.py): lgn (log lines ever added; the lines are in the queue's ``logs:<id>`` list),
 wt ("1": a WaitForJob follows it, so its state changes are published), ddk (its dedup key, held until it
-finishes unless ddt), ddt (the dedup key's ttl ms, when it has one). Expiry: exa (expire after ms), exp (when
-it expires, Redis ms: exa after it was first ready; a claim that finds it past ends it cancelled). Order:
-grp (its fairness group: lua/includes/common.lua level_key), lf ("1": LIFO, to the head of its level). The
-scripts' own: p (which of the fields a claim and a completion read the job has none of, so they read fewer:
-"1" none of them, "c" none a completion reads, "0" or absent: read them all; lua/includes/common.lua PLAIN),
-left out of every JobRecord (engine.py job_fields) and of the scripts' answers.
+finishes unless ddt), ddt (the dedup key's ttl ms, when it has one), ddm (its add's Dedup.mode number, when
+one was given), ddl (with mode REPLACE and a delay: the delay ms a duplicate's replace re-delays it by).
+Expiry: exa (expire after ms), exp (when it expires, Redis ms: exa after it was first ready; a claim that
+finds it past ends it cancelled). Order: grp (its fairness group: lua/includes/common.lua level_key), lf ("1":
+LIFO, to the head of its level). The scripts' own: p (which of the fields a claim and a completion read the
+job has none of, so they read fewer: "1" none of them, "c" none a completion reads, "0" or absent: read them
+all; lua/includes/common.lua PLAIN), left out of every JobRecord (engine.py job_fields) and of the scripts'
+answers.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class NewJob:
     # Deduplication: while the key is held, adding a job with it returns the holder (ttl 0: until it ends).
     dedup_key: str = ""
     dedup_ttl_ms: int = 0
+    # What an add with a held key does (Dedup.mode's number): 0/1 keep the first, 2 extend, 3 replace.
+    dedup_mode: int = 0
     # Expiry: not started within this many ms of being ready, the job is not run (0: the queue's default).
     expire_after_ms: int = 0
     # Fairness group (JobOptions.group): "" for none.
@@ -128,7 +132,7 @@ class NewJob:
                 f"{self.run_at_ms}\0{self.attempts}\0{self.backoff_type}\0{self.backoff_delay_ms}\0"
                 f"{self.backoff_jitter!r}\0{self.backoff_max_ms}\0{self.keep_completed}\0{self.keep_failed}\0"
                 f"{self.timeout_ms}\0{self.max_stalled}\0{0}\0{self.dedup_key}\0{self.dedup_ttl_ms}\0"
-                f"{self.expire_after_ms}\0{self.group}\0{'1' if self.lifo else '0'}\0"
+                f"{self.expire_after_ms}\0{self.group}\0{'1' if self.lifo else '0'}\0{self.dedup_mode}\0"
             )
         return header, self.data, self.metadata, netstrings(self.extra) if self.extra else b""
 
@@ -147,6 +151,9 @@ class AddResult:
     published: bool = False
     # Jobs refused for want of room (an add checked against the size limits): index -> "queue" or "group".
     full: dict[int, str] = field(default_factory=dict)
+    # Jobs whose dedup key was held: index -> "deduplicated" (nothing written but an EXTEND's ttl) or
+    # "replaced" (the holder has their data now: Dedup.mode REPLACE). Their answer is the holder.
+    dedup: dict[int, str] = field(default_factory=dict)
     # The reply of a claim folded into the add (Engine.add_jobs_many), None without one (or no queue).
     claim: ClaimResult | None = None
 

@@ -256,6 +256,8 @@ class DeadLetters:
         await self._forget(done)
         for queue in {c.queue for c in done}:
             await self.engine.notify_waiting(queue)
+            # A retried workflow step's job re-opens its run (redrive_jobs.lua flow_retried): hand it off now.
+            await self.engine.after_flow_finish(queue, wait=True)
         return len(done)
 
     async def _forget(self, done: Sequence[Taken]) -> None:

@@ -69,6 +69,9 @@ class AddOutcome:
     record: JobRecord
     created: bool
     queue_paused: bool
+    # What the add did: "created", "existing" (its job_id), "deduplicated" (its dedup key held) or
+    # "replaced" (it replaced the pending job holding its dedup key).
+    how: str = "created"
 
 
 # An add whose outcome is not known yet (_Group.outcomes).
@@ -267,7 +270,8 @@ def _deliver(items: list[_Pending], result: AddResult) -> None:
             continue
         # A generated id is this call's own: found existing, it was written by an earlier try of this add.
         created = created or (p.generated_id and record.id == p.job.id and bool(record.fields))
-        _resolve(p, AddOutcome(record, created, result.queue_paused))
+        how = "created" if created else result.dedup.get(i, "existing")
+        _resolve(p, AddOutcome(record, created, result.queue_paused, how))
 
 
 def _resolve(p: _Pending, outcome: AddOutcome | Exception) -> None:

@@ -24,6 +24,14 @@ from queue_manager_server.services.adds import AddCoalescer, AddOutcome
 from queue_manager_server.services.errors import status_for, streaming, unary
 from queue_manager_server.services.job_control import job_message
 
+# AddOutcome.how as AddJobResponse.disposition.
+_DISPOSITIONS = {
+    "created": pb.ADD_DISPOSITION_CREATED,
+    "existing": pb.ADD_DISPOSITION_EXISTING,
+    "deduplicated": pb.ADD_DISPOSITION_DEDUPLICATED,
+    "replaced": pb.ADD_DISPOSITION_REPLACED,
+}
+
 
 def _answer(request: pb.AddJobRequest, added: AddOutcome) -> dict[str, Any]:
     """An AddJobResponse's constructor fields (AddJobBatch gathers many answers in one constructor call)."""
@@ -35,7 +43,7 @@ def _answer(request: pb.AddJobRequest, added: AddOutcome) -> dict[str, Any]:
     if kind == "json" and added.created:
         sent = types_pb2.Payload(json=request.job.data.json, content_type=convert.JSON)
     job = convert.job_out_fields(added.record, added.queue_paused, kind != "raw", sent)
-    return {"job": job, "created": added.created}
+    return {"job": job, "created": added.created, "disposition": _DISPOSITIONS[added.how]}
 
 
 def _error_outcome(code: grpc.StatusCode, message: str) -> dict[str, Any]:
@@ -253,6 +261,7 @@ class JobHandlers:
             result = await self.engine.add_jobs(*batches[0], whole=True)
             response.job_ids.extend(result.ids)
             response.created_count = sum(result.created)
+            response.replaced_count = sum(1 for how in result.dedup.values() if how == "replaced")
         elif batches:
             # Larger streams are checked whole against each queue's size limits (adds at the same moment may
             # take a queue a little past them), then staged and committed whole (engine/bulk.py).
@@ -264,6 +273,7 @@ class JobHandlers:
             written = await self.bulk.write(batches)
             response.job_ids.extend(written.ids)
             response.created_count = written.created
+            response.replaced_count = written.replaced
         return response
 
     @unary

@@ -24,8 +24,10 @@ from queue_manager.cli.common import (
     span_ms,
 )
 from queue_manager.cli.groups import group_name
-from queue_manager.convert import JobLogLine
-from queue_manager.enums import JobState
+from queue_manager.convert import JobLogLine, job_from_proto
+from queue_manager.enums import DedupMode, JobState
+from queue_manager.requests import add_job_request
+from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +76,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dedup-ttl",
         type=milliseconds(1),
         help="how long the dedup key is held (10m, 90s; bare number: ms; default: until the job is done)",
+    )
+    option(
+        add,
+        "--dedup-mode",
+        choices=[mode.value for mode in DedupMode],
+        help="while the key is held: keep_first ignores the add (default), extend also restarts the ttl, "
+        "replace gives a job that has not started this add's name and data (debounce)",
     )
     add.set_defaults(command="add", handler=_add)
 
@@ -192,21 +201,44 @@ def _add(args: argparse.Namespace) -> int:
         args, ("priority", "delay", "attempts", "job_id", "timeout", "expire_after", "group", "lifo")
     )
     if args.dedup_key is not None:
-        options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl}
-    elif args.dedup_ttl is not None:
-        raise UsageError("--dedup-ttl needs --dedup-key")
-    data = read_data(args.data)
-    with client(args) as qm:
-        added = qm.add_job(args.queue, args.name, data, options)
-    job = plain(added)
-    if not added.created:
+        if args.dedup_mode == DedupMode.EXTEND and args.dedup_ttl is None:
+            raise UsageError("--dedup-mode extend restarts the ttl at each duplicate: give --dedup-ttl")
+        options["dedup"] = {"key": args.dedup_key, "ttl": args.dedup_ttl, "mode": args.dedup_mode}
+    elif args.dedup_ttl is not None or args.dedup_mode is not None:
+        raise UsageError(
+            f"{'--dedup-ttl' if args.dedup_ttl is not None else '--dedup-mode'} needs --dedup-key"
+        )
+    request = add_job_request(args.queue, args.name, read_data(args.data), options)
+    with client(args) as qm:  # the stub, not qm.add_job: that returns the job without `created`
+        stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)
+        response: jobs_pb2.AddJobResponse = stub.AddJob(request, timeout=qm.timeout)
+    job = plain(job_from_proto(response.job))
+    replaced = response.disposition == jobs_pb2.ADD_DISPOSITION_REPLACED
+    if replaced:
+        print(
+            f"qm add: job {job['id']!r} of queue {args.queue!r} held --dedup-key {args.dedup_key!r} and had "
+            "not started: it has this add's name and data now; no job was added",
+            file=sys.stderr,
+        )
+    elif not response.created:
         if args.job_id is not None and job["id"] == args.job_id:
             held = f"job {job['id']!r} already existed in queue {args.queue!r}"
         else:
             held = f"job {job['id']!r} of queue {args.queue!r} holds --dedup-key {args.dedup_key!r}"
         print(f"qm add: {held}; nothing was added", file=sys.stderr)
-    show(args, job, columns=JOB_COLUMNS)
+    if args.output == "json":
+        show(args, {**job, "created": response.created, "disposition": _disposition(response)})
+    else:
+        show(args, job, columns=JOB_COLUMNS)
     return 0
+
+
+def _disposition(response: jobs_pb2.AddJobResponse) -> str:
+    """What the add did, in lower case (``created``, ``existing``, ``deduplicated``, ``replaced``); a server
+    that predates AddJobResponse.disposition is answered from ``created``."""
+    if response.disposition:
+        return jobs_pb2.AddDisposition.Name(response.disposition).removeprefix("ADD_DISPOSITION_").lower()
+    return "created" if response.created else "existing"
 
 
 def _get(args: argparse.Namespace) -> int:

@@ -90,6 +90,46 @@ JOB_EVENT_TYPE_EXPIRED: JobEventType.ValueType  # 12
 """The job expired (expire_after) before a run started: it ended cancelled."""
 Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
 
+class _AddDisposition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AddDispositionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AddDisposition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ADD_DISPOSITION_UNSPECIFIED: _AddDisposition.ValueType  # 0
+    """Not said (a server that predates it): see AddJobResponse.created."""
+    ADD_DISPOSITION_CREATED: _AddDisposition.ValueType  # 1
+    """The job was created."""
+    ADD_DISPOSITION_EXISTING: _AddDisposition.ValueType  # 2
+    """A job with the add's job_id existed: nothing was written."""
+    ADD_DISPOSITION_DEDUPLICATED: _AddDisposition.ValueType  # 3
+    """The add's dedup key was held: nothing was written but the key's ttl (Dedup.mode EXTEND); the job is
+    the holder.
+    """
+    ADD_DISPOSITION_REPLACED: _AddDisposition.ValueType  # 4
+    """The add's dedup key was held by a waiting or delayed job, whose name and data it replaced (Dedup.mode
+    REPLACE); the job is that job as it is now.
+    """
+
+class AddDisposition(_AddDisposition, metaclass=_AddDispositionEnumTypeWrapper):
+    """AddDisposition says what an add did (AddJobResponse.disposition)."""
+
+ADD_DISPOSITION_UNSPECIFIED: AddDisposition.ValueType  # 0
+"""Not said (a server that predates it): see AddJobResponse.created."""
+ADD_DISPOSITION_CREATED: AddDisposition.ValueType  # 1
+"""The job was created."""
+ADD_DISPOSITION_EXISTING: AddDisposition.ValueType  # 2
+"""A job with the add's job_id existed: nothing was written."""
+ADD_DISPOSITION_DEDUPLICATED: AddDisposition.ValueType  # 3
+"""The add's dedup key was held: nothing was written but the key's ttl (Dedup.mode EXTEND); the job is
+the holder.
+"""
+ADD_DISPOSITION_REPLACED: AddDisposition.ValueType  # 4
+"""The add's dedup key was held by a waiting or delayed job, whose name and data it replaced (Dedup.mode
+REPLACE); the job is that job as it is now.
+"""
+Global___AddDisposition: _TypeAlias = AddDisposition  # noqa: Y015
+
 @_typing.final
 class NewJob(_message.Message):
     """NewJob describes a job to add."""
@@ -160,8 +200,13 @@ class AddJobResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    DISPOSITION_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
-    """False when a job with the same job_id already existed."""
+    """False when a job with the same job_id already existed, or a dedup key was held (the job is the holder)."""
+    disposition: Global___AddDisposition.ValueType
+    """What the add did: created the job, found its job_id, found its dedup key held, or replaced the pending
+    job holding that key (Dedup.mode REPLACE). Unspecified from servers that predate it.
+    """
     @_builtins.property
     def job(self) -> _types_pb2.Job:
         """The job as stored (the existing one when job_id was taken)."""
@@ -171,10 +216,11 @@ class AddJobResponse(_message.Message):
         *,
         job: _types_pb2.Job | None = ...,
         created: _builtins.bool = ...,
+        disposition: Global___AddDisposition.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "disposition", b"disposition", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -426,8 +472,13 @@ class AddBulkResponse(_message.Message):
 
     JOB_IDS_FIELD_NUMBER: _builtins.int
     CREATED_COUNT_FIELD_NUMBER: _builtins.int
+    REPLACED_COUNT_FIELD_NUMBER: _builtins.int
     created_count: _builtins.int
     """Number of jobs newly created (the rest already existed)."""
+    replaced_count: _builtins.int
+    """Number of jobs whose add replaced the pending job holding their dedup key (Dedup.mode REPLACE), among
+    the rest; their ids in job_ids are the replaced jobs'.
+    """
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Job ids in order (the existing id when a job_id was taken)."""
@@ -437,10 +488,11 @@ class AddBulkResponse(_message.Message):
         *,
         job_ids: _abc.Iterable[_builtins.str] | None = ...,
         created_count: _builtins.int = ...,
+        replaced_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_count", b"created_count", "job_ids", b"job_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_count", b"created_count", "job_ids", b"job_ids", "replaced_count", b"replaced_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

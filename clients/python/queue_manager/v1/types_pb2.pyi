@@ -126,6 +126,46 @@ BACKOFF_TYPE_EXPONENTIAL: BackoffType.ValueType  # 2
 """delay * 2^(attempt-1)."""
 Global___BackoffType: _TypeAlias = BackoffType  # noqa: Y015
 
+class _DedupMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DedupModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DedupMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEDUP_MODE_UNSPECIFIED: _DedupMode.ValueType  # 0
+    """Same as DEDUP_MODE_KEEP_FIRST."""
+    DEDUP_MODE_KEEP_FIRST: _DedupMode.ValueType  # 1
+    """The add is ignored and answered with the job holding the key; the key's ttl runs on from the first add."""
+    DEDUP_MODE_EXTEND: _DedupMode.ValueType  # 2
+    """The add is ignored and answered with the job holding the key, and the key's ttl restarts (a sliding
+    window: the key is free once no add used it for a whole ttl).
+    """
+    DEDUP_MODE_REPLACE: _DedupMode.ValueType  # 3
+    """While the job holding the key is waiting or delayed, the add replaces its name, data and content type,
+    restarts the key's ttl and moves a delayed job's run time to the add's delay (or the first add's): only
+    the last data runs (debounce). Once that job has started or finished, the add creates a new job, which
+    takes the key.
+    """
+
+class DedupMode(_DedupMode, metaclass=_DedupModeEnumTypeWrapper):
+    """DedupMode says what an add with a held dedup key does (Dedup.mode)."""
+
+DEDUP_MODE_UNSPECIFIED: DedupMode.ValueType  # 0
+"""Same as DEDUP_MODE_KEEP_FIRST."""
+DEDUP_MODE_KEEP_FIRST: DedupMode.ValueType  # 1
+"""The add is ignored and answered with the job holding the key; the key's ttl runs on from the first add."""
+DEDUP_MODE_EXTEND: DedupMode.ValueType  # 2
+"""The add is ignored and answered with the job holding the key, and the key's ttl restarts (a sliding
+window: the key is free once no add used it for a whole ttl).
+"""
+DEDUP_MODE_REPLACE: DedupMode.ValueType  # 3
+"""While the job holding the key is waiting or delayed, the add replaces its name, data and content type,
+restarts the key's ttl and moves a delayed job's run time to the add's delay (or the first add's): only
+the last data runs (debounce). Once that job has started or finished, the add creates a new job, which
+takes the key.
+"""
+Global___DedupMode: _TypeAlias = DedupMode  # noqa: Y015
+
 @_typing.final
 class Payload(_message.Message):
     """Payload carries job data or a job result: a JSON value (what grpcurl users write) or opaque bytes."""
@@ -450,12 +490,18 @@ class Dedup(_message.Message):
 
     KEY_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The key, 1 to 200 characters, scoped to the queue."""
+    mode: Global___DedupMode.ValueType
+    """What an add does when the key is held: keep the first job (the default), extend the key's ttl, or
+    replace the pending job's name and data (debounce). EXTEND needs a ttl.
+    """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """How long the key is held from the first add, whatever becomes of that job; unset means until that job
-        finishes (completes, fails for good, is cancelled or removed).
+        finishes (completes, fails for good, is cancelled or removed). EXTEND and REPLACE restart it at each
+        duplicate.
         """
 
     def __init__(
@@ -463,10 +509,11 @@ class Dedup(_message.Message):
         *,
         key: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        mode: Global___DedupMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "mode", b"mode", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

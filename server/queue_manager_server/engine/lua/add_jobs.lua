@@ -19,7 +19,9 @@
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), the folded claim's reply
 --   (as claim.lua's; 0 without one), then per
---   job: id, created (1), existing (0) or refused for want of room (-1 the queue is full, -2 its group is),
+--   job: id, created (1), existing (0: its id), deduplicated (2: its dedup key held; an EXTEND restarted the
+--   key's ttl), replaced (3: the waiting or delayed job holding its dedup key has its data now, Dedup.mode
+--   REPLACE) or refused for want of room (-1 the queue is full, -2 its group is),
 --   and with answer its fields but the data as name/value pairs
 --   (empty for an existing job; 1 for a job that holds its name, time and data only: 'ts' is now; the
 --   plain mark, common.lua PLAIN, is never answered)}; an
@@ -40,6 +42,8 @@ watched(d[21], now)
 local out = {now, 0, -1, d[11] == '1' and 1 or 0, 0, 0}
 local added_waiting, earliest = 0, -1
 local pushes = {}
+-- Each insert_job code (includes/add.lua) as this reply answers it.
+local ANSWER_CODES = {[0] = 0, [1] = 1, [2] = 1, [3] = 2, [4] = 3, [5] = 3, [-1] = -1, [-2] = -2}
 -- With a folded claim: the jobs inserted waiting, which it may take without reading them back (claim.lua).
 local want = tonumber(ARGV[6])
 local fresh = want > 0 and {} or nil
@@ -93,15 +97,21 @@ for i = 0, n - 1 do
     local h = split_header(hs)
     local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, h, data,
       ARGV[b + 3], ARGV[b + 4], pushes, lim)
-    if EVENTS and code > 0 then job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil) end
-    if code == 1 then
+    if EVENTS and (code == 1 or code == 2) then
+      job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil)
+    elseif EVENTS and code == 5 then
+      job_event(prefix, got, 2, h[2])
+    end
+    if code == 1 or code == 5 then
       added_waiting = added_waiting + 1
-      if fresh then fresh[got] = {fields, data} end
-    elseif code == 2 and (earliest < 0 or run < earliest) then
+      if code == 1 and fresh then fresh[got] = {fields, data} end
+    elseif run >= 0 and (earliest < 0 or run < earliest) then
       earliest = run
     end
-    if code > 0 then added = added + 1 end
-    out[k + 1], out[k + 2] = got, code > 0 and 1 or code
+    -- A job this call inserted and a later add replaced: a folded claim reads it, not what was inserted.
+    if code >= 4 and fresh then fresh[got] = nil end
+    if code == 1 or code == 2 then added = added + 1 end
+    out[k + 1], out[k + 2] = got, ANSWER_CODES[code]
     k = k + 2
     -- A job stored with its name and time only (and the data) is answered 1: the caller knows both.
     if answer then k = k + 1; out[k] = (fields and #fields == 4) and 1 or fields or {} end

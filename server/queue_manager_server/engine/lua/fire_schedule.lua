@@ -36,11 +36,15 @@ if n > 0 then
     local h = split_header(ARGV[b + 1])
     local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
       ARGV[b + 3], ARGV[b + 4], pushes)
-    if EVENTS and code > 0 then job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil) end
-    if code > 0 then created = created + 1 end
-    if code == 1 then
+    if EVENTS and (code == 1 or code == 2) then
+      job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil)
+    elseif EVENTS and code == 5 then
+      job_event(prefix, got, 2, h[2])
+    end
+    if code == 1 or code == 2 then created = created + 1 end
+    if code == 1 or code == 5 then
       added_waiting = added_waiting + 1
-    elseif code == 2 and (earliest < 0 or run < earliest) then
+    elseif run >= 0 and (earliest < 0 or run < earliest) then
       earliest = run
     end
     -- The job that stands for the occurrence (the holder's when a dedup key was held).

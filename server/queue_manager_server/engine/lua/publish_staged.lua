@@ -10,7 +10,8 @@
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name  ARGV[4] stream id
 -- ARGV[5] most jobs to add N
 -- Returns: {jobs created (ids that existed are not), done (1: nothing left, the stream's entry is
---   removed), then for each job whose dedup key was held: its id, the holder's id}, or {-1} when the
+--   removed), jobs that replaced the one holding their dedup key (Dedup.mode REPLACE), then for each job
+--   whose dedup key was held: its id, the holder's id}, or {-1} when the
 --   queue no longer exists (its staged jobs are dropped). The jobs created count in the queue's activity.
 local meta, waiting, delayed, staged, bulk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, channel, queue, sid, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -25,20 +26,25 @@ local d = add_defaults(meta)
 local now = now_ms()
 watched(d[21], now)
 local created, added_waiting, earliest = 0, 0, -1
-local out = {0, 0}
+local out = {0, 0, 0}
 local pushes = {}
 for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
   local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, items[i + 1],
     items[i + 2], items[i + 3], pushes)
-  if EVENTS and code > 0 then job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil) end
+  if EVENTS and (code == 1 or code == 2) then
+    job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil)
+  elseif EVENTS and code == 5 then
+    job_event(prefix, got, 2, h[2])
+  end
   if got ~= h[1] then table.insert(out, h[1]); table.insert(out, got) end
-  if code == 1 then
+  if code == 1 or code == 5 then
     added_waiting = added_waiting + 1
-  elseif code == 2 and (earliest < 0 or run < earliest) then
+  elseif run >= 0 and (earliest < 0 or run < earliest) then
     earliest = run
   end
-  if code > 0 then created = created + 1 end
+  if code == 1 or code == 2 then created = created + 1 end
+  if code >= 4 then out[3] = out[3] + 1 end
 end
 push_waiting(pushes)
 redis.call('LTRIM', staged, #items, -1)

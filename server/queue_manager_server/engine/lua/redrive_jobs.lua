@@ -1,6 +1,7 @@
 -- redrive_jobs.lua: the second step of a redrive (engine/redrive.py): gives an original queue back the jobs
 -- whose dead-letter copies redrive_take.lua took. Per copy: a failed original runs again (attempts counted
--- afresh, as retry_job.lua; with its data replaced when asked); an original that is gone (retention, a
+-- afresh, as retry_job.lua; with its data replaced when asked; a workflow step's job re-opens its step as a
+-- retry does: includes/requeue.lua flow_retried); an original that is gone (retention, a
 -- removal) is added anew under its id, name, data and content type, with the queue's default options; one in
 -- any other state (run again or added anew meanwhile) is left as it is. Each take's token is recorded, so a
 -- replay of this step (a server died before the dead-letter queue's outbox was cleared) changes nothing; the
@@ -30,11 +31,12 @@ for i = 0, n - 1 do
   if not redis.call('ZSCORE', redriven, token) then
     local id = h[1]
     local jkey = prefix .. id
-    local st, f = job_state(jkey, 'pri', 'wt', 'exa', 'grp', 'ct')
+    local st, f = job_state(jkey, 'pri', 'wt', 'exa', 'grp', 'ct', 'flo', 'par')
     if st == 'failed' then
       redis.call('ZREM', failed, id)
       if replace then set_data(jkey, data, h[3] or JSON_TYPE, f[7]) end
       requeue(waiting, prefix, id, f[3], f[4], f[5], now, pushes, f[6])
+      flow_retried(prefix, id, f[8], f[9], now)
       code = 1
     elseif not st then
       insert_job(meta, waiting, delayed, prefix, d, now, h, data, '', '', pushes, nil)

@@ -117,6 +117,69 @@ func (JobEventType) EnumDescriptor() ([]byte, []int) {
 	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{0}
 }
 
+// AddDisposition says what an add did (AddJobResponse.disposition).
+type AddDisposition int32
+
+const (
+	// Not said (a server that predates it): see AddJobResponse.created.
+	AddDisposition_ADD_DISPOSITION_UNSPECIFIED AddDisposition = 0
+	// The job was created.
+	AddDisposition_ADD_DISPOSITION_CREATED AddDisposition = 1
+	// A job with the add's job_id existed: nothing was written.
+	AddDisposition_ADD_DISPOSITION_EXISTING AddDisposition = 2
+	// The add's dedup key was held: nothing was written but the key's ttl (Dedup.mode EXTEND); the job is
+	// the holder.
+	AddDisposition_ADD_DISPOSITION_DEDUPLICATED AddDisposition = 3
+	// The add's dedup key was held by a waiting or delayed job, whose name and data it replaced (Dedup.mode
+	// REPLACE); the job is that job as it is now.
+	AddDisposition_ADD_DISPOSITION_REPLACED AddDisposition = 4
+)
+
+// Enum value maps for AddDisposition.
+var (
+	AddDisposition_name = map[int32]string{
+		0: "ADD_DISPOSITION_UNSPECIFIED",
+		1: "ADD_DISPOSITION_CREATED",
+		2: "ADD_DISPOSITION_EXISTING",
+		3: "ADD_DISPOSITION_DEDUPLICATED",
+		4: "ADD_DISPOSITION_REPLACED",
+	}
+	AddDisposition_value = map[string]int32{
+		"ADD_DISPOSITION_UNSPECIFIED":  0,
+		"ADD_DISPOSITION_CREATED":      1,
+		"ADD_DISPOSITION_EXISTING":     2,
+		"ADD_DISPOSITION_DEDUPLICATED": 3,
+		"ADD_DISPOSITION_REPLACED":     4,
+	}
+)
+
+func (x AddDisposition) Enum() *AddDisposition {
+	p := new(AddDisposition)
+	*p = x
+	return p
+}
+
+func (x AddDisposition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AddDisposition) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_jobs_proto_enumTypes[1].Descriptor()
+}
+
+func (AddDisposition) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_jobs_proto_enumTypes[1]
+}
+
+func (x AddDisposition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AddDisposition.Descriptor instead.
+func (AddDisposition) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{1}
+}
+
 // NewJob describes a job to add.
 type NewJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -241,8 +304,11 @@ type AddJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job as stored (the existing one when job_id was taken).
 	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	// False when a job with the same job_id already existed.
-	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// False when a job with the same job_id already existed, or a dedup key was held (the job is the holder).
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// What the add did: created the job, found its job_id, found its dedup key held, or replaced the pending
+	// job holding that key (Dedup.mode REPLACE). Unspecified from servers that predate it.
+	Disposition   AddDisposition `protobuf:"varint,3,opt,name=disposition,proto3,enum=queue_manager.v1.AddDisposition" json:"disposition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -289,6 +355,13 @@ func (x *AddJobResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *AddJobResponse) GetDisposition() AddDisposition {
+	if x != nil {
+		return x.Disposition
+	}
+	return AddDisposition_ADD_DISPOSITION_UNSPECIFIED
 }
 
 // AddJobBatchRequest holds independent adds.
@@ -790,7 +863,10 @@ type AddBulkResponse struct {
 	// Job ids in order (the existing id when a job_id was taken).
 	JobIds []string `protobuf:"bytes,1,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
 	// Number of jobs newly created (the rest already existed).
-	CreatedCount  uint64 `protobuf:"varint,2,opt,name=created_count,json=createdCount,proto3" json:"created_count,omitempty"`
+	CreatedCount uint64 `protobuf:"varint,2,opt,name=created_count,json=createdCount,proto3" json:"created_count,omitempty"`
+	// Number of jobs whose add replaced the pending job holding their dedup key (Dedup.mode REPLACE), among
+	// the rest; their ids in job_ids are the replaced jobs'.
+	ReplacedCount uint64 `protobuf:"varint,3,opt,name=replaced_count,json=replacedCount,proto3" json:"replaced_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -835,6 +911,13 @@ func (x *AddBulkResponse) GetJobIds() []string {
 func (x *AddBulkResponse) GetCreatedCount() uint64 {
 	if x != nil {
 		return x.CreatedCount
+	}
+	return 0
+}
+
+func (x *AddBulkResponse) GetReplacedCount() uint64 {
+	if x != nil {
+		return x.ReplacedCount
 	}
 	return 0
 }
@@ -2476,10 +2559,11 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\rAddJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12*\n" +
-	"\x03job\x18\x02 \x01(\v2\x18.queue_manager.v1.NewJobR\x03job\"S\n" +
+	"\x03job\x18\x02 \x01(\v2\x18.queue_manager.v1.NewJobR\x03job\"\x97\x01\n" +
 	"\x0eAddJobResponse\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"K\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12B\n" +
+	"\vdisposition\x18\x03 \x01(\x0e2 .queue_manager.v1.AddDispositionR\vdisposition\"K\n" +
 	"\x12AddJobBatchRequest\x125\n" +
 	"\x05items\x18\x01 \x03(\v2\x1f.queue_manager.v1.AddJobRequestR\x05items\"R\n" +
 	"\x13AddJobBatchResponse\x12;\n" +
@@ -2508,10 +2592,11 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x0eAddBulkRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12,\n" +
-	"\x04jobs\x18\x02 \x03(\v2\x18.queue_manager.v1.NewJobR\x04jobs\"O\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x18.queue_manager.v1.NewJobR\x04jobs\"v\n" +
 	"\x0fAddBulkResponse\x12\x17\n" +
 	"\ajob_ids\x18\x01 \x03(\tR\x06jobIds\x12#\n" +
-	"\rcreated_count\x18\x02 \x01(\x04R\fcreatedCount\"E\n" +
+	"\rcreated_count\x18\x02 \x01(\x04R\fcreatedCount\x12%\n" +
+	"\x0ereplaced_count\x18\x03 \x01(\x04R\rreplacedCount\"E\n" +
 	"\rGetJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -2638,7 +2723,13 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x18JOB_EVENT_TYPE_CANCELLED\x10\n" +
 	"\x12\x1a\n" +
 	"\x16JOB_EVENT_TYPE_REMOVED\x10\v\x12\x1a\n" +
-	"\x16JOB_EVENT_TYPE_EXPIRED\x10\fB\xd6\x01\n" +
+	"\x16JOB_EVENT_TYPE_EXPIRED\x10\f*\xac\x01\n" +
+	"\x0eAddDisposition\x12\x1f\n" +
+	"\x1bADD_DISPOSITION_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ADD_DISPOSITION_CREATED\x10\x01\x12\x1c\n" +
+	"\x18ADD_DISPOSITION_EXISTING\x10\x02\x12 \n" +
+	"\x1cADD_DISPOSITION_DEDUPLICATED\x10\x03\x12\x1c\n" +
+	"\x18ADD_DISPOSITION_REPLACED\x10\x04B\xd6\x01\n" +
 	"\x14com.queue_manager.v1B\tJobsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2653,102 +2744,104 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_jobs_proto_rawDescData
 }
 
-var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(JobEventType)(0),                 // 0: queue_manager.v1.JobEventType
-	(*NewJob)(nil),                    // 1: queue_manager.v1.NewJob
-	(*AddJobRequest)(nil),             // 2: queue_manager.v1.AddJobRequest
-	(*AddJobResponse)(nil),            // 3: queue_manager.v1.AddJobResponse
-	(*AddJobBatchRequest)(nil),        // 4: queue_manager.v1.AddJobBatchRequest
-	(*AddJobBatchResponse)(nil),       // 5: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamRequest)(nil),       // 6: queue_manager.v1.AddJobStreamRequest
-	(*AddJobStreamResponse)(nil),      // 7: queue_manager.v1.AddJobStreamResponse
-	(*AddJobOutcome)(nil),             // 8: queue_manager.v1.AddJobOutcome
-	(*CreatedJob)(nil),                // 9: queue_manager.v1.CreatedJob
-	(*CallError)(nil),                 // 10: queue_manager.v1.CallError
-	(*AddBulkRequest)(nil),            // 11: queue_manager.v1.AddBulkRequest
-	(*AddBulkResponse)(nil),           // 12: queue_manager.v1.AddBulkResponse
-	(*GetJobRequest)(nil),             // 13: queue_manager.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 14: queue_manager.v1.GetJobResponse
-	(*ListJobsRequest)(nil),           // 15: queue_manager.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 16: queue_manager.v1.ListJobsResponse
-	(*RemoveJobRequest)(nil),          // 17: queue_manager.v1.RemoveJobRequest
-	(*RemoveJobResponse)(nil),         // 18: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsRequest)(nil),         // 19: queue_manager.v1.GetJobLogsRequest
-	(*GetJobLogsResponse)(nil),        // 20: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobRequest)(nil),         // 21: queue_manager.v1.WaitForJobRequest
-	(*WaitForJobResponse)(nil),        // 22: queue_manager.v1.WaitForJobResponse
-	(*CancelJobRequest)(nil),          // 23: queue_manager.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 24: queue_manager.v1.CancelJobResponse
-	(*RetryJobRequest)(nil),           // 25: queue_manager.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),          // 26: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsRequest)(nil),    // 27: queue_manager.v1.RetryFailedJobsRequest
-	(*RetryFailedJobsResponse)(nil),   // 28: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobRequest)(nil),         // 29: queue_manager.v1.PromoteJobRequest
-	(*PromoteJobResponse)(nil),        // 30: queue_manager.v1.PromoteJobResponse
-	(*UpdateJobDataRequest)(nil),      // 31: queue_manager.v1.UpdateJobDataRequest
-	(*UpdateJobDataResponse)(nil),     // 32: queue_manager.v1.UpdateJobDataResponse
-	(*ChangeJobPriorityRequest)(nil),  // 33: queue_manager.v1.ChangeJobPriorityRequest
-	(*ChangeJobPriorityResponse)(nil), // 34: queue_manager.v1.ChangeJobPriorityResponse
-	(*JobEvent)(nil),                  // 35: queue_manager.v1.JobEvent
-	(*WatchJobEventsRequest)(nil),     // 36: queue_manager.v1.WatchJobEventsRequest
-	(*WatchJobEventsResponse)(nil),    // 37: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobRequest)(nil),      // 38: queue_manager.v1.RescheduleJobRequest
-	(*RescheduleJobResponse)(nil),     // 39: queue_manager.v1.RescheduleJobResponse
-	(*Payload)(nil),                   // 40: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 41: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 42: queue_manager.v1.Job
-	(JobState)(0),                     // 43: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 45: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
-	(JobPriority)(0),                  // 47: queue_manager.v1.JobPriority
+	(AddDisposition)(0),               // 1: queue_manager.v1.AddDisposition
+	(*NewJob)(nil),                    // 2: queue_manager.v1.NewJob
+	(*AddJobRequest)(nil),             // 3: queue_manager.v1.AddJobRequest
+	(*AddJobResponse)(nil),            // 4: queue_manager.v1.AddJobResponse
+	(*AddJobBatchRequest)(nil),        // 5: queue_manager.v1.AddJobBatchRequest
+	(*AddJobBatchResponse)(nil),       // 6: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamRequest)(nil),       // 7: queue_manager.v1.AddJobStreamRequest
+	(*AddJobStreamResponse)(nil),      // 8: queue_manager.v1.AddJobStreamResponse
+	(*AddJobOutcome)(nil),             // 9: queue_manager.v1.AddJobOutcome
+	(*CreatedJob)(nil),                // 10: queue_manager.v1.CreatedJob
+	(*CallError)(nil),                 // 11: queue_manager.v1.CallError
+	(*AddBulkRequest)(nil),            // 12: queue_manager.v1.AddBulkRequest
+	(*AddBulkResponse)(nil),           // 13: queue_manager.v1.AddBulkResponse
+	(*GetJobRequest)(nil),             // 14: queue_manager.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 15: queue_manager.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 16: queue_manager.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 17: queue_manager.v1.ListJobsResponse
+	(*RemoveJobRequest)(nil),          // 18: queue_manager.v1.RemoveJobRequest
+	(*RemoveJobResponse)(nil),         // 19: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsRequest)(nil),         // 20: queue_manager.v1.GetJobLogsRequest
+	(*GetJobLogsResponse)(nil),        // 21: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobRequest)(nil),         // 22: queue_manager.v1.WaitForJobRequest
+	(*WaitForJobResponse)(nil),        // 23: queue_manager.v1.WaitForJobResponse
+	(*CancelJobRequest)(nil),          // 24: queue_manager.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 25: queue_manager.v1.CancelJobResponse
+	(*RetryJobRequest)(nil),           // 26: queue_manager.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),          // 27: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsRequest)(nil),    // 28: queue_manager.v1.RetryFailedJobsRequest
+	(*RetryFailedJobsResponse)(nil),   // 29: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobRequest)(nil),         // 30: queue_manager.v1.PromoteJobRequest
+	(*PromoteJobResponse)(nil),        // 31: queue_manager.v1.PromoteJobResponse
+	(*UpdateJobDataRequest)(nil),      // 32: queue_manager.v1.UpdateJobDataRequest
+	(*UpdateJobDataResponse)(nil),     // 33: queue_manager.v1.UpdateJobDataResponse
+	(*ChangeJobPriorityRequest)(nil),  // 34: queue_manager.v1.ChangeJobPriorityRequest
+	(*ChangeJobPriorityResponse)(nil), // 35: queue_manager.v1.ChangeJobPriorityResponse
+	(*JobEvent)(nil),                  // 36: queue_manager.v1.JobEvent
+	(*WatchJobEventsRequest)(nil),     // 37: queue_manager.v1.WatchJobEventsRequest
+	(*WatchJobEventsResponse)(nil),    // 38: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobRequest)(nil),      // 39: queue_manager.v1.RescheduleJobRequest
+	(*RescheduleJobResponse)(nil),     // 40: queue_manager.v1.RescheduleJobResponse
+	(*Payload)(nil),                   // 41: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 42: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 43: queue_manager.v1.Job
+	(JobState)(0),                     // 44: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 45: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 46: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
+	(JobPriority)(0),                  // 48: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	40, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	41, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
-	1,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	42, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
-	2,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
-	8,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
-	2,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
-	8,  // 7: queue_manager.v1.AddJobStreamResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
-	3,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
-	10, // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
-	9,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	43, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	44, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	42, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	43, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	42, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	43, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	45, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	46, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	42, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	42, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	40, // 22: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
-	42, // 23: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	43, // 24: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	42, // 25: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	40, // 26: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	42, // 27: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	47, // 28: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	42, // 29: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	0,  // 30: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
-	44, // 31: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	44, // 32: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
-	0,  // 33: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
-	35, // 34: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
-	44, // 35: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
-	46, // 36: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
-	42, // 37: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	41, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	42, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	2,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
+	43, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	1,  // 4: queue_manager.v1.AddJobResponse.disposition:type_name -> queue_manager.v1.AddDisposition
+	3,  // 5: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
+	9,  // 6: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
+	3,  // 7: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
+	9,  // 8: queue_manager.v1.AddJobStreamResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
+	4,  // 9: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
+	11, // 10: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
+	10, // 11: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
+	44, // 12: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	45, // 13: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 14: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
+	43, // 15: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	44, // 16: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	43, // 17: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	44, // 18: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	46, // 19: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	47, // 20: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	43, // 21: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	43, // 22: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 23: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
+	43, // 24: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	44, // 25: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	43, // 26: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 27: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	43, // 28: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	48, // 29: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	43, // 30: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	0,  // 31: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
+	45, // 32: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	45, // 33: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
+	0,  // 34: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
+	36, // 35: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
+	45, // 36: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
+	47, // 37: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
+	43, // 38: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2771,7 +2864,7 @@ func file_queue_manager_v1_jobs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,

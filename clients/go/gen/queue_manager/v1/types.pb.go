@@ -215,6 +215,67 @@ func (BackoffType) EnumDescriptor() ([]byte, []int) {
 	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
+// DedupMode says what an add with a held dedup key does (Dedup.mode).
+type DedupMode int32
+
+const (
+	// Same as DEDUP_MODE_KEEP_FIRST.
+	DedupMode_DEDUP_MODE_UNSPECIFIED DedupMode = 0
+	// The add is ignored and answered with the job holding the key; the key's ttl runs on from the first add.
+	DedupMode_DEDUP_MODE_KEEP_FIRST DedupMode = 1
+	// The add is ignored and answered with the job holding the key, and the key's ttl restarts (a sliding
+	// window: the key is free once no add used it for a whole ttl).
+	DedupMode_DEDUP_MODE_EXTEND DedupMode = 2
+	// While the job holding the key is waiting or delayed, the add replaces its name, data and content type,
+	// restarts the key's ttl and moves a delayed job's run time to the add's delay (or the first add's): only
+	// the last data runs (debounce). Once that job has started or finished, the add creates a new job, which
+	// takes the key.
+	DedupMode_DEDUP_MODE_REPLACE DedupMode = 3
+)
+
+// Enum value maps for DedupMode.
+var (
+	DedupMode_name = map[int32]string{
+		0: "DEDUP_MODE_UNSPECIFIED",
+		1: "DEDUP_MODE_KEEP_FIRST",
+		2: "DEDUP_MODE_EXTEND",
+		3: "DEDUP_MODE_REPLACE",
+	}
+	DedupMode_value = map[string]int32{
+		"DEDUP_MODE_UNSPECIFIED": 0,
+		"DEDUP_MODE_KEEP_FIRST":  1,
+		"DEDUP_MODE_EXTEND":      2,
+		"DEDUP_MODE_REPLACE":     3,
+	}
+)
+
+func (x DedupMode) Enum() *DedupMode {
+	p := new(DedupMode)
+	*p = x
+	return p
+}
+
+func (x DedupMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DedupMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_types_proto_enumTypes[3].Descriptor()
+}
+
+func (DedupMode) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_types_proto_enumTypes[3]
+}
+
+func (x DedupMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DedupMode.Descriptor instead.
+func (DedupMode) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
 // Payload carries job data or a job result: a JSON value (what grpcurl users write) or opaque bytes.
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -786,8 +847,12 @@ type Dedup struct {
 	// The key, 1 to 200 characters, scoped to the queue.
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// How long the key is held from the first add, whatever becomes of that job; unset means until that job
-	// finishes (completes, fails for good, is cancelled or removed).
-	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// finishes (completes, fails for good, is cancelled or removed). EXTEND and REPLACE restart it at each
+	// duplicate.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// What an add does when the key is held: keep the first job (the default), extend the key's ttl, or
+	// replace the pending job's name and data (debounce). EXTEND needs a ttl.
+	Mode          DedupMode `protobuf:"varint,3,opt,name=mode,proto3,enum=queue_manager.v1.DedupMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +899,13 @@ func (x *Dedup) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *Dedup) GetMode() DedupMode {
+	if x != nil {
+		return x.Mode
+	}
+	return DedupMode_DEDUP_MODE_UNSPECIFIED
 }
 
 // JobRef names a job.
@@ -2394,10 +2466,11 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x19\n" +
 	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12-\n" +
 	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\x126\n" +
-	"\aoptions\x18\x04 \x01(\v2\x1c.queue_manager.v1.JobOptionsR\aoptions\"F\n" +
+	"\aoptions\x18\x04 \x01(\v2\x1c.queue_manager.v1.JobOptionsR\aoptions\"w\n" +
 	"\x05Dedup\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\">\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12/\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x1b.queue_manager.v1.DedupModeR\x04mode\">\n" +
 	"\x06JobRef\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -2562,7 +2635,12 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\vBackoffType\x12\x1c\n" +
 	"\x18BACKOFF_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BACKOFF_TYPE_FIXED\x10\x01\x12\x1c\n" +
-	"\x18BACKOFF_TYPE_EXPONENTIAL\x10\x02B\xd7\x01\n" +
+	"\x18BACKOFF_TYPE_EXPONENTIAL\x10\x02*q\n" +
+	"\tDedupMode\x12\x1a\n" +
+	"\x16DEDUP_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15DEDUP_MODE_KEEP_FIRST\x10\x01\x12\x15\n" +
+	"\x11DEDUP_MODE_EXTEND\x10\x02\x12\x16\n" +
+	"\x12DEDUP_MODE_REPLACE\x10\x03B\xd7\x01\n" +
 	"\x14com.queue_manager.v1B\n" +
 	"TypesProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
@@ -2578,109 +2656,111 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_types_proto_rawDescData
 }
 
-var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
 	(BackoffType)(0),              // 2: queue_manager.v1.BackoffType
-	(*Payload)(nil),               // 3: queue_manager.v1.Payload
-	(*Backoff)(nil),               // 4: queue_manager.v1.Backoff
-	(*KeepJobs)(nil),              // 5: queue_manager.v1.KeepJobs
-	(*JobMetadata)(nil),           // 6: queue_manager.v1.JobMetadata
-	(*JobOptions)(nil),            // 7: queue_manager.v1.JobOptions
-	(*ChainLink)(nil),             // 8: queue_manager.v1.ChainLink
-	(*Dedup)(nil),                 // 9: queue_manager.v1.Dedup
-	(*JobRef)(nil),                // 10: queue_manager.v1.JobRef
-	(*ParentJob)(nil),             // 11: queue_manager.v1.ParentJob
-	(*JobLogLine)(nil),            // 12: queue_manager.v1.JobLogLine
-	(*WorkflowStepRef)(nil),       // 13: queue_manager.v1.WorkflowStepRef
-	(*Job)(nil),                   // 14: queue_manager.v1.Job
-	(*RateLimit)(nil),             // 15: queue_manager.v1.RateLimit
-	(*QueueConfig)(nil),           // 16: queue_manager.v1.QueueConfig
-	(*GroupLimits)(nil),           // 17: queue_manager.v1.GroupLimits
-	(*GroupInfo)(nil),             // 18: queue_manager.v1.GroupInfo
-	(*PriorityBound)(nil),         // 19: queue_manager.v1.PriorityBound
-	(*Queue)(nil),                 // 20: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 21: queue_manager.v1.QueueMetrics
-	(*PriorityLevelMetrics)(nil),  // 22: queue_manager.v1.PriorityLevelMetrics
-	(*MetricsBucket)(nil),         // 23: queue_manager.v1.MetricsBucket
-	nil,                           // 24: queue_manager.v1.JobMetadata.AttributesEntry
-	(*structpb.Value)(nil),        // 25: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(DedupMode)(0),                // 3: queue_manager.v1.DedupMode
+	(*Payload)(nil),               // 4: queue_manager.v1.Payload
+	(*Backoff)(nil),               // 5: queue_manager.v1.Backoff
+	(*KeepJobs)(nil),              // 6: queue_manager.v1.KeepJobs
+	(*JobMetadata)(nil),           // 7: queue_manager.v1.JobMetadata
+	(*JobOptions)(nil),            // 8: queue_manager.v1.JobOptions
+	(*ChainLink)(nil),             // 9: queue_manager.v1.ChainLink
+	(*Dedup)(nil),                 // 10: queue_manager.v1.Dedup
+	(*JobRef)(nil),                // 11: queue_manager.v1.JobRef
+	(*ParentJob)(nil),             // 12: queue_manager.v1.ParentJob
+	(*JobLogLine)(nil),            // 13: queue_manager.v1.JobLogLine
+	(*WorkflowStepRef)(nil),       // 14: queue_manager.v1.WorkflowStepRef
+	(*Job)(nil),                   // 15: queue_manager.v1.Job
+	(*RateLimit)(nil),             // 16: queue_manager.v1.RateLimit
+	(*QueueConfig)(nil),           // 17: queue_manager.v1.QueueConfig
+	(*GroupLimits)(nil),           // 18: queue_manager.v1.GroupLimits
+	(*GroupInfo)(nil),             // 19: queue_manager.v1.GroupInfo
+	(*PriorityBound)(nil),         // 20: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 21: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 22: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 23: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 24: queue_manager.v1.MetricsBucket
+	nil,                           // 25: queue_manager.v1.JobMetadata.AttributesEntry
+	(*structpb.Value)(nil),        // 26: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	25, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	26, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	26, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	26, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	26, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	24, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	27, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	27, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	27, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	25, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	26, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	27, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
-	4,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
-	6,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
-	5,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
-	5,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	26, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
-	8,  // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
-	9,  // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	26, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	3,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
-	7,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	26, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
-	10, // 20: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 21: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
-	3,  // 22: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	27, // 23: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
-	3,  // 24: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
-	1,  // 25: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
-	0,  // 26: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
-	3,  // 27: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	25, // 28: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	27, // 29: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	27, // 30: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	27, // 31: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	27, // 32: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
-	6,  // 33: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
-	7,  // 34: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
-	11, // 35: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
-	10, // 36: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
-	10, // 37: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
-	13, // 38: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
-	12, // 39: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	27, // 40: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 41: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	15, // 42: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
-	7,  // 43: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
-	5,  // 44: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
-	5,  // 45: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	19, // 46: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	17, // 47: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	15, // 48: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	17, // 49: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 50: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	26, // 51: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	16, // 52: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	27, // 53: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	26, // 54: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	26, // 55: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	26, // 56: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	27, // 57: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	23, // 58: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	27, // 59: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	22, // 60: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 61: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	26, // 62: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	27, // 63: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	26, // 64: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	27, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	28, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	5,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
+	7,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
+	6,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
+	6,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
+	27, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	9,  // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
+	10, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
+	27, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	4,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
+	8,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
+	27, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	3,  // 20: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
+	11, // 21: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 22: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
+	4,  // 23: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
+	28, // 24: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	4,  // 25: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
+	1,  // 26: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
+	0,  // 27: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
+	4,  // 28: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
+	26, // 29: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	28, // 30: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	28, // 31: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	28, // 32: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	28, // 33: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	7,  // 34: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
+	8,  // 35: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
+	12, // 36: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
+	11, // 37: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
+	11, // 38: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
+	14, // 39: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
+	13, // 40: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
+	28, // 41: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 42: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	16, // 43: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
+	8,  // 44: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
+	6,  // 45: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
+	6,  // 46: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
+	20, // 47: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	18, // 48: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	16, // 49: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	18, // 50: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	0,  // 51: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	27, // 52: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	17, // 53: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	28, // 54: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	27, // 55: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	27, // 56: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	27, // 57: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	28, // 58: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	24, // 59: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	28, // 60: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	23, // 61: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 62: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	27, // 63: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	28, // 64: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	27, // 65: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -2697,7 +2777,7 @@ func file_queue_manager_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,

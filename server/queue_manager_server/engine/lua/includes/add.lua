@@ -8,10 +8,11 @@
 -- policy, timeout ms, max stalled (0 = default), unused (older servers wrote a FIFO seq there: a job's
 -- place is now in its waiting list), dedup key ("" = none), dedup ttl ms (0 = the key is held until the job
 -- finishes), expire after ms (0 = the queue's default), fairness group ("" = none), LIFO ("1"; "0" or
--- absent = FIFO).
+-- absent = FIFO), dedup mode (Dedup.mode's number: "0" or absent and "1" keep the first, "2" extend, "3"
+-- replace: dedup_held).
 -- A job whose content type and options are all the defaults has a header of 2 fields: id and name (missing
 -- fields read as their defaults). Headers staged by an older server have 16 fields (no dedup), 18 (no
--- expiry), 19 (no group) or 20 (no LIFO). Extra fields
+-- expiry), 19 (no group), 20 (no LIFO) or 21 (no dedup mode). Extra fields
 -- are more job-hash fields, set by flows (chain links, workflow steps): netstrings ("<length>:<bytes>")
 -- alternating field name and value, binary-safe; "" for none.
 
@@ -237,14 +238,82 @@ local function merge_metadata(dmd, md)
   return table.concat(kept)
 end
 
+-- Dedup modes (header field 22, Dedup.mode's number): EXTEND restarts a held key's ttl, REPLACE replaces
+-- the job holding it while that job has not started. Any other value keeps the first job.
+local DEDUP_EXTEND, DEDUP_REPLACE = '2', '3'
+
+-- An add whose dedup key (dkey, its ttl dttl: 0 for none) names the job `holder`, by the add's mode (h[22]).
+-- Returns nil when the key is free for the add (it creates its job, which takes the key), else insert_job's
+-- code and run-at: 3 (held: the add is ignored; EXTEND restarts the ttl), 4 (REPLACE: the holder has the
+-- add's name, data and content type; a delayed one runs at the run-at returned, -1 when it did not move) or
+-- 5 (REPLACE: a delayed holder's new run-at has come, it is waiting now, joining `pushes`).
+-- KEEP_FIRST and EXTEND: a key with a ttl holds whatever became of its job; one without a ttl whose job is
+-- gone was left behind, and is free. REPLACE: only a holder that has not started (waiting or delayed, no run
+-- made or lost: 'atm', 'stc') is replaced; once it started, finished or went, the add creates a new job,
+-- which takes the key. The replaced job keeps its id, priority and other options, and its place: a waiting
+-- one stays where it is in line (due already; moving it back would mean finding it in its list); a delayed
+-- one runs at the add's own run-at (its delay or schedule_time), else now + the first add's delay ('ddl'),
+-- else when it was to. Its expiry ('exp') moves with its run-at.
+local function dedup_held(dkey, holder, prefix, waiting, delayed, now, h, data, dttl, pushes)
+  local mode = h[22] or '0'
+  local hkey = prefix .. holder
+  if mode ~= DEDUP_REPLACE then
+    if redis.call('EXISTS', hkey) == 0 and redis.call('PTTL', dkey) <= 0 then return nil end
+    if mode == DEDUP_EXTEND and dttl > 0 then redis.call('PEXPIRE', dkey, dttl) end
+    return 3, -1
+  end
+  local st, f = job_state(hkey, 'atm', 'stc', 'ct', 'ddl', 'exa')
+  if (st ~= 'waiting' and st ~= 'delayed') or f[3] or f[4] then return nil end
+  if dttl > 0 then redis.call('PEXPIRE', dkey, dttl) end
+  -- A dedup key's job is never plain (it has 'ddk'): its 'ct' may come and go without a mark to change.
+  local ct = h[3] or JSON_TYPE
+  local w = {'name', h[2], 'data', data}
+  if ct ~= JSON_TYPE then
+    put(w, 'ct', ct)
+  elseif f[5] then
+    redis.call('HDEL', hkey, 'ct')
+  end
+  local delay, at = tonumber(h[5]) or -1, tonumber(h[6]) or -1
+  if delay < 0 and at < 0 then delay = tonumber(f[6]) or -1 end
+  local run = at
+  if at < 0 and delay >= 0 then run = now + delay end
+  if st == 'waiting' or run < 0 then
+    redis.call('HSET', hkey, unpack(w))
+    return 4, -1
+  end
+  local exa = tonumber(f[7])
+  if run > now then
+    put(w, 'run', run)
+    if exa then
+      put(w, 'exp', run + exa)
+      redis.call('ZADD', queue_key(prefix, 'expiring'), run + exa, holder)
+    end
+    redis.call('HSET', hkey, unpack(w))
+    redis.call('ZADD', delayed, run, holder)
+    return 4, run
+  end
+  -- Due now (a delay of 0): waiting at the back of its level, as promote_job.lua makes it.
+  put(w, 'rdy', now)
+  if exa then
+    put(w, 'exp', now + exa)
+    redis.call('ZADD', queue_key(prefix, 'expiring'), now + exa, holder)
+  end
+  redis.call('HSET', hkey, unpack(w))
+  redis.call('HDEL', hkey, 'run')
+  redis.call('ZREM', delayed, holder)
+  to_waiting(waiting, hkey, holder, true, pushes)
+  return 5, -1
+end
+
 -- Inserts one job (waiting, or delayed when its run-at is in the future) unless its id exists or its
 -- dedup key is held, or (lim: the call checks the size limits, size_limits) there is no room for it. d:
 -- add_defaults(meta). pushes: the caller's gathered pushes (common.lua push_later: a job inserted waiting
 -- joins its list when the caller calls push_waiting(pushes), before it returns).
--- Returns 0 (the id existed, or the dedup key is held; nothing written), 1 (added waiting), 2 (added
--- delayed), -1 (no room in the queue) or -2 (no room in its group); the run-at of a delayed job; the id that
--- answers the add (the holder's when the dedup key is held); and for an added job, the fields written but
--- the data (name/value pairs, numbers as numbers).
+-- Returns 0 (the id existed; nothing written), 1 (added waiting), 2 (added delayed), 3, 4 or 5 (the dedup
+-- key is held: kept, replaced, replaced and now waiting; dedup_held), -1 (no room in the queue) or -2 (no
+-- room in its group); the run-at of a delayed job (added, or replaced and moved: 4); the id that answers
+-- the add (the holder's when the dedup key is held); and for an added job, the fields written but the data
+-- (name/value pairs, numbers as numbers). A caller counts 1 and 2 as created, 1 and 5 as ready now.
 local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra, pushes, lim)
   local id = h[1]
   local jkey = prefix .. id
@@ -267,9 +336,9 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   local dkey = dk ~= '' and dedup_key(prefix, dk)
   if dkey then
     local holder = redis.call('GET', dkey)
-    -- A ttl'd key holds whatever became of its job; one without ttl whose job is gone was left behind.
-    if holder and (redis.call('EXISTS', prefix .. holder) == 1 or redis.call('PTTL', dkey) > 0) then
-      return 0, -1, holder
+    if holder then
+      local code, run = dedup_held(dkey, holder, prefix, waiting, delayed, now, h, data, dttl, pushes)
+      if code then return code, run, holder end
     end
   end
   -- An add that would find its job there (its id, its dedup key) is answered so even in a full queue.
@@ -337,8 +406,14 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
     local e = netstrings(extra)
     for i = 1, #e, 2 do put(f, e[i], e[i + 1]) end
   end
-  if dk ~= '' then put(f, 'ddk', dk) end
-  if dk ~= '' and dttl > 0 then put(f, 'ddt', dttl) end
+  if dk ~= '' then
+    put(f, 'ddk', dk)
+    if dttl > 0 then put(f, 'ddt', dttl) end
+    local dm = h[22] or '0'
+    if dm ~= '0' then put(f, 'ddm', dm) end
+    -- The delay a REPLACE duplicate re-delays the job by when it gives none (dedup_held).
+    if dm == DEDUP_REPLACE and delay >= 0 then put(f, 'ddl', delay) end
+  end
   if st == 'delayed' then put(f, 'run', run) end
   -- Written with the data, and like it left out of the fields returned: which of the fields a claim and a
   -- completion read it has none of (common.lua PLAIN). A job with an expiry is never plain: a claim must
