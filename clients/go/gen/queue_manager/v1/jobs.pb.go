@@ -856,7 +856,11 @@ type ListJobsRequest struct {
 	// Jobs per page, 1 to 1000; 0 means 100.
 	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token; empty for the first page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
+	// thousand jobs of the state, so a page may hold fewer than page_size jobs, or none, and still carry a
+	// next_page_token: the listing is complete only when next_page_token is empty.
+	Filter        *JobFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -919,14 +923,21 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
 // ListJobsResponse is a page of jobs.
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Jobs of this page: waiting by priority then age, delayed by run time, active by lease, finished newest first.
 	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
-	// Token for the next page; empty on the last page.
+	// Token for the next page; empty on the last page (with a filter: once the whole state was read).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	// Number of jobs in this state when the page was read.
+	// Number of jobs in this state when the page was read (all of them, whether they match the filter or not).
 	TotalSize     uint64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1543,13 +1554,22 @@ func (x *RetryJobResponse) GetJob() *Job {
 	return nil
 }
 
-// RetryFailedJobsRequest names the queue whose failed jobs run again.
+// RetryFailedJobsRequest names the queue whose failed jobs run again. With none of filter, limit and
+// page_token set, every failed (or cancelled) job runs again in one call. With any of them, the call is
+// bounded like RemoveJobs: it reads at most a few thousand jobs of the state, retries at most `limit` of
+// those that match, and answers a next_page_token to continue from.
 type RetryFailedJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queue name.
 	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
 	// JOB_STATE_FAILED (the default when unset) or JOB_STATE_CANCELLED.
-	State         JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Only the jobs that match.
+	Filter *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Most jobs retried by this call, 1 to 1000; 0 means 1000 (bounded calls only).
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Token from a previous response's next_page_token: continue from there.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1598,11 +1618,34 @@ func (x *RetryFailedJobsRequest) GetState() JobState {
 	return JobState_JOB_STATE_UNSPECIFIED
 }
 
+func (x *RetryFailedJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *RetryFailedJobsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RetryFailedJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // RetryFailedJobsResponse tells how many jobs run again.
 type RetryFailedJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Number of jobs moved back to waiting.
-	Count         uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Bounded calls: the token to send for the rest of the state; empty once the whole state was read.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1642,6 +1685,13 @@ func (x *RetryFailedJobsResponse) GetCount() uint64 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *RetryFailedJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // PromoteJobRequest names a delayed job.
@@ -1977,6 +2027,392 @@ func (x *ChangeJobPriorityResponse) GetJob() *Job {
 	return nil
 }
 
+// JobFilter selects jobs by what they are: a job matches when it matches every field set. Unset (empty)
+// fields match every job. Matching reads each job of the state (no index), a bounded number per call.
+type JobFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Job name: exact ("send-email"), or a prefix when it ends with "*" ("send-*"); "*" only at the end.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Fairness group (JobOptions.group), exact.
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// A tag the job's metadata holds (JobMetadata.tags), exact.
+	Tag string `protobuf:"bytes,3,opt,name=tag,proto3" json:"tag,omitempty"`
+	// The job's correlation id (JobMetadata.correlation_id), exact.
+	CorrelationId string `protobuf:"bytes,4,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// Only jobs created at or after this time.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// Only jobs created before this time; must be after created_after when both are set.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobFilter) Reset() {
+	*x = JobFilter{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobFilter) ProtoMessage() {}
+
+func (x *JobFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobFilter.ProtoReflect.Descriptor instead.
+func (*JobFilter) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *JobFilter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobFilter) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *JobFilter) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *JobFilter) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *JobFilter) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *JobFilter) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+// CancelJobsRequest cancels the jobs of one state that match a filter, a bounded number per call.
+type CancelJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// JOB_STATE_WAITING, JOB_STATE_PAUSED, JOB_STATE_DELAYED or JOB_STATE_ACTIVE; required.
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Only the jobs that match (unset: every job of the state).
+	Filter *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Most jobs cancelled (or asked to stop) by this call, 1 to 1000; 0 means 1000.
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Token from a previous response's next_page_token: continue from there; empty to start.
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Why, kept with each job (at most 1,000 characters).
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobsRequest) Reset() {
+	*x = CancelJobsRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobsRequest) ProtoMessage() {}
+
+func (x *CancelJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobsRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CancelJobsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *CancelJobsRequest) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *CancelJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *CancelJobsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *CancelJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *CancelJobsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelJobsResponse tells what the call did and where to continue.
+type CancelJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs cancelled at once (waiting, paused or delayed).
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Active jobs whose workers were told to stop them (they end cancelled when the run stops).
+	RequestedCount uint64 `protobuf:"varint,2,opt,name=requested_count,json=requestedCount,proto3" json:"requested_count,omitempty"`
+	// Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+	// thousand jobs, so a call may cancel none and still answer a token.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobsResponse) Reset() {
+	*x = CancelJobsResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobsResponse) ProtoMessage() {}
+
+func (x *CancelJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobsResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CancelJobsResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *CancelJobsResponse) GetRequestedCount() uint64 {
+	if x != nil {
+		return x.RequestedCount
+	}
+	return 0
+}
+
+func (x *CancelJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RemoveJobsRequest deletes the jobs of one state that match a filter, a bounded number per call.
+type RemoveJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Any state but JOB_STATE_ACTIVE (a running job is cancelled, not removed); required.
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Only the jobs that match (unset: every job of the state).
+	Filter *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Most jobs removed by this call, 1 to 1000; 0 means 1000.
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Token from a previous response's next_page_token: continue from there; empty to start.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveJobsRequest) Reset() {
+	*x = RemoveJobsRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveJobsRequest) ProtoMessage() {}
+
+func (x *RemoveJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveJobsRequest.ProtoReflect.Descriptor instead.
+func (*RemoveJobsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RemoveJobsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *RemoveJobsRequest) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *RemoveJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *RemoveJobsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RemoveJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// RemoveJobsResponse tells how many jobs were removed and where to continue.
+type RemoveJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs removed by this call.
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+	// thousand jobs, so a call may remove none and still answer a token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveJobsResponse) Reset() {
+	*x = RemoveJobsResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveJobsResponse) ProtoMessage() {}
+
+func (x *RemoveJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveJobsResponse.ProtoReflect.Descriptor instead.
+func (*RemoveJobsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RemoveJobsResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RemoveJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_queue_manager_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_jobs_proto_rawDesc = "" +
@@ -2030,14 +2466,15 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"9\n" +
 	"\x0eGetJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\x9e\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xd3\x01\n" +
 	"\x0fListJobsRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\x84\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x123\n" +
+	"\x06filter\x18\x05 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\"\x84\x01\n" +
 	"\x10ListJobsResponse\x12)\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x15.queue_manager.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
@@ -2080,13 +2517,18 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\";\n" +
 	"\x10RetryJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"i\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xd3\x01\n" +
 	"\x16RetryFailedJobsRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\"/\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"W\n" +
 	"\x17RetryFailedJobsResponse\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\x04R\x05count\"I\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
 	"\x11PromoteJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -2108,7 +2550,38 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x129\n" +
 	"\bpriority\x18\x03 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\"D\n" +
 	"\x19ChangeJobPriorityResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03jobB\xd6\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xf2\x01\n" +
+	"\tJobFilter\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x10\n" +
+	"\x03tag\x18\x03 \x01(\tR\x03tag\x12%\n" +
+	"\x0ecorrelation_id\x18\x04 \x01(\tR\rcorrelationId\x12?\n" +
+	"\rcreated_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\"\xe6\x01\n" +
+	"\x11CancelJobsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"{\n" +
+	"\x12CancelJobsResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12'\n" +
+	"\x0frequested_count\x18\x02 \x01(\x04R\x0erequestedCount\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xce\x01\n" +
+	"\x11RemoveJobsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"R\n" +
+	"\x12RemoveJobsResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageTokenB\xd6\x01\n" +
 	"\x14com.queue_manager.v1B\tJobsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2123,7 +2596,7 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_jobs_proto_rawDescData
 }
 
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*NewJob)(nil),                    // 0: queue_manager.v1.NewJob
 	(*AddJobRequest)(nil),             // 1: queue_manager.v1.AddJobRequest
@@ -2159,20 +2632,25 @@ var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*UpdateJobDataResponse)(nil),     // 31: queue_manager.v1.UpdateJobDataResponse
 	(*ChangeJobPriorityRequest)(nil),  // 32: queue_manager.v1.ChangeJobPriorityRequest
 	(*ChangeJobPriorityResponse)(nil), // 33: queue_manager.v1.ChangeJobPriorityResponse
-	(*Payload)(nil),                   // 34: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 35: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 36: queue_manager.v1.Job
-	(JobState)(0),                     // 37: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 39: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
-	(JobPriority)(0),                  // 41: queue_manager.v1.JobPriority
+	(*JobFilter)(nil),                 // 34: queue_manager.v1.JobFilter
+	(*CancelJobsRequest)(nil),         // 35: queue_manager.v1.CancelJobsRequest
+	(*CancelJobsResponse)(nil),        // 36: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsRequest)(nil),         // 37: queue_manager.v1.RemoveJobsRequest
+	(*RemoveJobsResponse)(nil),        // 38: queue_manager.v1.RemoveJobsResponse
+	(*Payload)(nil),                   // 39: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 40: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 41: queue_manager.v1.Job
+	(JobState)(0),                     // 42: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 43: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 44: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 45: google.protobuf.Duration
+	(JobPriority)(0),                  // 46: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	34, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	35, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	39, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	40, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
 	0,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	36, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
 	1,  // 4: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
 	7,  // 5: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
 	1,  // 6: queue_manager.v1.AddJobStreamRequest.items:type_name -> queue_manager.v1.AddJobRequest
@@ -2180,29 +2658,37 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	2,  // 8: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
 	9,  // 9: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
 	8,  // 10: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	37, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	38, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	42, // 11: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	43, // 12: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	36, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 16: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	37, // 17: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	39, // 18: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	40, // 19: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	36, // 20: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 21: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	36, // 22: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	37, // 23: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	36, // 24: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	34, // 25: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	36, // 26: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	41, // 27: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	36, // 28: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	41, // 14: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	42, // 15: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	34, // 16: queue_manager.v1.ListJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	41, // 17: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	42, // 18: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	44, // 19: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	45, // 20: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	41, // 21: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 22: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	41, // 23: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	42, // 24: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	34, // 25: queue_manager.v1.RetryFailedJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	41, // 26: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	39, // 27: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	41, // 28: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	46, // 29: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	41, // 30: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	43, // 31: queue_manager.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	43, // 32: queue_manager.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	42, // 33: queue_manager.v1.CancelJobsRequest.state:type_name -> queue_manager.v1.JobState
+	34, // 34: queue_manager.v1.CancelJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	42, // 35: queue_manager.v1.RemoveJobsRequest.state:type_name -> queue_manager.v1.JobState
+	34, // 36: queue_manager.v1.RemoveJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2222,7 +2708,7 @@ func file_queue_manager_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

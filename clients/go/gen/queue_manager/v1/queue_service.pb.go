@@ -1440,7 +1440,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"S\n" +
 	"\x17GetQueueMetricsResponse\x128\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\xba\x1c\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics2\xec\x1d\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -1489,7 +1489,11 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x0eUpsertSchedule\x12'.queue_manager.v1.UpsertScheduleRequest\x1a(.queue_manager.v1.UpsertScheduleResponse\x12Z\n" +
 	"\vGetSchedule\x12$.queue_manager.v1.GetScheduleRequest\x1a%.queue_manager.v1.GetScheduleResponse\x12`\n" +
 	"\rListSchedules\x12&.queue_manager.v1.ListSchedulesRequest\x1a'.queue_manager.v1.ListSchedulesResponse\x12c\n" +
-	"\x0eDeleteSchedule\x12'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponseB\xde\x01\n" +
+	"\x0eDeleteSchedule\x12'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponse\x12W\n" +
+	"\n" +
+	"CancelJobs\x12#.queue_manager.v1.CancelJobsRequest\x1a$.queue_manager.v1.CancelJobsResponse\x12W\n" +
+	"\n" +
+	"RemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1565,32 +1569,36 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*GetScheduleRequest)(nil),        // 56: queue_manager.v1.GetScheduleRequest
 	(*ListSchedulesRequest)(nil),      // 57: queue_manager.v1.ListSchedulesRequest
 	(*DeleteScheduleRequest)(nil),     // 58: queue_manager.v1.DeleteScheduleRequest
-	(*GetAllMetricsResponse)(nil),     // 59: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),      // 60: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),       // 61: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),            // 62: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),       // 63: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),      // 64: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),           // 65: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),            // 66: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),          // 67: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),         // 68: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),        // 69: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),        // 70: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),         // 71: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),          // 72: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),   // 73: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),        // 74: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil), // 75: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),     // 76: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),   // 77: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),       // 78: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),     // 79: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),    // 80: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),    // 81: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),       // 82: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),     // 83: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),    // 84: queue_manager.v1.DeleteScheduleResponse
+	(*CancelJobsRequest)(nil),         // 59: queue_manager.v1.CancelJobsRequest
+	(*RemoveJobsRequest)(nil),         // 60: queue_manager.v1.RemoveJobsRequest
+	(*GetAllMetricsResponse)(nil),     // 61: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),      // 62: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),       // 63: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),            // 64: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),       // 65: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),      // 66: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),           // 67: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),            // 68: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),          // 69: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),         // 70: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),        // 71: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),        // 72: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),         // 73: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),          // 74: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),   // 75: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),        // 76: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil), // 77: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),     // 78: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),   // 79: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),       // 80: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),     // 81: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),    // 82: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),    // 83: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),       // 84: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),     // 85: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),    // 86: queue_manager.v1.DeleteScheduleResponse
+	(*CancelJobsResponse)(nil),        // 87: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),        // 88: queue_manager.v1.RemoveJobsResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	26, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -1646,47 +1654,51 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	56, // 50: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
 	57, // 51: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
 	58, // 52: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	1,  // 53: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 54: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 55: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 56: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 57: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 58: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 59: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	23, // 60: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	15, // 61: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	17, // 62: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	19, // 63: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	21, // 64: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	25, // 65: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	59, // 66: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	60, // 67: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	61, // 68: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	62, // 69: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	63, // 70: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	64, // 71: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	65, // 72: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	66, // 73: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	67, // 74: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	68, // 75: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	69, // 76: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	70, // 77: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	71, // 78: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	72, // 79: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	73, // 80: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	74, // 81: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	75, // 82: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	76, // 83: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	77, // 84: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	78, // 85: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	79, // 86: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	80, // 87: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	81, // 88: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	82, // 89: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	83, // 90: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	84, // 91: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	53, // [53:92] is the sub-list for method output_type
-	14, // [14:53] is the sub-list for method input_type
+	59, // 53: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
+	60, // 54: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
+	1,  // 55: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 56: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 57: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 58: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 59: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 60: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 61: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	23, // 62: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	15, // 63: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	17, // 64: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	19, // 65: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	21, // 66: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	25, // 67: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	61, // 68: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	62, // 69: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	63, // 70: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	64, // 71: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	65, // 72: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	66, // 73: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	67, // 74: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	68, // 75: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	69, // 76: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	70, // 77: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	71, // 78: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	72, // 79: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	73, // 80: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	74, // 81: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	75, // 82: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	76, // 83: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	77, // 84: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	78, // 85: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	79, // 86: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	80, // 87: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	81, // 88: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	82, // 89: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	83, // 90: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	84, // 91: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	85, // 92: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	86, // 93: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	87, // 94: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	88, // 95: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	55, // [55:96] is the sub-list for method output_type
+	14, // [14:55] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name

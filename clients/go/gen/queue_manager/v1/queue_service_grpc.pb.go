@@ -58,6 +58,8 @@ const (
 	QueueService_GetSchedule_FullMethodName       = "/queue_manager.v1.QueueService/GetSchedule"
 	QueueService_ListSchedules_FullMethodName     = "/queue_manager.v1.QueueService/ListSchedules"
 	QueueService_DeleteSchedule_FullMethodName    = "/queue_manager.v1.QueueService/DeleteSchedule"
+	QueueService_CancelJobs_FullMethodName        = "/queue_manager.v1.QueueService/CancelJobs"
+	QueueService_RemoveJobs_FullMethodName        = "/queue_manager.v1.QueueService/RemoveJobs"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -157,6 +159,10 @@ type QueueServiceClient interface {
 	ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error)
 	// Deletes a schedule; jobs it already added stay.
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
+	// Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error)
+	// Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	RemoveJobs(ctx context.Context, in *RemoveJobsRequest, opts ...grpc.CallOption) (*RemoveJobsResponse, error)
 }
 
 type queueServiceClient struct {
@@ -581,6 +587,26 @@ func (c *queueServiceClient) DeleteSchedule(ctx context.Context, in *DeleteSched
 	return out, nil
 }
 
+func (c *queueServiceClient) CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_CancelJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) RemoveJobs(ctx context.Context, in *RemoveJobsRequest, opts ...grpc.CallOption) (*RemoveJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_RemoveJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -678,6 +704,10 @@ type QueueServiceServer interface {
 	ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error)
 	// Deletes a schedule; jobs it already added stay.
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
+	// Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error)
+	// Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	RemoveJobs(context.Context, *RemoveJobsRequest) (*RemoveJobsResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -804,6 +834,12 @@ func (UnimplementedQueueServiceServer) ListSchedules(context.Context, *ListSched
 }
 func (UnimplementedQueueServiceServer) DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSchedule not implemented")
+}
+func (UnimplementedQueueServiceServer) CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) RemoveJobs(context.Context, *RemoveJobsRequest) (*RemoveJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveJobs not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1492,6 +1528,42 @@ func _QueueService_DeleteSchedule_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_CancelJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).CancelJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_CancelJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).CancelJobs(ctx, req.(*CancelJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_RemoveJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RemoveJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RemoveJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RemoveJobs(ctx, req.(*RemoveJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1638,6 +1710,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSchedule",
 			Handler:    _QueueService_DeleteSchedule_Handler,
+		},
+		{
+			MethodName: "CancelJobs",
+			Handler:    _QueueService_CancelJobs_Handler,
+		},
+		{
+			MethodName: "RemoveJobs",
+			Handler:    _QueueService_RemoveJobs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

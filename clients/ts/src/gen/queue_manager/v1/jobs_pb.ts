@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/jobs.proto.
  */
 export const file_queue_manager_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJFCg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIIkQKEkFkZEpvYkJhdGNoUmVxdWVzdBIuCgVpdGVtcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iUmVxdWVzdCJIChNBZGRKb2JCYXRjaFJlc3BvbnNlEjEKCG91dGNvbWVzGAEgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lImYKE0FkZEpvYlN0cmVhbVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAQSLgoFaXRlbXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QSDQoFYnJpZWYYAyABKAgiWwoUQWRkSm9iU3RyZWFtUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAQSMQoIb3V0Y29tZXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYk91dGNvbWUirAEKDUFkZEpvYk91dGNvbWUSMQoFYWRkZWQYASABKAsyIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlc3BvbnNlSAASLAoFZXJyb3IYAiABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkNhbGxFcnJvckgAEi8KB2NyZWF0ZWQYAyABKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLkNyZWF0ZWRKb2JIAEIJCgdvdXRjb21lInQKCkNyZWF0ZWRKb2ISCgoCaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqCglDYWxsRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIkwKDkFkZEJ1bGtSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSJgoEam9icxgCIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuTmV3Sm9iIjkKD0FkZEJ1bGtSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJEhUKDWNyZWF0ZWRfY291bnQYAiABKAQiMwoNR2V0Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI0Cg5HZXRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJ3Cg9MaXN0Sm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiZAoQTGlzdEpvYnNSZXNwb25zZRIjCgRqb2JzGAEgAygLMhUucXVldWVfbWFuYWdlci52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAQiNgoQUmVtb3ZlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSJHChFSZW1vdmVKb2JSZXNwb25zZRIyCg5wcmV2aW91c19zdGF0ZRgBIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiXgoRR2V0Sm9iTG9nc1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkibgoSR2V0Sm9iTG9nc1Jlc3BvbnNlEisKBWxpbmVzGAEgAygLMhwucXVldWVfbWFuYWdlci52MS5Kb2JMb2dMaW5lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEImMKEVdhaXRGb3JKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOAoSV2FpdEZvckpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIkYKEENhbmNlbEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIjcKEUNhbmNlbEpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIjUKD1JldHJ5Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI2ChBSZXRyeUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIlcKFlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiKAoXUmV0cnlGYWlsZWRKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQiNwoRUHJvbW90ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiOAoSUHJvbW90ZUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIngKFFVwZGF0ZUpvYkRhdGFSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEicKBGRhdGEYAyABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSEwoLbGVhc2VfdG9rZW4YBCABKAkiOwoVVXBkYXRlSm9iRGF0YVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIm8KGENoYW5nZUpvYlByaW9yaXR5UmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIvCghwcmlvcml0eRgDIAEoDjIdLnF1ZXVlX21hbmFnZXIudjEuSm9iUHJpb3JpdHkiPwoZQ2hhbmdlSm9iUHJpb3JpdHlSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJFCg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIIkQKEkFkZEpvYkJhdGNoUmVxdWVzdBIuCgVpdGVtcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iUmVxdWVzdCJIChNBZGRKb2JCYXRjaFJlc3BvbnNlEjEKCG91dGNvbWVzGAEgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lImYKE0FkZEpvYlN0cmVhbVJlcXVlc3QSEAoIYmF0Y2hfaWQYASABKAQSLgoFaXRlbXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QSDQoFYnJpZWYYAyABKAgiWwoUQWRkSm9iU3RyZWFtUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAQSMQoIb3V0Y29tZXMYAiADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYk91dGNvbWUirAEKDUFkZEpvYk91dGNvbWUSMQoFYWRkZWQYASABKAsyIC5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlc3BvbnNlSAASLAoFZXJyb3IYAiABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkNhbGxFcnJvckgAEi8KB2NyZWF0ZWQYAyABKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLkNyZWF0ZWRKb2JIAEIJCgdvdXRjb21lInQKCkNyZWF0ZWRKb2ISCgoCaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqCglDYWxsRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIkwKDkFkZEJ1bGtSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSJgoEam9icxgCIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuTmV3Sm9iIjkKD0FkZEJ1bGtSZXNwb25zZRIPCgdqb2JfaWRzGAEgAygJEhUKDWNyZWF0ZWRfY291bnQYAiABKAQiMwoNR2V0Sm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI0Cg5HZXRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiKkAQoPTGlzdEpvYnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEisKBmZpbHRlchgFIAEoCzIbLnF1ZXVlX21hbmFnZXIudjEuSm9iRmlsdGVyImQKEExpc3RKb2JzUmVzcG9uc2USIwoEam9icxgBIAMoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEIjYKEFJlbW92ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiRwoRUmVtb3ZlSm9iUmVzcG9uc2USMgoOcHJldmlvdXNfc3RhdGUYASABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlIl4KEUdldEpvYkxvZ3NSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIm4KEkdldEpvYkxvZ3NSZXNwb25zZRIrCgVsaW5lcxgBIAMoCzIcLnF1ZXVlX21hbmFnZXIudjEuSm9iTG9nTGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBCJjChFXYWl0Rm9ySm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIqCgd0aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjgKEldhaXRGb3JKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJGChBDYW5jZWxKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSI3ChFDYW5jZWxKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiI1Cg9SZXRyeUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiNgoQUmV0cnlKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiKnAQoWUmV0cnlGYWlsZWRKb2JzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIrCgZmaWx0ZXIYAyABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkZpbHRlchINCgVsaW1pdBgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIkEKF1JldHJ5RmFpbGVkSm9ic1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChFQcm9tb3RlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI4ChJQcm9tb3RlSm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IieAoUVXBkYXRlSm9iRGF0YVJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSJwoEZGF0YRgDIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBITCgtsZWFzZV90b2tlbhgEIAEoCSI7ChVVcGRhdGVKb2JEYXRhUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IibwoYQ2hhbmdlSm9iUHJpb3JpdHlSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEi8KCHByaW9yaXR5GAMgASgOMh0ucXVldWVfbWFuYWdlci52MS5Kb2JQcmlvcml0eSI/ChlDaGFuZ2VKb2JQcmlvcml0eVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIrQBCglKb2JGaWx0ZXISDAoEbmFtZRgBIAEoCRINCgVncm91cBgCIAEoCRILCgN0YWcYAyABKAkSFgoOY29ycmVsYXRpb25faWQYBCABKAkSMQoNY3JlYXRlZF9hZnRlchgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrIBChFDYW5jZWxKb2JzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIrCgZmaWx0ZXIYAyABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkZpbHRlchINCgVsaW1pdBgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJVChJDYW5jZWxKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQSFwoPcmVxdWVzdGVkX2NvdW50GAIgASgEEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSKiAQoRUmVtb3ZlSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSKwoGZmlsdGVyGAMgASgLMhsucXVldWVfbWFuYWdlci52MS5Kb2JGaWx0ZXISDQoFbGltaXQYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCSI8ChJSZW1vdmVKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
 
 /**
  * NewJob describes a job to add.
@@ -462,6 +462,15 @@ export type ListJobsRequest = Message<"queue_manager.v1.ListJobsRequest"> & {
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
+
+  /**
+   * Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
+   * thousand jobs of the state, so a page may hold fewer than page_size jobs, or none, and still carry a
+   * next_page_token: the listing is complete only when next_page_token is empty.
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 5;
+   */
+  filter?: JobFilter | undefined;
 };
 
 /**
@@ -485,14 +494,14 @@ export type ListJobsResponse = Message<"queue_manager.v1.ListJobsResponse"> & {
   jobs: Job[];
 
   /**
-   * Token for the next page; empty on the last page.
+   * Token for the next page; empty on the last page (with a filter: once the whole state was read).
    *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
 
   /**
-   * Number of jobs in this state when the page was read.
+   * Number of jobs in this state when the page was read (all of them, whether they match the filter or not).
    *
    * @generated from field: uint64 total_size = 3;
    */
@@ -795,7 +804,10 @@ export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*
   messageDesc(file_queue_manager_v1_jobs, 25);
 
 /**
- * RetryFailedJobsRequest names the queue whose failed jobs run again.
+ * RetryFailedJobsRequest names the queue whose failed jobs run again. With none of filter, limit and
+ * page_token set, every failed (or cancelled) job runs again in one call. With any of them, the call is
+ * bounded like RemoveJobs: it reads at most a few thousand jobs of the state, retries at most `limit` of
+ * those that match, and answers a next_page_token to continue from.
  *
  * @generated from message queue_manager.v1.RetryFailedJobsRequest
  */
@@ -813,6 +825,27 @@ export type RetryFailedJobsRequest = Message<"queue_manager.v1.RetryFailedJobsRe
    * @generated from field: queue_manager.v1.JobState state = 2;
    */
   state: JobState;
+
+  /**
+   * Only the jobs that match.
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 3;
+   */
+  filter?: JobFilter | undefined;
+
+  /**
+   * Most jobs retried by this call, 1 to 1000; 0 means 1000 (bounded calls only).
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Token from a previous response's next_page_token: continue from there.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
 };
 
 /**
@@ -834,6 +867,13 @@ export type RetryFailedJobsResponse = Message<"queue_manager.v1.RetryFailedJobsR
    * @generated from field: uint64 count = 1;
    */
   count: bigint;
+
+  /**
+   * Bounded calls: the token to send for the rest of the state; empty once the whole state was read.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -1013,4 +1053,231 @@ export type ChangeJobPriorityResponse = Message<"queue_manager.v1.ChangeJobPrior
  */
 export const ChangeJobPriorityResponseSchema: GenMessage<ChangeJobPriorityResponse> = /*@__PURE__*/
   messageDesc(file_queue_manager_v1_jobs, 33);
+
+/**
+ * JobFilter selects jobs by what they are: a job matches when it matches every field set. Unset (empty)
+ * fields match every job. Matching reads each job of the state (no index), a bounded number per call.
+ *
+ * @generated from message queue_manager.v1.JobFilter
+ */
+export type JobFilter = Message<"queue_manager.v1.JobFilter"> & {
+  /**
+   * Job name: exact ("send-email"), or a prefix when it ends with "*" ("send-*"); "*" only at the end.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Fairness group (JobOptions.group), exact.
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * A tag the job's metadata holds (JobMetadata.tags), exact.
+   *
+   * @generated from field: string tag = 3;
+   */
+  tag: string;
+
+  /**
+   * The job's correlation id (JobMetadata.correlation_id), exact.
+   *
+   * @generated from field: string correlation_id = 4;
+   */
+  correlationId: string;
+
+  /**
+   * Only jobs created at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 5;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only jobs created before this time; must be after created_after when both are set.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 6;
+   */
+  createdBefore?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.JobFilter.
+ * Use `create(JobFilterSchema)` to create a new message.
+ */
+export const JobFilterSchema: GenMessage<JobFilter> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 34);
+
+/**
+ * CancelJobsRequest cancels the jobs of one state that match a filter, a bounded number per call.
+ *
+ * @generated from message queue_manager.v1.CancelJobsRequest
+ */
+export type CancelJobsRequest = Message<"queue_manager.v1.CancelJobsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * JOB_STATE_WAITING, JOB_STATE_PAUSED, JOB_STATE_DELAYED or JOB_STATE_ACTIVE; required.
+   *
+   * @generated from field: queue_manager.v1.JobState state = 2;
+   */
+  state: JobState;
+
+  /**
+   * Only the jobs that match (unset: every job of the state).
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 3;
+   */
+  filter?: JobFilter | undefined;
+
+  /**
+   * Most jobs cancelled (or asked to stop) by this call, 1 to 1000; 0 means 1000.
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Token from a previous response's next_page_token: continue from there; empty to start.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+
+  /**
+   * Why, kept with each job (at most 1,000 characters).
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.CancelJobsRequest.
+ * Use `create(CancelJobsRequestSchema)` to create a new message.
+ */
+export const CancelJobsRequestSchema: GenMessage<CancelJobsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 35);
+
+/**
+ * CancelJobsResponse tells what the call did and where to continue.
+ *
+ * @generated from message queue_manager.v1.CancelJobsResponse
+ */
+export type CancelJobsResponse = Message<"queue_manager.v1.CancelJobsResponse"> & {
+  /**
+   * Jobs cancelled at once (waiting, paused or delayed).
+   *
+   * @generated from field: uint64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * Active jobs whose workers were told to stop them (they end cancelled when the run stops).
+   *
+   * @generated from field: uint64 requested_count = 2;
+   */
+  requestedCount: bigint;
+
+  /**
+   * Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+   * thousand jobs, so a call may cancel none and still answer a token.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.CancelJobsResponse.
+ * Use `create(CancelJobsResponseSchema)` to create a new message.
+ */
+export const CancelJobsResponseSchema: GenMessage<CancelJobsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 36);
+
+/**
+ * RemoveJobsRequest deletes the jobs of one state that match a filter, a bounded number per call.
+ *
+ * @generated from message queue_manager.v1.RemoveJobsRequest
+ */
+export type RemoveJobsRequest = Message<"queue_manager.v1.RemoveJobsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * Any state but JOB_STATE_ACTIVE (a running job is cancelled, not removed); required.
+   *
+   * @generated from field: queue_manager.v1.JobState state = 2;
+   */
+  state: JobState;
+
+  /**
+   * Only the jobs that match (unset: every job of the state).
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 3;
+   */
+  filter?: JobFilter | undefined;
+
+  /**
+   * Most jobs removed by this call, 1 to 1000; 0 means 1000.
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Token from a previous response's next_page_token: continue from there; empty to start.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.RemoveJobsRequest.
+ * Use `create(RemoveJobsRequestSchema)` to create a new message.
+ */
+export const RemoveJobsRequestSchema: GenMessage<RemoveJobsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 37);
+
+/**
+ * RemoveJobsResponse tells how many jobs were removed and where to continue.
+ *
+ * @generated from message queue_manager.v1.RemoveJobsResponse
+ */
+export type RemoveJobsResponse = Message<"queue_manager.v1.RemoveJobsResponse"> & {
+  /**
+   * Jobs removed by this call.
+   *
+   * @generated from field: uint64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+   * thousand jobs, so a call may remove none and still answer a token.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.RemoveJobsResponse.
+ * Use `create(RemoveJobsResponseSchema)` to create a new message.
+ */
+export const RemoveJobsResponseSchema: GenMessage<RemoveJobsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 38);
 
