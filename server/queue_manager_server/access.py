@@ -257,6 +257,8 @@ RULES: dict[str, Rule] = {
         "GetSchedule": _READ_QUEUE,
         "ListSchedules": Rule("read", _field("queue_name"), filter=_filter_schedules),
         "DeleteSchedule": Rule("produce", _field("queue_name")),
+        "CancelJobs": Rule("admin", _field("queue_name")),
+        "RemoveJobs": Rule("admin", _field("queue_name")),
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

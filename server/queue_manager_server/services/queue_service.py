@@ -8,6 +8,7 @@ from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.metrics import MetricsReader
+from queue_manager_server.engine.search import JobSearch
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.groups import GroupHandlers
@@ -16,6 +17,7 @@ from queue_manager_server.services.jobs import JobHandlers
 from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
 from queue_manager_server.services.queues import QueueAdmin
 from queue_manager_server.services.schedules import ScheduleHandlers
+from queue_manager_server.services.search import SearchHandlers
 from queue_manager_server.services.waiters import JobWaiters
 from queue_manager_server.services.workflows import WorkflowHandlers, Workflows
 
@@ -26,6 +28,7 @@ class QueueService(
     JobHandlers,
     JobControlHandlers,
     CancelHandlers,
+    SearchHandlers,
     ScheduleHandlers,
     WorkflowHandlers,
     MetricsHandlers,
@@ -41,6 +44,7 @@ class QueueService(
         self.workflows = workflows
         self.control = JobControl(engine)
         self.groups = Groups(engine)
+        self.search = JobSearch(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
         self.metrics_reader = MetricsReader(engine)
