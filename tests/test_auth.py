@@ -722,6 +722,8 @@ ADMIN_ONLY = {
     "RemoveJob",
     "CancelJob",
     "RetryFailedJobs",
+    "CancelJobs",
+    "RemoveJobs",
     "CancelWorkflow",
     "SetGroupLimits",
     "PauseGroup",
@@ -759,6 +761,12 @@ async def test_admin_rpcs_need_the_admin_role(
         ),
         "RetryFailedJobs": lambda q, md: q.RetryFailedJobs(
             jpb.RetryFailedJobsRequest(queue_name="billing-a"), metadata=md
+        ),
+        "CancelJobs": lambda q, md: q.CancelJobs(
+            jpb.CancelJobsRequest(queue_name="billing-a", state=t.JOB_STATE_WAITING), metadata=md
+        ),
+        "RemoveJobs": lambda q, md: q.RemoveJobs(
+            jpb.RemoveJobsRequest(queue_name="billing-a", state=t.JOB_STATE_WAITING), metadata=md
         ),
         "CancelWorkflow": lambda q, md: q.CancelWorkflow(wfpb.CancelWorkflowRequest(run_id="r"), metadata=md),
         "SetGroupLimits": lambda q, md: q.SetGroupLimits(

@@ -111,13 +111,38 @@ async def test_queues_and_jobs_round_trip(http: Api) -> None:
     status, error = await http.call("POST", "/api/v1/queues/mail/jobs/m-1:retry")
     assert (status, error["code"]) == (409, "FAILED_PRECONDITION")
     status, none = await http.call("POST", "/api/v1/queues/mail/jobs:retryFailed", {})
-    assert (status, none) == (200, {"count": "0"})
+    assert (status, none) == (200, {"count": "0", "next_page_token": ""})
     status, logs = await http.call("GET", "/api/v1/queues/mail/jobs/m-1/logs")
     assert (status, logs["lines"]) == (200, [])
     status, removed = await http.call("DELETE", "/api/v1/queues/mail/jobs/m-1")
     assert (status, removed) == (200, {"previous_state": "JOB_STATE_WAITING"})
     status, cleaned = await http.call("POST", "/api/v1/queues/mail:clean", {"state": "JOB_STATE_WAITING"})
     assert (status, cleaned) == (200, {"removed": "2500"})
+
+
+async def test_filters_in_the_query_string_and_bulk_actions_in_the_body(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/flt", {})
+    for i, name in enumerate(["send-email", "send-sms", "report"]):
+        job = {"name": name, "options": {"job_id": f"j{i}", "metadata": {"tags": ["vip"] if i else []}}}
+        await http.call("POST", "/api/v1/queues/flt/jobs", {"job": job})
+    status, page = await http.call("GET", "/api/v1/queues/flt/jobs?state=waiting&filter.name=send-*")
+    assert status == 200 and [j["id"] for j in page["jobs"]] == ["j0", "j1"] and page["next_page_token"] == ""
+    query = "state=waiting&filter.tag=vip&filter.createdAfter=2000-01-01T00:00:00Z&filter.created_before="
+    status, page = await http.call("GET", f"/api/v1/queues/flt/jobs?{query}2999-01-01T00:00:00Z")
+    assert status == 200 and [j["id"] for j in page["jobs"]] == ["j1", "j2"]
+    status, error = await http.call("GET", "/api/v1/queues/flt/jobs?state=waiting&filter.nme=x")
+    assert status == 400 and "filter.name, filter.group, filter.tag" in error["message"], error
+    status, error = await http.call("GET", "/api/v1/queues/flt/jobs?state=waiting&filter.name=*x")
+    assert status == 400 and "filter.name" in error["message"], error
+    body = {"state": "JOB_STATE_WAITING", "filter": {"tag": "vip"}, "reason": "no longer needed"}
+    status, cancelled = await http.call("POST", "/api/v1/queues/flt/jobs:cancel", body)
+    assert (status, cancelled) == (200, {"count": "2", "requested_count": "0", "next_page_token": ""})
+    body = {"state": "JOB_STATE_CANCELLED", "filter": {"name": "send-sms"}}
+    status, removed = await http.call("POST", "/api/v1/queues/flt/jobs:remove", body)
+    assert (status, removed) == (200, {"count": "1", "next_page_token": ""})
+    body = {"state": "JOB_STATE_CANCELLED", "filter": {"name": "report"}, "limit": 10}
+    status, retried = await http.call("POST", "/api/v1/queues/flt/jobs:retryFailed", body)
+    assert (status, retried) == (200, {"count": "1", "next_page_token": ""})
 
 
 async def test_job_ids_with_colons_and_workflows(http: Api) -> None:

@@ -12,9 +12,11 @@ from redis.asyncio import Redis
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.job_events import EventBatch, JobEvents, decode
 from queue_manager_server.engine.records import NewJob
+from queue_manager_server.engine.search import JobFilter, JobSearch
 
 _JSON = "application/json"
 ADDED, WAITING, ACTIVE, PROGRESS, COMPLETED, FAILED, RETRYING = 1, 2, 3, 4, 5, 6, 7
+CANCELLED, REMOVED = 10, 11
 
 
 async def publishes(redis: Redis) -> int:
@@ -136,3 +138,21 @@ async def test_the_watch_deadline_lapses(engine: Engine, redis: Redis) -> None:
     before = await publishes(redis)
     await work_through(engine, "brief", 3, "b")
     assert await publishes(redis) == before
+
+
+async def test_bulk_actions_by_filter_publish_their_jobs_events(
+    engine: Engine, channel: asyncio.Queue[EventBatch]
+) -> None:
+    await engine.register_queue("bulk", {})
+    await JobEvents(engine).watch("bulk", 60_000)
+    await engine.add_jobs(
+        "bulk", [NewJob(id=f"b{i}", name="a" if i % 2 else "b", data=b"{}") for i in range(6)]
+    )
+    await asyncio.wait_for(channel.get(), 10)  # the adds'
+    search = JobSearch(engine)
+    removed = await search.remove_matching("bulk", "waiting", JobFilter(name="a"), 0)
+    cancelled = await search.cancel_matching("bulk", "waiting", JobFilter(name="b"), 0)
+    assert (removed.count, cancelled.count) == (3, 3)
+    batches = [await asyncio.wait_for(channel.get(), 10) for _ in range(2)]
+    assert [(e.type, e.job_id) for e in batches[0].events] == [(REMOVED, f"b{i}") for i in (1, 3, 5)]
+    assert [(e.type, e.job_id) for e in batches[1].events] == [(CANCELLED, f"b{i}") for i in (0, 2, 4)]

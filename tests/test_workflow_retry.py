@@ -157,6 +157,17 @@ async def test_retry_failed_jobs_of_a_queue_reopens_each_steps_run(qm: QueueMana
     assert [name for name, _ in steps.ran] == ["a", "a", "b", "c"]
 
 
+async def test_a_retry_by_filter_reopens_the_steps_run(qm: QueueManager) -> None:
+    steps = Steps(qm, fail={"a"})
+    await qm.start_workers()
+    run_id = await qm.execute_workflow(a_b_c())
+    assert (await settled(qm, run_id)).state == WorkflowState.FAILED
+    result = await qm.retry_jobs("steps", name="a")
+    assert result.count == 1
+    assert (await settled(qm, run_id)).state == WorkflowState.COMPLETED
+    assert [name for name, _ in steps.ran] == ["a", "a", "b", "c"]
+
+
 async def test_retry_workflow_runs_every_failed_step_again_in_one_call(qm: QueueManager) -> None:
     """Two parallel steps failed for good (their fan-in step skipped): one RetryWorkflow runs both again,
     the fan-in step runs once after them, and the run completes. A second call while the run is running is

@@ -274,6 +274,8 @@ RULES: dict[str, Rule] = {
         "DeleteSchedule": Rule("produce", _field("queue_name")),
         "WatchJobEvents": _READ_QUEUE,
         "RedriveDeadLetters": Rule("admin", _redrive),
+        "CancelJobs": Rule("admin", _field("queue_name")),
+        "RemoveJobs": Rule("admin", _field("queue_name")),
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

@@ -1,8 +1,10 @@
 """Page requests of the list calls (ListJobs, ListWorkflows, GetJobLogs): size and opaque page token.
 
-A token is ``<kind>:<position>`` in URL-safe base64: an offset (``o``, ListJobs and ListWorkflows) or a
-log line number (``l``, GetJobLogs). Positions are bounded: Redis reads them as 64-bit integers, and a
-crafted token past that range must be refused here (INVALID_ARGUMENT), not by Redis (an internal error).
+A token is ``<kind>:<position>`` in URL-safe base64: an offset (``o``, ListJobs and ListWorkflows), a
+log line number (``l``, GetJobLogs), or where a bulk call continues (``r`` RetryFailedJobs, ``c``
+CancelJobs, ``x`` RemoveJobs: engine/search.py). Positions are bounded: Redis reads them as 64-bit
+integers, and a crafted token past that range must be refused here (INVALID_ARGUMENT), not by Redis (an
+internal error).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def page_request(size: int, token: str, kind: str, rpc: str) -> tuple[int, int]:
 
 def next_token(kind: str, position: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
+
+
+def position(token: str, kind: str, rpc: str) -> int:
+    """The position a token of this kind names (none: 0)."""
+    return _position(token, kind, rpc)
 
 
 def _position(token: str, kind: str, rpc: str) -> int:

@@ -85,6 +85,13 @@ from queue_manager.requests import (
     split_streams,
 )
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.search import (
+    BulkResult,
+    cancel_jobs_request,
+    job_filter,
+    remove_jobs_request,
+    retry_jobs_request,
+)
 from queue_manager.v1 import (
     jobs_pb2,
     metrics_pb2,
@@ -360,14 +367,42 @@ class QueueManager:
         return job_from_proto(response.job)
 
     async def list_jobs(
-        self, queue_name: str, state: JobState | str, page_size: int = 100, page_token: str = ""
+        self,
+        queue_name: str,
+        state: JobState | str,
+        page_size: int = 100,
+        page_token: str = "",
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> tuple[list[Job], str]:
-        """Lists one page of a queue's jobs in one state.
+        """Lists one page of a queue's jobs in one state, those that match the filters given.
+
+        With a filter the server reads at most a few thousand jobs of the state per call (it keeps no
+        index), so a page may hold fewer jobs than page_size, or none, with a token: keep following the
+        token until it is "".
+
+        Args:
+            queue_name: The queue.
+            state: The state to list.
+            page_size: Jobs per page, 1 to 1000.
+            page_token: The token of the previous page ("" for the first).
+            name: Only jobs of this name, or of names starting so when it ends with "*" ("send-*").
+            group: Only jobs of this fairness group.
+            tag: Only jobs whose metadata holds this tag.
+            correlation_id: Only jobs with this correlation id.
+            created_after: Only jobs created at or after this time.
+            created_before: Only jobs created before this time.
 
         Returns:
             The jobs and the token of the next page ("" on the last page).
         """
         request = list_jobs_request(queue_name, state, page_size, page_token)
+        request.filter.CopyFrom(job_filter(name, group, tag, correlation_id, created_after, created_before))
         response: jobs_pb2.ListJobsResponse = await self._unary(self._queue_stub().ListJobs, request)
         return [job_from_proto(job) for job in response.jobs], response.next_page_token
 
@@ -1023,6 +1058,114 @@ class QueueManager:
         """
         jobs, token = await self.list_jobs(queue_name, state, page_size, page_token)
         return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
+
+    async def retry_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str = JobState.FAILED,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 0,
+        page_token: str = "",
+    ) -> BulkResult:
+        """Runs the failed (or cancelled) jobs that match again: one bounded call (`retry_failed` runs every
+        one). Each call reads at most a few thousand jobs of the state and retries at most `limit`; call
+        again with the result's next_page_token until it is "".
+
+        Args:
+            queue_name: The queue.
+            state: "failed" or "cancelled".
+            name: Only jobs of this name, or of names starting so when it ends with "*" ("send-*").
+            group: Only jobs of this fairness group.
+            tag: Only jobs whose metadata holds this tag.
+            correlation_id: Only jobs with this correlation id.
+            created_after: Only jobs created at or after this time.
+            created_before: Only jobs created before this time.
+            limit: Most jobs retried by this call, 1 to 1000 (0: 1000).
+            page_token: The previous call's next_page_token ("" to start).
+        """
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        request = retry_jobs_request(queue_name, state, flt, limit, page_token)
+        response: jobs_pb2.RetryFailedJobsResponse = await self._unary(
+            self._queue_stub().RetryFailedJobs, request
+        )
+        return BulkResult(response.count, response.next_page_token)
+
+    async def cancel_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 0,
+        page_token: str = "",
+        reason: str = "",
+    ) -> BulkResult:
+        """Cancels the jobs of one state that match (waiting, paused or delayed ones at once; active ones are
+        asked to stop, as `cancel_job` does): one bounded call; call again with the result's next_page_token
+        until it is "".
+
+        Args:
+            queue_name: The queue.
+            state: "waiting", "paused", "delayed" or "active".
+            name: Only jobs of this name, or of names starting so when it ends with "*" ("send-*").
+            group: Only jobs of this fairness group.
+            tag: Only jobs whose metadata holds this tag.
+            correlation_id: Only jobs with this correlation id.
+            created_after: Only jobs created at or after this time.
+            created_before: Only jobs created before this time.
+            limit: Most jobs cancelled by this call, 1 to 1000 (0: 1000).
+            page_token: The previous call's next_page_token ("" to start).
+            reason: Why, kept with each job.
+        """
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        request = cancel_jobs_request(queue_name, state, flt, limit, page_token, reason)
+        response: jobs_pb2.CancelJobsResponse = await self._unary(self._queue_stub().CancelJobs, request)
+        return BulkResult(response.count, response.next_page_token, response.requested_count)
+
+    async def remove_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 0,
+        page_token: str = "",
+    ) -> BulkResult:
+        """Removes the jobs of one state (not active) that match: one bounded call; call again with the
+        result's next_page_token until it is "".
+
+        Args:
+            queue_name: The queue.
+            state: Any state but "active".
+            name: Only jobs of this name, or of names starting so when it ends with "*" ("send-*").
+            group: Only jobs of this fairness group.
+            tag: Only jobs whose metadata holds this tag.
+            correlation_id: Only jobs with this correlation id.
+            created_after: Only jobs created at or after this time.
+            created_before: Only jobs created before this time.
+            limit: Most jobs removed by this call, 1 to 1000 (0: 1000).
+            page_token: The previous call's next_page_token ("" to start).
+        """
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        request = remove_jobs_request(queue_name, state, flt, limit, page_token)
+        response: jobs_pb2.RemoveJobsResponse = await self._unary(self._queue_stub().RemoveJobs, request)
+        return BulkResult(response.count, response.next_page_token)
 
     async def promote_job(self, queue_name: str, job_id: str) -> Job:
         """Makes a delayed job waiting now; `FailedPreconditionError` if it is not delayed."""

@@ -74,6 +74,13 @@ from queue_manager.requests import (
     split_streams,
 )
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.search import (
+    BulkResult,
+    cancel_jobs_request,
+    job_filter,
+    remove_jobs_request,
+    retry_jobs_request,
+)
 from queue_manager.v1 import (
     jobs_pb2,
     metrics_pb2,
@@ -196,10 +203,24 @@ class SyncQueueManager:
         return job_from_proto(response.job)
 
     def list_jobs(
-        self, queue_name: str, state: JobState | str, page_size: int = 100, page_token: str = ""
+        self,
+        queue_name: str,
+        state: JobState | str,
+        page_size: int = 100,
+        page_token: str = "",
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> tuple[list[Job], str]:
-        """Lists one page of a queue's jobs in one state; returns the jobs and the next page's token."""
+        """Lists one page of a queue's jobs in one state, those that match the filters given; returns the jobs
+        and the next page's token. A filtered page may be short or empty with a token: follow it until it is
+        "". See `QueueManager.list_jobs`."""
         request = list_jobs_request(queue_name, state, page_size, page_token)
+        request.filter.CopyFrom(job_filter(name, group, tag, correlation_id, created_after, created_before))
         response: jobs_pb2.ListJobsResponse = self._call(self._queues.ListJobs, request)
         return [job_from_proto(job) for job in response.jobs], response.next_page_token
 
@@ -570,6 +591,69 @@ class SyncQueueManager:
         """One page of a dead-letter queue's copies; see `QueueManager.list_dead_letters`."""
         jobs, token = self.list_jobs(queue_name, state, page_size, page_token)
         return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
+
+    def retry_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str = JobState.FAILED,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 0,
+        page_token: str = "",
+    ) -> BulkResult:
+        """Runs the failed (or cancelled) jobs that match again, one bounded call; see
+        `QueueManager.retry_jobs`."""
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        request = retry_jobs_request(queue_name, state, flt, limit, page_token)
+        response: jobs_pb2.RetryFailedJobsResponse = self._call(self._queues.RetryFailedJobs, request)
+        return BulkResult(response.count, response.next_page_token)
+
+    def cancel_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 0,
+        page_token: str = "",
+        reason: str = "",
+    ) -> BulkResult:
+        """Cancels the jobs of one state that match, one bounded call; see `QueueManager.cancel_jobs`."""
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        request = cancel_jobs_request(queue_name, state, flt, limit, page_token, reason)
+        response: jobs_pb2.CancelJobsResponse = self._call(self._queues.CancelJobs, request)
+        return BulkResult(response.count, response.next_page_token, response.requested_count)
+
+    def remove_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 0,
+        page_token: str = "",
+    ) -> BulkResult:
+        """Removes the jobs of one state (not active) that match, one bounded call; see
+        `QueueManager.remove_jobs`."""
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        request = remove_jobs_request(queue_name, state, flt, limit, page_token)
+        response: jobs_pb2.RemoveJobsResponse = self._call(self._queues.RemoveJobs, request)
+        return BulkResult(response.count, response.next_page_token)
 
     def promote_job(self, queue_name: str, job_id: str) -> Job:
         """Makes a delayed job waiting now; returns it."""

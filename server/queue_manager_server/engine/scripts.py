@@ -137,6 +137,11 @@ class Scripts:
         "watch_job",
         "retry_job",
         "retry_jobs",
+        # filtered listing and bulk actions (engine/search.py)
+        "list_matching",
+        "retry_matching",
+        "cancel_matching",
+        "remove_matching",
         "promote_job",
         "change_priority",
         "update_job_data",

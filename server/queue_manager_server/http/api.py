@@ -90,6 +90,8 @@ ROUTES = [
     Route("POST", f"/v1/queues/{_QJ}/jobs:bulk", "AddBulk"),
     Route("POST", f"/v1/queues/{_QJ}/jobs:retryFailed", "RetryFailedJobs"),
     Route("POST", f"/v1/queues/{_QJ}/deadLetters:redrive", "RedriveDeadLetters"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs:cancel", "CancelJobs"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs:remove", "RemoveJobs"),
     Route("GET", f"/v1/queues/{_QJ}/jobs", "ListJobs"),
     Route("GET", f"/v1/queues/{_QJ}/jobs/{_ID}", "GetJob"),
     Route("DELETE", f"/v1/queues/{_QJ}/jobs/{_ID}", "RemoveJob"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -84,23 +84,57 @@ def build_request(
 
 
 def _from_query(descriptor: Descriptor, query: Mapping[str, str] | MultiMapping[str]) -> dict[str, Any]:
-    """Query parameters as protobuf JSON values, typed by the request message's scalar fields."""
-    by_name = {f.name: f for f in descriptor.fields} | {f.json_name: f for f in descriptor.fields}
+    """Query parameters as protobuf JSON values, typed by the request message's scalar fields; a field of a
+    message field is named with a dot (``filter.name=send-*``)."""
     out: dict[str, Any] = {}
     for key in dict.fromkeys(query):
-        field = by_name.get(key)
-        if field is None or (field.type == FieldDescriptor.TYPE_MESSAGE and not _is_duration(field)):
-            accepted = ", ".join(f.name for f in descriptor.fields if f.type != FieldDescriptor.TYPE_MESSAGE)
-            raise BadRequest(f"unknown query parameter {key!r}; this route takes: {accepted or 'none'}")
+        field, into = _query_field(descriptor, key, out)
         values = query.getall(key) if isinstance(query, MultiMapping) else [query[key]]
         converted = [_scalar(field, key, v) for v in values]
         if field.is_repeated:
-            out[field.name] = converted
+            into[field.name] = converted
         elif len(converted) > 1:
             raise BadRequest(f"query parameter {key!r} is given {len(converted)} times")
         else:
-            out[field.name] = converted[0]
+            into[field.name] = converted[0]
     return out
+
+
+def _query_field(
+    descriptor: Descriptor, key: str, out: dict[str, Any]
+) -> tuple[FieldDescriptor, dict[str, Any]]:
+    """The scalar field a query parameter names, and the dict of `out` its value goes in."""
+    *parents, last = key.split(".")
+    into, at = out, descriptor
+    for name in parents:
+        field = _by_name(at).get(name)
+        if field is None or field.message_type is None or _is_scalar_message(field) or field.is_repeated:
+            _unknown(descriptor, key)
+        into = into.setdefault(field.name, {})
+        at = field.message_type
+    field = _by_name(at).get(last)
+    if field is None or (field.type == FieldDescriptor.TYPE_MESSAGE and not _is_scalar_message(field)):
+        _unknown(descriptor, key)
+    return field, into
+
+
+def _by_name(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    return {f.name: f for f in descriptor.fields} | {f.json_name: f for f in descriptor.fields}
+
+
+def _unknown(descriptor: Descriptor, key: str) -> NoReturn:
+    def takes(f: FieldDescriptor) -> bool:
+        return f.type != FieldDescriptor.TYPE_MESSAGE or _is_scalar_message(f)
+
+    accepted = [f.name for f in descriptor.fields if takes(f)]
+    accepted += [
+        f"{f.name}.{g.name}"
+        for f in descriptor.fields
+        if f.message_type is not None and not takes(f) and not f.is_repeated
+        for g in f.message_type.fields
+        if takes(g)
+    ]
+    raise BadRequest(f"unknown query parameter {key!r}; this route takes: {', '.join(accepted) or 'none'}")
 
 
 def _scalar(field: FieldDescriptor, key: str, text: str) -> Any:
@@ -124,7 +158,7 @@ def _scalar(field: FieldDescriptor, key: str, text: str) -> Any:
             return int(text)
         except ValueError:
             raise BadRequest(f"query parameter {key!r} must be an integer, not {text!r}") from None
-    return text  # strings, and durations ("1.5s") which json_format parses
+    return text  # strings, durations ("1.5s") and times (RFC 3339) which json_format parses
 
 
 def _enum_name(enum: EnumDescriptor, key: str, text: str) -> str:
@@ -138,8 +172,12 @@ def _enum_name(enum: EnumDescriptor, key: str, text: str) -> str:
     raise BadRequest(f"query parameter {key!r} must be one of {names}, not {text!r}")
 
 
-def _is_duration(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration"
+# Messages whose protobuf JSON is one string, so a query parameter can carry them.
+_SCALAR_MESSAGES = frozenset({"google.protobuf.Duration", "google.protobuf.Timestamp"})
+
+
+def _is_scalar_message(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.full_name in _SCALAR_MESSAGES
 
 
 _INTEGER_TYPES = {

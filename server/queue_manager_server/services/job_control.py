@@ -17,11 +17,13 @@ import grpc
 
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
-from queue_manager_server import convert, paging, validate
+from queue_manager_server import convert, filter_convert, paging, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.job_control import JobControl
+from queue_manager_server.engine.search import JobFilter, JobSearch
 from queue_manager_server.errors import InvalidArgument, JobNotFound
 from queue_manager_server.services.errors import streaming, unary
+from queue_manager_server.services.search import bulk_token
 from queue_manager_server.services.waiters import Follower, JobWaiters
 
 # A follower re-reads its job at least this often, in case a pub/sub event was lost.
@@ -49,6 +51,7 @@ class JobControlHandlers:
 
     engine: Engine
     control: JobControl
+    search: JobSearch
     waiters: JobWaiters
     max_payload: int
 
@@ -136,7 +139,13 @@ class JobControlHandlers:
                 "state",
                 validate.enum_problem(request.state, _RETRYABLE, types_pb2.JobState, "failed jobs"),
             )
-        return pb.RetryFailedJobsResponse(count=await self.control.retry_jobs(queue, state))
+        flt = filter_convert.job_filter(request.filter)
+        if flt is None and not request.limit and not request.page_token:  # the whole state, as ever
+            return pb.RetryFailedJobsResponse(count=await self.control.retry_jobs(queue, state))
+        limit = filter_convert.action_limit(request.limit)
+        position = paging.position(request.page_token, "r", "RetryFailedJobs")
+        acted = await self.search.retry_matching(queue, state, flt or JobFilter(), position, limit)
+        return pb.RetryFailedJobsResponse(count=acted.count, next_page_token=bulk_token("r", acted))
 
     @unary
     async def PromoteJob(

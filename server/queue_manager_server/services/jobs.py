@@ -12,13 +12,14 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
-from queue_manager_server import convert, paging, validate
+from queue_manager_server import convert, filter_convert, paging, validate
 from queue_manager_server.access import add_item_denials
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
+from queue_manager_server.engine.search import JobSearch
 from queue_manager_server.errors import InvalidArgument, PermissionDenied
 from queue_manager_server.services.adds import AddCoalescer, AddOutcome
 from queue_manager_server.services.errors import status_for, streaming, unary
@@ -71,6 +72,7 @@ class JobHandlers:
     control: JobControl
     bulk: BulkStreams
     adds: AddCoalescer
+    search: JobSearch
     max_payload: int
     # Bytes one AddBulk stream may carry (QM_MAX_BULK_BYTES; app.py sets it from the settings).
     max_bulk_bytes: int = 128 * 1024 * 1024
@@ -289,8 +291,17 @@ class JobHandlers:
         queue = validate.queue_name(request.queue_name)
         state = convert.state_name(request.state)
         size, offset = paging.page_request(request.page_size, request.page_token, "o", "ListJobs")
-        records, total = await self.engine.list_jobs(queue, state, offset, size)
+        flt = filter_convert.job_filter(request.filter)
         paused = state == "paused"
+        if flt is not None:  # a bounded read of the state (engine/search.py): the page may come back short
+            found = await self.search.list_matching(queue, state, flt, offset, size)
+            response = pb.ListJobsResponse(
+                jobs=[convert.job_out(r, paused) for r in found.records], total_size=found.total
+            )
+            if found.position is not None:
+                response.next_page_token = paging.next_token("o", found.position)
+            return response
+        records, total = await self.engine.list_jobs(queue, state, offset, size)
         response = pb.ListJobsResponse(jobs=[convert.job_out(r, paused) for r in records], total_size=total)
         if offset + size < total:
             response.next_page_token = paging.next_token("o", offset + size)

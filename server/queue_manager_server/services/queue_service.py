@@ -10,6 +10,7 @@ from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.job_events import JobEvents
 from queue_manager_server.engine.metrics import MetricsReader
 from queue_manager_server.engine.redrive import DeadLetters
+from queue_manager_server.engine.search import JobSearch
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.dead_letters import DeadLetterHandlers
@@ -20,6 +21,7 @@ from queue_manager_server.services.jobs import JobHandlers
 from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
 from queue_manager_server.services.queues import QueueAdmin
 from queue_manager_server.services.schedules import ScheduleHandlers
+from queue_manager_server.services.search import SearchHandlers
 from queue_manager_server.services.waiters import JobWaiters
 from queue_manager_server.services.workflows import WorkflowHandlers, Workflows
 
@@ -31,6 +33,7 @@ class QueueService(
     JobControlHandlers,
     CancelHandlers,
     DeadLetterHandlers,
+    SearchHandlers,
     ScheduleHandlers,
     WorkflowHandlers,
     MetricsHandlers,
@@ -48,6 +51,7 @@ class QueueService(
         self.control = JobControl(engine)
         self.groups = Groups(engine)
         self.dead_letters = DeadLetters(engine)
+        self.search = JobSearch(engine)
         # The WaitForJob calls this process serves; app.py hands it to the notifier.
         self.waiters = JobWaiters()
         # The WatchJobEvents calls this process serves; app.py sets their limits and hands them to the

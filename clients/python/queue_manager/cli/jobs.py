@@ -7,6 +7,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from queue_manager.cli import search
 from queue_manager.cli.common import (
     JOB_COLUMNS,
     MAX_DURATION_MS,
@@ -107,6 +108,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     option(listing, "--page-size", type=int, default=100, help="jobs per page, 1 to 1000")
     option(listing, "--page-token", default="", help="token of the page to read")
+    search.add_filter_options(listing)
     listing.set_defaults(command="jobs list", handler=_list)
     remove = jobs.add_parser("remove", help="remove a job that is not active")
     remove.add_argument("queue")
@@ -118,6 +120,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(cancel, "--reason", default="", help="why, kept with the job")
     cancel.set_defaults(command="jobs cancel", handler=_cancel)
     _register_control(jobs)
+    search.register(jobs)
 
 
 def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -154,9 +157,13 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
         "retry: edit and requeue (default: the job keeps its data)",
     )
     retry.set_defaults(command="jobs retry", handler=_retry)
-    retry_all = jobs.add_parser("retry-all", help="run every failed (or cancelled) job of a queue again")
+    retry_all = jobs.add_parser(
+        "retry-all",
+        help="run every failed (or cancelled) job of a queue again, or those the filter options match",
+    )
     retry_all.add_argument("queue")
     option(retry_all, "--state", default="failed", help="failed (default) or cancelled")
+    search.add_filter_options(retry_all)
     retry_all.set_defaults(command="jobs retry-all", handler=_retry_all)
     promote = jobs.add_parser("promote", help="make a delayed job waiting now")
     promote.add_argument("queue")
@@ -249,10 +256,15 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    """``qm jobs list``; with filter options, short pages are followed until the page is full (or the state
+    read to its end)."""
     if args.state is None:
         return _list_all(args)
+    if not 1 <= args.page_size <= 1000:
+        raise UsageError(f"--page-size must be 1 to 1000, got {args.page_size}")
+    given = search.filters(args)
     with client(args) as qm:
-        jobs, token = qm.list_jobs(args.queue, args.state, args.page_size, args.page_token)
+        jobs, token = search.gather(qm, args.queue, args.state, args.page_size, args.page_token, given)
     if args.output == "json":
         show(args, {"jobs": [plain(job) for job in jobs], "next_page_token": token})
     else:
@@ -274,10 +286,11 @@ def _list_all(args: argparse.Namespace) -> int:
         raise UsageError(f"--page-size must be 1 to 1000, got {args.page_size}")
     shown: list[dict[str, Any]] = []
     more: dict[str, str] = {}
+    given = search.filters(args)
     with client(args) as qm:
         for state in _ALL_STATES:
             room = args.page_size - len(shown)
-            page, token = qm.list_jobs(args.queue, state, max(room, 1))
+            page, token = search.gather(qm, args.queue, state, max(room, 1), "", given)
             if room <= 0:  # the page is full: only find out whether this state has jobs
                 if page:
                     more[state.value] = ""
@@ -363,6 +376,9 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _retry_all(args: argparse.Namespace) -> int:
+    given = search.filters(args)
+    if given:
+        return search.retry_matching(args, given)
     with client(args) as qm:
         count = qm.retry_failed(args.queue, args.state)
     show(args, {"queue": args.queue, "state": args.state, "retried": count})

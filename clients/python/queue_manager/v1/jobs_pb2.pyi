@@ -558,6 +558,7 @@ class ListJobsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     state: _types_pb2.JobState.ValueType
@@ -566,6 +567,13 @@ class ListJobsRequest(_message.Message):
     """Jobs per page, 1 to 1000; 0 means 100."""
     page_token: _builtins.str
     """Token from a previous response's next_page_token; empty for the first page."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
+        thousand jobs of the state, so a page may hold fewer than page_size jobs, or none, and still carry a
+        next_page_token: the listing is complete only when next_page_token is empty.
+        """
+
     def __init__(
         self,
         *,
@@ -573,10 +581,11 @@ class ListJobsRequest(_message.Message):
         state: _types_pb2.JobState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        filter: Global___JobFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -592,9 +601,9 @@ class ListJobsResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Token for the next page; empty on the last page."""
+    """Token for the next page; empty on the last page (with a filter: once the whole state was read)."""
     total_size: _builtins.int
-    """Number of jobs in this state when the page was read."""
+    """Number of jobs in this state when the page was read (all of them, whether they match the filter or not)."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Job]:
         """Jobs of this page: waiting by priority then age, delayed by run time, active by lease, finished newest first."""
@@ -901,25 +910,43 @@ Global___RetryJobResponse: _TypeAlias = RetryJobResponse  # noqa: Y015
 
 @_typing.final
 class RetryFailedJobsRequest(_message.Message):
-    """RetryFailedJobsRequest names the queue whose failed jobs run again."""
+    """RetryFailedJobsRequest names the queue whose failed jobs run again. With none of filter, limit and
+    page_token set, every failed (or cancelled) job runs again in one call. With any of them, the call is
+    bounded like RemoveJobs: it reads at most a few thousand jobs of the state, retries at most `limit` of
+    those that match, and answers a next_page_token to continue from.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     state: _types_pb2.JobState.ValueType
     """JOB_STATE_FAILED (the default when unset) or JOB_STATE_CANCELLED."""
+    limit: _builtins.int
+    """Most jobs retried by this call, 1 to 1000; 0 means 1000 (bounded calls only)."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token: continue from there."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """Only the jobs that match."""
+
     def __init__(
         self,
         *,
         queue_name: _builtins.str = ...,
         state: _types_pb2.JobState.ValueType = ...,
+        filter: Global___JobFilter | None = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "limit", b"limit", "page_token", b"page_token", "queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -932,16 +959,20 @@ class RetryFailedJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """Number of jobs moved back to waiting."""
+    next_page_token: _builtins.str
+    """Bounded calls: the token to send for the rest of the state; empty once the whole state was read."""
     def __init__(
         self,
         *,
         count: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1301,3 +1332,195 @@ class RescheduleJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RescheduleJobResponse: _TypeAlias = RescheduleJobResponse  # noqa: Y015
+
+@_typing.final
+class JobFilter(_message.Message):
+    """JobFilter selects jobs by what they are: a job matches when it matches every field set. Unset (empty)
+    fields match every job. Matching reads each job of the state (no index), a bounded number per call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Job name: exact ("send-email"), or a prefix when it ends with "*" ("send-*"); "*" only at the end."""
+    group: _builtins.str
+    """Fairness group (JobOptions.group), exact."""
+    tag: _builtins.str
+    """A tag the job's metadata holds (JobMetadata.tags), exact."""
+    correlation_id: _builtins.str
+    """The job's correlation id (JobMetadata.correlation_id), exact."""
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only jobs created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only jobs created before this time; must be after created_after when both are set."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        group: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        correlation_id: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "created_after", b"created_after", "created_before", b"created_before", "group", b"group", "name", b"name", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobFilter: _TypeAlias = JobFilter  # noqa: Y015
+
+@_typing.final
+class CancelJobsRequest(_message.Message):
+    """CancelJobsRequest cancels the jobs of one state that match a filter, a bounded number per call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    state: _types_pb2.JobState.ValueType
+    """JOB_STATE_WAITING, JOB_STATE_PAUSED, JOB_STATE_DELAYED or JOB_STATE_ACTIVE; required."""
+    limit: _builtins.int
+    """Most jobs cancelled (or asked to stop) by this call, 1 to 1000; 0 means 1000."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token: continue from there; empty to start."""
+    reason: _builtins.str
+    """Why, kept with each job (at most 1,000 characters)."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """Only the jobs that match (unset: every job of the state)."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        state: _types_pb2.JobState.ValueType = ...,
+        filter: Global___JobFilter | None = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "limit", b"limit", "page_token", b"page_token", "queue_name", b"queue_name", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobsRequest: _TypeAlias = CancelJobsRequest  # noqa: Y015
+
+@_typing.final
+class CancelJobsResponse(_message.Message):
+    """CancelJobsResponse tells what the call did and where to continue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    REQUESTED_COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Jobs cancelled at once (waiting, paused or delayed)."""
+    requested_count: _builtins.int
+    """Active jobs whose workers were told to stop them (they end cancelled when the run stops)."""
+    next_page_token: _builtins.str
+    """Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+    thousand jobs, so a call may cancel none and still answer a token.
+    """
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        requested_count: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "next_page_token", b"next_page_token", "requested_count", b"requested_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobsResponse: _TypeAlias = CancelJobsResponse  # noqa: Y015
+
+@_typing.final
+class RemoveJobsRequest(_message.Message):
+    """RemoveJobsRequest deletes the jobs of one state that match a filter, a bounded number per call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name."""
+    state: _types_pb2.JobState.ValueType
+    """Any state but JOB_STATE_ACTIVE (a running job is cancelled, not removed); required."""
+    limit: _builtins.int
+    """Most jobs removed by this call, 1 to 1000; 0 means 1000."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token: continue from there; empty to start."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """Only the jobs that match (unset: every job of the state)."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        state: _types_pb2.JobState.ValueType = ...,
+        filter: Global___JobFilter | None = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "limit", b"limit", "page_token", b"page_token", "queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveJobsRequest: _TypeAlias = RemoveJobsRequest  # noqa: Y015
+
+@_typing.final
+class RemoveJobsResponse(_message.Message):
+    """RemoveJobsResponse tells how many jobs were removed and where to continue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Jobs removed by this call."""
+    next_page_token: _builtins.str
+    """Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+    thousand jobs, so a call may remove none and still answer a token.
+    """
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveJobsResponse: _TypeAlias = RemoveJobsResponse  # noqa: Y015

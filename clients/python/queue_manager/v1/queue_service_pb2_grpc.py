@@ -254,6 +254,16 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowResponse.FromString,
                 _registered_method=True)
+        self.CancelJobs = channel.unary_unary(
+                '/queue_manager.v1.QueueService/CancelJobs',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobsResponse.FromString,
+                _registered_method=True)
+        self.RemoveJobs = channel.unary_unary(
+                '/queue_manager.v1.QueueService/RemoveJobs',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -582,6 +592,20 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJobs(self, request, context):
+        """Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveJobs(self, request, context):
+        """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -799,6 +823,16 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.RetryWorkflow,
                     request_deserializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowResponse.SerializeToString,
+            ),
+            'CancelJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJobs,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.CancelJobsResponse.SerializeToString,
+            ),
+            'RemoveJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveJobs,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1963,6 +1997,60 @@ class QueueService:
             '/queue_manager.v1.QueueService/RetryWorkflow',
             queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowRequest.SerializeToString,
             queue__manager_dot_v1_dot_workflows__pb2.RetryWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/CancelJobs',
+            queue__manager_dot_v1_dot_jobs__pb2.CancelJobsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.CancelJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/RemoveJobs',
+            queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

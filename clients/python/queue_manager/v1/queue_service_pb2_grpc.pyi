@@ -156,6 +156,10 @@ class QueueServiceStub:
     it, in one call. Each such step is started again and the steps skipped because of it are pending again;
     the run is running until they finish.
     """
+    CancelJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobsRequest, _jobs_pb2.CancelJobsResponse]
+    """Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
+    RemoveJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RemoveJobsRequest, _jobs_pb2.RemoveJobsResponse]
+    """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -281,6 +285,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     it, in one call. Each such step is started again and the steps skipped because of it are pending again;
     the run is running until they finish.
     """
+    CancelJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobsRequest, _jobs_pb2.CancelJobsResponse]  # type: ignore[assignment]
+    """Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
+    RemoveJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RemoveJobsRequest, _jobs_pb2.RemoveJobsResponse]  # type: ignore[assignment]
+    """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -661,5 +669,21 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         it, in one call. Each such step is started again and the steps skipped because of it are pending again;
         the run is running until they finish.
         """
+
+    @_abc_1.abstractmethod
+    def CancelJobs(
+        self,
+        request: _jobs_pb2.CancelJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.CancelJobsResponse, _abc.Awaitable[_jobs_pb2.CancelJobsResponse]]:
+        """Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
+
+    @_abc_1.abstractmethod
+    def RemoveJobs(
+        self,
+        request: _jobs_pb2.RemoveJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RemoveJobsResponse, _abc.Awaitable[_jobs_pb2.RemoveJobsResponse]]:
+        """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1033,7 +1033,11 @@ type ListJobsRequest struct {
 	// Jobs per page, 1 to 1000; 0 means 100.
 	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token; empty for the first page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
+	// thousand jobs of the state, so a page may hold fewer than page_size jobs, or none, and still carry a
+	// next_page_token: the listing is complete only when next_page_token is empty.
+	Filter        *JobFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1096,14 +1100,21 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
 // ListJobsResponse is a page of jobs.
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Jobs of this page: waiting by priority then age, delayed by run time, active by lease, finished newest first.
 	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
-	// Token for the next page; empty on the last page.
+	// Token for the next page; empty on the last page (with a filter: once the whole state was read).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	// Number of jobs in this state when the page was read.
+	// Number of jobs in this state when the page was read (all of them, whether they match the filter or not).
 	TotalSize     uint64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1731,13 +1742,22 @@ func (x *RetryJobResponse) GetJob() *Job {
 	return nil
 }
 
-// RetryFailedJobsRequest names the queue whose failed jobs run again.
+// RetryFailedJobsRequest names the queue whose failed jobs run again. With none of filter, limit and
+// page_token set, every failed (or cancelled) job runs again in one call. With any of them, the call is
+// bounded like RemoveJobs: it reads at most a few thousand jobs of the state, retries at most `limit` of
+// those that match, and answers a next_page_token to continue from.
 type RetryFailedJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queue name.
 	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
 	// JOB_STATE_FAILED (the default when unset) or JOB_STATE_CANCELLED.
-	State         JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Only the jobs that match.
+	Filter *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Most jobs retried by this call, 1 to 1000; 0 means 1000 (bounded calls only).
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Token from a previous response's next_page_token: continue from there.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1786,11 +1806,34 @@ func (x *RetryFailedJobsRequest) GetState() JobState {
 	return JobState_JOB_STATE_UNSPECIFIED
 }
 
+func (x *RetryFailedJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *RetryFailedJobsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RetryFailedJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // RetryFailedJobsResponse tells how many jobs run again.
 type RetryFailedJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Number of jobs moved back to waiting.
-	Count         uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Bounded calls: the token to send for the rest of the state; empty once the whole state was read.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1830,6 +1873,13 @@ func (x *RetryFailedJobsResponse) GetCount() uint64 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *RetryFailedJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // PromoteJobRequest names a delayed job.
@@ -2547,6 +2597,392 @@ func (x *RescheduleJobResponse) GetJob() *Job {
 	return nil
 }
 
+// JobFilter selects jobs by what they are: a job matches when it matches every field set. Unset (empty)
+// fields match every job. Matching reads each job of the state (no index), a bounded number per call.
+type JobFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Job name: exact ("send-email"), or a prefix when it ends with "*" ("send-*"); "*" only at the end.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Fairness group (JobOptions.group), exact.
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// A tag the job's metadata holds (JobMetadata.tags), exact.
+	Tag string `protobuf:"bytes,3,opt,name=tag,proto3" json:"tag,omitempty"`
+	// The job's correlation id (JobMetadata.correlation_id), exact.
+	CorrelationId string `protobuf:"bytes,4,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// Only jobs created at or after this time.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// Only jobs created before this time; must be after created_after when both are set.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobFilter) Reset() {
+	*x = JobFilter{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobFilter) ProtoMessage() {}
+
+func (x *JobFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobFilter.ProtoReflect.Descriptor instead.
+func (*JobFilter) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *JobFilter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobFilter) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *JobFilter) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *JobFilter) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *JobFilter) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *JobFilter) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+// CancelJobsRequest cancels the jobs of one state that match a filter, a bounded number per call.
+type CancelJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// JOB_STATE_WAITING, JOB_STATE_PAUSED, JOB_STATE_DELAYED or JOB_STATE_ACTIVE; required.
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Only the jobs that match (unset: every job of the state).
+	Filter *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Most jobs cancelled (or asked to stop) by this call, 1 to 1000; 0 means 1000.
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Token from a previous response's next_page_token: continue from there; empty to start.
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Why, kept with each job (at most 1,000 characters).
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobsRequest) Reset() {
+	*x = CancelJobsRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobsRequest) ProtoMessage() {}
+
+func (x *CancelJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobsRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CancelJobsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *CancelJobsRequest) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *CancelJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *CancelJobsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *CancelJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *CancelJobsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelJobsResponse tells what the call did and where to continue.
+type CancelJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs cancelled at once (waiting, paused or delayed).
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Active jobs whose workers were told to stop them (they end cancelled when the run stops).
+	RequestedCount uint64 `protobuf:"varint,2,opt,name=requested_count,json=requestedCount,proto3" json:"requested_count,omitempty"`
+	// Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+	// thousand jobs, so a call may cancel none and still answer a token.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobsResponse) Reset() {
+	*x = CancelJobsResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobsResponse) ProtoMessage() {}
+
+func (x *CancelJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobsResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CancelJobsResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *CancelJobsResponse) GetRequestedCount() uint64 {
+	if x != nil {
+		return x.RequestedCount
+	}
+	return 0
+}
+
+func (x *CancelJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RemoveJobsRequest deletes the jobs of one state that match a filter, a bounded number per call.
+type RemoveJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Any state but JOB_STATE_ACTIVE (a running job is cancelled, not removed); required.
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Only the jobs that match (unset: every job of the state).
+	Filter *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Most jobs removed by this call, 1 to 1000; 0 means 1000.
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Token from a previous response's next_page_token: continue from there; empty to start.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveJobsRequest) Reset() {
+	*x = RemoveJobsRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveJobsRequest) ProtoMessage() {}
+
+func (x *RemoveJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveJobsRequest.ProtoReflect.Descriptor instead.
+func (*RemoveJobsRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RemoveJobsRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *RemoveJobsRequest) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *RemoveJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *RemoveJobsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RemoveJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// RemoveJobsResponse tells how many jobs were removed and where to continue.
+type RemoveJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs removed by this call.
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+	// thousand jobs, so a call may remove none and still answer a token.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveJobsResponse) Reset() {
+	*x = RemoveJobsResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveJobsResponse) ProtoMessage() {}
+
+func (x *RemoveJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveJobsResponse.ProtoReflect.Descriptor instead.
+func (*RemoveJobsResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RemoveJobsResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RemoveJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_queue_manager_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_jobs_proto_rawDesc = "" +
@@ -2602,14 +3038,15 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"9\n" +
 	"\x0eGetJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\x9e\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xd3\x01\n" +
 	"\x0fListJobsRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"\x84\x01\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x123\n" +
+	"\x06filter\x18\x05 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\"\x84\x01\n" +
 	"\x10ListJobsResponse\x12)\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x15.queue_manager.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
@@ -2653,13 +3090,18 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12-\n" +
 	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\";\n" +
 	"\x10RetryJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"i\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xd3\x01\n" +
 	"\x16RetryFailedJobsRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\"/\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"W\n" +
 	"\x17RetryFailedJobsResponse\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\x04R\x05count\"I\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
 	"\x11PromoteJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -2708,7 +3150,38 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\x05delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\x05delayB\x06\n" +
 	"\x04when\"@\n" +
 	"\x15RescheduleJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job*\x80\x03\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xf2\x01\n" +
+	"\tJobFilter\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x10\n" +
+	"\x03tag\x18\x03 \x01(\tR\x03tag\x12%\n" +
+	"\x0ecorrelation_id\x18\x04 \x01(\tR\rcorrelationId\x12?\n" +
+	"\rcreated_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\"\xe6\x01\n" +
+	"\x11CancelJobsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"{\n" +
+	"\x12CancelJobsResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12'\n" +
+	"\x0frequested_count\x18\x02 \x01(\x04R\x0erequestedCount\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xce\x01\n" +
+	"\x11RemoveJobsRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"R\n" +
+	"\x12RemoveJobsResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x80\x03\n" +
 	"\fJobEventType\x12\x1e\n" +
 	"\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14JOB_EVENT_TYPE_ADDED\x10\x01\x12\x1a\n" +
@@ -2745,7 +3218,7 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(JobEventType)(0),                 // 0: queue_manager.v1.JobEventType
 	(AddDisposition)(0),               // 1: queue_manager.v1.AddDisposition
@@ -2788,20 +3261,25 @@ var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*WatchJobEventsResponse)(nil),    // 38: queue_manager.v1.WatchJobEventsResponse
 	(*RescheduleJobRequest)(nil),      // 39: queue_manager.v1.RescheduleJobRequest
 	(*RescheduleJobResponse)(nil),     // 40: queue_manager.v1.RescheduleJobResponse
-	(*Payload)(nil),                   // 41: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 42: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 43: queue_manager.v1.Job
-	(JobState)(0),                     // 44: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 45: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 46: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
-	(JobPriority)(0),                  // 48: queue_manager.v1.JobPriority
+	(*JobFilter)(nil),                 // 41: queue_manager.v1.JobFilter
+	(*CancelJobsRequest)(nil),         // 42: queue_manager.v1.CancelJobsRequest
+	(*CancelJobsResponse)(nil),        // 43: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsRequest)(nil),         // 44: queue_manager.v1.RemoveJobsRequest
+	(*RemoveJobsResponse)(nil),        // 45: queue_manager.v1.RemoveJobsResponse
+	(*Payload)(nil),                   // 46: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 47: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 48: queue_manager.v1.Job
+	(JobState)(0),                     // 49: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 50: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 51: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 52: google.protobuf.Duration
+	(JobPriority)(0),                  // 53: queue_manager.v1.JobPriority
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	41, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	42, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	46, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	47, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
 	2,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	43, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	48, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
 	1,  // 4: queue_manager.v1.AddJobResponse.disposition:type_name -> queue_manager.v1.AddDisposition
 	3,  // 5: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
 	9,  // 6: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
@@ -2810,38 +3288,46 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	4,  // 9: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
 	11, // 10: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
 	10, // 11: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	44, // 12: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	45, // 13: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	49, // 12: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	50, // 13: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
 	2,  // 14: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	43, // 15: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	44, // 16: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
-	43, // 17: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	44, // 18: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	46, // 19: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	47, // 20: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	43, // 21: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	43, // 22: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	41, // 23: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
-	43, // 24: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	44, // 25: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
-	43, // 26: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	41, // 27: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	43, // 28: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	48, // 29: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	43, // 30: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
-	0,  // 31: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
-	45, // 32: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	45, // 33: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
-	0,  // 34: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
-	36, // 35: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
-	45, // 36: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
-	47, // 37: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
-	43, // 38: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	48, // 15: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	49, // 16: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	41, // 17: queue_manager.v1.ListJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	48, // 18: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	49, // 19: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	51, // 20: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	52, // 21: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	48, // 22: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	48, // 23: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	46, // 24: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
+	48, // 25: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	49, // 26: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	41, // 27: queue_manager.v1.RetryFailedJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	48, // 28: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	46, // 29: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	48, // 30: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	53, // 31: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	48, // 32: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	0,  // 33: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
+	50, // 34: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	50, // 35: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
+	0,  // 36: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
+	36, // 37: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
+	50, // 38: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
+	52, // 39: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
+	48, // 40: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
+	50, // 41: queue_manager.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	50, // 42: queue_manager.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	49, // 43: queue_manager.v1.CancelJobsRequest.state:type_name -> queue_manager.v1.JobState
+	41, // 44: queue_manager.v1.CancelJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	49, // 45: queue_manager.v1.RemoveJobsRequest.state:type_name -> queue_manager.v1.JobState
+	41, // 46: queue_manager.v1.RemoveJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -2865,7 +3351,7 @@ func file_queue_manager_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

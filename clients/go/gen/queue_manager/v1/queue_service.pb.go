@@ -1760,7 +1760,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\tunchanged\x18\x05 \x01(\x04R\tunchanged\"<\n" +
 	"\vRedriveSkip\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason2\xd6\x1f\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason2\x88!\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -1813,7 +1813,11 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x0eWatchJobEvents\x12'.queue_manager.v1.WatchJobEventsRequest\x1a(.queue_manager.v1.WatchJobEventsResponse0\x01\x12`\n" +
 	"\rRescheduleJob\x12&.queue_manager.v1.RescheduleJobRequest\x1a'.queue_manager.v1.RescheduleJobResponse\x12o\n" +
 	"\x12RedriveDeadLetters\x12+.queue_manager.v1.RedriveDeadLettersRequest\x1a,.queue_manager.v1.RedriveDeadLettersResponse\x12`\n" +
-	"\rRetryWorkflow\x12&.queue_manager.v1.RetryWorkflowRequest\x1a'.queue_manager.v1.RetryWorkflowResponseB\xde\x01\n" +
+	"\rRetryWorkflow\x12&.queue_manager.v1.RetryWorkflowRequest\x1a'.queue_manager.v1.RetryWorkflowResponse\x12W\n" +
+	"\n" +
+	"CancelJobs\x12#.queue_manager.v1.CancelJobsRequest\x1a$.queue_manager.v1.CancelJobsResponse\x12W\n" +
+	"\n" +
+	"RemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1896,35 +1900,39 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*WatchJobEventsRequest)(nil),      // 63: queue_manager.v1.WatchJobEventsRequest
 	(*RescheduleJobRequest)(nil),       // 64: queue_manager.v1.RescheduleJobRequest
 	(*RetryWorkflowRequest)(nil),       // 65: queue_manager.v1.RetryWorkflowRequest
-	(*GetAllMetricsResponse)(nil),      // 66: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 67: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 68: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 69: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 70: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 71: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 72: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 73: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 74: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 75: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 76: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 77: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 78: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 79: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 80: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 81: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 82: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 83: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 84: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 85: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 86: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 87: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 88: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 89: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 90: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 91: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 92: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 93: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 94: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsRequest)(nil),          // 66: queue_manager.v1.CancelJobsRequest
+	(*RemoveJobsRequest)(nil),          // 67: queue_manager.v1.RemoveJobsRequest
+	(*GetAllMetricsResponse)(nil),      // 68: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 69: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 70: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 71: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 72: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 73: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 74: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 75: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 76: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 77: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 78: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 79: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 80: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 81: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 82: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 83: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 84: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 85: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 86: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 87: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 88: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 89: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 90: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 91: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 92: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 93: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 94: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 95: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 96: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 97: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 98: queue_manager.v1.RemoveJobsResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	30, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -1986,51 +1994,55 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	64, // 56: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
 	26, // 57: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
 	65, // 58: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
-	1,  // 59: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 60: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 61: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 62: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 63: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 64: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 65: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	23, // 66: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	15, // 67: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	17, // 68: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	19, // 69: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	21, // 70: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	25, // 71: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	66, // 72: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	67, // 73: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	68, // 74: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	69, // 75: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	70, // 76: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	71, // 77: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	72, // 78: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	73, // 79: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	74, // 80: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	75, // 81: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	76, // 82: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	77, // 83: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	78, // 84: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	79, // 85: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	80, // 86: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	81, // 87: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	82, // 88: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	83, // 89: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	84, // 90: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	85, // 91: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	86, // 92: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	87, // 93: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	88, // 94: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	89, // 95: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	90, // 96: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	91, // 97: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	92, // 98: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	93, // 99: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	27, // 100: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	94, // 101: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	59, // [59:102] is the sub-list for method output_type
-	16, // [16:59] is the sub-list for method input_type
+	66, // 59: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
+	67, // 60: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
+	1,  // 61: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	3,  // 62: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	5,  // 63: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	7,  // 64: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	9,  // 65: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	11, // 66: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	13, // 67: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	23, // 68: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	15, // 69: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	17, // 70: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	19, // 71: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	21, // 72: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	25, // 73: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	68, // 74: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	69, // 75: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	70, // 76: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	71, // 77: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	72, // 78: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	73, // 79: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	74, // 80: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	75, // 81: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	76, // 82: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	77, // 83: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	78, // 84: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	79, // 85: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	80, // 86: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	81, // 87: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	82, // 88: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	83, // 89: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	84, // 90: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	85, // 91: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	86, // 92: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	87, // 93: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	88, // 94: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	89, // 95: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	90, // 96: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	91, // 97: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	92, // 98: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	93, // 99: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	94, // 100: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	95, // 101: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	27, // 102: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	96, // 103: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	97, // 104: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	98, // 105: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	61, // [61:106] is the sub-list for method output_type
+	16, // [16:61] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name

@@ -62,6 +62,8 @@ const (
 	QueueService_RescheduleJob_FullMethodName      = "/queue_manager.v1.QueueService/RescheduleJob"
 	QueueService_RedriveDeadLetters_FullMethodName = "/queue_manager.v1.QueueService/RedriveDeadLetters"
 	QueueService_RetryWorkflow_FullMethodName      = "/queue_manager.v1.QueueService/RetryWorkflow"
+	QueueService_CancelJobs_FullMethodName         = "/queue_manager.v1.QueueService/CancelJobs"
+	QueueService_RemoveJobs_FullMethodName         = "/queue_manager.v1.QueueService/RemoveJobs"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -177,6 +179,10 @@ type QueueServiceClient interface {
 	// it, in one call. Each such step is started again and the steps skipped because of it are pending again;
 	// the run is running until they finish.
 	RetryWorkflow(ctx context.Context, in *RetryWorkflowRequest, opts ...grpc.CallOption) (*RetryWorkflowResponse, error)
+	// Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error)
+	// Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	RemoveJobs(ctx context.Context, in *RemoveJobsRequest, opts ...grpc.CallOption) (*RemoveJobsResponse, error)
 }
 
 type queueServiceClient struct {
@@ -650,6 +656,26 @@ func (c *queueServiceClient) RetryWorkflow(ctx context.Context, in *RetryWorkflo
 	return out, nil
 }
 
+func (c *queueServiceClient) CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_CancelJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) RemoveJobs(ctx context.Context, in *RemoveJobsRequest, opts ...grpc.CallOption) (*RemoveJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_RemoveJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -763,6 +789,10 @@ type QueueServiceServer interface {
 	// it, in one call. Each such step is started again and the steps skipped because of it are pending again;
 	// the run is running until they finish.
 	RetryWorkflow(context.Context, *RetryWorkflowRequest) (*RetryWorkflowResponse, error)
+	// Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error)
+	// Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
+	RemoveJobs(context.Context, *RemoveJobsRequest) (*RemoveJobsResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -901,6 +931,12 @@ func (UnimplementedQueueServiceServer) RedriveDeadLetters(context.Context, *Redr
 }
 func (UnimplementedQueueServiceServer) RetryWorkflow(context.Context, *RetryWorkflowRequest) (*RetryWorkflowResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetryWorkflow not implemented")
+}
+func (UnimplementedQueueServiceServer) CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) RemoveJobs(context.Context, *RemoveJobsRequest) (*RemoveJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveJobs not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1654,6 +1690,42 @@ func _QueueService_RetryWorkflow_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_CancelJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).CancelJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_CancelJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).CancelJobs(ctx, req.(*CancelJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_RemoveJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RemoveJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RemoveJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RemoveJobs(ctx, req.(*RemoveJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1812,6 +1884,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RetryWorkflow",
 			Handler:    _QueueService_RetryWorkflow_Handler,
+		},
+		{
+			MethodName: "CancelJobs",
+			Handler:    _QueueService_CancelJobs_Handler,
+		},
+		{
+			MethodName: "RemoveJobs",
+			Handler:    _QueueService_RemoveJobs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/jobs.proto.
  */
 export const file_queue_manager_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJ8Cg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIEjUKC2Rpc3Bvc2l0aW9uGAMgASgOMiAucXVldWVfbWFuYWdlci52MS5BZGREaXNwb3NpdGlvbiJEChJBZGRKb2JCYXRjaFJlcXVlc3QSLgoFaXRlbXMYASADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QiSAoTQWRkSm9iQmF0Y2hSZXNwb25zZRIxCghvdXRjb21lcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iT3V0Y29tZSJmChNBZGRKb2JTdHJlYW1SZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgEEi4KBWl0ZW1zGAIgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXF1ZXN0Eg0KBWJyaWVmGAMgASgIIlsKFEFkZEpvYlN0cmVhbVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgEEjEKCG91dGNvbWVzGAIgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lIqwBCg1BZGRKb2JPdXRjb21lEjEKBWFkZGVkGAEgASgLMiAucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXNwb25zZUgAEiwKBWVycm9yGAIgASgLMhsucXVldWVfbWFuYWdlci52MS5DYWxsRXJyb3JIABIvCgdjcmVhdGVkGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5DcmVhdGVkSm9iSABCCQoHb3V0Y29tZSJ0CgpDcmVhdGVkSm9iEgoKAmlkGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoJQ2FsbEVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSJMCg5BZGRCdWxrUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEiYKBGpvYnMYAiADKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJRCg9BZGRCdWxrUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoCRIVCg1jcmVhdGVkX2NvdW50GAIgASgEEhYKDnJlcGxhY2VkX2NvdW50GAMgASgEIjMKDUdldEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiNAoOR2V0Sm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IidwoPTGlzdEpvYnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSKQoFc3RhdGUYAiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJImQKEExpc3RKb2JzUmVzcG9uc2USIwoEam9icxgBIAMoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgEIjYKEFJlbW92ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiRwoRUmVtb3ZlSm9iUmVzcG9uc2USMgoOcHJldmlvdXNfc3RhdGUYASABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlIl4KEUdldEpvYkxvZ3NSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIm4KEkdldEpvYkxvZ3NSZXNwb25zZRIrCgVsaW5lcxgBIAMoCzIcLnF1ZXVlX21hbmFnZXIudjEuSm9iTG9nTGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBCJjChFXYWl0Rm9ySm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIqCgd0aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjgKEldhaXRGb3JKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJGChBDYW5jZWxKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSI3ChFDYW5jZWxKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiJeCg9SZXRyeUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSJwoEZGF0YRgDIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZCI2ChBSZXRyeUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIlcKFlJldHJ5RmFpbGVkSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUiKAoXUmV0cnlGYWlsZWRKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQiNwoRUHJvbW90ZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiOAoSUHJvbW90ZUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIngKFFVwZGF0ZUpvYkRhdGFSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEicKBGRhdGEYAyABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSEwoLbGVhc2VfdG9rZW4YBCABKAkiOwoVVXBkYXRlSm9iRGF0YVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIm8KGENoYW5nZUpvYlByaW9yaXR5UmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIvCghwcmlvcml0eRgDIAEoDjIdLnF1ZXVlX21hbmFnZXIudjEuSm9iUHJpb3JpdHkiPwoZQ2hhbmdlSm9iUHJpb3JpdHlSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiL+AQoISm9iRXZlbnQSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEAoIam9iX25hbWUYAyABKAkSLAoEdHlwZRgEIAEoDjIeLnF1ZXVlX21hbmFnZXIudjEuSm9iRXZlbnRUeXBlEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2F0dGVtcHQYBiABKAUSFQoNZmFpbGVkX3JlYXNvbhgHIAEoCRIQCghwcm9ncmVzcxgIIAEoCRIqCgZydW5fYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIm0KFVdhdGNoSm9iRXZlbnRzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEi0KBXR5cGVzGAIgAygOMh4ucXVldWVfbWFuYWdlci52MS5Kb2JFdmVudFR5cGUSEQoJam9iX25hbWVzGAMgAygJIkQKFldhdGNoSm9iRXZlbnRzUmVzcG9uc2USKgoGZXZlbnRzGAEgAygLMhoucXVldWVfbWFuYWdlci52MS5Kb2JFdmVudCKeAQoUUmVzY2hlZHVsZUpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSLgoIcnVuX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASKgoFZGVsYXkYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25IAEIGCgR3aGVuIjsKFVJlc2NoZWR1bGVKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiqAAwoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGAoUSk9CX0VWRU5UX1RZUEVfQURERUQQARIaChZKT0JfRVZFTlRfVFlQRV9XQUlUSU5HEAISGQoVSk9CX0VWRU5UX1RZUEVfQUNUSVZFEAMSGwoXSk9CX0VWRU5UX1RZUEVfUFJPR1JFU1MQBBIcChhKT0JfRVZFTlRfVFlQRV9DT01QTEVURUQQBRIZChVKT0JfRVZFTlRfVFlQRV9GQUlMRUQQBhIbChdKT0JfRVZFTlRfVFlQRV9SRVRSWUlORxAHEhoKFkpPQl9FVkVOVF9UWVBFX0RFTEFZRUQQCBIaChZKT0JfRVZFTlRfVFlQRV9TVEFMTEVEEAkSHAoYSk9CX0VWRU5UX1RZUEVfQ0FOQ0VMTEVEEAoSGgoWSk9CX0VWRU5UX1RZUEVfUkVNT1ZFRBALEhoKFkpPQl9FVkVOVF9UWVBFX0VYUElSRUQQDCqsAQoOQWRkRGlzcG9zaXRpb24SHwobQUREX0RJU1BPU0lUSU9OX1VOU1BFQ0lGSUVEEAASGwoXQUREX0RJU1BPU0lUSU9OX0NSRUFURUQQARIcChhBRERfRElTUE9TSVRJT05fRVhJU1RJTkcQAhIgChxBRERfRElTUE9TSVRJT05fREVEVVBMSUNBVEVEEAMSHAoYQUREX0RJU1BPU0lUSU9OX1JFUExBQ0VEEARiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("ChtxdWV1ZV9tYW5hZ2VyL3YxL2pvYnMucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEibgoGTmV3Sm9iEgwKBG5hbWUYASABKAkSJwoEZGF0YRgCIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBItCgdvcHRpb25zGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5Kb2JPcHRpb25zIkoKDUFkZEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIlCgNqb2IYAiABKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJ8Cg5BZGRKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIPCgdjcmVhdGVkGAIgASgIEjUKC2Rpc3Bvc2l0aW9uGAMgASgOMiAucXVldWVfbWFuYWdlci52MS5BZGREaXNwb3NpdGlvbiJEChJBZGRKb2JCYXRjaFJlcXVlc3QSLgoFaXRlbXMYASADKAsyHy5xdWV1ZV9tYW5hZ2VyLnYxLkFkZEpvYlJlcXVlc3QiSAoTQWRkSm9iQmF0Y2hSZXNwb25zZRIxCghvdXRjb21lcxgBIAMoCzIfLnF1ZXVlX21hbmFnZXIudjEuQWRkSm9iT3V0Y29tZSJmChNBZGRKb2JTdHJlYW1SZXF1ZXN0EhAKCGJhdGNoX2lkGAEgASgEEi4KBWl0ZW1zGAIgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXF1ZXN0Eg0KBWJyaWVmGAMgASgIIlsKFEFkZEpvYlN0cmVhbVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgEEjEKCG91dGNvbWVzGAIgAygLMh8ucXVldWVfbWFuYWdlci52MS5BZGRKb2JPdXRjb21lIqwBCg1BZGRKb2JPdXRjb21lEjEKBWFkZGVkGAEgASgLMiAucXVldWVfbWFuYWdlci52MS5BZGRKb2JSZXNwb25zZUgAEiwKBWVycm9yGAIgASgLMhsucXVldWVfbWFuYWdlci52MS5DYWxsRXJyb3JIABIvCgdjcmVhdGVkGAMgASgLMhwucXVldWVfbWFuYWdlci52MS5DcmVhdGVkSm9iSABCCQoHb3V0Y29tZSJ0CgpDcmVhdGVkSm9iEgoKAmlkGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoJQ2FsbEVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSJMCg5BZGRCdWxrUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEiYKBGpvYnMYAiADKAsyGC5xdWV1ZV9tYW5hZ2VyLnYxLk5ld0pvYiJRCg9BZGRCdWxrUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoCRIVCg1jcmVhdGVkX2NvdW50GAIgASgEEhYKDnJlcGxhY2VkX2NvdW50GAMgASgEIjMKDUdldEpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkiNAoOR2V0Sm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IipAEKD0xpc3RKb2JzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIrCgZmaWx0ZXIYBSABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkZpbHRlciJkChBMaXN0Sm9ic1Jlc3BvbnNlEiMKBGpvYnMYASADKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBCI2ChBSZW1vdmVKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJIkcKEVJlbW92ZUpvYlJlc3BvbnNlEjIKDnByZXZpb3VzX3N0YXRlGAEgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZSJeChFHZXRKb2JMb2dzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJuChJHZXRKb2JMb2dzUmVzcG9uc2USKwoFbGluZXMYASADKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkxvZ0xpbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAQiYwoRV2FpdEZvckpvYlJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI4ChJXYWl0Rm9ySm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IiRgoQQ2FuY2VsSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiNwoRQ2FuY2VsSm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IiXgoPUmV0cnlKb2JSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEicKBGRhdGEYAyABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQiNgoQUmV0cnlKb2JSZXNwb25zZRIiCgNqb2IYASABKAsyFS5xdWV1ZV9tYW5hZ2VyLnYxLkpvYiKnAQoWUmV0cnlGYWlsZWRKb2JzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIrCgZmaWx0ZXIYAyABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkZpbHRlchINCgVsaW1pdBgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIkEKF1JldHJ5RmFpbGVkSm9ic1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChFQcm9tb3RlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCSI4ChJQcm9tb3RlSm9iUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IieAoUVXBkYXRlSm9iRGF0YVJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSJwoEZGF0YRgDIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBITCgtsZWFzZV90b2tlbhgEIAEoCSI7ChVVcGRhdGVKb2JEYXRhUmVzcG9uc2USIgoDam9iGAEgASgLMhUucXVldWVfbWFuYWdlci52MS5Kb2IibwoYQ2hhbmdlSm9iUHJpb3JpdHlSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEi8KCHByaW9yaXR5GAMgASgOMh0ucXVldWVfbWFuYWdlci52MS5Kb2JQcmlvcml0eSI/ChlDaGFuZ2VKb2JQcmlvcml0eVJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIv4BCghKb2JFdmVudBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIQCghqb2JfbmFtZRgDIAEoCRIsCgR0eXBlGAQgASgOMh4ucXVldWVfbWFuYWdlci52MS5Kb2JFdmVudFR5cGUSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHYXR0ZW1wdBgGIAEoBRIVCg1mYWlsZWRfcmVhc29uGAcgASgJEhAKCHByb2dyZXNzGAggASgJEioKBnJ1bl9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibQoVV2F0Y2hKb2JFdmVudHNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSLQoFdHlwZXMYAiADKA4yHi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkV2ZW50VHlwZRIRCglqb2JfbmFtZXMYAyADKAkiRAoWV2F0Y2hKb2JFdmVudHNSZXNwb25zZRIqCgZldmVudHMYASADKAsyGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkV2ZW50Ip4BChRSZXNjaGVkdWxlSm9iUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEg4KBmpvYl9pZBgCIAEoCRIuCghydW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABIqCgVkZWxheRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkgAQgYKBHdoZW4iOwoVUmVzY2hlZHVsZUpvYlJlc3BvbnNlEiIKA2pvYhgBIAEoCzIVLnF1ZXVlX21hbmFnZXIudjEuSm9iIrQBCglKb2JGaWx0ZXISDAoEbmFtZRgBIAEoCRINCgVncm91cBgCIAEoCRILCgN0YWcYAyABKAkSFgoOY29ycmVsYXRpb25faWQYBCABKAkSMQoNY3JlYXRlZF9hZnRlchgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrIBChFDYW5jZWxKb2JzUmVxdWVzdBISCgpxdWV1ZV9uYW1lGAEgASgJEikKBXN0YXRlGAIgASgOMhoucXVldWVfbWFuYWdlci52MS5Kb2JTdGF0ZRIrCgZmaWx0ZXIYAyABKAsyGy5xdWV1ZV9tYW5hZ2VyLnYxLkpvYkZpbHRlchINCgVsaW1pdBgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBnJlYXNvbhgGIAEoCSJVChJDYW5jZWxKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQSFwoPcmVxdWVzdGVkX2NvdW50GAIgASgEEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSKiAQoRUmVtb3ZlSm9ic1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIpCgVzdGF0ZRgCIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSKwoGZmlsdGVyGAMgASgLMhsucXVldWVfbWFuYWdlci52MS5Kb2JGaWx0ZXISDQoFbGltaXQYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCSI8ChJSZW1vdmVKb2JzUmVzcG9uc2USDQoFY291bnQYASABKAQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKoADCgxKb2JFdmVudFR5cGUSHgoaSk9CX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIYChRKT0JfRVZFTlRfVFlQRV9BRERFRBABEhoKFkpPQl9FVkVOVF9UWVBFX1dBSVRJTkcQAhIZChVKT0JfRVZFTlRfVFlQRV9BQ1RJVkUQAxIbChdKT0JfRVZFTlRfVFlQRV9QUk9HUkVTUxAEEhwKGEpPQl9FVkVOVF9UWVBFX0NPTVBMRVRFRBAFEhkKFUpPQl9FVkVOVF9UWVBFX0ZBSUxFRBAGEhsKF0pPQl9FVkVOVF9UWVBFX1JFVFJZSU5HEAcSGgoWSk9CX0VWRU5UX1RZUEVfREVMQVlFRBAIEhoKFkpPQl9FVkVOVF9UWVBFX1NUQUxMRUQQCRIcChhKT0JfRVZFTlRfVFlQRV9DQU5DRUxMRUQQChIaChZKT0JfRVZFTlRfVFlQRV9SRU1PVkVEEAsSGgoWSk9CX0VWRU5UX1RZUEVfRVhQSVJFRBAMKqwBCg5BZGREaXNwb3NpdGlvbhIfChtBRERfRElTUE9TSVRJT05fVU5TUEVDSUZJRUQQABIbChdBRERfRElTUE9TSVRJT05fQ1JFQVRFRBABEhwKGEFERF9ESVNQT1NJVElPTl9FWElTVElORxACEiAKHEFERF9ESVNQT1NJVElPTl9ERURVUExJQ0FURUQQAxIcChhBRERfRElTUE9TSVRJT05fUkVQTEFDRUQQBGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
 
 /**
  * NewJob describes a job to add.
@@ -478,6 +478,15 @@ export type ListJobsRequest = Message<"queue_manager.v1.ListJobsRequest"> & {
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
+
+  /**
+   * Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
+   * thousand jobs of the state, so a page may hold fewer than page_size jobs, or none, and still carry a
+   * next_page_token: the listing is complete only when next_page_token is empty.
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 5;
+   */
+  filter?: JobFilter | undefined;
 };
 
 /**
@@ -501,14 +510,14 @@ export type ListJobsResponse = Message<"queue_manager.v1.ListJobsResponse"> & {
   jobs: Job[];
 
   /**
-   * Token for the next page; empty on the last page.
+   * Token for the next page; empty on the last page (with a filter: once the whole state was read).
    *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
 
   /**
-   * Number of jobs in this state when the page was read.
+   * Number of jobs in this state when the page was read (all of them, whether they match the filter or not).
    *
    * @generated from field: uint64 total_size = 3;
    */
@@ -820,7 +829,10 @@ export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*
   messageDesc(file_queue_manager_v1_jobs, 25);
 
 /**
- * RetryFailedJobsRequest names the queue whose failed jobs run again.
+ * RetryFailedJobsRequest names the queue whose failed jobs run again. With none of filter, limit and
+ * page_token set, every failed (or cancelled) job runs again in one call. With any of them, the call is
+ * bounded like RemoveJobs: it reads at most a few thousand jobs of the state, retries at most `limit` of
+ * those that match, and answers a next_page_token to continue from.
  *
  * @generated from message queue_manager.v1.RetryFailedJobsRequest
  */
@@ -838,6 +850,27 @@ export type RetryFailedJobsRequest = Message<"queue_manager.v1.RetryFailedJobsRe
    * @generated from field: queue_manager.v1.JobState state = 2;
    */
   state: JobState;
+
+  /**
+   * Only the jobs that match.
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 3;
+   */
+  filter?: JobFilter | undefined;
+
+  /**
+   * Most jobs retried by this call, 1 to 1000; 0 means 1000 (bounded calls only).
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Token from a previous response's next_page_token: continue from there.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
 };
 
 /**
@@ -859,6 +892,13 @@ export type RetryFailedJobsResponse = Message<"queue_manager.v1.RetryFailedJobsR
    * @generated from field: uint64 count = 1;
    */
   count: bigint;
+
+  /**
+   * Bounded calls: the token to send for the rest of the state; empty once the whole state was read.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -1246,6 +1286,233 @@ export type RescheduleJobResponse = Message<"queue_manager.v1.RescheduleJobRespo
  */
 export const RescheduleJobResponseSchema: GenMessage<RescheduleJobResponse> = /*@__PURE__*/
   messageDesc(file_queue_manager_v1_jobs, 38);
+
+/**
+ * JobFilter selects jobs by what they are: a job matches when it matches every field set. Unset (empty)
+ * fields match every job. Matching reads each job of the state (no index), a bounded number per call.
+ *
+ * @generated from message queue_manager.v1.JobFilter
+ */
+export type JobFilter = Message<"queue_manager.v1.JobFilter"> & {
+  /**
+   * Job name: exact ("send-email"), or a prefix when it ends with "*" ("send-*"); "*" only at the end.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Fairness group (JobOptions.group), exact.
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * A tag the job's metadata holds (JobMetadata.tags), exact.
+   *
+   * @generated from field: string tag = 3;
+   */
+  tag: string;
+
+  /**
+   * The job's correlation id (JobMetadata.correlation_id), exact.
+   *
+   * @generated from field: string correlation_id = 4;
+   */
+  correlationId: string;
+
+  /**
+   * Only jobs created at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 5;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only jobs created before this time; must be after created_after when both are set.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 6;
+   */
+  createdBefore?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.JobFilter.
+ * Use `create(JobFilterSchema)` to create a new message.
+ */
+export const JobFilterSchema: GenMessage<JobFilter> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 39);
+
+/**
+ * CancelJobsRequest cancels the jobs of one state that match a filter, a bounded number per call.
+ *
+ * @generated from message queue_manager.v1.CancelJobsRequest
+ */
+export type CancelJobsRequest = Message<"queue_manager.v1.CancelJobsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * JOB_STATE_WAITING, JOB_STATE_PAUSED, JOB_STATE_DELAYED or JOB_STATE_ACTIVE; required.
+   *
+   * @generated from field: queue_manager.v1.JobState state = 2;
+   */
+  state: JobState;
+
+  /**
+   * Only the jobs that match (unset: every job of the state).
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 3;
+   */
+  filter?: JobFilter | undefined;
+
+  /**
+   * Most jobs cancelled (or asked to stop) by this call, 1 to 1000; 0 means 1000.
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Token from a previous response's next_page_token: continue from there; empty to start.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+
+  /**
+   * Why, kept with each job (at most 1,000 characters).
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.CancelJobsRequest.
+ * Use `create(CancelJobsRequestSchema)` to create a new message.
+ */
+export const CancelJobsRequestSchema: GenMessage<CancelJobsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 40);
+
+/**
+ * CancelJobsResponse tells what the call did and where to continue.
+ *
+ * @generated from message queue_manager.v1.CancelJobsResponse
+ */
+export type CancelJobsResponse = Message<"queue_manager.v1.CancelJobsResponse"> & {
+  /**
+   * Jobs cancelled at once (waiting, paused or delayed).
+   *
+   * @generated from field: uint64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * Active jobs whose workers were told to stop them (they end cancelled when the run stops).
+   *
+   * @generated from field: uint64 requested_count = 2;
+   */
+  requestedCount: bigint;
+
+  /**
+   * Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+   * thousand jobs, so a call may cancel none and still answer a token.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.CancelJobsResponse.
+ * Use `create(CancelJobsResponseSchema)` to create a new message.
+ */
+export const CancelJobsResponseSchema: GenMessage<CancelJobsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 41);
+
+/**
+ * RemoveJobsRequest deletes the jobs of one state that match a filter, a bounded number per call.
+ *
+ * @generated from message queue_manager.v1.RemoveJobsRequest
+ */
+export type RemoveJobsRequest = Message<"queue_manager.v1.RemoveJobsRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+
+  /**
+   * Any state but JOB_STATE_ACTIVE (a running job is cancelled, not removed); required.
+   *
+   * @generated from field: queue_manager.v1.JobState state = 2;
+   */
+  state: JobState;
+
+  /**
+   * Only the jobs that match (unset: every job of the state).
+   *
+   * @generated from field: queue_manager.v1.JobFilter filter = 3;
+   */
+  filter?: JobFilter | undefined;
+
+  /**
+   * Most jobs removed by this call, 1 to 1000; 0 means 1000.
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Token from a previous response's next_page_token: continue from there; empty to start.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.RemoveJobsRequest.
+ * Use `create(RemoveJobsRequestSchema)` to create a new message.
+ */
+export const RemoveJobsRequestSchema: GenMessage<RemoveJobsRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 42);
+
+/**
+ * RemoveJobsResponse tells how many jobs were removed and where to continue.
+ *
+ * @generated from message queue_manager.v1.RemoveJobsResponse
+ */
+export type RemoveJobsResponse = Message<"queue_manager.v1.RemoveJobsResponse"> & {
+  /**
+   * Jobs removed by this call.
+   *
+   * @generated from field: uint64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * Token for the rest of the state; empty once the whole state was read. Each call reads at most a few
+   * thousand jobs, so a call may remove none and still answer a token.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.RemoveJobsResponse.
+ * Use `create(RemoveJobsResponseSchema)` to create a new message.
+ */
+export const RemoveJobsResponseSchema: GenMessage<RemoveJobsResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_jobs, 43);
 
 /**
  * JobEventType is what happened to a job (WatchJobEvents).

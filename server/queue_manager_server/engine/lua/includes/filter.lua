@@ -1,0 +1,140 @@
+-- filter.lua: which jobs a JobFilter selects, and the members of a state read from a position on, shared by
+-- list_matching.lua and the bulk actions (retry_matching, cancel_matching, remove_matching). Needs
+-- common.lua included first. No index is kept for a filter (adds stay as cheap as ever): a caller reads a
+-- bounded run of the state's members and tests each job (engine/search.py says how the runs are paged).
+--
+-- A position is an index into the state's members in the order ListJobs shows them: waiting (or paused) by
+-- the level lists one after another, then each fairness group's level lists, the groups by name (engine.py
+-- _waiting_page); delayed and active by score; completed, failed and cancelled newest first.
+
+-- The filter in ARGV from index i: name, '1' when the name is a prefix, group, tag, correlation id, created
+-- at or after (ms), created before (ms); '' for a condition not set.
+local function read_filter(argv, i)
+  local f = {name = argv[i], prefix = argv[i + 1] == '1', grp = argv[i + 2], tag = argv[i + 3],
+    cid = argv[i + 4], after = tonumber(argv[i + 5]), before = tonumber(argv[i + 6])}
+  f.md = f.tag ~= '' or f.cid ~= ''
+  return f
+end
+
+-- The varint at byte i of s and the index after it; nil past the end (a cut message).
+local function filter_varint(s, i)
+  local v, mul = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    if b == nil then return nil end
+    v, i = v + (b % 128) * mul, i + 1
+    if b < 128 then return v, i end
+    mul = mul * 128
+  end
+end
+
+-- Whether an encoded JobMetadata (a job's 'md': its own merged over the queue's default, includes/add.lua)
+-- holds the tag (field 2, '' for any) and the correlation id (field 1, the last one read wins as protobuf
+-- says; '' for any). Bytes this cannot read match nothing.
+local function metadata_matches(md, tag, cid)
+  local i, has_tag, id = 1, tag == '', ''
+  while i <= #md do
+    local key, len
+    key, i = filter_varint(md, i)
+    if key == nil then return false end
+    local wire = key % 8
+    if wire == 2 then
+      len, i = filter_varint(md, i)
+      if len == nil or i + len - 1 > #md then return false end
+      if key == 10 then
+        id = string.sub(md, i, i + len - 1)
+      elseif key == 18 and not has_tag then
+        has_tag = string.sub(md, i, i + len - 1) == tag
+      end
+      i = i + len
+    elseif wire == 0 then
+      len, i = filter_varint(md, i)
+      if len == nil then return false end
+    elseif wire == 1 then
+      i = i + 8
+    elseif wire == 5 then
+      i = i + 4
+    else
+      return false
+    end
+  end
+  return has_tag and (cid == '' or id == cid)
+end
+
+-- Whether the job matches the filter (read_filter); false for a job that is gone. One HMGET per job.
+local function job_matches(jkey, f)
+  local r = redis.call('HMGET', jkey, 'ts', 'name', 'grp', f.md and 'md' or 'ts')
+  if not r[1] then return false end
+  if f.name ~= '' then
+    if f.prefix then
+      if string.sub(r[2] or '', 1, #f.name) ~= f.name then return false end
+    elseif r[2] ~= f.name then
+      return false
+    end
+  end
+  if f.grp ~= '' and r[3] ~= f.grp then return false end
+  local ts = tonumber(r[1])
+  if f.after and ts < f.after then return false end
+  if f.before and ts >= f.before then return false end
+  if f.md then return metadata_matches(r[4] or '', f.tag, f.cid) end
+  return true
+end
+
+-- Up to `limit` members of a state from position `start` on (state: 'waiting' with its waiting key, or the
+-- name of the state's zset key). Returns the ids, the list each came from (waiting) and its index there, and
+-- the state's size.
+local function members_from(state, key, start, limit)
+  local ids, lists, at = {}, {}, {}
+  if state ~= 'waiting' then
+    local finished = state == 'completed' or state == 'failed' or state == 'cancelled'
+    local got = redis.call(finished and 'ZREVRANGE' or 'ZRANGE', key, start, start + limit - 1)
+    for i, id in ipairs(got) do ids[i] = id end
+    return ids, lists, at, redis.call('ZCARD', key)
+  end
+  local sources = {}
+  for p = 1, LEVELS do sources[#sources + 1] = level_key(key, p) end
+  local groups = redis.call('HKEYS', string.sub(key, 1, -8) .. 'gwaiting')
+  table.sort(groups)
+  for _, grp in ipairs(groups) do
+    for p = 1, LEVELS do sources[#sources + 1] = level_key(key, p, grp) end
+  end
+  local total, offset = 0, start
+  for _, list in ipairs(sources) do
+    local n = redis.call('LLEN', list)
+    total = total + n
+    if offset >= n then
+      offset = offset - n
+    elseif #ids < limit then
+      local got = redis.call('LRANGE', list, offset, offset + limit - #ids - 1)
+      for i, id in ipairs(got) do
+        ids[#ids + 1] = id; lists[#ids] = list; at[#ids] = offset + i - 1
+      end
+      offset = 0
+    end
+  end
+  return ids, lists, at, total
+end
+
+-- A value no job id can be (ids are letters, digits and '-_.@:'): what a taken list entry is set to before
+-- one LREM per list drops them all (one pass over a list, where an LREM per job would scan it per job).
+local TAKEN = '\0taken'
+
+-- Takes jobs out of the waiting lists members_from read them from: lists[i], at[i] for each index i in
+-- `picked`; grps[i] their groups (nil: none), whose waiting counts (the group's, the level's) go down.
+local function take_waiting(waiting, lists, at, picked, grps)
+  local touched, counts = {}, {}
+  for _, i in ipairs(picked) do
+    redis.call('LSET', lists[i], at[i], TAKEN)
+    touched[lists[i]] = true
+    local grp = grps[i]
+    if grp then
+      local p = string.match(lists[i], 'gwait:(%d):')
+      counts[grp] = counts[grp] or {}
+      counts[grp][p] = (counts[grp][p] or 0) + 1
+    end
+  end
+  for list in pairs(touched) do redis.call('LREM', list, 0, TAKEN) end
+  for grp, levels in pairs(counts) do
+    for p, n in pairs(levels) do groups_lib().waiting(string.sub(waiting, 1, -8), grp, -n, p) end
+  end
+end

@@ -1,0 +1,230 @@
+"""Finding the jobs of one state by what they are, and acting on those found (retry, cancel, remove).
+
+No index is kept for a filter, so adds, claims and completions cost what they always did: a call reads the
+state's members from a position on and tests each job (lua/includes/filter.lua), at most SCAN_CHUNK members
+per Redis call and SCAN_BUDGET per call of these methods. A page or an action may therefore come back with
+few matches, or none, and a position to continue from; only a pass that reached the state's end is done.
+
+A position is an index into the state's members in the order ListJobs shows them (the same offsets as an
+unfiltered page). A bulk action's jobs leave the state (but an active job asked to stop), so the position it
+answers is the one after the members it read, less those that left. Jobs that join or leave the state
+ahead of the position meanwhile move it, as they move ListJobs pages: a job may be read twice or not at
+all, and a bulk action run again from the start catches those it missed. Each script call is atomic: a
+job is tested and acted on in the same call, so a job that stopped matching is never acted on.
+
+One method per Lua script, with the script's name and argument order (as in engine.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from queue_manager_server.engine.engine import Engine, job_fields
+from queue_manager_server.engine.keys import QueueKeys
+from queue_manager_server.engine.records import JobRecord
+from queue_manager_server.errors import QueueNotFound
+
+# Members one Redis call reads (each costs Valkey about a microsecond, ~2 with metadata to read): every call
+# stays short, however large the state.
+SCAN_CHUNK = 1000
+# Members one page or one bulk call reads, in SCAN_CHUNK calls: a rare match in a large state is found in a
+# few round trips per page, and no request holds the server long.
+SCAN_BUDGET = 4000
+# Most jobs one bulk call acts on (its limit's maximum and default).
+MAX_ACTION = 1000
+
+NO_QUEUE = -1
+_FINISHED = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What the jobs sought are; empty fields (and None times) match every job.
+
+    Attributes:
+        name: The job name, or its prefix when name_prefix.
+        name_prefix: True when name is a prefix ("send-*" without its "*").
+        group: The fairness group.
+        tag: A tag of the job's metadata.
+        correlation_id: The job's correlation id.
+        created_after_ms: Created at or after (ms since the epoch).
+        created_before_ms: Created before (ms since the epoch).
+    """
+
+    name: str = ""
+    name_prefix: bool = False
+    group: str = ""
+    tag: str = ""
+    correlation_id: str = ""
+    created_after_ms: int | None = None
+    created_before_ms: int | None = None
+
+    def argv(self) -> list[str | int]:
+        """The seven script arguments (lua/includes/filter.lua read_filter)."""
+        after, before = self.created_after_ms, self.created_before_ms
+        return [
+            self.name,
+            "1" if self.name_prefix else "0",
+            self.group,
+            self.tag,
+            self.correlation_id,
+            "" if after is None else after,
+            "" if before is None else before,
+        ]
+
+
+@dataclass(slots=True)
+class Found:
+    """A page of matching jobs.
+
+    Attributes:
+        records: The jobs, in the state's order.
+        position: Where the next page starts; None once the state's end was read.
+        total: The state's size (matching or not).
+    """
+
+    records: list[JobRecord]
+    position: int | None
+    total: int
+
+
+@dataclass(slots=True)
+class Acted:
+    """What one bounded bulk call did.
+
+    Attributes:
+        count: Jobs retried, cancelled or removed.
+        requested: Active jobs asked to stop (cancel only).
+        position: Where to continue; None once the state's end was read.
+    """
+
+    count: int = 0
+    requested: int = 0
+    position: int | None = 0
+
+
+class JobSearch:
+    """Filtered listing and bulk actions on the keys of one queue (the engine's scripts)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def _source(self, queue: str, state: str) -> tuple[QueueKeys, str, str] | None:
+        """The keys, the scripts' state name and the key to read; None when the state is empty by definition
+        (waiting while the queue is paused, paused while it is not)."""
+        k = self.engine.keys(queue)
+        if state in ("waiting", "paused"):
+            q = await self.engine.get_queue(queue)  # QueueNotFound for an unregistered queue
+            if q.paused != (state == "paused"):
+                return None
+            return k, "waiting", k.waiting
+        return k, state, k.state_set(state)
+
+    async def list_matching(self, queue: str, state: str, flt: JobFilter, position: int, count: int) -> Found:
+        """Up to `count` jobs of `state` that match, from `position` on, reading at most SCAN_BUDGET members.
+
+        Raises:
+            QueueNotFound: The queue is not registered.
+        """
+        source = await self._source(queue, state)
+        if source is None:
+            return Found([], None, 0)
+        k, name, key = source
+        if name != "waiting":
+            await self.engine.get_queue(queue)  # QueueNotFound, as ListJobs answers without a filter
+        ids: list[bytes] = []
+        total, read, end = 0, 0, False
+        while not end and read < SCAN_BUDGET and len(ids) < count:
+            chunk = min(SCAN_CHUNK, SCAN_BUDGET - read)
+            args = [k.job_prefix, name, position, chunk, count - len(ids), *flt.argv()]
+            r = await self.engine.scripts.run("list_matching", [key], args)
+            after, total = int(r[0]), int(r[1])
+            ids += r[2:]
+            end = after >= total or after == position  # the end, or nothing left to read there
+            read, position = read + after - position, after
+        pipe = self.engine.store.pipeline()
+        for i in ids:
+            pipe.hgetall(k.job(i.decode()))
+        rows = await self.engine.store.execute(pipe) if ids else []
+        records = [
+            JobRecord(queue, i.decode(), job_fields(row)) for i, row in zip(ids, rows, strict=True) if row
+        ]
+        return Found(records, None if end else position, total)
+
+    async def _act(
+        self,
+        queue: str,
+        script: str,
+        key_of: str,
+        state: str,
+        flt: JobFilter,
+        position: int,
+        limit: int,
+        extra: list[Any],
+        keys: list[str],
+    ) -> Acted:
+        """Calls an action script in SCAN_CHUNK reads until SCAN_BUDGET members were read, `limit` jobs acted
+        on, or the state's end reached. Replies: {done, [requested,] next position, size after}."""
+        k = self.engine.keys(queue)
+        out = Acted(position=position)
+        read = 0
+        while read < SCAN_BUDGET and out.count + out.requested < limit:
+            chunk = min(SCAN_CHUNK, SCAN_BUDGET - read)
+            want = limit - out.count - out.requested
+            args = [k.job_prefix, state, position, chunk, want, *flt.argv(), *extra]
+            r = [int(v) for v in await self.engine.scripts.run(script, [*keys, key_of], args)]
+            if r[0] == NO_QUEUE:
+                raise QueueNotFound(queue)
+            done, requested = r[0], (r[1] if len(r) == 4 else 0)
+            after, size = r[-2], r[-1]
+            out.count += done
+            out.requested += requested
+            read += after - position + done
+            if after >= size or after + done == position:  # the end, or nothing left to read there
+                out.position = None
+                return out
+            position = out.position = after
+        return out
+
+    async def retry_matching(
+        self, queue: str, state: str, flt: JobFilter, position: int, limit: int = MAX_ACTION
+    ) -> Acted:
+        """Runs the failed (or cancelled) jobs that match again, at most `limit` (one bounded pass)."""
+        k = self.engine.keys(queue)
+        acted = await self._act(
+            queue, "retry_matching", k.state_set(state), state, flt, position, limit, [], [k.meta, k.waiting]
+        )
+        if acted.count:
+            await self.engine.notify_waiting(queue)
+            # A retried workflow step's job re-opens its run (retry_matching.lua): hand it off now.
+            await self.engine.after_flow_finish(queue, wait=True)
+        return acted
+
+    async def cancel_matching(
+        self, queue: str, state: str, flt: JobFilter, position: int, limit: int = MAX_ACTION, reason: str = ""
+    ) -> Acted:
+        """Cancels the waiting (or paused), delayed or active jobs that match, at most `limit` (one bounded
+        pass); active ones are asked to stop (cancel_job.lua)."""
+        source = await self._source(queue, state)
+        if source is None:
+            return Acted(position=None)
+        k, name, key = source
+        extra: list[Any] = [reason, self.engine.channel, queue]
+        acted = await self._act(
+            queue, "cancel_matching", key, name, flt, position, limit, extra, [k.meta, k.waiting]
+        )
+        if acted.count:
+            await self.engine.after_flow_finish(queue)
+        return acted
+
+    async def remove_matching(
+        self, queue: str, state: str, flt: JobFilter, position: int, limit: int = MAX_ACTION
+    ) -> Acted:
+        """Removes the jobs of `state` (not active) that match, at most `limit` (one bounded pass)."""
+        source = await self._source(queue, state)
+        if source is None:
+            return Acted(position=None)
+        k, name, key = source
+        keys = [k.meta, k.waiting]
+        return await self._act(queue, "remove_matching", key, name, flt, position, limit, [], keys)
