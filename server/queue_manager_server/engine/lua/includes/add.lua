@@ -131,29 +131,17 @@ local MD_MAX_TAGS, MD_MAX_ATTRIBUTES, MD_MAX_BYTES = 100, 100, 16384
 -- at least, an attribute 5; so it is merged without being read.
 local MD_SMALL = 200
 
--- The varint at byte i of s and the index after it; nil past the end (a cut message).
-local function md_varint(s, i)
-  local v, mul = 0, 1
-  while true do
-    local b = string.byte(s, i)
-    if b == nil then return nil end
-    v, i = v + (b % 128) * mul, i + 1
-    if b < 128 then return v, i end
-    mul = mul * 128
-  end
-end
-
 -- The fields of an encoded JobMetadata, each {field number, first byte, last byte, and for an attribute
 -- (field 3, a map entry) its key}; nil when the bytes are not a message this can read.
 local function md_fields(s)
   local out, i = {}, 1
   while i <= #s do
     local first, tag = i, nil
-    tag, i = md_varint(s, i)
+    tag, i = pb_varint(s, i)
     if tag == nil then return nil end
     local wire, len = tag % 8, 0
     if wire == 0 then
-      len, i = md_varint(s, i)
+      len, i = pb_varint(s, i)
       if len == nil then return nil end
       len = 0
     elseif wire == 1 then
@@ -161,7 +149,7 @@ local function md_fields(s)
     elseif wire == 5 then
       len = 4
     elseif wire == 2 then
-      len, i = md_varint(s, i)
+      len, i = pb_varint(s, i)
       if len == nil then return nil end
     else
       return nil
@@ -173,9 +161,9 @@ local function md_fields(s)
       local j = i
       while j <= last do
         local etag, elen
-        etag, j = md_varint(s, j)
+        etag, j = pb_varint(s, j)
         if etag == nil or etag % 8 ~= 2 then return nil end
-        elen, j = md_varint(s, j)
+        elen, j = pb_varint(s, j)
         if elen == nil then return nil end
         if etag == 10 then key = string.sub(s, j, j + elen - 1) end
         j = j + elen

@@ -53,6 +53,19 @@ local function dedup_key(prefix, key)
   return string.sub(prefix, 1, -5) .. 'dedup:' .. key
 end
 
+-- The protobuf varint at byte i of s and the index after it; nil past the end (a cut message). Read by the
+-- scripts that look into an encoded JobMetadata (includes/add.lua, includes/filter.lua).
+local function pb_varint(s, i)
+  local v, mul = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    if b == nil then return nil end
+    v, i = v + (b % 128) * mul, i + 1
+    if b < 128 then return v, i end
+    mul = mul * 128
+  end
+end
+
 -- Tells the servers following a job (WaitForJob) its new state: 'j <queue> <id> <state>' on the events
 -- channel, both derived from the job prefix '<key prefix>:{<queue>}:job:'. Only jobs flagged 'wt' (a waiter
 -- registered, watch_job.lua) publish, so jobs nobody waits for cost nothing. flag: the job's 'wt' field

@@ -16,18 +16,6 @@ local function read_filter(argv, i)
   return f
 end
 
--- The varint at byte i of s and the index after it; nil past the end (a cut message).
-local function filter_varint(s, i)
-  local v, mul = 0, 1
-  while true do
-    local b = string.byte(s, i)
-    if b == nil then return nil end
-    v, i = v + (b % 128) * mul, i + 1
-    if b < 128 then return v, i end
-    mul = mul * 128
-  end
-end
-
 -- Whether an encoded JobMetadata (a job's 'md': its own merged over the queue's default, includes/add.lua)
 -- holds the tag (field 2, '' for any) and the correlation id (field 1, the last one read wins as protobuf
 -- says; '' for any). Bytes this cannot read match nothing.
@@ -35,11 +23,11 @@ local function metadata_matches(md, tag, cid)
   local i, has_tag, id = 1, tag == '', ''
   while i <= #md do
     local key, len
-    key, i = filter_varint(md, i)
+    key, i = pb_varint(md, i)
     if key == nil then return false end
     local wire = key % 8
     if wire == 2 then
-      len, i = filter_varint(md, i)
+      len, i = pb_varint(md, i)
       if len == nil or i + len - 1 > #md then return false end
       if key == 10 then
         id = string.sub(md, i, i + len - 1)
@@ -48,7 +36,7 @@ local function metadata_matches(md, tag, cid)
       end
       i = i + len
     elseif wire == 0 then
-      len, i = filter_varint(md, i)
+      len, i = pb_varint(md, i)
       if len == nil then return false end
     elseif wire == 1 then
       i = i + 8
