@@ -96,6 +96,8 @@ EXPECTED = {
     "TestBulkActionsActOnWhatMatches",
     "TestBadFiltersAreRefusedBeforeTheCall",
     "TestRetryJobsIsBoundedWithoutAFilter",
+    "TestWatchJobEventsFollowsEachJob",
+    "TestWatchJobEventsFiltersAndEnds",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {
