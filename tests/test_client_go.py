@@ -98,6 +98,7 @@ EXPECTED = {
     "TestRetryJobsIsBoundedWithoutAFilter",
     "TestWatchJobEventsFollowsEachJob",
     "TestWatchJobEventsFiltersAndEnds",
+    "TestRedriveAndRetryWithDataRunFailedJobsAgain",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {
