@@ -92,6 +92,13 @@ EXPECTED = {
     "TestUpdateDataOfALostRunIsRefused",
     "TestRescheduleJobMovesARunTime",
     "TestRetryWorkflowResumesAFailedRun",
+    "TestListJobsMatchingFilters",
+    "TestBulkActionsActOnWhatMatches",
+    "TestBadFiltersAreRefusedBeforeTheCall",
+    "TestRetryJobsIsBoundedWithoutAFilter",
+    "TestWatchJobEventsFollowsEachJob",
+    "TestWatchJobEventsFiltersAndEnds",
+    "TestRedriveAndRetryWithDataRunFailedJobsAgain",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

@@ -271,24 +271,11 @@ type JobPage struct {
 }
 
 // ListJobs returns a page of a queue's jobs in one state. pageSize is 1 to 1,000 (0 means 100); pageToken
-// is "" for the first page, then the previous page's NextPageToken.
+// is "" for the first page, then the previous page's NextPageToken. ListJobsMatching takes a filter.
 func (c *Client) ListJobs(ctx context.Context, queue string, state JobState, pageSize int, pageToken string) (
 	*JobPage, error,
 ) {
-	if pageSize < 0 || pageSize > math.MaxUint32 {
-		return nil, fmt.Errorf("pageSize must be from 0 to 1000, got %d", pageSize)
-	}
-	resp, err := c.queues.ListJobs(ctx, &pb.ListJobsRequest{
-		QueueName: queue, State: pb.JobState(state), PageSize: uint32(pageSize), PageToken: pageToken,
-	})
-	if err != nil {
-		return nil, fromRPC(err)
-	}
-	page := &JobPage{NextPageToken: resp.GetNextPageToken(), Total: int(resp.GetTotalSize())}
-	for _, job := range resp.GetJobs() {
-		page.Jobs = append(page.Jobs, jobFromProto(job))
-	}
-	return page, nil
+	return c.ListJobsMatching(ctx, queue, state, JobFilter{}, pageSize, pageToken)
 }
 
 // RemoveJob removes a job that is not active and returns the state it was in.
@@ -350,7 +337,8 @@ func (c *Client) RetryJob(ctx context.Context, queue, id string) (*Job, error) {
 
 // RetryFailedJobs runs every failed job of a queue again, their attempts counted afresh, and returns how
 // many; with state StateCancelled, the cancelled jobs instead (0 means StateFailed; other states are
-// ErrInvalidArgument).
+// ErrInvalidArgument). It does so in one call, however many there are; RetryJobs takes a filter and a
+// bound.
 func (c *Client) RetryFailedJobs(ctx context.Context, queue string, state JobState) (int, error) {
 	req := &pb.RetryFailedJobsRequest{QueueName: queue, State: pb.JobState(state)}
 	resp, err := c.queues.RetryFailedJobs(ctx, req)
