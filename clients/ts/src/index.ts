@@ -20,6 +20,14 @@ export {
   errorFromRpc,
   errorFromStatus,
 } from "./errors.js";
+export {
+  JOB_EVENT_TYPES,
+  JobEventStream,
+  type JobEvent,
+  type JobEventType,
+  type JobEventTypeLike,
+  type WatchJobEventsOptions,
+} from "./events.js";
 export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
 export * from "./types.js";
 export type {
