@@ -230,3 +230,7 @@ async def test_job_events(ts_built: Path, server: RunningServer) -> None:
 async def test_job_events_watcher_that_falls_behind(ts_built: Path, server_factory: ServerFactory) -> None:
     small = await server_factory(events_buffer=20)
     await run_node_tests(ts_built, "events-buffer", small.address)
+
+
+async def test_job_filters_and_bulk_actions(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "filters", server.address)

@@ -28,6 +28,14 @@ export {
   type JobEventTypeLike,
   type WatchJobEventsOptions,
 } from "./events.js";
+export {
+  MAX_BULK_LIMIT,
+  type BulkOptions,
+  type BulkResult,
+  type CancelJobsOptions,
+  type JobFilter,
+  type ListJobsOptions,
+} from "./filters.js";
 export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
 export * from "./types.js";
 export type {
