@@ -234,3 +234,7 @@ async def test_job_events_watcher_that_falls_behind(ts_built: Path, server_facto
 
 async def test_job_filters_and_bulk_actions(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "filters", server.address)
+
+
+async def test_redrive_dead_letters(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "redrive", server.address)

@@ -11,6 +11,7 @@ import {
   toDuration,
   toTimestamp,
 } from "./convert.js";
+import { DEAD_LETTER_QUEUE, redriveRequest, redriveResultFromProto } from "./dead-letters.js";
 import { mapped } from "./errors.js";
 import {
   bulkResult,
@@ -32,11 +33,7 @@ import type {
   PriorityLike,
   RedriveOptions,
   RedriveResult,
-  RedrivenQueue,
 } from "./types.js";
-
-/** The dead-letter queue of every queue registered without one of its own. */
-export const DEAD_LETTER_QUEUE = "dead-letter-queue";
 
 /** Reads and controls jobs. */
 export class JobCalls extends Producer {
@@ -114,32 +111,14 @@ export class JobCalls extends Producer {
    * Sends dead-letter copies back to their original queues: a failed original runs again, one that retention
    * removed is added anew, one run again meanwhile is left as it is; each copy leaves the dead-letter queue.
    * `NotFoundError` for an unknown queue, `InvalidArgumentError` for a queue that is no queue's dead-letter
-   * queue or bad options.
+   * queue; bad options throw a `RangeError` or `TypeError` before the call.
    */
   async redriveDeadLetters(
     queueName = DEAD_LETTER_QUEUE,
     options: RedriveOptions = {},
   ): Promise<RedriveResult> {
-    const request = {
-      queueName,
-      originalQueue: options.originalQueue ?? "",
-      limit: options.limit ?? 0,
-      jobIds: options.jobIds ?? [],
-      replaceData: options.replaceData ?? false,
-    };
-    const res = await mapped(() => this.client.redriveDeadLetters(request, this.callOptions));
-    const queues: Record<string, RedrivenQueue> = {};
-    for (const q of res.queues) {
-      queues[q.queueName] = {
-        count: Number(q.count),
-        retried: Number(q.retried),
-        added: Number(q.added),
-        unchanged: Number(q.unchanged),
-      };
-    }
-    const skipped: Record<string, string> = {};
-    for (const s of res.skipped) skipped[s.jobId] = s.reason;
-    return { count: Number(res.count), queues, skipped, missingQueues: [...res.missingQueues] };
+    const request = redriveRequest(queueName, options);
+    return redriveResultFromProto(await mapped(() => this.client.redriveDeadLetters(request, this.callOptions)));
   }
 
   /** Runs every failed (or cancelled) job of a queue again; returns how many. */

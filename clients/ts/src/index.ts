@@ -20,6 +20,7 @@ export {
   errorFromRpc,
   errorFromStatus,
 } from "./errors.js";
+export { DEAD_LETTER_QUEUE } from "./dead-letters.js";
 export {
   JOB_EVENT_TYPES,
   JobEventStream,
