@@ -221,3 +221,20 @@ async def test_adds_through_a_server_restart(ts_built: Path, server_factory: Ser
             await server_factory(listen=listen, shutdown_grace_ms=300)
 
     await run_node_tests(ts_built, "adds-restart", listen, on_line=step)
+
+
+async def test_job_events(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "events", server.address)
+
+
+async def test_job_events_watcher_that_falls_behind(ts_built: Path, server_factory: ServerFactory) -> None:
+    small = await server_factory(events_buffer=20)
+    await run_node_tests(ts_built, "events-buffer", small.address)
+
+
+async def test_job_filters_and_bulk_actions(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "filters", server.address)
+
+
+async def test_redrive_dead_letters(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "redrive", server.address)

@@ -11,7 +11,19 @@ import {
   toDuration,
   toTimestamp,
 } from "./convert.js";
+import { DEAD_LETTER_QUEUE, redriveRequest, redriveResultFromProto } from "./dead-letters.js";
 import { mapped } from "./errors.js";
+import {
+  bulkResult,
+  cancelJobsRequest,
+  listJobsRequest,
+  removeJobsRequest,
+  retryJobsRequest,
+  type BulkOptions,
+  type BulkResult,
+  type CancelJobsOptions,
+  type ListJobsOptions,
+} from "./filters.js";
 import { pageRequest } from "./options.js";
 import type {
   Job,
@@ -21,11 +33,7 @@ import type {
   PriorityLike,
   RedriveOptions,
   RedriveResult,
-  RedrivenQueue,
 } from "./types.js";
-
-/** The dead-letter queue of every queue registered without one of its own. */
-export const DEAD_LETTER_QUEUE = "dead-letter-queue";
 
 /** Reads and controls jobs. */
 export class JobCalls extends Producer {
@@ -35,9 +43,15 @@ export class JobCalls extends Producer {
     return jobFromProto(res.job!);
   }
 
-  /** A page of a queue's jobs in one state. */
-  async listJobs(queueName: string, state: JobState, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<Job>> {
-    const request = { queueName, state: stateNumber(state), ...pageRequest(page) };
+  /**
+   * A page of a queue's jobs in one state, those that match the filter given (`name` exact or "prefix*",
+   * `group`, `tag`, `correlationId`, `createdAfter`, `createdBefore`). With a filter the server reads at most
+   * a few thousand jobs of the state per call (it keeps no index), so a page may hold fewer jobs than
+   * `pageSize`, or none, with a token: follow `nextPageToken` until it is "". `totalSize` counts the state's
+   * jobs, matching or not.
+   */
+  async listJobs(queueName: string, state: JobState, options: ListJobsOptions = {}): Promise<Page<Job>> {
+    const request = listJobsRequest(queueName, state, options);
     const res = await mapped(() => this.client.listJobs(request, this.callOptions));
     return pageFromProto(res.jobs.map(jobFromProto), res);
   }
@@ -97,38 +111,49 @@ export class JobCalls extends Producer {
    * Sends dead-letter copies back to their original queues: a failed original runs again, one that retention
    * removed is added anew, one run again meanwhile is left as it is; each copy leaves the dead-letter queue.
    * `NotFoundError` for an unknown queue, `InvalidArgumentError` for a queue that is no queue's dead-letter
-   * queue or bad options.
+   * queue; bad options throw a `RangeError` or `TypeError` before the call.
    */
   async redriveDeadLetters(
     queueName = DEAD_LETTER_QUEUE,
     options: RedriveOptions = {},
   ): Promise<RedriveResult> {
-    const request = {
-      queueName,
-      originalQueue: options.originalQueue ?? "",
-      limit: options.limit ?? 0,
-      jobIds: options.jobIds ?? [],
-      replaceData: options.replaceData ?? false,
-    };
-    const res = await mapped(() => this.client.redriveDeadLetters(request, this.callOptions));
-    const queues: Record<string, RedrivenQueue> = {};
-    for (const q of res.queues) {
-      queues[q.queueName] = {
-        count: Number(q.count),
-        retried: Number(q.retried),
-        added: Number(q.added),
-        unchanged: Number(q.unchanged),
-      };
-    }
-    const skipped: Record<string, string> = {};
-    for (const s of res.skipped) skipped[s.jobId] = s.reason;
-    return { count: Number(res.count), queues, skipped, missingQueues: [...res.missingQueues] };
+    const request = redriveRequest(queueName, options);
+    return redriveResultFromProto(await mapped(() => this.client.redriveDeadLetters(request, this.callOptions)));
   }
 
   /** Runs every failed (or cancelled) job of a queue again; returns how many. */
   async retryFailedJobs(queueName: string, state: "failed" | "cancelled" = "failed"): Promise<number> {
     const res = await mapped(() => this.client.retryFailedJobs({ queueName, state: stateNumber(state) }, this.callOptions));
     return Number(res.count);
+  }
+
+  /**
+   * Runs the failed (or cancelled) jobs that match the filter again: one bounded call (`retryFailedJobs` runs
+   * every one). It reads at most a few thousand jobs of the state and retries at most `limit` (1 to 1,000;
+   * default 1,000), newest failure first; call again with the result's `nextPageToken` until it is "".
+   */
+  async retryJobs(queueName: string, state: "failed" | "cancelled" = "failed", options: BulkOptions = {}): Promise<BulkResult> {
+    const request = retryJobsRequest(queueName, state, options);
+    return bulkResult(await mapped(() => this.client.retryFailedJobs(request, this.callOptions)));
+  }
+
+  /**
+   * Cancels the jobs of one state ("waiting", "paused", "delayed" or "active") that match the filter: waiting,
+   * paused and delayed ones at once (`count`), active ones are asked to stop as `cancelJob` does
+   * (`requested`). One bounded call: call again with the result's `nextPageToken` until it is "".
+   */
+  async cancelJobs(queueName: string, state: JobState, options: CancelJobsOptions = {}): Promise<BulkResult> {
+    const request = cancelJobsRequest(queueName, state, options);
+    return bulkResult(await mapped(() => this.client.cancelJobs(request, this.callOptions)));
+  }
+
+  /**
+   * Removes the jobs of one state (any but "active": cancel those first) that match the filter. One bounded
+   * call: call again with the result's `nextPageToken` until it is "".
+   */
+  async removeJobs(queueName: string, state: JobState, options: BulkOptions = {}): Promise<BulkResult> {
+    const request = removeJobsRequest(queueName, state, options);
+    return bulkResult(await mapped(() => this.client.removeJobs(request, this.callOptions)));
   }
 
   /** Makes a delayed job waiting now. */

@@ -14,6 +14,7 @@ import {
   workerFromProto,
 } from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
+import { JobEventStream, watchJobEventsRequest, type WatchJobEventsOptions } from "./events.js";
 import { checkGroup, groupLimitsToProto, pageRequest, queueConfigToProto, uint } from "./options.js";
 import type {
   GroupInfo,
@@ -29,6 +30,9 @@ import type {
 
 /** Administers queues and reads their metrics and workers. */
 export class QueueCalls extends JobCalls {
+  /** The open job event streams, which `shutdown` ends. */
+  protected readonly watches = new Set<JobEventStream>();
+
   /** Registers a queue, or updates an existing one's settings; returns it as stored. */
   async registerQueue(name: string, config: QueueConfig = {}): Promise<Queue> {
     const request = { name, config: queueConfigToProto(config) };
@@ -181,6 +185,24 @@ export class QueueCalls extends JobCalls {
       options.signal?.removeEventListener("abort", stop);
       call.abort();
     }
+  }
+
+  /**
+   * Follows a queue's job events live (BullMQ's QueueEvents): added, waiting, active, progress, completed,
+   * failed, retrying, delayed, stalled, cancelled, removed, expired. The call starts at once; `await
+   * events.ready()` returns once the server watches the queue, so every event from then on is in the
+   * stream; then `for await (const ev of events)`. Live and at most once, never a replay (`getJob` and
+   * `waitForJob` give a job's durable state); a watcher that falls behind the server's buffer ends with
+   * `ResourceExhaustedError`. Leaving the loop, `events.close()`, `options.signal` or `shutdown` ends it.
+   * An unknown event type, an empty job name or a bad queue name throws before the call (docs/events.md).
+   */
+  watchJobEvents(queueName: string, options: WatchJobEventsOptions = {}): JobEventStream {
+    const request = watchJobEventsRequest(queueName, options);
+    const stream = new JobEventStream(this.connection.transport, request, options.signal, () => this.watches.delete(stream));
+    if (!stream.closed) {
+      this.watches.add(stream);
+    }
+    return stream;
   }
 
   /** The workers connected to any server (taking jobs of `queueName`, if given). */

@@ -57,9 +57,11 @@ export class QueueManager extends WorkflowCalls {
 
   /**
    * Stops the workers gracefully (see `Worker.shutdown`), lets the adds under way get their answers and ends
-   * their stream, then closes the connection.
+   * their stream, ends the job event streams (their iterations end with no error), then closes the
+   * connection.
    */
   async shutdown(graceMs?: number): Promise<void> {
+    for (const stream of [...this.watches]) stream.close();
     const workers = this.started.splice(0);
     await Promise.all(workers.map((w) => w.shutdown(graceMs)));
     await this.adds.close();

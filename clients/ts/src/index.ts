@@ -20,6 +20,23 @@ export {
   errorFromRpc,
   errorFromStatus,
 } from "./errors.js";
+export { DEAD_LETTER_QUEUE } from "./dead-letters.js";
+export {
+  JOB_EVENT_TYPES,
+  JobEventStream,
+  type JobEvent,
+  type JobEventType,
+  type JobEventTypeLike,
+  type WatchJobEventsOptions,
+} from "./events.js";
+export {
+  MAX_BULK_LIMIT,
+  type BulkOptions,
+  type BulkResult,
+  type CancelJobsOptions,
+  type JobFilter,
+  type ListJobsOptions,
+} from "./filters.js";
 export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
 export * from "./types.js";
 export type {

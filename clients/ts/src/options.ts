@@ -72,7 +72,36 @@ export function pageRequest(page: { pageSize?: number; pageToken?: string }): { 
   return { pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
 }
 
-function text(value: unknown, what: string): string {
+// A queue name as the server takes it (letters, digits, "-", "_", "."), checked before a call as the Python
+// client checks it.
+const QUEUE_NAME = /^[A-Za-z0-9._-]{1,100}$/;
+
+/** Checks a queue name (1 to 100 letters, digits, "-", "_" or "."): a TypeError or RangeError otherwise. */
+export function checkQueueName(value: unknown, what = "queue name"): string {
+  const name = text(value, what);
+  if (!QUEUE_NAME.test(name)) {
+    throw new RangeError(`${what} ${JSON.stringify(name)} must be 1 to 100 letters, digits, '-', '_' or '.'`);
+  }
+  return name;
+}
+
+/**
+ * Checks that an options object is an object holding only known keys: a misspelt key would otherwise be
+ * ignored silently (a filter left out matches every job).
+ */
+export function checkKeys(value: unknown, known: ReadonlySet<string>, what: string): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    const kind = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+    throw new TypeError(`${what} must be an object, not ${kind}`);
+  }
+  const unknown = Object.keys(value).filter((k) => !known.has(k));
+  if (unknown.length) {
+    throw new RangeError(`${what} has unknown key(s) ${unknown.join(", ")}; known: ${[...known].join(", ")}`);
+  }
+}
+
+/** A string, else a TypeError naming the field. */
+export function text(value: unknown, what: string): string {
   if (typeof value !== "string") {
     throw new TypeError(`${what} must be a string, not ${value === null ? "null" : typeof value}`);
   }
