@@ -3,6 +3,9 @@
 The snapshots it streams are fixed; after the last one the stream stays open and streams only what a test
 `push`es (a live server with nothing new to say), unless `fail_after` is set, in which case it raises
 `UnavailableError` as a lost server would. Controls are recorded in `calls` and change nothing.
+
+A listing by name, and each bulk call, reads at most `scan` jobs of the state from its token, as the server
+reads a bounded part of the state per call: so such a page comes back short, or empty, with a token.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from queue_manager import (
+    BulkResult,
     GroupLimits,
     Job,
     JobLogLine,
@@ -368,6 +372,8 @@ class FakeSource:
         fail_after: Raise `UnavailableError` after the stream's snapshots (a server that goes away);
             None keeps the stream open and silent.
         calls: Every control called, as (method, arguments).
+        scan: Jobs of the state a call with a name reads at most (the server's bound, made small).
+        listed: Every list_jobs call, as (queue, state, page_size, page_token, name).
     """
 
     stream: list[MetricsSnapshot] = field(default_factory=snapshots)
@@ -379,6 +385,8 @@ class FakeSource:
     connections: int = 0
     address: str = "fake:50051"
     pushed: asyncio.Queue[MetricsSnapshot] | None = None
+    scan: int = 2
+    listed: list[tuple[str, JobState, int, str, str | None]] = field(default_factory=list)
 
     async def watch_metrics(self, interval: float) -> AsyncIterator[MetricsSnapshot]:
         self.connections += 1
@@ -413,13 +421,44 @@ class FakeSource:
         ]
 
     async def list_jobs(
-        self, queue: str, state: JobState, page_size: int, page_token: str
+        self, queue: str, state: JobState, page_size: int, page_token: str, name: str | None = None
     ) -> tuple[list[Job], str]:
+        self.listed.append((queue, state, page_size, page_token, name))
         every = self.jobs.get(queue, {}).get(state, [])
         start = int(page_token or 0)
+        if name is not None:
+            return self._scan(every, start, name, page_size)
         page = every[start : start + page_size]
         more = start + page_size < len(every)
         return page, str(start + page_size) if more else ""
+
+    def _scan(self, every: list[Job], start: int, name: str, most: int) -> tuple[list[Job], str]:
+        """The jobs of that name among the next `scan` jobs from ``start`` (at most ``most``), and where the
+        next call goes on ("" at the end of the state)."""
+        found: list[Job] = []
+        position = start
+        while position < len(every) and position < start + self.scan and len(found) < most:
+            if _named(every[position], name):
+                found.append(every[position])
+            position += 1
+        return found, str(position) if position < len(every) else ""
+
+    async def _bulk(self, method: str, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        await self._record(method, queue, state, name, page_token)
+        every = self.jobs.get(queue, {}).get(state, [])
+        found, token = self._scan(every, int(page_token or 0), name, self.scan)
+        if method == "cancel_jobs" and state is JobState.ACTIVE:
+            return BulkResult(0, token, requested=len(found))
+        return BulkResult(len(found), token)
+
+    async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        return await self._bulk("retry_jobs", queue, state, name, page_token)
+
+    async def cancel_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        return await self._bulk("cancel_jobs", queue, state, name, page_token)
+
+    async def remove_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        return await self._bulk("remove_jobs", queue, state, name, page_token)
 
     async def get_job(self, queue: str, job_id: str) -> Job:
         for jobs in self.jobs.get(queue, {}).values():
@@ -497,3 +536,8 @@ class FakeSource:
 
     async def close(self) -> None:
         return None
+
+
+def _named(job: Job, name: str) -> bool:
+    """The server's name filter: exact, or a prefix when it ends with "*"."""
+    return job.name.startswith(name[:-1]) if name.endswith("*") else job.name == name

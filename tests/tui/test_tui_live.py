@@ -24,6 +24,7 @@ from queue_manager_tui.app import CONTROL_ACTIONS
 from queue_manager_tui.screens.clean import CleanScreen
 from queue_manager_tui.screens.confirm import ConfirmScreen
 from queue_manager_tui.screens.help import HelpScreen
+from queue_manager_tui.screens.matches import MatchesScreen
 from queue_manager_tui.state import Link
 from tests.conftest import RunningServer
 from tests.procs import Procs
@@ -270,7 +271,7 @@ async def test_read_only_offers_no_control(server: RunningServer, seeded: Seeded
         await wait_live(pilot, app, 4)
         await pilot.press("j", "enter")
         await wait_for(pilot, lambda: len(rows(app, "jobs-table")) == 5, "the waiting jobs", WAIT)
-        for key in ("p", "C", "R", "r", "P", "c", "d"):
+        for key in ("p", "C", "R", "r", "P", "c", "d", "A"):
             await pilot.press(key)
             await pilot.pause()
             assert not isinstance(app.screen, ConfirmScreen | CleanScreen), key
@@ -506,3 +507,40 @@ async def test_the_queue_panel_shows_the_queues_size_of_its_max_size(server: Run
         await wait_for(pilot, line("size 3 / 2 (jobs waiting and delayed / max_size); full"), "full", WAIT)
         assert any("groups: 1; each at most 20 waiting" in text for text in screen_lines(app))
     await qm.close()
+
+
+async def test_enter_searches_the_server_and_a_cancels_every_match(server: RunningServer) -> None:
+    """Jobs named "needle…" wait past the first page: typing filters only the page (none there), Enter
+    asks the server for the whole state (a prefix with "*"), and A cancels every match after asking with
+    the server's count; the hay stays."""
+    qm = QueueManager(server.address)
+    await qm.register_queue("alpha")
+    hay = await qm.add_bulk("alpha", [{"name": "hay"} for _ in range(60)])
+    needles = await qm.add_bulk("alpha", [{"name": "needle"}, {"name": "needle-2"}])
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        assert app.queues_view.selected_queue == "alpha"
+        await pilot.press("enter")
+        jobs = app.jobs_view
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == hay[:50], "the first page", WAIT)
+        await pilot.press("slash", *"needle")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "the page filter: none on it", WAIT)
+        await pilot.press("enter")  # no job has that id: the jobs of that name, in the whole state
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == needles[:1], "the exact name", WAIT)
+        await pilot.press("slash", "end", "*", "enter")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == needles, "the prefix's matches", WAIT)
+        assert jobs.search is not None and jobs.search.name == "needle*"
+
+        await pilot.press("A")
+        await wait_for(pilot, lambda: isinstance(app.screen, MatchesScreen), "the choice", WAIT)
+        await confirm(pilot, "c", "Cancel 2 waiting jobs of alpha with a name starting 'needle'?")
+        for job_id in needles:
+            await until(pilot, lambda j=job_id: _is_in(qm, "alpha", j, JobState.CANCELLED), "the cancel")
+        await wait_for(pilot, lambda: rows(app, "jobs-table") == [], "the search shown again: none", WAIT)
+        assert (await qm.get_queue_metrics("alpha")).waiting == 60
+    await qm.close()
+
+
+async def _is_in(qm: QueueManager, queue: str, job_id: str, state: JobState) -> bool:
+    return (await qm.get_job(queue, job_id)).state is state

@@ -29,6 +29,7 @@ from queue_manager_tui.controls import (
     cancel_plan,
     clean_plan,
     delete_schedule_plan,
+    matches_plan,
     pause_plan,
     promote_plan,
     remove_plan,
@@ -39,6 +40,8 @@ from queue_manager_tui.data import DataSource
 from queue_manager_tui.screens.clean import CleanChoice, CleanScreen
 from queue_manager_tui.screens.confirm import ConfirmScreen
 from queue_manager_tui.screens.help import HelpScreen
+from queue_manager_tui.screens.matches import MatchesScreen
+from queue_manager_tui.search import BulkAction, Search, count_matches
 from queue_manager_tui.state import Backoff, Connection, DashboardState, Link
 from queue_manager_tui.widgets.job_detail import JobDetail
 from queue_manager_tui.widgets.jobs_view import JobsView
@@ -53,7 +56,7 @@ __all__ = ["CONTROL_ACTIONS", "DashboardApp"]
 
 TABS = ("queues", "jobs", "workers", "workflows", "schedules")
 QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
-JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove"})
+JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove", "act_on_matches"})
 CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS
 """Actions that change something on the server: absent in read-only mode."""
 # Seconds between reads of the queues' settings: a rate limit or priority bound changed elsewhere shows within
@@ -92,6 +95,8 @@ class DashboardApp(App[None]):
         Binding("P", "promote", "Promote"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("d", "remove", "Remove"),
+        # Not in the footer (it is full in Jobs): the help, the palette and the docs name it.
+        Binding("A", "act_on_matches", "Act on the matches", show=False),
     ]
 
     def __init__(
@@ -397,6 +402,41 @@ class DashboardApp(App[None]):
             self._propose(lambda: delete_schedule_plan(self._schedule()))
         else:
             self._propose(lambda: remove_plan(self._job()))
+
+    def action_act_on_matches(self) -> None:
+        """Retries, cancels or removes every job the Jobs view's server search matches: picks the action
+        (when more than one applies to the state), counts the matches on the server, then asks."""
+        if self.read_only:
+            return
+        search = self.jobs_view.search
+        if search is None:
+            self.notify(
+                "Search by name first: / then a name (send-* for a prefix) and Enter; "
+                "A then acts on every job it matches.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        actions = BulkAction.for_state(search.state)
+        if len(actions) == 1:
+            self._propose_matches(actions[0], search)
+            return
+
+        def chosen(action: BulkAction | None) -> None:
+            if action is not None:
+                self._propose_matches(action, search)
+
+        self.push_screen(MatchesScreen(search, actions), chosen)
+
+    @work(exclusive=True, group="count-matches")
+    async def _propose_matches(self, action: BulkAction, search: Search) -> None:
+        try:
+            count = await count_matches(self.source, search)
+        except QueueManagerError as exc:
+            self.notify(f"Could not count the matches: {exc}", severity="error", markup=False)
+            return
+        if self.is_running:
+            self._propose(lambda: matches_plan(action, search, count))
 
     def _schedule(self) -> Schedule:
         schedule = self.schedules_view.selected()

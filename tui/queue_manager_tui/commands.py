@@ -87,7 +87,7 @@ def palette_commands(app: DashboardApp) -> list[PaletteCommand]:
         PaletteCommand("Show workers", "the Workers view (3)", partial(app.action_show_tab, "workers")),
         PaletteCommand("Show workflows", "the Workflows view (4)", partial(app.action_show_tab, "workflows")),
         PaletteCommand("Show schedules", "the Schedules view (5)", partial(app.action_show_tab, "schedules")),
-        PaletteCommand("Search jobs", "by id or name (/)", app.action_search),
+        PaletteCommand("Search jobs", "by id or name; Enter asks the server (/)", app.action_search),
         PaletteCommand("Help", "every key (?)", app.action_help),
     ]
     commands += [
@@ -145,6 +145,11 @@ def _control_commands(app: DashboardApp, job: Job | None) -> list[PaletteCommand
             PaletteCommand(f"Cancel job {label}", "asks first (c)", app.action_cancel_job),
             PaletteCommand(f"Remove job {label}", "asks first (d)", app.action_remove),
         ]
+    search = app.jobs_view.search if app.active_tab == "jobs" else None
+    if search is not None:
+        title = f"Act on every {search.state.value} job of {search.queue} {search.label}…"
+        what = "retry, cancel or remove them, asks first (A)"
+        commands.append(PaletteCommand(title, what, app.action_act_on_matches))
     schedule = app.schedules_view.selected() if app.active_tab == "schedules" else None
     if schedule is not None:
         title = f"Delete schedule {safe(schedule.id)} of {schedule.queue_name}"

@@ -17,6 +17,7 @@ from datetime import timedelta
 from queue_manager import Job, JobState, QueueMetrics, Schedule
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.format import fmt_count, fmt_duration, safe
+from queue_manager_tui.search import BulkAction, Count, Search, act_on_matches
 
 __all__ = [
     "CLEANABLE_STATES",
@@ -26,6 +27,7 @@ __all__ = [
     "clean_plan",
     "count_in_state",
     "delete_schedule_plan",
+    "matches_plan",
     "parse_grace",
     "pause_plan",
     "promote_plan",
@@ -258,6 +260,51 @@ def cancel_plan(job: Job) -> Plan:
         return f"Cancelled job {safe(job_id)} of {queue}."
 
     return Plan("Cancel job", f"Cancel {_job_label(job)}?", detail, cancel, destructive=True)
+
+
+_MATCHES_TITLES = {
+    BulkAction.RETRY: "Retry the matches",
+    BulkAction.CANCEL: "Cancel the matches",
+    BulkAction.REMOVE: "Remove the matches",
+}
+
+
+def matches_plan(action: BulkAction, search: Search, count: Count) -> Plan:
+    """Retries, cancels or removes every job a search matches, asking with the server's count of them."""
+    state = search.state.value
+    if not action.applies_to(search.state):
+        raise NotApplicable(f"{action.value.capitalize()} does not apply to {state} jobs.")
+    if count.count == 0 and count.complete:
+        raise NotApplicable(f"No {state} job of {search.queue} {search.label} now.")
+    many = _jobs(count.count, state) if count.complete else f"more than {_jobs(count.count, state)}"
+    what = f"{many} of {search.queue} {search.label}"
+    detail = {
+        BulkAction.RETRY: "Each goes back to waiting with its attempts counted afresh.",
+        BulkAction.CANCEL: (
+            "They are running: their workers are told to stop them, and they end cancelled."
+            if search.state is JobState.ACTIVE
+            else "They will not run."
+        ),
+        BulkAction.REMOVE: "Their data, results and logs are deleted for good.",
+    }[action]
+    if not count.complete:
+        detail += " Counting stopped there; every match is acted on, to the end of the state."
+
+    async def run(source: DataSource) -> str:
+        done = await act_on_matches(source, action, search)
+        if action is BulkAction.RETRY:
+            return f"{_jobs(done.count)} of {search.queue} {search.label} waiting again."
+        if action is BulkAction.REMOVE:
+            return f"Removed {_jobs(done.count)} of {search.queue} {search.label}."
+        if search.state is JobState.ACTIVE:
+            return (
+                f"Told the workers of {_jobs(done.requested)} of {search.queue} {search.label} to stop them."
+            )
+        return f"Cancelled {_jobs(done.count)} of {search.queue} {search.label}."
+
+    verb = action.value.capitalize()
+    destructive = action is not BulkAction.RETRY
+    return Plan(_MATCHES_TITLES[action], f"{verb} {what}?", detail, run, destructive=destructive)
 
 
 def parse_grace(text: str) -> timedelta:

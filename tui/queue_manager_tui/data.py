@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from queue_manager import (
+    BulkResult,
     Job,
     JobLogLine,
     JobState,
@@ -37,6 +38,8 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+# Kept with each job the dashboard cancels, so `qm jobs get` says where the cancel came from.
+CANCEL_REASON = "cancelled from the dashboard"
 # The log tail holds the newest lines; a job keeps its last 1,000, the most one page can return.
 _LOG_PAGE = 1_000
 
@@ -58,9 +61,13 @@ class DataSource(Protocol):
         ...
 
     async def list_jobs(
-        self, queue: str, state: JobState, page_size: int, page_token: str
+        self, queue: str, state: JobState, page_size: int, page_token: str, name: str | None = None
     ) -> tuple[list[Job], str]:
-        """One page of a queue's jobs in one state, and the next page's token ("" on the last)."""
+        """One page of a queue's jobs in one state, and the next page's token ("" on the last).
+
+        With ``name`` (exact, or a prefix ending with "*") only the jobs of that name: the server reads a
+        bounded part of the state per call, so such a page may be short, or empty, and still have a token.
+        """
         ...
 
     async def get_job(self, queue: str, job_id: str) -> Job:
@@ -111,6 +118,18 @@ class DataSource(Protocol):
         """Runs every failed job of a queue again; returns how many."""
         ...
 
+    async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        """Runs the failed (or cancelled) jobs of that name again: one bounded call, go on with its token."""
+        ...
+
+    async def cancel_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        """Cancels the jobs of that name in one state: one bounded call, go on with its token."""
+        ...
+
+    async def remove_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        """Removes the jobs of that name in one state (not active): one bounded call, go on with its token."""
+        ...
+
     async def remove_job(self, queue: str, job_id: str) -> None:
         """Removes a job that is not active."""
         ...
@@ -150,9 +169,11 @@ class ClientSource:
         return await self._client.list_queues()
 
     async def list_jobs(
-        self, queue: str, state: JobState, page_size: int, page_token: str
+        self, queue: str, state: JobState, page_size: int, page_token: str, name: str | None = None
     ) -> tuple[list[Job], str]:
-        return await self._client.list_jobs(queue, state, page_size=page_size, page_token=page_token)
+        return await self._client.list_jobs(
+            queue, state, page_size=page_size, page_token=page_token, name=name
+        )
 
     async def get_job(self, queue: str, job_id: str) -> Job:
         return await self._client.get_job(queue, job_id)
@@ -192,6 +213,17 @@ class ClientSource:
     async def retry_failed(self, queue: str) -> int:
         return await self._client.retry_failed(queue)
 
+    async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        return await self._client.retry_jobs(queue, state, name=name, page_token=page_token)
+
+    async def cancel_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        return await self._client.cancel_jobs(
+            queue, state, name=name, page_token=page_token, reason=CANCEL_REASON
+        )
+
+    async def remove_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
+        return await self._client.remove_jobs(queue, state, name=name, page_token=page_token)
+
     async def remove_job(self, queue: str, job_id: str) -> None:
         await self._client.remove_job(queue, job_id)
 
@@ -199,7 +231,7 @@ class ClientSource:
         await self._client.promote_job(queue, job_id)
 
     async def cancel_job(self, queue: str, job_id: str) -> None:
-        await self._client.cancel_job(queue, job_id, reason="cancelled from the dashboard")
+        await self._client.cancel_job(queue, job_id, reason=CANCEL_REASON)
 
     async def close(self) -> None:
         await self._client.close()

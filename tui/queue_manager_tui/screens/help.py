@@ -22,7 +22,9 @@ KEYS: tuple[Section, ...] = (
         (
             ("?", "this help"),
             ("1 … 5", "Queues, Jobs, Workers, Workflows, Schedules"),
-            ("/", "search jobs (by id or name)"),
+            ("/", "search: filters the page as typed;"),
+            ("", "Enter: that job id, or that name in"),
+            ("", "the whole state (send-* a prefix)"),
             ("q, Esc", "back; quit from Queues"),
             ("j k, ↓ ↑", "move; g G top and bottom"),
             ("Tab", "next pane"),
@@ -51,6 +53,7 @@ CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("P", "promote the job (delayed → waiting)"),
     ("c", "cancel the job"),
     ("d", "remove the job; in Schedules, delete the schedule"),
+    ("A", "retry, cancel or remove all matches"),
 )
 
 

@@ -1,4 +1,11 @@
-"""The Jobs view: one queue's jobs by state, a page at a time, with search and a detail pane."""
+"""The Jobs view: one queue's jobs by state, a page at a time, with search and a detail pane.
+
+The search box filters the loaded page as the user types (by id or name, any part of them: instant, no
+call). Enter asks the server: the job with that id if there is one (in whatever state), else the jobs of
+that name in the whole state (exact, or a prefix when the text ends with "*", as `list_jobs(name=...)`
+takes it), shown a page at a time like any page, in each state the user switches to, until the text
+changes or the search closes.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +22,19 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static, Tab, Tabs
 
-from queue_manager import Job, JobRef, JobState, NotFoundError, QueueManagerError, QueueMetrics
+from queue_manager import (
+    InvalidArgumentError,
+    Job,
+    JobRef,
+    JobState,
+    NotFoundError,
+    QueueManagerError,
+    QueueMetrics,
+)
 from queue_manager_tui.controls import count_in_state
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.format import fmt_count, fmt_inline, fmt_time, safe
+from queue_manager_tui.search import Search, find_page, parse_name
 from queue_manager_tui.widgets.cells import literal, number, state_text
 from queue_manager_tui.widgets.job_detail import JobDetail
 from queue_manager_tui.widgets.nav_table import NavTable, TableRow
@@ -82,6 +98,8 @@ class JobsView(Vertical):
         self._next_token = ""
         self._jobs: list[Job] = []
         self._found: Job | None = None
+        self._name: str | None = None  # the name searched on the server (Enter), None while browsing
+        self._cut_short = False  # the search page stopped at its bound of calls, not full
         self._detail: Job | None = None
         self._signature: tuple[int, ...] | None = None
         self._gone = False  # the shown queue went away (obliterated) while shown
@@ -91,7 +109,11 @@ class JobsView(Vertical):
             yield Static(id="jobs-queue")
             yield Tabs(*(Tab(s.value, id=f"state-{s.value}") for s in STATES), id="job-states")
             yield Static(id="jobs-page")
-        search = Input(placeholder="search id or name; Enter looks an id up; Esc closes", id="job-search")
+        search = Input(
+            placeholder="filter this page; Enter: a job id, or a name in the whole state (send-* a prefix); "
+            "Esc closes",
+            id="job-search",
+        )
         search.display = False
         yield search
         with Horizontal(id="jobs-body"):
@@ -118,6 +140,13 @@ class JobsView(Vertical):
         return bool(self.query_one("#job-search", Input).display)
 
     @property
+    def search(self) -> Search | None:
+        """The server search shown (a name submitted with Enter), None while browsing the state's pages."""
+        if self._name is None or self.queue is None or self._gone:
+            return None
+        return Search(self.queue, self.state, self._name)
+
+    @property
     def loaded_job(self) -> Job | None:
         """The job the detail pane shows (None while loading or when there is none)."""
         return self._detail
@@ -140,6 +169,7 @@ class JobsView(Vertical):
             search = self.query_one("#job-search", Input)
             search.value = ""
             search.display = False
+            self._name = None
         self.queue = queue
         self._signature = None
         if state is not None:
@@ -156,6 +186,7 @@ class JobsView(Vertical):
         search = self.query_one("#job-search", Input)
         search.display = True
         search.value = ref.job_id
+        self._name = None
         self._look_up(ref.queue_name, ref.job_id)
 
     def open_search(self) -> None:
@@ -165,12 +196,15 @@ class JobsView(Vertical):
         search.focus()
 
     def close_search(self) -> None:
-        """Hides the search box and shows the whole page again."""
+        """Hides the search box and shows the whole page again (the first page, after a server search)."""
         search = self.query_one("#job-search", Input)
         search.value = ""
         search.display = False
         self._found = None
-        self._show_rows()
+        if self._name is not None:
+            self._browse()
+        else:
+            self._show_rows()
         self.focus_table()
 
     def focus_table(self) -> None:
@@ -237,7 +271,7 @@ class JobsView(Vertical):
             tabs.action_previous_tab()
 
     def action_page(self, step: int) -> None:
-        if self.queue is None or self.search_open or self._gone:
+        if self.queue is None or (self.search_open and self._name is None) or self._gone:
             return
         if step > 0 and self._next_token:
             self._tokens.append(self._next_token)
@@ -267,8 +301,12 @@ class JobsView(Vertical):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        if self._found is not None and event.value.strip() != self._found.id:
+        text = event.value.strip()
+        if self._found is not None and text != self._found.id:
             self._found = None  # the user typed on: back to filtering the page
+        if self._name is not None and text != self._name:
+            self._browse()  # the search's text changed: back to the state's pages, filtered as typed
+            return
         self._show_rows()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -276,11 +314,11 @@ class JobsView(Vertical):
         query = event.value.strip()
         if not query or self.queue is None:
             return
-        if any(job.id == query for job in self._jobs):
+        if self._name is None and any(job.id == query for job in self._jobs):
             self.table.select_key(query)
             self.focus_table()
         else:
-            self._look_up(self.queue, query)
+            self._submit(self.queue, query)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
@@ -293,11 +331,20 @@ class JobsView(Vertical):
 
     # ----------------------------------------------------------------- loading
 
+    def _browse(self) -> None:
+        """Leaves the server search: the state's first page."""
+        self._name = None
+        self._tokens, self._next_token, self._jobs, self._cut_short = [""], "", [], False
+        self._show_header()
+        self._show_rows()
+        self._load_page()
+
     def _restart(self) -> None:
         self._gone = False
         self._tokens = [""]
         self._next_token = ""
         self._jobs = []
+        self._cut_short = False
         self._found = None
         self._detail = None
         self._set_columns()
@@ -308,17 +355,24 @@ class JobsView(Vertical):
 
     @work(exclusive=True, group="jobs-page")
     async def _load_page(self) -> None:
-        queue, state, token = self.queue, self.state, self._tokens[-1]
+        queue, state, token, name = self.queue, self.state, self._tokens[-1], self._name
         if queue is None:
             return
+        cut_short = False
         try:
-            jobs, next_token = await self.source.list_jobs(queue, state, PAGE_SIZE, token)
+            if name is None:
+                jobs, next_token = await self.source.list_jobs(queue, state, PAGE_SIZE, token)
+            else:
+                page = await find_page(self.source, Search(queue, state, name), PAGE_SIZE, token)
+                jobs, next_token, cut_short = page.jobs, page.next_token, page.cut_short
         except QueueManagerError as exc:
-            self.query_one(JobDetail).show_note(f"Could not list the {state.value} jobs of {queue}: {exc}")
+            doing = "list" if name is None else "search"
+            self.query_one(JobDetail).show_note(f"Could not {doing} the {state.value} jobs of {queue}: {exc}")
             return
-        if self._widgets_gone() or (queue, state, token) != (self.queue, self.state, self._tokens[-1]):
+        now = (self.queue, self.state, self._tokens[-1], self._name)
+        if self._widgets_gone() or (queue, state, token, name) != now:
             return
-        self._jobs, self._next_token = jobs, next_token
+        self._jobs, self._next_token, self._cut_short = jobs, next_token, cut_short
         self._show_header()
         self._show_rows()
         key = self.table.selected_key
@@ -345,6 +399,39 @@ class JobsView(Vertical):
         detail.show_job(job, logs)
 
     @work(exclusive=True, group="job-lookup")
+    async def _submit(self, queue: str, text: str) -> None:
+        """Enter in the search box: the job with that id if there is one, else the jobs of that name (a
+        text ending with "*" is a prefix, never an id)."""
+        if not text.endswith("*"):
+            try:
+                job = await self.source.get_job(queue, text)
+            except (NotFoundError, InvalidArgumentError):
+                job = None  # no such id (or none the server could hold): a name, then
+            except QueueManagerError as exc:
+                self.notify(f"Could not look up job {safe(text)}: {exc}", severity="error", markup=False)
+                return
+            if job is not None:
+                if not self._widgets_gone() and queue == self.queue:
+                    self._show_found(queue, job)
+                return
+        try:
+            name = parse_name(text)
+        except ValueError as exc:
+            lead = "" if text.endswith("*") else f"No job {safe(text)} in {queue}; as a name, "
+            self.notify(f"{lead}{exc}", severity="warning", markup=False)
+            return
+        if self._widgets_gone() or queue != self.queue:
+            return
+        self._found = None
+        self._name = name
+        self._tokens, self._next_token, self._jobs, self._cut_short = [""], "", [], False
+        self._show_header()
+        self.table.clear()
+        self.query_one(JobDetail).show_note("Searching…")
+        self._load_page()
+        self.focus_table()
+
+    @work(exclusive=True, group="job-lookup")
     async def _look_up(self, queue: str, job_id: str) -> None:
         try:
             job = await self.source.get_job(queue, job_id)
@@ -354,7 +441,11 @@ class JobsView(Vertical):
         except QueueManagerError as exc:
             self.notify(f"Could not look up job {safe(job_id)}: {exc}", severity="error", markup=False)
             return
-        self._found = job
+        self._show_found(queue, job)
+
+    def _show_found(self, queue: str, job: Job) -> None:
+        """Shows the one job an id lookup found (in place of a search's matches)."""
+        self._found, self._name = job, None
         self._show_rows()
         self.table.select_key(job.id)
         self._load_detail(queue, job.id)
@@ -379,6 +470,8 @@ class JobsView(Vertical):
     def _shown_jobs(self) -> list[Job]:
         if self._found is not None:
             return [self._found]
+        if self._name is not None:
+            return self._jobs  # the server matched them
         query = self.query_one("#job-search", Input).value.strip().lower()
         if not query:
             return self._jobs
@@ -399,9 +492,17 @@ class JobsView(Vertical):
     def _empty_note(self) -> str:
         if self._gone:
             return f"Queue {self.queue} no longer exists: it was obliterated. Press q for the queues."
+        search = self.search
+        if search is not None:
+            none = f"No {self.state.value} job of {self.queue} {search.label}"
+            if self._next_token:
+                return f"{none} in the part of the state read so far: ] reads on."
+            return f"{none}."
         query = self.query_one("#job-search", Input).value.strip()
         if query and self._jobs:
-            return f"No job on this page matches {query!r}. Enter looks it up as a job id."
+            return (
+                f"No job on this page matches {query!r}. Enter searches the whole state (an id, or a name)."
+            )
         return f"No {self.state.value} jobs in {self.queue}."
 
     def _show_header(self) -> None:
@@ -416,9 +517,10 @@ class JobsView(Vertical):
             page.update("")
             return
         queue.update(Text(self.queue, style="bold"))
-        more = "  ] next" if self._next_token else ""
+        more = ("  ] read on" if self._cut_short else "  ] next") if self._next_token else ""
         back = "[ prev  " if len(self._tokens) > 1 else ""
-        page.update(Text(f"{back}page {len(self._tokens)}{more}", style="dim"))
+        what = "matches, page" if self._name is not None else "page"
+        page.update(Text(f"{back}{what} {len(self._tokens)}{more}", style="dim"))
 
 
 def _row(job: Job) -> list[Text]:
