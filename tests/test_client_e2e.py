@@ -328,6 +328,12 @@ async def test_sync_client(server: RunningServer) -> None:
         with SyncQueueManager(server.address) as client:
             client.register_queue("sync-q", default_job_options={"attempts": 2})
             job = client.add_job("sync-q", "one", {"a": 1}, {"priority": "critical"})
+            assert (job.created, job.replaced) == (True, False)
+            dup = {"dedup": {"key": "k", "mode": "replace"}}
+            first = client.add_job("sync-q", "d", 1, dup)
+            again = client.add_job("sync-q", "d", 2, dup)
+            assert (again.id, again.created, again.replaced, again.data) == (first.id, False, True, 2)
+            client.remove_job("sync-q", first.id)
             ids = client.add_bulk("sync-q", ({"name": "many", "data": i} for i in range(50)))
             fetched = client.get_job("sync-q", job.id)
             assert fetched.data == {"a": 1} and fetched.priority is JobPriority.CRITICAL

@@ -218,6 +218,11 @@ async def test_replace_while_the_first_job_is_delayed_or_waiting(
     held = await qm.add_job("r", "b", {"a": 1}, {"dedup": {"key": "bytes", "mode": "replace"}})
     raw = await qm.add_job("r", "b", b"\x00raw", {"dedup": Dedup("bytes", mode=DedupMode.REPLACE)})
     assert raw.id == held.id and (await qm.get_job("r", held.id)).data == b"\x00raw"
+    # The client says what each add did: created, or found and replaced.
+    assert (held.created, held.replaced, raw.created, raw.replaced) == (True, False, False, True)
+    kept = await qm.add_job("r", "b", None, {"dedup": {"key": "bytes"}})  # keep_first: found, not replaced
+    assert (kept.created, kept.replaced) == (False, False)
+    assert (await qm.get_job("r", held.id)).replaced is None
     back = await qm.add_job("r", "b", {"json": 1}, {"dedup": Dedup("bytes", mode="REPLACE")})
     assert back.id == held.id and (await qm.get_job("r", held.id)).data == {"json": 1}
 

@@ -227,8 +227,9 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls):
 
         Returns:
             The job as stored (the existing one when ``job_id`` or the dedup key was taken); its ``created``
-            says which: True when this call created it, False when it found it. The data of a job this call
-            created is ``data`` itself, not a copy (bytes-like data as bytes).
+            says which: True when this call created it, False when it found it, and its ``replaced`` whether
+            it found a pending job of its dedup key and gave it this add's name and data (mode ``replace``).
+            The data of a job this call created is ``data`` itself, not a copy (bytes-like data as bytes).
 
         Raises:
             QueueFullError: The queue holds its ``max_size`` jobs, or the job's group its own; the job was
@@ -251,6 +252,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls):
             return created_job(request, answer, data)
         job = job_from_proto(answer.job)
         job.created = answer.created
+        job.replaced = answer.disposition == jobs_pb2.ADD_DISPOSITION_REPLACED
         return job
 
     async def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:

@@ -156,6 +156,9 @@ class Job:
         created: On the job `QueueManager.add_job` returns: True when the call created it, False when its
             ``job_id`` or dedup key was taken and this is the job that held it (nothing was added). None on
             jobs read any other way. Not compared: it tells about the call, not the job.
+        replaced: On the job `QueueManager.add_job` returns: True when the add's dedup key (mode
+            ``replace``) was held by a job that had not started, which now has this add's name and data (this
+            is that job); else False. None on jobs read any other way. Not compared, as ``created``.
     """
 
     id: str
@@ -189,6 +192,7 @@ class Job:
     cancel_reason: str = ""
     expires_at: datetime | None = None
     created: bool | None = field(default=None, compare=False)
+    replaced: bool | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -486,6 +490,7 @@ def created_job(
         created_at=created_at,
         options=_PLAIN_OPTIONS,
         created=True,
+        replaced=False,
     )
 
 

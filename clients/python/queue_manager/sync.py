@@ -177,6 +177,7 @@ class SyncQueueManager:
                 span.set_attribute("messaging.message.id", response.job.id)
         job = job_from_proto(response.job)
         job.created = response.created
+        job.replaced = response.disposition == jobs_pb2.ADD_DISPOSITION_REPLACED
         return job
 
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
