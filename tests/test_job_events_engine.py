@@ -156,3 +156,18 @@ async def test_bulk_actions_by_filter_publish_their_jobs_events(
     batches = [await asyncio.wait_for(channel.get(), 10) for _ in range(2)]
     assert [(e.type, e.job_id) for e in batches[0].events] == [(REMOVED, f"b{i}") for i in (1, 3, 5)]
     assert [(e.type, e.job_id) for e in batches[1].events] == [(CANCELLED, f"b{i}") for i in (0, 2, 4)]
+
+
+async def test_a_replace_add_that_makes_its_holder_due_is_a_waiting_event(
+    engine: Engine, channel: asyncio.Queue[EventBatch]
+) -> None:
+    await engine.register_queue("debounce", {})
+    await JobEvents(engine).watch("debounce", 60_000)
+    dedup = {"dedup_key": "doc", "dedup_mode": 3}  # REPLACE
+    await engine.add_jobs("debounce", [NewJob(id="d", name="index", data=b"1", delay_ms=60_000, **dedup)])
+    (added,) = (await asyncio.wait_for(channel.get(), 10)).events
+    assert (added.type, added.job_id) == (ADDED, "d") and added.run_at_ms > 0
+    # A duplicate due now: the holder takes its data and is waiting, not added again.
+    await engine.add_jobs("debounce", [NewJob(id="e", name="index", data=b"2", delay_ms=0, **dedup)])
+    due = (await asyncio.wait_for(channel.get(), 10)).events
+    assert [(e.type, e.job_id) for e in due] == [(WAITING, "d")]

@@ -97,11 +97,7 @@ for i = 0, n - 1 do
     local h = split_header(hs)
     local code, run, got, fields = insert_job(meta, waiting, delayed, prefix, d, now, h, data,
       ARGV[b + 3], ARGV[b + 4], pushes, lim)
-    if EVENTS and (code == 1 or code == 2) then
-      job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil)
-    elseif EVENTS and code == 5 then
-      job_event(prefix, got, 2, h[2])
-    end
+    inserted_event(prefix, code, got, h[2], run)
     if code == 1 or code == 5 then
       added_waiting = added_waiting + 1
       if code == 1 and fresh then fresh[got] = {fields, data} end

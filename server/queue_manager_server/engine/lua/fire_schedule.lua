@@ -36,11 +36,7 @@ if n > 0 then
     local h = split_header(ARGV[b + 1])
     local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[b + 2],
       ARGV[b + 3], ARGV[b + 4], pushes)
-    if EVENTS and (code == 1 or code == 2) then
-      job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil)
-    elseif EVENTS and code == 5 then
-      job_event(prefix, got, 2, h[2])
-    end
+    inserted_event(prefix, code, got, h[2], run)
     if code == 1 or code == 2 then created = created + 1 end
     if code == 1 or code == 5 then
       added_waiting = added_waiting + 1

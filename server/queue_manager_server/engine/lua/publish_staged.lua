@@ -32,11 +32,7 @@ for i = 1, #items - 3, 4 do
   local h = split_header(items[i])
   local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, items[i + 1],
     items[i + 2], items[i + 3], pushes)
-  if EVENTS and (code == 1 or code == 2) then
-    job_event(prefix, got, 1, h[2], nil, nil, code == 2 and run or nil)
-  elseif EVENTS and code == 5 then
-    job_event(prefix, got, 2, h[2])
-  end
+  inserted_event(prefix, code, got, h[2], run)
   if got ~= h[1] then table.insert(out, h[1]); table.insert(out, got) end
   if code == 1 or code == 5 then
     added_waiting = added_waiting + 1

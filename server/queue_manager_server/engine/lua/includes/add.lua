@@ -302,6 +302,15 @@ end
 -- room in its group); the run-at of a delayed job (added, or replaced and moved: 4); the id that answers
 -- the add (the holder's when the dedup key is held); and for an added job, the fields written but the data
 -- (name/value pairs, numbers as numbers). A caller counts 1 and 2 as created, 1 and 5 as ready now.
+-- The job event of an insert_job (code, run: its answer) in a watched queue (common.lua watched): a job
+-- created is ADDED (a delayed one with its run-at). A pending holder a REPLACE add made due now is WAITING,
+-- recorded by to_waiting as any job made ready; a kept or moved holder and an existing id are none.
+local function inserted_event(prefix, code, id, name, run)
+  if EVENTS and (code == 1 or code == 2) then
+    job_event(prefix, id, 1, name, nil, nil, code == 2 and run or nil)
+  end
+end
+
 local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, extra, pushes, lim)
   local id = h[1]
   local jkey = prefix .. id
