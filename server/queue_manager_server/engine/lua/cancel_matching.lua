@@ -17,7 +17,8 @@ local reason, channel, queue = ARGV[13], ARGV[14], ARGV[15]
 -- The existence check reads the job events' watch deadline too (common.lua watched).
 local m = redis.call('HMGET', meta, 'created', 'evw')
 if not m[1] then return {-1} end
-watched(m[2], now_ms())
+local now = now_ms()
+watched(m[2], now)
 local f = read_filter(ARGV, 6)
 local ids, lists, at, total = members_from(state, key, start, tonumber(ARGV[4]))
 local picked, taken, grps, requested, read = {}, {}, {}, 0, #ids
@@ -50,10 +51,9 @@ if state == 'waiting' then
 else
   zrem_all(key, taken)
 end
-local now = now_ms()
 for _, id in ipairs(taken) do
   if reason ~= '' then redis.call('HSET', prefix .. id, 'cxm', reason) end
   finish_cancelled(meta, prefix, id, now)
 end
-publish_events(prefix, now_ms())
+publish_events(prefix, now)
 return {#taken, requested, start + read - #taken, total - #taken}

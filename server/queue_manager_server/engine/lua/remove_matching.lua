@@ -15,7 +15,8 @@ local prefix, state, start, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber
 -- The existence check reads the job events' watch deadline too (common.lua watched).
 local m = redis.call('HMGET', meta, 'created', 'evw')
 if not m[1] then return {-1} end
-watched(m[2], now_ms())
+local now = now_ms()
+watched(m[2], now)
 local f = read_filter(ARGV, 6)
 local ids, lists, at, total = members_from(state, key, start, tonumber(ARGV[4]))
 local picked, taken, grps, read = {}, {}, {}, #ids
@@ -42,5 +43,5 @@ if state == 'waiting' then
 else
   zrem_all(key, taken)
 end
-publish_events(prefix, now_ms())
+publish_events(prefix, now)
 return {#taken, start + read - #taken, total - #taken}
