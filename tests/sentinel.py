@@ -18,7 +18,13 @@ from pathlib import Path
 
 import redis
 
-from queue_manager_server.embedded import JOB_HASH_ENCODING, free_port, valkey_binary, valkey_env
+from queue_manager_server.embedded import (
+    JOB_HASH_ENCODING,
+    dying_with_parent,
+    free_port,
+    valkey_binary,
+    valkey_env,
+)
 
 MASTER = "qm-primary"
 # How long the sentinels wait for an unanswering primary before calling it down, and how long a failover may
@@ -79,7 +85,7 @@ class ValkeySentinel:
         (d / "valkey.conf").write_text(conf.replace("{dir}", str(d)))
         with open(d / "valkey.log", "wb") as out:
             self.procs[port] = subprocess.Popen(
-                [str(valkey_binary()), str(d / "valkey.conf"), *extra],
+                dying_with_parent([str(valkey_binary()), str(d / "valkey.conf"), *extra]),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
