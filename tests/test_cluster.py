@@ -124,6 +124,13 @@ async def test_housekeeping_on_queues_of_every_primary(cluster_engine: Engine) -
         assert (m.completed, m.failed, m.waiting, m.active) == (0, 0, 0, 0)
 
 
+async def test_each_primarys_memory_is_read(cluster_engine: Engine, valkey_cluster: ValkeyCluster) -> None:
+    """What /metrics exports as queue_store_memory_* (node label host:port): every primary, none twice."""
+    nodes = await cluster_engine.store.memory()
+    assert sorted(int(m.node.rsplit(":", 1)[1]) for m in nodes) == sorted(valkey_cluster.ports)
+    assert all(m.used > 0 and m.max >= 0 for m in nodes)
+
+
 async def test_scripts_a_primary_lost_are_loaded_again(
     cluster_engine: Engine, cluster_redis: RedisCluster
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from queue_manager.v1 import jobs_pb2 as jpb
@@ -118,6 +119,31 @@ async def test_every_server_shows_the_same_queue_totals_under_the_seed_names(
     rules = (Path(__file__).parent.parent / "docs" / "prometheus-alerts.yml").read_text()
     read = set(re.findall(r"\b(queue_[a-z_]+)", rules))
     assert read and read <= {name for name, _ in at_a}, read - {name for name, _ in at_a}
+
+
+async def test_the_store_memory_and_its_limit_are_exported_per_primary(
+    server_factory: ServerFactory, redis_url: str
+) -> None:
+    """What the StoreMemory* alerts divide: used_memory and maxmemory of the primary, labelled host:port."""
+    server = await server_factory(http_listen="127.0.0.1:0")
+    limit = 3 << 30
+    async with aioredis.from_url(redis_url) as r:
+        before = (await r.config_get("maxmemory"))["maxmemory"]
+        await r.config_set("maxmemory", limit)
+        try:
+            _, samples = await scrape(server)
+            used_now = int((await r.info("memory"))["used_memory"])
+        finally:
+            await r.config_set("maxmemory", before)
+        kw = r.connection_pool.connection_kwargs
+    node = f"{kw['host']}:{kw['port']}"
+    assert value(samples, "queue_store_memory_max_bytes", node=node) == limit
+    used = value(samples, "queue_store_memory_used_bytes", node=node)
+    assert 0.5 * used_now < used < 2 * used_now
+    assert [k for k in samples if k[0].startswith("queue_store_memory")] == [
+        ("queue_store_memory_used_bytes", (("node", node),)),
+        ("queue_store_memory_max_bytes", (("node", node),)),
+    ]
 
 
 async def test_grpc_server_metrics_count_every_rpc_shape(server_factory: ServerFactory) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from queue_manager_server.engine.keys import QueueKeys, registry
-from queue_manager_server.engine.records import Metrics, MinuteActivity
+from queue_manager_server.engine.records import Metrics, MinuteActivity, NodeMemory
 from queue_manager_server.engine.stats import BUCKETS, HISTORY_MINUTES, RECENT_MINUTES
 from queue_manager_server.engine.workers import WorkerRecord, WorkerStore, parse_workers
 from queue_manager_server.errors import QueueNotFound
@@ -159,6 +159,10 @@ class MetricsReader:
         queues = [found[n] for n in registered if n in found]
         attach_workers(queues, workers)
         return Snapshot(now, queues, workers)
+
+    async def memory(self) -> list[NodeMemory]:
+        """Every primary's memory use and limit."""
+        return await self.engine.store.memory()
 
     async def list_workers(self, queue: str | None = None) -> list[WorkerRecord]:
         """The connected workers (of one queue, if named), by id."""

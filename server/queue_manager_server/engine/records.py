@@ -304,6 +304,15 @@ class Metrics:
     levels: list[tuple[int, int]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeMemory:
+    """One Redis/Valkey primary's memory, from its ``INFO memory``."""
+
+    node: str  # "host:port" (a Cluster node's name), or "primary" when the address is not known
+    used: int  # used_memory, bytes
+    max: int  # maxmemory, bytes; 0 when unbounded (then Redis grows until the machine runs out)
+
+
 @dataclass(slots=True)
 class MinuteActivity:
     """One minute of a queue's activity (engine/keys.py ``minute``)."""

@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from queue_manager_server.engine.clients import ClusterBatch, Pipe
 from queue_manager_server.engine.direct import DirectConnection
 from queue_manager_server.engine.nodes import HeldStats, NodesHeld
+from queue_manager_server.engine.records import NodeMemory
 from queue_manager_server.engine.scripts import Scripts, resend_refused
 
 
@@ -68,6 +69,10 @@ class Store(Protocol):
     def time_in(self, pipe: Pipe, key: str | None = None) -> None:
         """Queues a TIME on the node that holds `key`, any node when None (its reply as redis-py's ``time()``
         gives it)."""
+        ...
+
+    async def memory(self) -> list[NodeMemory]:
+        """Every primary's memory use and limit (one ``INFO memory`` each, sent in parallel)."""
         ...
 
 
@@ -120,6 +125,12 @@ class SingleStore:
     def time_in(self, pipe: Pipe, key: str | None = None) -> None:
         pipe.time()
 
+    async def memory(self) -> list[NodeMemory]:
+        kw = self.redis.connection_pool.connection_kwargs
+        # A Sentinel's pool finds its primary per connection: no fixed address to name.
+        node = f"{kw['host']}:{kw['port']}" if "host" in kw and "port" in kw else kw.get("path", "primary")
+        return [node_memory(node, await self.redis.info("memory"))]
+
 
 class ClusterStore:
     """A Redis/Valkey Cluster: see the module docstring."""
@@ -165,6 +176,17 @@ class ClusterStore:
     def time_in(self, pipe: Pipe, key: str | None = None) -> None:
         # A cluster pipeline refuses a keyless command unless it is told the node (redis-py).
         pipe.execute_command("TIME", target_nodes=self._node(key))
+
+    async def memory(self) -> list[NodeMemory]:
+        nodes = self.redis.get_primaries()
+        infos = await self.redis.info("memory", target_nodes=nodes)
+        if len(nodes) == 1:  # redis-py answers one node's reply as it is, several as {node name: reply}
+            infos = {nodes[0].name: infos}
+        return sorted((node_memory(str(name), info) for name, info in infos.items()), key=lambda m: m.node)
+
+
+def node_memory(node: str, info: dict[str, Any]) -> NodeMemory:
+    return NodeMemory(node, int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
 
 
 def make_store(redis: Redis | RedisCluster, scripts: Scripts) -> Store:

@@ -9,12 +9,14 @@ The ``grpc_server_*`` metrics describe the calls one process served, so they are
 server (and sum) for those.
 
 Labels are ``queue`` (and ``state`` on ``queue_jobs``, ``priority`` on the per-level families): bounded by the
-number of queues, never a job id.
+number of queues, never a job id. The store's memory (``queue_store_memory_*``) is labelled ``node``, one per
+primary (one INFO each per scrape, beside the snapshot), so an alert can fire before maxmemory refuses adds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 
 from queue_manager_server.engine.metrics import Snapshot
-from queue_manager_server.engine.records import Metrics
+from queue_manager_server.engine.records import Metrics, NodeMemory
 from queue_manager_server.engine.stats import DURATION_BOUNDS_MS
 from queue_manager_server.grpc_metrics import go_float
 from queue_manager_server.http.guard import HttpGuard, forbidden
@@ -32,6 +34,8 @@ from queue_manager_server.services.errors import status_for
 
 if TYPE_CHECKING:
     from queue_manager_server.http import HttpContext
+
+log = logging.getLogger("queue_manager_server.http")
 
 # Job states of the queue_jobs gauge; disjoint, so sum() over state is the number of jobs kept.
 STATES = ("waiting", "paused", "delayed", "active", "completed", "failed", "cancelled")
@@ -63,10 +67,37 @@ class _Scrape:
             code, message = status_for(exc)
             return web.Response(status=503, text=f"{code.name}: {message}\n")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(QueueCollector(snap))
+        registry.register(QueueCollector(snap, await self._memory()))
         registry.register(self.ctx.grpc_metrics)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+    async def _memory(self) -> list[NodeMemory]:
+        """The store's memory, or none when Redis refuses INFO (a managed service's ACL may): the queue
+        metrics are still served."""
+        try:
+            return await self.ctx.metrics.memory()
+        except Exception as exc:
+            log.warning(f"cannot read the store's memory (INFO memory): {status_for(exc)[1]}")
+            return []
+
+
+def _memory_families(nodes: list[NodeMemory]) -> Iterator[Metric]:
+    used = GaugeMetricFamily(
+        "queue_store_memory_used_bytes",
+        "Memory the Redis/Valkey primary uses (INFO used_memory), per primary.",
+        labels=["node"],
+    )
+    limit = GaugeMetricFamily(
+        "queue_store_memory_max_bytes",
+        "The primary's maxmemory: past it, adds are refused RESOURCE_EXHAUSTED; 0 when unbounded.",
+        labels=["node"],
+    )
+    for m in nodes:
+        used.add_metric([m.node], m.used)
+        limit.add_metric([m.node], m.max)
+    yield used
+    yield limit
 
 
 def _histogram(name: str, doc: str, queues: list[Metrics], per_ms: int, unit: str) -> HistogramMetricFamily:
@@ -107,8 +138,9 @@ def _levels(queues: list[Metrics]) -> Iterator[Metric]:
 class QueueCollector:
     """The queue metric families of one snapshot (a collector made per scrape)."""
 
-    def __init__(self, snap: Snapshot) -> None:
+    def __init__(self, snap: Snapshot, memory: list[NodeMemory] | None = None) -> None:
         self.snap = snap
+        self.memory = memory or []
 
     def collect(self) -> Iterator[Metric]:
         queues = self.snap.queues
@@ -179,3 +211,5 @@ class QueueCollector:
         doc = "Processing time of runs reported with their duration, since the queue was registered"
         yield _histogram("queue_job_processing_duration_ms", doc, queues, 1, "milliseconds")
         yield _histogram("queue_job_processing_duration_seconds", doc, queues, 1000, "seconds")
+        if self.memory:
+            yield from _memory_families(self.memory)
