@@ -21,6 +21,7 @@ sized by the queues' depth (``qm worker myapp.jobs --autoscale 1:8``).
 import queue_manager._grpc_io  # noqa: F401
 
 # isort: split
+from queue_manager.batching import BatchProcessor, batch
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
@@ -65,6 +66,7 @@ from queue_manager.workflows import WorkflowRun, WorkflowState, WorkflowStepRun,
 __all__ = [
     "AlreadyExistsError",
     "Backoff",
+    "BatchProcessor",
     "BulkJob",
     "BulkResult",
     "ChainLink",
@@ -118,4 +120,5 @@ __all__ = [
     "WorkflowStepRef",
     "WorkflowStepRun",
     "WorkflowStepState",
+    "batch",
 ]

@@ -8,7 +8,7 @@ there), `QueueCalls` (client_queues.py: queues, groups, metrics, events, workers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -17,6 +17,7 @@ import grpc.aio
 
 from queue_manager import tracing
 from queue_manager.adds import AddBatcher
+from queue_manager.batching import BatchHandler, batch
 from queue_manager.channel import resolve_address
 from queue_manager.checks import (
     check_channel_options,
@@ -31,6 +32,7 @@ from queue_manager.client_base import UNREAD
 from queue_manager.client_flows import FlowCalls
 from queue_manager.client_jobs import JobCalls
 from queue_manager.client_queues import QueueCalls
+from queue_manager.context import JobContext
 from queue_manager.convert import Job, created_job, job_from_proto
 from queue_manager.errors import error_from_rpc
 from queue_manager.options import JobOptionsLike, validate_queue_name
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["QueueManager"]
 
 _P = TypeVar("_P", bound=Callable[..., Any])
+_H = TypeVar("_H", bound=BatchHandler)
 
 
 class QueueManager(JobCalls, QueueCalls, FlowCalls):
@@ -122,6 +125,25 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls):
 
         def register(fn: _P) -> _P:
             self.register_processor(queue_name, fn)
+            return fn
+
+        return register
+
+    def batch_processor(
+        self,
+        queue_name: str,
+        *,
+        size: int,
+        wait: float = 1.0,
+        key: Callable[[JobContext], Hashable] | None = None,
+    ) -> Callable[[_H], _H]:
+        """Decorator that registers a batch handler as the queue's processor: it is called once with up to
+        `size` jobs (a list of `JobContext`), and returns None or one result (or exception) per job; see
+        `queue_manager.batch` for `wait` and `key`. ``@qm.batch_processor("rows", size=500, wait=0.5)``.
+        """
+
+        def register(fn: _H) -> _H:
+            self.register_processor(queue_name, batch(fn, size=size, wait=wait, key=key))
             return fn
 
         return register
