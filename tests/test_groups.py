@@ -259,6 +259,8 @@ async def test_group_limits_over_grpc_and_bad_input(stub: queue_service_pb2_grpc
     bad = [
         (types_pb2.JobOptions(group="x" * 129), "options.group"),
         (types_pb2.JobOptions(group="a\nb"), "control characters"),
+        (types_pb2.JobOptions(group="a\u0085b"), "control characters (found U+0085)"),
+        (types_pb2.JobOptions(group="a\u2028b"), "control characters (found U+2028)"),
     ]
     for options, what in bad:
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -171,6 +171,7 @@ async def test_bad_group_limits_are_refused_with_a_precise_message(
     [
         (lambda qm: qm.set_group_limits("q", ""), ValueError, "group must be 1 to 128 characters"),
         (lambda qm: qm.set_group_limits("q", "a\tb"), ValueError, "without control characters"),
+        (lambda qm: qm.set_group_limits("q", "a\x9bb"), ValueError, "without control characters"),
         (lambda qm: qm.set_group_limits("q", "x" * 129), ValueError, "group must be 1 to 128"),
         (lambda qm: qm.clear_group_limits("q", 7), TypeError, "group must be a str, not int"),
         (lambda qm: qm.set_group_limits("q", "g", concurrency=2**32), ValueError, "concurrency must be"),

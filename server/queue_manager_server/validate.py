@@ -72,11 +72,17 @@ def text(value: str, field: str, max_len: int = 200, required: bool = True) -> s
 MAX_GROUP = 128
 
 
+def is_control(c: str) -> bool:
+    """A character that breaks a line of text or a terminal: C0, DEL, C1, U+2028 and U+2029."""
+    o = ord(c)
+    return o < 0x20 or 0x7F <= o <= 0x9F or o in (0x2028, 0x2029)
+
+
 def group(value: str, field: str) -> str:
     """A fairness group name: 1 to MAX_GROUP characters, no control characters (it is part of key names and
-    of log lines)."""
+    of log lines): C0, DEL, C1 (U+0080-U+009F, NEL among them) and the line and paragraph separators."""
     text(value, field, MAX_GROUP)
-    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    bad = next((c for c in value if is_control(c)), None)
     if bad is not None:
         raise InvalidArgument(field, f"must not contain control characters (found U+{ord(bad):04X})")
     return value

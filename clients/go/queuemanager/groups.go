@@ -28,7 +28,8 @@ func checkGroup(field, group string) error {
 		return fmt.Errorf("%s is %d characters long; the limit is %d", field, n, MaxGroupLength)
 	}
 	for _, r := range group {
-		if r < 0x20 || r == 0x7f {
+		// C0, DEL, C1 (NEL among them) and the line and paragraph separators, as the server refuses.
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == 0x2028 || r == 0x2029 {
 			return fmt.Errorf("%s %q must not contain control characters (found U+%04X)", field, group, r)
 		}
 	}

@@ -330,6 +330,7 @@ func TestBadGroupsAreRefusedWithTheField(t *testing.T) {
 	}{
 		{longest + "é", "JobOptions.Group is 129 characters long; the limit is 128"},
 		{"a\nb", `JobOptions.Group "a\nb" must not contain control characters (found U+000A)`},
+		{"a\u0085b", `JobOptions.Group "a\u0085b" must not contain control characters (found U+0085)`},
 		{"tab\there", "(found U+0009)"},
 		{"del\x7f", "(found U+007F)"},
 		{"bad\xff", `JobOptions.Group "bad\xff" is not valid UTF-8`},

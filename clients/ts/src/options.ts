@@ -282,7 +282,8 @@ export function checkGroup(value: unknown, what: string): string {
     throw new RangeError(`${what} must be 1 to ${MAX_GROUP_LENGTH} characters, got ${length}`);
   }
   // With the u flag a surrogate pair is one character: the class matches lone surrogates only.
-  const bad = /[\u0000-\u001f\u007f\ud800-\udfff]/u.exec(group)?.[0].charCodeAt(0);
+  // Control characters as the server counts them: C0, DEL, C1 (NEL among them), U+2028 and U+2029.
+  const bad = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ud800-\udfff]/u.exec(group)?.[0].charCodeAt(0);
   if (bad !== undefined) {
     const code = `U+${bad.toString(16).toUpperCase().padStart(4, "0")}`;
     const why = bad >= 0xd800 ? `a lone surrogate (${code}), which is not Unicode text` : `control characters (found ${code})`;

@@ -292,6 +292,7 @@ describe("bad groups", () => {
       [longest + "é", RangeError, /^job\.options\.group must be 1 to 128 characters, got 129$/],
       ["", RangeError, /^job\.options\.group must be 1 to 128 characters, got 0$/],
       ["a\nb", RangeError, /^job\.options\.group "a\\nb" must not contain control characters \(found U\+000A\)$/],
+      ["a\u2028b", RangeError, /must not contain control characters \(found U\+2028\)$/],
       ["tab\there", RangeError, /\(found U\+0009\)/],
       ["del\u007f", RangeError, /\(found U\+007F\)/],
       ["nul\u0000", RangeError, /\(found U\+0000\)/],
