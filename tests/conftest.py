@@ -61,7 +61,8 @@ _FINISH_OPTIONS = {b"kc", b"atm", b"to", b"flo", b"ddk", b"ddt", b"wt"}
 def plain_mark_errors(client: SyncRedis) -> list[str]:
     """The jobs of the tests' prefixes whose 'p' mark claims less than they hold: a PLAIN job with one of
     the fields a claim or completion reads (but max attempts), or with a priority other than its waiting
-    list's level; a FINISH_PLAIN one with a field a completion reads. Each means a script wrote such a field
+    list's level; a GROUP_PLAIN one likewise, or without its group or outside its group's list of its level;
+    a FINISH_PLAIN one with a field a completion reads. Each means a script wrote such a field
     without marking the job NOT_PLAIN, and claims and completions skip the field."""
     errors = []
     # Each waiting list read once (LPOS per job scanned the list each time: quadratic in a long backlog that
@@ -71,11 +72,19 @@ def plain_mark_errors(client: SyncRedis) -> list[str]:
         fields = client.hgetall(key)
         mark = fields.get(b"p")
         wrong = set()
-        if mark == b"1":
+        if mark in (b"1", b"g"):
             wrong = _READ_OPTIONS & fields.keys()
             st = fields.get(b"st", b"waiting")
             base, job_id = key.rsplit(b":job:", 1)
-            level = base + b":waiting:" + fields.get(b"pri", b"3")
+            pri = fields.get(b"pri", b"3")
+            if mark == b"1":
+                level = base + b":waiting:" + pri
+                if b"grp" in fields:
+                    wrong.add(b"grp")
+            else:  # GROUP_PLAIN: a plain job of a group, waiting in its group's list of its level
+                level = base + b":gwait:" + pri + b":" + fields.get(b"grp", b"")
+                if b"grp" not in fields:
+                    wrong.add(b"no grp")
             if st == b"waiting":
                 if level not in waiting:
                     waiting[level] = set(client.lrange(level, 0, -1))

@@ -101,6 +101,35 @@ async def test_a_group_at_its_concurrency_limit_waits_until_a_run_of_it_ends(eng
     assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 2, 2), ("b", 3, 2)]
 
 
+async def test_a_plain_job_of_a_group_is_claimed_with_its_group_from_its_list(engine: Engine) -> None:
+    """A grouped job with no option a claim or a completion reads is marked GROUP_PLAIN ('g', common.lua): the
+    claim reads its 5 fields and takes the group from the group's list it popped (the priority from the
+    level), the completion reads the mark and the group (the group's slot is freed); one with such an option
+    has no mark and is read whole, as is a job a priority change or a failure rewrote."""
+    await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
+    k = engine.keys("q")
+    jobs = [job("a", 0, priority=1), job("a", 1, timeout_ms=5000), job("b", 0), job("b", 1, attempts=2)]
+    ids = (await engine.add_jobs("q", jobs)).ids
+    assert [await engine.redis.hget(k.job(i), "p") for i in ids] == [b"g", None, b"g", b"g"]
+    first = (await engine.claim("q", 10, "t1", "w", 30_000)).jobs
+    assert sorted((j.name, j.group, j.priority, j.timeout_ms) for j in first) == [
+        ("a0", "a", 1, 0),
+        ("b0", "b", 3, 0),
+    ]
+    codes, _ = await engine.complete("q", [(j.id, "t1", b"null", "application/json") for j in first])
+    assert codes == [0, 0]
+    second = (await engine.claim("q", 10, "t2", "w", 30_000)).jobs
+    assert sorted((j.name, j.group, j.timeout_ms) for j in second) == [("a1", "a", 5000), ("b1", "b", 0)]
+    b1 = next(j for j in second if j.name == "b1")
+    await engine.fail("q", [(b1.id, "t2", "boom", "", False)])  # retried: rewritten, so marked not plain
+    assert await engine.redis.hget(k.job(b1.id), "p") == b"0"
+    assert [
+        (j.name, j.group, j.attempts_made) for j in (await engine.claim("q", 10, "t3", "w", 30_000)).jobs
+    ] == [("b1", "b", 1)]
+    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 0, 1), ("b", 0, 1)]
+
+
 async def test_a_group_rate_limit_holds_the_group_back_and_says_when_to_come_back(engine: Engine) -> None:
     # 10 per second: a bucket of one token, the next after 100 ms.
     await register(

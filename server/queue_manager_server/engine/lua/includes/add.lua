@@ -414,13 +414,18 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
   if st == 'delayed' then put(f, 'run', run) end
   -- Written with the data, and like it left out of the fields returned: which of the fields a claim and a
   -- completion read it has none of (common.lua PLAIN). A job with an expiry is never plain: a claim must
-  -- read its 'exp' (a completion need not). Nor is a job of a group: a completion must read its 'grp'.
+  -- read its 'exp' (a completion need not). A job of a group is GROUP_PLAIN or has no mark: a completion
+  -- must read its 'grp'.
   local n = #f
   f[n + 1] = 'data'; f[n + 2] = data
-  if kc == '' and to == '0' and extra == '' and dk == '' and grp == '' then
+  if kc == '' and to == '0' and extra == '' and dk == '' then
     local plain = ct == JSON_TYPE and md == '' and pri >= 1 and pri <= LEVELS and pri == math.floor(pri)
       and exa == 0
-    f[n + 3] = 'p'; f[n + 4] = plain and PLAIN or FINISH_PLAIN
+    if grp == '' then
+      f[n + 3] = 'p'; f[n + 4] = plain and PLAIN or FINISH_PLAIN
+    elseif plain then
+      f[n + 3] = 'p'; f[n + 4] = GROUP_PLAIN
+    end
   end
   redis.call('HSET', jkey, unpack(f))
   f[n + 1] = nil; f[n + 2] = nil; f[n + 3] = nil; f[n + 4] = nil

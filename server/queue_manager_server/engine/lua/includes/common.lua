@@ -17,11 +17,15 @@ local DEFAULT_ATT = 1
 -- ddt and exp (an expiry, which only a claim reads: includes/claim.lua); a max attempts ('att', the option
 -- most jobs with one have) is read anyway, and a priority ('pri') is the level of the list the job is in (a job a priority bound moves to the first level loses the mark
 -- there: age_waiting.lua). FINISH_PLAIN: none of those a completion reads (kc, atm, to, flo,
--- ddk, ddt, wt). Absent (a job an older server wrote, or one with such fields) or NOT_PLAIN: read them all.
+-- ddk, ddt, wt). GROUP_PLAIN: a PLAIN job of a fairness group, whose 'grp' a claim knows from the group's
+-- list it pops the job from, and a completion reads alone (claims 5 fields and completes from 2 where it read
+-- 15 and 11). Absent (a job an older server wrote, or one with such fields) or NOT_PLAIN: read them all (an
+-- older server reads a mark it does not know as NOT_PLAIN).
 -- Written when the job is inserted (includes/add.lua); every later write of one of those fields (or of
 -- 'pri') writes NOT_PLAIN in the same HSET (tests/conftest.py checks every job the tests leave behind).
 local PLAIN = '1'
 local FINISH_PLAIN = 'c'
+local GROUP_PLAIN = 'g'
 local NOT_PLAIN = '0'
 -- The content type a job hash without 'ct' (the data's) or with 'res' but no 'rct' (the result's) holds.
 local JSON_TYPE = 'application/json'
