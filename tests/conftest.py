@@ -72,7 +72,7 @@ def plain_mark_errors(client: SyncRedis) -> list[str]:
         fields = client.hgetall(key)
         mark = fields.get(b"p")
         wrong = set()
-        if mark in (b"1", b"g"):
+        if mark == b"1" or (mark or b"").startswith(b"g"):
             wrong = _READ_OPTIONS & fields.keys()
             st = fields.get(b"st", b"waiting")
             base, job_id = key.rsplit(b":job:", 1)
@@ -81,10 +81,10 @@ def plain_mark_errors(client: SyncRedis) -> list[str]:
                 level = base + b":waiting:" + pri
                 if b"grp" in fields:
                     wrong.add(b"grp")
-            else:  # GROUP_PLAIN: a plain job of a group, waiting in its group's list of its level
+            else:  # GROUP_PLAIN and its group: a plain job of it, waiting in its group's list of its level
                 level = base + b":gwait:" + pri + b":" + fields.get(b"grp", b"")
-                if b"grp" not in fields:
-                    wrong.add(b"no grp")
+                if mark != b"g" + fields.get(b"grp", b"-"):
+                    wrong.add(b"grp")
             if st == b"waiting":
                 if level not in waiting:
                     waiting[level] = set(client.lrange(level, 0, -1))

@@ -102,15 +102,15 @@ async def test_a_group_at_its_concurrency_limit_waits_until_a_run_of_it_ends(eng
 
 
 async def test_a_plain_job_of_a_group_is_claimed_with_its_group_from_its_list(engine: Engine) -> None:
-    """A grouped job with no option a claim or a completion reads is marked GROUP_PLAIN ('g', common.lua): the
-    claim reads its 5 fields and takes the group from the group's list it popped (the priority from the
-    level), the completion reads the mark and the group (the group's slot is freed); one with such an option
+    """A grouped job with no option a claim or a completion reads is marked GROUP_PLAIN and its group ('g' and
+    the name, common.lua): the claim reads its 5 fields, the group from the mark and the priority from the
+    level; the completion reads the mark alone (the group's slot is freed); one with such an option
     has no mark and is read whole, as is a job a priority change or a failure rewrote."""
     await register(engine, group_limits=types_pb2.GroupLimits(concurrency=1))
     k = engine.keys("q")
     jobs = [job("a", 0, priority=1), job("a", 1, timeout_ms=5000), job("b", 0), job("b", 1, attempts=2)]
     ids = (await engine.add_jobs("q", jobs)).ids
-    assert [await engine.redis.hget(k.job(i), "p") for i in ids] == [b"g", None, b"g", b"g"]
+    assert [await engine.redis.hget(k.job(i), "p") for i in ids] == [b"ga", None, b"gb", b"gb"]
     first = (await engine.claim("q", 10, "t1", "w", 30_000)).jobs
     assert sorted((j.name, j.group, j.priority, j.timeout_ms) for j in first) == [
         ("a0", "a", 1, 0),

@@ -22,7 +22,7 @@ local keep = {}
 -- Per job one read (lease check and the fields finishing needs) and two writes; the active and completed
 -- sets get the whole batch in one command each.
 -- The read: a job marked plain for finishing (common.lua PLAIN) has none of the fields finishing needs
--- (on_finished's too), so the lease check reads its mark only (and a GROUP_PLAIN job's group after it). Any other job is read again whole, and since
+-- (on_finished's too), so the lease check reads its mark only (a GROUP_PLAIN mark names the job's group). Any other job is read again whole, and since
 -- a batch's jobs are mostly alike, so is the next (its mark says when to go back).
 local whole = false
 local k = 2
@@ -34,13 +34,14 @@ for i = 0, n - 1 do
   if not whole then
     code, f = lease_check(jkey, token, 'p')
     local mark = f[3]
-    whole = code == 0 and mark ~= PLAIN and mark ~= FINISH_PLAIN and mark ~= GROUP_PLAIN
+    local grp = plain_group(mark)
+    whole = code == 0 and mark ~= PLAIN and mark ~= FINISH_PLAIN and not grp
     f[3] = false  -- the mark's place is kc's below: a job marked plain has no keep policy of its own
-    if code == 0 and mark == GROUP_PLAIN then f[11] = redis.call('HGET', jkey, 'grp') end
+    f[11] = grp
   end
   if whole then
     code, f = lease_check(jkey, token, 'kc', 'atm', 'to', 'flo', 'ddk', 'ddt', 'wt', 'p', 'grp')
-    whole = f[10] ~= PLAIN and f[10] ~= FINISH_PLAIN and f[10] ~= GROUP_PLAIN
+    whole = f[10] ~= PLAIN and f[10] ~= FINISH_PLAIN and not plain_group(f[10])
   end
   k = k + 1
   if code ~= 0 then

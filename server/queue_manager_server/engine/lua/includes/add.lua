@@ -424,7 +424,7 @@ local function insert_job(meta, waiting, delayed, prefix, d, now, h, data, md, e
     if grp == '' then
       f[n + 3] = 'p'; f[n + 4] = plain and PLAIN or FINISH_PLAIN
     elseif plain then
-      f[n + 3] = 'p'; f[n + 4] = GROUP_PLAIN
+      f[n + 3] = 'p'; f[n + 4] = GROUP_PLAIN .. grp
     end
   end
   redis.call('HSET', jkey, unpack(f))

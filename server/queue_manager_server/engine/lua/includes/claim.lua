@@ -375,11 +375,11 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
         f = fresh_read(known)
       else
         -- A plain job (common.lua PLAIN) has its name, data, time and max attempts and the priority of its
-        -- level: 5 fields; one of a group (GROUP_PLAIN) the group it was popped from too. Any other is read
+        -- level: 5 fields; one of a group (GROUP_PLAIN) its group too, from its mark. Any other is read
         -- again whole, and since a batch's jobs are mostly alike, so is the next (its mark says when to go
         -- back).
         local g = not whole and redis.call('HMGET', jkey, 'name', 'data', 'ts', 'att', 'p')
-        local grp = g and g[5] == GROUP_PLAIN and grps and grps[i]
+        local grp = g and plain_group(g[5])
         if g and (g[5] == PLAIN or grp) then
           f = {g[1], g[2], false, level ~= DEFAULT_PRI and level, g[4], false, false, g[3], false, false,
             false, false, false, false, grp or false}

@@ -17,15 +17,20 @@ local DEFAULT_ATT = 1
 -- ddt and exp (an expiry, which only a claim reads: includes/claim.lua); a max attempts ('att', the option
 -- most jobs with one have) is read anyway, and a priority ('pri') is the level of the list the job is in (a job a priority bound moves to the first level loses the mark
 -- there: age_waiting.lua). FINISH_PLAIN: none of those a completion reads (kc, atm, to, flo,
--- ddk, ddt, wt). GROUP_PLAIN: a PLAIN job of a fairness group, whose 'grp' a claim knows from the group's
--- list it pops the job from, and a completion reads alone (claims 5 fields and completes from 2 where it read
--- 15 and 11). Absent (a job an older server wrote, or one with such fields) or NOT_PLAIN: read them all (an
--- older server reads a mark it does not know as NOT_PLAIN).
+-- ddk, ddt, wt). GROUP_PLAIN followed by the group: a PLAIN job of a fairness group, whose mark tells a
+-- claim and a completion its group as well (they read 5 fields and 1 where they read 15 and 11, and no
+-- command more: the group's name is stored twice). Absent (a job an older server wrote, or one with such
+-- fields) or NOT_PLAIN: read them all (an older server reads a mark it does not know as NOT_PLAIN).
 -- Written when the job is inserted (includes/add.lua); every later write of one of those fields (or of
 -- 'pri') writes NOT_PLAIN in the same HSET (tests/conftest.py checks every job the tests leave behind).
 local PLAIN = '1'
 local FINISH_PLAIN = 'c'
 local GROUP_PLAIN = 'g'
+
+-- The group a GROUP_PLAIN mark names; nil for any other mark (or none).
+local function plain_group(mark)
+  if type(mark) == 'string' and string.byte(mark, 1) == 103 then return string.sub(mark, 2) end
+end
 local NOT_PLAIN = '0'
 -- The content type a job hash without 'ct' (the data's) or with 'res' but no 'rct' (the result's) holds.
 local JSON_TYPE = 'application/json'
