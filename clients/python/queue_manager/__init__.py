@@ -29,6 +29,7 @@ from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
 from queue_manager.enums import DedupMode, JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
+    DelayedError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -73,6 +74,7 @@ __all__ = [
     "DeadLetter",
     "Dedup",
     "DedupMode",
+    "DelayedError",
     "FailedPreconditionError",
     "GroupInfo",
     "GroupLimits",

@@ -6,11 +6,13 @@ import ast
 import math
 import re
 from datetime import timedelta
+from typing import Any
 
 import grpc
 
 __all__ = [
     "AlreadyExistsError",
+    "DelayedError",
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
@@ -142,6 +144,48 @@ class RateLimitedError(Exception):
             raise ValueError(f"retry_after must be at least 0 seconds, got {retry_after!r}")
         self.retry_after = timedelta(seconds=seconds)
         super().__init__(message or f"rate limited: retry after {seconds:g}s")
+
+
+_KEEP = object()  # DelayedError's data default: keep the job's data
+
+
+class DelayedError(Exception):
+    """Raised by a processor to run its job again later without using an attempt: a durable sleep between
+    the steps of a long job (BullMQ's ``moveToDelayed`` + ``DelayedError``, Hatchet's durable sleep).
+
+    The run ends, the job waits ``delay`` in delayed (by the server's clock; its group's slot and the
+    worker's are free meanwhile) and then runs again as attempt ``attempts_made + 1`` as before, not as a
+    redelivery. With ``data``, the job's data is replaced in the same step (a checkpoint: the next run
+    resumes from it); without, it is kept. A cancel asked meanwhile ends the job cancelled.
+
+    Args:
+        delay: Seconds (int or float) or a `timedelta`, 0 to 10 years (0: again as soon as a worker is free).
+        data: The job's new data (JSON-serialisable, or bytes), within the server's payload limit; a value
+            the server cannot store fails the attempt with the reason instead.
+
+    Attributes:
+        delay: The interval, as a `timedelta`.
+        data: The new data, or `DelayedError.KEEP`.
+    """
+
+    KEEP: Any = _KEEP
+
+    def __init__(self, delay: float | timedelta, data: Any = _KEEP) -> None:
+        if isinstance(delay, timedelta):
+            seconds = delay.total_seconds()
+        elif isinstance(delay, int | float) and not isinstance(delay, bool):
+            seconds = float(delay)
+        else:
+            raise TypeError(f"delay must be seconds or a timedelta, not {type(delay).__name__}")
+        if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_DELAY_S:
+            raise ValueError(f"delay must be 0 to 10 years in seconds, got {delay!r}")
+        self.delay = timedelta(seconds=seconds)
+        self.data = data
+        super().__init__(f"run again in {seconds:g}s")
+
+
+# The longest delay the server takes (its durations' limit: docs/api.md "Limits").
+_MAX_DELAY_S = 10 * 365 * 24 * 3600
 
 
 _BY_CODE: dict[grpc.StatusCode, type[QueueManagerError]] = {

@@ -24,7 +24,7 @@ from google.protobuf import struct_pb2
 from queue_manager import tracing
 from queue_manager.context import JobContext
 from queue_manager.convert import decode_payload, encode_payload
-from queue_manager.errors import RateLimitedError, UnrecoverableError, error_from_rpc
+from queue_manager.errors import DelayedError, RateLimitedError, UnrecoverableError, error_from_rpc
 from queue_manager.logsampling import Sampler
 from queue_manager.tracebacks import exception_text, format_failure
 from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, worker_service_pb2
@@ -201,6 +201,9 @@ class JobRuns:
         if ctx._lost:
             self._finish(ctx)
             return
+        if isinstance(exc, DelayedError):
+            self._delay(ctx, exc, nanos)
+            return
         message = _failure_message(exc)
         if ctx._span is not None:
             tracing.record_failure(ctx._span, exc, message)
@@ -222,6 +225,33 @@ class JobRuns:
         if isinstance(exc, RateLimitedError):  # back without using an attempt; the queue holds off
             failure.retry_after.FromTimedelta(exc.retry_after)
             failure.stacktrace = ""
+        self._unsent += 1
+        self._finish(ctx)
+
+    def _delay(self, ctx: JobContext, exc: DelayedError, nanos: int) -> None:
+        """The run asked to run again later (DelayedError): its job waits without using an attempt."""
+        delays = self._outbox.report.delays
+        item = delays.add()
+        item.lease.queue_name, item.lease.job_id, item.lease.lease_token = (
+            ctx.queue_name,
+            ctx.id,
+            ctx.lease_token,
+        )
+        item.delay.FromTimedelta(exc.delay)
+        if exc.data is not DelayedError.KEEP:
+            try:
+                encode_payload(exc.data, item.data)
+            except (TypeError, ValueError) as bad:  # not JSON: the attempt fails with why
+                del delays[-1]
+                self._fail(ctx, bad, nanos)
+                return
+        logger.debug(
+            "job %s/%s runs again in %gs",
+            ctx.queue_name,
+            ctx.id,
+            exc.delay.total_seconds(),
+            extra={"queue": ctx.queue_name, "job_id": ctx.id},
+        )
         self._unsent += 1
         self._finish(ctx)
 

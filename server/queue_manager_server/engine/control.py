@@ -105,13 +105,19 @@ class Control:
             await self.engine.after_failures(queue, [code for _, code, _ in outcomes])
         return TimedOut(now_ms=int(r[0]), next_deadline_ms=int(r[1]), outcomes=outcomes)
 
-    async def retry_later(self, queue: str, items: Sequence[tuple[str, str, int]]) -> list[tuple[int, int]]:
-        """Puts jobs whose processor was told to slow down back to delayed without using an attempt, and
-        holds the queue for as long.
+    async def retry_later(
+        self,
+        queue: str,
+        items: Sequence[tuple[str, str, int] | tuple[str, str, int, bytes, str]],
+        hold: bool = True,
+    ) -> list[tuple[int, int]]:
+        """Puts running jobs back to delayed without using an attempt: those whose processor was told to slow
+        down (hold: the queue is held for as long), or those that asked to run again later (hold=False).
 
         Args:
             queue: The queue.
-            items: (job id, lease token, retry-after ms).
+            items: (job id, lease token, wait ms) or (job id, lease token, wait ms, new data, its content
+                type): the data replaces the job's in the same step (a checkpoint).
 
         Returns:
             (code, run-at ms) per item: 1 delayed until run-at, 3 cancelled (a cancel was pending),
@@ -119,8 +125,11 @@ class Control:
         """
         k = self.engine.keys(queue)
         args: list[Any] = [k.job_prefix, self.engine.channel, queue, len(items)]
-        for item in items:
-            args += item
+        flag = "1" if hold else "0"
+        for job_id, token, wait, *data in items:
+            args += (
+                [job_id, token, wait, flag, data[1], data[0]] if data else [job_id, token, wait, flag, "", ""]
+            )
         r = await self.engine.scripts.run("retry_later", [k.meta, k.active, k.delayed, k.limiter], args)
         out = [(int(r[i]), int(r[i + 1])) for i in range(1, len(r), 2)]
         await self.engine.after_failures(queue, [code for code, _ in out])

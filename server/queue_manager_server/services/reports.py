@@ -1,4 +1,5 @@
-"""Handles worker reports: completions, failures, extensions, progress, releases, each batched per queue.
+"""Handles worker reports: completions, failures, delays, extensions, progress, releases, each batched per
+queue.
 
 Every item presents its lease token; the engine's scripts reject stale ones, and the rejections (plus every
 extension's verdict) go back to the worker in one ack.
@@ -17,7 +18,7 @@ import grpc
 
 from queue_manager.logsampling import Sampler
 from queue_manager.v1 import worker_service_pb2 as pb
-from queue_manager_server import convert
+from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.job_control import JobControl
@@ -29,7 +30,7 @@ log = logging.getLogger("queue_manager_server.reports")
 # Longest retry-after a worker may impose on a queue (a bad value must not stop a queue for good).
 MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
 
-T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress, pb.JobLogs)
+T = TypeVar("T", pb.JobCompletion, pb.JobFailure, pb.LeaseRef, pb.JobProgress, pb.JobLogs, pb.JobDelay)
 # The queue an item is for: named on the item, or (progress, logs) on the run it names in ``lease``.
 _QUEUE: Callable[[object], str] = attrgetter("queue_name")
 _RUN_QUEUE: Callable[[object], str] = attrgetter("lease.queue_name")
@@ -93,6 +94,8 @@ class ReportHandler:
             self._retry_later(s, queue, items)
             for queue, items in _by_queue(f for f in r.failures if f.HasField("retry_after"))
         ]
+        # A run that asked to run again later (a durable sleep) uses no attempt and holds nothing back.
+        outcomes += [self._delay(s, queue, items) for queue, items in _by_queue(r.delays, _RUN_QUEUE)]
         if len(outcomes) == 1:
             results += await outcomes[0]
         elif outcomes:
@@ -190,6 +193,33 @@ class ReportHandler:
         return [
             _rejection(queue, f.job_id, f.lease_token, code)
             for f, (code, _) in zip(items, outcomes, strict=True)
+            if code < 0
+        ]
+
+    async def _delay(
+        self, s: WorkerSession, queue: str, items: list[pb.JobDelay]
+    ) -> list[pb.ReportItemResult]:
+        delays: list[tuple[str, str, int] | tuple[str, str, int, bytes, str]] = []
+        refused: list[tuple[str, str, str, str, bool]] = []
+        for d in items:
+            job_id, token = d.lease.job_id, d.lease.lease_token
+            s.forget(queue, job_id, token)
+            try:
+                wait = validate.duration_ms(d.delay, "delay")
+                if d.HasField("data"):
+                    body, ct = convert.payload_in(d.data, "data", self.max_payload)
+                    delays.append((job_id, token, wait, body, ct))
+                else:
+                    delays.append((job_id, token, wait))
+            except InvalidArgument as exc:
+                # A delay that cannot be applied fails the attempt with why, as an unstorable result does.
+                refused.append((job_id, token, f"delay rejected: {exc}", "", False))
+        outcomes = await Control(self.engine).retry_later(queue, delays, hold=False) if delays else []
+        if refused:
+            await self.engine.fail(queue, refused)
+        return [
+            _rejection(queue, d[0], d[1], code)
+            for d, (code, _) in zip(delays, outcomes, strict=True)
             if code < 0
         ]
 

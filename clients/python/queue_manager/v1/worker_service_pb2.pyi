@@ -328,6 +328,7 @@ class WorkerReport(_message.Message):
     LOGS_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
+    DELAYS_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """How many more jobs the worker can take, added to its current credit."""
     stop: _builtins.bool
@@ -373,6 +374,12 @@ class WorkerReport(_message.Message):
     def stats(self) -> Global___WorkerStats:
         """The worker process's resource use, sent with heartbeats (shown by ListWorkers and the dashboard)."""
 
+    @_builtins.property
+    def delays(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobDelay]:
+        """Runs that asked to run again later (a durable sleep between the steps of a long job): each job waits
+        its delay in delayed without using an attempt, its new data (if any) written in the same step.
+        """
+
     def __init__(
         self,
         *,
@@ -387,10 +394,11 @@ class WorkerReport(_message.Message):
         logs: _abc.Iterable[Global___JobLogs] | None = ...,
         cancelled: _abc.Iterable[Global___LeaseRef] | None = ...,
         stats: Global___WorkerStats | None = ...,
+        delays: _abc.Iterable[Global___JobDelay] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "progress", b"progress", "releases", b"releases", "stats", b"stats", "stop", b"stop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "delays", b"delays", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "progress", b"progress", "releases", b"releases", "stats", b"stats", "stop", b"stop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -689,3 +697,44 @@ class ServerCommand(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerCommand: _TypeAlias = ServerCommand  # noqa: Y015
+
+@_typing.final
+class JobDelay(_message.Message):
+    """JobDelay asks that a running job run again later without using an attempt: its run ends, the job waits in
+    delayed and its next run starts from the data given here (a checkpoint) or its data as it is. A delay the
+    server cannot apply (bad data) fails the attempt with the reason instead.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lease(self) -> Global___LeaseRef:
+        """The leased job."""
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """How long the job waits, by the server's clock; 0 runs it again as soon as a worker is free. At most
+        10 years.
+        """
+
+    @_builtins.property
+    def data(self) -> _types_pb2.Payload:
+        """Replaces the job's data in the same step; unset keeps it."""
+
+    def __init__(
+        self,
+        *,
+        lease: Global___LeaseRef | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
+        data: _types_pb2.Payload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "delay", b"delay", "lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "delay", b"delay", "lease", b"lease"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobDelay: _TypeAlias = JobDelay  # noqa: Y015

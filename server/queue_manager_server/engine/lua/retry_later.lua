@@ -1,13 +1,18 @@
--- retry_later.lua: records runs whose processor was told to slow down (a failure with retry_after: an HTTP
--- 429 from downstream, say), a batch fenced by lease tokens. The job goes back to delayed for retry_after
--- without using an attempt (attempts made unchanged, and the start is uncounted, so the next run is no
--- redelivery), and the queue starts no job until then on any server: the limiter's 'hold', which claim.lua
--- honours whether or not the queue has a rate limit. A job whose cancel was asked ends cancelled instead.
+-- retry_later.lua: puts running jobs back to delayed without using an attempt, a batch fenced by lease
+-- tokens: runs whose processor was told to slow down (a failure with retry_after: an HTTP 429 from
+-- downstream, say), and runs that asked to run again later (a JobDelay: a durable sleep between the steps
+-- of a long job, optionally with new data, a checkpoint, written in the same step). Attempts made are
+-- unchanged and the start is uncounted, so the next run is no redelivery. For a slow-down the queue starts
+-- no job until then on any server: the limiter's 'hold', which claim.lua honours whether or not the queue
+-- has a rate limit. A job whose cancel was asked ends cancelled instead. (Allowed past maxmemory with the
+-- other outcomes, scripts.py: a checkpoint replaces data, within the payload limit.)
 -- @include common
+-- @include data
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] delayed (zset)  KEYS[4] limiter (hash)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
--- ARGV[4] number of jobs N; then N groups of: id, lease token, retry-after ms
+-- ARGV[4] number of jobs N; then N groups of: id, lease token, wait ms, hold the queue ('1' or '0'),
+--   content type of the new data ('' to keep the data), the new data
 -- Returns: {now, then per job: code, run-at}: 1 delayed until run-at, 3 cancelled, -2 not found,
 --   -3 lease not held. The delays publish their wake-up event.
 local meta, active, delayed, limiter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -16,9 +21,11 @@ local now = now_ms()
 local out = {now}
 local hold, freed = 0, false
 for i = 0, n - 1 do
-  local id, token, wait = ARGV[5 + i * 3], ARGV[6 + i * 3], tonumber(ARGV[7 + i * 3])
+  local b = 5 + i * 6
+  local id, token, wait, holds = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3] == '1'
+  local ct, data = ARGV[b + 4], ARGV[b + 5]
   local jkey = prefix .. id
-  local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt', 'grp')
+  local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt', 'grp', 'ct')
   if code ~= 0 then
     table.insert(out, code); table.insert(out, -1)
   else
@@ -30,11 +37,12 @@ for i = 0, n - 1 do
       finish_cancelled(meta, prefix, id, now)
       table.insert(out, 3); table.insert(out, -1)
     else
+      if ct ~= '' then set_data(jkey, data, ct, f[7]) end
       redis.call('HSET', jkey, 'st', 'delayed', 'run', now + wait)
       redis.call('ZADD', delayed, now + wait, id)
       notify_job(prefix, id, jkey, 'delayed', f[5])
       if EVENTS then job_event(prefix, id, 8, nil, nil, nil, now + wait) end
-      if now + wait > hold then hold = now + wait end
+      if holds and now + wait > hold then hold = now + wait end
       ready_at(now + wait)
       table.insert(out, 1); table.insert(out, now + wait)
     end

@@ -595,7 +595,10 @@ type WorkerReport struct {
 	// Jobs whose run stopped because the server sent CANCEL_JOB; they end cancelled.
 	Cancelled []*LeaseRef `protobuf:"bytes,10,rep,name=cancelled,proto3" json:"cancelled,omitempty"`
 	// The worker process's resource use, sent with heartbeats (shown by ListWorkers and the dashboard).
-	Stats         *WorkerStats `protobuf:"bytes,11,opt,name=stats,proto3" json:"stats,omitempty"`
+	Stats *WorkerStats `protobuf:"bytes,11,opt,name=stats,proto3" json:"stats,omitempty"`
+	// Runs that asked to run again later (a durable sleep between the steps of a long job): each job waits
+	// its delay in delayed without using an attempt, its new data (if any) written in the same step.
+	Delays        []*JobDelay `protobuf:"bytes,12,rep,name=delays,proto3" json:"delays,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +706,13 @@ func (x *WorkerReport) GetCancelled() []*LeaseRef {
 func (x *WorkerReport) GetStats() *WorkerStats {
 	if x != nil {
 		return x.Stats
+	}
+	return nil
+}
+
+func (x *WorkerReport) GetDelays() []*JobDelay {
+	if x != nil {
+		return x.Delays
 	}
 	return nil
 }
@@ -1313,6 +1323,73 @@ func (x *ServerCommand) GetReason() string {
 	return ""
 }
 
+// JobDelay asks that a running job run again later without using an attempt: its run ends, the job waits in
+// delayed and its next run starts from the data given here (a checkpoint) or its data as it is. A delay the
+// server cannot apply (bad data) fails the attempt with the reason instead.
+type JobDelay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leased job.
+	Lease *LeaseRef `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	// How long the job waits, by the server's clock; 0 runs it again as soon as a worker is free. At most
+	// 10 years.
+	Delay *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Replaces the job's data in the same step; unset keeps it.
+	Data          *Payload `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobDelay) Reset() {
+	*x = JobDelay{}
+	mi := &file_queue_manager_v1_worker_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobDelay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobDelay) ProtoMessage() {}
+
+func (x *JobDelay) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_worker_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobDelay.ProtoReflect.Descriptor instead.
+func (*JobDelay) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_worker_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *JobDelay) GetLease() *LeaseRef {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *JobDelay) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *JobDelay) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_queue_manager_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
@@ -1364,7 +1441,7 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"leaseToken\"s\n" +
 	"\vJobProgress\x120\n" +
 	"\x05lease\x18\x01 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x05lease\x122\n" +
-	"\bprogress\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\bprogress\"\xc0\x04\n" +
+	"\bprogress\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\bprogress\"\xf4\x04\n" +
 	"\fWorkerReport\x12\x18\n" +
 	"\acredits\x18\x01 \x01(\rR\acredits\x12A\n" +
 	"\vcompletions\x18\x02 \x03(\v2\x1f.queue_manager.v1.JobCompletionR\vcompletions\x128\n" +
@@ -1379,7 +1456,8 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x04logs\x18\t \x03(\v2\x19.queue_manager.v1.JobLogsR\x04logs\x128\n" +
 	"\tcancelled\x18\n" +
 	" \x03(\v2\x1a.queue_manager.v1.LeaseRefR\tcancelled\x123\n" +
-	"\x05stats\x18\v \x01(\v2\x1d.queue_manager.v1.WorkerStatsR\x05stats\"Q\n" +
+	"\x05stats\x18\v \x01(\v2\x1d.queue_manager.v1.WorkerStatsR\x05stats\x122\n" +
+	"\x06delays\x18\f \x03(\v2\x1a.queue_manager.v1.JobDelayR\x06delays\"Q\n" +
 	"\vWorkerStats\x12\x1f\n" +
 	"\vcpu_percent\x18\x01 \x01(\x01R\n" +
 	"cpuPercent\x12!\n" +
@@ -1418,7 +1496,11 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\rServerCommand\x127\n" +
 	"\x04type\x18\x01 \x01(\x0e2#.queue_manager.v1.ServerCommandTypeR\x04type\x12,\n" +
 	"\x03job\x18\x02 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x03job\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*{\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9c\x01\n" +
+	"\bJobDelay\x120\n" +
+	"\x05lease\x18\x01 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x05lease\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12-\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data*{\n" +
 	"\x11ServerCommandType\x12#\n" +
 	"\x1fSERVER_COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SERVER_COMMAND_TYPE_DRAIN\x10\x01\x12\"\n" +
@@ -1440,7 +1522,7 @@ func file_queue_manager_v1_worker_service_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_worker_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_queue_manager_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_queue_manager_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_queue_manager_v1_worker_service_proto_goTypes = []any{
 	(ServerCommandType)(0),        // 0: queue_manager.v1.ServerCommandType
 	(*ConnectRequest)(nil),        // 1: queue_manager.v1.ConnectRequest
@@ -1459,24 +1541,25 @@ var file_queue_manager_v1_worker_service_proto_goTypes = []any{
 	(*ReportItemResult)(nil),      // 14: queue_manager.v1.ReportItemResult
 	(*ReportAck)(nil),             // 15: queue_manager.v1.ReportAck
 	(*ServerCommand)(nil),         // 16: queue_manager.v1.ServerCommand
-	nil,                           // 17: queue_manager.v1.WorkerHello.LabelsEntry
-	(*Payload)(nil),               // 18: queue_manager.v1.Payload
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(*structpb.Value)(nil),        // 20: google.protobuf.Value
-	(*JobLogLine)(nil),            // 21: queue_manager.v1.JobLogLine
-	(*Job)(nil),                   // 22: queue_manager.v1.Job
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*JobDelay)(nil),              // 17: queue_manager.v1.JobDelay
+	nil,                           // 18: queue_manager.v1.WorkerHello.LabelsEntry
+	(*Payload)(nil),               // 19: queue_manager.v1.Payload
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*structpb.Value)(nil),        // 21: google.protobuf.Value
+	(*JobLogLine)(nil),            // 22: queue_manager.v1.JobLogLine
+	(*Job)(nil),                   // 23: queue_manager.v1.Job
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_worker_service_proto_depIdxs = []int32{
 	2,  // 0: queue_manager.v1.ConnectRequest.hello:type_name -> queue_manager.v1.WorkerHello
 	7,  // 1: queue_manager.v1.ConnectRequest.report:type_name -> queue_manager.v1.WorkerReport
-	17, // 2: queue_manager.v1.WorkerHello.labels:type_name -> queue_manager.v1.WorkerHello.LabelsEntry
-	18, // 3: queue_manager.v1.JobCompletion.result:type_name -> queue_manager.v1.Payload
-	19, // 4: queue_manager.v1.JobCompletion.duration:type_name -> google.protobuf.Duration
-	19, // 5: queue_manager.v1.JobFailure.duration:type_name -> google.protobuf.Duration
-	19, // 6: queue_manager.v1.JobFailure.retry_after:type_name -> google.protobuf.Duration
+	18, // 2: queue_manager.v1.WorkerHello.labels:type_name -> queue_manager.v1.WorkerHello.LabelsEntry
+	19, // 3: queue_manager.v1.JobCompletion.result:type_name -> queue_manager.v1.Payload
+	20, // 4: queue_manager.v1.JobCompletion.duration:type_name -> google.protobuf.Duration
+	20, // 5: queue_manager.v1.JobFailure.duration:type_name -> google.protobuf.Duration
+	20, // 6: queue_manager.v1.JobFailure.retry_after:type_name -> google.protobuf.Duration
 	5,  // 7: queue_manager.v1.JobProgress.lease:type_name -> queue_manager.v1.LeaseRef
-	20, // 8: queue_manager.v1.JobProgress.progress:type_name -> google.protobuf.Value
+	21, // 8: queue_manager.v1.JobProgress.progress:type_name -> google.protobuf.Value
 	3,  // 9: queue_manager.v1.WorkerReport.completions:type_name -> queue_manager.v1.JobCompletion
 	4,  // 10: queue_manager.v1.WorkerReport.failures:type_name -> queue_manager.v1.JobFailure
 	5,  // 11: queue_manager.v1.WorkerReport.extensions:type_name -> queue_manager.v1.LeaseRef
@@ -1486,29 +1569,33 @@ var file_queue_manager_v1_worker_service_proto_depIdxs = []int32{
 	9,  // 15: queue_manager.v1.WorkerReport.logs:type_name -> queue_manager.v1.JobLogs
 	5,  // 16: queue_manager.v1.WorkerReport.cancelled:type_name -> queue_manager.v1.LeaseRef
 	8,  // 17: queue_manager.v1.WorkerReport.stats:type_name -> queue_manager.v1.WorkerStats
-	5,  // 18: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
-	21, // 19: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
-	11, // 20: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
-	13, // 21: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
-	15, // 22: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
-	16, // 23: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
-	19, // 24: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
-	19, // 25: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	22, // 26: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
-	23, // 27: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
-	12, // 28: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
-	5,  // 29: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
-	23, // 30: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
-	14, // 31: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
-	0,  // 32: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
-	5,  // 33: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
-	1,  // 34: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
-	10, // 35: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
-	35, // [35:36] is the sub-list for method output_type
-	34, // [34:35] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	17, // 18: queue_manager.v1.WorkerReport.delays:type_name -> queue_manager.v1.JobDelay
+	5,  // 19: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
+	22, // 20: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
+	11, // 21: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
+	13, // 22: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
+	15, // 23: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
+	16, // 24: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
+	20, // 25: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
+	20, // 26: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	23, // 27: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
+	24, // 28: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
+	12, // 29: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
+	5,  // 30: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
+	24, // 31: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
+	14, // 32: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
+	0,  // 33: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
+	5,  // 34: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
+	5,  // 35: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
+	20, // 36: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
+	19, // 37: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
+	1,  // 38: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
+	10, // 39: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
+	39, // [39:40] is the sub-list for method output_type
+	38, // [38:39] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_worker_service_proto_init() }
@@ -1533,7 +1620,7 @@ func file_queue_manager_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_worker_service_proto_rawDesc), len(file_queue_manager_v1_worker_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
