@@ -47,6 +47,9 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
 10. A failure with ``retry_after`` (the processor was told to slow down) sends the job back to delayed for
    that long without using an attempt (the next run is no redelivery), and no job of the queue starts on
    any server until then.
+11. A ``delays`` item (``JobDelay``: the run asked to run again later, a durable sleep between steps) does
+   the same for its job alone, holding nothing else back, and replaces the job's data with its ``data``
+   (when set) in the same script call; data that cannot be stored fails the attempt instead.
 """
 
 from __future__ import annotations
