@@ -118,6 +118,11 @@ class DataSource(Protocol):
         """Runs every failed job of a queue again; returns how many."""
         ...
 
+    async def count_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> tuple[int, str]:
+        """Counts the jobs of that name in one state: one bounded call (no job sent back); the count and the
+        token to go on from ("" once the state was read to its end)."""
+        ...
+
     async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
         """Runs the failed (or cancelled) jobs of that name again: one bounded call, go on with its token."""
         ...
@@ -212,6 +217,10 @@ class ClientSource:
 
     async def retry_failed(self, queue: str) -> int:
         return await self._client.retry_failed(queue)
+
+    async def count_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> tuple[int, str]:
+        counted = await self._client.count_jobs(queue, state, name=name, page_token=page_token, max_calls=1)
+        return counted.count, counted.next_page_token
 
     async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
         return await self._client.retry_jobs(queue, state, name=name, page_token=page_token)
