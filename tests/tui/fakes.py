@@ -14,9 +14,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from queue_manager import (
     BulkResult,
+    DeadLetter,
     GroupLimits,
     Job,
     JobLogLine,
@@ -31,6 +33,7 @@ from queue_manager import (
     QueueConfig,
     QueueMetrics,
     RateLimit,
+    RedriveResult,
     Schedule,
     UnavailableError,
     WorkerInfo,
@@ -450,6 +453,21 @@ class FakeSource:
         every = self.jobs.get(queue, {}).get(state, [])
         found, token = self._scan(every, int(page_token or 0), name, self.scan)
         return len(found), token
+
+    async def list_dead_letters(
+        self, dead_letter_queue: str, page_size: int, page_token: str
+    ) -> tuple[list[DeadLetter], str]:
+        return [], ""
+
+    async def redrive(
+        self, dead_letter_queue: str, original_queue: str | None, copy_ids: list[str] | None
+    ) -> RedriveResult:
+        await self._record("redrive", dead_letter_queue, original_queue, copy_ids)
+        return RedriveResult(0)
+
+    async def redrive_with_data(self, dead_letter_queue: str, copy_id: str, data: Any) -> RedriveResult:
+        await self._record("redrive_with_data", dead_letter_queue, copy_id, data)
+        return RedriveResult(0)
 
     async def _bulk(self, method: str, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
         await self._record(method, queue, state, name, page_token)
