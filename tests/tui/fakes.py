@@ -14,9 +14,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from queue_manager import (
     BulkResult,
+    DeadLetter,
     GroupLimits,
     Job,
     JobLogLine,
@@ -31,6 +33,7 @@ from queue_manager import (
     QueueConfig,
     QueueMetrics,
     RateLimit,
+    RedriveResult,
     Schedule,
     UnavailableError,
     WorkerInfo,
@@ -374,6 +377,7 @@ class FakeSource:
         calls: Every control called, as (method, arguments).
         scan: Jobs of the state a call with a name reads at most (the server's bound, made small).
         listed: Every list_jobs call, as (queue, state, page_size, page_token, name).
+        counted: Every count_jobs call, as (queue, state, page_token, name).
     """
 
     stream: list[MetricsSnapshot] = field(default_factory=snapshots)
@@ -387,6 +391,7 @@ class FakeSource:
     pushed: asyncio.Queue[MetricsSnapshot] | None = None
     scan: int = 2
     listed: list[tuple[str, JobState, int, str, str | None]] = field(default_factory=list)
+    counted: list[tuple[str, JobState, str, str]] = field(default_factory=list)
 
     async def watch_metrics(self, interval: float) -> AsyncIterator[MetricsSnapshot]:
         self.connections += 1
@@ -442,6 +447,27 @@ class FakeSource:
                 found.append(every[position])
             position += 1
         return found, str(position) if position < len(every) else ""
+
+    async def count_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> tuple[int, str]:
+        self.counted.append((queue, state, page_token, name))
+        every = self.jobs.get(queue, {}).get(state, [])
+        found, token = self._scan(every, int(page_token or 0), name, self.scan)
+        return len(found), token
+
+    async def list_dead_letters(
+        self, dead_letter_queue: str, page_size: int, page_token: str
+    ) -> tuple[list[DeadLetter], str]:
+        return [], ""
+
+    async def redrive(
+        self, dead_letter_queue: str, original_queue: str | None, copy_ids: list[str] | None
+    ) -> RedriveResult:
+        await self._record("redrive", dead_letter_queue, original_queue, copy_ids)
+        return RedriveResult(0)
+
+    async def redrive_with_data(self, dead_letter_queue: str, copy_id: str, data: Any) -> RedriveResult:
+        await self._record("redrive_with_data", dead_letter_queue, copy_id, data)
+        return RedriveResult(0)
 
     async def _bulk(self, method: str, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
         await self._record(method, queue, state, name, page_token)

@@ -102,6 +102,8 @@ async def test_the_count_reads_the_whole_state_or_says_it_stopped() -> None:
     search = Search("emails", JobState.FAILED, "x")
     assert await count_matches(source, search) == Count(7, complete=True)
     assert await count_matches(source, search, max_calls=2) == Count(4, complete=False)
+    # Counted on the server (count-only calls): no page of jobs was listed for it.
+    assert source.listed == [] and len(source.counted) == 4 + 2
 
 
 def test_each_state_offers_the_actions_the_server_takes() -> None:

@@ -36,13 +36,23 @@ from queue_manager_tui.controls import (
     retry_all_plan,
     retry_plan,
 )
-from queue_manager_tui.data import DataSource
+from queue_manager_tui.data import DataSource, EditNotSent
+from queue_manager_tui.dead_letters import (
+    DeadCopy,
+    delete_copy_plan,
+    edit_plan,
+    editable_text,
+    redrive_all_plan,
+    redrive_plan,
+)
 from queue_manager_tui.screens.clean import CleanChoice, CleanScreen
 from queue_manager_tui.screens.confirm import ConfirmScreen
+from queue_manager_tui.screens.edit_data import EditDataScreen, Edited
 from queue_manager_tui.screens.help import HelpScreen
 from queue_manager_tui.screens.matches import MatchesScreen
 from queue_manager_tui.search import BulkAction, Search, count_matches
 from queue_manager_tui.state import Backoff, Connection, DashboardState, Link
+from queue_manager_tui.widgets.dead_letters_view import DeadLettersView
 from queue_manager_tui.widgets.job_detail import JobDetail
 from queue_manager_tui.widgets.jobs_view import JobsView
 from queue_manager_tui.widgets.nav_table import NavTable
@@ -54,10 +64,12 @@ from queue_manager_tui.widgets.workflows_view import RunTree, WorkflowsView
 
 __all__ = ["CONTROL_ACTIONS", "DashboardApp"]
 
-TABS = ("queues", "jobs", "workers", "workflows", "schedules")
+TABS = ("queues", "jobs", "workers", "workflows", "schedules", "deadletters")
 QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
 JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove", "act_on_matches"})
-CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS
+# In Dead letters: r requeues the copy, R every copy shown, d deletes the copy, e edits and requeues.
+DEAD_LETTER_ACTIONS = frozenset({"retry", "retry_all", "remove", "edit_requeue"})
+CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS | DEAD_LETTER_ACTIONS
 """Actions that change something on the server: absent in read-only mode."""
 # Seconds between reads of the queues' settings: a rate limit or priority bound changed elsewhere shows within
 # this, for one ListQueues call per refresh.
@@ -88,6 +100,7 @@ class DashboardApp(App[None]):
         Binding("3", "show_tab('workers')", "Workers", show=False),
         Binding("4", "show_tab('workflows')", "Workflows", show=False),
         Binding("5", "show_tab('schedules')", "Schedules", show=False),
+        Binding("6", "show_tab('deadletters')", "Dead letters", show=False),
         Binding("p", "pause_resume", "Pause"),
         Binding("C", "clean", "Clean"),
         Binding("R", "retry_all", "Retry all"),
@@ -95,6 +108,7 @@ class DashboardApp(App[None]):
         Binding("P", "promote", "Promote"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("d", "remove", "Remove"),
+        Binding("e", "edit_requeue", "Edit and requeue"),
         # Not in the footer (it is full in Jobs): the help, the palette and the docs name it.
         Binding("A", "act_on_matches", "Act on the matches", show=False),
     ]
@@ -126,6 +140,7 @@ class DashboardApp(App[None]):
         self.workers_view = WorkersView(id="workers-view")
         self.workflows_view = WorkflowsView(source, id="workflows-view")
         self.schedules_view = SchedulesView(source, id="schedules-view")
+        self.dead_letters_view = DeadLettersView(source, id="dead-letters-view")
 
     # ----------------------------------------------------------------- layout
 
@@ -143,6 +158,8 @@ class DashboardApp(App[None]):
                 yield self.workflows_view
             with TabPane("5 Schedules", id="schedules"):
                 yield self.schedules_view
+            with TabPane("6 Dead letters", id="deadletters"):
+                yield self.dead_letters_view
         yield Footer(compact=True)
 
     def _tables(self) -> dict[str, NavTable]:
@@ -153,6 +170,7 @@ class DashboardApp(App[None]):
             "workers": self.workers_view.table,
             "workflows": self.workflows_view.table,
             "schedules": self.schedules_view.table,
+            "deadletters": self.dead_letters_view.table,
         }
 
     def on_mount(self) -> None:
@@ -217,6 +235,7 @@ class DashboardApp(App[None]):
             jobs.on_metrics(self.state.queues.get(jobs.queue), live=self.active_tab == "jobs")
         self.workflows_view.on_metrics(self.state, live=self.active_tab == "workflows")
         self.schedules_view.on_metrics(self.state, live=self.active_tab == "schedules")
+        self.dead_letters_view.on_metrics(self.state.queues, live=self.active_tab == "deadletters")
         self._show_status()
 
     @work(exclusive=True, group="limits")
@@ -262,6 +281,8 @@ class DashboardApp(App[None]):
             self.workflows_view.refresh_runs()
         elif tab == "schedules":
             self.schedules_view.refresh_schedules()
+        elif tab == "deadletters":
+            self.dead_letters_view.refresh_copies()
 
     def _focus_tab(self, tab: str) -> None:
         """Focuses the main table of a tab, unless something in that tab has the focus already."""
@@ -319,6 +340,8 @@ class DashboardApp(App[None]):
         jobs = self.jobs_view
         if tab == "jobs" and jobs.search_open:
             jobs.close_search()
+        elif tab == "deadletters" and self.dead_letters_view.filter_open:
+            self.dead_letters_view.close_filter()
         elif isinstance(self.focused, JobDetail):
             jobs.focus_table()
         elif isinstance(self.focused, RunTree):
@@ -332,6 +355,9 @@ class DashboardApp(App[None]):
         """Searches the jobs of the queue selected in Queues (from there, or before any queue was opened),
         else of the queue the Jobs view shows."""
         jobs = self.jobs_view
+        if self.active_tab == "deadletters":
+            self.dead_letters_view.open_filter()  # by original queue
+            return
         if self.active_tab == "queues" or jobs.queue is None:
             queue = self.queues_view.selected_queue
             if queue is None:
@@ -353,6 +379,10 @@ class DashboardApp(App[None]):
         if self.read_only or len(self.screen_stack) > 1:
             return False
         tab = self.active_tab
+        if tab == "deadletters":
+            return action in DEAD_LETTER_ACTIONS
+        if action == "edit_requeue":
+            return False
         if action == "remove" and tab == "schedules":
             return True
         if action in JOB_ACTIONS:
@@ -386,10 +416,40 @@ class DashboardApp(App[None]):
         self._propose(lambda: pause_plan(self._queue_metrics()))
 
     def action_retry_all(self) -> None:
+        if self.active_tab == "deadletters":
+            view = self.dead_letters_view
+            self._propose(lambda: redrive_all_plan(view.shown_queues(), view.original, len(view.shown())))
+            return
         self._propose(lambda: retry_all_plan(self._queue_metrics()))
 
     def action_retry(self) -> None:
+        if self.active_tab == "deadletters":
+            self._propose(lambda: redrive_plan(self._copy()))
+            return
         self._propose(lambda: retry_plan(self._job()))
+
+    def _copy(self) -> DeadCopy:
+        copy = self.dead_letters_view.selected()
+        if copy is None:
+            raise NotApplicable("Select a dead-letter copy first.")
+        return copy
+
+    def action_edit_requeue(self) -> None:
+        """Opens the selected copy's original data in an editor; saved (valid JSON), it asks to requeue."""
+        if self.read_only:
+            return
+        try:
+            copy = self._copy()
+            text = editable_text(copy)
+        except NotApplicable as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+            return
+
+        def saved(edited: Edited | None) -> None:
+            if edited is not None:
+                self._propose(lambda: edit_plan(copy, edited.data))
+
+        self.push_screen(EditDataScreen(copy, text), saved)
 
     def action_promote(self) -> None:
         self._propose(lambda: promote_plan(self._job()))
@@ -398,7 +458,9 @@ class DashboardApp(App[None]):
         self._propose(lambda: cancel_plan(self._job()))
 
     def action_remove(self) -> None:
-        if self.active_tab == "schedules":
+        if self.active_tab == "deadletters":
+            self._propose(lambda: delete_copy_plan(self._copy()))
+        elif self.active_tab == "schedules":
             self._propose(lambda: delete_schedule_plan(self._schedule()))
         else:
             self._propose(lambda: remove_plan(self._job()))
@@ -479,8 +541,10 @@ class DashboardApp(App[None]):
     async def _run_plan(self, plan: Plan) -> None:
         try:
             outcome = await plan.run(self.source)
-        except QueueManagerError as exc:
+        except (QueueManagerError, EditNotSent) as exc:
             self.notify(f"{plan.title} failed: {exc}", severity="error", markup=False)
+            if self.active_tab == "deadletters":
+                self.dead_letters_view.refresh_copies()
             return
         if not self.is_running:
             return
@@ -489,6 +553,8 @@ class DashboardApp(App[None]):
             self.jobs_view.reload()
         elif self.active_tab == "schedules":
             self.schedules_view.refresh_schedules()
+        elif self.active_tab == "deadletters":
+            self.dead_letters_view.refresh_copies()
 
     # ----------------------------------------------------------------- command palette
 

@@ -87,6 +87,9 @@ def palette_commands(app: DashboardApp) -> list[PaletteCommand]:
         PaletteCommand("Show workers", "the Workers view (3)", partial(app.action_show_tab, "workers")),
         PaletteCommand("Show workflows", "the Workflows view (4)", partial(app.action_show_tab, "workflows")),
         PaletteCommand("Show schedules", "the Schedules view (5)", partial(app.action_show_tab, "schedules")),
+        PaletteCommand(
+            "Show dead letters", "the Dead letters view (6)", partial(app.action_show_tab, "deadletters")
+        ),
         PaletteCommand("Search jobs", "by id or name; Enter asks the server (/)", app.action_search),
         PaletteCommand("Help", "every key (?)", app.action_help),
     ]
@@ -154,6 +157,18 @@ def _control_commands(app: DashboardApp, job: Job | None) -> list[PaletteCommand
     if schedule is not None:
         title = f"Delete schedule {safe(schedule.id)} of {schedule.queue_name}"
         commands.append(PaletteCommand(title, "its jobs stay, asks first (d)", app.action_remove))
+    if app.active_tab == "deadletters":
+        copy = app.dead_letters_view.selected()
+        commands.append(PaletteCommand("Requeue every copy shown", "asks first (R)", app.action_retry_all))
+        if copy is not None:
+            label = f"{copy.letter.original_queue}/{safe(copy.letter.original_job_id)}"
+            commands += [
+                PaletteCommand(f"Requeue the copy of {label}", "asks first (r)", app.action_retry),
+                PaletteCommand(
+                    f"Edit and requeue {label}…", "JSON editor, asks first (e)", app.action_edit_requeue
+                ),
+                PaletteCommand(f"Delete the copy of {label}", "asks first (d)", app.action_remove),
+            ]
     return commands
 
 

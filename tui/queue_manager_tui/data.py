@@ -15,18 +15,22 @@ from typing import Any, Protocol
 
 from queue_manager import (
     BulkResult,
+    DeadLetter,
     Job,
     JobLogLine,
     JobState,
     MetricsSnapshot,
+    NotFoundError,
     Queue,
     QueueManager,
+    RedriveResult,
     Schedule,
     WorkerInfo,
     WorkflowRun,
 )
+from queue_manager.dead_letters import dead_letter_from_job
 
-__all__ = ["ClientSource", "DataSource", "connect"]
+__all__ = ["ClientSource", "DataSource", "EditNotSent", "connect"]
 
 # Seconds each unary admin call may take: a dashboard must show "unreachable" rather than hang on a
 # half-open connection.
@@ -42,6 +46,10 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 CANCEL_REASON = "cancelled from the dashboard"
 # The log tail holds the newest lines; a job keeps its last 1,000, the most one page can return.
 _LOG_PAGE = 1_000
+
+
+class EditNotSent(Exception):
+    """An edit-and-requeue found the copy unfit before changing anything (gone, or no longer a copy)."""
 
 
 class DataSource(Protocol):
@@ -116,6 +124,29 @@ class DataSource(Protocol):
 
     async def retry_failed(self, queue: str) -> int:
         """Runs every failed job of a queue again; returns how many."""
+        ...
+
+    async def count_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> tuple[int, str]:
+        """Counts the jobs of that name in one state: one bounded call (no job sent back); the count and the
+        token to go on from ("" once the state was read to its end)."""
+        ...
+
+    async def list_dead_letters(
+        self, dead_letter_queue: str, page_size: int, page_token: str
+    ) -> tuple[list[DeadLetter], str]:
+        """One page of a dead-letter queue's waiting copies, and the next page's token ("" on the last)."""
+        ...
+
+    async def redrive(
+        self, dead_letter_queue: str, original_queue: str | None, copy_ids: list[str] | None
+    ) -> RedriveResult:
+        """Sends copies back to their original queues: the copies named, else every waiting copy (of
+        ``original_queue``'s jobs when given)."""
+        ...
+
+    async def redrive_with_data(self, dead_letter_queue: str, copy_id: str, data: Any) -> RedriveResult:
+        """Sends one copy back with new data: a failed original runs again with it, a gone one is added anew
+        with it. Raises `EditNotSent` when the copy is gone or no longer a copy (nothing changed)."""
         ...
 
     async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
@@ -212,6 +243,39 @@ class ClientSource:
 
     async def retry_failed(self, queue: str) -> int:
         return await self._client.retry_failed(queue)
+
+    async def count_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> tuple[int, str]:
+        counted = await self._client.count_jobs(queue, state, name=name, page_token=page_token, max_calls=1)
+        return counted.count, counted.next_page_token
+
+    async def list_dead_letters(
+        self, dead_letter_queue: str, page_size: int, page_token: str
+    ) -> tuple[list[DeadLetter], str]:
+        return await self._client.list_dead_letters(
+            dead_letter_queue, JobState.WAITING, page_size=page_size, page_token=page_token
+        )
+
+    async def redrive(
+        self, dead_letter_queue: str, original_queue: str | None, copy_ids: list[str] | None
+    ) -> RedriveResult:
+        return await self._client.redrive_dead_letters(
+            dead_letter_queue, original_queue=original_queue, job_ids=copy_ids
+        )
+
+    async def redrive_with_data(self, dead_letter_queue: str, copy_id: str, data: Any) -> RedriveResult:
+        # The server's two steps for "this copy, with this data": the copy's original_data is replaced
+        # (UpdateJobData on the copy), then the copy is redriven with replace_data, so a failed original runs
+        # with it and a gone one is added anew with it (RedriveDeadLettersRequest.replace_data).
+        try:
+            copy = await self._client.get_job(dead_letter_queue, copy_id)
+        except NotFoundError:
+            raise EditNotSent(f"copy {copy_id} is no longer in {dead_letter_queue}") from None
+        if dead_letter_from_job(copy) is None or not isinstance(copy.data, dict):
+            raise EditNotSent(f"job {copy_id} of {dead_letter_queue} is no longer a dead-letter copy")
+        await self._client.update_job_data(dead_letter_queue, copy_id, {**copy.data, "original_data": data})
+        return await self._client.redrive_dead_letters(
+            dead_letter_queue, job_ids=[copy_id], replace_data=True
+        )
 
     async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
         return await self._client.retry_jobs(queue, state, name=name, page_token=page_token)

@@ -4,7 +4,8 @@ its pages, the count of its matches and the bulk actions on them. No Textual her
 The server keeps no index for a filter: each filtered call reads a bounded part of the state (at most a few
 thousand jobs), so a page may come back short, or empty, with a token. `find_page` keeps asking until the
 page is full, the state is read to its end, or it made `MAX_SEARCH_CALLS` calls (then the token it returns
-reads on, as the next page); `count_matches` counts within `MAX_COUNT_CALLS` calls; `act_on_matches`
+reads on, as the next page); `count_matches` counts on the server (ListJobs count_only) within
+`MAX_COUNT_CALLS` calls; `act_on_matches`
 follows the tokens to the end, as the user asked for every match.
 """
 
@@ -18,7 +19,6 @@ from queue_manager_tui.data import DataSource
 from queue_manager_tui.format import safe
 
 __all__ = [
-    "COUNT_PAGE",
     "MAX_COUNT_CALLS",
     "MAX_SEARCH_CALLS",
     "BulkAction",
@@ -35,12 +35,10 @@ __all__ = [
 # The server reads at most 4,000 jobs of the state per filtered call: 25 calls read up to 100,000 jobs for
 # one page (a second or two on a busy server) before the page is shown as it is and `]` reads on.
 MAX_SEARCH_CALLS = 25
-# Jobs asked for per counting call: each comes whole (data and result), so not the 1,000 the server allows,
-# which could pass the 16 MiB message limit with large payloads.
-COUNT_PAGE = 500
-# Counting stops after this many calls (up to 20,000 matches, or 160,000 jobs read); the confirmation then
-# says "more than", and the action itself still goes to the end of the state.
-MAX_COUNT_CALLS = 40
+# Counting stops after this many calls (each a count-only ListJobs reading up to 4,000 jobs of the state on
+# the server, no job sent back: 400,000 jobs in all); the confirmation then says "more than", and the action
+# itself still goes to the end of the state.
+MAX_COUNT_CALLS = 100
 
 
 def parse_name(text: str) -> str:
@@ -135,11 +133,11 @@ class Count:
 
 
 async def count_matches(source: DataSource, search: Search, max_calls: int = MAX_COUNT_CALLS) -> Count:
-    """Counts the matches on the server (bounded: see `Count.complete`)."""
+    """Counts the matches on the server, no job sent back (bounded: see `Count.complete`)."""
     count, token = 0, ""
     for _ in range(max_calls):
-        found, token = await source.list_jobs(search.queue, search.state, COUNT_PAGE, token, name=search.name)
-        count += len(found)
+        found, token = await source.count_jobs(search.queue, search.state, search.name, token)
+        count += found
         if not token:
             return Count(count, complete=True)
     return Count(count, complete=False)

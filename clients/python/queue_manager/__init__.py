@@ -59,7 +59,7 @@ from queue_manager.options import (
 from queue_manager.pool import PoolEvent, WorkerManager
 from queue_manager.requests import BulkJob
 from queue_manager.schedules import Schedule
-from queue_manager.search import BulkResult
+from queue_manager.search import BulkResult, JobCount
 from queue_manager.sync import SyncQueueManager
 from queue_manager.worker import Worker
 from queue_manager.workflows import WorkflowRun, WorkflowState, WorkflowStepRun, WorkflowStepState
@@ -81,6 +81,7 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobContext",
+    "JobCount",
     "JobEvent",
     "JobEventStream",
     "JobEventType",

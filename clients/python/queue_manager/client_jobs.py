@@ -38,8 +38,11 @@ from queue_manager.options import DurationLike
 from queue_manager.requests import list_jobs_request
 from queue_manager.search import (
     BulkResult,
+    JobCount,
     cancel_jobs_request,
+    count_jobs_request,
     job_filter,
+    max_calls_checked,
     remove_jobs_request,
     retry_jobs_request,
 )
@@ -98,6 +101,51 @@ class JobCalls(ClientBase):
         request.filter.CopyFrom(job_filter(name, group, tag, correlation_id, created_after, created_before))
         response: jobs_pb2.ListJobsResponse = await self._unary(self._queue_stub().ListJobs, request)
         return [job_from_proto(job) for job in response.jobs], response.next_page_token
+
+    async def count_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_token: str = "",
+        max_calls: int | None = None,
+    ) -> JobCount:
+        """Counts the jobs of one state that match the filters given, on the server: no job is sent back.
+
+        With a filter each ListJobs call reads at most a few thousand jobs of the state, so counting follows
+        the tokens, one call after the other, to the end of the state or for at most ``max_calls`` calls.
+
+        Args:
+            queue_name: The queue.
+            state: The state to count.
+            name: Only jobs of this name, or of names starting so when it ends with "*" ("send-*").
+            group: Only jobs of this fairness group.
+            tag: Only jobs whose metadata holds this tag.
+            correlation_id: Only jobs with this correlation id.
+            created_after: Only jobs created at or after this time.
+            created_before: Only jobs created before this time.
+            page_token: Where to start: "" for the state's start, or a previous count's (or listing's) token.
+            max_calls: Most calls (None: until the state's end).
+
+        Returns:
+            The count, and the token to go on from when ``max_calls`` stopped it before the end.
+        """
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        most = max_calls_checked(max_calls)
+        count, calls, token = 0, 0, page_token
+        while most is None or calls < most:
+            request = count_jobs_request(queue_name, state, flt, token)
+            response: jobs_pb2.ListJobsResponse = await self._unary(self._queue_stub().ListJobs, request)
+            count, calls, token = count + response.match_count, calls + 1, response.next_page_token
+            if not token:
+                break
+        return JobCount(count, token, calls)
 
     async def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""

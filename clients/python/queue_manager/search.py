@@ -34,6 +34,48 @@ class BulkResult:
     requested: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class JobCount:
+    """How many jobs of a state match a filter (`QueueManager.count_jobs`).
+
+    Attributes:
+        count: The matches counted.
+        next_page_token: Where counting would go on; "" once the whole state was read.
+        calls: The ListJobs calls made.
+    """
+
+    count: int
+    next_page_token: str
+    calls: int
+
+    @property
+    def complete(self) -> bool:
+        """The whole state was read: `count` is every match (as of the reads)."""
+        return not self.next_page_token
+
+
+def count_jobs_request(
+    queue_name: str, state: JobState | str, flt: jobs_pb2.JobFilter, page_token: str
+) -> jobs_pb2.ListJobsRequest:
+    """A ListJobsRequest with count_only: the matches of one bounded read, no jobs."""
+    return jobs_pb2.ListJobsRequest(
+        queue_name=validate_queue_name(queue_name),
+        state=state_number(state),  # type: ignore[arg-type]
+        page_token=page_token,
+        filter=flt,
+        count_only=True,
+    )
+
+
+def max_calls_checked(max_calls: int | None) -> int | None:
+    """`count_jobs`' max_calls: None (to the end) or a positive int."""
+    if max_calls is not None and (
+        isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1
+    ):
+        raise ValueError(f"max_calls must be a positive int (None: until the end), got {max_calls!r}")
+    return max_calls
+
+
 def _text(value: str | None, what: str) -> str:
     if value is None:
         return ""

@@ -76,8 +76,11 @@ from queue_manager.requests import (
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
 from queue_manager.search import (
     BulkResult,
+    JobCount,
     cancel_jobs_request,
+    count_jobs_request,
     job_filter,
+    max_calls_checked,
     remove_jobs_request,
     retry_jobs_request,
 )
@@ -224,6 +227,33 @@ class SyncQueueManager:
         request.filter.CopyFrom(job_filter(name, group, tag, correlation_id, created_after, created_before))
         response: jobs_pb2.ListJobsResponse = self._call(self._queues.ListJobs, request)
         return [job_from_proto(job) for job in response.jobs], response.next_page_token
+
+    def count_jobs(
+        self,
+        queue_name: str,
+        state: JobState | str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        correlation_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_token: str = "",
+        max_calls: int | None = None,
+    ) -> JobCount:
+        """Counts the jobs of one state that match the filters given, following the tokens to the end (or for
+        at most ``max_calls`` calls); no job is sent back. See `QueueManager.count_jobs`."""
+        flt = job_filter(name, group, tag, correlation_id, created_after, created_before)
+        most = max_calls_checked(max_calls)
+        count, calls, token = 0, 0, page_token
+        while most is None or calls < most:
+            request = count_jobs_request(queue_name, state, flt, token)
+            response: jobs_pb2.ListJobsResponse = self._call(self._queues.ListJobs, request)
+            count, calls, token = count + response.match_count, calls + 1, response.next_page_token
+            if not token:
+                break
+        return JobCount(count, token, calls)
 
     def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""

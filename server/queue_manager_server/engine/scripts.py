@@ -139,6 +139,7 @@ class Scripts:
         "retry_jobs",
         # filtered listing and bulk actions (engine/search.py)
         "list_matching",
+        "count_matching",
         "retry_matching",
         "cancel_matching",
         "remove_matching",

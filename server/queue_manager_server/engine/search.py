@@ -90,6 +90,21 @@ class Found:
 
 
 @dataclass(slots=True)
+class Counted:
+    """The matches counted in one bounded read.
+
+    Attributes:
+        count: Jobs that match among those read.
+        position: Where the next count starts; None once the state's end was read.
+        total: The state's size (matching or not).
+    """
+
+    count: int
+    position: int | None
+    total: int
+
+
+@dataclass(slots=True)
 class Acted:
     """What one bounded bulk call did.
 
@@ -151,6 +166,35 @@ class JobSearch:
             JobRecord(queue, i.decode(), job_fields(row)) for i, row in zip(ids, rows, strict=True) if row
         ]
         return Found(records, None if end else position, total)
+
+    async def count_matching(self, queue: str, state: str, flt: JobFilter | None, position: int) -> Counted:
+        """How many jobs of `state` match from `position` on, reading at most SCAN_BUDGET members (no filter:
+        the state's jobs from `position` on, with no member read).
+
+        Raises:
+            QueueNotFound: The queue is not registered.
+        """
+        source = await self._source(queue, state)
+        if source is None:
+            return Counted(0, None, 0)
+        k, name, key = source
+        if name != "waiting":
+            await self.engine.get_queue(queue)  # QueueNotFound, as ListJobs answers without a filter
+        if flt is None:
+            args: list[Any] = [k.job_prefix, name, position, 0, *JobFilter().argv()]
+            r = await self.engine.scripts.run("count_matching", [key], args)
+            total = int(r[1])
+            return Counted(max(0, total - position), None, total)
+        count, total, read, end = 0, 0, 0, False
+        while not end and read < SCAN_BUDGET:
+            chunk = min(SCAN_CHUNK, SCAN_BUDGET - read)
+            args = [k.job_prefix, name, position, chunk, *flt.argv()]
+            reply = await self.engine.scripts.run("count_matching", [key], args)
+            after, total, found = (int(v) for v in reply)
+            count += found
+            end = after >= total or after == position  # the end, or nothing left to read there
+            read, position = read + after - position, after
+        return Counted(count, None if end else position, total)
 
     async def _act(
         self,

@@ -290,8 +290,15 @@ class JobHandlers:
     ) -> pb.ListJobsResponse:
         queue = validate.queue_name(request.queue_name)
         state = convert.state_name(request.state)
-        size, offset = paging.page_request(request.page_size, request.page_token, "o", "ListJobs")
+        page_size = 0 if request.count_only else request.page_size  # a count returns no page
+        size, offset = paging.page_request(page_size, request.page_token, "o", "ListJobs")
         flt = filter_convert.job_filter(request.filter)
+        if request.count_only:  # the same bounded read as a filtered page, counted (engine/search.py)
+            counted = await self.search.count_matching(queue, state, flt, offset)
+            response = pb.ListJobsResponse(match_count=counted.count, total_size=counted.total)
+            if counted.position is not None:
+                response.next_page_token = paging.next_token("o", counted.position)
+            return response
         paused = state == "paused"
         if flt is not None:  # a bounded read of the state (engine/search.py): the page may come back short
             found = await self.search.list_matching(queue, state, flt, offset, size)

@@ -21,7 +21,7 @@ KEYS: tuple[Section, ...] = (
         "Everywhere",
         (
             ("?", "this help"),
-            ("1 … 5", "Queues, Jobs, Workers, Workflows, Schedules"),
+            ("1 … 6", "the views, in the tabs' order"),
             ("/", "search: filters the page as typed;"),
             ("", "Enter: that job id, or that name in"),
             ("", "the whole state (send-* a prefix)"),
@@ -44,6 +44,7 @@ KEYS: tuple[Section, ...] = (
     ),
     ("Workflows", (("Enter", "the run's steps"), ("o", "the selected step's job"))),
     ("Schedules", (("Enter, o", "the job its last run added"),)),
+    ("Dead letters", (("f, /", "filter by original queue"),)),
 )
 CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("p", "pause or resume the queue"),
@@ -54,6 +55,8 @@ CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("c", "cancel the job"),
     ("d", "remove the job; in Schedules, delete the schedule"),
     ("A", "retry, cancel or remove all matches"),
+    ("r R d", "DLQ: requeue one, all shown; delete"),
+    ("e", "DLQ: edit the data, then requeue"),
 )
 
 
@@ -80,7 +83,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("Keys", style="bold"), id="dialog-title")
             with Horizontal(id="help-columns"):
                 yield Static(_sections((KEYS[0], KEYS[1], KEYS[3], KEYS[4])))
-                yield Static(_sections((KEYS[2], controls)))
+                yield Static(_sections((KEYS[2], KEYS[5], controls)))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
@@ -33,10 +32,10 @@ from queue_manager import (
 )
 from queue_manager_tui.controls import count_in_state
 from queue_manager_tui.data import DataSource
-from queue_manager_tui.format import fmt_count, fmt_inline, fmt_time, safe
+from queue_manager_tui.format import fmt_count, safe
 from queue_manager_tui.search import Search, find_page, parse_name
-from queue_manager_tui.widgets.cells import literal, number, state_text
 from queue_manager_tui.widgets.job_detail import JobDetail
+from queue_manager_tui.widgets.job_rows import job_row, set_job_columns
 from queue_manager_tui.widgets.nav_table import NavTable, TableRow
 
 __all__ = ["STATES", "JobsView"]
@@ -56,16 +55,6 @@ _STATE = Binding.Group("State", compact=True)
 _PAGE = Binding.Group("Page", compact=True)
 PAGE_SIZE = 50
 LOG_TAIL = 30
-# What the "When" column means in each state.
-_WHEN = {
-    JobState.WAITING: "Added",
-    JobState.PAUSED: "Added",
-    JobState.ACTIVE: "Started",
-    JobState.DELAYED: "Due",
-    JobState.COMPLETED: "Finished",
-    JobState.FAILED: "Finished",
-    JobState.CANCELLED: "Finished",
-}
 
 
 class JobsView(Vertical):
@@ -454,18 +443,7 @@ class JobsView(Vertical):
     # ----------------------------------------------------------------- drawing
 
     def _set_columns(self) -> None:
-        table = self.table
-        table.clear(columns=True)
-        # Fixed widths for the user's text (ids, names, errors can be long): the detail pane has it all.
-        for key, label, width in (
-            ("id", "ID", 12),
-            ("name", "Name", 18),
-            ("state", "State", None),
-            ("tries", "Tries", None),
-            ("when", _WHEN[self.state], None),
-            ("info", "Info", 40),
-        ):
-            table.add_column(label, key=key, width=width)
+        set_job_columns(self.table, self.state)
 
     def _shown_jobs(self) -> list[Job]:
         if self._found is not None:
@@ -480,7 +458,7 @@ class JobsView(Vertical):
     def _show_rows(self) -> None:
         """Shows the page's jobs (those the search matches), and in the detail pane the job under the
         cursor: a note when there is none (the pane kept showing a job the filter had hidden)."""
-        rows: list[TableRow] = [(job.id, _row(job)) for job in self._shown_jobs()]
+        rows: list[TableRow] = [(job.id, job_row(job)) for job in self._shown_jobs()]
         self.table.sync_rows(rows)
         key = self.table.selected_key
         if key is None:
@@ -521,39 +499,3 @@ class JobsView(Vertical):
         back = "[ prev  " if len(self._tokens) > 1 else ""
         what = "matches, page" if self._name is not None else "page"
         page.update(Text(f"{back}{what} {len(self._tokens)}{more}", style="dim"))
-
-
-def _row(job: Job) -> list[Text]:
-    return [
-        literal(job.id),
-        literal(job.name),
-        state_text(job.state),
-        number(f"{job.attempts_made}/{job.max_attempts}"),
-        Text(fmt_time(_when(job), short=True)),
-        literal(_info(job)),
-    ]
-
-
-def _when(job: Job) -> datetime | None:
-    if job.state is JobState.DELAYED:
-        return job.run_at
-    if job.state is JobState.ACTIVE:
-        return job.processed_at
-    if job.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
-        return job.finished_at
-    return job.created_at
-
-
-def _info(job: Job) -> str:
-    if job.state is JobState.FAILED:
-        return job.failed_reason.splitlines()[0] if job.failed_reason else ""
-    if job.state is JobState.CANCELLED:
-        return job.cancel_reason
-    if job.state is JobState.COMPLETED:
-        return fmt_inline(job.result, 60)
-    if job.state is JobState.ACTIVE:
-        progress = f"progress {fmt_inline(job.progress, 30)}  " if job.progress is not None else ""
-        return f"{progress}{job.worker_id}"
-    if job.state is JobState.DELAYED and job.failed_reason:
-        return f"retry after: {job.failed_reason.splitlines()[0]}"
-    return fmt_inline(job.data, 60)

@@ -1,4 +1,5 @@
-"""The filter options of ``qm jobs list`` and the bulk commands ``qm jobs retry-all|cancel-all|remove-all``.
+"""The filter options of ``qm jobs list``, ``qm jobs count`` and the bulk commands ``qm jobs
+retry-all|cancel-all|remove-all``.
 
 The server reads at most a few thousand jobs of a state per call when a filter is given, so a page can come
 back short or empty with a token: these commands follow the tokens themselves (a listing until its page is
@@ -11,7 +12,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from queue_manager.cli.common import UsageError, client, option, show
+from queue_manager.cli.common import UsageError, bounded_int, client, option, show
 from queue_manager.cli.groups import group_name
 from queue_manager.convert import Job
 from queue_manager.enums import JobState
@@ -102,7 +103,26 @@ def gather(
 
 
 def register(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``qm jobs cancel-all`` and ``qm jobs remove-all`` (jobs.py gives ``retry-all`` the filter options)."""
+    """``qm jobs count``, ``qm jobs cancel-all`` and ``qm jobs remove-all`` (jobs.py gives ``retry-all`` the
+    filter options)."""
+    count = jobs.add_parser(
+        "count",
+        help="count the jobs of one state that match the filter options, on the server (no job is sent)",
+    )
+    count.add_argument("queue")
+    states = "waiting, active, delayed, completed, failed, paused or cancelled"
+    option(count, "--state", required=True, help=states)
+    add_filter_options(count)
+    option(
+        count,
+        "--max-calls",
+        type=bounded_int(1),
+        default=None,
+        help="stop after this many calls (each reads a few thousand jobs) and print the token to go on "
+        "from (default: count to the end of the state)",
+    )
+    option(count, "--page-token", default="", help="go on from this token (a previous count's)")
+    count.set_defaults(command="jobs count", handler=_count)
     cancel = jobs.add_parser(
         "cancel-all",
         help="cancel the jobs of one state that match the filter options (active ones are stopped by their "
@@ -130,6 +150,20 @@ def retry_matching(args: argparse.Namespace, given: dict[str, Any]) -> int:
             if not token:
                 break
     show(args, {"queue": args.queue, "state": args.state, "retried": count})
+    return 0
+
+
+def _count(args: argparse.Namespace) -> int:
+    given = filters(args)
+    with client(args) as qm:
+        counted = qm.count_jobs(
+            args.queue, args.state, **given, page_token=args.page_token, max_calls=args.max_calls
+        )
+    out: dict[str, Any] = {"queue": args.queue, "state": args.state, "count": counted.count}
+    out["complete"] = counted.complete
+    if not counted.complete:
+        out["next_page_token"] = counted.next_page_token
+    show(args, out)
     return 0
 
 

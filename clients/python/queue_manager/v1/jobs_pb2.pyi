@@ -559,6 +559,7 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    COUNT_ONLY_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     state: _types_pb2.JobState.ValueType
@@ -567,6 +568,12 @@ class ListJobsRequest(_message.Message):
     """Jobs per page, 1 to 1000; 0 means 100."""
     page_token: _builtins.str
     """Token from a previous response's next_page_token; empty for the first page."""
+    count_only: _builtins.bool
+    """Count the jobs that match instead of returning them: the response holds no jobs, its match_count, and
+    (with a filter) a next_page_token when the call read its bound of the state before the end; add the counts
+    of the calls that follow it. page_size does not apply. Without a filter the count is the state's jobs from
+    the token's position on, in one call.
+    """
     @_builtins.property
     def filter(self) -> Global___JobFilter:
         """Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
@@ -582,10 +589,11 @@ class ListJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         filter: Global___JobFilter | None = ...,
+        count_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count_only", b"count_only", "filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "queue_name", b"queue_name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -600,10 +608,13 @@ class ListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    MATCH_COUNT_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page (with a filter: once the whole state was read)."""
     total_size: _builtins.int
     """Number of jobs in this state when the page was read (all of them, whether they match the filter or not)."""
+    match_count: _builtins.int
+    """With count_only: the jobs that match in the part of the state this call read (0 otherwise)."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Job]:
         """Jobs of this page: waiting by priority then age, delayed by run time, active by lease, finished newest first."""
@@ -614,10 +625,11 @@ class ListJobsResponse(_message.Message):
         jobs: _abc.Iterable[_types_pb2.Job] | None = ...,
         next_page_token: _builtins.str = ...,
         total_size: _builtins.int = ...,
+        match_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "match_count", b"match_count", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1037,7 +1037,12 @@ type ListJobsRequest struct {
 	// Only jobs that match (unset: every job of the state). With a filter each call reads at most a few
 	// thousand jobs of the state, so a page may hold fewer than page_size jobs, or none, and still carry a
 	// next_page_token: the listing is complete only when next_page_token is empty.
-	Filter        *JobFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	Filter *JobFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Count the jobs that match instead of returning them: the response holds no jobs, its match_count, and
+	// (with a filter) a next_page_token when the call read its bound of the state before the end; add the counts
+	// of the calls that follow it. page_size does not apply. Without a filter the count is the state's jobs from
+	// the token's position on, in one call.
+	CountOnly     bool `protobuf:"varint,6,opt,name=count_only,json=countOnly,proto3" json:"count_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1112,13 @@ func (x *ListJobsRequest) GetFilter() *JobFilter {
 	return nil
 }
 
+func (x *ListJobsRequest) GetCountOnly() bool {
+	if x != nil {
+		return x.CountOnly
+	}
+	return false
+}
+
 // ListJobsResponse is a page of jobs.
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1115,7 +1127,9 @@ type ListJobsResponse struct {
 	// Token for the next page; empty on the last page (with a filter: once the whole state was read).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// Number of jobs in this state when the page was read (all of them, whether they match the filter or not).
-	TotalSize     uint64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	TotalSize uint64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	// With count_only: the jobs that match in the part of the state this call read (0 otherwise).
+	MatchCount    uint64 `protobuf:"varint,4,opt,name=match_count,json=matchCount,proto3" json:"match_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1167,6 +1181,13 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 func (x *ListJobsResponse) GetTotalSize() uint64 {
 	if x != nil {
 		return x.TotalSize
+	}
+	return 0
+}
+
+func (x *ListJobsResponse) GetMatchCount() uint64 {
+	if x != nil {
+		return x.MatchCount
 	}
 	return 0
 }
@@ -3038,7 +3059,7 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\"9\n" +
 	"\x0eGetJobResponse\x12'\n" +
-	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xd3\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.queue_manager.v1.JobR\x03job\"\xf2\x01\n" +
 	"\x0fListJobsRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x120\n" +
@@ -3046,12 +3067,16 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x123\n" +
-	"\x06filter\x18\x05 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\"\x84\x01\n" +
+	"\x06filter\x18\x05 \x01(\v2\x1b.queue_manager.v1.JobFilterR\x06filter\x12\x1d\n" +
+	"\n" +
+	"count_only\x18\x06 \x01(\bR\tcountOnly\"\xa5\x01\n" +
 	"\x10ListJobsResponse\x12)\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x15.queue_manager.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x04R\ttotalSize\"H\n" +
+	"total_size\x18\x03 \x01(\x04R\ttotalSize\x12\x1f\n" +
+	"\vmatch_count\x18\x04 \x01(\x04R\n" +
+	"matchCount\"H\n" +
 	"\x10RemoveJobRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +

@@ -70,10 +70,11 @@ end
 
 -- Up to `limit` members of a state from position `start` on (state: 'waiting' with its waiting key, or the
 -- name of the state's zset key). Returns the ids, the list each came from (waiting) and its index there, and
--- the state's size.
+-- the state's size. A limit of 0 reads no member: the size alone.
 local function members_from(state, key, start, limit)
   local ids, lists, at = {}, {}, {}
   if state ~= 'waiting' then
+    if limit <= 0 then return ids, lists, at, redis.call('ZCARD', key) end  -- (ZRANGE 0 -1 would read all)
     local finished = state == 'completed' or state == 'failed' or state == 'cancelled'
     local got = redis.call(finished and 'ZREVRANGE' or 'ZRANGE', key, start, start + limit - 1)
     for i, id in ipairs(got) do ids[i] = id end
