@@ -12,6 +12,7 @@ PROTO_FILES := $(wildcard proto/queue_manager/v1/*.proto)
 GEN_DIR := clients/python
 
 .PHONY: python-path run install dev ts proto proto-check lint api-baseline test test-faults test-cluster test-sentinel bench bench-smoke bench-peers soak ci clean
+.PHONY: conformance
 .PHONY: go-dev go-proto go-proto-check go-lint
 
 $(BIN)/python:
@@ -31,7 +32,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 # The TypeScript client (clients/ts): its packages from the committed lock file, then compiled with its tests
 # (tests/test_client_ts.py runs them with node).
 TS_DIR := clients/ts
-TS_SOURCES := $(shell find $(TS_DIR)/src $(TS_DIR)/test -name '*.ts' 2>/dev/null)
+TS_SOURCES := $(shell find $(TS_DIR)/src $(TS_DIR)/test $(TS_DIR)/conformance -name '*.ts' 2>/dev/null)
 
 $(TS_DIR)/node_modules/.package-lock.json: $(TS_DIR)/package-lock.json
 	cd $(TS_DIR) && npm ci --no-audit --no-fund
@@ -71,6 +72,11 @@ api-baseline: $(VENV)/.dev-installed
 
 test: $(VENV)/.dev-installed ts go-dev
 	$(BIN)/python -m pytest tests
+
+# The worker-protocol conformance kit (conformance/README.md) against the Python, TypeScript and Go workers
+# (also part of `make test`: tests/test_conformance.py). Another worker: python -m conformance --worker "CMD".
+conformance: $(VENV)/.dev-installed ts go-dev
+	$(BIN)/python -m pytest tests/test_conformance.py -q -p no:cacheprovider
 
 # The fault-injection scenarios alone (also part of `make test`), each printing its ledger summary: acknowledged,
 # completed, lost, duplicated, unexpected, broken invariants. CI runs it after `make test`.

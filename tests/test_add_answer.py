@@ -266,12 +266,31 @@ json_values = st.recursive(
 @given(json_values)
 def test_json_conversions_agree_with_json_format(obj: object) -> None:
     v = _value(obj)
-    assert convert.value_json(v) == json.dumps(json_format.MessageToDict(v), separators=(",", ":"))
+    # The same JSON as json_format's, but whole numbers written as integers ("50", not "50.0").
+    assert json.loads(convert.value_json(v)) == json_format.MessageToDict(v)
+    assert convert.value_json(v) == json.dumps(_integral(json_format.MessageToDict(v)), separators=(",", ":"))
     decoded = json.loads(convert.value_json(v))
     ours, theirs = struct_pb2.Value(), struct_pb2.Value()
     convert.json_into_value(decoded, ours)
     json_format.ParseDict(decoded, theirs)
     assert ours == theirs
+
+
+def _integral(obj: object) -> object:
+    """obj with its whole-number floats (below 2**53) as ints."""
+    if isinstance(obj, dict):
+        return {k: _integral(x) for k, x in obj.items()}
+    if isinstance(obj, list):
+        return [_integral(x) for x in obj]
+    if isinstance(obj, float) and obj.is_integer() and abs(obj) < 2**53:
+        return int(obj)
+    return obj
+
+
+def test_whole_numbers_are_written_as_integers() -> None:
+    v = _value([50.0, 2.0**60, 0.5, [1.0, -3.0], {"pct": 75.0}])
+    assert convert.value_json(v) == '[50,1.152921504606847e+18,0.5,[1,-3],{"pct":75}]'
+    assert convert.value_json(struct_pb2.Value(number_value=50.0)) == "50"
 
 
 def test_a_json_number_beyond_a_double_reads_as_infinity() -> None:

@@ -260,3 +260,43 @@ async def test_qm_events_prints_a_line_per_event(
         assert "error: NOT_FOUND: queue 'nowhere' is not registered" in capsys.readouterr().err
     finally:
         await qm.shutdown()
+
+
+async def test_whole_number_progress_comes_as_an_integer(qm: QueueManager) -> None:
+    """A progress of 50 (a double on the wire, as every worker sends it) is the JSON text "50", not "50.0":
+    what the Python client reads from GetJob, and an integer where Go and TypeScript parse it."""
+    await qm.register_queue("whole")
+    release = asyncio.Event()
+
+    @qm.processor("whole")
+    async def work(job: JobContext) -> None:
+        await job.update_progress(50)
+        await job.update_progress({"pct": 75, "of": 2.5})
+        await release.wait()
+
+    async with qm.watch_job_events("whole", types=["progress"]) as stream:
+        job = await qm.add_job("whole", "w", {})
+        await qm.start_workers()
+        seen = await collect(stream, lambda s: len(s) == 2)
+        release.set()
+    assert seen[0].progress == "50"
+    assert '"pct":75' in seen[1].progress and json.loads(seen[1].progress) == {"pct": 75, "of": 2.5}
+    assert (await qm.wait_for_job("whole", job.id, timeout=WAIT)).progress == {"pct": 75, "of": 2.5}
+
+
+async def test_a_deleted_queues_watchers_end_at_once(server_factory: ServerFactory) -> None:
+    """Obliterating a watched queue ends its watchers on every server with NOT_FOUND "was deleted" at once,
+    well before the watch's next renewal (a minute here)."""
+    a, b = await server_factory(events_ttl_ms=180_000), await server_factory(events_ttl_ms=180_000)
+    near, far = QueueManager(address=a.address), QueueManager(address=b.address)
+    try:
+        await near.register_queue("doomed")
+        async with near.watch_job_events("doomed") as here, far.watch_job_events("doomed") as there:
+            await near.obliterate_queue("doomed")
+            for stream in (here, there):
+                with pytest.raises(NotFoundError, match="queue 'doomed' was deleted"):
+                    async with asyncio.timeout(10):
+                        await collect(stream, lambda s: False)
+    finally:
+        await near.shutdown()
+        await far.shutdown()

@@ -119,6 +119,10 @@ def payload_out(body: bytes | None, ct: str, json_view: bool) -> types_pb2.Paylo
 # google.protobuf.Value and JSON, directly: json_format's general converters cost 3-4× more per value.
 
 
+# Integral doubles below this magnitude are exact integers: written without a fraction.
+_MAX_EXACT_INT = 2.0**53
+
+
 def _value_py(v: struct_pb2.Value) -> object:
     kind = v.WhichOneof("kind")
     if kind == "struct_value":
@@ -127,7 +131,13 @@ def _value_py(v: struct_pb2.Value) -> object:
         return [_value_py(x) for x in v.list_value.values]
     if kind is None or kind == "null_value":
         return None
-    return getattr(v, kind)  # numbers as floats, as json_format gives them
+    if kind == "number_value":
+        # Every number of a Value is a double; one that is a whole number is written as one ("50", not
+        # "50.0"), as the Python client reads it (value_to_python) and a JSON integer reads back in Go
+        # (json.Unmarshal into an int refuses "50.0") and TypeScript: progress in job events, JSON data.
+        n = v.number_value
+        return int(n) if n.is_integer() and -_MAX_EXACT_INT < n < _MAX_EXACT_INT else n
+    return getattr(v, kind)
 
 
 # One encoder for every call: json.dumps with arguments builds a new encoder each time (a third of the cost

@@ -22,6 +22,18 @@ class QueueNotFound(QueueManagerError):
         self.queue = queue
 
 
+class QueueDeleted(QueueNotFound):
+    """The queue a stream follows was deleted (ObliterateQueue) while the stream was open."""
+
+    def __init__(self, queue: str) -> None:
+        QueueManagerError.__init__(
+            self,
+            f"queue {queue!r} was deleted (ObliterateQueue); register it again and watch anew to follow "
+            "its jobs",
+        )
+        self.queue = queue
+
+
 class JobNotFound(QueueManagerError):
     def __init__(self, queue: str, job_id: str) -> None:
         super().__init__(f"job {job_id!r} not found in queue {queue!r}")

@@ -2,7 +2,11 @@ package queuemanager
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"strings"
+	"time"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
@@ -97,4 +101,99 @@ func (c *Client) RedriveDeadLetters(ctx context.Context, dlq string, opts Redriv
 		out.Skipped[s.GetJobId()] = s.GetReason()
 	}
 	return out, nil
+}
+
+// DeadLetter is a dead-letter copy (ListDeadLetters), read as what it says about the job that failed.
+type DeadLetter struct {
+	// ID is the copy's id in the dead-letter queue ("<original queue>:<job id>"), as RedriveOptions.JobIDs
+	// takes it.
+	ID string
+	// State is the copy's state in the dead-letter queue (waiting until something consumes or redrives it).
+	State JobState
+	// OriginalQueue is the queue the job failed in; OriginalJobID its id there; OriginalName its name.
+	OriginalQueue string
+	OriginalJobID string
+	OriginalName  string
+	// OriginalData is the job's data: JSON text when OriginalContentType is JSON, else the bytes.
+	OriginalData        []byte
+	OriginalContentType string
+	// FailureReason is the error of the job's last run: why it is dead.
+	FailureReason string
+	// AttemptsMade counts the runs it had.
+	AttemptsMade int
+	// DeadTime is when the copy was written (the job failed for good just before).
+	DeadTime time.Time
+}
+
+// DeadLetterPage is one page of ListDeadLetters.
+type DeadLetterPage struct {
+	DeadLetters []*DeadLetter
+	// NextPageToken asks for the next page; "" on the last page.
+	NextPageToken string
+	// Total is the number of jobs in the state (copies or not) when the page was read.
+	Total int
+}
+
+// ListDeadLetters returns a page of the copies in dead-letter queue dlq in one state (0: StateWaiting), each
+// read as its original's queue, id, name, data and why it failed. Jobs of the queue that are not copies are
+// left out, so a page may hold fewer than pageSize: follow NextPageToken until it is "". pageSize is 1 to
+// 1,000 (0 means 100). An unknown queue gives ErrNotFound.
+func (c *Client) ListDeadLetters(ctx context.Context, dlq string, state JobState, pageSize int, pageToken string) (
+	*DeadLetterPage, error,
+) {
+	if state == 0 {
+		state = StateWaiting
+	}
+	page, err := c.ListJobs(ctx, dlq, state, pageSize, pageToken)
+	if err != nil {
+		return nil, err
+	}
+	out := &DeadLetterPage{NextPageToken: page.NextPageToken, Total: page.Total}
+	for _, job := range page.Jobs {
+		if d, ok := DeadLetterFromJob(job); ok {
+			out.DeadLetters = append(out.DeadLetters, d)
+		}
+	}
+	return out, nil
+}
+
+// deadLetterBody is the data of a dead-letter copy, as the server writes it.
+type deadLetterBody struct {
+	OriginalQueue       *string         `json:"original_queue"`
+	OriginalJobID       *string         `json:"original_job_id"`
+	OriginalName        *string         `json:"original_name"`
+	OriginalData        json.RawMessage `json:"original_data"`
+	OriginalContentType *string         `json:"original_content_type"`
+	FailureReason       string          `json:"failure_reason"`
+	AttemptsMade        float64         `json:"attempts_made"`
+}
+
+// DeadLetterFromJob reads job (a job of a dead-letter queue) as the copy it is, as the Python client reads
+// it; false for a job that is not a copy (added to the queue directly, or its data edited out of shape).
+func DeadLetterFromJob(job *Job) (*DeadLetter, bool) {
+	var body deadLetterBody
+	if job == nil || !isJSON(job.ContentType) || json.Unmarshal(job.Data, &body) != nil {
+		return nil, false
+	}
+	if body.OriginalQueue == nil || body.OriginalJobID == nil || body.OriginalName == nil ||
+		body.OriginalContentType == nil || body.OriginalData == nil {
+		return nil, false
+	}
+	data := []byte(body.OriginalData)
+	if !strings.EqualFold(strings.TrimSpace(strings.SplitN(*body.OriginalContentType, ";", 2)[0]), ContentTypeJSON) {
+		var text string // bytes travel as base64 in the copy's JSON
+		if json.Unmarshal(body.OriginalData, &text) != nil {
+			return nil, false
+		}
+		decoded, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			return nil, false
+		}
+		data = decoded
+	}
+	return &DeadLetter{
+		ID: job.ID, State: job.State, OriginalQueue: *body.OriginalQueue, OriginalJobID: *body.OriginalJobID,
+		OriginalName: *body.OriginalName, OriginalData: data, OriginalContentType: *body.OriginalContentType,
+		FailureReason: body.FailureReason, AttemptsMade: int(body.AttemptsMade), DeadTime: job.CreateTime,
+	}, true
 }

@@ -3,6 +3,7 @@ package queuemanager_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -81,5 +82,70 @@ func TestRedriveAndRetryWithDataRunFailedJobsAgain(t *testing.T) {
 	}
 	if _, err := c.RedriveDeadLetters(ctx, queue+"-missing", qm.RedriveOptions{}); !errors.Is(err, qm.ErrNotFound) {
 		t.Fatalf("RedriveDeadLetters of an unknown queue: want ErrNotFound, got %v", err)
+	}
+}
+
+func TestListDeadLettersReadsEachCopy(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	dlq := newQueue(t, c, nil)
+	queue := dlq + "-src"
+	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
+	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copies.Close()
+	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			return nil, qm.Unrecoverable(errors.New("no " + job.Name))
+		},
+	}})
+	stranger := add(t, c, dlq, "not-a-copy", map[string]int{"n": 1}, nil) // added directly: left out
+	if _, err := copies.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	charge := add(t, c, queue, "charge", map[string]int{"amount": 5}, nil)
+	blob := add(t, c, queue, "blob", []byte{0, 1, 254}, nil)
+	for range 2 {
+		if _, err := copies.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := c.ListDeadLetters(ctx, dlq, 0, 10, "")
+	if err != nil || page.NextPageToken != "" || page.Total != 3 || len(page.DeadLetters) != 2 {
+		t.Fatalf("want the two copies of three jobs: %v %+v", err, page)
+	}
+	byName := map[string]*qm.DeadLetter{}
+	for _, d := range page.DeadLetters {
+		byName[d.OriginalName] = d
+	}
+	got := byName["charge"]
+	if got == nil || got.ID != queue+":"+charge.ID || got.State != qm.StateWaiting || got.OriginalQueue != queue ||
+		got.OriginalJobID != charge.ID || string(got.OriginalData) != `{"amount":5}` ||
+		got.OriginalContentType != qm.ContentTypeJSON || !strings.Contains(got.FailureReason, "no charge") ||
+		got.AttemptsMade != 1 || got.DeadTime.IsZero() {
+		t.Fatalf("the JSON job's copy: %+v", got)
+	}
+	if got := byName["blob"]; got == nil || got.OriginalJobID != blob.ID || string(got.OriginalData) != "\x00\x01\xfe" ||
+		got.OriginalContentType != "application/octet-stream" {
+		t.Fatalf("the bytes job's copy: %+v", got)
+	}
+	job, err := c.GetJob(ctx, dlq, stranger.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := qm.DeadLetterFromJob(job); ok {
+		t.Fatal("a job added to the dead-letter queue directly is no copy")
+	}
+	if failed, err := c.ListDeadLetters(ctx, dlq, qm.StateFailed, 0, ""); err != nil || len(failed.DeadLetters) != 0 {
+		t.Fatalf("no copy is failed: %v %+v", err, failed)
+	}
+	if _, err := c.ListDeadLetters(ctx, dlq+"-missing", 0, 0, ""); !errors.Is(err, qm.ErrNotFound) {
+		t.Fatalf("an unknown queue: want ErrNotFound, got %v", err)
 	}
 }

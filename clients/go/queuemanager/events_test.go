@@ -109,9 +109,10 @@ func TestWatchJobEventsFollowsEachJob(t *testing.T) {
 		if ev.Type != w.kind || ev.JobID != work.ID || ev.JobName != "work" || ev.Attempt != w.attempt {
 			t.Fatalf("want %s (attempt %d) of job %s: %+v", w.kind, w.attempt, work.ID, ev)
 		}
-		var progress struct{ Pct float64 }
+		// A whole number comes as a JSON integer (`50`, not `50.0`: an int field reads it).
+		var progress struct{ Pct int }
 		if ev.Type == qm.EventProgress && (json.Unmarshal(ev.Progress, &progress) != nil || progress.Pct != 50) {
-			t.Fatalf("the progress must come as its JSON text: %q", ev.Progress)
+			t.Fatalf("the progress must come as its JSON text, whole numbers as integers: %q", ev.Progress)
 		}
 	}
 	release()

@@ -11,7 +11,14 @@ import {
   toDuration,
   toTimestamp,
 } from "./convert.js";
-import { DEAD_LETTER_QUEUE, redriveRequest, redriveResultFromProto } from "./dead-letters.js";
+import {
+  DEAD_LETTER_QUEUE,
+  deadLetterFromJob,
+  redriveRequest,
+  redriveResultFromProto,
+  type DeadLetter,
+  type ListDeadLettersOptions,
+} from "./dead-letters.js";
 import { mapped } from "./errors.js";
 import {
   bulkResult,
@@ -119,6 +126,22 @@ export class JobCalls extends Producer {
   ): Promise<RedriveResult> {
     const request = redriveRequest(queueName, options);
     return redriveResultFromProto(await mapped(() => this.client.redriveDeadLetters(request, this.callOptions)));
+  }
+
+  /**
+   * A page of a dead-letter queue's copies in one state (default "waiting"), each read as its original's
+   * queue, id, name, data and why it failed; jobs of the queue that are not copies are left out (so a page
+   * may hold fewer than `pageSize`: follow `nextPageToken` until it is ""). `totalSize` counts the state's
+   * jobs.
+   */
+  async listDeadLetters(
+    queueName = DEAD_LETTER_QUEUE,
+    options: ListDeadLettersOptions = {},
+  ): Promise<Page<DeadLetter>> {
+    const { state = "waiting", ...page } = options;
+    const jobs = await this.listJobs(queueName, state, page);
+    const items = jobs.items.map(deadLetterFromJob).filter((d): d is DeadLetter => d !== undefined);
+    return { ...jobs, items };
   }
 
   /** Runs every failed (or cancelled) job of a queue again; returns how many. */

@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { AddBatcher, type Answer } from "./adds.js";
 import {
   AddBulkRequestSchema,
+  AddDisposition,
   AddJobRequestSchema,
   type AddBulkRequest,
   type AddJobRequest,
@@ -54,6 +55,7 @@ export class Producer extends ClientBase {
     }
     const job = jobFromProto(answer.job!);
     job.created = answer.created;
+    job.replaced = answer.disposition === AddDisposition.REPLACED;
     return job;
   }
 

@@ -320,6 +320,7 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     group: "", // a job with a group is answered whole: its group is stored
     lifo: false, // so is a LIFO job
     created: true, // a brief answer is only ever a job the add created
+    replaced: false,
   };
 }
 

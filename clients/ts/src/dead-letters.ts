@@ -6,7 +6,7 @@ import {
   type RedriveDeadLettersResponse,
 } from "./gen/queue_manager/v1/queue_service_pb.js";
 import { checkKeys, checkQueueName } from "./options.js";
-import type { RedriveOptions, RedriveResult, RedrivenQueue } from "./types.js";
+import type { Job, JobState, RedriveOptions, RedriveResult, RedrivenQueue } from "./types.js";
 
 /** The dead-letter queue of every queue registered without one of its own. */
 export const DEAD_LETTER_QUEUE = "dead-letter-queue";
@@ -68,4 +68,75 @@ export function redriveResultFromProto(res: RedriveDeadLettersResponse): Redrive
   const skipped: Record<string, string> = {};
   for (const s of res.skipped) skipped[s.jobId] = s.reason;
   return { count: Number(res.count), queues, skipped, missingQueues: [...res.missingQueues] };
+}
+
+/** A dead-letter copy (`listDeadLetters`), read as what it says about the job that failed. */
+export interface DeadLetter {
+  /** The copy's id in the dead-letter queue (`<original queue>:<job id>`): what `redriveDeadLetters` takes. */
+  id: string;
+  /** The copy's state in the dead-letter queue (waiting until something consumes or redrives it). */
+  state: JobState | undefined;
+  /** The queue the job failed in. */
+  originalQueue: string;
+  /** The job's id there. */
+  originalJobId: string;
+  /** The job's name. */
+  originalName: string;
+  /** The job's data (a `Uint8Array` for a job whose content type is not JSON). */
+  originalData: unknown;
+  /** The job's content type. */
+  originalContentType: string;
+  /** The error of the job's last run: why it is dead. */
+  failureReason: string;
+  /** The runs it had. */
+  attemptsMade: number;
+  /** When the copy was written (the job failed for good just before). */
+  deadAt: Date | undefined;
+}
+
+/** `listDeadLetters`' options: the copies' state (default "waiting") and the page. */
+export interface ListDeadLettersOptions {
+  state?: JobState;
+  /** Copies per page, 1 to 1,000; default 100. */
+  pageSize?: number;
+  /** The previous page's `nextPageToken`; unset or "" for the first page. */
+  pageToken?: string;
+}
+
+/**
+ * The copy `job` (a job of a dead-letter queue) as a `DeadLetter`, as the Python client reads it; undefined for
+ * a job that is not a copy (added to the queue directly, or its data edited out of shape).
+ */
+export function deadLetterFromJob(job: Job): DeadLetter | undefined {
+  const body = job.data;
+  if (body === null || typeof body !== "object" || Array.isArray(body) || body instanceof Uint8Array) {
+    return undefined;
+  }
+  const copy = body as Record<string, unknown>;
+  const { original_queue: queue, original_job_id: id, original_name: name } = copy;
+  const contentType = copy["original_content_type"];
+  if (![queue, id, name, contentType].every((v) => typeof v === "string") || !("original_data" in copy)) {
+    return undefined;
+  }
+  let data = copy["original_data"];
+  if ((contentType as string).split(";")[0]!.trim().toLowerCase() !== "application/json") {
+    // Bytes travel as base64 in the copy's JSON.
+    if (typeof data !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(data) || data.length % 4 !== 0) {
+      return undefined;
+    }
+    data = new Uint8Array(Buffer.from(data, "base64"));
+  }
+  const attempts = Number(copy["attempts_made"] ?? 0);
+  return {
+    id: job.id,
+    state: job.state,
+    originalQueue: queue as string,
+    originalJobId: id as string,
+    originalName: name as string,
+    originalData: data,
+    originalContentType: contentType as string,
+    failureReason: String(copy["failure_reason"] ?? ""),
+    attemptsMade: Number.isInteger(attempts) ? attempts : 0,
+    deadAt: job.createdAt,
+  };
 }

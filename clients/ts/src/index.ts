@@ -20,7 +20,12 @@ export {
   errorFromRpc,
   errorFromStatus,
 } from "./errors.js";
-export { DEAD_LETTER_QUEUE } from "./dead-letters.js";
+export {
+  DEAD_LETTER_QUEUE,
+  deadLetterFromJob,
+  type DeadLetter,
+  type ListDeadLettersOptions,
+} from "./dead-letters.js";
 export {
   JOB_EVENT_TYPES,
   JobEventStream,

@@ -270,6 +270,12 @@ export interface Job {
    * taken and this is the job that held it (nothing was added). Absent on jobs read any other way.
    */
   created?: boolean;
+  /**
+   * Set on the job `addJob` returns: true when the add's dedup key (mode "replace") was held by a waiting or
+   * delayed job whose name and data it replaced (`created` is false: the job is that job as it is now); else
+   * false. Absent on jobs read any other way.
+   */
+  replaced?: boolean;
 }
 
 /** A registered queue. */

@@ -174,7 +174,7 @@ describe("jobs", () => {
 
   it("says whether an add created its job: a plain add, a jobId and a dedup key taken", async () => {
     const plain = await qm.addJob(name, "plain", { n: 1 }); // answered briefly (convert.createdJob)
-    assert.equal(plain.created, true);
+    assert.deepEqual([plain.created, plain.replaced], [true, false]);
     const keyed = await qm.addJob(name, "keyed", null, { dedup: { key: "created-k" } });
     const held = await qm.addJob(name, "keyed-again", null, { dedup: { key: "created-k" } });
     assert.deepEqual([keyed.created, held.created, held.id, held.name], [true, false, keyed.id, "keyed"]);
@@ -269,6 +269,8 @@ describe("jobs", () => {
     assert.equal(first.state, "delayed");
     const second = await qm.addJob(name, "again", { n: 2 }, debounce);
     assert.equal(second.id, first.id);
+    // The add's disposition: the first created the job, the second replaced its name and data.
+    assert.deepEqual([first.created, first.replaced, second.created, second.replaced], [true, false, false, true]);
     assert.equal(second.name, "again");
     assert.deepEqual(second.data, { n: 2 });
     const ids = await qm.addBulk(name, [3, 4].map((n) => ({ name: "b", data: { n }, options: debounce })));
@@ -277,6 +279,8 @@ describe("jobs", () => {
     const kept = await qm.addJob(name, "x", 5, { dedup: { key: "doc", ttl: 60_000, mode: "extend" } });
     assert.equal(kept.id, first.id);
     assert.deepEqual(kept.data, { n: 4 });
+    assert.deepEqual([kept.created, kept.replaced], [false, false]); // "extend" leaves the holder as it is
+    assert.equal((await qm.getJob(name, first.id)).replaced, undefined); // set on add answers only
     await assert.rejects(
       // @ts-expect-error: a mode the type does not allow, as plain JavaScript could send it
       qm.addJob(name, "x", 1, { dedup: { key: "k", mode: "latest" } }),

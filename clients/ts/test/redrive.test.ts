@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, it } from "node:test";
 import {
   DEAD_LETTER_QUEUE,
+  deadLetterFromJob,
   InvalidArgumentError,
   NotFoundError,
   UnrecoverableError,
@@ -80,4 +81,53 @@ it("refuses bad options before the call, and passes on the server's refusals", a
   await qm.registerQueue(plain, { disableDeadLetter: true });
   await assert.rejects(qm.redriveDeadLetters("nope-not-here"), NotFoundError);
   await assert.rejects(qm.redriveDeadLetters(plain), (err: unknown) => err instanceof InvalidArgumentError && /is not a dead-letter queue/.test(err.message));
+});
+
+it("lists a dead-letter queue's copies as what they say about the failed jobs", async () => {
+  const queue = queueName("dead");
+  const dlq = queueName("dead-dlq");
+  await qm.registerQueue(dlq);
+  await qm.registerQueue(queue, { deadLetterQueue: dlq });
+  const json = await qm.addJob(queue, "charge", { amount: 5 }, { attempts: 2, backoff: { type: "fixed", delay: 1 } });
+  const bytes = await qm.addJob(queue, "blob", new Uint8Array([0, 1, 254]));
+  const stranger = await qm.addJob(dlq, "not-a-copy", { n: 1 }); // added directly: left out of the list
+  const w = await worker({ processors: { [queue]: async (job) => Promise.reject(new Error(`no ${job.name}`)) } });
+  try {
+    for (const job of [json, bytes]) {
+      assert.equal((await qm.waitForJob(queue, job.id, { timeoutMs: 15_000 })).state, "failed");
+    }
+  } finally {
+    await w.shutdown();
+  }
+  await eventually(async () => (await qm.listDeadLetters(dlq)).items.length === 2, "both copies written");
+  const page = await qm.listDeadLetters(dlq, { pageSize: 10 });
+  assert.equal(page.nextPageToken, "");
+  assert.equal(page.totalSize, 3); // the state's jobs, copies or not
+  const byName = Object.fromEntries(page.items.map((d) => [d.originalName, d]));
+  const charge = byName["charge"]!;
+  assert.deepEqual(
+    { ...charge, deadAt: undefined },
+    {
+      id: `${queue}:${json.id}`,
+      state: "waiting",
+      originalQueue: queue,
+      originalJobId: json.id,
+      originalName: "charge",
+      originalData: { amount: 5 },
+      originalContentType: "application/json",
+      failureReason: charge.failureReason,
+      attemptsMade: 2,
+      deadAt: undefined,
+    },
+  );
+  assert.match(charge.failureReason, /no charge/);
+  assert.ok(charge.deadAt instanceof Date);
+  const blob = byName["blob"]!;
+  assert.deepEqual([blob.originalData, blob.originalContentType], [new Uint8Array([0, 1, 254]), "application/octet-stream"]);
+  assert.equal(deadLetterFromJob(await qm.getJob(dlq, stranger.id)), undefined);
+  assert.deepEqual((await qm.listDeadLetters(dlq, { state: "failed" })).items, []);
+  // What listDeadLetters names, redriveDeadLetters takes.
+  const sent = await qm.redriveDeadLetters(dlq, { jobIds: [charge.id] });
+  assert.equal(sent.count, 1);
+  await assert.rejects(qm.listDeadLetters(queueName("nowhere")), NotFoundError);
 });

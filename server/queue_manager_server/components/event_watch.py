@@ -11,7 +11,7 @@ import asyncio
 
 from queue_manager_server.components.base import Component
 from queue_manager_server.engine.job_events import JobEvents
-from queue_manager_server.errors import QueueNotFound
+from queue_manager_server.errors import QueueDeleted, QueueNotFound
 from queue_manager_server.services.job_events import EventWatchers
 
 
@@ -29,6 +29,8 @@ class EventWatchRenewal(Component):
         results = await asyncio.gather(*(self.events.watch(q, ttl) for q in queues), return_exceptions=True)
         for queue, r in zip(queues, results, strict=True):
             if isinstance(r, QueueNotFound):
-                self.watchers.fail(queue, r)  # deleted: its watchers end with NOT_FOUND
+                # Deleted, and its 'x' message missed (obliterate.lua publishes one; this server's
+                # subscription was down then): its watchers end with NOT_FOUND now.
+                self.watchers.fail(queue, QueueDeleted(queue))
             elif isinstance(r, Exception):
                 self.log.warning("watch renewal failed", extra={"queue": queue, "error": str(r)})

@@ -14,6 +14,7 @@ from redis.asyncio.client import PubSub
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.engine.clients import Client
+from queue_manager_server.errors import QueueDeleted
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.job_events import EventWatchers
 from queue_manager_server.services.waiters import JobWaiters
@@ -61,10 +62,15 @@ class Notifier:
         """``w <queue>``: jobs are waiting; ``d <queue> <run-at ms>``: a job was delayed until then;
         ``c <queue> <id> <token> <reason>``: the run holding that lease must stop (cancel, timeout);
         ``s <queue> <due ms>``: a schedule was created or changed and falls due then; ``j <queue> <id>
-        <state>``: a job some WaitForJob of this process may follow changed state."""
+        <state>``: a job some WaitForJob of this process may follow changed state; ``x <queue>``: a watched
+        queue was deleted (its WatchJobEvents calls end)."""
         if len(parts) < 2:
             return
         queue = parts[1].decode()
+        if parts[0] == b"x":  # ``x <queue>``: the queue was obliterated while watched (obliterate.lua)
+            if self.events is not None:
+                self.events.fail(queue, QueueDeleted(queue))
+            return
         if parts[0] == b"j":  # ``j <queue> <id> <state>``: a followed job changed state (WaitForJob)
             if self.waiters is not None and len(parts) == 4:
                 self.waiters.notify(queue, parts[2].decode(), parts[3].decode())

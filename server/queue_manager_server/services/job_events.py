@@ -13,8 +13,10 @@ The protocol of the call:
 - A watcher that reads too slowly is not allowed to hold up the others or grow the server's memory: each
   has a buffer of at most ``limit`` events (QM_EVENTS_BUFFER); once an event does not fit, the stream ends
   with RESOURCE_EXHAUSTED "events dropped: the watcher fell behind by N events…".
-- The stream ends with NOT_FOUND when the queue is deleted, and otherwise runs until the client cancels
-  it (or its deadline passes).
+- The stream ends with NOT_FOUND "queue … was deleted" when the queue is deleted (ObliterateQueue publishes
+  ``x <queue>`` on the events channel, which ends every server's watchers of it at once; a server whose
+  subscription missed it finds out at its next renewal), and otherwise runs until the client cancels it (or
+  its deadline passes).
 
 Every server process has one subscription to the events channel (components/notifier.py), which hands the
 ``e`` messages to `EventWatchers.deliver`; a message is decoded only when this process watches its queue. A

@@ -10,6 +10,8 @@
 -- The cancelled set, the deadlines of active runs, the redrive keys and the activity counters (stats, and the minute and
 -- seconds hashes of the last two hours, which expire anyway) and the fairness groups' keys go too: keys derived
 -- from the job prefix.
+-- A first call on a queue whose job events are watched (its 'evw' deadline ahead) publishes 'x <queue>' on the
+-- events channel: every server ends its WatchJobEvents calls of the queue with NOT_FOUND at once.
 -- Returns: {removed, done (1/0)} or {-4} when jobs are active and force is 0
 local prefix, force, chunk = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 if not force and redis.call('ZCARD', KEYS[4]) > 0 then return {-4} end
@@ -18,6 +20,11 @@ for _, sid in ipairs(redis.call('HKEYS', KEYS[9])) do redis.call('UNLINK', ARGV[
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- First call: a queue registered again under this name starts its counts afresh.
   redis.call('DEL', queue_key(prefix, 'stats'))
+  local evw = tonumber(redis.call('HGET', KEYS[1], 'evw'))
+  if evw and evw > now_ms() then
+    local base, queue = string.match(prefix, '^(.*):{(.*)}:job:$')
+    redis.call('PUBLISH', base .. ':events', 'x ' .. queue)
+  end
   local minute = math.floor(now_ms() / 60000)
   for i = minute - 121, minute do
     local m = string.format('%d', i)

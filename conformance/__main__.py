@@ -1,0 +1,83 @@
+"""Runs the conformance kit against one worker: ``python -m conformance --worker "COMMAND"``.
+
+Exit status 0 when every scenario passed; each scenario's verdict is printed as it ends. ``--record`` writes
+the golden transcripts from this worker's streams instead of checking them (for a deliberate change of the
+protocol; review the diff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+from conformance import transcript
+from conformance.harness import Kit
+from conformance.scenarios import GOLDEN_SCENARIOS, SCENARIOS
+
+
+async def run(worker: str, only: list[str], record: bool, concurrency: int) -> list[tuple[str, str]]:
+    """Runs the scenarios; returns (name, "" or why it failed) for each."""
+    verdicts: list[tuple[str, str]] = []
+    async with Kit(worker, concurrency) as kit:
+        for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
+            started = time.monotonic()
+            why = ""
+            try:
+                stream = await scenario(kit, f"conformance-{name.replace('_', '-')}")
+                if name in GOLDEN_SCENARIOS and stream is not None:
+                    why = _check_golden(GOLDEN_SCENARIOS[name], transcript.shape(stream), record)
+            except AssertionError as exc:
+                why = str(exc) or repr(exc)
+                if kit.workers and "worker's output" not in why:
+                    why += f"\n  the worker's output (last lines):\n{kit.workers[-1].output()[-1500:]}"
+            verdicts.append((name, why))
+            took = time.monotonic() - started
+            print(
+                f"{'PASS' if not why else 'FAIL'} {name} ({took:.1f} s){': ' + why if why else ''}",
+                flush=True,
+            )
+    return verdicts
+
+
+def _check_golden(name: str, shape: list[str], record: bool) -> str:
+    if record:
+        transcript.write_golden(name, shape, f"Golden transcript {name!r}, recorded (conformance/README.md).")
+        return ""
+    try:
+        want = transcript.golden(name)
+    except FileNotFoundError:
+        return f"golden/{name}.txt is missing: record it with --record from a worker known to be right"
+    if shape == want:
+        return ""
+    return (
+        f"the stream's shape differs from golden/{name}.txt:\n  want: "
+        + "\n        ".join(want)
+        + "\n  got:  "
+        + "\n        ".join(shape)
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
+    parser.add_argument("--worker", required=True, help="the command that starts the worker under test")
+    parser.add_argument("--only", action="append", default=[], choices=sorted(SCENARIOS), help="run this one")
+    parser.add_argument("--concurrency", type=int, default=2, help="QM_CONFORMANCE_CONCURRENCY (default 2)")
+    parser.add_argument("--record", action="store_true", help="write the golden transcripts from this worker")
+    args = parser.parse_args()
+    # The in-process server's own warnings (a job failed for good, Valkey without persistence) are the
+    # scenarios' doing: only its errors are shown.
+    logging.basicConfig(level=logging.ERROR)
+    verdicts = asyncio.run(run(args.worker, args.only, args.record, args.concurrency))
+    failed = [name for name, why in verdicts if why]
+    names = f": {', '.join(failed)}" if failed else ""
+    print(f"{len(verdicts) - len(failed)} passed, {len(failed)} failed{names}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

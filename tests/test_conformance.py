@@ -1,0 +1,126 @@
+"""The worker-protocol conformance kit (conformance/) against the three workers this repository ships:
+Python (conformance/workers/worker.py), TypeScript (clients/ts/conformance/worker.ts) and Go
+(clients/go/cmd/conformance-worker). Each run is `python -m conformance --worker …`, which must pass every
+scenario; its output is shown otherwise. The kit's transcript rules are checked on recorded streams too."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance import transcript
+from conformance.proxy import StreamRecord
+from conformance.scenarios import SCENARIOS, _peak_in_flight
+from queue_manager.v1 import types_pb2
+from queue_manager.v1 import worker_service_pb2 as pb
+from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles the client and its worker)
+
+ROOT = Path(__file__).resolve().parent.parent
+# A whole kit run: about 15 s for each worker.
+KIT_TIMEOUT_S = 100
+
+
+async def run_kit(worker: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conformance",
+        "--worker",
+        worker,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), KIT_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"the kit failed the worker {worker!r}:\n{text}"
+    assert f"{len(SCENARIOS)} passed, 0 failed" in text, text
+    return text
+
+
+async def test_python_worker_conforms() -> None:
+    await run_kit(f"{sys.executable} conformance/workers/worker.py")
+
+
+async def test_typescript_worker_conforms(ts_built: Path) -> None:  # noqa: F811
+    await run_kit(f"node {ROOT / 'clients/ts/dist/conformance/worker.js'}")
+
+
+@pytest.mark.timeout(KIT_TIMEOUT_S + 150)
+async def test_go_worker_conforms(tmp_path: Path) -> None:
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("go is not installed: the Go client (clients/go) needs Go 1.26 or newer (its go.mod)")
+    binary = tmp_path / "conformance-worker"
+    build = await asyncio.create_subprocess_exec(
+        go,
+        "build",
+        "-o",
+        str(binary),
+        "./cmd/conformance-worker",
+        cwd=ROOT / "clients" / "go",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    built, _ = await asyncio.wait_for(build.communicate(), 150)
+    assert build.returncode == 0, built.decode(errors="replace")
+    await run_kit(str(binary))
+
+
+def _stream(*messages: tuple[str, object]) -> StreamRecord:
+    record = StreamRecord(1)
+    for direction, body in messages:
+        record.add(direction, body)
+    return record
+
+
+def _delivery(*ids: str) -> pb.ConnectResponse:
+    jobs = [pb.LeasedJob(job=types_pb2.Job(id=i, name="sleep"), lease_token="t") for i in ids]
+    return pb.ConnectResponse(delivery=pb.JobDelivery(jobs=jobs))
+
+
+def _done(*ids: str, credits: int = 0) -> pb.ConnectRequest:
+    completions = [pb.JobCompletion(job_id=i, lease_token="t") for i in ids]
+    return pb.ConnectRequest(report=pb.WorkerReport(credits=credits, completions=completions))
+
+
+def test_jobs_in_flight_count_deliveries_less_outcomes() -> None:
+    record = _stream(("<", _delivery("a", "b")), (">", _done("a")), ("<", _delivery("c", "d")))
+    assert _peak_in_flight(record) == 3  # b, c and d: one more than a concurrency of 2 allows
+
+
+def test_a_shape_leaves_out_heartbeats_and_later_credits_and_folds_repeats() -> None:
+    lease = pb.LeaseRef(job_id="a", lease_token="t")
+    heartbeat = pb.ConnectRequest(report=pb.WorkerReport(extensions=[lease]))
+    record = _stream(
+        (">", pb.ConnectRequest(hello=pb.WorkerHello(worker_id="w", queues=["q"], concurrency=2))),
+        ("<", pb.ConnectResponse(welcome=pb.ServerWelcome(server_id="s"))),
+        (">", pb.ConnectRequest(report=pb.WorkerReport(credits=2))),
+        ("<", _delivery("a")),
+        ("<", _delivery("b")),
+        (">", heartbeat),
+        (">", _done("a", credits=1)),
+        (">", _done("b", credits=1)),
+    )
+    assert transcript.shape(record) == [
+        "> hello",
+        "< welcome",
+        "> credits",
+        "< delivery sleep",
+        "> completion sleep",
+    ]
+    assert "> extension sleep" in transcript.lines(record)
+
+
+def test_the_golden_transcripts_start_with_hello_and_welcome() -> None:
+    for name in ("echo", "cancel", "drain"):
+        assert transcript.golden(name)[:3] == ["> hello", "< welcome", "> credits"], name
