@@ -112,14 +112,14 @@ describe("concurrent adds", () => {
         qm.addJob(name, "options", { b: 2 }, { priority: "high", attempts: 3, jobId: queueName("id") }),
       ]);
       for (const job of [plain, bytes, none, withOptions]) {
-        assert.deepEqual(job, { ...(await qm.getJob(name, job.id)), created: true });
+        assert.deepEqual(job, { ...(await qm.getJob(name, job.id)), created: true, replaced: false });
       }
       assert.equal(withOptions.priority, JobPriority.HIGH);
       assert.equal(withOptions.maxAttempts, 3);
       await qm.pauseQueue(name);
       const paused = await qm.addJob(name, "paused");
       assert.equal(paused.state, "paused");
-      assert.deepEqual(paused, { ...(await qm.getJob(name, paused.id)), created: true });
+      assert.deepEqual(paused, { ...(await qm.getJob(name, paused.id)), created: true, replaced: false });
     } finally {
       await qm.shutdown();
     }
