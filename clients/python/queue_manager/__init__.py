@@ -23,9 +23,9 @@ import queue_manager._grpc_io  # noqa: F401
 # isort: split
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
-from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
+from queue_manager.convert import Job, JobError, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
-from queue_manager.enums import DedupMode, JobPriority, JobState
+from queue_manager.enums import DedupMode, JobErrorKind, JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -77,6 +77,8 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobContext",
+    "JobError",
+    "JobErrorKind",
     "JobEvent",
     "JobEventStream",
     "JobEventType",
