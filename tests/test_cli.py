@@ -41,7 +41,7 @@ async def test_queue_and_job_commands(server: RunningServer, capsys: pytest.Capt
         capsys, server, "queues", "register", "cli-q", "--rate-max", "10", "--rate-duration", "1000"
     )
     assert registered["name"] == "cli-q"
-    assert registered["config"]["rate_limit"] == {"max": 10, "duration": 1000}
+    assert registered["config"]["rate_limit"] == {"max": 10, "duration": 1000, "burst": 0}
 
     job = await qm_json(
         capsys,
@@ -226,15 +226,15 @@ async def test_register_changes_only_the_settings_given(
         "--concurrency",
         "3",
     )
-    assert settings(first) == ({"max": 5, "duration": 1000}, 3, "dead-letter-queue", False)
+    assert settings(first) == ({"max": 5, "duration": 1000, "burst": 0}, 3, "dead-letter-queue", False)
     moved = await qm_json(capsys, server, "queues", "register", "m", "--dead-letter-queue", "m-dlq")
-    assert settings(moved) == ({"max": 5, "duration": 1000}, 3, "m-dlq", False)
+    assert settings(moved) == ({"max": 5, "duration": 1000, "burst": 0}, 3, "m-dlq", False)
     off = await qm_json(capsys, server, "queues", "register", "m", "--no-dead-letter")
-    assert settings(off) == ({"max": 5, "duration": 1000}, 3, "", True)
+    assert settings(off) == ({"max": 5, "duration": 1000, "burst": 0}, 3, "", True)
     unchanged = await qm_json(capsys, server, "queues", "register", "m")
     assert settings(unchanged) == settings(off) and unchanged["created"] is False
     faster = await qm_json(capsys, server, "queues", "register", "m", "--rate-duration", "500")
-    assert settings(faster) == ({"max": 5, "duration": 500}, 3, "", True)
+    assert settings(faster) == ({"max": 5, "duration": 500, "burst": 0}, 3, "", True)
     on = await qm_json(
         capsys, server, "queues", "register", "m", "--dead-letter-queue", "m-dlq", "--rate-max", "0"
     )
@@ -256,7 +256,7 @@ async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.C
     1s was refused as not whole milliseconds."""
     await qm_json(capsys, server, "queues", "register", "units", "--rate-max", "5", "--rate-duration", "2s")
     queue = await qm_json(capsys, server, "queues", "show", "units")
-    assert queue["config"]["rate_limit"] == {"max": 5, "duration": 2000}
+    assert queue["config"]["rate_limit"] == {"max": 5, "duration": 2000, "burst": 0}
     flags = ("--delay", "1h", "--timeout", "2m", "--dedup-key", "k", "--dedup-ttl", "1h30m")
     job = await qm_json(capsys, server, "add", "units", "n", *flags)
     options = job["options"]

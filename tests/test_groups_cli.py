@@ -25,12 +25,12 @@ async def test_register_merges_the_group_flags_and_list_and_show_give_them(
     first = await qm_json(
         capsys, server, "queues", "register", "t", "--group-concurrency", "2", "--group-rate", "10/1s"
     )
-    per_second = {"max": 10, "duration": 1000}
+    per_second = {"max": 10, "duration": 1000, "burst": 0}
     assert group_limits(first) == {"concurrency": 2, "rate_limit": per_second, "max_size": 0}
     other = await qm_json(capsys, server, "queues", "register", "t", "--concurrency", "50")
     assert group_limits(other) == group_limits(first)  # kept: the CLI merges
     rate_only = await qm_json(capsys, server, "queues", "register", "t", "--group-rate", "100/1m")
-    per_minute = {"max": 100, "duration": 60_000}
+    per_minute = {"max": 100, "duration": 60_000, "burst": 0}
     assert group_limits(rate_only) == {"concurrency": 2, "rate_limit": per_minute, "max_size": 0}
     sized = await qm_json(capsys, server, "queues", "register", "t", "--group-max-size", "500")
     assert group_limits(sized) == {"concurrency": 2, "rate_limit": per_minute, "max_size": 500}
@@ -80,7 +80,11 @@ async def test_add_with_a_group_then_list_and_limit_the_groups(
     own = await qm_json(
         capsys, server, "groups", "limit", "g", "acme", "--concurrency", "1", "--rate", "5/250ms"
     )
-    assert own["limits"] == {"concurrency": 1, "rate_limit": {"max": 5, "duration": 250}, "max_size": 0}
+    assert own["limits"] == {
+        "concurrency": 1,
+        "rate_limit": {"max": 5, "duration": 250, "burst": 0},
+        "max_size": 0,
+    }
     assert own["custom_limits"] is True
     status, out, err = await qm_cli(capsys, "--server", server.address, "groups", "list", "g")
     assert status == 0, err

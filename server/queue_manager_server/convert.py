@@ -38,6 +38,10 @@ DEFAULT_FAILED_KEEP = (7 * DAY_MS, 100_000)
 DEFAULT_MAX_STALLED = 1
 # Links in one chain_to: enough for any pipeline; a longer process is a workflow.
 MAX_CHAIN_LINKS = 100
+# Failed runs a job may keep in its error history (JobOptions.error_history): each holds up to 10,000
+# characters of message and 50,000 of stack trace (services/reports.py), so a job's history stays a few MB
+# at worst, and appending to it (common.lua record_error) a copy of that.
+MAX_ERROR_HISTORY = 100
 
 STATE_NAMES: dict[int, str] = {
     types_pb2.JOB_STATE_WAITING: "waiting",
@@ -352,6 +356,10 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     out.lifo = o.lifo
     if o.HasField("dedup"):
         _apply_dedup(out, o.dedup, f"{field}.dedup")
+    if o.HasField("error_history"):
+        # Not in the add's header: an extra job field ('ehn', common.lua record_error), as rare as the option.
+        keep = validate.count(o.error_history, f"{field}.error_history", MAX_ERROR_HISTORY)
+        out.extra["ehn"] = b"%d" % keep
 
 
 def _apply_dedup(out: NewJob, d: types_pb2.Dedup, field: str) -> None:
@@ -518,12 +526,36 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
         o.remove_on_fail.CopyFrom(kf)
     if md is not None:
         o.metadata.CopyFrom(md)
+    if r.raw("ehn") is not None:
+        o.error_history = r.int("ehn")
+    eh = r.raw("eh")
+    if eh:
+        j.errors.extend(errors_out(eh))
     if r.raw("ddk") is not None:
         o.dedup.key = r.text("ddk")
         if r.int("ddt"):
             o.dedup.ttl.CopyFrom(ms_duration(r.int("ddt")))
         o.dedup.mode = r.int("ddm")  # type: ignore[assignment]
     _flow_out(r, j)
+
+
+def errors_out(eh: bytes) -> list[types_pb2.JobError]:
+    """A job's error history ('eh': one JSON array per failed run, [attempt, kind, ms, worker id, message,
+    stack trace], a newline between runs, oldest first; common.lua record_error)."""
+    out = []
+    for line in eh.split(b"\n"):
+        attempt, kind, ms, worker, message, stack = json.loads(line.decode(errors="replace"))
+        out.append(
+            types_pb2.JobError(
+                attempt=int(attempt),
+                kind=types_pb2.JobErrorKind.ValueType(int(kind)),
+                message=message,
+                stacktrace=stack,
+                worker_id=worker,
+                time=ms_timestamp(int(ms)),
+            )
+        )
+    return out
 
 
 def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
@@ -626,22 +658,43 @@ def _leased_extras(job: types_pb2.Job, c: ClaimedJob) -> None:
 # ---- queues ------------------------------------------------------------------------------------
 
 
-def group_limits_in(g: types_pb2.GroupLimits, field: str) -> tuple[int, int, int, int]:
+# A token bucket's largest capacity (RateLimit.burst): far more starts at once than any queue runs, small
+# enough that the bucket's arithmetic in Lua stays exact.
+MAX_RATE_BURST = 1_000_000
+
+
+def rate_limit_in(rl: types_pb2.RateLimit, present: bool, field: str) -> tuple[int, int, int]:
+    """A rate limit as the scripts keep it: max, window ms, burst (0: the default, a tenth of max); all 0
+    for none (unset, or max 0)."""
+    if not present or not rl.max:
+        if present and rl.burst:
+            raise InvalidArgument(f"{field}.burst", "needs a max: a burst is the capacity of a rate limit")
+        return 0, 0, 0
+    rl_ms = validate.duration_ms(rl.duration, f"{field}.duration")
+    if rl_ms <= 0:
+        raise InvalidArgument(f"{field}.duration", "must be positive when max is set")
+    return rl.max, rl_ms, validate.count(rl.burst, f"{field}.burst", MAX_RATE_BURST)
+
+
+def rate_limit_out(out: types_pb2.RateLimit, rl_max: int, rl_ms: int, burst: int) -> None:
+    out.max = rl_max
+    out.duration.CopyFrom(ms_duration(rl_ms))
+    out.burst = burst
+
+
+def group_limits_in(g: types_pb2.GroupLimits, field: str) -> tuple[int, int, int, int, int]:
     """A group's limits as the scripts keep them: concurrency, rate max, rate window ms, max size (0:
-    none)."""
-    rl_max, rl_ms = g.rate_limit.max, 0
-    if g.HasField("rate_limit") and rl_max:
-        rl_ms = validate.duration_ms(g.rate_limit.duration, f"{field}.rate_limit.duration")
-        if rl_ms <= 0:
-            raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
-    return g.concurrency, rl_max, rl_ms, validate.max_size(g.max_size, f"{field}.max_size")
+    none), rate burst (0: the default)."""
+    rl_max, rl_ms, burst = rate_limit_in(g.rate_limit, g.HasField("rate_limit"), f"{field}.rate_limit")
+    return g.concurrency, rl_max, rl_ms, validate.max_size(g.max_size, f"{field}.max_size"), burst
 
 
-def group_limits_out(conc: int, rl_max: int, rl_ms: int, max_size: int = 0) -> types_pb2.GroupLimits:
+def group_limits_out(
+    conc: int, rl_max: int, rl_ms: int, max_size: int = 0, burst: int = 0
+) -> types_pb2.GroupLimits:
     out = types_pb2.GroupLimits(concurrency=conc, max_size=max_size)
     if rl_max:
-        out.rate_limit.max = rl_max
-        out.rate_limit.duration.CopyFrom(ms_duration(rl_ms))
+        rate_limit_out(out.rate_limit, rl_max, rl_ms, burst)
     return out
 
 
@@ -653,15 +706,11 @@ def queue_meta(
     filled = types_pb2.QueueConfig()
     filled.CopyFrom(cfg)
     fields: dict[str, str | int | bytes] = {}
-    rl_max, rl_ms = cfg.rate_limit.max, 0
-    if cfg.HasField("rate_limit") and rl_max:
-        rl_ms = validate.duration_ms(cfg.rate_limit.duration, f"{field}.rate_limit.duration")
-        if rl_ms <= 0:
-            raise InvalidArgument(f"{field}.rate_limit.duration", "must be positive when max is set")
-    fields["rl_max"], fields["rl_ms"] = rl_max, rl_ms
+    rl_max, rl_ms, burst = rate_limit_in(cfg.rate_limit, cfg.HasField("rate_limit"), f"{field}.rate_limit")
+    fields["rl_max"], fields["rl_ms"], fields["rl_burst"] = rl_max, rl_ms, burst
     # Each fairness group's own limits (includes/claim.lua pop_groups); 0 = none.
-    g_conc, g_rl_max, g_rl_ms, g_max = group_limits_in(cfg.group_limits, f"{field}.group_limits")
-    fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms, g_max=g_max)
+    g_conc, g_rl_max, g_rl_ms, g_max, g_burst = group_limits_in(cfg.group_limits, f"{field}.group_limits")
+    fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms, g_max=g_max, g_rl_burst=g_burst)
     # Producer backpressure (includes/add.lua room_for); 0 = none.
     fields["max_size"] = validate.max_size(cfg.max_size, f"{field}.max_size")
     dlq = ""
@@ -736,6 +785,8 @@ def queue_meta(
         # Sorted by key: what a job's own metadata leaves room for is taken from it in this order (add.lua).
         d_md=types_pb2.JobMetadata.FromString(defaults.metadata).SerializeToString(deterministic=True),
         max_stalled=defaults.max_stalled or DEFAULT_MAX_STALLED,
+        # The error history's length for jobs without their own (common.lua record_error); "": 10.
+        d_ehn=defaults.extra.get("ehn", b""),
     )
     fields["config"] = filled.SerializeToString()
     return fields, filled

@@ -309,3 +309,22 @@ def test_the_state_keeps_the_group_limits_of_the_queues_that_have_them() -> None
     state.apply(MetricsSnapshot(time=at(0), metrics=[QueueMetrics("a")]))
     state.apply(MetricsSnapshot(time=at(1), metrics=[QueueMetrics("b")]))  # a went away
     assert state.group_limits == {}
+
+
+def test_job_detail_lists_the_error_history_oldest_first_and_literally() -> None:
+    from queue_manager import JobError, JobErrorKind
+    from queue_manager_tui.widgets.job_detail import job_text
+
+    failed = job("42", JobState.FAILED, failed_reason="boom [b]2[/b]", stacktrace="Trace\n  line")
+    failed.errors = [
+        JobError(1, JobErrorKind.TIMEOUT, "job timed out after 1s", "", "w1", at(0)),
+        JobError(2, JobErrorKind.ERROR, "boom [b]2[/b]", "Traceback\n  a\n  b\n  c\nValueError", "w2", at(5)),
+    ]
+    text = job_text(failed, []).plain
+    section = text[text.index("errors (2 failed runs, oldest first)") :]
+    lines = section.splitlines()
+    assert lines[1].startswith("attempt 1  timeout  ") and lines[1].endswith("worker w1")
+    assert lines[2] == "  job timed out after 1s"
+    assert lines[3].startswith("attempt 2  error  ") and lines[3].endswith("worker w2")
+    # Markup in a message is text; of a stack trace the last lines show (the last failure's whole is above).
+    assert lines[4:8] == ["  boom [b]2[/b]", "      b", "      c", "    ValueError"]

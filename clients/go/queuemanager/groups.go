@@ -64,14 +64,14 @@ func (r *RateLimit) proto(c *counts, field string) *pb.RateLimit {
 	if r == nil {
 		return nil
 	}
-	return &pb.RateLimit{Max: c.of(field+".Max", r.Max), Duration: duration(r.Duration)}
+	return &pb.RateLimit{Max: c.of(field+".Max", r.Max), Duration: duration(r.Duration), Burst: c.of(field+".Burst", r.Burst)}
 }
 
 func rateLimitFromProto(p *pb.RateLimit) *RateLimit {
 	if p == nil || p.GetMax() == 0 {
 		return nil
 	}
-	return &RateLimit{Max: int(p.GetMax()), Duration: durationOf(p.GetDuration())}
+	return &RateLimit{Max: int(p.GetMax()), Duration: durationOf(p.GetDuration()), Burst: int(p.GetBurst())}
 }
 
 // groupLimitsFromProto reads limits back; "no limit at all" is the zero GroupLimits.

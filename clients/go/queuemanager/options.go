@@ -58,6 +58,9 @@ type JobOptions struct {
 	// of the jobs of a level the last added runs first. A delayed job goes to the head when due; a retry goes
 	// to the back. Not allowed in QueueConfig.DefaultJobOptions.
 	LIFO bool
+	// ErrorHistory is how many failed runs the job keeps in Job.Errors (the last ones): nil means the
+	// queue's default, else 10; 0 keeps none beyond FailedReason and Stacktrace. At most 100.
+	ErrorHistory *int
 }
 
 // BackoffType chooses how the delay between attempts grows.
@@ -139,10 +142,13 @@ const (
 	DedupReplace DedupMode = 3
 )
 
-// RateLimit allows at most Max job starts per Duration, shared by all workers.
+// RateLimit allows at most Max job starts per Duration, shared by all workers: a token bucket.
 type RateLimit struct {
 	Max      int
 	Duration time.Duration
+	// Burst is the bucket's capacity: how many jobs may start at once after the queue was idle, then Max
+	// per Duration. 0 means a tenth of Max (at least 1); up to 1,000,000, and only with a Max.
+	Burst int
 }
 
 // QueueConfig is a queue's settings; zero fields take the server's defaults.
@@ -217,6 +223,10 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 		ExpireAfter:      duration(o.ExpireAfter),
 		Group:            o.Group,
 		Lifo:             o.LIFO,
+	}
+	if o.ErrorHistory != nil {
+		n := c.of("JobOptions.ErrorHistory", *o.ErrorHistory)
+		out.ErrorHistory = &n
 	}
 	if c.err != nil {
 		return nil, c.err
@@ -315,6 +325,10 @@ func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
 		LIFO:             p.GetLifo(),
 		RemoveOnComplete: keepJobsFromProto(p.GetRemoveOnComplete()),
 		RemoveOnFail:     keepJobsFromProto(p.GetRemoveOnFail()),
+	}
+	if p.ErrorHistory != nil {
+		n := int(p.GetErrorHistory())
+		o.ErrorHistory = &n
 	}
 	if b := p.GetBackoff(); b != nil {
 		o.Backoff = &Backoff{

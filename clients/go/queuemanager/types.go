@@ -117,8 +117,11 @@ type Job struct {
 	Parents  []JobRef
 	Children []JobRef
 	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
-	Logs            []LogLine
-	LogCount        int
+	Logs     []LogLine
+	LogCount int
+	// Errors holds its last failed runs, oldest first (JobOptions.ErrorHistory of them, default 10); kept
+	// through RetryJob.
+	Errors          []JobError
 	CancelRequested bool
 	CancelReason    string
 	// Created is set in AddJob's answer: false when the job id or dedup key was taken, and the job is the
@@ -223,7 +226,42 @@ func jobFromProto(p *pb.Job) *Job {
 		j.Parents = append(j.Parents, JobRef{Queue: parent.GetJob().GetQueueName(), ID: parent.GetJob().GetJobId()})
 	}
 	j.Logs = logsOf(p.GetLogs())
+	for _, e := range p.GetErrors() {
+		j.Errors = append(j.Errors, JobError{
+			Attempt: int(e.GetAttempt()), Kind: JobErrorKind(e.GetKind()), Message: e.GetMessage(),
+			Stacktrace: e.GetStacktrace(), WorkerID: e.GetWorkerId(), Time: timeOf(e.GetTime()),
+		})
+	}
 	return j
+}
+
+// JobErrorKind says how a failed run ended (JobError.Kind).
+type JobErrorKind int
+
+const (
+	// JobErrorRaised: the handler returned an error (or its result could not be stored).
+	JobErrorRaised JobErrorKind = 1
+	// JobErrorTimeout: the run passed the job's timeout and the server ended it.
+	JobErrorTimeout JobErrorKind = 2
+	// JobErrorStalled: the run was lost (its worker went away or its lease expired).
+	JobErrorStalled JobErrorKind = 3
+	// JobErrorCancelled: a cancel stopped the run.
+	JobErrorCancelled JobErrorKind = 4
+)
+
+// JobError is one failed run of a job (Job.Errors).
+type JobError struct {
+	// Attempt is the run's attempt, 1 for the first; a lost run uses none, so it shares its number with the
+	// run after it.
+	Attempt int
+	Kind    JobErrorKind
+	// Message is the handler's error, or the server's for a timeout, a lost run or a cancel.
+	Message string
+	// Stacktrace is what the worker sent; "" when the server ended the run.
+	Stacktrace string
+	WorkerID   string
+	// Time is when the run ended.
+	Time time.Time
 }
 
 // Queue is a registered queue.

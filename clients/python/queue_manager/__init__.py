@@ -24,9 +24,9 @@ import queue_manager._grpc_io  # noqa: F401
 from queue_manager.batching import BatchProcessor, batch
 from queue_manager.client import QueueManager
 from queue_manager.context import JobContext
-from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
+from queue_manager.convert import Job, JobError, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
-from queue_manager.enums import DedupMode, JobPriority, JobState
+from queue_manager.enums import DedupMode, JobErrorKind, JobPriority, JobState
 from queue_manager.errors import (
     AlreadyExistsError,
     DelayedError,
@@ -82,6 +82,8 @@ __all__ = [
     "Job",
     "JobContext",
     "JobCount",
+    "JobError",
+    "JobErrorKind",
     "JobEvent",
     "JobEventStream",
     "JobEventType",

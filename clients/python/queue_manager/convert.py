@@ -18,7 +18,14 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from queue_manager.bounds import priority_bounds_from_proto
-from queue_manager.enums import DEDUP_MODE_BY_NUMBER, STATE_BY_NUMBER, JobPriority, JobState
+from queue_manager.enums import (
+    DEDUP_MODE_BY_NUMBER,
+    ERROR_KIND_BY_NUMBER,
+    STATE_BY_NUMBER,
+    JobErrorKind,
+    JobPriority,
+    JobState,
+)
 from queue_manager.groups import queue_group_limits_from_proto
 from queue_manager.metrics import QueueMetrics, metrics_from_proto
 from queue_manager.options import (
@@ -37,6 +44,8 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "OCTET_STREAM",
     "Job",
+    "JobError",
+    "JobErrorKind",
     "JobLogLine",
     "JobPriority",
     "JobRef",
@@ -116,6 +125,29 @@ class JobLogLine:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """One failed run of a job (`Job.errors`).
+
+    Attributes:
+        attempt: The run's attempt, 1 for the first; a lost run uses none, so it shares its number with the
+            run after it.
+        kind: How the run ended: raised, timed out, lost (stalled) or stopped by a cancel; None for a kind
+            this client does not know.
+        message: The processor's error message, or the server's for a timeout, a lost run or a cancel.
+        stacktrace: The stack trace the worker sent; empty when the server ended the run.
+        worker_id: The worker that ran it.
+        time: When the run ended.
+    """
+
+    attempt: int
+    kind: JobErrorKind | None
+    message: str
+    stacktrace: str = ""
+    worker_id: str = ""
+    time: datetime | None = None
+
+
 @dataclass(slots=True)
 class Job:
     """A job as stored by the server.
@@ -149,6 +181,9 @@ class Job:
         workflow: For a workflow step's job, its run and step.
         logs: The last log lines (at most 20, oldest first); `QueueManager.get_job_logs` pages through all.
         log_count: Number of log lines kept (the last 1,000).
+        errors: Its last failed runs, oldest first (``options.error_history`` of them, default 10): runs
+            that raised, timed out, were lost with their worker or were stopped by a cancel. Kept through
+            `QueueManager.retry_job` (attempts then count afresh).
         cancel_requested: True once a cancel was asked while the job was active (its worker is told).
         cancel_reason: Why it was cancelled (an expired job's starts with ``"expired: "``).
         expires_at: When the job expires if not started by then (``options.expire_after`` after it was first
@@ -188,6 +223,7 @@ class Job:
     workflow: WorkflowStepRef | None = None
     logs: list[JobLogLine] = field(default_factory=list)
     log_count: int = 0
+    errors: list[JobError] = field(default_factory=list)
     cancel_requested: bool = False
     cancel_reason: str = ""
     expires_at: datetime | None = None
@@ -322,6 +358,18 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
     job.workflow = workflow_ref_from_proto(msg)
     if msg.logs:
         job.logs = log_lines_from_proto(msg.logs)
+    if msg.errors:
+        job.errors = [
+            JobError(
+                attempt=e.attempt,
+                kind=ERROR_KIND_BY_NUMBER.get(e.kind),
+                message=e.message,
+                stacktrace=e.stacktrace,
+                worker_id=e.worker_id,
+                time=timestamp_to_datetime(e.time) if e.HasField("time") else None,
+            )
+            for e in msg.errors
+        ]
     return job
 
 
@@ -365,7 +413,9 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
     rate_limit = None
     if msg.HasField("rate_limit"):
         rate_limit = RateLimit(
-            max=msg.rate_limit.max, duration=duration_to_timedelta(msg.rate_limit.duration)
+            max=msg.rate_limit.max,
+            duration=duration_to_timedelta(msg.rate_limit.duration),
+            burst=msg.rate_limit.burst,
         )
     return QueueConfig(
         rate_limit=rate_limit,
@@ -429,6 +479,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
         expire_after=duration_to_timedelta(msg.expire_after) if msg.HasField("expire_after") else None,
         group=msg.group or None,
         lifo=msg.lifo or None,
+        error_history=msg.error_history if msg.HasField("error_history") else None,
         chain_to=[
             ChainLink(
                 queue_name=link.queue_name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["STATE_BY_NUMBER", "STATE_NUMBER", "DedupMode", "JobPriority", "JobState"]
+__all__ = ["STATE_BY_NUMBER", "STATE_NUMBER", "DedupMode", "JobErrorKind", "JobPriority", "JobState"]
 
 
 class JobPriority(enum.IntEnum):
@@ -39,6 +39,23 @@ class DedupMode(enum.StrEnum):
     #: While the holder has not started (waiting or delayed), the add replaces its name and data, restarts
     #: the ttl and re-delays it (debounce); once it started or finished, the add creates a new job.
     REPLACE = "replace"
+
+
+class JobErrorKind(enum.StrEnum):
+    """How a failed run ended (`JobError.kind`)."""
+
+    #: The processor raised an error (or its result could not be stored).
+    ERROR = "error"
+    #: The run passed the job's timeout and the server ended it.
+    TIMEOUT = "timeout"
+    #: The run was lost: its worker went away or its lease expired.
+    STALLED = "stalled"
+    #: The run was stopped by a cancel and the job ended cancelled.
+    CANCELLED = "cancelled"
+
+
+# The wire numbers of `queue_manager.v1.JobErrorKind` (0 is "unspecified": never a recorded run's).
+ERROR_KIND_BY_NUMBER: dict[int, JobErrorKind] = dict(enumerate(JobErrorKind, start=1))
 
 
 # The wire numbers of `queue_manager.v1.DedupMode`, in both directions (0 is "unspecified": keep the first).

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 RateLimitLike: TypeAlias = RateLimit | Mapping[str, Any]
-"""A `RateLimit` or ``{"max": n, "duration": ms or timedelta}``."""
+"""A `RateLimit` or ``{"max": n, "duration": ms or timedelta, "burst": n}`` (burst optional)."""
 
 GroupLimitsLike: TypeAlias = GroupLimits | Mapping[str, Any]
 """A `GroupLimits` or ``{"concurrency": n, "rate_limit": RateLimit or {"max": n, "duration": ms},
@@ -117,7 +117,11 @@ def group_limits_from_proto(msg: types_pb2.GroupLimits) -> GroupLimits:
     """A `GroupLimits` from its message; a rate limit of 0 jobs is none."""
     rate = None
     if msg.HasField("rate_limit") and msg.rate_limit.max:
-        rate = RateLimit(max=msg.rate_limit.max, duration=msg.rate_limit.duration.ToTimedelta())
+        rate = RateLimit(
+            max=msg.rate_limit.max,
+            duration=msg.rate_limit.duration.ToTimedelta(),
+            burst=msg.rate_limit.burst,
+        )
     return GroupLimits(concurrency=msg.concurrency, rate_limit=rate, max_size=msg.max_size)
 
 

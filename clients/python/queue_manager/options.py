@@ -49,6 +49,9 @@ DurationLike: TypeAlias = int | float | timedelta
 """A duration: milliseconds, or a `timedelta`."""
 
 _UINT32_MAX = 2**32 - 1
+# The server's bounds (JobOptions.error_history, RateLimit.burst), checked here to fail before sending.
+MAX_ERROR_HISTORY = 100
+MAX_RATE_BURST = 1_000_000
 _UINT64_MAX = 2**64 - 1
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _JOB_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")
@@ -170,6 +173,8 @@ class JobOptions:
         lifo: True puts the job at the head of its priority level (its group's, with a group): of the jobs
             of a level the last added runs first. A delayed job goes to the head when due; a retry goes
             to the back.
+        error_history: How many failed runs the job keeps in `Job.errors` (the last ones); None means the
+            queue's default, else 10; 0 keeps none beyond ``failed_reason`` and ``stacktrace``. At most 100.
     """
 
     priority: JobPriority | int | str | None = None
@@ -188,19 +193,23 @@ class JobOptions:
     expire_after: DurationLike | None = None
     group: str | None = None
     lifo: bool | None = None
+    error_history: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """At most ``max`` job starts per ``duration``, shared by all workers.
+    """At most ``max`` job starts per ``duration``, shared by all workers: a token bucket.
 
     Attributes:
         max: Jobs allowed per duration; 0 means no limit.
         duration: Window over which max applies.
+        burst: The bucket's capacity: how many jobs may start at once after the queue was idle, before the
+            rate applies. 0 means the default, a tenth of max (at least 1). Up to 1,000,000.
     """
 
     max: int
     duration: DurationLike
+    burst: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +342,8 @@ def job_options_to_proto(
         if not isinstance(opts.lifo, bool):
             raise TypeError(f"lifo must be a bool, not {type(opts.lifo).__name__}")
         msg.lifo = opts.lifo
+    if opts.error_history is not None:
+        msg.error_history = _uint(opts.error_history, "error_history", maximum=MAX_ERROR_HISTORY)
     return msg
 
 
@@ -553,11 +564,11 @@ def to_timestamp(value: datetime, what: str) -> timestamp_pb2.Timestamp:
     return msg
 
 
-def _uint(value: int, what: str, *, minimum: int = 0) -> int:
+def _uint(value: int, what: str, *, minimum: int = 0, maximum: int = _UINT32_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not minimum <= value <= _UINT32_MAX:
-        raise ValueError(f"{what} must be between {minimum} and {_UINT32_MAX}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{what} must be between {minimum} and {maximum}, got {value}")
     return value
 
 
@@ -650,18 +661,21 @@ def _fill_keep(msg: types_pb2.KeepJobs, value: KeepJobs | Mapping[str, Any] | bo
 
 def _fill_rate_limit(msg: types_pb2.RateLimit, value: RateLimit | Mapping[str, Any]) -> None:
     if isinstance(value, Mapping):
-        unknown = sorted(str(key) for key in value if key not in {"max", "duration"})
+        unknown = sorted(str(key) for key in value if key not in {"max", "duration", "burst"})
         if unknown:
             raise ValueError(
-                f"unknown rate_limit key {', '.join(map(repr, unknown))}; expected max, duration"
+                f"unknown rate_limit key {', '.join(map(repr, unknown))}; expected max, duration, burst"
             )
         if "max" not in value or "duration" not in value:
             raise ValueError("rate_limit needs both 'max' and 'duration'")
-        value = RateLimit(max=value["max"], duration=value["duration"])
+        value = RateLimit(max=value["max"], duration=value["duration"], burst=value.get("burst", 0))
     if not isinstance(value, RateLimit):
         raise TypeError(f"rate_limit must be a mapping or RateLimit, not {type(value).__name__}")
     msg.max = _uint(value.max, "rate_limit max")
     msg.duration.CopyFrom(to_duration(value.duration, "rate_limit duration", positive=msg.max > 0))
+    msg.burst = _uint(value.burst, "rate_limit burst", maximum=MAX_RATE_BURST)
+    if msg.burst and not msg.max:
+        raise ValueError("rate_limit burst needs a max: a burst is the capacity of a rate limit")
 
 
 def _text(value: object, what: str) -> str:

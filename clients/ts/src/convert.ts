@@ -48,6 +48,8 @@ import {
   type PriorityLike,
   type Queue,
   type QueueMetrics,
+  type JobError,
+  type JobErrorKind,
   type RateLimit,
   type WorkerInfo,
 } from "./types.js";
@@ -273,6 +275,7 @@ export function jobFromProto(job: JobPb): Job {
     workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
     logs: job.logs.map(logLineFromProto),
     logCount: Number(job.logCount),
+    errors: jobErrorsFromProto(job.errors),
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,
     expiresAt: fromTimestamp(job.expireTime),
@@ -314,6 +317,7 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     workflow: undefined,
     logs: [],
     logCount: 0,
+    errors: [],
     cancelRequested: false,
     cancelReason: "",
     expiresAt: undefined,
@@ -348,8 +352,24 @@ export function queueFromProto(queue: QueuePb): Queue {
 }
 
 /** A rate limit message; undefined when unset or of 0 jobs (none). */
-function rateLimitFromProto(rate: RateLimitPb | undefined): RateLimit | undefined {
-  return rate && rate.max ? { max: rate.max, duration: fromDuration(rate.duration) ?? 0 } : undefined;
+function rateLimitFromProto(rate: RateLimitPb | undefined): Required<RateLimit> | undefined {
+  return rate && rate.max
+    ? { max: rate.max, duration: fromDuration(rate.duration) ?? 0, burst: rate.burst }
+    : undefined;
+}
+
+const ERROR_KINDS: Record<number, JobErrorKind> = { 1: "error", 2: "timeout", 3: "stalled", 4: "cancelled" };
+
+/** A job's error history (`Job.errors`). */
+function jobErrorsFromProto(errors: JobPb["errors"]): JobError[] {
+  return errors.map((e) => ({
+    attempt: e.attempt,
+    kind: ERROR_KINDS[e.kind] ?? "unknown",
+    message: e.message,
+    stacktrace: e.stacktrace,
+    workerId: e.workerId,
+    time: fromTimestamp(e.time),
+  }));
 }
 
 /** Group limits as read back: concurrency 0, no rate limit and max size 0 when the message limits nothing. */

@@ -57,6 +57,7 @@ const JOB_OPTION_KEYS = new Set([
   "expireAfter",
   "group",
   "lifo",
+  "errorHistory",
 ]);
 
 /** A whole number from `min` up, else a RangeError naming the field. */
@@ -216,7 +217,15 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
     expireAfter: o.expireAfter === undefined ? undefined : toDuration(o.expireAfter, `${what}.expireAfter`),
     group: o.group === undefined ? "" : checkGroup(o.group, `${what}.group`),
     lifo: o.lifo === undefined ? false : flag(o.lifo, `${what}.lifo`),
+    errorHistory: o.errorHistory === undefined ? undefined : errorHistory(o.errorHistory, `${what}.errorHistory`),
   });
+}
+
+/** A job's error history length (`JobOptions.errorHistory`): 0 to 100. */
+function errorHistory(value: unknown, what: string): number {
+  const n = uint(value, what);
+  if (n > 100) throw new RangeError(`${what} must be at most 100, got ${n}`);
+  return n;
 }
 
 /** A job to add (name, data, options) as a `NewJob` message. */
@@ -235,7 +244,7 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
     rateLimit:
       rate === undefined
         ? undefined
-        : create(RateLimitSchema, { max: uint(rate.max, "rateLimit.max"), duration: toDuration(rate.duration, "rateLimit.duration") }),
+        : rateLimitToProto(rate, "rateLimit"),
     defaultJobOptions:
       config.defaultJobOptions === undefined ? undefined : jobOptionsToProto(config.defaultJobOptions, "defaultJobOptions"),
     deadLetterQueue: config.deadLetterQueue ?? "",
@@ -303,7 +312,10 @@ function rateLimitToProto(rate: RateLimit, what: string) {
   if (max > 0 && rate.duration <= 0) {
     throw new RangeError(`${what}.duration must be more than 0 ms when max is set, got ${rate.duration}`);
   }
-  return create(RateLimitSchema, { max, duration });
+  const burst = uint(rate.burst ?? 0, `${what}.burst`);
+  if (burst > 1_000_000) throw new RangeError(`${what}.burst must be at most 1000000, got ${burst}`);
+  if (burst > 0 && max === 0) throw new RangeError(`${what}.burst needs a max: a burst is the capacity of a rate limit`);
+  return create(RateLimitSchema, { max, duration, burst });
 }
 
 /**

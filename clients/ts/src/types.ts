@@ -129,6 +129,11 @@ export interface JobOptions {
    * the back. Not allowed in a queue's `defaultJobOptions`.
    */
   lifo?: boolean;
+  /**
+   * How many failed runs the job keeps in `Job.errors` (the last ones): unset means the queue's default,
+   * else 10; 0 keeps none beyond `failedReason` and `stacktrace`. At most 100.
+   */
+  errorHistory?: number;
 }
 
 /** A token-bucket rate limit: at most `max` job starts per `duration` ms. */
@@ -136,6 +141,11 @@ export interface RateLimit {
   max: number;
   /** The window, ms (more than 0 when `max` is). */
   duration: number;
+  /**
+   * The token bucket's capacity: how many jobs may start at once after the queue was idle, then `max` per
+   * `duration`. 0 or unset: a tenth of `max` (at least 1). Up to 1,000,000, and only with a `max`.
+   */
+  burst?: number;
 }
 
 /** Limits of one fairness group (`JobOptions.group`), on top of the queue's own limits. */
@@ -229,6 +239,23 @@ export interface JobLogLine {
   message: string;
 }
 
+/** How a failed run ended (`JobError.kind`). */
+export type JobErrorKind = "error" | "timeout" | "stalled" | "cancelled" | "unknown";
+
+/** One failed run of a job (`Job.errors`). */
+export interface JobError {
+  /** The run's attempt, 1 for the first; a lost run uses none, so it shares its number with the next. */
+  attempt: number;
+  kind: JobErrorKind;
+  /** The processor's error message, or the server's for a timeout, a lost run or a cancel. */
+  message: string;
+  /** The stack trace the worker sent; "" when the server ended the run. */
+  stacktrace: string;
+  workerId: string;
+  /** When the run ended. */
+  time: Date | undefined;
+}
+
 /** A job as stored by the server. */
 export interface Job {
   id: string;
@@ -257,6 +284,8 @@ export interface Job {
   workflow: { runId: string; stepKey: string } | undefined;
   logs: JobLogLine[];
   logCount: number;
+  /** Its last failed runs, oldest first (the job's `errorHistory`, default 10); kept through a retry. */
+  errors: JobError[];
   cancelRequested: boolean;
   cancelReason: string;
   /** When the job expires if not started by then (options' expireAfter); undefined without expiry. */
@@ -284,7 +313,7 @@ export interface Queue {
   paused: boolean;
   createdAt: Date | undefined;
   config: {
-    rateLimit: { max: number; duration: number } | undefined;
+    rateLimit: { max: number; duration: number; burst: number } | undefined;
     deadLetterQueue: string;
     disableDeadLetter: boolean;
     concurrency: number;

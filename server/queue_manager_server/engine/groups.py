@@ -17,18 +17,19 @@ NO_QUEUE = -1
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A group's limits: most active jobs, a token bucket of rate_max starts per rate_ms, and most jobs
-    waiting (0: none)."""
+    """A group's limits: most active jobs, a token bucket of rate_max starts per rate_ms holding rate_burst
+    (0: the default), and most jobs waiting (0: none)."""
 
     concurrency: int = 0
     rate_max: int = 0
     rate_ms: int = 0
     max_size: int = 0
+    rate_burst: int = 0
 
     @classmethod
     def parse(cls, raw: Any) -> Limits | None:
-        """The scripts' "concurrency rate-max rate-ms max-size" (limits set before max_size have no
-        fourth); None for "" (no limits of its own)."""
+        """The scripts' "concurrency rate-max rate-ms max-size burst" (limits set before burst have no
+        fifth, before max_size no fourth); None for "" (no limits of its own)."""
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         if not text:
             return None
@@ -85,6 +86,7 @@ class Groups:
             own.rate_max,
             own.rate_ms,
             own.max_size,
+            own.rate_burst,
         ]
         return _info(queue, group, await self.scripts.run("set_group_limits", [k.meta], args))
 

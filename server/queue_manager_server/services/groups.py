@@ -18,7 +18,9 @@ def _group_out(g: GroupInfo) -> types_pb2.GroupInfo:
         group=g.name,
         waiting=g.waiting,
         active=g.active,
-        limits=convert.group_limits_out(limits.concurrency, limits.rate_max, limits.rate_ms, limits.max_size),
+        limits=convert.group_limits_out(
+            limits.concurrency, limits.rate_max, limits.rate_ms, limits.max_size, limits.rate_burst
+        ),
         custom_limits=g.own is not None,
         paused=g.paused,
     )

@@ -16,6 +16,8 @@ __all__ = ["JobDetail", "job_text"]
 
 # Characters of data/result shown before cutting: the pane is for reading, not for dumping megabytes.
 _PAYLOAD_LIMIT = 4_000
+# Lines of a failed run's message and of the end of its stack trace shown in the error history.
+_ERROR_LINES = 3
 
 
 class JobDetail(VerticalScroll, can_focus=True):
@@ -72,6 +74,7 @@ def job_text(job: Job, logs: list[JobLogLine]) -> Text:
         _section(out, "stack", job.stacktrace, style="red")
     if job.cancel_reason:
         _field(out, "cancel reason", job.cancel_reason)
+    _errors(out, job)
     _links(out, job)
     _logs(out, job, logs)
     out.rstrip()
@@ -101,6 +104,22 @@ def _links(out: Text, job: Job) -> None:
         lines.append(f"workflow run {job.workflow.run_id} step {job.workflow.step_key}  (w: open)")
     if lines:
         _section(out, "links", "\n".join(lines), style="cyan")
+
+
+def _errors(out: Text, job: Job) -> None:
+    """The job's failed runs (its error history), oldest first: how each ended, its message and the last
+    lines of its stack trace (the whole of the last one is under "stack")."""
+    if not job.errors:
+        return
+    lines: list[str] = []
+    for e in job.errors:
+        kind = e.kind.value if e.kind is not None else "unknown"
+        when = f"{fmt_time(e.time)} UTC" if e.time else NONE
+        lines.append(f"attempt {e.attempt}  {kind}  {when}  worker {e.worker_id or NONE}")
+        lines += [f"  {line}" for line in e.message.splitlines()[:_ERROR_LINES]]
+        lines += [f"    {line}" for line in e.stacktrace.rstrip().splitlines()[-_ERROR_LINES:]]
+    runs = "run" if len(job.errors) == 1 else "runs"
+    _section(out, f"errors ({len(job.errors)} failed {runs}, oldest first)", "\n".join(lines), style="red")
 
 
 def _logs(out: Text, job: Job, logs: list[JobLogLine]) -> None:

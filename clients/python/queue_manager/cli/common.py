@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from queue_manager.channel import resolve_address
+from queue_manager.options import MAX_RATE_BURST
 from queue_manager.sync import SyncQueueManager
 
 JOB_COLUMNS = ("id", "name", "state", "priority", "attempts_made", "created_at", "failed_reason")
@@ -161,10 +162,18 @@ def rate(text: str) -> tuple[int, int]:
 
 
 def rate_text(limit: Mapping[str, Any] | None) -> str:
-    """A rate limit (its JSON-ready form, ``{"max", "duration"}`` in ms) as ``--rate`` takes it: 10/1s."""
+    """A rate limit (its JSON-ready form, ``{"max", "duration", "burst"}`` in ms) as ``--rate`` takes it:
+    10/1s, and its burst when one was set: ``10/1s burst 50``."""
     if not limit or not limit.get("max"):
         return ""
-    return f"{limit['max']}/{duration_text(int(limit['duration']))}"
+    text = f"{limit['max']}/{duration_text(int(limit['duration']))}"
+    return f"{text} burst {limit['burst']}" if limit.get("burst") else text
+
+
+def rate_burst(flag: str) -> Callable[[str], int]:
+    """An argparse ``type`` for a rate limit's burst (``RateLimit.burst``): 0 (the default, a tenth of the
+    max) to 1,000,000."""
+    return bounded_int(0, MAX_RATE_BURST, notes={0: f"the default: a tenth of {flag}'s max"})
 
 
 def add_attempts_and_timeout(parser: argparse.ArgumentParser, of: str = "") -> None:

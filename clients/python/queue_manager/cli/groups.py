@@ -14,6 +14,7 @@ from queue_manager.cli.common import (
     plain,
     print_table,
     rate,
+    rate_burst,
     rate_text,
     show,
     size_limit,
@@ -76,6 +77,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     option(
         limit,
+        "--rate-burst",
+        type=rate_burst("--rate"),
+        metavar="N",
+        help="how many of the group's jobs may start at once after it was idle (0: the default, a tenth of "
+        "--rate's max)",
+    )
+    option(
+        limit,
         "--max-size",
         type=size_limit,
         metavar="N",
@@ -121,6 +130,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _limit(args: argparse.Namespace) -> int:
+    if args.rate_burst is not None and not (args.rate and args.rate[0]):
+        raise UsageError("--rate-burst needs --rate: the burst is the capacity of a rate limit")
     given = any(v is not None for v in (args.concurrency, args.rate, args.max_size))
     if args.clear and given:
         raise UsageError(
@@ -133,7 +144,7 @@ def _limit(args: argparse.Namespace) -> int:
             info = qm.clear_group_limits(args.queue, args.group)
         else:
             most, window = args.rate or (0, 0)
-            limit = RateLimit(most, window) if most else None
+            limit = RateLimit(most, window, args.rate_burst or 0) if most else None
             conc, size = args.concurrency or 0, args.max_size or 0
             info = qm.set_group_limits(args.queue, args.group, conc, limit, size)
     if args.output == "json":

@@ -90,7 +90,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     jobs = commands.add_parser("jobs", help="read, remove and control jobs").add_subparsers(
         metavar="ACTION", required=True
     )
-    get = jobs.add_parser("get", help="show one job")
+    get = jobs.add_parser("get", aliases=["show"], help="show one job, with its error history")
     get.add_argument("queue")
     get.add_argument("job_id", metavar="ID")
     get.set_defaults(command="jobs get", handler=_get)
@@ -251,7 +251,23 @@ def _disposition(response: jobs_pb2.AddJobResponse) -> str:
 def _get(args: argparse.Namespace) -> int:
     with client(args) as qm:
         job = qm.get_job(args.queue, args.job_id)
-    show(args, plain(job))
+    data = plain(job)
+    if args.output == "json":
+        show(args, data)
+        return 0
+    # The error history gets lines of its own: a stack trace in one table cell is unreadable.
+    errors = data.pop("errors", None) or []
+    show(args, data)
+    if errors:
+        print(f"errors ({len(errors)}, oldest first):")
+        for e in errors:
+            kind = e.get("kind") or "unknown"
+            print(
+                f"  attempt {e['attempt']}  {kind}  {e.get('time') or ''}  worker {e.get('worker_id') or '-'}"
+            )
+            for text in (e.get("message") or "", e.get("stacktrace") or ""):
+                for line in text.rstrip("\n").splitlines():
+                    print(f"    {line}")
     return 0
 
 

@@ -19,6 +19,7 @@ from queue_manager.cli.common import (
     option,
     plain,
     rate,
+    rate_burst,
     rate_text,
     show,
     size_limit,
@@ -165,6 +166,14 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=milliseconds(1),
         help="rate-limit window (1s, 1m, 250ms; bare number: ms)",
     )
+    option(
+        register,
+        "--rate-burst",
+        type=rate_burst("--rate-max"),
+        metavar="N",
+        help="how many jobs may start at once after the queue was idle, before the rate applies (the token "
+        "bucket's capacity; 0: the default, a tenth of --rate-max)",
+    )
     dead_letter = register.add_mutually_exclusive_group()
     dead_letter.add_argument(
         "--dead-letter-queue", help="queue receiving jobs that fail for good (default dead-letter-queue)"
@@ -211,6 +220,14 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=rate,
         metavar="MAX/DURATION",
         help="rate limit of each fairness group's job starts: 10/1s, 100/1m, 5/250ms (off: none)",
+    )
+    option(
+        register,
+        "--group-rate-burst",
+        type=rate_burst("--group-rate"),
+        metavar="N",
+        help="how many jobs of a fairness group may start at once after it was idle (0: the default, a "
+        "tenth of --group-rate's max)",
     )
     option(
         register,
@@ -277,6 +294,10 @@ def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> Non
             config.ClearField("rate_limit")
         elif rate.duration.ToMilliseconds() <= 0:
             raise UsageError("--rate-max needs --rate-duration: the queue has no rate limit yet")
+    if args.rate_burst is not None:
+        if not config.rate_limit.max:
+            raise UsageError("--rate-burst needs --rate-max and --rate-duration: the queue has no rate limit")
+        config.rate_limit.burst = args.rate_burst
     if args.no_dead_letter:
         config.disable_dead_letter = True
         config.dead_letter_queue = ""
@@ -316,6 +337,10 @@ def _apply_group_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) 
             limits.rate_limit.duration.FromMilliseconds(window)
         else:
             limits.ClearField("rate_limit")
+    if args.group_rate_burst is not None:
+        if not limits.rate_limit.max:
+            raise UsageError("--group-rate-burst needs --group-rate: the queue's groups have no rate limit")
+        limits.rate_limit.burst = args.group_rate_burst
     if not limits.concurrency and not limits.rate_limit.max and not limits.max_size:
         config.ClearField("group_limits")
 
@@ -341,7 +366,7 @@ def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
     return {
         **queue,
         "dead_letter_queue": config.get("dead_letter_queue", ""),
-        "rate_limit": f"{rate['max']}/{rate['duration']}ms" if rate and rate.get("max") else "",
+        "rate_limit": rate_text(rate),
         "max_wait": ",".join(f"{level}={duration_text(ms)}" for level, ms in bounds.items()),
         "max_size": config.get("max_size") or "",
         "group_limits": group_limits_text(config.get("group_limits")),

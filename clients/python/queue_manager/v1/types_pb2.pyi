@@ -166,6 +166,38 @@ takes the key.
 """
 Global___DedupMode: _TypeAlias = DedupMode  # noqa: Y015
 
+class _JobErrorKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobErrorKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_ERROR_KIND_UNSPECIFIED: _JobErrorKind.ValueType  # 0
+    """Not set; never a recorded run's kind."""
+    JOB_ERROR_KIND_ERROR: _JobErrorKind.ValueType  # 1
+    """The processor raised an error (or its result could not be stored)."""
+    JOB_ERROR_KIND_TIMEOUT: _JobErrorKind.ValueType  # 2
+    """The run passed the job's timeout and the server ended it."""
+    JOB_ERROR_KIND_STALLED: _JobErrorKind.ValueType  # 3
+    """The run was lost: its worker went away (stream closed, crash) or its lease expired."""
+    JOB_ERROR_KIND_CANCELLED: _JobErrorKind.ValueType  # 4
+    """The run was stopped by a cancel (CancelJob) and the job ended cancelled."""
+
+class JobErrorKind(_JobErrorKind, metaclass=_JobErrorKindEnumTypeWrapper):
+    """JobErrorKind says how a failed run ended (JobError.kind)."""
+
+JOB_ERROR_KIND_UNSPECIFIED: JobErrorKind.ValueType  # 0
+"""Not set; never a recorded run's kind."""
+JOB_ERROR_KIND_ERROR: JobErrorKind.ValueType  # 1
+"""The processor raised an error (or its result could not be stored)."""
+JOB_ERROR_KIND_TIMEOUT: JobErrorKind.ValueType  # 2
+"""The run passed the job's timeout and the server ended it."""
+JOB_ERROR_KIND_STALLED: JobErrorKind.ValueType  # 3
+"""The run was lost: its worker went away (stream closed, crash) or its lease expired."""
+JOB_ERROR_KIND_CANCELLED: JobErrorKind.ValueType  # 4
+"""The run was stopped by a cancel (CancelJob) and the job ended cancelled."""
+Global___JobErrorKind: _TypeAlias = JobErrorKind  # noqa: Y015
+
 @_typing.final
 class Payload(_message.Message):
     """Payload carries job data or a job result: a JSON value (what grpcurl users write) or opaque bytes."""
@@ -346,6 +378,7 @@ class JobOptions(_message.Message):
     EXPIRE_AFTER_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     LIFO_FIELD_NUMBER: _builtins.int
+    ERROR_HISTORY_FIELD_NUMBER: _builtins.int
     priority: Global___JobPriority.ValueType
     """Priority level; unset means the queue's default."""
     attempts: _builtins.int
@@ -367,6 +400,11 @@ class JobOptions(_message.Message):
     so of the jobs of a level the last added runs first. A delayed or scheduled job goes to the head when it
     becomes due. A retry goes to the back and a lost run back to the head, as for any job. Not allowed in a
     queue's default options.
+    """
+    error_history: _builtins.int
+    """How many failed runs the job keeps in Job.errors, the last ones (each with its attempt, how it ended,
+    message, stack trace, worker and time). Unset means the queue's default, else 10; 0 keeps none beyond the
+    last failure's failed_reason and stacktrace. At most 100.
     """
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
@@ -435,12 +473,15 @@ class JobOptions(_message.Message):
         expire_after: _duration_pb2.Duration | None = ...,
         group: _builtins.str = ...,
         lifo: _builtins.bool = ...,
+        error_history: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_history", b"_error_history", "backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "error_history", b"error_history", "expire_after", b"expire_after", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "lifo", b"lifo", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_history", b"_error_history", "attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "error_history", b"error_history", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "lifo", b"lifo", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__error_history: _TypeAlias = _typing.Literal["error_history"]  # noqa: Y015
+    _WhichOneofArgType__error_history: _TypeAlias = _typing.Literal["_error_history", b"_error_history"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_history) -> _WhichOneofReturnType__error_history | None: ...
 
 Global___JobOptions: _TypeAlias = JobOptions  # noqa: Y015
 
@@ -677,6 +718,7 @@ class Job(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, unique within its queue."""
     queue_name: _builtins.str
@@ -775,6 +817,13 @@ class Job(_message.Message):
         for a job without expiry.
         """
 
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobError]:
+        """Its last failed runs, oldest first (at most options.error_history, default 10): runs that raised, timed
+        out, were lost with their worker, or were stopped by a cancel. Kept through RetryJob (attempts then count
+        afresh), dropped with the job.
+        """
+
     def __init__(
         self,
         *,
@@ -808,10 +857,11 @@ class Job(_message.Message):
         cancel_requested: _builtins.bool = ...,
         cancel_reason: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        errors: _abc.Iterable[Global___JobError] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "expire_time", b"expire_time", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "children", b"children", "create_time", b"create_time", "data", b"data", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "children", b"children", "create_time", b"create_time", "data", b"data", "errors", b"errors", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -825,8 +875,15 @@ class RateLimit(_message.Message):
 
     MAX_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
     max: _builtins.int
     """Jobs allowed per duration; 0 means no limit."""
+    burst: _builtins.int
+    """The bucket's capacity: how many jobs may start at once after the queue was idle (then max per
+    duration). 0 means the default, a tenth of max rounded up. Below max it only smooths the starts (the
+    rate stays max per duration); above max, a window may see up to max + burst starts. 1 to 1,000,000, and
+    only with max.
+    """
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """Window over which max applies."""
@@ -836,10 +893,11 @@ class RateLimit(_message.Message):
         *,
         max: _builtins.int = ...,
         duration: _duration_pb2.Duration | None = ...,
+        burst: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "max", b"max"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "duration", b"duration", "max", b"max"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1307,3 +1365,51 @@ class MetricsBucket(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MetricsBucket: _TypeAlias = MetricsBucket  # noqa: Y015
+
+@_typing.final
+class JobError(_message.Message):
+    """JobError is one failed run of a job (Job.errors)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STACKTRACE_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The run's attempt, 1 for the first. A lost run uses no attempt, so it shares its number with the run
+    that follows it. Counted afresh after RetryJob.
+    """
+    kind: Global___JobErrorKind.ValueType
+    """How the run ended."""
+    message: _builtins.str
+    """Why: the processor's error message (at most 10,000 characters), or the server's for a timeout, a lost
+    run or a cancel.
+    """
+    stacktrace: _builtins.str
+    """The stack trace the worker sent (at most 50,000 characters); empty when the server ended the run."""
+    worker_id: _builtins.str
+    """The worker that ran it."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the run ended (Redis clock)."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        kind: Global___JobErrorKind.ValueType = ...,
+        message: _builtins.str = ...,
+        stacktrace: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "kind", b"kind", "message", b"message", "stacktrace", b"stacktrace", "time", b"time", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobError: _TypeAlias = JobError  # noqa: Y015

@@ -120,7 +120,7 @@ local ready = added_waiting
 if want > 0 then
   local emptied
   out[6], emptied = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8],
-    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15], d[12], d[17], d[21]}, fresh)
+    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15], d[12], d[17], d[21], d[22]}, fresh)
   -- The folded claim left no ready job: no waiter anywhere would find one, so none is woken and the
   -- queue's hungry mark stays (its waiters still wait).
   if emptied then ready = 0 end

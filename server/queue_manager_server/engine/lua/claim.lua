@@ -25,7 +25,7 @@ local prefix, want, token, wid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, promote_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 -- Every registered queue has its 'created' time: the settings' read is the existence check too.
-local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc', 'created', 'gturn', 'evw')
+local cfg = redis.call('HMGET', meta, 'paused', 'rl_max', 'rl_ms', 'conc', 'created', 'gturn', 'evw', 'rl_burst')
 if not cfg[5] then return {-1, 0, -1, 0, 0, 0} end
 -- The reply only (claim_jobs also says whether it left no ready job).
 local out = claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease, promote_max,

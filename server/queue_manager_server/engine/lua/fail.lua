@@ -35,7 +35,7 @@ for i = 0, n - 1 do
     freed = true
     count_run(ARGV[b + 6])
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
-      no_retry == '1', f, pushes)
+      no_retry == '1', f, pushes, ERR_RAISED)
     table.insert(out, result); table.insert(out, run)
   end
 end

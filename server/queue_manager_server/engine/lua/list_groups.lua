@@ -4,15 +4,15 @@
 -- KEYS[1] meta (hash; the groups' keys are derived from it)
 -- ARGV[1] offset  ARGV[2] page size
 -- Returns: {-1} when the queue is not registered, else {groups known, the queue's group limits
---   "concurrency rate-max rate-ms max-size", then per group: name, waiting, active, its own limits (same
+--   "concurrency rate-max rate-ms max-size burst", then per group: name, waiting, active, its own limits (same
 --   form; "" for none), paused (1/0)}
 local meta = KEYS[1]
-local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max')
+local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max', 'g_rl_burst')
 if not d[1] then return {-1} end
 local base = string.sub(meta, 1, -5)
 local offset, size = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {redis.call('ZCARD', base .. 'groups'),
-  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0')}
+  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0') .. ' ' .. (d[6] or '0')}
 local names = redis.call('ZRANGE', base .. 'groups', offset, offset + size - 1)
 if #names == 0 then return out end
 local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))

@@ -31,7 +31,7 @@ if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total', 'gw',
-  'g_paused', 'dlq', 'gw1', 'gw2', 'gw3', 'gw4', 'gw5')
+  'g_paused', 'dlq', 'gw1', 'gw2', 'gw3', 'gw4', 'gw5', 'rl_burst')
 local base = string.sub(meta, 1, -5)
 
 local function num(v) return tonumber(v) or 0 end
@@ -156,7 +156,7 @@ local rl_max, rl_ms = num(m[3]), num(m[4])
 local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
 local tokens = 0
 if rl_max > 0 and rl_ms > 0 then
-  local burst = math.max(1, math.ceil(rl_max / 10))
+  local burst = bucket_size(rl_max, m[14])
   tokens = tonumber(b[2]) or burst
   local last_ts = tonumber(b[3]) or now
   if now > last_ts then tokens = math.min(burst, tokens + (now - last_ts) * rl_max / rl_ms) end

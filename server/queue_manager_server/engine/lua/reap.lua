@@ -18,7 +18,8 @@ local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local fronts = {}
 if #ids > 0 then watch_settings(meta, now) end
 for i = #ids, 1, -1 do
-  local r = recover_stalled(meta, waiting, failed, outbox, prefix, ids[i], now, fronts)
+  local r = recover_stalled(meta, waiting, failed, outbox, prefix, ids[i], now, fronts,
+    'lease expired: the worker stopped extending it')
   if r == 1 then
     back = back + 1
   elseif r == 2 then

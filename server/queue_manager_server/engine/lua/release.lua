@@ -26,7 +26,8 @@ for i = n - 1, 0, -1 do
     watch_settings(meta, now)
     gone[#gone + 1] = id
     if stalled then
-      local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
+      local r = recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts,
+        'run lost: its worker went away or gave it up unfinished')
       if r == 1 or r == 2 then stalls = stalls + 1 end
       out[i + 2] = r
     elseif f[3] == '1' then

@@ -6,14 +6,14 @@
 --
 -- KEYS[1] meta (hash; the groups' keys are derived from it)
 -- ARGV[1] group  ARGV[2] clear (1/0)  ARGV[3] concurrency  ARGV[4] rate max  ARGV[5] rate ms
--- ARGV[6] max size (jobs of the group waiting; 0: none)
+-- ARGV[6] max size (jobs of the group waiting; 0: none)  ARGV[7] rate burst (0: the default)
 -- Returns: {-1} when the queue is not registered, else {waiting, active, own limits ("" after a clear),
---   the queue's group limits, paused (1/0)}, both limits as "concurrency rate-max rate-ms max-size". A max
+--   the queue's group limits, paused (1/0)}, both limits as "concurrency rate-max rate-ms max-size burst". A max
 --   size of its own marks
 --   the queue (meta 'g_max_own'), so adds look for one (includes/add.lua size_limits).
 local meta = KEYS[1]
 local grp = ARGV[1]
-local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max')
+local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max', 'g_rl_burst')
 if not d[1] then return {-1} end
 local base = string.sub(meta, 1, -5)
 local own = ''
@@ -21,7 +21,7 @@ if ARGV[2] == '1' then
   redis.call('HDEL', base .. 'glimits', grp)
   groups_lib().idle(base, grp)
 else
-  own = ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6]
+  own = ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. (ARGV[7] or '0')
   redis.call('HSET', base .. 'glimits', grp, own)
   if tonumber(ARGV[6]) > 0 then redis.call('HSET', meta, 'g_max_own', '1') end
   redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
@@ -36,5 +36,5 @@ end
 local c = redis.call('HMGET', base .. 'gwaiting', grp)[1]
 local a = redis.call('HMGET', base .. 'gact', grp)[1]
 return {tonumber(c) or 0, math.max(tonumber(a) or 0, 0), own,
-  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0'),
+  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0') .. ' ' .. (d[6] or '0'),
   redis.call('HEXISTS', base .. 'gpaused', grp)}

@@ -10,7 +10,7 @@
 --   answers; "" for none), the queue's group limits, paused (1/0)}
 local meta = KEYS[1]
 local grp = ARGV[1]
-local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max')
+local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max', 'g_rl_burst')
 if not d[1] then return {-1} end
 local base = string.sub(meta, 1, -5)
 if ARGV[2] == '1' then
@@ -27,5 +27,5 @@ end
 local c = redis.call('HGET', base .. 'gwaiting', grp)
 local a = redis.call('HGET', base .. 'gact', grp)
 return {tonumber(c) or 0, math.max(tonumber(a) or 0, 0), redis.call('HGET', base .. 'glimits', grp) or '',
-  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0'),
+  (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0') .. ' ' .. (d[6] or '0'),
   redis.call('HEXISTS', base .. 'gpaused', grp)}

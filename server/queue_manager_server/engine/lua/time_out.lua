@@ -29,7 +29,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
     redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
     local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false,
-      f, pushes)
+      f, pushes, ERR_TIMEOUT)
     table.insert(out, id); table.insert(out, code); table.insert(out, run)
   end
 end

@@ -276,6 +276,67 @@ func (DedupMode) EnumDescriptor() ([]byte, []int) {
 	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
+// JobErrorKind says how a failed run ended (JobError.kind).
+type JobErrorKind int32
+
+const (
+	// Not set; never a recorded run's kind.
+	JobErrorKind_JOB_ERROR_KIND_UNSPECIFIED JobErrorKind = 0
+	// The processor raised an error (or its result could not be stored).
+	JobErrorKind_JOB_ERROR_KIND_ERROR JobErrorKind = 1
+	// The run passed the job's timeout and the server ended it.
+	JobErrorKind_JOB_ERROR_KIND_TIMEOUT JobErrorKind = 2
+	// The run was lost: its worker went away (stream closed, crash) or its lease expired.
+	JobErrorKind_JOB_ERROR_KIND_STALLED JobErrorKind = 3
+	// The run was stopped by a cancel (CancelJob) and the job ended cancelled.
+	JobErrorKind_JOB_ERROR_KIND_CANCELLED JobErrorKind = 4
+)
+
+// Enum value maps for JobErrorKind.
+var (
+	JobErrorKind_name = map[int32]string{
+		0: "JOB_ERROR_KIND_UNSPECIFIED",
+		1: "JOB_ERROR_KIND_ERROR",
+		2: "JOB_ERROR_KIND_TIMEOUT",
+		3: "JOB_ERROR_KIND_STALLED",
+		4: "JOB_ERROR_KIND_CANCELLED",
+	}
+	JobErrorKind_value = map[string]int32{
+		"JOB_ERROR_KIND_UNSPECIFIED": 0,
+		"JOB_ERROR_KIND_ERROR":       1,
+		"JOB_ERROR_KIND_TIMEOUT":     2,
+		"JOB_ERROR_KIND_STALLED":     3,
+		"JOB_ERROR_KIND_CANCELLED":   4,
+	}
+)
+
+func (x JobErrorKind) Enum() *JobErrorKind {
+	p := new(JobErrorKind)
+	*p = x
+	return p
+}
+
+func (x JobErrorKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobErrorKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_types_proto_enumTypes[4].Descriptor()
+}
+
+func (JobErrorKind) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_types_proto_enumTypes[4]
+}
+
+func (x JobErrorKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobErrorKind.Descriptor instead.
+func (JobErrorKind) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
 // Payload carries job data or a job result: a JSON value (what grpcurl users write) or opaque bytes.
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -621,7 +682,11 @@ type JobOptions struct {
 	// so of the jobs of a level the last added runs first. A delayed or scheduled job goes to the head when it
 	// becomes due. A retry goes to the back and a lost run back to the head, as for any job. Not allowed in a
 	// queue's default options.
-	Lifo          bool `protobuf:"varint,16,opt,name=lifo,proto3" json:"lifo,omitempty"`
+	Lifo bool `protobuf:"varint,16,opt,name=lifo,proto3" json:"lifo,omitempty"`
+	// How many failed runs the job keeps in Job.errors, the last ones (each with its attempt, how it ended,
+	// message, stack trace, worker and time). Unset means the queue's default, else 10; 0 keeps none beyond the
+	// last failure's failed_reason and stacktrace. At most 100.
+	ErrorHistory  *uint32 `protobuf:"varint,17,opt,name=error_history,json=errorHistory,proto3,oneof" json:"error_history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -766,6 +831,13 @@ func (x *JobOptions) GetLifo() bool {
 		return x.Lifo
 	}
 	return false
+}
+
+func (x *JobOptions) GetErrorHistory() uint32 {
+	if x != nil && x.ErrorHistory != nil {
+		return *x.ErrorHistory
+	}
+	return 0
 }
 
 // ChainLink is one job of a chain (see JobOptions.chain_to).
@@ -1221,7 +1293,11 @@ type Job struct {
 	CancelReason string `protobuf:"bytes,29,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
 	// When the job expires if not started by then (options.expire_after after it was first ready); unset
 	// for a job without expiry.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,30,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Its last failed runs, oldest first (at most options.error_history, default 10): runs that raised, timed
+	// out, were lost with their worker, or were stopped by a cancel. Kept through RetryJob (attempts then count
+	// afresh), dropped with the job.
+	Errors        []*JobError `protobuf:"bytes,31,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1466,13 +1542,25 @@ func (x *Job) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Job) GetErrors() []*JobError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
 // RateLimit allows at most max jobs to start per duration, as a token bucket shared by all workers.
 type RateLimit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Jobs allowed per duration; 0 means no limit.
 	Max uint32 `protobuf:"varint,1,opt,name=max,proto3" json:"max,omitempty"`
 	// Window over which max applies.
-	Duration      *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The bucket's capacity: how many jobs may start at once after the queue was idle (then max per
+	// duration). 0 means the default, a tenth of max rounded up. Below max it only smooths the starts (the
+	// rate stays max per duration); above max, a window may see up to max + burst starts. 1 to 1,000,000, and
+	// only with max.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1519,6 +1607,13 @@ func (x *RateLimit) GetDuration() *durationpb.Duration {
 		return x.Duration
 	}
 	return nil
+}
+
+func (x *RateLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
 }
 
 // QueueConfig is a queue's settings.
@@ -2413,6 +2508,99 @@ func (x *MetricsBucket) GetAverageProcessingTime() *durationpb.Duration {
 	return nil
 }
 
+// JobError is one failed run of a job (Job.errors).
+type JobError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's attempt, 1 for the first. A lost run uses no attempt, so it shares its number with the run
+	// that follows it. Counted afresh after RetryJob.
+	Attempt uint32 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// How the run ended.
+	Kind JobErrorKind `protobuf:"varint,2,opt,name=kind,proto3,enum=queue_manager.v1.JobErrorKind" json:"kind,omitempty"`
+	// Why: the processor's error message (at most 10,000 characters), or the server's for a timeout, a lost
+	// run or a cancel.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The stack trace the worker sent (at most 50,000 characters); empty when the server ended the run.
+	Stacktrace string `protobuf:"bytes,4,opt,name=stacktrace,proto3" json:"stacktrace,omitempty"`
+	// The worker that ran it.
+	WorkerId string `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// When the run ended (Redis clock).
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobError) Reset() {
+	*x = JobError{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobError) ProtoMessage() {}
+
+func (x *JobError) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobError.ProtoReflect.Descriptor instead.
+func (*JobError) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *JobError) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobError) GetKind() JobErrorKind {
+	if x != nil {
+		return x.Kind
+	}
+	return JobErrorKind_JOB_ERROR_KIND_UNSPECIFIED
+}
+
+func (x *JobError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JobError) GetStacktrace() string {
+	if x != nil {
+		return x.Stacktrace
+	}
+	return ""
+}
+
+func (x *JobError) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *JobError) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_queue_manager_v1_types_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_types_proto_rawDesc = "" +
@@ -2440,7 +2628,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x06\n" +
 	"\n" +
 	"JobOptions\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12/\n" +
@@ -2460,7 +2648,9 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x05dedup\x18\r \x01(\v2\x17.queue_manager.v1.DedupR\x05dedup\x12<\n" +
 	"\fexpire_after\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\x12\x14\n" +
 	"\x05group\x18\x0f \x01(\tR\x05group\x12\x12\n" +
-	"\x04lifo\x18\x10 \x01(\bR\x04lifo\"\xac\x01\n" +
+	"\x04lifo\x18\x10 \x01(\bR\x04lifo\x12(\n" +
+	"\rerror_history\x18\x11 \x01(\rH\x00R\ferrorHistory\x88\x01\x01B\x10\n" +
+	"\x0e_error_history\"\xac\x01\n" +
 	"\tChainLink\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x19\n" +
@@ -2487,8 +2677,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"C\n" +
 	"\x0fWorkflowStepRef\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\xe3\n" +
-	"\n" +
+	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\x97\v\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -2527,10 +2716,12 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x10cancel_requested\x18\x1c \x01(\bR\x0fcancelRequested\x12#\n" +
 	"\rcancel_reason\x18\x1d \x01(\tR\fcancelReason\x12;\n" +
 	"\vexpire_time\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"T\n" +
+	"expireTime\x122\n" +
+	"\x06errors\x18\x1f \x03(\v2\x1a.queue_manager.v1.JobErrorR\x06errors\"j\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
-	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xd0\x04\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xd0\x04\n" +
 	"\vQueueConfig\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x01 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12L\n" +
@@ -2615,7 +2806,16 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x05added\x18\x02 \x01(\x04R\x05added\x12\x1c\n" +
 	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x16\n" +
 	"\x06failed\x18\x04 \x01(\x04R\x06failed\x12Q\n" +
-	"\x17average_processing_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x15averageProcessingTime*\xa9\x01\n" +
+	"\x17average_processing_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x15averageProcessingTime\"\xdf\x01\n" +
+	"\bJobError\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\rR\aattempt\x122\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1e.queue_manager.v1.JobErrorKindR\x04kind\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1e\n" +
+	"\n" +
+	"stacktrace\x18\x04 \x01(\tR\n" +
+	"stacktrace\x12\x1b\n" +
+	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xa9\x01\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15JOB_PRIORITY_CRITICAL\x10\x01\x12\x15\n" +
@@ -2640,7 +2840,13 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x16DEDUP_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DEDUP_MODE_KEEP_FIRST\x10\x01\x12\x15\n" +
 	"\x11DEDUP_MODE_EXTEND\x10\x02\x12\x16\n" +
-	"\x12DEDUP_MODE_REPLACE\x10\x03B\xd7\x01\n" +
+	"\x12DEDUP_MODE_REPLACE\x10\x03*\x9e\x01\n" +
+	"\fJobErrorKind\x12\x1e\n" +
+	"\x1aJOB_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14JOB_ERROR_KIND_ERROR\x10\x01\x12\x1a\n" +
+	"\x16JOB_ERROR_KIND_TIMEOUT\x10\x02\x12\x1a\n" +
+	"\x16JOB_ERROR_KIND_STALLED\x10\x03\x12\x1c\n" +
+	"\x18JOB_ERROR_KIND_CANCELLED\x10\x04B\xd7\x01\n" +
 	"\x14com.queue_manager.v1B\n" +
 	"TypesProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
@@ -2656,111 +2862,116 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_types_proto_rawDescData
 }
 
-var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
 	(BackoffType)(0),              // 2: queue_manager.v1.BackoffType
 	(DedupMode)(0),                // 3: queue_manager.v1.DedupMode
-	(*Payload)(nil),               // 4: queue_manager.v1.Payload
-	(*Backoff)(nil),               // 5: queue_manager.v1.Backoff
-	(*KeepJobs)(nil),              // 6: queue_manager.v1.KeepJobs
-	(*JobMetadata)(nil),           // 7: queue_manager.v1.JobMetadata
-	(*JobOptions)(nil),            // 8: queue_manager.v1.JobOptions
-	(*ChainLink)(nil),             // 9: queue_manager.v1.ChainLink
-	(*Dedup)(nil),                 // 10: queue_manager.v1.Dedup
-	(*JobRef)(nil),                // 11: queue_manager.v1.JobRef
-	(*ParentJob)(nil),             // 12: queue_manager.v1.ParentJob
-	(*JobLogLine)(nil),            // 13: queue_manager.v1.JobLogLine
-	(*WorkflowStepRef)(nil),       // 14: queue_manager.v1.WorkflowStepRef
-	(*Job)(nil),                   // 15: queue_manager.v1.Job
-	(*RateLimit)(nil),             // 16: queue_manager.v1.RateLimit
-	(*QueueConfig)(nil),           // 17: queue_manager.v1.QueueConfig
-	(*GroupLimits)(nil),           // 18: queue_manager.v1.GroupLimits
-	(*GroupInfo)(nil),             // 19: queue_manager.v1.GroupInfo
-	(*PriorityBound)(nil),         // 20: queue_manager.v1.PriorityBound
-	(*Queue)(nil),                 // 21: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 22: queue_manager.v1.QueueMetrics
-	(*PriorityLevelMetrics)(nil),  // 23: queue_manager.v1.PriorityLevelMetrics
-	(*MetricsBucket)(nil),         // 24: queue_manager.v1.MetricsBucket
-	nil,                           // 25: queue_manager.v1.JobMetadata.AttributesEntry
-	(*structpb.Value)(nil),        // 26: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(JobErrorKind)(0),             // 4: queue_manager.v1.JobErrorKind
+	(*Payload)(nil),               // 5: queue_manager.v1.Payload
+	(*Backoff)(nil),               // 6: queue_manager.v1.Backoff
+	(*KeepJobs)(nil),              // 7: queue_manager.v1.KeepJobs
+	(*JobMetadata)(nil),           // 8: queue_manager.v1.JobMetadata
+	(*JobOptions)(nil),            // 9: queue_manager.v1.JobOptions
+	(*ChainLink)(nil),             // 10: queue_manager.v1.ChainLink
+	(*Dedup)(nil),                 // 11: queue_manager.v1.Dedup
+	(*JobRef)(nil),                // 12: queue_manager.v1.JobRef
+	(*ParentJob)(nil),             // 13: queue_manager.v1.ParentJob
+	(*JobLogLine)(nil),            // 14: queue_manager.v1.JobLogLine
+	(*WorkflowStepRef)(nil),       // 15: queue_manager.v1.WorkflowStepRef
+	(*Job)(nil),                   // 16: queue_manager.v1.Job
+	(*RateLimit)(nil),             // 17: queue_manager.v1.RateLimit
+	(*QueueConfig)(nil),           // 18: queue_manager.v1.QueueConfig
+	(*GroupLimits)(nil),           // 19: queue_manager.v1.GroupLimits
+	(*GroupInfo)(nil),             // 20: queue_manager.v1.GroupInfo
+	(*PriorityBound)(nil),         // 21: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 22: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 23: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 24: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 25: queue_manager.v1.MetricsBucket
+	(*JobError)(nil),              // 26: queue_manager.v1.JobError
+	nil,                           // 27: queue_manager.v1.JobMetadata.AttributesEntry
+	(*structpb.Value)(nil),        // 28: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	26, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	28, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	27, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	27, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	27, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	25, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	29, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	29, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	29, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	27, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	27, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	28, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
-	5,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
-	7,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
-	6,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
-	6,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	27, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
-	9,  // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
-	10, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	27, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	4,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
-	8,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	27, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	29, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	30, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	6,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
+	8,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
+	7,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
+	7,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
+	29, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	10, // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
+	11, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
+	29, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	5,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
+	9,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
+	29, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	3,  // 20: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
-	11, // 21: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
+	12, // 21: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 22: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
-	4,  // 23: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	28, // 24: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
-	4,  // 25: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
+	5,  // 23: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
+	30, // 24: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	5,  // 25: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 26: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 27: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
-	4,  // 28: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	26, // 29: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	28, // 30: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	28, // 31: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	28, // 32: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	28, // 33: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
-	7,  // 34: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
-	8,  // 35: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
-	12, // 36: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
-	11, // 37: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
-	11, // 38: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
-	14, // 39: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
-	13, // 40: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	28, // 41: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 42: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	16, // 43: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
-	8,  // 44: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
-	6,  // 45: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
-	6,  // 46: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	20, // 47: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	18, // 48: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	16, // 49: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	18, // 50: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 51: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	27, // 52: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	17, // 53: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	28, // 54: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	27, // 55: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	27, // 56: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	27, // 57: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	28, // 58: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	24, // 59: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	28, // 60: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	23, // 61: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 62: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	27, // 63: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	28, // 64: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	27, // 65: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	5,  // 28: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
+	28, // 29: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	30, // 30: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	30, // 31: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	30, // 32: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	30, // 33: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	8,  // 34: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
+	9,  // 35: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
+	13, // 36: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
+	12, // 37: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
+	12, // 38: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
+	15, // 39: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
+	14, // 40: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
+	30, // 41: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 42: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
+	29, // 43: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	17, // 44: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
+	9,  // 45: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
+	7,  // 46: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
+	7,  // 47: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
+	21, // 48: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	19, // 49: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	17, // 50: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	19, // 51: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	0,  // 52: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	29, // 53: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	18, // 54: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	30, // 55: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	29, // 56: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	29, // 57: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	29, // 58: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	30, // 59: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	25, // 60: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	30, // 61: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	24, // 62: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 63: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	29, // 64: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	30, // 65: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	29, // 66: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 67: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	30, // 68: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	69, // [69:69] is the sub-list for method output_type
+	69, // [69:69] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -2772,13 +2983,14 @@ func file_queue_manager_v1_types_proto_init() {
 		(*Payload_Json)(nil),
 		(*Payload_Raw)(nil),
 	}
+	file_queue_manager_v1_types_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   22,
+			NumEnums:      5,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -19,14 +19,14 @@
 -- The queue's default job options (1-10, and 16: expire after ms), its paused flag (11), its 'created' time
 -- (12: absent, the queue is not registered) and what a claim checks (13-15: rl_max, rl_ms, conc; 17: gturn,
 -- present once the queue's jobs had fairness groups: common.lua) and the size limits (18: max_size, 19:
--- g_max, 20: g_max_own, set once a group had a max_size of its own: size_limits) and its job events' watch
--- deadline (21: evw, common.lua watched), read once
+-- g_max, 20: g_max_own, set once a group had a max_size of its own: size_limits), its job events' watch
+-- deadline (21: evw, common.lua watched) and the rate limit's burst (22: rl_burst, for a claim), read once
 -- per script call (fields of the meta hash): one read where an EXISTS, this and a folded claim's settings
 -- read were three commands.
 local function add_defaults(meta)
   return redis.call('HMGET', meta, 'd_pri', 'd_att', 'd_bt', 'd_bd', 'd_bj', 'd_bm', 'd_to', 'd_kc', 'd_kf',
     'd_md', 'paused', 'created', 'rl_max', 'rl_ms', 'conc', 'd_exa', 'gturn', 'max_size', 'g_max', 'g_max_own',
-    'evw')
+    'evw', 'rl_burst')
 end
 
 -- Whether the queue's default job options (add_defaults' d) are the defaults: priority, attempts, backoff,
@@ -84,7 +84,7 @@ local function size_limits(d)
       local gmax = gcap
       if gown then
         local own = redis.call('HGET', base .. 'glimits', grp)
-        if own then gmax = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)$')) or 0 end
+        if own then gmax = tonumber(string.match(own, '^%d+ %d+ %d+ (%d+)')) or 0 end
       end
       g = {cap = gmax, n = tonumber(redis.call('HGET', base .. 'gwaiting', grp)) or 0}
       lim.groups[grp] = g

@@ -3,8 +3,8 @@
 --
 -- claim_jobs promotes due delayed jobs, then applies the queue's pause flag, a worker's retry-after hold,
 -- the concurrency cap and the token-bucket rate limit, and leases what is left to lease under one token.
--- The queue's meta hash must exist; cfg holds its fields paused, rl_max, rl_ms, conc, created, gturn and
--- evw as the caller read them (in a read it makes anyway): a watched queue's claim records its job events
+-- The queue's meta hash must exist; cfg holds its fields paused, rl_max, rl_ms, conc, created, gturn, evw
+-- and rl_burst as the caller read them (in a read it makes anyway): a watched queue's claim records its job events
 -- (common.lua watched), which the caller publishes at its end (publish_events). fresh (or nil): jobs the caller inserted in this script call, id →
 -- {the fields insert_job wrote but the data, as name/value pairs; the data} (add.lua), which a claim that
 -- takes them need not read back. Returns the reply claim.lua documents (its code, now, next delayed run-at,
@@ -93,14 +93,16 @@ end
 local GROUP_CLAIM = false
 local function group_claims()
   if GROUP_CLAIM then return GROUP_CLAIM end
-  -- A group's limits: its own ('glimits': "concurrency rate-max rate-ms max-size"), else the queue's (d: meta
-  -- g_conc, g_rl_max, g_rl_ms). Returns concurrency, rate max, rate ms (0: none).
+  -- A group's limits: its own ('glimits': "concurrency rate-max rate-ms max-size burst"; limits set before
+  -- burst have 4 fields, before max-size 3), else the queue's (d: meta g_conc, g_rl_max, g_rl_ms, g_paused,
+  -- g_rl_burst). Returns concurrency, rate max, rate ms (0: none), burst (0: the default).
   local function group_limits(own, d)
     if own then
       local c, m, w = string.match(own, '^(%d+) (%d+) (%d+)')
-      return tonumber(c), tonumber(m), tonumber(w)
+      local b = string.match(own, '^%d+ %d+ %d+ %d+ (%d+)')
+      return tonumber(c), tonumber(m), tonumber(w), tonumber(b) or 0
     end
-    return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0
+    return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0, tonumber(d[5]) or 0
   end
 
   -- The level of the rotation's first entry (LEVELS + 1: the rotation is empty).
@@ -150,12 +152,12 @@ local function group_claims()
         -- Paused groups (read only while the queue has any: meta 'g_paused').
         local paused = (tonumber(g.defaults[4]) or 0) > 0 and redis.call('HMGET', base .. 'gpaused', unpack(new))
         for i, grp in ipairs(new) do
-          local conc, rl, rms = group_limits(l[i], g.defaults)
+          local conc, rl, rms, rb = group_limits(l[i], g.defaults)
           local act = tonumber(a[i]) or 0
           local st = {act = act, act0 = act, conc = conc, rl = rl, rms = rms, took = 0,
             paused = paused and paused[i] == '1'}
           if rl > 0 and rms > 0 then
-            local burst = math.max(1, math.ceil(rl / 10))
+            local burst = bucket_size(rl, rb)
             local tk, ts = string.match(t[i] or '', '^(%S+) (%S+)$')
             local tokens, last = tonumber(tk) or burst, tonumber(ts) or now
             if now > last then tokens = math.min(burst, tokens + (now - last) * rl / rms) end
@@ -229,7 +231,7 @@ local function group_claims()
     if not g.defaults then
       -- Once per claim: the queue's group limits, and the groups whose next token is due take their turns
       -- again.
-      g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_paused')
+      g.defaults = redis.call('HMGET', base .. 'meta', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_paused', 'g_rl_burst')
       local gdelay = base .. 'gdelay'
       local due = redis.call('ZRANGEBYSCORE', gdelay, '-inf', now, 'LIMIT', 0, 1000)
       if #due > 0 then
@@ -315,14 +317,14 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     if want > free then want = free end
   end
 
-  -- Token bucket: refilled continuously at rl_max per rl_ms, holding at most `burst` tokens (a tenth of
-  -- rl_max, at least 1). So any window of rl_ms sees at most rl_max + burst starts (docs/control.md), while
-  -- one claim may still take a batch of up to `burst` jobs and a claim that comes back a little late finds
-  -- the tokens that accrued meanwhile (the sustained rate stays at the limit).
+  -- Token bucket: refilled continuously at rl_max per rl_ms, holding at most `burst` tokens (RateLimit.burst,
+  -- by default a tenth of rl_max, at least 1: bucket_size). So any window of rl_ms sees at most rl_max + burst
+  -- starts (docs/control.md), while one claim may still take a batch of up to `burst` jobs and a claim that
+  -- comes back a little late finds the tokens that accrued meanwhile (the sustained rate stays at the limit).
   local rl_max, rl_ms = tonumber(cfg[2]) or 0, tonumber(cfg[3]) or 0
   local tokens, fill = 0, 0
   if rl_max > 0 and rl_ms > 0 then
-    local burst = math.max(1, math.ceil(rl_max / 10))
+    local burst = bucket_size(rl_max, cfg[8])
     fill = math.ceil(burst * rl_ms / rl_max)
     tokens = tonumber(b[2]) or burst
     local last = tonumber(b[3]) or now
@@ -448,7 +450,8 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   if rl_max > 0 and rl_ms > 0 then
     tokens = tokens - taken
     redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
-    redis.call('PEXPIRE', limiter, rl_ms * 2)
+    -- An expired bucket reads full: it must outlive its refill (a burst above rl_max refills over windows).
+    redis.call('PEXPIRE', limiter, math.max(rl_ms * 2, fill))
     -- Jobs left behind by the limit: say when the next token arrives so the caller comes back then.
     if tokens < 1 and waiting_count(waiting) > 0 then
       out[4] = math.ceil((1 - tokens) * rl_ms / rl_max)

@@ -46,6 +46,14 @@ local function ready_at(run)
   if READY.earliest < 0 or run < READY.earliest then READY.earliest = run end
 end
 
+-- A token bucket's capacity (RateLimit.burst): the burst given, else a tenth of the rate's max, at least 1.
+-- rl_max: jobs per window; burst: the stored burst (nil, '' or 0: the default).
+local function bucket_size(rl_max, burst)
+  local b = tonumber(burst) or 0
+  if b > 0 then return b end
+  return math.max(1, math.ceil(rl_max / 10))
+end
+
 -- Redis server time in milliseconds: one clock for all server processes, so their skew never matters.
 local function now_ms()
   if redis.replicate_commands then pcall(redis.replicate_commands) end
@@ -445,15 +453,15 @@ local function trim(set, prefix, age_ms, count, now)
 end
 
 -- The queue's retention defaults, concurrency cap and stall limit (meta fields kc_age, kc_count, kf_age,
--- kf_count, conc, max_stalled), and its job events' watch deadline (evw: watched), read at most once per
--- script call and queue (no script changes them): a batch's keep policies, its trim, its freed slots and its
--- recovered runs read them once.
+-- kf_count, conc, max_stalled), its job events' watch deadline (evw: watched) and its default error history
+-- length (d_ehn: record_error), read at most once per script call and queue (no script changes them): a
+-- batch's keep policies, its trim, its freed slots and its recovered runs read them once.
 local SETTINGS = false
 local SETTINGS_OF = false
 local function queue_settings(meta)
   if SETTINGS_OF ~= meta then
     SETTINGS = redis.call('HMGET', meta, 'kc_age', 'kc_count', 'kf_age', 'kf_count', 'conc', 'max_stalled',
-      'evw')
+      'evw', 'd_ehn')
     SETTINGS_OF = meta
   end
   return SETTINGS
@@ -477,6 +485,46 @@ local function keep_policy(meta, policy, kind)
     if c and tonumber(c) > 0 then count = tonumber(c) end
   end
   return false, age, count
+end
+
+-- Error history (Job.errors): a job's last failed runs, in its hash field 'eh', one JSON array per run
+-- [attempt, kind, ms, worker id, message, stack trace] and a newline between runs, oldest first (cjson
+-- escapes a newline inside a string, so one only ever separates runs: appending and dropping the oldest cost
+-- no decoding). How many are kept: the job's 'ehn' (JobOptions.error_history), else the queue's default
+-- (meta 'd_ehn'), else ERRORS_KEPT; 0 keeps none ('err' and 'stk' hold the last failure anyway). The field
+-- goes with the job's hash (every removal deletes it whole). Kinds are JobErrorKind's numbers.
+local ERRORS_KEPT = 10
+local ERR_RAISED = 1
+local ERR_TIMEOUT = 2
+local ERR_STALLED = 3
+local ERR_CANCELLED = 4
+
+-- A failed run into the history: 'eh' and its new value appended to fields (the caller's HSET of the run's
+-- outcome, so the history costs no command of its own), or the field deleted when the job keeps none (its
+-- setting became 0 since it had some). e: the job's 'ehn', 'eh' and 'wid' ("<worker id> <start ms>", as the
+-- caller read them with its other fields); attempt: the run's attempt number.
+local function record_error(meta, jkey, fields, e, attempt, kind, now, msg, stack)
+  local keep = tonumber(e[1]) or tonumber(queue_settings(meta)[8]) or ERRORS_KEPT
+  local old = e[2]
+  if keep <= 0 then
+    if old then redis.call('HDEL', jkey, 'eh') end
+    return
+  end
+  local wid = e[3] or ''
+  local h = cjson.encode({attempt, kind, now, string.match(wid, '^(.*) %d+$') or wid, msg, stack or ''})
+  if old and old ~= '' then
+    h = old .. '\n' .. h
+    local starts, i = {}, 1
+    while true do
+      local nl = string.find(h, '\n', i, true)
+      if not nl then break end
+      starts[#starts + 1] = nl + 1
+      i = nl + 1
+    end
+    -- #starts + 1 runs: the oldest go past keep.
+    if #starts >= keep then h = string.sub(h, starts[#starts - keep + 1]) end
+  end
+  fields[#fields + 1] = 'eh'; fields[#fields + 1] = h
 end
 
 -- A key of the job's queue that scripts derive instead of taking it in KEYS (same hash slot): the job
@@ -600,11 +648,18 @@ end
 -- Ends a job as cancelled; the caller took it out of its state set (waiting, delayed, active). It is kept
 -- in the cancelled set under the failed-job retention (the job's 'kf', else the queue's). Returns 1 when a
 -- flow hand-off was queued (on_finished). kind: its job event (nil: 10, cancelled; 12 for an expiry).
-local function finish_cancelled(meta, prefix, id, now, kind)
+-- fields (or nil): more job fields to write in the same HSET (a stopped run's error history).
+local function finish_cancelled(meta, prefix, id, now, kind, fields)
   local jkey = prefix .. id
   if EVENTS then job_event(prefix, id, kind or 10) end
   local cancelled = queue_key(prefix, 'cancelled')
-  redis.call('HSET', jkey, 'st', 'cancelled', 'fts', now)
+  if fields then
+    fields[#fields + 1] = 'st'; fields[#fields + 1] = 'cancelled'
+    fields[#fields + 1] = 'fts'; fields[#fields + 1] = now
+    redis.call('HSET', jkey, unpack(fields))
+  else
+    redis.call('HSET', jkey, 'st', 'cancelled', 'fts', now)
+  end
   redis.call('ZADD', cancelled, now, id)
   local handed = on_finished(prefix, id, jkey, 'cancelled', now)
   local remove, age, count = keep_policy(meta, redis.call('HGET', jkey, 'kf'), 'kf')
@@ -618,11 +673,14 @@ end
 -- of their levels (push_later), which it pushes with push_waiting(fronts, 'LPUSH') before it returns. The
 -- caller adds the stalls (codes 1 and 2) to the queue's 'stalled_total' once for its batch.
 -- Returns 0 when the job is gone, 1 when it went back to waiting, 2 when it failed, 3 when it ended cancelled
--- (a cancel had been asked while it ran: its worker is gone, so it never reported the stop).
-local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts)
+-- (a cancel had been asked while it ran: its worker is gone, so it never reported the stop). The lost run
+-- goes into the job's error history (record_error: stalled, or cancelled with the cancel's reason), under
+-- the attempt it was (a lost run uses none). lost: the history's message for a lost run.
+local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, fronts, lost)
   local jkey = prefix .. id
   -- Every job has its 'ts': the read is the existence check too.
-  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt', 'st', 'grp')
+  local c = redis.call('HMGET', jkey, 'ts', 'cxr', 'to', 'stc', 'ms', 'pri', 'wt', 'st', 'grp', 'ehn', 'eh', 'wid',
+    'atm', 'cxm')
   if not c[1] then return 0 end
   if c[8] == 'waiting' then
     -- Put back by a call that stopped on an error before its pushes (reap.lua): its stall is counted on the
@@ -631,49 +689,60 @@ local function recover_stalled(meta, waiting, failed, outbox, prefix, id, now, f
     return 1
   end
   run_ended(prefix, id, c[3], c[9])
+  local attempt = (tonumber(c[13]) or 0) + 1
   if c[2] == '1' then
-    finish_cancelled(meta, prefix, id, now)
+    local e = {}
+    record_error(meta, jkey, e, {c[10], c[11], c[12]}, attempt, ERR_CANCELLED, now,
+      'cancelled' .. (c[14] and c[14] ~= '' and (': ' .. c[14]) or ''), '')
+    finish_cancelled(meta, prefix, id, now, nil, e)
     return 3
   end
   local stc = (tonumber(c[4]) or 0) + 1
   local ms = tonumber(c[5]) or 0
   if ms == 0 then ms = tonumber(queue_settings(meta)[6]) or 1 end
+  local w = {'stc', stc, 'p', NOT_PLAIN}
   if stc > ms then
-    redis.call('HSET', jkey, 'stc', stc, 'p', NOT_PLAIN)
     local reason = 'job stalled more than the allowed ' .. ms .. ' times'
+    record_error(meta, jkey, w, {c[10], c[11], c[12]}, attempt, ERR_STALLED, now, lost .. '; ' .. reason, '')
+    redis.call('HSET', jkey, unpack(w))
     fail_for_good(meta, failed, outbox, prefix, id, now, reason, '')
     return 2
   end
   if EVENTS then job_event(prefix, id, 9) end
-  place_waiting(waiting, jkey, id, c[6], true, c[7], {'stc', stc, 'p', NOT_PLAIN}, fronts, c[9])
+  record_error(meta, jkey, w, {c[10], c[11], c[12]}, attempt, ERR_STALLED, now, lost, '')
+  place_waiting(waiting, jkey, id, c[6], true, c[7], w, fronts, c[9])
   return 1
 end
 
 -- The job fields fail_attempt reads, in this order from f[3] on: what lease_check(jkey, token,
 -- unpack(ATTEMPT_FIELDS)) returns.
-local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr', 'pri', 'grp'}
+local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr', 'pri', 'grp', 'ehn', 'eh', 'wid'}
 
 -- Records a failed run of an active job (the caller checked its lease and took it out of active) and
 -- decides what follows, for a worker's failure (fail.lua) and a timeout (time_out.lua) alike: the run
--- counts as an attempt; with attempts left the job is retried after its backoff, unless a cancel was asked
+-- counts as an attempt and goes into the job's error history (record_error, as kind: ERR_RAISED or
+-- ERR_TIMEOUT); with attempts left the job is retried after its backoff, unless a cancel was asked
 -- meanwhile (then it ends cancelled); with none left, or with no_retry, it fails for good. A retry counts in
 -- READY (the caller publishes it).
 -- f: ATTEMPT_FIELDS from f[3] on. pushes: the caller's gathered pushes (push_later), which it pushes before
 -- it returns (a retry now joins them). Returns a code (0 retry now, 1 retry delayed, 2 failed for good,
 -- 3 cancelled) and a run-at (the retry's: now for 0; -1 for 2 and 3).
 local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack, no_retry, f,
-    pushes)
+    pushes, kind)
   local jkey = prefix .. id
   run_ended(prefix, id, f[10], f[13])
   local atm = (tonumber(f[4]) or 0) + 1
   if no_retry or atm >= (tonumber(f[3]) or DEFAULT_ATT) then
-    redis.call('HSET', jkey, 'atm', atm, 'p', NOT_PLAIN)
+    local w = {'atm', atm, 'p', NOT_PLAIN}
+    record_error(meta, jkey, w, {f[14], f[15], f[16]}, atm, kind, now, msg, stack)
+    redis.call('HSET', jkey, unpack(w))
     fail_for_good(meta, failed, outbox, prefix, id, now, msg, stack, atm)
     return 2, -1
   end
   -- The run's outcome is written with the job's next state: one HSET per failed run. A retry is ready again
   -- now ('rdy') or at its run-at (after its backoff): its wait counts from there (metrics.lua).
   local ran = {'atm', atm, 'p', NOT_PLAIN, 'err', msg, 'stk', stack}
+  record_error(meta, jkey, ran, {f[14], f[15], f[16]}, atm, kind, now, msg, stack)
   if f[11] == '1' then
     redis.call('HSET', jkey, unpack(ran))
     finish_cancelled(meta, prefix, id, now)
