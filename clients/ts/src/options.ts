@@ -113,9 +113,10 @@ function backoffToProto(value: Backoff | number, what: string) {
   if (typeof value === "number") {
     return create(BackoffSchema, { type: BackoffType.FIXED, delay: toDuration(value, what) });
   }
+  // No type is a fixed backoff, as in the Python client (the server refuses a delay with no type).
   const type =
     value.type === undefined
-      ? BackoffType.UNSPECIFIED
+      ? BackoffType.FIXED
       : value.type === "fixed"
         ? BackoffType.FIXED
         : value.type === "exponential"

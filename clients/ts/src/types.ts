@@ -40,6 +40,7 @@ export const JOB_STATES: readonly JobState[] = [
 
 /** Delay policy between attempts: a fixed delay, or `delay · 2^(attempt-1)`; durations in ms. */
 export interface Backoff {
+  /** "fixed" (the default: the same delay each time) or "exponential" (delay × 2^(attempt − 1)). */
   type?: "fixed" | "exponential";
   /** Base delay before the first retry, ms. */
   delay?: number;

@@ -174,7 +174,7 @@ describe("per-group limits", () => {
 describe("listing and limits", () => {
   it("registers group limits, pages the groups by name, sets and clears a group's own limits", async () => {
     const name = queueName("groups");
-    const limits = { concurrency: 3, rateLimit: { max: 5, duration: 1_000 }, maxSize: 0 };
+    const limits = { concurrency: 3, rateLimit: { max: 5, duration: 1_000, burst: 0 }, maxSize: 0 };
     assert.deepEqual((await qm.registerQueue(name, { groupLimits: limits })).config.groupLimits, limits);
     assert.deepEqual((await qm.getQueue(name)).config.groupLimits, limits);
     const tenant = "tenant/1 é 🚀";
@@ -206,7 +206,7 @@ describe("listing and limits", () => {
     const none = { concurrency: 0, rateLimit: undefined, maxSize: 0 };
     assert.deepEqual(idle, { group: "idle", waiting: 0, active: 0, limits: none, customLimits: true, paused: false });
     const rated = await qm.setGroupLimits(name, tenant, { rateLimit: { max: 2, duration: 60_000 } });
-    assert.deepEqual(rated.limits, { concurrency: 0, rateLimit: { max: 2, duration: 60_000 }, maxSize: 0 });
+    assert.deepEqual(rated.limits, { concurrency: 0, rateLimit: { max: 2, duration: 60_000, burst: 0 }, maxSize: 0 });
     const page = await qm.listGroups(name);
     assert.equal(page.totalSize, 5);
     assert.deepEqual(

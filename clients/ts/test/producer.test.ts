@@ -33,7 +33,7 @@ describe("queues", () => {
       concurrency: 3,
     });
     assert.equal(queue.name, name);
-    assert.deepEqual(queue.config.rateLimit, { max: 50, duration: 1000 });
+    assert.deepEqual(queue.config.rateLimit, { max: 50, duration: 1000, burst: 0 });
     assert.equal(queue.config.defaultAttempts, 4);
     assert.equal(queue.config.defaultPriority, JobPriority.LOW);
     assert.deepEqual(queue.config.completedRetention, { remove: false, age: 60_000, count: 10 });
@@ -170,6 +170,12 @@ describe("jobs", () => {
     assert.equal(job.created, true);
     assert.equal(again.created, false);
     assert.equal(stored.created, undefined);
+  });
+
+  it("takes a backoff without a type as a fixed one", async () => {
+    const job = await qm.addJob(name, "untyped", null, { attempts: 2, backoff: { delay: 1500 } });
+    const stored = await qm.getJob(name, job.id);
+    assert.equal(stored.maxAttempts, 2);
   });
 
   it("says whether an add created its job: a plain add, a jobId and a dedup key taken", async () => {
