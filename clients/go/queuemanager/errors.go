@@ -178,3 +178,31 @@ func (e *RateLimitedError) Error() string {
 func RateLimited(retryAfter time.Duration, message string) error {
 	return &RateLimitedError{RetryAfter: max(retryAfter, 0), Message: message}
 }
+
+// DelayedError, returned by a handler, runs its job again later without using an attempt: a durable sleep
+// between the steps of a long job (BullMQ's moveToDelayed + DelayedError). The run ends, the job waits
+// Delay in delayed (by the server's clock; the worker's slot and its group's are free meanwhile) and runs
+// again with no attempt used and no redelivery flag. With HasData, the job's data becomes Data in the same
+// step (a checkpoint the next run resumes from); data the server cannot store fails the attempt instead.
+// Make one with Delayed or DelayedWithData.
+type DelayedError struct {
+	// Delay is how long the job waits, 0 to 10 years.
+	Delay time.Duration
+	// Data replaces the job's data when HasData is set ([]byte as raw bytes, anything else as JSON).
+	Data    any
+	HasData bool
+}
+
+func (e *DelayedError) Error() string {
+	return fmt.Sprintf("run again in %s", e.Delay)
+}
+
+// Delayed makes a DelayedError that keeps the job's data; a negative delay counts as 0.
+func Delayed(delay time.Duration) error {
+	return &DelayedError{Delay: max(delay, 0)}
+}
+
+// DelayedWithData makes a DelayedError that replaces the job's data in the same step.
+func DelayedWithData(delay time.Duration, data any) error {
+	return &DelayedError{Delay: max(delay, 0), Data: data, HasData: true}
+}

@@ -117,6 +117,7 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 	case timedOut:
 		w.fail(r, fmt.Errorf("job timed out after %s", r.job.Timeout), "", elapsed)
 		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token}) // the server may have timed it out first
+	case err != nil && w.delay(r, err, elapsed):
 	case err != nil:
 		w.fail(r, err, stack, elapsed)
 	default:
@@ -131,6 +132,27 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 		})
 		w.unsent++
 	}
+}
+
+// delay puts a run that asked to run again later (a DelayedError) into the outbox; false for any other error.
+// Called with w.mu held.
+func (w *Worker) delay(r *run, err error, elapsed time.Duration) bool {
+	var delayed *DelayedError
+	if !errors.As(err, &delayed) {
+		return false
+	}
+	item := &pb.JobDelay{Lease: r.ref(), Delay: durationpb.New(delayed.Delay)}
+	if delayed.HasData {
+		payload, encodeErr := encodePayload(delayed.Data)
+		if encodeErr != nil {
+			w.fail(r, fmt.Errorf("the delay's data: %w", encodeErr), "", elapsed)
+			return true
+		}
+		item.Data = payload
+	}
+	w.outbox.Delays = append(w.outbox.Delays, item)
+	w.unsent++
+	return true
 }
 
 // fail puts a failure into the outbox. Called with w.mu held.

@@ -339,6 +339,41 @@ func TestRateLimitedWaitsWithoutUsingAnAttempt(t *testing.T) {
 	}
 }
 
+func TestDelayedSleepsBetweenStepsWithItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	var mu sync.Mutex
+	var seen []string
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, fmt.Sprintf("%s %d", job.Data, job.AttemptsMade))
+			switch len(seen) {
+			case 1:
+				return nil, qm.DelayedWithData(200*time.Millisecond, map[string]int{"step": 2})
+			case 2:
+				return nil, qm.Delayed(0) // data kept
+			}
+			return "done", nil
+		},
+	}})
+	job := waitFinished(t, c, queue, add(t, c, queue, "steps", map[string]int{"step": 1}, &qm.JobOptions{Attempts: 1}).ID)
+	if job.State != qm.StateCompleted || job.AttemptsMade != 1 {
+		t.Fatalf("a delayed run must not use the only attempt: %s, %d (%s)", job.State, job.AttemptsMade, job.FailedReason)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{`{"step":1} 0`, `{"step":2} 0`, `{"step":2} 0`}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("runs saw %q, want %q", seen, want)
+	}
+	if job.ProcessTime.Sub(job.CreateTime) < 200*time.Millisecond {
+		t.Fatalf("the last run started %s after the add, before the delay", job.ProcessTime.Sub(job.CreateTime))
+	}
+}
+
 func TestRunEndsWhenItsClientIsClosed(t *testing.T) {
 	t.Parallel()
 	c := dial(t, serverAddress(t))

@@ -162,6 +162,36 @@ export class RateLimitedError extends Error {
   }
 }
 
+/** The longest delay the server takes: its durations' limit, 10 years. */
+const MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000;
+
+/**
+ * Thrown by a processor to run its job again later without using an attempt: a durable sleep between the
+ * steps of a long job (BullMQ's `moveToDelayed` + `DelayedError`). The run ends, the job waits `delayMs`
+ * in delayed (by the server's clock; the worker's slot and its group's are free meanwhile) and runs again
+ * with no attempt used and no redelivery flag. With `data`, the job's data is replaced in the same step (a
+ * checkpoint the next run resumes from); without, it is kept. Data the server cannot store fails the
+ * attempt instead.
+ */
+export class DelayedError extends Error {
+  readonly delayMs: number;
+  /** The new data; `undefined` keeps the job's. */
+  readonly data: unknown;
+  readonly hasData: boolean;
+
+  constructor(delayMs: number, ...data: [] | [unknown]) {
+    checkMs(delayMs, "delayMs");
+    if (delayMs > MAX_DELAY_MS) {
+      throw new RangeError(`delayMs must be at most 10 years, got ${delayMs}`);
+    }
+    super(`run again in ${delayMs / 1000}s`);
+    this.name = "DelayedError";
+    this.delayMs = delayMs;
+    this.hasData = data.length > 0;
+    this.data = data[0];
+  }
+}
+
 /** Why a run's AbortSignal fired: the reason object a processor sees in `ctx.signal.reason`. */
 export class JobAbortedError extends Error {
   /** "cancelled" (CancelJob or a server timeout), "lease-lost", "timeout" (the job's own timeout) or "shutdown". */

@@ -5,6 +5,7 @@ export type { ActiveJob, JobContext } from "./context.js";
 export {
   AlreadyExistsError,
   DeadlineExceededError,
+  DelayedError,
   FailedPreconditionError,
   InvalidArgumentError,
   JobAbortedError,

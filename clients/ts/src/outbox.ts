@@ -8,6 +8,7 @@ import {
   ConnectRequestSchema,
   type ConnectRequest,
   type JobCompletion,
+  type JobDelay,
   type JobFailure,
   type JobLogs,
   type JobProgress,
@@ -24,6 +25,7 @@ export interface Items {
   releases: LeaseRef[];
   abandoned: LeaseRef[];
   cancelled: LeaseRef[];
+  delays: JobDelay[];
 }
 
 /** A report taken for sending, with what it counted (so an unsent one can be put back). */
@@ -35,7 +37,7 @@ export interface Taken {
 }
 
 function emptyItems(): Items {
-  return { completions: [], failures: [], progress: [], logs: [], releases: [], abandoned: [], cancelled: [] };
+  return { completions: [], failures: [], progress: [], logs: [], releases: [], abandoned: [], cancelled: [], delays: [] };
 }
 
 export class Outbox {

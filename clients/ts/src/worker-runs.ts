@@ -12,13 +12,14 @@ import { context, type Tracer } from "@opentelemetry/api";
 import type { UpdateJobDataRequest } from "./gen/queue_manager/v1/jobs_pb.js";
 import {
   JobCompletionSchema,
+  JobDelaySchema,
   JobFailureSchema,
   type JobDelivery,
   type LeaseRef,
 } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { leaseOf, Run, runKey } from "./context.js";
 import { decodePayload, encodePayload, msToDuration, toValue } from "./convert.js";
-import { errorText, RateLimitedError, UnrecoverableError } from "./errors.js";
+import { DelayedError, errorText, RateLimitedError, UnrecoverableError } from "./errors.js";
 import type { Outbox } from "./outbox.js";
 import { recordFailure, startProcess } from "./tracing.js";
 import { LOG_LINE_CHARS, LOG_LINES_KEPT, within, type Processor, type WorkerLogger } from "./worker-options.js";
@@ -181,10 +182,26 @@ export class Runs {
       this.fail(run, new Error(`job timed out after ${run.job.timeoutMs! / 1000}s`), ms, false);
     } else if (ok) {
       this.complete(run, value, ms);
+    } else if (value instanceof DelayedError) {
+      this.delay(run, value, ms);
     } else {
       this.fail(run, value, ms, true);
     }
     this.finish(run);
+  }
+
+  /** The run asked to run again later (DelayedError): its job waits without using an attempt. */
+  private delay(run: Run, err: DelayedError, ms: number): void {
+    let data;
+    if (err.hasData) {
+      try {
+        data = encodePayload(err.data, "the delay's data");
+      } catch (bad) {
+        this.fail(run, bad, ms, true);
+        return;
+      }
+    }
+    this.outbox.add("delays", create(JobDelaySchema, { lease: run.lease, delay: msToDuration(err.delayMs), data }));
   }
 
   private complete(run: Run, result: unknown, ms: number): void {

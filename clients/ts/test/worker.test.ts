@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
+  DelayedError,
   JobAbortedError,
   JobPriority,
   RateLimitedError,
@@ -86,6 +87,42 @@ describe("outcomes", () => {
       assert.equal(failed.failedReason, "bad input");
       assert.equal(failed.attemptsMade, 1);
       assert.deepEqual(runs.slice(3), ["fatal 1"]);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
+  it("sleeps between steps with DelayedError: no attempt used, the checkpoint written with the delay", async () => {
+    const name = await freshQueue("sleep");
+    const runs: [unknown, number, number][] = [];
+    const w = await worker({
+      processors: {
+        [name]: async (job) => {
+          runs.push([job.data, job.attemptsMade, Date.now()]);
+          const step = (job.data as { step: number }).step;
+          if (step === 1) {
+            throw new DelayedError(300, { step: 2 });
+          }
+          if (runs.length === 2) {
+            throw new DelayedError(0); // data kept
+          }
+          return { steps: runs.length };
+        },
+      },
+    });
+    try {
+      const job = await qm.addJob(name, "steps", { step: 1 }, { attempts: 1 });
+      const done = await qm.waitForJob(name, job.id, { timeoutMs: 15_000 });
+      assert.equal(done.state, "completed");
+      assert.deepEqual(done.result, { steps: 3 });
+      assert.equal(done.attemptsMade, 1);
+      assert.deepEqual(runs.map(([data, attempts]) => [data, attempts]), [
+        [{ step: 1 }, 0],
+        [{ step: 2 }, 0],
+        [{ step: 2 }, 0],
+      ]);
+      assert.ok(runs[1]![2] - runs[0]![2] >= 290);
+      assert.throws(() => new DelayedError(-1), /delayMs must be a number of milliseconds of at least 0/);
     } finally {
       await w.shutdown();
     }
