@@ -37,6 +37,7 @@ def go_installed() -> None:
 EXPECTED = {
     "TestFromRPCMapsEachCode",
     "TestDelayedSleepsBetweenStepsWithItsCheckpoint",
+    "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",
     "TestAddJobStoresOptionsAndIsIdempotent",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",

@@ -443,3 +443,60 @@ func TestUpdateDataSavesACheckpointForTheNextAttempt(t *testing.T) {
 		t.Fatal("UpdateData outside a handler must fail")
 	}
 }
+
+func TestBatchHandsJobsToOneCallEachKeepingItsOutcome(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	var mu sync.Mutex
+	var sizes []int
+	handler, err := qm.Batch(func(ctx context.Context, jobs []*qm.Job) ([]any, error) {
+		mu.Lock()
+		sizes = append(sizes, len(jobs))
+		mu.Unlock()
+		out := make([]any, len(jobs))
+		for i, job := range jobs {
+			var d struct{ I int }
+			if err := job.Decode(&d); err != nil {
+				return nil, err
+			}
+			if d.I == 4 {
+				out[i] = errors.New("bad row 4")
+			} else {
+				out[i] = d.I * 10
+			}
+		}
+		return out, nil
+	}, qm.BatchOptions{Size: 3, Wait: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 10, Handlers: map[string]qm.Handler{queue: handler}})
+	jobs := make([]qm.NewJob, 6)
+	for i := range jobs {
+		jobs[i] = qm.NewJob{Name: "row", Data: map[string]int{"i": i}, Options: &qm.JobOptions{Attempts: 1}}
+	}
+	res, err := c.AddBulk(context.Background(), queue, jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, id := range res.JobIDs {
+		job := waitFinished(t, c, queue, id)
+		got = append(got, fmt.Sprintf("%s %s %s", job.State, job.Result, job.FailedReason))
+	}
+	want := []string{"completed 0 ", "completed 10 ", "completed 20 ", "completed 30 ", "failed  bad row 4", "completed 50 "}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("outcomes %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(sizes) != "[3 3]" { // Wait is 30 s: only full batches could have left by now
+		t.Fatalf("batch sizes %v, want [3 3]", sizes)
+	}
+	if _, err := qm.Batch(handler2, qm.BatchOptions{Size: 0}); err == nil || err.Error() != "batch size must be 1 to 100000, got 0" {
+		t.Fatalf("size 0: %v", err)
+	}
+}
+
+func handler2(context.Context, []*qm.Job) ([]any, error) { return nil, nil }

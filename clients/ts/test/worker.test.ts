@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
+  batch,
   DelayedError,
   JobAbortedError,
   JobPriority,
@@ -123,6 +124,38 @@ describe("outcomes", () => {
       ]);
       assert.ok(runs[1]![2] - runs[0]![2] >= 290);
       assert.throws(() => new DelayedError(-1), /delayMs must be a number of milliseconds of at least 0/);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
+  it("hands jobs to a batch handler, each job keeping its own outcome", async () => {
+    const name = await freshQueue("batch");
+    const calls: string[][] = [];
+    const w = await worker({
+      concurrency: 10,
+      processors: {
+        [name]: batch(
+          async (items) => {
+            calls.push(items.map(({ job }) => job.id));
+            return items.map(({ job }) => {
+              const i = (job.data as { i: number }).i;
+              return i === 4 ? new Error("bad row 4") : i * 10;
+            });
+          },
+          { size: 3, waitMs: 30_000 },
+        ),
+      },
+    });
+    try {
+      const ids = await qm.addBulk(name, [0, 1, 2, 3, 4, 5].map((i) => ({ name: "row", data: { i }, options: { attempts: 1 } })));
+      const done = await Promise.all(ids.map((id) => qm.waitForJob(name, id, { timeoutMs: 15_000 })));
+      // waitMs is 30 s: only full batches could have left by now.
+      assert.deepEqual(calls.map((c) => c.length), [3, 3]);
+      assert.deepEqual(done.map((j) => j.state), ["completed", "completed", "completed", "completed", "failed", "completed"]);
+      assert.deepEqual(done.map((j) => j.result), [0, 10, 20, 30, undefined, 50]);
+      assert.equal(done[4]!.failedReason, "bad row 4");
+      assert.throws(() => batch(async () => undefined, { size: 0 }), /size must be an integer from 1 to 100000, got 0/);
     } finally {
       await w.shutdown();
     }
