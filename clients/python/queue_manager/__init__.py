@@ -22,10 +22,11 @@ import queue_manager._grpc_io  # noqa: F401
 
 # isort: split
 from queue_manager.client import QueueManager
+from queue_manager.client_workers import WorkerControlResult
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
-from queue_manager.enums import DedupMode, JobPriority, JobState
+from queue_manager.enums import DedupMode, JobPriority, JobState, WorkerState
 from queue_manager.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -111,8 +112,10 @@ __all__ = [
     "UnavailableError",
     "UnrecoverableError",
     "Worker",
+    "WorkerControlResult",
     "WorkerInfo",
     "WorkerManager",
+    "WorkerState",
     "WorkflowRun",
     "WorkflowState",
     "WorkflowStepRef",

@@ -31,6 +31,7 @@ from queue_manager.client_base import UNREAD
 from queue_manager.client_flows import FlowCalls
 from queue_manager.client_jobs import JobCalls
 from queue_manager.client_queues import QueueCalls
+from queue_manager.client_workers import WorkerCalls
 from queue_manager.convert import Job, created_job, job_from_proto
 from queue_manager.errors import error_from_rpc
 from queue_manager.options import JobOptionsLike, validate_queue_name
@@ -49,7 +50,7 @@ __all__ = ["QueueManager"]
 _P = TypeVar("_P", bound=Callable[..., Any])
 
 
-class QueueManager(JobCalls, QueueCalls, FlowCalls):
+class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
     """Client of a Queue Manager server: add and read jobs, administer queues, run processors.
 
     The channel is opened on first use, so a `QueueManager` may be created at import time (for example to

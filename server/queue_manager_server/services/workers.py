@@ -169,7 +169,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         )
         for q in queues:
             await self.engine.get_queue(q)
-        return WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
+        session = WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
+        session.commands = frozenset(h.commands)
+        session.set_quiet(h.quiet)
+        return session
 
     async def _read(self, s: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]) -> None:
         try:
@@ -193,7 +196,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             s.stats = r.stats
         if r.stop:
             # From here the dispatcher delivers nothing to this session (it checks after every claim too).
-            s.draining = True
+            s.stop_taking()
         if r.credits and not s.draining:
             # Credits first: the next claim overlaps with recording this report's outcomes. Jobs held and
             # owed are bounded (--max-worker-credits): a worker that grants more than it reads cannot make
@@ -246,7 +249,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.accepting = False
         sessions = self.dispatcher.all_sessions()
         for s in sessions:
-            s.draining = True
+            s.stop_taking()
             s.send(
                 pb.ConnectResponse(
                     command=pb.ServerCommand(type=pb.SERVER_COMMAND_TYPE_DRAIN, reason="server shutting down")
