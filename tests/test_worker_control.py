@@ -328,3 +328,63 @@ def test_the_hello_lists_the_commands_the_python_worker_obeys() -> None:
         pb.SERVER_COMMAND_TYPE_STOP,
         pb.SERVER_COMMAND_TYPE_SET_CONCURRENCY,
     }
+
+
+async def test_cli_commands(
+    server: RunningServer, admin: QueueManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_cli import qm_cli, qm_json, usage_error
+
+    fn = Gated()
+    worker = await start_worker(server.address, "q", fn, 2, "cli-w")
+    try:
+        quiet = await qm_json(capsys, server, "workers", "quiet", "cli-w")
+        assert (quiet["worker_id"], quiet["state"], quiet["changed"]) == ("cli-w", "quiet", True)
+        listed = await qm_json(capsys, server, "workers", "list")
+        assert [(w["worker_id"], w["state"]) for w in listed] == [("cli-w", "quiet")]
+        status, out, _ = await qm_cli(capsys, "--server", server.address, "workers", "list")
+        assert status == 0 and "STATE" in out.splitlines()[0] and "quiet" in out
+        assert (await qm_json(capsys, server, "workers", "resume", "cli-w"))["state"] == "active"
+        resized = await qm_json(capsys, server, "workers", "concurrency", "cli-w", "5")
+        assert resized["concurrency"] == 5 and worker.concurrency == 5
+        err = await usage_error(capsys, server, "workers", "concurrency", "cli-w", "0")
+        assert "argument N: must be whole jobs from 1 to 100000, got '0'" in err, err
+        status, _, err = await qm_cli(capsys, "--server", server.address, "workers", "stop", "nobody")
+        assert status == 1 and err.startswith("error: NOT_FOUND: no connected worker has id 'nobody'"), err
+        stopped = await qm_json(capsys, server, "workers", "stop", "cli-w")
+        assert stopped["state"] == "stopping"
+        async with asyncio.timeout(20):
+            await worker.wait_closed()
+    finally:
+        await worker.shutdown(grace=5)
+
+
+async def test_http_route(server_factory: ServerFactory) -> None:
+    import aiohttp
+
+    server = await server_factory(http_listen="127.0.0.1:0")
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("q")
+    fn = Gated()
+    worker = await start_worker(server.address, "q", fn, 2, "web:1")
+    base = f"http://{server.app.http_address}/api/v1/workers"
+    try:
+        async with aiohttp.ClientSession() as http:
+            quiet = {"action": "WORKER_CONTROL_ACTION_QUIET"}
+            async with http.post(f"{base}/web:1:control", json=quiet) as r:
+                body = await r.json()
+                assert r.status == 200, body
+            assert (body["state"], body["changed"]) == ("WORKER_STATE_QUIET", True)
+            async with http.get(base) as r:
+                assert [w["state"] for w in (await r.json())["workers"]] == ["WORKER_STATE_QUIET"]
+            async with http.post(f"{base}/nobody:control", json=quiet) as r:
+                assert (r.status, (await r.json())["code"]) == (404, "NOT_FOUND")
+            bad = {"action": "WORKER_CONTROL_ACTION_SET_CONCURRENCY"}
+            async with http.post(f"{base}/web:1:control", json=bad) as r:
+                body = await r.json()
+                assert (r.status, body["code"]) == (400, "INVALID_ARGUMENT") and "concurrency" in body[
+                    "message"
+                ]
+    finally:
+        await worker.shutdown(grace=5)
+        await qm.shutdown()
