@@ -99,6 +99,7 @@ EXPECTED = {
     "TestWatchJobEventsFollowsEachJob",
     "TestWatchJobEventsFiltersAndEnds",
     "TestRedriveAndRetryWithDataRunFailedJobsAgain",
+    "TestWorkerObeysQuietResumeAndStop",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

