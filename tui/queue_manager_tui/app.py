@@ -21,7 +21,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics, Schedule
+from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics, Schedule, WorkerInfo
 from queue_manager_tui.commands import DashboardCommands, PaletteCommand, palette_commands
 from queue_manager_tui.controls import (
     NotApplicable,
@@ -32,9 +32,11 @@ from queue_manager_tui.controls import (
     matches_plan,
     pause_plan,
     promote_plan,
+    quiet_worker_plan,
     remove_plan,
     retry_all_plan,
     retry_plan,
+    stop_worker_plan,
 )
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.screens.clean import CleanChoice, CleanScreen
@@ -57,7 +59,9 @@ __all__ = ["CONTROL_ACTIONS", "DashboardApp"]
 TABS = ("queues", "jobs", "workers", "workflows", "schedules")
 QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
 JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove", "act_on_matches"})
-CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS
+# In the Workers view, p quiets or resumes the selected worker (at once) and s stops it (asks first).
+WORKER_ACTIONS = frozenset({"stop_worker"})
+CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS | WORKER_ACTIONS
 """Actions that change something on the server: absent in read-only mode."""
 # Seconds between reads of the queues' settings: a rate limit or priority bound changed elsewhere shows within
 # this, for one ListQueues call per refresh.
@@ -95,6 +99,7 @@ class DashboardApp(App[None]):
         Binding("P", "promote", "Promote"),
         Binding("c", "cancel_job", "Cancel"),
         Binding("d", "remove", "Remove"),
+        Binding("s", "stop_worker", "Stop worker"),
         # Not in the footer (it is full in Jobs): the help, the palette and the docs name it.
         Binding("A", "act_on_matches", "Act on the matches", show=False),
     ]
@@ -355,6 +360,10 @@ class DashboardApp(App[None]):
         tab = self.active_tab
         if action == "remove" and tab == "schedules":
             return True
+        if tab == "workers":
+            return action in ("pause_resume", "stop_worker")
+        if action in WORKER_ACTIONS:
+            return False
         if action in JOB_ACTIONS:
             return tab == "jobs"
         return tab in ("queues", "jobs")
@@ -382,8 +391,27 @@ class DashboardApp(App[None]):
             raise NotApplicable("Select a job first.")
         return job
 
+    def _worker(self) -> WorkerInfo:
+        worker = self.workers_view.selected_worker()
+        if worker is None:
+            raise NotApplicable("Select a worker first.")
+        return worker
+
     def action_pause_resume(self) -> None:
+        if self.active_tab == "workers":  # quiet or resume the worker: at once, either undoes the other
+            if self.read_only:
+                return
+            try:
+                plan = quiet_worker_plan(self._worker())
+            except NotApplicable as exc:
+                self.notify(str(exc), severity="warning", markup=False)
+                return
+            self._run_plan(plan)
+            return
         self._propose(lambda: pause_plan(self._queue_metrics()))
+
+    def action_stop_worker(self) -> None:
+        self._propose(lambda: stop_worker_plan(self._worker()))
 
     def action_retry_all(self) -> None:
         self._propose(lambda: retry_all_plan(self._queue_metrics()))
@@ -489,6 +517,8 @@ class DashboardApp(App[None]):
             self.jobs_view.reload()
         elif self.active_tab == "schedules":
             self.schedules_view.refresh_schedules()
+        elif self.active_tab == "workers":
+            self._load_workers()
 
     # ----------------------------------------------------------------- command palette
 

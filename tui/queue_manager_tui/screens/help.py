@@ -46,7 +46,7 @@ KEYS: tuple[Section, ...] = (
     ("Schedules", (("Enter, o", "the job its last run added"),)),
 )
 CONTROL_KEYS: tuple[tuple[str, str], ...] = (
-    ("p", "pause or resume the queue"),
+    ("p", "pause or resume the queue; in Workers, quiet or resume the worker"),
     ("C", "clean the queue (state and age)"),
     ("R", "retry all failed jobs of the queue"),
     ("r", "retry the job (failed or cancelled)"),
@@ -54,6 +54,7 @@ CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("c", "cancel the job"),
     ("d", "remove the job; in Schedules, delete the schedule"),
     ("A", "retry, cancel or remove all matches"),
+    ("s", "in Workers, stop the worker (it finishes its jobs and exits)"),
 )
 
 
