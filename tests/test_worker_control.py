@@ -4,8 +4,11 @@ one on the same Valkey, and the refusals (services/worker_control.py)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -388,3 +391,35 @@ async def test_http_route(server_factory: ServerFactory) -> None:
     finally:
         await worker.shutdown(grace=5)
         await qm.shutdown()
+
+
+async def test_a_pool_does_not_replace_a_process_the_server_stopped(
+    server: RunningServer, admin: QueueManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_pool import APP, make_pool
+
+    name = f"pool_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    await admin.register_queue("pool-work")
+    pool = make_pool(name, server, tmp_path, queues=["pool-work"], min_workers=1, max_workers=2)
+    pool.policy = replace(pool.policy, scale_up_cooldown=60.0)  # no growing back within the test
+    events = pool.events()
+    try:
+        await pool.start()
+
+        async def connected() -> bool:
+            return bool(await admin.list_workers("pool-work"))
+
+        await eventually(connected, timeout=45)  # the child process connects
+        (child,) = await admin.list_workers("pool-work")
+        assert pool.pids == [int(child.labels["pid"])]
+        await admin.stop_worker(child.worker_id)
+        async with asyncio.timeout(45):
+            while (event := await anext(events)).kind != "exited":
+                pass
+        assert (event.returncode, event.expected) == (0, True)
+        assert "stopped on purpose" in event.reason and "not replaced" in event.reason
+        assert (pool.pids, pool.desired_workers) == ([], 0)
+    finally:
+        await pool.shutdown()
