@@ -27,6 +27,12 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    hello, its jobs in flight and its last stats (services/registry.py).
 6. Server command ``DRAIN``: the server is shutting down; finish or release what you hold, then
    half-close, and reconnect later. No delivery follows the command.
+   Operators' commands (ControlWorker, services/worker_control.py), sent only to a worker whose hello lists
+   them in ``commands`` (others are refused FAILED_PRECONDITION and sent nothing): ``QUIET`` — no delivery
+   until ``RESUME``, credits kept (``WorkerSession.held``); the worker stays connected and says ``quiet``
+   in the hello of a later stream. ``STOP`` — as DRAIN, but the worker does not reconnect. ``SET_CONCURRENCY``
+   — ``command.concurrency`` from now on; the server drops up to the decrease of the credits it holds
+   (``revoked_credits``) and the worker takes back the rest from credits not sent and finished jobs.
 7. A worker that shuts down sends ``report.stop``; the server stops delivering and answers with an ack
    whose ``delivery_stopped`` is set. Jobs delivered before it are the worker's to run or release; it
    half-closes only after it, so no job is ever in flight towards a closed stream.
