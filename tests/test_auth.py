@@ -729,6 +729,7 @@ ADMIN_ONLY = {
     "PauseGroup",
     "ResumeGroup",
     "RedriveDeadLetters",
+    "ControlWorker",
 }
 
 
@@ -782,6 +783,9 @@ async def test_admin_rpcs_need_the_admin_role(
         "RedriveDeadLetters": lambda q, md: q.RedriveDeadLetters(
             qpb.RedriveDeadLettersRequest(queue_name="billing-dlq", original_queue="billing-a"), metadata=md
         ),
+        "ControlWorker": lambda q, md: q.ControlWorker(
+            qpb.ControlWorkerRequest(worker_id="w", action=qpb.WORKER_CONTROL_ACTION_QUIET), metadata=md
+        ),
     }
     assert set(calls) == ADMIN_ONLY
     async with grpc.aio.insecure_channel(server.address) as ch:
@@ -799,7 +803,12 @@ async def test_admin_rpcs_need_the_admin_role(
                 assert await code_of(call(q, bearer(tokens[name]))) == PD, (name, rpc)
         assert await state(redis, server.prefix) == before
         for rpc, call in calls.items():  # the admin of billing-* passes the guard (the handler answers)
-            assert await code_of(call(q, bearer(tokens["ops"]))) in (OK, NF), rpc
+            if rpc != "ControlWorker":
+                assert await code_of(call(q, bearer(tokens["ops"]))) in (OK, NF), rpc
+        # A worker may take jobs of any queue: controlling one needs an admin of every queue.
+        control = calls["ControlWorker"]
+        assert await code_of(control(q, bearer(tokens["ops"]))) == PD
+        assert await code_of(control(q, bearer(tokens["admin"]))) == NF
 
 
 async def test_a_redrive_to_every_queue_needs_a_token_for_every_queue(

@@ -102,6 +102,7 @@ EXPECTED = {
     "TestWatchJobEventsFiltersAndEnds",
     "TestRedriveAndRetryWithDataRunFailedJobsAgain",
     "TestListDeadLettersReadsEachCopy",
+    "TestWorkerObeysQuietResumeAndStop",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

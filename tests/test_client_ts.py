@@ -160,6 +160,11 @@ async def test_worker(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "worker", server.address)
 
 
+async def test_worker_control(ts_built: Path, server: RunningServer) -> None:
+    """Quiet, resume and stop (ControlWorker) reach the TypeScript worker; SET_CONCURRENCY is refused."""
+    await run_node_tests(ts_built, "control", server.address)
+
+
 async def test_worker_killed_mid_job(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "crash", server.address)
 

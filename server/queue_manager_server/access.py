@@ -276,6 +276,8 @@ RULES: dict[str, Rule] = {
         "RedriveDeadLetters": Rule("admin", _redrive),
         "CancelJobs": Rule("admin", _field("queue_name")),
         "RemoveJobs": Rule("admin", _field("queue_name")),
+        # A worker may take jobs of many queues: only an admin of every queue controls one.
+        "ControlWorker": Rule("admin", all_queues=True),
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

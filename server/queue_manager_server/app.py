@@ -67,6 +67,7 @@ from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.limits_interceptor import LimitsInterceptor
 from queue_manager_server.services.queue_service import QueueService
+from queue_manager_server.services.worker_control import WorkerControl
 from queue_manager_server.services.workers import WorkerService
 from queue_manager_server.services.workflows import Workflows
 
@@ -108,6 +109,7 @@ class App:
         self.workers: WorkerService | None = None
         self.queue_service: QueueService | None = None
         self.dispatcher: Dispatcher | None = None
+        self.worker_control: WorkerControl | None = None
         # This process's gRPC call counters (grpc_server_* on /metrics), the metrics stream's sampler and
         # the HTTP port (None when off).
         self.grpc_metrics = GrpcMetrics()
@@ -187,6 +189,10 @@ class App:
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
         self.queue_service.adds.listener = self.dispatcher  # adds through this server are claimed at once
         self.queue_service.max_bulk_bytes = s.max_bulk_bytes
+        self.worker_control = WorkerControl(
+            engine, self.dispatcher, self.workers.registry, s.server_id, s.heartbeat_ms
+        )
+        self.queue_service.worker_control = self.worker_control
         watchers = self.queue_service.event_watchers
         watchers.limit, watchers.ttl_ms = s.events_buffer, s.events_ttl_ms
         self.sampler = MetricsSampler(self.queue_service.metrics_reader)
@@ -213,6 +219,7 @@ class App:
             scheduler,
             self.queue_service.waiters,
             watchers,
+            self.worker_control,
         )
         self.notifier.start()
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)

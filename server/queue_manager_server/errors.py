@@ -68,6 +68,10 @@ class ScheduleNotFound(QueueManagerError):
         super().__init__(f"schedule {schedule_id!r} not found in queue {queue!r}")
 
 
+class WorkerNotFound(QueueManagerError):
+    """No live server holds a stream of the worker (ControlWorker)."""
+
+
 class WorkflowNotFound(QueueManagerError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"workflow run {run_id!r} not found (runs are kept 7 days after they finish)")

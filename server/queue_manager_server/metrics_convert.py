@@ -87,6 +87,14 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
     return out
 
 
+# The registry's ``st`` field (engine/workers.py) as the contract's WorkerState.
+WORKER_STATES = {
+    "active": metrics_pb2.WORKER_STATE_ACTIVE,
+    "quiet": metrics_pb2.WORKER_STATE_QUIET,
+    "stopping": metrics_pb2.WORKER_STATE_STOPPING,
+}
+
+
 def worker_out(w: WorkerRecord, now_ms: int) -> metrics_pb2.WorkerInfo:
     return metrics_pb2.WorkerInfo(
         worker_id=w.worker_id,
@@ -103,6 +111,7 @@ def worker_out(w: WorkerRecord, now_ms: int) -> metrics_pb2.WorkerInfo:
         memory_bytes=w.memory_bytes,
         labels=w.labels,
         uptime=_duration(max(now_ms - w.connect_ms, 0)),
+        state=WORKER_STATES.get(w.state, metrics_pb2.WORKER_STATE_ACTIVE),
     )
 
 

@@ -36,7 +36,9 @@ from queue_manager import (
     RedriveResult,
     Schedule,
     UnavailableError,
+    WorkerControlResult,
     WorkerInfo,
+    WorkerState,
     WorkflowRun,
     WorkflowState,
     WorkflowStepRef,
@@ -533,6 +535,11 @@ class FakeSource:
 
     async def _record(self, name: str, *args: object) -> None:
         self.calls.append((name, args))
+
+    async def control_worker(self, worker_id: str, action: str) -> WorkerControlResult:
+        await self._record("control_worker", worker_id, action)
+        state = {"quiet": WorkerState.QUIET, "resume": WorkerState.ACTIVE, "stop": WorkerState.STOPPING}
+        return WorkerControlResult("server-a", state[action], 8, True)
 
     async def pause_queue(self, queue: str) -> None:
         await self._record("pause_queue", queue)

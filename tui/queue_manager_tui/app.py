@@ -21,7 +21,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics, Schedule
+from queue_manager import Job, JobRef, MetricsSnapshot, QueueManagerError, QueueMetrics, Schedule, WorkerInfo
 from queue_manager_tui.commands import DashboardCommands, PaletteCommand, palette_commands
 from queue_manager_tui.controls import (
     NotApplicable,
@@ -32,9 +32,11 @@ from queue_manager_tui.controls import (
     matches_plan,
     pause_plan,
     promote_plan,
+    quiet_worker_plan,
     remove_plan,
     retry_all_plan,
     retry_plan,
+    stop_worker_plan,
 )
 from queue_manager_tui.data import DataSource, EditNotSent
 from queue_manager_tui.dead_letters import (
@@ -69,7 +71,9 @@ QUEUE_ACTIONS = frozenset({"pause_resume", "clean", "retry_all"})
 JOB_ACTIONS = frozenset({"retry", "promote", "cancel_job", "remove", "act_on_matches"})
 # In Dead letters: r requeues the copy, R every copy shown, d deletes the copy, e edits and requeues.
 DEAD_LETTER_ACTIONS = frozenset({"retry", "retry_all", "remove", "edit_requeue"})
-CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS | DEAD_LETTER_ACTIONS
+# In the Workers view, p quiets or resumes the selected worker (at once) and s stops it (asks first).
+WORKER_ACTIONS = frozenset({"stop_worker"})
+CONTROL_ACTIONS = QUEUE_ACTIONS | JOB_ACTIONS | DEAD_LETTER_ACTIONS | WORKER_ACTIONS
 """Actions that change something on the server: absent in read-only mode."""
 # Seconds between reads of the queues' settings: a rate limit or priority bound changed elsewhere shows within
 # this, for one ListQueues call per refresh.
@@ -109,6 +113,7 @@ class DashboardApp(App[None]):
         Binding("c", "cancel_job", "Cancel"),
         Binding("d", "remove", "Remove"),
         Binding("e", "edit_requeue", "Edit and requeue"),
+        Binding("s", "stop_worker", "Stop worker"),
         # Not in the footer (it is full in Jobs): the help, the palette and the docs name it.
         Binding("A", "act_on_matches", "Act on the matches", show=False),
     ]
@@ -385,6 +390,10 @@ class DashboardApp(App[None]):
             return False
         if action == "remove" and tab == "schedules":
             return True
+        if tab == "workers":
+            return action in ("pause_resume", "stop_worker")
+        if action in WORKER_ACTIONS:
+            return False
         if action in JOB_ACTIONS:
             return tab == "jobs"
         return tab in ("queues", "jobs")
@@ -412,8 +421,27 @@ class DashboardApp(App[None]):
             raise NotApplicable("Select a job first.")
         return job
 
+    def _worker(self) -> WorkerInfo:
+        worker = self.workers_view.selected_worker()
+        if worker is None:
+            raise NotApplicable("Select a worker first.")
+        return worker
+
     def action_pause_resume(self) -> None:
+        if self.active_tab == "workers":  # quiet or resume the worker: at once, either undoes the other
+            if self.read_only:
+                return
+            try:
+                plan = quiet_worker_plan(self._worker())
+            except NotApplicable as exc:
+                self.notify(str(exc), severity="warning", markup=False)
+                return
+            self._run_plan(plan)
+            return
         self._propose(lambda: pause_plan(self._queue_metrics()))
+
+    def action_stop_worker(self) -> None:
+        self._propose(lambda: stop_worker_plan(self._worker()))
 
     def action_retry_all(self) -> None:
         if self.active_tab == "deadletters":
@@ -555,6 +583,8 @@ class DashboardApp(App[None]):
             self.schedules_view.refresh_schedules()
         elif self.active_tab == "deadletters":
             self.dead_letters_view.refresh_copies()
+        elif self.active_tab == "workers":
+            self._load_workers()
 
     # ----------------------------------------------------------------- command palette
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from queue_manager import Job, JobState, QueueMetrics, Schedule
+from queue_manager import Job, JobState, QueueMetrics, Schedule, WorkerInfo, WorkerState
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.format import fmt_count, fmt_duration, safe
 from queue_manager_tui.search import BulkAction, Count, Search, act_on_matches
@@ -31,9 +31,11 @@ __all__ = [
     "parse_grace",
     "pause_plan",
     "promote_plan",
+    "quiet_worker_plan",
     "remove_plan",
     "retry_all_plan",
     "retry_plan",
+    "stop_worker_plan",
 ]
 
 CLEANABLE_STATES = (
@@ -335,3 +337,44 @@ def parse_grace(text: str) -> timedelta:
 
 def _state(job: Job) -> str:
     return job.state.value if job.state is not None else "in an unknown state"
+
+
+def quiet_worker_plan(worker: WorkerInfo) -> Plan:
+    """Quiets an active worker, or resumes a quiet one. Run without asking: either is undone by the other,
+    and nothing a worker holds is touched."""
+    wid = worker.worker_id
+    if worker.state is WorkerState.STOPPING:
+        raise NotApplicable(f"{safe(wid)} is stopping: it takes no other command.")
+    if worker.state is WorkerState.QUIET:
+
+        async def resume(source: DataSource) -> str:
+            await source.control_worker(wid, "resume")
+            return f"Resumed {wid}: it takes jobs again."
+
+        return Plan("Resume worker", f"Resume worker {safe(wid)}?", "", resume)
+
+    async def quiet(source: DataSource) -> str:
+        await source.control_worker(wid, "quiet")
+        return f"Quieted {wid}: it takes nothing new (p resumes it)."
+
+    return Plan("Quiet worker", f"Quiet worker {safe(wid)}?", "", quiet)
+
+
+def stop_worker_plan(worker: WorkerInfo) -> Plan:
+    """Stops a worker: it finishes or releases what it holds, then ends its run (it does not reconnect)."""
+    wid = worker.worker_id
+    if worker.state is WorkerState.STOPPING:
+        raise NotApplicable(f"{safe(wid)} is stopping already.")
+
+    async def stop(source: DataSource) -> str:
+        await source.control_worker(wid, "stop")
+        return f"Stopping {wid}."
+
+    return Plan(
+        "Stop worker",
+        f"Stop worker {safe(wid)} on {safe(worker.host or worker.server_id)}?",
+        f"It finishes (within its shutdown grace) or releases its {_jobs(worker.in_flight, 'running')} and "
+        "exits; it does not reconnect. Only a restart of the process brings it back.",
+        stop,
+        destructive=True,
+    )

@@ -25,6 +25,7 @@ from queue_manager import (
     QueueManager,
     RedriveResult,
     Schedule,
+    WorkerControlResult,
     WorkerInfo,
     WorkflowRun,
 )
@@ -173,6 +174,10 @@ class DataSource(Protocol):
         """Cancels a job (an active one once its worker stops it)."""
         ...
 
+    async def control_worker(self, worker_id: str, action: str) -> WorkerControlResult:
+        """Quiets (``quiet``), resumes (``resume``) or stops (``stop``) a connected worker."""
+        ...
+
     async def close(self) -> None:
         """Releases the connection."""
         ...
@@ -296,6 +301,14 @@ class ClientSource:
 
     async def cancel_job(self, queue: str, job_id: str) -> None:
         await self._client.cancel_job(queue, job_id, reason=CANCEL_REASON)
+
+    async def control_worker(self, worker_id: str, action: str) -> WorkerControlResult:
+        calls = {
+            "quiet": self._client.quiet_worker,
+            "resume": self._client.resume_worker,
+            "stop": self._client.stop_worker,
+        }
+        return await calls[action](worker_id)
 
     async def close(self) -> None:
         await self._client.close()

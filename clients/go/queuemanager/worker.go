@@ -22,6 +22,11 @@ package queuemanager
 //  6. DRAIN command (no delivery follows it): grant nothing more, let running handlers finish, send their
 //     outcomes, release jobs that had not started, half-close, read until the server ends the stream,
 //     reconnect with backoff.
+//     Operators' commands (ControlWorker; the hello lists them in commands, so the server sends no
+//     other): QUIET, the server delivers nothing until RESUME; runs in hand finish and report as usual,
+//     credits included, and a stream opened meanwhile says quiet in its hello. STOP, Shutdown as if
+//     called (bounded by ShutdownTimeout), without reconnecting: Run returns, and StoppedByServer is
+//     true. SET_CONCURRENCY is not taken (not listed in the hello).
 //  7. CANCEL_JOB command: the run's context is cancelled (cause ErrJobCancelled); however the handler then
 //     returns, the run is reported in cancelled. A job's own timeout (JobOptions.Timeout) ends its
 //     context with ErrJobTimeout and fails the attempt.
@@ -131,6 +136,8 @@ type Worker struct {
 	closing         bool // runs are done or abandoned: flush, half-close, stop
 	draining        bool // the server asked this stream to drain
 	deliveryStopped bool // the server confirmed no more jobs come on this stream
+	quiet           bool // an operator quieted this worker: the server delivers nothing until RESUME
+	stoppedByServer bool // an operator stopped this worker (STOP)
 	connected       chan struct{}
 	expected        expectedRejections
 
@@ -236,6 +243,14 @@ func makeWorkerID() string {
 
 // ID is the worker id sent in the hello.
 func (w *Worker) ID() string { return w.id }
+
+// StoppedByServer reports whether an operator stopped the worker (qm workers stop, ControlWorker STOP):
+// its Run then returns nil once the stop is done.
+func (w *Worker) StoppedByServer() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stoppedByServer
+}
 
 // Run connects and runs jobs until ctx ends or Shutdown is called. When ctx ends, Run shuts the worker
 // down gracefully, letting running handlers finish for up to ShutdownTimeout. It returns nil after a

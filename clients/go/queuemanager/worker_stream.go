@@ -41,6 +41,9 @@ func (w *Worker) session(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fromRPC(err)
 	}
+	w.mu.Lock()
+	quiet := w.quiet
+	w.mu.Unlock()
 	hello := &pb.WorkerHello{
 		WorkerId:    w.id,
 		Queues:      w.queues,
@@ -48,6 +51,8 @@ func (w *Worker) session(ctx context.Context) (bool, error) {
 		Labels:      w.labels,
 		Language:    "go",
 		Version:     Version,
+		Commands:    controlCommands,
+		Quiet:       quiet,
 	}
 	if err := stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, recvError(stream, err)
@@ -333,5 +338,27 @@ func (w *Worker) onCommand(command *pb.ServerCommand) {
 			"reason", command.GetReason())
 		r.cancelled = true
 		r.cancel(ErrJobCancelled)
+	case pb.ServerCommandType_SERVER_COMMAND_TYPE_QUIET, pb.ServerCommandType_SERVER_COMMAND_TYPE_RESUME:
+		w.quiet = command.GetType() == pb.ServerCommandType_SERVER_COMMAND_TYPE_QUIET
+		w.log.Info("the server quiets or resumes the worker", "quiet", w.quiet)
+	case pb.ServerCommandType_SERVER_COMMAND_TYPE_STOP:
+		w.log.Info("the server asks the worker to stop", "reason", command.GetReason())
+		if !w.stopping {
+			w.stoppedByServer = true
+			go func() { // Shutdown takes the lock held here
+				ctx, cancel := context.WithTimeout(context.Background(), w.shutdownTimeout)
+				defer cancel()
+				if err := w.Shutdown(ctx); err != nil {
+					w.log.Warn("stop asked by the server", "error", err)
+				}
+			}()
+		}
 	}
+}
+
+// controlCommands are the operators' commands this worker obeys (its hello lists them).
+var controlCommands = []pb.ServerCommandType{
+	pb.ServerCommandType_SERVER_COMMAND_TYPE_QUIET,
+	pb.ServerCommandType_SERVER_COMMAND_TYPE_RESUME,
+	pb.ServerCommandType_SERVER_COMMAND_TYPE_STOP,
 }

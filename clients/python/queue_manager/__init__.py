@@ -23,10 +23,11 @@ import queue_manager._grpc_io  # noqa: F401
 # isort: split
 from queue_manager.batching import BatchProcessor, batch
 from queue_manager.client import QueueManager
+from queue_manager.client_workers import WorkerControlResult
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobError, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
-from queue_manager.enums import DedupMode, JobErrorKind, JobPriority, JobState
+from queue_manager.enums import DedupMode, JobErrorKind, JobPriority, JobState, WorkerState
 from queue_manager.errors import (
     AlreadyExistsError,
     DelayedError,
@@ -118,8 +119,10 @@ __all__ = [
     "UnavailableError",
     "UnrecoverableError",
     "Worker",
+    "WorkerControlResult",
     "WorkerInfo",
     "WorkerManager",
+    "WorkerState",
     "WorkflowRun",
     "WorkflowState",
     "WorkflowStepRef",

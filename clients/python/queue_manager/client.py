@@ -32,6 +32,7 @@ from queue_manager.client_base import UNREAD
 from queue_manager.client_flows import FlowCalls
 from queue_manager.client_jobs import JobCalls
 from queue_manager.client_queues import QueueCalls
+from queue_manager.client_workers import WorkerCalls
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, created_job, job_from_proto
 from queue_manager.errors import error_from_rpc
@@ -52,7 +53,7 @@ _P = TypeVar("_P", bound=Callable[..., Any])
 _H = TypeVar("_H", bound=BatchHandler)
 
 
-class QueueManager(JobCalls, QueueCalls, FlowCalls):
+class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
     """Client of a Queue Manager server: add and read jobs, administer queues, run processors.
 
     The channel is opened on first use, so a `QueueManager` may be created at import time (for example to

@@ -1,10 +1,18 @@
-"""Public enums: job priority, job state and dedup mode, with the same values as the wire."""
+"""Public enums: job priority, job state, dedup mode and worker state, with the same values as the wire."""
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["STATE_BY_NUMBER", "STATE_NUMBER", "DedupMode", "JobErrorKind", "JobPriority", "JobState"]
+__all__ = [
+    "STATE_BY_NUMBER",
+    "STATE_NUMBER",
+    "DedupMode",
+    "JobErrorKind",
+    "JobPriority",
+    "JobState",
+    "WorkerState",
+]
 
 
 class JobPriority(enum.IntEnum):
@@ -66,3 +74,17 @@ DEDUP_MODE_BY_NUMBER: dict[int, DedupMode] = {number: mode for mode, number in D
 # The wire numbers of `queue_manager.v1.JobState`, in both directions (0 is "unspecified").
 STATE_NUMBER: dict[JobState, int] = {state: number for number, state in enumerate(JobState, start=1)}
 STATE_BY_NUMBER: dict[int, JobState] = {number: state for state, number in STATE_NUMBER.items()}
+
+
+class WorkerState(enum.StrEnum):
+    """Whether a connected worker takes jobs (`WorkerInfo.state`; `QueueManager.quiet_worker` and its kin)."""
+
+    ACTIVE = "active"
+    #: Quieted by an operator: runs what it holds, takes nothing new, stays connected.
+    QUIET = "quiet"
+    #: Stopping (an operator's stop, or its own shutdown): finishes or releases what it holds, then leaves.
+    STOPPING = "stopping"
+
+
+# The wire numbers of `queue_manager.v1.WorkerState` (0, "unspecified", reads as active: an older server).
+WORKER_STATE_BY_NUMBER: dict[int, WorkerState] = dict(enumerate(WorkerState, start=1))

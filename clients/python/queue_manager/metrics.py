@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from queue_manager.enums import JobPriority
+from queue_manager.enums import WORKER_STATE_BY_NUMBER, JobPriority, WorkerState
 from queue_manager.v1 import metrics_pb2, types_pb2
 
 __all__ = [
@@ -161,6 +161,7 @@ class WorkerInfo:
         memory_bytes: Resident memory it last reported (0: it reports none).
         labels: Free labels from its hello.
         uptime: How long it has been connected.
+        state: Whether it takes jobs: active, quiet or stopping (`QueueManager.quiet_worker` and its kin).
     """
 
     worker_id: str
@@ -177,6 +178,7 @@ class WorkerInfo:
     memory_bytes: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     uptime: timedelta | None = None
+    state: WorkerState = WorkerState.ACTIVE
 
 
 @dataclass(slots=True)
@@ -282,6 +284,7 @@ def worker_from_proto(msg: metrics_pb2.WorkerInfo) -> WorkerInfo:
         memory_bytes=msg.memory_bytes,
         labels=dict(msg.labels),
         uptime=_duration(msg.uptime) if msg.HasField("uptime") else None,
+        state=WORKER_STATE_BY_NUMBER.get(msg.state, WorkerState.ACTIVE),
     )
 
 

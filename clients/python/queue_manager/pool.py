@@ -15,7 +15,12 @@ How it runs:
    ones with SIGTERM, choosing those holding the fewest jobs (the workers' in-flight counts from the
    snapshots, matched by their ``pid`` and ``host`` labels): a stopped child takes no new jobs and
    finishes its running ones within the grace, so a scale-down loses nothing.
-4. A child that exits without being asked is logged with its pid, exit status and run time, and replaced.
+4. A child that exits cleanly (status 0) without being asked was stopped on purpose: an operator's
+   ``qm workers stop`` (ControlWorker STOP), or a SIGTERM sent to it directly. It is not replaced at once:
+   the pool counts it as a scale-down (it wants one process fewer) and grows again only as its rule says,
+   after ``scale_up_cooldown``, if the queues (or ``min_workers``) still ask for more.
+   Any other child that exits without being asked is logged with its pid, exit status and run time, and
+   replaced.
    Its jobs go back to waiting when its stream ends (the server's lease is the backstop). A child that
    dies young is replaced after a delay that doubles with each such death in a row (``restart_delay`` up
    to ``max_restart_delay``); one that ran at least ``max_restart_delay`` is replaced at once.
@@ -73,7 +78,8 @@ class PoolEvent:
         desired: Processes the pool wants after the event.
         pid: The child's process id (not for ``"desired"``).
         returncode: How the child ended (``"exited"``): its exit status, or minus the signal that ended it.
-        expected: False for a child that exited without being asked (it is replaced).
+        expected: False for a child that exited without being asked (it is replaced); True also for one that
+            ended cleanly on its own (stopped on purpose: not replaced at once).
         reason: Why, in words.
     """
 
@@ -412,9 +418,16 @@ class WorkerManager(RunsUntilShutdown):
         returncode, ran = await child.wait()
         del self._children[child]
         ended = describe_exit(returncode)
+        expected = child.stopping
         if child.stopping:
             logger.info("worker process %d stopped (%s) after %.1fs", child.pid, ended, ran)
             reason = "stopped"
+        elif returncode == 0:
+            expected = True
+            reason = "stopped on purpose (qm workers stop, or a SIGTERM from outside the pool); not replaced"
+            logger.info("worker process %d %s after %.1fs", child.pid, reason, ran)
+            self._scaling = ScalingState(last_up=asyncio.get_running_loop().time())
+            self._set_desired(max(self._desired - 1, 0), f"worker process {child.pid} {reason}")
         else:
             delay = self._restarts.died(ran)
             logger.warning(
@@ -431,7 +444,7 @@ class WorkerManager(RunsUntilShutdown):
             self._desired,
             pid=child.pid,
             returncode=returncode,
-            expected=child.stopping,
+            expected=expected,
             reason=reason,
         )
         self._emit(event)

@@ -13,6 +13,7 @@ from queue_manager import tracing
 from queue_manager.bounds import PriorityBoundsLike
 from queue_manager.channel import resolve_address, sync_channel
 from queue_manager.checks import check_channel_options, check_credentials, check_timeout, check_token
+from queue_manager.client_workers import WorkerControlResult, control_request, result_from_proto
 from queue_manager.convert import (
     Job,
     JobLogLine,
@@ -440,6 +441,13 @@ class SyncQueueManager:
         request = metrics_pb2.ListWorkersRequest(queue_name=queue or "")
         response: metrics_pb2.ListWorkersResponse = self._call(self._queues.ListWorkers, request)
         return [worker_from_proto(w) for w in response.workers]
+
+    def control_worker(self, worker_id: str, action: str, concurrency: int = 0) -> WorkerControlResult:
+        """Quiets, resumes, stops or resizes a worker: action ``quiet``, ``resume``, ``stop`` or
+        ``concurrency`` (with `concurrency`); see `QueueManager.quiet_worker` and its kin."""
+        request = control_request(worker_id, action, concurrency)
+        response: queue_service_pb2.ControlWorkerResponse = self._call(self._queues.ControlWorker, request)
+        return result_from_proto(response)
 
     # ----------------------------------------------------------------- workflows
 

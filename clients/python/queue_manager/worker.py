@@ -24,6 +24,13 @@ Protocol, as this side speaks it:
 6. DRAIN command (no delivery follows it): grant nothing more, let running jobs finish, send their
    outcomes, release jobs that had not started, half-close, read until the server ends the stream,
    reconnect with backoff.
+   Operators' commands (ControlWorker; the hello lists them in ``commands``, so the server sends them):
+   QUIET — the server delivers nothing until RESUME; jobs in hand run and report as usual, credits
+   included, and a stream opened meanwhile says ``quiet`` in its hello. STOP — `shutdown` (stop, finish
+   running jobs within the grace, flush, half-close) without reconnecting: `run` returns and
+   ``stopped_by_server`` is set. SET_CONCURRENCY — a higher concurrency grants the extra credits; a lower
+   one takes back what the server did not (``revoked_credits``) from credits not yet sent, then from the
+   jobs that finish (their credits are kept back), so at most the new concurrency run once those end.
 7. CANCEL_JOB command (the job was cancelled, or passed its timeout on the server): an async
    processor's task is cancelled, a plain-``def`` processor sees ``job.cancelled``; however the run then
    ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
@@ -187,6 +194,9 @@ class Worker(WorkerStream, RunsUntilShutdown):
         self._closing = False  # running jobs are done or released: flush, half-close, stop
         self._draining = False  # the server asked this stream to drain
         self._delivery_stopped = False  # the server confirmed no more jobs come on this stream
+        self._quiet = False  # an operator quieted this worker (ControlWorker): the server delivers nothing
+        self._debt = 0  # credits owed after a lower concurrency: finished jobs pay them instead of granting
+        self.stopped_by_server = False  # an operator stopped this worker (ControlWorker STOP)
         # Failure lines: the first few of each kind (queue, error type) per second, then a count (a storm
         # of failures would bury the log and cost more CPU than the runs; logsampling.py).
         self._failure_log = Sampler(_log_left_out)

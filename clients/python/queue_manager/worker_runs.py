@@ -66,6 +66,7 @@ class JobRuns:
     _outbox: worker_service_pb2.ConnectRequest
     _unsent: int
     _credits: int
+    _debt: int
     _wake: asyncio.Event
     _stopping: bool
     _draining: bool
@@ -152,7 +153,9 @@ class JobRuns:
         """Forgets a finished job and gives its credit back (unless the worker stops taking jobs)."""
         if self._running.get(ctx.key) is ctx:
             del self._running[ctx.key]
-        if not (self._stopping or self._draining):
+        if self._debt:  # a lower concurrency (SET_CONCURRENCY): this slot is given up
+            self._debt -= 1
+        elif not (self._stopping or self._draining):
             self._credits += 1
         self._wake.set()
 

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeAlias
 
 import grpc
@@ -49,6 +51,12 @@ _Call: TypeAlias = (
 )
 _DRAIN = worker_service_pb2.SERVER_COMMAND_TYPE_DRAIN
 _CANCEL = worker_service_pb2.SERVER_COMMAND_TYPE_CANCEL_JOB
+_QUIET = worker_service_pb2.SERVER_COMMAND_TYPE_QUIET
+_RESUME = worker_service_pb2.SERVER_COMMAND_TYPE_RESUME
+_STOP = worker_service_pb2.SERVER_COMMAND_TYPE_STOP
+_SET_CONCURRENCY = worker_service_pb2.SERVER_COMMAND_TYPE_SET_CONCURRENCY
+# The operators' commands this worker obeys (its hello lists them; worker.py's docstring says how).
+_CONTROL_COMMANDS = (_QUIET, _RESUME, _STOP, _SET_CONCURRENCY)
 
 
 class WorkerStream(JobRuns):
@@ -70,6 +78,11 @@ class WorkerStream(JobRuns):
     _closing_event: asyncio.Event
     _closing: bool
     _delivery_stopped: bool
+    _quiet: bool
+    stopped_by_server: bool
+    _executor: ThreadPoolExecutor | None
+    _shutdown_task: asyncio.Task[None] | None
+    shutdown: Callable[[], Coroutine[object, object, None]]  # Worker.shutdown
 
     async def _main_loop(self) -> None:
         delay = _BACKOFF_FIRST
@@ -116,6 +129,8 @@ class WorkerStream(JobRuns):
                 labels=self.labels,
                 language="python",
                 version=client_version(),
+                commands=_CONTROL_COMMANDS,
+                quiet=self._quiet,
             )
             await call.write(worker_service_pb2.ConnectRequest(hello=hello))
             first = await call.read()
@@ -161,6 +176,7 @@ class WorkerStream(JobRuns):
         if self._stopping:
             self._outbox.report.stop = True
         self._credits = 0 if self._stopping else max(0, self.concurrency - len(self._running))
+        self._debt = max(0, len(self._running) - self.concurrency)  # runs beyond a lowered concurrency
         # Extensions queued for the old stream are stale. Fresh ones for every run still going go in the
         # first report: a server that ended the old stream at its shutdown left their leases held, and this
         # server takes them over when they are extended here (a lease lost meanwhile is refused: that run is
@@ -325,6 +341,44 @@ class WorkerStream(JobRuns):
             self._wake.set()
         elif command.type == _CANCEL:
             self._on_cancel(command)
+        elif command.type in (_QUIET, _RESUME):
+            self._quiet = command.type == _QUIET
+            logger.info("worker %s: %s by the server", self.worker_id, "quiet" if self._quiet else "resumed")
+        elif command.type == _STOP:
+            self._on_stop(command)
+        elif command.type == _SET_CONCURRENCY:
+            self._resize(command.concurrency, command.revoked_credits)
+
+    def _on_stop(self, command: worker_service_pb2.ServerCommand) -> None:
+        """STOP: shut down as `shutdown` does (no reconnect); `run` then returns."""
+        reason = command.reason or "no reason given"
+        logger.info("worker %s: the server asks it to stop (%s)", self.worker_id, reason)
+        if self._stopping:
+            return
+        self.stopped_by_server = True
+        assert self._loop is not None
+        self._shutdown_task = self._loop.create_task(self.shutdown())
+
+    def _resize(self, concurrency: int, revoked: int) -> None:
+        """SET_CONCURRENCY: at most `concurrency` jobs from now on. The server took back `revoked` of the
+        credits it held; the rest of a decrease comes from credits not yet sent, then from finished jobs."""
+        if concurrency < 1:
+            return
+        change, self.concurrency = concurrency - self.concurrency, concurrency
+        logger.info("worker %s: concurrency set to %d by the server", self.worker_id, concurrency)
+        if change > 0:
+            paid = min(change, self._debt)
+            self._debt -= paid
+            if not (self._stopping or self._draining):
+                self._credits += change - paid
+                self._wake.set()
+            if self._executor is not None and self._executor._max_workers < concurrency:
+                self._executor._max_workers = concurrency  # threads start as runs need them
+            return
+        owed = max(0, -change - revoked)
+        taken = min(owed, self._credits)
+        self._credits -= taken
+        self._debt += owed - taken
 
     def _on_cancel(self, command: worker_service_pb2.ServerCommand) -> None:
         """CANCEL_JOB: stop that run (cancel an async processor's task; a plain-``def`` processor sees

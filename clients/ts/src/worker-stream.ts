@@ -18,6 +18,10 @@
  * 6. DRAIN command (no delivery follows it): grant nothing more, let running jobs finish, send their
  *    outcomes, release jobs that had not started, half-close, read until the server ends the stream,
  *    reconnect with backoff.
+ *    Operators' commands (ControlWorker; the hello lists them in `commands`, so the server sends no other):
+ *    QUIET — the server delivers nothing until RESUME; runs in hand finish and report as usual, credits
+ *    included, and a stream opened meanwhile says `quiet` in its hello. STOP — `shutdown` as if called (no
+ *    reconnect); `stoppedByServer` is then true. SET_CONCURRENCY is not taken (not listed in the hello).
  * 7. CANCEL_JOB command: the run's AbortSignal fires; however the processor then ends, the run is reported
  *    in `cancelled`. A processor that throws `UnrecoverableError` fails its job for good (`do_not_retry`);
  *    one that throws `RateLimitedError` fails with `retry_after` (no attempt used).
@@ -60,9 +64,16 @@ export interface StreamOwner {
   serverId: string;
   leaseDurationMs: number;
   heartbeatIntervalMs: number;
+  /** Set when an operator stopped the worker (STOP command). */
+  stoppedByServer: boolean;
   /** The worker's events: `connected` (serverId) and `disconnected` (error). */
   emit(event: string, ...args: unknown[]): boolean;
+  /** The worker's graceful shutdown (a STOP command starts it). */
+  shutdown(): Promise<void>;
 }
+
+/** The operators' commands this worker obeys (its hello lists them). */
+const CONTROL_COMMANDS = [ServerCommandType.QUIET, ServerCommandType.RESUME, ServerCommandType.STOP];
 
 /** How a stream says hello and comes back: the hello's labels, the log, the reconnect backoff (ms). */
 export interface StreamSettings {
@@ -79,6 +90,7 @@ export class WorkerStream {
   private gaveUp = false; // shutdown stopped waiting for the stream
   private draining = false; // the server asked this stream to drain
   private deliveryStopped = false; // the server confirmed no more jobs come on this stream
+  private quiet = false; // an operator quieted this worker: the server delivers nothing until RESUME
   private readonly closingSignal = new AbortController();
   private session: AbortController | undefined;
   private wakeUp: (() => void) | undefined;
@@ -190,6 +202,8 @@ export class WorkerStream {
           labels: this.settings.labels,
           language: "typescript",
           version: clientVersion(),
+          commands: CONTROL_COMMANDS,
+          quiet: this.quiet,
         },
       },
     });
@@ -323,6 +337,15 @@ export class WorkerStream {
       this.wake();
     } else if (command.type === ServerCommandType.CANCEL_JOB && command.job) {
       this.runs.cancel(command.job, command.reason);
+    } else if (command.type === ServerCommandType.QUIET || command.type === ServerCommandType.RESUME) {
+      this.quiet = command.type === ServerCommandType.QUIET;
+      this.settings.log.info(`worker ${this.owner.workerId}: ${this.quiet ? "quiet" : "resumed"} by the server`);
+    } else if (command.type === ServerCommandType.STOP) {
+      this.settings.log.info(`worker ${this.owner.workerId}: the server asks it to stop (${command.reason || "no reason given"})`);
+      if (!this.stoppingNow) {
+        this.owner.stoppedByServer = true;
+        void this.owner.shutdown();
+      }
     }
   }
 }

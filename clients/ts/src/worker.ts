@@ -46,6 +46,8 @@ export class Worker extends EventEmitter {
   serverId = "";
   leaseDurationMs = 0;
   heartbeatIntervalMs = DEFAULT_HEARTBEAT_MS;
+  /** True once an operator stopped this worker (`qm workers stop`): its run ends as after `shutdown`. */
+  stoppedByServer = false;
 
   private readonly options: WorkerOptions;
   private readonly log: WorkerLogger;

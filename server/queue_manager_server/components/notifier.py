@@ -1,6 +1,7 @@
 """Listens to the engine's pub/sub channel: wakes the queue's dispatcher loop and arms promotion timers.
 
-This is how a job added through any server reaches idle workers connected to any other at once.
+This is how a job added through any server reaches idle workers connected to any other at once, and how a
+ControlWorker call reaches the server holding the worker's stream (``k <JSON>``: services/worker_control.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from queue_manager_server.errors import QueueDeleted
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.job_events import EventWatchers
 from queue_manager_server.services.waiters import JobWaiters
+from queue_manager_server.services.worker_control import WorkerControl
 
 log = logging.getLogger("queue_manager_server.notifier")
 # Longest single wait for a message. redis-py 5 (which the server still allows) applies the socket timeout
@@ -38,6 +40,7 @@ class Notifier:
         scheduler: Scheduler | None = None,
         waiters: JobWaiters | None = None,
         events: EventWatchers | None = None,
+        control: WorkerControl | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -46,6 +49,7 @@ class Notifier:
         self.scheduler = scheduler
         self.waiters = waiters
         self.events = events
+        self.control = control
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -134,5 +138,8 @@ class Notifier:
                 if data.startswith(b"e "):  # ``e <queue> <ms> <JSON>``: job events (WatchJobEvents)
                     if self.events is not None:
                         self.events.deliver(data)
+                elif data.startswith(b"k "):  # ``k <JSON>``: a worker control request or answer
+                    if self.control is not None:
+                        self.control.deliver(data[2:])
                 else:
                     self._dispatch(data.split(b" "))

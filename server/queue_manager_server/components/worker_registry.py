@@ -37,8 +37,8 @@ class WorkerRegistry(Component):
         self.server_id = server_id
         self.refresh_s = heartbeat_ms / 1000
         self.ttl_ms = registry_ttl_ms(heartbeat_ms)
-        # session -> (jobs in flight, stats message, monotonic time) as last written
-        self._written: dict[WorkerSession, tuple[int, object, float]] = {}
+        # session -> (jobs in flight, stats message, state, concurrency, monotonic time) as last written
+        self._written: dict[WorkerSession, tuple[int, object, str, int, float]] = {}
 
     async def tick(self) -> None:
         now = time.monotonic()
@@ -46,7 +46,8 @@ class WorkerRegistry(Component):
         due = []
         for s in live:
             last = self._written.get(s)
-            if last is None or last[:2] != (len(s.leases), s.stats) or now - last[2] >= self.refresh_s:
+            shown = (len(s.leases), s.stats, s.state, s.concurrency)
+            if last is None or last[:4] != shown or now - last[4] >= self.refresh_s:
                 due.append(s)
         alive = set(live)
         ended = [s for s in self._written if s not in alive]
@@ -58,7 +59,7 @@ class WorkerRegistry(Component):
             self.ttl_ms,
         )
         for s in due:
-            self._written[s] = (len(s.leases), s.stats, now)
+            self._written[s] = (len(s.leases), s.stats, s.state, s.concurrency, now)
         for s in ended:
             del self._written[s]
         # A stream that ended while we wrote: the worker service's removal may have gone first.

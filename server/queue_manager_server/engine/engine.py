@@ -1022,6 +1022,10 @@ class Engine:
     async def notify_waiting(self, queue: str) -> None:
         await self.redis.publish(self.channel, f"w {queue}")
 
+    async def publish_control(self, message: str) -> None:
+        """A worker control request or answer (``k <JSON>``) for every server (services/worker_control.py)."""
+        await self.redis.publish(self.channel, f"k {message}")
+
     async def redis_time_ms(self, queue: str | None = None) -> int:
         """Redis's clock (ms), on the node that holds the queue's keys (a Cluster's nodes may disagree a
         little; the queue's scripts read that node's)."""

@@ -8,7 +8,8 @@ workers of a server killed with -9 drop out by themselves. Readers see only live
 Entry fields (a hash per worker, engine/keys.py ``worker_prefix``): ses (the stream's session id), sid
 (server id), host, lang, ver, q (queues, comma-separated), conc (concurrency), inf (jobs in flight), cts
 (stream opened, ms), hb (last report, ms), cpu (percent of one core), mem (resident bytes), lbl (labels,
-JSON). Times are Redis times.
+JSON), st (whether it takes jobs: ``active``, ``quiet`` or ``stopping``; services/worker_control.py). Times
+are Redis times.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class WorkerEntry:
     cpu_percent: float = 0.0
     memory_bytes: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    state: str = "active"
 
     def argv(self) -> list[Any]:
         return [
@@ -58,6 +60,7 @@ class WorkerEntry:
             repr(float(self.cpu_percent)),
             self.memory_bytes,
             json.dumps(self.labels, separators=(",", ":")),
+            self.state,
         ]
 
 
@@ -78,6 +81,7 @@ class WorkerRecord:
     cpu_percent: float
     memory_bytes: int
     labels: dict[str, str]
+    state: str = "active"
 
     @property
     def free(self) -> int:
@@ -109,6 +113,7 @@ def _record(worker_id: str, flat: Sequence[Any]) -> WorkerRecord:
         cpu_percent=float(f.get("cpu") or 0),
         memory_bytes=int(float(f.get("mem") or 0)),
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+        state=f.get("st") or "active",
     )
 
 

@@ -86,6 +86,7 @@ ROUTES = [
     Route("POST", f"/v1/queues/{_QJ}/groups/{{group}}:resume", "ResumeGroup"),
     Route("GET", "/v1/metrics", "GetAllMetrics"),
     Route("GET", "/v1/workers", "ListWorkers"),
+    Route("POST", "/v1/workers/{worker_id:[^/]+}:control", "ControlWorker"),
     Route("POST", f"/v1/queues/{_QJ}/jobs", "AddJob"),
     Route("POST", f"/v1/queues/{_QJ}/jobs:bulk", "AddBulk"),
     Route("POST", f"/v1/queues/{_QJ}/jobs:retryFailed", "RetryFailedJobs"),

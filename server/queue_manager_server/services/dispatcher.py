@@ -100,7 +100,15 @@ class WorkerSession:
     # (one per claim keeps the claim cheap); the job, not the token, is the key.
     leases: dict[tuple[str, str], str] = field(default_factory=dict)
     closed: bool = False
+    # The worker takes no more jobs on this stream (its own stop, the server's DRAIN, an operator's STOP):
+    # credits it sends are dropped.
     draining: bool = False
+    # An operator quieted it (services/worker_control.py): no delivery, but its credits are kept.
+    quiet: bool = False
+    # Deliver nothing to it: draining or quiet. The one flag the dispatcher reads (stop_taking, set_quiet).
+    held: bool = False
+    # The commands beyond DRAIN and CANCEL_JOB it obeys (its hello's ``commands``).
+    commands: frozenset[int] = frozenset()
     # Set when this server, shutting down, ends the stream of a worker still running jobs: their leases stay
     # held (not released as stalls), and the worker extends them on the stream it opens next, to this server
     # restarted or to another, which takes them over (reports.py); a worker that never comes back loses
@@ -135,6 +143,30 @@ class WorkerSession:
                 self.cut(f"more than {self.max_buffer} messages wait for it (--max-worker-buffer)")
                 return
             self.outbound.put_nowait(message)
+
+    def stop_taking(self) -> None:
+        """The worker takes no more jobs on this stream: nothing is delivered, and credits are dropped."""
+        self.draining = self.held = True
+
+    def set_quiet(self, quiet: bool) -> None:
+        """Quiets the worker (no delivery; its credits are kept) or resumes it."""
+        self.quiet = quiet
+        self.held = quiet or self.draining
+
+    @property
+    def state(self) -> str:
+        """Whether it takes jobs, as the worker registry shows it: active, quiet or stopping."""
+        return "stopping" if self.draining else "quiet" if self.quiet else "active"
+
+    def resize(self, concurrency: int) -> int:
+        """Sets a new concurrency. A lower one takes back credits the server holds, at most the decrease
+        (those a claim under way has reserved are not counted); returns how many, which the worker is told
+        (SET_CONCURRENCY) so that it takes back the rest itself."""
+        decrease = self.concurrency - concurrency
+        self.concurrency = concurrency
+        revoked = max(0, min(decrease, self.credits))
+        self.credits -= revoked
+        return revoked
 
     def cut(self, reason: str) -> None:
         """Ends a stream whose worker stopped reading: its handler ends as on a lost connection, so the
@@ -287,7 +319,7 @@ class Dispatcher:
         sessions = self._in_turn(queue)
         now = time.monotonic()
         for s in sessions:
-            if s.closed or s.draining or s.credits <= 0 or s.linger_until or self._silent(s, queue, now):
+            if s.closed or s.held or s.credits <= 0 or s.linger_until or self._silent(s, queue, now):
                 continue
             take = min(self._take(s, len(sessions) == 1), FOLD_MAX)
             if take <= 0:
@@ -375,9 +407,9 @@ class Dispatcher:
 
     def _hand_over(self, queue: str, s: WorkerSession, token: str, jobs: list[ClaimedJob]) -> None:
         """Jobs a claim leased to the session: down its stream, or back to waiting when the worker left or
-        stopped taking jobs while the claim ran."""
+        stopped taking jobs (or was quieted) while the claim ran."""
         s.credits -= len(jobs)
-        if s.closed or s.draining:
+        if s.closed or s.held:
             self.spawn(self.engine.release(queue, [(j.id, token) for j in jobs], False), "release")
             return
         for j in jobs:
@@ -451,6 +483,11 @@ class Dispatcher:
                 return True
         return False
 
+    def session_of(self, worker_id: str) -> WorkerSession | None:
+        """The open stream of a worker on this server (the newest, if it has reconnected), or None."""
+        found = [s for s in self.all_sessions() if s.worker_id == worker_id and not s.closed]
+        return max(found, key=lambda s: s.connected_at) if found else None
+
     def all_sessions(self) -> set[WorkerSession]:
         return {s for group in self.sessions.values() for s in group}
 
@@ -494,7 +531,7 @@ class Dispatcher:
         now = asyncio.get_running_loop().time()
         clock = time.monotonic()
         for s in sessions:
-            if s.closed or s.draining or self._silent(s, queue, clock):
+            if s.closed or s.held or self._silent(s, queue, clock):
                 continue
             if s.credits <= 0:
                 s.short_of_credit.add(queue)
@@ -541,7 +578,7 @@ class Dispatcher:
                 return IDLE_RECHECK_S
             if res.jobs:
                 self._hand_over(queue, s, token, res.jobs)
-                if s.closed or s.draining:
+                if s.closed or s.held:
                     continue
                 if len(res.jobs) == take:
                     more = True

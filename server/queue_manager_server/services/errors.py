@@ -40,6 +40,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.LeaseNotHeld, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.JobActive, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.WorkflowNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.WorkerNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),

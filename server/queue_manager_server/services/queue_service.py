@@ -23,6 +23,7 @@ from queue_manager_server.services.queues import QueueAdmin
 from queue_manager_server.services.schedules import ScheduleHandlers
 from queue_manager_server.services.search import SearchHandlers
 from queue_manager_server.services.waiters import JobWaiters
+from queue_manager_server.services.worker_control import WorkerControl, WorkerControlHandlers
 from queue_manager_server.services.workflows import WorkflowHandlers, Workflows
 
 
@@ -38,6 +39,7 @@ class QueueService(
     WorkflowHandlers,
     MetricsHandlers,
     JobEventHandlers,
+    WorkerControlHandlers,
     pb_grpc.QueueServiceServicer,
 ):
     """Queues, jobs, workflows, schedules and metrics; each area's handlers live in their own module."""
@@ -61,3 +63,5 @@ class QueueService(
         self.metrics_reader = MetricsReader(engine)
         # The metrics stream's sampler (components/metrics_sampler.py); app.py sets it.
         self.watch_source: WatchSource | None = None
+        # Quiets, resumes, stops and resizes workers (ControlWorker); app.py sets it.
+        self.worker_control: WorkerControl | None = None

@@ -36,4 +36,5 @@ def registry_entry(s: WorkerSession, server_id: str, now: float) -> WorkerEntry:
         cpu_percent=s.stats.cpu_percent if s.stats is not None else 0.0,
         memory_bytes=s.stats.memory_bytes if s.stats is not None else 0,
         labels=dict(h.labels),
+        state=s.state,
     )

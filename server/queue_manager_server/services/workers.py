@@ -27,6 +27,12 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    hello, its jobs in flight and its last stats (services/registry.py).
 6. Server command ``DRAIN``: the server is shutting down; finish or release what you hold, then
    half-close, and reconnect later. No delivery follows the command.
+   Operators' commands (ControlWorker, services/worker_control.py), sent only to a worker whose hello lists
+   them in ``commands`` (others are refused FAILED_PRECONDITION and sent nothing): ``QUIET`` — no delivery
+   until ``RESUME``, credits kept (``WorkerSession.held``); the worker stays connected and says ``quiet``
+   in the hello of a later stream. ``STOP`` — as DRAIN, but the worker does not reconnect. ``SET_CONCURRENCY``
+   — ``command.concurrency`` from now on; the server drops up to the decrease of the credits it holds
+   (``revoked_credits``) and the worker takes back the rest from credits not sent and finished jobs.
 7. A worker that shuts down sends ``report.stop``; the server stops delivering and answers with an ack
    whose ``delivery_stopped`` is set. Jobs delivered before it are the worker's to run or release; it
    half-closes only after it, so no job is ever in flight towards a closed stream.
@@ -172,7 +178,10 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         )
         for q in queues:
             await self.engine.get_queue(q)
-        return WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
+        session = WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
+        session.commands = frozenset(h.commands)
+        session.set_quiet(h.quiet)
+        return session
 
     async def _read(self, s: WorkerSession, requests: AsyncIterator[pb.ConnectRequest]) -> None:
         try:
@@ -196,7 +205,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             s.stats = r.stats
         if r.stop:
             # From here the dispatcher delivers nothing to this session (it checks after every claim too).
-            s.draining = True
+            s.stop_taking()
         if r.credits and not s.draining:
             # Credits first: the next claim overlaps with recording this report's outcomes. Jobs held and
             # owed are bounded (--max-worker-credits): a worker that grants more than it reads cannot make
@@ -249,7 +258,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.accepting = False
         sessions = self.dispatcher.all_sessions()
         for s in sessions:
-            s.draining = True
+            s.stop_taking()
             s.send(
                 pb.ConnectResponse(
                     command=pb.ServerCommand(type=pb.SERVER_COMMAND_TYPE_DRAIN, reason="server shutting down")

@@ -47,7 +47,7 @@ KEYS: tuple[Section, ...] = (
     ("Dead letters", (("f, /", "filter by original queue"),)),
 )
 CONTROL_KEYS: tuple[tuple[str, str], ...] = (
-    ("p", "pause or resume the queue"),
+    ("p", "pause or resume the queue; in Workers, quiet or resume the worker"),
     ("C", "clean the queue (state and age)"),
     ("R", "retry all failed jobs of the queue"),
     ("r", "retry the job (failed or cancelled)"),
@@ -57,6 +57,7 @@ CONTROL_KEYS: tuple[tuple[str, str], ...] = (
     ("A", "retry, cancel or remove all matches"),
     ("r R d", "DLQ: requeue one, all shown; delete"),
     ("e", "DLQ: edit the data, then requeue"),
+    ("s", "in Workers, stop the worker (it finishes its jobs and exits)"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The Workers view: every connected worker with its load, CPU and memory, live from the stream."""
+"""The Workers view: every connected worker with its load, CPU and memory, live from the stream; a quiet or
+stopping worker (ControlWorker: p quiets or resumes the selected one, s stops it) says so beside its id."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from queue_manager import WorkerInfo
+from queue_manager import WorkerInfo, WorkerState
 from queue_manager_tui.format import NONE, fmt_bytes, fmt_duration, fmt_time
 from queue_manager_tui.widgets.cells import literal, number
 from queue_manager_tui.widgets.live_text import LiveText
@@ -28,12 +29,15 @@ COLUMNS = (
     ("heartbeat", "Last report"),
     ("server", "Server"),
 )
+_STATE_STYLE = {WorkerState.QUIET: "yellow", WorkerState.STOPPING: "red"}
 # A worker silent for this long is shown in yellow: heartbeats come every few seconds.
 STALE_AFTER_SECONDS = 15.0
 
 
 class WorkersView(Vertical):
     """A row per connected worker; ages are measured against the snapshot's time, not this machine's."""
+
+    _shown: dict[str, WorkerInfo] = {}  # noqa: RUF012 - replaced (never mutated) by each show
 
     def compose(self) -> ComposeResult:
         yield LiveText(id="workers-summary")
@@ -46,8 +50,14 @@ class WorkersView(Vertical):
     def table(self) -> NavTable:
         return self.query_one("#workers-table", NavTable)
 
+    def selected_worker(self) -> WorkerInfo | None:
+        """The worker under the cursor, as last shown."""
+        key = self.table.selected_key
+        return self._shown.get(key) if key is not None else None
+
     def show(self, workers: list[WorkerInfo], now: datetime | None) -> None:
         """Redraws from the latest workers (in place, cursor kept)."""
+        self._shown = {w.worker_id: w for w in workers}
         rows: list[TableRow] = [(w.worker_id, _row(w, now)) for w in workers]
         self.table.sync_rows(rows)
         slots = sum(w.concurrency for w in workers)
@@ -67,8 +77,11 @@ def _row(worker: WorkerInfo, now: datetime | None) -> list[Text]:
         heartbeat = "just now" if silent.total_seconds() < 1 else f"{fmt_duration(silent)} ago"
     full = worker.in_flight >= worker.concurrency > 0
     version = f"{worker.language} {worker.version}".strip()
+    name = literal(worker.worker_id, "bold")
+    if worker.state is not WorkerState.ACTIVE:  # quieted or stopped by an operator (or shutting down)
+        name.append(f" ({worker.state.value})", style=_STATE_STYLE[worker.state])
     return [
-        literal(worker.worker_id, "bold"),
+        name,
         literal(worker.host),
         literal(version or NONE),
         literal(", ".join(worker.queues)),

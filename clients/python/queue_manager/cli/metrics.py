@@ -1,4 +1,5 @@
-"""``qm queues metrics`` and ``qm workers list``: what the queues and the workers are doing."""
+"""``qm queues metrics`` and ``qm workers list``: what the queues and the workers are doing (``qm workers
+quiet|resume|stop|concurrency``: cli/worker_control.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from typing import Any
 
 from queue_manager.cli.common import client, plain, print_table, show
+from queue_manager.cli.worker_control import add_control_parsers
 
 # The columns of `qm queues metrics` for every queue (one row each); -o json shows every field.
 _ALL_COLUMNS = (
@@ -28,6 +30,7 @@ _BUCKET_COLUMNS = ("start_time", "added", "completed", "failed", "average_proces
 _LEVEL_COLUMNS = ("priority", "waiting", "oldest_waiting_age")
 _WORKER_COLUMNS = (
     "worker_id",
+    "state",
     "host",
     "language",
     "queues",
@@ -51,7 +54,7 @@ def add_metrics_parser(queues: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``workers list`` to the ``qm`` parser."""
+    """Adds ``workers list`` (and the control actions) to the ``qm`` parser."""
     workers = commands.add_parser("workers", help="connected workers").add_subparsers(
         metavar="ACTION", required=True
     )
@@ -60,6 +63,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     listing.add_argument("--queue", help="only workers of this queue")
     listing.set_defaults(command="workers list", handler=_workers)
+    add_control_parsers(workers)
 
 
 def _metrics(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from queue_manager.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _WorkerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WorkerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WORKER_STATE_UNSPECIFIED: _WorkerState.ValueType  # 0
+    """Not set (a server that predates worker control)."""
+    WORKER_STATE_ACTIVE: _WorkerState.ValueType  # 1
+    """Takes jobs as its credits allow."""
+    WORKER_STATE_QUIET: _WorkerState.ValueType  # 2
+    """Quieted (ControlWorker QUIET): runs what it holds, takes nothing new, stays connected."""
+    WORKER_STATE_STOPPING: _WorkerState.ValueType  # 3
+    """Stopping (ControlWorker STOP, or its own shutdown): finishes or releases what it holds, then leaves."""
+
+class WorkerState(_WorkerState, metaclass=_WorkerStateEnumTypeWrapper):
+    """WorkerState says whether a connected worker takes jobs."""
+
+WORKER_STATE_UNSPECIFIED: WorkerState.ValueType  # 0
+"""Not set (a server that predates worker control)."""
+WORKER_STATE_ACTIVE: WorkerState.ValueType  # 1
+"""Takes jobs as its credits allow."""
+WORKER_STATE_QUIET: WorkerState.ValueType  # 2
+"""Quieted (ControlWorker QUIET): runs what it holds, takes nothing new, stays connected."""
+WORKER_STATE_STOPPING: WorkerState.ValueType  # 3
+"""Stopping (ControlWorker STOP, or its own shutdown): finishes or releases what it holds, then leaves."""
+Global___WorkerState: _TypeAlias = WorkerState  # noqa: Y015
 
 @_typing.final
 class GetAllMetricsRequest(_message.Message):
@@ -227,6 +256,7 @@ class WorkerInfo(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     UPTIME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id (from its hello)."""
     server_id: _builtins.str
@@ -245,6 +275,8 @@ class WorkerInfo(_message.Message):
     """Process CPU use it last reported, in percent of one core; 0 if it reports none."""
     memory_bytes: _builtins.int
     """Resident memory it last reported, in bytes; 0 if it reports none."""
+    state: Global___WorkerState.ValueType
+    """Whether it takes jobs: active, quiet or stopping (ControlWorker)."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues it takes jobs from."""
@@ -282,10 +314,11 @@ class WorkerInfo(_message.Message):
         memory_bytes: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         uptime: _duration_pb2.Duration | None = ...,
+        state: Global___WorkerState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_heartbeat_time", b"last_heartbeat_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "connect_time", b"connect_time", "cpu_percent", b"cpu_percent", "host", b"host", "in_flight", b"in_flight", "labels", b"labels", "language", b"language", "last_heartbeat_time", b"last_heartbeat_time", "memory_bytes", b"memory_bytes", "queues", b"queues", "server_id", b"server_id", "uptime", b"uptime", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "connect_time", b"connect_time", "cpu_percent", b"cpu_percent", "host", b"host", "in_flight", b"in_flight", "labels", b"labels", "language", b"language", "last_heartbeat_time", b"last_heartbeat_time", "memory_bytes", b"memory_bytes", "queues", b"queues", "server_id", b"server_id", "state", b"state", "uptime", b"uptime", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from queue_manager.v1 import metrics_pb2 as _metrics_pb2
 from queue_manager.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +21,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _WorkerControlAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WorkerControlActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkerControlAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WORKER_CONTROL_ACTION_UNSPECIFIED: _WorkerControlAction.ValueType  # 0
+    """Not set (refused with INVALID_ARGUMENT)."""
+    WORKER_CONTROL_ACTION_QUIET: _WorkerControlAction.ValueType  # 1
+    """Deliver nothing more to the worker until resumed; it runs what it holds and stays connected."""
+    WORKER_CONTROL_ACTION_RESUME: _WorkerControlAction.ValueType  # 2
+    """Deliver to a quiet worker again."""
+    WORKER_CONTROL_ACTION_STOP: _WorkerControlAction.ValueType  # 3
+    """The worker finishes or releases what it holds, then ends its run (it does not reconnect)."""
+    WORKER_CONTROL_ACTION_SET_CONCURRENCY: _WorkerControlAction.ValueType  # 4
+    """The worker runs at most `concurrency` jobs at once from now on."""
+
+class WorkerControlAction(_WorkerControlAction, metaclass=_WorkerControlActionEnumTypeWrapper):
+    """WorkerControlAction is what ControlWorker asks of a worker."""
+
+WORKER_CONTROL_ACTION_UNSPECIFIED: WorkerControlAction.ValueType  # 0
+"""Not set (refused with INVALID_ARGUMENT)."""
+WORKER_CONTROL_ACTION_QUIET: WorkerControlAction.ValueType  # 1
+"""Deliver nothing more to the worker until resumed; it runs what it holds and stays connected."""
+WORKER_CONTROL_ACTION_RESUME: WorkerControlAction.ValueType  # 2
+"""Deliver to a quiet worker again."""
+WORKER_CONTROL_ACTION_STOP: WorkerControlAction.ValueType  # 3
+"""The worker finishes or releases what it holds, then ends its run (it does not reconnect)."""
+WORKER_CONTROL_ACTION_SET_CONCURRENCY: WorkerControlAction.ValueType  # 4
+"""The worker runs at most `concurrency` jobs at once from now on."""
+Global___WorkerControlAction: _TypeAlias = WorkerControlAction  # noqa: Y015
 
 @_typing.final
 class RegisterQueueRequest(_message.Message):
@@ -835,3 +869,69 @@ class RedriveSkip(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedriveSkip: _TypeAlias = RedriveSkip  # noqa: Y015
+
+@_typing.final
+class ControlWorkerRequest(_message.Message):
+    """ControlWorkerRequest names a worker and what to do with it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The worker's id (as ListWorkers shows it)."""
+    action: Global___WorkerControlAction.ValueType
+    """What to do."""
+    concurrency: _builtins.int
+    """The new concurrency of SET_CONCURRENCY: 1 to 100,000; must be 0 with any other action."""
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        action: Global___WorkerControlAction.ValueType = ...,
+        concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "concurrency", b"concurrency", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlWorkerRequest: _TypeAlias = ControlWorkerRequest  # noqa: Y015
+
+@_typing.final
+class ControlWorkerResponse(_message.Message):
+    """ControlWorkerResponse says what was done."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    server_id: _builtins.str
+    """The server holding the worker's stream, which sent the command down it."""
+    state: _metrics_pb2.WorkerState.ValueType
+    """The worker's state after the command."""
+    concurrency: _builtins.int
+    """The worker's concurrency after the command."""
+    changed: _builtins.bool
+    """False when the worker was already in the asked state (quiet twice, resume an active worker, stop a
+    stopping one, the same concurrency): nothing was sent.
+    """
+    def __init__(
+        self,
+        *,
+        server_id: _builtins.str = ...,
+        state: _metrics_pb2.WorkerState.ValueType = ...,
+        concurrency: _builtins.int = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "concurrency", b"concurrency", "server_id", b"server_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlWorkerResponse: _TypeAlias = ControlWorkerResponse  # noqa: Y015

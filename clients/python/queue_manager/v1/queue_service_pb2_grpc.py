@@ -264,6 +264,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsResponse.FromString,
                 _registered_method=True)
+        self.ControlWorker = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ControlWorker',
+                request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -606,6 +611,17 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControlWorker(self, request, context):
+        """Controls one connected worker, on whichever server holds its stream: quiet it (it runs what it holds
+        and takes nothing new, staying connected), resume it, stop it (it finishes or releases what it holds,
+        then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
+        holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
+        hello did not list it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -833,6 +849,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.RemoveJobs,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsResponse.SerializeToString,
+            ),
+            'ControlWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlWorker,
+                    request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2051,6 +2072,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/RemoveJobs',
             queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.RemoveJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ControlWorker',
+            queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerRequest.SerializeToString,
+            queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -160,6 +160,13 @@ class QueueServiceStub:
     """Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
     RemoveJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RemoveJobsRequest, _jobs_pb2.RemoveJobsResponse]
     """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
+    ControlWorker: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ControlWorkerRequest, _queue_service_pb2.ControlWorkerResponse]
+    """Controls one connected worker, on whichever server holds its stream: quiet it (it runs what it holds
+    and takes nothing new, staying connected), resume it, stop it (it finishes or releases what it holds,
+    then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
+    holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
+    hello did not list it).
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -289,6 +296,13 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Cancels the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
     RemoveJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RemoveJobsRequest, _jobs_pb2.RemoveJobsResponse]  # type: ignore[assignment]
     """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
+    ControlWorker: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ControlWorkerRequest, _queue_service_pb2.ControlWorkerResponse]  # type: ignore[assignment]
+    """Controls one connected worker, on whichever server holds its stream: quiet it (it runs what it holds
+    and takes nothing new, staying connected), resume it, stop it (it finishes or releases what it holds,
+    then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
+    holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
+    hello did not list it).
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -685,5 +699,18 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.RemoveJobsResponse, _abc.Awaitable[_jobs_pb2.RemoveJobsResponse]]:
         """Removes the jobs of one state that match a filter, a bounded number per call (continue with the token)."""
+
+    @_abc_1.abstractmethod
+    def ControlWorker(
+        self,
+        request: _queue_service_pb2.ControlWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ControlWorkerResponse, _abc.Awaitable[_queue_service_pb2.ControlWorkerResponse]]:
+        """Controls one connected worker, on whichever server holds its stream: quiet it (it runs what it holds
+        and takes nothing new, staying connected), resume it, stop it (it finishes or releases what it holds,
+        then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
+        holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
+        hello did not list it).
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

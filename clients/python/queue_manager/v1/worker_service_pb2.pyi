@@ -39,6 +39,23 @@ class _ServerCommandTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ser
     """Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
     cancelled. A report about it that arrives first is accepted as usual.
     """
+    SERVER_COMMAND_TYPE_QUIET: _ServerCommandType.ValueType  # 3
+    """An operator quieted the worker (ControlWorker): the server delivers nothing more until RESUME. The
+    worker runs what it holds, reports as usual (credits included: the server keeps them), and stays
+    connected; it says quiet in the hello of any stream it opens until resumed.
+    """
+    SERVER_COMMAND_TYPE_RESUME: _ServerCommandType.ValueType  # 4
+    """An operator resumed a quiet worker: deliveries start again, against the credits the server kept."""
+    SERVER_COMMAND_TYPE_STOP: _ServerCommandType.ValueType  # 5
+    """An operator stopped the worker: as DRAIN (no delivery follows; finish or release what you hold, then
+    half-close), but the worker does not reconnect: its run ends.
+    """
+    SERVER_COMMAND_TYPE_SET_CONCURRENCY: _ServerCommandType.ValueType  # 6
+    """An operator changed the worker's concurrency to the command's concurrency. The server has already
+    taken back revoked_credits of the credits it held (a lower concurrency); the worker takes back the
+    rest of the difference from credits it has not sent and then from the jobs that finish (their
+    credits are not returned), and for a higher concurrency sends the extra credits as usual.
+    """
 
 class ServerCommandType(_ServerCommandType, metaclass=_ServerCommandTypeEnumTypeWrapper):
     """ServerCommandType is what the server asks of the worker."""
@@ -52,6 +69,23 @@ No delivery follows this command on the stream.
 SERVER_COMMAND_TYPE_CANCEL_JOB: ServerCommandType.ValueType  # 2
 """Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
 cancelled. A report about it that arrives first is accepted as usual.
+"""
+SERVER_COMMAND_TYPE_QUIET: ServerCommandType.ValueType  # 3
+"""An operator quieted the worker (ControlWorker): the server delivers nothing more until RESUME. The
+worker runs what it holds, reports as usual (credits included: the server keeps them), and stays
+connected; it says quiet in the hello of any stream it opens until resumed.
+"""
+SERVER_COMMAND_TYPE_RESUME: ServerCommandType.ValueType  # 4
+"""An operator resumed a quiet worker: deliveries start again, against the credits the server kept."""
+SERVER_COMMAND_TYPE_STOP: ServerCommandType.ValueType  # 5
+"""An operator stopped the worker: as DRAIN (no delivery follows; finish or release what you hold, then
+half-close), but the worker does not reconnect: its run ends.
+"""
+SERVER_COMMAND_TYPE_SET_CONCURRENCY: ServerCommandType.ValueType  # 6
+"""An operator changed the worker's concurrency to the command's concurrency. The server has already
+taken back revoked_credits of the credits it held (a lower concurrency); the worker takes back the
+rest of the difference from credits it has not sent and then from the jobs that finish (their
+credits are not returned), and for a higher concurrency sends the extra credits as usual.
 """
 Global___ServerCommandType: _TypeAlias = ServerCommandType  # noqa: Y015
 
@@ -119,6 +153,8 @@ class WorkerHello(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    COMMANDS_FIELD_NUMBER: _builtins.int
+    QUIET_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable id of the worker process (unique per process); 1 to 200 characters."""
     concurrency: _builtins.int
@@ -127,6 +163,10 @@ class WorkerHello(_message.Message):
     """Client language, e.g. "python"."""
     version: _builtins.str
     """Client library version."""
+    quiet: _builtins.bool
+    """Start quiet: the server delivers nothing until RESUME (a quiet worker opening a new stream, after a
+    server restart for example, stays quiet).
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues to take jobs from; each must be registered."""
@@ -134,6 +174,13 @@ class WorkerHello(_message.Message):
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free labels (host, version, region…)."""
+
+    @_builtins.property
+    def commands(self) -> _containers.RepeatedScalarFieldContainer[Global___ServerCommandType.ValueType]:
+        """The commands beyond DRAIN and CANCEL_JOB that this worker obeys (QUIET, RESUME, STOP,
+        SET_CONCURRENCY). The server sends no other: ControlWorker refuses one the worker did not list with
+        FAILED_PRECONDITION. A worker that lists none takes no control commands.
+        """
 
     def __init__(
         self,
@@ -144,10 +191,12 @@ class WorkerHello(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         language: _builtins.str = ...,
         version: _builtins.str = ...,
+        commands: _abc.Iterable[Global___ServerCommandType.ValueType] | None = ...,
+        quiet: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "labels", b"labels", "language", b"language", "queues", b"queues", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "concurrency", b"concurrency", "labels", b"labels", "language", b"language", "queues", b"queues", "quiet", b"quiet", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -675,10 +724,16 @@ class ServerCommand(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    REVOKED_CREDITS_FIELD_NUMBER: _builtins.int
     type: Global___ServerCommandType.ValueType
     """The command."""
     reason: _builtins.str
     """Why, for logs."""
+    concurrency: _builtins.int
+    """The new concurrency of a SET_CONCURRENCY command."""
+    revoked_credits: _builtins.int
+    """SET_CONCURRENCY: credits the server held for the worker and dropped (at most the decrease)."""
     @_builtins.property
     def job(self) -> Global___LeaseRef:
         """The job a CANCEL_JOB command is about."""
@@ -689,10 +744,12 @@ class ServerCommand(_message.Message):
         type: Global___ServerCommandType.ValueType = ...,
         job: Global___LeaseRef | None = ...,
         reason: _builtins.str = ...,
+        concurrency: _builtins.int = ...,
+        revoked_credits: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "reason", b"reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "job", b"job", "reason", b"reason", "revoked_credits", b"revoked_credits", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,6 +23,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WorkerState says whether a connected worker takes jobs.
+type WorkerState int32
+
+const (
+	// Not set (a server that predates worker control).
+	WorkerState_WORKER_STATE_UNSPECIFIED WorkerState = 0
+	// Takes jobs as its credits allow.
+	WorkerState_WORKER_STATE_ACTIVE WorkerState = 1
+	// Quieted (ControlWorker QUIET): runs what it holds, takes nothing new, stays connected.
+	WorkerState_WORKER_STATE_QUIET WorkerState = 2
+	// Stopping (ControlWorker STOP, or its own shutdown): finishes or releases what it holds, then leaves.
+	WorkerState_WORKER_STATE_STOPPING WorkerState = 3
+)
+
+// Enum value maps for WorkerState.
+var (
+	WorkerState_name = map[int32]string{
+		0: "WORKER_STATE_UNSPECIFIED",
+		1: "WORKER_STATE_ACTIVE",
+		2: "WORKER_STATE_QUIET",
+		3: "WORKER_STATE_STOPPING",
+	}
+	WorkerState_value = map[string]int32{
+		"WORKER_STATE_UNSPECIFIED": 0,
+		"WORKER_STATE_ACTIVE":      1,
+		"WORKER_STATE_QUIET":       2,
+		"WORKER_STATE_STOPPING":    3,
+	}
+)
+
+func (x WorkerState) Enum() *WorkerState {
+	p := new(WorkerState)
+	*p = x
+	return p
+}
+
+func (x WorkerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WorkerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_metrics_proto_enumTypes[0].Descriptor()
+}
+
+func (WorkerState) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_metrics_proto_enumTypes[0]
+}
+
+func (x WorkerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WorkerState.Descriptor instead.
+func (WorkerState) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_metrics_proto_rawDescGZIP(), []int{0}
+}
+
 // GetAllMetricsRequest asks for every queue's metrics.
 type GetAllMetricsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -374,7 +431,9 @@ type WorkerInfo struct {
 	// Free labels from its hello.
 	Labels map[string]string `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// How long it has been connected.
-	Uptime        *durationpb.Duration `protobuf:"bytes,14,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	Uptime *durationpb.Duration `protobuf:"bytes,14,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	// Whether it takes jobs: active, quiet or stopping (ControlWorker).
+	State         WorkerState `protobuf:"varint,15,opt,name=state,proto3,enum=queue_manager.v1.WorkerState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,6 +566,13 @@ func (x *WorkerInfo) GetUptime() *durationpb.Duration {
 	return nil
 }
 
+func (x *WorkerInfo) GetState() WorkerState {
+	if x != nil {
+		return x.State
+	}
+	return WorkerState_WORKER_STATE_UNSPECIFIED
+}
+
 var File_queue_manager_v1_metrics_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_metrics_proto_rawDesc = "" +
@@ -530,7 +596,7 @@ const file_queue_manager_v1_metrics_proto_rawDesc = "" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\"M\n" +
 	"\x13ListWorkersResponse\x126\n" +
-	"\aworkers\x18\x01 \x03(\v2\x1c.queue_manager.v1.WorkerInfoR\aworkers\"\xe6\x04\n" +
+	"\aworkers\x18\x01 \x03(\v2\x1c.queue_manager.v1.WorkerInfoR\aworkers\"\x9b\x05\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1b\n" +
@@ -548,10 +614,16 @@ const file_queue_manager_v1_metrics_proto_rawDesc = "" +
 	"cpuPercent\x12!\n" +
 	"\fmemory_bytes\x18\f \x01(\x04R\vmemoryBytes\x12@\n" +
 	"\x06labels\x18\r \x03(\v2(.queue_manager.v1.WorkerInfo.LabelsEntryR\x06labels\x121\n" +
-	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x1a9\n" +
+	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x123\n" +
+	"\x05state\x18\x0f \x01(\x0e2\x1d.queue_manager.v1.WorkerStateR\x05state\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\xd9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*w\n" +
+	"\vWorkerState\x12\x1c\n" +
+	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x16\n" +
+	"\x12WORKER_STATE_QUIET\x10\x02\x12\x19\n" +
+	"\x15WORKER_STATE_STOPPING\x10\x03B\xd9\x01\n" +
 	"\x14com.queue_manager.v1B\fMetricsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -566,36 +638,39 @@ func file_queue_manager_v1_metrics_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_metrics_proto_rawDescData
 }
 
+var file_queue_manager_v1_metrics_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_queue_manager_v1_metrics_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_queue_manager_v1_metrics_proto_goTypes = []any{
-	(*GetAllMetricsRequest)(nil),  // 0: queue_manager.v1.GetAllMetricsRequest
-	(*GetAllMetricsResponse)(nil), // 1: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsRequest)(nil),   // 2: queue_manager.v1.WatchMetricsRequest
-	(*WatchMetricsResponse)(nil),  // 3: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersRequest)(nil),    // 4: queue_manager.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 5: queue_manager.v1.ListWorkersResponse
-	(*WorkerInfo)(nil),            // 6: queue_manager.v1.WorkerInfo
-	nil,                           // 7: queue_manager.v1.WorkerInfo.LabelsEntry
-	(*QueueMetrics)(nil),          // 8: queue_manager.v1.QueueMetrics
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(WorkerState)(0),              // 0: queue_manager.v1.WorkerState
+	(*GetAllMetricsRequest)(nil),  // 1: queue_manager.v1.GetAllMetricsRequest
+	(*GetAllMetricsResponse)(nil), // 2: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsRequest)(nil),   // 3: queue_manager.v1.WatchMetricsRequest
+	(*WatchMetricsResponse)(nil),  // 4: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersRequest)(nil),    // 5: queue_manager.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 6: queue_manager.v1.ListWorkersResponse
+	(*WorkerInfo)(nil),            // 7: queue_manager.v1.WorkerInfo
+	nil,                           // 8: queue_manager.v1.WorkerInfo.LabelsEntry
+	(*QueueMetrics)(nil),          // 9: queue_manager.v1.QueueMetrics
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_metrics_proto_depIdxs = []int32{
-	8,  // 0: queue_manager.v1.GetAllMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	9,  // 1: queue_manager.v1.WatchMetricsRequest.interval:type_name -> google.protobuf.Duration
-	10, // 2: queue_manager.v1.WatchMetricsResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 3: queue_manager.v1.WatchMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	6,  // 4: queue_manager.v1.WatchMetricsResponse.workers:type_name -> queue_manager.v1.WorkerInfo
-	6,  // 5: queue_manager.v1.ListWorkersResponse.workers:type_name -> queue_manager.v1.WorkerInfo
-	10, // 6: queue_manager.v1.WorkerInfo.connect_time:type_name -> google.protobuf.Timestamp
-	10, // 7: queue_manager.v1.WorkerInfo.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	7,  // 8: queue_manager.v1.WorkerInfo.labels:type_name -> queue_manager.v1.WorkerInfo.LabelsEntry
-	9,  // 9: queue_manager.v1.WorkerInfo.uptime:type_name -> google.protobuf.Duration
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	9,  // 0: queue_manager.v1.GetAllMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	10, // 1: queue_manager.v1.WatchMetricsRequest.interval:type_name -> google.protobuf.Duration
+	11, // 2: queue_manager.v1.WatchMetricsResponse.time:type_name -> google.protobuf.Timestamp
+	9,  // 3: queue_manager.v1.WatchMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	7,  // 4: queue_manager.v1.WatchMetricsResponse.workers:type_name -> queue_manager.v1.WorkerInfo
+	7,  // 5: queue_manager.v1.ListWorkersResponse.workers:type_name -> queue_manager.v1.WorkerInfo
+	11, // 6: queue_manager.v1.WorkerInfo.connect_time:type_name -> google.protobuf.Timestamp
+	11, // 7: queue_manager.v1.WorkerInfo.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	8,  // 8: queue_manager.v1.WorkerInfo.labels:type_name -> queue_manager.v1.WorkerInfo.LabelsEntry
+	10, // 9: queue_manager.v1.WorkerInfo.uptime:type_name -> google.protobuf.Duration
+	0,  // 10: queue_manager.v1.WorkerInfo.state:type_name -> queue_manager.v1.WorkerState
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_metrics_proto_init() }
@@ -609,13 +684,14 @@ func file_queue_manager_v1_metrics_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_metrics_proto_rawDesc), len(file_queue_manager_v1_metrics_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_queue_manager_v1_metrics_proto_goTypes,
 		DependencyIndexes: file_queue_manager_v1_metrics_proto_depIdxs,
+		EnumInfos:         file_queue_manager_v1_metrics_proto_enumTypes,
 		MessageInfos:      file_queue_manager_v1_metrics_proto_msgTypes,
 	}.Build()
 	File_queue_manager_v1_metrics_proto = out.File

@@ -22,6 +22,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WorkerControlAction is what ControlWorker asks of a worker.
+type WorkerControlAction int32
+
+const (
+	// Not set (refused with INVALID_ARGUMENT).
+	WorkerControlAction_WORKER_CONTROL_ACTION_UNSPECIFIED WorkerControlAction = 0
+	// Deliver nothing more to the worker until resumed; it runs what it holds and stays connected.
+	WorkerControlAction_WORKER_CONTROL_ACTION_QUIET WorkerControlAction = 1
+	// Deliver to a quiet worker again.
+	WorkerControlAction_WORKER_CONTROL_ACTION_RESUME WorkerControlAction = 2
+	// The worker finishes or releases what it holds, then ends its run (it does not reconnect).
+	WorkerControlAction_WORKER_CONTROL_ACTION_STOP WorkerControlAction = 3
+	// The worker runs at most `concurrency` jobs at once from now on.
+	WorkerControlAction_WORKER_CONTROL_ACTION_SET_CONCURRENCY WorkerControlAction = 4
+)
+
+// Enum value maps for WorkerControlAction.
+var (
+	WorkerControlAction_name = map[int32]string{
+		0: "WORKER_CONTROL_ACTION_UNSPECIFIED",
+		1: "WORKER_CONTROL_ACTION_QUIET",
+		2: "WORKER_CONTROL_ACTION_RESUME",
+		3: "WORKER_CONTROL_ACTION_STOP",
+		4: "WORKER_CONTROL_ACTION_SET_CONCURRENCY",
+	}
+	WorkerControlAction_value = map[string]int32{
+		"WORKER_CONTROL_ACTION_UNSPECIFIED":     0,
+		"WORKER_CONTROL_ACTION_QUIET":           1,
+		"WORKER_CONTROL_ACTION_RESUME":          2,
+		"WORKER_CONTROL_ACTION_STOP":            3,
+		"WORKER_CONTROL_ACTION_SET_CONCURRENCY": 4,
+	}
+)
+
+func (x WorkerControlAction) Enum() *WorkerControlAction {
+	p := new(WorkerControlAction)
+	*p = x
+	return p
+}
+
+func (x WorkerControlAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WorkerControlAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_queue_service_proto_enumTypes[0].Descriptor()
+}
+
+func (WorkerControlAction) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_queue_service_proto_enumTypes[0]
+}
+
+func (x WorkerControlAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WorkerControlAction.Descriptor instead.
+func (WorkerControlAction) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{0}
+}
+
 // RegisterQueueRequest names a queue and its settings.
 type RegisterQueueRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1660,6 +1721,144 @@ func (x *RedriveSkip) GetReason() string {
 	return ""
 }
 
+// ControlWorkerRequest names a worker and what to do with it.
+type ControlWorkerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker's id (as ListWorkers shows it).
+	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// What to do.
+	Action WorkerControlAction `protobuf:"varint,2,opt,name=action,proto3,enum=queue_manager.v1.WorkerControlAction" json:"action,omitempty"`
+	// The new concurrency of SET_CONCURRENCY: 1 to 100,000; must be 0 with any other action.
+	Concurrency   uint32 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlWorkerRequest) Reset() {
+	*x = ControlWorkerRequest{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlWorkerRequest) ProtoMessage() {}
+
+func (x *ControlWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlWorkerRequest.ProtoReflect.Descriptor instead.
+func (*ControlWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ControlWorkerRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ControlWorkerRequest) GetAction() WorkerControlAction {
+	if x != nil {
+		return x.Action
+	}
+	return WorkerControlAction_WORKER_CONTROL_ACTION_UNSPECIFIED
+}
+
+func (x *ControlWorkerRequest) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+// ControlWorkerResponse says what was done.
+type ControlWorkerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server holding the worker's stream, which sent the command down it.
+	ServerId string `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// The worker's state after the command.
+	State WorkerState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.WorkerState" json:"state,omitempty"`
+	// The worker's concurrency after the command.
+	Concurrency uint32 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// False when the worker was already in the asked state (quiet twice, resume an active worker, stop a
+	// stopping one, the same concurrency): nothing was sent.
+	Changed       bool `protobuf:"varint,4,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlWorkerResponse) Reset() {
+	*x = ControlWorkerResponse{}
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlWorkerResponse) ProtoMessage() {}
+
+func (x *ControlWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_queue_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlWorkerResponse.ProtoReflect.Descriptor instead.
+func (*ControlWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_queue_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ControlWorkerResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *ControlWorkerResponse) GetState() WorkerState {
+	if x != nil {
+		return x.State
+	}
+	return WorkerState_WORKER_STATE_UNSPECIFIED
+}
+
+func (x *ControlWorkerResponse) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *ControlWorkerResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_queue_manager_v1_queue_service_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
@@ -1760,7 +1959,22 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\tunchanged\x18\x05 \x01(\x04R\tunchanged\"<\n" +
 	"\vRedriveSkip\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason2\x88!\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x94\x01\n" +
+	"\x14ControlWorkerRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12=\n" +
+	"\x06action\x18\x02 \x01(\x0e2%.queue_manager.v1.WorkerControlActionR\x06action\x12 \n" +
+	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\"\xa5\x01\n" +
+	"\x15ControlWorkerResponse\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\x123\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.queue_manager.v1.WorkerStateR\x05state\x12 \n" +
+	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\x12\x18\n" +
+	"\achanged\x18\x04 \x01(\bR\achanged*\xca\x01\n" +
+	"\x13WorkerControlAction\x12%\n" +
+	"!WORKER_CONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bWORKER_CONTROL_ACTION_QUIET\x10\x01\x12 \n" +
+	"\x1cWORKER_CONTROL_ACTION_RESUME\x10\x02\x12\x1e\n" +
+	"\x1aWORKER_CONTROL_ACTION_STOP\x10\x03\x12)\n" +
+	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\xea!\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -1817,7 +2031,8 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\n" +
 	"CancelJobs\x12#.queue_manager.v1.CancelJobsRequest\x1a$.queue_manager.v1.CancelJobsResponse\x12W\n" +
 	"\n" +
-	"RemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponseB\xde\x01\n" +
+	"RemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponse\x12`\n" +
+	"\rControlWorker\x12&.queue_manager.v1.ControlWorkerRequest\x1a'.queue_manager.v1.ControlWorkerResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1832,220 +2047,229 @@ func file_queue_manager_v1_queue_service_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_queue_service_proto_rawDescData
 }
 
-var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_queue_manager_v1_queue_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_queue_manager_v1_queue_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_queue_manager_v1_queue_service_proto_goTypes = []any{
-	(*RegisterQueueRequest)(nil),       // 0: queue_manager.v1.RegisterQueueRequest
-	(*RegisterQueueResponse)(nil),      // 1: queue_manager.v1.RegisterQueueResponse
-	(*GetQueueRequest)(nil),            // 2: queue_manager.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),           // 3: queue_manager.v1.GetQueueResponse
-	(*ListQueuesRequest)(nil),          // 4: queue_manager.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),         // 5: queue_manager.v1.ListQueuesResponse
-	(*PauseQueueRequest)(nil),          // 6: queue_manager.v1.PauseQueueRequest
-	(*PauseQueueResponse)(nil),         // 7: queue_manager.v1.PauseQueueResponse
-	(*ResumeQueueRequest)(nil),         // 8: queue_manager.v1.ResumeQueueRequest
-	(*ResumeQueueResponse)(nil),        // 9: queue_manager.v1.ResumeQueueResponse
-	(*CleanQueueRequest)(nil),          // 10: queue_manager.v1.CleanQueueRequest
-	(*CleanQueueResponse)(nil),         // 11: queue_manager.v1.CleanQueueResponse
-	(*DrainQueueRequest)(nil),          // 12: queue_manager.v1.DrainQueueRequest
-	(*DrainQueueResponse)(nil),         // 13: queue_manager.v1.DrainQueueResponse
-	(*ListGroupsRequest)(nil),          // 14: queue_manager.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),         // 15: queue_manager.v1.ListGroupsResponse
-	(*SetGroupLimitsRequest)(nil),      // 16: queue_manager.v1.SetGroupLimitsRequest
-	(*SetGroupLimitsResponse)(nil),     // 17: queue_manager.v1.SetGroupLimitsResponse
-	(*PauseGroupRequest)(nil),          // 18: queue_manager.v1.PauseGroupRequest
-	(*PauseGroupResponse)(nil),         // 19: queue_manager.v1.PauseGroupResponse
-	(*ResumeGroupRequest)(nil),         // 20: queue_manager.v1.ResumeGroupRequest
-	(*ResumeGroupResponse)(nil),        // 21: queue_manager.v1.ResumeGroupResponse
-	(*ObliterateQueueRequest)(nil),     // 22: queue_manager.v1.ObliterateQueueRequest
-	(*ObliterateQueueResponse)(nil),    // 23: queue_manager.v1.ObliterateQueueResponse
-	(*GetQueueMetricsRequest)(nil),     // 24: queue_manager.v1.GetQueueMetricsRequest
-	(*GetQueueMetricsResponse)(nil),    // 25: queue_manager.v1.GetQueueMetricsResponse
-	(*RedriveDeadLettersRequest)(nil),  // 26: queue_manager.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil), // 27: queue_manager.v1.RedriveDeadLettersResponse
-	(*RedrivenQueue)(nil),              // 28: queue_manager.v1.RedrivenQueue
-	(*RedriveSkip)(nil),                // 29: queue_manager.v1.RedriveSkip
-	(*QueueConfig)(nil),                // 30: queue_manager.v1.QueueConfig
-	(*Queue)(nil),                      // 31: queue_manager.v1.Queue
-	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
-	(JobState)(0),                      // 33: queue_manager.v1.JobState
-	(*GroupInfo)(nil),                  // 34: queue_manager.v1.GroupInfo
-	(*GroupLimits)(nil),                // 35: queue_manager.v1.GroupLimits
-	(*QueueMetrics)(nil),               // 36: queue_manager.v1.QueueMetrics
-	(*GetAllMetricsRequest)(nil),       // 37: queue_manager.v1.GetAllMetricsRequest
-	(*WatchMetricsRequest)(nil),        // 38: queue_manager.v1.WatchMetricsRequest
-	(*ListWorkersRequest)(nil),         // 39: queue_manager.v1.ListWorkersRequest
-	(*AddJobRequest)(nil),              // 40: queue_manager.v1.AddJobRequest
-	(*AddJobBatchRequest)(nil),         // 41: queue_manager.v1.AddJobBatchRequest
-	(*AddJobStreamRequest)(nil),        // 42: queue_manager.v1.AddJobStreamRequest
-	(*AddBulkRequest)(nil),             // 43: queue_manager.v1.AddBulkRequest
-	(*GetJobRequest)(nil),              // 44: queue_manager.v1.GetJobRequest
-	(*ListJobsRequest)(nil),            // 45: queue_manager.v1.ListJobsRequest
-	(*RemoveJobRequest)(nil),           // 46: queue_manager.v1.RemoveJobRequest
-	(*GetJobLogsRequest)(nil),          // 47: queue_manager.v1.GetJobLogsRequest
-	(*WaitForJobRequest)(nil),          // 48: queue_manager.v1.WaitForJobRequest
-	(*CancelJobRequest)(nil),           // 49: queue_manager.v1.CancelJobRequest
-	(*RetryJobRequest)(nil),            // 50: queue_manager.v1.RetryJobRequest
-	(*RetryFailedJobsRequest)(nil),     // 51: queue_manager.v1.RetryFailedJobsRequest
-	(*PromoteJobRequest)(nil),          // 52: queue_manager.v1.PromoteJobRequest
-	(*ChangeJobPriorityRequest)(nil),   // 53: queue_manager.v1.ChangeJobPriorityRequest
-	(*UpdateJobDataRequest)(nil),       // 54: queue_manager.v1.UpdateJobDataRequest
-	(*ExecuteWorkflowRequest)(nil),     // 55: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),         // 56: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),       // 57: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),      // 58: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),      // 59: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),         // 60: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),       // 61: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),      // 62: queue_manager.v1.DeleteScheduleRequest
-	(*WatchJobEventsRequest)(nil),      // 63: queue_manager.v1.WatchJobEventsRequest
-	(*RescheduleJobRequest)(nil),       // 64: queue_manager.v1.RescheduleJobRequest
-	(*RetryWorkflowRequest)(nil),       // 65: queue_manager.v1.RetryWorkflowRequest
-	(*CancelJobsRequest)(nil),          // 66: queue_manager.v1.CancelJobsRequest
-	(*RemoveJobsRequest)(nil),          // 67: queue_manager.v1.RemoveJobsRequest
-	(*GetAllMetricsResponse)(nil),      // 68: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 69: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 70: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 71: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 72: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 73: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 74: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 75: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 76: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 77: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 78: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 79: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 80: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 81: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 82: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 83: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 84: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 85: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 86: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 87: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 88: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 89: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 90: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 91: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 92: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 93: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 94: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 95: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 96: queue_manager.v1.RetryWorkflowResponse
-	(*CancelJobsResponse)(nil),         // 97: queue_manager.v1.CancelJobsResponse
-	(*RemoveJobsResponse)(nil),         // 98: queue_manager.v1.RemoveJobsResponse
+	(WorkerControlAction)(0),           // 0: queue_manager.v1.WorkerControlAction
+	(*RegisterQueueRequest)(nil),       // 1: queue_manager.v1.RegisterQueueRequest
+	(*RegisterQueueResponse)(nil),      // 2: queue_manager.v1.RegisterQueueResponse
+	(*GetQueueRequest)(nil),            // 3: queue_manager.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),           // 4: queue_manager.v1.GetQueueResponse
+	(*ListQueuesRequest)(nil),          // 5: queue_manager.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),         // 6: queue_manager.v1.ListQueuesResponse
+	(*PauseQueueRequest)(nil),          // 7: queue_manager.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),         // 8: queue_manager.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),         // 9: queue_manager.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),        // 10: queue_manager.v1.ResumeQueueResponse
+	(*CleanQueueRequest)(nil),          // 11: queue_manager.v1.CleanQueueRequest
+	(*CleanQueueResponse)(nil),         // 12: queue_manager.v1.CleanQueueResponse
+	(*DrainQueueRequest)(nil),          // 13: queue_manager.v1.DrainQueueRequest
+	(*DrainQueueResponse)(nil),         // 14: queue_manager.v1.DrainQueueResponse
+	(*ListGroupsRequest)(nil),          // 15: queue_manager.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 16: queue_manager.v1.ListGroupsResponse
+	(*SetGroupLimitsRequest)(nil),      // 17: queue_manager.v1.SetGroupLimitsRequest
+	(*SetGroupLimitsResponse)(nil),     // 18: queue_manager.v1.SetGroupLimitsResponse
+	(*PauseGroupRequest)(nil),          // 19: queue_manager.v1.PauseGroupRequest
+	(*PauseGroupResponse)(nil),         // 20: queue_manager.v1.PauseGroupResponse
+	(*ResumeGroupRequest)(nil),         // 21: queue_manager.v1.ResumeGroupRequest
+	(*ResumeGroupResponse)(nil),        // 22: queue_manager.v1.ResumeGroupResponse
+	(*ObliterateQueueRequest)(nil),     // 23: queue_manager.v1.ObliterateQueueRequest
+	(*ObliterateQueueResponse)(nil),    // 24: queue_manager.v1.ObliterateQueueResponse
+	(*GetQueueMetricsRequest)(nil),     // 25: queue_manager.v1.GetQueueMetricsRequest
+	(*GetQueueMetricsResponse)(nil),    // 26: queue_manager.v1.GetQueueMetricsResponse
+	(*RedriveDeadLettersRequest)(nil),  // 27: queue_manager.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 28: queue_manager.v1.RedriveDeadLettersResponse
+	(*RedrivenQueue)(nil),              // 29: queue_manager.v1.RedrivenQueue
+	(*RedriveSkip)(nil),                // 30: queue_manager.v1.RedriveSkip
+	(*ControlWorkerRequest)(nil),       // 31: queue_manager.v1.ControlWorkerRequest
+	(*ControlWorkerResponse)(nil),      // 32: queue_manager.v1.ControlWorkerResponse
+	(*QueueConfig)(nil),                // 33: queue_manager.v1.QueueConfig
+	(*Queue)(nil),                      // 34: queue_manager.v1.Queue
+	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
+	(JobState)(0),                      // 36: queue_manager.v1.JobState
+	(*GroupInfo)(nil),                  // 37: queue_manager.v1.GroupInfo
+	(*GroupLimits)(nil),                // 38: queue_manager.v1.GroupLimits
+	(*QueueMetrics)(nil),               // 39: queue_manager.v1.QueueMetrics
+	(WorkerState)(0),                   // 40: queue_manager.v1.WorkerState
+	(*GetAllMetricsRequest)(nil),       // 41: queue_manager.v1.GetAllMetricsRequest
+	(*WatchMetricsRequest)(nil),        // 42: queue_manager.v1.WatchMetricsRequest
+	(*ListWorkersRequest)(nil),         // 43: queue_manager.v1.ListWorkersRequest
+	(*AddJobRequest)(nil),              // 44: queue_manager.v1.AddJobRequest
+	(*AddJobBatchRequest)(nil),         // 45: queue_manager.v1.AddJobBatchRequest
+	(*AddJobStreamRequest)(nil),        // 46: queue_manager.v1.AddJobStreamRequest
+	(*AddBulkRequest)(nil),             // 47: queue_manager.v1.AddBulkRequest
+	(*GetJobRequest)(nil),              // 48: queue_manager.v1.GetJobRequest
+	(*ListJobsRequest)(nil),            // 49: queue_manager.v1.ListJobsRequest
+	(*RemoveJobRequest)(nil),           // 50: queue_manager.v1.RemoveJobRequest
+	(*GetJobLogsRequest)(nil),          // 51: queue_manager.v1.GetJobLogsRequest
+	(*WaitForJobRequest)(nil),          // 52: queue_manager.v1.WaitForJobRequest
+	(*CancelJobRequest)(nil),           // 53: queue_manager.v1.CancelJobRequest
+	(*RetryJobRequest)(nil),            // 54: queue_manager.v1.RetryJobRequest
+	(*RetryFailedJobsRequest)(nil),     // 55: queue_manager.v1.RetryFailedJobsRequest
+	(*PromoteJobRequest)(nil),          // 56: queue_manager.v1.PromoteJobRequest
+	(*ChangeJobPriorityRequest)(nil),   // 57: queue_manager.v1.ChangeJobPriorityRequest
+	(*UpdateJobDataRequest)(nil),       // 58: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),     // 59: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),         // 60: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),       // 61: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),      // 62: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),      // 63: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),         // 64: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),       // 65: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),      // 66: queue_manager.v1.DeleteScheduleRequest
+	(*WatchJobEventsRequest)(nil),      // 67: queue_manager.v1.WatchJobEventsRequest
+	(*RescheduleJobRequest)(nil),       // 68: queue_manager.v1.RescheduleJobRequest
+	(*RetryWorkflowRequest)(nil),       // 69: queue_manager.v1.RetryWorkflowRequest
+	(*CancelJobsRequest)(nil),          // 70: queue_manager.v1.CancelJobsRequest
+	(*RemoveJobsRequest)(nil),          // 71: queue_manager.v1.RemoveJobsRequest
+	(*GetAllMetricsResponse)(nil),      // 72: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 73: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 74: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 75: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 76: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 77: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 78: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 79: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 80: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 81: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 82: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 83: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 84: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 85: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 86: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 87: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 88: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 89: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 90: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 91: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 92: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 93: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 94: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 95: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 96: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 97: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 98: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 99: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 100: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 101: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 102: queue_manager.v1.RemoveJobsResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
-	30, // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
-	31, // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	31, // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	31, // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
-	31, // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	31, // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	32, // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
-	33, // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
-	34, // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
-	35, // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
-	34, // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
-	34, // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
-	34, // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
-	36, // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	28, // 14: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
-	29, // 15: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
-	0,  // 16: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
-	2,  // 17: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
-	4,  // 18: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
-	6,  // 19: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
-	8,  // 20: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
-	10, // 21: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
-	12, // 22: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
-	22, // 23: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
-	14, // 24: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
-	16, // 25: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
-	18, // 26: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
-	20, // 27: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
-	24, // 28: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
-	37, // 29: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
-	38, // 30: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
-	39, // 31: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
-	40, // 32: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
-	41, // 33: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
-	42, // 34: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
-	43, // 35: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
-	44, // 36: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
-	45, // 37: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
-	46, // 38: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
-	47, // 39: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
-	48, // 40: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
-	49, // 41: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
-	50, // 42: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
-	51, // 43: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
-	52, // 44: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
-	53, // 45: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	54, // 46: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
-	55, // 47: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	56, // 48: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	57, // 49: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	58, // 50: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	59, // 51: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	60, // 52: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	61, // 53: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	62, // 54: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	63, // 55: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
-	64, // 56: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
-	26, // 57: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
-	65, // 58: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
-	66, // 59: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
-	67, // 60: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
-	1,  // 61: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	3,  // 62: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	5,  // 63: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	7,  // 64: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	9,  // 65: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	11, // 66: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	13, // 67: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	23, // 68: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	15, // 69: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	17, // 70: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	19, // 71: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	21, // 72: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	25, // 73: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	68, // 74: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	69, // 75: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	70, // 76: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	71, // 77: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	72, // 78: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	73, // 79: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	74, // 80: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	75, // 81: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	76, // 82: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	77, // 83: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	78, // 84: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	79, // 85: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	80, // 86: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	81, // 87: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	82, // 88: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	83, // 89: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	84, // 90: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	85, // 91: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	86, // 92: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	87, // 93: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	88, // 94: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	89, // 95: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	90, // 96: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	91, // 97: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	92, // 98: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	93, // 99: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	94, // 100: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	95, // 101: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	27, // 102: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	96, // 103: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	97, // 104: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
-	98, // 105: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
-	61, // [61:106] is the sub-list for method output_type
-	16, // [16:61] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	33,  // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
+	34,  // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	34,  // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	34,  // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
+	34,  // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	34,  // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	35,  // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
+	36,  // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
+	37,  // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
+	38,  // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
+	37,  // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
+	37,  // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	37,  // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	39,  // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	29,  // 14: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
+	30,  // 15: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
+	0,   // 16: queue_manager.v1.ControlWorkerRequest.action:type_name -> queue_manager.v1.WorkerControlAction
+	40,  // 17: queue_manager.v1.ControlWorkerResponse.state:type_name -> queue_manager.v1.WorkerState
+	1,   // 18: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
+	3,   // 19: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
+	5,   // 20: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
+	7,   // 21: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
+	9,   // 22: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
+	11,  // 23: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
+	13,  // 24: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
+	23,  // 25: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
+	15,  // 26: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
+	17,  // 27: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
+	19,  // 28: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
+	21,  // 29: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
+	25,  // 30: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
+	41,  // 31: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
+	42,  // 32: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
+	43,  // 33: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
+	44,  // 34: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
+	45,  // 35: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
+	46,  // 36: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
+	47,  // 37: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
+	48,  // 38: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
+	49,  // 39: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
+	50,  // 40: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
+	51,  // 41: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
+	52,  // 42: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
+	53,  // 43: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
+	54,  // 44: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
+	55,  // 45: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
+	56,  // 46: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
+	57,  // 47: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
+	58,  // 48: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	59,  // 49: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	60,  // 50: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	61,  // 51: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	62,  // 52: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	63,  // 53: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	64,  // 54: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	65,  // 55: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	66,  // 56: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	67,  // 57: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
+	68,  // 58: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
+	27,  // 59: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
+	69,  // 60: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
+	70,  // 61: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
+	71,  // 62: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
+	31,  // 63: queue_manager.v1.QueueService.ControlWorker:input_type -> queue_manager.v1.ControlWorkerRequest
+	2,   // 64: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	4,   // 65: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	6,   // 66: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	8,   // 67: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	10,  // 68: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	12,  // 69: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	14,  // 70: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	24,  // 71: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	16,  // 72: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	18,  // 73: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	20,  // 74: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	22,  // 75: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	26,  // 76: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	72,  // 77: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	73,  // 78: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	74,  // 79: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	75,  // 80: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	76,  // 81: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	77,  // 82: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	78,  // 83: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	79,  // 84: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	80,  // 85: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	81,  // 86: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	82,  // 87: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	83,  // 88: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	84,  // 89: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	85,  // 90: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	86,  // 91: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	87,  // 92: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	88,  // 93: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	89,  // 94: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	90,  // 95: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	91,  // 96: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	92,  // 97: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	93,  // 98: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	94,  // 99: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	95,  // 100: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	96,  // 101: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	97,  // 102: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	98,  // 103: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	99,  // 104: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	28,  // 105: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	100, // 106: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	101, // 107: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	102, // 108: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	32,  // 109: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
+	64,  // [64:110] is the sub-list for method output_type
+	18,  // [18:64] is the sub-list for method input_type
+	18,  // [18:18] is the sub-list for extension type_name
+	18,  // [18:18] is the sub-list for extension extendee
+	0,   // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_queue_service_proto_init() }
@@ -2063,13 +2287,14 @@ func file_queue_manager_v1_queue_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_queue_service_proto_rawDesc), len(file_queue_manager_v1_queue_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   30,
+			NumEnums:      1,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_queue_manager_v1_queue_service_proto_goTypes,
 		DependencyIndexes: file_queue_manager_v1_queue_service_proto_depIdxs,
+		EnumInfos:         file_queue_manager_v1_queue_service_proto_enumTypes,
 		MessageInfos:      file_queue_manager_v1_queue_service_proto_msgTypes,
 	}.Build()
 	File_queue_manager_v1_queue_service_proto = out.File

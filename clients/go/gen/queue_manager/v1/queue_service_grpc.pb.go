@@ -64,6 +64,7 @@ const (
 	QueueService_RetryWorkflow_FullMethodName      = "/queue_manager.v1.QueueService/RetryWorkflow"
 	QueueService_CancelJobs_FullMethodName         = "/queue_manager.v1.QueueService/CancelJobs"
 	QueueService_RemoveJobs_FullMethodName         = "/queue_manager.v1.QueueService/RemoveJobs"
+	QueueService_ControlWorker_FullMethodName      = "/queue_manager.v1.QueueService/ControlWorker"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -183,6 +184,12 @@ type QueueServiceClient interface {
 	CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error)
 	// Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
 	RemoveJobs(ctx context.Context, in *RemoveJobsRequest, opts ...grpc.CallOption) (*RemoveJobsResponse, error)
+	// Controls one connected worker, on whichever server holds its stream: quiet it (it runs what it holds
+	// and takes nothing new, staying connected), resume it, stop it (it finishes or releases what it holds,
+	// then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
+	// holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
+	// hello did not list it).
+	ControlWorker(ctx context.Context, in *ControlWorkerRequest, opts ...grpc.CallOption) (*ControlWorkerResponse, error)
 }
 
 type queueServiceClient struct {
@@ -676,6 +683,16 @@ func (c *queueServiceClient) RemoveJobs(ctx context.Context, in *RemoveJobsReque
 	return out, nil
 }
 
+func (c *queueServiceClient) ControlWorker(ctx context.Context, in *ControlWorkerRequest, opts ...grpc.CallOption) (*ControlWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ControlWorkerResponse)
+	err := c.cc.Invoke(ctx, QueueService_ControlWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -793,6 +810,12 @@ type QueueServiceServer interface {
 	CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error)
 	// Removes the jobs of one state that match a filter, a bounded number per call (continue with the token).
 	RemoveJobs(context.Context, *RemoveJobsRequest) (*RemoveJobsResponse, error)
+	// Controls one connected worker, on whichever server holds its stream: quiet it (it runs what it holds
+	// and takes nothing new, staying connected), resume it, stop it (it finishes or releases what it holds,
+	// then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
+	// holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
+	// hello did not list it).
+	ControlWorker(context.Context, *ControlWorkerRequest) (*ControlWorkerResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -937,6 +960,9 @@ func (UnimplementedQueueServiceServer) CancelJobs(context.Context, *CancelJobsRe
 }
 func (UnimplementedQueueServiceServer) RemoveJobs(context.Context, *RemoveJobsRequest) (*RemoveJobsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) ControlWorker(context.Context, *ControlWorkerRequest) (*ControlWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ControlWorker not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1726,6 +1752,24 @@ func _QueueService_RemoveJobs_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_ControlWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ControlWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ControlWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ControlWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ControlWorker(ctx, req.(*ControlWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1892,6 +1936,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveJobs",
 			Handler:    _QueueService_RemoveJobs_Handler,
+		},
+		{
+			MethodName: "ControlWorker",
+			Handler:    _QueueService_ControlWorker_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -36,6 +36,20 @@ const (
 	// Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
 	// cancelled. A report about it that arrives first is accepted as usual.
 	ServerCommandType_SERVER_COMMAND_TYPE_CANCEL_JOB ServerCommandType = 2
+	// An operator quieted the worker (ControlWorker): the server delivers nothing more until RESUME. The
+	// worker runs what it holds, reports as usual (credits included: the server keeps them), and stays
+	// connected; it says quiet in the hello of any stream it opens until resumed.
+	ServerCommandType_SERVER_COMMAND_TYPE_QUIET ServerCommandType = 3
+	// An operator resumed a quiet worker: deliveries start again, against the credits the server kept.
+	ServerCommandType_SERVER_COMMAND_TYPE_RESUME ServerCommandType = 4
+	// An operator stopped the worker: as DRAIN (no delivery follows; finish or release what you hold, then
+	// half-close), but the worker does not reconnect: its run ends.
+	ServerCommandType_SERVER_COMMAND_TYPE_STOP ServerCommandType = 5
+	// An operator changed the worker's concurrency to the command's concurrency. The server has already
+	// taken back revoked_credits of the credits it held (a lower concurrency); the worker takes back the
+	// rest of the difference from credits it has not sent and then from the jobs that finish (their
+	// credits are not returned), and for a higher concurrency sends the extra credits as usual.
+	ServerCommandType_SERVER_COMMAND_TYPE_SET_CONCURRENCY ServerCommandType = 6
 )
 
 // Enum value maps for ServerCommandType.
@@ -44,11 +58,19 @@ var (
 		0: "SERVER_COMMAND_TYPE_UNSPECIFIED",
 		1: "SERVER_COMMAND_TYPE_DRAIN",
 		2: "SERVER_COMMAND_TYPE_CANCEL_JOB",
+		3: "SERVER_COMMAND_TYPE_QUIET",
+		4: "SERVER_COMMAND_TYPE_RESUME",
+		5: "SERVER_COMMAND_TYPE_STOP",
+		6: "SERVER_COMMAND_TYPE_SET_CONCURRENCY",
 	}
 	ServerCommandType_value = map[string]int32{
-		"SERVER_COMMAND_TYPE_UNSPECIFIED": 0,
-		"SERVER_COMMAND_TYPE_DRAIN":       1,
-		"SERVER_COMMAND_TYPE_CANCEL_JOB":  2,
+		"SERVER_COMMAND_TYPE_UNSPECIFIED":     0,
+		"SERVER_COMMAND_TYPE_DRAIN":           1,
+		"SERVER_COMMAND_TYPE_CANCEL_JOB":      2,
+		"SERVER_COMMAND_TYPE_QUIET":           3,
+		"SERVER_COMMAND_TYPE_RESUME":          4,
+		"SERVER_COMMAND_TYPE_STOP":            5,
+		"SERVER_COMMAND_TYPE_SET_CONCURRENCY": 6,
 	}
 )
 
@@ -180,7 +202,14 @@ type WorkerHello struct {
 	// Client language, e.g. "python".
 	Language string `protobuf:"bytes,5,opt,name=language,proto3" json:"language,omitempty"`
 	// Client library version.
-	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// The commands beyond DRAIN and CANCEL_JOB that this worker obeys (QUIET, RESUME, STOP,
+	// SET_CONCURRENCY). The server sends no other: ControlWorker refuses one the worker did not list with
+	// FAILED_PRECONDITION. A worker that lists none takes no control commands.
+	Commands []ServerCommandType `protobuf:"varint,7,rep,packed,name=commands,proto3,enum=queue_manager.v1.ServerCommandType" json:"commands,omitempty"`
+	// Start quiet: the server delivers nothing until RESUME (a quiet worker opening a new stream, after a
+	// server restart for example, stays quiet).
+	Quiet         bool `protobuf:"varint,8,opt,name=quiet,proto3" json:"quiet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +284,20 @@ func (x *WorkerHello) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *WorkerHello) GetCommands() []ServerCommandType {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+func (x *WorkerHello) GetQuiet() bool {
+	if x != nil {
+		return x.Quiet
+	}
+	return false
 }
 
 // JobCompletion reports a successful run.
@@ -1267,9 +1310,13 @@ type ServerCommand struct {
 	// The job a CANCEL_JOB command is about.
 	Job *LeaseRef `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	// Why, for logs.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The new concurrency of a SET_CONCURRENCY command.
+	Concurrency uint32 `protobuf:"varint,4,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// SET_CONCURRENCY: credits the server held for the worker and dropped (at most the decrease).
+	RevokedCredits uint32 `protobuf:"varint,5,opt,name=revoked_credits,json=revokedCredits,proto3" json:"revoked_credits,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ServerCommand) Reset() {
@@ -1321,6 +1368,20 @@ func (x *ServerCommand) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ServerCommand) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *ServerCommand) GetRevokedCredits() uint32 {
+	if x != nil {
+		return x.RevokedCredits
+	}
+	return 0
 }
 
 // JobDelay asks that a running job run again later without using an attempt: its run ends, the job waits in
@@ -1398,14 +1459,16 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x0eConnectRequest\x125\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkerHelloH\x00R\x05hello\x128\n" +
 	"\x06report\x18\x02 \x01(\v2\x1e.queue_manager.v1.WorkerReportH\x00R\x06reportB\x06\n" +
-	"\x04kind\"\x98\x02\n" +
+	"\x04kind\"\xef\x02\n" +
 	"\vWorkerHello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06queues\x18\x02 \x03(\tR\x06queues\x12 \n" +
 	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\x12A\n" +
 	"\x06labels\x18\x04 \x03(\v2).queue_manager.v1.WorkerHello.LabelsEntryR\x06labels\x12\x1a\n" +
 	"\blanguage\x18\x05 \x01(\tR\blanguage\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\x1a9\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12?\n" +
+	"\bcommands\x18\a \x03(\x0e2#.queue_manager.v1.ServerCommandTypeR\bcommands\x12\x14\n" +
+	"\x05quiet\x18\b \x01(\bR\x05quiet\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd0\x01\n" +
@@ -1492,19 +1555,25 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x11lease_expire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\"t\n" +
 	"\tReportAck\x12<\n" +
 	"\aresults\x18\x01 \x03(\v2\".queue_manager.v1.ReportItemResultR\aresults\x12)\n" +
-	"\x10delivery_stopped\x18\x02 \x01(\bR\x0fdeliveryStopped\"\x8e\x01\n" +
+	"\x10delivery_stopped\x18\x02 \x01(\bR\x0fdeliveryStopped\"\xd9\x01\n" +
 	"\rServerCommand\x127\n" +
 	"\x04type\x18\x01 \x01(\x0e2#.queue_manager.v1.ServerCommandTypeR\x04type\x12,\n" +
 	"\x03job\x18\x02 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x03job\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9c\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12 \n" +
+	"\vconcurrency\x18\x04 \x01(\rR\vconcurrency\x12'\n" +
+	"\x0frevoked_credits\x18\x05 \x01(\rR\x0erevokedCredits\"\x9c\x01\n" +
 	"\bJobDelay\x120\n" +
 	"\x05lease\x18\x01 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x05lease\x12/\n" +
 	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12-\n" +
-	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data*{\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data*\x81\x02\n" +
 	"\x11ServerCommandType\x12#\n" +
 	"\x1fSERVER_COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SERVER_COMMAND_TYPE_DRAIN\x10\x01\x12\"\n" +
-	"\x1eSERVER_COMMAND_TYPE_CANCEL_JOB\x10\x022c\n" +
+	"\x1eSERVER_COMMAND_TYPE_CANCEL_JOB\x10\x02\x12\x1d\n" +
+	"\x19SERVER_COMMAND_TYPE_QUIET\x10\x03\x12\x1e\n" +
+	"\x1aSERVER_COMMAND_TYPE_RESUME\x10\x04\x12\x1c\n" +
+	"\x18SERVER_COMMAND_TYPE_STOP\x10\x05\x12'\n" +
+	"#SERVER_COMMAND_TYPE_SET_CONCURRENCY\x10\x062c\n" +
 	"\rWorkerService\x12R\n" +
 	"\aConnect\x12 .queue_manager.v1.ConnectRequest\x1a!.queue_manager.v1.ConnectResponse(\x010\x01B\xdf\x01\n" +
 	"\x14com.queue_manager.v1B\x12WorkerServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
@@ -1554,48 +1623,49 @@ var file_queue_manager_v1_worker_service_proto_depIdxs = []int32{
 	2,  // 0: queue_manager.v1.ConnectRequest.hello:type_name -> queue_manager.v1.WorkerHello
 	7,  // 1: queue_manager.v1.ConnectRequest.report:type_name -> queue_manager.v1.WorkerReport
 	18, // 2: queue_manager.v1.WorkerHello.labels:type_name -> queue_manager.v1.WorkerHello.LabelsEntry
-	19, // 3: queue_manager.v1.JobCompletion.result:type_name -> queue_manager.v1.Payload
-	20, // 4: queue_manager.v1.JobCompletion.duration:type_name -> google.protobuf.Duration
-	20, // 5: queue_manager.v1.JobFailure.duration:type_name -> google.protobuf.Duration
-	20, // 6: queue_manager.v1.JobFailure.retry_after:type_name -> google.protobuf.Duration
-	5,  // 7: queue_manager.v1.JobProgress.lease:type_name -> queue_manager.v1.LeaseRef
-	21, // 8: queue_manager.v1.JobProgress.progress:type_name -> google.protobuf.Value
-	3,  // 9: queue_manager.v1.WorkerReport.completions:type_name -> queue_manager.v1.JobCompletion
-	4,  // 10: queue_manager.v1.WorkerReport.failures:type_name -> queue_manager.v1.JobFailure
-	5,  // 11: queue_manager.v1.WorkerReport.extensions:type_name -> queue_manager.v1.LeaseRef
-	6,  // 12: queue_manager.v1.WorkerReport.progress:type_name -> queue_manager.v1.JobProgress
-	5,  // 13: queue_manager.v1.WorkerReport.releases:type_name -> queue_manager.v1.LeaseRef
-	5,  // 14: queue_manager.v1.WorkerReport.abandoned:type_name -> queue_manager.v1.LeaseRef
-	9,  // 15: queue_manager.v1.WorkerReport.logs:type_name -> queue_manager.v1.JobLogs
-	5,  // 16: queue_manager.v1.WorkerReport.cancelled:type_name -> queue_manager.v1.LeaseRef
-	8,  // 17: queue_manager.v1.WorkerReport.stats:type_name -> queue_manager.v1.WorkerStats
-	17, // 18: queue_manager.v1.WorkerReport.delays:type_name -> queue_manager.v1.JobDelay
-	5,  // 19: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
-	22, // 20: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
-	11, // 21: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
-	13, // 22: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
-	15, // 23: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
-	16, // 24: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
-	20, // 25: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
-	20, // 26: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	23, // 27: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
-	24, // 28: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
-	12, // 29: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
-	5,  // 30: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
-	24, // 31: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
-	14, // 32: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
-	0,  // 33: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
-	5,  // 34: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
-	5,  // 35: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
-	20, // 36: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
-	19, // 37: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
-	1,  // 38: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
-	10, // 39: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
-	39, // [39:40] is the sub-list for method output_type
-	38, // [38:39] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	0,  // 3: queue_manager.v1.WorkerHello.commands:type_name -> queue_manager.v1.ServerCommandType
+	19, // 4: queue_manager.v1.JobCompletion.result:type_name -> queue_manager.v1.Payload
+	20, // 5: queue_manager.v1.JobCompletion.duration:type_name -> google.protobuf.Duration
+	20, // 6: queue_manager.v1.JobFailure.duration:type_name -> google.protobuf.Duration
+	20, // 7: queue_manager.v1.JobFailure.retry_after:type_name -> google.protobuf.Duration
+	5,  // 8: queue_manager.v1.JobProgress.lease:type_name -> queue_manager.v1.LeaseRef
+	21, // 9: queue_manager.v1.JobProgress.progress:type_name -> google.protobuf.Value
+	3,  // 10: queue_manager.v1.WorkerReport.completions:type_name -> queue_manager.v1.JobCompletion
+	4,  // 11: queue_manager.v1.WorkerReport.failures:type_name -> queue_manager.v1.JobFailure
+	5,  // 12: queue_manager.v1.WorkerReport.extensions:type_name -> queue_manager.v1.LeaseRef
+	6,  // 13: queue_manager.v1.WorkerReport.progress:type_name -> queue_manager.v1.JobProgress
+	5,  // 14: queue_manager.v1.WorkerReport.releases:type_name -> queue_manager.v1.LeaseRef
+	5,  // 15: queue_manager.v1.WorkerReport.abandoned:type_name -> queue_manager.v1.LeaseRef
+	9,  // 16: queue_manager.v1.WorkerReport.logs:type_name -> queue_manager.v1.JobLogs
+	5,  // 17: queue_manager.v1.WorkerReport.cancelled:type_name -> queue_manager.v1.LeaseRef
+	8,  // 18: queue_manager.v1.WorkerReport.stats:type_name -> queue_manager.v1.WorkerStats
+	17, // 19: queue_manager.v1.WorkerReport.delays:type_name -> queue_manager.v1.JobDelay
+	5,  // 20: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
+	22, // 21: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
+	11, // 22: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
+	13, // 23: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
+	15, // 24: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
+	16, // 25: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
+	20, // 26: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
+	20, // 27: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	23, // 28: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
+	24, // 29: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
+	12, // 30: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
+	5,  // 31: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
+	24, // 32: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
+	14, // 33: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
+	0,  // 34: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
+	5,  // 35: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
+	5,  // 36: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
+	20, // 37: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
+	19, // 38: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
+	1,  // 39: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
+	10, // 40: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
+	40, // [40:41] is the sub-list for method output_type
+	39, // [39:40] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_worker_service_proto_init() }

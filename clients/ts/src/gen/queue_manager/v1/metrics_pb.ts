@@ -2,8 +2,8 @@
 // @generated from file queue_manager/v1/metrics.proto (package queue_manager.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { QueueMetrics } from "./types_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/metrics.proto.
  */
 export const file_queue_manager_v1_metrics: GenFile = /*@__PURE__*/
-  fileDesc("Ch5xdWV1ZV9tYW5hZ2VyL3YxL21ldHJpY3MucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEiLwoUR2V0QWxsTWV0cmljc1JlcXVlc3QSFwoPaW5jbHVkZV9oaXN0b3J5GAEgASgIIkgKFUdldEFsbE1ldHJpY3NSZXNwb25zZRIvCgdtZXRyaWNzGAEgAygLMh4ucXVldWVfbWFuYWdlci52MS5RdWV1ZU1ldHJpY3MiiQEKE1dhdGNoTWV0cmljc1JlcXVlc3QSEwoLcXVldWVfbmFtZXMYASADKAkSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPaW5jbHVkZV9oaXN0b3J5GAMgASgIEhcKD2luY2x1ZGVfd29ya2VycxgEIAEoCCKgAQoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoHbWV0cmljcxgCIAMoCzIeLnF1ZXVlX21hbmFnZXIudjEuUXVldWVNZXRyaWNzEi0KB3dvcmtlcnMYAyADKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtlckluZm8iKAoSTGlzdFdvcmtlcnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkiRAoTTGlzdFdvcmtlcnNSZXNwb25zZRItCgd3b3JrZXJzGAEgAygLMhwucXVldWVfbWFuYWdlci52MS5Xb3JrZXJJbmZvIsUDCgpXb3JrZXJJbmZvEhEKCXdvcmtlcl9pZBgBIAEoCRIRCglzZXJ2ZXJfaWQYAiABKAkSDAoEaG9zdBgDIAEoCRIQCghsYW5ndWFnZRgEIAEoCRIPCgd2ZXJzaW9uGAUgASgJEg4KBnF1ZXVlcxgGIAMoCRITCgtjb25jdXJyZW5jeRgHIAEoDRIRCglpbl9mbGlnaHQYCCABKA0SMAoMY29ubmVjdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjcHVfcGVyY2VudBgLIAEoARIUCgxtZW1vcnlfYnl0ZXMYDCABKAQSOAoGbGFiZWxzGA0gAygLMigucXVldWVfbWFuYWdlci52MS5Xb3JrZXJJbmZvLkxhYmVsc0VudHJ5EikKBnVwdGltZRgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("Ch5xdWV1ZV9tYW5hZ2VyL3YxL21ldHJpY3MucHJvdG8SEHF1ZXVlX21hbmFnZXIudjEiLwoUR2V0QWxsTWV0cmljc1JlcXVlc3QSFwoPaW5jbHVkZV9oaXN0b3J5GAEgASgIIkgKFUdldEFsbE1ldHJpY3NSZXNwb25zZRIvCgdtZXRyaWNzGAEgAygLMh4ucXVldWVfbWFuYWdlci52MS5RdWV1ZU1ldHJpY3MiiQEKE1dhdGNoTWV0cmljc1JlcXVlc3QSEwoLcXVldWVfbmFtZXMYASADKAkSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPaW5jbHVkZV9oaXN0b3J5GAMgASgIEhcKD2luY2x1ZGVfd29ya2VycxgEIAEoCCKgAQoUV2F0Y2hNZXRyaWNzUmVzcG9uc2USKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoHbWV0cmljcxgCIAMoCzIeLnF1ZXVlX21hbmFnZXIudjEuUXVldWVNZXRyaWNzEi0KB3dvcmtlcnMYAyADKAsyHC5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtlckluZm8iKAoSTGlzdFdvcmtlcnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkiRAoTTGlzdFdvcmtlcnNSZXNwb25zZRItCgd3b3JrZXJzGAEgAygLMhwucXVldWVfbWFuYWdlci52MS5Xb3JrZXJJbmZvIvMDCgpXb3JrZXJJbmZvEhEKCXdvcmtlcl9pZBgBIAEoCRIRCglzZXJ2ZXJfaWQYAiABKAkSDAoEaG9zdBgDIAEoCRIQCghsYW5ndWFnZRgEIAEoCRIPCgd2ZXJzaW9uGAUgASgJEg4KBnF1ZXVlcxgGIAMoCRITCgtjb25jdXJyZW5jeRgHIAEoDRIRCglpbl9mbGlnaHQYCCABKA0SMAoMY29ubmVjdF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjcHVfcGVyY2VudBgLIAEoARIUCgxtZW1vcnlfYnl0ZXMYDCABKAQSOAoGbGFiZWxzGA0gAygLMigucXVldWVfbWFuYWdlci52MS5Xb3JrZXJJbmZvLkxhYmVsc0VudHJ5EikKBnVwdGltZRgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgVzdGF0ZRgPIAEoDjIdLnF1ZXVlX21hbmFnZXIudjEuV29ya2VyU3RhdGUaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASp3CgtXb3JrZXJTdGF0ZRIcChhXT1JLRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNXT1JLRVJfU1RBVEVfQUNUSVZFEAESFgoSV09SS0VSX1NUQVRFX1FVSUVUEAISGQoVV09SS0VSX1NUQVRFX1NUT1BQSU5HEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
 
 /**
  * GetAllMetricsRequest asks for every queue's metrics.
@@ -280,6 +280,13 @@ export type WorkerInfo = Message<"queue_manager.v1.WorkerInfo"> & {
    * @generated from field: google.protobuf.Duration uptime = 14;
    */
   uptime?: Duration | undefined;
+
+  /**
+   * Whether it takes jobs: active, quiet or stopping (ControlWorker).
+   *
+   * @generated from field: queue_manager.v1.WorkerState state = 15;
+   */
+  state: WorkerState;
 };
 
 /**
@@ -288,4 +295,45 @@ export type WorkerInfo = Message<"queue_manager.v1.WorkerInfo"> & {
  */
 export const WorkerInfoSchema: GenMessage<WorkerInfo> = /*@__PURE__*/
   messageDesc(file_queue_manager_v1_metrics, 6);
+
+/**
+ * WorkerState says whether a connected worker takes jobs.
+ *
+ * @generated from enum queue_manager.v1.WorkerState
+ */
+export enum WorkerState {
+  /**
+   * Not set (a server that predates worker control).
+   *
+   * @generated from enum value: WORKER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Takes jobs as its credits allow.
+   *
+   * @generated from enum value: WORKER_STATE_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * Quieted (ControlWorker QUIET): runs what it holds, takes nothing new, stays connected.
+   *
+   * @generated from enum value: WORKER_STATE_QUIET = 2;
+   */
+  QUIET = 2,
+
+  /**
+   * Stopping (ControlWorker STOP, or its own shutdown): finishes or releases what it holds, then leaves.
+   *
+   * @generated from enum value: WORKER_STATE_STOPPING = 3;
+   */
+  STOPPING = 3,
+}
+
+/**
+ * Describes the enum queue_manager.v1.WorkerState.
+ */
+export const WorkerStateSchema: GenEnum<WorkerState> = /*@__PURE__*/
+  enumDesc(file_queue_manager_v1_metrics, 0);
 
