@@ -199,6 +199,33 @@ def worker_hello(h: Any) -> None:
         text(value, f"hello.labels[{key[:40]!r}]", 500, required=False)
 
 
+# Largest weight of a queue in a worker's hello (WorkerHello.queue_weights).
+MAX_QUEUE_WEIGHT = 1_000
+
+
+def queue_shares(h: Any, queues: list[str]) -> tuple[tuple[str, ...] | None, dict[str, int] | None]:
+    """A hello's sharing of the worker's slots among its queues: (strict order, None), (None, weights by
+    queue, every queue's) or (None, None) for none."""
+    if h.strict_order and h.queue_weights:
+        raise InvalidArgument("hello.queue_weights", "give weights or strict_order, not both")
+    if h.strict_order:
+        return (tuple(queues) if len(queues) > 1 else None), None
+    if not h.queue_weights:
+        return None, None
+    for name, weight in h.queue_weights.items():
+        if name not in queues:
+            raise InvalidArgument(
+                "hello.queue_weights", f"names {name[:100]!r}, which is not one of the worker's queues"
+            )
+        if not 1 <= weight <= MAX_QUEUE_WEIGHT:
+            raise InvalidArgument(
+                f"hello.queue_weights[{name[:100]!r}]", f"{weight} must be 1 to {MAX_QUEUE_WEIGHT:,}"
+            )
+    if len(queues) == 1:
+        return None, None
+    return None, {q: h.queue_weights.get(q, 1) for q in queues}
+
+
 def count(value: int, field: str, maximum: int) -> int:
     if value > maximum:
         raise InvalidArgument(field, f"{value} is above the maximum of {maximum}")

@@ -8,7 +8,7 @@ already passed. Each error names the parameter and what it accepts.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -69,6 +69,43 @@ def check_grace(value: float, what: str = "shutdown_grace") -> float:
     if not (0 <= seconds < math.inf):
         raise ValueError(f"{what} must be {accepted}, got {value!r}")
     return seconds
+
+
+# Largest weight of a queue (Worker queue_weights), as the server allows.
+MAX_QUEUE_WEIGHT = 1_000
+
+
+def check_queue_weights(value: Mapping[str, int] | None, queues: Iterable[str]) -> dict[str, int]:
+    """Weights of a worker's queues (None: none), each an int from 1 to MAX_QUEUE_WEIGHT of one of them."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"queue_weights must be a mapping of queue name to weight, not {type(value).__name__}"
+        )
+    known = set(queues)
+    out = {}
+    for name, weight in value.items():
+        if name not in known:
+            raise ValueError(f"queue_weights names {name!r}, which has no processor on this worker")
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise TypeError(f"queue_weights[{name!r}] must be an int, not {type(weight).__name__}")
+        if not 1 <= weight <= MAX_QUEUE_WEIGHT:
+            raise ValueError(f"queue_weights[{name!r}] must be 1 to {MAX_QUEUE_WEIGHT:,}, got {weight}")
+        out[name] = weight
+    return out
+
+
+def check_queue_order(value: Sequence[str], queues: Iterable[str]) -> list[str]:
+    """A strict order of a worker's queues: each of them once, highest priority first."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(f"queue_order must be a list of queue names, not {type(value).__name__}")
+    order, known = list(value), set(queues)
+    if len(set(order)) != len(order) or set(order) != known:
+        raise ValueError(
+            f"queue_order must name each of the worker's queues once: {sorted(known)}, got {order}"
+        )
+    return order
 
 
 def check_labels(value: Mapping[str, str] | None, what: str = "worker_labels") -> dict[str, str]:

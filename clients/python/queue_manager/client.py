@@ -8,7 +8,7 @@ there), `QueueCalls` (client_queues.py: queues, groups, metrics, events, workers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -181,6 +181,8 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
         *,
         concurrency: int | None = None,
         handle_signals: bool = False,
+        queue_weights: Mapping[str, int] | None = None,
+        queue_order: Sequence[str] | None = None,
     ) -> Worker:
         """Starts one worker (one stream) for the registered processors and returns it.
 
@@ -188,6 +190,8 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
             queues: Only these queues' processors: a queue name or several; default all registered ones.
             concurrency: Jobs run at once, 1 to 100,000; default the client's concurrency.
             handle_signals: Shut down gracefully on SIGTERM/SIGINT.
+            queue_weights: Shares of the slots by queue when several have jobs ready (`Worker`).
+            queue_order: Strict priority of the queues instead, highest first (`Worker`).
 
         Returns:
             The running `Worker` (already started; see `Worker.wait_connected`).
@@ -210,6 +214,8 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
             channel_options=self._channel_options,
             shutdown_grace=self.shutdown_grace,
             tracer_provider=self._tracer_provider,
+            queue_weights=queue_weights,
+            queue_order=queue_order,
         )
         await worker.start()
         if handle_signals:

@@ -37,12 +37,13 @@ import math
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, TypeAlias
 
 from queue_manager.autoscale import PoolLoad, QueueLoad, ScalingPolicy, ScalingState, decide
+from queue_manager.checks import check_queue_order, check_queue_weights
 from queue_manager.children import Child, RestartPacer, describe_exit
 from queue_manager.errors import QueueManagerError
 from queue_manager.lifecycle import RunsUntilShutdown
@@ -101,6 +102,9 @@ class WorkerManager(RunsUntilShutdown):
             or ``package.module``, as for ``qm worker``). The pool imports it too: it follows the metrics
             with that client's address, credentials and token.
         queues: Queues to work and watch; default every queue with a registered processor.
+        queue_weights: How each process shares its slots among the queues when several have jobs ready
+            (`Worker`'s ``queue_weights``).
+        queue_order: Strict priority instead, every queue highest first (`Worker`'s ``queue_order``).
         min_workers: Fewest processes (0: an idle pool stops them all, and starts one when jobs come).
         max_workers: Most processes; default the number of CPUs.
         concurrency: Jobs each process runs at once; default the QueueManager's, else
@@ -128,6 +132,8 @@ class WorkerManager(RunsUntilShutdown):
         app: str,
         *,
         queues: Iterable[str] | None = None,
+        queue_weights: Mapping[str, int] | None = None,
+        queue_order: Sequence[str] | None = None,
         min_workers: int = 1,
         max_workers: int | None = None,
         concurrency: int | None = None,
@@ -157,6 +163,13 @@ class WorkerManager(RunsUntilShutdown):
             raise ValueError(f"{app!r} has no processor for queue(s) {', '.join(missing)}")
         if not self.queues:
             raise ValueError(f"{app!r} has no processors; register them with @qm.processor(queue_name)")
+        # How each worker process shares its slots among the queues (Worker queue_weights / queue_order).
+        self.queue_weights = check_queue_weights(queue_weights, self.queues)
+        if queue_order is not None and self.queue_weights:
+            raise ValueError("give queue_weights or queue_order, not both")
+        if queue_order is not None:
+            self.queues = check_queue_order(queue_order, self.queues)
+        self.strict = queue_order is not None
         self.concurrency = concurrency or self._qm.concurrency or default_concurrency()
         self.policy = ScalingPolicy(
             min_workers=min_workers,
@@ -407,6 +420,10 @@ class WorkerManager(RunsUntilShutdown):
         argv += ["worker", self.app, "--concurrency", str(self.concurrency), "--grace", f"{self.grace:g}"]
         for queue in self.queues:
             argv += ["--queue", queue]
+        for queue, weight in self.queue_weights.items():
+            argv += ["--weight", f"{queue}={weight}"]
+        if self.strict:
+            argv.append("--strict")
         return [*argv, "--stop-on-stdin-eof"]
 
     def _stop(self, child: Child, reason: str) -> None:

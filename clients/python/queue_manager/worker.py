@@ -56,7 +56,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,8 @@ from queue_manager.checks import (
     check_credentials,
     check_grace,
     check_labels,
+    check_queue_order,
+    check_queue_weights,
     check_token,
 )
 from queue_manager.context import JobContext
@@ -132,6 +134,11 @@ class Worker(WorkerStream, RunsUntilShutdown):
         shutdown_grace: Default seconds `shutdown` waits for running jobs (finite, at least 0).
         tracer_provider: OpenTelemetry tracer provider of the runs' spans; None: the global one, read at
             `start` (tracing is off when none is configured then, or without ``queue-manager[otel]``).
+        queue_weights: When several of its queues have jobs ready, each queue gets at most its share of
+            ``concurrency`` by weight (1 to 1,000; a queue not named weighs 1); a queue with nothing ready
+            leaves its share to the others. None: no shares (each queue takes what is free).
+        queue_order: Strict priority instead: every processor's queue, highest first; a queue gets slots only
+            while none before it has a job ready. Not with ``queue_weights``.
 
     Raises:
         TypeError, ValueError: An argument of the wrong type or out of its range (see `QueueManager`).
@@ -150,13 +157,21 @@ class Worker(WorkerStream, RunsUntilShutdown):
         channel_options: list[tuple[str, Any]] | None = None,
         shutdown_grace: float = 30.0,
         tracer_provider: TracerProvider | None = None,
+        queue_weights: Mapping[str, int] | None = None,
+        queue_order: Sequence[str] | None = None,
     ) -> None:
         if not processors:
             raise ValueError("a worker needs at least one processor")
         self.address = check_address(address)
         self.concurrency = check_concurrency(concurrency) or default_concurrency()
         self.worker_id = worker_id or make_worker_id()
-        self.queues = sorted(processors)
+        self.queue_weights = check_queue_weights(queue_weights, processors)
+        if queue_order is not None and self.queue_weights:
+            raise ValueError("give queue_weights or queue_order, not both")
+        self.queues = (
+            check_queue_order(queue_order, processors) if queue_order is not None else sorted(processors)
+        )
+        self.strict_order = queue_order is not None
         self.labels = {
             "host": socket.gethostname(),
             "pid": str(os.getpid()),

@@ -70,6 +70,8 @@ class WorkerStream(JobRuns):
     queues: list[str]
     concurrency: int
     labels: dict[str, str]
+    queue_weights: dict[str, int]
+    strict_order: bool
     server_id: str
     lease_duration: float
     heartbeat_interval: float
@@ -131,6 +133,8 @@ class WorkerStream(JobRuns):
                 version=client_version(),
                 commands=_CONTROL_COMMANDS,
                 quiet=self._quiet,
+                queue_weights=self.queue_weights,
+                strict_order=self.strict_order,
             )
             await call.write(worker_service_pb2.ConnectRequest(hello=hello))
             first = await call.read()

@@ -109,6 +109,10 @@ class WorkerSession:
     held: bool = False
     # The commands beyond DRAIN and CANCEL_JOB it obeys (its hello's ``commands``).
     commands: frozenset[int] = frozenset()
+    # How its slots are shared among its queues (WorkerHello.queue_weights / strict_order; validate.py
+    # queue_shares): its queues in strict order, or every queue's weight; None for each without.
+    order: tuple[str, ...] | None = None
+    weights: dict[str, int] | None = None
     # Set when this server, shutting down, ends the stream of a worker still running jobs: their leases stay
     # held (not released as stalls), and the worker extends them on the stream it opens next, to this server
     # restarted or to another, which takes them over (reports.py); a worker that never comes back loses
@@ -226,6 +230,8 @@ class Dispatcher:
         # Queues woken (`wake`, not a returned credit) since their last claim went out.
         self._woken: set[str] = set()
         self._turn: dict[str, int] = {}
+        # Per queue, its sessions that share their slots among their queues (strict order or weights).
+        self._sharing: dict[str, set[WorkerSession]] = defaultdict(set)
         # Spare-event accounting (module docstring): per queue, the `w` events received, events still to
         # drop, adds awaiting their verdict, and while a claim runs, the numbers of the events that arrived
         # meanwhile (their wake-up waits for the claim's result).
@@ -246,6 +252,8 @@ class Dispatcher:
     def register(self, s: WorkerSession) -> None:
         for q in s.queues:
             self.sessions[q].add(s)
+            if s.order is not None or s.weights is not None:
+                self._sharing[q].add(s)
             if q not in self._loops or self._loops[q].done():
                 self._wake[q] = asyncio.Event()
                 self._loops[q] = asyncio.create_task(self._serve(q), name=f"dispatch:{q}")
@@ -254,6 +262,7 @@ class Dispatcher:
     def unregister(self, s: WorkerSession) -> None:
         for q in s.queues:
             self.sessions[q].discard(s)
+            self._sharing[q].discard(s)
             self.wake(q)
 
     def wake(self, queue: str) -> None:
@@ -322,6 +331,8 @@ class Dispatcher:
             if s.closed or s.held or s.credits <= 0 or s.linger_until or self._silent(s, queue, now):
                 continue
             take = min(self._take(s, len(sessions) == 1), FOLD_MAX)
+            if s.order is not None or s.weights is not None:
+                take = min(take, self._room(s, queue))
             if take <= 0:
                 continue
             s.credits -= take
@@ -340,6 +351,31 @@ class Dispatcher:
             turn = self._turn[queue] = (self._turn.get(queue, -1) + 1) % len(sessions)
             sessions = sessions[turn:] + sessions[:turn]
         return sessions
+
+    def _ready(self, queue: str) -> bool:
+        """Whether the queue may have a job ready for a claim now: not found empty (nor paused, nor at its
+        concurrency cap) since the last event, and not held back by its rate limit."""
+        if queue in self._drained:
+            return False
+        held = self._held_until.get(queue)
+        return held is None or asyncio.get_running_loop().time() >= held
+
+    def _room(self, s: WorkerSession, queue: str) -> int:
+        """How many of the session's free slots the queue may take under its sharing (WorkerSession.order /
+        weights): strict, all of them once no queue before it may have a job ready, else none; weighted, up
+        to its share of the concurrency among the queues that may have jobs ready, less what it runs now."""
+        if s.order is not None:
+            for q in s.order:
+                if q == queue:
+                    return s.credits
+                if self._ready(q):
+                    return 0
+            return s.credits
+        assert s.weights is not None
+        total = sum(w for q, w in s.weights.items() if q == queue or self._ready(q))
+        share = -(-s.concurrency * s.weights[queue] // total)
+        running = sum(1 for q, _ in s.leases if q == queue)
+        return min(s.credits, share - running)
 
     def _take(self, s: WorkerSession, split: bool) -> int:
         """How many jobs a claim for the session asks for now; 0 while its few free slots wait for more
@@ -536,6 +572,9 @@ class Dispatcher:
             if s.credits <= 0:
                 s.short_of_credit.add(queue)
                 continue
+            room = s.credits if s.order is None and s.weights is None else self._room(s, queue)
+            if room <= 0:  # its slots are the other queues' now: woken when they drain or runs end
+                continue
             take = self._take(s, split)
             if not take:
                 # Credits trickling back (a report of a few runs, a rate-limited queue's few jobs) wait a
@@ -547,7 +586,7 @@ class Dispatcher:
                     continue
                 take = min(s.credits, CLAIM_BATCH)
             s.linger_until = 0.0
-            take = min(take, self._take_cap.get(queue, take))
+            take = min(take, self._take_cap.get(queue, take), room)
             s.credits -= take
             token = secrets.token_hex(8)
             self._claiming[queue] = []
@@ -615,6 +654,7 @@ class Dispatcher:
     def _hold(self, queue: str, wait: float) -> float:
         """The rate limit holds the queue for `wait` seconds: credits do not wake it meanwhile."""
         self._held_until[queue] = asyncio.get_running_loop().time() + wait
+        self._share_out(queue)
         return wait
 
     def _mark_drained(self, queue: str) -> None:
@@ -625,6 +665,15 @@ class Dispatcher:
         ev = self._wake.get(queue)
         if ev is not None:
             ev.clear()  # set by credits returned meanwhile: no ready job for them, no claim
+        self._share_out(queue)
+
+    def _share_out(self, queue: str) -> None:
+        """The queue has no job ready for a while (drained, or held by its rate limit): the other queues of
+        its workers that share their slots (strict order, weights) may take its share now."""
+        for s in self._sharing.get(queue, ()):
+            for q in s.queues:
+                if q != queue:
+                    self.credit(q)
 
     async def stop(self) -> None:
         self.stopping = True

@@ -46,6 +46,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         env="QM_WORKER_QUEUES",
     )
     option(worker, "--concurrency", type=int, help="jobs run at once (default WORKER_CONCURRENCY or 10)")
+    worker.add_argument(
+        "--weight",
+        action="append",
+        type=_weight,
+        metavar="QUEUE=N",
+        help="a queue's share of the slots when several have jobs ready (1-1000; others weigh 1; repeatable)",
+    )
+    worker.add_argument(
+        "--strict",
+        action="store_true",
+        help="strict priority: the --queue options in order, highest first (a queue runs only while none "
+        "before it has a job ready)",
+    )
     option(
         worker,
         "--grace",
@@ -184,9 +197,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         queues = [q.strip() for q in queues.split(",") if q.strip()]
     if args.autoscale is None and args.target_wait is not None:
         raise UsageError("--target-wait needs --autoscale MIN:MAX")
+    weights = dict(args.weight or [])
+    if args.strict and weights:
+        raise UsageError("give --weight or --strict, not both")
+    if args.strict and not queues:
+        raise UsageError("--strict takes the --queue options in order: name every queue, highest first")
+    order = queues if args.strict else None
     try:
         if args.autoscale is not None:
-            pool = _pool(args, queues or None)
+            pool = _pool(args, queues or None, weights or None, order)
         else:
             qm = load_queue_manager(args.import_path)
     except ImportPathError as exc:
@@ -196,15 +215,43 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return 0
     if args.server:
         qm.address = args.server
-    asyncio.run(_run_worker(qm, queues or None, args.concurrency, args.grace, args.stop_on_stdin_eof))
+    try:
+        asyncio.run(
+            _run_worker(
+                qm,
+                queues or None,
+                args.concurrency,
+                args.grace,
+                args.stop_on_stdin_eof,
+                weights or None,
+                order,
+            )
+        )
+    except ValueError as exc:  # the shares do not fit the processors (Worker's checks)
+        raise UsageError(str(exc)) from None
     return 0
 
 
-def _pool(args: argparse.Namespace, queues: list[str] | None) -> WorkerManager:
+def _weight(text: str) -> tuple[str, int]:
+    """An argparse ``type``: QUEUE=N."""
+    queue, sep, n = text.rpartition("=")
+    if not sep or not queue or not n.isdigit():
+        raise argparse.ArgumentTypeError(f"expected QUEUE=N with N a whole number, got {text!r}")
+    return queue, int(n)
+
+
+def _pool(
+    args: argparse.Namespace,
+    queues: list[str] | None,
+    weights: dict[str, int] | None,
+    order: list[str] | None,
+) -> WorkerManager:
     low, high = args.autoscale
     return WorkerManager(
         args.import_path,
         queues=queues,
+        queue_weights=weights,
+        queue_order=order,
         min_workers=low,
         max_workers=high,
         concurrency=args.concurrency,
@@ -224,10 +271,18 @@ async def _run_pool(pool: WorkerManager) -> None:
 
 
 async def _run_worker(
-    qm: QueueManager, queues: list[str] | None, concurrency: int | None, grace: float, stop_on_eof: bool
+    qm: QueueManager,
+    queues: list[str] | None,
+    concurrency: int | None,
+    grace: float,
+    stop_on_eof: bool,
+    weights: dict[str, int] | None = None,
+    order: list[str] | None = None,
 ) -> None:
     qm.shutdown_grace = grace
-    worker = await qm.start_workers(queues, concurrency=concurrency, handle_signals=True)
+    worker = await qm.start_workers(
+        queues, concurrency=concurrency, handle_signals=True, queue_weights=weights, queue_order=order
+    )
     if stop_on_eof:
         _stop_when_stdin_closes(worker)
     try:

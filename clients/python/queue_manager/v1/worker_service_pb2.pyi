@@ -147,6 +147,26 @@ class WorkerHello(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class QueueWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     WORKER_ID_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
@@ -155,6 +175,8 @@ class WorkerHello(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     COMMANDS_FIELD_NUMBER: _builtins.int
     QUIET_FIELD_NUMBER: _builtins.int
+    QUEUE_WEIGHTS_FIELD_NUMBER: _builtins.int
+    STRICT_ORDER_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable id of the worker process (unique per process); 1 to 200 characters."""
     concurrency: _builtins.int
@@ -166,6 +188,10 @@ class WorkerHello(_message.Message):
     quiet: _builtins.bool
     """Start quiet: the server delivers nothing until RESUME (a quiet worker opening a new stream, after a
     server restart for example, stays quiet).
+    """
+    strict_order: _builtins.bool
+    """Strict: queues take slots in the order of `queues`, a queue only while none before it has a job ready
+    (nothing ready, paused, or held by its rate limit or concurrency cap).
     """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -182,6 +208,14 @@ class WorkerHello(_message.Message):
         FAILED_PRECONDITION. A worker that lists none takes no control commands.
         """
 
+    @_builtins.property
+    def queue_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """How the worker's slots are shared when several of its queues have jobs ready (Sidekiq's and asynq's
+        queue priorities). Weighted: each queue gets at most its share of `concurrency` by weight (1 to 1,000;
+        a queue not listed weighs 1), the share of a queue with no job ready going to the others. Empty, with
+        strict_order unset: no shares, each queue takes what is free. At most one of the two.
+        """
+
     def __init__(
         self,
         *,
@@ -193,10 +227,12 @@ class WorkerHello(_message.Message):
         version: _builtins.str = ...,
         commands: _abc.Iterable[Global___ServerCommandType.ValueType] | None = ...,
         quiet: _builtins.bool = ...,
+        queue_weights: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        strict_order: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "concurrency", b"concurrency", "labels", b"labels", "language", b"language", "queues", b"queues", "quiet", b"quiet", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "concurrency", b"concurrency", "labels", b"labels", "language", b"language", "queue_weights", b"queue_weights", "queues", b"queues", "quiet", b"quiet", "strict_order", b"strict_order", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -209,7 +209,15 @@ type WorkerHello struct {
 	Commands []ServerCommandType `protobuf:"varint,7,rep,packed,name=commands,proto3,enum=queue_manager.v1.ServerCommandType" json:"commands,omitempty"`
 	// Start quiet: the server delivers nothing until RESUME (a quiet worker opening a new stream, after a
 	// server restart for example, stays quiet).
-	Quiet         bool `protobuf:"varint,8,opt,name=quiet,proto3" json:"quiet,omitempty"`
+	Quiet bool `protobuf:"varint,8,opt,name=quiet,proto3" json:"quiet,omitempty"`
+	// How the worker's slots are shared when several of its queues have jobs ready (Sidekiq's and asynq's
+	// queue priorities). Weighted: each queue gets at most its share of `concurrency` by weight (1 to 1,000;
+	// a queue not listed weighs 1), the share of a queue with no job ready going to the others. Empty, with
+	// strict_order unset: no shares, each queue takes what is free. At most one of the two.
+	QueueWeights map[string]uint32 `protobuf:"bytes,9,rep,name=queue_weights,json=queueWeights,proto3" json:"queue_weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Strict: queues take slots in the order of `queues`, a queue only while none before it has a job ready
+	// (nothing ready, paused, or held by its rate limit or concurrency cap).
+	StrictOrder   bool `protobuf:"varint,10,opt,name=strict_order,json=strictOrder,proto3" json:"strict_order,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,6 +304,20 @@ func (x *WorkerHello) GetCommands() []ServerCommandType {
 func (x *WorkerHello) GetQuiet() bool {
 	if x != nil {
 		return x.Quiet
+	}
+	return false
+}
+
+func (x *WorkerHello) GetQueueWeights() map[string]uint32 {
+	if x != nil {
+		return x.QueueWeights
+	}
+	return nil
+}
+
+func (x *WorkerHello) GetStrictOrder() bool {
+	if x != nil {
+		return x.StrictOrder
 	}
 	return false
 }
@@ -1459,7 +1481,7 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x0eConnectRequest\x125\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkerHelloH\x00R\x05hello\x128\n" +
 	"\x06report\x18\x02 \x01(\v2\x1e.queue_manager.v1.WorkerReportH\x00R\x06reportB\x06\n" +
-	"\x04kind\"\xef\x02\n" +
+	"\x04kind\"\xa9\x04\n" +
 	"\vWorkerHello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06queues\x18\x02 \x03(\tR\x06queues\x12 \n" +
@@ -1468,10 +1490,16 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\blanguage\x18\x05 \x01(\tR\blanguage\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x12?\n" +
 	"\bcommands\x18\a \x03(\x0e2#.queue_manager.v1.ServerCommandTypeR\bcommands\x12\x14\n" +
-	"\x05quiet\x18\b \x01(\bR\x05quiet\x1a9\n" +
+	"\x05quiet\x18\b \x01(\bR\x05quiet\x12T\n" +
+	"\rqueue_weights\x18\t \x03(\v2/.queue_manager.v1.WorkerHello.QueueWeightsEntryR\fqueueWeights\x12!\n" +
+	"\fstrict_order\x18\n" +
+	" \x01(\bR\vstrictOrder\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd0\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11QueueWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xd0\x01\n" +
 	"\rJobCompletion\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -1591,7 +1619,7 @@ func file_queue_manager_v1_worker_service_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_worker_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_queue_manager_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_queue_manager_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_queue_manager_v1_worker_service_proto_goTypes = []any{
 	(ServerCommandType)(0),        // 0: queue_manager.v1.ServerCommandType
 	(*ConnectRequest)(nil),        // 1: queue_manager.v1.ConnectRequest
@@ -1612,60 +1640,62 @@ var file_queue_manager_v1_worker_service_proto_goTypes = []any{
 	(*ServerCommand)(nil),         // 16: queue_manager.v1.ServerCommand
 	(*JobDelay)(nil),              // 17: queue_manager.v1.JobDelay
 	nil,                           // 18: queue_manager.v1.WorkerHello.LabelsEntry
-	(*Payload)(nil),               // 19: queue_manager.v1.Payload
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*structpb.Value)(nil),        // 21: google.protobuf.Value
-	(*JobLogLine)(nil),            // 22: queue_manager.v1.JobLogLine
-	(*Job)(nil),                   // 23: queue_manager.v1.Job
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	nil,                           // 19: queue_manager.v1.WorkerHello.QueueWeightsEntry
+	(*Payload)(nil),               // 20: queue_manager.v1.Payload
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*structpb.Value)(nil),        // 22: google.protobuf.Value
+	(*JobLogLine)(nil),            // 23: queue_manager.v1.JobLogLine
+	(*Job)(nil),                   // 24: queue_manager.v1.Job
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_worker_service_proto_depIdxs = []int32{
 	2,  // 0: queue_manager.v1.ConnectRequest.hello:type_name -> queue_manager.v1.WorkerHello
 	7,  // 1: queue_manager.v1.ConnectRequest.report:type_name -> queue_manager.v1.WorkerReport
 	18, // 2: queue_manager.v1.WorkerHello.labels:type_name -> queue_manager.v1.WorkerHello.LabelsEntry
 	0,  // 3: queue_manager.v1.WorkerHello.commands:type_name -> queue_manager.v1.ServerCommandType
-	19, // 4: queue_manager.v1.JobCompletion.result:type_name -> queue_manager.v1.Payload
-	20, // 5: queue_manager.v1.JobCompletion.duration:type_name -> google.protobuf.Duration
-	20, // 6: queue_manager.v1.JobFailure.duration:type_name -> google.protobuf.Duration
-	20, // 7: queue_manager.v1.JobFailure.retry_after:type_name -> google.protobuf.Duration
-	5,  // 8: queue_manager.v1.JobProgress.lease:type_name -> queue_manager.v1.LeaseRef
-	21, // 9: queue_manager.v1.JobProgress.progress:type_name -> google.protobuf.Value
-	3,  // 10: queue_manager.v1.WorkerReport.completions:type_name -> queue_manager.v1.JobCompletion
-	4,  // 11: queue_manager.v1.WorkerReport.failures:type_name -> queue_manager.v1.JobFailure
-	5,  // 12: queue_manager.v1.WorkerReport.extensions:type_name -> queue_manager.v1.LeaseRef
-	6,  // 13: queue_manager.v1.WorkerReport.progress:type_name -> queue_manager.v1.JobProgress
-	5,  // 14: queue_manager.v1.WorkerReport.releases:type_name -> queue_manager.v1.LeaseRef
-	5,  // 15: queue_manager.v1.WorkerReport.abandoned:type_name -> queue_manager.v1.LeaseRef
-	9,  // 16: queue_manager.v1.WorkerReport.logs:type_name -> queue_manager.v1.JobLogs
-	5,  // 17: queue_manager.v1.WorkerReport.cancelled:type_name -> queue_manager.v1.LeaseRef
-	8,  // 18: queue_manager.v1.WorkerReport.stats:type_name -> queue_manager.v1.WorkerStats
-	17, // 19: queue_manager.v1.WorkerReport.delays:type_name -> queue_manager.v1.JobDelay
-	5,  // 20: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
-	22, // 21: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
-	11, // 22: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
-	13, // 23: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
-	15, // 24: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
-	16, // 25: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
-	20, // 26: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
-	20, // 27: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	23, // 28: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
-	24, // 29: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
-	12, // 30: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
-	5,  // 31: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
-	24, // 32: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
-	14, // 33: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
-	0,  // 34: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
-	5,  // 35: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
-	5,  // 36: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
-	20, // 37: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
-	19, // 38: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
-	1,  // 39: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
-	10, // 40: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
-	40, // [40:41] is the sub-list for method output_type
-	39, // [39:40] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	19, // 4: queue_manager.v1.WorkerHello.queue_weights:type_name -> queue_manager.v1.WorkerHello.QueueWeightsEntry
+	20, // 5: queue_manager.v1.JobCompletion.result:type_name -> queue_manager.v1.Payload
+	21, // 6: queue_manager.v1.JobCompletion.duration:type_name -> google.protobuf.Duration
+	21, // 7: queue_manager.v1.JobFailure.duration:type_name -> google.protobuf.Duration
+	21, // 8: queue_manager.v1.JobFailure.retry_after:type_name -> google.protobuf.Duration
+	5,  // 9: queue_manager.v1.JobProgress.lease:type_name -> queue_manager.v1.LeaseRef
+	22, // 10: queue_manager.v1.JobProgress.progress:type_name -> google.protobuf.Value
+	3,  // 11: queue_manager.v1.WorkerReport.completions:type_name -> queue_manager.v1.JobCompletion
+	4,  // 12: queue_manager.v1.WorkerReport.failures:type_name -> queue_manager.v1.JobFailure
+	5,  // 13: queue_manager.v1.WorkerReport.extensions:type_name -> queue_manager.v1.LeaseRef
+	6,  // 14: queue_manager.v1.WorkerReport.progress:type_name -> queue_manager.v1.JobProgress
+	5,  // 15: queue_manager.v1.WorkerReport.releases:type_name -> queue_manager.v1.LeaseRef
+	5,  // 16: queue_manager.v1.WorkerReport.abandoned:type_name -> queue_manager.v1.LeaseRef
+	9,  // 17: queue_manager.v1.WorkerReport.logs:type_name -> queue_manager.v1.JobLogs
+	5,  // 18: queue_manager.v1.WorkerReport.cancelled:type_name -> queue_manager.v1.LeaseRef
+	8,  // 19: queue_manager.v1.WorkerReport.stats:type_name -> queue_manager.v1.WorkerStats
+	17, // 20: queue_manager.v1.WorkerReport.delays:type_name -> queue_manager.v1.JobDelay
+	5,  // 21: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
+	23, // 22: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
+	11, // 23: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
+	13, // 24: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
+	15, // 25: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
+	16, // 26: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
+	21, // 27: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
+	21, // 28: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	24, // 29: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
+	25, // 30: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
+	12, // 31: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
+	5,  // 32: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
+	25, // 33: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
+	14, // 34: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
+	0,  // 35: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
+	5,  // 36: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
+	5,  // 37: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
+	21, // 38: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
+	20, // 39: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
+	1,  // 40: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
+	10, // 41: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
+	41, // [41:42] is the sub-list for method output_type
+	40, // [40:41] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_worker_service_proto_init() }
@@ -1690,7 +1720,7 @@ func file_queue_manager_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_worker_service_proto_rawDesc), len(file_queue_manager_v1_worker_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
