@@ -2,14 +2,17 @@
 
 `make bench-peers` installs it with ``go install github.com/bojand/ghz/cmd/ghz@v0.93.0`` into
 bench/.tools/bin. For each call it reports calls/s, latency and the
-server's CPU per call (psutil, the server process only), at --concurrency calls in flight. ghz reads the
-proto files (ghz v0.93 cannot resolve symbols through the server's v1alpha reflection).
+server's CPU per call (psutil, the server process only), at --concurrency calls in flight. ghz reads our
+contract from a descriptor set that grpcio-tools compiles from proto/ (ghz v0.93 cannot resolve symbols
+through the server's v1alpha reflection, and its own .proto parser refuses proto3 ``optional`` fields); the
+health service from its .proto file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import json
 import os
 import shutil
@@ -38,6 +41,19 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def service_protoset(out: Path) -> Path:
+    """Our contract as a FileDescriptorSet (with its imports) in `out`, for ghz's --protoset."""
+    from grpc_tools import protoc
+
+    path = out / "queue_manager.protoset"
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", "--include_imports"]
+    args.append(f"--descriptor_set_out={path}")
+    if protoc.main([*args, str(SERVICE_PROTO)]) != 0:
+        raise BenchError(f"cannot compile {SERVICE_PROTO} into a descriptor set for ghz")
+    return path
+
+
 def find_ghz() -> str | None:
     local = TOOLS_BIN / "ghz"
     return str(local) if local.exists() else shutil.which("ghz")
@@ -49,13 +65,14 @@ async def run_call(
     """One ghz run of `total` calls; returns calls/s, latency and server CPU per call."""
     method, data = CALLS[kind]
     report = out / f"ghz-{kind}.json"
+    if method.startswith("grpc.health"):
+        schema = ["--proto", str(HEALTH_PROTO), "--import-paths", str(PROTO_ROOT)]
+    else:
+        schema = ["--protoset", str(service_protoset(out))]
     argv = [
         ghz,
         "--insecure",
-        "--proto",
-        str(HEALTH_PROTO if method.startswith("grpc.health") else SERVICE_PROTO),
-        "--import-paths",
-        str(PROTO_ROOT),
+        *schema,
         "--call",
         method,
         "-d",
