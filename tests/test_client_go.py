@@ -103,6 +103,12 @@ EXPECTED = {
     "TestRedriveAndRetryWithDataRunFailedJobsAgain",
     "TestListDeadLettersReadsEachCopy",
     "TestWorkerObeysQuietResumeAndStop",
+    "TestSetWorkerConcurrencyRaisesAndLowersTheRuns",
+    "TestWorkerControlRefusesBadArguments",
+    "TestQueueOrderTakesAQueueOnlyWhileNoneBeforeItHasJobs",
+    "TestQueueWeightsShareTheSlots",
+    "TestBadQueueSharesAreRefusedBeforeConnecting",
+    "TestCountJobsFollowsTheTokens",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

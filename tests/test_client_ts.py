@@ -161,8 +161,14 @@ async def test_worker(ts_built: Path, server: RunningServer) -> None:
 
 
 async def test_worker_control(ts_built: Path, server: RunningServer) -> None:
-    """Quiet, resume and stop (ControlWorker) reach the TypeScript worker; SET_CONCURRENCY is refused."""
+    """quietWorker, resumeWorker, stopWorker and setWorkerConcurrency (ControlWorker) reach the TypeScript
+    worker, which obeys each; listWorkers shows its state."""
     await run_node_tests(ts_built, "control", server.address)
+
+
+async def test_queue_shares(ts_built: Path, server: RunningServer) -> None:
+    """queueOrder and queueWeights go in the hello and share the worker's slots; bad ones are refused."""
+    await run_node_tests(ts_built, "shares", server.address)
 
 
 async def test_worker_killed_mid_job(ts_built: Path, server: RunningServer) -> None:

@@ -30,6 +30,8 @@ type WorkerInfo struct {
 	MemoryBytes uint64
 	Labels      map[string]string
 	Uptime      time.Duration
+	// State says whether it takes jobs: active, quiet or stopping (QuietWorker, StopWorker).
+	State WorkerState
 }
 
 func workerFromProto(p *pb.WorkerInfo) *WorkerInfo {
@@ -48,6 +50,7 @@ func workerFromProto(p *pb.WorkerInfo) *WorkerInfo {
 		MemoryBytes:       p.GetMemoryBytes(),
 		Labels:            maps.Clone(p.GetLabels()),
 		Uptime:            durationOf(p.GetUptime()),
+		State:             workerStateOf(p.GetState()),
 	}
 }
 

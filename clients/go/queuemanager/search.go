@@ -124,6 +124,60 @@ func (c *Client) ListJobsMatching(
 	return page, nil
 }
 
+// CountOptions say where CountJobs starts and how many calls it may make.
+type CountOptions struct {
+	// PageToken is where to start: "" for the state's start, or a previous count's (or listing's) token.
+	PageToken string
+	// MaxCalls is the most ListJobs calls; 0 means until the state's end.
+	MaxCalls int
+}
+
+// JobCount is how many jobs of a state match a filter (CountJobs).
+type JobCount struct {
+	// Count is the matches counted.
+	Count int
+	// NextPageToken is where counting would go on (CountOptions.PageToken); "" once the whole state was read.
+	NextPageToken string
+	// Calls is the ListJobs calls made.
+	Calls int
+}
+
+// Complete reports whether the whole state was read: Count is every match (as of the reads).
+func (n *JobCount) Complete() bool { return n.NextPageToken == "" }
+
+// CountJobs counts the jobs of one state that match the filter, on the server (ListJobs count_only): no
+// job is sent back. With a filter each call reads at most a few thousand jobs of the state, so counting
+// follows the tokens, one call after the other, to the end of the state or for at most opts.MaxCalls
+// calls; the result's NextPageToken then says where to go on. A bad filter or a negative MaxCalls is
+// refused before the call.
+func (c *Client) CountJobs(ctx context.Context, queue string, state JobState, filter JobFilter, opts CountOptions) (
+	*JobCount, error,
+) {
+	if opts.MaxCalls < 0 {
+		return nil, fmt.Errorf("CountOptions.MaxCalls must be at least 1 (0: until the end), got %d", opts.MaxCalls)
+	}
+	f, err := filter.proto()
+	if err != nil {
+		return nil, err
+	}
+	out := &JobCount{NextPageToken: opts.PageToken}
+	for opts.MaxCalls == 0 || out.Calls < opts.MaxCalls {
+		resp, err := c.queues.ListJobs(ctx, &pb.ListJobsRequest{
+			QueueName: queue, State: pb.JobState(state), PageToken: out.NextPageToken, Filter: f, CountOnly: true,
+		})
+		if err != nil {
+			return nil, fromRPC(err)
+		}
+		out.Count += int(resp.GetMatchCount())
+		out.Calls++
+		out.NextPageToken = resp.GetNextPageToken()
+		if out.NextPageToken == "" {
+			break
+		}
+	}
+	return out, nil
+}
+
 // BulkOptions bound one RetryJobs, CancelJobs or RemoveJobs call; the zero value acts on every job of the
 // state, up to MaxBulkLimit, from the start.
 type BulkOptions struct {

@@ -272,3 +272,53 @@ func TestRetryJobsIsBoundedWithoutAFilter(t *testing.T) {
 		t.Fatalf("the second call must retry the last job and end: %v %+v", err, rest)
 	}
 }
+
+// CountJobs counts on the server, following the tokens (a filtered call reads at most scanBudget jobs), and
+// stops after MaxCalls with the token to go on from.
+func TestCountJobsFollowsTheTokens(t *testing.T) {
+	t.Parallel()
+	const scanBudget = 4000 // the server's engine/search.py SCAN_BUDGET
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	jobs := make([]qm.NewJob, scanBudget+10)
+	for i := range jobs {
+		jobs[i] = qm.NewJob{Name: "x"}
+	}
+	jobs[0].Name = "send-email"
+	if _, err := c.AddBulk(testContext(t), queue, jobs); err != nil {
+		t.Fatalf("AddBulk: %v", err)
+	}
+	whole, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{Name: "x"}, qm.CountOptions{})
+	if err != nil || whole.Count != scanBudget+9 || whole.Calls != 2 || !whole.Complete() {
+		t.Fatalf("CountJobs to the end: %v %+v", err, whole)
+	}
+	part, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{Name: "x"}, qm.CountOptions{MaxCalls: 1})
+	if err != nil || part.Count >= scanBudget+9 || part.Calls != 1 || part.Complete() {
+		t.Fatalf("CountJobs with MaxCalls 1: %v %+v", err, part)
+	}
+	rest, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{Name: "x"},
+		qm.CountOptions{PageToken: part.NextPageToken})
+	if err != nil || part.Count+rest.Count != scanBudget+9 || !rest.Complete() {
+		t.Fatalf("CountJobs from the token: %v %+v (after %+v)", err, rest, part)
+	}
+	one, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{Name: "send-*"}, qm.CountOptions{})
+	if err != nil || one.Count != 1 {
+		t.Fatalf("CountJobs(send-*): %v %+v", err, one)
+	}
+	all, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{}, qm.CountOptions{})
+	if err != nil || all.Count != scanBudget+10 || all.Calls != 1 {
+		t.Fatalf("CountJobs without a filter: %v %+v", err, all)
+	}
+	if _, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{}, qm.CountOptions{MaxCalls: -1}); err == nil ||
+		!strings.Contains(err.Error(), "MaxCalls must be at least 1") {
+		t.Fatalf("MaxCalls -1: %v", err)
+	}
+	if _, err := c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{Name: "a*b"}, qm.CountOptions{}); err == nil ||
+		!strings.Contains(err.Error(), "may only end a name") {
+		t.Fatalf("a bad filter: %v", err)
+	}
+	_, err = c.CountJobs(testContext(t), queue, qm.StateWaiting, qm.JobFilter{Name: "x"}, qm.CountOptions{PageToken: "not-a-token"})
+	if !errors.Is(err, qm.ErrInvalidArgument) {
+		t.Fatalf("a bad token: want ErrInvalidArgument, got %v", err)
+	}
+}

@@ -5,8 +5,9 @@ package queuemanager
 // Protocol, as this side speaks it (the server's side is in the docstring of
 // server/queue_manager_server/services/workers.py; docs/api.md section 3 summarises both):
 //
-//  1. Send hello (worker id, queues, concurrency, labels, language "go", version); the server answers
-//     welcome (lease duration, heartbeat interval) or ends the call (NOT_FOUND for an unknown queue).
+//  1. Send hello (worker id, queues, concurrency, labels, language "go", version, the commands it obeys,
+//     its queues' weights or strict order); the server answers welcome (lease duration, heartbeat
+//     interval) or ends the call (NOT_FOUND for an unknown queue).
 //  2. Credits: the first report grants concurrency minus the runs going on; each delivered job uses one
 //     and each finished run gives one back, in the same report as its outcome. So at most Concurrency
 //     handlers run at once.
@@ -26,7 +27,10 @@ package queuemanager
 //     other): QUIET, the server delivers nothing until RESUME; runs in hand finish and report as usual,
 //     credits included, and a stream opened meanwhile says quiet in its hello. STOP, Shutdown as if
 //     called (bounded by ShutdownTimeout), without reconnecting: Run returns, and StoppedByServer is
-//     true. SET_CONCURRENCY is not taken (not listed in the hello).
+//     true. SET_CONCURRENCY, the command's concurrency from now on (Concurrency reads it): a higher
+//     one sends the extra credits at once; for a lower one the server dropped revoked_credits of those
+//     it held, and the rest of the decrease comes from credits not yet sent, then from runs as they
+//     finish (their credits are not given back until it is paid).
 //  7. CANCEL_JOB command: the run's context is cancelled (cause ErrJobCancelled); however the handler then
 //     returns, the run is reported in cancelled. A job's own timeout (JobOptions.Timeout) ends its
 //     context with ErrJobTimeout and fails the attempt.
@@ -46,6 +50,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -79,6 +84,9 @@ var (
 // MaxConcurrency is the most runs one worker may have at once.
 const MaxConcurrency = 100_000
 
+// MaxQueueWeight is the largest weight of a queue (WorkerConfig.QueueWeights), as the server allows.
+const MaxQueueWeight = 1_000
+
 const (
 	backoffFirst     = 100 * time.Millisecond
 	backoffMax       = 5 * time.Second
@@ -99,6 +107,13 @@ type WorkerConfig struct {
 	WorkerID string
 	// Labels are free labels sent in the hello ("host" and "pid" are added unless given).
 	Labels map[string]string
+	// QueueWeights shares the worker's slots among its queues: when several have jobs ready, each gets at
+	// most its share of Concurrency by weight (1 to MaxQueueWeight; a queue left out weighs 1), and an
+	// idle, paused or rate-held queue's share goes to the others. Not with QueueOrder.
+	QueueWeights map[string]int
+	// QueueOrder is strict priority instead: every handler's queue once, highest first; a queue gets slots
+	// only while none before it has a job ready. Not with QueueWeights.
+	QueueOrder []string
 	// Logger receives the worker's log lines; nil means slog.Default().
 	Logger *slog.Logger
 	// ShutdownTimeout is how long Run lets running handlers finish once its context ends; 0 means 30 s.
@@ -117,8 +132,9 @@ type Worker struct {
 	id              string
 	queues          []string
 	handlers        map[string]Handler
-	concurrency     int
 	labels          map[string]string
+	queueWeights    map[string]uint32 // sent in the hello; nil for none
+	strictOrder     bool              // queues is a strict priority order (QueueOrder)
 	log             *slog.Logger
 	shutdownTimeout time.Duration
 	stats           statsSampler
@@ -130,6 +146,8 @@ type Worker struct {
 	outbox          *pb.WorkerReport
 	unsent          int // outcomes, progress, logs and releases in the outbox (credits and extensions aside)
 	credits         int // credits not yet granted on the current stream
+	concurrency     int // the most runs at once: Concurrency until a SET_CONCURRENCY command changes it
+	debt            int // slots given up by a lowered concurrency: that many finished runs give no credit
 	heartbeat       time.Duration
 	started         bool
 	stopping        bool // no more credits: shutting down
@@ -188,6 +206,9 @@ func (c *Client) NewWorker(config WorkerConfig) (*Worker, error) {
 		w.queues = append(w.queues, queue)
 	}
 	sort.Strings(w.queues)
+	if err := w.setShares(config.QueueWeights, config.QueueOrder); err != nil {
+		return nil, err
+	}
 	if w.id == "" {
 		w.id = makeWorkerID()
 	}
@@ -228,6 +249,45 @@ func workerConcurrency(n int) (int, error) {
 	return n, nil
 }
 
+// setShares checks the queues' weights or strict order as the Python worker does, before connecting.
+func (w *Worker) setShares(weights map[string]int, order []string) error {
+	if len(weights) > 0 && order != nil {
+		return errors.New("give QueueWeights or QueueOrder, not both")
+	}
+	names := make([]string, 0, len(weights))
+	for name := range weights {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the first bad one named is always the same
+	for _, name := range names {
+		if _, ok := w.handlers[name]; !ok {
+			return fmt.Errorf("QueueWeights names %q, which has no handler on this worker", name)
+		}
+		if weight := weights[name]; weight < 1 || weight > MaxQueueWeight {
+			return fmt.Errorf("QueueWeights[%q] must be 1 to 1,000, got %d", name, weight)
+		}
+		if w.queueWeights == nil {
+			w.queueWeights = map[string]uint32{}
+		}
+		w.queueWeights[name] = uint32(weights[name])
+	}
+	if order == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, name := range order {
+		if seen[name] || w.handlers[name] == nil {
+			break
+		}
+		seen[name] = true
+	}
+	if len(seen) != len(order) || len(order) != len(w.queues) {
+		return fmt.Errorf("QueueOrder must name each of the worker's queues once: %q, got %q", w.queues, order)
+	}
+	w.queues, w.strictOrder = slices.Clone(order), true
+	return nil
+}
+
 func makeWorkerID() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -243,6 +303,14 @@ func makeWorkerID() string {
 
 // ID is the worker id sent in the hello.
 func (w *Worker) ID() string { return w.id }
+
+// Concurrency is the most runs at once: WorkerConfig.Concurrency until an operator changes it
+// (SetWorkerConcurrency).
+func (w *Worker) Concurrency() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.concurrency
+}
 
 // StoppedByServer reports whether an operator stopped the worker (qm workers stop, ControlWorker STOP):
 // its Run then returns nil once the stop is done.

@@ -104,7 +104,9 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 	if w.running[r.key] == r {
 		delete(w.running, r.key)
 	}
-	if !w.stopping && !w.draining {
+	if w.debt > 0 {
+		w.debt-- // a lowered concurrency (SET_CONCURRENCY): this slot is given up
+	} else if !w.stopping && !w.draining {
 		w.credits++
 	}
 	switch {

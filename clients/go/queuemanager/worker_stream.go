@@ -42,17 +42,19 @@ func (w *Worker) session(ctx context.Context) (bool, error) {
 		return false, fromRPC(err)
 	}
 	w.mu.Lock()
-	quiet := w.quiet
+	quiet, concurrency := w.quiet, w.concurrency
 	w.mu.Unlock()
 	hello := &pb.WorkerHello{
-		WorkerId:    w.id,
-		Queues:      w.queues,
-		Concurrency: uint32(w.concurrency),
-		Labels:      w.labels,
-		Language:    "go",
-		Version:     Version,
-		Commands:    controlCommands,
-		Quiet:       quiet,
+		WorkerId:     w.id,
+		Queues:       w.queues,
+		Concurrency:  uint32(concurrency),
+		Labels:       w.labels,
+		Language:     "go",
+		Version:      Version,
+		Commands:     controlCommands,
+		Quiet:        quiet,
+		QueueWeights: w.queueWeights,
+		StrictOrder:  w.strictOrder,
 	}
 	if err := stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, recvError(stream, err)
@@ -147,6 +149,7 @@ func (w *Worker) onWelcome(welcome *pb.ServerWelcome) {
 	} else {
 		w.credits = max(0, w.concurrency-len(w.running))
 	}
+	w.debt = max(0, len(w.running)-w.concurrency) // runs beyond a lowered concurrency
 	// Extensions queued for the old stream are stale. Fresh ones for every run still going go in the
 	// first report: a server that ended the old stream at its shutdown left their leases held, and this
 	// server takes them over when they are extended here (a lease lost meanwhile is refused: that run
@@ -353,7 +356,34 @@ func (w *Worker) onCommand(command *pb.ServerCommand) {
 				}
 			}()
 		}
+	case pb.ServerCommandType_SERVER_COMMAND_TYPE_SET_CONCURRENCY:
+		w.resize(int(command.GetConcurrency()), int(command.GetRevokedCredits()))
 	}
+}
+
+// resize obeys SET_CONCURRENCY: at most concurrency runs from now on. The server took back revoked of the
+// credits it held; the rest of a decrease comes from credits not yet sent, then from runs as they finish
+// (the debt). Called with w.mu held.
+func (w *Worker) resize(concurrency, revoked int) {
+	if concurrency < 1 {
+		return
+	}
+	change := concurrency - w.concurrency
+	w.concurrency = concurrency
+	w.log.Info("concurrency set by the server", "concurrency", concurrency)
+	if change > 0 {
+		paid := min(change, w.debt)
+		w.debt -= paid
+		if !w.stopping && !w.draining {
+			w.credits += change - paid
+			w.signal()
+		}
+		return
+	}
+	owed := max(0, -change-revoked)
+	taken := min(owed, w.credits)
+	w.credits -= taken
+	w.debt += owed - taken
 }
 
 // controlCommands are the operators' commands this worker obeys (its hello lists them).
@@ -361,4 +391,5 @@ var controlCommands = []pb.ServerCommandType{
 	pb.ServerCommandType_SERVER_COMMAND_TYPE_QUIET,
 	pb.ServerCommandType_SERVER_COMMAND_TYPE_RESUME,
 	pb.ServerCommandType_SERVER_COMMAND_TYPE_STOP,
+	pb.ServerCommandType_SERVER_COMMAND_TYPE_SET_CONCURRENCY,
 }

@@ -23,12 +23,16 @@ import { mapped } from "./errors.js";
 import {
   bulkResult,
   cancelJobsRequest,
+  countJobsPlan,
+  countJobsRequest,
   listJobsRequest,
   removeJobsRequest,
   retryJobsRequest,
   type BulkOptions,
   type BulkResult,
   type CancelJobsOptions,
+  type CountJobsOptions,
+  type JobCount,
   type ListJobsOptions,
 } from "./filters.js";
 import { pageRequest } from "./options.js";
@@ -61,6 +65,30 @@ export class JobCalls extends Producer {
     const request = listJobsRequest(queueName, state, options);
     const res = await mapped(() => this.client.listJobs(request, this.callOptions));
     return pageFromProto(res.jobs.map(jobFromProto), res);
+  }
+
+  /**
+   * Counts the jobs of one state that match the filter given, on the server: no job is sent back. With a
+   * filter each ListJobs call (`countOnly`) reads at most a few thousand jobs of the state, so counting
+   * follows the tokens, one call after the other, to the end of the state or for at most `maxCalls` calls;
+   * `nextPageToken` then says where to go on (`complete` is false).
+   */
+  async countJobs(queueName: string, state: JobState, options: CountJobsOptions = {}): Promise<JobCount> {
+    const { filter, pageToken, maxCalls } = countJobsPlan(queueName, state, options);
+    let count = 0;
+    let calls = 0;
+    let next = pageToken;
+    while (maxCalls === undefined || calls < maxCalls) {
+      const request = countJobsRequest(queueName, state, filter, next);
+      const res = await mapped(() => this.client.listJobs(request, this.callOptions));
+      count += Number(res.matchCount);
+      calls += 1;
+      next = res.nextPageToken;
+      if (!next) {
+        break;
+      }
+    }
+    return { count, nextPageToken: next, calls, complete: !next };
   }
 
   /** Removes a job that is not active; returns the state it was in. */

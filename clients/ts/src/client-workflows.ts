@@ -1,5 +1,5 @@
 /** `QueueManager`'s calls on workflows (a graph of steps, each a job) and on repeatable schedules. */
-import { QueueCalls } from "./client-queues.js";
+import { WorkerCalls } from "./client-workers.js";
 import { pageFromProto } from "./convert.js";
 import { mapped } from "./errors.js";
 import { pageRequest } from "./options.js";
@@ -17,7 +17,7 @@ import {
 } from "./workflows.js";
 
 /** Runs workflows and keeps schedules. */
-export class WorkflowCalls extends QueueCalls {
+export class WorkflowCalls extends WorkerCalls {
   /** Starts a workflow run and returns its id at once (with `runId`, executing again starts nothing). */
   async executeWorkflow(workflow: Workflow, options: { runId?: string } = {}): Promise<string> {
     const request = { workflow: workflowToProto(workflow), runId: options.runId ?? "" };

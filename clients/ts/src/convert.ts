@@ -18,7 +18,7 @@ import {
   type Value,
 } from "@bufbuild/protobuf/wkt";
 import type { AddJobRequest, CreatedJob } from "./gen/queue_manager/v1/jobs_pb.js";
-import type { WorkerInfo as WorkerInfoPb } from "./gen/queue_manager/v1/metrics_pb.js";
+import { WorkerState as WorkerStatePb, type WorkerInfo as WorkerInfoPb } from "./gen/queue_manager/v1/metrics_pb.js";
 import {
   PayloadSchema,
   type GroupInfo as GroupInfoPb,
@@ -52,6 +52,7 @@ import {
   type JobErrorKind,
   type RateLimit,
   type WorkerInfo,
+  type WorkerState,
 } from "./types.js";
 
 export const JSON_CONTENT_TYPE = "application/json";
@@ -447,6 +448,14 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
   };
 }
 
+/** A wire WorkerState as its name ("active" for a server that predates worker control). */
+export function workerStateName(state: WorkerStatePb): WorkerState {
+  if (state === WorkerStatePb.QUIET) {
+    return "quiet";
+  }
+  return state === WorkerStatePb.STOPPING ? "stopping" : "active";
+}
+
 /** A worker message as `WorkerInfo`. */
 export function workerFromProto(w: WorkerInfoPb): WorkerInfo {
   return {
@@ -463,5 +472,6 @@ export function workerFromProto(w: WorkerInfoPb): WorkerInfo {
     cpuPercent: w.cpuPercent,
     memoryBytes: Number(w.memoryBytes),
     labels: { ...w.labels },
+    state: workerStateName(w.state),
   };
 }

@@ -48,6 +48,26 @@ export interface ListJobsOptions extends JobFilter {
   pageToken?: string;
 }
 
+/** `countJobs`'s filter, where it starts and how many calls it may make. */
+export interface CountJobsOptions extends JobFilter {
+  /** Where to start: unset or "" for the state's start, or a previous count's (or listing's) token. */
+  pageToken?: string;
+  /** Most ListJobs calls, a whole number of at least 1; unset: until the state's end. */
+  maxCalls?: number;
+}
+
+/** How many jobs of a state match a filter (`countJobs`). */
+export interface JobCount {
+  /** The matches counted. */
+  count: number;
+  /** Where counting would go on (`CountJobsOptions.pageToken`); "" once the whole state was read. */
+  nextPageToken: string;
+  /** The ListJobs calls made. */
+  calls: number;
+  /** The whole state was read: `count` is every match (as of the reads). */
+  complete: boolean;
+}
+
 /** The filter of one bounded bulk call (`retryJobs`, `removeJobs`), how many it acts on and where it continues. */
 export interface BulkOptions extends JobFilter {
   /** Most jobs this call acts on, 1 to 1,000; unset or 0: 1,000. */
@@ -79,6 +99,7 @@ const FILTER_KEYS = ["name", "group", "tag", "correlationId", "createdAfter", "c
 const LIST_KEYS = new Set([...FILTER_KEYS, "pageSize", "pageToken"]);
 const BULK_KEYS = new Set([...FILTER_KEYS, "limit", "pageToken"]);
 const CANCEL_KEYS = new Set([...BULK_KEYS, "reason"]);
+const COUNT_KEYS = new Set([...FILTER_KEYS, "pageToken", "maxCalls"]);
 
 /** A filter's text condition: "" when unset; a TypeError or RangeError for a non-string or a blank one. */
 function condition(value: unknown, what: string): string {
@@ -149,6 +170,30 @@ export function listJobsRequest(queueName: string, state: JobState, options: Lis
     pageToken: token(options.pageToken),
     filter: jobFilterToProto(options),
   });
+}
+
+/**
+ * `countJobs`' checked options: the filter of its requests (undefined: none), its first token and its most
+ * calls (undefined: until the end). A RangeError or TypeError names a bad option.
+ */
+export function countJobsPlan(
+  queueName: string,
+  state: JobState,
+  options: CountJobsOptions,
+): { filter: JobFilterPb | undefined; pageToken: string; maxCalls: number | undefined } {
+  checkKeys(options, COUNT_KEYS, "countJobs options");
+  checkQueueName(queueName);
+  stateNumber(state);
+  const most = options.maxCalls;
+  if (most !== undefined && (typeof most !== "number" || !Number.isInteger(most) || most < 1)) {
+    throw new RangeError(`maxCalls must be a whole number of at least 1 (leave it out: until the end), got ${String(most)}`);
+  }
+  return { filter: jobFilterToProto(options), pageToken: token(options.pageToken), maxCalls: most };
+}
+
+/** A ListJobsRequest with countOnly: the matches of one bounded read, no jobs. */
+export function countJobsRequest(queueName: string, state: JobState, filter: JobFilterPb | undefined, pageToken: string): ListJobsRequest {
+  return create(ListJobsRequestSchema, { queueName, state: stateNumber(state), pageToken, filter, countOnly: true });
 }
 
 /** A bounded RetryFailedJobsRequest (state: failed or cancelled; the limit always set, so the call is bounded). */

@@ -41,6 +41,8 @@ export {
   type BulkOptions,
   type BulkResult,
   type CancelJobsOptions,
+  type CountJobsOptions,
+  type JobCount,
   type JobFilter,
   type ListJobsOptions,
 } from "./filters.js";

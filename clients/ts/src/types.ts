@@ -378,6 +378,21 @@ export interface QueueMetrics {
   groupsPaused: number;
 }
 
+/** Whether a connected worker takes jobs (`WorkerInfo.state`; `quietWorker` and its kin). */
+export type WorkerState = "active" | "quiet" | "stopping";
+
+/** What a worker control call (`quietWorker`, `resumeWorker`, `stopWorker`, `setWorkerConcurrency`) did. */
+export interface WorkerControlResult {
+  /** The server holding the worker's stream, which told it. */
+  serverId: string;
+  /** The worker's state after the call. */
+  state: WorkerState;
+  /** The worker's concurrency after the call. */
+  concurrency: number;
+  /** False when the worker was already so (nothing was sent to it). */
+  changed: boolean;
+}
+
 /** A connected worker, as `listWorkers` shows it. */
 export interface WorkerInfo {
   workerId: string;
@@ -393,6 +408,8 @@ export interface WorkerInfo {
   cpuPercent: number;
   memoryBytes: number;
   labels: Record<string, string>;
+  /** Whether it takes jobs: "active", "quiet" or "stopping" (`quietWorker`, `stopWorker`). */
+  state: WorkerState;
 }
 
 /** One snapshot of `QueueManager.watchMetrics`. */

@@ -20,6 +20,17 @@ export interface WorkerOptions extends ConnectionOptions {
   processors: Record<string, Processor>;
   /** Most jobs run at once, 1 to 100,000; default `WORKER_CONCURRENCY` or 10. */
   concurrency?: number;
+  /**
+   * When several of its queues have jobs ready, each gets at most its share of the slots, by weight (1 to
+   * 1,000; a queue left out weighs 1); an idle queue's share goes to the others: `{ critical: 6, low: 1 }`.
+   * Not with `queueOrder`.
+   */
+  queueWeights?: Record<string, number>;
+  /**
+   * Strict priority instead: every processor's queue once, highest first; a queue gets slots only while none
+   * before it has a job ready. Not with `queueWeights`.
+   */
+  queueOrder?: string[];
   /** Free labels sent in the hello (host and pid are added). */
   labels?: Record<string, string>;
   /** Id sent in the hello; default `{hostname}-{pid}-{6 random hex digits}`. */
@@ -41,6 +52,8 @@ export const DEFAULT_HEARTBEAT_MS = 10_000;
 // How long to wait for the server to end the stream after we half-closed it.
 export const CLOSE_TIMEOUT_MS = 10_000;
 export const MAX_CONCURRENCY = 100_000;
+// Largest weight of a queue (WorkerOptions.queueWeights), as the server allows.
+export const MAX_QUEUE_WEIGHT = 1_000;
 // What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
 export const LOG_LINES_KEPT = 1000;
 export const LOG_LINE_CHARS = 2000;
@@ -84,6 +97,49 @@ export function checkConcurrency(value: number, what = "concurrency"): number {
     throw new RangeError(`${what} must be a whole number from 1 to ${MAX_CONCURRENCY}, got ${value}`);
   }
   return value;
+}
+
+/** Weights of a worker's queues (undefined: none), each a whole number from 1 to 1,000 of one of them. */
+export function checkQueueWeights(value: unknown, queues: readonly string[]): Record<string, number> {
+  if (value === undefined) {
+    return {};
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new TypeError(`queueWeights must be an object of queue name to weight, not ${describe(value)}`);
+  }
+  const out: Record<string, number> = {};
+  for (const [name, weight] of Object.entries(value)) {
+    if (!queues.includes(name)) {
+      throw new RangeError(`queueWeights names ${JSON.stringify(name)}, which has no processor on this worker`);
+    }
+    if (typeof weight !== "number" || !Number.isInteger(weight)) {
+      throw new TypeError(`queueWeights[${JSON.stringify(name)}] must be a whole number, not ${describe(weight)}`);
+    }
+    if (weight < 1 || weight > MAX_QUEUE_WEIGHT) {
+      throw new RangeError(`queueWeights[${JSON.stringify(name)}] must be 1 to 1,000, got ${weight}`);
+    }
+    out[name] = weight;
+  }
+  return out;
+}
+
+/** A strict order of a worker's queues: each of them once, highest priority first. */
+export function checkQueueOrder(value: unknown, queues: readonly string[]): string[] {
+  if (!Array.isArray(value)) {
+    throw new TypeError(`queueOrder must be an array of queue names, not ${describe(value)}`);
+  }
+  const order = [...(value as unknown[])];
+  const known = new Set(queues);
+  if (new Set(order).size !== order.length || order.length !== known.size || !order.every((q) => known.has(q as string))) {
+    throw new RangeError(
+      `queueOrder must name each of the worker's queues once: ${JSON.stringify([...known].sort())}, got ${JSON.stringify(order)}`,
+    );
+  }
+  return order as string[];
+}
+
+function describe(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
 }
 
 /** Checks that a queue's processor is a function (a `TypeError` naming the queue otherwise). */

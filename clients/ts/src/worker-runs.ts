@@ -41,6 +41,8 @@ export interface RunsHost {
 export class Runs {
   /** Set at start when tracing is on: each run then has a CONSUMER span. */
   tracer: Tracer | undefined;
+  /** Slots given up by a lowered concurrency (SET_CONCURRENCY): that many finished runs give no credit back. */
+  debt = 0;
   private readonly running = new Map<string, Run>();
 
   constructor(
@@ -240,12 +242,14 @@ export class Runs {
     this.host.emit("failed", run.job, error);
   }
 
-  /** Forgets a finished run and gives its credit back (unless the worker takes no more jobs). */
+  /** Forgets a finished run and gives its credit back (unless the worker takes no more jobs, or owes slots). */
   private finish(run: Run): void {
     if (this.running.get(run.key) === run) {
       this.running.delete(run.key);
     }
-    if (this.host.accepting()) {
+    if (this.debt > 0) {
+      this.debt -= 1; // a lower concurrency: this slot is given up
+    } else if (this.host.accepting()) {
       this.outbox.credits += 1;
     }
     this.host.wake();

@@ -4,8 +4,9 @@
  * Protocol, as this side speaks it (the server's side: server/queue_manager_server/services/workers.py;
  * the summary for other languages: docs/api.md, "Worker stream protocol"):
  *
- * 1. Send `hello` (worker id, queues, concurrency, labels, language, version); the server answers `welcome`
- *    (lease duration, heartbeat interval) or ends the call (NOT_FOUND for an unknown queue).
+ * 1. Send `hello` (worker id, queues, concurrency, labels, language, version, the commands it obeys, its
+ *    queues' weights or strict order); the server answers `welcome` (lease duration, heartbeat interval)
+ *    or ends the call (NOT_FOUND for an unknown queue).
  * 2. Credits: the first report grants `concurrency - running` credits; each delivered job uses one and each
  *    finished job gives one back, in the same report as its outcome. So at most `concurrency` jobs run.
  * 3. Deliveries carry several leased jobs; each starts at once (worker-runs.ts). A run is named by its queue
@@ -21,7 +22,10 @@
  *    Operators' commands (ControlWorker; the hello lists them in `commands`, so the server sends no other):
  *    QUIET — the server delivers nothing until RESUME; runs in hand finish and report as usual, credits
  *    included, and a stream opened meanwhile says `quiet` in its hello. STOP — `shutdown` as if called (no
- *    reconnect); `stoppedByServer` is then true. SET_CONCURRENCY is not taken (not listed in the hello).
+ *    reconnect); `stoppedByServer` is then true. SET_CONCURRENCY — `concurrency` becomes the command's: a
+ *    higher value sends the extra credits at once; for a lower one the server dropped `revoked_credits` of
+ *    those it held, and the rest of the decrease comes from credits not yet sent, then from runs that finish
+ *    (their credits are not given back until it is paid). A stream opened later says the new concurrency.
  * 7. CANCEL_JOB command: the run's AbortSignal fires; however the processor then ends, the run is reported
  *    in `cancelled`. A processor that throws `UnrecoverableError` fails its job for good (`do_not_retry`);
  *    one that throws `RateLimitedError` fails with `retry_after` (no attempt used).
@@ -60,7 +64,6 @@ import {
 export interface StreamOwner {
   readonly workerId: string;
   readonly queues: string[];
-  readonly concurrency: number;
   serverId: string;
   leaseDurationMs: number;
   heartbeatIntervalMs: number;
@@ -73,11 +76,21 @@ export interface StreamOwner {
 }
 
 /** The operators' commands this worker obeys (its hello lists them). */
-const CONTROL_COMMANDS = [ServerCommandType.QUIET, ServerCommandType.RESUME, ServerCommandType.STOP];
+const CONTROL_COMMANDS = [
+  ServerCommandType.QUIET,
+  ServerCommandType.RESUME,
+  ServerCommandType.STOP,
+  ServerCommandType.SET_CONCURRENCY,
+];
 
-/** How a stream says hello and comes back: the hello's labels, the log, the reconnect backoff (ms). */
+/**
+ * How a stream says hello and comes back: the hello's labels and queue shares (weights, or a strict order of
+ * the owner's queues), the log, the reconnect backoff (ms).
+ */
 export interface StreamSettings {
   labels: Record<string, string>;
+  queueWeights: Record<string, number>;
+  strictOrder: boolean;
   log: WorkerLogger;
   backoffFirst: number;
   backoffMax: number;
@@ -96,13 +109,18 @@ export class WorkerStream {
   private wakeUp: (() => void) | undefined;
   private woken = false;
   private cpu = { usage: process.cpuUsage(), at: performance.now() };
+  /** The most jobs run at once: the worker's option until a SET_CONCURRENCY command changes it. */
+  concurrency: number;
 
   constructor(
     private readonly owner: StreamOwner,
     private readonly settings: StreamSettings,
+    concurrency: number,
     private readonly outbox: Outbox,
     private readonly runs: Runs,
-  ) {}
+  ) {
+    this.concurrency = concurrency;
+  }
 
   /** True while the server has welcomed the current stream. */
   get connected(): boolean {
@@ -198,12 +216,14 @@ export class WorkerStream {
         value: {
           workerId: this.owner.workerId,
           queues: this.owner.queues,
-          concurrency: this.owner.concurrency,
+          concurrency: this.concurrency,
           labels: this.settings.labels,
           language: "typescript",
           version: clientVersion(),
           commands: CONTROL_COMMANDS,
           quiet: this.quiet,
+          queueWeights: this.settings.queueWeights,
+          strictOrder: this.settings.strictOrder,
         },
       },
     });
@@ -284,7 +304,8 @@ export class WorkerStream {
     this.draining = false;
     this.deliveryStopped = false;
     this.outbox.stop = this.outbox.stop || this.stoppingNow;
-    this.outbox.credits = this.stoppingNow ? 0 : Math.max(0, owner.concurrency - this.runs.size);
+    this.outbox.credits = this.stoppingNow ? 0 : Math.max(0, this.concurrency - this.runs.size);
+    this.runs.debt = Math.max(0, this.runs.size - this.concurrency); // runs beyond a lowered concurrency
     // Extensions queued for the old stream are stale. Fresh ones for every run still going go in the first
     // report: a server that ended the old stream at its shutdown left their leases held, and this server
     // takes them over when they are extended here (a lease lost meanwhile is refused: that run is stopped).
@@ -346,6 +367,34 @@ export class WorkerStream {
         this.owner.stoppedByServer = true;
         void this.owner.shutdown();
       }
+    } else if (command.type === ServerCommandType.SET_CONCURRENCY) {
+      this.resize(command.concurrency, command.revokedCredits);
     }
+  }
+
+  /**
+   * SET_CONCURRENCY: at most `concurrency` jobs from now on. The server took back `revoked` of the credits it
+   * held; the rest of a decrease comes from credits not yet sent, then from finished runs (the runs' debt).
+   */
+  private resize(concurrency: number, revoked: number): void {
+    if (concurrency < 1) {
+      return;
+    }
+    const change = concurrency - this.concurrency;
+    this.concurrency = concurrency;
+    this.settings.log.info(`worker ${this.owner.workerId}: concurrency set to ${concurrency} by the server`);
+    if (change > 0) {
+      const paid = Math.min(change, this.runs.debt);
+      this.runs.debt -= paid;
+      if (this.accepting) {
+        this.outbox.credits += change - paid;
+        this.wake();
+      }
+      return;
+    }
+    const owed = Math.max(0, -change - revoked);
+    const taken = Math.min(owed, this.outbox.credits);
+    this.outbox.credits -= taken;
+    this.runs.debt += owed - taken;
   }
 }

@@ -19,6 +19,8 @@ import {
   DEFAULT_HEARTBEAT_MS,
   checkConcurrency,
   checkProcessor,
+  checkQueueOrder,
+  checkQueueWeights,
   consoleLogger,
   defaultConcurrency,
   within,
@@ -41,8 +43,12 @@ export { defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptio
  */
 export class Worker extends EventEmitter {
   readonly workerId: string;
-  readonly concurrency: number;
+  /** Its queues, in the hello's order: `queueOrder` when given (a strict priority), else sorted. */
   readonly queues: string[];
+  /** Its queues' weights sent in the hello (`queueWeights`); empty for none. */
+  readonly queueWeights: Record<string, number>;
+  /** Whether `queues` is a strict priority order (`queueOrder`). */
+  readonly strictOrder: boolean;
   serverId = "";
   leaseDurationMs = 0;
   heartbeatIntervalMs = DEFAULT_HEARTBEAT_MS;
@@ -71,8 +77,13 @@ export class Worker extends EventEmitter {
       checkProcessor(queue, fn);
     }
     this.options = options;
-    this.queues = queues.sort();
-    this.concurrency = options.concurrency === undefined ? defaultConcurrency() : checkConcurrency(options.concurrency);
+    this.queueWeights = checkQueueWeights(options.queueWeights, queues);
+    if (options.queueOrder !== undefined && Object.keys(this.queueWeights).length) {
+      throw new RangeError("give queueWeights or queueOrder, not both");
+    }
+    this.strictOrder = options.queueOrder !== undefined;
+    this.queues = this.strictOrder ? checkQueueOrder(options.queueOrder, queues) : queues.sort();
+    const concurrency = options.concurrency === undefined ? defaultConcurrency() : checkConcurrency(options.concurrency);
     this.workerId = options.workerId ?? `${hostname().slice(0, 150)}-${process.pid}-${randomBytes(3).toString("hex")}`;
     const labels = { host: hostname(), pid: String(process.pid), ...(options.labels ?? {}) };
     const log = (this.log = options.logger ?? consoleLogger);
@@ -94,7 +105,13 @@ export class Worker extends EventEmitter {
       },
     };
     this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)));
-    this.stream = new WorkerStream(this, { labels, log, backoffFirst, backoffMax }, this.outbox, this.runs);
+    const settings = { labels, log, backoffFirst, backoffMax, queueWeights: this.queueWeights, strictOrder: this.strictOrder };
+    this.stream = new WorkerStream(this, settings, concurrency, this.outbox, this.runs);
+  }
+
+  /** The most jobs it runs at once: the `concurrency` option until an operator changes it (`setWorkerConcurrency`). */
+  get concurrency(): number {
+    return this.stream.concurrency;
   }
 
   /** True while the server has welcomed the current stream. */

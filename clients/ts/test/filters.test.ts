@@ -44,6 +44,9 @@ async function idsOf(queue: string, state: JobState, filter: Parameters<QueueMan
   return ids.sort();
 }
 
+// Jobs of a state one filtered call reads at most (the server's engine/search.py SCAN_BUDGET).
+const SCAN_BUDGET = 4000;
+
 const sorted = (...ids: (string | undefined)[]) => (ids as string[]).sort();
 
 describe("filters", () => {
@@ -65,6 +68,38 @@ describe("filters", () => {
     const first = await qm.listJobs(queue, "waiting", { name: "send-*", pageSize: 2 });
     assert.equal(first.items.length, 2);
     assert.ok(first.nextPageToken);
+  });
+
+  it("counts the matches on the server, following the tokens", async () => {
+    const { queue } = await seed();
+    assert.deepEqual(await qm.countJobs(queue, "waiting", { name: "send-*" }), { count: 3, nextPageToken: "", calls: 1, complete: true });
+    assert.equal((await qm.countJobs(queue, "waiting", { tag: "vip", correlationId: "r1" })).count, 1);
+    assert.equal((await qm.countJobs(queue, "waiting")).count, 5);
+    assert.equal((await qm.countJobs(queue, "failed", { name: "report" })).count, 0);
+    const refused: [() => Promise<unknown>, RegExp][] = [
+      [() => qm.countJobs(queue, "waiting", { maxCalls: 0 }), /maxCalls must be a whole number of at least 1/],
+      [() => qm.countJobs(queue, "waiting", { maxCalls: 1.5 }), /maxCalls must be a whole number of at least 1/],
+      [() => qm.countJobs(queue, "waiting", { name: "a*b" }), /'\*' may only end a name/],
+      [() => qm.countJobs(queue, "waiting", { pageSize: 5 } as never), /unknown key\(s\) pageSize/],
+      [() => qm.countJobs(queue, "finished" as JobState), /state must be one of waiting/],
+    ];
+    for (const [call, message] of refused) {
+      await assert.rejects(call, message);
+    }
+    await assert.rejects(qm.countJobs(queue, "waiting", { name: "x", pageToken: "not-a-token" }), InvalidArgumentError);
+  });
+
+  it("a count stopped by maxCalls gives the token to go on", async () => {
+    const queue = queueName("filters-count");
+    await qm.registerQueue(queue, { disableDeadLetter: true });
+    const n = SCAN_BUDGET + 10;
+    await qm.addBulk(queue, Array.from({ length: n }, () => ({ name: "x", data: null })));
+    const part = await qm.countJobs(queue, "waiting", { name: "x", maxCalls: 1 });
+    assert.deepEqual([part.count, part.calls, part.complete], [SCAN_BUDGET, 1, false]);
+    assert.ok(part.nextPageToken);
+    const rest = await qm.countJobs(queue, "waiting", { name: "x", pageToken: part.nextPageToken });
+    assert.deepEqual([rest.count, rest.complete, rest.nextPageToken], [10, true, ""]);
+    assert.equal((await qm.countJobs(queue, "waiting", { name: "x" })).count, n);
   });
 
   it("cancels, retries and removes what matches, a bounded number per call", async () => {

@@ -80,3 +80,14 @@ export function aborted(signal: AbortSignal, timeoutMs: number): Promise<unknown
     });
   });
 }
+
+/** Resolves once `check()` holds (looked at every 10 ms); rejects after `timeoutMs`. */
+export async function until(check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) {
+      throw new Error(`the condition did not hold within ${timeoutMs} ms: ${check.toString()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
