@@ -202,3 +202,45 @@ def test_the_worker_command_and_the_pool_pass_the_shares_on() -> None:
         "hi=5",
         "--stop-on-stdin-eof",
     ]
+
+
+async def test_strict_order_takes_a_delayed_job_of_a_queue_before_it_once_due(qm: QueueManager) -> None:
+    from queue_manager import JobState
+
+    for q in ("hi", "lo"):
+        await qm.register_queue(q)
+    await qm.add_bulk("lo", [{"name": "l"} for _ in range(3)])
+    due = await qm.add_job("hi", "later", None, {"delay": 300})
+    started: list[str] = []
+    gate: asyncio.Queue[None] = asyncio.Queue()
+    begun = asyncio.Condition()
+
+    def processor(queue: str):  # type: ignore[no-untyped-def]
+        async def run(job: JobContext) -> None:
+            started.append(queue)
+            async with begun:
+                begun.notify_all()
+            await gate.get()
+
+        return run
+
+    worker = Worker(
+        qm.address, {"hi": processor("hi"), "lo": processor("lo")}, concurrency=1, queue_order=["hi", "lo"]
+    )
+    await worker.start()
+    try:
+        async with asyncio.timeout(WAIT), begun:
+            await begun.wait_for(lambda: started == ["lo"])  # nothing ready in hi yet
+        async with asyncio.timeout(WAIT):  # the delayed hi job falls due (the promoter makes it waiting)
+            while True:
+                if (await qm.get_job("hi", due.id)).state is JobState.WAITING:
+                    break
+                await asyncio.sleep(0.02)
+        gate.put_nowait(None)
+        async with asyncio.timeout(WAIT), begun:
+            await begun.wait_for(lambda: len(started) == 2)
+        assert started == ["lo", "hi"]
+    finally:
+        for _ in range(5):
+            gate.put_nowait(None)
+        await worker.shutdown()

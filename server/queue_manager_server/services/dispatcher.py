@@ -617,6 +617,9 @@ class Dispatcher:
                 return IDLE_RECHECK_S
             if res.jobs:
                 self._hand_over(queue, s, token, res.jobs)
+                if self._sharing.get(queue):
+                    # Jobs were ready after all (delayed ones fell due): the queues after it wait again.
+                    self._drained.discard(queue)
                 if s.closed or s.held:
                     continue
                 if len(res.jobs) == take:
