@@ -62,11 +62,29 @@ def _check_golden(name: str, shape: list[str], record: bool) -> str:
     )
 
 
+# The most jobs a worker runs at once in the Python, TypeScript and Go clients (their workers refuse more).
+MAX_CONCURRENCY = 100_000
+
+
+def _concurrency(text: str) -> int:
+    """An argparse ``type``: a worker's concurrency, refused here rather than by every scenario failing."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_CONCURRENCY:,}, got {text!r}"
+        )
+    return int(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
     parser.add_argument("--worker", required=True, help="the command that starts the worker under test")
     parser.add_argument("--only", action="append", default=[], choices=sorted(SCENARIOS), help="run this one")
-    parser.add_argument("--concurrency", type=int, default=2, help="QM_CONFORMANCE_CONCURRENCY (default 2)")
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=2,
+        help=f"QM_CONFORMANCE_CONCURRENCY, 1 to {MAX_CONCURRENCY:,} (default 2)",
+    )
     parser.add_argument("--record", action="store_true", help="write the golden transcripts from this worker")
     args = parser.parse_args()
     # The in-process server's own warnings (a job failed for good, Valkey without persistence) are the

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from queue_manager import BatchProcessor, JobContext, JobState, QueueManager, batch
+from queue_manager import (
+    BatchProcessor,
+    DelayedError,
+    JobContext,
+    JobState,
+    QueueManager,
+    UnrecoverableError,
+    batch,
+)
 from tests.conftest import RunningServer
 
 WAIT = 20.0
@@ -112,6 +120,32 @@ async def test_entries_that_are_exceptions_fail_their_jobs_only(qm: QueueManager
     assert [jobs[i].state for i in ids] == [JobState.COMPLETED, JobState.FAILED] * 2
     assert [jobs[i].result for i in ids[::2]] == [0, 2]
     assert [jobs[i].failed_reason for i in ids[1::2]] == ["bad row 1", "bad row 3"]
+
+
+async def test_entries_of_the_processor_errors_act_per_job_as_from_a_processor(qm: QueueManager) -> None:
+    """A DelayedError entry runs its job later with its data and no attempt used; an UnrecoverableError entry
+    fails its job for good with attempts left; the other jobs of the batch complete (docs/api.md)."""
+    await qm.register_queue("steps")
+
+    @qm.batch_processor("steps", size=3, wait=30)
+    async def handle(jobs: list[JobContext]) -> list[Any]:
+        by_kind = {
+            "later": DelayedError(3600, data={"step": 2}),
+            "never": UnrecoverableError("bad row"),
+            "done": "ok",
+        }
+        return [by_kind[j.data["kind"]] for j in jobs]
+
+    kinds = ("later", "never", "done")
+    bulk = [{"name": "r", "data": {"kind": k}, "options": {"attempts": 5}} for k in kinds]
+    later, never, done = ids = await qm.add_bulk("steps", bulk)
+    await qm.start_workers()
+    jobs = await states(qm, "steps", ids, JobState.DELAYED, JobState.FAILED, JobState.COMPLETED)
+    assert (jobs[later].state, jobs[later].data) == (JobState.DELAYED, {"step": 2})
+    assert jobs[later].attempts_made == 0
+    assert (jobs[never].state, jobs[never].failed_reason) == (JobState.FAILED, "bad row")
+    assert jobs[never].attempts_made < jobs[never].max_attempts
+    assert (jobs[done].state, jobs[done].result) == (JobState.COMPLETED, "ok")
 
 
 async def test_a_raising_handler_fails_every_job_which_retries_as_its_attempts_allow(

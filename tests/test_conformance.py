@@ -124,3 +124,25 @@ def test_a_shape_leaves_out_heartbeats_and_later_credits_and_folds_repeats() -> 
 def test_the_golden_transcripts_start_with_hello_and_welcome() -> None:
     for name in ("echo", "cancel", "drain"):
         assert transcript.golden(name)[:3] == ["> hello", "< welcome", "> credits"], name
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "100001", "two"])
+async def test_the_kit_refuses_a_bad_concurrency_before_running_anything(value: str) -> None:
+    """A --concurrency no worker can take is a usage error naming the flag and its range (before: every
+    scenario ran and failed)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conformance",
+        "--worker",
+        "true",
+        "--concurrency",
+        value,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2, (out, err)
+    assert b"argument --concurrency: must be a whole number from 1 to 100,000" in err, err
+    assert b"passed" not in out, out

@@ -244,3 +244,32 @@ async def test_strict_order_takes_a_delayed_job_of_a_queue_before_it_once_due(qm
         for _ in range(5):
             gate.put_nowait(None)
         await worker.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--weight", "hi=0"], "argument --weight: expected QUEUE=N with N a whole number from 1 to 1,000"),
+        (["--weight", "hi=1001"], "from 1 to 1,000, got 'hi=1001'"),
+        (["--weight", "nope=3"], "--weight nope=3: this worker does not run 'nope'; it runs hi, lo"),
+        (["--queue", "hi", "--weight", "lo=3"], "--weight lo=3: this worker does not run 'lo'; it runs hi"),
+        (["--weight", "hi=2", "--weight", "hi=3"], "--weight gives 'hi' twice"),
+        (["--strict", "--queue", "hi", "--queue", "lo", "--queue", "hi"], "--queue 'hi' is given twice"),
+        (["--autoscale", "1:2", "--weight", "nope=3"], "this worker does not run 'nope'"),
+        (["--weight", "hi=2", "--strict", "--queue", "hi"], "give --weight or --strict, not both"),
+    ],
+)
+def test_the_worker_command_refuses_bad_shares_naming_the_flag(
+    flags: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --weight or --strict is refused before anything connects, by flag name and with the range or
+    the worker's queues (not by Worker's queue_weights / queue_order arguments), exit status 2."""
+    from queue_manager.cli import main
+
+    try:
+        status = main(["--server", "127.0.0.1:1", "worker", "tests.shares_app:qm", *flags])
+    except SystemExit as exc:  # argparse's own refusals
+        status = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert words in err and "queue_weights" not in err and "queue_order" not in err, err

@@ -12,6 +12,9 @@ then calls the handler once with the jobs in arrival order and gives each run it
   the entry is an exception instance (so a handler can fail some jobs of a batch and complete the others);
 - it raises: every job of the batch fails with that error (retried as its own attempts allow).
 
+An exception entry (or a raise) is what the job's run raised, so `DelayedError`, `UnrecoverableError` and
+`RateLimitedError` act per job as they do from a processor.
+
 A run that ends while it waits (cancelled, timed out, the worker shutting down past its grace) leaves the
 batch; one that ends while the handler runs only stops waiting for it, and its entry of the answer is
 dropped. When every run of a running batch has ended, the handler is cancelled (an async one; a

@@ -15,10 +15,11 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
+from queue_manager.checks import MAX_QUEUE_WEIGHT
 from queue_manager.cli.common import UsageError, client, option, show
 from queue_manager.client import QueueManager
 from queue_manager.errors import error_from_rpc
@@ -197,17 +198,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         queues = [q.strip() for q in queues.split(",") if q.strip()]
     if args.autoscale is None and args.target_wait is not None:
         raise UsageError("--target-wait needs --autoscale MIN:MAX")
-    weights = dict(args.weight or [])
-    if args.strict and weights:
-        raise UsageError("give --weight or --strict, not both")
-    if args.strict and not queues:
-        raise UsageError("--strict takes the --queue options in order: name every queue, highest first")
-    order = queues if args.strict else None
     try:
+        qm = load_queue_manager(args.import_path)
+        weights, order = _shares(args, queues, qm.processors)
         if args.autoscale is not None:
             pool = _pool(args, queues or None, weights or None, order)
-        else:
-            qm = load_queue_manager(args.import_path)
     except ImportPathError as exc:
         raise UsageError(str(exc)) from None
     if args.autoscale is not None:
@@ -233,11 +228,46 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _weight(text: str) -> tuple[str, int]:
-    """An argparse ``type``: QUEUE=N."""
+    """An argparse ``type``: QUEUE=N, N from 1 to MAX_QUEUE_WEIGHT."""
     queue, sep, n = text.rpartition("=")
-    if not sep or not queue or not n.isdigit():
-        raise argparse.ArgumentTypeError(f"expected QUEUE=N with N a whole number, got {text!r}")
+    if not sep or not queue or not n.isdigit() or not 1 <= int(n) <= MAX_QUEUE_WEIGHT:
+        raise argparse.ArgumentTypeError(
+            f"expected QUEUE=N with N a whole number from 1 to {MAX_QUEUE_WEIGHT:,}, got {text!r}"
+        )
     return queue, int(n)
+
+
+def _shares(
+    args: argparse.Namespace, queues: list[str] | None, processors: Mapping[str, object]
+) -> tuple[dict[str, int], list[str] | None]:
+    """The --weight and --strict flags checked against the queues the worker runs, each refusal naming its
+    flag (Worker and WorkerManager would name their queue_weights / queue_order arguments instead).
+
+    Returns:
+        The weights by queue (empty: none) and, with --strict, the --queue options in order.
+    """
+    served = queues or sorted(processors)
+    weights: dict[str, int] = {}
+    for queue, weight in args.weight or []:
+        if queue in weights:
+            raise UsageError(f"--weight gives {queue!r} twice; give each queue one weight")
+        if queue not in served:
+            raise UsageError(
+                f"--weight {queue}={weight}: this worker does not run {queue!r}; it runs {', '.join(served)}"
+            )
+        weights[queue] = weight
+    if not args.strict:
+        return weights, None
+    if weights:
+        raise UsageError("give --weight or --strict, not both")
+    if not queues:
+        raise UsageError("--strict takes the --queue options in order: name every queue, highest first")
+    twice = [q for i, q in enumerate(queues) if q in queues[:i]]
+    if twice:
+        raise UsageError(
+            f"--strict: --queue {twice[0]!r} is given twice; name each queue once, highest first"
+        )
+    return weights, queues
 
 
 def _pool(
