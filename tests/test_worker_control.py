@@ -232,6 +232,28 @@ async def test_a_command_reaches_a_worker_on_another_server(
         await qm_holder.shutdown()
 
 
+async def test_the_server_holding_the_stream_answers_when_the_registry_names_another(
+    server_factory: ServerFactory, prefix: str
+) -> None:
+    """The registry names a live server that holds no stream of the worker (it reconnected elsewhere and its
+    entry is rewritten at the next heartbeat): that server's "not here" waits, so the holder's answer wins."""
+    holder, caller, named = await server_factory(), await server_factory(), await server_factory()
+    qm = QueueManager(address=caller.address)
+    await qm.register_queue("q")
+    fn = Gated()
+    worker = await start_worker(holder.address, "q", fn, 1, "moved")
+    try:
+        store = WorkerStore(holder.app.workers.registry.scripts, prefix)
+        stale = WorkerEntry("moved", "s0", named.settings.server_id, "h", "python", "1", ["q"], 1, 0, 0, 0)
+        await store.workers_seen([stale], [], 60_000)
+        done = await qm.quiet_worker("moved")
+        assert (done.server_id, done.state) == (holder.settings.server_id, WorkerState.QUIET)
+    finally:
+        fn.gate.set()
+        await worker.shutdown(grace=5)
+        await qm.shutdown()
+
+
 async def test_a_lower_concurrency_is_observed_in_deliveries(
     server: RunningServer, admin: QueueManager
 ) -> None:

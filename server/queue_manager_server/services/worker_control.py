@@ -51,6 +51,10 @@ log = logging.getLogger("queue_manager_server.worker_control")
 
 # How long the server taking the call waits for the server holding the worker's stream to answer.
 ANSWER_TIMEOUT_S = 5.0
+# How long the server the registry names, holding no stream of the worker, waits before it answers that none
+# is connected: the worker may have reconnected to another server meanwhile (the entry is rewritten at the
+# next heartbeat), whose answer, sent at once, is the one the caller takes.
+NOT_HERE_DELAY_S = 1.0
 # Highest concurrency a worker may be given (the Python worker's bound too: queue_manager/checks.py).
 MAX_CONCURRENCY = 100_000
 
@@ -229,6 +233,7 @@ class WorkerControl:
         answer: dict[str, Any] = {"t": "a", "id": request.get("id")}
         try:
             if s is None:
+                await asyncio.sleep(NOT_HERE_DELAY_S)
                 raise WorkerNotFound(
                     f"worker {request.get('w')!r} is no longer connected (its stream ended just now); "
                     "`qm workers` (ListWorkers) lists the connected ones"
