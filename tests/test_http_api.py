@@ -145,6 +145,25 @@ async def test_filters_in_the_query_string_and_bulk_actions_in_the_body(http: Ap
     assert (status, retried) == (200, {"count": "1", "next_page_token": ""})
 
 
+async def test_bodies_take_enum_values_by_their_short_names_as_query_strings_do(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/short", {})
+    job = {"name": "n", "options": {"job_id": "s1", "priority": "high"}}  # a nested enum, short and lower
+    status, added = await http.call("POST", "/api/v1/queues/short/jobs", {"job": job})
+    assert (status, added["job"]["priority"]) == (201, "JOB_PRIORITY_HIGH"), added
+    status, cleaned = await http.call("POST", "/api/v1/queues/short:clean", {"state": "Waiting"})
+    assert (status, cleaned) == (200, {"removed": "1"})
+    status, error = await http.call("POST", "/api/v1/queues/short:clean", {"state": "gone"})
+    assert status == 400 and error["code"] == "INVALID_ARGUMENT", error
+    assert "field 'state' must be one of waiting, active, " in error["message"], error
+    job = {"name": "n", "options": {"priority": "urgent"}}
+    status, error = await http.call("POST", "/api/v1/queues/short/jobs", {"job": job})
+    assert status == 400 and "field 'job.options.priority' must be one of critical, high" in error["message"]
+    # Full names and numbers pass as before; a JSON payload's strings are never touched.
+    job = {"name": "n", "options": {"priority": "JOB_PRIORITY_LOW"}, "data": {"json": {"state": "failed"}}}
+    status, added = await http.call("POST", "/api/v1/queues/short/jobs", {"job": job})
+    assert status == 201 and added["job"]["data"]["json"] == {"state": "failed"}, added
+
+
 async def test_job_ids_with_colons_and_workflows(http: Api) -> None:
     await http.call("PUT", "/api/v1/queues/wf", {})
     job = {"job": {"name": "n", "options": {"job_id": "order:7:cancel", "delay": "60s"}}}

@@ -69,7 +69,10 @@ def build_request(
         BadRequest: A field that does not exist, a value of the wrong type, a path conflict.
     """
     descriptor = cast(Descriptor, cls.DESCRIPTOR)  # the upb class, typed as the Python one
-    fields = dict(body) if body is not None else _from_query(descriptor, query or {})
+    if body is not None:
+        fields = _short_enums(descriptor, dict(body))
+    else:
+        fields = _from_query(descriptor, query or {})
     for name, value in path.items():
         field = descriptor.fields_by_name[name]
         for key in {field.name, field.json_name}:
@@ -161,15 +164,47 @@ def _scalar(field: FieldDescriptor, key: str, text: str) -> Any:
     return text  # strings, durations ("1.5s") and times (RFC 3339) which json_format parses
 
 
-def _enum_name(enum: EnumDescriptor, key: str, text: str) -> str:
-    """An enum value by its full name (JOB_STATE_FAILED) or, in query strings, its short one (failed)."""
+def _enum_name(enum: EnumDescriptor, key: str, text: str, what: str = "query parameter") -> str:
+    """An enum value by its full name (JOB_STATE_FAILED) or its short one (failed), any case."""
     prefix = "".join("_" + c if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
     wanted = text.upper()
     for value in enum.values:
         if value.number and value.name in (wanted, prefix + wanted):
             return value.name
     names = ", ".join(v.name.removeprefix(prefix).lower() for v in enum.values if v.number)
-    raise BadRequest(f"query parameter {key!r} must be one of {names}, not {text!r}")
+    raise BadRequest(f"{what} {key!r} must be one of {names}, not {text!r}")
+
+
+def _short_enums(descriptor: Descriptor, body: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """A JSON body with its enum values as json_format reads them: a short name ("quiet", "failed") becomes
+    the full one, as query parameters take them; an unknown name is refused with the names allowed. Numbers
+    and full names pass as they are; google.protobuf values (JSON payloads, times) are left alone."""
+    fields = _by_name(descriptor)
+    for key, value in body.items():
+        field = fields.get(key)
+        if field is None:
+            continue  # json_format names what is unknown
+        where = f"{path}{field.name}"
+        if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+            enum = field.enum_type
+            if isinstance(value, str):
+                body[key] = _enum_name(enum, where, value, "field")
+            elif isinstance(value, list):
+                body[key] = [_enum_name(enum, where, v, "field") if isinstance(v, str) else v for v in value]
+        elif field.message_type is not None:
+            if (
+                field.message_type.full_name.startswith("google.protobuf.")
+                or field.message_type.GetOptions().map_entry
+            ):
+                continue
+            if isinstance(value, dict):
+                body[key] = _short_enums(field.message_type, dict(value), where + ".")
+            elif isinstance(value, list):
+                body[key] = [
+                    _short_enums(field.message_type, dict(v), where + ".") if isinstance(v, dict) else v
+                    for v in value
+                ]
+    return body
 
 
 # Messages whose protobuf JSON is one string, so a query parameter can carry them.
