@@ -4,9 +4,11 @@ stopping worker (ControlWorker: p quiets or resumes the selected one, s stops it
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 
 from queue_manager import WorkerInfo, WorkerState
@@ -36,6 +38,9 @@ STALE_AFTER_SECONDS = 15.0
 
 class WorkersView(Vertical):
     """A row per connected worker; ages are measured against the snapshot's time, not this machine's."""
+
+    # Here p quiets or resumes the selected worker (the app's action): the footer says so, not "Pause".
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("p", "app.pause_resume", "Quiet/resume")]
 
     _shown: dict[str, WorkerInfo] = {}  # noqa: RUF012 - replaced (never mutated) by each show
 
