@@ -558,3 +558,21 @@ async def test_raising_the_queues_group_limit_frees_held_back_groups_at_once(eng
     assert await claim_names(engine, 10, token="t2") == []  # held back at its limit
     await register(engine, group_limits=types_pb2.GroupLimits(concurrency=2))
     assert await claim_names(engine, 10, token="t3") == ["a1"]
+
+
+async def test_own_limits_without_a_burst_keep_the_form_an_older_server_reads(engine: Engine) -> None:
+    """A group's own limits are stored "concurrency rate-max rate-ms max-size", the burst as a fifth field
+    only when one is given: a server from before burst reads exactly four (its max size), so a rolling upgrade
+    keeps the group's max size for it."""
+    import re
+
+    await register(engine)
+    groups = Groups(engine)
+    await groups.set_group_limits("q", "plain", Limits(concurrency=2, max_size=5))
+    await groups.set_group_limits("q", "bursty", Limits(rate_max=10, rate_ms=1000, rate_burst=50))
+    k = engine.keys("q")
+    own = await engine.redis.hgetall(k.base + ":glimits")
+    assert own == {b"plain": b"2 0 0 5", b"bursty": b"0 10 1000 0 50"}
+    older = re.compile(rb"^\d+ \d+ \d+ (\d+)$")  # what a server before burst matched
+    match = older.match(own[b"plain"])
+    assert match is not None and match.group(1) == b"5"

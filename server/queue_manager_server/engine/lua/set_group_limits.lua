@@ -21,7 +21,10 @@ if ARGV[2] == '1' then
   redis.call('HDEL', base .. 'glimits', grp)
   groups_lib().idle(base, grp)
 else
-  own = ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. (ARGV[7] or '0')
+  -- The burst only when one is given: an older server reads exactly four fields (its max size), so limits
+  -- without a burst stay readable by it during a rolling upgrade.
+  own = ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6]
+  if (tonumber(ARGV[7]) or 0) > 0 then own = own .. ' ' .. ARGV[7] end
   redis.call('HSET', base .. 'glimits', grp, own)
   if tonumber(ARGV[6]) > 0 then redis.call('HSET', meta, 'g_max_own', '1') end
   redis.call('ZADD', base .. 'groups', 'NX', 0, grp)
