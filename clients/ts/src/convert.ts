@@ -469,6 +469,7 @@ export function workerFromProto(w: WorkerInfoPb): WorkerInfo {
     inFlight: w.inFlight,
     connectTime: fromTimestamp(w.connectTime),
     lastHeartbeatTime: fromTimestamp(w.lastHeartbeatTime),
+    uptimeMs: fromDuration(w.uptime) ?? 0,
     cpuPercent: w.cpuPercent,
     memoryBytes: Number(w.memoryBytes),
     labels: { ...w.labels },

@@ -405,6 +405,8 @@ export interface WorkerInfo {
   inFlight: number;
   connectTime: Date | undefined;
   lastHeartbeatTime: Date | undefined;
+  /** How long its stream has been open, ms (by the server's clock: no skew with this machine's). */
+  uptimeMs: number;
   cpuPercent: number;
   memoryBytes: number;
   labels: Record<string, string>;

@@ -32,6 +32,8 @@ it("obeys quiet, resume and stop, which listWorkers shows", async () => {
   const completed = (jobName: string) =>
     nextEvent<[ActiveJob, unknown]>(w, "completed", (job) => job.name === jobName, 20_000);
   const stateOf = async () => (await qm.listWorkers(name)).find((x) => x.workerId === w.workerId)?.state;
+  const me = (await qm.listWorkers(name)).find((x) => x.workerId === w.workerId);
+  assert.ok(me !== undefined && me.uptimeMs >= 0 && me.uptimeMs < 60_000, `uptime ${me?.uptimeMs}`);
   try {
     assert.equal(await stateOf(), "active");
     await qm.addJob(name, "held", null);
