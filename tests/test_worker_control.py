@@ -248,6 +248,12 @@ async def test_the_server_holding_the_stream_answers_when_the_registry_names_ano
         await store.workers_seen([stale], [], 60_000)
         done = await qm.quiet_worker("moved")
         assert (done.server_id, done.state) == (holder.settings.server_id, WorkerState.QUIET)
+        # The named server's "not here" is still waiting: stopping ends it before Redis closes (published
+        # after the close, it opened a connection nobody closed: a ResourceWarning in a later test).
+        control = named.app.worker_control
+        assert control is not None and control._tasks
+        await named.stop()
+        assert not control._tasks
     finally:
         fn.gate.set()
         await worker.shutdown(grace=5)

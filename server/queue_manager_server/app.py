@@ -540,7 +540,9 @@ class App:
         for c in self.components:
             await c.stop()
         if self.notifier is not None:
-            await self.notifier.stop()
+            await self.notifier.stop()  # no control request comes in after this
+        if self.worker_control is not None:
+            await self.worker_control.stop()
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:

@@ -229,6 +229,14 @@ class WorkerControl:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def stop(self) -> None:
+        """Ends the answers under way (App.stop, before Redis closes: an answer published after the close
+        would open a connection nobody closes)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _answer(self, request: dict[str, Any], s: WorkerSession | None) -> None:
         answer: dict[str, Any] = {"t": "a", "id": request.get("id")}
         try:
@@ -240,6 +248,8 @@ class WorkerControl:
                 )
             done = await self.apply(s, int(request["a"]), int(request["n"]))
             answer |= {"sid": done.server_id, "st": done.state, "n": done.concurrency, "ch": done.changed}
+        except asyncio.CancelledError:
+            raise  # the server is stopping: the caller's server times out and says so
         except Exception as exc:
             code, text = status_for(exc)
             answer |= {"err": code.name, "msg": text}
