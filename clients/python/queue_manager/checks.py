@@ -108,6 +108,18 @@ def check_queue_order(value: Sequence[str], queues: Iterable[str]) -> list[str]:
     return order
 
 
+def check_queue_shares(
+    weights: Mapping[str, int] | None, order: Sequence[str] | None, queues: Iterable[str]
+) -> tuple[dict[str, int], list[str] | None]:
+    """How a worker shares its slots among its queues (Worker, WorkerManager): the checked weights and the
+    checked strict order (None: no strict order); not both."""
+    queues = list(queues)
+    checked = check_queue_weights(weights, queues)
+    if order is not None and checked:
+        raise ValueError("give queue_weights or queue_order, not both")
+    return checked, (check_queue_order(order, queues) if order is not None else None)
+
+
 def check_labels(value: Mapping[str, str] | None, what: str = "worker_labels") -> dict[str, str]:
     """A mapping of str to str (None: no labels), as a new dict."""
     if value is None:

@@ -43,7 +43,7 @@ from datetime import timedelta
 from typing import Literal, TypeAlias
 
 from queue_manager.autoscale import PoolLoad, QueueLoad, ScalingPolicy, ScalingState, decide
-from queue_manager.checks import check_queue_order, check_queue_weights
+from queue_manager.checks import check_queue_shares
 from queue_manager.children import Child, RestartPacer, describe_exit
 from queue_manager.errors import QueueManagerError
 from queue_manager.lifecycle import RunsUntilShutdown
@@ -164,12 +164,9 @@ class WorkerManager(RunsUntilShutdown):
         if not self.queues:
             raise ValueError(f"{app!r} has no processors; register them with @qm.processor(queue_name)")
         # How each worker process shares its slots among the queues (Worker queue_weights / queue_order).
-        self.queue_weights = check_queue_weights(queue_weights, self.queues)
-        if queue_order is not None and self.queue_weights:
-            raise ValueError("give queue_weights or queue_order, not both")
-        if queue_order is not None:
-            self.queues = check_queue_order(queue_order, self.queues)
-        self.strict = queue_order is not None
+        self.queue_weights, order = check_queue_shares(queue_weights, queue_order, self.queues)
+        self.queues = order if order is not None else self.queues
+        self.strict = order is not None
         self.concurrency = concurrency or self._qm.concurrency or default_concurrency()
         self.policy = ScalingPolicy(
             min_workers=min_workers,

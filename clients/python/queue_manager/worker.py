@@ -72,8 +72,7 @@ from queue_manager.checks import (
     check_credentials,
     check_grace,
     check_labels,
-    check_queue_order,
-    check_queue_weights,
+    check_queue_shares,
     check_token,
 )
 from queue_manager.context import JobContext
@@ -165,13 +164,9 @@ class Worker(WorkerStream, RunsUntilShutdown):
         self.address = check_address(address)
         self.concurrency = check_concurrency(concurrency) or default_concurrency()
         self.worker_id = worker_id or make_worker_id()
-        self.queue_weights = check_queue_weights(queue_weights, processors)
-        if queue_order is not None and self.queue_weights:
-            raise ValueError("give queue_weights or queue_order, not both")
-        self.queues = (
-            check_queue_order(queue_order, processors) if queue_order is not None else sorted(processors)
-        )
-        self.strict_order = queue_order is not None
+        self.queue_weights, order = check_queue_shares(queue_weights, queue_order, processors)
+        self.queues = order if order is not None else sorted(processors)
+        self.strict_order = order is not None
         self.labels = {
             "host": socket.gethostname(),
             "pid": str(os.getpid()),
