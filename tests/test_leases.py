@@ -267,3 +267,46 @@ async def test_a_silent_worker_gets_no_job_until_it_reports(
             assert again[0].lease_token != first.lease_token
         finally:
             await raw.close()
+
+
+async def test_a_slow_claim_reply_does_not_hide_a_silent_worker(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's silence is counted from the claim's start, as its lease is, not from when the claim's
+    reply was handed over. Here every claim's reply comes back 0.5 s late: the reaper recovers the job a
+    lease after the claim, and counted from the hand-over the worker had been silent only half a lease, so
+    the job went straight back down the silent stream (a race that a busy server also ran into)."""
+    monkeypatch.setattr(dispatcher, "IDLE_RECHECK_S", 60.0)
+    server = await server_factory(lease_ms=1_000)
+    claims = server.app.dispatcher
+    assert claims is not None
+    real_claim = claims.engine.claim
+
+    async def slow_reply(*args: object, **kwargs: object) -> object:
+        result = await real_claim(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(0.5)
+        return result
+
+    monkeypatch.setattr(claims.engine, "claim", slow_reply)
+    async with QueueManager(address=server.address) as client:
+        await client.register_queue("quiet", default_job_options={"max_stalled": 3})
+        added = await client.add_job("quiet", "j")  # before the worker: its loop claims it, no add folds it
+        raw = RawWorker(server.address, ["quiet"], concurrency=5)
+        try:
+            await raw.connect(credits=5)
+            (first,) = await raw.jobs(1)
+
+            delivery = asyncio.create_task(raw.until("delivery", timeout=WAIT))
+
+            async def recovered() -> bool:
+                return (await client.get_job("quiet", added.id)).stalled_count == 1
+
+            await eventually(recovered, timeout=WAIT)
+            await asyncio.wait([delivery], timeout=1.5)
+            assert not delivery.done(), "the silent stream must be sent nothing"
+            assert (await client.get_job("quiet", added.id)).state is JobState.WAITING
+            raw.report(pb.WorkerReport(extensions=[lease(first)]))
+            again = (await asyncio.wait_for(delivery, 10.0)).delivery.jobs
+            assert [(j.job.id, j.redelivery) for j in again] == [(added.id, True)]
+        finally:
+            await raw.close()

@@ -68,6 +68,8 @@ class Fold:
 
     session: WorkerSession
     request: ClaimRequest
+    # When the add carrying it was sent (monotonic seconds): its leases are counted from about then.
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False, slots=True)
@@ -415,12 +417,12 @@ class Dispatcher:
         """The claim folded into the add e came back (res None: no reply, or the add failed): its jobs go to
         the session as a claim's of the loop would; anything but a plain outcome is left to the loop."""
         assert e.fold is not None
-        queue, s, request = e.queue, e.fold.session, e.fold.request
+        queue, s, request, started = e.queue, e.fold.session, e.fold.request, e.fold.started
         e.fold = None
         self._give_back(s, queue, request.take, len(res.jobs) if res is not None else 0)
         self._claimed(queue, [j.id for j in res.jobs] if res is not None else [])
         if res is not None and res.jobs:
-            self._hand_over(queue, s, request.token, res.jobs)
+            self._hand_over(queue, s, request.token, res.jobs, started)
         if res is None or res.code != 0 or res.retry_after_ms > 0 or res.bucket_fill_ms > 0:
             # No reply, or paused, rate limited, held, at the cap: the loop's own claims see to it.
             self.wake(queue)
@@ -441,9 +443,14 @@ class Dispatcher:
                 if q != queue:
                     self.credit(q)
 
-    def _hand_over(self, queue: str, s: WorkerSession, token: str, jobs: list[ClaimedJob]) -> None:
+    def _hand_over(
+        self, queue: str, s: WorkerSession, token: str, jobs: list[ClaimedJob], started: float
+    ) -> None:
         """Jobs a claim leased to the session: down its stream, or back to waiting when the worker left or
-        stopped taking jobs (or was quieted) while the claim ran."""
+        stopped taking jobs (or was quieted) while the claim ran. `started` (monotonic seconds, taken before
+        the claim's script call) starts the worker's silence: the leases run from the script's clock, so a
+        slow reply must not make a worker that said nothing for a whole lease look less silent than it is
+        once the reaper has recovered the jobs (WorkerSession.unresponsive)."""
         s.credits -= len(jobs)
         if s.closed or s.held:
             self.spawn(self.engine.release(queue, [(j.id, token) for j in jobs], False), "release")
@@ -451,7 +458,7 @@ class Dispatcher:
         for j in jobs:
             s.leases[(queue, j.id)] = token
         if not s.unanswered_since:
-            s.unanswered_since = time.monotonic()
+            s.unanswered_since = started
         timeouts = [j.timeout_ms for j in jobs if j.timeout_ms]
         if timeouts and self.deadline_hook is not None:
             self.deadline_hook(queue, min(timeouts))
@@ -592,6 +599,7 @@ class Dispatcher:
             self._claiming[queue] = []
             self._woken.discard(queue)
             leased: list[str] = []
+            started = time.monotonic()
             try:
                 res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms)
                 leased = [j.id for j in res.jobs]
@@ -616,7 +624,7 @@ class Dispatcher:
                 self._mark_drained(queue)
                 return IDLE_RECHECK_S
             if res.jobs:
-                self._hand_over(queue, s, token, res.jobs)
+                self._hand_over(queue, s, token, res.jobs, started)
                 if self._sharing.get(queue):
                     # Jobs were ready after all (delayed ones fell due): the queues after it wait again.
                     self._drained.discard(queue)
