@@ -25,7 +25,7 @@ from redis.crc import key_slot
 from queue_manager_server.embedded import (
     JOB_HASH_ENCODING,
     dying_with_parent,
-    free_port,
+    free_ports,
     valkey_binary,
     valkey_env,
 )
@@ -58,8 +58,8 @@ class ValkeyCluster:
     def __init__(self, root: Path, primaries: int = 3, allocator: str = "mimalloc") -> None:
         self.root = root
         self.allocator = allocator
-        self.ports = [free_port() for _ in range(primaries)]
-        self.bus_ports = [free_port() for _ in range(primaries)]
+        ports = free_ports(2 * primaries)
+        self.ports, self.bus_ports = ports[:primaries], ports[primaries:]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @property

