@@ -364,3 +364,26 @@ async def test_server_killed_between_a_step_and_its_conditions_decides_once(
     assert total == 1
     assert (await engine.metrics("email-notifications")).waiting == 0
     await survivor.shutdown()
+
+
+async def test_a_step_skipped_by_its_conditions_loses_the_reason_when_a_retry_brings_it_back(
+    engine: Engine,
+) -> None:
+    """An on_failure step skipped by run_if is pending again when its failed parent is retried; when the
+    parent then completes, it is skipped as a branch not taken, without the old reason."""
+    workflows = await in_two_queues(engine)
+    alert = workflows_pb2.WorkflowStep(
+        key="alert",
+        queue_name="second",
+        job_name="alert",
+        run_if=[condition("", Op.CONDITION_OPERATOR_EXISTS)],
+    )
+    a = workflows_pb2.WorkflowStep(key="a", queue_name="first", job_name="a", on_failure=[alert])
+    run_id, _ = await workflows.execute(workflows_pb2.Workflow(steps=[a]), "revive")
+    assert await step_outcome(workflows.store, run_id, "a", "f") == ("failed", [])
+    assert (await workflows.get(run_id)).steps[1].error == "run_if: a exists is false (missing)"
+    assert await step_outcome(workflows.store, run_id, "a", "r") == ("running", [])
+    assert (await workflows.get(run_id)).steps[1].state == workflows_pb2.WORKFLOW_STEP_STATE_PENDING
+    assert await step_outcome(workflows.store, run_id, "a", "c") == ("completed", [])
+    step = (await workflows.get(run_id)).steps[1]
+    assert (step.state, step.error) == (workflows_pb2.WORKFLOW_STEP_STATE_SKIPPED, "")
