@@ -72,6 +72,7 @@ EXPECTED = {
     "TestPayloadValueReadsAsThePythonClient",
     "TestGetAllMetricsCoversEveryQueue",
     "TestListWorkflowsPagesNewestFirst",
+    "TestRunIfSkipsAStepWhoseConditionFails",
     "TestPriorityBoundsAreStoredAndReadBack",
     "TestBadPriorityBoundsAreRefusedBeforeTheCall",
     "TestMetricsReportEachPriorityLevel",

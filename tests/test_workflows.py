@@ -306,10 +306,12 @@ async def test_bad_workflows_are_refused(qm: QueueManager) -> None:
         await qm.execute_workflow({"steps": []})
 
 
-@pytest.mark.parametrize("point", ["before-hand-off", "after-successor"])
-async def test_server_killed_between_step_completion_and_next_steps(
-    procs: Procs, redis_url: str, prefix: str, engine: Engine, point: str
-) -> None:
+async def killed_after_first_step(
+    procs: Procs, redis_url: str, prefix: str, point: str, workflow: dict[str, Any], result: Any
+) -> tuple[str, QueueManager]:
+    """Executes a workflow whose first step runs in queue user-processing (returning result) on a server that
+    kills itself at the hand-off's crash point `point`; returns the run id and a client of a second server,
+    whose janitor carries the hand-off out."""
     fast = ("--janitor-interval-ms", "200")
     doomed = await procs.server(redis_url, prefix, 0, "--test-crash-point", point, *fast)
     client = QueueManager(address=doomed.address)
@@ -317,15 +319,22 @@ async def test_server_killed_between_step_completion_and_next_steps(
         await client.register_queue(name)
 
     @client.processor("user-processing")
-    async def profile(job: JobContext) -> int:
-        return 1
+    async def profile(job: JobContext) -> Any:
+        return result
 
-    run_id = await client.execute_workflow(onboarding(11), run_id="crash-run")
+    run_id = await client.execute_workflow(workflow, run_id="crash-run")
     await client.start_workers()
     assert await doomed.wait(timeout=WAIT) == -9
     await client.shutdown(grace=0)
     survivor = await procs.server(redis_url, prefix, 0, *fast)
-    qm = QueueManager(address=survivor.address)
+    return run_id, QueueManager(address=survivor.address)
+
+
+@pytest.mark.parametrize("point", ["before-hand-off", "after-successor"])
+async def test_server_killed_between_step_completion_and_next_steps(
+    procs: Procs, redis_url: str, prefix: str, engine: Engine, point: str
+) -> None:
+    run_id, qm = await killed_after_first_step(procs, redis_url, prefix, point, onboarding(11), 1)
 
     async def next_steps_started() -> bool:
         run = await qm.get_workflow(run_id)

@@ -48,6 +48,67 @@ type WorkflowStep struct {
 	OnFailure []WorkflowStep
 	// DependsOn names steps that must all complete before this one starts (fan-in).
 	DependsOn []string
+	// RunIf holds conditions on its predecessors' results (at most 16, see When): once due, the step runs
+	// only if every one holds; otherwise it is skipped (its Error says which failed), and so is everything
+	// that would only run after it.
+	RunIf []StepCondition
+}
+
+// StepCondition is one condition of a step's RunIf: a predecessor's result, at a path, compared with a
+// value. Numbers compare as numbers, strings as strings; values of different types, or a path that leads
+// nowhere, make it false (but "not_exists").
+type StepCondition struct {
+	// Step is the key of a predecessor (the step whose OnSuccess / OnFailure holds this one, or one it
+	// depends on); "" for the only one.
+	Step string
+	// Path is a dotted path into its JSON result ("order.total", "items.0.sku"); "" for the whole result.
+	Path string
+	// Operator is "==", "!=", ">", ">=", "<", "<=", "exists", "not_exists", "in" or "contains".
+	Operator string
+	// Value is what to compare with (any JSON-encodable value, nil for null; a slice for "in"); it must
+	// be nil for "exists" and "not_exists".
+	Value any
+}
+
+// When builds a StepCondition: When("validate", "total", ">", 100).
+func When(step, path, operator string, value any) StepCondition {
+	return StepCondition{Step: step, Path: path, Operator: operator, Value: value}
+}
+
+var conditionOperators = map[string]pb.ConditionOperator{
+	"==":         pb.ConditionOperator_CONDITION_OPERATOR_EQUAL,
+	"!=":         pb.ConditionOperator_CONDITION_OPERATOR_NOT_EQUAL,
+	">":          pb.ConditionOperator_CONDITION_OPERATOR_GREATER_THAN,
+	">=":         pb.ConditionOperator_CONDITION_OPERATOR_GREATER_OR_EQUAL,
+	"<":          pb.ConditionOperator_CONDITION_OPERATOR_LESS_THAN,
+	"<=":         pb.ConditionOperator_CONDITION_OPERATOR_LESS_OR_EQUAL,
+	"exists":     pb.ConditionOperator_CONDITION_OPERATOR_EXISTS,
+	"not_exists": pb.ConditionOperator_CONDITION_OPERATOR_NOT_EXISTS,
+	"in":         pb.ConditionOperator_CONDITION_OPERATOR_IN,
+	"contains":   pb.ConditionOperator_CONDITION_OPERATOR_CONTAINS,
+}
+
+func (c StepCondition) proto() (*pb.StepCondition, error) {
+	op, ok := conditionOperators[c.Operator]
+	if !ok {
+		return nil, fmt.Errorf(
+			"run_if: unknown operator %q; use ==, !=, >, >=, <, <=, exists, not_exists, in or contains", c.Operator)
+	}
+	out := &pb.StepCondition{Step: c.Step, Path: c.Path, Operator: op}
+	noValue := op == pb.ConditionOperator_CONDITION_OPERATOR_EXISTS ||
+		op == pb.ConditionOperator_CONDITION_OPERATOR_NOT_EXISTS
+	if noValue {
+		if c.Value != nil {
+			return nil, fmt.Errorf("run_if: %q takes no value", c.Operator)
+		}
+		return out, nil
+	}
+	value, err := jsonValue(c.Value)
+	if err != nil {
+		return nil, fmt.Errorf("run_if: %w", err)
+	}
+	out.Value = value
+	return out, nil
 }
 
 func (s WorkflowStep) proto() (*pb.WorkflowStep, error) {
@@ -61,6 +122,13 @@ func (s WorkflowStep) proto() (*pb.WorkflowStep, error) {
 	}
 	out := &pb.WorkflowStep{
 		Key: s.Key, QueueName: s.Queue, JobName: s.Name, Data: data, Options: options, DependsOn: s.DependsOn,
+	}
+	for _, c := range s.RunIf {
+		condition, err := c.proto()
+		if err != nil {
+			return nil, err
+		}
+		out.RunIf = append(out.RunIf, condition)
 	}
 	if out.OnSuccess, err = stepsProto(s.OnSuccess); err != nil {
 		return nil, err

@@ -175,3 +175,55 @@ func settledRun(t *testing.T, c *qm.Client, runID string) *qm.WorkflowRun {
 		time.Sleep(20 * time.Millisecond) // the step's outcome reaches the run after its job finished
 	}
 }
+
+func TestRunIfSkipsAStepWhoseConditionFails(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	ran := make(chan string, 4)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 2, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			ran <- job.Name
+			if job.Name == "validate" {
+				return map[string]any{"total": 42}, nil
+			}
+			return nil, nil
+		},
+	}})
+	runID, _, err := c.ExecuteWorkflow(testContext(t), qm.Workflow{Name: "order", Steps: []qm.WorkflowStep{{
+		Key: "validate", Queue: queue, Name: "validate",
+		OnSuccess: []qm.WorkflowStep{
+			{Key: "ship", Queue: queue, Name: "ship", RunIf: []qm.StepCondition{qm.When("validate", "total", ">", 100)}},
+			{Key: "hold", Queue: queue, Name: "hold", RunIf: []qm.StepCondition{{Path: "total", Operator: "in", Value: []int{42, 43}}}},
+		},
+	}}}, "")
+	if err != nil {
+		t.Fatalf("ExecuteWorkflow: %v", err)
+	}
+	run := settledRun(t, c, runID)
+	steps := map[string]qm.WorkflowStepRun{}
+	for _, step := range run.Steps {
+		steps[step.Key] = step
+	}
+	if run.State != "completed" || steps["ship"].State != "skipped" || steps["hold"].State != "completed" {
+		t.Fatalf("run %s, steps %+v", run.State, steps)
+	}
+	if want := "run_if: validate.total > 100 is false (42)"; steps["ship"].Error != want {
+		t.Fatalf("ship's error %q, want %q", steps["ship"].Error, want)
+	}
+	for _, want := range []string{"validate", "hold"} {
+		if got := receive(t, ran, "the next step"); got != want {
+			t.Fatalf("step %q ran, want %q", got, want)
+		}
+	}
+	bad := qm.Workflow{Steps: []qm.WorkflowStep{{Queue: queue, Name: "a", OnSuccess: []qm.WorkflowStep{
+		{Queue: queue, Name: "b", RunIf: []qm.StepCondition{qm.When("nope", "total", ">", 1)}},
+	}}}}
+	if _, _, err := c.ExecuteWorkflow(testContext(t), bad, ""); !errors.Is(err, qm.ErrInvalidArgument) {
+		t.Fatalf("a condition on a step that is not a predecessor: want ErrInvalidArgument, got %v", err)
+	}
+	bad.Steps[0].OnSuccess[0].RunIf = []qm.StepCondition{qm.When("", "total", "=>", 1)}
+	if _, _, err := c.ExecuteWorkflow(testContext(t), bad, ""); err == nil {
+		t.Fatal("an unknown operator was sent")
+	}
+}

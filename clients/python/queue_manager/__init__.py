@@ -24,6 +24,7 @@ import queue_manager._grpc_io  # noqa: F401
 from queue_manager.batching import BatchProcessor, batch
 from queue_manager.client import QueueManager
 from queue_manager.client_workers import WorkerControlResult
+from queue_manager.conditions import Condition, when
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobError, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
 from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
@@ -72,6 +73,7 @@ __all__ = [
     "BulkJob",
     "BulkResult",
     "ChainLink",
+    "Condition",
     "DeadLetter",
     "Dedup",
     "DedupMode",
@@ -129,4 +131,5 @@ __all__ = [
     "WorkflowStepRun",
     "WorkflowStepState",
     "batch",
+    "when",
 ]

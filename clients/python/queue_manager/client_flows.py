@@ -25,8 +25,8 @@ class FlowCalls(ClientBase):
 
         Args:
             workflow: ``{"id", "name", "steps": [...], "metadata": {...}}``; each step has ``queue_name``,
-                ``job_name``, optional ``data``, ``options``, ``on_success``, ``on_failure``, ``key`` and
-                ``depends_on``.
+                ``job_name``, optional ``data``, ``options``, ``on_success``, ``on_failure``, ``key``,
+                ``depends_on`` and ``run_if`` (conditions on its predecessors' results, `when`).
             run_id: Your own run id (1-100 letters, digits, "-", "_", "."): executing again with the same
                 run id returns that run and starts nothing. None: a new random id.
 

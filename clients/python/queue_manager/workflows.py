@@ -19,7 +19,9 @@ A workflow is the seed's shape, in Python names::
     }
 
 A step may also name a ``key`` (to be referred to) and ``depends_on`` (keys of steps that must all complete
-before it starts: fan-in; their results reach its processor as ``job.parents``).
+before it starts: fan-in; their results reach its processor as ``job.parents``), and ``run_if``: conditions on
+its predecessors' results (``[when("validate", "total", ">", 100)]``, see `queue_manager.conditions`); a due
+step whose conditions do not all hold is skipped, and so is what follows it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
+from queue_manager.conditions import conditions_to_proto
 from queue_manager.convert import decode_payload, encode_payload, timestamp_to_datetime
 from queue_manager.enums import STATE_BY_NUMBER, JobState
 from queue_manager.options import job_options_to_proto, validate_job_name, validate_queue_name
@@ -50,7 +53,7 @@ WorkflowLike: TypeAlias = Mapping[str, Any]
 
 _WORKFLOW_KEYS = frozenset({"id", "name", "steps", "metadata"})
 _STEP_KEYS = frozenset(
-    {"key", "queue_name", "job_name", "data", "options", "on_success", "on_failure", "depends_on"}
+    {"key", "queue_name", "job_name", "data", "options", "on_success", "on_failure", "depends_on", "run_if"}
 )
 _METADATA_KEYS = frozenset({"created_by", "correlation_id", "tags", "attributes"})
 
@@ -108,7 +111,9 @@ class WorkflowStepRun:
         state: Where the step is.
         job_state: State of its job while started.
         result: Result, once completed.
-        error: Failure reason, once failed (or why it was cancelled).
+        error: Failure reason, once failed (or why it was skipped or cancelled; for a step skipped by its
+            run_if, the condition that failed and the value seen: ``run_if: validate.total > 100 is false
+            (42)``).
         parent_key: Key of the step whose on_success or on_failure holds it ("" for a root step).
         branch: ``"root"``, ``"on_success"`` or ``"on_failure"``.
         depends_on: Keys it waits for.
@@ -211,6 +216,7 @@ def _fill_steps(target: Any, steps: Sequence[Mapping[str, Any]], at: str) -> Non
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
         msg.depends_on.extend(str(k) for k in step.get("depends_on") or ())
+        msg.run_if.extend(conditions_to_proto(step.get("run_if") or [], f"{where}.run_if"))
         _fill_steps(msg.on_success, step.get("on_success") or [], f"{where}.on_success")
         _fill_steps(msg.on_failure, step.get("on_failure") or [], f"{where}.on_failure")
 

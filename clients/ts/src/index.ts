@@ -48,9 +48,12 @@ export {
 } from "./filters.js";
 export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
 export * from "./types.js";
+export { when } from "./workflows.js";
 export type {
+  ConditionOp,
   Schedule,
   ScheduleSpec,
+  StepCondition,
   Workflow,
   WorkflowRun,
   WorkflowState,

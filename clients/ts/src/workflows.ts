@@ -7,9 +7,12 @@ import {
   type Schedule as SchedulePb,
 } from "./gen/queue_manager/v1/schedules_pb.js";
 import {
+  ConditionOperator,
+  StepConditionSchema,
   WorkflowMetadataSchema,
   WorkflowSchema,
   WorkflowStepSchema,
+  type StepCondition as StepConditionPb,
   type Workflow as WorkflowPb,
   type WorkflowRun as WorkflowRunPb,
   type WorkflowStep as WorkflowStepPb,
@@ -23,6 +26,7 @@ import {
   stateName,
   toDuration,
   toTimestamp,
+  toValue,
 } from "./convert.js";
 import { jobOptionsToProto, uint } from "./options.js";
 import type { JobOptions, JobState } from "./types.js";
@@ -42,6 +46,68 @@ export interface WorkflowStep {
   onFailure?: WorkflowStep[];
   /** Keys of steps that must all complete before this one starts (fan-in). */
   dependsOn?: string[];
+  /**
+   * Conditions on its predecessors' results (at most 16; see `when`): once due, the step runs only if every
+   * one holds; otherwise it is skipped (its `error` says which failed), and so is what would only follow it.
+   */
+  runIf?: StepCondition[];
+}
+
+/** Operators of a `StepCondition`. */
+export type ConditionOp = "==" | "!=" | ">" | ">=" | "<" | "<=" | "exists" | "notExists" | "in" | "contains";
+
+/**
+ * One condition of a step's `runIf`: a predecessor's result, at a path, compared with a value. Numbers compare
+ * as numbers, strings as strings; values of different types, or a path that leads nowhere, make it false
+ * (but `notExists`).
+ */
+export interface StepCondition {
+  /** Key of a predecessor (the step whose onSuccess / onFailure holds this one, or one it depends on); default the only one. */
+  step?: string;
+  /** Dotted path into its JSON result ("order.total", "items.0.sku"); default the whole result. */
+  path?: string;
+  operator: ConditionOp;
+  /** What to compare with (an array for `in`); leave it out for `exists` and `notExists`. */
+  value?: unknown;
+}
+
+/** A `StepCondition`: `when("validate", "total", ">", 100)`. */
+export function when(step: string, path: string, operator: ConditionOp, ...value: [] | [unknown]): StepCondition {
+  return value.length === 0 ? { step, path, operator } : { step, path, operator, value: value[0] };
+}
+
+const OPERATORS: Record<ConditionOp, ConditionOperator> = {
+  "==": ConditionOperator.EQUAL,
+  "!=": ConditionOperator.NOT_EQUAL,
+  ">": ConditionOperator.GREATER_THAN,
+  ">=": ConditionOperator.GREATER_OR_EQUAL,
+  "<": ConditionOperator.LESS_THAN,
+  "<=": ConditionOperator.LESS_OR_EQUAL,
+  exists: ConditionOperator.EXISTS,
+  notExists: ConditionOperator.NOT_EXISTS,
+  in: ConditionOperator.IN,
+  contains: ConditionOperator.CONTAINS,
+};
+
+function conditionToProto(condition: StepCondition, at: string): StepConditionPb {
+  const operator = Object.hasOwn(OPERATORS, condition.operator) ? OPERATORS[condition.operator] : undefined;
+  if (operator === undefined) {
+    throw new TypeError(`${at}.operator: unknown operator ${JSON.stringify(condition.operator)}; use ${Object.keys(OPERATORS).join(", ")}`);
+  }
+  const takesValue = operator !== ConditionOperator.EXISTS && operator !== ConditionOperator.NOT_EXISTS;
+  const given = "value" in condition;
+  if (given !== takesValue) {
+    throw new TypeError(`${at}.value: ${condition.operator} ${takesValue ? "needs a value to compare with" : "takes no value"}`);
+  }
+  if (operator === ConditionOperator.IN && !Array.isArray(condition.value)) {
+    throw new TypeError(`${at}.value: in needs an array of values`);
+  }
+  return create(StepConditionSchema, {
+    step: condition.step ?? "",
+    path: condition.path ?? "",
+    operator,
+    value: takesValue ? toValue(condition.value, `${at}.value`) : undefined,
+  });
 }
 
 /** A graph of steps; each execution is a `WorkflowRun`. */
@@ -103,6 +169,7 @@ function stepToProto(step: WorkflowStep, at: string): WorkflowStepPb {
     onSuccess: (step.onSuccess ?? []).map((s, i) => stepToProto(s, `${at}.onSuccess[${i}]`)),
     onFailure: (step.onFailure ?? []).map((s, i) => stepToProto(s, `${at}.onFailure[${i}]`)),
     dependsOn: step.dependsOn ?? [],
+    runIf: (step.runIf ?? []).map((c, i) => conditionToProto(c, `${at}.runIf[${i}]`)),
   });
 }
 

@@ -9,6 +9,7 @@ import {
   QueueManagerError,
   type ActiveJob,
   type QueueManager,
+  when,
 } from "../src/index.js";
 import { client, nextEvent, queueName, worker } from "./helpers.js";
 
@@ -395,6 +396,54 @@ describe("workflows and schedules", () => {
       assert.equal(load?.state, "completed");
       assert.deepEqual(load?.result, { step: "load", parents: [{ step: "extract", parents: [] }] });
       await assert.rejects(qm.getWorkflow("no-such-run"), NotFoundError);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
+  it("skips a step whose runIf does not hold, with the reason, and runs its sibling", async () => {
+    const name = queueName("cond-flow");
+    await qm.registerQueue(name);
+    const ran: string[] = [];
+    const w = await worker({
+      processors: {
+        [name]: async (job) => {
+          ran.push(job.name);
+          return job.name === "validate" ? { total: 42 } : null;
+        },
+      },
+    });
+    try {
+      const held = nextEvent<[ActiveJob]>(w, "completed", (job) => job.name === "hold");
+      const runId = await qm.executeWorkflow({
+        steps: [
+          {
+            key: "validate",
+            queueName: name,
+            jobName: "validate",
+            onSuccess: [
+              { key: "ship", queueName: name, jobName: "ship", runIf: [when("validate", "total", ">", 100)] },
+              { key: "hold", queueName: name, jobName: "hold", runIf: [{ path: "total", operator: "in", value: [42] }] },
+            ],
+          },
+        ],
+      });
+      const [holdJob] = await held;
+      await qm.waitForJob(name, holdJob.id, { timeoutMs: 10_000 });
+      let run = await qm.getWorkflow(runId);
+      for (let i = 0; i < 500 && run.state === "running"; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20)); // the outcome reaches the run after its job
+        run = await qm.getWorkflow(runId);
+      }
+      assert.equal(run.state, "completed");
+      const ship = run.steps.find((s) => s.key === "ship");
+      assert.equal(ship?.state, "skipped");
+      assert.equal(ship?.error, "run_if: validate.total > 100 is false (42)");
+      assert.deepEqual(ran.sort(), ["hold", "validate"]);
+      const bad = { steps: [{ queueName: name, jobName: "a", onSuccess: [{ queueName: name, jobName: "b", runIf: [when("nope", "x", "exists")] }] }] };
+      await assert.rejects(qm.executeWorkflow(bad), InvalidArgumentError);
+      const extra = { steps: [{ queueName: name, jobName: "a", runIf: [when("", "x", "exists", 1)] }] };
+      await assert.rejects(async () => qm.executeWorkflow(extra), /takes no value/);
     } finally {
       await w.shutdown();
     }

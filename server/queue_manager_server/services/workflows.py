@@ -5,9 +5,10 @@ and creates the run in one script (``wf_create.lua``); root steps start at once.
 its run and step key (``flo`` + ``par``), so when it finishes, the flow hand-off (services/flows.py) records
 the outcome in the run (``wf_step_done.lua``), which decides the next steps: ``on_success`` ones after a
 completion, ``on_failure`` ones after a failure for good, a ``depends_on`` step once all it waits for have
-completed (fan-in); the branches not taken are skipped. Step job ids are ``<run id>.<step key>``, so a
-hand-off carried out twice (a server killed meanwhile) adds no step twice. Each step's processor gets its
-predecessors' results as the job's parents.
+completed (fan-in); the branches not taken are skipped, and so is a due step whose run_if conditions on its
+predecessors' results do not all hold (services/conditions.py). Step job ids are ``<run id>.<step key>``,
+so a hand-off carried out twice (a server killed meanwhile) adds no step twice. Each step's processor gets
+its predecessors' results as the job's parents.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from queue_manager_server.errors import (
     WorkflowNotFound,
     WrongState,
 )
+from queue_manager_server.services import conditions
 from queue_manager_server.services.errors import unary
 
 log = logging.getLogger("queue_manager_server.workflows")
@@ -91,6 +93,7 @@ class _Step:
     ok: list[str] = field(default_factory=list)
     ko: list[str] = field(default_factory=list)
     dependents: list[str] = field(default_factory=list)
+    conditions: str = ""  # run_if as stored (services/conditions.py), empty for none
 
 
 def layout(wf: workflows_pb2.Workflow, payload_limit: int) -> list[_Step]:
@@ -144,6 +147,10 @@ def layout(wf: workflows_pb2.Workflow, payload_limit: int) -> list[_Step]:
                 )
             by_key[dep].dependents.append(s.key)
     _check_acyclic(steps, by_key)
+    for s in steps:
+        predecessors = [s.parent] if s.parent else []
+        predecessors += [d for d in s.spec.depends_on if d not in predecessors]
+        s.conditions = conditions.encode(s.key, s.spec.run_if, predecessors, payload_limit)
     return steps
 
 
@@ -206,6 +213,8 @@ def run_fields(wf: workflows_pb2.Workflow, steps: list[_Step]) -> dict[str, str 
             fields[f"br:{s.key}"] = s.branch
         if s.spec.depends_on:
             fields[f"nd:{s.key}"] = len(s.spec.depends_on)
+        if s.conditions:
+            fields[f"if:{s.key}"] = s.conditions
         for name, keys in (
             ("ok", s.ok),
             ("ko", s.ko),

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from queue_manager.v1 import types_pb2 as queue__manager_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n queue_manager/v1/workflows.proto\x12\x10queue_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"\x95\x02\n\x0cWorkflowStep\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nqueue_name\x18\x02 \x01(\t\x12\x10\n\x08job_name\x18\x03 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.queue_manager.v1.JobOptions\x12\x32\n\non_success\x18\x06 \x03(\x0b\x32\x1e.queue_manager.v1.WorkflowStep\x12\x32\n\non_failure\x18\x07 \x03(\x0b\x32\x1e.queue_manager.v1.WorkflowStep\x12\x12\n\ndepends_on\x18\x08 \x03(\t\"\xc7\x01\n\x10WorkflowMetadata\x12\x12\n\ncreated_by\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x46\n\nattributes\x18\x04 \x03(\x0b\x32\x32.queue_manager.v1.WorkflowMetadata.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.queue_manager.v1.WorkflowStep\x12\x34\n\x08metadata\x18\x04 \x01(\x0b\x32\".queue_manager.v1.WorkflowMetadata\"\xcb\x02\n\x0fWorkflowStepRun\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nqueue_name\x18\x02 \x01(\t\x12\x10\n\x08job_name\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x32\n\x05state\x18\x05 \x01(\x0e\x32#.queue_manager.v1.WorkflowStepState\x12-\n\tjob_state\x18\x06 \x01(\x0e\x32\x1a.queue_manager.v1.JobState\x12)\n\x06result\x18\x07 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\nparent_key\x18\t \x01(\t\x12\x30\n\x06\x62ranch\x18\n \x01(\x0e\x32 .queue_manager.v1.WorkflowBranch\x12\x12\n\ndepends_on\x18\x0b \x03(\t\"\x82\x03\n\x0bWorkflowRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.queue_manager.v1.WorkflowState\x12\x34\n\x08metadata\x18\x05 \x01(\x0b\x32\".queue_manager.v1.WorkflowMetadata\x12\x30\n\x05steps\x18\x06 \x03(\x0b\x32!.queue_manager.v1.WorkflowStepRun\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcancel_reason\x18\t \x01(\t\x12\x12\n\nstep_count\x18\n \x01(\r\x12\x1b\n\x13\x66inished_step_count\x18\x0b \x01(\r\"V\n\x16\x45xecuteWorkflowRequest\x12,\n\x08workflow\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.Workflow\x12\x0e\n\x06run_id\x18\x02 \x01(\t\":\n\x17\x45xecuteWorkflowResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"$\n\x12GetWorkflowRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"A\n\x13GetWorkflowResponse\x12*\n\x03run\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\"=\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"q\n\x15ListWorkflowsResponse\x12+\n\x04runs\x18\x01 \x03(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"7\n\x15\x43\x61ncelWorkflowRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x16\x43\x61ncelWorkflowResponse\x12*\n\x03run\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\"&\n\x14RetryWorkflowRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"^\n\x15RetryWorkflowResponse\x12*\n\x03run\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\x12\x19\n\x11retried_step_keys\x18\x02 \x03(\t*\xa2\x01\n\rWorkflowState\x12\x1e\n\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKFLOW_STATE_RUNNING\x10\x01\x12\x1c\n\x18WORKFLOW_STATE_COMPLETED\x10\x02\x12\x19\n\x15WORKFLOW_STATE_FAILED\x10\x03\x12\x1c\n\x18WORKFLOW_STATE_CANCELLED\x10\x04*\x81\x02\n\x11WorkflowStepState\x12#\n\x1fWORKFLOW_STEP_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWORKFLOW_STEP_STATE_PENDING\x10\x01\x12\x1f\n\x1bWORKFLOW_STEP_STATE_STARTED\x10\x02\x12!\n\x1dWORKFLOW_STEP_STATE_COMPLETED\x10\x03\x12\x1e\n\x1aWORKFLOW_STEP_STATE_FAILED\x10\x04\x12\x1f\n\x1bWORKFLOW_STEP_STATE_SKIPPED\x10\x05\x12!\n\x1dWORKFLOW_STEP_STATE_CANCELLED\x10\x06*\x8b\x01\n\x0eWorkflowBranch\x12\x1f\n\x1bWORKFLOW_BRANCH_UNSPECIFIED\x10\x00\x12\x18\n\x14WORKFLOW_BRANCH_ROOT\x10\x01\x12\x1e\n\x1aWORKFLOW_BRANCH_ON_SUCCESS\x10\x02\x12\x1e\n\x1aWORKFLOW_BRANCH_ON_FAILURE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n queue_manager/v1/workflows.proto\x12\x10queue_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"\xc6\x02\n\x0cWorkflowStep\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nqueue_name\x18\x02 \x01(\t\x12\x10\n\x08job_name\x18\x03 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.queue_manager.v1.JobOptions\x12\x32\n\non_success\x18\x06 \x03(\x0b\x32\x1e.queue_manager.v1.WorkflowStep\x12\x32\n\non_failure\x18\x07 \x03(\x0b\x32\x1e.queue_manager.v1.WorkflowStep\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x12/\n\x06run_if\x18\t \x03(\x0b\x32\x1f.queue_manager.v1.StepCondition\"\xc7\x01\n\x10WorkflowMetadata\x12\x12\n\ncreated_by\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x46\n\nattributes\x18\x04 \x03(\x0b\x32\x32.queue_manager.v1.WorkflowMetadata.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.queue_manager.v1.WorkflowStep\x12\x34\n\x08metadata\x18\x04 \x01(\x0b\x32\".queue_manager.v1.WorkflowMetadata\"\xcb\x02\n\x0fWorkflowStepRun\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nqueue_name\x18\x02 \x01(\t\x12\x10\n\x08job_name\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x32\n\x05state\x18\x05 \x01(\x0e\x32#.queue_manager.v1.WorkflowStepState\x12-\n\tjob_state\x18\x06 \x01(\x0e\x32\x1a.queue_manager.v1.JobState\x12)\n\x06result\x18\x07 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\nparent_key\x18\t \x01(\t\x12\x30\n\x06\x62ranch\x18\n \x01(\x0e\x32 .queue_manager.v1.WorkflowBranch\x12\x12\n\ndepends_on\x18\x0b \x03(\t\"\x82\x03\n\x0bWorkflowRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.queue_manager.v1.WorkflowState\x12\x34\n\x08metadata\x18\x05 \x01(\x0b\x32\".queue_manager.v1.WorkflowMetadata\x12\x30\n\x05steps\x18\x06 \x03(\x0b\x32!.queue_manager.v1.WorkflowStepRun\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcancel_reason\x18\t \x01(\t\x12\x12\n\nstep_count\x18\n \x01(\r\x12\x1b\n\x13\x66inished_step_count\x18\x0b \x01(\r\"V\n\x16\x45xecuteWorkflowRequest\x12,\n\x08workflow\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.Workflow\x12\x0e\n\x06run_id\x18\x02 \x01(\t\":\n\x17\x45xecuteWorkflowResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"$\n\x12GetWorkflowRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"A\n\x13GetWorkflowResponse\x12*\n\x03run\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\"=\n\x14ListWorkflowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"q\n\x15ListWorkflowsResponse\x12+\n\x04runs\x18\x01 \x03(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"7\n\x15\x43\x61ncelWorkflowRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x16\x43\x61ncelWorkflowResponse\x12*\n\x03run\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\"&\n\x14RetryWorkflowRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"^\n\x15RetryWorkflowResponse\x12*\n\x03run\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkflowRun\x12\x19\n\x11retried_step_keys\x18\x02 \x03(\t\"\x89\x01\n\rStepCondition\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x35\n\x08operator\x18\x03 \x01(\x0e\x32#.queue_manager.v1.ConditionOperator\x12%\n\x05value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value*\xa2\x01\n\rWorkflowState\x12\x1e\n\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKFLOW_STATE_RUNNING\x10\x01\x12\x1c\n\x18WORKFLOW_STATE_COMPLETED\x10\x02\x12\x19\n\x15WORKFLOW_STATE_FAILED\x10\x03\x12\x1c\n\x18WORKFLOW_STATE_CANCELLED\x10\x04*\x81\x02\n\x11WorkflowStepState\x12#\n\x1fWORKFLOW_STEP_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWORKFLOW_STEP_STATE_PENDING\x10\x01\x12\x1f\n\x1bWORKFLOW_STEP_STATE_STARTED\x10\x02\x12!\n\x1dWORKFLOW_STEP_STATE_COMPLETED\x10\x03\x12\x1e\n\x1aWORKFLOW_STEP_STATE_FAILED\x10\x04\x12\x1f\n\x1bWORKFLOW_STEP_STATE_SKIPPED\x10\x05\x12!\n\x1dWORKFLOW_STEP_STATE_CANCELLED\x10\x06*\x8b\x01\n\x0eWorkflowBranch\x12\x1f\n\x1bWORKFLOW_BRANCH_UNSPECIFIED\x10\x00\x12\x18\n\x14WORKFLOW_BRANCH_ROOT\x10\x01\x12\x1e\n\x1aWORKFLOW_BRANCH_ON_SUCCESS\x10\x02\x12\x1e\n\x1aWORKFLOW_BRANCH_ON_FAILURE\x10\x03*\x8b\x03\n\x11\x43onditionOperator\x12\"\n\x1e\x43ONDITION_OPERATOR_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONDITION_OPERATOR_EQUAL\x10\x01\x12 \n\x1c\x43ONDITION_OPERATOR_NOT_EQUAL\x10\x02\x12#\n\x1f\x43ONDITION_OPERATOR_GREATER_THAN\x10\x03\x12\'\n#CONDITION_OPERATOR_GREATER_OR_EQUAL\x10\x04\x12 \n\x1c\x43ONDITION_OPERATOR_LESS_THAN\x10\x05\x12$\n CONDITION_OPERATOR_LESS_OR_EQUAL\x10\x06\x12\x1d\n\x19\x43ONDITION_OPERATOR_EXISTS\x10\x07\x12!\n\x1d\x43ONDITION_OPERATOR_NOT_EXISTS\x10\x08\x12\x19\n\x15\x43ONDITION_OPERATOR_IN\x10\t\x12\x1f\n\x1b\x43ONDITION_OPERATOR_CONTAINS\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,42 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKFLOWMETADATA_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_WORKFLOWMETADATA_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_WORKFLOWSTATE']._serialized_start=2157
-  _globals['_WORKFLOWSTATE']._serialized_end=2319
-  _globals['_WORKFLOWSTEPSTATE']._serialized_start=2322
-  _globals['_WORKFLOWSTEPSTATE']._serialized_end=2579
-  _globals['_WORKFLOWBRANCH']._serialized_start=2582
-  _globals['_WORKFLOWBRANCH']._serialized_end=2721
-  _globals['_WORKFLOWSTEP']._serialized_start=118
-  _globals['_WORKFLOWSTEP']._serialized_end=395
-  _globals['_WORKFLOWMETADATA']._serialized_start=398
-  _globals['_WORKFLOWMETADATA']._serialized_end=597
-  _globals['_WORKFLOWMETADATA_ATTRIBUTESENTRY']._serialized_start=548
-  _globals['_WORKFLOWMETADATA_ATTRIBUTESENTRY']._serialized_end=597
-  _globals['_WORKFLOW']._serialized_start=600
-  _globals['_WORKFLOW']._serialized_end=737
-  _globals['_WORKFLOWSTEPRUN']._serialized_start=740
-  _globals['_WORKFLOWSTEPRUN']._serialized_end=1071
-  _globals['_WORKFLOWRUN']._serialized_start=1074
-  _globals['_WORKFLOWRUN']._serialized_end=1460
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=1462
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=1548
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=1550
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=1608
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=1610
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=1646
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=1648
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=1713
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1715
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1776
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1778
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1891
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1893
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1948
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=1950
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=2018
-  _globals['_RETRYWORKFLOWREQUEST']._serialized_start=2020
-  _globals['_RETRYWORKFLOWREQUEST']._serialized_end=2058
-  _globals['_RETRYWORKFLOWRESPONSE']._serialized_start=2060
-  _globals['_RETRYWORKFLOWRESPONSE']._serialized_end=2154
+  _globals['_WORKFLOWSTATE']._serialized_start=2376
+  _globals['_WORKFLOWSTATE']._serialized_end=2538
+  _globals['_WORKFLOWSTEPSTATE']._serialized_start=2541
+  _globals['_WORKFLOWSTEPSTATE']._serialized_end=2798
+  _globals['_WORKFLOWBRANCH']._serialized_start=2801
+  _globals['_WORKFLOWBRANCH']._serialized_end=2940
+  _globals['_CONDITIONOPERATOR']._serialized_start=2943
+  _globals['_CONDITIONOPERATOR']._serialized_end=3338
+  _globals['_WORKFLOWSTEP']._serialized_start=148
+  _globals['_WORKFLOWSTEP']._serialized_end=474
+  _globals['_WORKFLOWMETADATA']._serialized_start=477
+  _globals['_WORKFLOWMETADATA']._serialized_end=676
+  _globals['_WORKFLOWMETADATA_ATTRIBUTESENTRY']._serialized_start=627
+  _globals['_WORKFLOWMETADATA_ATTRIBUTESENTRY']._serialized_end=676
+  _globals['_WORKFLOW']._serialized_start=679
+  _globals['_WORKFLOW']._serialized_end=816
+  _globals['_WORKFLOWSTEPRUN']._serialized_start=819
+  _globals['_WORKFLOWSTEPRUN']._serialized_end=1150
+  _globals['_WORKFLOWRUN']._serialized_start=1153
+  _globals['_WORKFLOWRUN']._serialized_end=1539
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=1541
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=1627
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=1629
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=1687
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=1689
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=1725
+  _globals['_GETWORKFLOWRESPONSE']._serialized_start=1727
+  _globals['_GETWORKFLOWRESPONSE']._serialized_end=1792
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1794
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1855
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1857
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1970
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1972
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=2027
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=2029
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=2097
+  _globals['_RETRYWORKFLOWREQUEST']._serialized_start=2099
+  _globals['_RETRYWORKFLOWREQUEST']._serialized_end=2137
+  _globals['_RETRYWORKFLOWRESPONSE']._serialized_start=2139
+  _globals['_RETRYWORKFLOWRESPONSE']._serialized_end=2233
+  _globals['_STEPCONDITION']._serialized_start=2236
+  _globals['_STEPCONDITION']._serialized_end=2373
 # @@protoc_insertion_point(module_scope)

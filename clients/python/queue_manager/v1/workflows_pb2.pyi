@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -125,6 +126,65 @@ WORKFLOW_BRANCH_ON_FAILURE: WorkflowBranch.ValueType  # 3
 """In its parent's on_failure."""
 Global___WorkflowBranch: _TypeAlias = WorkflowBranch  # noqa: Y015
 
+class _ConditionOperator:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConditionOperatorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConditionOperator.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONDITION_OPERATOR_UNSPECIFIED: _ConditionOperator.ValueType  # 0
+    """Not set; refused."""
+    CONDITION_OPERATOR_EQUAL: _ConditionOperator.ValueType  # 1
+    """The result equals the value (lists and objects compare element by element)."""
+    CONDITION_OPERATOR_NOT_EQUAL: _ConditionOperator.ValueType  # 2
+    """The result is of the value's type and differs from it."""
+    CONDITION_OPERATOR_GREATER_THAN: _ConditionOperator.ValueType  # 3
+    """The result is greater than the value (two numbers or two strings)."""
+    CONDITION_OPERATOR_GREATER_OR_EQUAL: _ConditionOperator.ValueType  # 4
+    """The result is greater than or equal to the value."""
+    CONDITION_OPERATOR_LESS_THAN: _ConditionOperator.ValueType  # 5
+    """The result is less than the value."""
+    CONDITION_OPERATOR_LESS_OR_EQUAL: _ConditionOperator.ValueType  # 6
+    """The result is less than or equal to the value."""
+    CONDITION_OPERATOR_EXISTS: _ConditionOperator.ValueType  # 7
+    """The path leads to a value (null included); takes no value."""
+    CONDITION_OPERATOR_NOT_EXISTS: _ConditionOperator.ValueType  # 8
+    """The path leads nowhere (or the step completed without a result); takes no value."""
+    CONDITION_OPERATOR_IN: _ConditionOperator.ValueType  # 9
+    """The result equals one of the elements of the value, a list."""
+    CONDITION_OPERATOR_CONTAINS: _ConditionOperator.ValueType  # 10
+    """The result is a list with an element equal to the value, or a string containing the value (a string)."""
+
+class ConditionOperator(_ConditionOperator, metaclass=_ConditionOperatorEnumTypeWrapper):
+    """ConditionOperator compares a predecessor's result (at a path) with a StepCondition's value. Numbers compare
+    as numbers, strings as strings (byte order); values of different types never compare true (NOT_EQUAL
+    included), and a path that leads nowhere makes every operator false but NOT_EXISTS.
+    """
+
+CONDITION_OPERATOR_UNSPECIFIED: ConditionOperator.ValueType  # 0
+"""Not set; refused."""
+CONDITION_OPERATOR_EQUAL: ConditionOperator.ValueType  # 1
+"""The result equals the value (lists and objects compare element by element)."""
+CONDITION_OPERATOR_NOT_EQUAL: ConditionOperator.ValueType  # 2
+"""The result is of the value's type and differs from it."""
+CONDITION_OPERATOR_GREATER_THAN: ConditionOperator.ValueType  # 3
+"""The result is greater than the value (two numbers or two strings)."""
+CONDITION_OPERATOR_GREATER_OR_EQUAL: ConditionOperator.ValueType  # 4
+"""The result is greater than or equal to the value."""
+CONDITION_OPERATOR_LESS_THAN: ConditionOperator.ValueType  # 5
+"""The result is less than the value."""
+CONDITION_OPERATOR_LESS_OR_EQUAL: ConditionOperator.ValueType  # 6
+"""The result is less than or equal to the value."""
+CONDITION_OPERATOR_EXISTS: ConditionOperator.ValueType  # 7
+"""The path leads to a value (null included); takes no value."""
+CONDITION_OPERATOR_NOT_EXISTS: ConditionOperator.ValueType  # 8
+"""The path leads nowhere (or the step completed without a result); takes no value."""
+CONDITION_OPERATOR_IN: ConditionOperator.ValueType  # 9
+"""The result equals one of the elements of the value, a list."""
+CONDITION_OPERATOR_CONTAINS: ConditionOperator.ValueType  # 10
+"""The result is a list with an element equal to the value, or a string containing the value (a string)."""
+Global___ConditionOperator: _TypeAlias = ConditionOperator  # noqa: Y015
+
 @_typing.final
 class WorkflowStep(_message.Message):
     """WorkflowStep is one job of a workflow and the steps that follow it."""
@@ -139,6 +199,7 @@ class WorkflowStep(_message.Message):
     ON_SUCCESS_FIELD_NUMBER: _builtins.int
     ON_FAILURE_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    RUN_IF_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Key of the step, unique within the workflow: 1 to 64 letters, digits, "-" or "_". Unset means the
     step's position: "0", "1" for root steps, "0.s0" for the first on_success step of "0", "0.f0" for its
@@ -170,6 +231,14 @@ class WorkflowStep(_message.Message):
         processor as the job's parents. A root step with depends_on waits for them instead of starting at once.
         """
 
+    @_builtins.property
+    def run_if(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepCondition]:
+        """Conditions on its predecessors' results, at most 16: once the step is due (its branch fired and every
+        step it depends on completed), it runs only if every condition holds; otherwise it is SKIPPED (its
+        error says which condition failed), and so is everything that would only run after it. Empty: it runs
+        whenever it is due.
+        """
+
     def __init__(
         self,
         *,
@@ -181,10 +250,11 @@ class WorkflowStep(_message.Message):
         on_success: _abc.Iterable[Global___WorkflowStep] | None = ...,
         on_failure: _abc.Iterable[Global___WorkflowStep] | None = ...,
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        run_if: _abc.Iterable[Global___StepCondition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "depends_on", b"depends_on", "job_name", b"job_name", "key", b"key", "on_failure", b"on_failure", "on_success", b"on_success", "options", b"options", "queue_name", b"queue_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "depends_on", b"depends_on", "job_name", b"job_name", "key", b"key", "on_failure", b"on_failure", "on_success", b"on_success", "options", b"options", "queue_name", b"queue_name", "run_if", b"run_if"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,7 +388,9 @@ class WorkflowStepRun(_message.Message):
     job_state: _types_pb2.JobState.ValueType
     """State of its job while it is started."""
     error: _builtins.str
-    """Failure reason, once failed (or why it was skipped or cancelled)."""
+    """Failure reason, once failed (or why it was skipped or cancelled; for a step skipped by run_if, the
+    condition that failed and the value it saw, e.g. "run_if: validate.total > 100 is false (42)").
+    """
     parent_key: _builtins.str
     """Key of the step whose on_success or on_failure holds this one; empty for root steps."""
     branch: Global___WorkflowBranch.ValueType
@@ -685,3 +757,45 @@ class RetryWorkflowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetryWorkflowResponse: _TypeAlias = RetryWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class StepCondition(_message.Message):
+    """StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, compared
+    with a value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """Key of a predecessor: the step whose on_success or on_failure holds this one, or one it depends_on.
+    Empty: the only predecessor (refused for a step with several, or none).
+    """
+    path: _builtins.str
+    """Dotted path into that step's JSON result ("order.total"; a number indexes a list: "items.0.sku"), at
+    most 1,000 characters; empty: the whole result. A result that is not JSON is a string with no fields.
+    """
+    operator: Global___ConditionOperator.ValueType
+    """How the result is compared with value."""
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value:
+        """The value to compare with: required, but for EXISTS and NOT_EXISTS (which take none); a list for IN."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        path: _builtins.str = ...,
+        operator: Global___ConditionOperator.ValueType = ...,
+        value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator", b"operator", "path", b"path", "step", b"step", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepCondition: _TypeAlias = StepCondition  # noqa: Y015

@@ -9,6 +9,7 @@ package queue_managerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -210,6 +211,93 @@ func (WorkflowBranch) EnumDescriptor() ([]byte, []int) {
 	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{2}
 }
 
+// ConditionOperator compares a predecessor's result (at a path) with a StepCondition's value. Numbers compare
+// as numbers, strings as strings (byte order); values of different types never compare true (NOT_EQUAL
+// included), and a path that leads nowhere makes every operator false but NOT_EXISTS.
+type ConditionOperator int32
+
+const (
+	// Not set; refused.
+	ConditionOperator_CONDITION_OPERATOR_UNSPECIFIED ConditionOperator = 0
+	// The result equals the value (lists and objects compare element by element).
+	ConditionOperator_CONDITION_OPERATOR_EQUAL ConditionOperator = 1
+	// The result is of the value's type and differs from it.
+	ConditionOperator_CONDITION_OPERATOR_NOT_EQUAL ConditionOperator = 2
+	// The result is greater than the value (two numbers or two strings).
+	ConditionOperator_CONDITION_OPERATOR_GREATER_THAN ConditionOperator = 3
+	// The result is greater than or equal to the value.
+	ConditionOperator_CONDITION_OPERATOR_GREATER_OR_EQUAL ConditionOperator = 4
+	// The result is less than the value.
+	ConditionOperator_CONDITION_OPERATOR_LESS_THAN ConditionOperator = 5
+	// The result is less than or equal to the value.
+	ConditionOperator_CONDITION_OPERATOR_LESS_OR_EQUAL ConditionOperator = 6
+	// The path leads to a value (null included); takes no value.
+	ConditionOperator_CONDITION_OPERATOR_EXISTS ConditionOperator = 7
+	// The path leads nowhere (or the step completed without a result); takes no value.
+	ConditionOperator_CONDITION_OPERATOR_NOT_EXISTS ConditionOperator = 8
+	// The result equals one of the elements of the value, a list.
+	ConditionOperator_CONDITION_OPERATOR_IN ConditionOperator = 9
+	// The result is a list with an element equal to the value, or a string containing the value (a string).
+	ConditionOperator_CONDITION_OPERATOR_CONTAINS ConditionOperator = 10
+)
+
+// Enum value maps for ConditionOperator.
+var (
+	ConditionOperator_name = map[int32]string{
+		0:  "CONDITION_OPERATOR_UNSPECIFIED",
+		1:  "CONDITION_OPERATOR_EQUAL",
+		2:  "CONDITION_OPERATOR_NOT_EQUAL",
+		3:  "CONDITION_OPERATOR_GREATER_THAN",
+		4:  "CONDITION_OPERATOR_GREATER_OR_EQUAL",
+		5:  "CONDITION_OPERATOR_LESS_THAN",
+		6:  "CONDITION_OPERATOR_LESS_OR_EQUAL",
+		7:  "CONDITION_OPERATOR_EXISTS",
+		8:  "CONDITION_OPERATOR_NOT_EXISTS",
+		9:  "CONDITION_OPERATOR_IN",
+		10: "CONDITION_OPERATOR_CONTAINS",
+	}
+	ConditionOperator_value = map[string]int32{
+		"CONDITION_OPERATOR_UNSPECIFIED":      0,
+		"CONDITION_OPERATOR_EQUAL":            1,
+		"CONDITION_OPERATOR_NOT_EQUAL":        2,
+		"CONDITION_OPERATOR_GREATER_THAN":     3,
+		"CONDITION_OPERATOR_GREATER_OR_EQUAL": 4,
+		"CONDITION_OPERATOR_LESS_THAN":        5,
+		"CONDITION_OPERATOR_LESS_OR_EQUAL":    6,
+		"CONDITION_OPERATOR_EXISTS":           7,
+		"CONDITION_OPERATOR_NOT_EXISTS":       8,
+		"CONDITION_OPERATOR_IN":               9,
+		"CONDITION_OPERATOR_CONTAINS":         10,
+	}
+)
+
+func (x ConditionOperator) Enum() *ConditionOperator {
+	p := new(ConditionOperator)
+	*p = x
+	return p
+}
+
+func (x ConditionOperator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConditionOperator) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_workflows_proto_enumTypes[3].Descriptor()
+}
+
+func (ConditionOperator) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_workflows_proto_enumTypes[3]
+}
+
+func (x ConditionOperator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConditionOperator.Descriptor instead.
+func (ConditionOperator) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{3}
+}
+
 // WorkflowStep is one job of a workflow and the steps that follow it.
 type WorkflowStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -231,7 +319,12 @@ type WorkflowStep struct {
 	OnFailure []*WorkflowStep `protobuf:"bytes,7,rep,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
 	// Keys of steps that must all complete before this one starts (fan-in). Their results reach its
 	// processor as the job's parents. A root step with depends_on waits for them instead of starting at once.
-	DependsOn     []string `protobuf:"bytes,8,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	DependsOn []string `protobuf:"bytes,8,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// Conditions on its predecessors' results, at most 16: once the step is due (its branch fired and every
+	// step it depends on completed), it runs only if every condition holds; otherwise it is SKIPPED (its
+	// error says which condition failed), and so is everything that would only run after it. Empty: it runs
+	// whenever it is due.
+	RunIf         []*StepCondition `protobuf:"bytes,9,rep,name=run_if,json=runIf,proto3" json:"run_if,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,6 +411,13 @@ func (x *WorkflowStep) GetOnFailure() []*WorkflowStep {
 func (x *WorkflowStep) GetDependsOn() []string {
 	if x != nil {
 		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *WorkflowStep) GetRunIf() []*StepCondition {
+	if x != nil {
+		return x.RunIf
 	}
 	return nil
 }
@@ -486,7 +586,8 @@ type WorkflowStepRun struct {
 	JobState JobState `protobuf:"varint,6,opt,name=job_state,json=jobState,proto3,enum=queue_manager.v1.JobState" json:"job_state,omitempty"`
 	// Result, once completed.
 	Result *Payload `protobuf:"bytes,7,opt,name=result,proto3" json:"result,omitempty"`
-	// Failure reason, once failed (or why it was skipped or cancelled).
+	// Failure reason, once failed (or why it was skipped or cancelled; for a step skipped by run_if, the
+	// condition that failed and the value it saw, e.g. "run_if: validate.total > 100 is false (42)").
 	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	// Key of the step whose on_success or on_failure holds this one; empty for root steps.
 	ParentKey string `protobuf:"bytes,9,opt,name=parent_key,json=parentKey,proto3" json:"parent_key,omitempty"`
@@ -1265,11 +1366,87 @@ func (x *RetryWorkflowResponse) GetRetriedStepKeys() []string {
 	return nil
 }
 
+// StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, compared
+// with a value.
+type StepCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key of a predecessor: the step whose on_success or on_failure holds this one, or one it depends_on.
+	// Empty: the only predecessor (refused for a step with several, or none).
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// Dotted path into that step's JSON result ("order.total"; a number indexes a list: "items.0.sku"), at
+	// most 1,000 characters; empty: the whole result. A result that is not JSON is a string with no fields.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// How the result is compared with value.
+	Operator ConditionOperator `protobuf:"varint,3,opt,name=operator,proto3,enum=queue_manager.v1.ConditionOperator" json:"operator,omitempty"`
+	// The value to compare with: required, but for EXISTS and NOT_EXISTS (which take none); a list for IN.
+	Value         *structpb.Value `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepCondition) Reset() {
+	*x = StepCondition{}
+	mi := &file_queue_manager_v1_workflows_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepCondition) ProtoMessage() {}
+
+func (x *StepCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_workflows_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepCondition.ProtoReflect.Descriptor instead.
+func (*StepCondition) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StepCondition) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepCondition) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *StepCondition) GetOperator() ConditionOperator {
+	if x != nil {
+		return x.Operator
+	}
+	return ConditionOperator_CONDITION_OPERATOR_UNSPECIFIED
+}
+
+func (x *StepCondition) GetValue() *structpb.Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 var File_queue_manager_v1_workflows_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\n" +
-	" queue_manager/v1/workflows.proto\x12\x10queue_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"\xde\x02\n" +
+	" queue_manager/v1/workflows.proto\x12\x10queue_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"\x96\x03\n" +
 	"\fWorkflowStep\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1d\n" +
 	"\n" +
@@ -1282,7 +1459,8 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\n" +
 	"on_failure\x18\a \x03(\v2\x1e.queue_manager.v1.WorkflowStepR\tonFailure\x12\x1d\n" +
 	"\n" +
-	"depends_on\x18\b \x03(\tR\tdependsOn\"\xff\x01\n" +
+	"depends_on\x18\b \x03(\tR\tdependsOn\x126\n" +
+	"\x06run_if\x18\t \x03(\v2\x1f.queue_manager.v1.StepConditionR\x05runIf\"\xff\x01\n" +
 	"\x10WorkflowMetadata\x12\x1d\n" +
 	"\n" +
 	"created_by\x18\x01 \x01(\tR\tcreatedBy\x12%\n" +
@@ -1360,7 +1538,12 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"t\n" +
 	"\x15RetryWorkflowResponse\x12/\n" +
 	"\x03run\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkflowRunR\x03run\x12*\n" +
-	"\x11retried_step_keys\x18\x02 \x03(\tR\x0fretriedStepKeys*\xa2\x01\n" +
+	"\x11retried_step_keys\x18\x02 \x03(\tR\x0fretriedStepKeys\"\xa6\x01\n" +
+	"\rStepCondition\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12?\n" +
+	"\boperator\x18\x03 \x01(\x0e2#.queue_manager.v1.ConditionOperatorR\boperator\x12,\n" +
+	"\x05value\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x05value*\xa2\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_RUNNING\x10\x01\x12\x1c\n" +
@@ -1379,7 +1562,20 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\x1bWORKFLOW_BRANCH_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14WORKFLOW_BRANCH_ROOT\x10\x01\x12\x1e\n" +
 	"\x1aWORKFLOW_BRANCH_ON_SUCCESS\x10\x02\x12\x1e\n" +
-	"\x1aWORKFLOW_BRANCH_ON_FAILURE\x10\x03B\xdb\x01\n" +
+	"\x1aWORKFLOW_BRANCH_ON_FAILURE\x10\x03*\x8b\x03\n" +
+	"\x11ConditionOperator\x12\"\n" +
+	"\x1eCONDITION_OPERATOR_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CONDITION_OPERATOR_EQUAL\x10\x01\x12 \n" +
+	"\x1cCONDITION_OPERATOR_NOT_EQUAL\x10\x02\x12#\n" +
+	"\x1fCONDITION_OPERATOR_GREATER_THAN\x10\x03\x12'\n" +
+	"#CONDITION_OPERATOR_GREATER_OR_EQUAL\x10\x04\x12 \n" +
+	"\x1cCONDITION_OPERATOR_LESS_THAN\x10\x05\x12$\n" +
+	" CONDITION_OPERATOR_LESS_OR_EQUAL\x10\x06\x12\x1d\n" +
+	"\x19CONDITION_OPERATOR_EXISTS\x10\a\x12!\n" +
+	"\x1dCONDITION_OPERATOR_NOT_EXISTS\x10\b\x12\x19\n" +
+	"\x15CONDITION_OPERATOR_IN\x10\t\x12\x1f\n" +
+	"\x1bCONDITION_OPERATOR_CONTAINS\x10\n" +
+	"B\xdb\x01\n" +
 	"\x14com.queue_manager.v1B\x0eWorkflowsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1394,60 +1590,66 @@ func file_queue_manager_v1_workflows_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_workflows_proto_rawDescData
 }
 
-var file_queue_manager_v1_workflows_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_queue_manager_v1_workflows_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_queue_manager_v1_workflows_proto_goTypes = []any{
 	(WorkflowState)(0),              // 0: queue_manager.v1.WorkflowState
 	(WorkflowStepState)(0),          // 1: queue_manager.v1.WorkflowStepState
 	(WorkflowBranch)(0),             // 2: queue_manager.v1.WorkflowBranch
-	(*WorkflowStep)(nil),            // 3: queue_manager.v1.WorkflowStep
-	(*WorkflowMetadata)(nil),        // 4: queue_manager.v1.WorkflowMetadata
-	(*Workflow)(nil),                // 5: queue_manager.v1.Workflow
-	(*WorkflowStepRun)(nil),         // 6: queue_manager.v1.WorkflowStepRun
-	(*WorkflowRun)(nil),             // 7: queue_manager.v1.WorkflowRun
-	(*ExecuteWorkflowRequest)(nil),  // 8: queue_manager.v1.ExecuteWorkflowRequest
-	(*ExecuteWorkflowResponse)(nil), // 9: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowRequest)(nil),      // 10: queue_manager.v1.GetWorkflowRequest
-	(*GetWorkflowResponse)(nil),     // 11: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsRequest)(nil),    // 12: queue_manager.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil),   // 13: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowRequest)(nil),   // 14: queue_manager.v1.CancelWorkflowRequest
-	(*CancelWorkflowResponse)(nil),  // 15: queue_manager.v1.CancelWorkflowResponse
-	(*RetryWorkflowRequest)(nil),    // 16: queue_manager.v1.RetryWorkflowRequest
-	(*RetryWorkflowResponse)(nil),   // 17: queue_manager.v1.RetryWorkflowResponse
-	nil,                             // 18: queue_manager.v1.WorkflowMetadata.AttributesEntry
-	(*Payload)(nil),                 // 19: queue_manager.v1.Payload
-	(*JobOptions)(nil),              // 20: queue_manager.v1.JobOptions
-	(JobState)(0),                   // 21: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
+	(ConditionOperator)(0),          // 3: queue_manager.v1.ConditionOperator
+	(*WorkflowStep)(nil),            // 4: queue_manager.v1.WorkflowStep
+	(*WorkflowMetadata)(nil),        // 5: queue_manager.v1.WorkflowMetadata
+	(*Workflow)(nil),                // 6: queue_manager.v1.Workflow
+	(*WorkflowStepRun)(nil),         // 7: queue_manager.v1.WorkflowStepRun
+	(*WorkflowRun)(nil),             // 8: queue_manager.v1.WorkflowRun
+	(*ExecuteWorkflowRequest)(nil),  // 9: queue_manager.v1.ExecuteWorkflowRequest
+	(*ExecuteWorkflowResponse)(nil), // 10: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowRequest)(nil),      // 11: queue_manager.v1.GetWorkflowRequest
+	(*GetWorkflowResponse)(nil),     // 12: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsRequest)(nil),    // 13: queue_manager.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),   // 14: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowRequest)(nil),   // 15: queue_manager.v1.CancelWorkflowRequest
+	(*CancelWorkflowResponse)(nil),  // 16: queue_manager.v1.CancelWorkflowResponse
+	(*RetryWorkflowRequest)(nil),    // 17: queue_manager.v1.RetryWorkflowRequest
+	(*RetryWorkflowResponse)(nil),   // 18: queue_manager.v1.RetryWorkflowResponse
+	(*StepCondition)(nil),           // 19: queue_manager.v1.StepCondition
+	nil,                             // 20: queue_manager.v1.WorkflowMetadata.AttributesEntry
+	(*Payload)(nil),                 // 21: queue_manager.v1.Payload
+	(*JobOptions)(nil),              // 22: queue_manager.v1.JobOptions
+	(JobState)(0),                   // 23: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
+	(*structpb.Value)(nil),          // 25: google.protobuf.Value
 }
 var file_queue_manager_v1_workflows_proto_depIdxs = []int32{
-	19, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
-	20, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
-	3,  // 2: queue_manager.v1.WorkflowStep.on_success:type_name -> queue_manager.v1.WorkflowStep
-	3,  // 3: queue_manager.v1.WorkflowStep.on_failure:type_name -> queue_manager.v1.WorkflowStep
-	18, // 4: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
-	3,  // 5: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
-	4,  // 6: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
-	1,  // 7: queue_manager.v1.WorkflowStepRun.state:type_name -> queue_manager.v1.WorkflowStepState
-	21, // 8: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
-	19, // 9: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
-	2,  // 10: queue_manager.v1.WorkflowStepRun.branch:type_name -> queue_manager.v1.WorkflowBranch
-	0,  // 11: queue_manager.v1.WorkflowRun.state:type_name -> queue_manager.v1.WorkflowState
-	4,  // 12: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
-	6,  // 13: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
-	22, // 14: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
-	22, // 15: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
-	5,  // 16: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
-	7,  // 17: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	7,  // 18: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
-	7,  // 19: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	7,  // 20: queue_manager.v1.RetryWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	21, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
+	22, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
+	4,  // 2: queue_manager.v1.WorkflowStep.on_success:type_name -> queue_manager.v1.WorkflowStep
+	4,  // 3: queue_manager.v1.WorkflowStep.on_failure:type_name -> queue_manager.v1.WorkflowStep
+	19, // 4: queue_manager.v1.WorkflowStep.run_if:type_name -> queue_manager.v1.StepCondition
+	20, // 5: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
+	4,  // 6: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
+	5,  // 7: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
+	1,  // 8: queue_manager.v1.WorkflowStepRun.state:type_name -> queue_manager.v1.WorkflowStepState
+	23, // 9: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
+	21, // 10: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
+	2,  // 11: queue_manager.v1.WorkflowStepRun.branch:type_name -> queue_manager.v1.WorkflowBranch
+	0,  // 12: queue_manager.v1.WorkflowRun.state:type_name -> queue_manager.v1.WorkflowState
+	5,  // 13: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
+	7,  // 14: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
+	24, // 15: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
+	24, // 16: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
+	6,  // 17: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
+	8,  // 18: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	8,  // 19: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
+	8,  // 20: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	8,  // 21: queue_manager.v1.RetryWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	3,  // 22: queue_manager.v1.StepCondition.operator:type_name -> queue_manager.v1.ConditionOperator
+	25, // 23: queue_manager.v1.StepCondition.value:type_name -> google.protobuf.Value
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_workflows_proto_init() }
@@ -1461,8 +1663,8 @@ func file_queue_manager_v1_workflows_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_workflows_proto_rawDesc), len(file_queue_manager_v1_workflows_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   16,
+			NumEnums:      4,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -3,9 +3,10 @@
 --   order (every step key, definition order, space-separated), n (steps), nf (steps finished),
 --   st (running, completed, failed, cancelled), and per step key k: s:k (state, below), ok:k and ko:k
 --   (its on_success and on_failure step keys), dep:k (keys it depends on), rd:k (keys depending on it),
---   nd:k (how many it depends on). The scripts keep: nfail and ncx (steps failed for good and cancelled,
---   less those reopened by a retry), fts (finish time, while finished), rt:k (how often a retry reopened
---   step k), e:k and r:k/rct:k (its error, its result and content type), dc:k (how many of those have completed) and go (the
+--   nd:k (how many it depends on), if:k (its run_if conditions, when it has any). The scripts keep: nfail
+--   and ncx (steps failed for good and cancelled, less those reopened by a retry), fts (finish time, while
+--   finished), rt:k (how often a retry reopened step k), e:k (its error, or why run_if skipped it) and
+--   r:k/rct:k (its result and content type), dc:k (how many steps it depends on have completed) and go (the
 --   keys of steps in state g, in the order they were armed). With those two, a step's outcome costs what
 --   the steps next to it cost, not a read of every step: a map-reduce of 1,000 maps read every step's state
 --   for each map (a million reads, a second of Valkey's time for the run). A run stored before they existed
@@ -50,10 +51,129 @@ local function wf_finish(run, key, state)
   redis.call('HINCRBY', run, 'nf', 1)
 end
 
--- A step whose branch fired (or a root step): to start when every step it depends on has completed.
+-- run_if (services/conditions.py writes if:k): a JSON list of conditions {s = a predecessor's key, p = the
+-- path's segments, o = operator code, v = value (none for ex / nx), t = the condition as text}, looked up
+-- in the predecessor's result r:s (JSON when rct:s says so; any other result is a string with no fields).
+-- Numbers compare as numbers, strings as strings; values of different types, or a path that leads nowhere,
+-- make a condition false (but nx), never an error.
+
+-- A JSON value's kind: table (list or object), null, number, string or boolean; nil when missing.
+local function wf_kind(v)
+  if v == nil then return nil end
+  if v == cjson.null then return 'null' end
+  return type(v)
+end
+
+local function wf_equal(a, b)
+  local kind = wf_kind(a)
+  if kind ~= wf_kind(b) then return false end
+  if kind ~= 'table' then return a == b end
+  for k, x in pairs(a) do
+    if not wf_equal(x, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+-- The value at a path (segments) of a decoded result; a number segment also indexes a list (from 0).
+local function wf_at(value, path)
+  for _, seg in ipairs(path) do
+    if type(value) ~= 'table' then return nil end
+    local v = value[seg]
+    if v == nil and string.match(seg, '^%d+$') then v = value[tonumber(seg) + 1] end
+    value = v
+  end
+  return value
+end
+
+local function wf_holds(op, got, want)
+  if op == 'nx' then return got == nil end
+  if got == nil then return false end
+  if op == 'ex' then return true end
+  if op == 'eq' then return wf_equal(got, want) end
+  if op == 'ne' then return wf_kind(got) == wf_kind(want) and not wf_equal(got, want) end
+  if op == 'in' then
+    for _, x in ipairs(want) do
+      if wf_equal(got, x) then return true end
+    end
+    return false
+  end
+  if op == 'has' then
+    if type(got) == 'string' then return type(want) == 'string' and string.find(got, want, 1, true) ~= nil end
+    if type(got) == 'table' then
+      for _, x in ipairs(got) do
+        if wf_equal(x, want) then return true end
+      end
+    end
+    return false
+  end
+  local kind = type(got)
+  if kind ~= type(want) or (kind ~= 'number' and kind ~= 'string') then return false end
+  if op == 'gt' then return got > want end
+  if op == 'ge' then return got >= want end
+  if op == 'lt' then return got < want end
+  if op == 'le' then return got <= want end
+  return false
+end
+
+-- What a condition saw, for a skip reason: its JSON (at most 200 characters) or "missing".
+local function wf_shown(got)
+  if got == nil then return 'missing' end
+  local ok, text = pcall(cjson.encode, got)
+  if not ok then return '?' end
+  if #text > 200 then
+    local n = 197
+    while string.byte(text, n + 1) >= 128 and string.byte(text, n + 1) < 192 do n = n - 1 end  -- UTF-8
+    text = string.sub(text, 1, n) .. '...'
+  end
+  return text
+end
+
+-- nil when every condition of the list holds, else why the step is skipped: the first that does not.
+local function wf_run_if(run, conditions)
+  local ok, list = pcall(cjson.decode, conditions)
+  if not ok then return 'run_if: the conditions stored with the run cannot be read' end
+  local results = {}
+  for _, c in ipairs(list) do
+    local result = results[c.s]
+    if result == nil then
+      result = {}
+      local f = redis.call('HMGET', run, 'r:' .. c.s, 'rct:' .. c.s)
+      if f[1] and f[1] ~= '' then
+        local ct = string.lower(string.match(f[2] or '', '^%s*([^;%s]*)'))
+        if ct == 'application/json' then
+          local decoded, v = pcall(cjson.decode, f[1])
+          if decoded then result.v = v end
+        else
+          result.v = f[1]
+        end
+      end
+      results[c.s] = result
+    end
+    local got = wf_at(result.v, c.p)
+    if not wf_holds(c.o, got, c.v) then return 'run_if: ' .. c.t .. ' is false (' .. wf_shown(got) .. ')' end
+  end
+  return nil
+end
+
+-- A step that can no longer run, and everything that hangs off it or depends on it.
+local function wf_skip(run, key)
+  local st = redis.call('HGET', run, 's:' .. key)
+  if st ~= 'w' and st ~= 'p' then return end
+  wf_finish(run, key, 'k')
+  for _, field in ipairs({'ok:', 'ko:', 'rd:'}) do
+    for _, k in ipairs(wf_list(run, field .. key)) do wf_skip(run, k) end
+  end
+end
+
+-- A step whose branch fired (or a root step): to start when every step it depends on has completed, if its
+-- run_if conditions (if:k) hold then; skipped (with its reason in e:k) if one does not.
 local function wf_arm(run, key)
   if redis.call('HGET', run, 's:' .. key) ~= 'w' then return end
-  local nd = redis.call('HGET', run, 'nd:' .. key)
+  local f = redis.call('HMGET', run, 'nd:' .. key, 'if:' .. key)
+  local nd = f[1]
   if nd then
     if (tonumber(redis.call('HGET', run, 'dc:' .. key)) or 0) < tonumber(nd) then
       redis.call('HSET', run, 's:' .. key, 'p')
@@ -67,19 +187,15 @@ local function wf_arm(run, key)
       end
     end
   end
+  local skipped = f[2] and wf_run_if(run, f[2])
+  if skipped then  -- due, but a run_if condition does not hold: skipped, with the reason
+    redis.call('HSET', run, 'e:' .. key, skipped)
+    wf_skip(run, key)
+    return
+  end
   redis.call('HSET', run, 's:' .. key, 'g')
   local go = wf_go(run)
   redis.call('HSET', run, 'go', go == '' and key or (go .. ' ' .. key))
-end
-
--- A step that can no longer run, and everything that hangs off it or depends on it.
-local function wf_skip(run, key)
-  local st = redis.call('HGET', run, 's:' .. key)
-  if st ~= 'w' and st ~= 'p' then return end
-  wf_finish(run, key, 'k')
-  for _, field in ipairs({'ok:', 'ko:', 'rd:'}) do
-    for _, k in ipairs(wf_list(run, field .. key)) do wf_skip(run, k) end
-  end
 end
 
 -- Steps waiting for depends_on whose dependencies have now all completed start.
@@ -134,6 +250,7 @@ end
 local function wf_revive(run, key)
   if redis.call('HGET', run, 's:' .. key) ~= 'k' or wf_blocked(run, key) then return end
   redis.call('HSET', run, 's:' .. key, 'w')
+  redis.call('HDEL', run, 'e:' .. key)  -- a run_if reason of an earlier decision
   redis.call('HINCRBY', run, 'nf', -1)
   local pk = redis.call('HGET', run, 'pk:' .. key)
   local fires = redis.call('HGET', run, 'br:' .. key) == 'ok' and 'c' or 'f'

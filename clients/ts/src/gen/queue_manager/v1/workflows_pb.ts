@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JobOptions, JobState, Payload } from "./types_pb.js";
 import { file_queue_manager_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/workflows.proto.
  */
 export const file_queue_manager_v1_workflows: GenFile = /*@__PURE__*/
-  fileDesc("CiBxdWV1ZV9tYW5hZ2VyL3YxL3dvcmtmbG93cy5wcm90bxIQcXVldWVfbWFuYWdlci52MSKVAgoMV29ya2Zsb3dTdGVwEgsKA2tleRgBIAEoCRISCgpxdWV1ZV9uYW1lGAIgASgJEhAKCGpvYl9uYW1lGAMgASgJEicKBGRhdGEYBCABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSLQoHb3B0aW9ucxgFIAEoCzIcLnF1ZXVlX21hbmFnZXIudjEuSm9iT3B0aW9ucxIyCgpvbl9zdWNjZXNzGAYgAygLMh4ucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1N0ZXASMgoKb25fZmFpbHVyZRgHIAMoCzIeLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dTdGVwEhIKCmRlcGVuZHNfb24YCCADKAkixwEKEFdvcmtmbG93TWV0YWRhdGESEgoKY3JlYXRlZF9ieRgBIAEoCRIWCg5jb3JyZWxhdGlvbl9pZBgCIAEoCRIMCgR0YWdzGAMgAygJEkYKCmF0dHJpYnV0ZXMYBCADKAsyMi5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93TWV0YWRhdGEuQXR0cmlidXRlc0VudHJ5GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIokBCghXb3JrZmxvdxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEi0KBXN0ZXBzGAMgAygLMh4ucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1N0ZXASNAoIbWV0YWRhdGEYBCABKAsyIi5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93TWV0YWRhdGEiywIKD1dvcmtmbG93U3RlcFJ1bhILCgNrZXkYASABKAkSEgoKcXVldWVfbmFtZRgCIAEoCRIQCghqb2JfbmFtZRgDIAEoCRIOCgZqb2JfaWQYBCABKAkSMgoFc3RhdGUYBSABKA4yIy5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93U3RlcFN0YXRlEi0KCWpvYl9zdGF0ZRgGIAEoDjIaLnF1ZXVlX21hbmFnZXIudjEuSm9iU3RhdGUSKQoGcmVzdWx0GAcgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkEg0KBWVycm9yGAggASgJEhIKCnBhcmVudF9rZXkYCSABKAkSMAoGYnJhbmNoGAogASgOMiAucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd0JyYW5jaBISCgpkZXBlbmRzX29uGAsgAygJIoIDCgtXb3JrZmxvd1J1bhIOCgZydW5faWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIuCgVzdGF0ZRgEIAEoDjIfLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dTdGF0ZRI0CghtZXRhZGF0YRgFIAEoCzIiLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dNZXRhZGF0YRIwCgVzdGVwcxgGIAMoCzIhLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dTdGVwUnVuEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNY2FuY2VsX3JlYXNvbhgJIAEoCRISCgpzdGVwX2NvdW50GAogASgNEhsKE2ZpbmlzaGVkX3N0ZXBfY291bnQYCyABKA0iVgoWRXhlY3V0ZVdvcmtmbG93UmVxdWVzdBIsCgh3b3JrZmxvdxgBIAEoCzIaLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3cSDgoGcnVuX2lkGAIgASgJIjoKF0V4ZWN1dGVXb3JrZmxvd1Jlc3BvbnNlEg4KBnJ1bl9pZBgBIAEoCRIPCgdjcmVhdGVkGAIgASgIIiQKEkdldFdvcmtmbG93UmVxdWVzdBIOCgZydW5faWQYASABKAkiQQoTR2V0V29ya2Zsb3dSZXNwb25zZRIqCgNydW4YASABKAsyHS5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93UnVuIj0KFExpc3RXb3JrZmxvd3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJInEKFUxpc3RXb3JrZmxvd3NSZXNwb25zZRIrCgRydW5zGAEgAygLMh0ucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1J1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBCI3ChVDYW5jZWxXb3JrZmxvd1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJEChZDYW5jZWxXb3JrZmxvd1Jlc3BvbnNlEioKA3J1bhgBIAEoCzIdLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dSdW4iJgoUUmV0cnlXb3JrZmxvd1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIl4KFVJldHJ5V29ya2Zsb3dSZXNwb25zZRIqCgNydW4YASABKAsyHS5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93UnVuEhkKEXJldHJpZWRfc3RlcF9rZXlzGAIgAygJKqIBCg1Xb3JrZmxvd1N0YXRlEh4KGldPUktGTE9XX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWV09SS0ZMT1dfU1RBVEVfUlVOTklORxABEhwKGFdPUktGTE9XX1NUQVRFX0NPTVBMRVRFRBACEhkKFVdPUktGTE9XX1NUQVRFX0ZBSUxFRBADEhwKGFdPUktGTE9XX1NUQVRFX0NBTkNFTExFRBAEKoECChFXb3JrZmxvd1N0ZXBTdGF0ZRIjCh9XT1JLRkxPV19TVEVQX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobV09SS0ZMT1dfU1RFUF9TVEFURV9QRU5ESU5HEAESHwobV09SS0ZMT1dfU1RFUF9TVEFURV9TVEFSVEVEEAISIQodV09SS0ZMT1dfU1RFUF9TVEFURV9DT01QTEVURUQQAxIeChpXT1JLRkxPV19TVEVQX1NUQVRFX0ZBSUxFRBAEEh8KG1dPUktGTE9XX1NURVBfU1RBVEVfU0tJUFBFRBAFEiEKHVdPUktGTE9XX1NURVBfU1RBVEVfQ0FOQ0VMTEVEEAYqiwEKDldvcmtmbG93QnJhbmNoEh8KG1dPUktGTE9XX0JSQU5DSF9VTlNQRUNJRklFRBAAEhgKFFdPUktGTE9XX0JSQU5DSF9ST09UEAESHgoaV09SS0ZMT1dfQlJBTkNIX09OX1NVQ0NFU1MQAhIeChpXT1JLRkxPV19CUkFOQ0hfT05fRkFJTFVSRRADYgZwcm90bzM", [file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("CiBxdWV1ZV9tYW5hZ2VyL3YxL3dvcmtmbG93cy5wcm90bxIQcXVldWVfbWFuYWdlci52MSLGAgoMV29ya2Zsb3dTdGVwEgsKA2tleRgBIAEoCRISCgpxdWV1ZV9uYW1lGAIgASgJEhAKCGpvYl9uYW1lGAMgASgJEicKBGRhdGEYBCABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQSLQoHb3B0aW9ucxgFIAEoCzIcLnF1ZXVlX21hbmFnZXIudjEuSm9iT3B0aW9ucxIyCgpvbl9zdWNjZXNzGAYgAygLMh4ucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1N0ZXASMgoKb25fZmFpbHVyZRgHIAMoCzIeLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dTdGVwEhIKCmRlcGVuZHNfb24YCCADKAkSLwoGcnVuX2lmGAkgAygLMh8ucXVldWVfbWFuYWdlci52MS5TdGVwQ29uZGl0aW9uIscBChBXb3JrZmxvd01ldGFkYXRhEhIKCmNyZWF0ZWRfYnkYASABKAkSFgoOY29ycmVsYXRpb25faWQYAiABKAkSDAoEdGFncxgDIAMoCRJGCgphdHRyaWJ1dGVzGAQgAygLMjIucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd01ldGFkYXRhLkF0dHJpYnV0ZXNFbnRyeRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKJAQoIV29ya2Zsb3cSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRItCgVzdGVwcxgDIAMoCzIeLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dTdGVwEjQKCG1ldGFkYXRhGAQgASgLMiIucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd01ldGFkYXRhIssCCg9Xb3JrZmxvd1N0ZXBSdW4SCwoDa2V5GAEgASgJEhIKCnF1ZXVlX25hbWUYAiABKAkSEAoIam9iX25hbWUYAyABKAkSDgoGam9iX2lkGAQgASgJEjIKBXN0YXRlGAUgASgOMiMucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1N0ZXBTdGF0ZRItCglqb2Jfc3RhdGUYBiABKA4yGi5xdWV1ZV9tYW5hZ2VyLnYxLkpvYlN0YXRlEikKBnJlc3VsdBgHIAEoCzIZLnF1ZXVlX21hbmFnZXIudjEuUGF5bG9hZBINCgVlcnJvchgIIAEoCRISCgpwYXJlbnRfa2V5GAkgASgJEjAKBmJyYW5jaBgKIAEoDjIgLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dCcmFuY2gSEgoKZGVwZW5kc19vbhgLIAMoCSKCAwoLV29ya2Zsb3dSdW4SDgoGcnVuX2lkGAEgASgJEhMKC3dvcmtmbG93X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSLgoFc3RhdGUYBCABKA4yHy5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93U3RhdGUSNAoIbWV0YWRhdGEYBSABKAsyIi5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93TWV0YWRhdGESMAoFc3RlcHMYBiADKAsyIS5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93U3RlcFJ1bhIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNhbmNlbF9yZWFzb24YCSABKAkSEgoKc3RlcF9jb3VudBgKIAEoDRIbChNmaW5pc2hlZF9zdGVwX2NvdW50GAsgASgNIlYKFkV4ZWN1dGVXb3JrZmxvd1JlcXVlc3QSLAoId29ya2Zsb3cYASABKAsyGi5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93Eg4KBnJ1bl9pZBgCIAEoCSI6ChdFeGVjdXRlV29ya2Zsb3dSZXNwb25zZRIOCgZydW5faWQYASABKAkSDwoHY3JlYXRlZBgCIAEoCCIkChJHZXRXb3JrZmxvd1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIkEKE0dldFdvcmtmbG93UmVzcG9uc2USKgoDcnVuGAEgASgLMh0ucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1J1biI9ChRMaXN0V29ya2Zsb3dzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJxChVMaXN0V29ya2Zsb3dzUmVzcG9uc2USKwoEcnVucxgBIAMoCzIdLnF1ZXVlX21hbmFnZXIudjEuV29ya2Zsb3dSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAQiNwoVQ2FuY2VsV29ya2Zsb3dSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRAoWQ2FuY2VsV29ya2Zsb3dSZXNwb25zZRIqCgNydW4YASABKAsyHS5xdWV1ZV9tYW5hZ2VyLnYxLldvcmtmbG93UnVuIiYKFFJldHJ5V29ya2Zsb3dSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJeChVSZXRyeVdvcmtmbG93UmVzcG9uc2USKgoDcnVuGAEgASgLMh0ucXVldWVfbWFuYWdlci52MS5Xb3JrZmxvd1J1bhIZChFyZXRyaWVkX3N0ZXBfa2V5cxgCIAMoCSKJAQoNU3RlcENvbmRpdGlvbhIMCgRzdGVwGAEgASgJEgwKBHBhdGgYAiABKAkSNQoIb3BlcmF0b3IYAyABKA4yIy5xdWV1ZV9tYW5hZ2VyLnYxLkNvbmRpdGlvbk9wZXJhdG9yEiUKBXZhbHVlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKqIBCg1Xb3JrZmxvd1N0YXRlEh4KGldPUktGTE9XX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWV09SS0ZMT1dfU1RBVEVfUlVOTklORxABEhwKGFdPUktGTE9XX1NUQVRFX0NPTVBMRVRFRBACEhkKFVdPUktGTE9XX1NUQVRFX0ZBSUxFRBADEhwKGFdPUktGTE9XX1NUQVRFX0NBTkNFTExFRBAEKoECChFXb3JrZmxvd1N0ZXBTdGF0ZRIjCh9XT1JLRkxPV19TVEVQX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobV09SS0ZMT1dfU1RFUF9TVEFURV9QRU5ESU5HEAESHwobV09SS0ZMT1dfU1RFUF9TVEFURV9TVEFSVEVEEAISIQodV09SS0ZMT1dfU1RFUF9TVEFURV9DT01QTEVURUQQAxIeChpXT1JLRkxPV19TVEVQX1NUQVRFX0ZBSUxFRBAEEh8KG1dPUktGTE9XX1NURVBfU1RBVEVfU0tJUFBFRBAFEiEKHVdPUktGTE9XX1NURVBfU1RBVEVfQ0FOQ0VMTEVEEAYqiwEKDldvcmtmbG93QnJhbmNoEh8KG1dPUktGTE9XX0JSQU5DSF9VTlNQRUNJRklFRBAAEhgKFFdPUktGTE9XX0JSQU5DSF9ST09UEAESHgoaV09SS0ZMT1dfQlJBTkNIX09OX1NVQ0NFU1MQAhIeChpXT1JLRkxPV19CUkFOQ0hfT05fRkFJTFVSRRADKosDChFDb25kaXRpb25PcGVyYXRvchIiCh5DT05ESVRJT05fT1BFUkFUT1JfVU5TUEVDSUZJRUQQABIcChhDT05ESVRJT05fT1BFUkFUT1JfRVFVQUwQARIgChxDT05ESVRJT05fT1BFUkFUT1JfTk9UX0VRVUFMEAISIwofQ09ORElUSU9OX09QRVJBVE9SX0dSRUFURVJfVEhBThADEicKI0NPTkRJVElPTl9PUEVSQVRPUl9HUkVBVEVSX09SX0VRVUFMEAQSIAocQ09ORElUSU9OX09QRVJBVE9SX0xFU1NfVEhBThAFEiQKIENPTkRJVElPTl9PUEVSQVRPUl9MRVNTX09SX0VRVUFMEAYSHQoZQ09ORElUSU9OX09QRVJBVE9SX0VYSVNUUxAHEiEKHUNPTkRJVElPTl9PUEVSQVRPUl9OT1RfRVhJU1RTEAgSGQoVQ09ORElUSU9OX09QRVJBVE9SX0lOEAkSHwobQ09ORElUSU9OX09QRVJBVE9SX0NPTlRBSU5TEApiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
 
 /**
  * WorkflowStep is one job of a workflow and the steps that follow it.
@@ -80,6 +80,16 @@ export type WorkflowStep = Message<"queue_manager.v1.WorkflowStep"> & {
    * @generated from field: repeated string depends_on = 8;
    */
   dependsOn: string[];
+
+  /**
+   * Conditions on its predecessors' results, at most 16: once the step is due (its branch fired and every
+   * step it depends on completed), it runs only if every condition holds; otherwise it is SKIPPED (its
+   * error says which condition failed), and so is everything that would only run after it. Empty: it runs
+   * whenever it is due.
+   *
+   * @generated from field: repeated queue_manager.v1.StepCondition run_if = 9;
+   */
+  runIf: StepCondition[];
 };
 
 /**
@@ -230,7 +240,8 @@ export type WorkflowStepRun = Message<"queue_manager.v1.WorkflowStepRun"> & {
   result?: Payload | undefined;
 
   /**
-   * Failure reason, once failed (or why it was skipped or cancelled).
+   * Failure reason, once failed (or why it was skipped or cancelled; for a step skipped by run_if, the
+   * condition that failed and the value it saw, e.g. "run_if: validate.total > 100 is false (42)").
    *
    * @generated from field: string error = 8;
    */
@@ -617,6 +628,51 @@ export const RetryWorkflowResponseSchema: GenMessage<RetryWorkflowResponse> = /*
   messageDesc(file_queue_manager_v1_workflows, 14);
 
 /**
+ * StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, compared
+ * with a value.
+ *
+ * @generated from message queue_manager.v1.StepCondition
+ */
+export type StepCondition = Message<"queue_manager.v1.StepCondition"> & {
+  /**
+   * Key of a predecessor: the step whose on_success or on_failure holds this one, or one it depends_on.
+   * Empty: the only predecessor (refused for a step with several, or none).
+   *
+   * @generated from field: string step = 1;
+   */
+  step: string;
+
+  /**
+   * Dotted path into that step's JSON result ("order.total"; a number indexes a list: "items.0.sku"), at
+   * most 1,000 characters; empty: the whole result. A result that is not JSON is a string with no fields.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * How the result is compared with value.
+   *
+   * @generated from field: queue_manager.v1.ConditionOperator operator = 3;
+   */
+  operator: ConditionOperator;
+
+  /**
+   * The value to compare with: required, but for EXISTS and NOT_EXISTS (which take none); a list for IN.
+   *
+   * @generated from field: google.protobuf.Value value = 4;
+   */
+  value?: Value | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.StepCondition.
+ * Use `create(StepConditionSchema)` to create a new message.
+ */
+export const StepConditionSchema: GenMessage<StepCondition> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_workflows, 15);
+
+/**
  * WorkflowState is where a workflow run is.
  *
  * @generated from enum queue_manager.v1.WorkflowState
@@ -767,4 +823,96 @@ export enum WorkflowBranch {
  */
 export const WorkflowBranchSchema: GenEnum<WorkflowBranch> = /*@__PURE__*/
   enumDesc(file_queue_manager_v1_workflows, 2);
+
+/**
+ * ConditionOperator compares a predecessor's result (at a path) with a StepCondition's value. Numbers compare
+ * as numbers, strings as strings (byte order); values of different types never compare true (NOT_EQUAL
+ * included), and a path that leads nowhere makes every operator false but NOT_EXISTS.
+ *
+ * @generated from enum queue_manager.v1.ConditionOperator
+ */
+export enum ConditionOperator {
+  /**
+   * Not set; refused.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The result equals the value (lists and objects compare element by element).
+   *
+   * @generated from enum value: CONDITION_OPERATOR_EQUAL = 1;
+   */
+  EQUAL = 1,
+
+  /**
+   * The result is of the value's type and differs from it.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_NOT_EQUAL = 2;
+   */
+  NOT_EQUAL = 2,
+
+  /**
+   * The result is greater than the value (two numbers or two strings).
+   *
+   * @generated from enum value: CONDITION_OPERATOR_GREATER_THAN = 3;
+   */
+  GREATER_THAN = 3,
+
+  /**
+   * The result is greater than or equal to the value.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_GREATER_OR_EQUAL = 4;
+   */
+  GREATER_OR_EQUAL = 4,
+
+  /**
+   * The result is less than the value.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_LESS_THAN = 5;
+   */
+  LESS_THAN = 5,
+
+  /**
+   * The result is less than or equal to the value.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_LESS_OR_EQUAL = 6;
+   */
+  LESS_OR_EQUAL = 6,
+
+  /**
+   * The path leads to a value (null included); takes no value.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_EXISTS = 7;
+   */
+  EXISTS = 7,
+
+  /**
+   * The path leads nowhere (or the step completed without a result); takes no value.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_NOT_EXISTS = 8;
+   */
+  NOT_EXISTS = 8,
+
+  /**
+   * The result equals one of the elements of the value, a list.
+   *
+   * @generated from enum value: CONDITION_OPERATOR_IN = 9;
+   */
+  IN = 9,
+
+  /**
+   * The result is a list with an element equal to the value, or a string containing the value (a string).
+   *
+   * @generated from enum value: CONDITION_OPERATOR_CONTAINS = 10;
+   */
+  CONTAINS = 10,
+}
+
+/**
+ * Describes the enum queue_manager.v1.ConditionOperator.
+ */
+export const ConditionOperatorSchema: GenEnum<ConditionOperator> = /*@__PURE__*/
+  enumDesc(file_queue_manager_v1_workflows, 3);
 
