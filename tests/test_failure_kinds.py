@@ -12,8 +12,7 @@ import pytest
 
 from queue_manager import JobContext, JobErrorKind, JobState, QueueManager
 from queue_manager.v1 import worker_service_pb2 as pb
-from queue_manager_server.components.timeouts import Timeouts
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts
 from tests.rawworker import RawWorker, eventually, lease
 from tests.test_cli import qm_cli
 from tests.test_prometheus import scrape, value
@@ -23,14 +22,6 @@ WAIT = 20.0  # generous bound for anything awaited
 
 def _ref(j: pb.LeasedJob) -> dict[str, str]:
     return {"queue_name": j.job.queue_name, "job_id": j.job.id, "lease_token": j.lease_token}
-
-
-async def stop_server_timeouts(server: RunningServer) -> None:
-    """Stops the server's own enforcement of job timeouts (components/timeouts.py), so that a worker's
-    timeout is the one that ends a run (as when the server holding the timer is gone and no scan came)."""
-    for c in server.app.components:
-        if isinstance(c, Timeouts):
-            await c.stop()
 
 
 async def test_a_run_the_python_worker_times_out_is_recorded_and_counted_as_timed_out(
