@@ -8,6 +8,8 @@ off) runs the job path's script calls and reads Valkey's own account of them (`I
   calls spends about twice as long on each (its caches went cold: bench/RESULTS.md, "Small hours of
   2026-12-06").
 - *batch*: claims and completions of ``--batch`` jobs, as in a drain.
+- *failures*: failed runs that are retried (the failure path: `fail.lua`), one at a time and ``--batch``
+  per call; each run raised, so the queue's raised-runs counter moves (one HINCRBY per call).
 
 For each: Valkey's µs per script call (or per job) and the commands the scripts ran per call (per job).
 The command counts do not depend on the machine's speed, so they are the figure to compare on a noisy
@@ -91,6 +93,40 @@ def _lone_steps(engine: Engine) -> tuple[Step, Step]:
     return add, complete
 
 
+async def _failures(engine: Engine, redis: Redis, jobs: int, batch: int) -> dict[str, tuple[float, float]]:
+    """Retried failures: lone ones (per call), then batches of `batch` (per job)."""
+    out: dict[str, tuple[float, float]] = {}
+    await engine.register_queue("failing", {})
+    await engine.add_jobs("failing", [NewJob(id="", name="noop", data=b"{}", attempts=3)])
+    (warm,) = (await engine.claim("failing", 1, "warm", "w", 60_000)).jobs
+    await engine.fail("failing", [(warm.id, "warm", "boom", "", False)])  # fail.lua loaded before measuring
+    sizes = (
+        ("lone failure, retried (per call)", 1, jobs),
+        (f"failure of {batch}, retried (per job)", batch, jobs),
+    )
+    for name, size, count in sizes:
+        calls = max(1, count // size)
+        leased: list[tuple[str, list[str]]] = []
+        for i in range(calls):
+            await engine.add_jobs("failing", [NewJob(id="", name="noop", data=b"{}", attempts=3)] * size)
+            c = await engine.claim("failing", size, f"f{size}-{i}", "w", 60_000)
+            if len(c.jobs) != size:
+                raise RuntimeError(f"claim of {size} took {len(c.jobs)}")
+            leased.append((f"f{size}-{i}", [j.id for j in c.jobs]))
+
+        async def fail(i: int, leased: list[tuple[str, list[str]]] = leased) -> None:
+            token, ids = leased[i]
+            outcomes = await engine.fail(
+                "failing", [(j, token, "boom", "", False) for j in ids], [500] * len(ids)
+            )
+            if any(code < 0 for code, _ in outcomes):
+                raise RuntimeError(f"failure refused: {outcomes}")
+
+        usec, ran = await _measure(redis, calls, fail, 0.0)
+        out[name] = (usec / size, ran / size)
+    return out
+
+
 async def one_round(jobs: int, batch: int, gap: float) -> dict[str, tuple[float, float]]:
     """One round on a fresh Valkey: figure name → (Valkey µs, commands), per call for lone jobs, per job for
     batches."""
@@ -133,6 +169,7 @@ async def one_round(jobs: int, batch: int, gap: float) -> dict[str, tuple[float,
             out[f"claim of {batch} (per job)"] = (usec / batch, ran / batch)
             usec, ran = await _measure(redis, rounds, complete_batch, 0.0)
             out[f"completion of {batch} (per job)"] = (usec / batch, ran / batch)
+            out.update(await _failures(engine, redis, jobs, batch))
         finally:
             await redis.aclose()
             stop_valkey(valkey)

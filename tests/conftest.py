@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from queue_manager_server.app import App
+from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.config import Settings
 from queue_manager_server.embedded import free_port
 from queue_manager_server.engine import Engine
@@ -208,14 +209,16 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 @pytest.fixture
 async def server_factory(redis_url: str, prefix: str) -> AsyncIterator[ServerFactory]:
-    """Starts in-process servers on free loopback ports, all sharing this test's key prefix."""
+    """Starts in-process servers on free loopback ports, all sharing this test's key prefix (unless one is
+    given its own: ``key_prefix``)."""
     started: list[RunningServer] = []
 
     async def start(**overrides: Any) -> RunningServer:
+        own_prefix = overrides.pop("key_prefix", prefix)
         settings = Settings(
             listen=overrides.pop("listen", "127.0.0.1:0"),
             redis_url=overrides.pop("redis_url", redis_url),
-            key_prefix=prefix,
+            key_prefix=own_prefix,
             shutdown_grace_ms=overrides.pop("shutdown_grace_ms", 2_000),
             reaper_interval_ms=overrides.pop("reaper_interval_ms", 200),
             server_id=f"test-{uuid.uuid4().hex[:6]}",
@@ -223,7 +226,7 @@ async def server_factory(redis_url: str, prefix: str) -> AsyncIterator[ServerFac
         )
         app = App(settings)
         await app.start()
-        running = RunningServer(app, prefix, redis_url)
+        running = RunningServer(app, own_prefix, redis_url)
         started.append(running)
         return running
 
@@ -235,6 +238,15 @@ async def server_factory(redis_url: str, prefix: str) -> AsyncIterator[ServerFac
 @pytest.fixture
 async def server(server_factory: ServerFactory) -> RunningServer:
     return await server_factory()
+
+
+async def stop_server_timeouts(server: RunningServer) -> None:
+    """Stops the server's own enforcement of job timeouts (components/timeouts.py), so that a worker's
+    timeout is the one that ends a run (as when the server holding the timer is gone and no scan came).
+    Only for a server alone on its key prefix: another one's periodic scan would time the runs out."""
+    for c in server.app.components:
+        if isinstance(c, Timeouts):
+            await c.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.embedded import free_port
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts
 from tests.security_kit import make_pki, token_file
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
@@ -110,6 +111,7 @@ EXPECTED = {
     "TestQueueWeightsShareTheSlots",
     "TestBadQueueSharesAreRefusedBeforeConnecting",
     "TestCountJobsFollowsTheTokens",
+    "TestWorkerTimeoutIsRecordedAsTimedOut",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {
@@ -149,8 +151,12 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
     mutual = await server_factory(
         tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca)
     )
+    # A server alone on its key prefix that leaves job timeouts to the workers (the worker-timeout test).
+    lax = await server_factory(key_prefix=f"t{uuid.uuid4().hex[:10]}")
+    await stop_server_timeouts(lax)
     env = _go_env(
         QM_TEST_ADDRESS=server.address,
+        QM_TEST_NO_TIMEOUTS_ADDRESS=lax.address,
         QM_TEST_LEASE_MS=str(LEASE_MS),
         QM_TEST_AUTH_ADDRESS=secured.address,
         QM_TEST_TOKEN=tokens["admin"],

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.embedded import free_port
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts
 from tests.security_kit import make_pki, token_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +158,13 @@ async def test_tracing_across_languages(ts_built: Path, server: RunningServer) -
 
 async def test_worker(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "worker", server.address)
+
+
+async def test_worker_timeout_is_recorded_as_timed_out(ts_built: Path, server: RunningServer) -> None:
+    """The worker's own timeout ends the run (this server, alone on the test's key prefix, leaves timeouts to
+    the workers): reported with timed_out, recorded and counted as timed out."""
+    await stop_server_timeouts(server)
+    await run_node_tests(ts_built, "worker-timeout", server.address)
 
 
 async def test_worker_control(ts_built: Path, server: RunningServer) -> None:

@@ -55,6 +55,8 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         paused=m.paused,
         stalled=m.stalled,
         stalled_total=m.stalled_total,
+        timed_out_total=m.timed_out_total,
+        raised_total=m.raised_total,
         cancelled=m.cancelled,
         expired_total=m.expired_total,
         groups=m.groups,

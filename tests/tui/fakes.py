@@ -79,6 +79,8 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
             completed=completed,
             failed=3,
             stalled_total=1,
+            timed_out_total=5,
+            raised_total=9,
             expired_total=2,
             added_total=completed + 46,
             completed_total=completed,

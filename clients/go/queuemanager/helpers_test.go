@@ -23,6 +23,8 @@ const (
 	addressEnv     = "QM_TEST_ADDRESS"
 	authAddressEnv = "QM_TEST_AUTH_ADDRESS"
 	tokenEnv       = "QM_TEST_TOKEN"
+	// A server alone on its key prefix that leaves job timeouts to the workers (its own timeouts stopped).
+	noTimeoutsAddressEnv = "QM_TEST_NO_TIMEOUTS_ADDRESS"
 )
 
 // wait bounds every wait of a test: generous, for a busy 2-core machine.

@@ -305,16 +305,20 @@ func queueFromProto(p *pb.Queue) *Queue {
 
 // QueueMetrics are a queue's counts by state and its recent throughput.
 type QueueMetrics struct {
-	Queue                 string
-	Waiting               uint64
-	Active                uint64
-	Delayed               uint64
-	Completed             uint64
-	Failed                uint64
-	Paused                uint64
-	Cancelled             uint64
-	Stalled               uint64
-	StalledTotal          uint64
+	Queue        string
+	Waiting      uint64
+	Active       uint64
+	Delayed      uint64
+	Completed    uint64
+	Failed       uint64
+	Paused       uint64
+	Cancelled    uint64
+	Stalled      uint64
+	StalledTotal uint64
+	// TimedOutTotal: failed runs (attempts, retried or not) ended by a timeout since the queue was
+	// registered, the server's or the worker's own; RaisedTotal: those whose handler returned an error.
+	TimedOutTotal         uint64
+	RaisedTotal           uint64
 	AddedTotal            uint64
 	CompletedTotal        uint64
 	FailedTotal           uint64
@@ -375,6 +379,8 @@ func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
 		Cancelled:             p.GetCancelled(),
 		Stalled:               p.GetStalled(),
 		StalledTotal:          p.GetStalledTotal(),
+		TimedOutTotal:         p.GetTimedOutTotal(),
+		RaisedTotal:           p.GetRaisedTotal(),
 		AddedTotal:            p.GetAddedTotal(),
 		CompletedTotal:        p.GetCompletedTotal(),
 		FailedTotal:           p.GetFailedTotal(),

@@ -117,7 +117,8 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 		w.unsent++
 		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token})
 	case timedOut:
-		w.fail(r, fmt.Errorf("job timed out after %s", r.job.Timeout), "", elapsed)
+		// Reported as timed out (recorded so, not as an error the handler returned).
+		w.fail(r, fmt.Errorf("job timed out after %s", r.job.Timeout), "", elapsed).TimedOut = true
 		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token}) // the server may have timed it out first
 	case err != nil && w.delay(r, err, elapsed):
 	case err != nil:
@@ -157,8 +158,8 @@ func (w *Worker) delay(r *run, err error, elapsed time.Duration) bool {
 	return true
 }
 
-// fail puts a failure into the outbox. Called with w.mu held.
-func (w *Worker) fail(r *run, err error, stack string, elapsed time.Duration) {
+// fail puts a failure into the outbox and returns it. Called with w.mu held.
+func (w *Worker) fail(r *run, err error, stack string, elapsed time.Duration) *pb.JobFailure {
 	failure := &pb.JobFailure{
 		QueueName: r.key.queue, JobId: r.key.id, LeaseToken: r.token,
 		Message: err.Error(), Stacktrace: stack, Duration: durationpb.New(elapsed),
@@ -182,6 +183,7 @@ func (w *Worker) fail(r *run, err error, stack string, elapsed time.Duration) {
 		"max_attempts", r.job.MaxAttempts, "error", failure.Message)
 	w.outbox.Failures = append(w.outbox.Failures, failure)
 	w.unsent++
+	return failure
 }
 
 // abandonAll gives up on every running handler at shutdown: its context ends with ErrAbandoned and its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -241,6 +242,37 @@ func TestJobTimeoutEndsTheRun(t *testing.T) {
 	job := waitFinished(t, c, queue, added.ID)
 	if job.State != qm.StateFailed || !strings.Contains(job.FailedReason, "timed out") {
 		t.Fatalf("want failed for its timeout, got %s (%q)", job.State, job.FailedReason)
+	}
+}
+
+// TestWorkerTimeoutIsRecordedAsTimedOut runs against a server that leaves job timeouts to the workers
+// (QM_TEST_NO_TIMEOUTS_ADDRESS, alone on its key prefix): the worker's own timeout ends the run, and the
+// server records it as timed out (JobFailure.TimedOut), not as an error the handler returned.
+func TestWorkerTimeoutIsRecordedAsTimedOut(t *testing.T) {
+	t.Parallel()
+	address := os.Getenv(noTimeoutsAddressEnv)
+	if address == "" {
+		t.Skipf("%s is not set: run these tests through tests/test_client_go.py", noTimeoutsAddressEnv)
+	}
+	c := dial(t, address)
+	queue := newQueue(t, c, nil)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	}})
+	added := add(t, c, queue, "slow", nil, &qm.JobOptions{Timeout: 300 * time.Millisecond, Attempts: 1})
+	job := waitFinished(t, c, queue, added.ID)
+	if job.State != qm.StateFailed || len(job.Errors) != 1 || job.Errors[0].Kind != qm.JobErrorTimeout {
+		t.Fatalf("want failed with one timed-out run, got %s with %+v", job.State, job.Errors)
+	}
+	m, err := c.GetQueueMetrics(testContext(t), queue)
+	if err != nil {
+		t.Fatalf("GetQueueMetrics: %v", err)
+	}
+	if m.TimedOutTotal != 1 || m.RaisedTotal != 0 {
+		t.Fatalf("want 1 timed-out run and none raised, got %d and %d", m.TimedOutTotal, m.RaisedTotal)
 	}
 }
 

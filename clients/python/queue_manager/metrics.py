@@ -82,6 +82,10 @@ class QueueMetrics:
         paused: Jobs waiting in a paused queue.
         stalled: Active jobs whose lease expired and that wait for recovery.
         stalled_total: Total recoveries since the queue was registered.
+        timed_out_total: Failed runs (attempts, retried or not) ended by a timeout since the queue was
+            registered: the server's, or the worker's own (a processor past the job's ``timeout``).
+        raised_total: Failed runs (attempts, retried or not) that raised an error since the queue was
+            registered. With ``stalled_total``: every failed run by how it failed.
         cancelled: Cancelled jobs still retained.
         expired_total: Jobs expired unstarted since the queue was registered (each ended cancelled).
         added_total: Jobs added since the queue was registered.
@@ -117,6 +121,8 @@ class QueueMetrics:
     paused: int = 0
     stalled: int = 0
     stalled_total: int = 0
+    timed_out_total: int = 0
+    raised_total: int = 0
     cancelled: int = 0
     expired_total: int = 0
     added_total: int = 0
@@ -229,6 +235,8 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
         paused=msg.paused,
         stalled=msg.stalled,
         stalled_total=msg.stalled_total,
+        timed_out_total=msg.timed_out_total,
+        raised_total=msg.raised_total,
         cancelled=msg.cancelled,
         expired_total=msg.expired_total,
         added_total=msg.added_total,

@@ -35,7 +35,9 @@ Protocol, as this side speaks it:
    processor's task is cancelled, a plain-``def`` processor sees ``job.cancelled``; however the run then
    ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
    failure with ``retry_after`` (no attempt used; the queue holds off that long). A processor that raises
-   ``asyncio.CancelledError`` while nothing cancelled its run fails its attempt like any other error.
+   ``asyncio.CancelledError`` while nothing cancelled its run fails its attempt like any other error. A run
+   that passes the job's ``timeout`` here first is stopped and reported as a failure with ``timed_out``
+   (recorded as timed out, not raised; the server's own timeout may have ended it already).
 8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; the first report on the new stream extends their leases (a server that stopped left
    them held, and the new one takes them over), and outcomes not yet sent go out on it.

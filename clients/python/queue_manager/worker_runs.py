@@ -221,6 +221,7 @@ class JobRuns:
             message=message,
             stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
             do_not_retry=isinstance(exc, UnrecoverableError),
+            timed_out=isinstance(exc, _JobTimeout),
         )
         failure.duration.seconds, failure.duration.nanos = divmod(nanos, 1_000_000_000)
         if isinstance(exc, _JobTimeout):  # the server may have timed the run out first

@@ -412,6 +412,8 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
     paused: Number(m.paused),
     stalled: Number(m.stalled),
     stalledTotal: Number(m.stalledTotal),
+    timedOutTotal: Number(m.timedOutTotal),
+    raisedTotal: Number(m.raisedTotal),
     cancelled: Number(m.cancelled),
     addedTotal: Number(m.addedTotal),
     completedTotal: Number(m.completedTotal),

@@ -351,6 +351,10 @@ export interface QueueMetrics {
   paused: number;
   stalled: number;
   stalledTotal: number;
+  /** Failed runs (attempts, retried or not) ended by a timeout since the queue was registered: the server's or the worker's own. */
+  timedOutTotal: number;
+  /** Failed runs (attempts, retried or not) whose processor threw since the queue was registered. */
+  raisedTotal: number;
   cancelled: number;
   addedTotal: number;
   completedTotal: number;

@@ -181,7 +181,7 @@ export class Runs {
     } else if (run.lost) {
       this.host.log.info(`discarding the result of job ${run.job.queueName}/${run.job.id} (its lease was lost)`);
     } else if (run.timedOut) {
-      this.fail(run, new Error(`job timed out after ${run.job.timeoutMs! / 1000}s`), ms, false);
+      this.fail(run, new Error(`job timed out after ${run.job.timeoutMs! / 1000}s`), ms, false, true);
     } else if (ok) {
       this.complete(run, value, ms);
     } else if (value instanceof DelayedError) {
@@ -218,7 +218,8 @@ export class Runs {
     this.host.emit("completed", run.job, result);
   }
 
-  private fail(run: Run, error: unknown, ms: number, withStack: boolean): void {
+  /** Reports a failed run; timedOut: the run passed the job's timeout here (recorded as timed out). */
+  private fail(run: Run, error: unknown, ms: number, withStack: boolean, timedOut = false): void {
     const err = error instanceof Error ? error : undefined;
     const message = errorText(error);
     const failure = create(JobFailureSchema, {
@@ -227,6 +228,7 @@ export class Runs {
       stacktrace: withStack ? (err?.stack ?? "") : "",
       doNotRetry: err instanceof UnrecoverableError || err?.name === "UnrecoverableError",
       duration: msToDuration(ms),
+      timedOut,
     });
     if (err instanceof RateLimitedError) {
       // Back without using an attempt; the queue holds off that long.

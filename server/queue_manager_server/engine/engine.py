@@ -53,6 +53,8 @@ NO_ROOM = -2
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
 # later (delayed), failed for good, cancelled (a cancel was pending).
 RETRY_NOW, RETRY_DELAYED, FAILED, CANCELLED = 0, 1, 2, 3
+# The kinds fail.lua records a failed run as (common.lua ERR_RAISED / ERR_TIMEOUT; JobErrorKind's numbers).
+ERR_RAISED, ERR_TIMEOUT = 1, 2
 
 
 T = TypeVar("T")
@@ -708,14 +710,17 @@ class Engine:
         queue: str,
         items: Sequence[tuple[str, str, str, str, bool]],
         durations_us: Sequence[int] | None = None,
+        timed_out: Sequence[bool] | None = None,
     ) -> list[tuple[int, int]]:
-        """items: (job id, token, message, stack, do_not_retry); durations_us as for `complete`.
-        Returns (code, run-at ms) per item."""
+        """items: (job id, token, message, stack, do_not_retry); durations_us as for `complete`; timed_out:
+        per item, whether the run ran out of the job's timeout on its worker (recorded and counted as timed
+        out, not raised; None: none did). Returns (code, run-at ms) per item."""
         k = self.keys(queue)
         args: list[Any] = [k.job_prefix, self.channel, queue, len(items)]
         for i, (job_id, token, msg, stack, no_retry) in enumerate(items):
             us = durations_us[i] if durations_us is not None else -1
-            args += [job_id, token, msg, stack, "1" if no_retry else "0", us]
+            kind = ERR_TIMEOUT if timed_out is not None and timed_out[i] else ERR_RAISED
+            args += [job_id, token, msg, stack, "1" if no_retry else "0", us, kind]
         # The script publishes the wake-ups of jobs back to waiting or delayed.
         keys = [k.meta, k.active, k.waiting, k.delayed, k.failed, k.outbox]
         r = await self._held_one(self.outcomes, "fail", keys, args)

@@ -194,12 +194,14 @@ class QueueKeys:
     def stats(self) -> str:
         """hash: the queue's activity since it was registered: ``a`` jobs added, ``c`` completed, ``f``
         failed for good, ``us`` the sum of the reported run durations (µs), ``h<i>`` runs per duration
-        bucket (engine/stats.py). Scripts derive it and the minute hashes from the job prefix (stats.lua)."""
+        bucket (engine/stats.py), ``r`` and ``t`` failed runs that raised and that timed out (these two
+        only here, not per minute). Scripts derive it and the minute hashes from the job prefix
+        (stats.lua)."""
         return f"{self.base}:stats"
 
     def minute(self, minute: int) -> str:
-        """hash: one minute's activity (minute = Redis ms // 60000), the fields of ``stats``. Expires 65
-        minutes after its last write (the hour of history)."""
+        """hash: one minute's activity (minute = Redis ms // 60000), the fields of ``stats`` but ``r`` and
+        ``t``. Expires 65 minutes after its last write (the hour of history)."""
         return f"{self.base}:m:{minute}"
 
     def seconds(self, minute: int) -> str:

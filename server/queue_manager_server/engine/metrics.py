@@ -79,6 +79,8 @@ def parse_metrics(name: str, r: Sequence[Any]) -> Metrics | None:
         groups=_i(r[20]),
         groups_paused=_i(r[21]),
         dead_letter_queue=_s(r[22]),
+        raised_total=_i(r[23]),
+        timed_out_total=_i(r[24]),
     )
 
 

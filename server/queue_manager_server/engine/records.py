@@ -274,6 +274,10 @@ class Metrics:
     stalled: int
     stalled_total: int
     cancelled: int = 0
+    # Failed runs (attempts, retried or not) since the queue was registered, by kind: raised an error, ended
+    # by a timeout (the server's or the worker's own); stalled runs count in stalled_total.
+    raised_total: int = 0
+    timed_out_total: int = 0
     # The rest is read by engine/metrics.py (metrics.lua, and the worker registry for workers).
     sample_ms: int = 0  # Redis time of the read
     added_total: int = 0

@@ -150,6 +150,16 @@ class QueueCollector:
             ("queue_jobs_failed", "Jobs failed for good since the queue was registered.", "failed_total"),
             ("queue_jobs_stalled", "Stalled runs recovered since the queue was registered.", "stalled_total"),
             ("queue_jobs_expired", "Jobs expired unstarted since the queue was registered.", "expired_total"),
+            (
+                "queue_job_runs_timed_out",
+                "Runs ended by a timeout (the server's or the worker's) since the queue was registered.",
+                "timed_out_total",
+            ),
+            (
+                "queue_job_runs_raised",
+                "Runs that raised an error since the queue was registered (retried or not).",
+                "raised_total",
+            ),
         )
         for name, doc, attr in counters:
             counter = CounterMetricFamily(name, doc, labels=["queue"])

@@ -149,6 +149,7 @@ class ReportHandler:
                 for f in items
             ],
             [_duration_us(f) for f in items],
+            [f.timed_out for f in items],
         )
         for f, (code, _) in zip(items, outcomes, strict=True):
             level = logging.WARNING if code == 2 else logging.INFO

@@ -11,9 +11,10 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    (one Lua call claims many). Each job carries a lease token and its expiry, and ``redelivery`` when an
    earlier start of the same attempt was lost. Jobs claimed together share one token, so a job is named
    by its queue and id everywhere (reports, the session's held leases, the worker's running jobs).
-4. Completions, failures (with ``do_not_retry``), progress, log lines, lease extensions, releases of
-   unstarted jobs and abandoned (started, unfinished) jobs travel in ``report`` messages, batched (log
-   lines and progress are stored before the outcomes of the same report). Each presents
+4. Completions, failures (with ``do_not_retry``; ``timed_out`` for a run the worker stopped at the job's
+   timeout: recorded and counted as timed out, not raised), progress, log lines, lease extensions,
+   releases of unstarted jobs and abandoned (started, unfinished) jobs travel in ``report`` messages,
+   batched (log lines and progress are stored before the outcomes of the same report). Each presents
    the job's lease token; a stale token changes nothing. The server answers with ``ack``: one result per
    extension (new expiry, or the rejection) and one per rejected completion, failure, progress, log lines or
    release (code FAILED_PRECONDITION for a stale lease, NOT_FOUND for a job that no longer exists).

@@ -184,6 +184,8 @@ def _facts(
         f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
         f"failed {fmt_count(metrics.failed_total)}, stalled {fmt_count(metrics.stalled_total)}, "
         f"expired {fmt_count(metrics.expired_total)}",
+        f"failed runs (retried or not): {fmt_count(metrics.raised_total)} raised, "
+        f"{fmt_count(metrics.timed_out_total)} timed out, {fmt_count(metrics.stalled_total)} stalled",
         f"last minute: {fmt_count(metrics.completed_last_minute)} completed, "
         f"{fmt_count(metrics.failed_last_minute)} failed ({fmt_rate(metrics.failed_per_second)} failing)",
         f"processing: avg {fmt_duration(metrics.average_processing_time)}, "

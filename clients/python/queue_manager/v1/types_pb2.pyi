@@ -1168,6 +1168,8 @@ class QueueMetrics(_message.Message):
     EXPIRED_TOTAL_FIELD_NUMBER: _builtins.int
     GROUPS_FIELD_NUMBER: _builtins.int
     GROUPS_PAUSED_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_TOTAL_FIELD_NUMBER: _builtins.int
+    RAISED_TOTAL_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -1220,6 +1222,14 @@ class QueueMetrics(_message.Message):
     """Fairness groups known to the queue: with jobs waiting or active, with limits of their own, or paused."""
     groups_paused: _builtins.int
     """Fairness groups paused (PauseGroup): their jobs are added, none starts."""
+    timed_out_total: _builtins.int
+    """Failed runs (attempts, retried or not) ended by a timeout since the queue was registered: the server's
+    (the job's timeout ran out) or the worker's own (JobFailure.timed_out).
+    """
+    raised_total: _builtins.int
+    """Failed runs (attempts, retried or not) that raised an error since the queue was registered. With
+    timed_out_total and stalled_total: every failed run by how it failed (cancelled runs apart).
+    """
     @_builtins.property
     def average_processing_time(self) -> _duration_pb2.Duration:
         """Mean processing time of the runs that finished in the last five minutes."""
@@ -1283,10 +1293,12 @@ class QueueMetrics(_message.Message):
         expired_total: _builtins.int = ...,
         groups: _builtins.int = ...,
         groups_paused: _builtins.int = ...,
+        timed_out_total: _builtins.int = ...,
+        raised_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "raised_total", b"raised_total", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "timed_out_total", b"timed_out_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from queue_manager.v1 import types_pb2 as queue__manager_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%queue_manager/v1/worker_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"z\n\x0e\x43onnectRequest\x12.\n\x05hello\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkerHelloH\x00\x12\x30\n\x06report\x18\x02 \x01(\x0b\x32\x1e.queue_manager.v1.WorkerReportH\x00\x42\x06\n\x04kind\"\xab\x03\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).queue_manager.v1.WorkerHello.LabelsEntry\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x35\n\x08\x63ommands\x18\x07 \x03(\x0e\x32#.queue_manager.v1.ServerCommandType\x12\r\n\x05quiet\x18\x08 \x01(\x08\x12\x46\n\rqueue_weights\x18\t \x03(\x0b\x32/.queue_manager.v1.WorkerHello.QueueWeightsEntry\x12\x14\n\x0cstrict_order\x18\n \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11QueueWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xa0\x01\n\rJobCompletion\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdd\x01\n\nJobFailure\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nstacktrace\x18\x05 \x01(\t\x12\x14\n\x0c\x64o_not_retry\x18\x06 \x01(\x08\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x08LeaseRef\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\"b\n\x0bJobProgress\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\x83\x04\n\x0cWorkerReport\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\x12\x34\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32\x1f.queue_manager.v1.JobCompletion\x12.\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1c.queue_manager.v1.JobFailure\x12.\n\nextensions\x18\x04 \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12/\n\x08progress\x18\x05 \x03(\x0b\x32\x1d.queue_manager.v1.JobProgress\x12,\n\x08releases\x18\x06 \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12-\n\tabandoned\x18\x07 \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12\x0c\n\x04stop\x18\x08 \x01(\x08\x12\'\n\x04logs\x18\t \x03(\x0b\x32\x19.queue_manager.v1.JobLogs\x12-\n\tcancelled\x18\n \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12,\n\x05stats\x18\x0b \x01(\x0b\x32\x1d.queue_manager.v1.WorkerStats\x12*\n\x06\x64\x65lays\x18\x0c \x03(\x0b\x32\x1a.queue_manager.v1.JobDelay\"8\n\x0bWorkerStats\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"a\n\x07JobLogs\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12+\n\x05lines\x18\x02 \x03(\x0b\x32\x1c.queue_manager.v1.JobLogLine\"\xe0\x01\n\x0f\x43onnectResponse\x12\x32\n\x07welcome\x18\x01 \x01(\x0b\x32\x1f.queue_manager.v1.ServerWelcomeH\x00\x12\x31\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1d.queue_manager.v1.JobDeliveryH\x00\x12*\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x1b.queue_manager.v1.ReportAckH\x00\x12\x32\n\x07\x63ommand\x18\x04 \x01(\x0b\x32\x1f.queue_manager.v1.ServerCommandH\x00\x42\x06\n\x04kind\"\x8c\x01\n\rServerWelcome\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8f\x01\n\tLeasedJob\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.queue_manager.v1.Job\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nredelivery\x18\x04 \x01(\x08\"8\n\x0bJobDelivery\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.queue_manager.v1.LeasedJob\"\x93\x01\n\x10ReportItemResult\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\tReportAck\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".queue_manager.v1.ReportItemResult\x12\x18\n\x10\x64\x65livery_stopped\x18\x02 \x01(\x08\"\xa9\x01\n\rServerCommand\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.queue_manager.v1.ServerCommandType\x12\'\n\x03job\x18\x02 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\r\x12\x17\n\x0frevoked_credits\x18\x05 \x01(\r\"\x88\x01\n\x08JobDelay\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x19.queue_manager.v1.Payload*\x81\x02\n\x11ServerCommandType\x12#\n\x1fSERVER_COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SERVER_COMMAND_TYPE_DRAIN\x10\x01\x12\"\n\x1eSERVER_COMMAND_TYPE_CANCEL_JOB\x10\x02\x12\x1d\n\x19SERVER_COMMAND_TYPE_QUIET\x10\x03\x12\x1e\n\x1aSERVER_COMMAND_TYPE_RESUME\x10\x04\x12\x1c\n\x18SERVER_COMMAND_TYPE_STOP\x10\x05\x12\'\n#SERVER_COMMAND_TYPE_SET_CONCURRENCY\x10\x06\x32\x63\n\rWorkerService\x12R\n\x07\x43onnect\x12 .queue_manager.v1.ConnectRequest\x1a!.queue_manager.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%queue_manager/v1/worker_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"z\n\x0e\x43onnectRequest\x12.\n\x05hello\x18\x01 \x01(\x0b\x32\x1d.queue_manager.v1.WorkerHelloH\x00\x12\x30\n\x06report\x18\x02 \x01(\x0b\x32\x1e.queue_manager.v1.WorkerReportH\x00\x42\x06\n\x04kind\"\xab\x03\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).queue_manager.v1.WorkerHello.LabelsEntry\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x35\n\x08\x63ommands\x18\x07 \x03(\x0e\x32#.queue_manager.v1.ServerCommandType\x12\r\n\x05quiet\x18\x08 \x01(\x08\x12\x46\n\rqueue_weights\x18\t \x03(\x0b\x32/.queue_manager.v1.WorkerHello.QueueWeightsEntry\x12\x14\n\x0cstrict_order\x18\n \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11QueueWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xa0\x01\n\rJobCompletion\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf0\x01\n\nJobFailure\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nstacktrace\x18\x05 \x01(\t\x12\x14\n\x0c\x64o_not_retry\x18\x06 \x01(\x08\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\ttimed_out\x18\t \x01(\x08\"C\n\x08LeaseRef\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\"b\n\x0bJobProgress\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\"\x83\x04\n\x0cWorkerReport\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\x12\x34\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32\x1f.queue_manager.v1.JobCompletion\x12.\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1c.queue_manager.v1.JobFailure\x12.\n\nextensions\x18\x04 \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12/\n\x08progress\x18\x05 \x03(\x0b\x32\x1d.queue_manager.v1.JobProgress\x12,\n\x08releases\x18\x06 \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12-\n\tabandoned\x18\x07 \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12\x0c\n\x04stop\x18\x08 \x01(\x08\x12\'\n\x04logs\x18\t \x03(\x0b\x32\x19.queue_manager.v1.JobLogs\x12-\n\tcancelled\x18\n \x03(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12,\n\x05stats\x18\x0b \x01(\x0b\x32\x1d.queue_manager.v1.WorkerStats\x12*\n\x06\x64\x65lays\x18\x0c \x03(\x0b\x32\x1a.queue_manager.v1.JobDelay\"8\n\x0bWorkerStats\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"a\n\x07JobLogs\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12+\n\x05lines\x18\x02 \x03(\x0b\x32\x1c.queue_manager.v1.JobLogLine\"\xe0\x01\n\x0f\x43onnectResponse\x12\x32\n\x07welcome\x18\x01 \x01(\x0b\x32\x1f.queue_manager.v1.ServerWelcomeH\x00\x12\x31\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1d.queue_manager.v1.JobDeliveryH\x00\x12*\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x1b.queue_manager.v1.ReportAckH\x00\x12\x32\n\x07\x63ommand\x18\x04 \x01(\x0b\x32\x1f.queue_manager.v1.ServerCommandH\x00\x42\x06\n\x04kind\"\x8c\x01\n\rServerWelcome\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8f\x01\n\tLeasedJob\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.queue_manager.v1.Job\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nredelivery\x18\x04 \x01(\x08\"8\n\x0bJobDelivery\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.queue_manager.v1.LeasedJob\"\x93\x01\n\x10ReportItemResult\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\tReportAck\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".queue_manager.v1.ReportItemResult\x12\x18\n\x10\x64\x65livery_stopped\x18\x02 \x01(\x08\"\xa9\x01\n\rServerCommand\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.queue_manager.v1.ServerCommandType\x12\'\n\x03job\x18\x02 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\r\x12\x17\n\x0frevoked_credits\x18\x05 \x01(\r\"\x88\x01\n\x08JobDelay\x12)\n\x05lease\x18\x01 \x01(\x0b\x32\x1a.queue_manager.v1.LeaseRef\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x19.queue_manager.v1.Payload*\x81\x02\n\x11ServerCommandType\x12#\n\x1fSERVER_COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SERVER_COMMAND_TYPE_DRAIN\x10\x01\x12\"\n\x1eSERVER_COMMAND_TYPE_CANCEL_JOB\x10\x02\x12\x1d\n\x19SERVER_COMMAND_TYPE_QUIET\x10\x03\x12\x1e\n\x1aSERVER_COMMAND_TYPE_RESUME\x10\x04\x12\x1c\n\x18SERVER_COMMAND_TYPE_STOP\x10\x05\x12\'\n#SERVER_COMMAND_TYPE_SET_CONCURRENCY\x10\x06\x32\x63\n\rWorkerService\x12R\n\x07\x43onnect\x12 .queue_manager.v1.ConnectRequest\x1a!.queue_manager.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERHELLO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WORKERHELLO_QUEUEWEIGHTSENTRY']._loaded_options = None
   _globals['_WORKERHELLO_QUEUEWEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_SERVERCOMMANDTYPE']._serialized_start=3097
-  _globals['_SERVERCOMMANDTYPE']._serialized_end=3354
+  _globals['_SERVERCOMMANDTYPE']._serialized_start=3116
+  _globals['_SERVERCOMMANDTYPE']._serialized_end=3373
   _globals['_CONNECTREQUEST']._serialized_start=184
   _globals['_CONNECTREQUEST']._serialized_end=306
   _globals['_WORKERHELLO']._serialized_start=309
@@ -52,33 +52,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBCOMPLETION']._serialized_start=739
   _globals['_JOBCOMPLETION']._serialized_end=899
   _globals['_JOBFAILURE']._serialized_start=902
-  _globals['_JOBFAILURE']._serialized_end=1123
-  _globals['_LEASEREF']._serialized_start=1125
-  _globals['_LEASEREF']._serialized_end=1192
-  _globals['_JOBPROGRESS']._serialized_start=1194
-  _globals['_JOBPROGRESS']._serialized_end=1292
-  _globals['_WORKERREPORT']._serialized_start=1295
-  _globals['_WORKERREPORT']._serialized_end=1810
-  _globals['_WORKERSTATS']._serialized_start=1812
-  _globals['_WORKERSTATS']._serialized_end=1868
-  _globals['_JOBLOGS']._serialized_start=1870
-  _globals['_JOBLOGS']._serialized_end=1967
-  _globals['_CONNECTRESPONSE']._serialized_start=1970
-  _globals['_CONNECTRESPONSE']._serialized_end=2194
-  _globals['_SERVERWELCOME']._serialized_start=2197
-  _globals['_SERVERWELCOME']._serialized_end=2337
-  _globals['_LEASEDJOB']._serialized_start=2340
-  _globals['_LEASEDJOB']._serialized_end=2483
-  _globals['_JOBDELIVERY']._serialized_start=2485
-  _globals['_JOBDELIVERY']._serialized_end=2541
-  _globals['_REPORTITEMRESULT']._serialized_start=2544
-  _globals['_REPORTITEMRESULT']._serialized_end=2691
-  _globals['_REPORTACK']._serialized_start=2693
-  _globals['_REPORTACK']._serialized_end=2783
-  _globals['_SERVERCOMMAND']._serialized_start=2786
-  _globals['_SERVERCOMMAND']._serialized_end=2955
-  _globals['_JOBDELAY']._serialized_start=2958
-  _globals['_JOBDELAY']._serialized_end=3094
-  _globals['_WORKERSERVICE']._serialized_start=3356
-  _globals['_WORKERSERVICE']._serialized_end=3455
+  _globals['_JOBFAILURE']._serialized_end=1142
+  _globals['_LEASEREF']._serialized_start=1144
+  _globals['_LEASEREF']._serialized_end=1211
+  _globals['_JOBPROGRESS']._serialized_start=1213
+  _globals['_JOBPROGRESS']._serialized_end=1311
+  _globals['_WORKERREPORT']._serialized_start=1314
+  _globals['_WORKERREPORT']._serialized_end=1829
+  _globals['_WORKERSTATS']._serialized_start=1831
+  _globals['_WORKERSTATS']._serialized_end=1887
+  _globals['_JOBLOGS']._serialized_start=1889
+  _globals['_JOBLOGS']._serialized_end=1986
+  _globals['_CONNECTRESPONSE']._serialized_start=1989
+  _globals['_CONNECTRESPONSE']._serialized_end=2213
+  _globals['_SERVERWELCOME']._serialized_start=2216
+  _globals['_SERVERWELCOME']._serialized_end=2356
+  _globals['_LEASEDJOB']._serialized_start=2359
+  _globals['_LEASEDJOB']._serialized_end=2502
+  _globals['_JOBDELIVERY']._serialized_start=2504
+  _globals['_JOBDELIVERY']._serialized_end=2560
+  _globals['_REPORTITEMRESULT']._serialized_start=2563
+  _globals['_REPORTITEMRESULT']._serialized_end=2710
+  _globals['_REPORTACK']._serialized_start=2712
+  _globals['_REPORTACK']._serialized_end=2802
+  _globals['_SERVERCOMMAND']._serialized_start=2805
+  _globals['_SERVERCOMMAND']._serialized_end=2974
+  _globals['_JOBDELAY']._serialized_start=2977
+  _globals['_JOBDELAY']._serialized_end=3113
+  _globals['_WORKERSERVICE']._serialized_start=3375
+  _globals['_WORKERSERVICE']._serialized_end=3474
 # @@protoc_insertion_point(module_scope)

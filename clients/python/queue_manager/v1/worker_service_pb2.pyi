@@ -294,6 +294,7 @@ class JobFailure(_message.Message):
     DO_NOT_RETRY_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue of the job."""
     job_id: _builtins.str
@@ -306,6 +307,10 @@ class JobFailure(_message.Message):
     """Stack trace, for display."""
     do_not_retry: _builtins.bool
     """Fail for good now, skipping any attempts left."""
+    timed_out: _builtins.bool
+    """The processor ran out of the job's timeout on the worker (its own deadline, not an error it raised):
+    the run is recorded as timed out (JobErrorKind TIMEOUT) and counted in QueueMetrics.timed_out_total.
+    """
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """How long the processor ran."""
@@ -327,10 +332,11 @@ class JobFailure(_message.Message):
         do_not_retry: _builtins.bool = ...,
         duration: _duration_pb2.Duration | None = ...,
         retry_after: _duration_pb2.Duration | None = ...,
+        timed_out: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_retry", b"do_not_retry", "duration", b"duration", "job_id", b"job_id", "lease_token", b"lease_token", "message", b"message", "queue_name", b"queue_name", "retry_after", b"retry_after", "stacktrace", b"stacktrace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_retry", b"do_not_retry", "duration", b"duration", "job_id", b"job_id", "lease_token", b"lease_token", "message", b"message", "queue_name", b"queue_name", "retry_after", b"retry_after", "stacktrace", b"stacktrace", "timed_out", b"timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

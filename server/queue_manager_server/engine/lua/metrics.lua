@@ -18,7 +18,8 @@
 --   hold), history {{minute start ms, added, completed, failed, runs, run µs}, ...} oldest first,
 --   per priority level from the first {ready jobs, ready since (-1: none), ...},
 --   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups'), groups
---   paused, the queue's dead-letter queue (meta 'dlq'; '' for none)}
+--   paused, the queue's dead-letter queue (meta 'dlq'; '' for none), failed runs since registered that
+--   raised and that timed out (stats 'r' and 't', includes/stats.lua)}
 -- Waiting counts the groups' jobs too (meta 'gw'), and so do the levels (meta 'gw<level>') and "ready
 -- since" (the heads of their lists, a few hundred at most).
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
@@ -172,4 +173,7 @@ out[#out + 1] = num(m[5])
 out[#out + 1] = redis.call('ZCARD', base .. 'groups')
 out[#out + 1] = num(m[7])
 out[#out + 1] = m[8] or ''
+local kinds = redis.call('HMGET', base .. 'stats', 'r', 't')
+out[#out + 1] = num(kinds[1])
+out[#out + 1] = num(kinds[2])
 return out

@@ -2103,7 +2103,13 @@ type QueueMetrics struct {
 	// Fairness groups known to the queue: with jobs waiting or active, with limits of their own, or paused.
 	Groups uint64 `protobuf:"varint,31,opt,name=groups,proto3" json:"groups,omitempty"`
 	// Fairness groups paused (PauseGroup): their jobs are added, none starts.
-	GroupsPaused  uint64 `protobuf:"varint,32,opt,name=groups_paused,json=groupsPaused,proto3" json:"groups_paused,omitempty"`
+	GroupsPaused uint64 `protobuf:"varint,32,opt,name=groups_paused,json=groupsPaused,proto3" json:"groups_paused,omitempty"`
+	// Failed runs (attempts, retried or not) ended by a timeout since the queue was registered: the server's
+	// (the job's timeout ran out) or the worker's own (JobFailure.timed_out).
+	TimedOutTotal uint64 `protobuf:"varint,33,opt,name=timed_out_total,json=timedOutTotal,proto3" json:"timed_out_total,omitempty"`
+	// Failed runs (attempts, retried or not) that raised an error since the queue was registered. With
+	// timed_out_total and stalled_total: every failed run by how it failed (cancelled runs apart).
+	RaisedTotal   uint64 `protobuf:"varint,34,opt,name=raised_total,json=raisedTotal,proto3" json:"raised_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2358,6 +2364,20 @@ func (x *QueueMetrics) GetGroups() uint64 {
 func (x *QueueMetrics) GetGroupsPaused() uint64 {
 	if x != nil {
 		return x.GroupsPaused
+	}
+	return 0
+}
+
+func (x *QueueMetrics) GetTimedOutTotal() uint64 {
+	if x != nil {
+		return x.TimedOutTotal
+	}
+	return 0
+}
+
+func (x *QueueMetrics) GetRaisedTotal() uint64 {
+	if x != nil {
+		return x.RaisedTotal
 	}
 	return 0
 }
@@ -2755,7 +2775,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb4\n" +
+	"createTime\"\xff\n" +
 	"\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
@@ -2795,7 +2815,9 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06levels\x18\x1d \x03(\v2&.queue_manager.v1.PriorityLevelMetricsR\x06levels\x12#\n" +
 	"\rexpired_total\x18\x1e \x01(\x04R\fexpiredTotal\x12\x16\n" +
 	"\x06groups\x18\x1f \x01(\x04R\x06groups\x12#\n" +
-	"\rgroups_paused\x18  \x01(\x04R\fgroupsPaused\"\xb4\x01\n" +
+	"\rgroups_paused\x18  \x01(\x04R\fgroupsPaused\x12&\n" +
+	"\x0ftimed_out_total\x18! \x01(\x04R\rtimedOutTotal\x12!\n" +
+	"\fraised_total\x18\" \x01(\x04R\vraisedTotal\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +

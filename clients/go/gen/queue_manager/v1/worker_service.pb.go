@@ -423,7 +423,10 @@ type JobFailure struct {
 	Duration *durationpb.Duration `protobuf:"bytes,7,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Set when the processor was told to slow down (an HTTP 429 from downstream, for example): the job goes
 	// back to wait this long without using an attempt, and the queue starts no job for that long.
-	RetryAfter    *durationpb.Duration `protobuf:"bytes,8,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	RetryAfter *durationpb.Duration `protobuf:"bytes,8,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// The processor ran out of the job's timeout on the worker (its own deadline, not an error it raised):
+	// the run is recorded as timed out (JobErrorKind TIMEOUT) and counted in QueueMetrics.timed_out_total.
+	TimedOut      bool `protobuf:"varint,9,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -512,6 +515,13 @@ func (x *JobFailure) GetRetryAfter() *durationpb.Duration {
 		return x.RetryAfter
 	}
 	return nil
+}
+
+func (x *JobFailure) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
 }
 
 // LeaseRef names a leased job.
@@ -1507,7 +1517,7 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\vlease_token\x18\x03 \x01(\tR\n" +
 	"leaseToken\x121\n" +
 	"\x06result\x18\x04 \x01(\v2\x19.queue_manager.v1.PayloadR\x06result\x125\n" +
-	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xb2\x02\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xcf\x02\n" +
 	"\n" +
 	"JobFailure\x12\x1d\n" +
 	"\n" +
@@ -1523,7 +1533,8 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"doNotRetry\x125\n" +
 	"\bduration\x18\a \x01(\v2\x19.google.protobuf.DurationR\bduration\x12:\n" +
 	"\vretry_after\x18\b \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"retryAfter\"a\n" +
+	"retryAfter\x12\x1b\n" +
+	"\ttimed_out\x18\t \x01(\bR\btimedOut\"a\n" +
 	"\bLeaseRef\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +

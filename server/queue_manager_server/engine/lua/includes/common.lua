@@ -37,8 +37,9 @@ local JSON_TYPE = 'application/json'
 -- Trimming of finished jobs removes at most this many per call, keeping every script O(batch).
 local TRIM_CHUNK = 1000
 -- What this script call did, for the queue's activity counters: scripts that count include stats.lua,
--- which adds to these as jobs go and writes the sums once at the end (write_stats).
-local STATS = {added = 0, completed = 0, failed = 0, runs = 0, us = 0, hist = {}}
+-- which adds to these as jobs go and writes the sums once at the end (write_stats). raised and timed_out:
+-- failed runs (attempts, retried or not) by their kind, counted in fail_attempt.
+local STATS = {added = 0, completed = 0, failed = 0, runs = 0, us = 0, hist = {}, raised = 0, timed_out = 0}
 -- What this script call made ready again (runs failed or put back), for its one publish_ready at the end:
 -- jobs back to waiting, and the earliest run-at of those back to delayed (-1 = none).
 local READY = {waiting = 0, earliest = -1}
@@ -720,8 +721,8 @@ local ATTEMPT_FIELDS = {'att', 'atm', 'bt', 'bd', 'bj', 'bm', 'wt', 'to', 'cxr',
 
 -- Records a failed run of an active job (the caller checked its lease and took it out of active) and
 -- decides what follows, for a worker's failure (fail.lua) and a timeout (time_out.lua) alike: the run
--- counts as an attempt and goes into the job's error history (record_error, as kind: ERR_RAISED or
--- ERR_TIMEOUT); with attempts left the job is retried after its backoff, unless a cancel was asked
+-- counts as an attempt, goes into the job's error history (record_error, as kind: ERR_RAISED or
+-- ERR_TIMEOUT) and counts by its kind in STATS (the queue's raised / timed-out totals); with attempts left the job is retried after its backoff, unless a cancel was asked
 -- meanwhile (then it ends cancelled); with none left, or with no_retry, it fails for good. A retry counts in
 -- READY (the caller publishes it).
 -- f: ATTEMPT_FIELDS from f[3] on. pushes: the caller's gathered pushes (push_later), which it pushes before
@@ -731,6 +732,7 @@ local function fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, 
     pushes, kind)
   local jkey = prefix .. id
   run_ended(prefix, id, f[10], f[13])
+  if kind == ERR_TIMEOUT then STATS.timed_out = STATS.timed_out + 1 else STATS.raised = STATS.raised + 1 end
   local atm = (tonumber(f[4]) or 0) + 1
   if no_retry or atm >= (tonumber(f[3]) or DEFAULT_ATT) then
     local w = {'atm', atm, 'p', NOT_PLAIN}

@@ -1,6 +1,7 @@
 -- stats.lua: a queue's activity counters (engine/keys.py `stats` and `minute`), kept per script call: a
--- script counts what it did in STATS (common.lua; fail_for_good counts failures for good there) and calls
--- write_stats once at its end, so a batch costs a few HINCRBYs whatever its size. Needs common.lua first.
+-- script counts what it did in STATS (common.lua: fail_for_good counts failures for good there, fail_attempt
+-- failed runs by kind) and calls write_stats once at its end, so a batch costs a few HINCRBYs whatever its
+-- size. Needs common.lua first.
 
 -- Upper bounds (ms) of the processing-time buckets h1..h18; h19 holds longer runs (+Inf).
 -- engine/stats.py DURATION_BOUNDS_MS is the same list (a test compares them).
@@ -32,7 +33,8 @@ end
 -- in a short-lived hash of their own, so a reader can count exactly the last 60 seconds across two minutes.
 local function write_stats(prefix, now)
   local s = STATS
-  if s.added == 0 and s.completed == 0 and s.failed == 0 and s.runs == 0 then return end
+  if s.added == 0 and s.completed == 0 and s.failed == 0 and s.runs == 0 and s.raised == 0
+    and s.timed_out == 0 then return end
   local totals = queue_key(prefix, 'stats')
   local m = string.format('%d', math.floor(now / 60000))
   local minute, seconds = queue_key(prefix, 'm:' .. m), queue_key(prefix, 's:' .. m)
@@ -54,6 +56,9 @@ local function write_stats(prefix, now)
   add('a', s.added)
   add('c', s.completed)
   add('f', s.failed)
+  -- Failed runs by kind: all-time only (no minute or second counts), one HINCRBY per kind a call met.
+  if s.raised > 0 then redis.call('HINCRBY', totals, 'r', s.raised) end
+  if s.timed_out > 0 then redis.call('HINCRBY', totals, 't', s.timed_out) end
   add_second('c', s.completed)
   add_second('f', s.failed)
   if new_seconds then redis.call('EXPIRE', seconds, SECONDS_TTL_S) end
