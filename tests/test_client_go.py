@@ -110,6 +110,7 @@ EXPECTED = {
     "TestQueueOrderTakesAQueueOnlyWhileNoneBeforeItHasJobs",
     "TestQueueWeightsShareTheSlots",
     "TestBadQueueSharesAreRefusedBeforeConnecting",
+    "TestTierPrefersTheLowerTierUntilItIsFull",
     "TestCountJobsFollowsTheTokens",
     "TestWorkerTimeoutIsRecordedAsTimedOut",
 }

@@ -114,6 +114,7 @@ def worker_out(w: WorkerRecord, now_ms: int) -> metrics_pb2.WorkerInfo:
         labels=w.labels,
         uptime=_duration(max(now_ms - w.connect_ms, 0)),
         state=WORKER_STATES.get(w.state, metrics_pb2.WORKER_STATE_ACTIVE),
+        tier=w.tier,
     )
 
 

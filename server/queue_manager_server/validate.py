@@ -188,6 +188,10 @@ MAX_LABELS = 50
 MAX_HELLO_QUEUES = 1_000
 
 
+# Highest tier a worker's hello may give (WorkerHello.tier).
+MAX_TIER = 100
+
+
 def worker_hello(h: Any) -> None:
     """Checks the free parts of a worker's hello: labels, language, version, the number of queues."""
     count(len(h.queues), "hello.queues", MAX_HELLO_QUEUES)
@@ -197,6 +201,8 @@ def worker_hello(h: Any) -> None:
     for key, value in h.labels.items():
         text(key, "hello.labels key", 100)
         text(value, f"hello.labels[{key[:40]!r}]", 500, required=False)
+    if h.tier > MAX_TIER:
+        raise InvalidArgument("hello.tier", f"{h.tier} must be 0 to {MAX_TIER}")
 
 
 # Largest weight of a queue in a worker's hello (WorkerHello.queue_weights).

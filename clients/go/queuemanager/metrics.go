@@ -32,6 +32,8 @@ type WorkerInfo struct {
 	Uptime      time.Duration
 	// State says whether it takes jobs: active, quiet or stopping (QuietWorker, StopWorker).
 	State WorkerState
+	// Tier is its preference among the workers of its queues (WorkerConfig.Tier; 0: the first).
+	Tier int
 }
 
 func workerFromProto(p *pb.WorkerInfo) *WorkerInfo {
@@ -51,6 +53,7 @@ func workerFromProto(p *pb.WorkerInfo) *WorkerInfo {
 		Labels:            maps.Clone(p.GetLabels()),
 		Uptime:            durationOf(p.GetUptime()),
 		State:             workerStateOf(p.GetState()),
+		Tier:              int(p.GetTier()),
 	}
 }
 

@@ -148,3 +148,51 @@ func TestBadQueueSharesAreRefusedBeforeConnecting(t *testing.T) {
 		t.Fatalf("a full order: %v", err)
 	}
 }
+
+// Tier: jobs go to the lower tier while it has a free slot, then to the higher one, whichever connected
+// first; ListWorkers shows each worker's tier; a tier out of range is refused before connecting.
+func TestTierPrefersTheLowerTierUntilItIsFull(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	home, burst := newHolding(), newHolding()
+	// The tier-0 worker connects first, so that its credits (granted once it is welcomed) are in when the
+	// jobs come; tests/test_worker_tiers.py shows that the tier, not the order of arrival, decides.
+	startWorker(t, c, qm.WorkerConfig{
+		Concurrency: 2, WorkerID: queue + "-home", Handlers: map[string]qm.Handler{queue: home.handler("home")},
+	})
+	startWorker(t, c, qm.WorkerConfig{
+		Concurrency: 2, Tier: 1, WorkerID: queue + "-burst", Handlers: map[string]qm.Handler{queue: burst.handler("burst")},
+	})
+	defer close(burst.gates)
+	defer close(home.gates)
+	for range 2 {
+		if _, err := c.AddJob(testContext(t), queue, "x", nil, nil); err != nil {
+			t.Fatalf("AddJob: %v", err)
+		}
+		receive(t, home.begun, "a run on the tier-0 worker")
+	}
+	if _, err := c.AddJob(testContext(t), queue, "x", nil, nil); err != nil {
+		t.Fatalf("AddJob: %v", err)
+	}
+	receive(t, burst.begun, "a run on the tier-1 worker once the tier-0 one is full")
+	if started, _ := home.snapshot(); len(started) != 2 {
+		t.Fatalf("the tier-0 worker ran %d jobs, want 2", len(started))
+	}
+	workers, err := c.ListWorkers(testContext(t), queue)
+	if err != nil {
+		t.Fatalf("ListWorkers: %v", err)
+	}
+	tiers := map[string]int{}
+	for _, w := range workers {
+		tiers[w.ID] = w.Tier
+	}
+	if tiers[queue+"-home"] != 0 || tiers[queue+"-burst"] != 1 || len(tiers) != 2 {
+		t.Fatalf("ListWorkers tiers: %v", tiers)
+	}
+	noop := func(context.Context, *qm.Job) (any, error) { return nil, nil }
+	_, err = c.NewWorker(qm.WorkerConfig{Tier: 101, Handlers: map[string]qm.Handler{queue: noop}})
+	if err == nil || !strings.Contains(err.Error(), "the worker's Tier must be from 0 to 100, got 101") {
+		t.Fatalf("NewWorker(Tier: 101): %v", err)
+	}
+}

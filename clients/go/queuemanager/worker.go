@@ -87,6 +87,9 @@ const MaxConcurrency = 100_000
 // MaxQueueWeight is the largest weight of a queue (WorkerConfig.QueueWeights), as the server allows.
 const MaxQueueWeight = 1_000
 
+// MaxTier is the highest tier of a worker (WorkerConfig.Tier), as the server allows.
+const MaxTier = 100
+
 const (
 	backoffFirst     = 100 * time.Millisecond
 	backoffMax       = 5 * time.Second
@@ -114,6 +117,10 @@ type WorkerConfig struct {
 	// QueueOrder is strict priority instead: every handler's queue once, highest first; a queue gets slots
 	// only while none before it has a job ready. Not with QueueWeights.
 	QueueOrder []string
+	// Tier is the worker's preference among the workers of its queues, 0 (the first) to MaxTier: a queue's
+	// jobs go to workers of a lower tier first, and to this one only while those connected to the same
+	// server have no free slot (e.g. 0 for on-premises workers, 1 for cloud workers taking the bursts).
+	Tier int
 	// Logger receives the worker's log lines; nil means slog.Default().
 	Logger *slog.Logger
 	// ShutdownTimeout is how long Run lets running handlers finish once its context ends; 0 means 30 s.
@@ -135,6 +142,7 @@ type Worker struct {
 	labels          map[string]string
 	queueWeights    map[string]uint32 // sent in the hello; nil for none
 	strictOrder     bool              // queues is a strict priority order (QueueOrder)
+	tier            uint32            // WorkerConfig.Tier, sent in the hello
 	log             *slog.Logger
 	shutdownTimeout time.Duration
 	stats           statsSampler
@@ -209,6 +217,10 @@ func (c *Client) NewWorker(config WorkerConfig) (*Worker, error) {
 	if err := w.setShares(config.QueueWeights, config.QueueOrder); err != nil {
 		return nil, err
 	}
+	if config.Tier < 0 || config.Tier > MaxTier {
+		return nil, fmt.Errorf("the worker's Tier must be from 0 to %d, got %d", MaxTier, config.Tier)
+	}
+	w.tier = uint32(config.Tier)
 	if w.id == "" {
 		w.id = makeWorkerID()
 	}

@@ -55,6 +55,7 @@ func (w *Worker) session(ctx context.Context) (bool, error) {
 		Quiet:        quiet,
 		QueueWeights: w.queueWeights,
 		StrictOrder:  w.strictOrder,
+		Tier:         w.tier,
 	}
 	if err := stream.Send(&pb.ConnectRequest{Kind: &pb.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, recvError(stream, err)

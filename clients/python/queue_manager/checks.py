@@ -72,6 +72,8 @@ def check_grace(value: float, what: str = "shutdown_grace") -> float:
 
 
 # Largest weight of a queue (Worker queue_weights), as the server allows.
+# Highest tier of a worker (the server's validate.MAX_TIER).
+MAX_TIER = 100
 MAX_QUEUE_WEIGHT = 1_000
 
 
@@ -94,6 +96,15 @@ def check_queue_weights(value: Mapping[str, int] | None, queues: Iterable[str]) 
             raise ValueError(f"queue_weights[{name!r}] must be 1 to {MAX_QUEUE_WEIGHT:,}, got {weight}")
         out[name] = weight
     return out
+
+
+def check_tier(value: int) -> int:
+    """A worker's tier among the workers of its queues (WorkerHello.tier): an int from 0 to `MAX_TIER`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"tier must be a whole number from 0 to {MAX_TIER}, not {type(value).__name__}")
+    if not 0 <= value <= MAX_TIER:
+        raise ValueError(f"tier must be 0 to {MAX_TIER}, got {value}")
+    return value
 
 
 def check_queue_order(value: Sequence[str], queues: Iterable[str]) -> list[str]:

@@ -183,6 +183,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
         handle_signals: bool = False,
         queue_weights: Mapping[str, int] | None = None,
         queue_order: Sequence[str] | None = None,
+        tier: int = 0,
     ) -> Worker:
         """Starts one worker (one stream) for the registered processors and returns it.
 
@@ -192,6 +193,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
             handle_signals: Shut down gracefully on SIGTERM/SIGINT.
             queue_weights: Shares of the slots by queue when several have jobs ready (`Worker`).
             queue_order: Strict priority of the queues instead, highest first (`Worker`).
+            tier: Preference among the queues' workers, 0 (the first) to 100 (`Worker`).
 
         Returns:
             The running `Worker` (already started; see `Worker.wait_connected`).
@@ -216,6 +218,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls):
             tracer_provider=self._tracer_provider,
             queue_weights=queue_weights,
             queue_order=queue_order,
+            tier=tier,
         )
         await worker.start()
         if handle_signals:

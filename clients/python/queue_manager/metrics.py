@@ -168,6 +168,7 @@ class WorkerInfo:
         labels: Free labels from its hello.
         uptime: How long it has been connected.
         state: Whether it takes jobs: active, quiet or stopping (`QueueManager.quiet_worker` and its kin).
+        tier: Its preference among the workers of its queues (`Worker`'s ``tier``; 0: the first).
     """
 
     worker_id: str
@@ -185,6 +186,7 @@ class WorkerInfo:
     labels: dict[str, str] = field(default_factory=dict)
     uptime: timedelta | None = None
     state: WorkerState = WorkerState.ACTIVE
+    tier: int = 0
 
 
 @dataclass(slots=True)
@@ -293,6 +295,7 @@ def worker_from_proto(msg: metrics_pb2.WorkerInfo) -> WorkerInfo:
         labels=dict(msg.labels),
         uptime=_duration(msg.uptime) if msg.HasField("uptime") else None,
         state=WORKER_STATE_BY_NUMBER.get(msg.state, WorkerState.ACTIVE),
+        tier=msg.tier,
     )
 
 

@@ -43,7 +43,7 @@ from datetime import timedelta
 from typing import Literal, TypeAlias
 
 from queue_manager.autoscale import PoolLoad, QueueLoad, ScalingPolicy, ScalingState, decide
-from queue_manager.checks import check_queue_shares
+from queue_manager.checks import check_queue_shares, check_tier
 from queue_manager.children import Child, RestartPacer, describe_exit
 from queue_manager.errors import QueueManagerError
 from queue_manager.lifecycle import RunsUntilShutdown
@@ -105,6 +105,8 @@ class WorkerManager(RunsUntilShutdown):
         queue_weights: How each process shares its slots among the queues when several have jobs ready
             (`Worker`'s ``queue_weights``).
         queue_order: Strict priority instead, every queue highest first (`Worker`'s ``queue_order``).
+        tier: Each process's preference among the queues' workers, 0 (the first) to 100 (`Worker`'s
+            ``tier``): a pool of burst workers at tier 1 beside steady ones at 0.
         min_workers: Fewest processes (0: an idle pool stops them all, and starts one when jobs come).
         max_workers: Most processes; default the number of CPUs.
         concurrency: Jobs each process runs at once; default the QueueManager's, else
@@ -134,6 +136,7 @@ class WorkerManager(RunsUntilShutdown):
         queues: Iterable[str] | None = None,
         queue_weights: Mapping[str, int] | None = None,
         queue_order: Sequence[str] | None = None,
+        tier: int = 0,
         min_workers: int = 1,
         max_workers: int | None = None,
         concurrency: int | None = None,
@@ -167,6 +170,7 @@ class WorkerManager(RunsUntilShutdown):
         self.queue_weights, order = check_queue_shares(queue_weights, queue_order, self.queues)
         self.queues = order if order is not None else self.queues
         self.strict = order is not None
+        self.tier = check_tier(tier)
         self.concurrency = concurrency or self._qm.concurrency or default_concurrency()
         self.policy = ScalingPolicy(
             min_workers=min_workers,
@@ -421,6 +425,8 @@ class WorkerManager(RunsUntilShutdown):
             argv += ["--weight", f"{queue}={weight}"]
         if self.strict:
             argv.append("--strict")
+        if self.tier:
+            argv += ["--tier", str(self.tier)]
         return [*argv, "--stop-on-stdin-eof"]
 
     def _stop(self, child: Child, reason: str) -> None:

@@ -75,6 +75,7 @@ from queue_manager.checks import (
     check_grace,
     check_labels,
     check_queue_shares,
+    check_tier,
     check_token,
 )
 from queue_manager.context import JobContext
@@ -140,6 +141,9 @@ class Worker(WorkerStream, RunsUntilShutdown):
             leaves its share to the others. None: no shares (each queue takes what is free).
         queue_order: Strict priority instead: every processor's queue, highest first; a queue gets slots only
             while none before it has a job ready. Not with ``queue_weights``.
+        tier: Preference among the workers of its queues, 0 to 100: a queue's jobs go to workers of a lower
+            tier first, and to this one only while those connected to the same server have no free slot
+            (e.g. 0 for on-premises workers, 1 for cloud workers taking the bursts). Default 0, the first.
 
     Raises:
         TypeError, ValueError: An argument of the wrong type or out of its range (see `QueueManager`).
@@ -160,6 +164,7 @@ class Worker(WorkerStream, RunsUntilShutdown):
         tracer_provider: TracerProvider | None = None,
         queue_weights: Mapping[str, int] | None = None,
         queue_order: Sequence[str] | None = None,
+        tier: int = 0,
     ) -> None:
         if not processors:
             raise ValueError("a worker needs at least one processor")
@@ -169,6 +174,7 @@ class Worker(WorkerStream, RunsUntilShutdown):
         self.queue_weights, order = check_queue_shares(queue_weights, queue_order, processors)
         self.queues = order if order is not None else sorted(processors)
         self.strict_order = order is not None
+        self.tier = check_tier(tier)
         self.labels = {
             "host": socket.gethostname(),
             "pid": str(os.getpid()),

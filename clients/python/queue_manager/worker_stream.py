@@ -72,6 +72,7 @@ class WorkerStream(JobRuns):
     labels: dict[str, str]
     queue_weights: dict[str, int]
     strict_order: bool
+    tier: int
     server_id: str
     lease_duration: float
     heartbeat_interval: float
@@ -135,6 +136,7 @@ class WorkerStream(JobRuns):
                 quiet=self._quiet,
                 queue_weights=self.queue_weights,
                 strict_order=self.strict_order,
+                tier=self.tier,
             )
             await call.write(worker_service_pb2.ConnectRequest(hello=hello))
             first = await call.read()

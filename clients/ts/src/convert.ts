@@ -476,5 +476,6 @@ export function workerFromProto(w: WorkerInfoPb): WorkerInfo {
     memoryBytes: Number(w.memoryBytes),
     labels: { ...w.labels },
     state: workerStateName(w.state),
+    tier: w.tier,
   };
 }

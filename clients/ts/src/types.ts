@@ -416,6 +416,8 @@ export interface WorkerInfo {
   labels: Record<string, string>;
   /** Whether it takes jobs: "active", "quiet" or "stopping" (`quietWorker`, `stopWorker`). */
   state: WorkerState;
+  /** Its preference among the workers of its queues (`WorkerOptions.tier`; 0: the first). */
+  tier: number;
 }
 
 /** One snapshot of `QueueManager.watchMetrics`. */

@@ -31,6 +31,12 @@ export interface WorkerOptions extends ConnectionOptions {
    * before it has a job ready. Not with `queueWeights`.
    */
   queueOrder?: string[];
+  /**
+   * Preference among the workers of its queues, 0 to 100 (default 0, the first): a queue's jobs go to workers
+   * of a lower tier first, and to this one only while those connected to the same server have no free slot
+   * (e.g. 0 for on-premises workers, 1 for cloud workers taking the bursts).
+   */
+  tier?: number;
   /** Free labels sent in the hello (host and pid are added). */
   labels?: Record<string, string>;
   /** Id sent in the hello; default `{hostname}-{pid}-{6 random hex digits}`. */
@@ -54,6 +60,8 @@ export const CLOSE_TIMEOUT_MS = 10_000;
 export const MAX_CONCURRENCY = 100_000;
 // Largest weight of a queue (WorkerOptions.queueWeights), as the server allows.
 export const MAX_QUEUE_WEIGHT = 1_000;
+// Highest tier of a worker (WorkerOptions.tier), as the server allows.
+export const MAX_TIER = 100;
 // What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
 export const LOG_LINES_KEPT = 1000;
 export const LOG_LINE_CHARS = 2000;
@@ -95,6 +103,17 @@ export function defaultConcurrency(env: NodeJS.ProcessEnv = process.env): number
 export function checkConcurrency(value: number, what = "concurrency"): number {
   if (!Number.isInteger(value) || value < 1 || value > MAX_CONCURRENCY) {
     throw new RangeError(`${what} must be a whole number from 1 to ${MAX_CONCURRENCY}, got ${value}`);
+  }
+  return value;
+}
+
+/** A worker's tier (undefined: 0), a whole number from 0 to 100. */
+export function checkTier(value: unknown): number {
+  if (value === undefined) {
+    return 0;
+  }
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_TIER) {
+    throw new RangeError(`tier must be a whole number from 0 to ${MAX_TIER}, got ${String(value)}`);
   }
   return value;
 }

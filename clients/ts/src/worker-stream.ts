@@ -91,6 +91,7 @@ export interface StreamSettings {
   labels: Record<string, string>;
   queueWeights: Record<string, number>;
   strictOrder: boolean;
+  tier: number;
   log: WorkerLogger;
   backoffFirst: number;
   backoffMax: number;
@@ -224,6 +225,7 @@ export class WorkerStream {
           quiet: this.quiet,
           queueWeights: this.settings.queueWeights,
           strictOrder: this.settings.strictOrder,
+          tier: this.settings.tier,
         },
       },
     });

@@ -21,6 +21,7 @@ import {
   checkProcessor,
   checkQueueOrder,
   checkQueueWeights,
+  checkTier,
   consoleLogger,
   defaultConcurrency,
   within,
@@ -105,7 +106,15 @@ export class Worker extends EventEmitter {
       },
     };
     this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)));
-    const settings = { labels, log, backoffFirst, backoffMax, queueWeights: this.queueWeights, strictOrder: this.strictOrder };
+    const settings = {
+      labels,
+      log,
+      backoffFirst,
+      backoffMax,
+      queueWeights: this.queueWeights,
+      strictOrder: this.strictOrder,
+      tier: checkTier(options.tier),
+    };
     this.stream = new WorkerStream(this, settings, concurrency, this.outbox, this.runs);
   }
 

@@ -111,3 +111,37 @@ it("checks the shares before connecting, as the Python worker does", () => {
   const plain = make({})();
   assert.deepEqual([plain.queues, plain.queueWeights, plain.strictOrder], [["a", "b"], {}, false]);
 });
+
+it("tier: jobs go to the lower tier while it has free slots, then to the higher one", async () => {
+  const qm = client();
+  const q = queueName("tier");
+  await qm.registerQueue(q);
+  const home = holding([q]);
+  const burst = holding([q]);
+  // The tier-0 worker connects first, so that its credits (granted once it is welcomed) are in when the jobs
+  // come; tests/test_worker_tiers.py shows that the tier, not the order of arrival, decides.
+  const first = await worker({ concurrency: 2, processors: home.processors, workerId: `${q}-home` });
+  const spare = await worker({ concurrency: 2, processors: burst.processors, tier: 1, workerId: `${q}-burst` });
+  try {
+    for (let i = 0; i < 2; i++) {
+      await qm.addJob(q, `j${i}`, null);
+      await until(() => home.started.length + burst.started.length > i);
+    }
+    assert.deepEqual([home.started.length, burst.started.length], [2, 0]);
+    await qm.addJob(q, "j2", null);
+    await until(() => burst.started.length >= 1);
+    assert.deepEqual([home.started.length, burst.started.length], [2, 1]);
+    const tiers = Object.fromEntries((await qm.listWorkers(q)).map((w) => [w.workerId, w.tier]));
+    assert.deepEqual(tiers, { [`${q}-home`]: 0, [`${q}-burst`]: 1 });
+    assert.throws(() => new Worker({ address: address(), processors: home.processors, tier: 101 }), {
+      name: "RangeError",
+      message: "tier must be a whole number from 0 to 100, got 101",
+    });
+  } finally {
+    home.release();
+    burst.release();
+    await first.shutdown();
+    await spare.shutdown();
+    await qm.shutdown();
+  }
+});

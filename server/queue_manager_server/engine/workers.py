@@ -8,8 +8,8 @@ workers of a server killed with -9 drop out by themselves. Readers see only live
 Entry fields (a hash per worker, engine/keys.py ``worker_prefix``): ses (the stream's session id), sid
 (server id), host, lang, ver, q (queues, comma-separated), conc (concurrency), inf (jobs in flight), cts
 (stream opened, ms), hb (last report, ms), cpu (percent of one core), mem (resident bytes), lbl (labels,
-JSON), st (whether it takes jobs: ``active``, ``quiet`` or ``stopping``; services/worker_control.py). Times
-are Redis times.
+JSON), st (whether it takes jobs: ``active``, ``quiet`` or ``stopping``; services/worker_control.py), tier
+(WorkerHello.tier). Times are Redis times.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class WorkerEntry:
     memory_bytes: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     state: str = "active"
+    tier: int = 0
 
     def argv(self) -> list[Any]:
         return [
@@ -61,6 +62,7 @@ class WorkerEntry:
             self.memory_bytes,
             json.dumps(self.labels, separators=(",", ":")),
             self.state,
+            self.tier,
         ]
 
 
@@ -82,6 +84,7 @@ class WorkerRecord:
     memory_bytes: int
     labels: dict[str, str]
     state: str = "active"
+    tier: int = 0
 
     @property
     def free(self) -> int:
@@ -114,6 +117,7 @@ def _record(worker_id: str, flat: Sequence[Any]) -> WorkerRecord:
         memory_bytes=int(float(f.get("mem") or 0)),
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
         state=f.get("st") or "active",
+        tier=int(float(f.get("tier") or 0)),
     )
 
 

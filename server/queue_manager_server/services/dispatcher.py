@@ -115,6 +115,9 @@ class WorkerSession:
     # queue_shares): its queues in strict order, or every queue's weight; None for each without.
     order: tuple[str, ...] | None = None
     weights: dict[str, int] | None = None
+    # Its tier among the queue's workers (WorkerHello.tier): a queue's claims serve it only while no session
+    # of a lower tier has a free slot for the queue (Dispatcher._in_turn, _dispatch_once, _fold).
+    tier: int = 0
     # Set when this server, shutting down, ends the stream of a worker still running jobs: their leases stay
     # held (not released as stalls), and the worker extends them on the stream it opens next, to this server
     # restarted or to another, which takes them over (reports.py); a worker that never comes back loses
@@ -330,12 +333,17 @@ class Dispatcher:
         sessions = self._in_turn(queue)
         now = time.monotonic()
         for s in sessions:
-            if s.closed or s.held or s.credits <= 0 or s.linger_until or self._silent(s, queue, now):
+            if s.closed or s.held or s.credits <= 0 or self._silent(s, queue, now):
                 continue
-            take = min(self._take(s, len(sessions) == 1), FOLD_MAX)
+            take = 0 if s.linger_until else min(self._take(s, len(sessions) == 1), FOLD_MAX)
             if s.order is not None or s.weights is not None:
-                take = min(take, self._room(s, queue))
+                room = self._room(s, queue)
+                if room <= 0:
+                    continue
+                take = min(take, room)
             if take <= 0:
+                if s.tier < sessions[-1].tier:
+                    return None  # a preferred worker's free slots wait for company: the loop claims later
                 continue
             s.credits -= take
             self._claiming[queue] = []
@@ -347,11 +355,13 @@ class Dispatcher:
     def _in_turn(self, queue: str) -> list[WorkerSession]:
         """The queue's sessions, starting with the next one each time (a loop's round, a folded claim): when a
         rate limit, a cap or a low rate leaves a few jobs per claim, every worker gets its turn instead of
-        the first one taking them all."""
+        the first one taking them all. Sessions of a lower tier come first (their turns kept among them)."""
         sessions = list(self.sessions[queue])
         if len(sessions) > 1:
             turn = self._turn[queue] = (self._turn.get(queue, -1) + 1) % len(sessions)
             sessions = sessions[turn:] + sessions[:turn]
+            if any(s.tier for s in sessions):
+                sessions.sort(key=lambda s: s.tier)
         return sessions
 
     def _ready(self, queue: str) -> bool:
@@ -573,9 +583,14 @@ class Dispatcher:
         split = len(sessions) == 1
         now = asyncio.get_running_loop().time()
         clock = time.monotonic()
+        # The lowest tier of a session left with free slots for the queue this round: sessions of a higher
+        # tier wait while it has them (WorkerSession.tier).
+        free_tier = sessions[-1].tier
         for s in sessions:
             if s.closed or s.held or self._silent(s, queue, clock):
                 continue
+            if s.tier > free_tier:
+                break
             if s.credits <= 0:
                 s.short_of_credit.add(queue)
                 continue
@@ -590,6 +605,7 @@ class Dispatcher:
                     s.linger_until = now + self.credit_linger_s
                 if now < s.linger_until:
                     wait = min(wait, s.linger_until - now)
+                    free_tier = s.tier
                     continue
                 take = min(s.credits, CLAIM_BATCH)
             s.linger_until = 0.0
@@ -632,6 +648,8 @@ class Dispatcher:
                     continue
                 if len(res.jobs) == take:
                     more = True
+                    if s.credits > 0:
+                        free_tier = s.tier
             empty = res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0
             if empty:
                 self._mark_drained(queue)

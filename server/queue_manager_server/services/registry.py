@@ -37,4 +37,5 @@ def registry_entry(s: WorkerSession, server_id: str, now: float) -> WorkerEntry:
         memory_bytes=s.stats.memory_bytes if s.stats is not None else 0,
         labels=dict(h.labels),
         state=s.state,
+        tier=s.tier,
     )

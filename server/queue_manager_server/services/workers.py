@@ -181,6 +181,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             await self.engine.get_queue(q)
         session = WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
         session.order, session.weights = validate.queue_shares(h, queues)
+        session.tier = h.tier
         session.commands = frozenset(h.commands)
         session.set_quiet(h.quiet)
         return session

@@ -31,6 +31,7 @@ _LEVEL_COLUMNS = ("priority", "waiting", "oldest_waiting_age")
 _WORKER_COLUMNS = (
     "worker_id",
     "state",
+    "tier",
     "host",
     "language",
     "queues",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
-from queue_manager.checks import MAX_QUEUE_WEIGHT
+from queue_manager.checks import MAX_QUEUE_WEIGHT, MAX_TIER
 from queue_manager.cli.common import UsageError, client, option, show
 from queue_manager.client import QueueManager
 from queue_manager.errors import error_from_rpc
@@ -59,6 +59,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="strict priority: the --queue options in order, highest first (a queue runs only while none "
         "before it has a job ready)",
+    )
+    worker.add_argument(
+        "--tier",
+        type=_tier,
+        default=0,
+        help="preference among the queues' workers (0-100, default 0): jobs go to a higher tier only while "
+        "the workers of lower tiers on the same server are full",
     )
     option(
         worker,
@@ -220,11 +227,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
                 args.stop_on_stdin_eof,
                 weights or None,
                 order,
+                args.tier,
             )
         )
     except ValueError as exc:  # the shares do not fit the processors (Worker's checks)
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _tier(text: str) -> int:
+    """An argparse ``type``: a whole number from 0 to MAX_TIER."""
+    if not text.strip().isdigit() or int(text) > MAX_TIER:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_TIER}, got {text!r}")
+    return int(text)
 
 
 def _weight(text: str) -> tuple[str, int]:
@@ -282,6 +297,7 @@ def _pool(
         queues=queues,
         queue_weights=weights,
         queue_order=order,
+        tier=args.tier,
         min_workers=low,
         max_workers=high,
         concurrency=args.concurrency,
@@ -308,10 +324,16 @@ async def _run_worker(
     stop_on_eof: bool,
     weights: dict[str, int] | None = None,
     order: list[str] | None = None,
+    tier: int = 0,
 ) -> None:
     qm.shutdown_grace = grace
     worker = await qm.start_workers(
-        queues, concurrency=concurrency, handle_signals=True, queue_weights=weights, queue_order=order
+        queues,
+        concurrency=concurrency,
+        handle_signals=True,
+        queue_weights=weights,
+        queue_order=order,
+        tier=tier,
     )
     if stop_on_eof:
         _stop_when_stdin_closes(worker)

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from queue_manager.v1 import types_pb2 as queue__manager_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equeue_manager/v1/metrics.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"/\n\x14GetAllMetricsRequest\x12\x17\n\x0finclude_history\x18\x01 \x01(\x08\"H\n\x15GetAllMetricsResponse\x12/\n\x07metrics\x18\x01 \x03(\x0b\x32\x1e.queue_manager.v1.QueueMetrics\"\x89\x01\n\x13WatchMetricsRequest\x12\x13\n\x0bqueue_names\x18\x01 \x03(\t\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0finclude_history\x18\x03 \x01(\x08\x12\x17\n\x0finclude_workers\x18\x04 \x01(\x08\"\xa0\x01\n\x14WatchMetricsResponse\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07metrics\x18\x02 \x03(\x0b\x32\x1e.queue_manager.v1.QueueMetrics\x12-\n\x07workers\x18\x03 \x03(\x0b\x32\x1c.queue_manager.v1.WorkerInfo\"(\n\x12ListWorkersRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"D\n\x13ListWorkersResponse\x12-\n\x07workers\x18\x01 \x03(\x0b\x32\x1c.queue_manager.v1.WorkerInfo\"\xf3\x03\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tserver_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0e\n\x06queues\x18\x06 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x11\n\tin_flight\x18\x08 \x01(\r\x12\x30\n\x0c\x63onnect_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13last_heartbeat_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63pu_percent\x18\x0b \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x0c \x01(\x04\x12\x38\n\x06labels\x18\r \x03(\x0b\x32(.queue_manager.v1.WorkerInfo.LabelsEntry\x12)\n\x06uptime\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x05state\x18\x0f \x01(\x0e\x32\x1d.queue_manager.v1.WorkerState\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*w\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13WORKER_STATE_ACTIVE\x10\x01\x12\x16\n\x12WORKER_STATE_QUIET\x10\x02\x12\x19\n\x15WORKER_STATE_STOPPING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equeue_manager/v1/metrics.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"/\n\x14GetAllMetricsRequest\x12\x17\n\x0finclude_history\x18\x01 \x01(\x08\"H\n\x15GetAllMetricsResponse\x12/\n\x07metrics\x18\x01 \x03(\x0b\x32\x1e.queue_manager.v1.QueueMetrics\"\x89\x01\n\x13WatchMetricsRequest\x12\x13\n\x0bqueue_names\x18\x01 \x03(\t\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0finclude_history\x18\x03 \x01(\x08\x12\x17\n\x0finclude_workers\x18\x04 \x01(\x08\"\xa0\x01\n\x14WatchMetricsResponse\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07metrics\x18\x02 \x03(\x0b\x32\x1e.queue_manager.v1.QueueMetrics\x12-\n\x07workers\x18\x03 \x03(\x0b\x32\x1c.queue_manager.v1.WorkerInfo\"(\n\x12ListWorkersRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"D\n\x13ListWorkersResponse\x12-\n\x07workers\x18\x01 \x03(\x0b\x32\x1c.queue_manager.v1.WorkerInfo\"\x81\x04\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tserver_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0e\n\x06queues\x18\x06 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x11\n\tin_flight\x18\x08 \x01(\r\x12\x30\n\x0c\x63onnect_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13last_heartbeat_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63pu_percent\x18\x0b \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x0c \x01(\x04\x12\x38\n\x06labels\x18\r \x03(\x0b\x32(.queue_manager.v1.WorkerInfo.LabelsEntry\x12)\n\x06uptime\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x05state\x18\x0f \x01(\x0e\x32\x1d.queue_manager.v1.WorkerState\x12\x0c\n\x04tier\x18\x10 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*w\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13WORKER_STATE_ACTIVE\x10\x01\x12\x16\n\x12WORKER_STATE_QUIET\x10\x02\x12\x19\n\x15WORKER_STATE_STOPPING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKERINFO_LABELSENTRY']._loaded_options = None
   _globals['_WORKERINFO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_WORKERSTATE']._serialized_start=1187
-  _globals['_WORKERSTATE']._serialized_end=1306
+  _globals['_WORKERSTATE']._serialized_start=1201
+  _globals['_WORKERSTATE']._serialized_end=1320
   _globals['_GETALLMETRICSREQUEST']._serialized_start=147
   _globals['_GETALLMETRICSREQUEST']._serialized_end=194
   _globals['_GETALLMETRICSRESPONSE']._serialized_start=196
@@ -51,7 +51,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWORKERSRESPONSE']._serialized_start=615
   _globals['_LISTWORKERSRESPONSE']._serialized_end=683
   _globals['_WORKERINFO']._serialized_start=686
-  _globals['_WORKERINFO']._serialized_end=1185
-  _globals['_WORKERINFO_LABELSENTRY']._serialized_start=1140
-  _globals['_WORKERINFO_LABELSENTRY']._serialized_end=1185
+  _globals['_WORKERINFO']._serialized_end=1199
+  _globals['_WORKERINFO_LABELSENTRY']._serialized_start=1154
+  _globals['_WORKERINFO_LABELSENTRY']._serialized_end=1199
 # @@protoc_insertion_point(module_scope)

@@ -257,6 +257,7 @@ class WorkerInfo(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     UPTIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id (from its hello)."""
     server_id: _builtins.str
@@ -277,6 +278,8 @@ class WorkerInfo(_message.Message):
     """Resident memory it last reported, in bytes; 0 if it reports none."""
     state: Global___WorkerState.ValueType
     """Whether it takes jobs: active, quiet or stopping (ControlWorker)."""
+    tier: _builtins.int
+    """Its tier among workers (WorkerHello.tier; 0: the first)."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues it takes jobs from."""
@@ -315,10 +318,11 @@ class WorkerInfo(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         uptime: _duration_pb2.Duration | None = ...,
         state: Global___WorkerState.ValueType = ...,
+        tier: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_heartbeat_time", b"last_heartbeat_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "connect_time", b"connect_time", "cpu_percent", b"cpu_percent", "host", b"host", "in_flight", b"in_flight", "labels", b"labels", "language", b"language", "last_heartbeat_time", b"last_heartbeat_time", "memory_bytes", b"memory_bytes", "queues", b"queues", "server_id", b"server_id", "state", b"state", "uptime", b"uptime", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "connect_time", b"connect_time", "cpu_percent", b"cpu_percent", "host", b"host", "in_flight", b"in_flight", "labels", b"labels", "language", b"language", "last_heartbeat_time", b"last_heartbeat_time", "memory_bytes", b"memory_bytes", "queues", b"queues", "server_id", b"server_id", "state", b"state", "tier", b"tier", "uptime", b"uptime", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -177,6 +177,7 @@ class WorkerHello(_message.Message):
     QUIET_FIELD_NUMBER: _builtins.int
     QUEUE_WEIGHTS_FIELD_NUMBER: _builtins.int
     STRICT_ORDER_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable id of the worker process (unique per process); 1 to 200 characters."""
     concurrency: _builtins.int
@@ -192,6 +193,12 @@ class WorkerHello(_message.Message):
     strict_order: _builtins.bool
     """Strict: queues take slots in the order of `queues`, a queue only while none before it has a job ready
     (nothing ready, paused, or held by its rate limit or concurrency cap).
+    """
+    tier: _builtins.int
+    """Preference among workers (at most 100): a queue's jobs go to workers of a lower tier first, and to this
+    worker only while every worker of a lower tier taking jobs of the queue on the same server has no free
+    slot (for example on-premises workers at 0 and cloud workers at 1, used for bursts). 0: the first tier.
+    Each server applies it to the workers connected to it.
     """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -229,10 +236,11 @@ class WorkerHello(_message.Message):
         quiet: _builtins.bool = ...,
         queue_weights: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         strict_order: _builtins.bool = ...,
+        tier: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "concurrency", b"concurrency", "labels", b"labels", "language", b"language", "queue_weights", b"queue_weights", "queues", b"queues", "quiet", b"quiet", "strict_order", b"strict_order", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "concurrency", b"concurrency", "labels", b"labels", "language", b"language", "queue_weights", b"queue_weights", "queues", b"queues", "quiet", b"quiet", "strict_order", b"strict_order", "tier", b"tier", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

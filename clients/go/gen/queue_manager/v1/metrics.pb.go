@@ -433,7 +433,9 @@ type WorkerInfo struct {
 	// How long it has been connected.
 	Uptime *durationpb.Duration `protobuf:"bytes,14,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	// Whether it takes jobs: active, quiet or stopping (ControlWorker).
-	State         WorkerState `protobuf:"varint,15,opt,name=state,proto3,enum=queue_manager.v1.WorkerState" json:"state,omitempty"`
+	State WorkerState `protobuf:"varint,15,opt,name=state,proto3,enum=queue_manager.v1.WorkerState" json:"state,omitempty"`
+	// Its tier among workers (WorkerHello.tier; 0: the first).
+	Tier          uint32 `protobuf:"varint,16,opt,name=tier,proto3" json:"tier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +575,13 @@ func (x *WorkerInfo) GetState() WorkerState {
 	return WorkerState_WORKER_STATE_UNSPECIFIED
 }
 
+func (x *WorkerInfo) GetTier() uint32 {
+	if x != nil {
+		return x.Tier
+	}
+	return 0
+}
+
 var File_queue_manager_v1_metrics_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_metrics_proto_rawDesc = "" +
@@ -596,7 +605,7 @@ const file_queue_manager_v1_metrics_proto_rawDesc = "" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\"M\n" +
 	"\x13ListWorkersResponse\x126\n" +
-	"\aworkers\x18\x01 \x03(\v2\x1c.queue_manager.v1.WorkerInfoR\aworkers\"\x9b\x05\n" +
+	"\aworkers\x18\x01 \x03(\v2\x1c.queue_manager.v1.WorkerInfoR\aworkers\"\xaf\x05\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1b\n" +
@@ -615,7 +624,8 @@ const file_queue_manager_v1_metrics_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\f \x01(\x04R\vmemoryBytes\x12@\n" +
 	"\x06labels\x18\r \x03(\v2(.queue_manager.v1.WorkerInfo.LabelsEntryR\x06labels\x121\n" +
 	"\x06uptime\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x123\n" +
-	"\x05state\x18\x0f \x01(\x0e2\x1d.queue_manager.v1.WorkerStateR\x05state\x1a9\n" +
+	"\x05state\x18\x0f \x01(\x0e2\x1d.queue_manager.v1.WorkerStateR\x05state\x12\x12\n" +
+	"\x04tier\x18\x10 \x01(\rR\x04tier\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*w\n" +

@@ -217,7 +217,12 @@ type WorkerHello struct {
 	QueueWeights map[string]uint32 `protobuf:"bytes,9,rep,name=queue_weights,json=queueWeights,proto3" json:"queue_weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Strict: queues take slots in the order of `queues`, a queue only while none before it has a job ready
 	// (nothing ready, paused, or held by its rate limit or concurrency cap).
-	StrictOrder   bool `protobuf:"varint,10,opt,name=strict_order,json=strictOrder,proto3" json:"strict_order,omitempty"`
+	StrictOrder bool `protobuf:"varint,10,opt,name=strict_order,json=strictOrder,proto3" json:"strict_order,omitempty"`
+	// Preference among workers (at most 100): a queue's jobs go to workers of a lower tier first, and to this
+	// worker only while every worker of a lower tier taking jobs of the queue on the same server has no free
+	// slot (for example on-premises workers at 0 and cloud workers at 1, used for bursts). 0: the first tier.
+	// Each server applies it to the workers connected to it.
+	Tier          uint32 `protobuf:"varint,11,opt,name=tier,proto3" json:"tier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +325,13 @@ func (x *WorkerHello) GetStrictOrder() bool {
 		return x.StrictOrder
 	}
 	return false
+}
+
+func (x *WorkerHello) GetTier() uint32 {
+	if x != nil {
+		return x.Tier
+	}
+	return 0
 }
 
 // JobCompletion reports a successful run.
@@ -1491,7 +1503,7 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x0eConnectRequest\x125\n" +
 	"\x05hello\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkerHelloH\x00R\x05hello\x128\n" +
 	"\x06report\x18\x02 \x01(\v2\x1e.queue_manager.v1.WorkerReportH\x00R\x06reportB\x06\n" +
-	"\x04kind\"\xa9\x04\n" +
+	"\x04kind\"\xbd\x04\n" +
 	"\vWorkerHello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06queues\x18\x02 \x03(\tR\x06queues\x12 \n" +
@@ -1503,7 +1515,8 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x05quiet\x18\b \x01(\bR\x05quiet\x12T\n" +
 	"\rqueue_weights\x18\t \x03(\v2/.queue_manager.v1.WorkerHello.QueueWeightsEntryR\fqueueWeights\x12!\n" +
 	"\fstrict_order\x18\n" +
-	" \x01(\bR\vstrictOrder\x1a9\n" +
+	" \x01(\bR\vstrictOrder\x12\x12\n" +
+	"\x04tier\x18\v \x01(\rR\x04tier\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
