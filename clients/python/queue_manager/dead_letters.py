@@ -132,6 +132,7 @@ def redrive_request(
     limit: int | None,
     job_ids: Iterable[str] | None,
     replace_data: bool,
+    data: Any = None,
 ) -> queue_service_pb2.RedriveDeadLettersRequest:
     """Builds and validates a RedriveDeadLettersRequest (see `QueueManager.redrive_dead_letters`)."""
     validate_queue_name(queue_name)
@@ -151,13 +152,18 @@ def redrive_request(
             raise ValueError(f"{copy_id!r} is not a dead-letter copy's id ('<queue>:<job id>')")
     if ids and limit is not None:
         raise ValueError("give job_ids or limit, not both: limit applies to a scan of the queue")
-    return queue_service_pb2.RedriveDeadLettersRequest(
+    if data is not None and len(ids) != 1:
+        raise ValueError(f"data replaces one copy's data: give exactly one job_id ({len(ids)} given)")
+    request = queue_service_pb2.RedriveDeadLettersRequest(
         queue_name=queue_name,
         original_queue=original_queue or "",
         limit=limit or 0,
         job_ids=ids,
         replace_data=bool(replace_data),
     )
+    if data is not None:
+        encode_payload(data, request.data)
+    return request
 
 
 def redrive_result_from_proto(response: queue_service_pb2.RedriveDeadLettersResponse) -> RedriveResult:

@@ -612,9 +612,10 @@ class SyncQueueManager:
         limit: int | None = None,
         job_ids: Iterable[str] | None = None,
         replace_data: bool = False,
+        data: Any = None,
     ) -> RedriveResult:
         """Sends dead-letter copies back to their original queues; see `QueueManager.redrive_dead_letters`."""
-        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data)
+        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data, data)
         response: queue_service_pb2.RedriveDeadLettersResponse = self._call(
             self._queues.RedriveDeadLetters, request
         )
