@@ -405,9 +405,9 @@ async def test_cli_redrive_one_copy_with_data(
         assert status == 2
         assert f"--data replaces one copy's data: give exactly one --id ({given} given)" in err
     status, _, err = await qm_cli(
-        capsys, "--server", "127.0.0.1:9", "dlq", "redrive", "--id", copies[0], "--data", "null"
+        capsys, "--server", "127.0.0.1:9", "dlq", "redrive", "--id", copies[0], "--data", "{"
     )
-    assert status == 2 and "--data null is not new data" in err
+    assert status == 2 and "--data is not valid JSON" in err
     for copy_id, data in zip(copies, ({"v": 1}, {"v": 2}), strict=True):
         assert (await qm.get_job(DLQ, copy_id)).data["original_data"] == data
     status, out, err = await qm_cli(
@@ -416,7 +416,9 @@ async def test_cli_redrive_one_copy_with_data(
     assert status == 0 and "redriven: 1" in out, err
     job = await qm.get_job("cli", first)
     assert (job.state, job.data) == (JobState.WAITING, {"v": 10})
-    assert (await qm.get_job("cli", second)).data == {"v": 2}
+    # JSON null is new data too: the job runs with null.
+    await qm_json(capsys, server, "dlq", "redrive", "--id", copies[1], "--data", "null")
+    assert (await qm.get_job("cli", second)).data is None
 
 
 async def test_http_routes(server_factory: ServerFactory) -> None:

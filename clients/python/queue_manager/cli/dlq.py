@@ -16,7 +16,7 @@ from queue_manager.cli.common import (
     read_data,
     show,
 )
-from queue_manager.dead_letters import DEAD_LETTER_QUEUE, DeadLetter
+from queue_manager.dead_letters import DEAD_LETTER_QUEUE, KEEP_DATA, DeadLetter
 
 _COLUMNS = ("id", "original_queue", "original_name", "attempts_made", "failure_reason", "dead_at")
 
@@ -111,15 +111,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    data = None
+    data = KEEP_DATA
     if args.data is not None:
         if len(args.ids or ()) != 1:
             raise UsageError(
                 f"--data replaces one copy's data: give exactly one --id ({len(args.ids or ())} given)"
             )
         data = read_data(args.data)
-        if data is None:
-            raise UsageError("--data null is not new data: leave --data out to keep the copy's data")
     with client(args) as qm:
         result = qm.redrive_dead_letters(
             args.dead_letter_queue,
