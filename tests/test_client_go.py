@@ -104,6 +104,7 @@ EXPECTED = {
     "TestWatchJobEventsFiltersAndEnds",
     "TestRedriveAndRetryWithDataRunFailedJobsAgain",
     "TestListDeadLettersReadsEachCopy",
+    "TestRedriveWithDataRunsTheOriginalWithItInOneCall",
     "TestWorkerObeysQuietResumeAndStop",
     "TestSetWorkerConcurrencyRaisesAndLowersTheRuns",
     "TestWorkerControlRefusesBadArguments",

@@ -44,6 +44,13 @@ async def failed_for_good(qm: QueueManager, queue: str, data: object, name: str 
     """Adds a job and fails it for good through a short-lived worker of its own; returns its id once its
     dead-letter copy is written."""
     job = await qm.add_job(queue, name, data)
+    await fail_for_good(qm, queue, job.id)
+    return job.id
+
+
+async def fail_for_good(qm: QueueManager, queue: str, job_id: str) -> None:
+    """Fails a waiting job for good through a short-lived worker of its own; returns once its dead-letter copy
+    is written."""
     helper = QueueManager(address=qm.address)
 
     @helper.processor(queue)
@@ -52,10 +59,10 @@ async def failed_for_good(qm: QueueManager, queue: str, data: object, name: str 
 
     await helper.start_workers()
     try:
-        assert (await qm.wait_for_job(queue, job.id, timeout=WAIT)).state is JobState.FAILED
+        assert (await qm.wait_for_job(queue, job_id, timeout=WAIT)).state is JobState.FAILED
     finally:
         await helper.shutdown()
-    copy_id = f"{queue}:{job.id}"
+    copy_id = f"{queue}:{job_id}"
 
     async def copied() -> bool:
         try:
@@ -65,7 +72,6 @@ async def failed_for_good(qm: QueueManager, queue: str, data: object, name: str 
         return True
 
     await eventually(copied, WAIT)
-    return job.id
 
 
 # ---- retry with new data -------------------------------------------------------------------------
@@ -167,6 +173,79 @@ async def test_edit_the_copy_then_redrive_with_its_data(qm: QueueManager) -> Non
     result = await qm.redrive_dead_letters(job_ids=[copy.id], replace_data=True)
     assert (result.count, result.skipped) == (1, {})
     assert (await qm.get_job("pay", job_id)).data == {"card": "renewed"}
+
+
+async def test_one_call_requeues_one_copy_with_new_data(qm: QueueManager) -> None:
+    """RedriveDeadLettersRequest.data: no UpdateJobData on the copy first; the original runs with the new
+    data, and a failure of that run leaves a new copy that records it."""
+    await qm.register_queue("pay")
+    job_id = await failed_for_good(qm, "pay", {"card": "expired"})
+    gone_id = await failed_for_good(qm, "pay", {"card": "lost"}, "refund")
+    await qm.remove_job("pay", gone_id)  # as retention would
+    result = await qm.redrive_dead_letters(job_ids=[f"pay:{job_id}"], data={"card": "renewed"})
+    assert (result.count, result.queues["pay"].retried, result.skipped) == (1, 1, {})
+    job = await qm.get_job("pay", job_id)
+    assert (job.state, job.data, job.attempts_made) == (JobState.WAITING, {"card": "renewed"}, 0)
+    with pytest.raises(NotFoundError):
+        await qm.get_job(DLQ, f"pay:{job_id}")
+    await fail_for_good(qm, "pay", job_id)
+    copy = await qm.get_job(DLQ, f"pay:{job_id}")
+    assert copy.data["original_data"] == {"card": "renewed"}
+    # A gone original is added anew with the new data, raw bytes too.
+    result = await qm.redrive_dead_letters(DLQ, job_ids=[f"pay:{gone_id}"], data=b"\x00new")
+    assert (result.count, result.queues["pay"].added) == (1, 1)
+    again = await qm.get_job("pay", gone_id)
+    assert (again.state, again.name, again.data) == (JobState.WAITING, "refund", b"\x00new")
+
+
+async def test_a_redrive_with_data_refused_or_skipped_leaves_the_copy_as_it_was(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(max_payload_bytes=100)
+    qm = QueueManager(address=server.address)
+    try:
+        await qm.register_queue("pay")
+        await qm.register_queue("doomed")
+        job_id = await failed_for_good(qm, "pay", {"card": "expired"})
+        other_id = await failed_for_good(qm, "pay", {"card": "other"})
+        doomed_id = await failed_for_good(qm, "doomed", {"v": 1})
+        copy_id, other_copy, doomed_copy = f"pay:{job_id}", f"pay:{other_id}", f"doomed:{doomed_id}"
+        stored = {c: (await qm.get_job(DLQ, c)).data for c in (copy_id, other_copy, doomed_copy)}
+        new = {"card": "renewed"}
+        with pytest.raises(ValueError, match="exactly one job_id"):
+            await qm.redrive_dead_letters(job_ids=[copy_id, other_copy], data=new)
+        with pytest.raises(ValueError, match="JSON compliant"):
+            await qm.redrive_dead_letters(job_ids=[copy_id], data=float("nan"))
+        with pytest.raises(InvalidArgumentError, match=r"^INVALID_ARGUMENT: data: .*100"):
+            await qm.redrive_dead_letters(job_ids=[copy_id], data="x" * 200)
+        # The server checks the same, for clients that send anything.
+        from queue_manager.v1 import queue_service_pb2 as qpb
+        from queue_manager.v1 import types_pb2
+
+        stub = qm._queue_stub()
+        good = types_pb2.Payload(raw=b'{"card":"renewed"}', content_type="application/json")
+        for ids, payload, says in (
+            ([copy_id, other_copy], good, "exactly one job_id (2 given)"),
+            ([], good, "exactly one job_id (0 given)"),
+            ([copy_id], types_pb2.Payload(raw=b"{", content_type="application/json"), "JSON"),
+            ([copy_id], types_pb2.Payload(content_type="application/json"), "holds no body"),
+            ([copy_id], types_pb2.Payload(raw=b"y" * 101), "100"),
+        ):
+            request = qpb.RedriveDeadLettersRequest(queue_name=DLQ, job_ids=ids, data=payload)
+            with pytest.raises(InvalidArgumentError, match=f"^INVALID_ARGUMENT: data: .*{re.escape(says)}"):
+                await qm._unary(stub.RedriveDeadLetters, request)
+        # An unknown copy is skipped; a copy whose original queue is gone is put back, its data as it was.
+        result = await qm.redrive_dead_letters(job_ids=["pay:nope"], data=new)
+        assert (result.count, result.skipped) == (0, {"pay:nope": "no such job in the dead-letter queue"})
+        await qm.obliterate_queue("doomed", force=True)
+        result = await qm.redrive_dead_letters(job_ids=[doomed_copy], data=new)
+        assert (result.count, result.missing_queues) == (0, ["doomed"])
+        for copy, data in stored.items():
+            assert (await qm.get_job(DLQ, copy)).data == data
+        job = await qm.get_job("pay", job_id)
+        assert (job.state, job.data) == (JobState.FAILED, {"card": "expired"})
+    finally:
+        await qm.shutdown()
 
 
 async def test_redrive_of_one_original_queue_only(qm: QueueManager) -> None:
@@ -310,6 +389,38 @@ async def test_cli_retry_with_data_and_dlq_list_and_redrive(
     assert "--limit: must be a whole number from 1" in capsys.readouterr().err
 
 
+async def test_cli_redrive_one_copy_with_data(
+    qm: QueueManager, server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await qm.register_queue("cli")
+    first = await failed_for_good(qm, "cli", {"v": 1})
+    second = await failed_for_good(qm, "cli", {"v": 2})
+    copies = [f"cli:{first}", f"cli:{second}"]
+    # Refused by flag name before connecting (nothing listens on this address).
+    for ids, given in (([], 0), (copies, 2)):
+        id_flags = [a for c in ids for a in ("--id", c)]
+        status, _, err = await qm_cli(
+            capsys, "--server", "127.0.0.1:9", "dlq", "redrive", *id_flags, "--data", '{"v": 10}'
+        )
+        assert status == 2
+        assert f"--data replaces one copy's data: give exactly one --id ({given} given)" in err
+    status, _, err = await qm_cli(
+        capsys, "--server", "127.0.0.1:9", "dlq", "redrive", "--id", copies[0], "--data", "{"
+    )
+    assert status == 2 and "--data is not valid JSON" in err
+    for copy_id, data in zip(copies, ({"v": 1}, {"v": 2}), strict=True):
+        assert (await qm.get_job(DLQ, copy_id)).data["original_data"] == data
+    status, out, err = await qm_cli(
+        capsys, "--server", server.address, "dlq", "redrive", "--id", copies[0], "--data", '{"v": 10}'
+    )
+    assert status == 0 and "redriven: 1" in out, err
+    job = await qm.get_job("cli", first)
+    assert (job.state, job.data) == (JobState.WAITING, {"v": 10})
+    # JSON null is new data too: the job runs with null.
+    await qm_json(capsys, server, "dlq", "redrive", "--id", copies[1], "--data", "null")
+    assert (await qm.get_job("cli", second)).data is None
+
+
 async def test_http_routes(server_factory: ServerFactory) -> None:
     server = await server_factory(http_listen="127.0.0.1:0")
     qm = QueueManager(address=server.address)
@@ -333,6 +444,20 @@ async def test_http_routes(server_factory: ServerFactory) -> None:
             assert answer["queues"] == [
                 {"queue_name": "web", "count": "2", "retried": "1", "added": "0", "unchanged": "1"}
             ]
+            # One copy with new data (a queue of its own: the helper worker would run web's redriven jobs).
+            await qm.register_queue("web-edit")
+            edited = await failed_for_good(qm, "web-edit", {"v": 3})
+            body = {"job_ids": [f"web-edit:{edited}"], "data": {"json": {"v": 30}}}
+            async with session.post(f"{base}/{DLQ}/deadLetters:redrive", json=body) as response:
+                answer = await response.json()
+                assert response.status == 200, answer
+            assert answer["queues"][0]["retried"] == "1"
+            assert (await qm.get_job("web-edit", edited)).data == {"v": 30}
+            body["job_ids"] = [f"web-edit:{edited}", f"web:{first}"]
+            async with session.post(f"{base}/{DLQ}/deadLetters:redrive", json=body) as response:
+                answer = await response.json()
+                assert (response.status, answer["code"]) == (400, "INVALID_ARGUMENT")
+                assert "data: replaces one copy's data" in answer["message"]
             async with session.post(f"{base}/web/deadLetters:redrive", json={}) as response:
                 assert (response.status, (await response.json())["code"]) == (400, "INVALID_ARGUMENT")
             async with session.post(f"{base}/nope/deadLetters:redrive", json={}) as response:
@@ -354,7 +479,7 @@ async def test_the_janitor_finishes_a_redrive_a_server_left_half_done(
         done_id = await failed_for_good(qm, "half", {"n": 1})
         left_id = await failed_for_good(qm, "half", {"n": 2})
         dl = DeadLetters(engine)
-        _, taken, _ = await dl.redrive_take(DLQ, "died", "", 10, 100, 0, False, [], [])
+        _, taken, _ = await dl.redrive_take(DLQ, "died", "", 10, 100, 0, False, None, [], [])
         first = next(t for t in taken if t.copy_id == f"half:{done_id}")
         job = original_job(first)
         assert job is not None

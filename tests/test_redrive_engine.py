@@ -138,7 +138,7 @@ async def test_a_server_dying_between_the_steps_leaves_no_double(engine: Engine)
     await engine.remove_job("orders", gone)
     dl = DeadLetters(engine)
     # Step 1 and 2 ran, then the server died: the outbox still holds both copies.
-    _, taken, _ = await dl.redrive_take(DLQ, "crash", "", 10, 100, 0, False, [], [])
+    _, taken, _ = await dl.redrive_take(DLQ, "crash", "", 10, 100, 0, False, None, [], [])
     assert sorted(t.copy_id for t in taken) == sorted([f"orders:{retried}", f"orders:{gone}"])
     from queue_manager_server.engine.redrive import original_job
 
@@ -174,3 +174,73 @@ async def test_a_copy_a_worker_holds_is_not_taken(engine: Engine) -> None:
     assert (await engine.get_job("orders", job_id)).text("st") == "failed"
     assert await engine.complete(DLQ, [(copy_id, "dlq-tok", b"1", "application/json")]) == ([0], 0)
     assert (await engine.get_job(DLQ, copy_id)).text("st") == "completed"
+
+
+# ---- one copy with new data (RedriveDeadLettersRequest.data) --------------------------------------------
+
+
+async def test_one_copy_with_new_data_in_one_call(engine: Engine) -> None:
+    await register(engine, "orders")
+    failed = await failed_job(engine, "orders", {"n": 1})
+    gone = await failed_job(engine, "orders", {"n": 2}, name="gone-job")
+    await engine.remove_job("orders", gone)
+    dl = DeadLetters(engine)
+    # No UpdateJobData first: the copy's data is as the failure wrote it; the one call brings the new data.
+    result = await dl.redrive(DLQ, job_ids=[f"orders:{failed}"], data=(b'{"n":10}', "application/json"))
+    assert (result.queues["orders"].retried, result.skipped) == (1, [])
+    job = await engine.get_job("orders", failed)
+    assert (job.text("st"), json.loads(job.raw("data") or b"")) == ("waiting", {"n": 10})
+    raw = (b"\x00raw", "application/x-thing")
+    result = await dl.redrive(DLQ, job_ids=[f"orders:{gone}"], data=raw)
+    assert result.queues["orders"].added == 1
+    again = await engine.get_job("orders", gone)
+    assert (again.text("name"), again.raw("data"), again.text("ct")) == ("gone-job", *raw)
+    assert await engine.redis.zcard(engine.keys(DLQ).redrive) == 0
+
+
+async def test_a_replay_of_a_copy_taken_with_new_data_runs_it(engine: Engine) -> None:
+    """The take records the new data in the copy's outbox entry: a server that dies right after it leaves
+    the janitor what it needs to run the original with that data."""
+    await register(engine, "orders")
+    job_id = await failed_job(engine, "orders", {"n": 1})
+    copy_id = f"orders:{job_id}"
+    dl = DeadLetters(engine)
+    new = (b'{"n":20}', "application/json")
+    _, taken, codes = await dl.redrive_take(DLQ, "crash", "", 0, 0, 0, True, new, [], [copy_id])
+    assert codes == ["ok"] and [t.edit for t in taken] == [new]
+    entry = engine.keys(DLQ).redrive_entry_prefix + copy_id
+    assert await engine.redis.hmget(entry, ["rdd", "rdc", "rdr"]) == [new[0], new[1].encode(), b"1"]
+    assert json.loads(await engine.redis.hget(entry, "data") or b"")["original_data"] == {"n": 1}
+    await engine.redis.zadd(engine.keys(DLQ).redrive, {copy_id: 0})  # as if taken long ago
+    assert await dl.resume(DLQ) == 1
+    job = await engine.get_job("orders", job_id)
+    assert (job.text("st"), json.loads(job.raw("data") or b"")) == ("waiting", {"n": 20})
+
+
+async def test_new_data_changes_no_copy_that_stays(engine: Engine) -> None:
+    await register(engine, "orders")
+    await register(engine, "doomed")
+    held = await failed_job(engine, "orders", {"n": 1})
+    doomed = await failed_job(engine, "doomed", {"n": 2})
+    await engine.obliterate("doomed", force=True)
+    before = await copy_body(engine, f"doomed:{doomed}")
+    dl = DeadLetters(engine)
+    new = (b'{"n":30}', "application/json")
+    # Its original queue is gone: taken, then put back as it was.
+    result = await dl.redrive(DLQ, job_ids=[f"doomed:{doomed}"], data=new)
+    assert (result.count, result.missing_queues) == (0, ["doomed"])
+    assert await copy_body(engine, f"doomed:{doomed}") == before
+    back = await engine.get_job(DLQ, f"doomed:{doomed}")
+    assert back.text("st") == "waiting" and back.raw("rdd") is None and back.raw("rdc") is None
+    # Held by a worker of the dead-letter queue, or not there at all: skipped, nothing written.
+    copy_id = f"orders:{held}"
+    claimed = await engine.claim(DLQ, 5, "dlq-tok", "dlq-worker", 30_000)
+    assert copy_id in [j.id for j in claimed.jobs]
+    held_before = await copy_body(engine, copy_id)
+    result = await dl.redrive(DLQ, job_ids=[copy_id], data=new)
+    assert result.skipped == [(copy_id, "a worker of the dead-letter queue holds it")]
+    assert await copy_body(engine, copy_id) == held_before
+    assert json.loads((await engine.get_job("orders", held)).raw("data") or b"") == {"n": 1}
+    result = await dl.redrive(DLQ, job_ids=["orders:nope"], data=new)
+    assert result.skipped == [("orders:nope", "no such job in the dead-letter queue")]
+    assert not await engine.redis.exists(engine.keys(DLQ).job("orders:nope"))

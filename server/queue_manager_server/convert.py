@@ -94,6 +94,14 @@ def payload_in(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str
     return NO_PAYLOAD
 
 
+def payload_given(p: types_pb2.Payload, field: str, limit: int) -> tuple[bytes, str]:
+    """`payload_in` for a payload that replaces data (RetryJob's, RedriveDeadLetters'): set, so it must hold
+    a body."""
+    if p.WhichOneof("body") is None:
+        raise InvalidArgument(field, "holds no body: set json or raw, or leave data unset")
+    return payload_in(p, field, limit)
+
+
 # JSON nested deeper than this goes out as raw bytes (its content type JSON), not as a google.protobuf.Value:
 # each JSON level is two message levels of a Value, and protobuf readers stop at 100 (upb's default) counted
 # from the top of the response, where a job can sit a few levels down (a workflow run's steps). GetJob

@@ -4,6 +4,7 @@ nothing sent), and delete; each through its confirmation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,9 +13,11 @@ from textual.widgets import Static, TextArea
 
 from queue_manager import JobContext, JobState, NotFoundError, QueueManager
 from queue_manager.dead_letters import DEAD_LETTER_QUEUE
+from queue_manager_tui.data import EditNotSent, connect
 from queue_manager_tui.screens.confirm import ConfirmScreen
 from queue_manager_tui.screens.edit_data import EditDataScreen
 from tests.conftest import RunningServer
+from tests.rawworker import eventually
 from tests.tui.helpers import rows, screen_lines, wait_for, wait_live
 from tests.tui.test_tui_live import SIZE, WAIT, confirm, dashboard, until
 
@@ -198,3 +201,44 @@ async def _state_is(qm: QueueManager, queue: str, job_id: str, state: JobState) 
         return (await qm.get_job(queue, job_id)).state is state
     except NotFoundError:
         return False
+
+
+async def test_an_edit_that_is_not_carried_out_leaves_the_copy_as_it_was(
+    server: RunningServer, dead: Dead
+) -> None:
+    """Edit and requeue is one call: a copy whose original queue is gone is put back with the data it had,
+    and a copy a worker holds is skipped, unchanged (it was edited first, then redriven, before)."""
+    qm = dead.qm
+    everyone = {f"billing:{i}" for i in dead.billing} | {f"orders:{i}" for i in dead.orders}
+    await eventually(lambda: _has(qm, everyone), WAIT)
+    source = connect(server.address)
+    try:
+        gone_copy = f"billing:{dead.billing[0]}"
+        before = (await qm.get_job(DEAD_LETTER_QUEUE, gone_copy)).data
+        await qm.obliterate_queue("billing", force=True)
+        result = await source.redrive_with_data(DEAD_LETTER_QUEUE, gone_copy, {"b": 100})
+        assert (result.count, result.missing_queues) == (0, ["billing"])
+        assert (await qm.get_job(DEAD_LETTER_QUEUE, gone_copy)).data == before
+        # A worker of the dead-letter queue holds a copy: refused, the copy as it was.
+        holding = QueueManager(server.address, concurrency=1, shutdown_grace=2.0)
+        held: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        release = asyncio.Event()
+
+        async def hold(job: JobContext) -> None:
+            if not held.done():
+                held.set_result(job.id)
+            await release.wait()
+
+        holding.register_processor(DEAD_LETTER_QUEUE, hold)
+        await holding.start_workers()
+        try:
+            held_copy = await asyncio.wait_for(held, WAIT)
+            held_before = (await qm.get_job(DEAD_LETTER_QUEUE, held_copy)).data
+            with pytest.raises(EditNotSent, match="a worker of the dead-letter queue holds it"):
+                await source.redrive_with_data(DEAD_LETTER_QUEUE, held_copy, {"n": 100})
+            assert (await qm.get_job(DEAD_LETTER_QUEUE, held_copy)).data == held_before
+        finally:
+            release.set()
+            await holding.shutdown()
+    finally:
+        await source.close()

@@ -20,7 +20,6 @@ from queue_manager import (
     JobLogLine,
     JobState,
     MetricsSnapshot,
-    NotFoundError,
     Queue,
     QueueManager,
     RedriveResult,
@@ -29,7 +28,6 @@ from queue_manager import (
     WorkerInfo,
     WorkflowRun,
 )
-from queue_manager.dead_letters import dead_letter_from_job
 
 __all__ = ["ClientSource", "DataSource", "EditNotSent", "connect"]
 
@@ -50,7 +48,8 @@ _LOG_PAGE = 1_000
 
 
 class EditNotSent(Exception):
-    """An edit-and-requeue found the copy unfit before changing anything (gone, or no longer a copy)."""
+    """An edit-and-requeue the server did not carry out: it skipped the copy (gone, held by a worker, no
+    longer a copy) and changed nothing."""
 
 
 class DataSource(Protocol):
@@ -146,8 +145,9 @@ class DataSource(Protocol):
         ...
 
     async def redrive_with_data(self, dead_letter_queue: str, copy_id: str, data: Any) -> RedriveResult:
-        """Sends one copy back with new data: a failed original runs again with it, a gone one is added anew
-        with it. Raises `EditNotSent` when the copy is gone or no longer a copy (nothing changed)."""
+        """Sends one copy back with new data, in one call: a failed original runs again with it, a gone one is
+        added anew with it. Raises `EditNotSent` when the server skipped the copy (gone, held by a worker, no
+        longer a copy): nothing changed."""
         ...
 
     async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
@@ -268,19 +268,18 @@ class ClientSource:
         )
 
     async def redrive_with_data(self, dead_letter_queue: str, copy_id: str, data: Any) -> RedriveResult:
-        # The server's two steps for "this copy, with this data": the copy's original_data is replaced
-        # (UpdateJobData on the copy), then the copy is redriven with replace_data, so a failed original runs
-        # with it and a gone one is added anew with it (RedriveDeadLettersRequest.replace_data).
-        try:
-            copy = await self._client.get_job(dead_letter_queue, copy_id)
-        except NotFoundError:
-            raise EditNotSent(f"copy {copy_id} is no longer in {dead_letter_queue}") from None
-        if dead_letter_from_job(copy) is None or not isinstance(copy.data, dict):
-            raise EditNotSent(f"job {copy_id} of {dead_letter_queue} is no longer a dead-letter copy")
-        await self._client.update_job_data(dead_letter_queue, copy_id, {**copy.data, "original_data": data})
-        return await self._client.redrive_dead_letters(
-            dead_letter_queue, job_ids=[copy_id], replace_data=True
-        )
+        # One call for "this copy, with this data" (RedriveDeadLettersRequest.data): the server takes the copy
+        # and records the data in the same script call, so a failed original runs with it and a gone one is
+        # added anew with it; a copy the server skips (gone, held by a worker, no longer a copy) or a refused
+        # call leaves the copy as it was, and a copy put back (its original queue is gone) keeps its data.
+        result = await self._client.redrive_dead_letters(dead_letter_queue, job_ids=[copy_id], data=data)
+        reason = result.skipped.get(copy_id)
+        if reason is not None:
+            raise EditNotSent(
+                f"copy {copy_id} is no longer in {dead_letter_queue} to be requeued: {reason}. "
+                "Nothing changed."
+            )
+        return result
 
     async def retry_jobs(self, queue: str, state: JobState, name: str, page_token: str) -> BulkResult:
         return await self._client.retry_jobs(queue, state, name=name, page_token=page_token)

@@ -44,6 +44,11 @@ type RedriveOptions struct {
 	JobIDs []string
 	// ReplaceData runs a failed original with the copy's original_data rather than the data it failed with.
 	ReplaceData bool
+	// Data, with exactly one of JobIDs, is the data the original runs with instead (a failed one run again, a
+	// gone one added anew), encoded as AddJob encodes it (json.RawMessage("null") for JSON null); nil: none.
+	// The server records it as it takes the copy, in one step: a copy skipped or a call refused
+	// (ErrInvalidArgument: several JobIDs or none, data over the payload limit) keeps its data.
+	Data any
 }
 
 // RedrivenQueue counts the copies sent back to one original queue.
@@ -75,12 +80,17 @@ type RedriveResult struct {
 // each copy leaves the dead-letter queue. An unknown queue gives ErrNotFound, a queue that is no queue's
 // dead-letter queue or bad options ErrInvalidArgument.
 func (c *Client) RedriveDeadLetters(ctx context.Context, dlq string, opts RedriveOptions) (*RedriveResult, error) {
+	data, err := encodePayload(opts.Data)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := c.queues.RedriveDeadLetters(ctx, &pb.RedriveDeadLettersRequest{
 		QueueName:     dlq,
 		OriginalQueue: opts.OriginalQueue,
 		Limit:         opts.Limit,
 		JobIds:        opts.JobIDs,
 		ReplaceData:   opts.ReplaceData,
+		Data:          data,
 	})
 	if err != nil {
 		return nil, fromRPC(err)

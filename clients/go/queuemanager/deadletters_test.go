@@ -3,6 +3,7 @@ package queuemanager_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -82,6 +83,75 @@ func TestRedriveAndRetryWithDataRunFailedJobsAgain(t *testing.T) {
 	}
 	if _, err := c.RedriveDeadLetters(ctx, queue+"-missing", qm.RedriveOptions{}); !errors.Is(err, qm.ErrNotFound) {
 		t.Fatalf("RedriveDeadLetters of an unknown queue: want ErrNotFound, got %v", err)
+	}
+}
+
+func TestRedriveWithDataRunsTheOriginalWithItInOneCall(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	dlq := newQueue(t, c, nil)
+	queue := dlq + "-src"
+	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
+	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copies.Close()
+	var mu sync.Mutex
+	runs := map[string]int{}
+	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			mu.Lock()
+			runs[job.ID]++
+			first := runs[job.ID] == 1
+			mu.Unlock()
+			if first {
+				return nil, qm.Unrecoverable(errors.New("bad input"))
+			}
+			var data struct{ N int }
+			return data.N, job.Decode(&data)
+		},
+	}})
+	ids := make([]string, 2)
+	for i := range ids {
+		job := add(t, c, queue, "charge", map[string]int{"n": i + 1}, nil)
+		if done := waitFinished(t, c, queue, job.ID); done.State != qm.StateFailed {
+			t.Fatalf("the first run must fail the job for good: %+v", done)
+		}
+		if _, err := copies.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = queue + ":" + job.ID
+	}
+	// Refused with two copies: neither changes.
+	opts := qm.RedriveOptions{JobIDs: ids, Data: map[string]int{"n": 7}}
+	if _, err := c.RedriveDeadLetters(ctx, dlq, opts); !errors.Is(err, qm.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "data") {
+		t.Fatalf("Data with two copies: want ErrInvalidArgument naming data, got %v", err)
+	}
+	for i, id := range ids {
+		job, err := c.GetJob(ctx, dlq, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := qm.DeadLetterFromJob(job); !ok || string(d.OriginalData) != fmt.Sprintf(`{"n":%d}`, i+1) {
+			t.Fatalf("a refused redrive must leave the copy as it was: %+v", d)
+		}
+	}
+	opts.JobIDs = ids[:1]
+	result, err := c.RedriveDeadLetters(ctx, dlq, opts)
+	if err != nil || result.Count != 1 || result.Queues[queue] != (qm.RedrivenQueue{Count: 1, Retried: 1}) {
+		t.Fatalf("RedriveDeadLetters with Data must run the failed original again: %v %+v", err, result)
+	}
+	var n int
+	original := strings.TrimPrefix(ids[0], queue+":")
+	if done := waitFinished(t, c, queue, original); done.State != qm.StateCompleted || done.DecodeResult(&n) != nil ||
+		n != 7 {
+		t.Fatalf("the redriven job must run with the new data: %+v", done)
 	}
 }
 

@@ -15,6 +15,7 @@ from queue_manager.client_base import ClientBase
 from queue_manager.convert import Job, JobLogLine, job_from_proto, log_lines_from_proto
 from queue_manager.dead_letters import (
     DEAD_LETTER_QUEUE,
+    KEEP_DATA,
     DeadLetter,
     RedriveResult,
     dead_letter_from_job,
@@ -286,6 +287,7 @@ class JobCalls(ClientBase):
         limit: int | None = None,
         job_ids: Iterable[str] | None = None,
         replace_data: bool = False,
+        data: Any = KEEP_DATA,
     ) -> RedriveResult:
         """Sends dead-letter copies back to their original queues, each copy leaving the dead-letter queue in
         the same step: a failed original runs again (attempts counted afresh), one that retention removed is
@@ -299,15 +301,21 @@ class JobCalls(ClientBase):
                 copies in the queue's order.
             replace_data: A failed original runs with the copy's ``original_data`` (as edited with
                 `update_job_data` on the copy) rather than the data it failed with.
+            data: With exactly one of `job_ids`: the original runs with this data instead (a failed one run
+                again, a gone one added anew), set in the same call that takes the copy, so a copy skipped or
+                a call refused changes nothing. Bytes go as octet-stream, anything else as JSON (None as JSON
+                null); left out, the original keeps its data (see `replace_data`).
 
         Returns:
             What was sent back, per original queue; named copies that stay, and why.
 
         Raises:
             NotFoundError: The dead-letter queue or `original_queue` is not registered.
-            InvalidArgumentError: The queue is no queue's dead-letter queue, or the filters are bad.
+            InvalidArgumentError: The queue is no queue's dead-letter queue, the filters are bad, or `data` is
+                over the server's payload limit.
+            ValueError: `data` with other than one of `job_ids`, or data that is not JSON.
         """
-        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data)
+        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data, data)
         stub = self._queue_stub()
         response: queue_service_pb2.RedriveDeadLettersResponse = await self._unary(
             stub.RedriveDeadLetters, request

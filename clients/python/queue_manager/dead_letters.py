@@ -19,6 +19,7 @@ from queue_manager.v1 import jobs_pb2, queue_service_pb2
 
 __all__ = [
     "DEAD_LETTER_QUEUE",
+    "KEEP_DATA",
     "DeadLetter",
     "RedriveResult",
     "RedrivenQueue",
@@ -32,6 +33,8 @@ __all__ = [
 DEAD_LETTER_QUEUE = "dead-letter-queue"
 # Copies one redrive may name (the server's limit too).
 MAX_REDRIVE_IDS = 1000
+# redrive_dead_letters' data default: no new data (None is new data: JSON null).
+KEEP_DATA: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ def redrive_request(
     limit: int | None,
     job_ids: Iterable[str] | None,
     replace_data: bool,
+    data: Any = KEEP_DATA,
 ) -> queue_service_pb2.RedriveDeadLettersRequest:
     """Builds and validates a RedriveDeadLettersRequest (see `QueueManager.redrive_dead_letters`)."""
     validate_queue_name(queue_name)
@@ -151,13 +155,20 @@ def redrive_request(
             raise ValueError(f"{copy_id!r} is not a dead-letter copy's id ('<queue>:<job id>')")
     if ids and limit is not None:
         raise ValueError("give job_ids or limit, not both: limit applies to a scan of the queue")
-    return queue_service_pb2.RedriveDeadLettersRequest(
+    if data is not KEEP_DATA and len(ids) != 1:
+        raise ValueError(f"data replaces one copy's data: give exactly one job_id ({len(ids)} given)")
+    request = queue_service_pb2.RedriveDeadLettersRequest(
         queue_name=queue_name,
         original_queue=original_queue or "",
         limit=limit or 0,
         job_ids=ids,
         replace_data=bool(replace_data),
     )
+    if data is None:  # set, so JSON null rather than an unset payload (which keeps the data)
+        request.data.raw, request.data.content_type = b"null", JSON_CONTENT_TYPE
+    elif data is not KEEP_DATA:
+        encode_payload(data, request.data)
+    return request
 
 
 def redrive_result_from_proto(response: queue_service_pb2.RedriveDeadLettersResponse) -> RedriveResult:

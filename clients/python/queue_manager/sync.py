@@ -26,6 +26,7 @@ from queue_manager.convert import (
 )
 from queue_manager.dead_letters import (
     DEAD_LETTER_QUEUE,
+    KEEP_DATA,
     DeadLetter,
     RedriveResult,
     dead_letter_from_job,
@@ -612,9 +613,10 @@ class SyncQueueManager:
         limit: int | None = None,
         job_ids: Iterable[str] | None = None,
         replace_data: bool = False,
+        data: Any = KEEP_DATA,
     ) -> RedriveResult:
         """Sends dead-letter copies back to their original queues; see `QueueManager.redrive_dead_letters`."""
-        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data)
+        request = redrive_request(queue_name, original_queue, limit, job_ids, replace_data, data)
         response: queue_service_pb2.RedriveDeadLettersResponse = self._call(
             self._queues.RedriveDeadLetters, request
         )

@@ -5,6 +5,7 @@ import {
   type RedriveDeadLettersRequest,
   type RedriveDeadLettersResponse,
 } from "./gen/queue_manager/v1/queue_service_pb.js";
+import { encodePayload } from "./convert.js";
 import { checkKeys, checkQueueName } from "./options.js";
 import type { Job, JobState, RedriveOptions, RedriveResult, RedrivenQueue } from "./types.js";
 
@@ -14,16 +15,17 @@ export const DEAD_LETTER_QUEUE = "dead-letter-queue";
 // Most copies one redrive names (the server's limit).
 const MAX_REDRIVE_IDS = 1000;
 
-const REDRIVE_KEYS = new Set(["originalQueue", "limit", "jobIds", "replaceData"]);
+const REDRIVE_KEYS = new Set(["originalQueue", "limit", "jobIds", "replaceData", "data"]);
 
 /**
  * Builds and checks a RedriveDeadLettersRequest, refusing before the call what the Python client refuses: a
  * bad queue name, a limit that is not a whole number from 1, more than 1,000 `jobIds` or one that is no
- * copy's id (`<original queue>:<job id>`), `jobIds` with `limit`, an unknown option key.
+ * copy's id (`<original queue>:<job id>`), `jobIds` with `limit`, `data` with other than one of `jobIds`, data
+ * that is not JSON, an unknown option key.
  */
 export function redriveRequest(queueName: string, options: RedriveOptions): RedriveDeadLettersRequest {
   checkKeys(options, REDRIVE_KEYS, "redriveDeadLetters options");
-  const { originalQueue, limit, jobIds, replaceData } = options;
+  const { originalQueue, limit, jobIds, replaceData, data } = options;
   if (limit !== undefined && (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > 0xffffffff)) {
     throw new RangeError(`limit must be a whole number of at least 1 (unset: every copy), got ${String(limit)}`);
   }
@@ -45,12 +47,16 @@ export function redriveRequest(queueName: string, options: RedriveOptions): Redr
   if (replaceData !== undefined && typeof replaceData !== "boolean") {
     throw new TypeError(`replaceData must be a boolean, not ${typeof replaceData}`);
   }
+  if (data !== undefined && ids.length !== 1) {
+    throw new RangeError(`data replaces one copy's data: give exactly one of jobIds (${ids.length} given)`);
+  }
   return create(RedriveDeadLettersRequestSchema, {
     queueName: checkQueueName(queueName),
     originalQueue: originalQueue === undefined ? "" : checkQueueName(originalQueue, "originalQueue"),
     limit: limit ?? 0,
     jobIds: [...ids],
     replaceData: replaceData ?? false,
+    data: encodePayload(data),
   });
 }
 

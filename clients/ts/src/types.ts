@@ -449,6 +449,12 @@ export interface RedriveOptions {
   jobIds?: string[];
   /** A failed original runs with the copy's `original_data` rather than the data it failed with. */
   replaceData?: boolean;
+  /**
+   * With exactly one of `jobIds`: the data the original runs with instead (a failed one run again, a gone one
+   * added anew), bytes as they are, anything else as JSON (`null` too). The server records it as it takes the
+   * copy, in one step: a copy skipped or a call refused keeps its data.
+   */
+  data?: unknown;
 }
 
 /** The copies one redrive sent back to one original queue. */

@@ -64,6 +64,36 @@ it("sends a failed job's copy back: the original runs again; a removed one is ad
   assert.ok(named.skipped[copies[0]!]);
 });
 
+it("sends one copy back with new data in one call; a refused call leaves the copy as it was", async () => {
+  const queue = queueName("redrive-data");
+  await qm.registerQueue(queue);
+  const jobs = [await qm.addJob(queue, "charge", { n: 1 }), await qm.addJob(queue, "charge", { n: 2 })];
+  const w = await worker({ processors: { [queue]: async (job) => Promise.reject(new UnrecoverableError(`bad ${job.name}`)) } });
+  try {
+    for (const job of jobs) {
+      assert.equal((await qm.waitForJob(queue, job.id, { timeoutMs: 15_000 })).state, "failed");
+    }
+  } finally {
+    await w.shutdown();
+  }
+  const copies = jobs.map((job) => `${queue}:${job.id}`);
+  const copied = async () => (await qm.listJobs(DEAD_LETTER_QUEUE, "waiting", { pageSize: 1000 })).items.filter((j) => copies.includes(j.id)).length === 2;
+  await eventually(copied, "both dead-letter copies written");
+  await assert.rejects(qm.redriveDeadLetters(DEAD_LETTER_QUEUE, { jobIds: copies, data: { n: 9 } }), /give exactly one of jobIds \(2 given\)/);
+  await assert.rejects(qm.redriveDeadLetters(DEAD_LETTER_QUEUE, { data: { n: 9 } }), /give exactly one of jobIds \(0 given\)/);
+  const huge = { blob: "x".repeat(2_000_000) }; // over the server's payload limit
+  await assert.rejects(
+    qm.redriveDeadLetters(DEAD_LETTER_QUEUE, { jobIds: [copies[0]!], data: huge }),
+    (err: unknown) => err instanceof InvalidArgumentError && /^data: is \d+ bytes; the limit is/.test(err.message),
+  );
+  assert.deepEqual(deadLetterFromJob(await qm.getJob(DEAD_LETTER_QUEUE, copies[0]!))?.originalData, { n: 1 });
+  const result = await qm.redriveDeadLetters(DEAD_LETTER_QUEUE, { jobIds: [copies[0]!], data: { n: 10 } });
+  assert.deepEqual(result.queues[queue], { count: 1, retried: 1, added: 0, unchanged: 0 });
+  const again = await qm.getJob(queue, jobs[0]!.id);
+  assert.deepEqual([again.state, again.data], ["waiting", { n: 10 }]);
+  assert.deepEqual((await qm.getJob(queue, jobs[1]!.id)).data, { n: 2 });
+});
+
 it("refuses bad options before the call, and passes on the server's refusals", async () => {
   const refused: [() => Promise<unknown>, RegExp][] = [
     [() => qm.redriveDeadLetters(DEAD_LETTER_QUEUE, { limit: 1, jobIds: ["q:x"] }), /give jobIds or limit, not both/],

@@ -6,7 +6,9 @@ and give the job back. As the dead-letter hand-off does, the work goes through a
 
 1. ``redrive_take`` (the dead-letter queue): the copies leave their state for the queue's redrive outbox, each
    under a fresh token. No worker of the dead-letter queue can claim them from here on (a copy a worker holds
-   is not taken), and the copy's id is free for a new copy of the same job.
+   is not taken), and the copy's id is free for a new copy of the same job. New data for one named copy
+   (RedriveDeadLettersRequest.data) is recorded in its entry by the same call, beside the copy's own data:
+   every later step (and a replay) runs the original with it, and a copy put back drops it, unchanged.
 2. ``redrive_jobs`` (each original queue, one call per queue per batch): a failed original runs again, a gone
    one is added anew; the token is recorded in the queue's ``redriven`` set, so a replay changes nothing.
 3. ``redrive_done`` (the dead-letter queue): the outbox entries go; copies whose original queue is gone are
@@ -89,24 +91,31 @@ class RedriveResult:
 
 @dataclass(slots=True)
 class Taken:
-    """A copy in a dead-letter queue's redrive outbox: its id, original queue, token, the data it held and
-    whether its original's data is to be replaced."""
+    """A copy in a dead-letter queue's redrive outbox: its id, original queue, token, the data it held,
+    whether its original's data is to be replaced, and the new data (body, content type) it was taken with
+    (its original runs with that rather than the copy's original_data)."""
 
     copy_id: str
     queue: str
     token: str
     data: bytes
     replace: bool
+    edit: tuple[bytes, str] | None = None
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _edit(body: bytes | None, ct: bytes | None) -> tuple[bytes, str] | None:
+    """The new data an outbox entry was taken with (its ``rdd`` and ``rdc`` fields), if any."""
+    return None if body is None or ct is None else (body, _s(ct))
+
+
 def original_job(copy: Taken) -> NewJob | None:
     """The original job a copy's data describes (engine.py hand_off_dead_letters writes it): its id (the
-    copy's, less the queue), name, data and content type. None when the data is not a copy's (redrive_take.lua
-    checks the same, so a copy taken reads)."""
+    copy's, less the queue), name, data and content type (the copy's `edit` when it has one). None when the
+    data is not a copy's (redrive_take.lua checks the same, so a copy taken reads)."""
     try:
         body = json.loads(copy.data)
         name, ct, data = body["original_name"], body["original_content_type"], body["original_data"]
@@ -118,6 +127,8 @@ def original_job(copy: Taken) -> NewJob | None:
             raw = base64.b64decode(data, validate=True)
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None
+    if copy.edit is not None:
+        raw, ct = copy.edit
     return NewJob(id=copy.copy_id[len(copy.queue) + 1 :], name=name, data=raw, content_type=ct)
 
 
@@ -140,6 +151,7 @@ class DeadLetters:
         limit: int = 0,
         job_ids: Sequence[str] = (),
         replace: bool = False,
+        data: tuple[bytes, str] | None = None,
     ) -> RedriveResult:
         """Sends copies in the dead-letter queue `dlq` back to their original queues.
 
@@ -149,11 +161,17 @@ class DeadLetters:
             limit: At most this many copies (0 every one); with `job_ids`, unused.
             job_ids: Only these copies; empty: the waiting copies in the queue's order.
             replace: A failed original runs again with the copy's original_data.
+            data: With exactly one of `job_ids`: (body, content type) its original runs with (`replace`
+                implied); checked by the caller as an add's data is.
 
         Raises:
             QueueNotFound: `dlq` or `original_queue` is not registered.
-            InvalidArgument: `dlq` is no queue's dead-letter queue.
+            InvalidArgument: `dlq` is no queue's dead-letter queue, or `data` comes with other than one copy.
         """
+        if data is not None and len(job_ids) != 1:
+            raise InvalidArgument(
+                "data", f"replaces one copy's data: give exactly one job_id ({len(job_ids)} given)"
+            )
         await self.check_dead_letter_queue(dlq)
         if original_queue:
             await self.engine.get_queue(original_queue)
@@ -161,7 +179,7 @@ class DeadLetters:
         gone: set[str] = set()
         if job_ids:
             _, taken, codes = await self.redrive_take(
-                dlq, new_job_id(), original_queue, 0, 0, 0, replace, [], job_ids
+                dlq, new_job_id(), original_queue, 0, 0, 0, replace or data is not None, data, [], job_ids
             )
             for job_id, code in zip(job_ids, codes, strict=True):
                 if code != "ok":
@@ -172,7 +190,7 @@ class DeadLetters:
         while cursor >= 0 and (limit == 0 or left > 0):
             chunk = TAKE_CHUNK if limit == 0 else min(TAKE_CHUNK, left)
             cursor, taken, _ = await self.redrive_take(
-                dlq, new_job_id(), original_queue, chunk, LOOK_CHUNK, cursor, replace, sorted(gone), ()
+                dlq, new_job_id(), original_queue, chunk, LOOK_CHUNK, cursor, replace, None, sorted(gone), ()
             )
             left -= await self._hand_back(dlq, taken, result, gone)
         return result
@@ -203,10 +221,12 @@ class DeadLetters:
             return 0
         pipe = self.store.pipeline()
         for copy_id in ids:
-            pipe.hmget(k.redrive_entry_prefix + copy_id, ["rdt", "dlo", "data", "rdr"])
+            pipe.hmget(k.redrive_entry_prefix + copy_id, ["rdt", "dlo", "data", "rdr", "rdd", "rdc"])
         taken = [
-            Taken(copy_id, _s(dlo), _s(token), data or b"", rdr == b"1")
-            for copy_id, (token, dlo, data, rdr) in zip(ids, await self.store.execute(pipe), strict=True)
+            Taken(copy_id, _s(dlo), _s(token), data or b"", rdr == b"1", _edit(rdd, rdc))
+            for copy_id, (token, dlo, data, rdr, rdd, rdc) in zip(
+                ids, await self.store.execute(pipe), strict=True
+            )
             if token is not None and dlo is not None
         ]
         result = RedriveResult()
@@ -282,12 +302,14 @@ class DeadLetters:
         look: int,
         cursor: int,
         replace: bool,
+        data: tuple[bytes, str] | None,
         passed: Sequence[str],
         job_ids: Sequence[str],
     ) -> tuple[int, list[Taken], list[str]]:
         """Takes copies into the redrive outbox (redrive_take.lua): the named ones, or up to `take` waiting
-        ones among `look` after `cursor`; copies of the `passed` queues stay. Returns the next cursor (-1: the
-        end), the copies taken and a code per named copy."""
+        ones among `look` after `cursor`; copies of the `passed` queues stay. `data` (body, content type) is
+        the new data of the one named copy, recorded in its entry (None: none). Returns the next cursor (-1:
+        the end), the copies taken and a code per named copy."""
         k = self.engine.keys(dlq)
         keys = [k.meta, k.waiting, k.delayed, k.failed, k.redrive]
         args: list[Any] = [
@@ -299,13 +321,14 @@ class DeadLetters:
             look,
             cursor,
         ]
-        args += ["1" if replace else "0", len(passed), *passed, *job_ids]
+        body, ct = data if data is not None else (b"", "")
+        args += ["1" if replace else "0", ct, body, len(passed), *passed, *job_ids]
         r = await self.scripts.run("redrive_take", keys, args)
         if int(r[0]) == NO_QUEUE and len(r) == 1:
             raise QueueNotFound(dlq)
         flat = r[1]
         taken = [
-            Taken(_s(flat[i]), _s(flat[i + 1]), _s(flat[i + 2]), flat[i + 3], replace)
+            Taken(_s(flat[i]), _s(flat[i + 1]), _s(flat[i + 2]), flat[i + 3], replace, data)
             for i in range(0, len(flat), 4)
         ]
         return int(r[0]), taken, [_s(c) for c in r[2]]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import grpc
 
 from queue_manager.v1 import queue_service_pb2 as pb
-from queue_manager_server import validate
+from queue_manager_server import convert, validate
 from queue_manager_server.engine.redrive import DeadLetters, RedriveResult
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
@@ -21,6 +21,7 @@ class DeadLetterHandlers:
     """Dead-letter queue operations (part of `QueueService`)."""
 
     dead_letters: DeadLetters
+    max_payload: int
 
     @unary
     async def RedriveDeadLetters(
@@ -35,7 +36,12 @@ class DeadLetterHandlers:
         ids = _copy_ids(request.job_ids, original)
         if ids and request.limit:
             raise InvalidArgument("limit", "applies to a scan of the queue; give job_ids or limit, not both")
-        result = await self.dead_letters.redrive(dlq, original, request.limit, ids, request.replace_data)
+        data: tuple[bytes, str] | None = None
+        if request.HasField("data"):  # checked as an add's; the engine refuses it with other than one copy
+            data = convert.payload_given(request.data, "data", self.max_payload)
+        result = await self.dead_letters.redrive(
+            dlq, original, request.limit, ids, request.replace_data, data
+        )
         return _response(result)
 
 

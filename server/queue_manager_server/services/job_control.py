@@ -122,9 +122,7 @@ class JobControlHandlers:
         data: bytes | None = None
         ct = ""
         if request.HasField("data"):
-            if request.data.WhichOneof("body") is None:
-                raise InvalidArgument("data", "holds no body: set json or raw, or leave data unset")
-            data, ct = convert.payload_in(request.data, "data", self.max_payload)
+            data, ct = convert.payload_given(request.data, "data", self.max_payload)
         await self.control.retry_job(queue, job_id, data, ct)
         return pb.RetryJobResponse(job=await job_message(self.control, queue, job_id))
 

@@ -6,8 +6,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from queue_manager.cli.common import bounded_int, client, option, plain, print_table, show
-from queue_manager.dead_letters import DEAD_LETTER_QUEUE, DeadLetter
+from queue_manager.cli.common import (
+    UsageError,
+    bounded_int,
+    client,
+    option,
+    plain,
+    print_table,
+    read_data,
+    show,
+)
+from queue_manager.dead_letters import DEAD_LETTER_QUEUE, KEEP_DATA, DeadLetter
 
 _COLUMNS = ("id", "original_queue", "original_name", "attempts_made", "failure_reason", "dead_at")
 
@@ -62,6 +71,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a failed job runs with the copy's original_data (as edited with qm jobs update-data) rather "
         "than the data it failed with",
     )
+    option(
+        redrive,
+        "--data",
+        default=None,
+        help="with one --id: the job runs with this data (JSON; @FILE reads a file, @- stdin) instead, set "
+        "in the same step as the redrive: edit and requeue (a copy that stays keeps its data)",
+    )
     redrive.set_defaults(command="dlq redrive", handler=_redrive)
 
 
@@ -95,6 +111,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _redrive(args: argparse.Namespace) -> int:
+    data = KEEP_DATA
+    if args.data is not None:
+        if len(args.ids or ()) != 1:
+            raise UsageError(
+                f"--data replaces one copy's data: give exactly one --id ({len(args.ids or ())} given)"
+            )
+        data = read_data(args.data)
     with client(args) as qm:
         result = qm.redrive_dead_letters(
             args.dead_letter_queue,
@@ -102,6 +125,7 @@ def _redrive(args: argparse.Namespace) -> int:
             limit=args.limit,
             job_ids=args.ids,
             replace_data=args.replace_data,
+            data=data,
         )
     if args.output == "json":
         show(args, plain(result))

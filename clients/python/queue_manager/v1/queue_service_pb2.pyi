@@ -726,6 +726,7 @@ class RedriveDeadLettersRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     JOB_IDS_FIELD_NUMBER: _builtins.int
     REPLACE_DATA_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """The dead-letter queue holding the copies (a queue some queue names as its dead-letter queue, or the
     default "dead-letter-queue").
@@ -745,6 +746,16 @@ class RedriveDeadLettersRequest(_message.Message):
         cancelled in the dead-letter queue.
         """
 
+    @_builtins.property
+    def data(self) -> _types_pb2.Payload:
+        """With exactly one job_id: the original runs with this data (as replace_data would run it with the copy's
+        edited original_data; replace_data is implied), and the copy records it in the same script call that
+        takes the copy out of the dead-letter queue (so a redrive a server left half-done finishes with it too).
+        Nothing changes when the copy is skipped or the call refused; a copy put back because its original queue
+        is not registered keeps the data it had. Refused (INVALID_ARGUMENT) with several job_ids or none, and
+        checked as AddJob's data is (size limit, content type, JSON text under a JSON content type).
+        """
+
     def __init__(
         self,
         *,
@@ -753,10 +764,11 @@ class RedriveDeadLettersRequest(_message.Message):
         limit: _builtins.int = ...,
         job_ids: _abc.Iterable[_builtins.str] | None = ...,
         replace_data: _builtins.bool = ...,
+        data: _types_pb2.Payload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids", "limit", b"limit", "original_queue", b"original_queue", "queue_name", b"queue_name", "replace_data", b"replace_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "job_ids", b"job_ids", "limit", b"limit", "original_queue", b"original_queue", "queue_name", b"queue_name", "replace_data", b"replace_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

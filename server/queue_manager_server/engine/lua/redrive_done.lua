@@ -1,6 +1,7 @@
 -- redrive_done.lua: the last step of a redrive (engine/redrive.py) in the dead-letter queue: each copy's
 -- outbox entry goes, once its original queue has the job back; or the copy is put back (its original queue
--- is gone): waiting again under its id, unless a new copy holds that id by now (then the entry just goes).
+-- is gone): waiting again under its id with the data it had (new data the take recorded beside it is
+-- dropped), unless a new copy holds that id by now (then the entry just goes).
 -- An entry whose token is not the one given belongs to a later take of the same copy id and is left alone.
 -- @include common
 --
@@ -17,7 +18,7 @@ for i = 3, #ARGV, 3 do
     local jkey = prefix .. id
     if action == 'r' and redis.call('EXISTS', jkey) == 0 then
       redis.call('RENAME', entry, jkey)
-      redis.call('HDEL', jkey, 'rdt', 'rdr', 'tok', 'fts')
+      redis.call('HDEL', jkey, 'rdt', 'rdr', 'rdd', 'rdc', 'tok', 'fts')
       local f = redis.call('HMGET', jkey, 'pri', 'grp')
       place_waiting(waiting, jkey, id, f[1], false, nil, {}, nil, f[2])
     else

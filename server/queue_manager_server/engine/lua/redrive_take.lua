@@ -3,7 +3,9 @@
 -- leaves its state (waiting, or for a named copy also delayed, failed or cancelled); its hash is renamed to
 -- its outbox entry (so a new copy of the same job, after the original fails again, can be written under the
 -- copy's id) and tagged with this take's token. The copy's id is free from here on; the entry and the outbox
--- member go once the original queue has the job back (redrive_done.lua).
+-- member go once the original queue has the job back (redrive_done.lua). New data for the one named copy
+-- (RedriveDeadLettersRequest.data) is recorded in its entry ('rdd' body, 'rdc' content type) by this call,
+-- beside the copy's own data: the original runs with it, and a copy put back drops it (redrive_done.lua).
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] delayed (zset)  KEYS[4] failed (zset)
@@ -12,8 +14,10 @@
 --   copy's token is "<base>:<n>")  ARGV[4] only copies of this original queue ("" any)  ARGV[5] most copies
 --   to take K  ARGV[6] waiting entries to look at S  ARGV[7] cursor: waiting entries to pass over first (the
 --   ungrouped level lists one after another)  ARGV[8] "1": the original's data is to be replaced (kept in
---   the entry, for a replay)  ARGV[9] number E of queues whose copies are passed over (their queue is gone)
--- ARGV[10..9+E] those queues  ARGV[10+E..] copy ids: only these (then K, S and the cursor are unused)
+--   the entry, for a replay)  ARGV[9] the new data's content type ("": no new data)  ARGV[10] the new data
+--   (with exactly one named copy id)  ARGV[11] number E of queues whose copies are passed over (their queue
+--   is gone)  ARGV[12..11+E] those queues  ARGV[12+E..] copy ids: only these (then K, S and the cursor are
+--   unused)
 -- Returns: {-1} the queue is not registered, else {cursor after this call (-1: the lists were looked at to
 --   their end; -1 too with named copies), {copy id, original queue, token, data, ...} per copy taken, {a code
 --   per named copy id}}; a code is "ok", "missing", "not-copy", "other-queue", "no-queue", "bad-data", or the
@@ -21,10 +25,11 @@
 local meta, waiting, delayed, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, entry_prefix, base, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k_max, s_max, cursor, replace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local new_ct, new_data = ARGV[9], ARGV[10]
 if redis.call('EXISTS', meta) == 0 then return {-1} end
-local e = tonumber(ARGV[9])
+local e = tonumber(ARGV[11])
 local passed = {}
-for i = 10, 9 + e do passed[ARGV[i]] = true end
+for i = 12, 11 + e do passed[ARGV[i]] = true end
 local now = now_ms()
 local taken, n = {}, 0
 
@@ -71,16 +76,18 @@ local function take(id)
   redis.call('DEL', job_logs_key(prefix, id))
   redis.call('RENAME', jkey, entry)
   redis.call('HSET', entry, 'rdt', token, 'rdr', replace)
+  if new_ct ~= '' then redis.call('HSET', entry, 'rdd', new_data, 'rdc', new_ct) end
   redis.call('ZADD', outbox, now, id)
   taken[#taken + 1] = id; taken[#taken + 1] = dlo; taken[#taken + 1] = token; taken[#taken + 1] = f[8]
   return 'ok'
 end
 
 local codes = {}
-if #ARGV >= 10 + e then
-  for i = 10 + e, #ARGV do codes[#codes + 1] = take(ARGV[i]) end
+if #ARGV >= 12 + e then
+  for i = 12 + e, #ARGV do codes[#codes + 1] = take(ARGV[i]) end
   return {-1, taken, codes}
 end
+new_ct = ''  -- new data goes with a named copy only
 -- The window: S waiting ids after the cursor, the ungrouped level lists one after another (a copy has no
 -- fairness group), read before any is taken.
 local window, skip = {}, cursor

@@ -1439,7 +1439,14 @@ type RedriveDeadLettersRequest struct {
 	JobIds []string `protobuf:"bytes,4,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
 	// A failed original runs again with the copy's original_data (as the copy holds it now: edited with
 	// UpdateJobData, or not) rather than the data it failed with. An original added anew always takes it.
-	ReplaceData   bool `protobuf:"varint,5,opt,name=replace_data,json=replaceData,proto3" json:"replace_data,omitempty"`
+	ReplaceData bool `protobuf:"varint,5,opt,name=replace_data,json=replaceData,proto3" json:"replace_data,omitempty"`
+	// With exactly one job_id: the original runs with this data (as replace_data would run it with the copy's
+	// edited original_data; replace_data is implied), and the copy records it in the same script call that
+	// takes the copy out of the dead-letter queue (so a redrive a server left half-done finishes with it too).
+	// Nothing changes when the copy is skipped or the call refused; a copy put back because its original queue
+	// is not registered keeps the data it had. Refused (INVALID_ARGUMENT) with several job_ids or none, and
+	// checked as AddJob's data is (size limit, content type, JSON text under a JSON content type).
+	Data          *Payload `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1507,6 +1514,13 @@ func (x *RedriveDeadLettersRequest) GetReplaceData() bool {
 		return x.ReplaceData
 	}
 	return false
+}
+
+func (x *RedriveDeadLettersRequest) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 // RedriveDeadLettersResponse tells what became of the copies.
@@ -1937,14 +1951,15 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"S\n" +
 	"\x17GetQueueMetricsResponse\x128\n" +
-	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics\"\xb3\x01\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.queue_manager.v1.QueueMetricsR\ametrics\"\xe2\x01\n" +
 	"\x19RedriveDeadLettersRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12%\n" +
 	"\x0eoriginal_queue\x18\x02 \x01(\tR\roriginalQueue\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x17\n" +
 	"\ajob_ids\x18\x04 \x03(\tR\x06jobIds\x12!\n" +
-	"\freplace_data\x18\x05 \x01(\bR\vreplaceData\"\xcb\x01\n" +
+	"\freplace_data\x18\x05 \x01(\bR\vreplaceData\x12-\n" +
+	"\x04data\x18\x06 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\"\xcb\x01\n" +
 	"\x1aRedriveDeadLettersResponse\x127\n" +
 	"\x06queues\x18\x01 \x03(\v2\x1f.queue_manager.v1.RedrivenQueueR\x06queues\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x127\n" +
@@ -2090,69 +2105,70 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*GroupInfo)(nil),                  // 37: queue_manager.v1.GroupInfo
 	(*GroupLimits)(nil),                // 38: queue_manager.v1.GroupLimits
 	(*QueueMetrics)(nil),               // 39: queue_manager.v1.QueueMetrics
-	(WorkerState)(0),                   // 40: queue_manager.v1.WorkerState
-	(*GetAllMetricsRequest)(nil),       // 41: queue_manager.v1.GetAllMetricsRequest
-	(*WatchMetricsRequest)(nil),        // 42: queue_manager.v1.WatchMetricsRequest
-	(*ListWorkersRequest)(nil),         // 43: queue_manager.v1.ListWorkersRequest
-	(*AddJobRequest)(nil),              // 44: queue_manager.v1.AddJobRequest
-	(*AddJobBatchRequest)(nil),         // 45: queue_manager.v1.AddJobBatchRequest
-	(*AddJobStreamRequest)(nil),        // 46: queue_manager.v1.AddJobStreamRequest
-	(*AddBulkRequest)(nil),             // 47: queue_manager.v1.AddBulkRequest
-	(*GetJobRequest)(nil),              // 48: queue_manager.v1.GetJobRequest
-	(*ListJobsRequest)(nil),            // 49: queue_manager.v1.ListJobsRequest
-	(*RemoveJobRequest)(nil),           // 50: queue_manager.v1.RemoveJobRequest
-	(*GetJobLogsRequest)(nil),          // 51: queue_manager.v1.GetJobLogsRequest
-	(*WaitForJobRequest)(nil),          // 52: queue_manager.v1.WaitForJobRequest
-	(*CancelJobRequest)(nil),           // 53: queue_manager.v1.CancelJobRequest
-	(*RetryJobRequest)(nil),            // 54: queue_manager.v1.RetryJobRequest
-	(*RetryFailedJobsRequest)(nil),     // 55: queue_manager.v1.RetryFailedJobsRequest
-	(*PromoteJobRequest)(nil),          // 56: queue_manager.v1.PromoteJobRequest
-	(*ChangeJobPriorityRequest)(nil),   // 57: queue_manager.v1.ChangeJobPriorityRequest
-	(*UpdateJobDataRequest)(nil),       // 58: queue_manager.v1.UpdateJobDataRequest
-	(*ExecuteWorkflowRequest)(nil),     // 59: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),         // 60: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),       // 61: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),      // 62: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),      // 63: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),         // 64: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),       // 65: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),      // 66: queue_manager.v1.DeleteScheduleRequest
-	(*WatchJobEventsRequest)(nil),      // 67: queue_manager.v1.WatchJobEventsRequest
-	(*RescheduleJobRequest)(nil),       // 68: queue_manager.v1.RescheduleJobRequest
-	(*RetryWorkflowRequest)(nil),       // 69: queue_manager.v1.RetryWorkflowRequest
-	(*CancelJobsRequest)(nil),          // 70: queue_manager.v1.CancelJobsRequest
-	(*RemoveJobsRequest)(nil),          // 71: queue_manager.v1.RemoveJobsRequest
-	(*GetAllMetricsResponse)(nil),      // 72: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 73: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 74: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 75: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 76: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 77: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 78: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 79: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 80: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 81: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 82: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 83: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 84: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 85: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 86: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 87: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 88: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 89: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 90: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 91: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 92: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 93: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 94: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 95: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 96: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 97: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 98: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 99: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 100: queue_manager.v1.RetryWorkflowResponse
-	(*CancelJobsResponse)(nil),         // 101: queue_manager.v1.CancelJobsResponse
-	(*RemoveJobsResponse)(nil),         // 102: queue_manager.v1.RemoveJobsResponse
+	(*Payload)(nil),                    // 40: queue_manager.v1.Payload
+	(WorkerState)(0),                   // 41: queue_manager.v1.WorkerState
+	(*GetAllMetricsRequest)(nil),       // 42: queue_manager.v1.GetAllMetricsRequest
+	(*WatchMetricsRequest)(nil),        // 43: queue_manager.v1.WatchMetricsRequest
+	(*ListWorkersRequest)(nil),         // 44: queue_manager.v1.ListWorkersRequest
+	(*AddJobRequest)(nil),              // 45: queue_manager.v1.AddJobRequest
+	(*AddJobBatchRequest)(nil),         // 46: queue_manager.v1.AddJobBatchRequest
+	(*AddJobStreamRequest)(nil),        // 47: queue_manager.v1.AddJobStreamRequest
+	(*AddBulkRequest)(nil),             // 48: queue_manager.v1.AddBulkRequest
+	(*GetJobRequest)(nil),              // 49: queue_manager.v1.GetJobRequest
+	(*ListJobsRequest)(nil),            // 50: queue_manager.v1.ListJobsRequest
+	(*RemoveJobRequest)(nil),           // 51: queue_manager.v1.RemoveJobRequest
+	(*GetJobLogsRequest)(nil),          // 52: queue_manager.v1.GetJobLogsRequest
+	(*WaitForJobRequest)(nil),          // 53: queue_manager.v1.WaitForJobRequest
+	(*CancelJobRequest)(nil),           // 54: queue_manager.v1.CancelJobRequest
+	(*RetryJobRequest)(nil),            // 55: queue_manager.v1.RetryJobRequest
+	(*RetryFailedJobsRequest)(nil),     // 56: queue_manager.v1.RetryFailedJobsRequest
+	(*PromoteJobRequest)(nil),          // 57: queue_manager.v1.PromoteJobRequest
+	(*ChangeJobPriorityRequest)(nil),   // 58: queue_manager.v1.ChangeJobPriorityRequest
+	(*UpdateJobDataRequest)(nil),       // 59: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),     // 60: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),         // 61: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),       // 62: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),      // 63: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),      // 64: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),         // 65: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),       // 66: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),      // 67: queue_manager.v1.DeleteScheduleRequest
+	(*WatchJobEventsRequest)(nil),      // 68: queue_manager.v1.WatchJobEventsRequest
+	(*RescheduleJobRequest)(nil),       // 69: queue_manager.v1.RescheduleJobRequest
+	(*RetryWorkflowRequest)(nil),       // 70: queue_manager.v1.RetryWorkflowRequest
+	(*CancelJobsRequest)(nil),          // 71: queue_manager.v1.CancelJobsRequest
+	(*RemoveJobsRequest)(nil),          // 72: queue_manager.v1.RemoveJobsRequest
+	(*GetAllMetricsResponse)(nil),      // 73: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 74: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 75: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 76: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 77: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 78: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 79: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 80: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 81: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 82: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 83: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 84: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 85: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 86: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 87: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 88: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 89: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 90: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 91: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 92: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 93: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 94: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 95: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 96: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 97: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 98: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 99: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 100: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 101: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 102: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 103: queue_manager.v1.RemoveJobsResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	33,  // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -2169,107 +2185,108 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	37,  // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
 	37,  // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
 	39,  // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	29,  // 14: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
-	30,  // 15: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
-	0,   // 16: queue_manager.v1.ControlWorkerRequest.action:type_name -> queue_manager.v1.WorkerControlAction
-	40,  // 17: queue_manager.v1.ControlWorkerResponse.state:type_name -> queue_manager.v1.WorkerState
-	1,   // 18: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
-	3,   // 19: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
-	5,   // 20: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
-	7,   // 21: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
-	9,   // 22: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
-	11,  // 23: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
-	13,  // 24: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
-	23,  // 25: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
-	15,  // 26: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
-	17,  // 27: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
-	19,  // 28: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
-	21,  // 29: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
-	25,  // 30: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
-	41,  // 31: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
-	42,  // 32: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
-	43,  // 33: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
-	44,  // 34: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
-	45,  // 35: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
-	46,  // 36: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
-	47,  // 37: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
-	48,  // 38: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
-	49,  // 39: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
-	50,  // 40: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
-	51,  // 41: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
-	52,  // 42: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
-	53,  // 43: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
-	54,  // 44: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
-	55,  // 45: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
-	56,  // 46: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
-	57,  // 47: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	58,  // 48: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
-	59,  // 49: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	60,  // 50: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	61,  // 51: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	62,  // 52: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	63,  // 53: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	64,  // 54: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	65,  // 55: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	66,  // 56: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	67,  // 57: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
-	68,  // 58: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
-	27,  // 59: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
-	69,  // 60: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
-	70,  // 61: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
-	71,  // 62: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
-	31,  // 63: queue_manager.v1.QueueService.ControlWorker:input_type -> queue_manager.v1.ControlWorkerRequest
-	2,   // 64: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	4,   // 65: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	6,   // 66: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	8,   // 67: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	10,  // 68: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	12,  // 69: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	14,  // 70: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	24,  // 71: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	16,  // 72: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	18,  // 73: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	20,  // 74: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	22,  // 75: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	26,  // 76: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	72,  // 77: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	73,  // 78: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	74,  // 79: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	75,  // 80: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	76,  // 81: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	77,  // 82: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	78,  // 83: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	79,  // 84: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	80,  // 85: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	81,  // 86: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	82,  // 87: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	83,  // 88: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	84,  // 89: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	85,  // 90: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	86,  // 91: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	87,  // 92: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	88,  // 93: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	89,  // 94: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	90,  // 95: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	91,  // 96: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	92,  // 97: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	93,  // 98: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	94,  // 99: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	95,  // 100: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	96,  // 101: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	97,  // 102: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	98,  // 103: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	99,  // 104: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	28,  // 105: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	100, // 106: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	101, // 107: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
-	102, // 108: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
-	32,  // 109: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
-	64,  // [64:110] is the sub-list for method output_type
-	18,  // [18:64] is the sub-list for method input_type
-	18,  // [18:18] is the sub-list for extension type_name
-	18,  // [18:18] is the sub-list for extension extendee
-	0,   // [0:18] is the sub-list for field type_name
+	40,  // 14: queue_manager.v1.RedriveDeadLettersRequest.data:type_name -> queue_manager.v1.Payload
+	29,  // 15: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
+	30,  // 16: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
+	0,   // 17: queue_manager.v1.ControlWorkerRequest.action:type_name -> queue_manager.v1.WorkerControlAction
+	41,  // 18: queue_manager.v1.ControlWorkerResponse.state:type_name -> queue_manager.v1.WorkerState
+	1,   // 19: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
+	3,   // 20: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
+	5,   // 21: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
+	7,   // 22: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
+	9,   // 23: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
+	11,  // 24: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
+	13,  // 25: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
+	23,  // 26: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
+	15,  // 27: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
+	17,  // 28: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
+	19,  // 29: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
+	21,  // 30: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
+	25,  // 31: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
+	42,  // 32: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
+	43,  // 33: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
+	44,  // 34: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
+	45,  // 35: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
+	46,  // 36: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
+	47,  // 37: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
+	48,  // 38: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
+	49,  // 39: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
+	50,  // 40: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
+	51,  // 41: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
+	52,  // 42: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
+	53,  // 43: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
+	54,  // 44: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
+	55,  // 45: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
+	56,  // 46: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
+	57,  // 47: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
+	58,  // 48: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
+	59,  // 49: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	60,  // 50: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	61,  // 51: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	62,  // 52: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	63,  // 53: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	64,  // 54: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	65,  // 55: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	66,  // 56: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	67,  // 57: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	68,  // 58: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
+	69,  // 59: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
+	27,  // 60: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
+	70,  // 61: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
+	71,  // 62: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
+	72,  // 63: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
+	31,  // 64: queue_manager.v1.QueueService.ControlWorker:input_type -> queue_manager.v1.ControlWorkerRequest
+	2,   // 65: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	4,   // 66: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	6,   // 67: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	8,   // 68: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	10,  // 69: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	12,  // 70: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	14,  // 71: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	24,  // 72: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	16,  // 73: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	18,  // 74: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	20,  // 75: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	22,  // 76: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	26,  // 77: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	73,  // 78: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	74,  // 79: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	75,  // 80: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	76,  // 81: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	77,  // 82: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	78,  // 83: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	79,  // 84: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	80,  // 85: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	81,  // 86: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	82,  // 87: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	83,  // 88: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	84,  // 89: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	85,  // 90: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	86,  // 91: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	87,  // 92: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	88,  // 93: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	89,  // 94: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	90,  // 95: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	91,  // 96: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	92,  // 97: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	93,  // 98: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	94,  // 99: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	95,  // 100: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	96,  // 101: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	97,  // 102: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	98,  // 103: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	99,  // 104: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	100, // 105: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	28,  // 106: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	101, // 107: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	102, // 108: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	103, // 109: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	32,  // 110: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
+	65,  // [65:111] is the sub-list for method output_type
+	19,  // [19:65] is the sub-list for method input_type
+	19,  // [19:19] is the sub-list for extension type_name
+	19,  // [19:19] is the sub-list for extension extendee
+	0,   // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_queue_service_proto_init() }
