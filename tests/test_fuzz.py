@@ -434,6 +434,9 @@ async def fuzz_server(server_factory: ServerFactory) -> RunningServer:
     return server
 
 
+# 10,000 requests take ~45 s alone and ~85 s beside the suite's other process: more than pytest's 120 s only
+# when the machine is shared, which is no fault of the server's.
+@pytest.mark.timeout(300)
 async def test_generated_requests_never_fault_the_server(fuzz_server: RunningServer) -> None:
     runner = Runner(fuzz_server.address, fuzz_server.redis_url)
     memory: list[int] = []

@@ -246,7 +246,7 @@ def test_the_queue_panel_lists_ready_jobs_by_priority_with_their_bounds() -> Non
 
 def test_the_queue_panel_counts_the_failed_runs_by_kind() -> None:
     facts = _facts(queue_metrics("emails", 0), None, {}).plain
-    assert "failed runs (retried or not): 9 raised, 5 timed out, 1 stalled" in facts
+    assert "runs ended by 9 errors, 5 timeouts, 1 stalls" in facts
 
 
 def test_the_queue_panel_gives_the_groups_and_the_limits_of_each() -> None:
