@@ -183,9 +183,9 @@ def _facts(
     lines = [
         # Failed runs, retried or not, by how they ended (a stalled run is a worker lost with the job).
         f"totals: added {fmt_count(metrics.added_total)}, completed {fmt_count(metrics.completed_total)}, "
-        f"failed {fmt_count(metrics.failed_total)}, expired {fmt_count(metrics.expired_total)}; runs ended by "
-        f"{fmt_count(metrics.raised_total)} errors, {fmt_count(metrics.timed_out_total)} timeouts, "
-        f"{fmt_count(metrics.stalled_total)} stalls",
+        f"failed {fmt_count(metrics.failed_total)}, expired {fmt_count(metrics.expired_total)}; "
+        f"runs ended by {fmt_count(metrics.raised_total)} errors, "
+        f"{fmt_count(metrics.timed_out_total)} timeouts, {fmt_count(metrics.stalled_total)} stalls",
         f"last minute: {fmt_count(metrics.completed_last_minute)} completed, "
         f"{fmt_count(metrics.failed_last_minute)} failed ({fmt_rate(metrics.failed_per_second)} failing)",
         f"processing: avg {fmt_duration(metrics.average_processing_time)}, "
