@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Sparkline
 from queue_manager import GroupLimits, JobPriority, QueueMetrics, RateLimit
 from queue_manager_tui.format import (
     NONE,
+    fmt_bytes,
     fmt_count,
     fmt_duration,
     fmt_percent,
@@ -193,6 +194,8 @@ def _facts(
         f"now: {fmt_count(metrics.stalled)} stalled, {fmt_count(metrics.paused)} held by pause, "
         f"{fmt_count(metrics.cancelled)} cancelled; "
         f"oldest waiting {fmt_duration(metrics.oldest_waiting_age)}",
+        f"memory: about {fmt_bytes(metrics.memory_bytes)} of the store (its keys; an estimate from a sample "
+        "of its jobs)",
         f"workers: {metrics.workers} connected, {metrics.free_capacity} free slots; "
         + _limit_sentence(metrics, limit),
     ]
