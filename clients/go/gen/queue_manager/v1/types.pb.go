@@ -2113,7 +2113,7 @@ type QueueMetrics struct {
 	// Estimated bytes of the store this queue's keys hold: its job hashes (sampled per state, with their log
 	// lines and dedup keys), its lists, sets and hashes of its own. An estimate (MEMORY USAGE of the queue's
 	// keys and of a random sample of its jobs, times the jobs per state), refreshed at most every 30 s by
-	// default (the server's --memory-estimate-ms); 0 before the first estimate.
+	// default (the server's --memory-estimate-ms, which every server shares).
 	MemoryBytes   uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

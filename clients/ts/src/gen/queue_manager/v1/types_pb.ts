@@ -1313,7 +1313,7 @@ export type QueueMetrics = Message<"queue_manager.v1.QueueMetrics"> & {
    * Estimated bytes of the store this queue's keys hold: its job hashes (sampled per state, with their log
    * lines and dedup keys), its lists, sets and hashes of its own. An estimate (MEMORY USAGE of the queue's
    * keys and of a random sample of its jobs, times the jobs per state), refreshed at most every 30 s by
-   * default (the server's --memory-estimate-ms); 0 before the first estimate.
+   * default (the server's --memory-estimate-ms, which every server shares).
    *
    * @generated from field: uint64 memory_bytes = 35;
    */
