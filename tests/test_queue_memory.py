@@ -206,3 +206,37 @@ async def test_qm_queues_metrics_shows_the_estimate(
     assert status == 0, err
     [q] = [m for m in json.loads(out) if m["queue_name"] == "q"]
     assert q["memory_bytes"] > 100 * len(PAYLOAD)
+
+
+async def test_grouped_and_delayed_jobs_count_too(server_factory: ServerFactory) -> None:
+    """Jobs in fairness groups' lists and in the delayed set are sampled as the level lists' are."""
+    server = await server_factory(memory_estimate_ms=0)
+    async with QueueManager(address=server.address) as qm:
+        await qm.register_queue("q", disable_dead_letter=True)
+        empty = (await qm.get_queue_metrics("q")).memory_bytes
+        grouped = [
+            {"name": "j", "data": PAYLOAD, "options": {"group": f"tenant-{i % 40}"}} for i in range(400)
+        ]
+        await qm.add_bulk("q", grouped)
+        with_groups = (await qm.get_queue_metrics("q")).memory_bytes
+        await qm.add_bulk(
+            "q", [{"name": "j", "data": PAYLOAD, "options": {"delay": 3600}} for _ in range(400)]
+        )
+        with_delayed = (await qm.get_queue_metrics("q")).memory_bytes
+    assert 400 * len(PAYLOAD) < with_groups - empty < 400 * len(PAYLOAD) * 2.5, (empty, with_groups)
+    assert 400 * len(PAYLOAD) < with_delayed - with_groups < 400 * len(PAYLOAD) * 2.5, (
+        with_groups,
+        with_delayed,
+    )
+
+
+async def test_the_estimate_works_on_a_cluster(on_cluster: ServerFactory) -> None:
+    """Every key the script reads shares the queue's hash tag, so it runs on the queue's primary."""
+    server = await on_cluster(memory_estimate_ms=0)
+    async with QueueManager(address=server.address) as qm:
+        for name in ("a", "b", "c"):
+            await qm.register_queue(name, disable_dead_letter=True)
+            await add_jobs(qm, name, 100 * (ord(name) - ord("a") + 1))
+        by_queue = {m.queue_name: m.memory_bytes for m in await qm.get_all_metrics()}
+    assert by_queue["a"] > 100 * len(PAYLOAD), by_queue
+    assert by_queue["a"] < by_queue["b"] < by_queue["c"], by_queue
