@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -16,6 +18,7 @@ from redis.asyncio import Redis
 from queue_manager import JobState, QueueManager
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.memory import JOB_SAMPLES
+from queue_manager_server.security import redis_acl
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import eventually
 from tests.test_cli import qm_cli
@@ -240,3 +243,24 @@ async def test_the_estimate_works_on_a_cluster(on_cluster: ServerFactory) -> Non
         by_queue = {m.queue_name: m.memory_bytes for m in await qm.get_all_metrics()}
     assert by_queue["a"] > 100 * len(PAYLOAD), by_queue
     assert by_queue["a"] < by_queue["b"] < by_queue["c"], by_queue
+
+
+async def test_a_redis_user_refused_memory_usage_still_gets_its_metrics(
+    server_factory: ServerFactory, redis: Redis, redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A managed Redis whose ACL refuses MEMORY USAGE: the metrics are served, the estimate is 0 and the
+    server's log says why, once."""
+    user, password = f"qm-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    rules = redis_acl(user, password, prefix).replace(" +memory|usage", "")
+    await redis.execute_command("ACL", "SETUSER", *rules.split())
+    parts = urlsplit(redis_url)
+    try:
+        server = await server_factory(redis_url=f"redis://{user}:{password}@{parts.hostname}:{parts.port}/0")
+        async with QueueManager(address=server.address) as qm:
+            await qm.register_queue("q", disable_dead_letter=True)
+            await add_jobs(qm, "q", 10)
+            metrics = [await qm.get_queue_metrics("q") for _ in range(3)]
+    finally:
+        await redis.execute_command("ACL", "DELUSER", user)
+    assert [(m.waiting, m.memory_bytes) for m in metrics] == [(10, 0)] * 3
+    assert caplog.text.count("cannot estimate the queues' memory (MEMORY USAGE refused") == 1, caplog.text

@@ -19,6 +19,9 @@ from typing import Any
 from queue_manager_server.engine.keys import QueueKeys
 
 log = logging.getLogger("queue_manager_server.engine.memory")
+# The refusals already logged: a store that refuses MEMORY USAGE would otherwise log one with every metrics
+# read (every second while a dashboard is open).
+_logged: set[str] = set()
 
 # How long an estimate is kept before a metrics read of its queue measures again (Settings
 # memory_estimate_ms); the metrics stream reads every second, Prometheus every 15 s or so.
@@ -48,6 +51,8 @@ def parse_memory_estimate(r: Sequence[Any]) -> int | None:
         return None
     if code == -2:
         reason = r[1].decode() if isinstance(r[1], bytes) else str(r[1])
-        log.warning(f"cannot estimate the queues' memory (MEMORY USAGE refused): {reason}")
+        if reason not in _logged:
+            _logged.add(reason)
+            log.warning(f"cannot estimate the queues' memory (MEMORY USAGE refused; shown as 0): {reason}")
         return 0
     return int(r[1])
