@@ -42,6 +42,7 @@ QUEUE_FAMILIES = {
     "queue_workers_connected": {"queue"},
     "queue_paused": {"queue"},
     "queue_dead_letter": {"queue"},
+    "queue_memory_bytes": {"queue"},
 }
 
 

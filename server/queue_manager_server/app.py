@@ -195,6 +195,7 @@ class App:
         self.queue_service.worker_control = self.worker_control
         watchers = self.queue_service.event_watchers
         watchers.limit, watchers.ttl_ms = s.events_buffer, s.events_ttl_ms
+        self.queue_service.metrics_reader.memory_estimate_ms = s.memory_estimate_ms
         self.sampler = MetricsSampler(self.queue_service.metrics_reader)
         self.queue_service.watch_source = self.sampler
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)

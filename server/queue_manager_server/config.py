@@ -90,6 +90,9 @@ class Settings:
     priority_sweep_ms: int = 1_000
     # How often jobs whose expiry passed while nobody claimed them are ended (components/expiry.py).
     expiry_sweep_ms: int = 1_000
+    # How long a queue's memory estimate (QueueMetrics.memory_bytes, engine/memory.py) is used before a
+    # metrics read asks for a new one; 0: with every read.
+    memory_estimate_ms: int = 30_000
     # Longest wait for one Redis connect or reply; a Redis that stops answering then gives UNAVAILABLE.
     redis_timeout_ms: int = 10_000
     # Redis connections one server process keeps at most; requests beyond wait for a free one.
@@ -259,6 +262,13 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         "within this [QM_PRIORITY_SWEEP_MS]",
     )
     p.add_argument(
+        "--memory-estimate-ms",
+        type=int,
+        default=int(e("QM_MEMORY_ESTIMATE_MS", d.memory_estimate_ms)),
+        help="how long a queue's memory estimate is used before a metrics read measures again; 0: every "
+        "read [QM_MEMORY_ESTIMATE_MS]",
+    )
+    p.add_argument(
         "--expiry-sweep-ms",
         type=int,
         default=int(e("QM_EXPIRY_SWEEP_MS", d.expiry_sweep_ms)),
@@ -345,6 +355,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     ):
         if value <= 0:
             p.error(f"{name} must be positive")
+    if a.memory_estimate_ms < 0:
+        p.error("--memory-estimate-ms must be 0 or more")
     too_small = pool_too_small(a.redis_max_connections)
     if too_small:
         p.error(too_small)
@@ -366,6 +378,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         reaper_interval_ms=a.reaper_interval_ms,
         priority_sweep_ms=a.priority_sweep_ms,
         expiry_sweep_ms=a.expiry_sweep_ms,
+        memory_estimate_ms=a.memory_estimate_ms,
         events_buffer=a.events_buffer,
         events_ttl_ms=a.events_ttl_ms,
         redis_timeout_ms=a.redis_timeout_ms,

@@ -57,6 +57,7 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         stalled_total=m.stalled_total,
         timed_out_total=m.timed_out_total,
         raised_total=m.raised_total,
+        memory_bytes=m.memory_bytes,
         cancelled=m.cancelled,
         expired_total=m.expired_total,
         groups=m.groups,

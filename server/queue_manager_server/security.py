@@ -313,6 +313,7 @@ REDIS_COMMANDS = (
     "zrangebyscore",
     "zremrangebyscore",
     "zpopmin",
+    "zrandmember",
     "sadd",
     "srem",
     "smembers",
@@ -327,6 +328,8 @@ REDIS_COMMANDS = (
     "lrem",
     "ltrim",
     "type",
+    # the per-queue memory estimate (memory_estimate.lua): a key's bytes, keys of the prefix only
+    "memory|usage",
 )
 
 

@@ -81,6 +81,7 @@ def queue_metrics(name: str, step: int) -> QueueMetrics:
             stalled_total=1,
             timed_out_total=5,
             raised_total=9,
+            memory_bytes=3_565_158,
             expired_total=2,
             added_total=completed + 46,
             completed_total=completed,

@@ -249,6 +249,11 @@ def test_the_queue_panel_counts_the_failed_runs_by_kind() -> None:
     assert "runs ended by 9 errors, 5 timeouts, 1 stalls" in facts
 
 
+def test_the_queue_panel_gives_the_memory_estimate() -> None:
+    facts = _facts(queue_metrics("emails", 0), None, {}).plain
+    assert "; memory about 3.4 MiB" in facts
+
+
 def test_the_queue_panel_gives_the_groups_and_the_limits_of_each() -> None:
     emails = queue_metrics("emails", 0)
     both = GroupLimits(concurrency=2, rate_limit=RateLimit(max=10, duration=1000))

@@ -106,7 +106,7 @@ func TestQueueAdmin(t *testing.T) {
 		t.Fatalf("ListJobs(paused): %v %+v", err, page)
 	}
 	metrics, err := c.GetQueueMetrics(ctx, queue)
-	if err != nil || metrics.Paused != 1 || !metrics.IsPaused {
+	if err != nil || metrics.Paused != 1 || !metrics.IsPaused || metrics.MemoryBytes == 0 {
 		t.Fatalf("GetQueueMetrics: %v %+v", err, metrics)
 	}
 	if resumed, err := c.ResumeQueue(ctx, queue); err != nil || resumed.Paused {

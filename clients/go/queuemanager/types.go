@@ -317,8 +317,11 @@ type QueueMetrics struct {
 	StalledTotal uint64
 	// TimedOutTotal: failed runs (attempts, retried or not) ended by a timeout since the queue was
 	// registered, the server's or the worker's own; RaisedTotal: those whose handler returned an error.
-	TimedOutTotal         uint64
-	RaisedTotal           uint64
+	TimedOutTotal uint64
+	RaisedTotal   uint64
+	// MemoryBytes: estimated bytes of the store the queue's keys hold (its jobs sampled per state),
+	// refreshed every 30 s by default.
+	MemoryBytes           uint64
 	AddedTotal            uint64
 	CompletedTotal        uint64
 	FailedTotal           uint64
@@ -381,6 +384,7 @@ func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
 		StalledTotal:          p.GetStalledTotal(),
 		TimedOutTotal:         p.GetTimedOutTotal(),
 		RaisedTotal:           p.GetRaisedTotal(),
+		MemoryBytes:           p.GetMemoryBytes(),
 		AddedTotal:            p.GetAddedTotal(),
 		CompletedTotal:        p.GetCompletedTotal(),
 		FailedTotal:           p.GetFailedTotal(),

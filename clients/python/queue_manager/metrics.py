@@ -86,6 +86,9 @@ class QueueMetrics:
             registered: the server's, or the worker's own (a processor past the job's ``timeout``).
         raised_total: Failed runs (attempts, retried or not) that raised an error since the queue was
             registered. With ``stalled_total``: every failed run by how it failed.
+        memory_bytes: Estimated bytes of the store the queue's keys hold (its jobs sampled per state, its
+            own lists, sets and hashes), refreshed at most every 30 s by default; 0 before the first
+            estimate. An estimate: docs/observability.md says how it is made and how far off it may be.
         cancelled: Cancelled jobs still retained.
         expired_total: Jobs expired unstarted since the queue was registered (each ended cancelled).
         added_total: Jobs added since the queue was registered.
@@ -123,6 +126,7 @@ class QueueMetrics:
     stalled_total: int = 0
     timed_out_total: int = 0
     raised_total: int = 0
+    memory_bytes: int = 0
     cancelled: int = 0
     expired_total: int = 0
     added_total: int = 0
@@ -239,6 +243,7 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
         stalled_total=msg.stalled_total,
         timed_out_total=msg.timed_out_total,
         raised_total=msg.raised_total,
+        memory_bytes=msg.memory_bytes,
         cancelled=msg.cancelled,
         expired_total=msg.expired_total,
         added_total=msg.added_total,

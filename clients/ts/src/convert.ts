@@ -414,6 +414,7 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
     stalledTotal: Number(m.stalledTotal),
     timedOutTotal: Number(m.timedOutTotal),
     raisedTotal: Number(m.raisedTotal),
+    memoryBytes: Number(m.memoryBytes),
     cancelled: Number(m.cancelled),
     addedTotal: Number(m.addedTotal),
     completedTotal: Number(m.completedTotal),

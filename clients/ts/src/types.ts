@@ -355,6 +355,8 @@ export interface QueueMetrics {
   timedOutTotal: number;
   /** Failed runs (attempts, retried or not) whose processor threw since the queue was registered. */
   raisedTotal: number;
+  /** Estimated bytes of the store the queue's keys hold (its jobs sampled per state); refreshed every 30 s by default. */
+  memoryBytes: number;
   cancelled: number;
   addedTotal: number;
   completedTotal: number;

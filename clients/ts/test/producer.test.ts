@@ -56,6 +56,7 @@ describe("queues", () => {
     assert.equal(metrics.isPaused, true);
     assert.equal(metrics.paused, 1);
     assert.equal(metrics.addedTotal, 1);
+    assert.ok(metrics.memoryBytes > 0, `the queue's keys and its job hold memory: ${metrics.memoryBytes}`);
     assert.equal((await qm.resumeQueue(name)).paused, false);
     metrics = await qm.getQueueMetrics(name);
     assert.equal(metrics.waiting, 1);

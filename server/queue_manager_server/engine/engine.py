@@ -14,6 +14,11 @@ from typing import Any, TypeVar
 
 from queue_manager_server.engine.clients import Client
 from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
+from queue_manager_server.engine.memory import (
+    memory_estimate_args,
+    memory_estimate_keys,
+    parse_memory_estimate,
+)
 from queue_manager_server.engine.metrics import metrics_args, metrics_keys, parse_metrics
 from queue_manager_server.engine.records import (
     JSON_TYPE,
@@ -321,6 +326,16 @@ class Engine:
         if m is None:
             raise QueueNotFound(name)
         return m
+
+    async def memory_estimate(self, name: str, interval_ms: int, seed: int = 0) -> int:
+        """The estimated bytes of the store a queue's keys hold, kept for interval_ms (memory_estimate.lua;
+        engine/memory.py); raises QueueNotFound."""
+        keys, args = memory_estimate_keys(self.keys(name)), memory_estimate_args(interval_ms, seed)
+        r = await self.scripts.run("memory_estimate", keys, args)
+        estimate = parse_memory_estimate(r)
+        if estimate is None:
+            raise QueueNotFound(name)
+        return estimate
 
     async def clean(self, name: str, state: str, grace_ms: int, limit: int) -> int:
         """Removes jobs of `state` older than grace (finish time, or add time for unfinished states)."""

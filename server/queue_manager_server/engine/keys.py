@@ -210,6 +210,12 @@ class QueueKeys:
         return f"{self.base}:s:{minute}"
 
     @property
+    def memory(self) -> str:
+        """string: the queue's last memory estimate in bytes (memory_estimate.lua), expiring after the
+        estimate's interval (engine/memory.py)."""
+        return f"{self.base}:memory"
+
+    @property
     def job_prefix(self) -> str:
         """Prefix of the per-job hashes: ``<job_prefix><id>``."""
         return f"{self.base}:job:"

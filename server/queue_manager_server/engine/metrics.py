@@ -1,16 +1,24 @@
 """Reading queue metrics: one metrics.lua call per queue plus one worker-registry read, pipelined into one
-round trip however many queues.
+round trip however many queues (a memory_estimate.lua call beside each metrics.lua one: it measures the queue
+only when its kept estimate has expired, engine/memory.py).
 
 Every figure comes from Redis (never from one server's memory), so each server process answers the same.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from queue_manager_server.engine.keys import QueueKeys, registry
+from queue_manager_server.engine.memory import (
+    DEFAULT_INTERVAL_MS,
+    memory_estimate_args,
+    memory_estimate_keys,
+    parse_memory_estimate,
+)
 from queue_manager_server.engine.records import Metrics, MinuteActivity, NodeMemory
 from queue_manager_server.engine.stats import BUCKETS, HISTORY_MINUTES, RECENT_MINUTES
 from queue_manager_server.engine.workers import WorkerRecord, WorkerStore, parse_workers
@@ -108,27 +116,46 @@ class Snapshot:
 class MetricsReader:
     """Reads metrics for the services, the metrics stream and the Prometheus endpoint."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, memory_estimate_ms: int = DEFAULT_INTERVAL_MS) -> None:
         self.engine = engine
         self.workers = WorkerStore(engine.scripts, engine.prefix)
+        # How long a queue's memory estimate is kept before a read measures it again (engine/memory.py).
+        self.memory_estimate_ms = memory_estimate_ms
         # The registered queues seen by the last read of every queue: the next read asks for their metrics
         # in the same round trip as the registry itself (a queue registered since costs one more).
         self._known: list[str] = []
         # Snapshots read so far (each one Redis round trip in the steady state).
         self.reads = 0
 
-    async def _queue_metrics(self, pipe: Pipe, names: Sequence[str], history: bool) -> None:
+    def _queue_metrics(self, pipe: Pipe, names: Sequence[str], history: bool) -> None:
+        """Queues each queue's metrics.lua call and its memory estimate (`_parse` reads both replies)."""
         args = metrics_args(history)
         for name in names:
-            self.engine.scripts.call_in(pipe, "metrics", metrics_keys(self.engine.keys(name)), args)
+            keys = self.engine.keys(name)
+            self.engine.scripts.call_in(pipe, "metrics", metrics_keys(keys), args)
+            memory_args = memory_estimate_args(self.memory_estimate_ms, random.getrandbits(31))
+            self.engine.scripts.call_in(pipe, "memory_estimate", memory_estimate_keys(keys), memory_args)
+
+    @staticmethod
+    def _parse(names: Sequence[str], results: list[Any]) -> dict[str, Metrics]:
+        """The metrics of the registered queues among `names`, taken off the front of `results`."""
+        found: dict[str, Metrics] = {}
+        for name in names:
+            m = parse_metrics(name, results.pop(0))
+            memory = parse_memory_estimate(results.pop(0))
+            if m is not None:
+                m.memory_bytes = memory or 0
+                found[name] = m
+        return found
 
     async def queue(self, name: str, history: bool = False) -> Metrics:
         """One queue's metrics, with its workers; raises QueueNotFound."""
         pipe = self.engine.store.pipeline()
-        await self._queue_metrics(pipe, [name], history)
+        self._queue_metrics(pipe, [name], history)
         await self.workers.list_workers_in(pipe)
-        reply, workers = await self.engine.store.execute(pipe)
-        m = parse_metrics(name, reply)
+        results = await self.engine.store.execute(pipe)
+        workers = results.pop()
+        m = self._parse([name], results).get(name)
         if m is None:
             raise QueueNotFound(name)
         attach_workers([m], parse_workers(workers)[1])
@@ -143,20 +170,18 @@ class MetricsReader:
         pipe = self.engine.store.pipeline()
         if every:
             pipe.smembers(registry(self.engine.prefix))
-        await self._queue_metrics(pipe, asked, history)
+        self._queue_metrics(pipe, asked, history)
         await self.workers.list_workers_in(pipe)
         results = await self.engine.store.execute(pipe)
         registered = sorted(_s(n) for n in results.pop(0)) if every else asked
         now, workers = parse_workers(results.pop())
-        found = {n: m for n, r in zip(asked, results, strict=True) if (m := parse_metrics(n, r)) is not None}
+        found = self._parse(asked, results)
         if every:
             new = [n for n in registered if n not in self._known]
             if new:
                 pipe = self.engine.store.pipeline()
-                await self._queue_metrics(pipe, new, history)
-                for n, r in zip(new, await self.engine.store.execute(pipe), strict=True):
-                    if (m := parse_metrics(n, r)) is not None:
-                        found[n] = m
+                self._queue_metrics(pipe, new, history)
+                found.update(self._parse(new, await self.engine.store.execute(pipe)))
             self._known = registered
         queues = [found[n] for n in registered if n in found]
         attach_workers(queues, workers)

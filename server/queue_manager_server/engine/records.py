@@ -306,6 +306,9 @@ class Metrics:
     history: list[MinuteActivity] = field(default_factory=list)
     # Per priority level, the first first: (ready jobs, since when the oldest of them is ready or -1).
     levels: list[tuple[int, int]] = field(default_factory=list)
+    # Estimated bytes of the store the queue's keys hold (memory_estimate.lua), as of its last estimate
+    # (engine/memory.py: kept 30 s by default).
+    memory_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

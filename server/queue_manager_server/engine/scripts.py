@@ -30,8 +30,11 @@ _LUA = resources.files("queue_manager_server.engine") / "lua"
 # RESOURCE_EXHAUSTED and changes nothing; these run anyway (Redis ≥ 7 script flag), so a full store never
 # strands running jobs (their extensions and completions were refused, their workers' streams broke, and
 # they stayed active until memory was raised). What they write past maxmemory is the outcomes of the jobs
-# that run meanwhile; retention removes finished jobs as usual.
-ALLOW_OOM = frozenset({"complete", "fail", "retry_later", "extend", "release", "reap", "workers_seen"})
+# that run meanwhile; retention removes finished jobs as usual. The memory estimate keeps its few bytes
+# (memory_estimate.lua) so a full store still says which queue fills it.
+ALLOW_OOM = frozenset(
+    {"complete", "fail", "retry_later", "extend", "release", "reap", "workers_seen", "memory_estimate"}
+)
 _ALLOW_OOM_FLAG = "#!lua flags=allow-oom\n"
 
 
@@ -112,6 +115,7 @@ class Scripts:
         "register_queue",
         "set_paused",
         "metrics",
+        "memory_estimate",  # per-queue memory (engine/memory.py)
         "remove_job",
         "clean",
         "clean_waiting",

@@ -191,6 +191,12 @@ class QueueCollector:
                 lambda m: m.groups_paused,
             ),
             (
+                "queue_memory_bytes",
+                "Estimated bytes of the store the queue's keys hold (its jobs sampled; refreshed every 30 s "
+                "by default): which queue fills Redis.",
+                lambda m: m.memory_bytes,
+            ),
+            (
                 "queue_rate_limit_tokens",
                 "Job starts available in the rate-limit bucket now; 0 without a rate limit.",
                 lambda m: m.rate_limit_tokens,

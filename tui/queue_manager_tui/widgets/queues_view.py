@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Sparkline
 from queue_manager import GroupLimits, JobPriority, QueueMetrics, RateLimit
 from queue_manager_tui.format import (
     NONE,
+    fmt_bytes,
     fmt_count,
     fmt_duration,
     fmt_percent,
@@ -190,9 +191,11 @@ def _facts(
         f"{fmt_count(metrics.failed_last_minute)} failed ({fmt_rate(metrics.failed_per_second)} failing)",
         f"processing: avg {fmt_duration(metrics.average_processing_time)}, "
         f"p95 {fmt_duration(metrics.p95_processing_time)}; error rate {fmt_percent(metrics.error_rate)}",
+        # The memory: an estimate from a sample of its jobs (QueueMetrics.memory_bytes).
         f"now: {fmt_count(metrics.stalled)} stalled, {fmt_count(metrics.paused)} held by pause, "
         f"{fmt_count(metrics.cancelled)} cancelled; "
-        f"oldest waiting {fmt_duration(metrics.oldest_waiting_age)}",
+        f"oldest waiting {fmt_duration(metrics.oldest_waiting_age)}; "
+        f"memory about {fmt_bytes(metrics.memory_bytes)}",
         f"workers: {metrics.workers} connected, {metrics.free_capacity} free slots; "
         + _limit_sentence(metrics, limit),
     ]

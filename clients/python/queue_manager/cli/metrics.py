@@ -25,6 +25,7 @@ _ALL_COLUMNS = (
     "workers",
     "free_capacity",
     "groups",
+    "memory_bytes",
 )
 _BUCKET_COLUMNS = ("start_time", "added", "completed", "failed", "average_processing_time")
 _LEVEL_COLUMNS = ("priority", "waiting", "oldest_waiting_age")

@@ -7,7 +7,7 @@
 -- KEYS[10] schedules  KEYS[11] schedule-due  KEYS[12] schedule-runs (the queue's schedules go with it)
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
 -- ARGV[4] key prefix of staged bulk streams (<prefix><stream id>)
--- The cancelled set, the deadlines of active runs, the redrive keys and the activity counters (stats, and the minute and
+-- The cancelled set, the deadlines of active runs, the kept memory estimate, the redrive keys and the activity counters (stats, and the minute and
 -- seconds hashes of the last two hours, which expire anyway) and the fairness groups' keys go too: keys derived
 -- from the job prefix.
 -- A first call on a queue whose job events are watched (its 'evw' deadline ahead) publishes 'x <queue>' on the
@@ -33,7 +33,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 -- The queue stops existing first, so no job can be added while the rest is deleted.
 redis.call('DEL', KEYS[1], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12])
-redis.call('DEL', queue_key(prefix, 'deadlines'))
+redis.call('DEL', queue_key(prefix, 'deadlines'), queue_key(prefix, 'memory'))
 -- A dead-letter queue's redrive outbox (its entries are whole copies) and the tokens of redrives carried out
 -- (engine/redrive.py).
 local redrive = queue_key(prefix, 'redrive')

@@ -2109,7 +2109,12 @@ type QueueMetrics struct {
 	TimedOutTotal uint64 `protobuf:"varint,33,opt,name=timed_out_total,json=timedOutTotal,proto3" json:"timed_out_total,omitempty"`
 	// Failed runs (attempts, retried or not) that raised an error since the queue was registered. With
 	// timed_out_total and stalled_total: every failed run by how it failed (cancelled runs apart).
-	RaisedTotal   uint64 `protobuf:"varint,34,opt,name=raised_total,json=raisedTotal,proto3" json:"raised_total,omitempty"`
+	RaisedTotal uint64 `protobuf:"varint,34,opt,name=raised_total,json=raisedTotal,proto3" json:"raised_total,omitempty"`
+	// Estimated bytes of the store this queue's keys hold: its job hashes (sampled per state, with their log
+	// lines and dedup keys), its lists, sets and hashes of its own. An estimate (MEMORY USAGE of the queue's
+	// keys and of a random sample of its jobs, times the jobs per state), refreshed at most every 30 s by
+	// default (the server's --memory-estimate-ms, which every server shares).
+	MemoryBytes   uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2378,6 +2383,13 @@ func (x *QueueMetrics) GetTimedOutTotal() uint64 {
 func (x *QueueMetrics) GetRaisedTotal() uint64 {
 	if x != nil {
 		return x.RaisedTotal
+	}
+	return 0
+}
+
+func (x *QueueMetrics) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
 	}
 	return 0
 }
@@ -2775,8 +2787,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xff\n" +
-	"\n" +
+	"createTime\"\xa2\v\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -2817,7 +2828,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06groups\x18\x1f \x01(\x04R\x06groups\x12#\n" +
 	"\rgroups_paused\x18  \x01(\x04R\fgroupsPaused\x12&\n" +
 	"\x0ftimed_out_total\x18! \x01(\x04R\rtimedOutTotal\x12!\n" +
-	"\fraised_total\x18\" \x01(\x04R\vraisedTotal\"\xb4\x01\n" +
+	"\fraised_total\x18\" \x01(\x04R\vraisedTotal\x12!\n" +
+	"\fmemory_bytes\x18# \x01(\x04R\vmemoryBytes\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
