@@ -264,3 +264,18 @@ async def test_a_redis_user_refused_memory_usage_still_gets_its_metrics(
         await redis.execute_command("ACL", "DELUSER", user)
     assert [(m.waiting, m.memory_bytes) for m in metrics] == [(10, 0)] * 3
     assert caplog.text.count("cannot estimate the queues' memory (MEMORY USAGE refused") == 1, caplog.text
+
+
+async def test_a_clean_or_a_drain_drops_the_kept_estimate(server: RunningServer) -> None:
+    """With the estimate kept for its default 30 s, a clean or a drain that removed jobs is seen at the next
+    read, not up to half a minute later."""
+    async with QueueManager(address=server.address) as qm:
+        for name in ("cleaned", "drained"):
+            await qm.register_queue(name)
+            await add_jobs(qm, name, 500)
+        full = {name: (await qm.get_queue_metrics(name)).memory_bytes for name in ("cleaned", "drained")}
+        assert await qm.clean_queue("cleaned", 0, JobState.WAITING) == 500
+        assert await qm.drain_queue("drained") == 500
+        after = {name: (await qm.get_queue_metrics(name)).memory_bytes for name in ("cleaned", "drained")}
+    for name in ("cleaned", "drained"):
+        assert full[name] > 500 * len(PAYLOAD) and after[name] < full[name] / 10, (name, full, after)

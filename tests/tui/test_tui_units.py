@@ -338,3 +338,16 @@ def test_job_detail_lists_the_error_history_oldest_first_and_literally() -> None
     assert lines[3].startswith("attempt 2  error  ") and lines[3].endswith("worker w2")
     # Markup in a message is text; of a stack trace the last lines show (the last failure's whole is above).
     assert lines[4:8] == ["  boom [b]2[/b]", "      b", "      c", "    ValueError"]
+
+
+def test_a_step_skipped_by_its_condition_gives_the_reason_dim_and_a_failed_one_red() -> None:
+    from queue_manager.workflows import WorkflowStepRun, WorkflowStepState
+    from queue_manager_tui.widgets.workflows_view import step_label
+
+    def reason_style(state: WorkflowStepState, error: str) -> str:
+        label = step_label(WorkflowStepRun("ship", "q", "ship", state=state, error=error))
+        start = label.plain.index(error)
+        return [str(span.style) for span in label.spans if span.start <= start < span.end][-1]
+
+    assert reason_style(WorkflowStepState.SKIPPED, "run_if: check.total > 100 is false (42)") == "dim"
+    assert reason_style(WorkflowStepState.FAILED, "boom") == "red"

@@ -343,11 +343,15 @@ class Engine:
         k = self.keys(name)
         now = await self.redis_time_ms(name)
         if state in ("waiting", "paused"):
-            return await self._clean_loop(
+            removed = await self._clean_loop(
                 "clean_waiting", k.waiting, k.job_prefix, "created", now - grace_ms, limit
             )
-        mode = "score" if state in ("completed", "failed", "cancelled") else "created"
-        return await self._clean_loop("clean", k.state_set(state), k.job_prefix, mode, now - grace_ms, limit)
+        else:
+            mode = "score" if state in ("completed", "failed", "cancelled") else "created"
+            removed = await self._clean_loop(
+                "clean", k.state_set(state), k.job_prefix, mode, now - grace_ms, limit
+            )
+        return await self._forget_memory(k, removed)
 
     async def drain(self, name: str, include_delayed: bool) -> int:
         """Removes every waiting job (and delayed ones if asked); active jobs run on."""
@@ -356,6 +360,14 @@ class Engine:
         removed = await self._clean_loop("clean_waiting", k.waiting, k.job_prefix, "all", 0, 0)
         if include_delayed:
             removed += await self._clean_loop("clean", k.delayed, k.job_prefix, "all", 0, 0)
+        return await self._forget_memory(k, removed)
+
+    async def _forget_memory(self, k: QueueKeys, removed: int) -> int:
+        """After a clean or a drain that removed jobs, the kept memory estimate goes: the next metrics read
+        measures the queue again, instead of counting the removed jobs for up to an interval. Returns
+        removed."""
+        if removed:
+            await self.redis.delete(k.memory)
         return removed
 
     async def _clean_loop(

@@ -215,7 +215,8 @@ def _add_step(node: TreeNode[WorkflowStepRun], step: WorkflowStepRun, steps: lis
 
 
 def step_label(step: WorkflowStepRun) -> Text:
-    """One line for a step: its state mark, key, queue/job name, job id, then why it failed."""
+    """One line for a step: its state mark, key, queue/job name, job id, then why it failed (red) or why it
+    was skipped (dim: a run_if condition that did not hold is no failure)."""
     mark, style = _STEP_MARKS[step.state]
     label = Text()
     label.append(f"{mark} ", style=style)
@@ -231,7 +232,7 @@ def step_label(step: WorkflowStepRun) -> Text:
         label.append(f"  after {', '.join(safe(k) for k in step.depends_on)}", style="cyan")
     if step.error:
         first = step.error.splitlines()[0] if step.error.strip() else step.error
-        label.append(f"  {safe(first)}", style="red")
+        label.append(f"  {safe(first)}", style="dim" if step.state is Step.SKIPPED else "red")
     return label
 
 
