@@ -53,6 +53,8 @@ CLIENT_STATUSES = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.OUT_OF_RANGE,
+    # A queue full to its max_size (a generated RegisterQueue may give one) refuses adds.
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
 QUEUES = ["fz", "fz-paused", "dead-letter-queue"]  # registered before the run
