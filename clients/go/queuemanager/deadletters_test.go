@@ -13,36 +13,8 @@ import (
 
 func TestRedriveAndRetryWithDataRunFailedJobsAgain(t *testing.T) {
 	t.Parallel()
-	c := newClient(t)
-	ctx := testContext(t)
-	dlq := newQueue(t, c, nil)
-	queue := dlq + "-src"
-	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
-	// The copy reaches the dead-letter queue after the failure: its ADDED event says when.
-	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, dlq, queue, copies := failOnceWithCopies(t)
 	defer copies.Close()
-
-	var mu sync.Mutex
-	runs := map[string]int{}
-	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
-		queue: func(ctx context.Context, job *qm.Job) (any, error) {
-			mu.Lock()
-			runs[job.ID]++
-			first := runs[job.ID] == 1
-			mu.Unlock()
-			if first {
-				return nil, qm.Unrecoverable(errors.New("bad input"))
-			}
-			var data struct{ N int }
-			return data.N, job.Decode(&data)
-		},
-	}})
 
 	redriven := add(t, c, queue, "charge", map[string]int{"n": 1}, nil)
 	if done := waitFinished(t, c, queue, redriven.ID); done.State != qm.StateFailed {
@@ -88,34 +60,8 @@ func TestRedriveAndRetryWithDataRunFailedJobsAgain(t *testing.T) {
 
 func TestRedriveWithDataRunsTheOriginalWithItInOneCall(t *testing.T) {
 	t.Parallel()
-	c := newClient(t)
-	ctx := testContext(t)
-	dlq := newQueue(t, c, nil)
-	queue := dlq + "-src"
-	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
-	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, dlq, queue, copies := failOnceWithCopies(t)
 	defer copies.Close()
-	var mu sync.Mutex
-	runs := map[string]int{}
-	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
-		queue: func(ctx context.Context, job *qm.Job) (any, error) {
-			mu.Lock()
-			runs[job.ID]++
-			first := runs[job.ID] == 1
-			mu.Unlock()
-			if first {
-				return nil, qm.Unrecoverable(errors.New("bad input"))
-			}
-			var data struct{ N int }
-			return data.N, job.Decode(&data)
-		},
-	}})
 	ids := make([]string, 2)
 	for i := range ids {
 		job := add(t, c, queue, "charge", map[string]int{"n": i + 1}, nil)
@@ -218,4 +164,39 @@ func TestListDeadLettersReadsEachCopy(t *testing.T) {
 	if _, err := c.ListDeadLetters(ctx, dlq+"-missing", 0, 0, ""); !errors.Is(err, qm.ErrNotFound) {
 		t.Fatalf("an unknown queue: want ErrNotFound, got %v", err)
 	}
+}
+
+// failOnceWithCopies makes a queue whose dead-letter queue is its own, and a worker whose handler fails
+// each job's first run for good (Unrecoverable) and returns its data's N on a later run; copies follows
+// the copies' ADDED events in the dead-letter queue (a copy arrives there after its failure).
+func failOnceWithCopies(t *testing.T) (*qm.Client, context.Context, string, string, *qm.JobEventStream) {
+	t.Helper()
+	c := newClient(t)
+	ctx := testContext(t)
+	dlq := newQueue(t, c, nil)
+	queue := dlq + "-src"
+	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
+	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := map[string]int{}
+	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			mu.Lock()
+			runs[job.ID]++
+			first := runs[job.ID] == 1
+			mu.Unlock()
+			if first {
+				return nil, qm.Unrecoverable(errors.New("bad input"))
+			}
+			var data struct{ N int }
+			return data.N, job.Decode(&data)
+		},
+	}})
+	return c, ctx, dlq, queue, copies
 }
