@@ -325,6 +325,8 @@ async def test_health_reflects_redis(server: RunningServer, channel: grpc.aio.Ch
     r = await stub.Check(health_pb2.HealthCheckRequest(service="queue_manager.v1.QueueService"))
     assert r.status == health_pb2.HealthCheckResponse.SERVING
     monitor = next(c for c in server.app.components if c.name == "health")
+    # Its probe stopped first: one under way when the status is set would find Redis up and set it back.
+    await monitor.stop()
     await monitor.set(False)  # type: ignore[attr-defined]
     r = await stub.Check(health_pb2.HealthCheckRequest())
     assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
