@@ -38,15 +38,25 @@ local base = string.sub(meta, 1, -5)
 local function num(v) return tonumber(v) or 0 end
 local fields = {'a', 'c', 'f', 'us'}
 for i = 1, buckets do fields[#fields + 1] = 'h' .. i end
-local function activity(key)
-  local r = redis.call('HMGET', key, unpack(fields))
+-- A hash's activity fields as numbers; with `extra` (field names), those too, read in the same HMGET and
+-- handed back apart.
+local function activity(key, extra)
+  local names = fields
+  if extra then
+    names = {unpack(fields)}
+    for _, f in ipairs(extra) do names[#names + 1] = f end
+  end
+  local r = redis.call('HMGET', key, unpack(names))
+  local more = {}
   for i = 1, #r do r[i] = num(r[i]) end
-  return r
+  for i = #r, #fields + 1, -1 do table.insert(more, 1, r[i]); r[i] = nil end
+  return r, more
 end
+-- The all-time totals, and the failed runs that raised and that timed out (stats 'r' and 't').
+local totals, kinds = activity(base .. 'stats', {'r', 't'})
 local out = {1, num(m[1]), waiting_count(waiting), redis.call('ZCARD', KEYS[3]),
   redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[6]),
-  redis.call('ZCOUNT', KEYS[4], '-inf', now), num(m[2]), redis.call('ZCARD', KEYS[7]), now,
-  activity(base .. 'stats')}
+  redis.call('ZCOUNT', KEYS[4], '-inf', now), num(m[2]), redis.call('ZCARD', KEYS[7]), now, totals}
 
 -- The last 60 seconds: all of the current minute, and the later seconds of the one before.
 local minute = math.floor(now / 60000)
@@ -173,7 +183,6 @@ out[#out + 1] = num(m[5])
 out[#out + 1] = redis.call('ZCARD', base .. 'groups')
 out[#out + 1] = num(m[7])
 out[#out + 1] = m[8] or ''
-local kinds = redis.call('HMGET', base .. 'stats', 'r', 't')
-out[#out + 1] = num(kinds[1])
-out[#out + 1] = num(kinds[2])
+out[#out + 1] = kinds[1]
+out[#out + 1] = kinds[2]
 return out
