@@ -103,18 +103,7 @@ func TestRedriveWithDataRunsTheOriginalWithItInOneCall(t *testing.T) {
 
 func TestListDeadLettersReadsEachCopy(t *testing.T) {
 	t.Parallel()
-	c := newClient(t)
-	ctx := testContext(t)
-	dlq := newQueue(t, c, nil)
-	queue := dlq + "-src"
-	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
-	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, dlq, queue, copies := queueWithCopies(t)
 	defer copies.Close()
 	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
 		queue: func(ctx context.Context, job *qm.Job) (any, error) {
@@ -171,18 +160,7 @@ func TestListDeadLettersReadsEachCopy(t *testing.T) {
 // the copies' ADDED events in the dead-letter queue (a copy arrives there after its failure).
 func failOnceWithCopies(t *testing.T) (*qm.Client, context.Context, string, string, *qm.JobEventStream) {
 	t.Helper()
-	c := newClient(t)
-	ctx := testContext(t)
-	dlq := newQueue(t, c, nil)
-	queue := dlq + "-src"
-	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
-	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, dlq, queue, copies := queueWithCopies(t)
 	var mu sync.Mutex
 	runs := map[string]int{}
 	startWorker(t, c, qm.WorkerConfig{Handlers: map[string]qm.Handler{
@@ -198,5 +176,24 @@ func failOnceWithCopies(t *testing.T) (*qm.Client, context.Context, string, stri
 			return data.N, job.Decode(&data)
 		},
 	}})
+	return c, ctx, dlq, queue, copies
+}
+
+// queueWithCopies makes a queue (returned) whose dead-letter queue (dlq) is its own, and follows the ADDED
+// events of the dead-letter queue (copies; the caller closes it).
+func queueWithCopies(t *testing.T) (c *qm.Client, ctx context.Context, dlq, queue string, copies *qm.JobEventStream) {
+	t.Helper()
+	c = newClient(t)
+	ctx = testContext(t)
+	dlq = newQueue(t, c, nil)
+	queue = dlq + "-src"
+	if _, _, err := c.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ObliterateQueue(context.Background(), queue, true) })
+	copies, err := c.WatchJobEvents(ctx, dlq, qm.EventFilter{Types: []qm.JobEventType{qm.EventAdded}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return c, ctx, dlq, queue, copies
 }
