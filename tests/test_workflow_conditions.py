@@ -287,6 +287,11 @@ def _refusals() -> list[tuple[workflows_pb2.Workflow, str]]:
         (under_a(condition("x", Op.CONDITION_OPERATOR_IN, "ok")), "IN needs a list"),
         (under_a(condition("x", Op.CONDITION_OPERATOR_EXISTS, 1)), "EXISTS takes no value"),
         (under_a(*[condition("x", gt, n) for n in range(17)]), "at most 16 conditions"),
+        (
+            under_a(workflows_pb2.StepCondition(path="x", operator=gt, source=2, value=_value(1))),
+            "leave the path empty with source ERROR",
+        ),
+        (under_a(workflows_pb2.StepCondition(operator=gt, source=9, value=_value(1))), "unknown source 9"),
     ]
 
 
@@ -387,3 +392,110 @@ async def test_a_step_skipped_by_its_conditions_loses_the_reason_when_a_retry_br
     assert await step_outcome(workflows.store, run_id, "a", "c") == ("completed", [])
     step = (await workflows.get(run_id)).steps[1]
     assert (step.state, step.error) == (workflows_pb2.WORKFLOW_STEP_STATE_SKIPPED, "")
+
+
+def on_its_error(*conditions: workflows_pb2.StepCondition) -> workflows_pb2.Workflow:
+    """Step "a" (queue first) whose failure arms "b" (queue second, with the conditions)."""
+    b = workflows_pb2.WorkflowStep(key="b", queue_name="second", job_name="b", run_if=conditions)
+    a = workflows_pb2.WorkflowStep(key="a", queue_name="first", job_name="a", on_failure=[b])
+    return workflows_pb2.Workflow(steps=[a])
+
+
+def error_condition(op: int, value: Any = _MISSING) -> workflows_pb2.StepCondition:
+    c = condition("", op, value)
+    c.source = workflows_pb2.CONDITION_SOURCE_ERROR
+    return c
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "holds"),
+    [
+        (Op.CONDITION_OPERATOR_CONTAINS, "declined", True),
+        (Op.CONDITION_OPERATOR_CONTAINS, "timeout", False),
+        (Op.CONDITION_OPERATOR_EQUAL, "card declined", True),
+        (Op.CONDITION_OPERATOR_IN, ["card declined", "expired"], True),
+        (Op.CONDITION_OPERATOR_EXISTS, _MISSING, True),
+        (Op.CONDITION_OPERATOR_NOT_EXISTS, _MISSING, False),
+    ],
+)
+async def test_a_failure_branch_step_looks_at_its_parents_error(
+    engine: Engine, op: int, value: Any, holds: bool
+) -> None:
+    workflows = await in_two_queues(engine)
+    run_id, _ = await workflows.execute(on_its_error(error_condition(op, value)), "on-error")
+    (done,) = await workflows.store.finish_steps([(run_id, "a", "f", b"", "", "card declined")])
+    assert done is not None and done.to_start == (["b"] if holds else [])
+    b = (await workflows.get(run_id)).steps[1]
+    if not holds:
+        assert b.state == workflows_pb2.WORKFLOW_STEP_STATE_SKIPPED
+        assert b.error.startswith("run_if: the error of a ")
+        assert b.error.endswith(' is false ("card declined")')
+
+
+async def test_an_error_condition_sees_no_error_after_a_success(engine: Engine) -> None:
+    """On an on_success branch the parent has no error: NOT_EXISTS holds, anything else does not; a result
+    that holds an "error" field is not the error."""
+    workflows = await in_two_queues(engine)
+    ok = json.dumps({"error": "in the result"}).encode()
+    for n, (op, holds) in enumerate(
+        [(Op.CONDITION_OPERATOR_NOT_EXISTS, True), (Op.CONDITION_OPERATOR_EXISTS, False)]
+    ):
+        run_id, _ = await workflows.execute(gated(error_condition(op)), f"no-error-{n}")
+        state, to_start = await step_outcome(workflows.store, run_id, "a", result=ok)
+        assert to_start == (["b"] if holds else []), (op, state)
+    run = await workflows.get(run_id)
+    assert run.steps[1].error == "run_if: the error of a exists is false (missing)"
+
+
+async def test_a_failure_branch_runs_on_the_error_its_processor_raised(qm: QueueManager) -> None:
+    ran: list[str] = []
+
+    @qm.processor("user-processing")
+    async def charge(job: JobContext) -> None:
+        raise RuntimeError("card declined by the bank")
+
+    for queue in ("email-notifications", "analytics"):
+
+        @qm.processor(queue)
+        async def step(job: JobContext) -> None:
+            ran.append(job.name)
+
+    await qm.start_workers()
+    workflow = {
+        "steps": [
+            {
+                "key": "charge",
+                "queue_name": "user-processing",
+                "job_name": "charge",
+                "on_failure": [
+                    {
+                        "key": "tell-customer",
+                        "queue_name": "email-notifications",
+                        "job_name": "tell-customer",
+                        "run_if": [when("", "", "contains", "card declined", source="error")],
+                    },
+                    {
+                        "key": "page-oncall",
+                        "queue_name": "analytics",
+                        "job_name": "page-oncall",
+                        "run_if": [{"operator": "contains", "value": "timeout", "source": "error"}],
+                    },
+                ],
+            }
+        ]
+    }
+    run = await finished(qm, await qm.execute_workflow(workflow))
+    assert ran == ["tell-customer"]
+    assert run.step("tell-customer").state == WorkflowStepState.COMPLETED
+    assert run.step("page-oncall").state == WorkflowStepState.SKIPPED
+    reason = run.step("page-oncall").error
+    assert reason.startswith('run_if: the error of charge contains "timeout" is false ('), reason
+    assert "card declined by the bank" in reason
+
+
+def test_the_client_builder_checks_error_conditions() -> None:
+    assert when("charge", "", "contains", "declined", source="error").source == "error"
+    with pytest.raises(ValueError, match="leave the path empty"):
+        when("charge", "code", "==", 1, source="error")
+    with pytest.raises(ValueError, match="unknown source 'errors'"):
+        when("charge", "", "exists", source="errors")

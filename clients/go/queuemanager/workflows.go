@@ -68,11 +68,20 @@ type StepCondition struct {
 	// Value is what to compare with (any JSON-encodable value, nil for null; a slice for "in"); it must
 	// be nil for "exists" and "not_exists".
 	Value any
+	// OnError compares the predecessor's error message (a string, missing unless it failed for good: for
+	// a step on its OnFailure branch) instead of its result; Path must be "".
+	OnError bool
 }
 
 // When builds a StepCondition: When("validate", "total", ">", 100).
 func When(step, path, operator string, value any) StepCondition {
 	return StepCondition{Step: step, Path: path, Operator: operator, Value: value}
+}
+
+// WhenError builds a StepCondition on a predecessor's error message: WhenError("charge", "contains",
+// "card declined").
+func WhenError(step, operator string, value any) StepCondition {
+	return StepCondition{Step: step, Operator: operator, Value: value, OnError: true}
 }
 
 var conditionOperators = map[string]pb.ConditionOperator{
@@ -95,6 +104,12 @@ func (c StepCondition) proto() (*pb.StepCondition, error) {
 			"run_if: unknown operator %q; use ==, !=, >, >=, <, <=, exists, not_exists, in or contains", c.Operator)
 	}
 	out := &pb.StepCondition{Step: c.Step, Path: c.Path, Operator: op}
+	if c.OnError {
+		if c.Path != "" {
+			return nil, fmt.Errorf("run_if: an error message has no fields; leave Path empty with OnError")
+		}
+		out.Source = pb.ConditionSource_CONDITION_SOURCE_ERROR
+	}
 	noValue := op == pb.ConditionOperator_CONDITION_OPERATOR_EXISTS ||
 		op == pb.ConditionOperator_CONDITION_OPERATOR_NOT_EXISTS
 	if noValue {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -187,6 +188,9 @@ func TestRunIfSkipsAStepWhoseConditionFails(t *testing.T) {
 			if job.Name == "validate" {
 				return map[string]any{"total": 42}, nil
 			}
+			if job.Name == "charge" {
+				return nil, errors.New("card declined")
+			}
 			return nil, nil
 		},
 	}})
@@ -225,5 +229,39 @@ func TestRunIfSkipsAStepWhoseConditionFails(t *testing.T) {
 	bad.Steps[0].OnSuccess[0].RunIf = []qm.StepCondition{qm.When("", "total", "=>", 1)}
 	if _, _, err := c.ExecuteWorkflow(testContext(t), bad, ""); err == nil {
 		t.Fatal("an unknown operator was sent")
+	}
+	onError := qm.WhenError("", "contains", "x")
+	onError.Path = "code"
+	bad.Steps[0].OnSuccess[0].RunIf = []qm.StepCondition{onError}
+	if _, _, err := c.ExecuteWorkflow(testContext(t), bad, ""); err == nil {
+		t.Fatal("an error condition with a path was sent")
+	}
+
+	// A failure branch that looks at the error its parent failed with.
+	runID, _, err = c.ExecuteWorkflow(testContext(t), qm.Workflow{Name: "charge", Steps: []qm.WorkflowStep{{
+		Key: "charge", Queue: queue, Name: "charge",
+		OnFailure: []qm.WorkflowStep{
+			{Key: "tell", Queue: queue, Name: "tell", RunIf: []qm.StepCondition{qm.WhenError("", "contains", "declined")}},
+			{Key: "page", Queue: queue, Name: "page", RunIf: []qm.StepCondition{qm.WhenError("charge", "contains", "timeout")}},
+		},
+	}}}, "")
+	if err != nil {
+		t.Fatalf("ExecuteWorkflow: %v", err)
+	}
+	run = settledRun(t, c, runID)
+	steps = map[string]qm.WorkflowStepRun{}
+	for _, step := range run.Steps {
+		steps[step.Key] = step
+	}
+	if steps["tell"].State != "completed" || steps["page"].State != "skipped" {
+		t.Fatalf("run %s, steps %+v", run.State, steps)
+	}
+	if !strings.HasPrefix(steps["page"].Error, `run_if: the error of charge contains "timeout" is false (`) {
+		t.Fatalf("page's error %q", steps["page"].Error)
+	}
+	for _, want := range []string{"charge", "tell"} {
+		if got := receive(t, ran, "the next step"); got != want {
+			t.Fatalf("step %q ran, want %q", got, want)
+		}
 	}
 }

@@ -6,6 +6,11 @@ A step runs, once due, only if every condition on its predecessors' results hold
     {"key": "ship", "queue_name": "shipping", "job_name": "ship",
      "run_if": [when("validate", "total", ">", 100), {"path": "status", "operator": "==", "value": "ok"}]}
 
+A step on an on_failure branch can look at why its parent failed instead (``source="error"``: the error
+message, a string)::
+
+    {"key": "notify", ..., "run_if": [when("charge", "", "contains", "card declined", source="error")]}
+
 ``step`` may be left out when the step has one predecessor (its parent, or the one step it depends on).
 """
 
@@ -42,8 +47,9 @@ OPERATORS: Mapping[str, workflows_pb2.ConditionOperator.ValueType] = {
 """Operator spellings accepted: symbols and lower-case names (``">="``, ``"greater_or_equal"``)."""
 
 _NEEDS_NO_VALUE = {workflows_pb2.CONDITION_OPERATOR_EXISTS, workflows_pb2.CONDITION_OPERATOR_NOT_EXISTS}
-_CONDITION_KEYS = frozenset({"step", "path", "operator", "value"})
+_CONDITION_KEYS = frozenset({"step", "path", "operator", "value", "source"})
 _MISSING: Any = object()
+_SOURCES = {"result": workflows_pb2.CONDITION_SOURCE_RESULT, "error": workflows_pb2.CONDITION_SOURCE_ERROR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +61,17 @@ class Condition:
         path: Dotted path into that result ("order.total", "items.0.sku"); "" for the whole result.
         operator: One of `OPERATORS`.
         value: What to compare with (a list for ``in``); unset for ``exists`` / ``not_exists``.
+        source: ``"result"`` (the predecessor's result) or ``"error"`` (its error message; path "").
     """
 
     step: str
     path: str
     operator: str
     value: Any = _MISSING
+    source: str = "result"
 
 
-def when(step: str, path: str, operator: str, value: Any = _MISSING) -> Condition:
+def when(step: str, path: str, operator: str, value: Any = _MISSING, *, source: str = "result") -> Condition:
     """A run_if condition: ``when("validate", "total", ">", 100)``; see `OPERATORS` for the operators.
 
     Args:
@@ -73,11 +81,14 @@ def when(step: str, path: str, operator: str, value: Any = _MISSING) -> Conditio
         operator: ``==``, ``!=``, ``>``, ``>=``, ``<``, ``<=``, ``exists``, ``not_exists``, ``in`` or
             ``contains`` (or their names: ``equal``, ``greater_than``, …).
         value: What to compare with; leave it out for ``exists`` and ``not_exists``.
+        source: ``"result"`` compares the predecessor's result (at path); ``"error"`` its error message, a
+            string, missing unless it failed (for a step on its on_failure branch; path must be "").
 
     Raises:
-        ValueError: An unknown operator, or a value missing or given where it does not belong.
+        ValueError: An unknown operator or source, a path with source "error", or a value missing or given
+            where it does not belong.
     """
-    condition = Condition(str(step), str(path), operator, value)
+    condition = Condition(str(step), str(path), operator, value, source)
     condition_to_proto(condition, "when()")
     return condition
 
@@ -103,6 +114,7 @@ def condition_to_proto(condition: Condition | Mapping[str, Any], at: str) -> wor
             str(condition.get("path") or ""),
             condition.get("operator", ""),
             condition.get("value", _MISSING),
+            condition.get("source") or "result",
         )
     elif not isinstance(condition, Condition):
         raise TypeError(f"{at} must be when(...) or a mapping, not {type(condition).__name__}")
@@ -111,7 +123,14 @@ def condition_to_proto(condition: Condition | Mapping[str, Any], at: str) -> wor
         raise ValueError(
             f"{at}: unknown operator {condition.operator!r}; use one of {', '.join(_ALL)} (or their names)"
         )
-    msg = workflows_pb2.StepCondition(step=condition.step, path=condition.path, operator=number)
+    source = _SOURCES.get(condition.source) if isinstance(condition.source, str) else None
+    if source is None:
+        raise ValueError(f"{at}: unknown source {condition.source!r}; use 'result' or 'error'")
+    if source == workflows_pb2.CONDITION_SOURCE_ERROR and condition.path:
+        raise ValueError(f"{at}: an error message has no fields; leave the path empty with source 'error'")
+    msg = workflows_pb2.StepCondition(
+        step=condition.step, path=condition.path, operator=number, source=source
+    )
     if number in _NEEDS_NO_VALUE:
         if condition.value is not _MISSING:
             raise ValueError(f"{at}: {condition.operator!r} takes no value")

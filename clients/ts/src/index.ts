@@ -48,7 +48,7 @@ export {
 } from "./filters.js";
 export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
 export * from "./types.js";
-export { when } from "./workflows.js";
+export { when, whenError } from "./workflows.js";
 export type {
   ConditionOp,
   Schedule,

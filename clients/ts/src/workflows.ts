@@ -8,6 +8,7 @@ import {
 } from "./gen/queue_manager/v1/schedules_pb.js";
 import {
   ConditionOperator,
+  ConditionSource,
   StepConditionSchema,
   WorkflowMetadataSchema,
   WorkflowSchema,
@@ -69,11 +70,21 @@ export interface StepCondition {
   operator: ConditionOp;
   /** What to compare with (an array for `in`); leave it out for `exists` and `notExists`. */
   value?: unknown;
+  /**
+   * What of the predecessor is compared: its `"result"` (the default) or its `"error"` message, a string,
+   * missing unless it failed for good (for a step on its onFailure branch; `path` must be empty).
+   */
+  source?: "result" | "error";
 }
 
 /** A `StepCondition`: `when("validate", "total", ">", 100)`. */
 export function when(step: string, path: string, operator: ConditionOp, ...value: [] | [unknown]): StepCondition {
   return value.length === 0 ? { step, path, operator } : { step, path, operator, value: value[0] };
+}
+
+/** A `StepCondition` on a predecessor's error message: `whenError("charge", "contains", "card declined")`. */
+export function whenError(step: string, operator: ConditionOp, ...value: [] | [unknown]): StepCondition {
+  return { ...when(step, "", operator, ...value), source: "error" };
 }
 
 const OPERATORS: Record<ConditionOp, ConditionOperator> = {
@@ -102,11 +113,19 @@ function conditionToProto(condition: StepCondition, at: string): StepConditionPb
   if (operator === ConditionOperator.IN && !Array.isArray(condition.value)) {
     throw new TypeError(`${at}.value: in needs an array of values`);
   }
+  const source = condition.source ?? "result";
+  if (source !== "result" && source !== "error") {
+    throw new TypeError(`${at}.source: unknown source ${JSON.stringify(source)}; use "result" or "error"`);
+  }
+  if (source === "error" && condition.path) {
+    throw new TypeError(`${at}.path: an error message has no fields; leave the path empty with source "error"`);
+  }
   return create(StepConditionSchema, {
     step: condition.step ?? "",
     path: condition.path ?? "",
     operator,
     value: takesValue ? toValue(condition.value, `${at}.value`) : undefined,
+    source: source === "error" ? ConditionSource.ERROR : ConditionSource.RESULT,
   });
 }
 

@@ -10,6 +10,7 @@ import {
   type ActiveJob,
   type QueueManager,
   when,
+  whenError,
 } from "../src/index.js";
 import { client, nextEvent, queueName, worker } from "./helpers.js";
 
@@ -445,6 +446,51 @@ describe("workflows and schedules", () => {
       await assert.rejects(qm.executeWorkflow(bad), InvalidArgumentError);
       const extra = { steps: [{ queueName: name, jobName: "a", runIf: [when("", "x", "exists", 1)] }] };
       await assert.rejects(async () => qm.executeWorkflow(extra), /takes no value/);
+      const pathed = { steps: [{ queueName: name, jobName: "a", runIf: [{ ...whenError("", "exists"), path: "x" }] }] };
+      await assert.rejects(async () => qm.executeWorkflow(pathed), /leave the path empty/);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
+  it("runs a failure-branch step only when its parent's error matches its runIf", async () => {
+    const name = queueName("error-flow");
+    await qm.registerQueue(name);
+    const ran: string[] = [];
+    const w = await worker({
+      processors: {
+        [name]: async (job) => {
+          ran.push(job.name);
+          if (job.name === "charge") throw new Error("card declined");
+          return null;
+        },
+      },
+    });
+    try {
+      const told = nextEvent<[ActiveJob]>(w, "completed", (job) => job.name === "tell");
+      const runId = await qm.executeWorkflow({
+        steps: [
+          {
+            key: "charge",
+            queueName: name,
+            jobName: "charge",
+            onFailure: [
+              { key: "tell", queueName: name, jobName: "tell", runIf: [whenError("", "contains", "declined")] },
+              { key: "page", queueName: name, jobName: "page", runIf: [whenError("charge", "contains", "timeout")] },
+            ],
+          },
+        ],
+      });
+      await told;
+      let run = await qm.getWorkflow(runId);
+      for (let i = 0; i < 500 && run.state === "running"; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20)); // the outcome reaches the run after its job
+        run = await qm.getWorkflow(runId);
+      }
+      const page = run.steps.find((s) => s.key === "page");
+      assert.equal(page?.state, "skipped");
+      assert.match(page?.error ?? "", /^run_if: the error of charge contains "timeout" is false \(/);
+      assert.deepEqual(ran.sort(), ["charge", "tell"]);
     } finally {
       await w.shutdown();
     }

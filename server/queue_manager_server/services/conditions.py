@@ -1,6 +1,7 @@
 """Workflow step conditions (WorkflowStep.run_if): checked at ExecuteWorkflow, stored for wf_step_done.lua.
 
-A condition looks at a predecessor's result, which lives in the run hash (``r:<key>``), and the decision to
+A condition looks at a predecessor's result or its error message, which live in the run hash (``r:<key>``,
+``e:<key>``), and the decision to
 start or skip a due step is taken in the same script that records the predecessor's outcome
 (includes/workflow.lua ``wf_arm``): the step's start stays atomic with the decision, a replayed hand-off
 decides nothing twice, and no round trip is added per step. So the conditions are stored as JSON Lua's
@@ -35,6 +36,15 @@ _OPERATORS: dict[int, tuple[str, str, bool]] = {
     workflows_pb2.CONDITION_OPERATOR_CONTAINS: ("has", "contains", True),
 }
 
+# What a condition may look at: a predecessor's result (unset means it) or its error message.
+_SOURCES = frozenset(
+    {
+        workflows_pb2.CONDITION_SOURCE_UNSPECIFIED,
+        workflows_pb2.CONDITION_SOURCE_RESULT,
+        workflows_pb2.CONDITION_SOURCE_ERROR,
+    }
+)
+
 
 def encode(
     key: str, conditions: Sequence[workflows_pb2.StepCondition], predecessors: list[str], payload_limit: int
@@ -48,8 +58,9 @@ def encode(
         payload_limit: Largest value accepted, in bytes of JSON.
 
     Raises:
-        InvalidArgument: A condition names no predecessor, has a bad path, no operator, a missing or extra
-            value, IN without a list; or there are more than MAX_CONDITIONS.
+        InvalidArgument: A condition names no predecessor, has a bad path (any path with source ERROR), no
+            operator, a missing or extra value, IN without a list, an unknown source; or there are more than
+            MAX_CONDITIONS.
     """
     if not conditions:
         return ""
@@ -68,6 +79,14 @@ def _condition(
 ) -> dict[str, object]:
     where = f"step {key!r}.run_if[{i}]"
     step = _step(where, c.step, predecessors)
+    if c.source not in _SOURCES:
+        raise InvalidArgument(f"{where}.source", f"unknown source {c.source}; use RESULT or ERROR")
+    on_error = c.source == workflows_pb2.CONDITION_SOURCE_ERROR
+    if on_error and c.path:
+        raise InvalidArgument(
+            f"{where}.path",
+            "an error message is a string with no fields: leave the path empty with source ERROR",
+        )
     if len(c.path) > MAX_PATH:
         raise InvalidArgument(f"{where}.path", f"a path has at most {MAX_PATH} characters")
     segments = c.path.split(".") if c.path else []
@@ -82,8 +101,10 @@ def _condition(
             "EXISTS, NOT_EXISTS, IN or CONTAINS",
         )
     code, symbol, takes_value = _OPERATORS[c.operator]
-    subject = f"{step}.{c.path}" if c.path else step
+    subject = f"the error of {step}" if on_error else f"{step}.{c.path}" if c.path else step
     out: dict[str, object] = {"s": step, "p": segments, "o": code}
+    if on_error:
+        out["e"] = 1
     if not takes_value:
         if c.HasField("value"):
             raise InvalidArgument(f"{where}.value", f"{symbol.upper().replace(' ', '_')} takes no value")

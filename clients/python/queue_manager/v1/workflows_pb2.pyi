@@ -185,6 +185,34 @@ CONDITION_OPERATOR_CONTAINS: ConditionOperator.ValueType  # 10
 """The result is a list with an element equal to the value, or a string containing the value (a string)."""
 Global___ConditionOperator: _TypeAlias = ConditionOperator  # noqa: Y015
 
+class _ConditionSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConditionSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConditionSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONDITION_SOURCE_UNSPECIFIED: _ConditionSource.ValueType  # 0
+    """Not set: its result."""
+    CONDITION_SOURCE_RESULT: _ConditionSource.ValueType  # 1
+    """Its result (JSON, at the condition's path)."""
+    CONDITION_SOURCE_ERROR: _ConditionSource.ValueType  # 2
+    """Its error message, a string (missing when it completed): the reason it failed for good, for a step on its
+    on_failure branch. Takes no path.
+    """
+
+class ConditionSource(_ConditionSource, metaclass=_ConditionSourceEnumTypeWrapper):
+    """ConditionSource is what of a predecessor a StepCondition looks at."""
+
+CONDITION_SOURCE_UNSPECIFIED: ConditionSource.ValueType  # 0
+"""Not set: its result."""
+CONDITION_SOURCE_RESULT: ConditionSource.ValueType  # 1
+"""Its result (JSON, at the condition's path)."""
+CONDITION_SOURCE_ERROR: ConditionSource.ValueType  # 2
+"""Its error message, a string (missing when it completed): the reason it failed for good, for a step on its
+on_failure branch. Takes no path.
+"""
+Global___ConditionSource: _TypeAlias = ConditionSource  # noqa: Y015
+
 @_typing.final
 class WorkflowStep(_message.Message):
     """WorkflowStep is one job of a workflow and the steps that follow it."""
@@ -760,8 +788,8 @@ Global___RetryWorkflowResponse: _TypeAlias = RetryWorkflowResponse  # noqa: Y015
 
 @_typing.final
 class StepCondition(_message.Message):
-    """StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, compared
-    with a value.
+    """StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, or its error
+    message, compared with a value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -770,6 +798,7 @@ class StepCondition(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     step: _builtins.str
     """Key of a predecessor: the step whose on_success or on_failure holds this one, or one it depends_on.
     Empty: the only predecessor (refused for a step with several, or none).
@@ -780,6 +809,8 @@ class StepCondition(_message.Message):
     """
     operator: Global___ConditionOperator.ValueType
     """How the result is compared with value."""
+    source: Global___ConditionSource.ValueType
+    """What of the predecessor is compared: its result (unset) or its error message (path must be empty)."""
     @_builtins.property
     def value(self) -> _struct_pb2.Value:
         """The value to compare with: required, but for EXISTS and NOT_EXISTS (which take none); a list for IN."""
@@ -791,10 +822,11 @@ class StepCondition(_message.Message):
         path: _builtins.str = ...,
         operator: Global___ConditionOperator.ValueType = ...,
         value: _struct_pb2.Value | None = ...,
+        source: Global___ConditionSource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator", b"operator", "path", b"path", "step", b"step", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator", b"operator", "path", b"path", "source", b"source", "step", b"step", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

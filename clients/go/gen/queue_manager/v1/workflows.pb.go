@@ -298,6 +298,60 @@ func (ConditionOperator) EnumDescriptor() ([]byte, []int) {
 	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{3}
 }
 
+// ConditionSource is what of a predecessor a StepCondition looks at.
+type ConditionSource int32
+
+const (
+	// Not set: its result.
+	ConditionSource_CONDITION_SOURCE_UNSPECIFIED ConditionSource = 0
+	// Its result (JSON, at the condition's path).
+	ConditionSource_CONDITION_SOURCE_RESULT ConditionSource = 1
+	// Its error message, a string (missing when it completed): the reason it failed for good, for a step on its
+	// on_failure branch. Takes no path.
+	ConditionSource_CONDITION_SOURCE_ERROR ConditionSource = 2
+)
+
+// Enum value maps for ConditionSource.
+var (
+	ConditionSource_name = map[int32]string{
+		0: "CONDITION_SOURCE_UNSPECIFIED",
+		1: "CONDITION_SOURCE_RESULT",
+		2: "CONDITION_SOURCE_ERROR",
+	}
+	ConditionSource_value = map[string]int32{
+		"CONDITION_SOURCE_UNSPECIFIED": 0,
+		"CONDITION_SOURCE_RESULT":      1,
+		"CONDITION_SOURCE_ERROR":       2,
+	}
+)
+
+func (x ConditionSource) Enum() *ConditionSource {
+	p := new(ConditionSource)
+	*p = x
+	return p
+}
+
+func (x ConditionSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConditionSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_queue_manager_v1_workflows_proto_enumTypes[4].Descriptor()
+}
+
+func (ConditionSource) Type() protoreflect.EnumType {
+	return &file_queue_manager_v1_workflows_proto_enumTypes[4]
+}
+
+func (x ConditionSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConditionSource.Descriptor instead.
+func (ConditionSource) EnumDescriptor() ([]byte, []int) {
+	return file_queue_manager_v1_workflows_proto_rawDescGZIP(), []int{4}
+}
+
 // WorkflowStep is one job of a workflow and the steps that follow it.
 type WorkflowStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1366,8 +1420,8 @@ func (x *RetryWorkflowResponse) GetRetriedStepKeys() []string {
 	return nil
 }
 
-// StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, compared
-// with a value.
+// StepCondition is one condition of a WorkflowStep's run_if: a predecessor's result, at a path, or its error
+// message, compared with a value.
 type StepCondition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key of a predecessor: the step whose on_success or on_failure holds this one, or one it depends_on.
@@ -1379,7 +1433,9 @@ type StepCondition struct {
 	// How the result is compared with value.
 	Operator ConditionOperator `protobuf:"varint,3,opt,name=operator,proto3,enum=queue_manager.v1.ConditionOperator" json:"operator,omitempty"`
 	// The value to compare with: required, but for EXISTS and NOT_EXISTS (which take none); a list for IN.
-	Value         *structpb.Value `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	Value *structpb.Value `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	// What of the predecessor is compared: its result (unset) or its error message (path must be empty).
+	Source        ConditionSource `protobuf:"varint,5,opt,name=source,proto3,enum=queue_manager.v1.ConditionSource" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1440,6 +1496,13 @@ func (x *StepCondition) GetValue() *structpb.Value {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *StepCondition) GetSource() ConditionSource {
+	if x != nil {
+		return x.Source
+	}
+	return ConditionSource_CONDITION_SOURCE_UNSPECIFIED
 }
 
 var File_queue_manager_v1_workflows_proto protoreflect.FileDescriptor
@@ -1538,12 +1601,13 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"t\n" +
 	"\x15RetryWorkflowResponse\x12/\n" +
 	"\x03run\x18\x01 \x01(\v2\x1d.queue_manager.v1.WorkflowRunR\x03run\x12*\n" +
-	"\x11retried_step_keys\x18\x02 \x03(\tR\x0fretriedStepKeys\"\xa6\x01\n" +
+	"\x11retried_step_keys\x18\x02 \x03(\tR\x0fretriedStepKeys\"\xe1\x01\n" +
 	"\rStepCondition\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12?\n" +
 	"\boperator\x18\x03 \x01(\x0e2#.queue_manager.v1.ConditionOperatorR\boperator\x12,\n" +
-	"\x05value\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x05value*\xa2\x01\n" +
+	"\x05value\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x05value\x129\n" +
+	"\x06source\x18\x05 \x01(\x0e2!.queue_manager.v1.ConditionSourceR\x06source*\xa2\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_RUNNING\x10\x01\x12\x1c\n" +
@@ -1575,7 +1639,11 @@ const file_queue_manager_v1_workflows_proto_rawDesc = "" +
 	"\x1dCONDITION_OPERATOR_NOT_EXISTS\x10\b\x12\x19\n" +
 	"\x15CONDITION_OPERATOR_IN\x10\t\x12\x1f\n" +
 	"\x1bCONDITION_OPERATOR_CONTAINS\x10\n" +
-	"B\xdb\x01\n" +
+	"*l\n" +
+	"\x0fConditionSource\x12 \n" +
+	"\x1cCONDITION_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17CONDITION_SOURCE_RESULT\x10\x01\x12\x1a\n" +
+	"\x16CONDITION_SOURCE_ERROR\x10\x02B\xdb\x01\n" +
 	"\x14com.queue_manager.v1B\x0eWorkflowsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -1590,66 +1658,68 @@ func file_queue_manager_v1_workflows_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_workflows_proto_rawDescData
 }
 
-var file_queue_manager_v1_workflows_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_queue_manager_v1_workflows_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_queue_manager_v1_workflows_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_queue_manager_v1_workflows_proto_goTypes = []any{
 	(WorkflowState)(0),              // 0: queue_manager.v1.WorkflowState
 	(WorkflowStepState)(0),          // 1: queue_manager.v1.WorkflowStepState
 	(WorkflowBranch)(0),             // 2: queue_manager.v1.WorkflowBranch
 	(ConditionOperator)(0),          // 3: queue_manager.v1.ConditionOperator
-	(*WorkflowStep)(nil),            // 4: queue_manager.v1.WorkflowStep
-	(*WorkflowMetadata)(nil),        // 5: queue_manager.v1.WorkflowMetadata
-	(*Workflow)(nil),                // 6: queue_manager.v1.Workflow
-	(*WorkflowStepRun)(nil),         // 7: queue_manager.v1.WorkflowStepRun
-	(*WorkflowRun)(nil),             // 8: queue_manager.v1.WorkflowRun
-	(*ExecuteWorkflowRequest)(nil),  // 9: queue_manager.v1.ExecuteWorkflowRequest
-	(*ExecuteWorkflowResponse)(nil), // 10: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowRequest)(nil),      // 11: queue_manager.v1.GetWorkflowRequest
-	(*GetWorkflowResponse)(nil),     // 12: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsRequest)(nil),    // 13: queue_manager.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil),   // 14: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowRequest)(nil),   // 15: queue_manager.v1.CancelWorkflowRequest
-	(*CancelWorkflowResponse)(nil),  // 16: queue_manager.v1.CancelWorkflowResponse
-	(*RetryWorkflowRequest)(nil),    // 17: queue_manager.v1.RetryWorkflowRequest
-	(*RetryWorkflowResponse)(nil),   // 18: queue_manager.v1.RetryWorkflowResponse
-	(*StepCondition)(nil),           // 19: queue_manager.v1.StepCondition
-	nil,                             // 20: queue_manager.v1.WorkflowMetadata.AttributesEntry
-	(*Payload)(nil),                 // 21: queue_manager.v1.Payload
-	(*JobOptions)(nil),              // 22: queue_manager.v1.JobOptions
-	(JobState)(0),                   // 23: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
-	(*structpb.Value)(nil),          // 25: google.protobuf.Value
+	(ConditionSource)(0),            // 4: queue_manager.v1.ConditionSource
+	(*WorkflowStep)(nil),            // 5: queue_manager.v1.WorkflowStep
+	(*WorkflowMetadata)(nil),        // 6: queue_manager.v1.WorkflowMetadata
+	(*Workflow)(nil),                // 7: queue_manager.v1.Workflow
+	(*WorkflowStepRun)(nil),         // 8: queue_manager.v1.WorkflowStepRun
+	(*WorkflowRun)(nil),             // 9: queue_manager.v1.WorkflowRun
+	(*ExecuteWorkflowRequest)(nil),  // 10: queue_manager.v1.ExecuteWorkflowRequest
+	(*ExecuteWorkflowResponse)(nil), // 11: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowRequest)(nil),      // 12: queue_manager.v1.GetWorkflowRequest
+	(*GetWorkflowResponse)(nil),     // 13: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsRequest)(nil),    // 14: queue_manager.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),   // 15: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowRequest)(nil),   // 16: queue_manager.v1.CancelWorkflowRequest
+	(*CancelWorkflowResponse)(nil),  // 17: queue_manager.v1.CancelWorkflowResponse
+	(*RetryWorkflowRequest)(nil),    // 18: queue_manager.v1.RetryWorkflowRequest
+	(*RetryWorkflowResponse)(nil),   // 19: queue_manager.v1.RetryWorkflowResponse
+	(*StepCondition)(nil),           // 20: queue_manager.v1.StepCondition
+	nil,                             // 21: queue_manager.v1.WorkflowMetadata.AttributesEntry
+	(*Payload)(nil),                 // 22: queue_manager.v1.Payload
+	(*JobOptions)(nil),              // 23: queue_manager.v1.JobOptions
+	(JobState)(0),                   // 24: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
+	(*structpb.Value)(nil),          // 26: google.protobuf.Value
 }
 var file_queue_manager_v1_workflows_proto_depIdxs = []int32{
-	21, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
-	22, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
-	4,  // 2: queue_manager.v1.WorkflowStep.on_success:type_name -> queue_manager.v1.WorkflowStep
-	4,  // 3: queue_manager.v1.WorkflowStep.on_failure:type_name -> queue_manager.v1.WorkflowStep
-	19, // 4: queue_manager.v1.WorkflowStep.run_if:type_name -> queue_manager.v1.StepCondition
-	20, // 5: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
-	4,  // 6: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
-	5,  // 7: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
+	22, // 0: queue_manager.v1.WorkflowStep.data:type_name -> queue_manager.v1.Payload
+	23, // 1: queue_manager.v1.WorkflowStep.options:type_name -> queue_manager.v1.JobOptions
+	5,  // 2: queue_manager.v1.WorkflowStep.on_success:type_name -> queue_manager.v1.WorkflowStep
+	5,  // 3: queue_manager.v1.WorkflowStep.on_failure:type_name -> queue_manager.v1.WorkflowStep
+	20, // 4: queue_manager.v1.WorkflowStep.run_if:type_name -> queue_manager.v1.StepCondition
+	21, // 5: queue_manager.v1.WorkflowMetadata.attributes:type_name -> queue_manager.v1.WorkflowMetadata.AttributesEntry
+	5,  // 6: queue_manager.v1.Workflow.steps:type_name -> queue_manager.v1.WorkflowStep
+	6,  // 7: queue_manager.v1.Workflow.metadata:type_name -> queue_manager.v1.WorkflowMetadata
 	1,  // 8: queue_manager.v1.WorkflowStepRun.state:type_name -> queue_manager.v1.WorkflowStepState
-	23, // 9: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
-	21, // 10: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
+	24, // 9: queue_manager.v1.WorkflowStepRun.job_state:type_name -> queue_manager.v1.JobState
+	22, // 10: queue_manager.v1.WorkflowStepRun.result:type_name -> queue_manager.v1.Payload
 	2,  // 11: queue_manager.v1.WorkflowStepRun.branch:type_name -> queue_manager.v1.WorkflowBranch
 	0,  // 12: queue_manager.v1.WorkflowRun.state:type_name -> queue_manager.v1.WorkflowState
-	5,  // 13: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
-	7,  // 14: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
-	24, // 15: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
-	24, // 16: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
-	6,  // 17: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
-	8,  // 18: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	8,  // 19: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
-	8,  // 20: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
-	8,  // 21: queue_manager.v1.RetryWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	6,  // 13: queue_manager.v1.WorkflowRun.metadata:type_name -> queue_manager.v1.WorkflowMetadata
+	8,  // 14: queue_manager.v1.WorkflowRun.steps:type_name -> queue_manager.v1.WorkflowStepRun
+	25, // 15: queue_manager.v1.WorkflowRun.create_time:type_name -> google.protobuf.Timestamp
+	25, // 16: queue_manager.v1.WorkflowRun.finish_time:type_name -> google.protobuf.Timestamp
+	7,  // 17: queue_manager.v1.ExecuteWorkflowRequest.workflow:type_name -> queue_manager.v1.Workflow
+	9,  // 18: queue_manager.v1.GetWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	9,  // 19: queue_manager.v1.ListWorkflowsResponse.runs:type_name -> queue_manager.v1.WorkflowRun
+	9,  // 20: queue_manager.v1.CancelWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
+	9,  // 21: queue_manager.v1.RetryWorkflowResponse.run:type_name -> queue_manager.v1.WorkflowRun
 	3,  // 22: queue_manager.v1.StepCondition.operator:type_name -> queue_manager.v1.ConditionOperator
-	25, // 23: queue_manager.v1.StepCondition.value:type_name -> google.protobuf.Value
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	26, // 23: queue_manager.v1.StepCondition.value:type_name -> google.protobuf.Value
+	4,  // 24: queue_manager.v1.StepCondition.source:type_name -> queue_manager.v1.ConditionSource
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_workflows_proto_init() }
@@ -1663,7 +1733,7 @@ func file_queue_manager_v1_workflows_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_workflows_proto_rawDesc), len(file_queue_manager_v1_workflows_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,

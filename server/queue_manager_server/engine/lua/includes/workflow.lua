@@ -52,8 +52,9 @@ local function wf_finish(run, key, state)
 end
 
 -- run_if (services/conditions.py writes if:k): a JSON list of conditions {s = a predecessor's key, p = the
--- path's segments, o = operator code, v = value (none for ex / nx), t = the condition as text}, looked up
--- in the predecessor's result r:s (JSON when rct:s says so; any other result is a string with no fields).
+-- path's segments, o = operator code, v = value (none for ex / nx), t = the condition as text, e = 1 to look
+-- at the predecessor's error e:s instead}, looked up in the predecessor's result r:s (JSON when rct:s says
+-- so; any other result is a string with no fields) or its error message (a string; missing when it has none).
 -- Numbers compare as numbers, strings as strings; values of different types, or a path that leads nowhere,
 -- make a condition false (but nx), never an error.
 
@@ -135,10 +136,17 @@ end
 local function wf_run_if(run, conditions)
   local ok, list = pcall(cjson.decode, conditions)
   if not ok then return 'run_if: the conditions stored with the run cannot be read' end
-  local results = {}
+  local results, errors = {}, {}
   for _, c in ipairs(list) do
     local result = results[c.s]
-    if result == nil then
+    if c.e then
+      result = errors[c.s]
+      if result == nil then
+        local e = redis.call('HGET', run, 'e:' .. c.s)
+        result = {v = e or nil}
+        errors[c.s] = result
+      end
+    elseif result == nil then
       result = {}
       local f = redis.call('HMGET', run, 'r:' .. c.s, 'rct:' .. c.s)
       if f[1] and f[1] ~= '' then
