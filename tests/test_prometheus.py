@@ -18,12 +18,16 @@ from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import metrics_pb2 as mpb
 from queue_manager.v1 import queue_service_pb2 as qpb
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
+from queue_manager.v1 import types_pb2 as tpb
 from queue_manager.v1 import worker_service_pb2 as pb
 from queue_manager_server.app import App, StartupError
 from queue_manager_server.config import DEFAULT_HTTP_LISTEN, Settings, parse_args
 from queue_manager_server.embedded import free_port
+from queue_manager_server.engine.records import ClaimedJob
+from queue_manager_server.engine.stats import DURATION_BOUNDS_MS
+from queue_manager_server.services.exemplars import MAX_IN_FLIGHT, Exemplars
 from tests.conftest import RunningServer, ServerFactory
-from tests.metrics_workload import ADDED, COMPLETED, COMPLETED_MS, FAILED, FAILED_MS, known_workload
+from tests.metrics_workload import ADDED, COMPLETED, COMPLETED_MS, FAILED, FAILED_MS, known_workload, ms
 from tests.rawworker import RawWorker, eventually
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -240,3 +244,104 @@ async def test_a_busy_http_port_is_a_clear_startup_error(redis_url: str, prefix:
                 await app.start()
         finally:
             await app.stop()  # as qm serve does after a failed start
+
+
+async def scrape_openmetrics(server: RunningServer) -> str:
+    headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{server.app.http_address}/metrics", headers=headers) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        return await response.text()
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+async def test_traced_runs_are_the_duration_buckets_exemplars(server_factory: ServerFactory) -> None:
+    """A job added with a W3C traceparent (as the clients' tracing adds it) is its bucket's exemplar once its
+    run ends, in the OpenMetrics format: 20 ms completed in (10, 25] ms, 300 ms failed in (250, 500] ms; a
+    job without one is none, nor is a traced job with an all-zero trace id."""
+    server = await server_factory(http_listen="127.0.0.1:0")
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = qrpc.QueueServiceStub(channel)
+        await stub.RegisterQueue(qpb.RegisterQueueRequest(name="traced"))
+        for name, traceparent in (
+            ("ok", f"00-{TRACE}-{SPAN}-01"),
+            ("boom", f"00-{TRACE.replace('4', '5')}-{SPAN}-01"),
+            ("plain", ""),
+            ("zero", f"00-{'0' * 32}-{SPAN}-01"),
+        ):
+            job = jpb.NewJob(name=name)
+            if traceparent:
+                job.options.metadata.attributes["traceparent"] = traceparent
+            await stub.AddJob(jpb.AddJobRequest(queue_name="traced", job=job))
+    worker = RawWorker(server.address, ["traced"])
+    try:
+        await worker.connect(credits=4)
+        by_name = {j.job.name: j for j in await worker.jobs(4)}
+        done = [
+            pb.JobCompletion(queue_name="traced", job_id=j.job.id, lease_token=j.lease_token, duration=ms(20))
+            for name, j in by_name.items()
+            if name != "boom"
+        ]
+        boom = by_name["boom"]
+        failed = pb.JobFailure(
+            queue_name="traced",
+            job_id=boom.job.id,
+            lease_token=boom.lease_token,
+            message="boom",
+            do_not_retry=True,
+            duration=ms(300),
+        )
+        worker.report(pb.WorkerReport(completions=done, failures=[failed]))
+        worker.half_close()
+        await worker.wait_end()
+    finally:
+        await worker.close()
+    text = await scrape_openmetrics(server)
+    lines = [line for line in text.splitlines() if line.startswith("queue_job_processing_duration_ms_bucket")]
+    with_exemplar = [line for line in lines if " # {" in line]
+    assert len(with_exemplar) == 2, with_exemplar
+    ok, failed_run = sorted(with_exemplar, key=lambda line: "500.0" in line)
+    assert 'le="25.0"' in ok and f'trace_id="{TRACE}"' in ok and f'span_id="{SPAN}"' in ok
+    assert re.search(r"\} 20(\.0)? \d+(\.\d+)?$", ok), ok
+    assert 'le="500.0"' in failed_run and f'trace_id="{TRACE.replace("4", "5")}"' in failed_run
+    seconds = [
+        line
+        for line in text.splitlines()
+        if line.startswith('queue_job_processing_duration_seconds_bucket{le="0.025",queue="traced"}')
+    ]
+    assert len(seconds) == 1 and re.search(r"\} 0\.02 \d", seconds[0]), seconds
+    # Exemplars are OpenMetrics only: the text format a plain scrape gets has none.
+    plain, _ = await scrape(server)
+    assert "trace_id" not in plain
+    assert server.app.dispatcher is not None and not server.app.dispatcher.exemplars.in_flight
+
+
+def _traced(job_id: str, trace: str = TRACE) -> ClaimedJob:
+    md = tpb.JobMetadata(attributes={"traceparent": f"00-{trace}-{SPAN}-01"}).SerializeToString()
+    return ClaimedJob(job_id, "n", b"", "", 3, 1, 0, 1, 0, 0, md, 0, 0)
+
+
+def test_traced_runs_whose_end_never_comes_back_are_forgotten_oldest_first() -> None:
+    """A traced run lost to this server (its worker died, another server recovered it) is not remembered
+    for ever: past MAX_IN_FLIGHT the oldest goes; a redelivered job counts as the newest."""
+    ex = Exemplars()
+    for i in range(MAX_IN_FLIGHT):
+        ex.delivered("q", _traced(str(i)))
+    ex.delivered("q", _traced("0"))  # redelivered: to the back
+    ex.delivered("q", _traced("new"))
+    assert len(ex.in_flight) == MAX_IN_FLIGHT
+    assert ("q", "1") not in ex.in_flight and ("q", "0") in ex.in_flight and ("q", "new") in ex.in_flight
+    ex.ended("q", ["new", "0", "2"], [3_000, 7_000_000_000, -1])  # 3 ms; past the last bound; unreported
+    assert {b: e.duration_us for b, e in ex.of("q").items()} == {
+        1: 3_000,
+        len(DURATION_BOUNDS_MS): 7_000_000_000,
+    }
+    assert ("q", "2") not in ex.in_flight  # a run reported without a duration is forgotten all the same
+    ex.delivered("q", _traced("bad", trace="xyz"))
+    assert ("q", "bad") not in ex.in_flight

@@ -253,7 +253,10 @@ class App:
         s = self.settings
         reader = self.queue_service.metrics_reader
         auth = self.security.auth if self.security else None
-        ctx = HttpContext(s, engine, reader, self.grpc_metrics, lambda: self.internal_address, auth)
+        exemplars = self.dispatcher.exemplars if self.dispatcher else None
+        ctx = HttpContext(
+            s, engine, reader, self.grpc_metrics, lambda: self.internal_address, auth, exemplars
+        )
         self.http = HttpServer(build_app(ctx), s.http_listen)
         try:
             await self.http.start()

@@ -26,6 +26,7 @@ from queue_manager_server.grpc_metrics import GrpcMetrics
 from queue_manager_server.http.api import setup as setup_api
 from queue_manager_server.http.dashboard import setup as setup_dashboard
 from queue_manager_server.http.metrics import setup as setup_metrics
+from queue_manager_server.services.exemplars import Exemplars
 
 # A scrape or request in progress when the server stops gets this long to finish.
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -43,6 +44,8 @@ class HttpContext:
     grpc_address: Callable[[], str]
     # The token file's authenticator; None when the server runs without authentication (http/guard.py).
     auth: Authenticator | None = None
+    # The processing-time histogram's exemplars from the traced runs this server delivered.
+    exemplars: Exemplars | None = None
 
 
 CONTEXT = web.AppKey("context", HttpContext)

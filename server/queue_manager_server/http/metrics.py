@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.samples import Exemplar as PromExemplar
 
 from queue_manager_server.engine.metrics import Snapshot
 from queue_manager_server.engine.records import Metrics, NodeMemory
@@ -31,6 +32,7 @@ from queue_manager_server.engine.stats import DURATION_BOUNDS_MS
 from queue_manager_server.grpc_metrics import go_float
 from queue_manager_server.http.guard import HttpGuard, forbidden
 from queue_manager_server.services.errors import status_for
+from queue_manager_server.services.exemplars import Exemplar, Exemplars
 
 if TYPE_CHECKING:
     from queue_manager_server.http import HttpContext
@@ -67,7 +69,7 @@ class _Scrape:
             code, message = status_for(exc)
             return web.Response(status=503, text=f"{code.name}: {message}\n")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(QueueCollector(snap, await self._memory()))
+        registry.register(QueueCollector(snap, await self._memory(), self.ctx.exemplars))
         registry.register(self.ctx.grpc_metrics)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
@@ -100,19 +102,32 @@ def _memory_families(nodes: list[NodeMemory]) -> Iterator[Metric]:
     yield limit
 
 
-def _histogram(name: str, doc: str, queues: list[Metrics], per_ms: int, unit: str) -> HistogramMetricFamily:
-    """The all-time duration histogram in a unit (per_ms: milliseconds per unit)."""
+def _histogram(
+    name: str, doc: str, queues: list[Metrics], per_ms: int, unit: str, exemplars: Exemplars | None
+) -> HistogramMetricFamily:
+    """The all-time duration histogram in a unit (per_ms: milliseconds per unit), each bucket with the latest
+    traced run this server saw fall in it as its exemplar (shown in the OpenMetrics format only)."""
     family = HistogramMetricFamily(name, f"{doc} ({unit}).", labels=["queue"])
     bounds = [*(b / per_ms for b in DURATION_BOUNDS_MS), float("inf")]
     for m in queues:
         if not m.all_runs:
             continue
+        seen = exemplars.of(m.queue) if exemplars is not None else {}
         cumulative, buckets = 0, []
-        for bound, count in zip(bounds, m.all_runs, strict=True):
+        for i, (bound, count) in enumerate(zip(bounds, m.all_runs, strict=True)):
             cumulative += count
-            buckets.append((go_float(bound), cumulative))
+            e = seen.get(i)
+            if e is None:
+                buckets.append((go_float(bound), cumulative))
+            else:
+                buckets.append((go_float(bound), cumulative, _exemplar(e, per_ms)))  # type: ignore[arg-type]
         family.add_metric([m.queue], buckets, m.all_run_us / 1000 / per_ms)
     return family
+
+
+def _exemplar(e: Exemplar, per_ms: int) -> PromExemplar:
+    labels = {"trace_id": e.trace_id, "span_id": e.span_id}
+    return PromExemplar(labels, e.duration_us / 1000 / per_ms, e.unix_s)
 
 
 def _levels(queues: list[Metrics]) -> Iterator[Metric]:
@@ -138,9 +153,12 @@ def _levels(queues: list[Metrics]) -> Iterator[Metric]:
 class QueueCollector:
     """The queue metric families of one snapshot (a collector made per scrape)."""
 
-    def __init__(self, snap: Snapshot, memory: list[NodeMemory] | None = None) -> None:
+    def __init__(
+        self, snap: Snapshot, memory: list[NodeMemory] | None = None, exemplars: Exemplars | None = None
+    ) -> None:
         self.snap = snap
         self.memory = memory or []
+        self.exemplars = exemplars
 
     def collect(self) -> Iterator[Metric]:
         queues = self.snap.queues
@@ -225,7 +243,8 @@ class QueueCollector:
         yield jobs
         yield from _levels(queues)
         doc = "Processing time of runs reported with their duration, since the queue was registered"
-        yield _histogram("queue_job_processing_duration_ms", doc, queues, 1, "milliseconds")
-        yield _histogram("queue_job_processing_duration_seconds", doc, queues, 1000, "seconds")
+        exemplars = self.exemplars
+        yield _histogram("queue_job_processing_duration_ms", doc, queues, 1, "milliseconds", exemplars)
+        yield _histogram("queue_job_processing_duration_seconds", doc, queues, 1000, "seconds", exemplars)
         if self.memory:
             yield from _memory_families(self.memory)

@@ -33,6 +33,7 @@ from queue_manager_server import convert
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.records import ClaimedJob, ClaimRequest, ClaimResult
 from queue_manager_server.services.errors import status_for
+from queue_manager_server.services.exemplars import Exemplars
 
 log = logging.getLogger("queue_manager_server.dispatcher")
 
@@ -253,6 +254,8 @@ class Dispatcher:
         # Told (queue, ms from now) when this server leases jobs with a timeout, so the timeout check
         # (components/timeouts.py) fires on time; None: left to its periodic scan.
         self.deadline_hook: Callable[[str, int], None] | None = None
+        # Traced jobs leased through this server, and their runs as the histogram's exemplars.
+        self.exemplars = Exemplars()
 
     def register(self, s: WorkerSession) -> None:
         for q in s.queues:
@@ -465,8 +468,11 @@ class Dispatcher:
         if s.closed or s.held:
             self.spawn(self.engine.release(queue, [(j.id, token) for j in jobs], False), "release")
             return
+        exemplars = self.exemplars
         for j in jobs:
             s.leases[(queue, j.id)] = token
+            if j.metadata:
+                exemplars.delivered(queue, j)
         if not s.unanswered_since:
             s.unanswered_since = started
         timeouts = [j.timeout_ms for j in jobs if j.timeout_ms]

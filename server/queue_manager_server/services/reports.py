@@ -24,6 +24,7 @@ from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.dispatcher import WorkerSession, cancel_command
+from queue_manager_server.services.exemplars import Exemplars
 
 log = logging.getLogger("queue_manager_server.reports")
 
@@ -69,6 +70,8 @@ class ReportHandler:
         # A line per failed run: the first few of each kind (queue, outcome) per second, then a count; a
         # storm of failures would bury the log and cost the server more than the runs (logsampling.py).
         self.failure_log = Sampler(_log_left_out)
+        # Traced runs in flight and the histogram's exemplars (the dispatcher's, shared by WorkerService).
+        self.exemplars = Exemplars()
 
     async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
         self.failure_log.flush()  # the count of a storm that has stopped, at the next report (a heartbeat)
@@ -128,6 +131,8 @@ class ReportHandler:
             args.append((job_id, token, body, ct))
             durations.append(_duration_us(c))
             accepted.append(c)
+        if self.exemplars.in_flight:
+            self.exemplars.ended(queue, [a[0] for a in args], durations)
         codes = (await self.engine.complete(queue, args, durations))[0] if args else []
         if unstorable:
             await self.engine.fail(queue, unstorable)
@@ -142,13 +147,16 @@ class ReportHandler:
     ) -> list[pb.ReportItemResult]:
         for f in items:
             s.forget(queue, f.job_id, f.lease_token)
+        durations = [_duration_us(f) for f in items]
+        if self.exemplars.in_flight:
+            self.exemplars.ended(queue, [f.job_id for f in items], durations)
         outcomes = await self.engine.fail(
             queue,
             [
                 (f.job_id, f.lease_token, f.message[:10_000], f.stacktrace[:50_000], f.do_not_retry)
                 for f in items
             ],
-            [_duration_us(f) for f in items],
+            durations,
             [f.timed_out for f in items],
         )
         for f, (code, _) in zip(items, outcomes, strict=True):
