@@ -200,6 +200,37 @@ async def test_a_run_past_its_timeout_fails_at_once_but_a_lease_keeps_real_time(
     assert done.state is JobState.COMPLETED and done.result == "done" and done.attempts_made == 1
 
 
+async def test_workers_and_event_watches_stay_alive_across_a_jump(
+    server: TestServer, redis: Redis, prefix: str
+) -> None:
+    """Their deadlines are renewed by real time: a jump of a day must not make a connected worker gone from
+    the registry, nor stop a watched queue's job events until the next renewal."""
+    qm = server.queue_manager()
+    await qm.register_queue("watched")
+
+    @qm.processor("watched")
+    async def run(job: JobContext) -> None:
+        return None
+
+    await qm.start_workers()
+    async with asyncio.timeout(WAIT):  # the registry entry is written shortly after the hello
+        while True:
+            if await qm.list_workers("watched"):
+                break
+            await asyncio.sleep(0.02)
+    async with qm.watch_job_events("watched") as events:
+        await server.clock.advance(timedelta(days=1))
+        assert len(await qm.list_workers("watched")) == 1
+        deadline = int(await redis.hget(Engine(redis, prefix).keys("watched").meta, "evw") or 0)
+        now = await server.clock.now()
+        assert deadline > now.timestamp() * 1000
+        job = await qm.add_job("watched", "x")
+        async with asyncio.timeout(WAIT):
+            async for event in events:
+                if event.job_id == job.id and event.type == "added":
+                    break
+
+
 @pytest.mark.parametrize(
     ("amount", "error"),
     [
