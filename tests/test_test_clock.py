@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from queue_manager import JobContext, JobState, QueueManager
+from queue_manager import JobContext, JobState, NotFoundError, QueueManager
 from queue_manager_server.app import App, StartupError
 from queue_manager_server.config import Settings
 from queue_manager_server.engine import Engine
@@ -198,6 +198,36 @@ async def test_a_run_past_its_timeout_fails_at_once_but_a_lease_keeps_real_time(
     async with asyncio.timeout(WAIT):
         done = await qm.wait_for_job("jobs", steady.id)
     assert done.state is JobState.COMPLETED and done.result == "done" and done.attempts_made == 1
+
+
+async def test_a_job_unclaimed_past_its_expiry_has_ended_when_advance_returns(server: TestServer) -> None:
+    qm = server.queue_manager()
+    await qm.register_queue("offers")
+    job = await qm.add_job("offers", "offer", None, {"expire_after": HOUR})
+    await server.clock.advance(HOUR - timedelta(seconds=1))
+    assert await state(qm, "offers", job.id) is JobState.WAITING
+    await server.clock.advance(2)
+    expired = await qm.get_job("offers", job.id)
+    assert expired.state is JobState.CANCELLED and expired.cancel_reason.startswith("expired: ")
+
+
+async def test_finished_jobs_past_the_queues_retention_age_are_removed(server: TestServer) -> None:
+    qm = server.queue_manager()
+    await qm.register_queue("kept", completed_retention={"age": timedelta(days=1)})
+
+    @qm.processor("kept")
+    async def run(job: JobContext) -> None:
+        return None
+
+    await qm.start_workers()
+    job = await qm.add_job("kept", "x")
+    async with asyncio.timeout(WAIT):
+        await qm.wait_for_job("kept", job.id)
+    await server.clock.advance(timedelta(hours=23))
+    assert await state(qm, "kept", job.id) is JobState.COMPLETED
+    await server.clock.advance(timedelta(hours=1, seconds=1))
+    with pytest.raises(NotFoundError):
+        await qm.get_job("kept", job.id)
 
 
 async def test_workers_and_event_watches_stay_alive_across_a_jump(
