@@ -47,7 +47,7 @@ from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.stream_guard import StreamGuard
 from queue_manager_server.components.timeouts import Timeouts
 from queue_manager_server.components.worker_registry import WorkerRegistry
-from queue_manager_server.config import Settings, cluster_problem, pool_too_small
+from queue_manager_server.config import Settings, cluster_problem, pool_too_small, test_clock_problem
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
 from queue_manager_server.embedded import (
     JOB_HASH_SETTING,
@@ -102,6 +102,7 @@ class App:
         # What "nothing acknowledged is lost" means with this Redis (banner and log).
         self.durability = ""
         self.redis: Client | None = None
+        self.engine: Engine | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.components: list[Component] = []
@@ -137,6 +138,7 @@ class App:
             pool_too_small(s.redis_max_connections)
             or sentinel.problem(s)
             or cluster_problem(s.redis_cluster, s.redis_url)
+            or test_clock_problem(s.test_clock, s.redis_cluster)
         )
         if too_small:
             raise StartupError(too_small)
@@ -172,7 +174,7 @@ class App:
             url = await self._start_embedded()
         self.redis = self._connect(url)
         await self._check_redis(external=self.embedded is None)
-        engine = Engine(self.redis, s.key_prefix)
+        engine = self.engine = Engine(self.redis, s.key_prefix, s.test_clock)
         await engine.scripts.load_all()
         for queue, moved in (await engine.migrate()).items():
             log.info("waiting jobs moved into per-priority lists", extra={"queue": queue, "jobs": moved})
@@ -247,6 +249,15 @@ class App:
             "server started",
             extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix},
         )
+
+    async def clock_moved(self) -> None:
+        """The test clock moved forward (queue_manager_server.testing): each loop does at once what fell due
+        by Redis's clock (in their start order: time-outs, then delayed jobs, priority bounds, expiries,
+        schedules, retention), then every served queue claims again. Returns once the loops are done."""
+        for c in self.components:
+            await c.clock_moved()
+        if self.dispatcher is not None:
+            self.dispatcher.clock_moved()
 
     async def _start_http(self, engine: Engine) -> None:
         assert self.queue_service is not None

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 from queue_manager_server import security, sentinel
 from queue_manager_server.embedded import ALLOCATORS, DURABILITY_MODES
 from queue_manager_server.engine.engine import HELD_CONNECTIONS
+from queue_manager_server.engine.store import TEST_CLOCK_ON_CLUSTER
 
 # The fewest Redis connections a server may be given: those it holds for its lifetime (the engine's, and
 # its event subscription: components/notifier.py), and four for everything else. A smaller pool left
@@ -56,6 +57,11 @@ def cluster_problem(cluster: bool, url: str | None) -> str | None:
             f"names database {db}; drop /{db} from it (or unset REDIS_DB)"
         )
     return None
+
+
+def test_clock_problem(test_clock: bool, cluster: bool) -> str | None:
+    """What is wrong with the test clock on this Redis, or None when it will do (or is off)."""
+    return TEST_CLOCK_ON_CLUSTER if test_clock and cluster else None
 
 
 @dataclass(slots=True)
@@ -107,6 +113,11 @@ class Settings:
     bulk_idle_ms: int = 60_000
     # Testing knob: where the process kills itself (services/flows.py CRASH_POINTS); "" in production.
     test_crash_point: str = ""
+    # For users' own test suites (queue_manager_server.testing, docs/testing.md): Redis's clock as the server
+    # sees it is moved forward by an offset a test controls (engine/clock.py). Never a `qm serve` flag: a
+    # production server on it would run delays and schedules by whatever offset the key holds. One Redis
+    # server only (a Cluster is refused).
+    test_clock: bool = False
     # HOST:PORT of the HTTP port (/metrics; http/__init__.py); "" = off. `qm serve` defaults it to
     # DEFAULT_HTTP_LISTEN; embedding code and tests turn it on explicitly.
     http_listen: str = ""

@@ -24,6 +24,9 @@ class PrioritySweep(Component):
         super().__init__(interval)
         self.aging = Aging(engine)
 
+    async def clock_moved(self) -> None:
+        await self.tick()
+
     async def tick(self) -> None:
         queues = await self.aging.bounded_queues()
         for queue, result in zip(queues, await self.aging.age_waiting_all(queues), strict=True):

@@ -72,6 +72,11 @@ class Component:
     async def tick(self) -> None:
         raise AssertionError("subclasses define tick")
 
+    async def clock_moved(self) -> None:
+        """The test clock moved forward (queue_manager_server.testing): do at once what fell due by Redis's
+        clock, and return once it is done. Nothing here: loops that keep to real time (leases, health, worker
+        streams) go on as they were."""
+
 
 class TimedComponent(Component):
     """A `Component` that also fires per-queue timers: `fire(queue)` runs when the queue's earliest armed

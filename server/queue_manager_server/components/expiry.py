@@ -23,6 +23,9 @@ class ExpirySweep(Component):
         super().__init__(interval)
         self.engine = engine
 
+    async def clock_moved(self) -> None:
+        await self.tick()
+
     async def tick(self) -> None:
         queues = await self.engine.queue_names()
         results = await self.engine.expire_waiting_all(queues, EXPIRE_CHUNK)

@@ -65,6 +65,9 @@ class Janitor(Component):
         self.dead_letters = DeadLetters(engine)
         self.bulk_idle_ms = bulk_idle_ms
 
+    async def clock_moved(self) -> None:
+        await self.tick()  # age-based retention; idle bulk streams too
+
     async def tick(self) -> None:
         resumed = await self.workflows.resume_starting()
         if resumed:

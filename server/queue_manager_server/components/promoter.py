@@ -36,6 +36,9 @@ class Promoter(TimedComponent):
                 continue
             self._promoted(queue, *result)
 
+    async def clock_moved(self) -> None:
+        await self.tick()  # every queue promoted, the offset synced again, timers armed anew
+
     async def fire(self, queue: str) -> None:
         self.disarm(queue)  # first: a timer armed while the promote runs is kept
         self._promoted(queue, *await self.engine.promote(queue))

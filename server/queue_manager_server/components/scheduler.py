@@ -60,6 +60,9 @@ class Scheduler(TimedComponent):
             except Exception as exc:
                 self.log.warning("firing failed", extra={"queue": queue, "error": error_text(exc)})
 
+    async def clock_moved(self) -> None:
+        await self.tick()  # what fell due fires, the offset is synced again, timers armed anew
+
     async def fire(self, queue: str) -> None:
         await self.fire_due(queue)
 

@@ -58,6 +58,11 @@ class Timeouts(TimedComponent):
             else:
                 await self.check(queue, len(result.outcomes))
 
+    async def clock_moved(self) -> None:
+        # Every queue, idle looks or not: its timers were armed in local time, before the jump.
+        for queue in await self.engine.queue_names():
+            await self.check(queue)
+
     async def check(self, queue: str, count: int = 0) -> int:
         """Fails the queue's runs past their deadline; returns how many (with `count` already), and
         re-arms its timer."""

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from queue_manager_server.engine.clients import Client
-from queue_manager_server.engine.keys import QueueKeys, events_channel, registry
+from queue_manager_server.engine.keys import QueueKeys, clock_offset, events_channel, registry
 from queue_manager_server.engine.memory import (
     memory_estimate_args,
     memory_estimate_keys,
@@ -241,15 +241,21 @@ HELD_CONNECTIONS = 3
 class Engine:
     """Queue storage on Redis/Valkey."""
 
-    def __init__(self, redis: Client, prefix: str = "qm") -> None:
+    def __init__(self, redis: Client, prefix: str = "qm", test_clock: bool = False) -> None:
         """Args:
         redis: One server's client, or a Cluster's (RedisCluster; engine/store.py says what differs).
         prefix: The prefix of every key.
+        test_clock: Redis's clock as every script and read sees it is moved forward by the test clock's
+            offset (engine/clock.py; one server only).
+
+        Raises:
+            ValueError: test_clock on a Cluster.
         """
         self.redis = redis
         self.prefix = prefix
-        self.scripts = Scripts(redis)
-        self.store = make_store(redis, self.scripts)
+        self.test_clock = test_clock
+        self.scripts = Scripts(redis, clock_offset(prefix) if test_clock else None)
+        self.store = make_store(redis, self.scripts, test_clock)
         # The coalesced adds' own connection, the claims' and the run outcomes' (engine/direct.py): at a low
         # rate each job is its own claim, whose round trip is on the way from add to start, and its own
         # completion (a call through the pool cost the server ~40 µs of CPU more). On a Cluster, one of each

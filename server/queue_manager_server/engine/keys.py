@@ -253,6 +253,13 @@ def worker_prefix(prefix: str) -> str:
     return f"{prefix}:{{workers:registry}}:worker:"
 
 
+def clock_offset(prefix: str) -> str:
+    """string: how far (ms) the test clock has been moved forward, which a server on the test clock adds to
+    Redis TIME (engine/clock.py); absent: 0. No other server reads it. Not slot-bound: the test clock is
+    refused on a Cluster."""
+    return f"{prefix}:test-clock"
+
+
 def events_channel(prefix: str) -> str:
     """pub/sub channel: ``w <queue>`` when jobs become waiting (or a slot of a queue with a concurrency cap
     frees), ``d <queue> <ms>`` when one is delayed, ``c <queue> <id> <token> <reason>`` when the run holding

@@ -4,6 +4,10 @@
 uses (`strip_unused`). redis-py's ``Script`` runs by EVALSHA and reloads on NOSCRIPT (after a Redis restart
 or failover); pipelines and held connections send bare EVALSHAs, and what Redis refuses NOSCRIPT there is
 loaded and sent again in one place, `resend_refused`, which finds each script by its SHA1 (`Scripts.source`).
+
+A server on the test clock (Settings.test_clock, queue_manager_server.testing) loads every script with
+``lua/includes/test_clock.lua`` at its top and each ``redis.call('TIME')`` turned into a call of it, which
+adds the offset kept in one key (`with_test_clock`); other servers' scripts are the files as they are.
 """
 
 from __future__ import annotations
@@ -89,10 +93,32 @@ def strip_unused(text: str) -> str:
             text = text[:start] + text[end:]
 
 
+_TIME = "redis.call('TIME')"
+
+
+def _lua_string(value: str) -> str:
+    """`value` as a Lua string literal (a key prefix may hold any character)."""
+    safe = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:{}_-.")
+    # Any other byte as a three-digit decimal escape (a shorter one would take a following digit in).
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in value.encode()) + '"'
+
+
+def with_test_clock(text: str, clock_key: str) -> str:
+    """The script text (includes inlined) reading Redis TIME plus the test clock's offset, kept in
+    `clock_key` (lua/includes/test_clock.lua)."""
+    clock = (_LUA / "includes" / "test_clock.lua").read_text()
+    clock = clock.replace("TEST_CLOCK_KEY", _lua_string(clock_key))
+    # The helper's own TIME call is the one left as it is: it is put in after the others are replaced.
+    return clock + text.replace(_TIME, "test_clock_time()")
+
+
 @functools.cache
-def _source(name: str, flags: bool = True) -> str:
+def _source(name: str, flags: bool = True, clock_key: str | None = None) -> str:
     text = (_LUA / f"{name}.lua").read_text()
-    text = strip_unused(_INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text))
+    text = _INCLUDE.sub(lambda m: (_LUA / "includes" / f"{m.group(1)}.lua").read_text(), text)
+    if clock_key is not None:
+        text = with_test_clock(text, clock_key)
+    text = strip_unused(text)
     return _ALLOW_OOM_FLAG + text if flags and name in ALLOW_OOM else text
 
 
@@ -170,15 +196,23 @@ class Scripts:
         # job events (engine/job_events.py)
         "watch_events",
     )
+    # Loaded only on the test clock (engine/clock.py): its reading and its moving forward.
+    TEST_CLOCK_NAMES = ("clock_now", "advance_clock")
 
-    def __init__(self, redis: Client) -> None:
+    def __init__(self, redis: Client, clock_key: str | None = None) -> None:
+        """Args:
+        redis: The client the scripts run on.
+        clock_key: The test clock's offset key (engine/keys.py clock_offset), for a server on the test clock;
+            None (every other server): the scripts read Redis TIME alone.
+        """
         self._redis = redis
+        self._clock_key = clock_key
         self._scripts: dict[str, AsyncScript] = {}
         # Every script text by its SHA1, the flagged and the unflagged one (`load_all`): what `resend_refused`
         # loads when Redis refuses an EVALSHA.
         self._by_sha: dict[str, str] = {}
-        for name in self.NAMES:
-            self._register(name, _source(name))
+        for name in self.NAMES + (self.TEST_CLOCK_NAMES if clock_key is not None else ()):
+            self._register(name, _source(name, clock_key=clock_key))
 
     def _register(self, name: str, text: str) -> AsyncScript:
         script = self._scripts[name] = self._redis.register_script(text)
@@ -219,7 +253,7 @@ class Scripts:
             except ResponseError:
                 if name not in ALLOW_OOM:
                     raise
-                script = self._register(name, _source(name, flags=False))
+                script = self._register(name, _source(name, flags=False, clock_key=self._clock_key))
                 await script.registered_client.script_load(script.script)
 
 

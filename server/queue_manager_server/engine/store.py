@@ -11,6 +11,10 @@ script call touches one hash slot. What differs is how commands travel:
   as a pipeline otherwise; Redis's clock read on the node holding the keys it is compared with.
 
 Both send again what Redis refused NOSCRIPT (scripts.resend_refused).
+
+On the test clock (engine/clock.py) one server's store reads Redis's clock as the scripts do, with the test
+clock's offset added (`TestClockStore`); a Cluster is refused there (the offset key would be in a slot of its
+own, out of the scripts' reach).
 """
 
 from __future__ import annotations
@@ -132,6 +136,18 @@ class SingleStore:
         return [node_memory(node, await self.redis.info("memory"))]
 
 
+class TestClockStore(SingleStore):
+    """One server on the test clock: Redis's clock is read through clock_now.lua, which adds the offset the
+    test has moved it by (engine/clock.py), so Python's reads agree with the scripts'."""
+
+    async def time_ms(self, key: str | None = None) -> int:
+        sec, usec = await self._scripts.run("clock_now", [], [])
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def time_in(self, pipe: Pipe, key: str | None = None) -> None:
+        self._scripts.call_in(pipe, "clock_now", [], [])
+
+
 class ClusterStore:
     """A Redis/Valkey Cluster: see the module docstring."""
 
@@ -189,8 +205,21 @@ def node_memory(node: str, info: dict[str, Any]) -> NodeMemory:
     return NodeMemory(node, int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
 
 
-def make_store(redis: Redis | RedisCluster, scripts: Scripts) -> Store:
-    """The store for this client: a Cluster's or one server's."""
+# Why a server on the test clock cannot use a Cluster (Settings.test_clock; config.py test_clock_problem).
+TEST_CLOCK_ON_CLUSTER = (
+    "the test clock (test_clock) needs a single Redis/Valkey server, not a Cluster: every script reads its "
+    "offset key, which would sit in another hash slot than the queue's keys"
+)
+
+
+def make_store(redis: Redis | RedisCluster, scripts: Scripts, test_clock: bool = False) -> Store:
+    """The store for this client: a Cluster's or one server's (on the test clock: `TestClockStore`).
+
+    Raises:
+        ValueError: test_clock on a Cluster (TEST_CLOCK_ON_CLUSTER).
+    """
     if isinstance(redis, RedisCluster):
+        if test_clock:
+            raise ValueError(TEST_CLOCK_ON_CLUSTER)
         return ClusterStore(redis, scripts)
-    return SingleStore(redis, scripts)
+    return TestClockStore(redis, scripts) if test_clock else SingleStore(redis, scripts)

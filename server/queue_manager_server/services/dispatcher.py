@@ -281,6 +281,13 @@ class Dispatcher:
         if ev is not None:
             ev.set()
 
+    def clock_moved(self) -> None:
+        """The test clock moved forward (queue_manager_server.testing): every served queue claims again at
+        once, rate-limit holds and delayed jobs' waits included (both were timed on the clock before)."""
+        self._held_until.clear()
+        for queue in list(self._wake):
+            self.wake(queue)
+
     def event(self, queue: str) -> None:
         """A ``w <queue>`` event arrived on the engine's channel (components/notifier.py): claim again,
         unless the claim that followed an add of this server already leased what the event announces."""
