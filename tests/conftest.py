@@ -249,6 +249,17 @@ async def stop_server_timeouts(server: RunningServer) -> None:
             await c.stop()
 
 
+async def time_out_now(server: RunningServer, queue: str, job_id: str) -> None:
+    """Makes the server time out the running job now, as if its timeout had passed: its deadline moves to
+    the past and the server's timeout check runs. A worker's own timer (the job's whole timeout: give it a
+    long one) has not fired, so the server is the first to notice, whatever the machine's load."""
+    [timeouts] = [c for c in server.app.components if isinstance(c, Timeouts)]
+    deadlines = timeouts.engine.keys(queue).deadlines
+    moved = await timeouts.engine.redis.zadd(deadlines, {job_id: 0}, xx=True, ch=True)
+    assert moved == 1, f"job {queue}/{job_id} has no deadline (not running, or no timeout)"
+    assert await timeouts.check(queue) == 1
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     from tests.procs import Procs
