@@ -5,6 +5,7 @@ Each test gets its own key prefix, so tests never see each other's queues.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
@@ -247,6 +248,43 @@ async def stop_server_timeouts(server: RunningServer) -> None:
     for c in server.app.components:
         if isinstance(c, Timeouts):
             await c.stop()
+
+
+async def time_out_now(server: RunningServer, queue: str, job_id: str) -> None:
+    """Makes the server time out the running job now, as if its timeout had passed: its deadline moves to
+    the past and the server's timeout check runs. A worker's own timer (the job's whole timeout: give it a
+    long one) has not fired, so the server is the first to notice, whatever the machine's load."""
+    [timeouts] = [c for c in server.app.components if isinstance(c, Timeouts)]
+    deadlines = timeouts.engine.keys(queue).deadlines
+    moved = await timeouts.engine.redis.zadd(deadlines, {job_id: 0}, xx=True, ch=True)
+    assert moved == 1, f"job {queue}/{job_id} has no deadline (not running, or no timeout)"
+    assert await timeouts.check(queue) == 1
+
+
+def time_out_on_claim(server: RunningServer) -> None:
+    """Makes the server time out every run with a timeout as soon as it leases it (`time_out_now` on the
+    claim's deadlines, after the delivery is queued on the stream), however long the timeout: the server
+    notices before the worker's own timer, whatever the machine's load. Only for a server alone on its key
+    prefix (the runs of another one's claims would time out on their own schedule)."""
+    [timeouts] = [c for c in server.app.components if isinstance(c, Timeouts)]
+    engine, pending = timeouts.engine, set[asyncio.Task[int]]()
+
+    async def now(queue: str) -> int:
+        deadlines = engine.keys(queue).deadlines
+        ids = await engine.redis.zrange(deadlines, 0, -1)
+        if ids:
+            await engine.redis.zadd(deadlines, dict.fromkeys(ids, 0), xx=True)
+        return await timeouts.check(queue)
+
+    def claimed(queue: str, in_ms: int) -> None:
+        # The dispatcher calls this before it queues the delivery: the task runs after, so the worker hears
+        # of its job before the CANCEL_JOB.
+        task = asyncio.get_running_loop().create_task(now(queue))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    assert server.app.dispatcher is not None
+    server.app.dispatcher.deadline_hook = claimed
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.embedded import free_port
-from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts
+from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_on_claim
 from tests.security_kit import make_pki, token_file
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
@@ -52,6 +52,7 @@ EXPECTED = {
     "TestBulkJobsRunExactlyOnce",
     "TestCancelStopsTheRunningHandler",
     "TestJobTimeoutEndsTheRun",
+    "TestServerTimeoutEndsTheRunAsTheWorkersOwn",
     "TestShutdownLetsRunningJobsFinish",
     "TestShutdownAbandonsRunsPastItsContext",
     "TestKilledWorkersJobIsRecovered",
@@ -156,9 +157,13 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
     # A server alone on its key prefix that leaves job timeouts to the workers (the worker-timeout test).
     lax = await server_factory(key_prefix=f"t{uuid.uuid4().hex[:10]}")
     await stop_server_timeouts(lax)
+    # One alone on its key prefix that times each run out as soon as it leases it (the server-timeout test).
+    hasty = await server_factory(key_prefix=f"h{uuid.uuid4().hex[:10]}")
+    time_out_on_claim(hasty)
     env = _go_env(
         QM_TEST_ADDRESS=server.address,
         QM_TEST_NO_TIMEOUTS_ADDRESS=lax.address,
+        QM_TEST_SERVER_TIMEOUTS_ADDRESS=hasty.address,
         QM_TEST_LEASE_MS=str(LEASE_MS),
         QM_TEST_AUTH_ADDRESS=secured.address,
         QM_TEST_TOKEN=tokens["admin"],

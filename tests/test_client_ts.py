@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.embedded import free_port
-from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts
+from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_now
 from tests.security_kit import make_pki, token_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +165,18 @@ async def test_worker_timeout_is_recorded_as_timed_out(ts_built: Path, server: R
     the workers): reported with timed_out, recorded and counted as timed out."""
     await stop_server_timeouts(server)
     await run_node_tests(ts_built, "worker-timeout", server.address)
+
+
+async def test_server_timeout_ends_the_run_as_the_workers_own(ts_built: Path, server: RunningServer) -> None:
+    """The server times the run out first (time_out_now, when server-timeout.test.ts asks: the job's own
+    timeout is 30 s away): the TypeScript worker ends it as at its own timeout, a failure that timed out."""
+
+    async def step(line: str) -> None:
+        if line.startswith("QM-STEP time-out "):
+            queue, job_id = line.split()[2:]
+            await time_out_now(server, queue, job_id)
+
+    await run_node_tests(ts_built, "server-timeout", server.address, on_line=step)
 
 
 async def test_worker_control(ts_built: Path, server: RunningServer) -> None:

@@ -186,6 +186,7 @@ async def test_cancel_of_a_worker_that_never_answers_ends_when_its_lease_runs_ou
             told = await command(w)
             assert told.type == pb.SERVER_COMMAND_TYPE_CANCEL_JOB
             assert told.job == lease(leased) and told.reason == "cancelled: stop"
+            assert not told.timed_out  # an operator's cancel: the worker reports the run cancelled
             # The worker neither stops nor heartbeats: the reaper ends the job cancelled, not waiting.
             done = await until_state(qm, "q", job.id, JobState.CANCELLED)
             assert done.stalled_count == 0 and (await qm.get_queue_metrics("q")).waiting == 0
@@ -249,7 +250,7 @@ async def test_a_reported_stop_ends_the_job_cancelled_and_a_pending_cancel_is_to
             # A lost event is made good by the next heartbeat: its ack comes with CANCEL_JOB again.
             w.report(pb.WorkerReport(extensions=[lease(leased)]))
             again = await command(w)
-            assert again.job == lease(leased)
+            assert again.job == lease(leased) and not again.timed_out
             w.report(pb.WorkerReport(cancelled=[lease(leased)]))
             done = await until_state(qm, "q", job.id, JobState.CANCELLED)
             assert done.stalled_count == 0
@@ -280,10 +281,12 @@ async def test_timeout_on_a_worker_that_never_answers_fails_and_retries(
             told = await command(w)
             assert told.type == pb.SERVER_COMMAND_TYPE_CANCEL_JOB and told.job == lease(first)
             assert told.reason == "job timed out after 0.3s"
+            assert told.timed_out  # the worker ends the run as at its own timeout, not as a cancel
             # Retried per its attempts: the second run is a new attempt, not a redelivery.
             (second,) = await w.jobs(1)
             assert second.job.id == job.id and second.job.attempts_made == 1 and not second.redelivery
-            assert (await command(w)).job == lease(second)
+            again = await command(w)
+            assert again.job == lease(second) and again.timed_out
             failed = await until_state(qm, "q", job.id, JobState.FAILED)
             assert failed.failed_reason == "job timed out after 0.3s" and failed.attempts_made == 2
             assert failed.finished_at and failed.processed_at

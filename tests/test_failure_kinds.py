@@ -6,42 +6,76 @@ Prometheus endpoint, and a job that keeps losing its workers ends in the dead-le
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 
 import pytest
 
 from queue_manager import JobContext, JobErrorKind, JobState, QueueManager
 from queue_manager.v1 import worker_service_pb2 as pb
-from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts
+from queue_manager.worker_runs import Processor
+from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_now
 from tests.rawworker import RawWorker, eventually, lease
 from tests.test_cli import qm_cli
 from tests.test_prometheus import scrape, value
 
 WAIT = 20.0  # generous bound for anything awaited
+# How long a plain-``def`` processor waits for `job.cancelled` (set within a second when the run stops).
+STOP_BOUND_S = 5.0
 
 
 def _ref(j: pb.LeasedJob) -> dict[str, str]:
     return {"queue_name": j.job.queue_name, "job_id": j.job.id, "lease_token": j.lease_token}
 
 
+def _hanging_processor(
+    kind: str, started: asyncio.Event, ended: asyncio.Event, seen: list[bool]
+) -> Processor:
+    """A processor that runs until its run is stopped, then records `job.cancelled`: async, it awaits a long
+    sleep (its task is cancelled); plain ``def``, it polls `job.cancelled` for at most STOP_BOUND_S."""
+    loop = asyncio.get_running_loop()
+    if kind == "async":
+
+        async def hang(job: JobContext) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            finally:
+                seen.append(job.cancelled)
+                ended.set()
+
+        return hang
+
+    def poll(job: JobContext) -> None:
+        loop.call_soon_threadsafe(started.set)
+        bound = time.monotonic() + STOP_BOUND_S
+        while not job.cancelled and time.monotonic() < bound:
+            time.sleep(0.01)
+        seen.append(job.cancelled)
+        loop.call_soon_threadsafe(ended.set)
+
+    return poll
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_a_run_the_python_worker_times_out_is_recorded_and_counted_as_timed_out(
-    server: RunningServer,
+    server: RunningServer, kind: str
 ) -> None:
+    """The worker's own timer ends the run: an async processor's task is cancelled, a plain-``def`` one
+    sees `job.cancelled`; the failure is reported with timed_out."""
     await stop_server_timeouts(server)
     async with QueueManager(address=server.address) as qm:
         await qm.register_queue("slow", disable_dead_letter=True)
-        started = asyncio.Event()
-
-        @qm.processor("slow")
-        async def hang(job: JobContext) -> None:
-            started.set()
-            await asyncio.sleep(60)
-
+        started, ended, seen = asyncio.Event(), asyncio.Event(), list[bool]()
+        qm.processor("slow")(_hanging_processor(kind, started, ended, seen))
         await qm.start_workers()
         job = await qm.add_job("slow", "x", None, {"timeout": 300, "attempts": 1})
         await asyncio.wait_for(started.wait(), WAIT)
         failed = await qm.wait_for_job("slow", job.id, timeout=WAIT)
+        await asyncio.wait_for(ended.wait(), WAIT)
         metrics = await qm.get_queue_metrics("slow")
+    assert seen == [True]
     assert failed.state is JobState.FAILED
     [error] = failed.errors
     assert (error.kind, error.message, error.stacktrace) == (
@@ -49,6 +83,44 @@ async def test_a_run_the_python_worker_times_out_is_recorded_and_counted_as_time
         "job timed out after 0.3s",
         "",
     )
+    assert (metrics.timed_out_total, metrics.raised_total, metrics.stalled_total) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_run_the_server_times_out_first_ends_on_the_python_worker_as_at_its_own_timeout(
+    server: RunningServer, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """The server notices the timeout first (time_out_now: the worker's own timer is 30 s away), and its
+    CANCEL_JOB says timed_out: the worker ends the run as at its own timeout (the processor stopped the same
+    way, a failure with timed_out reported and logged as a timeout, not a cancel), which the server, having
+    recorded the timeout already, rejects as expected: the attempt counts once."""
+    caplog.set_level(logging.INFO, "queue_manager.worker")
+    async with QueueManager(address=server.address) as qm:
+        await qm.register_queue("slow", disable_dead_letter=True)
+        started, ended, seen = asyncio.Event(), asyncio.Event(), list[bool]()
+        qm.processor("slow")(_hanging_processor(kind, started, ended, seen))
+        await qm.start_workers()
+        job = await qm.add_job("slow", "x", None, {"timeout": 30_000, "attempts": 1})
+        await asyncio.wait_for(started.wait(), WAIT)
+        await time_out_now(server, "slow", job.id)
+        await asyncio.wait_for(ended.wait(), WAIT)
+
+        def logged(text: str) -> bool:
+            return any(text in r.getMessage() for r in caplog.records)
+
+        async def rejected() -> bool:
+            return logged("had already ended on the server (timed out there)")
+
+        await eventually(rejected, timeout=WAIT)
+        failed = await qm.get_job("slow", job.id)
+        metrics = await qm.get_queue_metrics("slow")
+    assert seen == [True]
+    assert logged(
+        f"job slow/{job.id} (x) failed on attempt 1 of 1: job timed out after 30s; no attempts left"
+    )
+    assert not logged("the server asks to stop it")
+    assert failed.state is JobState.FAILED and failed.attempts_made == 1
+    assert [(e.kind, e.message) for e in failed.errors] == [(JobErrorKind.TIMEOUT, "job timed out after 30s")]
     assert (metrics.timed_out_total, metrics.raised_total, metrics.stalled_total) == (1, 0, 0)
 
 

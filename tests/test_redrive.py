@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from queue_manager import (
+    KEEP_DATA,
     FailedPreconditionError,
     InvalidArgumentError,
     JobContext,
     JobState,
     NotFoundError,
     QueueManager,
+    SyncQueueManager,
     UnrecoverableError,
 )
 from queue_manager_server.engine import Engine
@@ -95,6 +98,57 @@ async def test_retry_with_new_data_runs_the_job_with_it(qm: QueueManager) -> Non
     await seen.wait_for(2)
     assert sorted(seen.items, key=repr) == sorted([{"amount": 5}, b"\x00raw"], key=repr)
     assert (await qm.wait_for_job("edit", job_id, timeout=WAIT)).result == "ok"
+
+
+async def test_none_sets_json_null_and_the_default_keeps_the_data(
+    qm: QueueManager, server: RunningServer
+) -> None:
+    """Everywhere data replaces a job's data (retry_job, redrive_dead_letters; async and sync clients alike)
+    None is new data, JSON null, and the default (KEEP_DATA) keeps the job's data; a Payload whose json is a
+    null Value is accepted as null."""
+    await qm.register_queue("nul")
+    kept, nulled, sync_kept, sync_nulled, by_value, copy_kept, copy_nulled = [
+        await failed_for_good(qm, "nul", {"v": i}) for i in range(7)
+    ]
+    assert (await qm.retry_job("nul", kept, KEEP_DATA)).data == {"v": 0}
+    assert (await qm.retry_job("nul", nulled, data=None)).data is None
+
+    def sync_calls() -> tuple[Any, Any]:
+        with SyncQueueManager(server.address) as client:
+            return client.retry_job("nul", sync_kept).data, client.retry_job("nul", sync_nulled, None).data
+
+    assert await asyncio.to_thread(sync_calls) == ({"v": 2}, None)
+    from google.protobuf import struct_pb2
+
+    from queue_manager.v1 import jobs_pb2, types_pb2
+
+    null = types_pb2.Payload(json=struct_pb2.Value(null_value=struct_pb2.NULL_VALUE))
+    request = jobs_pb2.RetryJobRequest(queue_name="nul", job_id=by_value, data=null)
+    await qm._unary(qm._queue_stub().RetryJob, request)
+    assert (await qm.get_job("nul", by_value)).data is None
+    await qm.redrive_dead_letters(job_ids=[f"nul:{copy_kept}"])
+    await qm.redrive_dead_letters(job_ids=[f"nul:{copy_nulled}"], data=None)
+    assert (await qm.get_job("nul", copy_kept)).data == {"v": 5}
+    assert (await qm.get_job("nul", copy_nulled)).data is None
+    # What the processors see: null where it was asked, the kept data elsewhere.
+    seen = Calls()
+
+    @qm.processor("nul")
+    async def work(ctx: JobContext) -> None:
+        seen.add((ctx.id, ctx.data))
+
+    await qm.start_workers()
+    await seen.wait_for(7)
+    ran = dict(seen.items)
+    assert ran == {
+        kept: {"v": 0},
+        nulled: None,
+        sync_kept: {"v": 2},
+        sync_nulled: None,
+        by_value: None,
+        copy_kept: {"v": 5},
+        copy_nulled: None,
+    }
 
 
 async def test_bad_data_or_a_job_not_retryable_changes_nothing(server_factory: ServerFactory) -> None:
@@ -387,6 +441,19 @@ async def test_cli_retry_with_data_and_dlq_list_and_redrive(
     with pytest.raises(SystemExit):
         await qm_cli(capsys, "--server", server.address, "dlq", "redrive", "--limit", "0")
     assert "--limit: must be a whole number from 1" in capsys.readouterr().err
+
+
+async def test_cli_retry_data_null_sets_null_and_no_data_keeps_the_data(
+    qm: QueueManager, server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON null is new data, as for `qm dlq redrive --data null`; without --data the job keeps its data."""
+    await qm.register_queue("cli")
+    nulled = await failed_for_good(qm, "cli", {"v": 1})
+    kept = await failed_for_good(qm, "cli", {"v": 2})
+    retried = await qm_json(capsys, server, "jobs", "retry", "cli", nulled, "--data", "null")
+    assert (retried["state"], retried["data"]) == ("waiting", None)
+    retried = await qm_json(capsys, server, "jobs", "retry", "cli", kept)
+    assert (retried["state"], retried["data"]) == ("waiting", {"v": 2})
 
 
 async def test_cli_redrive_one_copy_with_data(

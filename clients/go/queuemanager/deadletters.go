@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"strings"
 	"time"
 
@@ -16,15 +15,15 @@ const DeadLetterQueue = "dead-letter-queue"
 
 // RetryJobWithData runs a failed or cancelled job again, its attempts counted afresh, with new data (edit and
 // requeue): the data changes in the same atomic step as the retry, so a job in another state
-// (ErrFailedPrecondition) keeps its data. data is encoded as AddJob encodes it; nil is refused (use RetryJob
-// to keep the data). Data over the server's payload limit gives ErrInvalidArgument.
+// (ErrFailedPrecondition) keeps its data. data is encoded as AddJob encodes it, nil as JSON null (as AddJob
+// stores nil); RetryJob keeps the job's data. Data over the server's payload limit gives ErrInvalidArgument.
 func (c *Client) RetryJobWithData(ctx context.Context, queue, id string, data any) (*Job, error) {
+	if data == nil {
+		data = json.RawMessage("null") // given, so new data: encodePayload leaves nil unset (none)
+	}
 	payload, err := encodePayload(data)
 	if err != nil {
 		return nil, err
-	}
-	if payload == nil {
-		return nil, errors.New("queuemanager: RetryJobWithData needs data; RetryJob keeps the job's data")
 	}
 	resp, err := c.queues.RetryJob(ctx, &pb.RetryJobRequest{QueueName: queue, JobId: id, Data: payload})
 	if err != nil {

@@ -40,9 +40,6 @@ func TestRedriveAndRetryWithDataRunFailedJobsAgain(t *testing.T) {
 	if done := waitFinished(t, c, queue, edited.ID); done.State != qm.StateFailed {
 		t.Fatalf("the first run must fail the job for good: %+v", done)
 	}
-	if _, err := c.RetryJobWithData(ctx, queue, edited.ID, nil); err == nil {
-		t.Fatal("RetryJobWithData without data must be refused")
-	}
 	var data struct{ N int }
 	if job, err := c.RetryJobWithData(ctx, queue, edited.ID, map[string]int{"n": 5}); err != nil ||
 		job.State.Finished() || job.Decode(&data) != nil || data.N != 5 {
@@ -52,6 +49,14 @@ func TestRedriveAndRetryWithDataRunFailedJobsAgain(t *testing.T) {
 	if done := waitFinished(t, c, queue, edited.ID); done.State != qm.StateCompleted || done.DecodeResult(&n) != nil ||
 		n != 5 {
 		t.Fatalf("the retried job must run with the new data: %+v", done)
+	}
+	// nil is new data too: JSON null, as AddJob stores nil (RetryJob keeps the job's data).
+	nulled := add(t, c, queue, "charge", map[string]int{"n": 3}, nil)
+	if done := waitFinished(t, c, queue, nulled.ID); done.State != qm.StateFailed {
+		t.Fatalf("the first run must fail the job for good: %+v", done)
+	}
+	if job, err := c.RetryJobWithData(ctx, queue, nulled.ID, nil); err != nil || string(job.Data) != "null" {
+		t.Fatalf("RetryJobWithData(nil) must run the job again with JSON null: %v %+v", err, job)
 	}
 	if _, err := c.RedriveDeadLetters(ctx, queue+"-missing", qm.RedriveOptions{}); !errors.Is(err, qm.ErrNotFound) {
 		t.Fatalf("RedriveDeadLetters of an unknown queue: want ErrNotFound, got %v", err)

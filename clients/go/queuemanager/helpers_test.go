@@ -25,6 +25,8 @@ const (
 	tokenEnv       = "QM_TEST_TOKEN"
 	// A server alone on its key prefix that leaves job timeouts to the workers (its own timeouts stopped).
 	noTimeoutsAddressEnv = "QM_TEST_NO_TIMEOUTS_ADDRESS"
+	// A server alone on its key prefix that times each run with a timeout out as soon as it is claimed.
+	serverTimeoutsAddressEnv = "QM_TEST_SERVER_TIMEOUTS_ADDRESS"
 )
 
 // wait bounds every wait of a test: generous, for a busy 2-core machine.

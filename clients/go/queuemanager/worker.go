@@ -33,7 +33,9 @@ package queuemanager
 //     finish (their credits are not given back until it is paid).
 //  7. CANCEL_JOB command: the run's context is cancelled (cause ErrJobCancelled); however the handler then
 //     returns, the run is reported in cancelled. A job's own timeout (JobOptions.Timeout) ends its
-//     context with ErrJobTimeout and fails the attempt.
+//     context with ErrJobTimeout and fails the attempt (a failure with timed_out), whichever side noticed
+//     first: the run's timer, or the server (a CANCEL_JOB with timed_out: the server counts from the claim,
+//     a few ms before the delivery, has recorded the timeout already and rejects the late report).
 //  8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running
 //     handlers keep running; the first report on the new stream extends their leases, and outcomes not
 //     yet sent go out on it.
@@ -73,7 +75,9 @@ type Handler func(ctx context.Context, job *Job) (any, error)
 var (
 	// ErrJobCancelled: the job was cancelled (CancelJob) while it ran; the run is reported cancelled.
 	ErrJobCancelled = errors.New("the job was cancelled")
-	// ErrJobTimeout: the run passed the job's timeout; the attempt fails.
+	// ErrJobTimeout: the run passed the job's timeout, noticed by the worker or first by the server; the
+	// attempt fails as timed out. ctx.Err() is context.DeadlineExceeded only when the worker's timer fired
+	// first (context.Canceled when the server did): test the cause.
 	ErrJobTimeout = errors.New("the job timed out")
 	// ErrLeaseLost: the server recovered the job (its lease ran out); the run's outcome is discarded.
 	ErrLeaseLost = errors.New("the job's lease was lost")

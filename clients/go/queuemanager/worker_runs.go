@@ -30,7 +30,7 @@ type run struct {
 	cancel context.CancelCauseFunc
 	span   trace.Span // the run's CONSUMER span; nil when tracing is off
 
-	cancelled bool // CANCEL_JOB asked to stop it: report it in cancelled
+	cancelled bool // CANCEL_JOB asked to stop it: report it in cancelled (not one with timed_out: see onCommand)
 	lost      bool // its lease was recovered: report nothing
 	abandoned bool // Shutdown gave up on it and reported it abandoned
 }
@@ -117,8 +117,9 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 		w.unsent++
 		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token})
 	case timedOut:
-		// Reported as timed out (recorded so, not as an error the handler returned).
-		w.fail(r, fmt.Errorf("job timed out after %s", r.job.Timeout), "", elapsed).TimedOut = true
+		// Reported as timed out (recorded so, not as an error the handler returned), in the words of the
+		// server's own timeout and the other clients' ("job timed out after 0.3s"), whichever side noticed.
+		w.fail(r, fmt.Errorf("job timed out after %gs", r.job.Timeout.Seconds()), "", elapsed).TimedOut = true
 		w.expected.add(leaseKey{r.key.queue, r.key.id, r.token}) // the server may have timed it out first
 	case err != nil && w.delay(r, err, elapsed):
 	case err != nil:

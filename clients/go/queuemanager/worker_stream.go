@@ -338,6 +338,15 @@ func (w *Worker) onCommand(command *pb.ServerCommand) {
 		if r == nil || r.token != ref.GetLeaseToken() || r.cancelled {
 			return // finished meanwhile (its outcome is recorded as usual), another run, or told already
 		}
+		if command.GetTimedOut() {
+			// The server timed the run out (it counts from the claim, the run's timer from the delivery a
+			// little later): the run ends as when its own timer fires, with the cause ErrJobTimeout, and is
+			// reported as a failure that timed out (finish). A run already timed out here keeps its cause.
+			w.log.Debug("the server timed out a run", "queue", ref.GetQueueName(), "job_id", ref.GetJobId(),
+				"reason", command.GetReason())
+			r.cancel(ErrJobTimeout)
+			return
+		}
 		w.log.Info("the server asks to stop a run", "queue", ref.GetQueueName(), "job_id", ref.GetJobId(),
 			"reason", command.GetReason())
 		r.cancelled = true

@@ -236,14 +236,55 @@ func TestJobTimeoutEndsTheRun(t *testing.T) {
 		},
 	}})
 	added := add(t, c, queue, "slow", nil, &qm.JobOptions{Timeout: 300 * time.Millisecond, Attempts: 1})
-	// The worker's own timer (ErrJobTimeout) and the server's timeout (a CANCEL_JOB: ErrJobCancelled) race:
-	// the server counts from the claim, the worker from the delivery a few ms later; either ends the run.
-	if got := receive(t, cause, "the timeout"); !errors.Is(got, qm.ErrJobTimeout) && !errors.Is(got, qm.ErrJobCancelled) {
-		t.Fatalf("the run's context ended with %v, want ErrJobTimeout or the server's cancel", got)
+	// The worker's own timer and the server's timeout race (the server counts from the claim, the worker
+	// from the delivery a few ms later); either way the run's context ends with ErrJobTimeout (the server's
+	// CANCEL_JOB says timed_out). TestServerTimeoutEndsTheRunAsTheWorkersOwn makes the server win.
+	if got := receive(t, cause, "the timeout"); !errors.Is(got, qm.ErrJobTimeout) {
+		t.Fatalf("the run's context ended with %v, want ErrJobTimeout", got)
 	}
 	job := waitFinished(t, c, queue, added.ID)
-	if job.State != qm.StateFailed || !strings.Contains(job.FailedReason, "timed out") {
+	if job.State != qm.StateFailed || job.FailedReason != "job timed out after 0.3s" {
 		t.Fatalf("want failed for its timeout, got %s (%q)", job.State, job.FailedReason)
+	}
+	if len(job.Errors) != 1 || job.Errors[0].Kind != qm.JobErrorTimeout {
+		t.Fatalf("want one timed-out run, got %+v", job.Errors)
+	}
+}
+
+// TestServerTimeoutEndsTheRunAsTheWorkersOwn runs against a server that times each run out as soon as it is
+// claimed (QM_TEST_SERVER_TIMEOUTS_ADDRESS), long before the run's own 30 s timer: the server's CANCEL_JOB
+// says timed_out, and the worker ends the run as at its own timeout: the cause ErrJobTimeout, not
+// ErrJobCancelled, and the attempt counted once, as timed out.
+func TestServerTimeoutEndsTheRunAsTheWorkersOwn(t *testing.T) {
+	t.Parallel()
+	address := os.Getenv(serverTimeoutsAddressEnv)
+	if address == "" {
+		t.Skipf("%s is not set: run these tests through tests/test_client_go.py", serverTimeoutsAddressEnv)
+	}
+	c := dial(t, address)
+	queue := newQueue(t, c, nil)
+	cause := make(chan error, 1)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		queue: func(ctx context.Context, job *qm.Job) (any, error) {
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return nil, ctx.Err()
+		},
+	}})
+	added := add(t, c, queue, "slow", nil, &qm.JobOptions{Timeout: 30 * time.Second, Attempts: 1})
+	if got := receive(t, cause, "the server's timeout"); !errors.Is(got, qm.ErrJobTimeout) {
+		t.Fatalf("the run's context ended with %v, want ErrJobTimeout", got)
+	}
+	job := waitFinished(t, c, queue, added.ID)
+	if job.State != qm.StateFailed || job.FailedReason != "job timed out after 30s" || job.AttemptsMade != 1 {
+		t.Fatalf("want failed once for its timeout, got %s (%q) after %d", job.State, job.FailedReason, job.AttemptsMade)
+	}
+	m, err := c.GetQueueMetrics(testContext(t), queue)
+	if err != nil {
+		t.Fatalf("GetQueueMetrics: %v", err)
+	}
+	if m.TimedOutTotal != 1 || m.RaisedTotal != 0 {
+		t.Fatalf("want 1 timed-out run and none raised, got %d and %d", m.TimedOutTotal, m.RaisedTotal)
 	}
 }
 

@@ -27,7 +27,7 @@ from queue_manager.client_workers import WorkerControlResult
 from queue_manager.conditions import Condition, when
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, JobError, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
-from queue_manager.dead_letters import DeadLetter, RedrivenQueue, RedriveResult
+from queue_manager.dead_letters import KEEP_DATA, DeadLetter, RedrivenQueue, RedriveResult
 from queue_manager.enums import DedupMode, JobErrorKind, JobPriority, JobState, WorkerState
 from queue_manager.errors import (
     AlreadyExistsError,
@@ -67,6 +67,7 @@ from queue_manager.worker import Worker
 from queue_manager.workflows import WorkflowRun, WorkflowState, WorkflowStepRun, WorkflowStepState
 
 __all__ = [
+    "KEEP_DATA",
     "AlreadyExistsError",
     "Backoff",
     "BatchProcessor",

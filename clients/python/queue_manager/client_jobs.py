@@ -251,13 +251,14 @@ class JobCalls(ClientBase):
         finally:
             call.cancel()
 
-    async def retry_job(self, queue_name: str, job_id: str, data: Any = None) -> Job:
+    async def retry_job(self, queue_name: str, job_id: str, data: Any = KEEP_DATA) -> Job:
         """Runs a failed or cancelled job again, with its attempts counted afresh.
 
         Args:
             data: New data for the job (edit and requeue): bytes (sent as application/octet-stream) or a
-                JSON-serialisable value; None keeps its data. The data changes in the same atomic step as the
-                retry, so a job that cannot be retried keeps its data; the same payload limit as an add's.
+                JSON-serialisable value, None for JSON null; `KEEP_DATA` (the default) keeps its data, as in
+                `redrive_dead_letters`. The data changes in the same atomic step as the retry, so a job that
+                cannot be retried keeps its data; the same payload limit as an add's.
 
         Returns:
             The job, waiting again. Raises `FailedPreconditionError` for a job in any other state,

@@ -84,6 +84,7 @@ class JobContext:
         "_metadata",
         "_span",
         "_task",
+        "_timed_out",
         "_worker",
         "attempts_made",
         "data",
@@ -104,6 +105,7 @@ class JobContext:
         self._task: asyncio.Future[None] | None = None
         self._lost = False
         self._cancelled = False
+        self._timed_out = ""  # why the run passed its timeout (the worker's or the server's); "" before
         self._metadata: JobMetadata | None = None
         self._span: Span | None = None  # the run's span, when the worker traces (tracing.py)
         self.id = job.id
@@ -119,13 +121,14 @@ class JobContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the server asked to stop this run: the job was cancelled, or it passed its timeout.
+        """True once the run must stop: the job was cancelled, or it passed its timeout (on this worker or
+        on the server, whichever noticed first).
 
         An async processor's task is cancelled as well (it sees `asyncio.CancelledError`); a plain-``def``
         processor should check this now and then and return. However the run then ends, the worker reports
-        it as cancelled (its result, if any, is discarded).
+        it as cancelled, or for a timeout as a failure that timed out (its result, if any, is discarded).
         """
-        return self._cancelled
+        return self._cancelled or bool(self._timed_out)
 
     @property
     def parents(self) -> list[ParentJob]:

@@ -15,7 +15,7 @@ from queue_manager.convert import JSON_CONTENT_TYPE, Job, encode_payload
 from queue_manager.enums import JobState
 from queue_manager.job_control import job_key
 from queue_manager.options import validate_queue_name
-from queue_manager.v1 import jobs_pb2, queue_service_pb2
+from queue_manager.v1 import jobs_pb2, queue_service_pb2, types_pb2
 
 __all__ = [
     "DEAD_LETTER_QUEUE",
@@ -33,7 +33,8 @@ __all__ = [
 DEAD_LETTER_QUEUE = "dead-letter-queue"
 # Copies one redrive may name (the server's limit too).
 MAX_REDRIVE_IDS = 1000
-# redrive_dead_letters' data default: no new data (None is new data: JSON null).
+# The default of every `data` that replaces a job's data (retry_job, redrive_dead_letters): no new data, the
+# job keeps its own. None is new data there: JSON null.
 KEEP_DATA: Any = object()
 
 
@@ -164,10 +165,7 @@ def redrive_request(
         job_ids=ids,
         replace_data=bool(replace_data),
     )
-    if data is None:  # set, so JSON null rather than an unset payload (which keeps the data)
-        request.data.raw, request.data.content_type = b"null", JSON_CONTENT_TYPE
-    elif data is not KEEP_DATA:
-        encode_payload(data, request.data)
+    _replacing_data(data, request.data)
     return request
 
 
@@ -183,11 +181,19 @@ def redrive_result_from_proto(response: queue_service_pb2.RedriveDeadLettersResp
     )
 
 
-def retry_job_request(queue_name: str, job_id: str, data: Any = None) -> jobs_pb2.RetryJobRequest:
-    """Builds a RetryJobRequest; `data` (not None) replaces the job's data as it goes back to waiting: bytes
-    go as octet-stream, anything else as JSON."""
+def retry_job_request(queue_name: str, job_id: str, data: Any = KEEP_DATA) -> jobs_pb2.RetryJobRequest:
+    """Builds a RetryJobRequest; `data` (not KEEP_DATA) replaces the job's data as it goes back to waiting:
+    bytes go as octet-stream, anything else as JSON (None as JSON null)."""
     queue_name, job_id = job_key(queue_name, job_id)
     request = jobs_pb2.RetryJobRequest(queue_name=queue_name, job_id=job_id)
-    if data is not None:
-        encode_payload(data, request.data)
+    _replacing_data(data, request.data)
     return request
+
+
+def _replacing_data(data: Any, into: types_pb2.Payload) -> None:
+    """Fills the payload that replaces a job's data, unless `data` is KEEP_DATA (the payload stays unset, so
+    the job keeps its data). None is set, as JSON null: encode_payload leaves it unset."""
+    if data is None:
+        into.raw, into.content_type = b"null", JSON_CONTENT_TYPE
+    elif data is not KEEP_DATA:
+        encode_payload(data, into)

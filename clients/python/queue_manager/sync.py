@@ -592,9 +592,9 @@ class SyncQueueManager:
         finally:
             call.cancel()
 
-    def retry_job(self, queue_name: str, job_id: str, data: Any = None) -> Job:
-        """Runs a failed or cancelled job again, attempts counted afresh, with new `data` unless None; returns
-        it, waiting again (see `QueueManager.retry_job`)."""
+    def retry_job(self, queue_name: str, job_id: str, data: Any = KEEP_DATA) -> Job:
+        """Runs a failed or cancelled job again, attempts counted afresh, with new `data` (None: JSON null)
+        unless KEEP_DATA (the default); returns it, waiting again (see `QueueManager.retry_job`)."""
         request = retry_job_request(queue_name, job_id, data)
         response: jobs_pb2.RetryJobResponse = self._call(self._queues.RetryJob, request)
         return job_from_proto(response.job)

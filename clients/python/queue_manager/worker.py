@@ -31,13 +31,15 @@ Protocol, as this side speaks it:
    ``stopped_by_server`` is set. SET_CONCURRENCY — a higher concurrency grants the extra credits; a lower
    one takes back what the server did not (``revoked_credits``) from credits not yet sent, then from the
    jobs that finish (their credits are kept back), so at most the new concurrency run once those end.
-7. CANCEL_JOB command (the job was cancelled, or passed its timeout on the server): an async
-   processor's task is cancelled, a plain-``def`` processor sees ``job.cancelled``; however the run then
-   ends it is reported in ``cancelled``. A processor that raises `RateLimitedError` is reported as a
-   failure with ``retry_after`` (no attempt used; the queue holds off that long). A processor that raises
-   ``asyncio.CancelledError`` while nothing cancelled its run fails its attempt like any other error. A run
-   that passes the job's ``timeout`` here first is stopped and reported as a failure with ``timed_out``
-   (recorded as timed out, not raised; the server's own timeout may have ended it already).
+7. CANCEL_JOB command (the job was cancelled): an async processor's task is cancelled, a plain-``def``
+   processor sees ``job.cancelled``; however the run then ends it is reported in ``cancelled``. A
+   processor that raises `RateLimitedError` is reported as a failure with ``retry_after`` (no attempt
+   used; the queue holds off that long). A processor that raises ``asyncio.CancelledError`` while nothing
+   cancelled its run fails its attempt like any other error. A run that passes the job's ``timeout`` is
+   stopped (its task cancelled, ``job.cancelled`` set) and reported as a failure with ``timed_out``
+   (recorded as timed out, not raised), whichever side noticed first: this worker's timer, or the server's
+   (a CANCEL_JOB with ``timed_out``; the server then has recorded the timeout already and rejects the
+   report, expected and logged at INFO).
 8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running jobs
    keep running; the first report on the new stream extends their leases (a server that stopped left
    them held, and the new one takes them over), and outcomes not yet sent go out on it.

@@ -90,23 +90,31 @@ class JobRuns:
         if self._processors[ctx.queue_name][1] and ctx._task is not None:
             ctx._task.cancel()
 
+    def _time_out(self, ctx: JobContext, reason: str) -> None:
+        """Stops a run past its job's timeout, whichever side noticed first: this worker's timer
+        (`_execute`) or the server (CANCEL_JOB with ``timed_out``), so a processor cannot tell them apart.
+        Its task is cancelled (a plain-``def`` processor's thread is no longer awaited and sees
+        ``job.cancelled``); however the run then ends, it is reported as a failure that timed out."""
+        if ctx._timed_out:
+            return
+        ctx._timed_out = reason
+        if ctx._task is not None:
+            ctx._task.cancel()
+
     async def _execute(self, ctx: JobContext, fn: Processor, is_async: bool, limit: float | None) -> None:
         started = time.perf_counter_ns()
+        timer = None
+        if limit is not None:
+            reason = f"job timed out after {limit:g}s"
+            timer = asyncio.get_running_loop().call_later(limit, self._time_out, ctx, reason)
         try:
-            if limit is None:
-                result = await self._call(ctx, fn, is_async)
-            else:
-                scope = asyncio.timeout(limit)
-                try:
-                    async with scope:
-                        result = await self._call(ctx, fn, is_async)
-                except TimeoutError:
-                    if scope.expired():
-                        raise _JobTimeout(f"job timed out after {limit:g}s") from None
-                    raise
+            result = await self._call(ctx, fn, is_async)
         except asyncio.CancelledError as exc:
             if ctx._cancelled:  # the server asked to stop the run (CANCEL_JOB)
                 self._report_cancelled(ctx)
+                return
+            if ctx._timed_out:  # past its timeout (`_time_out`): a failure that timed out
+                self._fail(ctx, exc, time.perf_counter_ns() - started)
                 return
             task = asyncio.current_task()
             if task is not None and not task.cancelling():
@@ -126,6 +134,9 @@ class JobRuns:
             self._fail(ctx, exc, time.perf_counter_ns() - started)
         else:
             self._complete(ctx, result, time.perf_counter_ns() - started)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _execute_traced(
         self, ctx: JobContext, fn: Processor, is_async: bool, limit: float | None
@@ -184,6 +195,9 @@ class JobRuns:
                 "discarding the result of job %s/%s (lease lost or job cancelled)", ctx.queue_name, ctx.id
             )
             return
+        if ctx._timed_out:  # it returned after its timeout: the result is discarded, the run timed out
+            self._fail(ctx, _JobTimeout(ctx._timed_out), nanos)
+            return
         completions = self._outbox.report.completions
         done = completions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
         if result is not None:
@@ -204,6 +218,8 @@ class JobRuns:
         if ctx._lost:
             self._finish(ctx)
             return
+        if ctx._timed_out and not isinstance(exc, _JobTimeout):  # however it ended after its timeout
+            exc = _JobTimeout(ctx._timed_out)
         if isinstance(exc, DelayedError):
             self._delay(ctx, exc, nanos)
             return

@@ -388,11 +388,19 @@ class WorkerStream(JobRuns):
 
     def _on_cancel(self, command: worker_service_pb2.ServerCommand) -> None:
         """CANCEL_JOB: stop that run (cancel an async processor's task; a plain-``def`` processor sees
-        ``job.cancelled``); however it then ends, it is reported in ``cancelled``."""
+        ``job.cancelled``); however it then ends, it is reported in ``cancelled``. With ``timed_out`` the
+        server timed the run out (it counts from the claim, this worker from the delivery a little later):
+        the run ends as at this worker's own timeout, a failure that timed out."""
         ref = command.job
         ctx = self._running.get((ref.queue_name, ref.job_id))
-        if ctx is None or ctx.lease_token != ref.lease_token or ctx._cancelled:
+        if ctx is None or ctx.lease_token != ref.lease_token or ctx._cancelled or ctx._timed_out:
             return  # finished meanwhile (its outcome is recorded as usual), another run, or told already
+        if command.timed_out:
+            logger.debug(
+                "job %s/%s: the server timed it out (%s)", ref.queue_name, ref.job_id, command.reason
+            )
+            self._time_out(ctx, command.reason or "job timed out")
+            return
         logger.info(
             "job %s/%s: the server asks to stop it (%s)",
             ref.queue_name,

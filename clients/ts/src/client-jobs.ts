@@ -133,8 +133,9 @@ export class JobCalls extends Producer {
 
   /**
    * Runs a failed or cancelled job again, its attempts counted afresh. With `options.data` (edit and requeue)
-   * the job's data is replaced in the same atomic step (bytes as octet-stream, anything else as JSON); a job
-   * in another state keeps its data (`FailedPreconditionError`).
+   * the job's data is replaced in the same atomic step (bytes as octet-stream, anything else as JSON: `null`
+   * is JSON null); `data` left out (undefined) keeps it, as in `redriveDeadLetters`. A job in another state
+   * keeps its data (`FailedPreconditionError`).
    */
   async retryJob(queueName: string, jobId: string, options: { data?: unknown } = {}): Promise<Job> {
     const data = options.data === undefined ? undefined : encodePayload(options.data);

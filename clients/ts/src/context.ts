@@ -38,7 +38,8 @@ export interface ActiveJob {
 export interface JobContext {
   /**
    * Fires when the run must stop: its job was cancelled (`reason.kind` "cancelled"), its lease was lost
-   * ("lease-lost": the result would be discarded), its timeout passed ("timeout"), or the worker is shutting
+   * ("lease-lost": the result would be discarded), its timeout passed ("timeout": whether this worker or the
+   * server noticed first; the run is reported as a failure that timed out), or the worker is shutting
    * down past its grace ("shutdown"). The reason is a `JobAbortedError`.
    */
   readonly signal: AbortSignal;
@@ -79,8 +80,8 @@ export class Run {
   cancelled = false;
   /** Its lease was refused: it is stopped and nothing is reported. */
   lost = false;
-  /** Its own timeout passed: reported as a failure. */
-  timedOut = false;
+  /** Why it passed its job's timeout ("" before), noticed here or by the server: reported as a failure. */
+  timedOut = "";
   /** Given up at shutdown (reported abandoned); its end reports nothing more. */
   abandoned = false;
   done: Promise<void> = Promise.resolve();

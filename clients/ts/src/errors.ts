@@ -194,7 +194,7 @@ export class DelayedError extends Error {
 
 /** Why a run's AbortSignal fired: the reason object a processor sees in `ctx.signal.reason`. */
 export class JobAbortedError extends Error {
-  /** "cancelled" (CancelJob or a server timeout), "lease-lost", "timeout" (the job's own timeout) or "shutdown". */
+  /** "cancelled" (CancelJob), "lease-lost", "timeout" (the job's timeout, on this worker or the server) or "shutdown". */
   readonly kind: "cancelled" | "lease-lost" | "timeout" | "shutdown";
 
   constructor(kind: JobAbortedError["kind"], message: string) {

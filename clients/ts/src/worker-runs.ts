@@ -101,14 +101,31 @@ export class Runs {
     }
   }
 
-  /** The server cancelled a job (CANCEL_JOB): the run holding `lease` sees its signal fire. */
-  cancel(lease: LeaseRef, reason: string): void {
+  /**
+   * The server cancelled a job (CANCEL_JOB): the run holding `lease` sees its signal fire. `timedOut`: the
+   * server timed the run out (it counts from the claim, this worker from the delivery a little later), and
+   * the run ends exactly as at its own timeout (`timeOut`).
+   */
+  cancel(lease: LeaseRef, reason: string, timedOut = false): void {
     const run = this.running.get(runKey(lease.queueName, lease.jobId));
-    if (run === undefined || run.lease.leaseToken !== lease.leaseToken || run.cancelled) {
+    if (run === undefined || run.lease.leaseToken !== lease.leaseToken || run.cancelled || run.timedOut) {
       return; // finished meanwhile (its outcome is recorded as usual), another run, or told already
+    }
+    if (timedOut) {
+      this.timeOut(run, reason || "job timed out");
+      return;
     }
     run.cancelled = true;
     run.stop("cancelled", reason || "the job was cancelled");
+  }
+
+  /**
+   * Stops a run past its job's timeout, whichever side noticed first (this worker's timer or the server):
+   * its signal fires with kind "timeout", and however it ends it is reported as a failure that timed out.
+   */
+  private timeOut(run: Run, reason: string): void {
+    run.timedOut = reason;
+    run.stop("timeout", reason);
   }
 
   /** Whether every run going now has ended within `ms`. */
@@ -139,8 +156,9 @@ export class Runs {
       limit === undefined
         ? undefined
         : setTimeout(() => {
-            run.timedOut = true;
-            run.stop("timeout", `job timed out after ${limit / 1000}s`);
+            if (!run.timedOut) {
+              this.timeOut(run, `job timed out after ${limit / 1000}s`);
+            }
           }, limit);
     const ctx = run.context(this.host.workerId, {
       progress: (value) => this.reportProgress(run, value),
@@ -181,7 +199,7 @@ export class Runs {
     } else if (run.lost) {
       this.host.log.info(`discarding the result of job ${run.job.queueName}/${run.job.id} (its lease was lost)`);
     } else if (run.timedOut) {
-      this.fail(run, new Error(`job timed out after ${run.job.timeoutMs! / 1000}s`), ms, false, true);
+      this.fail(run, new Error(run.timedOut), ms, false, true);
     } else if (ok) {
       this.complete(run, value, ms);
     } else if (value instanceof DelayedError) {

@@ -27,7 +27,9 @@
  *    those it held, and the rest of the decrease comes from credits not yet sent, then from runs that finish
  *    (their credits are not given back until it is paid). A stream opened later says the new concurrency.
  * 7. CANCEL_JOB command: the run's AbortSignal fires; however the processor then ends, the run is reported
- *    in `cancelled`. A processor that throws `UnrecoverableError` fails its job for good (`do_not_retry`);
+ *    in `cancelled`. With `timed_out` (the server timed the run out before this worker's own timer fired)
+ *    it ends exactly as at its own timeout: the signal's reason is a JobAbortedError of kind "timeout", and
+ *    the run is reported as a failure with `timed_out`, which the server, having recorded it, rejects. A processor that throws `UnrecoverableError` fails its job for good (`do_not_retry`);
  *    one that throws `RateLimitedError` fails with `retry_after` (no attempt used).
  * 8. A broken stream is reopened with jittered exponential backoff (100 ms doubling to 5 s). Running jobs
  *    keep running; the first report on the new stream extends their leases, and outcomes not yet sent go
@@ -359,7 +361,7 @@ export class WorkerStream {
       this.outbox.credits = 0;
       this.wake();
     } else if (command.type === ServerCommandType.CANCEL_JOB && command.job) {
-      this.runs.cancel(command.job, command.reason);
+      this.runs.cancel(command.job, command.reason, command.timedOut);
     } else if (command.type === ServerCommandType.QUIET || command.type === ServerCommandType.RESUME) {
       this.quiet = command.type === ServerCommandType.QUIET;
       this.settings.log.info(`worker ${this.owner.workerId}: ${this.quiet ? "quiet" : "resumed"} by the server`);

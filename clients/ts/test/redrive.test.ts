@@ -64,6 +64,24 @@ it("sends a failed job's copy back: the original runs again; a removed one is ad
   assert.ok(named.skipped[copies[0]!]);
 });
 
+it("retryJob: data null is JSON null, data left out keeps the job's data", async () => {
+  const queue = queueName("retry-null");
+  await qm.registerQueue(queue, { disableDeadLetter: true });
+  const nulled = await qm.addJob(queue, "charge", { n: 1 });
+  const kept = await qm.addJob(queue, "charge", { n: 2 });
+  const w = await worker({ processors: { [queue]: async () => Promise.reject(new UnrecoverableError("bad")) } });
+  try {
+    for (const job of [nulled, kept]) {
+      assert.equal((await qm.waitForJob(queue, job.id, { timeoutMs: 15_000 })).state, "failed");
+    }
+  } finally {
+    await w.shutdown();
+  }
+  assert.deepEqual((await qm.retryJob(queue, nulled.id, { data: null })).data, null);
+  assert.deepEqual((await qm.retryJob(queue, kept.id)).data, { n: 2 });
+  assert.deepEqual((await qm.getJob(queue, nulled.id)).data, null);
+});
+
 it("sends one copy back with new data in one call; a refused call leaves the copy as it was", async () => {
   const queue = queueName("redrive-data");
   await qm.registerQueue(queue);

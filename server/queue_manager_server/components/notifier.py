@@ -64,7 +64,8 @@ class Notifier:
 
     def _dispatch(self, parts: list[bytes]) -> None:
         """``w <queue>``: jobs are waiting; ``d <queue> <run-at ms>``: a job was delayed until then;
-        ``c <queue> <id> <token> <reason>``: the run holding that lease must stop (cancel, timeout);
+        ``c <queue> <id> <token> <reason>``: the run holding that lease must stop (a cancel); ``t`` alike
+        for a run the server timed out (time_out.lua);
         ``s <queue> <due ms>``: a schedule was created or changed and falls due then; ``j <queue> <id>
         <state>``: a job some WaitForJob of this process may follow changed state; ``x <queue>``: a watched
         queue was deleted (its WatchJobEvents calls end)."""
@@ -79,10 +80,11 @@ class Notifier:
             if self.waiters is not None and len(parts) == 4:
                 self.waiters.notify(queue, parts[2].decode(), parts[3].decode())
             return
-        if parts[0] == b"c":  # ``c <queue> <id> <token> <reason…>``: the run holding that lease must stop
+        if parts[0] in (b"c", b"t"):  # ``c|t <queue> <id> <token> <reason…>``: that run must stop
             if len(parts) >= 4:
                 reason = b" ".join(parts[4:]).decode(errors="replace")
-                self.dispatcher.stop_run(queue, parts[2].decode(), parts[3].decode(), reason)
+                timed_out = parts[0] == b"t"
+                self.dispatcher.stop_run(queue, parts[2].decode(), parts[3].decode(), reason, timed_out)
             return
         if parts[0] == b"s":  # ``s <queue> <due ms>``: a schedule was set; no job to hand out yet
             if self.scheduler is not None and len(parts) == 3:

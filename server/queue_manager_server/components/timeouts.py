@@ -7,7 +7,8 @@ moment it claims them) and re-armed from what each check returns (the next deadl
 Redis ``TIME``, so skewed wall clocks change nothing). A periodic scan of every queue catches runs leased
 by a server that died, and is what other servers rely on. The check (``time_out.lua``) is atomic and
 idempotent, so any number of servers may run it: the first one past a deadline acts, the rest find
-nothing due. Each timed-out run's worker is told to stop through the events channel (``c`` events).
+nothing due. Each timed-out run's worker is told to stop through the events channel (``t`` events: a
+CANCEL_JOB with ``timed_out``, so the worker ends the run as at its own timeout).
 """
 
 from __future__ import annotations

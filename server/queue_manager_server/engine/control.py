@@ -1,11 +1,11 @@
 """Control of running work: cancel, server-enforced timeouts, and retry-after (a processor told to slow down).
 
 One method per Lua script, with the script's name and argument order (as in engine.py). The scripts tell
-the server holding a run's lease to stop it by publishing ``c <queue> <id> <token> <reason>`` on the
-events channel (components/notifier.py hands it to the dispatcher, which sends ``CANCEL_JOB`` down the
-worker's stream). Every way a run ends (complete, fail, release, reap, cancel, timeout, retry-after) drops
-its deadline and, on a queue with a concurrency cap, wakes the dispatchers of every server (common.lua
-``run_ended``, ``slot_freed``).
+the server holding a run's lease to stop it by publishing ``c <queue> <id> <token> <reason>`` (a cancel)
+or ``t …`` alike (a timeout) on the events channel (components/notifier.py hands it to the dispatcher,
+which sends ``CANCEL_JOB`` down the worker's stream, with ``timed_out`` for a ``t``). Every way a run ends
+(complete, fail, release, reap, cancel, timeout, retry-after) drops its deadline and, on a queue with a
+concurrency cap, wakes the dispatchers of every server (common.lua ``run_ended``, ``slot_freed``).
 """
 
 from __future__ import annotations

@@ -263,7 +263,8 @@ def clock_offset(prefix: str) -> str:
 def events_channel(prefix: str) -> str:
     """pub/sub channel: ``w <queue>`` when jobs become waiting (or a slot of a queue with a concurrency cap
     frees), ``d <queue> <ms>`` when one is delayed, ``c <queue> <id> <token> <reason>`` when the run holding
-    that lease must stop (cancelled, or past its timeout), ``s <queue> <ms>`` when a schedule of the queue is
+    that lease must stop (cancelled), ``t <queue> <id> <token> <reason>`` when it must stop because the
+    server timed it out (time_out.lua), ``s <queue> <ms>`` when a schedule of the queue is
     created or changed and next falls due then, ``j <queue> <id> <state>`` when a job some WaitForJob follows
     changes state (common.lua ``notify_job``; a removed job says ``removed``).
 

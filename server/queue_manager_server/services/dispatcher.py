@@ -200,13 +200,16 @@ class WorkerSession:
             del self.leases[(queue, job_id)]
 
 
-def cancel_command(queue: str, job_id: str, token: str, reason: str) -> pb.ConnectResponse:
-    """The CANCEL_JOB command for one lease of a job."""
+def cancel_command(
+    queue: str, job_id: str, token: str, reason: str, timed_out: bool = False
+) -> pb.ConnectResponse:
+    """The CANCEL_JOB command for one lease of a job; `timed_out` for a run the server timed out."""
     return pb.ConnectResponse(
         command=pb.ServerCommand(
             type=pb.SERVER_COMMAND_TYPE_CANCEL_JOB,
             job=pb.LeaseRef(queue_name=queue, job_id=job_id, lease_token=token),
             reason=reason,
+            timed_out=timed_out,
         )
     )
 
@@ -540,12 +543,13 @@ class Dispatcher:
             return  # its loop wakes itself when the tokens are due
         ev.set()
 
-    def stop_run(self, queue: str, job_id: str, token: str, reason: str) -> bool:
+    def stop_run(self, queue: str, job_id: str, token: str, reason: str, timed_out: bool = False) -> bool:
         """Tells the worker holding this lease of the job, if it is connected here, to stop the run
-        (CANCEL_JOB). Returns whether one was told."""
+        (CANCEL_JOB; `timed_out` when the server timed the run out, so the worker ends it as at its own
+        timeout). Returns whether one was told."""
         for s in self.sessions.get(queue, ()):
             if s.leases.get((queue, job_id)) == token:
-                s.send(cancel_command(queue, job_id, token, reason))
+                s.send(cancel_command(queue, job_id, token, reason, timed_out))
                 return True
         return False
 

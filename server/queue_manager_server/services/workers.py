@@ -44,13 +44,16 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
    asked ends cancelled instead.
 9. Server command ``CANCEL_JOB`` (``command.job`` names the lease, ``reason`` says why): stop that run —
    its job was cancelled (``CancelJob``), or it passed its timeout. The server of whichever process holds
-   the lease sends it (the ``c`` event on the engine's channel reaches every server), and again with the
-   ack of each extension of a run whose cancel is pending (a lost event costs a heartbeat interval). The
-   worker stops the run and reports it in ``report.cancelled``; the job then ends cancelled. A report
-   about the job that arrives first is recorded as usual (a completion wins; a failure with attempts left
-   ends it cancelled). A worker that never answers loses the lease, and the reaper ends the job cancelled.
-   For a timeout the server has already failed the attempt (retried per attempts and backoff), so the
-   worker's late report, whatever it is, is rejected with FAILED_PRECONDITION.
+   the lease sends it (the ``c`` or ``t`` event on the engine's channel reaches every server), and again
+   with the ack of each extension of a run whose cancel is pending (a lost event costs a heartbeat
+   interval). The worker stops the run and reports it in ``report.cancelled``; the job then ends
+   cancelled. A report about the job that arrives first is recorded as usual (a completion wins; a failure
+   with attempts left ends it cancelled). A worker that never answers loses the lease, and the reaper ends
+   the job cancelled.
+   For a timeout the command says ``timed_out``: the server has already failed the attempt as timed out
+   (retried per attempts and backoff), and the worker ends the run as at its own timeout of the job (a
+   failure with ``timed_out``); its late report, whatever it is, is rejected with FAILED_PRECONDITION, so
+   the attempt counts once.
 10. A failure with ``retry_after`` (the processor was told to slow down) sends the job back to delayed for
    that long without using an attempt (the next run is no redelivery), and no job of the queue starts on
    any server until then.

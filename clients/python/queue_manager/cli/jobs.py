@@ -26,6 +26,7 @@ from queue_manager.cli.common import (
 )
 from queue_manager.cli.groups import group_name
 from queue_manager.convert import JobLogLine, job_from_proto
+from queue_manager.dead_letters import KEEP_DATA
 from queue_manager.enums import DedupMode, JobState
 from queue_manager.requests import add_job_request
 from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc
@@ -153,8 +154,8 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
         retry,
         "--data",
         default=None,
-        help="new data for the job as JSON (@FILE reads a file, @- stdin), set in the same step as the "
-        "retry: edit and requeue (default: the job keeps its data)",
+        help="new data for the job as JSON (@FILE reads a file, @- stdin; null sets JSON null), set in the "
+        "same step as the retry: edit and requeue (default: the job keeps its data)",
     )
     retry.set_defaults(command="jobs retry", handler=_retry)
     retry_all = jobs.add_parser(
@@ -382,9 +383,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    data = read_data(args.data) if args.data is not None else None
-    if args.data is not None and data is None:
-        raise UsageError("--data null is not new data: leave --data out to keep the job's data")
+    data = read_data(args.data) if args.data is not None else KEEP_DATA  # --data null: JSON null
     with client(args) as qm:
         job = qm.retry_job(args.queue, args.job_id, data)
     show(args, plain(job), columns=JOB_COLUMNS)

@@ -37,7 +37,9 @@ class _ServerCommandTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ser
     """
     SERVER_COMMAND_TYPE_CANCEL_JOB: _ServerCommandType.ValueType  # 2
     """Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
-    cancelled. A report about it that arrives first is accepted as usual.
+    cancelled. A report about it that arrives first is accepted as usual. When the command's timed_out is
+    set, the server has already failed the attempt as timed out: end the run as for the worker's own
+    timeout of the job instead.
     """
     SERVER_COMMAND_TYPE_QUIET: _ServerCommandType.ValueType  # 3
     """An operator quieted the worker (ControlWorker): the server delivers nothing more until RESUME. The
@@ -68,7 +70,9 @@ No delivery follows this command on the stream.
 """
 SERVER_COMMAND_TYPE_CANCEL_JOB: ServerCommandType.ValueType  # 2
 """Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
-cancelled. A report about it that arrives first is accepted as usual.
+cancelled. A report about it that arrives first is accepted as usual. When the command's timed_out is
+set, the server has already failed the attempt as timed out: end the run as for the worker's own
+timeout of the job instead.
 """
 SERVER_COMMAND_TYPE_QUIET: ServerCommandType.ValueType  # 3
 """An operator quieted the worker (ControlWorker): the server delivers nothing more until RESUME. The
@@ -776,6 +780,7 @@ class ServerCommand(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     REVOKED_CREDITS_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
     type: Global___ServerCommandType.ValueType
     """The command."""
     reason: _builtins.str
@@ -784,6 +789,13 @@ class ServerCommand(_message.Message):
     """The new concurrency of a SET_CONCURRENCY command."""
     revoked_credits: _builtins.int
     """SET_CONCURRENCY: credits the server held for the worker and dropped (at most the decrease)."""
+    timed_out: _builtins.bool
+    """CANCEL_JOB: the run passed its job's timeout on the server (which counts it from the claim, a few ms
+    before the worker's own timer starts) and the server has already failed the attempt as timed out. The
+    worker ends the run exactly as when its own timer fires first: the processor sees the worker's timeout
+    (not a cancel), and the run is reported as a failure with timed_out, which the server rejects with
+    FAILED_PRECONDITION (the attempt is counted once). Unset for an operator's cancel (CancelJob).
+    """
     @_builtins.property
     def job(self) -> Global___LeaseRef:
         """The job a CANCEL_JOB command is about."""
@@ -796,10 +808,11 @@ class ServerCommand(_message.Message):
         reason: _builtins.str = ...,
         concurrency: _builtins.int = ...,
         revoked_credits: _builtins.int = ...,
+        timed_out: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "job", b"job", "reason", b"reason", "revoked_credits", b"revoked_credits", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "job", b"job", "reason", b"reason", "revoked_credits", b"revoked_credits", "timed_out", b"timed_out", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,7 +1,8 @@
 -- time_out.lua: fails runs past their deadline (the job's timeout, counted from the start of the run) as
 -- timed out. The run counts as an attempt and the job is retried per its attempts and backoff exactly like
 -- a worker's failure (common.lua fail_attempt), and the server holding the lease is told to stop the run
--- ('c <queue> <id> <token> <reason>' on the events channel). The worker's late report finds its lease gone.
+-- ('t <queue> <id> <token> <reason>' on the events channel: a cancel's 'c' that says the timeout ended it,
+-- so the worker ends the run as at its own timeout). The worker's late report finds its lease gone.
 -- @include common
 -- @include stats
 --
@@ -27,7 +28,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT',
     watch_settings(meta, now)
     ended[#ended + 1] = id
     local reason = 'job timed out after ' .. string.format('%g', (tonumber(f[10]) or 0) / 1000) .. 's'
-    redis.call('PUBLISH', channel, 'c ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
+    redis.call('PUBLISH', channel, 't ' .. queue .. ' ' .. id .. ' ' .. (f[2] or '') .. ' ' .. reason)
     local code, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, reason, '', false,
       f, pushes, ERR_TIMEOUT)
     table.insert(out, id); table.insert(out, code); table.insert(out, run)

@@ -34,7 +34,9 @@ const (
 	// No delivery follows this command on the stream.
 	ServerCommandType_SERVER_COMMAND_TYPE_DRAIN ServerCommandType = 1
 	// Stop running the job named in job (it was cancelled, or its timeout passed), then report it in
-	// cancelled. A report about it that arrives first is accepted as usual.
+	// cancelled. A report about it that arrives first is accepted as usual. When the command's timed_out is
+	// set, the server has already failed the attempt as timed out: end the run as for the worker's own
+	// timeout of the job instead.
 	ServerCommandType_SERVER_COMMAND_TYPE_CANCEL_JOB ServerCommandType = 2
 	// An operator quieted the worker (ControlWorker): the server delivers nothing more until RESUME. The
 	// worker runs what it holds, reports as usual (credits included: the server keeps them), and stays
@@ -1359,8 +1361,14 @@ type ServerCommand struct {
 	Concurrency uint32 `protobuf:"varint,4,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	// SET_CONCURRENCY: credits the server held for the worker and dropped (at most the decrease).
 	RevokedCredits uint32 `protobuf:"varint,5,opt,name=revoked_credits,json=revokedCredits,proto3" json:"revoked_credits,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// CANCEL_JOB: the run passed its job's timeout on the server (which counts it from the claim, a few ms
+	// before the worker's own timer starts) and the server has already failed the attempt as timed out. The
+	// worker ends the run exactly as when its own timer fires first: the processor sees the worker's timeout
+	// (not a cancel), and the run is reported as a failure with timed_out, which the server rejects with
+	// FAILED_PRECONDITION (the attempt is counted once). Unset for an operator's cancel (CancelJob).
+	TimedOut      bool `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServerCommand) Reset() {
@@ -1426,6 +1434,13 @@ func (x *ServerCommand) GetRevokedCredits() uint32 {
 		return x.RevokedCredits
 	}
 	return 0
+}
+
+func (x *ServerCommand) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
 }
 
 // JobDelay asks that a running job run again later without using an attempt: its run ends, the job waits in
@@ -1607,13 +1622,14 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\x11lease_expire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\"t\n" +
 	"\tReportAck\x12<\n" +
 	"\aresults\x18\x01 \x03(\v2\".queue_manager.v1.ReportItemResultR\aresults\x12)\n" +
-	"\x10delivery_stopped\x18\x02 \x01(\bR\x0fdeliveryStopped\"\xd9\x01\n" +
+	"\x10delivery_stopped\x18\x02 \x01(\bR\x0fdeliveryStopped\"\xf6\x01\n" +
 	"\rServerCommand\x127\n" +
 	"\x04type\x18\x01 \x01(\x0e2#.queue_manager.v1.ServerCommandTypeR\x04type\x12,\n" +
 	"\x03job\x18\x02 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x03job\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12 \n" +
 	"\vconcurrency\x18\x04 \x01(\rR\vconcurrency\x12'\n" +
-	"\x0frevoked_credits\x18\x05 \x01(\rR\x0erevokedCredits\"\x9c\x01\n" +
+	"\x0frevoked_credits\x18\x05 \x01(\rR\x0erevokedCredits\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut\"\x9c\x01\n" +
 	"\bJobDelay\x120\n" +
 	"\x05lease\x18\x01 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x05lease\x12/\n" +
 	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12-\n" +
