@@ -56,8 +56,8 @@ _READ_CHUNK = 64 * 1024
 # Seconds to wait for the pipes to close after SIGKILL: only a process that left the group (setsid) can
 # hold them then, and its output is no longer read.
 _AFTER_KILL = 2.0
-# Per-run variables: an inherited value would describe another job or trace, so they are never passed on.
-_PER_RUN = ("QM_JOB_ID", "QM_JOB_NAME", "QM_QUEUE", "QM_ATTEMPT", "QM_MAX_ATTEMPTS", "QM_CONTENT_TYPE")
+# Per-run variables a run may lack: an inherited value would describe another worker or trace, so the
+# worker's own are never passed on (the others are always set).
 _PER_RUN_OPTIONAL = ("QM_WORKER_ID", "TRACEPARENT", "TRACESTATE")
 _PROGRESS = re.compile(r"::progress\s+(\S+)\s*")
 
@@ -114,6 +114,8 @@ class ExecProcessor:
         self.command = list(command)
         self.kill_grace = check_grace(kill_grace, "kill_grace")
         self.no_retry_exit_codes = frozenset(no_retry_exit_codes)
+        if not all(isinstance(code, int) and not isinstance(code, bool) for code in self.no_retry_exit_codes):
+            raise TypeError("no_retry_exit_codes must be exit statuses (int)")
         if max_output_bytes is None:
             max_output_bytes = default_output_limit()
         if (
@@ -157,7 +159,7 @@ class ExecProcessor:
                 raise
             await run.settle(self.kill_grace)
         finally:
-            run.close()  # a second cancel cut `settle` short: nothing of the group survives it
+            run.close()  # after a cancel or an error in the last settle: nothing of the group survives it
             del self._runs[run]
         return self._outcome(run)
 
@@ -173,7 +175,7 @@ class ExecProcessor:
             tail = run.stderr_tail()
             message = f"{what}; the last lines of its stderr:\n{tail}" if tail else f"{what} (no stderr)"
             if status in self.no_retry_exit_codes:
-                raise CommandNotRetriedError(f"{message}\n(not retried: exit status {status} is --no-retry)")
+                raise CommandNotRetriedError(f"{message}\n(not retried: a no-retry exit status)")
             raise CommandError(message)
         if run.stdout_over:
             raise CommandError(
