@@ -117,8 +117,8 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-# A command that starts a grandchild (ignoring SIGTERM when argv[2] asks), reports both pids and waits for
-# ever: only the signals of its stop can end it.
+# A command that starts a grandchild (ignoring SIGTERM when argv[2] asks), reports both pids once the
+# grandchild is ready, and waits for ever: only the signals of its stop can end it.
 SPAWNER = py(
     REPORT
     + """
@@ -126,8 +126,9 @@ import os, subprocess, time
 code = "import signal, time\\n"
 if sys.argv[2] == "ignore-term":
     code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
-code += "time.sleep(600)"
-child = subprocess.Popen([sys.executable, "-c", code])
+code += "print('ready', flush=True)\\ntime.sleep(600)"
+child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+assert child.stdout.readline() == b"ready\\n"
 report(f"{os.getpid()} {child.pid}")
 time.sleep(600)
 """
@@ -362,7 +363,7 @@ async def test_a_job_timeout_stops_the_command_and_its_grandchild(server: Runnin
             _,
         ),
     ):
-        job = await client.add_job("x-timeout", "slow", None, {"attempts": 1, "timeout": 1000})
+        job = await client.add_job("x-timeout", "slow", None, {"attempts": 1, "timeout": 4000})
         child, grandchild = map(int, (await reports.next())[0].split())
         done = await client.wait_for_job("x-timeout", job.id, timeout=WAIT)
         # The grandchild ignores SIGTERM: only the SIGKILL after the grace ends it.

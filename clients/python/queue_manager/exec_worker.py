@@ -143,10 +143,9 @@ class ExecProcessor:
                 env=_environment(job, content_type),
                 start_new_session=True,
             )
-        except OSError as exc:  # not found, not executable, a bad interpreter line
-            raise CommandNotRetriedError(
-                f"cannot start the command {self.command[0]!r}: {exc.strerror or exc}"
-            ) from None
+        except (OSError, ValueError) as exc:  # not found, not executable; a NUL in the environment
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CommandNotRetriedError(f"cannot start the command {self.command[0]!r}: {reason}") from None
         run = _Run(transport, protocol, job, body, self.max_output_bytes)
         task = asyncio.current_task()
         assert task is not None
