@@ -1,5 +1,5 @@
-"""The ``qm`` command: serve, worker, add, jobs, queues, groups, dlq, workflows, schedules, workers, health
-and dash.
+"""The ``qm`` command: serve, worker, exec, add, jobs, queues, groups, dlq, workflows, schedules, workers,
+health and dash.
 
 ``--server`` reads ``QM_SERVER``, ``-o/--output`` ``QM_OUTPUT`` and the TLS and token options their
 ``QM_`` variables; ``qm worker`` and ``qm dash`` read their settings from ``QM_WORKER_*`` and
@@ -27,6 +27,7 @@ from queue_manager.cli import (
     dash,
     dlq,
     events,
+    exec_worker,
     groups,
     jobs,
     metrics,
@@ -102,7 +103,20 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_connection_flags(parser)
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (runtime, jobs, queues, groups, dlq, workflows, schedules, dash, metrics, events, auth):
+    for module in (
+        runtime,
+        exec_worker,
+        jobs,
+        queues,
+        groups,
+        dlq,
+        workflows,
+        schedules,
+        dash,
+        metrics,
+        events,
+        auth,
+    ):
         module.register(commands)
     _output_after_subcommands(parser)
     return parser
