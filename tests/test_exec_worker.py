@@ -258,6 +258,8 @@ async def test_nonzero_exit_is_retried_then_fails_with_the_stderr_tail(server: R
     assert done.failed_reason.endswith("noise 99\nboom on attempt 2")
     assert "noise 50" not in done.failed_reason  # the tail only
     assert [e.message.splitlines()[-1] for e in done.errors] == ["boom on attempt 1", "boom on attempt 2"]
+    # No stack of the worker's own Python frames: the command's failure is all in the message.
+    assert done.stacktrace == "" and all(e.stacktrace == "" for e in done.errors)
 
 
 async def test_a_signal_that_kills_the_command_is_named(server: RunningServer) -> None:

@@ -66,6 +66,10 @@ class CommandError(Exception):
     """A run of the command failed: it exited with a status other than 0, a signal killed it, or its stdout
     was over the result limit. The attempt fails and is retried per the job's attempts."""
 
+    # The failure's stack text (worker_runs.py): none. The message holds what the command's author needs
+    # (its exit and the end of its stderr); this worker's Python frames would tell them nothing.
+    stacktrace = ""
+
 
 class CommandNotRetriedError(CommandError, UnrecoverableError):
     """A run failure that another attempt would meet again: the command cannot be started, or it exited

@@ -235,7 +235,7 @@ class JobRuns:
             job_id=ctx.id,
             lease_token=ctx.lease_token,
             message=message,
-            stacktrace="" if isinstance(exc, _JobTimeout) else format_failure(exc),
+            stacktrace=_stack_text(exc),
             do_not_retry=isinstance(exc, UnrecoverableError),
             timed_out=isinstance(exc, _JobTimeout),
         )
@@ -399,3 +399,13 @@ def _log_failure(ctx: JobContext, exc: BaseException) -> None:
     )
     if not isinstance(exc, _JobTimeout) and logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s traceback", where, exc_info=exc, extra=fields)
+
+
+def _stack_text(exc: BaseException) -> str:
+    """A failed run's stack text: its traceback, none for a timeout, or the text an exception carries as its
+    ``stacktrace`` attribute (qm exec's CommandError: the command's own failure, whose stderr is in the
+    message, not this worker's frames)."""
+    if isinstance(exc, _JobTimeout):
+        return ""
+    own = getattr(exc, "stacktrace", None)
+    return own if isinstance(own, str) else format_failure(exc)
