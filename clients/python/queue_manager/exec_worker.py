@@ -3,7 +3,8 @@ a compiled binary or a script in any language can work a queue without a client 
 
 The contract the command sees (docs/jobs.md, "Run any command as a worker"):
 
-- stdin: the job's data, JSON data as its JSON text and raw data as its bytes; empty when the job has none.
+- stdin: the job's data, JSON data as its JSON text and raw data as its bytes (a job added without data:
+  ``null``, as the server stores it); empty for an empty raw body.
 - environment: the worker's own, plus ``QM_JOB_ID``, ``QM_JOB_NAME``, ``QM_QUEUE``, ``QM_ATTEMPT``
   (1-based), ``QM_MAX_ATTEMPTS``, ``QM_CONTENT_TYPE``, ``QM_WORKER_ID``, and ``TRACEPARENT`` (with
   ``TRACESTATE``) when the run has a trace context.
