@@ -40,6 +40,7 @@ EXPECTED = {
     "TestDelayedSleepsBetweenStepsWithItsCheckpoint",
     "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",
     "TestAddJobStoresOptionsAndIsIdempotent",
+    "TestWorkerLabelsRouteTheJobToAMatchingWorker",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",
     "TestUpdateJobDataChangesAnUnfinishedJob",

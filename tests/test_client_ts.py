@@ -108,6 +108,10 @@ async def test_lifo_and_max_size(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "backpressure", server.address)
 
 
+async def test_worker_labels(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "worker-labels", server.address)
+
+
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "tracing", server.address)
 

@@ -1120,7 +1120,7 @@ async def test_a_job_stored_with_the_defaults_is_claimed_from_a_short_record_wit
     reply = await engine.scripts.run(
         "claim", [k.meta, k.waiting, k.delayed, k.active, k.limiter], [k.job_prefix, 3, "t", "w", 30_000, 10]
     )
-    sizes, i = [], 6
+    sizes, i = [], 7  # the header: code, now, next delayed, retry-after, bucket fill, hand-offs, unmatched
     while i < len(reply):
         sizes.append(reply[i])
         i += 1 + reply[i]

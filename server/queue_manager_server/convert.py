@@ -360,7 +360,14 @@ def apply_options(out: NewJob, o: types_pb2.JobOptions, field: str) -> None:
     if o.HasField("expire_after"):
         out.expire_after_ms = validate.expire_after_ms(o.expire_after, f"{field}.expire_after")
     if o.group:
-        out.group = validate.group(o.group, f"{field}.group")
+        out.group = validate.job_group(o.group, f"{field}.group")
+    if o.worker_labels:
+        if o.group:
+            raise InvalidArgument(
+                f"{field}.worker_labels",
+                "cannot be given with a group yet: a job with worker labels is in their routing group",
+            )
+        out.group = validate.worker_labels(o.worker_labels, f"{field}.worker_labels")
     out.lifo = o.lifo
     if o.HasField("dedup"):
         _apply_dedup(out, o.dedup, f"{field}.dedup")
@@ -497,7 +504,7 @@ def _job_rest(r: JobRecord, j: types_pb2.Job) -> None:
         j.process_time.CopyFrom(ms_timestamp(started))
     j.cancel_requested = r.text("cxr") == "1"
     if r.text("grp"):
-        j.options.group = r.text("grp")
+        group_out(j.options, r.text("grp"))
     if r.text("lf") == "1":
         j.options.lifo = True
     j.cancel_reason = r.text("cxm")
@@ -660,7 +667,18 @@ def _leased_extras(job: types_pb2.Job, c: ClaimedJob) -> None:
     if c.flow:
         job.MergeFromString(c.flow)
     if c.group:
-        job.options.group = c.group
+        group_out(job.options, c.group)
+
+
+def group_out(o: types_pb2.JobOptions, group: str) -> None:
+    """A job's stored group as its options say it: a routing group (validate.ROUTE_PREFIX) as the worker
+    labels it was named from, any other as the group."""
+    if not group.startswith(validate.ROUTE_PREFIX):
+        o.group = group
+        return
+    for pair in group[len(validate.ROUTE_PREFIX) :].split(","):
+        key, _, value = pair.partition("=")
+        o.worker_labels[key] = value
 
 
 # ---- queues ------------------------------------------------------------------------------------
@@ -769,6 +787,10 @@ def queue_meta(
         if o.lifo:
             raise InvalidArgument(
                 f"{field}.default_job_options.lifo", "cannot have a default: give it with each job"
+            )
+        if o.worker_labels:
+            raise InvalidArgument(
+                f"{field}.default_job_options.worker_labels", "cannot have a default: give them with each job"
             )
         if o.chain_to:
             raise InvalidArgument(

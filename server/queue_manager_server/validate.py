@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from google.protobuf.duration_pb2 import Duration
@@ -80,12 +80,62 @@ def is_control(c: str) -> bool:
 
 def group(value: str, field: str) -> str:
     """A fairness group name: 1 to MAX_GROUP characters, no control characters (it is part of key names and
-    of log lines): C0, DEL, C1 (U+0080-U+009F, NEL among them) and the line and paragraph separators."""
-    text(value, field, MAX_GROUP)
+    of log lines): C0, DEL, C1 (U+0080-U+009F, NEL among them) and the line and paragraph separators. A
+    routing group's name (ROUTE_PREFIX) may be up to MAX_ROUTE_GROUP: the group RPCs name it as listed."""
+    text(value, field, MAX_ROUTE_GROUP if value.startswith(ROUTE_PREFIX) else MAX_GROUP)
+    _no_control(value, field)
+    return value
+
+
+def _no_control(value: str, field: str) -> None:
     bad = next((c for c in value if is_control(c)), None)
     if bad is not None:
         raise InvalidArgument(field, f"must not contain control characters (found U+{ord(bad):04X})")
-    return value
+
+
+def job_group(value: str, field: str) -> str:
+    """A job's own fairness group (JobOptions.group): a group name that is not a routing group's."""
+    if value.startswith(ROUTE_PREFIX):
+        raise InvalidArgument(
+            field, f"must not start with {ROUTE_PREFIX!r}: that prefix names the groups of worker_labels"
+        )
+    return group(value, field)
+
+
+# Hard routing (JobOptions.worker_labels): a routed job's group is ROUTE_PREFIX and its pairs in key order,
+# "key=value" joined by ',' ("labels:gpu=a100,region=eu"), readable where groups are listed. Keys hold no '='
+# or ',' and values no ',', so the scripts split a name back into its pairs (includes/claim.lua route_ok).
+ROUTE_PREFIX = "labels:"
+MAX_ROUTE_PAIRS = 16
+MAX_ROUTE_KEY = 64
+MAX_ROUTE_VALUE = 128
+MAX_ROUTE_GROUP = len(ROUTE_PREFIX) + MAX_ROUTE_PAIRS * (MAX_ROUTE_KEY + MAX_ROUTE_VALUE + 2)
+
+
+def worker_labels(labels: Mapping[str, str], field: str) -> str:
+    """A job's worker labels (JobOptions.worker_labels), checked; returns the name of their routing group."""
+    if len(labels) > MAX_ROUTE_PAIRS:
+        raise InvalidArgument(field, f"has {len(labels)} pairs; the limit is {MAX_ROUTE_PAIRS}")
+    pairs = []
+    for key in sorted(labels):
+        value = labels[key]
+        if not key:
+            raise InvalidArgument(f"{field} key", "must not be empty")
+        if len(key) > MAX_ROUTE_KEY:
+            raise InvalidArgument(
+                f"{field} key {key[:40]!r}", f"is {len(key)} characters long; the limit is {MAX_ROUTE_KEY}"
+            )
+        at = f"{field}[{key[:40]!r}]"
+        if "=" in key or "," in key:
+            raise InvalidArgument(f"{field} key {key[:40]!r}", "must not contain '=' or ','")
+        _no_control(key, f"{field} key {key[:40]!r}")
+        if len(value) > MAX_ROUTE_VALUE:
+            raise InvalidArgument(at, f"is {len(value)} characters long; the limit is {MAX_ROUTE_VALUE}")
+        if "," in value:
+            raise InvalidArgument(at, "must not contain ','")
+        _no_control(value, at)
+        pairs.append(f"{key}={value}")
+    return ROUTE_PREFIX + ",".join(pairs)
 
 
 # Largest size limit (QueueConfig.max_size, GroupLimits.max_size): within Redis's 64-bit integers, and far

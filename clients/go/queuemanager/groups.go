@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"unicode/utf8"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
@@ -15,6 +16,15 @@ import (
 // encode it, which would fail the call with no word on which field).
 const MaxGroupLength = 128
 
+// RoutePrefix starts the name of a routing group, the group the server keeps the jobs with WorkerLabels in
+// ("labels:gpu=a100,region=eu"): a job's own Group may not start with it, and the group calls take such a
+// name, up to maxRouteGroupLength characters, as ListGroups gives it.
+const RoutePrefix = "labels:"
+
+// maxRouteGroupLength is the longest routing group name: the prefix and 16 pairs of a 64-character key and
+// a 128-character value, "key=value" joined by ','.
+const maxRouteGroupLength = len(RoutePrefix) + 16*(64+128+2)
+
 // checkGroup checks a fairness group name: valid UTF-8, 1 to MaxGroupLength characters, no control
 // characters (the server's rule: a group is part of key names and of log lines).
 func checkGroup(field, group string) error {
@@ -24,8 +34,12 @@ func checkGroup(field, group string) error {
 	if !utf8.ValidString(group) {
 		return fmt.Errorf("%s %q is not valid UTF-8", field, group)
 	}
-	if n := utf8.RuneCountInString(group); n > MaxGroupLength {
-		return fmt.Errorf("%s is %d characters long; the limit is %d", field, n, MaxGroupLength)
+	longest := MaxGroupLength
+	if strings.HasPrefix(group, RoutePrefix) {
+		longest = maxRouteGroupLength
+	}
+	if n := utf8.RuneCountInString(group); n > longest {
+		return fmt.Errorf("%s is %d characters long; the limit is %d", field, n, longest)
 	}
 	for _, r := range group {
 		// C0, DEL, C1 (NEL among them) and the line and paragraph separators, as the server refuses.

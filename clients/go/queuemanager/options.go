@@ -3,6 +3,7 @@ package queuemanager
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -51,8 +52,8 @@ type JobOptions struct {
 	// groups take turns, one job of each group in rotation, so one group's flood does not hold back the
 	// others; within a group jobs run by priority, then in the order they became ready, and jobs without a
 	// group run before grouped ones. A group may have limits (QueueConfig.GroupLimits, SetGroupLimits).
-	// 1 to MaxGroupLength characters of UTF-8, no control characters; "" means no group. Not allowed in
-	// QueueConfig.DefaultJobOptions.
+	// 1 to MaxGroupLength characters of UTF-8, no control characters, not starting with RoutePrefix; ""
+	// means no group. Not allowed in QueueConfig.DefaultJobOptions.
 	Group string
 	// LIFO puts the job at the head of its priority level (its group's, with a Group) instead of the back:
 	// of the jobs of a level the last added runs first. A delayed job goes to the head when due; a retry goes
@@ -61,6 +62,12 @@ type JobOptions struct {
 	// ErrorHistory is how many failed runs the job keeps in Job.Errors (the last ones): nil means the
 	// queue's default, else 10; 0 keeps none beyond FailedReason and Stacktrace. At most 100.
 	ErrorHistory *int
+	// WorkerLabels are labels a worker must have to run the job (hard routing): it goes only to a worker
+	// whose labels (WorkerOptions.Labels) hold every one of these pairs, and waits until such a worker
+	// connects to any server. At most 16 pairs; a key 1 to 64 characters without '=' or ','; a value up to
+	// 128 characters without ','. The job's group is then the routing group RoutePrefix + "k=v,..." (keys
+	// in order), which ListGroups shows. Not with Group, nor in QueueConfig.DefaultJobOptions.
+	WorkerLabels map[string]string
 }
 
 // BackoffType chooses how the delay between attempts grows.
@@ -223,6 +230,7 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 		ExpireAfter:      duration(o.ExpireAfter),
 		Group:            o.Group,
 		Lifo:             o.LIFO,
+		WorkerLabels:     o.WorkerLabels,
 	}
 	if o.ErrorHistory != nil {
 		n := c.of("JobOptions.ErrorHistory", *o.ErrorHistory)
@@ -234,6 +242,12 @@ func (o *JobOptions) proto() (*pb.JobOptions, error) {
 	if o.Group != "" {
 		if err := checkGroup("JobOptions.Group", o.Group); err != nil {
 			return nil, err
+		}
+		if strings.HasPrefix(o.Group, RoutePrefix) {
+			return nil, fmt.Errorf("JobOptions.Group %q must not start with %q: WorkerLabels' groups have it", o.Group, RoutePrefix)
+		}
+		if len(o.WorkerLabels) > 0 {
+			return nil, fmt.Errorf("JobOptions.Group and JobOptions.WorkerLabels cannot be given together yet")
 		}
 	}
 	if !o.ScheduleTime.IsZero() {
@@ -323,6 +337,7 @@ func jobOptionsFromProto(p *pb.JobOptions) *JobOptions {
 		ExpireAfter:      durationOf(p.GetExpireAfter()),
 		Group:            p.GetGroup(),
 		LIFO:             p.GetLifo(),
+		WorkerLabels:     p.GetWorkerLabels(),
 		RemoveOnComplete: keepJobsFromProto(p.GetRemoveOnComplete()),
 		RemoveOnFail:     keepJobsFromProto(p.GetRemoveOnFail()),
 	}

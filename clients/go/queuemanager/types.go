@@ -112,10 +112,13 @@ type Job struct {
 	// Group is the job's fairness group (JobOptions.Group); "" when it has none.
 	Group string
 	// LIFO: the job was added to the head of its level (JobOptions.LIFO).
-	LIFO     bool
-	WorkerID string
-	Parents  []JobRef
-	Children []JobRef
+	LIFO bool
+	// WorkerLabels are the labels a worker must have to run the job (JobOptions.WorkerLabels); nil when
+	// none.
+	WorkerLabels map[string]string
+	WorkerID     string
+	Parents      []JobRef
+	Children     []JobRef
 	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
 	Logs     []LogLine
 	LogCount int
@@ -211,6 +214,7 @@ func jobFromProto(p *pb.Job) *Job {
 		ExpireTime:      timeOf(p.GetExpireTime()),
 		Group:           p.GetOptions().GetGroup(),
 		LIFO:            p.GetOptions().GetLifo(),
+		WorkerLabels:    p.GetOptions().GetWorkerLabels(),
 		WorkerID:        p.GetWorkerId(),
 		Children:        refsOf(p.GetChildren()),
 		LogCount:        int(p.GetLogCount()),

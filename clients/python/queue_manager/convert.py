@@ -480,6 +480,7 @@ def _job_options(msg: types_pb2.JobOptions) -> JobOptions:
         group=msg.group or None,
         lifo=msg.lifo or None,
         error_history=msg.error_history if msg.HasField("error_history") else None,
+        worker_labels=dict(msg.worker_labels) or None,
         chain_to=[
             ChainLink(
                 queue_name=link.queue_name,

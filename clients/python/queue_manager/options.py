@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from queue_manager.enums import DEDUP_MODE_NUMBER, STATE_NUMBER, DedupMode, JobPriority, JobState
+from queue_manager.routing import MAX_ROUTE_GROUP, ROUTE_PREFIX, validate_worker_labels
 from queue_manager.v1 import types_pb2
 
 __all__ = [
@@ -175,6 +176,9 @@ class JobOptions:
             to the back.
         error_history: How many failed runs the job keeps in `Job.errors` (the last ones); None means the
             queue's default, else 10; 0 keeps none beyond ``failed_reason`` and ``stacktrace``. At most 100.
+        worker_labels: Labels a worker must have to run the job (hard routing): it goes only to a worker
+            whose labels (``Worker(labels=...)``) hold every one of these pairs, and waits until one
+            connects. At most 16 pairs; not with ``group``.
     """
 
     priority: JobPriority | int | str | None = None
@@ -194,6 +198,7 @@ class JobOptions:
     group: str | None = None
     lifo: bool | None = None
     error_history: int | None = None
+    worker_labels: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +343,12 @@ def job_options_to_proto(
         msg.expire_after.CopyFrom(to_duration(opts.expire_after, "expire_after", positive=True))
     if opts.group is not None:
         msg.group = validate_group(opts.group)
+        if msg.group.startswith(ROUTE_PREFIX):
+            raise ValueError(f"group must not start with {ROUTE_PREFIX!r}: worker_labels' groups have it")
+    if opts.worker_labels:
+        if opts.group is not None:
+            raise ValueError("job options 'group' and 'worker_labels' cannot be given together yet")
+        msg.worker_labels.update(validate_worker_labels(opts.worker_labels))
     if opts.lifo is not None:
         if not isinstance(opts.lifo, bool):
             raise TypeError(f"lifo must be a bool, not {type(opts.lifo).__name__}")
@@ -357,7 +368,8 @@ def validate_group(value: Any, what: str = "group") -> str:
     """Checks a fairness group name: 1 to 128 characters, no control characters."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not 1 <= len(value) <= 128 or any(_is_control(c) for c in value):
+    longest = MAX_ROUTE_GROUP if value.startswith(ROUTE_PREFIX) else 128
+    if not 1 <= len(value) <= longest or any(_is_control(c) for c in value):
         raise ValueError(f"{what} must be 1 to 128 characters without control characters, got {value!r}")
     # A lone surrogate cannot be sent (protobuf strings are UTF-8): say so here, naming the field, rather
     # than let the encoder raise a UnicodeEncodeError that names neither. On a command line it is a byte

@@ -281,6 +281,7 @@ export function jobFromProto(job: JobPb): Job {
     cancelReason: job.cancelReason,
     expiresAt: fromTimestamp(job.expireTime),
     group: job.options?.group ?? "",
+    workerLabels: { ...(job.options?.workerLabels ?? {}) },
     lifo: job.options?.lifo ?? false,
   };
 }
@@ -323,6 +324,7 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     cancelReason: "",
     expiresAt: undefined,
     group: "", // a job with a group is answered whole: its group is stored
+    workerLabels: {}, // so is a job with worker labels (they are its group)
     lifo: false, // so is a LIFO job
     created: true, // a brief answer is only ever a job the add created
     replaced: false,

@@ -56,6 +56,7 @@ const JOB_OPTION_KEYS = new Set([
   "dedup",
   "expireAfter",
   "group",
+  "workerLabels",
   "lifo",
   "errorHistory",
 ]);
@@ -216,7 +217,8 @@ export function jobOptionsToProto(options: JobOptions, what = "options"): JobOpt
             mode: dedupMode(dedup, `${what}.dedup`),
           }),
     expireAfter: o.expireAfter === undefined ? undefined : toDuration(o.expireAfter, `${what}.expireAfter`),
-    group: o.group === undefined ? "" : checkGroup(o.group, `${what}.group`),
+    group: o.group === undefined ? "" : jobGroup(o.group, o.workerLabels, what),
+    workerLabels: o.workerLabels === undefined ? {} : workerLabels(o.workerLabels, `${what}.workerLabels`),
     lifo: o.lifo === undefined ? false : flag(o.lifo, `${what}.lifo`),
     errorHistory: o.errorHistory === undefined ? undefined : errorHistory(o.errorHistory, `${what}.errorHistory`),
   });
@@ -281,6 +283,56 @@ function flag(value: unknown, what: string): boolean {
 // The longest fairness group name, in characters (code points), as the server counts them.
 const MAX_GROUP_LENGTH = 128;
 
+// The prefix of the routing groups, the groups the server keeps jobs with `workerLabels` in
+// ("labels:gpu=a100,region=eu"): a job's own group may not start with it, and the group calls take such a
+// name, up to MAX_ROUTE_GROUP_LENGTH characters, as `listGroups` gives it.
+const ROUTE_PREFIX = "labels:";
+const MAX_ROUTE_PAIRS = 16;
+const MAX_ROUTE_KEY = 64;
+const MAX_ROUTE_VALUE = 128;
+const MAX_ROUTE_GROUP_LENGTH = ROUTE_PREFIX.length + MAX_ROUTE_PAIRS * (MAX_ROUTE_KEY + MAX_ROUTE_VALUE + 2);
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ud800-\udfff]/u;
+
+/** A job's own group: a group name that is not a routing group's, and not given with worker labels. */
+function jobGroup(value: unknown, labels: unknown, what: string): string {
+  const group = checkGroup(value, `${what}.group`);
+  if (group.startsWith(ROUTE_PREFIX)) {
+    throw new RangeError(`${what}.group must not start with "${ROUTE_PREFIX}": workerLabels' groups have it`);
+  }
+  if (labels !== undefined && Object.keys(labels as object).length > 0) {
+    throw new RangeError(`${what}.group and ${what}.workerLabels cannot be given together yet`);
+  }
+  return group;
+}
+
+/** A job's worker labels (`JobOptions.workerLabels`), checked as the server checks them. */
+function workerLabels(value: unknown, what: string): Record<string, string> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(`${what} must be an object of string labels`);
+  }
+  const entries = Object.entries(value as Record<string, unknown>);
+  if (entries.length > MAX_ROUTE_PAIRS) {
+    throw new RangeError(`${what} has ${entries.length} pairs; the limit is ${MAX_ROUTE_PAIRS}`);
+  }
+  const out: Record<string, string> = {};
+  for (const [key, v] of entries) {
+    const val = text(v, `${what}[${JSON.stringify(key)}]`);
+    const keyLength = [...key].length;
+    if (keyLength < 1 || keyLength > MAX_ROUTE_KEY || /[=,]/.test(key) || CONTROL.test(key)) {
+      throw new RangeError(
+        `${what} key ${JSON.stringify(key)} must be 1 to ${MAX_ROUTE_KEY} characters without "=", "," or control characters`,
+      );
+    }
+    if ([...val].length > MAX_ROUTE_VALUE || val.includes(",") || CONTROL.test(val)) {
+      throw new RangeError(
+        `${what}[${JSON.stringify(key)}] must be up to ${MAX_ROUTE_VALUE} characters without "," or control characters`,
+      );
+    }
+    out[key] = val;
+  }
+  return out;
+}
+
 /**
  * Checks a fairness group name as the server does (1 to 128 characters, no control characters), and that it
  * is well-formed Unicode: a lone surrogate would reach the server as U+FFFD, another group than the one given.
@@ -288,8 +340,9 @@ const MAX_GROUP_LENGTH = 128;
 export function checkGroup(value: unknown, what: string): string {
   const group = text(value, what);
   const length = [...group].length;
-  if (length < 1 || length > MAX_GROUP_LENGTH) {
-    throw new RangeError(`${what} must be 1 to ${MAX_GROUP_LENGTH} characters, got ${length}`);
+  const longest = group.startsWith(ROUTE_PREFIX) ? MAX_ROUTE_GROUP_LENGTH : MAX_GROUP_LENGTH;
+  if (length < 1 || length > longest) {
+    throw new RangeError(`${what} must be 1 to ${longest} characters, got ${length}`);
   }
   // With the u flag a surrogate pair is one character: the class matches lone surrogates only.
   // Control characters as the server counts them: C0, DEL, C1 (NEL among them), U+2028 and U+2029.

@@ -125,6 +125,14 @@ export interface JobOptions {
    */
   group?: string;
   /**
+   * Labels a worker must have to run the job (hard routing): it goes only to a worker whose labels
+   * (`WorkerOptions.labels`) hold every one of these pairs, and waits until such a worker connects to any
+   * server. At most 16 pairs; a key 1 to 64 characters without `=` or `,`; a value up to 128 characters
+   * without `,`. The job's group is then a routing group, `labels:` and its pairs in key order, which
+   * `listGroups` shows. Not with `group`, nor in a queue's `defaultJobOptions`.
+   */
+  workerLabels?: Record<string, string>;
+  /**
    * LIFO: the job goes to the head of its priority level (its group's, with a `group`) instead of the back,
    * so of a level's jobs the last added runs first. A delayed one goes to the head when due; a retry goes to
    * the back. Not allowed in a queue's `defaultJobOptions`.
@@ -293,6 +301,8 @@ export interface Job {
   expiresAt: Date | undefined;
   /** The job's fairness group (`JobOptions.group`); "" when it has none. */
   group: string;
+  /** The labels a worker must have to run the job (`JobOptions.workerLabels`); empty when none. */
+  workerLabels: Record<string, string>;
   /** Whether the job was added to the head of its level (`JobOptions.lifo`). */
   lifo: boolean;
   /**

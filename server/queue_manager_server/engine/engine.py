@@ -137,10 +137,11 @@ def _claim_result(r: list[Any], lease_ms: int) -> ClaimResult:
         retry_after_ms=_i(r[3]),
         bucket_fill_ms=_i(r[4]),
         handoffs=_i(r[5]),
+        unmatched=_i(r[6]),
     )
     # Per job its number of fields, then those (_claimed); every lease expires at now + lease_ms.
     expiry = res.now_ms + lease_ms
-    i, end = 6, len(r)
+    i, end = 7, len(r)
     while i < end:
         size = r[i]
         f = r[i + 1 : i + 1 + size]
@@ -542,6 +543,8 @@ class Engine:
                 if not j.id:
                     j.id = new_job_id()
                 args += j.argv()
+            if claim is not None and start == starts[-1]:
+                args += claim.labels
             out.append((out_keys, args))
         return out
 
@@ -704,10 +707,14 @@ class Engine:
 
     # ---- worker path --------------------------------------------------------------------------
 
-    async def claim(self, queue: str, n: int, token: str, worker_id: str, lease_ms: int) -> ClaimResult:
+    async def claim(
+        self, queue: str, n: int, token: str, worker_id: str, lease_ms: int, labels: Sequence[str] = ()
+    ) -> ClaimResult:
+        """Leases up to n waiting jobs to a worker; labels: its labels as name, value pairs, for the jobs
+        routed by worker labels (JobOptions.worker_labels; none: it takes no routed job)."""
         k = self.keys(queue)
         keys = (k.meta, k.waiting, k.delayed, k.active, k.limiter)
-        args = (k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM)
+        args = (k.job_prefix, n, token, worker_id, lease_ms, PROMOTE_PER_CLAIM, *labels)
         r = await self._held_one(self.claims, "claim", keys, args)
         if _i(r[0]) == NO_QUEUE:
             raise QueueNotFound(queue)

@@ -166,6 +166,9 @@ class ClaimRequest:
     token: str
     worker_id: str
     lease_ms: int
+    # The worker's labels as name, value pairs (WorkerHello.labels), for the jobs routed by worker labels
+    # (JobOptions.worker_labels).
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -209,6 +212,9 @@ class ClaimResult:
     jobs: list[ClaimedJob] = field(default_factory=list)
     # Flow hand-offs the claim queued: jobs in a chain or workflow it found expired (includes/claim.lua).
     handoffs: int = 0
+    # Routing groups' entries the claim passed over, their worker labels not the worker's: jobs may be ready
+    # for another worker even when this claim took fewer than it asked for.
+    unmatched: int = 0
 
 
 @dataclass(slots=True)

@@ -15,12 +15,18 @@ add publishes it for whichever server waits: common.lua publish_ready); when the
 add leased every job of it, the event — or one published before it, whose jobs that claim saw too — wakes
 nothing (`Dispatcher.event`): no second, empty claim per add. An add whose folded claim left no ready job
 publishes no event at all: no server, this one or another, would find a job to claim.
+
+Jobs routed by worker labels (JobOptions.worker_labels) go only to sessions whose hello labels match them;
+a claim for another session passes them over (includes/claim.lua route_ok) and says so (`unmatched`). Such a
+claim leaves the queue drained for that session alone (`_unmatched`): the loop goes on to the next sessions,
+its credits do not send it back to Redis, and the next event (an add anywhere, a session coming) lets it
+claim again. So a routed job no connected worker matches costs a claim per session per event, not a loop,
+and one a session matches reaches it at once, even when the add's folded claim ran for another session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -146,6 +152,9 @@ class WorkerSession:
     short_of_credit: set[str] = field(default_factory=set)
     # Queues whose loop passed this session over as unresponsive (Dispatcher._silent): woken when it reports.
     silenced: set[str] = field(default_factory=set)
+    # Its hello's labels as name, value pairs, which its claims pass for the jobs routed by worker labels
+    # (JobOptions.worker_labels).
+    labels: tuple[str, ...] = ()
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
@@ -238,6 +247,10 @@ class Dispatcher:
         self._take_cap: dict[str, int] = {}
         # Queues woken (`wake`, not a returned credit) since their last claim went out.
         self._woken: set[str] = set()
+        # Per queue, the sessions whose last claim found no job they may take but passed over routed jobs of
+        # other workers (module docstring): skipped by the loop, and their credits wake nothing, until the
+        # next event or timer.
+        self._unmatched: dict[str, set[WorkerSession]] = {}
         self._turn: dict[str, int] = {}
         # Per queue, its sessions that share their slots among their queues (strict order or weights).
         self._sharing: dict[str, set[WorkerSession]] = defaultdict(set)
@@ -279,6 +292,7 @@ class Dispatcher:
     def wake(self, queue: str) -> None:
         """Something happened to the queue (jobs added, resumed, a worker came or went): claim again."""
         self._drained.discard(queue)
+        self._unmatched.pop(queue, None)
         self._woken.add(queue)
         ev = self._wake.get(queue)
         if ev is not None:
@@ -362,7 +376,7 @@ class Dispatcher:
             self._claiming[queue] = []
             self._woken.discard(queue)
             self._drained.discard(queue)
-            return Fold(s, ClaimRequest(take, secrets.token_hex(8), s.worker_id, self.lease_ms))
+            return Fold(s, ClaimRequest(take, secrets.token_hex(8), s.worker_id, self.lease_ms, s.labels))
         return None
 
     def _in_turn(self, queue: str) -> list[WorkerSession]:
@@ -451,6 +465,13 @@ class Dispatcher:
             self.wake(queue)
         elif len(res.jobs) == request.take or res.next_delayed_ms >= 0:
             self.wake(queue)  # more may wait, or a delayed job's timer to arm
+        elif res.unmatched:
+            # Routed jobs wait that this session may not take: another session here may match them (the
+            # add published its event for those of other servers).
+            self._pass_over(queue, s)
+            ev = self._wake.get(queue)
+            if ev is not None:
+                ev.set()
         else:
             self._mark_drained(queue)  # credits returned meanwhile find no ready job either
 
@@ -533,10 +554,13 @@ class Dispatcher:
             events = self._events[queue]
             pending[:] = [e for e in pending if e.seen == events]
 
-    def credit(self, queue: str) -> None:
-        """A worker of the queue can take more jobs: claim again unless the queue is known to be empty."""
+    def credit(self, queue: str, s: WorkerSession | None = None) -> None:
+        """A worker of the queue (s, when known) can take more jobs: claim again unless the queue is known to
+        be empty, or to hold only routed jobs that worker may not take."""
         ev = self._wake.get(queue)
         if ev is None or queue in self._drained:
+            return
+        if s is not None and s in self._unmatched.get(queue, ()):
             return
         held = self._held_until.get(queue)
         if held is not None and asyncio.get_running_loop().time() < held:
@@ -582,9 +606,13 @@ class Dispatcher:
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a task of its own,
             # which costs a wake-up two more event-loop turns.
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(timeout):
                     await wake.wait()
+            except TimeoutError:
+                # A timer (a delayed job due, the idle re-check): every session claims again, as after an
+                # event (a job it may take may have become ready without one).
+                self._unmatched.pop(queue, None)
         self._loops.pop(queue, None)
 
     async def _dispatch_once(self, queue: str) -> float:
@@ -603,8 +631,9 @@ class Dispatcher:
         # The lowest tier of a session left with free slots for the queue this round: sessions of a higher
         # tier wait while it has them (WorkerSession.tier).
         free_tier = sessions[-1].tier
+        unmatched = self._unmatched.get(queue, ())
         for s in sessions:
-            if s.closed or s.held or self._silent(s, queue, clock):
+            if s.closed or s.held or s in unmatched or self._silent(s, queue, clock):
                 continue
             if s.tier > free_tier:
                 break
@@ -634,7 +663,7 @@ class Dispatcher:
             leased: list[str] = []
             started = time.monotonic()
             try:
-                res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms)
+                res = await self.engine.claim(queue, take, token, s.worker_id, self.lease_ms, s.labels)
                 leased = [j.id for j in res.jobs]
             finally:
                 self._give_back(s, queue, take, len(leased))
@@ -668,6 +697,12 @@ class Dispatcher:
                     if s.credits > 0:
                         free_tier = s.tier
             empty = res.code == 0 and len(res.jobs) < take and res.retry_after_ms == 0
+            if empty and res.unmatched:
+                # Only routed jobs it may not take are left: drained for this session alone, and the next
+                # sessions claim in turn (one may match them).
+                self._pass_over(queue, s)
+                unmatched = self._unmatched[queue]
+                empty = False
             if empty:
                 self._mark_drained(queue)
             if res.next_delayed_ms >= 0:
@@ -679,6 +714,11 @@ class Dispatcher:
                 # that was one wasted claim per job and worker). Jobs added meanwhile wake a new round.
                 break
         return 0 if more else wait
+
+    def _pass_over(self, queue: str, s: WorkerSession) -> None:
+        """The session's claim found only routed jobs it may not take: it claims the queue again after the
+        next event or timer (`wake`, `_serve`)."""
+        self._unmatched.setdefault(queue, set()).add(s)
 
     def _silent(self, s: WorkerSession, queue: str, now: float) -> bool:
         """Whether the session is unresponsive (WorkerSession.unresponsive): it gets no job until it reports

@@ -186,6 +186,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         session = WorkerSession(worker_id=h.worker_id, queues=queues, concurrency=h.concurrency, hello=h)
         session.order, session.weights = validate.queue_shares(h, queues)
         session.tier = h.tier
+        session.labels = tuple(x for pair in h.labels.items() for x in pair)
         session.commands = frozenset(h.commands)
         session.set_quiet(h.quiet)
         return session
@@ -219,7 +220,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             # the server buffer a whole queue for it.
             s.credits = max(0, min(s.credits + r.credits, self.max_credits - len(s.leases)))
             for q in s.queues:
-                self.dispatcher.credit(q)
+                self.dispatcher.credit(q, s)
         results = await self.reports.handle(s, r)
         self.progress.set()
         if results or r.stop:

@@ -192,6 +192,14 @@ def add_attempts_and_timeout(parser: argparse.ArgumentParser, of: str = "") -> N
     )
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """An argparse ``type``: KEY=VALUE, KEY not empty (a label)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def job_options(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, Any]:
     """The job options given as flags; ``--attempts 0`` (the queue's default) is left unset."""
     options = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}

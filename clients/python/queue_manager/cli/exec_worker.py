@@ -18,7 +18,7 @@ import signal
 
 from queue_manager.channel import resolve_address
 from queue_manager.checks import MAX_CONCURRENCY
-from queue_manager.cli.common import UsageError, bounded_int, option
+from queue_manager.cli.common import UsageError, bounded_int, key_value, option
 from queue_manager.cli.runtime import _seconds, _tier
 from queue_manager.exec_worker import ExecProcessor
 from queue_manager.worker import Worker
@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--label",
         action="append",
-        type=_label,
+        type=key_value,
         metavar="KEY=VALUE",
         help="a label of this worker, shown by qm workers list and the dashboard (repeatable)",
     )
@@ -96,14 +96,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="the program to run and its arguments, after --",
     )
     parser.set_defaults(command="exec", handler=_cmd_exec)
-
-
-def _label(text: str) -> tuple[str, str]:
-    """An argparse ``type``: KEY=VALUE, KEY not empty."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def _cmd_exec(args: argparse.Namespace) -> int:

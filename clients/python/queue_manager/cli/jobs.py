@@ -16,6 +16,7 @@ from queue_manager.cli.common import (
     add_attempts_and_timeout,
     client,
     job_options,
+    key_value,
     milliseconds,
     option,
     plain,
@@ -64,6 +65,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=group_name,
         help="fairness group (a tenant, a customer): the ready jobs of different groups take turns "
         "(qm groups list QUEUE)",
+    )
+    option(
+        add,
+        "--worker-label",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="a label the worker must have to run the job (repeatable; every one must match): the job "
+        "waits until such a worker connects",
     )
     option(
         add,
@@ -216,6 +226,8 @@ def _add(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{'--dedup-ttl' if args.dedup_ttl is not None else '--dedup-mode'} needs --dedup-key"
         )
+    if args.worker_label:
+        options["worker_labels"] = dict(args.worker_label)
     request = add_job_request(args.queue, args.name, read_data(args.data), options)
     with client(args) as qm:  # the stub, not qm.add_job: that returns the job without `created`
         stub = queue_service_pb2_grpc.QueueServiceStub(qm.channel)

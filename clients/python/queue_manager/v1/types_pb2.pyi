@@ -362,6 +362,26 @@ class JobOptions(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class WorkerLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PRIORITY_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
     SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
@@ -379,6 +399,7 @@ class JobOptions(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     LIFO_FIELD_NUMBER: _builtins.int
     ERROR_HISTORY_FIELD_NUMBER: _builtins.int
+    WORKER_LABELS_FIELD_NUMBER: _builtins.int
     priority: Global___JobPriority.ValueType
     """Priority level; unset means the queue's default."""
     attempts: _builtins.int
@@ -392,8 +413,8 @@ class JobOptions(_message.Message):
     turns, one job of each group in rotation, so one group's flood does not hold back the others. Priority
     comes first, grouped or not; within a level, jobs without a group run before the groups' jobs, and a
     group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
-    SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
-    queue's default options.
+    SetGroupLimits). 1 to 128 characters, no control characters, not starting with "labels:" (the routing
+    groups' prefix: worker_labels); empty means no group. Not allowed in a queue's default options.
     """
     lifo: _builtins.bool
     """LIFO: the job goes to the head of its priority level (of its group's, with a group) instead of the back,
@@ -454,6 +475,17 @@ class JobOptions(_message.Message):
         365 days; unset means the queue's default, and with none the job never expires.
         """
 
+    @_builtins.property
+    def worker_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Worker labels the job needs (hard routing): the job is delivered only to a worker whose hello labels
+        (WorkerHello.labels) contain every one of these key=value pairs, exactly; until such a worker connects
+        to any server the job waits. Soft preference between workers is WorkerHello.tier. The job's group is a
+        reserved routing group named from these labels in key order ("labels:gpu=a100,region=eu"), which
+        ListGroups shows and SetGroupLimits / PauseGroup take like any group. At most 16 pairs; a key 1 to 64
+        characters, without '=' or ','; a value up to 128 characters, without ','; no control characters.
+        Not allowed with `group`, nor in a queue's default options.
+        """
+
     def __init__(
         self,
         *,
@@ -474,10 +506,11 @@ class JobOptions(_message.Message):
         group: _builtins.str = ...,
         lifo: _builtins.bool = ...,
         error_history: _builtins.int | None = ...,
+        worker_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error_history", b"_error_history", "backoff", b"backoff", "dedup", b"dedup", "delay", b"delay", "error_history", b"error_history", "expire_after", b"expire_after", "metadata", b"metadata", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_history", b"_error_history", "attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "error_history", b"error_history", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "lifo", b"lifo", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_history", b"_error_history", "attempts", b"attempts", "backoff", b"backoff", "chain_to", b"chain_to", "dedup", b"dedup", "delay", b"delay", "error_history", b"error_history", "expire_after", b"expire_after", "group", b"group", "job_id", b"job_id", "lifo", b"lifo", "max_stalled", b"max_stalled", "metadata", b"metadata", "priority", b"priority", "remove_on_complete", b"remove_on_complete", "remove_on_fail", b"remove_on_fail", "schedule_time", b"schedule_time", "timeout", b"timeout", "worker_labels", b"worker_labels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error_history: _TypeAlias = _typing.Literal["error_history"]  # noqa: Y015
     _WhichOneofArgType__error_history: _TypeAlias = _typing.Literal["_error_history", b"_error_history"]  # noqa: Y015

@@ -210,7 +210,9 @@ class WorkerHello(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free labels (host, version, region…)."""
+        """Free labels (host, version, region…). A job naming worker labels (JobOptions.worker_labels) goes only
+        to a worker whose labels contain every one of its pairs.
+        """
 
     @_builtins.property
     def commands(self) -> _containers.RepeatedScalarFieldContainer[Global___ServerCommandType.ValueType]:

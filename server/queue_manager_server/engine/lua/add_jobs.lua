@@ -15,7 +15,8 @@
 --   add); 2: the call's jobs are checked whole first, and none is added unless all fit (a bulk add of one
 --   call); 0: not (jobs the server adds itself, a staged bulk add checked whole before: size_room.lua)
 -- then N groups of 4: header, data, metadata, extra fields (see includes/add.lua; few arguments keep the
---   call cheap to encode).
+--   call cheap to encode), then the folded claim's worker labels (name, value pairs; none for a worker
+--   without: as claim.lua's ARGV[7..]).
 -- Returns: {now, waiting added, earliest run-at of delayed jobs added (-1 = none), paused (1/0), published
 --   'w' (1/0: a worker waited for the queue's jobs, common.lua publish_ready), the folded claim's reply
 --   (as claim.lua's; 0 without one), then per
@@ -118,12 +119,19 @@ push_waiting(pushes)
 out[2], out[3] = added_waiting, earliest
 local ready = added_waiting
 if want > 0 then
-  local emptied
+  local emptied, labels
+  local from = 12 + n * 4
+  if #ARGV >= from then
+    labels = {}
+    for i = from, #ARGV - 1, 2 do labels[ARGV[i]] = ARGV[i + 1] end
+  end
   out[6], emptied = claim_jobs(meta, waiting, delayed, KEYS[4], KEYS[5], prefix, want, ARGV[7], ARGV[8],
-    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15], d[12], d[17], d[21], d[22]}, fresh)
+    tonumber(ARGV[9]), tonumber(ARGV[10]), now, {d[11], d[13], d[14], d[15], d[12], d[17], d[21], d[22]}, fresh,
+    labels)
   -- The folded claim left no ready job: no waiter anywhere would find one, so none is woken and the
-  -- queue's hungry mark stays (its waiters still wait).
-  if emptied then ready = 0 end
+  -- queue's hungry mark stays (its waiters still wait). Unless it passed over routed jobs its worker cannot
+  -- take (out[6][7]): a worker that matches them may wait, here or on another server.
+  if emptied and out[6][7] == 0 then ready = 0 end
 end
 out[5] = publish_ready(meta, channel, queue, ready, earliest)
 write_stats(prefix, now)

@@ -675,8 +675,8 @@ type JobOptions struct {
 	// turns, one job of each group in rotation, so one group's flood does not hold back the others. Priority
 	// comes first, grouped or not; within a level, jobs without a group run before the groups' jobs, and a
 	// group's jobs in the order they became ready. A group may have limits of its own (QueueConfig.group_limits,
-	// SetGroupLimits). 1 to 128 characters, no control characters; empty means no group. Not allowed in a
-	// queue's default options.
+	// SetGroupLimits). 1 to 128 characters, no control characters, not starting with "labels:" (the routing
+	// groups' prefix: worker_labels); empty means no group. Not allowed in a queue's default options.
 	Group string `protobuf:"bytes,15,opt,name=group,proto3" json:"group,omitempty"`
 	// LIFO: the job goes to the head of its priority level (of its group's, with a group) instead of the back,
 	// so of the jobs of a level the last added runs first. A delayed or scheduled job goes to the head when it
@@ -686,7 +686,15 @@ type JobOptions struct {
 	// How many failed runs the job keeps in Job.errors, the last ones (each with its attempt, how it ended,
 	// message, stack trace, worker and time). Unset means the queue's default, else 10; 0 keeps none beyond the
 	// last failure's failed_reason and stacktrace. At most 100.
-	ErrorHistory  *uint32 `protobuf:"varint,17,opt,name=error_history,json=errorHistory,proto3,oneof" json:"error_history,omitempty"`
+	ErrorHistory *uint32 `protobuf:"varint,17,opt,name=error_history,json=errorHistory,proto3,oneof" json:"error_history,omitempty"`
+	// Worker labels the job needs (hard routing): the job is delivered only to a worker whose hello labels
+	// (WorkerHello.labels) contain every one of these key=value pairs, exactly; until such a worker connects
+	// to any server the job waits. Soft preference between workers is WorkerHello.tier. The job's group is a
+	// reserved routing group named from these labels in key order ("labels:gpu=a100,region=eu"), which
+	// ListGroups shows and SetGroupLimits / PauseGroup take like any group. At most 16 pairs; a key 1 to 64
+	// characters, without '=' or ','; a value up to 128 characters, without ','; no control characters.
+	// Not allowed with `group`, nor in a queue's default options.
+	WorkerLabels  map[string]string `protobuf:"bytes,18,rep,name=worker_labels,json=workerLabels,proto3" json:"worker_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -838,6 +846,13 @@ func (x *JobOptions) GetErrorHistory() uint32 {
 		return *x.ErrorHistory
 	}
 	return 0
+}
+
+func (x *JobOptions) GetWorkerLabels() map[string]string {
+	if x != nil {
+		return x.WorkerLabels
+	}
+	return nil
 }
 
 // ChainLink is one job of a chain (see JobOptions.chain_to).
@@ -2660,7 +2675,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\a\n" +
 	"\n" +
 	"JobOptions\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12/\n" +
@@ -2681,7 +2696,11 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\fexpire_after\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vexpireAfter\x12\x14\n" +
 	"\x05group\x18\x0f \x01(\tR\x05group\x12\x12\n" +
 	"\x04lifo\x18\x10 \x01(\bR\x04lifo\x12(\n" +
-	"\rerror_history\x18\x11 \x01(\rH\x00R\ferrorHistory\x88\x01\x01B\x10\n" +
+	"\rerror_history\x18\x11 \x01(\rH\x00R\ferrorHistory\x88\x01\x01\x12S\n" +
+	"\rworker_labels\x18\x12 \x03(\v2..queue_manager.v1.JobOptions.WorkerLabelsEntryR\fworkerLabels\x1a?\n" +
+	"\x11WorkerLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
 	"\x0e_error_history\"\xac\x01\n" +
 	"\tChainLink\x12\x1d\n" +
 	"\n" +
@@ -2897,7 +2916,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -2927,85 +2946,87 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*MetricsBucket)(nil),         // 25: queue_manager.v1.MetricsBucket
 	(*JobError)(nil),              // 26: queue_manager.v1.JobError
 	nil,                           // 27: queue_manager.v1.JobMetadata.AttributesEntry
-	(*structpb.Value)(nil),        // 28: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	nil,                           // 28: queue_manager.v1.JobOptions.WorkerLabelsEntry
+	(*structpb.Value)(nil),        // 29: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	28, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	29, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	29, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	29, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	29, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	30, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	30, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	30, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
 	27, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	29, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	30, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	30, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	31, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	6,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	8,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	7,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	29, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	30, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	10, // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	11, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	29, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	5,  // 17: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
-	9,  // 18: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	29, // 19: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
-	3,  // 20: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
-	12, // 21: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 22: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 23: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	30, // 24: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
-	5,  // 25: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
-	1,  // 26: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
-	0,  // 27: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
-	5,  // 28: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	28, // 29: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	30, // 30: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	30, // 31: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	30, // 32: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	30, // 33: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
-	8,  // 34: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
-	9,  // 35: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
-	13, // 36: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
-	12, // 37: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
-	12, // 38: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
-	15, // 39: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
-	14, // 40: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	30, // 41: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 42: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
-	29, // 43: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	17, // 44: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
-	9,  // 45: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
-	7,  // 46: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
-	7,  // 47: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	21, // 48: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	19, // 49: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	17, // 50: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	19, // 51: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 52: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	29, // 53: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	18, // 54: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	30, // 55: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	29, // 56: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	29, // 57: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	29, // 58: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	30, // 59: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	25, // 60: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	30, // 61: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	24, // 62: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 63: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	29, // 64: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	30, // 65: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	29, // 66: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 67: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	30, // 68: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	69, // [69:69] is the sub-list for method output_type
-	69, // [69:69] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	30, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	28, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
+	5,  // 18: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
+	9,  // 19: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
+	30, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	3,  // 21: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
+	12, // 22: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 23: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 24: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
+	31, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	5,  // 26: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
+	1,  // 27: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
+	0,  // 28: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
+	5,  // 29: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
+	29, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	31, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	31, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	31, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	31, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	8,  // 35: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
+	9,  // 36: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
+	13, // 37: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
+	12, // 38: queue_manager.v1.Job.children:type_name -> queue_manager.v1.JobRef
+	12, // 39: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
+	15, // 40: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
+	14, // 41: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
+	31, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
+	30, // 44: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	17, // 45: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
+	9,  // 46: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
+	7,  // 47: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
+	7,  // 48: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
+	21, // 49: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	19, // 50: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	17, // 51: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	19, // 52: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	0,  // 53: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	30, // 54: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	18, // 55: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	31, // 56: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	30, // 57: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	30, // 58: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	30, // 59: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	31, // 60: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	25, // 61: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	31, // 62: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	24, // 63: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 64: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	30, // 65: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	31, // 66: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	30, // 67: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 68: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	31, // 69: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -3024,7 +3045,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

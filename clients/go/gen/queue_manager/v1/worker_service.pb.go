@@ -199,7 +199,8 @@ type WorkerHello struct {
 	Queues []string `protobuf:"bytes,2,rep,name=queues,proto3" json:"queues,omitempty"`
 	// Most jobs the worker runs at once. Credits bound delivery; the server may also size batches from it.
 	Concurrency uint32 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
-	// Free labels (host, version, region…).
+	// Free labels (host, version, region…). A job naming worker labels (JobOptions.worker_labels) goes only
+	// to a worker whose labels contain every one of its pairs.
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Client language, e.g. "python".
 	Language string `protobuf:"bytes,5,opt,name=language,proto3" json:"language,omitempty"`

@@ -7,9 +7,10 @@
 -- and rl_burst as the caller read them (in a read it makes anyway): a watched queue's claim records its job events
 -- (common.lua watched), which the caller publishes at its end (publish_events). fresh (or nil): jobs the caller inserted in this script call, id →
 -- {the fields insert_job wrote but the data, as name/value pairs; the data} (add.lua), which a claim that
--- takes them need not read back. Returns the reply claim.lua documents (its code, now, next delayed run-at,
--- retry-after, bucket fill, then each job's record), and whether it left the queue with no ready job (it
--- took fewer than it wanted).
+-- takes them need not read back. labels: the claiming worker's labels (name -> value), nil for a worker
+-- without (it takes no routed job: route_ok below). Returns the reply claim.lua documents (its code, now,
+-- next delayed run-at, retry-after, bucket fill, hand-offs, routing entries passed over, then each job's
+-- record), and whether it left the queue with no ready job for this worker (it took fewer than it wanted).
 --
 -- A job whose expiry ('exp', includes/add.lua) has passed is not leased: it ends cancelled (expire_job) and
 -- the claim takes the next one in its place.
@@ -105,11 +106,61 @@ local function group_claims()
     return tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0, tonumber(d[5]) or 0
   end
 
+  -- Hard routing (JobOptions.worker_labels): a routing group, 'labels:' and its pairs in key order
+  -- ("labels:gpu=a100,region=eu": validate.py worker_labels, whose keys hold no '=' or ',' and values no
+  -- ','), goes only to a worker whose labels hold every pair. g: the claim's record (pop_groups), with the
+  -- worker's labels (nil: none) and each routing group's answer once found.
+  local function route_ok(grp, g)
+    if string.sub(grp, 1, 7) ~= 'labels:' then return true end
+    local ok = g.route[grp]
+    if ok == nil then
+      ok = g.labels ~= nil
+      if ok then
+        for key, value in string.gmatch(string.sub(grp, 8) .. ',', '([^=,]*)=([^,]*),') do
+          if g.labels[key] ~= value then ok = false; break end
+        end
+      end
+      g.route[grp] = ok
+    end
+    return ok
+  end
+
   -- The level of the rotation's first entry (LEVELS + 1: the rotation is empty).
   local function ring_level(ring)
     local first = redis.call('ZRANGE', ring, 0, 0, 'WITHSCORES')
     if #first == 0 then return LEVELS + 1 end
     return math.floor(tonumber(first[2]) / GROUP_SPAN)
+  end
+
+  -- Pops the rotation's next `rem` entries of level p, as {entry, score, ...}, and whether they were all of
+  -- the level's (fewer than asked for, or up to a later level's). Entries of a later level go back with their
+  -- turns: the claim comes to them at their level. Those of routing groups the worker does not match
+  -- (route_ok) are held aside in g.held with their scores until the claim ends (unhold): the claim meets
+  -- each once, and they keep their place in the rotation for a worker that matches.
+  local function pop_turns(ring, rem, p, g)
+    local parts = redis.call('ZPOPMIN', ring, rem)
+    local later = false
+    for i = 1, #parts, 2 do
+      if tonumber(string.sub(parts[i], 1, 1)) > p then
+        local back = {}
+        for j = i, #parts, 2 do back[#back + 1] = parts[j + 1]; back[#back + 1] = parts[j] end
+        redis.call('ZADD', ring, unpack(back))
+        for j = #parts, i, -1 do parts[j] = nil end
+        later = true
+        break
+      end
+    end
+    local all, np = #parts / 2, 0
+    for i = 1, #parts, 2 do
+      if route_ok(string.sub(parts[i], 3), g) then
+        parts[np * 2 + 1], parts[np * 2 + 2] = parts[i], parts[i + 1]
+        np = np + 1
+      else
+        g.held[#g.held + 1] = parts[i + 1]; g.held[#g.held + 1] = parts[i]
+      end
+    end
+    for j = #parts, np * 2 + 1, -1 do parts[j] = nil end
+    return parts, all < rem or later
   end
 
   -- Takes jobs of the fairness groups (common.lua) of priority level p until ids holds `want`, in turns: the
@@ -118,25 +169,16 @@ local function group_claims()
   -- round, not one per job). A group at its concurrency limit leaves the rotation (marked in 'gpark' until a
   -- run of it ends: common.lua run_ended); one out of tokens waits in 'gdelay' until its next token. g: the
   -- claim's record of the groups it met (their active counts with this claim's, limits and buckets), shared by
-  -- its pops. Appends to ids the jobs taken, to lv their levels and to gs their groups. Returns the level of
-  -- the rotation's first entry after.
+  -- its pops (pop_turns holds aside the entries of routing groups the worker does not match). Appends to ids
+  -- the jobs taken, to lv their levels and to gs their groups. Returns the level of the rotation's first
+  -- entry after.
   local function pop_groups(base, waiting, want, now, g, ids, lv, gs, p)
     local ring, gdelay = base .. 'gring', base .. 'gdelay'
     while #ids < want do
       local rem = want - #ids
-      local parts = redis.call('ZPOPMIN', ring, rem)
-      -- Entries of a later level go back with their turns: the claim comes to them at their level.
-      local later = false
-      for i = 1, #parts, 2 do
-        if tonumber(string.sub(parts[i], 1, 1)) > p then
-          local back = {}
-          for j = i, #parts, 2 do back[#back + 1] = parts[j + 1]; back[#back + 1] = parts[j] end
-          redis.call('ZADD', ring, unpack(back))
-          for j = #parts, i, -1 do parts[j] = nil end
-          later = true
-          break
-        end
-      end
+      -- A pop that found only routing groups' entries the worker does not match pops again.
+      local parts, level_done
+      repeat parts, level_done = pop_turns(ring, rem, p, g) until #parts > 0 or level_done
       local np = #parts / 2
       if np == 0 then break end
       -- What the claim does not know yet of these groups: one read each of counts, limits and buckets.
@@ -168,7 +210,7 @@ local function group_claims()
       end
       -- All of the level's entries taken: share out what is left.
       local share = 1
-      if np < rem or later then share = math.max(1, math.floor(rem / np)) end
+      if level_done then share = math.max(1, math.floor(rem / np)) end
       local back, took = {}, #ids
       for i = 1, #parts, 2 do
         local part = parts[i]
@@ -217,9 +259,18 @@ local function group_claims()
         redis.call('ZADD', ring, unpack(args))
       end
       -- Nothing taken and the level's entries all popped: nothing more to take at this level.
-      if #ids == took and (np < rem or later) then break end
+      if #ids == took and level_done then break end
     end
     return ring_level(ring)
+  end
+
+  -- Puts back the rotation's entries the claim held aside (pop_groups), with their scores. Returns how many.
+  local function unhold(base, g)
+    local held = g.held
+    for i = 1, #held, 1000 do
+      redis.call('ZADD', base .. 'gring', unpack(held, i, math.min(i + 999, #held)))
+    end
+    return #held / 2
   end
 
   -- Takes up to `want` waiting ids of a queue whose jobs have groups, level by level: the jobs without a group
@@ -293,27 +344,27 @@ local function group_claims()
     end
   end
 
-  GROUP_CLAIM = {pop_levels = pop_levels, taken = groups_taken}
+  GROUP_CLAIM = {pop_levels = pop_levels, taken = groups_taken, unhold = unhold}
   return GROUP_CLAIM
 end
 
 local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want, token, wid, lease,
-    promote_max, now, cfg, fresh)
+    promote_max, now, cfg, fresh, labels)
   watched(cfg[7], now)
   local _, next_due = promote_due(delayed, waiting, prefix, now, promote_max)
 
-  if cfg[1] == '1' then return {1, now, next_due, 0, 0, 0}, false end
+  if cfg[1] == '1' then return {1, now, next_due, 0, 0, 0, 0}, false end
 
   -- A worker was told to slow down (retry-after): no job of the queue starts before 'hold', limit or not.
   local b = redis.call('HMGET', limiter, 'hold', 'tokens', 'ts')
   local hold = tonumber(b[1]) or 0
-  if hold > now then return {2, now, next_due, hold - now, 0, 0}, false end
+  if hold > now then return {2, now, next_due, hold - now, 0, 0, 0}, false end
 
   -- Concurrency cap: at most conc jobs active at once, across every worker and server.
   local conc = tonumber(cfg[4]) or 0
   if conc > 0 then
     local free = conc - redis.call('ZCARD', active)
-    if free <= 0 then return {3, now, next_due, 0, 0, 0}, false end
+    if free <= 0 then return {3, now, next_due, 0, 0, 0, 0}, false end
     if want > free then want = free end
   end
 
@@ -331,12 +382,12 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     if now > last then tokens = math.min(burst, tokens + (now - last) * rl_max / rl_ms) end
     if tokens < 1 then
       redis.call('HSET', limiter, 'tokens', tostring(tokens), 'ts', now)
-      return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill, 0}, false
+      return {2, now, next_due, math.ceil((1 - tokens) * rl_ms / rl_max), fill, 0, 0}, false
     end
     if want > math.floor(tokens) then want = math.floor(tokens) end
   end
 
-  local out = {0, now, next_due, 0, fill, 0}
+  local out = {0, now, next_due, 0, fill, 0, 0}
   local expiry = now + lease
   -- 'wid' holds the worker id and the run's start (ms) in one field: a job hash entry less to write, and for
   -- every later command on the job to step over (~0.25 µs per claimed and completed job; engine/records.py).
@@ -349,7 +400,8 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
   -- The fairness groups (common.lua), once the queue's jobs had any: what the claim met of them, the levels
   -- and groups of the jobs it took from them, and those leased per group.
   local grouped = cfg[6] or GROUPED
-  local gm, leased_of = grouped and {of = {}, levels = {}}, grouped and {}
+  local gm = grouped and {of = {}, levels = {}, labels = labels, route = {}, held = {}}
+  local leased_of = grouped and {}
   local base = string.sub(waiting, 1, -8)
   -- Per job one read (none for a job this script call inserted) and one write; the active set gets the whole
   -- batch in one command. The lease expiry lives in the active set's score only (the job hash has no copy to
@@ -426,6 +478,7 @@ local function claim_jobs(meta, waiting, delayed, active, limiter, prefix, want,
     expired = expired + gone
   until gone == 0 or short or expired >= EXPIRE_CHUNK
   if grouped then
+    out[7] = group_claims().unhold(base, gm)
     group_claims().taken(base, gm, leased_of, now)
     -- Fewer taken than wanted while groups wait for tokens: come back when the first is due.
     if short then

@@ -81,7 +81,8 @@ export type WorkerHello = Message<"queue_manager.v1.WorkerHello"> & {
   concurrency: number;
 
   /**
-   * Free labels (host, version, region…).
+   * Free labels (host, version, region…). A job naming worker labels (JobOptions.worker_labels) goes only
+   * to a worker whose labels contain every one of its pairs.
    *
    * @generated from field: map<string, string> labels = 4;
    */
