@@ -145,6 +145,12 @@ def _schedule(r: schedules_pb2.UpsertScheduleRequest) -> Named:
     return [("schedule.queue_name", r.schedule.queue_name), *_chain(r.schedule.job.options, "schedule.job")]
 
 
+def _children(r: jobs_pb2.WaitForChildrenRequest) -> Named:
+    yield "queue_name", r.queue_name
+    for i, child in enumerate(r.children):
+        yield f"children[{i}].queue_name", child.queue_name
+
+
 def _watch(r: metrics_pb2.WatchMetricsRequest) -> Named:
     return [(f"queue_names[{i}]", q) for i, q in enumerate(r.queue_names)]
 
@@ -278,6 +284,8 @@ RULES: dict[str, Rule] = {
         "RemoveJobs": Rule("admin", _field("queue_name")),
         # A worker may take jobs of many queues: only an admin of every queue controls one.
         "ControlWorker": Rule("admin", all_queues=True),
+        # A running job adds its children: its worker's role, on its queue and on theirs.
+        "WaitForChildren": Rule("work", _children),
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

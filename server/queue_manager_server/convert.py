@@ -583,6 +583,33 @@ def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
     if chain:
         j.options.MergeFromString(chain)
     j.chain_failure = r.text("cfl")
+    if r.raw("kseq") is not None:  # children added at run time: as they are now, not as its last run saw
+        del j.child_jobs[:]
+        j.child_jobs.extend(child_jobs(r.fields))
+        j.children_pending = r.int("kpn")
+
+
+# A child's field on its parent's hash (lua/includes/children.lua): this prefix, then the child's id.
+CHILD_FIELD = "k:"
+
+
+def child_jobs(fields: Mapping[str, bytes]) -> list[types_pb2.ChildJob]:
+    """A job's children as its hash records them (lua/includes/children.lua), in the order they were added:
+    the finished ones with their outcomes, the others with their reference only."""
+    rows: list[tuple[int, types_pb2.ChildJob]] = []
+    for name, value in fields.items():
+        if not name.startswith(CHILD_FIELD):
+            continue
+        seq, queue, *outcome = value.split(b" ", 2)
+        ref = types_pb2.JobRef(queue_name=queue.decode(), job_id=name[len(CHILD_FIELD) :])
+        child = types_pb2.ChildJob(job=ref)
+        if outcome:
+            done = types_pb2.Job.FromString(outcome[0])
+            if done.child_jobs:
+                child = done.child_jobs[0]
+        rows.append((int(seq), child))
+    rows.sort(key=lambda row: row[0])
+    return [child for _, child in rows]
 
 
 def job_delivery(queue: str, jobs: Sequence[ClaimedJob], token: str) -> worker_service_pb2.ConnectResponse:

@@ -22,11 +22,21 @@ import queue_manager._grpc_io  # noqa: F401
 
 # isort: split
 from queue_manager.batching import BatchProcessor, batch
+from queue_manager.child_jobs import ChildSpec
 from queue_manager.client import QueueManager
 from queue_manager.client_workers import WorkerControlResult
 from queue_manager.conditions import Condition, when
 from queue_manager.context import JobContext
-from queue_manager.convert import Job, JobError, JobLogLine, JobRef, ParentJob, Queue, WorkflowStepRef
+from queue_manager.convert import (
+    ChildJob,
+    Job,
+    JobError,
+    JobLogLine,
+    JobRef,
+    ParentJob,
+    Queue,
+    WorkflowStepRef,
+)
 from queue_manager.dead_letters import KEEP_DATA, DeadLetter, RedrivenQueue, RedriveResult
 from queue_manager.enums import DedupMode, JobErrorKind, JobPriority, JobState, WorkerState
 from queue_manager.errors import (
@@ -43,6 +53,7 @@ from queue_manager.errors import (
     UnauthenticatedError,
     UnavailableError,
     UnrecoverableError,
+    WaitingForChildren,
 )
 from queue_manager.events import JobEvent, JobEventStream, JobEventType
 from queue_manager.groups import GroupInfo
@@ -74,6 +85,8 @@ __all__ = [
     "BulkJob",
     "BulkResult",
     "ChainLink",
+    "ChildJob",
+    "ChildSpec",
     "Condition",
     "DeadLetter",
     "Dedup",
@@ -121,6 +134,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnrecoverableError",
+    "WaitingForChildren",
     "Worker",
     "WorkerControlResult",
     "WorkerInfo",

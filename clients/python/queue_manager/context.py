@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Generator, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from google.protobuf import struct_pb2
 
+from queue_manager.child_jobs import KEEP, ChildSpecLike, wait_for_children_request
 from queue_manager.convert import (
+    ChildJob,
     ParentJob,
     WorkflowStepRef,
+    child_jobs_from_proto,
     decode_payload,
     job_options_from_proto,
     metadata_from_proto,
@@ -43,6 +46,10 @@ class ProgressSink(Protocol):
     def _update_data(
         self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest
     ) -> Awaitable[None] | None: ...
+
+    def _wait_for_children(
+        self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest
+    ) -> Awaitable[NoReturn]: ...
 
 
 class _Done:
@@ -141,6 +148,12 @@ class JobContext:
         return self.parents[0] if len(self._job.parents) else None
 
     @property
+    def children(self) -> list[ChildJob]:
+        """The children this job added at run time (`wait_for_children`), each with its outcome: what a run
+        after the wait combines. In the order they were added, over all the job's waits."""
+        return child_jobs_from_proto(self._job)
+
+    @property
     def workflow(self) -> WorkflowStepRef | None:
         """The workflow run and step of this job, if it is a workflow step."""
         return workflow_ref_from_proto(self._job)
@@ -217,6 +230,36 @@ class JobContext:
         """
         request = update_job_data_request(self.queue_name, self.id, data, self.lease_token)
         return self._worker._update_data(self, request) or _DONE
+
+    def wait_for_children(self, children: Iterable[ChildSpecLike], data: Any = KEEP) -> Awaitable[NoReturn]:
+        """Adds child jobs and ends this run until they have all finished: a map-reduce whose width is known
+        only at run time (split a file into chunks, process each, combine the results).
+
+        The server adds the children (in any registered queues) and parks this job in delayed with no due
+        time, using no attempt and holding no worker slot. Once every child has completed, failed for good
+        or been cancelled, the job runs again, its `children` holding their outcomes. The call is fenced by
+        this run's lease and safe to repeat: each child's id is derived from this job, its wait and the
+        child's place in the list, so a run lost after the call and run again adds no child twice.
+
+        From an async processor, ``await job.wait_for_children([...])``; from a plain-``def`` processor's
+        thread, call it without ``await``. Either way it does not return: once the server has answered, it
+        raises `WaitingForChildren`, which ends the run (let it pass).
+
+        Args:
+            children: 1 to 1,000 `ChildSpec` (or dicts with ``queue_name``, ``name``, ``data``, ``options``);
+                a job adds at most 1,000 over its life.
+            data: The job's new data for its next run (a checkpoint), in the same step; by default it is
+                kept.
+
+        Raises:
+            WaitingForChildren: The children were added; the run is over.
+            InvalidArgumentError: A child is malformed, over the payload limit or in a queue that is not
+                registered, or too many children: nothing was added and the run goes on.
+            FailedPreconditionError: This run's lease was lost.
+            TypeError, ValueError: A child or the data could not be encoded (raised before anything is sent).
+        """
+        request = wait_for_children_request(self.queue_name, self.id, self.lease_token, children, data)
+        return self._worker._wait_for_children(self, request)
 
     def __repr__(self) -> str:
         return f"JobContext(queue_name={self.queue_name!r}, id={self.id!r}, name={self.name!r})"

@@ -104,6 +104,27 @@ class ParentJob:
     failed_reason: str = ""
 
 
+@dataclass(slots=True)
+class ChildJob:
+    """A job that a running job added as its child (`JobContext.wait_for_children`), with its outcome.
+
+    Attributes:
+        queue_name: Queue of the child.
+        job_id: Its id.
+        state: Its state once it finished (completed, failed or cancelled); None while it has not.
+        result: Its result, when it completed (None when ``truncated``).
+        failed_reason: Why it failed for good or was cancelled.
+        truncated: True when its result was over 1 KiB: read it with `QueueManager.get_job` on the child.
+    """
+
+    queue_name: str
+    job_id: str
+    state: JobState | None = None
+    result: Any = None
+    failed_reason: str = ""
+    truncated: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowStepRef:
     """Places a job in a workflow run."""
@@ -177,6 +198,10 @@ class Job:
         parents: Predecessors in a chain or workflow, with their results.
         children: Jobs this one started when it finished (next chain link, following workflow steps).
         chain_root: For a chain link, the job whose ``chain_to`` it came from.
+        child_jobs: The children it added at run time (`JobContext.wait_for_children`), in the order added,
+            each with its outcome once finished.
+        children_pending: How many of those have not finished yet (while above zero after a wait, the job is
+            delayed with no ``run_at``, waiting for them).
         chain_failure: For a chain's first job, why the chain stopped (a later link failed for good).
         workflow: For a workflow step's job, its run and step.
         logs: The last log lines (at most 20, oldest first); `QueueManager.get_job_logs` pages through all.
@@ -227,6 +252,8 @@ class Job:
     cancel_requested: bool = False
     cancel_reason: str = ""
     expires_at: datetime | None = None
+    child_jobs: list[ChildJob] = field(default_factory=list)
+    children_pending: int = 0
     created: bool | None = field(default=None, compare=False)
     replaced: bool | None = field(default=None, compare=False)
 
@@ -356,6 +383,9 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
     if msg.children:
         job.children = [job_ref_from_proto(c) for c in msg.children]
     job.workflow = workflow_ref_from_proto(msg)
+    if msg.child_jobs:
+        job.child_jobs = child_jobs_from_proto(msg)
+    job.children_pending = msg.children_pending
     if msg.logs:
         job.logs = log_lines_from_proto(msg.logs)
     if msg.errors:
@@ -389,6 +419,21 @@ def parents_from_proto(msg: types_pb2.Job) -> list[ParentJob]:
             failed_reason=p.failed_reason,
         )
         for p in msg.parents
+    ]
+
+
+def child_jobs_from_proto(msg: types_pb2.Job) -> list[ChildJob]:
+    """The children a job added at run time, with their decoded results."""
+    return [
+        ChildJob(
+            queue_name=c.job.queue_name,
+            job_id=c.job.job_id,
+            state=STATE_BY_NUMBER.get(c.state),
+            result=decode_payload(c.result) if c.HasField("result") else None,
+            failed_reason=c.failed_reason,
+            truncated=c.truncated,
+        )
+        for c in msg.child_jobs
     ]
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnrecoverableError",
+    "WaitingForChildren",
     "error_from_rpc",
     "error_from_status",
 ]
@@ -182,6 +183,23 @@ class DelayedError(Exception):
         self.delay = timedelta(seconds=seconds)
         self.data = data
         super().__init__(f"run again in {seconds:g}s")
+
+
+class WaitingForChildren(Exception):
+    """Raised by `JobContext.wait_for_children` once the server has added the children and ended the run:
+    the processor stops there, and the job runs again when its children have all finished. Let it pass
+    (an ``except Exception`` that swallows it changes nothing: the run is over and what the processor
+    returns is discarded).
+
+    Attributes:
+        children: The children added, as (queue name, job id) pairs, in the order given.
+        pending: How many of the job's children had not finished when the run ended.
+    """
+
+    def __init__(self, children: list[tuple[str, str]], pending: int) -> None:
+        self.children = children
+        self.pending = pending
+        super().__init__(f"waiting for {pending} of {len(children)} children")
 
 
 # The longest delay the server takes (its durations' limit: docs/api.md "Limits").

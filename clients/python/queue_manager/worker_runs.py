@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, cast
 
 import grpc
 import grpc.aio
@@ -24,7 +24,13 @@ from google.protobuf import struct_pb2
 from queue_manager import tracing
 from queue_manager.context import JobContext
 from queue_manager.convert import decode_payload, encode_payload
-from queue_manager.errors import DelayedError, RateLimitedError, UnrecoverableError, error_from_rpc
+from queue_manager.errors import (
+    DelayedError,
+    RateLimitedError,
+    UnrecoverableError,
+    WaitingForChildren,
+    error_from_rpc,
+)
 from queue_manager.logsampling import Sampler
 from queue_manager.tracebacks import exception_text, format_failure
 from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, worker_service_pb2
@@ -333,6 +339,36 @@ class JobRuns:
             return self._send_data(ctx, request)
         asyncio.run_coroutine_threadsafe(self._send_data(ctx, request), loop).result()
         return None
+
+    def _wait_for_children(self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest) -> Any:
+        """A run adding children and ending (WaitForChildren): a coroutine to await on the worker's loop;
+        called from a plain-``def`` processor's thread, the call runs on the loop and this raises its
+        outcome there."""
+        loop = self._loop
+        assert loop is not None
+        if self._in_loop():
+            return self._send_children(ctx, request)
+        asyncio.run_coroutine_threadsafe(self._send_children(ctx, request), loop).result()
+        raise AssertionError("unreachable: _send_children always raises")
+
+    async def _send_children(self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest) -> NoReturn:
+        assert self._channel is not None
+        stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        try:
+            answer = await stub.WaitForChildren(request, timeout=_UPDATE_DATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        # The server ended the run: whatever the processor does next is not reported (a completion would
+        # be refused as a lost lease).
+        ctx._lost = True
+        logger.debug(
+            "job %s/%s waits for %d children",
+            ctx.queue_name,
+            ctx.id,
+            answer.children_pending,
+            extra={"queue": ctx.queue_name, "job_id": ctx.id},
+        )
+        raise WaitingForChildren([(c.queue_name, c.job_id) for c in answer.children], answer.children_pending)
 
     async def _send_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> None:
         assert self._channel is not None

@@ -25,7 +25,9 @@ finishes unless ddt), ddt (the dedup key's ttl ms, when it has one), ddm (its ad
 one was given), ddl (with mode REPLACE and a delay: the delay ms a duplicate's replace re-delays it by).
 Expiry: exa (expire after ms), exp (when it expires, Redis ms: exa after it was first ready; a claim that
 finds it past ends it cancelled). Order: grp (its fairness group: lua/includes/common.lua level_key), lf ("1":
-LIFO, to the head of its level). The scripts' own: p (which of the fields a claim and a completion read the
+LIFO, to the head of its level). Children added at run time (lua/includes/children.lua): k:<child id> (per
+child, '<seq> <queue>', then its outcome after a space once it finished), kseq, kpn, kgn, kgg, kgc, kpb.
+The scripts' own: p (which of the fields a claim and a completion read the
 job has none of, so they read fewer: "1" none of them, "c" none a completion reads, "0" or absent: read them
 all; lua/includes/common.lua PLAIN), left out of every JobRecord (engine.py job_fields) and of the scripts'
 answers.

@@ -154,6 +154,10 @@ class Scripts:
         "flow_pending",
         "flow_done",
         "chain_failed",
+        # children added at run time (engine/children.py)
+        "children_add",
+        "children_wait",
+        "children_done",
         # cancel, timeouts, retry-after (engine/control.py)
         "cancel_job",
         "time_out",

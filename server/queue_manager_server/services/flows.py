@@ -10,7 +10,8 @@ rewrote one meanwhile.
 The job ids of what it adds are derived from the finished job, so carrying an entry out twice (a server
 killed between the add and the clear, the janitor replaying it meanwhile) adds nothing twice: the
 successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
-Redis Cluster.
+Redis Cluster. A child a running job added (services/children.py) hands its outcome to that parent the same
+way (children_done.lua, which records it once however often it is carried out).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from dataclasses import dataclass
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.children import Children
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import QueueManagerError
+from queue_manager_server.services.children import child_outcome
 from queue_manager_server.services.workflows import Workflows
 
 log = logging.getLogger("queue_manager_server.flows")
@@ -76,6 +79,7 @@ class Flows:
         self.workflows = workflows
         self.payload_limit = payload_limit
         self.crash_point = crash_point
+        self.children = Children(engine)
         # Queues with a hand-off running in this process, and whether more finished jobs came meanwhile:
         # one pass at a time per queue (two would carry the same entries out twice, harmless but wasted).
         self._busy: dict[str, bool] = {}
@@ -136,6 +140,7 @@ class Flows:
         links: list[_Link] = []
         steps: dict[str, list[tuple[int, str, str, dict[str, bytes]]]] = defaultdict(list)
         stopped: list[tuple[types_pb2.JobRef, str]] = []
+        ended: dict[str, list[tuple[str, str, str, bytes]]] = defaultdict(list)
         for i, (job_id, entry) in enumerate(entries):
             if not entry:  # cleared by another server meanwhile
                 continue
@@ -151,6 +156,11 @@ class Flows:
                 steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
             if state == RETRIED:  # back to waiting: a chain goes on when it completes
                 continue
+            if view.parents and not view.HasField("chain_root") and not view.HasField("workflow"):
+                # A child added at run time (services/children.py): its end goes to its parent.
+                up = view.parents[0].job
+                outcome = child_outcome(queue, job_id, _STATES[state], entry)
+                ended[up.queue_name].append((up.job_id, job_id, queue, outcome))
             if state == "completed" and chain:
                 job = self._next_link(queue, job_id, entry, root, chain)
                 links.append(_Link(i, job_id, chain[0].queue_name, job, root))
@@ -164,6 +174,8 @@ class Flows:
             await self.engine.chain_failed(root.queue_name, root.job_id, reason)
         if links:
             await self._add_links(queue, links, children)
+        for parent_queue, items in ended.items():
+            await self.children.children_done(parent_queue, items)
         return children
 
     async def _finish_steps(

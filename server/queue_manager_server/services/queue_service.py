@@ -5,6 +5,7 @@ from __future__ import annotations
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.children import Children
 from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.job_events import JobEvents
@@ -13,6 +14,7 @@ from queue_manager_server.engine.redrive import DeadLetters
 from queue_manager_server.engine.search import JobSearch
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
+from queue_manager_server.services.children import ChildrenHandlers
 from queue_manager_server.services.dead_letters import DeadLetterHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
@@ -33,6 +35,7 @@ class QueueService(
     JobHandlers,
     JobControlHandlers,
     CancelHandlers,
+    ChildrenHandlers,
     DeadLetterHandlers,
     SearchHandlers,
     ScheduleHandlers,
@@ -51,6 +54,7 @@ class QueueService(
         self.max_payload = max_payload_bytes
         self.workflows = workflows
         self.control = JobControl(engine)
+        self.children = Children(engine)
         self.groups = Groups(engine)
         self.dead_letters = DeadLetters(engine)
         self.search = JobSearch(engine)

@@ -1536,3 +1536,119 @@ class RemoveJobsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveJobsResponse: _TypeAlias = RemoveJobsResponse  # noqa: Y015
+
+@_typing.final
+class ChildJobSpec(_message.Message):
+    """ChildJobSpec is a job for a running job to add as its child: as an AddJobRequest's queue, name, data and
+    options.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue of the child; it must be registered."""
+    name: _builtins.str
+    """Job name; 1 to 200 characters."""
+    @_builtins.property
+    def data(self) -> _types_pb2.Payload:
+        """Job data, at most the server's payload limit."""
+
+    @_builtins.property
+    def options(self) -> _types_pb2.JobOptions:
+        """Job options; unset fields take the child queue's defaults. job_id and dedup are refused: a child's id
+        is derived from its parent's, which keeps a replayed call from adding it twice.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        name: _builtins.str = ...,
+        data: _types_pb2.Payload | None = ...,
+        options: _types_pb2.JobOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "name", b"name", "options", b"options", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildJobSpec: _TypeAlias = ChildJobSpec  # noqa: Y015
+
+@_typing.final
+class WaitForChildrenRequest(_message.Message):
+    """WaitForChildrenRequest adds children to a running job and parks the job until they have all finished."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue of the running job."""
+    job_id: _builtins.str
+    """Id of the running job."""
+    lease_token: _builtins.str
+    """The lease token of its run: the call is refused with FAILED_PRECONDITION unless the job is active under
+    it.
+    """
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildJobSpec]:
+        """The children to add, 1 to 1,000 (and at most 1,000 over the job's life)."""
+
+    @_builtins.property
+    def data(self) -> _types_pb2.Payload:
+        """Replaces the job's data in the same step (a checkpoint for its next run); unset keeps it."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        lease_token: _builtins.str = ...,
+        children: _abc.Iterable[Global___ChildJobSpec] | None = ...,
+        data: _types_pb2.Payload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "data", b"data", "job_id", b"job_id", "lease_token", b"lease_token", "queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForChildrenRequest: _TypeAlias = WaitForChildrenRequest  # noqa: Y015
+
+@_typing.final
+class WaitForChildrenResponse(_message.Message):
+    """WaitForChildrenResponse names the children added. The run has ended: the worker reports nothing more for
+    it (a completion or failure would be refused as a lost lease).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    CHILDREN_PENDING_FIELD_NUMBER: _builtins.int
+    children_pending: _builtins.int
+    """How many of the job's children have not finished yet; 0 means the job is waiting to run again already."""
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.JobRef]:
+        """The children, in the order given; each id is derived from the job, its wait and the child's index."""
+
+    def __init__(
+        self,
+        *,
+        children: _abc.Iterable[_types_pb2.JobRef] | None = ...,
+        children_pending: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "children_pending", b"children_pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForChildrenResponse: _TypeAlias = WaitForChildrenResponse  # noqa: Y015

@@ -269,6 +269,11 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerResponse.FromString,
                 _registered_method=True)
+        self.WaitForChildren = channel.unary_unary(
+                '/queue_manager.v1.QueueService/WaitForChildren',
+                request_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -622,6 +627,16 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitForChildren(self, request, context):
+        """Called by a running job: adds child jobs (in any registered queues) and ends the run without using an
+        attempt; the job waits in delayed until every child has finished (completed, failed for good or
+        cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
+        oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -854,6 +869,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.ControlWorker,
                     request_deserializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerResponse.SerializeToString,
+            ),
+            'WaitForChildren': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitForChildren,
+                    request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2099,6 +2119,33 @@ class QueueService:
             '/queue_manager.v1.QueueService/ControlWorker',
             queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerRequest.SerializeToString,
             queue__manager_dot_v1_dot_queue__service__pb2.ControlWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForChildren(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/WaitForChildren',
+            queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.SerializeToString,
+            queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -167,6 +167,12 @@ class QueueServiceStub:
     holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
     hello did not list it).
     """
+    WaitForChildren: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.WaitForChildrenRequest, _jobs_pb2.WaitForChildrenResponse]
+    """Called by a running job: adds child jobs (in any registered queues) and ends the run without using an
+    attempt; the job waits in delayed until every child has finished (completed, failed for good or
+    cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
+    oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -302,6 +308,12 @@ class QueueServiceAsyncStub(QueueServiceStub):
     then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
     holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
     hello did not list it).
+    """
+    WaitForChildren: _aio.UnaryUnaryMultiCallable[_jobs_pb2.WaitForChildrenRequest, _jobs_pb2.WaitForChildrenResponse]  # type: ignore[assignment]
+    """Called by a running job: adds child jobs (in any registered queues) and ends the run without using an
+    attempt; the job waits in delayed until every child has finished (completed, failed for good or
+    cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
+    oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -711,6 +723,18 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         then ends its run without reconnecting), or change its concurrency. NOT_FOUND when no live server
         holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
         hello did not list it).
+        """
+
+    @_abc_1.abstractmethod
+    def WaitForChildren(
+        self,
+        request: _jobs_pb2.WaitForChildrenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.WaitForChildrenResponse, _abc.Awaitable[_jobs_pb2.WaitForChildrenResponse]]:
+        """Called by a running job: adds child jobs (in any registered queues) and ends the run without using an
+        attempt; the job waits in delayed until every child has finished (completed, failed for good or
+        cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
+        oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

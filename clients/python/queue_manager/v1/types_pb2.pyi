@@ -752,6 +752,8 @@ class Job(_message.Message):
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    CHILDREN_PENDING_FIELD_NUMBER: _builtins.int
+    CHILD_JOBS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, unique within its queue."""
     queue_name: _builtins.str
@@ -784,6 +786,11 @@ class Job(_message.Message):
     """True once a cancel was asked for an active job (its worker is told to stop it)."""
     cancel_reason: _builtins.str
     """Why it was cancelled."""
+    children_pending: _builtins.int
+    """For a job that added children at run time (WaitForChildren): how many of them have not finished yet.
+    While it is above zero after such a call, the job waits in delayed with no run_time and runs again once
+    the last one finishes.
+    """
     @_builtins.property
     def data(self) -> Global___Payload:
         """The job's data."""
@@ -857,6 +864,10 @@ class Job(_message.Message):
         afresh), dropped with the job.
         """
 
+    @_builtins.property
+    def child_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildJob]:
+        """The children it added at run time, in the order they were added, each with its outcome once finished."""
+
     def __init__(
         self,
         *,
@@ -891,10 +902,12 @@ class Job(_message.Message):
         cancel_reason: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         errors: _abc.Iterable[Global___JobError] | None = ...,
+        children_pending: _builtins.int = ...,
+        child_jobs: _abc.Iterable[Global___ChildJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "expire_time", b"expire_time", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "children", b"children", "create_time", b"create_time", "data", b"data", "errors", b"errors", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "child_jobs", b"child_jobs", "children", b"children", "children_pending", b"children_pending", "create_time", b"create_time", "data", b"data", "errors", b"errors", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1466,3 +1479,45 @@ class JobError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobError: _TypeAlias = JobError  # noqa: Y015
+
+@_typing.final
+class ChildJob(_message.Message):
+    """ChildJob is a job that a running job added as its child (WaitForChildren), with its outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FAILED_REASON_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    state: Global___JobState.ValueType
+    """Its state when it finished; unspecified while it has not."""
+    failed_reason: _builtins.str
+    """Its failure or cancel reason, when it failed for good or was cancelled."""
+    truncated: _builtins.bool
+    """True when its result was too large to keep here (read it with GetJob on the child)."""
+    @_builtins.property
+    def job(self) -> Global___JobRef:
+        """The child."""
+
+    @_builtins.property
+    def result(self) -> Global___Payload:
+        """Its result, when it completed (a result over the size the server keeps is left out: see truncated)."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___JobRef | None = ...,
+        state: Global___JobState.ValueType = ...,
+        result: Global___Payload | None = ...,
+        failed_reason: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_reason", b"failed_reason", "job", b"job", "result", b"result", "state", b"state", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildJob: _TypeAlias = ChildJob  # noqa: Y015

@@ -3004,6 +3004,220 @@ func (x *RemoveJobsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ChildJobSpec is a job for a running job to add as its child: as an AddJobRequest's queue, name, data and
+// options.
+type ChildJobSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue of the child; it must be registered.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Job name; 1 to 200 characters.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Job data, at most the server's payload limit.
+	Data *Payload `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// Job options; unset fields take the child queue's defaults. job_id and dedup are refused: a child's id
+	// is derived from its parent's, which keeps a replayed call from adding it twice.
+	Options       *JobOptions `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChildJobSpec) Reset() {
+	*x = ChildJobSpec{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChildJobSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChildJobSpec) ProtoMessage() {}
+
+func (x *ChildJobSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChildJobSpec.ProtoReflect.Descriptor instead.
+func (*ChildJobSpec) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ChildJobSpec) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *ChildJobSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChildJobSpec) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ChildJobSpec) GetOptions() *JobOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// WaitForChildrenRequest adds children to a running job and parks the job until they have all finished.
+type WaitForChildrenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue of the running job.
+	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Id of the running job.
+	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The lease token of its run: the call is refused with FAILED_PRECONDITION unless the job is active under
+	// it.
+	LeaseToken string `protobuf:"bytes,3,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// The children to add, 1 to 1,000 (and at most 1,000 over the job's life).
+	Children []*ChildJobSpec `protobuf:"bytes,4,rep,name=children,proto3" json:"children,omitempty"`
+	// Replaces the job's data in the same step (a checkpoint for its next run); unset keeps it.
+	Data          *Payload `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForChildrenRequest) Reset() {
+	*x = WaitForChildrenRequest{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForChildrenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForChildrenRequest) ProtoMessage() {}
+
+func (x *WaitForChildrenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForChildrenRequest.ProtoReflect.Descriptor instead.
+func (*WaitForChildrenRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *WaitForChildrenRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *WaitForChildrenRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *WaitForChildrenRequest) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+func (x *WaitForChildrenRequest) GetChildren() []*ChildJobSpec {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+func (x *WaitForChildrenRequest) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// WaitForChildrenResponse names the children added. The run has ended: the worker reports nothing more for
+// it (a completion or failure would be refused as a lost lease).
+type WaitForChildrenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The children, in the order given; each id is derived from the job, its wait and the child's index.
+	Children []*JobRef `protobuf:"bytes,1,rep,name=children,proto3" json:"children,omitempty"`
+	// How many of the job's children have not finished yet; 0 means the job is waiting to run again already.
+	ChildrenPending uint32 `protobuf:"varint,2,opt,name=children_pending,json=childrenPending,proto3" json:"children_pending,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WaitForChildrenResponse) Reset() {
+	*x = WaitForChildrenResponse{}
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForChildrenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForChildrenResponse) ProtoMessage() {}
+
+func (x *WaitForChildrenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_jobs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForChildrenResponse.ProtoReflect.Descriptor instead.
+func (*WaitForChildrenResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_jobs_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *WaitForChildrenResponse) GetChildren() []*JobRef {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+func (x *WaitForChildrenResponse) GetChildrenPending() uint32 {
+	if x != nil {
+		return x.ChildrenPending
+	}
+	return 0
+}
+
 var File_queue_manager_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_jobs_proto_rawDesc = "" +
@@ -3206,7 +3420,24 @@ const file_queue_manager_v1_jobs_proto_rawDesc = "" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\"R\n" +
 	"\x12RemoveJobsResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x80\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x01\n" +
+	"\fChildJobSpec\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
+	"\x04data\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\x126\n" +
+	"\aoptions\x18\x04 \x01(\v2\x1c.queue_manager.v1.JobOptionsR\aoptions\"\xda\x01\n" +
+	"\x16WaitForChildrenRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1f\n" +
+	"\vlease_token\x18\x03 \x01(\tR\n" +
+	"leaseToken\x12:\n" +
+	"\bchildren\x18\x04 \x03(\v2\x1e.queue_manager.v1.ChildJobSpecR\bchildren\x12-\n" +
+	"\x04data\x18\x05 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\"z\n" +
+	"\x17WaitForChildrenResponse\x124\n" +
+	"\bchildren\x18\x01 \x03(\v2\x18.queue_manager.v1.JobRefR\bchildren\x12)\n" +
+	"\x10children_pending\x18\x02 \x01(\rR\x0fchildrenPending*\x80\x03\n" +
 	"\fJobEventType\x12\x1e\n" +
 	"\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14JOB_EVENT_TYPE_ADDED\x10\x01\x12\x1a\n" +
@@ -3243,7 +3474,7 @@ func file_queue_manager_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_queue_manager_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(JobEventType)(0),                 // 0: queue_manager.v1.JobEventType
 	(AddDisposition)(0),               // 1: queue_manager.v1.AddDisposition
@@ -3291,20 +3522,24 @@ var file_queue_manager_v1_jobs_proto_goTypes = []any{
 	(*CancelJobsResponse)(nil),        // 43: queue_manager.v1.CancelJobsResponse
 	(*RemoveJobsRequest)(nil),         // 44: queue_manager.v1.RemoveJobsRequest
 	(*RemoveJobsResponse)(nil),        // 45: queue_manager.v1.RemoveJobsResponse
-	(*Payload)(nil),                   // 46: queue_manager.v1.Payload
-	(*JobOptions)(nil),                // 47: queue_manager.v1.JobOptions
-	(*Job)(nil),                       // 48: queue_manager.v1.Job
-	(JobState)(0),                     // 49: queue_manager.v1.JobState
-	(*timestamppb.Timestamp)(nil),     // 50: google.protobuf.Timestamp
-	(*JobLogLine)(nil),                // 51: queue_manager.v1.JobLogLine
-	(*durationpb.Duration)(nil),       // 52: google.protobuf.Duration
-	(JobPriority)(0),                  // 53: queue_manager.v1.JobPriority
+	(*ChildJobSpec)(nil),              // 46: queue_manager.v1.ChildJobSpec
+	(*WaitForChildrenRequest)(nil),    // 47: queue_manager.v1.WaitForChildrenRequest
+	(*WaitForChildrenResponse)(nil),   // 48: queue_manager.v1.WaitForChildrenResponse
+	(*Payload)(nil),                   // 49: queue_manager.v1.Payload
+	(*JobOptions)(nil),                // 50: queue_manager.v1.JobOptions
+	(*Job)(nil),                       // 51: queue_manager.v1.Job
+	(JobState)(0),                     // 52: queue_manager.v1.JobState
+	(*timestamppb.Timestamp)(nil),     // 53: google.protobuf.Timestamp
+	(*JobLogLine)(nil),                // 54: queue_manager.v1.JobLogLine
+	(*durationpb.Duration)(nil),       // 55: google.protobuf.Duration
+	(JobPriority)(0),                  // 56: queue_manager.v1.JobPriority
+	(*JobRef)(nil),                    // 57: queue_manager.v1.JobRef
 }
 var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
-	46, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
-	47, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
+	49, // 0: queue_manager.v1.NewJob.data:type_name -> queue_manager.v1.Payload
+	50, // 1: queue_manager.v1.NewJob.options:type_name -> queue_manager.v1.JobOptions
 	2,  // 2: queue_manager.v1.AddJobRequest.job:type_name -> queue_manager.v1.NewJob
-	48, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
+	51, // 3: queue_manager.v1.AddJobResponse.job:type_name -> queue_manager.v1.Job
 	1,  // 4: queue_manager.v1.AddJobResponse.disposition:type_name -> queue_manager.v1.AddDisposition
 	3,  // 5: queue_manager.v1.AddJobBatchRequest.items:type_name -> queue_manager.v1.AddJobRequest
 	9,  // 6: queue_manager.v1.AddJobBatchResponse.outcomes:type_name -> queue_manager.v1.AddJobOutcome
@@ -3313,46 +3548,51 @@ var file_queue_manager_v1_jobs_proto_depIdxs = []int32{
 	4,  // 9: queue_manager.v1.AddJobOutcome.added:type_name -> queue_manager.v1.AddJobResponse
 	11, // 10: queue_manager.v1.AddJobOutcome.error:type_name -> queue_manager.v1.CallError
 	10, // 11: queue_manager.v1.AddJobOutcome.created:type_name -> queue_manager.v1.CreatedJob
-	49, // 12: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
-	50, // 13: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
+	52, // 12: queue_manager.v1.CreatedJob.state:type_name -> queue_manager.v1.JobState
+	53, // 13: queue_manager.v1.CreatedJob.create_time:type_name -> google.protobuf.Timestamp
 	2,  // 14: queue_manager.v1.AddBulkRequest.jobs:type_name -> queue_manager.v1.NewJob
-	48, // 15: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
-	49, // 16: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
+	51, // 15: queue_manager.v1.GetJobResponse.job:type_name -> queue_manager.v1.Job
+	52, // 16: queue_manager.v1.ListJobsRequest.state:type_name -> queue_manager.v1.JobState
 	41, // 17: queue_manager.v1.ListJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
-	48, // 18: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
-	49, // 19: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
-	51, // 20: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
-	52, // 21: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
-	48, // 22: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
-	48, // 23: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
-	46, // 24: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
-	48, // 25: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
-	49, // 26: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
+	51, // 18: queue_manager.v1.ListJobsResponse.jobs:type_name -> queue_manager.v1.Job
+	52, // 19: queue_manager.v1.RemoveJobResponse.previous_state:type_name -> queue_manager.v1.JobState
+	54, // 20: queue_manager.v1.GetJobLogsResponse.lines:type_name -> queue_manager.v1.JobLogLine
+	55, // 21: queue_manager.v1.WaitForJobRequest.timeout:type_name -> google.protobuf.Duration
+	51, // 22: queue_manager.v1.WaitForJobResponse.job:type_name -> queue_manager.v1.Job
+	51, // 23: queue_manager.v1.CancelJobResponse.job:type_name -> queue_manager.v1.Job
+	49, // 24: queue_manager.v1.RetryJobRequest.data:type_name -> queue_manager.v1.Payload
+	51, // 25: queue_manager.v1.RetryJobResponse.job:type_name -> queue_manager.v1.Job
+	52, // 26: queue_manager.v1.RetryFailedJobsRequest.state:type_name -> queue_manager.v1.JobState
 	41, // 27: queue_manager.v1.RetryFailedJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
-	48, // 28: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
-	46, // 29: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
-	48, // 30: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
-	53, // 31: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
-	48, // 32: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
+	51, // 28: queue_manager.v1.PromoteJobResponse.job:type_name -> queue_manager.v1.Job
+	49, // 29: queue_manager.v1.UpdateJobDataRequest.data:type_name -> queue_manager.v1.Payload
+	51, // 30: queue_manager.v1.UpdateJobDataResponse.job:type_name -> queue_manager.v1.Job
+	56, // 31: queue_manager.v1.ChangeJobPriorityRequest.priority:type_name -> queue_manager.v1.JobPriority
+	51, // 32: queue_manager.v1.ChangeJobPriorityResponse.job:type_name -> queue_manager.v1.Job
 	0,  // 33: queue_manager.v1.JobEvent.type:type_name -> queue_manager.v1.JobEventType
-	50, // 34: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	50, // 35: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
+	53, // 34: queue_manager.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	53, // 35: queue_manager.v1.JobEvent.run_at:type_name -> google.protobuf.Timestamp
 	0,  // 36: queue_manager.v1.WatchJobEventsRequest.types:type_name -> queue_manager.v1.JobEventType
 	36, // 37: queue_manager.v1.WatchJobEventsResponse.events:type_name -> queue_manager.v1.JobEvent
-	50, // 38: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
-	52, // 39: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
-	48, // 40: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
-	50, // 41: queue_manager.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	50, // 42: queue_manager.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
-	49, // 43: queue_manager.v1.CancelJobsRequest.state:type_name -> queue_manager.v1.JobState
+	53, // 38: queue_manager.v1.RescheduleJobRequest.run_time:type_name -> google.protobuf.Timestamp
+	55, // 39: queue_manager.v1.RescheduleJobRequest.delay:type_name -> google.protobuf.Duration
+	51, // 40: queue_manager.v1.RescheduleJobResponse.job:type_name -> queue_manager.v1.Job
+	53, // 41: queue_manager.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	53, // 42: queue_manager.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	52, // 43: queue_manager.v1.CancelJobsRequest.state:type_name -> queue_manager.v1.JobState
 	41, // 44: queue_manager.v1.CancelJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
-	49, // 45: queue_manager.v1.RemoveJobsRequest.state:type_name -> queue_manager.v1.JobState
+	52, // 45: queue_manager.v1.RemoveJobsRequest.state:type_name -> queue_manager.v1.JobState
 	41, // 46: queue_manager.v1.RemoveJobsRequest.filter:type_name -> queue_manager.v1.JobFilter
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	49, // 47: queue_manager.v1.ChildJobSpec.data:type_name -> queue_manager.v1.Payload
+	50, // 48: queue_manager.v1.ChildJobSpec.options:type_name -> queue_manager.v1.JobOptions
+	46, // 49: queue_manager.v1.WaitForChildrenRequest.children:type_name -> queue_manager.v1.ChildJobSpec
+	49, // 50: queue_manager.v1.WaitForChildrenRequest.data:type_name -> queue_manager.v1.Payload
+	57, // 51: queue_manager.v1.WaitForChildrenResponse.children:type_name -> queue_manager.v1.JobRef
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_jobs_proto_init() }
@@ -3376,7 +3616,7 @@ func file_queue_manager_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_jobs_proto_rawDesc), len(file_queue_manager_v1_jobs_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -65,6 +65,7 @@ const (
 	QueueService_CancelJobs_FullMethodName         = "/queue_manager.v1.QueueService/CancelJobs"
 	QueueService_RemoveJobs_FullMethodName         = "/queue_manager.v1.QueueService/RemoveJobs"
 	QueueService_ControlWorker_FullMethodName      = "/queue_manager.v1.QueueService/ControlWorker"
+	QueueService_WaitForChildren_FullMethodName    = "/queue_manager.v1.QueueService/WaitForChildren"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -190,6 +191,11 @@ type QueueServiceClient interface {
 	// holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
 	// hello did not list it).
 	ControlWorker(ctx context.Context, in *ControlWorkerRequest, opts ...grpc.CallOption) (*ControlWorkerResponse, error)
+	// Called by a running job: adds child jobs (in any registered queues) and ends the run without using an
+	// attempt; the job waits in delayed until every child has finished (completed, failed for good or
+	// cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
+	// oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
+	WaitForChildren(ctx context.Context, in *WaitForChildrenRequest, opts ...grpc.CallOption) (*WaitForChildrenResponse, error)
 }
 
 type queueServiceClient struct {
@@ -693,6 +699,16 @@ func (c *queueServiceClient) ControlWorker(ctx context.Context, in *ControlWorke
 	return out, nil
 }
 
+func (c *queueServiceClient) WaitForChildren(ctx context.Context, in *WaitForChildrenRequest, opts ...grpc.CallOption) (*WaitForChildrenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitForChildrenResponse)
+	err := c.cc.Invoke(ctx, QueueService_WaitForChildren_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -816,6 +832,11 @@ type QueueServiceServer interface {
 	// holds a stream of that worker; FAILED_PRECONDITION when the worker does not obey the command (its
 	// hello did not list it).
 	ControlWorker(context.Context, *ControlWorkerRequest) (*ControlWorkerResponse, error)
+	// Called by a running job: adds child jobs (in any registered queues) and ends the run without using an
+	// attempt; the job waits in delayed until every child has finished (completed, failed for good or
+	// cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
+	// oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
+	WaitForChildren(context.Context, *WaitForChildrenRequest) (*WaitForChildrenResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -963,6 +984,9 @@ func (UnimplementedQueueServiceServer) RemoveJobs(context.Context, *RemoveJobsRe
 }
 func (UnimplementedQueueServiceServer) ControlWorker(context.Context, *ControlWorkerRequest) (*ControlWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ControlWorker not implemented")
+}
+func (UnimplementedQueueServiceServer) WaitForChildren(context.Context, *WaitForChildrenRequest) (*WaitForChildrenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitForChildren not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1770,6 +1794,24 @@ func _QueueService_ControlWorker_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_WaitForChildren_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitForChildrenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).WaitForChildren(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_WaitForChildren_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).WaitForChildren(ctx, req.(*WaitForChildrenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1940,6 +1982,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ControlWorker",
 			Handler:    _QueueService_ControlWorker_Handler,
+		},
+		{
+			MethodName: "WaitForChildren",
+			Handler:    _QueueService_WaitForChildren_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

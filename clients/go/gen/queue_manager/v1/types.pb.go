@@ -1312,7 +1312,13 @@ type Job struct {
 	// Its last failed runs, oldest first (at most options.error_history, default 10): runs that raised, timed
 	// out, were lost with their worker, or were stopped by a cancel. Kept through RetryJob (attempts then count
 	// afresh), dropped with the job.
-	Errors        []*JobError `protobuf:"bytes,31,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*JobError `protobuf:"bytes,31,rep,name=errors,proto3" json:"errors,omitempty"`
+	// For a job that added children at run time (WaitForChildren): how many of them have not finished yet.
+	// While it is above zero after such a call, the job waits in delayed with no run_time and runs again once
+	// the last one finishes.
+	ChildrenPending uint32 `protobuf:"varint,32,opt,name=children_pending,json=childrenPending,proto3" json:"children_pending,omitempty"`
+	// The children it added at run time, in the order they were added, each with its outcome once finished.
+	ChildJobs     []*ChildJob `protobuf:"bytes,33,rep,name=child_jobs,json=childJobs,proto3" json:"child_jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1560,6 +1566,20 @@ func (x *Job) GetExpireTime() *timestamppb.Timestamp {
 func (x *Job) GetErrors() []*JobError {
 	if x != nil {
 		return x.Errors
+	}
+	return nil
+}
+
+func (x *Job) GetChildrenPending() uint32 {
+	if x != nil {
+		return x.ChildrenPending
+	}
+	return 0
+}
+
+func (x *Job) GetChildJobs() []*ChildJob {
+	if x != nil {
+		return x.ChildJobs
 	}
 	return nil
 }
@@ -2648,6 +2668,88 @@ func (x *JobError) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// ChildJob is a job that a running job added as its child (WaitForChildren), with its outcome.
+type ChildJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The child.
+	Job *JobRef `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Its state when it finished; unspecified while it has not.
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=queue_manager.v1.JobState" json:"state,omitempty"`
+	// Its result, when it completed (a result over the size the server keeps is left out: see truncated).
+	Result *Payload `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// Its failure or cancel reason, when it failed for good or was cancelled.
+	FailedReason string `protobuf:"bytes,4,opt,name=failed_reason,json=failedReason,proto3" json:"failed_reason,omitempty"`
+	// True when its result was too large to keep here (read it with GetJob on the child).
+	Truncated     bool `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChildJob) Reset() {
+	*x = ChildJob{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChildJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChildJob) ProtoMessage() {}
+
+func (x *ChildJob) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChildJob.ProtoReflect.Descriptor instead.
+func (*ChildJob) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ChildJob) GetJob() *JobRef {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ChildJob) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *ChildJob) GetResult() *Payload {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ChildJob) GetFailedReason() string {
+	if x != nil {
+		return x.FailedReason
+	}
+	return ""
+}
+
+func (x *ChildJob) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_queue_manager_v1_types_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_types_proto_rawDesc = "" +
@@ -2728,7 +2830,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"C\n" +
 	"\x0fWorkflowStepRef\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\x97\v\n" +
+	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\xfd\v\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -2768,7 +2870,10 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\rcancel_reason\x18\x1d \x01(\tR\fcancelReason\x12;\n" +
 	"\vexpire_time\x18\x1e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x122\n" +
-	"\x06errors\x18\x1f \x03(\v2\x1a.queue_manager.v1.JobErrorR\x06errors\"j\n" +
+	"\x06errors\x18\x1f \x03(\v2\x1a.queue_manager.v1.JobErrorR\x06errors\x12)\n" +
+	"\x10children_pending\x18  \x01(\rR\x0fchildrenPending\x129\n" +
+	"\n" +
+	"child_jobs\x18! \x03(\v2\x1a.queue_manager.v1.ChildJobR\tchildJobs\"j\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
@@ -2868,7 +2973,13 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"stacktrace\x18\x04 \x01(\tR\n" +
 	"stacktrace\x12\x1b\n" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xa9\x01\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xde\x01\n" +
+	"\bChildJob\x12*\n" +
+	"\x03job\x18\x01 \x01(\v2\x18.queue_manager.v1.JobRefR\x03job\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x121\n" +
+	"\x06result\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x06result\x12#\n" +
+	"\rfailed_reason\x18\x04 \x01(\tR\ffailedReason\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated*\xa9\x01\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15JOB_PRIORITY_CRITICAL\x10\x01\x12\x15\n" +
@@ -2916,7 +3027,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -2945,48 +3056,49 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*PriorityLevelMetrics)(nil),  // 24: queue_manager.v1.PriorityLevelMetrics
 	(*MetricsBucket)(nil),         // 25: queue_manager.v1.MetricsBucket
 	(*JobError)(nil),              // 26: queue_manager.v1.JobError
-	nil,                           // 27: queue_manager.v1.JobMetadata.AttributesEntry
-	nil,                           // 28: queue_manager.v1.JobOptions.WorkerLabelsEntry
-	(*structpb.Value)(nil),        // 29: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*ChildJob)(nil),              // 27: queue_manager.v1.ChildJob
+	nil,                           // 28: queue_manager.v1.JobMetadata.AttributesEntry
+	nil,                           // 29: queue_manager.v1.JobOptions.WorkerLabelsEntry
+	(*structpb.Value)(nil),        // 30: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	29, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	30, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	30, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	30, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	30, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	27, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	31, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	31, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	31, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	28, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	30, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	31, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	31, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	32, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	6,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	8,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	7,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	30, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	31, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	10, // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	11, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	30, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	28, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
+	31, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	29, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
 	5,  // 18: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
 	9,  // 19: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	30, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	31, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	3,  // 21: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
 	12, // 22: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 23: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
 	5,  // 24: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	31, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	32, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
 	5,  // 26: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 27: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 28: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
 	5,  // 29: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	29, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	31, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	31, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	31, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	31, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	30, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	32, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	32, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	32, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	32, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
 	8,  // 35: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
 	9,  // 36: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
 	13, // 37: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
@@ -2994,39 +3106,43 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	12, // 39: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
 	15, // 40: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
 	14, // 41: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	31, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	32, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
 	26, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
-	30, // 44: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	17, // 45: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
-	9,  // 46: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
-	7,  // 47: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
-	7,  // 48: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	21, // 49: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	19, // 50: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	17, // 51: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	19, // 52: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 53: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	30, // 54: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	18, // 55: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	31, // 56: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	30, // 57: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	30, // 58: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	30, // 59: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	31, // 60: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	25, // 61: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	31, // 62: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	24, // 63: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 64: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	30, // 65: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	31, // 66: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	30, // 67: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 68: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	31, // 69: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	27, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
+	31, // 45: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	17, // 46: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
+	9,  // 47: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
+	7,  // 48: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
+	7,  // 49: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
+	21, // 50: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	19, // 51: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	17, // 52: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	19, // 53: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	0,  // 54: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	31, // 55: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	18, // 56: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	32, // 57: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	31, // 58: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	31, // 59: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	31, // 60: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	32, // 61: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	25, // 62: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	32, // 63: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	24, // 64: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 65: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	31, // 66: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	32, // 67: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	31, // 68: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 69: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	32, // 70: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 71: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 72: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 73: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	74, // [74:74] is the sub-list for method output_type
+	74, // [74:74] is the sub-list for method input_type
+	74, // [74:74] is the sub-list for extension type_name
+	74, // [74:74] is the sub-list for extension extendee
+	0,  // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -3045,7 +3161,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
