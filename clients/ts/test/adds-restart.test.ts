@@ -2,7 +2,8 @@
  * The server goes away in the middle of a burst of adds (tests/test_client_ts.py stops it when this file
  * prints "QM-STEP stop-server", then starts another on the same address and Redis). Every caller gets its
  * job or an error, none hangs; every job a caller got is stored; and the adds after the restart open a new
- * stream and succeed.
+ * stream and succeed. A cut may cost no caller an error: adds whose message had not left go out again on the
+ * next stream, and with the next server up at once that stream opens at the first try.
  */
 import assert from "node:assert/strict";
 import { it } from "node:test";
@@ -23,13 +24,14 @@ it("gives every caller of a burst cut by a server restart its job or an error, t
   const errors: QueueManagerError[] = [];
   let calls = 0;
   let stepped = false;
-  let recovered = false; // an add succeeded after the first error: the next server took it
+  let streamsAtStep = 0;
+  let recovered = false; // an add succeeded on a stream opened after the cut: the next server took it
   async function producer(): Promise<void> {
     while (!recovered) {
       calls += 1;
       try {
         jobs.push(await qm.addJob(name, "burst", { n: calls }));
-        recovered = errors.length > 0;
+        recovered = stepped && wire.streams > streamsAtStep;
       } catch (err) {
         assert.ok(err instanceof QueueManagerError, `not a QueueManagerError: ${String(err)}`);
         errors.push(err);
@@ -38,6 +40,7 @@ it("gives every caller of a burst cut by a server restart its job or an error, t
       }
       if (!stepped && jobs.length >= 500) {
         stepped = true;
+        streamsAtStep = wire.streams;
         console.log("QM-STEP stop-server");
       }
     }
@@ -55,7 +58,7 @@ it("gives every caller of a burst cut by a server restart its job or an error, t
     // Shown by the pytest when the test fails.
     console.log(`calls ${calls} jobs ${jobs.length} errors ${errors.length} streams ${wire.streams} messages ${wire.messages}`);
     assert.equal(jobs.length + errors.length, calls);
-    assert.ok(errors.length > 0 && recovered);
+    assert.ok(recovered);
     const codes = new Set(errors.map((e) => e.codeName));
     assert.ok([...codes].every((c) => c === "UNAVAILABLE"), `errors: ${[...codes].join(", ")}: ${errors[0]?.message}`);
     assert.ok(wire.streams >= 2, `${wire.streams} streams`);
