@@ -26,8 +26,7 @@ from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.children import MAX_CHILDREN
 from tests.conftest import RunningServer
 from tests.rawworker import RawWorker, eventually
-
-WAIT = 20.0
+from tests.test_delay_job import WAIT, until_state
 
 
 @pytest.fixture
@@ -36,15 +35,6 @@ async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
     client = QueueManager(address=server.address, concurrency=1, shutdown_grace=5.0)
     yield client
     await client.shutdown()
-
-
-async def until_state(qm: QueueManager, queue: str, job_id: str, *states: JobState) -> Any:
-    async with asyncio.timeout(WAIT):
-        while True:
-            job = await qm.get_job(queue, job_id)
-            if job.state in states:
-                return job
-            await asyncio.sleep(0.02)
 
 
 def spec(queue: str, name: str, data: Any = None) -> jobs_pb2.ChildJobSpec:
