@@ -108,8 +108,11 @@ def palette_commands(app: DashboardApp) -> list[PaletteCommand]:
 def _link_commands(app: DashboardApp, job: Job) -> list[PaletteCommand]:
     links = [JobRef(p.queue_name, p.job_id) for p in job.parents]
     titles = [f"Open parent job {_ref(ref)}" for ref in links]
-    links += job.children
-    titles += [f"Open child job {_ref(ref)}" for ref in job.children]
+    # The children it started when it finished (chain, workflow) and those it added at run time.
+    children = job.children + [JobRef(c.queue_name, c.job_id) for c in job.child_jobs]
+    children = list(dict.fromkeys(children))
+    links += children
+    titles += [f"Open child job {_ref(ref)}" for ref in children]
     if job.chain_root is not None:
         links.append(job.chain_root)
         titles.append(f"Open chain root {_ref(job.chain_root)}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from queue_manager import JobState
+from queue_manager import Job, JobState
 from queue_manager_tui.format import safe
 
-__all__ = ["STATE_STYLES", "literal", "number", "state_text"]
+__all__ = ["STATE_STYLES", "children_wait", "literal", "number", "state_text"]
 
 STATE_STYLES: dict[JobState, str] = {
     JobState.WAITING: "cyan",
@@ -35,3 +35,15 @@ def state_text(state: JobState | None) -> Text:
     if state is None:
         return Text("unknown", style="dim")
     return Text(state.value, style=STATE_STYLES[state])
+
+
+def children_wait(job: Job) -> str:
+    """What a job parked on the children it added at run time waits for ("waiting for 2 of 5 children"),
+    else "".
+
+    Such a job is delayed with no due time (`JobContext.wait_for_children`): without this it would look
+    like a delayed job whose time is unknown.
+    """
+    if job.state is not JobState.DELAYED or job.children_pending <= 0 or job.run_at is not None:
+        return ""
+    return f"waiting for {job.children_pending} of {len(job.child_jobs)} children"

@@ -1,4 +1,5 @@
-"""The job detail pane: data, result, error and stack, attempts, times, progress, log tail, links."""
+"""The job detail pane: data, result, error and stack, attempts, times, progress, routing, log tail, links and
+the children a job added at run time."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from textual.containers import VerticalScroll
 from textual.css.query import NoMatches
 from textual.widgets import Static
 
-from queue_manager import Job, JobLogLine, JobRef
-from queue_manager_tui.format import NONE, fmt_time, fmt_value, safe
-from queue_manager_tui.widgets.cells import STATE_STYLES
+from queue_manager import ChildJob, Job, JobLogLine, JobRef, JobState
+from queue_manager.routing import ROUTE_PREFIX
+from queue_manager_tui.format import NONE, fmt_inline, fmt_time, fmt_value, safe
+from queue_manager_tui.widgets.cells import STATE_STYLES, children_wait
 
 __all__ = ["JobDetail", "job_text"]
 
@@ -18,6 +20,8 @@ __all__ = ["JobDetail", "job_text"]
 _PAYLOAD_LIMIT = 4_000
 # Lines of a failed run's message and of the end of its stack trace shown in the error history.
 _ERROR_LINES = 3
+# Characters of a child's result or error shown on its line: the child's own detail has the rest.
+_CHILD_OUTCOME = 60
 
 
 class JobDetail(VerticalScroll, can_focus=True):
@@ -54,6 +58,9 @@ def job_text(job: Job, logs: list[JobLogLine]) -> Text:
     out.append(f"  {safe(job.id)}\n", style="dim")
     if job.state is not None:
         out.append(job.state.value, style=STATE_STYLES[job.state])
+    if wait := children_wait(job):
+        # In place of a due time, which such a job does not have: it runs again once they have finished.
+        out.append(f"  {wait}", style="blue")
     if job.cancel_requested:
         out.append("  cancel requested", style="magenta")
     out.append(f"  priority {job.priority.name.lower()}  attempts {job.attempts_made}/{job.max_attempts}")
@@ -65,6 +72,7 @@ def job_text(job: Job, logs: list[JobLogLine]) -> Text:
         _field(out, "progress", fmt_value(job.progress))
     if job.worker_id:
         _field(out, "worker", job.worker_id)
+    _routing(out, job)
     _section(out, "data", _payload(job.data))
     if job.result is not None:
         _section(out, "result", _payload(job.result))
@@ -76,6 +84,7 @@ def job_text(job: Job, logs: list[JobLogLine]) -> Text:
         _field(out, "cancel reason", job.cancel_reason)
     _errors(out, job)
     _links(out, job)
+    _child_jobs(out, job)
     _logs(out, job, logs)
     out.rstrip()
     return out
@@ -104,6 +113,45 @@ def _links(out: Text, job: Job) -> None:
         lines.append(f"workflow run {job.workflow.run_id} step {job.workflow.step_key}  (w: open)")
     if lines:
         _section(out, "links", "\n".join(lines), style="cyan")
+
+
+def _routing(out: Text, job: Job) -> None:
+    """The job's fairness group, or for a job routed by worker labels those labels and the reserved group
+    the server keeps it in (its own ``group`` is empty; the group is what ``qm groups`` lists and limits)."""
+    options = job.options
+    if options.group:
+        _field(out, "group", options.group)
+    if options.worker_labels:
+        # The server names the group with the pairs in key order.
+        pairs = [f"{key}={value}" for key, value in sorted(options.worker_labels.items())]
+        _field(out, "worker labels", f"{', '.join(pairs)}  (group {ROUTE_PREFIX}{','.join(pairs)})")
+
+
+def _child_jobs(out: Text, job: Job) -> None:
+    """The children the job added at run time, in the order added, each with its state once it finished
+    and the first line of its result or error."""
+    if not job.child_jobs:
+        return
+    total = len(job.child_jobs)
+    pending = f", {job.children_pending} not finished" if job.children_pending else ""
+    lines = [_child_line(child) for child in job.child_jobs]
+    _section(out, f"children added at run time ({total}{pending})", "\n".join(lines))
+
+
+def _child_line(child: ChildJob) -> str:
+    state = child.state.value if child.state is not None else "not finished"
+    if child.truncated:
+        outcome = "result over 1 KiB: open the child"
+    elif child.state is JobState.COMPLETED:
+        outcome = fmt_inline(child.result, _CHILD_OUTCOME)
+    else:
+        outcome = _first_line(child.failed_reason)
+    return f"{_ref(JobRef(child.queue_name, child.job_id))}  {state}  {outcome}".rstrip()
+
+
+def _first_line(text: str) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= _CHILD_OUTCOME else line[: _CHILD_OUTCOME - 1] + "…"
 
 
 def _errors(out: Text, job: Job) -> None:
