@@ -41,6 +41,8 @@ EXPECTED = {
     "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",
     "TestAddJobStoresOptionsAndIsIdempotent",
     "TestWorkerLabelsRouteTheJobToAMatchingWorker",
+    "TestWaitForChildrenParksTheJobAndSumsTheirResults",
+    "TestWaitForChildrenRefusalGoesBackToTheHandler",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",
     "TestUpdateJobDataChangesAnUnfinishedJob",

@@ -112,6 +112,10 @@ async def test_worker_labels(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "worker-labels", server.address)
 
 
+async def test_children_added_at_run_time(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "children", server.address)
+
+
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "tracing", server.address)
 

@@ -179,6 +179,20 @@ func RateLimited(retryAfter time.Duration, message string) error {
 	return &RateLimitedError{RetryAfter: max(retryAfter, 0), Message: message}
 }
 
+// WaitingForChildrenError is what Job.WaitForChildren returns once the server has added the children and
+// ended the run: the handler returns it (or any error: the run is over, and whatever the handler returns
+// afterwards is not reported), and the job runs again when its children have all finished.
+type WaitingForChildrenError struct {
+	// Children are the children added, in the order given.
+	Children []JobRef
+	// Pending is how many of the job's children had not finished when the run ended.
+	Pending int
+}
+
+func (e *WaitingForChildrenError) Error() string {
+	return fmt.Sprintf("waiting for %d of %d children", e.Pending, len(e.Children))
+}
+
 // DelayedError, returned by a handler, runs its job again later without using an attempt: a durable sleep
 // between the steps of a long job (BullMQ's moveToDelayed + DelayedError). The run ends, the job waits
 // Delay in delayed (by the server's clock; the worker's slot and its group's are free meanwhile) and runs

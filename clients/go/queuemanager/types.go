@@ -118,7 +118,15 @@ type Job struct {
 	WorkerLabels map[string]string
 	WorkerID     string
 	Parents      []JobRef
-	Children     []JobRef
+	// Children are the jobs this one started when it finished (next chain link, following workflow steps);
+	// the children it added at run time are ChildJobs.
+	Children []JobRef
+	// ChildJobs are the children it added at run time (Job.WaitForChildren), in the order added over all its
+	// waits, each with its outcome once finished: what a handler's run after the wait combines.
+	ChildJobs []ChildJob
+	// ChildrenPending is how many of ChildJobs have not finished yet: while above zero after a wait, the job
+	// waits in delayed with no RunTime and runs again once the last one finishes.
+	ChildrenPending int
 	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
 	Logs     []LogLine
 	LogCount int
@@ -217,6 +225,7 @@ func jobFromProto(p *pb.Job) *Job {
 		WorkerLabels:    p.GetOptions().GetWorkerLabels(),
 		WorkerID:        p.GetWorkerId(),
 		Children:        refsOf(p.GetChildren()),
+		ChildrenPending: int(p.GetChildrenPending()),
 		LogCount:        int(p.GetLogCount()),
 		CancelRequested: p.GetCancelRequested(),
 		CancelReason:    p.GetCancelReason(),
@@ -230,6 +239,7 @@ func jobFromProto(p *pb.Job) *Job {
 		j.Parents = append(j.Parents, JobRef{Queue: parent.GetJob().GetQueueName(), ID: parent.GetJob().GetJobId()})
 	}
 	j.Logs = logsOf(p.GetLogs())
+	j.ChildJobs = childJobsOf(p.GetChildJobs())
 	for _, e := range p.GetErrors() {
 		j.Errors = append(j.Errors, JobError{
 			Attempt: int(e.GetAttempt()), Kind: JobErrorKind(e.GetKind()), Message: e.GetMessage(),
@@ -237,6 +247,40 @@ func jobFromProto(p *pb.Job) *Job {
 		})
 	}
 	return j
+}
+
+// ChildJob is a job that a running job added as its child (Job.WaitForChildren), with its outcome.
+type ChildJob struct {
+	Queue string
+	ID    string
+	// State is its state when it finished (completed, failed or cancelled); 0 while it has not.
+	State JobState
+	// Result is what it returned when it completed (JSON text when ResultType is ContentTypeJSON); empty
+	// when Truncated.
+	Result     []byte
+	ResultType string
+	// FailedReason is its failure or cancel reason, when it failed for good or was cancelled.
+	FailedReason string
+	// Truncated is set when its result was over 1 KiB and left out: read it with GetJob on the child.
+	Truncated bool
+}
+
+// DecodeResult reads the child's JSON result into v (as json.Unmarshal).
+func (c *ChildJob) DecodeResult(v any) error {
+	return decodeJSON(c.Result, c.ResultType, "result", v)
+}
+
+func childJobsOf(children []*pb.ChildJob) []ChildJob {
+	var out []ChildJob
+	for _, c := range children {
+		child := ChildJob{
+			Queue: c.GetJob().GetQueueName(), ID: c.GetJob().GetJobId(), State: JobState(c.GetState()),
+			FailedReason: c.GetFailedReason(), Truncated: c.GetTruncated(),
+		}
+		child.Result, child.ResultType = decodePayload(c.GetResult())
+		out = append(out, child)
+	}
+	return out
 }
 
 // JobErrorKind says how a failed run ended (JobError.Kind).

@@ -33,6 +33,7 @@ type run struct {
 	cancelled bool // CANCEL_JOB asked to stop it: report it in cancelled (not one with timed_out: see onCommand)
 	lost      bool // its lease was recovered: report nothing
 	abandoned bool // Shutdown gave up on it and reported it abandoned
+	parked    bool // Job.WaitForChildren parked its job: the server ended the run, report nothing
 }
 
 func newRun(w *Worker, job *Job, token string) *run {
@@ -110,6 +111,8 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 		w.credits++
 	}
 	switch {
+	case r.parked:
+		// The server ended the run when it parked the job: a report would be refused as a lost lease.
 	case r.lost:
 		w.log.Info("discarding the result of a run whose lease was lost", "queue", r.key.queue, "job_id", r.key.id)
 	case r.cancelled:
@@ -209,12 +212,13 @@ func (w *Worker) abandonAll() int {
 	return count
 }
 
-// errNotRunning is returned by ReportProgress and UpdateData outside a worker's run of the job.
+// errNotRunning is returned by ReportProgress, UpdateData and WaitForChildren outside a worker's run of the
+// job.
 var errNotRunning = errors.New("the job is not running in a worker's handler (or its run has ended)")
 
 // active reports whether the run is still this worker's to report on. Called with w.mu held.
 func (r *run) active() bool {
-	return r.w.running[r.key] == r && !r.lost && !r.abandoned
+	return r.w.running[r.key] == r && !r.lost && !r.abandoned && !r.parked
 }
 
 // ReportProgress records the run's progress (a number 0-100 or any JSON value); it is sent with the next

@@ -247,11 +247,11 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// extendRunning puts an extension of every running job's lease (but the lost ones') into the outbox.
-// Called with w.mu held.
+// extendRunning puts an extension of every running job's lease (but the lost and parked ones') into the
+// outbox. Called with w.mu held.
 func (w *Worker) extendRunning() {
 	for _, r := range w.running {
-		if !r.lost {
+		if !r.lost && !r.parked {
 			w.outbox.Extensions = append(w.outbox.Extensions, r.ref())
 		}
 	}

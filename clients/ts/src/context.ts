@@ -2,9 +2,10 @@
 import { create } from "@bufbuild/protobuf";
 import type { Span } from "@opentelemetry/api";
 import { LeaseRefSchema, type LeasedJob, type LeaseRef } from "./gen/queue_manager/v1/worker_service_pb.js";
-import { decodePayload, fromDuration, fromTimestamp, metadataFromProto, parentFromProto, priorityOf } from "./convert.js";
+import type { WaitForChildrenOptions } from "./children.js";
+import { childJobFromProto, decodePayload, fromDuration, fromTimestamp, metadataFromProto, parentFromProto, priorityOf } from "./convert.js";
 import { JobAbortedError } from "./errors.js";
-import type { JobMetadata, JobPriority, ParentJob } from "./types.js";
+import type { ChildJob, ChildSpec, JobMetadata, JobPriority, ParentJob } from "./types.js";
 
 /** The job a processor runs: its data and what the server tells about it. */
 export interface ActiveJob {
@@ -26,6 +27,11 @@ export interface ActiveJob {
   readonly metadata: Required<JobMetadata>;
   /** Predecessors in a chain or workflow, with their results. */
   readonly parents: ParentJob[];
+  /**
+   * The children this job added at run time (`ctx.waitForChildren`), each with its outcome: what a run after
+   * the wait combines. In the order they were added, over all the job's waits; empty before the first.
+   */
+  readonly children: ChildJob[];
   /** The workflow run and step of this job, if it is a workflow step. */
   readonly workflow: { runId: string; stepKey: string } | undefined;
   /** The job's timeout, ms; undefined for none. */
@@ -60,13 +66,31 @@ export interface JobContext {
    * `TypeError` before anything is sent.
    */
   updateData(data: unknown): Promise<void>;
+  /**
+   * Adds child jobs and ends this run until they have all finished: a map-reduce whose width is known only at
+   * run time (split a file into chunks, process each, combine the results). The server adds the children (in
+   * any registered queues) and parks this job in delayed with no due time, using no attempt and holding no
+   * worker slot. Once every child has completed, failed for good or been cancelled, the job runs again, its
+   * `job.children` holding their outcomes. Fenced by this run's lease, and safe to repeat: each child's id is
+   * derived from this job, its wait and the child's place in the list, so a run lost after the call and run
+   * again adds no child twice.
+   *
+   * It never resolves: once the server has answered, it rejects with `WaitingForChildrenError`, which ends
+   * the run (let it propagate; nothing the processor does afterwards is reported). 1 to 1,000 children a
+   * call, 1,000 over a job's life. A refusal comes back as the server's error and the run goes on:
+   * `InvalidArgumentError` (a malformed child, a queue that is not registered, too many children: nothing
+   * was added) or `FailedPreconditionError` (this run's lease was lost). A child or data that cannot be
+   * encoded is a TypeError or RangeError before anything is sent.
+   */
+  waitForChildren(children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never>;
 }
 
-/** What a run's context reports through: its worker's outbox (progress, log lines) and calls (data). */
+/** What a run's context reports through: its worker's outbox (progress, log lines) and calls (data, children). */
 export interface RunReports {
   progress(value: unknown): void;
   log(message: string): void;
   updateData(data: unknown): Promise<void>;
+  waitForChildren(children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never>;
 }
 
 /** One run of a job on this worker. */
@@ -84,6 +108,8 @@ export class Run {
   timedOut = "";
   /** Given up at shutdown (reported abandoned); its end reports nothing more. */
   abandoned = false;
+  /** It added children and the server parked its job (waitForChildren): it ended there, nothing is reported. */
+  parked = false;
   done: Promise<void> = Promise.resolve();
   /** Its CONSUMER span, when tracing is on: a failure marks it (tracing.ts). */
   span: Span | undefined;
@@ -111,6 +137,7 @@ export class Run {
       createdAt: fromTimestamp(job.createTime),
       metadata: metadataFromProto(job.metadata),
       parents: job.parents.map(parentFromProto),
+      children: job.childJobs.map(childJobFromProto),
       workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
       timeoutMs: fromDuration(job.options?.timeout),
       group: job.options?.group ?? "",
@@ -132,6 +159,7 @@ export class Run {
       updateProgress: (value) => report.progress(value),
       log: (message) => report.log(message),
       updateData: (data) => report.updateData(data),
+      waitForChildren: (children, options) => report.waitForChildren(children, options),
     };
   }
 

@@ -27,6 +27,7 @@ import {
   type JobLogLine as JobLogLinePb,
   type JobMetadata as JobMetadataPb,
   type KeepJobs as KeepJobsPb,
+  type ChildJob as ChildJobPb,
   type ParentJob as ParentJobPb,
   type Payload,
   type PriorityBound,
@@ -38,6 +39,7 @@ import {
   JOB_STATES,
   JobPriority,
   type BoundedPriority,
+  type ChildJob,
   type GroupInfo,
   type Job,
   type JobLogLine,
@@ -237,6 +239,18 @@ export function parentFromProto(parent: ParentJobPb): ParentJob {
   };
 }
 
+/** A child a job added at run time, with its outcome, as a `ChildJob`. */
+export function childJobFromProto(child: ChildJobPb): ChildJob {
+  return {
+    queueName: child.job?.queueName ?? "",
+    jobId: child.job?.jobId ?? "",
+    state: stateName(child.state),
+    result: child.result === undefined ? undefined : decodePayload(child.result),
+    failedReason: child.failedReason,
+    truncated: child.truncated,
+  };
+}
+
 /** A log line message as a `JobLogLine`. */
 export function logLineFromProto(line: JobLogLinePb): JobLogLine {
   return { time: fromTimestamp(line.time), message: line.message };
@@ -277,6 +291,8 @@ export function jobFromProto(job: JobPb): Job {
     logs: job.logs.map(logLineFromProto),
     logCount: Number(job.logCount),
     errors: jobErrorsFromProto(job.errors),
+    childJobs: job.childJobs.map(childJobFromProto),
+    childrenPending: job.childrenPending,
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,
     expiresAt: fromTimestamp(job.expireTime),
@@ -320,6 +336,8 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     logs: [],
     logCount: 0,
     errors: [],
+    childJobs: [],
+    childrenPending: 0,
     cancelRequested: false,
     cancelReason: "",
     expiresAt: undefined,

@@ -4,6 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { checkMs } from "./convert.js";
+import type { JobRef } from "./types.js";
 
 /** The gRPC status code names, by number (google.rpc.Code). */
 const CODE_NAMES: Record<number, string> = {
@@ -189,6 +190,25 @@ export class DelayedError extends Error {
     this.delayMs = delayMs;
     this.hasData = data.length > 0;
     this.data = data[0];
+  }
+}
+
+/**
+ * Thrown by `ctx.waitForChildren` once the server has added the children and ended the run: the processor
+ * stops there (let it propagate), and the job runs again when its children have all finished. Catching it
+ * changes nothing: the run is over and whatever the processor returns or throws afterwards is not reported.
+ */
+export class WaitingForChildrenError extends Error {
+  /** The children added, in the order given. */
+  readonly children: JobRef[];
+  /** How many of the job's children had not finished when the run ended. */
+  readonly pending: number;
+
+  constructor(children: JobRef[], pending: number) {
+    super(`waiting for ${pending} of ${children.length} children`);
+    this.name = "WaitingForChildrenError";
+    this.children = children;
+    this.pending = pending;
   }
 }
 

@@ -2,6 +2,7 @@
 export { QueueManager, type BulkJob, type QueueManagerOptions } from "./client.js";
 export { Worker, defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker.js";
 export type { ActiveJob, JobContext } from "./context.js";
+export type { WaitForChildrenOptions } from "./children.js";
 export { batch, type BatchHandler, type BatchItem, type BatchOptions } from "./batch.js";
 export {
   AlreadyExistsError,
@@ -18,6 +19,7 @@ export {
   UnauthenticatedError,
   UnavailableError,
   UnrecoverableError,
+  WaitingForChildrenError,
   codeName,
   errorFromRpc,
   errorFromStatus,

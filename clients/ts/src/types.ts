@@ -242,6 +242,34 @@ export interface ParentJob extends JobRef {
   failedReason: string;
 }
 
+/**
+ * A job that a running job added as its child (`ctx.waitForChildren`), with its outcome: what the job's next
+ * run reads in `job.children`, and `getJob` in `Job.childJobs`.
+ */
+export interface ChildJob extends JobRef {
+  /** Its state when it finished ("completed", "failed" or "cancelled"); undefined while it has not. */
+  state: JobState | undefined;
+  /** Its result, when it completed; undefined when `truncated`. */
+  result: unknown;
+  /** Its failure or cancel reason, when it failed for good or was cancelled. */
+  failedReason: string;
+  /** True when its result was over 1 KiB and left out: read it with `getJob` on the child. */
+  truncated: boolean;
+}
+
+/**
+ * A child job for a running job to add (`ctx.waitForChildren`), as `addJob` takes one: its queue (any
+ * registered queue), name, data and options, less `jobId` and `dedup` (a child's id is derived from its
+ * parent's, which keeps a repeated call from adding it twice).
+ */
+export interface ChildSpec {
+  queueName: string;
+  name: string;
+  /** The child's data; undefined stores JSON null. */
+  data?: unknown;
+  options?: JobOptions;
+}
+
 /** One line a processor logged. */
 export interface JobLogLine {
   time: Date | undefined;
@@ -295,6 +323,13 @@ export interface Job {
   logCount: number;
   /** Its last failed runs, oldest first (the job's `errorHistory`, default 10); kept through a retry. */
   errors: JobError[];
+  /** The children it added at run time (`ctx.waitForChildren`), in the order added, each with its outcome. */
+  childJobs: ChildJob[];
+  /**
+   * How many of those have not finished yet: while above zero after a wait, the job waits in delayed with no
+   * `runAt` and runs again once the last one finishes.
+   */
+  childrenPending: number;
   cancelRequested: boolean;
   cancelReason: string;
   /** When the job expires if not started by then (options' expireAfter); undefined without expiry. */

@@ -2,14 +2,15 @@
  * The jobs running on a worker: each delivered job's run of its processor, and what the run tells the server
  * (its outcome, progress and log lines, its credit back) put in the outbox for the stream to send.
  *
- * A run is named by its queue and job id. It ends in one of four ways: completed or failed (reported), cancelled
+ * A run is named by its queue and job id. It ends in one of five ways: completed or failed (reported), cancelled
  * by the server (reported `cancelled`, however the processor ends), lost (its lease was refused or the job was
- * delivered again: nothing is reported), or abandoned at shutdown (reported `abandoned` then, nothing later).
+ * delivered again: nothing is reported), abandoned at shutdown (reported `abandoned` then, nothing later), or
+ * parked by `ctx.waitForChildren` (the server ended it in that call: nothing is reported, like a lost run).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { context, type Tracer } from "@opentelemetry/api";
-import type { UpdateJobDataRequest } from "./gen/queue_manager/v1/jobs_pb.js";
+import type { UpdateJobDataRequest, WaitForChildrenRequest, WaitForChildrenResponse } from "./gen/queue_manager/v1/jobs_pb.js";
 import {
   JobCompletionSchema,
   JobDelaySchema,
@@ -17,11 +18,13 @@ import {
   type JobDelivery,
   type LeaseRef,
 } from "./gen/queue_manager/v1/worker_service_pb.js";
+import { waitForChildrenRequest, type WaitForChildrenOptions } from "./children.js";
 import { leaseOf, Run, runKey } from "./context.js";
 import { decodePayload, encodePayload, msToDuration, toValue } from "./convert.js";
-import { DelayedError, errorText, RateLimitedError, UnrecoverableError } from "./errors.js";
+import { DelayedError, errorText, RateLimitedError, UnrecoverableError, WaitingForChildrenError } from "./errors.js";
 import type { Outbox } from "./outbox.js";
 import { recordFailure, startProcess } from "./tracing.js";
+import type { ChildSpec } from "./types.js";
 import { LOG_LINE_CHARS, LOG_LINES_KEPT, within, type Processor, type WorkerLogger } from "./worker-options.js";
 
 /** What the runs need of their worker: its id, its log, its events and whether it takes jobs now. */
@@ -36,6 +39,8 @@ export interface RunsHost {
   wake(): void;
   /** Calls UpdateJobData on the worker's connection (a run's checkpoint); rejects with the mapped error. */
   updateJobData(request: Omit<UpdateJobDataRequest, "$typeName">): Promise<void>;
+  /** Calls WaitForChildren on the worker's connection (a run adding children); rejects with the mapped error. */
+  waitForChildren(request: WaitForChildrenRequest): Promise<WaitForChildrenResponse>;
 }
 
 export class Runs {
@@ -84,7 +89,7 @@ export class Runs {
   /** Asks the server to extend the lease of every run still going (a heartbeat, or the first report of a stream). */
   extendAll(): void {
     for (const run of this.running.values()) {
-      if (!run.lost) {
+      if (!run.lost && !run.parked) {
         this.outbox.extensions.push(run.lease);
       }
     }
@@ -164,6 +169,7 @@ export class Runs {
       progress: (value) => this.reportProgress(run, value),
       log: (message) => this.reportLog(run, message),
       updateData: (data) => this.updateData(run, data),
+      waitForChildren: (children, options) => this.waitForChildren(run, children, options),
     });
     try {
       const result = await processor(run.job, ctx);
@@ -191,7 +197,9 @@ export class Runs {
       return; // reported abandoned at shutdown already
     }
     const ms = performance.now() - run.startedAt;
-    if (run.cancelled) {
+    if (run.parked) {
+      // The server ended the run when it parked the job: a report about it would be refused as a lost lease.
+    } else if (run.cancelled) {
       if (!run.lost) {
         this.outbox.add("cancelled", run.lease);
         this.host.emit("cancelled", run.job);
@@ -276,7 +284,7 @@ export class Runs {
   }
 
   private reportProgress(run: Run, value: unknown): void {
-    if (this.running.get(run.key) !== run || run.lost) {
+    if (this.running.get(run.key) !== run || run.lost || run.parked) {
       return;
     }
     this.outbox.add("progress", { $typeName: "queue_manager.v1.JobProgress", lease: run.lease, progress: toValue(value, "progress") });
@@ -291,8 +299,24 @@ export class Runs {
     run.data = decodePayload(payload);
   }
 
+  /**
+   * A run adding children (WaitForChildren): once the server has added them and parked the job, the run is
+   * over, and this rejects with `WaitingForChildrenError` to end the processor; a refusal rejects with the
+   * server's error and the run goes on.
+   */
+  private async waitForChildren(run: Run, children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never> {
+    const request = waitForChildrenRequest(run.lease, children, options); // a TypeError before anything is sent
+    const answer = await this.host.waitForChildren(request);
+    run.parked = true;
+    this.host.log.info(`job ${run.job.queueName}/${run.job.id} waits for ${answer.childrenPending} children`);
+    throw new WaitingForChildrenError(
+      answer.children.map((c) => ({ queueName: c.queueName, jobId: c.jobId })),
+      answer.childrenPending,
+    );
+  }
+
   private reportLog(run: Run, message: string): void {
-    if (this.running.get(run.key) !== run || run.lost) {
+    if (this.running.get(run.key) !== run || run.lost || run.parked) {
       return;
     }
     const text = (typeof message === "string" ? message : String(message)).slice(0, LOG_LINE_CHARS);

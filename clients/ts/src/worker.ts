@@ -33,7 +33,7 @@ import { WorkerStream } from "./worker-stream.js";
 
 export type { ActiveJob, JobContext } from "./context.js";
 
-/** How long a run's checkpoint (ctx.updateData) waits for the server's answer. */
+/** How long a run's checkpoint (ctx.updateData) or its children's add (ctx.waitForChildren) waits for the server's answer. */
 const UPDATE_DATA_TIMEOUT_MS = 30_000;
 export { defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker-options.js";
 
@@ -103,6 +103,13 @@ export class Worker extends EventEmitter {
           throw new Error(`worker ${this.workerId} is not started: it has no connection to update a job's data on`);
         }
         await mapped(() => service.updateJobData(request, { timeoutMs: UPDATE_DATA_TIMEOUT_MS }));
+      },
+      waitForChildren: async (request: Parameters<Client<typeof QueueService>["waitForChildren"]>[0]) => {
+        const service = this.queueService;
+        if (service === undefined) {
+          throw new Error(`worker ${this.workerId} is not started: it has no connection to add a job's children on`);
+        }
+        return await mapped(() => service.waitForChildren(request, { timeoutMs: UPDATE_DATA_TIMEOUT_MS }));
       },
     };
     this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)));
