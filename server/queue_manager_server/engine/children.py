@@ -56,14 +56,6 @@ class Children:
             )
         return [_s(x) for x in r[1:]]
 
-    async def missing_queues(self, queues: Sequence[str]) -> list[str]:
-        """The queues of `queues` that are not registered (one round trip)."""
-        pipe = self.engine.store.pipeline()
-        for name in queues:
-            pipe.exists(self.engine.keys(name).meta)
-        found = await self.engine.store.execute(pipe)
-        return [name for name, there in zip(queues, found, strict=True) if not there]
-
     async def children_wait(
         self, queue: str, job_id: str, lease_token: str, content_type: str = "", data: bytes = b""
     ) -> Parked:

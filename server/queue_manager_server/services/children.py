@@ -21,7 +21,7 @@ from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.children import Children
 from queue_manager_server.engine.records import NewJob
-from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.errors import InvalidArgument, QueueNotFound
 from queue_manager_server.services.errors import unary
 
 # Children per call, and over a job's life: a wider fan-out is a workflow, or children that add their own.
@@ -67,14 +67,11 @@ class ChildrenHandlers:
         body, ct = b"", ""  # no new data: the job keeps its own
         if request.HasField("data"):
             body, ct = convert.payload_in(request.data, "data", self.max_payload)
-        queues = list(dict.fromkeys(q for q, _ in jobs))
-        missing = await self.children.missing_queues(queues)
-        if missing:
-            i = next(i for i, (q, _) in enumerate(jobs) if q == missing[0])
-            raise InvalidArgument(
-                f"children[{i}].queue_name",
-                f"queue {missing[0]!r} is not registered; register it first (QueueService/RegisterQueue)",
-            )
+        try:
+            await self.engine.require_queues(list(dict.fromkeys(q for q, _ in jobs)))
+        except QueueNotFound as exc:
+            i = next(i for i, (q, _) in enumerate(jobs) if q == exc.queue)
+            raise InvalidArgument(f"children[{i}].queue_name", str(exc)) from None
         ids = await self.children.children_add(queue, job_id, token, MAX_CHILDREN, [q for q, _ in jobs])
         parent = types_pb2.Job(
             parents=[
