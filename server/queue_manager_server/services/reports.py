@@ -62,7 +62,7 @@ def _rejection(queue: str, job_id: str, token: str, code: int) -> pb.ReportItemR
 class ReportHandler:
     """Applies one worker report to the engine and returns the verdicts to ack."""
 
-    def __init__(self, engine: Engine, lease_ms: int, max_payload: int) -> None:
+    def __init__(self, engine: Engine, lease_ms: int, max_payload: int, exemplars: Exemplars) -> None:
         self.engine = engine
         self.control = JobControl(engine)
         self.lease_ms = lease_ms
@@ -70,8 +70,8 @@ class ReportHandler:
         # A line per failed run: the first few of each kind (queue, outcome) per second, then a count; a
         # storm of failures would bury the log and cost the server more than the runs (logsampling.py).
         self.failure_log = Sampler(_log_left_out)
-        # Traced runs in flight and the histogram's exemplars (the dispatcher's, shared by WorkerService).
-        self.exemplars = Exemplars()
+        # Traced runs in flight and the histogram's exemplars: the dispatcher's, which records deliveries.
+        self.exemplars = exemplars
 
     async def handle(self, s: WorkerSession, r: pb.WorkerReport) -> list[pb.ReportItemResult]:
         self.failure_log.flush()  # the count of a storm that has stopped, at the next report (a heartbeat)

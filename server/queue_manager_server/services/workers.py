@@ -105,8 +105,7 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         self.server_id = server_id
         self.lease_ms = lease_ms
         self.heartbeat_ms = heartbeat_ms
-        self.reports = ReportHandler(engine, lease_ms, max_payload)
-        self.reports.exemplars = dispatcher.exemplars
+        self.reports = ReportHandler(engine, lease_ms, max_payload, dispatcher.exemplars)
         self.registry = WorkerStore(engine.scripts, engine.prefix)
         self.accepting = True
         # Set whenever a worker reports or leaves, so shutdown can wait for leases to drain.
