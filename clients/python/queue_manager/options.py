@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from queue_manager.enums import DEDUP_MODE_NUMBER, STATE_NUMBER, DedupMode, JobPriority, JobState
-from queue_manager.routing import MAX_ROUTE_GROUP, ROUTE_PREFIX, validate_worker_labels
+from queue_manager.routing import MAX_ROUTE_GROUP, ROUTE_PREFIX, is_control, validate_worker_labels
 from queue_manager.v1 import types_pb2
 
 __all__ = [
@@ -358,18 +358,12 @@ def job_options_to_proto(
     return msg
 
 
-def _is_control(c: str) -> bool:
-    """What the server refuses in a group name: C0, DEL, C1 (NEL among them), U+2028 and U+2029."""
-    o = ord(c)
-    return o < 0x20 or 0x7F <= o <= 0x9F or o in (0x2028, 0x2029)
-
-
 def validate_group(value: Any, what: str = "group") -> str:
     """Checks a fairness group name: 1 to 128 characters, no control characters."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     longest = MAX_ROUTE_GROUP if value.startswith(ROUTE_PREFIX) else 128
-    if not 1 <= len(value) <= longest or any(_is_control(c) for c in value):
+    if not 1 <= len(value) <= longest or any(map(is_control, value)):
         raise ValueError(f"{what} must be 1 to 128 characters without control characters, got {value!r}")
     # A lone surrogate cannot be sent (protobuf strings are UTF-8): say so here, naming the field, rather
     # than let the encoder raise a UnicodeEncodeError that names neither. On a command line it is a byte

@@ -15,7 +15,8 @@ MAX_ROUTE_VALUE = 128
 MAX_ROUTE_GROUP = len(ROUTE_PREFIX) + MAX_ROUTE_PAIRS * (MAX_ROUTE_KEY + MAX_ROUTE_VALUE + 2)
 
 
-def _is_control(c: str) -> bool:
+def is_control(c: str) -> bool:
+    """A control character as the server counts them: C0, DEL, C1, U+2028 and U+2029."""
     o = ord(c)
     return o < 0x20 or 0x7F <= o <= 0x9F or o in (0x2028, 0x2029)
 
@@ -31,12 +32,12 @@ def validate_worker_labels(value: Any) -> dict[str, str]:
     for key, val in value.items():
         if not isinstance(key, str) or not isinstance(val, str):
             raise TypeError(f"worker_labels must map str to str, got {key!r}: {val!r}")
-        if not 1 <= len(key) <= MAX_ROUTE_KEY or "=" in key or "," in key or any(map(_is_control, key)):
+        if not 1 <= len(key) <= MAX_ROUTE_KEY or "=" in key or "," in key or any(map(is_control, key)):
             raise ValueError(
                 f"worker_labels key {key!r} must be 1 to {MAX_ROUTE_KEY} characters without '=', ',' or "
                 "control characters"
             )
-        if len(val) > MAX_ROUTE_VALUE or "," in val or any(map(_is_control, val)):
+        if len(val) > MAX_ROUTE_VALUE or "," in val or any(map(is_control, val)):
             raise ValueError(
                 f"worker_labels[{key!r}] must be up to {MAX_ROUTE_VALUE} characters without ',' or control "
                 f"characters, got {val!r}"
