@@ -273,7 +273,7 @@ async def test_a_lower_concurrency_is_observed_in_deliveries(
         await fn.wait_running(3)
         done = await admin.set_worker_concurrency("wl", 1)
         assert (done.concurrency, done.changed) == (1, True)
-        assert worker.concurrency == 1
+        await eventually(lambda: _concurrency_is(worker, 1))  # the call returns once the command is sent
         listed = {w.worker_id: w for w in await admin.list_workers()}
         assert listed["wl"].concurrency == 1
         first, fn.gate = fn.gate, asyncio.Event()
@@ -377,7 +377,8 @@ async def test_cli_commands(
         assert status == 0 and "STATE" in out.splitlines()[0] and "quiet" in out
         assert (await qm_json(capsys, server, "workers", "resume", "cli-w"))["state"] == "active"
         resized = await qm_json(capsys, server, "workers", "concurrency", "cli-w", "5")
-        assert resized["concurrency"] == 5 and worker.concurrency == 5
+        assert resized["concurrency"] == 5
+        await eventually(lambda: _concurrency_is(worker, 5))
         err = await usage_error(capsys, server, "workers", "concurrency", "cli-w", "0")
         assert "argument N: must be whole jobs from 1 to 100000, got '0'" in err, err
         status, _, err = await qm_cli(capsys, "--server", server.address, "workers", "stop", "nobody")
@@ -451,3 +452,9 @@ async def test_a_pool_does_not_replace_a_process_the_server_stopped(
         assert (pool.pids, pool.desired_workers) == ([], 0)
     finally:
         await pool.shutdown()
+
+
+async def _concurrency_is(worker: Worker, n: int) -> bool:
+    """Whether the worker has applied a SET_CONCURRENCY command (it reads it from its stream after the
+    ControlWorker call that sent it has returned)."""
+    return worker.concurrency == n
