@@ -37,6 +37,8 @@ def go_installed() -> None:
 # Every test of the suite, each of which must pass (none skipped): a test renamed or lost fails here.
 EXPECTED = {
     "TestFromRPCMapsEachCode",
+    "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",
+    "TestAdvanceTestClockIsRefusedOnRealTime",
     "TestDelayedSleepsBetweenStepsWithItsCheckpoint",
     "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",
     "TestAddJobStoresOptionsAndIsIdempotent",
@@ -163,7 +165,10 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
     # One alone on its key prefix that times each run out as soon as it leases it (the server-timeout test).
     hasty = await server_factory(key_prefix=f"h{uuid.uuid4().hex[:10]}")
     time_out_on_claim(hasty)
+    # One on the test clock, alone on its key prefix (the test-clock tests).
+    clock = await server_factory(test_clock=True, key_prefix=f"c{uuid.uuid4().hex[:10]}")
     env = _go_env(
+        QM_TEST_CLOCK_ADDRESS=clock.address,
         QM_TEST_ADDRESS=server.address,
         QM_TEST_NO_TIMEOUTS_ADDRESS=lax.address,
         QM_TEST_SERVER_TIMEOUTS_ADDRESS=hasty.address,

@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -114,6 +115,16 @@ async def test_worker_labels(ts_built: Path, server: RunningServer) -> None:
 
 async def test_children_added_at_run_time(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "children", server.address)
+
+
+async def test_test_clock(ts_built: Path, server_factory: ServerFactory) -> None:
+    # A server on the test clock alone on its key prefix (its moves shift only its own clock key), and one on
+    # real time that refuses to move.
+    clock = await server_factory(test_clock=True, key_prefix=f"clock-{uuid.uuid4().hex[:8]}")
+    real_time = await server_factory()
+    await run_node_tests(
+        ts_built, "test-clock", clock.address, env={"QM_TEST_REALTIME_ADDRESS": real_time.address}
+    )
 
 
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:

@@ -37,6 +37,7 @@ from queue_manager_server.engine.engine import DEFAULT_DLQ
 
 QUEUE_SERVICE = "/queue_manager.v1.QueueService/"
 WORKER_SERVICE = "/queue_manager.v1.WorkerService/"
+TEST_CLOCK_SERVICE = "/queue_manager.v1.TestClockService/"
 # Services anyone may call without a token: health checks (load balancers, `qm health`) and reflection
 # (the schema is public; every call it describes is still guarded).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -287,7 +288,12 @@ RULES: dict[str, Rule] = {
         # A running job adds its children: its worker's role, on its queue and on theirs.
         "WaitForChildren": Rule("work", _children),
     }.items()
-} | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
+} | {
+    WORKER_SERVICE + "Connect": Rule("work", _connect),
+    # The clock of a server for tests moves every queue's time: an admin of every queue moves it.
+    TEST_CLOCK_SERVICE + "AdvanceClock": Rule("admin", all_queues=True),
+    TEST_CLOCK_SERVICE + "GetClock": Rule("read"),
+}
 
 # The calls that change queues, jobs, schedules or runs already there, besides the admin ones: each is written
 # to the audit log (services/auth_interceptor.py) with the token's name. Adds are not (producers' volume), nor

@@ -31,6 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from queue_manager.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
+    test_clock_service_pb2,
+    test_clock_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
@@ -57,6 +59,7 @@ from queue_manager_server.embedded import (
 )
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.clients import Client, Gate, GatedCluster, SentinelPool
+from queue_manager_server.engine.clock import TestClockStorage
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import HELD_CONNECTIONS
 from queue_manager_server.engine.packing import hiredis_packing
@@ -67,6 +70,7 @@ from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.limits_interceptor import LimitsInterceptor
 from queue_manager_server.services.queue_service import QueueService
+from queue_manager_server.services.test_clock import TestClockService
 from queue_manager_server.services.worker_control import WorkerControl
 from queue_manager_server.services.workers import WorkerService
 from queue_manager_server.services.workflows import Workflows
@@ -77,6 +81,9 @@ SERVICE_NAMES = [
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 ]
+# Served by every server (a server on real time refuses its calls: services/test_clock.py), listed by
+# reflection; not a service health reports on.
+TEST_CLOCK_SERVICE = test_clock_service_pb2.DESCRIPTOR.services_by_name["TestClockService"].full_name
 # Policies that never evict keys; anything else can silently drop jobs.
 SAFE_POLICIES = {"noeviction"}
 
@@ -125,6 +132,8 @@ class App:
         self._workflows: Workflows | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        # One test-clock move at a time: each one's catch-up sees the clock it moved (advance_clock).
+        self._clock_lock = asyncio.Lock()
 
     @property
     def address(self) -> str:
@@ -202,9 +211,13 @@ class App:
         self.queue_service.watch_source = self.sampler
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(self.queue_service, self.server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
+        test_clock_service_pb2_grpc.add_TestClockServiceServicer_to_server(
+            TestClockService(engine, self.advance_clock), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_reflection(
-            [*SERVICE_NAMES, "grpc.health.v1.Health", reflection.SERVICE_NAME], self.server
+            [*SERVICE_NAMES, TEST_CLOCK_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME],
+            self.server,
         )
         await self.server.start()
         if self.lock is not None:
@@ -249,6 +262,15 @@ class App:
             "server started",
             extra={"address": self.address, "server_id": s.server_id, "key_prefix": s.key_prefix},
         )
+
+    async def advance_clock(self, ms: int) -> None:
+        """Moves the test clock `ms` forward (0: not at all) and has the server do at once what fell due
+        (clock_moved); one move at a time. Only on a server made with Settings.test_clock."""
+        assert self.engine is not None, "the server has not started"
+        async with self._clock_lock:
+            if ms > 0:
+                await TestClockStorage(self.engine).advance(ms)
+            await self.clock_moved()
 
     async def clock_moved(self) -> None:
         """The test clock moved forward (queue_manager_server.testing): each loop does at once what fell due

@@ -21,7 +21,6 @@ silence, and job-event watches; an advance keeps their deadlines where they were
 
 from __future__ import annotations
 
-import asyncio
 import math
 import shutil
 import tempfile
@@ -50,8 +49,6 @@ class TestClock:
         self._app = app
         self._engine = app.engine
         self._storage = TestClockStorage(app.engine)
-        # One advance at a time: each one's catch-up sees the clock it moved.
-        self._lock = asyncio.Lock()
 
     async def advance(self, amount: float | timedelta) -> datetime:
         """Moves the clock forward and has the server do what fell due by then; returns once it has.
@@ -70,11 +67,7 @@ class TestClock:
             ValueError: a negative, infinite or NaN amount (the clock never goes back).
             TypeError: neither a number nor a timedelta.
         """
-        ms = _amount_ms(amount)
-        async with self._lock:
-            if ms > 0:
-                await self._storage.advance(ms)
-            await self._app.clock_moved()
+        await self._app.advance_clock(_amount_ms(amount))
         return await self.now()
 
     async def now(self) -> datetime:

@@ -86,12 +86,15 @@ from queue_manager.search import (
     remove_jobs_request,
     retry_jobs_request,
 )
+from queue_manager.test_clock import advance_request, clock_time
 from queue_manager.v1 import (
     jobs_pb2,
     metrics_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedules_pb2,
+    test_clock_service_pb2,
+    test_clock_service_pb2_grpc,
     types_pb2,
     workflows_pb2,
 )
@@ -147,6 +150,7 @@ class SyncQueueManager:
             check_token(token),
         )
         self._queues = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        self._clock = test_clock_service_pb2_grpc.TestClockServiceStub(self._channel)
 
     def __enter__(self) -> Self:
         return self
@@ -727,6 +731,22 @@ class SyncQueueManager:
         request = update_job_data_request(queue_name, job_id, data)
         response: jobs_pb2.UpdateJobDataResponse = self._call(self._queues.UpdateJobData, request)
         return job_from_proto(response.job)
+
+    # ----------------------------------------------------------------- test clock
+
+    def advance_test_clock(self, amount: float | timedelta) -> datetime:
+        """Moves the test clock of a server made for tests; see `QueueManager.advance_test_clock`."""
+        response: test_clock_service_pb2.AdvanceClockResponse = self._call(
+            self._clock.AdvanceClock, advance_request(amount)
+        )
+        return clock_time(response)
+
+    def test_clock_now(self) -> datetime:
+        """The test clock of a server made for tests; see `QueueManager.test_clock_now`."""
+        response: test_clock_service_pb2.GetClockResponse = self._call(
+            self._clock.GetClock, test_clock_service_pb2.GetClockRequest()
+        )
+        return clock_time(response)
 
     def _call(self, method: Any, request: Any) -> Any:
         # grpc is untyped for mypy here; each caller annotates the response type it receives.

@@ -1,5 +1,5 @@
 """The ``qm`` command: serve, worker, exec, add, jobs, queues, groups, dlq, workflows, schedules, workers,
-health and dash.
+health, dash, test-server and clock.
 
 ``--server`` reads ``QM_SERVER``, ``-o/--output`` ``QM_OUTPUT`` and the TLS and token options their
 ``QM_`` variables; ``qm worker`` and ``qm dash`` read their settings from ``QM_WORKER_*`` and
@@ -34,6 +34,7 @@ from queue_manager.cli import (
     queues,
     runtime,
     schedules,
+    test_clock,
     workflows,
 )
 from queue_manager.cli.common import UsageError, option, plain
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         return runtime.serve(args_list[1:])
+    if args_list[:1] == ["test-server"]:
+        return test_clock.test_server(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command is None:
@@ -115,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         dash,
         metrics,
         events,
+        test_clock,
         auth,
     ):
         module.register(commands)
