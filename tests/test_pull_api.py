@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from queue_manager import JobState, QueueManager
+from queue_manager import FailedPreconditionError, JobState, NotFoundError, QueueManager, SyncQueueManager
 from queue_manager.v1 import pull_pb2 as pb
 from queue_manager.v1 import queue_service_pb2_grpc
 from queue_manager_server.engine.records import ClaimResult
@@ -430,3 +431,63 @@ async def test_http_pull_worker_end_to_end(server_factory: ServerFactory) -> Non
             assert r.status == 404
         status, fetched = await post("/jobs:fetch", {"max_jobs": 1, "wait": "0.3s"})
         assert (status, fetched) == (200, {"jobs": []})
+
+
+# ---- Python clients ---------------------------------------------------------------------------------
+
+
+async def test_client_fetch_complete_fail_extend(qm: QueueManager) -> None:
+    a = await qm.add_job("pull", "a", {"n": 1}, {"attempts": 2})
+    b = await qm.add_job("pull", "b", b"\x00raw")
+    first, second = await qm.fetch_jobs("pull", max_jobs=5, worker_name="py")
+    assert (first.id, first.name, first.data, first.queue_name) == (a.id, "a", {"n": 1}, "pull")
+    assert second.data == b"\x00raw" and not first.redelivery
+    before = first.lease_expires
+    assert await first.extend_lease(120) > before and not first.cancel_requested
+    await first.report_progress(40, logs=["step 1"])
+    await first.complete({"ok": True})
+    outcome = await second.fail("boom")
+    assert not outcome.will_retry and outcome.retry_at is None  # one attempt only
+    assert (await qm.get_job("pull", a.id)).result == {"ok": True}
+    assert (await qm.get_job("pull", b.id)).state == JobState.FAILED
+    with pytest.raises(FailedPreconditionError, match="lease"):
+        await first.complete("again")
+    metrics = await qm.get_queue_metrics("pull")
+    assert (metrics.completed_total, metrics.failed_total) == (1, 1)
+    assert metrics.average_processing_time is not None  # the client reports each run's duration
+
+
+async def test_client_long_poll_and_bad_arguments(server: RunningServer, qm: QueueManager) -> None:
+    pulls = server.app.queue_service.pulls  # type: ignore[union-attr]
+    poll = asyncio.create_task(qm.fetch_jobs("pull", wait=timedelta(seconds=20)))
+
+    async def waiting() -> bool:
+        return pulls.waiting("pull") == 1
+
+    await eventually(waiting)
+    job = await qm.add_job("pull", "j", None)
+    async with asyncio.timeout(WAIT):
+        [pulled] = await poll
+    assert pulled.id == job.id
+    assert await qm.fetch_jobs("pull", wait=0.2) == []
+    with pytest.raises(ValueError, match="max_jobs"):
+        await qm.fetch_jobs("pull", max_jobs=0)
+    with pytest.raises(ValueError, match="wait"):
+        await qm.fetch_jobs("pull", wait=31)
+    with pytest.raises(NotFoundError):
+        await qm.fetch_jobs("nowhere")
+
+
+async def test_sync_client_pull_worker(server: RunningServer) -> None:
+    def work() -> None:
+        with SyncQueueManager(address=server.address) as sync:
+            sync.register_queue("sync-pull")
+            job = sync.add_job("sync-pull", "j", {"x": 1})
+            [pulled] = sync.fetch_jobs("sync-pull", max_jobs=10)
+            assert pulled.data == {"x": 1}
+            pulled.extend_lease(60)
+            assert pulled.fail("try again", retry_after=30).will_retry
+            assert sync.get_job("sync-pull", job.id).state == JobState.DELAYED
+            assert sync.fetch_jobs("sync-pull") == []
+
+    await asyncio.to_thread(work)  # the server runs on this thread's event loop
