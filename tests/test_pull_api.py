@@ -18,7 +18,7 @@ from queue_manager import FailedPreconditionError, JobState, NotFoundError, Queu
 from queue_manager.v1 import pull_pb2 as pb
 from queue_manager.v1 import queue_service_pb2_grpc
 from queue_manager_server.engine.records import ClaimResult
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import RunningServer, ServerFactory, time_out_now
 from tests.rawworker import eventually
 
 WAIT = 30.0
@@ -491,3 +491,33 @@ async def test_sync_client_pull_worker(server: RunningServer) -> None:
             assert sync.fetch_jobs("sync-pull") == []
 
     await asyncio.to_thread(work)  # the server runs on this thread's event loop
+
+
+async def test_a_fetched_run_past_its_timeout_is_failed_and_its_late_outcome_refused(
+    server: RunningServer, qm: QueueManager, stub: queue_service_pb2_grpc.QueueServiceStub
+) -> None:
+    qs = server.app.queue_service
+    assert qs is not None and qs.deadline_hook is not None
+    armed: list[tuple[str, int]] = []
+    hook = qs.deadline_hook
+
+    def record(queue: str, in_ms: int) -> None:
+        armed.append((queue, in_ms))
+        hook(queue, in_ms)
+
+    qs.deadline_hook = record
+    job = await qm.add_job("pull", "slow", None, {"attempts": 2, "timeout": 60_000})
+    [leased] = await fetch(stub)
+    assert armed == [
+        ("pull", 60_000)
+    ]  # the timeout check is armed for the fetched run, as for a streamed one
+    await time_out_now(server, "pull", job.id)
+    stored = await qm.get_job("pull", job.id)
+    assert stored.state != JobState.ACTIVE and stored.attempts_made == 1
+    await refused(
+        stub.CompleteJob(
+            pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=leased.lease_token)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "lease",
+    )

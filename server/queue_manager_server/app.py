@@ -216,6 +216,7 @@ class App:
         scheduler = Scheduler(engine)
         timeouts = Timeouts(engine, s.reaper_interval_ms / 1000)
         self.dispatcher.deadline_hook = timeouts.schedule
+        self.queue_service.deadline_hook = timeouts.schedule  # fetched jobs' timeouts too (services/pull.py)
         self.notifier = Notifier(
             self.redis,
             engine.channel,

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -139,6 +139,9 @@ class PullHandlers:
     lease_ms: int
     server_id: str
     registry: WorkerStore | None
+    # Told (queue, ms from now) when a fetch leases jobs with a timeout, so the timeout check
+    # (components/timeouts.py) fires on time, as for the dispatcher's claims; None: left to its scan.
+    deadline_hook: Callable[[str, int], None] | None
 
     @unary
     async def FetchJobs(
@@ -155,6 +158,9 @@ class PullHandlers:
         lease_ms = self._lease(request.lease_duration if request.HasField("lease_duration") else None)
         worker = validate.text(request.worker_name, "worker_name", required=False) or ANONYMOUS
         jobs, token = await self._fetch(queue, request.max_jobs, worker, lease_ms, wait_ms / 1000)
+        timeouts = [j.timeout_ms for j in jobs if j.timeout_ms]
+        if timeouts and self.deadline_hook is not None:
+            self.deadline_hook(queue, min(timeouts))
         if request.worker_name and self.registry is not None:
             await self._list_worker(request.worker_name, queue, request.max_jobs, len(jobs), lease_ms)
         delivery = convert.job_delivery(queue, jobs, token).delivery

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
@@ -78,3 +80,4 @@ class QueueService(
         self.lease_ms = 30_000
         self.server_id = ""
         self.registry: WorkerStore | None = None
+        self.deadline_hook: Callable[[str, int], None] | None = None
