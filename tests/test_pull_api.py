@@ -302,6 +302,7 @@ async def test_bad_inputs_are_refused(
     )
     await refused(fetch(stub, "nowhere"), grpc.StatusCode.NOT_FOUND, "nowhere", "not registered")
     await refused(fetch(stub, "bad:name"), grpc.StatusCode.INVALID_ARGUMENT, "queue_name")
+    await refused(fetch(stub, worker_name="w" * 201), grpc.StatusCode.INVALID_ARGUMENT, "worker_name", "200")
     await refused(
         stub.CompleteJob(pb.CompleteJobRequest(queue_name="pull", job_id="j")),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -521,3 +522,23 @@ async def test_a_fetched_run_past_its_timeout_is_failed_and_its_late_outcome_ref
         grpc.StatusCode.FAILED_PRECONDITION,
         "lease",
     )
+
+
+async def test_concurrency_cap_holds_fetches_until_a_run_ends(
+    server: RunningServer, qm: QueueManager, stub: queue_service_pb2_grpc.QueueServiceStub
+) -> None:
+    await qm.register_queue("capped", concurrency=1)
+    await qm.add_bulk("capped", [{"name": f"j{i}"} for i in range(3)])
+    [first] = await fetch(stub, "capped", max_jobs=3)
+    poll = asyncio.create_task(fetch(stub, "capped", max_jobs=3, wait=seconds(25)))
+    pulls = server.app.queue_service.pulls  # type: ignore[union-attr]
+
+    async def waiting() -> bool:
+        return pulls.waiting("capped") == 1
+
+    await eventually(waiting)  # at the cap: the long poll waits for a run to end
+    await stub.CompleteJob(
+        pb.CompleteJobRequest(queue_name="capped", job_id=first.job.id, lease_token=first.lease_token)
+    )
+    async with asyncio.timeout(WAIT):
+        assert len(await poll) == 1  # the freed slot's wake-up answers it, one job under the cap
