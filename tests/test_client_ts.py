@@ -287,3 +287,7 @@ async def test_job_filters_and_bulk_actions(ts_built: Path, server: RunningServe
 
 async def test_redrive_dead_letters(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "redrive", server.address)
+
+
+async def test_pull_workers(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "pull", server.address)

@@ -234,6 +234,7 @@ def _check_run(p: Principal, r: workflows_pb2.GetWorkflowResponse) -> str | None
 _READ_QUEUE = Rule("read", _field("queue_name"))
 _READ_NAME = Rule("read", _field("name"))
 _ADMIN_NAME = Rule("admin", _field("name"))
+_WORK_QUEUE = Rule("work", _field("queue_name"))
 
 RULES: dict[str, Rule] = {
     QUEUE_SERVICE + name: rule
@@ -287,6 +288,12 @@ RULES: dict[str, Rule] = {
         "ControlWorker": Rule("admin", all_queues=True),
         # A running job adds its children: its worker's role, on its queue and on theirs.
         "WaitForChildren": Rule("work", _children),
+        # Pull workers (no stream): a worker's role on the queue, as for a stream worker's claims and reports.
+        "FetchJobs": _WORK_QUEUE,
+        "CompleteJob": _WORK_QUEUE,
+        "FailJob": _WORK_QUEUE,
+        "ExtendJobLease": _WORK_QUEUE,
+        "ReportJobProgress": _WORK_QUEUE,
     }.items()
 } | {
     WORKER_SERVICE + "Connect": Rule("work", _connect),

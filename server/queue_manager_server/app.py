@@ -204,6 +204,8 @@ class App:
             engine, self.dispatcher, self.workers.registry, s.server_id, s.heartbeat_ms
         )
         self.queue_service.worker_control = self.worker_control
+        qs = self.queue_service
+        qs.lease_ms, qs.server_id, qs.registry = s.lease_ms, s.server_id, self.workers.registry
         watchers = self.queue_service.event_watchers
         watchers.limit, watchers.ttl_ms = s.events_buffer, s.events_ttl_ms
         self.queue_service.metrics_reader.memory_estimate_ms = s.memory_estimate_ms
@@ -227,6 +229,7 @@ class App:
         scheduler = Scheduler(engine)
         timeouts = Timeouts(engine, s.reaper_interval_ms / 1000)
         self.dispatcher.deadline_hook = timeouts.schedule
+        self.queue_service.deadline_hook = timeouts.schedule  # fetched jobs' timeouts too (services/pull.py)
         self.notifier = Notifier(
             self.redis,
             engine.channel,
@@ -236,6 +239,7 @@ class App:
             self.queue_service.waiters,
             watchers,
             self.worker_control,
+            self.queue_service.pulls,
         )
         self.notifier.start()
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
@@ -558,6 +562,8 @@ class App:
         grace = self.settings.shutdown_grace_ms / 1000
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2_not_serving())
+        if self.queue_service is not None:
+            self.queue_service.pulls.close()  # long polls answer now, with nothing
         if self.workers is not None:
             await self.workers.drain(grace)
         if self.server is not None:
@@ -574,6 +580,7 @@ class App:
             # Bulk streams past their commit finish publishing, and coalesced adds their write.
             await self.queue_service.bulk.wait_background()
             await self.queue_service.adds.wait_idle(self.settings.redis_timeout_ms / 1000)
+            await self.queue_service.pulls.wait_released()
         for c in self.components:
             await c.stop()
         if self.notifier is not None:

@@ -70,6 +70,7 @@ from queue_manager.options import (
     RateLimit,
 )
 from queue_manager.pool import PoolEvent, WorkerManager
+from queue_manager.pull import FailOutcome, PulledJob, SyncPulledJob
 from queue_manager.requests import BulkJob
 from queue_manager.schedules import Schedule
 from queue_manager.search import BulkResult, JobCount
@@ -92,6 +93,7 @@ __all__ = [
     "Dedup",
     "DedupMode",
     "DelayedError",
+    "FailOutcome",
     "FailedPreconditionError",
     "GroupInfo",
     "GroupLimits",
@@ -118,6 +120,7 @@ __all__ = [
     "ParentJob",
     "PermissionDeniedError",
     "PoolEvent",
+    "PulledJob",
     "Queue",
     "QueueConfig",
     "QueueFullError",
@@ -130,6 +133,7 @@ __all__ = [
     "RedrivenQueue",
     "ResourceExhaustedError",
     "Schedule",
+    "SyncPulledJob",
     "SyncQueueManager",
     "UnauthenticatedError",
     "UnavailableError",

@@ -31,6 +31,7 @@ from queue_manager.checks import (
 from queue_manager.client_base import UNREAD
 from queue_manager.client_flows import FlowCalls
 from queue_manager.client_jobs import JobCalls
+from queue_manager.client_pull import PullCalls
 from queue_manager.client_queues import QueueCalls
 from queue_manager.client_workers import WorkerCalls
 from queue_manager.context import JobContext
@@ -54,7 +55,7 @@ _P = TypeVar("_P", bound=Callable[..., Any])
 _H = TypeVar("_H", bound=BatchHandler)
 
 
-class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, TestClockCalls):
+class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, TestClockCalls):
     """Client of a Queue Manager server: add and read jobs, administer queues, run processors.
 
     The channel is opened on first use, so a `QueueManager` may be created at import time (for example to

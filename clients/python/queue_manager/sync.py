@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
 
@@ -65,6 +65,7 @@ from queue_manager.metrics import (
     worker_from_proto,
 )
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.pull import SyncPulledJob, fetch_request, leases
 from queue_manager.requests import (
     BulkJobLike,
     RetentionLike,
@@ -90,6 +91,7 @@ from queue_manager.test_clock import advance_request, clock_time
 from queue_manager.v1 import (
     jobs_pb2,
     metrics_pb2,
+    pull_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedules_pb2,
@@ -440,6 +442,37 @@ class SyncQueueManager:
         `QueueManager.watch_job_events`."""
         request = watch_job_events_request(queue_name, types, job_names)
         return sync_events(self._queues.WatchJobEvents(request))
+
+    def fetch_jobs(
+        self,
+        queue_name: str,
+        max_jobs: int = 1,
+        *,
+        wait: float | timedelta = 0,
+        lease_duration: float | timedelta | None = None,
+        worker_name: str | None = None,
+    ) -> list[SyncPulledJob]:
+        """Leases up to `max_jobs` ready jobs for a pull worker (no stream), each to `complete`, `fail` or
+        `extend_lease`; see `QueueManager.fetch_jobs`."""
+        request, wait_s = fetch_request(queue_name, max_jobs, wait, lease_duration, worker_name)
+        timeout = None if self.timeout is None else self.timeout + wait_s
+        try:
+            response: pull_pb2.FetchJobsResponse = self._queues.FetchJobs(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return [
+            SyncPulledJob(
+                job,
+                leased.lease_token,
+                leased.lease_expire_time.ToDatetime(tzinfo=UTC),
+                leased.redelivery,
+                _call=self._pull_call,
+            )
+            for job, leased in leases(response)
+        ]
+
+    def _pull_call(self, rpc: str, request: Any) -> Any:
+        return self._call(getattr(self._queues, rpc), request)
 
     def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""

@@ -1,5 +1,6 @@
 /** Queue Manager's TypeScript client: the producer and admin API (`QueueManager`) and the stream `Worker`. */
 export { QueueManager, type BulkJob, type QueueManagerOptions } from "./client.js";
+export { PulledJob, type FailOutcome, type FetchOptions, type PullFailOptions } from "./client-pull.js";
 export { Worker, defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker.js";
 export type { ActiveJob, JobContext } from "./context.js";
 export type { WaitForChildrenOptions } from "./children.js";

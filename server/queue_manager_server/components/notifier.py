@@ -18,6 +18,7 @@ from queue_manager_server.engine.clients import Client
 from queue_manager_server.errors import QueueDeleted
 from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.job_events import EventWatchers
+from queue_manager_server.services.pull import PullWaiters
 from queue_manager_server.services.waiters import JobWaiters
 from queue_manager_server.services.worker_control import WorkerControl
 
@@ -41,6 +42,7 @@ class Notifier:
         waiters: JobWaiters | None = None,
         events: EventWatchers | None = None,
         control: WorkerControl | None = None,
+        pulls: PullWaiters | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -50,6 +52,7 @@ class Notifier:
         self.waiters = waiters
         self.events = events
         self.control = control
+        self.pulls = pulls
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -90,6 +93,8 @@ class Notifier:
             if self.scheduler is not None and len(parts) == 3:
                 self.scheduler.schedule(queue, int(parts[2]))
             return
+        if self.pulls is not None:  # waiting fetches (FetchJobs) claim again after any event of the queue
+            self.pulls.wake(queue)
         if parts[0] == b"w":
             self.dispatcher.event(queue)  # may be spare: this server's add claimed its jobs already
             return
@@ -127,6 +132,8 @@ class Notifier:
             self.dispatcher.wake(queue)
         if self.waiters is not None:
             self.waiters.notify_all()
+        if self.pulls is not None:
+            self.pulls.wake_all()
 
     async def _resubscribed(self, connection: object) -> None:
         log.info("subscription reconnected; waking every queue")

@@ -48,6 +48,8 @@ PREFIX = "/api"
 # Every call gets this deadline (DEADLINE_EXCEEDED → 504): long enough for a large bulk add under load,
 # short enough that a stuck call does not hold an HTTP connection forever.
 CALL_TIMEOUT = 30.0
+# A long poll (FetchJobs) may wait up to 30 s before its claim: its deadline is this much longer.
+LONG_POLL_S = 30.0
 # Jobs per AddBulkRequest message on the loopback stream (the whole stream is still one atomic add).
 BULK_CHUNK = 1000
 
@@ -93,6 +95,7 @@ ROUTES = [
     Route("POST", f"/v1/queues/{_QJ}/deadLetters:redrive", "RedriveDeadLetters"),
     Route("POST", f"/v1/queues/{_QJ}/jobs:cancel", "CancelJobs"),
     Route("POST", f"/v1/queues/{_QJ}/jobs:remove", "RemoveJobs"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs:fetch", "FetchJobs"),
     Route("GET", f"/v1/queues/{_QJ}/jobs", "ListJobs"),
     Route("GET", f"/v1/queues/{_QJ}/jobs/{_ID}", "GetJob"),
     Route("DELETE", f"/v1/queues/{_QJ}/jobs/{_ID}", "RemoveJob"),
@@ -102,6 +105,10 @@ ROUTES = [
     Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:promote", "PromoteJob"),
     Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:updateData", "UpdateJobData"),
     Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:changePriority", "ChangeJobPriority"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:complete", "CompleteJob"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:fail", "FailJob"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:extendLease", "ExtendJobLease"),
+    Route("POST", f"/v1/queues/{_QJ}/jobs/{_ID}:reportProgress", "ReportJobProgress"),
     Route("GET", "/v1/schedules", "ListSchedules"),
     Route("POST", "/v1/schedules", "UpsertSchedule"),
     Route("GET", f"/v1/queues/{_QJ}/schedules", "ListSchedules"),
@@ -214,6 +221,7 @@ class _FrontDoor:
         method = _SERVICE.methods_by_name[route.rpc]
         request_cls: type[Message] = GetMessageClass(method.input_type)
         streaming = method.client_streaming
+        long_poll = LONG_POLL_S if route.rpc == "FetchJobs" else 0.0
 
         async def handle(request: web.Request) -> web.StreamResponse:
             if self._auth is not None:
@@ -232,11 +240,12 @@ class _FrontDoor:
                 return error_response(413, "RESOURCE_EXHAUSTED", str(exc))
             call = getattr(self.stub(), route.rpc)
             metadata = _credentials(request)  # the gRPC interceptor checks them (http/guard.py)
+            timeout = CALL_TIMEOUT + long_poll
             try:
                 if streaming:
-                    response = await call(_bulk_stream(message), timeout=CALL_TIMEOUT, metadata=metadata)
+                    response = await call(_bulk_stream(message), timeout=timeout, metadata=metadata)
                 else:
-                    response = await call(message, timeout=CALL_TIMEOUT, metadata=metadata)
+                    response = await call(message, timeout=timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 return _rpc_error(exc)
             created = "created" in response.DESCRIPTOR.fields_by_name and response.created

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
@@ -12,6 +14,7 @@ from queue_manager_server.engine.job_events import JobEvents
 from queue_manager_server.engine.metrics import MetricsReader
 from queue_manager_server.engine.redrive import DeadLetters
 from queue_manager_server.engine.search import JobSearch
+from queue_manager_server.engine.workers import WorkerStore
 from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.children import ChildrenHandlers
@@ -21,6 +24,7 @@ from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.job_events import EventWatchers, JobEventHandlers
 from queue_manager_server.services.jobs import JobHandlers
 from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
+from queue_manager_server.services.pull import PullHandlers, PullWaiters
 from queue_manager_server.services.queues import QueueAdmin
 from queue_manager_server.services.schedules import ScheduleHandlers
 from queue_manager_server.services.search import SearchHandlers
@@ -43,6 +47,7 @@ class QueueService(
     MetricsHandlers,
     JobEventHandlers,
     WorkerControlHandlers,
+    PullHandlers,
     pb_grpc.QueueServiceServicer,
 ):
     """Queues, jobs, workflows, schedules and metrics; each area's handlers live in their own module."""
@@ -69,3 +74,10 @@ class QueueService(
         self.watch_source: WatchSource | None = None
         # Quiets, resumes, stops and resizes workers (ControlWorker); app.py sets it.
         self.worker_control: WorkerControl | None = None
+        # The FetchJobs calls this process serves, woken by the notifier; app.py sets the lease duration, the
+        # server id and the worker registry (named pull workers are listed there).
+        self.pulls = PullWaiters()
+        self.lease_ms = 30_000
+        self.server_id = ""
+        self.registry: WorkerStore | None = None
+        self.deadline_hook: Callable[[str, int], None] | None = None

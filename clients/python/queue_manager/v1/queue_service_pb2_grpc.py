@@ -5,6 +5,7 @@ import warnings
 
 from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
 from queue_manager.v1 import metrics_pb2 as queue__manager_dot_v1_dot_metrics__pb2
+from queue_manager.v1 import pull_pb2 as queue__manager_dot_v1_dot_pull__pb2
 from queue_manager.v1 import queue_service_pb2 as queue__manager_dot_v1_dot_queue__service__pb2
 from queue_manager.v1 import schedules_pb2 as queue__manager_dot_v1_dot_schedules__pb2
 from queue_manager.v1 import workflows_pb2 as queue__manager_dot_v1_dot_workflows__pb2
@@ -273,6 +274,31 @@ class QueueServiceStub:
                 '/queue_manager.v1.QueueService/WaitForChildren',
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.FromString,
+                _registered_method=True)
+        self.FetchJobs = channel.unary_unary(
+                '/queue_manager.v1.QueueService/FetchJobs',
+                request_serializer=queue__manager_dot_v1_dot_pull__pb2.FetchJobsRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_pull__pb2.FetchJobsResponse.FromString,
+                _registered_method=True)
+        self.CompleteJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/CompleteJob',
+                request_serializer=queue__manager_dot_v1_dot_pull__pb2.CompleteJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_pull__pb2.CompleteJobResponse.FromString,
+                _registered_method=True)
+        self.FailJob = channel.unary_unary(
+                '/queue_manager.v1.QueueService/FailJob',
+                request_serializer=queue__manager_dot_v1_dot_pull__pb2.FailJobRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_pull__pb2.FailJobResponse.FromString,
+                _registered_method=True)
+        self.ExtendJobLease = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ExtendJobLease',
+                request_serializer=queue__manager_dot_v1_dot_pull__pb2.ExtendJobLeaseRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_pull__pb2.ExtendJobLeaseResponse.FromString,
+                _registered_method=True)
+        self.ReportJobProgress = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ReportJobProgress',
+                request_serializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressResponse.FromString,
                 _registered_method=True)
 
 
@@ -637,6 +663,46 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchJobs(self, request, context):
+        """Pull workers (no stream): leases up to max_jobs ready jobs of a queue, as a stream worker's claim does
+        (pause, priorities, rate limits, group limits, concurrency caps apply; jobs routed by worker labels are
+        never fetched), waiting up to `wait` for a first one. NOT_FOUND for an unknown queue, INVALID_ARGUMENT
+        for bounds out of range. A job whose lease runs out goes back to waiting (stalled count +1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteJob(self, request, context):
+        """Records a fetched job's successful run (chained, workflow and parent jobs follow as for a stream
+        worker's). FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FailJob(self, request, context):
+        """Records a fetched job's failed run: retried per its attempts and backoff, or failed for good.
+        FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendJobLease(self, request, context):
+        """Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportJobProgress(self, request, context):
+        """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -874,6 +940,31 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.WaitForChildren,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.SerializeToString,
+            ),
+            'FetchJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchJobs,
+                    request_deserializer=queue__manager_dot_v1_dot_pull__pb2.FetchJobsRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_pull__pb2.FetchJobsResponse.SerializeToString,
+            ),
+            'CompleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteJob,
+                    request_deserializer=queue__manager_dot_v1_dot_pull__pb2.CompleteJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_pull__pb2.CompleteJobResponse.SerializeToString,
+            ),
+            'FailJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailJob,
+                    request_deserializer=queue__manager_dot_v1_dot_pull__pb2.FailJobRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_pull__pb2.FailJobResponse.SerializeToString,
+            ),
+            'ExtendJobLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendJobLease,
+                    request_deserializer=queue__manager_dot_v1_dot_pull__pb2.ExtendJobLeaseRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_pull__pb2.ExtendJobLeaseResponse.SerializeToString,
+            ),
+            'ReportJobProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportJobProgress,
+                    request_deserializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2146,6 +2237,141 @@ class QueueService:
             '/queue_manager.v1.QueueService/WaitForChildren',
             queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/FetchJobs',
+            queue__manager_dot_v1_dot_pull__pb2.FetchJobsRequest.SerializeToString,
+            queue__manager_dot_v1_dot_pull__pb2.FetchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/CompleteJob',
+            queue__manager_dot_v1_dot_pull__pb2.CompleteJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_pull__pb2.CompleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/FailJob',
+            queue__manager_dot_v1_dot_pull__pb2.FailJobRequest.SerializeToString,
+            queue__manager_dot_v1_dot_pull__pb2.FailJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendJobLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ExtendJobLease',
+            queue__manager_dot_v1_dot_pull__pb2.ExtendJobLeaseRequest.SerializeToString,
+            queue__manager_dot_v1_dot_pull__pb2.ExtendJobLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportJobProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ReportJobProgress',
+            queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressRequest.SerializeToString,
+            queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

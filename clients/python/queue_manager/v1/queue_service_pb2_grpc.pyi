@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from queue_manager.v1 import jobs_pb2 as _jobs_pb2
 from queue_manager.v1 import metrics_pb2 as _metrics_pb2
+from queue_manager.v1 import pull_pb2 as _pull_pb2
 from queue_manager.v1 import queue_service_pb2 as _queue_service_pb2
 from queue_manager.v1 import schedules_pb2 as _schedules_pb2
 from queue_manager.v1 import workflows_pb2 as _workflows_pb2
@@ -173,6 +174,24 @@ class QueueServiceStub:
     cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
     oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
     """
+    FetchJobs: _grpc.UnaryUnaryMultiCallable[_pull_pb2.FetchJobsRequest, _pull_pb2.FetchJobsResponse]
+    """Pull workers (no stream): leases up to max_jobs ready jobs of a queue, as a stream worker's claim does
+    (pause, priorities, rate limits, group limits, concurrency caps apply; jobs routed by worker labels are
+    never fetched), waiting up to `wait` for a first one. NOT_FOUND for an unknown queue, INVALID_ARGUMENT
+    for bounds out of range. A job whose lease runs out goes back to waiting (stalled count +1).
+    """
+    CompleteJob: _grpc.UnaryUnaryMultiCallable[_pull_pb2.CompleteJobRequest, _pull_pb2.CompleteJobResponse]
+    """Records a fetched job's successful run (chained, workflow and parent jobs follow as for a stream
+    worker's). FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+    """
+    FailJob: _grpc.UnaryUnaryMultiCallable[_pull_pb2.FailJobRequest, _pull_pb2.FailJobResponse]
+    """Records a fetched job's failed run: retried per its attempts and backoff, or failed for good.
+    FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+    """
+    ExtendJobLease: _grpc.UnaryUnaryMultiCallable[_pull_pb2.ExtendJobLeaseRequest, _pull_pb2.ExtendJobLeaseResponse]
+    """Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost."""
+    ReportJobProgress: _grpc.UnaryUnaryMultiCallable[_pull_pb2.ReportJobProgressRequest, _pull_pb2.ReportJobProgressResponse]
+    """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -315,6 +334,24 @@ class QueueServiceAsyncStub(QueueServiceStub):
     cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
     oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
     """
+    FetchJobs: _aio.UnaryUnaryMultiCallable[_pull_pb2.FetchJobsRequest, _pull_pb2.FetchJobsResponse]  # type: ignore[assignment]
+    """Pull workers (no stream): leases up to max_jobs ready jobs of a queue, as a stream worker's claim does
+    (pause, priorities, rate limits, group limits, concurrency caps apply; jobs routed by worker labels are
+    never fetched), waiting up to `wait` for a first one. NOT_FOUND for an unknown queue, INVALID_ARGUMENT
+    for bounds out of range. A job whose lease runs out goes back to waiting (stalled count +1).
+    """
+    CompleteJob: _aio.UnaryUnaryMultiCallable[_pull_pb2.CompleteJobRequest, _pull_pb2.CompleteJobResponse]  # type: ignore[assignment]
+    """Records a fetched job's successful run (chained, workflow and parent jobs follow as for a stream
+    worker's). FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+    """
+    FailJob: _aio.UnaryUnaryMultiCallable[_pull_pb2.FailJobRequest, _pull_pb2.FailJobResponse]  # type: ignore[assignment]
+    """Records a fetched job's failed run: retried per its attempts and backoff, or failed for good.
+    FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+    """
+    ExtendJobLease: _aio.UnaryUnaryMultiCallable[_pull_pb2.ExtendJobLeaseRequest, _pull_pb2.ExtendJobLeaseResponse]  # type: ignore[assignment]
+    """Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost."""
+    ReportJobProgress: _aio.UnaryUnaryMultiCallable[_pull_pb2.ReportJobProgressRequest, _pull_pb2.ReportJobProgressResponse]  # type: ignore[assignment]
+    """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -736,5 +773,53 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
         oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
         """
+
+    @_abc_1.abstractmethod
+    def FetchJobs(
+        self,
+        request: _pull_pb2.FetchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.FetchJobsResponse, _abc.Awaitable[_pull_pb2.FetchJobsResponse]]:
+        """Pull workers (no stream): leases up to max_jobs ready jobs of a queue, as a stream worker's claim does
+        (pause, priorities, rate limits, group limits, concurrency caps apply; jobs routed by worker labels are
+        never fetched), waiting up to `wait` for a first one. NOT_FOUND for an unknown queue, INVALID_ARGUMENT
+        for bounds out of range. A job whose lease runs out goes back to waiting (stalled count +1).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteJob(
+        self,
+        request: _pull_pb2.CompleteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.CompleteJobResponse, _abc.Awaitable[_pull_pb2.CompleteJobResponse]]:
+        """Records a fetched job's successful run (chained, workflow and parent jobs follow as for a stream
+        worker's). FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+        """
+
+    @_abc_1.abstractmethod
+    def FailJob(
+        self,
+        request: _pull_pb2.FailJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.FailJobResponse, _abc.Awaitable[_pull_pb2.FailJobResponse]]:
+        """Records a fetched job's failed run: retried per its attempts and backoff, or failed for good.
+        FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+        """
+
+    @_abc_1.abstractmethod
+    def ExtendJobLease(
+        self,
+        request: _pull_pb2.ExtendJobLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.ExtendJobLeaseResponse, _abc.Awaitable[_pull_pb2.ExtendJobLeaseResponse]]:
+        """Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost."""
+
+    @_abc_1.abstractmethod
+    def ReportJobProgress(
+        self,
+        request: _pull_pb2.ReportJobProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pull_pb2.ReportJobProgressResponse, _abc.Awaitable[_pull_pb2.ReportJobProgressResponse]]:
+        """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

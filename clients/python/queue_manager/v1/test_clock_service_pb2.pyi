@@ -27,8 +27,8 @@ class AdvanceClockRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def amount(self) -> _duration_pb2.Duration:
-        """How far forward: 0 or more, up to 100 years, kept to the millisecond (0 only has the server do what
-        is due now). Never backwards.
+        """How far forward: 0 or more (0 only has the server do what is due now), up to 10 years, in whole
+        milliseconds (a part of one rounds up). Never backwards.
         """
 
     def __init__(

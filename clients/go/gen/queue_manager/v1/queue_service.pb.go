@@ -1877,7 +1877,7 @@ var File_queue_manager_v1_queue_service_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\n" +
-	"$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"a\n" +
+	"$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"a\n" +
 	"\x14RegisterQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\"`\n" +
@@ -1989,7 +1989,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x1bWORKER_CONTROL_ACTION_QUIET\x10\x01\x12 \n" +
 	"\x1cWORKER_CONTROL_ACTION_RESUME\x10\x02\x12\x1e\n" +
 	"\x1aWORKER_CONTROL_ACTION_STOP\x10\x03\x12)\n" +
-	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\xd2\"\n" +
+	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\xa7&\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -2048,7 +2048,12 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\n" +
 	"RemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponse\x12`\n" +
 	"\rControlWorker\x12&.queue_manager.v1.ControlWorkerRequest\x1a'.queue_manager.v1.ControlWorkerResponse\x12f\n" +
-	"\x0fWaitForChildren\x12(.queue_manager.v1.WaitForChildrenRequest\x1a).queue_manager.v1.WaitForChildrenResponseB\xde\x01\n" +
+	"\x0fWaitForChildren\x12(.queue_manager.v1.WaitForChildrenRequest\x1a).queue_manager.v1.WaitForChildrenResponse\x12T\n" +
+	"\tFetchJobs\x12\".queue_manager.v1.FetchJobsRequest\x1a#.queue_manager.v1.FetchJobsResponse\x12Z\n" +
+	"\vCompleteJob\x12$.queue_manager.v1.CompleteJobRequest\x1a%.queue_manager.v1.CompleteJobResponse\x12N\n" +
+	"\aFailJob\x12 .queue_manager.v1.FailJobRequest\x1a!.queue_manager.v1.FailJobResponse\x12c\n" +
+	"\x0eExtendJobLease\x12'.queue_manager.v1.ExtendJobLeaseRequest\x1a(.queue_manager.v1.ExtendJobLeaseResponse\x12l\n" +
+	"\x11ReportJobProgress\x12*.queue_manager.v1.ReportJobProgressRequest\x1a+.queue_manager.v1.ReportJobProgressResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2140,38 +2145,48 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*CancelJobsRequest)(nil),          // 71: queue_manager.v1.CancelJobsRequest
 	(*RemoveJobsRequest)(nil),          // 72: queue_manager.v1.RemoveJobsRequest
 	(*WaitForChildrenRequest)(nil),     // 73: queue_manager.v1.WaitForChildrenRequest
-	(*GetAllMetricsResponse)(nil),      // 74: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 75: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 76: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 77: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 78: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 79: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 80: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 81: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 82: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 83: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 84: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 85: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 86: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 87: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 88: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 89: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 90: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 91: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 92: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 93: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 94: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 95: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 96: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 97: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 98: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 99: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 100: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 101: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 102: queue_manager.v1.RetryWorkflowResponse
-	(*CancelJobsResponse)(nil),         // 103: queue_manager.v1.CancelJobsResponse
-	(*RemoveJobsResponse)(nil),         // 104: queue_manager.v1.RemoveJobsResponse
-	(*WaitForChildrenResponse)(nil),    // 105: queue_manager.v1.WaitForChildrenResponse
+	(*FetchJobsRequest)(nil),           // 74: queue_manager.v1.FetchJobsRequest
+	(*CompleteJobRequest)(nil),         // 75: queue_manager.v1.CompleteJobRequest
+	(*FailJobRequest)(nil),             // 76: queue_manager.v1.FailJobRequest
+	(*ExtendJobLeaseRequest)(nil),      // 77: queue_manager.v1.ExtendJobLeaseRequest
+	(*ReportJobProgressRequest)(nil),   // 78: queue_manager.v1.ReportJobProgressRequest
+	(*GetAllMetricsResponse)(nil),      // 79: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 80: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 81: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 82: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 83: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 84: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 85: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 86: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 87: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 88: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 89: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 90: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 91: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 92: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 93: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 94: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 95: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 96: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 97: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 98: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 99: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 100: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 101: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 102: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 103: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 104: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 105: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 106: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 107: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 108: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 109: queue_manager.v1.RemoveJobsResponse
+	(*WaitForChildrenResponse)(nil),    // 110: queue_manager.v1.WaitForChildrenResponse
+	(*FetchJobsResponse)(nil),          // 111: queue_manager.v1.FetchJobsResponse
+	(*CompleteJobResponse)(nil),        // 112: queue_manager.v1.CompleteJobResponse
+	(*FailJobResponse)(nil),            // 113: queue_manager.v1.FailJobResponse
+	(*ExtendJobLeaseResponse)(nil),     // 114: queue_manager.v1.ExtendJobLeaseResponse
+	(*ReportJobProgressResponse)(nil),  // 115: queue_manager.v1.ReportJobProgressResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	33,  // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -2240,55 +2255,65 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	72,  // 63: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
 	31,  // 64: queue_manager.v1.QueueService.ControlWorker:input_type -> queue_manager.v1.ControlWorkerRequest
 	73,  // 65: queue_manager.v1.QueueService.WaitForChildren:input_type -> queue_manager.v1.WaitForChildrenRequest
-	2,   // 66: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	4,   // 67: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	6,   // 68: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	8,   // 69: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	10,  // 70: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	12,  // 71: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	14,  // 72: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	24,  // 73: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	16,  // 74: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	18,  // 75: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	20,  // 76: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	22,  // 77: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	26,  // 78: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	74,  // 79: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	75,  // 80: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	76,  // 81: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	77,  // 82: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	78,  // 83: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	79,  // 84: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	80,  // 85: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	81,  // 86: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	82,  // 87: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	83,  // 88: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	84,  // 89: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	85,  // 90: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	86,  // 91: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	87,  // 92: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	88,  // 93: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	89,  // 94: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	90,  // 95: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	91,  // 96: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	92,  // 97: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	93,  // 98: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	94,  // 99: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	95,  // 100: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	96,  // 101: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	97,  // 102: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	98,  // 103: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	99,  // 104: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	100, // 105: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	101, // 106: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	28,  // 107: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	102, // 108: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	103, // 109: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
-	104, // 110: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
-	32,  // 111: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
-	105, // 112: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
-	66,  // [66:113] is the sub-list for method output_type
-	19,  // [19:66] is the sub-list for method input_type
+	74,  // 66: queue_manager.v1.QueueService.FetchJobs:input_type -> queue_manager.v1.FetchJobsRequest
+	75,  // 67: queue_manager.v1.QueueService.CompleteJob:input_type -> queue_manager.v1.CompleteJobRequest
+	76,  // 68: queue_manager.v1.QueueService.FailJob:input_type -> queue_manager.v1.FailJobRequest
+	77,  // 69: queue_manager.v1.QueueService.ExtendJobLease:input_type -> queue_manager.v1.ExtendJobLeaseRequest
+	78,  // 70: queue_manager.v1.QueueService.ReportJobProgress:input_type -> queue_manager.v1.ReportJobProgressRequest
+	2,   // 71: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	4,   // 72: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	6,   // 73: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	8,   // 74: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	10,  // 75: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	12,  // 76: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	14,  // 77: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	24,  // 78: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	16,  // 79: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	18,  // 80: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	20,  // 81: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	22,  // 82: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	26,  // 83: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	79,  // 84: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	80,  // 85: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	81,  // 86: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	82,  // 87: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	83,  // 88: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	84,  // 89: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	85,  // 90: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	86,  // 91: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	87,  // 92: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	88,  // 93: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	89,  // 94: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	90,  // 95: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	91,  // 96: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	92,  // 97: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	93,  // 98: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	94,  // 99: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	95,  // 100: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	96,  // 101: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	97,  // 102: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	98,  // 103: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	99,  // 104: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	100, // 105: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	101, // 106: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	102, // 107: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	103, // 108: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	104, // 109: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	105, // 110: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	106, // 111: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	28,  // 112: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	107, // 113: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	108, // 114: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	109, // 115: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	32,  // 116: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
+	110, // 117: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
+	111, // 118: queue_manager.v1.QueueService.FetchJobs:output_type -> queue_manager.v1.FetchJobsResponse
+	112, // 119: queue_manager.v1.QueueService.CompleteJob:output_type -> queue_manager.v1.CompleteJobResponse
+	113, // 120: queue_manager.v1.QueueService.FailJob:output_type -> queue_manager.v1.FailJobResponse
+	114, // 121: queue_manager.v1.QueueService.ExtendJobLease:output_type -> queue_manager.v1.ExtendJobLeaseResponse
+	115, // 122: queue_manager.v1.QueueService.ReportJobProgress:output_type -> queue_manager.v1.ReportJobProgressResponse
+	71,  // [71:123] is the sub-list for method output_type
+	19,  // [19:71] is the sub-list for method input_type
 	19,  // [19:19] is the sub-list for extension type_name
 	19,  // [19:19] is the sub-list for extension extendee
 	0,   // [0:19] is the sub-list for field type_name
@@ -2301,6 +2326,7 @@ func file_queue_manager_v1_queue_service_proto_init() {
 	}
 	file_queue_manager_v1_jobs_proto_init()
 	file_queue_manager_v1_metrics_proto_init()
+	file_queue_manager_v1_pull_proto_init()
 	file_queue_manager_v1_schedules_proto_init()
 	file_queue_manager_v1_types_proto_init()
 	file_queue_manager_v1_workflows_proto_init()

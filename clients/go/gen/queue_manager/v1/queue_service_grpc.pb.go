@@ -66,6 +66,11 @@ const (
 	QueueService_RemoveJobs_FullMethodName         = "/queue_manager.v1.QueueService/RemoveJobs"
 	QueueService_ControlWorker_FullMethodName      = "/queue_manager.v1.QueueService/ControlWorker"
 	QueueService_WaitForChildren_FullMethodName    = "/queue_manager.v1.QueueService/WaitForChildren"
+	QueueService_FetchJobs_FullMethodName          = "/queue_manager.v1.QueueService/FetchJobs"
+	QueueService_CompleteJob_FullMethodName        = "/queue_manager.v1.QueueService/CompleteJob"
+	QueueService_FailJob_FullMethodName            = "/queue_manager.v1.QueueService/FailJob"
+	QueueService_ExtendJobLease_FullMethodName     = "/queue_manager.v1.QueueService/ExtendJobLease"
+	QueueService_ReportJobProgress_FullMethodName  = "/queue_manager.v1.QueueService/ReportJobProgress"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -196,6 +201,21 @@ type QueueServiceClient interface {
 	// cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
 	// oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
 	WaitForChildren(ctx context.Context, in *WaitForChildrenRequest, opts ...grpc.CallOption) (*WaitForChildrenResponse, error)
+	// Pull workers (no stream): leases up to max_jobs ready jobs of a queue, as a stream worker's claim does
+	// (pause, priorities, rate limits, group limits, concurrency caps apply; jobs routed by worker labels are
+	// never fetched), waiting up to `wait` for a first one. NOT_FOUND for an unknown queue, INVALID_ARGUMENT
+	// for bounds out of range. A job whose lease runs out goes back to waiting (stalled count +1).
+	FetchJobs(ctx context.Context, in *FetchJobsRequest, opts ...grpc.CallOption) (*FetchJobsResponse, error)
+	// Records a fetched job's successful run (chained, workflow and parent jobs follow as for a stream
+	// worker's). FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+	CompleteJob(ctx context.Context, in *CompleteJobRequest, opts ...grpc.CallOption) (*CompleteJobResponse, error)
+	// Records a fetched job's failed run: retried per its attempts and backoff, or failed for good.
+	// FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+	FailJob(ctx context.Context, in *FailJobRequest, opts ...grpc.CallOption) (*FailJobResponse, error)
+	// Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost.
+	ExtendJobLease(ctx context.Context, in *ExtendJobLeaseRequest, opts ...grpc.CallOption) (*ExtendJobLeaseResponse, error)
+	// Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost.
+	ReportJobProgress(ctx context.Context, in *ReportJobProgressRequest, opts ...grpc.CallOption) (*ReportJobProgressResponse, error)
 }
 
 type queueServiceClient struct {
@@ -709,6 +729,56 @@ func (c *queueServiceClient) WaitForChildren(ctx context.Context, in *WaitForChi
 	return out, nil
 }
 
+func (c *queueServiceClient) FetchJobs(ctx context.Context, in *FetchJobsRequest, opts ...grpc.CallOption) (*FetchJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FetchJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_FetchJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) CompleteJob(ctx context.Context, in *CompleteJobRequest, opts ...grpc.CallOption) (*CompleteJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteJobResponse)
+	err := c.cc.Invoke(ctx, QueueService_CompleteJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) FailJob(ctx context.Context, in *FailJobRequest, opts ...grpc.CallOption) (*FailJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FailJobResponse)
+	err := c.cc.Invoke(ctx, QueueService_FailJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ExtendJobLease(ctx context.Context, in *ExtendJobLeaseRequest, opts ...grpc.CallOption) (*ExtendJobLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExtendJobLeaseResponse)
+	err := c.cc.Invoke(ctx, QueueService_ExtendJobLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ReportJobProgress(ctx context.Context, in *ReportJobProgressRequest, opts ...grpc.CallOption) (*ReportJobProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportJobProgressResponse)
+	err := c.cc.Invoke(ctx, QueueService_ReportJobProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -837,6 +907,21 @@ type QueueServiceServer interface {
 	// cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
 	// oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
 	WaitForChildren(context.Context, *WaitForChildrenRequest) (*WaitForChildrenResponse, error)
+	// Pull workers (no stream): leases up to max_jobs ready jobs of a queue, as a stream worker's claim does
+	// (pause, priorities, rate limits, group limits, concurrency caps apply; jobs routed by worker labels are
+	// never fetched), waiting up to `wait` for a first one. NOT_FOUND for an unknown queue, INVALID_ARGUMENT
+	// for bounds out of range. A job whose lease runs out goes back to waiting (stalled count +1).
+	FetchJobs(context.Context, *FetchJobsRequest) (*FetchJobsResponse, error)
+	// Records a fetched job's successful run (chained, workflow and parent jobs follow as for a stream
+	// worker's). FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+	CompleteJob(context.Context, *CompleteJobRequest) (*CompleteJobResponse, error)
+	// Records a fetched job's failed run: retried per its attempts and backoff, or failed for good.
+	// FAILED_PRECONDITION when the lease was lost, NOT_FOUND when the job no longer exists.
+	FailJob(context.Context, *FailJobRequest) (*FailJobResponse, error)
+	// Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost.
+	ExtendJobLease(context.Context, *ExtendJobLeaseRequest) (*ExtendJobLeaseResponse, error)
+	// Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost.
+	ReportJobProgress(context.Context, *ReportJobProgressRequest) (*ReportJobProgressResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -987,6 +1072,21 @@ func (UnimplementedQueueServiceServer) ControlWorker(context.Context, *ControlWo
 }
 func (UnimplementedQueueServiceServer) WaitForChildren(context.Context, *WaitForChildrenRequest) (*WaitForChildrenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitForChildren not implemented")
+}
+func (UnimplementedQueueServiceServer) FetchJobs(context.Context, *FetchJobsRequest) (*FetchJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FetchJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) CompleteJob(context.Context, *CompleteJobRequest) (*CompleteJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteJob not implemented")
+}
+func (UnimplementedQueueServiceServer) FailJob(context.Context, *FailJobRequest) (*FailJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FailJob not implemented")
+}
+func (UnimplementedQueueServiceServer) ExtendJobLease(context.Context, *ExtendJobLeaseRequest) (*ExtendJobLeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExtendJobLease not implemented")
+}
+func (UnimplementedQueueServiceServer) ReportJobProgress(context.Context, *ReportJobProgressRequest) (*ReportJobProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportJobProgress not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1812,6 +1912,96 @@ func _QueueService_WaitForChildren_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_FetchJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FetchJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).FetchJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_FetchJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).FetchJobs(ctx, req.(*FetchJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_CompleteJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).CompleteJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_CompleteJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).CompleteJob(ctx, req.(*CompleteJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_FailJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).FailJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_FailJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).FailJob(ctx, req.(*FailJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ExtendJobLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExtendJobLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ExtendJobLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ExtendJobLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ExtendJobLease(ctx, req.(*ExtendJobLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ReportJobProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportJobProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ReportJobProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ReportJobProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ReportJobProgress(ctx, req.(*ReportJobProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1986,6 +2176,26 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WaitForChildren",
 			Handler:    _QueueService_WaitForChildren_Handler,
+		},
+		{
+			MethodName: "FetchJobs",
+			Handler:    _QueueService_FetchJobs_Handler,
+		},
+		{
+			MethodName: "CompleteJob",
+			Handler:    _QueueService_CompleteJob_Handler,
+		},
+		{
+			MethodName: "FailJob",
+			Handler:    _QueueService_FailJob_Handler,
+		},
+		{
+			MethodName: "ExtendJobLease",
+			Handler:    _QueueService_ExtendJobLease_Handler,
+		},
+		{
+			MethodName: "ReportJobProgress",
+			Handler:    _QueueService_ReportJobProgress_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

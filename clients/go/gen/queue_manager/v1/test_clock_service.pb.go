@@ -26,8 +26,8 @@ const (
 // AdvanceClockRequest says how far to move the clock.
 type AdvanceClockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How far forward: 0 or more, up to 100 years, kept to the millisecond (0 only has the server do what
-	// is due now). Never backwards.
+	// How far forward: 0 or more (0 only has the server do what is due now), up to 10 years, in whole
+	// milliseconds (a part of one rounds up). Never backwards.
 	Amount        *durationpb.Duration `protobuf:"bytes,1,opt,name=amount,proto3" json:"amount,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

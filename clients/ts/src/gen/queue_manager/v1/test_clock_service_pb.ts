@@ -21,8 +21,8 @@ export const file_queue_manager_v1_test_clock_service: GenFile = /*@__PURE__*/
  */
 export type AdvanceClockRequest = Message<"queue_manager.v1.AdvanceClockRequest"> & {
   /**
-   * How far forward: 0 or more, up to 100 years, kept to the millisecond (0 only has the server do what
-   * is due now). Never backwards.
+   * How far forward: 0 or more (0 only has the server do what is due now), up to 10 years, in whole
+   * milliseconds (a part of one rounds up). Never backwards.
    *
    * @generated from field: google.protobuf.Duration amount = 1;
    */
