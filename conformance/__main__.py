@@ -2,7 +2,8 @@
 
 Exit status 0 when every scenario passed; each scenario's verdict is printed as it ends. ``--record`` writes
 the golden transcripts from this worker's streams instead of checking them (for a deliberate change of the
-protocol; review the diff).
+protocol; review the diff). ``--save-streams DIR`` writes every stream of every scenario, both sides in full,
+to ``DIR/<scenario>-<n>.jsonl`` (recording.py), for ``python -m conformance.replay``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import asyncio
 import logging
 import sys
 import time
+from pathlib import Path
 
 from conformance import transcript
 from conformance.harness import Kit
+from conformance.recording import save
 from conformance.scenarios import GOLDEN_SCENARIOS, SCENARIOS
 
 
-async def run(worker: str, only: list[str], record: bool, concurrency: int) -> list[tuple[str, str]]:
+async def run(
+    worker: str, only: list[str], record: bool, concurrency: int, save_streams: Path | None = None
+) -> list[tuple[str, str]]:
     """Runs the scenarios; returns (name, "" or why it failed) for each."""
     verdicts: list[tuple[str, str]] = []
     async with Kit(worker, concurrency) as kit:
@@ -26,6 +31,7 @@ async def run(worker: str, only: list[str], record: bool, concurrency: int) -> l
             if only and name not in only:
                 continue
             started = time.monotonic()
+            first = len(kit.proxy.streams)
             why = ""
             try:
                 stream = await scenario(kit, f"conformance-{name.replace('_', '-')}")
@@ -35,6 +41,9 @@ async def run(worker: str, only: list[str], record: bool, concurrency: int) -> l
                 why = str(exc) or repr(exc)
                 if kit.workers and "worker's output" not in why:
                     why += f"\n  the worker's output (last lines):\n{kit.workers[-1].output()[-1500:]}"
+            if save_streams is not None:
+                for n, stream in enumerate(kit.proxy.streams[first:], start=1):
+                    save(stream, save_streams / f"{name}-{n}.jsonl")
             verdicts.append((name, why))
             took = time.monotonic() - started
             print(
@@ -86,11 +95,19 @@ def main() -> int:
         help=f"QM_CONFORMANCE_CONCURRENCY, 1 to {MAX_CONCURRENCY:,} (default 2)",
     )
     parser.add_argument("--record", action="store_true", help="write the golden transcripts from this worker")
+    parser.add_argument(
+        "--save-streams",
+        type=Path,
+        metavar="DIR",
+        help="write each scenario's streams in full to DIR/<scenario>-<n>.jsonl, for conformance.replay",
+    )
     args = parser.parse_args()
+    if args.save_streams is not None:
+        args.save_streams.mkdir(parents=True, exist_ok=True)
     # The in-process server's own warnings (a job failed for good, Valkey without persistence) are the
     # scenarios' doing: only its errors are shown.
     logging.basicConfig(level=logging.ERROR)
-    verdicts = asyncio.run(run(args.worker, args.only, args.record, args.concurrency))
+    verdicts = asyncio.run(run(args.worker, args.only, args.record, args.concurrency, args.save_streams))
     failed = [name for name, why in verdicts if why]
     names = f": {', '.join(failed)}" if failed else ""
     print(f"{len(verdicts) - len(failed)} passed, {len(failed)} failed{names}")

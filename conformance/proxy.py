@@ -52,12 +52,15 @@ class StreamRecord:
 class Proxy:
     """A loopback gRPC server forwarding to `upstream`, recording every worker stream."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, listen: str = "127.0.0.1:0") -> None:
         self.upstream = upstream
+        self.listen = listen
         self.streams: list[StreamRecord] = []
         # Leases (job id, lease token) whose extensions are dropped on the way to the server.
         self.drop_extensions: set[tuple[str, str]] = set()
         self.changed = asyncio.Event()  # set at every recorded message: a waiter re-checks its condition
+        # Called with each worker stream once it has ended (the recording proxy saves it then).
+        self.on_stream_end: Callable[[StreamRecord], None] | None = None
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
         self.address = ""
@@ -66,8 +69,8 @@ class Proxy:
         self._channel = grpc.aio.insecure_channel(self.upstream)
         self._server = grpc.aio.server()
         self._server.add_generic_rpc_handlers((_Handler(self),))
-        port = self._server.add_insecure_port("127.0.0.1:0")
-        self.address = f"127.0.0.1:{port}"
+        port = self._server.add_insecure_port(self.listen)
+        self.address = f"{self.listen.rsplit(':', 1)[0]}:{port}"
         await self._server.start()
 
     async def stop(self) -> None:
@@ -111,6 +114,8 @@ class Proxy:
             call.cancel()
             record.ended.set()
             self._note()
+            if self.on_stream_end is not None:
+                self.on_stream_end(record)
 
     async def _upstream_requests(
         self, requests: AsyncIterator[pb.ConnectRequest], record: StreamRecord

@@ -1,0 +1,223 @@
+"""Recorded worker streams and their replay (conformance/recording.py, record.py, replay.py): the sessions
+in conformance/recordings/ (recorded from the Python worker by the kit) replay against the Python,
+TypeScript and Go workers with no server and no Redis; a worker that does something else fails at the line
+where it differs; the recording proxy records a live session that then replays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from conformance import transcript
+from conformance.proxy import StreamRecord
+from conformance.recording import RecordingError, load, save
+from conformance.replay import replay
+from queue_manager import QueueManager
+from queue_manager.v1 import types_pb2
+from queue_manager.v1 import worker_service_pb2 as pb
+from tests.conftest import ServerFactory
+from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles the client and its worker)
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDINGS = sorted((ROOT / "conformance" / "recordings").glob("*.jsonl"))
+PYTHON_WORKER = f"{sys.executable} {ROOT / 'conformance/workers/worker.py'}"
+
+# A worker on the kit's contract that fails every job, and one that never finishes one.
+BROKEN_WORKER = """
+import asyncio, os, signal
+from queue_manager import QueueManager
+
+async def main():
+    qm = QueueManager(os.environ["QM_CONFORMANCE_ADDRESS"], concurrency=2, shutdown_grace=1.0)
+
+    @qm.processor(os.environ["QM_CONFORMANCE_QUEUE"])
+    async def process(job):
+        if os.environ["MODE"] == "fail":
+            raise RuntimeError("this worker fails every job")
+        await asyncio.Event().wait()
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await qm.start_workers()
+    await stop.wait()
+    await qm.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def test_there_are_recordings_of_every_single_stream_scenario() -> None:
+    assert {p.stem for p in RECORDINGS} == {
+        "hello_and_credits",
+        "completion",
+        "failure",
+        "retry_backoff",
+        "progress",
+        "checkpoint",
+        "lease_fencing",
+        "cancel",
+    }
+
+
+@pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.stem)
+async def test_each_recording_replays_against_the_python_worker(recording: Path) -> None:
+    assert await replay([recording], PYTHON_WORKER) == ""
+
+
+async def test_the_recordings_replay_against_the_typescript_worker(ts_built: Path) -> None:  # noqa: F811
+    worker = f"node {ROOT / 'clients/ts/dist/conformance/worker.js'}"
+    for recording in RECORDINGS:
+        assert await replay([recording], worker) == "", recording.stem
+
+
+@pytest.fixture(scope="module")
+async def go_worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("go is not installed: the Go client (clients/go) needs Go 1.26 or newer (its go.mod)")
+    binary = tmp_path_factory.mktemp("go") / "conformance-worker"
+    build = await asyncio.create_subprocess_exec(
+        go,
+        "build",
+        "-o",
+        str(binary),
+        "./cmd/conformance-worker",
+        cwd=ROOT / "clients" / "go",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(build.communicate(), 150)
+    assert build.returncode == 0, out.decode(errors="replace")
+    yield str(binary)
+
+
+@pytest.mark.timeout(300)
+async def test_the_recordings_replay_against_the_go_worker(go_worker: str) -> None:
+    for recording in RECORDINGS:
+        assert await replay([recording], go_worker) == "", recording.stem
+
+
+async def test_a_worker_that_fails_the_job_is_stopped_at_the_line_that_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "broken.py"
+    script.write_text(BROKEN_WORKER)
+    monkeypatch.setenv("MODE", "fail")
+    why = await replay([ROOT / "conformance/recordings/completion.jsonl"], f"{sys.executable} {script}")
+    assert "the recording has '> completion echo', the worker sent '> failure echo'" in why, why
+
+
+async def test_a_worker_that_never_answers_fails_after_the_timeout_naming_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "stuck.py"
+    script.write_text(BROKEN_WORKER)
+    monkeypatch.setenv("MODE", "stuck")
+    why = await replay(
+        [ROOT / "conformance/recordings/completion.jsonl"], f"{sys.executable} {script}", timeout_s=2.0
+    )
+    assert "waited 2 s for the worker to send '> completion echo'" in why, why
+
+
+def test_a_stream_saved_and_loaded_keeps_every_message_and_end(tmp_path: Path) -> None:
+    record = StreamRecord(3)
+    record.add(">", pb.ConnectRequest(hello=pb.WorkerHello(worker_id="w", queues=["q"], concurrency=2)))
+    job = types_pb2.Job(id="j1", name="echo")
+    record.add(
+        "<", pb.ConnectResponse(delivery=pb.JobDelivery(jobs=[pb.LeasedJob(job=job, lease_token="t")]))
+    )
+    record.add(">", end="half-close")
+    record.add("<", end="UNAVAILABLE")
+    loaded = load(save(record, tmp_path / "s.jsonl"))
+    assert loaded.number == 3
+    assert [(m.direction, m.body, m.end) for m in loaded.messages] == [
+        (m.direction, m.body, m.end) for m in record.messages
+    ]
+    assert transcript.lines(loaded) == ["> hello", "< delivery echo", "> end half-close", "< end UNAVAILABLE"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "not a recorded worker stream"),
+        ('{"format": "other"}\n', "not a recorded worker stream"),
+        ('{"format": "qm-worker-stream", "version": 9}\n', "version 9"),
+        ('{"format": "qm-worker-stream", "version": 1}\n{"t": 0, "dir": "?"}\n', "line 2"),
+        (
+            '{"format": "qm-worker-stream", "version": 1}\n{"t": 0, "dir": ">", "msg": {"nope": 1}}\n',
+            "line 2",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_recording_is_refused_saying_where(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(RecordingError, match=message):
+        load(path)
+
+
+async def test_the_recording_proxy_records_a_live_session_that_then_replays(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = await server_factory()
+    out = tmp_path / "streams"
+    recorder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conformance.record",
+        "--upstream",
+        server.address,
+        "--out",
+        str(out),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert recorder.stdout is not None
+        address = (await asyncio.wait_for(recorder.stdout.readline(), 30)).decode().strip()
+        assert address.startswith("127.0.0.1:"), address
+        # The kit's Python worker through the proxy, one echo job, then SIGTERM.
+        qm = QueueManager(server.address)
+        await qm.register_queue("live")
+        worker = await asyncio.create_subprocess_exec(
+            *PYTHON_WORKER.split(),
+            env={**os.environ, "QM_CONFORMANCE_ADDRESS": address, "QM_CONFORMANCE_QUEUE": "live"},
+        )
+        job = await qm.add_job("live", "echo", {"n": 1})
+        done = await qm.wait_for_job("live", job.id, timeout=30)
+        assert done.result == {"n": 1}
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 30) == 0
+        await qm.shutdown()
+        path = out / "stream-1.jsonl"
+        # The proxy writes the stream as it ends, just after the worker's exit, and says so on stderr.
+        assert recorder.stderr is not None
+        async with asyncio.timeout(30):
+            async for line in recorder.stderr:
+                if line.startswith(b"recorded "):
+                    assert str(path).encode() in line, line
+                    break
+    finally:
+        recorder.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(recorder.wait(), 30) == 0
+    header = json.loads(path.read_text().splitlines()[0])
+    assert header == {"format": "qm-worker-stream", "version": 1, "stream": 1}
+    assert transcript.shape(load(path))[:5] == [
+        "> hello",
+        "< welcome",
+        "> credits",
+        "< delivery echo",
+        "> completion echo",
+    ]
+    assert await replay([path], PYTHON_WORKER) == ""
