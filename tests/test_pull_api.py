@@ -434,6 +434,40 @@ async def test_http_pull_worker_end_to_end(server_factory: ServerFactory) -> Non
         assert (status, fetched) == (200, {"jobs": []})
 
 
+async def test_an_http_caller_hanging_up_ends_its_long_poll_and_claims_nothing(
+    server_factory: ServerFactory,
+) -> None:
+    """The HTTP port cancels a handler whose caller left (aiohttp's handler_cancellation): the loopback
+    FetchJobs is cancelled with it, so a job added afterwards waits for a caller that is still there."""
+    server = await server_factory(http_listen="127.0.0.1:0")
+    host, port = server.app.http_address.rsplit(":", 1)
+    pulls = server.app.queue_service.pulls  # type: ignore[union-attr]
+    async with QueueManager(address=server.address) as admin:
+        await admin.register_queue("gone")
+        body = json.dumps({"max_jobs": 1, "wait": "25s"}).encode()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /api/v1/queues/gone/jobs:fetch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+        async def polling() -> bool:
+            return pulls.waiting("gone") == 1
+
+        async def left() -> bool:
+            return pulls.waiting("gone") == 0
+
+        await eventually(polling)
+        writer.close()  # the caller hangs up
+        await writer.wait_closed()
+        await eventually(left)
+        job = await admin.add_job("gone", "send")
+        assert (await admin.get_job("gone", job.id)).state == JobState.WAITING
+        assert await reader.read() == b""  # no answer went out
+
+
 # ---- Python clients ---------------------------------------------------------------------------------
 
 

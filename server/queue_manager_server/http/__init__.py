@@ -139,8 +139,15 @@ class HttpServer:
 
     async def start(self) -> None:
         host, port = split_listen(self.listen)
+        # handler_cancellation: a caller that hangs up cancels its handler, and with it the handler's loopback
+        # gRPC call, as a gRPC caller's cancel does: a long poll (FetchJobs) whose caller left then claims
+        # nothing for nobody, and an AddBulk stream cut before its commit adds nothing.
         runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, logger=_HANDLER_LOG
+            self.app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            logger=_HANDLER_LOG,
+            handler_cancellation=True,
         )
         await runner.setup()
         try:
