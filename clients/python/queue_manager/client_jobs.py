@@ -245,6 +245,8 @@ class JobCalls(ClientBase):
         call = self._queue_stub().WaitForJob(request, timeout=deadline)
         try:
             async for response in call:
+                if self._codecs is not None:
+                    self._codecs.decode_message(response.job)
                 yield response.job
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
