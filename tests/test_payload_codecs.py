@@ -28,6 +28,7 @@ from queue_manager import (
     when,
 )
 from queue_manager.codecs import CodecChain
+from queue_manager.convert import decode_payload
 from queue_manager.v1 import types_pb2
 from tests.conftest import RunningServer
 from tests.test_cli import qm_json
@@ -332,3 +333,14 @@ async def test_the_sync_client_and_the_cli_decode_with_keys_from_the_environment
     assert opaque["data"]["codecs"] == ["aes-256-gcm"] and opaque["data"]["key_id"] == "k1"
     monkeypatch.setenv("QM_CODEC_KEYS", f"k1:{base64.b64encode(K1).decode()}")
     assert (await qm_json(capsys, server, "jobs", "get", "cli", job_id))["data"] == {"hidden": "yes"}
+
+
+def test_the_dashboard_shows_the_codecs_and_size_of_a_payload_it_cannot_decode() -> None:
+    from queue_manager_tui.format import fmt_inline, fmt_value
+
+    p = payload(b'{"secret":1}')
+    CodecChain([aes()]).encode(p)
+    value = decode_payload(p)
+    assert isinstance(value, EncodedPayload)
+    shown = f"<{len(p.raw)} bytes: application/json encoded aes-256-gcm, key k1>"
+    assert fmt_value(value) == shown and fmt_inline(value) == shown

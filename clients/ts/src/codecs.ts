@@ -367,8 +367,8 @@ export function codecsFromEnv(env: NodeJS.ProcessEnv = process.env): PayloadCode
 type AnyFn = (input: unknown, options?: unknown) => unknown;
 
 /**
- * `client` with every call's request encoded (a copy of it) and its answer decoded by `chain` (streams item by item), so that
- * no call can send a payload in clear. ExecuteWorkflow also refuses result conditions (`refuseResultConditions`).
+ * `client` with every call's request encoded (a copy of it) and its answer decoded by `chain` (streams item by
+ * item), so that no call can send a payload in clear.
  */
 export function withCodecs<T extends DescService>(client: Client<T>, service: T, chain: CodecChain): Client<T> {
   const wrapped: Record<string, AnyFn> = {};
@@ -378,9 +378,6 @@ export function withCodecs<T extends DescService>(client: Client<T>, service: T,
     const encode = (request: unknown): object => {
       const message = full(method.input, request);
       chain.encodeMessage(message);
-      if (method.name === "ExecuteWorkflow") {
-        refuseResultConditions((message as { workflow?: { steps: WorkflowStep[] } }).workflow?.steps ?? []);
-      }
       return message;
     };
     const decode = <R>(answer: R): R => {
