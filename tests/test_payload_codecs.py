@@ -344,3 +344,30 @@ def test_the_dashboard_shows_the_codecs_and_size_of_a_payload_it_cannot_decode()
     assert isinstance(value, EncodedPayload)
     shown = f"<{len(p.raw)} bytes: application/json encoded aes-256-gcm, key k1>"
     assert fmt_value(value) == shown and fmt_inline(value) == shown
+
+
+async def test_dead_letter_copies_decode_with_the_codecs(sealed: QueueManager, plain: QueueManager) -> None:
+    await sealed.register_queue("doomed")
+    data = {"order": 7, "note": "n" * 100}
+
+    @sealed.processor("doomed")
+    async def fail(job: JobContext) -> None:
+        raise RuntimeError("no charge")
+
+    job = await sealed.add_job("doomed", "charge", data)
+    await sealed.start_workers()
+    assert (await sealed.wait_for_job("doomed", job.id, timeout=WAIT)).state is JobState.FAILED
+
+    async def letters(client: QueueManager) -> list[Any]:
+        async with asyncio.timeout(WAIT):
+            while True:
+                found, _ = await client.list_dead_letters()
+                mine = [d for d in found if d.original_job_id == job.id]
+                if mine:
+                    return mine
+                await asyncio.sleep(0.02)
+
+    [letter] = await letters(sealed)
+    assert (letter.original_data, letter.original_content_type) == (data, "application/json")
+    [opaque] = await letters(plain)
+    assert isinstance(opaque.original_data, EncodedPayload) and opaque.original_data.key_id == "k1"

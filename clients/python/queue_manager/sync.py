@@ -642,7 +642,8 @@ class SyncQueueManager:
     ) -> tuple[list[DeadLetter], str]:
         """One page of a dead-letter queue's copies; see `QueueManager.list_dead_letters`."""
         jobs, token = self.list_jobs(queue_name, state, page_size, page_token)
-        return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
+        letters = (dead_letter_from_job(job, self._codecs) for job in jobs)
+        return [d for d in letters if d is not None], token
 
     def retry_jobs(
         self,
