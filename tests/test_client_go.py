@@ -45,6 +45,7 @@ EXPECTED = {
     "TestCodecsReadOldPayloadsAfterAKeyRotation",
     "TestCodecsWorkerFailsAJobItCannotDecodeForGood",
     "TestCodecsRefuseResultConditions",
+    "TestCodecsDecodeADeadLetterCopy",
     "TestFromRPCMapsEachCode",
     "TestDelayedSleepsBetweenStepsWithItsCheckpoint",
     "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",

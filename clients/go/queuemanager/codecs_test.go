@@ -132,6 +132,46 @@ func TestCodecsRefuseResultConditions(t *testing.T) {
 	}
 }
 
+func TestCodecsDecodeADeadLetterCopy(t *testing.T) {
+	sealed := newClient(t, qm.WithCodecs(aesCodec(t, map[string][]byte{"k1": randomKey()}, "")))
+	plain := newClient(t, qm.WithCodecs())
+	ctx := testContext(t)
+	dlq := newQueue(t, sealed, nil)
+	queue := dlq + "-src"
+	if _, _, err := sealed.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = sealed.ObliterateQueue(context.Background(), queue, true) })
+	startWorker(t, sealed, qm.WorkerConfig{Handlers: map[string]qm.Handler{queue: func(context.Context, *qm.Job) (any, error) {
+		return nil, errors.New("no charge")
+	}}})
+	job := add(t, sealed, queue, "charge", map[string]int{"order": 7}, nil)
+	if done := waitFinished(t, sealed, queue, job.ID); done.State != qm.StateFailed {
+		t.Fatalf("the job ended %s", done.State)
+	}
+	find := func(c *qm.Client) *qm.DeadLetter {
+		for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			page, err := c.ListDeadLetters(ctx, dlq, 0, 100, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range page.DeadLetters {
+				if d.OriginalJobID == job.ID {
+					return d
+				}
+			}
+		}
+		t.Fatal("no dead-letter copy")
+		return nil
+	}
+	if d := find(sealed); string(d.OriginalData) != `{"order":7}` || d.OriginalContentType != qm.ContentTypeJSON {
+		t.Fatalf("with the codecs the copy must read as the original: %s (%s)", d.OriginalData, d.OriginalContentType)
+	}
+	if d := find(plain); !strings.Contains(d.OriginalContentType, "kid=k1") {
+		t.Fatalf("without them the copy stays encoded: %s", d.OriginalContentType)
+	}
+}
+
 // Set by tests/test_client_go.py, with QM_CODEC_KEYS: the server, and the queue and job the Python client
 // encrypted (TestCodecsWorkerRunsAPythonJob) or the queue to add to for the Python worker.
 const (

@@ -178,6 +178,43 @@ describe("payload codecs", () => {
     }
   });
 
+  it("decodes a dead-letter copy's original data with the codecs", async () => {
+    const queue = queueName("codec-dlq");
+    const codecs = [new AesGcmCodec({ k1: K1 })];
+    const sealed = client({ codecs });
+    const plain = client({ codecs: [] });
+    await sealed.registerQueue(queue);
+    const w = await worker({
+      processors: {
+        [queue]: async () => {
+          throw new Error("no charge");
+        },
+      },
+      codecs,
+    });
+    try {
+      const job = await sealed.addJob(queue, "charge", { order: 7 });
+      assert.equal((await sealed.waitForJob(queue, job.id, { timeoutMs: 20_000 })).state, "failed");
+      const find = async (qm: typeof sealed) => {
+        for (let i = 0; i < 1000; i++) {
+          const letter = (await qm.listDeadLetters()).items.find((d) => d.originalJobId === job.id);
+          if (letter !== undefined) return letter;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        throw new Error("no dead-letter copy");
+      };
+      const letter = await find(sealed);
+      assert.deepEqual(letter.originalData, { order: 7 });
+      assert.equal(letter.originalContentType, "application/json");
+      const opaque = await find(plain);
+      assert.ok(opaque.originalData instanceof EncodedPayload && opaque.originalData.keyId === "k1");
+    } finally {
+      await w.shutdown();
+      await sealed.shutdown();
+      await plain.shutdown();
+    }
+  });
+
   it("refuses a workflow whose runIf reads an encoded result", async () => {
     const queue = queueName("codec-wf");
     const sealed = client({ codecs: [new AesGcmCodec({ k1: K1 })] });
