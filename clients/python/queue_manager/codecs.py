@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import gzip
 import os
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from queue_manager.convert import JSON_CONTENT_TYPE, OCTET_STREAM, value_json
@@ -34,6 +31,7 @@ from queue_manager.payload_format import (
     is_encoded,
     parse_content_type,
 )
+from queue_manager.payload_walk import walk_payloads
 from queue_manager.v1 import types_pb2, workflows_pb2
 
 __all__ = ["AesGcmCodec", "CodecChain", "GzipCodec", "PayloadCodec", "PayloadCodecError", "codecs_from_env"]
@@ -43,7 +41,6 @@ NONCE_SIZE = 12  # 96 bits, GCM's own size: a random one per payload
 TAG_SIZE = 16
 # Most bytes a gzip body may inflate to: the server caps a payload's size, but not what it inflates to.
 DEFAULT_MAX_INFLATED = 64 * 1024 * 1024
-_PAYLOAD = types_pb2.Payload.DESCRIPTOR.full_name
 
 
 class PayloadCodecError(QueueManagerError, ValueError):
@@ -280,7 +277,7 @@ class CodecChain:
 
     def encode_message(self, message: Message) -> None:
         """Encodes every Payload in a request message, however deep."""
-        _walk(message, self.encode)
+        walk_payloads(message, self.encode)
 
     def decode_message(self, message: Message) -> None:
         """Decodes every Payload in a response message, however deep.
@@ -288,7 +285,7 @@ class CodecChain:
         Raises:
             PayloadCodecError: One of them cannot be decoded.
         """
-        _walk(message, self.decode)
+        walk_payloads(message, self.decode)
 
 
 def refuse_result_conditions(steps: Iterable[workflows_pb2.WorkflowStep]) -> None:
@@ -350,58 +347,3 @@ def codecs_from_env(environ: Mapping[str, str] | None = None) -> list[PayloadCod
     elif env.get("QM_CODEC_ACTIVE_KEY", "").strip():
         raise ValueError("QM_CODEC_ACTIVE_KEY is set without QM_CODEC_KEYS")
     return codecs
-
-
-# How a field holds its messages: one (set or not), a repeated field's list, or a map's values.
-_ONE, _LIST, _MAP = 0, 1, 2
-
-
-def _walk(message: Message, fn: Callable[[types_pb2.Payload], None]) -> None:
-    """Calls `fn` on every Payload in `message`, visiting only the fields that can hold one."""
-    for name, shape, is_payload in _payload_fields(message.DESCRIPTOR):
-        value: Any = getattr(message, name)
-        if shape == _MAP:
-            items = value.values()
-        elif shape == _LIST:
-            items = value
-        elif message.HasField(name):
-            items = (value,)
-        else:
-            continue
-        for item in items:
-            if is_payload:
-                fn(item)
-            else:
-                _walk(item, fn)
-
-
-@functools.cache
-def _payload_fields(descriptor: Descriptor) -> tuple[tuple[str, int, bool], ...]:
-    """The fields of a message type through which a Payload can be reached: (name, shape, is a Payload)."""
-    out = []
-    for field in descriptor.fields:
-        held = _held_type(field)
-        if held is not None and _reaches_payload(held, frozenset()):
-            entry = field.message_type is not None and field.message_type.GetOptions().map_entry
-            shape = _MAP if entry else _LIST if field.is_repeated else _ONE
-            out.append((field.name, shape, held.full_name == _PAYLOAD))
-    return tuple(out)
-
-
-def _held_type(field: FieldDescriptor) -> Descriptor | None:
-    """The message type a field holds (a map's value type for a map field); None for scalars."""
-    held = field.message_type
-    if held is not None and held.GetOptions().map_entry:
-        return held.fields_by_name["value"].message_type
-    return held
-
-
-def _reaches_payload(descriptor: Descriptor, seen: frozenset[str]) -> bool:
-    if descriptor.full_name == _PAYLOAD:
-        return True
-    if descriptor.full_name in seen or descriptor.full_name.startswith("google.protobuf."):
-        return False
-    seen = seen | {descriptor.full_name}
-    return any(
-        held is not None and _reaches_payload(held, seen) for held in map(_held_type, descriptor.fields)
-    )

@@ -13,7 +13,8 @@
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import type { Tracer, TracerProvider } from "@opentelemetry/api";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
-import { makeChain, withCodecs, type CodecChain, type PayloadCodec } from "./codecs.js";
+import { withCodecs } from "./codec-client.js";
+import { makeChain, type CodecChain, type PayloadCodec } from "./codecs.js";
 import { checkMs } from "./convert.js";
 import { tracerOf } from "./tracing.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";

@@ -6,16 +6,17 @@
  * retries, redrives and data updates; a worker's results, checkpoints and children) and decodes every payload
  * it reads (jobs, results, parents' and children's outcomes, workflow steps). A payload that is not encoded
  * passes through either way, so producers with and without codecs can share a queue. The wire format is in
- * payload-format.ts and docs/security.md; the Python and Go clients read and write the same.
+ * payload-format.ts and docs/security.md; the Python and Go clients read and write the same. `withCodecs`
+ * (codec-client.ts) puts a chain between a client and its calls.
  */
-import { clone, create, isMessage, type DescMessage, type DescService } from "@bufbuild/protobuf";
-import { Code, type Client } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { PayloadSchema, type Payload } from "./gen/queue_manager/v1/types_pb.js";
+import type { Payload } from "./gen/queue_manager/v1/types_pb.js";
 import { ConditionSource, type WorkflowStep } from "./gen/queue_manager/v1/workflows_pb.js";
 import { JSON_CONTENT_TYPE, OCTET_STREAM, valueText } from "./convert.js";
 import { QueueManagerError } from "./errors.js";
+import { walkPayloads } from "./payload-walk.js";
 import { AES_256_GCM, buildContentType, GZIP, isEncoded, KEY_ID, parseContentType, PayloadFormatError } from "./payload-format.js";
 
 const KEY_SIZE = 32; // AES-256
@@ -23,7 +24,6 @@ const NONCE_SIZE = 12; // 96 bits, GCM's own size: a random one per payload
 const TAG_SIZE = 16;
 /** Most bytes a gzip body may inflate to: the server caps a payload's size, but not what it inflates to. */
 export const DEFAULT_MAX_INFLATED = 64 * 1024 * 1024;
-const PAYLOAD = PayloadSchema.typeName;
 
 /**
  * A payload that cannot be decoded: under a key id this client does not hold, altered since it was encoded
@@ -266,39 +266,12 @@ export class CodecChain {
 
   /** Encodes every Payload in a message, however deep. */
   encodeMessage(message: object): void {
-    walk(message, (p) => this.encode(p));
+    walkPayloads(message, (p) => this.encode(p));
   }
 
   /** Decodes every Payload in a message, however deep; throws `PayloadCodecError` for one that cannot be. */
   decodeMessage(message: object): void {
-    walk(message, (p) => this.decode(p));
-  }
-}
-
-/** Calls `fn` on every Payload in a protobuf-es message: its fields, lists, maps and oneofs. */
-function walk(node: unknown, fn: (payload: Payload) => void): void {
-  if (node === null || typeof node !== "object" || node instanceof Uint8Array) {
-    return;
-  }
-  if (Array.isArray(node)) {
-    for (const item of node) {
-      walk(item, fn);
-    }
-    return;
-  }
-  const record = node as Record<string, unknown>;
-  const typeName = record.$typeName;
-  if (typeName === PAYLOAD) {
-    fn(record as unknown as Payload);
-    return;
-  }
-  if (typeof typeName === "string" && typeName.startsWith("google.protobuf.")) {
-    return;
-  }
-  for (const key in record) {
-    if (key !== "$typeName" && key !== "$unknown") {
-      walk(record[key], fn);
-    }
+    walkPayloads(message, (p) => this.decode(p));
   }
 }
 
@@ -362,60 +335,4 @@ export function codecsFromEnv(env: NodeJS.ProcessEnv = process.env): PayloadCode
     throw new RangeError("QM_CODEC_ACTIVE_KEY is set without QM_CODEC_KEYS");
   }
   return codecs;
-}
-
-type AnyFn = (input: unknown, options?: unknown) => unknown;
-
-/**
- * `client` with every call's request encoded (a copy of it) and its answer decoded by `chain` (streams item by
- * item), so that no call can send a payload in clear.
- */
-export function withCodecs<T extends DescService>(client: Client<T>, service: T, chain: CodecChain): Client<T> {
-  const wrapped: Record<string, AnyFn> = {};
-  const calls = client as unknown as Record<string, AnyFn>;
-  for (const [name, method] of Object.entries(service.method)) {
-    const call = calls[name]!;
-    const encode = (request: unknown): object => {
-      const message = full(method.input, request);
-      chain.encodeMessage(message);
-      return message;
-    };
-    const decode = <R>(answer: R): R => {
-      chain.decodeMessage(answer as object);
-      return answer;
-    };
-    async function* encodeAll(requests: AsyncIterable<unknown>): AsyncIterable<object> {
-      for await (const request of requests) {
-        yield encode(request);
-      }
-    }
-    async function* decodeAll(answers: AsyncIterable<object>): AsyncIterable<object> {
-      for await (const answer of answers) {
-        yield decode(answer);
-      }
-    }
-    switch (method.methodKind) {
-      case "unary":
-        wrapped[name] = (request, options) => (call(encode(request), options) as Promise<object>).then(decode);
-        break;
-      case "server_streaming":
-        wrapped[name] = (request, options) => decodeAll(call(encode(request), options) as AsyncIterable<object>);
-        break;
-      case "client_streaming":
-        wrapped[name] = (requests, options) => (call(encodeAll(requests as AsyncIterable<unknown>), options) as Promise<object>).then(decode);
-        break;
-      case "bidi_streaming":
-        wrapped[name] = (requests, options) => decodeAll(call(encodeAll(requests as AsyncIterable<unknown>), options) as AsyncIterable<object>);
-        break;
-    }
-  }
-  return wrapped as unknown as Client<T>;
-}
-
-/**
- * A request as a new full message: encoding changes it in place, and the caller's own (an add's, whose answer
- * is built from its request) must keep its data; an init shape's nested messages get the type names `walk` reads.
- */
-function full(schema: DescMessage, request: unknown): object {
-  return clone(schema, isMessage(request, schema) ? request : create(schema, request as never));
 }

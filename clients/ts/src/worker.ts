@@ -3,7 +3,8 @@
  * stream and the protocol it speaks: worker-stream.ts; its running jobs: worker-runs.ts; the context a
  * processor gets: context.ts; its options and defaults: worker-options.ts.
  */
-import { makeChain, withCodecs, type CodecChain } from "./codecs.js";
+import { withCodecs } from "./codec-client.js";
+import { makeChain, type CodecChain } from "./codecs.js";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
