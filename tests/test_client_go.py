@@ -5,6 +5,7 @@ on the same address, and its traced worker continuing a trace that the Python cl
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from queue_manager import JobContext, JobState, QueueManager
+from queue_manager import EncodedPayload, JobContext, JobState, QueueManager, codecs_from_env
 from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_on_claim
 from tests.security_kit import make_pki, token_file
@@ -38,6 +39,15 @@ def go_installed() -> None:
 EXPECTED = {
     "TestPullWorkerFetchesCompletesAndFails",
     "TestPullLongPollAnswersAJobAddedWhileItWaits",
+    "TestCodecGoldenVectorsDecodeAndBadOnesAreRefusedNamingTheKey",
+    "TestCodecSealsWithAFreshNonceAndRefusesAFlippedByte",
+    "TestCodecCompressesFromItsThresholdWhenThatSavesBytes",
+    "TestCodecSettingsAreCheckedWithWhatToFix",
+    "TestCodecsStoreDataAndResultsEncodedAndReadThemDecoded",
+    "TestCodecsReadOldPayloadsAfterAKeyRotation",
+    "TestCodecsWorkerFailsAJobItCannotDecodeForGood",
+    "TestCodecsRefuseResultConditions",
+    "TestCodecsDecodeADeadLetterCopy",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",
     "TestAdvanceTestClockIsRefusedOnRealTime",
@@ -129,6 +139,8 @@ SKIPPED_HERE = {
     "TestHelperWorker",
     "TestTracedWorkerContinuesAPythonTrace",
     "TestTracedAddForAPythonWorker",
+    "TestCodecsWorkerRunsAPythonJob",
+    "TestCodecsAddForAPythonWorker",
 }
 
 # The plain server's lease: short, so that a run outlives several leases in little time (heartbeats every
@@ -361,3 +373,51 @@ async def test_python_worker_continues_a_go_trace(server: RunningServer) -> None
         assert f"{runs[0].parent.trace_id:032x}-{runs[0].parent.span_id:016x}" == f"{trace_id}-{span_id}"
         assert runs[0].context.trace_id == runs[0].parent.trace_id
     provider.shutdown()
+
+
+@pytest.mark.timeout(GO_TIMEOUT_S + 30)
+async def test_payload_codecs_across_go_and_python(server: RunningServer) -> None:
+    """Python encrypts a job that a Go worker decodes and answers with an encrypted result the Python client
+    reads; Go encrypts a job the Python worker decodes. Both take the keys as the CLI and workers do, from
+    QM_CODEC_KEYS; the server only ever holds the encoded bytes."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    keys = {"QM_CODEC_KEYS": f"k7:{key}", "QM_CODEC_GZIP_MIN_SIZE": "0"}
+    async with (
+        QueueManager(address=server.address, codecs=codecs_from_env(keys)) as qm,
+        QueueManager(address=server.address, codecs=[]) as plain,
+    ):
+        await qm.register_queue("py-to-go-sealed")
+        await qm.register_queue("go-to-py-sealed")
+        job = await qm.add_job("py-to-go-sealed", "from-python", {"from": "python", "secret": "s3cret"})
+        await _go_test(
+            "TestCodecsWorkerRunsAPythonJob",
+            QM_TEST_CODEC_ADDRESS=server.address,
+            QM_TEST_CODEC_PY_QUEUE="py-to-go-sealed",
+            QM_TEST_CODEC_PY_JOB=job.id,
+            **keys,
+        )
+        done = await qm.get_job("py-to-go-sealed", job.id)
+        assert done.result == {"from": "go", "echo": {"from": "python", "secret": "s3cret"}}
+        stored = (await plain.get_job("py-to-go-sealed", job.id)).result
+        assert isinstance(stored, EncodedPayload) and stored.key_id == "k7"
+        assert stored.codecs == ("aes-256-gcm",)  # gzip left out: it would not have saved bytes
+
+        output = await _go_test(
+            "TestCodecsAddForAPythonWorker",
+            QM_TEST_CODEC_ADDRESS=server.address,
+            QM_TEST_CODEC_GO_QUEUE="go-to-py-sealed",
+            **keys,
+        )
+        found = re.search(r"^GO-CODEC (\S+)$", output, re.MULTILINE)
+        assert found, output
+        job_id = found.group(1)
+        assert isinstance((await plain.get_job("go-to-py-sealed", job_id)).data, EncodedPayload)
+        seen: list[object] = []
+
+        @qm.processor("go-to-py-sealed")
+        async def run(ctx: JobContext) -> None:
+            seen.append(ctx.data)
+
+        await qm.start_workers()
+        assert (await qm.wait_for_job("go-to-py-sealed", job_id, timeout=30)).state == JobState.COMPLETED
+        assert seen == [{"from": "go", "secret": "s3cret"}]

@@ -8,6 +8,7 @@ its node:test file needs and runs that file with node, which must pass (its outp
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from queue_manager import JobContext, JobState, QueueManager
+from queue_manager import EncodedPayload, JobContext, JobState, QueueManager, codecs_from_env
 from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_now
 from tests.security_kit import make_pki, token_file
@@ -173,6 +174,54 @@ async def test_tracing_across_languages(ts_built: Path, server: RunningServer) -
         assert span.kind == SpanKind.CONSUMER and span.context is not None and span.parent is not None
         assert f"{span.context.trace_id:032x}" == trace_id and f"{span.parent.span_id:016x}" == span_id
         assert span.parent.is_remote and (span.attributes or {})["messaging.message.id"] == job_id
+
+
+async def test_payload_codecs(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "codecs", server.address)
+
+
+async def test_payload_codecs_across_languages(ts_built: Path, server: RunningServer) -> None:
+    """Python encrypts a job that the TypeScript worker decodes and answers with an encrypted result the
+    Python client reads; TypeScript encrypts a job the Python worker decodes. Both sides take the keys as
+    the CLI and workers do, from QM_CODEC_KEYS; the server only ever holds the encoded bytes."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    codecs = codecs_from_env({"QM_CODEC_KEYS": f"k7:{key}", "QM_CODEC_GZIP_MIN_SIZE": "0"})
+    async with (
+        QueueManager(address=server.address, codecs=codecs) as qm,
+        QueueManager(address=server.address, codecs=[]) as plain,
+    ):
+        await qm.register_queue("py-to-ts-sealed")
+        await qm.register_queue("ts-to-py-sealed")
+        job = await qm.add_job("py-to-ts-sealed", "from-python", {"from": "python", "secret": "s3cret"})
+        printed: list[list[str]] = []
+
+        async def on_line(line: str) -> None:
+            if line.startswith("QM-CODEC "):
+                printed.append(line.split()[1:])
+
+        env = {
+            "QM_CODEC_KEYS": f"k7:{key}",
+            "QM_TEST_CODEC_PY_QUEUE": "py-to-ts-sealed",
+            "QM_TEST_CODEC_PY_JOB": job.id,
+            "QM_TEST_CODEC_TS_QUEUE": "ts-to-py-sealed",
+        }
+        await run_node_tests(ts_built, "codecs", server.address, env, on_line=on_line)
+        done = await qm.get_job("py-to-ts-sealed", job.id)
+        assert done.result == {"from": "node", "echo": {"from": "python", "secret": "s3cret"}}
+        stored = (await plain.get_job("py-to-ts-sealed", job.id)).result
+        assert isinstance(stored, EncodedPayload) and stored.key_id == "k7"
+
+        [[queue, job_id]] = printed
+        assert isinstance((await plain.get_job(queue, job_id)).data, EncodedPayload)
+        seen: list[object] = []
+
+        @qm.processor(queue)
+        async def run(ctx: JobContext) -> None:
+            seen.append(ctx.data)
+
+        await qm.start_workers()
+        assert (await qm.wait_for_job(queue, job_id, timeout=20)).state == JobState.COMPLETED
+        assert seen == [{"from": "node", "secret": "s3cret"}]
 
 
 async def test_worker(ts_built: Path, server: RunningServer) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from queue_manager import EncodedPayload
+
 __all__ = [
     "NONE",
     "fmt_bytes",
@@ -129,6 +131,8 @@ def fmt_value(value: Any) -> str:
     """A payload (data, result, progress) pretty-printed: JSON indented, bytes as a base64 preview."""
     if value is None:
         return NONE
+    if isinstance(value, EncodedPayload):  # compressed or encrypted by a client, and no keys here
+        return str(value)
     if isinstance(value, bytes | bytearray):
         preview = base64.b64encode(bytes(value[:48])).decode()
         more = "…" if len(value) > 48 else ""
@@ -143,7 +147,9 @@ def fmt_inline(value: Any, limit: int = 80) -> str:
     """A payload on one line (compact JSON), cut to ``limit`` characters with an ellipsis."""
     if value is None:
         return ""
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, EncodedPayload):
+        text = str(value)
+    elif isinstance(value, bytes | bytearray):
         text = f"<{len(value):,} bytes>"
     else:
         try:

@@ -35,7 +35,8 @@ type Client struct {
 
 	tracerProvider trace.TracerProvider // WithTracerProvider; nil: the global one
 	tracingOnce    sync.Once
-	tracing        *tracing // the adds' tracing, read at the first add; nil when it is off
+	tracing        *tracing    // the adds' tracing, read at the first add; nil when it is off
+	codecs         *codecChain // the payload codecs (codecs.go); nil: payloads go and come as they are
 }
 
 type settings struct {
@@ -46,6 +47,7 @@ type settings struct {
 	configErr error
 
 	tracerProvider trace.TracerProvider
+	codecs         *[]PayloadCodec // WithCodecs; nil: from the environment (CodecsFromEnv)
 }
 
 // Option configures New.
@@ -100,14 +102,32 @@ func New(address string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(address, dial...)
+	codecs, err := s.codecChain()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(address, append(dial, codecs.dialOptions()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot make a connection to %s: %w", address, err)
 	}
 	return &Client{
 		conn: conn, queues: pb.NewQueueServiceClient(conn), workers: pb.NewWorkerServiceClient(conn),
-		tracerProvider: s.tracerProvider,
+		tracerProvider: s.tracerProvider, codecs: codecs,
 	}, nil
+}
+
+// codecChain is the client's payload codecs: WithCodecs', else the environment's; nil for none.
+func (s *settings) codecChain() (*codecChain, error) {
+	var codecs []PayloadCodec
+	if s.codecs != nil {
+		codecs = *s.codecs
+	} else {
+		var err error
+		if codecs, err = CodecsFromEnv(); err != nil {
+			return nil, err
+		}
+	}
+	return newCodecChain(codecs)
 }
 
 // traced is the adds' tracing, nil when it is off: read at the first add, so that a client made before the

@@ -160,6 +160,9 @@ func (c *Client) ListDeadLetters(ctx context.Context, dlq string, state JobState
 	out := &DeadLetterPage{NextPageToken: page.NextPageToken, Total: page.Total}
 	for _, job := range page.Jobs {
 		if d, ok := DeadLetterFromJob(job); ok {
+			if err := c.decodeDeadLetter(d); err != nil {
+				return nil, err
+			}
 			out.DeadLetters = append(out.DeadLetters, d)
 		}
 	}
@@ -175,6 +178,20 @@ type deadLetterBody struct {
 	OriginalContentType *string         `json:"original_content_type"`
 	FailureReason       string          `json:"failure_reason"`
 	AttemptsMade        float64         `json:"attempts_made"`
+}
+
+// decodeDeadLetter decodes a copy's original data with the client's codecs: the server copies an encoded
+// original (codecs.go) as it is. Without codecs it stays encoded (EncodedPayloadInfo reads its content type).
+func (c *Client) decodeDeadLetter(d *DeadLetter) error {
+	if c.codecs == nil || !isEncoded(d.OriginalContentType) {
+		return nil
+	}
+	p := &pb.Payload{Body: &pb.Payload_Raw{Raw: d.OriginalData}, ContentType: d.OriginalContentType}
+	if err := c.codecs.decode(p); err != nil {
+		return err
+	}
+	d.OriginalData, d.OriginalContentType = p.GetRaw(), p.GetContentType()
+	return nil
 }
 
 // DeadLetterFromJob reads job (a job of a dead-letter queue) as the copy it is, as the Python client reads

@@ -128,7 +128,7 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 	case err != nil:
 		w.fail(r, err, stack, elapsed)
 	default:
-		payload, encodeErr := encodePayload(result)
+		payload, encodeErr := w.encodePayload(result)
 		if encodeErr != nil {
 			w.fail(r, fmt.Errorf("the result: %w", encodeErr), "", elapsed)
 			return
@@ -150,7 +150,7 @@ func (w *Worker) delay(r *run, err error, elapsed time.Duration) bool {
 	}
 	item := &pb.JobDelay{Lease: r.ref(), Delay: durationpb.New(delayed.Delay)}
 	if delayed.HasData {
-		payload, encodeErr := encodePayload(delayed.Data)
+		payload, encodeErr := w.encodePayload(delayed.Data)
 		if encodeErr != nil {
 			w.fail(r, fmt.Errorf("the delay's data: %w", encodeErr), "", elapsed)
 			return true
@@ -160,6 +160,15 @@ func (w *Worker) delay(r *run, err error, elapsed time.Duration) bool {
 	w.outbox.Delays = append(w.outbox.Delays, item)
 	w.unsent++
 	return true
+}
+
+// encodePayload is a result or data the worker reports, through the client's codecs.
+func (w *Worker) encodePayload(value any) (*pb.Payload, error) {
+	payload, err := encodePayload(value)
+	if err == nil && w.client.codecs != nil {
+		err = w.client.codecs.encode(payload)
+	}
+	return payload, err
 }
 
 // fail puts a failure into the outbox and returns it. Called with w.mu held.

@@ -3,6 +3,7 @@ package queuemanager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"time"
@@ -268,6 +269,7 @@ func (w *Worker) onDelivery(delivery *pb.JobDelivery) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, leased := range delivery.GetJobs() {
+		undecodable := w.decode(leased.GetJob())
 		job := jobFromProto(leased.GetJob())
 		ref := &pb.LeaseRef{QueueName: job.Queue, JobId: job.ID, LeaseToken: leased.GetLeaseToken()}
 		handler, ok := w.handlers[job.Queue]
@@ -287,9 +289,29 @@ func (w *Worker) onDelivery(delivery *pb.JobDelivery) {
 		}
 		r := newRun(w, job, leased.GetLeaseToken())
 		w.running[key] = r
+		if undecodable != nil {
+			// Fails for good, where an operator sees it: no attempt could read it.
+			handler = func(context.Context, *Job) (any, error) { return nil, Unrecoverable(undecodable) }
+		}
 		go r.execute(handler)
 	}
 	w.signal()
+}
+
+// decode decodes a delivered job's payloads (data, parents' and children's results) in place; the error
+// when one cannot be.
+func (w *Worker) decode(job *pb.Job) error {
+	if w.client.codecs == nil {
+		return nil
+	}
+	if err := w.client.codecs.decodeMessage(job); err != nil {
+		var own *Error
+		if errors.As(err, &own) {
+			return fmt.Errorf("cannot decode the job's payload: %s", own.Message)
+		}
+		return fmt.Errorf("cannot decode the job's payload: %w", err)
+	}
+	return nil
 }
 
 func (w *Worker) onAck(ack *pb.ReportAck) {

@@ -25,6 +25,7 @@ from queue_manager.batching import BatchProcessor, batch
 from queue_manager.child_jobs import ChildSpec
 from queue_manager.client import QueueManager
 from queue_manager.client_workers import WorkerControlResult
+from queue_manager.codecs import AesGcmCodec, GzipCodec, PayloadCodecError, codecs_from_env
 from queue_manager.conditions import Condition, when
 from queue_manager.context import JobContext
 from queue_manager.convert import (
@@ -69,6 +70,7 @@ from queue_manager.options import (
     QueueConfig,
     RateLimit,
 )
+from queue_manager.payload_format import EncodedPayload
 from queue_manager.pool import PoolEvent, WorkerManager
 from queue_manager.pull import FailOutcome, PulledJob, SyncPulledJob
 from queue_manager.requests import BulkJob
@@ -80,6 +82,7 @@ from queue_manager.workflows import WorkflowRun, WorkflowState, WorkflowStepRun,
 
 __all__ = [
     "KEEP_DATA",
+    "AesGcmCodec",
     "AlreadyExistsError",
     "Backoff",
     "BatchProcessor",
@@ -93,10 +96,12 @@ __all__ = [
     "Dedup",
     "DedupMode",
     "DelayedError",
+    "EncodedPayload",
     "FailOutcome",
     "FailedPreconditionError",
     "GroupInfo",
     "GroupLimits",
+    "GzipCodec",
     "InvalidArgumentError",
     "Job",
     "JobContext",
@@ -118,6 +123,7 @@ __all__ = [
     "MetricsSnapshot",
     "NotFoundError",
     "ParentJob",
+    "PayloadCodecError",
     "PermissionDeniedError",
     "PoolEvent",
     "PulledJob",
@@ -150,5 +156,6 @@ __all__ = [
     "WorkflowStepRun",
     "WorkflowStepState",
     "batch",
+    "codecs_from_env",
     "when",
 ]

@@ -34,6 +34,7 @@ from queue_manager.client_jobs import JobCalls
 from queue_manager.client_pull import PullCalls
 from queue_manager.client_queues import QueueCalls
 from queue_manager.client_workers import WorkerCalls
+from queue_manager.codecs import PayloadCodec, make_chain
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, created_job, job_from_proto
 from queue_manager.errors import error_from_rpc
@@ -75,6 +76,9 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
         tracer_provider: OpenTelemetry tracer provider of the adds' and the workers' spans; None: the global
             one, read at the first add (and by each worker at its start). Tracing is off when no provider is
             configured then, or without ``queue-manager[otel]`` (docs/observability.md).
+        codecs: Payload codecs, ``[GzipCodec(min_size=1024), AesGcmCodec(keys={"k1": key}, active="k1")]``:
+            every payload this client and its workers send is encoded, every one they read decoded
+            (codecs.py, docs/security.md); None: from ``QM_CODEC_KEYS`` and the like, else none; ``[]``: none.
 
     Raises:
         TypeError: An argument of the wrong type (``concurrency="5"``).
@@ -94,6 +98,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
         worker_labels: Mapping[str, str] | None = None,
         shutdown_grace: float = 30.0,
         tracer_provider: TracerProvider | None = None,
+        codecs: Sequence[PayloadCodec] | None = None,
     ) -> None:
         self.address = resolve_address(address)
         self.concurrency = check_concurrency(concurrency)
@@ -104,6 +109,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
         self._channel_options = check_channel_options(channel_options)
         self._worker_labels = check_labels(worker_labels)
         self._tracer_provider = tracer_provider
+        self._codecs = make_chain(codecs)
         # The adds' tracer, read at the first add (a client made at import time, before the application
         # configured OpenTelemetry, still traces): None when tracing is off, _UNREAD before.
         self._tracer: Tracer | object | None = UNREAD
@@ -221,6 +227,7 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
             queue_weights=queue_weights,
             queue_order=queue_order,
             tier=tier,
+            codecs=self._codecs.codecs if self._codecs is not None else [],
         )
         await worker.start()
         if handle_signals:
@@ -270,6 +277,8 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
                 not added (an existing ``job_id`` or dedup key still answers with its job).
         """
         request = add_job_request(queue_name, name, data, options)
+        if self._codecs is not None:
+            self._codecs.encode_message(request)
         tracer = self._tracing()
         if tracer is None:
             # Concurrent add_job calls share AddJobBatch calls (adds.py); a lone one is a plain AddJob.
@@ -284,6 +293,8 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
                 )
         if isinstance(answer, jobs_pb2.CreatedJob):
             return created_job(request, answer, data)
+        if self._codecs is not None:  # the job found (an id or dedup key taken): what it holds
+            self._codecs.decode_message(answer.job)
         job = job_from_proto(answer.job)
         job.created = answer.created
         job.replaced = answer.disposition == jobs_pb2.ADD_DISPOSITION_REPLACED
@@ -306,6 +317,9 @@ class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, Test
         """
         # Validate every job before sending any, so a bad job never leaves the others half added.
         requests = list(bulk_requests(queue_name, jobs))
+        if self._codecs is not None:
+            for request in requests:
+                self._codecs.encode_message(request)
         tracer = self._tracing()
         if tracer is None:
             return await self._add_bulk(requests)

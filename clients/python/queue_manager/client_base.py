@@ -10,6 +10,7 @@ import grpc.aio
 
 from queue_manager import tracing
 from queue_manager.channel import aio_channel
+from queue_manager.codecs import CodecChain
 from queue_manager.errors import error_from_rpc
 from queue_manager.v1 import queue_service_pb2_grpc
 
@@ -37,6 +38,7 @@ class ClientBase:
     _tracer: Tracer | object | None
     _channel: grpc.aio.Channel | None
     _queues: QueueServiceAsyncStub | None
+    _codecs: CodecChain | None  # the payload codecs (codecs.py); None: payloads go and come as they are
 
     def _ensure_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -60,7 +62,13 @@ class ClientBase:
 
     async def _unary(self, method: Any, request: Any) -> Any:
         # grpc is untyped for mypy here; each caller annotates the response type it receives.
+        codecs = self._codecs
+        if codecs is not None:  # every payload of every call, so that no call can send one in clear
+            codecs.encode_message(request)
         try:
-            return await method(request, timeout=self.timeout)
+            response = await method(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
+        if codecs is not None:
+            codecs.decode_message(response)
+        return response

@@ -7,6 +7,7 @@ from typing import Any
 
 from queue_manager import tracing
 from queue_manager.client_base import ClientBase
+from queue_manager.codecs import refuse_result_conditions
 from queue_manager.options import DurationLike, JobOptionsLike
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
 from queue_manager.v1 import schedules_pb2, workflows_pb2
@@ -36,6 +37,8 @@ class FlowCalls(ClientBase):
         request = workflows_pb2.ExecuteWorkflowRequest(
             workflow=workflow_to_proto(workflow), run_id=run_id or ""
         )
+        if self._codecs is not None:
+            refuse_result_conditions(request.workflow.steps)
         tracer = self._tracing()
         if tracer is None:
             response: workflows_pb2.ExecuteWorkflowResponse = await self._unary(

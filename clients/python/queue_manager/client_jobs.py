@@ -245,6 +245,8 @@ class JobCalls(ClientBase):
         call = self._queue_stub().WaitForJob(request, timeout=deadline)
         try:
             async for response in call:
+                if self._codecs is not None:
+                    self._codecs.decode_message(response.job)
                 yield response.job
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
@@ -337,7 +339,8 @@ class JobCalls(ClientBase):
             The copies and the token of the next page ("" on the last page).
         """
         jobs, token = await self.list_jobs(queue_name, state, page_size, page_token)
-        return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
+        letters = (dead_letter_from_job(job, self._codecs) for job in jobs)
+        return [d for d in letters if d is not None], token
 
     async def retry_jobs(
         self,

@@ -38,6 +38,7 @@ from queue_manager.options import (
     QueueConfig,
     RateLimit,
 )
+from queue_manager.payload_format import EncodedPayload, encoded_payload, is_encoded
 from queue_manager.v1 import jobs_pb2, types_pb2
 
 __all__ = [
@@ -292,6 +293,10 @@ def encode_payload(data: Any, into: types_pb2.Payload) -> None:
         into.raw = bytes(data)
         into.content_type = OCTET_STREAM
         return
+    if isinstance(data, EncodedPayload):  # read without the keys: handed on as it came
+        into.raw = data.raw
+        into.content_type = data.content_type
+        return
     try:
         text = _encode_json(data)
     except TypeError as exc:
@@ -301,7 +306,8 @@ def encode_payload(data: Any, into: types_pb2.Payload) -> None:
 
 
 def decode_payload(payload: types_pb2.Payload) -> Any:
-    """The Python value of a Payload: JSON as Python values, other raw bodies as bytes, unset as None."""
+    """The Python value of a Payload: JSON as Python values, an encoded payload this client did not decode
+    (codecs.py) as an `EncodedPayload`, other raw bodies as bytes, unset as None."""
     kind = payload.WhichOneof("body")
     if kind == "raw":
         content_type = payload.content_type
@@ -310,10 +316,17 @@ def decode_payload(payload: types_pb2.Payload) -> Any:
                 return _decode_json(payload.raw.decode())
             except ValueError:
                 return payload.raw
+        if is_encoded(content_type):
+            return encoded_payload(content_type, payload.raw)
         return payload.raw
     if kind == "json":
         return value_to_python(payload.json)
     return None
+
+
+def value_json(value: struct_pb2.Value) -> str:
+    """A `google.protobuf.Value` as compact JSON text."""
+    return _encode_json(value_to_python(value))
 
 
 def value_to_python(value: struct_pb2.Value) -> Any:

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from queue_manager.convert import JSON_CONTENT_TYPE, Job, encode_payload
+from queue_manager.codecs import CodecChain
+from queue_manager.convert import JSON_CONTENT_TYPE, Job, decode_payload, encode_payload
 from queue_manager.enums import JobState
 from queue_manager.job_control import job_key
 from queue_manager.options import validate_queue_name
+from queue_manager.payload_format import is_encoded
 from queue_manager.v1 import jobs_pb2, queue_service_pb2, types_pb2
 
 __all__ = [
@@ -84,8 +86,9 @@ class DeadLetter:
         original_queue: The queue the job failed in.
         original_job_id: The job's id there.
         original_name: The job's name.
-        original_data: The job's data (bytes for a job whose content type is not JSON).
-        original_content_type: The job's content type.
+        original_data: The job's data (bytes for a job whose content type is not JSON; an `EncodedPayload`
+            for one a client encoded, read without its codecs).
+        original_content_type: The job's content type (the one before encoding, once decoded).
         failure_reason: The error of the job's last run: why it is dead.
         attempts_made: The runs it had.
         dead_at: When the copy was written (the job failed for good just before).
@@ -103,9 +106,12 @@ class DeadLetter:
     dead_at: datetime | None
 
 
-def dead_letter_from_job(job: Job) -> DeadLetter | None:
+def dead_letter_from_job(job: Job, codecs: CodecChain | None = None) -> DeadLetter | None:
     """The copy `job` (a job of a dead-letter queue) as a DeadLetter; None for a job that is not a copy (added
-    to the queue directly, or its data edited out of shape)."""
+    to the queue directly, or its data edited out of shape).
+
+    The server copies an encoded original (codecs.py) as it is: with `codecs` its data is decoded (raising
+    `PayloadCodecError` as any read), without them it is an `EncodedPayload`."""
     body = job.data
     if not isinstance(body, dict):
         return None
@@ -114,6 +120,11 @@ def dead_letter_from_job(job: Job) -> DeadLetter | None:
         data = body["original_data"]
         if ct.split(";", 1)[0].strip().lower() != JSON_CONTENT_TYPE:
             data = base64.b64decode(data, validate=True)
+        if is_encoded(ct):
+            payload = types_pb2.Payload(raw=data, content_type=ct)
+            if codecs is not None:
+                codecs.decode(payload)
+            data, ct = decode_payload(payload), payload.content_type
         return DeadLetter(
             id=job.id,
             state=job.state,

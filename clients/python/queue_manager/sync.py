@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -14,6 +14,7 @@ from queue_manager.bounds import PriorityBoundsLike
 from queue_manager.channel import resolve_address, sync_channel
 from queue_manager.checks import check_channel_options, check_credentials, check_timeout, check_token
 from queue_manager.client_workers import WorkerControlResult, control_request, result_from_proto
+from queue_manager.codecs import PayloadCodec, make_chain, refuse_result_conditions
 from queue_manager.convert import (
     Job,
     JobLogLine,
@@ -125,6 +126,7 @@ class SyncQueueManager:
         timeout: Deadline in seconds for each call, more than 0 and at most 365 days; None for no deadline.
         tracer_provider: OpenTelemetry tracer provider of the adds' spans; None: the global one, read at the
             first add (see `QueueManager`).
+        codecs: Payload codecs (see `QueueManager`); None: from ``QM_CODEC_KEYS`` and the like, else none.
 
     Raises:
         TypeError: An argument of the wrong type.
@@ -140,8 +142,10 @@ class SyncQueueManager:
         channel_options: list[tuple[str, Any]] | None = None,
         timeout: float | None = None,
         tracer_provider: TracerProvider | None = None,
+        codecs: Sequence[PayloadCodec] | None = None,
     ) -> None:
         self.address = resolve_address(address)
+        self._codecs = make_chain(codecs)
         self.timeout = check_timeout(timeout)
         self._tracer_provider = tracer_provider
         self._tracer: Tracer | object | None = _UNREAD  # read at the first add (QueueManager._tracer)
@@ -194,6 +198,9 @@ class SyncQueueManager:
     def add_bulk(self, queue_name: str, jobs: Iterable[BulkJobLike]) -> list[str]:
         """Adds many jobs over client streams; returns their ids in order. See `QueueManager.add_bulk`."""
         requests = list(bulk_requests(queue_name, jobs))
+        if self._codecs is not None:
+            for request in requests:
+                self._codecs.encode_message(request)
         tracer = self._tracing()
         if tracer is None:
             return self._add_bulk(requests)
@@ -494,6 +501,8 @@ class SyncQueueManager:
         request = workflows_pb2.ExecuteWorkflowRequest(
             workflow=workflow_to_proto(workflow), run_id=run_id or ""
         )
+        if self._codecs is not None:
+            refuse_result_conditions(request.workflow.steps)
         tracer = self._tracing()
         response: workflows_pb2.ExecuteWorkflowResponse
         if tracer is None:
@@ -623,6 +632,8 @@ class SyncQueueManager:
         call = self._queues.WaitForJob(request, timeout=deadline)
         try:
             for response in call:
+                if self._codecs is not None:
+                    self._codecs.decode_message(response.job)
                 yield response.job
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
@@ -668,7 +679,8 @@ class SyncQueueManager:
     ) -> tuple[list[DeadLetter], str]:
         """One page of a dead-letter queue's copies; see `QueueManager.list_dead_letters`."""
         jobs, token = self.list_jobs(queue_name, state, page_size, page_token)
-        return [d for d in map(dead_letter_from_job, jobs) if d is not None], token
+        letters = (dead_letter_from_job(job, self._codecs) for job in jobs)
+        return [d for d in letters if d is not None], token
 
     def retry_jobs(
         self,
@@ -783,7 +795,13 @@ class SyncQueueManager:
 
     def _call(self, method: Any, request: Any) -> Any:
         # grpc is untyped for mypy here; each caller annotates the response type it receives.
+        codecs = self._codecs
+        if codecs is not None and not isinstance(request, Iterator):  # AddBulk's are encoded by add_bulk
+            codecs.encode_message(request)
         try:
-            return method(request, timeout=self.timeout)
+            response = method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
+        if codecs is not None:
+            codecs.decode_message(response)
+        return response

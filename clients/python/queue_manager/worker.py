@@ -80,6 +80,7 @@ from queue_manager.checks import (
     check_tier,
     check_token,
 )
+from queue_manager.codecs import PayloadCodec, make_chain
 from queue_manager.context import JobContext
 from queue_manager.lifecycle import RunsUntilShutdown
 from queue_manager.logsampling import Sampler
@@ -146,6 +147,10 @@ class Worker(WorkerStream, RunsUntilShutdown):
         tier: Preference among the workers of its queues, 0 to 100: a queue's jobs go to workers of a lower
             tier first, and to this one only while those connected to the same server have no free slot
             (e.g. 0 for on-premises workers, 1 for cloud workers taking the bursts). Default 0, the first.
+        codecs: Payload codecs (`QueueManager`'s): job data, parents' and children's results are decoded
+            before the processor sees them, results and data updates encoded. A job whose payload cannot be
+            decoded fails for good, with why (its key id), without running. None: from ``QM_CODEC_KEYS`` and
+            the like (codecs.py), else none.
 
     Raises:
         TypeError, ValueError: An argument of the wrong type or out of its range (see `QueueManager`).
@@ -167,6 +172,7 @@ class Worker(WorkerStream, RunsUntilShutdown):
         queue_weights: Mapping[str, int] | None = None,
         queue_order: Sequence[str] | None = None,
         tier: int = 0,
+        codecs: Sequence[PayloadCodec] | None = None,
     ) -> None:
         if not processors:
             raise ValueError("a worker needs at least one processor")
@@ -191,6 +197,7 @@ class Worker(WorkerStream, RunsUntilShutdown):
         self._token = check_token(token)
         self._channel_options = check_channel_options(channel_options)
         self._tracer_provider = tracer_provider
+        self._codecs = make_chain(codecs)
         self._tracer: Tracer | None = None  # set at start when tracing is on
         self._channel: grpc.aio.Channel | None = None
         self._executor: ThreadPoolExecutor | None = None

@@ -22,6 +22,7 @@ import grpc.aio
 from google.protobuf import struct_pb2
 
 from queue_manager import tracing
+from queue_manager.codecs import CodecChain
 from queue_manager.context import JobContext
 from queue_manager.convert import decode_payload, encode_payload
 from queue_manager.errors import (
@@ -81,6 +82,7 @@ class JobRuns:
     _tracer: Tracer | None
     _channel: grpc.aio.Channel | None
     _failure_log: Sampler
+    _codecs: CodecChain | None
 
     def _lose(self, ctx: JobContext) -> None:
         """A run whose lease was recovered (the job is, or will be, delivered again): its result would be
@@ -209,6 +211,8 @@ class JobRuns:
         if result is not None:
             try:
                 encode_payload(result, done.result)
+                if self._codecs is not None:
+                    self._codecs.encode(done.result)
             except (TypeError, ValueError) as exc:
                 del completions[-1]
                 self._fail(ctx, exc, nanos)
@@ -267,6 +271,8 @@ class JobRuns:
         if exc.data is not DelayedError.KEEP:
             try:
                 encode_payload(exc.data, item.data)
+                if self._codecs is not None:
+                    self._codecs.encode(item.data)
             except (TypeError, ValueError) as bad:  # not JSON: the attempt fails with why
                 del delays[-1]
                 self._fail(ctx, bad, nanos)
@@ -354,6 +360,8 @@ class JobRuns:
     async def _send_children(self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest) -> NoReturn:
         assert self._channel is not None
         stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        if self._codecs is not None:
+            self._codecs.encode_message(request)
         try:
             answer = await stub.WaitForChildren(request, timeout=_UPDATE_DATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
@@ -373,11 +381,14 @@ class JobRuns:
     async def _send_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> None:
         assert self._channel is not None
         stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        data = decode_payload(request.data)
+        if self._codecs is not None:
+            self._codecs.encode_message(request)
         try:
             await stub.UpdateJobData(request, timeout=_UPDATE_DATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
-        ctx.data = decode_payload(request.data)
+        ctx.data = data
 
 
 def _failure_message(exc: BaseException) -> str:

@@ -19,10 +19,11 @@ import grpc
 import grpc.aio
 
 from queue_manager._version import client_version
+from queue_manager.codecs import PayloadCodecError
 from queue_manager.context import JobContext
-from queue_manager.errors import status_code
+from queue_manager.errors import UnrecoverableError, status_code
 from queue_manager.stats import ProcessStats
-from queue_manager.v1 import worker_service_pb2, worker_service_pb2_grpc
+from queue_manager.v1 import types_pb2, worker_service_pb2, worker_service_pb2_grpc
 from queue_manager.worker_runs import JobRuns
 
 __all__ = ["WorkerStream"]
@@ -287,18 +288,34 @@ class WorkerStream(JobRuns):
                 self._unsent += 1
                 self._wake.set()
                 continue
+            undecodable = self._decode(job)
             ctx = JobContext(leased, self)
             earlier = self._running.get(ctx.key)
             if earlier is not None:
                 # The server leased the job again (its earlier lease here was recovered): that run is lost.
                 self._lose(earlier)
             self._running[ctx.key] = ctx
+            if undecodable is not None:  # fails for good, where an operator sees it: no attempt can read it
+                self._fail(
+                    ctx, UnrecoverableError(f"cannot decode the job's payload: {undecodable.message}"), 0
+                )
+                continue
             fn, is_async = entry
             limit = job.options.timeout.ToNanoseconds() / 1e9 if job.options.HasField("timeout") else None
             if self._tracer is None:
                 ctx._task = self._loop.create_task(self._execute(ctx, fn, is_async, limit))
             else:
                 ctx._task = self._loop.create_task(self._execute_traced(ctx, fn, is_async, limit))
+
+    def _decode(self, job: types_pb2.Job) -> PayloadCodecError | None:
+        """Decodes a delivered job's payloads (data, parents' and children's results) in place; the error
+        when one cannot be."""
+        if self._codecs is not None:
+            try:
+                self._codecs.decode_message(job)
+            except PayloadCodecError as exc:
+                return exc
+        return None
 
     def _on_ack(self, ack: worker_service_pb2.ReportAck) -> None:
         if ack.delivery_stopped:

@@ -14,6 +14,8 @@
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import type { Tracer, TracerProvider } from "@opentelemetry/api";
 import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
+import { withCodecs } from "./codec-client.js";
+import { makeChain, type CodecChain, type PayloadCodec } from "./codecs.js";
 import { checkMs } from "./convert.js";
 import { tracerOf } from "./tracing.js";
 import { connect, type Connection, type ConnectionOptions } from "./transport.js";
@@ -33,6 +35,12 @@ export interface QueueManagerOptions extends ConnectionOptions {
    * global one, read at the first add (tracing is off when none is configured then).
    */
   tracerProvider?: TracerProvider;
+  /**
+   * Payload codecs, `[new GzipCodec({ minSize: 1024 }), new AesGcmCodec({ k1: key }, "k1")]`: every payload this
+   * client and its workers send is encoded, every one they read decoded (codecs.ts, docs/security.md). Default:
+   * from `QM_CODEC_KEYS` and the like, else none; `[]`: none.
+   */
+  codecs?: PayloadCodec[];
 }
 
 // The adds' tracer before the first add has read it (tracing.tracerOf).
@@ -44,6 +52,8 @@ export class ClientBase {
   protected readonly options: QueueManagerOptions;
   protected readonly connection: Connection;
   protected readonly client: Client<typeof QueueService>;
+  /** The payload codecs (codecs.ts); undefined: payloads go and come as they are. */
+  protected readonly codecs: CodecChain | undefined;
   /** Deadline of each unary call in ms (0: none). */
   protected readonly timeoutMs: number;
   /** The options of each unary call: its deadline. */
@@ -56,7 +66,10 @@ export class ClientBase {
     this.options = options;
     this.connection = connect(options);
     this.address = this.connection.address;
-    this.client = createClient(QueueService, this.connection.transport);
+    this.codecs = makeChain(options.codecs);
+    const client = createClient(QueueService, this.connection.transport);
+    // Every call through the codecs, so that no call can send a payload in clear.
+    this.client = this.codecs === undefined ? client : withCodecs(client, QueueService, this.codecs);
     this.timeoutMs = checkMs(options.timeoutMs ?? 30_000, "timeoutMs");
     this.callOptions = this.timeoutMs > 0 ? { timeoutMs: this.timeoutMs } : {};
   }

@@ -169,7 +169,7 @@ export class JobCalls extends Producer {
   ): Promise<Page<DeadLetter>> {
     const { state = "waiting", ...page } = options;
     const jobs = await this.listJobs(queueName, state, page);
-    const items = jobs.items.map(deadLetterFromJob).filter((d): d is DeadLetter => d !== undefined);
+    const items = jobs.items.map((job) => deadLetterFromJob(job, this.codecs)).filter((d): d is DeadLetter => d !== undefined);
     return { ...jobs, items };
   }
 

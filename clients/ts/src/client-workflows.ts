@@ -1,4 +1,5 @@
 /** `QueueManager`'s calls on workflows (a graph of steps, each a job) and on repeatable schedules. */
+import { refuseResultConditions } from "./codecs.js";
 import { WorkerCalls } from "./client-workers.js";
 import { pageFromProto } from "./convert.js";
 import { mapped } from "./errors.js";
@@ -21,6 +22,9 @@ export class WorkflowCalls extends WorkerCalls {
   /** Starts a workflow run and returns its id at once (with `runId`, executing again starts nothing). */
   async executeWorkflow(workflow: Workflow, options: { runId?: string } = {}): Promise<string> {
     const request = { workflow: workflowToProto(workflow), runId: options.runId ?? "" };
+    if (this.codecs !== undefined) {
+      refuseResultConditions(request.workflow.steps); // a TypeError before anything is sent
+    }
     const tracer = this.tracing();
     if (tracer === undefined) {
       const res = await mapped(() => this.client.executeWorkflow(request, this.callOptions));

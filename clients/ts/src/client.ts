@@ -47,6 +47,7 @@ export class QueueManager extends TestClockCalls {
       labels: this.options.workerLabels,
       shutdownGraceMs: this.options.shutdownGraceMs,
       tracerProvider: this.options.tracerProvider,
+      codecs: this.codecs?.codecs.slice() ?? [],
       ...workerOptions,
       processors: Object.fromEntries(wanted.map((q) => [q, this.processors.get(q) as Processor])),
     });

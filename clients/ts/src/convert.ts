@@ -35,6 +35,7 @@ import {
   type QueueMetrics as QueueMetricsPb,
   type RateLimit as RateLimitPb,
 } from "./gen/queue_manager/v1/types_pb.js";
+import { EncodedPayload, encodedPayload, isEncoded } from "./payload-format.js";
 import {
   JOB_STATES,
   JobPriority,
@@ -71,6 +72,10 @@ export function encodePayload(value: unknown, what = "data"): Payload | undefine
   if (value instanceof Uint8Array) {
     return create(PayloadSchema, { body: { case: "raw", value }, contentType: OCTET_STREAM });
   }
+  if (value instanceof EncodedPayload) {
+    // Read without the keys: handed on as it came.
+    return create(PayloadSchema, { body: { case: "raw", value: value.raw }, contentType: value.contentType });
+  }
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
@@ -83,7 +88,10 @@ export function encodePayload(value: unknown, what = "data"): Payload | undefine
   return create(PayloadSchema, { body: { case: "raw", value: encoder.encode(text) }, contentType: JSON_CONTENT_TYPE });
 }
 
-/** Decodes a payload: a JSON value, or a `Uint8Array` for a body that is not JSON; `null` when unset. */
+/**
+ * Decodes a payload: a JSON value, an `EncodedPayload` for one compressed or encrypted by a client that this
+ * client could not decode (codecs.ts), or a `Uint8Array` for any other body that is not JSON; `null` when unset.
+ */
 export function decodePayload(payload: Payload | undefined): unknown {
   if (payload === undefined) {
     return null;
@@ -97,9 +105,17 @@ export function decodePayload(payload: Payload | undefined): unknown {
     if (type === JSON_CONTENT_TYPE) {
       return JSON.parse(decoder.decode(body.value)) as unknown;
     }
+    if (isEncoded(payload.contentType)) {
+      return encodedPayload(payload.contentType, body.value);
+    }
     return body.value;
   }
   return null;
+}
+
+/** A `google.protobuf.Value` as JSON text. */
+export function valueText(value: Value): string {
+  return JSON.stringify(toJson(ValueSchema, value));
 }
 
 /** A JSON value as a `google.protobuf.Value` (progress). */

@@ -5,7 +5,10 @@ import {
   type RedriveDeadLettersRequest,
   type RedriveDeadLettersResponse,
 } from "./gen/queue_manager/v1/queue_service_pb.js";
-import { encodePayload } from "./convert.js";
+import type { CodecChain } from "./codecs.js";
+import { decodePayload, encodePayload } from "./convert.js";
+import { PayloadSchema } from "./gen/queue_manager/v1/types_pb.js";
+import { isEncoded } from "./payload-format.js";
 import { checkKeys, checkQueueName } from "./options.js";
 import type { Job, JobState, RedriveOptions, RedriveResult, RedrivenQueue } from "./types.js";
 
@@ -111,9 +114,11 @@ export interface ListDeadLettersOptions {
 
 /**
  * The copy `job` (a job of a dead-letter queue) as a `DeadLetter`, as the Python client reads it; undefined for
- * a job that is not a copy (added to the queue directly, or its data edited out of shape).
+ * a job that is not a copy (added to the queue directly, or its data edited out of shape). The server copies an
+ * encoded original (codecs.ts) as it is: with `codecs` its data is decoded (throwing `PayloadCodecError` as any
+ * read), without them it is an `EncodedPayload`.
  */
-export function deadLetterFromJob(job: Job): DeadLetter | undefined {
+export function deadLetterFromJob(job: Job, codecs?: CodecChain): DeadLetter | undefined {
   const body = job.data;
   if (body === null || typeof body !== "object" || Array.isArray(body) || body instanceof Uint8Array) {
     return undefined;
@@ -132,6 +137,13 @@ export function deadLetterFromJob(job: Job): DeadLetter | undefined {
     }
     data = new Uint8Array(Buffer.from(data, "base64"));
   }
+  let originalType = contentType as string;
+  if (isEncoded(originalType)) {
+    const payload = create(PayloadSchema, { body: { case: "raw", value: data as Uint8Array }, contentType: originalType });
+    codecs?.decode(payload);
+    data = decodePayload(payload);
+    originalType = payload.contentType;
+  }
   const attempts = Number(copy["attempts_made"] ?? 0);
   return {
     id: job.id,
@@ -140,7 +152,7 @@ export function deadLetterFromJob(job: Job): DeadLetter | undefined {
     originalJobId: id as string,
     originalName: name as string,
     originalData: data,
-    originalContentType: contentType as string,
+    originalContentType: originalType,
     failureReason: String(copy["failure_reason"] ?? ""),
     attemptsMade: Number.isInteger(attempts) ? attempts : 0,
     deadAt: job.createdAt,

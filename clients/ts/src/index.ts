@@ -49,6 +49,15 @@ export {
   type JobFilter,
   type ListJobsOptions,
 } from "./filters.js";
+export {
+  AesGcmCodec,
+  CodecChain,
+  GzipCodec,
+  PayloadCodecError,
+  codecsFromEnv,
+  type PayloadCodec,
+} from "./codecs.js";
+export { EncodedPayload } from "./payload-format.js";
 export { checkAddress, type ConnectionOptions, type TlsOptions } from "./transport.js";
 export * from "./types.js";
 export { when, whenError } from "./workflows.js";

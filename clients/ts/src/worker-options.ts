@@ -1,4 +1,5 @@
 /** The worker's options, its defaults and limits, and the small helpers its loops use. */
+import type { PayloadCodec } from "./codecs.js";
 import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
 import type { TracerProvider } from "@opentelemetry/api";
@@ -52,6 +53,12 @@ export interface WorkerOptions extends ConnectionOptions {
    * off when none is configured then).
    */
   tracerProvider?: TracerProvider;
+  /**
+   * Payload codecs (`QueueManagerOptions.codecs`): job data, parents' and children's results are decoded before
+   * the processor sees them, results and data updates encoded. A job whose payload cannot be decoded fails for
+   * good, with why (its key id), without running. Default: from `QM_CODEC_KEYS` and the like, else none.
+   */
+  codecs?: PayloadCodec[];
 }
 
 export const DEFAULT_HEARTBEAT_MS = 10_000;

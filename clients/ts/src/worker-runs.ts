@@ -20,7 +20,9 @@ import {
 } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { waitForChildrenRequest, type WaitForChildrenOptions } from "./children.js";
 import { leaseOf, Run, runKey } from "./context.js";
+import { PayloadCodecError, type CodecChain } from "./codecs.js";
 import { decodePayload, encodePayload, msToDuration, toValue } from "./convert.js";
+import type { Payload } from "./gen/queue_manager/v1/types_pb.js";
 import { DelayedError, errorText, RateLimitedError, UnrecoverableError, WaitingForChildrenError } from "./errors.js";
 import type { Outbox } from "./outbox.js";
 import { recordFailure, startProcess } from "./tracing.js";
@@ -54,6 +56,7 @@ export class Runs {
     private readonly host: RunsHost,
     private readonly outbox: Outbox,
     private readonly processors: Map<string, Processor>,
+    private readonly codecs: CodecChain | undefined = undefined,
   ) {}
 
   /** Jobs running now. */
@@ -74,6 +77,7 @@ export class Runs {
         this.host.wake();
         continue;
       }
+      const undecodable = this.decode(leased);
       const run = new Run(leased);
       const earlier = this.running.get(run.key);
       if (earlier !== undefined) {
@@ -81,9 +85,28 @@ export class Runs {
         this.lose(earlier, "the job was delivered again");
       }
       this.running.set(run.key, run);
+      if (undecodable !== undefined) {
+        // Fails for good, where an operator sees it: no attempt could read it.
+        this.fail(run, new UnrecoverableError(`cannot decode the job's payload: ${undecodable.message}`), 0, false);
+        this.finish(run);
+        continue;
+      }
       // Tracing off: this one test per run.
       run.done = this.tracer === undefined ? this.execute(run, processor) : this.executeTraced(run, processor, this.tracer);
     }
+  }
+
+  /** Decodes a delivered job's payloads (data, parents' and children's results) in place; the error when one cannot be. */
+  private decode(leased: JobDelivery["jobs"][number]): PayloadCodecError | undefined {
+    try {
+      this.codecs?.decodeMessage(leased);
+    } catch (err) {
+      if (err instanceof PayloadCodecError) {
+        return err;
+      }
+      throw err;
+    }
+    return undefined;
   }
 
   /** Asks the server to extend the lease of every run still going (a heartbeat, or the first report of a stream). */
@@ -223,7 +246,7 @@ export class Runs {
     let data;
     if (err.hasData) {
       try {
-        data = encodePayload(err.data, "the delay's data");
+        data = this.encoded(encodePayload(err.data, "the delay's data"));
       } catch (bad) {
         this.fail(run, bad, ms, true);
         return;
@@ -235,13 +258,21 @@ export class Runs {
   private complete(run: Run, result: unknown, ms: number): void {
     let payload;
     try {
-      payload = encodePayload(result, "the processor's result");
+      payload = this.encoded(encodePayload(result, "the processor's result"));
     } catch (err) {
       this.fail(run, err, ms, true);
       return;
     }
     this.outbox.add("completions", create(JobCompletionSchema, { ...run.leaseFields, result: payload, duration: msToDuration(ms) }));
     this.host.emit("completed", run.job, result);
+  }
+
+  /** A payload a run reports, through the codecs. */
+  private encoded(payload: Payload | undefined): Payload | undefined {
+    if (payload !== undefined) {
+      this.codecs?.encode(payload);
+    }
+    return payload;
   }
 
   /** Reports a failed run; timedOut: the run passed the job's timeout here (recorded as timed out). */

@@ -3,6 +3,8 @@
  * stream and the protocol it speaks: worker-stream.ts; its running jobs: worker-runs.ts; the context a
  * processor gets: context.ts; its options and defaults: worker-options.ts.
  */
+import { withCodecs } from "./codec-client.js";
+import { makeChain, type CodecChain } from "./codecs.js";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
@@ -65,6 +67,8 @@ export class Worker extends EventEmitter {
   private connection: Connection | undefined;
   /** The producer service on the worker's connection: a run's checkpoints (ctx.updateData) go through it. */
   private queueService: Client<typeof QueueService> | undefined;
+  /** The payload codecs (codecs.ts): the runs decode deliveries and encode results; checkpoints go through them. */
+  private readonly codecs: CodecChain | undefined;
   private main: Promise<void> | undefined;
   private closed: Promise<void> | undefined;
 
@@ -112,7 +116,8 @@ export class Worker extends EventEmitter {
         return await mapped(() => service.waitForChildren(request, { timeoutMs: UPDATE_DATA_TIMEOUT_MS }));
       },
     };
-    this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)));
+    this.codecs = makeChain(options.codecs);
+    this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)), this.codecs);
     const settings = {
       labels,
       log,
@@ -145,7 +150,8 @@ export class Worker extends EventEmitter {
     if (this.main === undefined && !this.stream.stopping) {
       this.runs.tracer = tracerOf(this.options.tracerProvider);
       this.connection = connect(this.options);
-      this.queueService = createClient(QueueService, this.connection.transport);
+      const queueService = createClient(QueueService, this.connection.transport);
+      this.queueService = this.codecs === undefined ? queueService : withCodecs(queueService, QueueService, this.codecs);
       this.main = this.stream.run(createClient(WorkerService, this.connection.transport), this.connection.address);
     }
     return this;
