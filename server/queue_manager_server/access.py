@@ -286,6 +286,9 @@ RULES: dict[str, Rule] = {
         "ControlWorker": Rule("admin", all_queues=True),
         # A running job adds its children: its worker's role, on its queue and on theirs.
         "WaitForChildren": Rule("work", _children),
+        # A push may wake jobs of any queue (and, with triggers, add some): a producer of every queue.
+        "PushEvent": Rule("produce", all_queues=True),
+        "WaitForEvent": Rule("work", _field("queue_name")),
     }.items()
 } | {WORKER_SERVICE + "Connect": Rule("work", _connect)}
 

@@ -29,6 +29,8 @@ from queue_manager.conditions import Condition, when
 from queue_manager.context import JobContext
 from queue_manager.convert import (
     ChildJob,
+    EventWait,
+    ExternalEvent,
     Job,
     JobError,
     JobLogLine,
@@ -54,8 +56,10 @@ from queue_manager.errors import (
     UnavailableError,
     UnrecoverableError,
     WaitingForChildren,
+    WaitingForEvent,
 )
 from queue_manager.events import JobEvent, JobEventStream, JobEventType
+from queue_manager.external_events import PushedEvent
 from queue_manager.groups import GroupInfo
 from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
@@ -92,6 +96,8 @@ __all__ = [
     "Dedup",
     "DedupMode",
     "DelayedError",
+    "EventWait",
+    "ExternalEvent",
     "FailedPreconditionError",
     "GroupInfo",
     "GroupLimits",
@@ -118,6 +124,7 @@ __all__ = [
     "ParentJob",
     "PermissionDeniedError",
     "PoolEvent",
+    "PushedEvent",
     "Queue",
     "QueueConfig",
     "QueueFullError",
@@ -135,6 +142,7 @@ __all__ = [
     "UnavailableError",
     "UnrecoverableError",
     "WaitingForChildren",
+    "WaitingForEvent",
     "Worker",
     "WorkerControlResult",
     "WorkerInfo",

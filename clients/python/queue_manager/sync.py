@@ -37,6 +37,7 @@ from queue_manager.dead_letters import (
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
 from queue_manager.events import JobEvent, JobEventType, sync_events, watch_job_events_request
+from queue_manager.external_events import PushedEvent, push_event_request, pushed_from_proto
 from queue_manager.groups import (
     GroupInfo,
     GroupLimitsLike,
@@ -87,6 +88,7 @@ from queue_manager.search import (
     retry_jobs_request,
 )
 from queue_manager.v1 import (
+    external_events_pb2,
     jobs_pb2,
     metrics_pb2,
     queue_service_pb2,
@@ -449,6 +451,14 @@ class SyncQueueManager:
         request = control_request(worker_id, action, concurrency)
         response: queue_service_pb2.ControlWorkerResponse = self._call(self._queues.ControlWorker, request)
         return result_from_proto(response)
+
+    # ----------------------------------------------------------------- external events
+
+    def push_event(self, key: str, data: Any = None, *, event_id: str = "") -> PushedEvent:
+        """Pushes an external event, waking the jobs waiting for its key (see `QueueManager.push_event`)."""
+        request = push_event_request(key, data, event_id)
+        response: external_events_pb2.PushEventResponse = self._call(self._queues.PushEvent, request)
+        return pushed_from_proto(response)
 
     # ----------------------------------------------------------------- workflows
 

@@ -158,6 +158,9 @@ class Scripts:
         "children_add",
         "children_wait",
         "children_done",
+        # external events (engine/external_events.py)
+        "event_wait",
+        "push_event",
         # cancel, timeouts, retry-after (engine/control.py)
         "cancel_job",
         "time_out",

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from queue_manager.v1 import external_events_pb2 as queue__manager_dot_v1_dot_external__events__pb2
 from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
 from queue_manager.v1 import metrics_pb2 as queue__manager_dot_v1_dot_metrics__pb2
 from queue_manager.v1 import queue_service_pb2 as queue__manager_dot_v1_dot_queue__service__pb2
@@ -273,6 +274,16 @@ class QueueServiceStub:
                 '/queue_manager.v1.QueueService/WaitForChildren',
                 request_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.FromString,
+                _registered_method=True)
+        self.PushEvent = channel.unary_unary(
+                '/queue_manager.v1.QueueService/PushEvent',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventResponse.FromString,
+                _registered_method=True)
+        self.WaitForEvent = channel.unary_unary(
+                '/queue_manager.v1.QueueService/WaitForEvent',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.FromString,
                 _registered_method=True)
 
 
@@ -637,6 +648,25 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushEvent(self, request, context):
+        """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+        its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+        nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForEvent(self, request, context):
+        """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+        external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+        event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+        Redis Cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -874,6 +904,16 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.WaitForChildren,
                     request_deserializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.SerializeToString,
+            ),
+            'PushEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushEvent,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventResponse.SerializeToString,
+            ),
+            'WaitForEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitForEvent,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2146,6 +2186,60 @@ class QueueService:
             '/queue_manager.v1.QueueService/WaitForChildren',
             queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenRequest.SerializeToString,
             queue__manager_dot_v1_dot_jobs__pb2.WaitForChildrenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/PushEvent',
+            queue__manager_dot_v1_dot_external__events__pb2.PushEventRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.PushEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/WaitForEvent',
+            queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

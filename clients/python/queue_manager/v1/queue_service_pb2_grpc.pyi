@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from queue_manager.v1 import external_events_pb2 as _external_events_pb2
 from queue_manager.v1 import jobs_pb2 as _jobs_pb2
 from queue_manager.v1 import metrics_pb2 as _metrics_pb2
 from queue_manager.v1 import queue_service_pb2 as _queue_service_pb2
@@ -173,6 +174,17 @@ class QueueServiceStub:
     cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
     oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
     """
+    PushEvent: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.PushEventRequest, _external_events_pb2.PushEventResponse]
+    """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+    its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+    nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+    """
+    WaitForEvent: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.WaitForEventRequest, _external_events_pb2.WaitForEventResponse]
+    """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+    external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+    event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+    Redis Cluster.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -314,6 +326,17 @@ class QueueServiceAsyncStub(QueueServiceStub):
     attempt; the job waits in delayed until every child has finished (completed, failed for good or
     cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
     oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
+    """
+    PushEvent: _aio.UnaryUnaryMultiCallable[_external_events_pb2.PushEventRequest, _external_events_pb2.PushEventResponse]  # type: ignore[assignment]
+    """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+    its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+    nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+    """
+    WaitForEvent: _aio.UnaryUnaryMultiCallable[_external_events_pb2.WaitForEventRequest, _external_events_pb2.WaitForEventResponse]  # type: ignore[assignment]
+    """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+    external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+    event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+    Redis Cluster.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -735,6 +758,29 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         attempt; the job waits in delayed until every child has finished (completed, failed for good or
         cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
         oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
+        """
+
+    @_abc_1.abstractmethod
+    def PushEvent(
+        self,
+        request: _external_events_pb2.PushEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.PushEventResponse, _abc.Awaitable[_external_events_pb2.PushEventResponse]]:
+        """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+        its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+        nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitForEvent(
+        self,
+        request: _external_events_pb2.WaitForEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.WaitForEventResponse, _abc.Awaitable[_external_events_pb2.WaitForEventResponse]]:
+        """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+        external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+        event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+        Redis Cluster.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

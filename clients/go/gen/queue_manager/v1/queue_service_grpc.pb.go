@@ -66,6 +66,8 @@ const (
 	QueueService_RemoveJobs_FullMethodName         = "/queue_manager.v1.QueueService/RemoveJobs"
 	QueueService_ControlWorker_FullMethodName      = "/queue_manager.v1.QueueService/ControlWorker"
 	QueueService_WaitForChildren_FullMethodName    = "/queue_manager.v1.QueueService/WaitForChildren"
+	QueueService_PushEvent_FullMethodName          = "/queue_manager.v1.QueueService/PushEvent"
+	QueueService_WaitForEvent_FullMethodName       = "/queue_manager.v1.QueueService/WaitForEvent"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -196,6 +198,15 @@ type QueueServiceClient interface {
 	// cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
 	// oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
 	WaitForChildren(ctx context.Context, in *WaitForChildrenRequest, opts ...grpc.CallOption) (*WaitForChildrenResponse, error)
+	// Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+	// its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+	// nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+	PushEvent(ctx context.Context, in *PushEventRequest, opts ...grpc.CallOption) (*PushEventResponse, error)
+	// Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+	// external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+	// event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+	// Redis Cluster.
+	WaitForEvent(ctx context.Context, in *WaitForEventRequest, opts ...grpc.CallOption) (*WaitForEventResponse, error)
 }
 
 type queueServiceClient struct {
@@ -709,6 +720,26 @@ func (c *queueServiceClient) WaitForChildren(ctx context.Context, in *WaitForChi
 	return out, nil
 }
 
+func (c *queueServiceClient) PushEvent(ctx context.Context, in *PushEventRequest, opts ...grpc.CallOption) (*PushEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushEventResponse)
+	err := c.cc.Invoke(ctx, QueueService_PushEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) WaitForEvent(ctx context.Context, in *WaitForEventRequest, opts ...grpc.CallOption) (*WaitForEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitForEventResponse)
+	err := c.cc.Invoke(ctx, QueueService_WaitForEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -837,6 +868,15 @@ type QueueServiceServer interface {
 	// cancelled), then runs again and sees their outcomes in Job.child_jobs. INVALID_ARGUMENT for a bad or
 	// oversized child (nothing is added), FAILED_PRECONDITION when the lease was lost.
 	WaitForChildren(context.Context, *WaitForChildrenRequest) (*WaitForChildrenResponse, error)
+	// Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+	// its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+	// nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+	PushEvent(context.Context, *PushEventRequest) (*PushEventResponse, error)
+	// Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+	// external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+	// event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+	// Redis Cluster.
+	WaitForEvent(context.Context, *WaitForEventRequest) (*WaitForEventResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -987,6 +1027,12 @@ func (UnimplementedQueueServiceServer) ControlWorker(context.Context, *ControlWo
 }
 func (UnimplementedQueueServiceServer) WaitForChildren(context.Context, *WaitForChildrenRequest) (*WaitForChildrenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitForChildren not implemented")
+}
+func (UnimplementedQueueServiceServer) PushEvent(context.Context, *PushEventRequest) (*PushEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushEvent not implemented")
+}
+func (UnimplementedQueueServiceServer) WaitForEvent(context.Context, *WaitForEventRequest) (*WaitForEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitForEvent not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1812,6 +1858,42 @@ func _QueueService_WaitForChildren_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_PushEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).PushEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_PushEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).PushEvent(ctx, req.(*PushEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_WaitForEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitForEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).WaitForEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_WaitForEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).WaitForEvent(ctx, req.(*WaitForEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1986,6 +2068,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WaitForChildren",
 			Handler:    _QueueService_WaitForChildren_Handler,
+		},
+		{
+			MethodName: "PushEvent",
+			Handler:    _QueueService_PushEvent_Handler,
+		},
+		{
+			MethodName: "WaitForEvent",
+			Handler:    _QueueService_WaitForEvent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
