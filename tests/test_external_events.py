@@ -6,9 +6,11 @@ Valkey."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +18,7 @@ from redis.asyncio import Redis
 from queue_manager import ExternalEvent, JobContext, JobState, QueueManager
 from queue_manager.v1 import external_events_pb2, queue_service_pb2_grpc
 from queue_manager_server.engine.keys import event_waiters
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import RawWorker
 from tests.test_delay_job import WAIT, until_state
 
@@ -310,4 +312,41 @@ async def test_a_worker_lost_after_the_wait_leaves_the_job_parked_and_one_push_r
     assert [r.job_id for r in (await qm.push_event("crash:go", None)).woken] == [job.id]
     done = await until_state(qm, "crash-ev", job.id, JobState.COMPLETED)
     assert runs == ["crash:go"] and done.attempts_made == 1 and done.stalled_count == 0
+    await qm.shutdown()
+
+
+async def test_a_webhook_pushes_an_event_over_http_with_its_id_making_retries_safe(
+    server_factory: ServerFactory,
+) -> None:
+    web = await server_factory(http_listen="127.0.0.1:0")
+    qm = QueueManager(address=web.address, concurrency=1)
+    await qm.register_queue("http-ev")
+    seen: list[Any] = []
+
+    @qm.processor("http-ev")
+    async def wait(job: JobContext) -> None:
+        if job.event is None:
+            await job.wait_for_event("payment:42")
+        seen.append((job.event.key, job.event.data, job.event.event_id))
+
+    await qm.start_workers()
+    job = await qm.add_job("http-ev", "w", None)
+    await until_state(qm, "http-ev", job.id, JobState.DELAYED)
+    url = f"http://{web.app.http_address}/api/v1/events"
+    body = {"key": "payment:42", "data": {"json": {"status": "paid"}}, "event_id": "whk-1"}
+    async with aiohttp.ClientSession() as session:
+        answers = []
+        for _ in range(2):  # the webhook's retry
+            async with session.post(url, data=json.dumps(body)) as response:
+                answers.append((response.status, await response.json()))
+        async with session.post(url, data=json.dumps({"key": "bad\u0001key"})) as response:
+            refused = (response.status, await response.json())
+    (s1, first), (s2, again) = answers
+    assert s1 == s2 == 200
+    assert first["woken"] == [{"queue_name": "http-ev", "job_id": job.id}] and not first.get("duplicate")
+    assert again["duplicate"] is True and again["woken"] == first["woken"]
+    assert again["pushed_at"] == first["pushed_at"]
+    assert refused[0] == 400 and refused[1]["code"] == "INVALID_ARGUMENT" and "key" in refused[1]["message"]
+    await until_state(qm, "http-ev", job.id, JobState.COMPLETED)
+    assert seen == [("payment:42", {"status": "paid"}, "whk-1")]
     await qm.shutdown()

@@ -113,6 +113,7 @@ ROUTES = [
     Route("GET", "/v1/workflows/{run_id}", "GetWorkflow"),
     Route("POST", "/v1/workflows/{run_id}:cancel", "CancelWorkflow"),
     Route("POST", "/v1/workflows/{run_id}:retry", "RetryWorkflow"),
+    Route("POST", "/v1/events", "PushEvent"),
 ]
 
 # gRPC status → HTTP status. FAILED_PRECONDITION is 409 (the resource's state conflicts with the request:
