@@ -116,6 +116,10 @@ async def test_children_added_at_run_time(ts_built: Path, server: RunningServer)
     await run_node_tests(ts_built, "children", server.address)
 
 
+async def test_external_events(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "external-events", server.address)
+
+
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "tracing", server.address)
 

@@ -2,7 +2,7 @@
  * `QueueManager`: the producer and admin API, and the entry point that starts workers. Its calls live one
  * group per module (client-base.ts tells how they stack); this module adds the processors and workers.
  */
-import { WorkflowCalls } from "./client-workflows.js";
+import { ExternalEventCalls } from "./client-events.js";
 import { Worker, type Processor, type WorkerOptions } from "./worker.js";
 import { checkProcessor } from "./worker-options.js";
 
@@ -14,7 +14,7 @@ export type { BulkJob } from "./client-producer.js";
  *
  * Nothing connects before the first call; `shutdown` stops the workers and closes the connection.
  */
-export class QueueManager extends WorkflowCalls {
+export class QueueManager extends ExternalEventCalls {
   private readonly processors = new Map<string, Processor>();
   private readonly started: Worker[] = [];
 
