@@ -43,6 +43,8 @@ EXPECTED = {
     "TestWorkerLabelsRouteTheJobToAMatchingWorker",
     "TestWaitForChildrenParksTheJobAndSumsTheirResults",
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
+    "TestWaitForEventParksTheJobUntilPushEvent",
+    "TestWaitForEventTimesOutAndBadKeysAreRefused",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",
     "TestUpdateJobDataChangesAnUnfinishedJob",
