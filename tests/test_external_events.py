@@ -19,7 +19,8 @@ from queue_manager import ExternalEvent, JobContext, JobState, QueueManager
 from queue_manager.v1 import external_events_pb2, queue_service_pb2_grpc
 from queue_manager_server.engine.keys import event_waiters
 from tests.conftest import RunningServer, ServerFactory
-from tests.rawworker import RawWorker
+from tests.rawworker import RawWorker, eventually
+from tests.test_cli import qm_cli, qm_json
 from tests.test_delay_job import WAIT, until_state
 
 
@@ -66,8 +67,12 @@ async def test_a_push_wakes_the_waiting_job_whose_next_run_sees_the_event(qm: Qu
     done = await until_state(qm, "orders", job.id, JobState.COMPLETED)
     assert done.result == {"shipped": 12} and done.attempts_made == 1  # the wait used no attempt
     assert done.event is not None and done.event.key == "order:7:paid"
-    data, event, timed_out, redelivery = next(s for s in seen[1:] if s[0] == {"step": "ship"})
-    assert event is not None and (event.key, event.data, event.event_id) == ("order:7:paid", {"amount": 12}, "evt-1")
+    _, event, timed_out, redelivery = next(s for s in seen[1:] if s[0] == {"step": "ship"})
+    assert event is not None and (event.key, event.data, event.event_id) == (
+        "order:7:paid",
+        {"amount": 12},
+        "evt-1",
+    )
     assert event.pushed_at == pushed.pushed_at and not timed_out and not redelivery
     # The other job still waits: its key was pushed only for this one.
     assert (await qm.get_job("orders", other.id)).state == JobState.DELAYED
@@ -185,12 +190,10 @@ async def test_a_repeated_event_id_changes_nothing_and_answers_as_the_first_push
     first = await qm.push_event("hook:1", 1, event_id="delivery-9")
     assert [r.job_id for r in first.woken] == [job.id]
 
-    async def parked_again() -> None:
-        async with asyncio.timeout(WAIT):
-            while len(runs) < 2 or (await qm.get_job("hooks", job.id)).state != JobState.DELAYED:
-                await asyncio.sleep(0.02)
+    async def parked_again() -> bool:
+        return len(runs) == 2 and (await qm.get_job("hooks", job.id)).state == JobState.DELAYED
 
-    await parked_again()
+    await eventually(parked_again, timeout=WAIT)
     again = await qm.push_event("hook:1", 2, event_id="delivery-9")
     assert again.duplicate and again.woken == first.woken and again.pushed_at == first.pushed_at
     await asyncio.sleep(0.2)  # a wrong wake would run it a third time
@@ -350,3 +353,31 @@ async def test_a_webhook_pushes_an_event_over_http_with_its_id_making_retries_sa
     await until_state(qm, "http-ev", job.id, JobState.COMPLETED)
     assert seen == [("payment:42", {"status": "paid"}, "whk-1")]
     await qm.shutdown()
+
+
+async def test_qm_events_push_wakes_the_job(
+    server: RunningServer, qm: QueueManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await qm.register_queue("cli-ev")
+
+    @qm.processor("cli-ev")
+    async def wait(job: JobContext) -> Any:
+        if job.event is None:
+            await job.wait_for_event("deploy:done")
+        return job.event.data
+
+    await qm.start_workers()
+    job = await qm.add_job("cli-ev", "w", None)
+    await until_state(qm, "cli-ev", job.id, JobState.DELAYED)
+    at = ("--server", server.address)
+    status, out, err = await qm_cli(capsys, *at, "events", "push", "deploy:done", "--data", '{"v": 2}')
+    assert (status, out) == (0, f"pushed deploy:done: woke 1 job(s)\n  cli-ev/{job.id}\n"), err
+    done = await until_state(qm, "cli-ev", job.id, JobState.COMPLETED)
+    assert done.result == {"v": 2}
+    pushed = await qm_json(capsys, server, "events", "push", "deploy:done", "--event-id", "d-1")
+    assert pushed["woken"] == [] and pushed["duplicate"] is False
+    status, _, err = await qm_cli(capsys, *at, "events", "push", "bad\tkey")
+    assert status == 1 and "control characters" in err
+    # `qm events QUEUE` follows a queue's job events: push's options are refused there.
+    status, _, err = await qm_cli(capsys, *at, "events", "cli-ev", "--data", "1")
+    assert status == 2 and "--data and --event-id go with `qm events push KEY`" in err
