@@ -381,3 +381,99 @@ async def test_qm_events_push_wakes_the_job(
     # `qm events QUEUE` follows a queue's job events: push's options are refused there.
     status, _, err = await qm_cli(capsys, *at, "events", "cli-ev", "--data", "1")
     assert status == 2 and "--data and --event-id go with `qm events push KEY`" in err
+
+
+async def test_event_waits_and_children_waits_in_turn_keep_each_others_outcomes(qm: QueueManager) -> None:
+    """A job that waits for an event, then for children, then for an event again: each run sees what its
+    last wait brought, and the children's outcomes survive the later event wait."""
+    for q in ("steps", "steps-kids"):
+        await qm.register_queue(q)
+    seen: list[tuple[str, Any, list[Any]]] = []
+
+    @qm.processor("steps")
+    async def step(job: JobContext) -> str:
+        seen.append((job.data, job.event and job.event.data, [c.result for c in job.children]))
+        if job.data == "start":
+            await job.wait_for_event("steps:go", data="fan-out")
+        if job.data == "fan-out":
+            await job.wait_for_children(
+                [{"queue_name": "steps-kids", "name": "k", "data": 5}], data="confirm"
+            )
+        if job.data == "confirm":
+            await job.wait_for_event("steps:confirm", data="done")
+        return "finished"
+
+    @qm.processor("steps-kids")
+    async def kid(job: JobContext) -> int:
+        return int(job.data) * 2
+
+    await qm.start_workers()
+    job = await qm.add_job("steps", "s", "start")
+    await until_state(qm, "steps", job.id, JobState.DELAYED)
+    assert [r.job_id for r in (await qm.push_event("steps:go", "go!")).woken] == [job.id]
+
+    async def parked_for_confirm() -> bool:
+        return len(seen) == 3 and (await qm.get_job("steps", job.id)).state == JobState.DELAYED
+
+    await eventually(parked_for_confirm, timeout=WAIT)
+    assert [r.job_id for r in (await qm.push_event("steps:confirm", "ok")).woken] == [job.id]
+    done = await until_state(qm, "steps", job.id, JobState.COMPLETED)
+    assert done.result == "finished"
+    assert seen == [
+        ("start", None, []),
+        ("fan-out", "go!", []),
+        ("confirm", None, [10]),  # the children's run: the event was an earlier wait's
+        ("done", "ok", [10]),
+    ]
+
+
+async def test_bulk_removal_drain_and_obliterate_leave_no_registration(
+    server: RunningServer, redis: Redis, prefix: str
+) -> None:
+    qm = QueueManager(address=server.address, concurrency=3)
+    queues = ("bulk-removed", "bulk-drained", "bulk-obliterated")
+
+    async def wait(job: JobContext) -> None:
+        await job.wait_for_event("bulk:k")
+
+    for q in queues:
+        await qm.register_queue(q)
+        qm.processor(q)(wait)
+    await qm.start_workers()
+    jobs = [await qm.add_job(q, "w", None) for q in queues]
+    for j in jobs:
+        await until_state(qm, j.queue_name, j.id, JobState.DELAYED)
+    assert len(await waiters(redis, prefix, "bulk:k")) == 3
+    await qm.remove_jobs("bulk-removed", JobState.DELAYED)
+    await qm.drain_queue("bulk-drained", include_delayed=True)
+    await qm.obliterate_queue("bulk-obliterated")
+    assert not await waiters(redis, prefix, "bulk:k")
+    await qm.shutdown()
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_both_calls_are_refused_and_nothing_is_written(on_cluster: ServerFactory) -> None:
+    server = await on_cluster()
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("on-cluster")
+    job = await qm.add_job("on-cluster", "w", None)
+    worker = RawWorker(server.address, ["on-cluster"])
+    await worker.connect(credits=1)
+    (leased,) = await worker.jobs(1)
+    stub = queue_service_pb2_grpc.QueueServiceStub(worker.channel)
+    for call, request in [
+        (stub.PushEvent, external_events_pb2.PushEventRequest(key="k")),
+        (
+            stub.WaitForEvent,
+            external_events_pb2.WaitForEventRequest(
+                queue_name="on-cluster", job_id=job.id, lease_token=leased.lease_token, keys=["k"]
+            ),
+        ),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(request)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "need a single Redis/Valkey server, not a Cluster" in (info.value.details() or "")
+    assert (await qm.get_job("on-cluster", job.id)).state == JobState.ACTIVE
+    await worker.close()
+    await qm.shutdown()
