@@ -58,6 +58,7 @@ from queue_manager.errors import (
     WaitingForChildren,
     WaitingForEvent,
 )
+from queue_manager.event_triggers import EventTrigger
 from queue_manager.events import JobEvent, JobEventStream, JobEventType
 from queue_manager.external_events import PushedEvent
 from queue_manager.groups import GroupInfo
@@ -96,6 +97,7 @@ __all__ = [
     "Dedup",
     "DedupMode",
     "DelayedError",
+    "EventTrigger",
     "EventWait",
     "ExternalEvent",
     "FailedPreconditionError",

@@ -37,11 +37,13 @@ class PushedEvent:
         duplicate: True when its event id had been pushed in the last 24 hours: nothing changed, and
             ``woken`` and ``pushed_at`` are the first push's.
         pushed_at: When the server recorded the push.
+        added: The jobs its event triggers added (one per trigger whose pattern matches its key).
     """
 
     woken: list[JobRef] = field(default_factory=list)
     duplicate: bool = False
     pushed_at: datetime | None = None
+    added: list[JobRef] = field(default_factory=list)
 
 
 def event_key(value: str, what: str = "event key") -> str:
@@ -124,4 +126,5 @@ def pushed_from_proto(answer: _pb.PushEventResponse) -> PushedEvent:
         woken=[JobRef(queue_name=r.queue_name, job_id=r.job_id) for r in answer.woken],
         duplicate=answer.duplicate,
         pushed_at=timestamp_to_datetime(answer.pushed_at) if answer.HasField("pushed_at") else None,
+        added=[JobRef(queue_name=r.queue_name, job_id=r.job_id) for r in answer.added],
     )

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from queue_manager_server.engine.engine import Engine, _i, _s
-from queue_manager_server.engine.keys import event_pushed, event_waiters
+from queue_manager_server.engine.keys import event_pushed, event_triggers_version, event_waiters
+from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import JobNotFound, LeaseNotHeld
 
 NOT_FOUND, LEASE_LOST = -2, -3
@@ -31,11 +32,12 @@ class EventParked:
 @dataclass(slots=True)
 class Pushed:
     """What a push did: whether its event id had been pushed already (then the rest is the first push's),
-    when it was recorded (Redis ms) and the jobs it woke, as (queue, job id)."""
+    when it was recorded (Redis ms), the jobs it woke and those its triggers added, as (queue, job id)."""
 
     duplicate: bool
     pushed_ms: int
     woken: list[tuple[str, str]] = field(default_factory=list)
+    added: list[tuple[str, str]] = field(default_factory=list)
 
 
 class ExternalEvents:
@@ -92,12 +94,32 @@ class ExternalEvents:
         until = _i(r[1])
         return EventParked(code, until if until >= 0 else None)
 
-    async def push_event(self, key: str, event: bytes, event_id: str, keep_ms: int) -> Pushed:
-        """Pushes an event of `key` (`event`: the encoded ExternalEvent without its time); with `event_id`,
-        a repeat within `keep_ms` of its first push changes nothing."""
-        keys = [event_waiters(self.engine.prefix, key)]
+    async def push_event(
+        self,
+        key: str,
+        event: bytes,
+        event_id: str,
+        keep_ms: int,
+        version: str,
+        adds: Sequence[tuple[str, Sequence[NewJob]]],
+    ) -> Pushed | None:
+        """Pushes an event of `key` (`event`: the encoded ExternalEvent without its time) and adds the jobs of
+        the triggers that match it, `adds` by queue, planned on the triggers at `version`; with `event_id`, a
+        repeat within `keep_ms` of its first push changes nothing. Returns None, having written nothing,
+        when the triggers changed since `version` was read."""
+        keys = [event_waiters(self.engine.prefix, key), event_triggers_version(self.engine.prefix)]
+        args: list[str | bytes | int] = [self.engine.channel, key, event, keep_ms, version, len(adds)]
+        for queue, jobs in adds:
+            k = self.engine.keys(queue)
+            keys += [k.meta, k.waiting, k.delayed]
+            args += [k.job_prefix, queue, len(jobs)]
+            for job in jobs:
+                args += job.argv()
         if event_id:
             keys.append(event_pushed(self.engine.prefix, event_id))
-        r = await self.engine.scripts.run("push_event", keys, [self.engine.channel, key, event, keep_ms])
-        woken = [(_s(r[i]), _s(r[i + 1])) for i in range(2, len(r), 2)]
-        return Pushed(_i(r[0]) == 1, _i(r[1]), woken)
+        r = await self.engine.scripts.run("push_event", keys, args)
+        if _i(r[0]) < 0:
+            return None
+        refs = [(_s(r[i]), _s(r[i + 1])) for i in range(3, len(r), 2)]
+        woken = _i(r[2])
+        return Pushed(_i(r[0]) == 1, _i(r[1]), refs[:woken], refs[woken:])

@@ -309,3 +309,15 @@ def event_pushed(prefix: str, event_id: str) -> str:
     """string: the answer of the first PushEvent of an event id (JSON: pushed ms, then queue and job id of
     each job it woke), kept for EVENT_ID_WINDOW_MS (services/external_events.py): a repeat is a no-op."""
     return f"{prefix}:event-id:{event_id}"
+
+
+def event_triggers(prefix: str) -> str:
+    """hash: event trigger id -> its definition (an encoded EventTrigger: services/event_triggers.py). Beside
+    it, ``event_triggers_version``; both under one hash tag, so one script writes them together."""
+    return f"{prefix}:{{event-triggers}}"
+
+
+def event_triggers_version(prefix: str) -> str:
+    """string: a counter every change of the event triggers raises, so a push planned on the triggers it
+    read writes nothing when they changed since (push_event.lua)."""
+    return f"{prefix}:{{event-triggers}}:version"

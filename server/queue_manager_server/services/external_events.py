@@ -1,5 +1,6 @@
 """External events (PushEvent, WaitForEvent): a running job waits for an event of one of some keys, parked
-as a durable sleep parks it, and a push wakes every job waiting for its key.
+as a durable sleep parks it, and a push wakes every job waiting for its key and adds the jobs of the event
+triggers its key matches (services/event_triggers.py).
 
 Each call is one script (lua/event_wait.lua, lua/push_event.lua), so a wait and a push never miss each other
 and a lost server leaves nothing half done: a WaitForEvent whose answer was lost either parked the job, or
@@ -14,11 +15,12 @@ import grpc
 
 from queue_manager.v1 import external_events_pb2 as pb
 from queue_manager.v1 import types_pb2
-from queue_manager_server import convert, validate
+from queue_manager_server import convert, event_trigger_convert, validate
 from queue_manager_server.engine import Engine
+from queue_manager_server.engine.event_triggers import EventTriggers
 from queue_manager_server.engine.external_events import CANCELLED, ExternalEvents
 from queue_manager_server.engine.store import ClusterStore
-from queue_manager_server.errors import InvalidArgument, WrongState
+from queue_manager_server.errors import InvalidArgument, Unavailable, WrongState
 from queue_manager_server.services.errors import unary
 
 # Keys one WaitForEvent may wait for: enough for "approved, rejected or withdrawn"; a wider fan-in is an
@@ -26,11 +28,15 @@ from queue_manager_server.services.errors import unary
 MAX_EVENT_KEYS = 16
 # How long a pushed event id is remembered, so a webhook's retries within it push nothing twice.
 EVENT_ID_WINDOW_MS = 24 * 3600 * 1000
+# Plans of a push's trigger jobs before it gives up: each is refused only when the triggers changed since
+# they were read (an upsert or delete in between), so a second plan all but always goes through.
+PLAN_ATTEMPTS = 5
 # The longest wait timeout: a wait meant to outlast a year has no timeout.
 MAX_WAIT_TIMEOUT_MS = 366 * 24 * 3600 * 1000
 ON_CLUSTER = (
-    "external events (PushEvent, WaitForEvent) need a single Redis/Valkey server, not a Cluster: a push "
-    "wakes jobs of any queue in one atomic step, which a Cluster cannot run across hash slots"
+    "external events (PushEvent, WaitForEvent, event triggers) need a single Redis/Valkey server, not a "
+    "Cluster: a push wakes and adds jobs of any queue in one atomic step, which a Cluster cannot run across "
+    "hash slots"
 )
 
 
@@ -50,6 +56,7 @@ class ExternalEventHandlers:
 
     engine: Engine
     external_events: ExternalEvents
+    event_triggers: EventTriggers
     max_payload: int
 
     @unary
@@ -63,11 +70,22 @@ class ExternalEventHandlers:
         event = types_pb2.ExternalEvent(key=key, event_id=event_id)
         if request.HasField("data") and request.data.WhichOneof("body") is not None:
             event.data.CopyFrom(convert.payload_out(body, ct, json_view=False))
-        pushed = await self.external_events.push_event(
-            key, event.SerializeToString(), event_id, EVENT_ID_WINDOW_MS
-        )
+        pushed = None
+        fresh = False
+        for _ in range(PLAN_ATTEMPTS):
+            version, triggers = await self.event_triggers.current(fresh)
+            adds = event_trigger_convert.jobs_for(triggers, key, request.data, self.max_payload)
+            pushed = await self.external_events.push_event(
+                key, event.SerializeToString(), event_id, EVENT_ID_WINDOW_MS, version, adds
+            )
+            if pushed is not None:
+                break
+            fresh = True  # the triggers changed since they were read: read them again and plan again
+        if pushed is None:
+            raise Unavailable("the event triggers kept changing while the event was pushed; push it again")
         return pb.PushEventResponse(
             woken=[types_pb2.JobRef(queue_name=q, job_id=j) for q, j in pushed.woken],
+            added=[types_pb2.JobRef(queue_name=q, job_id=j) for q, j in pushed.added],
             duplicate=pushed.duplicate,
             pushed_at=convert.ms_timestamp(pushed.pushed_ms),
         )
@@ -102,5 +120,10 @@ class ExternalEventHandlers:
         return out
 
     def _single_server(self) -> None:
-        if isinstance(self.engine.store, ClusterStore):
-            raise WrongState(ON_CLUSTER)
+        single_server(self.engine)
+
+
+def single_server(engine: Engine) -> None:
+    """Refuses the call on a Redis Cluster (see the module docstring)."""
+    if isinstance(engine.store, ClusterStore):
+        raise WrongState(ON_CLUSTER)

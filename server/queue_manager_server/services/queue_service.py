@@ -6,6 +6,7 @@ from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.children import Children
+from queue_manager_server.engine.event_triggers import EventTriggers
 from queue_manager_server.engine.external_events import ExternalEvents
 from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
@@ -17,6 +18,7 @@ from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.children import ChildrenHandlers
 from queue_manager_server.services.dead_letters import DeadLetterHandlers
+from queue_manager_server.services.event_triggers import EventTriggerHandlers
 from queue_manager_server.services.external_events import ExternalEventHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
@@ -39,6 +41,7 @@ class QueueService(
     CancelHandlers,
     ChildrenHandlers,
     ExternalEventHandlers,
+    EventTriggerHandlers,
     DeadLetterHandlers,
     SearchHandlers,
     ScheduleHandlers,
@@ -59,6 +62,7 @@ class QueueService(
         self.control = JobControl(engine)
         self.children = Children(engine)
         self.external_events = ExternalEvents(engine)
+        self.event_triggers = EventTriggers(engine)
         self.groups = Groups(engine)
         self.dead_letters = DeadLetters(engine)
         self.search = JobSearch(engine)

@@ -1,13 +1,11 @@
-"""``qm events QUEUE``: a queue's job events, live, one line each (docs/events.md); and
-``qm events push KEY``, which pushes an external event (docs/jobs.md "Waiting for an external event"), a
-different thing that shares the command's name."""
+"""``qm events QUEUE``: a queue's job events, live, one line each (docs/events.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from queue_manager.cli.common import UsageError, bounded_int, client, plain, read_data, show
+from queue_manager.cli.common import bounded_int, client, plain
 from queue_manager.events import JobEvent, JobEventType
 
 
@@ -20,19 +18,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "a line), until interrupted or --count events were printed. A live feed: what happened before, or "
         "while the stream was down, is not replayed (qm jobs get shows a job's state).",
     )
-    events.add_argument("queue", help="the queue; or the word push, then KEY: push an external event")
-    events.add_argument(
-        "key",
-        nargs="?",
-        metavar="KEY",
-        help="with push: the external event's key; the jobs waiting for it (JobContext.wait_for_event) wake",
-    )
-    events.add_argument("--data", default=None, help="with push: the event's data as JSON (@FILE, @- stdin)")
-    events.add_argument(
-        "--event-id",
-        default="",
-        help="with push: the event's id; a push repeating one pushed in the last 24 hours changes nothing",
-    )
+    events.add_argument("queue", help="the queue")
     events.add_argument(
         "--state",
         dest="states",
@@ -49,10 +35,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _events(args: argparse.Namespace) -> int:
-    if args.key is not None:
-        return _push(args)
-    if args.data is not None or args.event_id:
-        raise UsageError("--data and --event-id go with `qm events push KEY`")
     printed = 0
     with client(args) as qm:
         stream = qm.watch_job_events(args.queue, types=args.states, job_names=args.names)
@@ -83,21 +65,3 @@ def _line(args: argparse.Namespace, ev: JobEvent) -> str:
     if ev.failed_reason:
         parts.append(f"reason={json.dumps(ev.failed_reason, ensure_ascii=False)}")
     return "  ".join(parts)
-
-
-def _push(args: argparse.Namespace) -> int:
-    """``qm events push KEY [--data JSON] [--event-id ID]``: prints the jobs the event woke."""
-    if args.queue != "push":
-        raise UsageError(
-            f"unexpected {args.key!r}: follow a queue with `qm events QUEUE`, push with `qm events push KEY`"
-        )
-    with client(args) as qm:
-        pushed = qm.push_event(args.key, read_data(args.data), event_id=args.event_id)
-    if args.output == "json":
-        show(args, plain(pushed))
-        return 0
-    note = " (a repeat of its event id: nothing changed)" if pushed.duplicate else ""
-    print(f"pushed {args.key}: woke {len(pushed.woken)} job(s){note}")
-    for ref in pushed.woken:
-        print(f"  {ref.queue_name}/{ref.job_id}")
-    return 0

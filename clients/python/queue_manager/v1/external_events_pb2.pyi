@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from queue_manager.v1 import jobs_pb2 as _jobs_pb2
 from queue_manager.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -64,6 +65,7 @@ class PushEventResponse(_message.Message):
     WOKEN_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     PUSHED_AT_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the event_id had been pushed already: this push changed nothing, and woken is the first
     push's.
@@ -76,16 +78,21 @@ class PushEventResponse(_message.Message):
     def pushed_at(self) -> _timestamp_pb2.Timestamp:
         """When the server recorded the push (the first push's, for a duplicate)."""
 
+    @_builtins.property
+    def added(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.JobRef]:
+        """The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake."""
+
     def __init__(
         self,
         *,
         woken: _abc.Iterable[_types_pb2.JobRef] | None = ...,
         duplicate: _builtins.bool = ...,
         pushed_at: _timestamp_pb2.Timestamp | None = ...,
+        added: _abc.Iterable[_types_pb2.JobRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pushed_at", b"pushed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "pushed_at", b"pushed_at", "woken", b"woken"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "duplicate", b"duplicate", "pushed_at", b"pushed_at", "woken", b"woken"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -170,3 +177,202 @@ class WaitForEventResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WaitForEventResponse: _TypeAlias = WaitForEventResponse  # noqa: Y015
+
+@_typing.final
+class EventTrigger(_message.Message):
+    """EventTrigger adds a job for every external event whose key matches its pattern (PushEvent), with the
+    event's data as the job's data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KEY_PATTERN_FIELD_NUMBER: _builtins.int
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Trigger id, unique on the server: 1 to 100 letters, digits, "-", "_" or "."."""
+    key_pattern: _builtins.str
+    """The keys it matches: an exact key, or a prefix ending in "*" ("order:*"; "*" alone matches every key).
+    1 to 256 characters, no control characters, no "*" but at the end.
+    """
+    queue_name: _builtins.str
+    """Queue the jobs are added to; it must be registered."""
+    @_builtins.property
+    def job(self) -> _jobs_pb2.NewJob:
+        """Template of the job each matching event adds: its name and options (options.job_id and
+        options.schedule_time are not allowed: each event's job has its own id and runs when added; data is not
+        allowed: the job's data is the event's).
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the trigger was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the trigger was last replaced."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        key_pattern: _builtins.str = ...,
+        queue_name: _builtins.str = ...,
+        job: _jobs_pb2.NewJob | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "job", b"job", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "job", b"job", "key_pattern", b"key_pattern", "queue_name", b"queue_name", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventTrigger: _TypeAlias = EventTrigger  # noqa: Y015
+
+@_typing.final
+class UpsertEventTriggerRequest(_message.Message):
+    """UpsertEventTriggerRequest creates a trigger, or replaces the trigger of that id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def trigger(self) -> Global___EventTrigger:
+        """The trigger (output-only fields are ignored)."""
+
+    def __init__(
+        self,
+        *,
+        trigger: Global___EventTrigger | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertEventTriggerRequest: _TypeAlias = UpsertEventTriggerRequest  # noqa: Y015
+
+@_typing.final
+class UpsertEventTriggerResponse(_message.Message):
+    """UpsertEventTriggerResponse is the trigger as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when a trigger with this id was replaced."""
+    @_builtins.property
+    def trigger(self) -> Global___EventTrigger:
+        """The stored trigger."""
+
+    def __init__(
+        self,
+        *,
+        trigger: Global___EventTrigger | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertEventTriggerResponse: _TypeAlias = UpsertEventTriggerResponse  # noqa: Y015
+
+@_typing.final
+class ListEventTriggersRequest(_message.Message):
+    """ListEventTriggersRequest selects triggers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    """Queue name; empty means the triggers of every queue."""
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_name", b"queue_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventTriggersRequest: _TypeAlias = ListEventTriggersRequest  # noqa: Y015
+
+@_typing.final
+class ListEventTriggersResponse(_message.Message):
+    """ListEventTriggersResponse holds the triggers, by id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIGGERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def triggers(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventTrigger]:
+        """The triggers."""
+
+    def __init__(
+        self,
+        *,
+        triggers: _abc.Iterable[Global___EventTrigger] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["triggers", b"triggers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventTriggersResponse: _TypeAlias = ListEventTriggersResponse  # noqa: Y015
+
+@_typing.final
+class DeleteEventTriggerRequest(_message.Message):
+    """DeleteEventTriggerRequest names a trigger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIGGER_ID_FIELD_NUMBER: _builtins.int
+    trigger_id: _builtins.str
+    """Trigger id."""
+    def __init__(
+        self,
+        *,
+        trigger_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trigger_id", b"trigger_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteEventTriggerRequest: _TypeAlias = DeleteEventTriggerRequest  # noqa: Y015
+
+@_typing.final
+class DeleteEventTriggerResponse(_message.Message):
+    """DeleteEventTriggerResponse is the trigger as it was."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def trigger(self) -> Global___EventTrigger:
+        """The deleted trigger (the jobs it added stay)."""
+
+    def __init__(
+        self,
+        *,
+        trigger: Global___EventTrigger | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteEventTriggerResponse: _TypeAlias = DeleteEventTriggerResponse  # noqa: Y015

@@ -285,6 +285,21 @@ class QueueServiceStub:
                 request_serializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.FromString,
                 _registered_method=True)
+        self.UpsertEventTrigger = channel.unary_unary(
+                '/queue_manager.v1.QueueService/UpsertEventTrigger',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerResponse.FromString,
+                _registered_method=True)
+        self.ListEventTriggers = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListEventTriggers',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersResponse.FromString,
+                _registered_method=True)
+        self.DeleteEventTrigger = channel.unary_unary(
+                '/queue_manager.v1.QueueService/DeleteEventTrigger',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -667,6 +682,29 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertEventTrigger(self, request, context):
+        """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+        pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+        INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventTriggers(self, request, context):
+        """Lists the event triggers (of one queue, or all), by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEventTrigger(self, request, context):
+        """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -914,6 +952,21 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.WaitForEvent,
                     request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.SerializeToString,
+            ),
+            'UpsertEventTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertEventTrigger,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerResponse.SerializeToString,
+            ),
+            'ListEventTriggers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventTriggers,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersResponse.SerializeToString,
+            ),
+            'DeleteEventTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEventTrigger,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2240,6 +2293,87 @@ class QueueService:
             '/queue_manager.v1.QueueService/WaitForEvent',
             queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.SerializeToString,
             queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertEventTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/UpsertEventTrigger',
+            queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventTriggers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListEventTriggers',
+            queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEventTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/DeleteEventTrigger',
+            queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerResponse.FromString,
             options,
             channel_credentials,
             insecure,

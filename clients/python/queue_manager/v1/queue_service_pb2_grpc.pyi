@@ -185,6 +185,15 @@ class QueueServiceStub:
     event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
     Redis Cluster.
     """
+    UpsertEventTrigger: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.UpsertEventTriggerRequest, _external_events_pb2.UpsertEventTriggerResponse]
+    """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+    pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+    INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+    """
+    ListEventTriggers: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.ListEventTriggersRequest, _external_events_pb2.ListEventTriggersResponse]
+    """Lists the event triggers (of one queue, or all), by id."""
+    DeleteEventTrigger: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.DeleteEventTriggerRequest, _external_events_pb2.DeleteEventTriggerResponse]
+    """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -338,6 +347,15 @@ class QueueServiceAsyncStub(QueueServiceStub):
     event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
     Redis Cluster.
     """
+    UpsertEventTrigger: _aio.UnaryUnaryMultiCallable[_external_events_pb2.UpsertEventTriggerRequest, _external_events_pb2.UpsertEventTriggerResponse]  # type: ignore[assignment]
+    """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+    pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+    INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+    """
+    ListEventTriggers: _aio.UnaryUnaryMultiCallable[_external_events_pb2.ListEventTriggersRequest, _external_events_pb2.ListEventTriggersResponse]  # type: ignore[assignment]
+    """Lists the event triggers (of one queue, or all), by id."""
+    DeleteEventTrigger: _aio.UnaryUnaryMultiCallable[_external_events_pb2.DeleteEventTriggerRequest, _external_events_pb2.DeleteEventTriggerResponse]  # type: ignore[assignment]
+    """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -782,5 +800,32 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
         Redis Cluster.
         """
+
+    @_abc_1.abstractmethod
+    def UpsertEventTrigger(
+        self,
+        request: _external_events_pb2.UpsertEventTriggerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.UpsertEventTriggerResponse, _abc.Awaitable[_external_events_pb2.UpsertEventTriggerResponse]]:
+        """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+        pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+        INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEventTriggers(
+        self,
+        request: _external_events_pb2.ListEventTriggersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.ListEventTriggersResponse, _abc.Awaitable[_external_events_pb2.ListEventTriggersResponse]]:
+        """Lists the event triggers (of one queue, or all), by id."""
+
+    @_abc_1.abstractmethod
+    def DeleteEventTrigger(
+        self,
+        request: _external_events_pb2.DeleteEventTriggerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.DeleteEventTriggerResponse, _abc.Awaitable[_external_events_pb2.DeleteEventTriggerResponse]]:
+        """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

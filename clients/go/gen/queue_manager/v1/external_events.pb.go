@@ -97,7 +97,9 @@ type PushEventResponse struct {
 	// push's.
 	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// When the server recorded the push (the first push's, for a duplicate).
-	PushedAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=pushed_at,json=pushedAt,proto3" json:"pushed_at,omitempty"`
+	PushedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=pushed_at,json=pushedAt,proto3" json:"pushed_at,omitempty"`
+	// The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake.
+	Added         []*JobRef `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +151,13 @@ func (x *PushEventResponse) GetDuplicate() bool {
 func (x *PushEventResponse) GetPushedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.PushedAt
+	}
+	return nil
+}
+
+func (x *PushEventResponse) GetAdded() []*JobRef {
+	if x != nil {
+		return x.Added
 	}
 	return nil
 }
@@ -301,19 +310,400 @@ func (x *WaitForEventResponse) GetCancelled() bool {
 	return false
 }
 
+// EventTrigger adds a job for every external event whose key matches its pattern (PushEvent), with the
+// event's data as the job's data.
+type EventTrigger struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trigger id, unique on the server: 1 to 100 letters, digits, "-", "_" or ".".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The keys it matches: an exact key, or a prefix ending in "*" ("order:*"; "*" alone matches every key).
+	// 1 to 256 characters, no control characters, no "*" but at the end.
+	KeyPattern string `protobuf:"bytes,2,opt,name=key_pattern,json=keyPattern,proto3" json:"key_pattern,omitempty"`
+	// Queue the jobs are added to; it must be registered.
+	QueueName string `protobuf:"bytes,3,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	// Template of the job each matching event adds: its name and options (options.job_id and
+	// options.schedule_time are not allowed: each event's job has its own id and runs when added; data is not
+	// allowed: the job's data is the event's).
+	Job *NewJob `protobuf:"bytes,4,opt,name=job,proto3" json:"job,omitempty"`
+	// Output only: when the trigger was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Output only: when the trigger was last replaced.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventTrigger) Reset() {
+	*x = EventTrigger{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventTrigger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventTrigger) ProtoMessage() {}
+
+func (x *EventTrigger) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventTrigger.ProtoReflect.Descriptor instead.
+func (*EventTrigger) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EventTrigger) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EventTrigger) GetKeyPattern() string {
+	if x != nil {
+		return x.KeyPattern
+	}
+	return ""
+}
+
+func (x *EventTrigger) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+func (x *EventTrigger) GetJob() *NewJob {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *EventTrigger) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *EventTrigger) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// UpsertEventTriggerRequest creates a trigger, or replaces the trigger of that id.
+type UpsertEventTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trigger (output-only fields are ignored).
+	Trigger       *EventTrigger `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertEventTriggerRequest) Reset() {
+	*x = UpsertEventTriggerRequest{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertEventTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertEventTriggerRequest) ProtoMessage() {}
+
+func (x *UpsertEventTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertEventTriggerRequest.ProtoReflect.Descriptor instead.
+func (*UpsertEventTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpsertEventTriggerRequest) GetTrigger() *EventTrigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
+// UpsertEventTriggerResponse is the trigger as stored.
+type UpsertEventTriggerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored trigger.
+	Trigger *EventTrigger `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// False when a trigger with this id was replaced.
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertEventTriggerResponse) Reset() {
+	*x = UpsertEventTriggerResponse{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertEventTriggerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertEventTriggerResponse) ProtoMessage() {}
+
+func (x *UpsertEventTriggerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertEventTriggerResponse.ProtoReflect.Descriptor instead.
+func (*UpsertEventTriggerResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpsertEventTriggerResponse) GetTrigger() *EventTrigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
+func (x *UpsertEventTriggerResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// ListEventTriggersRequest selects triggers.
+type ListEventTriggersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name; empty means the triggers of every queue.
+	QueueName     string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventTriggersRequest) Reset() {
+	*x = ListEventTriggersRequest{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventTriggersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventTriggersRequest) ProtoMessage() {}
+
+func (x *ListEventTriggersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventTriggersRequest.ProtoReflect.Descriptor instead.
+func (*ListEventTriggersRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListEventTriggersRequest) GetQueueName() string {
+	if x != nil {
+		return x.QueueName
+	}
+	return ""
+}
+
+// ListEventTriggersResponse holds the triggers, by id.
+type ListEventTriggersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The triggers.
+	Triggers      []*EventTrigger `protobuf:"bytes,1,rep,name=triggers,proto3" json:"triggers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventTriggersResponse) Reset() {
+	*x = ListEventTriggersResponse{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventTriggersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventTriggersResponse) ProtoMessage() {}
+
+func (x *ListEventTriggersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventTriggersResponse.ProtoReflect.Descriptor instead.
+func (*ListEventTriggersResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListEventTriggersResponse) GetTriggers() []*EventTrigger {
+	if x != nil {
+		return x.Triggers
+	}
+	return nil
+}
+
+// DeleteEventTriggerRequest names a trigger.
+type DeleteEventTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trigger id.
+	TriggerId     string `protobuf:"bytes,1,opt,name=trigger_id,json=triggerId,proto3" json:"trigger_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEventTriggerRequest) Reset() {
+	*x = DeleteEventTriggerRequest{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEventTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEventTriggerRequest) ProtoMessage() {}
+
+func (x *DeleteEventTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEventTriggerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteEventTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DeleteEventTriggerRequest) GetTriggerId() string {
+	if x != nil {
+		return x.TriggerId
+	}
+	return ""
+}
+
+// DeleteEventTriggerResponse is the trigger as it was.
+type DeleteEventTriggerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deleted trigger (the jobs it added stay).
+	Trigger       *EventTrigger `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEventTriggerResponse) Reset() {
+	*x = DeleteEventTriggerResponse{}
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEventTriggerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEventTriggerResponse) ProtoMessage() {}
+
+func (x *DeleteEventTriggerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_external_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEventTriggerResponse.ProtoReflect.Descriptor instead.
+func (*DeleteEventTriggerResponse) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_external_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteEventTriggerResponse) GetTrigger() *EventTrigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
 var File_queue_manager_v1_external_events_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_external_events_proto_rawDesc = "" +
 	"\n" +
-	"&queue_manager/v1/external_events.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cqueue_manager/v1/types.proto\"n\n" +
+	"&queue_manager/v1/external_events.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1cqueue_manager/v1/types.proto\"n\n" +
 	"\x10PushEventRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x04data\x18\x02 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\x12\x19\n" +
-	"\bevent_id\x18\x03 \x01(\tR\aeventId\"\x9a\x01\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\"\xca\x01\n" +
 	"\x11PushEventResponse\x12.\n" +
 	"\x05woken\x18\x01 \x03(\v2\x18.queue_manager.v1.JobRefR\x05woken\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x127\n" +
-	"\tpushed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bpushedAt\"\xe4\x01\n" +
+	"\tpushed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bpushedAt\x12.\n" +
+	"\x05added\x18\x04 \x03(\v2\x18.queue_manager.v1.JobRefR\x05added\"\xe4\x01\n" +
 	"\x13WaitForEventRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +
@@ -325,7 +715,33 @@ const file_queue_manager_v1_external_events_proto_rawDesc = "" +
 	"\x04data\x18\x06 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\"f\n" +
 	"\x14WaitForEventResponse\x120\n" +
 	"\x05until\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1c\n" +
-	"\tcancelled\x18\x02 \x01(\bR\tcancelledB\xe0\x01\n" +
+	"\tcancelled\x18\x02 \x01(\bR\tcancelled\"\x84\x02\n" +
+	"\fEventTrigger\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vkey_pattern\x18\x02 \x01(\tR\n" +
+	"keyPattern\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x03 \x01(\tR\tqueueName\x12*\n" +
+	"\x03job\x18\x04 \x01(\v2\x18.queue_manager.v1.NewJobR\x03job\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"U\n" +
+	"\x19UpsertEventTriggerRequest\x128\n" +
+	"\atrigger\x18\x01 \x01(\v2\x1e.queue_manager.v1.EventTriggerR\atrigger\"p\n" +
+	"\x1aUpsertEventTriggerResponse\x128\n" +
+	"\atrigger\x18\x01 \x01(\v2\x1e.queue_manager.v1.EventTriggerR\atrigger\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"9\n" +
+	"\x18ListEventTriggersRequest\x12\x1d\n" +
+	"\n" +
+	"queue_name\x18\x01 \x01(\tR\tqueueName\"W\n" +
+	"\x19ListEventTriggersResponse\x12:\n" +
+	"\btriggers\x18\x01 \x03(\v2\x1e.queue_manager.v1.EventTriggerR\btriggers\":\n" +
+	"\x19DeleteEventTriggerRequest\x12\x1d\n" +
+	"\n" +
+	"trigger_id\x18\x01 \x01(\tR\ttriggerId\"V\n" +
+	"\x1aDeleteEventTriggerResponse\x128\n" +
+	"\atrigger\x18\x01 \x01(\v2\x1e.queue_manager.v1.EventTriggerR\atriggerB\xe0\x01\n" +
 	"\x14com.queue_manager.v1B\x13ExternalEventsProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -340,29 +756,45 @@ func file_queue_manager_v1_external_events_proto_rawDescGZIP() []byte {
 	return file_queue_manager_v1_external_events_proto_rawDescData
 }
 
-var file_queue_manager_v1_external_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_queue_manager_v1_external_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_queue_manager_v1_external_events_proto_goTypes = []any{
-	(*PushEventRequest)(nil),      // 0: queue_manager.v1.PushEventRequest
-	(*PushEventResponse)(nil),     // 1: queue_manager.v1.PushEventResponse
-	(*WaitForEventRequest)(nil),   // 2: queue_manager.v1.WaitForEventRequest
-	(*WaitForEventResponse)(nil),  // 3: queue_manager.v1.WaitForEventResponse
-	(*Payload)(nil),               // 4: queue_manager.v1.Payload
-	(*JobRef)(nil),                // 5: queue_manager.v1.JobRef
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*PushEventRequest)(nil),           // 0: queue_manager.v1.PushEventRequest
+	(*PushEventResponse)(nil),          // 1: queue_manager.v1.PushEventResponse
+	(*WaitForEventRequest)(nil),        // 2: queue_manager.v1.WaitForEventRequest
+	(*WaitForEventResponse)(nil),       // 3: queue_manager.v1.WaitForEventResponse
+	(*EventTrigger)(nil),               // 4: queue_manager.v1.EventTrigger
+	(*UpsertEventTriggerRequest)(nil),  // 5: queue_manager.v1.UpsertEventTriggerRequest
+	(*UpsertEventTriggerResponse)(nil), // 6: queue_manager.v1.UpsertEventTriggerResponse
+	(*ListEventTriggersRequest)(nil),   // 7: queue_manager.v1.ListEventTriggersRequest
+	(*ListEventTriggersResponse)(nil),  // 8: queue_manager.v1.ListEventTriggersResponse
+	(*DeleteEventTriggerRequest)(nil),  // 9: queue_manager.v1.DeleteEventTriggerRequest
+	(*DeleteEventTriggerResponse)(nil), // 10: queue_manager.v1.DeleteEventTriggerResponse
+	(*Payload)(nil),                    // 11: queue_manager.v1.Payload
+	(*JobRef)(nil),                     // 12: queue_manager.v1.JobRef
+	(*timestamppb.Timestamp)(nil),      // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 14: google.protobuf.Duration
+	(*NewJob)(nil),                     // 15: queue_manager.v1.NewJob
 }
 var file_queue_manager_v1_external_events_proto_depIdxs = []int32{
-	4, // 0: queue_manager.v1.PushEventRequest.data:type_name -> queue_manager.v1.Payload
-	5, // 1: queue_manager.v1.PushEventResponse.woken:type_name -> queue_manager.v1.JobRef
-	6, // 2: queue_manager.v1.PushEventResponse.pushed_at:type_name -> google.protobuf.Timestamp
-	7, // 3: queue_manager.v1.WaitForEventRequest.timeout:type_name -> google.protobuf.Duration
-	4, // 4: queue_manager.v1.WaitForEventRequest.data:type_name -> queue_manager.v1.Payload
-	6, // 5: queue_manager.v1.WaitForEventResponse.until:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	11, // 0: queue_manager.v1.PushEventRequest.data:type_name -> queue_manager.v1.Payload
+	12, // 1: queue_manager.v1.PushEventResponse.woken:type_name -> queue_manager.v1.JobRef
+	13, // 2: queue_manager.v1.PushEventResponse.pushed_at:type_name -> google.protobuf.Timestamp
+	12, // 3: queue_manager.v1.PushEventResponse.added:type_name -> queue_manager.v1.JobRef
+	14, // 4: queue_manager.v1.WaitForEventRequest.timeout:type_name -> google.protobuf.Duration
+	11, // 5: queue_manager.v1.WaitForEventRequest.data:type_name -> queue_manager.v1.Payload
+	13, // 6: queue_manager.v1.WaitForEventResponse.until:type_name -> google.protobuf.Timestamp
+	15, // 7: queue_manager.v1.EventTrigger.job:type_name -> queue_manager.v1.NewJob
+	13, // 8: queue_manager.v1.EventTrigger.create_time:type_name -> google.protobuf.Timestamp
+	13, // 9: queue_manager.v1.EventTrigger.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 10: queue_manager.v1.UpsertEventTriggerRequest.trigger:type_name -> queue_manager.v1.EventTrigger
+	4,  // 11: queue_manager.v1.UpsertEventTriggerResponse.trigger:type_name -> queue_manager.v1.EventTrigger
+	4,  // 12: queue_manager.v1.ListEventTriggersResponse.triggers:type_name -> queue_manager.v1.EventTrigger
+	4,  // 13: queue_manager.v1.DeleteEventTriggerResponse.trigger:type_name -> queue_manager.v1.EventTrigger
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_external_events_proto_init() }
@@ -370,6 +802,7 @@ func file_queue_manager_v1_external_events_proto_init() {
 	if File_queue_manager_v1_external_events_proto != nil {
 		return
 	}
+	file_queue_manager_v1_jobs_proto_init()
 	file_queue_manager_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -377,7 +810,7 @@ func file_queue_manager_v1_external_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_external_events_proto_rawDesc), len(file_queue_manager_v1_external_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

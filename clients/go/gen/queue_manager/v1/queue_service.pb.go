@@ -1989,7 +1989,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x1bWORKER_CONTROL_ACTION_QUIET\x10\x01\x12 \n" +
 	"\x1cWORKER_CONTROL_ACTION_RESUME\x10\x02\x12\x1e\n" +
 	"\x1aWORKER_CONTROL_ACTION_STOP\x10\x03\x12)\n" +
-	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\x87$\n" +
+	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\xd7&\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -2050,7 +2050,10 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\rControlWorker\x12&.queue_manager.v1.ControlWorkerRequest\x1a'.queue_manager.v1.ControlWorkerResponse\x12f\n" +
 	"\x0fWaitForChildren\x12(.queue_manager.v1.WaitForChildrenRequest\x1a).queue_manager.v1.WaitForChildrenResponse\x12T\n" +
 	"\tPushEvent\x12\".queue_manager.v1.PushEventRequest\x1a#.queue_manager.v1.PushEventResponse\x12]\n" +
-	"\fWaitForEvent\x12%.queue_manager.v1.WaitForEventRequest\x1a&.queue_manager.v1.WaitForEventResponseB\xde\x01\n" +
+	"\fWaitForEvent\x12%.queue_manager.v1.WaitForEventRequest\x1a&.queue_manager.v1.WaitForEventResponse\x12o\n" +
+	"\x12UpsertEventTrigger\x12+.queue_manager.v1.UpsertEventTriggerRequest\x1a,.queue_manager.v1.UpsertEventTriggerResponse\x12l\n" +
+	"\x11ListEventTriggers\x12*.queue_manager.v1.ListEventTriggersRequest\x1a+.queue_manager.v1.ListEventTriggersResponse\x12o\n" +
+	"\x12DeleteEventTrigger\x12+.queue_manager.v1.DeleteEventTriggerRequest\x1a,.queue_manager.v1.DeleteEventTriggerResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2144,40 +2147,46 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*WaitForChildrenRequest)(nil),     // 73: queue_manager.v1.WaitForChildrenRequest
 	(*PushEventRequest)(nil),           // 74: queue_manager.v1.PushEventRequest
 	(*WaitForEventRequest)(nil),        // 75: queue_manager.v1.WaitForEventRequest
-	(*GetAllMetricsResponse)(nil),      // 76: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 77: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 78: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 79: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 80: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 81: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 82: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 83: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 84: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 85: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 86: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 87: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 88: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 89: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 90: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 91: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 92: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 93: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 94: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 95: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 96: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 97: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 98: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 99: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 100: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 101: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 102: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 103: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 104: queue_manager.v1.RetryWorkflowResponse
-	(*CancelJobsResponse)(nil),         // 105: queue_manager.v1.CancelJobsResponse
-	(*RemoveJobsResponse)(nil),         // 106: queue_manager.v1.RemoveJobsResponse
-	(*WaitForChildrenResponse)(nil),    // 107: queue_manager.v1.WaitForChildrenResponse
-	(*PushEventResponse)(nil),          // 108: queue_manager.v1.PushEventResponse
-	(*WaitForEventResponse)(nil),       // 109: queue_manager.v1.WaitForEventResponse
+	(*UpsertEventTriggerRequest)(nil),  // 76: queue_manager.v1.UpsertEventTriggerRequest
+	(*ListEventTriggersRequest)(nil),   // 77: queue_manager.v1.ListEventTriggersRequest
+	(*DeleteEventTriggerRequest)(nil),  // 78: queue_manager.v1.DeleteEventTriggerRequest
+	(*GetAllMetricsResponse)(nil),      // 79: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 80: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 81: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 82: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 83: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 84: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 85: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 86: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 87: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 88: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 89: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 90: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 91: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 92: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 93: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 94: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 95: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 96: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 97: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 98: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 99: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 100: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 101: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 102: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 103: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 104: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 105: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 106: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 107: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 108: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 109: queue_manager.v1.RemoveJobsResponse
+	(*WaitForChildrenResponse)(nil),    // 110: queue_manager.v1.WaitForChildrenResponse
+	(*PushEventResponse)(nil),          // 111: queue_manager.v1.PushEventResponse
+	(*WaitForEventResponse)(nil),       // 112: queue_manager.v1.WaitForEventResponse
+	(*UpsertEventTriggerResponse)(nil), // 113: queue_manager.v1.UpsertEventTriggerResponse
+	(*ListEventTriggersResponse)(nil),  // 114: queue_manager.v1.ListEventTriggersResponse
+	(*DeleteEventTriggerResponse)(nil), // 115: queue_manager.v1.DeleteEventTriggerResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	33,  // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -2248,57 +2257,63 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	73,  // 65: queue_manager.v1.QueueService.WaitForChildren:input_type -> queue_manager.v1.WaitForChildrenRequest
 	74,  // 66: queue_manager.v1.QueueService.PushEvent:input_type -> queue_manager.v1.PushEventRequest
 	75,  // 67: queue_manager.v1.QueueService.WaitForEvent:input_type -> queue_manager.v1.WaitForEventRequest
-	2,   // 68: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	4,   // 69: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	6,   // 70: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	8,   // 71: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	10,  // 72: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	12,  // 73: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	14,  // 74: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	24,  // 75: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	16,  // 76: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	18,  // 77: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	20,  // 78: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	22,  // 79: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	26,  // 80: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	76,  // 81: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	77,  // 82: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	78,  // 83: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	79,  // 84: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	80,  // 85: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	81,  // 86: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	82,  // 87: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	83,  // 88: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	84,  // 89: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	85,  // 90: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	86,  // 91: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	87,  // 92: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	88,  // 93: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	89,  // 94: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	90,  // 95: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	91,  // 96: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	92,  // 97: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	93,  // 98: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	94,  // 99: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	95,  // 100: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	96,  // 101: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	97,  // 102: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	98,  // 103: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	99,  // 104: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	100, // 105: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	101, // 106: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	102, // 107: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	103, // 108: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	28,  // 109: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	104, // 110: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	105, // 111: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
-	106, // 112: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
-	32,  // 113: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
-	107, // 114: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
-	108, // 115: queue_manager.v1.QueueService.PushEvent:output_type -> queue_manager.v1.PushEventResponse
-	109, // 116: queue_manager.v1.QueueService.WaitForEvent:output_type -> queue_manager.v1.WaitForEventResponse
-	68,  // [68:117] is the sub-list for method output_type
-	19,  // [19:68] is the sub-list for method input_type
+	76,  // 68: queue_manager.v1.QueueService.UpsertEventTrigger:input_type -> queue_manager.v1.UpsertEventTriggerRequest
+	77,  // 69: queue_manager.v1.QueueService.ListEventTriggers:input_type -> queue_manager.v1.ListEventTriggersRequest
+	78,  // 70: queue_manager.v1.QueueService.DeleteEventTrigger:input_type -> queue_manager.v1.DeleteEventTriggerRequest
+	2,   // 71: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	4,   // 72: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	6,   // 73: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	8,   // 74: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	10,  // 75: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	12,  // 76: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	14,  // 77: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	24,  // 78: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	16,  // 79: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	18,  // 80: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	20,  // 81: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	22,  // 82: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	26,  // 83: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	79,  // 84: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	80,  // 85: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	81,  // 86: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	82,  // 87: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	83,  // 88: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	84,  // 89: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	85,  // 90: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	86,  // 91: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	87,  // 92: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	88,  // 93: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	89,  // 94: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	90,  // 95: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	91,  // 96: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	92,  // 97: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	93,  // 98: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	94,  // 99: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	95,  // 100: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	96,  // 101: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	97,  // 102: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	98,  // 103: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	99,  // 104: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	100, // 105: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	101, // 106: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	102, // 107: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	103, // 108: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	104, // 109: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	105, // 110: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	106, // 111: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	28,  // 112: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	107, // 113: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	108, // 114: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	109, // 115: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	32,  // 116: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
+	110, // 117: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
+	111, // 118: queue_manager.v1.QueueService.PushEvent:output_type -> queue_manager.v1.PushEventResponse
+	112, // 119: queue_manager.v1.QueueService.WaitForEvent:output_type -> queue_manager.v1.WaitForEventResponse
+	113, // 120: queue_manager.v1.QueueService.UpsertEventTrigger:output_type -> queue_manager.v1.UpsertEventTriggerResponse
+	114, // 121: queue_manager.v1.QueueService.ListEventTriggers:output_type -> queue_manager.v1.ListEventTriggersResponse
+	115, // 122: queue_manager.v1.QueueService.DeleteEventTrigger:output_type -> queue_manager.v1.DeleteEventTriggerResponse
+	71,  // [71:123] is the sub-list for method output_type
+	19,  // [19:71] is the sub-list for method input_type
 	19,  // [19:19] is the sub-list for extension type_name
 	19,  // [19:19] is the sub-list for extension extendee
 	0,   // [0:19] is the sub-list for field type_name

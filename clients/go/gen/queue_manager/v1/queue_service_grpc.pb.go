@@ -68,6 +68,9 @@ const (
 	QueueService_WaitForChildren_FullMethodName    = "/queue_manager.v1.QueueService/WaitForChildren"
 	QueueService_PushEvent_FullMethodName          = "/queue_manager.v1.QueueService/PushEvent"
 	QueueService_WaitForEvent_FullMethodName       = "/queue_manager.v1.QueueService/WaitForEvent"
+	QueueService_UpsertEventTrigger_FullMethodName = "/queue_manager.v1.QueueService/UpsertEventTrigger"
+	QueueService_ListEventTriggers_FullMethodName  = "/queue_manager.v1.QueueService/ListEventTriggers"
+	QueueService_DeleteEventTrigger_FullMethodName = "/queue_manager.v1.QueueService/DeleteEventTrigger"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -207,6 +210,14 @@ type QueueServiceClient interface {
 	// event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
 	// Redis Cluster.
 	WaitForEvent(ctx context.Context, in *WaitForEventRequest, opts ...grpc.CallOption) (*WaitForEventResponse, error)
+	// Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+	// pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+	// INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+	UpsertEventTrigger(ctx context.Context, in *UpsertEventTriggerRequest, opts ...grpc.CallOption) (*UpsertEventTriggerResponse, error)
+	// Lists the event triggers (of one queue, or all), by id.
+	ListEventTriggers(ctx context.Context, in *ListEventTriggersRequest, opts ...grpc.CallOption) (*ListEventTriggersResponse, error)
+	// Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id.
+	DeleteEventTrigger(ctx context.Context, in *DeleteEventTriggerRequest, opts ...grpc.CallOption) (*DeleteEventTriggerResponse, error)
 }
 
 type queueServiceClient struct {
@@ -740,6 +751,36 @@ func (c *queueServiceClient) WaitForEvent(ctx context.Context, in *WaitForEventR
 	return out, nil
 }
 
+func (c *queueServiceClient) UpsertEventTrigger(ctx context.Context, in *UpsertEventTriggerRequest, opts ...grpc.CallOption) (*UpsertEventTriggerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpsertEventTriggerResponse)
+	err := c.cc.Invoke(ctx, QueueService_UpsertEventTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ListEventTriggers(ctx context.Context, in *ListEventTriggersRequest, opts ...grpc.CallOption) (*ListEventTriggersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventTriggersResponse)
+	err := c.cc.Invoke(ctx, QueueService_ListEventTriggers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) DeleteEventTrigger(ctx context.Context, in *DeleteEventTriggerRequest, opts ...grpc.CallOption) (*DeleteEventTriggerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteEventTriggerResponse)
+	err := c.cc.Invoke(ctx, QueueService_DeleteEventTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -877,6 +918,14 @@ type QueueServiceServer interface {
 	// event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
 	// Redis Cluster.
 	WaitForEvent(context.Context, *WaitForEventRequest) (*WaitForEventResponse, error)
+	// Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+	// pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+	// INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+	UpsertEventTrigger(context.Context, *UpsertEventTriggerRequest) (*UpsertEventTriggerResponse, error)
+	// Lists the event triggers (of one queue, or all), by id.
+	ListEventTriggers(context.Context, *ListEventTriggersRequest) (*ListEventTriggersResponse, error)
+	// Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id.
+	DeleteEventTrigger(context.Context, *DeleteEventTriggerRequest) (*DeleteEventTriggerResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -1033,6 +1082,15 @@ func (UnimplementedQueueServiceServer) PushEvent(context.Context, *PushEventRequ
 }
 func (UnimplementedQueueServiceServer) WaitForEvent(context.Context, *WaitForEventRequest) (*WaitForEventResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitForEvent not implemented")
+}
+func (UnimplementedQueueServiceServer) UpsertEventTrigger(context.Context, *UpsertEventTriggerRequest) (*UpsertEventTriggerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpsertEventTrigger not implemented")
+}
+func (UnimplementedQueueServiceServer) ListEventTriggers(context.Context, *ListEventTriggersRequest) (*ListEventTriggersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEventTriggers not implemented")
+}
+func (UnimplementedQueueServiceServer) DeleteEventTrigger(context.Context, *DeleteEventTriggerRequest) (*DeleteEventTriggerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteEventTrigger not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1894,6 +1952,60 @@ func _QueueService_WaitForEvent_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_UpsertEventTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpsertEventTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).UpsertEventTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_UpsertEventTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).UpsertEventTrigger(ctx, req.(*UpsertEventTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ListEventTriggers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventTriggersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ListEventTriggers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ListEventTriggers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ListEventTriggers(ctx, req.(*ListEventTriggersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_DeleteEventTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteEventTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).DeleteEventTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_DeleteEventTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).DeleteEventTrigger(ctx, req.(*DeleteEventTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2076,6 +2188,18 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WaitForEvent",
 			Handler:    _QueueService_WaitForEvent_Handler,
+		},
+		{
+			MethodName: "UpsertEventTrigger",
+			Handler:    _QueueService_UpsertEventTrigger_Handler,
+		},
+		{
+			MethodName: "ListEventTriggers",
+			Handler:    _QueueService_ListEventTriggers_Handler,
+		},
+		{
+			MethodName: "DeleteEventTrigger",
+			Handler:    _QueueService_DeleteEventTrigger_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

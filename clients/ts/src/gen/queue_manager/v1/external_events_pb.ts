@@ -6,6 +6,8 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { NewJob } from "./jobs_pb.js";
+import { file_queue_manager_v1_jobs } from "./jobs_pb.js";
 import type { JobRef, Payload } from "./types_pb.js";
 import { file_queue_manager_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/external_events.proto.
  */
 export const file_queue_manager_v1_external_events: GenFile = /*@__PURE__*/
-  fileDesc("CiZxdWV1ZV9tYW5hZ2VyL3YxL2V4dGVybmFsX2V2ZW50cy5wcm90bxIQcXVldWVfbWFuYWdlci52MSJaChBQdXNoRXZlbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRInCgRkYXRhGAIgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkEhAKCGV2ZW50X2lkGAMgASgJIn4KEVB1c2hFdmVudFJlc3BvbnNlEicKBXdva2VuGAEgAygLMhgucXVldWVfbWFuYWdlci52MS5Kb2JSZWYSEQoJZHVwbGljYXRlGAIgASgIEi0KCXB1c2hlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAisQEKE1dhaXRGb3JFdmVudFJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEwoLbGVhc2VfdG9rZW4YAyABKAkSDAoEa2V5cxgEIAMoCRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBGRhdGEYBiABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQiVAoUV2FpdEZvckV2ZW50UmVzcG9uc2USKQoFdW50aWwYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNhbmNlbGxlZBgCIAEoCGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_types]);
+  fileDesc("CiZxdWV1ZV9tYW5hZ2VyL3YxL2V4dGVybmFsX2V2ZW50cy5wcm90bxIQcXVldWVfbWFuYWdlci52MSJaChBQdXNoRXZlbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRInCgRkYXRhGAIgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkEhAKCGV2ZW50X2lkGAMgASgJIqcBChFQdXNoRXZlbnRSZXNwb25zZRInCgV3b2tlbhgBIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuSm9iUmVmEhEKCWR1cGxpY2F0ZRgCIAEoCBItCglwdXNoZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWFkZGVkGAQgAygLMhgucXVldWVfbWFuYWdlci52MS5Kb2JSZWYisQEKE1dhaXRGb3JFdmVudFJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEwoLbGVhc2VfdG9rZW4YAyABKAkSDAoEa2V5cxgEIAMoCRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBGRhdGEYBiABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQiVAoUV2FpdEZvckV2ZW50UmVzcG9uc2USKQoFdW50aWwYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNhbmNlbGxlZBgCIAEoCCLMAQoMRXZlbnRUcmlnZ2VyEgoKAmlkGAEgASgJEhMKC2tleV9wYXR0ZXJuGAIgASgJEhIKCnF1ZXVlX25hbWUYAyABKAkSJQoDam9iGAQgASgLMhgucXVldWVfbWFuYWdlci52MS5OZXdKb2ISLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMChlVcHNlcnRFdmVudFRyaWdnZXJSZXF1ZXN0Ei8KB3RyaWdnZXIYASABKAsyHi5xdWV1ZV9tYW5hZ2VyLnYxLkV2ZW50VHJpZ2dlciJeChpVcHNlcnRFdmVudFRyaWdnZXJSZXNwb25zZRIvCgd0cmlnZ2VyGAEgASgLMh4ucXVldWVfbWFuYWdlci52MS5FdmVudFRyaWdnZXISDwoHY3JlYXRlZBgCIAEoCCIuChhMaXN0RXZlbnRUcmlnZ2Vyc1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCSJNChlMaXN0RXZlbnRUcmlnZ2Vyc1Jlc3BvbnNlEjAKCHRyaWdnZXJzGAEgAygLMh4ucXVldWVfbWFuYWdlci52MS5FdmVudFRyaWdnZXIiLwoZRGVsZXRlRXZlbnRUcmlnZ2VyUmVxdWVzdBISCgp0cmlnZ2VyX2lkGAEgASgJIk0KGkRlbGV0ZUV2ZW50VHJpZ2dlclJlc3BvbnNlEi8KB3RyaWdnZXIYASABKAsyHi5xdWV1ZV9tYW5hZ2VyLnYxLkV2ZW50VHJpZ2dlcmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_jobs, file_queue_manager_v1_types]);
 
 /**
  * PushEventRequest is an external event: a key that jobs wait for, and its data.
@@ -79,6 +81,13 @@ export type PushEventResponse = Message<"queue_manager.v1.PushEventResponse"> & 
    * @generated from field: google.protobuf.Timestamp pushed_at = 3;
    */
   pushedAt?: Timestamp | undefined;
+
+  /**
+   * The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake.
+   *
+   * @generated from field: repeated queue_manager.v1.JobRef added = 4;
+   */
+  added: JobRef[];
 };
 
 /**
@@ -173,4 +182,197 @@ export type WaitForEventResponse = Message<"queue_manager.v1.WaitForEventRespons
  */
 export const WaitForEventResponseSchema: GenMessage<WaitForEventResponse> = /*@__PURE__*/
   messageDesc(file_queue_manager_v1_external_events, 3);
+
+/**
+ * EventTrigger adds a job for every external event whose key matches its pattern (PushEvent), with the
+ * event's data as the job's data.
+ *
+ * @generated from message queue_manager.v1.EventTrigger
+ */
+export type EventTrigger = Message<"queue_manager.v1.EventTrigger"> & {
+  /**
+   * Trigger id, unique on the server: 1 to 100 letters, digits, "-", "_" or ".".
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The keys it matches: an exact key, or a prefix ending in "*" ("order:*"; "*" alone matches every key).
+   * 1 to 256 characters, no control characters, no "*" but at the end.
+   *
+   * @generated from field: string key_pattern = 2;
+   */
+  keyPattern: string;
+
+  /**
+   * Queue the jobs are added to; it must be registered.
+   *
+   * @generated from field: string queue_name = 3;
+   */
+  queueName: string;
+
+  /**
+   * Template of the job each matching event adds: its name and options (options.job_id and
+   * options.schedule_time are not allowed: each event's job has its own id and runs when added; data is not
+   * allowed: the job's data is the event's).
+   *
+   * @generated from field: queue_manager.v1.NewJob job = 4;
+   */
+  job?: NewJob | undefined;
+
+  /**
+   * Output only: when the trigger was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 5;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Output only: when the trigger was last replaced.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 6;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.EventTrigger.
+ * Use `create(EventTriggerSchema)` to create a new message.
+ */
+export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 4);
+
+/**
+ * UpsertEventTriggerRequest creates a trigger, or replaces the trigger of that id.
+ *
+ * @generated from message queue_manager.v1.UpsertEventTriggerRequest
+ */
+export type UpsertEventTriggerRequest = Message<"queue_manager.v1.UpsertEventTriggerRequest"> & {
+  /**
+   * The trigger (output-only fields are ignored).
+   *
+   * @generated from field: queue_manager.v1.EventTrigger trigger = 1;
+   */
+  trigger?: EventTrigger | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.UpsertEventTriggerRequest.
+ * Use `create(UpsertEventTriggerRequestSchema)` to create a new message.
+ */
+export const UpsertEventTriggerRequestSchema: GenMessage<UpsertEventTriggerRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 5);
+
+/**
+ * UpsertEventTriggerResponse is the trigger as stored.
+ *
+ * @generated from message queue_manager.v1.UpsertEventTriggerResponse
+ */
+export type UpsertEventTriggerResponse = Message<"queue_manager.v1.UpsertEventTriggerResponse"> & {
+  /**
+   * The stored trigger.
+   *
+   * @generated from field: queue_manager.v1.EventTrigger trigger = 1;
+   */
+  trigger?: EventTrigger | undefined;
+
+  /**
+   * False when a trigger with this id was replaced.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message queue_manager.v1.UpsertEventTriggerResponse.
+ * Use `create(UpsertEventTriggerResponseSchema)` to create a new message.
+ */
+export const UpsertEventTriggerResponseSchema: GenMessage<UpsertEventTriggerResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 6);
+
+/**
+ * ListEventTriggersRequest selects triggers.
+ *
+ * @generated from message queue_manager.v1.ListEventTriggersRequest
+ */
+export type ListEventTriggersRequest = Message<"queue_manager.v1.ListEventTriggersRequest"> & {
+  /**
+   * Queue name; empty means the triggers of every queue.
+   *
+   * @generated from field: string queue_name = 1;
+   */
+  queueName: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.ListEventTriggersRequest.
+ * Use `create(ListEventTriggersRequestSchema)` to create a new message.
+ */
+export const ListEventTriggersRequestSchema: GenMessage<ListEventTriggersRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 7);
+
+/**
+ * ListEventTriggersResponse holds the triggers, by id.
+ *
+ * @generated from message queue_manager.v1.ListEventTriggersResponse
+ */
+export type ListEventTriggersResponse = Message<"queue_manager.v1.ListEventTriggersResponse"> & {
+  /**
+   * The triggers.
+   *
+   * @generated from field: repeated queue_manager.v1.EventTrigger triggers = 1;
+   */
+  triggers: EventTrigger[];
+};
+
+/**
+ * Describes the message queue_manager.v1.ListEventTriggersResponse.
+ * Use `create(ListEventTriggersResponseSchema)` to create a new message.
+ */
+export const ListEventTriggersResponseSchema: GenMessage<ListEventTriggersResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 8);
+
+/**
+ * DeleteEventTriggerRequest names a trigger.
+ *
+ * @generated from message queue_manager.v1.DeleteEventTriggerRequest
+ */
+export type DeleteEventTriggerRequest = Message<"queue_manager.v1.DeleteEventTriggerRequest"> & {
+  /**
+   * Trigger id.
+   *
+   * @generated from field: string trigger_id = 1;
+   */
+  triggerId: string;
+};
+
+/**
+ * Describes the message queue_manager.v1.DeleteEventTriggerRequest.
+ * Use `create(DeleteEventTriggerRequestSchema)` to create a new message.
+ */
+export const DeleteEventTriggerRequestSchema: GenMessage<DeleteEventTriggerRequest> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 9);
+
+/**
+ * DeleteEventTriggerResponse is the trigger as it was.
+ *
+ * @generated from message queue_manager.v1.DeleteEventTriggerResponse
+ */
+export type DeleteEventTriggerResponse = Message<"queue_manager.v1.DeleteEventTriggerResponse"> & {
+  /**
+   * The deleted trigger (the jobs it added stay).
+   *
+   * @generated from field: queue_manager.v1.EventTrigger trigger = 1;
+   */
+  trigger?: EventTrigger | undefined;
+};
+
+/**
+ * Describes the message queue_manager.v1.DeleteEventTriggerResponse.
+ * Use `create(DeleteEventTriggerResponseSchema)` to create a new message.
+ */
+export const DeleteEventTriggerResponseSchema: GenMessage<DeleteEventTriggerResponse> = /*@__PURE__*/
+  messageDesc(file_queue_manager_v1_external_events, 10);
 
