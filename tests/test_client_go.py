@@ -45,6 +45,7 @@ EXPECTED = {
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
     "TestWaitForEventParksTheJobUntilPushEvent",
     "TestWaitForEventTimesOutAndBadKeysAreRefused",
+    "TestPushEventAnswersTheJobsATriggerAdded",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",
     "TestUpdateJobDataChangesAnUnfinishedJob",

@@ -42,6 +42,8 @@ type PushedEvent struct {
 	// and PushedAt are the first push's.
 	Duplicate bool
 	PushedAt  time.Time
+	// Added are the jobs its event triggers added (one per trigger whose pattern matches its key).
+	Added []JobRef
 }
 
 // PushEvent pushes an external event: every job waiting for key (Job.WaitForEvent) goes back to waiting at
@@ -58,7 +60,10 @@ func (c *Client) PushEvent(ctx context.Context, key string, data any, eventID st
 	if err != nil {
 		return nil, fromRPC(err)
 	}
-	return &PushedEvent{Woken: refsOf(resp.GetWoken()), Duplicate: resp.GetDuplicate(), PushedAt: timeOf(resp.GetPushedAt())}, nil
+	return &PushedEvent{
+		Woken: refsOf(resp.GetWoken()), Duplicate: resp.GetDuplicate(), PushedAt: timeOf(resp.GetPushedAt()),
+		Added: refsOf(resp.GetAdded()),
+	}, nil
 }
 
 // WaitForEventOptions are what Job.WaitForEvent takes besides the keys.

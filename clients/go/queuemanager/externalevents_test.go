@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 	qm "github.com/queue-manager/queue-manager/clients/go/queuemanager"
 )
 
@@ -102,5 +103,30 @@ func TestWaitForEventTimesOutAndBadKeysAreRefused(t *testing.T) {
 	done := waitFinished(t, c, queue, add(t, c, queue, "w", nil, &qm.JobOptions{Attempts: 1}).ID)
 	if done.State != qm.StateCompleted || string(done.Result) != `"timed out true"` || done.EventWait == nil || done.EventWait.Until.IsZero() {
 		t.Fatalf("want completed after the timeout: %s %s (%s)", done.State, done.Result, done.FailedReason)
+	}
+}
+
+// TestPushEventAnswersTheJobsATriggerAdded: a trigger (made with the generated client: the Go client has no
+// trigger calls) adds a job for a matching push, and PushEvent answers it in Added.
+func TestPushEventAnswersTheJobsATriggerAdded(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	raw := pb.NewQueueServiceClient(c.Conn())
+	trigger := &pb.EventTrigger{Id: queue, KeyPattern: queue + ":*", QueueName: queue, Job: &pb.NewJob{Name: "announce"}}
+	if _, err := raw.UpsertEventTrigger(ctx, &pb.UpsertEventTriggerRequest{Trigger: trigger}); err != nil {
+		t.Fatalf("UpsertEventTrigger: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = raw.DeleteEventTrigger(context.Background(), &pb.DeleteEventTriggerRequest{TriggerId: queue})
+	})
+	pushed, err := c.PushEvent(ctx, queue+":built", map[string]string{"sha": "abc"}, "")
+	if err != nil || len(pushed.Added) != 1 || pushed.Added[0].Queue != queue {
+		t.Fatalf("want one job added: %+v %v", pushed, err)
+	}
+	job, err := c.GetJob(ctx, queue, pushed.Added[0].ID)
+	if err != nil || job.Name != "announce" || string(job.Data) != `{"sha":"abc"}` {
+		t.Fatalf("want the trigger's job with the event's data: %+v %v", job, err)
 	}
 }

@@ -6,7 +6,8 @@
  * `ClientBase` (here) ← `Producer` (client-producer.ts: adds) ← `JobCalls` (client-jobs.ts: reading and
  * controlling jobs) ← `QueueCalls` (client-queues.ts: queues, groups, metrics, workers) ← `WorkerCalls`
  * (client-workers.ts: controlling workers) ← `WorkflowCalls` (client-workflows.ts: workflows, schedules) ←
- * `QueueManager` (client.ts: processors, workers, shutdown).
+ * `ExternalEventCalls` (client-events.ts: pushing external events) ← `QueueManager` (client.ts: processors,
+ * workers, shutdown).
  * A group uses only what this class holds (and `QueueManager`, closing them, `Producer`'s adds): apart from
  * that, the order of the stack means nothing.
  */

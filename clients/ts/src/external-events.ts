@@ -46,6 +46,8 @@ export interface PushedEvent {
   duplicate: boolean;
   /** When the server recorded the push. */
   pushedAt: Date | undefined;
+  /** The jobs its event triggers added (one per trigger whose pattern matches its key). */
+  added: JobRef[];
 }
 
 /** Checks an event key or id: 1 to 256 characters, no control characters (a TypeError or RangeError). */
@@ -79,6 +81,7 @@ export function pushedFromProto(res: PushEventResponse): PushedEvent {
     woken: res.woken.map((r) => ({ queueName: r.queueName, jobId: r.jobId })),
     duplicate: res.duplicate,
     pushedAt: fromTimestamp(res.pushedAt),
+    added: res.added.map((r) => ({ queueName: r.queueName, jobId: r.jobId })),
   };
 }
 

@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { WaitingForEventError, type ActiveJob, type JobContext, type QueueManager } from "../src/index.js";
+import type { Client } from "@connectrpc/connect";
+import type { QueueService } from "../src/gen/queue_manager/v1/queue_service_pb.js";
 import { client, deferred, queueName, worker } from "./helpers.js";
 
 let qm: QueueManager;
@@ -72,6 +74,7 @@ describe("waitForEvent", () => {
       const pushed = await qm.pushEvent(key, { amount: 12 }, { eventId: `${name}-1` });
       assert.deepEqual(pushed.woken, [{ queueName: name, jobId: job.id }]);
       assert.equal(pushed.duplicate, false);
+      assert.deepEqual(pushed.added, []);
       const again = await qm.pushEvent(key, { amount: 99 }, { eventId: `${name}-1` });
       assert.equal(again.duplicate, true);
       assert.deepEqual(again.woken, pushed.woken);
@@ -110,6 +113,22 @@ describe("waitForEvent", () => {
       assert.ok(done.eventWait?.until instanceof Date);
     } finally {
       await w.shutdown();
+    }
+  });
+
+  it("answers the jobs an event trigger added", async () => {
+    const name = await freshQueue("triggered");
+    // The TypeScript client has no trigger calls: the generated client makes one.
+    const raw = (qm as unknown as { client: Client<typeof QueueService> }).client;
+    await raw.upsertEventTrigger({ trigger: { id: name, keyPattern: `${name}:*`, queueName: name, job: { name: "announce" } } });
+    try {
+      const pushed = await qm.pushEvent(`${name}:built`, { sha: "abc" });
+      assert.equal(pushed.added.length, 1);
+      const job = await qm.getJob(name, pushed.added[0]!.jobId);
+      assert.equal(job.name, "announce");
+      assert.deepEqual(job.data, { sha: "abc" });
+    } finally {
+      await raw.deleteEventTrigger({ triggerId: name });
     }
   });
 
