@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -477,3 +478,26 @@ async def test_on_a_cluster_both_calls_are_refused_and_nothing_is_written(on_clu
     assert (await qm.get_job("on-cluster", job.id)).state == JobState.ACTIVE
     await worker.close()
     await qm.shutdown()
+
+
+async def test_a_job_rescheduled_or_promoted_while_waiting_is_no_longer_woken(qm: QueueManager) -> None:
+    await qm.register_queue("moved")
+    runs: list[bool] = []
+
+    @qm.processor("moved")
+    async def wait(job: JobContext) -> None:
+        if job.event_wait is None:
+            await job.wait_for_event("moved:k")
+        runs.append(job.event_timed_out)
+
+    await qm.start_workers()
+    later = await qm.add_job("moved", "later", None)
+    now = await qm.add_job("moved", "now", None)
+    for j in (later, now):
+        await until_state(qm, "moved", j.id, JobState.DELAYED)
+    await qm.reschedule_job("moved", later.id, delay=timedelta(hours=1))
+    await qm.promote_job("moved", now.id)
+    await until_state(qm, "moved", now.id, JobState.COMPLETED)
+    assert runs == [True]  # the promoted job ran as after a timeout
+    assert (await qm.push_event("moved:k")).woken == []
+    assert (await qm.get_job("moved", later.id)).state == JobState.DELAYED
