@@ -45,7 +45,7 @@ EXPECTED = {
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
     "TestWaitForEventParksTheJobUntilPushEvent",
     "TestWaitForEventTimesOutAndBadKeysAreRefused",
-    "TestPushEventAnswersTheJobsATriggerAdded",
+    "TestEventTriggersAddAJobForAMatchingPush",
     "TestErrorsMapToTypedErrors",
     "TestQueueAdmin",
     "TestUpdateJobDataChangesAnUnfinishedJob",

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 	qm "github.com/queue-manager/queue-manager/clients/go/queuemanager"
 )
 
@@ -106,27 +105,45 @@ func TestWaitForEventTimesOutAndBadKeysAreRefused(t *testing.T) {
 	}
 }
 
-// TestPushEventAnswersTheJobsATriggerAdded: a trigger (made with the generated client: the Go client has no
-// trigger calls) adds a job for a matching push, and PushEvent answers it in Added.
-func TestPushEventAnswersTheJobsATriggerAdded(t *testing.T) {
+// TestEventTriggersAddAJobForAMatchingPush: UpsertEventTrigger makes a push of a matching key add the
+// trigger's job with the event's data (PushEvent answers it in Added); ListEventTriggers shows it,
+// DeleteEventTrigger stops it, and a pattern with a star in the middle is ErrInvalidArgument.
+func TestEventTriggersAddAJobForAMatchingPush(t *testing.T) {
 	t.Parallel()
 	c := newClient(t)
 	ctx := testContext(t)
 	queue := newQueue(t, c, nil)
-	raw := pb.NewQueueServiceClient(c.Conn())
-	trigger := &pb.EventTrigger{Id: queue, KeyPattern: queue + ":*", QueueName: queue, Job: &pb.NewJob{Name: "announce"}}
-	if _, err := raw.UpsertEventTrigger(ctx, &pb.UpsertEventTriggerRequest{Trigger: trigger}); err != nil {
-		t.Fatalf("UpsertEventTrigger: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = raw.DeleteEventTrigger(context.Background(), &pb.DeleteEventTriggerRequest{TriggerId: queue})
+	made, created, err := c.UpsertEventTrigger(ctx, &qm.EventTrigger{
+		ID: queue, KeyPattern: queue + ":*", Queue: queue, JobName: "announce",
+		JobOptions: &qm.JobOptions{Priority: qm.PriorityHigh},
 	})
+	if err != nil || !created || made.KeyPattern != queue+":*" || made.CreateTime.IsZero() {
+		t.Fatalf("want the trigger created: %+v %t %v", made, created, err)
+	}
+	t.Cleanup(func() { _, _ = c.DeleteEventTrigger(context.Background(), queue) })
+	listed, err := c.ListEventTriggers(ctx, queue)
+	if err != nil || len(listed) != 1 || listed[0].ID != queue || listed[0].JobName != "announce" {
+		t.Fatalf("want the trigger listed: %+v %v", listed, err)
+	}
 	pushed, err := c.PushEvent(ctx, queue+":built", map[string]string{"sha": "abc"}, "")
 	if err != nil || len(pushed.Added) != 1 || pushed.Added[0].Queue != queue {
 		t.Fatalf("want one job added: %+v %v", pushed, err)
 	}
 	job, err := c.GetJob(ctx, queue, pushed.Added[0].ID)
-	if err != nil || job.Name != "announce" || string(job.Data) != `{"sha":"abc"}` {
+	if err != nil || job.Name != "announce" || string(job.Data) != `{"sha":"abc"}` || job.Priority != qm.PriorityHigh {
 		t.Fatalf("want the trigger's job with the event's data: %+v %v", job, err)
+	}
+	if _, err := c.DeleteEventTrigger(ctx, queue); err != nil {
+		t.Fatalf("DeleteEventTrigger: %v", err)
+	}
+	if pushed, err := c.PushEvent(ctx, queue+":built", nil, ""); err != nil || len(pushed.Added) != 0 {
+		t.Fatalf("want no job once the trigger is deleted: %+v %v", pushed, err)
+	}
+	if _, err := c.DeleteEventTrigger(ctx, queue); !errors.Is(err, qm.ErrNotFound) {
+		t.Fatalf("want ErrNotFound for a deleted trigger, got %v", err)
+	}
+	_, _, err = c.UpsertEventTrigger(ctx, &qm.EventTrigger{ID: "x", KeyPattern: "a*b", Queue: queue, JobName: "j"})
+	if !errors.Is(err, qm.ErrInvalidArgument) {
+		t.Fatalf("want ErrInvalidArgument for a star in the middle, got %v", err)
 	}
 }

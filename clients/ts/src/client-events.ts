@@ -1,10 +1,19 @@
 /**
  * `QueueManager`'s calls for external events (PushEvent): push one, waking the jobs waiting for its key
- * (`ctx.waitForEvent`).
+ * (`ctx.waitForEvent`); and the event triggers, which add a job for every matching push.
  */
 import { WorkflowCalls } from "./client-workflows.js";
 import { mapped } from "./errors.js";
-import { pushEventRequest, pushedFromProto, type PushedEvent, type PushEventOptions } from "./external-events.js";
+import {
+  eventTriggerFromProto,
+  eventTriggerToProto,
+  pushEventRequest,
+  pushedFromProto,
+  type EventTrigger,
+  type EventTriggerSpec,
+  type PushedEvent,
+  type PushEventOptions,
+} from "./external-events.js";
 
 export class ExternalEventCalls extends WorkflowCalls {
   /**
@@ -17,5 +26,29 @@ export class ExternalEventCalls extends WorkflowCalls {
   async pushEvent(key: string, data?: unknown, options: PushEventOptions = {}): Promise<PushedEvent> {
     const request = pushEventRequest(key, data, options); // a bad argument rejects, before any call
     return pushedFromProto(await mapped(() => this.client.pushEvent(request, this.callOptions)));
+  }
+
+  /**
+   * Creates an event trigger, or replaces the one of that id: every `pushEvent` whose key matches
+   * `keyPattern` then adds a job to `queueName` with the event's data, in the push's step. Rejects with
+   * `NotFoundError` for a queue that is not registered, `InvalidArgumentError` for a bad field,
+   * `FailedPreconditionError` past 1,000 triggers or on a Redis Cluster.
+   */
+  async upsertEventTrigger(spec: EventTriggerSpec): Promise<{ trigger: EventTrigger; created: boolean }> {
+    const trigger = eventTriggerToProto(spec); // a bad argument rejects, before any call
+    const res = await mapped(() => this.client.upsertEventTrigger({ trigger }, this.callOptions));
+    return { trigger: eventTriggerFromProto(res.trigger!), created: res.created };
+  }
+
+  /** The event triggers (of one queue, or all), by id. */
+  async listEventTriggers(queueName = ""): Promise<EventTrigger[]> {
+    const res = await mapped(() => this.client.listEventTriggers({ queueName }, this.callOptions));
+    return res.triggers.map(eventTriggerFromProto);
+  }
+
+  /** Deletes an event trigger (the jobs it added stay) and returns it as it was; `NotFoundError` if unknown. */
+  async deleteEventTrigger(triggerId: string): Promise<EventTrigger> {
+    const res = await mapped(() => this.client.deleteEventTrigger({ triggerId }, this.callOptions));
+    return eventTriggerFromProto(res.trigger!);
   }
 }

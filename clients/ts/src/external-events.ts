@@ -4,16 +4,19 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
+  EventTriggerSchema,
   PushEventRequestSchema,
   WaitForEventRequestSchema,
+  type EventTrigger as EventTriggerPb,
   type PushEventRequest,
   type PushEventResponse,
   type WaitForEventRequest,
 } from "./gen/queue_manager/v1/external_events_pb.js";
+import { NewJobSchema } from "./gen/queue_manager/v1/jobs_pb.js";
 import type { LeaseRef } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { encodePayload, fromTimestamp, msToDuration } from "./convert.js";
-import { checkKeys } from "./options.js";
-import type { JobRef } from "./types.js";
+import { checkKeys, checkQueueName, jobOptionsToProto, text } from "./options.js";
+import type { JobOptions, JobRef } from "./types.js";
 
 /** The server's limits (services/external_events.py), checked before a call. */
 const MAX_EVENT_KEY = 256;
@@ -110,4 +113,54 @@ export function waitForEventRequest(
     // Present but undefined is JSON null, as for updateData; absent keeps the job's data.
     data: "data" in options ? encodePayload(options.data === undefined ? null : options.data, "the job's new data") : undefined,
   });
+}
+
+/** An event trigger: a job added for every pushed event whose key matches its pattern, with the event's data. */
+export interface EventTriggerSpec {
+  /** Unique on the server: 1 to 100 letters, digits, "-", "_" or ".". */
+  id: string;
+  /** An exact event key, or a prefix ending in "*" ("order:*"; "*" alone matches every key). */
+  keyPattern: string;
+  /** The queue the jobs are added to; it must be registered. */
+  queueName: string;
+  /** The jobs' name and options (jobId is not allowed). */
+  job: { name: string; options?: JobOptions };
+}
+
+/** An event trigger as stored. */
+export interface EventTrigger extends EventTriggerSpec {
+  createdAt: Date | undefined;
+  updatedAt: Date | undefined;
+}
+
+const TRIGGER_KEYS = new Set(["id", "keyPattern", "queueName", "job"]);
+
+/** Builds and checks the EventTrigger message of `upsertEventTrigger` (the server checks the rest). */
+export function eventTriggerToProto(spec: EventTriggerSpec): EventTriggerPb {
+  checkKeys(spec, TRIGGER_KEYS, "event trigger");
+  const pattern = checkEventKey(spec.keyPattern, "keyPattern");
+  if (pattern.slice(0, -1).includes("*")) {
+    throw new RangeError(`'*' may only end a key pattern (a key prefix, 'order:*'), got ${JSON.stringify(pattern)}`);
+  }
+  return create(EventTriggerSchema, {
+    id: text(spec.id, "id"),
+    keyPattern: pattern,
+    queueName: checkQueueName(spec.queueName, "queueName"),
+    job: create(NewJobSchema, {
+      name: text(spec.job?.name, "job.name"),
+      options: spec.job.options === undefined ? undefined : jobOptionsToProto(spec.job.options, "job.options"),
+    }),
+  });
+}
+
+/** An EventTrigger message as an `EventTrigger` (its job's name; its options as the server keeps them are not read back). */
+export function eventTriggerFromProto(t: EventTriggerPb): EventTrigger {
+  return {
+    id: t.id,
+    keyPattern: t.keyPattern,
+    queueName: t.queueName,
+    job: { name: t.job?.name ?? "" },
+    createdAt: fromTimestamp(t.createTime),
+    updatedAt: fromTimestamp(t.updateTime),
+  };
 }

@@ -3,7 +3,7 @@ export { QueueManager, type BulkJob, type QueueManagerOptions } from "./client.j
 export { Worker, defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker.js";
 export type { ActiveJob, JobContext } from "./context.js";
 export type { WaitForChildrenOptions } from "./children.js";
-export type { PushedEvent, PushEventOptions, WaitForEventOptions } from "./external-events.js";
+export type { EventTrigger, EventTriggerSpec, PushedEvent, PushEventOptions, WaitForEventOptions } from "./external-events.js";
 export { batch, type BatchHandler, type BatchItem, type BatchOptions } from "./batch.js";
 export {
   AlreadyExistsError,

@@ -5,9 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { WaitingForEventError, type ActiveJob, type JobContext, type QueueManager } from "../src/index.js";
-import type { Client } from "@connectrpc/connect";
-import type { QueueService } from "../src/gen/queue_manager/v1/queue_service_pb.js";
+import { JobPriority, NotFoundError, WaitingForEventError, type ActiveJob, type JobContext, type QueueManager } from "../src/index.js";
 import { client, deferred, queueName, worker } from "./helpers.js";
 
 let qm: QueueManager;
@@ -116,20 +114,27 @@ describe("waitForEvent", () => {
     }
   });
 
-  it("answers the jobs an event trigger added", async () => {
+  it("adds an event trigger's job for a matching push, and lists and deletes triggers", async () => {
     const name = await freshQueue("triggered");
-    // The TypeScript client has no trigger calls: the generated client makes one.
-    const raw = (qm as unknown as { client: Client<typeof QueueService> }).client;
-    await raw.upsertEventTrigger({ trigger: { id: name, keyPattern: `${name}:*`, queueName: name, job: { name: "announce" } } });
-    try {
-      const pushed = await qm.pushEvent(`${name}:built`, { sha: "abc" });
-      assert.equal(pushed.added.length, 1);
-      const job = await qm.getJob(name, pushed.added[0]!.jobId);
-      assert.equal(job.name, "announce");
-      assert.deepEqual(job.data, { sha: "abc" });
-    } finally {
-      await raw.deleteEventTrigger({ triggerId: name });
-    }
+    const made = await qm.upsertEventTrigger({
+      id: name,
+      keyPattern: `${name}:*`,
+      queueName: name,
+      job: { name: "announce", options: { priority: "high" } },
+    });
+    assert.equal(made.created, true);
+    assert.ok(made.trigger.createdAt instanceof Date);
+    assert.deepEqual((await qm.listEventTriggers(name)).map((t) => [t.id, t.keyPattern, t.job.name]), [[name, `${name}:*`, "announce"]]);
+    const pushed = await qm.pushEvent(`${name}:built`, { sha: "abc" });
+    assert.equal(pushed.added.length, 1);
+    const job = await qm.getJob(name, pushed.added[0]!.jobId);
+    assert.equal(job.name, "announce");
+    assert.equal(job.priority, JobPriority.HIGH);
+    assert.deepEqual(job.data, { sha: "abc" });
+    assert.equal((await qm.deleteEventTrigger(name)).id, name);
+    assert.deepEqual((await qm.pushEvent(`${name}:built`)).added, []);
+    await assert.rejects(qm.deleteEventTrigger(name), NotFoundError);
+    await assert.rejects(qm.upsertEventTrigger({ id: "x", keyPattern: "a*b", queueName: name, job: { name: "j" } }), /'\*' may only end/);
   });
 
   it("refuses bad keys and options before anything is sent", async () => {
