@@ -15,6 +15,8 @@ from queue_manager import JobContext, JobPriority, JobState, NotFoundError, Queu
 from queue_manager.v1 import external_events_pb2, queue_service_pb2_grpc
 from queue_manager_server.engine import event_triggers
 from tests.conftest import RunningServer, ServerFactory
+from tests.security_kit import bearer
+from tests.test_auth import OK, PD, code_of, secured  # noqa: F401 (secured: a fixture)
 from tests.test_cli import qm_cli, qm_json
 from tests.test_delay_job import until_state
 
@@ -216,3 +218,32 @@ async def test_cli(server: RunningServer, capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         await qm_cli(capsys, *at, "events", "cq", "--data", "1")
     await qm.shutdown()
+
+
+async def test_tokens_push_and_manage_triggers_by_their_queues(
+    secured: tuple[RunningServer, dict[str, str]],  # noqa: F811
+) -> None:
+    """A push may wake or add jobs of any queue, and a trigger's id names no queue: both need a producer of
+    every queue. A trigger is made by a producer of its queue, and a list shows the token's queues' only."""
+    server, tokens = secured
+    async with grpc.aio.insecure_channel(server.address) as ch:
+        q = queue_service_pb2_grpc.QueueServiceStub(ch)
+        prod, admin = bearer(tokens["prod"]), bearer(tokens["admin"])
+
+        def upsert(tid: str, queue: str) -> external_events_pb2.UpsertEventTriggerRequest:
+            t = {"id": tid, "key_pattern": "k", "queue_name": queue, "job": {"name": "j"}}
+            return external_events_pb2.UpsertEventTriggerRequest(trigger=t)
+
+        assert await code_of(q.UpsertEventTrigger(upsert("mine", "billing-a"), metadata=prod)) == OK
+        assert await code_of(q.UpsertEventTrigger(upsert("theirs", "orders"), metadata=prod)) == PD
+        assert await code_of(q.UpsertEventTrigger(upsert("theirs", "orders"), metadata=admin)) == OK
+        push = external_events_pb2.PushEventRequest(key="k")
+        assert await code_of(q.PushEvent(push, metadata=prod)) == PD
+        assert await code_of(q.PushEvent(push, metadata=admin)) == OK
+        delete = external_events_pb2.DeleteEventTriggerRequest(trigger_id="mine")
+        assert await code_of(q.DeleteEventTrigger(delete, metadata=prod)) == PD
+        listing = external_events_pb2.ListEventTriggersRequest()
+        seen = await q.ListEventTriggers(listing, metadata=bearer(tokens["view"]))
+        assert [t.id for t in seen.triggers] == ["mine"]
+        seen = await q.ListEventTriggers(listing, metadata=bearer(tokens["viewall"]))
+        assert [t.id for t in seen.triggers] == ["mine", "theirs"]
