@@ -128,6 +128,10 @@ async def test_test_clock(ts_built: Path, server_factory: ServerFactory) -> None
     )
 
 
+async def test_external_events(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "external-events", server.address)
+
+
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "tracing", server.address)
 

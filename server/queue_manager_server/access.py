@@ -24,6 +24,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from queue_manager.v1 import (
+    external_events_pb2,
     jobs_pb2,
     metrics_pb2,
     queue_service_pb2,
@@ -224,6 +225,16 @@ def _filter_schedules(p: Principal, r: schedules_pb2.ListSchedulesResponse) -> A
     return out
 
 
+def _trigger(r: external_events_pb2.UpsertEventTriggerRequest) -> Named:
+    return [("trigger.queue_name", r.trigger.queue_name)]
+
+
+def _filter_triggers(p: Principal, r: external_events_pb2.ListEventTriggersResponse) -> Any:
+    out = _copy(r)
+    _keep(out.triggers, lambda t: p.allows(t.queue_name))
+    return out
+
+
 def _check_run(p: Principal, r: workflows_pb2.GetWorkflowResponse) -> str | None:
     outside = sorted({s.queue_name for s in r.run.steps if not p.allows(s.queue_name)})
     if outside:
@@ -294,6 +305,13 @@ RULES: dict[str, Rule] = {
         "FailJob": _WORK_QUEUE,
         "ExtendJobLease": _WORK_QUEUE,
         "ReportJobProgress": _WORK_QUEUE,
+        # A push may wake jobs of any queue (and, with triggers, add some): a producer of every queue.
+        "PushEvent": Rule("produce", all_queues=True),
+        "WaitForEvent": Rule("work", _field("queue_name")),
+        "UpsertEventTrigger": Rule("produce", _trigger),
+        "ListEventTriggers": Rule("read", _field("queue_name"), filter=_filter_triggers),
+        # The request names only the trigger's id, whose queue may be any.
+        "DeleteEventTrigger": Rule("produce", all_queues=True),
     }.items()
 } | {
     WORKER_SERVICE + "Connect": Rule("work", _connect),

@@ -68,6 +68,11 @@ class ScheduleNotFound(QueueManagerError):
         super().__init__(f"schedule {schedule_id!r} not found in queue {queue!r}")
 
 
+class EventTriggerNotFound(QueueManagerError):
+    def __init__(self, trigger_id: str) -> None:
+        super().__init__(f"event trigger {trigger_id!r} not found")
+
+
 class WorkerNotFound(QueueManagerError):
     """No live server holds a stream of the worker (ControlWorker)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from queue_manager.v1 import jobs_pb2
 from queue_manager.v1 import schedules_pb2 as pb
 from queue_manager_server import convert, validate
 from queue_manager_server.engine.records import NewJob
@@ -104,18 +105,25 @@ def _time(s: pb.Schedule, name: str, field: str) -> int:
 def _check_template(s: pb.Schedule, field: str, payload_limit: int) -> None:
     if not s.HasField("job"):
         raise InvalidArgument(field, "is required: the job each run adds")
-    o = s.job.options
+    job_template(
+        s.job,
+        field,
+        payload_limit,
+        own_id="each run's job gets its own id, schedule:<schedule id>:<occurrence ms>",
+        own_time="each run's job runs at its occurrence; use delay to run it later",
+    )
+
+
+def job_template(job: jobs_pb2.NewJob, field: str, payload_limit: int, own_id: str, own_time: str) -> NewJob:
+    """Validates the template of the jobs something adds in turn (a schedule's runs, an event trigger's
+    events): a job as an add takes it, less a job id and a fixed run time, which each job has its own of
+    (own_id and own_time say how, in the refusal)."""
+    o = job.options
     if o.job_id:
-        raise InvalidArgument(
-            f"{field}.options.job_id",
-            "is not allowed: each run's job gets its own id, schedule:<schedule id>:<occurrence ms>",
-        )
+        raise InvalidArgument(f"{field}.options.job_id", f"is not allowed: {own_id}")
     if o.HasField("schedule_time"):
-        raise InvalidArgument(
-            f"{field}.options.schedule_time",
-            "is not allowed: each run's job runs at its occurrence; use delay to run it later",
-        )
-    convert.new_job(s.job, field, payload_limit)
+        raise InvalidArgument(f"{field}.options.schedule_time", f"is not allowed: {own_time}")
+    return convert.new_job(job, field, payload_limit)
 
 
 def recurrence(d: pb.Schedule) -> Recurrence:

@@ -93,6 +93,19 @@ def _no_control(value: str, field: str) -> None:
         raise InvalidArgument(field, f"must not contain control characters (found U+{ord(bad):04X})")
 
 
+# Longest external event key and event id (PushEvent, WaitForEvent): a name with an entity's id in it
+# ("order:1234:paid"), or a webhook delivery's id; each is part of a Redis key name.
+MAX_EVENT_KEY = 256
+
+
+def event_key(value: str, field: str) -> str:
+    """An external event's key or id: 1 to MAX_EVENT_KEY characters, no control characters (they would break
+    log lines, and the newline separates a waiting job's keys: lua/includes/external_events.lua)."""
+    text(value, field, MAX_EVENT_KEY)
+    _no_control(value, field)
+    return value
+
+
 def job_group(value: str, field: str) -> str:
     """A job's own fairness group (JobOptions.group): a group name that is not a routing group's."""
     if value.startswith(ROUTE_PREFIX):

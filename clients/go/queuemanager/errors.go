@@ -193,6 +193,23 @@ func (e *WaitingForChildrenError) Error() string {
 	return fmt.Sprintf("waiting for %d of %d children", e.Pending, len(e.Children))
 }
 
+// WaitingForEventError is what Job.WaitForEvent returns once the server has parked the job and ended the
+// run: the handler returns it (as WaitingForChildrenError), and the job runs again when an event of one of
+// its keys is pushed or the wait times out.
+type WaitingForEventError struct {
+	// Keys are the event keys the job waits for.
+	Keys []string
+	// Until is when the wait times out; zero for a wait with no timeout.
+	Until time.Time
+}
+
+func (e *WaitingForEventError) Error() string {
+	if e.Until.IsZero() {
+		return fmt.Sprintf("waiting for event %s", strings.Join(e.Keys, ", "))
+	}
+	return fmt.Sprintf("waiting for event %s until %s", strings.Join(e.Keys, ", "), e.Until.Format(time.RFC3339))
+}
+
 // DelayedError, returned by a handler, runs its job again later without using an attempt: a durable sleep
 // between the steps of a long job (BullMQ's moveToDelayed + DelayedError). The run ends, the job waits
 // Delay in delayed (by the server's clock; the worker's slot and its group's are free meanwhile) and runs

@@ -127,6 +127,11 @@ type Job struct {
 	// ChildrenPending is how many of ChildJobs have not finished yet: while above zero after a wait, the job
 	// waits in delayed with no RunTime and runs again once the last one finishes.
 	ChildrenPending int
+	// EventWait is its wait for an external event (Job.WaitForEvent): the keys and the timeout, while it is
+	// parked and on the run after it; nil when it never waited for one.
+	EventWait *EventWait
+	// Event is the external event that ended that wait; nil while it waits and when it timed out.
+	Event *ExternalEvent
 	// Logs holds the last lines the handler logged (GetJob, WaitForJob); LogCount is how many are kept.
 	Logs     []LogLine
 	LogCount int
@@ -240,6 +245,7 @@ func jobFromProto(p *pb.Job) *Job {
 	}
 	j.Logs = logsOf(p.GetLogs())
 	j.ChildJobs = childJobsOf(p.GetChildJobs())
+	j.EventWait, j.Event = eventWaitOf(p), eventOf(p)
 	for _, e := range p.GetErrors() {
 		j.Errors = append(j.Errors, JobError{
 			Attempt: int(e.GetAttempt()), Kind: JobErrorKind(e.GetKind()), Message: e.GetMessage(),

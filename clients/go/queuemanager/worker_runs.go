@@ -33,7 +33,7 @@ type run struct {
 	cancelled bool // CANCEL_JOB asked to stop it: report it in cancelled (not one with timed_out: see onCommand)
 	lost      bool // its lease was recovered: report nothing
 	abandoned bool // Shutdown gave up on it and reported it abandoned
-	parked    bool // Job.WaitForChildren parked its job: the server ended the run, report nothing
+	parked    bool // Job.WaitForChildren or WaitForEvent parked its job: the server ended the run, report nothing
 }
 
 func newRun(w *Worker, job *Job, token string) *run {
@@ -221,8 +221,8 @@ func (w *Worker) abandonAll() int {
 	return count
 }
 
-// errNotRunning is returned by ReportProgress, UpdateData and WaitForChildren outside a worker's run of the
-// job.
+// errNotRunning is returned by ReportProgress, UpdateData, WaitForChildren and WaitForEvent outside a
+// worker's run of the job.
 var errNotRunning = errors.New("the job is not running in a worker's handler (or its run has ended)")
 
 // active reports whether the run is still this worker's to report on. Called with w.mu held.

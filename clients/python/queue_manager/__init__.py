@@ -30,6 +30,8 @@ from queue_manager.conditions import Condition, when
 from queue_manager.context import JobContext
 from queue_manager.convert import (
     ChildJob,
+    EventWait,
+    ExternalEvent,
     Job,
     JobError,
     JobLogLine,
@@ -55,8 +57,11 @@ from queue_manager.errors import (
     UnavailableError,
     UnrecoverableError,
     WaitingForChildren,
+    WaitingForEvent,
 )
+from queue_manager.event_triggers import EventTrigger
 from queue_manager.events import JobEvent, JobEventStream, JobEventType
+from queue_manager.external_events import PushedEvent
 from queue_manager.groups import GroupInfo
 from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
@@ -97,6 +102,9 @@ __all__ = [
     "DedupMode",
     "DelayedError",
     "EncodedPayload",
+    "EventTrigger",
+    "EventWait",
+    "ExternalEvent",
     "FailOutcome",
     "FailedPreconditionError",
     "GroupInfo",
@@ -127,6 +135,7 @@ __all__ = [
     "PermissionDeniedError",
     "PoolEvent",
     "PulledJob",
+    "PushedEvent",
     "Queue",
     "QueueConfig",
     "QueueFullError",
@@ -145,6 +154,7 @@ __all__ = [
     "UnavailableError",
     "UnrecoverableError",
     "WaitingForChildren",
+    "WaitingForEvent",
     "Worker",
     "WorkerControlResult",
     "WorkerInfo",

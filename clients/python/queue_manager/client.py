@@ -38,6 +38,8 @@ from queue_manager.codecs import PayloadCodec, make_chain
 from queue_manager.context import JobContext
 from queue_manager.convert import Job, created_job, job_from_proto
 from queue_manager.errors import error_from_rpc
+from queue_manager.event_triggers import EventTriggerCalls
+from queue_manager.external_events import ExternalEventCalls
 from queue_manager.options import JobOptionsLike, validate_queue_name
 from queue_manager.requests import BulkJobLike, add_job_request, bulk_requests, split_streams
 from queue_manager.test_clock import TestClockCalls
@@ -56,7 +58,16 @@ _P = TypeVar("_P", bound=Callable[..., Any])
 _H = TypeVar("_H", bound=BatchHandler)
 
 
-class QueueManager(JobCalls, QueueCalls, FlowCalls, WorkerCalls, PullCalls, TestClockCalls):
+class QueueManager(
+    JobCalls,
+    QueueCalls,
+    FlowCalls,
+    WorkerCalls,
+    PullCalls,
+    ExternalEventCalls,
+    EventTriggerCalls,
+    TestClockCalls,
+):
     """Client of a Queue Manager server: add and read jobs, administer queues, run processors.
 
     The channel is opened on first use, so a `QueueManager` may be created at import time (for example to

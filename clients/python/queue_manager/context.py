@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Generator, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from google.protobuf import struct_pb2
@@ -13,10 +13,14 @@ from google.protobuf import struct_pb2
 from queue_manager.child_jobs import KEEP, ChildSpecLike, wait_for_children_request
 from queue_manager.convert import (
     ChildJob,
+    EventWait,
+    ExternalEvent,
     ParentJob,
     WorkflowStepRef,
     child_jobs_from_proto,
     decode_payload,
+    event_from_proto,
+    event_wait_from_proto,
     job_options_from_proto,
     metadata_from_proto,
     parents_from_proto,
@@ -26,9 +30,10 @@ from queue_manager.convert import (
     workflow_ref_from_proto,
 )
 from queue_manager.enums import JobPriority
+from queue_manager.external_events import wait_for_event_request
 from queue_manager.job_control import update_job_data_request
 from queue_manager.options import JobMetadata, JobOptions
-from queue_manager.v1 import jobs_pb2, worker_service_pb2
+from queue_manager.v1 import external_events_pb2, jobs_pb2, worker_service_pb2
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -49,6 +54,10 @@ class ProgressSink(Protocol):
 
     def _wait_for_children(
         self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest
+    ) -> Awaitable[NoReturn]: ...
+
+    def _wait_for_event(
+        self, ctx: JobContext, request: external_events_pb2.WaitForEventRequest
     ) -> Awaitable[NoReturn]: ...
 
 
@@ -152,6 +161,24 @@ class JobContext:
         """The children this job added at run time (`wait_for_children`), each with its outcome: what a run
         after the wait combines. In the order they were added, over all the job's waits."""
         return child_jobs_from_proto(self._job)
+
+    @property
+    def event(self) -> ExternalEvent | None:
+        """The external event that ended this job's last `wait_for_event` (its key, data, id and time); None
+        when the job never waited, or when the wait timed out (`event_timed_out`)."""
+        return event_from_proto(self._job)
+
+    @property
+    def event_wait(self) -> EventWait | None:
+        """The last `wait_for_event` of this job (its keys and timeout), which this run follows; None when
+        it never waited for an event."""
+        return event_wait_from_proto(self._job)
+
+    @property
+    def event_timed_out(self) -> bool:
+        """True when this run follows a `wait_for_event` that ended with no event: it timed out (or an
+        operator promoted the job)."""
+        return self._job.HasField("event_wait") and not self._job.HasField("event")
 
     @property
     def workflow(self) -> WorkflowStepRef | None:
@@ -260,6 +287,39 @@ class JobContext:
         """
         request = wait_for_children_request(self.queue_name, self.id, self.lease_token, children, data)
         return self._worker._wait_for_children(self, request)
+
+    def wait_for_event(
+        self, keys: str | Iterable[str], timeout: float | timedelta | None = None, data: Any = KEEP
+    ) -> Awaitable[NoReturn]:
+        """Ends this run until an external event of one of `keys` is pushed (`QueueManager.push_event`, the
+        HTTP ``POST /v1/events``): an approval, a payment's webhook, a reply.
+
+        The server parks this job in delayed, using no attempt and holding no worker slot. A push of one of
+        the keys made after this call moves it back to waiting at once; its next run sees the event in
+        `event`. Events pushed before the call are not seen. With a timeout, the job runs again when it
+        passes with no event (`event_timed_out`). The call is fenced by this run's lease and is one atomic
+        step: a run lost before the server's answer either waits, or runs again and waits anew.
+
+        From an async processor, ``await job.wait_for_event("order:7:paid")``; from a plain-``def``
+        processor's thread, call it without ``await``. Either way it does not return: once the server has
+        answered, it raises `WaitingForEvent`, which ends the run (let it pass).
+
+        Args:
+            keys: One event key, or 1 to 16 (an event of any one ends the wait); each 1 to 256 characters,
+                no control characters.
+            timeout: Seconds or a timedelta to wait at most; None waits with no end.
+            data: The job's new data for its next run (a checkpoint), in the same step; by default it is
+                kept.
+
+        Raises:
+            WaitingForEvent: The job waits; the run is over.
+            InvalidArgumentError: Bad keys or timeout, or data over the payload limit: the run goes on.
+            FailedPreconditionError: This run's lease was lost, or the server uses a Redis Cluster.
+            TypeError, ValueError: Bad keys, timeout or data (raised before anything is sent).
+        """
+        names = keys if isinstance(keys, str) else list(keys)
+        request = wait_for_event_request(self.queue_name, self.id, self.lease_token, names, timeout, data)
+        return self._worker._wait_for_event(self, request)
 
     def __repr__(self) -> str:
         return f"JobContext(queue_name={self.queue_name!r}, id={self.id!r}, name={self.name!r})"

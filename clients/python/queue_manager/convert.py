@@ -44,6 +44,8 @@ from queue_manager.v1 import jobs_pb2, types_pb2
 __all__ = [
     "JSON_CONTENT_TYPE",
     "OCTET_STREAM",
+    "EventWait",
+    "ExternalEvent",
     "Job",
     "JobError",
     "JobErrorKind",
@@ -127,6 +129,57 @@ class ChildJob:
 
 
 @dataclass(frozen=True, slots=True)
+class EventWait:
+    """A job's wait for an external event (`JobContext.wait_for_event`).
+
+    Attributes:
+        keys: The event keys it waits for; an event of any one ends the wait.
+        until: When the wait times out; None for a wait without a timeout.
+    """
+
+    keys: list[str]
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalEvent:
+    """An external event (`QueueManager.push_event`) as the job it woke sees it.
+
+    Attributes:
+        key: The event's key (one of those the job waited for).
+        data: The event's data (decoded as job data is).
+        event_id: The id the push gave; empty when none.
+        pushed_at: When the server recorded the push.
+    """
+
+    key: str
+    data: Any = None
+    event_id: str = ""
+    pushed_at: datetime | None = None
+
+
+def event_wait_from_proto(msg: types_pb2.Job) -> EventWait | None:
+    """The job's event wait (parked, or the one its run follows); None when it has none."""
+    if not msg.HasField("event_wait"):
+        return None
+    w = msg.event_wait
+    return EventWait(list(w.keys), timestamp_to_datetime(w.until) if w.HasField("until") else None)
+
+
+def event_from_proto(msg: types_pb2.Job) -> ExternalEvent | None:
+    """The external event that ended the job's last wait; None when none did."""
+    if not msg.HasField("event"):
+        return None
+    e = msg.event
+    return ExternalEvent(
+        key=e.key,
+        data=decode_payload(e.data) if e.HasField("data") else None,
+        event_id=e.event_id,
+        pushed_at=timestamp_to_datetime(e.pushed_at) if e.HasField("pushed_at") else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowStepRef:
     """Places a job in a workflow run."""
 
@@ -203,6 +256,9 @@ class Job:
             each with its outcome once finished.
         children_pending: How many of those have not finished yet (while above zero after a wait, the job is
             delayed with no ``run_at``, waiting for them).
+        event_wait: Its wait for an external event (`JobContext.wait_for_event`): the keys and the timeout,
+            while it is parked, and on the run after it; None when it never waited for one.
+        event: The external event that ended that wait; None while it waits and when it timed out.
         chain_failure: For a chain's first job, why the chain stopped (a later link failed for good).
         workflow: For a workflow step's job, its run and step.
         logs: The last log lines (at most 20, oldest first); `QueueManager.get_job_logs` pages through all.
@@ -255,6 +311,8 @@ class Job:
     expires_at: datetime | None = None
     child_jobs: list[ChildJob] = field(default_factory=list)
     children_pending: int = 0
+    event_wait: EventWait | None = None
+    event: ExternalEvent | None = None
     created: bool | None = field(default=None, compare=False)
     replaced: bool | None = field(default=None, compare=False)
 
@@ -399,6 +457,8 @@ def job_from_proto(msg: types_pb2.Job) -> Job:
     if msg.child_jobs:
         job.child_jobs = child_jobs_from_proto(msg)
     job.children_pending = msg.children_pending
+    job.event_wait = event_wait_from_proto(msg)
+    job.event = event_from_proto(msg)
     if msg.logs:
         job.logs = log_lines_from_proto(msg.logs)
     if msg.errors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -25,6 +25,7 @@ __all__ = [
     "UnavailableError",
     "UnrecoverableError",
     "WaitingForChildren",
+    "WaitingForEvent",
     "error_from_rpc",
     "error_from_status",
 ]
@@ -200,6 +201,24 @@ class WaitingForChildren(Exception):
         self.children = children
         self.pending = pending
         super().__init__(f"waiting for {pending} of {len(children)} children")
+
+
+class WaitingForEvent(Exception):
+    """Raised by `JobContext.wait_for_event` once the server has parked the job and ended the run: the
+    processor stops there, and the job runs again when an event of one of its keys is pushed (or the wait
+    times out). Let it pass, as `WaitingForChildren`.
+
+    Attributes:
+        keys: The event keys the job waits for.
+        until: When the wait times out; None for a wait without a timeout.
+    """
+
+    def __init__(self, keys: list[str], until: datetime | None) -> None:
+        self.keys = keys
+        self.until = until
+        super().__init__(
+            f"waiting for event {', '.join(keys)}" + (f" until {until.isoformat()}" if until else "")
+        )
 
 
 # The longest delay the server takes (its durations' limit: docs/api.md "Limits").

@@ -37,7 +37,14 @@ from queue_manager.dead_letters import (
 )
 from queue_manager.enums import STATE_BY_NUMBER, JobPriority, JobState
 from queue_manager.errors import error_from_rpc
+from queue_manager.event_triggers import (
+    EventTrigger,
+    trigger_from_proto,
+    upsert_event_trigger_request,
+    validate_trigger_id,
+)
 from queue_manager.events import JobEvent, JobEventType, sync_events, watch_job_events_request
+from queue_manager.external_events import PushedEvent, push_event_request, pushed_from_proto
 from queue_manager.groups import (
     GroupInfo,
     GroupLimitsLike,
@@ -90,6 +97,7 @@ from queue_manager.search import (
 )
 from queue_manager.test_clock import advance_request, clock_time
 from queue_manager.v1 import (
+    external_events_pb2,
     jobs_pb2,
     metrics_pb2,
     pull_pb2,
@@ -493,6 +501,45 @@ class SyncQueueManager:
         request = control_request(worker_id, action, concurrency)
         response: queue_service_pb2.ControlWorkerResponse = self._call(self._queues.ControlWorker, request)
         return result_from_proto(response)
+
+    # ----------------------------------------------------------------- external events
+
+    def push_event(self, key: str, data: Any = None, *, event_id: str = "") -> PushedEvent:
+        """Pushes an external event, waking the jobs waiting for its key (see `QueueManager.push_event`)."""
+        request = push_event_request(key, data, event_id)
+        response: external_events_pb2.PushEventResponse = self._call(self._queues.PushEvent, request)
+        return pushed_from_proto(response)
+
+    def upsert_event_trigger(
+        self,
+        trigger_id: str,
+        key_pattern: str,
+        queue_name: str,
+        job_name: str,
+        options: JobOptionsLike | None = None,
+    ) -> EventTrigger:
+        """Creates or replaces an event trigger (see `QueueManager.upsert_event_trigger`)."""
+        request = upsert_event_trigger_request(trigger_id, key_pattern, queue_name, job_name, options)
+        response: external_events_pb2.UpsertEventTriggerResponse = self._call(
+            self._queues.UpsertEventTrigger, request
+        )
+        return trigger_from_proto(response.trigger)
+
+    def list_event_triggers(self, queue_name: str | None = None) -> list[EventTrigger]:
+        """The event triggers (of one queue, or all), by id."""
+        request = external_events_pb2.ListEventTriggersRequest(queue_name=queue_name or "")
+        response: external_events_pb2.ListEventTriggersResponse = self._call(
+            self._queues.ListEventTriggers, request
+        )
+        return [trigger_from_proto(t) for t in response.triggers]
+
+    def delete_event_trigger(self, trigger_id: str) -> EventTrigger:
+        """Deletes an event trigger and returns it as it was (see `QueueManager.delete_event_trigger`)."""
+        request = external_events_pb2.DeleteEventTriggerRequest(trigger_id=validate_trigger_id(trigger_id))
+        response: external_events_pb2.DeleteEventTriggerResponse = self._call(
+            self._queues.DeleteEventTrigger, request
+        )
+        return trigger_from_proto(response.trigger)
 
     # ----------------------------------------------------------------- workflows
 

@@ -24,17 +24,18 @@ from google.protobuf import struct_pb2
 from queue_manager import tracing
 from queue_manager.codecs import CodecChain
 from queue_manager.context import JobContext
-from queue_manager.convert import decode_payload, encode_payload
+from queue_manager.convert import decode_payload, encode_payload, timestamp_to_datetime
 from queue_manager.errors import (
     DelayedError,
     RateLimitedError,
     UnrecoverableError,
     WaitingForChildren,
+    WaitingForEvent,
     error_from_rpc,
 )
 from queue_manager.logsampling import Sampler
 from queue_manager.tracebacks import exception_text, format_failure
-from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, worker_service_pb2
+from queue_manager.v1 import external_events_pb2, jobs_pb2, queue_service_pb2_grpc, worker_service_pb2
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -377,6 +378,36 @@ class JobRuns:
             extra={"queue": ctx.queue_name, "job_id": ctx.id},
         )
         raise WaitingForChildren([(c.queue_name, c.job_id) for c in answer.children], answer.children_pending)
+
+    def _wait_for_event(self, ctx: JobContext, request: external_events_pb2.WaitForEventRequest) -> Any:
+        """A run ending to wait for an external event (WaitForEvent): as `_wait_for_children`."""
+        loop = self._loop
+        assert loop is not None
+        if self._in_loop():
+            return self._send_event_wait(ctx, request)
+        asyncio.run_coroutine_threadsafe(self._send_event_wait(ctx, request), loop).result()
+        raise AssertionError("unreachable: _send_event_wait always raises")
+
+    async def _send_event_wait(
+        self, ctx: JobContext, request: external_events_pb2.WaitForEventRequest
+    ) -> NoReturn:
+        assert self._channel is not None
+        stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        try:
+            answer = await stub.WaitForEvent(request, timeout=_UPDATE_DATA_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        # The server ended the run, as for children: nothing the processor does next is reported.
+        ctx._lost = True
+        until = timestamp_to_datetime(answer.until) if answer.HasField("until") else None
+        logger.debug(
+            "job %s/%s waits for event %s",
+            ctx.queue_name,
+            ctx.id,
+            ", ".join(request.keys),
+            extra={"queue": ctx.queue_name, "job_id": ctx.id},
+        )
+        raise WaitingForEvent(list(request.keys), until)
 
     async def _send_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> None:
         assert self._channel is not None

@@ -6,8 +6,9 @@
  * `ClientBase` (here) ← `Producer` (client-producer.ts: adds) ← `JobCalls` (client-jobs.ts: reading and
  * controlling jobs) ← `QueueCalls` (client-queues.ts: queues, groups, metrics, workers) ← `WorkerCalls`
  * (client-workers.ts: controlling workers) ← `WorkflowCalls` (client-workflows.ts: workflows, schedules) ←
- * `PullCalls` (client-pull.ts: pull workers) ← `TestClockCalls` (client-test-clock.ts: a test server's clock)
- * ← `QueueManager` (client.ts: processors, workers, shutdown).
+ * `PullCalls` (client-pull.ts: pull workers) ← `ExternalEventCalls` (client-events.ts: pushing external events)
+ * ← `TestClockCalls` (client-test-clock.ts: a test server's clock) ← `QueueManager` (client.ts: processors,
+ * workers, shutdown).
  * A group uses only what this class holds (and `QueueManager`, closing them, `Producer`'s adds): apart from
  * that, the order of the stack means nothing.
  */

@@ -3,7 +3,7 @@
  * moving it forward makes delays, backoffs, schedules, timeouts and expiries happen at once.
  */
 import { createClient, type Client } from "@connectrpc/connect";
-import { PullCalls } from "./client-pull.js";
+import { ExternalEventCalls } from "./client-events.js";
 import { fromTimestamp, toDuration } from "./convert.js";
 import { mapped } from "./errors.js";
 import { TestClockService } from "./gen/queue_manager/v1/test_clock_service_pb.js";
@@ -12,7 +12,7 @@ import { TestClockService } from "./gen/queue_manager/v1/test_clock_service_pb.j
  * Moves and reads a test server's clock. On any other server (one on real time) each call rejects with
  * `FailedPreconditionError`, and nothing changes.
  */
-export class TestClockCalls extends PullCalls {
+export class TestClockCalls extends ExternalEventCalls {
   private clockClient: Client<typeof TestClockService> | undefined;
 
   /**

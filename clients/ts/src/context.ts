@@ -3,9 +3,10 @@ import { create } from "@bufbuild/protobuf";
 import type { Span } from "@opentelemetry/api";
 import { LeaseRefSchema, type LeasedJob, type LeaseRef } from "./gen/queue_manager/v1/worker_service_pb.js";
 import type { WaitForChildrenOptions } from "./children.js";
-import { childJobFromProto, decodePayload, fromDuration, fromTimestamp, metadataFromProto, parentFromProto, priorityOf } from "./convert.js";
+import type { WaitForEventOptions } from "./external-events.js";
+import { childJobFromProto, decodePayload, eventFromProto, eventWaitFromProto, fromDuration, fromTimestamp, metadataFromProto, parentFromProto, priorityOf } from "./convert.js";
 import { JobAbortedError } from "./errors.js";
-import type { ChildJob, ChildSpec, JobMetadata, JobPriority, ParentJob } from "./types.js";
+import type { ChildJob, ChildSpec, EventWait, ExternalEvent, JobMetadata, JobPriority, ParentJob } from "./types.js";
 
 /** The job a processor runs: its data and what the server tells about it. */
 export interface ActiveJob {
@@ -32,6 +33,15 @@ export interface ActiveJob {
    * the wait combines. In the order they were added, over all the job's waits; empty before the first.
    */
   readonly children: ChildJob[];
+  /**
+   * The external event that ended this job's last `ctx.waitForEvent` (its key, data, id and time); undefined
+   * when the job never waited, or when the wait timed out (`eventTimedOut`).
+   */
+  readonly event: ExternalEvent | undefined;
+  /** The last `ctx.waitForEvent` of this job (its keys and timeout), which this run follows; undefined if none. */
+  readonly eventWait: EventWait | undefined;
+  /** True when this run follows a `ctx.waitForEvent` that ended with no event: it timed out (or was promoted). */
+  readonly eventTimedOut: boolean;
   /** The workflow run and step of this job, if it is a workflow step. */
   readonly workflow: { runId: string; stepKey: string } | undefined;
   /** The job's timeout, ms; undefined for none. */
@@ -83,6 +93,20 @@ export interface JobContext {
    * encoded is a TypeError or RangeError before anything is sent.
    */
   waitForChildren(children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never>;
+  /**
+   * Ends this run until an external event of one of `keys` is pushed (`pushEvent`, the HTTP
+   * `POST /api/v1/events`): an approval, a payment's webhook, a reply. The server parks this job in delayed,
+   * using no attempt and holding no worker slot; a push of one of the keys made after this call moves it back
+   * to waiting at once, and its next run sees the event in `job.event`. Events pushed before the call are not
+   * seen. With `timeoutMs`, the job runs again when it passes with no event (`job.eventTimedOut`). Fenced by
+   * this run's lease, and one atomic step on the server.
+   *
+   * It never resolves: once the server has answered, it rejects with `WaitingForEventError`, which ends the
+   * run (let it propagate; nothing the processor does afterwards is reported). 1 to 16 keys, each 1 to 256
+   * characters without control characters. A refusal comes back as the server's error and the run goes on:
+   * `InvalidArgumentError` or `FailedPreconditionError` (this run's lease was lost, or a Redis Cluster).
+   */
+  waitForEvent(keys: string | readonly string[], options?: WaitForEventOptions): Promise<never>;
 }
 
 /** What a run's context reports through: its worker's outbox (progress, log lines) and calls (data, children). */
@@ -91,6 +115,7 @@ export interface RunReports {
   log(message: string): void;
   updateData(data: unknown): Promise<void>;
   waitForChildren(children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never>;
+  waitForEvent(keys: string | readonly string[], options?: WaitForEventOptions): Promise<never>;
 }
 
 /** One run of a job on this worker. */
@@ -108,7 +133,10 @@ export class Run {
   timedOut = "";
   /** Given up at shutdown (reported abandoned); its end reports nothing more. */
   abandoned = false;
-  /** It added children and the server parked its job (waitForChildren): it ended there, nothing is reported. */
+  /**
+   * It added children (waitForChildren) or waits for an event (waitForEvent), and the server parked its job: it
+   * ended there, nothing is reported.
+   */
   parked = false;
   done: Promise<void> = Promise.resolve();
   /** Its CONSUMER span, when tracing is on: a failure marks it (tracing.ts). */
@@ -138,6 +166,9 @@ export class Run {
       metadata: metadataFromProto(job.metadata),
       parents: job.parents.map(parentFromProto),
       children: job.childJobs.map(childJobFromProto),
+      event: eventFromProto(job),
+      eventWait: eventWaitFromProto(job),
+      eventTimedOut: job.eventWait !== undefined && job.event === undefined,
       workflow: job.workflow && { runId: job.workflow.runId, stepKey: job.workflow.stepKey },
       timeoutMs: fromDuration(job.options?.timeout),
       group: job.options?.group ?? "",
@@ -160,6 +191,7 @@ export class Run {
       log: (message) => report.log(message),
       updateData: (data) => report.updateData(data),
       waitForChildren: (children, options) => report.waitForChildren(children, options),
+      waitForEvent: (keys, options) => report.waitForEvent(keys, options),
     };
   }
 

@@ -41,6 +41,8 @@ import {
   JobPriority,
   type BoundedPriority,
   type ChildJob,
+  type EventWait,
+  type ExternalEvent,
   type GroupInfo,
   type Job,
   type JobLogLine,
@@ -267,6 +269,21 @@ export function childJobFromProto(child: ChildJobPb): ChildJob {
   };
 }
 
+/** The job's event wait (parked, or the one its run follows); undefined when it has none. */
+export function eventWaitFromProto(job: JobPb): EventWait | undefined {
+  const w = job.eventWait;
+  return w === undefined ? undefined : { keys: [...w.keys], until: fromTimestamp(w.until) };
+}
+
+/** The external event that ended the job's last wait; undefined when none did. */
+export function eventFromProto(job: JobPb): ExternalEvent | undefined {
+  const e = job.event;
+  if (e === undefined) {
+    return undefined;
+  }
+  return { key: e.key, data: e.data === undefined ? undefined : decodePayload(e.data), eventId: e.eventId, pushedAt: fromTimestamp(e.pushedAt) };
+}
+
 /** A log line message as a `JobLogLine`. */
 export function logLineFromProto(line: JobLogLinePb): JobLogLine {
   return { time: fromTimestamp(line.time), message: line.message };
@@ -309,6 +326,8 @@ export function jobFromProto(job: JobPb): Job {
     errors: jobErrorsFromProto(job.errors),
     childJobs: job.childJobs.map(childJobFromProto),
     childrenPending: job.childrenPending,
+    eventWait: eventWaitFromProto(job),
+    event: eventFromProto(job),
     cancelRequested: job.cancelRequested,
     cancelReason: job.cancelReason,
     expiresAt: fromTimestamp(job.expireTime),
@@ -354,6 +373,8 @@ export function createdJob(request: AddJobRequest, created: CreatedJob): Job {
     errors: [],
     childJobs: [],
     childrenPending: 0,
+    eventWait: undefined,
+    event: undefined,
     cancelRequested: false,
     cancelReason: "",
     expiresAt: undefined,

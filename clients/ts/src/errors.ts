@@ -212,6 +212,25 @@ export class WaitingForChildrenError extends Error {
   }
 }
 
+/**
+ * Thrown by `ctx.waitForEvent` once the server has parked the job and ended the run: the processor stops
+ * there (let it propagate), and the job runs again when an event of one of its keys is pushed or the wait
+ * times out. Catching it changes nothing, as for `WaitingForChildrenError`.
+ */
+export class WaitingForEventError extends Error {
+  /** The event keys the job waits for. */
+  readonly keys: string[];
+  /** When the wait times out; undefined for a wait with no timeout. */
+  readonly until: Date | undefined;
+
+  constructor(keys: string[], until: Date | undefined) {
+    super(`waiting for event ${keys.join(", ")}${until ? ` until ${until.toISOString()}` : ""}`);
+    this.name = "WaitingForEventError";
+    this.keys = keys;
+    this.until = until;
+  }
+}
+
 /** Why a run's AbortSignal fired: the reason object a processor sees in `ctx.signal.reason`. */
 export class JobAbortedError extends Error {
   /** "cancelled" (CancelJob), "lease-lost", "timeout" (the job's timeout, on this worker or the server) or "shutdown". */

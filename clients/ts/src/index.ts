@@ -4,6 +4,7 @@ export { PulledJob, type FailOutcome, type FetchOptions, type PullFailOptions } 
 export { Worker, defaultConcurrency, type Processor, type WorkerLogger, type WorkerOptions } from "./worker.js";
 export type { ActiveJob, JobContext } from "./context.js";
 export type { WaitForChildrenOptions } from "./children.js";
+export type { EventTrigger, EventTriggerSpec, PushedEvent, PushEventOptions, WaitForEventOptions } from "./external-events.js";
 export { batch, type BatchHandler, type BatchItem, type BatchOptions } from "./batch.js";
 export {
   AlreadyExistsError,
@@ -21,6 +22,7 @@ export {
   UnavailableError,
   UnrecoverableError,
   WaitingForChildrenError,
+  WaitingForEventError,
   codeName,
   errorFromRpc,
   errorFromStatus,

@@ -270,6 +270,24 @@ export interface ChildSpec {
   options?: JobOptions;
 }
 
+/** A job's wait for an external event (`ctx.waitForEvent`): an event of any one of its keys ends it. */
+export interface EventWait {
+  keys: string[];
+  /** When the wait times out; undefined for a wait with no timeout. */
+  until: Date | undefined;
+}
+
+/** An external event (`pushEvent`) as the job it woke sees it. */
+export interface ExternalEvent {
+  key: string;
+  /** The event's data (JSON, or a `Uint8Array`); undefined when the push had none. */
+  data: unknown;
+  /** The id the push gave; "" when none. */
+  eventId: string;
+  /** When the server recorded the push. */
+  pushedAt: Date | undefined;
+}
+
 /** One line a processor logged. */
 export interface JobLogLine {
   time: Date | undefined;
@@ -330,6 +348,10 @@ export interface Job {
    * `runAt` and runs again once the last one finishes.
    */
   childrenPending: number;
+  /** Its wait for an external event (`ctx.waitForEvent`), while parked and on the run after; undefined if none. */
+  eventWait: EventWait | undefined;
+  /** The external event that ended that wait; undefined while it waits and when it timed out. */
+  event: ExternalEvent | undefined;
   cancelRequested: boolean;
   cancelReason: string;
   /** When the job expires if not started by then (options' expireAfter); undefined without expiry. */

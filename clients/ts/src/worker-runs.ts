@@ -5,7 +5,8 @@
  * A run is named by its queue and job id. It ends in one of five ways: completed or failed (reported), cancelled
  * by the server (reported `cancelled`, however the processor ends), lost (its lease was refused or the job was
  * delivered again: nothing is reported), abandoned at shutdown (reported `abandoned` then, nothing later), or
- * parked by `ctx.waitForChildren` (the server ended it in that call: nothing is reported, like a lost run).
+ * parked by `ctx.waitForChildren` or `ctx.waitForEvent` (the server ended it in that call: nothing is reported,
+ * like a lost run).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -19,11 +20,13 @@ import {
   type LeaseRef,
 } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { waitForChildrenRequest, type WaitForChildrenOptions } from "./children.js";
+import type { WaitForEventRequest, WaitForEventResponse } from "./gen/queue_manager/v1/external_events_pb.js";
+import { waitForEventRequest, type WaitForEventOptions } from "./external-events.js";
 import { leaseOf, Run, runKey } from "./context.js";
 import { PayloadCodecError, type CodecChain } from "./codecs.js";
-import { decodePayload, encodePayload, msToDuration, toValue } from "./convert.js";
+import { decodePayload, encodePayload, fromTimestamp, msToDuration, toValue } from "./convert.js";
 import type { Payload } from "./gen/queue_manager/v1/types_pb.js";
-import { DelayedError, errorText, RateLimitedError, UnrecoverableError, WaitingForChildrenError } from "./errors.js";
+import { DelayedError, errorText, RateLimitedError, UnrecoverableError, WaitingForChildrenError, WaitingForEventError } from "./errors.js";
 import type { Outbox } from "./outbox.js";
 import { recordFailure, startProcess } from "./tracing.js";
 import type { ChildSpec } from "./types.js";
@@ -43,6 +46,8 @@ export interface RunsHost {
   updateJobData(request: Omit<UpdateJobDataRequest, "$typeName">): Promise<void>;
   /** Calls WaitForChildren on the worker's connection (a run adding children); rejects with the mapped error. */
   waitForChildren(request: WaitForChildrenRequest): Promise<WaitForChildrenResponse>;
+  /** Calls WaitForEvent on the worker's connection (a run waiting for an external event); rejects with the mapped error. */
+  waitForEvent(request: WaitForEventRequest): Promise<WaitForEventResponse>;
 }
 
 export class Runs {
@@ -193,6 +198,7 @@ export class Runs {
       log: (message) => this.reportLog(run, message),
       updateData: (data) => this.updateData(run, data),
       waitForChildren: (children, options) => this.waitForChildren(run, children, options),
+      waitForEvent: (keys, options) => this.waitForEvent(run, keys, options),
     });
     try {
       const result = await processor(run.job, ctx);
@@ -344,6 +350,19 @@ export class Runs {
       answer.children.map((c) => ({ queueName: c.queueName, jobId: c.jobId })),
       answer.childrenPending,
     );
+  }
+
+  /**
+   * A run waiting for an external event (WaitForEvent): once the server has parked the job, the run is over,
+   * and this rejects with `WaitingForEventError` to end the processor; a refusal rejects with the server's
+   * error and the run goes on.
+   */
+  private async waitForEvent(run: Run, keys: string | readonly string[], options?: WaitForEventOptions): Promise<never> {
+    const request = waitForEventRequest(run.lease, keys, options); // a TypeError before anything is sent
+    const answer = await this.host.waitForEvent(request);
+    run.parked = true;
+    this.host.log.info(`job ${run.job.queueName}/${run.job.id} waits for event ${request.keys.join(", ")}`);
+    throw new WaitingForEventError([...request.keys], fromTimestamp(answer.until));
   }
 
   private reportLog(run: Run, message: string): void {

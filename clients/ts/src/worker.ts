@@ -115,6 +115,13 @@ export class Worker extends EventEmitter {
         }
         return await mapped(() => service.waitForChildren(request, { timeoutMs: UPDATE_DATA_TIMEOUT_MS }));
       },
+      waitForEvent: async (request: Parameters<Client<typeof QueueService>["waitForEvent"]>[0]) => {
+        const service = this.queueService;
+        if (service === undefined) {
+          throw new Error(`worker ${this.workerId} is not started: it has no connection to park a job on`);
+        }
+        return await mapped(() => service.waitForEvent(request, { timeoutMs: UPDATE_DATA_TIMEOUT_MS }));
+      },
     };
     this.codecs = makeChain(options.codecs);
     this.runs = new Runs(host, this.outbox, new Map(Object.entries(options.processors)), this.codecs);

@@ -296,3 +296,28 @@ def workflow_starting(prefix: str) -> str:
     """zset: run id -> time (ms) of runs whose first steps may not have their jobs yet; the janitor starts
     them if the server that created the run died before it did."""
     return f"{prefix}:workflows-starting"
+
+
+def event_waiters(prefix: str, key: str) -> str:
+    """set: the job keys of the jobs waiting for external events of this key (WaitForEvent). Scripts derive
+    it from a job prefix (common.lua event_wait_drop); a push reaches the jobs of any queue, so external
+    events are refused on a Cluster (services/external_events.py)."""
+    return f"{prefix}:event-waiters:{key}"
+
+
+def event_pushed(prefix: str, event_id: str) -> str:
+    """string: the answer of the first PushEvent of an event id (JSON: pushed ms, then queue and job id of
+    each job it woke), kept for EVENT_ID_WINDOW_MS (services/external_events.py): a repeat is a no-op."""
+    return f"{prefix}:event-id:{event_id}"
+
+
+def event_triggers(prefix: str) -> str:
+    """hash: event trigger id -> its definition (an encoded EventTrigger: services/event_triggers.py). Beside
+    it, ``event_triggers_version``; both under one hash tag, so one script writes them together."""
+    return f"{prefix}:{{event-triggers}}"
+
+
+def event_triggers_version(prefix: str) -> str:
+    """string: a counter every change of the event triggers raises, so a push planned on the triggers it
+    read writes nothing when they changed since (push_event.lua)."""
+    return f"{prefix}:{{event-triggers}}:version"

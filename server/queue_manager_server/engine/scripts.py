@@ -158,6 +158,11 @@ class Scripts:
         "children_add",
         "children_wait",
         "children_done",
+        # external events (engine/external_events.py)
+        "event_wait",
+        "push_event",
+        "upsert_event_trigger",
+        "delete_event_trigger",
         # cancel, timeouts, retry-after (engine/control.py)
         "cancel_job",
         "time_out",

@@ -120,6 +120,10 @@ ROUTES = [
     Route("GET", "/v1/workflows/{run_id}", "GetWorkflow"),
     Route("POST", "/v1/workflows/{run_id}:cancel", "CancelWorkflow"),
     Route("POST", "/v1/workflows/{run_id}:retry", "RetryWorkflow"),
+    Route("POST", "/v1/events", "PushEvent"),
+    Route("POST", "/v1/eventTriggers", "UpsertEventTrigger"),
+    Route("GET", "/v1/eventTriggers", "ListEventTriggers"),
+    Route("DELETE", "/v1/eventTriggers/{trigger_id}", "DeleteEventTrigger"),
 ]
 
 # gRPC status → HTTP status. FAILED_PRECONDITION is 409 (the resource's state conflicts with the request:

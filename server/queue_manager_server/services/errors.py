@@ -37,6 +37,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.QueueNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.JobNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.ScheduleNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.EventTriggerNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.LeaseNotHeld, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.JobActive, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.WorkflowNotFound, grpc.StatusCode.NOT_FOUND),

@@ -8,6 +8,8 @@ from queue_manager.v1 import queue_service_pb2_grpc as pb_grpc
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.children import Children
+from queue_manager_server.engine.event_triggers import EventTriggers
+from queue_manager_server.engine.external_events import ExternalEvents
 from queue_manager_server.engine.groups import Groups
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.job_events import JobEvents
@@ -19,6 +21,8 @@ from queue_manager_server.services.adds import AddCoalescer
 from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.children import ChildrenHandlers
 from queue_manager_server.services.dead_letters import DeadLetterHandlers
+from queue_manager_server.services.event_triggers import EventTriggerHandlers
+from queue_manager_server.services.external_events import ExternalEventHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.job_events import EventWatchers, JobEventHandlers
@@ -40,6 +44,8 @@ class QueueService(
     JobControlHandlers,
     CancelHandlers,
     ChildrenHandlers,
+    ExternalEventHandlers,
+    EventTriggerHandlers,
     DeadLetterHandlers,
     SearchHandlers,
     ScheduleHandlers,
@@ -60,6 +66,8 @@ class QueueService(
         self.workflows = workflows
         self.control = JobControl(engine)
         self.children = Children(engine)
+        self.external_events = ExternalEvents(engine)
+        self.event_triggers = EventTriggers(engine)
         self.groups = Groups(engine)
         self.dead_letters = DeadLetters(engine)
         self.search = JobSearch(engine)

@@ -12,7 +12,7 @@ from textual.widgets import Static
 from queue_manager import ChildJob, Job, JobLogLine, JobRef, JobState
 from queue_manager.routing import ROUTE_PREFIX
 from queue_manager_tui.format import NONE, fmt_inline, fmt_time, fmt_value, safe
-from queue_manager_tui.widgets.cells import STATE_STYLES, children_wait
+from queue_manager_tui.widgets.cells import STATE_STYLES, children_wait, event_wait
 
 __all__ = ["JobDetail", "job_text"]
 
@@ -58,8 +58,9 @@ def job_text(job: Job, logs: list[JobLogLine]) -> Text:
     out.append(f"  {safe(job.id)}\n", style="dim")
     if job.state is not None:
         out.append(job.state.value, style=STATE_STYLES[job.state])
-    if wait := children_wait(job):
-        # In place of a due time, which such a job does not have: it runs again once they have finished.
+    if wait := children_wait(job) or event_wait(job):
+        # In place of a due time, which such a job does not have (or, for a timed event wait, beside it):
+        # it runs again once they have finished, or the event came.
         out.append(f"  {wait}", style="blue")
     if job.cancel_requested:
         out.append("  cancel requested", style="magenta")
@@ -85,6 +86,7 @@ def job_text(job: Job, logs: list[JobLogLine]) -> Text:
     _errors(out, job)
     _links(out, job)
     _child_jobs(out, job)
+    _event(out, job)
     _logs(out, job, logs)
     out.rstrip()
     return out
@@ -136,6 +138,17 @@ def _child_jobs(out: Text, job: Job) -> None:
     pending = f", {job.children_pending} not finished" if job.children_pending else ""
     lines = [_child_line(child) for child in job.child_jobs]
     _section(out, f"children added at run time ({total}{pending})", "\n".join(lines))
+
+
+def _event(out: Text, job: Job) -> None:
+    """The external event that ended the job's last wait, with its data; or that the wait timed out."""
+    if job.event is not None:
+        e = job.event
+        event_id = f"  id {e.event_id}" if e.event_id else ""
+        head = f"{e.key}{event_id}  pushed {fmt_time(e.pushed_at)} UTC"
+        _section(out, "external event", f"{head}\n{_payload(e.data)}")
+    elif job.event_wait is not None and not event_wait(job):
+        _section(out, "external event", f"none: the wait for {', '.join(job.event_wait.keys)} timed out")
 
 
 def _child_line(child: ChildJob) -> str:

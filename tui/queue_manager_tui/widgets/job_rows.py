@@ -12,7 +12,7 @@ from rich.text import Text
 
 from queue_manager import Job, JobState
 from queue_manager_tui.format import fmt_inline, fmt_time
-from queue_manager_tui.widgets.cells import children_wait, literal, number, state_text
+from queue_manager_tui.widgets.cells import children_wait, event_wait, literal, number, state_text
 from queue_manager_tui.widgets.nav_table import NavTable
 
 __all__ = ["job_row", "set_job_columns"]
@@ -57,10 +57,12 @@ def job_row(job: Job) -> list[Text]:
 
 
 def _when_cell(job: Job) -> Text:
-    # A job parked on its children has no due time: "children" says what it waits for, where a "-" would
-    # read as a delayed job whose time is unknown.
+    # A job parked on its children (or for an event, with no timeout) has no due time: "children" ("event")
+    # says what it waits for, where a "-" would read as a delayed job whose time is unknown.
     if children_wait(job):
         return Text("children", style="blue")
+    if event_wait(job) and job.run_at is None:
+        return Text("event", style="blue")
     return Text(fmt_time(_when(job), short=True))
 
 
@@ -84,7 +86,7 @@ def _info(job: Job) -> str:
     if job.state is JobState.ACTIVE:
         progress = f"progress {fmt_inline(job.progress, 30)}  " if job.progress is not None else ""
         return f"{progress}{job.worker_id}"
-    if wait := children_wait(job):
+    if wait := children_wait(job) or event_wait(job):
         return wait
     if job.state is JobState.DELAYED and job.failed_reason:
         return f"retry after: {job.failed_reason.splitlines()[0]}"

@@ -28,6 +28,7 @@ from queue_manager.cli import (
     dlq,
     events,
     exec_worker,
+    external_events,
     groups,
     jobs,
     metrics,
@@ -46,7 +47,7 @@ __all__ = ["_health_request", "_health_status", "main", "plain"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``qm`` with the given arguments (default ``sys.argv[1:]``) and returns the exit status."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = external_events.route(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         return runtime.serve(args_list[1:])
     if args_list[:1] == ["test-server"]:
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         metrics,
         events,
         test_clock,
+        external_events,
         auth,
     ):
         module.register(commands)

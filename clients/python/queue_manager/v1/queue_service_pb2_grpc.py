@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from queue_manager.v1 import external_events_pb2 as queue__manager_dot_v1_dot_external__events__pb2
 from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
 from queue_manager.v1 import metrics_pb2 as queue__manager_dot_v1_dot_metrics__pb2
 from queue_manager.v1 import pull_pb2 as queue__manager_dot_v1_dot_pull__pb2
@@ -299,6 +300,31 @@ class QueueServiceStub:
                 '/queue_manager.v1.QueueService/ReportJobProgress',
                 request_serializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressRequest.SerializeToString,
                 response_deserializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressResponse.FromString,
+                _registered_method=True)
+        self.PushEvent = channel.unary_unary(
+                '/queue_manager.v1.QueueService/PushEvent',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventResponse.FromString,
+                _registered_method=True)
+        self.WaitForEvent = channel.unary_unary(
+                '/queue_manager.v1.QueueService/WaitForEvent',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.FromString,
+                _registered_method=True)
+        self.UpsertEventTrigger = channel.unary_unary(
+                '/queue_manager.v1.QueueService/UpsertEventTrigger',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerResponse.FromString,
+                _registered_method=True)
+        self.ListEventTriggers = channel.unary_unary(
+                '/queue_manager.v1.QueueService/ListEventTriggers',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersResponse.FromString,
+                _registered_method=True)
+        self.DeleteEventTrigger = channel.unary_unary(
+                '/queue_manager.v1.QueueService/DeleteEventTrigger',
+                request_serializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerRequest.SerializeToString,
+                response_deserializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerResponse.FromString,
                 _registered_method=True)
 
 
@@ -703,6 +729,48 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushEvent(self, request, context):
+        """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+        its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+        nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForEvent(self, request, context):
+        """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+        external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+        event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+        Redis Cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertEventTrigger(self, request, context):
+        """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+        pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+        INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventTriggers(self, request, context):
+        """Lists the event triggers (of one queue, or all), by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEventTrigger(self, request, context):
+        """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -965,6 +1033,31 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.ReportJobProgress,
                     request_deserializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressRequest.FromString,
                     response_serializer=queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressResponse.SerializeToString,
+            ),
+            'PushEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushEvent,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.PushEventResponse.SerializeToString,
+            ),
+            'WaitForEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitForEvent,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.SerializeToString,
+            ),
+            'UpsertEventTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertEventTrigger,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerResponse.SerializeToString,
+            ),
+            'ListEventTriggers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventTriggers,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersResponse.SerializeToString,
+            ),
+            'DeleteEventTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEventTrigger,
+                    request_deserializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerRequest.FromString,
+                    response_serializer=queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2372,6 +2465,141 @@ class QueueService:
             '/queue_manager.v1.QueueService/ReportJobProgress',
             queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressRequest.SerializeToString,
             queue__manager_dot_v1_dot_pull__pb2.ReportJobProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/PushEvent',
+            queue__manager_dot_v1_dot_external__events__pb2.PushEventRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.PushEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/WaitForEvent',
+            queue__manager_dot_v1_dot_external__events__pb2.WaitForEventRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.WaitForEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertEventTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/UpsertEventTrigger',
+            queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.UpsertEventTriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventTriggers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/ListEventTriggers',
+            queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.ListEventTriggersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEventTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/queue_manager.v1.QueueService/DeleteEventTrigger',
+            queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerRequest.SerializeToString,
+            queue__manager_dot_v1_dot_external__events__pb2.DeleteEventTriggerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from queue_manager.v1 import external_events_pb2 as _external_events_pb2
 from queue_manager.v1 import jobs_pb2 as _jobs_pb2
 from queue_manager.v1 import metrics_pb2 as _metrics_pb2
 from queue_manager.v1 import pull_pb2 as _pull_pb2
@@ -192,6 +193,26 @@ class QueueServiceStub:
     """Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost."""
     ReportJobProgress: _grpc.UnaryUnaryMultiCallable[_pull_pb2.ReportJobProgressRequest, _pull_pb2.ReportJobProgressResponse]
     """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost."""
+    PushEvent: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.PushEventRequest, _external_events_pb2.PushEventResponse]
+    """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+    its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+    nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+    """
+    WaitForEvent: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.WaitForEventRequest, _external_events_pb2.WaitForEventResponse]
+    """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+    external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+    event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+    Redis Cluster.
+    """
+    UpsertEventTrigger: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.UpsertEventTriggerRequest, _external_events_pb2.UpsertEventTriggerResponse]
+    """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+    pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+    INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+    """
+    ListEventTriggers: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.ListEventTriggersRequest, _external_events_pb2.ListEventTriggersResponse]
+    """Lists the event triggers (of one queue, or all), by id."""
+    DeleteEventTrigger: _grpc.UnaryUnaryMultiCallable[_external_events_pb2.DeleteEventTriggerRequest, _external_events_pb2.DeleteEventTriggerResponse]
+    """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -352,6 +373,26 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Extends a fetched job's lease (a heartbeat for a long run). FAILED_PRECONDITION when the lease was lost."""
     ReportJobProgress: _aio.UnaryUnaryMultiCallable[_pull_pb2.ReportJobProgressRequest, _pull_pb2.ReportJobProgressResponse]  # type: ignore[assignment]
     """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost."""
+    PushEvent: _aio.UnaryUnaryMultiCallable[_external_events_pb2.PushEventRequest, _external_events_pb2.PushEventResponse]  # type: ignore[assignment]
+    """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+    its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+    nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+    """
+    WaitForEvent: _aio.UnaryUnaryMultiCallable[_external_events_pb2.WaitForEventRequest, _external_events_pb2.WaitForEventResponse]  # type: ignore[assignment]
+    """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+    external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+    event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+    Redis Cluster.
+    """
+    UpsertEventTrigger: _aio.UnaryUnaryMultiCallable[_external_events_pb2.UpsertEventTriggerRequest, _external_events_pb2.UpsertEventTriggerResponse]  # type: ignore[assignment]
+    """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+    pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+    INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+    """
+    ListEventTriggers: _aio.UnaryUnaryMultiCallable[_external_events_pb2.ListEventTriggersRequest, _external_events_pb2.ListEventTriggersResponse]  # type: ignore[assignment]
+    """Lists the event triggers (of one queue, or all), by id."""
+    DeleteEventTrigger: _aio.UnaryUnaryMultiCallable[_external_events_pb2.DeleteEventTriggerRequest, _external_events_pb2.DeleteEventTriggerResponse]  # type: ignore[assignment]
+    """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the producers' and operators' service: queues, jobs, workflows and schedules."""
@@ -821,5 +862,55 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pull_pb2.ReportJobProgressResponse, _abc.Awaitable[_pull_pb2.ReportJobProgressResponse]]:
         """Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost."""
+
+    @_abc_1.abstractmethod
+    def PushEvent(
+        self,
+        request: _external_events_pb2.PushEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.PushEventResponse, _abc.Awaitable[_external_events_pb2.PushEventResponse]]:
+        """Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+        its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+        nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitForEvent(
+        self,
+        request: _external_events_pb2.WaitForEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.WaitForEventResponse, _abc.Awaitable[_external_events_pb2.WaitForEventResponse]]:
+        """Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+        external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+        event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+        Redis Cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def UpsertEventTrigger(
+        self,
+        request: _external_events_pb2.UpsertEventTriggerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.UpsertEventTriggerResponse, _abc.Awaitable[_external_events_pb2.UpsertEventTriggerResponse]]:
+        """Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+        pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+        INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEventTriggers(
+        self,
+        request: _external_events_pb2.ListEventTriggersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.ListEventTriggersResponse, _abc.Awaitable[_external_events_pb2.ListEventTriggersResponse]]:
+        """Lists the event triggers (of one queue, or all), by id."""
+
+    @_abc_1.abstractmethod
+    def DeleteEventTrigger(
+        self,
+        request: _external_events_pb2.DeleteEventTriggerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_external_events_pb2.DeleteEventTriggerResponse, _abc.Awaitable[_external_events_pb2.DeleteEventTriggerResponse]]:
+        """Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -754,6 +754,8 @@ class Job(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     CHILDREN_PENDING_FIELD_NUMBER: _builtins.int
     CHILD_JOBS_FIELD_NUMBER: _builtins.int
+    EVENT_WAIT_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, unique within its queue."""
     queue_name: _builtins.str
@@ -868,6 +870,19 @@ class Job(_message.Message):
     def child_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildJob]:
         """The children it added at run time, in the order they were added, each with its outcome once finished."""
 
+    @_builtins.property
+    def event_wait(self) -> Global___EventWait:
+        """For a job that waits for an external event (WaitForEvent): the keys it waits for and until when, while
+        it is parked; on its next run, the wait that run follows (with `event` unset, the wait ended without an
+        event: it timed out, or an operator promoted the job).
+        """
+
+    @_builtins.property
+    def event(self) -> Global___ExternalEvent:
+        """The external event (PushEvent) that ended the job's last WaitForEvent; unset while it waits and when
+        the wait timed out.
+        """
+
     def __init__(
         self,
         *,
@@ -904,14 +919,84 @@ class Job(_message.Message):
         errors: _abc.Iterable[Global___JobError] | None = ...,
         children_pending: _builtins.int = ...,
         child_jobs: _abc.Iterable[Global___ChildJob] | None = ...,
+        event_wait: Global___EventWait | None = ...,
+        event: Global___ExternalEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "expire_time", b"expire_time", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_root", b"chain_root", "create_time", b"create_time", "data", b"data", "event", b"event", "event_wait", b"event_wait", "expire_time", b"expire_time", "finish_time", b"finish_time", "metadata", b"metadata", "options", b"options", "process_time", b"process_time", "progress", b"progress", "result", b"result", "run_time", b"run_time", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "child_jobs", b"child_jobs", "children", b"children", "children_pending", b"children_pending", "create_time", b"create_time", "data", b"data", "errors", b"errors", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts_made", b"attempts_made", "cancel_reason", b"cancel_reason", "cancel_requested", b"cancel_requested", "chain_failure", b"chain_failure", "chain_root", b"chain_root", "child_jobs", b"child_jobs", "children", b"children", "children_pending", b"children_pending", "create_time", b"create_time", "data", b"data", "errors", b"errors", "event", b"event", "event_wait", b"event_wait", "expire_time", b"expire_time", "failed_reason", b"failed_reason", "finish_time", b"finish_time", "id", b"id", "log_count", b"log_count", "logs", b"logs", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "options", b"options", "parents", b"parents", "priority", b"priority", "process_time", b"process_time", "progress", b"progress", "queue_name", b"queue_name", "result", b"result", "run_time", b"run_time", "stacktrace", b"stacktrace", "stalled_count", b"stalled_count", "state", b"state", "worker_id", b"worker_id", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class EventWait(_message.Message):
+    """EventWait is a job's wait for an external event: any one of its keys ends it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The event keys the job waits for, as given to WaitForEvent."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """When the wait times out (the job then runs again with no event); unset for a wait without a timeout."""
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventWait: _TypeAlias = EventWait  # noqa: Y015
+
+@_typing.final
+class ExternalEvent(_message.Message):
+    """ExternalEvent is an event pushed with PushEvent, as a job woken by it sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    PUSHED_AT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The event's key (one of the keys the job waited for)."""
+    event_id: _builtins.str
+    """The event's id, as given to PushEvent; empty when none was given."""
+    @_builtins.property
+    def data(self) -> Global___Payload:
+        """The event's data, as given to PushEvent."""
+
+    @_builtins.property
+    def pushed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the server recorded the push (the Redis clock)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        data: Global___Payload | None = ...,
+        event_id: _builtins.str = ...,
+        pushed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "pushed_at", b"pushed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "event_id", b"event_id", "key", b"key", "pushed_at", b"pushed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExternalEvent: _TypeAlias = ExternalEvent  # noqa: Y015
 
 @_typing.final
 class RateLimit(_message.Message):

@@ -15,7 +15,7 @@ local meta = KEYS[1]
 local prefix, queue, id, token, most = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
 local jkey = prefix .. id
-local code, f = lease_check(jkey, token, 'kgn', 'kgg', 'kgc', 'kseq', 'kpb', 'par')
+local code, f = lease_check(jkey, token, 'kgn', 'kgg', 'kgc', 'kseq', 'kpb', 'par', 'evl')
 if code ~= 0 then return {code} end
 local wait = tonumber(f[3]) or 0
 local n = #ARGV - 5
@@ -49,7 +49,11 @@ for i = 1, math.max(n, before) do
   end
 end
 w[#w + 1] = 'kseq'; w[#w + 1] = seq
-if not f[7] then w[#w + 1] = 'kpb'; w[#w + 1] = f[8] or '' end
+-- 'par' without what an external event wait appended (includes/external_events.lua evl): not the job's own.
+if not f[7] then
+  local par = f[8] or ''
+  w[#w + 1] = 'kpb'; w[#w + 1] = string.sub(par, 1, #par - (tonumber(f[9]) or 0))
+end
 redis.call('HSET', jkey, unpack(w))
 if pending ~= 0 then redis.call('HINCRBY', jkey, 'kpn', pending) end
 return out

@@ -7,9 +7,10 @@
 -- are looked up in: common.lua watched)
 -- Returns: {state the job was in} or {-2} not found, {-4} job is active
 local jkey = ARGV[1] .. ARGV[2]
-local st, f = job_state(jkey, 'ddk', 'ddt', 'wt', 'pri', 'grp')
+local st, f = job_state(jkey, 'ddk', 'ddt', 'wt', 'pri', 'grp', 'ewk')
 if not st then return {-2} end
 if st == 'active' then return {-4} end
+if f[8] then event_wait_drop(ARGV[1], ARGV[2], f[8]) end
 -- A key held until the job finishes is free once it is removed; a ttl'd key holds for its window.
 if f[3] and not f[4] then release_dedup(ARGV[1], ARGV[2], f[3]) end
 notify_job(ARGV[1], ARGV[2], jkey, 'removed', f[5])

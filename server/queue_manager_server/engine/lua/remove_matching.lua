@@ -27,9 +27,10 @@ for i, id in ipairs(ids) do
   end
   local jkey = prefix .. id
   if job_matches(jkey, f) then
-    local r = redis.call('HMGET', jkey, 'ddk', 'ddt', 'wt', 'grp')
+    local r = redis.call('HMGET', jkey, 'ddk', 'ddt', 'wt', 'grp', 'ewk')
     -- A key held until the job finishes is free once it is removed; a ttl'd key holds for its window.
     if r[1] and not r[2] then release_dedup(prefix, id, r[1]) end
+    if r[5] then event_wait_drop(prefix, id, r[5]) end
     notify_job(prefix, id, jkey, 'removed', r[3])
     if EVENTS then job_event(prefix, id, 11) end
     redis.call('DEL', jkey, job_logs_key(prefix, id))

@@ -1877,7 +1877,7 @@ var File_queue_manager_v1_queue_service_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\n" +
-	"$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"a\n" +
+	"$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a&queue_manager/v1/external_events.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"a\n" +
 	"\x14RegisterQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\"`\n" +
@@ -1989,7 +1989,7 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x1bWORKER_CONTROL_ACTION_QUIET\x10\x01\x12 \n" +
 	"\x1cWORKER_CONTROL_ACTION_RESUME\x10\x02\x12\x1e\n" +
 	"\x1aWORKER_CONTROL_ACTION_STOP\x10\x03\x12)\n" +
-	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\xa7&\n" +
+	"%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x042\xac*\n" +
 	"\fQueueService\x12`\n" +
 	"\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a'.queue_manager.v1.RegisterQueueResponse\x12Q\n" +
 	"\bGetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n" +
@@ -2053,7 +2053,12 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\vCompleteJob\x12$.queue_manager.v1.CompleteJobRequest\x1a%.queue_manager.v1.CompleteJobResponse\x12N\n" +
 	"\aFailJob\x12 .queue_manager.v1.FailJobRequest\x1a!.queue_manager.v1.FailJobResponse\x12c\n" +
 	"\x0eExtendJobLease\x12'.queue_manager.v1.ExtendJobLeaseRequest\x1a(.queue_manager.v1.ExtendJobLeaseResponse\x12l\n" +
-	"\x11ReportJobProgress\x12*.queue_manager.v1.ReportJobProgressRequest\x1a+.queue_manager.v1.ReportJobProgressResponseB\xde\x01\n" +
+	"\x11ReportJobProgress\x12*.queue_manager.v1.ReportJobProgressRequest\x1a+.queue_manager.v1.ReportJobProgressResponse\x12T\n" +
+	"\tPushEvent\x12\".queue_manager.v1.PushEventRequest\x1a#.queue_manager.v1.PushEventResponse\x12]\n" +
+	"\fWaitForEvent\x12%.queue_manager.v1.WaitForEventRequest\x1a&.queue_manager.v1.WaitForEventResponse\x12o\n" +
+	"\x12UpsertEventTrigger\x12+.queue_manager.v1.UpsertEventTriggerRequest\x1a,.queue_manager.v1.UpsertEventTriggerResponse\x12l\n" +
+	"\x11ListEventTriggers\x12*.queue_manager.v1.ListEventTriggersRequest\x1a+.queue_manager.v1.ListEventTriggersResponse\x12o\n" +
+	"\x12DeleteEventTrigger\x12+.queue_manager.v1.DeleteEventTriggerRequest\x1a,.queue_manager.v1.DeleteEventTriggerResponseB\xde\x01\n" +
 	"\x14com.queue_manager.v1B\x11QueueServiceProtoP\x01ZVgithub.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1;queue_managerv1\xa2\x02\x03QXX\xaa\x02\x0fQueueManager.V1\xca\x02\x0fQueueManager\\V1\xe2\x02\x1bQueueManager\\V1\\GPBMetadata\xea\x02\x10QueueManager::V1b\x06proto3"
 
 var (
@@ -2150,43 +2155,53 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*FailJobRequest)(nil),             // 76: queue_manager.v1.FailJobRequest
 	(*ExtendJobLeaseRequest)(nil),      // 77: queue_manager.v1.ExtendJobLeaseRequest
 	(*ReportJobProgressRequest)(nil),   // 78: queue_manager.v1.ReportJobProgressRequest
-	(*GetAllMetricsResponse)(nil),      // 79: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 80: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 81: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 82: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 83: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 84: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 85: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 86: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 87: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 88: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 89: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 90: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 91: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 92: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 93: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 94: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 95: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 96: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 97: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 98: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 99: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 100: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 101: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 102: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 103: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 104: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 105: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 106: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 107: queue_manager.v1.RetryWorkflowResponse
-	(*CancelJobsResponse)(nil),         // 108: queue_manager.v1.CancelJobsResponse
-	(*RemoveJobsResponse)(nil),         // 109: queue_manager.v1.RemoveJobsResponse
-	(*WaitForChildrenResponse)(nil),    // 110: queue_manager.v1.WaitForChildrenResponse
-	(*FetchJobsResponse)(nil),          // 111: queue_manager.v1.FetchJobsResponse
-	(*CompleteJobResponse)(nil),        // 112: queue_manager.v1.CompleteJobResponse
-	(*FailJobResponse)(nil),            // 113: queue_manager.v1.FailJobResponse
-	(*ExtendJobLeaseResponse)(nil),     // 114: queue_manager.v1.ExtendJobLeaseResponse
-	(*ReportJobProgressResponse)(nil),  // 115: queue_manager.v1.ReportJobProgressResponse
+	(*PushEventRequest)(nil),           // 79: queue_manager.v1.PushEventRequest
+	(*WaitForEventRequest)(nil),        // 80: queue_manager.v1.WaitForEventRequest
+	(*UpsertEventTriggerRequest)(nil),  // 81: queue_manager.v1.UpsertEventTriggerRequest
+	(*ListEventTriggersRequest)(nil),   // 82: queue_manager.v1.ListEventTriggersRequest
+	(*DeleteEventTriggerRequest)(nil),  // 83: queue_manager.v1.DeleteEventTriggerRequest
+	(*GetAllMetricsResponse)(nil),      // 84: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 85: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 86: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 87: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 88: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 89: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 90: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 91: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 92: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 93: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 94: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 95: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 96: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 97: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 98: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 99: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 100: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 101: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 102: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 103: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 104: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 105: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 106: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 107: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 108: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 109: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 110: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 111: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 112: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 113: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 114: queue_manager.v1.RemoveJobsResponse
+	(*WaitForChildrenResponse)(nil),    // 115: queue_manager.v1.WaitForChildrenResponse
+	(*FetchJobsResponse)(nil),          // 116: queue_manager.v1.FetchJobsResponse
+	(*CompleteJobResponse)(nil),        // 117: queue_manager.v1.CompleteJobResponse
+	(*FailJobResponse)(nil),            // 118: queue_manager.v1.FailJobResponse
+	(*ExtendJobLeaseResponse)(nil),     // 119: queue_manager.v1.ExtendJobLeaseResponse
+	(*ReportJobProgressResponse)(nil),  // 120: queue_manager.v1.ReportJobProgressResponse
+	(*PushEventResponse)(nil),          // 121: queue_manager.v1.PushEventResponse
+	(*WaitForEventResponse)(nil),       // 122: queue_manager.v1.WaitForEventResponse
+	(*UpsertEventTriggerResponse)(nil), // 123: queue_manager.v1.UpsertEventTriggerResponse
+	(*ListEventTriggersResponse)(nil),  // 124: queue_manager.v1.ListEventTriggersResponse
+	(*DeleteEventTriggerResponse)(nil), // 125: queue_manager.v1.DeleteEventTriggerResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	33,  // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
@@ -2260,60 +2275,70 @@ var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	76,  // 68: queue_manager.v1.QueueService.FailJob:input_type -> queue_manager.v1.FailJobRequest
 	77,  // 69: queue_manager.v1.QueueService.ExtendJobLease:input_type -> queue_manager.v1.ExtendJobLeaseRequest
 	78,  // 70: queue_manager.v1.QueueService.ReportJobProgress:input_type -> queue_manager.v1.ReportJobProgressRequest
-	2,   // 71: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	4,   // 72: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	6,   // 73: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	8,   // 74: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	10,  // 75: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	12,  // 76: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	14,  // 77: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	24,  // 78: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	16,  // 79: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	18,  // 80: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	20,  // 81: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	22,  // 82: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	26,  // 83: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	79,  // 84: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	80,  // 85: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	81,  // 86: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	82,  // 87: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	83,  // 88: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	84,  // 89: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	85,  // 90: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	86,  // 91: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	87,  // 92: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	88,  // 93: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	89,  // 94: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	90,  // 95: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	91,  // 96: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	92,  // 97: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	93,  // 98: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	94,  // 99: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	95,  // 100: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	96,  // 101: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	97,  // 102: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	98,  // 103: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	99,  // 104: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	100, // 105: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	101, // 106: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	102, // 107: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	103, // 108: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	104, // 109: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	105, // 110: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	106, // 111: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	28,  // 112: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	107, // 113: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	108, // 114: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
-	109, // 115: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
-	32,  // 116: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
-	110, // 117: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
-	111, // 118: queue_manager.v1.QueueService.FetchJobs:output_type -> queue_manager.v1.FetchJobsResponse
-	112, // 119: queue_manager.v1.QueueService.CompleteJob:output_type -> queue_manager.v1.CompleteJobResponse
-	113, // 120: queue_manager.v1.QueueService.FailJob:output_type -> queue_manager.v1.FailJobResponse
-	114, // 121: queue_manager.v1.QueueService.ExtendJobLease:output_type -> queue_manager.v1.ExtendJobLeaseResponse
-	115, // 122: queue_manager.v1.QueueService.ReportJobProgress:output_type -> queue_manager.v1.ReportJobProgressResponse
-	71,  // [71:123] is the sub-list for method output_type
-	19,  // [19:71] is the sub-list for method input_type
+	79,  // 71: queue_manager.v1.QueueService.PushEvent:input_type -> queue_manager.v1.PushEventRequest
+	80,  // 72: queue_manager.v1.QueueService.WaitForEvent:input_type -> queue_manager.v1.WaitForEventRequest
+	81,  // 73: queue_manager.v1.QueueService.UpsertEventTrigger:input_type -> queue_manager.v1.UpsertEventTriggerRequest
+	82,  // 74: queue_manager.v1.QueueService.ListEventTriggers:input_type -> queue_manager.v1.ListEventTriggersRequest
+	83,  // 75: queue_manager.v1.QueueService.DeleteEventTrigger:input_type -> queue_manager.v1.DeleteEventTriggerRequest
+	2,   // 76: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	4,   // 77: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	6,   // 78: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	8,   // 79: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	10,  // 80: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	12,  // 81: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	14,  // 82: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	24,  // 83: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	16,  // 84: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	18,  // 85: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	20,  // 86: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	22,  // 87: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	26,  // 88: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	84,  // 89: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	85,  // 90: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	86,  // 91: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	87,  // 92: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	88,  // 93: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	89,  // 94: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	90,  // 95: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	91,  // 96: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	92,  // 97: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	93,  // 98: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	94,  // 99: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	95,  // 100: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	96,  // 101: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	97,  // 102: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	98,  // 103: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	99,  // 104: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	100, // 105: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	101, // 106: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	102, // 107: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	103, // 108: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	104, // 109: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	105, // 110: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	106, // 111: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	107, // 112: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	108, // 113: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	109, // 114: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	110, // 115: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	111, // 116: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	28,  // 117: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	112, // 118: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	113, // 119: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	114, // 120: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	32,  // 121: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
+	115, // 122: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
+	116, // 123: queue_manager.v1.QueueService.FetchJobs:output_type -> queue_manager.v1.FetchJobsResponse
+	117, // 124: queue_manager.v1.QueueService.CompleteJob:output_type -> queue_manager.v1.CompleteJobResponse
+	118, // 125: queue_manager.v1.QueueService.FailJob:output_type -> queue_manager.v1.FailJobResponse
+	119, // 126: queue_manager.v1.QueueService.ExtendJobLease:output_type -> queue_manager.v1.ExtendJobLeaseResponse
+	120, // 127: queue_manager.v1.QueueService.ReportJobProgress:output_type -> queue_manager.v1.ReportJobProgressResponse
+	121, // 128: queue_manager.v1.QueueService.PushEvent:output_type -> queue_manager.v1.PushEventResponse
+	122, // 129: queue_manager.v1.QueueService.WaitForEvent:output_type -> queue_manager.v1.WaitForEventResponse
+	123, // 130: queue_manager.v1.QueueService.UpsertEventTrigger:output_type -> queue_manager.v1.UpsertEventTriggerResponse
+	124, // 131: queue_manager.v1.QueueService.ListEventTriggers:output_type -> queue_manager.v1.ListEventTriggersResponse
+	125, // 132: queue_manager.v1.QueueService.DeleteEventTrigger:output_type -> queue_manager.v1.DeleteEventTriggerResponse
+	76,  // [76:133] is the sub-list for method output_type
+	19,  // [19:76] is the sub-list for method input_type
 	19,  // [19:19] is the sub-list for extension type_name
 	19,  // [19:19] is the sub-list for extension extendee
 	0,   // [0:19] is the sub-list for field type_name
@@ -2324,6 +2349,7 @@ func file_queue_manager_v1_queue_service_proto_init() {
 	if File_queue_manager_v1_queue_service_proto != nil {
 		return
 	}
+	file_queue_manager_v1_external_events_proto_init()
 	file_queue_manager_v1_jobs_proto_init()
 	file_queue_manager_v1_metrics_proto_init()
 	file_queue_manager_v1_pull_proto_init()

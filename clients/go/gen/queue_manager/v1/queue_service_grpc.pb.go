@@ -71,6 +71,11 @@ const (
 	QueueService_FailJob_FullMethodName            = "/queue_manager.v1.QueueService/FailJob"
 	QueueService_ExtendJobLease_FullMethodName     = "/queue_manager.v1.QueueService/ExtendJobLease"
 	QueueService_ReportJobProgress_FullMethodName  = "/queue_manager.v1.QueueService/ReportJobProgress"
+	QueueService_PushEvent_FullMethodName          = "/queue_manager.v1.QueueService/PushEvent"
+	QueueService_WaitForEvent_FullMethodName       = "/queue_manager.v1.QueueService/WaitForEvent"
+	QueueService_UpsertEventTrigger_FullMethodName = "/queue_manager.v1.QueueService/UpsertEventTrigger"
+	QueueService_ListEventTriggers_FullMethodName  = "/queue_manager.v1.QueueService/ListEventTriggers"
+	QueueService_DeleteEventTrigger_FullMethodName = "/queue_manager.v1.QueueService/DeleteEventTrigger"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -216,6 +221,23 @@ type QueueServiceClient interface {
 	ExtendJobLease(ctx context.Context, in *ExtendJobLeaseRequest, opts ...grpc.CallOption) (*ExtendJobLeaseResponse, error)
 	// Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost.
 	ReportJobProgress(ctx context.Context, in *ReportJobProgressRequest, opts ...grpc.CallOption) (*ReportJobProgressResponse, error)
+	// Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+	// its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+	// nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+	PushEvent(ctx context.Context, in *PushEventRequest, opts ...grpc.CallOption) (*PushEventResponse, error)
+	// Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+	// external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+	// event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+	// Redis Cluster.
+	WaitForEvent(ctx context.Context, in *WaitForEventRequest, opts ...grpc.CallOption) (*WaitForEventResponse, error)
+	// Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+	// pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+	// INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+	UpsertEventTrigger(ctx context.Context, in *UpsertEventTriggerRequest, opts ...grpc.CallOption) (*UpsertEventTriggerResponse, error)
+	// Lists the event triggers (of one queue, or all), by id.
+	ListEventTriggers(ctx context.Context, in *ListEventTriggersRequest, opts ...grpc.CallOption) (*ListEventTriggersResponse, error)
+	// Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id.
+	DeleteEventTrigger(ctx context.Context, in *DeleteEventTriggerRequest, opts ...grpc.CallOption) (*DeleteEventTriggerResponse, error)
 }
 
 type queueServiceClient struct {
@@ -779,6 +801,56 @@ func (c *queueServiceClient) ReportJobProgress(ctx context.Context, in *ReportJo
 	return out, nil
 }
 
+func (c *queueServiceClient) PushEvent(ctx context.Context, in *PushEventRequest, opts ...grpc.CallOption) (*PushEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushEventResponse)
+	err := c.cc.Invoke(ctx, QueueService_PushEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) WaitForEvent(ctx context.Context, in *WaitForEventRequest, opts ...grpc.CallOption) (*WaitForEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitForEventResponse)
+	err := c.cc.Invoke(ctx, QueueService_WaitForEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) UpsertEventTrigger(ctx context.Context, in *UpsertEventTriggerRequest, opts ...grpc.CallOption) (*UpsertEventTriggerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpsertEventTriggerResponse)
+	err := c.cc.Invoke(ctx, QueueService_UpsertEventTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ListEventTriggers(ctx context.Context, in *ListEventTriggersRequest, opts ...grpc.CallOption) (*ListEventTriggersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventTriggersResponse)
+	err := c.cc.Invoke(ctx, QueueService_ListEventTriggers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) DeleteEventTrigger(ctx context.Context, in *DeleteEventTriggerRequest, opts ...grpc.CallOption) (*DeleteEventTriggerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteEventTriggerResponse)
+	err := c.cc.Invoke(ctx, QueueService_DeleteEventTrigger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -922,6 +994,23 @@ type QueueServiceServer interface {
 	ExtendJobLease(context.Context, *ExtendJobLeaseRequest) (*ExtendJobLeaseResponse, error)
 	// Records a fetched job's progress and log lines. FAILED_PRECONDITION when the lease was lost.
 	ReportJobProgress(context.Context, *ReportJobProgressRequest) (*ReportJobProgressResponse, error)
+	// Pushes an external event: every job waiting for its key (WaitForEvent) goes back to waiting at once and
+	// its next run sees the event in Job.event. A repeated push with the same event_id within 24 hours changes
+	// nothing. INVALID_ARGUMENT for a bad key or oversized data; FAILED_PRECONDITION on a Redis Cluster.
+	PushEvent(context.Context, *PushEventRequest) (*PushEventResponse, error)
+	// Called by a running job: ends the run without using an attempt and parks the job in delayed until an
+	// external event of one of the keys is pushed (or the timeout passes), then it runs again and sees the
+	// event in Job.event. INVALID_ARGUMENT for bad keys, FAILED_PRECONDITION when the lease was lost or on a
+	// Redis Cluster.
+	WaitForEvent(context.Context, *WaitForEventRequest) (*WaitForEventResponse, error)
+	// Creates an event trigger, or replaces the trigger of that id: every PushEvent whose key matches its
+	// pattern adds a job to its queue, with the event's data. NOT_FOUND for a queue that is not registered,
+	// INVALID_ARGUMENT for a bad field, FAILED_PRECONDITION past 1,000 triggers or on a Redis Cluster.
+	UpsertEventTrigger(context.Context, *UpsertEventTriggerRequest) (*UpsertEventTriggerResponse, error)
+	// Lists the event triggers (of one queue, or all), by id.
+	ListEventTriggers(context.Context, *ListEventTriggersRequest) (*ListEventTriggersResponse, error)
+	// Deletes an event trigger (the jobs it added stay); NOT_FOUND when there is none of that id.
+	DeleteEventTrigger(context.Context, *DeleteEventTriggerRequest) (*DeleteEventTriggerResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -1087,6 +1176,21 @@ func (UnimplementedQueueServiceServer) ExtendJobLease(context.Context, *ExtendJo
 }
 func (UnimplementedQueueServiceServer) ReportJobProgress(context.Context, *ReportJobProgressRequest) (*ReportJobProgressResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportJobProgress not implemented")
+}
+func (UnimplementedQueueServiceServer) PushEvent(context.Context, *PushEventRequest) (*PushEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushEvent not implemented")
+}
+func (UnimplementedQueueServiceServer) WaitForEvent(context.Context, *WaitForEventRequest) (*WaitForEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitForEvent not implemented")
+}
+func (UnimplementedQueueServiceServer) UpsertEventTrigger(context.Context, *UpsertEventTriggerRequest) (*UpsertEventTriggerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpsertEventTrigger not implemented")
+}
+func (UnimplementedQueueServiceServer) ListEventTriggers(context.Context, *ListEventTriggersRequest) (*ListEventTriggersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEventTriggers not implemented")
+}
+func (UnimplementedQueueServiceServer) DeleteEventTrigger(context.Context, *DeleteEventTriggerRequest) (*DeleteEventTriggerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteEventTrigger not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -2002,6 +2106,96 @@ func _QueueService_ReportJobProgress_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_PushEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).PushEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_PushEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).PushEvent(ctx, req.(*PushEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_WaitForEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitForEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).WaitForEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_WaitForEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).WaitForEvent(ctx, req.(*WaitForEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_UpsertEventTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpsertEventTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).UpsertEventTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_UpsertEventTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).UpsertEventTrigger(ctx, req.(*UpsertEventTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ListEventTriggers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventTriggersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ListEventTriggers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ListEventTriggers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ListEventTriggers(ctx, req.(*ListEventTriggersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_DeleteEventTrigger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteEventTriggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).DeleteEventTrigger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_DeleteEventTrigger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).DeleteEventTrigger(ctx, req.(*DeleteEventTriggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2196,6 +2390,26 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportJobProgress",
 			Handler:    _QueueService_ReportJobProgress_Handler,
+		},
+		{
+			MethodName: "PushEvent",
+			Handler:    _QueueService_PushEvent_Handler,
+		},
+		{
+			MethodName: "WaitForEvent",
+			Handler:    _QueueService_WaitForEvent_Handler,
+		},
+		{
+			MethodName: "UpsertEventTrigger",
+			Handler:    _QueueService_UpsertEventTrigger_Handler,
+		},
+		{
+			MethodName: "ListEventTriggers",
+			Handler:    _QueueService_ListEventTriggers_Handler,
+		},
+		{
+			MethodName: "DeleteEventTrigger",
+			Handler:    _QueueService_DeleteEventTrigger_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1318,7 +1318,14 @@ type Job struct {
 	// the last one finishes.
 	ChildrenPending uint32 `protobuf:"varint,32,opt,name=children_pending,json=childrenPending,proto3" json:"children_pending,omitempty"`
 	// The children it added at run time, in the order they were added, each with its outcome once finished.
-	ChildJobs     []*ChildJob `protobuf:"bytes,33,rep,name=child_jobs,json=childJobs,proto3" json:"child_jobs,omitempty"`
+	ChildJobs []*ChildJob `protobuf:"bytes,33,rep,name=child_jobs,json=childJobs,proto3" json:"child_jobs,omitempty"`
+	// For a job that waits for an external event (WaitForEvent): the keys it waits for and until when, while
+	// it is parked; on its next run, the wait that run follows (with `event` unset, the wait ended without an
+	// event: it timed out, or an operator promoted the job).
+	EventWait *EventWait `protobuf:"bytes,34,opt,name=event_wait,json=eventWait,proto3" json:"event_wait,omitempty"`
+	// The external event (PushEvent) that ended the job's last WaitForEvent; unset while it waits and when
+	// the wait timed out.
+	Event         *ExternalEvent `protobuf:"bytes,35,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1584,6 +1591,148 @@ func (x *Job) GetChildJobs() []*ChildJob {
 	return nil
 }
 
+func (x *Job) GetEventWait() *EventWait {
+	if x != nil {
+		return x.EventWait
+	}
+	return nil
+}
+
+func (x *Job) GetEvent() *ExternalEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// EventWait is a job's wait for an external event: any one of its keys ends it.
+type EventWait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event keys the job waits for, as given to WaitForEvent.
+	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// When the wait times out (the job then runs again with no event); unset for a wait without a timeout.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventWait) Reset() {
+	*x = EventWait{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventWait) ProtoMessage() {}
+
+func (x *EventWait) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventWait.ProtoReflect.Descriptor instead.
+func (*EventWait) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EventWait) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *EventWait) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+// ExternalEvent is an event pushed with PushEvent, as a job woken by it sees it.
+type ExternalEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's key (one of the keys the job waited for).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The event's data, as given to PushEvent.
+	Data *Payload `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// The event's id, as given to PushEvent; empty when none was given.
+	EventId string `protobuf:"bytes,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// When the server recorded the push (the Redis clock).
+	PushedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=pushed_at,json=pushedAt,proto3" json:"pushed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExternalEvent) Reset() {
+	*x = ExternalEvent{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalEvent) ProtoMessage() {}
+
+func (x *ExternalEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalEvent.ProtoReflect.Descriptor instead.
+func (*ExternalEvent) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExternalEvent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ExternalEvent) GetData() *Payload {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ExternalEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *ExternalEvent) GetPushedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PushedAt
+	}
+	return nil
+}
+
 // RateLimit allows at most max jobs to start per duration, as a token bucket shared by all workers.
 type RateLimit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1602,7 +1751,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[12]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1763,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[12]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1776,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RateLimit) GetMax() uint32 {
@@ -1686,7 +1835,7 @@ type QueueConfig struct {
 
 func (x *QueueConfig) Reset() {
 	*x = QueueConfig{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[13]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1847,7 @@ func (x *QueueConfig) String() string {
 func (*QueueConfig) ProtoMessage() {}
 
 func (x *QueueConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[13]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1860,7 @@ func (x *QueueConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueConfig.ProtoReflect.Descriptor instead.
 func (*QueueConfig) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *QueueConfig) GetRateLimit() *RateLimit {
@@ -1800,7 +1949,7 @@ type GroupLimits struct {
 
 func (x *GroupLimits) Reset() {
 	*x = GroupLimits{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1961,7 @@ func (x *GroupLimits) String() string {
 func (*GroupLimits) ProtoMessage() {}
 
 func (x *GroupLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1974,7 @@ func (x *GroupLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLimits.ProtoReflect.Descriptor instead.
 func (*GroupLimits) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupLimits) GetConcurrency() uint32 {
@@ -1870,7 +2019,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2031,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2044,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GroupInfo) GetGroup() string {
@@ -1956,7 +2105,7 @@ type PriorityBound struct {
 
 func (x *PriorityBound) Reset() {
 	*x = PriorityBound{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2117,7 @@ func (x *PriorityBound) String() string {
 func (*PriorityBound) ProtoMessage() {}
 
 func (x *PriorityBound) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2130,7 @@ func (x *PriorityBound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityBound.ProtoReflect.Descriptor instead.
 func (*PriorityBound) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PriorityBound) GetPriority() JobPriority {
@@ -2015,7 +2164,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2176,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2189,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Queue) GetName() string {
@@ -2156,7 +2305,7 @@ type QueueMetrics struct {
 
 func (x *QueueMetrics) Reset() {
 	*x = QueueMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2317,7 @@ func (x *QueueMetrics) String() string {
 func (*QueueMetrics) ProtoMessage() {}
 
 func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2330,7 @@ func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMetrics.ProtoReflect.Descriptor instead.
 func (*QueueMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *QueueMetrics) GetQueueName() string {
@@ -2444,7 +2593,7 @@ type PriorityLevelMetrics struct {
 
 func (x *PriorityLevelMetrics) Reset() {
 	*x = PriorityLevelMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2605,7 @@ func (x *PriorityLevelMetrics) String() string {
 func (*PriorityLevelMetrics) ProtoMessage() {}
 
 func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2618,7 @@ func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityLevelMetrics.ProtoReflect.Descriptor instead.
 func (*PriorityLevelMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PriorityLevelMetrics) GetPriority() JobPriority {
@@ -2512,7 +2661,7 @@ type MetricsBucket struct {
 
 func (x *MetricsBucket) Reset() {
 	*x = MetricsBucket{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2673,7 @@ func (x *MetricsBucket) String() string {
 func (*MetricsBucket) ProtoMessage() {}
 
 func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2686,7 @@ func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBucket.ProtoReflect.Descriptor instead.
 func (*MetricsBucket) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MetricsBucket) GetStartTime() *timestamppb.Timestamp {
@@ -2598,7 +2747,7 @@ type JobError struct {
 
 func (x *JobError) Reset() {
 	*x = JobError{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2759,7 @@ func (x *JobError) String() string {
 func (*JobError) ProtoMessage() {}
 
 func (x *JobError) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2772,7 @@ func (x *JobError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobError.ProtoReflect.Descriptor instead.
 func (*JobError) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JobError) GetAttempt() uint32 {
@@ -2687,7 +2836,7 @@ type ChildJob struct {
 
 func (x *ChildJob) Reset() {
 	*x = ChildJob{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2848,7 @@ func (x *ChildJob) String() string {
 func (*ChildJob) ProtoMessage() {}
 
 func (x *ChildJob) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2861,7 @@ func (x *ChildJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildJob.ProtoReflect.Descriptor instead.
 func (*ChildJob) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ChildJob) GetJob() *JobRef {
@@ -2830,7 +2979,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"C\n" +
 	"\x0fWorkflowStepRef\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
-	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\xfd\v\n" +
+	"\bstep_key\x18\x02 \x01(\tR\astepKey\"\xf0\f\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -2873,7 +3022,18 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06errors\x18\x1f \x03(\v2\x1a.queue_manager.v1.JobErrorR\x06errors\x12)\n" +
 	"\x10children_pending\x18  \x01(\rR\x0fchildrenPending\x129\n" +
 	"\n" +
-	"child_jobs\x18! \x03(\v2\x1a.queue_manager.v1.ChildJobR\tchildJobs\"j\n" +
+	"child_jobs\x18! \x03(\v2\x1a.queue_manager.v1.ChildJobR\tchildJobs\x12:\n" +
+	"\n" +
+	"event_wait\x18\" \x01(\v2\x1b.queue_manager.v1.EventWaitR\teventWait\x125\n" +
+	"\x05event\x18# \x01(\v2\x1f.queue_manager.v1.ExternalEventR\x05event\"Q\n" +
+	"\tEventWait\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x120\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xa4\x01\n" +
+	"\rExternalEvent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
+	"\x04data\x18\x02 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\x12\x19\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\x127\n" +
+	"\tpushed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bpushedAt\"j\n" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
@@ -3027,7 +3187,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -3046,59 +3206,61 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*JobLogLine)(nil),            // 14: queue_manager.v1.JobLogLine
 	(*WorkflowStepRef)(nil),       // 15: queue_manager.v1.WorkflowStepRef
 	(*Job)(nil),                   // 16: queue_manager.v1.Job
-	(*RateLimit)(nil),             // 17: queue_manager.v1.RateLimit
-	(*QueueConfig)(nil),           // 18: queue_manager.v1.QueueConfig
-	(*GroupLimits)(nil),           // 19: queue_manager.v1.GroupLimits
-	(*GroupInfo)(nil),             // 20: queue_manager.v1.GroupInfo
-	(*PriorityBound)(nil),         // 21: queue_manager.v1.PriorityBound
-	(*Queue)(nil),                 // 22: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 23: queue_manager.v1.QueueMetrics
-	(*PriorityLevelMetrics)(nil),  // 24: queue_manager.v1.PriorityLevelMetrics
-	(*MetricsBucket)(nil),         // 25: queue_manager.v1.MetricsBucket
-	(*JobError)(nil),              // 26: queue_manager.v1.JobError
-	(*ChildJob)(nil),              // 27: queue_manager.v1.ChildJob
-	nil,                           // 28: queue_manager.v1.JobMetadata.AttributesEntry
-	nil,                           // 29: queue_manager.v1.JobOptions.WorkerLabelsEntry
-	(*structpb.Value)(nil),        // 30: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*EventWait)(nil),             // 17: queue_manager.v1.EventWait
+	(*ExternalEvent)(nil),         // 18: queue_manager.v1.ExternalEvent
+	(*RateLimit)(nil),             // 19: queue_manager.v1.RateLimit
+	(*QueueConfig)(nil),           // 20: queue_manager.v1.QueueConfig
+	(*GroupLimits)(nil),           // 21: queue_manager.v1.GroupLimits
+	(*GroupInfo)(nil),             // 22: queue_manager.v1.GroupInfo
+	(*PriorityBound)(nil),         // 23: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 24: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 25: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 26: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 27: queue_manager.v1.MetricsBucket
+	(*JobError)(nil),              // 28: queue_manager.v1.JobError
+	(*ChildJob)(nil),              // 29: queue_manager.v1.ChildJob
+	nil,                           // 30: queue_manager.v1.JobMetadata.AttributesEntry
+	nil,                           // 31: queue_manager.v1.JobOptions.WorkerLabelsEntry
+	(*structpb.Value)(nil),        // 32: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	30, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	32, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	31, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	31, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	31, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	28, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	33, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	33, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	33, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	30, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	32, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	33, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	34, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	6,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	8,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	7,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	31, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	33, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	10, // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	11, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	31, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	29, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
+	33, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	31, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
 	5,  // 18: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
 	9,  // 19: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	31, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	33, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	3,  // 21: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
 	12, // 22: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 23: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
 	5,  // 24: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	32, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	34, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
 	5,  // 26: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 27: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 28: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
 	5,  // 29: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	30, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	32, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	32, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	32, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	32, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	32, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	34, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	34, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	34, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	34, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
 	8,  // 35: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
 	9,  // 36: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
 	13, // 37: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
@@ -3106,43 +3268,48 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	12, // 39: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
 	15, // 40: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
 	14, // 41: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	32, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
-	27, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
-	31, // 45: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
-	17, // 46: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
-	9,  // 47: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
-	7,  // 48: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
-	7,  // 49: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	21, // 50: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	19, // 51: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	17, // 52: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	19, // 53: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 54: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 55: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	18, // 56: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	32, // 57: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	31, // 58: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	31, // 59: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	31, // 60: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 61: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	25, // 62: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	32, // 63: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	24, // 64: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 65: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 66: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 67: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	31, // 68: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 69: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	32, // 70: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	12, // 71: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 72: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 73: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	34, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
+	29, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
+	17, // 45: queue_manager.v1.Job.event_wait:type_name -> queue_manager.v1.EventWait
+	18, // 46: queue_manager.v1.Job.event:type_name -> queue_manager.v1.ExternalEvent
+	34, // 47: queue_manager.v1.EventWait.until:type_name -> google.protobuf.Timestamp
+	5,  // 48: queue_manager.v1.ExternalEvent.data:type_name -> queue_manager.v1.Payload
+	34, // 49: queue_manager.v1.ExternalEvent.pushed_at:type_name -> google.protobuf.Timestamp
+	33, // 50: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	19, // 51: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
+	9,  // 52: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
+	7,  // 53: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
+	7,  // 54: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
+	23, // 55: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	21, // 56: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	19, // 57: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	21, // 58: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	0,  // 59: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	33, // 60: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	20, // 61: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	34, // 62: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	33, // 63: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	33, // 64: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	33, // 65: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	34, // 66: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	27, // 67: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	34, // 68: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	26, // 69: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 70: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	33, // 71: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	34, // 72: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	33, // 73: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 74: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	34, // 75: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 76: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 77: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 78: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -3161,7 +3328,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

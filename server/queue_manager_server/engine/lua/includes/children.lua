@@ -32,10 +32,11 @@ local function children_outcomes(jkey)
 end
 
 -- Puts a parked job (or one whose run just ended) back into waiting at the back of its level, its
--- children's outcomes in 'par' so its next run is delivered with them (claim.lua reads 'par').
+-- children's outcomes in 'par' so its next run is delivered with them (claim.lua reads 'par'). The 'par' it
+-- writes holds nothing of an external event wait (includes/external_events.lua): 'evl' goes back to 0.
 local function children_wake(waiting, delayed, jkey, id, now)
   local base = redis.call('HGET', jkey, 'kpb') or ''
-  redis.call('HSET', jkey, 'par', base .. children_outcomes(jkey), 'p', NOT_PLAIN, 'rdy', now)
+  redis.call('HSET', jkey, 'par', base .. children_outcomes(jkey), 'p', NOT_PLAIN, 'rdy', now, 'evl', 0)
   redis.call('ZREM', delayed, id)
   redis.call('HDEL', jkey, 'run')
   to_waiting(waiting, jkey, id, true, nil)

@@ -385,13 +385,26 @@ local function promote_due(delayed, waiting, prefix, now, limit)
   return #due, next_due
 end
 
+-- A job waiting for an external event (WaitForEvent: includes/external_events.lua) holds 'ewk', the keys it
+-- waits for joined by newlines, and its job key is a member of each key's waiters set, named
+-- '<prefix>:event-waiters:<key>' after the base of its job prefix (engine/keys.py event_waiters). Drops those
+-- registrations: for a job cancelled or deleted while it waits, woken, or waiting anew.
+local function event_wait_drop(prefix, id, ewk)
+  local base = string.match(prefix, '^(.*):{.*}:job:$')
+  for key in string.gmatch(ewk, '[^\n]+') do
+    redis.call('SREM', base .. ':event-waiters:' .. key, prefix .. id)
+  end
+end
+
 -- Deletes the hashes and log lists of the given job ids. unfinished: the jobs may still hold a dedup key
--- (waiting, delayed, active), released here; finished jobs released theirs on finishing.
+-- (waiting, delayed, active), released here, or wait for an external event (event_wait_drop); finished jobs
+-- released theirs on finishing.
 local function delete_hashes(prefix, ids, unfinished)
   for _, id in ipairs(ids) do
     if unfinished then
-      local d = redis.call('HMGET', prefix .. id, 'ddk', 'ddt')
+      local d = redis.call('HMGET', prefix .. id, 'ddk', 'ddt', 'ewk')
       if d[1] and not d[2] then release_dedup(prefix, id, d[1]) end
+      if d[3] then event_wait_drop(prefix, id, d[3]) end
     end
     redis.call('DEL', prefix .. id, job_logs_key(prefix, id))
   end
@@ -652,6 +665,11 @@ end
 -- fields (or nil): more job fields to write in the same HSET (a stopped run's error history).
 local function finish_cancelled(meta, prefix, id, now, kind, fields)
   local jkey = prefix .. id
+  local ewk = redis.call('HGET', jkey, 'ewk')
+  if ewk then
+    event_wait_drop(prefix, id, ewk)
+    redis.call('HDEL', jkey, 'ewk')
+  end
   if EVENTS then job_event(prefix, id, kind or 10) end
   local cancelled = queue_key(prefix, 'cancelled')
   if fields then

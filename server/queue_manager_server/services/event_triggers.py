@@ -1,0 +1,61 @@
+"""QueueService handlers for event triggers: upsert, list, delete. A trigger makes each PushEvent of a
+matching key add a job (services/external_events.py plans them, push_event.lua adds them in the push's step).
+
+Like external events, triggers need a single Redis server: on a Cluster every call is refused.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from queue_manager.v1 import external_events_pb2 as pb
+from queue_manager_server import event_trigger_convert, validate
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.event_triggers import EventTriggers
+from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.services.errors import unary
+from queue_manager_server.services.external_events import single_server
+
+
+class EventTriggerHandlers:
+    """Creating, listing and deleting event triggers (part of `QueueService`)."""
+
+    engine: Engine
+    event_triggers: EventTriggers
+    max_payload: int
+
+    @unary
+    async def UpsertEventTrigger(
+        self, request: pb.UpsertEventTriggerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertEventTriggerResponse:
+        if not request.HasField("trigger"):
+            raise InvalidArgument("trigger", "is required")
+        t = request.trigger
+        single_server(self.engine)
+        now = await self.engine.redis_time_ms(validate.queue_name(t.queue_name, "trigger.queue_name"))
+        stored = event_trigger_convert.definition(t, now, self.max_payload)
+        await self.engine.require_queues([t.queue_name])
+        previous = await self.event_triggers.find(t.id)
+        if previous is not None:
+            stored.create_time.CopyFrom(previous.create_time)  # a replaced trigger keeps its create time
+        created = await self.event_triggers.upsert_event_trigger(stored)
+        return pb.UpsertEventTriggerResponse(trigger=stored, created=created)
+
+    @unary
+    async def ListEventTriggers(
+        self, request: pb.ListEventTriggersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEventTriggersResponse:
+        queue = validate.queue_name(request.queue_name) if request.queue_name else None
+        single_server(self.engine)
+        _, triggers = await self.event_triggers.current(fresh=True)
+        return pb.ListEventTriggersResponse(
+            triggers=[t for t in triggers if queue is None or t.queue_name == queue]
+        )
+
+    @unary
+    async def DeleteEventTrigger(
+        self, request: pb.DeleteEventTriggerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteEventTriggerResponse:
+        tid = event_trigger_convert.trigger_id(request.trigger_id, "trigger_id")
+        single_server(self.engine)
+        return pb.DeleteEventTriggerResponse(trigger=await self.event_triggers.delete_event_trigger(tid))

@@ -1,0 +1,129 @@
+"""External events (PushEvent, WaitForEvent): a running job waits for an event of one of some keys, parked
+as a durable sleep parks it, and a push wakes every job waiting for its key and adds the jobs of the event
+triggers its key matches (services/event_triggers.py).
+
+Each call is one script (lua/event_wait.lua, lua/push_event.lua), so a wait and a push never miss each other
+and a lost server leaves nothing half done: a WaitForEvent whose answer was lost either parked the job, or
+left it active under a lease that runs out, after which it runs again (a redelivery) and waits anew. A push
+reaches jobs of any queue, which one script may do on one Redis server only: on a Redis Cluster both calls
+are refused (FAILED_PRECONDITION) rather than spread over several scripts.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from queue_manager.v1 import external_events_pb2 as pb
+from queue_manager.v1 import types_pb2
+from queue_manager_server import convert, event_trigger_convert, validate
+from queue_manager_server.engine import Engine
+from queue_manager_server.engine.event_triggers import EventTriggers
+from queue_manager_server.engine.external_events import CANCELLED, ExternalEvents
+from queue_manager_server.engine.store import ClusterStore
+from queue_manager_server.errors import InvalidArgument, Unavailable, WrongState
+from queue_manager_server.services.errors import unary
+
+# Keys one WaitForEvent may wait for: enough for "approved, rejected or withdrawn"; a wider fan-in is an
+# event key shared by the pushers.
+MAX_EVENT_KEYS = 16
+# How long a pushed event id is remembered, so a webhook's retries within it push nothing twice.
+EVENT_ID_WINDOW_MS = 24 * 3600 * 1000
+# Plans of a push's trigger jobs before it gives up: each is refused only when the triggers changed since
+# they were read (an upsert or delete in between), so a second plan all but always goes through.
+PLAN_ATTEMPTS = 5
+# The longest wait timeout: a wait meant to outlast a year has no timeout.
+MAX_WAIT_TIMEOUT_MS = 366 * 24 * 3600 * 1000
+ON_CLUSTER = (
+    "external events (PushEvent, WaitForEvent, event triggers) need a single Redis/Valkey server, not a "
+    "Cluster: a push wakes and adds jobs of any queue in one atomic step, which a Cluster cannot run across "
+    "hash slots"
+)
+
+
+def event_keys(keys: list[str], field: str = "keys") -> list[str]:
+    """The keys of a wait: 1 to MAX_EVENT_KEYS valid event keys, repeats dropped."""
+    if not keys:
+        raise InvalidArgument(field, "wait for at least one event key")
+    if len(keys) > MAX_EVENT_KEYS:
+        raise InvalidArgument(field, f"at most {MAX_EVENT_KEYS} keys per wait, got {len(keys)}")
+    for i, key in enumerate(keys):
+        validate.event_key(key, f"{field}[{i}]")
+    return list(dict.fromkeys(keys))
+
+
+class ExternalEventHandlers:
+    """PushEvent and WaitForEvent (part of `QueueService`)."""
+
+    engine: Engine
+    external_events: ExternalEvents
+    event_triggers: EventTriggers
+    max_payload: int
+
+    @unary
+    async def PushEvent(
+        self, request: pb.PushEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushEventResponse:
+        key = validate.event_key(request.key, "key")
+        event_id = validate.event_key(request.event_id, "event_id") if request.event_id else ""
+        body, ct = convert.payload_in(request.data, "data", self.max_payload)
+        self._single_server()
+        event = types_pb2.ExternalEvent(key=key, event_id=event_id)
+        if request.HasField("data") and request.data.WhichOneof("body") is not None:
+            event.data.CopyFrom(convert.payload_out(body, ct, json_view=False))
+        pushed = None
+        fresh = False
+        for _ in range(PLAN_ATTEMPTS):
+            version, triggers = await self.event_triggers.current(fresh)
+            adds = event_trigger_convert.jobs_for(triggers, key, request.data, self.max_payload)
+            pushed = await self.external_events.push_event(
+                key, event.SerializeToString(), event_id, EVENT_ID_WINDOW_MS, version, adds
+            )
+            if pushed is not None:
+                break
+            fresh = True  # the triggers changed since they were read: read them again and plan again
+        if pushed is None:
+            raise Unavailable("the event triggers kept changing while the event was pushed; push it again")
+        return pb.PushEventResponse(
+            woken=[types_pb2.JobRef(queue_name=q, job_id=j) for q, j in pushed.woken],
+            added=[types_pb2.JobRef(queue_name=q, job_id=j) for q, j in pushed.added],
+            duplicate=pushed.duplicate,
+            pushed_at=convert.ms_timestamp(pushed.pushed_ms),
+        )
+
+    @unary
+    async def WaitForEvent(
+        self, request: pb.WaitForEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WaitForEventResponse:
+        queue = validate.queue_name(request.queue_name)
+        job_id = validate.job_id(request.job_id)
+        if not request.lease_token:
+            raise InvalidArgument("lease_token", "is required: only the job's own run waits for an event")
+        keys = event_keys(list(request.keys))
+        timeout = -1
+        if request.HasField("timeout"):
+            timeout = validate.duration_ms(request.timeout, "timeout")
+            if not 0 < timeout <= MAX_WAIT_TIMEOUT_MS:
+                raise InvalidArgument(
+                    "timeout", "must be 1 ms to 366 days (leave it unset to wait with no end)"
+                )
+        body, ct = b"", ""  # no new data: the job keeps its own
+        if request.HasField("data"):
+            body, ct = convert.payload_in(request.data, "data", self.max_payload)
+        self._single_server()
+        wait = types_pb2.EventWait(keys=keys).SerializeToString()
+        parked = await self.external_events.event_wait(
+            queue, job_id, request.lease_token, ct, body, timeout, wait, keys
+        )
+        out = pb.WaitForEventResponse(cancelled=parked.code == CANCELLED)
+        if parked.until_ms is not None:
+            out.until.CopyFrom(convert.ms_timestamp(parked.until_ms))
+        return out
+
+    def _single_server(self) -> None:
+        single_server(self.engine)
+
+
+def single_server(engine: Engine) -> None:
+    """Refuses the call on a Redis Cluster (see the module docstring)."""
+    if isinstance(engine.store, ClusterStore):
+        raise WrongState(ON_CLUSTER)
