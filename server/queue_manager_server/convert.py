@@ -851,6 +851,8 @@ def queue_meta(
 
 def queue_out(r: QueueRecord) -> types_pb2.Queue:
     q = types_pb2.Queue(name=r.name, paused=r.paused, create_time=ms_timestamp(r.created_ms))
+    if r.paused and r.paused_until_ms:
+        q.paused_until.CopyFrom(ms_timestamp(r.paused_until_ms))
     if r.fields.get("config"):
         q.config.MergeFromString(r.fields["config"])
     return q

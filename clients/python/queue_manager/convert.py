@@ -267,12 +267,14 @@ class Queue:
         config: Its settings, with defaults filled in.
         paused: Whether the queue is paused.
         created_at: When it was first registered.
+        paused_until: When its timed pause lifts by itself (UTC); None for a pause until it is resumed.
     """
 
     name: str
     config: QueueConfig
     paused: bool = False
     created_at: datetime | None = None
+    paused_until: datetime | None = None
 
 
 def encode_payload(data: Any, into: types_pb2.Payload) -> None:
@@ -450,6 +452,7 @@ def queue_from_proto(msg: types_pb2.Queue) -> Queue:
         config=queue_config_from_proto(msg.config),
         paused=msg.paused,
         created_at=timestamp_to_datetime(msg.create_time) if msg.HasField("create_time") else None,
+        paused_until=timestamp_to_datetime(msg.paused_until) if msg.HasField("paused_until") else None,
     )
 
 

@@ -65,6 +65,7 @@ from queue_manager.metrics import (
     worker_from_proto,
 )
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.pauses import pause_queue_request
 from queue_manager.requests import (
     BulkJobLike,
     RetentionLike,
@@ -318,9 +319,11 @@ class SyncQueueManager:
         response: queue_service_pb2.ListQueuesResponse = self._call(self._queues.ListQueues, request)
         return [queue_from_proto(queue) for queue in response.queues]
 
-    def pause_queue(self, name: str) -> Queue:
-        """Pauses a queue."""
-        request = queue_service_pb2.PauseQueueRequest(name=name)
+    def pause_queue(
+        self, name: str, resume_after: DurationLike | None = None, resume_at: datetime | None = None
+    ) -> Queue:
+        """Pauses a queue, optionally until a time; see `QueueManager.pause_queue`."""
+        request = pause_queue_request(name, resume_after, resume_at)
         response: queue_service_pb2.PauseQueueResponse = self._call(self._queues.PauseQueue, request)
         return queue_from_proto(response.queue)
 
@@ -379,9 +382,16 @@ class SyncQueueManager:
         response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
         return group_info_from_proto(response.group)
 
-    def pause_group(self, queue_name: str, group: str) -> GroupInfo:
-        """Pauses one fairness group (none of its jobs starts); see `QueueManager.pause_group`."""
-        request = pause_group_request(queue_name, group)
+    def pause_group(
+        self,
+        queue_name: str,
+        group: str,
+        resume_after: DurationLike | None = None,
+        resume_at: datetime | None = None,
+    ) -> GroupInfo:
+        """Pauses one fairness group (none of its jobs starts), optionally until a time; see
+        `QueueManager.pause_group`."""
+        request = pause_group_request(queue_name, group, resume_after, resume_at)
         response: queue_service_pb2.PauseGroupResponse = self._call(self._queues.PauseGroup, request)
         return group_info_from_proto(response.group)
 

@@ -194,6 +194,8 @@ export interface GroupInfo {
   customLimits: boolean;
   /** Whether the group is paused (`pauseGroup`): its jobs are added but none starts until `resumeGroup`. */
   paused: boolean;
+  /** When its timed pause lifts by itself; absent for a pause until `resumeGroup`, and when not paused. */
+  pausedUntil?: Date;
 }
 
 /** A queue's settings; unset fields take the server's defaults. */
@@ -353,10 +355,23 @@ export interface Job {
   replaced?: boolean;
 }
 
+/**
+ * When a pause lifts by itself (`pauseQueue`, `pauseGroup`): give at most one. The server refuses a time not
+ * in the future by its clock, or more than 366 days ahead (InvalidArgumentError).
+ */
+export interface PauseOptions {
+  /** Resume by itself this many ms from now (more than 0, at most 366 days). */
+  resumeAfterMs?: number;
+  /** Resume by itself at this time. */
+  resumeAt?: Date;
+}
+
 /** A registered queue. */
 export interface Queue {
   name: string;
   paused: boolean;
+  /** When its timed pause lifts by itself; absent for a pause until `resumeQueue`, and when not paused. */
+  pausedUntil?: Date;
   createdAt: Date | undefined;
   config: {
     rateLimit: { max: number; duration: number; burst: number } | undefined;

@@ -268,6 +268,11 @@ class QueueRecord:
     def created_ms(self) -> int:
         return int(self.fields.get("created", b"0"))
 
+    @property
+    def paused_until_ms(self) -> int:
+        """When a timed pause lifts by itself (Redis time, ms); 0 for none."""
+        return int(self.fields.get("paused_until", b"0"))
+
 
 @dataclass(slots=True)
 class Metrics:

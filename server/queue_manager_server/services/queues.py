@@ -53,18 +53,23 @@ class QueueAdmin:
     async def PauseQueue(
         self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseQueueResponse:
-        return pb.PauseQueueResponse(queue=await self._set_paused(request.name, True))
+        name = validate.queue_name(request.name, "name")
+        after = request.resume_after if request.HasField("resume_after") else None
+        at = request.resume_at if request.HasField("resume_at") else None
+        until = 0
+        if after is not None or at is not None:
+            # The queue's own Redis clock, which resume_due.lua compares the time with.
+            until = validate.resume_time_ms(after, at, await self.engine.redis_time_ms(name))
+        await self.engine.set_paused(name, True, until)
+        return pb.PauseQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
 
     @unary
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeQueueResponse:
-        return pb.ResumeQueueResponse(queue=await self._set_paused(request.name, False))
-
-    async def _set_paused(self, name: str, paused: bool) -> types_pb2.Queue:
-        name = validate.queue_name(name, "name")
-        await self.engine.set_paused(name, paused)
-        return convert.queue_out(await self.engine.get_queue(name))
+        name = validate.queue_name(request.name, "name")
+        await self.engine.set_paused(name, False)
+        return pb.ResumeQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
 
     @unary
     async def CleanQueue(

@@ -12,6 +12,7 @@ from queue_manager.bounds import priority_bounds_to_proto
 from queue_manager.cli.common import (
     UINT32_MAX,
     UsageError,
+    add_pause_time,
     bounded_int,
     client,
     duration_text,
@@ -84,6 +85,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     for action, text in (("pause", "pause a queue"), ("resume", "resume a queue")):
         sub = queues.add_parser(action, help=text)
         sub.add_argument("queue")
+        if action == "pause":
+            add_pause_time(sub, "queue")
         sub.set_defaults(command=f"queues {action}", handler=_action)
     add_metrics_parser(queues)
     clean = queues.add_parser("clean", help="remove old jobs of one state")
@@ -132,7 +135,7 @@ def _show(args: argparse.Namespace) -> int:
 def _action(args: argparse.Namespace) -> int:
     with client(args) as qm:
         if args.command == "queues pause":
-            result = plain(qm.pause_queue(args.queue))
+            result = plain(qm.pause_queue(args.queue, args.resume_after, args.resume_at))
         else:
             result = plain(qm.resume_queue(args.queue))
     show(args, result)
@@ -363,8 +366,10 @@ def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
     config = queue.get("config") or {}
     rate = config.get("rate_limit")
     bounds = config.get("priority_bounds") or {}
+    until = queue.get("paused_until")
     return {
         **queue,
+        "paused": f"until {until}" if until else queue.get("paused"),
         "dead_letter_queue": config.get("dead_letter_queue", ""),
         "rate_limit": rate_text(rate),
         "max_wait": ",".join(f"{level}={duration_text(ms)}" for level, ms in bounds.items()),

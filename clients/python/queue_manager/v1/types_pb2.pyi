@@ -1074,6 +1074,7 @@ class GroupInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     CUSTOM_LIMITS_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """The group (JobOptions.group)."""
     waiting: _builtins.int
@@ -1088,6 +1089,12 @@ class GroupInfo(_message.Message):
     def limits(self) -> Global___GroupLimits:
         """The limits that apply to it: its own, else the queue's group_limits."""
 
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """When a timed pause (PauseGroupRequest.resume_after / resume_at) lifts by itself; unset for a pause
+        that lasts until ResumeGroup, and for a group that is not paused.
+        """
+
     def __init__(
         self,
         *,
@@ -1097,10 +1104,11 @@ class GroupInfo(_message.Message):
         limits: Global___GroupLimits | None = ...,
         custom_limits: _builtins.bool = ...,
         paused: _builtins.bool = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "paused", b"paused", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "paused", b"paused", "paused_until", b"paused_until", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1148,6 +1156,7 @@ class Queue(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Queue name."""
     paused: _builtins.bool
@@ -1160,6 +1169,12 @@ class Queue(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the queue was first registered."""
 
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """When a timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a pause
+        that lasts until ResumeQueue, and for a queue that is not paused.
+        """
+
     def __init__(
         self,
         *,
@@ -1167,10 +1182,11 @@ class Queue(_message.Message):
         config: Global___QueueConfig | None = ...,
         paused: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "name", b"name", "paused", b"paused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "name", b"name", "paused", b"paused", "paused_until", b"paused_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

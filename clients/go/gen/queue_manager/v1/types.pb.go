@@ -1863,7 +1863,10 @@ type GroupInfo struct {
 	// Whether the limits are the group's own (SetGroupLimits).
 	CustomLimits bool `protobuf:"varint,5,opt,name=custom_limits,json=customLimits,proto3" json:"custom_limits,omitempty"`
 	// Whether the group is paused (PauseGroup): its jobs are added but none starts until ResumeGroup.
-	Paused        bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
+	Paused bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
+	// When a timed pause (PauseGroupRequest.resume_after / resume_at) lifts by itself; unset for a pause
+	// that lasts until ResumeGroup, and for a group that is not paused.
+	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1940,6 +1943,13 @@ func (x *GroupInfo) GetPaused() bool {
 	return false
 }
 
+func (x *GroupInfo) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
+}
+
 // PriorityBound is the longest wait of one priority level inside its queue.
 type PriorityBound struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2008,7 +2018,10 @@ type Queue struct {
 	// Whether the queue is paused (jobs are added but not started).
 	Paused bool `protobuf:"varint,3,opt,name=paused,proto3" json:"paused,omitempty"`
 	// When the queue was first registered.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When a timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a pause
+	// that lasts until ResumeQueue, and for a queue that is not paused.
+	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2067,6 +2080,13 @@ func (x *Queue) GetPaused() bool {
 func (x *Queue) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Queue) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
 	}
 	return nil
 }
@@ -2895,23 +2915,25 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12\x19\n" +
-	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\xc7\x01\n" +
+	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\x86\x02\n" +
 	"\tGroupInfo\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12\x16\n" +
 	"\x06active\x18\x03 \x01(\x04R\x06active\x125\n" +
 	"\x06limits\x18\x04 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12#\n" +
 	"\rcustom_limits\x18\x05 \x01(\bR\fcustomLimits\x12\x16\n" +
-	"\x06paused\x18\x06 \x01(\bR\x06paused\"\x80\x01\n" +
+	"\x06paused\x18\x06 \x01(\bR\x06paused\x12=\n" +
+	"\fpaused_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\x80\x01\n" +
 	"\rPriorityBound\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
-	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xa7\x01\n" +
+	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xe6\x01\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa2\v\n" +
+	"createTime\x12=\n" +
+	"\fpaused_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\xa2\v\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -3118,31 +3140,33 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	19, // 51: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
 	17, // 52: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
 	19, // 53: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 54: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 55: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	18, // 56: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	32, // 57: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	31, // 58: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	31, // 59: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	31, // 60: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 61: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	25, // 62: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	32, // 63: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	24, // 64: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 65: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 66: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 67: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	31, // 68: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 69: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	32, // 70: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	12, // 71: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 72: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 73: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	74, // [74:74] is the sub-list for method output_type
-	74, // [74:74] is the sub-list for method input_type
-	74, // [74:74] is the sub-list for extension type_name
-	74, // [74:74] is the sub-list for extension extendee
-	0,  // [0:74] is the sub-list for field type_name
+	32, // 54: queue_manager.v1.GroupInfo.paused_until:type_name -> google.protobuf.Timestamp
+	0,  // 55: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	31, // 56: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	18, // 57: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	32, // 58: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	32, // 59: queue_manager.v1.Queue.paused_until:type_name -> google.protobuf.Timestamp
+	31, // 60: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	31, // 61: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	31, // 62: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	32, // 63: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	25, // 64: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	32, // 65: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	24, // 66: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	0,  // 67: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	31, // 68: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	32, // 69: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	31, // 70: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 71: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	32, // 72: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 73: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 74: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 75: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	76, // [76:76] is the sub-list for method output_type
+	76, // [76:76] is the sub-list for method input_type
+	76, // [76:76] is the sub-list for extension type_name
+	76, // [76:76] is the sub-list for extension extendee
+	0,  // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
