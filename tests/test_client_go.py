@@ -36,6 +36,8 @@ def go_installed() -> None:
 
 # Every test of the suite, each of which must pass (none skipped): a test renamed or lost fails here.
 EXPECTED = {
+    "TestTimedPauseShowsItsTimeAndAResumeClearsIt",
+    "TestTimedPauseRefusesBadTimes",
     "TestFromRPCMapsEachCode",
     "TestDelayedSleepsBetweenStepsWithItsCheckpoint",
     "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",

@@ -314,9 +314,12 @@ type JobError struct {
 
 // Queue is a registered queue.
 type Queue struct {
-	Name       string
-	Paused     bool
-	CreateTime time.Time
+	Name   string
+	Paused bool
+	// PausedUntil is when its timed pause lifts by itself (PauseQueue with ResumeAfter or ResumeAt); the zero
+	// time for a pause until ResumeQueue, and when not paused.
+	PausedUntil time.Time
+	CreateTime  time.Time
 	// DeadLetterQueue is where its jobs go when they fail for good ("" when disabled).
 	DeadLetterQueue string
 	// Concurrency is the most jobs of the queue active at once (0: no limit).
@@ -337,6 +340,7 @@ func queueFromProto(p *pb.Queue) *Queue {
 	q := &Queue{
 		Name:        p.GetName(),
 		Paused:      p.GetPaused(),
+		PausedUntil: timeOf(p.GetPausedUntil()),
 		CreateTime:  timeOf(p.GetCreateTime()),
 		Concurrency: int(p.GetConfig().GetConcurrency()),
 		MaxSize:     p.GetConfig().GetMaxSize(),
