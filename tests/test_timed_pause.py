@@ -47,6 +47,8 @@ async def test_a_timed_pause_resumes_the_queue_at_its_time_and_not_before(server
     assert queue.paused and queue.paused_until is not None
     assert timedelta(minutes=15) <= queue.paused_until - start < timedelta(minutes=15, seconds=5)
     assert (await qm.get_queue("deploys")).paused_until == queue.paused_until
+    # The metrics (the dashboard's stream) carry it too.
+    assert (await qm.get_queue_metrics("deploys")).paused_until == queue.paused_until
     job = await qm.add_job("deploys", "migrate")
     assert (await qm.get_job("deploys", job.id)).state is JobState.PAUSED
 
@@ -58,6 +60,7 @@ async def test_a_timed_pause_resumes_the_queue_at_its_time_and_not_before(server
     assert (await qm.get_job("deploys", job.id)).state is JobState.WAITING
     metrics = await qm.get_queue_metrics("deploys")
     assert not metrics.is_paused and metrics.waiting == 1 and metrics.paused == 0
+    assert metrics.paused_until is None
 
 
 async def test_resume_at_a_time_resumes_then(server: TestServer) -> None:
@@ -301,6 +304,8 @@ async def test_qm_queues_pause_for_and_until(server: TestServer, capsys: pytest.
     )
     assert status == 0, err
     assert (await qm.get_queue("cli")).paused_until == until
+    status, out, err = await qm_cli(capsys, "--server", server.address, "queues", "list")
+    assert status == 0 and f"until {until.isoformat()}" in out, out
     status, out, err = await qm_cli(
         capsys, "--server", server.address, "-o", "json", "groups", "pause", "cli", "acme", "--for", "1h"
     )

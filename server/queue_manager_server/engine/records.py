@@ -310,6 +310,7 @@ class Metrics:
     oldest_ready_ms: int = -1  # since when the longest-waiting ready job has been ready; -1: none
     rate_limit_tokens: float = 0.0
     held_until_ms: int = 0  # 0: no retry-after hold
+    paused_until_ms: int = 0  # when a timed pause lifts (PauseQueueRequest.resume_after); 0: none
     expired_total: int = 0  # jobs a claim found past their expiry (ended cancelled)
     groups: int = 0  # fairness groups with jobs waiting or active, or limits of their own
     groups_paused: int = 0  # fairness groups paused (PauseGroup)

@@ -1233,6 +1233,7 @@ class QueueMetrics(_message.Message):
     TIMED_OUT_TOTAL_FIELD_NUMBER: _builtins.int
     RAISED_TOTAL_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -1327,6 +1328,12 @@ class QueueMetrics(_message.Message):
     def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriorityLevelMetrics]:
         """The jobs ready to run (waiting or paused) of each priority level, CRITICAL first: all five levels."""
 
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """When the queue's timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a
+        pause until ResumeQueue, and when the queue is not paused.
+        """
+
     def __init__(
         self,
         *,
@@ -1365,10 +1372,11 @@ class QueueMetrics(_message.Message):
         timed_out_total: _builtins.int = ...,
         raised_total: _builtins.int = ...,
         memory_bytes: _builtins.int = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused_until", b"paused_until", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "memory_bytes", b"memory_bytes", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "raised_total", b"raised_total", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "timed_out_total", b"timed_out_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "memory_bytes", b"memory_bytes", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "paused_until", b"paused_until", "queue_name", b"queue_name", "raised_total", b"raised_total", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "timed_out_total", b"timed_out_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2169,7 +2169,10 @@ type QueueMetrics struct {
 	// lines and dedup keys), its lists, sets and hashes of its own. An estimate (MEMORY USAGE of the queue's
 	// keys and of a random sample of its jobs, times the jobs per state), refreshed at most every 30 s by
 	// default (the server's --memory-estimate-ms, which every server shares).
-	MemoryBytes   uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	MemoryBytes uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// When the queue's timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a
+	// pause until ResumeQueue, and when the queue is not paused.
+	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,36,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2447,6 +2450,13 @@ func (x *QueueMetrics) GetMemoryBytes() uint64 {
 		return x.MemoryBytes
 	}
 	return 0
+}
+
+func (x *QueueMetrics) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
 }
 
 // PriorityLevelMetrics are the ready jobs of one priority level of a queue.
@@ -2933,7 +2943,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12=\n" +
-	"\fpaused_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\xa2\v\n" +
+	"\fpaused_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\xe1\v\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -2975,7 +2985,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\rgroups_paused\x18  \x01(\x04R\fgroupsPaused\x12&\n" +
 	"\x0ftimed_out_total\x18! \x01(\x04R\rtimedOutTotal\x12!\n" +
 	"\fraised_total\x18\" \x01(\x04R\vraisedTotal\x12!\n" +
-	"\fmemory_bytes\x18# \x01(\x04R\vmemoryBytes\"\xb4\x01\n" +
+	"\fmemory_bytes\x18# \x01(\x04R\vmemoryBytes\x12=\n" +
+	"\fpaused_until\x18$ \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
@@ -3153,20 +3164,21 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	25, // 64: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
 	32, // 65: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
 	24, // 66: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 67: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 68: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 69: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	31, // 70: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 71: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	32, // 72: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	12, // 73: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 74: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 75: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	76, // [76:76] is the sub-list for method output_type
-	76, // [76:76] is the sub-list for method input_type
-	76, // [76:76] is the sub-list for extension type_name
-	76, // [76:76] is the sub-list for extension extendee
-	0,  // [0:76] is the sub-list for field type_name
+	32, // 67: queue_manager.v1.QueueMetrics.paused_until:type_name -> google.protobuf.Timestamp
+	0,  // 68: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	31, // 69: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	32, // 70: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	31, // 71: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 72: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	32, // 73: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 74: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 75: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 76: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
