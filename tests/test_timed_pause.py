@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.asyncio import Redis
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc
@@ -76,7 +77,7 @@ async def test_resume_at_a_time_resumes_then(server: TestServer) -> None:
 
 
 async def test_jobs_added_while_paused_go_to_a_connected_worker_as_the_pause_lifts(
-    server: TestServer,
+    server: TestServer, redis: Redis
 ) -> None:
     """The resume itself wakes the dispatchers (resume_due.lua publishes ``w``): here it is run as another
     server's timer would run it, with no clock_moved catch-up of this server to claim again."""
@@ -96,8 +97,16 @@ async def test_jobs_added_while_paused_go_to_a_connected_worker_as_the_pause_lif
     assert not ran.is_set() and (await qm.get_job("work", job.id)).state is JobState.PAUSED
     # The clock moved without the server's catch-up: only a resume can hand the job out now.
     await TestClockStorage(server.app.engine).advance(6 * 60_000)
-    resumed = await Pauses(server.app.engine).resume_due("work")
-    assert resumed.lifted == 1
+    async with redis.pubsub(ignore_subscribe_messages=True) as channel:
+        await channel.subscribe(server.app.engine.channel)
+        resumed = await Pauses(server.app.engine).resume_due("work")
+        assert resumed.lifted == 1
+        # The wake-up every server's dispatcher listens for, published by the resume itself.
+        async with asyncio.timeout(WAIT):
+            while True:
+                message = await channel.get_message(timeout=1.0)
+                if message is not None and message["data"] == b"w work":
+                    break
     async with asyncio.timeout(WAIT):
         await ran.wait()
     await until_state(qm, "work", job.id, JobState.COMPLETED)
@@ -131,9 +140,12 @@ async def test_both_servers_arm_their_timers_from_the_pause_event(redis_url: str
         TestServer(redis_url=redis_url, key_prefix=prefix) as one,
         TestServer(redis_url=redis_url, key_prefix=prefix) as two,
     ):
+        timers = [next(c for c in s.app.components if c.name == "pause_timer") for s in (one, two)]
+        for timer in timers:  # their rescans stopped: only the pause's announcement can arm them now
+            assert timer._task is not None
+            timer._task.cancel()
         await one.queue_manager().register_queue("armed")
         await one.queue_manager().pause_queue("armed", resume_after=MINUTE)
-        timers = [next(c for c in s.app.components if c.name == "pause_timer") for s in (one, two)]
         async with asyncio.timeout(WAIT):
             while True:
                 if all("armed" in t._due for t in timers):
