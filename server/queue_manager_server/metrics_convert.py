@@ -87,6 +87,8 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         out.held_until.CopyFrom(_timestamp(m.held_until_ms))
     if m.paused_until_ms:
         out.paused_until.CopyFrom(_timestamp(m.paused_until_ms))
+    if m.maintenance_until_ms:
+        out.maintenance_until.CopyFrom(_timestamp(m.maintenance_until_ms))
     if m.sample_ms:
         out.sample_time.CopyFrom(_timestamp(m.sample_ms))
     return out

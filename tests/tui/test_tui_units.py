@@ -314,6 +314,10 @@ def test_a_timed_pause_shows_when_it_lifts() -> None:
     assert "paused until 02:00:00" in _title(timed, []).plain
     assert _row(timed, [], None)[1].plain == "paused until 02:00:00"
     assert _row(emails, [], None)[1].plain == "PAUSED"
+    window = replace(emails, maintenance_until=until.replace(hour=4))
+    assert _paused_text(window) == "in maintenance until 04:00:00"
+    both = replace(timed, maintenance_until=until.replace(hour=4))
+    assert _paused_text(both) == "paused until 02:00:00, in maintenance until 04:00:00"
 
 
 def test_the_state_keeps_the_size_limits_of_the_queues_that_have_them() -> None:

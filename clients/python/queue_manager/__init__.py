@@ -57,6 +57,7 @@ from queue_manager.errors import (
 )
 from queue_manager.events import JobEvent, JobEventStream, JobEventType
 from queue_manager.groups import GroupInfo
+from queue_manager.maintenance import MaintenanceWindow
 from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
     Backoff,
@@ -112,6 +113,7 @@ __all__ = [
     "JobState",
     "KeepJobs",
     "LevelMetrics",
+    "MaintenanceWindow",
     "MetricsBucket",
     "MetricsSnapshot",
     "NotFoundError",

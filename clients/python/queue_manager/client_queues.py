@@ -26,6 +26,7 @@ from queue_manager.groups import (
     resume_group_request,
     set_group_limits_request,
 )
+from queue_manager.maintenance import MaintenanceWindowLike
 from queue_manager.metrics import (
     MetricsSnapshot,
     WorkerInfo,
@@ -60,6 +61,7 @@ class QueueCalls(ClientBase):
         priority_bounds: PriorityBoundsLike | None = None,
         group_limits: GroupLimitsLike | None = None,
         max_size: int = 0,
+        maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     ) -> Queue:
         """Registers a queue, or updates an existing one's settings.
 
@@ -86,9 +88,14 @@ class QueueCalls(ClientBase):
                 up to 2**48; an add beyond it raises `QueueFullError` and writes nothing. Jobs the server
                 adds itself (chain links, workflow steps, schedules, retries) are never refused. 0 (the
                 default): no limit.
+            maintenance_windows: Recurring windows in which the queue starts no job (as if paused; running
+                jobs finish): each a `MaintenanceWindow` or ``{"cron": "0 2 * * SUN", "duration":
+                timedelta(hours=2), "timezone": "Europe/Paris"}``, at most 16. The queue is held at once
+                when registered inside one. A window never lifts a pause given by hand, and
+                `resume_queue` inside one ends only that pause. Empty: none.
 
         Returns:
-            The queue as stored.
+            The queue as stored (``maintenance_until``, ``next_maintenance_time``).
         """
         request = register_queue_request(
             name,
@@ -102,6 +109,7 @@ class QueueCalls(ClientBase):
             priority_bounds=priority_bounds,
             group_limits=group_limits,
             max_size=max_size,
+            maintenance_windows=maintenance_windows,
         )
         response: queue_service_pb2.RegisterQueueResponse = await self._unary(
             self._queue_stub().RegisterQueue, request

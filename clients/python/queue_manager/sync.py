@@ -57,6 +57,7 @@ from queue_manager.job_control import (
     update_job_data_request,
     wait_for_job_request,
 )
+from queue_manager.maintenance import MaintenanceWindowLike
 from queue_manager.metrics import (
     MetricsSnapshot,
     WorkerInfo,
@@ -289,6 +290,7 @@ class SyncQueueManager:
         priority_bounds: PriorityBoundsLike | None = None,
         group_limits: GroupLimitsLike | None = None,
         max_size: int = 0,
+        maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     ) -> Queue:
         """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
         request = register_queue_request(
@@ -303,6 +305,7 @@ class SyncQueueManager:
             priority_bounds=priority_bounds,
             group_limits=group_limits,
             max_size=max_size,
+            maintenance_windows=maintenance_windows,
         )
         response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
         return queue_from_proto(response.queue)

@@ -26,8 +26,11 @@ class QueueKeys:
 
     @property
     def meta(self) -> str:
-        """hash: settings (flattened for Lua), paused flag (and ``paused_until``, ms: when a timed pause
-        lifts), stalled_total, config blob."""
+        """hash: settings (flattened for Lua), paused flag, stalled_total, config blob. The paused flag
+        holds while an operator's pause (``pman``; ``paused_until``, ms: when a timed one lifts) or a
+        maintenance window (``pwin``: when it ends) does; ``mwin`` is the windows' digest, ``mwapplied`` the
+        one last applied, ``mwb`` the next window boundary and ``mwnext`` the next window's start
+        (windows.py, set_window.lua)."""
         return f"{self.base}:meta"
 
     @property

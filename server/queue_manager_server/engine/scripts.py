@@ -139,6 +139,7 @@ class Scripts:
         "age_waiting",  # priority bounds (engine/aging.py)
         "expire_waiting",  # the expiry sweep (components/expiry.py)
         "resume_due",  # timed pauses (engine/pauses.py)
+        "set_window",  # maintenance windows (windows.py)
         "register_queue",
         "set_paused",
         "metrics",

@@ -10,6 +10,7 @@ from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
+from queue_manager_server.windows import MaintenanceWindows
 
 _CLEANABLE = {"completed", "failed", "cancelled", "waiting", "paused", "delayed"}
 
@@ -29,6 +30,8 @@ class QueueAdmin:
         if dlq == name:
             raise InvalidArgument("config.dead_letter_queue", "a queue cannot be its own dead-letter queue")
         created, _ = await self.engine.register_queue(name, fields)
+        # The windows hold (or free) the queue at once, and every server's timer learns their next boundary.
+        await MaintenanceWindows(self.engine).apply(name)
         if dlq:
             dlq_fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
             await self.engine.register_queue(dlq, dlq_fields, only_if_missing=True)

@@ -154,11 +154,14 @@ def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) ->
 
 
 def _paused_text(metrics: QueueMetrics) -> str:
-    """A paused queue's state: ``PAUSED``, or ``paused until 02:00:00`` (UTC, as every time here) for a timed
-    pause, which lifts by itself then."""
-    if metrics.paused_until is None:
-        return "PAUSED"
-    return f"paused until {metrics.paused_until.astimezone(UTC):%H:%M:%S}"
+    """A paused queue's state: ``PAUSED``, ``paused until 02:00:00`` for a timed pause (UTC, as every time
+    here), ``in maintenance until 04:00:00`` inside a maintenance window, or both (each lifts by itself)."""
+    parts = []
+    if metrics.paused_until is not None:
+        parts.append(f"paused until {metrics.paused_until.astimezone(UTC):%H:%M:%S}")
+    if metrics.maintenance_until is not None:
+        parts.append(f"in maintenance until {metrics.maintenance_until.astimezone(UTC):%H:%M:%S}")
+    return ", ".join(parts) or "PAUSED"
 
 
 def _limit(metrics: QueueMetrics, limit: RateLimit | None) -> str:

@@ -1679,9 +1679,13 @@ type QueueConfig struct {
 	// go beyond it is refused with RESOURCE_EXHAUSTED (the job is not written); an AddBulk is checked whole
 	// before it is written and refused whole. Jobs the server adds itself (chain links, workflow steps,
 	// schedules, retries) are never refused, so the queue may go past it by those. 0 means no limit.
-	MaxSize       uint64 `protobuf:"varint,10,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxSize uint64 `protobuf:"varint,10,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	// Recurring maintenance windows: while the server's clock is inside one, the queue starts no job (as if
+	// paused: jobs are still added, running jobs finish); outside them it runs. At most 16. A window never
+	// lifts a pause given by PauseQueue, and ResumeQueue during a window ends only that pause.
+	MaintenanceWindows []*MaintenanceWindow `protobuf:"bytes,11,rep,name=maintenance_windows,json=maintenanceWindows,proto3" json:"maintenance_windows,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -1784,6 +1788,78 @@ func (x *QueueConfig) GetMaxSize() uint64 {
 	return 0
 }
 
+func (x *QueueConfig) GetMaintenanceWindows() []*MaintenanceWindow {
+	if x != nil {
+		return x.MaintenanceWindows
+	}
+	return nil
+}
+
+// MaintenanceWindow is a recurring span of time in which its queue starts no job.
+type MaintenanceWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When each window starts: a cron expression, 5 fields (minute hour day-of-month month day-of-week) or 6
+	// (seconds first), as Schedule.cron.
+	Cron string `protobuf:"bytes,1,opt,name=cron,proto3" json:"cron,omitempty"`
+	// How long each window lasts: 1 second to 31 days.
+	Duration *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The IANA time zone the cron expression is read in, such as "Europe/Paris"; empty means UTC.
+	Timezone      string `protobuf:"bytes,3,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MaintenanceWindow) Reset() {
+	*x = MaintenanceWindow{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MaintenanceWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MaintenanceWindow) ProtoMessage() {}
+
+func (x *MaintenanceWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MaintenanceWindow.ProtoReflect.Descriptor instead.
+func (*MaintenanceWindow) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MaintenanceWindow) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *MaintenanceWindow) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *MaintenanceWindow) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
 // GroupLimits bound the jobs of one fairness group, on top of the queue's own limits.
 type GroupLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1800,7 +1876,7 @@ type GroupLimits struct {
 
 func (x *GroupLimits) Reset() {
 	*x = GroupLimits{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1888,7 @@ func (x *GroupLimits) String() string {
 func (*GroupLimits) ProtoMessage() {}
 
 func (x *GroupLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[14]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1901,7 @@ func (x *GroupLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLimits.ProtoReflect.Descriptor instead.
 func (*GroupLimits) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupLimits) GetConcurrency() uint32 {
@@ -1873,7 +1949,7 @@ type GroupInfo struct {
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +1961,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[15]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +1974,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupInfo) GetGroup() string {
@@ -1966,7 +2042,7 @@ type PriorityBound struct {
 
 func (x *PriorityBound) Reset() {
 	*x = PriorityBound{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2054,7 @@ func (x *PriorityBound) String() string {
 func (*PriorityBound) ProtoMessage() {}
 
 func (x *PriorityBound) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2067,7 @@ func (x *PriorityBound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityBound.ProtoReflect.Descriptor instead.
 func (*PriorityBound) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PriorityBound) GetPriority() JobPriority {
@@ -2015,20 +2091,27 @@ type Queue struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Its settings, with defaults filled in.
 	Config *QueueConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	// Whether the queue is paused (jobs are added but not started).
+	// Whether the queue is paused (jobs are added but not started): by PauseQueue (a timed pause until
+	// paused_until), or by a maintenance window (until maintenance_until), or both.
 	Paused bool `protobuf:"varint,3,opt,name=paused,proto3" json:"paused,omitempty"`
 	// When the queue was first registered.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When a timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a pause
 	// that lasts until ResumeQueue, and for a queue that is not paused.
-	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// While a maintenance window (QueueConfig.maintenance_windows) holds the queue: when it ends (windows that
+	// overlap or follow each other count as one). Unset outside the windows.
+	MaintenanceUntil *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=maintenance_until,json=maintenanceUntil,proto3" json:"maintenance_until,omitempty"`
+	// When the next maintenance window starts (after the current one, inside a window); unset without
+	// windows, or when none comes again.
+	NextMaintenanceTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_maintenance_time,json=nextMaintenanceTime,proto3" json:"next_maintenance_time,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2123,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2136,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Queue) GetName() string {
@@ -2087,6 +2170,20 @@ func (x *Queue) GetCreateTime() *timestamppb.Timestamp {
 func (x *Queue) GetPausedUntil() *timestamppb.Timestamp {
 	if x != nil {
 		return x.PausedUntil
+	}
+	return nil
+}
+
+func (x *Queue) GetMaintenanceUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MaintenanceUntil
+	}
+	return nil
+}
+
+func (x *Queue) GetNextMaintenanceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextMaintenanceTime
 	}
 	return nil
 }
@@ -2172,14 +2269,17 @@ type QueueMetrics struct {
 	MemoryBytes uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	// When the queue's timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a
 	// pause until ResumeQueue, and when the queue is not paused.
-	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,36,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,36,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// While a maintenance window (QueueConfig.maintenance_windows) holds the queue: when it ends. Unset
+	// outside the windows.
+	MaintenanceUntil *timestamppb.Timestamp `protobuf:"bytes,37,opt,name=maintenance_until,json=maintenanceUntil,proto3" json:"maintenance_until,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *QueueMetrics) Reset() {
 	*x = QueueMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2291,7 @@ func (x *QueueMetrics) String() string {
 func (*QueueMetrics) ProtoMessage() {}
 
 func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2304,7 @@ func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMetrics.ProtoReflect.Descriptor instead.
 func (*QueueMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *QueueMetrics) GetQueueName() string {
@@ -2459,6 +2559,13 @@ func (x *QueueMetrics) GetPausedUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *QueueMetrics) GetMaintenanceUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MaintenanceUntil
+	}
+	return nil
+}
+
 // PriorityLevelMetrics are the ready jobs of one priority level of a queue.
 type PriorityLevelMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2474,7 +2581,7 @@ type PriorityLevelMetrics struct {
 
 func (x *PriorityLevelMetrics) Reset() {
 	*x = PriorityLevelMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2593,7 @@ func (x *PriorityLevelMetrics) String() string {
 func (*PriorityLevelMetrics) ProtoMessage() {}
 
 func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2606,7 @@ func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityLevelMetrics.ProtoReflect.Descriptor instead.
 func (*PriorityLevelMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PriorityLevelMetrics) GetPriority() JobPriority {
@@ -2542,7 +2649,7 @@ type MetricsBucket struct {
 
 func (x *MetricsBucket) Reset() {
 	*x = MetricsBucket{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2661,7 @@ func (x *MetricsBucket) String() string {
 func (*MetricsBucket) ProtoMessage() {}
 
 func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2674,7 @@ func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBucket.ProtoReflect.Descriptor instead.
 func (*MetricsBucket) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MetricsBucket) GetStartTime() *timestamppb.Timestamp {
@@ -2628,7 +2735,7 @@ type JobError struct {
 
 func (x *JobError) Reset() {
 	*x = JobError{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2747,7 @@ func (x *JobError) String() string {
 func (*JobError) ProtoMessage() {}
 
 func (x *JobError) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2760,7 @@ func (x *JobError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobError.ProtoReflect.Descriptor instead.
 func (*JobError) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobError) GetAttempt() uint32 {
@@ -2717,7 +2824,7 @@ type ChildJob struct {
 
 func (x *ChildJob) Reset() {
 	*x = ChildJob{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +2836,7 @@ func (x *ChildJob) String() string {
 func (*ChildJob) ProtoMessage() {}
 
 func (x *ChildJob) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +2849,7 @@ func (x *ChildJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildJob.ProtoReflect.Descriptor instead.
 func (*ChildJob) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChildJob) GetJob() *JobRef {
@@ -2907,7 +3014,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
-	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xd0\x04\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xa6\x05\n" +
 	"\vQueueConfig\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x01 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12L\n" +
@@ -2920,7 +3027,12 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x0fpriority_bounds\x18\b \x03(\v2\x1f.queue_manager.v1.PriorityBoundR\x0epriorityBounds\x12@\n" +
 	"\fgroup_limits\x18\t \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\vgroupLimits\x12\x19\n" +
 	"\bmax_size\x18\n" +
-	" \x01(\x04R\amaxSize\"\x86\x01\n" +
+	" \x01(\x04R\amaxSize\x12T\n" +
+	"\x13maintenance_windows\x18\v \x03(\v2#.queue_manager.v1.MaintenanceWindowR\x12maintenanceWindows\"z\n" +
+	"\x11MaintenanceWindow\x12\x12\n" +
+	"\x04cron\x18\x01 \x01(\tR\x04cron\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1a\n" +
+	"\btimezone\x18\x03 \x01(\tR\btimezone\"\x86\x01\n" +
 	"\vGroupLimits\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
 	"\n" +
@@ -2936,14 +3048,16 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\fpaused_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\x80\x01\n" +
 	"\rPriorityBound\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
-	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xe6\x01\n" +
+	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xff\x02\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12=\n" +
-	"\fpaused_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\xe1\v\n" +
+	"\fpaused_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12G\n" +
+	"\x11maintenance_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10maintenanceUntil\x12N\n" +
+	"\x15next_maintenance_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x13nextMaintenanceTime\"\xaa\f\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -2986,7 +3100,8 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x0ftimed_out_total\x18! \x01(\x04R\rtimedOutTotal\x12!\n" +
 	"\fraised_total\x18\" \x01(\x04R\vraisedTotal\x12!\n" +
 	"\fmemory_bytes\x18# \x01(\x04R\vmemoryBytes\x12=\n" +
-	"\fpaused_until\x18$ \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\xb4\x01\n" +
+	"\fpaused_until\x18$ \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12G\n" +
+	"\x11maintenance_until\x18% \x01(\v2\x1a.google.protobuf.TimestampR\x10maintenanceUntil\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
@@ -3060,7 +3175,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -3081,57 +3196,58 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*Job)(nil),                   // 16: queue_manager.v1.Job
 	(*RateLimit)(nil),             // 17: queue_manager.v1.RateLimit
 	(*QueueConfig)(nil),           // 18: queue_manager.v1.QueueConfig
-	(*GroupLimits)(nil),           // 19: queue_manager.v1.GroupLimits
-	(*GroupInfo)(nil),             // 20: queue_manager.v1.GroupInfo
-	(*PriorityBound)(nil),         // 21: queue_manager.v1.PriorityBound
-	(*Queue)(nil),                 // 22: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 23: queue_manager.v1.QueueMetrics
-	(*PriorityLevelMetrics)(nil),  // 24: queue_manager.v1.PriorityLevelMetrics
-	(*MetricsBucket)(nil),         // 25: queue_manager.v1.MetricsBucket
-	(*JobError)(nil),              // 26: queue_manager.v1.JobError
-	(*ChildJob)(nil),              // 27: queue_manager.v1.ChildJob
-	nil,                           // 28: queue_manager.v1.JobMetadata.AttributesEntry
-	nil,                           // 29: queue_manager.v1.JobOptions.WorkerLabelsEntry
-	(*structpb.Value)(nil),        // 30: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*MaintenanceWindow)(nil),     // 19: queue_manager.v1.MaintenanceWindow
+	(*GroupLimits)(nil),           // 20: queue_manager.v1.GroupLimits
+	(*GroupInfo)(nil),             // 21: queue_manager.v1.GroupInfo
+	(*PriorityBound)(nil),         // 22: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 23: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 24: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 25: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 26: queue_manager.v1.MetricsBucket
+	(*JobError)(nil),              // 27: queue_manager.v1.JobError
+	(*ChildJob)(nil),              // 28: queue_manager.v1.ChildJob
+	nil,                           // 29: queue_manager.v1.JobMetadata.AttributesEntry
+	nil,                           // 30: queue_manager.v1.JobOptions.WorkerLabelsEntry
+	(*structpb.Value)(nil),        // 31: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	30, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	31, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	31, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	31, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	31, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	28, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	32, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	32, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	32, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	29, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	32, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	32, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	33, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	6,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	8,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	7,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	31, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	32, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	10, // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	11, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	31, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	29, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
+	32, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	30, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
 	5,  // 18: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
 	9,  // 19: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	31, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	32, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	3,  // 21: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
 	12, // 22: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 23: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
 	5,  // 24: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	32, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	33, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
 	5,  // 26: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 27: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 28: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
 	5,  // 29: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	30, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	32, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	32, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	32, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	32, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	31, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	33, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	33, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	33, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	33, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
 	8,  // 35: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
 	9,  // 36: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
 	13, // 37: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
@@ -3139,46 +3255,51 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	12, // 39: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
 	15, // 40: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
 	14, // 41: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	32, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
-	27, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
-	31, // 45: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	33, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
+	28, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
+	32, // 45: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
 	17, // 46: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
 	9,  // 47: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
 	7,  // 48: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
 	7,  // 49: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	21, // 50: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	19, // 51: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	17, // 52: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	19, // 53: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	32, // 54: queue_manager.v1.GroupInfo.paused_until:type_name -> google.protobuf.Timestamp
-	0,  // 55: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 56: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	18, // 57: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	32, // 58: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	32, // 59: queue_manager.v1.Queue.paused_until:type_name -> google.protobuf.Timestamp
-	31, // 60: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	31, // 61: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	31, // 62: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 63: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	25, // 64: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	32, // 65: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	24, // 66: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	32, // 67: queue_manager.v1.QueueMetrics.paused_until:type_name -> google.protobuf.Timestamp
-	0,  // 68: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	31, // 69: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	32, // 70: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	31, // 71: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 72: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	32, // 73: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	12, // 74: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 75: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 76: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	77, // [77:77] is the sub-list for method output_type
-	77, // [77:77] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	22, // 50: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	20, // 51: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	19, // 52: queue_manager.v1.QueueConfig.maintenance_windows:type_name -> queue_manager.v1.MaintenanceWindow
+	32, // 53: queue_manager.v1.MaintenanceWindow.duration:type_name -> google.protobuf.Duration
+	17, // 54: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	20, // 55: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	33, // 56: queue_manager.v1.GroupInfo.paused_until:type_name -> google.protobuf.Timestamp
+	0,  // 57: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	32, // 58: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	18, // 59: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	33, // 60: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	33, // 61: queue_manager.v1.Queue.paused_until:type_name -> google.protobuf.Timestamp
+	33, // 62: queue_manager.v1.Queue.maintenance_until:type_name -> google.protobuf.Timestamp
+	33, // 63: queue_manager.v1.Queue.next_maintenance_time:type_name -> google.protobuf.Timestamp
+	32, // 64: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	32, // 65: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	32, // 66: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	33, // 67: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	26, // 68: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	33, // 69: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	25, // 70: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	33, // 71: queue_manager.v1.QueueMetrics.paused_until:type_name -> google.protobuf.Timestamp
+	33, // 72: queue_manager.v1.QueueMetrics.maintenance_until:type_name -> google.protobuf.Timestamp
+	0,  // 73: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	32, // 74: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	33, // 75: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	32, // 76: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 77: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	33, // 78: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 79: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 80: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 81: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	82, // [82:82] is the sub-list for method output_type
+	82, // [82:82] is the sub-list for method input_type
+	82, // [82:82] is the sub-list for extension type_name
+	82, // [82:82] is the sub-list for extension extendee
+	0,  // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -3197,7 +3318,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
