@@ -38,6 +38,7 @@ def go_installed() -> None:
 EXPECTED = {
     "TestTimedPauseShowsItsTimeAndAResumeClearsIt",
     "TestTimedPauseRefusesBadTimes",
+    "TestMaintenanceWindowsReadBackAndHoldTheQueue",
     "TestFromRPCMapsEachCode",
     "TestDelayedSleepsBetweenStepsWithItsCheckpoint",
     "TestBatchHandsJobsToOneCallEachKeepingItsOutcome",

@@ -3,10 +3,13 @@ package queuemanager
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
 
 // PauseOption makes a pause (PauseQueue, PauseGroup) lift by itself: ResumeAfter or ResumeAt, at most one.
@@ -50,4 +53,40 @@ func pauseTimeProto(opts []PauseOption) (*durationpb.Duration, *timestamppb.Time
 		return nil, timestamppb.New(p.at), nil
 	}
 	return nil, nil, nil
+}
+
+// MaintenanceWindow is a recurring window in which its queue starts no job (QueueConfig.MaintenanceWindows).
+type MaintenanceWindow struct {
+	// Cron is when each window starts: a cron expression, 5 fields (or 6, seconds first), as schedules take it.
+	Cron string
+	// Duration is how long each window lasts: 1 s to 31 days.
+	Duration time.Duration
+	// Timezone is the IANA time zone Cron is read in, such as "Europe/Paris"; "" means UTC.
+	Timezone string
+}
+
+// maintenanceWindowsProto checks the windows' form (the server checks the cron and the zone).
+func maintenanceWindowsProto(windows []MaintenanceWindow) ([]*pb.MaintenanceWindow, error) {
+	out := make([]*pb.MaintenanceWindow, 0, len(windows))
+	for i, w := range windows {
+		if strings.TrimSpace(w.Cron) == "" {
+			return nil, fmt.Errorf("QueueConfig.MaintenanceWindows[%d].Cron is required, such as \"0 2 * * SUN\"", i)
+		}
+		if w.Duration <= 0 {
+			return nil, fmt.Errorf("QueueConfig.MaintenanceWindows[%d].Duration must be more than 0, got %s", i, w.Duration)
+		}
+		out = append(out, &pb.MaintenanceWindow{Cron: w.Cron, Duration: durationpb.New(w.Duration), Timezone: w.Timezone})
+	}
+	return out, nil
+}
+
+func maintenanceWindowsFromProto(windows []*pb.MaintenanceWindow) []MaintenanceWindow {
+	if len(windows) == 0 {
+		return nil
+	}
+	out := make([]MaintenanceWindow, 0, len(windows))
+	for _, w := range windows {
+		out = append(out, MaintenanceWindow{Cron: w.GetCron(), Duration: durationOf(w.GetDuration()), Timezone: w.GetTimezone()})
+	}
+	return out
 }

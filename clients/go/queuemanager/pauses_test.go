@@ -2,6 +2,7 @@ package queuemanager_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,47 @@ func TestTimedPauseRefusesBadTimes(t *testing.T) {
 	}
 	if q, err := c.GetQueue(ctx, queue); err != nil || q.Paused {
 		t.Fatalf("a refused pause writes nothing: %v %+v", err, q)
+	}
+}
+
+func TestMaintenanceWindowsReadBackAndHoldTheQueue(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	windows := []qm.MaintenanceWindow{
+		{Cron: "0 2 * * SUN", Duration: 2 * time.Hour, Timezone: "Europe/Paris"},
+		{Cron: "30 3 1 * *", Duration: 15 * time.Minute},
+	}
+	queue := newQueue(t, c, &qm.QueueConfig{MaintenanceWindows: windows})
+	q, err := c.GetQueue(ctx, queue)
+	if err != nil || len(q.MaintenanceWindows) != 2 || q.MaintenanceWindows[0] != windows[0] ||
+		q.MaintenanceWindows[1] != windows[1] {
+		t.Fatalf("GetQueue: %v %+v", err, q)
+	}
+	if q.Paused || !q.MaintenanceUntil.IsZero() || !q.NextMaintenanceTime.After(time.Now()) {
+		t.Fatalf("outside its windows: %+v", q)
+	}
+
+	now := time.Now().UTC()
+	inside := newQueue(t, c, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{
+		{Cron: fmt.Sprintf("%d %d * * *", now.Minute(), now.Hour()), Duration: time.Hour},
+	}})
+	q, err = c.GetQueue(ctx, inside)
+	if err != nil || !q.Paused || !q.MaintenanceUntil.After(time.Now()) {
+		t.Fatalf("registered inside a window: %v %+v", err, q)
+	}
+	if q, err = c.ResumeQueue(ctx, inside); err != nil || !q.Paused {
+		t.Fatalf("a resume ends only a hand pause: %v %+v", err, q)
+	}
+
+	_, _, err = c.RegisterQueue(ctx, queue, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{
+		{Cron: "0 25 * * *", Duration: time.Hour},
+	}})
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "maintenance_windows[0].cron") {
+		t.Fatalf("bad cron: want ErrInvalidArgument, got %v", err)
+	}
+	_, _, err = c.RegisterQueue(ctx, queue, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{{Cron: "0 2 * * *"}}})
+	if err == nil || !strings.Contains(err.Error(), "Duration must be more than 0") {
+		t.Fatalf("zero duration: got %v", err)
 	}
 }

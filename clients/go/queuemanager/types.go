@@ -331,6 +331,13 @@ type Queue struct {
 	GroupLimits *GroupLimits
 	// MaxSize is the most jobs it holds waiting and delayed (QueueConfig.MaxSize); 0 when it has no limit.
 	MaxSize uint64
+	// MaintenanceWindows are its maintenance windows (QueueConfig.MaintenanceWindows; Timezone "" for UTC).
+	MaintenanceWindows []MaintenanceWindow
+	// MaintenanceUntil is, while a maintenance window holds the queue (Paused is then true), when the window
+	// ends; the zero time outside the windows.
+	MaintenanceUntil time.Time
+	// NextMaintenanceTime is when its next maintenance window starts; the zero time without windows.
+	NextMaintenanceTime time.Time
 }
 
 func queueFromProto(p *pb.Queue) *Queue {
@@ -352,6 +359,9 @@ func queueFromProto(p *pb.Queue) *Queue {
 	if !p.GetConfig().GetDisableDeadLetter() {
 		q.DeadLetterQueue = p.GetConfig().GetDeadLetterQueue()
 	}
+	q.MaintenanceWindows = maintenanceWindowsFromProto(p.GetConfig().GetMaintenanceWindows())
+	q.MaintenanceUntil = timeOf(p.GetMaintenanceUntil())
+	q.NextMaintenanceTime = timeOf(p.GetNextMaintenanceTime())
 	return q
 }
 

@@ -373,6 +373,8 @@ export function queueFromProto(queue: QueuePb): Queue {
     name: queue.name,
     paused: queue.paused,
     ...(queue.pausedUntil ? { pausedUntil: fromTimestamp(queue.pausedUntil) } : {}),
+    ...(queue.maintenanceUntil ? { maintenanceUntil: fromTimestamp(queue.maintenanceUntil) } : {}),
+    ...(queue.nextMaintenanceTime ? { nextMaintenanceTime: fromTimestamp(queue.nextMaintenanceTime) } : {}),
     createdAt: fromTimestamp(queue.createTime),
     config: {
       rateLimit: rateLimitFromProto(config?.rateLimit),
@@ -386,6 +388,11 @@ export function queueFromProto(queue: QueuePb): Queue {
       priorityBounds: boundsFromProto(config?.priorityBounds ?? []),
       groupLimits: queueGroupLimitsFromProto(config?.groupLimits),
       maxSize: Number(config?.maxSize ?? 0n),
+      maintenanceWindows: (config?.maintenanceWindows ?? []).map((w) => ({
+        cron: w.cron,
+        durationMs: fromDuration(w.duration) ?? 0,
+        timezone: w.timezone,
+      })),
     },
   };
 }

@@ -228,6 +228,21 @@ export interface QueueConfig {
    * adds itself (chain links, workflow steps, schedules, retries) are never refused. 0 or unset: no limit.
    */
   maxSize?: number;
+  /**
+   * Recurring windows in which the queue starts no job (as if paused: running jobs finish), at most 16. A
+   * window never lifts a pause given by hand, and `resumeQueue` inside one ends only that pause.
+   */
+  maintenanceWindows?: MaintenanceWindow[];
+}
+
+/** A recurring maintenance window (`QueueConfig.maintenanceWindows`). */
+export interface MaintenanceWindow {
+  /** When each window starts: a cron expression, 5 fields (or 6, seconds first), as schedules take it. */
+  cron: string;
+  /** How long each window lasts, in ms: 1 s to 31 days. */
+  durationMs: number;
+  /** The IANA time zone the cron expression is read in, such as "Europe/Paris"; "" or unset: UTC. */
+  timezone?: string;
 }
 
 /** Names a job. */
@@ -372,6 +387,10 @@ export interface Queue {
   paused: boolean;
   /** When its timed pause lifts by itself; absent for a pause until `resumeQueue`, and when not paused. */
   pausedUntil?: Date;
+  /** While a maintenance window holds it (`paused` is then true): when the window ends. */
+  maintenanceUntil?: Date;
+  /** When its next maintenance window starts; absent without windows. */
+  nextMaintenanceTime?: Date;
   createdAt: Date | undefined;
   config: {
     rateLimit: { max: number; duration: number; burst: number } | undefined;
@@ -388,6 +407,8 @@ export interface Queue {
     groupLimits: GroupLimitsRead | undefined;
     /** The most jobs it holds waiting and delayed (`QueueConfig.maxSize`); 0: no limit. */
     maxSize: number;
+    /** Its maintenance windows (`timezone` "" for UTC); `[]` for none. */
+    maintenanceWindows: Required<MaintenanceWindow>[];
   };
 }
 

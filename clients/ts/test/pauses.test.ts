@@ -65,4 +65,28 @@ describe("timed pauses", () => {
     assert.match(far.message, /366-day maximum/);
     assert.equal((await qm.getQueue(name)).paused, false);
   });
+
+  it("registers maintenance windows, reads them back, and holds a queue registered inside one", async () => {
+    const name = queueName("windows");
+    const windows = [{ cron: "0 2 * * SUN", durationMs: 2 * HOUR, timezone: "Europe/Paris" }, { cron: "30 3 1 * *", durationMs: 900_000 }];
+    const queue = await qm.registerQueue(name, { maintenanceWindows: windows });
+    assert.deepEqual(queue.config.maintenanceWindows, [windows[0], { ...windows[1], timezone: "" }]);
+    assert.ok(queue.nextMaintenanceTime instanceof Date && queue.nextMaintenanceTime.getTime() > Date.now());
+    assert.equal(queue.maintenanceUntil, undefined);
+
+    const now = new Date();
+    const inside = await qm.registerQueue(`${name}-now`, {
+      maintenanceWindows: [{ cron: `${now.getUTCMinutes()} ${now.getUTCHours()} * * *`, durationMs: HOUR }],
+    });
+    assert.equal(inside.paused, true);
+    assert.ok(inside.maintenanceUntil!.getTime() > Date.now(), String(inside.maintenanceUntil));
+    // A resume ends only a hand pause: the window still holds the queue.
+    assert.equal((await qm.resumeQueue(`${name}-now`)).paused, true);
+    assert.equal((await qm.registerQueue(`${name}-now`)).paused, false);
+
+    const bad = await qm.registerQueue(name, { maintenanceWindows: [{ cron: "0 25 * * *", durationMs: HOUR }] }).catch((e: unknown) => e);
+    assert.ok(bad instanceof InvalidArgumentError, String(bad));
+    assert.match(bad.message, /config\.maintenance_windows\[0\]\.cron/);
+    await assert.rejects(qm.registerQueue(name, { maintenanceWindows: [{ cron: "0 2 * * *", durationMs: 0 }] }), RangeError);
+  });
 });
