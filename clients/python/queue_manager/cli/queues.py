@@ -129,7 +129,12 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     with client(args) as qm:
         queue = plain(qm.get_queue(validate_queue_name(args.queue)))
-    show(args, queue if args.output == "json" else _queue_row(queue))
+    if args.output == "json":
+        show(args, queue)
+        return 0
+    # The pause's and the windows' times only when there are some: the table keeps its width without.
+    times = ("paused_until", "maintenance_until", "next_maintenance_time")
+    show(args, {k: v for k, v in _queue_row(queue).items() if k not in times or v is not None})
     return 0
 
 
