@@ -19,13 +19,15 @@ local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
 local a = redis.call('HMGET', base .. 'gact', unpack(names))
 local l = redis.call('HMGET', base .. 'glimits', unpack(names))
 local p = redis.call('HMGET', base .. 'gpaused', unpack(names))
-local u = redis.call('ZMSCORE', base .. 'gpuntil', unpack(names))
+-- The groups' resume times, looked up only when some group has one (ZSCORE: the commands a least-privilege
+-- user may run, security.py, have no ZMSCORE).
+local timed = redis.call('ZCARD', base .. 'gpuntil') > 0
 for i, grp in ipairs(names) do
   out[#out + 1] = grp
   out[#out + 1] = tonumber(w[i]) or 0
   out[#out + 1] = math.max(tonumber(a[i]) or 0, 0)
   out[#out + 1] = l[i] or ''
   out[#out + 1] = p[i] and 1 or 0
-  out[#out + 1] = u[i] or ''
+  out[#out + 1] = timed and redis.call('ZSCORE', base .. 'gpuntil', grp) or ''
 end
 return out
