@@ -131,7 +131,10 @@ async def test_a_timed_pause_ending_inside_a_window_leaves_the_window_holding(se
     await qm.register_queue("overlap", maintenance_windows=[window])
     until = start + timedelta(minutes=10)
     await qm.pause_queue("overlap", resume_at=until)
-    await server.clock.advance(until - await server.clock.now() + MINUTE)
+    await server.clock.advance(start - await server.clock.now() + MINUTE)
+    both = await qm.get_queue("overlap")
+    assert both.paused_until == until and both.maintenance_until == start + timedelta(minutes=30)
+    await server.clock.advance(10 * MINUTE)
     inside = await qm.get_queue("overlap")
     assert inside.paused and inside.paused_until is None and inside.maintenance_until is not None
     await server.clock.advance(30 * MINUTE)
@@ -149,7 +152,8 @@ async def test_windows_that_overlap_count_as_one_and_zones_are_read(server: Test
     )
     ms = int(datetime(2026, 12, 8, 0, 10, tzinfo=UTC).timestamp() * 1000)
     span = span_at(hourly[:1], ms)
-    assert span is not None and span.start_ms <= ms  # every hour for 90 minutes: always inside
+    # Every hour for 90 minutes: always inside, the occurrences joined (a bounded number of them).
+    assert span is not None and span.start_ms <= ms and span.end_ms - ms > 24 * 3_600_000
     tokyo = span_at(hourly[1:], ms)
     assert tokyo is not None
     # 03:30 in Tokyo is 18:30 UTC the day before; the next is 18:30 UTC today.
@@ -283,3 +287,16 @@ async def test_qm_queues_register_maintenance_window(
     await qm_json("queues", "register", "cli", "--maintenance-window", f"{now.minute} {now.hour} * * *|1h")
     status, out, _ = await qm_cli(capsys, "--server", server.address, "queues", "list")
     assert status == 0 and "in maintenance until" in out
+
+
+async def test_a_pause_from_a_server_before_pause_reasons_survives_a_window(server: TestServer) -> None:
+    """Such a server set the paused flag alone: the window's end must not take it for the window's."""
+    qm = server.queue_manager()
+    window, start = await daily_window(server)
+    await qm.register_queue("legacy", maintenance_windows=[window])
+    await qm.pause_queue("legacy")
+    await server.app.engine.redis.hdel(server.app.engine.keys("legacy").meta, "pman")
+    await server.clock.advance(start - await server.clock.now() + MINUTE)
+    await server.clock.advance(HOUR)
+    after = await qm.get_queue("legacy")
+    assert after.paused and after.maintenance_until is None
