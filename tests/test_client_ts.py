@@ -106,6 +106,10 @@ async def test_fairness_groups(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "groups", server.address)
 
 
+async def test_timed_pauses(ts_built: Path, server: RunningServer) -> None:
+    await run_node_tests(ts_built, "pauses", server.address)
+
+
 async def test_lifo_and_max_size(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "backpressure", server.address)
 

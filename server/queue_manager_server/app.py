@@ -44,6 +44,7 @@ from queue_manager_server.components.expiry import ExpirySweep
 from queue_manager_server.components.maintenance import HealthMonitor, Janitor, Reaper
 from queue_manager_server.components.metrics_sampler import MetricsSampler
 from queue_manager_server.components.notifier import Notifier
+from queue_manager_server.components.pause_timer import PauseTimer
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.stream_guard import StreamGuard
@@ -227,6 +228,7 @@ class App:
 
         promoter = Promoter(engine)
         scheduler = Scheduler(engine)
+        pause_timer = PauseTimer(engine)
         timeouts = Timeouts(engine, s.reaper_interval_ms / 1000)
         self.dispatcher.deadline_hook = timeouts.schedule
         self.queue_service.deadline_hook = timeouts.schedule  # fetched jobs' timeouts too (services/pull.py)
@@ -240,6 +242,7 @@ class App:
             watchers,
             self.worker_control,
             self.queue_service.pulls,
+            pause_timer,
         )
         self.notifier.start()
         monitor = HealthMonitor(engine, self.health, SERVICE_NAMES, interval=2.0)
@@ -248,6 +251,7 @@ class App:
             Reaper(engine, s.reaper_interval_ms / 1000, s.lease_ms),
             timeouts,
             promoter,
+            pause_timer,
             PrioritySweep(engine, s.priority_sweep_ms / 1000),
             ExpirySweep(engine, s.expiry_sweep_ms / 1000),
             scheduler,
@@ -278,8 +282,9 @@ class App:
 
     async def clock_moved(self) -> None:
         """The test clock moved forward (queue_manager_server.testing): each loop does at once what fell due
-        by Redis's clock (in their start order: time-outs, then delayed jobs, priority bounds, expiries,
-        schedules, retention), then every served queue claims again. Returns once the loops are done."""
+        by Redis's clock (in their start order: time-outs, then delayed jobs, timed pauses, priority bounds,
+        expiries, schedules, retention), then every served queue claims again. Returns once the loops are
+        done."""
         for c in self.components:
             await c.clock_moved()
         if self.dispatcher is not None:

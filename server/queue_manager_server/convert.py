@@ -12,7 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from queue_manager.v1 import jobs_pb2, types_pb2, worker_service_pb2
-from queue_manager_server import validate
+from queue_manager_server import validate, windows
 from queue_manager_server.bounds_convert import priority_bounds
 from queue_manager_server.engine.aging import AGING_FIELD, bounds_field
 from queue_manager_server.engine.engine import DEFAULT_DLQ
@@ -766,6 +766,9 @@ def queue_meta(
     fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms, g_max=g_max, g_rl_burst=g_burst)
     # Producer backpressure (includes/add.lua room_for); 0 = none.
     fields["max_size"] = validate.max_size(cfg.max_size, f"{field}.max_size")
+    # Maintenance windows (windows.py): their digest tells set_window.lua which windows a span is for.
+    windows.check_windows(cfg.maintenance_windows, f"{field}.maintenance_windows")
+    fields["mwin"] = windows.digest(cfg.maintenance_windows)
     dlq = ""
     if name == DEFAULT_DLQ and not cfg.dead_letter_queue:
         filled.disable_dead_letter = True
@@ -851,6 +854,12 @@ def queue_meta(
 
 def queue_out(r: QueueRecord) -> types_pb2.Queue:
     q = types_pb2.Queue(name=r.name, paused=r.paused, create_time=ms_timestamp(r.created_ms))
+    if r.paused and r.paused_until_ms:
+        q.paused_until.CopyFrom(ms_timestamp(r.paused_until_ms))
+    if r.maintenance_until_ms:
+        q.maintenance_until.CopyFrom(ms_timestamp(r.maintenance_until_ms))
+    if r.next_maintenance_ms:
+        q.next_maintenance_time.CopyFrom(ms_timestamp(r.next_maintenance_ms))
     if r.fields.get("config"):
         q.config.MergeFromString(r.fields["config"])
     return q

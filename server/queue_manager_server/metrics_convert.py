@@ -85,6 +85,10 @@ def metrics_out(m: Metrics) -> types_pb2.QueueMetrics:
         out.oldest_waiting_age.CopyFrom(_duration(max(m.sample_ms - m.oldest_ready_ms, 0)))
     if m.held_until_ms:
         out.held_until.CopyFrom(_timestamp(m.held_until_ms))
+    if m.paused_until_ms:
+        out.paused_until.CopyFrom(_timestamp(m.paused_until_ms))
+    if m.maintenance_until_ms:
+        out.maintenance_until.CopyFrom(_timestamp(m.maintenance_until_ms))
     if m.sample_ms:
         out.sample_time.CopyFrom(_timestamp(m.sample_ms))
     return out

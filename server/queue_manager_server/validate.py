@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from google.protobuf.duration_pb2 import Duration
@@ -200,6 +201,46 @@ def timestamp_ms(ts: Timestamp, field: str) -> int:
     if not MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S or not 0 <= ts.nanos <= 999_999_999:
         raise InvalidArgument(field, "is not a valid timestamp (years 1 to 9999, nanos 0 to 999,999,999)")
     return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+# Longest timed pause (PauseQueueRequest.resume_after / resume_at): a pause lifting more than a year on is a
+# unit mistake or a pause meant to last until it is resumed by hand; a leap year's maintenance calendar fits.
+MAX_PAUSE_MS = 366 * 24 * 3600 * 1000
+
+
+def resume_time_ms(after: Duration | None, at: Timestamp | None, now_ms: int) -> int:
+    """When a timed pause lifts (Redis time, ms) from a PauseQueue or PauseGroup request's resume_after or
+    resume_at (None: unset), the server's clock reading `now_ms`; 0 for a pause that lasts until resumed."""
+    if after is not None and at is not None:
+        raise InvalidArgument("resume_at", "give resume_after or resume_at, not both")
+    if after is not None:
+        if after.seconds < 0 or after.nanos < 0 or (after.seconds == 0 and after.nanos == 0):
+            raise InvalidArgument(
+                "resume_after", "must be positive; leave it unset for a pause that lasts until resumed"
+            )
+        ms = after.seconds * 1000 - (-after.nanos // 1_000_000)
+        if ms > MAX_PAUSE_MS:
+            raise InvalidArgument("resume_after", f"{ms} ms is longer than the 366-day maximum")
+        return now_ms + ms
+    if at is not None:
+        ms = timestamp_ms(at, "resume_at")
+        if ms <= now_ms:
+            raise InvalidArgument(
+                "resume_at",
+                f"{_iso(ms)} is not in the future (the server's clock reads {_iso(now_ms)}); give a later "
+                "time, or resume the queue now",
+            )
+        if ms - now_ms > MAX_PAUSE_MS:
+            raise InvalidArgument(
+                "resume_at",
+                f"{_iso(ms)} is more than 366 days ahead (the server's clock reads {_iso(now_ms)})",
+            )
+        return ms
+    return 0
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def run_time_ms(ts: Timestamp, field: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -44,7 +44,10 @@ from queue_manager_tui.widgets.queues_view import (
     _groups_sentence,
     _levels_sentence,
     _limit,
+    _paused_text,
+    _row,
     _size_sentence,
+    _title,
 )
 from tests.tui.fakes import ANSI_ERROR, FakeSource, at, job, levels, queue_metrics
 
@@ -300,6 +303,21 @@ def test_the_queue_panel_gives_the_size_of_a_queue_with_a_max_size() -> None:
     assert _size_sentence(emails, 30).endswith("; full: adds are refused until workers take some")
     assert "size 39 / 1,000" in _facts(emails, None, {}, None, 1_000).plain
     assert "size" not in _facts(emails, None, {}, None).plain  # no max_size: no line
+
+
+def test_a_timed_pause_shows_when_it_lifts() -> None:
+    emails = replace(queue_metrics("emails", 0), is_paused=True)
+    assert _paused_text(emails) == "PAUSED"
+    until = datetime(2026, 12, 8, 2, 0, 0, tzinfo=UTC)
+    timed = replace(emails, paused_until=until)
+    assert _paused_text(timed) == "paused until 02:00:00"
+    assert "paused until 02:00:00" in _title(timed, []).plain
+    assert _row(timed, [], None)[1].plain == "paused until 02:00:00"
+    assert _row(emails, [], None)[1].plain == "PAUSED"
+    window = replace(emails, maintenance_until=until.replace(hour=4))
+    assert _paused_text(window) == "in maintenance until 04:00:00"
+    both = replace(timed, maintenance_until=until.replace(hour=4))
+    assert _paused_text(both) == "paused until 02:00:00, in maintenance until 04:00:00"
 
 
 def test_the_state_keeps_the_size_limits_of_the_queues_that_have_them() -> None:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
@@ -112,6 +113,9 @@ type GroupInfo struct {
 	// Paused tells whether the group is paused (PauseGroup): its jobs are added but none starts until
 	// ResumeGroup.
 	Paused bool
+	// PausedUntil is when its timed pause lifts by itself (PauseGroup with ResumeAfter or ResumeAt); the zero
+	// time for a pause until ResumeGroup, and when not paused.
+	PausedUntil time.Time
 }
 
 func groupFromProto(p *pb.GroupInfo) *GroupInfo {
@@ -125,6 +129,7 @@ func groupFromProto(p *pb.GroupInfo) *GroupInfo {
 		Limits:       groupLimitsFromProto(p.GetLimits()),
 		CustomLimits: p.GetCustomLimits(),
 		Paused:       p.GetPaused(),
+		PausedUntil:  timeOf(p.GetPausedUntil()),
 	}
 }
 
@@ -195,12 +200,18 @@ func (c *Client) setGroupLimits(ctx context.Context, req *pb.SetGroupLimitsReque
 // PauseGroup pauses one fairness group: its jobs are still added, but none starts until ResumeGroup; its
 // active jobs run on and the queue's other groups keep taking their turns. The group need not have jobs (a
 // paused group is known to the queue while idle too); pausing a paused group changes nothing. It returns the
-// group as it is now. The call needs the admin role.
-func (c *Client) PauseGroup(ctx context.Context, queue, group string) (*GroupInfo, error) {
+// group as it is now. With ResumeAfter or ResumeAt the group resumes by itself then, as for PauseQueue. The
+// call needs the admin role.
+func (c *Client) PauseGroup(ctx context.Context, queue, group string, opts ...PauseOption) (*GroupInfo, error) {
 	if err := checkGroup("group", group); err != nil {
 		return nil, err
 	}
-	resp, err := c.queues.PauseGroup(ctx, &pb.PauseGroupRequest{QueueName: queue, Group: group})
+	after, at, err := pauseTimeProto(opts)
+	if err != nil {
+		return nil, err
+	}
+	request := &pb.PauseGroupRequest{QueueName: queue, Group: group, ResumeAfter: after, ResumeAt: at}
+	resp, err := c.queues.PauseGroup(ctx, request)
 	if err != nil {
 		return nil, fromRPC(err)
 	}

@@ -189,6 +189,10 @@ type QueueConfig struct {
 	// Jobs the server adds itself (chain links, workflow steps, schedules, retries) are never refused. 0
 	// means no limit.
 	MaxSize uint64
+	// MaintenanceWindows are recurring windows in which the queue starts no job (as if paused: running jobs
+	// finish), at most 16. A window never lifts a pause given by hand, and ResumeQueue inside one ends only
+	// that pause.
+	MaintenanceWindows []MaintenanceWindow
 }
 
 func duration(d time.Duration) *durationpb.Duration {
@@ -315,6 +319,9 @@ func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
 		return nil, n.err
 	}
 	if out.PriorityBounds, err = priorityBoundsProto(c.PriorityBounds); err != nil {
+		return nil, err
+	}
+	if out.MaintenanceWindows, err = maintenanceWindowsProto(c.MaintenanceWindows); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -45,9 +45,15 @@ func (c *Client) ListQueues(ctx context.Context) ([]*Queue, error) {
 	return out, nil
 }
 
-// PauseQueue stops job starts; jobs are still added.
-func (c *Client) PauseQueue(ctx context.Context, name string) (*Queue, error) {
-	resp, err := c.queues.PauseQueue(ctx, &pb.PauseQueueRequest{Name: name})
+// PauseQueue stops job starts; jobs are still added and running jobs finish. With ResumeAfter or ResumeAt
+// the queue resumes by itself then (once, whichever server gets there first, its workers getting its jobs at
+// once); Queue.PausedUntil shows the time.
+func (c *Client) PauseQueue(ctx context.Context, name string, opts ...PauseOption) (*Queue, error) {
+	after, at, err := pauseTimeProto(opts)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.queues.PauseQueue(ctx, &pb.PauseQueueRequest{Name: name, ResumeAfter: after, ResumeAt: at})
 	if err != nil {
 		return nil, fromRPC(err)
 	}

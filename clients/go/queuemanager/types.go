@@ -320,9 +320,12 @@ type JobError struct {
 
 // Queue is a registered queue.
 type Queue struct {
-	Name       string
-	Paused     bool
-	CreateTime time.Time
+	Name   string
+	Paused bool
+	// PausedUntil is when its timed pause lifts by itself (PauseQueue with ResumeAfter or ResumeAt); the zero
+	// time for a pause until ResumeQueue, and when not paused.
+	PausedUntil time.Time
+	CreateTime  time.Time
 	// DeadLetterQueue is where its jobs go when they fail for good ("" when disabled).
 	DeadLetterQueue string
 	// Concurrency is the most jobs of the queue active at once (0: no limit).
@@ -334,6 +337,13 @@ type Queue struct {
 	GroupLimits *GroupLimits
 	// MaxSize is the most jobs it holds waiting and delayed (QueueConfig.MaxSize); 0 when it has no limit.
 	MaxSize uint64
+	// MaintenanceWindows are its maintenance windows (QueueConfig.MaintenanceWindows; Timezone "" for UTC).
+	MaintenanceWindows []MaintenanceWindow
+	// MaintenanceUntil is, while a maintenance window holds the queue (Paused is then true), when the window
+	// ends; the zero time outside the windows.
+	MaintenanceUntil time.Time
+	// NextMaintenanceTime is when its next maintenance window starts; the zero time without windows.
+	NextMaintenanceTime time.Time
 }
 
 func queueFromProto(p *pb.Queue) *Queue {
@@ -343,6 +353,7 @@ func queueFromProto(p *pb.Queue) *Queue {
 	q := &Queue{
 		Name:        p.GetName(),
 		Paused:      p.GetPaused(),
+		PausedUntil: timeOf(p.GetPausedUntil()),
 		CreateTime:  timeOf(p.GetCreateTime()),
 		Concurrency: int(p.GetConfig().GetConcurrency()),
 		MaxSize:     p.GetConfig().GetMaxSize(),
@@ -354,6 +365,9 @@ func queueFromProto(p *pb.Queue) *Queue {
 	if !p.GetConfig().GetDisableDeadLetter() {
 		q.DeadLetterQueue = p.GetConfig().GetDeadLetterQueue()
 	}
+	q.MaintenanceWindows = maintenanceWindowsFromProto(p.GetConfig().GetMaintenanceWindows())
+	q.MaintenanceUntil = timeOf(p.GetMaintenanceUntil())
+	q.NextMaintenanceTime = timeOf(p.GetNextMaintenanceTime())
 	return q
 }
 

@@ -63,6 +63,7 @@ from queue_manager.event_triggers import EventTrigger
 from queue_manager.events import JobEvent, JobEventStream, JobEventType
 from queue_manager.external_events import PushedEvent
 from queue_manager.groups import GroupInfo
+from queue_manager.maintenance import MaintenanceWindow
 from queue_manager.metrics import LevelMetrics, MetricsBucket, MetricsSnapshot, QueueMetrics, WorkerInfo
 from queue_manager.options import (
     Backoff,
@@ -127,6 +128,7 @@ __all__ = [
     "JobState",
     "KeepJobs",
     "LevelMetrics",
+    "MaintenanceWindow",
     "MetricsBucket",
     "MetricsSnapshot",
     "NotFoundError",

@@ -4,7 +4,7 @@ obliterate; fairness groups; metrics, job events and workers."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ from queue_manager.groups import (
     resume_group_request,
     set_group_limits_request,
 )
+from queue_manager.maintenance import MaintenanceWindowLike
 from queue_manager.metrics import (
     MetricsSnapshot,
     WorkerInfo,
@@ -33,7 +34,8 @@ from queue_manager.metrics import (
     watch_metrics_request,
     worker_from_proto,
 )
-from queue_manager.options import JobOptionsLike, RateLimit
+from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.pauses import pause_queue_request
 from queue_manager.requests import RetentionLike, clean_queue_request, register_queue_request
 from queue_manager.v1 import metrics_pb2, queue_service_pb2
 
@@ -59,6 +61,7 @@ class QueueCalls(ClientBase):
         priority_bounds: PriorityBoundsLike | None = None,
         group_limits: GroupLimitsLike | None = None,
         max_size: int = 0,
+        maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     ) -> Queue:
         """Registers a queue, or updates an existing one's settings.
 
@@ -85,9 +88,14 @@ class QueueCalls(ClientBase):
                 up to 2**48; an add beyond it raises `QueueFullError` and writes nothing. Jobs the server
                 adds itself (chain links, workflow steps, schedules, retries) are never refused. 0 (the
                 default): no limit.
+            maintenance_windows: Recurring windows in which the queue starts no job (as if paused; running
+                jobs finish): each a `MaintenanceWindow` or ``{"cron": "0 2 * * SUN", "duration":
+                timedelta(hours=2), "timezone": "Europe/Paris"}``, at most 16. The queue is held at once
+                when registered inside one. A window never lifts a pause given by hand, and
+                `resume_queue` inside one ends only that pause. Empty: none.
 
         Returns:
-            The queue as stored.
+            The queue as stored (``maintenance_until``, ``next_maintenance_time``).
         """
         request = register_queue_request(
             name,
@@ -101,6 +109,7 @@ class QueueCalls(ClientBase):
             priority_bounds=priority_bounds,
             group_limits=group_limits,
             max_size=max_size,
+            maintenance_windows=maintenance_windows,
         )
         response: queue_service_pb2.RegisterQueueResponse = await self._unary(
             self._queue_stub().RegisterQueue, request
@@ -121,10 +130,27 @@ class QueueCalls(ClientBase):
         )
         return [queue_from_proto(queue) for queue in response.queues]
 
-    async def pause_queue(self, name: str) -> Queue:
-        """Pauses a queue: jobs are still added, none start until resumed."""
+    async def pause_queue(
+        self, name: str, resume_after: DurationLike | None = None, resume_at: datetime | None = None
+    ) -> Queue:
+        """Pauses a queue: jobs are still added, none start until resumed; running jobs finish.
+
+        A timed pause lifts by itself at its time, once, whichever server gets there first, and the queue's
+        workers get its waiting jobs at once. Pausing again replaces the time (a pause without one clears
+        it); `resume_queue` before then resumes at once and clears it.
+
+        Args:
+            name: The queue.
+            resume_after: Resume by itself this long from now: milliseconds or a timedelta, more than 0 and
+                at most 366 days.
+            resume_at: Resume by itself at this time (a naive datetime is local time): in the future by the
+                server's clock, at most 366 days ahead. At most one of resume_after and resume_at.
+
+        Returns:
+            The queue after the change (``paused_until`` set for a timed pause).
+        """
         response: queue_service_pb2.PauseQueueResponse = await self._unary(
-            self._queue_stub().PauseQueue, queue_service_pb2.PauseQueueRequest(name=name)
+            self._queue_stub().PauseQueue, pause_queue_request(name, resume_after, resume_at)
         )
         return queue_from_proto(response.queue)
 
@@ -238,7 +264,13 @@ class QueueCalls(ClientBase):
         )
         return group_info_from_proto(response.group)
 
-    async def pause_group(self, queue_name: str, group: str) -> GroupInfo:
+    async def pause_group(
+        self,
+        queue_name: str,
+        group: str,
+        resume_after: DurationLike | None = None,
+        resume_at: datetime | None = None,
+    ) -> GroupInfo:
         """Pauses one fairness group: its jobs are still added, but none starts until `resume_group`.
 
         The group's active jobs run on; the queue's other groups keep taking their turns. A paused group is
@@ -247,11 +279,13 @@ class QueueCalls(ClientBase):
         Args:
             queue_name: The queue.
             group: The group (`JobOptions.group`), 1 to 128 characters; it need not have jobs yet.
+            resume_after: Resume it by itself this long from now, as for `pause_queue`.
+            resume_at: Resume it by itself at this time, as for `pause_queue`.
 
         Returns:
-            The group after the change (``paused`` True).
+            The group after the change (``paused`` True; ``paused_until`` set for a timed pause).
         """
-        request = pause_group_request(queue_name, group)
+        request = pause_group_request(queue_name, group, resume_after, resume_at)
         response: queue_service_pb2.PauseGroupResponse = await self._unary(
             self._queue_stub().PauseGroup, request
         )

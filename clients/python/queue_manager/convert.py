@@ -27,6 +27,7 @@ from queue_manager.enums import (
     JobState,
 )
 from queue_manager.groups import queue_group_limits_from_proto
+from queue_manager.maintenance import windows_from_proto
 from queue_manager.metrics import QueueMetrics, metrics_from_proto
 from queue_manager.options import (
     Backoff,
@@ -326,12 +327,19 @@ class Queue:
         config: Its settings, with defaults filled in.
         paused: Whether the queue is paused.
         created_at: When it was first registered.
+        paused_until: When its timed pause lifts by itself (UTC); None for a pause until it is resumed.
+        maintenance_until: While a maintenance window holds it (``paused`` is then True): when the window
+            ends. None outside the windows.
+        next_maintenance_time: When its next maintenance window starts; None without windows.
     """
 
     name: str
     config: QueueConfig
     paused: bool = False
     created_at: datetime | None = None
+    paused_until: datetime | None = None
+    maintenance_until: datetime | None = None
+    next_maintenance_time: datetime | None = None
 
 
 def encode_payload(data: Any, into: types_pb2.Payload) -> None:
@@ -523,6 +531,13 @@ def queue_from_proto(msg: types_pb2.Queue) -> Queue:
         config=queue_config_from_proto(msg.config),
         paused=msg.paused,
         created_at=timestamp_to_datetime(msg.create_time) if msg.HasField("create_time") else None,
+        paused_until=timestamp_to_datetime(msg.paused_until) if msg.HasField("paused_until") else None,
+        maintenance_until=timestamp_to_datetime(msg.maintenance_until)
+        if msg.HasField("maintenance_until")
+        else None,
+        next_maintenance_time=timestamp_to_datetime(msg.next_maintenance_time)
+        if msg.HasField("next_maintenance_time")
+        else None,
     )
 
 
@@ -548,6 +563,7 @@ def queue_config_from_proto(msg: types_pb2.QueueConfig) -> QueueConfig:
         priority_bounds=priority_bounds_from_proto(msg),
         group_limits=queue_group_limits_from_proto(msg),
         max_size=msg.max_size,
+        maintenance_windows=windows_from_proto(msg.maintenance_windows),
     )
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from queue_manager.options import (
+    DurationLike,
     GroupLimits,
     RateLimit,
     _fill_rate_limit,
@@ -20,6 +22,7 @@ from queue_manager.options import (
     validate_group,
     validate_queue_name,
 )
+from queue_manager.pauses import set_resume_time
 from queue_manager.v1 import queue_service_pb2, types_pb2
 
 __all__ = [
@@ -59,6 +62,7 @@ class GroupInfo:
         custom_limits: Whether ``limits`` are the group's own (`QueueManager.set_group_limits`).
         paused: Whether the group is paused (`QueueManager.pause_group`): its jobs are added but none starts
             until it is resumed.
+        paused_until: When its timed pause lifts by itself (UTC); None for a pause until it is resumed.
     """
 
     name: str
@@ -67,6 +71,7 @@ class GroupInfo:
     limits: GroupLimits = field(default_factory=GroupLimits)
     custom_limits: bool = False
     paused: bool = False
+    paused_until: datetime | None = None
 
 
 def group_limits_to_proto(value: GroupLimitsLike, into: types_pb2.GroupLimits, what: str) -> None:
@@ -140,6 +145,7 @@ def group_info_from_proto(msg: types_pb2.GroupInfo) -> GroupInfo:
         limits=group_limits_from_proto(msg.limits),
         custom_limits=msg.custom_limits,
         paused=msg.paused,
+        paused_until=msg.paused_until.ToDatetime(tzinfo=UTC) if msg.HasField("paused_until") else None,
     )
 
 
@@ -176,11 +182,15 @@ def set_group_limits_request(
     return request
 
 
-def pause_group_request(queue_name: str, group: str) -> queue_service_pb2.PauseGroupRequest:
+def pause_group_request(
+    queue_name: str, group: str, resume_after: DurationLike | None = None, resume_at: datetime | None = None
+) -> queue_service_pb2.PauseGroupRequest:
     """Builds and validates a PauseGroupRequest."""
-    return queue_service_pb2.PauseGroupRequest(
+    request = queue_service_pb2.PauseGroupRequest(
         queue_name=validate_queue_name(queue_name), group=validate_group(group)
     )
+    set_resume_time(request, resume_after, resume_at)
+    return request
 
 
 def resume_group_request(queue_name: str, group: str) -> queue_service_pb2.ResumeGroupRequest:

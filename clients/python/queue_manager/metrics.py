@@ -106,6 +106,10 @@ class QueueMetrics:
         free_capacity: Jobs those workers could take now (their concurrency minus the jobs they run).
         rate_limit_tokens: Job starts available in the rate-limit bucket now; 0 without a rate limit.
         is_paused: Whether the queue is paused.
+        paused_until: When its timed pause lifts by itself (`QueueManager.pause_queue` with a time); None
+            for a pause until it is resumed, and when not paused.
+        maintenance_until: While a maintenance window holds the queue (``is_paused`` is then True): when it
+            ends; None outside the windows.
         held_until: Until when a processor's retry-after holds every start of the queue; None if no hold.
         history: The last hour, one bucket a minute, oldest first (only when asked for).
         sample_time: When the figures were read (the server's Redis clock).
@@ -144,6 +148,8 @@ class QueueMetrics:
     free_capacity: int = 0
     rate_limit_tokens: float = 0.0
     is_paused: bool = False
+    paused_until: datetime | None = None
+    maintenance_until: datetime | None = None
     held_until: datetime | None = None
     history: list[MetricsBucket] = field(default_factory=list)
     sample_time: datetime | None = None
@@ -263,6 +269,8 @@ def metrics_from_proto(msg: types_pb2.QueueMetrics) -> QueueMetrics:
         free_capacity=msg.free_capacity,
         rate_limit_tokens=msg.rate_limit_tokens,
         is_paused=msg.is_paused,
+        paused_until=_time(msg.paused_until) if has("paused_until") else None,
+        maintenance_until=_time(msg.maintenance_until) if has("maintenance_until") else None,
         held_until=_time(msg.held_until) if has("held_until") else None,
         history=[_bucket_from_proto(b) for b in msg.history],
         sample_time=_time(msg.sample_time) if has("sample_time") else None,

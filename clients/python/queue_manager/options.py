@@ -14,13 +14,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from queue_manager.enums import DEDUP_MODE_NUMBER, STATE_NUMBER, DedupMode, JobPriority, JobState
 from queue_manager.routing import MAX_ROUTE_GROUP, ROUTE_PREFIX, is_control, validate_worker_labels
 from queue_manager.v1 import types_pb2
+
+if TYPE_CHECKING:  # maintenance.py builds on this module
+    from queue_manager.maintenance import MaintenanceWindow
 
 __all__ = [
     "Backoff",
@@ -252,6 +255,8 @@ class QueueConfig:
         max_size: Producer backpressure: the most jobs the queue holds waiting (or paused) and delayed. An
             add beyond it raises `QueueFullError`; jobs the server adds itself (chain links, workflow steps,
             schedules, retries) are never refused. 0: no limit.
+        maintenance_windows: Recurring windows in which the queue starts no job (`MaintenanceWindow`);
+            empty: none.
     """
 
     rate_limit: RateLimit | None = None
@@ -264,6 +269,7 @@ class QueueConfig:
     priority_bounds: Mapping[JobPriority, timedelta] = field(default_factory=dict)
     group_limits: GroupLimits | None = None
     max_size: int = 0
+    maintenance_windows: list[MaintenanceWindow] = field(default_factory=list)
 
 
 JobOptionsLike: TypeAlias = JobOptions | Mapping[str, Any]

@@ -10,6 +10,7 @@ from queue_manager.bounds import PriorityBoundsLike, priority_bounds_to_proto
 from queue_manager.convert import encode_payload
 from queue_manager.enums import JobState
 from queue_manager.groups import GroupLimitsLike, group_limits_to_proto
+from queue_manager.maintenance import MaintenanceWindowLike, windows_to_proto
 from queue_manager.options import (
     DurationLike,
     JobOptionsLike,
@@ -147,6 +148,7 @@ def register_queue_request(
     priority_bounds: PriorityBoundsLike | None = None,
     group_limits: GroupLimitsLike | None = None,
     max_size: int = 0,
+    maintenance_windows: Iterable[MaintenanceWindowLike] = (),
 ) -> queue_service_pb2.RegisterQueueRequest:
     """Builds and validates a RegisterQueueRequest."""
     config = queue_config_to_proto(
@@ -163,6 +165,7 @@ def register_queue_request(
         priority_bounds_to_proto(priority_bounds, config)
     if group_limits is not None:
         group_limits_to_proto(group_limits, config.group_limits, "group_limits")
+    windows_to_proto(maintenance_windows, config)
     return queue_service_pb2.RegisterQueueRequest(name=validate_queue_name(name), config=config)
 
 

@@ -65,6 +65,7 @@ from queue_manager.job_control import (
     update_job_data_request,
     wait_for_job_request,
 )
+from queue_manager.maintenance import MaintenanceWindowLike
 from queue_manager.metrics import (
     MetricsSnapshot,
     WorkerInfo,
@@ -73,6 +74,7 @@ from queue_manager.metrics import (
     worker_from_proto,
 )
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.pauses import pause_queue_request
 from queue_manager.pull import SyncPulledJob, fetch_request, leases
 from queue_manager.requests import (
     BulkJobLike,
@@ -309,6 +311,7 @@ class SyncQueueManager:
         priority_bounds: PriorityBoundsLike | None = None,
         group_limits: GroupLimitsLike | None = None,
         max_size: int = 0,
+        maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     ) -> Queue:
         """Registers a queue or updates its settings; see `QueueManager.register_queue`."""
         request = register_queue_request(
@@ -323,6 +326,7 @@ class SyncQueueManager:
             priority_bounds=priority_bounds,
             group_limits=group_limits,
             max_size=max_size,
+            maintenance_windows=maintenance_windows,
         )
         response: queue_service_pb2.RegisterQueueResponse = self._call(self._queues.RegisterQueue, request)
         return queue_from_proto(response.queue)
@@ -339,9 +343,11 @@ class SyncQueueManager:
         response: queue_service_pb2.ListQueuesResponse = self._call(self._queues.ListQueues, request)
         return [queue_from_proto(queue) for queue in response.queues]
 
-    def pause_queue(self, name: str) -> Queue:
-        """Pauses a queue."""
-        request = queue_service_pb2.PauseQueueRequest(name=name)
+    def pause_queue(
+        self, name: str, resume_after: DurationLike | None = None, resume_at: datetime | None = None
+    ) -> Queue:
+        """Pauses a queue, optionally until a time; see `QueueManager.pause_queue`."""
+        request = pause_queue_request(name, resume_after, resume_at)
         response: queue_service_pb2.PauseQueueResponse = self._call(self._queues.PauseQueue, request)
         return queue_from_proto(response.queue)
 
@@ -400,9 +406,16 @@ class SyncQueueManager:
         response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
         return group_info_from_proto(response.group)
 
-    def pause_group(self, queue_name: str, group: str) -> GroupInfo:
-        """Pauses one fairness group (none of its jobs starts); see `QueueManager.pause_group`."""
-        request = pause_group_request(queue_name, group)
+    def pause_group(
+        self,
+        queue_name: str,
+        group: str,
+        resume_after: DurationLike | None = None,
+        resume_at: datetime | None = None,
+    ) -> GroupInfo:
+        """Pauses one fairness group (none of its jobs starts), optionally until a time; see
+        `QueueManager.pause_group`."""
+        request = pause_group_request(queue_name, group, resume_after, resume_at)
         response: queue_service_pb2.PauseGroupResponse = self._call(self._queues.PauseGroup, request)
         return group_info_from_proto(response.group)
 

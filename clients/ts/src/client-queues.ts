@@ -8,6 +8,7 @@ import {
   groupInfoFromProto,
   metricsFromProto,
   pageFromProto,
+  pauseTimeToProto,
   queueFromProto,
   stateNumber,
   toDuration,
@@ -22,6 +23,7 @@ import type {
   JobState,
   MetricsSnapshot,
   Page,
+  PauseOptions,
   Queue,
   QueueConfig,
   QueueMetrics,
@@ -51,9 +53,14 @@ export class QueueCalls extends JobCalls {
     return res.queues.map(queueFromProto);
   }
 
-  /** Pauses a queue: jobs are still added, none start until resumed. */
-  async pauseQueue(name: string): Promise<Queue> {
-    const res = await mapped(() => this.client.pauseQueue({ name }, this.callOptions));
+  /**
+   * Pauses a queue: jobs are still added, none start until resumed; running jobs finish. With
+   * `resumeAfterMs` or `resumeAt` it resumes by itself then (once, whichever server gets there first, its
+   * workers getting its jobs at once); pausing again replaces the time, `resumeQueue` clears it.
+   */
+  async pauseQueue(name: string, options: PauseOptions = {}): Promise<Queue> {
+    const request = { name, ...pauseTimeToProto(options) };
+    const res = await mapped(() => this.client.pauseQueue(request, this.callOptions));
     return queueFromProto(res.queue!);
   }
 
@@ -117,10 +124,11 @@ export class QueueCalls extends JobCalls {
   /**
    * Pauses one fairness group: its jobs are still added, but none starts until `resumeGroup`; its active jobs
    * run on and the queue's other groups keep taking their turns. The group need not have jobs (a paused group
-   * is listed while idle too); pausing a paused group changes nothing. Returns the group as it is now.
+   * is listed while idle too); pausing a paused group changes nothing. With `resumeAfterMs` or `resumeAt` it
+   * resumes by itself then, as for `pauseQueue`. Returns the group as it is now.
    */
-  async pauseGroup(queueName: string, group: string): Promise<GroupInfo> {
-    const request = { queueName, group: checkGroup(group, "group") };
+  async pauseGroup(queueName: string, group: string, options: PauseOptions = {}): Promise<GroupInfo> {
+    const request = { queueName, group: checkGroup(group, "group"), ...pauseTimeToProto(options) };
     const res = await mapped(() => this.client.pauseGroup(request, this.callOptions));
     return groupInfoFromProto(res.group!);
   }

@@ -50,6 +50,7 @@ import {
   type JobState,
   type Page,
   type ParentJob,
+  type PauseOptions,
   type PriorityLike,
   type Queue,
   type QueueMetrics,
@@ -171,6 +172,22 @@ export function toTimestamp(date: Date, what: string): Timestamp {
     throw new TypeError(`${what} must be a valid Date`);
   }
   return timestampFromDate(date);
+}
+
+/** A pause request's resume time (`PauseOptions`): at most one of the two, a duration more than 0 ms. */
+export function pauseTimeToProto(options: PauseOptions): { resumeAfter?: Duration; resumeAt?: Timestamp } {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`pause options must be an object { resumeAfterMs, resumeAt }, not ${String(options)}`);
+  }
+  const { resumeAfterMs, resumeAt } = options;
+  if (resumeAfterMs !== undefined && resumeAt !== undefined) {
+    throw new RangeError("give resumeAfterMs or resumeAt, not both");
+  }
+  if (resumeAfterMs !== undefined) {
+    if (resumeAfterMs === 0) throw new RangeError("resumeAfterMs must be more than 0 ms, got 0");
+    return { resumeAfter: toDuration(resumeAfterMs, "resumeAfterMs") };
+  }
+  return resumeAt === undefined ? {} : { resumeAt: toTimestamp(resumeAt, "resumeAt") };
 }
 
 /** A `Timestamp` as a `Date`; undefined when unset. */
@@ -392,6 +409,9 @@ export function queueFromProto(queue: QueuePb): Queue {
   return {
     name: queue.name,
     paused: queue.paused,
+    ...(queue.pausedUntil ? { pausedUntil: fromTimestamp(queue.pausedUntil) } : {}),
+    ...(queue.maintenanceUntil ? { maintenanceUntil: fromTimestamp(queue.maintenanceUntil) } : {}),
+    ...(queue.nextMaintenanceTime ? { nextMaintenanceTime: fromTimestamp(queue.nextMaintenanceTime) } : {}),
     createdAt: fromTimestamp(queue.createTime),
     config: {
       rateLimit: rateLimitFromProto(config?.rateLimit),
@@ -405,6 +425,11 @@ export function queueFromProto(queue: QueuePb): Queue {
       priorityBounds: boundsFromProto(config?.priorityBounds ?? []),
       groupLimits: queueGroupLimitsFromProto(config?.groupLimits),
       maxSize: Number(config?.maxSize ?? 0n),
+      maintenanceWindows: (config?.maintenanceWindows ?? []).map((w) => ({
+        cron: w.cron,
+        durationMs: fromDuration(w.duration) ?? 0,
+        timezone: w.timezone,
+      })),
     },
   };
 }
@@ -454,6 +479,7 @@ export function groupInfoFromProto(group: GroupInfoPb): GroupInfo {
     limits: groupLimitsFromProto(group.limits),
     customLimits: group.customLimits,
     paused: group.paused,
+    ...(group.pausedUntil ? { pausedUntil: fromTimestamp(group.pausedUntil) } : {}),
   };
 }
 

@@ -14,12 +14,14 @@ import {
   JobMetadataSchema,
   JobOptionsSchema,
   KeepJobsSchema,
+  MaintenanceWindowSchema,
   PriorityBoundSchema,
   QueueConfigSchema,
   RateLimitSchema,
   type GroupLimits as GroupLimitsPb,
   type JobOptions as JobOptionsPb,
   type KeepJobs as KeepJobsPb,
+  type MaintenanceWindow as MaintenanceWindowPb,
   type PriorityBound,
   type QueueConfig as QueueConfigPb,
 } from "./gen/queue_manager/v1/types_pb.js";
@@ -34,6 +36,7 @@ import {
   type GroupLimits,
   type JobOptions,
   type KeepJobs,
+  type MaintenanceWindow,
   type PriorityBoundsLike,
   type PriorityLike,
   type QueueConfig,
@@ -259,6 +262,29 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
     priorityBounds: config.priorityBounds === undefined ? [] : priorityBoundsToProto(config.priorityBounds),
     groupLimits: config.groupLimits === undefined ? undefined : groupLimitsToProto(config.groupLimits, "groupLimits"),
     maxSize: config.maxSize === undefined ? 0n : sizeLimit(config.maxSize, "maxSize"),
+    maintenanceWindows: maintenanceWindowsToProto(config.maintenanceWindows ?? []),
+  });
+}
+
+/** Checks the windows' form (the server checks the cron and the zone) and returns them as messages. */
+function maintenanceWindowsToProto(windows: MaintenanceWindow[]): MaintenanceWindowPb[] {
+  if (!Array.isArray(windows)) {
+    throw new TypeError(`maintenanceWindows must be an array of { cron, durationMs, timezone }`);
+  }
+  return windows.map((w, i) => {
+    const what = `maintenanceWindows[${i}]`;
+    if (typeof w !== "object" || w === null || typeof w.cron !== "string" || w.cron.trim() === "") {
+      throw new TypeError(`${what}.cron must be a cron expression such as "0 2 * * SUN"`);
+    }
+    if (w.durationMs === 0) throw new RangeError(`${what}.durationMs must be more than 0 ms, got 0`);
+    if (w.timezone !== undefined && typeof w.timezone !== "string") {
+      throw new TypeError(`${what}.timezone must be a string, not ${typeof w.timezone}`);
+    }
+    return create(MaintenanceWindowSchema, {
+      cron: w.cron,
+      duration: toDuration(w.durationMs, `${what}.durationMs`),
+      timezone: w.timezone ?? "",
+    });
   });
 }
 

@@ -194,6 +194,8 @@ export interface GroupInfo {
   customLimits: boolean;
   /** Whether the group is paused (`pauseGroup`): its jobs are added but none starts until `resumeGroup`. */
   paused: boolean;
+  /** When its timed pause lifts by itself; absent for a pause until `resumeGroup`, and when not paused. */
+  pausedUntil?: Date;
 }
 
 /** A queue's settings; unset fields take the server's defaults. */
@@ -226,6 +228,21 @@ export interface QueueConfig {
    * adds itself (chain links, workflow steps, schedules, retries) are never refused. 0 or unset: no limit.
    */
   maxSize?: number;
+  /**
+   * Recurring windows in which the queue starts no job (as if paused: running jobs finish), at most 16. A
+   * window never lifts a pause given by hand, and `resumeQueue` inside one ends only that pause.
+   */
+  maintenanceWindows?: MaintenanceWindow[];
+}
+
+/** A recurring maintenance window (`QueueConfig.maintenanceWindows`). */
+export interface MaintenanceWindow {
+  /** When each window starts: a cron expression, 5 fields (or 6, seconds first), as schedules take it. */
+  cron: string;
+  /** How long each window lasts, in ms: 1 s to 31 days. */
+  durationMs: number;
+  /** The IANA time zone the cron expression is read in, such as "Europe/Paris"; "" or unset: UTC. */
+  timezone?: string;
 }
 
 /** Names a job. */
@@ -375,10 +392,27 @@ export interface Job {
   replaced?: boolean;
 }
 
+/**
+ * When a pause lifts by itself (`pauseQueue`, `pauseGroup`): give at most one. The server refuses a time not
+ * in the future by its clock, or more than 366 days ahead (InvalidArgumentError).
+ */
+export interface PauseOptions {
+  /** Resume by itself this many ms from now (more than 0, at most 366 days). */
+  resumeAfterMs?: number;
+  /** Resume by itself at this time. */
+  resumeAt?: Date;
+}
+
 /** A registered queue. */
 export interface Queue {
   name: string;
   paused: boolean;
+  /** When its timed pause lifts by itself; absent for a pause until `resumeQueue`, and when not paused. */
+  pausedUntil?: Date;
+  /** While a maintenance window holds it (`paused` is then true): when the window ends. */
+  maintenanceUntil?: Date;
+  /** When its next maintenance window starts; absent without windows. */
+  nextMaintenanceTime?: Date;
   createdAt: Date | undefined;
   config: {
     rateLimit: { max: number; duration: number; burst: number } | undefined;
@@ -395,6 +429,8 @@ export interface Queue {
     groupLimits: GroupLimitsRead | undefined;
     /** The most jobs it holds waiting and delayed (`QueueConfig.maxSize`); 0: no limit. */
     maxSize: number;
+    /** Its maintenance windows (`timezone` "" for UTC); `[]` for none. */
+    maintenanceWindows: Required<MaintenanceWindow>[];
   };
 }
 

@@ -12,6 +12,7 @@ import logging
 
 from redis.asyncio.client import PubSub
 
+from queue_manager_server.components.pause_timer import PauseTimer
 from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.engine.clients import Client
@@ -43,6 +44,7 @@ class Notifier:
         events: EventWatchers | None = None,
         control: WorkerControl | None = None,
         pulls: PullWaiters | None = None,
+        pause_timer: PauseTimer | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -53,6 +55,7 @@ class Notifier:
         self.events = events
         self.control = control
         self.pulls = pulls
+        self.pause_timer = pause_timer
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -71,7 +74,8 @@ class Notifier:
         for a run the server timed out (time_out.lua);
         ``s <queue> <due ms>``: a schedule was created or changed and falls due then; ``j <queue> <id>
         <state>``: a job some WaitForJob of this process may follow changed state; ``x <queue>``: a watched
-        queue was deleted (its WatchJobEvents calls end)."""
+        queue was deleted (its WatchJobEvents calls end); ``p <queue> <resume ms>``: a timed pause of the
+        queue or one of its groups lifts then."""
         if len(parts) < 2:
             return
         queue = parts[1].decode()
@@ -92,6 +96,10 @@ class Notifier:
         if parts[0] == b"s":  # ``s <queue> <due ms>``: a schedule was set; no job to hand out yet
             if self.scheduler is not None and len(parts) == 3:
                 self.scheduler.schedule(queue, int(parts[2]))
+            return
+        if parts[0] == b"p":  # ``p <queue> <resume ms>``: a timed pause was given; nothing to hand out yet
+            if self.pause_timer is not None and len(parts) == 3:
+                self.pause_timer.schedule(queue, int(parts[2]))
             return
         if self.pulls is not None:  # waiting fetches (FetchJobs) claim again after any event of the queue
             self.pulls.wake(queue)

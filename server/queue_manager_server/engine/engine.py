@@ -321,8 +321,11 @@ class Engine:
             QueueRecord(n, {_s(k): v for k, v in r.items()}) for n, r in zip(names, rows, strict=True) if r
         ]
 
-    async def set_paused(self, name: str, paused: bool) -> None:
-        if await self.scripts.run("set_paused", [self.keys(name).meta], ["1" if paused else "0"]) == NO_QUEUE:
+    async def set_paused(self, name: str, paused: bool, until_ms: int = 0) -> None:
+        """Pauses the queue (until `until_ms`, Redis time, when not 0: engine/pauses.py lifts it) or resumes
+        it; a resume, or a pause without a time, clears a timed pause's time."""
+        args = ["1" if paused else "0", until_ms if paused else 0]
+        if await self.scripts.run("set_paused", [self.keys(name).meta], args) == NO_QUEUE:
             raise QueueNotFound(name)
         await self.notify_waiting(name)
 

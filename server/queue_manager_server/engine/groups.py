@@ -47,6 +47,7 @@ class GroupInfo:
     own: Limits | None
     default: Limits
     paused: bool = False
+    paused_until_ms: int = 0  # when its timed pause lifts (Redis time); 0 for none
 
     @property
     def limits(self) -> Limits:
@@ -69,9 +70,15 @@ class Groups:
         default = Limits.parse(r[1]) or Limits()
         out = [
             GroupInfo(
-                _s(r[i]), int(r[i + 1]), int(r[i + 2]), Limits.parse(r[i + 3]), default, int(r[i + 4]) == 1
+                _s(r[i]),
+                int(r[i + 1]),
+                int(r[i + 2]),
+                Limits.parse(r[i + 3]),
+                default,
+                int(r[i + 4]) == 1,
+                _ms(r[i + 5]),
             )
-            for i in range(2, len(r), 5)
+            for i in range(2, len(r), 6)
         ]
         return out, int(r[0])
 
@@ -90,10 +97,12 @@ class Groups:
         ]
         return _info(queue, group, await self.scripts.run("set_group_limits", [k.meta], args))
 
-    async def set_group_paused(self, queue: str, group: str, paused: bool) -> GroupInfo:
-        """Pauses the group (its jobs are added, none starts) or resumes it."""
+    async def set_group_paused(self, queue: str, group: str, paused: bool, until_ms: int = 0) -> GroupInfo:
+        """Pauses the group (its jobs are added, none starts), until `until_ms` (Redis time) when not 0
+        (engine/pauses.py lifts it), or resumes it; a resume or a pause without a time clears the time."""
         k = self.engine.keys(queue)
-        r = await self.scripts.run("set_group_paused", [k.meta], [group, "1" if paused else "0"])
+        args = [group, "1" if paused else "0", until_ms if paused else 0]
+        r = await self.scripts.run("set_group_paused", [k.meta], args)
         return _info(queue, group, r)
 
 
@@ -102,8 +111,20 @@ def _info(queue: str, group: str, r: Any) -> GroupInfo:
     if int(r[0]) == NO_QUEUE:
         raise QueueNotFound(queue)
     return GroupInfo(
-        group, int(r[0]), int(r[1]), Limits.parse(r[2]), Limits.parse(r[3]) or Limits(), int(r[4]) == 1
+        group,
+        int(r[0]),
+        int(r[1]),
+        Limits.parse(r[2]),
+        Limits.parse(r[3]) or Limits(),
+        int(r[4]) == 1,
+        _ms(r[5]),
     )
+
+
+def _ms(v: Any) -> int:
+    """A resume time as the scripts answer it (a score, "" for none) in whole ms; 0 for none."""
+    text = _s(v)
+    return int(float(text)) if text else 0
 
 
 def _s(v: Any) -> str:

@@ -26,7 +26,11 @@ class QueueKeys:
 
     @property
     def meta(self) -> str:
-        """hash: settings (flattened for Lua), paused flag, stalled_total, config blob."""
+        """hash: settings (flattened for Lua), paused flag, stalled_total, config blob. The paused flag
+        holds while an operator's pause (``pman``; ``paused_until``, ms: when a timed one lifts) or a
+        maintenance window (``pwin``: when it ends) does; ``mwin`` is the windows' digest, ``mwapplied`` the
+        one last applied, ``mwb`` the next window boundary and ``mwnext`` the next window's start
+        (windows.py, set_window.lua)."""
         return f"{self.base}:meta"
 
     @property
@@ -55,7 +59,8 @@ class QueueKeys:
         ``gdelay`` (zset: ``<level>:<group>`` -> when its next token is due, ms), ``gpark`` (hash: groups held
         back at their concurrency limit), ``gwaiting`` / ``gact`` (hashes: group -> waiting / active jobs),
         ``glimits`` (hash: group -> "concurrency rate-max rate-ms max-size", its own limits), ``gtok`` (hash:
-        group -> "tokens ms", its token bucket), ``gpaused`` (hash: paused groups); meta ``gw`` counts the
+        group -> "tokens ms", its token bucket), ``gpaused`` (hash: paused groups),
+        ``gpuntil`` (zset: group -> when its timed pause lifts, ms); meta ``gw`` counts the
         waiting jobs of all groups, ``gturn`` the rotation's turns, ``g_paused`` the paused groups, ``g_conc``
         / ``g_rl_max`` / ``g_rl_ms`` / ``g_max`` the queue's group limits (``g_max_own``: some group has a max
         size of its own)."""

@@ -89,6 +89,8 @@ def parse_metrics(name: str, r: Sequence[Any]) -> Metrics | None:
         dead_letter_queue=_s(r[22]),
         raised_total=_i(r[23]),
         timed_out_total=_i(r[24]),
+        paused_until_ms=_i(r[25]) if paused else 0,
+        maintenance_until_ms=_i(r[26]),
     )
 
 

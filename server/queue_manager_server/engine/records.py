@@ -268,6 +268,21 @@ class QueueRecord:
     def created_ms(self) -> int:
         return int(self.fields.get("created", b"0"))
 
+    @property
+    def paused_until_ms(self) -> int:
+        """When a timed pause lifts by itself (Redis time, ms); 0 for none."""
+        return int(self.fields.get("paused_until", b"0"))
+
+    @property
+    def maintenance_until_ms(self) -> int:
+        """When the maintenance window holding the queue ends (Redis time, ms); 0 outside the windows."""
+        return int(self.fields.get("pwin", b"0"))
+
+    @property
+    def next_maintenance_ms(self) -> int:
+        """When the next maintenance window starts (Redis time, ms); 0 for none."""
+        return int(self.fields.get("mwnext", b"0"))
+
 
 @dataclass(slots=True)
 class Metrics:
@@ -305,6 +320,8 @@ class Metrics:
     oldest_ready_ms: int = -1  # since when the longest-waiting ready job has been ready; -1: none
     rate_limit_tokens: float = 0.0
     held_until_ms: int = 0  # 0: no retry-after hold
+    paused_until_ms: int = 0  # when a timed pause lifts (PauseQueueRequest.resume_after); 0: none
+    maintenance_until_ms: int = 0  # when the maintenance window holding the queue ends; 0: none
     expired_total: int = 0  # jobs a claim found past their expiry (ended cancelled)
     groups: int = 0  # fairness groups with jobs waiting or active, or limits of their own
     groups_paused: int = 0  # fairness groups paused (PauseGroup)

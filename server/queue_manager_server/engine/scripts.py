@@ -138,6 +138,8 @@ class Scripts:
         "promote",
         "age_waiting",  # priority bounds (engine/aging.py)
         "expire_waiting",  # the expiry sweep (components/expiry.py)
+        "resume_due",  # timed pauses (engine/pauses.py)
+        "set_window",  # maintenance windows (windows.py)
         "register_queue",
         "set_paused",
         "metrics",

@@ -23,6 +23,7 @@ def _group_out(g: GroupInfo) -> types_pb2.GroupInfo:
         ),
         custom_limits=g.own is not None,
         paused=g.paused,
+        paused_until=convert.ms_timestamp(g.paused_until_ms) if g.paused_until_ms else None,
     )
 
 
@@ -63,7 +64,14 @@ class GroupHandlers:
         self, request: pb.PauseGroupRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseGroupResponse:
         queue, group = validate.queue_name(request.queue_name), validate.group(request.group, "group")
-        return pb.PauseGroupResponse(group=_group_out(await self.groups.set_group_paused(queue, group, True)))
+        after = request.resume_after if request.HasField("resume_after") else None
+        at = request.resume_at if request.HasField("resume_at") else None
+        until = 0
+        if after is not None or at is not None:
+            # The queue's own Redis clock, which resume_due.lua compares the time with.
+            until = validate.resume_time_ms(after, at, await self.groups.engine.redis_time_ms(queue))
+        info = await self.groups.set_group_paused(queue, group, True, until)
+        return pb.PauseGroupResponse(group=_group_out(info))
 
     @unary
     async def ResumeGroup(

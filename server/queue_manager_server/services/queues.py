@@ -10,6 +10,7 @@ from queue_manager_server import convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
+from queue_manager_server.windows import MaintenanceWindows
 
 _CLEANABLE = {"completed", "failed", "cancelled", "waiting", "paused", "delayed"}
 
@@ -29,6 +30,8 @@ class QueueAdmin:
         if dlq == name:
             raise InvalidArgument("config.dead_letter_queue", "a queue cannot be its own dead-letter queue")
         created, _ = await self.engine.register_queue(name, fields)
+        # The windows hold (or free) the queue at once, and every server's timer learns their next boundary.
+        await MaintenanceWindows(self.engine).apply(name)
         if dlq:
             dlq_fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
             await self.engine.register_queue(dlq, dlq_fields, only_if_missing=True)
@@ -53,18 +56,23 @@ class QueueAdmin:
     async def PauseQueue(
         self, request: pb.PauseQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.PauseQueueResponse:
-        return pb.PauseQueueResponse(queue=await self._set_paused(request.name, True))
+        name = validate.queue_name(request.name, "name")
+        after = request.resume_after if request.HasField("resume_after") else None
+        at = request.resume_at if request.HasField("resume_at") else None
+        until = 0
+        if after is not None or at is not None:
+            # The queue's own Redis clock, which resume_due.lua compares the time with.
+            until = validate.resume_time_ms(after, at, await self.engine.redis_time_ms(name))
+        await self.engine.set_paused(name, True, until)
+        return pb.PauseQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
 
     @unary
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeQueueResponse:
-        return pb.ResumeQueueResponse(queue=await self._set_paused(request.name, False))
-
-    async def _set_paused(self, name: str, paused: bool) -> types_pb2.Queue:
-        name = validate.queue_name(name, "name")
-        await self.engine.set_paused(name, paused)
-        return convert.queue_out(await self.engine.get_queue(name))
+        name = validate.queue_name(request.name, "name")
+        await self.engine.set_paused(name, False)
+        return pb.ResumeQueueResponse(queue=convert.queue_out(await self.engine.get_queue(name)))
 
     @unary
     async def CleanQueue(

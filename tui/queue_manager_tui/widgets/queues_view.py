@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -137,7 +137,7 @@ def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) ->
     error_style = "bold red" if metrics.error_rate >= ERROR_RATE_ALERT else ""
     return [
         literal(metrics.queue_name, "bold"),
-        Text("PAUSED", style="bold yellow") if paused else Text("run", style="green"),
+        Text(_paused_text(metrics), style="bold yellow") if paused else Text("run", style="green"),
         number(fmt_count(metrics.paused if paused else metrics.waiting)),
         number(fmt_count(metrics.active), "green" if metrics.active else ""),
         number(fmt_count(metrics.delayed)),
@@ -151,6 +151,17 @@ def _row(metrics: QueueMetrics, series: list[float], limit: RateLimit | None) ->
         number(f"{metrics.workers}" if metrics.workers else NONE, "" if metrics.workers else "dim"),
         number(_limit(metrics, limit)),
     ]
+
+
+def _paused_text(metrics: QueueMetrics) -> str:
+    """A paused queue's state: ``PAUSED``, ``paused until 02:00:00`` for a timed pause (UTC, as every time
+    here), ``in maintenance until 04:00:00`` inside a maintenance window, or both (each lifts by itself)."""
+    parts = []
+    if metrics.paused_until is not None:
+        parts.append(f"paused until {metrics.paused_until.astimezone(UTC):%H:%M:%S}")
+    if metrics.maintenance_until is not None:
+        parts.append(f"in maintenance until {metrics.maintenance_until.astimezone(UTC):%H:%M:%S}")
+    return ", ".join(parts) or "PAUSED"
 
 
 def _limit(metrics: QueueMetrics, limit: RateLimit | None) -> str:
@@ -168,7 +179,7 @@ def _title(metrics: QueueMetrics, series: list[float]) -> Text:
     title = Text()
     title.append(metrics.queue_name, style="bold")
     if metrics.is_paused:
-        title.append("  PAUSED", style="bold yellow")
+        title.append(f"  {_paused_text(metrics)}", style="bold yellow")
     title.append(f"  completed per interval, last {len(series)}: ", style="dim")
     title.append(f"max {max(series, default=0):.0f}", style="dim")
     return title

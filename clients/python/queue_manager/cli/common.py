@@ -132,6 +132,40 @@ def span_ms(low: int, high: int | None) -> Callable[[str], int]:
     return parse
 
 
+# The longest timed pause the server takes (``--for``; PauseQueueRequest.resume_after).
+MAX_PAUSE_MS = 366 * 86_400_000
+
+
+def add_pause_time(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--for DURATION`` / ``--until TIME`` of ``qm queues pause`` and ``qm groups pause``: a pause that
+    lifts by itself (at most one of the two)."""
+    timed = parser.add_mutually_exclusive_group()
+    timed.add_argument(
+        "--for",
+        dest="resume_after",
+        type=span_ms(1, MAX_PAUSE_MS),
+        metavar="DURATION",
+        help=f"resume the {what} by itself after this long (15m, 2h, 1d; at most 366d)",
+    )
+    timed.add_argument(
+        "--until",
+        dest="resume_at",
+        type=iso_time,
+        metavar="TIME",
+        help=f"resume the {what} by itself at this ISO 8601 time (2026-12-08T02:00:00Z; no zone: local time)",
+    )
+
+
+def iso_time(text: str) -> datetime:
+    """An argparse ``type``: an ISO 8601 time (``--at``, ``--until``)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 time such as 2030-01-31T08:00:00+01:00, got {text!r}"
+        ) from None
+
+
 def duration_text(ms: int) -> str:
     """Milliseconds as a duration flag takes them, in the largest unit that holds them whole: 5m, 2h, 90s,
     1500ms."""

@@ -8,6 +8,7 @@ from typing import Any
 from queue_manager.cli.common import (
     UINT32_MAX,
     UsageError,
+    add_pause_time,
     bounded_int,
     client,
     option,
@@ -104,6 +105,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resume = groups.add_parser(
         "resume", help="resume a paused group: its waiting jobs take their turns again at once"
     )
+    add_pause_time(pause, "group")
     for action, sub in (("pause", pause), ("resume", resume)):
         sub.add_argument("queue")
         sub.add_argument("group", type=group_name)
@@ -157,7 +159,7 @@ def _limit(args: argparse.Namespace) -> int:
 def _pause_or_resume(args: argparse.Namespace) -> int:
     with client(args) as qm:
         if args.command == "groups pause":
-            info = qm.pause_group(args.queue, args.group)
+            info = qm.pause_group(args.queue, args.group, args.resume_after, args.resume_at)
         else:
             info = qm.resume_group(args.queue, args.group)
     if args.output == "json":
@@ -170,11 +172,14 @@ def _pause_or_resume(args: argparse.Namespace) -> int:
 def _row(info: GroupInfo) -> dict[str, Any]:
     """A group as a table row: its limits as the flags take them (0 and "" mean none)."""
     limits = plain(info.limits)
+    paused = "yes" if info.paused else ""
+    if info.paused_until is not None:
+        paused = f"until {info.paused_until.isoformat()}"
     return {
         "group": info.name,
         "waiting": info.waiting,
         "active": info.active,
-        "paused": "yes" if info.paused else "",
+        "paused": paused,
         "concurrency": limits["concurrency"] or "",
         "rate": rate_text(limits["rate_limit"]),
         "max_size": limits["max_size"] or "",

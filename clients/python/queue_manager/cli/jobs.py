@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from typing import Any
 
 from queue_manager.cli import search
@@ -15,6 +14,7 @@ from queue_manager.cli.common import (
     UsageError,
     add_attempts_and_timeout,
     client,
+    iso_time,
     job_options,
     key_value,
     milliseconds,
@@ -417,16 +417,6 @@ def _promote(args: argparse.Namespace) -> int:
         job = qm.promote_job(args.queue, args.job_id)
     show(args, plain(job))
     return 0
-
-
-def iso_time(text: str) -> datetime:
-    """An argparse ``type``: an ISO 8601 time (``--at``)."""
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an ISO 8601 time such as 2030-01-31T08:00:00+01:00, got {text!r}"
-        ) from None
 
 
 def _reschedule(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from queue_manager.bounds import priority_bounds_to_proto
 from queue_manager.cli.common import (
     UINT32_MAX,
     UsageError,
+    add_pause_time,
     bounded_int,
     client,
     duration_text,
@@ -23,6 +24,7 @@ from queue_manager.cli.common import (
     rate_text,
     show,
     size_limit,
+    span_ms,
 )
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
@@ -84,6 +86,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     for action, text in (("pause", "pause a queue"), ("resume", "resume a queue")):
         sub = queues.add_parser(action, help=text)
         sub.add_argument("queue")
+        if action == "pause":
+            add_pause_time(sub, "queue")
         sub.set_defaults(command=f"queues {action}", handler=_action)
     add_metrics_parser(queues)
     clean = queues.add_parser("clean", help="remove old jobs of one state")
@@ -125,14 +129,19 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     with client(args) as qm:
         queue = plain(qm.get_queue(validate_queue_name(args.queue)))
-    show(args, queue if args.output == "json" else _queue_row(queue))
+    if args.output == "json":
+        show(args, queue)
+        return 0
+    # The pause's and the windows' times only when there are some: the table keeps its width without.
+    times = ("paused_until", "maintenance_until", "next_maintenance_time")
+    show(args, {k: v for k, v in _queue_row(queue).items() if k not in times or v is not None})
     return 0
 
 
 def _action(args: argparse.Namespace) -> int:
     with client(args) as qm:
         if args.command == "queues pause":
-            result = plain(qm.pause_queue(args.queue))
+            result = plain(qm.pause_queue(args.queue, args.resume_after, args.resume_at))
         else:
             result = plain(qm.resume_queue(args.queue))
     show(args, result)
@@ -237,7 +246,35 @@ def _add_register(queues: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="most jobs of each fairness group waiting; an add beyond it is refused (0 or off: no limit); "
         "a group's own limits (qm groups limit) replace it for that group",
     )
+    windows = register.add_mutually_exclusive_group()
+    windows.add_argument(
+        "--maintenance-window",
+        action="append",
+        type=maintenance_window,
+        metavar="'CRON|DURATION[|ZONE]'",
+        help="a recurring window in which the queue starts no job, such as '0 2 * * SUN|2h|Europe/Paris' "
+        "(cron as schedules take it; DURATION 1s to 31d; ZONE an IANA time zone, default UTC); repeat for "
+        "several: the ones given replace the queue's windows",
+    )
+    windows.add_argument(
+        "--no-maintenance-windows", action="store_true", help="remove the queue's maintenance windows"
+    )
     register.set_defaults(command="queues register", handler=_register)
+
+
+def maintenance_window(text: str) -> types_pb2.MaintenanceWindow:
+    """``--maintenance-window CRON|DURATION[|ZONE]`` as the window it gives (the server checks the cron and
+    the zone)."""
+    parts = text.split("|")
+    if len(parts) not in (2, 3) or not parts[0].strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not CRON|DURATION[|ZONE], such as '0 2 * * SUN|2h|Europe/Paris'"
+        )
+    ms = span_ms(1000, 31 * 86_400_000)(parts[1].strip())
+    zone = parts[2].strip() if len(parts) == 3 else ""
+    window = types_pb2.MaintenanceWindow(cron=parts[0].strip(), timezone=zone)
+    window.duration.FromMilliseconds(ms)
+    return window
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -320,6 +357,9 @@ def _apply_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> Non
         del config.priority_bounds[:]
         priority_bounds_to_proto(bounds, config)
     _apply_group_flags(args, config)
+    if args.no_maintenance_windows or args.maintenance_window:
+        del config.maintenance_windows[:]
+        config.maintenance_windows.extend(args.maintenance_window or [])
 
 
 def _apply_group_flags(args: argparse.Namespace, config: types_pb2.QueueConfig) -> None:
@@ -365,12 +405,24 @@ def _queue_row(queue: dict[str, Any]) -> dict[str, Any]:
     bounds = config.get("priority_bounds") or {}
     return {
         **queue,
+        "paused": _paused_cell(queue),
         "dead_letter_queue": config.get("dead_letter_queue", ""),
         "rate_limit": rate_text(rate),
         "max_wait": ",".join(f"{level}={duration_text(ms)}" for level, ms in bounds.items()),
         "max_size": config.get("max_size") or "",
         "group_limits": group_limits_text(config.get("group_limits")),
     }
+
+
+def _paused_cell(queue: dict[str, Any]) -> Any:
+    """Whether the queue is paused, and until when: ``until T`` (a timed pause), ``in maintenance until T``
+    (a maintenance window), both, or the flag alone."""
+    parts = []
+    if queue.get("paused_until"):
+        parts.append(f"until {queue['paused_until']}")
+    if queue.get("maintenance_until"):
+        parts.append(f"in maintenance until {queue['maintenance_until']}")
+    return "; ".join(parts) if parts else queue.get("paused")
 
 
 def group_limits_text(limits: dict[str, Any] | None) -> str:

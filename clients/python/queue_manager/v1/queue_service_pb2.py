@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from queue_manager.v1 import external_events_pb2 as queue__manager_dot_v1_dot_external__events__pb2
 from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
 from queue_manager.v1 import metrics_pb2 as queue__manager_dot_v1_dot_metrics__pb2
@@ -32,79 +33,79 @@ from queue_manager.v1 import types_pb2 as queue__manager_dot_v1_dot_types__pb2
 from queue_manager.v1 import workflows_pb2 as queue__manager_dot_v1_dot_workflows__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a&queue_manager/v1/external_events.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"S\n\x14RegisterQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1d.queue_manager.v1.QueueConfig\"P\n\x15RegisterQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x13\n\x11ListQueuesRequest\"=\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.queue_manager.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12PauseQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13ResumeQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x85\x01\n\x11\x43leanQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.queue_manager.v1.JobState\x12\r\n\x05limit\x18\x04 \x01(\r\"%\n\x12\x43leanQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\":\n\x11\x44rainQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_delayed\x18\x02 \x01(\x08\"%\n\x12\x44rainQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"N\n\x11ListGroupsRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"n\n\x12ListGroupsResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.queue_manager.v1.GroupInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"x\n\x15SetGroupLimitsRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.queue_manager.v1.GroupLimits\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\"D\n\x16SetGroupLimitsResponse\x12*\n\x05group\x18\x01 \x01(\x0b\x32\x1b.queue_manager.v1.GroupInfo\"6\n\x11PauseGroupRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\"@\n\x12PauseGroupResponse\x12*\n\x05group\x18\x01 \x01(\x0b\x32\x1b.queue_manager.v1.GroupInfo\"7\n\x12ResumeGroupRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\"A\n\x13ResumeGroupResponse\x12*\n\x05group\x18\x01 \x01(\x0b\x32\x1b.queue_manager.v1.GroupInfo\"5\n\x16ObliterateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"*\n\x17ObliterateQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"?\n\x16GetQueueMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"J\n\x17GetQueueMetricsResponse\x12/\n\x07metrics\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.QueueMetrics\"\xa6\x01\n\x19RedriveDeadLettersRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x16\n\x0eoriginal_queue\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0f\n\x07job_ids\x18\x04 \x03(\t\x12\x14\n\x0creplace_data\x18\x05 \x01(\x08\x12\'\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x19.queue_manager.v1.Payload\"\xa4\x01\n\x1aRedriveDeadLettersResponse\x12/\n\x06queues\x18\x01 \x03(\x0b\x32\x1f.queue_manager.v1.RedrivenQueue\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12.\n\x07skipped\x18\x03 \x03(\x0b\x32\x1d.queue_manager.v1.RedriveSkip\x12\x16\n\x0emissing_queues\x18\x04 \x03(\t\"e\n\rRedrivenQueue\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07retried\x18\x03 \x01(\x04\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x04 \x01(\x04\x12\x11\n\tunchanged\x18\x05 \x01(\x04\"-\n\x0bRedriveSkip\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"u\n\x14\x43ontrolWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x35\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32%.queue_manager.v1.WorkerControlAction\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\"~\n\x15\x43ontrolWorkerResponse\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.queue_manager.v1.WorkerState\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08*\xca\x01\n\x13WorkerControlAction\x12%\n!WORKER_CONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWORKER_CONTROL_ACTION_QUIET\x10\x01\x12 \n\x1cWORKER_CONTROL_ACTION_RESUME\x10\x02\x12\x1e\n\x1aWORKER_CONTROL_ACTION_STOP\x10\x03\x12)\n%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x04\x32\xac*\n\x0cQueueService\x12`\n\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a\'.queue_manager.v1.RegisterQueueResponse\x12Q\n\x08GetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n\nListQueues\x12#.queue_manager.v1.ListQueuesRequest\x1a$.queue_manager.v1.ListQueuesResponse\x12W\n\nPauseQueue\x12#.queue_manager.v1.PauseQueueRequest\x1a$.queue_manager.v1.PauseQueueResponse\x12Z\n\x0bResumeQueue\x12$.queue_manager.v1.ResumeQueueRequest\x1a%.queue_manager.v1.ResumeQueueResponse\x12W\n\nCleanQueue\x12#.queue_manager.v1.CleanQueueRequest\x1a$.queue_manager.v1.CleanQueueResponse\x12W\n\nDrainQueue\x12#.queue_manager.v1.DrainQueueRequest\x1a$.queue_manager.v1.DrainQueueResponse\x12\x66\n\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12W\n\nListGroups\x12#.queue_manager.v1.ListGroupsRequest\x1a$.queue_manager.v1.ListGroupsResponse\x12\x63\n\x0eSetGroupLimits\x12\'.queue_manager.v1.SetGroupLimitsRequest\x1a(.queue_manager.v1.SetGroupLimitsResponse\x12W\n\nPauseGroup\x12#.queue_manager.v1.PauseGroupRequest\x1a$.queue_manager.v1.PauseGroupResponse\x12Z\n\x0bResumeGroup\x12$.queue_manager.v1.ResumeGroupRequest\x1a%.queue_manager.v1.ResumeGroupResponse\x12\x66\n\x0fGetQueueMetrics\x12(.queue_manager.v1.GetQueueMetricsRequest\x1a).queue_manager.v1.GetQueueMetricsResponse\x12`\n\rGetAllMetrics\x12&.queue_manager.v1.GetAllMetricsRequest\x1a\'.queue_manager.v1.GetAllMetricsResponse\x12_\n\x0cWatchMetrics\x12%.queue_manager.v1.WatchMetricsRequest\x1a&.queue_manager.v1.WatchMetricsResponse0\x01\x12Z\n\x0bListWorkers\x12$.queue_manager.v1.ListWorkersRequest\x1a%.queue_manager.v1.ListWorkersResponse\x12K\n\x06\x41\x64\x64Job\x12\x1f.queue_manager.v1.AddJobRequest\x1a .queue_manager.v1.AddJobResponse\x12Z\n\x0b\x41\x64\x64JobBatch\x12$.queue_manager.v1.AddJobBatchRequest\x1a%.queue_manager.v1.AddJobBatchResponse\x12\x61\n\x0c\x41\x64\x64JobStream\x12%.queue_manager.v1.AddJobStreamRequest\x1a&.queue_manager.v1.AddJobStreamResponse(\x01\x30\x01\x12P\n\x07\x41\x64\x64\x42ulk\x12 .queue_manager.v1.AddBulkRequest\x1a!.queue_manager.v1.AddBulkResponse(\x01\x12K\n\x06GetJob\x12\x1f.queue_manager.v1.GetJobRequest\x1a .queue_manager.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.queue_manager.v1.ListJobsRequest\x1a\".queue_manager.v1.ListJobsResponse\x12T\n\tRemoveJob\x12\".queue_manager.v1.RemoveJobRequest\x1a#.queue_manager.v1.RemoveJobResponse\x12W\n\nGetJobLogs\x12#.queue_manager.v1.GetJobLogsRequest\x1a$.queue_manager.v1.GetJobLogsResponse\x12Y\n\nWaitForJob\x12#.queue_manager.v1.WaitForJobRequest\x1a$.queue_manager.v1.WaitForJobResponse0\x01\x12T\n\tCancelJob\x12\".queue_manager.v1.CancelJobRequest\x1a#.queue_manager.v1.CancelJobResponse\x12Q\n\x08RetryJob\x12!.queue_manager.v1.RetryJobRequest\x1a\".queue_manager.v1.RetryJobResponse\x12\x66\n\x0fRetryFailedJobs\x12(.queue_manager.v1.RetryFailedJobsRequest\x1a).queue_manager.v1.RetryFailedJobsResponse\x12W\n\nPromoteJob\x12#.queue_manager.v1.PromoteJobRequest\x1a$.queue_manager.v1.PromoteJobResponse\x12l\n\x11\x43hangeJobPriority\x12*.queue_manager.v1.ChangeJobPriorityRequest\x1a+.queue_manager.v1.ChangeJobPriorityResponse\x12`\n\rUpdateJobData\x12&.queue_manager.v1.UpdateJobDataRequest\x1a\'.queue_manager.v1.UpdateJobDataResponse\x12\x66\n\x0f\x45xecuteWorkflow\x12(.queue_manager.v1.ExecuteWorkflowRequest\x1a).queue_manager.v1.ExecuteWorkflowResponse\x12Z\n\x0bGetWorkflow\x12$.queue_manager.v1.GetWorkflowRequest\x1a%.queue_manager.v1.GetWorkflowResponse\x12`\n\rListWorkflows\x12&.queue_manager.v1.ListWorkflowsRequest\x1a\'.queue_manager.v1.ListWorkflowsResponse\x12\x63\n\x0e\x43\x61ncelWorkflow\x12\'.queue_manager.v1.CancelWorkflowRequest\x1a(.queue_manager.v1.CancelWorkflowResponse\x12\x63\n\x0eUpsertSchedule\x12\'.queue_manager.v1.UpsertScheduleRequest\x1a(.queue_manager.v1.UpsertScheduleResponse\x12Z\n\x0bGetSchedule\x12$.queue_manager.v1.GetScheduleRequest\x1a%.queue_manager.v1.GetScheduleResponse\x12`\n\rListSchedules\x12&.queue_manager.v1.ListSchedulesRequest\x1a\'.queue_manager.v1.ListSchedulesResponse\x12\x63\n\x0e\x44\x65leteSchedule\x12\'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponse\x12\x65\n\x0eWatchJobEvents\x12\'.queue_manager.v1.WatchJobEventsRequest\x1a(.queue_manager.v1.WatchJobEventsResponse0\x01\x12`\n\rRescheduleJob\x12&.queue_manager.v1.RescheduleJobRequest\x1a\'.queue_manager.v1.RescheduleJobResponse\x12o\n\x12RedriveDeadLetters\x12+.queue_manager.v1.RedriveDeadLettersRequest\x1a,.queue_manager.v1.RedriveDeadLettersResponse\x12`\n\rRetryWorkflow\x12&.queue_manager.v1.RetryWorkflowRequest\x1a\'.queue_manager.v1.RetryWorkflowResponse\x12W\n\nCancelJobs\x12#.queue_manager.v1.CancelJobsRequest\x1a$.queue_manager.v1.CancelJobsResponse\x12W\n\nRemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponse\x12`\n\rControlWorker\x12&.queue_manager.v1.ControlWorkerRequest\x1a\'.queue_manager.v1.ControlWorkerResponse\x12\x66\n\x0fWaitForChildren\x12(.queue_manager.v1.WaitForChildrenRequest\x1a).queue_manager.v1.WaitForChildrenResponse\x12T\n\tFetchJobs\x12\".queue_manager.v1.FetchJobsRequest\x1a#.queue_manager.v1.FetchJobsResponse\x12Z\n\x0b\x43ompleteJob\x12$.queue_manager.v1.CompleteJobRequest\x1a%.queue_manager.v1.CompleteJobResponse\x12N\n\x07\x46\x61ilJob\x12 .queue_manager.v1.FailJobRequest\x1a!.queue_manager.v1.FailJobResponse\x12\x63\n\x0e\x45xtendJobLease\x12\'.queue_manager.v1.ExtendJobLeaseRequest\x1a(.queue_manager.v1.ExtendJobLeaseResponse\x12l\n\x11ReportJobProgress\x12*.queue_manager.v1.ReportJobProgressRequest\x1a+.queue_manager.v1.ReportJobProgressResponse\x12T\n\tPushEvent\x12\".queue_manager.v1.PushEventRequest\x1a#.queue_manager.v1.PushEventResponse\x12]\n\x0cWaitForEvent\x12%.queue_manager.v1.WaitForEventRequest\x1a&.queue_manager.v1.WaitForEventResponse\x12o\n\x12UpsertEventTrigger\x12+.queue_manager.v1.UpsertEventTriggerRequest\x1a,.queue_manager.v1.UpsertEventTriggerResponse\x12l\n\x11ListEventTriggers\x12*.queue_manager.v1.ListEventTriggersRequest\x1a+.queue_manager.v1.ListEventTriggersResponse\x12o\n\x12\x44\x65leteEventTrigger\x12+.queue_manager.v1.DeleteEventTriggerRequest\x1a,.queue_manager.v1.DeleteEventTriggerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&queue_manager/v1/external_events.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"S\n\x14RegisterQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1d.queue_manager.v1.QueueConfig\"P\n\x15RegisterQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x10GetQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x13\n\x11ListQueuesRequest\"=\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.queue_manager.v1.Queue\"\x81\x01\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0cresume_after\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\tresume_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x12PauseQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13ResumeQueueResponse\x12&\n\x05queue\x18\x01 \x01(\x0b\x32\x17.queue_manager.v1.Queue\"\x85\x01\n\x11\x43leanQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.queue_manager.v1.JobState\x12\r\n\x05limit\x18\x04 \x01(\r\"%\n\x12\x43leanQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\":\n\x11\x44rainQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_delayed\x18\x02 \x01(\x08\"%\n\x12\x44rainQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"N\n\x11ListGroupsRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"n\n\x12ListGroupsResponse\x12+\n\x06groups\x18\x01 \x03(\x0b\x32\x1b.queue_manager.v1.GroupInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"x\n\x15SetGroupLimitsRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.queue_manager.v1.GroupLimits\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\"D\n\x16SetGroupLimitsResponse\x12*\n\x05group\x18\x01 \x01(\x0b\x32\x1b.queue_manager.v1.GroupInfo\"\x96\x01\n\x11PauseGroupRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12/\n\x0cresume_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\tresume_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x12PauseGroupResponse\x12*\n\x05group\x18\x01 \x01(\x0b\x32\x1b.queue_manager.v1.GroupInfo\"7\n\x12ResumeGroupRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\"A\n\x13ResumeGroupResponse\x12*\n\x05group\x18\x01 \x01(\x0b\x32\x1b.queue_manager.v1.GroupInfo\"5\n\x16ObliterateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"*\n\x17ObliterateQueueResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"?\n\x16GetQueueMetricsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"J\n\x17GetQueueMetricsResponse\x12/\n\x07metrics\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.QueueMetrics\"\xa6\x01\n\x19RedriveDeadLettersRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x16\n\x0eoriginal_queue\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0f\n\x07job_ids\x18\x04 \x03(\t\x12\x14\n\x0creplace_data\x18\x05 \x01(\x08\x12\'\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x19.queue_manager.v1.Payload\"\xa4\x01\n\x1aRedriveDeadLettersResponse\x12/\n\x06queues\x18\x01 \x03(\x0b\x32\x1f.queue_manager.v1.RedrivenQueue\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12.\n\x07skipped\x18\x03 \x03(\x0b\x32\x1d.queue_manager.v1.RedriveSkip\x12\x16\n\x0emissing_queues\x18\x04 \x03(\t\"e\n\rRedrivenQueue\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07retried\x18\x03 \x01(\x04\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x04 \x01(\x04\x12\x11\n\tunchanged\x18\x05 \x01(\x04\"-\n\x0bRedriveSkip\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"u\n\x14\x43ontrolWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x35\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32%.queue_manager.v1.WorkerControlAction\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\"~\n\x15\x43ontrolWorkerResponse\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.queue_manager.v1.WorkerState\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08*\xca\x01\n\x13WorkerControlAction\x12%\n!WORKER_CONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWORKER_CONTROL_ACTION_QUIET\x10\x01\x12 \n\x1cWORKER_CONTROL_ACTION_RESUME\x10\x02\x12\x1e\n\x1aWORKER_CONTROL_ACTION_STOP\x10\x03\x12)\n%WORKER_CONTROL_ACTION_SET_CONCURRENCY\x10\x04\x32\xac*\n\x0cQueueService\x12`\n\rRegisterQueue\x12&.queue_manager.v1.RegisterQueueRequest\x1a\'.queue_manager.v1.RegisterQueueResponse\x12Q\n\x08GetQueue\x12!.queue_manager.v1.GetQueueRequest\x1a\".queue_manager.v1.GetQueueResponse\x12W\n\nListQueues\x12#.queue_manager.v1.ListQueuesRequest\x1a$.queue_manager.v1.ListQueuesResponse\x12W\n\nPauseQueue\x12#.queue_manager.v1.PauseQueueRequest\x1a$.queue_manager.v1.PauseQueueResponse\x12Z\n\x0bResumeQueue\x12$.queue_manager.v1.ResumeQueueRequest\x1a%.queue_manager.v1.ResumeQueueResponse\x12W\n\nCleanQueue\x12#.queue_manager.v1.CleanQueueRequest\x1a$.queue_manager.v1.CleanQueueResponse\x12W\n\nDrainQueue\x12#.queue_manager.v1.DrainQueueRequest\x1a$.queue_manager.v1.DrainQueueResponse\x12\x66\n\x0fObliterateQueue\x12(.queue_manager.v1.ObliterateQueueRequest\x1a).queue_manager.v1.ObliterateQueueResponse\x12W\n\nListGroups\x12#.queue_manager.v1.ListGroupsRequest\x1a$.queue_manager.v1.ListGroupsResponse\x12\x63\n\x0eSetGroupLimits\x12\'.queue_manager.v1.SetGroupLimitsRequest\x1a(.queue_manager.v1.SetGroupLimitsResponse\x12W\n\nPauseGroup\x12#.queue_manager.v1.PauseGroupRequest\x1a$.queue_manager.v1.PauseGroupResponse\x12Z\n\x0bResumeGroup\x12$.queue_manager.v1.ResumeGroupRequest\x1a%.queue_manager.v1.ResumeGroupResponse\x12\x66\n\x0fGetQueueMetrics\x12(.queue_manager.v1.GetQueueMetricsRequest\x1a).queue_manager.v1.GetQueueMetricsResponse\x12`\n\rGetAllMetrics\x12&.queue_manager.v1.GetAllMetricsRequest\x1a\'.queue_manager.v1.GetAllMetricsResponse\x12_\n\x0cWatchMetrics\x12%.queue_manager.v1.WatchMetricsRequest\x1a&.queue_manager.v1.WatchMetricsResponse0\x01\x12Z\n\x0bListWorkers\x12$.queue_manager.v1.ListWorkersRequest\x1a%.queue_manager.v1.ListWorkersResponse\x12K\n\x06\x41\x64\x64Job\x12\x1f.queue_manager.v1.AddJobRequest\x1a .queue_manager.v1.AddJobResponse\x12Z\n\x0b\x41\x64\x64JobBatch\x12$.queue_manager.v1.AddJobBatchRequest\x1a%.queue_manager.v1.AddJobBatchResponse\x12\x61\n\x0c\x41\x64\x64JobStream\x12%.queue_manager.v1.AddJobStreamRequest\x1a&.queue_manager.v1.AddJobStreamResponse(\x01\x30\x01\x12P\n\x07\x41\x64\x64\x42ulk\x12 .queue_manager.v1.AddBulkRequest\x1a!.queue_manager.v1.AddBulkResponse(\x01\x12K\n\x06GetJob\x12\x1f.queue_manager.v1.GetJobRequest\x1a .queue_manager.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.queue_manager.v1.ListJobsRequest\x1a\".queue_manager.v1.ListJobsResponse\x12T\n\tRemoveJob\x12\".queue_manager.v1.RemoveJobRequest\x1a#.queue_manager.v1.RemoveJobResponse\x12W\n\nGetJobLogs\x12#.queue_manager.v1.GetJobLogsRequest\x1a$.queue_manager.v1.GetJobLogsResponse\x12Y\n\nWaitForJob\x12#.queue_manager.v1.WaitForJobRequest\x1a$.queue_manager.v1.WaitForJobResponse0\x01\x12T\n\tCancelJob\x12\".queue_manager.v1.CancelJobRequest\x1a#.queue_manager.v1.CancelJobResponse\x12Q\n\x08RetryJob\x12!.queue_manager.v1.RetryJobRequest\x1a\".queue_manager.v1.RetryJobResponse\x12\x66\n\x0fRetryFailedJobs\x12(.queue_manager.v1.RetryFailedJobsRequest\x1a).queue_manager.v1.RetryFailedJobsResponse\x12W\n\nPromoteJob\x12#.queue_manager.v1.PromoteJobRequest\x1a$.queue_manager.v1.PromoteJobResponse\x12l\n\x11\x43hangeJobPriority\x12*.queue_manager.v1.ChangeJobPriorityRequest\x1a+.queue_manager.v1.ChangeJobPriorityResponse\x12`\n\rUpdateJobData\x12&.queue_manager.v1.UpdateJobDataRequest\x1a\'.queue_manager.v1.UpdateJobDataResponse\x12\x66\n\x0f\x45xecuteWorkflow\x12(.queue_manager.v1.ExecuteWorkflowRequest\x1a).queue_manager.v1.ExecuteWorkflowResponse\x12Z\n\x0bGetWorkflow\x12$.queue_manager.v1.GetWorkflowRequest\x1a%.queue_manager.v1.GetWorkflowResponse\x12`\n\rListWorkflows\x12&.queue_manager.v1.ListWorkflowsRequest\x1a\'.queue_manager.v1.ListWorkflowsResponse\x12\x63\n\x0e\x43\x61ncelWorkflow\x12\'.queue_manager.v1.CancelWorkflowRequest\x1a(.queue_manager.v1.CancelWorkflowResponse\x12\x63\n\x0eUpsertSchedule\x12\'.queue_manager.v1.UpsertScheduleRequest\x1a(.queue_manager.v1.UpsertScheduleResponse\x12Z\n\x0bGetSchedule\x12$.queue_manager.v1.GetScheduleRequest\x1a%.queue_manager.v1.GetScheduleResponse\x12`\n\rListSchedules\x12&.queue_manager.v1.ListSchedulesRequest\x1a\'.queue_manager.v1.ListSchedulesResponse\x12\x63\n\x0e\x44\x65leteSchedule\x12\'.queue_manager.v1.DeleteScheduleRequest\x1a(.queue_manager.v1.DeleteScheduleResponse\x12\x65\n\x0eWatchJobEvents\x12\'.queue_manager.v1.WatchJobEventsRequest\x1a(.queue_manager.v1.WatchJobEventsResponse0\x01\x12`\n\rRescheduleJob\x12&.queue_manager.v1.RescheduleJobRequest\x1a\'.queue_manager.v1.RescheduleJobResponse\x12o\n\x12RedriveDeadLetters\x12+.queue_manager.v1.RedriveDeadLettersRequest\x1a,.queue_manager.v1.RedriveDeadLettersResponse\x12`\n\rRetryWorkflow\x12&.queue_manager.v1.RetryWorkflowRequest\x1a\'.queue_manager.v1.RetryWorkflowResponse\x12W\n\nCancelJobs\x12#.queue_manager.v1.CancelJobsRequest\x1a$.queue_manager.v1.CancelJobsResponse\x12W\n\nRemoveJobs\x12#.queue_manager.v1.RemoveJobsRequest\x1a$.queue_manager.v1.RemoveJobsResponse\x12`\n\rControlWorker\x12&.queue_manager.v1.ControlWorkerRequest\x1a\'.queue_manager.v1.ControlWorkerResponse\x12\x66\n\x0fWaitForChildren\x12(.queue_manager.v1.WaitForChildrenRequest\x1a).queue_manager.v1.WaitForChildrenResponse\x12T\n\tFetchJobs\x12\".queue_manager.v1.FetchJobsRequest\x1a#.queue_manager.v1.FetchJobsResponse\x12Z\n\x0b\x43ompleteJob\x12$.queue_manager.v1.CompleteJobRequest\x1a%.queue_manager.v1.CompleteJobResponse\x12N\n\x07\x46\x61ilJob\x12 .queue_manager.v1.FailJobRequest\x1a!.queue_manager.v1.FailJobResponse\x12\x63\n\x0e\x45xtendJobLease\x12\'.queue_manager.v1.ExtendJobLeaseRequest\x1a(.queue_manager.v1.ExtendJobLeaseResponse\x12l\n\x11ReportJobProgress\x12*.queue_manager.v1.ReportJobProgressRequest\x1a+.queue_manager.v1.ReportJobProgressResponse\x12T\n\tPushEvent\x12\".queue_manager.v1.PushEventRequest\x1a#.queue_manager.v1.PushEventResponse\x12]\n\x0cWaitForEvent\x12%.queue_manager.v1.WaitForEventRequest\x1a&.queue_manager.v1.WaitForEventResponse\x12o\n\x12UpsertEventTrigger\x12+.queue_manager.v1.UpsertEventTriggerRequest\x1a,.queue_manager.v1.UpsertEventTriggerResponse\x12l\n\x11ListEventTriggers\x12*.queue_manager.v1.ListEventTriggersRequest\x1a+.queue_manager.v1.ListEventTriggersResponse\x12o\n\x12\x44\x65leteEventTrigger\x12+.queue_manager.v1.DeleteEventTriggerRequest\x1a,.queue_manager.v1.DeleteEventTriggerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'queue_manager.v1.queue_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKERCONTROLACTION']._serialized_start=2736
-  _globals['_WORKERCONTROLACTION']._serialized_end=2938
-  _globals['_REGISTERQUEUEREQUEST']._serialized_start=318
-  _globals['_REGISTERQUEUEREQUEST']._serialized_end=401
-  _globals['_REGISTERQUEUERESPONSE']._serialized_start=403
-  _globals['_REGISTERQUEUERESPONSE']._serialized_end=483
-  _globals['_GETQUEUEREQUEST']._serialized_start=485
-  _globals['_GETQUEUEREQUEST']._serialized_end=516
-  _globals['_GETQUEUERESPONSE']._serialized_start=518
-  _globals['_GETQUEUERESPONSE']._serialized_end=576
-  _globals['_LISTQUEUESREQUEST']._serialized_start=578
-  _globals['_LISTQUEUESREQUEST']._serialized_end=597
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=599
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=660
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=662
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=695
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=697
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=757
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=759
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=793
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=795
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=856
-  _globals['_CLEANQUEUEREQUEST']._serialized_start=859
-  _globals['_CLEANQUEUEREQUEST']._serialized_end=992
-  _globals['_CLEANQUEUERESPONSE']._serialized_start=994
-  _globals['_CLEANQUEUERESPONSE']._serialized_end=1031
-  _globals['_DRAINQUEUEREQUEST']._serialized_start=1033
-  _globals['_DRAINQUEUEREQUEST']._serialized_end=1091
-  _globals['_DRAINQUEUERESPONSE']._serialized_start=1093
-  _globals['_DRAINQUEUERESPONSE']._serialized_end=1130
-  _globals['_LISTGROUPSREQUEST']._serialized_start=1132
-  _globals['_LISTGROUPSREQUEST']._serialized_end=1210
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=1212
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=1322
-  _globals['_SETGROUPLIMITSREQUEST']._serialized_start=1324
-  _globals['_SETGROUPLIMITSREQUEST']._serialized_end=1444
-  _globals['_SETGROUPLIMITSRESPONSE']._serialized_start=1446
-  _globals['_SETGROUPLIMITSRESPONSE']._serialized_end=1514
-  _globals['_PAUSEGROUPREQUEST']._serialized_start=1516
-  _globals['_PAUSEGROUPREQUEST']._serialized_end=1570
-  _globals['_PAUSEGROUPRESPONSE']._serialized_start=1572
-  _globals['_PAUSEGROUPRESPONSE']._serialized_end=1636
-  _globals['_RESUMEGROUPREQUEST']._serialized_start=1638
-  _globals['_RESUMEGROUPREQUEST']._serialized_end=1693
-  _globals['_RESUMEGROUPRESPONSE']._serialized_start=1695
-  _globals['_RESUMEGROUPRESPONSE']._serialized_end=1760
-  _globals['_OBLITERATEQUEUEREQUEST']._serialized_start=1762
-  _globals['_OBLITERATEQUEUEREQUEST']._serialized_end=1815
-  _globals['_OBLITERATEQUEUERESPONSE']._serialized_start=1817
-  _globals['_OBLITERATEQUEUERESPONSE']._serialized_end=1859
-  _globals['_GETQUEUEMETRICSREQUEST']._serialized_start=1861
-  _globals['_GETQUEUEMETRICSREQUEST']._serialized_end=1924
-  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_start=1926
-  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_end=2000
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=2003
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=2169
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=2172
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=2336
-  _globals['_REDRIVENQUEUE']._serialized_start=2338
-  _globals['_REDRIVENQUEUE']._serialized_end=2439
-  _globals['_REDRIVESKIP']._serialized_start=2441
-  _globals['_REDRIVESKIP']._serialized_end=2486
-  _globals['_CONTROLWORKERREQUEST']._serialized_start=2488
-  _globals['_CONTROLWORKERREQUEST']._serialized_end=2605
-  _globals['_CONTROLWORKERRESPONSE']._serialized_start=2607
-  _globals['_CONTROLWORKERRESPONSE']._serialized_end=2733
-  _globals['_QUEUESERVICE']._serialized_start=2941
-  _globals['_QUEUESERVICE']._serialized_end=8361
+  _globals['_WORKERCONTROLACTION']._serialized_start=2963
+  _globals['_WORKERCONTROLACTION']._serialized_end=3165
+  _globals['_REGISTERQUEUEREQUEST']._serialized_start=351
+  _globals['_REGISTERQUEUEREQUEST']._serialized_end=434
+  _globals['_REGISTERQUEUERESPONSE']._serialized_start=436
+  _globals['_REGISTERQUEUERESPONSE']._serialized_end=516
+  _globals['_GETQUEUEREQUEST']._serialized_start=518
+  _globals['_GETQUEUEREQUEST']._serialized_end=549
+  _globals['_GETQUEUERESPONSE']._serialized_start=551
+  _globals['_GETQUEUERESPONSE']._serialized_end=609
+  _globals['_LISTQUEUESREQUEST']._serialized_start=611
+  _globals['_LISTQUEUESREQUEST']._serialized_end=630
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=632
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=693
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=696
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=825
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=827
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=887
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=889
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=923
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=925
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=986
+  _globals['_CLEANQUEUEREQUEST']._serialized_start=989
+  _globals['_CLEANQUEUEREQUEST']._serialized_end=1122
+  _globals['_CLEANQUEUERESPONSE']._serialized_start=1124
+  _globals['_CLEANQUEUERESPONSE']._serialized_end=1161
+  _globals['_DRAINQUEUEREQUEST']._serialized_start=1163
+  _globals['_DRAINQUEUEREQUEST']._serialized_end=1221
+  _globals['_DRAINQUEUERESPONSE']._serialized_start=1223
+  _globals['_DRAINQUEUERESPONSE']._serialized_end=1260
+  _globals['_LISTGROUPSREQUEST']._serialized_start=1262
+  _globals['_LISTGROUPSREQUEST']._serialized_end=1340
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=1342
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=1452
+  _globals['_SETGROUPLIMITSREQUEST']._serialized_start=1454
+  _globals['_SETGROUPLIMITSREQUEST']._serialized_end=1574
+  _globals['_SETGROUPLIMITSRESPONSE']._serialized_start=1576
+  _globals['_SETGROUPLIMITSRESPONSE']._serialized_end=1644
+  _globals['_PAUSEGROUPREQUEST']._serialized_start=1647
+  _globals['_PAUSEGROUPREQUEST']._serialized_end=1797
+  _globals['_PAUSEGROUPRESPONSE']._serialized_start=1799
+  _globals['_PAUSEGROUPRESPONSE']._serialized_end=1863
+  _globals['_RESUMEGROUPREQUEST']._serialized_start=1865
+  _globals['_RESUMEGROUPREQUEST']._serialized_end=1920
+  _globals['_RESUMEGROUPRESPONSE']._serialized_start=1922
+  _globals['_RESUMEGROUPRESPONSE']._serialized_end=1987
+  _globals['_OBLITERATEQUEUEREQUEST']._serialized_start=1989
+  _globals['_OBLITERATEQUEUEREQUEST']._serialized_end=2042
+  _globals['_OBLITERATEQUEUERESPONSE']._serialized_start=2044
+  _globals['_OBLITERATEQUEUERESPONSE']._serialized_end=2086
+  _globals['_GETQUEUEMETRICSREQUEST']._serialized_start=2088
+  _globals['_GETQUEUEMETRICSREQUEST']._serialized_end=2151
+  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_start=2153
+  _globals['_GETQUEUEMETRICSRESPONSE']._serialized_end=2227
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=2230
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=2396
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=2399
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=2563
+  _globals['_REDRIVENQUEUE']._serialized_start=2565
+  _globals['_REDRIVENQUEUE']._serialized_end=2666
+  _globals['_REDRIVESKIP']._serialized_start=2668
+  _globals['_REDRIVESKIP']._serialized_end=2713
+  _globals['_CONTROLWORKERREQUEST']._serialized_start=2715
+  _globals['_CONTROLWORKERREQUEST']._serialized_end=2832
+  _globals['_CONTROLWORKERRESPONSE']._serialized_start=2834
+  _globals['_CONTROLWORKERRESPONSE']._serialized_end=2960
+  _globals['_QUEUESERVICE']._serialized_start=3168
+  _globals['_QUEUESERVICE']._serialized_end=8588
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from queue_manager.v1 import metrics_pb2 as _metrics_pb2
@@ -199,21 +200,36 @@ Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
 
 @_typing.final
 class PauseQueueRequest(_message.Message):
-    """PauseQueueRequest names a queue."""
+    """PauseQueueRequest names a queue, and optionally when the pause lifts by itself."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_FIELD_NUMBER: _builtins.int
+    RESUME_AT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Queue name."""
+    @_builtins.property
+    def resume_after(self) -> _duration_pb2.Duration:
+        """Resume the queue by itself this long from now (more than 0, at most 366 days). At most one of
+        resume_after and resume_at; with neither the pause lasts until ResumeQueue. Pausing again replaces the
+        time (or clears it); ResumeQueue before then clears it.
+        """
+
+    @_builtins.property
+    def resume_at(self) -> _timestamp_pb2.Timestamp:
+        """Resume the queue by itself at this time (in the future by the server's clock, at most 366 days ahead)."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        resume_after: _duration_pb2.Duration | None = ...,
+        resume_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resume_after", b"resume_after", "resume_at", b"resume_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "resume_after", b"resume_after", "resume_at", b"resume_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,25 +535,40 @@ Global___SetGroupLimitsResponse: _TypeAlias = SetGroupLimitsResponse  # noqa: Y0
 
 @_typing.final
 class PauseGroupRequest(_message.Message):
-    """PauseGroupRequest names a group to pause."""
+    """PauseGroupRequest names a group to pause, and optionally when the pause lifts by itself."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUE_NAME_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_FIELD_NUMBER: _builtins.int
+    RESUME_AT_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     group: _builtins.str
     """The group (JobOptions.group); it need not have jobs yet."""
+    @_builtins.property
+    def resume_after(self) -> _duration_pb2.Duration:
+        """Resume the group by itself this long from now (more than 0, at most 366 days). At most one of
+        resume_after and resume_at; with neither the pause lasts until ResumeGroup. Pausing again replaces the
+        time (or clears it); ResumeGroup before then clears it.
+        """
+
+    @_builtins.property
+    def resume_at(self) -> _timestamp_pb2.Timestamp:
+        """Resume the group by itself at this time (in the future by the server's clock, at most 366 days ahead)."""
+
     def __init__(
         self,
         *,
         queue_name: _builtins.str = ...,
         group: _builtins.str = ...,
+        resume_after: _duration_pb2.Duration | None = ...,
+        resume_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resume_after", b"resume_after", "resume_at", b"resume_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "queue_name", b"queue_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "queue_name", b"queue_name", "resume_after", b"resume_after", "resume_at", b"resume_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1050,6 +1050,7 @@ class QueueConfig(_message.Message):
     PRIORITY_BOUNDS_FIELD_NUMBER: _builtins.int
     GROUP_LIMITS_FIELD_NUMBER: _builtins.int
     MAX_SIZE_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_WINDOWS_FIELD_NUMBER: _builtins.int
     dead_letter_queue: _builtins.str
     """Name of the queue that receives jobs which failed for good; empty means "dead-letter-queue"."""
     disable_dead_letter: _builtins.bool
@@ -1091,6 +1092,13 @@ class QueueConfig(_message.Message):
         (SetGroupLimits) replace them. Unset means no per-group limit.
         """
 
+    @_builtins.property
+    def maintenance_windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___MaintenanceWindow]:
+        """Recurring maintenance windows: while the server's clock is inside one, the queue starts no job (as if
+        paused: jobs are still added, running jobs finish); outside them it runs. At most 16. A window never
+        lifts a pause given by PauseQueue, and ResumeQueue during a window ends only that pause.
+        """
+
     def __init__(
         self,
         *,
@@ -1104,14 +1112,49 @@ class QueueConfig(_message.Message):
         priority_bounds: _abc.Iterable[Global___PriorityBound] | None = ...,
         group_limits: Global___GroupLimits | None = ...,
         max_size: _builtins.int = ...,
+        maintenance_windows: _abc.Iterable[Global___MaintenanceWindow] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "default_job_options", b"default_job_options", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "max_size", b"max_size", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_letter_queue", b"dead_letter_queue", "default_job_options", b"default_job_options", "disable_dead_letter", b"disable_dead_letter", "failed_retention", b"failed_retention", "group_limits", b"group_limits", "maintenance_windows", b"maintenance_windows", "max_size", b"max_size", "priority_bounds", b"priority_bounds", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueConfig: _TypeAlias = QueueConfig  # noqa: Y015
+
+@_typing.final
+class MaintenanceWindow(_message.Message):
+    """MaintenanceWindow is a recurring span of time in which its queue starts no job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRON_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    cron: _builtins.str
+    """When each window starts: a cron expression, 5 fields (minute hour day-of-month month day-of-week) or 6
+    (seconds first), as Schedule.cron.
+    """
+    timezone: _builtins.str
+    """The IANA time zone the cron expression is read in, such as "Europe/Paris"; empty means UTC."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long each window lasts: 1 second to 31 days."""
+
+    def __init__(
+        self,
+        *,
+        cron: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        timezone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "duration", b"duration", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaintenanceWindow: _TypeAlias = MaintenanceWindow  # noqa: Y015
 
 @_typing.final
 class GroupLimits(_message.Message):
@@ -1159,6 +1202,7 @@ class GroupInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     CUSTOM_LIMITS_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """The group (JobOptions.group)."""
     waiting: _builtins.int
@@ -1173,6 +1217,12 @@ class GroupInfo(_message.Message):
     def limits(self) -> Global___GroupLimits:
         """The limits that apply to it: its own, else the queue's group_limits."""
 
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """When a timed pause (PauseGroupRequest.resume_after / resume_at) lifts by itself; unset for a pause
+        that lasts until ResumeGroup, and for a group that is not paused.
+        """
+
     def __init__(
         self,
         *,
@@ -1182,10 +1232,11 @@ class GroupInfo(_message.Message):
         limits: Global___GroupLimits | None = ...,
         custom_limits: _builtins.bool = ...,
         paused: _builtins.bool = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "paused", b"paused", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "paused", b"paused", "paused_until", b"paused_until", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1233,10 +1284,15 @@ class Queue(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_UNTIL_FIELD_NUMBER: _builtins.int
+    NEXT_MAINTENANCE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Queue name."""
     paused: _builtins.bool
-    """Whether the queue is paused (jobs are added but not started)."""
+    """Whether the queue is paused (jobs are added but not started): by PauseQueue (a timed pause until
+    paused_until), or by a maintenance window (until maintenance_until), or both.
+    """
     @_builtins.property
     def config(self) -> Global___QueueConfig:
         """Its settings, with defaults filled in."""
@@ -1245,6 +1301,24 @@ class Queue(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the queue was first registered."""
 
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """When a timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a pause
+        that lasts until ResumeQueue, and for a queue that is not paused.
+        """
+
+    @_builtins.property
+    def maintenance_until(self) -> _timestamp_pb2.Timestamp:
+        """While a maintenance window (QueueConfig.maintenance_windows) holds the queue: when it ends (windows that
+        overlap or follow each other count as one). Unset outside the windows.
+        """
+
+    @_builtins.property
+    def next_maintenance_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next maintenance window starts (after the current one, inside a window); unset without
+        windows, or when none comes again.
+        """
+
     def __init__(
         self,
         *,
@@ -1252,10 +1326,13 @@ class Queue(_message.Message):
         config: Global___QueueConfig | None = ...,
         paused: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+        maintenance_until: _timestamp_pb2.Timestamp | None = ...,
+        next_maintenance_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "maintenance_until", b"maintenance_until", "next_maintenance_time", b"next_maintenance_time", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "name", b"name", "paused", b"paused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "maintenance_until", b"maintenance_until", "name", b"name", "next_maintenance_time", b"next_maintenance_time", "paused", b"paused", "paused_until", b"paused_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1302,6 +1379,8 @@ class QueueMetrics(_message.Message):
     TIMED_OUT_TOTAL_FIELD_NUMBER: _builtins.int
     RAISED_TOTAL_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_UNTIL_FIELD_NUMBER: _builtins.int
     queue_name: _builtins.str
     """Queue name."""
     waiting: _builtins.int
@@ -1396,6 +1475,18 @@ class QueueMetrics(_message.Message):
     def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriorityLevelMetrics]:
         """The jobs ready to run (waiting or paused) of each priority level, CRITICAL first: all five levels."""
 
+    @_builtins.property
+    def paused_until(self) -> _timestamp_pb2.Timestamp:
+        """When the queue's timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a
+        pause until ResumeQueue, and when the queue is not paused.
+        """
+
+    @_builtins.property
+    def maintenance_until(self) -> _timestamp_pb2.Timestamp:
+        """While a maintenance window (QueueConfig.maintenance_windows) holds the queue: when it ends. Unset
+        outside the windows.
+        """
+
     def __init__(
         self,
         *,
@@ -1434,10 +1525,12 @@ class QueueMetrics(_message.Message):
         timed_out_total: _builtins.int = ...,
         raised_total: _builtins.int = ...,
         memory_bytes: _builtins.int = ...,
+        paused_until: _timestamp_pb2.Timestamp | None = ...,
+        maintenance_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "sample_time", b"sample_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_processing_time", b"average_processing_time", "held_until", b"held_until", "maintenance_until", b"maintenance_until", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused_until", b"paused_until", "sample_time", b"sample_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "memory_bytes", b"memory_bytes", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "queue_name", b"queue_name", "raised_total", b"raised_total", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "timed_out_total", b"timed_out_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "added_total", b"added_total", "average_processing_time", b"average_processing_time", "cancelled", b"cancelled", "completed", b"completed", "completed_last_minute", b"completed_last_minute", "completed_per_second", b"completed_per_second", "completed_total", b"completed_total", "delayed", b"delayed", "error_rate", b"error_rate", "expired_total", b"expired_total", "failed", b"failed", "failed_last_minute", b"failed_last_minute", "failed_per_second", b"failed_per_second", "failed_total", b"failed_total", "free_capacity", b"free_capacity", "groups", b"groups", "groups_paused", b"groups_paused", "held_until", b"held_until", "history", b"history", "is_paused", b"is_paused", "levels", b"levels", "maintenance_until", b"maintenance_until", "memory_bytes", b"memory_bytes", "oldest_waiting_age", b"oldest_waiting_age", "p95_processing_time", b"p95_processing_time", "paused", b"paused", "paused_until", b"paused_until", "queue_name", b"queue_name", "raised_total", b"raised_total", "rate_limit_tokens", b"rate_limit_tokens", "sample_time", b"sample_time", "stalled", b"stalled", "stalled_total", b"stalled_total", "timed_out_total", b"timed_out_total", "waiting", b"waiting", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,7 +19,9 @@
 --   per priority level from the first {ready jobs, ready since (-1: none), ...},
 --   jobs expired since registered (includes/claim.lua), fairness groups known (common.lua 'groups'), groups
 --   paused, the queue's dead-letter queue (meta 'dlq'; '' for none), failed runs since registered that
---   raised and that timed out (stats 'r' and 't', includes/stats.lua)}
+--   raised and that timed out (stats 'r' and 't', includes/stats.lua), when a timed pause lifts (meta
+--   'paused_until', ms; 0 for none: set_paused.lua), when a maintenance window holding it ends (meta 'pwin';
+--   0 for none: set_window.lua)}
 -- Waiting counts the groups' jobs too (meta 'gw'), and so do the levels (meta 'gw<level>') and "ready
 -- since" (the heads of their lists, a few hundred at most).
 -- A job's "ready since" is the latest of its add time, its run-at (a delayed job, a retry's backoff) and when
@@ -32,7 +34,7 @@ if redis.call('EXISTS', meta) == 0 then return {-1} end
 local history_n, recent_n, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local m = redis.call('HMGET', meta, 'paused', 'stalled_total', 'rl_max', 'rl_ms', 'expired_total', 'gw',
-  'g_paused', 'dlq', 'gw1', 'gw2', 'gw3', 'gw4', 'gw5', 'rl_burst')
+  'g_paused', 'dlq', 'gw1', 'gw2', 'gw3', 'gw4', 'gw5', 'rl_burst', 'paused_until', 'pwin')
 local base = string.sub(meta, 1, -5)
 
 local function num(v) return tonumber(v) or 0 end
@@ -185,4 +187,6 @@ out[#out + 1] = num(m[7])
 out[#out + 1] = m[8] or ''
 out[#out + 1] = kinds[1]
 out[#out + 1] = kinds[2]
+out[#out + 1] = num(m[15])
+out[#out + 1] = num(m[16])
 return out

@@ -54,7 +54,8 @@ end
 -- deletes above may have counted into the meta hash again: it goes last.
 local base = string.sub(prefix, 1, -5)
 redis.call('DEL', base .. 'gring', base .. 'gdelay', base .. 'gpark', base .. 'gact', base .. 'glimits',
-  base .. 'gtok', base .. 'groups', base .. 'expiring', base .. 'gpaused')
+  base .. 'gtok', base .. 'groups', base .. 'expiring', base .. 'gpaused',
+  base .. 'gpuntil')
 if removed < chunk then
   redis.call('DEL', base .. 'gwaiting', KEYS[1])
   return {removed, 1}

@@ -8,7 +8,7 @@
 -- ARGV[1] group  ARGV[2] clear (1/0)  ARGV[3] concurrency  ARGV[4] rate max  ARGV[5] rate ms
 -- ARGV[6] max size (jobs of the group waiting; 0: none)  ARGV[7] rate burst (0: the default)
 -- Returns: {-1} when the queue is not registered, else {waiting, active, own limits ("" after a clear),
---   the queue's group limits, paused (1/0)}, both limits as "concurrency rate-max rate-ms max-size burst". A max
+--   the queue's group limits, paused (1/0), resume at (ms; "" for none: set_group_paused.lua)}, both limits as "concurrency rate-max rate-ms max-size burst". A max
 --   size of its own marks
 --   the queue (meta 'g_max_own'), so adds look for one (includes/add.lua size_limits).
 local meta = KEYS[1]
@@ -40,4 +40,4 @@ local c = redis.call('HMGET', base .. 'gwaiting', grp)[1]
 local a = redis.call('HMGET', base .. 'gact', grp)[1]
 return {tonumber(c) or 0, math.max(tonumber(a) or 0, 0), own,
   (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0') .. ' ' .. (d[6] or '0'),
-  redis.call('HEXISTS', base .. 'gpaused', grp)}
+  redis.call('HEXISTS', base .. 'gpaused', grp), redis.call('ZSCORE', base .. 'gpuntil', grp) or ''}

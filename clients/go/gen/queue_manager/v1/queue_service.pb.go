@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -368,11 +369,17 @@ func (x *ListQueuesResponse) GetQueues() []*Queue {
 	return nil
 }
 
-// PauseQueueRequest names a queue.
+// PauseQueueRequest names a queue, and optionally when the pause lifts by itself.
 type PauseQueueRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queue name.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Resume the queue by itself this long from now (more than 0, at most 366 days). At most one of
+	// resume_after and resume_at; with neither the pause lasts until ResumeQueue. Pausing again replaces the
+	// time (or clears it); ResumeQueue before then clears it.
+	ResumeAfter *durationpb.Duration `protobuf:"bytes,2,opt,name=resume_after,json=resumeAfter,proto3" json:"resume_after,omitempty"`
+	// Resume the queue by itself at this time (in the future by the server's clock, at most 366 days ahead).
+	ResumeAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=resume_at,json=resumeAt,proto3" json:"resume_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +419,20 @@ func (x *PauseQueueRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *PauseQueueRequest) GetResumeAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ResumeAfter
+	}
+	return nil
+}
+
+func (x *PauseQueueRequest) GetResumeAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResumeAt
+	}
+	return nil
 }
 
 // PauseQueueResponse confirms the pause.
@@ -1019,13 +1040,19 @@ func (x *SetGroupLimitsResponse) GetGroup() *GroupInfo {
 	return nil
 }
 
-// PauseGroupRequest names a group to pause.
+// PauseGroupRequest names a group to pause, and optionally when the pause lifts by itself.
 type PauseGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queue name.
 	QueueName string `protobuf:"bytes,1,opt,name=queue_name,json=queueName,proto3" json:"queue_name,omitempty"`
 	// The group (JobOptions.group); it need not have jobs yet.
-	Group         string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// Resume the group by itself this long from now (more than 0, at most 366 days). At most one of
+	// resume_after and resume_at; with neither the pause lasts until ResumeGroup. Pausing again replaces the
+	// time (or clears it); ResumeGroup before then clears it.
+	ResumeAfter *durationpb.Duration `protobuf:"bytes,3,opt,name=resume_after,json=resumeAfter,proto3" json:"resume_after,omitempty"`
+	// Resume the group by itself at this time (in the future by the server's clock, at most 366 days ahead).
+	ResumeAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=resume_at,json=resumeAt,proto3" json:"resume_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1072,6 +1099,20 @@ func (x *PauseGroupRequest) GetGroup() string {
 		return x.Group
 	}
 	return ""
+}
+
+func (x *PauseGroupRequest) GetResumeAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ResumeAfter
+	}
+	return nil
+}
+
+func (x *PauseGroupRequest) GetResumeAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResumeAt
+	}
+	return nil
 }
 
 // PauseGroupResponse is the group after the change.
@@ -1877,7 +1918,7 @@ var File_queue_manager_v1_queue_service_proto protoreflect.FileDescriptor
 
 const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\n" +
-	"$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a&queue_manager/v1/external_events.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"a\n" +
+	"$queue_manager/v1/queue_service.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&queue_manager/v1/external_events.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1equeue_manager/v1/metrics.proto\x1a\x1bqueue_manager/v1/pull.proto\x1a queue_manager/v1/schedules.proto\x1a\x1cqueue_manager/v1/types.proto\x1a queue_manager/v1/workflows.proto\"a\n" +
 	"\x14RegisterQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\"`\n" +
@@ -1890,9 +1931,11 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x05queue\x18\x01 \x01(\v2\x17.queue_manager.v1.QueueR\x05queue\"\x13\n" +
 	"\x11ListQueuesRequest\"E\n" +
 	"\x12ListQueuesResponse\x12/\n" +
-	"\x06queues\x18\x01 \x03(\v2\x17.queue_manager.v1.QueueR\x06queues\"'\n" +
+	"\x06queues\x18\x01 \x03(\v2\x17.queue_manager.v1.QueueR\x06queues\"\x9e\x01\n" +
 	"\x11PauseQueueRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
+	"\fresume_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vresumeAfter\x127\n" +
+	"\tresume_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bresumeAt\"C\n" +
 	"\x12PauseQueueResponse\x12-\n" +
 	"\x05queue\x18\x01 \x01(\v2\x17.queue_manager.v1.QueueR\x05queue\"(\n" +
 	"\x12ResumeQueueRequest\x12\x12\n" +
@@ -1929,11 +1972,13 @@ const file_queue_manager_v1_queue_service_proto_rawDesc = "" +
 	"\x06limits\x18\x03 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12\x14\n" +
 	"\x05clear\x18\x04 \x01(\bR\x05clear\"K\n" +
 	"\x16SetGroupLimitsResponse\x121\n" +
-	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"H\n" +
+	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"\xbf\x01\n" +
 	"\x11PauseGroupRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x14\n" +
-	"\x05group\x18\x02 \x01(\tR\x05group\"G\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12<\n" +
+	"\fresume_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vresumeAfter\x127\n" +
+	"\tresume_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bresumeAt\"G\n" +
 	"\x12PauseGroupResponse\x121\n" +
 	"\x05group\x18\x01 \x01(\v2\x1b.queue_manager.v1.GroupInfoR\x05group\"I\n" +
 	"\x12ResumeGroupRequest\x12\x1d\n" +
@@ -2112,236 +2157,241 @@ var file_queue_manager_v1_queue_service_proto_goTypes = []any{
 	(*QueueConfig)(nil),                // 33: queue_manager.v1.QueueConfig
 	(*Queue)(nil),                      // 34: queue_manager.v1.Queue
 	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
-	(JobState)(0),                      // 36: queue_manager.v1.JobState
-	(*GroupInfo)(nil),                  // 37: queue_manager.v1.GroupInfo
-	(*GroupLimits)(nil),                // 38: queue_manager.v1.GroupLimits
-	(*QueueMetrics)(nil),               // 39: queue_manager.v1.QueueMetrics
-	(*Payload)(nil),                    // 40: queue_manager.v1.Payload
-	(WorkerState)(0),                   // 41: queue_manager.v1.WorkerState
-	(*GetAllMetricsRequest)(nil),       // 42: queue_manager.v1.GetAllMetricsRequest
-	(*WatchMetricsRequest)(nil),        // 43: queue_manager.v1.WatchMetricsRequest
-	(*ListWorkersRequest)(nil),         // 44: queue_manager.v1.ListWorkersRequest
-	(*AddJobRequest)(nil),              // 45: queue_manager.v1.AddJobRequest
-	(*AddJobBatchRequest)(nil),         // 46: queue_manager.v1.AddJobBatchRequest
-	(*AddJobStreamRequest)(nil),        // 47: queue_manager.v1.AddJobStreamRequest
-	(*AddBulkRequest)(nil),             // 48: queue_manager.v1.AddBulkRequest
-	(*GetJobRequest)(nil),              // 49: queue_manager.v1.GetJobRequest
-	(*ListJobsRequest)(nil),            // 50: queue_manager.v1.ListJobsRequest
-	(*RemoveJobRequest)(nil),           // 51: queue_manager.v1.RemoveJobRequest
-	(*GetJobLogsRequest)(nil),          // 52: queue_manager.v1.GetJobLogsRequest
-	(*WaitForJobRequest)(nil),          // 53: queue_manager.v1.WaitForJobRequest
-	(*CancelJobRequest)(nil),           // 54: queue_manager.v1.CancelJobRequest
-	(*RetryJobRequest)(nil),            // 55: queue_manager.v1.RetryJobRequest
-	(*RetryFailedJobsRequest)(nil),     // 56: queue_manager.v1.RetryFailedJobsRequest
-	(*PromoteJobRequest)(nil),          // 57: queue_manager.v1.PromoteJobRequest
-	(*ChangeJobPriorityRequest)(nil),   // 58: queue_manager.v1.ChangeJobPriorityRequest
-	(*UpdateJobDataRequest)(nil),       // 59: queue_manager.v1.UpdateJobDataRequest
-	(*ExecuteWorkflowRequest)(nil),     // 60: queue_manager.v1.ExecuteWorkflowRequest
-	(*GetWorkflowRequest)(nil),         // 61: queue_manager.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),       // 62: queue_manager.v1.ListWorkflowsRequest
-	(*CancelWorkflowRequest)(nil),      // 63: queue_manager.v1.CancelWorkflowRequest
-	(*UpsertScheduleRequest)(nil),      // 64: queue_manager.v1.UpsertScheduleRequest
-	(*GetScheduleRequest)(nil),         // 65: queue_manager.v1.GetScheduleRequest
-	(*ListSchedulesRequest)(nil),       // 66: queue_manager.v1.ListSchedulesRequest
-	(*DeleteScheduleRequest)(nil),      // 67: queue_manager.v1.DeleteScheduleRequest
-	(*WatchJobEventsRequest)(nil),      // 68: queue_manager.v1.WatchJobEventsRequest
-	(*RescheduleJobRequest)(nil),       // 69: queue_manager.v1.RescheduleJobRequest
-	(*RetryWorkflowRequest)(nil),       // 70: queue_manager.v1.RetryWorkflowRequest
-	(*CancelJobsRequest)(nil),          // 71: queue_manager.v1.CancelJobsRequest
-	(*RemoveJobsRequest)(nil),          // 72: queue_manager.v1.RemoveJobsRequest
-	(*WaitForChildrenRequest)(nil),     // 73: queue_manager.v1.WaitForChildrenRequest
-	(*FetchJobsRequest)(nil),           // 74: queue_manager.v1.FetchJobsRequest
-	(*CompleteJobRequest)(nil),         // 75: queue_manager.v1.CompleteJobRequest
-	(*FailJobRequest)(nil),             // 76: queue_manager.v1.FailJobRequest
-	(*ExtendJobLeaseRequest)(nil),      // 77: queue_manager.v1.ExtendJobLeaseRequest
-	(*ReportJobProgressRequest)(nil),   // 78: queue_manager.v1.ReportJobProgressRequest
-	(*PushEventRequest)(nil),           // 79: queue_manager.v1.PushEventRequest
-	(*WaitForEventRequest)(nil),        // 80: queue_manager.v1.WaitForEventRequest
-	(*UpsertEventTriggerRequest)(nil),  // 81: queue_manager.v1.UpsertEventTriggerRequest
-	(*ListEventTriggersRequest)(nil),   // 82: queue_manager.v1.ListEventTriggersRequest
-	(*DeleteEventTriggerRequest)(nil),  // 83: queue_manager.v1.DeleteEventTriggerRequest
-	(*GetAllMetricsResponse)(nil),      // 84: queue_manager.v1.GetAllMetricsResponse
-	(*WatchMetricsResponse)(nil),       // 85: queue_manager.v1.WatchMetricsResponse
-	(*ListWorkersResponse)(nil),        // 86: queue_manager.v1.ListWorkersResponse
-	(*AddJobResponse)(nil),             // 87: queue_manager.v1.AddJobResponse
-	(*AddJobBatchResponse)(nil),        // 88: queue_manager.v1.AddJobBatchResponse
-	(*AddJobStreamResponse)(nil),       // 89: queue_manager.v1.AddJobStreamResponse
-	(*AddBulkResponse)(nil),            // 90: queue_manager.v1.AddBulkResponse
-	(*GetJobResponse)(nil),             // 91: queue_manager.v1.GetJobResponse
-	(*ListJobsResponse)(nil),           // 92: queue_manager.v1.ListJobsResponse
-	(*RemoveJobResponse)(nil),          // 93: queue_manager.v1.RemoveJobResponse
-	(*GetJobLogsResponse)(nil),         // 94: queue_manager.v1.GetJobLogsResponse
-	(*WaitForJobResponse)(nil),         // 95: queue_manager.v1.WaitForJobResponse
-	(*CancelJobResponse)(nil),          // 96: queue_manager.v1.CancelJobResponse
-	(*RetryJobResponse)(nil),           // 97: queue_manager.v1.RetryJobResponse
-	(*RetryFailedJobsResponse)(nil),    // 98: queue_manager.v1.RetryFailedJobsResponse
-	(*PromoteJobResponse)(nil),         // 99: queue_manager.v1.PromoteJobResponse
-	(*ChangeJobPriorityResponse)(nil),  // 100: queue_manager.v1.ChangeJobPriorityResponse
-	(*UpdateJobDataResponse)(nil),      // 101: queue_manager.v1.UpdateJobDataResponse
-	(*ExecuteWorkflowResponse)(nil),    // 102: queue_manager.v1.ExecuteWorkflowResponse
-	(*GetWorkflowResponse)(nil),        // 103: queue_manager.v1.GetWorkflowResponse
-	(*ListWorkflowsResponse)(nil),      // 104: queue_manager.v1.ListWorkflowsResponse
-	(*CancelWorkflowResponse)(nil),     // 105: queue_manager.v1.CancelWorkflowResponse
-	(*UpsertScheduleResponse)(nil),     // 106: queue_manager.v1.UpsertScheduleResponse
-	(*GetScheduleResponse)(nil),        // 107: queue_manager.v1.GetScheduleResponse
-	(*ListSchedulesResponse)(nil),      // 108: queue_manager.v1.ListSchedulesResponse
-	(*DeleteScheduleResponse)(nil),     // 109: queue_manager.v1.DeleteScheduleResponse
-	(*WatchJobEventsResponse)(nil),     // 110: queue_manager.v1.WatchJobEventsResponse
-	(*RescheduleJobResponse)(nil),      // 111: queue_manager.v1.RescheduleJobResponse
-	(*RetryWorkflowResponse)(nil),      // 112: queue_manager.v1.RetryWorkflowResponse
-	(*CancelJobsResponse)(nil),         // 113: queue_manager.v1.CancelJobsResponse
-	(*RemoveJobsResponse)(nil),         // 114: queue_manager.v1.RemoveJobsResponse
-	(*WaitForChildrenResponse)(nil),    // 115: queue_manager.v1.WaitForChildrenResponse
-	(*FetchJobsResponse)(nil),          // 116: queue_manager.v1.FetchJobsResponse
-	(*CompleteJobResponse)(nil),        // 117: queue_manager.v1.CompleteJobResponse
-	(*FailJobResponse)(nil),            // 118: queue_manager.v1.FailJobResponse
-	(*ExtendJobLeaseResponse)(nil),     // 119: queue_manager.v1.ExtendJobLeaseResponse
-	(*ReportJobProgressResponse)(nil),  // 120: queue_manager.v1.ReportJobProgressResponse
-	(*PushEventResponse)(nil),          // 121: queue_manager.v1.PushEventResponse
-	(*WaitForEventResponse)(nil),       // 122: queue_manager.v1.WaitForEventResponse
-	(*UpsertEventTriggerResponse)(nil), // 123: queue_manager.v1.UpsertEventTriggerResponse
-	(*ListEventTriggersResponse)(nil),  // 124: queue_manager.v1.ListEventTriggersResponse
-	(*DeleteEventTriggerResponse)(nil), // 125: queue_manager.v1.DeleteEventTriggerResponse
+	(*timestamppb.Timestamp)(nil),      // 36: google.protobuf.Timestamp
+	(JobState)(0),                      // 37: queue_manager.v1.JobState
+	(*GroupInfo)(nil),                  // 38: queue_manager.v1.GroupInfo
+	(*GroupLimits)(nil),                // 39: queue_manager.v1.GroupLimits
+	(*QueueMetrics)(nil),               // 40: queue_manager.v1.QueueMetrics
+	(*Payload)(nil),                    // 41: queue_manager.v1.Payload
+	(WorkerState)(0),                   // 42: queue_manager.v1.WorkerState
+	(*GetAllMetricsRequest)(nil),       // 43: queue_manager.v1.GetAllMetricsRequest
+	(*WatchMetricsRequest)(nil),        // 44: queue_manager.v1.WatchMetricsRequest
+	(*ListWorkersRequest)(nil),         // 45: queue_manager.v1.ListWorkersRequest
+	(*AddJobRequest)(nil),              // 46: queue_manager.v1.AddJobRequest
+	(*AddJobBatchRequest)(nil),         // 47: queue_manager.v1.AddJobBatchRequest
+	(*AddJobStreamRequest)(nil),        // 48: queue_manager.v1.AddJobStreamRequest
+	(*AddBulkRequest)(nil),             // 49: queue_manager.v1.AddBulkRequest
+	(*GetJobRequest)(nil),              // 50: queue_manager.v1.GetJobRequest
+	(*ListJobsRequest)(nil),            // 51: queue_manager.v1.ListJobsRequest
+	(*RemoveJobRequest)(nil),           // 52: queue_manager.v1.RemoveJobRequest
+	(*GetJobLogsRequest)(nil),          // 53: queue_manager.v1.GetJobLogsRequest
+	(*WaitForJobRequest)(nil),          // 54: queue_manager.v1.WaitForJobRequest
+	(*CancelJobRequest)(nil),           // 55: queue_manager.v1.CancelJobRequest
+	(*RetryJobRequest)(nil),            // 56: queue_manager.v1.RetryJobRequest
+	(*RetryFailedJobsRequest)(nil),     // 57: queue_manager.v1.RetryFailedJobsRequest
+	(*PromoteJobRequest)(nil),          // 58: queue_manager.v1.PromoteJobRequest
+	(*ChangeJobPriorityRequest)(nil),   // 59: queue_manager.v1.ChangeJobPriorityRequest
+	(*UpdateJobDataRequest)(nil),       // 60: queue_manager.v1.UpdateJobDataRequest
+	(*ExecuteWorkflowRequest)(nil),     // 61: queue_manager.v1.ExecuteWorkflowRequest
+	(*GetWorkflowRequest)(nil),         // 62: queue_manager.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),       // 63: queue_manager.v1.ListWorkflowsRequest
+	(*CancelWorkflowRequest)(nil),      // 64: queue_manager.v1.CancelWorkflowRequest
+	(*UpsertScheduleRequest)(nil),      // 65: queue_manager.v1.UpsertScheduleRequest
+	(*GetScheduleRequest)(nil),         // 66: queue_manager.v1.GetScheduleRequest
+	(*ListSchedulesRequest)(nil),       // 67: queue_manager.v1.ListSchedulesRequest
+	(*DeleteScheduleRequest)(nil),      // 68: queue_manager.v1.DeleteScheduleRequest
+	(*WatchJobEventsRequest)(nil),      // 69: queue_manager.v1.WatchJobEventsRequest
+	(*RescheduleJobRequest)(nil),       // 70: queue_manager.v1.RescheduleJobRequest
+	(*RetryWorkflowRequest)(nil),       // 71: queue_manager.v1.RetryWorkflowRequest
+	(*CancelJobsRequest)(nil),          // 72: queue_manager.v1.CancelJobsRequest
+	(*RemoveJobsRequest)(nil),          // 73: queue_manager.v1.RemoveJobsRequest
+	(*WaitForChildrenRequest)(nil),     // 74: queue_manager.v1.WaitForChildrenRequest
+	(*FetchJobsRequest)(nil),           // 75: queue_manager.v1.FetchJobsRequest
+	(*CompleteJobRequest)(nil),         // 76: queue_manager.v1.CompleteJobRequest
+	(*FailJobRequest)(nil),             // 77: queue_manager.v1.FailJobRequest
+	(*ExtendJobLeaseRequest)(nil),      // 78: queue_manager.v1.ExtendJobLeaseRequest
+	(*ReportJobProgressRequest)(nil),   // 79: queue_manager.v1.ReportJobProgressRequest
+	(*PushEventRequest)(nil),           // 80: queue_manager.v1.PushEventRequest
+	(*WaitForEventRequest)(nil),        // 81: queue_manager.v1.WaitForEventRequest
+	(*UpsertEventTriggerRequest)(nil),  // 82: queue_manager.v1.UpsertEventTriggerRequest
+	(*ListEventTriggersRequest)(nil),   // 83: queue_manager.v1.ListEventTriggersRequest
+	(*DeleteEventTriggerRequest)(nil),  // 84: queue_manager.v1.DeleteEventTriggerRequest
+	(*GetAllMetricsResponse)(nil),      // 85: queue_manager.v1.GetAllMetricsResponse
+	(*WatchMetricsResponse)(nil),       // 86: queue_manager.v1.WatchMetricsResponse
+	(*ListWorkersResponse)(nil),        // 87: queue_manager.v1.ListWorkersResponse
+	(*AddJobResponse)(nil),             // 88: queue_manager.v1.AddJobResponse
+	(*AddJobBatchResponse)(nil),        // 89: queue_manager.v1.AddJobBatchResponse
+	(*AddJobStreamResponse)(nil),       // 90: queue_manager.v1.AddJobStreamResponse
+	(*AddBulkResponse)(nil),            // 91: queue_manager.v1.AddBulkResponse
+	(*GetJobResponse)(nil),             // 92: queue_manager.v1.GetJobResponse
+	(*ListJobsResponse)(nil),           // 93: queue_manager.v1.ListJobsResponse
+	(*RemoveJobResponse)(nil),          // 94: queue_manager.v1.RemoveJobResponse
+	(*GetJobLogsResponse)(nil),         // 95: queue_manager.v1.GetJobLogsResponse
+	(*WaitForJobResponse)(nil),         // 96: queue_manager.v1.WaitForJobResponse
+	(*CancelJobResponse)(nil),          // 97: queue_manager.v1.CancelJobResponse
+	(*RetryJobResponse)(nil),           // 98: queue_manager.v1.RetryJobResponse
+	(*RetryFailedJobsResponse)(nil),    // 99: queue_manager.v1.RetryFailedJobsResponse
+	(*PromoteJobResponse)(nil),         // 100: queue_manager.v1.PromoteJobResponse
+	(*ChangeJobPriorityResponse)(nil),  // 101: queue_manager.v1.ChangeJobPriorityResponse
+	(*UpdateJobDataResponse)(nil),      // 102: queue_manager.v1.UpdateJobDataResponse
+	(*ExecuteWorkflowResponse)(nil),    // 103: queue_manager.v1.ExecuteWorkflowResponse
+	(*GetWorkflowResponse)(nil),        // 104: queue_manager.v1.GetWorkflowResponse
+	(*ListWorkflowsResponse)(nil),      // 105: queue_manager.v1.ListWorkflowsResponse
+	(*CancelWorkflowResponse)(nil),     // 106: queue_manager.v1.CancelWorkflowResponse
+	(*UpsertScheduleResponse)(nil),     // 107: queue_manager.v1.UpsertScheduleResponse
+	(*GetScheduleResponse)(nil),        // 108: queue_manager.v1.GetScheduleResponse
+	(*ListSchedulesResponse)(nil),      // 109: queue_manager.v1.ListSchedulesResponse
+	(*DeleteScheduleResponse)(nil),     // 110: queue_manager.v1.DeleteScheduleResponse
+	(*WatchJobEventsResponse)(nil),     // 111: queue_manager.v1.WatchJobEventsResponse
+	(*RescheduleJobResponse)(nil),      // 112: queue_manager.v1.RescheduleJobResponse
+	(*RetryWorkflowResponse)(nil),      // 113: queue_manager.v1.RetryWorkflowResponse
+	(*CancelJobsResponse)(nil),         // 114: queue_manager.v1.CancelJobsResponse
+	(*RemoveJobsResponse)(nil),         // 115: queue_manager.v1.RemoveJobsResponse
+	(*WaitForChildrenResponse)(nil),    // 116: queue_manager.v1.WaitForChildrenResponse
+	(*FetchJobsResponse)(nil),          // 117: queue_manager.v1.FetchJobsResponse
+	(*CompleteJobResponse)(nil),        // 118: queue_manager.v1.CompleteJobResponse
+	(*FailJobResponse)(nil),            // 119: queue_manager.v1.FailJobResponse
+	(*ExtendJobLeaseResponse)(nil),     // 120: queue_manager.v1.ExtendJobLeaseResponse
+	(*ReportJobProgressResponse)(nil),  // 121: queue_manager.v1.ReportJobProgressResponse
+	(*PushEventResponse)(nil),          // 122: queue_manager.v1.PushEventResponse
+	(*WaitForEventResponse)(nil),       // 123: queue_manager.v1.WaitForEventResponse
+	(*UpsertEventTriggerResponse)(nil), // 124: queue_manager.v1.UpsertEventTriggerResponse
+	(*ListEventTriggersResponse)(nil),  // 125: queue_manager.v1.ListEventTriggersResponse
+	(*DeleteEventTriggerResponse)(nil), // 126: queue_manager.v1.DeleteEventTriggerResponse
 }
 var file_queue_manager_v1_queue_service_proto_depIdxs = []int32{
 	33,  // 0: queue_manager.v1.RegisterQueueRequest.config:type_name -> queue_manager.v1.QueueConfig
 	34,  // 1: queue_manager.v1.RegisterQueueResponse.queue:type_name -> queue_manager.v1.Queue
 	34,  // 2: queue_manager.v1.GetQueueResponse.queue:type_name -> queue_manager.v1.Queue
 	34,  // 3: queue_manager.v1.ListQueuesResponse.queues:type_name -> queue_manager.v1.Queue
-	34,  // 4: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	34,  // 5: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
-	35,  // 6: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
-	36,  // 7: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
-	37,  // 8: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
-	38,  // 9: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
-	37,  // 10: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
-	37,  // 11: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
-	37,  // 12: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
-	39,  // 13: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
-	40,  // 14: queue_manager.v1.RedriveDeadLettersRequest.data:type_name -> queue_manager.v1.Payload
-	29,  // 15: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
-	30,  // 16: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
-	0,   // 17: queue_manager.v1.ControlWorkerRequest.action:type_name -> queue_manager.v1.WorkerControlAction
-	41,  // 18: queue_manager.v1.ControlWorkerResponse.state:type_name -> queue_manager.v1.WorkerState
-	1,   // 19: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
-	3,   // 20: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
-	5,   // 21: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
-	7,   // 22: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
-	9,   // 23: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
-	11,  // 24: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
-	13,  // 25: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
-	23,  // 26: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
-	15,  // 27: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
-	17,  // 28: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
-	19,  // 29: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
-	21,  // 30: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
-	25,  // 31: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
-	42,  // 32: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
-	43,  // 33: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
-	44,  // 34: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
-	45,  // 35: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
-	46,  // 36: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
-	47,  // 37: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
-	48,  // 38: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
-	49,  // 39: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
-	50,  // 40: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
-	51,  // 41: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
-	52,  // 42: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
-	53,  // 43: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
-	54,  // 44: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
-	55,  // 45: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
-	56,  // 46: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
-	57,  // 47: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
-	58,  // 48: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
-	59,  // 49: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
-	60,  // 50: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
-	61,  // 51: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
-	62,  // 52: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
-	63,  // 53: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
-	64,  // 54: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
-	65,  // 55: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
-	66,  // 56: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
-	67,  // 57: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
-	68,  // 58: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
-	69,  // 59: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
-	27,  // 60: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
-	70,  // 61: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
-	71,  // 62: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
-	72,  // 63: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
-	31,  // 64: queue_manager.v1.QueueService.ControlWorker:input_type -> queue_manager.v1.ControlWorkerRequest
-	73,  // 65: queue_manager.v1.QueueService.WaitForChildren:input_type -> queue_manager.v1.WaitForChildrenRequest
-	74,  // 66: queue_manager.v1.QueueService.FetchJobs:input_type -> queue_manager.v1.FetchJobsRequest
-	75,  // 67: queue_manager.v1.QueueService.CompleteJob:input_type -> queue_manager.v1.CompleteJobRequest
-	76,  // 68: queue_manager.v1.QueueService.FailJob:input_type -> queue_manager.v1.FailJobRequest
-	77,  // 69: queue_manager.v1.QueueService.ExtendJobLease:input_type -> queue_manager.v1.ExtendJobLeaseRequest
-	78,  // 70: queue_manager.v1.QueueService.ReportJobProgress:input_type -> queue_manager.v1.ReportJobProgressRequest
-	79,  // 71: queue_manager.v1.QueueService.PushEvent:input_type -> queue_manager.v1.PushEventRequest
-	80,  // 72: queue_manager.v1.QueueService.WaitForEvent:input_type -> queue_manager.v1.WaitForEventRequest
-	81,  // 73: queue_manager.v1.QueueService.UpsertEventTrigger:input_type -> queue_manager.v1.UpsertEventTriggerRequest
-	82,  // 74: queue_manager.v1.QueueService.ListEventTriggers:input_type -> queue_manager.v1.ListEventTriggersRequest
-	83,  // 75: queue_manager.v1.QueueService.DeleteEventTrigger:input_type -> queue_manager.v1.DeleteEventTriggerRequest
-	2,   // 76: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
-	4,   // 77: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
-	6,   // 78: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
-	8,   // 79: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
-	10,  // 80: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
-	12,  // 81: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
-	14,  // 82: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
-	24,  // 83: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
-	16,  // 84: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
-	18,  // 85: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
-	20,  // 86: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
-	22,  // 87: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
-	26,  // 88: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
-	84,  // 89: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
-	85,  // 90: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
-	86,  // 91: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
-	87,  // 92: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
-	88,  // 93: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
-	89,  // 94: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
-	90,  // 95: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
-	91,  // 96: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
-	92,  // 97: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
-	93,  // 98: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
-	94,  // 99: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
-	95,  // 100: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
-	96,  // 101: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
-	97,  // 102: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
-	98,  // 103: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
-	99,  // 104: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
-	100, // 105: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
-	101, // 106: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
-	102, // 107: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
-	103, // 108: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
-	104, // 109: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
-	105, // 110: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
-	106, // 111: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
-	107, // 112: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
-	108, // 113: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
-	109, // 114: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
-	110, // 115: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
-	111, // 116: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
-	28,  // 117: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
-	112, // 118: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
-	113, // 119: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
-	114, // 120: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
-	32,  // 121: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
-	115, // 122: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
-	116, // 123: queue_manager.v1.QueueService.FetchJobs:output_type -> queue_manager.v1.FetchJobsResponse
-	117, // 124: queue_manager.v1.QueueService.CompleteJob:output_type -> queue_manager.v1.CompleteJobResponse
-	118, // 125: queue_manager.v1.QueueService.FailJob:output_type -> queue_manager.v1.FailJobResponse
-	119, // 126: queue_manager.v1.QueueService.ExtendJobLease:output_type -> queue_manager.v1.ExtendJobLeaseResponse
-	120, // 127: queue_manager.v1.QueueService.ReportJobProgress:output_type -> queue_manager.v1.ReportJobProgressResponse
-	121, // 128: queue_manager.v1.QueueService.PushEvent:output_type -> queue_manager.v1.PushEventResponse
-	122, // 129: queue_manager.v1.QueueService.WaitForEvent:output_type -> queue_manager.v1.WaitForEventResponse
-	123, // 130: queue_manager.v1.QueueService.UpsertEventTrigger:output_type -> queue_manager.v1.UpsertEventTriggerResponse
-	124, // 131: queue_manager.v1.QueueService.ListEventTriggers:output_type -> queue_manager.v1.ListEventTriggersResponse
-	125, // 132: queue_manager.v1.QueueService.DeleteEventTrigger:output_type -> queue_manager.v1.DeleteEventTriggerResponse
-	76,  // [76:133] is the sub-list for method output_type
-	19,  // [19:76] is the sub-list for method input_type
-	19,  // [19:19] is the sub-list for extension type_name
-	19,  // [19:19] is the sub-list for extension extendee
-	0,   // [0:19] is the sub-list for field type_name
+	35,  // 4: queue_manager.v1.PauseQueueRequest.resume_after:type_name -> google.protobuf.Duration
+	36,  // 5: queue_manager.v1.PauseQueueRequest.resume_at:type_name -> google.protobuf.Timestamp
+	34,  // 6: queue_manager.v1.PauseQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	34,  // 7: queue_manager.v1.ResumeQueueResponse.queue:type_name -> queue_manager.v1.Queue
+	35,  // 8: queue_manager.v1.CleanQueueRequest.grace:type_name -> google.protobuf.Duration
+	37,  // 9: queue_manager.v1.CleanQueueRequest.state:type_name -> queue_manager.v1.JobState
+	38,  // 10: queue_manager.v1.ListGroupsResponse.groups:type_name -> queue_manager.v1.GroupInfo
+	39,  // 11: queue_manager.v1.SetGroupLimitsRequest.limits:type_name -> queue_manager.v1.GroupLimits
+	38,  // 12: queue_manager.v1.SetGroupLimitsResponse.group:type_name -> queue_manager.v1.GroupInfo
+	35,  // 13: queue_manager.v1.PauseGroupRequest.resume_after:type_name -> google.protobuf.Duration
+	36,  // 14: queue_manager.v1.PauseGroupRequest.resume_at:type_name -> google.protobuf.Timestamp
+	38,  // 15: queue_manager.v1.PauseGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	38,  // 16: queue_manager.v1.ResumeGroupResponse.group:type_name -> queue_manager.v1.GroupInfo
+	40,  // 17: queue_manager.v1.GetQueueMetricsResponse.metrics:type_name -> queue_manager.v1.QueueMetrics
+	41,  // 18: queue_manager.v1.RedriveDeadLettersRequest.data:type_name -> queue_manager.v1.Payload
+	29,  // 19: queue_manager.v1.RedriveDeadLettersResponse.queues:type_name -> queue_manager.v1.RedrivenQueue
+	30,  // 20: queue_manager.v1.RedriveDeadLettersResponse.skipped:type_name -> queue_manager.v1.RedriveSkip
+	0,   // 21: queue_manager.v1.ControlWorkerRequest.action:type_name -> queue_manager.v1.WorkerControlAction
+	42,  // 22: queue_manager.v1.ControlWorkerResponse.state:type_name -> queue_manager.v1.WorkerState
+	1,   // 23: queue_manager.v1.QueueService.RegisterQueue:input_type -> queue_manager.v1.RegisterQueueRequest
+	3,   // 24: queue_manager.v1.QueueService.GetQueue:input_type -> queue_manager.v1.GetQueueRequest
+	5,   // 25: queue_manager.v1.QueueService.ListQueues:input_type -> queue_manager.v1.ListQueuesRequest
+	7,   // 26: queue_manager.v1.QueueService.PauseQueue:input_type -> queue_manager.v1.PauseQueueRequest
+	9,   // 27: queue_manager.v1.QueueService.ResumeQueue:input_type -> queue_manager.v1.ResumeQueueRequest
+	11,  // 28: queue_manager.v1.QueueService.CleanQueue:input_type -> queue_manager.v1.CleanQueueRequest
+	13,  // 29: queue_manager.v1.QueueService.DrainQueue:input_type -> queue_manager.v1.DrainQueueRequest
+	23,  // 30: queue_manager.v1.QueueService.ObliterateQueue:input_type -> queue_manager.v1.ObliterateQueueRequest
+	15,  // 31: queue_manager.v1.QueueService.ListGroups:input_type -> queue_manager.v1.ListGroupsRequest
+	17,  // 32: queue_manager.v1.QueueService.SetGroupLimits:input_type -> queue_manager.v1.SetGroupLimitsRequest
+	19,  // 33: queue_manager.v1.QueueService.PauseGroup:input_type -> queue_manager.v1.PauseGroupRequest
+	21,  // 34: queue_manager.v1.QueueService.ResumeGroup:input_type -> queue_manager.v1.ResumeGroupRequest
+	25,  // 35: queue_manager.v1.QueueService.GetQueueMetrics:input_type -> queue_manager.v1.GetQueueMetricsRequest
+	43,  // 36: queue_manager.v1.QueueService.GetAllMetrics:input_type -> queue_manager.v1.GetAllMetricsRequest
+	44,  // 37: queue_manager.v1.QueueService.WatchMetrics:input_type -> queue_manager.v1.WatchMetricsRequest
+	45,  // 38: queue_manager.v1.QueueService.ListWorkers:input_type -> queue_manager.v1.ListWorkersRequest
+	46,  // 39: queue_manager.v1.QueueService.AddJob:input_type -> queue_manager.v1.AddJobRequest
+	47,  // 40: queue_manager.v1.QueueService.AddJobBatch:input_type -> queue_manager.v1.AddJobBatchRequest
+	48,  // 41: queue_manager.v1.QueueService.AddJobStream:input_type -> queue_manager.v1.AddJobStreamRequest
+	49,  // 42: queue_manager.v1.QueueService.AddBulk:input_type -> queue_manager.v1.AddBulkRequest
+	50,  // 43: queue_manager.v1.QueueService.GetJob:input_type -> queue_manager.v1.GetJobRequest
+	51,  // 44: queue_manager.v1.QueueService.ListJobs:input_type -> queue_manager.v1.ListJobsRequest
+	52,  // 45: queue_manager.v1.QueueService.RemoveJob:input_type -> queue_manager.v1.RemoveJobRequest
+	53,  // 46: queue_manager.v1.QueueService.GetJobLogs:input_type -> queue_manager.v1.GetJobLogsRequest
+	54,  // 47: queue_manager.v1.QueueService.WaitForJob:input_type -> queue_manager.v1.WaitForJobRequest
+	55,  // 48: queue_manager.v1.QueueService.CancelJob:input_type -> queue_manager.v1.CancelJobRequest
+	56,  // 49: queue_manager.v1.QueueService.RetryJob:input_type -> queue_manager.v1.RetryJobRequest
+	57,  // 50: queue_manager.v1.QueueService.RetryFailedJobs:input_type -> queue_manager.v1.RetryFailedJobsRequest
+	58,  // 51: queue_manager.v1.QueueService.PromoteJob:input_type -> queue_manager.v1.PromoteJobRequest
+	59,  // 52: queue_manager.v1.QueueService.ChangeJobPriority:input_type -> queue_manager.v1.ChangeJobPriorityRequest
+	60,  // 53: queue_manager.v1.QueueService.UpdateJobData:input_type -> queue_manager.v1.UpdateJobDataRequest
+	61,  // 54: queue_manager.v1.QueueService.ExecuteWorkflow:input_type -> queue_manager.v1.ExecuteWorkflowRequest
+	62,  // 55: queue_manager.v1.QueueService.GetWorkflow:input_type -> queue_manager.v1.GetWorkflowRequest
+	63,  // 56: queue_manager.v1.QueueService.ListWorkflows:input_type -> queue_manager.v1.ListWorkflowsRequest
+	64,  // 57: queue_manager.v1.QueueService.CancelWorkflow:input_type -> queue_manager.v1.CancelWorkflowRequest
+	65,  // 58: queue_manager.v1.QueueService.UpsertSchedule:input_type -> queue_manager.v1.UpsertScheduleRequest
+	66,  // 59: queue_manager.v1.QueueService.GetSchedule:input_type -> queue_manager.v1.GetScheduleRequest
+	67,  // 60: queue_manager.v1.QueueService.ListSchedules:input_type -> queue_manager.v1.ListSchedulesRequest
+	68,  // 61: queue_manager.v1.QueueService.DeleteSchedule:input_type -> queue_manager.v1.DeleteScheduleRequest
+	69,  // 62: queue_manager.v1.QueueService.WatchJobEvents:input_type -> queue_manager.v1.WatchJobEventsRequest
+	70,  // 63: queue_manager.v1.QueueService.RescheduleJob:input_type -> queue_manager.v1.RescheduleJobRequest
+	27,  // 64: queue_manager.v1.QueueService.RedriveDeadLetters:input_type -> queue_manager.v1.RedriveDeadLettersRequest
+	71,  // 65: queue_manager.v1.QueueService.RetryWorkflow:input_type -> queue_manager.v1.RetryWorkflowRequest
+	72,  // 66: queue_manager.v1.QueueService.CancelJobs:input_type -> queue_manager.v1.CancelJobsRequest
+	73,  // 67: queue_manager.v1.QueueService.RemoveJobs:input_type -> queue_manager.v1.RemoveJobsRequest
+	31,  // 68: queue_manager.v1.QueueService.ControlWorker:input_type -> queue_manager.v1.ControlWorkerRequest
+	74,  // 69: queue_manager.v1.QueueService.WaitForChildren:input_type -> queue_manager.v1.WaitForChildrenRequest
+	75,  // 70: queue_manager.v1.QueueService.FetchJobs:input_type -> queue_manager.v1.FetchJobsRequest
+	76,  // 71: queue_manager.v1.QueueService.CompleteJob:input_type -> queue_manager.v1.CompleteJobRequest
+	77,  // 72: queue_manager.v1.QueueService.FailJob:input_type -> queue_manager.v1.FailJobRequest
+	78,  // 73: queue_manager.v1.QueueService.ExtendJobLease:input_type -> queue_manager.v1.ExtendJobLeaseRequest
+	79,  // 74: queue_manager.v1.QueueService.ReportJobProgress:input_type -> queue_manager.v1.ReportJobProgressRequest
+	80,  // 75: queue_manager.v1.QueueService.PushEvent:input_type -> queue_manager.v1.PushEventRequest
+	81,  // 76: queue_manager.v1.QueueService.WaitForEvent:input_type -> queue_manager.v1.WaitForEventRequest
+	82,  // 77: queue_manager.v1.QueueService.UpsertEventTrigger:input_type -> queue_manager.v1.UpsertEventTriggerRequest
+	83,  // 78: queue_manager.v1.QueueService.ListEventTriggers:input_type -> queue_manager.v1.ListEventTriggersRequest
+	84,  // 79: queue_manager.v1.QueueService.DeleteEventTrigger:input_type -> queue_manager.v1.DeleteEventTriggerRequest
+	2,   // 80: queue_manager.v1.QueueService.RegisterQueue:output_type -> queue_manager.v1.RegisterQueueResponse
+	4,   // 81: queue_manager.v1.QueueService.GetQueue:output_type -> queue_manager.v1.GetQueueResponse
+	6,   // 82: queue_manager.v1.QueueService.ListQueues:output_type -> queue_manager.v1.ListQueuesResponse
+	8,   // 83: queue_manager.v1.QueueService.PauseQueue:output_type -> queue_manager.v1.PauseQueueResponse
+	10,  // 84: queue_manager.v1.QueueService.ResumeQueue:output_type -> queue_manager.v1.ResumeQueueResponse
+	12,  // 85: queue_manager.v1.QueueService.CleanQueue:output_type -> queue_manager.v1.CleanQueueResponse
+	14,  // 86: queue_manager.v1.QueueService.DrainQueue:output_type -> queue_manager.v1.DrainQueueResponse
+	24,  // 87: queue_manager.v1.QueueService.ObliterateQueue:output_type -> queue_manager.v1.ObliterateQueueResponse
+	16,  // 88: queue_manager.v1.QueueService.ListGroups:output_type -> queue_manager.v1.ListGroupsResponse
+	18,  // 89: queue_manager.v1.QueueService.SetGroupLimits:output_type -> queue_manager.v1.SetGroupLimitsResponse
+	20,  // 90: queue_manager.v1.QueueService.PauseGroup:output_type -> queue_manager.v1.PauseGroupResponse
+	22,  // 91: queue_manager.v1.QueueService.ResumeGroup:output_type -> queue_manager.v1.ResumeGroupResponse
+	26,  // 92: queue_manager.v1.QueueService.GetQueueMetrics:output_type -> queue_manager.v1.GetQueueMetricsResponse
+	85,  // 93: queue_manager.v1.QueueService.GetAllMetrics:output_type -> queue_manager.v1.GetAllMetricsResponse
+	86,  // 94: queue_manager.v1.QueueService.WatchMetrics:output_type -> queue_manager.v1.WatchMetricsResponse
+	87,  // 95: queue_manager.v1.QueueService.ListWorkers:output_type -> queue_manager.v1.ListWorkersResponse
+	88,  // 96: queue_manager.v1.QueueService.AddJob:output_type -> queue_manager.v1.AddJobResponse
+	89,  // 97: queue_manager.v1.QueueService.AddJobBatch:output_type -> queue_manager.v1.AddJobBatchResponse
+	90,  // 98: queue_manager.v1.QueueService.AddJobStream:output_type -> queue_manager.v1.AddJobStreamResponse
+	91,  // 99: queue_manager.v1.QueueService.AddBulk:output_type -> queue_manager.v1.AddBulkResponse
+	92,  // 100: queue_manager.v1.QueueService.GetJob:output_type -> queue_manager.v1.GetJobResponse
+	93,  // 101: queue_manager.v1.QueueService.ListJobs:output_type -> queue_manager.v1.ListJobsResponse
+	94,  // 102: queue_manager.v1.QueueService.RemoveJob:output_type -> queue_manager.v1.RemoveJobResponse
+	95,  // 103: queue_manager.v1.QueueService.GetJobLogs:output_type -> queue_manager.v1.GetJobLogsResponse
+	96,  // 104: queue_manager.v1.QueueService.WaitForJob:output_type -> queue_manager.v1.WaitForJobResponse
+	97,  // 105: queue_manager.v1.QueueService.CancelJob:output_type -> queue_manager.v1.CancelJobResponse
+	98,  // 106: queue_manager.v1.QueueService.RetryJob:output_type -> queue_manager.v1.RetryJobResponse
+	99,  // 107: queue_manager.v1.QueueService.RetryFailedJobs:output_type -> queue_manager.v1.RetryFailedJobsResponse
+	100, // 108: queue_manager.v1.QueueService.PromoteJob:output_type -> queue_manager.v1.PromoteJobResponse
+	101, // 109: queue_manager.v1.QueueService.ChangeJobPriority:output_type -> queue_manager.v1.ChangeJobPriorityResponse
+	102, // 110: queue_manager.v1.QueueService.UpdateJobData:output_type -> queue_manager.v1.UpdateJobDataResponse
+	103, // 111: queue_manager.v1.QueueService.ExecuteWorkflow:output_type -> queue_manager.v1.ExecuteWorkflowResponse
+	104, // 112: queue_manager.v1.QueueService.GetWorkflow:output_type -> queue_manager.v1.GetWorkflowResponse
+	105, // 113: queue_manager.v1.QueueService.ListWorkflows:output_type -> queue_manager.v1.ListWorkflowsResponse
+	106, // 114: queue_manager.v1.QueueService.CancelWorkflow:output_type -> queue_manager.v1.CancelWorkflowResponse
+	107, // 115: queue_manager.v1.QueueService.UpsertSchedule:output_type -> queue_manager.v1.UpsertScheduleResponse
+	108, // 116: queue_manager.v1.QueueService.GetSchedule:output_type -> queue_manager.v1.GetScheduleResponse
+	109, // 117: queue_manager.v1.QueueService.ListSchedules:output_type -> queue_manager.v1.ListSchedulesResponse
+	110, // 118: queue_manager.v1.QueueService.DeleteSchedule:output_type -> queue_manager.v1.DeleteScheduleResponse
+	111, // 119: queue_manager.v1.QueueService.WatchJobEvents:output_type -> queue_manager.v1.WatchJobEventsResponse
+	112, // 120: queue_manager.v1.QueueService.RescheduleJob:output_type -> queue_manager.v1.RescheduleJobResponse
+	28,  // 121: queue_manager.v1.QueueService.RedriveDeadLetters:output_type -> queue_manager.v1.RedriveDeadLettersResponse
+	113, // 122: queue_manager.v1.QueueService.RetryWorkflow:output_type -> queue_manager.v1.RetryWorkflowResponse
+	114, // 123: queue_manager.v1.QueueService.CancelJobs:output_type -> queue_manager.v1.CancelJobsResponse
+	115, // 124: queue_manager.v1.QueueService.RemoveJobs:output_type -> queue_manager.v1.RemoveJobsResponse
+	32,  // 125: queue_manager.v1.QueueService.ControlWorker:output_type -> queue_manager.v1.ControlWorkerResponse
+	116, // 126: queue_manager.v1.QueueService.WaitForChildren:output_type -> queue_manager.v1.WaitForChildrenResponse
+	117, // 127: queue_manager.v1.QueueService.FetchJobs:output_type -> queue_manager.v1.FetchJobsResponse
+	118, // 128: queue_manager.v1.QueueService.CompleteJob:output_type -> queue_manager.v1.CompleteJobResponse
+	119, // 129: queue_manager.v1.QueueService.FailJob:output_type -> queue_manager.v1.FailJobResponse
+	120, // 130: queue_manager.v1.QueueService.ExtendJobLease:output_type -> queue_manager.v1.ExtendJobLeaseResponse
+	121, // 131: queue_manager.v1.QueueService.ReportJobProgress:output_type -> queue_manager.v1.ReportJobProgressResponse
+	122, // 132: queue_manager.v1.QueueService.PushEvent:output_type -> queue_manager.v1.PushEventResponse
+	123, // 133: queue_manager.v1.QueueService.WaitForEvent:output_type -> queue_manager.v1.WaitForEventResponse
+	124, // 134: queue_manager.v1.QueueService.UpsertEventTrigger:output_type -> queue_manager.v1.UpsertEventTriggerResponse
+	125, // 135: queue_manager.v1.QueueService.ListEventTriggers:output_type -> queue_manager.v1.ListEventTriggersResponse
+	126, // 136: queue_manager.v1.QueueService.DeleteEventTrigger:output_type -> queue_manager.v1.DeleteEventTriggerResponse
+	80,  // [80:137] is the sub-list for method output_type
+	23,  // [23:80] is the sub-list for method input_type
+	23,  // [23:23] is the sub-list for extension type_name
+	23,  // [23:23] is the sub-list for extension extendee
+	0,   // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_queue_service_proto_init() }

@@ -1828,9 +1828,13 @@ type QueueConfig struct {
 	// go beyond it is refused with RESOURCE_EXHAUSTED (the job is not written); an AddBulk is checked whole
 	// before it is written and refused whole. Jobs the server adds itself (chain links, workflow steps,
 	// schedules, retries) are never refused, so the queue may go past it by those. 0 means no limit.
-	MaxSize       uint64 `protobuf:"varint,10,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxSize uint64 `protobuf:"varint,10,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	// Recurring maintenance windows: while the server's clock is inside one, the queue starts no job (as if
+	// paused: jobs are still added, running jobs finish); outside them it runs. At most 16. A window never
+	// lifts a pause given by PauseQueue, and ResumeQueue during a window ends only that pause.
+	MaintenanceWindows []*MaintenanceWindow `protobuf:"bytes,11,rep,name=maintenance_windows,json=maintenanceWindows,proto3" json:"maintenance_windows,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *QueueConfig) Reset() {
@@ -1933,6 +1937,78 @@ func (x *QueueConfig) GetMaxSize() uint64 {
 	return 0
 }
 
+func (x *QueueConfig) GetMaintenanceWindows() []*MaintenanceWindow {
+	if x != nil {
+		return x.MaintenanceWindows
+	}
+	return nil
+}
+
+// MaintenanceWindow is a recurring span of time in which its queue starts no job.
+type MaintenanceWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When each window starts: a cron expression, 5 fields (minute hour day-of-month month day-of-week) or 6
+	// (seconds first), as Schedule.cron.
+	Cron string `protobuf:"bytes,1,opt,name=cron,proto3" json:"cron,omitempty"`
+	// How long each window lasts: 1 second to 31 days.
+	Duration *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The IANA time zone the cron expression is read in, such as "Europe/Paris"; empty means UTC.
+	Timezone      string `protobuf:"bytes,3,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MaintenanceWindow) Reset() {
+	*x = MaintenanceWindow{}
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MaintenanceWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MaintenanceWindow) ProtoMessage() {}
+
+func (x *MaintenanceWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MaintenanceWindow.ProtoReflect.Descriptor instead.
+func (*MaintenanceWindow) Descriptor() ([]byte, []int) {
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MaintenanceWindow) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *MaintenanceWindow) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *MaintenanceWindow) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
 // GroupLimits bound the jobs of one fairness group, on top of the queue's own limits.
 type GroupLimits struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1949,7 +2025,7 @@ type GroupLimits struct {
 
 func (x *GroupLimits) Reset() {
 	*x = GroupLimits{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2037,7 @@ func (x *GroupLimits) String() string {
 func (*GroupLimits) ProtoMessage() {}
 
 func (x *GroupLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[16]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2050,7 @@ func (x *GroupLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupLimits.ProtoReflect.Descriptor instead.
 func (*GroupLimits) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GroupLimits) GetConcurrency() uint32 {
@@ -2012,14 +2088,17 @@ type GroupInfo struct {
 	// Whether the limits are the group's own (SetGroupLimits).
 	CustomLimits bool `protobuf:"varint,5,opt,name=custom_limits,json=customLimits,proto3" json:"custom_limits,omitempty"`
 	// Whether the group is paused (PauseGroup): its jobs are added but none starts until ResumeGroup.
-	Paused        bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
+	Paused bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
+	// When a timed pause (PauseGroupRequest.resume_after / resume_at) lifts by itself; unset for a pause
+	// that lasts until ResumeGroup, and for a group that is not paused.
+	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupInfo) Reset() {
 	*x = GroupInfo{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2110,7 @@ func (x *GroupInfo) String() string {
 func (*GroupInfo) ProtoMessage() {}
 
 func (x *GroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[17]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2123,7 @@ func (x *GroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfo.ProtoReflect.Descriptor instead.
 func (*GroupInfo) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{17}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GroupInfo) GetGroup() string {
@@ -2089,6 +2168,13 @@ func (x *GroupInfo) GetPaused() bool {
 	return false
 }
 
+func (x *GroupInfo) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
+}
+
 // PriorityBound is the longest wait of one priority level inside its queue.
 type PriorityBound struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2105,7 +2191,7 @@ type PriorityBound struct {
 
 func (x *PriorityBound) Reset() {
 	*x = PriorityBound{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2203,7 @@ func (x *PriorityBound) String() string {
 func (*PriorityBound) ProtoMessage() {}
 
 func (x *PriorityBound) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[18]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2216,7 @@ func (x *PriorityBound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityBound.ProtoReflect.Descriptor instead.
 func (*PriorityBound) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{18}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PriorityBound) GetPriority() JobPriority {
@@ -2154,17 +2240,27 @@ type Queue struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Its settings, with defaults filled in.
 	Config *QueueConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
-	// Whether the queue is paused (jobs are added but not started).
+	// Whether the queue is paused (jobs are added but not started): by PauseQueue (a timed pause until
+	// paused_until), or by a maintenance window (until maintenance_until), or both.
 	Paused bool `protobuf:"varint,3,opt,name=paused,proto3" json:"paused,omitempty"`
 	// When the queue was first registered.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When a timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a pause
+	// that lasts until ResumeQueue, and for a queue that is not paused.
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// While a maintenance window (QueueConfig.maintenance_windows) holds the queue: when it ends (windows that
+	// overlap or follow each other count as one). Unset outside the windows.
+	MaintenanceUntil *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=maintenance_until,json=maintenanceUntil,proto3" json:"maintenance_until,omitempty"`
+	// When the next maintenance window starts (after the current one, inside a window); unset without
+	// windows, or when none comes again.
+	NextMaintenanceTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_maintenance_time,json=nextMaintenanceTime,proto3" json:"next_maintenance_time,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2272,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[19]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2285,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{19}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Queue) GetName() string {
@@ -2216,6 +2312,27 @@ func (x *Queue) GetPaused() bool {
 func (x *Queue) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Queue) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
+}
+
+func (x *Queue) GetMaintenanceUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MaintenanceUntil
+	}
+	return nil
+}
+
+func (x *Queue) GetNextMaintenanceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextMaintenanceTime
 	}
 	return nil
 }
@@ -2298,14 +2415,20 @@ type QueueMetrics struct {
 	// lines and dedup keys), its lists, sets and hashes of its own. An estimate (MEMORY USAGE of the queue's
 	// keys and of a random sample of its jobs, times the jobs per state), refreshed at most every 30 s by
 	// default (the server's --memory-estimate-ms, which every server shares).
-	MemoryBytes   uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MemoryBytes uint64 `protobuf:"varint,35,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// When the queue's timed pause (PauseQueueRequest.resume_after / resume_at) lifts by itself; unset for a
+	// pause until ResumeQueue, and when the queue is not paused.
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,36,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// While a maintenance window (QueueConfig.maintenance_windows) holds the queue: when it ends. Unset
+	// outside the windows.
+	MaintenanceUntil *timestamppb.Timestamp `protobuf:"bytes,37,opt,name=maintenance_until,json=maintenanceUntil,proto3" json:"maintenance_until,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *QueueMetrics) Reset() {
 	*x = QueueMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2440,7 @@ func (x *QueueMetrics) String() string {
 func (*QueueMetrics) ProtoMessage() {}
 
 func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[20]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2453,7 @@ func (x *QueueMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMetrics.ProtoReflect.Descriptor instead.
 func (*QueueMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{20}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueueMetrics) GetQueueName() string {
@@ -2578,6 +2701,20 @@ func (x *QueueMetrics) GetMemoryBytes() uint64 {
 	return 0
 }
 
+func (x *QueueMetrics) GetPausedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PausedUntil
+	}
+	return nil
+}
+
+func (x *QueueMetrics) GetMaintenanceUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MaintenanceUntil
+	}
+	return nil
+}
+
 // PriorityLevelMetrics are the ready jobs of one priority level of a queue.
 type PriorityLevelMetrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2593,7 +2730,7 @@ type PriorityLevelMetrics struct {
 
 func (x *PriorityLevelMetrics) Reset() {
 	*x = PriorityLevelMetrics{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2742,7 @@ func (x *PriorityLevelMetrics) String() string {
 func (*PriorityLevelMetrics) ProtoMessage() {}
 
 func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[21]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2755,7 @@ func (x *PriorityLevelMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PriorityLevelMetrics.ProtoReflect.Descriptor instead.
 func (*PriorityLevelMetrics) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{21}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PriorityLevelMetrics) GetPriority() JobPriority {
@@ -2661,7 +2798,7 @@ type MetricsBucket struct {
 
 func (x *MetricsBucket) Reset() {
 	*x = MetricsBucket{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2810,7 @@ func (x *MetricsBucket) String() string {
 func (*MetricsBucket) ProtoMessage() {}
 
 func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[22]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2823,7 @@ func (x *MetricsBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBucket.ProtoReflect.Descriptor instead.
 func (*MetricsBucket) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{22}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MetricsBucket) GetStartTime() *timestamppb.Timestamp {
@@ -2747,7 +2884,7 @@ type JobError struct {
 
 func (x *JobError) Reset() {
 	*x = JobError{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2896,7 @@ func (x *JobError) String() string {
 func (*JobError) ProtoMessage() {}
 
 func (x *JobError) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[23]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2909,7 @@ func (x *JobError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobError.ProtoReflect.Descriptor instead.
 func (*JobError) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{23}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JobError) GetAttempt() uint32 {
@@ -2836,7 +2973,7 @@ type ChildJob struct {
 
 func (x *ChildJob) Reset() {
 	*x = ChildJob{}
-	mi := &file_queue_manager_v1_types_proto_msgTypes[24]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2848,7 +2985,7 @@ func (x *ChildJob) String() string {
 func (*ChildJob) ProtoMessage() {}
 
 func (x *ChildJob) ProtoReflect() protoreflect.Message {
-	mi := &file_queue_manager_v1_types_proto_msgTypes[24]
+	mi := &file_queue_manager_v1_types_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2861,7 +2998,7 @@ func (x *ChildJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildJob.ProtoReflect.Descriptor instead.
 func (*ChildJob) Descriptor() ([]byte, []int) {
-	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{24}
+	return file_queue_manager_v1_types_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChildJob) GetJob() *JobRef {
@@ -3037,7 +3174,7 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\tRateLimit\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
-	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xd0\x04\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"\xa6\x05\n" +
 	"\vQueueConfig\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x01 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12L\n" +
@@ -3050,28 +3187,37 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x0fpriority_bounds\x18\b \x03(\v2\x1f.queue_manager.v1.PriorityBoundR\x0epriorityBounds\x12@\n" +
 	"\fgroup_limits\x18\t \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\vgroupLimits\x12\x19\n" +
 	"\bmax_size\x18\n" +
-	" \x01(\x04R\amaxSize\"\x86\x01\n" +
+	" \x01(\x04R\amaxSize\x12T\n" +
+	"\x13maintenance_windows\x18\v \x03(\v2#.queue_manager.v1.MaintenanceWindowR\x12maintenanceWindows\"z\n" +
+	"\x11MaintenanceWindow\x12\x12\n" +
+	"\x04cron\x18\x01 \x01(\tR\x04cron\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1a\n" +
+	"\btimezone\x18\x03 \x01(\tR\btimezone\"\x86\x01\n" +
 	"\vGroupLimits\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12\x19\n" +
-	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\xc7\x01\n" +
+	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\x86\x02\n" +
 	"\tGroupInfo\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12\x16\n" +
 	"\x06active\x18\x03 \x01(\x04R\x06active\x125\n" +
 	"\x06limits\x18\x04 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12#\n" +
 	"\rcustom_limits\x18\x05 \x01(\bR\fcustomLimits\x12\x16\n" +
-	"\x06paused\x18\x06 \x01(\bR\x06paused\"\x80\x01\n" +
+	"\x06paused\x18\x06 \x01(\bR\x06paused\x12=\n" +
+	"\fpaused_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\x80\x01\n" +
 	"\rPriorityBound\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
-	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xa7\x01\n" +
+	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xff\x02\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x06config\x18\x02 \x01(\v2\x1d.queue_manager.v1.QueueConfigR\x06config\x12\x16\n" +
 	"\x06paused\x18\x03 \x01(\bR\x06paused\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa2\v\n" +
+	"createTime\x12=\n" +
+	"\fpaused_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12G\n" +
+	"\x11maintenance_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10maintenanceUntil\x12N\n" +
+	"\x15next_maintenance_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x13nextMaintenanceTime\"\xaa\f\n" +
 	"\fQueueMetrics\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x18\n" +
@@ -3113,7 +3259,9 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\rgroups_paused\x18  \x01(\x04R\fgroupsPaused\x12&\n" +
 	"\x0ftimed_out_total\x18! \x01(\x04R\rtimedOutTotal\x12!\n" +
 	"\fraised_total\x18\" \x01(\x04R\vraisedTotal\x12!\n" +
-	"\fmemory_bytes\x18# \x01(\x04R\vmemoryBytes\"\xb4\x01\n" +
+	"\fmemory_bytes\x18# \x01(\x04R\vmemoryBytes\x12=\n" +
+	"\fpaused_until\x18$ \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12G\n" +
+	"\x11maintenance_until\x18% \x01(\v2\x1a.google.protobuf.TimestampR\x10maintenanceUntil\"\xb4\x01\n" +
 	"\x14PriorityLevelMetrics\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12G\n" +
@@ -3187,7 +3335,7 @@ func file_queue_manager_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_queue_manager_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_queue_manager_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_queue_manager_v1_types_proto_goTypes = []any{
 	(JobPriority)(0),              // 0: queue_manager.v1.JobPriority
 	(JobState)(0),                 // 1: queue_manager.v1.JobState
@@ -3210,57 +3358,58 @@ var file_queue_manager_v1_types_proto_goTypes = []any{
 	(*ExternalEvent)(nil),         // 18: queue_manager.v1.ExternalEvent
 	(*RateLimit)(nil),             // 19: queue_manager.v1.RateLimit
 	(*QueueConfig)(nil),           // 20: queue_manager.v1.QueueConfig
-	(*GroupLimits)(nil),           // 21: queue_manager.v1.GroupLimits
-	(*GroupInfo)(nil),             // 22: queue_manager.v1.GroupInfo
-	(*PriorityBound)(nil),         // 23: queue_manager.v1.PriorityBound
-	(*Queue)(nil),                 // 24: queue_manager.v1.Queue
-	(*QueueMetrics)(nil),          // 25: queue_manager.v1.QueueMetrics
-	(*PriorityLevelMetrics)(nil),  // 26: queue_manager.v1.PriorityLevelMetrics
-	(*MetricsBucket)(nil),         // 27: queue_manager.v1.MetricsBucket
-	(*JobError)(nil),              // 28: queue_manager.v1.JobError
-	(*ChildJob)(nil),              // 29: queue_manager.v1.ChildJob
-	nil,                           // 30: queue_manager.v1.JobMetadata.AttributesEntry
-	nil,                           // 31: queue_manager.v1.JobOptions.WorkerLabelsEntry
-	(*structpb.Value)(nil),        // 32: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*MaintenanceWindow)(nil),     // 21: queue_manager.v1.MaintenanceWindow
+	(*GroupLimits)(nil),           // 22: queue_manager.v1.GroupLimits
+	(*GroupInfo)(nil),             // 23: queue_manager.v1.GroupInfo
+	(*PriorityBound)(nil),         // 24: queue_manager.v1.PriorityBound
+	(*Queue)(nil),                 // 25: queue_manager.v1.Queue
+	(*QueueMetrics)(nil),          // 26: queue_manager.v1.QueueMetrics
+	(*PriorityLevelMetrics)(nil),  // 27: queue_manager.v1.PriorityLevelMetrics
+	(*MetricsBucket)(nil),         // 28: queue_manager.v1.MetricsBucket
+	(*JobError)(nil),              // 29: queue_manager.v1.JobError
+	(*ChildJob)(nil),              // 30: queue_manager.v1.ChildJob
+	nil,                           // 31: queue_manager.v1.JobMetadata.AttributesEntry
+	nil,                           // 32: queue_manager.v1.JobOptions.WorkerLabelsEntry
+	(*structpb.Value)(nil),        // 33: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_queue_manager_v1_types_proto_depIdxs = []int32{
-	32, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
+	33, // 0: queue_manager.v1.Payload.json:type_name -> google.protobuf.Value
 	2,  // 1: queue_manager.v1.Backoff.type:type_name -> queue_manager.v1.BackoffType
-	33, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
-	33, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
-	33, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
-	30, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
+	34, // 2: queue_manager.v1.Backoff.delay:type_name -> google.protobuf.Duration
+	34, // 3: queue_manager.v1.Backoff.max_delay:type_name -> google.protobuf.Duration
+	34, // 4: queue_manager.v1.KeepJobs.age:type_name -> google.protobuf.Duration
+	31, // 5: queue_manager.v1.JobMetadata.attributes:type_name -> queue_manager.v1.JobMetadata.AttributesEntry
 	0,  // 6: queue_manager.v1.JobOptions.priority:type_name -> queue_manager.v1.JobPriority
-	33, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
-	34, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
+	34, // 7: queue_manager.v1.JobOptions.delay:type_name -> google.protobuf.Duration
+	35, // 8: queue_manager.v1.JobOptions.schedule_time:type_name -> google.protobuf.Timestamp
 	6,  // 9: queue_manager.v1.JobOptions.backoff:type_name -> queue_manager.v1.Backoff
 	8,  // 10: queue_manager.v1.JobOptions.metadata:type_name -> queue_manager.v1.JobMetadata
 	7,  // 11: queue_manager.v1.JobOptions.remove_on_complete:type_name -> queue_manager.v1.KeepJobs
 	7,  // 12: queue_manager.v1.JobOptions.remove_on_fail:type_name -> queue_manager.v1.KeepJobs
-	33, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
+	34, // 13: queue_manager.v1.JobOptions.timeout:type_name -> google.protobuf.Duration
 	10, // 14: queue_manager.v1.JobOptions.chain_to:type_name -> queue_manager.v1.ChainLink
 	11, // 15: queue_manager.v1.JobOptions.dedup:type_name -> queue_manager.v1.Dedup
-	33, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
-	31, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
+	34, // 16: queue_manager.v1.JobOptions.expire_after:type_name -> google.protobuf.Duration
+	32, // 17: queue_manager.v1.JobOptions.worker_labels:type_name -> queue_manager.v1.JobOptions.WorkerLabelsEntry
 	5,  // 18: queue_manager.v1.ChainLink.data:type_name -> queue_manager.v1.Payload
 	9,  // 19: queue_manager.v1.ChainLink.options:type_name -> queue_manager.v1.JobOptions
-	33, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
+	34, // 20: queue_manager.v1.Dedup.ttl:type_name -> google.protobuf.Duration
 	3,  // 21: queue_manager.v1.Dedup.mode:type_name -> queue_manager.v1.DedupMode
 	12, // 22: queue_manager.v1.ParentJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 23: queue_manager.v1.ParentJob.state:type_name -> queue_manager.v1.JobState
 	5,  // 24: queue_manager.v1.ParentJob.result:type_name -> queue_manager.v1.Payload
-	34, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
+	35, // 25: queue_manager.v1.JobLogLine.time:type_name -> google.protobuf.Timestamp
 	5,  // 26: queue_manager.v1.Job.data:type_name -> queue_manager.v1.Payload
 	1,  // 27: queue_manager.v1.Job.state:type_name -> queue_manager.v1.JobState
 	0,  // 28: queue_manager.v1.Job.priority:type_name -> queue_manager.v1.JobPriority
 	5,  // 29: queue_manager.v1.Job.result:type_name -> queue_manager.v1.Payload
-	32, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
-	34, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	34, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
-	34, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	34, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	33, // 30: queue_manager.v1.Job.progress:type_name -> google.protobuf.Value
+	35, // 31: queue_manager.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	35, // 32: queue_manager.v1.Job.process_time:type_name -> google.protobuf.Timestamp
+	35, // 33: queue_manager.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	35, // 34: queue_manager.v1.Job.run_time:type_name -> google.protobuf.Timestamp
 	8,  // 35: queue_manager.v1.Job.metadata:type_name -> queue_manager.v1.JobMetadata
 	9,  // 36: queue_manager.v1.Job.options:type_name -> queue_manager.v1.JobOptions
 	13, // 37: queue_manager.v1.Job.parents:type_name -> queue_manager.v1.ParentJob
@@ -3268,48 +3417,56 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	12, // 39: queue_manager.v1.Job.chain_root:type_name -> queue_manager.v1.JobRef
 	15, // 40: queue_manager.v1.Job.workflow:type_name -> queue_manager.v1.WorkflowStepRef
 	14, // 41: queue_manager.v1.Job.logs:type_name -> queue_manager.v1.JobLogLine
-	34, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
-	28, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
-	29, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
+	35, // 42: queue_manager.v1.Job.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 43: queue_manager.v1.Job.errors:type_name -> queue_manager.v1.JobError
+	30, // 44: queue_manager.v1.Job.child_jobs:type_name -> queue_manager.v1.ChildJob
 	17, // 45: queue_manager.v1.Job.event_wait:type_name -> queue_manager.v1.EventWait
 	18, // 46: queue_manager.v1.Job.event:type_name -> queue_manager.v1.ExternalEvent
-	34, // 47: queue_manager.v1.EventWait.until:type_name -> google.protobuf.Timestamp
+	35, // 47: queue_manager.v1.EventWait.until:type_name -> google.protobuf.Timestamp
 	5,  // 48: queue_manager.v1.ExternalEvent.data:type_name -> queue_manager.v1.Payload
-	34, // 49: queue_manager.v1.ExternalEvent.pushed_at:type_name -> google.protobuf.Timestamp
-	33, // 50: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
+	35, // 49: queue_manager.v1.ExternalEvent.pushed_at:type_name -> google.protobuf.Timestamp
+	34, // 50: queue_manager.v1.RateLimit.duration:type_name -> google.protobuf.Duration
 	19, // 51: queue_manager.v1.QueueConfig.rate_limit:type_name -> queue_manager.v1.RateLimit
 	9,  // 52: queue_manager.v1.QueueConfig.default_job_options:type_name -> queue_manager.v1.JobOptions
 	7,  // 53: queue_manager.v1.QueueConfig.completed_retention:type_name -> queue_manager.v1.KeepJobs
 	7,  // 54: queue_manager.v1.QueueConfig.failed_retention:type_name -> queue_manager.v1.KeepJobs
-	23, // 55: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
-	21, // 56: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
-	19, // 57: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	21, // 58: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	0,  // 59: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	33, // 60: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	20, // 61: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	34, // 62: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	33, // 63: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	33, // 64: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	33, // 65: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	34, // 66: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	27, // 67: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	34, // 68: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	26, // 69: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	0,  // 70: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	33, // 71: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	34, // 72: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	33, // 73: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 74: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	34, // 75: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	12, // 76: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 77: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 78: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	79, // [79:79] is the sub-list for method output_type
-	79, // [79:79] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	24, // 55: queue_manager.v1.QueueConfig.priority_bounds:type_name -> queue_manager.v1.PriorityBound
+	22, // 56: queue_manager.v1.QueueConfig.group_limits:type_name -> queue_manager.v1.GroupLimits
+	21, // 57: queue_manager.v1.QueueConfig.maintenance_windows:type_name -> queue_manager.v1.MaintenanceWindow
+	34, // 58: queue_manager.v1.MaintenanceWindow.duration:type_name -> google.protobuf.Duration
+	19, // 59: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
+	22, // 60: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	35, // 61: queue_manager.v1.GroupInfo.paused_until:type_name -> google.protobuf.Timestamp
+	0,  // 62: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	34, // 63: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	20, // 64: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	35, // 65: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	35, // 66: queue_manager.v1.Queue.paused_until:type_name -> google.protobuf.Timestamp
+	35, // 67: queue_manager.v1.Queue.maintenance_until:type_name -> google.protobuf.Timestamp
+	35, // 68: queue_manager.v1.Queue.next_maintenance_time:type_name -> google.protobuf.Timestamp
+	34, // 69: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	34, // 70: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	34, // 71: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	35, // 72: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	28, // 73: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	35, // 74: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	27, // 75: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	35, // 76: queue_manager.v1.QueueMetrics.paused_until:type_name -> google.protobuf.Timestamp
+	35, // 77: queue_manager.v1.QueueMetrics.maintenance_until:type_name -> google.protobuf.Timestamp
+	0,  // 78: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	34, // 79: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	35, // 80: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	34, // 81: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 82: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	35, // 83: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 84: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 85: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 86: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	87, // [87:87] is the sub-list for method output_type
+	87, // [87:87] is the sub-list for method input_type
+	87, // [87:87] is the sub-list for extension type_name
+	87, // [87:87] is the sub-list for extension extendee
+	0,  // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
@@ -3328,7 +3485,7 @@ func file_queue_manager_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_queue_manager_v1_types_proto_rawDesc), len(file_queue_manager_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

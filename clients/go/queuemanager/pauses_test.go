@@ -1,0 +1,119 @@
+package queuemanager_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	qm "github.com/queue-manager/queue-manager/clients/go/queuemanager"
+)
+
+func TestTimedPauseShowsItsTimeAndAResumeClearsIt(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	before := time.Now()
+	paused, err := c.PauseQueue(ctx, queue, qm.ResumeAfter(time.Hour))
+	if err != nil || !paused.Paused {
+		t.Fatalf("PauseQueue(ResumeAfter): %v %+v", err, paused)
+	}
+	if d := paused.PausedUntil.Sub(before); d < time.Hour-5*time.Second || d > time.Hour+time.Minute {
+		t.Fatalf("PausedUntil %s is not an hour on from %s", paused.PausedUntil, before)
+	}
+	at := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	paused, err = c.PauseQueue(ctx, queue, qm.ResumeAt(at))
+	if err != nil || !paused.PausedUntil.Equal(at) {
+		t.Fatalf("PauseQueue(ResumeAt): %v %+v", err, paused)
+	}
+	plain, err := c.PauseQueue(ctx, queue)
+	if err != nil || !plain.Paused || !plain.PausedUntil.IsZero() {
+		t.Fatalf("a plain pause clears the time: %v %+v", err, plain)
+	}
+	if _, err := c.PauseQueue(ctx, queue, qm.ResumeAfter(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	resumed, err := c.ResumeQueue(ctx, queue)
+	if err != nil || resumed.Paused || !resumed.PausedUntil.IsZero() {
+		t.Fatalf("ResumeQueue clears the time: %v %+v", err, resumed)
+	}
+
+	group, err := c.PauseGroup(ctx, queue, "acme", qm.ResumeAfter(time.Hour))
+	if err != nil || !group.Paused || group.PausedUntil.IsZero() {
+		t.Fatalf("PauseGroup(ResumeAfter): %v %+v", err, group)
+	}
+	group, err = c.ResumeGroup(ctx, queue, "acme")
+	if err != nil || group.Paused || !group.PausedUntil.IsZero() {
+		t.Fatalf("ResumeGroup clears the time: %v %+v", err, group)
+	}
+}
+
+func TestTimedPauseRefusesBadTimes(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	_, err := c.PauseQueue(ctx, queue, qm.ResumeAfter(time.Minute), qm.ResumeAt(time.Now().Add(time.Hour)))
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("both: got %v", err)
+	}
+	if _, err := c.PauseGroup(ctx, queue, "g", qm.ResumeAfter(0)); err == nil ||
+		!strings.Contains(err.Error(), "more than 0") {
+		t.Fatalf("zero: got %v", err)
+	}
+	_, err = c.PauseQueue(ctx, queue, qm.ResumeAt(time.Now().Add(-time.Hour)))
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "not in the future") {
+		t.Fatalf("past: want ErrInvalidArgument, got %v", err)
+	}
+	_, err = c.PauseQueue(ctx, queue, qm.ResumeAfter(367*24*time.Hour))
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "366-day maximum") {
+		t.Fatalf("too far: want ErrInvalidArgument, got %v", err)
+	}
+	if q, err := c.GetQueue(ctx, queue); err != nil || q.Paused {
+		t.Fatalf("a refused pause writes nothing: %v %+v", err, q)
+	}
+}
+
+func TestMaintenanceWindowsReadBackAndHoldTheQueue(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	windows := []qm.MaintenanceWindow{
+		{Cron: "0 2 * * SUN", Duration: 2 * time.Hour, Timezone: "Europe/Paris"},
+		{Cron: "30 3 1 * *", Duration: 15 * time.Minute},
+	}
+	queue := newQueue(t, c, &qm.QueueConfig{MaintenanceWindows: windows})
+	q, err := c.GetQueue(ctx, queue)
+	if err != nil || len(q.MaintenanceWindows) != 2 || q.MaintenanceWindows[0] != windows[0] ||
+		q.MaintenanceWindows[1] != windows[1] {
+		t.Fatalf("GetQueue: %v %+v", err, q)
+	}
+	if q.Paused || !q.MaintenanceUntil.IsZero() || !q.NextMaintenanceTime.After(time.Now()) {
+		t.Fatalf("outside its windows: %+v", q)
+	}
+
+	now := time.Now().UTC()
+	inside := newQueue(t, c, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{
+		{Cron: fmt.Sprintf("%d %d * * *", now.Minute(), now.Hour()), Duration: time.Hour},
+	}})
+	q, err = c.GetQueue(ctx, inside)
+	if err != nil || !q.Paused || !q.MaintenanceUntil.After(time.Now()) {
+		t.Fatalf("registered inside a window: %v %+v", err, q)
+	}
+	if q, err = c.ResumeQueue(ctx, inside); err != nil || !q.Paused {
+		t.Fatalf("a resume ends only a hand pause: %v %+v", err, q)
+	}
+
+	_, _, err = c.RegisterQueue(ctx, queue, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{
+		{Cron: "0 25 * * *", Duration: time.Hour},
+	}})
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "maintenance_windows[0].cron") {
+		t.Fatalf("bad cron: want ErrInvalidArgument, got %v", err)
+	}
+	_, _, err = c.RegisterQueue(ctx, queue, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{{Cron: "0 2 * * *"}}})
+	if err == nil || !strings.Contains(err.Error(), "Duration must be more than 0") {
+		t.Fatalf("zero duration: got %v", err)
+	}
+}
