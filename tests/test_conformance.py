@@ -55,12 +55,12 @@ async def test_typescript_worker_conforms(ts_built: Path) -> None:  # noqa: F811
     await run_kit(f"node {ROOT / 'clients/ts/dist/conformance/worker.js'}")
 
 
-@pytest.mark.timeout(KIT_TIMEOUT_S + 150)
-async def test_go_worker_conforms(tmp_path: Path) -> None:
+async def build_go_worker(directory: Path) -> Path:
+    """Builds the Go conformance worker (clients/go/cmd/conformance-worker) into `directory`."""
     go = shutil.which("go")
     if go is None:
         pytest.fail("go is not installed: the Go client (clients/go) needs Go 1.26 or newer (its go.mod)")
-    binary = tmp_path / "conformance-worker"
+    binary = directory / "conformance-worker"
     build = await asyncio.create_subprocess_exec(
         go,
         "build",
@@ -73,7 +73,12 @@ async def test_go_worker_conforms(tmp_path: Path) -> None:
     )
     built, _ = await asyncio.wait_for(build.communicate(), 150)
     assert build.returncode == 0, built.decode(errors="replace")
-    await run_kit(str(binary))
+    return binary
+
+
+@pytest.mark.timeout(KIT_TIMEOUT_S + 150)
+async def test_go_worker_conforms(tmp_path: Path) -> None:
+    await run_kit(str(await build_go_worker(tmp_path)))
 
 
 def _stream(*messages: tuple[str, object]) -> StreamRecord:

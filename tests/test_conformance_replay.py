@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from queue_manager.v1 import types_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
 from tests.conftest import ServerFactory
 from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles the client and its worker)
+from tests.test_conformance import build_go_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = sorted((ROOT / "conformance" / "recordings").glob("*.jsonl"))
@@ -79,24 +78,8 @@ async def test_the_recordings_replay_against_the_typescript_worker(ts_built: Pat
 
 
 @pytest.fixture(scope="module")
-async def go_worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("go is not installed: the Go client (clients/go) needs Go 1.26 or newer (its go.mod)")
-    binary = tmp_path_factory.mktemp("go") / "conformance-worker"
-    build = await asyncio.create_subprocess_exec(
-        go,
-        "build",
-        "-o",
-        str(binary),
-        "./cmd/conformance-worker",
-        cwd=ROOT / "clients" / "go",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(build.communicate(), 150)
-    assert build.returncode == 0, out.decode(errors="replace")
-    yield str(binary)
+async def go_worker(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(await build_go_worker(tmp_path_factory.mktemp("go")))
 
 
 @pytest.mark.timeout(300)

@@ -50,6 +50,17 @@ class LeaseNotHeld(QueueManagerError):
             "(it expired and was recovered, or the job was removed); the result was not recorded"
         )
 
+    @classmethod
+    def lost(cls, queue: str, job_id: str, consequence: str) -> LeaseNotHeld:
+        """The refusal of a call a running job makes with its lease (a data update, a wait for children or
+        for an event) after the lease was lost; `consequence` says what the call therefore did not do."""
+        return cls(
+            queue,
+            job_id,
+            f"the lease of job {job_id!r} in queue {queue!r} held by this token was lost (it expired or "
+            f"the job was recovered, cancelled or removed); {consequence}",
+        )
+
 
 class JobActive(QueueManagerError):
     """An operation needs the job (or queue) to have no active run."""

@@ -86,9 +86,4 @@ class Children:
         if code == NOT_FOUND:
             raise JobNotFound(queue, job_id)
         if code == LEASE_LOST:
-            raise LeaseNotHeld(
-                queue,
-                job_id,
-                f"the lease of job {job_id!r} in queue {queue!r} held by this token was lost (it expired or "
-                "the job was recovered, cancelled or removed); no child was added",
-            )
+            raise LeaseNotHeld.lost(queue, job_id, "no child was added")

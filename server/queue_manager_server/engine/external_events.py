@@ -85,12 +85,7 @@ class ExternalEvents:
         if code == NOT_FOUND:
             raise JobNotFound(queue, job_id)
         if code == LEASE_LOST:
-            raise LeaseNotHeld(
-                queue,
-                job_id,
-                f"the lease of job {job_id!r} in queue {queue!r} held by this token was lost (it expired or "
-                "the job was recovered, cancelled or removed); the job does not wait for the event",
-            )
+            raise LeaseNotHeld.lost(queue, job_id, "the job does not wait for the event")
         until = _i(r[1])
         return EventParked(code, until if until >= 0 else None)
 
