@@ -47,11 +47,10 @@ async def waiters(server: RunningServer, key: str) -> set[bytes]:
     engine = server.app.engine
     assert engine is not None
     if not server.settings.redis_cluster:
-        return set(await engine.redis.smembers(event_waiters(engine.prefix, key)))  # type: ignore[misc]
+        return set(await engine.redis.smembers(event_waiters(engine.prefix, key)))
     found: set[bytes] = set()
     for queue in await engine.redis.zrange(event_index(engine.prefix, key), 0, -1):
-        members = await engine.redis.smembers(queue_event_waiters(engine.prefix, queue.decode(), key))  # type: ignore[misc]
-        found |= set(members)
+        found |= set(await engine.redis.smembers(queue_event_waiters(engine.prefix, queue.decode(), key)))
     return found
 
 
