@@ -485,3 +485,40 @@ async def test_a_job_rescheduled_or_promoted_while_waiting_is_no_longer_woken(qm
     assert runs == [True]  # the promoted job ran as after a timeout
     assert (await qm.push_event("moved:k")).woken == []
     assert (await qm.get_job("moved", later.id)).state == JobState.DELAYED
+
+
+async def test_a_push_costs_one_script_call_on_one_server_and_three_round_trips_on_a_cluster(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One server: the push is push_event.lua alone. A Cluster: its record, each queue's share (one pipeline),
+    and the record's clearing."""
+    qm = QueueManager(address=server.address)
+    for q in ("rt-a", "rt-b"):
+        await qm.register_queue(q)
+        await qm.upsert_event_trigger(q, "rt:*", q, "t")
+    await qm.push_event("rt:k")  # the server reads the triggers once
+    engine = server.app.engine
+    assert engine is not None
+    names = {"push_event", "record_event", "deliver_event", "event_done"}
+    calls: list[str] = []
+    run, call_in = engine.scripts.run, engine.scripts.call_in
+
+    async def spied_run(name: str, keys: list[str], args: list[Any]) -> Any:
+        if name in names:
+            calls.append(name)
+        return await run(name, keys, args)
+
+    def spied_call_in(pipe: Any, name: str, keys: Any, args: Any) -> None:
+        if name in names:
+            calls.append(name)
+        call_in(pipe, name, keys, args)
+
+    monkeypatch.setattr(engine.scripts, "run", spied_run)
+    monkeypatch.setattr(engine.scripts, "call_in", spied_call_in)
+    pushed = await qm.push_event("rt:k")
+    assert sorted(r.queue_name for r in pushed.added) == ["rt-a", "rt-b"]
+    if server.settings.redis_cluster:
+        assert calls == ["record_event", "deliver_event", "deliver_event", "event_done"]
+    else:
+        assert calls == ["push_event"]
+    await qm.shutdown()
