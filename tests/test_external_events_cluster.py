@@ -12,7 +12,7 @@ from queue_manager import JobContext, JobState, QueueManager
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.event_pushes import EventPushes
 from queue_manager_server.engine.external_events import STALE_INDEX, ExternalEvents
-from queue_manager_server.engine.keys import event_index, event_pushes
+from queue_manager_server.engine.keys import event_index, event_indexed_keys, event_pushes
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.services import event_pushes as pushes_module
 from tests.cluster import ValkeyCluster, spread
@@ -165,4 +165,41 @@ async def test_a_repeat_of_an_event_id_whose_push_is_not_carried_out_yet_carries
     assert again.duplicate and [(r.queue_name, r.job_id) for r in again.woken] == [(queue, job.id)]
     assert await engine.redis.zcard(event_pushes(prefix)) == 0
     await until_state(qm, queue, job.id, JobState.COMPLETED)
+    await qm.shutdown()
+
+
+async def test_the_janitor_sweeps_a_queue_whose_waits_ended_with_no_push_out_of_the_keys_index(
+    on_cluster: ServerFactory, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait with no timeout, cancelled before any push: its queue would stay in the key's index for good;
+    the sweep drops it (once indexed more than INDEX_GRACE_MS ago) and the key leaves the list of keys, while
+    a queue whose job still waits stays."""
+    server = await on_cluster()
+    qm = QueueManager(address=server.address)
+    waiting_queue, cancelled_queue = spread("sweep")[:2]
+    for q in (waiting_queue, cancelled_queue):
+        await qm.register_queue(q)
+
+        @qm.processor(q)
+        async def wait(job: JobContext) -> None:
+            await job.wait_for_event("sweep:k")
+
+    await qm.start_workers()
+    stays = await qm.add_job(waiting_queue, "w", None)
+    goes = await qm.add_job(cancelled_queue, "w", None)
+    for j in (stays, goes):
+        await until_state(qm, j.queue_name, j.id, JobState.DELAYED)
+    engine = server.app.engine
+    assert engine is not None
+    pushes = pushes_module.ClusterPushes(engine)
+    monkeypatch.setattr(pushes_module, "INDEX_GRACE_MS", -60_000)  # every entry counts as old enough
+    assert await pushes.sweep_index() == 0  # both queues hold a waiter
+    await qm.cancel_job(cancelled_queue, goes.id, "not needed")
+    assert await pushes.sweep_index() == 1
+    index = [q.decode() for q in await engine.redis.zrange(event_index(prefix, "sweep:k"), 0, -1)]
+    assert index == [waiting_queue]
+    await qm.cancel_job(waiting_queue, stays.id, "not needed")
+    assert await pushes.sweep_index() == 1
+    assert not await engine.redis.exists(event_index(prefix, "sweep:k"))
+    assert await engine.redis.zcard(event_indexed_keys(prefix)) == 0
     await qm.shutdown()

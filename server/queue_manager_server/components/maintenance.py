@@ -84,6 +84,9 @@ class Janitor(Component):
             pushed = await self.event_pushes.replay()
             if pushed:
                 self.log.info("carried out event pushes left behind", extra={"pushes": pushed})
+            swept = await self.event_pushes.sweep_index()
+            if swept:
+                self.log.info("dropped queues with no event waiters left", extra={"entries": swept})
         queues = await self.engine.queue_names()
         for queue, due in zip(queues, await self.engine.housekeeping_due(queues), strict=True):
             if not (due.bulk or due.retention or due.dead_letters or due.flows or due.redrives):

@@ -16,6 +16,7 @@ from queue_manager_server.engine.keys import (
     cluster_event_pushed,
     event_delivered,
     event_index,
+    event_indexed_keys,
     event_push,
     event_pushes,
     event_triggers_version,
@@ -50,6 +51,16 @@ class Delivered:
     left: bool
     woken: list[str]
     added: list[str]
+
+
+@dataclass(slots=True)
+class IndexedKey:
+    """An event key with an index (event_index_due.lua): its score in the list of keys (when it was last
+    indexed, as Redis wrote it) and its index's entries, (queue, ms indexed)."""
+
+    key: str
+    score: str
+    entries: list[tuple[str, str]]
 
 
 @dataclass(slots=True)
@@ -107,7 +118,9 @@ class EventPushes:
         p = self.engine.prefix
         return _i(
             await self.engine.scripts.run(
-                "index_event_wait", [event_index(p, k) for k in keys], [queue, timeout_ms]
+                "index_event_wait",
+                [event_indexed_keys(p), *(event_index(p, k) for k in keys)],
+                [queue, timeout_ms, *keys],
             )
         )
 
@@ -214,3 +227,42 @@ class EventPushes:
             event_pushes(self.engine.prefix), "-inf", before_ms, start=0, num=limit
         )
         return [_s(i) for i in ids]
+
+    async def event_index_due(self, grace_ms: int, limit: int) -> tuple[int, list[IndexedKey]]:
+        """The event keys not indexed for `grace_ms`, oldest first, with their indexes' entries, and the time
+        (Redis ms) they were read."""
+        p = self.engine.prefix
+        r = await self.engine.scripts.run(
+            "event_index_due", [event_indexed_keys(p)], [grace_ms, limit, event_index(p, "")]
+        )
+        out, i = [], 1
+        while i < len(r):
+            n = _i(r[i + 2])
+            entries = [(_s(r[j]), _s(r[j + 1])) for j in range(i + 3, i + 3 + 2 * n, 2)]
+            out.append(IndexedKey(_s(r[i]), _s(r[i + 1]), entries))
+            i += 3 + 2 * n
+        return _i(r[0]), out
+
+    async def waiters_left(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each queue's waiters set of each event key, (queue, key), holds a job (one round trip)."""
+        pipe = self.engine.store.pipeline()
+        for queue, key in entries:
+            pipe.exists(queue_event_waiters(self.engine.prefix, queue, key))
+        return [bool(n) for n in await self.engine.store.execute(pipe)]
+
+    async def event_index_sweep(
+        self,
+        read_at: int,
+        grace_ms: int,
+        keys: Sequence[IndexedKey],
+        empty: Sequence[Sequence[tuple[str, str]]],
+    ) -> int:
+        """Drops from each key's index its queues `empty` (queue, ms indexed as read) under event_done.lua's
+        rule, and the keys whose index is gone from the list; returns how many entries it dropped."""
+        p = self.engine.prefix
+        args: list[str | int] = [read_at, grace_ms, event_index(p, "")]
+        for key, queues in zip(keys, empty, strict=True):
+            args += [key.key, key.score, len(queues)]
+            for queue, indexed in queues:
+                args += [queue, indexed]
+        return _i(await self.engine.scripts.run("event_index_sweep", [event_indexed_keys(p)], args))

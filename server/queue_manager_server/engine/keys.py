@@ -325,6 +325,12 @@ def event_index(prefix: str, key: str) -> str:
     return f"{prefix}:{{event-triggers}}:index:{key}"
 
 
+def event_indexed_keys(prefix: str) -> str:
+    """zset: on a Cluster, the event keys with an index -> the time (ms) one was last indexed, which the
+    janitor sweeps for queues whose waits ended with no push (event_index_due.lua)."""
+    return f"{prefix}:{{event-triggers}}:indexed"
+
+
 def event_pushes(prefix: str) -> str:
     """zset: on a Cluster, push id -> time (ms) recorded, of the pushes not carried out to every queue yet
     (record_event.lua adds, event_done.lua clears, the janitor carries out those a lost server left)."""

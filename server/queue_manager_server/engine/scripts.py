@@ -168,6 +168,8 @@ class Scripts:
         "record_event",
         "deliver_event",
         "event_done",
+        "event_index_due",
+        "event_index_sweep",
         # cancel, timeouts, retry-after (engine/control.py)
         "cancel_job",
         "time_out",

@@ -21,10 +21,12 @@ trigger job added once. A repeat of an event id whose push is not carried out ye
 it answers what the first push did, as on one server.
 
 The index shrinks too: a queue that a push found with no waiter left leaves it (event_done.lua), unless it
-was indexed again since the push read it, or less than INDEX_GRACE_MS before the push. A wait indexed earlier
-than that which is not parked yet could still join the queue's set after the push looked, and would be lost
-from the index; event_wait.lua refuses to park a job whose index is older than INDEX_MAX_AGE_MS (the server
-indexes again and retries), which rules that out while the nodes' clocks agree within the difference.
+was indexed again since the push read it, or less than INDEX_GRACE_MS before the push; the janitor applies
+the same rule to keys whose waits ended with no push (event_index_due.lua, event_index_sweep.lua). A wait
+indexed earlier than that which is not parked yet could still join the queue's set after the push looked,
+and would be lost from the index; event_wait.lua refuses to park a job whose index is older than
+INDEX_MAX_AGE_MS (the server indexes again and retries), which rules that out while the nodes' clocks agree
+within the difference.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ INDEX_ATTEMPTS = 3
 # The janitor carries out pushes recorded longer ago than this (a push's own server takes milliseconds).
 REPLAY_AFTER_MS = 2_000
 REPLAY_BATCH = 100
+# Event keys whose indexes the janitor sweeps per tick.
+SWEEP_BATCH = 100
 # Testing knob (qm serve --test-crash-point, as services/flows.py CRASH_POINTS): the process kills itself
 # with SIGKILL after a push's record, or after its queues' shares and before the record is cleared.
 CRASH_POINTS = ("after-event-record", "after-event-delivery")
@@ -149,6 +153,19 @@ class ClusterPushes:
                 await self.carry_out(push)
                 done += 1
         return done
+
+    async def sweep_index(self) -> int:
+        """Drops from the keys' indexes the queues whose waits ended with no push (cancelled, removed, timed
+        out), a batch of keys not indexed for INDEX_GRACE_MS at a time (the janitor's call), under the rule
+        of a push's clean-up: the index is read first, the queues' sets looked at after. Returns how many
+        entries it dropped."""
+        read_at, due = await self.pushes.event_index_due(INDEX_GRACE_MS, SWEEP_BATCH)
+        if not due:
+            return 0
+        pairs = [(queue, k.key) for k in due for queue, _ in k.entries]
+        left = iter(await self.pushes.waiters_left(pairs) if pairs else [])
+        empty = [[(queue, at) for queue, at in k.entries if not next(left)] for k in due]
+        return await self.pushes.event_index_sweep(read_at, INDEX_GRACE_MS, due, empty)
 
     def _maybe_crash(self, point: str) -> None:
         if self.crash_point == point:
