@@ -21,6 +21,15 @@ from tests.test_cli import qm_cli, qm_json
 from tests.test_delay_job import until_state
 
 
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> RunningServer:
+    """Each test that takes it runs on one Valkey and on a three-primary Cluster (services/event_pushes.py:
+    a push there goes through a record and each queue's share)."""
+    if request.param == "cluster":
+        return await request.getfixturevalue("on_cluster")()  # type: ignore[no-any-return]
+    return await server_factory()
+
+
 async def test_a_push_adds_one_job_per_matching_trigger_with_the_event_data(server: RunningServer) -> None:
     qm = QueueManager(address=server.address)
     for q in ("invoices", "emails", "audit"):

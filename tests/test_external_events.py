@@ -14,15 +14,23 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from redis.asyncio import Redis
 
 from queue_manager import ExternalEvent, JobContext, JobState, QueueManager
 from queue_manager.v1 import external_events_pb2, queue_service_pb2_grpc
-from queue_manager_server.engine.keys import event_waiters
+from queue_manager_server.engine.keys import event_index, event_waiters, queue_event_waiters
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import RawWorker, eventually
 from tests.test_cli import qm_cli, qm_json
 from tests.test_delay_job import WAIT, until_state
+
+
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> RunningServer:
+    """Each test that takes it runs on one Valkey and on a three-primary Cluster (services/event_pushes.py:
+    a push there goes through a record and each queue's share)."""
+    if request.param == "cluster":
+        return await request.getfixturevalue("on_cluster")()  # type: ignore[no-any-return]
+    return await server_factory()
 
 
 @pytest.fixture
@@ -33,9 +41,17 @@ async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
     await client.shutdown()
 
 
-async def waiters(redis: Redis, prefix: str, key: str) -> set[bytes]:
-    """The job keys registered as waiting for `key`."""
-    return set(await redis.smembers(event_waiters(prefix, key)))  # type: ignore[misc]
+async def waiters(server: RunningServer, key: str) -> set[bytes]:
+    """The job keys registered as waiting for `key`: in its waiters set, or on a Cluster in the sets of the
+    queues its index lists."""
+    engine = server.app.engine
+    assert engine is not None
+    if not server.settings.redis_cluster:
+        return set(await engine.redis.smembers(event_waiters(engine.prefix, key)))
+    found: set[bytes] = set()
+    for queue in await engine.redis.zrange(event_index(engine.prefix, key), 0, -1):
+        found |= set(await engine.redis.smembers(queue_event_waiters(engine.prefix, queue.decode(), key)))
+    return found
 
 
 async def test_a_push_wakes_the_waiting_job_whose_next_run_sees_the_event(qm: QueueManager) -> None:
@@ -80,7 +96,7 @@ async def test_a_push_wakes_the_waiting_job_whose_next_run_sees_the_event(qm: Qu
 
 
 async def test_a_wait_times_out_and_the_job_runs_again_with_no_event(
-    qm: QueueManager, redis: Redis, prefix: str
+    qm: QueueManager, server: RunningServer
 ) -> None:
     await qm.register_queue("approvals")
     runs: list[tuple[ExternalEvent | None, bool]] = []
@@ -98,9 +114,9 @@ async def test_a_wait_times_out_and_the_job_runs_again_with_no_event(
     assert done.result == "timed out" and runs == [(None, False), (None, True)]
     assert done.event_wait is not None and done.event_wait.until is not None and done.event is None
     # The timed-out wait is not woken by a later push, which drops its stale registration.
-    assert await waiters(redis, prefix, "approval:1")
+    assert await waiters(server, "approval:1")
     pushed = await qm.push_event("approval:1", "late")
-    assert pushed.woken == [] and not await waiters(redis, prefix, "approval:1")
+    assert pushed.woken == [] and not await waiters(server, "approval:1")
     assert (await qm.get_job("approvals", job.id)).state == JobState.COMPLETED
 
 
@@ -139,9 +155,7 @@ async def test_an_event_pushed_before_the_wait_is_not_seen(qm: QueueManager) -> 
     assert events == ["now"]
 
 
-async def test_one_push_wakes_every_job_waiting_for_its_key_in_any_queue(
-    server: RunningServer, redis: Redis, prefix: str
-) -> None:
+async def test_one_push_wakes_every_job_waiting_for_its_key_in_any_queue(server: RunningServer) -> None:
     qm = QueueManager(address=server.address, concurrency=10)
     for q in ("fan-a", "fan-b"):
         await qm.register_queue(q)
@@ -171,7 +185,7 @@ async def test_one_push_wakes_every_job_waiting_for_its_key_in_any_queue(
         await until_state(qm, j.queue_name, j.id, JobState.COMPLETED)
     assert sorted(woke) == [("fan-a", "deploy:done"), ("fan-a", "deploy:done"), ("fan-b", "deploy:done")]
     # The woken job that waited for two keys is no longer registered for the other one.
-    assert await waiters(redis, prefix, "other") == {f"{prefix}:{{fan-b}}:job:{jobs[3].id}".encode()}
+    assert await waiters(server, "other") == {f"{server.prefix}:{{fan-b}}:job:{jobs[3].id}".encode()}
     assert (await qm.get_job("fan-b", jobs[3].id)).state == JobState.DELAYED
     await qm.shutdown()
 
@@ -204,7 +218,7 @@ async def test_a_repeated_event_id_changes_nothing_and_answers_as_the_first_push
 
 
 async def test_a_job_cancelled_or_removed_while_waiting_leaves_no_registration(
-    qm: QueueManager, redis: Redis, prefix: str
+    qm: QueueManager, server: RunningServer
 ) -> None:
     await qm.register_queue("gone")
 
@@ -217,10 +231,10 @@ async def test_a_job_cancelled_or_removed_while_waiting_leaves_no_registration(
     removed = await qm.add_job("gone", "r", None)
     await until_state(qm, "gone", cancelled.id, JobState.DELAYED)
     await until_state(qm, "gone", removed.id, JobState.DELAYED)
-    assert len(await waiters(redis, prefix, "gone:a")) == 2
+    assert len(await waiters(server, "gone:a")) == 2
     await qm.cancel_job("gone", cancelled.id, "no longer needed")
     await qm.remove_job("gone", removed.id)
-    assert not await waiters(redis, prefix, "gone:a") and not await waiters(redis, prefix, "gone:b")
+    assert not await waiters(server, "gone:a") and not await waiters(server, "gone:b")
     assert (await qm.push_event("gone:a", None)).woken == []
     assert (await qm.get_job("gone", cancelled.id)).state == JobState.CANCELLED
 
@@ -428,9 +442,7 @@ async def test_event_waits_and_children_waits_in_turn_keep_each_others_outcomes(
     ]
 
 
-async def test_bulk_removal_drain_and_obliterate_leave_no_registration(
-    server: RunningServer, redis: Redis, prefix: str
-) -> None:
+async def test_bulk_removal_drain_and_obliterate_leave_no_registration(server: RunningServer) -> None:
     qm = QueueManager(address=server.address, concurrency=3)
     queues = ("bulk-removed", "bulk-drained", "bulk-obliterated")
 
@@ -444,39 +456,11 @@ async def test_bulk_removal_drain_and_obliterate_leave_no_registration(
     jobs = [await qm.add_job(q, "w", None) for q in queues]
     for j in jobs:
         await until_state(qm, j.queue_name, j.id, JobState.DELAYED)
-    assert len(await waiters(redis, prefix, "bulk:k")) == 3
+    assert len(await waiters(server, "bulk:k")) == 3
     await qm.remove_jobs("bulk-removed", JobState.DELAYED)
     await qm.drain_queue("bulk-drained", include_delayed=True)
     await qm.obliterate_queue("bulk-obliterated")
-    assert not await waiters(redis, prefix, "bulk:k")
-    await qm.shutdown()
-
-
-@pytest.mark.cluster
-async def test_on_a_cluster_both_calls_are_refused_and_nothing_is_written(on_cluster: ServerFactory) -> None:
-    server = await on_cluster()
-    qm = QueueManager(address=server.address)
-    await qm.register_queue("on-cluster")
-    job = await qm.add_job("on-cluster", "w", None)
-    worker = RawWorker(server.address, ["on-cluster"])
-    await worker.connect(credits=1)
-    (leased,) = await worker.jobs(1)
-    stub = queue_service_pb2_grpc.QueueServiceStub(worker.channel)
-    for call, request in [
-        (stub.PushEvent, external_events_pb2.PushEventRequest(key="k")),
-        (
-            stub.WaitForEvent,
-            external_events_pb2.WaitForEventRequest(
-                queue_name="on-cluster", job_id=job.id, lease_token=leased.lease_token, keys=["k"]
-            ),
-        ),
-    ]:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call(request)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "need a single Redis/Valkey server, not a Cluster" in (info.value.details() or "")
-    assert (await qm.get_job("on-cluster", job.id)).state == JobState.ACTIVE
-    await worker.close()
+    assert not await waiters(server, "bulk:k")
     await qm.shutdown()
 
 
@@ -501,3 +485,40 @@ async def test_a_job_rescheduled_or_promoted_while_waiting_is_no_longer_woken(qm
     assert runs == [True]  # the promoted job ran as after a timeout
     assert (await qm.push_event("moved:k")).woken == []
     assert (await qm.get_job("moved", later.id)).state == JobState.DELAYED
+
+
+async def test_a_push_costs_one_script_call_on_one_server_and_three_round_trips_on_a_cluster(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One server: the push is push_event.lua alone. A Cluster: its record, each queue's share (one pipeline),
+    and the record's clearing."""
+    qm = QueueManager(address=server.address)
+    for q in ("rt-a", "rt-b"):
+        await qm.register_queue(q)
+        await qm.upsert_event_trigger(q, "rt:*", q, "t")
+    await qm.push_event("rt:k")  # the server reads the triggers once
+    engine = server.app.engine
+    assert engine is not None
+    names = {"push_event", "record_event", "deliver_event", "event_done"}
+    calls: list[str] = []
+    run, call_in = engine.scripts.run, engine.scripts.call_in
+
+    async def spied_run(name: str, keys: list[str], args: list[Any]) -> Any:
+        if name in names:
+            calls.append(name)
+        return await run(name, keys, args)
+
+    def spied_call_in(pipe: Any, name: str, keys: Any, args: Any) -> None:
+        if name in names:
+            calls.append(name)
+        call_in(pipe, name, keys, args)
+
+    monkeypatch.setattr(engine.scripts, "run", spied_run)
+    monkeypatch.setattr(engine.scripts, "call_in", spied_call_in)
+    pushed = await qm.push_event("rt:k")
+    assert sorted(r.queue_name for r in pushed.added) == ["rt-a", "rt-b"]
+    if server.settings.redis_cluster:
+        assert calls == ["record_event", "deliver_event", "deliver_event", "event_done"]
+    else:
+        assert calls == ["push_event"]
+    await qm.shutdown()

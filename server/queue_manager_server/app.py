@@ -64,10 +64,12 @@ from queue_manager_server.engine.clock import TestClockStorage
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.engine import HELD_CONNECTIONS
 from queue_manager_server.engine.packing import hiredis_packing
+from queue_manager_server.engine.store import ClusterStore
 from queue_manager_server.grpc_metrics import GrpcMetrics
 from queue_manager_server.http import HttpBindError, HttpContext, HttpServer, build_app, check_bindable
 from queue_manager_server.services.auth_interceptor import AuthInterceptor
 from queue_manager_server.services.dispatcher import Dispatcher
+from queue_manager_server.services.event_pushes import ClusterPushes
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.limits_interceptor import LimitsInterceptor
 from queue_manager_server.services.queue_service import QueueService
@@ -192,6 +194,9 @@ class App:
         workflows.cancel_job = Control(engine).cancel_job  # cancel_workflow stops its steps' jobs
         flows = Flows(engine, workflows, s.max_payload_bytes, s.test_crash_point)
         engine.flow_hook = flows.hand_off
+        pushes = None
+        if isinstance(engine.store, ClusterStore):  # external events go through records there
+            pushes = ClusterPushes(engine, s.test_crash_point)
 
         self.dispatcher = Dispatcher(engine, s.lease_ms)
         self.workers = WorkerService(
@@ -199,6 +204,7 @@ class App:
         )
         self.workers.max_credits, self.workers.max_buffer = s.max_worker_credits, s.max_worker_buffer
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
+        self.queue_service.cluster_pushes = pushes
         self.queue_service.adds.listener = self.dispatcher  # adds through this server are claimed at once
         self.queue_service.max_bulk_bytes = s.max_bulk_bytes
         self.worker_control = WorkerControl(
@@ -255,7 +261,7 @@ class App:
             PrioritySweep(engine, s.priority_sweep_ms / 1000),
             ExpirySweep(engine, s.expiry_sweep_ms / 1000),
             scheduler,
-            Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms),
+            Janitor(engine, flows, workflows, s.janitor_interval_ms / 1000, s.bulk_idle_ms, pushes),
             monitor,
             WorkerRegistry(self.workers.registry, self.dispatcher, s.server_id, s.heartbeat_ms),
             StreamGuard(self.dispatcher, s.worker_stall_ms),

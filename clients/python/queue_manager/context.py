@@ -314,7 +314,7 @@ class JobContext:
         Raises:
             WaitingForEvent: The job waits; the run is over.
             InvalidArgumentError: Bad keys or timeout, or data over the payload limit: the run goes on.
-            FailedPreconditionError: This run's lease was lost, or the server uses a Redis Cluster.
+            FailedPreconditionError: This run's lease was lost.
             TypeError, ValueError: Bad keys, timeout or data (raised before anything is sent).
         """
         names = keys if isinstance(keys, str) else list(keys)

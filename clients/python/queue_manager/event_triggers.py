@@ -118,7 +118,7 @@ class EventTriggerCalls(ClientBase):
         Raises:
             NotFoundError: The queue is not registered.
             InvalidArgumentError: A bad field.
-            FailedPreconditionError: The server has 1,000 triggers, or stores its state in a Redis Cluster.
+            FailedPreconditionError: The server has 1,000 triggers.
             ValueError: A bad id, pattern or name (raised before anything is sent).
         """
         request = upsert_event_trigger_request(trigger_id, key_pattern, queue_name, job_name, options)

@@ -111,8 +111,6 @@ class ExternalEventCalls(ClientBase):
 
         Raises:
             InvalidArgumentError: A bad key or id, or data over the payload limit.
-            FailedPreconditionError: The server stores its state in a Redis Cluster, where external events
-                are not available.
             ValueError: A bad key or id (raised before anything is sent).
         """
         request = push_event_request(key, data, event_id)

@@ -21,7 +21,7 @@ export class ExternalEventCalls extends PullCalls {
    * and its next run sees the event in `job.event`. A job that starts waiting after the push does not see it.
    * `data` is JSON (or a `Uint8Array`), within the server's payload limit; `eventId` makes the push safe to
    * repeat within 24 hours (a webhook's retries). Rejects with `InvalidArgumentError` for a bad key or
-   * oversized data, `FailedPreconditionError` when the server uses a Redis Cluster.
+   * oversized data.
    */
   async pushEvent(key: string, data?: unknown, options: PushEventOptions = {}): Promise<PushedEvent> {
     const request = pushEventRequest(key, data, options); // a bad argument rejects, before any call
@@ -32,7 +32,7 @@ export class ExternalEventCalls extends PullCalls {
    * Creates an event trigger, or replaces the one of that id: every `pushEvent` whose key matches
    * `keyPattern` then adds a job to `queueName` with the event's data, in the push's step. Rejects with
    * `NotFoundError` for a queue that is not registered, `InvalidArgumentError` for a bad field,
-   * `FailedPreconditionError` past 1,000 triggers or on a Redis Cluster.
+   * `FailedPreconditionError` past 1,000 triggers.
    */
   async upsertEventTrigger(spec: EventTriggerSpec): Promise<{ trigger: EventTrigger; created: boolean }> {
     const trigger = eventTriggerToProto(spec); // a bad argument rejects, before any call

@@ -13,6 +13,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.records import Housekeeping
 from queue_manager_server.engine.redrive import DeadLetters
+from queue_manager_server.services.event_pushes import ClusterPushes
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.workflows import Workflows
 
@@ -48,18 +49,25 @@ class Reaper(Component):
 
 
 class Janitor(Component):
-    """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs and
-    redrives of dead-letter copies, and resolves bulk streams whose writer is gone (publishes committed ones,
-    rolls back idle ones)."""
+    """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs,
+    redrives of dead-letter copies and (on a Cluster) pushes of external events, and resolves bulk streams
+    whose writer is gone (publishes committed ones, rolls back idle ones)."""
 
     name = "janitor"
 
     def __init__(
-        self, engine: Engine, flows: Flows, workflows: Workflows, interval: float, bulk_idle_ms: int
+        self,
+        engine: Engine,
+        flows: Flows,
+        workflows: Workflows,
+        interval: float,
+        bulk_idle_ms: int,
+        event_pushes: ClusterPushes | None = None,
     ) -> None:
         super().__init__(interval)
         self.engine = engine
         self.flows = flows
+        self.event_pushes = event_pushes
         self.workflows = workflows
         self.bulk = BulkStreams(engine)
         self.dead_letters = DeadLetters(engine)
@@ -72,6 +80,13 @@ class Janitor(Component):
         resumed = await self.workflows.resume_starting()
         if resumed:
             self.log.info("started the first steps of workflow runs left behind", extra={"runs": resumed})
+        if self.event_pushes is not None:
+            pushed = await self.event_pushes.replay()
+            if pushed:
+                self.log.info("carried out event pushes left behind", extra={"pushes": pushed})
+            swept = await self.event_pushes.sweep_index()
+            if swept:
+                self.log.info("dropped queues with no event waiters left", extra={"entries": swept})
         queues = await self.engine.queue_names()
         for queue, due in zip(queues, await self.engine.housekeeping_due(queues), strict=True):
             if not (due.bulk or due.retention or due.dead_letters or due.flows or due.redrives):

@@ -68,10 +68,13 @@ class EventTriggers:
     async def current(self, fresh: bool = False) -> tuple[str, list[pb.EventTrigger]]:
         """The triggers by id, and their version: as last read unless `fresh` (or never read)."""
         if fresh or self._version is None:
-            pipe = self.engine.redis.pipeline(transaction=True)
+            # The version first, in one round trip but not one transaction (a Cluster's pipelines are none): a
+            # change between the two reads leaves the triggers newer than the version, so the push planned on
+            # them is refused and plans again, never one planned on triggers older than its version.
+            pipe = self.engine.store.pipeline()
             pipe.get(event_triggers_version(self.engine.prefix))
             pipe.hgetall(event_triggers(self.engine.prefix))
-            version, rows = await pipe.execute()
+            version, rows = await self.engine.store.execute(pipe)
             triggers = [pb.EventTrigger.FromString(v) for v in rows.values()]
             self._triggers = sorted(triggers, key=lambda t: t.id)
             self._version = "0" if version is None else _s(version)

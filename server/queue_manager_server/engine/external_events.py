@@ -11,13 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from queue_manager_server.engine.engine import Engine, _i, _s
-from queue_manager_server.engine.keys import event_pushed, event_triggers_version, event_waiters
+from queue_manager_server.engine.keys import (
+    event_pushed,
+    event_triggers_version,
+    event_waiters,
+    queue_event_waiters,
+)
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import JobNotFound, LeaseNotHeld
 
 NOT_FOUND, LEASE_LOST = -2, -3
-# What event_wait.lua answers besides a refusal.
-PARKED, CANCELLED = 1, 3
+# What event_wait.lua answers besides a refusal; STALE_INDEX: on a Cluster, the queue's index entry is too old
+# (services/event_pushes.py indexes it again).
+PARKED, CANCELLED, STALE_INDEX = 1, 3, -5
 
 
 @dataclass(slots=True)
@@ -56,18 +62,26 @@ class ExternalEvents:
         timeout_ms: int,
         wait: bytes,
         keys: Sequence[str],
+        indexed_ms: int = -1,
+        max_age_ms: int = 0,
     ) -> EventParked:
         """Ends the run and parks the job until an event of one of `keys` (or `timeout_ms`, -1 for none);
         `wait` is the encoded EventWait holding the keys. With `content_type`, its data is replaced in the
-        same step.
+        same step. On a Cluster, `indexed_ms` is when the queue was indexed for the keys
+        (services/event_pushes.py): the job joins the queue's own waiters sets, and the answer is STALE_INDEX,
+        with nothing written, when that is more than `max_age_ms` ago.
 
         Raises:
             JobNotFound, LeaseNotHeld: as the names say.
         """
         k = self.engine.keys(queue)
+        p = self.engine.prefix
+        sets = [
+            queue_event_waiters(p, queue, key) if indexed_ms >= 0 else event_waiters(p, key) for key in keys
+        ]
         r = await self.engine.scripts.run(
             "event_wait",
-            [k.meta, k.active, k.delayed, *(event_waiters(self.engine.prefix, key) for key in keys)],
+            [k.meta, k.active, k.delayed, *sets],
             [
                 k.job_prefix,
                 self.engine.channel,
@@ -78,6 +92,8 @@ class ExternalEvents:
                 data,
                 timeout_ms,
                 wait,
+                indexed_ms,
+                max_age_ms,
                 *keys,
             ],
         )

@@ -304,10 +304,53 @@ def workflow_starting(prefix: str) -> str:
 
 
 def event_waiters(prefix: str, key: str) -> str:
-    """set: the job keys of the jobs waiting for external events of this key (WaitForEvent). Scripts derive
-    it from a job prefix (common.lua event_wait_drop); a push reaches the jobs of any queue, so external
-    events are refused on a Cluster (services/external_events.py)."""
+    """set: the job keys of the jobs waiting for external events of this key (WaitForEvent), on one Redis
+    server. Scripts derive it from a job prefix (common.lua event_wait_drop). On a Cluster each queue keeps
+    its own (``queue_event_waiters``), since a push there reaches one queue per script."""
     return f"{prefix}:event-waiters:{key}"
+
+
+def queue_event_waiters(prefix: str, queue: str, key: str) -> str:
+    """set: on a Cluster, the job keys of the queue's jobs waiting for events of this key (common.lua
+    event_wait_drop derives it from a job prefix when the job holds 'ewq')."""
+    return f"{QueueKeys(prefix, queue).base}:event-waiters:{key}"
+
+
+def event_delivered(prefix: str, queue: str, push_id: str) -> str:
+    """string: on a Cluster, what a push did in the queue (JSON: the ids woken, the ids added), so carrying
+    its share out again does nothing twice (deliver_event.lua); kept for EVENT_ID_WINDOW_MS."""
+    return f"{QueueKeys(prefix, queue).base}:event-push:{push_id}"
+
+
+# On a Cluster, the keys of pushes (their records, the keys' indexes, event ids) share the event triggers'
+# hash tag: recording a push checks the triggers' version, reads the index and deduplicates in one script.
+def event_index(prefix: str, key: str) -> str:
+    """zset: on a Cluster, the queues with jobs that may wait for events of this key -> the time (ms) the
+    queue was last indexed for it (index_event_wait.lua; services/event_pushes.py)."""
+    return f"{prefix}:{{event-triggers}}:index:{key}"
+
+
+def event_indexed_keys(prefix: str) -> str:
+    """zset: on a Cluster, the event keys with an index -> the time (ms) one was last indexed, which the
+    janitor sweeps for queues whose waits ended with no push (event_index_due.lua)."""
+    return f"{prefix}:{{event-triggers}}:indexed"
+
+
+def event_pushes(prefix: str) -> str:
+    """zset: on a Cluster, push id -> time (ms) recorded, of the pushes not carried out to every queue yet
+    (record_event.lua adds, event_done.lua clears, the janitor carries out those a lost server left)."""
+    return f"{prefix}:{{event-triggers}}:pushes"
+
+
+def event_push(prefix: str, push_id: str) -> str:
+    """hash: on a Cluster, the record of a push not carried out yet (record_event.lua lists its fields)."""
+    return f"{prefix}:{{event-triggers}}:push:{push_id}"
+
+
+def cluster_event_pushed(prefix: str, event_id: str) -> str:
+    """string: ``event_pushed`` on a Cluster, beside the pushes' records (JSON as there, with the push id
+    last while the push is not carried out yet)."""
+    return f"{prefix}:{{event-triggers}}:event-id:{event_id}"
 
 
 def event_pushed(prefix: str, event_id: str) -> str:

@@ -165,6 +165,13 @@ class Scripts:
         "push_event",
         "upsert_event_trigger",
         "delete_event_trigger",
+        # external events on a Redis Cluster (engine/event_pushes.py)
+        "index_event_wait",
+        "record_event",
+        "deliver_event",
+        "event_done",
+        "event_index_due",
+        "event_index_sweep",
         # cancel, timeouts, retry-after (engine/control.py)
         "cancel_job",
         "time_out",

@@ -1,7 +1,8 @@
 """QueueService handlers for event triggers: upsert, list, delete. A trigger makes each PushEvent of a
 matching key add a job (services/external_events.py plans them, push_event.lua adds them in the push's step).
 
-Like external events, triggers need a single Redis server: on a Cluster every call is refused.
+The definitions are global: on a Redis Cluster they live in the event hash slot, beside the pushes' records
+(services/event_pushes.py), and each push's record keeps the jobs they add, so a replayed push adds them once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.event_triggers import EventTriggers
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
-from queue_manager_server.services.external_events import single_server
 
 
 class EventTriggerHandlers:
@@ -31,7 +31,6 @@ class EventTriggerHandlers:
         if not request.HasField("trigger"):
             raise InvalidArgument("trigger", "is required")
         t = request.trigger
-        single_server(self.engine)
         now = await self.engine.redis_time_ms(validate.queue_name(t.queue_name, "trigger.queue_name"))
         stored = event_trigger_convert.definition(t, now, self.max_payload)
         await self.engine.require_queues([t.queue_name])
@@ -46,7 +45,6 @@ class EventTriggerHandlers:
         self, request: pb.ListEventTriggersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEventTriggersResponse:
         queue = validate.queue_name(request.queue_name) if request.queue_name else None
-        single_server(self.engine)
         _, triggers = await self.event_triggers.current(fresh=True)
         return pb.ListEventTriggersResponse(
             triggers=[t for t in triggers if queue is None or t.queue_name == queue]
@@ -57,5 +55,4 @@ class EventTriggerHandlers:
         self, request: pb.DeleteEventTriggerRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteEventTriggerResponse:
         tid = event_trigger_convert.trigger_id(request.trigger_id, "trigger_id")
-        single_server(self.engine)
         return pb.DeleteEventTriggerResponse(trigger=await self.event_triggers.delete_event_trigger(tid))

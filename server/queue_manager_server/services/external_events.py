@@ -2,11 +2,12 @@
 as a durable sleep parks it, and a push wakes every job waiting for its key and adds the jobs of the event
 triggers its key matches (services/event_triggers.py).
 
-Each call is one script (lua/event_wait.lua, lua/push_event.lua), so a wait and a push never miss each other
-and a lost server leaves nothing half done: a WaitForEvent whose answer was lost either parked the job, or
-left it active under a lease that runs out, after which it runs again (a redelivery) and waits anew. A push
-reaches jobs of any queue, which one script may do on one Redis server only: on a Redis Cluster both calls
-are refused (FAILED_PRECONDITION) rather than spread over several scripts.
+On one Redis server each call is one script (lua/event_wait.lua, lua/push_event.lua), so a wait and a push
+never miss each other and a lost server leaves nothing half done: a WaitForEvent whose answer was lost either
+parked the job, or left it active under a lease that runs out, after which it runs again (a redelivery) and
+waits anew. On a Redis Cluster a push reaches jobs of any queue, which one script cannot: it is recorded in
+one step and carried out queue by queue in another, replayed by the janitor after a crash
+(services/event_pushes.py), and a wait indexes its queue before it parks the job.
 """
 
 from __future__ import annotations
@@ -18,26 +19,17 @@ from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, event_trigger_convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.event_triggers import EventTriggers
-from queue_manager_server.engine.external_events import CANCELLED, ExternalEvents
-from queue_manager_server.engine.store import ClusterStore
-from queue_manager_server.errors import InvalidArgument, Unavailable, WrongState
+from queue_manager_server.engine.external_events import CANCELLED, ExternalEvents, Pushed
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import InvalidArgument, Unavailable
 from queue_manager_server.services.errors import unary
+from queue_manager_server.services.event_pushes import EVENT_ID_WINDOW_MS, PLAN_ATTEMPTS, ClusterPushes, Plan
 
 # Keys one WaitForEvent may wait for: enough for "approved, rejected or withdrawn"; a wider fan-in is an
 # event key shared by the pushers.
 MAX_EVENT_KEYS = 16
-# How long a pushed event id is remembered, so a webhook's retries within it push nothing twice.
-EVENT_ID_WINDOW_MS = 24 * 3600 * 1000
-# Plans of a push's trigger jobs before it gives up: each is refused only when the triggers changed since
-# they were read (an upsert or delete in between), so a second plan all but always goes through.
-PLAN_ATTEMPTS = 5
 # The longest wait timeout: a wait meant to outlast a year has no timeout.
 MAX_WAIT_TIMEOUT_MS = 366 * 24 * 3600 * 1000
-ON_CLUSTER = (
-    "external events (PushEvent, WaitForEvent, event triggers) need a single Redis/Valkey server, not a "
-    "Cluster: a push wakes and adds jobs of any queue in one atomic step, which a Cluster cannot run across "
-    "hash slots"
-)
 
 
 def event_keys(keys: list[str], field: str = "keys") -> list[str]:
@@ -58,6 +50,8 @@ class ExternalEventHandlers:
     external_events: ExternalEvents
     event_triggers: EventTriggers
     max_payload: int
+    # On a Redis Cluster (set by the app): pushes recorded, then carried out queue by queue.
+    cluster_pushes: ClusterPushes | None = None
 
     @unary
     async def PushEvent(
@@ -66,21 +60,18 @@ class ExternalEventHandlers:
         key = validate.event_key(request.key, "key")
         event_id = validate.event_key(request.event_id, "event_id") if request.event_id else ""
         body, ct = convert.payload_in(request.data, "data", self.max_payload)
-        self._single_server()
         event = types_pb2.ExternalEvent(key=key, event_id=event_id)
         if request.HasField("data") and request.data.WhichOneof("body") is not None:
             event.data.CopyFrom(convert.payload_out(body, ct, json_view=False))
-        pushed = None
-        fresh = False
-        for _ in range(PLAN_ATTEMPTS):
+
+        async def plan(fresh: bool) -> tuple[str, list[tuple[str, list[NewJob]]]]:
             version, triggers = await self.event_triggers.current(fresh)
-            adds = event_trigger_convert.jobs_for(triggers, key, request.data, self.max_payload)
-            pushed = await self.external_events.push_event(
-                key, event.SerializeToString(), event_id, EVENT_ID_WINDOW_MS, version, adds
-            )
-            if pushed is not None:
-                break
-            fresh = True  # the triggers changed since they were read: read them again and plan again
+            return version, event_trigger_convert.jobs_for(triggers, key, request.data, self.max_payload)
+
+        if self.cluster_pushes is not None:
+            pushed = await self.cluster_pushes.push_event(key, event.SerializeToString(), event_id, plan)
+        else:
+            pushed = await self._push_event(key, event.SerializeToString(), event_id, plan)
         if pushed is None:
             raise Unavailable("the event triggers kept changing while the event was pushed; push it again")
         return pb.PushEventResponse(
@@ -109,21 +100,27 @@ class ExternalEventHandlers:
         body, ct = b"", ""  # no new data: the job keeps its own
         if request.HasField("data"):
             body, ct = convert.payload_in(request.data, "data", self.max_payload)
-        self._single_server()
         wait = types_pb2.EventWait(keys=keys).SerializeToString()
-        parked = await self.external_events.event_wait(
-            queue, job_id, request.lease_token, ct, body, timeout, wait, keys
-        )
+        waits = self.cluster_pushes or self.external_events
+        parked = await waits.event_wait(queue, job_id, request.lease_token, ct, body, timeout, wait, keys)
         out = pb.WaitForEventResponse(cancelled=parked.code == CANCELLED)
         if parked.until_ms is not None:
             out.until.CopyFrom(convert.ms_timestamp(parked.until_ms))
         return out
 
-    def _single_server(self) -> None:
-        single_server(self.engine)
-
-
-def single_server(engine: Engine) -> None:
-    """Refuses the call on a Redis Cluster (see the module docstring)."""
-    if isinstance(engine.store, ClusterStore):
-        raise WrongState(ON_CLUSTER)
+    async def _push_event(
+        self,
+        key: str,
+        event: bytes,
+        event_id: str,
+        plan: Plan,
+    ) -> Pushed | None:
+        """A push on one Redis server: one script call, planned again when the triggers changed since."""
+        for attempt in range(PLAN_ATTEMPTS):
+            version, adds = await plan(attempt > 0)
+            pushed = await self.external_events.push_event(
+                key, event, event_id, EVENT_ID_WINDOW_MS, version, adds
+            )
+            if pushed is not None:
+                return pushed
+        return None

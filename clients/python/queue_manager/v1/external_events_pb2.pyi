@@ -58,7 +58,10 @@ Global___PushEventRequest: _TypeAlias = PushEventRequest  # noqa: Y015
 
 @_typing.final
 class PushEventResponse(_message.Message):
-    """PushEventResponse says what the push did."""
+    """PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
+    each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
+    server.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -80,7 +83,9 @@ class PushEventResponse(_message.Message):
 
     @_builtins.property
     def added(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.JobRef]:
-        """The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake."""
+        """The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake (on a
+        Cluster, in the same step as the wake of the job's queue).
+        """
 
     def __init__(
         self,

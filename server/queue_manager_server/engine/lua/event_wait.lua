@@ -7,12 +7,21 @@
 -- @include data
 -- @include external_events
 --
+--
+-- On a Redis Cluster the waiters sets are the queue's own (engine/keys.py queue_event_waiters), marked by
+-- 'ewq' on the job, and the server first listed the queue in each key's index (index_event_wait.lua, in
+-- another hash slot) at ARGV[10]: a wait joins its sets only within ARGV[11] ms of that, so a push that found
+-- the queue with no waiter left, and dropped it from the index, can only have missed a wait it could not
+-- have seen anyway (services/event_pushes.py); an older one is refused (-5) and the server indexes again.
+--
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] delayed (zset); KEYS[4..] the waiters sets (set) of
---   the keys, in the order of ARGV[10..]
+--   the keys, in the order of ARGV[12..]
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name  ARGV[4] job id  ARGV[5] lease token
 --   ARGV[6] content type of the new data ('' to keep the data)  ARGV[7] the new data  ARGV[8] timeout ms
---   (-1: none)  ARGV[9] the encoded EventWait holding the keys; ARGV[10..] the keys
--- Returns: {code, deadline ms (-1: none)}: 1 parked, 3 cancelled, -2 not found, -3 lease not held
+--   (-1: none)  ARGV[9] the encoded EventWait holding the keys  ARGV[10] when the queue was indexed for the
+--   keys, ms (-1: one Redis server, no index)  ARGV[11] how old that may be, ms; ARGV[12..] the keys
+-- Returns: {code, deadline ms (-1: none)}: 1 parked, 3 cancelled, -2 not found, -3 lease not held, -5 the
+--   index is too old (nothing written)
 local meta, active, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, queue, id, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ct, data, timeout, wait = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
@@ -20,6 +29,8 @@ local jkey = prefix .. id
 local code, f = lease_check(jkey, token, 'cxr', 'to', 'wt', 'grp', 'ct', 'ewk', 'par', 'evl')
 if code ~= 0 then return {code, -1} end
 local now = now_ms()
+local indexed = tonumber(ARGV[10])
+if indexed >= 0 and now - indexed > tonumber(ARGV[11]) then return {-5, -1} end
 watch_settings(meta, now)
 redis.call('ZREM', active, id)
 run_ended(prefix, id, f[4], f[6])
@@ -36,8 +47,9 @@ else
     wait = wait .. pb_bytes(PB_WAIT_UNTIL, pb_timestamp(score))
   end
   local tail = pb_bytes(PB_JOB_EVENT_WAIT, wait)
-  redis.call('HSET', jkey, 'st', 'delayed', 'ewk', table.concat(ARGV, '\n', 10), 'ewp', score,
+  redis.call('HSET', jkey, 'st', 'delayed', 'ewk', table.concat(ARGV, '\n', 12), 'ewp', score,
     'par', par_base(f[9], f[10]) .. tail, 'evl', #tail, 'p', NOT_PLAIN)
+  if indexed >= 0 then redis.call('HSET', jkey, 'ewq', 1) end
   if timeout >= 0 then redis.call('HSET', jkey, 'run', score) else redis.call('HDEL', jkey, 'run') end
   redis.call('ZADD', delayed, score, id)
   for i = 4, #KEYS do

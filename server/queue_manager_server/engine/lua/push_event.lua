@@ -2,15 +2,16 @@
 -- back to waiting, at the back of its level, with the event appended to its 'par'
 -- (includes/external_events.lua) so its next run sees it; the event triggers matching the key add their
 -- jobs; and the servers serving those queues are woken at once. All in this one step, whose jobs may be in
--- any queues: the script reaches beyond one hash slot, which is why external events are refused on a Redis
--- Cluster (services/external_events.py). Members of the key's waiters set no longer parked for it are
--- dropped. With an event id, a push repeating one seen within its window changes nothing and answers as the
--- first did. The caller planned the triggers' jobs on the triggers as it read them: when they changed since
--- (their version moved), nothing is written and it plans again.
+-- any queues: the script reaches beyond one hash slot, so on a Redis Cluster a push goes through
+-- record_event.lua and deliver_event.lua instead (services/event_pushes.py). Members of the key's waiters
+-- set no longer parked for it are dropped. With an event id, a push repeating one seen within its window
+-- changes nothing and answers as the first did. The caller planned the triggers' jobs on the triggers as it
+-- read them: when they changed since (their version moved), nothing is written and it plans again.
 -- @include common
 -- @include add
 -- @include stats
 -- @include external_events
+-- @include event_push
 --
 -- KEYS[1] the key's waiters set (set)  KEYS[2] the triggers' version (string); then per queue a trigger adds
 --   to, 3 keys: its meta, waiting, delayed; last, with an event id, the id's record (string: the first
@@ -61,69 +62,16 @@ for _, jkey in ipairs(redis.call('SMEMBERS', waiters)) do
 end
 local woken, added = {}, {}
 for _, prefix in ipairs(order) do
-  local meta, delayed = queue_key(prefix, 'meta'), queue_key(prefix, 'delayed')
-  local waiting = queue_key(prefix, 'waiting')
-  local queue = string.match(prefix, '^.*:{(.*)}:job:$')
-  watch_settings(meta, now)
-  READY.waiting, GROUP_QUEUED = 0, 0
-  for _, id in ipairs(queues[prefix]) do
-    local jkey = prefix .. id
-    local f = redis.call('HMGET', jkey, 'st', 'ewk', 'ewp', 'par', 'evl')
-    if f[1] == 'delayed' and f[2] and waits_for(f[2], key)
-        and tonumber(redis.call('ZSCORE', delayed, id)) == tonumber(f[3]) then
-      event_wait_drop(prefix, id, f[2])
-      redis.call('HDEL', jkey, 'ewk', 'ewp', 'run')
-      redis.call('HSET', jkey, 'par', (f[4] or '') .. tail, 'evl', (tonumber(f[5]) or 0) + #tail,
-        'p', NOT_PLAIN, 'rdy', now)
-      redis.call('ZREM', delayed, id)
-      to_waiting(waiting, jkey, id, true, nil)
-      READY.waiting = READY.waiting + 1
-      woken[#woken + 1] = queue
-      woken[#woken + 1] = id
-    else
-      redis.call('SREM', waiters, jkey)
-    end
-  end
-  publish_ready(meta, channel, queue, READY.waiting, -1)
-  publish_events(prefix, now)
-  EVENTS = false
+  wake_waiters(prefix, queues[prefix], waiters, key, tail, channel, now, woken)
 end
 
--- The triggers' jobs, as fire_schedule.lua adds a schedule's: a queue deleted since its trigger was read
--- gets none.
+-- The triggers' jobs.
 local b = 7
 for q = 0, nq - 1 do
-  local meta, waiting, delayed = KEYS[3 + 3 * q], KEYS[4 + 3 * q], KEYS[5 + 3 * q]
-  local prefix, queue, n = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
-  b = b + 3
-  if redis.call('EXISTS', meta) == 1 then
-    local d = add_defaults(meta)
-    watched(d[21], now)
-    local pushes, created, ready, earliest = {}, 0, 0, -1
-    GROUP_QUEUED = 0
-    for i = 0, n - 1 do
-      local at = b + i * 4
-      local h = split_header(ARGV[at])
-      local code, run, got = insert_job(meta, waiting, delayed, prefix, d, now, h, ARGV[at + 1], ARGV[at + 2],
-        ARGV[at + 3], pushes)
-      inserted_event(prefix, code, got, h[2], run)
-      if code == 1 or code == 2 then created = created + 1 end
-      if code == 1 or code == 5 then
-        ready = ready + 1
-      elseif run >= 0 and (earliest < 0 or run < earliest) then
-        earliest = run
-      end
-      added[#added + 1] = queue
-      added[#added + 1] = got or h[1]
-    end
-    push_waiting(pushes)
-    publish_ready(meta, channel, queue, ready, earliest)
-    STATS.added = created
-    write_stats(prefix, now)
-    publish_events(prefix, now)
-    EVENTS = false
-  end
-  b = b + 4 * n
+  local n = tonumber(ARGV[b + 2])
+  add_trigger_jobs(KEYS[3 + 3 * q], KEYS[4 + 3 * q], KEYS[5 + 3 * q], ARGV[b], ARGV[b + 1], b + 3, n, channel,
+    now, added)
+  b = b + 3 + 4 * n
 end
 if seen then redis.call('SET', seen, cjson.encode({now, woken, added}), 'PX', keep) end
 return answer(0, now, woken, added)

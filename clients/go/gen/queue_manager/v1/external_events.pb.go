@@ -88,7 +88,9 @@ func (x *PushEventRequest) GetEventId() string {
 	return ""
 }
 
-// PushEventResponse says what the push did.
+// PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
+// each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
+// server.
 type PushEventResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The jobs the event woke (they were waiting for its key), each now waiting to run.
@@ -98,7 +100,8 @@ type PushEventResponse struct {
 	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// When the server recorded the push (the first push's, for a duplicate).
 	PushedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=pushed_at,json=pushedAt,proto3" json:"pushed_at,omitempty"`
-	// The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake.
+	// The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake (on a
+	// Cluster, in the same step as the wake of the job's queue).
 	Added         []*JobRef `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

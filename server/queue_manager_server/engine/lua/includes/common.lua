@@ -387,12 +387,16 @@ end
 
 -- A job waiting for an external event (WaitForEvent: includes/external_events.lua) holds 'ewk', the keys it
 -- waits for joined by newlines, and its job key is a member of each key's waiters set, named
--- '<prefix>:event-waiters:<key>' after the base of its job prefix (engine/keys.py event_waiters). Drops those
--- registrations: for a job cancelled or deleted while it waits, woken, or waiting anew.
+-- '<prefix>:event-waiters:<key>' after the base of its job prefix (engine/keys.py event_waiters) or, when the
+-- job holds 'ewq' (it waits on a Cluster), '<prefix>:{<queue>}:event-waiters:<key>' (queue_event_waiters).
+-- Drops those registrations: for a job cancelled or deleted while it waits, woken, or waiting anew.
 local function event_wait_drop(prefix, id, ewk)
-  local base = string.match(prefix, '^(.*):{.*}:job:$')
+  local base = string.match(prefix, '^(.*):{.*}:job:$') .. ':event-waiters:'
+  if redis.call('HEXISTS', prefix .. id, 'ewq') == 1 then
+    base = string.sub(prefix, 1, -5) .. 'event-waiters:'  -- the queue's own sets (a Cluster's layout)
+  end
   for key in string.gmatch(ewk, '[^\n]+') do
-    redis.call('SREM', base .. ':event-waiters:' .. key, prefix .. id)
+    redis.call('SREM', base .. key, prefix .. id)
   end
 end
 

@@ -55,7 +55,9 @@ export const PushEventRequestSchema: GenMessage<PushEventRequest> = /*@__PURE__*
   messageDesc(file_queue_manager_v1_external_events, 0);
 
 /**
- * PushEventResponse says what the push did.
+ * PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
+ * each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
+ * server.
  *
  * @generated from message queue_manager.v1.PushEventResponse
  */
@@ -83,7 +85,8 @@ export type PushEventResponse = Message<"queue_manager.v1.PushEventResponse"> & 
   pushedAt?: Timestamp | undefined;
 
   /**
-   * The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake.
+   * The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake (on a
+   * Cluster, in the same step as the wake of the job's queue).
    *
    * @generated from field: repeated queue_manager.v1.JobRef added = 4;
    */
