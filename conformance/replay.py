@@ -66,8 +66,9 @@ class _Script:
 
     shape: list[str]
     steps: list[_Step]
-    # Indices into `shape` of the `> stop` lines that came from a signal, not from a server command.
-    signalled: set[int] = field(default_factory=set)
+    # Indices into `shape` of the `> stop` lines that came from a signal, not from a server command, with the
+    # number of jobs the worker still held when it stopped.
+    signalled: dict[int, int] = field(default_factory=dict)
 
 
 class _Shape:
@@ -76,18 +77,30 @@ class _Shape:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names: dict[str, str] = {}  # job id -> name, from the deliveries
+        # Jobs delivered and not yet reported on (an outcome, a release…): a stop that came from a signal came
+        # with as many in hand as the recording had then, not while a run the recording had ended is going on.
+        self.in_flight: set[str] = set()
+        # Lines the protocol fixes, counted as they come, folded ones too: the worker is busy while it grows.
+        self.received = 0
         self._credited = False
 
     def add_request(self, body: pb.ConnectRequest | None, end: str = "") -> None:
+        if body is not None and body.WhichOneof("kind") == "report":
+            r = body.report
+            for outcomes in (r.completions, r.failures, r.releases, r.abandoned, r.cancelled):
+                self.in_flight.difference_update(o.job_id for o in outcomes)
         self._add([f"> end {end}"] if end else transcript._request_lines(body, self.names))
 
     def add_response(self, body: pb.ConnectResponse | None, end: str = "") -> None:
+        if body is not None and body.WhichOneof("kind") == "delivery":
+            self.in_flight.update(leased.job.id for leased in body.delivery.jobs)
         self._add([f"< end {end}"] if end else transcript._response_lines(body, self.names))
 
     def _add(self, lines: list[str]) -> None:
         for line in lines:
             if line.startswith(transcript._NOISE):
                 continue
+            self.received += 1
             if line.startswith("> credits"):
                 if self._credited:
                     continue
@@ -106,7 +119,7 @@ def script(record: StreamRecord) -> _Script:
     """The replay of one recorded stream."""
     shape = _Shape()
     steps: list[_Step] = []
-    signalled: set[int] = set()
+    signalled: dict[int, int] = {}
     commanded = False  # a drain or stop command was sent on this stream
     for m in record.messages:
         if m.direction == "<":
@@ -129,7 +142,7 @@ def script(record: StreamRecord) -> _Script:
             shape.add_request(m.body if not m.end else None, m.end)  # type: ignore[arg-type]
             for i in range(before, len(shape.lines)):
                 if shape.lines[i] == "> stop" and not commanded:
-                    signalled.add(i)
+                    signalled[i] = len(shape.in_flight)
     return _Script(shape.lines, steps, signalled)
 
 
@@ -241,7 +254,8 @@ class Replay:
 
     async def _until_gate(self, live: _Live, gate: int) -> None:
         """Waits until the worker's lines reach `gate`, checking each as it comes; SIGTERM for a stop the
-        recording shows came from a signal, once the worker is idle."""
+        recording shows came from a signal, once the worker holds no more jobs than the recording's did then
+        and has sent nothing for `IDLE_S`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         signalled = False
@@ -250,12 +264,14 @@ class Replay:
             count = len(live.shape.lines)
             if count >= gate:
                 return
-            if count in live.script.signalled and not signalled:
+            held = live.script.signalled.get(count)
+            if held is not None and not signalled and len(live.shape.in_flight) <= held:
+                received = live.shape.received
                 live.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(IDLE_S):
                         await live.changed.wait()
-                if len(live.shape.lines) == count:
+                if live.shape.received == received:
                     signalled = True
                     self.on_signal()
                 continue
