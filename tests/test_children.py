@@ -173,7 +173,18 @@ async def test_refusals_write_nothing_and_leave_the_run_going(
                 [ChildSpec("no-such-queue", "x")],
                 "children[0].queue_name: queue 'no-such-queue' is not registered",
             ),
-            ([ChildSpec("refuse-kids", "x", options={"job_id": "mine"})], "children[0].options.job_id"),
+            (
+                [ChildSpec("refuse-kids", "x", options={"job_id": "mine"})] * 2,
+                "children[1].options.job_id: 'mine' is named by children[0] too",
+            ),
+            (
+                [ChildSpec("refuse-kids", "x", options={"job_id": "mine", "dedup": "k"})],
+                "children[0].options.dedup: a child with its own job_id is that job",
+            ),
+            (
+                [ChildSpec("refuse", "x", options={"job_id": job.id})],
+                "children[0].options.job_id: a job cannot be its own child",
+            ),
             ([ChildSpec("refuse-kids", "ok"), ChildSpec("refuse-kids", "x" * 201)], "children[1].name"),
             ([ChildSpec("refuse-kids", "x")] * (MAX_CHILDREN + 1), "at most 1000 children per call"),
             ([], "children: add at least one child"),
@@ -193,7 +204,7 @@ async def test_refusals_write_nothing_and_leave_the_run_going(
     job = await qm.add_job("refuse", "p", None)
     done = await until_state(qm, "refuse", job.id, JobState.COMPLETED)
     assert done.result == "still running" and finished.is_set()
-    assert outcomes == ["refused", "refused", "client: ValueError", "refused", "refused"]
+    assert outcomes == ["refused"] * 4 + ["client: ValueError", "refused", "refused"]
     assert (await qm.list_jobs("refuse-kids", JobState.WAITING))[0] == []
     assert done.child_jobs == [] and done.children_pending == 0
 
@@ -248,13 +259,13 @@ async def test_a_job_adds_at_most_so_many_children_in_all(server: RunningServer)
     await worker.connect(credits=1)
     (leased,) = await worker.jobs(1)
     token = leased.lease_token
-    first = await children.children_add("limit", job.id, token, 3, ["limit", "limit"])
+    first = await children.children_add("limit", job.id, token, 3, [("limit", "")] * 2)
     # The same call again (a run lost after it and run again) names the same children and fits.
-    assert await children.children_add("limit", job.id, token, 3, ["limit", "limit"]) == first
+    assert await children.children_add("limit", job.id, token, 3, [("limit", "")] * 2) == first
     with pytest.raises(InvalidArgument, match=r"at most 3 children in all; job .* has 2 already"):
-        await children.children_add("limit", job.id, token, 3, ["limit", "limit", "limit", "limit"])
+        await children.children_add("limit", job.id, token, 3, [("limit", "")] * 4)
     view = await client.get_job("limit", job.id)
-    assert [c.job_id for c in view.child_jobs] == first and view.children_pending == 2
+    assert [(c.job_id, 0) for c in view.child_jobs] == first and view.children_pending == 2
     await worker.close()
     await client.shutdown()
 
@@ -273,7 +284,10 @@ async def test_a_run_lost_between_adding_children_and_parking_adds_none_twice_an
     raw = RawWorker(server.address, ["crash"])
     await raw.connect(credits=1)
     (leased,) = await raw.jobs(1)
-    ids = await Children(engine).children_add("crash", job.id, leased.lease_token, 1000, ["crash-kids"] * 3)
+    recorded = await Children(engine).children_add(
+        "crash", job.id, leased.lease_token, 1000, [("crash-kids", "")] * 3
+    )
+    ids = [child_id for child_id, _ in recorded]
     parent = types_pb2.Job(
         parents=[types_pb2.ParentJob(job=types_pb2.JobRef(queue_name="crash", job_id=job.id))]
     ).SerializeToString()

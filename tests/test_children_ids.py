@@ -1,0 +1,279 @@
+"""Children added at run time with ids of their own (ChildJobSpec options job_id and dedup): a new id is added
+and tracked, an existing job (any state) is waited for instead, a job named by two parents wakes both, and a
+run lost mid-call and run again counts each child once; against a real server and Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from queue_manager import ChildSpec, JobContext, JobState, QueueManager
+from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, types_pb2
+from queue_manager_server.engine.children import DEDUP, TO_RESOLVE, Children
+from queue_manager_server.engine.records import NewJob
+from queue_manager_server.errors import InvalidArgument
+from tests.conftest import RunningServer
+from tests.rawworker import RawWorker
+from tests.test_delay_job import until_state
+
+
+@pytest.fixture
+async def qm(server: RunningServer) -> AsyncIterator[QueueManager]:
+    client = QueueManager(address=server.address, concurrency=2, shutdown_grace=5.0)
+    yield client
+    await client.shutdown()
+
+
+@pytest.fixture
+async def kids(server: RunningServer) -> AsyncIterator[QueueManager]:
+    """A second client whose workers the test starts once the parents are parked."""
+    client = QueueManager(address=server.address, concurrency=4, shutdown_grace=5.0)
+    yield client
+    await client.shutdown()
+
+
+def _double(kids: QueueManager, queue: str) -> None:
+    @kids.processor(queue)
+    async def double(job: JobContext) -> int:
+        return int(job.data) * 2
+
+
+async def test_a_child_with_a_new_id_is_added_under_it_and_wakes_its_parent(
+    qm: QueueManager, kids: QueueManager
+) -> None:
+    for q in ("own-parent", "own-kids"):
+        await qm.register_queue(q)
+    seen: list[list[tuple[str, Any]]] = []
+
+    @qm.processor("own-parent")
+    async def fan_out(job: JobContext) -> None:
+        if not job.children:
+            await job.wait_for_children([ChildSpec("own-kids", "k", 21, options={"job_id": "chunk-1"})])
+        seen.append([(c.job_id, c.result) for c in job.children])
+
+    await qm.start_workers()
+    parent = await qm.add_job("own-parent", "p", None)
+    parked = await until_state(qm, "own-parent", parent.id, JobState.DELAYED)
+    assert [c.job_id for c in parked.child_jobs] == ["chunk-1"] and parked.children_pending == 1
+    child = await qm.get_job("own-kids", "chunk-1")
+    assert child.data == 21
+    assert [(p.queue_name, p.job_id) for p in child.parents] == [("own-parent", parent.id)]
+
+    _double(kids, "own-kids")
+    await kids.start_workers()
+    await until_state(qm, "own-parent", parent.id, JobState.COMPLETED)
+    assert seen == [[("chunk-1", 42)]]
+
+
+async def test_an_existing_job_is_waited_for_and_one_already_finished_counts_at_once(
+    qm: QueueManager, kids: QueueManager
+) -> None:
+    for q in ("ex-parent", "ex-kids", "ex-done"):
+        await qm.register_queue(q)
+    gate = asyncio.Event()
+    _double(kids, "ex-done")
+
+    @kids.processor("ex-kids")
+    async def gated(job: JobContext) -> int:
+        await gate.wait()
+        return int(job.data) * 2
+
+    await kids.start_workers()
+    done = await kids.add_job("ex-done", "early", 5, {"job_id": "early"})
+    await until_state(qm, "ex-done", done.id, JobState.COMPLETED)
+    running = await qm.add_job("ex-kids", "later", 7, {"job_id": "later"})
+    seen: list[list[tuple[str, str, Any]]] = []
+
+    @qm.processor("ex-parent")
+    async def fan_out(job: JobContext) -> None:
+        if not job.children:
+            await job.wait_for_children(
+                [
+                    # Named with other data: the existing jobs are the children, as they are.
+                    ChildSpec("ex-done", "ignored", 1000, options={"job_id": "early"}),
+                    ChildSpec("ex-kids", "ignored", 1000, options={"job_id": "later"}),
+                ]
+            )
+        seen.append([(c.job_id, c.state.value if c.state else "", c.result) for c in job.children])
+
+    await qm.start_workers()
+    parent = await qm.add_job("ex-parent", "p", None)
+    parked = await until_state(qm, "ex-parent", parent.id, JobState.DELAYED)
+    # The finished one counted when it was named; the other is waited for.
+    assert parked.children_pending == 1
+    assert [(c.job_id, c.state) for c in parked.child_jobs] == [
+        ("early", JobState.COMPLETED),
+        ("later", None),
+    ]
+    later = await qm.get_job("ex-kids", running.id)
+    assert later.data == 7  # not added again, not changed
+    assert [(p.queue_name, p.job_id) for p in later.parents] == [("ex-parent", parent.id)]
+    assert len((await qm.list_jobs("ex-kids", JobState.ACTIVE))[0]) == 1
+
+    gate.set()
+    await until_state(qm, "ex-parent", parent.id, JobState.COMPLETED)
+    assert seen == [[("early", "completed", 10), ("later", "completed", 14)]]
+
+
+async def test_a_dedup_child_is_the_key_holder_or_a_new_job_holding_the_key(
+    qm: QueueManager, kids: QueueManager
+) -> None:
+    for q in ("dd-parent", "dd-kids"):
+        await qm.register_queue(q)
+    holder = await qm.add_job("dd-kids", "first", 3, {"dedup": "report-7"})
+    answers: list[list[str]] = []
+
+    @qm.processor("dd-parent")
+    async def fan_out(job: JobContext) -> Any:
+        if not job.children:
+            await job.wait_for_children(
+                [
+                    ChildSpec("dd-kids", "again", 1000, options={"dedup": "report-7"}),
+                    ChildSpec("dd-kids", "fresh", 4, options={"dedup": "report-8"}),
+                ]
+            )
+        answers.append([c.job_id for c in job.children])
+        return [c.result for c in job.children]
+
+    await qm.start_workers()
+    parent = await qm.add_job("dd-parent", "p", None)
+    parked = await until_state(qm, "dd-parent", parent.id, JobState.DELAYED)
+    ids = [c.job_id for c in parked.child_jobs]
+    assert ids[0] == holder.id and ids[1] != holder.id and parked.children_pending == 2
+    fresh = await qm.get_job("dd-kids", ids[1])
+    assert fresh.data == 4 and [p.job_id for p in fresh.parents] == [parent.id]
+    assert len((await qm.list_jobs("dd-kids", JobState.WAITING))[0]) == 2  # the held key added nothing
+
+    _double(kids, "dd-kids")
+    await kids.start_workers()
+    done = await until_state(qm, "dd-parent", parent.id, JobState.COMPLETED)
+    assert done.result == [6, 8] and answers == [ids]
+
+
+async def test_a_job_named_by_two_parents_wakes_both(qm: QueueManager, kids: QueueManager) -> None:
+    for q in ("two-parents", "two-kids"):
+        await qm.register_queue(q)
+    results: dict[str, Any] = {}
+
+    @qm.processor("two-parents")
+    async def fan_out(job: JobContext) -> None:
+        if not job.children:
+            await job.wait_for_children([ChildSpec("two-kids", "shared", 50, options={"job_id": "shared"})])
+        results[job.id] = [(c.job_id, c.result) for c in job.children]
+
+    await qm.start_workers()
+    first = await qm.add_job("two-parents", "a", None)
+    await until_state(qm, "two-parents", first.id, JobState.DELAYED)
+    second = await qm.add_job("two-parents", "b", None)  # names the job the first one added
+    await until_state(qm, "two-parents", second.id, JobState.DELAYED)
+    child = await qm.get_job("two-kids", "shared")
+    assert [p.job_id for p in child.parents] == [first.id, second.id]
+
+    _double(kids, "two-kids")
+    await kids.start_workers()
+    await until_state(qm, "two-parents", first.id, JobState.COMPLETED)
+    await until_state(qm, "two-parents", second.id, JobState.COMPLETED)
+    assert results == {first.id: [("shared", 100)], second.id: [("shared", 100)]}
+
+
+async def test_a_run_lost_mid_call_and_run_again_counts_each_named_child_once(
+    server: RunningServer, qm: QueueManager, kids: QueueManager
+) -> None:
+    """The first run recorded its children, attached itself to an existing job, resolved a dedup key to its
+    holder, and was lost before parking; meanwhile the holder ended (its key is free again). The rerun makes
+    the same call: nothing is added or attached twice, the holder counts once, no new job takes the key."""
+    assert server.app.engine is not None
+    engine = server.app.engine
+    children = Children(engine)
+    for q in ("rerun", "rerun-kids"):
+        await qm.register_queue(q)
+    await qm.add_job("rerun-kids", "existing", 1, {"job_id": "existing"})
+    holder = await qm.add_job("rerun-kids", "holder", 2, {"dedup": "once"})
+    job = await qm.add_job("rerun", "p", None)
+    raw = RawWorker(server.address, ["rerun"])
+    await raw.connect(credits=1)
+    (leased,) = await raw.jobs(1)
+    token = leased.lease_token
+    recorded = await children.children_add(
+        "rerun", job.id, token, 1000, [("rerun-kids", "existing"), ("rerun-kids", DEDUP), ("rerun-kids", "")]
+    )
+    assert [how for _, how in recorded] == [0, TO_RESOLVE, 0]
+    parent = types_pb2.Job(
+        parents=[
+            types_pb2.ParentJob(
+                job=types_pb2.JobRef(queue_name="rerun", job_id=job.id), state=types_pb2.JOB_STATE_ACTIVE
+            )
+        ]
+    ).SerializeToString()
+    await children.children_attach("rerun-kids", [("existing", parent), (holder.id, parent)])
+    await children.children_link("rerun", job.id, token, [(1, recorded[1][0], "rerun-kids", holder.id)])
+    derived = NewJob(id=recorded[2][0], name="plain", data=b"3", extra={"par": parent, "flo": b"1"})
+    await engine.add_jobs("rerun-kids", [derived])
+    await raw.close()  # lost before parking: the job goes back to waiting
+
+    _double(kids, "rerun-kids")
+    await kids.start_workers()
+    await until_state(qm, "rerun-kids", holder.id, JobState.COMPLETED)
+    runs: list[list[Any]] = []
+
+    @qm.processor("rerun")
+    async def fan_out(job: JobContext) -> int:
+        runs.append([c.result for c in job.children])
+        if not job.children:
+            await job.wait_for_children(
+                [
+                    ChildSpec("rerun-kids", "existing", 1, options={"job_id": "existing"}),
+                    ChildSpec("rerun-kids", "holder", 2, options={"dedup": "once"}),
+                    ChildSpec("rerun-kids", "plain", 3),
+                ]
+            )
+        return sum(c.result for c in job.children)
+
+    await qm.start_workers()
+    done = await until_state(qm, "rerun", job.id, JobState.COMPLETED)
+    assert done.result == 2 + 4 + 6 and runs == [[], [2, 4, 6]]
+    assert [c.job_id for c in done.child_jobs] == ["existing", holder.id, recorded[2][0]]
+    assert sorted(j.id for j in (await qm.list_jobs("rerun-kids", JobState.COMPLETED))[0]) == sorted(
+        ["existing", holder.id, recorded[2][0]]
+    )  # no job added twice, none for the freed key
+    assert [p.job_id for p in (await qm.get_job("rerun-kids", "existing")).parents] == [job.id]
+
+
+async def test_ids_that_cannot_be_children_are_refused_naming_the_field(server: RunningServer) -> None:
+    assert server.app.engine is not None
+    children = Children(server.app.engine)
+    client = QueueManager(address=server.address)
+    for q in ("bad-ids", "bad-a", "bad-b"):
+        await client.register_queue(q)
+    job = await client.add_job("bad-ids", "p", None, {"dedup": "mine"})
+    worker = RawWorker(server.address, ["bad-ids"])
+    await worker.connect(credits=1)
+    (leased,) = await worker.jobs(1)
+    token = leased.lease_token
+
+    # One id for two children in two queues (a call, then its repeat naming another queue).
+    await children.children_add("bad-ids", job.id, token, 1000, [("bad-a", "same")])
+    with pytest.raises(InvalidArgument, match=r"has a child 'same' in queue 'bad-a' already") as info:
+        await children.children_add("bad-ids", job.id, token, 1000, [("bad-b", "same")])
+    assert info.value.field == "children[0].options.job_id"
+
+    # A dedup key the job itself holds, over the wire.
+    stub = queue_service_pb2_grpc.QueueServiceStub(worker.channel)
+    own = jobs_pb2.ChildJobSpec(queue_name="bad-ids", name="x")
+    own.data.raw = b"null"
+    own.options.dedup.key = "mine"
+    request = jobs_pb2.WaitForChildrenRequest(
+        queue_name="bad-ids", job_id=job.id, lease_token=token, children=[own]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as rpc:
+        await stub.WaitForChildren(request)
+    assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "children[0].options.dedup" in (rpc.value.details() or "")
+    assert "cannot wait for itself" in (rpc.value.details() or "")
+    assert (await client.get_job("bad-ids", job.id)).state == JobState.ACTIVE
+    await worker.close()
+    await client.shutdown()
