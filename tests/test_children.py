@@ -357,3 +357,62 @@ async def test_a_cancelled_or_removed_parent_leaves_its_children_alone_and_is_no
     assert view.state == JobState.CANCELLED and [c.state for c in view.child_jobs] == [JobState.COMPLETED] * 2
     assert sorted(runs) == sorted([cancelled.id, removed.id])  # neither ran again
     await kids.shutdown()
+
+
+async def test_get_job_shows_each_childs_current_state_in_one_call(
+    server: RunningServer, qm: QueueManager
+) -> None:
+    for q in ("st-parent", "st-fast", "st-slow", "st-idle"):
+        await qm.register_queue(q)
+    gate = asyncio.Event()
+
+    @qm.processor("st-parent")
+    async def fan_out(job: JobContext) -> None:
+        await job.wait_for_children(
+            [
+                ChildSpec("st-fast", "done"),
+                ChildSpec("st-slow", "running"),
+                ChildSpec("st-fast", "later", options={"delay": 3600}),
+                ChildSpec("st-idle", "waiting"),
+                ChildSpec("st-idle", "cancelled"),
+                ChildSpec("st-idle", "removed"),
+            ]
+        )
+
+    kids = QueueManager(address=server.address, concurrency=2)
+
+    @kids.processor("st-fast")
+    async def fast(job: JobContext) -> str:
+        return "ok"
+
+    @kids.processor("st-slow")
+    async def slow(job: JobContext) -> str:
+        await gate.wait()
+        return "ok"
+
+    await qm.start_workers()
+    parent = await qm.add_job("st-parent", "p", None)
+    parked = await until_state(qm, "st-parent", parent.id, JobState.DELAYED)
+    ids = [c.job_id for c in parked.child_jobs]
+    await qm.cancel_job("st-idle", ids[4], "not needed")
+    await qm.remove_job("st-idle", ids[5])
+    await kids.start_workers()
+    await until_state(qm, "st-slow", ids[1], JobState.ACTIVE)
+    await until_state(qm, "st-fast", ids[0], JobState.COMPLETED)
+
+    async def settled() -> bool:
+        view = await qm.get_job("st-parent", parent.id)
+        return view.children_pending == 4  # the completed and the cancelled one handed off
+
+    await eventually(settled, timeout=WAIT)
+    view = await qm.get_job("st-parent", parent.id)
+    assert [(c.state, c.current_state) for c in view.child_jobs] == [
+        (JobState.COMPLETED, JobState.COMPLETED),
+        (None, JobState.ACTIVE),
+        (None, JobState.DELAYED),
+        (None, JobState.WAITING),
+        (JobState.CANCELLED, JobState.CANCELLED),
+        (None, None),  # removed: no state now
+    ]
+    gate.set()
+    await kids.shutdown()
