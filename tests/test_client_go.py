@@ -57,6 +57,7 @@ EXPECTED = {
     "TestWorkerLabelsRouteTheJobToAMatchingWorker",
     "TestWaitForChildrenParksTheJobAndSumsTheirResults",
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
+    "TestWaitForChildrenWaitsForAnExistingJobByItsID",
     "TestWaitForEventParksTheJobUntilPushEvent",
     "TestWaitForEventTimesOutAndBadKeysAreRefused",
     "TestEventTriggersAddAJobForAMatchingPush",
