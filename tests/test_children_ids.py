@@ -16,7 +16,8 @@ from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, types_pb2
 from queue_manager_server.engine.children import DEDUP, TO_RESOLVE, Children
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
-from tests.conftest import RunningServer
+from tests.cluster import spread
+from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import RawWorker
 from tests.test_delay_job import until_state
 
@@ -277,3 +278,57 @@ async def test_ids_that_cannot_be_children_are_refused_naming_the_field(server: 
     assert (await client.get_job("bad-ids", job.id)).state == JobState.ACTIVE
     await worker.close()
     await client.shutdown()
+
+
+@pytest.mark.cluster
+async def test_children_named_by_id_across_primaries_and_their_states_in_one_get_job(
+    on_cluster: ServerFactory,
+) -> None:
+    """On a Cluster: a parent and its children in queues of three primaries, one child an existing job that a
+    second parent names too; GetJob reads the children's states from every primary; both parents wake."""
+    server = await on_cluster()
+    parents, kids, more = spread("kin")
+    gate = asyncio.Event()
+    results: dict[str, Any] = {}
+    async with QueueManager(address=server.address, concurrency=8) as client:
+        for q in (parents, kids, more):
+            await client.register_queue(q)
+        await client.add_job(kids, "shared", 5, {"job_id": "shared"})
+
+        @client.processor(parents)
+        async def fan_out(job: JobContext) -> None:
+            if not job.children:
+                await job.wait_for_children(
+                    [
+                        ChildSpec(kids, "shared", options={"job_id": "shared"}),
+                        ChildSpec(more, "fresh", 1, options={"dedup": f"d-{job.id}"}),
+                    ]
+                )
+            results[job.id] = [(c.job_id, c.result) for c in job.children]
+
+        async def double(job: JobContext) -> int:
+            await gate.wait()
+            return int(job.data) * 2
+
+        client.processor(kids)(double)
+        client.processor(more)(double)
+        await client.start_workers()
+        one = await client.add_job(parents, "one", None)
+        two = await client.add_job(parents, "two", None)
+        await until_state(client, parents, one.id, JobState.DELAYED)
+        await until_state(client, parents, two.id, JobState.DELAYED)
+        await until_state(client, kids, "shared", JobState.ACTIVE)
+        view = await client.get_job(parents, one.id)
+        fresh = view.child_jobs[1].job_id
+        await until_state(client, more, fresh, JobState.ACTIVE)
+        view = await client.get_job(parents, one.id)
+        assert [(c.queue_name, c.current_state) for c in view.child_jobs] == [
+            (kids, JobState.ACTIVE),
+            (more, JobState.ACTIVE),
+        ]
+        gate.set()
+        await until_state(client, parents, one.id, JobState.COMPLETED)
+        await until_state(client, parents, two.id, JobState.COMPLETED)
+    assert [r for _, r in results[one.id]] == [10, 2] and [r for _, r in results[two.id]] == [10, 2]
+    assert results[one.id][0][0] == results[two.id][0][0] == "shared"
+    assert results[one.id][1][0] != results[two.id][1][0]  # a dedup key each
