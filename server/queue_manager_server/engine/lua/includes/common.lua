@@ -576,7 +576,9 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
   -- A chain's next link inherits the job's metadata attributes, its trace context among them (flows.py).
   redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', res,
     'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', err, 'name', f[5] or '', 'chn', f[6] or '',
-    'par', f[7] or '', 'md', (f[6] and f[11]) or '', 'kup', f[13] or '')
+    'par', f[7] or '', 'md', (f[6] and f[11]) or '')
+  -- The parents that named the job when it existed already (children_attach.lua), for most jobs none.
+  if f[13] then redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'kup', f[13]) end
   redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
   return 1
 end
