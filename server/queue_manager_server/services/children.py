@@ -3,11 +3,12 @@
 The call is fenced by the run's lease and goes in steps, each safe to repeat: record the children on the
 parent (children_add.lua: a child without an id of its own gets one derived from the parent, its wait number
 and its place; one with its own job_id is recorded under it), add them to their queues (an add of an id that
-exists adds nothing; a held dedup key answers its holder), attach the parent to each child that existed
-already (children_attach.lua: the child keeps the parent in 'kup'; one that had finished is answered with
-its outcome), record the dedup children under the jobs their keys resolved to (children_link.lua), count
-the ends of the children that had finished (children_done.lua), then end the run and park the parent
-(children_wait.lua). A server or worker lost between two steps leaves the parent active under a lease that
+exists adds nothing; a held dedup key answers its holder), attach the parent to each child named by an id
+that existed already (children_attach.lua: the child keeps the parent in 'kup'; one that had finished is
+answered with its outcome), record the dedup children under the jobs their keys resolved to
+(children_link.lua) and only then attach the parent to those (an end handed on before the parent had the
+child recorded would count for nothing), count the ends of the children that had finished
+(children_done.lua), then end the run and park the parent (children_wait.lua). A server or worker lost between two steps leaves the parent active under a lease that
 runs out; the job is then run again (a redelivery), and the same call records and adds the same children
 (a dedup child is answered the job its key resolved to the first time), so none is lost, added twice or
 counted twice. Each child carries its parent in 'par' (or 'kup') and a flow mark, so its end is handed to
@@ -57,6 +58,8 @@ class _Child:
     derived: str = ""
     id: str = ""
     to_add: bool = True
+    # Its job was gone when the parent was to be attached to it (removed since its add found it).
+    lost: bool = False
 
 
 def child_outcome(queue: str, job_id: str, state: int, entry: dict[str, bytes]) -> bytes:
@@ -120,6 +123,11 @@ class ChildrenHandlers:
         links = [(i, c.derived, c.queue, c.id) for i, c in enumerate(jobs) if c.to_add and c.own == DEDUP]
         if links:
             await self.children.children_link(queue, job_id, token, links)
+        # A dedup child is attached only once the job has it recorded (an end handed on before would find no
+        # child to count), those resolved by an earlier call too (it may have been lost before this step).
+        dedup = [c for c in jobs if c.own == DEDUP]
+        if dedup:
+            finished += await self._attach(parent, dedup, lost_ok=True)
         if finished:  # the parent counts at once the end of a child that had ended before it was named
             await self.children.children_done(
                 queue,
@@ -137,9 +145,10 @@ class ChildrenHandlers:
     async def _add_children(
         self, queue: str, job_id: str, parent: bytes, jobs: list[_Child]
     ) -> list[tuple[_Child, dict[str, bytes]]]:
-        """Adds the children to their queues; one whose id exists (or whose dedup key is held) is that job,
-        which gets the parent attached (children_attach). Sets each child's id to the job it is; returns the
-        children that had finished already, with their outcomes."""
+        """Adds the children to their queues and sets each child's id to the job it is. A child named by its
+        own id that exists is that job, which gets the parent attached (children_attach); one with a dedup
+        key is the key's holder, attached later. Returns the children that had finished already, with their
+        outcomes."""
         finished: list[tuple[_Child, dict[str, bytes]]] = []
         todo = [c for c in jobs if c.to_add]
         for _ in range(ADD_TRIES):
@@ -148,32 +157,46 @@ class ChildrenHandlers:
                 by_queue[c.queue].append(c)
             groups = list(by_queue.items())
             results = await self.engine.add_jobs_many([(q, [c.job for c in group]) for q, group in groups])
-            existing: dict[str, list[_Child]] = defaultdict(list)
-            for (child_queue, group), result in zip(groups, results, strict=True):
+            existing: list[_Child] = []
+            for (_, group), result in zip(groups, results, strict=True):
                 if isinstance(result, Exception):
                     raise result  # the run stays active: repeated, the call adds what is missing
                 for c, found, created in zip(group, result.ids, result.created, strict=True):
                     c.id = found
-                    if not created and c.own != "":
-                        existing[child_queue].append(c)
-            todo = []
-            for child_queue, group in existing.items():
-                for c in group:
-                    if c.queue == queue and c.id == job_id:
+                    if c.queue == queue and c.id == job_id:  # only a dedup key can resolve to the job
+                        i = next(i for i, x in enumerate(jobs) if x is c)
                         raise InvalidArgument(
-                            f"children[{jobs.index(c)}].options.dedup",
+                            f"children[{i}].options.dedup",
                             f"the key is held by job {job_id!r} itself, which cannot wait for itself",
                         )
-                answers = await self.children.children_attach(child_queue, [(c.id, parent) for c in group])
-                for c, (code, entry) in zip(group, answers, strict=True):
-                    if code == FINISHED:
-                        finished.append((c, entry))
-                    elif code != ATTACHED:  # removed since its add found it: add it again
-                        c.id = c.job.id
-                        todo.append(c)
+                    if not created and c.own not in ("", DEDUP):
+                        existing.append(c)
+            finished += await self._attach(parent, existing)
+            todo = [c for c in existing if c.lost]
+            for c in todo:  # removed since its add found it: add it again
+                c.id, c.lost = c.job.id, False
             if not todo:
                 return finished
         raise Unavailable("children were removed again each time they were added; call WaitForChildren again")
+
+    async def _attach(
+        self, parent: bytes, children: list[_Child], lost_ok: bool = False
+    ) -> list[tuple[_Child, dict[str, bytes]]]:
+        """Attaches the parent to existing jobs (children_attach), one script call per queue; returns those
+        that had finished, with their outcomes. A job gone meanwhile is marked lost (with lost_ok, it is left
+        so: a dedup child's resolution is recorded already, and a child removed never ends for its parent)."""
+        by_queue: dict[str, list[_Child]] = defaultdict(list)
+        for c in children:
+            by_queue[c.queue].append(c)
+        finished = []
+        for child_queue, group in by_queue.items():
+            answers = await self.children.children_attach(child_queue, [(c.id, parent) for c in group])
+            for c, (code, entry) in zip(group, answers, strict=True):
+                if code == FINISHED:
+                    finished.append((c, entry))
+                elif code != ATTACHED:
+                    c.lost = not lost_ok
+        return finished
 
     def _children_in(self, request: pb.WaitForChildrenRequest, queue: str, job_id: str) -> list[_Child]:
         """The children to add, each checked as an add checks its job, with the id it names (if any)."""
