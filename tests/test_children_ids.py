@@ -18,8 +18,8 @@ from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument
 from tests.cluster import spread
 from tests.conftest import RunningServer, ServerFactory
-from tests.rawworker import RawWorker
-from tests.test_delay_job import until_state
+from tests.rawworker import RawWorker, eventually
+from tests.test_delay_job import WAIT, until_state
 
 
 @pytest.fixture
@@ -35,6 +35,14 @@ async def kids(server: RunningServer) -> AsyncIterator[QueueManager]:
     client = QueueManager(address=server.address, concurrency=4, shutdown_grace=5.0)
     yield client
     await client.shutdown()
+
+
+def _parent_entry(queue: str, job_id: str) -> bytes:
+    """What a child records of a parent waiting for it (services/children.py)."""
+    ref = types_pb2.JobRef(queue_name=queue, job_id=job_id)
+    return types_pb2.Job(
+        parents=[types_pb2.ParentJob(job=ref, state=types_pb2.JOB_STATE_ACTIVE)]
+    ).SerializeToString()
 
 
 def _double(kids: QueueManager, queue: str) -> None:
@@ -203,13 +211,7 @@ async def test_a_run_lost_mid_call_and_run_again_counts_each_named_child_once(
         "rerun", job.id, token, 1000, [("rerun-kids", "existing"), ("rerun-kids", DEDUP), ("rerun-kids", "")]
     )
     assert [how for _, how in recorded] == [0, TO_RESOLVE, 0]
-    parent = types_pb2.Job(
-        parents=[
-            types_pb2.ParentJob(
-                job=types_pb2.JobRef(queue_name="rerun", job_id=job.id), state=types_pb2.JOB_STATE_ACTIVE
-            )
-        ]
-    ).SerializeToString()
+    parent = _parent_entry("rerun", job.id)
     await children.children_attach("rerun-kids", [("existing", parent), (holder.id, parent)])
     await children.children_link("rerun", job.id, token, [(1, recorded[1][0], "rerun-kids", holder.id)])
     derived = NewJob(id=recorded[2][0], name="plain", data=b"3", extra={"par": parent, "flo": b"1"})
@@ -242,6 +244,50 @@ async def test_a_run_lost_mid_call_and_run_again_counts_each_named_child_once(
         ["existing", holder.id, recorded[2][0]]
     )  # no job added twice, none for the freed key
     assert [p.job_id for p in (await qm.get_job("rerun-kids", "existing")).parents] == [job.id]
+
+
+async def test_a_dedup_child_that_ends_before_its_key_is_resolved_still_counts_once(
+    server: RunningServer, qm: QueueManager, kids: QueueManager
+) -> None:
+    """The child a dedup key added (its key was free) ended before the call recorded what the key resolved to
+    (the run was lost there): its end counts at once, and the repeated call counts it once more never."""
+    assert server.app.engine is not None
+    engine = server.app.engine
+    for q in ("early-parent", "early-kids"):
+        await qm.register_queue(q)
+    job = await qm.add_job("early-parent", "p", None)
+    raw = RawWorker(server.address, ["early-parent"])
+    await raw.connect(credits=1)
+    (leased,) = await raw.jobs(1)
+    ((cid, how),) = await Children(engine).children_add(
+        "early-parent", job.id, leased.lease_token, 1000, [("early-kids", DEDUP)]
+    )
+    assert how == TO_RESOLVE
+    parent = _parent_entry("early-parent", job.id)
+    child = NewJob(id=cid, name="k", data=b"21", dedup_key="once", extra={"par": parent, "flo": b"1"})
+    await engine.add_jobs("early-kids", [child])
+    _double(kids, "early-kids")
+    await kids.start_workers()
+
+    async def counted() -> bool:
+        view = await qm.get_job("early-parent", job.id)
+        return [c.state for c in view.child_jobs] == [JobState.COMPLETED] and view.children_pending == 0
+
+    await eventually(counted, timeout=WAIT)
+    await raw.close()  # lost before the key's resolution was recorded: the job runs again
+    runs: list[list[Any]] = []
+
+    @qm.processor("early-parent")
+    async def fan_out(job: JobContext) -> Any:
+        runs.append([(c.job_id, c.result) for c in job.children])
+        if not job.children:
+            await job.wait_for_children([ChildSpec("early-kids", "k", 21, options={"dedup": "once"})])
+        return len(job.children)
+
+    await qm.start_workers()
+    done = await until_state(qm, "early-parent", job.id, JobState.COMPLETED)
+    assert done.result == 1 and runs == [[], [(cid, 42)]]
+    assert [j.id for j in (await qm.list_jobs("early-kids", JobState.COMPLETED))[0]] == [cid]
 
 
 async def test_ids_that_cannot_be_children_are_refused_naming_the_field(server: RunningServer) -> None:

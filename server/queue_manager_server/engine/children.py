@@ -78,9 +78,11 @@ class Children:
 
     async def children_link(
         self, queue: str, job_id: str, lease_token: str, links: Sequence[tuple[int, str, str, str]]
-    ) -> None:
+    ) -> list[str]:
         """Records the children added with a dedup key under the jobs their keys resolved to: per child (its
-        place in the call, the id children_add derived for it, its queue, the id it resolved to).
+        place in the call, the id children_add derived for it, its queue, the id it resolved to). Returns the
+        id of the job each child is: the one it resolved to, or the derived one when that job has finished
+        already (added by an earlier call), or what an earlier call recorded.
 
         Raises:
             QueueNotFound, JobNotFound, LeaseNotHeld: as the names say.
@@ -99,6 +101,7 @@ class Children:
                 f"the key resolved to job {resolved!r} of queue {child_queue!r}, and job {job_id!r} has a "
                 f"child of that id in queue {_s(r[2])!r} already",
             )
+        return [_s(x) for x in r[1:]]
 
     async def children_attach(
         self, queue: str, items: Sequence[tuple[str, bytes]]

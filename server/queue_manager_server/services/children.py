@@ -1,18 +1,19 @@
 """Children added at run time (WaitForChildren): a running job adds child jobs and waits for them.
 
 The call is fenced by the run's lease and goes in steps, each safe to repeat: record the children on the
-parent (children_add.lua: a child without an id of its own gets one derived from the parent, its wait number
-and its place; one with its own job_id is recorded under it), add them to their queues (an add of an id that
-exists adds nothing; a held dedup key answers its holder), attach the parent to each child named by an id
-that existed already (children_attach.lua: the child keeps the parent in 'kup'; one that had finished is
-answered with its outcome), record the dedup children under the jobs their keys resolved to
-(children_link.lua) and only then attach the parent to those (an end handed on before the parent had the
-child recorded would count for nothing), count the ends of the children that had finished
-(children_done.lua), then end the run and park the parent (children_wait.lua). A server or worker lost between two steps leaves the parent active under a lease that
-runs out; the job is then run again (a redelivery), and the same call records and adds the same children
-(a dedup child is answered the job its key resolved to the first time), so none is lost, added twice or
-counted twice. Each child carries its parent in 'par' (or 'kup') and a flow mark, so its end is handed to
-each of its parents through the flow outbox of its own queue (services/flows.py, children_done.lua).
+parent (children_add.lua: a child without an id of its own, or with a dedup key, under an id derived from
+the parent, its wait number and its place; one with its own job_id under that id), add them to their queues
+(an add of an id that exists adds nothing; a held dedup key answers its holder), attach the parent to each
+child named by an id that existed already (children_attach.lua: the child keeps the parent in 'kup'; one
+that had finished is answered with its outcome), move the record of each dedup child whose key resolved to
+its holder onto the holder (children_link.lua) and only then attach the parent to it (an end handed on
+before the parent had the child recorded would count for nothing), count the ends of the children that had
+finished (children_done.lua), then end the run and park the parent (children_wait.lua). A server or worker
+lost between two steps leaves the parent active under a lease that runs out; the job is then run again (a
+redelivery), and the same call records and adds the same children (a dedup child is answered the job its
+key resolved to the first time), so none is lost, added twice or counted twice. Each child carries its
+parent in 'par' (or 'kup') and a flow mark, so its end is handed to each of its parents through the flow
+outbox of its own queue (services/flows.py, children_done.lua).
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ class ChildrenHandlers:
         finished = await self._add_children(queue, job_id, parent, jobs)
         links = [(i, c.derived, c.queue, c.id) for i, c in enumerate(jobs) if c.to_add and c.own == DEDUP]
         if links:
-            await self.children.children_link(queue, job_id, token, links)
+            linked = await self.children.children_link(queue, job_id, token, links)
+            for (i, *_), child_id in zip(links, linked, strict=True):
+                jobs[i].id = child_id
         # A dedup child is attached only once the job has it recorded (an end handed on before would find no
         # child to count), those resolved by an earlier call too (it may have been lost before this step).
         dedup = [c for c in jobs if c.own == DEDUP]

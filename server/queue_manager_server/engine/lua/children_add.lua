@@ -3,10 +3,9 @@
 -- without an id of its own gets one derived from the job, its wait number and its place in the call, so a
 -- call repeated after its run was lost and ran again names the same children: they are recorded once and
 -- added once. A child with its own job_id is recorded under that id (a job already a child, from this call or
--- an earlier wait, counts once). A child with a dedup key gets its place ('kd:<derived id>' holding its seq)
--- and is recorded later (children_link.lua), once its add says which job the key resolves to; a repeated
--- call is answered that job. A repeated call drops the unfinished children of the first that it no longer
--- names.
+-- an earlier wait, counts once). A child with a dedup key is recorded under a derived id too, until
+-- children_link.lua records the job its add resolved the key to ('kd:<derived id>'); a repeated call is
+-- answered that job. A repeated call drops the unfinished children of the first that it no longer names.
 -- @include common
 -- @include children
 --
@@ -48,10 +47,9 @@ for i = 1, n do
   local kd = own == '#' and redis.call('HGET', jkey, 'kd:' .. cid) or nil
   local resolved = kd and string.match(kd, '^%d+ (.+)$') or nil
   if own ~= '' and own ~= '#' and v and vqueue ~= cq then return {-5, i, vqueue} end
-  if own ~= '#' and not v then new = new + 1 end
-  if own == '#' and not kd then new = new + 1 end  -- its place is taken now, its id recorded later
+  if not resolved and not v then new = new + 1 end
   plan[i] = {cq = cq, own = own, cid = cid, field = field, v = v, vseq = vseq, vqueue = vqueue, rest = rest,
-    kd = kd, resolved = resolved}
+    resolved = resolved}
 end
 if seq + new > most then return {-4, seq} end
 
@@ -60,27 +58,20 @@ local w = {'kgg', wait, 'kgc', n, 'kgs', round_start}
 local named, recorded, pending = {}, {}, 0
 for i = 1, n do
   local p = plan[i]
-  if p.own == '#' then
-    if p.resolved then
-      named[p.resolved] = true
-      out[#out + 1] = p.resolved; out[#out + 1] = 2
-    else
-      if not p.kd then
-        -- Its place in the order the children were added, kept for children_link.lua.
-        seq = seq + 1
-        w[#w + 1] = 'kd:' .. p.cid; w[#w + 1] = seq
-      end
-      out[#out + 1] = p.cid; out[#out + 1] = 1
-    end
+  if p.resolved then
+    named[p.resolved] = true
+    out[#out + 1] = p.resolved; out[#out + 1] = 2
   else
+    -- A dedup child is recorded under the id derived for it until children_link.lua moves it to the job its
+    -- key resolved to: should that be the job added under this id, its end counts even if it comes first.
     named[p.cid] = true
-    out[#out + 1] = p.cid; out[#out + 1] = 0
+    out[#out + 1] = p.cid; out[#out + 1] = p.own == '#' and 1 or 0
     if not p.v and not recorded[p.cid] then
       recorded[p.cid] = true
       seq = seq + 1
       w[#w + 1] = p.field; w[#w + 1] = seq .. ' ' .. p.cq
       pending = pending + 1
-    elseif p.own == '' and p.rest == '' and p.vqueue ~= p.cq then
+    elseif (p.own == '' or p.own == '#') and p.rest == '' and p.vqueue ~= p.cq then
       -- Still running, in the queue the first call named: the child of this call is another job.
       w[#w + 1] = p.field; w[#w + 1] = p.vseq .. ' ' .. p.cq
     end
