@@ -307,6 +307,13 @@ async def test_ids_that_cannot_be_children_are_refused_naming_the_field(server: 
     with pytest.raises(InvalidArgument, match=r"has a child 'same' in queue 'bad-a' already") as info:
         await children.children_add("bad-ids", job.id, token, 1000, [("bad-b", "same")])
     assert info.value.field == "children[0].options.job_id"
+    # A dedup key that resolved to a job whose id a child in another queue has.
+    (_, (cid, _)) = await children.children_add(
+        "bad-ids", job.id, token, 1000, [("bad-a", "same"), ("bad-b", DEDUP)]
+    )
+    with pytest.raises(InvalidArgument, match=r"resolved to job 'same' of queue 'bad-b'") as info:
+        await children.children_link("bad-ids", job.id, token, [(1, cid, "bad-b", "same")])
+    assert info.value.field == "children[1].options.dedup"
 
     # A dedup key the job itself holds, over the wire.
     stub = queue_service_pb2_grpc.QueueServiceStub(worker.channel)
