@@ -329,6 +329,7 @@ async def test_ids_that_cannot_be_children_are_refused_naming_the_field(server: 
     assert "children[0].options.dedup" in (rpc.value.details() or "")
     assert "cannot wait for itself" in (rpc.value.details() or "")
     assert (await client.get_job("bad-ids", job.id)).state == JobState.ACTIVE
+    assert (await client.list_jobs("bad-ids", JobState.WAITING))[0] == []  # nothing added
     await worker.close()
     await client.shutdown()
 

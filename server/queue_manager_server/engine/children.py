@@ -16,11 +16,11 @@ from queue_manager_server.engine.engine import Engine, _b, _i, _s
 from queue_manager_server.engine.records import job_state
 from queue_manager_server.errors import InvalidArgument, JobNotFound, LeaseNotHeld, QueueNotFound
 
-NO_QUEUE, NOT_FOUND, LEASE_LOST, TOO_MANY, OTHER_QUEUE = -1, -2, -3, -4, -5
+NO_QUEUE, NOT_FOUND, LEASE_LOST, TOO_MANY, OTHER_QUEUE, HELD_BY_ITSELF = -1, -2, -3, -4, -5, -6
 # How children_add.lua answers each child: recorded; a dedup key to add under the derived id, then record
 # (children_link); a dedup key resolved by an earlier call (nothing to add).
 RECORDED, TO_RESOLVE, RESOLVED = 0, 1, 2
-# The "own id" children_add takes for a child with a dedup key.
+# What children_add takes for a child with a dedup key: this, then the key (no job id has a '#').
 DEDUP = "#"
 # How children_attach.lua answers each job.
 ATTACHED, FINISHED = 1, 2
@@ -47,13 +47,13 @@ class Children:
         self, queue: str, job_id: str, lease_token: str, most: int, children: Sequence[tuple[str, str]]
     ) -> list[tuple[str, int]]:
         """Records children on the running job: per child (its queue, and "" for an id derived here, DEDUP
-        for a dedup key, or its own job id). Returns per child, in order, its id and RECORDED, TO_RESOLVE (a
+        and its dedup key, or its own job id). Returns per child, in order, its id and RECORDED, TO_RESOLVE (a
         dedup key to add under this derived id) or RESOLVED (the job its key resolved to in an earlier call).
 
         Raises:
             QueueNotFound, JobNotFound, LeaseNotHeld: as the names say.
-            InvalidArgument: The job would have more than `most` children, or an own id names one of its
-                children in another queue.
+            InvalidArgument: The job would have more than `most` children, an own id names one of its
+                children in another queue, or a dedup key is the job's own.
         """
         k = self.engine.keys(queue)
         args: list[str | int] = [k.job_prefix, queue, job_id, lease_token, most]
@@ -73,6 +73,11 @@ class Children:
                 f"children[{i}].options.job_id",
                 f"job {job_id!r} has a child {children[i][1]!r} in queue {_s(r[2])!r} already; its children "
                 "need ids of their own across queues",
+            )
+        if _i(r[0]) == HELD_BY_ITSELF:
+            raise InvalidArgument(
+                f"children[{_i(r[1]) - 1}].options.dedup",
+                f"the key is held by job {job_id!r} itself, which cannot wait for itself",
             )
         return [(_s(r[i]), _i(r[i + 1])) for i in range(1, len(r), 2)]
 

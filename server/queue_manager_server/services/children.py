@@ -50,8 +50,9 @@ _STATES = {
 
 @dataclass(slots=True)
 class _Child:
-    """A child of the call: its queue, its job, and "" (an id derived from its parent's), DEDUP or its own id;
-    then the id children_add derived or answered, the job it is, and whether it is still to add."""
+    """A child of the call: its queue, its job, and "" (an id derived from its parent's), DEDUP and its dedup
+    key, or its own id; then the id children_add derived or answered, the job it is, and whether it is still
+    to add."""
 
     queue: str
     job: NewJob
@@ -61,6 +62,10 @@ class _Child:
     to_add: bool = True
     # Its job was gone when the parent was to be attached to it (removed since its add found it).
     lost: bool = False
+
+    @property
+    def dedup(self) -> bool:
+        return self.own.startswith(DEDUP)
 
 
 def child_outcome(queue: str, job_id: str, state: int, entry: dict[str, bytes]) -> bytes:
@@ -120,15 +125,15 @@ class ChildrenHandlers:
             c.job.id = child_id
             c.job.extra["par"] = parent
             c.job.extra["flo"] = b"1"  # its end is handed to the parent (services/flows.py)
-        finished = await self._add_children(queue, job_id, parent, jobs)
-        links = [(i, c.derived, c.queue, c.id) for i, c in enumerate(jobs) if c.to_add and c.own == DEDUP]
+        finished = await self._add_children(parent, jobs)
+        links = [(i, c.derived, c.queue, c.id) for i, c in enumerate(jobs) if c.to_add and c.dedup]
         if links:
             linked = await self.children.children_link(queue, job_id, token, links)
             for (i, *_), child_id in zip(links, linked, strict=True):
                 jobs[i].id = child_id
         # A dedup child is attached only once the job has it recorded (an end handed on before would find no
         # child to count), those resolved by an earlier call too (it may have been lost before this step).
-        dedup = [c for c in jobs if c.own == DEDUP]
+        dedup = [c for c in jobs if c.dedup]
         if dedup:
             finished += await self._attach(parent, dedup, lost_ok=True)
         if finished:  # the parent counts at once the end of a child that had ended before it was named
@@ -145,9 +150,7 @@ class ChildrenHandlers:
             children_pending=parked.pending,
         )
 
-    async def _add_children(
-        self, queue: str, job_id: str, parent: bytes, jobs: list[_Child]
-    ) -> list[tuple[_Child, dict[str, bytes]]]:
+    async def _add_children(self, parent: bytes, jobs: list[_Child]) -> list[tuple[_Child, dict[str, bytes]]]:
         """Adds the children to their queues and sets each child's id to the job it is. A child named by its
         own id that exists is that job, which gets the parent attached (children_attach); one with a dedup
         key is the key's holder, attached later. Returns the children that had finished already, with their
@@ -166,13 +169,7 @@ class ChildrenHandlers:
                     raise result  # the run stays active: repeated, the call adds what is missing
                 for c, found, created in zip(group, result.ids, result.created, strict=True):
                     c.id = found
-                    if c.queue == queue and c.id == job_id:  # only a dedup key can resolve to the job
-                        i = next(i for i, x in enumerate(jobs) if x is c)
-                        raise InvalidArgument(
-                            f"children[{i}].options.dedup",
-                            f"the key is held by job {job_id!r} itself, which cannot wait for itself",
-                        )
-                    if not created and c.own not in ("", DEDUP):
+                    if not created and c.own != "" and not c.dedup:
                         existing.append(c)
             finished += await self._attach(parent, existing)
             todo = [c for c in existing if c.lost]
@@ -216,7 +213,7 @@ class ChildrenHandlers:
             child_queue = validate.queue_name(spec.queue_name, f"{where}.queue_name")
             options = spec.options if spec.HasField("options") else None
             job = convert.job_from(spec.name, spec.data, options, where, self.max_payload, name_part="name")
-            own = job.id or (DEDUP if job.dedup_key else "")
+            own = job.id or (DEDUP + job.dedup_key if job.dedup_key else "")
             if job.id:
                 if job.dedup_key:
                     raise InvalidArgument(

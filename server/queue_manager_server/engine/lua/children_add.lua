@@ -11,12 +11,13 @@
 --
 -- KEYS[1] meta (hash)
 -- ARGV[1] job key prefix  ARGV[2] queue name  ARGV[3] job id  ARGV[4] lease token  ARGV[5] most children
---   per job; then per child, in order, 2 of: its queue, and '' (an id derived here), '#' (a dedup key) or its
---   own job id
+--   per job; then per child, in order, 2 of: its queue, and '' (an id derived here), '#' and its dedup key,
+--   or its own job id
 -- Returns: {1, then per child its id and 0 (recorded), 1 (a dedup key to add under this derived id) or 2 (a
 --   dedup key resolved before to this job: add nothing)}; {-1} queue not registered, {-2} job not found,
 --   {-3} lease not held, {-4, n} the job has n children already and these would take it past the most,
---   {-5, i, queue} child i's own id names a child of the job in another queue
+--   {-5, i, queue} child i's own id names a child of the job in another queue, {-6, i} child i's dedup key
+--   is held by the job itself
 local meta = KEYS[1]
 local prefix, queue, id, token, most = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('EXISTS', meta) == 0 then return {-1} end
@@ -38,6 +39,11 @@ end
 local plan, new = {}, 0
 for i = 1, n do
   local cq, own = ARGV[4 + i * 2], ARGV[5 + i * 2]
+  if string.sub(own, 1, 1) == '#' then
+    -- A dedup key the job itself holds would make it wait for itself.
+    if cq == queue and redis.call('GET', dedup_key(prefix, string.sub(own, 2))) == id then return {-6, i} end
+    own = '#'
+  end
   local cid = own
   if own == '' or own == '#' then cid = derived(i) end
   local field = 'k:' .. cid
@@ -81,7 +87,7 @@ if repeated then
   -- The first call's dedup resolutions at places this call has no dedup key at, and its unfinished children
   -- this call no longer names, are dropped.
   for i = 1, math.max(n, before) do
-    if i > n or ARGV[5 + i * 2] ~= '#' then redis.call('HDEL', jkey, 'kd:' .. derived(i)) end
+    if i > n or string.sub(ARGV[5 + i * 2], 1, 1) ~= '#' then redis.call('HDEL', jkey, 'kd:' .. derived(i)) end
   end
   local all = redis.call('HGETALL', jkey)
   for i = 1, #all, 2 do
