@@ -13,9 +13,9 @@ import pytest
 
 from queue_manager import ChildSpec, JobContext, JobState, QueueManager
 from queue_manager.v1 import jobs_pb2, queue_service_pb2_grpc, types_pb2
-from queue_manager_server.engine.children import DEDUP, TO_RESOLVE, Children
+from queue_manager_server.engine.children import ATTACHED, DEDUP, FINISHED, NOT_FOUND, TO_RESOLVE, Children
 from queue_manager_server.engine.records import NewJob
-from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.errors import InvalidArgument, QueueNotFound
 from tests.cluster import spread
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import RawWorker, eventually
@@ -386,3 +386,29 @@ async def test_children_named_by_id_across_primaries_and_their_states_in_one_get
     assert [r for _, r in results[one.id]] == [10, 2] and [r for _, r in results[two.id]] == [10, 2]
     assert results[one.id][0][0] == results[two.id][0][0] == "shared"
     assert results[one.id][1][0] != results[two.id][1][0]  # a dedup key each
+
+
+async def test_attaching_a_parent_is_idempotent_and_answers_finished_and_missing_jobs(
+    server: RunningServer, kids: QueueManager
+) -> None:
+    """children_attach.lua on its own: an unfinished job gets the parent once however often it is attached
+    (and a flow mark, so its end is handed on); a finished one is answered with its outcome; a missing one
+    as missing (the call then adds it again)."""
+    assert server.app.engine is not None
+    children = Children(server.app.engine)
+    await kids.register_queue("attach")
+    _double(kids, "attach")
+    await kids.start_workers()
+    await kids.add_job("attach", "done", 4, {"job_id": "done"})
+    await until_state(kids, "attach", "done", JobState.COMPLETED)
+    await kids.shutdown()
+    await kids.add_job("attach", "open", 1, {"job_id": "open"})  # no worker runs it now
+    one, two = _parent_entry("p", "one"), _parent_entry("p", "two")
+    items = [("open", one), ("open", one), ("open", two), ("done", one), ("gone", one)]
+    answers = await children.children_attach("attach", items)
+    assert [code for code, _ in answers] == [ATTACHED, ATTACHED, ATTACHED, FINISHED, NOT_FOUND]
+    assert answers[3][1]["st"] == b"completed" and answers[3][1]["res"] == b"8"
+    view = await kids.get_job("attach", "open")
+    assert [(p.queue_name, p.job_id) for p in view.parents] == [("p", "one"), ("p", "two")]
+    with pytest.raises(QueueNotFound):
+        await children.children_attach("no-such-queue", items)
