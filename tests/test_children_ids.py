@@ -412,3 +412,31 @@ async def test_attaching_a_parent_is_idempotent_and_answers_finished_and_missing
     assert [(p.queue_name, p.job_id) for p in view.parents] == [("p", "one"), ("p", "two")]
     with pytest.raises(QueueNotFound):
         await children.children_attach("no-such-queue", items)
+
+
+async def test_a_job_named_again_in_a_later_round_counts_once(qm: QueueManager, kids: QueueManager) -> None:
+    for q in ("rounds", "rounds-kids"):
+        await qm.register_queue(q)
+    seen: list[list[tuple[str, Any]]] = []
+
+    @qm.processor("rounds")
+    async def rounds(job: JobContext) -> int:
+        seen.append([(c.job_id, c.result) for c in job.children])
+        if len(seen) == 1:
+            await job.wait_for_children([ChildSpec("rounds-kids", "x", 1, options={"job_id": "x"})])
+        if len(seen) == 2:  # x again (finished: it counts as it did), and a new one
+            await job.wait_for_children(
+                [
+                    ChildSpec("rounds-kids", "x", 1, options={"job_id": "x"}),
+                    ChildSpec("rounds-kids", "y", 2, options={"job_id": "y"}),
+                ]
+            )
+        return len(job.children)
+
+    _double(kids, "rounds-kids")
+    await kids.start_workers()
+    await qm.start_workers()
+    parent = await qm.add_job("rounds", "p", None)
+    done = await until_state(qm, "rounds", parent.id, JobState.COMPLETED)
+    assert done.result == 2 and seen == [[], [("x", 2)], [("x", 2), ("y", 4)]]
+    assert done.children_pending == 0
