@@ -173,7 +173,18 @@ async def test_refusals_write_nothing_and_leave_the_run_going(
                 [ChildSpec("no-such-queue", "x")],
                 "children[0].queue_name: queue 'no-such-queue' is not registered",
             ),
-            ([ChildSpec("refuse-kids", "x", options={"job_id": "mine"})], "children[0].options.job_id"),
+            (
+                [ChildSpec("refuse-kids", "x", options={"job_id": "mine"})] * 2,
+                "children[1].options.job_id: 'mine' is named by children[0] too",
+            ),
+            (
+                [ChildSpec("refuse-kids", "x", options={"job_id": "mine", "dedup": "k"})],
+                "children[0].options.dedup: a child with its own job_id is that job",
+            ),
+            (
+                [ChildSpec("refuse", "x", options={"job_id": job.id})],
+                "children[0].options.job_id: a job cannot be its own child",
+            ),
             ([ChildSpec("refuse-kids", "ok"), ChildSpec("refuse-kids", "x" * 201)], "children[1].name"),
             ([ChildSpec("refuse-kids", "x")] * (MAX_CHILDREN + 1), "at most 1000 children per call"),
             ([], "children: add at least one child"),
@@ -193,7 +204,7 @@ async def test_refusals_write_nothing_and_leave_the_run_going(
     job = await qm.add_job("refuse", "p", None)
     done = await until_state(qm, "refuse", job.id, JobState.COMPLETED)
     assert done.result == "still running" and finished.is_set()
-    assert outcomes == ["refused", "refused", "client: ValueError", "refused", "refused"]
+    assert outcomes == ["refused"] * 4 + ["client: ValueError", "refused", "refused"]
     assert (await qm.list_jobs("refuse-kids", JobState.WAITING))[0] == []
     assert done.child_jobs == [] and done.children_pending == 0
 
@@ -248,13 +259,13 @@ async def test_a_job_adds_at_most_so_many_children_in_all(server: RunningServer)
     await worker.connect(credits=1)
     (leased,) = await worker.jobs(1)
     token = leased.lease_token
-    first = await children.children_add("limit", job.id, token, 3, ["limit", "limit"])
+    first = await children.children_add("limit", job.id, token, 3, [("limit", "")] * 2)
     # The same call again (a run lost after it and run again) names the same children and fits.
-    assert await children.children_add("limit", job.id, token, 3, ["limit", "limit"]) == first
+    assert await children.children_add("limit", job.id, token, 3, [("limit", "")] * 2) == first
     with pytest.raises(InvalidArgument, match=r"at most 3 children in all; job .* has 2 already"):
-        await children.children_add("limit", job.id, token, 3, ["limit", "limit", "limit", "limit"])
+        await children.children_add("limit", job.id, token, 3, [("limit", "")] * 4)
     view = await client.get_job("limit", job.id)
-    assert [c.job_id for c in view.child_jobs] == first and view.children_pending == 2
+    assert [(c.job_id, 0) for c in view.child_jobs] == first and view.children_pending == 2
     await worker.close()
     await client.shutdown()
 
@@ -273,7 +284,10 @@ async def test_a_run_lost_between_adding_children_and_parking_adds_none_twice_an
     raw = RawWorker(server.address, ["crash"])
     await raw.connect(credits=1)
     (leased,) = await raw.jobs(1)
-    ids = await Children(engine).children_add("crash", job.id, leased.lease_token, 1000, ["crash-kids"] * 3)
+    recorded = await Children(engine).children_add(
+        "crash", job.id, leased.lease_token, 1000, [("crash-kids", "")] * 3
+    )
+    ids = [child_id for child_id, _ in recorded]
     parent = types_pb2.Job(
         parents=[types_pb2.ParentJob(job=types_pb2.JobRef(queue_name="crash", job_id=job.id))]
     ).SerializeToString()
@@ -342,4 +356,63 @@ async def test_a_cancelled_or_removed_parent_leaves_its_children_alone_and_is_no
     view = await qm.get_job("cparent", cancelled.id)
     assert view.state == JobState.CANCELLED and [c.state for c in view.child_jobs] == [JobState.COMPLETED] * 2
     assert sorted(runs) == sorted([cancelled.id, removed.id])  # neither ran again
+    await kids.shutdown()
+
+
+async def test_get_job_shows_each_childs_current_state_in_one_call(
+    server: RunningServer, qm: QueueManager
+) -> None:
+    for q in ("st-parent", "st-fast", "st-slow", "st-idle"):
+        await qm.register_queue(q)
+    gate = asyncio.Event()
+
+    @qm.processor("st-parent")
+    async def fan_out(job: JobContext) -> None:
+        await job.wait_for_children(
+            [
+                ChildSpec("st-fast", "done"),
+                ChildSpec("st-slow", "running"),
+                ChildSpec("st-fast", "later", options={"delay": 3600}),
+                ChildSpec("st-idle", "waiting"),
+                ChildSpec("st-idle", "cancelled"),
+                ChildSpec("st-idle", "removed"),
+            ]
+        )
+
+    kids = QueueManager(address=server.address, concurrency=2)
+
+    @kids.processor("st-fast")
+    async def fast(job: JobContext) -> str:
+        return "ok"
+
+    @kids.processor("st-slow")
+    async def slow(job: JobContext) -> str:
+        await gate.wait()
+        return "ok"
+
+    await qm.start_workers()
+    parent = await qm.add_job("st-parent", "p", None)
+    parked = await until_state(qm, "st-parent", parent.id, JobState.DELAYED)
+    ids = [c.job_id for c in parked.child_jobs]
+    await qm.cancel_job("st-idle", ids[4], "not needed")
+    await qm.remove_job("st-idle", ids[5])
+    await kids.start_workers()
+    await until_state(qm, "st-slow", ids[1], JobState.ACTIVE)
+    await until_state(qm, "st-fast", ids[0], JobState.COMPLETED)
+
+    async def settled() -> bool:
+        view = await qm.get_job("st-parent", parent.id)
+        return view.children_pending == 4  # the completed and the cancelled one handed off
+
+    await eventually(settled, timeout=WAIT)
+    view = await qm.get_job("st-parent", parent.id)
+    assert [(c.state, c.current_state) for c in view.child_jobs] == [
+        (JobState.COMPLETED, JobState.COMPLETED),
+        (None, JobState.ACTIVE),
+        (None, JobState.DELAYED),
+        (None, JobState.WAITING),
+        (JobState.CANCELLED, JobState.CANCELLED),
+        (None, None),  # removed: no state now
+    ]
+    gate.set()
     await kids.shutdown()

@@ -60,6 +60,7 @@ EXPECTED = {
     "TestWorkerLabelsRouteTheJobToAMatchingWorker",
     "TestWaitForChildrenParksTheJobAndSumsTheirResults",
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
+    "TestWaitForChildrenWaitsForAnExistingJobByItsID",
     "TestWaitForEventParksTheJobUntilPushEvent",
     "TestWaitForEventTimesOutAndBadKeysAreRefused",
     "TestEventTriggersAddAJobForAMatchingPush",

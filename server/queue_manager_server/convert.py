@@ -575,7 +575,7 @@ def errors_out(eh: bytes) -> list[types_pb2.JobError]:
 
 def _flow_out(r: JobRecord, j: types_pb2.Job) -> None:
     """A flow job's parents, chain root, workflow step, children, chain failure and chain links to come."""
-    for name in ("par", "chd"):  # encoded Jobs holding only flow fields
+    for name in ("par", "kup", "chd"):  # encoded Jobs holding only flow fields (kup: more parents)
         raw = r.raw(name)
         if raw:
             j.MergeFromString(raw)

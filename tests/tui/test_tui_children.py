@@ -77,7 +77,12 @@ async def test_a_parent_parked_on_two_children_shows_its_wait_then_their_outcome
         text = _detail(app)
         assert "delayed  waiting for 2 of 2 children" in text and "runs at" not in text
         assert "children added at run time (2, 2 not finished)" in text
-        assert f"{good}  not finished" in text and f"{bad}  not finished" in text
+        # Each child's state now, from the parent's one GetJob: both run, held by the test.
+        await until_state(qm, "kids", good.split("/")[1], JobState.ACTIVE)
+        await until_state(qm, "kids", bad.split("/")[1], JobState.ACTIVE)
+        app.open_job(JobRef("files", parent.id))
+        await wait_for(pilot, lambda: f"{good}  active" in _detail(app), "the children's states now", WAIT)
+        assert f"{bad}  active" in _detail(app)
 
         # The palette opens the children it added, as it does a chain's.
         commands = {command.title: command for command in app.palette_commands()}

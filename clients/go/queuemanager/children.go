@@ -15,8 +15,10 @@ type ChildSpec struct {
 	Name string
 	// Data is the child's data (see the payload conventions in payload.go); nil stores JSON null.
 	Data any
-	// Options are the child's settings, less JobID and Dedup (a child's id is derived from its parent's,
-	// which keeps a repeated call from adding it twice); nil takes the child queue's defaults.
+	// Options are the child's settings; nil takes the child queue's defaults. Without JobID or Dedup the
+	// child's id is derived from its parent's (a repeated call adds it once). With JobID the child is that
+	// job of its queue: added if none exists, else the existing one (already finished, it counts at once).
+	// With Dedup it is the job the key resolves to (this one, or the key's holder).
 	Options *JobOptions
 }
 

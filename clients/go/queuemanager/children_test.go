@@ -86,9 +86,13 @@ func TestWaitForChildrenParksTheJobAndSumsTheirResults(t *testing.T) {
 		t.Fatalf("want parked in delayed with no due time, its checkpoint and 3 pending children: %s %v %d %s %d %d",
 			parked.State, parked.RunTime, parked.AttemptsMade, parked.Data, parked.ChildrenPending, len(parked.ChildJobs))
 	}
+	// Each child's state now, from the same GetJob: the one slot runs the first, the others wait.
+	wantNow := []qm.JobState{qm.StateActive, qm.StateWaiting, qm.StateWaiting}
 	for i, child := range parked.ChildJobs {
-		if child.Queue != chunks || child.ID != waiting.Children[i].ID || child.State != 0 {
-			t.Fatalf("child %d: want %s/%s not finished, got %+v", i, chunks, waiting.Children[i].ID, child)
+		if child.Queue != chunks || child.ID != waiting.Children[i].ID || child.State != 0 ||
+			child.CurrentState != wantNow[i] {
+			t.Fatalf("child %d: want %s/%s not finished and %s now, got %+v", i, chunks, waiting.Children[i].ID,
+				wantNow[i], child)
 		}
 	}
 
@@ -113,6 +117,38 @@ func TestWaitForChildrenParksTheJobAndSumsTheirResults(t *testing.T) {
 		if message := <-logs.messages; message == "job failed" {
 			t.Fatalf("the parked run must report nothing, but the worker logged %q", message)
 		}
+	}
+}
+
+// TestWaitForChildrenWaitsForAnExistingJobByItsID: a child named by the JobID of a job that exists is that
+// job (its data as it was), not a new one.
+func TestWaitForChildrenWaitsForAnExistingJobByItsID(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	parents := newQueue(t, c, nil)
+	kids := newQueue(t, c, nil)
+	add(t, c, kids, "existing", map[string]int{"n": 4}, &qm.JobOptions{JobID: "report-1"})
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 2, Handlers: map[string]qm.Handler{
+		parents: func(ctx context.Context, job *qm.Job) (any, error) {
+			if len(job.ChildJobs) == 0 {
+				return nil, job.WaitForChildren(ctx, []qm.ChildSpec{{
+					Queue: kids, Name: "ignored", Data: map[string]int{"n": 100}, Options: &qm.JobOptions{JobID: "report-1"},
+				}}, nil)
+			}
+			return job.ChildJobs[0].ID + "=" + string(job.ChildJobs[0].Result), nil
+		},
+		kids: func(ctx context.Context, job *qm.Job) (any, error) {
+			var in struct{ N int }
+			if err := job.Decode(&in); err != nil {
+				return nil, err
+			}
+			return in.N * 10, nil
+		},
+	}})
+	parent := add(t, c, parents, "parent", nil, &qm.JobOptions{Attempts: 1})
+	done := waitFinished(t, c, parents, parent.ID)
+	if done.State != qm.StateCompleted || string(done.Result) != `"report-1=40"` {
+		t.Fatalf("want the existing job's outcome: %s %s (%s)", done.State, done.Result, done.FailedReason)
 	}
 }
 

@@ -269,6 +269,10 @@ type ChildJob struct {
 	FailedReason string
 	// Truncated is set when its result was over 1 KiB and left out: read it with GetJob on the child.
 	Truncated bool
+	// CurrentState is its state now, in GetJob (the server reads every child's in one batched read):
+	// waiting, active, delayed, completed, failed or cancelled; 0 once it was removed, and in Job.ChildJobs
+	// of a run.
+	CurrentState JobState
 }
 
 // DecodeResult reads the child's JSON result into v (as json.Unmarshal).
@@ -281,7 +285,7 @@ func childJobsOf(children []*pb.ChildJob) []ChildJob {
 	for _, c := range children {
 		child := ChildJob{
 			Queue: c.GetJob().GetQueueName(), ID: c.GetJob().GetJobId(), State: JobState(c.GetState()),
-			FailedReason: c.GetFailedReason(), Truncated: c.GetTruncated(),
+			FailedReason: c.GetFailedReason(), Truncated: c.GetTruncated(), CurrentState: JobState(c.GetCurrentState()),
 		}
 		child.Result, child.ResultType = decodePayload(c.GetResult())
 		out = append(out, child)

@@ -25,8 +25,10 @@ class ChildSpec:
         queue_name: Queue of the child (any registered queue).
         name: Job name.
         data: Job data (JSON-serialisable or bytes).
-        options: Job options, as for `QueueManager.add_job`, less ``job_id`` and ``dedup`` (a child's id is
-            derived from its parent's).
+        options: Job options, as for `QueueManager.add_job`. Without ``job_id`` or ``dedup`` the child's id
+            is derived from its parent's. With ``job_id`` the child is the job of that id in its queue: added
+            if none exists, else the existing one (already finished, it counts at once). With ``dedup`` it is
+            the job the key resolves to (this one, or the key's holder).
     """
 
     queue_name: str

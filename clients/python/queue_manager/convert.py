@@ -119,6 +119,8 @@ class ChildJob:
         result: Its result, when it completed (None when ``truncated``).
         failed_reason: Why it failed for good or was cancelled.
         truncated: True when its result was over 1 KiB: read it with `QueueManager.get_job` on the child.
+        current_state: Its state now, in `QueueManager.get_job` (waiting, active, delayed, completed,
+            failed, cancelled); None once it was removed, and in ``JobContext.children``.
     """
 
     queue_name: str
@@ -127,6 +129,7 @@ class ChildJob:
     result: Any = None
     failed_reason: str = ""
     truncated: bool = False
+    current_state: JobState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +516,7 @@ def child_jobs_from_proto(msg: types_pb2.Job) -> list[ChildJob]:
             result=decode_payload(c.result) if c.HasField("result") else None,
             failed_reason=c.failed_reason,
             truncated=c.truncated,
+            current_state=STATE_BY_NUMBER.get(c.current_state),
         )
         for c in msg.child_jobs
     ]

@@ -283,6 +283,7 @@ export function childJobFromProto(child: ChildJobPb): ChildJob {
     result: child.result === undefined ? undefined : decodePayload(child.result),
     failedReason: child.failedReason,
     truncated: child.truncated,
+    currentState: stateName(child.currentState),
   };
 }
 

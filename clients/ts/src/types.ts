@@ -272,12 +272,19 @@ export interface ChildJob extends JobRef {
   failedReason: string;
   /** True when its result was over 1 KiB and left out: read it with `getJob` on the child. */
   truncated: boolean;
+  /**
+   * Its state now, in `getJob` (the server reads every child's in one batched read): "waiting", "active",
+   * "delayed", "completed", "failed" or "cancelled"; undefined once it was removed, and in `job.children`.
+   */
+  currentState: JobState | undefined;
 }
 
 /**
  * A child job for a running job to add (`ctx.waitForChildren`), as `addJob` takes one: its queue (any
- * registered queue), name, data and options, less `jobId` and `dedup` (a child's id is derived from its
- * parent's, which keeps a repeated call from adding it twice).
+ * registered queue), name, data and options. Without `jobId` or `dedup` in the options, the child's id is
+ * derived from its parent's (a repeated call adds it once). With `jobId`, the child is that job of its queue:
+ * added if none exists, else the existing one (one already finished counts at once). With `dedup`, it is the
+ * job the key resolves to (this one, or the key's holder).
  */
 export interface ChildSpec {
   queueName: string;

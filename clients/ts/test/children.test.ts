@@ -81,6 +81,11 @@ describe("waitForChildren", () => {
         parked.childJobs.map((c) => [c.queueName, c.jobId, c.state]),
         waiting.children.map((c) => [chunks, c.jobId, undefined]),
       );
+      // Each child's state now, from the same getJob: the one slot runs the first, the others wait.
+      assert.deepEqual(
+        parked.childJobs.map((c) => c.currentState),
+        ["active", "waiting", "waiting"],
+      );
 
       release.resolve();
       const done = await qm.waitForJob(files, parent.id, { timeoutMs: 15_000 });
@@ -95,6 +100,34 @@ describe("waitForChildren", () => {
       assert.deepEqual(runs, [{ step: "split" }, { step: "combine" }]);
       // The parked run reported nothing: no failure (a report would be refused as a lost lease).
       assert.deepEqual(failed, []);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
+  it("waits for the existing job a child names by its jobId instead of adding one", async () => {
+    const parents = await freshQueue("named-parent");
+    const kids = await freshQueue("named-kids");
+    const existing = await qm.addJob(kids, "existing", { n: 4 }, { jobId: "report-1" });
+    const w = await worker({
+      processors: {
+        [parents]: async (job: ActiveJob, ctx: JobContext) => {
+          if (job.children.length === 0) {
+            await ctx.waitForChildren([{ queueName: kids, name: "ignored", data: { n: 100 }, options: { jobId: "report-1" } }]);
+          }
+          return job.children.map((c) => [c.jobId, c.result]);
+        },
+        [kids]: async (job: ActiveJob) => (job.data as { n: number }).n * 10,
+      },
+    });
+    try {
+      const parent = await qm.addJob(parents, "parent", null, { attempts: 1 });
+      const done = await qm.waitForJob(parents, parent.id, { timeoutMs: 15_000 });
+      assert.equal(done.state, "completed");
+      assert.deepEqual(done.result, [[existing.id, 40]]);
+      // The existing job as it was (it may have finished before the parent named it: it counted at once).
+      const child = await qm.getJob(kids, "report-1");
+      assert.deepEqual(child.data, { n: 4 });
     } finally {
       await w.shutdown();
     }

@@ -50,7 +50,7 @@ SWEEP_CHUNK = 200
 PROMOTE_PER_CLAIM = 1000
 DEFAULT_DLQ = "dead-letter-queue"
 # The fields of a flow entry (common.lua on_finished), in the order flow_pending.lua answers them.
-FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par", "md")
+FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par", "md", "kup")
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
 # A whole size check found no room (add_jobs.lua, its reply's first element).

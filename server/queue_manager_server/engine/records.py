@@ -26,7 +26,9 @@ one was given), ddl (with mode REPLACE and a delay: the delay ms a duplicate's r
 Expiry: exa (expire after ms), exp (when it expires, Redis ms: exa after it was first ready; a claim that
 finds it past ends it cancelled). Order: grp (its fairness group: lua/includes/common.lua level_key), lf ("1":
 LIFO, to the head of its level). Children added at run time (lua/includes/children.lua): k:<child id> (per
-child, '<seq> <queue>', then its outcome after a space once it finished), kseq, kpn, kgn, kgg, kgc, kpb.
+child, '<seq> <queue>', then its outcome after a space once it finished), kd:<derived id> ('<seq> <id>': the
+job a dedup child's key resolved to), kseq, kpn, kgn, kgg, kgc, kgs, kpb; on a child that existed before its
+parent named it, kup (encoded Jobs, each holding one parent waiting for it: lua/children_attach.lua).
 The scripts' own: p (which of the fields a claim and a completion read the
 job has none of, so they read fewer: "1" none of them, "c" none a completion reads, "0" or absent: read them
 all; lua/includes/common.lua PLAIN), left out of every JobRecord (engine.py job_fields) and of the scripts'

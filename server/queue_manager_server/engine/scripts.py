@@ -160,6 +160,8 @@ class Scripts:
         "children_add",
         "children_wait",
         "children_done",
+        "children_attach",
+        "children_link",
         # external events (engine/external_events.py)
         "event_wait",
         "push_event",

@@ -11,7 +11,8 @@ The job ids of what it adds are derived from the finished job, so carrying an en
 killed between the add and the clear, the janitor replaying it meanwhile) adds nothing twice: the
 successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
 Redis Cluster. A child a running job added (services/children.py) hands its outcome to that parent the same
-way (children_done.lua, which records it once however often it is carried out).
+way (children_done.lua, which records it once however often it is carried out), and to every other parent
+that named it by its id or dedup key while it ran ('kup').
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ class _Link:
     queue: str
     job: NewJob
     root: types_pb2.JobRef
+
+
+def _waiting_parents(view: types_pb2.Job, entry: dict[str, bytes]) -> list[types_pb2.ParentJob]:
+    """The parents that wait for a finished job (WaitForChildren): the one that added it ('par', unless the
+    job is a chain link or a workflow step, whose 'par' names what came before) and those that named it
+    when it existed already ('kup': lua/children_attach.lua)."""
+    out = []
+    if view.parents and not view.HasField("chain_root") and not view.HasField("workflow"):
+        out.append(view.parents[0])
+    kup = entry.get("kup")
+    if kup:
+        out += types_pb2.Job.FromString(kup).parents
+    return out
 
 
 def successor_id(queue: str, job_id: str) -> str:
@@ -156,11 +170,11 @@ class Flows:
                 steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
             if state == RETRIED:  # back to waiting: a chain goes on when it completes
                 continue
-            if view.parents and not view.HasField("chain_root") and not view.HasField("workflow"):
-                # A child added at run time (services/children.py): its end goes to its parent.
-                up = view.parents[0].job
+            ups = {(p.job.queue_name, p.job.job_id) for p in _waiting_parents(view, entry)}
+            if ups:  # a child added at run time (services/children.py): its end goes to each parent
                 outcome = child_outcome(queue, job_id, _STATES[state], entry)
-                ended[up.queue_name].append((up.job_id, job_id, queue, outcome))
+                for up_queue, up_id in sorted(ups):
+                    ended[up_queue].append((up_id, job_id, queue, outcome))
             if state == "completed" and chain:
                 job = self._next_link(queue, job_id, entry, root, chain)
                 links.append(_Link(i, job_id, chain[0].queue_name, job, root))

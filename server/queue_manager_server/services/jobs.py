@@ -16,6 +16,7 @@ from queue_manager_server import convert, filter_convert, paging, validate
 from queue_manager_server.access import add_item_denials
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
+from queue_manager_server.engine.children import Children
 from queue_manager_server.engine.engine import ADD_CHUNK
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import NewJob
@@ -70,6 +71,7 @@ class JobHandlers:
 
     engine: Engine
     control: JobControl
+    children: Children
     bulk: BulkStreams
     adds: AddCoalescer
     search: JobSearch
@@ -282,6 +284,11 @@ class JobHandlers:
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
         queue = validate.queue_name(request.queue_name)
         job = await job_message(self.control, queue, validate.job_id(request.job_id))  # with its log's tail
+        if job.child_jobs:  # each child's state now, in one read (a client would need a GetJob per child)
+            refs = [(c.job.queue_name, c.job.job_id) for c in job.child_jobs]
+            states = await self.children.child_states(refs)
+            for child, state in zip(job.child_jobs, states, strict=True):
+                child.current_state = convert.STATE_VALUES.get(state, types_pb2.JOB_STATE_UNSPECIFIED)
         return pb.GetJobResponse(job=job)
 
     @unary

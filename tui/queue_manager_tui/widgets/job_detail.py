@@ -130,8 +130,8 @@ def _routing(out: Text, job: Job) -> None:
 
 
 def _child_jobs(out: Text, job: Job) -> None:
-    """The children the job added at run time, in the order added, each with its state once it finished
-    and the first line of its result or error."""
+    """The children the job added at run time, in the order added, each with its state (its current one while
+    it has not finished) and the first line of its result or error."""
     if not job.child_jobs:
         return
     total = len(job.child_jobs)
@@ -152,7 +152,13 @@ def _event(out: Text, job: Job) -> None:
 
 
 def _child_line(child: ChildJob) -> str:
-    state = child.state.value if child.state is not None else "not finished"
+    """A child's line: its state now while it runs (GetJob reads it: no call per child here), its outcome once
+    it finished (and its state now, when a retry by hand has moved it on since)."""
+    now = child.current_state
+    if child.state is None:
+        state = now.value if now is not None else "not finished"
+    else:
+        state = child.state.value + (f" (now {now.value})" if now is not None and now != child.state else "")
     if child.truncated:
         outcome = "result over 1 KiB: open the child"
     elif child.state is JobState.COMPLETED:

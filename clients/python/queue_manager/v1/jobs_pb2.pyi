@@ -1559,8 +1559,11 @@ class ChildJobSpec(_message.Message):
 
     @_builtins.property
     def options(self) -> _types_pb2.JobOptions:
-        """Job options; unset fields take the child queue's defaults. job_id and dedup are refused: a child's id
-        is derived from its parent's, which keeps a replayed call from adding it twice.
+        """Job options; unset fields take the child queue's defaults. Without job_id or dedup, the child's id is
+        derived from its parent's, its wait and its place, which keeps a replayed call from adding it twice.
+        With job_id, the child is that job of its queue: added when no job has the id, else the existing job
+        (in any state; one already finished counts at once). With dedup, the child is the job the key resolves
+        to (this one added, or the key's holder). Two children of one call may not name the same job_id.
         """
 
     def __init__(
@@ -1637,7 +1640,9 @@ class WaitForChildrenResponse(_message.Message):
     """How many of the job's children have not finished yet; 0 means the job is waiting to run again already."""
     @_builtins.property
     def children(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.JobRef]:
-        """The children, in the order given; each id is derived from the job, its wait and the child's index."""
+        """The children, in the order given: each id is derived from the job, its wait and the child's index, or
+        is the child's own job_id, or the id of the job its dedup key resolved to.
+        """
 
     def __init__(
         self,

@@ -1669,12 +1669,17 @@ class ChildJob(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     FAILED_REASON_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    CURRENT_STATE_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """Its state when it finished; unspecified while it has not."""
     failed_reason: _builtins.str
     """Its failure or cancel reason, when it failed for good or was cancelled."""
     truncated: _builtins.bool
     """True when its result was too large to keep here (read it with GetJob on the child)."""
+    current_state: Global___JobState.ValueType
+    """Its state now, read when GetJob answered (the children of one job in one batched read): waiting, active,
+    delayed, completed, failed or cancelled; unspecified once the child was removed, and outside GetJob.
+    """
     @_builtins.property
     def job(self) -> Global___JobRef:
         """The child."""
@@ -1691,10 +1696,11 @@ class ChildJob(_message.Message):
         result: Global___Payload | None = ...,
         failed_reason: _builtins.str = ...,
         truncated: _builtins.bool = ...,
+        current_state: Global___JobState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_reason", b"failed_reason", "job", b"job", "result", b"result", "state", b"state", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_state", b"current_state", "failed_reason", b"failed_reason", "job", b"job", "result", b"result", "state", b"state", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

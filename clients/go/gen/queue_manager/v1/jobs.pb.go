@@ -3014,8 +3014,11 @@ type ChildJobSpec struct {
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Job data, at most the server's payload limit.
 	Data *Payload `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
-	// Job options; unset fields take the child queue's defaults. job_id and dedup are refused: a child's id
-	// is derived from its parent's, which keeps a replayed call from adding it twice.
+	// Job options; unset fields take the child queue's defaults. Without job_id or dedup, the child's id is
+	// derived from its parent's, its wait and its place, which keeps a replayed call from adding it twice.
+	// With job_id, the child is that job of its queue: added when no job has the id, else the existing job
+	// (in any state; one already finished counts at once). With dedup, the child is the job the key resolves
+	// to (this one added, or the key's holder). Two children of one call may not name the same job_id.
 	Options       *JobOptions `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3166,7 +3169,8 @@ func (x *WaitForChildrenRequest) GetData() *Payload {
 // it (a completion or failure would be refused as a lost lease).
 type WaitForChildrenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The children, in the order given; each id is derived from the job, its wait and the child's index.
+	// The children, in the order given: each id is derived from the job, its wait and the child's index, or
+	// is the child's own job_id, or the id of the job its dedup key resolved to.
 	Children []*JobRef `protobuf:"bytes,1,rep,name=children,proto3" json:"children,omitempty"`
 	// How many of the job's children have not finished yet; 0 means the job is waiting to run again already.
 	ChildrenPending uint32 `protobuf:"varint,2,opt,name=children_pending,json=childrenPending,proto3" json:"children_pending,omitempty"`

@@ -2966,7 +2966,10 @@ type ChildJob struct {
 	// Its failure or cancel reason, when it failed for good or was cancelled.
 	FailedReason string `protobuf:"bytes,4,opt,name=failed_reason,json=failedReason,proto3" json:"failed_reason,omitempty"`
 	// True when its result was too large to keep here (read it with GetJob on the child).
-	Truncated     bool `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Its state now, read when GetJob answered (the children of one job in one batched read): waiting, active,
+	// delayed, completed, failed or cancelled; unspecified once the child was removed, and outside GetJob.
+	CurrentState  JobState `protobuf:"varint,6,opt,name=current_state,json=currentState,proto3,enum=queue_manager.v1.JobState" json:"current_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3034,6 +3037,13 @@ func (x *ChildJob) GetTruncated() bool {
 		return x.Truncated
 	}
 	return false
+}
+
+func (x *ChildJob) GetCurrentState() JobState {
+	if x != nil {
+		return x.CurrentState
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
 }
 
 var File_queue_manager_v1_types_proto protoreflect.FileDescriptor
@@ -3281,13 +3291,14 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"stacktrace\x18\x04 \x01(\tR\n" +
 	"stacktrace\x12\x1b\n" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xde\x01\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x9f\x02\n" +
 	"\bChildJob\x12*\n" +
 	"\x03job\x18\x01 \x01(\v2\x18.queue_manager.v1.JobRefR\x03job\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x121\n" +
 	"\x06result\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x06result\x12#\n" +
 	"\rfailed_reason\x18\x04 \x01(\tR\ffailedReason\x12\x1c\n" +
-	"\ttruncated\x18\x05 \x01(\bR\ttruncated*\xa9\x01\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated\x12?\n" +
+	"\rcurrent_state\x18\x06 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\fcurrentState*\xa9\x01\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15JOB_PRIORITY_CRITICAL\x10\x01\x12\x15\n" +
@@ -3462,11 +3473,12 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	12, // 84: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
 	1,  // 85: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
 	5,  // 86: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	87, // [87:87] is the sub-list for method output_type
-	87, // [87:87] is the sub-list for method input_type
-	87, // [87:87] is the sub-list for extension type_name
-	87, // [87:87] is the sub-list for extension extendee
-	0,  // [0:87] is the sub-list for field type_name
+	1,  // 87: queue_manager.v1.ChildJob.current_state:type_name -> queue_manager.v1.JobState
+	88, // [88:88] is the sub-list for method output_type
+	88, // [88:88] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }

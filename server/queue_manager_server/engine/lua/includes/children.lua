@@ -7,7 +7,11 @@
 -- encoded Job holding that one ChildJob: engine/children.py); seq numbers the children in the order they
 -- were added. Besides: kseq (children recorded), kpn (children not finished), kgn (waits ended: the number
 -- in each child's id), kgg and kgc (the wait and the number of children the last call recorded, so a call
--- repeated after a lost run prunes what it no longer names), kpb (the job's 'par' before any outcome).
+-- repeated after a lost run prunes what it no longer names), kgs (kseq before the wait's first call: a
+-- repeated call prunes only children after it), 'kd:<derived id>' ('<seq> <id>': the job a dedup child's
+-- key resolved to, children_link.lua), kpb (the job's 'par' before any outcome). A child named by its own
+-- job_id or dedup key that existed already keeps its parents in its own 'kup' (children_attach.lua): one
+-- job may have several.
 --
 -- A job parked until its children finish is in delayed with the score CHILDREN_PARKED and no 'run': no
 -- promotion ever falls due for it, and listings show it last among the delayed jobs. Only that score wakes

@@ -555,7 +555,8 @@ end
 -- before retention may delete it. Its dedup key, if held until it finishes (no ttl), is released, and its
 -- waiters are told. A job in a flow (a chain link, a workflow step: field 'flo') gets its
 -- outcome copied to a flow entry and queued on the flow outbox, which the server carries out (adding the
--- next link or steps, possibly in other queues) and then clears. Returns 1 when a flow hand-off was queued.
+-- next link or steps, possibly in other queues) and then clears; 'kup' names the parents that waited for a job
+-- that existed before (lua/children_attach.lua). Returns 1 when a flow hand-off was queued.
 -- read: true when the caller passes the job's 'flo', 'ddk', 'ddt' and 'wt' fields (read in an HMGET it does
 -- anyway, so a job in no flow costs no read here and no table); nil to read them here. A chain's last link
 -- (flo 'e') hands nothing on when it completes (there is no next link): only its failure or cancel does.
@@ -566,7 +567,7 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
     return 0
   end
   local f = redis.call('HMGET', jkey, 'flo', 'res', 'rct', 'err', 'name', 'chn', 'par', 'ddk', 'ddt', 'wt', 'md',
-    'cxm')
+    'cxm', 'kup')
   if f[8] and not f[9] then release_dedup(prefix, id, f[8]) end
   notify_job(prefix, id, jkey, state, f[10])
   if not f[1] then return 0 end
@@ -580,6 +581,8 @@ local function on_finished(prefix, id, jkey, state, now, read, flo, ddk, ddt, wt
   redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', state, 'fts', now, 'res', res,
     'rct', f[3] or (res ~= '' and JSON_TYPE or ''), 'err', err, 'name', f[5] or '', 'chn', f[6] or '',
     'par', f[7] or '', 'md', (f[6] and f[11]) or '')
+  -- The parents that named the job when it existed already (children_attach.lua), for most jobs none.
+  if f[13] then redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'kup', f[13]) end
   redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
   return 1
 end

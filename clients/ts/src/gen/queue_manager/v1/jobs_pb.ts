@@ -1560,8 +1560,11 @@ export type ChildJobSpec = Message<"queue_manager.v1.ChildJobSpec"> & {
   data?: Payload | undefined;
 
   /**
-   * Job options; unset fields take the child queue's defaults. job_id and dedup are refused: a child's id
-   * is derived from its parent's, which keeps a replayed call from adding it twice.
+   * Job options; unset fields take the child queue's defaults. Without job_id or dedup, the child's id is
+   * derived from its parent's, its wait and its place, which keeps a replayed call from adding it twice.
+   * With job_id, the child is that job of its queue: added when no job has the id, else the existing job
+   * (in any state; one already finished counts at once). With dedup, the child is the job the key resolves
+   * to (this one added, or the key's holder). Two children of one call may not name the same job_id.
    *
    * @generated from field: queue_manager.v1.JobOptions options = 4;
    */
@@ -1633,7 +1636,8 @@ export const WaitForChildrenRequestSchema: GenMessage<WaitForChildrenRequest> = 
  */
 export type WaitForChildrenResponse = Message<"queue_manager.v1.WaitForChildrenResponse"> & {
   /**
-   * The children, in the order given; each id is derived from the job, its wait and the child's index.
+   * The children, in the order given: each id is derived from the job, its wait and the child's index, or
+   * is the child's own job_id, or the id of the job its dedup key resolved to.
    *
    * @generated from field: repeated queue_manager.v1.JobRef children = 1;
    */
