@@ -22,6 +22,7 @@ from queue_manager.cli import main
 from queue_manager.exec_worker import ExecProcessor
 from queue_manager.worker import Worker
 from tests.conftest import RunningServer
+from tests.rawworker import eventually
 
 WAIT = 30.0
 
@@ -278,6 +279,11 @@ async def test_no_retry_exit_code_fails_for_good_at_once(server: RunningServer) 
     async with exec_worker(server, "x-noretry", command, no_retry_exit_codes=[4, 5]) as (client, _):
         job = await client.add_job("x-noretry", "bad", {"n": 1}, {"attempts": 5, "backoff": 1})
         done = await client.wait_for_job("x-noretry", job.id, timeout=WAIT)
+
+        async def copied() -> bool:  # the dead-letter copy is made by the hand-off just after the failure
+            return bool((await client.list_dead_letters())[0])
+
+        await eventually(copied, timeout=WAIT)
         letters, _ = await client.list_dead_letters()
     assert (done.state, done.attempts_made) == (JobState.FAILED, 1)
     assert "exited with status 4" in done.failed_reason and "bad input" in done.failed_reason
