@@ -86,6 +86,9 @@ from queue_manager_server.services.reports import ReportHandler
 
 log = logging.getLogger("queue_manager_server.workers")
 
+# How long a shutdown waits, once no drained worker holds a lease, for the drained workers to half-close.
+DRAINED_HALF_CLOSE_S = 1.0
+
 # The hello must arrive within this time.
 HELLO_TIMEOUT_S = 30.0
 
@@ -277,6 +280,17 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
             any(s.leases and not s.closed for s in sessions)
             and not self.hurry.is_set()
             and (left := deadline - loop.time()) > 0
+        ):
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), left)
+        # A drained worker holding nothing half-closes on its own, right after its last report: a moment for
+        # that, so its stream ends by its half-close rather than by the server cutting across it.
+        settle = min(deadline, loop.time() + DRAINED_HALF_CLOSE_S)
+        while (
+            any(not s.closed for s in sessions)
+            and not self.hurry.is_set()
+            and (left := settle - loop.time()) > 0
         ):
             self.progress.clear()
             with contextlib.suppress(TimeoutError):
