@@ -3,7 +3,7 @@ in any language can use it (`qm test-server` starts such a server).
 
 Only a server with Settings.test_clock moves its clock; any other answers FAILED_PRECONDITION and reads or
 writes nothing, so the service can be served everywhere (reflection lists it, and a call to a production
-server says why it is refused instead of UNIMPLEMENTED). The moves themselves are the App's
+server is told why it is refused). The moves themselves are the App's
 (`App.advance_clock`): one at a time, each followed by the server's catch-up on what fell due.
 """
 
