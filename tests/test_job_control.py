@@ -180,6 +180,39 @@ async def test_logs_go_with_the_job(qm: QueueManager, engine: Engine) -> None:
         await qm.get_job_logs("gone", kept.id)
 
 
+async def test_a_follower_waits_for_the_late_event_of_a_job_removed_as_it_finished(
+    server: RunningServer, qm: QueueManager
+) -> None:
+    """Pub/sub lags the script that published: a follower woken by something else (a re-check, a
+    resubscription) can find the job already removed while its last event still says "active". It waits for
+    the event naming the state the job finished in rather than answering NOT_FOUND."""
+    await qm.register_queue("late")
+    waiters = server.app.queue_service.waiters
+    real_notify = waiters.notify
+    held: list[asyncio.TimerHandle] = []
+
+    def late_notify(queue: str, job_id: str, state: str) -> None:
+        if state != "completed":
+            real_notify(queue, job_id, state)
+            return
+        waiters.notify_all()  # woken before the event: the read finds the job gone, the event says "active"
+        held.append(asyncio.get_running_loop().call_later(0.3, real_notify, queue, job_id, state))
+
+    waiters.notify = late_notify  # type: ignore[method-assign]
+
+    @qm.processor("late")
+    async def work(job: JobContext) -> None:
+        pass
+
+    job = await qm.add_job("late", "x", options={"remove_on_complete": True})
+    follow = qm.watch_job("late", job.id, timeout=WAIT)
+    assert (await anext(follow)).state is JobState.WAITING
+    await qm.start_workers()
+    states = [j.state async for j in follow]
+    assert states[-1] is JobState.COMPLETED
+    assert held, "the completed event was not held back: the test did not make the race"
+
+
 # ---- waiting for a job ------------------------------------------------------------------------------
 
 

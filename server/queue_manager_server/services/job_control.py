@@ -101,18 +101,28 @@ class JobControlHandlers:
         self, queue: str, job_id: str, follower: Follower, last: types_pb2.Job | None
     ) -> types_pb2.Job:
         """The job now. A job removed as it finished (retention "remove") is shown in the state it finished
-        in, from the last message and the event; a job removed unfinished is NOT_FOUND."""
+        in, from the last message and the event; a job removed unfinished is NOT_FOUND.
+
+        The read can see the job gone before the event naming its last state arrives (pub/sub lags the
+        script that published it): then it waits, up to RECHECK_S, for an event that says "finished" or
+        "removed" rather than deciding from an older one."""
         try:
             return await job_message(self.control, queue, job_id)
         except JobNotFound:
-            finished = _FINISHED_VALUES.get(follower.event_state)
-            if last is None or finished is None:
+            if last is None:
                 raise
-            gone = types_pb2.Job()
-            gone.CopyFrom(last)
-            gone.state = finished
-            gone.ClearField("worker_id")
-            return gone
+        if follower.event_state not in FINISHED and follower.event_state != "removed":
+            follower.changed.clear()  # the event naming its last state may still be on its way
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.changed.wait(), RECHECK_S)
+        finished = _FINISHED_VALUES.get(follower.event_state)
+        if finished is None:
+            raise JobNotFound(queue, job_id)
+        gone = types_pb2.Job()
+        gone.CopyFrom(last)
+        gone.state = finished
+        gone.ClearField("worker_id")
+        return gone
 
     @unary
     async def RetryJob(
