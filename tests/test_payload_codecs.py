@@ -371,3 +371,79 @@ async def test_dead_letter_copies_decode_with_the_codecs(sealed: QueueManager, p
     assert (letter.original_data, letter.original_content_type) == (data, "application/json")
     [opaque] = await letters(plain)
     assert isinstance(opaque.original_data, EncodedPayload) and opaque.original_data.key_id == "k1"
+
+
+async def until_copy(client: QueueManager, copy_id: str) -> Any:
+    """The dead-letter copy `copy_id` once the hand-off (just after the failure) has written it."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            found, _ = await client.list_jobs("dead-letter-queue", JobState.WAITING, 1000)
+            for job in found:
+                if job.id == copy_id:
+                    return job
+            await asyncio.sleep(0.02)
+
+
+async def test_every_read_of_a_dead_letter_copy_decodes_its_original(
+    sealed: QueueManager, plain: QueueManager
+) -> None:
+    await sealed.register_queue("sunk")
+    data = {"order": 8, "note": "m" * 100}
+
+    @sealed.processor("sunk")
+    async def fail(job: JobContext) -> None:
+        raise RuntimeError("declined")
+
+    job = await sealed.add_job("sunk", "charge", data)
+    raw = await sealed.add_job("sunk", "blob", b"\x00secret\xff")
+    await sealed.start_workers()
+    copy_id, raw_copy_id = f"sunk:{job.id}", f"sunk:{raw.id}"
+    listed = (await until_copy(sealed, copy_id)).data
+    assert (listed["original_data"], listed["original_content_type"]) == (data, "application/json")
+    assert listed["failure_reason"] == "declined" and listed["original_job_id"] == job.id
+
+    def decoded(copy: Any) -> bool:
+        return copy["original_data"] == data and copy["original_content_type"] == "application/json"
+
+    assert decoded((await sealed.get_job("dead-letter-queue", copy_id)).data)
+    [found], _ = await sealed.list_jobs("dead-letter-queue", JobState.WAITING, name="charge")
+    assert decoded(found.data)
+    assert decoded((await sealed.cancel_job("dead-letter-queue", copy_id)).data)
+    assert decoded((await sealed.wait_for_job("dead-letter-queue", copy_id, timeout=WAIT)).data)
+    assert decoded((await sealed.retry_job("dead-letter-queue", copy_id)).data)
+    # Bytes come back as base64 of the plain bytes, under their own content type, as a plain original's copy.
+    blob = (await until_copy(sealed, raw_copy_id)).data
+    assert base64.b64decode(blob["original_data"]) == b"\x00secret\xff"
+    assert blob["original_content_type"] == "application/octet-stream"
+    # Without the keys the copy is as the server keeps it: the original still encoded, under its encoded type.
+    opaque = (await plain.get_job("dead-letter-queue", copy_id)).data
+    assert opaque["original_content_type"].startswith("application/vnd.qm.encoded; v=1;")
+    assert b"order" not in base64.b64decode(opaque["original_data"])
+
+
+def test_a_copy_decodes_as_a_json_value_and_as_rewritten_by_lua() -> None:
+    original = payload(b'{"x":1}')
+    chain = CodecChain([aes()])
+    chain.encode(original)
+    copy = {
+        "original_queue": "q",
+        "original_job_id": "1",
+        "original_name": "n",
+        "original_data": base64.b64encode(original.raw).decode(),
+        "original_content_type": original.content_type,
+    }
+    as_value = types_pb2.Payload(content_type="application/json")
+    as_value.json.struct_value.update(copy)
+    chain.decode(as_value)
+    assert decode_payload(as_value)["original_data"] == {"x": 1}
+    # Lua's cjson writes "/" as "\/": the copy a redrive rewrote still decodes.
+    escaped = payload(json.dumps(copy).replace("/", "\\/").encode())
+    chain.decode(escaped)
+    assert decode_payload(escaped)["original_data"] == {"x": 1}
+    assert decode_payload(escaped)["original_content_type"] == "application/json"
+    # Not a copy, or one the keys cannot open: left alone, or refused naming the key.
+    other = payload(b'{"note":"vnd.qm.encoded"}')
+    chain.decode(other)
+    assert other.raw == b'{"note":"vnd.qm.encoded"}'
+    with pytest.raises(PayloadCodecError, match="key id 'k1', which this client does not hold"):
+        CodecChain([aes("k2", k2=K2)]).decode(payload(json.dumps(copy).encode()))

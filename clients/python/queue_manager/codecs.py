@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import json
 import os
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +21,13 @@ from collections.abc import Iterable, Mapping, Sequence
 import grpc
 from google.protobuf.message import Message
 
-from queue_manager.convert import JSON_CONTENT_TYPE, OCTET_STREAM, value_json
+from queue_manager.convert import (
+    JSON_CONTENT_TYPE,
+    OCTET_STREAM,
+    python_to_value,
+    value_json,
+    value_to_python,
+)
 from queue_manager.errors import QueueManagerError
 from queue_manager.payload_format import (
     AES_256_GCM,
@@ -41,6 +48,10 @@ NONCE_SIZE = 12  # 96 bits, GCM's own size: a random one per payload
 TAG_SIZE = 16
 # Most bytes a gzip body may inflate to: the server caps a payload's size, but not what it inflates to.
 DEFAULT_MAX_INFLATED = 64 * 1024 * 1024
+# Bytes every JSON body holding an encoded payload's content type contains (the server's JSON of a dead-letter
+# copy writes it whole, a Lua rewrite of the copy as "application\/vnd..."): a cheap test that spares the
+# parse of every other JSON payload read.
+_ENCODED_MARK = b"vnd.qm.encoded"
 
 
 class PayloadCodecError(QueueManagerError, ValueError):
@@ -250,13 +261,18 @@ class CodecChain:
         payload.content_type = content_type
 
     def decode(self, payload: types_pb2.Payload) -> None:
-        """Decodes a Payload in place; one not encoded is left as it is.
+        """Decodes a Payload in place; one not encoded is left as it is. A dead-letter copy's JSON holding an
+        encoded original (see `_decode_copy`) is rewritten with the original decoded.
 
         Raises:
             PayloadCodecError: An unknown key id, a failed authentication, an unreadable encoding.
         """
         content_type = payload.content_type
-        if payload.WhichOneof("body") != "raw" or not is_encoded(content_type):
+        kind = payload.WhichOneof("body")
+        if kind == "json" or (kind == "raw" and _is_json(content_type)):
+            self._decode_copy(payload)
+            return
+        if kind != "raw" or not is_encoded(content_type):
             return
         try:
             codecs, key_id, inner = parse_content_type(content_type)
@@ -275,6 +291,65 @@ class CodecChain:
         payload.raw = body
         payload.content_type = inner
 
+    def _decode_copy(self, payload: types_pb2.Payload) -> None:
+        """Decodes the original inside a dead-letter copy's JSON, in place.
+
+        The server copies a job that failed for good as JSON it writes itself (its engine's
+        hand_off_dead_letters): the original's bytes as base64 text in ``original_data``, its content type
+        in ``original_content_type``; so an encoded original stays encoded inside a copy whose own payload is
+        plain JSON. Every read of the copy (get_job, wait_for_job, retries, searches, listings, a worker of
+        the dead-letter queue) meets it here, so the copy reads as that of a plain original: the data decoded
+        (JSON as JSON, other types as base64 again) under its inner content type. Anything else is left as
+        it is.
+        """
+        if payload.WhichOneof("body") == "json":
+            fields = payload.json.struct_value.fields
+            if "original_content_type" not in fields or not is_encoded(
+                fields["original_content_type"].string_value
+            ):
+                return
+            copy = value_to_python(payload.json)
+        else:
+            if _ENCODED_MARK not in payload.raw:
+                return
+            try:
+                copy = json.loads(payload.raw)
+            except ValueError:
+                return
+        decoded = self._decoded_copy(copy)
+        if decoded is None:
+            return
+        if payload.WhichOneof("body") == "json":
+            payload.json.CopyFrom(python_to_value(decoded))
+        else:
+            payload.raw = json.dumps(decoded, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _decoded_copy(self, copy: object) -> dict[str, object] | None:
+        """A copy's JSON with its encoded original decoded; None when it holds no encoded original."""
+        if not isinstance(copy, dict):
+            return None
+        content_type, data = copy.get("original_content_type"), copy.get("original_data")
+        if not isinstance(content_type, str) or not is_encoded(content_type) or not isinstance(data, str):
+            return None
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            return None
+        original = types_pb2.Payload(raw=raw, content_type=content_type)
+        self.decode(original)
+        inner = original.content_type
+        value: object
+        if _is_json(inner):
+            try:
+                value = json.loads(original.raw)
+            except ValueError:
+                raise PayloadCodecError(
+                    f"the dead-letter copy's original data decodes to bytes that are not the {inner} it names"
+                ) from None
+        else:
+            value = base64.b64encode(original.raw).decode()
+        return {**copy, "original_data": value, "original_content_type": inner}
+
     def encode_message(self, message: Message) -> None:
         """Encodes every Payload in a request message, however deep."""
         walk_payloads(message, self.encode)
@@ -286,6 +361,10 @@ class CodecChain:
             PayloadCodecError: One of them cannot be decoded.
         """
         walk_payloads(message, self.decode)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == JSON_CONTENT_TYPE
 
 
 def refuse_result_conditions(steps: Iterable[workflows_pb2.WorkflowStep]) -> None:
