@@ -9,10 +9,12 @@
  * payload-format.ts and docs/security.md; the Python and Go clients read and write the same. `withCodecs`
  * (codec-client.ts) puts a chain between a client and its calls.
  */
+import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
-import type { Payload } from "./gen/queue_manager/v1/types_pb.js";
+import { PayloadSchema, type Payload } from "./gen/queue_manager/v1/types_pb.js";
 import { ConditionSource, type WorkflowStep } from "./gen/queue_manager/v1/workflows_pb.js";
 import { JSON_CONTENT_TYPE, OCTET_STREAM, valueText } from "./convert.js";
 import { QueueManagerError } from "./errors.js";
@@ -24,6 +26,12 @@ const NONCE_SIZE = 12; // 96 bits, GCM's own size: a random one per payload
 const TAG_SIZE = 16;
 /** Most bytes a gzip body may inflate to: the server caps a payload's size, but not what it inflates to. */
 export const DEFAULT_MAX_INFLATED = 64 * 1024 * 1024;
+/**
+ * Text every JSON body holding an encoded payload's content type contains (the server's JSON of a dead-letter
+ * copy writes it whole, a Lua rewrite of the copy as "application\/vnd..."): a cheap test that spares the parse
+ * of every other JSON payload read.
+ */
+const ENCODED_MARK = Buffer.from("vnd.qm.encoded");
 
 /**
  * A payload that cannot be decoded: under a key id this client does not hold, altered since it was encoded
@@ -237,9 +245,16 @@ export class CodecChain {
     payload.contentType = contentType;
   }
 
-  /** Decodes a Payload in place; one not encoded is left as it is. Throws `PayloadCodecError`. */
+  /**
+   * Decodes a Payload in place; one not encoded is left as it is. A dead-letter copy's JSON holding an encoded
+   * original (see `decodeCopy`) is rewritten with the original decoded. Throws `PayloadCodecError`.
+   */
   decode(payload: Payload): void {
     const contentType = payload.contentType;
+    if (payload.body.case === "json" || (payload.body.case === "raw" && isJsonType(contentType))) {
+      this.decodeCopy(payload);
+      return;
+    }
     if (payload.body.case !== "raw" || !isEncoded(contentType)) {
       return;
     }
@@ -264,6 +279,74 @@ export class CodecChain {
     payload.contentType = parsed.inner;
   }
 
+  /**
+   * Decodes the original inside a dead-letter copy's JSON, in place. The server copies a job that failed for good
+   * as JSON it writes itself: the original's bytes as base64 text in `original_data`, its content type in
+   * `original_content_type`; so an encoded original stays encoded inside a copy whose own payload is plain JSON.
+   * Every read of the copy (getJob, waitForJob, retries, searches, listings, a worker of the dead-letter queue)
+   * meets it here, so the copy reads as that of a plain original: the data decoded (JSON as JSON, other types as
+   * base64 again) under its inner content type. Anything else is left as it is.
+   */
+  private decodeCopy(payload: Payload): void {
+    const body = payload.body;
+    let copy: unknown;
+    if (body.case === "json") {
+      const type = body.value.kind.case === "structValue" ? body.value.kind.value.fields["original_content_type"] : undefined;
+      if (type?.kind.case !== "stringValue" || !isEncoded(type.kind.value)) {
+        return;
+      }
+      copy = toJson(ValueSchema, body.value);
+    } else if (body.case === "raw") {
+      if (!Buffer.from(body.value.buffer, body.value.byteOffset, body.value.byteLength).includes(ENCODED_MARK)) {
+        return;
+      }
+      try {
+        copy = JSON.parse(new TextDecoder().decode(body.value));
+      } catch {
+        return;
+      }
+    }
+    const decoded = this.decodedCopy(copy);
+    if (decoded === undefined) {
+      return;
+    }
+    if (body.case === "json") {
+      payload.body = { case: "json", value: fromJson(ValueSchema, decoded as JsonValue) };
+    } else {
+      payload.body = { case: "raw", value: new TextEncoder().encode(JSON.stringify(decoded)) };
+    }
+  }
+
+  /** A copy's JSON with its encoded original decoded; undefined when it holds no encoded original. */
+  private decodedCopy(copy: unknown): Record<string, unknown> | undefined {
+    if (copy === null || typeof copy !== "object" || Array.isArray(copy)) {
+      return undefined;
+    }
+    const fields = copy as Record<string, unknown>;
+    const type = fields["original_content_type"];
+    const data = fields["original_data"];
+    if (typeof type !== "string" || !isEncoded(type) || typeof data !== "string") {
+      return undefined;
+    }
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(data) || data.length % 4 !== 0) {
+      return undefined;
+    }
+    const original = create(PayloadSchema, { body: { case: "raw", value: new Uint8Array(Buffer.from(data, "base64")) }, contentType: type });
+    this.decode(original);
+    const bytes = original.body.value as Uint8Array;
+    let value: unknown;
+    if (isJsonType(original.contentType)) {
+      try {
+        value = JSON.parse(new TextDecoder().decode(bytes));
+      } catch {
+        throw new PayloadCodecError(`the dead-letter copy's original data decodes to bytes that are not the ${original.contentType} it names`);
+      }
+    } else {
+      value = Buffer.from(bytes).toString("base64");
+    }
+    return { ...fields, original_data: value, original_content_type: original.contentType };
+  }
+
   /** Encodes every Payload in a message, however deep. */
   encodeMessage(message: object): void {
     walkPayloads(message, (p) => this.encode(p));
@@ -273,6 +356,10 @@ export class CodecChain {
   decodeMessage(message: object): void {
     walkPayloads(message, (p) => this.decode(p));
   }
+}
+
+function isJsonType(contentType: string): boolean {
+  return contentType.split(";")[0]!.trim().toLowerCase() === JSON_CONTENT_TYPE;
 }
 
 /**

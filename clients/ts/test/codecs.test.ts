@@ -9,9 +9,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
+import { create, fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { decodePayload } from "../src/convert.js";
 import { PayloadSchema } from "../src/gen/queue_manager/v1/types_pb.js";
-import { AesGcmCodec, CodecChain, codecsFromEnv, EncodedPayload, GzipCodec, PayloadCodecError, when, whenError } from "../src/index.js";
+import { AesGcmCodec, CodecChain, codecsFromEnv, EncodedPayload, GzipCodec, NotFoundError, PayloadCodecError, when, whenError } from "../src/index.js";
 import { client, nextEvent, queueName, worker } from "./helpers.js";
 
 interface Vector {
@@ -213,6 +215,92 @@ describe("payload codecs", () => {
       await sealed.shutdown();
       await plain.shutdown();
     }
+  });
+
+  it("decodes the original in every read of a dead-letter copy", async () => {
+    const queue = queueName("codec-sunk");
+    const codecs = [new AesGcmCodec({ k1: K1 })];
+    const sealed = client({ codecs });
+    const plain = client({ codecs: [] });
+    await sealed.registerQueue(queue);
+    const w = await worker({
+      processors: {
+        [queue]: async () => {
+          throw new Error("declined");
+        },
+      },
+      codecs,
+    });
+    try {
+      const job = await sealed.addJob(queue, "charge", { order: 8 });
+      const blob = await sealed.addJob(queue, "blob", new Uint8Array([0, 1, 255]));
+      const dlq = "dead-letter-queue";
+      const copyId = `${queue}:${job.id}`;
+      // The copy is written by the hand-off just after the failure: wait for it to be there.
+      for (let i = 0; ; i++) {
+        const page = await sealed.listJobs(dlq, "waiting", { name: "charge", pageSize: 1000 });
+        const found = page.items.find((j) => j.id === copyId);
+        if (found !== undefined) {
+          // A search result reads the copy decoded.
+          assert.deepEqual((found.data as Record<string, unknown>)["original_data"], { order: 8 });
+          break;
+        }
+        assert.ok(i < 1000, "no dead-letter copy");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const decoded = (data: unknown) => {
+        const copy = data as Record<string, unknown>;
+        assert.deepEqual(copy["original_data"], { order: 8 });
+        assert.equal(copy["original_content_type"], "application/json");
+        assert.equal(copy["original_job_id"], job.id);
+      };
+      decoded((await sealed.getJob(dlq, copyId)).data);
+      decoded((await sealed.cancelJob(dlq, copyId)).data);
+      decoded((await sealed.waitForJob(dlq, copyId, { timeoutMs: 20_000 })).data);
+      decoded((await sealed.retryJob(dlq, copyId)).data);
+      // Bytes come back as base64 of the plain bytes under their own content type.
+      assert.equal((await sealed.waitForJob(queue, blob.id, { timeoutMs: 20_000 })).state, "failed");
+      for (let i = 0; ; i++) {
+        try {
+          const copy = (await sealed.getJob(dlq, `${queue}:${blob.id}`)).data as Record<string, unknown>;
+          assert.equal(copy["original_data"], Buffer.from([0, 1, 255]).toString("base64"));
+          assert.equal(copy["original_content_type"], "application/octet-stream");
+          break;
+        } catch (err) {
+          if (i >= 1000 || !(err instanceof NotFoundError)) throw err;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      // Without the keys the copy is as the server keeps it: the original still encoded.
+      const opaque = (await plain.getJob(dlq, copyId)).data as Record<string, unknown>;
+      assert.ok(String(opaque["original_content_type"]).startsWith("application/vnd.qm.encoded; v=1;"));
+    } finally {
+      await w.shutdown();
+      await sealed.shutdown();
+      await plain.shutdown();
+    }
+  });
+
+  it("decodes a copy sent as a JSON value and one Lua rewrote", () => {
+    const chain = new CodecChain([new AesGcmCodec({ k1: K1 })]);
+    const original = payload(new TextEncoder().encode('{"x":1}'));
+    chain.encode(original);
+    const copy = { original_queue: "q", original_job_id: "1", original_name: "n", original_data: Buffer.from(rawOf(original)).toString("base64"), original_content_type: original.contentType };
+    const asValue = create(PayloadSchema, { body: { case: "json", value: fromJson(ValueSchema, copy) }, contentType: "application/json" });
+    chain.decode(asValue);
+    assert.deepEqual((decodePayload(asValue) as Record<string, unknown>)["original_data"], { x: 1 });
+    // Lua's cjson writes "/" as "\/": the copy a redrive rewrote still decodes.
+    const escaped = payload(new TextEncoder().encode(JSON.stringify(copy).replaceAll("/", "\\/")));
+    chain.decode(escaped);
+    const read = decodePayload(escaped) as Record<string, unknown>;
+    assert.deepEqual([read["original_data"], read["original_content_type"]], [{ x: 1 }, "application/json"]);
+    const other = payload(new TextEncoder().encode('{"note":"vnd.qm.encoded"}'));
+    chain.decode(other);
+    assert.equal(new TextDecoder().decode(rawOf(other)), '{"note":"vnd.qm.encoded"}');
+    assert.throws(
+      () => new CodecChain([new AesGcmCodec({ k2: K2 })]).decode(payload(new TextEncoder().encode(JSON.stringify(copy)))),
+      /key id 'k1', which this client does not hold/,
+    );
   });
 
   it("refuses a workflow whose runIf reads an encoded result", async () => {
