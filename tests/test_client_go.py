@@ -48,6 +48,8 @@ EXPECTED = {
     "TestCodecsWorkerFailsAJobItCannotDecodeForGood",
     "TestCodecsRefuseResultConditions",
     "TestCodecsDecodeADeadLetterCopy",
+    "TestCodecsDecodeEveryReadOfADeadLetterCopy",
+    "TestCodecDecodesACopyAsAJSONValueAndAsLuaRewroteIt",
     "TestTimedPauseShowsItsTimeAndAResumeClearsIt",
     "TestTimedPauseRefusesBadTimes",
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",

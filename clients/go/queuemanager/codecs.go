@@ -7,6 +7,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +17,9 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
@@ -252,10 +255,14 @@ func (c *codecChain) encode(p *pb.Payload) error {
 	return nil
 }
 
-// decode decodes a Payload in place; one not encoded is left as it is.
+// decode decodes a Payload in place; one not encoded is left as it is. A dead-letter copy's JSON holding an
+// encoded original (see decodeCopy) is rewritten with the original decoded.
 func (c *codecChain) decode(p *pb.Payload) error {
 	raw, isRaw := p.GetBody().(*pb.Payload_Raw)
 	contentType := p.GetContentType()
+	if _, isValue := p.GetBody().(*pb.Payload_Json); isValue || (isRaw && isJSON(contentType)) {
+		return c.decodeCopy(p)
+	}
 	if !isRaw || !isEncoded(contentType) {
 		return nil
 	}
@@ -284,6 +291,79 @@ func (c *codecChain) decode(p *pb.Payload) error {
 	}
 	p.Body, p.ContentType = &pb.Payload_Raw{Raw: body}, info.Inner
 	return nil
+}
+
+// encodedMark is in every JSON body holding an encoded payload's content type (the server's JSON of a
+// dead-letter copy writes it whole, a Lua rewrite of the copy as "application\/vnd..."): a cheap test that
+// spares the parse of every other JSON payload read.
+var encodedMark = []byte("vnd.qm.encoded")
+
+// decodeCopy decodes the original inside a dead-letter copy's JSON, in place. The server copies a job that
+// failed for good as JSON it writes itself: the original's bytes as base64 text in original_data, its content
+// type in original_content_type; so an encoded original stays encoded inside a copy whose own payload is plain
+// JSON. Every read of the copy (GetJob, WaitForJob, retries, searches, listings, a worker of the dead-letter
+// queue) meets it here, so the copy reads as that of a plain original: the data decoded (JSON as JSON, other
+// types as base64 again) under its inner content type. Anything else is left as it is.
+func (c *codecChain) decodeCopy(p *pb.Payload) error {
+	var text []byte
+	switch body := p.GetBody().(type) {
+	case *pb.Payload_Json:
+		field := body.Json.GetStructValue().GetFields()["original_content_type"]
+		if !isEncoded(field.GetStringValue()) {
+			return nil
+		}
+		text = valueJSON(body.Json)
+	case *pb.Payload_Raw:
+		if !bytes.Contains(body.Raw, encodedMark) {
+			return nil
+		}
+		text = body.Raw
+	}
+	decoded, err := c.decodedCopy(text)
+	if decoded == nil || err != nil {
+		return err
+	}
+	if _, isValue := p.GetBody().(*pb.Payload_Json); isValue {
+		value := &structpb.Value{}
+		if err := protojson.Unmarshal(decoded, value); err != nil {
+			return codecError("the dead-letter copy cannot be read back as a JSON value: %s", err.Error())
+		}
+		p.Body = &pb.Payload_Json{Json: value}
+		return nil
+	}
+	p.Body = &pb.Payload_Raw{Raw: decoded}
+	return nil
+}
+
+// decodedCopy is a copy's JSON with its encoded original decoded; nil when it holds no encoded original.
+func (c *codecChain) decodedCopy(text []byte) ([]byte, error) {
+	var copyFields map[string]json.RawMessage
+	if json.Unmarshal(text, &copyFields) != nil {
+		return nil, nil
+	}
+	var contentType, data string
+	if json.Unmarshal(copyFields["original_content_type"], &contentType) != nil || !isEncoded(contentType) ||
+		json.Unmarshal(copyFields["original_data"], &data) != nil {
+		return nil, nil
+	}
+	body, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		return nil, nil
+	}
+	original := &pb.Payload{Body: &pb.Payload_Raw{Raw: body}, ContentType: contentType}
+	if err := c.decode(original); err != nil {
+		return nil, err
+	}
+	plain := original.GetRaw()
+	if !isJSON(original.ContentType) {
+		plain, _ = json.Marshal(base64.StdEncoding.EncodeToString(plain))
+	} else if !json.Valid(plain) {
+		return nil, codecError("the dead-letter copy's original data decodes to bytes that are not the %s it names",
+			original.ContentType)
+	}
+	inner, _ := json.Marshal(original.ContentType)
+	copyFields["original_data"], copyFields["original_content_type"] = plain, inner
+	return json.Marshal(copyFields)
 }
 
 func (c *codecChain) encodeMessage(m proto.Message) error { return walk(m.ProtoReflect(), c.encode) }

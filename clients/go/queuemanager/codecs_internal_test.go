@@ -168,3 +168,54 @@ func TestCodecSettingsAreCheckedWithWhatToFix(t *testing.T) {
 		t.Errorf("two keys without an active one in the environment: %v", err)
 	}
 }
+
+func TestCodecDecodesACopyAsAJSONValueAndAsLuaRewroteIt(t *testing.T) {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	sealer, err := NewAesGcmCodec(map[string][]byte{"k1": key}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := mustChain(t, sealer)
+	original := rawPayload([]byte(`{"x":1}`), ContentTypeJSON)
+	if err := chain.encode(original); err != nil {
+		t.Fatal(err)
+	}
+	copied, _ := json.Marshal(map[string]string{
+		"original_queue": "q", "original_job_id": "1", "original_name": "n",
+		"original_data":         base64.StdEncoding.EncodeToString(original.GetRaw()),
+		"original_content_type": original.ContentType,
+	})
+	value, err := jsonValue(json.RawMessage(copied))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asValue := &pb.Payload{Body: &pb.Payload_Json{Json: value}, ContentType: ContentTypeJSON}
+	// Lua's cjson writes "/" as "\/": the copy a redrive rewrote still decodes.
+	escaped := rawPayload(bytes.ReplaceAll(copied, []byte("/"), []byte(`\/`)), ContentTypeJSON)
+	for _, p := range []*pb.Payload{asValue, escaped} {
+		if err := chain.decode(p); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := decodePayload(p)
+		var read struct {
+			Data        json.RawMessage `json:"original_data"`
+			ContentType string          `json:"original_content_type"`
+		}
+		if err := json.Unmarshal(body, &read); err != nil || string(read.Data) != `{"x":1}` || read.ContentType != ContentTypeJSON {
+			t.Fatalf("the copy must read decoded: %s (%v)", body, err)
+		}
+	}
+	other := rawPayload([]byte(`{"note":"vnd.qm.encoded"}`), ContentTypeJSON)
+	if err := chain.decode(other); err != nil || string(other.GetRaw()) != `{"note":"vnd.qm.encoded"}` {
+		t.Fatalf("a JSON body that is no copy must be left alone: %s (%v)", other.GetRaw(), err)
+	}
+	otherKey, err := NewAesGcmCodec(map[string][]byte{"k2": make([]byte, 32)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = mustChain(t, otherKey).decode(rawPayload(copied, ContentTypeJSON))
+	if !errors.Is(err, ErrPayloadCodec) || !strings.Contains(err.Error(), "key id 'k1', which this client does not hold") {
+		t.Fatalf("a copy under another key must be refused naming it: %v", err)
+	}
+}

@@ -172,6 +172,82 @@ func TestCodecsDecodeADeadLetterCopy(t *testing.T) {
 	}
 }
 
+func TestCodecsDecodeEveryReadOfADeadLetterCopy(t *testing.T) {
+	sealed := newClient(t, qm.WithCodecs(aesCodec(t, map[string][]byte{"k1": randomKey()}, "")))
+	plain := newClient(t, qm.WithCodecs())
+	ctx := testContext(t)
+	dlq := newQueue(t, sealed, nil)
+	queue := dlq + "-src"
+	if _, _, err := sealed.RegisterQueue(ctx, queue, &qm.QueueConfig{DeadLetterQueue: dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = sealed.ObliterateQueue(context.Background(), queue, true) })
+	startWorker(t, sealed, qm.WorkerConfig{Handlers: map[string]qm.Handler{queue: func(context.Context, *qm.Job) (any, error) {
+		return nil, errors.New("declined")
+	}}})
+	job := add(t, sealed, queue, "charge", map[string]int{"order": 8}, nil)
+	blob := add(t, sealed, queue, "blob", []byte{0, 1, 255}, nil)
+	copyID, blobID := queue+":"+job.ID, queue+":"+blob.ID
+	// The copies are written by the hand-off just after the failures: wait for both to be there.
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		_, errJob := sealed.GetJob(ctx, dlq, copyID)
+		_, errBlob := sealed.GetJob(ctx, dlq, blobID)
+		if errJob == nil && errBlob == nil {
+			break
+		}
+		if !errors.Is(errJob, qm.ErrNotFound) && errJob != nil || !errors.Is(errBlob, qm.ErrNotFound) && errBlob != nil ||
+			time.Now().After(deadline) {
+			t.Fatalf("no dead-letter copies: %v, %v", errJob, errBlob)
+		}
+	}
+	decoded := func(how string, j *qm.Job, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		var copied struct {
+			Data        json.RawMessage `json:"original_data"`
+			ContentType string          `json:"original_content_type"`
+			JobID       string          `json:"original_job_id"`
+		}
+		if err := j.Decode(&copied); err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		if string(copied.Data) != `{"order":8}` || copied.ContentType != qm.ContentTypeJSON || copied.JobID != job.ID {
+			t.Fatalf("%s: the copy must read decoded: %s", how, j.Data)
+		}
+	}
+	got, err := sealed.GetJob(ctx, dlq, copyID)
+	decoded("GetJob", got, err)
+	page, err := sealed.ListJobsMatching(ctx, dlq, qm.StateWaiting, qm.JobFilter{Name: "charge"}, 100, "")
+	if err != nil || len(page.Jobs) != 1 {
+		t.Fatalf("the search found %v (%v)", page, err)
+	}
+	decoded("ListJobsMatching", page.Jobs[0], nil)
+	got, err = sealed.CancelJob(ctx, dlq, copyID, "")
+	decoded("CancelJob", got, err)
+	got, err = sealed.WaitForJob(ctx, dlq, copyID)
+	decoded("WaitForJob", got, err)
+	got, err = sealed.RetryJob(ctx, dlq, copyID)
+	decoded("RetryJob", got, err)
+	// Bytes come back as base64 of the plain bytes, under their own content type.
+	got, err = sealed.GetJob(ctx, dlq, blobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Data        []byte `json:"original_data"`
+		ContentType string `json:"original_content_type"`
+	}
+	if err := got.Decode(&raw); err != nil || string(raw.Data) != "\x00\x01\xff" || raw.ContentType != qm.ContentTypeBytes {
+		t.Fatalf("the bytes' copy must read decoded: %s (%v)", got.Data, err)
+	}
+	// Without the keys the copy is as the server keeps it: the original still encoded.
+	if got, err = plain.GetJob(ctx, dlq, copyID); err != nil || !strings.Contains(string(got.Data), "kid=k1") {
+		t.Fatalf("without the keys the copy stays encoded: %v (%v)", got, err)
+	}
+}
+
 // Set by tests/test_client_go.py, with QM_CODEC_KEYS: the server, and the queue and job the Python client
 // encrypted (TestCodecsWorkerRunsAPythonJob) or the queue to add to for the Python worker.
 const (
