@@ -5,13 +5,15 @@ nothing sent), and delete; each through its confirmation."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 from textual.widgets import Static, TextArea
 
-from queue_manager import JobContext, JobState, NotFoundError, QueueManager
+from queue_manager import AesGcmCodec, JobContext, JobState, NotFoundError, QueueManager
 from queue_manager.dead_letters import DEAD_LETTER_QUEUE
 from queue_manager_tui.data import EditNotSent, connect
 from queue_manager_tui.screens.confirm import ConfirmScreen
@@ -242,3 +244,70 @@ async def test_an_edit_that_is_not_carried_out_leaves_the_copy_as_it_was(
             await holding.shutdown()
     finally:
         await source.close()
+
+
+async def test_an_encoded_copy_is_edited_decoded_with_the_keys_and_refused_without(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of a job a client encrypted: without keys the edit is refused (nothing to edit but ciphertext);
+    with QM_CODEC_KEYS the editor holds the decoded data and the requeued job's data goes encoded."""
+    key = bytes(range(32))
+    monkeypatch.delenv("QM_CODEC_KEYS", raising=False)
+    monkeypatch.delenv("QM_CODEC_GZIP_MIN_SIZE", raising=False)
+    sealed = QueueManager(server.address, codecs=[AesGcmCodec({"k1": key})], shutdown_grace=2.0)
+    await sealed.register_queue("vault")
+    job = await sealed.add_job("vault", "charge", {"card": "4111"}, {"attempts": 1})
+
+    async def fail(job: JobContext) -> None:
+        raise ValueError("declined")
+
+    sealed.register_processor("vault", fail)
+    await sealed.start_workers()
+    try:
+        assert (await sealed.wait_for_job("vault", job.id, timeout=WAIT)).state is JobState.FAILED
+        await until_copy(sealed, f"vault:{job.id}")
+    finally:
+        await sealed.shutdown()
+
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: len(rows(app, "dlq-table")) == 1, "the copy", WAIT)
+        # The detail says what the data is rather than showing (or choking on) its ciphertext.
+        body = app.query_one("#dlq-detail-body", Static)
+        await wait_for(pilot, lambda: "encoded aes-256-gcm, key k1>" in str(body.content), "the detail", WAIT)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any("is encoded" in m for m in messages(app)), "the refusal", WAIT)
+        assert not isinstance(app.screen, EditDataScreen)
+        [refusal] = [m for m in messages(app) if "is encoded" in m]
+        assert refusal == (
+            f"Job {job.id}'s data is encoded (aes-256-gcm, key k1) and this dashboard holds no codecs to "
+            "decode it: start qm dash with QM_CODEC_KEYS set to edit it (r requeues it as it is)."
+        )
+
+    monkeypatch.setenv("QM_CODEC_KEYS", f"k1:{base64.b64encode(key).decode()}")
+    app = dashboard(server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: len(rows(app, "dlq-table")) == 1, "the copy", WAIT)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditDataScreen), "the editor", WAIT)
+        area = app.screen.query_one("#edit-data", TextArea)
+        assert json.loads(area.text) == {"card": "4111"}
+        area.load_text('{"card": "5500"}')
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation", WAIT)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rows(app, "dlq-table") == [], "the copy to leave", WAIT)
+    engine = server.app.engine
+    stored = await engine.redis.hget(engine.keys("vault").job(job.id), "data")
+    assert b"5500" not in stored and b"card" not in stored
+    async with QueueManager(server.address, codecs=[AesGcmCodec({"k1": key})]) as reader:
+        assert (await reader.get_job("vault", job.id)).data == {"card": "5500"}
+
+
+async def until_copy(qm: QueueManager, copy_id: str) -> None:
+    """Until the hand-off just after a failure has written the copy `copy_id`."""
+    await eventually(lambda: _has(qm, {copy_id}), WAIT)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from queue_manager import DeadLetter, Queue, RedrivenQueue, RedriveResult
+from queue_manager import DeadLetter, EncodedPayload, Queue, RedrivenQueue, RedriveResult
 from queue_manager.convert import JSON_CONTENT_TYPE
 from queue_manager.dead_letters import DEAD_LETTER_QUEUE
 from queue_manager_tui.controls import NotApplicable, Plan
@@ -80,9 +80,20 @@ def editable_text(copy: DeadCopy) -> str:
     """The copy's original data as JSON to edit (indented).
 
     Raises:
-        NotApplicable: The data is bytes of another content type: it cannot be edited as JSON.
+        NotApplicable: The data is bytes of another content type: it cannot be edited as JSON; or it is
+            encoded by a client's codecs and this dashboard has none to decode it (QM_CODEC_KEYS unset).
     """
     letter = copy.letter
+    data = letter.original_data
+    if isinstance(data, EncodedPayload):
+        # Read without the keys: editing the ciphertext would only break it, so the edit is refused with what
+        # would make it possible (with the keys the copy comes decoded, is edited so and is sent encoded).
+        key = f", key {data.key_id}" if data.key_id else ""
+        raise NotApplicable(
+            f"Job {safe(letter.original_job_id)}'s data is encoded ({'+'.join(data.codecs)}{safe(key)}) and "
+            "this dashboard holds no codecs to decode it: start qm dash with QM_CODEC_KEYS set to edit it "
+            "(r requeues it as it is)."
+        )
     if not _is_json(letter):
         raise NotApplicable(
             f"Job {safe(letter.original_job_id)}'s data is {safe(letter.original_content_type)}, not JSON: "

@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Input, Static
 
-from queue_manager import Job, NotFoundError, QueueManagerError, QueueMetrics
+from queue_manager import EncodedPayload, Job, NotFoundError, QueueManagerError, QueueMetrics
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.dead_letters import DeadCopy, dead_letter_queues
 from queue_manager_tui.format import fmt_time, safe
@@ -251,6 +251,9 @@ def copy_text(copy: DeadCopy, original: Job | None, *, looked_up: bool) -> Text:
     out.append(f"dead at   {fmt_time(letter.dead_at)} UTC\n", style="dim")
     if isinstance(letter.original_data, bytes):
         data = f"{len(letter.original_data):,} bytes of {letter.original_content_type}"
+    elif isinstance(letter.original_data, EncodedPayload):
+        # Encoded by a client's codecs and no keys here: what it is (size, codecs, key id), not JSON of it.
+        data = str(letter.original_data)
     else:
         data = json.dumps(letter.original_data, indent=2, ensure_ascii=False)
     _section(out, "original data", data)
