@@ -53,6 +53,7 @@ EXPECTED = {
     "TestTimedPauseShowsItsTimeAndAResumeClearsIt",
     "TestTimedPauseRefusesBadTimes",
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",
+    "TestMetricsShowATimedPauseAndAMaintenanceWindow",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",
     "TestAdvanceTestClockIsRefusedOnRealTime",

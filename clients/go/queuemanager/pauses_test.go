@@ -50,6 +50,49 @@ func TestTimedPauseShowsItsTimeAndAResumeClearsIt(t *testing.T) {
 	}
 }
 
+func TestMetricsShowATimedPauseAndAMaintenanceWindow(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	paused, err := c.PauseQueue(ctx, queue, qm.ResumeAfter(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.GetQueueMetrics(ctx, queue)
+	if err != nil || !m.IsPaused || !m.PausedUntil.Equal(paused.PausedUntil) || !m.MaintenanceUntil.IsZero() {
+		t.Fatalf("a timed pause's metrics: %v %+v", err, m)
+	}
+	if _, err := c.ResumeQueue(ctx, queue); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = c.GetQueueMetrics(ctx, queue); err != nil || m.IsPaused || !m.PausedUntil.IsZero() {
+		t.Fatalf("a resume clears the time: %v %+v", err, m)
+	}
+
+	now := time.Now().UTC()
+	held := newQueue(t, c, &qm.QueueConfig{MaintenanceWindows: []qm.MaintenanceWindow{
+		{Cron: fmt.Sprintf("%d %d * * *", now.Minute(), now.Hour()), Duration: time.Hour},
+	}})
+	q, err := c.GetQueue(ctx, held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.GetAllMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.Queue == held {
+			if !m.IsPaused || !m.MaintenanceUntil.Equal(q.MaintenanceUntil) || !m.PausedUntil.IsZero() {
+				t.Fatalf("inside a window, the metrics: %+v (the queue: %+v)", m, q)
+			}
+			return
+		}
+	}
+	t.Fatalf("GetAllMetrics left %s out", held)
+}
+
 func TestTimedPauseRefusesBadTimes(t *testing.T) {
 	t.Parallel()
 	c := newClient(t)

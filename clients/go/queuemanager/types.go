@@ -406,7 +406,13 @@ type QueueMetrics struct {
 	Workers               int
 	FreeCapacity          int
 	IsPaused              bool
-	SampleTime            time.Time
+	// PausedUntil is when its timed pause lifts by itself (PauseQueue with ResumeAfter or ResumeAt); the zero
+	// time for a pause until ResumeQueue, and when the queue is not paused.
+	PausedUntil time.Time
+	// MaintenanceUntil is, while a maintenance window holds the queue (IsPaused is then true), when the window
+	// ends; the zero time outside the windows.
+	MaintenanceUntil time.Time
+	SampleTime       time.Time
 	// Levels are the jobs ready to run (waiting or paused) of each priority level, CRITICAL first (all
 	// five; a level a newer server knows and this client does not is left out).
 	Levels []LevelMetrics
@@ -469,6 +475,8 @@ func metricsFromProto(p *pb.QueueMetrics) *QueueMetrics {
 		Workers:               int(p.GetWorkers()),
 		FreeCapacity:          int(p.GetFreeCapacity()),
 		IsPaused:              p.GetIsPaused(),
+		PausedUntil:           timeOf(p.GetPausedUntil()),
+		MaintenanceUntil:      timeOf(p.GetMaintenanceUntil()),
 		SampleTime:            timeOf(p.GetSampleTime()),
 		Levels:                levelsFromProto(p.GetLevels()),
 		Groups:                p.GetGroups(),

@@ -515,6 +515,8 @@ export function metricsFromProto(m: QueueMetricsPb): QueueMetrics {
     freeCapacity: m.freeCapacity,
     rateLimitTokens: m.rateLimitTokens,
     isPaused: m.isPaused,
+    pausedUntil: fromTimestamp(m.pausedUntil),
+    maintenanceUntil: fromTimestamp(m.maintenanceUntil),
     heldUntil: fromTimestamp(m.heldUntil),
     history: m.history.map((b) => ({
       startTime: fromTimestamp(b.startTime),

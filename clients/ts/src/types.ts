@@ -483,6 +483,10 @@ export interface QueueMetrics {
   freeCapacity: number;
   rateLimitTokens: number;
   isPaused: boolean;
+  /** When its timed pause (`pauseQueue` with `resumeAfterMs` / `resumeAt`) lifts by itself; undefined for a pause until `resumeQueue`, and when not paused. */
+  pausedUntil: Date | undefined;
+  /** While a maintenance window holds the queue (`isPaused` is then true): when it ends; undefined outside the windows. */
+  maintenanceUntil: Date | undefined;
   heldUntil: Date | undefined;
   history: { startTime: Date | undefined; added: number; completed: number; failed: number }[];
   sampleTime: Date | undefined;

@@ -48,6 +48,28 @@ describe("timed pauses", () => {
     assert.equal((await qm.resumeGroup(name, "acme")).pausedUntil, undefined);
   });
 
+  it("shows a timed pause and a maintenance window in the queue's metrics", async () => {
+    const name = queueName("timed-metrics");
+    await qm.registerQueue(name);
+    const paused = await qm.pauseQueue(name, { resumeAfterMs: HOUR });
+    const metrics = await qm.getQueueMetrics(name);
+    assert.equal(metrics.isPaused, true);
+    assert.equal(metrics.pausedUntil!.getTime(), paused.pausedUntil!.getTime());
+    assert.equal(metrics.maintenanceUntil, undefined);
+    await qm.resumeQueue(name);
+    assert.equal((await qm.getQueueMetrics(name)).pausedUntil, undefined);
+
+    const now = new Date();
+    const held = queueName("window-metrics");
+    const inside = await qm.registerQueue(held, {
+      maintenanceWindows: [{ cron: `${now.getUTCMinutes()} ${now.getUTCHours()} * * *`, durationMs: HOUR }],
+    });
+    const windowed = (await qm.getAllMetrics()).find((m) => m.queueName === held)!;
+    assert.equal(windowed.isPaused, true);
+    assert.equal(windowed.maintenanceUntil!.getTime(), inside.maintenanceUntil!.getTime());
+    assert.equal(windowed.pausedUntil, undefined);
+  });
+
   it("refuses bad times: both, zero, in the past, too far", async () => {
     const name = queueName("timed-bad");
     await qm.registerQueue(name);
