@@ -72,9 +72,10 @@ class Exemplars:
             del in_flight[next(iter(in_flight))]
 
     def ended(self, queue: str, job_ids: Sequence[str], durations_us: Sequence[int]) -> None:
-        """Runs that ended with these durations (µs; MEASURE_RUN_US: a pulled run measured from its fetch;
-        other negatives: none reported, not counted by the histogram either); called only while some traced
-        run is in flight (`in_flight`)."""
+        """Runs that ended with these durations (µs; MEASURE_RUN_US: a pulled run, measured here from the
+        fetch by this process's monotonic clock, where the histogram counts it by the scripts' clock: the two
+        agree to a round trip, but not on a test clock moved meanwhile; other negatives: none reported, not
+        counted by the histogram either); called only while some traced run is in flight (`in_flight`)."""
         pop = self.in_flight.pop
         for job_id, us in zip(job_ids, durations_us, strict=True):
             traced = pop((queue, job_id), None)
