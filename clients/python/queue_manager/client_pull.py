@@ -10,7 +10,7 @@ import grpc
 
 from queue_manager.client_base import ClientBase
 from queue_manager.errors import error_from_rpc
-from queue_manager.pull import PulledJob, fetch_request, leases
+from queue_manager.pull import PulledJob, fetch_request, leases, taken_up
 from queue_manager.v1 import pull_pb2
 
 __all__ = ["PullCalls"]
@@ -57,16 +57,36 @@ class PullCalls(ClientBase):
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
+        tracer = self._tracing()
         return [
             PulledJob(
                 job,
                 leased.lease_token,
                 leased.lease_expire_time.ToDatetime(tzinfo=UTC),
                 leased.redelivery,
+                _tracer=tracer,
                 _call=self._pull_call,
             )
             for job, leased in leases(response)
         ]
+
+    def pulled_job(self, queue_name: str, job_id: str, lease_token: str) -> PulledJob:
+        """A fetched job taken up by its lease, maybe in another process than the fetch's (a shell script's
+        ``qm pull fetch``), to `complete`, `fail`, `extend_lease` or `report_progress` it. Makes no call.
+
+        Its `job` holds only its id and queue (`get_job` reads the rest), its `lease_expires` is None until
+        `extend_lease`, and its outcome carries no duration: the server measures the run from its fetch.
+
+        Args:
+            queue_name: The job's queue.
+            job_id: The job's id.
+            lease_token: The lease token its fetch gave.
+
+        Raises:
+            TypeError, ValueError: An argument of the wrong type or empty.
+        """
+        job = taken_up(queue_name, job_id, lease_token)
+        return PulledJob(job, lease_token, None, False, None, _tracer=self._tracing(), _call=self._pull_call)
 
     async def _pull_call(self, rpc: str, request: Any) -> Any:
         return await self._unary(getattr(self._queue_stub(), rpc), request)

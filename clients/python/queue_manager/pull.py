@@ -4,21 +4,28 @@ request builders both clients share.
 
 A pull worker costs a round trip per call, and a job it drops is recovered only when its lease runs out
 (a stream worker's jobs come back as soon as its stream ends): see docs/api.md, "Pull workers (no stream)".
+With tracing on, ``with job.span():`` around a run gives it the CONSUMER span a stream worker's run has
+(docs/observability.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import duration_pb2
 
+from queue_manager import tracing
 from queue_manager.convert import Job, encode_payload, job_from_proto, python_to_value, timestamp_to_datetime
 from queue_manager.options import validate_queue_name
 from queue_manager.v1 import pull_pb2, types_pb2, worker_service_pb2
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 __all__ = [
     "MAX_FETCH",
@@ -27,6 +34,7 @@ __all__ = [
     "PulledJob",
     "SyncPulledJob",
     "fetch_request",
+    "taken_up",
 ]
 
 # The server's bounds (services/pull.py), checked here so a mistake fails before the call.
@@ -63,12 +71,16 @@ class _Lease:
 
     job: Job
     lease_token: str
-    lease_expires: datetime
+    lease_expires: datetime | None
     redelivery: bool
-    # Monotonic seconds when it was fetched: the run's duration reported with its outcome.
-    fetched_at: float = field(default_factory=time.monotonic)
+    # Monotonic seconds when it was fetched: the run's duration reported with its outcome. None for a job
+    # taken up by its lease (`taken_up`): the fetch was another process's, so the server measures the run.
+    fetched_at: float | None = field(default_factory=time.monotonic)
     # Set by extend_lease when the job was cancelled while it ran: stop the run.
     cancel_requested: bool = False
+    # The client's tracer (None: tracing is off), and the run's span while `span` is open.
+    _tracer: Tracer | None = field(default=None, repr=False)
+    _span: Span | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -86,6 +98,26 @@ class _Lease:
     def queue_name(self) -> str:
         return self.job.queue_name
 
+    @contextmanager
+    def span(self) -> Iterator[Span | None]:
+        """The run's OpenTelemetry CONSUMER span (``{queue} process``), current while the block runs, as a
+        stream worker's run has one: ``with job.span(): ...`` around the run's code and its `complete` or
+        `fail`. Its parent is the trace context the job was added with (its add's PRODUCER span); spans the
+        block starts nest under it; `fail`, or an exception leaving the block, ends it with ERROR status.
+
+        Yields:
+            The span, or None when tracing is off (no opentelemetry-api, or no tracer provider configured).
+        """
+        if self._tracer is None:
+            yield None
+            return
+        with tracing.process_pulled(self._tracer, self.job) as span:
+            self._span = span
+            try:
+                yield span
+            finally:
+                self._span = None
+
     def _fenced(self, request: _R) -> _R:
         """The request with the job and its lease token set (each call presents them)."""
         request.queue_name, request.job_id, request.lease_token = (
@@ -95,7 +127,9 @@ class _Lease:
         )
         return request
 
-    def _duration(self) -> duration_pb2.Duration:
+    def _duration(self) -> duration_pb2.Duration | None:
+        if self.fetched_at is None:
+            return None
         d = duration_pb2.Duration()
         d.FromNanoseconds(round((time.monotonic() - self.fetched_at) * 1e9))
         return d
@@ -117,6 +151,8 @@ class _Lease:
         )
         if retry_after is not None:
             request.retry_after.CopyFrom(_seconds(retry_after, "retry_after"))
+        if self._span is not None:
+            tracing.record_failed_run(self._span, message)
         return request
 
     def _extend_request(self, duration: float | timedelta | None) -> pull_pb2.ExtendJobLeaseRequest:
@@ -152,9 +188,11 @@ class PulledJob(_Lease):
     each call raise `FailedPreconditionError` (`NotFoundError` for a removed job).
 
     Attributes:
-        job: The job (id, name, data, attempts…).
+        job: The job (id, name, data, attempts…); only its id and queue for a job taken up by its lease
+            (`QueueManager.pulled_job`).
         lease_token: The lease's token, which each call presents.
-        lease_expires: When the lease runs out unless extended.
+        lease_expires: When the lease runs out unless extended (None for a job taken up by its lease, until
+            `extend_lease`).
         redelivery: True when an earlier run of this attempt was lost (a crash, a lease run out).
         cancel_requested: Set by `extend_lease` when the job was cancelled while it ran: stop the run.
     """
@@ -267,6 +305,21 @@ def fetch_request(
             raise ValueError("worker_name must be a non-empty string")
         request.worker_name = worker_name
     return request, wait_s
+
+
+def taken_up(queue_name: str, job_id: str, lease_token: str) -> Job:
+    """The job of a lease taken up by reference (`QueueManager.pulled_job`): its id and queue only.
+
+    Raises:
+        TypeError, ValueError: An argument of the wrong type or empty.
+    """
+    validate_queue_name(queue_name)
+    for what, value in (("job_id", job_id), ("lease_token", lease_token)):
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{what} must not be empty")
+    return Job(id=job_id, name="", data=None, queue_name=queue_name)
 
 
 def leases(response: pull_pb2.FetchJobsResponse) -> list[tuple[Job, worker_service_pb2.LeasedJob]]:

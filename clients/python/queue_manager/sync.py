@@ -75,7 +75,7 @@ from queue_manager.metrics import (
 )
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
 from queue_manager.pauses import pause_queue_request
-from queue_manager.pull import SyncPulledJob, fetch_request, leases
+from queue_manager.pull import SyncPulledJob, fetch_request, leases, taken_up
 from queue_manager.requests import (
     BulkJobLike,
     RetentionLike,
@@ -488,16 +488,26 @@ class SyncQueueManager:
             response: pull_pb2.FetchJobsResponse = self._queues.FetchJobs(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
+        tracer = self._tracing()
         return [
             SyncPulledJob(
                 job,
                 leased.lease_token,
                 leased.lease_expire_time.ToDatetime(tzinfo=UTC),
                 leased.redelivery,
+                _tracer=tracer,
                 _call=self._pull_call,
             )
             for job, leased in leases(response)
         ]
+
+    def pulled_job(self, queue_name: str, job_id: str, lease_token: str) -> SyncPulledJob:
+        """A fetched job taken up by its lease (maybe fetched by another process); see
+        `QueueManager.pulled_job`. Makes no call."""
+        job = taken_up(queue_name, job_id, lease_token)
+        return SyncPulledJob(
+            job, lease_token, None, False, None, _tracer=self._tracing(), _call=self._pull_call
+        )
 
     def _pull_call(self, rpc: str, request: Any) -> Any:
         return self._call(getattr(self._queues, rpc), request)

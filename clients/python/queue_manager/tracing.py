@@ -1,5 +1,6 @@
-"""OpenTelemetry tracing: a PRODUCER span per add, a CONSUMER span per run, and the W3C trace context carried
-from one to the other in the job's ``metadata.attributes`` (``traceparent``, ``tracestate``).
+"""OpenTelemetry tracing: a PRODUCER span per add, a CONSUMER span per run (a stream worker's, or a pulled
+job's: `PulledJob.span`), and the W3C trace context carried from one to the other in the job's
+``metadata.attributes`` (``traceparent``, ``tracestate``).
 
 Optional: ``pip install queue-manager[otel]`` brings ``opentelemetry-api``. Without it, or with no tracer
 provider configured (the global one still the API's proxy or a no-op one), `tracer` answers None once, and
@@ -25,6 +26,7 @@ except ImportError:  # the [otel] extra is not installed: tracing stays off
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from queue_manager.convert import Job
     from queue_manager.v1 import jobs_pb2, types_pb2, workflows_pb2
 
 __all__ = [
@@ -32,8 +34,10 @@ __all__ = [
     "carry",
     "carry_bulk",
     "process",
+    "process_pulled",
     "publish",
     "publish_workflow",
+    "record_failed_run",
     "record_failure",
     "trace_context",
     "tracer",
@@ -140,7 +144,30 @@ def process(tracer: Tracer, queue: str, job: types_pb2.Job) -> Iterator[Span]:
     Celery's, BullMQ's and Temporal's tracing put it. Retried and redelivered runs are siblings under the
     same producer span, told apart by ``queue_manager.job.attempt``.
     """
-    parent = propagate.extract(job.metadata.attributes) if job.metadata.attributes else None
+    with _consumer(tracer, queue, job.id, job.name, job.attempts_made + 1, job.metadata.attributes) as span:
+        yield span
+
+
+@contextmanager
+def process_pulled(tracer: Tracer, job: Job) -> Iterator[Span]:
+    """The CONSUMER span of one pulled run (`PulledJob.span`), as `process` makes a stream worker's: a child
+    of the job's trace context, current while the block runs. A block that raises an exception ends it with
+    ERROR status and the exception recorded (a pull worker's own code is the run; nothing else catches it)."""
+    with _consumer(
+        tracer, job.queue_name, job.id, job.name, job.attempts_made + 1, job.metadata.attributes
+    ) as span:
+        try:
+            yield span
+        except Exception as exc:
+            record_failure(span, exc, str(exc) or type(exc).__name__)
+            raise
+
+
+@contextmanager
+def _consumer(
+    tracer: Tracer, queue: str, job_id: str, name: str, attempt: int, carrier: Mapping[str, str]
+) -> Iterator[Span]:
+    parent = propagate.extract(carrier) if carrier else None
     span = tracer.start_span(
         f"{queue} process",
         context=parent,
@@ -149,9 +176,9 @@ def process(tracer: Tracer, queue: str, job: types_pb2.Job) -> Iterator[Span]:
             "messaging.system": SYSTEM,
             "messaging.operation": "process",
             "messaging.destination.name": queue,
-            "messaging.message.id": job.id,
-            "queue_manager.job.name": job.name,
-            "queue_manager.job.attempt": job.attempts_made + 1,
+            "messaging.message.id": job_id,
+            "queue_manager.job.name": name,
+            "queue_manager.job.attempt": attempt,
         },
     )
     with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
@@ -164,4 +191,10 @@ def record_failure(span: Span, exc: BaseException, message: str) -> None:
         span.record_exception(exc)
     except Exception:  # a processor's exception class broke its own __str__ (worker_runs.py _failure_message)
         span.add_event("exception", {"exception.type": type(exc).__name__, "exception.message": message})
+    span.set_status(StatusCode.ERROR, message)
+
+
+def record_failed_run(span: Span, message: str) -> None:
+    """Marks a run's span failed when no exception is at hand (a pulled job's `fail`): ERROR status with the
+    failure's message."""
     span.set_status(StatusCode.ERROR, message)

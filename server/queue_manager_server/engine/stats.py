@@ -32,6 +32,10 @@ DURATION_BOUNDS_MS: tuple[int, ...] = (
     3600000,
 )
 BUCKETS = len(DURATION_BOUNDS_MS) + 1
+# A run duration that asks complete.lua and fail.lua to measure the run themselves, from its start to their
+# now (includes/stats.lua MEASURE_RUN): a pull worker that reports no duration (curl, ``qm pull``) is counted
+# as a stream worker's run is, rather than left out.
+MEASURE_RUN_US = -2
 # The window of the average, p95 and error rate: the current minute and the four before it.
 RECENT_MINUTES = 5
 # Minutes of history (one-minute buckets, the current one last).

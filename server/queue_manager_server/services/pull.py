@@ -15,6 +15,12 @@ jobs back unstarted as soon as the claim returns.
 
 A pull worker has no labels, so jobs routed by worker labels are never fetched, and no tier, quiet or
 concurrency of its own: max_jobs is its concurrency, call by call.
+
+A run's outcome counts in the queue's figures as a stream worker's does (completed and failed totals, the
+processing-time histogram). Its duration is the caller's when it reports one, else the scripts measure it
+from the claim to the outcome (engine/stats.py MEASURE_RUN_US), so a caller without a clock of its own (curl,
+``qm pull``) is counted too. A traced job (a ``traceparent`` in its metadata) fetched here is remembered as
+the dispatcher's deliveries are, and its run becomes the histogram's exemplar (services/exemplars.py).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
@@ -36,9 +43,11 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.control import Control
 from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.records import ClaimedJob, ClaimResult, is_json_type
+from queue_manager_server.engine.stats import MEASURE_RUN_US
 from queue_manager_server.engine.workers import WorkerEntry, WorkerStore
 from queue_manager_server.errors import InvalidArgument, JobNotFound, LeaseNotHeld
 from queue_manager_server.services.errors import unary
+from queue_manager_server.services.exemplars import Exemplars
 from queue_manager_server.services.reports import MAX_RETRY_AFTER_MS
 
 log = logging.getLogger("queue_manager_server.pull")
@@ -142,6 +151,8 @@ class PullHandlers:
     # Told (queue, ms from now) when a fetch leases jobs with a timeout, so the timeout check
     # (components/timeouts.py) fires on time, as for the dispatcher's claims; None: left to its scan.
     deadline_hook: Callable[[str, int], None] | None
+    # Set by app.py: the dispatcher's traced runs in flight and exemplars, so that pulled runs feed them too.
+    exemplars: Exemplars | None
 
     @unary
     async def FetchJobs(
@@ -158,6 +169,11 @@ class PullHandlers:
         lease_ms = self._lease(request.lease_duration if request.HasField("lease_duration") else None)
         worker = validate.text(request.worker_name, "worker_name", required=False) or ANONYMOUS
         jobs, token = await self._fetch(queue, request.max_jobs, worker, lease_ms, wait_ms / 1000)
+        if self.exemplars is not None:
+            fetched_at = time.monotonic()
+            for j in jobs:
+                if j.metadata:
+                    self.exemplars.delivered(queue, j, fetched_at)
         timeouts = [j.timeout_ms for j in jobs if j.timeout_ms]
         if timeouts and self.deadline_hook is not None:
             self.deadline_hook(queue, min(timeouts))
@@ -248,6 +264,7 @@ class PullHandlers:
         if request.HasField("result"):
             body, ct = convert.payload_in(request.result, "result", self.max_payload)
         us = _duration_us(request)
+        self._ended(queue, job_id, us)
         codes, _ = await self.engine.complete(queue, [(job_id, token, body, ct)], [us])
         _check(queue, job_id, codes[0])
         return pb.CompleteJobResponse()
@@ -263,7 +280,9 @@ class PullHandlers:
             _check(queue, job_id, code)
             return pb.FailJobResponse(will_retry=code == 1, retry_time=_time(run_at) if code == 1 else None)
         item = (job_id, token, request.message[:10_000], request.stacktrace[:50_000], request.do_not_retry)
-        [(code, run_at)] = await self.engine.fail(queue, [item], [_duration_us(request)])
+        us = _duration_us(request)
+        self._ended(queue, job_id, us)
+        [(code, run_at)] = await self.engine.fail(queue, [item], [us])
         _check(queue, job_id, code)
         if code in _RETRIED:
             log.info(
@@ -275,6 +294,12 @@ class PullHandlers:
                 "job failed for good", extra={"queue": queue, "job_id": job_id, "error": item[2][:500]}
             )
         return pb.FailJobResponse()
+
+    def _ended(self, queue: str, job_id: str, us: int) -> None:
+        """A pulled run's end, for the exemplars (before the script, as the stream's reports do: a stale
+        token's end is no run of this lease, but its in-flight entry would only have waited to be dropped)."""
+        if self.exemplars is not None and self.exemplars.in_flight:
+            self.exemplars.ended(queue, [job_id], [us])
 
     @unary
     async def ExtendJobLease(
@@ -327,9 +352,10 @@ def _check(queue: str, job_id: str, code: int) -> None:
 
 
 def _duration_us(request: pb.CompleteJobRequest | pb.FailJobRequest) -> int:
-    """The run's duration in µs as the worker measured it; -1 when none was given (not counted)."""
+    """The run's duration in µs as the worker measured it; MEASURE_RUN_US when none was given (the script
+    measures it from the claim)."""
     if not request.HasField("duration"):
-        return -1
+        return MEASURE_RUN_US
     d = request.duration
     return max(d.seconds * 1_000_000 + d.nanos // 1000, 0)
 

@@ -22,6 +22,7 @@ from queue_manager_server.services.cancel import CancelHandlers
 from queue_manager_server.services.children import ChildrenHandlers
 from queue_manager_server.services.dead_letters import DeadLetterHandlers
 from queue_manager_server.services.event_triggers import EventTriggerHandlers
+from queue_manager_server.services.exemplars import Exemplars
 from queue_manager_server.services.external_events import ExternalEventHandlers
 from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
@@ -89,3 +90,5 @@ class QueueService(
         self.server_id = ""
         self.registry: WorkerStore | None = None
         self.deadline_hook: Callable[[str, int], None] | None = None
+        # The dispatcher's exemplars (services/exemplars.py), which pulled runs feed too; app.py sets them.
+        self.exemplars: Exemplars | None = None

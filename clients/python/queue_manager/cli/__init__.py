@@ -1,5 +1,5 @@
-"""The ``qm`` command: serve, worker, exec, add, jobs, queues, groups, dlq, workflows, schedules, workers,
-health, dash, test-server and clock.
+"""The ``qm`` command: serve, worker, exec, add, jobs, pull, queues, groups, dlq, workflows, schedules,
+workers, health, dash, test-server and clock.
 
 ``--server`` reads ``QM_SERVER``, ``-o/--output`` ``QM_OUTPUT`` and the TLS and token options their
 ``QM_`` variables; ``qm worker`` and ``qm dash`` read their settings from ``QM_WORKER_*`` and
@@ -32,6 +32,7 @@ from queue_manager.cli import (
     groups,
     jobs,
     metrics,
+    pull,
     queues,
     runtime,
     schedules,
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         runtime,
         exec_worker,
         jobs,
+        pull,
         queues,
         groups,
         dlq,

@@ -120,7 +120,9 @@ class CompleteJobRequest(_message.Message):
 
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
-        """How long the run took, for the queue's processing-time histogram; unset leaves the run out of it."""
+        """How long the run took, for the queue's processing-time histogram (and its exemplar, for a traced job);
+        unset: the server measures the run from the fetch that leased it to this call.
+        """
 
     def __init__(
         self,
@@ -190,7 +192,9 @@ class FailJobRequest(_message.Message):
 
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
-        """How long the run took, for the queue's processing-time histogram; unset leaves the run out of it."""
+        """How long the run took, for the queue's processing-time histogram (and its exemplar, for a traced job);
+        unset: the server measures the run from the fetch that leased it to this call.
+        """
 
     def __init__(
         self,

@@ -4,7 +4,8 @@
 --
 -- KEYS[1] meta (hash)  KEYS[2] active (zset)  KEYS[3] completed (zset)
 -- ARGV[1] job key prefix  ARGV[2] number of jobs N; then N groups of 5 fields:
---   id, lease token, result, result content type, run duration in µs as the worker reported it (-1: none)
+--   id, lease token, result, result content type, run duration in µs as the worker reported it (-1: none;
+--   -2: measured here from the run's start, for a pull worker that reported none: stats.lua run_us)
 -- Returns: {now, flow hand-offs queued, then one code per job}: 0 ok, -2 job not found, -3 lease not held
 --   (stale token). Completions and their durations count in the queue's activity (stats.lua). A watched
 --   queue's completions publish their job events in one message (common.lua watched): the queue's settings
@@ -51,7 +52,9 @@ for i = 0, n - 1 do
     gone[#gone + 1] = id
     run_ended(prefix, id, f[5], f[11])
     STATS.completed = STATS.completed + 1
-    count_run(ARGV[b + 5])
+    local us = ARGV[b + 5]
+    if us == MEASURE_RUN then us = run_us(us, redis.call('HGET', jkey, 'wid'), now) end
+    count_run(us)
     -- attempts made counts finished runs, this one too; a job completed by its first finished run stores
     -- none (absent on a completed job reads 1: convert.py). A JSON result is stored without its content
     -- type, as a job's JSON data is, and no result (JSON null) not at all: each job-hash entry left out is

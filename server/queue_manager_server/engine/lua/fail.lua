@@ -7,7 +7,8 @@
 -- KEYS[5] failed (zset)  KEYS[6] dead-letter outbox (list)
 -- ARGV[1] job key prefix  ARGV[2] events channel  ARGV[3] queue name (for the events)
 -- ARGV[4] number of jobs N; then N groups of 7 fields:
---   id, lease token, error message, stack trace, do-not-retry (1/0), run duration in µs (-1: none),
+--   id, lease token, error message, stack trace, do-not-retry (1/0), run duration in µs (-1: none; -2:
+--   measured here from the run's start, for a pull worker that reported none: stats.lua run_us),
 --   kind (1: the run raised an error; 2: it ran out of the job's timeout on its worker)
 -- Returns: {now, then per job: code, run-at}: code 0 retry now (waiting), 1 retry delayed (run-at set),
 --   2 failed for good, 3 cancelled (a cancel was asked while it ran; no retry follows), -2 job not found,
@@ -35,7 +36,7 @@ for i = 0, n - 1 do
     watch_settings(meta, now)
     gone[#gone + 1] = id
     freed = true
-    count_run(ARGV[b + 6])
+    count_run(run_us(ARGV[b + 6], f[#ATTEMPT_FIELDS + 2], now))  -- 'wid', the last of ATTEMPT_FIELDS
     local result, run = fail_attempt(meta, waiting, delayed, failed, outbox, prefix, id, now, msg, stack,
       no_retry == '1', f, pushes, ARGV[b + 7] == '2' and ERR_TIMEOUT or ERR_RAISED)
     table.insert(out, result); table.insert(out, run)

@@ -167,7 +167,8 @@ type CompleteJobRequest struct {
 	LeaseToken string `protobuf:"bytes,3,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	// The run's return value; unset stores none.
 	Result *Payload `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
-	// How long the run took, for the queue's processing-time histogram; unset leaves the run out of it.
+	// How long the run took, for the queue's processing-time histogram (and its exemplar, for a traced job);
+	// unset: the server measures the run from the fetch that leased it to this call.
 	Duration      *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -293,7 +294,8 @@ type FailJobRequest struct {
 	// Set when the run was told to slow down: the job goes back to wait this long (up to 24 hours) without
 	// using an attempt, and the queue starts no job for that long, as for a stream worker's failure.
 	RetryAfter *durationpb.Duration `protobuf:"bytes,7,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
-	// How long the run took, for the queue's processing-time histogram; unset leaves the run out of it.
+	// How long the run took, for the queue's processing-time histogram (and its exemplar, for a traced job);
+	// unset: the server measures the run from the fetch that leased it to this call.
 	Duration      *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

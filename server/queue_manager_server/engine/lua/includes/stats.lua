@@ -14,6 +14,18 @@ local DURATION_BOUNDS_MS = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1
 local MINUTE_TTL_S = 3900
 local SECONDS_TTL_S = 180
 
+-- A run's duration in µs for count_run: `us` as the worker reported it, or, when it is MEASURE_RUN (a pull
+-- worker that reported none: services/pull.py), measured here from the run's start to now. The start is
+-- the time its claim wrote in the job's 'wid' ("<worker id> <start ms>", includes/claim.lua), by the same
+-- clock as now, so the measure holds whichever servers took the fetch and the outcome.
+local MEASURE_RUN = '-2'
+local function run_us(us, wid, now)
+  if us ~= MEASURE_RUN then return us end
+  local start = wid and tonumber(string.match(wid, ' (%d+)$'))
+  if not start then return -1 end
+  return math.max(now - start, 0) * 1000
+end
+
 -- Counts a finished run in the processing-time histogram; us is its duration in microseconds as the
 -- worker reported it (negative, or not a number: not reported, not counted).
 local function count_run(us)

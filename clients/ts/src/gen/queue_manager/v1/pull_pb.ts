@@ -127,7 +127,8 @@ export type CompleteJobRequest = Message<"queue_manager.v1.CompleteJobRequest"> 
   result?: Payload | undefined;
 
   /**
-   * How long the run took, for the queue's processing-time histogram; unset leaves the run out of it.
+   * How long the run took, for the queue's processing-time histogram (and its exemplar, for a traced job);
+   * unset: the server measures the run from the fetch that leased it to this call.
    *
    * @generated from field: google.protobuf.Duration duration = 5;
    */
@@ -213,7 +214,8 @@ export type FailJobRequest = Message<"queue_manager.v1.FailJobRequest"> & {
   retryAfter?: Duration | undefined;
 
   /**
-   * How long the run took, for the queue's processing-time histogram; unset leaves the run out of it.
+   * How long the run took, for the queue's processing-time histogram (and its exemplar, for a traced job);
+   * unset: the server measures the run from the fetch that leased it to this call.
    *
    * @generated from field: google.protobuf.Duration duration = 8;
    */
