@@ -32,6 +32,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.children import Children
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import QueueManagerError
+from queue_manager_server.services.children import REMOVED as CHILD_REMOVED
 from queue_manager_server.services.children import child_outcome
 from queue_manager_server.services.workflows import Workflows
 
@@ -42,6 +43,10 @@ LAST_LINK = b"e"
 # The state of the entry of a flow job retried by hand (lua/includes/requeue.lua flow_retried): a workflow
 # step reopens (services/workflows.py); a chain link's failure, if not carried out yet, is never recorded.
 RETRIED = "retried"
+# The state of the entry of a job removed before it finished (lua/includes/common.lua on_removed): it ends
+# for the parents that waited for it (WaitForChildren), and for nothing else (a chain link or a workflow step
+# removed so goes on as before).
+REMOVED = "removed"
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
 # Testing knob (qm serve --test-crash-point): the process kills itself with SIGKILL at this point of a
@@ -51,6 +56,7 @@ _STATES = {
     "completed": types_pb2.JOB_STATE_COMPLETED,
     "failed": types_pb2.JOB_STATE_FAILED,
     "cancelled": types_pb2.JOB_STATE_CANCELLED,
+    REMOVED: CHILD_REMOVED,
 }
 
 
@@ -166,7 +172,7 @@ class Flows:
                 if view.HasField("chain_root")
                 else types_pb2.JobRef(queue_name=queue, job_id=job_id)
             )
-            if view.HasField("workflow"):
+            if view.HasField("workflow") and state != REMOVED:
                 steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
             if state == RETRIED:  # back to waiting: a chain goes on when it completes
                 continue
@@ -175,6 +181,8 @@ class Flows:
                 outcome = child_outcome(queue, job_id, _STATES[state], entry)
                 for up_queue, up_id in sorted(ups):
                     ended[up_queue].append((up_id, job_id, queue, outcome))
+            if state == REMOVED:
+                continue
             if state == "completed" and chain:
                 job = self._next_link(queue, job_id, entry, root, chain)
                 links.append(_Link(i, job_id, chain[0].queue_name, job, root))
