@@ -61,6 +61,7 @@ EXPECTED = {
     "TestWaitForChildrenParksTheJobAndSumsTheirResults",
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
     "TestWaitForChildrenWaitsForAnExistingJobByItsID",
+    "TestWaitForChildrenSeesAChildRemovedBeforeItFinished",
     "TestWaitForEventParksTheJobUntilPushEvent",
     "TestWaitForEventTimesOutAndBadKeysAreRefused",
     "TestEventTriggersAddAJobForAMatchingPush",

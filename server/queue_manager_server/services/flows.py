@@ -12,7 +12,8 @@ killed between the add and the clear, the janitor replaying it meanwhile) adds n
 successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
 Redis Cluster. A child a running job added (services/children.py) hands its outcome to that parent the same
 way (children_done.lua, which records it once however often it is carried out), and to every other parent
-that named it by its id or dedup key while it ran ('kup').
+that named it by its id or dedup key while it ran ('kup'); so does such a child removed before it finished
+(an entry in the state REMOVED: common.lua on_removed).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ LAST_LINK = b"e"
 # step reopens (services/workflows.py); a chain link's failure, if not carried out yet, is never recorded.
 RETRIED = "retried"
 # The state of the entry of a job removed before it finished (lua/includes/common.lua on_removed): it ends
-# for the parents that waited for it (WaitForChildren), and for nothing else (a chain link or a workflow step
-# removed so goes on as before).
+# for the parents that waited for it (WaitForChildren), and nothing else follows from it (a chain link or a
+# workflow step removed before it finished is left as it was before removals were handed on).
 REMOVED = "removed"
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
@@ -56,7 +57,6 @@ _STATES = {
     "completed": types_pb2.JOB_STATE_COMPLETED,
     "failed": types_pb2.JOB_STATE_FAILED,
     "cancelled": types_pb2.JOB_STATE_CANCELLED,
-    REMOVED: CHILD_REMOVED,
 }
 
 
@@ -178,7 +178,8 @@ class Flows:
                 continue
             ups = {(p.job.queue_name, p.job.job_id) for p in _waiting_parents(view, entry)}
             if ups:  # a child added at run time (services/children.py): its end goes to each parent
-                outcome = child_outcome(queue, job_id, _STATES[state], entry)
+                ended_as = CHILD_REMOVED if state == REMOVED else _STATES[state]
+                outcome = child_outcome(queue, job_id, ended_as, entry)
                 for up_queue, up_id in sorted(ups):
                     ended[up_queue].append((up_id, job_id, queue, outcome))
             if state == REMOVED:
