@@ -402,7 +402,7 @@ async def test_get_job_shows_each_childs_current_state_in_one_call(
 
     async def settled() -> bool:
         view = await qm.get_job("st-parent", parent.id)
-        return view.children_pending == 4  # the completed and the cancelled one handed off
+        return view.children_pending == 3  # the completed, the cancelled and the removed one handed off
 
     await eventually(settled, timeout=WAIT)
     view = await qm.get_job("st-parent", parent.id)
@@ -414,5 +414,6 @@ async def test_get_job_shows_each_childs_current_state_in_one_call(
         (JobState.CANCELLED, JobState.CANCELLED),
         (None, None),  # removed: no state now
     ]
+    assert [c.removed for c in view.child_jobs] == [False] * 5 + [True]
     gate.set()
     await kids.shutdown()

@@ -64,6 +64,7 @@ EXPECTED = {
     "TestWaitForChildrenParksTheJobAndSumsTheirResults",
     "TestWaitForChildrenRefusalGoesBackToTheHandler",
     "TestWaitForChildrenWaitsForAnExistingJobByItsID",
+    "TestWaitForChildrenSeesAChildRemovedBeforeItFinished",
     "TestWaitForEventParksTheJobUntilPushEvent",
     "TestWaitForEventTimesOutAndBadKeysAreRefused",
     "TestEventTriggersAddAJobForAMatchingPush",

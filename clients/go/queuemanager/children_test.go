@@ -152,6 +152,37 @@ func TestWaitForChildrenWaitsForAnExistingJobByItsID(t *testing.T) {
 	}
 }
 
+// TestWaitForChildrenSeesAChildRemovedBeforeItFinished: a child no handler runs is removed (RemoveJob) while
+// its parent waits: the parent runs again, and its ChildJobs show the child Removed, with no State and how it
+// was removed as its FailedReason.
+func TestWaitForChildrenSeesAChildRemovedBeforeItFinished(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	parents := newQueue(t, c, nil)
+	kids := newQueue(t, c, nil)
+	parked := make(chan struct{}, 1)
+	startWorker(t, c, qm.WorkerConfig{Concurrency: 1, Handlers: map[string]qm.Handler{
+		parents: func(ctx context.Context, job *qm.Job) (any, error) {
+			if len(job.ChildJobs) == 0 {
+				err := job.WaitForChildren(ctx, []qm.ChildSpec{{Queue: kids, Name: "gone", Options: &qm.JobOptions{JobID: "gone"}}}, nil)
+				parked <- struct{}{}
+				return nil, err
+			}
+			child := job.ChildJobs[0]
+			return fmt.Sprintf("%s %v %d %s", child.ID, child.Removed, child.State, child.FailedReason), nil
+		},
+	}})
+	parent := add(t, c, parents, "parent", nil, &qm.JobOptions{Attempts: 1})
+	receive(t, parked, "the parent parked")
+	if _, err := c.RemoveJob(testContext(t), kids, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	done := waitFinished(t, c, parents, parent.ID)
+	if done.State != qm.StateCompleted || string(done.Result) != `"gone true 0 removed by RemoveJob"` {
+		t.Fatalf("want the child seen removed: %s %s (%s)", done.State, done.Result, done.FailedReason)
+	}
+}
+
 // TestWaitForChildrenRefusalGoesBackToTheHandler: a child in a queue that is not registered is refused with
 // ErrInvalidArgument before anything is added, and the handler, which gets the error, completes its run.
 func TestWaitForChildrenRefusalGoesBackToTheHandler(t *testing.T) {

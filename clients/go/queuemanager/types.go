@@ -273,6 +273,9 @@ type ChildJob struct {
 	// waiting, active, delayed, completed, failed or cancelled; 0 once it was removed, and in Job.ChildJobs
 	// of a run.
 	CurrentState JobState
+	// Removed is set when it was removed before it finished (RemoveJob, a clean or drain of its queue, a
+	// redrive of a dead-letter copy): the parent no longer waits for it; State is 0 and FailedReason says how.
+	Removed bool
 }
 
 // DecodeResult reads the child's JSON result into v (as json.Unmarshal).
@@ -286,6 +289,7 @@ func childJobsOf(children []*pb.ChildJob) []ChildJob {
 		child := ChildJob{
 			Queue: c.GetJob().GetQueueName(), ID: c.GetJob().GetJobId(), State: JobState(c.GetState()),
 			FailedReason: c.GetFailedReason(), Truncated: c.GetTruncated(), CurrentState: JobState(c.GetCurrentState()),
+			Removed: c.GetRemoved(),
 		}
 		child.Result, child.ResultType = decodePayload(c.GetResult())
 		out = append(out, child)

@@ -115,12 +115,16 @@ class ChildJob:
     Attributes:
         queue_name: Queue of the child.
         job_id: Its id.
-        state: Its state once it finished (completed, failed or cancelled); None while it has not.
+        state: Its state once it finished (completed, failed or cancelled); None while it has not, and for
+            a child removed before it finished (see ``removed``).
         result: Its result, when it completed (None when ``truncated``).
         failed_reason: Why it failed for good or was cancelled.
         truncated: True when its result was over 1 KiB: read it with `QueueManager.get_job` on the child.
         current_state: Its state now, in `QueueManager.get_job` (waiting, active, delayed, completed,
             failed, cancelled); None once it was removed, and in ``JobContext.children``.
+        removed: True when it was removed before it finished (`QueueManager.remove_job`, a clean or drain
+            of its queue, a redrive of a dead-letter copy): its parent no longer waits for it, and
+            ``failed_reason`` says how it was removed.
     """
 
     queue_name: str
@@ -130,6 +134,7 @@ class ChildJob:
     failed_reason: str = ""
     truncated: bool = False
     current_state: JobState | None = None
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +522,7 @@ def child_jobs_from_proto(msg: types_pb2.Job) -> list[ChildJob]:
             failed_reason=c.failed_reason,
             truncated=c.truncated,
             current_state=STATE_BY_NUMBER.get(c.current_state),
+            removed=c.removed,
         )
         for c in msg.child_jobs
     ]

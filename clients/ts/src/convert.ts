@@ -284,6 +284,7 @@ export function childJobFromProto(child: ChildJobPb): ChildJob {
     failedReason: child.failedReason,
     truncated: child.truncated,
     currentState: stateName(child.currentState),
+    removed: child.removed,
   };
 }
 

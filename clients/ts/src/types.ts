@@ -277,6 +277,11 @@ export interface ChildJob extends JobRef {
    * "delayed", "completed", "failed" or "cancelled"; undefined once it was removed, and in `job.children`.
    */
   currentState: JobState | undefined;
+  /**
+   * True when it was removed before it finished (removeJob, a clean or drain of its queue, a redrive of a
+   * dead-letter copy): the parent no longer waits for it; `state` is undefined and `failedReason` says how.
+   */
+  removed: boolean;
 }
 
 /**

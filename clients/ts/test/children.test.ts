@@ -133,6 +133,37 @@ describe("waitForChildren", () => {
     }
   });
 
+  it("runs the job again once a child it waits for is removed, showing the child removed", async () => {
+    const parents = await freshQueue("removed-parent");
+    const kids = await freshQueue("removed-kids"); // no processor: the child waits until removed
+    const parked = deferred();
+    const w = await worker({
+      processors: {
+        [parents]: async (job: ActiveJob, ctx: JobContext) => {
+          if (job.children.length === 0) {
+            try {
+              await ctx.waitForChildren([{ queueName: kids, name: "gone", options: { jobId: "gone" } }]);
+            } finally {
+              parked.resolve();
+            }
+          }
+          return job.children.map((c) => [c.jobId, c.removed, c.state ?? null, c.failedReason]);
+        },
+      },
+    });
+    try {
+      const parent = await qm.addJob(parents, "parent", null, { attempts: 1 });
+      await parked.promise;
+      await qm.removeJob(kids, "gone");
+      const done = await qm.waitForJob(parents, parent.id, { timeoutMs: 15_000 });
+      assert.equal(done.state, "completed");
+      assert.deepEqual(done.result, [["gone", true, null, "removed by RemoveJob"]]);
+      assert.deepEqual(done.childJobs.map((c) => c.removed), [true]);
+    } finally {
+      await w.shutdown();
+    }
+  });
+
   it("hands a refusal back to the processor, whose run goes on and completes", async () => {
     const name = await freshQueue("refused");
     const w = await worker({

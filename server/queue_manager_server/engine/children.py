@@ -5,6 +5,7 @@ lua/includes/children.lua describes the fields they keep on the parent's hash. s
 them in their order: record the children on the parent (children_add), add them to their queues and attach
 the parent to those that existed (children_attach), record the dedup children as resolved (children_link),
 park the parent (children_wait). services/flows.py hands each child's end to its parents (children_done).
+Before any of them, children_waits reads what the jobs it names wait for (a cycle is refused unwritten).
 """
 
 from __future__ import annotations
@@ -153,6 +154,22 @@ class Children:
         for parent_id, child_id, child_queue, outcome in items:
             args += [parent_id, child_id, child_queue, outcome]
         return _i(await self.engine.scripts.run("children_done", [k.meta, k.delayed, k.waiting], args))
+
+    async def children_waits(
+        self, queue: str, jobs: Sequence[str]
+    ) -> list[tuple[str, list[tuple[str, str]]]]:
+        """What jobs of `queue` wait for (read only): per job (its id, or DEDUP and a dedup key, for the job
+        holding it), its id ("" when there is none) and the (queue, id) of each child it waits for."""
+        r = await self.engine.scripts.run(
+            "children_waits", [self.engine.keys(queue).meta], [self.engine.keys(queue).job_prefix, *jobs]
+        )
+        out: list[tuple[str, list[tuple[str, str]]]] = []
+        i = 0
+        while i < len(r):
+            n = _i(r[i + 1])
+            out.append((_s(r[i]), [(_s(r[j]), _s(r[j + 1])) for j in range(i + 2, i + 2 + 2 * n, 2)]))
+            i += 2 + 2 * n
+        return out
 
     async def child_states(self, children: Sequence[tuple[str, str]]) -> list[str]:
         """The current states of jobs (queue, id), "" for one that is gone: one pipelined read (on a Cluster

@@ -353,23 +353,20 @@ class Engine:
         k = self.keys(name)
         now = await self.redis_time_ms(name)
         if state in ("waiting", "paused"):
-            removed = await self._clean_loop(
-                "clean_waiting", k.waiting, k.job_prefix, "created", now - grace_ms, limit
-            )
+            cutoff = now - grace_ms
+            removed = await self._clean_loop(name, "clean_waiting", k.waiting, "created", cutoff, limit)
         else:
             mode = "score" if state in ("completed", "failed", "cancelled") else "created"
-            removed = await self._clean_loop(
-                "clean", k.state_set(state), k.job_prefix, mode, now - grace_ms, limit
-            )
+            removed = await self._clean_loop(name, "clean", k.state_set(state), mode, now - grace_ms, limit)
         return await self._forget_memory(k, removed)
 
     async def drain(self, name: str, include_delayed: bool) -> int:
         """Removes every waiting job (and delayed ones if asked); active jobs run on."""
         await self.get_queue(name)
         k = self.keys(name)
-        removed = await self._clean_loop("clean_waiting", k.waiting, k.job_prefix, "all", 0, 0)
+        removed = await self._clean_loop(name, "clean_waiting", k.waiting, "all", 0, 0)
         if include_delayed:
-            removed += await self._clean_loop("clean", k.delayed, k.job_prefix, "all", 0, 0)
+            removed += await self._clean_loop(name, "clean", k.delayed, "all", 0, 0)
         return await self._forget_memory(k, removed)
 
     async def _forget_memory(self, k: QueueKeys, removed: int) -> int:
@@ -380,17 +377,19 @@ class Engine:
             await self.redis.delete(k.memory)
         return removed
 
-    async def _clean_loop(
-        self, script: str, key: str, prefix: str, mode: str, cutoff: int, limit: int
-    ) -> int:
-        removed, cursor = 0, 0
+    async def _clean_loop(self, queue: str, script: str, key: str, mode: str, cutoff: int, limit: int) -> int:
+        removed, cursor, handed = 0, 0, 0
+        prefix = self.keys(queue).job_prefix
         while cursor >= 0 and (limit == 0 or removed < limit):
             chunk = ADMIN_CHUNK if limit == 0 else min(ADMIN_CHUNK, limit - removed)
-            n, cursor = await self.scripts.run(
+            n, cursor, flows = await self.scripts.run(
                 script, [key], [prefix, mode, cutoff, chunk, cursor, ADMIN_CHUNK]
             )
             removed += _i(n)
             cursor = _i(cursor)
+            handed += _i(flows)
+        if handed:  # unfinished jobs that parents waited for: they end for them (common.lua on_removed)
+            await self.after_flow_finish(queue)
         return removed
 
     async def obliterate(self, name: str, force: bool) -> int:
@@ -706,6 +705,8 @@ class Engine:
             raise JobActive(
                 f"job {job_id!r} in queue {queue!r} is active; it can be removed once it finishes"
             )
+        if _i(r[1]):  # an unfinished job that parents waited for: it ends for them (common.lua on_removed)
+            await self.after_flow_finish(queue)
         return _s(code)
 
     # ---- worker path --------------------------------------------------------------------------
@@ -1020,7 +1021,7 @@ class Engine:
             if zset == k.failed and handing_off:
                 continue
             if age and _i(age) > 0:
-                removed += await self._clean_loop("clean", zset, k.job_prefix, "score", now - _i(age), 0)
+                removed += await self._clean_loop(queue, "clean", zset, "score", now - _i(age), 0)
         return removed
 
     # ---- flows (the hand-off itself is in services/flows.py) ------------------------------------

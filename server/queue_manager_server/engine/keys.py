@@ -158,15 +158,17 @@ class QueueKeys:
 
     @property
     def flow_outbox(self) -> str:
-        """list: ids of finished jobs whose flow hand-off (next chain link, workflow steps) is not yet done.
+        """list: ids of finished jobs whose flow hand-off (next chain link, workflow steps, waiting parents)
+        is not yet done, and of jobs that parents waited for removed before they finished.
 
         Scripts derive this key and the flow entries from the job prefix (common.lua ``queue_key``)."""
         return f"{self.base}:flow-outbox"
 
     def flow(self, job_id: str) -> str:
         """hash: a finished flow job's outcome and flow fields (st, fts, res, rct, err, name, chn, par; md,
-        its metadata, when a chain link follows it), kept until its hand-off is done, so retention may delete
-        the job meanwhile."""
+        its metadata, when a chain link follows it; kup, its waiting parents), kept until its hand-off is
+        done, so retention may delete the job meanwhile. A job removed before it finished has st ``removed``
+        and how it was removed in err (common.lua ``on_removed``)."""
         return f"{self.base}:flow:{job_id}"
 
     def logs(self, job_id: str) -> str:

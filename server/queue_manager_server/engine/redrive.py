@@ -326,6 +326,8 @@ class DeadLetters:
         r = await self.scripts.run("redrive_take", keys, args)
         if int(r[0]) == NO_QUEUE and len(r) == 1:
             raise QueueNotFound(dlq)
+        if int(r[3]):  # copies that parents waited for: they end for them (common.lua on_removed)
+            await self.engine.after_flow_finish(dlq)
         flat = r[1]
         taken = [
             Taken(_s(flat[i]), _s(flat[i + 1]), _s(flat[i + 2]), flat[i + 3], replace, data)

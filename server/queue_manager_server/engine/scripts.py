@@ -162,6 +162,7 @@ class Scripts:
         "children_done",
         "children_attach",
         "children_link",
+        "children_waits",
         # external events (engine/external_events.py)
         "event_wait",
         "push_event",

@@ -112,11 +112,13 @@ class Acted:
         count: Jobs retried, cancelled or removed.
         requested: Active jobs asked to stop (cancel only).
         position: Where to continue; None once the state's end was read.
+        handed: Flow hand-offs queued for removed jobs that parents waited for (remove only).
     """
 
     count: int = 0
     requested: int = 0
     position: int | None = 0
+    handed: int = 0
 
 
 class JobSearch:
@@ -207,9 +209,11 @@ class JobSearch:
         limit: int,
         extra: list[Any],
         keys: list[str],
+        flows: bool = False,
     ) -> Acted:
         """Calls an action script in SCAN_CHUNK reads until SCAN_BUDGET members were read, `limit` jobs acted
-        on, or the state's end reached. Replies: {done, [requested,] next position, size after}."""
+        on, or the state's end reached. Replies: {done, [requested,] next position, size after}, and with
+        `flows` the flow hand-offs the call queued last."""
         k = self.engine.keys(queue)
         out = Acted(position=position)
         read = 0
@@ -220,6 +224,8 @@ class JobSearch:
             r = [int(v) for v in await self.engine.scripts.run(script, [*keys, key_of], args)]
             if r[0] == NO_QUEUE:
                 raise QueueNotFound(queue)
+            if flows:
+                out.handed += r.pop()
             done, requested = r[0], (r[1] if len(r) == 4 else 0)
             after, size = r[-2], r[-1]
             out.count += done
@@ -271,4 +277,9 @@ class JobSearch:
             return Acted(position=None)
         k, name, key = source
         keys = [k.meta, k.waiting]
-        return await self._act(queue, "remove_matching", key, name, flt, position, limit, [], keys)
+        acted = await self._act(
+            queue, "remove_matching", key, name, flt, position, limit, [], keys, flows=True
+        )
+        if acted.handed:  # unfinished jobs that parents waited for: they end for them (common.lua on_removed)
+            await self.engine.after_flow_finish(queue)
+        return acted

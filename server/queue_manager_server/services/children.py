@@ -1,6 +1,7 @@
 """Children added at run time (WaitForChildren): a running job adds child jobs and waits for them.
 
-The call is fenced by the run's lease and goes in steps, each safe to repeat: record the children on the
+The call is fenced by the run's lease and goes in steps, each safe to repeat (after a read that refuses a
+child that waits for the job itself: services/child_cycles.py): record the children on the
 parent (children_add.lua: a child without an id of its own, or with a dedup key, under an id derived from
 the parent, its wait number and its place; one with its own job_id under that id), add them to their queues
 (an add of an id that exists adds nothing; a held dedup key answers its holder), attach the parent to each
@@ -30,6 +31,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.children import ATTACHED, DEDUP, FINISHED, RESOLVED, Children
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument, QueueNotFound, Unavailable
+from queue_manager_server.services.child_cycles import refuse_cycles
 from queue_manager_server.services.errors import unary
 
 # Children per call, and over a job's life: a wider fan-out is a workflow, or children that add their own.
@@ -40,12 +42,18 @@ CHILD_RESULT_LIMIT = 1024
 # Adds of a child whose job existed but was removed before the parent could be attached to it, before the
 # call gives up: each try adds it anew, so only a job removed again each time ends there.
 ADD_TRIES = 3
+# How child_outcome takes a child removed before it finished (its flow entry's state 'removed': common.lua
+# on_removed); no JobState has this number.
+REMOVED = -1
 # A finished child's state as its flow entry (or children_attach.lua) names it.
 _STATES = {
     b"completed": types_pb2.JOB_STATE_COMPLETED,
     b"failed": types_pb2.JOB_STATE_FAILED,
     b"cancelled": types_pb2.JOB_STATE_CANCELLED,
+    b"removed": REMOVED,
 }
+# The reason a dedup child's holder is given when it was removed before its parent could be attached to it.
+_GONE_BEFORE_ATTACHED = b"removed before its parent was attached to it"
 
 
 @dataclass(slots=True)
@@ -69,12 +77,16 @@ class _Child:
 
 
 def child_outcome(queue: str, job_id: str, state: int, entry: dict[str, bytes]) -> bytes:
-    """A finished child's outcome as its parent keeps it: an encoded Job holding one ChildJob."""
+    """A finished child's outcome as its parent keeps it: an encoded Job holding one ChildJob. A child removed
+    before it finished (state REMOVED) has no state, `removed` set and how it was removed as its reason."""
     child = types_pb2.ChildJob(
         job=types_pb2.JobRef(queue_name=queue, job_id=job_id),
-        state=state,  # type: ignore[arg-type]
         failed_reason=entry.get("err", b"").decode(errors="replace"),
     )
+    if state == REMOVED:
+        child.removed = True
+    else:
+        child.state = state  # type: ignore[assignment]
     res = entry.get("res")
     if state == types_pb2.JOB_STATE_COMPLETED and res is not None:
         if len(res) <= CHILD_RESULT_LIMIT:
@@ -109,6 +121,9 @@ class ChildrenHandlers:
         except QueueNotFound as exc:
             i = next(i for i, c in enumerate(jobs) if c.queue == exc.queue)
             raise InvalidArgument(f"children[{i}].queue_name", str(exc)) from None
+        named = [(i, c.queue, c.own) for i, c in enumerate(jobs) if c.own]
+        if named:  # a named job that waits for this one would leave both parked for ever
+            await refuse_cycles(self.children, queue, job_id, named)
         recorded = await self.children.children_add(
             queue, job_id, token, MAX_CHILDREN, [(c.queue, c.own) for c in jobs]
         )
@@ -183,8 +198,8 @@ class ChildrenHandlers:
         self, parent: bytes, children: list[_Child], lost_ok: bool = False
     ) -> list[tuple[_Child, dict[str, bytes]]]:
         """Attaches the parent to existing jobs (children_attach), one script call per queue; returns those
-        that had finished, with their outcomes. A job gone meanwhile is marked lost (with lost_ok, it is left
-        so: a dedup child's resolution is recorded already, and a child removed never ends for its parent)."""
+        that had finished, with their outcomes. A job gone meanwhile is marked lost; with lost_ok it counts as
+        removed (a dedup child's resolution is recorded already: its holder was removed since its add)."""
         by_queue: dict[str, list[_Child]] = defaultdict(list)
         for c in children:
             by_queue[c.queue].append(c)
@@ -194,8 +209,10 @@ class ChildrenHandlers:
             for c, (code, entry) in zip(group, answers, strict=True):
                 if code == FINISHED:
                     finished.append((c, entry))
+                elif code != ATTACHED and lost_ok:
+                    finished.append((c, {"st": b"removed", "err": _GONE_BEFORE_ATTACHED}))
                 elif code != ATTACHED:
-                    c.lost = not lost_ok
+                    c.lost = True
         return finished
 
     def _children_in(self, request: pb.WaitForChildrenRequest, queue: str, job_id: str) -> list[_Child]:

@@ -12,7 +12,8 @@ killed between the add and the clear, the janitor replaying it meanwhile) adds n
 successor exists exactly once. Nothing here needs two queues in one script, so it runs unchanged on a
 Redis Cluster. A child a running job added (services/children.py) hands its outcome to that parent the same
 way (children_done.lua, which records it once however often it is carried out), and to every other parent
-that named it by its id or dedup key while it ran ('kup').
+that named it by its id or dedup key while it ran ('kup'); so does such a child removed before it finished
+(an entry in the state REMOVED: common.lua on_removed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.children import Children
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import QueueManagerError
+from queue_manager_server.services.children import REMOVED as CHILD_REMOVED
 from queue_manager_server.services.children import child_outcome
 from queue_manager_server.services.workflows import Workflows
 
@@ -42,6 +44,10 @@ LAST_LINK = b"e"
 # The state of the entry of a flow job retried by hand (lua/includes/requeue.lua flow_retried): a workflow
 # step reopens (services/workflows.py); a chain link's failure, if not carried out yet, is never recorded.
 RETRIED = "retried"
+# The state of the entry of a job removed before it finished (lua/includes/common.lua on_removed): it ends
+# for the parents that waited for it (WaitForChildren), and nothing else follows from it (a chain link or a
+# workflow step removed before it finished is left as it was before removals were handed on).
+REMOVED = "removed"
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
 # Testing knob (qm serve --test-crash-point): the process kills itself with SIGKILL at this point of a
@@ -166,15 +172,18 @@ class Flows:
                 if view.HasField("chain_root")
                 else types_pb2.JobRef(queue_name=queue, job_id=job_id)
             )
-            if view.HasField("workflow"):
+            if view.HasField("workflow") and state != REMOVED:
                 steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
             if state == RETRIED:  # back to waiting: a chain goes on when it completes
                 continue
             ups = {(p.job.queue_name, p.job.job_id) for p in _waiting_parents(view, entry)}
             if ups:  # a child added at run time (services/children.py): its end goes to each parent
-                outcome = child_outcome(queue, job_id, _STATES[state], entry)
+                ended_as = CHILD_REMOVED if state == REMOVED else _STATES[state]
+                outcome = child_outcome(queue, job_id, ended_as, entry)
                 for up_queue, up_id in sorted(ups):
                     ended[up_queue].append((up_id, job_id, queue, outcome))
+            if state == REMOVED:
+                continue
             if state == "completed" and chain:
                 job = self._next_link(queue, job_id, entry, root, chain)
                 links.append(_Link(i, job_id, chain[0].queue_name, job, root))

@@ -1670,6 +1670,7 @@ class ChildJob(_message.Message):
     FAILED_REASON_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
     CURRENT_STATE_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """Its state when it finished; unspecified while it has not."""
     failed_reason: _builtins.str
@@ -1679,6 +1680,11 @@ class ChildJob(_message.Message):
     current_state: Global___JobState.ValueType
     """Its state now, read when GetJob answered (the children of one job in one batched read): waiting, active,
     delayed, completed, failed or cancelled; unspecified once the child was removed, and outside GetJob.
+    """
+    removed: _builtins.bool
+    """True when the child was removed before it finished (RemoveJob, RemoveJobs, CleanQueue, DrainQueue, or a
+    redrive taking a dead-letter copy): the parent no longer waits for it. state is then unspecified and
+    failed_reason says how it was removed.
     """
     @_builtins.property
     def job(self) -> Global___JobRef:
@@ -1697,10 +1703,11 @@ class ChildJob(_message.Message):
         failed_reason: _builtins.str = ...,
         truncated: _builtins.bool = ...,
         current_state: Global___JobState.ValueType = ...,
+        removed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_state", b"current_state", "failed_reason", b"failed_reason", "job", b"job", "result", b"result", "state", b"state", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_state", b"current_state", "failed_reason", b"failed_reason", "job", b"job", "removed", b"removed", "result", b"result", "state", b"state", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,5 @@
--- children_done.lua: records the outcomes of finished children on their parents, a batch of parents of one
+-- children_done.lua: records the outcomes of finished children (or of children removed before they finished:
+-- common.lua on_removed) on their parents, a batch of parents of one
 -- queue (services/flows.py carries a child's flow entry here from the child's queue). A child not recorded
 -- on its parent (the parent is gone, or a repeated call dropped it) or recorded with its outcome already (a
 -- hand-off carried out twice) changes nothing. A parent parked for its children (includes/children.lua)

@@ -6,13 +6,15 @@
 -- ARGV[1] job key prefix  ARGV[2] mode: "created" (jobs added at or before the cutoff) or "all"
 -- ARGV[3] cutoff ms  ARGV[4] max to remove this call  ARGV[5] cursor (a position in the levels taken one
 --   after another, the first level first; "created" mode)  ARGV[6] jobs to scan this call ("created" mode)
--- Returns: {removed, next cursor (-1 = done)}
+-- A job that parents wait for (WaitForChildren) ends for them as removed (common.lua on_removed), by
+-- CleanQueue ("created") or DrainQueue ("all").
+-- Returns: {removed, next cursor (-1 = done), flow hand-offs queued}
 local waiting, prefix, mode = KEYS[1], ARGV[1], ARGV[2]
 local cutoff, limit, cursor, scan = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if mode == 'all' then
-  local removed = delete_waiting(waiting, prefix, limit)
-  if removed < limit then return {removed, -1} end
-  return {removed, 0}
+  local removed = delete_waiting(waiting, prefix, limit, 'removed by DrainQueue')
+  if removed < limit then return {removed, -1, REMOVED.handed} end
+  return {removed, 0, REMOVED.handed}
 end
 -- The jobs at positions [cursor, cursor + scan) that were added at or before the cutoff. Removed jobs are
 -- marked with '' (never a job id) and taken out with one LREM per level: one pass over the list, not one
@@ -45,7 +47,7 @@ for _, list in ipairs(lists) do
       end
     end
     if #victims > 0 then
-      delete_hashes(prefix, victims, true)
+      delete_hashes(prefix, victims, true, 'removed by CleanQueue')
       redis.call('LREM', level, #victims, '')
       removed = removed + #victims
       if grp then groups_lib().waiting(base, grp, -#victims, p) end
@@ -53,5 +55,5 @@ for _, list in ipairs(lists) do
   end
   start = start + len
 end
-if cursor + examined >= total then return {removed, -1} end
-return {removed, cursor + examined - removed}
+if cursor + examined >= total then return {removed, -1, REMOVED.handed} end
+return {removed, cursor + examined - removed, REMOVED.handed}

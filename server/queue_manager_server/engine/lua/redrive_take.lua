@@ -6,6 +6,8 @@
 -- member go once the original queue has the job back (redrive_done.lua). New data for the one named copy
 -- (RedriveDeadLettersRequest.data) is recorded in its entry ('rdd' body, 'rdc' content type) by this call,
 -- beside the copy's own data: the original runs with it, and a copy put back drops it (redrive_done.lua).
+-- A waiting or delayed copy that parents wait for (WaitForChildren names it by its id) ends for them as
+-- removed (common.lua on_removed): the copy is gone from the dead-letter queue.
 -- @include common
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] delayed (zset)  KEYS[4] failed (zset)
@@ -21,7 +23,8 @@
 -- Returns: {-1} the queue is not registered, else {cursor after this call (-1: the lists were looked at to
 --   their end; -1 too with named copies), {copy id, original queue, token, data, ...} per copy taken, {a code
 --   per named copy id}}; a code is "ok", "missing", "not-copy", "other-queue", "no-queue", "bad-data", or the
---   state of a copy that cannot be taken ("active": a worker holds it, "completed": a worker consumed it)
+--   state of a copy that cannot be taken ("active": a worker holds it, "completed": a worker consumed it),
+--   and the number of flow hand-offs queued
 local meta, waiting, delayed, failed, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, entry_prefix, base, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k_max, s_max, cursor, replace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
@@ -54,7 +57,7 @@ end
 
 local function take(id)
   local jkey = prefix .. id
-  local st, f = job_state(jkey, 'dlo', 'pri', 'grp', 'wt', 'exa', 'data', 'ct')
+  local st, f = job_state(jkey, 'dlo', 'pri', 'grp', 'wt', 'exa', 'data', 'ct', 'flo')
   if not st then return 'missing' end
   local dlo = f[3]
   if not dlo or string.sub(id, 1, #dlo + 1) ~= dlo .. ':' then return 'not-copy' end
@@ -69,6 +72,9 @@ local function take(id)
     if set then redis.call('ZREM', set, id) end
   end
   if f[7] then redis.call('ZREM', queue_key(prefix, 'expiring'), id) end
+  if st == 'waiting' or st == 'delayed' then
+    on_removed(prefix, id, jkey, f[10], 'taken out of the dead-letter queue by RedriveDeadLetters')
+  end
   notify_job(prefix, id, jkey, 'removed', f[6])
   n = n + 1
   local token = base .. ':' .. n
@@ -85,7 +91,7 @@ end
 local codes = {}
 if #ARGV >= 12 + e then
   for i = 12 + e, #ARGV do codes[#codes + 1] = take(ARGV[i]) end
-  return {-1, taken, codes}
+  return {-1, taken, codes, REMOVED.handed}
 end
 new_ct = ''  -- new data goes with a named copy only
 -- The window: S waiting ids after the cursor, the ungrouped level lists one after another (a copy has no
@@ -111,4 +117,4 @@ end
 -- What was looked at and left stays ahead of the next call's window; what was taken is gone from it.
 local after = cursor + looked - took
 if looked == #window and #window < s_max then after = -1 end
-return {after, taken, codes}
+return {after, taken, codes, REMOVED.handed}

@@ -2969,7 +2969,11 @@ type ChildJob struct {
 	Truncated bool `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	// Its state now, read when GetJob answered (the children of one job in one batched read): waiting, active,
 	// delayed, completed, failed or cancelled; unspecified once the child was removed, and outside GetJob.
-	CurrentState  JobState `protobuf:"varint,6,opt,name=current_state,json=currentState,proto3,enum=queue_manager.v1.JobState" json:"current_state,omitempty"`
+	CurrentState JobState `protobuf:"varint,6,opt,name=current_state,json=currentState,proto3,enum=queue_manager.v1.JobState" json:"current_state,omitempty"`
+	// True when the child was removed before it finished (RemoveJob, RemoveJobs, CleanQueue, DrainQueue, or a
+	// redrive taking a dead-letter copy): the parent no longer waits for it. state is then unspecified and
+	// failed_reason says how it was removed.
+	Removed       bool `protobuf:"varint,7,opt,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3044,6 +3048,13 @@ func (x *ChildJob) GetCurrentState() JobState {
 		return x.CurrentState
 	}
 	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *ChildJob) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
 }
 
 var File_queue_manager_v1_types_proto protoreflect.FileDescriptor
@@ -3291,14 +3302,15 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"stacktrace\x18\x04 \x01(\tR\n" +
 	"stacktrace\x12\x1b\n" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x9f\x02\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb9\x02\n" +
 	"\bChildJob\x12*\n" +
 	"\x03job\x18\x01 \x01(\v2\x18.queue_manager.v1.JobRefR\x03job\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\x05state\x121\n" +
 	"\x06result\x18\x03 \x01(\v2\x19.queue_manager.v1.PayloadR\x06result\x12#\n" +
 	"\rfailed_reason\x18\x04 \x01(\tR\ffailedReason\x12\x1c\n" +
 	"\ttruncated\x18\x05 \x01(\bR\ttruncated\x12?\n" +
-	"\rcurrent_state\x18\x06 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\fcurrentState*\xa9\x01\n" +
+	"\rcurrent_state\x18\x06 \x01(\x0e2\x1a.queue_manager.v1.JobStateR\fcurrentState\x12\x18\n" +
+	"\aremoved\x18\a \x01(\bR\aremoved*\xa9\x01\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15JOB_PRIORITY_CRITICAL\x10\x01\x12\x15\n" +

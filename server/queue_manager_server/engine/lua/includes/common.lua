@@ -400,35 +400,69 @@ local function event_wait_drop(prefix, id, ewk)
   end
 end
 
+-- A key of the job's queue that scripts derive instead of taking it in KEYS (same hash slot): the job
+-- prefix is '<base>job:', so '<base>' .. name. engine/keys.py documents each such key.
+local function queue_key(prefix, name)
+  return string.sub(prefix, 1, -5) .. name
+end
+
+-- The flow hand-offs of jobs removed before they finished that this script call queued (on_removed), for
+-- its reply: the caller carries them out at once when there are any (the janitor otherwise).
+local REMOVED = {handed = 0}
+
+-- Bookkeeping for a job deleted before it finished (RemoveJob, RemoveJobs, CleanQueue, DrainQueue, a redrive
+-- taking a dead-letter copy), before its hash goes: the parents that wait for it (WaitForChildren: its 'par'
+-- or 'kup') must stop waiting, so it gets a flow entry in the state 'removed', with `how` as its reason,
+-- queued on the flow outbox like a finished job's (on_finished); services/flows.py hands it to each parent,
+-- which counts it once however often it is carried out (children_done.lua). Only a job with a flow mark (flo:
+-- the caller's own read has it, so a plain job costs no command here) reads more; a finished job never comes
+-- here (its end was handed on when it finished). Returns 1 when a hand-off was queued.
+local function on_removed(prefix, id, jkey, flo, how)
+  if not flo then return 0 end
+  local f = redis.call('HMGET', jkey, 'par', 'kup', 'name')
+  if not f[1] and not f[2] then return 0 end
+  -- Every field is written, so nothing of an older entry of the same id (a retried job's) is left in it.
+  redis.call('HSET', queue_key(prefix, 'flow:' .. id), 'st', 'removed', 'res', '', 'rct', '', 'err', how,
+    'name', f[3] or '', 'chn', '', 'par', f[1] or '', 'md', '', 'kup', f[2] or '')
+  redis.call('RPUSH', queue_key(prefix, 'flow-outbox'), id)
+  REMOVED.handed = REMOVED.handed + 1
+  return 1
+end
+
 -- Deletes the hashes and log lists of the given job ids. unfinished: the jobs may still hold a dedup key
 -- (waiting, delayed, active), released here, or wait for an external event (event_wait_drop); finished jobs
--- released theirs on finishing.
-local function delete_hashes(prefix, ids, unfinished)
+-- released theirs on finishing. how (nil: the whole queue goes, ObliterateQueue): the reason an unfinished
+-- job's waiting parents are given (on_removed).
+local function delete_hashes(prefix, ids, unfinished, how)
   for _, id in ipairs(ids) do
     if unfinished then
-      local d = redis.call('HMGET', prefix .. id, 'ddk', 'ddt', 'ewk')
+      local d = redis.call('HMGET', prefix .. id, 'ddk', 'ddt', 'ewk', 'flo', 'st')
       if d[1] and not d[2] then release_dedup(prefix, id, d[1]) end
       if d[3] then event_wait_drop(prefix, id, d[3]) end
+      if how and d[5] ~= 'completed' and d[5] ~= 'failed' and d[5] ~= 'cancelled' then
+        on_removed(prefix, id, prefix .. id, d[4], how)
+      end
     end
     redis.call('DEL', prefix .. id, job_logs_key(prefix, id))
   end
 end
 
 -- Deletes the given job ids from a zset, with their hashes and log lists (delete_hashes).
-local function delete_jobs(set, prefix, ids, unfinished)
-  delete_hashes(prefix, ids, unfinished)
+local function delete_jobs(set, prefix, ids, unfinished, how)
+  delete_hashes(prefix, ids, unfinished, how)
   if #ids > 0 then redis.call('ZREM', set, unpack(ids)) end
   return #ids
 end
 
 -- Deletes up to `limit` waiting jobs, from the heads of the levels, with their hashes, log lists and dedup
--- keys; then the groups' (those with jobs waiting, 'gwaiting', a few at a time). Returns how many.
-local function delete_waiting(waiting, prefix, limit)
+-- keys; then the groups' (those with jobs waiting, 'gwaiting', a few at a time). how: as delete_hashes'.
+-- Returns how many.
+local function delete_waiting(waiting, prefix, limit, how)
   local removed = 0
   local function from(level, grp, p)
     local ids = redis.call('LRANGE', level, 0, limit - removed - 1)
     if #ids > 0 then
-      delete_hashes(prefix, ids, true)
+      delete_hashes(prefix, ids, true, how)
       redis.call('LTRIM', level, #ids, -1)
       removed = removed + #ids
       if grp then groups_lib().waiting(string.sub(waiting, 1, -8), grp, -#ids, p) end
@@ -543,12 +577,6 @@ local function record_error(meta, jkey, fields, e, attempt, kind, now, msg, stac
     if #starts >= keep then h = string.sub(h, starts[#starts - keep + 1]) end
   end
   fields[#fields + 1] = 'eh'; fields[#fields + 1] = h
-end
-
--- A key of the job's queue that scripts derive instead of taking it in KEYS (same hash slot): the job
--- prefix is '<base>job:', so '<base>' .. name. engine/keys.py documents each such key.
-local function queue_key(prefix, name)
-  return string.sub(prefix, 1, -5) .. name
 end
 
 -- Bookkeeping for a job that has just finished (state 'completed', 'failed' for good or 'cancelled'),
