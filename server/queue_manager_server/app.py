@@ -214,6 +214,7 @@ class App:
         qs = self.queue_service
         qs.lease_ms, qs.server_id, qs.registry = s.lease_ms, s.server_id, self.workers.registry
         qs.exemplars = self.dispatcher.exemplars
+        qs.lease_ended = self.dispatcher.lease_ended
         watchers = self.queue_service.event_watchers
         watchers.limit, watchers.ttl_ms = s.events_buffer, s.events_ttl_ms
         self.queue_service.metrics_reader.memory_estimate_ms = s.memory_estimate_ms

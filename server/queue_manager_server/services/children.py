@@ -20,6 +20,7 @@ outbox of its own queue (services/flows.py, children_done.lua).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -102,6 +103,7 @@ class ChildrenHandlers:
     engine: Engine
     children: Children
     max_payload: int
+    lease_ended: Callable[[str, str, str], None] | None
 
     @unary
     async def WaitForChildren(
@@ -160,6 +162,8 @@ class ChildrenHandlers:
                 ],
             )
         parked = await self.children.children_wait(queue, job_id, token, ct, body)
+        if self.lease_ended is not None:
+            self.lease_ended(queue, job_id, token)
         return pb.WaitForChildrenResponse(
             children=[types_pb2.JobRef(queue_name=c.queue, job_id=c.id) for c in jobs],
             children_pending=parked.pending,

@@ -577,6 +577,17 @@ class Dispatcher:
                 return True
         return False
 
+    def lease_ended(self, queue: str, job_id: str, token: str) -> None:
+        """A run ended through a unary call of its worker (WaitForChildren, WaitForEvent park the job) rather
+        than a report on its stream: the session holding the lease, if it is connected here, forgets it as
+        a report's outcome would make it. Otherwise the lease counted for ever against the credits the
+        session may hold (a worker whose jobs all waited for events stopped getting jobs), in its in-flight
+        figure, and in what a drain waits for."""
+        for s in self.sessions.get(queue, ()):
+            if s.leases.get((queue, job_id)) == token:
+                del s.leases[(queue, job_id)]
+                return
+
     def session_of(self, worker_id: str) -> WorkerSession | None:
         """The open stream of a worker on this server (the newest, if it has reconnected), or None."""
         found = [s for s in self.all_sessions() if s.worker_id == worker_id and not s.closed]

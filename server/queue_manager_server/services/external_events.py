@@ -12,6 +12,8 @@ one step and carried out queue by queue in another, replayed by the janitor afte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from queue_manager.v1 import external_events_pb2 as pb
@@ -52,6 +54,7 @@ class ExternalEventHandlers:
     max_payload: int
     # On a Redis Cluster (set by the app): pushes recorded, then carried out queue by queue.
     cluster_pushes: ClusterPushes | None = None
+    lease_ended: Callable[[str, str, str], None] | None
 
     @unary
     async def PushEvent(
@@ -103,6 +106,8 @@ class ExternalEventHandlers:
         wait = types_pb2.EventWait(keys=keys).SerializeToString()
         waits = self.cluster_pushes or self.external_events
         parked = await waits.event_wait(queue, job_id, request.lease_token, ct, body, timeout, wait, keys)
+        if self.lease_ended is not None:
+            self.lease_ended(queue, job_id, request.lease_token)
         out = pb.WaitForEventResponse(cancelled=parked.code == CANCELLED)
         if parked.until_ms is not None:
             out.until.CopyFrom(convert.ms_timestamp(parked.until_ms))

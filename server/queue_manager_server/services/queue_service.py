@@ -90,5 +90,8 @@ class QueueService(
         self.server_id = ""
         self.registry: WorkerStore | None = None
         self.deadline_hook: Callable[[str, int], None] | None = None
+        # The dispatcher's `Dispatcher.lease_ended`: a stream worker's run that ends through a call of this
+        # service (WaitForChildren, WaitForEvent) rather than a report; app.py sets it.
+        self.lease_ended: Callable[[str, str, str], None] | None = None
         # The dispatcher's exemplars (services/exemplars.py), which pulled runs feed too; app.py sets them.
         self.exemplars: Exemplars | None = None
