@@ -130,9 +130,13 @@ async def test_an_obliterate_lost_before_its_hand_off_leaves_it_to_the_janitor_c
     assert [(c.job_id, c.removed) for c in done.child_jobs] == [("k0", True), ("k1", True)]
 
 
-async def test_a_workflow_step_removed_before_it_finished_fails_and_its_run_goes_on(qm: QueueManager) -> None:
-    """No worker serves the step's queue: removing its job fails the step with how it was removed, its
-    on_failure step runs with that reason, and the run ends failed instead of running for ever."""
+@pytest.mark.parametrize("how", ["removed by RemoveJob", OBLITERATED])
+async def test_a_workflow_step_removed_before_it_finished_fails_and_its_run_goes_on(
+    qm: QueueManager, how: str
+) -> None:
+    """No worker serves the step's queue: removing its job (or the whole queue) fails the step with how it
+    was removed, its on_failure step runs with that reason, and the run ends failed instead of running for
+    ever."""
     for q in ("wf-slow", "wf-alerts"):
         await qm.register_queue(q)
     alerted: list[str] = []
@@ -162,7 +166,10 @@ async def test_a_workflow_step_removed_before_it_finished_fails_and_its_run_goes
 
     await eventually(started)
     step_job = (await qm.get_workflow(run_id)).steps[0].job_id
-    assert await qm.remove_job("wf-slow", step_job) == JobState.WAITING
+    if how == OBLITERATED:
+        assert await qm.obliterate_queue("wf-slow") == 1
+    else:
+        assert await qm.remove_job("wf-slow", step_job) == JobState.WAITING
 
     async def ended() -> bool:
         return (await qm.get_workflow(run_id)).state != WorkflowState.RUNNING
@@ -171,10 +178,10 @@ async def test_a_workflow_step_removed_before_it_finished_fails_and_its_run_goes
     run = await qm.get_workflow(run_id)
     steps = {s.key: (s.state, s.error) for s in run.steps}
     assert run.state == WorkflowState.FAILED
-    assert steps["slow"] == (WorkflowStepState.FAILED, "removed by RemoveJob")
+    assert steps["slow"] == (WorkflowStepState.FAILED, how)
     assert steps["next"][0] == WorkflowStepState.SKIPPED
     assert steps["alert"][0] == WorkflowStepState.COMPLETED
-    assert alerted == ["removed by RemoveJob"]
+    assert alerted == [how]
 
 
 async def test_a_chain_link_removed_before_it_finished_stops_its_chain(qm: QueueManager) -> None:
