@@ -39,6 +39,8 @@ def go_installed() -> None:
 EXPECTED = {
     "TestPullWorkerFetchesCompletesAndFails",
     "TestPullLongPollAnswersAJobAddedWhileItWaits",
+    "TestTracingPulledRunIsAChildOfItsAdd",
+    "TestTracingPulledRunFailsWithErrorStatus",
     "TestCodecGoldenVectorsDecodeAndBadOnesAreRefusedNamingTheKey",
     "TestCodecSealsWithAFreshNonceAndRefusesAFlippedByte",
     "TestCodecCompressesFromItsThresholdWhenThatSavesBytes",

@@ -3,14 +3,18 @@ package queuemanager
 // Pull workers (no stream): FetchJobs leases ready jobs with one unary call (a long poll when asked to
 // wait), and each PulledJob completes, fails or extends itself with one more, presenting its lease token —
 // BullMQ's getNextJob and moveToCompleted, Faktory's FETCH and ACK/FAIL. A job its holder drops goes back to
-// waiting only when its lease runs out (docs/api.md, "Pull workers (no stream)").
+// waiting only when its lease runs out (docs/api.md, "Pull workers (no stream)"). With tracing on,
+// PulledJob.Span gives a run the CONSUMER span a stream worker's run has (docs/observability.md).
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
@@ -50,6 +54,8 @@ type PulledJob struct {
 
 	client    *Client
 	fetchedAt time.Time
+	// span is the run's span while Span runs: Fail marks it failed.
+	span trace.Span
 }
 
 // FailOptions are the options of PulledJob.Fail.
@@ -113,6 +119,34 @@ func (c *Client) FetchJobs(ctx context.Context, queue string, opts FetchOptions)
 	return jobs, nil
 }
 
+// Span runs run inside the run's OpenTelemetry CONSUMER span ("{queue} process"), as a stream worker's run
+// has one: put the run's code and its Complete or Fail inside. The context run gets holds the span, whose
+// parent is the trace context the job was added with (its add's PRODUCER span), so spans started from it
+// nest under the run's. Fail, an error run returns (returned by Span) or a panic (recorded with its stack,
+// then panicking on) ends it with ERROR status. With tracing off (WithTracerProvider unset and no global
+// provider, or a no-op one) run just runs, with ctx.
+func (j *PulledJob) Span(ctx context.Context, run func(ctx context.Context) error) (err error) {
+	t := j.client.traced()
+	if t == nil {
+		return run(ctx)
+	}
+	ctx, span := t.process(ctx, j.Job)
+	j.span = span
+	defer func() {
+		j.span = nil
+		if p := recover(); p != nil {
+			recordFailure(span, fmt.Errorf("panic: %v", p), fmt.Sprintf("panic: %v", p), string(debug.Stack()))
+			span.End()
+			panic(p)
+		}
+		if err != nil {
+			recordFailure(span, err, err.Error(), "")
+		}
+		span.End()
+	}()
+	return run(ctx)
+}
+
 // Complete records the run's success with its result (any JSON value, []byte or json.RawMessage; nil for
 // none).
 func (j *PulledJob) Complete(ctx context.Context, result any) error {
@@ -140,6 +174,9 @@ func (j *PulledJob) Fail(ctx context.Context, message string, opts *FailOptions)
 	}
 	if opts.RetryAfter > 0 {
 		req.RetryAfter = durationpb.New(opts.RetryAfter)
+	}
+	if j.span != nil { // no error is at hand: the failure's message is the span's status
+		j.span.SetStatus(otelcodes.Error, message)
 	}
 	resp, err := j.client.queues.FailJob(ctx, req)
 	if err != nil {

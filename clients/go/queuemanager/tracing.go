@@ -1,13 +1,14 @@
 package queuemanager
 
 // OpenTelemetry tracing, as the Python client does it (clients/python/queue_manager/tracing.py;
-// docs/observability.md "Tracing (OpenTelemetry)"): a PRODUCER span per add, a CONSUMER span per run, and
-// the W3C trace context carried from one to the other in the job's Metadata.Attributes ("traceparent",
-// "tracestate", and "baggage" when there is some).
+// docs/observability.md "Tracing (OpenTelemetry)"): a PRODUCER span per add, a CONSUMER span per run (a
+// stream worker's, or a pulled job's: PulledJob.Span), and the W3C trace context carried from one to the
+// other in the job's Metadata.Attributes ("traceparent", "tracestate", and "baggage" when there is some).
 //
-// Tracing is off, decided once per Client (at its first add) and per Worker (at Run), when the tracer
-// provider is a no-op one or the global provider before otel.SetTracerProvider: the add and run paths then
-// do nothing more per job than test a nil tracer, and jobs are stored exactly as without tracing.
+// Tracing is off, decided once per Client (at its first add or pulled run's span) and per Worker (at Run),
+// when the tracer provider is a no-op one or the global provider before otel.SetTracerProvider: the add and
+// run paths then do nothing more per job than test a nil tracer, and jobs are stored exactly as without
+// tracing.
 
 import (
 	"context"

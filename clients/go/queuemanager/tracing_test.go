@@ -337,3 +337,104 @@ func TestTracedAddForAPythonWorker(t *testing.T) {
 	_, _ = os.Stdout.WriteString("GO-TRACE " + job.ID + " " + publish.SpanContext.TraceID().String() + "-" +
 		publish.SpanContext.SpanID().String() + "\n")
 }
+
+// TestTracingPulledRunIsAChildOfItsAdd: PulledJob.Span gives a fetched job's run the CONSUMER span a stream
+// worker's run has, under its add's span, with the spans started from its context under it.
+func TestTracingPulledRunIsAChildOfItsAdd(t *testing.T) {
+	t.Parallel()
+	tr := newTraced(t)
+	c := newClient(t, qm.WithTracerProvider(tr))
+	queue := newQueue(t, c, nil)
+	job := add(t, c, queue, "resize", map[string]int{"w": 3}, nil)
+	ctx := testContext(t)
+	pulled, err := c.FetchJobs(ctx, queue, qm.FetchOptions{})
+	if err != nil || len(pulled) != 1 {
+		t.Fatalf("FetchJobs: %v, %d jobs", err, len(pulled))
+	}
+	err = pulled[0].Span(ctx, func(ctx context.Context) error {
+		_, work := tr.Tracer("app").Start(ctx, "work")
+		work.End()
+		return pulled[0].Complete(ctx, "ok")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := tr.wait(t, queue+" publish", 1)[0]
+	run := tr.wait(t, queue+" process", 1)[0]
+	work := tr.wait(t, "work", 1)[0]
+	if run.SpanKind != trace.SpanKindConsumer || !childOf(run, publish) || !childOf(work, run) ||
+		attr(run, "messaging.system").AsString() != "queue_manager" ||
+		attr(run, "messaging.operation").AsString() != "process" ||
+		attr(run, "messaging.destination.name").AsString() != queue ||
+		attr(run, "messaging.message.id").AsString() != job.ID ||
+		attr(run, "queue_manager.job.name").AsString() != "resize" ||
+		attr(run, "queue_manager.job.attempt").AsInt64() != 1 || len(run.Attributes) != 6 ||
+		run.Status.Code != codes.Unset {
+		t.Fatalf("a pulled run's span must be a stream run's, under its add's: %+v", run)
+	}
+}
+
+// TestTracingPulledRunFailsWithErrorStatus: Fail, an error returned and a panic each end a pulled run's span
+// with ERROR status (the error and the panic as an exception event); without tracing the run just runs.
+func TestTracingPulledRunFailsWithErrorStatus(t *testing.T) {
+	t.Parallel()
+	tr := newTraced(t)
+	c := newClient(t, qm.WithTracerProvider(tr))
+	queue := newQueue(t, c, nil)
+	ctx := testContext(t)
+	for _, name := range []string{"a", "b", "c"} {
+		add(t, c, queue, name, nil, &qm.JobOptions{Attempts: 1})
+	}
+	jobs, err := c.FetchJobs(ctx, queue, qm.FetchOptions{MaxJobs: 3})
+	if err != nil || len(jobs) != 3 {
+		t.Fatalf("FetchJobs: %v, %d jobs", err, len(jobs))
+	}
+	byName := map[string]*qm.PulledJob{}
+	for _, j := range jobs {
+		byName[j.Name] = j
+	}
+	if err := byName["a"].Span(ctx, func(ctx context.Context) error {
+		_, err := byName["a"].Fail(ctx, "disk full", nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	crashed := errors.New("crashed")
+	if err := byName["b"].Span(ctx, func(context.Context) error { return crashed }); !errors.Is(err, crashed) {
+		t.Fatalf("Span must return the run's error: %v", err)
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != "out of ink" {
+				t.Fatalf("Span must panic on with the run's panic: %v", p)
+			}
+		}()
+		_ = byName["c"].Span(ctx, func(context.Context) error { panic("out of ink") })
+	}()
+	want := map[string]struct {
+		status string
+		events int
+	}{"a": {"disk full", 0}, "b": {"crashed", 1}, "c": {"panic: out of ink", 1}}
+	for _, run := range tr.wait(t, queue+" process", 3) {
+		name := attr(run, "queue_manager.job.name").AsString()
+		if run.Status.Code != codes.Error || run.Status.Description != want[name].status ||
+			len(run.Events) != want[name].events {
+			t.Fatalf("run %s: want ERROR %q with %d event(s): %+v", name, want[name].status, want[name].events, run)
+		}
+	}
+
+	plain := newClient(t)
+	add(t, plain, queue, "d", nil, nil)
+	untraced, err := plain.FetchJobs(ctx, queue, qm.FetchOptions{})
+	if err != nil || len(untraced) != 1 {
+		t.Fatalf("FetchJobs: %v, %d jobs", err, len(untraced))
+	}
+	if err := untraced[0].Span(ctx, func(ctx context.Context) error {
+		if trace.SpanFromContext(ctx).SpanContext().IsValid() {
+			t.Error("no span without tracing")
+		}
+		return untraced[0].Complete(ctx, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

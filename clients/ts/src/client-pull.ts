@@ -3,9 +3,11 @@
  * asked to wait), and each `PulledJob` completes, fails or extends itself with one more (CompleteJob,
  * FailJob, ExtendJobLease, ReportJobProgress), each presenting its lease token — BullMQ's getNextJob and
  * moveToCompleted, Faktory's FETCH and ACK/FAIL. A job its holder drops goes back to waiting only when its
- * lease runs out (docs/api.md, "Pull workers (no stream)").
+ * lease runs out (docs/api.md, "Pull workers (no stream)"). With tracing on, `job.span(run)` gives a run the
+ * CONSUMER span a stream worker's run has (docs/observability.md).
  */
 import { create } from "@bufbuild/protobuf";
+import { SpanStatusCode, context, type Span, type Tracer } from "@opentelemetry/api";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { JobLogLineSchema } from "./gen/queue_manager/v1/types_pb.js";
 import {
@@ -18,8 +20,9 @@ import {
 import type { LeasedJob } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { WorkflowCalls } from "./client-workflows.js";
 import { checkMs, encodePayload, fromTimestamp, jobFromProto, msToDuration, toDuration, toValue } from "./convert.js";
-import { mapped } from "./errors.js";
+import { errorText, mapped } from "./errors.js";
 import { checkQueueName } from "./options.js";
+import { recordFailure, startProcess } from "./tracing.js";
 import type { Job } from "./types.js";
 
 /** The most jobs one fetch leases, and the longest wait (the server's bounds, checked before the call). */
@@ -74,11 +77,15 @@ export class PulledJob {
   /** Set by `extendLease` when the job was cancelled while it ran: stop the run. */
   cancelRequested = false;
   private readonly fetchedAt = performance.now();
+  // The run's span while `span` runs: `fail` marks it failed.
+  private runSpan: Span | undefined;
 
   constructor(
     leased: LeasedJob,
     private readonly rpc: Rpc,
     private readonly callOptions: { timeoutMs?: number },
+    // The client's tracer (undefined: tracing is off).
+    private readonly tracer?: Tracer,
   ) {
     if (!leased.job) {
       throw new TypeError("a fetched job without its job");
@@ -95,6 +102,30 @@ export class PulledJob {
 
   get data(): unknown {
     return this.job.data;
+  }
+
+  /**
+   * Runs `run` inside the run's OpenTelemetry CONSUMER span (`{queue} process`), current while it runs, as a
+   * stream worker's run has one: put the run's code and its `complete` or `fail` inside. Its parent is the
+   * trace context the job was added with (its add's PRODUCER span); spans `run` starts nest under it; `fail`,
+   * or an error `run` throws (rethrown), ends it with ERROR status. `run` gets the span, or undefined when
+   * tracing is off (no tracer provider configured): it then just runs. Resolves to what `run` returns.
+   */
+  async span<T>(run: (span: Span | undefined) => Promise<T> | T): Promise<T> {
+    if (this.tracer === undefined) {
+      return await run(undefined);
+    }
+    const traced = startProcess(this.tracer, this.job);
+    this.runSpan = traced.span;
+    try {
+      return await context.with(traced.context, () => run(traced.span));
+    } catch (err) {
+      recordFailure(traced.span, err, errorText(err) || "Error");
+      throw err;
+    } finally {
+      this.runSpan = undefined;
+      traced.span.end();
+    }
   }
 
   /** Records the run's success with its result (JSON-serialisable or a Uint8Array; undefined: none). */
@@ -120,6 +151,8 @@ export class PulledJob {
       retryAfter: options.retryAfterMs === undefined ? undefined : toDuration(options.retryAfterMs, "retryAfterMs"),
       duration: this.duration(),
     });
+    // No exception is at hand: the failure's message is the span's status.
+    this.runSpan?.setStatus({ code: SpanStatusCode.ERROR, message });
     const res = await mapped(() => this.rpc.failJob(request, this.callOptions));
     return { willRetry: res.willRetry, retryAt: fromTimestamp(res.retryTime) };
   }
@@ -186,6 +219,7 @@ export class PullCalls extends WorkflowCalls {
     // The call's deadline covers its wait.
     const callOptions = this.timeoutMs > 0 ? { timeoutMs: this.timeoutMs + waitMs } : {};
     const res = await mapped(() => this.client.fetchJobs(request, callOptions));
-    return res.jobs.map((leased) => new PulledJob(leased, this.client, this.callOptions));
+    const tracer = this.tracing();
+    return res.jobs.map((leased) => new PulledJob(leased, this.client, this.callOptions, tracer));
   }
 }

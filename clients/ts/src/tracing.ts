@@ -1,5 +1,6 @@
 /**
- * OpenTelemetry tracing: a PRODUCER span per add, a CONSUMER span per run, and the W3C trace context carried
+ * OpenTelemetry tracing: a PRODUCER span per add, a CONSUMER span per run (a stream worker's, or a pulled
+ * job's: `PulledJob.span`), and the W3C trace context carried
  * from one to the other in the job's `metadata.attributes` (`traceparent`, `tracestate`); the Python client's
  * tracing.py, in Node, with the same span names, attributes and attribute rules (docs/observability.md).
  *
@@ -164,7 +165,7 @@ export function workflowAttributes(workflow: Workflow): Record<string, string> {
  * BullMQ and Temporal do). Retried and redelivered runs are siblings under the same producer span, told
  * apart by `queue_manager.job.attempt`. The run's context is the extracted one (its baggage included).
  */
-export function startProcess(tracer: Tracer, job: ActiveJob): { span: Span; context: Context } {
+export function startProcess(tracer: Tracer, job: RunJob): { span: Span; context: Context } {
   const attributes = job.metadata.attributes;
   let parent = ROOT_CONTEXT;
   if (Object.keys(attributes).length) {
@@ -194,6 +195,11 @@ export function startProcess(tracer: Tracer, job: ActiveJob): { span: Span; cont
   );
   return { span, context: trace.setSpan(parent, span) };
 }
+
+/** What a run's span reads of its job: a stream worker's `ActiveJob`, or a pulled job's `Job`. */
+export type RunJob = Pick<ActiveJob, "id" | "name" | "queueName" | "attemptsMade"> & {
+  readonly metadata: { readonly attributes: Record<string, string> };
+};
 
 /** Marks a span failed: the exception as an event, ERROR status with the failure's message. */
 export function recordFailure(span: Span, error: unknown, message: string): void {

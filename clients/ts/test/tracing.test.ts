@@ -192,6 +192,74 @@ describe("producer and consumer spans", () => {
   });
 });
 
+describe("pulled jobs' spans", () => {
+  it("gives a pulled run the CONSUMER span a stream run has, under its add's span", async () => {
+    const name = queueName("pulled");
+    const { qm, provider, recorder } = await tracedClient(name);
+    const job = await qm.addJob(name, "resize", { w: 3 });
+    const [pulled] = await qm.fetchJobs(name);
+    const answer = await pulled!.span(async (span) => {
+      assert.ok(span !== undefined);
+      provider.getTracer("app").startActiveSpan("work", (work) => work.end());
+      await pulled!.complete("ok");
+      return 42;
+    });
+    assert.equal(answer, 42);
+    const [publish] = await recorder.spans(`${name} publish`, 1);
+    const [run] = await recorder.spans(`${name} process`, 1);
+    const [work] = await recorder.spans("work", 1);
+    assert.equal(run!.kind, SpanKind.CONSUMER);
+    assert.ok(childOf(run!, publish!) && childOf(work!, run!));
+    assert.deepEqual(run!.attributes, {
+      "messaging.system": "queue_manager",
+      "messaging.operation": "process",
+      "messaging.destination.name": name,
+      "messaging.message.id": job.id,
+      "queue_manager.job.name": "resize",
+      "queue_manager.job.attempt": 1,
+    });
+    assert.equal(run!.status.code, SpanStatusCode.UNSET);
+  });
+
+  it("ends a pulled run's span ERROR on fail and on an error thrown, and counts its attempt", async () => {
+    const name = queueName("pulled-fail");
+    const { qm, recorder } = await tracedClient(name);
+    await qm.addJob(name, "a", null, { attempts: 2 });
+    await qm.addJob(name, "b", null);
+    const [first, second] = await qm.fetchJobs(name, { maxJobs: 2 });
+    await first!.span(() => first!.fail("disk full"));
+    await assert.rejects(
+      second!.span(() => {
+        throw new RangeError("crashed");
+      }),
+      /crashed/,
+    );
+    const byName = (runs: ReadableSpan[]) =>
+      [...runs].sort((x, y) => String(x.attributes["queue_manager.job.name"]).localeCompare(String(y.attributes["queue_manager.job.name"])));
+    const [failed, crashed] = byName(await recorder.spans(`${name} process`, 2));
+    assert.deepEqual(failed!.status, { code: SpanStatusCode.ERROR, message: "disk full" });
+    assert.deepEqual(crashed!.status, { code: SpanStatusCode.ERROR, message: "crashed" });
+    assert.deepEqual(crashed!.events.map((e) => e.name), ["exception"]);
+    await second!.fail("given up", { noRetry: true });
+    const [again] = await qm.fetchJobs(name, { waitMs: 10_000 });
+    await again!.span(() => again!.complete());
+    const runs = await recorder.spans(`${name} process`, 3);
+    assert.equal(runs[2]!.attributes["queue_manager.job.attempt"], 2);
+  });
+
+  it("runs a pulled job's block with no span when tracing is off", async () => {
+    const name = queueName("pulled-plain");
+    await plain.registerQueue(name);
+    await plain.addJob(name, "x", null);
+    const [pulled] = await plain.fetchJobs(name);
+    const seen = await pulled!.span(async (span) => {
+      await pulled!.complete();
+      return span;
+    });
+    assert.equal(seen, undefined);
+  });
+});
+
 describe("the global provider and propagator", () => {
   after(() => {
     propagation.disable();

@@ -393,28 +393,41 @@ class Engine:
         return removed
 
     async def obliterate(self, name: str, force: bool) -> int:
-        """Deletes the queue and all its jobs; refuses while jobs are active unless forced."""
+        """Deletes the queue and all its jobs; refuses while jobs are active unless forced. Its unfinished
+        jobs that parents wait for, and its chain links and workflow steps not finished, end as removed
+        (obliterate.lua): their hand-offs are carried out before the name leaves the registry, so a server
+        lost meanwhile leaves them to the janitor, which visits registered names (readers skip a registered
+        name without a queue)."""
         await self.get_queue(name)
         k = self.keys(name)
         keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox, k.bulk]
         keys += [k.schedules, k.schedule_due, k.schedule_runs]
-        removed, first = 0, True
+        removed, first, handed = 0, True, 0
         while True:
             r = await self.scripts.run(
                 "obliterate",
                 keys,
-                [k.job_prefix, "1" if force or not first else "0", ADMIN_CHUNK, k.staged_prefix],
+                [
+                    k.job_prefix,
+                    "1" if force or not first else "0",
+                    ADMIN_CHUNK,
+                    k.staged_prefix,
+                    "removed by ObliterateQueue",
+                ],
             )
             if _i(r[0]) == IS_ACTIVE:
                 raise JobActive(
                     f"queue {name!r} has active jobs; wait for them or obliterate with force=true"
                 )
-            if first:
-                await self.redis.srem(registry(self.prefix), name)
-                first = False
+            first = False
             removed += _i(r[0])
+            handed += _i(r[2])
             if _i(r[1]) == 1:
-                return removed
+                break
+        if handed:  # jobs that parents, chains or workflows waited for: they end for them (on_removed)
+            await self.after_flow_finish(name, wait=True)
+        await self.redis.srem(registry(self.prefix), name)
+        return removed
 
     # ---- jobs ---------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ successor exists exactly once. Nothing here needs two queues in one script, so i
 Redis Cluster. A child a running job added (services/children.py) hands its outcome to that parent the same
 way (children_done.lua, which records it once however often it is carried out), and to every other parent
 that named it by its id or dedup key while it ran ('kup'); so does such a child removed before it finished
-(an entry in the state REMOVED: common.lua on_removed).
+(an entry in the state REMOVED: common.lua on_removed), and a chain link or workflow step removed before it
+finished ends its chain, or fails its step, with how it was removed as the reason.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ LAST_LINK = b"e"
 # step reopens (services/workflows.py); a chain link's failure, if not carried out yet, is never recorded.
 RETRIED = "retried"
 # The state of the entry of a job removed before it finished (lua/includes/common.lua on_removed): it ends
-# for the parents that waited for it (WaitForChildren), and nothing else follows from it (a chain link or a
-# workflow step removed before it finished is left as it was before removals were handed on).
+# for the parents that waited for it (WaitForChildren); a workflow step ends failed, with how it was removed
+# as its error (its on_failure branch runs, the run ends failed), and a chain link stops its chain, as a
+# cancelled link does (nothing after it runs; the chain's first job says why).
 REMOVED = "removed"
+# The outcome a workflow step removed before it finished is recorded with: its job will never finish, and
+# "failed" is the outcome whose branch and run state a user of BullMQ or Hatchet expects for it.
+REMOVED_STEP = "failed"
 # Entries carried out per outbox read.
 HAND_OFF_BATCH = 100
 # Testing knob (qm serve --test-crash-point): the process kills itself with SIGKILL at this point of a
@@ -172,8 +177,9 @@ class Flows:
                 if view.HasField("chain_root")
                 else types_pb2.JobRef(queue_name=queue, job_id=job_id)
             )
-            if view.HasField("workflow") and state != REMOVED:
-                steps[view.workflow.run_id].append((i, view.workflow.step_key, state, entry))
+            if view.HasField("workflow"):
+                outcome_state = REMOVED_STEP if state == REMOVED else state
+                steps[view.workflow.run_id].append((i, view.workflow.step_key, outcome_state, entry))
             if state == RETRIED:  # back to waiting: a chain goes on when it completes
                 continue
             ups = {(p.job.queue_name, p.job.job_id) for p in _waiting_parents(view, entry)}
@@ -182,7 +188,7 @@ class Flows:
                 outcome = child_outcome(queue, job_id, ended_as, entry)
                 for up_queue, up_id in sorted(ups):
                     ended[up_queue].append((up_id, job_id, queue, outcome))
-            if state == REMOVED:
+            if state == REMOVED and not view.HasField("chain_root"):
                 continue
             if state == "completed" and chain:
                 job = self._next_link(queue, job_id, entry, root, chain)

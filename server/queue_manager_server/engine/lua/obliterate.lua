@@ -7,13 +7,19 @@
 -- KEYS[10] schedules  KEYS[11] schedule-due  KEYS[12] schedule-runs (the queue's schedules go with it)
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
 -- ARGV[4] key prefix of staged bulk streams (<prefix><stream id>)
+-- ARGV[5] the reason a deleted unfinished job's waiting parents are given ('removed by ObliterateQueue')
 -- The cancelled set, the deadlines of active runs, the kept memory estimate, the redrive keys and the activity counters (stats, and the minute and
 -- seconds hashes of the last two hours, which expire anyway) and the fairness groups' keys go too: keys derived
 -- from the job prefix.
 -- A first call on a queue whose job events are watched (its 'evw' deadline ahead) publishes 'x <queue>' on the
 -- events channel: every server ends its WatchJobEvents calls of the queue with NOT_FOUND at once.
--- Returns: {removed, done (1/0)} or {-4} when jobs are active and force is 0
-local prefix, force, chunk = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+-- An unfinished job that parents wait for (WaitForChildren), or a chain link or workflow step not finished, ends
+-- as removed (common.lua on_removed): its flow entry is queued on the queue's flow outbox, which this script
+-- never deletes, nor the flow entries: the caller carries them out (services/flows.py) before it drops the
+-- queue's name from the registry, so the janitor still visits the queue if the caller dies first. A plain job
+-- (no flow mark) costs no command more.
+-- Returns: {removed, done (1/0), hand-offs queued} or {-4} when jobs are active and force is 0
+local prefix, force, chunk, how = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), ARGV[5]
 if not force and redis.call('ZCARD', KEYS[4]) > 0 then return {-4} end
 -- Bulk streams still staged into the queue are dropped with it.
 for _, sid in ipairs(redis.call('HKEYS', KEYS[9])) do redis.call('UNLINK', ARGV[4] .. sid) end
@@ -39,11 +45,11 @@ redis.call('DEL', queue_key(prefix, 'deadlines'), queue_key(prefix, 'memory'))
 local redrive = queue_key(prefix, 'redrive')
 for _, id in ipairs(redis.call('ZRANGE', redrive, 0, -1)) do redis.call('DEL', redrive .. ':' .. id) end
 redis.call('DEL', redrive, queue_key(prefix, 'redriven'))
-local removed = delete_waiting(KEYS[2], prefix, chunk)
+local removed = delete_waiting(KEYS[2], prefix, chunk, how)
 for k = 2, 6 do
   if removed < chunk then
     removed = removed + delete_jobs(KEYS[k], prefix, redis.call('ZRANGE', KEYS[k], 0, chunk - removed - 1),
-      k <= 4)
+      k <= 4, k <= 4 and how or nil)
   end
 end
 local cancelled = queue_key(prefix, 'cancelled')
@@ -58,7 +64,7 @@ redis.call('DEL', base .. 'gring', base .. 'gdelay', base .. 'gpark', base .. 'g
   base .. 'gpuntil')
 if removed < chunk then
   redis.call('DEL', base .. 'gwaiting', KEYS[1])
-  return {removed, 1}
+  return {removed, 1, REMOVED.handed}
 end
 redis.call('DEL', KEYS[1])
-return {removed, 0}
+return {removed, 0, REMOVED.handed}
