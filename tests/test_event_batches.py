@@ -259,7 +259,7 @@ async def test_the_answer_lists_the_first_woken_jobs_above_its_bound_and_counts_
 async def test_a_server_killed_between_batches_leaves_the_rest_to_the_janitor_each_woken_once(
     server_factory: ServerFactory, procs: Procs, prefix: str, layout: str, request: pytest.FixtureRequest
 ) -> None:
-    """kill -9 after the first batch of a push of 1,200 waiters (the real batch of 500): another server's
+    """kill -9 after the first batch of a push of 1,200 waiters (the real batch of 100): another server's
     janitor wakes the rest, each once, and a repeat of the event id answers the whole push: 1,200 woken, the
     first 1,000 listed."""
     cluster = layout == "cluster"

@@ -67,9 +67,10 @@ REPLAY_BATCH = 100
 # Event keys whose indexes the janitor sweeps per tick.
 SWEEP_BATCH = 100
 # The most waiters one script call wakes (a push with more wakes them in batches: deliver_event.lua here,
-# services/long_pushes.py on one server): 500 wakes take about 10 ms of Valkey's time. And the most woken
-# jobs a push's answer lists (PushEventResponse.woken; woken_count counts them all).
-WAKE_BATCH = 500
+# services/long_pushes.py on one server): a wake costs Valkey about 35 µs, so a batch holds it 3 to 4 ms
+# (python -m bench.events_push). And the most woken jobs a push's answer lists (PushEventResponse.woken;
+# woken_count counts them all).
+WAKE_BATCH = 100
 ANSWER_LIMIT = 1000
 # Testing knob (qm serve --test-crash-point, as services/flows.py CRASH_POINTS): the process kills itself
 # with SIGKILL after a push's record, after its queues' shares and before the record is cleared, or after

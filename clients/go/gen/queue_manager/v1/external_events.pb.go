@@ -90,7 +90,7 @@ func (x *PushEventRequest) GetEventId() string {
 
 // PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
 // each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
-// server. A key with more than 500 waiters is woken 500 jobs per script call (so no call stalls Redis), the
+// server. A key with more than 100 waiters is woken 100 jobs per script call (so no call stalls Redis), the
 // answer again coming once all are woken; the jobs woken are those waiting when the push began.
 type PushEventResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`

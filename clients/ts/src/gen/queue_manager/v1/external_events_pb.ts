@@ -57,7 +57,7 @@ export const PushEventRequestSchema: GenMessage<PushEventRequest> = /*@__PURE__*
 /**
  * PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
  * each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
- * server. A key with more than 500 waiters is woken 500 jobs per script call (so no call stalls Redis), the
+ * server. A key with more than 100 waiters is woken 100 jobs per script call (so no call stalls Redis), the
  * answer again coming once all are woken; the jobs woken are those waiting when the push began.
  *
  * @generated from message queue_manager.v1.PushEventResponse
