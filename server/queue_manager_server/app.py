@@ -72,6 +72,7 @@ from queue_manager_server.services.dispatcher import Dispatcher
 from queue_manager_server.services.event_pushes import ClusterPushes
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.limits_interceptor import LimitsInterceptor
+from queue_manager_server.services.long_pushes import LongPushes
 from queue_manager_server.services.queue_service import QueueService
 from queue_manager_server.services.test_clock import TestClockService
 from queue_manager_server.services.worker_control import WorkerControl
@@ -194,7 +195,7 @@ class App:
         workflows.cancel_job = Control(engine).cancel_job  # cancel_workflow stops its steps' jobs
         flows = Flows(engine, workflows, s.max_payload_bytes, s.test_crash_point)
         engine.flow_hook = flows.hand_off
-        pushes = None
+        pushes: ClusterPushes | LongPushes = LongPushes(engine, s.test_crash_point)
         if isinstance(engine.store, ClusterStore):  # external events go through records there
             pushes = ClusterPushes(engine, s.test_crash_point)
 
@@ -204,7 +205,10 @@ class App:
         )
         self.workers.max_credits, self.workers.max_buffer = s.max_worker_credits, s.max_worker_buffer
         self.queue_service = QueueService(engine, s.max_payload_bytes, workflows)
-        self.queue_service.cluster_pushes = pushes
+        if isinstance(pushes, ClusterPushes):
+            self.queue_service.cluster_pushes = pushes
+        else:
+            self.queue_service.long_pushes = pushes
         self.queue_service.adds.listener = self.dispatcher  # adds through this server are claimed at once
         self.queue_service.max_bulk_bytes = s.max_bulk_bytes
         self.worker_control = WorkerControl(

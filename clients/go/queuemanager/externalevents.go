@@ -44,6 +44,11 @@ type PushedEvent struct {
 	PushedAt  time.Time
 	// Added are the jobs its event triggers added (one per trigger whose pattern matches its key).
 	Added []JobRef
+	// WokenCount is how many jobs the event woke: Woken lists them all up to the server's bound (1,000),
+	// the first ones past it.
+	WokenCount int
+	// WokenTruncated is set when Woken lists fewer jobs than WokenCount.
+	WokenTruncated bool
 }
 
 // PushEvent pushes an external event: every job waiting for key (Job.WaitForEvent) goes back to waiting at
@@ -62,7 +67,7 @@ func (c *Client) PushEvent(ctx context.Context, key string, data any, eventID st
 	}
 	return &PushedEvent{
 		Woken: refsOf(resp.GetWoken()), Duplicate: resp.GetDuplicate(), PushedAt: timeOf(resp.GetPushedAt()),
-		Added: refsOf(resp.GetAdded()),
+		Added: refsOf(resp.GetAdded()), WokenCount: int(resp.GetWokenCount()), WokenTruncated: resp.GetWokenTruncated(),
 	}, nil
 }
 

@@ -60,7 +60,8 @@ func TestWaitForEventParksTheJobUntilPushEvent(t *testing.T) {
 			parked.AttemptsMade, parked.Data, parked.EventWait)
 	}
 	pushed, err := c.PushEvent(ctx, key, map[string]int{"amount": 12}, queue+"-1")
-	if err != nil || len(pushed.Woken) != 1 || pushed.Woken[0].ID != job.ID || pushed.Duplicate {
+	if err != nil || len(pushed.Woken) != 1 || pushed.Woken[0].ID != job.ID || pushed.Duplicate ||
+		pushed.WokenCount != 1 || pushed.WokenTruncated {
 		t.Fatalf("want the job woken: %+v %v", pushed, err)
 	}
 	again, err := c.PushEvent(ctx, key, nil, queue+"-1")

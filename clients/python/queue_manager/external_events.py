@@ -33,17 +33,22 @@ class PushedEvent:
     """What `QueueManager.push_event` did.
 
     Attributes:
-        woken: The jobs the event woke (they waited for its key), now waiting to run.
+        woken: The jobs the event woke (they waited for its key), now waiting to run: all of them up to the
+            server's bound (1,000), the first ones past it.
         duplicate: True when its event id had been pushed in the last 24 hours: nothing changed, and
             ``woken`` and ``pushed_at`` are the first push's.
         pushed_at: When the server recorded the push.
         added: The jobs its event triggers added (one per trigger whose pattern matches its key).
+        woken_count: How many jobs the event woke, listed in ``woken`` or not.
+        woken_truncated: True when ``woken`` lists fewer than ``woken_count``.
     """
 
     woken: list[JobRef] = field(default_factory=list)
     duplicate: bool = False
     pushed_at: datetime | None = None
     added: list[JobRef] = field(default_factory=list)
+    woken_count: int = 0
+    woken_truncated: bool = False
 
 
 def event_key(value: str, what: str = "event key") -> str:
@@ -125,4 +130,6 @@ def pushed_from_proto(answer: _pb.PushEventResponse) -> PushedEvent:
         duplicate=answer.duplicate,
         pushed_at=timestamp_to_datetime(answer.pushed_at) if answer.HasField("pushed_at") else None,
         added=[JobRef(queue_name=r.queue_name, job_id=r.job_id) for r in answer.added],
+        woken_count=answer.woken_count,
+        woken_truncated=answer.woken_truncated,
     )

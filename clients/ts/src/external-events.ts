@@ -51,6 +51,10 @@ export interface PushedEvent {
   pushedAt: Date | undefined;
   /** The jobs its event triggers added (one per trigger whose pattern matches its key). */
   added: JobRef[];
+  /** How many jobs the event woke: `woken` lists them all up to the server's bound (1,000), the first past it. */
+  wokenCount: number;
+  /** True when `woken` lists fewer jobs than `wokenCount`. */
+  wokenTruncated: boolean;
 }
 
 /** Checks an event key or id: 1 to 256 characters, no control characters (a TypeError or RangeError). */
@@ -85,6 +89,8 @@ export function pushedFromProto(res: PushEventResponse): PushedEvent {
     duplicate: res.duplicate,
     pushedAt: fromTimestamp(res.pushedAt),
     added: res.added.map((r) => ({ queueName: r.queueName, jobId: r.jobId })),
+    wokenCount: res.wokenCount,
+    wokenTruncated: res.wokenTruncated,
   };
 }
 

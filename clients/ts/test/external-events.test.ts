@@ -71,6 +71,8 @@ describe("waitForEvent", () => {
 
       const pushed = await qm.pushEvent(key, { amount: 12 }, { eventId: `${name}-1` });
       assert.deepEqual(pushed.woken, [{ queueName: name, jobId: job.id }]);
+      assert.equal(pushed.wokenCount, 1);
+      assert.equal(pushed.wokenTruncated, false);
       assert.equal(pushed.duplicate, false);
       assert.deepEqual(pushed.added, []);
       const again = await qm.pushEvent(key, { amount: 99 }, { eventId: `${name}-1` });

@@ -15,6 +15,7 @@ from queue_manager_server.engine.records import Housekeeping
 from queue_manager_server.engine.redrive import DeadLetters
 from queue_manager_server.services.event_pushes import ClusterPushes
 from queue_manager_server.services.flows import Flows
+from queue_manager_server.services.long_pushes import LongPushes
 from queue_manager_server.services.workflows import Workflows
 
 
@@ -50,8 +51,8 @@ class Reaper(Component):
 
 class Janitor(Component):
     """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs,
-    redrives of dead-letter copies and (on a Cluster) pushes of external events, and resolves bulk streams
-    whose writer is gone (publishes committed ones, rolls back idle ones)."""
+    redrives of dead-letter copies and pushes of external events (on a Cluster, or in batches on one server),
+    and resolves bulk streams whose writer is gone (publishes committed ones, rolls back idle ones)."""
 
     name = "janitor"
 
@@ -62,7 +63,7 @@ class Janitor(Component):
         workflows: Workflows,
         interval: float,
         bulk_idle_ms: int,
-        event_pushes: ClusterPushes | None = None,
+        event_pushes: ClusterPushes | LongPushes | None = None,
     ) -> None:
         super().__init__(interval)
         self.engine = engine
@@ -84,6 +85,7 @@ class Janitor(Component):
             pushed = await self.event_pushes.replay()
             if pushed:
                 self.log.info("carried out event pushes left behind", extra={"pushes": pushed})
+        if isinstance(self.event_pushes, ClusterPushes):
             swept = await self.event_pushes.sweep_index()
             if swept:
                 self.log.info("dropped queues with no event waiters left", extra={"entries": swept})

@@ -20,6 +20,7 @@ from queue_manager_server.engine.keys import (
     event_push,
     event_pushes,
     event_triggers_version,
+    queue_event_push_waiters,
     queue_event_waiters,
 )
 from queue_manager_server.engine.records import NewJob
@@ -46,9 +47,12 @@ class PushRecord:
 @dataclass(slots=True)
 class Delivered:
     """What a push did in one queue (deliver_event.lua): whether the queue's waiters set of the key still
-    holds a job, the ids woken and the ids added."""
+    holds a job, whether the queue's share is done, how many it woke, and once done the ids woken (the first
+    of them past the answer's bound) and the ids added."""
 
     left: bool
+    done: bool
+    count: int
     woken: list[str]
     added: list[str]
 
@@ -65,13 +69,15 @@ class IndexedKey:
 
 @dataclass(slots=True)
 class FirstPush:
-    """The record of an event id pushed before: when, what it woke and added as (queue, job id), and the
-    push's id while that push is not carried out yet (then woken and added are empty)."""
+    """The record of an event id pushed before: when, what it woke and added as (queue, job id), the
+    push's id while that push is not carried out yet (then woken and added are empty), and how many jobs it
+    woke (more than `woken` lists past the answer's bound)."""
 
     pushed_ms: int
     woken: list[tuple[str, str]]
     added: list[tuple[str, str]]
     pending: str | None
+    woken_count: int
 
 
 def encode_adds(adds: Sequence[tuple[str, Sequence[NewJob]]]) -> str:
@@ -104,7 +110,9 @@ def _pairs(flat: object) -> list[tuple[str, str]]:
 def first_push(raw: bytes) -> FirstPush:
     """An event id's record (record_event.lua, event_done.lua), read."""
     a = json.loads(raw)
-    return FirstPush(int(a[0]), _pairs(a[1]), _pairs(a[2]), str(a[3]) if len(a) > 3 else None)
+    woken = _pairs(a[1])
+    count = int(a[4]) if len(a) > 4 else len(woken)
+    return FirstPush(int(a[0]), woken, _pairs(a[2]), str(a[3]) if len(a) > 3 and a[3] else None, count)
 
 
 class EventPushes:
@@ -170,11 +178,14 @@ class EventPushes:
             _decode_adds(f["adds"]),
         )
 
-    async def deliver_event(self, push: PushRecord, keep_ms: int) -> list[tuple[str, Delivered]]:
-        """Carries the push out in each queue it reaches (those the index listed, then the triggers'), one
-        script call per queue, all in one round trip."""
+    async def deliver_event(
+        self, push: PushRecord, queues: Sequence[str], keep_ms: int, batch: int, limit: int
+    ) -> list[tuple[str, Delivered]]:
+        """Carries the push out in each of `queues` (among those the index listed and the triggers'), one
+        script call per queue waking at most `batch` jobs and listing at most `limit`, all in one round
+        trip."""
         adds = dict(push.adds)
-        queues = list(dict.fromkeys([q for q, _ in push.indexed] + list(adds)))
+        p = self.engine.prefix
         pipe = self.engine.store.pipeline()
         for queue in queues:
             k = self.engine.keys(queue)
@@ -186,6 +197,8 @@ class EventPushes:
                 keep_ms,
                 k.job_prefix,
                 queue,
+                batch,
+                limit,
                 len(jobs),
             ]
             for job in jobs:
@@ -194,16 +207,17 @@ class EventPushes:
                 k.meta,
                 k.waiting,
                 k.delayed,
-                queue_event_waiters(self.engine.prefix, queue, push.key),
-                event_delivered(self.engine.prefix, queue, push.push_id),
+                queue_event_waiters(p, queue, push.key),
+                event_delivered(p, queue, push.push_id),
+                queue_event_push_waiters(p, queue, push.push_id),
             ]
             self.engine.scripts.call_in(pipe, "deliver_event", keys, args)
         replies = await self.engine.store.execute(pipe)
         out = []
         for queue, r in zip(queues, replies, strict=True):
-            woken = _i(r[1])
-            ids = [_s(v) for v in r[2:]]
-            out.append((queue, Delivered(_i(r[0]) == 1, ids[:woken], ids[woken:])))
+            listed = _i(r[3])
+            ids = [_s(v) for v in r[4:]]
+            out.append((queue, Delivered(_i(r[0]) == 1, _i(r[1]) == 1, _i(r[2]), ids[:listed], ids[listed:])))
         return out
 
     async def event_done(

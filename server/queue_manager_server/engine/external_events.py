@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from queue_manager_server.engine.engine import Engine, _i, _s
 from queue_manager_server.engine.keys import (
+    event_push,
+    event_push_waiters,
     event_pushed,
+    event_pushes,
     event_triggers_version,
     event_waiters,
     queue_event_waiters,
@@ -38,12 +41,30 @@ class EventParked:
 @dataclass(slots=True)
 class Pushed:
     """What a push did: whether its event id had been pushed already (then the rest is the first push's),
-    when it was recorded (Redis ms), the jobs it woke and those its triggers added, as (queue, job id)."""
+    when it was recorded (Redis ms), the jobs it woke and those its triggers added, as (queue, job id), and
+    how many it woke (more than `woken` lists past the answer's bound)."""
 
     duplicate: bool
     pushed_ms: int
     woken: list[tuple[str, str]] = field(default_factory=list)
     added: list[tuple[str, str]] = field(default_factory=list)
+    woken_count: int = 0
+
+
+@dataclass(slots=True)
+class Batched:
+    """A push with too many waiters for one step (push_event.lua): its id, to wake them in batches
+    (wake_event_batch), and whether it is an earlier push of the same event id."""
+
+    push_id: str
+    duplicate: bool
+
+
+def _pushed(duplicate: bool, r: list[object]) -> Pushed:
+    """A finished push's answer: {code, pushed ms, listed W, woken, W pairs woken, the added pairs}."""
+    refs = [(_s(r[i]), _s(r[i + 1])) for i in range(4, len(r), 2)]
+    listed = _i(r[2])
+    return Pushed(duplicate, _i(r[1]), refs[:listed], refs[listed:], _i(r[3]))
 
 
 class ExternalEvents:
@@ -113,13 +134,33 @@ class ExternalEvents:
         keep_ms: int,
         version: str,
         adds: Sequence[tuple[str, Sequence[NewJob]]],
-    ) -> Pushed | None:
+        push_id: str,
+        batch: int,
+    ) -> Pushed | Batched | None:
         """Pushes an event of `key` (`event`: the encoded ExternalEvent without its time) and adds the jobs of
         the triggers that match it, `adds` by queue, planned on the triggers at `version`; with `event_id`, a
-        repeat within `keep_ms` of its first push changes nothing. Returns None, having written nothing,
-        when the triggers changed since `version` was read."""
-        keys = [event_waiters(self.engine.prefix, key), event_triggers_version(self.engine.prefix)]
-        args: list[str | bytes | int] = [self.engine.channel, key, event, keep_ms, version, len(adds)]
+        repeat within `keep_ms` of its first push changes nothing. With more than `batch` waiters the wake is
+        left to wake_event_batch under `push_id` (Batched). Returns None, having written nothing, when the
+        triggers changed since `version` was read."""
+        p = self.engine.prefix
+        keys = [
+            event_waiters(p, key),
+            event_triggers_version(p),
+            event_push_waiters(p, push_id),
+            event_pushes(p),
+            event_push(p, push_id),
+        ]
+        args: list[str | bytes | int] = [
+            self.engine.channel,
+            key,
+            event,
+            keep_ms,
+            version,
+            len(adds),
+            push_id,
+            batch,
+            event_id,
+        ]
         for queue, jobs in adds:
             k = self.engine.keys(queue)
             keys += [k.meta, k.waiting, k.delayed]
@@ -127,10 +168,27 @@ class ExternalEvents:
             for job in jobs:
                 args += job.argv()
         if event_id:
-            keys.append(event_pushed(self.engine.prefix, event_id))
+            keys.append(event_pushed(p, event_id))
         r = await self.engine.scripts.run("push_event", keys, args)
-        if _i(r[0]) < 0:
+        code = _i(r[0])
+        if code < 0:
             return None
-        refs = [(_s(r[i]), _s(r[i + 1])) for i in range(3, len(r), 2)]
-        woken = _i(r[2])
-        return Pushed(_i(r[0]) == 1, _i(r[1]), refs[:woken], refs[woken:])
+        if code == 2:
+            return Batched(_s(r[1]), _i(r[2]) == 1)
+        return _pushed(code == 1, r)
+
+    async def wake_event_batch(
+        self, push_id: str, event_id: str, batch: int, limit: int, keep_ms: int
+    ) -> tuple[bool, Pushed | None]:
+        """Wakes up to `batch` more of the jobs a push carried out in batches found waiting. Returns whether
+        the push is done, and then its answer (listing up to `limit` woken jobs), or None when no such push
+        is recorded (its record, kept `keep_ms` after it finished, is gone)."""
+        p = self.engine.prefix
+        keys = [event_push_waiters(p, push_id), event_pushes(p), event_push(p, push_id)]
+        if event_id:
+            keys.append(event_pushed(p, event_id))
+        r = await self.engine.scripts.run(
+            "wake_event_batch", keys, [self.engine.channel, push_id, batch, limit, keep_ms]
+        )
+        code = _i(r[0])
+        return code != 0, _pushed(False, r) if code == 1 else None

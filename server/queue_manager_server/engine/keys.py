@@ -318,9 +318,22 @@ def queue_event_waiters(prefix: str, queue: str, key: str) -> str:
     return f"{QueueKeys(prefix, queue).base}:event-waiters:{key}"
 
 
+def event_push_waiters(prefix: str, push_id: str) -> str:
+    """set: on one Redis server, the waiters set of a push's key as the push found it, when it held more
+    than a batch (push_event.lua renames it so): wake_event_batch.lua pops it a batch at a time."""
+    return f"{prefix}:event-push-waiters:{push_id}"
+
+
+def queue_event_push_waiters(prefix: str, queue: str, push_id: str) -> str:
+    """set: on a Cluster, the queue's waiters set of a push's key as the push's first call in the queue
+    found it (deliver_event.lua renames it so and pops it a batch per call)."""
+    return f"{QueueKeys(prefix, queue).base}:event-push-waiters:{push_id}"
+
+
 def event_delivered(prefix: str, queue: str, push_id: str) -> str:
-    """string: on a Cluster, what a push did in the queue (JSON: the ids woken, the ids added), so carrying
-    its share out again does nothing twice (deliver_event.lua); kept for EVENT_ID_WINDOW_MS."""
+    """string: on a Cluster, what a push did in the queue so far (JSON: the ids woken, the ids added, the
+    cut, how many woken, whether done: deliver_event.lua), so carrying its share out again does nothing
+    twice; kept for EVENT_ID_WINDOW_MS."""
     return f"{QueueKeys(prefix, queue).base}:event-push:{push_id}"
 
 
@@ -340,12 +353,15 @@ def event_indexed_keys(prefix: str) -> str:
 
 def event_pushes(prefix: str) -> str:
     """zset: on a Cluster, push id -> time (ms) recorded, of the pushes not carried out to every queue yet
-    (record_event.lua adds, event_done.lua clears, the janitor carries out those a lost server left)."""
+    (record_event.lua adds, event_done.lua clears, the janitor carries out those a lost server left). On one
+    server, those of the pushes carried out in batches -> the time of their last batch (push_event.lua,
+    wake_event_batch.lua)."""
     return f"{prefix}:{{event-triggers}}:pushes"
 
 
 def event_push(prefix: str, push_id: str) -> str:
-    """hash: on a Cluster, the record of a push not carried out yet (record_event.lua lists its fields)."""
+    """hash: on a Cluster, the record of a push not carried out yet (record_event.lua lists its fields); on
+    one server, of a push carried out in batches (push_event.lua), kept a while as its answer once done."""
     return f"{prefix}:{{event-triggers}}:push:{push_id}"
 
 
@@ -356,8 +372,9 @@ def cluster_event_pushed(prefix: str, event_id: str) -> str:
 
 
 def event_pushed(prefix: str, event_id: str) -> str:
-    """string: the answer of the first PushEvent of an event id (JSON: pushed ms, then queue and job id of
-    each job it woke), kept for EVENT_ID_WINDOW_MS (services/external_events.py): a repeat is a no-op."""
+    """string: the answer of the first PushEvent of an event id (JSON, push_event.lua lists it: pushed ms,
+    the jobs woken and added, a push id while it wakes in batches, how many woken), kept for
+    EVENT_ID_WINDOW_MS (services/external_events.py): a repeat is a no-op."""
     return f"{prefix}:event-id:{event_id}"
 
 

@@ -166,6 +166,7 @@ class Scripts:
         # external events (engine/external_events.py)
         "event_wait",
         "push_event",
+        "wake_event_batch",
         "upsert_event_trigger",
         "delete_event_trigger",
         # external events on a Redis Cluster (engine/event_pushes.py)

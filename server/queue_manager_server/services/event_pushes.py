@@ -13,12 +13,14 @@ record reads, and the push's share in that queue (below), which runs after the r
 A push. record_event.lua deduplicates its event id (24 h, as on one server), checks the triggers' version,
 reads the key's index and writes the push's record: the queues it listed and the triggers' jobs by queue,
 planned here before. Then deliver_event.lua runs in each of those queues (one round trip for all): it wakes
-the queue's jobs parked for the key and adds the triggers' jobs, and leaves a mark holding what it did, so a
-second run changes nothing and answers the same. Last, event_done.lua clears the record and writes the whole
-answer into the event id's record. A server lost between the steps leaves the record: the janitor of any
-server carries out records older than REPLAY_AFTER_MS the same way, so every waiter is woken once and every
-trigger job added once. A repeat of an event id whose push is not carried out yet carries it out itself, so
-it answers what the first push did, as on one server.
+the queue's jobs parked for the key, WAKE_BATCH at most per call (the first call moves the queue's waiters set
+to the push's snapshot, so a wait parked after it is not this push's: includes/event_push.lua), adds the
+triggers' jobs, and leaves a mark holding what it did so far; queues with waiters left get another round trip
+until none has, and a call after a queue's share is done changes nothing and answers the same. Last,
+event_done.lua clears the record and writes the whole answer into the event id's record. A server lost between
+the steps leaves the record: the janitor of any server carries out records older than REPLAY_AFTER_MS the same
+way, so every waiter is woken once and every trigger job added once. A repeat of an event id whose push is not
+carried out yet carries it out itself, so it answers what the first push did, as on one server.
 
 The index shrinks too: a queue that a push found with no waiter left leaves it (event_done.lua), unless it
 was indexed again since the push read it, or less than INDEX_GRACE_MS before the push; the janitor applies
@@ -39,7 +41,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from queue_manager_server.engine import Engine
-from queue_manager_server.engine.event_pushes import EventPushes, FirstPush, PushRecord
+from queue_manager_server.engine.event_pushes import Delivered, EventPushes, FirstPush, PushRecord
 from queue_manager_server.engine.external_events import STALE_INDEX, EventParked, ExternalEvents, Pushed
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import Unavailable
@@ -64,9 +66,16 @@ REPLAY_AFTER_MS = 2_000
 REPLAY_BATCH = 100
 # Event keys whose indexes the janitor sweeps per tick.
 SWEEP_BATCH = 100
+# The most waiters one script call wakes (a push with more wakes them in batches: deliver_event.lua here,
+# services/long_pushes.py on one server): a wake costs Valkey about 35 µs, so a batch holds it 3 to 4 ms
+# (python -m bench.events_push). And the most woken jobs a push's answer lists (PushEventResponse.woken;
+# woken_count counts them all).
+WAKE_BATCH = 100
+ANSWER_LIMIT = 1000
 # Testing knob (qm serve --test-crash-point, as services/flows.py CRASH_POINTS): the process kills itself
-# with SIGKILL after a push's record, or after its queues' shares and before the record is cleared.
-CRASH_POINTS = ("after-event-record", "after-event-delivery")
+# with SIGKILL after a push's record, after its queues' shares and before the record is cleared, or after
+# the first batch of a push carried out in batches (here or on one server).
+CRASH_POINTS = ("after-event-record", "after-event-delivery", "between-event-batches")
 
 # The triggers' version and the jobs they add for the push, by queue; True asks to read the triggers again.
 Plan = Callable[[bool], Awaitable[tuple[str, Sequence[tuple[str, Sequence[NewJob]]]]]]
@@ -120,28 +129,41 @@ class ClusterPushes:
                 push_id, key, event, event_id, EVENT_ID_WINDOW_MS, version, adds
             )
             if isinstance(got, PushRecord):
-                self._maybe_crash("after-event-record")
+                maybe_crash(self.crash_point, "after-event-record")
                 return await self.carry_out(got)
             if isinstance(got, FirstPush):
                 if got.pending is None:
-                    return Pushed(True, got.pushed_ms, got.woken, got.added)
+                    return Pushed(True, got.pushed_ms, got.woken, got.added, got.woken_count)
                 first = await self.pushes.push_record(got.pending)
                 if first is not None:
                     done = await self.carry_out(first)
-                    return Pushed(True, done.pushed_ms, done.woken, done.added)
+                    done.duplicate = True
+                    return done
                 # Carried out meanwhile: the event id's record now holds its whole answer.
         return None
 
     async def carry_out(self, push: PushRecord) -> Pushed:
-        """Carries a recorded push out in each queue it reaches and clears its record; what it did."""
-        delivered = dict(await self.pushes.deliver_event(push, EVENT_ID_WINDOW_MS))
-        self._maybe_crash("after-event-delivery")
-        woken = [(q, job_id) for q, _ in push.indexed for job_id in delivered[q].woken]
+        """Carries a recorded push out in each queue it reaches, a batch of waiters per queue and round trip
+        (deliver_event.lua), and clears its record; what it did."""
+        queues = list(dict.fromkeys([q for q, _ in push.indexed] + [q for q, _ in push.adds]))
+        delivered: dict[str, Delivered] = {}
+        while len(delivered) < len(queues):
+            pending = [q for q in queues if q not in delivered]
+            for queue, share in await self.pushes.deliver_event(
+                push, pending, EVENT_ID_WINDOW_MS, WAKE_BATCH, ANSWER_LIMIT
+            ):
+                if share.done:
+                    delivered[queue] = share
+            if len(delivered) < len(queues):
+                maybe_crash(self.crash_point, "between-event-batches")
+        maybe_crash(self.crash_point, "after-event-delivery")
+        woken = [(q, job_id) for q, _ in push.indexed for job_id in delivered[q].woken][:ANSWER_LIMIT]
         added = [(q, job_id) for q, _ in push.adds for job_id in delivered[q].added]
-        answer = json.dumps([push.at_ms, _flat(woken), _flat(added)])
+        count = sum(delivered[q].count for q, _ in push.indexed)
+        answer = json.dumps([push.at_ms, _flat(woken), _flat(added), "", count])
         emptied = [(q, at) for q, at in push.indexed if not delivered[q].left]
         await self.pushes.event_done(push, answer, INDEX_GRACE_MS, emptied)
-        return Pushed(False, push.at_ms, woken, added)
+        return Pushed(False, push.at_ms, woken, added, count)
 
     async def replay(self) -> int:
         """Carries out the pushes a lost server left recorded (the janitor's call); returns how many."""
@@ -167,10 +189,12 @@ class ClusterPushes:
         empty = [[(queue, at) for queue, at in k.entries if not next(left)] for k in due]
         return await self.pushes.event_index_sweep(read_at, INDEX_GRACE_MS, due, empty)
 
-    def _maybe_crash(self, point: str) -> None:
-        if self.crash_point == point:
-            log.critical("test crash point reached: killing this process", extra={"point": point})
-            os.kill(os.getpid(), signal.SIGKILL)
+
+def maybe_crash(crash_point: str, point: str) -> None:
+    """Kills this process at the test crash point `point` when it is the one set (CRASH_POINTS)."""
+    if crash_point == point:
+        log.critical("test crash point reached: killing this process", extra={"point": point})
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _flat(refs: Sequence[tuple[str, str]]) -> list[str]:

@@ -2,11 +2,13 @@
 as a durable sleep parks it, and a push wakes every job waiting for its key and adds the jobs of the event
 triggers its key matches (services/event_triggers.py).
 
-On one Redis server each call is one script (lua/event_wait.lua, lua/push_event.lua), so a wait and a push
-never miss each other and a lost server leaves nothing half done: a WaitForEvent whose answer was lost either
-parked the job, or left it active under a lease that runs out, after which it runs again (a redelivery) and
-waits anew. On a Redis Cluster a push reaches jobs of any queue, which one script cannot: it is recorded in
-one step and carried out queue by queue in another, replayed by the janitor after a crash
+On one Redis server a wait is one script (lua/event_wait.lua) and so is a push of a key with at most a batch
+of waiters (lua/push_event.lua), so a wait and a push never miss each other and a lost server leaves nothing
+half done: a WaitForEvent whose answer was lost either parked the job, or left it active under a lease that
+runs out, after which it runs again (a redelivery) and waits anew. A push of a key with more waiters wakes
+them in batches from a snapshot taken in its first step, the janitor going on after a lost server
+(services/long_pushes.py). On a Redis Cluster a push reaches jobs of any queue, which one script cannot: it is
+recorded in one step and carried out queue by queue in another, replayed by the janitor after a crash
 (services/event_pushes.py), and a wait indexes its queue before it parks the job.
 """
 
@@ -21,11 +23,12 @@ from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, event_trigger_convert, validate
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine.event_triggers import EventTriggers
-from queue_manager_server.engine.external_events import CANCELLED, ExternalEvents, Pushed
+from queue_manager_server.engine.external_events import CANCELLED, ExternalEvents
 from queue_manager_server.engine.records import NewJob
 from queue_manager_server.errors import InvalidArgument, Unavailable
 from queue_manager_server.services.errors import unary
-from queue_manager_server.services.event_pushes import EVENT_ID_WINDOW_MS, PLAN_ATTEMPTS, ClusterPushes, Plan
+from queue_manager_server.services.event_pushes import ClusterPushes
+from queue_manager_server.services.long_pushes import LongPushes
 
 # Keys one WaitForEvent may wait for: enough for "approved, rejected or withdrawn"; a wider fan-in is an
 # event key shared by the pushers.
@@ -54,6 +57,8 @@ class ExternalEventHandlers:
     max_payload: int
     # On a Redis Cluster (set by the app): pushes recorded, then carried out queue by queue.
     cluster_pushes: ClusterPushes | None = None
+    # On one Redis server (set by the app): pushes in one step, or in batches for a key with many waiters.
+    long_pushes: LongPushes
     lease_ended: Callable[[str, str, str], None] | None
 
     @unary
@@ -74,7 +79,7 @@ class ExternalEventHandlers:
         if self.cluster_pushes is not None:
             pushed = await self.cluster_pushes.push_event(key, event.SerializeToString(), event_id, plan)
         else:
-            pushed = await self._push_event(key, event.SerializeToString(), event_id, plan)
+            pushed = await self.long_pushes.push_event(key, event.SerializeToString(), event_id, plan)
         if pushed is None:
             raise Unavailable("the event triggers kept changing while the event was pushed; push it again")
         return pb.PushEventResponse(
@@ -82,6 +87,8 @@ class ExternalEventHandlers:
             added=[types_pb2.JobRef(queue_name=q, job_id=j) for q, j in pushed.added],
             duplicate=pushed.duplicate,
             pushed_at=convert.ms_timestamp(pushed.pushed_ms),
+            woken_count=pushed.woken_count,
+            woken_truncated=pushed.woken_count > len(pushed.woken),
         )
 
     @unary
@@ -112,20 +119,3 @@ class ExternalEventHandlers:
         if parked.until_ms is not None:
             out.until.CopyFrom(convert.ms_timestamp(parked.until_ms))
         return out
-
-    async def _push_event(
-        self,
-        key: str,
-        event: bytes,
-        event_id: str,
-        plan: Plan,
-    ) -> Pushed | None:
-        """A push on one Redis server: one script call, planned again when the triggers changed since."""
-        for attempt in range(PLAN_ATTEMPTS):
-            version, adds = await plan(attempt > 0)
-            pushed = await self.external_events.push_event(
-                key, event, event_id, EVENT_ID_WINDOW_MS, version, adds
-            )
-            if pushed is not None:
-                return pushed
-        return None

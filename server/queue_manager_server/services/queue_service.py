@@ -28,6 +28,7 @@ from queue_manager_server.services.groups import GroupHandlers
 from queue_manager_server.services.job_control import JobControlHandlers
 from queue_manager_server.services.job_events import EventWatchers, JobEventHandlers
 from queue_manager_server.services.jobs import JobHandlers
+from queue_manager_server.services.long_pushes import LongPushes
 from queue_manager_server.services.metrics import MetricsHandlers, WatchSource
 from queue_manager_server.services.pull import PullHandlers, PullWaiters
 from queue_manager_server.services.queues import QueueAdmin
@@ -68,6 +69,7 @@ class QueueService(
         self.control = JobControl(engine)
         self.children = Children(engine)
         self.external_events = ExternalEvents(engine)
+        self.long_pushes = LongPushes(engine)  # app.py replaces it to pass the test crash point
         self.event_triggers = EventTriggers(engine)
         self.groups = Groups(engine)
         self.dead_letters = DeadLetters(engine)

@@ -28,7 +28,7 @@ from queue_manager.v1 import jobs_pb2 as queue__manager_dot_v1_dot_jobs__pb2
 from queue_manager.v1 import types_pb2 as queue__manager_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&queue_manager/v1/external_events.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1cqueue_manager/v1/types.proto\"Z\n\x10PushEventRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\"\xa7\x01\n\x11PushEventResponse\x12\'\n\x05woken\x18\x01 \x03(\x0b\x32\x18.queue_manager.v1.JobRef\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12-\n\tpushed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x61\x64\x64\x65\x64\x18\x04 \x03(\x0b\x32\x18.queue_manager.v1.JobRef\"\xb1\x01\n\x13WaitForEventRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12\x0c\n\x04keys\x18\x04 \x03(\t\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x19.queue_manager.v1.Payload\"T\n\x14WaitForEventResponse\x12)\n\x05until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcancelled\x18\x02 \x01(\x08\"\xcc\x01\n\x0c\x45ventTrigger\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bkey_pattern\x18\x02 \x01(\t\x12\x12\n\nqueue_name\x18\x03 \x01(\t\x12%\n\x03job\x18\x04 \x01(\x0b\x32\x18.queue_manager.v1.NewJob\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x19UpsertEventTriggerRequest\x12/\n\x07trigger\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.EventTrigger\"^\n\x1aUpsertEventTriggerResponse\x12/\n\x07trigger\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.EventTrigger\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\".\n\x18ListEventTriggersRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"M\n\x19ListEventTriggersResponse\x12\x30\n\x08triggers\x18\x01 \x03(\x0b\x32\x1e.queue_manager.v1.EventTrigger\"/\n\x19\x44\x65leteEventTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\"M\n\x1a\x44\x65leteEventTriggerResponse\x12/\n\x07trigger\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.EventTriggerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&queue_manager/v1/external_events.proto\x12\x10queue_manager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bqueue_manager/v1/jobs.proto\x1a\x1cqueue_manager/v1/types.proto\"Z\n\x10PushEventRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x19.queue_manager.v1.Payload\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\"\xd5\x01\n\x11PushEventResponse\x12\'\n\x05woken\x18\x01 \x03(\x0b\x32\x18.queue_manager.v1.JobRef\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12-\n\tpushed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x61\x64\x64\x65\x64\x18\x04 \x03(\x0b\x32\x18.queue_manager.v1.JobRef\x12\x13\n\x0bwoken_count\x18\x05 \x01(\r\x12\x17\n\x0fwoken_truncated\x18\x06 \x01(\x08\"\xb1\x01\n\x13WaitForEventRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12\x0c\n\x04keys\x18\x04 \x03(\t\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x19.queue_manager.v1.Payload\"T\n\x14WaitForEventResponse\x12)\n\x05until\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcancelled\x18\x02 \x01(\x08\"\xcc\x01\n\x0c\x45ventTrigger\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bkey_pattern\x18\x02 \x01(\t\x12\x12\n\nqueue_name\x18\x03 \x01(\t\x12%\n\x03job\x18\x04 \x01(\x0b\x32\x18.queue_manager.v1.NewJob\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x19UpsertEventTriggerRequest\x12/\n\x07trigger\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.EventTrigger\"^\n\x1aUpsertEventTriggerResponse\x12/\n\x07trigger\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.EventTrigger\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\".\n\x18ListEventTriggersRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"M\n\x19ListEventTriggersResponse\x12\x30\n\x08triggers\x18\x01 \x03(\x0b\x32\x1e.queue_manager.v1.EventTrigger\"/\n\x19\x44\x65leteEventTriggerRequest\x12\x12\n\ntrigger_id\x18\x01 \x01(\t\"M\n\x1a\x44\x65leteEventTriggerResponse\x12/\n\x07trigger\x18\x01 \x01(\x0b\x32\x1e.queue_manager.v1.EventTriggerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHEVENTREQUEST']._serialized_start=184
   _globals['_PUSHEVENTREQUEST']._serialized_end=274
   _globals['_PUSHEVENTRESPONSE']._serialized_start=277
-  _globals['_PUSHEVENTRESPONSE']._serialized_end=444
-  _globals['_WAITFOREVENTREQUEST']._serialized_start=447
-  _globals['_WAITFOREVENTREQUEST']._serialized_end=624
-  _globals['_WAITFOREVENTRESPONSE']._serialized_start=626
-  _globals['_WAITFOREVENTRESPONSE']._serialized_end=710
-  _globals['_EVENTTRIGGER']._serialized_start=713
-  _globals['_EVENTTRIGGER']._serialized_end=917
-  _globals['_UPSERTEVENTTRIGGERREQUEST']._serialized_start=919
-  _globals['_UPSERTEVENTTRIGGERREQUEST']._serialized_end=995
-  _globals['_UPSERTEVENTTRIGGERRESPONSE']._serialized_start=997
-  _globals['_UPSERTEVENTTRIGGERRESPONSE']._serialized_end=1091
-  _globals['_LISTEVENTTRIGGERSREQUEST']._serialized_start=1093
-  _globals['_LISTEVENTTRIGGERSREQUEST']._serialized_end=1139
-  _globals['_LISTEVENTTRIGGERSRESPONSE']._serialized_start=1141
-  _globals['_LISTEVENTTRIGGERSRESPONSE']._serialized_end=1218
-  _globals['_DELETEEVENTTRIGGERREQUEST']._serialized_start=1220
-  _globals['_DELETEEVENTTRIGGERREQUEST']._serialized_end=1267
-  _globals['_DELETEEVENTTRIGGERRESPONSE']._serialized_start=1269
-  _globals['_DELETEEVENTTRIGGERRESPONSE']._serialized_end=1346
+  _globals['_PUSHEVENTRESPONSE']._serialized_end=490
+  _globals['_WAITFOREVENTREQUEST']._serialized_start=493
+  _globals['_WAITFOREVENTREQUEST']._serialized_end=670
+  _globals['_WAITFOREVENTRESPONSE']._serialized_start=672
+  _globals['_WAITFOREVENTRESPONSE']._serialized_end=756
+  _globals['_EVENTTRIGGER']._serialized_start=759
+  _globals['_EVENTTRIGGER']._serialized_end=963
+  _globals['_UPSERTEVENTTRIGGERREQUEST']._serialized_start=965
+  _globals['_UPSERTEVENTTRIGGERREQUEST']._serialized_end=1041
+  _globals['_UPSERTEVENTTRIGGERRESPONSE']._serialized_start=1043
+  _globals['_UPSERTEVENTTRIGGERRESPONSE']._serialized_end=1137
+  _globals['_LISTEVENTTRIGGERSREQUEST']._serialized_start=1139
+  _globals['_LISTEVENTTRIGGERSREQUEST']._serialized_end=1185
+  _globals['_LISTEVENTTRIGGERSRESPONSE']._serialized_start=1187
+  _globals['_LISTEVENTTRIGGERSRESPONSE']._serialized_end=1264
+  _globals['_DELETEEVENTTRIGGERREQUEST']._serialized_start=1266
+  _globals['_DELETEEVENTTRIGGERREQUEST']._serialized_end=1313
+  _globals['_DELETEEVENTTRIGGERRESPONSE']._serialized_start=1315
+  _globals['_DELETEEVENTTRIGGERRESPONSE']._serialized_end=1392
 # @@protoc_insertion_point(module_scope)

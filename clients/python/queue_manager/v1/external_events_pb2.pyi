@@ -60,7 +60,8 @@ Global___PushEventRequest: _TypeAlias = PushEventRequest  # noqa: Y015
 class PushEventResponse(_message.Message):
     """PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
     each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
-    server.
+    server. A key with more than 100 waiters is woken 100 jobs per script call (so no call stalls Redis), the
+    answer again coming once all are woken; the jobs woken are those waiting when the push began.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -69,13 +70,21 @@ class PushEventResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     PUSHED_AT_FIELD_NUMBER: _builtins.int
     ADDED_FIELD_NUMBER: _builtins.int
+    WOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    WOKEN_TRUNCATED_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the event_id had been pushed already: this push changed nothing, and woken is the first
     push's.
     """
+    woken_count: _builtins.int
+    """How many jobs the event woke, listed in woken or not."""
+    woken_truncated: _builtins.bool
+    """True when woken lists fewer jobs than woken_count (more than 1,000 were woken)."""
     @_builtins.property
     def woken(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.JobRef]:
-        """The jobs the event woke (they were waiting for its key), each now waiting to run."""
+        """The jobs the event woke (they were waiting for its key), each now waiting to run: all of them up to
+        1,000, the first 1,000 woken past that (woken_truncated says so, woken_count counts them all).
+        """
 
     @_builtins.property
     def pushed_at(self) -> _timestamp_pb2.Timestamp:
@@ -94,10 +103,12 @@ class PushEventResponse(_message.Message):
         duplicate: _builtins.bool = ...,
         pushed_at: _timestamp_pb2.Timestamp | None = ...,
         added: _abc.Iterable[_types_pb2.JobRef] | None = ...,
+        woken_count: _builtins.int = ...,
+        woken_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pushed_at", b"pushed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "duplicate", b"duplicate", "pushed_at", b"pushed_at", "woken", b"woken"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "duplicate", b"duplicate", "pushed_at", b"pushed_at", "woken", b"woken", "woken_count", b"woken_count", "woken_truncated", b"woken_truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -48,6 +48,7 @@ else
   end
   local tail = pb_bytes(PB_JOB_EVENT_WAIT, wait)
   redis.call('HSET', jkey, 'st', 'delayed', 'ewk', table.concat(ARGV, '\n', 12), 'ewp', score,
+    'ewt', string.format('%d', now_us()),
     'par', par_base(f[9], f[10]) .. tail, 'evl', #tail, 'p', NOT_PLAIN)
   if indexed >= 0 then redis.call('HSET', jkey, 'ewq', 1) end
   if timeout >= 0 then redis.call('HSET', jkey, 'run', score) else redis.call('HDEL', jkey, 'run') end

@@ -90,10 +90,12 @@ func (x *PushEventRequest) GetEventId() string {
 
 // PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
 // each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
-// server.
+// server. A key with more than 100 waiters is woken 100 jobs per script call (so no call stalls Redis), the
+// answer again coming once all are woken; the jobs woken are those waiting when the push began.
 type PushEventResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The jobs the event woke (they were waiting for its key), each now waiting to run.
+	// The jobs the event woke (they were waiting for its key), each now waiting to run: all of them up to
+	// 1,000, the first 1,000 woken past that (woken_truncated says so, woken_count counts them all).
 	Woken []*JobRef `protobuf:"bytes,1,rep,name=woken,proto3" json:"woken,omitempty"`
 	// True when the event_id had been pushed already: this push changed nothing, and woken is the first
 	// push's.
@@ -102,9 +104,13 @@ type PushEventResponse struct {
 	PushedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=pushed_at,json=pushedAt,proto3" json:"pushed_at,omitempty"`
 	// The jobs the event triggers added (one per matching EventTrigger), in the same step as the wake (on a
 	// Cluster, in the same step as the wake of the job's queue).
-	Added         []*JobRef `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Added []*JobRef `protobuf:"bytes,4,rep,name=added,proto3" json:"added,omitempty"`
+	// How many jobs the event woke, listed in woken or not.
+	WokenCount uint32 `protobuf:"varint,5,opt,name=woken_count,json=wokenCount,proto3" json:"woken_count,omitempty"`
+	// True when woken lists fewer jobs than woken_count (more than 1,000 were woken).
+	WokenTruncated bool `protobuf:"varint,6,opt,name=woken_truncated,json=wokenTruncated,proto3" json:"woken_truncated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PushEventResponse) Reset() {
@@ -163,6 +169,20 @@ func (x *PushEventResponse) GetAdded() []*JobRef {
 		return x.Added
 	}
 	return nil
+}
+
+func (x *PushEventResponse) GetWokenCount() uint32 {
+	if x != nil {
+		return x.WokenCount
+	}
+	return 0
+}
+
+func (x *PushEventResponse) GetWokenTruncated() bool {
+	if x != nil {
+		return x.WokenTruncated
+	}
+	return false
 }
 
 // WaitForEventRequest ends a running job's run and parks the job until an external event of its keys.
@@ -701,12 +721,15 @@ const file_queue_manager_v1_external_events_proto_rawDesc = "" +
 	"\x10PushEventRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x04data\x18\x02 \x01(\v2\x19.queue_manager.v1.PayloadR\x04data\x12\x19\n" +
-	"\bevent_id\x18\x03 \x01(\tR\aeventId\"\xca\x01\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\"\x94\x02\n" +
 	"\x11PushEventResponse\x12.\n" +
 	"\x05woken\x18\x01 \x03(\v2\x18.queue_manager.v1.JobRefR\x05woken\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x127\n" +
 	"\tpushed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bpushedAt\x12.\n" +
-	"\x05added\x18\x04 \x03(\v2\x18.queue_manager.v1.JobRefR\x05added\"\xe4\x01\n" +
+	"\x05added\x18\x04 \x03(\v2\x18.queue_manager.v1.JobRefR\x05added\x12\x1f\n" +
+	"\vwoken_count\x18\x05 \x01(\rR\n" +
+	"wokenCount\x12'\n" +
+	"\x0fwoken_truncated\x18\x06 \x01(\bR\x0ewokenTruncated\"\xe4\x01\n" +
 	"\x13WaitForEventRequest\x12\x1d\n" +
 	"\n" +
 	"queue_name\x18\x01 \x01(\tR\tqueueName\x12\x15\n" +

@@ -4,11 +4,13 @@
 -- A job waiting for an event is parked in delayed, scored with its timeout's deadline (the promoter runs it
 -- again then, with no event) or, with no timeout, EVENT_PARKED (no promotion ever falls due; listings show it
 -- last among the delayed jobs, before the jobs parked for their children). Its hash holds 'ewk' (the keys it
--- waits for, joined by newlines) and 'ewp' (the score it was parked with: only a job still at that score is
--- woken, so one an operator promoted or rescheduled meanwhile runs on its own terms), and its job key is a
--- member of each key's waiters set (common.lua event_wait_drop names them). A member whose job is no longer
--- parked for that key (it timed out, ran, was promoted) is dropped by the next push of the key; the set of a
--- key whose waits all have timeouts expires an hour after the last of them.
+-- waits for, joined by newlines), 'ewp' (the score it was parked with: only a job still at that score is
+-- woken, so one an operator promoted or rescheduled meanwhile runs on its own terms) and 'ewt' (when it was
+-- parked, in microseconds: a push carried out in batches wakes only the waits parked before its cut,
+-- includes/event_push.lua), and its job key is a member of each key's waiters set (common.lua
+-- event_wait_drop names them). A member whose job is no longer parked for that key (it timed out, ran, was
+-- promoted) is dropped by the next push of the key; the set of a key whose waits all have timeouts expires an
+-- hour after the last of them.
 --
 -- What the job's runs see travels in 'par', which every claim and GetJob merge into the Job (encoded Jobs
 -- concatenate): the wait appends a Job holding event_wait (keys and deadline), a push appends one holding
@@ -48,6 +50,13 @@ end
 local function par_base(par, evl)
   par = par or ''
   return string.sub(par, 1, #par - (tonumber(evl) or 0))
+end
+
+-- The time in microseconds: a wait's 'ewt' and a push's cut (includes/event_push.lua) compare on it, so a
+-- wait parked after a long push began is told apart from one parked before, down to the microsecond.
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
 -- Is key one of the newline-joined keys in ewk?

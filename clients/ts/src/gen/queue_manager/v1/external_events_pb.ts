@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file queue_manager/v1/external_events.proto.
  */
 export const file_queue_manager_v1_external_events: GenFile = /*@__PURE__*/
-  fileDesc("CiZxdWV1ZV9tYW5hZ2VyL3YxL2V4dGVybmFsX2V2ZW50cy5wcm90bxIQcXVldWVfbWFuYWdlci52MSJaChBQdXNoRXZlbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRInCgRkYXRhGAIgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkEhAKCGV2ZW50X2lkGAMgASgJIqcBChFQdXNoRXZlbnRSZXNwb25zZRInCgV3b2tlbhgBIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuSm9iUmVmEhEKCWR1cGxpY2F0ZRgCIAEoCBItCglwdXNoZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWFkZGVkGAQgAygLMhgucXVldWVfbWFuYWdlci52MS5Kb2JSZWYisQEKE1dhaXRGb3JFdmVudFJlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEwoLbGVhc2VfdG9rZW4YAyABKAkSDAoEa2V5cxgEIAMoCRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEicKBGRhdGEYBiABKAsyGS5xdWV1ZV9tYW5hZ2VyLnYxLlBheWxvYWQiVAoUV2FpdEZvckV2ZW50UmVzcG9uc2USKQoFdW50aWwYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNhbmNlbGxlZBgCIAEoCCLMAQoMRXZlbnRUcmlnZ2VyEgoKAmlkGAEgASgJEhMKC2tleV9wYXR0ZXJuGAIgASgJEhIKCnF1ZXVlX25hbWUYAyABKAkSJQoDam9iGAQgASgLMhgucXVldWVfbWFuYWdlci52MS5OZXdKb2ISLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMChlVcHNlcnRFdmVudFRyaWdnZXJSZXF1ZXN0Ei8KB3RyaWdnZXIYASABKAsyHi5xdWV1ZV9tYW5hZ2VyLnYxLkV2ZW50VHJpZ2dlciJeChpVcHNlcnRFdmVudFRyaWdnZXJSZXNwb25zZRIvCgd0cmlnZ2VyGAEgASgLMh4ucXVldWVfbWFuYWdlci52MS5FdmVudFRyaWdnZXISDwoHY3JlYXRlZBgCIAEoCCIuChhMaXN0RXZlbnRUcmlnZ2Vyc1JlcXVlc3QSEgoKcXVldWVfbmFtZRgBIAEoCSJNChlMaXN0RXZlbnRUcmlnZ2Vyc1Jlc3BvbnNlEjAKCHRyaWdnZXJzGAEgAygLMh4ucXVldWVfbWFuYWdlci52MS5FdmVudFRyaWdnZXIiLwoZRGVsZXRlRXZlbnRUcmlnZ2VyUmVxdWVzdBISCgp0cmlnZ2VyX2lkGAEgASgJIk0KGkRlbGV0ZUV2ZW50VHJpZ2dlclJlc3BvbnNlEi8KB3RyaWdnZXIYASABKAsyHi5xdWV1ZV9tYW5hZ2VyLnYxLkV2ZW50VHJpZ2dlcmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_jobs, file_queue_manager_v1_types]);
+  fileDesc("CiZxdWV1ZV9tYW5hZ2VyL3YxL2V4dGVybmFsX2V2ZW50cy5wcm90bxIQcXVldWVfbWFuYWdlci52MSJaChBQdXNoRXZlbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRInCgRkYXRhGAIgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkEhAKCGV2ZW50X2lkGAMgASgJItUBChFQdXNoRXZlbnRSZXNwb25zZRInCgV3b2tlbhgBIAMoCzIYLnF1ZXVlX21hbmFnZXIudjEuSm9iUmVmEhEKCWR1cGxpY2F0ZRgCIAEoCBItCglwdXNoZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWFkZGVkGAQgAygLMhgucXVldWVfbWFuYWdlci52MS5Kb2JSZWYSEwoLd29rZW5fY291bnQYBSABKA0SFwoPd29rZW5fdHJ1bmNhdGVkGAYgASgIIrEBChNXYWl0Rm9yRXZlbnRSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkSDgoGam9iX2lkGAIgASgJEhMKC2xlYXNlX3Rva2VuGAMgASgJEgwKBGtleXMYBCADKAkSKgoHdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgRkYXRhGAYgASgLMhkucXVldWVfbWFuYWdlci52MS5QYXlsb2FkIlQKFFdhaXRGb3JFdmVudFJlc3BvbnNlEikKBXVudGlsGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljYW5jZWxsZWQYAiABKAgizAEKDEV2ZW50VHJpZ2dlchIKCgJpZBgBIAEoCRITCgtrZXlfcGF0dGVybhgCIAEoCRISCgpxdWV1ZV9uYW1lGAMgASgJEiUKA2pvYhgEIAEoCzIYLnF1ZXVlX21hbmFnZXIudjEuTmV3Sm9iEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoZVXBzZXJ0RXZlbnRUcmlnZ2VyUmVxdWVzdBIvCgd0cmlnZ2VyGAEgASgLMh4ucXVldWVfbWFuYWdlci52MS5FdmVudFRyaWdnZXIiXgoaVXBzZXJ0RXZlbnRUcmlnZ2VyUmVzcG9uc2USLwoHdHJpZ2dlchgBIAEoCzIeLnF1ZXVlX21hbmFnZXIudjEuRXZlbnRUcmlnZ2VyEg8KB2NyZWF0ZWQYAiABKAgiLgoYTGlzdEV2ZW50VHJpZ2dlcnNSZXF1ZXN0EhIKCnF1ZXVlX25hbWUYASABKAkiTQoZTGlzdEV2ZW50VHJpZ2dlcnNSZXNwb25zZRIwCgh0cmlnZ2VycxgBIAMoCzIeLnF1ZXVlX21hbmFnZXIudjEuRXZlbnRUcmlnZ2VyIi8KGURlbGV0ZUV2ZW50VHJpZ2dlclJlcXVlc3QSEgoKdHJpZ2dlcl9pZBgBIAEoCSJNChpEZWxldGVFdmVudFRyaWdnZXJSZXNwb25zZRIvCgd0cmlnZ2VyGAEgASgLMh4ucXVldWVfbWFuYWdlci52MS5FdmVudFRyaWdnZXJiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_queue_manager_v1_jobs, file_queue_manager_v1_types]);
 
 /**
  * PushEventRequest is an external event: a key that jobs wait for, and its data.
@@ -57,13 +57,15 @@ export const PushEventRequestSchema: GenMessage<PushEventRequest> = /*@__PURE__*
 /**
  * PushEventResponse says what the push did. On a Redis Cluster the push is recorded, then carried out in
  * each queue it reaches: the answer comes once every queue's share is done, so it is as complete as on one
- * server.
+ * server. A key with more than 100 waiters is woken 100 jobs per script call (so no call stalls Redis), the
+ * answer again coming once all are woken; the jobs woken are those waiting when the push began.
  *
  * @generated from message queue_manager.v1.PushEventResponse
  */
 export type PushEventResponse = Message<"queue_manager.v1.PushEventResponse"> & {
   /**
-   * The jobs the event woke (they were waiting for its key), each now waiting to run.
+   * The jobs the event woke (they were waiting for its key), each now waiting to run: all of them up to
+   * 1,000, the first 1,000 woken past that (woken_truncated says so, woken_count counts them all).
    *
    * @generated from field: repeated queue_manager.v1.JobRef woken = 1;
    */
@@ -91,6 +93,20 @@ export type PushEventResponse = Message<"queue_manager.v1.PushEventResponse"> & 
    * @generated from field: repeated queue_manager.v1.JobRef added = 4;
    */
   added: JobRef[];
+
+  /**
+   * How many jobs the event woke, listed in woken or not.
+   *
+   * @generated from field: uint32 woken_count = 5;
+   */
+  wokenCount: number;
+
+  /**
+   * True when woken lists fewer jobs than woken_count (more than 1,000 were woken).
+   *
+   * @generated from field: bool woken_truncated = 6;
+   */
+  wokenTruncated: boolean;
 };
 
 /**
