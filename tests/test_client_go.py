@@ -53,6 +53,7 @@ EXPECTED = {
     "TestTimedPauseShowsItsTimeAndAResumeClearsIt",
     "TestTimedPauseRefusesBadTimes",
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",
+    "TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups",
     "TestMetricsShowATimedPauseAndAMaintenanceWindow",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",
