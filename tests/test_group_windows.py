@@ -305,3 +305,18 @@ async def test_the_http_route_takes_a_group_s_windows(redis_url: str, prefix: st
             async with session.put(base, json=body) as response:
                 assert response.status == 400
                 assert "limits.maintenance_windows[0].duration" in json.dumps(await response.json())
+
+
+async def test_obliterating_the_queue_removes_its_groups_windows_and_pause_reasons(
+    server: TestServer, prefix: str
+) -> None:
+    qm = server.queue_manager()
+    await qm.register_queue("gone")
+    now = await server.clock.now()
+    window = MaintenanceWindow(f"{now.minute} {now.hour} * * *", HOUR)
+    await qm.set_group_limits("gone", "acme", maintenance_windows=[window])
+    await qm.pause_group("gone", "acme")
+    redis = server.app.engine.redis
+    assert len(await redis.keys(f"{prefix}:{{gone}}:g*")) >= 5  # windows, bounds, reasons, the paused set
+    await qm.obliterate_queue("gone", force=True)
+    assert await redis.keys(f"{prefix}:{{gone}}:*") == []
