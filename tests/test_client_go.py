@@ -55,6 +55,7 @@ EXPECTED = {
     "TestTimedPauseShowsItsTimeAndAResumeClearsIt",
     "TestTimedPauseRefusesBadTimes",
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",
+    "TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups",
     "TestMetricsShowATimedPauseAndAMaintenanceWindow",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",

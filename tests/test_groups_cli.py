@@ -194,7 +194,7 @@ async def test_pause_and_resume_a_group_and_list_shows_it_paused(
         ),
         (
             ("groups", "limit", "q", "g"),
-            "give --concurrency, --rate and/or --max-size (the group's own limits), or --clear",
+            "give --concurrency, --rate, --max-size and/or --maintenance-window (the group's own limits)",
         ),
         (("groups", "limit", "q", "g", "--clear", "--concurrency", "2"), "--clear removes the group's own"),
         (("groups", "limit", "q", "a\nb", "--clear"), "argument group: group must be 1 to 128 characters"),

@@ -763,6 +763,11 @@ def queue_meta(
     fields["rl_max"], fields["rl_ms"], fields["rl_burst"] = rl_max, rl_ms, burst
     # Each fairness group's own limits (includes/claim.lua pop_groups); 0 = none.
     g_conc, g_rl_max, g_rl_ms, g_max, g_burst = group_limits_in(cfg.group_limits, f"{field}.group_limits")
+    if cfg.group_limits.maintenance_windows:
+        raise InvalidArgument(
+            f"{field}.group_limits.maintenance_windows",
+            "are a group's own (SetGroupLimits); the queue's windows go in maintenance_windows",
+        )
     fields.update(g_conc=g_conc, g_rl_max=g_rl_max, g_rl_ms=g_rl_ms, g_max=g_max, g_rl_burst=g_burst)
     # Producer backpressure (includes/add.lua room_for); 0 = none.
     fields["max_size"] = validate.max_size(cfg.max_size, f"{field}.max_size")

@@ -12,6 +12,12 @@ windows it was computed from (meta ``mwin``, a digest the registration writes) a
 current by the script's own clock, so any number of servers may apply it at once and a late one writes
 nothing stale. components/pause_timer.py applies each queue's windows at their next boundary (meta ``mwb``)
 and RegisterQueue applies them at once.
+
+A fairness group's own windows (GroupLimits.maintenance_windows, given by SetGroupLimits) work the same way
+one level down: they are stored apart from its limits (keys ``group_windows``), set_group_window.lua holds
+the group paused for the reason "window" beside an operator's pause (lua/includes/pause.lua) as a
+compare-and-set on the stored windows, and each group's next boundary sits in the queue's
+``group_window_bounds``, which the pause timer reads with the queue's own.
 """
 
 from __future__ import annotations
@@ -23,18 +29,24 @@ from typing import Any
 
 from queue_manager.v1 import types_pb2
 from queue_manager_server.engine import Engine
-from queue_manager_server.errors import InvalidArgument
+from queue_manager_server.engine.groups import GroupInfo, group_info
+from queue_manager_server.errors import InvalidArgument, QueueNotFound
 from queue_manager_server.recurrence import Recurrence, check_cron, time_zone
 from queue_manager_server.validate import duration_ms
 
-# Most windows a queue may have; a maintenance calendar longer than this is better kept by a schedule.
+# Most windows a queue or a group may have; a maintenance calendar longer than this is better kept by a
+# schedule.
 MAX_WINDOWS = 16
 MIN_WINDOW_MS = 1000
 MAX_WINDOW_MS = 31 * 24 * 3600 * 1000
 # Windows joined into one span at most (overlapping occurrences, say an hourly window two hours long);
 # beyond it the span ends early and the next application finds the queue still inside a window.
 MERGE_STEPS = 64
-# set_window.lua's codes.
+# Groups whose windows one call applies per round, and rounds per call: a queue with more due is visited
+# again at once (its next boundary is then not later than now).
+GROUP_CHUNK = 100
+GROUP_ROUNDS = 4
+# set_window.lua's and set_group_window.lua's codes.
 STALE = -2
 NO_QUEUE = -1
 
@@ -65,7 +77,7 @@ class Span:
 def check_windows(windows: Sequence[types_pb2.MaintenanceWindow], field: str) -> None:
     """Raises InvalidArgument (naming the field) unless every window is valid."""
     if len(windows) > MAX_WINDOWS:
-        raise InvalidArgument(field, f"has {len(windows)} windows; a queue may have at most {MAX_WINDOWS}")
+        raise InvalidArgument(field, f"has {len(windows)} windows; at most {MAX_WINDOWS} are allowed")
     for i, w in enumerate(windows):
         at = f"{field}[{i}]"
         try:
@@ -133,23 +145,25 @@ class MaintenanceWindows:
         self.engine = engine
 
     async def due(self, queues: Sequence[str]) -> tuple[int, list[str], dict[str, int]]:
-        """Redis's clock, the queues whose windows need applying now (their next boundary passed, or their
-        windows changed since), and the next boundary of each other queue with windows (one round trip)."""
+        """Redis's clock, the queues whose windows or whose groups' windows need applying now (a next
+        boundary passed, or the windows changed since), and the next boundary of each other queue with
+        windows, its own or its groups' (one round trip)."""
         pipe = self.engine.store.pipeline()
         for queue in queues:
-            pipe.hmget(self.engine.keys(queue).meta, "mwin", "mwapplied", "mwb")
+            k = self.engine.keys(queue)
+            pipe.hmget(k.meta, "mwin", "mwapplied", "mwb")
+            pipe.zrange(k.group_window_bounds, 0, 0, withscores=True)
         rows = await self.engine.store.execute(pipe)
         now = await self.engine.redis_time_ms()
         apply: list[str] = []
         later: dict[str, int] = {}
-        for queue, (mwin, applied, boundary) in zip(queues, rows, strict=True):
-            if (mwin or b"") != (applied or b""):
+        for queue, (mwin, applied, boundary), first in zip(queues, rows[::2], rows[1::2], strict=True):
+            times = [int(boundary)] if boundary is not None else []
+            times += [int(score) for _, score in first]
+            if (mwin or b"") != (applied or b"") or any(t <= now for t in times):
                 apply.append(queue)
-            elif boundary is not None:
-                if int(boundary) <= now:
-                    apply.append(queue)
-                else:
-                    later[queue] = int(boundary)
+            elif times:
+                later[queue] = min(times)
         return now, apply, later
 
     async def apply(self, queue: str) -> tuple[int, int]:
@@ -160,6 +174,44 @@ class MaintenanceWindows:
             if code != STALE:
                 return now, boundary
         return now, now  # changing under it still: the timer comes back at once
+
+    async def apply_groups(self, queue: str) -> tuple[int, int]:
+        """Holds or frees each group of the queue whose window boundary passed as its windows say now;
+        returns (Redis's clock, the next boundary of any of the queue's groups; -1 for none)."""
+        bounds = self.engine.keys(queue).group_window_bounds
+        now = await self.engine.redis_time_ms(queue)
+        for _ in range(GROUP_ROUNDS):
+            due = await self.engine.redis.zrangebyscore(bounds, "-inf", now, start=0, num=GROUP_CHUNK)
+            for group in due:
+                now, _, _ = await self.apply_group(queue, _s(group))
+            if len(due) < GROUP_CHUNK:
+                break
+        first = await self.engine.redis.zrange(bounds, 0, 0, withscores=True)
+        return now, int(first[0][1]) if first else -1
+
+    async def apply_group(self, queue: str, group: str) -> tuple[int, int, GroupInfo]:
+        """Holds or frees one group as its windows say now; returns (Redis's clock, the group's next
+        boundary (-1 for none), the group after it)."""
+        for _ in range(3):  # stale: the windows changed, or a boundary passed, while this computed
+            r = await self._apply_group_once(queue, group)
+            if int(r[0]) != STALE:
+                break
+        if int(r[0]) == NO_QUEUE:
+            raise QueueNotFound(queue)
+        boundary = int(r[2]) if int(r[0]) != STALE else int(r[1])  # changing under it still: come back
+        return int(r[1]), boundary, group_info(queue, group, r[3:])
+
+    async def _apply_group_once(self, queue: str, group: str) -> Any:
+        k = self.engine.keys(queue)
+        stored = await self.engine.redis.hget(k.group_windows, group)
+        now = await self.engine.redis_time_ms(queue)
+        blob = stored if isinstance(stored, bytes) else b""
+        given = types_pb2.GroupLimits.FromString(blob).maintenance_windows
+        span = span_at(parse(given), now) if blob else None
+        args: list[Any] = [group, blob, 0, 0, 0]
+        if span is not None:
+            args[2:] = [span.start_ms, span.end_ms, span.next_start_ms]
+        return await self.engine.scripts.run("set_group_window", [k.meta], args)
 
     async def _apply_once(self, queue: str) -> tuple[int, int, int]:
         meta = self.engine.keys(queue).meta

@@ -19,6 +19,7 @@ from typing import Any
 from queue_manager import (
     BulkResult,
     DeadLetter,
+    GroupInfo,
     GroupLimits,
     Job,
     JobLogLine,
@@ -429,6 +430,9 @@ class FakeSource:
             Queue(name="reports", config=QueueConfig(), paused=True),
             Queue(name="thumbnails", config=QueueConfig(rate_limit=RateLimit(max=30, duration=1000))),
         ]
+
+    async def list_groups(self, queue: str) -> list[GroupInfo]:
+        return []
 
     async def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str, name: str | None = None

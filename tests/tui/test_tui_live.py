@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from textual.pilot import Pilot
@@ -14,6 +15,7 @@ from textual.widgets import Select, Tree
 from queue_manager import (
     JobContext,
     JobState,
+    MaintenanceWindow,
     NotFoundError,
     QueueManager,
     UnrecoverableError,
@@ -479,6 +481,39 @@ async def test_the_queue_panel_says_how_many_groups_are_paused(server: RunningSe
         await qm.resume_group("alpha", "acme")
         await qm.resume_group("alpha", "initech")
         await wait_for(pilot, line("groups: 2; no per-group limit"), "none paused", WAIT)
+    await qm.close()
+
+
+async def test_the_queue_panel_names_its_paused_groups_and_a_window_s_end(server: RunningServer) -> None:
+    """A group's own maintenance window starting (here: given while inside it) and a group paused by hand
+    while the dashboard is open: the paused count changes on the stream, so the panel reads the groups again
+    and names each paused one, with when its window ends; freed, the lines go."""
+    qm = QueueManager(address=server.address)
+    await qm.register_queue("alpha")
+    await qm.add_job("alpha", "j", None, {"group": "globex"})
+    app = dashboard(server)
+    app.settings_refresh = 3_600.0  # far beyond the test: only the stream's count brings the groups
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_live(pilot, app, 2)
+
+        def line(words: str) -> Callable[[], bool]:
+            return lambda: any(words in text for text in screen_lines(app))
+
+        await wait_for(pilot, line("groups: 1; no per-group limit"), "the group", WAIT)
+        now = datetime.now(UTC)
+        window = MaintenanceWindow(f"{now.minute} {now.hour} * * *", timedelta(hours=1))
+        held = await qm.set_group_limits("alpha", "acme", maintenance_windows=[window])
+        assert held.maintenance_until is not None
+        await qm.pause_group("alpha", "globex")
+        until = held.maintenance_until.astimezone(UTC)
+        await wait_for(
+            pilot, line(f"paused groups: acme in maintenance until {until:%H:%M:%S}"), "acme", WAIT
+        )
+        await wait_for(pilot, line(f"acme in maintenance until {until:%H:%M:%S}, globex"), "globex", WAIT)
+        await qm.clear_group_limits("alpha", "acme")
+        await qm.resume_group("alpha", "globex")
+        named = line("paused groups:")
+        await wait_for(pilot, lambda: not named(), "the groups freed", WAIT)
     await qm.close()
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from queue_manager import (
+    GroupInfo,
     GroupLimits,
     JobPriority,
     JobState,
@@ -44,6 +45,7 @@ from queue_manager_tui.widgets.queues_view import (
     _groups_sentence,
     _levels_sentence,
     _limit,
+    _paused_groups_sentence,
     _paused_text,
     _row,
     _size_sentence,
@@ -288,6 +290,23 @@ def test_the_groups_line_says_how_many_groups_are_paused_when_any() -> None:
     many = replace(emails, groups=25_000, groups_paused=12_500)
     assert _groups_sentence(many, None) == "groups: 25,000, 12,500 paused; no per-group limit"
     assert "groups: 4, 1 paused;" in _facts(replace(emails, groups_paused=1), None, {}, None).plain
+
+
+def test_the_paused_groups_are_named_with_when_their_window_or_timed_pause_ends() -> None:
+    at = datetime(2026, 12, 8, 4, 0, tzinfo=UTC)
+    groups = [
+        GroupInfo("acme", paused=True, maintenance_until=at),
+        GroupInfo("globex", paused=True, paused_until=at - timedelta(hours=1)),
+        GroupInfo("initech", paused=True),
+    ]
+    assert _paused_groups_sentence(groups) == (
+        "paused groups: acme in maintenance until 04:00:00, globex until 03:00:00, initech"
+    )
+    many = [GroupInfo(f"g{i}", paused=True) for i in range(7)]
+    assert _paused_groups_sentence(many) == "paused groups: g0, g1, g2, g3, g4 and 2 more"
+    emails = replace(queue_metrics("emails", 0), groups_paused=1)
+    assert "paused groups: acme" in _facts(emails, None, {}, None, 0, groups[:1]).plain
+    assert "paused groups" not in _facts(emails, None, {}, None).plain
 
 
 def test_the_queue_panel_gives_the_size_of_a_queue_with_a_max_size() -> None:

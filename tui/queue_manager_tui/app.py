@@ -228,7 +228,11 @@ class DashboardApp(App[None]):
 
     def _apply(self, snapshot: MetricsSnapshot) -> None:
         changes = self.state.apply(snapshot)
-        if changes.added or time.monotonic() - self._settings_read >= self.settings_refresh:
+        if (
+            changes.added
+            or changes.groups_held
+            or time.monotonic() - self._settings_read >= self.settings_refresh
+        ):
             self._load_limits()
         self.queues_view.show(self.state)
         self.workers_view.show(self.state.workers, self.state.time)
@@ -246,15 +250,18 @@ class DashboardApp(App[None]):
     @work(exclusive=True, group="limits")
     async def _load_limits(self) -> None:
         """Reads the queues' settings the stream does not carry: rate limits, priority bounds, group limits,
-        max sizes."""
+        max sizes, and which groups are paused and until when (of queues with paused groups only)."""
         self._settings_read = time.monotonic()
         try:
             queues = await self.source.list_queues()
+            held = [name for name, m in self.state.queues.items() if m.groups_paused]
+            groups = {name: await self.source.list_groups(name) for name in held}
         except QueueManagerError:
             return  # the stream reports the outage; limits load again on the next connect
         if not self.is_running:
             return
         self.state.set_settings(queues)
+        self.state.paused_groups = {name: [g for g in found if g.paused] for name, found in groups.items()}
         self.queues_view.show(self.state)
 
     def _show_status(self) -> None:

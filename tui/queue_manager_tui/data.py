@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from queue_manager import (
     BulkResult,
     DeadLetter,
+    GroupInfo,
     Job,
     JobLogLine,
     JobState,
@@ -66,6 +67,10 @@ class DataSource(Protocol):
 
     async def list_queues(self) -> list[Queue]:
         """Every registered queue with its settings (for the rate limit's size)."""
+        ...
+
+    async def list_groups(self, queue: str) -> list[GroupInfo]:
+        """The first page of a queue's fairness groups, by name (for the paused ones and why)."""
         ...
 
     async def list_jobs(
@@ -203,6 +208,9 @@ class ClientSource:
 
     async def list_queues(self) -> list[Queue]:
         return await self._client.list_queues()
+
+    async def list_groups(self, queue: str) -> list[GroupInfo]:
+        return (await self._client.list_groups(queue))[0]
 
     async def list_jobs(
         self, queue: str, state: JobState, page_size: int, page_token: str, name: str | None = None

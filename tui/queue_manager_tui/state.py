@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from queue_manager import (
+    GroupInfo,
     GroupLimits,
     JobPriority,
     MetricsSnapshot,
@@ -83,6 +84,9 @@ class QueueChanges:
 
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    # Queues whose count of paused groups changed (a group paused or resumed, a group's window started or
+    # ended): the app reads their groups again to say which are held and until when.
+    groups_held: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed)
@@ -98,6 +102,8 @@ class DashboardState:
         self.bounds: dict[str, Mapping[JobPriority, timedelta]] = {}
         self.group_limits: dict[str, GroupLimits] = {}
         self.max_sizes: dict[str, int] = {}
+        # Each queue's paused fairness groups (read only for queues with some: QueueMetrics.groups_paused).
+        self.paused_groups: dict[str, list[GroupInfo]] = {}
         self.time: datetime | None = None
         self.connection = Connection()
         self._completed: dict[str, deque[float]] = {}
@@ -127,12 +133,18 @@ class DashboardState:
             self.bounds.pop(name, None)
             self.group_limits.pop(name, None)
             self.max_sizes.pop(name, None)
+            self.paused_groups.pop(name, None)
+        held = tuple(
+            name
+            for name, m in fresh.items()
+            if name in self.queues and m.groups_paused != self.queues[name].groups_paused
+        )
         for name, metrics in fresh.items():
             self._sample(name, metrics.completed_total)
         self.queues = dict(sorted(fresh.items()))
         self.workers = sorted(snapshot.workers, key=lambda w: w.worker_id)
         self.time = snapshot.time
-        return QueueChanges(added, removed)
+        return QueueChanges(added, removed, held)
 
     def _sample(self, name: str, completed_total: int) -> None:
         series = self._completed.setdefault(name, deque(maxlen=SERIES_LENGTH))

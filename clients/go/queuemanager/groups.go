@@ -110,12 +110,18 @@ type GroupInfo struct {
 	Limits GroupLimits
 	// CustomLimits tells whether Limits are the group's own (SetGroupLimits).
 	CustomLimits bool
-	// Paused tells whether the group is paused (PauseGroup): its jobs are added but none starts until
-	// ResumeGroup.
+	// Paused tells whether the group is paused: by PauseGroup (its jobs are added but none starts until
+	// ResumeGroup), or by one of its maintenance windows (until MaintenanceUntil), or both.
 	Paused bool
 	// PausedUntil is when its timed pause lifts by itself (PauseGroup with ResumeAfter or ResumeAt); the zero
 	// time for a pause until ResumeGroup, and when not paused.
 	PausedUntil time.Time
+	// MaintenanceUntil is, while one of its own maintenance windows (SetGroupLimits) holds the group (Paused
+	// is then true), when the window ends; the zero time outside its windows. The windows themselves are not
+	// read back: a slice would make GroupInfo incomparable, which callers may rely on.
+	MaintenanceUntil time.Time
+	// NextMaintenanceTime is when its next window starts; the zero time without windows.
+	NextMaintenanceTime time.Time
 }
 
 func groupFromProto(p *pb.GroupInfo) *GroupInfo {
@@ -123,13 +129,15 @@ func groupFromProto(p *pb.GroupInfo) *GroupInfo {
 		return nil
 	}
 	return &GroupInfo{
-		Group:        p.GetGroup(),
-		Waiting:      p.GetWaiting(),
-		Active:       p.GetActive(),
-		Limits:       groupLimitsFromProto(p.GetLimits()),
-		CustomLimits: p.GetCustomLimits(),
-		Paused:       p.GetPaused(),
-		PausedUntil:  timeOf(p.GetPausedUntil()),
+		Group:               p.GetGroup(),
+		Waiting:             p.GetWaiting(),
+		Active:              p.GetActive(),
+		Limits:              groupLimitsFromProto(p.GetLimits()),
+		CustomLimits:        p.GetCustomLimits(),
+		Paused:              p.GetPaused(),
+		PausedUntil:         timeOf(p.GetPausedUntil()),
+		MaintenanceUntil:    timeOf(p.GetMaintenanceUntil()),
+		NextMaintenanceTime: timeOf(p.GetNextMaintenanceTime()),
 	}
 }
 
@@ -168,7 +176,14 @@ func (c *Client) ListGroups(ctx context.Context, queue string, pageSize int, pag
 // QueueConfig.GroupLimits for it (the zero GroupLimits lifts every per-group limit from it), and returns
 // the group as it is now. A group with limits of its own is known to the queue (ListGroups) even while it
 // has no jobs. A rate limit needs a positive Duration (else ErrInvalidArgument, naming the field).
-func (c *Client) SetGroupLimits(ctx context.Context, queue, group string, limits GroupLimits) (*GroupInfo, error) {
+//
+// windows are the group's own maintenance windows, set with its limits (none given: none): while the
+// server's clock is inside one, none of the group's jobs starts (as if paused; its running jobs finish) while
+// the queue's other groups run. A window never lifts a PauseGroup, and ResumeGroup inside a window ends only
+// that pause. At most 16; a bad cron, zone or duration fails with ErrInvalidArgument naming the window.
+func (c *Client) SetGroupLimits(
+	ctx context.Context, queue, group string, limits GroupLimits, windows ...MaintenanceWindow,
+) (*GroupInfo, error) {
 	if err := checkGroup("group", group); err != nil {
 		return nil, err
 	}
@@ -176,6 +191,10 @@ func (c *Client) SetGroupLimits(ctx context.Context, queue, group string, limits
 	p := limits.proto(&n, "GroupLimits")
 	if n.err != nil {
 		return nil, n.err
+	}
+	var err error
+	if p.MaintenanceWindows, err = maintenanceWindowsProto("windows", windows); err != nil {
+		return nil, err
 	}
 	return c.setGroupLimits(ctx, &pb.SetGroupLimitsRequest{QueueName: queue, Group: group, Limits: p})
 }

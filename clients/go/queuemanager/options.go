@@ -321,7 +321,7 @@ func (c *QueueConfig) proto() (*pb.QueueConfig, error) {
 	if out.PriorityBounds, err = priorityBoundsProto(c.PriorityBounds); err != nil {
 		return nil, err
 	}
-	if out.MaintenanceWindows, err = maintenanceWindowsProto(c.MaintenanceWindows); err != nil {
+	if out.MaintenanceWindows, err = maintenanceWindowsProto("QueueConfig.MaintenanceWindows", c.MaintenanceWindows); err != nil {
 		return nil, err
 	}
 	return out, nil

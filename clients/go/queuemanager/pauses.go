@@ -55,7 +55,8 @@ func pauseTimeProto(opts []PauseOption) (*durationpb.Duration, *timestamppb.Time
 	return nil, nil, nil
 }
 
-// MaintenanceWindow is a recurring window in which its queue starts no job (QueueConfig.MaintenanceWindows).
+// MaintenanceWindow is a recurring window in which its queue starts no job (QueueConfig.MaintenanceWindows),
+// or its fairness group none of the group's jobs (SetGroupLimits).
 type MaintenanceWindow struct {
 	// Cron is when each window starts: a cron expression, 5 fields (or 6, seconds first), as schedules take it.
 	Cron string
@@ -65,15 +66,16 @@ type MaintenanceWindow struct {
 	Timezone string
 }
 
-// maintenanceWindowsProto checks the windows' form (the server checks the cron and the zone).
-func maintenanceWindowsProto(windows []MaintenanceWindow) ([]*pb.MaintenanceWindow, error) {
+// maintenanceWindowsProto checks the windows' form (the server checks the cron and the zone); errors name
+// field (QueueConfig.MaintenanceWindows) and the window.
+func maintenanceWindowsProto(field string, windows []MaintenanceWindow) ([]*pb.MaintenanceWindow, error) {
 	out := make([]*pb.MaintenanceWindow, 0, len(windows))
 	for i, w := range windows {
 		if strings.TrimSpace(w.Cron) == "" {
-			return nil, fmt.Errorf("QueueConfig.MaintenanceWindows[%d].Cron is required, such as \"0 2 * * SUN\"", i)
+			return nil, fmt.Errorf("%s[%d].Cron is required, such as \"0 2 * * SUN\"", field, i)
 		}
 		if w.Duration <= 0 {
-			return nil, fmt.Errorf("QueueConfig.MaintenanceWindows[%d].Duration must be more than 0, got %s", i, w.Duration)
+			return nil, fmt.Errorf("%s[%d].Duration must be more than 0, got %s", field, i, w.Duration)
 		}
 		out = append(out, &pb.MaintenanceWindow{Cron: w.Cron, Duration: durationpb.New(w.Duration), Timezone: w.Timezone})
 	}

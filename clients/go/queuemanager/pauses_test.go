@@ -160,3 +160,36 @@ func TestMaintenanceWindowsReadBackAndHoldTheQueue(t *testing.T) {
 		t.Fatalf("zero duration: got %v", err)
 	}
 }
+
+func TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	now := time.Now().UTC()
+	started := qm.MaintenanceWindow{Cron: fmt.Sprintf("%d %d * * *", now.Minute(), now.Hour()), Duration: time.Hour}
+	g, err := c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{Concurrency: 2}, started)
+	if err != nil || !g.Paused || !g.MaintenanceUntil.After(time.Now()) || g.Limits.Concurrency != 2 {
+		t.Fatalf("SetGroupLimits inside a window: %v %+v", err, g)
+	}
+	page, err := c.ListGroups(ctx, queue, 0, "")
+	if err != nil || len(page.Groups) != 1 || !page.Groups[0].MaintenanceUntil.Equal(g.MaintenanceUntil) ||
+		!page.Groups[0].NextMaintenanceTime.Equal(g.NextMaintenanceTime) {
+		t.Fatalf("ListGroups: %v %+v", err, page)
+	}
+	if g, err = c.ResumeGroup(ctx, queue, "acme"); err != nil || !g.Paused {
+		t.Fatalf("a resume ends only a hand pause: %v %+v", err, g)
+	}
+	if g, err = c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{Concurrency: 2}); err != nil || g.Paused ||
+		!g.MaintenanceUntil.IsZero() || !g.NextMaintenanceTime.IsZero() {
+		t.Fatalf("limits without windows: %v %+v", err, g)
+	}
+	_, err = c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{}, qm.MaintenanceWindow{Cron: "0 25 * * *", Duration: time.Hour})
+	if !errors.Is(err, qm.ErrInvalidArgument) || !strings.Contains(err.Error(), "limits.maintenance_windows[0].cron") {
+		t.Fatalf("bad cron: want ErrInvalidArgument, got %v", err)
+	}
+	_, err = c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{}, qm.MaintenanceWindow{Cron: "0 2 * * *"})
+	if err == nil || !strings.Contains(err.Error(), "windows[0].Duration must be more than 0") {
+		t.Fatalf("zero duration: got %v", err)
+	}
+}

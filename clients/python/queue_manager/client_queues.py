@@ -228,11 +228,13 @@ class QueueCalls(ClientBase):
         concurrency: int = 0,
         rate_limit: RateLimitLike | None = None,
         max_size: int = 0,
+        maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     ) -> GroupInfo:
         """Gives one fairness group limits of its own: they replace the queue's ``group_limits`` for it.
 
         The limits are set together: one left out is none for this group (``set_group_limits(q, "vip")``
-        lifts every per-group limit off "vip"). A group with limits of its own is listed while idle too.
+        lifts every per-group limit and window off "vip"). A group with limits of its own is listed while idle
+        too.
 
         Args:
             queue_name: The queue.
@@ -242,11 +244,17 @@ class QueueCalls(ClientBase):
                 none.
             max_size: Most jobs of the group waiting; an add beyond it raises `QueueFullError`. 0 for no
                 limit.
+            maintenance_windows: The group's own recurring windows in which none of its jobs starts (as if
+                paused; its running jobs finish, the queue's other groups run), as `register_queue` takes
+                the queue's. A window never lifts `pause_group`, and `resume_group` inside a window ends
+                only that pause.
 
         Returns:
-            The group after the change.
+            The group after the change (``maintenance_until`` set when a window holds it now).
         """
-        request = set_group_limits_request(queue_name, group, concurrency, rate_limit, max_size)
+        request = set_group_limits_request(
+            queue_name, group, concurrency, rate_limit, max_size, maintenance_windows
+        )
         response: queue_service_pb2.SetGroupLimitsResponse = await self._unary(
             self._queue_stub().SetGroupLimits, request
         )

@@ -2,16 +2,22 @@
 
 The ready jobs of different groups of a queue take turns; `GroupLimits` bound each group on its own: the
 queue's ``group_limits`` apply to every group, and a group given limits of its own
-(`QueueManager.set_group_limits`) has those instead.
+(`QueueManager.set_group_limits`) has those instead, with its own maintenance windows if it is given any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from queue_manager.maintenance import (
+    MaintenanceWindow,
+    MaintenanceWindowLike,
+    windows_from_proto,
+    windows_to_proto,
+)
 from queue_manager.options import (
     DurationLike,
     GroupLimits,
@@ -60,9 +66,13 @@ class GroupInfo:
         limits: The limits that apply to it: its own, else the queue's ``group_limits``; ``GroupLimits()``
             (concurrency 0, no rate limit, max_size 0) when none applies.
         custom_limits: Whether ``limits`` are the group's own (`QueueManager.set_group_limits`).
-        paused: Whether the group is paused (`QueueManager.pause_group`): its jobs are added but none starts
-            until it is resumed.
+        paused: Whether the group is paused: by `QueueManager.pause_group` (its jobs are added but none
+            starts until it is resumed), or by one of its maintenance windows, or both.
         paused_until: When its timed pause lifts by itself (UTC); None for a pause until it is resumed.
+        maintenance_windows: Its own maintenance windows (`QueueManager.set_group_limits`).
+        maintenance_until: While one of its windows holds it (``paused`` is then True): when the window ends
+            (UTC); None outside its windows.
+        next_maintenance_time: When its next window starts (UTC); None without windows.
     """
 
     name: str
@@ -72,6 +82,9 @@ class GroupInfo:
     custom_limits: bool = False
     paused: bool = False
     paused_until: datetime | None = None
+    maintenance_windows: list[MaintenanceWindow] = field(default_factory=list)
+    maintenance_until: datetime | None = None
+    next_maintenance_time: datetime | None = None
 
 
 def group_limits_to_proto(value: GroupLimitsLike, into: types_pb2.GroupLimits, what: str) -> None:
@@ -138,6 +151,7 @@ def queue_group_limits_from_proto(config: types_pb2.QueueConfig) -> GroupLimits 
 
 def group_info_from_proto(msg: types_pb2.GroupInfo) -> GroupInfo:
     """A public `GroupInfo` from a `queue_manager.v1.GroupInfo`."""
+    next_time = msg.next_maintenance_time
     return GroupInfo(
         name=msg.group,
         waiting=msg.waiting,
@@ -146,6 +160,13 @@ def group_info_from_proto(msg: types_pb2.GroupInfo) -> GroupInfo:
         custom_limits=msg.custom_limits,
         paused=msg.paused,
         paused_until=msg.paused_until.ToDatetime(tzinfo=UTC) if msg.HasField("paused_until") else None,
+        maintenance_windows=windows_from_proto(msg.limits.maintenance_windows),
+        maintenance_until=(
+            msg.maintenance_until.ToDatetime(tzinfo=UTC) if msg.HasField("maintenance_until") else None
+        ),
+        next_maintenance_time=(
+            next_time.ToDatetime(tzinfo=UTC) if msg.HasField("next_maintenance_time") else None
+        ),
     )
 
 
@@ -168,10 +189,12 @@ def set_group_limits_request(
     concurrency: int = 0,
     rate_limit: RateLimitLike | None = None,
     max_size: int = 0,
+    maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     *,
     clear: bool = False,
 ) -> queue_service_pb2.SetGroupLimitsRequest:
-    """Builds and validates a SetGroupLimitsRequest: the group's own limits, or ``clear`` to remove them."""
+    """Builds and validates a SetGroupLimitsRequest: the group's own limits and windows, or ``clear`` to
+    remove them."""
     request = queue_service_pb2.SetGroupLimitsRequest(
         queue_name=validate_queue_name(queue_name), group=validate_group(group)
     )
@@ -179,6 +202,7 @@ def set_group_limits_request(
         request.clear = True
     else:
         _fill(request.limits, concurrency, rate_limit, max_size)
+        windows_to_proto(maintenance_windows, request.limits)
     return request
 
 

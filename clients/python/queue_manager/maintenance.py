@@ -1,4 +1,5 @@
-"""Maintenance windows (`QueueConfig.maintenance_windows`): recurring spans in which a queue starts no job.
+"""Maintenance windows (`QueueConfig.maintenance_windows`): recurring spans in which a queue starts no job;
+a fairness group may have its own (`QueueManager.set_group_limits`), in which none of its jobs starts.
 
 The server holds the queue paused while its clock is inside one of its windows (running jobs finish, new
 jobs are still added) and lets it run outside them; a window never lifts a pause given by hand, and
@@ -18,7 +19,7 @@ from queue_manager.v1 import types_pb2
 
 __all__ = ["MaintenanceWindow", "MaintenanceWindowLike", "windows_from_proto", "windows_to_proto"]
 
-# The most windows a queue may have (the server refuses more).
+# The most windows a queue or a group may have (the server refuses more).
 MAX_WINDOWS = 16
 
 
@@ -43,8 +44,11 @@ MaintenanceWindowLike: TypeAlias = MaintenanceWindow | Mapping[str, Any]
 """A window as a `MaintenanceWindow` or a mapping with the same keys."""
 
 
-def windows_to_proto(windows: Iterable[MaintenanceWindowLike], into: types_pb2.QueueConfig) -> None:
-    """Checks the windows' form and adds them to ``into`` (the server checks the cron and the zone)."""
+def windows_to_proto(
+    windows: Iterable[MaintenanceWindowLike], into: types_pb2.QueueConfig | types_pb2.GroupLimits
+) -> None:
+    """Checks the windows' form and adds them to ``into``, a queue's config or a group's own limits (the
+    server checks the cron and the zone)."""
     items = list(windows)
     if len(items) > MAX_WINDOWS:
         raise ValueError(f"maintenance_windows has {len(items)} windows; the most is {MAX_WINDOWS}")

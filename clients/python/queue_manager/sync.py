@@ -394,9 +394,13 @@ class SyncQueueManager:
         concurrency: int = 0,
         rate_limit: RateLimitLike | None = None,
         max_size: int = 0,
+        maintenance_windows: Iterable[MaintenanceWindowLike] = (),
     ) -> GroupInfo:
-        """Gives one fairness group limits of its own; see `QueueManager.set_group_limits`."""
-        request = set_group_limits_request(queue_name, group, concurrency, rate_limit, max_size)
+        """Gives one fairness group limits and maintenance windows of its own; see
+        `QueueManager.set_group_limits`."""
+        request = set_group_limits_request(
+            queue_name, group, concurrency, rate_limit, max_size, maintenance_windows
+        )
         response: queue_service_pb2.SetGroupLimitsResponse = self._call(self._queues.SetGroupLimits, request)
         return group_info_from_proto(response.group)
 

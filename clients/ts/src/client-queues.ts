@@ -16,11 +16,19 @@ import {
 } from "./convert.js";
 import { errorFromRpc, mapped } from "./errors.js";
 import { JobEventStream, watchJobEventsRequest, type WatchJobEventsOptions } from "./events.js";
-import { checkGroup, groupLimitsToProto, pageRequest, queueConfigToProto, uint } from "./options.js";
+import {
+  checkGroup,
+  groupLimitsToProto,
+  maintenanceWindowsToProto,
+  pageRequest,
+  queueConfigToProto,
+  uint,
+} from "./options.js";
 import type {
   GroupInfo,
   GroupLimits,
   JobState,
+  MaintenanceWindow,
   MetricsSnapshot,
   Page,
   PauseOptions,
@@ -104,9 +112,21 @@ export class QueueCalls extends JobCalls {
    * the group as it is now. The limits are set together: one left out is none for this group (`{}` lifts
    * every per-group limit off it). The group need not have jobs; with limits of its own it is listed while
    * idle too.
+   *
+   * `maintenanceWindows` are the group's own recurring windows, set with its limits (none given: none):
+   * while the server's clock is inside one, none of the group's jobs starts (as if paused; its running jobs
+   * finish) while the queue's other groups run. A window never lifts `pauseGroup`, and `resumeGroup` inside
+   * a window ends only that pause. At most 16, as a queue's.
    */
-  async setGroupLimits(queueName: string, group: string, limits: GroupLimits): Promise<GroupInfo> {
-    const request = { queueName, group: checkGroup(group, "group"), limits: groupLimitsToProto(limits, "limits") };
+  async setGroupLimits(
+    queueName: string,
+    group: string,
+    limits: GroupLimits,
+    maintenanceWindows: MaintenanceWindow[] = [],
+  ): Promise<GroupInfo> {
+    const own = groupLimitsToProto(limits, "limits");
+    own.maintenanceWindows = maintenanceWindowsToProto(maintenanceWindows);
+    const request = { queueName, group: checkGroup(group, "group"), limits: own };
     const res = await mapped(() => this.client.setGroupLimits(request, this.callOptions));
     return groupInfoFromProto(res.group!);
   }

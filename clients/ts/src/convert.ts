@@ -27,6 +27,7 @@ import {
   type JobLogLine as JobLogLinePb,
   type JobMetadata as JobMetadataPb,
   type KeepJobs as KeepJobsPb,
+  type MaintenanceWindow as MaintenanceWindowPb,
   type ChildJob as ChildJobPb,
   type ParentJob as ParentJobPb,
   type Payload,
@@ -48,6 +49,7 @@ import {
   type JobLogLine,
   type JobMetadata,
   type JobState,
+  type MaintenanceWindow,
   type Page,
   type ParentJob,
   type PauseOptions,
@@ -427,13 +429,14 @@ export function queueFromProto(queue: QueuePb): Queue {
       priorityBounds: boundsFromProto(config?.priorityBounds ?? []),
       groupLimits: queueGroupLimitsFromProto(config?.groupLimits),
       maxSize: Number(config?.maxSize ?? 0n),
-      maintenanceWindows: (config?.maintenanceWindows ?? []).map((w) => ({
-        cron: w.cron,
-        durationMs: fromDuration(w.duration) ?? 0,
-        timezone: w.timezone,
-      })),
+      maintenanceWindows: windowsFromProto(config?.maintenanceWindows ?? []),
     },
   };
+}
+
+/** Maintenance windows as read back (a queue's, a group's). */
+function windowsFromProto(windows: MaintenanceWindowPb[]): Required<MaintenanceWindow>[] {
+  return windows.map((w) => ({ cron: w.cron, durationMs: fromDuration(w.duration) ?? 0, timezone: w.timezone }));
 }
 
 /** A rate limit message; undefined when unset or of 0 jobs (none). */
@@ -482,6 +485,9 @@ export function groupInfoFromProto(group: GroupInfoPb): GroupInfo {
     customLimits: group.customLimits,
     paused: group.paused,
     ...(group.pausedUntil ? { pausedUntil: fromTimestamp(group.pausedUntil) } : {}),
+    ...(group.limits?.maintenanceWindows.length ? { maintenanceWindows: windowsFromProto(group.limits.maintenanceWindows) } : {}),
+    ...(group.maintenanceUntil ? { maintenanceUntil: fromTimestamp(group.maintenanceUntil) } : {}),
+    ...(group.nextMaintenanceTime ? { nextMaintenanceTime: fromTimestamp(group.nextMaintenanceTime) } : {}),
   };
 }
 

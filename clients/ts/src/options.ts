@@ -266,13 +266,16 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
   });
 }
 
-/** Checks the windows' form (the server checks the cron and the zone) and returns them as messages. */
-function maintenanceWindowsToProto(windows: MaintenanceWindow[]): MaintenanceWindowPb[] {
+/**
+ * Checks the windows' form (the server checks the cron and the zone) and returns them as messages; errors
+ * name `field` (a queue's `maintenanceWindows`, a group's `setGroupLimits` windows).
+ */
+export function maintenanceWindowsToProto(windows: MaintenanceWindow[], field = "maintenanceWindows"): MaintenanceWindowPb[] {
   if (!Array.isArray(windows)) {
-    throw new TypeError(`maintenanceWindows must be an array of { cron, durationMs, timezone }`);
+    throw new TypeError(`${field} must be an array of { cron, durationMs, timezone }`);
   }
   return windows.map((w, i) => {
-    const what = `maintenanceWindows[${i}]`;
+    const what = `${field}[${i}]`;
     if (typeof w !== "object" || w === null || typeof w.cron !== "string" || w.cron.trim() === "") {
       throw new TypeError(`${what}.cron must be a cron expression such as "0 2 * * SUN"`);
     }

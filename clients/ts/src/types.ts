@@ -192,10 +192,19 @@ export interface GroupInfo {
   limits: GroupLimitsRead;
   /** Whether `limits` are the group's own (`setGroupLimits`). */
   customLimits: boolean;
-  /** Whether the group is paused (`pauseGroup`): its jobs are added but none starts until `resumeGroup`. */
+  /**
+   * Whether the group is paused: by `pauseGroup` (its jobs are added but none starts until `resumeGroup`), or
+   * by one of its maintenance windows (until `maintenanceUntil`), or both.
+   */
   paused: boolean;
   /** When its timed pause lifts by itself; absent for a pause until `resumeGroup`, and when not paused. */
   pausedUntil?: Date;
+  /** Its own maintenance windows (`setGroupLimits`); absent for none. */
+  maintenanceWindows?: Required<MaintenanceWindow>[];
+  /** While one of its windows holds it (`paused` is then true): when the window ends; absent outside. */
+  maintenanceUntil?: Date;
+  /** When its next window starts; absent without windows. */
+  nextMaintenanceTime?: Date;
 }
 
 /** A queue's settings; unset fields take the server's defaults. */

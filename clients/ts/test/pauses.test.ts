@@ -111,4 +111,29 @@ describe("timed pauses", () => {
     assert.match(bad.message, /config\.maintenance_windows\[0\]\.cron/);
     await assert.rejects(qm.registerQueue(name, { maintenanceWindows: [{ cron: "0 2 * * *", durationMs: 0 }] }), RangeError);
   });
+
+  it("gives a group its own maintenance windows, holds it inside one, and lists when it ends", async () => {
+    const name = queueName("group-windows");
+    await qm.registerQueue(name);
+    const now = new Date();
+    const started = { cron: `${now.getUTCMinutes()} ${now.getUTCHours()} * * *`, durationMs: HOUR };
+    const group = await qm.setGroupLimits(name, "acme", { concurrency: 2 }, [started]);
+    assert.equal(group.paused, true);
+    assert.deepEqual(group.maintenanceWindows, [{ ...started, timezone: "" }]);
+    assert.ok(group.maintenanceUntil!.getTime() > Date.now(), String(group.maintenanceUntil));
+    const listed = (await qm.listGroups(name)).items[0]!;
+    assert.deepEqual(listed.maintenanceUntil, group.maintenanceUntil);
+    assert.deepEqual(listed.nextMaintenanceTime, group.nextMaintenanceTime);
+    // A resume ends only a hand pause: the window still holds the group.
+    assert.equal((await qm.resumeGroup(name, "acme")).paused, true);
+    const freed = await qm.setGroupLimits(name, "acme", { concurrency: 2 });
+    assert.equal(freed.paused, false);
+    assert.equal(freed.maintenanceUntil, undefined);
+    assert.equal(freed.maintenanceWindows, undefined);
+
+    const bad = await qm.setGroupLimits(name, "acme", {}, [{ cron: "0 25 * * *", durationMs: HOUR }]).catch((e: unknown) => e);
+    assert.ok(bad instanceof InvalidArgumentError, String(bad));
+    assert.match(bad.message, /limits\.maintenance_windows\[0\]\.cron/);
+    await assert.rejects(qm.setGroupLimits(name, "acme", {}, [{ cron: "0 2 * * *", durationMs: 0 }]), RangeError);
+  });
 });

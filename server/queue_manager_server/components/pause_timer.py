@@ -9,7 +9,9 @@ lifts it and the others change nothing; it wakes the queue's workers itself.
 Maintenance windows (QueueConfig.maintenance_windows, windows.py): a queue's next window boundary (when the
 window it is in ends, or the next one starts) is stored with the queue and announced the same way when it
 changes (set_window.lua); at the boundary the windows are applied again, a compare-and-set any number of
-servers may run at once. Nothing polls a window: a queue is visited at its boundaries.
+servers may run at once. Nothing polls a window: a queue is visited at its boundaries. A fairness group's
+own windows (GroupLimits.maintenance_windows) are applied the same way, their boundaries read with the
+queue's (the earliest of the queue's and its groups' arms the queue's timer).
 
 A rescan every `RESCAN_S` catches events missed while the subscription was down, pauses given and windows
 registered while no server was up, and applies windows whose config changed. Times are Redis times; as in
@@ -77,8 +79,11 @@ class PauseTimer(TimedComponent):
     async def _apply_windows(self, queue: str) -> None:
         now, boundary = await self.windows.apply(queue)
         self.sync(now)
-        if boundary >= 0:
-            self.arm_at(queue, boundary)
+        now, groups = await self.windows.apply_groups(queue)
+        self.sync(now)
+        for at in (boundary, groups):
+            if at >= 0:
+                self.arm_at(queue, at)
 
     def _resumed(self, queue: str, result: Resumed) -> None:
         self.sync(result.now_ms)

@@ -48,6 +48,9 @@ class GroupInfo:
     default: Limits
     paused: bool = False
     paused_until_ms: int = 0  # when its timed pause lifts (Redis time); 0 for none
+    maintenance_until_ms: int = 0  # when the maintenance window holding it ends; 0 outside one
+    next_maintenance_ms: int = 0  # when its next maintenance window starts; 0 for none
+    windows: bytes = b""  # its maintenance windows as stored (a serialized GroupLimits); b"" for none
 
     @property
     def limits(self) -> Limits:
@@ -77,16 +80,22 @@ class Groups:
                 default,
                 int(r[i + 4]) == 1,
                 _ms(r[i + 5]),
+                _ms(r[i + 6]),
+                _ms(r[i + 7]),
+                _b(r[i + 8]),
             )
-            for i in range(2, len(r), 6)
+            for i in range(2, len(r), 9)
         ]
         return out, int(r[0])
 
-    async def set_group_limits(self, queue: str, group: str, limits: Limits | None) -> GroupInfo:
-        """Gives the group limits of its own, or with None takes them away (the queue's apply again)."""
+    async def set_group_limits(
+        self, queue: str, group: str, limits: Limits | None, windows: bytes = b""
+    ) -> GroupInfo:
+        """Gives the group limits of its own and its maintenance windows (serialized, b"" for none:
+        windows.py applies them), or with None takes both away (the queue's limits apply again)."""
         k = self.engine.keys(queue)
         own = limits or Limits()
-        args = [
+        args: list[Any] = [
             group,
             "1" if limits is None else "0",
             own.concurrency,
@@ -94,8 +103,9 @@ class Groups:
             own.rate_ms,
             own.max_size,
             own.rate_burst,
+            windows if limits is not None else b"",
         ]
-        return _info(queue, group, await self.scripts.run("set_group_limits", [k.meta], args))
+        return group_info(queue, group, await self.scripts.run("set_group_limits", [k.meta], args))
 
     async def set_group_paused(self, queue: str, group: str, paused: bool, until_ms: int = 0) -> GroupInfo:
         """Pauses the group (its jobs are added, none starts), until `until_ms` (Redis time) when not 0
@@ -103,11 +113,12 @@ class Groups:
         k = self.engine.keys(queue)
         args = [group, "1" if paused else "0", until_ms if paused else 0]
         r = await self.scripts.run("set_group_paused", [k.meta], args)
-        return _info(queue, group, r)
+        return group_info(queue, group, r)
 
 
-def _info(queue: str, group: str, r: Any) -> GroupInfo:
-    """A group as set_group_limits.lua and set_group_paused.lua answer."""
+def group_info(queue: str, group: str, r: Any) -> GroupInfo:
+    """A group as set_group_limits.lua, set_group_paused.lua and set_group_window.lua answer it
+    (includes/pause.lua group_row)."""
     if int(r[0]) == NO_QUEUE:
         raise QueueNotFound(queue)
     return GroupInfo(
@@ -118,6 +129,9 @@ def _info(queue: str, group: str, r: Any) -> GroupInfo:
         Limits.parse(r[3]) or Limits(),
         int(r[4]) == 1,
         _ms(r[5]),
+        _ms(r[6]),
+        _ms(r[7]),
+        _b(r[8]),
     )
 
 
@@ -129,3 +143,7 @@ def _ms(v: Any) -> int:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _b(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()

@@ -59,12 +59,27 @@ class QueueKeys:
         ``gdelay`` (zset: ``<level>:<group>`` -> when its next token is due, ms), ``gpark`` (hash: groups held
         back at their concurrency limit), ``gwaiting`` / ``gact`` (hashes: group -> waiting / active jobs),
         ``glimits`` (hash: group -> "concurrency rate-max rate-ms max-size", its own limits), ``gtok`` (hash:
-        group -> "tokens ms", its token bucket), ``gpaused`` (hash: paused groups),
-        ``gpuntil`` (zset: group -> when its timed pause lifts, ms); meta ``gw`` counts the
-        waiting jobs of all groups, ``gturn`` the rotation's turns, ``g_paused`` the paused groups, ``g_conc``
-        / ``g_rl_max`` / ``g_rl_ms`` / ``g_max`` the queue's group limits (``g_max_own``: some group has a max
-        size of its own)."""
+        group -> "tokens ms", its token bucket), ``gpaused`` (hash: paused groups, for any reason), ``gpman``
+        (hash: groups an operator paused), ``gpuntil`` (zset: group -> when its timed pause lifts, ms),
+        ``gpwin`` (hash: group -> when the maintenance window holding it ends, ms), ``gwnext`` (hash: group
+        -> when its next window starts, ms), ``group_windows`` and ``group_window_bounds``; meta ``gw`` counts
+        the waiting jobs of all groups, ``gturn`` the rotation's turns, ``g_paused`` the paused groups,
+        ``g_conc`` / ``g_rl_max`` / ``g_rl_ms`` / ``g_max`` the queue's group limits (``g_max_own``: some
+        group has a max size of its own)."""
         return f"{self.base}:groups"
+
+    @property
+    def group_windows(self) -> str:
+        """hash: fairness group -> its maintenance windows (GroupLimits.maintenance_windows: a GroupLimits
+        holding only them, serialized), kept apart from its limits string (``groups``; windows.py)."""
+        return f"{self.base}:gwin"
+
+    @property
+    def group_window_bounds(self) -> str:
+        """zset: fairness group -> its next window boundary (when the window holding it ends, or the next
+        starts; ms, Redis clock; 0: its windows changed and are applied at once), what the pause timer reads
+        (set_group_window.lua)."""
+        return f"{self.base}:gwb"
 
     @property
     def group_waiting(self) -> str:

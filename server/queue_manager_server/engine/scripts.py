@@ -140,6 +140,7 @@ class Scripts:
         "expire_waiting",  # the expiry sweep (components/expiry.py)
         "resume_due",  # timed pauses (engine/pauses.py)
         "set_window",  # maintenance windows (windows.py)
+        "set_group_window",  # a fairness group's maintenance windows (windows.py)
         "register_queue",
         "set_paused",
         "metrics",

@@ -1,4 +1,5 @@
-"""QueueService handlers for fairness groups (JobOptions.group): list them, set a group's own limits."""
+"""QueueService handlers for fairness groups (JobOptions.group): list them, set a group's own limits and
+maintenance windows (windows.py), pause and resume them."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ import grpc
 
 from queue_manager.v1 import queue_service_pb2 as pb
 from queue_manager.v1 import types_pb2
-from queue_manager_server import convert, paging, validate
+from queue_manager_server import convert, paging, validate, windows
 from queue_manager_server.engine.groups import GroupInfo, Groups, Limits
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.errors import unary
+from queue_manager_server.windows import MaintenanceWindows
 
 
 def _group_out(g: GroupInfo) -> types_pb2.GroupInfo:
     limits = g.limits
-    return types_pb2.GroupInfo(
+    out = types_pb2.GroupInfo(
         group=g.name,
         waiting=g.waiting,
         active=g.active,
@@ -24,11 +26,17 @@ def _group_out(g: GroupInfo) -> types_pb2.GroupInfo:
         custom_limits=g.own is not None,
         paused=g.paused,
         paused_until=convert.ms_timestamp(g.paused_until_ms) if g.paused_until_ms else None,
+        maintenance_until=convert.ms_timestamp(g.maintenance_until_ms) if g.maintenance_until_ms else None,
+        next_maintenance_time=convert.ms_timestamp(g.next_maintenance_ms) if g.next_maintenance_ms else None,
     )
+    if g.own is not None and g.windows:
+        out.limits.maintenance_windows.extend(types_pb2.GroupLimits.FromString(g.windows).maintenance_windows)
+    return out
 
 
 class GroupHandlers:
-    """ListGroups, SetGroupLimits, PauseGroup and ResumeGroup (part of `QueueService`)."""
+    """ListGroups, SetGroupLimits, PauseGroup and ResumeGroup (part of `QueueService`). A group's maintenance
+    windows are part of its own limits; ResumeGroup ends an operator's pause only, as ResumeQueue does."""
 
     groups: Groups
 
@@ -53,10 +61,17 @@ class GroupHandlers:
         if request.clear and request.HasField("limits"):
             # Which one was meant is a guess either way: a client sending both has a bug to hear about.
             raise InvalidArgument("clear", "removes the group's own limits: give it without limits")
-        limits = None
+        limits, blob = None, b""
         if not request.clear and request.HasField("limits"):
             limits = Limits(*convert.group_limits_in(request.limits, "limits"))
-        info = await self.groups.set_group_limits(queue, group, limits)
+            given = request.limits.maintenance_windows
+            windows.check_windows(given, "limits.maintenance_windows")
+            if given:
+                blob = types_pb2.GroupLimits(maintenance_windows=given).SerializeToString(deterministic=True)
+        info = await self.groups.set_group_limits(queue, group, limits, blob)
+        if blob:
+            # Held or freed as the windows say now, and its next boundary announced to every pause timer.
+            _, _, info = await MaintenanceWindows(self.groups.engine).apply_group(queue, group)
         return pb.SetGroupLimitsResponse(group=_group_out(info))
 
     @unary

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline
 
-from queue_manager import GroupLimits, JobPriority, QueueMetrics, RateLimit
+from queue_manager import GroupInfo, GroupLimits, JobPriority, QueueMetrics, RateLimit
 from queue_manager_tui.format import (
     NONE,
     fmt_bytes,
@@ -48,6 +48,8 @@ COLUMNS = (
     ("limit", "Tokens left"),
 )
 SPARK_WIDTH = 10
+# Paused groups named in the queue's facts, with until when; the rest are counted (qm groups list).
+PAUSED_GROUPS_NAMED = 5
 # An error rate from this fraction up is shown in red: one job in twenty failing is worth a look.
 ERROR_RATE_ALERT = 0.05
 
@@ -128,6 +130,7 @@ class QueuesView(Vertical):
                 state.bounds.get(name, {}),
                 state.group_limits.get(name),
                 state.max_sizes.get(name, 0),
+                state.paused_groups.get(name, []),
             )
         )
 
@@ -191,6 +194,7 @@ def _facts(
     bounds: Mapping[JobPriority, timedelta],
     group_limits: GroupLimits | None = None,
     max_size: int = 0,
+    paused_groups: Sequence[GroupInfo] = (),
 ) -> Text:
     lines = [
         # Failed runs, retried or not, by how they ended (a stalled run is a worker lost with the job).
@@ -216,7 +220,25 @@ def _facts(
         lines.append(_levels_sentence(metrics, bounds))
     if metrics.groups or group_limits is not None:  # a queue that uses fairness groups
         lines.append(_groups_sentence(metrics, group_limits))
+    if paused_groups:
+        lines.append(_paused_groups_sentence(paused_groups))
     return Text("\n".join(lines))
+
+
+def _paused_groups_sentence(groups: Sequence[GroupInfo]) -> str:
+    """The paused groups by name, each with why when it lifts by itself: ``paused groups: acme in
+    maintenance until 04:00:00 (one of its own windows), globex until 03:00:00 (a timed pause), initech``
+    (until resumed); UTC, as every time here. The first few: ``qm groups list`` has them all."""
+    named = []
+    for group in groups[:PAUSED_GROUPS_NAMED]:
+        parts = [group.name]
+        if group.paused_until is not None:
+            parts.append(f"until {group.paused_until.astimezone(UTC):%H:%M:%S}")
+        if group.maintenance_until is not None:
+            parts.append(f"in maintenance until {group.maintenance_until.astimezone(UTC):%H:%M:%S}")
+        named.append(" ".join(parts))
+    more = len(groups) - PAUSED_GROUPS_NAMED
+    return "paused groups: " + ", ".join(named) + (f" and {fmt_count(more)} more" if more > 0 else "")
 
 
 def _size_sentence(metrics: QueueMetrics, max_size: int) -> str:

@@ -20,7 +20,9 @@ from queue_manager.cli.common import (
     show,
     size_limit,
 )
+from queue_manager.cli.queues import maintenance_window
 from queue_manager.groups import GroupInfo
+from queue_manager.maintenance import windows_from_proto
 from queue_manager.options import RateLimit, validate_group
 
 _GROUP_COLUMNS = ("group", "waiting", "active", "paused", "concurrency", "rate", "max_size", "own_limits")
@@ -56,10 +58,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     limit = groups.add_parser(
         "limit",
         help="give one group limits of its own (they replace the queue's group limits for it), or --clear",
-        description="Sets GROUP's own limits to exactly the ones given: a limit left out is none for this "
-        "group (the queue's --group-concurrency, --group-rate and --group-max-size no longer apply to it). "
-        "--clear removes the group's own limits, so the queue's apply again. The group need not have jobs "
-        "yet.",
+        description="Sets GROUP's own limits and maintenance windows to exactly the ones given: a limit or "
+        "window left out is none for this group (the queue's --group-concurrency, --group-rate and "
+        "--group-max-size no longer apply to it). --clear removes the group's own limits and windows, so the "
+        "queue's apply again. The group need not have jobs yet.",
     )
     limit.add_argument("queue")
     limit.add_argument("group", type=group_name)
@@ -91,8 +93,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="most jobs of the group waiting; an add beyond it is refused (0 or off: no limit)",
     )
+    option(
+        limit,
+        "--maintenance-window",
+        action="append",
+        type=maintenance_window,
+        metavar="'CRON|DURATION[|ZONE]'",
+        help="a recurring window in which none of the group's jobs starts, such as "
+        "'0 2 * * SUN|2h|Europe/Paris' (as qm queues register takes the queue's); repeat for several",
+    )
     limit.add_argument(
-        "--clear", action="store_true", help="remove the group's own limits: the queue's apply again"
+        "--clear",
+        action="store_true",
+        help="remove the group's own limits and windows: the queue's apply again",
     )
     limit.set_defaults(command="groups limit", handler=_limit)
     pause = groups.add_parser(
@@ -134,13 +147,18 @@ def _list(args: argparse.Namespace) -> int:
 def _limit(args: argparse.Namespace) -> int:
     if args.rate_burst is not None and not (args.rate and args.rate[0]):
         raise UsageError("--rate-burst needs --rate: the burst is the capacity of a rate limit")
-    given = any(v is not None for v in (args.concurrency, args.rate, args.max_size))
+    flags = (args.concurrency, args.rate, args.max_size, args.maintenance_window)
+    given = any(v is not None for v in flags)
     if args.clear and given:
         raise UsageError(
-            "--clear removes the group's own limits: give it without --concurrency, --rate and --max-size"
+            "--clear removes the group's own limits: give it without --concurrency, --rate, --max-size and "
+            "--maintenance-window"
         )
     if not args.clear and not given:
-        raise UsageError("give --concurrency, --rate and/or --max-size (the group's own limits), or --clear")
+        raise UsageError(
+            "give --concurrency, --rate, --max-size and/or --maintenance-window (the group's own limits), "
+            "or --clear"
+        )
     with client(args) as qm:
         if args.clear:
             info = qm.clear_group_limits(args.queue, args.group)
@@ -148,7 +166,8 @@ def _limit(args: argparse.Namespace) -> int:
             most, window = args.rate or (0, 0)
             limit = RateLimit(most, window, args.rate_burst or 0) if most else None
             conc, size = args.concurrency or 0, args.max_size or 0
-            info = qm.set_group_limits(args.queue, args.group, conc, limit, size)
+            windows = windows_from_proto(args.maintenance_window or [])
+            info = qm.set_group_limits(args.queue, args.group, conc, limit, size, windows)
     if args.output == "json":
         show(args, plain(info))
     else:
@@ -173,8 +192,13 @@ def _row(info: GroupInfo) -> dict[str, Any]:
     """A group as a table row: its limits as the flags take them (0 and "" mean none)."""
     limits = plain(info.limits)
     paused = "yes" if info.paused else ""
+    held = []
     if info.paused_until is not None:
-        paused = f"until {info.paused_until.isoformat()}"
+        held.append(f"until {info.paused_until.isoformat()}")
+    if info.maintenance_until is not None:
+        held.append(f"in maintenance until {info.maintenance_until.isoformat()}")
+    if held:
+        paused = "; ".join(held)
     return {
         "group": info.name,
         "waiting": info.waiting,

@@ -1165,6 +1165,7 @@ class GroupLimits(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     MAX_SIZE_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_WINDOWS_FIELD_NUMBER: _builtins.int
     concurrency: _builtins.int
     """Most jobs of the group active at once across all workers and servers; 0 means no limit."""
     max_size: _builtins.int
@@ -1175,16 +1176,26 @@ class GroupLimits(_message.Message):
     def rate_limit(self) -> Global___RateLimit:
         """Token-bucket rate limit on the group's job starts; unset means unlimited."""
 
+    @_builtins.property
+    def maintenance_windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___MaintenanceWindow]:
+        """A group's own recurring maintenance windows (SetGroupLimits only; QueueConfig.group_limits refuses them
+        with INVALID_ARGUMENT, the queue's own being QueueConfig.maintenance_windows): while the server's clock is
+        inside one, none of the group's jobs starts (as if paused by PauseGroup: its jobs are still added, its
+        running jobs finish) while the queue's other groups run. At most 16, as MaintenanceWindow says. A window
+        never lifts a PauseGroup pause, and ResumeGroup during a window ends only that pause.
+        """
+
     def __init__(
         self,
         *,
         concurrency: _builtins.int = ...,
         rate_limit: Global___RateLimit | None = ...,
         max_size: _builtins.int = ...,
+        maintenance_windows: _abc.Iterable[Global___MaintenanceWindow] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "max_size", b"max_size", "rate_limit", b"rate_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "maintenance_windows", b"maintenance_windows", "max_size", b"max_size", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1203,6 +1214,8 @@ class GroupInfo(_message.Message):
     CUSTOM_LIMITS_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     PAUSED_UNTIL_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_UNTIL_FIELD_NUMBER: _builtins.int
+    NEXT_MAINTENANCE_TIME_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """The group (JobOptions.group)."""
     waiting: _builtins.int
@@ -1212,7 +1225,9 @@ class GroupInfo(_message.Message):
     custom_limits: _builtins.bool
     """Whether the limits are the group's own (SetGroupLimits)."""
     paused: _builtins.bool
-    """Whether the group is paused (PauseGroup): its jobs are added but none starts until ResumeGroup."""
+    """Whether the group is paused: by PauseGroup (its jobs are added but none starts until ResumeGroup, or
+    paused_until), or by one of its maintenance windows (until maintenance_until), or both.
+    """
     @_builtins.property
     def limits(self) -> Global___GroupLimits:
         """The limits that apply to it: its own, else the queue's group_limits."""
@@ -1221,6 +1236,18 @@ class GroupInfo(_message.Message):
     def paused_until(self) -> _timestamp_pb2.Timestamp:
         """When a timed pause (PauseGroupRequest.resume_after / resume_at) lifts by itself; unset for a pause
         that lasts until ResumeGroup, and for a group that is not paused.
+        """
+
+    @_builtins.property
+    def maintenance_until(self) -> _timestamp_pb2.Timestamp:
+        """While one of the group's maintenance windows (GroupLimits.maintenance_windows) holds it (paused is then
+        true): when it ends (windows that overlap or follow each other count as one). Unset outside the windows.
+        """
+
+    @_builtins.property
+    def next_maintenance_time(self) -> _timestamp_pb2.Timestamp:
+        """When the group's next maintenance window starts (after the current one, inside a window); unset without
+        windows, or when none comes again.
         """
 
     def __init__(
@@ -1233,10 +1260,12 @@ class GroupInfo(_message.Message):
         custom_limits: _builtins.bool = ...,
         paused: _builtins.bool = ...,
         paused_until: _timestamp_pb2.Timestamp | None = ...,
+        maintenance_until: _timestamp_pb2.Timestamp | None = ...,
+        next_maintenance_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "paused_until", b"paused_until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "maintenance_until", b"maintenance_until", "next_maintenance_time", b"next_maintenance_time", "paused_until", b"paused_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "paused", b"paused", "paused_until", b"paused_until", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "custom_limits", b"custom_limits", "group", b"group", "limits", b"limits", "maintenance_until", b"maintenance_until", "next_maintenance_time", b"next_maintenance_time", "paused", b"paused", "paused_until", b"paused_until", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,7 +5,9 @@
 -- ARGV[1] offset  ARGV[2] page size
 -- Returns: {-1} when the queue is not registered, else {groups known, the queue's group limits
 --   "concurrency rate-max rate-ms max-size burst", then per group: name, waiting, active, its own limits (same
---   form; "" for none), paused (1/0), resume at (ms; "" for none: set_group_paused.lua)}
+--   form; "" for none), paused (1/0), resume at (ms; "" for none: set_group_paused.lua), the end of the
+--   maintenance window holding it (ms; ""), its next window's start (ms; ""), its windows (serialized; "":
+--   set_group_window.lua)}
 local meta = KEYS[1]
 local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max', 'g_rl_burst')
 if not d[1] then return {-1} end
@@ -19,6 +21,9 @@ local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
 local a = redis.call('HMGET', base .. 'gact', unpack(names))
 local l = redis.call('HMGET', base .. 'glimits', unpack(names))
 local p = redis.call('HMGET', base .. 'gpaused', unpack(names))
+local wu = redis.call('HMGET', base .. 'gpwin', unpack(names))
+local wn = redis.call('HMGET', base .. 'gwnext', unpack(names))
+local wl = redis.call('HMGET', base .. 'gwin', unpack(names))
 -- The groups' resume times, looked up only when some group has one (ZSCORE: the commands a least-privilege
 -- user may run, security.py, have no ZMSCORE).
 local timed = redis.call('ZCARD', base .. 'gpuntil') > 0
@@ -29,5 +34,8 @@ for i, grp in ipairs(names) do
   out[#out + 1] = l[i] or ''
   out[#out + 1] = p[i] and 1 or 0
   out[#out + 1] = timed and redis.call('ZSCORE', base .. 'gpuntil', grp) or ''
+  out[#out + 1] = wu[i] or ''
+  out[#out + 1] = wn[i] or ''
+  out[#out + 1] = wl[i] or ''
 end
 return out

@@ -37,7 +37,7 @@ end
 local OWN = {'meta', 'waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled', 'limiter',
   'dlq-outbox', 'flow-outbox', 'expiring', 'deadlines', 'bulk', 'schedules', 'schedule-due', 'schedule-runs',
   'stats', 'redrive', 'redriven', 'groups', 'gring', 'gdelay', 'gpark', 'gwaiting', 'gact', 'glimits', 'gtok',
-  'gpaused', 'gpuntil'}
+  'gpaused', 'gpuntil', 'gpman', 'gpwin', 'gwin', 'gwnext', 'gwb'}
 local total = 0
 for _, name in ipairs(OWN) do total = total + usage(base .. name) end
 for p = 1, LEVELS do total = total + usage(base .. 'waiting:' .. p) end

@@ -61,7 +61,7 @@ end
 local base = string.sub(prefix, 1, -5)
 redis.call('DEL', base .. 'gring', base .. 'gdelay', base .. 'gpark', base .. 'gact', base .. 'glimits',
   base .. 'gtok', base .. 'groups', base .. 'expiring', base .. 'gpaused',
-  base .. 'gpuntil')
+  base .. 'gpuntil', base .. 'gpman', base .. 'gpwin', base .. 'gwin', base .. 'gwnext', base .. 'gwb')
 if removed < chunk then
   redis.call('DEL', base .. 'gwaiting', KEYS[1])
   return {removed, 1, REMOVED.handed}

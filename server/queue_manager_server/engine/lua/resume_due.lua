@@ -1,6 +1,6 @@
 -- resume_due.lua: lifts the queue's timed pause and its groups' whose time has come (set_paused.lua,
 -- set_group_paused.lua), and says when the next one comes. The queue stays paused while a maintenance
--- window holds it ('pwin', set_window.lua). Atomic, and only a pause whose own time has
+-- window holds it ('pwin', set_window.lua), and a group while one of its own does ('gpwin', pause.lua). Atomic, and only a pause whose own time has
 -- passed is lifted, so when several servers' pause timers (components/pause_timer.py) fire at once the
 -- first lifts it and the others find nothing: a pause given again meanwhile (plain, or with a later time)
 -- stays. What it resumes wakes the workers at once (``w <queue>``), as ResumeQueue and ResumeGroup do.
@@ -30,9 +30,9 @@ elseif until_ms then
 end
 local due = redis.call('ZRANGEBYSCORE', base .. 'gpuntil', '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, grp in ipairs(due) do
-  resume_group(meta, base, grp)
+  -- A group one of its maintenance windows holds stays paused (pause.lua).
+  if resume_group(meta, base, grp) then freed = true end
   lifted = lifted + 1
-  freed = true
 end
 local first = redis.call('ZRANGE', base .. 'gpuntil', 0, 0, 'WITHSCORES')
 if first[2] and (next_due < 0 or tonumber(first[2]) < next_due) then next_due = tonumber(first[2]) end

@@ -2018,9 +2018,15 @@ type GroupLimits struct {
 	RateLimit *RateLimit `protobuf:"bytes,2,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// Producer backpressure: the most jobs of the group waiting (ready to run; delayed ones count once due).
 	// An add beyond it is refused with RESOURCE_EXHAUSTED, as for QueueConfig.max_size. 0 means no limit.
-	MaxSize       uint64 `protobuf:"varint,3,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxSize uint64 `protobuf:"varint,3,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	// A group's own recurring maintenance windows (SetGroupLimits only; QueueConfig.group_limits refuses them
+	// with INVALID_ARGUMENT, the queue's own being QueueConfig.maintenance_windows): while the server's clock is
+	// inside one, none of the group's jobs starts (as if paused by PauseGroup: its jobs are still added, its
+	// running jobs finish) while the queue's other groups run. At most 16, as MaintenanceWindow says. A window
+	// never lifts a PauseGroup pause, and ResumeGroup during a window ends only that pause.
+	MaintenanceWindows []*MaintenanceWindow `protobuf:"bytes,4,rep,name=maintenance_windows,json=maintenanceWindows,proto3" json:"maintenance_windows,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GroupLimits) Reset() {
@@ -2074,6 +2080,13 @@ func (x *GroupLimits) GetMaxSize() uint64 {
 	return 0
 }
 
+func (x *GroupLimits) GetMaintenanceWindows() []*MaintenanceWindow {
+	if x != nil {
+		return x.MaintenanceWindows
+	}
+	return nil
+}
+
 // GroupInfo is one fairness group of a queue.
 type GroupInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2087,13 +2100,20 @@ type GroupInfo struct {
 	Limits *GroupLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Whether the limits are the group's own (SetGroupLimits).
 	CustomLimits bool `protobuf:"varint,5,opt,name=custom_limits,json=customLimits,proto3" json:"custom_limits,omitempty"`
-	// Whether the group is paused (PauseGroup): its jobs are added but none starts until ResumeGroup.
+	// Whether the group is paused: by PauseGroup (its jobs are added but none starts until ResumeGroup, or
+	// paused_until), or by one of its maintenance windows (until maintenance_until), or both.
 	Paused bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
 	// When a timed pause (PauseGroupRequest.resume_after / resume_at) lifts by itself; unset for a pause
 	// that lasts until ResumeGroup, and for a group that is not paused.
-	PausedUntil   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PausedUntil *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=paused_until,json=pausedUntil,proto3" json:"paused_until,omitempty"`
+	// While one of the group's maintenance windows (GroupLimits.maintenance_windows) holds it (paused is then
+	// true): when it ends (windows that overlap or follow each other count as one). Unset outside the windows.
+	MaintenanceUntil *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=maintenance_until,json=maintenanceUntil,proto3" json:"maintenance_until,omitempty"`
+	// When the group's next maintenance window starts (after the current one, inside a window); unset without
+	// windows, or when none comes again.
+	NextMaintenanceTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_maintenance_time,json=nextMaintenanceTime,proto3" json:"next_maintenance_time,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GroupInfo) Reset() {
@@ -2171,6 +2191,20 @@ func (x *GroupInfo) GetPaused() bool {
 func (x *GroupInfo) GetPausedUntil() *timestamppb.Timestamp {
 	if x != nil {
 		return x.PausedUntil
+	}
+	return nil
+}
+
+func (x *GroupInfo) GetMaintenanceUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MaintenanceUntil
+	}
+	return nil
+}
+
+func (x *GroupInfo) GetNextMaintenanceTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextMaintenanceTime
 	}
 	return nil
 }
@@ -3213,12 +3247,13 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x11MaintenanceWindow\x12\x12\n" +
 	"\x04cron\x18\x01 \x01(\tR\x04cron\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1a\n" +
-	"\btimezone\x18\x03 \x01(\tR\btimezone\"\x86\x01\n" +
+	"\btimezone\x18\x03 \x01(\tR\btimezone\"\xdc\x01\n" +
 	"\vGroupLimits\x12 \n" +
 	"\vconcurrency\x18\x01 \x01(\rR\vconcurrency\x12:\n" +
 	"\n" +
 	"rate_limit\x18\x02 \x01(\v2\x1b.queue_manager.v1.RateLimitR\trateLimit\x12\x19\n" +
-	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\"\x86\x02\n" +
+	"\bmax_size\x18\x03 \x01(\x04R\amaxSize\x12T\n" +
+	"\x13maintenance_windows\x18\x04 \x03(\v2#.queue_manager.v1.MaintenanceWindowR\x12maintenanceWindows\"\x9f\x03\n" +
 	"\tGroupInfo\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\awaiting\x18\x02 \x01(\x04R\awaiting\x12\x16\n" +
@@ -3226,7 +3261,9 @@ const file_queue_manager_v1_types_proto_rawDesc = "" +
 	"\x06limits\x18\x04 \x01(\v2\x1d.queue_manager.v1.GroupLimitsR\x06limits\x12#\n" +
 	"\rcustom_limits\x18\x05 \x01(\bR\fcustomLimits\x12\x16\n" +
 	"\x06paused\x18\x06 \x01(\bR\x06paused\x12=\n" +
-	"\fpaused_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\"\x80\x01\n" +
+	"\fpaused_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpausedUntil\x12G\n" +
+	"\x11maintenance_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x10maintenanceUntil\x12N\n" +
+	"\x15next_maintenance_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x13nextMaintenanceTime\"\x80\x01\n" +
 	"\rPriorityBound\x129\n" +
 	"\bpriority\x18\x01 \x01(\x0e2\x1d.queue_manager.v1.JobPriorityR\bpriority\x124\n" +
 	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xff\x02\n" +
@@ -3458,39 +3495,42 @@ var file_queue_manager_v1_types_proto_depIdxs = []int32{
 	21, // 57: queue_manager.v1.QueueConfig.maintenance_windows:type_name -> queue_manager.v1.MaintenanceWindow
 	34, // 58: queue_manager.v1.MaintenanceWindow.duration:type_name -> google.protobuf.Duration
 	19, // 59: queue_manager.v1.GroupLimits.rate_limit:type_name -> queue_manager.v1.RateLimit
-	22, // 60: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
-	35, // 61: queue_manager.v1.GroupInfo.paused_until:type_name -> google.protobuf.Timestamp
-	0,  // 62: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
-	34, // 63: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
-	20, // 64: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
-	35, // 65: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
-	35, // 66: queue_manager.v1.Queue.paused_until:type_name -> google.protobuf.Timestamp
-	35, // 67: queue_manager.v1.Queue.maintenance_until:type_name -> google.protobuf.Timestamp
-	35, // 68: queue_manager.v1.Queue.next_maintenance_time:type_name -> google.protobuf.Timestamp
-	34, // 69: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
-	34, // 70: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
-	34, // 71: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	35, // 72: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
-	28, // 73: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
-	35, // 74: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
-	27, // 75: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
-	35, // 76: queue_manager.v1.QueueMetrics.paused_until:type_name -> google.protobuf.Timestamp
-	35, // 77: queue_manager.v1.QueueMetrics.maintenance_until:type_name -> google.protobuf.Timestamp
-	0,  // 78: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
-	34, // 79: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
-	35, // 80: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
-	34, // 81: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
-	4,  // 82: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
-	35, // 83: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	12, // 84: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
-	1,  // 85: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
-	5,  // 86: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
-	1,  // 87: queue_manager.v1.ChildJob.current_state:type_name -> queue_manager.v1.JobState
-	88, // [88:88] is the sub-list for method output_type
-	88, // [88:88] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	21, // 60: queue_manager.v1.GroupLimits.maintenance_windows:type_name -> queue_manager.v1.MaintenanceWindow
+	22, // 61: queue_manager.v1.GroupInfo.limits:type_name -> queue_manager.v1.GroupLimits
+	35, // 62: queue_manager.v1.GroupInfo.paused_until:type_name -> google.protobuf.Timestamp
+	35, // 63: queue_manager.v1.GroupInfo.maintenance_until:type_name -> google.protobuf.Timestamp
+	35, // 64: queue_manager.v1.GroupInfo.next_maintenance_time:type_name -> google.protobuf.Timestamp
+	0,  // 65: queue_manager.v1.PriorityBound.priority:type_name -> queue_manager.v1.JobPriority
+	34, // 66: queue_manager.v1.PriorityBound.max_wait:type_name -> google.protobuf.Duration
+	20, // 67: queue_manager.v1.Queue.config:type_name -> queue_manager.v1.QueueConfig
+	35, // 68: queue_manager.v1.Queue.create_time:type_name -> google.protobuf.Timestamp
+	35, // 69: queue_manager.v1.Queue.paused_until:type_name -> google.protobuf.Timestamp
+	35, // 70: queue_manager.v1.Queue.maintenance_until:type_name -> google.protobuf.Timestamp
+	35, // 71: queue_manager.v1.Queue.next_maintenance_time:type_name -> google.protobuf.Timestamp
+	34, // 72: queue_manager.v1.QueueMetrics.average_processing_time:type_name -> google.protobuf.Duration
+	34, // 73: queue_manager.v1.QueueMetrics.p95_processing_time:type_name -> google.protobuf.Duration
+	34, // 74: queue_manager.v1.QueueMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	35, // 75: queue_manager.v1.QueueMetrics.held_until:type_name -> google.protobuf.Timestamp
+	28, // 76: queue_manager.v1.QueueMetrics.history:type_name -> queue_manager.v1.MetricsBucket
+	35, // 77: queue_manager.v1.QueueMetrics.sample_time:type_name -> google.protobuf.Timestamp
+	27, // 78: queue_manager.v1.QueueMetrics.levels:type_name -> queue_manager.v1.PriorityLevelMetrics
+	35, // 79: queue_manager.v1.QueueMetrics.paused_until:type_name -> google.protobuf.Timestamp
+	35, // 80: queue_manager.v1.QueueMetrics.maintenance_until:type_name -> google.protobuf.Timestamp
+	0,  // 81: queue_manager.v1.PriorityLevelMetrics.priority:type_name -> queue_manager.v1.JobPriority
+	34, // 82: queue_manager.v1.PriorityLevelMetrics.oldest_waiting_age:type_name -> google.protobuf.Duration
+	35, // 83: queue_manager.v1.MetricsBucket.start_time:type_name -> google.protobuf.Timestamp
+	34, // 84: queue_manager.v1.MetricsBucket.average_processing_time:type_name -> google.protobuf.Duration
+	4,  // 85: queue_manager.v1.JobError.kind:type_name -> queue_manager.v1.JobErrorKind
+	35, // 86: queue_manager.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	12, // 87: queue_manager.v1.ChildJob.job:type_name -> queue_manager.v1.JobRef
+	1,  // 88: queue_manager.v1.ChildJob.state:type_name -> queue_manager.v1.JobState
+	5,  // 89: queue_manager.v1.ChildJob.result:type_name -> queue_manager.v1.Payload
+	1,  // 90: queue_manager.v1.ChildJob.current_state:type_name -> queue_manager.v1.JobState
+	91, // [91:91] is the sub-list for method output_type
+	91, // [91:91] is the sub-list for method input_type
+	91, // [91:91] is the sub-list for extension type_name
+	91, // [91:91] is the sub-list for extension extendee
+	0,  // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_types_proto_init() }
