@@ -84,7 +84,10 @@ async def test_group_max_size_from_the_queue_and_from_groups_limit(
         (("queues", "register", "q", "--max-size", str(2**48 + 1)), f"to {2**48}, or off, got '{2**48 + 1}'"),
         (("queues", "register", "q", "--group-max-size", "lots"), "argument --group-max-size: must be"),
         (("groups", "limit", "q", "g", "--max-size", "x"), "argument --max-size: must be a whole number"),
-        (("groups", "limit", "q", "g", "--clear", "--max-size", "2"), "without --concurrency, --rate and"),
+        (
+            ("groups", "limit", "q", "g", "--clear", "--max-size", "2"),
+            "without --concurrency, --rate, --max-size and",
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )
