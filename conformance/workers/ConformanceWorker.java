@@ -77,12 +77,8 @@ public final class ConformanceWorker {
         .addShutdownHook(
             new Thread(
                 () -> {
-                  try {
-                    worker.close();
-                    qm.close();
-                  } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                  }
+                  worker.close();
+                  qm.close();
                   stopped.countDown();
                   Runtime.getRuntime().halt(0);
                 }));

@@ -78,7 +78,12 @@ public final class Job {
     return jsonText(data, contentType, "the job's data");
   }
 
-  /** The JSON data decoded by Gson into {@code type} (a class, or a {@code TypeToken}'s type). */
+  /** The JSON data decoded by Gson into a class. */
+  public <T> T data(Class<T> type) {
+    return Payloads.decode(data, contentType, type, "the job's data");
+  }
+
+  /** The JSON data decoded by Gson into {@code type} (a {@code TypeToken}'s type, for generics). */
   public <T> T data(Type type) {
     return Payloads.decode(data, contentType, type, "the job's data");
   }
@@ -97,7 +102,12 @@ public final class Job {
     return jsonText(result, resultContentType, "the job's result");
   }
 
-  /** The JSON result decoded by Gson into {@code type}. */
+  /** The JSON result decoded by Gson into a class. */
+  public <T> T result(Class<T> type) {
+    return Payloads.decode(result, resultContentType, type, "the job's result");
+  }
+
+  /** The JSON result decoded by Gson into {@code type} (a {@code TypeToken}'s type, for generics). */
   public <T> T result(Type type) {
     return Payloads.decode(result, resultContentType, type, "the job's result");
   }

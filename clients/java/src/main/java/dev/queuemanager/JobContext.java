@@ -63,7 +63,12 @@ public final class JobContext {
     return redelivery;
   }
 
-  /** The job's JSON data decoded by Gson into {@code type}. */
+  /** The job's JSON data decoded by Gson into a class. */
+  public <T> T data(Class<T> type) {
+    return job.data(type);
+  }
+
+  /** The job's JSON data decoded by Gson into {@code type} (a {@code TypeToken}'s type). */
   public <T> T data(Type type) {
     return job.data(type);
   }

@@ -2,9 +2,7 @@ package dev.queuemanager;
 
 import com.google.gson.Gson;
 import com.google.gson.GsonBuilder;
-import com.google.gson.JsonElement;
 import com.google.gson.JsonParseException;
-import com.google.gson.JsonParser;
 import com.google.protobuf.ByteString;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Value;
@@ -17,8 +15,9 @@ import queue_manager.v1.Types;
  * The payload conventions the Python, TypeScript and Go clients share: a {@code byte[]} travels as raw
  * bytes of content type {@value #BYTES}; {@link JsonText} as the JSON text it holds; any other value as its
  * JSON (Gson) of content type {@value #JSON}; null as no payload (the server stores JSON null). JSON goes
- * as raw UTF-8 text rather than a {@code google.protobuf.Value}: the server stores it as it came, so large
- * integers keep their digits.
+ * as raw UTF-8 text rather than a {@code google.protobuf.Value} (cheaper, as in the other clients). Readers
+ * get JSON back as a {@code google.protobuf.Value}, whose numbers are doubles: send integers past 2^53 as
+ * strings.
  */
 final class Payloads {
   /** The content type of JSON payloads. */
@@ -117,14 +116,58 @@ final class Payloads {
     return out.build();
   }
 
-  /** The compact JSON text of a {@code google.protobuf.Value}. */
+  /**
+   * The compact JSON text of a {@code google.protobuf.Value} (what the server returns to readers), with
+   * whole numbers written without a fraction ({@code 3}, not {@code 3.0}), as the other clients write them.
+   */
   static String valueJson(Value value) {
-    try {
-      JsonElement parsed = JsonParser.parseString(JsonFormat.printer().print(value));
-      return GSON.toJson(parsed);
-    } catch (InvalidProtocolBufferException e) {
-      // Only a Value holding NaN or infinity cannot be printed; the server never stores one.
-      throw new IllegalStateException("a JSON value cannot be printed: " + e.getMessage(), e);
+    StringBuilder out = new StringBuilder();
+    writeValue(value, out);
+    return out.toString();
+  }
+
+  private static void writeValue(Value value, StringBuilder out) {
+    switch (value.getKindCase()) {
+      case NUMBER_VALUE:
+        double d = value.getNumberValue();
+        // Whole numbers within a double's exact range print as integers.
+        if (d == Math.rint(d) && Math.abs(d) < 9.007199254740992E15) {
+          out.append((long) d);
+        } else {
+          out.append(GSON.toJson(d));
+        }
+        break;
+      case STRING_VALUE:
+        out.append(GSON.toJson(value.getStringValue()));
+        break;
+      case BOOL_VALUE:
+        out.append(value.getBoolValue());
+        break;
+      case STRUCT_VALUE:
+        out.append('{');
+        boolean first = true;
+        for (var field : value.getStructValue().getFieldsMap().entrySet()) {
+          if (!first) {
+            out.append(',');
+          }
+          first = false;
+          out.append(GSON.toJson(field.getKey())).append(':');
+          writeValue(field.getValue(), out);
+        }
+        out.append('}');
+        break;
+      case LIST_VALUE:
+        out.append('[');
+        for (int i = 0; i < value.getListValue().getValuesCount(); i++) {
+          if (i > 0) {
+            out.append(',');
+          }
+          writeValue(value.getListValue().getValues(i), out);
+        }
+        out.append(']');
+        break;
+      default:
+        out.append("null");
     }
   }
 }

@@ -184,10 +184,17 @@ public final class Worker implements AutoCloseable {
     return abandoned;
   }
 
-  /** {@link #shutdown(Duration)} with the options' shutdown timeout. */
+  /**
+   * {@link #shutdown(Duration)} with the options' shutdown timeout. An interrupt while waiting abandons
+   * nothing more: the thread's interrupt flag is set again and the worker goes on stopping by itself.
+   */
   @Override
-  public void close() throws InterruptedException {
-    shutdown(options.shutdownTimeout);
+  public void close() {
+    try {
+      shutdown(options.shutdownTimeout);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
   }
 
   /** Waits for the running handlers until grace ends, then abandons those left; returns how many. */
