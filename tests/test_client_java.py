@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, stop_server_timeouts
 from tests.security_kit import make_pki, token_file
 
 JAVA_DIR = Path(__file__).resolve().parent.parent / "clients" / "java"
@@ -42,6 +43,7 @@ EXPECTED = {
     "WorkerTest.failuresAreRetriedThenFailForGood",
     "WorkerTest.cancelStopsTheRunningHandler",
     "WorkerTest.jobTimeoutStopsTheRunAndFailsTheAttempt",
+    "WorkerTest.workerTimesTheRunOutWhenTheServerDoesNot",
     "WorkerTest.heartbeatsKeepARunLongerThanItsLease",
     "WorkerTest.shutdownLetsRunningJobsFinish",
     "WorkerTest.shutdownAbandonsRunsPastItsGrace",
@@ -85,8 +87,12 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
     mutual = await server_factory(
         tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca)
     )
+    # A server alone on its key prefix that leaves job timeouts to the workers (the worker-timeout test).
+    lax = await server_factory(key_prefix=f"t{uuid.uuid4().hex[:10]}")
+    await stop_server_timeouts(lax)
     env = _java_env(
         QM_TEST_ADDRESS=server.address,
+        QM_TEST_NO_TIMEOUTS_ADDRESS=lax.address,
         QM_TEST_LEASE_MS=str(LEASE_MS),
         QM_TEST_AUTH_ADDRESS=secured.address,
         QM_TEST_TOKEN=tokens["admin"],

@@ -32,7 +32,9 @@ class WorkerTest {
     if (worker != null) {
       worker.shutdown(Duration.ofSeconds(5));
     }
-    qm.close();
+    if (qm != null) { // null when the test skipped itself
+      qm.close();
+    }
   }
 
   private Worker start(String queue, int concurrency, JobHandler handler) throws InterruptedException {
@@ -164,6 +166,43 @@ class WorkerTest {
     assertEquals(JobState.FAILED, done.state());
     assertTrue(done.failedReason().contains("timed out"), done.failedReason());
     assertEquals(StopReason.TIMEOUT, seen.get());
+  }
+
+  @Test
+  void workerTimesTheRunOutWhenTheServerDoesNot() throws Exception {
+    // This server enforces no job timeout itself: the worker's own timer must end the run.
+    try (QueueManager lax = QueueManager.builder(TestServers.env("QM_TEST_NO_TIMEOUTS_ADDRESS")).token("").build()) {
+      String queue = TestServers.queue("own-timeout");
+      lax.registerQueue(queue);
+      AtomicReference<StopReason> seen = new AtomicReference<>();
+      Worker own =
+          lax.newWorker(
+              WorkerOptions.builder()
+                  .handler(
+                      queue,
+                      job -> {
+                        try {
+                          Thread.sleep(60_000);
+                        } catch (InterruptedException e) {
+                          seen.set(job.stopReason());
+                          throw e;
+                        }
+                        return "slept";
+                      })
+                  .concurrency(1)
+                  .build());
+      own.start();
+      try {
+        JobOptions options = JobOptions.builder().timeout(Duration.ofMillis(300)).attempts(1).build();
+        Job job = lax.addJob(queue, "slow", null, options);
+        Job done = lax.waitForJob(queue, job.id(), WAIT);
+        assertEquals(JobState.FAILED, done.state());
+        assertEquals("job timed out after 0.3s", done.failedReason());
+        assertEquals(StopReason.TIMEOUT, seen.get());
+      } finally {
+        own.shutdown(Duration.ofSeconds(5));
+      }
+    }
   }
 
   @Test
