@@ -71,7 +71,10 @@ public final class Backoff {
   Types.Backoff proto() {
     Types.Backoff.Builder b =
         Types.Backoff.newBuilder()
-            .setType(type == Type.FIXED ? Types.BackoffType.BACKOFF_TYPE_FIXED : Types.BackoffType.BACKOFF_TYPE_EXPONENTIAL)
+            .setType(
+                type == Type.FIXED
+                    ? Types.BackoffType.BACKOFF_TYPE_FIXED
+                    : Types.BackoffType.BACKOFF_TYPE_EXPONENTIAL)
             .setDelay(Protos.duration(delay))
             .setJitter(jitter);
     if (!maxDelay.isZero()) {

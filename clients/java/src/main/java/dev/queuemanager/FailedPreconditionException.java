@@ -2,7 +2,10 @@ package dev.queuemanager;
 
 import io.grpc.Status;
 
-/** The object is not in a state that allows the call, such as a stale lease token (gRPC {@code FAILED_PRECONDITION}). */
+/**
+ * The object is not in a state that allows the call, such as a stale lease token (gRPC {@code
+ * FAILED_PRECONDITION}).
+ */
 public class FailedPreconditionException extends QueueManagerException {
   private static final long serialVersionUID = 1L;
 

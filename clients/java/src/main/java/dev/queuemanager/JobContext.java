@@ -97,7 +97,10 @@ public final class JobContext {
    */
   public boolean reportProgress(Object value) {
     WorkerServiceOuterClass.JobProgress progress =
-        WorkerServiceOuterClass.JobProgress.newBuilder().setLease(lease()).setProgress(Payloads.jsonValue(value)).build();
+        WorkerServiceOuterClass.JobProgress.newBuilder()
+            .setLease(lease())
+            .setProgress(Payloads.jsonValue(value))
+            .build();
     synchronized (worker.mu) {
       if (!active()) {
         return false;

@@ -100,7 +100,8 @@ final class Payloads {
     try {
       return GSON.fromJson(new String(body, StandardCharsets.UTF_8), type);
     } catch (JsonParseException e) {
-      throw new IllegalStateException(what + " cannot be read as " + type.getTypeName() + ": " + e.getMessage(), e);
+      throw new IllegalStateException(
+          what + " cannot be read as " + type.getTypeName() + ": " + e.getMessage(), e);
     }
   }
 

@@ -87,8 +87,8 @@ public final class QueueManager implements AutoCloseable {
    * @return the queue; {@link QueueInfo#created()} says whether this call created it
    */
   public QueueInfo registerQueue(String name) {
-    var resp =
-        call(() -> queues().registerQueue(QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(name).build()));
+    var req = QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(name).build();
+    var resp = call(() -> queues().registerQueue(req));
     return new QueueInfo(resp.getQueue(), resp.getCreated());
   }
 
@@ -146,7 +146,7 @@ public final class QueueManager implements AutoCloseable {
     return new QueueMetrics(call(() -> queues().getQueueMetrics(req)).getMetrics());
   }
 
-  /** Adds a job with the queue's default options (see {@link #addJob(String, String, Object, JobOptions)}). */
+  /** Adds a job with the queue's default options ({@link #addJob(String, String, Object, JobOptions)}). */
   public Job addJob(String queue, String name, Object data) {
     return addJob(queue, name, data, null);
   }
@@ -164,7 +164,10 @@ public final class QueueManager implements AutoCloseable {
    */
   public Job addJob(String queue, String name, Object data, JobOptions options) {
     var req =
-        Jobs.AddJobRequest.newBuilder().setQueueName(queue).setJob(NewJob.of(name, data, options).proto()).build();
+        Jobs.AddJobRequest.newBuilder()
+            .setQueueName(queue)
+            .setJob(NewJob.of(name, data, options).proto())
+            .build();
     var resp = call(() -> queues().addJob(req));
     return new Job(resp.getJob(), resp.getCreated());
   }
@@ -279,7 +282,8 @@ public final class QueueManager implements AutoCloseable {
 
   /** Updates a running job's data under its lease (the worker's {@link JobContext#updateData}). */
   Types.Job updateJobData(String queue, String id, String leaseToken, Object data) {
-    var req = Jobs.UpdateJobDataRequest.newBuilder().setQueueName(queue).setJobId(id).setLeaseToken(leaseToken);
+    var req =
+        Jobs.UpdateJobDataRequest.newBuilder().setQueueName(queue).setJobId(id).setLeaseToken(leaseToken);
     Types.Payload payload = Payloads.encode(data);
     if (payload != null) {
       req.setData(payload);
@@ -329,7 +333,8 @@ public final class QueueManager implements AutoCloseable {
     }
 
     @Override
-    public <Q, A> ClientCall<Q, A> interceptCall(MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
       return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(method, options)) {
         @Override
         public void start(Listener<A> listener, Metadata headers) {
@@ -388,7 +393,7 @@ public final class QueueManager implements AutoCloseable {
       return this;
     }
 
-    /** Connects with mutual TLS: trusts {@code ca} and shows the client certificate {@code cert}/{@code key}. */
+    /** Connects with mutual TLS: trusts {@code ca} and shows the certificate {@code cert}/{@code key}. */
     public Builder tls(File ca, File cert, File key) {
       this.tls = true;
       this.tlsCa = ca;

@@ -1,7 +1,8 @@
 package dev.queuemanager;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
+import static java.lang.System.Logger.Level.ERROR;
+import static java.lang.System.Logger.Level.WARNING;
+
 import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.security.SecureRandom;
@@ -18,8 +19,6 @@ import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import queue_manager.v1.Types;
-import queue_manager.v1.WorkerServiceOuterClass.JobCompletion;
-import queue_manager.v1.WorkerServiceOuterClass.JobFailure;
 import queue_manager.v1.WorkerServiceOuterClass.WorkerReport;
 
 /**
@@ -174,7 +173,7 @@ public final class Worker implements AutoCloseable {
     if (thread != null) {
       thread.join(CLOSE_TIMEOUT.toMillis());
       if (thread.isAlive()) {
-        LOG.log(System.Logger.Level.WARNING, "the worker's stream did not close in time; closing it");
+        LOG.log(WARNING, "the worker's stream did not close in time; closing it");
         abortSession();
         thread.join();
       }
@@ -225,7 +224,7 @@ public final class Worker implements AutoCloseable {
     }
     running.clear();
     if (count > 0) {
-      LOG.log(System.Logger.Level.WARNING, "{0} job(s) still running at the end of the shutdown grace are abandoned", count);
+      LOG.log(WARNING, "{0} job(s) still running at the end of the shutdown grace are abandoned", count);
     }
     signal();
     return count;
@@ -260,14 +259,14 @@ public final class Worker implements AutoCloseable {
           session = null;
         }
         if (client.isClosed()) {
-          LOG.log(System.Logger.Level.ERROR, "the worker's client was closed; the worker stops (close it after the worker)");
+          LOG.log(ERROR, "the worker's client was closed; the worker stops (close it after the worker)");
           return;
         }
         if (finished()) {
           return;
         }
         if (s.error != null) {
-          LOG.log(System.Logger.Level.WARNING, "worker stream lost: {0}", s.error);
+          LOG.log(WARNING, "worker stream lost: {0}", s.error);
           if (WorkerSession.isConfigError(s.error)) {
             delay = BACKOFF_MAX; // retrying soon will not fix a refusal of the hello
           }
@@ -314,7 +313,7 @@ public final class Worker implements AutoCloseable {
       JobContext run = new JobContext(this, job, leased.getLeaseToken(), leased.getRedelivery());
       if (handler == null || stopping || draining) {
         if (handler == null) {
-          LOG.log(System.Logger.Level.ERROR, "received a job of a queue that has no handler: {0}", job.getQueueName());
+          LOG.log(ERROR, "received a job of a queue that has no handler: {0}", job.getQueueName());
         }
         outbox.addReleases(run.lease());
         unsent++;
@@ -332,7 +331,7 @@ public final class Worker implements AutoCloseable {
           run.timer = timers.schedule(() -> stopRun(run, StopReason.TIMEOUT), nanos, TimeUnit.NANOSECONDS);
         }
       }
-      runs.execute(() -> execute(run, handler));
+      runs.execute(() -> WorkerRuns.execute(this, run, handler));
     }
     signal();
   }
@@ -346,112 +345,9 @@ public final class Worker implements AutoCloseable {
     }
   }
 
-  /** Runs the handler on this thread and records the outcome. */
-  private void execute(JobContext run, JobHandler handler) {
-    synchronized (mu) {
-      if (running.get(run.key) != run || run.stop != null) {
-        finish(run, null, null, 0); // stopped before it started
-        return;
-      }
-      run.thread = Thread.currentThread();
-    }
-    long started = System.nanoTime();
-    Object result = null;
-    Throwable error = null;
-    try {
-      result = handler.process(run);
-    } catch (Throwable t) { // an Error too: the attempt fails with it, as a panic does in Go
-      error = t;
-    }
-    finish(run, result, error, System.nanoTime() - started);
-  }
-
-  /** Puts a run's outcome into the outbox and gives its credit back. */
-  private void finish(JobContext run, Object result, Throwable error, long nanos) {
-    synchronized (mu) {
-      run.thread = null;
-      Thread.interrupted(); // a stop that came as the handler returned must not reach the next run
-      if (run.timer != null) {
-        run.timer.cancel(false);
-      }
-      signal();
-      if (run.abandoned) {
-        return; // reported abandoned at shutdown
-      }
-      if (running.get(run.key) == run) {
-        running.remove(run.key);
-      }
-      if (!stopping && !draining) {
-        credits++;
-      }
-      var duration = Protos.duration(Duration.ofNanos(nanos));
-      if (run.stop == StopReason.LEASE_LOST) {
-        LOG.log(System.Logger.Level.INFO, "discarding the outcome of a run whose lease was lost: {0}", run.id());
-      } else if (run.stop == StopReason.CANCELLED) {
-        outbox.addCancelled(run.lease());
-        unsent++;
-        expected.add(run.key + "\0" + run.token);
-      } else if (run.stop == StopReason.TIMEOUT) {
-        Duration timeout = Protos.duration(run.job().proto().getOptions().getTimeout());
-        String message = "job timed out after " + (timeout.toMillis() / 1000.0) + "s";
-        outbox.addFailures(failure(run, message, "", false, duration).setTimedOut(true));
-        unsent++;
-        expected.add(run.key + "\0" + run.token); // the server may have timed it out first
-      } else if (error != null) {
-        String message = error.getMessage() == null || error.getMessage().isEmpty() ? error.getClass().getName() : error.getMessage();
-        boolean forGood = unrecoverable(error);
-        LOG.log(System.Logger.Level.WARNING, "job {0} of {1} failed (attempt {2}): {3}", run.id(), run.queue(), run.attemptsMade() + 1, message);
-        outbox.addFailures(failure(run, message, stackTrace(error), forGood, duration));
-        unsent++;
-      } else {
-        Types.Payload payload;
-        try {
-          payload = Payloads.encode(result);
-        } catch (RuntimeException e) {
-          outbox.addFailures(failure(run, "the result cannot be sent: " + e.getMessage(), "", false, duration));
-          unsent++;
-          return;
-        }
-        JobCompletion.Builder completion =
-            JobCompletion.newBuilder()
-                .setQueueName(run.queue())
-                .setJobId(run.id())
-                .setLeaseToken(run.token)
-                .setDuration(duration);
-        if (payload != null) {
-          completion.setResult(payload);
-        }
-        outbox.addCompletions(completion);
-        unsent++;
-      }
-    }
-  }
-
-  private static JobFailure.Builder failure(
-      JobContext run, String message, String stack, boolean forGood, com.google.protobuf.Duration duration) {
-    return JobFailure.newBuilder()
-        .setQueueName(run.queue())
-        .setJobId(run.id())
-        .setLeaseToken(run.token)
-        .setMessage(message)
-        .setStacktrace(stack)
-        .setDoNotRetry(forGood)
-        .setDuration(duration);
-  }
-
-  private static boolean unrecoverable(Throwable error) {
-    for (Throwable t = error; t != null; t = t.getCause()) {
-      if (t instanceof UnrecoverableException) {
-        return true;
-      }
-    }
-    return false;
-  }
-
-  private static String stackTrace(Throwable error) {
-    StringWriter out = new StringWriter();
-    error.printStackTrace(new PrintWriter(out));
-    return out.toString();
+  /** Remembers a run reported stopped, whose rejection by the server is no surprise. Lock held. */
+  void expectRejection(String key) {
+    expected.add(key);
   }
 
   /** Whether a rejected report item was about a run this worker had reported stopped. Lock held. */

@@ -1,5 +1,8 @@
 package dev.queuemanager;
 
+import static java.lang.System.Logger.Level.INFO;
+import static java.lang.System.Logger.Level.WARNING;
+
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.ClientCallStreamObserver;
@@ -228,7 +231,7 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
     welcomed = true;
     w.connected = true;
     w.signal();
-    LOG.log(System.Logger.Level.INFO, "worker {0} connected to server {1}", w.id, welcome.getServerId());
+    LOG.log(INFO, "worker {0} connected to server {1}", w.id, welcome.getServerId());
   }
 
   private void onAck(ReportAck ack) {
@@ -249,18 +252,21 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
       String code = Status.fromCodeValue(item.getCode()).getCode().name();
       if (run != null && run.stop != StopReason.LEASE_LOST) {
         run.stop(StopReason.LEASE_LOST);
-        LOG.log(System.Logger.Level.WARNING, "job {0} lost its lease ({1}: {2}); its run is stopped and its outcome discarded", lease.getJobId(), code, item.getMessage());
+        LOG.log(WARNING, "job {0} lost its lease ({1}: {2}); its run is stopped, its outcome discarded",
+            lease.getJobId(), code, item.getMessage());
       } else if (w.expectedRejection(key, lease.getLeaseToken())) {
-        LOG.log(System.Logger.Level.INFO, "job {0} had already ended on the server when reported: {1}", lease.getJobId(), item.getMessage());
+        LOG.log(INFO, "job {0} had already ended on the server when reported: {1}",
+            lease.getJobId(), item.getMessage());
       } else if (run == null) {
-        LOG.log(System.Logger.Level.WARNING, "the server rejected a report on job {0} ({1}: {2})", lease.getJobId(), code, item.getMessage());
+        LOG.log(WARNING, "the server rejected a report on job {0} ({1}: {2})",
+            lease.getJobId(), code, item.getMessage());
       }
     }
   }
 
   private void onCommand(ServerCommand command) {
     if (command.getType() == ServerCommandType.SERVER_COMMAND_TYPE_DRAIN) {
-      LOG.log(System.Logger.Level.INFO, "the server asks to drain: {0}", command.getReason());
+      LOG.log(INFO, "the server asks to drain: {0}", command.getReason());
       w.draining = true;
       w.deliveryStopped = true; // no delivery follows this command
       w.credits = 0;

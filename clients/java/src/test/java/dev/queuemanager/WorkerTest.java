@@ -89,7 +89,8 @@ class WorkerTest {
           }
           return "ok on attempt " + (job.attemptsMade() + 1);
         });
-    JobOptions three = JobOptions.builder().attempts(3).backoff(Backoff.fixed(Duration.ofMillis(100))).build();
+    JobOptions three =
+        JobOptions.builder().attempts(3).backoff(Backoff.fixed(Duration.ofMillis(100))).build();
     Job flaky = qm.addJob(queue, "flaky", null, three);
     Job broken = qm.addJob(queue, "broken", null, three);
     Job fatal = qm.addJob(queue, "fatal", null, three);
@@ -171,7 +172,8 @@ class WorkerTest {
   @Test
   void workerTimesTheRunOutWhenTheServerDoesNot() throws Exception {
     // This server enforces no job timeout itself: the worker's own timer must end the run.
-    try (QueueManager lax = QueueManager.builder(TestServers.env("QM_TEST_NO_TIMEOUTS_ADDRESS")).token("").build()) {
+    String address = TestServers.env("QM_TEST_NO_TIMEOUTS_ADDRESS");
+    try (QueueManager lax = QueueManager.builder(address).token("").build()) {
       String queue = TestServers.queue("own-timeout");
       lax.registerQueue(queue);
       AtomicReference<StopReason> seen = new AtomicReference<>();
