@@ -14,6 +14,7 @@ GEN_DIR := clients/python
 .PHONY: python-path run install dev ts proto proto-check lint api-baseline test test-faults test-cluster test-sentinel bench bench-smoke bench-peers soak ci clean
 .PHONY: conformance
 .PHONY: go-dev go-proto go-proto-check go-lint
+.PHONY: java-dev java-lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +44,7 @@ $(TS_DIR)/dist/.built: $(TS_DIR)/node_modules/.package-lock.json $(TS_DIR)/tscon
 
 install: $(VENV)/.installed
 ts: $(TS_DIR)/dist/.built
-dev: $(VENV)/.dev-installed ts go-dev
+dev: $(VENV)/.dev-installed ts go-dev java-dev
 
 # Runtime install only: the banner suggests grpcurl just when it is there (`make dev` installs it).
 run: $(VENV)/.installed
@@ -65,6 +66,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/buf breaking --against proto/api-baseline.binpb
 	$(MAKE) --no-print-directory go-lint
+	$(MAKE) --no-print-directory java-lint
 
 # Refresh the wire-compatibility baseline: only on a deliberate API release (a breaking change on purpose).
 api-baseline: $(VENV)/.dev-installed
@@ -74,12 +76,12 @@ api-baseline: $(VENV)/.dev-installed
 # leases, timers and other processes, and one process left a core idle (907 s in one, 531 s in two, 1218 tests).
 # TEST_WORKERS=0 runs them in this process (a debugger, -s, -x that stops at once).
 TEST_WORKERS ?= 2
-test: $(VENV)/.dev-installed ts go-dev
+test: $(VENV)/.dev-installed ts go-dev java-dev
 	$(BIN)/python -m pytest tests $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The worker-protocol conformance kit (conformance/README.md) against the Python, TypeScript and Go workers
 # (also part of `make test`: tests/test_conformance.py). Another worker: python -m conformance --worker "CMD".
-conformance: $(VENV)/.dev-installed ts go-dev
+conformance: $(VENV)/.dev-installed ts go-dev java-dev
 	$(BIN)/python -m pytest tests/test_conformance.py -q -p no:cacheprovider
 
 # The fault-injection scenarios alone (also part of `make test`), each printing its ledger summary: acknowledged,
@@ -174,6 +176,32 @@ go-dev go-proto go-proto-check go-lint:
 	@echo "$@: Go is not installed: the Go client (clients/go) needs it (https://go.dev/dl/)"; exit 1
 endif
 
+# The Java client (clients/java, Maven, Java 17): `make dev` fetches its dependencies into ~/.m2, generates its
+# stubs into target/ (protoc and the gRPC plugin from Maven, so nothing generated is committed), compiles it
+# and its tests, fetches the test runner (named in its pom) without running a test, and writes the runtime classpath that the
+# conformance worker (conformance/workers/ConformanceWorker.java) runs on. tests/test_client_java.py runs
+# the JUnit suite offline against real servers. java-lint compiles everything afresh with -Xlint:all as
+# errors, the conformance worker too. Without Maven on the machine these steps say so and fail.
+JAVA_DIR := clients/java
+HAVE_MVN := $(shell command -v mvn 2>/dev/null)
+MVN := mvn -q -B
+
+ifneq ($(HAVE_MVN),)
+java-dev:
+	cd $(JAVA_DIR) && $(MVN) test -DskipTests \
+		dependency:build-classpath -Dmdep.outputFile=target/classpath.txt -Dmdep.includeScope=runtime
+
+java-lint:
+	cd $(JAVA_DIR) && mvn -B -ntp clean test-compile -Dmaven.compiler.failOnWarning=true \
+		dependency:build-classpath -Dmdep.outputFile=target/classpath.txt -Dmdep.includeScope=runtime
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	javac -Xlint:all -Werror -d "$$tmp" -cp "$(JAVA_DIR)/target/classes:$$(cat $(JAVA_DIR)/target/classpath.txt)" \
+		conformance/workers/ConformanceWorker.java
+else
+java-dev java-lint:
+	@echo "$@: Maven is not installed: the Java client (clients/java) needs it and Java 17 (apt-get install maven)"; exit 1
+endif
+
 # The interpreter the virtualenvs are made from (.ci/run asks).
 python-path:
 	@echo $(PYTHON)
@@ -183,4 +211,4 @@ ci:
 	./.ci/run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist $(JAVA_DIR)/target

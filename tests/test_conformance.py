@@ -1,7 +1,8 @@
-"""The worker-protocol conformance kit (conformance/) against the three workers this repository ships:
-Python (conformance/workers/worker.py), TypeScript (clients/ts/conformance/worker.ts) and Go
-(clients/go/cmd/conformance-worker). Each run is `python -m conformance --worker …`, which must pass every
-scenario; its output is shown otherwise. The kit's transcript rules are checked on recorded streams too."""
+"""The worker-protocol conformance kit (conformance/) against the four workers this repository ships:
+Python (conformance/workers/worker.py), TypeScript (clients/ts/conformance/worker.ts), Go
+(clients/go/cmd/conformance-worker) and Java (conformance/workers/ConformanceWorker.java). Each run is
+`python -m conformance --worker …`, which must pass every scenario; its output is shown otherwise. The kit's
+transcript rules are checked on recorded streams too."""
 
 from __future__ import annotations
 
@@ -79,6 +80,39 @@ async def build_go_worker(directory: Path) -> Path:
 @pytest.mark.timeout(KIT_TIMEOUT_S + 150)
 async def test_go_worker_conforms(tmp_path: Path) -> None:
     await run_kit(str(await build_go_worker(tmp_path)))
+
+
+async def java_worker_command() -> str:
+    """Compiles the Java client (clients/java, offline: `make java-dev` fetched what it needs) and returns the
+    command that runs the Java conformance worker on it."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        pytest.fail("mvn is not installed: the Java client (clients/java) needs Maven and Java 17")
+    java_dir = ROOT / "clients" / "java"
+    build = await asyncio.create_subprocess_exec(
+        mvn,
+        "-q",
+        "-B",
+        "-o",
+        "compile",
+        "dependency:build-classpath",
+        "-Dmdep.outputFile=target/classpath.txt",
+        "-Dmdep.includeScope=runtime",
+        cwd=java_dir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    built, _ = await asyncio.wait_for(build.communicate(), 150)
+    assert build.returncode == 0, built.decode(errors="replace")
+    classpath = (
+        f"{java_dir / 'target' / 'classes'}:{(java_dir / 'target' / 'classpath.txt').read_text().strip()}"
+    )
+    return f"java -cp {classpath} {ROOT / 'conformance' / 'workers' / 'ConformanceWorker.java'}"
+
+
+@pytest.mark.timeout(KIT_TIMEOUT_S + 150)
+async def test_java_worker_conforms() -> None:
+    await run_kit(await java_worker_command())
 
 
 def _stream(*messages: tuple[str, object]) -> StreamRecord:

@@ -1,7 +1,7 @@
 """Recorded worker streams and their replay (conformance/recording.py, record.py, replay.py): the sessions
 in conformance/recordings/ (recorded from the Python worker by the kit) replay against the Python,
-TypeScript and Go workers with no server and no Redis; a worker that does something else fails at the line
-where it differs; the recording proxy records a live session that then replays."""
+TypeScript, Go and Java workers with no server and no Redis; a worker that does something else fails at the
+line where it differs; the recording proxy records a live session that then replays."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from queue_manager.v1 import types_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
 from tests.conftest import ServerFactory
 from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles the client and its worker)
-from tests.test_conformance import build_go_worker
+from tests.test_conformance import build_go_worker, java_worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = sorted((ROOT / "conformance" / "recordings").glob("*.jsonl"))
@@ -86,6 +86,13 @@ async def go_worker(tmp_path_factory: pytest.TempPathFactory) -> str:
 async def test_the_recordings_replay_against_the_go_worker(go_worker: str) -> None:
     for recording in RECORDINGS:
         assert await replay([recording], go_worker) == "", recording.stem
+
+
+@pytest.mark.timeout(300)
+async def test_the_recordings_replay_against_the_java_worker() -> None:
+    worker = await java_worker_command()
+    for recording in RECORDINGS:
+        assert await replay([recording], worker) == "", recording.stem
 
 
 async def test_a_worker_that_fails_the_job_is_stopped_at_the_line_that_differs(

@@ -1,0 +1,442 @@
+package dev.queuemanager;
+
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ChannelCredentials;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ForwardingClientCall;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
+import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
+import io.grpc.stub.StreamObserver;
+import java.io.File;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.Iterator;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
+import queue_manager.v1.Jobs;
+import queue_manager.v1.QueueServiceGrpc;
+import queue_manager.v1.QueueServiceOuterClass;
+import queue_manager.v1.Types;
+import queue_manager.v1.WorkerServiceGrpc;
+
+/**
+ * The Java client of a Queue Manager server: the producer and admin calls, and {@link #newWorker} for
+ * workers. Thread-safe; make one per server and {@link #close()} it at the end. Every call has the
+ * builder's deadline (30 s by default) and throws a {@link QueueManagerException} (a subclass for the
+ * usual codes) when the server refuses it.
+ */
+public final class QueueManager implements AutoCloseable {
+  /** This client's version, sent in workers' hellos. */
+  public static final String VERSION = "0.1.0";
+
+  // Large enough for a bulk message of 1,000 jobs with sizeable data, as the other clients allow.
+  private static final int MAX_MESSAGE_BYTES = 16 << 20;
+
+  // How many jobs one message of the AddBulk stream carries.
+  private static final int BULK_MESSAGE_JOBS = 1000;
+
+  private final ManagedChannel channel;
+  private final Duration deadline;
+  private final QueueServiceGrpc.QueueServiceBlockingStub queues;
+  private final QueueServiceGrpc.QueueServiceStub queuesAsync;
+  final WorkerServiceGrpc.WorkerServiceStub workers;
+
+  private QueueManager(Builder b) {
+    ChannelCredentials credentials;
+    try {
+      credentials = b.credentials();
+    } catch (IOException e) {
+      throw new IllegalArgumentException("cannot read the TLS files: " + e.getMessage(), e);
+    }
+    var channelBuilder =
+        Grpc.newChannelBuilder(b.address, credentials)
+            .maxInboundMessageSize(MAX_MESSAGE_BYTES)
+            // Pings keep a quiet worker stream open through proxies; the server allows them every 10 s.
+            .keepAliveTime(20, TimeUnit.SECONDS)
+            .keepAliveTimeout(10, TimeUnit.SECONDS)
+            .keepAliveWithoutCalls(true);
+    if (!b.token.isEmpty()) {
+      channelBuilder.intercept(new BearerToken(b.token));
+    }
+    channel = channelBuilder.build();
+    deadline = b.deadline;
+    queues = QueueServiceGrpc.newBlockingStub(channel);
+    queuesAsync = QueueServiceGrpc.newStub(channel);
+    workers = WorkerServiceGrpc.newStub(channel);
+  }
+
+  /** A builder for a client of the server at {@code address} ({@code host:port}). */
+  public static Builder builder(String address) {
+    return new Builder(address);
+  }
+
+  /**
+   * Registers a queue (or finds it registered) with the server's default settings.
+   *
+   * @param name 1 to 100 letters, digits, {@code - _ .}
+   * @return the queue; {@link QueueInfo#created()} says whether this call created it
+   */
+  public QueueInfo registerQueue(String name) {
+    var req = QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(name).build();
+    var resp = call(() -> queues().registerQueue(req));
+    return new QueueInfo(resp.getQueue(), resp.getCreated());
+  }
+
+  /** Pauses a queue until {@link #resumeQueue}: it starts no job; running ones finish. */
+  public QueueInfo pauseQueue(String name) {
+    var req = QueueServiceOuterClass.PauseQueueRequest.newBuilder().setName(name).build();
+    return new QueueInfo(call(() -> queues().pauseQueue(req)).getQueue(), false);
+  }
+
+  /** Pauses a queue for {@code resumeAfter}, after which it resumes by itself. */
+  public QueueInfo pauseQueue(String name, Duration resumeAfter) {
+    Protos.notNegative(resumeAfter, "resumeAfter");
+    var req =
+        QueueServiceOuterClass.PauseQueueRequest.newBuilder()
+            .setName(name)
+            .setResumeAfter(Protos.duration(resumeAfter))
+            .build();
+    return new QueueInfo(call(() -> queues().pauseQueue(req)).getQueue(), false);
+  }
+
+  /** Resumes a paused queue. */
+  public QueueInfo resumeQueue(String name) {
+    var req = QueueServiceOuterClass.ResumeQueueRequest.newBuilder().setName(name).build();
+    return new QueueInfo(call(() -> queues().resumeQueue(req)).getQueue(), false);
+  }
+
+  /**
+   * Removes finished (or waiting, delayed…) jobs of a queue.
+   *
+   * @param state the state whose jobs go: COMPLETED, FAILED, CANCELLED, WAITING, DELAYED or PAUSED
+   * @param grace only jobs older than this (finished, or added, that long ago); zero: all
+   * @param limit at most this many; 0: no limit
+   * @return how many were removed
+   */
+  public long cleanQueue(String name, JobState state, Duration grace, int limit) {
+    if (state == null) {
+      throw new IllegalArgumentException("cleanQueue needs the state of the jobs to remove");
+    }
+    if (limit < 0) {
+      throw new IllegalArgumentException("the limit must not be negative, got " + limit);
+    }
+    var req =
+        QueueServiceOuterClass.CleanQueueRequest.newBuilder()
+            .setName(name)
+            .setState(state.proto())
+            .setGrace(Protos.duration(Protos.notNegative(grace, "the grace")))
+            .setLimit(limit)
+            .build();
+    return call(() -> queues().cleanQueue(req)).getRemoved();
+  }
+
+  /** A queue's counts and rates. */
+  public QueueMetrics getQueueMetrics(String name) {
+    var req = QueueServiceOuterClass.GetQueueMetricsRequest.newBuilder().setName(name).build();
+    return new QueueMetrics(call(() -> queues().getQueueMetrics(req)).getMetrics());
+  }
+
+  /** Adds a job with the queue's default options ({@link #addJob(String, String, Object, JobOptions)}). */
+  public Job addJob(String queue, String name, Object data) {
+    return addJob(queue, name, data, null);
+  }
+
+  /**
+   * Adds one job to a registered queue.
+   *
+   * @param queue the queue
+   * @param name the kind of work, 1 to 200 characters
+   * @param data a {@code byte[]} (raw bytes), a {@link JsonText}, or any value Gson encodes as JSON; null
+   *     stores JSON null
+   * @param options the job's settings; null takes the queue's defaults
+   * @return the job as stored; with a job id or dedup key that is held, the existing job ({@link
+   *     Job#created()} false)
+   */
+  public Job addJob(String queue, String name, Object data, JobOptions options) {
+    var req =
+        Jobs.AddJobRequest.newBuilder()
+            .setQueueName(queue)
+            .setJob(NewJob.of(name, data, options).proto())
+            .build();
+    var resp = call(() -> queues().addJob(req));
+    return new Job(resp.getJob(), resp.getCreated());
+  }
+
+  /**
+   * Adds many jobs to one queue on one stream, all or none: the server checks the whole stream before it
+   * writes, and a refusal adds nothing. At most 100,000 jobs per call.
+   */
+  public BulkResult addBulk(String queue, List<NewJob> jobs) {
+    CompletableFuture<Jobs.AddBulkResponse> answer = new CompletableFuture<>();
+    StreamObserver<Jobs.AddBulkResponse> observer =
+        new StreamObserver<>() {
+          @Override
+          public void onNext(Jobs.AddBulkResponse value) {
+            answer.complete(value);
+          }
+
+          @Override
+          public void onError(Throwable t) {
+            answer.completeExceptionally(t);
+          }
+
+          @Override
+          public void onCompleted() {
+            answer.completeExceptionally(
+                new IllegalStateException("the server ended AddBulk without an answer"));
+          }
+        };
+    StreamObserver<Jobs.AddBulkRequest> requests =
+        queuesAsync.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS).addBulk(observer);
+    try {
+      for (int start = 0; start < jobs.size(); start += BULK_MESSAGE_JOBS) {
+        var message = Jobs.AddBulkRequest.newBuilder().setQueueName(queue);
+        for (NewJob job : jobs.subList(start, Math.min(start + BULK_MESSAGE_JOBS, jobs.size()))) {
+          message.addJobs(job.proto());
+        }
+        requests.onNext(message.build());
+      }
+    } catch (RuntimeException e) {
+      requests.onError(e);
+      throw e;
+    }
+    if (jobs.isEmpty()) {
+      // An empty stream still names the queue, so the server can check it.
+      requests.onNext(Jobs.AddBulkRequest.newBuilder().setQueueName(queue).build());
+    }
+    requests.onCompleted();
+    Jobs.AddBulkResponse resp;
+    try {
+      resp = answer.get();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new QueueManagerException(io.grpc.Status.Code.CANCELLED, "interrupted while adding", e);
+    } catch (ExecutionException e) {
+      if (e.getCause() instanceof StatusRuntimeException) {
+        throw Errors.fromRpc((StatusRuntimeException) e.getCause());
+      }
+      throw new IllegalStateException(e.getCause().getMessage(), e.getCause());
+    }
+    return new BulkResult(resp.getJobIdsList(), resp.getCreatedCount(), resp.getReplacedCount());
+  }
+
+  /** One job, with the last lines of its log. */
+  public Job getJob(String queue, String id) {
+    var req = Jobs.GetJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    return new Job(call(() -> queues().getJob(req)).getJob(), false);
+  }
+
+  /**
+   * Waits until a job has finished (completed, failed for good or cancelled) and returns it.
+   *
+   * @throws DeadlineExceededException when {@code timeout} passes first
+   */
+  public Job waitForJob(String queue, String id, Duration timeout) {
+    Protos.notNegative(timeout, "the timeout");
+    var req = Jobs.WaitForJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    return call(
+        () -> {
+          Iterator<Jobs.WaitForJobResponse> answers =
+              queues.withDeadlineAfter(timeout.toMillis(), TimeUnit.MILLISECONDS).waitForJob(req);
+          Types.Job last = null;
+          while (answers.hasNext()) {
+            last = answers.next().getJob();
+          }
+          if (last == null) {
+            throw new IllegalStateException("the server ended WaitForJob without sending the job");
+          }
+          return new Job(last, false);
+        });
+  }
+
+  /**
+   * Cancels a job: a waiting or delayed one at once; a running one is stopped by its worker.
+   *
+   * @param reason why, kept with the job
+   * @return the job as the call left it
+   */
+  public Job cancelJob(String queue, String id, String reason) {
+    var req =
+        Jobs.CancelJobRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setReason(reason == null ? "" : reason)
+            .build();
+    return new Job(call(() -> queues().cancelJob(req)).getJob(), false);
+  }
+
+  /** A worker of this client (see {@link Worker}); start it with {@link Worker#start()}. */
+  public Worker newWorker(WorkerOptions options) {
+    return new Worker(this, options);
+  }
+
+  /** Updates a running job's data under its lease (the worker's {@link JobContext#updateData}). */
+  Types.Job updateJobData(String queue, String id, String leaseToken, Object data) {
+    var req =
+        Jobs.UpdateJobDataRequest.newBuilder().setQueueName(queue).setJobId(id).setLeaseToken(leaseToken);
+    Types.Payload payload = Payloads.encode(data);
+    if (payload != null) {
+      req.setData(payload);
+    }
+    return call(() -> queues().updateJobData(req.build())).getJob();
+  }
+
+  /** Closes the connection, waiting up to 5 s for calls in flight. Stop workers first. */
+  @Override
+  public void close() {
+    channel.shutdown();
+    try {
+      if (!channel.awaitTermination(5, TimeUnit.SECONDS)) {
+        channel.shutdownNow();
+      }
+    } catch (InterruptedException e) {
+      channel.shutdownNow();
+      Thread.currentThread().interrupt();
+    }
+  }
+
+  boolean isClosed() {
+    return channel.isShutdown();
+  }
+
+  private QueueServiceGrpc.QueueServiceBlockingStub queues() {
+    return queues.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  /** Runs a call, turning a failed status into this client's exception. */
+  static <T> T call(Supplier<T> rpc) {
+    try {
+      return rpc.get();
+    } catch (StatusRuntimeException e) {
+      throw Errors.fromRpc(e);
+    }
+  }
+
+  /** Sends {@code authorization: Bearer <token>} with every call. */
+  private static final class BearerToken implements ClientInterceptor {
+    private static final Metadata.Key<String> AUTHORIZATION =
+        Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+    private final String header;
+
+    BearerToken(String token) {
+      header = "Bearer " + token;
+    }
+
+    @Override
+    public <Q, A> ClientCall<Q, A> interceptCall(
+        MethodDescriptor<Q, A> method, CallOptions options, Channel next) {
+      return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(method, options)) {
+        @Override
+        public void start(Listener<A> listener, Metadata headers) {
+          headers.put(AUTHORIZATION, header);
+          super.start(listener, headers);
+        }
+      };
+    }
+  }
+
+  /** Settings of a {@link QueueManager}. */
+  public static final class Builder {
+    private final String address;
+    private String token;
+    private Duration deadline = Duration.ofSeconds(30);
+    private File tlsCa;
+    private File tlsCert;
+    private File tlsKey;
+    private boolean tls;
+
+    private Builder(String address) {
+      this.address = checkAddress(address);
+      // As the other clients: the token from QM_TOKEN unless one is given.
+      String fromEnv = System.getenv("QM_TOKEN");
+      this.token = fromEnv == null ? "" : fromEnv.strip();
+    }
+
+    /** Sends {@code authorization: Bearer <token>} on every call (default: QM_TOKEN); "" sends none. */
+    public Builder token(String token) {
+      if (token == null || token.chars().anyMatch(c -> c < 0x21 || c > 0x7e)) {
+        throw new IllegalArgumentException("the token must be printable ASCII without spaces");
+      }
+      this.token = token;
+      return this;
+    }
+
+    /** The deadline of each call (30 s by default); worker streams have none. */
+    public Builder deadline(Duration deadline) {
+      if (deadline == null || deadline.isZero() || deadline.isNegative()) {
+        throw new IllegalArgumentException("the deadline must be positive, got " + deadline);
+      }
+      this.deadline = deadline;
+      return this;
+    }
+
+    /** Connects with TLS, trusting the system's certificate authorities. */
+    public Builder tls() {
+      this.tls = true;
+      return this;
+    }
+
+    /** Connects with TLS, trusting the certificate authority in the PEM file {@code ca}. */
+    public Builder tls(File ca) {
+      this.tls = true;
+      this.tlsCa = ca;
+      return this;
+    }
+
+    /** Connects with mutual TLS: trusts {@code ca} and shows the certificate {@code cert}/{@code key}. */
+    public Builder tls(File ca, File cert, File key) {
+      this.tls = true;
+      this.tlsCa = ca;
+      this.tlsCert = cert;
+      this.tlsKey = key;
+      return this;
+    }
+
+    /** The client; the connection opens at the first call. */
+    public QueueManager build() {
+      return new QueueManager(this);
+    }
+
+    private ChannelCredentials credentials() throws IOException {
+      if (!tls) {
+        return InsecureChannelCredentials.create();
+      }
+      TlsChannelCredentials.Builder b = TlsChannelCredentials.newBuilder();
+      if (tlsCa != null) {
+        b.trustManager(tlsCa);
+      }
+      if (tlsCert != null) {
+        b.keyManager(tlsCert, tlsKey);
+      }
+      return b.build();
+    }
+
+    private static String checkAddress(String address) {
+      int colon = address == null ? -1 : address.lastIndexOf(':');
+      if (colon <= 0) {
+        throw new IllegalArgumentException("the server address must be host:port, not \"" + address + "\"");
+      }
+      int port;
+      try {
+        port = Integer.parseInt(address.substring(colon + 1));
+      } catch (NumberFormatException e) {
+        port = -1;
+      }
+      if (port < 1 || port > 65535) {
+        throw new IllegalArgumentException(
+            "the port of the server address \"" + address + "\" must be a number from 1 to 65535");
+      }
+      return address;
+    }
+  }
+}

@@ -1,0 +1,131 @@
+package dev.queuemanager;
+
+import static java.lang.System.Logger.Level.INFO;
+import static java.lang.System.Logger.Level.WARNING;
+
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.time.Duration;
+import queue_manager.v1.Types;
+import queue_manager.v1.WorkerServiceOuterClass.JobCompletion;
+import queue_manager.v1.WorkerServiceOuterClass.JobFailure;
+
+/** The runs of a {@link Worker}: a handler called on a run's thread, and its outcome put into the outbox. */
+final class WorkerRuns {
+  private static final System.Logger LOG = System.getLogger(Worker.class.getName());
+
+  private WorkerRuns() {}
+
+  /** Runs the handler on this thread and records the outcome. */
+  static void execute(Worker w, JobContext run, JobHandler handler) {
+    synchronized (w.mu) {
+      if (w.running.get(run.key) != run || run.stop != null) {
+        finish(w, run, null, null, 0); // stopped before it started
+        return;
+      }
+      run.thread = Thread.currentThread();
+    }
+    long started = System.nanoTime();
+    Object result = null;
+    Throwable error = null;
+    try {
+      result = handler.process(run);
+    } catch (Throwable t) { // an Error too: the attempt fails with it, as a panic does in Go
+      error = t;
+    }
+    finish(w, run, result, error, System.nanoTime() - started);
+  }
+
+  /** Puts a run's outcome into the outbox and gives its credit back. */
+  private static void finish(Worker w, JobContext run, Object result, Throwable error, long nanos) {
+    synchronized (w.mu) {
+      run.thread = null;
+      Thread.interrupted(); // a stop that came as the handler returned must not reach the next run
+      if (run.timer != null) {
+        run.timer.cancel(false);
+      }
+      w.signal();
+      if (run.abandoned) {
+        return; // reported abandoned at shutdown
+      }
+      if (w.running.get(run.key) == run) {
+        w.running.remove(run.key);
+      }
+      if (!w.stopping && !w.draining) {
+        w.credits++;
+      }
+      var duration = Protos.duration(Duration.ofNanos(nanos));
+      if (run.stop == StopReason.LEASE_LOST) {
+        LOG.log(INFO, "discarding the outcome of a run whose lease was lost: {0}", run.id());
+      } else if (run.stop == StopReason.CANCELLED) {
+        w.outbox.addCancelled(run.lease());
+        w.unsent++;
+        w.expectRejection(run.key + "\0" + run.token);
+      } else if (run.stop == StopReason.TIMEOUT) {
+        Duration timeout = Protos.duration(run.job().proto().getOptions().getTimeout());
+        String message = "job timed out after " + (timeout.toMillis() / 1000.0) + "s";
+        w.outbox.addFailures(failure(run, message, "", false, duration).setTimedOut(true));
+        w.unsent++;
+        w.expectRejection(run.key + "\0" + run.token); // the server may have timed it out first
+      } else if (error != null) {
+        String message = error.getMessage();
+        if (message == null || message.isEmpty()) {
+          message = error.getClass().getName();
+        }
+        boolean forGood = unrecoverable(error);
+        LOG.log(WARNING, "job {0} of {1} failed (attempt {2}): {3}", run.id(), run.queue(),
+            run.attemptsMade() + 1, message);
+        w.outbox.addFailures(failure(run, message, stackTrace(error), forGood, duration));
+        w.unsent++;
+      } else {
+        Types.Payload payload;
+        try {
+          payload = Payloads.encode(result);
+        } catch (RuntimeException e) {
+          String message = "the result cannot be sent: " + e.getMessage();
+          w.outbox.addFailures(failure(run, message, "", false, duration));
+          w.unsent++;
+          return;
+        }
+        JobCompletion.Builder completion =
+            JobCompletion.newBuilder()
+                .setQueueName(run.queue())
+                .setJobId(run.id())
+                .setLeaseToken(run.token)
+                .setDuration(duration);
+        if (payload != null) {
+          completion.setResult(payload);
+        }
+        w.outbox.addCompletions(completion);
+        w.unsent++;
+      }
+    }
+  }
+
+  private static JobFailure.Builder failure(
+      JobContext run, String message, String stack, boolean forGood, com.google.protobuf.Duration duration) {
+    return JobFailure.newBuilder()
+        .setQueueName(run.queue())
+        .setJobId(run.id())
+        .setLeaseToken(run.token)
+        .setMessage(message)
+        .setStacktrace(stack)
+        .setDoNotRetry(forGood)
+        .setDuration(duration);
+  }
+
+  private static boolean unrecoverable(Throwable error) {
+    for (Throwable t = error; t != null; t = t.getCause()) {
+      if (t instanceof UnrecoverableException) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private static String stackTrace(Throwable error) {
+    StringWriter out = new StringWriter();
+    error.printStackTrace(new PrintWriter(out));
+    return out.toString();
+  }
+}
