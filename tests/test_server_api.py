@@ -274,7 +274,9 @@ async def test_crafted_page_tokens_are_refused_by_every_list(
         await expect(Code.INVALID_ARGUMENT, jobs.ListJobs(request), "page_token", "ListJobs")
     await expect(
         Code.INVALID_ARGUMENT,
-        queues.ListWorkflows(wpb.ListWorkflowsRequest(page_token=token("o"))),
+        queues.ListWorkflows(
+            wpb.ListWorkflowsRequest(page_token=base64.urlsafe_b64encode(f"w:{position}:r".encode()).decode())
+        ),
         "page_token",
         "ListWorkflows",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -245,6 +246,22 @@ async def test_run_id_makes_execution_idempotent(qm: QueueManager) -> None:
     assert [name for name, _ in ran].count("create-user-profile") == 1
     runs, _ = await qm.list_workflows()
     assert [r.run_id for r in runs].count("signup-9") == 1
+
+
+async def test_pages_list_each_run_once_while_runs_start(qm: QueueManager) -> None:
+    """A page token is a cursor (the last run listed), not an offset: runs started while a caller pages sort
+    before it and shift nothing, so no run is listed twice or skipped (an offset listed one twice)."""
+    mine = [await qm.execute_workflow(onboarding(100 + i), run_id=f"paged-{i}") for i in range(5)]
+    runs, token = await qm.list_workflows(page_size=2)
+    seen = [r.run_id for r in runs]
+    while token and len(seen) <= len(mine):  # bounded: an offset never caught up with the runs started
+        for i in range(2):  # started between two pages
+            await qm.execute_workflow(onboarding(200 + i), run_id=f"later-{len(seen)}-{i}")
+        runs, token = await qm.list_workflows(page_size=2, page_token=token)
+        seen += [r.run_id for r in runs]
+    assert seen == mine[::-1]
+    with pytest.raises(InvalidArgumentError, match="page_token"):
+        await qm.list_workflows(page_token=base64.urlsafe_b64encode(b"o:2").decode())  # an offset's
 
 
 async def test_cancel_stops_further_steps(qm: QueueManager) -> None:

@@ -1,10 +1,13 @@
 """Page requests of the list calls (ListJobs, ListWorkflows, GetJobLogs): size and opaque page token.
 
-A token is ``<kind>:<position>`` in URL-safe base64: an offset (``o``, ListJobs and ListWorkflows), a
-log line number (``l``, GetJobLogs), or where a bulk call continues (``r`` RetryFailedJobs, ``c``
-CancelJobs, ``x`` RemoveJobs: engine/search.py). Positions are bounded: Redis reads them as 64-bit
-integers, and a crafted token past that range must be refused here (INVALID_ARGUMENT), not by Redis (an
-internal error).
+A token is ``<kind>:<position>`` in URL-safe base64: an offset (``o``, ListJobs), a log line number
+(``l``, GetJobLogs), or where a bulk call continues (``r`` RetryFailedJobs, ``c`` CancelJobs, ``x``
+RemoveJobs: engine/search.py). Positions are bounded: Redis reads them as 64-bit integers, and a crafted
+token past that range must be refused here (INVALID_ARGUMENT), not by Redis (an internal error).
+
+A cursor token (``<kind>:<score>:<member>``, ListWorkflows' ``w``) names the last item a page listed of a
+sorted set read newest first, instead of an offset: items added at the head while a caller pages (runs
+started meanwhile) then shift nothing, so no item is listed twice or skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,28 @@ def page_request(size: int, token: str, kind: str, rpc: str) -> tuple[int, int]:
 
 def next_token(kind: str, position: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
+
+
+def cursor_request(size: int, token: str, kind: str, rpc: str) -> tuple[int, tuple[int, str] | None]:
+    """A request's page size (0: the default) and the cursor its token names: the score and member of the
+    last item the page before listed (none: from the first item)."""
+    size = size or DEFAULT_PAGE_SIZE
+    if size > MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"{size} is above the maximum of {MAX_PAGE_SIZE}")
+    if not token:
+        return size, None
+    try:
+        found, score, member = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
+        value = int(score)
+    except ValueError:  # not base64, not UTF-8, fewer than two ':' or no integer
+        found, value, member = "", -1, ""
+    if found != kind or not 0 <= value <= MAX_POSITION:
+        raise InvalidArgument("page_token", f"is not a token returned by {rpc}; omit it for the first page")
+    return size, (value, member)
+
+
+def next_cursor(kind: str, score: int, member: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{score}:{member}".encode()).decode()
 
 
 def position(token: str, kind: str, rpc: str) -> int:

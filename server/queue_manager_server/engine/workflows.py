@@ -179,18 +179,39 @@ class WorkflowStore:
         """Lets a finished run expire after the retention period."""
         await self.started([], [run_id])
 
-    async def page(self, offset: int, count: int) -> tuple[list[RunRecord], int]:
-        """A page of runs, newest first, without step fields; runs that expired are forgotten."""
+    async def page(
+        self, after: tuple[int, str] | None, count: int
+    ) -> tuple[list[RunRecord], int, tuple[int, str] | None]:
+        """A page of runs, newest first, without step fields, from the run after `after` (the creation ms and
+        id of the last run the page before listed; None: from the newest); runs that expired are forgotten.
+        Returns the page, how many runs there are, and the cursor of the page's last run when more follow.
+        Runs started while a caller pages sort before the cursor, so they shift nothing (paging.py)."""
         registry = workflow_registry(self.prefix)
         total = await self.redis.zcard(registry)
-        ids = [_s(i) for i in await self.redis.zrevrange(registry, offset, offset + count - 1)]
+        if after is None:
+            rows = await self.redis.zrevrange(registry, 0, count, withscores=True)
+            runs = [(_s(row[0]), int(row[1])) for row in rows]
+        else:
+            score, last = after
+            # Runs created in the cursor's millisecond are listed in reverse order of their ids (bytewise, as
+            # UTF-8 strings compare): those whose ids sort below its id come after it. Then the older runs.
+            same = await self.redis.zrevrangebyscore(registry, score, score, withscores=True)
+            runs = [(run_id, score) for run_id in (_s(row[0]) for row in same) if run_id < last][: count + 1]
+            if len(runs) <= count:
+                rows = await self.redis.zrevrangebyscore(
+                    registry, f"({score}", "-inf", start=0, num=count + 1 - len(runs), withscores=True
+                )
+                runs += [(_s(row[0]), int(row[1])) for row in rows]
+        more = len(runs) > count
+        ids = [run_id for run_id, _ in runs[:count]]
+        cursor = (runs[count - 1][1], ids[-1]) if more else None
         pipe = self.store.pipeline()
         summary = ["id", "name", "st", "ts", "fts", "md", "cr", "n", "nf"]
         for run_id in ids:
             pipe.hmget(self.key(run_id), summary)
-        rows = await self.store.execute(pipe)
+        found = await self.store.execute(pipe)
         records, gone = [], []
-        for run_id, row in zip(ids, rows, strict=True):
+        for run_id, row in zip(ids, found, strict=True):
             if row[2] is None:
                 gone.append(run_id)
                 continue
@@ -198,7 +219,7 @@ class WorkflowStore:
             records.append(RunRecord(run_id, fields))
         if gone:
             await self.redis.zrem(registry, *gone)
-        return records, _i(total) - len(gone)
+        return records, _i(total) - len(gone), cursor
 
     async def forget_expired(self, now_ms: int) -> int:
         """Drops registry entries of runs created before the retention period (their hashes expire)."""

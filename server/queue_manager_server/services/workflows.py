@@ -492,11 +492,11 @@ class Workflows:
         return out
 
     async def page(self, page_size: int, page_token: str) -> workflows_pb2.ListWorkflowsResponse:
-        size, offset = paging.page_request(page_size, page_token, "o", "ListWorkflows")
-        records, total = await self.store.page(offset, size)
+        size, after = paging.cursor_request(page_size, page_token, "w", "ListWorkflows")
+        records, total, last = await self.store.page(after, size)
         response = workflows_pb2.ListWorkflowsResponse(runs=[_run_out(r) for r in records], total_size=total)
-        if offset + size < total:
-            response.next_page_token = paging.next_token("o", offset + size)
+        if last is not None:
+            response.next_page_token = paging.next_cursor("w", *last)
         return response
 
 
