@@ -245,9 +245,13 @@ async def test_a_dead_letter_copy_redriven_ends_for_the_parent_waiting_for_it(qm
 
 
 @pytest.mark.cluster
-async def test_a_child_removed_on_another_primary_ends_for_its_parent(on_cluster: ServerFactory) -> None:
+@pytest.mark.parametrize("how", ["RemoveJob", "ObliterateQueue"])
+async def test_a_child_removed_on_another_primary_ends_for_its_parent(
+    on_cluster: ServerFactory, how: str
+) -> None:
     """On a Cluster: the parent, and its two children in queues of the two other primaries; one child is
-    removed, the other completes; the parent runs once, seeing one removed and one completed."""
+    removed (by RemoveJob, or with its whole queue by ObliterateQueue), the other completes; the parent runs
+    once, seeing one removed and one completed."""
     server = await on_cluster()
     parents, kids, more = spread("rmc")
     gate = asyncio.Event()
@@ -270,11 +274,14 @@ async def test_a_child_removed_on_another_primary_ends_for_its_parent(on_cluster
 
         await client.start_workers()
         parent = await _parked(client, parents, 2)
-        assert await client.remove_job(kids, "gone") == JobState.WAITING
+        if how == "RemoveJob":
+            assert await client.remove_job(kids, "gone") == JobState.WAITING
+        else:
+            assert await client.obliterate_queue(kids) == 1
         await eventually(lambda: _pending_is(client, parents, parent, 1))
         gate.set()
         await until_state(client, parents, parent, JobState.COMPLETED)
-    assert seen == [[("gone", "", True, "removed by RemoveJob"), ("kept", "completed", False, "")]]
+    assert seen == [[("gone", "", True, f"removed by {how}"), ("kept", "completed", False, "")]]
 
 
 async def test_a_dedup_holder_removed_before_its_parent_was_attached_ends_for_the_parent(

@@ -4,18 +4,15 @@ ends failed so its run goes on and ends, a chain link stops its chain; against a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from queue_manager import ChildSpec, JobContext, JobState, QueueManager, WorkflowState, WorkflowStepState
 from queue_manager_server.services.flows import Flows
-from tests.cluster import spread
-from tests.conftest import RunningServer, ServerFactory
+from tests.conftest import RunningServer
 from tests.rawworker import eventually
-from tests.test_children_removal import _parent, _parked, _pending_is
+from tests.test_children_removal import _parent, _parked
 from tests.test_delay_job import until_state
 
 OBLITERATED = "removed by ObliterateQueue"
@@ -219,38 +216,3 @@ async def test_a_chain_link_removed_before_it_finished_stops_its_chain(qm: Queue
     assert await stopped() == f"link ch-link/{link} (link) removed: removed by RemoveJob"
     metrics = await qm.get_queue_metrics("ch-last")
     assert (metrics.waiting, metrics.delayed) == (0, 0)
-
-
-@pytest.mark.cluster
-async def test_obliterating_a_queue_on_another_primary_ends_its_children_for_their_parent(
-    on_cluster: ServerFactory,
-) -> None:
-    """On a Cluster: the parent, and its two children in queues of the two other primaries; one child's queue
-    is obliterated, the other child completes; the parent runs once, seeing one removed and one completed."""
-    server = await on_cluster()
-    parents, kids, more = spread("obc")
-    gate = asyncio.Event()
-    async with QueueManager(address=server.address, concurrency=4) as client:
-        for q in (parents, kids, more):
-            await client.register_queue(q)
-        seen = _parent(
-            client,
-            parents,
-            [
-                ChildSpec(kids, "gone", 1, options={"job_id": "gone"}),
-                ChildSpec(more, "kept", 2, options={"job_id": "kept"}),
-            ],
-        )
-
-        @client.processor(more)
-        async def double(job: JobContext) -> Any:
-            await gate.wait()
-            return int(job.data) * 2
-
-        await client.start_workers()
-        parent = await _parked(client, parents, 2)
-        assert await client.obliterate_queue(kids) == 1
-        await eventually(lambda: _pending_is(client, parents, parent, 1))
-        gate.set()
-        await until_state(client, parents, parent, JobState.COMPLETED)
-    assert seen == [[("gone", "", True, OBLITERATED), ("kept", "completed", False, "")]]
