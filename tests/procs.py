@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,3 +132,19 @@ async def wait_serving(p: Proc, timeout: float = 20.0) -> None:
                 pass
             assert asyncio.get_running_loop().time() < deadline, f"server not serving:\n{p.output()}"
             await asyncio.sleep(0.05)
+
+
+async def run_to_end(args: Sequence[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Runs a command (a client's own test suite) to its end with stdout and stderr together, killed if it
+    outlasts `timeout` (TimeoutError). Returns its exit status and its output."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from queue_manager import EncodedPayload, JobContext, JobState, QueueManager, codecs_from_env
 from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_on_claim
+from tests.procs import run_to_end
 from tests.security_kit import make_pki, token_file
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
@@ -211,25 +212,10 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
         QM_TEST_TLS_ROGUE_CERT=str(pki.rogue_cert),
         QM_TEST_TLS_ROGUE_KEY=str(pki.rogue_key),
     )
-    proc = await asyncio.create_subprocess_exec(
-        GO or "go",
-        "test",
-        "-count=1",
-        "-v",
-        "./...",
-        cwd=GO_DIR,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    returncode, output = await run_to_end(
+        [GO or "go", "test", "-count=1", "-v", "./..."], GO_DIR, env, GO_TIMEOUT_S
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), GO_TIMEOUT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    output = out.decode(errors="replace")
-    assert proc.returncode == 0, f"go test failed:\n{output}"
+    assert returncode == 0, f"go test failed:\n{output}"
     results = _results(output)
     missing = {name for name in EXPECTED if results.get(name) != "PASS"}
     assert not missing, f"not passed: {sorted(missing)}\n{output}"
@@ -311,26 +297,13 @@ def _traced_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
 
 async def _go_test(name: str, **env: str) -> str:
     """Runs one Go test of the suite with `env` and returns its output, once it has passed."""
-    proc = await asyncio.create_subprocess_exec(
-        GO or "go",
-        "test",
-        "-count=1",
-        "-v",
-        f"-run=^{name}$",
-        "./queuemanager",
-        cwd=GO_DIR,
-        env=_go_env(**env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    returncode, output = await run_to_end(
+        [GO or "go", "test", "-count=1", "-v", f"-run=^{name}$", "./queuemanager"],
+        GO_DIR,
+        _go_env(**env),
+        GO_TIMEOUT_S,
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), GO_TIMEOUT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    output = out.decode(errors="replace")
-    assert proc.returncode == 0, f"go test failed:\n{output}"
+    assert returncode == 0, f"go test failed:\n{output}"
     assert _results(output).get(name) == "PASS", output
     return output
 

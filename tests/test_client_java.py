@@ -4,7 +4,6 @@ suite must pass, none skipped."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerFactory, stop_server_timeouts
+from tests.procs import run_to_end
 from tests.security_kit import make_pki, token_file
 
 JAVA_DIR = Path(__file__).resolve().parent.parent / "clients" / "java"
@@ -103,25 +103,10 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
     )
     reports = JAVA_DIR / "target" / "surefire-reports"
     shutil.rmtree(reports, ignore_errors=True)  # a report of an earlier run must not count
-    proc = await asyncio.create_subprocess_exec(
-        MVN or "mvn",
-        "-q",
-        "-B",
-        "-o",
-        "test",
-        cwd=JAVA_DIR,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    returncode, output = await run_to_end(
+        [MVN or "mvn", "-q", "-B", "-o", "test"], JAVA_DIR, env, JAVA_TIMEOUT_S
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), JAVA_TIMEOUT_S)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    output = out.decode(errors="replace")
-    assert proc.returncode == 0, f"mvn test failed:\n{output}"
+    assert returncode == 0, f"mvn test failed:\n{output}"
     results = _results(reports)
     missing = {name for name in EXPECTED if results.get(name) != "passed"}
     assert not missing, f"not passed: {sorted(missing)}\n{results}\n{output}"

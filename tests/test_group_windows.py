@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -24,25 +24,14 @@ from queue_manager_server.testing import TestServer
 from queue_manager_server.windows import MaintenanceWindows
 from tests.rawworker import eventually
 from tests.test_cli import qm_cli
+from tests.test_maintenance_windows import HOUR, MINUTE, WAIT, daily_window
 from tests.test_test_clock import until_state
-
-WAIT = 20.0
-MINUTE = timedelta(minutes=1)
-HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
 async def server(redis_url: str, prefix: str) -> AsyncIterator[TestServer]:
     async with TestServer(redis_url=redis_url, key_prefix=prefix) as s:
         yield s
-
-
-async def daily_window(server: TestServer, hours_ahead: int = 2) -> tuple[MaintenanceWindow, datetime]:
-    """A daily 30-minute window (UTC) starting on a whole hour `hours_ahead` hours or so from the clock's now,
-    and that start."""
-    now = await server.clock.now()
-    start = (now + timedelta(hours=hours_ahead)).replace(minute=0, second=0, microsecond=0)
-    return MaintenanceWindow(f"0 {start.hour} * * *", timedelta(minutes=30)), start
 
 
 async def group(qm: QueueManager, queue: str, name: str) -> GroupInfo | None:
