@@ -100,8 +100,8 @@ async def test_the_recordings_replay_against_the_go_worker(go_worker: str) -> No
 
 
 @pytest.mark.timeout(300)
-async def test_the_recordings_replay_against_the_java_worker() -> None:
-    worker = await java_worker_command()
+async def test_the_recordings_replay_against_the_java_worker(tmp_path: Path) -> None:
+    worker = await java_worker_command(tmp_path)
     for recording in RECORDINGS:
         assert await replays(recording, worker) == "", recording.stem
 
