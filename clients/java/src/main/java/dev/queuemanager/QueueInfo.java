@@ -36,6 +36,21 @@ public final class QueueInfo {
     return proto.getConfig().getDeadLetterQueue();
   }
 
+  /** Its settings, defaults filled in. */
+  public QueueConfig config() {
+    return new QueueConfig(proto.getConfig());
+  }
+
+  /** While a maintenance window holds the queue, when the window ends; null outside its windows. */
+  public Instant maintenanceUntil() {
+    return Protos.instant(proto.getMaintenanceUntil());
+  }
+
+  /** When its next maintenance window starts; null without windows. */
+  public Instant nextMaintenanceTime() {
+    return Protos.instant(proto.getNextMaintenanceTime());
+  }
+
   /** For {@link QueueManager#registerQueue}: whether this call created it (false: it existed). */
   public boolean created() {
     return created;

@@ -17,6 +17,9 @@ import io.grpc.stub.StreamObserver;
 import java.io.File;
 import java.io.IOException;
 import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -24,6 +27,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 import queue_manager.v1.Jobs;
+import queue_manager.v1.Metrics;
 import queue_manager.v1.QueueServiceGrpc;
 import queue_manager.v1.QueueServiceOuterClass;
 import queue_manager.v1.Types;
@@ -438,5 +442,476 @@ public final class QueueManager implements AutoCloseable {
       }
       return address;
     }
+  }
+
+  // Jobs, queues, groups and dead letters: listing and control.
+
+  /** The default dead-letter queue: that of every queue registered without one of its own. */
+  public static final String DEAD_LETTER_QUEUE = "dead-letter-queue";
+
+  /**
+   * A page of a queue's jobs in one state ({@link #listJobsMatching} with {@link JobFilter#ALL}).
+   *
+   * @param state the state to list; required (the server refuses none)
+   * @param pageSize 1 to 1,000 jobs; 0 means 100
+   * @param pageToken "" for the first page, then the previous page's {@link JobPage#nextPageToken()}
+   */
+  public JobPage listJobs(String queue, JobState state, int pageSize, String pageToken) {
+    return listJobsMatching(queue, state, JobFilter.ALL, pageSize, pageToken);
+  }
+
+  /**
+   * A page of a queue's jobs in one state that match a filter. With a filter a page may hold fewer jobs
+   * than {@code pageSize}, or none, and still carry a token: follow it until it is "". Pages keep {@link
+   * #listJobs}'s order; {@link JobPage#total()} stays the number of jobs in the state, matching or not.
+   */
+  public JobPage listJobsMatching(
+      String queue, JobState state, JobFilter filter, int pageSize, String pageToken) {
+    var req =
+        Jobs.ListJobsRequest.newBuilder()
+            .setQueueName(queue)
+            .setState(wire(state))
+            .setPageSize(pageSize(pageSize))
+            .setPageToken(pageToken == null ? "" : pageToken);
+    Jobs.JobFilter f = (filter == null ? JobFilter.ALL : filter).proto();
+    if (f != null) {
+      req.setFilter(f);
+    }
+    return new JobPage(call(() -> queues().listJobs(req.build())));
+  }
+
+  /**
+   * Counts the jobs of one state that match a filter, from the state's start to its end ({@link
+   * #countJobs(String, JobState, JobFilter, String, int)}).
+   */
+  public JobCount countJobs(String queue, JobState state, JobFilter filter) {
+    return countJobs(queue, state, filter, "", 0);
+  }
+
+  /**
+   * Counts the jobs of one state that match a filter, on the server (no job is sent back). With a filter
+   * each call reads at most a few thousand jobs of the state, so counting follows the tokens, one call after
+   * the other, to the end of the state or for at most {@code maxCalls} calls; {@link
+   * JobCount#nextPageToken()} then says where to go on.
+   *
+   * @param pageToken where to start: "" for the state's start, or a previous count's (or listing's) token
+   * @param maxCalls the most ListJobs calls; 0 means until the state's end
+   */
+  public JobCount countJobs(String queue, JobState state, JobFilter filter, String pageToken, int maxCalls) {
+    if (maxCalls < 0) {
+      throw new IllegalArgumentException("maxCalls must be at least 1 (0: until the end), got " + maxCalls);
+    }
+    Jobs.JobFilter f = (filter == null ? JobFilter.ALL : filter).proto();
+    long count = 0;
+    int calls = 0;
+    String token = pageToken == null ? "" : pageToken;
+    while (maxCalls == 0 || calls < maxCalls) {
+      var req =
+          Jobs.ListJobsRequest.newBuilder()
+              .setQueueName(queue)
+              .setState(wire(state))
+              .setPageToken(token)
+              .setCountOnly(true);
+      if (f != null) {
+        req.setFilter(f);
+      }
+      Jobs.ListJobsResponse resp = call(() -> queues().listJobs(req.build()));
+      count += resp.getMatchCount();
+      calls++;
+      token = resp.getNextPageToken();
+      if (token.isEmpty()) {
+        break;
+      }
+    }
+    return new JobCount(count, token, calls);
+  }
+
+  /** Removes a job that is not active and returns the state it was in. */
+  public JobState removeJob(String queue, String id) {
+    var req = Jobs.RemoveJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    return JobState.fromProto(call(() -> queues().removeJob(req)).getPreviousState());
+  }
+
+  /** Runs a failed or cancelled job again, its attempts counted afresh, with its data. */
+  public Job retryJob(String queue, String id) {
+    var req = Jobs.RetryJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    return new Job(call(() -> queues().retryJob(req)).getJob(), false);
+  }
+
+  /**
+   * Runs a failed or cancelled job again with new data (edit and requeue): the data changes in the same
+   * atomic step as the retry, so a job in another state ({@link FailedPreconditionException}) keeps its
+   * data. {@code data} is encoded as {@link #addJob} encodes it, null as JSON null.
+   */
+  public Job retryJobWithData(String queue, String id, Object data) {
+    var req =
+        Jobs.RetryJobRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setData(dataPayload(data))
+            .build();
+    return new Job(call(() -> queues().retryJob(req)).getJob(), false);
+  }
+
+  /** Runs every failed job of a queue again ({@link #retryFailedJobs(String, JobState)} with FAILED). */
+  public long retryFailedJobs(String queue) {
+    return retryFailedJobs(queue, JobState.FAILED);
+  }
+
+  /**
+   * Runs every job of a queue in {@code state} (FAILED or CANCELLED; the server refuses another) again, their
+   * attempts counted afresh, in one call however many there are, and returns how many. {@link #retryJobs}
+   * takes a filter and a bound.
+   */
+  public long retryFailedJobs(String queue, JobState state) {
+    var req = Jobs.RetryFailedJobsRequest.newBuilder().setQueueName(queue).setState(wire(state)).build();
+    return call(() -> queues().retryFailedJobs(req)).getCount();
+  }
+
+  /**
+   * Runs the jobs of {@code state} (FAILED or CANCELLED) that match the options' filter again, their
+   * attempts counted afresh: one bounded call, newest first. Call again with the result's {@link
+   * BulkActionResult#nextPageToken()} until it is "".
+   */
+  public BulkActionResult retryJobs(String queue, JobState state, BulkOptions options) {
+    BulkOptions o = options == null ? BulkOptions.ALL : options;
+    var req =
+        Jobs.RetryFailedJobsRequest.newBuilder()
+            .setQueueName(queue)
+            .setState(wire(state))
+            // A limit always, so that the call is bounded even with no filter and no token (the server runs
+            // every failed job in one call when none of the three is set: retryFailedJobs).
+            .setLimit(o.limit() == 0 ? BulkOptions.MAX_LIMIT : o.limit())
+            .setPageToken(o.pageToken());
+    Jobs.JobFilter f = o.filter().proto();
+    if (f != null) {
+      req.setFilter(f);
+    }
+    var resp = call(() -> queues().retryFailedJobs(req.build()));
+    return new BulkActionResult(resp.getCount(), 0, resp.getNextPageToken());
+  }
+
+  /**
+   * Cancels the jobs of one state (WAITING, PAUSED, DELAYED or ACTIVE) that match the options' filter, with
+   * {@code reason} kept on each: waiting, paused and delayed ones at once ({@link BulkActionResult#count()}),
+   * while an active one's worker is told to stop it ({@link BulkActionResult#requested()}). One bounded
+   * call: call again with the result's token until it is "".
+   */
+  public BulkActionResult cancelJobs(String queue, JobState state, String reason, BulkOptions options) {
+    BulkOptions o = options == null ? BulkOptions.ALL : options;
+    var req =
+        Jobs.CancelJobsRequest.newBuilder()
+            .setQueueName(queue)
+            .setState(wire(state))
+            .setLimit(o.limit())
+            .setPageToken(o.pageToken())
+            .setReason(reason == null ? "" : reason);
+    Jobs.JobFilter f = o.filter().proto();
+    if (f != null) {
+      req.setFilter(f);
+    }
+    var resp = call(() -> queues().cancelJobs(req.build()));
+    return new BulkActionResult(resp.getCount(), resp.getRequestedCount(), resp.getNextPageToken());
+  }
+
+  /**
+   * Removes the jobs of one state (any but ACTIVE: cancel those first) that match the options' filter. One
+   * bounded call: call again with the result's token until it is "".
+   */
+  public BulkActionResult removeJobs(String queue, JobState state, BulkOptions options) {
+    BulkOptions o = options == null ? BulkOptions.ALL : options;
+    var req =
+        Jobs.RemoveJobsRequest.newBuilder()
+            .setQueueName(queue)
+            .setState(wire(state))
+            .setLimit(o.limit())
+            .setPageToken(o.pageToken());
+    Jobs.JobFilter f = o.filter().proto();
+    if (f != null) {
+      req.setFilter(f);
+    }
+    var resp = call(() -> queues().removeJobs(req.build()));
+    return new BulkActionResult(resp.getCount(), 0, resp.getNextPageToken());
+  }
+
+  /** Makes a delayed job waiting now. */
+  public Job promoteJob(String queue, String id) {
+    var req = Jobs.PromoteJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    return new Job(call(() -> queues().promoteJob(req)).getJob(), false);
+  }
+
+  /**
+   * Replaces the data of a job that has not finished (waiting, paused, delayed or active): a running attempt
+   * keeps the data it was given, the next attempt gets the new data. {@code data} is encoded as {@link
+   * #addJob} encodes it, null as JSON null. A finished job gives {@link FailedPreconditionException}.
+   */
+  public Job updateJobData(String queue, String id, Object data) {
+    var req =
+        Jobs.UpdateJobDataRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setData(dataPayload(data))
+            .build();
+    return new Job(call(() -> queues().updateJobData(req)).getJob(), false);
+  }
+
+  /**
+   * Changes when a delayed job runs, to {@code delay} from now (the Redis server's clock); a waiting (or
+   * paused) job becomes delayed until then. Zero makes a delayed job waiting now and leaves a waiting one as
+   * it is. An active or finished job gives {@link FailedPreconditionException} naming its state.
+   */
+  public Job rescheduleJob(String queue, String id, Duration delay) {
+    Protos.notNegative(delay, "the delay");
+    var req =
+        Jobs.RescheduleJobRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setDelay(Protos.duration(delay))
+            .build();
+    return new Job(call(() -> queues().rescheduleJob(req)).getJob(), false);
+  }
+
+  /**
+   * {@link #rescheduleJob} to a time: one that has come (by the Redis server's clock) makes a delayed job
+   * waiting now and leaves a waiting one as it is.
+   */
+  public Job rescheduleJobAt(String queue, String id, Instant at) {
+    if (at == null) {
+      throw new IllegalArgumentException("rescheduleJobAt needs the time to run at");
+    }
+    var req =
+        Jobs.RescheduleJobRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setRunTime(Protos.timestamp(at))
+            .build();
+    return new Job(call(() -> queues().rescheduleJob(req)).getJob(), false);
+  }
+
+  /** Gives a waiting or delayed job a new priority (a waiting job keeps its age within the new level). */
+  public Job changeJobPriority(String queue, String id, JobPriority priority) {
+    if (priority == null) {
+      throw new IllegalArgumentException("changeJobPriority needs the new priority");
+    }
+    var req =
+        Jobs.ChangeJobPriorityRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setPriority(priority.proto())
+            .build();
+    return new Job(call(() -> queues().changeJobPriority(req)).getJob(), false);
+  }
+
+  /**
+   * A page of a job's log lines, oldest first.
+   *
+   * @param pageSize 1 to 1,000 lines; 0 means 100
+   * @param pageToken "" for the first page, then the previous page's {@link LogPage#nextPageToken()}
+   */
+  public LogPage getJobLogs(String queue, String id, int pageSize, String pageToken) {
+    var req =
+        Jobs.GetJobLogsRequest.newBuilder()
+            .setQueueName(queue)
+            .setJobId(id)
+            .setPageSize(pageSize(pageSize))
+            .setPageToken(pageToken == null ? "" : pageToken)
+            .build();
+    return new LogPage(call(() -> queues().getJobLogs(req)));
+  }
+
+  /** One queue, with its settings ({@link QueueInfo#config()}). */
+  public QueueInfo getQueue(String name) {
+    var req = QueueServiceOuterClass.GetQueueRequest.newBuilder().setName(name).build();
+    return new QueueInfo(call(() -> queues().getQueue(req)).getQueue(), false);
+  }
+
+  /** Every registered queue, dead-letter queues included, sorted by name. */
+  public List<QueueInfo> listQueues() {
+    var resp = call(() -> queues().listQueues(QueueServiceOuterClass.ListQueuesRequest.getDefaultInstance()));
+    List<QueueInfo> out = new ArrayList<>();
+    for (Types.Queue q : resp.getQueuesList()) {
+      out.add(new QueueInfo(q, false));
+    }
+    return Collections.unmodifiableList(out);
+  }
+
+  /**
+   * Removes every waiting (or paused) job of a queue, and the delayed ones too with {@code includeDelayed};
+   * returns how many it removed.
+   */
+  public long drainQueue(String name, boolean includeDelayed) {
+    var req =
+        QueueServiceOuterClass.DrainQueueRequest.newBuilder()
+            .setName(name)
+            .setIncludeDelayed(includeDelayed)
+            .build();
+    return call(() -> queues().drainQueue(req)).getRemoved();
+  }
+
+  /**
+   * Deletes a queue and all its jobs, and returns how many jobs went. While jobs are active it is refused
+   * ({@link FailedPreconditionException}) unless {@code force} (their workers' outcomes are then rejected).
+   */
+  public long obliterateQueue(String name, boolean force) {
+    var req =
+        QueueServiceOuterClass.ObliterateQueueRequest.newBuilder().setName(name).setForce(force).build();
+    return call(() -> queues().obliterateQueue(req)).getRemoved();
+  }
+
+  /**
+   * The connected workers (of every server of a cluster), by worker id.
+   *
+   * @param queue only those taking jobs of this queue; "" or null for all
+   */
+  public List<WorkerInfo> listWorkers(String queue) {
+    var req = Metrics.ListWorkersRequest.newBuilder().setQueueName(queue == null ? "" : queue).build();
+    List<WorkerInfo> out = new ArrayList<>();
+    for (Metrics.WorkerInfo w : call(() -> queues().listWorkers(req)).getWorkersList()) {
+      out.add(new WorkerInfo(w));
+    }
+    return Collections.unmodifiableList(out);
+  }
+
+  /** The metrics of every registered queue, by queue name (one read of the store). */
+  public List<QueueMetrics> getAllMetrics() {
+    var resp = call(() -> queues().getAllMetrics(Metrics.GetAllMetricsRequest.getDefaultInstance()));
+    List<QueueMetrics> out = new ArrayList<>();
+    for (Types.QueueMetrics m : resp.getMetricsList()) {
+      out.add(new QueueMetrics(m));
+    }
+    return Collections.unmodifiableList(out);
+  }
+
+  /**
+   * A page of a queue's fairness groups, by name: those with jobs, with limits of their own, or paused.
+   *
+   * @param pageSize 1 to 1,000 groups; 0 means 100
+   * @param pageToken "" for the first page, then the previous page's {@link GroupPage#nextPageToken()}
+   */
+  public GroupPage listGroups(String queue, int pageSize, String pageToken) {
+    var req =
+        QueueServiceOuterClass.ListGroupsRequest.newBuilder()
+            .setQueueName(queue)
+            .setPageSize(pageSize(pageSize))
+            .setPageToken(pageToken == null ? "" : pageToken)
+            .build();
+    return new GroupPage(call(() -> queues().listGroups(req)));
+  }
+
+  /**
+   * Gives one fairness group limits of its own, replacing the queue's group limits for it, and returns the
+   * group as it is now (known to the queue even while it has no jobs).
+   *
+   * @param windows the group's own maintenance windows (none: none), at most 16: while the server's clock is
+   *     inside one, none of the group's jobs starts while the queue's other groups run
+   */
+  public GroupInfo setGroupLimits(
+      String queue, String group, GroupLimits limits, MaintenanceWindow... windows) {
+    if (limits == null) {
+      throw new IllegalArgumentException("setGroupLimits needs the limits (clearGroupLimits removes them)");
+    }
+    var req =
+        QueueServiceOuterClass.SetGroupLimitsRequest.newBuilder()
+            .setQueueName(queue)
+            .setGroup(group)
+            .setLimits(limits.proto(List.of(windows)))
+            .build();
+    return new GroupInfo(call(() -> queues().setGroupLimits(req)).getGroup());
+  }
+
+  /**
+   * Removes a group's own limits: the queue's group limits apply to it again, and a group with no jobs is
+   * forgotten. Returns the group as it is now.
+   */
+  public GroupInfo clearGroupLimits(String queue, String group) {
+    var req =
+        QueueServiceOuterClass.SetGroupLimitsRequest.newBuilder()
+            .setQueueName(queue)
+            .setGroup(group)
+            .setClear(true)
+            .build();
+    return new GroupInfo(call(() -> queues().setGroupLimits(req)).getGroup());
+  }
+
+  /**
+   * Pauses one fairness group until {@link #resumeGroup}: its jobs are still added but none starts; its
+   * active jobs run on and the queue's other groups keep their turns. The group need not have jobs.
+   */
+  public GroupInfo pauseGroup(String queue, String group) {
+    return pauseGroup(
+        QueueServiceOuterClass.PauseGroupRequest.newBuilder().setQueueName(queue).setGroup(group));
+  }
+
+  /** Pauses a fairness group for {@code resumeAfter} (more than 0, at most 366 days), then it resumes. */
+  public GroupInfo pauseGroup(String queue, String group, Duration resumeAfter) {
+    Protos.notNegative(resumeAfter, "resumeAfter");
+    return pauseGroup(
+        QueueServiceOuterClass.PauseGroupRequest.newBuilder()
+            .setQueueName(queue)
+            .setGroup(group)
+            .setResumeAfter(Protos.duration(resumeAfter)));
+  }
+
+  /** Pauses a fairness group until {@code resumeAt} (ahead by the server's clock, at most 366 days). */
+  public GroupInfo pauseGroupUntil(String queue, String group, Instant resumeAt) {
+    if (resumeAt == null) {
+      throw new IllegalArgumentException("pauseGroupUntil needs the time to resume at");
+    }
+    return pauseGroup(
+        QueueServiceOuterClass.PauseGroupRequest.newBuilder()
+            .setQueueName(queue)
+            .setGroup(group)
+            .setResumeAt(Protos.timestamp(resumeAt)));
+  }
+
+  private GroupInfo pauseGroup(QueueServiceOuterClass.PauseGroupRequest.Builder req) {
+    return new GroupInfo(call(() -> queues().pauseGroup(req.build())).getGroup());
+  }
+
+  /** Resumes a paused fairness group: its waiting jobs take their turns again at once. */
+  public GroupInfo resumeGroup(String queue, String group) {
+    var req =
+        QueueServiceOuterClass.ResumeGroupRequest.newBuilder().setQueueName(queue).setGroup(group).build();
+    return new GroupInfo(call(() -> queues().resumeGroup(req)).getGroup());
+  }
+
+  /**
+   * A page of the copies in dead-letter queue {@code dlq} in one state (null: WAITING), each read as its
+   * original's queue, id, name, data and why it failed. Jobs of the queue that are not copies are left out,
+   * so a page may hold fewer than {@code pageSize}: follow the token until it is "".
+   *
+   * @param pageSize 1 to 1,000 jobs; 0 means 100
+   */
+  public DeadLetterPage listDeadLetters(String dlq, JobState state, int pageSize, String pageToken) {
+    return new DeadLetterPage(listJobs(dlq, state == null ? JobState.WAITING : state, pageSize, pageToken));
+  }
+
+  /**
+   * Sends copies in dead-letter queue {@code dlq} back to their original queues: a failed original runs
+   * again, one that retention removed is added anew, one run again meanwhile is left as it is; each copy
+   * leaves the dead-letter queue. A queue that is no queue's dead-letter queue, or options that do not fit
+   * together, give {@link InvalidArgumentException}.
+   */
+  public RedriveResult redriveDeadLetters(String dlq, RedriveOptions options) {
+    var req = (options == null ? RedriveOptions.ALL : options).proto(dlq);
+    return new RedriveResult(call(() -> queues().redriveDeadLetters(req)));
+  }
+
+  /** The wire value of a state; unset for null, which the server refuses or defaults as each call says. */
+  private static Types.JobState wire(JobState state) {
+    return state == null ? Types.JobState.JOB_STATE_UNSPECIFIED : state.proto();
+  }
+
+  /** A page size for the wire: the server checks the range (1 to 1,000; 0 means 100). */
+  private static int pageSize(int pageSize) {
+    if (pageSize < 0) {
+      throw new IllegalArgumentException("the page size must be from 0 to 1000, got " + pageSize);
+    }
+    return pageSize;
+  }
+
+  /** New data for a job, null as JSON null: the server requires data in the request. */
+  private static Types.Payload dataPayload(Object data) {
+    return Payloads.encode(data == null ? JsonText.of("null") : data);
   }
 }
