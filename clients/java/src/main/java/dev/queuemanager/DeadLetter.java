@@ -8,6 +8,7 @@ import java.lang.reflect.Type;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
 import java.util.Base64;
+import java.util.Locale;
 
 /**
  * A dead-letter copy ({@link QueueManager#listDeadLetters}), read as what it says about the job that failed:
@@ -70,7 +71,7 @@ public final class DeadLetter {
       }
       String contentType = body.get("original_content_type").getAsString();
       byte[] data;
-      if (Payloads.isJson(contentType.strip().toLowerCase(java.util.Locale.ROOT))) {
+      if (Payloads.isJson(contentType.strip().toLowerCase(Locale.ROOT))) {
         data = Payloads.GSON.toJson(original).getBytes(StandardCharsets.UTF_8);
       } else {
         // Bytes travel as base64 in the copy's JSON.
