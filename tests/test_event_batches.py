@@ -89,13 +89,13 @@ def between_batches(
         target, name, before = service_.long_pushes.events, "wake_event_batch", 0
     real = getattr(target, name)
 
-    async def spied(*args: Any) -> Any:
+    async def spied(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         if calls == before and not ran:
             ran.append(1)
             await hook()
         calls += 1
-        return await real(*args)
+        return await real(*args, **kwargs)
 
     monkeypatch.setattr(target, name, spied)
     return ran

@@ -70,6 +70,11 @@ class Unavailable(QueueManagerError):
     """Redis cannot be reached or the server is shutting down."""
 
 
+class AnswerLost(QueueManagerError):
+    """The call did its work, but its answer is gone: a retry would do the work twice, so it must not be
+    retried the way an unavailable server's call is."""
+
+
 class PermissionDenied(QueueManagerError):
     """The caller's token does not cover the request (raised while reading a stream; access.py says why)."""
 

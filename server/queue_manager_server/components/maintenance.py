@@ -51,8 +51,9 @@ class Reaper(Component):
 
 class Janitor(Component):
     """Applies age-based retention to finished jobs, finishes interrupted dead-letter and flow hand-offs,
-    redrives of dead-letter copies and pushes of external events (on a Cluster, or in batches on one server),
-    and resolves bulk streams whose writer is gone (publishes committed ones, rolls back idle ones)."""
+    redrives of dead-letter copies, pushes of external events (on a Cluster, or in batches on one server) and
+    obliterates (a registered name with no queue behind it), and resolves bulk streams whose writer is gone
+    (publishes committed ones, rolls back idle ones)."""
 
     name = "janitor"
 
@@ -91,7 +92,7 @@ class Janitor(Component):
                 self.log.info("dropped queues with no event waiters left", extra={"entries": swept})
         queues = await self.engine.queue_names()
         for queue, due in zip(queues, await self.engine.housekeeping_due(queues), strict=True):
-            if not (due.bulk or due.retention or due.dead_letters or due.flows or due.redrives):
+            if not (due.bulk or due.retention or due.dead_letters or due.flows or due.redrives or due.gone):
                 continue
             try:
                 await self._housekeep(queue, due)
@@ -99,6 +100,12 @@ class Janitor(Component):
                 self.log.warning("housekeeping failed", extra={"queue": queue, "error": error_text(exc)})
 
     async def _housekeep(self, queue: str, due: Housekeeping) -> None:
+        if due.gone:  # an obliterate a lost server left: every other task went with the queue's keys
+            removed = await self.engine.finish_obliterate(queue)
+            self.log.info(
+                "finished the removal of an obliterated queue", extra={"queue": queue, "removed": removed}
+            )
+            return
         published = rolled_back = removed = moved = handed = redriven = 0
         if due.bulk:
             published, rolled_back = await self.bulk.resolve(queue, self.bulk_idle_ms)

@@ -53,6 +53,8 @@ DEFAULT_DLQ = "dead-letter-queue"
 FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par", "md", "kup")
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
+# An obliterate being finished found the queue registered again (obliterate.lua).
+REGISTERED_AGAIN = -5
 # A whole size check found no room (add_jobs.lua, its reply's first element).
 NO_ROOM = -2
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
@@ -289,9 +291,23 @@ class Engine:
         args: list[Any] = ["1" if only_if_missing else "0"]
         for k, v in fields.items():
             args += [k, v]
+        pipe = self.store.pipeline()
+        pipe.sismember(registry(self.prefix), name)
+        pipe.exists(self.keys(name).meta)
+        listed, exists = await self.store.execute(pipe)
+        if listed and not exists:  # an obliterate a lost server left: the queue starts from nothing
+            await self.finish_obliterate(name)
         created, created_ms = await self.scripts.run("register_queue", [self.keys(name).meta], args)
         await self.redis.sadd(registry(self.prefix), name)
         return bool(created), _i(created_ms)
+
+    async def forget_queue(self, name: str) -> None:
+        """Takes an obliterated queue's name out of the registry, unless the queue was registered again
+        meanwhile: register_queue creates the meta hash before it lists the name, so a registration that
+        came after the removal either lists the name after it or has its meta hash seen here."""
+        await self.redis.srem(registry(self.prefix), name)
+        if await self.redis.exists(self.keys(name).meta):
+            await self.redis.sadd(registry(self.prefix), name)
 
     async def get_queue(self, name: str) -> QueueRecord:
         raw = await self.redis.hgetall(self.keys(name).meta)
@@ -395,10 +411,27 @@ class Engine:
     async def obliterate(self, name: str, force: bool) -> int:
         """Deletes the queue and all its jobs; refuses while jobs are active unless forced. Its unfinished
         jobs that parents wait for, and its chain links and workflow steps not finished, end as removed
-        (obliterate.lua): their hand-offs are carried out before the name leaves the registry, so a server
-        lost meanwhile leaves them to the janitor, which visits registered names (readers skip a registered
-        name without a queue)."""
+        (obliterate.lua): their hand-offs, and those its finished jobs left pending, are carried out before
+        the name leaves the registry, so a server lost meanwhile leaves them to the janitor, which visits
+        registered names (readers skip a registered name without a queue) and finishes the removal
+        (finish_obliterate)."""
         await self.get_queue(name)
+        removed, handed = await self._obliterate_chunks(name, force, finish=False)
+        await self._obliterated(name, handed)
+        return removed
+
+    async def finish_obliterate(self, name: str) -> int:
+        """Finishes the removal of a queue whose obliterate a lost server left half done (its name registered,
+        its meta hash gone): the jobs left are deleted, the hand-offs carried out and the name forgotten, as
+        obliterate does, unless the queue is registered again meanwhile. Returns how many jobs it deleted."""
+        removed, handed = await self._obliterate_chunks(name, True, finish=True)
+        if handed >= 0:
+            await self._obliterated(name, handed)
+        return removed
+
+    async def _obliterate_chunks(self, name: str, force: bool, finish: bool) -> tuple[int, int]:
+        """Runs obliterate.lua until the queue's keys are gone: (jobs deleted, hand-offs queued), the second
+        -1 when finishing found the queue registered again (then nothing more was done)."""
         k = self.keys(name)
         keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox, k.bulk]
         keys += [k.schedules, k.schedule_due, k.schedule_runs]
@@ -413,21 +446,32 @@ class Engine:
                     ADMIN_CHUNK,
                     k.staged_prefix,
                     "removed by ObliterateQueue",
+                    "1" if finish else "0",
                 ],
             )
             if _i(r[0]) == IS_ACTIVE:
                 raise JobActive(
                     f"queue {name!r} has active jobs; wait for them or obliterate with force=true"
                 )
+            if _i(r[0]) == REGISTERED_AGAIN:
+                return removed, -1
             first = False
             removed += _i(r[0])
             handed += _i(r[2])
             if _i(r[1]) == 1:
-                break
-        if handed:  # jobs that parents, chains or workflows waited for: they end for them (on_removed)
+                return removed, handed
+
+    async def _obliterated(self, name: str, handed: int) -> None:
+        """Carries out the hand-offs of a queue whose keys are gone, then forgets its name; a hand-off left
+        (carried out elsewhere and failed) keeps the name registered, so the janitor comes back for it."""
+        flows = self.keys(name).flow_outbox
+        # The entries obliterate.lua queued, and any its finished jobs left pending before: the queue's name
+        # is the only way to them once it leaves the registry.
+        if handed or await self.redis.llen(flows):
             await self.after_flow_finish(name, wait=True)
-        await self.redis.srem(registry(self.prefix), name)
-        return removed
+            if await self.redis.llen(flows):
+                return
+        await self.forget_queue(name)
 
     # ---- jobs ---------------------------------------------------------------------------------
 
@@ -980,7 +1024,8 @@ class Engine:
     async def housekeeping_due(self, queues: Sequence[str]) -> list[Housekeeping]:
         """What the janitor has to do in each queue, read for all of them in shared round trips (a round trip
         per queue and task cost an idle server with thousands of queues a share of a core). Retention is due
-        where the oldest finished job is older than the queue's age limit."""
+        where the oldest finished job is older than the queue's age limit; a registered name without a meta
+        hash is an obliterate a lost server left, to finish."""
         now = await self.redis_time_ms()
         out: list[Housekeeping] = []
         for start in range(0, len(queues), SWEEP_CHUNK):
@@ -993,11 +1038,12 @@ class Engine:
                 pipe.llen(k.outbox)
                 pipe.llen(k.flow_outbox)
                 pipe.exists(k.redrive)
+                pipe.exists(k.meta)
                 for zset in _finished_sets(k):
                     pipe.zrange(zset, 0, 0, withscores=True)
             replies = await self.store.execute(pipe, raise_on_error=False)
             for i in range(len(chunk)):
-                bulk, ages, dead, flows, redrives, *oldest = replies[8 * i : 8 * i + 8]
+                bulk, ages, dead, flows, redrives, exists, *oldest = replies[9 * i : 9 * i + 9]
                 if any(isinstance(r, Exception) for r in (bulk, ages, dead, flows, redrives, *oldest)):
                     # A key of the wrong type: every task is tried, so the queue's own error shows.
                     out.append(
@@ -1015,6 +1061,7 @@ class Engine:
                         dead_letters=bool(dead),
                         flows=bool(flows),
                         redrives=bool(redrives),
+                        gone=not exists,
                     )
                 )
         return out

@@ -179,14 +179,23 @@ class EventPushes:
         )
 
     async def deliver_event(
-        self, push: PushRecord, queues: Sequence[str], keep_ms: int, batch: int, limit: int
+        self,
+        push: PushRecord,
+        queues: Sequence[str],
+        keep_ms: int,
+        batch: int,
+        limit: int,
+        touch: bool = False,
     ) -> list[tuple[str, Delivered]]:
         """Carries the push out in each of `queues` (among those the index listed and the triggers'), one
         script call per queue waking at most `batch` jobs and listing at most `limit`, all in one round
-        trip."""
+        trip. touch: a further round, which also marks the push as still carried out (touch_event_push.lua),
+        in the same round trip."""
         adds = dict(push.adds)
         p = self.engine.prefix
         pipe = self.engine.store.pipeline()
+        if touch:
+            self.engine.scripts.call_in(pipe, "touch_event_push", [event_pushes(p)], [push.push_id])
         for queue in queues:
             k = self.engine.keys(queue)
             jobs = adds.get(queue, [])
@@ -214,7 +223,7 @@ class EventPushes:
             self.engine.scripts.call_in(pipe, "deliver_event", keys, args)
         replies = await self.engine.store.execute(pipe)
         out = []
-        for queue, r in zip(queues, replies, strict=True):
+        for queue, r in zip(queues, replies[1:] if touch else replies, strict=True):
             listed = _i(r[3])
             ids = [_s(v) for v in r[4:]]
             out.append((queue, Delivered(_i(r[0]) == 1, _i(r[1]) == 1, _i(r[2]), ids[:listed], ids[listed:])))

@@ -367,8 +367,9 @@ def event_indexed_keys(prefix: str) -> str:
 
 
 def event_pushes(prefix: str) -> str:
-    """zset: on a Cluster, push id -> time (ms) recorded, of the pushes not carried out to every queue yet
-    (record_event.lua adds, event_done.lua clears, the janitor carries out those a lost server left). On one
+    """zset: on a Cluster, push id -> time (ms) recorded or of its last round, of the pushes not carried out
+    to every queue yet (record_event.lua adds, touch_event_push.lua marks each further round, event_done.lua
+    clears, the janitor carries out those a lost server left). On one
     server, those of the pushes carried out in batches -> the time of their last batch (push_event.lua,
     wake_event_batch.lua)."""
     return f"{prefix}:{{event-triggers}}:pushes"

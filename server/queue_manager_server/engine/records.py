@@ -363,10 +363,12 @@ class MinuteActivity:
 class Housekeeping:
     """What the janitor has to do in a queue (Engine.housekeeping_due): bulk streams staged into it,
     finished jobs past their retention age, dead-letter copies or flow hand-offs waiting, redrives of
-    dead-letter copies a server left half-done (engine/redrive.py)."""
+    dead-letter copies a server left half-done (engine/redrive.py), or, for a name registered with no queue
+    behind it, the rest of an obliterate a lost server left (Engine.finish_obliterate)."""
 
     bulk: bool
     retention: bool
     dead_letters: bool
     flows: bool
     redrives: bool = False
+    gone: bool = False

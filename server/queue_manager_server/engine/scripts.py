@@ -174,6 +174,7 @@ class Scripts:
         "index_event_wait",
         "record_event",
         "deliver_event",
+        "touch_event_push",
         "event_done",
         "event_index_due",
         "event_index_sweep",

@@ -44,6 +44,9 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.WorkerNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # Not UNAVAILABLE, which clients and the docs retry: the work was done and only its answer is lost, which
+    # DATA_LOSS says (as the clients' own codec errors do: the call succeeded, its result cannot be read).
+    (errors.AnswerLost, grpc.StatusCode.DATA_LOSS),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.EventsDropped, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -19,8 +19,11 @@ triggers' jobs, and leaves a mark holding what it did so far; queues with waiter
 until none has, and a call after a queue's share is done changes nothing and answers the same. Last,
 event_done.lua clears the record and writes the whole answer into the event id's record. A server lost between
 the steps leaves the record: the janitor of any server carries out records older than REPLAY_AFTER_MS the same
-way, so every waiter is woken once and every trigger job added once. A repeat of an event id whose push is not
-carried out yet carries it out itself, so it answers what the first push did, as on one server.
+way, so every waiter is woken once and every trigger job added once. A push of many rounds marks its record
+alive with each round after the first (touch_event_push.lua, in that round's round trip), so the janitor joins
+only a push whose server has done no round for REPLAY_AFTER_MS, not one that is long in all. A repeat of an
+event id whose push is not carried out yet carries it out itself, so it answers what the first push did, as on
+one server.
 
 The index shrinks too: a queue that a push found with no waiter left leaves it (event_done.lua), unless it
 was indexed again since the push read it, or less than INDEX_GRACE_MS before the push; the janitor applies
@@ -147,13 +150,18 @@ class ClusterPushes:
         (deliver_event.lua), and clears its record; what it did."""
         queues = list(dict.fromkeys([q for q, _ in push.indexed] + [q for q, _ in push.adds]))
         delivered: dict[str, Delivered] = {}
+        first = True
         while len(delivered) < len(queues):
             pending = [q for q in queues if q not in delivered]
+            # Each further round marks the push as alive, so the janitor joins only a push whose server
+            # stopped, not one that takes longer than REPLAY_AFTER_MS in all; the first round needs no mark
+            # (the record was just written), so a push of one round costs no command more.
             for queue, share in await self.pushes.deliver_event(
-                push, pending, EVENT_ID_WINDOW_MS, WAKE_BATCH, ANSWER_LIMIT
+                push, pending, EVENT_ID_WINDOW_MS, WAKE_BATCH, ANSWER_LIMIT, touch=not first
             ):
                 if share.done:
                     delivered[queue] = share
+            first = False
             if len(delivered) < len(queues):
                 maybe_crash(self.crash_point, "between-event-batches")
         maybe_crash(self.crash_point, "after-event-delivery")

@@ -11,7 +11,9 @@ jobs woken are those in the key's set at the first step, less any whose wait end
 (includes/event_push.lua). A server lost between batches leaves the record in the pushes to carry out: the
 janitor of any server goes on with it once it has had no batch for REPLAY_AFTER_MS, and each member is popped
 once, so every job is woken once. A repeat of the event id meanwhile goes on with the push itself and
-answers what it did, as on a Cluster (services/event_pushes.py).
+answers what it did, as on a Cluster (services/event_pushes.py). A server that stalled between two batches
+for longer than the finished record is kept (DONE_KEPT_MS) cannot answer: its push was carried out, so it
+answers DATA_LOSS, not UNAVAILABLE, which callers retry and which would push the event a second time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from queue_manager_server.engine.engine import _s
 from queue_manager_server.engine.event_pushes import EventPushes
 from queue_manager_server.engine.external_events import Batched, ExternalEvents, Pushed
 from queue_manager_server.engine.keys import event_push
-from queue_manager_server.errors import Unavailable
+from queue_manager_server.errors import AnswerLost
 from queue_manager_server.services.event_pushes import (
     ANSWER_LIMIT,
     EVENT_ID_WINDOW_MS,
@@ -66,9 +68,12 @@ class LongPushes:
                 done.duplicate = pushed.duplicate
                 return done
             if not pushed.duplicate:
-                raise Unavailable(
-                    "the event was pushed and every waiter woken, but this server stalled so long that the"
-                    " push's answer is gone; do not push it again"
+                raise AnswerLost(
+                    f"the event was pushed and every waiter of key {key!r} woken, but this server stalled"
+                    f" between two batches for longer than its answer is kept ({DONE_KEPT_MS // 60_000}"
+                    " minutes), so the push's answer is gone; do not push the event again: a second push"
+                    " would wake the key's waiters and add its triggers' jobs again"
+                    + (f" (a push with event id {event_id!r} answers what it did)" if event_id else "")
                 )
             # Carried out meanwhile, and its record gone: the event id's record now holds its whole answer.
         return None

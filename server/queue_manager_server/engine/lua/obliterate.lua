@@ -8,6 +8,8 @@
 -- ARGV[1] job key prefix  ARGV[2] force (1 = even with active jobs)  ARGV[3] jobs per call
 -- ARGV[4] key prefix of staged bulk streams (<prefix><stream id>)
 -- ARGV[5] the reason a deleted unfinished job's waiting parents are given ('removed by ObliterateQueue')
+-- ARGV[6] '1': finishing an obliterate a lost server left (its meta hash gone, its name still registered:
+--   Engine.finish_obliterate), which a queue registered again meanwhile stops before it deletes anything
 -- The cancelled set, the deadlines of active runs, the kept memory estimate, the redrive keys and the activity counters (stats, and the minute and
 -- seconds hashes of the last two hours, which expire anyway) and the fairness groups' keys go too: keys derived
 -- from the job prefix.
@@ -18,8 +20,10 @@
 -- never deletes, nor the flow entries: the caller carries them out (services/flows.py) before it drops the
 -- queue's name from the registry, so the janitor still visits the queue if the caller dies first. A plain job
 -- (no flow mark) costs no command more.
--- Returns: {removed, done (1/0), hand-offs queued} or {-4} when jobs are active and force is 0
+-- Returns: {removed, done (1/0), hand-offs queued}, {-4} when jobs are active and force is 0, or {-5} when
+--   finishing (ARGV[6]) and the queue is registered again
 local prefix, force, chunk, how = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), ARGV[5]
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {-5} end
 if not force and redis.call('ZCARD', KEYS[4]) > 0 then return {-4} end
 -- Bulk streams still staged into the queue are dropped with it.
 for _, sid in ipairs(redis.call('HKEYS', KEYS[9])) do redis.call('UNLINK', ARGV[4] .. sid) end
