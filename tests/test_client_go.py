@@ -147,6 +147,7 @@ EXPECTED = {
     "TestTierPrefersTheLowerTierUntilItIsFull",
     "TestCountJobsFollowsTheTokens",
     "TestWorkerTimeoutIsRecordedAsTimedOut",
+    "TestAHeartbeatCrossingTheCallThatParksTheRunIsNoWarning",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {

@@ -55,14 +55,13 @@ func (j *Job) WaitForChildren(ctx context.Context, children []ChildSpec, opts *W
 	if err != nil {
 		return err
 	}
-	resp, err := r.w.client.queues.WaitForChildren(ctx, req)
+	resp, err := park(r, func() (*pb.WaitForChildrenResponse, error) {
+		return r.w.client.queues.WaitForChildren(ctx, req)
+	})
 	if err != nil {
 		return fromRPC(err)
 	}
 	w := r.w
-	w.mu.Lock()
-	r.parked = true
-	w.mu.Unlock()
 	w.log.Info("job waits for its children", "queue", r.key.queue, "job_id", r.key.id,
 		"pending", resp.GetChildrenPending())
 	return &WaitingForChildrenError{Children: refsOf(resp.GetChildren()), Pending: int(resp.GetChildrenPending())}

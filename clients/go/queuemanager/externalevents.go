@@ -114,14 +114,13 @@ func (j *Job) WaitForEvent(ctx context.Context, keys []string, opts *WaitForEven
 			req.Data = payload
 		}
 	}
-	resp, err := r.w.client.queues.WaitForEvent(ctx, req)
+	resp, err := park(r, func() (*pb.WaitForEventResponse, error) {
+		return r.w.client.queues.WaitForEvent(ctx, req)
+	})
 	if err != nil {
 		return fromRPC(err)
 	}
 	w := r.w
-	w.mu.Lock()
-	r.parked = true
-	w.mu.Unlock()
 	w.log.Info("job waits for an event", "queue", r.key.queue, "job_id", r.key.id, "keys", keys)
 	return &WaitingForEventError{Keys: keys, Until: timeOf(resp.GetUntil())}
 }

@@ -520,9 +520,10 @@ func (w *Worker) disconnected() {
 }
 
 // expectedRejections remembers runs reported stopped or timed out, whose rejection is no surprise (the
-// server may have ended the run itself). Bounded: the oldest are forgotten.
+// server may have ended the run itself), and runs parked by a call of their own (the server ended the
+// lease in that call, so a heartbeat that crossed it is refused). Bounded: the oldest are forgotten.
 type expectedRejections struct {
-	set   map[leaseKey]struct{}
+	set   map[leaseKey]bool // true for a parked run: kept, since a slow call can be crossed by more than one
 	order []leaseKey
 }
 
@@ -530,11 +531,16 @@ type leaseKey struct{ queue, id, token string }
 
 const expectedKept = 1000
 
-func (e *expectedRejections) add(k leaseKey) {
+func (e *expectedRejections) add(k leaseKey) { e.put(k, false) }
+
+// addParked remembers a run its own call parked (WaitForChildren, WaitForEvent).
+func (e *expectedRejections) addParked(k leaseKey) { e.put(k, true) }
+
+func (e *expectedRejections) put(k leaseKey, parked bool) {
 	if e.set == nil {
-		e.set = map[leaseKey]struct{}{}
+		e.set = map[leaseKey]bool{}
 	}
-	e.set[k] = struct{}{}
+	e.set[k] = parked
 	e.order = append(e.order, k)
 	if len(e.order) > expectedKept {
 		delete(e.set, e.order[0])
@@ -547,3 +553,6 @@ func (e *expectedRejections) take(k leaseKey) bool {
 	delete(e.set, k)
 	return ok
 }
+
+// parked reports whether k is the lease of a run its own call parked.
+func (e *expectedRejections) parked(k leaseKey) bool { return e.set[k] }

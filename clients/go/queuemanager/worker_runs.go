@@ -34,6 +34,7 @@ type run struct {
 	lost      bool // its lease was recovered: report nothing
 	abandoned bool // Shutdown gave up on it and reported it abandoned
 	parked    bool // Job.WaitForChildren or WaitForEvent parked its job: the server ended the run, report nothing
+	parking   int  // WaitForChildren or WaitForEvent calls in flight: the server may end the lease in one
 }
 
 func newRun(w *Worker, job *Job, token string) *run {
@@ -55,6 +56,25 @@ func newRun(w *Worker, job *Job, token string) *run {
 
 func (r *run) ref() *pb.LeaseRef {
 	return &pb.LeaseRef{QueueName: r.key.queue, JobId: r.key.id, LeaseToken: r.token}
+}
+
+// park makes a call that parks the run's job (WaitForChildren, WaitForEvent). While it is out, the server
+// may end the lease in it before a heartbeat of the run arrives, so a refusal of that heartbeat is expected
+// (onAck); once it has answered, the run is parked: no longer extended, nothing reported.
+func park[T any](r *run, call func() (T, error)) (T, error) {
+	w := r.w
+	w.mu.Lock()
+	r.parking++
+	w.mu.Unlock()
+	resp, err := call()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r.parking--
+	if err == nil {
+		r.parked = true
+		w.expected.addParked(leaseKey{r.key.queue, r.key.id, r.token})
+	}
+	return resp, err
 }
 
 // lose marks a run whose lease was recovered: it is stopped and nothing is reported for it. Called with

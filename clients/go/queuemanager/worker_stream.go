@@ -331,12 +331,18 @@ func (w *Worker) onAck(ack *pb.ReportAck) {
 			r = nil // a verdict on an earlier run of the job, not on the one running now
 		}
 		code := codeName(codes.Code(item.GetCode()))
+		key := leaseKey{lease.GetQueueName(), lease.GetJobId(), lease.GetLeaseToken()}
 		switch {
+		case r != nil && (r.parking > 0 || r.parked) || w.expected.parked(key):
+			// A heartbeat that crossed the call parking the run: the server ended the lease in that call, as
+			// the run asked.
+			w.log.Debug("a lease extension crossed the call that parked the job",
+				"queue", lease.GetQueueName(), "job_id", lease.GetJobId(), "reason", item.GetMessage())
 		case r != nil && !r.lost:
 			r.lose()
 			w.log.Warn("job lost its lease; its run is stopped and its result discarded",
 				"queue", lease.GetQueueName(), "job_id", lease.GetJobId(), "code", code, "reason", item.GetMessage())
-		case w.expected.take(leaseKey{lease.GetQueueName(), lease.GetJobId(), lease.GetLeaseToken()}):
+		case w.expected.take(key):
 			w.log.Info("job had already ended on the server when reported",
 				"queue", lease.GetQueueName(), "job_id", lease.GetJobId(), "reason", item.GetMessage())
 		case r == nil:

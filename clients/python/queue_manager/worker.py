@@ -207,8 +207,10 @@ class Worker(WorkerStream, RunsUntilShutdown):
         # (queue, job id) -> the run of that job on this worker.
         self._running: dict[tuple[str, str], JobContext] = {}
         # Leases (queue, job id, token) of runs reported stopped or timed out, not yet acked: their rejection
-        # is expected when the server ended the run itself (its own timeout), so it is no warning. Bounded.
-        self._stopped: dict[tuple[str, str, str], None] = {}
+        # is expected when the server ended the run itself (its own timeout), so it is no warning. True for a
+        # run parked by a call it made (WaitForEvent, WaitForChildren), from the call on: the server ended
+        # the lease in that call, so a heartbeat that crossed it is refused as expected. Bounded.
+        self._stopped: dict[tuple[str, str, str], bool] = {}
         self._outbox = worker_service_pb2.ConnectRequest()
         self._stats = ProcessStats()
         self._unsent = 0  # outcomes, progress and releases in the outbox (extensions and credits aside)

@@ -70,7 +70,7 @@ class JobRuns:
 
     _processors: dict[str, tuple[Processor, bool]]  # queue -> (processor, whether it is async)
     _running: dict[tuple[str, str], JobContext]
-    _stopped: dict[tuple[str, str, str], None]
+    _stopped: dict[tuple[str, str, str], bool]
     _outbox: worker_service_pb2.ConnectRequest
     _unsent: int
     _credits: int
@@ -189,8 +189,10 @@ class JobRuns:
             self._expect_rejection(ctx)
         self._finish(ctx)
 
-    def _expect_rejection(self, ctx: JobContext) -> None:
-        self._stopped[(ctx.queue_name, ctx.id, ctx.lease_token)] = None
+    def _expect_rejection(self, ctx: JobContext, parked: bool = False) -> None:
+        """Takes a rejection of the run's lease as expected: the server may have ended the run itself, or
+        (`parked`) ends it in a call this worker makes (`_stopped`)."""
+        self._stopped[(ctx.queue_name, ctx.id, ctx.lease_token)] = parked
         if len(self._stopped) > _STOPPED_KEPT:
             del self._stopped[next(iter(self._stopped))]
 
@@ -363,13 +365,15 @@ class JobRuns:
         stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         if self._codecs is not None:
             self._codecs.encode_message(request)
+        self._expect_rejection(ctx, parked=True)
         try:
             answer = await stub.WaitForChildren(request, timeout=_UPDATE_DATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
+            self._not_parked(ctx)
             raise error_from_rpc(exc) from None
         # The server ended the run: whatever the processor does next is not reported (a completion would
         # be refused as a lost lease).
-        ctx._lost = True
+        self._parked(ctx)
         logger.debug(
             "job %s/%s waits for %d children",
             ctx.queue_name,
@@ -393,12 +397,14 @@ class JobRuns:
     ) -> NoReturn:
         assert self._channel is not None
         stub = queue_service_pb2_grpc.QueueServiceStub(self._channel)
+        self._expect_rejection(ctx, parked=True)
         try:
             answer = await stub.WaitForEvent(request, timeout=_UPDATE_DATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
+            self._not_parked(ctx)
             raise error_from_rpc(exc) from None
         # The server ended the run, as for children: nothing the processor does next is reported.
-        ctx._lost = True
+        self._parked(ctx)
         until = timestamp_to_datetime(answer.until) if answer.HasField("until") else None
         logger.debug(
             "job %s/%s waits for event %s",
@@ -408,6 +414,21 @@ class JobRuns:
             extra={"queue": ctx.queue_name, "job_id": ctx.id},
         )
         raise WaitingForEvent(list(request.keys), until)
+
+    def _parked(self, ctx: JobContext) -> None:
+        """A run the server ended in the call that parked its job: nothing more is reported or extended
+        for it, not even an extension the heartbeat put in the unsent report while the call was out."""
+        ctx._lost = True
+        extensions = self._outbox.report.extensions
+        kept = [e for e in extensions if (e.job_id, e.lease_token) != (ctx.id, ctx.lease_token)]
+        if len(kept) != len(extensions):
+            del extensions[:]
+            extensions.extend(kept)
+
+    def _not_parked(self, ctx: JobContext) -> None:
+        """A call that would have parked the run was refused: the run goes on, and a rejection of its lease
+        is news again (a lease lost)."""
+        self._stopped.pop((ctx.queue_name, ctx.id, ctx.lease_token), None)
 
     async def _send_data(self, ctx: JobContext, request: jobs_pb2.UpdateJobDataRequest) -> None:
         assert self._channel is not None

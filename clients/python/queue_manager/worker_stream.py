@@ -325,10 +325,21 @@ class WorkerStream(JobRuns):
             if item.code == 0:
                 continue
             lease = item.lease
+            run = (lease.queue_name, lease.job_id, lease.lease_token)
             ctx = self._running.get((lease.queue_name, lease.job_id))
             if ctx is not None and ctx.lease_token != lease.lease_token:
                 ctx = None  # a verdict on an earlier run of the job, not on the one running now
-            if ctx is not None and not ctx._lost:
+            if self._stopped.get(run):
+                # A heartbeat that crossed the call parking the run (WaitForEvent, WaitForChildren): the
+                # server ended the lease in that call, as this worker asked. Kept, not popped: a slow call
+                # can be crossed by more than one.
+                logger.debug(
+                    "job %s/%s: a lease extension crossed the call that parked it (%s)",
+                    lease.queue_name,
+                    lease.job_id,
+                    item.message,
+                )
+            elif ctx is not None and not ctx._lost:
                 self._lose(ctx)
                 logger.warning(
                     "job %s/%s lost its lease (%s: %s); its run is stopped and its result discarded",
@@ -337,7 +348,7 @@ class WorkerStream(JobRuns):
                     _code_name(item.code),
                     item.message,
                 )
-            elif self._stopped.pop((lease.queue_name, lease.job_id, lease.lease_token), 0) is None:
+            elif self._stopped.pop(run, None) is False:
                 logger.info(
                     "job %s/%s had already ended on the server (timed out there) when reported (%s)",
                     lease.queue_name,

@@ -138,6 +138,8 @@ export class Run {
    * ended there, nothing is reported.
    */
   parked = false;
+  /** Calls that may park it (waitForChildren, waitForEvent) in flight: the server may end its lease in one. */
+  parking = 0;
   done: Promise<void> = Promise.resolve();
   /** Its CONSUMER span, when tracing is on: a failure marks it (tracing.ts). */
   span: Span | undefined;

@@ -32,6 +32,14 @@ import { recordFailure, startProcess } from "./tracing.js";
 import type { ChildSpec } from "./types.js";
 import { LOG_LINE_CHARS, LOG_LINES_KEPT, within, type Processor, type WorkerLogger } from "./worker-options.js";
 
+/** How many parked runs' leases are remembered (their heartbeats' refusals are expected); the oldest go first. */
+const PARKED_KEPT = 1000;
+
+/** What names a lease in `Runs.parked`: its queue, job id and token. */
+function leaseKey(lease: LeaseRef): string {
+  return `${runKey(lease.queueName, lease.jobId)}\u0000${lease.leaseToken}`;
+}
+
 /** What the runs need of their worker: its id, its log, its events and whether it takes jobs now. */
 export interface RunsHost {
   readonly workerId: string;
@@ -56,6 +64,11 @@ export class Runs {
   /** Slots given up by a lowered concurrency (SET_CONCURRENCY): that many finished runs give no credit back. */
   debt = 0;
   private readonly running = new Map<string, Run>();
+  /**
+   * Leases of runs their own call parked, oldest first (bounded): the server ended each lease in that call, so a
+   * heartbeat that crossed it is refused, as expected.
+   */
+  private readonly parked = new Set<string>();
 
   constructor(
     private readonly host: RunsHost,
@@ -126,7 +139,11 @@ export class Runs {
   /** The server refused a report item about `lease` (`why`): a run still holding that lease is lost. */
   refused(lease: LeaseRef, why: string): void {
     const run = this.running.get(runKey(lease.queueName, lease.jobId));
-    if (run !== undefined && run.lease.leaseToken === lease.leaseToken && !run.lost) {
+    const same = run !== undefined && run.lease.leaseToken === lease.leaseToken;
+    if ((same && (run.parking > 0 || run.parked)) || this.parked.has(leaseKey(lease))) {
+      return; // a heartbeat that crossed the call parking the run: the server ended the lease there, as asked
+    }
+    if (same && !run.lost) {
       this.host.log.warn(`job ${lease.queueName}/${lease.jobId} lost its lease (${why}); its run is stopped and its result discarded`);
       this.lose(run, why);
     } else {
@@ -343,8 +360,7 @@ export class Runs {
    */
   private async waitForChildren(run: Run, children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never> {
     const request = waitForChildrenRequest(run.lease, children, options); // a TypeError before anything is sent
-    const answer = await this.host.waitForChildren(request);
-    run.parked = true;
+    const answer = await this.park(run, () => this.host.waitForChildren(request));
     this.host.log.info(`job ${run.job.queueName}/${run.job.id} waits for ${answer.childrenPending} children`);
     throw new WaitingForChildrenError(
       answer.children.map((c) => ({ queueName: c.queueName, jobId: c.jobId })),
@@ -359,10 +375,29 @@ export class Runs {
    */
   private async waitForEvent(run: Run, keys: string | readonly string[], options?: WaitForEventOptions): Promise<never> {
     const request = waitForEventRequest(run.lease, keys, options); // a TypeError before anything is sent
-    const answer = await this.host.waitForEvent(request);
-    run.parked = true;
+    const answer = await this.park(run, () => this.host.waitForEvent(request));
     this.host.log.info(`job ${run.job.queueName}/${run.job.id} waits for event ${request.keys.join(", ")}`);
     throw new WaitingForEventError([...request.keys], fromTimestamp(answer.until));
+  }
+
+  /**
+   * Makes a call that parks the run's job (WaitForChildren, WaitForEvent). While it is out, the server may end
+   * the lease in it before a heartbeat of the run arrives, so a refusal of that heartbeat is expected (`refused`);
+   * once it has answered, the run is parked: no longer extended, nothing reported.
+   */
+  private async park<T>(run: Run, call: () => Promise<T>): Promise<T> {
+    run.parking += 1;
+    try {
+      const answer = await call();
+      run.parked = true;
+      this.parked.add(leaseKey(run.lease));
+      if (this.parked.size > PARKED_KEPT) {
+        this.parked.delete(this.parked.values().next().value!);
+      }
+      return answer;
+    } finally {
+      run.parking -= 1;
+    }
   }
 
   private reportLog(run: Run, message: string): void {

@@ -6,6 +6,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { JobPriority, NotFoundError, WaitingForEventError, type ActiveJob, type JobContext, type QueueManager } from "../src/index.js";
+import { create } from "@bufbuild/protobuf";
+import { WaitForEventResponseSchema } from "../src/gen/queue_manager/v1/external_events_pb.js";
+import { JobDeliverySchema } from "../src/gen/queue_manager/v1/worker_service_pb.js";
+import { Outbox } from "../src/outbox.js";
+import { Runs, type RunsHost } from "../src/worker-runs.js";
 import { client, deferred, queueName, worker } from "./helpers.js";
 
 let qm: QueueManager;
@@ -167,5 +172,53 @@ describe("waitForEvent", () => {
     } finally {
       await w.shutdown();
     }
+  });
+});
+
+describe("a heartbeat crossing the call that parks a run", () => {
+  // The worker's runs on their own, the host's WaitForEvent answering once the server's refusal of a heartbeat of
+  // the run has come (it crossed the call), then that refusal again after the run ended: both are expected, so
+  // nothing is logged and the run is not lost. A run no call parks still loses its lease, with a warning.
+  it("is refused without a warning, and a lease really lost still warns", async () => {
+    const logged: string[] = [];
+    const log = { info: (m: string) => logged.push(`info ${m}`), warn: (m: string) => logged.push(`warn ${m}`), error: (m: string) => logged.push(`error ${m}`) };
+    const lease = { $typeName: "queue_manager.v1.LeaseRef", queueName: "q", jobId: "parks", leaseToken: "t1" } as const;
+    const ended = deferred<void>();
+    let runs: Runs;
+    const host: RunsHost = {
+      workerId: "w",
+      log,
+      emit: () => true,
+      accepting: () => true,
+      wake: () => {},
+      updateJobData: async () => {},
+      waitForChildren: async () => assert.fail("no children here"),
+      waitForEvent: async () => {
+        runs.refused(lease, "FAILED_PRECONDITION: the lease is not held"); // while the call is out
+        return create(WaitForEventResponseSchema, {});
+      },
+    };
+    const park = async (job: ActiveJob, ctx: JobContext): Promise<void> => {
+      if (job.id === "held") {
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve)); // runs until stopped
+        return;
+      }
+      try {
+        await ctx.waitForEvent("order:paid");
+      } finally {
+        setImmediate(() => ended.resolve()); // once the run has ended (its promise settled)
+      }
+    };
+    runs = new Runs(host, new Outbox(), new Map([["q", park]]));
+    const job = (id: string, leaseToken: string) => ({ job: { queueName: "q", id, name: "x", maxAttempts: 1 }, leaseToken });
+    runs.deliver(create(JobDeliverySchema, { jobs: [job("parks", "t1")] }));
+    await ended.promise;
+    assert.equal(runs.size, 0);
+    runs.refused(lease, "FAILED_PRECONDITION: the lease is not held"); // after the run ended
+    assert.deepEqual(logged.filter((line) => !line.startsWith("info job q/parks waits for event")), []);
+
+    runs.deliver(create(JobDeliverySchema, { jobs: [job("held", "t2")] }));
+    runs.refused({ ...lease, jobId: "held", leaseToken: "t2" }, "FAILED_PRECONDITION: the lease is not held");
+    assert.ok(logged.some((line) => line.startsWith("warn job q/held lost its lease")), logged.join("\n"));
   });
 });
