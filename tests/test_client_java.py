@@ -56,6 +56,15 @@ EXPECTED = {
     "WorkerTest.shutdownLetsRunningJobsFinish",
     "WorkerTest.shutdownAbandonsRunsPastItsGrace",
     "WorkerTest.checkpointIsWhatTheNextAttemptReads",
+    "OptionsTest.everyJobOptionIsStoredAndReadBack",
+    "OptionsTest.chainRunsEachLinkAfterTheOneBeforeAndRemoveOnCompleteRemovesTheJob",
+    "OptionsTest.expiredJobIsCancelledWithoutARun",
+    "OptionsTest.workerLabelsRouteTheJobToAWorkerThatHasThem",
+    "OptionsTest.serverRefusesBadJobOptionsNamingTheField",
+    "OptionsTest.buildersRefuseWhatTheWireCannotCarry",
+    "OptionsTest.registerQueueStoresEverySetting",
+    "OptionsTest.registeringAgainReplacesTheWholeConfig",
+    "OptionsTest.serverRefusesBadQueueConfigNamingTheField",
 }
 
 

@@ -1,6 +1,7 @@
 package dev.queuemanager;
 
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -24,6 +25,15 @@ public final class JobOptions {
   private final String correlationId;
   private final List<String> tags;
   private final Map<String, String> attributes;
+  private final Instant scheduleTime;
+  private final Retention removeOnComplete;
+  private final Retention removeOnFail;
+  private final int maxStalled;
+  private final List<ChainLink> chainTo;
+  private final Duration expireAfter;
+  private final String group;
+  private final Integer errorHistory;
+  private final Map<String, String> workerLabels;
 
   private JobOptions(Builder b) {
     priority = b.priority;
@@ -37,6 +47,15 @@ public final class JobOptions {
     correlationId = b.correlationId;
     tags = Collections.unmodifiableList(new ArrayList<>(b.tags));
     attributes = Collections.unmodifiableMap(new LinkedHashMap<>(b.attributes));
+    scheduleTime = b.scheduleTime;
+    removeOnComplete = b.removeOnComplete;
+    removeOnFail = b.removeOnFail;
+    maxStalled = b.maxStalled;
+    chainTo = Collections.unmodifiableList(new ArrayList<>(b.chainTo));
+    expireAfter = b.expireAfter;
+    group = b.group;
+    errorHistory = b.errorHistory;
+    workerLabels = Collections.unmodifiableMap(new LinkedHashMap<>(b.workerLabels));
   }
 
   /** A builder with nothing set. */
@@ -99,6 +118,54 @@ public final class JobOptions {
     return attributes;
   }
 
+  /**
+   * When the job may first run, as given; null: after {@link #delay()}. The server keeps it as the job's
+   * {@link Job#runTime()}, so options read back from it have none.
+   */
+  public Instant scheduleTime() {
+    return scheduleTime;
+  }
+
+  /** How the job is kept once completed; null: the queue's default. */
+  public Retention removeOnComplete() {
+    return removeOnComplete;
+  }
+
+  /** How the job is kept once failed for good; null: the queue's default. */
+  public Retention removeOnFail() {
+    return removeOnFail;
+  }
+
+  /** How many times the job may be recovered from a lost worker before it fails; 0: the queue's default. */
+  public int maxStalled() {
+    return maxStalled;
+  }
+
+  /** The jobs that run one after another once this one completes. */
+  public List<ChainLink> chainTo() {
+    return chainTo;
+  }
+
+  /** How long after it is ready the job may still start; zero: the queue's default (never expires). */
+  public Duration expireAfter() {
+    return expireAfter;
+  }
+
+  /** The fairness group; "" for none (a routing group "labels:…" when read back with worker labels). */
+  public String group() {
+    return group;
+  }
+
+  /** How many failed runs the job keeps in its error history; null: the queue's default, else 10. */
+  public Integer errorHistory() {
+    return errorHistory;
+  }
+
+  /** The labels a worker must have to run the job. */
+  public Map<String, String> workerLabels() {
+    return workerLabels;
+  }
+
   Types.JobOptions proto() {
     Types.JobOptions.Builder b = Types.JobOptions.newBuilder();
     if (priority != null) {
@@ -119,6 +186,27 @@ public final class JobOptions {
       b.setTimeout(Protos.duration(timeout));
     }
     b.setLifo(lifo);
+    if (scheduleTime != null) {
+      b.setScheduleTime(Protos.timestamp(scheduleTime));
+    }
+    if (removeOnComplete != null) {
+      b.setRemoveOnComplete(removeOnComplete.proto());
+    }
+    if (removeOnFail != null) {
+      b.setRemoveOnFail(removeOnFail.proto());
+    }
+    b.setMaxStalled(maxStalled);
+    for (ChainLink link : chainTo) {
+      b.addChainTo(link.proto());
+    }
+    if (!expireAfter.isZero()) {
+      b.setExpireAfter(Protos.duration(expireAfter));
+    }
+    b.setGroup(group);
+    if (errorHistory != null) {
+      b.setErrorHistory(errorHistory);
+    }
+    b.putAllWorkerLabels(workerLabels);
     if (!correlationId.isEmpty() || !tags.isEmpty() || !attributes.isEmpty()) {
       b.setMetadata(
           Types.JobMetadata.newBuilder()
@@ -139,6 +227,17 @@ public final class JobOptions {
     b.dedup = o.hasDedup() ? Dedup.fromProto(o.getDedup()) : null;
     b.timeout = Protos.duration(o.getTimeout());
     b.lifo = o.getLifo();
+    b.scheduleTime = Protos.instant(o.getScheduleTime());
+    b.removeOnComplete = o.hasRemoveOnComplete() ? new Retention(o.getRemoveOnComplete()) : null;
+    b.removeOnFail = o.hasRemoveOnFail() ? new Retention(o.getRemoveOnFail()) : null;
+    b.maxStalled = o.getMaxStalled();
+    for (Types.ChainLink link : o.getChainToList()) {
+      b.chainTo.add(ChainLink.fromProto(link));
+    }
+    b.expireAfter = Protos.duration(o.getExpireAfter());
+    b.group = o.getGroup();
+    b.errorHistory = o.hasErrorHistory() ? o.getErrorHistory() : null;
+    b.workerLabels.putAll(o.getWorkerLabelsMap());
     // The job's metadata is stored beside its options; the options read back carry it.
     Types.JobMetadata m = o.hasMetadata() ? o.getMetadata() : metadata;
     b.correlationId = m.getCorrelationId();
@@ -160,6 +259,15 @@ public final class JobOptions {
     private String correlationId = "";
     private final List<String> tags = new ArrayList<>();
     private final Map<String, String> attributes = new LinkedHashMap<>();
+    private Instant scheduleTime;
+    private Retention removeOnComplete;
+    private Retention removeOnFail;
+    private int maxStalled;
+    private final List<ChainLink> chainTo = new ArrayList<>();
+    private Duration expireAfter = Duration.ZERO;
+    private String group = "";
+    private Integer errorHistory;
+    private final Map<String, String> workerLabels = new LinkedHashMap<>();
 
     private Builder() {}
 
@@ -234,6 +342,92 @@ public final class JobOptions {
     public Builder attributes(Map<String, String> attributes) {
       this.attributes.clear();
       this.attributes.putAll(attributes);
+      return this;
+    }
+
+    /**
+     * Runs the job no earlier than this time (a time past runs it at once). Not with {@link #delay}: the
+     * server refuses the two together.
+     */
+    public Builder scheduleTime(Instant at) {
+      this.scheduleTime = at;
+      return this;
+    }
+
+    /** How the job is kept once completed ({@link Retention#removeAtOnce()}: not kept); null: the queue's. */
+    public Builder removeOnComplete(Retention retention) {
+      this.removeOnComplete = retention;
+      return this;
+    }
+
+    /** How the job is kept once failed for good; null: the queue's. */
+    public Builder removeOnFail(Retention retention) {
+      this.removeOnFail = retention;
+      return this;
+    }
+
+    /** How many times the job may be recovered from a lost worker before it fails; 0: the queue's default. */
+    public Builder maxStalled(int maxStalled) {
+      if (maxStalled < 0) {
+        throw new IllegalArgumentException("maxStalled must not be negative, got " + maxStalled);
+      }
+      this.maxStalled = maxStalled;
+      return this;
+    }
+
+    /**
+     * Jobs to run one after another once this one completes: the first is added when this job completes,
+     * the next when that one completes, and so on; a link that fails for good stops the chain. Each link's
+     * job has its predecessor as its parent. At most 100 links (the server checks).
+     */
+    public Builder chainTo(ChainLink... links) {
+      this.chainTo.clear();
+      for (ChainLink link : links) {
+        if (link == null) {
+          throw new IllegalArgumentException("a chain link is null");
+        }
+        this.chainTo.add(link);
+      }
+      return this;
+    }
+
+    /**
+     * The job's expiry: not started within this long of being ready to run (its add, or its run time when
+     * delayed or scheduled), it is not run but ends cancelled, its cancel reason starting "expired: ". Whole
+     * milliseconds, 1 ms to 365 days (the server checks); zero: the queue's default.
+     */
+    public Builder expireAfter(Duration expireAfter) {
+      this.expireAfter = Protos.notNegative(expireAfter, "expireAfter");
+      return this;
+    }
+
+    /**
+     * The fairness group (a tenant, a customer): the ready jobs of different groups take turns, so one
+     * group's flood does not hold back the others. 1 to 128 characters, not starting with "labels:" (the
+     * server checks); not with {@link #workerLabels}, nor in a queue's default options.
+     */
+    public Builder group(String group) {
+      this.group = group == null ? "" : group;
+      return this;
+    }
+
+    /** How many failed runs the job keeps in its error history, 0 to 100 (the server checks the top). */
+    public Builder errorHistory(int errorHistory) {
+      if (errorHistory < 0) {
+        throw new IllegalArgumentException("errorHistory must not be negative, got " + errorHistory);
+      }
+      this.errorHistory = errorHistory;
+      return this;
+    }
+
+    /**
+     * Labels a worker must have to run the job (hard routing): it goes only to a worker whose labels hold
+     * every one of these pairs, and waits until one connects. At most 16 pairs (the server checks the
+     * form); not with {@link #group}, nor in a queue's default options.
+     */
+    public Builder workerLabels(Map<String, String> labels) {
+      this.workerLabels.clear();
+      this.workerLabels.putAll(labels);
       return this;
     }
 

@@ -96,6 +96,25 @@ public final class QueueManager implements AutoCloseable {
     return new QueueInfo(resp.getQueue(), resp.getCreated());
   }
 
+  /**
+   * Registers a queue with these settings, or replaces the whole config of a registered one (as the other
+   * clients do): a setting left out goes back to its default, so change one with {@code
+   * getQueue(name).config().toBuilder()}. The server checks the settings and refuses a bad one with {@link
+   * InvalidArgumentException} naming it.
+   *
+   * @param name 1 to 100 letters, digits, {@code - _ .}
+   * @param config the settings; null takes the defaults
+   * @return the queue as stored; {@link QueueInfo#created()} says whether this call created it
+   */
+  public QueueInfo registerQueue(String name, QueueConfig config) {
+    var req = QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(name);
+    if (config != null) {
+      req.setConfig(config.proto());
+    }
+    var resp = call(() -> queues().registerQueue(req.build()));
+    return new QueueInfo(resp.getQueue(), resp.getCreated());
+  }
+
   /** Pauses a queue until {@link #resumeQueue}: it starts no job; running ones finish. */
   public QueueInfo pauseQueue(String name) {
     var req = QueueServiceOuterClass.PauseQueueRequest.newBuilder().setName(name).build();
