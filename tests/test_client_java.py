@@ -118,10 +118,15 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
         QM_TEST_TLS_CERT=str(pki.client_cert),
         QM_TEST_TLS_KEY=str(pki.client_key),
     )
-    reports = JAVA_DIR / "target" / "surefire-reports"
-    shutil.rmtree(reports, ignore_errors=True)  # a report of an earlier run must not count
+    # A build directory of its own (the pom's qm.build.directory), so the conformance worker's build (maybe on
+    # the other xdist worker) and this one never rewrite each other's classes; no earlier report can count.
+    target = tmp_path / "maven"
+    reports = target / "surefire-reports"
     returncode, output = await run_to_end(
-        [MVN or "mvn", "-q", "-B", "-o", "test"], JAVA_DIR, env, JAVA_TIMEOUT_S
+        [MVN or "mvn", "-q", "-B", "-o", "test", f"-Dqm.build.directory={target}"],
+        JAVA_DIR,
+        env,
+        JAVA_TIMEOUT_S,
     )
     assert returncode == 0, f"mvn test failed:\n{output}"
     results = _results(reports)

@@ -23,6 +23,8 @@ from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles t
 ROOT = Path(__file__).resolve().parent.parent
 # A whole kit run: about 15 s for each worker.
 KIT_TIMEOUT_S = 100
+# A build of the Java client (stubs generated and everything compiled: about 40 s of CPU) or of its worker.
+JAVA_BUILD_S = 300
 
 
 async def run_kit(worker: str) -> str:
@@ -82,31 +84,52 @@ async def test_go_worker_conforms(tmp_path: Path) -> None:
     await run_kit(str(await build_go_worker(tmp_path)))
 
 
+def _java_build_fresh(target: Path) -> bool:
+    """Whether `make java-dev`'s build in `target` is newer than everything it was built from (the client's
+    sources, its pom and the proto files); `make test` runs java-dev first, so there it is."""
+    stamp = target / "classpath.txt"
+    if not (stamp.exists() and (target / "classes").is_dir()):
+        return False
+    java_dir = ROOT / "clients" / "java"
+    sources = [
+        java_dir / "pom.xml",
+        *(java_dir / "src" / "main").rglob("*"),
+        *(ROOT / "proto").rglob("*.proto"),
+    ]
+    built = stamp.stat().st_mtime
+    return all(p.stat().st_mtime <= built for p in sources if p.is_file())
+
+
 async def java_worker_command(build_dir: Path) -> str:
-    """Compiles the Java client (clients/java, offline: `make java-dev` fetched what it needs) and the Java
-    conformance worker (into `build_dir`), and returns the command that runs the worker on them."""
+    """Compiles the Java conformance worker into `build_dir` on the Java client (clients/java), and returns
+    the command that runs it. The client is `make java-dev`'s build when it is fresh, else built offline into
+    `build_dir` (`make java-dev` fetched what that needs)."""
     mvn = shutil.which("mvn")
     if mvn is None:
         pytest.fail("mvn is not installed: the Java client (clients/java) needs Maven and Java 17")
-    java_dir = ROOT / "clients" / "java"
-    build = await asyncio.create_subprocess_exec(
-        mvn,
-        "-q",
-        "-B",
-        "-o",
-        "compile",
-        "dependency:build-classpath",
-        "-Dmdep.outputFile=target/classpath.txt",
-        "-Dmdep.includeScope=runtime",
-        cwd=java_dir,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    built, _ = await asyncio.wait_for(build.communicate(), 150)
-    assert build.returncode == 0, built.decode(errors="replace")
-    classpath = (
-        f"{java_dir / 'target' / 'classes'}:{(java_dir / 'target' / 'classpath.txt').read_text().strip()}"
-    )
+    target = ROOT / "clients" / "java" / "target"
+    if not _java_build_fresh(target):
+        # A build directory of its own (the pom's qm.build.directory), never clients/java/target: a Maven
+        # build generates the stubs and compiles everything again, and two at once in one directory (this
+        # test's and the replay test's, on two xdist workers) rewrite classes while JVMs load them.
+        target = build_dir / "maven"
+        build = await asyncio.create_subprocess_exec(
+            mvn,
+            "-q",
+            "-B",
+            "-o",
+            "compile",
+            "dependency:build-classpath",
+            f"-Dqm.build.directory={target}",
+            f"-Dmdep.outputFile={target / 'classpath.txt'}",
+            "-Dmdep.includeScope=runtime",
+            cwd=ROOT / "clients" / "java",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        built, _ = await asyncio.wait_for(build.communicate(), JAVA_BUILD_S)
+        assert build.returncode == 0, built.decode(errors="replace")
+    classpath = f"{target / 'classes'}:{(target / 'classpath.txt').read_text().strip()}"
     # Compiled once here, not launched from its source file: a source launch compiles it again in every JVM
     # the kit starts (about a second of CPU each). The JVM flags trade peak speed for a quick start (C1
     # only, the serial collector), which is what a worker process that lives a few seconds wants.
@@ -116,18 +139,18 @@ async def java_worker_command(build_dir: Path) -> str:
         "-cp",
         classpath,
         "-d",
-        str(build_dir),
+        str(build_dir / "worker"),
         str(ROOT / "conformance" / "workers" / "ConformanceWorker.java"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    compiled, _ = await asyncio.wait_for(javac.communicate(), 150)
+    compiled, _ = await asyncio.wait_for(javac.communicate(), JAVA_BUILD_S)
     assert javac.returncode == 0, compiled.decode(errors="replace")
     flags = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-    return f"java {flags} -cp {build_dir}:{classpath} ConformanceWorker"
+    return f"java {flags} -cp {build_dir / 'worker'}:{classpath} ConformanceWorker"
 
 
-@pytest.mark.timeout(KIT_TIMEOUT_S + 150)
+@pytest.mark.timeout(KIT_TIMEOUT_S + 2 * JAVA_BUILD_S)
 async def test_java_worker_conforms(tmp_path: Path) -> None:
     await run_kit(await java_worker_command(tmp_path))
 

@@ -27,7 +27,7 @@ from queue_manager.v1 import types_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
 from tests.conftest import ServerFactory
 from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles the client and its worker)
-from tests.test_conformance import build_go_worker, java_worker_command
+from tests.test_conformance import JAVA_BUILD_S, build_go_worker, java_worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = sorted((ROOT / "conformance" / "recordings").glob("*.jsonl"))
@@ -136,7 +136,7 @@ async def test_the_recordings_replay_against_the_go_worker(go_worker: str) -> No
         assert await replay([recording], go_worker) == "", recording.stem
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300 + 2 * JAVA_BUILD_S)
 async def test_the_recordings_replay_against_the_java_worker(tmp_path: Path) -> None:
     worker = await java_worker_command(tmp_path)
     for recording in RECORDINGS:
