@@ -347,6 +347,16 @@ class JobRuns:
         asyncio.run_coroutine_threadsafe(self._send_data(ctx, request), loop).result()
         return None
 
+    def _parked(self, ctx: JobContext) -> None:
+        """The server ended the run when its call parked the job (WaitForChildren, WaitForEvent): whatever the
+        processor does next is not reported (a completion would be refused as a lost lease), its lease is no
+        longer extended, and the next report names it in ``parked``. The call may have reached another server
+        than the stream's (several behind one address), which then cannot tell the stream's server that the
+        lease is over; without the item that server counts it against the worker's credits until the stream
+        ends. The item waits for the report the run's end sends with its credit (no message of its own)."""
+        ctx._lost = True
+        self._outbox.report.parked.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
+
     def _wait_for_children(self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest) -> Any:
         """A run adding children and ending (WaitForChildren): a coroutine to await on the worker's loop;
         called from a plain-``def`` processor's thread, the call runs on the loop and this raises its
@@ -367,9 +377,7 @@ class JobRuns:
             answer = await stub.WaitForChildren(request, timeout=_UPDATE_DATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
-        # The server ended the run: whatever the processor does next is not reported (a completion would
-        # be refused as a lost lease).
-        ctx._lost = True
+        self._parked(ctx)
         logger.debug(
             "job %s/%s waits for %d children",
             ctx.queue_name,
@@ -397,8 +405,7 @@ class JobRuns:
             answer = await stub.WaitForEvent(request, timeout=_UPDATE_DATA_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
-        # The server ended the run, as for children: nothing the processor does next is reported.
-        ctx._lost = True
+        self._parked(ctx)
         until = timestamp_to_datetime(answer.until) if answer.HasField("until") else None
         logger.debug(
             "job %s/%s waits for event %s",
