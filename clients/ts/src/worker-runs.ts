@@ -6,7 +6,7 @@
  * by the server (reported `cancelled`, however the processor ends), lost (its lease was refused or the job was
  * delivered again: nothing is reported), abandoned at shutdown (reported `abandoned` then, nothing later), or
  * parked by `ctx.waitForChildren` or `ctx.waitForEvent` (the server ended it in that call: nothing is reported,
- * like a lost run).
+ * like a lost run, but the next report names it in `parked` for the stream's server to forget its lease).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -337,6 +337,17 @@ export class Runs {
   }
 
   /**
+   * The server ended the run when its call parked the job: nothing more is reported or extended for it, and
+   * the next report names it in `parked`, so that the stream's server forgets the lease even when the call
+   * reached another server (several behind one address), which cannot tell it. No wake: the item goes with
+   * the report that the run's end sends with its credit.
+   */
+  private park(run: Run): void {
+    run.parked = true;
+    this.outbox.parked.push(run.lease);
+  }
+
+  /**
    * A run adding children (WaitForChildren): once the server has added them and parked the job, the run is
    * over, and this rejects with `WaitingForChildrenError` to end the processor; a refusal rejects with the
    * server's error and the run goes on.
@@ -344,7 +355,7 @@ export class Runs {
   private async waitForChildren(run: Run, children: readonly ChildSpec[], options?: WaitForChildrenOptions): Promise<never> {
     const request = waitForChildrenRequest(run.lease, children, options); // a TypeError before anything is sent
     const answer = await this.host.waitForChildren(request);
-    run.parked = true;
+    this.park(run);
     this.host.log.info(`job ${run.job.queueName}/${run.job.id} waits for ${answer.childrenPending} children`);
     throw new WaitingForChildrenError(
       answer.children.map((c) => ({ queueName: c.queueName, jobId: c.jobId })),
@@ -360,7 +371,7 @@ export class Runs {
   private async waitForEvent(run: Run, keys: string | readonly string[], options?: WaitForEventOptions): Promise<never> {
     const request = waitForEventRequest(run.lease, keys, options); // a TypeError before anything is sent
     const answer = await this.host.waitForEvent(request);
-    run.parked = true;
+    this.park(run);
     this.host.log.info(`job ${run.job.queueName}/${run.job.id} waits for event ${request.keys.join(", ")}`);
     throw new WaitingForEventError([...request.keys], fromTimestamp(answer.until));
   }
