@@ -61,7 +61,7 @@ func (j *Job) WaitForChildren(ctx context.Context, children []ChildSpec, opts *W
 	}
 	w := r.w
 	w.mu.Lock()
-	r.parked = true
+	w.park(r)
 	w.mu.Unlock()
 	w.log.Info("job waits for its children", "queue", r.key.queue, "job_id", r.key.id,
 		"pending", resp.GetChildrenPending())

@@ -120,7 +120,7 @@ func (j *Job) WaitForEvent(ctx context.Context, keys []string, opts *WaitForEven
 	}
 	w := r.w
 	w.mu.Lock()
-	r.parked = true
+	w.park(r)
 	w.mu.Unlock()
 	w.log.Info("job waits for an event", "queue", r.key.queue, "job_id", r.key.id, "keys", keys)
 	return &WaitingForEventError{Keys: keys, Until: timeOf(resp.GetUntil())}

@@ -141,6 +141,17 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 	}
 }
 
+// park marks a run whose call parked its job (WaitForChildren, WaitForEvent): the server ended the run, so
+// nothing more is reported or extended for it, and the next report names it in parked. The call may have
+// reached another server than the stream's (several behind one address), which cannot tell the stream's
+// server that the lease is over; without the item that server counts it against the worker's credits
+// until the stream ends. No signal: the item goes with the report that the run's end sends with its credit.
+// Called with w.mu held.
+func (w *Worker) park(r *run) {
+	r.parked = true
+	w.outbox.Parked = append(w.outbox.Parked, r.ref())
+}
+
 // delay puts a run that asked to run again later (a DelayedError) into the outbox; false for any other error.
 // Called with w.mu held.
 func (w *Worker) delay(r *run, err error, elapsed time.Duration) bool {
