@@ -130,7 +130,7 @@ class _Shape:
     def add_request(self, body: pb.ConnectRequest | None, end: str = "") -> None:
         if body is not None and body.WhichOneof("kind") == "report":
             r = body.report
-            for outcomes in (r.completions, r.failures, r.releases, r.abandoned, r.cancelled):
+            for outcomes in (r.completions, r.failures, r.releases, r.abandoned, r.cancelled, r.parked):
                 self.in_flight.difference_update(o.job_id for o in outcomes)
         lines = [f"> end {end}"] if end else transcript._request_lines(body, self.names)
         added: list[str] = []

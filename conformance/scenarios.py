@@ -87,8 +87,14 @@ def _peak_in_flight(stream: StreamRecord) -> int:
             peak = max(peak, held)
         elif m.direction == ">" and m.body.WhichOneof("kind") == "report":
             r = m.body.report  # type: ignore[union-attr]
+            # A parked run (ended by its WaitForEvent or WaitForChildren call) is no longer in flight either.
             held -= (
-                len(r.completions) + len(r.failures) + len(r.releases) + len(r.abandoned) + len(r.cancelled)
+                len(r.completions)
+                + len(r.failures)
+                + len(r.releases)
+                + len(r.abandoned)
+                + len(r.cancelled)
+                + len(r.parked)
             )
     return peak
 

@@ -50,6 +50,7 @@ def _request_lines(body: ProtoMessage | None, names: dict[str, str]) -> list[str
     out += [f"> release {_name(x.job_id, names)}" for x in r.releases]
     out += [f"> abandoned {_name(x.job_id, names)}" for x in r.abandoned]
     out += [f"> cancelled {_name(x.job_id, names)}" for x in r.cancelled]
+    out += [f"> parked {_name(x.job_id, names)}" for x in r.parked]
     if r.HasField("stats"):
         out.append("> stats")
     if r.stop:

@@ -427,6 +427,22 @@ async def test_worker_stream_is_limited_to_the_tokens_queues(
         assert (job.job.state, job.job.stalled_count) == (t.JOB_STATE_WAITING, 1)
 
 
+async def test_a_parked_item_naming_a_foreign_queue_ends_the_stream(
+    secured: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = secured
+    w = await raw_worker(server.address, ["billing-a"], tokens["work"])
+    try:
+        await w.connect()
+        w.report(wpb.WorkerReport(parked=[wpb.LeaseRef(queue_name="orders", job_id="x", lease_token="t")]))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while True:
+                await w.recv()
+        assert ended.value.code() == PD
+    finally:
+        await w.close()
+
+
 async def test_worker_a_cannot_finish_worker_bs_job(secured: tuple[RunningServer, dict[str, str]]) -> None:
     server, tokens = secured
     admin = bearer(tokens["admin"])

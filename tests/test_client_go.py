@@ -22,6 +22,7 @@ from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_on_claim
 from tests.procs import run_to_end
 from tests.security_kit import make_pki, token_file
+from tests.split_proxy import SplitProxy
 
 GO_DIR = Path(__file__).resolve().parent.parent / "clients" / "go"
 GO = shutil.which("go")
@@ -148,6 +149,7 @@ EXPECTED = {
     "TestCountJobsFollowsTheTokens",
     "TestWorkerTimeoutIsRecordedAsTimedOut",
     "TestAHeartbeatCrossingTheCallThatParksTheRunIsNoWarning",
+    "TestParkedRunsThroughAnotherServerFreeTheirLeases",
 }
 # Run by the other test of this file, or only as a child process of the suite.
 SKIPPED_HERE = {
@@ -197,7 +199,12 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
     time_out_on_claim(hasty)
     # One on the test clock, alone on its key prefix (the test-clock tests).
     clock = await server_factory(test_clock=True, key_prefix=f"c{uuid.uuid4().hex[:10]}")
+    # Worker streams on a server bounding a worker's credits, every other call on `server` (the parked-runs
+    # test: its WaitForEvent and WaitForChildren reach another server than its stream).
+    streams = await server_factory(max_worker_credits=4)
+    split = SplitProxy(streams=streams.address, calls=server.address)
     env = _go_env(
+        QM_TEST_SPLIT_ADDRESS=await split.start(),
         QM_TEST_CLOCK_ADDRESS=clock.address,
         QM_TEST_ADDRESS=server.address,
         QM_TEST_NO_TIMEOUTS_ADDRESS=lax.address,
@@ -213,9 +220,12 @@ async def test_go_client_suite(server_factory: ServerFactory, tmp_path: Path) ->
         QM_TEST_TLS_ROGUE_CERT=str(pki.rogue_cert),
         QM_TEST_TLS_ROGUE_KEY=str(pki.rogue_key),
     )
-    returncode, output = await run_to_end(
-        [GO or "go", "test", "-count=1", "-v", "./..."], GO_DIR, env, GO_TIMEOUT_S
-    )
+    try:
+        returncode, output = await run_to_end(
+            [GO or "go", "test", "-count=1", "-v", "./..."], GO_DIR, env, GO_TIMEOUT_S
+        )
+    finally:
+        await split.stop()
     assert returncode == 0, f"go test failed:\n{output}"
     results = _results(output)
     missing = {name for name in EXPECTED if results.get(name) != "PASS"}

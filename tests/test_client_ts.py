@@ -26,6 +26,7 @@ from queue_manager import EncodedPayload, JobContext, JobState, QueueManager, co
 from queue_manager_server.embedded import free_port
 from tests.conftest import RunningServer, ServerFactory, stop_server_timeouts, time_out_now
 from tests.security_kit import make_pki, token_file
+from tests.split_proxy import SplitProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = ROOT / "clients" / "ts"
@@ -134,6 +135,20 @@ async def test_test_clock(ts_built: Path, server_factory: ServerFactory) -> None
 
 async def test_external_events(ts_built: Path, server: RunningServer) -> None:
     await run_node_tests(ts_built, "external-events", server.address)
+
+
+async def test_runs_parked_through_another_server_free_their_leases(
+    ts_built: Path, server_factory: ServerFactory
+) -> None:
+    # The worker's stream on a server bounding its credits below the jobs parked, its calls on another
+    # (tests/split_proxy.py): it must name the runs it parked in its reports' `parked`, or it stalls.
+    streams = await server_factory(max_worker_credits=4)
+    calls = await server_factory()
+    proxy = SplitProxy(streams=streams.address, calls=calls.address)
+    try:
+        await run_node_tests(ts_built, "parked-elsewhere", await proxy.start())
+    finally:
+        await proxy.stop()
 
 
 async def test_tracing(ts_built: Path, server: RunningServer) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from conformance import transcript
 from conformance.proxy import StreamRecord
+from conformance.replay import script
 from conformance.scenarios import SCENARIOS, _peak_in_flight
 from queue_manager.v1 import types_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
@@ -175,6 +176,17 @@ def _done(*ids: str, credits: int = 0) -> pb.ConnectRequest:
 def test_jobs_in_flight_count_deliveries_less_outcomes() -> None:
     record = _stream(("<", _delivery("a", "b")), (">", _done("a")), ("<", _delivery("c", "d")))
     assert _peak_in_flight(record) == 3  # b, c and d: one more than a concurrency of 2 allows
+
+
+def test_a_parked_run_is_out_of_flight_and_shows_in_the_shape() -> None:
+    parked = pb.ConnectRequest(report=pb.WorkerReport(parked=[pb.LeaseRef(job_id="a", lease_token="t")]))
+    record = _stream(("<", _delivery("a", "b")), (">", parked), ("<", _delivery("c")))
+    assert _peak_in_flight(record) == 2  # b and c: a's own call ended its run
+    assert transcript.shape(record) == ["< delivery sleep", "> parked sleep", "< delivery sleep"]
+    # A replay asks for a signalled stop once the worker holds what the recording's did; a parked run is
+    # not held.
+    record.add(">", pb.ConnectRequest(report=pb.WorkerReport(stop=True)))
+    assert list(script(record).signalled.values()) == [2]
 
 
 def test_a_shape_leaves_out_heartbeats_and_later_credits_and_folds_repeats() -> None:

@@ -158,7 +158,7 @@ def _watch(r: metrics_pb2.WatchMetricsRequest) -> Named:
 
 
 def _leases(report: worker_service_pb2.WorkerReport) -> Iterator[tuple[str, str]]:
-    for name in ("completions", "failures", "extensions", "releases", "abandoned", "cancelled"):
+    for name in ("completions", "failures", "extensions", "releases", "abandoned", "cancelled", "parked"):
         for i, item in enumerate(getattr(report, name)):
             yield f"report.{name}[{i}].queue_name", item.queue_name
     for name in ("progress", "logs"):

@@ -39,7 +39,10 @@ package queuemanager
 //  8. A broken stream is reopened with jittered exponential backoff (0.1 s doubling to 5 s). Running
 //     handlers keep running; the first report on the new stream extends their leases, and outcomes not
 //     yet sent go out on it.
-//  9. Shutdown: send stop (the server answers delivery_stopped: no more jobs come), release jobs delivered
+//  9. Job.WaitForChildren and Job.WaitForEvent are unary calls that park the job and end the run: the run is
+//     no longer extended, and the next report (the one giving its credit back) names it in parked, so the
+//     stream's server forgets the lease even when the call reached another server.
+//  10. Shutdown: send stop (the server answers delivery_stopped: no more jobs come), release jobs delivered
 //     meanwhile, wait for running handlers until the caller's context ends, abandon the rest (their
 //     contexts are cancelled with ErrAbandoned and the jobs go back to waiting as a stall), flush the
 //     outbox, half-close, wait (bounded) for the server to end the stream.

@@ -60,7 +60,8 @@ func (r *run) ref() *pb.LeaseRef {
 
 // park makes a call that parks the run's job (WaitForChildren, WaitForEvent). While it is out, the server
 // may end the lease in it before a heartbeat of the run arrives, so a refusal of that heartbeat is expected
-// (onAck); once it has answered, the run is parked: no longer extended, nothing reported.
+// (onAck); once it has answered, the run is parked (Worker.park): no longer extended, nothing reported, and
+// named in the next report.
 func park[T any](r *run, call func() (T, error)) (T, error) {
 	w := r.w
 	w.mu.Lock()
@@ -71,7 +72,7 @@ func park[T any](r *run, call func() (T, error)) (T, error) {
 	defer w.mu.Unlock()
 	r.parking--
 	if err == nil {
-		r.parked = true
+		w.park(r)
 		w.expected.addParked(leaseKey{r.key.queue, r.key.id, r.token})
 	}
 	return resp, err
@@ -159,6 +160,17 @@ func (w *Worker) finish(r *run, result any, err error, stack string, elapsed tim
 		})
 		w.unsent++
 	}
+}
+
+// park marks a run whose call parked its job (WaitForChildren, WaitForEvent): the server ended the run, so
+// nothing more is reported or extended for it, and the next report names it in parked. The call may have
+// reached another server than the stream's (several behind one address), which cannot tell the stream's
+// server that the lease is over; without the item that server counts it against the worker's credits
+// until the stream ends. No signal: the item goes with the report that the run's end sends with its credit.
+// Called with w.mu held.
+func (w *Worker) park(r *run) {
+	r.parked = true
+	w.outbox.Parked = append(w.outbox.Parked, r.ref())
 }
 
 // delay puts a run that asked to run again later (a DelayedError) into the outbox; false for any other error.

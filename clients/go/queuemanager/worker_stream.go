@@ -157,6 +157,7 @@ func (w *Worker) onWelcome(welcome *pb.ServerWelcome) {
 	// server takes them over when they are extended here (a lease lost meanwhile is refused: that run
 	// is stopped).
 	w.outbox.Extensions = nil
+	w.outbox.Parked = nil // leases of the old stream, which its server let go when it ended
 	w.extendRunning()
 	w.attachStats()
 	close(w.connected)
@@ -196,7 +197,8 @@ func (w *Worker) writeLoop(ctx context.Context, stream connectStream) error {
 		}
 		w.mu.Lock()
 		report := w.outbox
-		send := w.unsent > 0 || w.credits > 0 || len(report.Extensions) > 0 || report.Stop || report.Stats != nil
+		send := w.unsent > 0 || w.credits > 0 || len(report.Extensions) > 0 || len(report.Parked) > 0 ||
+			report.Stop || report.Stats != nil
 		unsent := 0
 		if send {
 			report.Credits = uint32(w.credits)
@@ -218,11 +220,12 @@ func (w *Worker) writeLoop(ctx context.Context, stream connectStream) error {
 }
 
 // restore puts an unwritten report back at the head of the outbox (minus credits, extensions and stats,
-// which the next stream makes afresh).
+// which the next stream makes afresh, and parked runs, whose leases the old stream's server let go when it
+// ended).
 func (w *Worker) restore(report *pb.WorkerReport, unsent int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	report.Credits, report.Extensions, report.Stats = 0, nil, nil
+	report.Credits, report.Extensions, report.Parked, report.Stats = 0, nil, nil, nil
 	proto.Merge(report, w.outbox)
 	w.outbox = report
 	w.unsent += unsent

@@ -45,7 +45,11 @@ Protocol, as this side speaks it:
    them held, and the new one takes them over), and outcomes not yet sent go out on it.
 9. A processor's ``job.update_data`` is not a report: it is a unary ``QueueService.UpdateJobData`` call on
    this worker's channel, carrying the run's lease token (the server refuses it once the lease is lost), so
-   the processor awaits the server's answer and sees a refusal as an exception.
+   the processor awaits the server's answer and sees a refusal as an exception. So are
+   ``job.wait_for_children`` and ``job.wait_for_event`` (``WaitForChildren``, ``WaitForEvent``), which park
+   the job and end the run: the run is no longer extended, and the next report (the one carrying its
+   credit back) names it in ``parked``, so that the stream's server forgets the lease even when the call
+   reached another server.
 10. `Worker.shutdown`: send ``stop`` (the server confirms that no more jobs come), release jobs delivered
    meanwhile, wait up to a grace period for running jobs, abandon the rest (a stall), flush the outbox,
    half-close, wait (bounded) for the server to end the stream, close the channel.

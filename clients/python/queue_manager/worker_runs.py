@@ -349,6 +349,23 @@ class JobRuns:
         asyncio.run_coroutine_threadsafe(self._send_data(ctx, request), loop).result()
         return None
 
+    def _parked(self, ctx: JobContext) -> None:
+        """The server ended the run when its call parked the job (WaitForChildren, WaitForEvent): whatever the
+        processor does next is not reported (a completion would be refused as a lost lease), its lease is no
+        longer extended, and the next report names it in ``parked``. The call may have reached another server
+        than the stream's (several behind one address), which then cannot tell the stream's server that the
+        lease is over; without the item that server counts it against the worker's credits until the stream
+        ends. The item waits for the report the run's end sends with its credit (no message of its own). An
+        extension the heartbeat put in the unsent report while the call was out is dropped."""
+        ctx._lost = True
+        report = self._outbox.report
+        extensions = report.extensions
+        kept = [e for e in extensions if (e.job_id, e.lease_token) != (ctx.id, ctx.lease_token)]
+        if len(kept) != len(extensions):
+            del extensions[:]
+            extensions.extend(kept)
+        report.parked.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
+
     def _wait_for_children(self, ctx: JobContext, request: jobs_pb2.WaitForChildrenRequest) -> Any:
         """A run adding children and ending (WaitForChildren): a coroutine to await on the worker's loop;
         called from a plain-``def`` processor's thread, the call runs on the loop and this raises its
@@ -414,16 +431,6 @@ class JobRuns:
             extra={"queue": ctx.queue_name, "job_id": ctx.id},
         )
         raise WaitingForEvent(list(request.keys), until)
-
-    def _parked(self, ctx: JobContext) -> None:
-        """A run the server ended in the call that parked its job: nothing more is reported or extended
-        for it, not even an extension the heartbeat put in the unsent report while the call was out."""
-        ctx._lost = True
-        extensions = self._outbox.report.extensions
-        kept = [e for e in extensions if (e.job_id, e.lease_token) != (ctx.id, ctx.lease_token)]
-        if len(kept) != len(extensions):
-            del extensions[:]
-            extensions.extend(kept)
 
     def _not_parked(self, ctx: JobContext) -> None:
         """A call that would have parked the run was refused: the run goes on, and a rejection of its lease

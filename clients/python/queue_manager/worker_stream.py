@@ -189,6 +189,7 @@ class WorkerStream(JobRuns):
         # server takes them over when they are extended here (a lease lost meanwhile is refused: that run is
         # stopped).
         del self._outbox.report.extensions[:]
+        del self._outbox.report.parked[:]  # leases of the old stream, which its server let go when it ended
         self._extend_running()
         self._attach_stats()
         self._connected.set()
@@ -219,7 +220,14 @@ class WorkerStream(JobRuns):
             await self._wake.wait()
             self._wake.clear()
             report = self._outbox.report
-            if self._unsent or self._credits or report.extensions or report.stop or report.HasField("stats"):
+            if (
+                self._unsent
+                or self._credits
+                or report.extensions
+                or report.parked
+                or report.stop
+                or report.HasField("stats")
+            ):
                 request, self._outbox = self._outbox, worker_service_pb2.ConnectRequest()
                 request.report.credits = self._credits
                 unsent, self._unsent, self._credits = self._unsent, 0, 0
@@ -238,9 +246,11 @@ class WorkerStream(JobRuns):
                 return
 
     def _restore(self, request: worker_service_pb2.ConnectRequest, unsent: int) -> None:
-        """Puts an unwritten report back at the head of the outbox (minus credits and extensions)."""
+        """Puts an unwritten report back at the head of the outbox (minus credits, extensions and parked runs:
+        the stream they were for has ended, and with it every lease its server counted)."""
         request.report.credits = 0
         request.report.ClearField("extensions")
+        request.report.ClearField("parked")
         request.report.ClearField("stats")
         request.MergeFrom(self._outbox)
         self._outbox = request

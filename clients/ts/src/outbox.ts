@@ -48,6 +48,13 @@ export class Outbox {
   /** Ask the server to stop delivering (shutdown). */
   stop = false;
   extensions: LeaseRef[] = [];
+  /**
+   * Runs whose call parked their job (WaitForChildren, WaitForEvent), for the stream's server to forget the
+   * lease: the call may have reached another server. Like extensions, they name the current stream's leases,
+   * so they are not counted in `unsent` nor kept for the next stream (whose server never held them); they
+   * wait for the report the run's end sends with its credit.
+   */
+  parked: LeaseRef[] = [];
   stats: WorkerStats | undefined;
   private items: Items = emptyItems();
 
@@ -77,7 +84,14 @@ export class Outbox {
 
   /** Whether there is anything to send. */
   get ready(): boolean {
-    return this.unsent > 0 || this.credits > 0 || this.extensions.length > 0 || this.stop || this.stats !== undefined;
+    return (
+      this.unsent > 0 ||
+      this.credits > 0 ||
+      this.extensions.length > 0 ||
+      this.parked.length > 0 ||
+      this.stop ||
+      this.stats !== undefined
+    );
   }
 
   /** Takes everything as one report message (and empties the outbox), or undefined when there is nothing. */
@@ -89,12 +103,13 @@ export class Outbox {
     const message = create(ConnectRequestSchema, {
       kind: {
         case: "report",
-        value: { ...items, credits: this.credits, extensions: this.extensions, stop: this.stop, stats: this.stats },
+        value: { ...items, credits: this.credits, extensions: this.extensions, parked: this.parked, stop: this.stop, stats: this.stats },
       },
     });
     const taken = { message, items, unsent: this.unsent, stop: this.stop };
     this.items = emptyItems();
     this.extensions = [];
+    this.parked = [];
     this.stats = undefined;
     this.credits = 0;
     this.unsent = 0;
@@ -103,8 +118,8 @@ export class Outbox {
   }
 
   /**
-   * Puts an unsent report back at the head of the outbox (without its credits, extensions and stats: the
-   * next stream grants and extends afresh).
+   * Puts an unsent report back at the head of the outbox (without its credits, extensions, parked runs and
+   * stats: the next stream grants and extends afresh, and its server never held the parked runs' leases).
    */
   restore(taken: Taken): void {
     const current = this.items;
@@ -117,8 +132,9 @@ export class Outbox {
     this.stop = this.stop || taken.stop;
   }
 
-  /** Drops the pending extensions (they named the old stream's leases). */
+  /** Drops the pending extensions and parked runs (they named the old stream's leases). */
   clearExtensions(): void {
     this.extensions = [];
+    this.parked = [];
   }
 }

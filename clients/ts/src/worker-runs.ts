@@ -6,7 +6,7 @@
  * by the server (reported `cancelled`, however the processor ends), lost (its lease was refused or the job was
  * delivered again: nothing is reported), abandoned at shutdown (reported `abandoned` then, nothing later), or
  * parked by `ctx.waitForChildren` or `ctx.waitForEvent` (the server ended it in that call: nothing is reported,
- * like a lost run).
+ * like a lost run, but the next report names it in `parked` for the stream's server to forget its lease).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -383,13 +383,17 @@ export class Runs {
   /**
    * Makes a call that parks the run's job (WaitForChildren, WaitForEvent). While it is out, the server may end
    * the lease in it before a heartbeat of the run arrives, so a refusal of that heartbeat is expected (`refused`);
-   * once it has answered, the run is parked: no longer extended, nothing reported.
+   * once it has answered, the run is parked: no longer extended, nothing reported, and the next report names it
+   * in `parked`, so that the stream's server forgets the lease even when the call reached another server
+   * (several behind one address), which cannot tell it. No wake: the item goes with the report that the run's
+   * end sends with its credit.
    */
   private async park<T>(run: Run, call: () => Promise<T>): Promise<T> {
     run.parking += 1;
     try {
       const answer = await call();
       run.parked = true;
+      this.outbox.parked.push(run.lease);
       this.parked.add(leaseKey(run.lease));
       if (this.parked.size > PARKED_KEPT) {
         this.parked.delete(this.parked.values().next().value!);

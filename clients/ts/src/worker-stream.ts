@@ -34,7 +34,10 @@
  * 8. A broken stream is reopened with jittered exponential backoff (100 ms doubling to 5 s). Running jobs
  *    keep running; the first report on the new stream extends their leases, and outcomes not yet sent go
  *    out on it.
- * 9. `shutdown` (worker.ts): send `stop` (the server confirms no more jobs come), release jobs delivered
+ * 9. `ctx.waitForChildren` and `ctx.waitForEvent` are unary calls that park the job and end the run: the run
+ *    is no longer extended, and the next report (the one giving its credit back) names it in `parked`, so
+ *    the stream's server forgets the lease even when the call reached another server.
+ * 10. `shutdown` (worker.ts): send `stop` (the server confirms no more jobs come), release jobs delivered
  *    meanwhile, wait up to the grace for running jobs, abandon the rest (a stall), flush the outbox,
  *    half-close, wait (bounded) for the server to end the stream, close the connection.
  */

@@ -60,6 +60,12 @@ Protocol (one bidirectional stream per worker process, ``WorkerService/Connect``
 11. A ``delays`` item (``JobDelay``: the run asked to run again later, a durable sleep between steps) does
    the same for its job alone, holding nothing else back, and replaces the job's data with its ``data``
    (when set) in the same script call; data that cannot be stored fails the attempt instead.
+12. A run can end through a unary call instead of a report: ``WaitForEvent`` and ``WaitForChildren`` park
+   the job (the call changes Redis). The server that takes the call forgets the lease if the worker's
+   stream is its own (``Dispatcher.lease_ended``); the worker also names the run in ``report.parked`` on its
+   stream, for when the call reached another server. The server forgets those leases (they stop counting
+   against ``--max-worker-credits``, the in-flight figure and a drain's wait), changes nothing in Redis and
+   acks nothing; a lease the stream does not hold is ignored.
 """
 
 from __future__ import annotations
@@ -216,6 +222,14 @@ class WorkerService(pb_grpc.WorkerServiceServicer):
         if r.stop:
             # From here the dispatcher delivers nothing to this session (it checks after every claim too).
             s.stop_taking()
+        # Runs the worker ended through a call that parked their jobs (WaitForEvent, WaitForChildren): when
+        # the call reached another server, only this report tells this one. Forgotten before the credits
+        # below, which the leases held bound. A lease the session does not hold is ignored rather than
+        # rejected: the server that took the call forgot it already when the stream is its own, a reconnected
+        # stream holds none of its predecessor's leases, and a newer lease of the job (woken and sent here
+        # again) has another token; the call has parked the job, so there is nothing to refuse or to undo.
+        for ref in r.parked:
+            s.forget(ref.queue_name, ref.job_id, ref.lease_token)
         if r.credits and not s.draining:
             # Credits first: the next claim overlaps with recording this report's outcomes. Jobs held and
             # owed are bounded (--max-worker-credits): a worker that grants more than it reads cannot make

@@ -434,6 +434,7 @@ class WorkerReport(_message.Message):
     CANCELLED_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     DELAYS_FIELD_NUMBER: _builtins.int
+    PARKED_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     """How many more jobs the worker can take, added to its current credit."""
     stop: _builtins.bool
@@ -485,6 +486,16 @@ class WorkerReport(_message.Message):
         its delay in delayed without using an attempt, its new data (if any) written in the same step.
         """
 
+    @_builtins.property
+    def parked(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Runs the worker ended through a call rather than a report: a call such as WaitForEvent or
+        WaitForChildren parked the job, which ended its run. The server that serves this stream forgets the lease
+        (it no longer counts against the worker's credits, its in-flight figure or a drain's wait) and changes
+        nothing in Redis: the call did that. Needed when the call reached another server than this stream's (the
+        server that handles the call forgets the lease only if the stream is its own). A lease this stream does
+        not hold is ignored; nothing is acked.
+        """
+
     def __init__(
         self,
         *,
@@ -500,10 +511,11 @@ class WorkerReport(_message.Message):
         cancelled: _abc.Iterable[Global___LeaseRef] | None = ...,
         stats: Global___WorkerStats | None = ...,
         delays: _abc.Iterable[Global___JobDelay] | None = ...,
+        parked: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "delays", b"delays", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "progress", b"progress", "releases", b"releases", "stats", b"stats", "stop", b"stop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "cancelled", b"cancelled", "completions", b"completions", "credits", b"credits", "delays", b"delays", "extensions", b"extensions", "failures", b"failures", "logs", b"logs", "parked", b"parked", "progress", b"progress", "releases", b"releases", "stats", b"stats", "stop", b"stop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -688,7 +688,14 @@ type WorkerReport struct {
 	Stats *WorkerStats `protobuf:"bytes,11,opt,name=stats,proto3" json:"stats,omitempty"`
 	// Runs that asked to run again later (a durable sleep between the steps of a long job): each job waits
 	// its delay in delayed without using an attempt, its new data (if any) written in the same step.
-	Delays        []*JobDelay `protobuf:"bytes,12,rep,name=delays,proto3" json:"delays,omitempty"`
+	Delays []*JobDelay `protobuf:"bytes,12,rep,name=delays,proto3" json:"delays,omitempty"`
+	// Runs the worker ended through a call rather than a report: a call such as WaitForEvent or
+	// WaitForChildren parked the job, which ended its run. The server that serves this stream forgets the lease
+	// (it no longer counts against the worker's credits, its in-flight figure or a drain's wait) and changes
+	// nothing in Redis: the call did that. Needed when the call reached another server than this stream's (the
+	// server that handles the call forgets the lease only if the stream is its own). A lease this stream does
+	// not hold is ignored; nothing is acked.
+	Parked        []*LeaseRef `protobuf:"bytes,13,rep,name=parked,proto3" json:"parked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +810,13 @@ func (x *WorkerReport) GetStats() *WorkerStats {
 func (x *WorkerReport) GetDelays() []*JobDelay {
 	if x != nil {
 		return x.Delays
+	}
+	return nil
+}
+
+func (x *WorkerReport) GetParked() []*LeaseRef {
+	if x != nil {
+		return x.Parked
 	}
 	return nil
 }
@@ -1572,7 +1586,7 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"leaseToken\"s\n" +
 	"\vJobProgress\x120\n" +
 	"\x05lease\x18\x01 \x01(\v2\x1a.queue_manager.v1.LeaseRefR\x05lease\x122\n" +
-	"\bprogress\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\bprogress\"\xf4\x04\n" +
+	"\bprogress\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\bprogress\"\xa8\x05\n" +
 	"\fWorkerReport\x12\x18\n" +
 	"\acredits\x18\x01 \x01(\rR\acredits\x12A\n" +
 	"\vcompletions\x18\x02 \x03(\v2\x1f.queue_manager.v1.JobCompletionR\vcompletions\x128\n" +
@@ -1588,7 +1602,8 @@ const file_queue_manager_v1_worker_service_proto_rawDesc = "" +
 	"\tcancelled\x18\n" +
 	" \x03(\v2\x1a.queue_manager.v1.LeaseRefR\tcancelled\x123\n" +
 	"\x05stats\x18\v \x01(\v2\x1d.queue_manager.v1.WorkerStatsR\x05stats\x122\n" +
-	"\x06delays\x18\f \x03(\v2\x1a.queue_manager.v1.JobDelayR\x06delays\"Q\n" +
+	"\x06delays\x18\f \x03(\v2\x1a.queue_manager.v1.JobDelayR\x06delays\x122\n" +
+	"\x06parked\x18\r \x03(\v2\x1a.queue_manager.v1.LeaseRefR\x06parked\"Q\n" +
 	"\vWorkerStats\x12\x1f\n" +
 	"\vcpu_percent\x18\x01 \x01(\x01R\n" +
 	"cpuPercent\x12!\n" +
@@ -1711,32 +1726,33 @@ var file_queue_manager_v1_worker_service_proto_depIdxs = []int32{
 	5,  // 18: queue_manager.v1.WorkerReport.cancelled:type_name -> queue_manager.v1.LeaseRef
 	8,  // 19: queue_manager.v1.WorkerReport.stats:type_name -> queue_manager.v1.WorkerStats
 	17, // 20: queue_manager.v1.WorkerReport.delays:type_name -> queue_manager.v1.JobDelay
-	5,  // 21: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
-	23, // 22: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
-	11, // 23: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
-	13, // 24: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
-	15, // 25: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
-	16, // 26: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
-	21, // 27: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
-	21, // 28: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	24, // 29: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
-	25, // 30: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
-	12, // 31: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
-	5,  // 32: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
-	25, // 33: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
-	14, // 34: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
-	0,  // 35: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
-	5,  // 36: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
-	5,  // 37: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
-	21, // 38: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
-	20, // 39: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
-	1,  // 40: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
-	10, // 41: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
-	41, // [41:42] is the sub-list for method output_type
-	40, // [40:41] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	5,  // 21: queue_manager.v1.WorkerReport.parked:type_name -> queue_manager.v1.LeaseRef
+	5,  // 22: queue_manager.v1.JobLogs.lease:type_name -> queue_manager.v1.LeaseRef
+	23, // 23: queue_manager.v1.JobLogs.lines:type_name -> queue_manager.v1.JobLogLine
+	11, // 24: queue_manager.v1.ConnectResponse.welcome:type_name -> queue_manager.v1.ServerWelcome
+	13, // 25: queue_manager.v1.ConnectResponse.delivery:type_name -> queue_manager.v1.JobDelivery
+	15, // 26: queue_manager.v1.ConnectResponse.ack:type_name -> queue_manager.v1.ReportAck
+	16, // 27: queue_manager.v1.ConnectResponse.command:type_name -> queue_manager.v1.ServerCommand
+	21, // 28: queue_manager.v1.ServerWelcome.lease_duration:type_name -> google.protobuf.Duration
+	21, // 29: queue_manager.v1.ServerWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	24, // 30: queue_manager.v1.LeasedJob.job:type_name -> queue_manager.v1.Job
+	25, // 31: queue_manager.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
+	12, // 32: queue_manager.v1.JobDelivery.jobs:type_name -> queue_manager.v1.LeasedJob
+	5,  // 33: queue_manager.v1.ReportItemResult.lease:type_name -> queue_manager.v1.LeaseRef
+	25, // 34: queue_manager.v1.ReportItemResult.lease_expire_time:type_name -> google.protobuf.Timestamp
+	14, // 35: queue_manager.v1.ReportAck.results:type_name -> queue_manager.v1.ReportItemResult
+	0,  // 36: queue_manager.v1.ServerCommand.type:type_name -> queue_manager.v1.ServerCommandType
+	5,  // 37: queue_manager.v1.ServerCommand.job:type_name -> queue_manager.v1.LeaseRef
+	5,  // 38: queue_manager.v1.JobDelay.lease:type_name -> queue_manager.v1.LeaseRef
+	21, // 39: queue_manager.v1.JobDelay.delay:type_name -> google.protobuf.Duration
+	20, // 40: queue_manager.v1.JobDelay.data:type_name -> queue_manager.v1.Payload
+	1,  // 41: queue_manager.v1.WorkerService.Connect:input_type -> queue_manager.v1.ConnectRequest
+	10, // 42: queue_manager.v1.WorkerService.Connect:output_type -> queue_manager.v1.ConnectResponse
+	42, // [42:43] is the sub-list for method output_type
+	41, // [41:42] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_queue_manager_v1_worker_service_proto_init() }
