@@ -82,7 +82,7 @@ async def finish(engine: Engine, how: str, names: list[str], stub: qrpc.QueueSer
 async def test_finished_jobs_added_at_the_head_while_paging_shift_nothing(
     stub: qrpc.QueueServiceStub, engine: Engine, how: str, state: int
 ) -> None:
-    # One call finishes them all: most share a millisecond, so the pages rest on the ties broken by id.
+    # One script call finishes them all at one time (cancelled: one each): pages rest on ties broken by id.
     first = await finish(engine, how, [f"j{i}" for i in range(10)], stub)
 
     async def newer() -> None:  # newest first: each one finished now comes before the cursor
@@ -180,6 +180,24 @@ async def test_a_job_removed_between_pages_does_not_break_the_next(
             assert sorted(rest) == sorted(set(ids) - set(listed))
         else:  # the list is read again from its head: the one listed job still there, then the rest
             assert rest == [listed[1], *ids[3:]]
+
+
+async def test_a_waiting_cursor_in_a_group_that_went_away_goes_on_with_the_next_group(
+    stub: qrpc.QueueServiceStub,
+) -> None:
+    own = await add_many(stub, [new_job(f"o{i}") for i in range(2)])
+    first = await add_many(stub, [new_job(f"a{i}", group="ga") for i in range(3)])
+    second = await add_many(stub, [new_job(f"b{i}", group="gb") for i in range(3)])
+    page = await stub.ListJobs(jpb.ListJobsRequest(queue_name=Q, state=t.JOB_STATE_WAITING, page_size=3))
+    assert [j.id for j in page.jobs] == [*own, first[0]]
+    for job_id in first:  # the cursor's group has no job waiting any more: the queue forgets it
+        await stub.RemoveJob(jpb.RemoveJobRequest(queue_name=Q, job_id=job_id))
+    rest = await stub.ListJobs(
+        jpb.ListJobsRequest(
+            queue_name=Q, state=t.JOB_STATE_WAITING, page_size=3, page_token=page.next_page_token
+        )
+    )
+    assert [j.id for j in rest.jobs] == second and not rest.next_page_token
 
 
 async def test_dead_letters_taken_while_paging_are_not_skipped(server: RunningServer, engine: Engine) -> None:
