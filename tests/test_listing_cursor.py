@@ -241,6 +241,10 @@ async def test_tokens_of_the_offset_kind_or_of_another_state_are_refused(
     for state, other in ((t.JOB_STATE_COMPLETED, waiting), (t.JOB_STATE_WAITING, done)):
         request = jpb.ListJobsRequest(queue_name=Q, state=state, page_token=other.next_page_token)
         await expect(Code.INVALID_ARGUMENT, stub.ListJobs(request), "page_token", "not a token returned by")
+    # The largest index or score a cursor may name reads as a page, not an internal error.
+    for state, far in ((t.JOB_STATE_WAITING, f"q:{2**53}:3\n\nw"), (t.JOB_STATE_COMPLETED, f"s:{2**53}:j")):
+        page = await stub.ListJobs(jpb.ListJobsRequest(queue_name=Q, state=state, page_token=token(far)))
+        assert len(page.jobs) == 3 and not page.next_page_token
     # A waiting cursor naming no level is refused too, not read.
     bad = jpb.ListJobsRequest(queue_name=Q, state=t.JOB_STATE_WAITING, page_token=token("q:0:9\n\nx"))
     await expect(Code.INVALID_ARGUMENT, stub.ListJobs(bad), "page_token")
