@@ -13,11 +13,14 @@
 local prefix, state = ARGV[1], ARGV[2]
 local want = tonumber(ARGV[6])
 local f = read_filter(ARGV, 7)
+-- No condition set (a page without a filter): every member read is listed, no job read here (the caller reads
+-- each one's fields and leaves out one that is gone, as job_matches would).
+local any = f.name == '' and f.grp == '' and not f.md and not f.after and not f.before
 local ids, marks, total, skipped = members_after(state, KEYS[1], read_cursor(state, ARGV[3], ARGV[4]),
   tonumber(ARGV[5]))
 local out, read = {0, total, '', ''}, #ids
 for i, id in ipairs(ids) do
-  if job_matches(prefix .. id, f) then
+  if any or job_matches(prefix .. id, f) then
     out[#out + 1] = id
     if #out - 4 == want then
       read = i

@@ -15,8 +15,6 @@ local function read_filter(argv, i)
   local f = {name = argv[i], prefix = argv[i + 1] == '1', grp = argv[i + 2], tag = argv[i + 3],
     cid = argv[i + 4], after = tonumber(argv[i + 5]), before = tonumber(argv[i + 6])}
   f.md = f.tag ~= '' or f.cid ~= ''
-  -- No condition set (a page without a filter): every member read is listed, with no job read here.
-  f.any = f.name == '' and f.grp == '' and not f.md and not f.after and not f.before
   return f
 end
 
@@ -55,7 +53,6 @@ end
 
 -- Whether the job matches the filter (read_filter); false for a job that is gone. One HMGET per job.
 local function job_matches(jkey, f)
-  if f.any then return true end
   local r = redis.call('HMGET', jkey, 'ts', 'name', 'grp', f.md and 'md' or 'ts')
   if not r[1] then return false end
   if f.name ~= '' then
