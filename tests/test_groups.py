@@ -97,7 +97,7 @@ async def test_a_group_at_its_concurrency_limit_waits_until_a_run_of_it_ends(eng
     b0 = next(j for j in first if j.name == "b0")
     await engine.fail("q", [(b0.id, "t1", "boom", "", False)])
     assert await claim_names(engine, 100, token="t4") == ["b2"]
-    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    groups, _ = await Groups(engine).list_groups("q", "", 10)
     assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 2, 2), ("b", 3, 2)]
 
 
@@ -126,7 +126,7 @@ async def test_a_plain_job_of_a_group_is_claimed_with_its_group_from_its_list(en
     assert [
         (j.name, j.group, j.attempts_made) for j in (await engine.claim("q", 10, "t3", "w", 30_000)).jobs
     ] == [("b1", "b", 1)]
-    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    groups, _ = await Groups(engine).list_groups("q", "", 10)
     assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 0, 1), ("b", 0, 1)]
 
 
@@ -155,7 +155,7 @@ async def test_a_group_of_its_own_limits_and_clearing_them(engine: Engine) -> No
     info = await groups.set_group_limits("q", "vip", Limits(concurrency=3))
     assert (info.waiting, info.active, info.own, info.default) == (3, 1, Limits(3, 0, 0), Limits(1, 0, 0))
     assert sorted(await claim_names(engine, 100, token="t2")) == ["vip1", "vip2"]
-    listed, total = await groups.list_groups("q", 0, 10)
+    listed, total = await groups.list_groups("q", "", 10)
     assert total == 2
     assert [(g.name, g.limits.concurrency, g.own is not None) for g in listed] == [
         ("vip", 3, True),
@@ -163,10 +163,10 @@ async def test_a_group_of_its_own_limits_and_clearing_them(engine: Engine) -> No
     ]
     # A group with its own limits is known while idle; cleared, an idle group is forgotten.
     await groups.set_group_limits("q", "idle", Limits(concurrency=5, rate_max=10, rate_ms=1000))
-    assert (await groups.list_groups("q", 0, 10))[1] == 3
+    assert (await groups.list_groups("q", "", 10))[1] == 3
     info = await groups.set_group_limits("q", "idle", None)
     assert info.own is None and info.limits == Limits(1, 0, 0)
-    assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["vip", "x"]
+    assert [g.name for g in (await groups.list_groups("q", "", 10))[0]] == ["vip", "x"]
 
 
 async def test_jobs_leaving_waiting_keep_the_group_counts(engine: Engine, redis: Redis, prefix: str) -> None:
@@ -185,7 +185,7 @@ async def test_jobs_leaving_waiting_keep_the_group_counts(engine: Engine, redis:
     # A lost worker's job goes back to its group and its slot is free.
     res = await engine.claim("q", 1, "t2", "w", 30_000)
     assert await engine.release("q", [(res.jobs[0].id, "t2")], stalled=True) == [1]
-    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    groups, _ = await Groups(engine).list_groups("q", "", 10)
     assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 1, 1), ("b", 1, 0)]
     # Drain takes the groups' jobs too; a group with nothing left is forgotten.
     assert await engine.drain("q", include_delayed=False) == 2
@@ -209,7 +209,7 @@ async def test_delayed_and_retried_jobs_come_back_to_their_group(engine: Engine)
     await engine.add_jobs("q", [job("a", 0, delay_ms=1), job("b", 0)])
     await asyncio.sleep(0.05)
     assert sorted(await claim_names(engine, 10)) == ["a0", "b0"]
-    groups, _ = await Groups(engine).list_groups("q", 0, 10)
+    groups, _ = await Groups(engine).list_groups("q", "", 10)
     assert [(g.name, g.waiting, g.active) for g in groups] == [("a", 0, 1), ("b", 0, 1)]
 
 
@@ -528,17 +528,17 @@ async def test_a_paused_group_takes_no_turn_until_resumed(engine: Engine) -> Non
     await engine.add_jobs("q", [job("a", 3)])  # still added
     assert await claim_names(engine, 10) == ["b0", "b1"]
     assert await claim_names(engine, 10, token="t2") == []
-    listed, _ = await groups.list_groups("q", 0, 10)
+    listed, _ = await groups.list_groups("q", "", 10)
     assert [(g.name, g.waiting, g.paused) for g in listed] == [("a", 4, True), ("b", 0, False)]
     # Paused while idle, a group is still known; resumed, its jobs take their turns at once.
     await groups.set_group_paused("q", "idle", True)
-    assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["a", "b", "idle"]
+    assert [g.name for g in (await groups.list_groups("q", "", 10))[0]] == ["a", "b", "idle"]
     assert (await engine.metrics("q")).groups_paused == 2
     await groups.set_group_paused("q", "idle", False)
     info = await groups.set_group_paused("q", "a", False)
     assert not info.paused
     assert await claim_names(engine, 10, token="t3") == ["a0", "a1", "a2", "a3"]
-    assert [g.name for g in (await groups.list_groups("q", 0, 10))[0]] == ["a", "b"]
+    assert [g.name for g in (await groups.list_groups("q", "", 10))[0]] == ["a", "b"]
 
 
 async def test_a_group_held_back_and_then_left_idle_is_forgotten(engine: Engine) -> None:
@@ -548,7 +548,7 @@ async def test_a_group_held_back_and_then_left_idle_is_forgotten(engine: Engine)
     assert await claim_names(engine, 1, token="t2") == []  # b is at its limit: held back
     await engine.remove_job("q", added.ids[1])
     await engine.complete("q", [(first.id, "t1", b"null", "application/json")])
-    assert await Groups(engine).list_groups("q", 0, 10) == ([], 0)
+    assert await Groups(engine).list_groups("q", "", 10) == ([], 0)
 
 
 async def test_raising_the_queues_group_limit_frees_held_back_groups_at_once(engine: Engine) -> None:

@@ -148,6 +148,11 @@ async def _workload(address: str) -> None:
         await qm.set_group_limits("acl", "tenant", concurrency=2)
         await qm.list_groups("acl")
         await qm.add_job("acl", "grouped-left", None, {"group": "tenant"})
+        # Pages after the first go on from a cursor (lua/includes/filter.lua: LPOS in the waiting lists).
+        for state in ("waiting", "completed"):
+            page, token = await qm.list_jobs("acl", state, page_size=1)
+            assert page and token, state
+            await qm.list_jobs("acl", state, page_size=1, page_token=token)
         await qm.cancel_job("acl", waiting.id, "test")
         await qm.retry_job("acl", waiting.id)
         await qm.retry_failed("acl")

@@ -282,10 +282,10 @@ async def test_crafted_page_tokens_are_refused_by_every_list(
     )
     logs = jpb.GetJobLogsRequest(queue_name="emails", job_id=added.job.id, page_token=token("l"))
     await expect(Code.INVALID_ARGUMENT, jobs.GetJobLogs(logs), "page_token", "GetJobLogs")
-    # The largest position a token may name still reads as an empty page.
-    far = base64.urlsafe_b64encode(f"o:{2**53}".encode()).decode()
+    # The largest score a cursor may name still reads as an empty page (delayed jobs come soonest first).
+    far = base64.urlsafe_b64encode(f"s:{2**53}:j".encode()).decode()
     page = await jobs.ListJobs(
-        jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_COMPLETED, page_token=far)
+        jpb.ListJobsRequest(queue_name="emails", state=t.JOB_STATE_DELAYED, page_token=far)
     )
     assert not page.jobs and not page.next_page_token
 

@@ -64,10 +64,11 @@ class Groups:
         self.engine = engine
         self.scripts = engine.scripts
 
-    async def list_groups(self, queue: str, offset: int, count: int) -> tuple[list[GroupInfo], int]:
-        """A page of the queue's groups by name, and how many it knows."""
+    async def list_groups(self, queue: str, after: str, count: int) -> tuple[list[GroupInfo], int]:
+        """A page of the queue's groups by name, from the first after `after` ("": from the first), and how
+        many it knows."""
         k = self.engine.keys(queue)
-        r = await self.scripts.run("list_groups", [k.meta], [offset, count])
+        r = await self.scripts.run("list_groups", [k.meta], [after, count])
         if int(r[0]) == NO_QUEUE:
             raise QueueNotFound(queue)
         default = Limits.parse(r[1]) or Limits()

@@ -5,12 +5,16 @@ state's members from a position on and tests each job (lua/includes/filter.lua),
 per Redis call and SCAN_BUDGET per call of these methods. A page or an action may therefore come back with
 few matches, or none, and a position to continue from; only a pass that reached the state's end is done.
 
-A position is an index into the state's members in the order ListJobs shows them (the same offsets as an
-unfiltered page). A bulk action's jobs leave the state (but an active job asked to stop), so the position it
-answers is the one after the members it read, less those that left. Jobs that join or leave the state
-ahead of the position meanwhile move it, as they move ListJobs pages: a job may be read twice or not at
-all, and a bulk action run again from the start catches those it missed. Each script call is atomic: a
-job is tested and acted on in the same call, so a job that stopped matching is never acted on.
+A ListJobs page (filtered or not) and a count go on from a cursor, the last member the call before read
+(lua/includes/filter.lua members_after; paging.py says what a caller can expect of each state), so jobs
+joining or leaving the state ahead of it meanwhile shift nothing.
+
+A bulk action goes on from a position instead, an index into the state's members in the order ListJobs shows
+them. Its jobs leave the state (but an active job asked to stop), so the position it answers is the one after
+the members it read, less those that left. Jobs that join or leave the state ahead of the position meanwhile
+move it: a job may be read twice or not at all, and a bulk action run again from the start catches those it
+missed. Each script call is atomic: a job is tested and acted on in the same call, so a job that stopped
+matching is never acted on.
 
 One method per Lua script, with the script's name and argument order (as in engine.py).
 """
@@ -35,6 +39,11 @@ SCAN_BUDGET = 4000
 MAX_ACTION = 1000
 
 NO_QUEUE = -1
+
+# Where a ListJobs page goes on: the last member the page before read, as (c1, c2) of
+# lua/includes/filter.lua read_cursor: a sorted set's (score, job id), or a waiting job's (index in its list,
+# "<level>\n<group>\n<job id>"; paging.py WAITING_CURSOR).
+Cursor = tuple[int, str]
 _FINISHED = ("completed", "failed", "cancelled")
 
 
@@ -80,12 +89,12 @@ class Found:
 
     Attributes:
         records: The jobs, in the state's order.
-        position: Where the next page starts; None once the state's end was read.
+        cursor: The last member read, where the next page starts; None once the state's end was read.
         total: The state's size (matching or not).
     """
 
     records: list[JobRecord]
-    position: int | None
+    cursor: Cursor | None
     total: int
 
 
@@ -95,12 +104,12 @@ class Counted:
 
     Attributes:
         count: Jobs that match among those read.
-        position: Where the next count starts; None once the state's end was read.
+        cursor: The last member read, where the next count starts; None once the state's end was read.
         total: The state's size (matching or not).
     """
 
     count: int
-    position: int | None
+    cursor: Cursor | None
     total: int
 
 
@@ -138,8 +147,11 @@ class JobSearch:
             return k, "waiting", k.waiting
         return k, state, k.state_set(state)
 
-    async def list_matching(self, queue: str, state: str, flt: JobFilter, position: int, count: int) -> Found:
-        """Up to `count` jobs of `state` that match, from `position` on, reading at most SCAN_BUDGET members.
+    async def list_matching(
+        self, queue: str, state: str, flt: JobFilter | None, after: Cursor | None, count: int
+    ) -> Found:
+        """Up to `count` jobs of `state` that match (no filter: every job), from the member after `after` on
+        (None: from the first), reading at most SCAN_BUDGET members.
 
         Raises:
             QueueNotFound: The queue is not registered.
@@ -149,17 +161,17 @@ class JobSearch:
             return Found([], None, 0)
         k, name, key = source
         if name != "waiting":
-            await self.engine.get_queue(queue)  # QueueNotFound, as ListJobs answers without a filter
+            await self.engine.get_queue(queue)  # QueueNotFound, for an empty state too
         ids: list[bytes] = []
-        total, read, end = 0, 0, False
-        while not end and read < SCAN_BUDGET and len(ids) < count:
-            chunk = min(SCAN_CHUNK, SCAN_BUDGET - read)
-            args = [k.job_prefix, name, position, chunk, count - len(ids), *flt.argv()]
+        total, read, more, argv = 0, 0, True, (flt or JobFilter()).argv()
+        while more and read < SCAN_BUDGET and len(ids) < count:
+            # Without a filter every member read is listed: the page's size is read, no more.
+            chunk = min(SCAN_CHUNK, SCAN_BUDGET - read, SCAN_CHUNK if flt else count - len(ids))
+            args = [k.job_prefix, name, *_cursor_argv(after), chunk, count - len(ids), *argv]
             r = await self.engine.scripts.run("list_matching", [key], args)
-            after, total = int(r[0]), int(r[1])
-            ids += r[2:]
-            end = after >= total or after == position  # the end, or nothing left to read there
-            read, position = read + after - position, after
+            more, total, last = bool(int(r[0])), int(r[1]), _cursor(r[2], r[3])
+            ids += r[4:]
+            read, after = read + chunk, last or after
         pipe = self.engine.store.pipeline()
         for i in ids:
             pipe.hgetall(k.job(i.decode()))
@@ -167,11 +179,13 @@ class JobSearch:
         records = [
             JobRecord(queue, i.decode(), job_fields(row)) for i, row in zip(ids, rows, strict=True) if row
         ]
-        return Found(records, None if end else position, total)
+        return Found(records, after if more else None, total)
 
-    async def count_matching(self, queue: str, state: str, flt: JobFilter | None, position: int) -> Counted:
-        """How many jobs of `state` match from `position` on, reading at most SCAN_BUDGET members (no filter:
-        the state's jobs from `position` on, with no member read).
+    async def count_matching(
+        self, queue: str, state: str, flt: JobFilter | None, after: Cursor | None
+    ) -> Counted:
+        """How many jobs of `state` match from the member after `after` on (None: from the first), reading at
+        most SCAN_BUDGET members (no filter: the state's jobs after `after`, with no member read).
 
         Raises:
             QueueNotFound: The queue is not registered.
@@ -181,22 +195,20 @@ class JobSearch:
             return Counted(0, None, 0)
         k, name, key = source
         if name != "waiting":
-            await self.engine.get_queue(queue)  # QueueNotFound, as ListJobs answers without a filter
+            await self.engine.get_queue(queue)  # QueueNotFound, for an empty state too
         if flt is None:
-            args: list[Any] = [k.job_prefix, name, position, 0, *JobFilter().argv()]
+            args: list[Any] = [k.job_prefix, name, *_cursor_argv(after), 0, *JobFilter().argv()]
             r = await self.engine.scripts.run("count_matching", [key], args)
-            total = int(r[1])
-            return Counted(max(0, total - position), None, total)
-        count, total, read, end = 0, 0, 0, False
-        while not end and read < SCAN_BUDGET:
+            return Counted(int(r[2]), None, int(r[1]))
+        count, total, read, more = 0, 0, 0, True
+        while more and read < SCAN_BUDGET:
             chunk = min(SCAN_CHUNK, SCAN_BUDGET - read)
-            args = [k.job_prefix, name, position, chunk, *flt.argv()]
-            reply = await self.engine.scripts.run("count_matching", [key], args)
-            after, total, found = (int(v) for v in reply)
-            count += found
-            end = after >= total or after == position  # the end, or nothing left to read there
-            read, position = read + after - position, after
-        return Counted(count, None if end else position, total)
+            args = [k.job_prefix, name, *_cursor_argv(after), chunk, *flt.argv()]
+            r = await self.engine.scripts.run("count_matching", [key], args)
+            more, total, last = bool(int(r[0])), int(r[1]), _cursor(r[3], r[4])
+            count += int(r[2])
+            read, after = read + chunk, last or after
+        return Counted(count, after if more else None, total)
 
     async def _act(
         self,
@@ -283,3 +295,15 @@ class JobSearch:
         if acted.handed:  # unfinished jobs that parents waited for: they end for them (common.lua on_removed)
             await self.engine.after_flow_finish(queue)
         return acted
+
+
+def _cursor_argv(after: Cursor | None) -> list[str | int]:
+    """A cursor as the scripts' two arguments (c1 '' for none)."""
+    return ["", ""] if after is None else [after[0], after[1]]
+
+
+def _cursor(c1: Any, c2: Any) -> Cursor | None:
+    """The cursor a script answered for the last member it read (None: it read none)."""
+    if c1 in (b"", ""):
+        return None
+    return int(c1), c2.decode() if isinstance(c2, bytes) else str(c2)

@@ -45,11 +45,13 @@ class GroupHandlers:
         self, request: pb.ListGroupsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListGroupsResponse:
         queue = validate.queue_name(request.queue_name)
-        size, offset = paging.page_request(request.page_size, request.page_token, "o", "ListGroups")
-        found, total = await self.groups.list_groups(queue, offset, size)
-        response = pb.ListGroupsResponse(groups=[_group_out(g) for g in found], total_size=total)
-        if offset + size < total:
-            response.next_page_token = paging.next_token("o", offset + size)
+        token = request.page_token
+        size, after = paging.cursor_request(request.page_size, token, "g", "ListGroups", stale="o")
+        # One group more than the page says whether another page follows.
+        found, total = await self.groups.list_groups(queue, "" if after is None else after[1], size + 1)
+        response = pb.ListGroupsResponse(groups=[_group_out(g) for g in found[:size]], total_size=total)
+        if len(found) > size:
+            response.next_page_token = paging.next_cursor("g", 0, found[size - 1].name)
         return response
 
     @unary

@@ -298,27 +298,25 @@ class JobHandlers:
         queue = validate.queue_name(request.queue_name)
         state = convert.state_name(request.state)
         page_size = 0 if request.count_only else request.page_size  # a count returns no page
-        size, offset = paging.page_request(page_size, request.page_token, "o", "ListJobs")
+        # Waiting and paused jobs are held in lists, the other states in sorted sets: cursors of two kinds.
+        kind, member = ("q", paging.WAITING_CURSOR) if state in ("waiting", "paused") else ("s", None)
+        token = request.page_token
+        size, after = paging.cursor_request(page_size, token, kind, "ListJobs", member, stale="o")
         flt = filter_convert.job_filter(request.filter)
         if request.count_only:  # the same bounded read as a filtered page, counted (engine/search.py)
-            counted = await self.search.count_matching(queue, state, flt, offset)
+            counted = await self.search.count_matching(queue, state, flt, after)
             response = pb.ListJobsResponse(match_count=counted.count, total_size=counted.total)
-            if counted.position is not None:
-                response.next_page_token = paging.next_token("o", counted.position)
+            if counted.cursor is not None:
+                response.next_page_token = paging.next_cursor(kind, *counted.cursor)
             return response
+        # A bounded read of the state (engine/search.py): with a filter, the page may come back short.
+        found = await self.search.list_matching(queue, state, flt, after, size)
         paused = state == "paused"
-        if flt is not None:  # a bounded read of the state (engine/search.py): the page may come back short
-            found = await self.search.list_matching(queue, state, flt, offset, size)
-            response = pb.ListJobsResponse(
-                jobs=[convert.job_out(r, paused) for r in found.records], total_size=found.total
-            )
-            if found.position is not None:
-                response.next_page_token = paging.next_token("o", found.position)
-            return response
-        records, total = await self.engine.list_jobs(queue, state, offset, size)
-        response = pb.ListJobsResponse(jobs=[convert.job_out(r, paused) for r in records], total_size=total)
-        if offset + size < total:
-            response.next_page_token = paging.next_token("o", offset + size)
+        response = pb.ListJobsResponse(
+            jobs=[convert.job_out(r, paused) for r in found.records], total_size=found.total
+        )
+        if found.cursor is not None:
+            response.next_page_token = paging.next_cursor(kind, *found.cursor)
         return response
 
     @unary

@@ -2,7 +2,9 @@
 -- limits, in one atomic read.
 --
 -- KEYS[1] meta (hash; the groups' keys are derived from it)
--- ARGV[1] offset  ARGV[2] page size
+-- ARGV[1] the name of the last group the page before listed ('' from the first: no group name is empty);
+--   the page goes on strictly after it by name (ZRANGEBYLEX: the groups all score 0), wherever groups came
+--   or went meanwhile  ARGV[2] page size
 -- Returns: {-1} when the queue is not registered, else {groups known, the queue's group limits
 --   "concurrency rate-max rate-ms max-size burst", then per group: name, waiting, active, its own limits (same
 --   form; "" for none), paused (1/0), resume at (ms; "" for none: set_group_paused.lua), the end of the
@@ -12,10 +14,12 @@ local meta = KEYS[1]
 local d = redis.call('HMGET', meta, 'created', 'g_conc', 'g_rl_max', 'g_rl_ms', 'g_max', 'g_rl_burst')
 if not d[1] then return {-1} end
 local base = string.sub(meta, 1, -5)
-local offset, size = tonumber(ARGV[1]), tonumber(ARGV[2])
+local after, size = ARGV[1], tonumber(ARGV[2])
 local out = {redis.call('ZCARD', base .. 'groups'),
   (d[2] or '0') .. ' ' .. (d[3] or '0') .. ' ' .. (d[4] or '0') .. ' ' .. (d[5] or '0') .. ' ' .. (d[6] or '0')}
-local names = redis.call('ZRANGE', base .. 'groups', offset, offset + size - 1)
+local from = '-'
+if after ~= '' then from = '(' .. after end
+local names = redis.call('ZRANGEBYLEX', base .. 'groups', from, '+', 'LIMIT', 0, size)
 if #names == 0 then return out end
 local w = redis.call('HMGET', base .. 'gwaiting', unpack(names))
 local a = redis.call('HMGET', base .. 'gact', unpack(names))

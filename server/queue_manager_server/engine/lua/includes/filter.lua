@@ -3,9 +3,11 @@
 -- common.lua included first. No index is kept for a filter (adds stay as cheap as ever): a caller reads a
 -- bounded run of the state's members and tests each job (engine/search.py says how the runs are paged).
 --
--- A position is an index into the state's members in the order ListJobs shows them: waiting (or paused) by
--- the level lists one after another, then each fairness group's level lists, the groups by name (engine.py
--- _waiting_page); delayed and active by score; completed, failed and cancelled newest first.
+-- A position (the bulk actions) is an index into the state's members in the order ListJobs shows them:
+-- waiting (or paused) by the level lists one after another, then each fairness group's level lists, the
+-- groups by name (engine.py _waiting_page); delayed and active by score; completed, failed and cancelled
+-- newest first. A cursor (ListJobs' pages, members_after) names the last member a page read instead, so a
+-- page goes on after it however many members joined or left ahead of it meanwhile.
 
 -- The filter in ARGV from index i: name, '1' when the name is a prefix, group, tag, correlation id, created
 -- at or after (ms), created before (ms); '' for a condition not set.
@@ -68,6 +70,112 @@ local function job_matches(jkey, f)
   return true
 end
 
+-- The waiting lists (of the waiting key) in the order ListJobs reads them: the levels, then each fairness
+-- group's levels, the groups by name; each as {key, p (its level), grp ('' for the queue's own lists)}.
+local function waiting_sources(key)
+  local sources = {}
+  for p = 1, LEVELS do sources[#sources + 1] = {key = level_key(key, p), p = p, grp = ''} end
+  local groups = redis.call('HKEYS', string.sub(key, 1, -8) .. 'gwaiting')
+  table.sort(groups)
+  for _, grp in ipairs(groups) do
+    for p = 1, LEVELS do sources[#sources + 1] = {key = level_key(key, p, grp), p = p, grp = grp} end
+  end
+  return sources
+end
+
+-- Whether string a sorts before b byte by byte, as a sorted set orders the members of one score (Lua's '<'
+-- follows the server's locale).
+local function bytes_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- The rank, in the order a page reads the sorted set (desc: newest first), of its first member after the
+-- cursor (score, id): the order is by score, then by id byte by byte, both reversed when desc. Found by
+-- bisecting the ranks of the members of that score (ZCOUNT bounds them), one member read per step, whether
+-- the cursor's member is still there or not: a few dozen O(log n) reads at most, never a scan.
+local function zset_after(key, desc, score, id)
+  local lo
+  if desc then
+    lo = redis.call('ZCOUNT', key, '(' .. score, '+inf')
+  else
+    lo = redis.call('ZCOUNT', key, '-inf', '(' .. score)
+  end
+  local hi = lo + redis.call('ZCOUNT', key, score, score)
+  while lo < hi do  -- the ranks [lo, hi) hold the members of that score: the first after id
+    local mid = math.floor((lo + hi) / 2)
+    local m = redis.call(desc and 'ZREVRANGE' or 'ZRANGE', key, mid, mid)[1]
+    local after
+    if desc then after = bytes_before(m, id) else after = bytes_before(id, m) end
+    if after then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+
+-- How far past its index when read a waiting cursor's job is sought (LPOS MAXLEN): jobs pushed to the head
+-- of its list since (released, reaped, LIFO adds) move it back; past this many it counts as gone.
+local CURSOR_SLACK = 1000
+
+-- The index in the list `source` where a page goes on after the waiting cursor {index, p, grp, id}: all of
+-- it (n, its length) when the list comes before the cursor's list, 0 when after. In the cursor's list, after
+-- its job; when that job is gone, 0: jobs leave a list by its head when claimed, so those ahead of it are
+-- gone too (one removed from the middle makes the page list again those that were ahead of it, never skip
+-- one). The job is sought from the head over at most its index when read plus CURSOR_SLACK entries, no
+-- further than the offset read this replaced.
+local function list_after(source, n, c)
+  if source.grp ~= c.grp then
+    if source.grp == '' or (c.grp ~= '' and source.grp < c.grp) then return n end
+    return 0
+  end
+  if source.p ~= c.p then return source.p < c.p and n or 0 end
+  local at = redis.call('LPOS', source.key, c.id, 'MAXLEN', c.index + 1 + CURSOR_SLACK)
+  return at and at + 1 or 0
+end
+
+-- The cursor a page read from ARGV (c1, c2; c1 '' for none), for the state: a sorted set's {score, id}, or a
+-- waiting cursor {index, p, grp, id} from its index (c1) and "<level>\n<group>\n<id>" (c2, paging.py).
+local function read_cursor(state, c1, c2)
+  if c1 == '' then return nil end
+  if state ~= 'waiting' then return {score = c1, id = c2} end
+  local p, grp, id = string.match(c2, '^(%d)\n([^\n]*)\n(.+)$')
+  return {index = tonumber(c1), p = tonumber(p), grp = grp, id = id}
+end
+
+-- Up to `limit` members of a state after `cursor` (read_cursor; nil: from the first), in ListJobs' order
+-- (as members_from). Returns the ids, the cursor of each ({c1, c2}: what read_cursor takes back), the state's
+-- size and how many of its members are at or before the cursor (the rest, less those read, follow the read).
+-- A limit of 0 reads no member: the size and that count alone.
+local function members_after(state, key, cursor, limit)
+  local ids, marks = {}, {}
+  if state ~= 'waiting' then
+    local desc = state == 'completed' or state == 'failed' or state == 'cancelled'
+    local start = cursor and zset_after(key, desc, cursor.score, cursor.id) or 0
+    if limit > 0 then
+      local got = redis.call(desc and 'ZREVRANGE' or 'ZRANGE', key, start, start + limit - 1, 'WITHSCORES')
+      for i = 1, #got, 2 do
+        ids[#ids + 1] = got[i]; marks[#ids] = {got[i + 1], got[i]}
+      end
+    end
+    return ids, marks, redis.call('ZCARD', key), start
+  end
+  local total, skipped = 0, 0
+  for _, source in ipairs(waiting_sources(key)) do
+    local n = redis.call('LLEN', source.key)
+    local start = cursor and math.min(list_after(source, n, cursor), n) or 0
+    total, skipped = total + n, skipped + start
+    if #ids < limit and start < n then
+      local got = redis.call('LRANGE', source.key, start, start + limit - #ids - 1)
+      for i, id in ipairs(got) do
+        ids[#ids + 1] = id; marks[#ids] = {start + i - 1, source.p .. '\n' .. source.grp .. '\n' .. id}
+      end
+    end
+  end
+  return ids, marks, total, skipped
+end
+
 -- Up to `limit` members of a state from position `start` on (state: 'waiting' with its waiting key, or the
 -- name of the state's zset key). Returns the ids, the list each came from (waiting) and its index there, and
 -- the state's size. A limit of 0 reads no member: the size alone.
@@ -80,15 +188,9 @@ local function members_from(state, key, start, limit)
     for i, id in ipairs(got) do ids[i] = id end
     return ids, lists, at, redis.call('ZCARD', key)
   end
-  local sources = {}
-  for p = 1, LEVELS do sources[#sources + 1] = level_key(key, p) end
-  local groups = redis.call('HKEYS', string.sub(key, 1, -8) .. 'gwaiting')
-  table.sort(groups)
-  for _, grp in ipairs(groups) do
-    for p = 1, LEVELS do sources[#sources + 1] = level_key(key, p, grp) end
-  end
   local total, offset = 0, start
-  for _, list in ipairs(sources) do
+  for _, source in ipairs(waiting_sources(key)) do
+    local list = source.key
     local n = redis.call('LLEN', list)
     total = total + n
     if offset >= n then
