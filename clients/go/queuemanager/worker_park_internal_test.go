@@ -18,6 +18,7 @@ func TestAHeartbeatCrossingTheCallThatParksTheRunIsNoWarning(t *testing.T) {
 	var logs bytes.Buffer
 	w := &Worker{
 		running: map[jobKey]*run{},
+		outbox:  &pb.WorkerReport{},
 		log:     slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	refusal := func(r *run) *pb.ReportAck {
@@ -38,6 +39,9 @@ func TestAHeartbeatCrossingTheCallThatParksTheRunIsNoWarning(t *testing.T) {
 	w.onAck(refusal(r))      // refused after the run ended
 	if r.lost || strings.Contains(logs.String(), "level=WARN") {
 		t.Fatalf("a refusal crossing the park must be expected (lost=%v):\n%s", r.lost, logs.String())
+	}
+	if len(w.outbox.GetParked()) != 1 || w.outbox.GetParked()[0].GetJobId() != "parks" {
+		t.Fatalf("the parked run must be named in the next report: %v", w.outbox.GetParked())
 	}
 	if n := strings.Count(logs.String(), "crossed the call that parked the job"); n != 2 {
 		t.Fatalf("want 2 debug lines, got %d:\n%s", n, logs.String())
