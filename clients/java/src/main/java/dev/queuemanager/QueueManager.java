@@ -22,16 +22,21 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
+import queue_manager.v1.ExternalEvents;
 import queue_manager.v1.Jobs;
 import queue_manager.v1.Metrics;
+import queue_manager.v1.Pull;
 import queue_manager.v1.QueueServiceGrpc;
 import queue_manager.v1.QueueServiceOuterClass;
+import queue_manager.v1.Schedules;
 import queue_manager.v1.Types;
 import queue_manager.v1.WorkerServiceGrpc;
+import queue_manager.v1.Workflows;
 
 /**
  * The Java client of a Queue Manager server: the producer and admin calls, and {@link #newWorker} for
@@ -932,5 +937,313 @@ public final class QueueManager implements AutoCloseable {
   /** New data for a job, null as JSON null: the server requires data in the request. */
   private static Types.Payload dataPayload(Object data) {
     return Payloads.encode(data == null ? JsonText.of("null") : data);
+  }
+
+  // Workflows, schedules, events and pull workers.
+
+  /** Starts a run of a workflow with a new random run id ({@link #executeWorkflow(Workflow, String)}). */
+  public WorkflowExecution executeWorkflow(Workflow workflow) {
+    return executeWorkflow(workflow, "");
+  }
+
+  /**
+   * Starts a run of a workflow and returns its id at once: its root steps' jobs are added, and each further
+   * step's when its branch fires and what it depends on completed.
+   *
+   * @param runId the run's id (1 to 100 letters, digits, {@code - _ .}); executing again with a run id that
+   *     exists starts nothing ({@link WorkflowExecution#created()} false); "" means a new random id
+   */
+  public WorkflowExecution executeWorkflow(Workflow workflow, String runId) {
+    if (workflow == null) {
+      throw new IllegalArgumentException("executeWorkflow needs a workflow");
+    }
+    var req =
+        Workflows.ExecuteWorkflowRequest.newBuilder()
+            .setWorkflow(workflow.proto())
+            .setRunId(runId == null ? "" : runId)
+            .build();
+    var resp = call(() -> stub().executeWorkflow(req));
+    return new WorkflowExecution(resp.getRunId(), resp.getCreated());
+  }
+
+  /** A workflow run with every step. */
+  public WorkflowRun getWorkflow(String runId) {
+    var req = Workflows.GetWorkflowRequest.newBuilder().setRunId(runId).build();
+    return new WorkflowRun(call(() -> stub().getWorkflow(req)).getRun());
+  }
+
+  /**
+   * A page of workflow runs, newest first, without their steps. The pages follow a cursor, so runs started
+   * while a caller pages shift nothing.
+   *
+   * @param pageSize 1 to 1,000; 0 means 100
+   * @param pageToken "" for the first page, then the previous page's {@link WorkflowPage#nextPageToken()}
+   */
+  public WorkflowPage listWorkflows(int pageSize, String pageToken) {
+    if (pageSize < 0) {
+      throw new IllegalArgumentException("the page size must be from 0 to 1000, got " + pageSize);
+    }
+    var req =
+        Workflows.ListWorkflowsRequest.newBuilder()
+            .setPageSize(pageSize)
+            .setPageToken(pageToken == null ? "" : pageToken)
+            .build();
+    var resp = call(() -> stub().listWorkflows(req));
+    List<WorkflowRun> runs = new ArrayList<>();
+    for (Workflows.WorkflowRun run : resp.getRunsList()) {
+      runs.add(new WorkflowRun(run));
+    }
+    return new WorkflowPage(runs, resp.getNextPageToken(), resp.getTotalSize());
+  }
+
+  /**
+   * Cancels a run: no further step starts, and its waiting and active step jobs are cancelled.
+   *
+   * @param reason why, kept with the run
+   * @return the run after the cancel
+   */
+  public WorkflowRun cancelWorkflow(String runId, String reason) {
+    var req =
+        Workflows.CancelWorkflowRequest.newBuilder()
+            .setRunId(runId)
+            .setReason(reason == null ? "" : reason)
+            .build();
+    return new WorkflowRun(call(() -> stub().cancelWorkflow(req)).getRun());
+  }
+
+  /**
+   * Runs the job of every failed (or cancelled) step of a failed run again, in one call: the steps start
+   * again, the steps skipped because of them are pending again, and the run is running until they finish.
+   *
+   * @throws NotFoundException for an unknown run
+   * @throws FailedPreconditionException for a run that is running, completed or cancelled, or whose failed
+   *     step's job no longer exists (the message names it)
+   */
+  public WorkflowRun retryWorkflow(String runId) {
+    var req = Workflows.RetryWorkflowRequest.newBuilder().setRunId(runId).build();
+    return new WorkflowRun(call(() -> stub().retryWorkflow(req)).getRun());
+  }
+
+  /**
+   * Creates a schedule, or replaces the one of the same queue and id (its run count is kept).
+   *
+   * @return the schedule as stored, with its next run time; {@link Schedule#created()} says whether it is
+   *     new
+   */
+  public Schedule upsertSchedule(Schedule schedule) {
+    if (schedule == null) {
+      throw new IllegalArgumentException("upsertSchedule needs a schedule");
+    }
+    var req = Schedules.UpsertScheduleRequest.newBuilder().setSchedule(schedule.proto()).build();
+    var resp = call(() -> stub().upsertSchedule(req));
+    return new Schedule(resp.getSchedule(), resp.getCreated());
+  }
+
+  /** One schedule. */
+  public Schedule getSchedule(String queue, String id) {
+    var req = Schedules.GetScheduleRequest.newBuilder().setQueueName(queue).setScheduleId(id).build();
+    return new Schedule(call(() -> stub().getSchedule(req)).getSchedule(), false);
+  }
+
+  /** The schedules of a queue ("" for every queue), by queue then id. */
+  public List<Schedule> listSchedules(String queue) {
+    var req = Schedules.ListSchedulesRequest.newBuilder().setQueueName(queue == null ? "" : queue).build();
+    List<Schedule> out = new ArrayList<>();
+    for (Schedules.Schedule s : call(() -> stub().listSchedules(req)).getSchedulesList()) {
+      out.add(new Schedule(s, false));
+    }
+    return List.copyOf(out);
+  }
+
+  /** Deletes a schedule (the jobs it already added stay) and returns it as it was. */
+  public Schedule deleteSchedule(String queue, String id) {
+    var req = Schedules.DeleteScheduleRequest.newBuilder().setQueueName(queue).setScheduleId(id).build();
+    return new Schedule(call(() -> stub().deleteSchedule(req)).getSchedule(), false);
+  }
+
+  /**
+   * Pushes an external event: every job waiting for {@code key} goes back to waiting at once (its next run
+   * sees the event), and every event trigger matching the key adds a job with the event's data.
+   *
+   * @param data as {@link #addJob} takes it; null: no data
+   * @param eventId when not "", makes the push safe to repeat within 24 hours (a webhook's retries): a repeat
+   *     changes nothing and answers as the first push did ({@link PushedEvent#duplicate()})
+   * @throws InvalidArgumentException for a bad key or oversized data
+   */
+  public PushedEvent pushEvent(String key, Object data, String eventId) {
+    var req =
+        ExternalEvents.PushEventRequest.newBuilder()
+            .setKey(key == null ? "" : key)
+            .setEventId(eventId == null ? "" : eventId);
+    Types.Payload payload = Payloads.encode(data);
+    if (payload != null) {
+      req.setData(payload);
+    }
+    return new PushedEvent(call(() -> stub().pushEvent(req.build())));
+  }
+
+  /**
+   * Creates an event trigger, or replaces the one of that id (keeping its create time).
+   *
+   * @return the trigger as stored; {@link EventTrigger#created()} says whether it is new
+   * @throws NotFoundException when its queue is not registered
+   * @throws FailedPreconditionException for the server's 1,000th trigger, or on a Redis Cluster
+   */
+  public EventTrigger upsertEventTrigger(EventTrigger trigger) {
+    if (trigger == null) {
+      throw new IllegalArgumentException("upsertEventTrigger needs a trigger");
+    }
+    var req = ExternalEvents.UpsertEventTriggerRequest.newBuilder().setTrigger(trigger.proto()).build();
+    var resp = call(() -> stub().upsertEventTrigger(req));
+    return new EventTrigger(resp.getTrigger(), resp.getCreated());
+  }
+
+  /** The event triggers of a queue ("" for every queue), by id. */
+  public List<EventTrigger> listEventTriggers(String queue) {
+    var req =
+        ExternalEvents.ListEventTriggersRequest.newBuilder().setQueueName(queue == null ? "" : queue).build();
+    List<EventTrigger> out = new ArrayList<>();
+    for (ExternalEvents.EventTrigger t : call(() -> stub().listEventTriggers(req)).getTriggersList()) {
+      out.add(new EventTrigger(t, false));
+    }
+    return List.copyOf(out);
+  }
+
+  /** Deletes an event trigger (the jobs it added stay) and returns it as it was. */
+  public EventTrigger deleteEventTrigger(String id) {
+    var req = ExternalEvents.DeleteEventTriggerRequest.newBuilder().setTriggerId(id).build();
+    return new EventTrigger(call(() -> stub().deleteEventTrigger(req)).getTrigger(), false);
+  }
+
+  /**
+   * Pull workers (no stream): leases up to {@code options}' most jobs ready in a queue, as a stream worker's
+   * claim does (pause, priorities, rate limits, group limits and caps apply; jobs routed by worker labels
+   * are never fetched), waiting up to its wait for a first one. Each {@link PulledJob} then completes,
+   * fails, extends or reports itself.
+   *
+   * @return the jobs; empty when none came before the wait ran out
+   * @throws NotFoundException for an unknown queue
+   */
+  public List<PulledJob> fetchJobs(String queue, FetchOptions options) {
+    FetchOptions o = options == null ? FetchOptions.builder().build() : options;
+    var req =
+        Pull.FetchJobsRequest.newBuilder()
+            .setQueueName(queue)
+            .setMaxJobs(o.maxJobs)
+            .setWait(Protos.duration(o.waitFor))
+            .setWorkerName(o.workerName);
+    if (!o.lease.isZero()) {
+      req.setLeaseDuration(Protos.duration(o.lease));
+    }
+    // A long poll holds the call for its wait: the call's deadline runs from the end of it.
+    long millis = deadline.plus(o.waitFor).toMillis();
+    var resp =
+        call(() -> queues.withDeadlineAfter(millis, TimeUnit.MILLISECONDS).fetchJobs(req.build()));
+    long now = System.nanoTime();
+    List<PulledJob> jobs = new ArrayList<>();
+    for (var leased : resp.getJobsList()) {
+      jobs.add(new PulledJob(this, leased, now));
+    }
+    return List.copyOf(jobs);
+  }
+
+  /**
+   * Delivers nothing more to a worker until {@link #resumeWorker}; it runs what it holds and stays
+   * connected.
+   *
+   * @param workerId the worker's id (as ListWorkers and {@link Worker#id()} show it)
+   * @throws NotFoundException when no live server holds a stream of the worker
+   * @throws FailedPreconditionException when the worker does not take the command (its hello lists none) or
+   *     is stopping
+   */
+  public WorkerControlResult quietWorker(String workerId) {
+    return controlWorker(workerId, QueueServiceOuterClass.WorkerControlAction.WORKER_CONTROL_ACTION_QUIET, 0);
+  }
+
+  /** Delivers to a quiet worker again (errors as {@link #quietWorker}). */
+  public WorkerControlResult resumeWorker(String workerId) {
+    return controlWorker(
+        workerId, QueueServiceOuterClass.WorkerControlAction.WORKER_CONTROL_ACTION_RESUME, 0);
+  }
+
+  /**
+   * Stops a worker: it finishes (within its shutdown timeout) or releases what it holds, then ends without
+   * reconnecting (errors as {@link #quietWorker}).
+   */
+  public WorkerControlResult stopWorker(String workerId) {
+    return controlWorker(workerId, QueueServiceOuterClass.WorkerControlAction.WORKER_CONTROL_ACTION_STOP, 0);
+  }
+
+  /**
+   * Makes a worker run at most {@code concurrency} jobs at once from now on (1 to 100,000); a lower value
+   * takes effect as its running jobs finish (errors as {@link #quietWorker}).
+   */
+  public WorkerControlResult setWorkerConcurrency(String workerId, int concurrency) {
+    if (concurrency < 1 || concurrency > WorkerOptions.MAX_CONCURRENCY) {
+      throw new IllegalArgumentException(
+          "the concurrency must be from 1 to " + WorkerOptions.MAX_CONCURRENCY + ", got " + concurrency);
+    }
+    return controlWorker(
+        workerId,
+        QueueServiceOuterClass.WorkerControlAction.WORKER_CONTROL_ACTION_SET_CONCURRENCY,
+        concurrency);
+  }
+
+  private WorkerControlResult controlWorker(
+      String workerId, QueueServiceOuterClass.WorkerControlAction action, int concurrency) {
+    if (workerId == null || workerId.isEmpty()) {
+      throw new IllegalArgumentException("the worker id is empty (ListWorkers gives the ids)");
+    }
+    var req =
+        QueueServiceOuterClass.ControlWorkerRequest.newBuilder()
+            .setWorkerId(workerId)
+            .setAction(action)
+            .setConcurrency(concurrency)
+            .build();
+    var resp = call(() -> stub().controlWorker(req));
+    return new WorkerControlResult(
+        resp.getServerId(),
+        WorkerControlResult.State.fromProto(resp.getState()),
+        resp.getConcurrency(),
+        resp.getChanged());
+  }
+
+  /** Follows every job event of a queue ({@link #watchJobEvents(String, Set, List)}). */
+  public JobEventStream watchJobEvents(String queue) throws InterruptedException {
+    return watchJobEvents(queue, Set.of(), List.of());
+  }
+
+  /**
+   * Follows a queue's job events live (added, active, progress, completed, failed, retrying…), as BullMQ's
+   * QueueEvents does. Returns once the server watches the queue: every event from then on is in the
+   * stream, so an add made after it returns is seen. The feed is at most once and never replayed (Redis
+   * pub/sub): {@link #getJob} and {@link #waitForJob} give a job's durable state (docs/events.md).
+   *
+   * @param types the event types to send; empty: every type
+   * @param jobNames only events of jobs with these names; empty: every job
+   * @throws NotFoundException for an unknown queue
+   */
+  public JobEventStream watchJobEvents(String queue, Set<JobEvent.Type> types, List<String> jobNames)
+      throws InterruptedException {
+    var req = Jobs.WatchJobEventsRequest.newBuilder().setQueueName(queue);
+    for (JobEvent.Type type : types) {
+      req.addTypes(type.proto());
+    }
+    for (String name : jobNames) {
+      if (name == null || name.isEmpty()) {
+        throw new IllegalArgumentException("a job name to watch is 1 to 200 characters, got an empty one");
+      }
+      req.addJobNames(name);
+    }
+    // No deadline: the call lasts until the stream is closed or the server ends it.
+    var stream =
+        new JobEventStream(channel.newCall(QueueServiceGrpc.getWatchJobEventsMethod(), CallOptions.DEFAULT));
+    stream.start(req.build(), deadline);
+    return stream;
+  }
+
+  /** The blocking stub with this client's deadline, for the calls of the classes it returns. */
+  QueueServiceGrpc.QueueServiceBlockingStub stub() {
+    return queues();
   }
 }

@@ -1,6 +1,7 @@
 package dev.queuemanager;
 
 import static java.lang.System.Logger.Level.ERROR;
+import static java.lang.System.Logger.Level.INFO;
 import static java.lang.System.Logger.Level.WARNING;
 
 import java.net.InetAddress;
@@ -31,8 +32,8 @@ import queue_manager.v1.WorkerServiceOuterClass.WorkerReport;
  * server/queue_manager_server/services/workers.py; docs/api.md section 3 summarises both):
  *
  * <ol>
- *   <li>Send hello (worker id, queues, concurrency, labels, language "java", version; no operator
- *       commands: ControlWorker is refused for this worker); the server answers welcome (lease duration,
+ *   <li>Send hello (worker id, queues, concurrency, labels, language "java", version, the operator
+ *       commands it obeys, quiet when an operator quieted it); the server answers welcome (lease duration,
  *       heartbeat interval) or ends the call (NOT_FOUND for an unknown queue).
  *   <li>Credits: the first report grants concurrency minus the runs going on; each delivered job uses one
  *       and each finished run gives one back in the report that carries its outcome.
@@ -44,6 +45,14 @@ import queue_manager.v1.WorkerServiceOuterClass.WorkerReport;
  *   <li>DRAIN (no delivery follows it): grant nothing more, let running handlers finish, send their
  *       outcomes, release jobs delivered meanwhile, half-close, read until the server ends the stream,
  *       reconnect.
+ *   <li>Operators' commands (ControlWorker; the hello lists them, so the server sends no other): QUIET,
+ *       the server delivers nothing until RESUME; runs in hand finish and report as usual, credits
+ *       included, and a stream opened meanwhile says quiet in its hello. STOP, {@link #shutdown} as if
+ *       called (bounded by the shutdown timeout), without reconnecting ({@link #stoppedByServer()}).
+ *       SET_CONCURRENCY, the command's concurrency from now on ({@link #concurrency()}): a higher one
+ *       sends the extra credits at once; for a lower one the server dropped revoked_credits of those it
+ *       held, and the rest of the decrease comes from credits not yet sent, then from runs as they finish
+ *       (their credits are not given back until it is paid).
  *   <li>CANCEL_JOB: the run is stopped ({@link StopReason#CANCELLED}, or {@link StopReason#TIMEOUT} when
  *       the server timed it out) and reported cancelled (or failed as timed out) however it returns. The
  *       job's own timeout stops it the same way from this side.
@@ -74,6 +83,14 @@ public final class Worker implements AutoCloseable {
   WorkerReport.Builder outbox = WorkerReport.newBuilder();
   int credits;
   int unsent;
+  // The most runs at once: the options' concurrency until a SET_CONCURRENCY command changes it.
+  int concurrency;
+  // Slots given up by a lowered concurrency: that many finished runs give no credit back.
+  int debt;
+  // An operator quieted this worker: the server delivers nothing until RESUME, on any stream it opens.
+  boolean quiet;
+  // An operator stopped this worker (ControlWorker STOP): it shuts down and does not reconnect.
+  boolean stoppedByServer;
   boolean woken;
   boolean started;
   boolean stopping;
@@ -97,6 +114,7 @@ public final class Worker implements AutoCloseable {
     all.putIfAbsent("host", hostname());
     all.putIfAbsent("pid", Long.toString(ProcessHandle.current().pid()));
     this.labels = all;
+    this.concurrency = options.concurrency;
     this.runs =
         Executors.newCachedThreadPool(
             r -> daemon(r, "qm-run-" + THREADS.incrementAndGet()));
@@ -106,6 +124,38 @@ public final class Worker implements AutoCloseable {
   /** The worker's id, as the server and ListWorkers know it. */
   public String id() {
     return id;
+  }
+
+  /** The most runs at once: the options' concurrency until an operator changes it (setWorkerConcurrency). */
+  public int concurrency() {
+    synchronized (mu) {
+      return concurrency;
+    }
+  }
+
+  /** Whether an operator stopped this worker ({@code qm workers stop}, {@link QueueManager#stopWorker}). */
+  public boolean stoppedByServer() {
+    synchronized (mu) {
+      return stoppedByServer;
+    }
+  }
+
+  /**
+   * Waits until the worker has stopped (after {@link #shutdown}, or a stop an operator asked); false when
+   * the timeout passed first.
+   */
+  public boolean awaitTermination(Duration timeout) throws InterruptedException {
+    long end = System.nanoTime() + timeout.toNanos();
+    synchronized (mu) {
+      while (!done) {
+        long left = end - System.nanoTime();
+        if (left <= 0) {
+          return false;
+        }
+        TimeUnit.NANOSECONDS.timedWait(mu, left);
+      }
+      return true;
+    }
   }
 
   /** Connects and starts taking jobs on a thread of its own; returns at once. */
@@ -342,6 +392,52 @@ public final class Worker implements AutoCloseable {
       if (running.get(run.key) == run) {
         run.stop(reason);
       }
+    }
+  }
+
+  /** Obeys an operator's STOP: shuts down on a thread of its own (shutdown takes the lock held here). */
+  void stopAsked(String reason) {
+    LOG.log(INFO, "the server asks the worker to stop: {0}", reason);
+    if (stopping) {
+      return;
+    }
+    stoppedByServer = true;
+    daemon(this::close, "qm-stop-" + id).start();
+  }
+
+  /**
+   * Obeys SET_CONCURRENCY: at most {@code next} runs from now on. The server took back {@code revoked} of
+   * the credits it held; the rest of a decrease comes from credits not yet sent, then from runs as they
+   * finish (the debt). Called with the lock held.
+   */
+  void resize(int next, int revoked) {
+    if (next < 1) {
+      return;
+    }
+    int change = next - concurrency;
+    concurrency = next;
+    LOG.log(INFO, "concurrency set by the server: {0}", next);
+    if (change > 0) {
+      int paid = Math.min(change, debt);
+      debt -= paid;
+      if (!stopping && !draining) {
+        credits += change - paid;
+        signal();
+      }
+      return;
+    }
+    int owed = Math.max(0, -change - revoked);
+    int taken = Math.min(owed, credits);
+    credits -= taken;
+    debt += owed - taken;
+  }
+
+  /** Gives a finished run's slot back: as a credit, or to pay a lowered concurrency's debt. Lock held. */
+  void releaseSlot() {
+    if (debt > 0) {
+      debt--;
+    } else if (!stopping && !draining) {
+      credits++;
     }
   }
 

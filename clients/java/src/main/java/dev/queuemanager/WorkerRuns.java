@@ -51,9 +51,7 @@ final class WorkerRuns {
       if (w.running.get(run.key) == run) {
         w.running.remove(run.key);
       }
-      if (!w.stopping && !w.draining) {
-        w.credits++;
-      }
+      w.releaseSlot();
       var duration = Protos.duration(Duration.ofNanos(nanos));
       if (run.stop == StopReason.LEASE_LOST) {
         LOG.log(INFO, "discarding the outcome of a run whose lease was lost: {0}", run.id());

@@ -8,6 +8,7 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.time.Duration;
+import java.util.List;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import queue_manager.v1.WorkerServiceOuterClass.ConnectRequest;
@@ -41,6 +42,14 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
           Status.Code.UNAUTHENTICATED,
           Status.Code.UNIMPLEMENTED);
 
+  // The operators' commands this worker obeys (its hello lists them; the server sends no other).
+  private static final List<ServerCommandType> CONTROL_COMMANDS =
+      List.of(
+          ServerCommandType.SERVER_COMMAND_TYPE_QUIET,
+          ServerCommandType.SERVER_COMMAND_TYPE_RESUME,
+          ServerCommandType.SERVER_COMMAND_TYPE_STOP,
+          ServerCommandType.SERVER_COMMAND_TYPE_SET_CONCURRENCY);
+
   private final Worker w;
   private ClientCallStreamObserver<ConnectRequest> requests;
 
@@ -68,10 +77,12 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
           WorkerHello.newBuilder()
               .setWorkerId(w.id)
               .addAllQueues(w.options.handlers.keySet())
-              .setConcurrency(w.options.concurrency)
+              .setConcurrency(w.concurrency)
               .putAllLabels(w.labels)
               .setLanguage("java")
               .setVersion(QueueManager.VERSION)
+              .addAllCommands(CONTROL_COMMANDS)
+              .setQuiet(w.quiet)
               .build();
     }
     try {
@@ -222,8 +233,9 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
       w.outbox.setStop(true);
       w.credits = 0;
     } else {
-      w.credits = Math.max(0, w.options.concurrency - w.running.size());
+      w.credits = Math.max(0, w.concurrency - w.running.size());
     }
+    w.debt = Math.max(0, w.running.size() - w.concurrency); // runs beyond a lowered concurrency
     // Extensions queued for an old stream are stale. Fresh ones for every run still going go in the
     // first report: this server takes their leases over (one lost meanwhile is refused: that run stops).
     w.outbox.clearExtensions();
@@ -265,20 +277,41 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
   }
 
   private void onCommand(ServerCommand command) {
-    if (command.getType() == ServerCommandType.SERVER_COMMAND_TYPE_DRAIN) {
-      LOG.log(INFO, "the server asks to drain: {0}", command.getReason());
-      w.draining = true;
-      w.deliveryStopped = true; // no delivery follows this command
-      w.credits = 0;
-      w.signal();
-    } else if (command.getType() == ServerCommandType.SERVER_COMMAND_TYPE_CANCEL_JOB) {
-      var ref = command.getJob();
-      JobContext run = w.running.get(Worker.key(ref.getQueueName(), ref.getJobId()));
-      if (run == null || !run.token.equals(ref.getLeaseToken()) || run.stop != null) {
-        return; // finished meanwhile (its outcome is recorded as usual), another run, or told already
-      }
-      // With timed_out the server has failed the attempt already: the run ends as for its own timeout.
-      run.stop(command.getTimedOut() ? StopReason.TIMEOUT : StopReason.CANCELLED);
+    switch (command.getType()) {
+      case SERVER_COMMAND_TYPE_DRAIN:
+        LOG.log(INFO, "the server asks to drain: {0}", command.getReason());
+        w.draining = true;
+        w.deliveryStopped = true; // no delivery follows this command
+        w.credits = 0;
+        w.signal();
+        break;
+      case SERVER_COMMAND_TYPE_CANCEL_JOB:
+        onCancel(command);
+        break;
+      case SERVER_COMMAND_TYPE_QUIET:
+      case SERVER_COMMAND_TYPE_RESUME:
+        // The server holds deliveries back itself; the flag only makes a new stream's hello say quiet.
+        w.quiet = command.getType() == ServerCommandType.SERVER_COMMAND_TYPE_QUIET;
+        LOG.log(INFO, "the server quiets or resumes the worker (quiet: {0})", w.quiet);
+        break;
+      case SERVER_COMMAND_TYPE_STOP:
+        w.stopAsked(command.getReason());
+        break;
+      case SERVER_COMMAND_TYPE_SET_CONCURRENCY:
+        w.resize(command.getConcurrency(), command.getRevokedCredits());
+        break;
+      default:
+        break;
     }
+  }
+
+  private void onCancel(ServerCommand command) {
+    var ref = command.getJob();
+    JobContext run = w.running.get(Worker.key(ref.getQueueName(), ref.getJobId()));
+    if (run == null || !run.token.equals(ref.getLeaseToken()) || run.stop != null) {
+      return; // finished meanwhile (its outcome is recorded as usual), another run, or told already
+    }
+    // With timed_out the server has failed the attempt already: the run ends as for its own timeout.
+    run.stop(command.getTimedOut() ? StopReason.TIMEOUT : StopReason.CANCELLED);
   }
 }
