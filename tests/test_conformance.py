@@ -186,7 +186,7 @@ def test_a_parked_run_is_out_of_flight_and_shows_in_the_shape() -> None:
     # A replay asks for a signalled stop once the worker holds what the recording's did; a parked run is
     # not held.
     record.add(">", pb.ConnectRequest(report=pb.WorkerReport(stop=True)))
-    assert list(script(record).signalled.values()) == [2]
+    assert [stop.held for stop in script(record).signalled.values()] == [2]
 
 
 def test_a_shape_leaves_out_heartbeats_and_later_credits_and_folds_repeats() -> None:

@@ -318,6 +318,7 @@ REDIS_COMMANDS = (
     "sadd",
     "srem",
     "smembers",
+    "sismember",
     "rpush",
     "lpush",
     "lpop",
