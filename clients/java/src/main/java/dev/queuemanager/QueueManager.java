@@ -474,22 +474,24 @@ public final class QueueManager implements AutoCloseable {
   public static final String DEAD_LETTER_QUEUE = "dead-letter-queue";
 
   /**
-   * A page of a queue's jobs in one state ({@link #listJobsMatching} with {@link JobFilter#ALL}).
+   * A page of a queue's jobs in one state ({@link #listJobsMatching} with {@link JobFilter#ALL}): waiting ones
+   * by priority then age, delayed ones by run time, active ones by lease, finished ones newest first; {@link
+   * Page#total()} is how many jobs were in the state when the page was read.
    *
    * @param state the state to list; required (the server refuses none)
    * @param pageSize 1 to 1,000 jobs; 0 means 100
-   * @param pageToken "" for the first page, then the previous page's {@link JobPage#nextPageToken()}
+   * @param pageToken "" for the first page, then the previous page's {@link Page#nextPageToken()}
    */
-  public JobPage listJobs(String queue, JobState state, int pageSize, String pageToken) {
+  public Page<Job> listJobs(String queue, JobState state, int pageSize, String pageToken) {
     return listJobsMatching(queue, state, JobFilter.ALL, pageSize, pageToken);
   }
 
   /**
    * A page of a queue's jobs in one state that match a filter. With a filter a page may hold fewer jobs
    * than {@code pageSize}, or none, and still carry a token: follow it until it is "". Pages keep {@link
-   * #listJobs}'s order; {@link JobPage#total()} stays the number of jobs in the state, matching or not.
+   * #listJobs}'s order; {@link Page#total()} stays the number of jobs in the state, matching or not.
    */
-  public JobPage listJobsMatching(
+  public Page<Job> listJobsMatching(
       String queue, JobState state, JobFilter filter, int pageSize, String pageToken) {
     var req =
         Jobs.ListJobsRequest.newBuilder()
@@ -501,7 +503,12 @@ public final class QueueManager implements AutoCloseable {
     if (f != null) {
       req.setFilter(f);
     }
-    return new JobPage(call(() -> queues().listJobs(req.build())));
+    var resp = call(() -> queues().listJobs(req.build()));
+    List<Job> jobs = new ArrayList<>();
+    for (Types.Job job : resp.getJobsList()) {
+      jobs.add(new Job(job, false));
+    }
+    return new Page<>(jobs, resp.getNextPageToken(), resp.getTotalSize());
   }
 
   /**
@@ -727,12 +734,13 @@ public final class QueueManager implements AutoCloseable {
   }
 
   /**
-   * A page of a job's log lines, oldest first.
+   * A page of a job's log lines, oldest first; {@link Page#total()} is how many lines are kept for the job
+   * (its last 1,000).
    *
    * @param pageSize 1 to 1,000 lines; 0 means 100
-   * @param pageToken "" for the first page, then the previous page's {@link LogPage#nextPageToken()}
+   * @param pageToken "" for the first page, then the previous page's {@link Page#nextPageToken()}
    */
-  public LogPage getJobLogs(String queue, String id, int pageSize, String pageToken) {
+  public Page<LogLine> getJobLogs(String queue, String id, int pageSize, String pageToken) {
     var req =
         Jobs.GetJobLogsRequest.newBuilder()
             .setQueueName(queue)
@@ -740,7 +748,12 @@ public final class QueueManager implements AutoCloseable {
             .setPageSize(pageSize(pageSize))
             .setPageToken(pageToken == null ? "" : pageToken)
             .build();
-    return new LogPage(call(() -> queues().getJobLogs(req)));
+    var resp = call(() -> queues().getJobLogs(req));
+    List<LogLine> lines = new ArrayList<>();
+    for (Types.JobLogLine line : resp.getLinesList()) {
+      lines.add(new LogLine(line));
+    }
+    return new Page<>(lines, resp.getNextPageToken(), resp.getTotalSize());
   }
 
   /** One queue, with its settings ({@link QueueInfo#config()}). */
@@ -807,19 +820,25 @@ public final class QueueManager implements AutoCloseable {
   }
 
   /**
-   * A page of a queue's fairness groups, by name: those with jobs, with limits of their own, or paused.
+   * A page of a queue's fairness groups, by name: those with jobs, with limits of their own, or paused;
+   * {@link Page#total()} is how many groups the queue knows.
    *
    * @param pageSize 1 to 1,000 groups; 0 means 100
-   * @param pageToken "" for the first page, then the previous page's {@link GroupPage#nextPageToken()}
+   * @param pageToken "" for the first page, then the previous page's {@link Page#nextPageToken()}
    */
-  public GroupPage listGroups(String queue, int pageSize, String pageToken) {
+  public Page<GroupInfo> listGroups(String queue, int pageSize, String pageToken) {
     var req =
         QueueServiceOuterClass.ListGroupsRequest.newBuilder()
             .setQueueName(queue)
             .setPageSize(pageSize(pageSize))
             .setPageToken(pageToken == null ? "" : pageToken)
             .build();
-    return new GroupPage(call(() -> queues().listGroups(req)));
+    var resp = call(() -> queues().listGroups(req));
+    List<GroupInfo> groups = new ArrayList<>();
+    for (Types.GroupInfo group : resp.getGroupsList()) {
+      groups.add(new GroupInfo(group));
+    }
+    return new Page<>(groups, resp.getNextPageToken(), resp.getTotalSize());
   }
 
   /**
@@ -902,12 +921,21 @@ public final class QueueManager implements AutoCloseable {
   /**
    * A page of the copies in dead-letter queue {@code dlq} in one state (null: WAITING), each read as its
    * original's queue, id, name, data and why it failed. Jobs of the queue that are not copies are left out,
-   * so a page may hold fewer than {@code pageSize}: follow the token until it is "".
+   * so a page may hold fewer than {@code pageSize}: follow the token until it is "". {@link Page#total()} is
+   * how many jobs (copies or not) were in the state when the page was read.
    *
    * @param pageSize 1 to 1,000 jobs; 0 means 100
    */
-  public DeadLetterPage listDeadLetters(String dlq, JobState state, int pageSize, String pageToken) {
-    return new DeadLetterPage(listJobs(dlq, state == null ? JobState.WAITING : state, pageSize, pageToken));
+  public Page<DeadLetter> listDeadLetters(String dlq, JobState state, int pageSize, String pageToken) {
+    Page<Job> page = listJobs(dlq, state == null ? JobState.WAITING : state, pageSize, pageToken);
+    List<DeadLetter> copies = new ArrayList<>();
+    for (Job job : page.items()) {
+      DeadLetter copy = DeadLetter.fromJob(job);
+      if (copy != null) {
+        copies.add(copy);
+      }
+    }
+    return new Page<>(copies, page.nextPageToken(), page.total());
   }
 
   /**
@@ -973,13 +1001,14 @@ public final class QueueManager implements AutoCloseable {
   }
 
   /**
-   * A page of workflow runs, newest first, without their steps. The pages follow a cursor, so runs started
-   * while a caller pages shift nothing.
+   * A page of workflow runs, newest first, without their steps ({@link #getWorkflow} has them). The pages
+   * follow a cursor, so runs started while a caller pages shift nothing; {@link Page#total()} is how many runs
+   * the server keeps.
    *
    * @param pageSize 1 to 1,000; 0 means 100
-   * @param pageToken "" for the first page, then the previous page's {@link WorkflowPage#nextPageToken()}
+   * @param pageToken "" for the first page, then the previous page's {@link Page#nextPageToken()}
    */
-  public WorkflowPage listWorkflows(int pageSize, String pageToken) {
+  public Page<WorkflowRun> listWorkflows(int pageSize, String pageToken) {
     if (pageSize < 0) {
       throw new IllegalArgumentException("the page size must be from 0 to 1000, got " + pageSize);
     }
@@ -993,7 +1022,7 @@ public final class QueueManager implements AutoCloseable {
     for (Workflows.WorkflowRun run : resp.getRunsList()) {
       runs.add(new WorkflowRun(run));
     }
-    return new WorkflowPage(runs, resp.getNextPageToken(), resp.getTotalSize());
+    return new Page<>(runs, resp.getNextPageToken(), resp.getTotalSize());
   }
 
   /**

@@ -53,8 +53,8 @@ class AdminTest {
     List<Job> out = new ArrayList<>();
     String token = "";
     do {
-      JobPage page = qm.listJobsMatching(queue, state, filter, pageSize, token);
-      out.addAll(page.jobs());
+      Page<Job> page = qm.listJobsMatching(queue, state, filter, pageSize, token);
+      out.addAll(page.items());
       token = page.nextPageToken();
     } while (!token.isEmpty());
     return out;
@@ -78,17 +78,17 @@ class AdminTest {
       added.add(qm.addJob(queue, name, Map.of("n", name), options).id());
     }
 
-    JobPage first = qm.listJobs(queue, JobState.WAITING, 2, "");
-    assertEquals(2, first.jobs().size());
+    Page<Job> first = qm.listJobs(queue, JobState.WAITING, 2, "");
+    assertEquals(2, first.items().size());
     assertEquals(5, first.total());
     assertTrue(first.hasNextPage());
-    JobPage second = qm.listJobs(queue, JobState.WAITING, 2, first.nextPageToken());
-    assertEquals(2, second.jobs().size());
-    JobPage last = qm.listJobs(queue, JobState.WAITING, 2, second.nextPageToken());
-    assertEquals(1, last.jobs().size());
+    Page<Job> second = qm.listJobs(queue, JobState.WAITING, 2, first.nextPageToken());
+    assertEquals(2, second.items().size());
+    Page<Job> last = qm.listJobs(queue, JobState.WAITING, 2, second.nextPageToken());
+    assertEquals(1, last.items().size());
     assertFalse(last.hasNextPage());
     assertEquals(added, ids(all(queue, JobState.WAITING, JobFilter.ALL, 2)));
-    assertEquals(0, qm.listJobs(queue, JobState.DELAYED, 0, "").jobs().size());
+    assertEquals(0, qm.listJobs(queue, JobState.DELAYED, 0, "").items().size());
 
     JobFilter sends = JobFilter.builder().name("send-*").build();
     assertEquals(added.subList(0, 3), ids(all(queue, JobState.WAITING, sends, 100)));
@@ -142,7 +142,7 @@ class AdminTest {
     assertEquals(1, more.count());
     assertTrue(more.complete());
     assertEquals(3, qm.getQueueMetrics(queue).cancelled());
-    assertEquals("cleanup", qm.listJobs(queue, JobState.CANCELLED, 1, "").jobs().get(0).cancelReason());
+    assertEquals("cleanup", qm.listJobs(queue, JobState.CANCELLED, 1, "").items().get(0).cancelReason());
 
     BulkActionResult retried =
         qm.retryJobs(queue, JobState.CANCELLED, BulkOptions.builder().limit(2).build());
@@ -241,21 +241,21 @@ class AdminTest {
         });
     Job job = qm.addJob(queue, "chatty", null);
     assertEquals(JobState.COMPLETED, qm.waitForJob(queue, job.id(), WAIT).state());
-    LogPage first = qm.getJobLogs(queue, job.id(), 2, "");
+    Page<LogLine> first = qm.getJobLogs(queue, job.id(), 2, "");
     assertEquals(5, first.total());
-    assertEquals("line 1", first.lines().get(0).message());
-    assertEquals("line 2", first.lines().get(1).message());
-    assertNotNull(first.lines().get(0).time());
+    assertEquals("line 1", first.items().get(0).message());
+    assertEquals("line 2", first.items().get(1).message());
+    assertNotNull(first.items().get(0).time());
     List<String> messages = new ArrayList<>();
     String token = "";
     do {
-      LogPage page = qm.getJobLogs(queue, job.id(), 2, token);
-      assertTrue(page.lines().size() <= 2);
-      page.lines().forEach(line -> messages.add(line.message()));
+      Page<LogLine> page = qm.getJobLogs(queue, job.id(), 2, token);
+      assertTrue(page.items().size() <= 2);
+      page.items().forEach(line -> messages.add(line.message()));
       token = page.nextPageToken();
     } while (!token.isEmpty());
     assertEquals(List.of("line 1", "line 2", "line 3", "line 4", "line 5"), messages);
-    assertEquals(5, qm.getJobLogs(queue, job.id(), 0, "").lines().size());
+    assertEquals(5, qm.getJobLogs(queue, job.id(), 0, "").items().size());
     assertThrows(NotFoundException.class, () -> qm.getJobLogs(queue, "no-such-job", 0, ""));
     assertThrows(InvalidArgumentException.class, () -> qm.getJobLogs(queue, job.id(), 5000, ""));
   }
@@ -373,12 +373,12 @@ class AdminTest {
     GroupInfo until = qm.pauseGroupUntil(queue, "tenant-c", at);
     assertEquals(at.toEpochMilli(), until.pausedUntil().toEpochMilli());
 
-    GroupPage first = qm.listGroups(queue, 2, "");
+    Page<GroupInfo> first = qm.listGroups(queue, 2, "");
     assertEquals(3, first.total());
-    assertEquals("tenant-a", first.groups().get(0).group());
-    assertEquals("tenant-b", first.groups().get(1).group());
-    GroupPage second = qm.listGroups(queue, 2, first.nextPageToken());
-    assertEquals("tenant-c", second.groups().get(0).group());
+    assertEquals("tenant-a", first.items().get(0).group());
+    assertEquals("tenant-b", first.items().get(1).group());
+    Page<GroupInfo> second = qm.listGroups(queue, 2, first.nextPageToken());
+    assertEquals("tenant-c", second.items().get(0).group());
     assertFalse(second.hasNextPage());
 
     GroupInfo resumed = qm.resumeGroup(queue, "tenant-c");
@@ -443,8 +443,8 @@ class AdminTest {
     List<DeadLetter> mine = new ArrayList<>();
     String token = "";
     do {
-      DeadLetterPage page = qm.listDeadLetters(QueueManager.DEAD_LETTER_QUEUE, null, 1000, token);
-      page.deadLetters().stream().filter(d -> d.originalQueue().equals(queue)).forEach(mine::add);
+      Page<DeadLetter> page = qm.listDeadLetters(QueueManager.DEAD_LETTER_QUEUE, null, 1000, token);
+      page.items().stream().filter(d -> d.originalQueue().equals(queue)).forEach(mine::add);
       token = page.nextPageToken();
     } while (!token.isEmpty());
     assertEquals(2, mine.size(), mine.toString());

@@ -161,17 +161,17 @@ class FlowsTest {
       Workflow flow = Workflow.builder("paged").steps(WorkflowStep.builder(queue, "x").build()).build();
       mine.add(qm.executeWorkflow(flow).runId());
     }
-    WorkflowPage first = qm.listWorkflows(2, "");
-    assertEquals(2, first.runs().size());
+    Page<WorkflowRun> first = qm.listWorkflows(2, "");
+    assertEquals(2, first.items().size());
     assertFalse(first.nextPageToken().isEmpty());
     assertTrue(first.total() >= 3);
-    assertTrue(first.runs().get(0).steps().isEmpty(), "pages list runs without their steps");
+    assertTrue(first.items().get(0).steps().isEmpty(), "pages list runs without their steps");
     // Runs started while paging do not shift the pages: every run is listed once.
     List<String> seen = new ArrayList<>();
     String token = "";
     do {
-      WorkflowPage page = qm.listWorkflows(2, token);
-      for (WorkflowRun run : page.runs()) {
+      Page<WorkflowRun> page = qm.listWorkflows(2, token);
+      for (WorkflowRun run : page.items()) {
         seen.add(run.runId());
       }
       token = page.nextPageToken();

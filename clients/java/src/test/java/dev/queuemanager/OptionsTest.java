@@ -167,7 +167,7 @@ class OptionsTest {
         qm.addJob(queue, "render", null, JobOptions.builder().workerLabels(Map.of("gpu", "a100")).build());
     assertEquals(Map.of("gpu", "a100"), qm.getJob(queue, job.id()).options().workerLabels());
     // The job waits in the routing group named after its labels.
-    List<GroupInfo> groups = qm.listGroups(queue, 10, "").groups();
+    List<GroupInfo> groups = qm.listGroups(queue, 10, "").items();
     assertEquals(1, groups.size());
     assertEquals("labels:gpu=a100", groups.get(0).group());
     assertEquals(1, groups.get(0).waiting());
