@@ -43,6 +43,12 @@ class RawWorker:
             self.report(pb.WorkerReport(credits=credits))
         return first.welcome
 
+    def open(self) -> None:
+        """Starts the stream without a hello (connect sends one): for a refusal at the call's start, which a
+        hello written meanwhile can turn into grpc.aio's own INTERNAL (its write fails first) instead of the
+        server's status."""
+        self.call = rpc.WorkerServiceStub(self.channel).Connect(self._requests())
+
     def report(self, r: pb.WorkerReport) -> None:
         self._out.put_nowait(pb.ConnectRequest(report=r))
 

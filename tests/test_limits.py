@@ -152,8 +152,9 @@ async def test_calls_at_once_are_bounded_per_pool(server_factory: ServerFactory)
         # Worker streams have their own pool: the first is welcome, the second refused.
         first, second = RawWorker(server.address, ["lim"], "w1"), RawWorker(server.address, ["lim"], "w2")
         await first.connect()
+        second.open()  # refused at its start, before any message
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await second.connect()
+            await second.recv()
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "--max-worker-streams" in (refused.value.details() or "")
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
