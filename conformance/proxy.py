@@ -146,6 +146,10 @@ class Proxy:
         assert self._channel is not None
         call = self._channel.stream_stream(method)(requests, metadata=_call_metadata(context))
         try:
+            # The upstream's headers at once, before any message: a client may wait for them before it writes
+            # (the Python producer stream does), and they would otherwise go out with the first response,
+            # which never comes.
+            await context.send_initial_metadata(_forwarded(await call.initial_metadata()))
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as exc:
@@ -154,12 +158,13 @@ class Proxy:
             call.cancel()
 
 
+def _forwarded(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
+    """Metadata to pass on: none of the transport's own (pseudo-headers and hop-by-hop headers)."""
+    return tuple((k, v) for k, v in metadata or () if not k.startswith(":") and k not in _HOP_HEADERS)
+
+
 def _call_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
-    return tuple(
-        (k, v)
-        for k, v in context.invocation_metadata() or ()
-        if not k.startswith(":") and k not in _HOP_HEADERS
-    )
+    return _forwarded(context.invocation_metadata())
 
 
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from conformance import transcript
-from conformance.proxy import StreamRecord
+from conformance.proxy import Proxy, StreamRecord
 from conformance.replay import script
 from conformance.scenarios import SCENARIOS, _peak_in_flight
+from queue_manager import QueueManager
 from queue_manager.v1 import types_pb2
 from queue_manager.v1 import worker_service_pb2 as pb
+from tests.conftest import ServerFactory
 from tests.test_client_ts import ts_built  # noqa: F401 (the fixture: compiles the client and its worker)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,3 +239,20 @@ async def test_the_kit_refuses_a_bad_concurrency_before_running_anything(value: 
     assert proc.returncode == 2, (out, err)
     assert b"argument --concurrency: must be a whole number from 1 to 100,000" in err, err
     assert b"passed" not in out, out
+
+
+async def test_the_kits_proxy_passes_headers_before_any_message(server_factory: ServerFactory) -> None:
+    """A call the proxy forwards gets the server's headers at once: the Python producer stream (add_job) waits
+    for them before it writes, and hung when the proxy held them back for a first response that never came."""
+    server = await server_factory()
+    proxy = Proxy(server.address)
+    await proxy.start()
+    qm = QueueManager(proxy.address)
+    try:
+        async with asyncio.timeout(20):
+            await qm.register_queue("proxied")
+            job = await qm.add_job("proxied", "through-the-proxy")
+            assert (await qm.get_job("proxied", job.id)).name == "through-the-proxy"
+    finally:
+        await qm.shutdown()
+        await proxy.stop()
