@@ -16,31 +16,11 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** The admin layer (listing and control of jobs, queues, groups and dead letters) against a real server. */
-class AdminTest {
+class AdminTest extends ServerTest {
   private static final Duration WAIT = Duration.ofSeconds(30);
-
-  private QueueManager qm;
-  private Worker worker;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() throws InterruptedException {
-    if (worker != null) {
-      worker.shutdown(Duration.ofSeconds(5));
-    }
-    if (qm != null) { // null when the test skipped itself
-      qm.close();
-    }
-  }
 
   private void start(String queue, JobHandler handler) throws InterruptedException {
     worker = qm.newWorker(WorkerOptions.builder().handler(queue, handler).concurrency(4).build());

@@ -13,34 +13,14 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Operators' control of a Java stream worker (ControlWorker): quiet, resume, stop and concurrency. */
-class ControlTest {
+class ControlTest extends ServerTest {
   private static final Duration WAIT = Duration.ofSeconds(30);
 
   // Pulled jobs' leases: far longer than the test server's short default, so a busy machine loses none.
   private static final Duration LEASE = Duration.ofSeconds(30);
-
-  private QueueManager qm;
-  private Worker worker;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() throws InterruptedException {
-    if (worker != null) {
-      worker.shutdown(Duration.ofSeconds(5));
-    }
-    if (qm != null) {
-      qm.close();
-    }
-  }
 
   private Worker start(String queue, int concurrency, JobHandler handler) throws InterruptedException {
     worker = qm.newWorker(WorkerOptions.builder().handler(queue, handler).concurrency(concurrency).build());

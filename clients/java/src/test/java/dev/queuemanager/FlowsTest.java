@@ -17,31 +17,11 @@ import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Predicate;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Workflows against a real server: branches, fan-in, conditions, paging, cancel and retry. */
-class FlowsTest {
+class FlowsTest extends ServerTest {
   private static final Duration WAIT = Duration.ofSeconds(30);
-
-  private QueueManager qm;
-  private Worker worker;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() throws InterruptedException {
-    if (worker != null) {
-      worker.shutdown(Duration.ofSeconds(5));
-    }
-    if (qm != null) {
-      qm.close();
-    }
-  }
 
   private void startWorker(String queue, JobHandler handler) throws InterruptedException {
     worker = qm.newWorker(WorkerOptions.builder().handler(queue, handler).concurrency(4).build());

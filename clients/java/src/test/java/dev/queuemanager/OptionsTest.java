@@ -15,32 +15,12 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
 
 /** Every job option and every queue setting, sent to a real server and read back or seen at work. */
-class OptionsTest {
+class OptionsTest extends ServerTest {
   private static final Duration WAIT = Duration.ofSeconds(30);
-
-  private QueueManager qm;
-  private Worker worker;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() throws InterruptedException {
-    if (worker != null) {
-      worker.shutdown(Duration.ofSeconds(5));
-    }
-    if (qm != null) { // null when the test skipped itself
-      qm.close();
-    }
-  }
 
   private void start(WorkerOptions.Builder options) throws InterruptedException {
     worker = qm.newWorker(options.concurrency(4).build());

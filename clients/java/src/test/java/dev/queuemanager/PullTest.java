@@ -13,28 +13,12 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Pull workers (fetchJobs and the calls of a pulled job) against a real server. */
-class PullTest {
+class PullTest extends ServerTest {
   // Leases far longer than the test server's short default, so a busy machine loses none.
   private static final Duration LEASE = Duration.ofSeconds(30);
-
-  private QueueManager qm;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() {
-    if (qm != null) {
-      qm.close();
-    }
-  }
 
   @Test
   void fetchedJobsCompleteFailAndReportProgress() {

@@ -13,26 +13,10 @@ import java.time.Instant;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** Schedules, external events and event triggers against a real server. */
-class SchedulesEventsTest {
-  private QueueManager qm;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() {
-    if (qm != null) {
-      qm.close();
-    }
-  }
-
+class SchedulesEventsTest extends ServerTest {
   @Test
   void anIntervalScheduleAddsItsJobs() {
     String queue = TestServers.queue("sched");

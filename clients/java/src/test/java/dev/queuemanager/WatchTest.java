@@ -10,27 +10,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.time.Duration;
 import java.util.List;
 import java.util.Set;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** watchJobEvents against a real server: the events of a job's life, filters, close and refusals. */
-class WatchTest {
+class WatchTest extends ServerTest {
   private static final Duration WAIT = Duration.ofSeconds(10);
-
-  private QueueManager qm;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() {
-    if (qm != null) {
-      qm.close();
-    }
-  }
 
   private static JobEvent next(JobEventStream events) throws InterruptedException {
     JobEvent event = events.next(WAIT);

@@ -11,31 +11,11 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** The stream worker against a real server (lease QM_TEST_LEASE_MS, heartbeats every third of it). */
-class WorkerTest {
+class WorkerTest extends ServerTest {
   private static final Duration WAIT = Duration.ofSeconds(30);
-
-  private QueueManager qm;
-  private Worker worker;
-
-  @BeforeEach
-  void connect() {
-    qm = TestServers.client();
-  }
-
-  @AfterEach
-  void close() throws InterruptedException {
-    if (worker != null) {
-      worker.shutdown(Duration.ofSeconds(5));
-    }
-    if (qm != null) { // null when the test skipped itself
-      qm.close();
-    }
-  }
 
   private Worker start(String queue, int concurrency, JobHandler handler) throws InterruptedException {
     worker = qm.newWorker(WorkerOptions.builder().handler(queue, handler).concurrency(concurrency).build());
