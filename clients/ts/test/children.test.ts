@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { InvalidArgumentError, WaitingForChildrenError, type ActiveJob, type JobContext, type QueueManager } from "../src/index.js";
-import { client, deferred, queueName, worker } from "./helpers.js";
+import { client, deferred, queueName, until, worker } from "./helpers.js";
 
 let qm: QueueManager;
 
@@ -68,7 +68,9 @@ describe("waitForChildren", () => {
       const parent = await qm.addJob(files, "split", { step: "split" }, { attempts: 1 });
       await childStarted.promise;
 
-      // Parked: delayed with no due time, its checkpoint written, its children listed as not finished.
+      // Parked: delayed with no due time, its checkpoint written, its children listed as not finished. A child
+      // can start before the call's answer reaches the parent's processor: wait for that too.
+      await until(() => waiting !== undefined);
       assert.ok(waiting instanceof WaitingForChildrenError);
       assert.equal(waiting.pending, 3);
       const parked = await qm.getJob(files, parent.id);

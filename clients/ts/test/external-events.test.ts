@@ -11,7 +11,7 @@ import { WaitForEventResponseSchema } from "../src/gen/queue_manager/v1/external
 import { JobDeliverySchema } from "../src/gen/queue_manager/v1/worker_service_pb.js";
 import { Outbox } from "../src/outbox.js";
 import { Runs, type RunsHost } from "../src/worker-runs.js";
-import { client, deferred, queueName, worker } from "./helpers.js";
+import { client, deferred, queueName, until, worker } from "./helpers.js";
 
 let qm: QueueManager;
 
@@ -66,6 +66,8 @@ describe("waitForEvent", () => {
     try {
       const job = await qm.addJob(name, "ship", { step: "wait" }, { attempts: 1 });
       await untilState(name, job.id, "delayed");
+      // The server parks the job in the call, before its answer reaches the processor: wait for that too.
+      await until(() => waiting !== undefined);
       assert.ok(waiting instanceof WaitingForEventError);
       assert.equal(waiting.until, undefined);
       const parked = await qm.getJob(name, job.id);
