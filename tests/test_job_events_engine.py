@@ -150,8 +150,8 @@ async def test_bulk_actions_by_filter_publish_their_jobs_events(
     )
     await asyncio.wait_for(channel.get(), 10)  # the adds'
     search = JobSearch(engine)
-    removed = await search.remove_matching("bulk", "waiting", JobFilter(name="a"), 0)
-    cancelled = await search.cancel_matching("bulk", "waiting", JobFilter(name="b"), 0)
+    removed = await search.remove_matching("bulk", "waiting", JobFilter(name="a"), None)
+    cancelled = await search.cancel_matching("bulk", "waiting", JobFilter(name="b"), None)
     assert (removed.count, cancelled.count) == (3, 3)
     batches = [await asyncio.wait_for(channel.get(), 10) for _ in range(2)]
     assert [(e.type, e.job_id) for e in batches[0].events] == [(REMOVED, f"b{i}") for i in (1, 3, 5)]

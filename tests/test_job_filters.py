@@ -305,7 +305,7 @@ async def test_bad_filters_and_bulk_requests_are_refused_precisely(stub: qrpc.Qu
     await expect(Code.NOT_FOUND, missing, "nope")
     bad_token = jpb.RemoveJobsRequest(queue_name=Q, state=t.JOB_STATE_FAILED, page_token="abc")
     await expect(Code.INVALID_ARGUMENT, stub.RemoveJobs(bad_token), "page_token", "RemoveJobs")
-    # A ListJobs token ("o:10") is refused by the bulk calls: their positions count what they acted on.
+    # An older ListJobs token ("o:10") is refused by the bulk calls, which take back only their own tokens.
     other = jpb.CancelJobsRequest(queue_name=Q, state=t.JOB_STATE_WAITING, page_token="bzoxMA==")
     await expect(Code.INVALID_ARGUMENT, stub.CancelJobs(other), "not a token returned by CancelJobs")
     await expect(

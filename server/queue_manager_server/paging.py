@@ -1,7 +1,7 @@
-"""Page requests of the list calls (ListJobs, ListWorkflows, ListGroups, GetJobLogs): size and opaque token.
+"""Page requests of the list calls (ListJobs, ListWorkflows, ListGroups, GetJobLogs) and where the bulk
+actions go on: size and opaque token.
 
-A token is ``<kind>:<position>`` in URL-safe base64: a log line number (``l``, GetJobLogs), or where a bulk
-call continues (``r`` RetryFailedJobs, ``c`` CancelJobs, ``x`` RemoveJobs: engine/search.py). Positions are
+A token is ``<kind>:<position>`` in URL-safe base64 for a log line number (``l``, GetJobLogs). Positions are
 bounded: Redis reads them as 64-bit integers, and a crafted token past that range must be refused here
 (INVALID_ARGUMENT), not by Redis (an internal error).
 
@@ -28,8 +28,17 @@ cursor in every state, filtered or not, and its counts (count_only) go on from t
   lua/includes/filter.lua). Jobs added to the head of a list, or to a list before the cursor's (a higher
   priority), after the cursor passed are not listed; jobs added to the tail are.
 
-A token of the offsets ListJobs and ListGroups answered before (``o``) is refused as out of date
-(INVALID_ARGUMENT): the caller starts again from the first page.
+The bulk actions (RetryFailedJobs with a filter, limit or token, CancelJobs, RemoveJobs) go on from the same
+cursors, ``s`` or ``q`` after the call's letter (``r``, ``c``, ``x``: ``rs``, ``cq``…) so a token is taken
+back only by the call and the kind of state that answered it. What a caller can expect is the above, with
+what an action does to the jobs it reads: they leave the state, so none is acted on twice (but an active job
+asked to stop, which stays, is asked again if its lease is extended past the cursor before the pass ends),
+and a ``q`` cursor names the last job read that stayed in its list (lua/includes/filter.lua bulk_cursor), not
+one the call took out of it.
+
+A token of the offsets ListJobs and ListGroups answered before (``o``), or of the positions the bulk actions
+answered before (``r``, ``c``, ``x``), is refused as out of date (INVALID_ARGUMENT): the caller starts again
+from the first page or call.
 """
 
 from __future__ import annotations
@@ -62,6 +71,13 @@ def next_token(kind: str, position: int) -> str:
 WAITING_CURSOR = re.compile(r"[1-5]\n[^\n]*\n.+", re.DOTALL)
 
 
+def job_cursor(state: str) -> tuple[str, re.Pattern[str] | None]:
+    """The kind of cursor the jobs of a state are paged by (ListJobs; the bulk actions after their letter)
+    and the form its member must have: waiting and paused jobs are held in lists, the others in sorted
+    sets."""
+    return ("q", WAITING_CURSOR) if state in ("waiting", "paused") else ("s", None)
+
+
 def cursor_request(
     size: int,
     token: str,
@@ -84,8 +100,30 @@ def cursor_request(
     size = size or DEFAULT_PAGE_SIZE
     if size > MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"{size} is above the maximum of {MAX_PAGE_SIZE}")
+    return size, cursor(token, kind, rpc, member, stale)
+
+
+def cursor(
+    token: str,
+    kind: str,
+    rpc: str,
+    member: re.Pattern[str] | None = None,
+    stale: str = "",
+    again: str = "list again from the first page",
+) -> tuple[int, str] | None:
+    """The cursor a token names: the score and member of the last item the call before read (none: from the
+    first item).
+
+    Args:
+        token: The page token ('' for the first call).
+        kind: The kind of cursor the call answers.
+        rpc: The call's name, for the message.
+        member: The form the cursor's member must have, when it has one.
+        stale: The kind of token the call answered before it paged by cursor, refused as out of date.
+        again: What the caller of an out-of-date token does instead, for the message.
+    """
     if not token:
-        return size, None
+        return None
     try:
         found, score, name = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
         value = int(score)
@@ -95,20 +133,15 @@ def cursor_request(
             raise InvalidArgument(
                 "page_token",
                 f"is a position token of an older {rpc}, which no longer pages by position; omit it and "
-                "list again from the first page",
+                f"{again}",
             ) from None
     if found != kind or not 0 <= value <= MAX_POSITION or (member and not member.fullmatch(name)):
         raise InvalidArgument("page_token", f"is not a token returned by {rpc}; omit it for the first page")
-    return size, (value, name)
+    return value, name
 
 
 def next_cursor(kind: str, score: int, member: str) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{score}:{member}".encode()).decode()
-
-
-def position(token: str, kind: str, rpc: str) -> int:
-    """The position a token of this kind names (none: 0)."""
-    return _position(token, kind, rpc)
 
 
 def _position(token: str, kind: str, rpc: str) -> int:

@@ -1,20 +1,20 @@
 """Finding the jobs of one state by what they are, and acting on those found (retry, cancel, remove).
 
 No index is kept for a filter, so adds, claims and completions cost what they always did: a call reads the
-state's members from a position on and tests each job (lua/includes/filter.lua), at most SCAN_CHUNK members
+state's members after a cursor and tests each job (lua/includes/filter.lua), at most SCAN_CHUNK members
 per Redis call and SCAN_BUDGET per call of these methods. A page or an action may therefore come back with
-few matches, or none, and a position to continue from; only a pass that reached the state's end is done.
+few matches, or none, and a cursor to continue from; only a pass that reached the state's end is done.
 
-A ListJobs page (filtered or not) and a count go on from a cursor, the last member the call before read
-(lua/includes/filter.lua members_after; paging.py says what a caller can expect of each state), so jobs
-joining or leaving the state ahead of it meanwhile shift nothing.
-
-A bulk action goes on from a position instead, an index into the state's members in the order ListJobs shows
-them. Its jobs leave the state (but an active job asked to stop), so the position it answers is the one after
-the members it read, less those that left. Jobs that join or leave the state ahead of the position meanwhile
-move it: a job may be read twice or not at all, and a bulk action run again from the start catches those it
-missed. Each script call is atomic: a job is tested and acted on in the same call, so a job that stopped
-matching is never acted on.
+A ListJobs page (filtered or not), a count and a bulk action go on from a cursor, the last member the call
+before read (lua/includes/filter.lua members_after; paging.py says what a caller can expect of each state),
+so jobs joining or leaving the state ahead of it meanwhile shift nothing. A bulk action takes the jobs it acts
+on out of the state (but an active job asked to stop), the cursor's own job too, perhaps: in a sorted set the
+next call still starts strictly after its (score, id); in the waiting lists the cursor is the last job read
+that stayed in its list (lua/includes/filter.lua bulk_cursor), since a cursor whose job left its list sends
+the next read back to that list's head. Each script call is atomic: a job is tested and acted on in the same
+call, so a job that stopped matching is never acted on; one acted on has left the state or, an active job
+asked to stop, was read before the cursor, so no later call acts on it again (unless a lease extended past
+the cursor moved it there meanwhile).
 
 One method per Lua script, with the script's name and argument order (as in engine.py).
 """
@@ -40,8 +40,9 @@ MAX_ACTION = 1000
 
 NO_QUEUE = -1
 
-# Where a ListJobs page goes on: the last member the page before read, as (c1, c2) of
-# lua/includes/filter.lua read_cursor: a sorted set's (score, job id), or a waiting job's (index in its list,
+# Where a ListJobs page, a count or a bulk action goes on: the last member the call before read (a bulk
+# action's: lua/includes/filter.lua bulk_cursor), as (c1, c2) of lua/includes/filter.lua read_cursor: a
+# sorted set's (score, job id), or a waiting job's (index in its list,
 # "<level>\n<group>\n<job id>"; paging.py WAITING_CURSOR).
 Cursor = tuple[int, str]
 _FINISHED = ("completed", "failed", "cancelled")
@@ -120,13 +121,13 @@ class Acted:
     Attributes:
         count: Jobs retried, cancelled or removed.
         requested: Active jobs asked to stop (cancel only).
-        position: Where to continue; None once the state's end was read.
+        cursor: Where the next call goes on; None once the state's end was read.
         handed: Flow hand-offs queued for removed jobs that parents waited for (remove only).
     """
 
     count: int = 0
     requested: int = 0
-    position: int | None = 0
+    cursor: Cursor | None = None
     handed: int = 0
 
 
@@ -217,45 +218,42 @@ class JobSearch:
         key_of: str,
         state: str,
         flt: JobFilter,
-        position: int,
+        after: Cursor | None,
         limit: int,
         extra: list[Any],
         keys: list[str],
-        flows: bool = False,
     ) -> Acted:
         """Calls an action script in SCAN_CHUNK reads until SCAN_BUDGET members were read, `limit` jobs acted
-        on, or the state's end reached. Replies: {done, [requested,] next position, size after}, and with
-        `flows` the flow hand-offs the call queued last."""
+        on, or the state's end reached. Replies: {done, requested, 1 when members follow, the cursor to go on
+        from (c1, c2), flow hand-offs queued}."""
         k = self.engine.keys(queue)
-        out = Acted(position=position)
+        out = Acted()
         read = 0
         while read < SCAN_BUDGET and out.count + out.requested < limit:
             chunk = min(SCAN_CHUNK, SCAN_BUDGET - read)
             want = limit - out.count - out.requested
-            args = [k.job_prefix, state, position, chunk, want, *flt.argv(), *extra]
-            r = [int(v) for v in await self.engine.scripts.run(script, [*keys, key_of], args)]
-            if r[0] == NO_QUEUE:
+            args = [k.job_prefix, state, *_cursor_argv(after), chunk, want, *flt.argv(), *extra]
+            r = await self.engine.scripts.run(script, [*keys, key_of], args)
+            if int(r[0]) == NO_QUEUE:
                 raise QueueNotFound(queue)
-            if flows:
-                out.handed += r.pop()
-            done, requested = r[0], (r[1] if len(r) == 4 else 0)
-            after, size = r[-2], r[-1]
-            out.count += done
-            out.requested += requested
-            read += after - position + done
-            if after >= size or after + done == position:  # the end, or nothing left to read there
-                out.position = None
+            out.count += int(r[0])
+            out.requested += int(r[1])
+            out.handed += int(r[5])
+            after, read = _cursor(r[3], r[4]) or after, read + chunk
+            if not int(r[2]):  # the state's end was read
+                out.cursor = None
                 return out
-            position = out.position = after
+            out.cursor = after
         return out
 
     async def retry_matching(
-        self, queue: str, state: str, flt: JobFilter, position: int, limit: int = MAX_ACTION
+        self, queue: str, state: str, flt: JobFilter, after: Cursor | None, limit: int = MAX_ACTION
     ) -> Acted:
-        """Runs the failed (or cancelled) jobs that match again, at most `limit` (one bounded pass)."""
+        """Runs the failed (or cancelled) jobs that match again, at most `limit`, from the member after
+        `after` on (None: from the first; one bounded pass)."""
         k = self.engine.keys(queue)
         acted = await self._act(
-            queue, "retry_matching", k.state_set(state), state, flt, position, limit, [], [k.meta, k.waiting]
+            queue, "retry_matching", k.state_set(state), state, flt, after, limit, [], [k.meta, k.waiting]
         )
         if acted.count:
             await self.engine.notify_waiting(queue)
@@ -264,34 +262,40 @@ class JobSearch:
         return acted
 
     async def cancel_matching(
-        self, queue: str, state: str, flt: JobFilter, position: int, limit: int = MAX_ACTION, reason: str = ""
+        self,
+        queue: str,
+        state: str,
+        flt: JobFilter,
+        after: Cursor | None,
+        limit: int = MAX_ACTION,
+        reason: str = "",
     ) -> Acted:
-        """Cancels the waiting (or paused), delayed or active jobs that match, at most `limit` (one bounded
-        pass); active ones are asked to stop (cancel_job.lua)."""
+        """Cancels the waiting (or paused), delayed or active jobs that match, at most `limit`, from the
+        member after `after` on (None: from the first; one bounded pass); active ones are asked to stop
+        (cancel_job.lua)."""
         source = await self._source(queue, state)
         if source is None:
-            return Acted(position=None)
+            return Acted()
         k, name, key = source
         extra: list[Any] = [reason, self.engine.channel, queue]
         acted = await self._act(
-            queue, "cancel_matching", key, name, flt, position, limit, extra, [k.meta, k.waiting]
+            queue, "cancel_matching", key, name, flt, after, limit, extra, [k.meta, k.waiting]
         )
         if acted.count:
             await self.engine.after_flow_finish(queue)
         return acted
 
     async def remove_matching(
-        self, queue: str, state: str, flt: JobFilter, position: int, limit: int = MAX_ACTION
+        self, queue: str, state: str, flt: JobFilter, after: Cursor | None, limit: int = MAX_ACTION
     ) -> Acted:
-        """Removes the jobs of `state` (not active) that match, at most `limit` (one bounded pass)."""
+        """Removes the jobs of `state` (not active) that match, at most `limit`, from the member after `after`
+        on (None: from the first; one bounded pass)."""
         source = await self._source(queue, state)
         if source is None:
-            return Acted(position=None)
+            return Acted()
         k, name, key = source
         keys = [k.meta, k.waiting]
-        acted = await self._act(
-            queue, "remove_matching", key, name, flt, position, limit, [], keys, flows=True
-        )
+        acted = await self._act(queue, "remove_matching", key, name, flt, after, limit, [], keys)
         if acted.handed:  # unfinished jobs that parents waited for: they end for them (common.lua on_removed)
             await self.engine.after_flow_finish(queue)
         return acted

@@ -23,7 +23,7 @@ from queue_manager_server.engine.job_control import JobControl
 from queue_manager_server.engine.search import JobFilter, JobSearch
 from queue_manager_server.errors import InvalidArgument, JobNotFound
 from queue_manager_server.services.errors import streaming, unary
-from queue_manager_server.services.search import bulk_token
+from queue_manager_server.services.search import bulk_cursor, bulk_token
 from queue_manager_server.services.waiters import Follower, JobWaiters
 
 # A follower re-reads its job at least this often, in case a pub/sub event was lost.
@@ -151,9 +151,9 @@ class JobControlHandlers:
         if flt is None and not request.limit and not request.page_token:  # the whole state, as ever
             return pb.RetryFailedJobsResponse(count=await self.control.retry_jobs(queue, state))
         limit = filter_convert.action_limit(request.limit)
-        position = paging.position(request.page_token, "r", "RetryFailedJobs")
-        acted = await self.search.retry_matching(queue, state, flt or JobFilter(), position, limit)
-        return pb.RetryFailedJobsResponse(count=acted.count, next_page_token=bulk_token("r", acted))
+        kind, after = bulk_cursor(request.page_token, "r", state, "RetryFailedJobs")
+        acted = await self.search.retry_matching(queue, state, flt or JobFilter(), after, limit)
+        return pb.RetryFailedJobsResponse(count=acted.count, next_page_token=bulk_token(kind, acted))
 
     @unary
     async def PromoteJob(

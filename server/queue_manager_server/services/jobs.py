@@ -299,7 +299,7 @@ class JobHandlers:
         state = convert.state_name(request.state)
         page_size = 0 if request.count_only else request.page_size  # a count returns no page
         # Waiting and paused jobs are held in lists, the other states in sorted sets: cursors of two kinds.
-        kind, member = ("q", paging.WAITING_CURSOR) if state in ("waiting", "paused") else ("s", None)
+        kind, member = paging.job_cursor(state)
         token = request.page_token
         size, after = paging.cursor_request(page_size, token, kind, "ListJobs", member, stale="o")
         flt = filter_convert.job_filter(request.filter)

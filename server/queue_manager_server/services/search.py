@@ -8,7 +8,7 @@ import grpc
 from queue_manager.v1 import jobs_pb2 as pb
 from queue_manager.v1 import types_pb2
 from queue_manager_server import convert, filter_convert, paging, validate
-from queue_manager_server.engine.search import Acted, JobFilter, JobSearch
+from queue_manager_server.engine.search import Acted, Cursor, JobFilter, JobSearch
 from queue_manager_server.errors import InvalidArgument
 from queue_manager_server.services.cancel import MAX_REASON
 from queue_manager_server.services.errors import unary
@@ -22,9 +22,18 @@ _CANCELLABLE: set[int] = {
 _REMOVABLE: set[int] = set(convert.STATE_NAMES) - {types_pb2.JOB_STATE_ACTIVE}
 
 
+def bulk_cursor(token: str, letter: str, state: str, rpc: str) -> tuple[str, Cursor | None]:
+    """The kind of cursor a bulk call on `state` answers (its letter, then the state's kind: paging.py) and
+    the cursor its page_token names (none: from the first job); a position token of the call's older kind
+    (its letter alone) is refused as out of date."""
+    kind, member = paging.job_cursor(state)
+    again = "run the action again from its first call"
+    return letter + kind, paging.cursor(token, letter + kind, rpc, member, stale=letter, again=again)
+
+
 def bulk_token(kind: str, acted: Acted) -> str:
     """The next_page_token of a bounded bulk call: empty once the state's end was read."""
-    return "" if acted.position is None else paging.next_token(kind, acted.position)
+    return "" if acted.cursor is None else paging.next_cursor(kind, *acted.cursor)
 
 
 def _state(value: int, allowed: set[int], why: str) -> str:
@@ -47,11 +56,11 @@ class SearchHandlers:
         state = _state(request.state, _CANCELLABLE, " (finished jobs cannot be cancelled)")
         flt = filter_convert.job_filter(request.filter) or JobFilter()
         limit = filter_convert.action_limit(request.limit)
-        position = paging.position(request.page_token, "c", "CancelJobs")
+        kind, after = bulk_cursor(request.page_token, "c", state, "CancelJobs")
         reason = validate.text(request.reason, "reason", MAX_REASON, required=False)
-        acted = await self.search.cancel_matching(queue, state, flt, position, limit, reason)
+        acted = await self.search.cancel_matching(queue, state, flt, after, limit, reason)
         return pb.CancelJobsResponse(
-            count=acted.count, requested_count=acted.requested, next_page_token=bulk_token("c", acted)
+            count=acted.count, requested_count=acted.requested, next_page_token=bulk_token(kind, acted)
         )
 
     @unary
@@ -63,6 +72,6 @@ class SearchHandlers:
         state = _state(request.state, _REMOVABLE, why)
         flt = filter_convert.job_filter(request.filter) or JobFilter()
         limit = filter_convert.action_limit(request.limit)
-        position = paging.position(request.page_token, "x", "RemoveJobs")
-        acted = await self.search.remove_matching(queue, state, flt, position, limit)
-        return pb.RemoveJobsResponse(count=acted.count, next_page_token=bulk_token("x", acted))
+        kind, after = bulk_cursor(request.page_token, "x", state, "RemoveJobs")
+        acted = await self.search.remove_matching(queue, state, flt, after, limit)
+        return pb.RemoveJobsResponse(count=acted.count, next_page_token=bulk_token(kind, acted))

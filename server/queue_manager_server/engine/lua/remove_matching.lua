@@ -1,26 +1,29 @@
 -- remove_matching.lua: deletes the jobs of one state (not active) that match a filter, with their log
 -- lines, releasing their dedup keys, as remove_job.lua does for one job; reads at most N of the state's
--- members from a position and removes at most M. An unfinished job that parents wait for (WaitForChildren)
+-- members after a cursor and removes at most M. An unfinished job that parents wait for (WaitForChildren)
 -- ends for them as removed (common.lua on_removed).
 -- @include common
 -- @include filter
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] the state's key (the waiting key, or the state's
 --   zset: delayed, completed, failed or cancelled)
--- ARGV[1] job key prefix  ARGV[2] state ('waiting' or the zset's)  ARGV[3] position  ARGV[4] most members
---   read N  ARGV[5] most jobs removed M  ARGV[6..12] the filter (includes/filter.lua read_filter)
--- Returns: {jobs removed, position to continue from (the removed left the state), the state's size after
---   the call, flow hand-offs queued}, or {-1} when the queue is not registered
+-- ARGV[1] job key prefix  ARGV[2] state ('waiting' or the zset's)  ARGV[3], ARGV[4] the cursor (c1, c2; c1 ''
+--   from the first member: includes/filter.lua read_cursor)  ARGV[5] most members read N  ARGV[6] most jobs
+--   removed M  ARGV[7..13] the filter (includes/filter.lua read_filter)
+-- Returns: {jobs removed, 0 (none asked to stop), 1 when members follow the last one read else 0, the cursor
+--   to go on from (c1, c2: includes/filter.lua bulk_cursor), flow hand-offs queued}, or {-1} when the queue
+--   is not registered
 local meta, waiting, key = KEYS[1], KEYS[2], KEYS[3]
-local prefix, state, start, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+local prefix, state, want = ARGV[1], ARGV[2], tonumber(ARGV[6])
 -- The existence check reads the job events' watch deadline too (common.lua watched).
 local m = redis.call('HMGET', meta, 'created', 'evw')
 if not m[1] then return {-1} end
 local now = now_ms()
 watched(m[2], now)
-local f = read_filter(ARGV, 6)
-local ids, lists, at, total = members_from(state, key, start, tonumber(ARGV[4]))
-local picked, taken, grps, read = {}, {}, {}, #ids
+local f = read_filter(ARGV, 7)
+local ids, marks, total, skipped, lists = members_after(state, key, read_cursor(state, ARGV[3], ARGV[4]),
+  tonumber(ARGV[5]))
+local picked, taken, gone, grps, read = {}, {}, {}, {}, #ids
 local unfinished = state == 'waiting' or state == 'delayed'
 for i, id in ipairs(ids) do
   if #taken == want then
@@ -39,13 +42,15 @@ for i, id in ipairs(ids) do
     redis.call('DEL', jkey, job_logs_key(prefix, id))
     picked[#picked + 1] = i
     taken[#taken + 1] = id
+    gone[i] = true
     grps[i] = r[4] or nil
   end
 end
 if state == 'waiting' then
-  take_waiting(waiting, lists, at, picked, grps)
+  take_waiting(waiting, lists, marks, picked, grps)
 else
   zrem_all(key, taken)
 end
 publish_events(prefix, now)
-return {#taken, start + read - #taken, total - #taken, REMOVED.handed}
+local c = bulk_cursor(state, marks, read, gone, ARGV[3], ARGV[4])
+return {#taken, 0, total - skipped > read and 1 or 0, c[1], c[2], REMOVED.handed}

@@ -1,5 +1,5 @@
 -- retry_matching.lua: runs the failed (or cancelled) jobs that match a filter again, reading at most N of
--- the state's members from a position (newest finish first, as ListJobs shows them) and retrying at most M.
+-- the state's members after a cursor (newest finish first, as ListJobs shows them) and retrying at most M.
 -- As retry_jobs.lua: a workflow step's job re-opens its step (includes/requeue.lua flow_retried), and a
 -- watched queue gets their events (common.lua watched).
 -- @include common
@@ -7,16 +7,19 @@
 -- @include filter
 --
 -- KEYS[1] meta (hash)  KEYS[2] waiting (lists)  KEYS[3] the state's zset (failed or cancelled)
--- ARGV[1] job key prefix  ARGV[2] state ('failed' or 'cancelled')  ARGV[3] position  ARGV[4] most members
---   read N  ARGV[5] most jobs retried M  ARGV[6..12] the filter (includes/filter.lua read_filter)
--- Returns: {jobs moved back to waiting, position to continue from (the retried left the set), the state's
---   size after the call}, or {-1} when the queue is not registered
+-- ARGV[1] job key prefix  ARGV[2] state ('failed' or 'cancelled')  ARGV[3], ARGV[4] the cursor (c1, c2: a
+--   score and a job id; c1 '' from the first member)  ARGV[5] most members read N  ARGV[6] most jobs retried
+--   M  ARGV[7..13] the filter (includes/filter.lua read_filter)
+-- Returns: {jobs moved back to waiting, 0 (none asked to stop), 1 when members follow the last one read else
+--   0, the cursor to go on from (c1, c2: includes/filter.lua bulk_cursor), 0 (no flow hand-off)}, or {-1}
+--   when the queue is not registered
 local meta, waiting, set = KEYS[1], KEYS[2], KEYS[3]
-local prefix, state, start, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+local prefix, state, want = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local m = redis.call('HMGET', meta, 'created', 'evw')
 if not m[1] then return {-1} end
-local f = read_filter(ARGV, 6)
-local ids = members_from(state, set, start, tonumber(ARGV[4]))
+local f = read_filter(ARGV, 7)
+local ids, marks, total, skipped = members_after(state, set, read_cursor(state, ARGV[3], ARGV[4]),
+  tonumber(ARGV[5]))
 local now, pushes, moved, read = now_ms(), {}, {}, #ids
 watched(m[2], now)
 for i, id in ipairs(ids) do
@@ -34,4 +37,6 @@ end
 push_waiting(pushes)
 zrem_all(set, moved)
 publish_events(prefix, now)
-return {#moved, start + read - #moved, redis.call('ZCARD', set)}
+-- A sorted set's cursor is the last member read, retried or not (bulk_cursor): no job was taken to track.
+local c = bulk_cursor(state, marks, read, {}, ARGV[3], ARGV[4])
+return {#moved, 0, total - skipped > read and 1 or 0, c[1], c[2], 0}

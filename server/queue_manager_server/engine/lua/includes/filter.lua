@@ -1,13 +1,14 @@
--- filter.lua: which jobs a JobFilter selects, and the members of a state read from a position on, shared by
--- list_matching.lua and the bulk actions (retry_matching, cancel_matching, remove_matching). Needs
--- common.lua included first. No index is kept for a filter (adds stay as cheap as ever): a caller reads a
--- bounded run of the state's members and tests each job (engine/search.py says how the runs are paged).
+-- filter.lua: which jobs a JobFilter selects, and the members of a state read after a cursor, shared by
+-- list_matching.lua, count_matching.lua and the bulk actions (retry_matching, cancel_matching,
+-- remove_matching). Needs common.lua included first. No index is kept for a filter (adds stay as cheap as
+-- ever): a caller reads a bounded run of the state's members and tests each job (engine/search.py says how
+-- the runs are paged).
 --
--- A position (the bulk actions) is an index into the state's members in the order ListJobs shows them:
--- waiting (or paused) by the level lists one after another, then each fairness group's level lists, the
--- groups by name (engine.py _waiting_page); delayed and active by score; completed, failed and cancelled
--- newest first. A cursor (ListJobs' pages, members_after) names the last member a page read instead, so a
--- page goes on after it however many members joined or left ahead of it meanwhile.
+-- Members are read in the order ListJobs shows them: waiting (or paused) by the level lists one after
+-- another, then each fairness group's level lists, the groups by name (engine.py _waiting_page); delayed and
+-- active by score; completed, failed and cancelled newest first. A cursor (members_after) names the last
+-- member a call read, so the next call goes on after it however many members joined or left ahead of it
+-- meanwhile; a bulk action's cursor is chosen among the members it read by bulk_cursor.
 
 -- The filter in ARGV from index i: name, '1' when the name is a prefix, group, tag, correlation id, created
 -- at or after (ms), created before (ms); '' for a condition not set.
@@ -144,12 +145,13 @@ local function read_cursor(state, c1, c2)
   return {index = tonumber(c1), p = tonumber(p), grp = grp, id = id}
 end
 
--- Up to `limit` members of a state after `cursor` (read_cursor; nil: from the first), in ListJobs' order
--- (as members_from). Returns the ids, the cursor of each ({c1, c2}: what read_cursor takes back), the state's
--- size and how many of its members are at or before the cursor (the rest, less those read, follow the read).
--- A limit of 0 reads no member: the size and that count alone.
+-- Up to `limit` members of a state after `cursor` (read_cursor; nil: from the first), in ListJobs' order.
+-- Returns the ids, the cursor of each ({c1, c2}: what read_cursor takes back; a waiting member's c1 is its
+-- index in its list), the state's size, how many of its members are at or before the cursor (the rest, less
+-- those read, follow the read) and, for the waiting lists, the list each member was read from. A limit of 0
+-- reads no member: the size and that count alone.
 local function members_after(state, key, cursor, limit)
-  local ids, marks = {}, {}
+  local ids, marks, lists = {}, {}, {}
   if state ~= 'waiting' then
     local desc = state == 'completed' or state == 'failed' or state == 'cancelled'
     local start = cursor and zset_after(key, desc, cursor.score, cursor.id) or 0
@@ -170,52 +172,42 @@ local function members_after(state, key, cursor, limit)
       local got = redis.call('LRANGE', source.key, start, start + limit - #ids - 1)
       for i, id in ipairs(got) do
         ids[#ids + 1] = id; marks[#ids] = {start + i - 1, source.p .. '\n' .. source.grp .. '\n' .. id}
+        lists[#ids] = source.key
       end
     end
   end
-  return ids, marks, total, skipped
+  return ids, marks, total, skipped, lists
 end
 
--- Up to `limit` members of a state from position `start` on (state: 'waiting' with its waiting key, or the
--- name of the state's zset key). Returns the ids, the list each came from (waiting) and its index there, and
--- the state's size. A limit of 0 reads no member: the size alone.
-local function members_from(state, key, start, limit)
-  local ids, lists, at = {}, {}, {}
-  if state ~= 'waiting' then
-    if limit <= 0 then return ids, lists, at, redis.call('ZCARD', key) end  -- (ZRANGE 0 -1 would read all)
-    local finished = state == 'completed' or state == 'failed' or state == 'cancelled'
-    local got = redis.call(finished and 'ZREVRANGE' or 'ZRANGE', key, start, start + limit - 1)
-    for i, id in ipairs(got) do ids[i] = id end
-    return ids, lists, at, redis.call('ZCARD', key)
+-- Where a bulk action goes on after reading the first `read` members members_after returned (marks, their
+-- cursors) and taking those whose index is in `gone` out of the state; c1, c2 the cursor it read from (c1 ''
+-- for none). In a sorted set, the last member read, gone or not: the next read starts strictly after its
+-- (score, id) wherever it is. In the waiting lists, the last member read that stays in its list, since a
+-- cursor whose job left its list sends the next read back to that list's head (list_after), to read again
+-- the jobs that stayed ahead of it; the members read after it were all taken. With none of them staying,
+-- the cursor the call read from (its job, if still there, has only taken jobs after it), or on a first call
+-- the last member read: every member before it was taken, so its list's head is where the rest begins.
+local function bulk_cursor(state, marks, read, gone, c1, c2)
+  if read == 0 then return {c1, c2} end
+  if state ~= 'waiting' then return marks[read] end
+  for i = read, 1, -1 do
+    if not gone[i] then return marks[i] end
   end
-  local total, offset = 0, start
-  for _, source in ipairs(waiting_sources(key)) do
-    local list = source.key
-    local n = redis.call('LLEN', list)
-    total = total + n
-    if offset >= n then
-      offset = offset - n
-    elseif #ids < limit then
-      local got = redis.call('LRANGE', list, offset, offset + limit - #ids - 1)
-      for i, id in ipairs(got) do
-        ids[#ids + 1] = id; lists[#ids] = list; at[#ids] = offset + i - 1
-      end
-      offset = 0
-    end
-  end
-  return ids, lists, at, total
+  if c1 ~= '' then return {c1, c2} end
+  return marks[read]
 end
 
 -- A value no job id can be (ids are letters, digits and '-_.@:'): what a taken list entry is set to before
 -- one LREM per list drops them all (one pass over a list, where an LREM per job would scan it per job).
 local TAKEN = '\0taken'
 
--- Takes jobs out of the waiting lists members_from read them from: lists[i], at[i] for each index i in
--- `picked`; grps[i] their groups (nil: none), whose waiting counts (the group's, the level's) go down.
-local function take_waiting(waiting, lists, at, picked, grps)
+-- Takes jobs out of the waiting lists members_after read them from: lists[i], at its index marks[i][1] for
+-- each index i in `picked`; grps[i] their groups (nil: none), whose waiting counts (the group's, the level's)
+-- go down.
+local function take_waiting(waiting, lists, marks, picked, grps)
   local touched, counts = {}, {}
   for _, i in ipairs(picked) do
-    redis.call('LSET', lists[i], at[i], TAKEN)
+    redis.call('LSET', lists[i], marks[i][1], TAKEN)
     touched[lists[i]] = true
     local grp = grps[i]
     if grp then
