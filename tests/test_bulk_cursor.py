@@ -7,6 +7,7 @@ moved between states through the engine the server runs on."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,6 +27,10 @@ from tests.test_server_api import expect
 
 # Called between two calls of a run with the number of calls made so far.
 Between = Callable[[int], Awaitable[Any]]
+# Finished jobs are ordered by the millisecond they finished in, then by id: a job finished at least this long
+# after those a call read finishes in a later millisecond, so it joins the head of the set, not a tie whose
+# order its random id would decide.
+CLOCK_TICK_S = 0.002
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ async def run(call: Callable[[str], Awaitable[Any]], between: Between) -> list[A
         await between(len(responses))
 
 
-def head(name: str, priority: int = t.JOB_PRIORITY_UNSPECIFIED) -> jpb.NewJob:
+def head(name: str, priority: t.JobPriority.ValueType = t.JOB_PRIORITY_UNSPECIFIED) -> jpb.NewJob:
     """A job that joins the head of the waiting jobs: pushed to the head of its level (LIFO), or to a level
     read before the others."""
     return jpb.NewJob(name=name, options=t.JobOptions(lifo=True, priority=priority))
@@ -151,6 +156,7 @@ async def test_remove_jobs_of_finished_jobs_leaves_those_finished_meanwhile(
     stub: qrpc.QueueServiceStub, engine: Engine
 ) -> None:
     async def complete(n: int) -> list[str]:
+        await asyncio.sleep(CLOCK_TICK_S)
         ids = await add_many(stub, [new_job("done") for _ in range(n)])
         claimed = (await engine.claim(Q, n, "tok", "w", 60_000)).jobs
         await engine.complete(Q, [(j.id, "tok", b"1", "") for j in claimed])
@@ -211,6 +217,7 @@ async def test_retry_failed_jobs_retries_each_once_while_failures_arrive(
     async def fail_next() -> str:
         """Fails the job a worker claims next (the head of the waiting jobs): the head of the failed set."""
         job = (await engine.claim(Q, 1, "tok2", "w2", 60_000)).jobs[0]
+        await asyncio.sleep(CLOCK_TICK_S)
         await engine.fail(Q, [(job.id, "tok2", "boom again", "", True)])
         return job.id
 
