@@ -1,7 +1,8 @@
 """ObliterateQueue whose server is lost midway, and the flow hand-offs a queue had pending when it was
-obliterated: the janitor, or a RegisterQueue of the name, finishes the removal (the jobs left deleted, the
-hand-offs carried out, the name gone from the registry), a queue registered again starts from nothing, and
-hand-offs pending before an obliterate are carried out by it. Against a real server and Valkey."""
+obliterated: once the lost run's lease is over, the janitor, or a RegisterQueue of the name, finishes the
+removal (the jobs left deleted, the hand-offs carried out, the name gone from the registry), a queue
+registered again starts from nothing, and hand-offs pending before an obliterate are carried out by it.
+Against a real server and Valkey."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from queue_manager import QueueManager
+from queue_manager import FailedPreconditionError, QueueManager
+from queue_manager_server.components.maintenance import Janitor
 from queue_manager_server.engine import Engine
 from queue_manager_server.engine import engine as engine_module
 from queue_manager_server.engine.records import NewJob
@@ -70,6 +72,12 @@ async def _lost_after_first_chunk(engine: Engine, monkeypatch: pytest.MonkeyPatc
     assert not await engine.redis.exists(engine.keys(queue).meta)
 
 
+async def lease_ends(engine: Engine, queue: str) -> None:
+    """The lease of the obliterate run holding `queue` is over now, as when its server was lost that long
+    ago (keys.py obliterating)."""
+    assert await engine.redis.hset(engine.keys(queue).obliterating, "until", 0) == 0  # the run held it
+
+
 async def _left(engine: Engine, queue: str, ids: list[str]) -> int:
     """How many of the jobs `ids` of `queue` still exist."""
     return int(await engine.redis.exists(*(engine.keys(queue).job(job_id) for job_id in ids)))
@@ -83,27 +91,38 @@ async def _jobs(engine: Engine, queue: str, n: int) -> list[str]:
 async def test_the_janitor_finishes_an_obliterate_lost_between_its_chunks(
     server: RunningServer, qm: QueueManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three of five jobs are left behind the lost obliterate: the janitor deletes them and forgets the
-    name."""
+    """Three of five jobs are left behind the lost obliterate: once its lease is over, the janitor deletes
+    them and forgets the name, and gives the name up."""
     engine = _engine(server)
     await qm.register_queue("lost-chunks")
     old = await _jobs(engine, "lost-chunks", 5)
     await _lost_after_first_chunk(engine, monkeypatch, "lost-chunks")
     assert await _left(engine, "lost-chunks", old) == 3
+    await lease_ends(engine, "lost-chunks")
     await _gone(engine, "lost-chunks")
     assert await _left(engine, "lost-chunks", old) == 0
     assert not await engine.redis.exists(engine.keys("lost-chunks").waiting)
+    assert not await engine.redis.exists(engine.keys("lost-chunks").obliterating)
 
 
 async def test_registering_the_name_of_a_lost_obliterate_again_starts_a_fresh_queue(
     server: RunningServer, qm: QueueManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RegisterQueue of the name before the janitor came: the jobs left are deleted first, so the queue holds
-    only what is added to it after."""
+    """RegisterQueue of the name before the janitor came: refused while the lost run's lease holds; after,
+    the jobs left are deleted first, so the queue holds only what is added to it after."""
     engine = _engine(server)
+    # The janitor would finish the removal once the lease is over, holding the name meanwhile: the
+    # RegisterQueue below is the one to finish it here.
+    for c in server.app.components:
+        if isinstance(c, Janitor):
+            await c.stop()
     await qm.register_queue("lost-again")
     old = await _jobs(engine, "lost-again", 5)
     await _lost_after_first_chunk(engine, monkeypatch, "lost-again")
+    with pytest.raises(FailedPreconditionError, match="'lost-again' is being obliterated"):
+        await qm.register_queue("lost-again")
+    assert await _left(engine, "lost-again", old) == 3
+    await lease_ends(engine, "lost-again")
     await qm.register_queue("lost-again")
     job = await qm.add_job("lost-again", "new", 1)
     waiting, total = await engine.list_jobs("lost-again", "waiting", 0, 10)
@@ -137,6 +156,7 @@ async def test_the_janitor_forgets_the_name_of_an_obliterate_lost_before_its_han
     finally:
         engine.flow_hook = hand_off
     assert await engine.redis.llen(engine.keys("lost-flows").flow_outbox) == 1
+    await lease_ends(engine, "lost-flows")
     await _gone(engine, "lost-flows")
     assert await engine.redis.llen(engine.keys("lost-flows").flow_outbox) == 0
     root = await qm.get_job("lost-root", "root")

@@ -66,6 +66,19 @@ class JobActive(QueueManagerError):
     """An operation needs the job (or queue) to have no active run."""
 
 
+class QueueObliterating(QueueManagerError):
+    """An ObliterateQueue (or the finish of one a lost server left) is removing the queue's jobs: the name
+    cannot be registered until it is done (FAILED_PRECONDITION)."""
+
+    def __init__(self, queue: str, lease_ms: int) -> None:
+        super().__init__(
+            f"queue {queue!r} is being obliterated (an ObliterateQueue is removing its jobs); register it "
+            f"again when that call returns, or, if its server was lost, in {lease_ms // 1000} s, when the "
+            "removal passes to the next RegisterQueue or the janitor"
+        )
+        self.queue = queue
+
+
 class Unavailable(QueueManagerError):
     """Redis cannot be reached or the server is shutting down."""
 

@@ -13,6 +13,7 @@ from queue_manager_server.engine import Engine
 from queue_manager_server.engine.bulk import BulkStreams
 from queue_manager_server.engine.records import Housekeeping
 from queue_manager_server.engine.redrive import DeadLetters
+from queue_manager_server.errors import QueueObliterating
 from queue_manager_server.services.event_pushes import ClusterPushes
 from queue_manager_server.services.flows import Flows
 from queue_manager_server.services.long_pushes import LongPushes
@@ -101,7 +102,10 @@ class Janitor(Component):
 
     async def _housekeep(self, queue: str, due: Housekeeping) -> None:
         if due.gone:  # an obliterate a lost server left: every other task went with the queue's keys
-            removed = await self.engine.finish_obliterate(queue)
+            try:
+                removed = await self.engine.finish_obliterate(queue)
+            except QueueObliterating:
+                return  # a live obliterate, between its calls: it finishes itself
             self.log.info(
                 "finished the removal of an obliterated queue", extra={"queue": queue, "removed": removed}
             )

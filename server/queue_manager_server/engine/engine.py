@@ -38,7 +38,14 @@ from queue_manager_server.engine.records import (
 )
 from queue_manager_server.engine.scripts import Scripts
 from queue_manager_server.engine.store import Held, make_store
-from queue_manager_server.errors import JobActive, JobNotFound, LeaseNotHeld, QueueFull, QueueNotFound
+from queue_manager_server.errors import (
+    JobActive,
+    JobNotFound,
+    LeaseNotHeld,
+    QueueFull,
+    QueueNotFound,
+    QueueObliterating,
+)
 
 # Jobs per add_jobs script call: big enough to amortise the call, small enough to keep Redis responsive.
 ADD_CHUNK = 500
@@ -53,8 +60,14 @@ DEFAULT_DLQ = "dead-letter-queue"
 FLOW_ENTRY_FIELDS = ("st", "res", "rct", "err", "name", "chn", "par", "md", "kup")
 
 NOT_FOUND, LEASE_NOT_HELD, IS_ACTIVE, NO_QUEUE = -2, -3, -4, -1
-# An obliterate being finished found the queue registered again (obliterate.lua).
+# A later call of an obliterate run found the queue registered again (obliterate.lua).
 REGISTERED_AGAIN = -5
+# Another obliterate run holds the queue's name (obliterate.lua, register_queue.lua).
+OBLITERATING = -6
+# How long an obliterate run holds a queue's name after each of its calls (keys.py obliterating): far longer
+# than the round trip between two calls of a live run, and short enough that a RegisterQueue of a name whose
+# obliterating server was lost is refused for seconds only (then it, or the janitor, finishes the removal).
+OBLITERATE_LEASE_MS = 10_000
 # A whole size check found no room (add_jobs.lua, its reply's first element).
 NO_ROOM = -2
 # What became of a failed run (common.lua fail_attempt; retry_later.lua uses 1 and 3): retried now, retried
@@ -107,6 +120,11 @@ def new_job_id() -> str:
 _ID_BATCH = 256
 _ids: list[str] = []
 os.register_at_fork(after_in_child=_ids.clear)
+
+
+def _run_token() -> str:
+    """The token of one obliterate run (keys.py obliterating): random, so no two runs share one."""
+    return os.urandom(12).hex()
 
 
 def _i(v: Any) -> int:
@@ -287,17 +305,30 @@ class Engine:
     async def register_queue(
         self, name: str, fields: dict[str, str | int | bytes], only_if_missing: bool = False
     ) -> tuple[bool, int]:
-        """Creates or updates a queue's meta fields; returns (created, created_ms)."""
+        """Creates or updates a queue's meta fields; returns (created, created_ms).
+
+        Raises:
+            QueueObliterating: an obliterate run holds the name (its lease not over).
+        """
         args: list[Any] = ["1" if only_if_missing else "0"]
-        for k, v in fields.items():
-            args += [k, v]
+        for field, value in fields.items():
+            args += [field, value]
+        k = self.keys(name)
         pipe = self.store.pipeline()
         pipe.sismember(registry(self.prefix), name)
-        pipe.exists(self.keys(name).meta)
+        pipe.exists(k.meta)
         listed, exists = await self.store.execute(pipe)
-        if listed and not exists:  # an obliterate a lost server left: the queue starts from nothing
+        if listed and not exists:  # an obliterate a lost server left (or a live one: refused)
             await self.finish_obliterate(name)
-        created, created_ms = await self.scripts.run("register_queue", [self.keys(name).meta], args)
+        reply = await self.scripts.run("register_queue", [k.meta, k.obliterating], args)
+        if _i(reply[0]) == OBLITERATING:
+            # A run holds a name the check above did not find without its queue (the run began after the
+            # check, or holds a name no longer registered): finished now if its lease is over, else refused.
+            await self.finish_obliterate(name)
+            reply = await self.scripts.run("register_queue", [k.meta, k.obliterating], args)
+            if _i(reply[0]) == OBLITERATING:
+                raise QueueObliterating(name, OBLITERATE_LEASE_MS)
+        created, created_ms = reply
         await self.redis.sadd(registry(self.prefix), name)
         return bool(created), _i(created_ms)
 
@@ -414,27 +445,39 @@ class Engine:
         (obliterate.lua): their hand-offs, and those its finished jobs left pending, are carried out before
         the name leaves the registry, so a server lost meanwhile leaves them to the janitor, which visits
         registered names (readers skip a registered name without a queue) and finishes the removal
-        (finish_obliterate)."""
-        await self.get_queue(name)
-        removed, handed = await self._obliterate_chunks(name, force, finish=False)
-        await self._obliterated(name, handed)
+        (finish_obliterate).
+
+        The run holds the name under a token and a lease (keys.py obliterating) from its first call until its
+        hand-offs are done: RegisterQueue of the name is refused meanwhile, and every call checks the token,
+        so a run whose lease ran out and was taken over stops before it deletes anything more (it returns
+        what it deleted; the run that took over finishes the removal)."""
+        token = _run_token()
+        removed, handed = await self._obliterate_chunks(name, token, force, finish=False)
+        if handed >= 0:
+            await self._obliterated(name, token, handed)
         return removed
 
     async def finish_obliterate(self, name: str) -> int:
         """Finishes the removal of a queue whose obliterate a lost server left half done (its name registered,
         its meta hash gone): the jobs left are deleted, the hand-offs carried out and the name forgotten, as
-        obliterate does, unless the queue is registered again meanwhile. Returns how many jobs it deleted."""
-        removed, handed = await self._obliterate_chunks(name, True, finish=True)
+        obliterate does, unless the queue is registered again meanwhile. Returns how many jobs it deleted.
+
+        Raises:
+            QueueObliterating: a live obliterate run holds the name (its lease not over): it finishes itself.
+        """
+        token = _run_token()
+        removed, handed = await self._obliterate_chunks(name, token, True, finish=True)
         if handed >= 0:
-            await self._obliterated(name, handed)
+            await self._obliterated(name, token, handed)
         return removed
 
-    async def _obliterate_chunks(self, name: str, force: bool, finish: bool) -> tuple[int, int]:
+    async def _obliterate_chunks(self, name: str, token: str, force: bool, finish: bool) -> tuple[int, int]:
         """Runs obliterate.lua until the queue's keys are gone: (jobs deleted, hand-offs queued), the second
-        -1 when finishing found the queue registered again (then nothing more was done)."""
+        -1 when a later call found the queue registered again or the name held by another run (then this
+        run did nothing more)."""
         k = self.keys(name)
         keys = [k.meta, k.waiting, k.delayed, k.active, k.completed, k.failed, k.limiter, k.outbox, k.bulk]
-        keys += [k.schedules, k.schedule_due, k.schedule_runs]
+        keys += [k.schedules, k.schedule_due, k.schedule_runs, k.obliterating]
         removed, first, handed = 0, True, 0
         while True:
             r = await self.scripts.run(
@@ -446,32 +489,44 @@ class Engine:
                     ADMIN_CHUNK,
                     k.staged_prefix,
                     "removed by ObliterateQueue",
-                    "1" if finish else "0",
+                    "1" if first and not finish else "0",
+                    token,
+                    OBLITERATE_LEASE_MS,
                 ],
             )
-            if _i(r[0]) == IS_ACTIVE:
+            code = _i(r[0])
+            if code == IS_ACTIVE:
                 raise JobActive(
                     f"queue {name!r} has active jobs; wait for them or obliterate with force=true"
                 )
-            if _i(r[0]) == REGISTERED_AGAIN:
+            if code == NO_QUEUE:
+                raise QueueNotFound(name)
+            if code == OBLITERATING and first:
+                raise QueueObliterating(name, OBLITERATE_LEASE_MS)
+            if code in (REGISTERED_AGAIN, OBLITERATING):
                 return removed, -1
             first = False
-            removed += _i(r[0])
+            removed += code
             handed += _i(r[2])
             if _i(r[1]) == 1:
                 return removed, handed
 
-    async def _obliterated(self, name: str, handed: int) -> None:
-        """Carries out the hand-offs of a queue whose keys are gone, then forgets its name; a hand-off left
-        (carried out elsewhere and failed) keeps the name registered, so the janitor comes back for it."""
-        flows = self.keys(name).flow_outbox
+    async def _obliterated(self, name: str, token: str, handed: int) -> None:
+        """Carries out the hand-offs of a queue whose keys are gone, gives up the run's hold on the name,
+        then forgets the name; a hand-off left (carried out elsewhere and failed) keeps the name registered,
+        so the janitor comes back for it."""
+        k = self.keys(name)
         # The entries obliterate.lua queued, and any its finished jobs left pending before: the queue's name
         # is the only way to them once it leaves the registry.
-        if handed or await self.redis.llen(flows):
+        left = 0
+        if handed or await self.redis.llen(k.flow_outbox):
             await self.after_flow_finish(name, wait=True)
-            if await self.redis.llen(flows):
-                return
-        await self.forget_queue(name)
+            left = await self.redis.llen(k.flow_outbox)
+        # Given up before the name is forgotten: a server lost between the two leaves a registered name
+        # without a queue, which the janitor visits, never a hold on a name it would not visit.
+        await self.scripts.run("release_obliterate", [k.obliterating], [token])
+        if not left:
+            await self.forget_queue(name)
 
     # ---- jobs ---------------------------------------------------------------------------------
 
@@ -988,7 +1043,12 @@ class Engine:
         dlq_name, *rows = await self.store.execute(pipe)
         dlq = _s(dlq_name or DEFAULT_DLQ.encode())
         if not await self.redis.exists(self.keys(dlq).meta):
-            await self.register_queue(dlq, {"dlq": ""}, only_if_missing=True)
+            try:
+                await self.register_queue(dlq, {"dlq": ""}, only_if_missing=True)
+            except QueueObliterating:
+                # The dead-letter queue is being obliterated: the copies wait in the outbox, and the janitor
+                # writes them into the queue registered afresh once the obliterate is done.
+                return 0
         copies: list[NewJob] = []
         for job_id, f in zip(ids, rows, strict=True):
             if f[0] is None or f[5] is not None:

@@ -34,6 +34,14 @@ class QueueKeys:
         return f"{self.base}:meta"
 
     @property
+    def obliterating(self) -> str:
+        """hash: the obliterate run removing the queue (ObliterateQueue, or the finish of one a lost server
+        left): ``tok`` its token, ``until`` when its lease ends (ms, Redis clock; each of its calls moves it
+        on). It exists from the run's first call until the run gives the name up (lua/obliterate.lua,
+        lua/release_obliterate.lua); RegisterQueue refuses the name meanwhile."""
+        return f"{self.base}:obliterating"
+
+    @property
     def waiting(self) -> str:
         """The base name of the waiting lists (``waiting_levels``), passed to the scripts. The key itself
         holds only a sorted set an older server left (job id -> priority * 2^40 + seq), until

@@ -150,6 +150,7 @@ class Scripts:
         "clean_waiting",
         "migrate_waiting",
         "obliterate",
+        "release_obliterate",
         "handoff_done",
         "stage_jobs",
         "publish_staged",

@@ -40,6 +40,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.EventTriggerNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.LeaseNotHeld, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.JobActive, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.QueueObliterating, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.WorkflowNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.WorkerNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),

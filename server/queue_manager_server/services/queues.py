@@ -29,12 +29,12 @@ class QueueAdmin:
         dlq = str(fields["dlq"])
         if dlq == name:
             raise InvalidArgument("config.dead_letter_queue", "a queue cannot be its own dead-letter queue")
+        if dlq:  # first: a dead-letter queue being obliterated refuses the call before the queue is written
+            dlq_fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
+            await self.engine.register_queue(dlq, dlq_fields, only_if_missing=True)
         created, _ = await self.engine.register_queue(name, fields)
         # The windows hold (or free) the queue at once, and every server's timer learns their next boundary.
         await MaintenanceWindows(self.engine).apply(name)
-        if dlq:
-            dlq_fields, _ = convert.queue_meta(types_pb2.QueueConfig(disable_dead_letter=True))
-            await self.engine.register_queue(dlq, dlq_fields, only_if_missing=True)
         return pb.RegisterQueueResponse(
             queue=convert.queue_out(await self.engine.get_queue(name)), created=created
         )

@@ -1,11 +1,13 @@
 -- register_queue.lua: creates or updates a queue's settings.
 -- @include common
 --
--- KEYS[1] meta (hash)
+-- KEYS[1] meta (hash)  KEYS[2] obliterating (hash: the obliterate run holding the name, obliterate.lua)
 -- ARGV[1] only if missing (1 = leave an existing queue untouched)  ARGV[2..] field, value pairs
--- Returns: {created (1/0), created ms}
+-- Returns: {created (1/0), created ms}, or {-6} when an obliterate holds the name: a queue created now would
+--   have the run's next call delete it, or keep the jobs the run has not deleted yet
 local meta = KEYS[1]
 local exists = redis.call('EXISTS', meta) == 1
+if not exists and redis.call('EXISTS', KEYS[2]) == 1 then return {-6} end
 if exists and ARGV[1] == '1' then return {0, tonumber(redis.call('HGET', meta, 'created')) or 0} end
 local now = now_ms()
 redis.call('HSETNX', meta, 'created', now)
