@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import ServerFactory, stop_server_timeouts
 from tests.procs import run_to_end
 from tests.security_kit import make_pki, token_file
+from tests.split_proxy import SplitProxy
 
 JAVA_DIR = Path(__file__).resolve().parent.parent / "clients" / "java"
 MVN = shutil.which("mvn")
@@ -79,6 +80,13 @@ EXPECTED = {
     "PullTest.aLostLeaseIsRefusedAndACancelIsSeenOnExtend",
     "PullTest.aLongPollAnswersWhenAJobArrives",
     "PullTest.badFetchesAreRefused",
+    "PullTest.aJobFetchedElsewhereIsSettledByItsIdAndToken",
+    "ParkTest.delayedExceptionRunsTheJobAgainLaterWithoutAnAttempt",
+    "ParkTest.waitForEventParksTheRunUntilTheEventIsPushed",
+    "ParkTest.waitForChildrenRunsTheParentAgainWithTheirOutcomes",
+    "ParkTest.badWaitsAreRefusedAndTheRunGoesOn",
+    "ParkTest.runsParkedThroughAnotherServerFreeTheirLeases",
+    "ParkTest.aHeartbeatCrossingTheCallThatParksTheRunIsNoWarning",
     "ControlTest.workerObeysQuietResumeAndStop",
     "ControlTest.setWorkerConcurrencyRaisesAndLowersTheRuns",
     "ControlTest.badControlCallsAreRefusedWithAPreciseError",
@@ -127,7 +135,12 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
     # A server alone on its key prefix that leaves job timeouts to the workers (the worker-timeout test).
     lax = await server_factory(key_prefix=f"t{uuid.uuid4().hex[:10]}")
     await stop_server_timeouts(lax)
+    # Worker streams on a server bounding a worker's credits, every other call on `server` (the parked-runs
+    # test: its waitForEvent and waitForChildren reach another server than its stream).
+    streams = await server_factory(max_worker_credits=4)
+    split = SplitProxy(streams=streams.address, calls=server.address)
     env = _java_env(
+        QM_TEST_SPLIT_ADDRESS=await split.start(),
         QM_TEST_ADDRESS=server.address,
         QM_TEST_NO_TIMEOUTS_ADDRESS=lax.address,
         QM_TEST_LEASE_MS=str(LEASE_MS),
@@ -142,12 +155,15 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
     # the other xdist worker) and this one never rewrite each other's classes; no earlier report can count.
     target = tmp_path / "maven"
     reports = target / "surefire-reports"
-    returncode, output = await run_to_end(
-        [MVN or "mvn", "-q", "-B", "-o", "test", f"-Dqm.build.directory={target}"],
-        JAVA_DIR,
-        env,
-        JAVA_TIMEOUT_S,
-    )
+    try:
+        returncode, output = await run_to_end(
+            [MVN or "mvn", "-q", "-B", "-o", "test", f"-Dqm.build.directory={target}"],
+            JAVA_DIR,
+            env,
+            JAVA_TIMEOUT_S,
+        )
+    finally:
+        await split.stop()
     assert returncode == 0, f"mvn test failed:\n{output}"
     results = _results(reports)
     missing = {name for name in EXPECTED if results.get(name) != "passed"}

@@ -171,6 +171,40 @@ public final class Job {
   }
 
   /**
+   * The children the job added at run time ({@link JobContext#waitForChildren}), each with its outcome once
+   * finished, in the order they were added over all its waits: what a run after the wait combines.
+   */
+  public List<ChildJob> children() {
+    return ChildJob.of(proto.getChildJobsList());
+  }
+
+  /** How many of the children the job added at run time have not finished yet. */
+  public int childrenPending() {
+    return proto.getChildrenPending();
+  }
+
+  /**
+   * The external event that ended the job's last {@link JobContext#waitForEvent}; null when it never waited,
+   * or when the wait ended without an event ({@link #eventTimedOut()}).
+   */
+  public ExternalEvent event() {
+    return proto.hasEvent() ? new ExternalEvent(proto.getEvent()) : null;
+  }
+
+  /** The event keys of the job's last {@link JobContext#waitForEvent}; empty when it never waited. */
+  public List<String> eventWaitKeys() {
+    return List.copyOf(proto.getEventWait().getKeysList());
+  }
+
+  /**
+   * Whether the job's last {@link JobContext#waitForEvent} ended with no event: it timed out, or an operator
+   * promoted the job.
+   */
+  public boolean eventTimedOut() {
+    return proto.hasEventWait() && !proto.hasEvent();
+  }
+
+  /**
    * For an add: whether this call created the job (false when a job id or dedup key answered with an
    * existing job). For a read: false.
    */

@@ -1,20 +1,34 @@
 package dev.queuemanager;
 
+import static java.lang.System.Logger.Level.DEBUG;
+
 import java.lang.reflect.Type;
+import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.ScheduledFuture;
+import java.util.function.Supplier;
+import queue_manager.v1.ExternalEvents;
+import queue_manager.v1.Jobs;
 import queue_manager.v1.Types;
 import queue_manager.v1.WorkerServiceOuterClass;
 
 /**
  * One run of a job in a {@link Worker}: the job as delivered, and what the run can tell the server
- * (progress, log lines, a checkpoint of its data). Its methods act only while the run is the worker's
- * (not after the handler returned, nor once the run was stopped). The worker's lock guards its flags.
+ * (progress, log lines, a checkpoint of its data) or ask of it (wait for an event, for child jobs). Its
+ * methods act only while the run is the worker's (not after the handler returned, nor once the run was
+ * stopped). The worker's lock guards its flags.
  */
 public final class JobContext {
+  private static final System.Logger LOG = System.getLogger(Worker.class.getName());
+
   // What the server keeps of a job's log: its last lines, each cut to a length (sending more is waste).
   static final int LOG_LINES_KEPT = 1000;
   static final int LOG_LINE_CHARS = 2000;
+  // The server's bounds on a wait for events (services/external_events.py), checked before the call.
+  static final int MAX_EVENT_KEYS = 16;
+  static final int MAX_EVENT_KEY = 256;
 
   final Worker worker;
   final String key;
@@ -27,6 +41,11 @@ public final class JobContext {
   StopReason stop;
   boolean abandoned;
   ScheduledFuture<?> timer;
+  // waitForEvent or waitForChildren calls in flight: the server may end the run's lease in one, so a
+  // heartbeat refused meanwhile is no lost lease.
+  int parking;
+  // Such a call parked the job: the server ended the run, so nothing more is reported or extended for it.
+  boolean parked;
 
   JobContext(Worker worker, Types.Job job, String token, boolean redelivery) {
     this.worker = worker;
@@ -156,6 +175,161 @@ public final class JobContext {
     }
   }
 
+  /** The children the job added at run time, with their outcomes: what a run after a wait for them reads. */
+  public List<ChildJob> children() {
+    return job.children();
+  }
+
+  /** The event that ended the job's last {@link #waitForEvent}; null when none did. */
+  public ExternalEvent event() {
+    return job.event();
+  }
+
+  /** Whether this run follows a {@link #waitForEvent} that ended with no event (it timed out). */
+  public boolean eventTimedOut() {
+    return job.eventTimedOut();
+  }
+
+  /** {@link #waitForEvent(List, Duration)} for one key, with no timeout. */
+  public void waitForEvent(String key) {
+    waitForEvent(List.of(key), null);
+  }
+
+  /**
+   * Ends this run until an external event of one of {@code keys} is pushed ({@link QueueManager#pushEvent},
+   * the HTTP {@code POST /v1/events}): an approval, a payment's webhook, a reply. The server parks the job in
+   * delayed, using no attempt and holding no worker slot. A push of one of the keys made after this call
+   * moves it back to waiting at once; its next run sees the event in {@link #event()}. With a timeout, the
+   * job runs again when it passes with no event ({@link #eventTimedOut()}). The job's data is kept.
+   *
+   * <p>It never returns normally: once the server has answered it throws {@link WaitingForEventException},
+   * which ends the run (let it pass; nothing the handler does afterwards is reported).
+   *
+   * @param keys 1 to 16 event keys (an event of any one ends the wait), each 1 to 256 characters without
+   *     control characters
+   * @param timeout the longest wait; null or zero waits with no end
+   * @throws WaitingForEventException the job waits; the run is over
+   * @throws InvalidArgumentException the server refused the wait: the run goes on
+   * @throws FailedPreconditionException the run's lease was lost (or the server runs on a Redis Cluster)
+   * @throws IllegalArgumentException bad keys or a negative timeout (before anything is sent)
+   */
+  public void waitForEvent(List<String> keys, Duration timeout) {
+    waitForEvent(keys, timeout, null, false);
+  }
+
+  /**
+   * {@link #waitForEvent(List, Duration)} that also replaces the job's data for its next run (a
+   * checkpoint) in the same step; the data is encoded as {@link QueueManager#addJob} encodes data.
+   */
+  public void waitForEvent(List<String> keys, Duration timeout, Object data) {
+    waitForEvent(keys, timeout, data, true);
+  }
+
+  private void waitForEvent(List<String> keys, Duration timeout, Object data, boolean hasData) {
+    var req =
+        ExternalEvents.WaitForEventRequest.newBuilder()
+            .setQueueName(queue())
+            .setJobId(id())
+            .setLeaseToken(token)
+            .addAllKeys(eventKeys(keys));
+    if (timeout != null && !Protos.notNegative(timeout, "the timeout").isZero()) {
+      req.setTimeout(Protos.duration(timeout));
+    }
+    if (hasData) {
+      req.setData(Payloads.encodeData(data));
+    }
+    var answer = park(() -> worker.client.stub().waitForEvent(req.build()));
+    LOG.log(DEBUG, "job {0} of {1} waits for event {2}", id(), queue(), String.join(", ", keys));
+    throw new WaitingForEventException(keys, Protos.instant(answer.getUntil()));
+  }
+
+  /**
+   * Adds child jobs and ends this run until they have all finished: a map-reduce whose width is known only at
+   * run time (split a file into chunks, process each, combine the results). The server adds the children (in
+   * any registered queues) and parks this job in delayed, using no attempt and holding no worker slot. Once
+   * every child has completed, failed for good or been cancelled, the job runs again, {@link #children()}
+   * holding their outcomes. The call is fenced by the run's lease and safe to repeat: a run lost after it
+   * and run again adds no child twice. The job's data is kept.
+   *
+   * <p>It never returns normally: once the server has answered it throws {@link
+   * WaitingForChildrenException}, which ends the run (let it pass; nothing the handler does afterwards is
+   * reported).
+   *
+   * @param children 1 to 1,000 children (a job adds at most 1,000 over its life)
+   * @throws WaitingForChildrenException the children were added; the run is over
+   * @throws InvalidArgumentException a malformed child, one in a queue that is not registered, or too many:
+   *     nothing was added and the run goes on
+   * @throws FailedPreconditionException the run's lease was lost
+   */
+  public void waitForChildren(List<ChildSpec> children) {
+    waitForChildren(children, null, false);
+  }
+
+  /**
+   * {@link #waitForChildren(List)} that also replaces the job's data for its next run (a checkpoint) in the
+   * same step; the data is encoded as {@link QueueManager#addJob} encodes data.
+   */
+  public void waitForChildren(List<ChildSpec> children, Object data) {
+    waitForChildren(children, data, true);
+  }
+
+  private void waitForChildren(List<ChildSpec> children, Object data, boolean hasData) {
+    var req =
+        Jobs.WaitForChildrenRequest.newBuilder().setQueueName(queue()).setJobId(id()).setLeaseToken(token);
+    for (ChildSpec child : children) {
+      req.addChildren(child.proto());
+    }
+    if (hasData) {
+      req.setData(Payloads.encodeData(data));
+    }
+    var answer = park(() -> worker.client.stub().waitForChildren(req.build()));
+    LOG.log(DEBUG, "job {0} of {1} waits for {2} children", id(), queue(), answer.getChildrenPending());
+    throw new WaitingForChildrenException(JobRef.of(answer.getChildrenList()), answer.getChildrenPending());
+  }
+
+  /**
+   * Makes a call that parks the run's job. While it is out, the server may end the lease in it before a
+   * heartbeat of the run arrives, so a refusal of that heartbeat is expected; once it has answered, the run
+   * is parked ({@link Worker#park}). A refused call leaves the run as it was.
+   */
+  private <T> T park(Supplier<T> call) {
+    synchronized (worker.mu) {
+      parking++;
+    }
+    T answer = null;
+    try {
+      answer = QueueManager.call(call);
+      return answer;
+    } finally {
+      synchronized (worker.mu) {
+        parking--;
+        if (answer != null) {
+          worker.park(this);
+        }
+      }
+    }
+  }
+
+  private static List<String> eventKeys(List<String> keys) {
+    if (keys == null || keys.isEmpty() || keys.size() > MAX_EVENT_KEYS) {
+      throw new IllegalArgumentException(
+          "wait for 1 to " + MAX_EVENT_KEYS + " event keys, got " + (keys == null ? 0 : keys.size()));
+    }
+    List<String> out = new ArrayList<>();
+    for (String key : keys) {
+      if (key == null || key.isEmpty() || key.length() > MAX_EVENT_KEY) {
+        String got = key == null ? "null" : Integer.toString(key.length());
+        throw new IllegalArgumentException(
+            "an event key must be 1 to " + MAX_EVENT_KEY + " characters, got " + got);
+      }
+      if (key.chars().anyMatch(Character::isISOControl)) {
+        throw new IllegalArgumentException("the event key " + key + " must not contain control characters");
+      }
+      out.add(key);
+    }
+    return out;
+  }
+
   WorkerServiceOuterClass.LeaseRef lease() {
     return WorkerServiceOuterClass.LeaseRef.newBuilder()
         .setQueueName(queue())
@@ -166,7 +340,7 @@ public final class JobContext {
 
   /** Whether the run is still the worker's to report on. Called with the worker's lock held. */
   boolean active() {
-    return worker.running.get(key) == this && stop != StopReason.LEASE_LOST && !abandoned;
+    return worker.running.get(key) == this && stop != StopReason.LEASE_LOST && !abandoned && !parked;
   }
 
   /** Tells the run to stop (the first reason stays) and interrupts its thread. Called with the lock held. */

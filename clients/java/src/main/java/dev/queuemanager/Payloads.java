@@ -54,6 +54,11 @@ final class Payloads {
         .build();
   }
 
+  /** The wire payload of data that replaces a job's: null as JSON null (an unset payload keeps the data). */
+  static Types.Payload encodeData(Object value) {
+    return value == null ? encode(JsonText.of("null")) : encode(value);
+  }
+
   /** The bytes of a wire payload (JSON text for a JSON value); null when there is none. */
   static byte[] body(Types.Payload payload) {
     if (payload == null) {

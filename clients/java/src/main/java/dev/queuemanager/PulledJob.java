@@ -17,7 +17,9 @@ public final class PulledJob {
   private final Job job;
   private final String leaseToken;
   private final boolean redelivery;
+  // System.nanoTime() at the fetch; NO_FETCH for a job taken up by reference (QueueManager.pulledJob).
   private final long fetchedAt;
+  private final boolean byReference;
   private volatile Instant leaseExpires;
   private volatile boolean cancelRequested;
 
@@ -28,9 +30,21 @@ public final class PulledJob {
     this.redelivery = leased.getRedelivery();
     this.leaseExpires = Protos.instant(leased.getLeaseExpireTime());
     this.fetchedAt = fetchedAt;
+    this.byReference = false;
   }
 
-  /** The job as leased (its id, name, data…). */
+  /** A job taken up by its lease ({@link QueueManager#pulledJob}): its id and queue only. */
+  PulledJob(QueueManager client, String queue, String id, String leaseToken) {
+    this.client = client;
+    this.job = new Job(Types.Job.newBuilder().setQueueName(queue).setId(id).build(), false);
+    this.leaseToken = leaseToken;
+    this.redelivery = false;
+    this.leaseExpires = null;
+    this.fetchedAt = 0;
+    this.byReference = true;
+  }
+
+  /** The job as leased (its id, name, data…); only its id and queue when taken up by reference. */
   public Job job() {
     return job;
   }
@@ -48,7 +62,7 @@ public final class PulledJob {
     return leaseToken;
   }
 
-  /** When the lease runs out unless extended. */
+  /** When the lease runs out unless extended; null for a job taken up by reference, until extended. */
   public Instant leaseExpires() {
     return leaseExpires;
   }
@@ -69,8 +83,10 @@ public final class PulledJob {
         Pull.CompleteJobRequest.newBuilder()
             .setQueueName(queue())
             .setJobId(id())
-            .setLeaseToken(leaseToken)
-            .setDuration(elapsed());
+            .setLeaseToken(leaseToken);
+    if (!byReference) {
+      req.setDuration(elapsed());
+    }
     Types.Payload payload = Payloads.encode(result);
     if (payload != null) {
       req.setResult(payload);
@@ -99,8 +115,10 @@ public final class PulledJob {
             .setJobId(id())
             .setLeaseToken(leaseToken)
             .setMessage(message == null ? "" : message)
-            .setDoNotRetry(noRetry)
-            .setDuration(elapsed());
+            .setDoNotRetry(noRetry);
+    if (!byReference) {
+      req.setDuration(elapsed());
+    }
     if (!retryAfter.isZero()) {
       req.setRetryAfter(Protos.duration(retryAfter));
     }
@@ -148,7 +166,10 @@ public final class PulledJob {
     QueueManager.call(() -> client.stub().reportJobProgress(req.build()));
   }
 
-  /** The run's duration so far, reported with its outcome for the queue's processing-time figures. */
+  /**
+   * The run's duration so far, reported with its outcome for the queue's processing-time figures; a job taken
+   * up by reference reports none (the server measures its run from the fetch).
+   */
   private com.google.protobuf.Duration elapsed() {
     return Protos.duration(Duration.ofNanos(System.nanoTime() - fetchedAt));
   }

@@ -1177,6 +1177,28 @@ public final class QueueManager implements AutoCloseable {
   }
 
   /**
+   * A fetched job taken up by its lease, maybe in another process than the fetch's (a shell script's {@code
+   * qm pull fetch}, a function handed the id and token), to {@link PulledJob#complete complete}, {@link
+   * PulledJob#fail fail}, {@link PulledJob#extendLease extend} or {@link PulledJob#reportProgress report on}
+   * it. Makes no call: its job holds only its id and queue ({@link #getJob} reads the rest), its lease expiry
+   * is null until {@link PulledJob#extendLease}, and its outcome carries no duration (the server measures the
+   * run from its fetch). A stale token is refused by each call with {@link FailedPreconditionException}.
+   *
+   * @param queue the job's queue
+   * @param id the job's id
+   * @param leaseToken the lease token its fetch gave
+   * @throws IllegalArgumentException for an empty queue, id or token
+   */
+  public PulledJob pulledJob(String queue, String id, String leaseToken) {
+    for (String[] arg : new String[][] {{"queue", queue}, {"job id", id}, {"lease token", leaseToken}}) {
+      if (arg[1] == null || arg[1].isEmpty()) {
+        throw new IllegalArgumentException("the " + arg[0] + " must not be empty");
+      }
+    }
+    return new PulledJob(this, queue, id, leaseToken);
+  }
+
+  /**
    * Delivers nothing more to a worker until {@link #resumeWorker}; it runs what it holds and stays
    * connected.
    *

@@ -20,6 +20,7 @@ import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import queue_manager.v1.Types;
+import queue_manager.v1.WorkerServiceOuterClass.LeaseRef;
 import queue_manager.v1.WorkerServiceOuterClass.WorkerReport;
 
 /**
@@ -56,6 +57,13 @@ import queue_manager.v1.WorkerServiceOuterClass.WorkerReport;
  *   <li>CANCEL_JOB: the run is stopped ({@link StopReason#CANCELLED}, or {@link StopReason#TIMEOUT} when
  *       the server timed it out) and reported cancelled (or failed as timed out) however it returns. The
  *       job's own timeout stops it the same way from this side.
+ *   <li>A handler that throws {@link DelayedException} ends its run in {@code delays} (the job waits its
+ *       delay in delayed without using an attempt, its new data written in the same step).
+ *   <li>{@link JobContext#waitForEvent} and {@link JobContext#waitForChildren} are unary calls that park the
+ *       job and end the run: the run is no longer extended, an extension of it not yet sent is dropped, a
+ *       refused extension that crossed the call is expected (debug log), nothing more is reported for it, and
+ *       the report that gives its credit back names it in {@code parked}, so the stream's server forgets the
+ *       lease even when the call reached another server.
  *   <li>Shutdown: send stop (the server answers delivery_stopped), release what comes meanwhile, wait for
  *       running handlers until the grace ends, abandon the rest (they go back to waiting as a stall),
  *       flush the outbox, half-close, wait (bounded) for the server to end the stream.
@@ -266,7 +274,7 @@ public final class Worker implements AutoCloseable {
     for (JobContext run : new ArrayList<>(running.values())) {
       run.abandoned = true;
       run.stop(StopReason.ABANDONED);
-      if (run.stop != StopReason.LEASE_LOST) {
+      if (run.stop != StopReason.LEASE_LOST && !run.parked) {
         outbox.addAbandoned(run.lease());
         unsent++;
         count++;
@@ -446,6 +454,35 @@ public final class Worker implements AutoCloseable {
     expected.add(key);
   }
 
+  /**
+   * Marks a run whose call parked its job (waitForEvent, waitForChildren): the server ended the run, so
+   * nothing more is reported or extended for it, an extension the heartbeat put in the unsent report
+   * meanwhile is dropped, and the next report names it in parked. The call may have reached another server
+   * than the stream's (several behind one address), which cannot tell the stream's server that the lease is
+   * over; without the item that server counts it against the worker's credits until the stream ends. No
+   * signal: the item goes with the report that the run's end sends with its credit. Lock held.
+   */
+  void park(JobContext run) {
+    run.parked = true;
+    expected.addParked(run.key + "\0" + run.token);
+    LeaseRef lease = run.lease();
+    List<LeaseRef> kept = new ArrayList<>();
+    for (LeaseRef extension : outbox.getExtensionsList()) {
+      if (!extension.equals(lease)) {
+        kept.add(extension);
+      }
+    }
+    if (kept.size() != outbox.getExtensionsCount()) {
+      outbox.clearExtensions().addAllExtensions(kept);
+    }
+    outbox.addParked(lease);
+  }
+
+  /** Whether a rejected report item was about a run its own call parked (kept: more than one may cross). */
+  boolean parkedRejection(String key, String token) {
+    return expected.parked(key + "\0" + token);
+  }
+
   /** Whether a rejected report item was about a run this worker had reported stopped. Lock held. */
   boolean expectedRejection(String key, String token) {
     return expected.take(key + "\0" + token);
@@ -479,16 +516,28 @@ public final class Worker implements AutoCloseable {
     return hostname() + "-" + ProcessHandle.current().pid() + "-" + hex;
   }
 
-  /** Runs reported cancelled or timed out, whose rejection is no surprise; the oldest are forgotten. */
+  /**
+   * Runs reported cancelled or timed out, whose rejection is no surprise (the server may have ended the run
+   * itself), and runs parked by a call of their own (true: the server ended the lease in that call, so a
+   * heartbeat that crossed it is refused); the oldest are forgotten.
+   */
   private static final class ExpectedRejections extends LinkedHashMap<String, Boolean> {
     private static final long serialVersionUID = 1L;
 
     void add(String k) {
+      put(k, Boolean.FALSE);
+    }
+
+    void addParked(String k) {
       put(k, Boolean.TRUE);
     }
 
     boolean take(String k) {
       return remove(k) != null;
+    }
+
+    boolean parked(String k) {
+      return Boolean.TRUE.equals(get(k));
     }
 
     @Override

@@ -1,5 +1,6 @@
 package dev.queuemanager;
 
+import static java.lang.System.Logger.Level.DEBUG;
 import static java.lang.System.Logger.Level.INFO;
 import static java.lang.System.Logger.Level.WARNING;
 
@@ -8,6 +9,7 @@ import java.io.StringWriter;
 import java.time.Duration;
 import queue_manager.v1.Types;
 import queue_manager.v1.WorkerServiceOuterClass.JobCompletion;
+import queue_manager.v1.WorkerServiceOuterClass.JobDelay;
 import queue_manager.v1.WorkerServiceOuterClass.JobFailure;
 
 /** The runs of a {@link Worker}: a handler called on a run's thread, and its outcome put into the outbox. */
@@ -53,7 +55,11 @@ final class WorkerRuns {
       }
       w.releaseSlot();
       var duration = Protos.duration(Duration.ofNanos(nanos));
-      if (run.stop == StopReason.LEASE_LOST) {
+      DelayedException delayed = delayed(error);
+      if (run.parked) {
+        // The server ended the run when it parked the job: a report would be refused as a lost lease.
+        return;
+      } else if (run.stop == StopReason.LEASE_LOST) {
         LOG.log(INFO, "discarding the outcome of a run whose lease was lost: {0}", run.id());
       } else if (run.stop == StopReason.CANCELLED) {
         w.outbox.addCancelled(run.lease());
@@ -65,6 +71,8 @@ final class WorkerRuns {
         w.outbox.addFailures(failure(run, message, "", false, duration).setTimedOut(true));
         w.unsent++;
         w.expectRejection(run.key + "\0" + run.token); // the server may have timed it out first
+      } else if (delayed != null) {
+        delay(w, run, delayed, duration);
       } else if (error != null) {
         String message = error.getMessage();
         if (message == null || message.isEmpty()) {
@@ -98,6 +106,38 @@ final class WorkerRuns {
         w.unsent++;
       }
     }
+  }
+
+  /** Puts a run that asked to run again later (a {@link DelayedException}) into the outbox. Lock held. */
+  private static void delay(
+      Worker w, JobContext run, DelayedException delayed, com.google.protobuf.Duration duration) {
+    JobDelay.Builder item =
+        JobDelay.newBuilder().setLease(run.lease()).setDelay(Protos.duration(delayed.delay()));
+    if (delayed.hasData()) {
+      try {
+        item.setData(Payloads.encodeData(delayed.data()));
+      } catch (RuntimeException e) {
+        // Data that cannot be sent fails the attempt with why, as a result that cannot be sent does.
+        String message = "the delay's data cannot be sent: " + e.getMessage();
+        w.outbox.addFailures(failure(run, message, "", false, duration));
+        w.unsent++;
+        return;
+      }
+    }
+    LOG.log(DEBUG, "job {0} of {1} runs again in {2}s", run.id(), run.queue(),
+        delayed.delay().toMillis() / 1000.0);
+    w.outbox.addDelays(item);
+    w.unsent++;
+  }
+
+  /** The {@link DelayedException} a handler threw, maybe as the cause of another; null for none. */
+  private static DelayedException delayed(Throwable error) {
+    for (Throwable t = error; t != null; t = t.getCause()) {
+      if (t instanceof DelayedException) {
+        return (DelayedException) t;
+      }
+    }
+    return null;
   }
 
   private static JobFailure.Builder failure(

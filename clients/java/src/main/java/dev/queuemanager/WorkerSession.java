@@ -1,5 +1,6 @@
 package dev.queuemanager;
 
+import static java.lang.System.Logger.Level.DEBUG;
 import static java.lang.System.Logger.Level.INFO;
 import static java.lang.System.Logger.Level.WARNING;
 
@@ -123,7 +124,11 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
           nextBeat = System.nanoTime() + heartbeat.toNanos();
         }
         WorkerReport.Builder out = w.outbox;
-        if (w.unsent > 0 || w.credits > 0 || out.getExtensionsCount() > 0 || out.getStop()) {
+        if (w.unsent > 0
+            || w.credits > 0
+            || out.getExtensionsCount() > 0
+            || out.getParkedCount() > 0
+            || out.getStop()) {
           report = out.setCredits(w.credits).build();
           w.outbox = WorkerReport.newBuilder();
           w.credits = 0;
@@ -164,10 +169,10 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
     }
   }
 
-  /** Extensions of every running job's lease. Called with the lock held. */
+  /** Extensions of every running job's lease (but the lost and parked ones'). Called with the lock held. */
   private void extendRunning() {
     for (JobContext run : w.running.values()) {
-      if (run.stop != StopReason.LEASE_LOST) {
+      if (run.stop != StopReason.LEASE_LOST && !run.parked) {
         w.outbox.addExtensions(run.lease());
       }
     }
@@ -239,6 +244,7 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
     // Extensions queued for an old stream are stale. Fresh ones for every run still going go in the
     // first report: this server takes their leases over (one lost meanwhile is refused: that run stops).
     w.outbox.clearExtensions();
+    w.outbox.clearParked(); // leases of the old stream, which its server let go when it ended
     extendRunning();
     welcomed = true;
     w.connected = true;
@@ -262,7 +268,13 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
         run = null; // a verdict on an earlier run of the job, not on the one running now
       }
       String code = Status.fromCodeValue(item.getCode()).getCode().name();
-      if (run != null && run.stop != StopReason.LEASE_LOST) {
+      if (run != null && (run.parking > 0 || run.parked)
+          || w.parkedRejection(key, lease.getLeaseToken())) {
+        // A heartbeat that crossed the call parking the run: the server ended the lease in that call, as the
+        // run asked.
+        LOG.log(DEBUG, "a lease extension of job {0} crossed the call that parked it: {1}",
+            lease.getJobId(), item.getMessage());
+      } else if (run != null && run.stop != StopReason.LEASE_LOST) {
         run.stop(StopReason.LEASE_LOST);
         LOG.log(WARNING, "job {0} lost its lease ({1}: {2}); its run is stopped, its outcome discarded",
             lease.getJobId(), code, item.getMessage());
@@ -308,8 +320,8 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
   private void onCancel(ServerCommand command) {
     var ref = command.getJob();
     JobContext run = w.running.get(Worker.key(ref.getQueueName(), ref.getJobId()));
-    if (run == null || !run.token.equals(ref.getLeaseToken()) || run.stop != null) {
-      return; // finished meanwhile (its outcome is recorded as usual), another run, or told already
+    if (run == null || !run.token.equals(ref.getLeaseToken()) || run.stop != null || run.parked) {
+      return; // finished or parked meanwhile (its outcome is recorded as usual), another run, or told already
     }
     // With timed_out the server has failed the attempt already: the run ends as for its own timeout.
     run.stop(command.getTimedOut() ? StopReason.TIMEOUT : StopReason.CANCELLED);

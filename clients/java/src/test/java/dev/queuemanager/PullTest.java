@@ -118,4 +118,36 @@ class PullTest extends ServerTest {
     assertThrows(
         IllegalArgumentException.class, () -> FetchOptions.builder().waitFor(Duration.ofSeconds(31)));
   }
+
+  @Test
+  void aJobFetchedElsewhereIsSettledByItsIdAndToken() {
+    String queue = TestServers.queue("pull-ref");
+    qm.registerQueue(queue);
+    Job first = qm.addJob(queue, "one", null);
+    Job second = qm.addJob(queue, "two", null, JobOptions.builder().attempts(3).build());
+    List<PulledJob> fetched = qm.fetchJobs(queue, FetchOptions.builder().maxJobs(2).lease(LEASE).build());
+    // Another process (here another client) holds only the ids and tokens the fetch gave.
+    try (QueueManager other = TestServers.client()) {
+      PulledJob one = other.pulledJob(queue, first.id(), fetched.get(0).leaseToken());
+      assertEquals(first.id(), one.job().id());
+      assertNull(one.leaseExpires());
+      one.reportProgress(10, "taken up elsewhere");
+      assertTrue(one.extendLease(Duration.ZERO).isAfter(Instant.now()));
+      one.complete(Map.of("by", "reference"));
+      Job done = qm.getJob(queue, first.id());
+      assertEquals(JobState.COMPLETED, done.state());
+      assertEquals("{\"by\":\"reference\"}", done.resultJson());
+      assertEquals(List.of("taken up elsewhere"), done.logs());
+
+      PulledJob two = other.pulledJob(queue, second.id(), fetched.get(1).leaseToken());
+      FailOutcome failed = two.fail("broken", true, Duration.ZERO);
+      assertFalse(failed.willRetry());
+      assertEquals(JobState.FAILED, qm.getJob(queue, second.id()).state());
+
+      PulledJob stale = other.pulledJob(queue, second.id(), "not-the-token");
+      assertThrows(FailedPreconditionException.class, () -> stale.complete(null));
+      assertThrows(IllegalArgumentException.class, () -> other.pulledJob(queue, "", "token"));
+      assertThrows(IllegalArgumentException.class, () -> other.pulledJob(queue, first.id(), ""));
+    }
+  }
 }
