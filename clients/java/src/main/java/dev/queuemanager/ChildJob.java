@@ -39,6 +39,14 @@ public final class ChildJob {
     return JobState.fromProto(proto.getState());
   }
 
+  /**
+   * Its state now, as {@link QueueManager#getJob} read it (the server reads every child's in one batched
+   * read), whether or not it has finished; null on the children a run reads.
+   */
+  public JobState currentState() {
+    return JobState.fromProto(proto.getCurrentState());
+  }
+
   /** Whether it was removed before it finished: the parent no longer waits for it. */
   public boolean removed() {
     return proto.getRemoved();

@@ -192,7 +192,11 @@ class ParkTest extends ServerTest {
     JsonObject result = done.result(JsonObject.class);
     assertEquals(14, result.get("sum").getAsInt());
     assertEquals("[\"FAILED: cannot do this part\"]", result.get("failed").toString());
-    assertEquals(3, qm.getJob(parents, parent.id()).children().size());
+    List<ChildJob> read = qm.getJob(parents, parent.id()).children();
+    assertEquals(3, read.size());
+    assertEquals(
+        List.of(JobState.COMPLETED, JobState.COMPLETED, JobState.FAILED),
+        read.stream().map(ChildJob::currentState).toList());
     assertEquals(1, done.attemptsMade()); // the completing run only: parking used no attempt
   }
 
