@@ -39,7 +39,12 @@ class SecurityError(Exception):
     """A security setting is wrong or missing; the message names the flag."""
 
 
-def add_arguments(p: argparse.ArgumentParser, e: Callable[[str, object], str], d: Settings) -> None:
+def add_arguments(
+    p: argparse.ArgumentParser,
+    e: Callable[[str, object], str],
+    ei: Callable[[str, int], int],
+    d: Settings,
+) -> None:
     """The security and limit flags of ``qm serve`` (defaults from ``QM_*``)."""
     p.add_argument(
         "--auth-file",
@@ -105,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser, e: Callable[[str, object], str], d
             "a worker stream that takes no message for this long is cut and its jobs recovered",
         ),
     ):
-        p.add_argument(flag, type=int, default=int(e(env, value)), help=f"{what} [{env}]")
+        p.add_argument(flag, type=int, default=ei(env, value), help=f"{what} [{env}]")
 
 
 def check_arguments(a: argparse.Namespace, error: Callable[[str], Any]) -> None:
