@@ -41,10 +41,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 
 async def _refused(client: QueueManager) -> grpc.StatusCode:
+    return (await _refusal(client))[0]
+
+
+async def _refusal(client: QueueManager) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(Exception) as caught:
         await client.list_queues()
     code = getattr(caught.value, "code", None)
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return (code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN), str(caught.value)
 
 
 async def test_tls_port_needs_the_right_ca(
@@ -53,12 +57,36 @@ async def test_tls_port_needs_the_right_ca(
     server = await server_factory(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key))
     plain = QueueManager(server.address, timeout=5)
     wrong = QueueManager(server.address, timeout=5, credentials=tls_credentials(str(pki.other_ca)))
+    named = QueueManager(
+        server.address,
+        timeout=5,
+        credentials=tls_credentials(str(pki.ca)),
+        channel_options=[("grpc.ssl_target_name_override", "elsewhere.example")],
+    )
+    # grpc-core's own words name no setting; each refusal says which one to change.
     try:
-        assert await _refused(plain) == grpc.StatusCode.UNAVAILABLE
-        assert await _refused(wrong) == grpc.StatusCode.UNAVAILABLE
+        code, message = await _refusal(plain)
+        assert code == grpc.StatusCode.UNAVAILABLE and "give the CA bundle that signed" in message
+        code, message = await _refusal(wrong)
+        assert (
+            code == grpc.StatusCode.UNAVAILABLE and "not signed by the CA bundle given (QM_TLS_CA" in message
+        )
+        assert "set QM_TLS_SERVER_NAME" in (await _refusal(named))[1]
     finally:
         await plain.shutdown()
         await wrong.shutdown()
+        await named.shutdown()
+    plaintext = await server_factory()
+    client = QueueManager(plaintext.address, timeout=5, credentials=tls_credentials(str(pki.ca)))
+    try:
+        assert "does not use TLS on this port" in (await _refusal(client))[1]
+    finally:
+        await client.shutdown()
+    # A file of the wrong kind is named at once, not at the first call as a failed "security handshaker".
+    with pytest.raises(ValueError, match=r"CA bundle \(QM_TLS_CA\) .* holds no PEM certificate"):
+        tls_credentials(str(pki.server_key))
+    with pytest.raises(ValueError, match=r"client key \(QM_TLS_KEY\) .* holds no PEM private key"):
+        tls_credentials(str(pki.ca), str(pki.client_cert), str(pki.client_cert))
     clean_env.setenv("QM_TLS_CA", str(pki.ca))  # the environment is enough
     async with QueueManager(server.address, timeout=5) as client:
         await client.register_queue("tls")
@@ -79,7 +107,10 @@ async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
         creds = tls_credentials(str(pki.ca), str(cert) if cert else None, str(key) if key else None)
         client = QueueManager(server.address, timeout=5, credentials=creds, token=tokens["w"])
         try:
-            assert await _refused(client) == grpc.StatusCode.UNAVAILABLE
+            code, message = await _refusal(client)
+            assert code == grpc.StatusCode.UNAVAILABLE
+            if cert is None:
+                assert "a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY)" in message
         finally:
             await client.shutdown()
     clean_env.setenv("QM_TLS_CA", str(pki.ca))
