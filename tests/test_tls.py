@@ -19,7 +19,7 @@ import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.credentials import tls_credentials
-from queue_manager_server.app import App, StartupError
+from queue_manager_server.app import App, StartupError, print_banner
 from queue_manager_server.config import Settings
 from tests.conftest import ServerFactory
 from tests.security_kit import Pki, make_pki, tls_proxy, token_file
@@ -94,7 +94,11 @@ async def test_tls_port_needs_the_right_ca(
 
 
 async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
-    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+    server_factory: ServerFactory,
+    pki: Pki,
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tokens = token_file(tmp_path / "t.toml", {"w": ("admin", ["*"])})
     server = await server_factory(
@@ -103,6 +107,8 @@ async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
         tls_client_ca=str(pki.ca),
         auth_file=str(tmp_path / "t.toml"),
     )
+    print_banner(server.app)
+    assert "export QM_TLS_CERT=" in capsys.readouterr().err
     for cert, key in ((None, None), (pki.rogue_cert, pki.rogue_key)):
         creds = tls_credentials(str(pki.ca), str(cert) if cert else None, str(key) if key else None)
         client = QueueManager(server.address, timeout=5, credentials=creds, token=tokens["w"])
@@ -141,7 +147,11 @@ async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
 
 
 async def test_cli_and_http_api_behind_tls(
-    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+    server_factory: ServerFactory,
+    pki: Pki,
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tokens = token_file(tmp_path / "t.toml", {"admin": ("admin", ["*"])})
     (tmp_path / "token").write_text(tokens["admin"] + "\n")
@@ -152,6 +162,11 @@ async def test_cli_and_http_api_behind_tls(
         http_listen="127.0.0.1:0",
     )
     assert server.app.internal_address.startswith("unix:")
+    # The banner's "Try it" commands say what a client needs here, or they would fail as written.
+    print_banner(server.app)
+    banner = capsys.readouterr().err
+    assert "export QM_TLS_CA=" in banner and "export QM_TOKEN_FILE=" in banner
+    assert "QM_TLS_CERT" not in banner and "-plaintext" not in banner
     argv = [
         sys.executable,
         "-m",

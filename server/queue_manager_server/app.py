@@ -720,6 +720,18 @@ def print_banner(app: App) -> None:
         transport += f", {len(guard.auth.names)} token(s) from {app.settings.auth_file}"
     # grpcurl comes with `make dev`, not `make run` / `pip install`: suggest it only where it is installed.
     grpcurl_line = f"  {grpcurl} -plaintext {a} list\n" if _installed("grpcurl") and not tls else ""
+    # The commands below fail over TLS or with tokens unless the client is told how (docs/security.md).
+    client_env = ""
+    if tls:
+        client_env += "  export QM_TLS_CA=<PEM CA bundle that signed --tls-cert>\n"
+    if guard is not None and guard.mutual:
+        client_env += (
+            "  export QM_TLS_CERT=<client certificate --tls-client-ca signed> QM_TLS_KEY=<its key>\n"
+        )
+    if guard is not None and guard.auth is not None:
+        client_env += (
+            "  export QM_TOKEN_FILE=<file holding an admin token of --auth-file (qm auth new-token)>\n"
+        )
     print(
         f"Queue Manager listening on {a} (gRPC, {transport}), storing jobs in {where}.\n"
         f"{durability}"
@@ -727,6 +739,7 @@ def print_banner(app: App) -> None:
         f"Try it:\n"
         f"{grpcurl_line}"
         f"  export QM_SERVER={a}\n"
+        f"{client_env}"
         f"  {qm} queues register demo && {qm} add demo hello --data '{{\"x\": 1}}'\n"
         f"  {qm} queues metrics demo\n"
         f"Stop with Ctrl-C (graceful shutdown).",
