@@ -21,6 +21,7 @@ from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.credentials import tls_credentials
 from queue_manager_server.app import App, StartupError, print_banner
 from queue_manager_server.config import Settings
+from queue_manager_server.security import SecurityError, server_credentials
 from tests.conftest import ServerFactory
 from tests.security_kit import Pki, make_pki, tls_proxy, token_file
 
@@ -91,6 +92,13 @@ async def test_tls_port_needs_the_right_ca(
     async with QueueManager(server.address, timeout=5) as client:
         await client.register_queue("tls")
         assert [q.name for q in await client.list_queues()] == ["dead-letter-queue", "tls"]
+
+
+def test_a_key_that_is_not_the_certificates_is_named(pki: Pki) -> None:
+    # grpc-core then only failed to bind, and the start said "cannot listen on …: address in use or invalid".
+    with pytest.raises(SecurityError, match=r"--tls-key: .* is not the private key of the certificate"):
+        server_credentials(Settings(tls_cert=str(pki.server_cert), tls_key=str(pki.client_key)))
+    assert server_credentials(Settings(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key)))
 
 
 async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
