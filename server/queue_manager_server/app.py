@@ -49,6 +49,7 @@ from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.stream_guard import StreamGuard
 from queue_manager_server.components.timeouts import Timeouts
+from queue_manager_server.components.valkey_keeper import ValkeyKeeper
 from queue_manager_server.components.worker_registry import WorkerRegistry
 from queue_manager_server.config import Settings, cluster_problem, pool_too_small, test_clock_problem
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
@@ -273,6 +274,9 @@ class App:
             StreamGuard(self.dispatcher, s.worker_stall_ms),
             EventWatchRenewal(self.queue_service.job_events, watchers),
         ]
+        if self.embedded is not None:
+            # Stopped with the other loops, so before Valkey itself is (a stop is not a death to undo).
+            self.components.append(ValkeyKeeper(self.embedded, self._valkey_restarted))
         for c in self.components:
             c.start()
         await asyncio.wait_for(self.notifier.ready.wait(), 10)
@@ -347,6 +351,11 @@ class App:
             raise StartupError(f"cannot start the embedded Valkey in {s.data_dir}: {exc}") from None
         self.lock.record(valkey_pid=self.embedded.pid, valkey_port=self.embedded.port)
         return url
+
+    def _valkey_restarted(self, pid: int) -> None:
+        """The embedded Valkey runs again (components/valkey_keeper.py): the lock file names its new pid."""
+        if self.lock is not None:
+            self.lock.record(valkey_pid=pid)
 
     def _connect(self, url: str | None) -> Client:
         """The Redis client: one server's over a blocking pool, (--redis-sentinel) the sentinels' primary's

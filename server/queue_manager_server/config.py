@@ -45,7 +45,7 @@ def url_problem(url: str | None) -> str | None:
         return None
     problem = None
     try:
-        parse_url(url)
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
     except ValueError as exc:
         problem = str(exc).rstrip(".")
     # redis-py reads a database that is not a number as database 0; the caller meant another one.
