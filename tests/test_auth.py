@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from google.protobuf import duration_pb2
 from redis.asyncio import Redis
 
+from queue_manager.cli import main as qm_main
 from queue_manager.v1 import jobs_pb2 as jpb
 from queue_manager.v1 import metrics_pb2 as mpb
 from queue_manager.v1 import queue_service_pb2 as qpb
@@ -161,6 +163,18 @@ def test_token_file_is_checked_field_by_field(tmp_path: Path) -> None:
         True,
         False,
     )
+
+
+def test_new_token_prints_only_entries_the_server_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    # A name or pattern the token file refuses would make the printed entry stop the server at its start.
+    for args in (["bad name!"], ["x" * 101], [""], ["ok", "--queues", "a{b"], ["ok", "--queues", ""]):
+        with pytest.raises(SystemExit) as exit_:
+            qm_main(["auth", "new-token", *args, "--role", "admin"])
+        assert exit_.value.code == 2
+        assert "must be" in capsys.readouterr().err
+    assert qm_main(["auth", "new-token", "ci@host:1", "--role", "worker", "--queues", "b-*", "c?"]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    assert parse_entries(printed, "printed")[0].principal.name == "ci@host:1"
 
 
 async def test_without_a_valid_token_no_rpc_shape_runs(

@@ -122,6 +122,10 @@ async def test_errors_exit_1_with_status_name(
     assert status == 1 and err.startswith("error: INVALID_ARGUMENT: priority 'urgent'")
     status, _, err = await qm_cli(capsys, "--server", server.address, "add", "q", "n", "--data", "{bad")
     assert status == 2 and "--data is not valid JSON" in err
+    # The health service answers an unknown service NOT_FOUND with no message at all.
+    status, _, err = await qm_cli(capsys, "--server", server.address, "health", "--service", "QueueService")
+    assert status == 1 and err.startswith("error: NOT_FOUND: the server reports no health for service")
+    assert "queue_manager.v1.QueueService" in err
     status, _, err = await qm_cli(capsys, "--server", "127.0.0.1:1", "queues", "list")
     assert status == 1 and err.startswith("error: UNAVAILABLE: ")
 

@@ -108,6 +108,25 @@ async def test_killed_server_valkey_exits_and_a_new_server_takes_over(procs: Pro
     assert await second.wait() == 0
 
 
+async def test_a_killed_embedded_valkey_is_started_again_under_its_server(
+    procs: Procs, tmp_path: Path
+) -> None:
+    # It stayed dead: the server answered every call UNAVAILABLE ("retry shortly") until restarted by hand.
+    data_dir = tmp_path / "data"
+    server = await procs.embedded_server(data_dir)
+    ids = await add_jobs(server.address, 5)
+    dead = read_holder(data_dir)["valkey_pid"]
+    os.kill(dead, signal.SIGKILL)
+    await until(lambda: read_holder(data_dir).get("valkey_pid") not in (None, dead), "a new Valkey pid")
+    assert pid_alive(read_holder(data_dir)["valkey_pid"])
+    assert "embedded valkey exited; starting it again from its append-only file" in server.output()
+    assert await stored(server.address, ids) == ids  # read back from the append-only file
+    assert len(await add_jobs(server.address, 1)) == 1
+    server.terminate()
+    assert await server.wait() == 0
+    assert not pid_alive(read_holder(data_dir).get("valkey_pid", 0))
+
+
 def hold_lock_of_dead_server(data_dir: Path) -> tuple[IO[str], int]:
     """Locks data_dir the way a Valkey left by a killed server does; returns the open file and that pid."""
     gone = subprocess.Popen(["true"])

@@ -301,6 +301,33 @@ def test_bad_settings_exit_with_a_message(capsys: pytest.CaptureFixture[str]) ->
     assert parse_args(["--listen", "unix:/tmp/qm.sock"], env={}).listen == "unix:/tmp/qm.sock"
 
 
+def test_bad_environment_and_urls_exit_with_a_message_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Each of these ended `qm serve` in a Python traceback (int(), logging, redis-py's URL parser) or was
+    # taken as it was (a negative grace, a reaper looping without pause, a database name read as 0).
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        ([], {"QM_LEASE_DURATION_MS": "30s"}, "QM_LEASE_DURATION_MS must be a whole number, not '30s'"),
+        ([], {"QM_MAX_BULK_BYTES": "lots"}, "QM_MAX_BULK_BYTES must be a whole number, not 'lots'"),
+        ([], {"LOG_LEVEL": "verbose"}, "--log-level (QM_LOG_LEVEL, LOG_LEVEL) must be one of DEBUG, INFO"),
+        (["--reaper-interval-ms", "0"], {}, "--reaper-interval-ms must be positive"),
+        (["--shutdown-grace-ms", "-1"], {}, "--shutdown-grace-ms must be 0 or more"),
+        ([], {"REDIS_HOST": "h", "REDIS_PORT": "abc"}, "Port could not be cast to integer value as 'abc'"),
+        (["--redis-url", "redis://:secret@h:99999/0"], {}, "Port out of range 0-65535"),
+        (["--redis-url", "valkey://h:6379"], {}, "one of the following schemes"),
+        (["--redis-url", "redis://h:6379/jobs"], {}, "must be a number, not 'jobs'"),
+    ]
+    for argv, env, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            parse_args(argv, env=env)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err, (argv, env, err)
+        assert "secret" not in err
+    assert parse_args(["--shutdown-grace-ms", "0"], env={"LOG_LEVEL": "warning"}).log_level == "WARNING"
+    assert parse_args(["--redis-url", "unix:///run/valkey.sock?db=3"], env={}).redis_url is not None
+
+
 async def test_a_pool_smaller_than_the_held_connections_is_a_clear_startup_error(
     redis_url: str, prefix: str
 ) -> None:

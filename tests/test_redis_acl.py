@@ -5,17 +5,21 @@ user can do nothing else."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
+import grpc
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
 
 from queue_manager import JobContext, QueueManager, UnrecoverableError
 from queue_manager_server.security import redis_acl
+from queue_manager_server.services.errors import status_for
 from tests.conftest import RunningServer, ServerFactory
 from tests.rawworker import eventually
 
@@ -72,6 +76,42 @@ async def test_server_runs_as_a_least_privilege_redis_user(
         if server is not None:
             await server.stop()
         await redis.execute_command("ACL", "DELUSER", user)
+
+
+async def test_metrics_as_the_acl_user_say_once_that_info_is_refused(
+    server_factory: ServerFactory,
+    redis: Redis,
+    redis_url: str,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The documented user has no INFO: each scrape logged an "unexpected error" with a stack trace.
+    user, password = f"qm-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await redis.execute_command("ACL", "SETUSER", *redis_acl(user, password, prefix).split())
+    parts = urlsplit(redis_url)
+    url = f"redis://{user}:{password}@{parts.hostname}:{parts.port}/0"
+    server: RunningServer | None = None
+    try:
+        server = await server_factory(redis_url=url, http_listen="127.0.0.1:0")
+        async with QueueManager(server.address) as qm:
+            await qm.register_queue("acl-scraped")
+        caplog.set_level(logging.INFO)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.get(f"http://{server.app.http_address}/metrics") as r:
+                    body = await r.text()
+                    assert r.status == 200 and 'queue_paused{queue="acl-scraped"}' in body
+                    assert "queue_store_memory_used_bytes{" not in body
+        said = [r.getMessage() for r in caplog.records if "may not run INFO" in r.getMessage()]
+        assert len(said) == 1 and "queue_store_memory_used_bytes" in said[0]
+        assert not [r for r in caplog.records if r.getMessage() == "unexpected error"]
+    finally:
+        if server is not None:
+            await server.stop()
+        await redis.execute_command("ACL", "DELUSER", user)
+    # A command the user lacks reaches a client as the operator's problem it is, never INTERNAL.
+    code, message = status_for(NoPermissionError("User qm has no permissions to run the 'xadd' command"))
+    assert code == grpc.StatusCode.UNAVAILABLE and "docs/security.md" in message
 
 
 async def _workload(address: str) -> None:

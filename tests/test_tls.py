@@ -19,8 +19,9 @@ import pytest
 
 from queue_manager import JobContext, JobState, QueueManager
 from queue_manager.credentials import tls_credentials
-from queue_manager_server.app import App, StartupError
+from queue_manager_server.app import App, StartupError, print_banner
 from queue_manager_server.config import Settings
+from queue_manager_server.security import SecurityError, server_credentials
 from tests.conftest import ServerFactory
 from tests.security_kit import Pki, make_pki, tls_proxy, token_file
 
@@ -41,10 +42,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 
 async def _refused(client: QueueManager) -> grpc.StatusCode:
+    return (await _refusal(client))[0]
+
+
+async def _refusal(client: QueueManager) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(Exception) as caught:
         await client.list_queues()
     code = getattr(caught.value, "code", None)
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return (code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN), str(caught.value)
 
 
 async def test_tls_port_needs_the_right_ca(
@@ -53,20 +58,55 @@ async def test_tls_port_needs_the_right_ca(
     server = await server_factory(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key))
     plain = QueueManager(server.address, timeout=5)
     wrong = QueueManager(server.address, timeout=5, credentials=tls_credentials(str(pki.other_ca)))
+    named = QueueManager(
+        server.address,
+        timeout=5,
+        credentials=tls_credentials(str(pki.ca)),
+        channel_options=[("grpc.ssl_target_name_override", "elsewhere.example")],
+    )
+    # grpc-core's own words name no setting; each refusal says which one to change.
     try:
-        assert await _refused(plain) == grpc.StatusCode.UNAVAILABLE
-        assert await _refused(wrong) == grpc.StatusCode.UNAVAILABLE
+        code, message = await _refusal(plain)
+        assert code == grpc.StatusCode.UNAVAILABLE and "give the CA bundle that signed" in message
+        code, message = await _refusal(wrong)
+        assert (
+            code == grpc.StatusCode.UNAVAILABLE and "not signed by the CA bundle given (QM_TLS_CA" in message
+        )
+        assert "set QM_TLS_SERVER_NAME" in (await _refusal(named))[1]
     finally:
         await plain.shutdown()
         await wrong.shutdown()
+        await named.shutdown()
+    plaintext = await server_factory()
+    client = QueueManager(plaintext.address, timeout=5, credentials=tls_credentials(str(pki.ca)))
+    try:
+        assert "does not use TLS on this port" in (await _refusal(client))[1]
+    finally:
+        await client.shutdown()
+    # A file of the wrong kind is named at once, not at the first call as a failed "security handshaker".
+    with pytest.raises(ValueError, match=r"CA bundle \(QM_TLS_CA\) .* holds no PEM certificate"):
+        tls_credentials(str(pki.server_key))
+    with pytest.raises(ValueError, match=r"client key \(QM_TLS_KEY\) .* holds no PEM private key"):
+        tls_credentials(str(pki.ca), str(pki.client_cert), str(pki.client_cert))
     clean_env.setenv("QM_TLS_CA", str(pki.ca))  # the environment is enough
     async with QueueManager(server.address, timeout=5) as client:
         await client.register_queue("tls")
         assert [q.name for q in await client.list_queues()] == ["dead-letter-queue", "tls"]
 
 
+def test_a_key_that_is_not_the_certificates_is_named(pki: Pki) -> None:
+    # grpc-core then only failed to bind, and the start said "cannot listen on …: address in use or invalid".
+    with pytest.raises(SecurityError, match=r"--tls-key: .* is not the private key of the certificate"):
+        server_credentials(Settings(tls_cert=str(pki.server_cert), tls_key=str(pki.client_key)))
+    assert server_credentials(Settings(tls_cert=str(pki.server_cert), tls_key=str(pki.server_key)))
+
+
 async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
-    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+    server_factory: ServerFactory,
+    pki: Pki,
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tokens = token_file(tmp_path / "t.toml", {"w": ("admin", ["*"])})
     server = await server_factory(
@@ -75,11 +115,16 @@ async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
         tls_client_ca=str(pki.ca),
         auth_file=str(tmp_path / "t.toml"),
     )
+    print_banner(server.app)
+    assert "export QM_TLS_CERT=" in capsys.readouterr().err
     for cert, key in ((None, None), (pki.rogue_cert, pki.rogue_key)):
         creds = tls_credentials(str(pki.ca), str(cert) if cert else None, str(key) if key else None)
         client = QueueManager(server.address, timeout=5, credentials=creds, token=tokens["w"])
         try:
-            assert await _refused(client) == grpc.StatusCode.UNAVAILABLE
+            code, message = await _refusal(client)
+            assert code == grpc.StatusCode.UNAVAILABLE
+            if cert is None:
+                assert "a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY)" in message
         finally:
             await client.shutdown()
     clean_env.setenv("QM_TLS_CA", str(pki.ca))
@@ -110,7 +155,11 @@ async def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
 
 
 async def test_cli_and_http_api_behind_tls(
-    server_factory: ServerFactory, pki: Pki, clean_env: pytest.MonkeyPatch, tmp_path: Path
+    server_factory: ServerFactory,
+    pki: Pki,
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tokens = token_file(tmp_path / "t.toml", {"admin": ("admin", ["*"])})
     (tmp_path / "token").write_text(tokens["admin"] + "\n")
@@ -121,6 +170,11 @@ async def test_cli_and_http_api_behind_tls(
         http_listen="127.0.0.1:0",
     )
     assert server.app.internal_address.startswith("unix:")
+    # The banner's "Try it" commands say what a client needs here, or they would fail as written.
+    print_banner(server.app)
+    banner = capsys.readouterr().err
+    assert "export QM_TLS_CA=" in banner and "export QM_TOKEN_FILE=" in banner
+    assert "QM_TLS_CERT" not in banner and "-plaintext" not in banner
     argv = [
         sys.executable,
         "-m",

@@ -49,6 +49,7 @@ from queue_manager_server.components.promoter import Promoter
 from queue_manager_server.components.scheduler import Scheduler
 from queue_manager_server.components.stream_guard import StreamGuard
 from queue_manager_server.components.timeouts import Timeouts
+from queue_manager_server.components.valkey_keeper import ValkeyKeeper
 from queue_manager_server.components.worker_registry import WorkerRegistry
 from queue_manager_server.config import Settings, cluster_problem, pool_too_small, test_clock_problem
 from queue_manager_server.datadir import DataDirLock, DataDirLocked
@@ -273,6 +274,9 @@ class App:
             StreamGuard(self.dispatcher, s.worker_stall_ms),
             EventWatchRenewal(self.queue_service.job_events, watchers),
         ]
+        if self.embedded is not None:
+            # Stopped with the other loops, so before Valkey itself is (a stop is not a death to undo).
+            self.components.append(ValkeyKeeper(self.embedded, self._valkey_restarted))
         for c in self.components:
             c.start()
         await asyncio.wait_for(self.notifier.ready.wait(), 10)
@@ -347,6 +351,11 @@ class App:
             raise StartupError(f"cannot start the embedded Valkey in {s.data_dir}: {exc}") from None
         self.lock.record(valkey_pid=self.embedded.pid, valkey_port=self.embedded.port)
         return url
+
+    def _valkey_restarted(self, pid: int) -> None:
+        """The embedded Valkey runs again (components/valkey_keeper.py): the lock file names its new pid."""
+        if self.lock is not None:
+            self.lock.record(valkey_pid=pid)
 
     def _connect(self, url: str | None) -> Client:
         """The Redis client: one server's over a blocking pool, (--redis-sentinel) the sentinels' primary's
@@ -720,6 +729,18 @@ def print_banner(app: App) -> None:
         transport += f", {len(guard.auth.names)} token(s) from {app.settings.auth_file}"
     # grpcurl comes with `make dev`, not `make run` / `pip install`: suggest it only where it is installed.
     grpcurl_line = f"  {grpcurl} -plaintext {a} list\n" if _installed("grpcurl") and not tls else ""
+    # The commands below fail over TLS or with tokens unless the client is told how (docs/security.md).
+    client_env = ""
+    if tls:
+        client_env += "  export QM_TLS_CA=<PEM CA bundle that signed --tls-cert>\n"
+    if guard is not None and guard.mutual:
+        client_env += (
+            "  export QM_TLS_CERT=<client certificate --tls-client-ca signed> QM_TLS_KEY=<its key>\n"
+        )
+    if guard is not None and guard.auth is not None:
+        client_env += (
+            "  export QM_TOKEN_FILE=<file holding an admin token of --auth-file (qm auth new-token)>\n"
+        )
     print(
         f"Queue Manager listening on {a} (gRPC, {transport}), storing jobs in {where}.\n"
         f"{durability}"
@@ -727,6 +748,7 @@ def print_banner(app: App) -> None:
         f"Try it:\n"
         f"{grpcurl_line}"
         f"  export QM_SERVER={a}\n"
+        f"{client_env}"
         f"  {qm} queues register demo && {qm} add demo hello --data '{{\"x\": 1}}'\n"
         f"  {qm} queues metrics demo\n"
         f"Stop with Ctrl-C (graceful shutdown).",

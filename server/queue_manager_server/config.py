@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
+from redis.connection import parse_url
+
 from queue_manager_server import security, sentinel
 from queue_manager_server.embedded import ALLOCATORS, DURABILITY_MODES
 from queue_manager_server.engine.engine import HELD_CONNECTIONS
@@ -23,6 +25,8 @@ from queue_manager_server.engine.store import TEST_CLOCK_ON_CLUSTER
 # its event subscription: components/notifier.py), and four for everything else. A smaller pool left
 # requests waiting for a connection that never came free, then failing UNAVAILABLE.
 MIN_REDIS_CONNECTIONS = HELD_CONNECTIONS + 1 + 4
+# The levels --log-level takes (the ones the docs name, and CRITICAL).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def pool_too_small(max_connections: int) -> str | None:
@@ -32,6 +36,29 @@ def pool_too_small(max_connections: int) -> str | None:
     return (
         f"--redis-max-connections must be at least {MIN_REDIS_CONNECTIONS}: the server holds "
         f"{HELD_CONNECTIONS + 1} for its lifetime and needs others for requests"
+    )
+
+
+def url_problem(url: str | None) -> str | None:
+    """What is wrong with this Redis URL, or None when redis-py can connect with it (or it is unset)."""
+    if url is None:
+        return None
+    problem = None
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except ValueError as exc:
+        problem = str(exc).rstrip(".")
+    # redis-py reads a database that is not a number as database 0; the caller meant another one.
+    parts = urlsplit(url)
+    db = parts.path.strip("/") if parts.scheme in ("redis", "rediss") else ""
+    if problem is None and db and not db.isdigit():
+        problem = f"the database in the URL's path must be a number, not {db!r}"
+    if problem is None:
+        return None
+    # The message names no part of the URL, which may hold a password.
+    return (
+        f"--redis-url (QM_REDIS_URL, REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB): {problem}; give a URL "
+        "such as redis://:PASSWORD@HOST:6379/0, rediss://HOST:6379/0 or unix:///run/valkey.sock?db=0"
     )
 
 
@@ -206,6 +233,15 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         return env.get(name, str(default))
 
     p = argparse.ArgumentParser(prog="qm serve", description="Run the Queue Manager gRPC server.")
+
+    def ei(name: str, default: int) -> int:
+        # int() alone would end the start in a traceback for a variable such as QM_LEASE_DURATION_MS=30s.
+        raw = e(name, default)
+        try:
+            return int(raw)
+        except ValueError:
+            p.error(f"{name} must be a whole number, not {raw!r}")
+
     p.add_argument(
         "--listen", default=e("QM_LISTEN", d.listen), help="HOST:PORT to serve gRPC on [QM_LISTEN]"
     )
@@ -244,72 +280,72 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument(
         "--lease-ms",
         type=int,
-        default=int(e("QM_LEASE_DURATION_MS", d.lease_ms)),
+        default=ei("QM_LEASE_DURATION_MS", d.lease_ms),
         help="job lease [QM_LEASE_DURATION_MS]",
     )
     p.add_argument(
         "--max-payload-bytes",
         type=int,
-        default=int(e("QM_MAX_PAYLOAD_BYTES", d.max_payload_bytes)),
+        default=ei("QM_MAX_PAYLOAD_BYTES", d.max_payload_bytes),
         help="largest job data or result [QM_MAX_PAYLOAD_BYTES]",
     )
     p.add_argument(
         "--shutdown-grace-ms",
         type=int,
-        default=int(e("QM_SHUTDOWN_GRACE_MS", d.shutdown_grace_ms)),
+        default=ei("QM_SHUTDOWN_GRACE_MS", d.shutdown_grace_ms),
         help="time in-flight jobs get to finish on shutdown [QM_SHUTDOWN_GRACE_MS]",
     )
     p.add_argument(
         "--reaper-interval-ms",
         type=int,
-        default=int(e("QM_REAPER_INTERVAL_MS", d.reaper_interval_ms)),
+        default=ei("QM_REAPER_INTERVAL_MS", d.reaper_interval_ms),
         help="how often expired leases are looked for [QM_REAPER_INTERVAL_MS]",
     )
     p.add_argument(
         "--priority-sweep-ms",
         type=int,
-        default=int(e("QM_PRIORITY_SWEEP_MS", d.priority_sweep_ms)),
+        default=ei("QM_PRIORITY_SWEEP_MS", d.priority_sweep_ms),
         help="how often jobs past their queue's priority bound (max wait) are moved ahead; a bound holds to "
         "within this [QM_PRIORITY_SWEEP_MS]",
     )
     p.add_argument(
         "--memory-estimate-ms",
         type=int,
-        default=int(e("QM_MEMORY_ESTIMATE_MS", d.memory_estimate_ms)),
+        default=ei("QM_MEMORY_ESTIMATE_MS", d.memory_estimate_ms),
         help="how long a queue's memory estimate is used before a metrics read measures again; 0: every "
         "read [QM_MEMORY_ESTIMATE_MS]",
     )
     p.add_argument(
         "--expiry-sweep-ms",
         type=int,
-        default=int(e("QM_EXPIRY_SWEEP_MS", d.expiry_sweep_ms)),
+        default=ei("QM_EXPIRY_SWEEP_MS", d.expiry_sweep_ms),
         help="how often jobs whose expiry (expire_after) passed while nobody claimed them are ended as "
         "expired [QM_EXPIRY_SWEEP_MS]",
     )
     p.add_argument(
         "--events-buffer",
         type=int,
-        default=int(e("QM_EVENTS_BUFFER", d.events_buffer)),
+        default=ei("QM_EVENTS_BUFFER", d.events_buffer),
         help="job events one WatchJobEvents stream may have waiting to be sent; a watcher that falls further "
         "behind is ended with RESOURCE_EXHAUSTED [QM_EVENTS_BUFFER]",
     )
     p.add_argument(
         "--events-ttl-ms",
         type=int,
-        default=int(e("QM_EVENTS_TTL_MS", d.events_ttl_ms)),
+        default=ei("QM_EVENTS_TTL_MS", d.events_ttl_ms),
         help="how long a watched queue's job events stay on after this server last renewed its watch "
         "(renewed every third of it) [QM_EVENTS_TTL_MS]",
     )
     p.add_argument(
         "--redis-max-connections",
         type=int,
-        default=int(e("QM_REDIS_MAX_CONNECTIONS", d.redis_max_connections)),
+        default=ei("QM_REDIS_MAX_CONNECTIONS", d.redis_max_connections),
         help="Redis connections kept at most; more requests wait for one [QM_REDIS_MAX_CONNECTIONS]",
     )
     p.add_argument(
         "--redis-timeout-ms",
         type=int,
-        default=int(e("QM_REDIS_TIMEOUT_MS", d.redis_timeout_ms)),
+        default=ei("QM_REDIS_TIMEOUT_MS", d.redis_timeout_ms),
         help="longest wait for a Redis connect or reply [QM_REDIS_TIMEOUT_MS]",
     )
     p.add_argument(
@@ -323,18 +359,18 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         help="HOST:PORT of the HTTP port (/metrics for Prometheus), or 'off' "
         f"(default {DEFAULT_HTTP_LISTEN}) [QM_HTTP_LISTEN]",
     )
-    p.add_argument("--embedded-port", type=int, default=int(e("QM_EMBEDDED_PORT", 0)), help=argparse.SUPPRESS)
+    p.add_argument("--embedded-port", type=int, default=ei("QM_EMBEDDED_PORT", 0), help=argparse.SUPPRESS)
     p.add_argument(
         "--janitor-interval-ms",
         type=int,
-        default=int(e("QM_JANITOR_INTERVAL_MS", d.janitor_interval_ms)),
+        default=ei("QM_JANITOR_INTERVAL_MS", d.janitor_interval_ms),
         help=argparse.SUPPRESS,
     )
     p.add_argument(
-        "--bulk-idle-ms", type=int, default=int(e("QM_BULK_IDLE_MS", d.bulk_idle_ms)), help=argparse.SUPPRESS
+        "--bulk-idle-ms", type=int, default=ei("QM_BULK_IDLE_MS", d.bulk_idle_ms), help=argparse.SUPPRESS
     )
     p.add_argument("--test-crash-point", default=e("QM_TEST_CRASH_POINT", ""), help=argparse.SUPPRESS)
-    security.add_arguments(p, e, d)
+    security.add_arguments(p, e, ei, d)
     a = p.parse_args(argv)
     try:
         a.listen = listen(a.listen)
@@ -342,7 +378,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         p.error(f"--listen (QM_LISTEN): {exc}")
     security.check_arguments(a, p.error)
     # With --redis-sentinel, sentinel.problem (below) says why --redis-cluster does not go with it.
-    cluster = cluster_problem(a.redis_cluster and not a.redis_sentinel.strip(), a.redis_url)
+    cluster = url_problem(a.redis_url) or cluster_problem(
+        a.redis_cluster and not a.redis_sentinel.strip(), a.redis_url
+    )
     if cluster:
         p.error(cluster)
     if a.durability not in DURABILITY_MODES:
@@ -363,11 +401,20 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         ("--events-buffer", a.events_buffer),
         ("--events-ttl-ms", a.events_ttl_ms),
         ("--redis-max-connections", a.redis_max_connections),
+        ("--reaper-interval-ms", a.reaper_interval_ms),
     ):
         if value <= 0:
             p.error(f"{name} must be positive")
-    if a.memory_estimate_ms < 0:
-        p.error("--memory-estimate-ms must be 0 or more")
+    for name, value in (
+        ("--memory-estimate-ms", a.memory_estimate_ms),
+        ("--shutdown-grace-ms", a.shutdown_grace_ms),
+    ):
+        if value < 0:
+            p.error(f"{name} must be 0 or more")
+    # logging takes any level name, but an unknown one would end the start in a traceback.
+    if a.log_level.upper() not in LOG_LEVELS:
+        levels = ", ".join(LOG_LEVELS)
+        p.error(f"--log-level (QM_LOG_LEVEL, LOG_LEVEL) must be one of {levels}, not {a.log_level!r}")
     too_small = pool_too_small(a.redis_max_connections)
     if too_small:
         p.error(too_small)

@@ -222,6 +222,26 @@ class EmbeddedValkey:
     def pid(self) -> int:
         return self.proc.pid if self.proc is not None else 0
 
+    @property
+    def running(self) -> bool:
+        """Whether the process is up (False once it exited, or after a failed start or a stop)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def exit_status(self) -> int | None:
+        """The status of a process that exited on its own; None while it runs, or when none is left."""
+        return None if self.proc is None else self.proc.poll()
+
+    async def restart(self, timeout_s: float = 20.0) -> str:
+        """Starts Valkey again after it exited, on the port it had: the server's clients connect there.
+
+        Raises:
+            EmbeddedValkeyError: it exited or did not answer in time (the process is then gone).
+        """
+        self._fixed_port = True
+        self.proc = None
+        return await self.start(timeout_s)
+
     def spawn(self) -> None:
         """Starts the process. Call it from a thread that lives as long as the server (see app.py)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import argparse
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,12 @@ class SecurityError(Exception):
     """A security setting is wrong or missing; the message names the flag."""
 
 
-def add_arguments(p: argparse.ArgumentParser, e: Callable[[str, object], str], d: Settings) -> None:
+def add_arguments(
+    p: argparse.ArgumentParser,
+    e: Callable[[str, object], str],
+    ei: Callable[[str, int], int],
+    d: Settings,
+) -> None:
     """The security and limit flags of ``qm serve`` (defaults from ``QM_*``)."""
     p.add_argument(
         "--auth-file",
@@ -105,7 +111,7 @@ def add_arguments(p: argparse.ArgumentParser, e: Callable[[str, object], str], d
             "a worker stream that takes no message for this long is cut and its jobs recovered",
         ),
     ):
-        p.add_argument(flag, type=int, default=int(e(env, value)), help=f"{what} [{env}]")
+        p.add_argument(flag, type=int, default=ei(env, value), help=f"{what} [{env}]")
 
 
 def check_arguments(a: argparse.Namespace, error: Callable[[str], Any]) -> None:
@@ -226,12 +232,29 @@ def server_credentials(s: Settings) -> grpc.ServerCredentials | None:
     for data, flag, marker in ((chain, "--tls-cert", b"CERTIFICATE"), (key, "--tls-key", b"PRIVATE KEY")):
         if b"-----BEGIN " not in data or marker not in data:
             raise SecurityError(f"{flag}: not a PEM file with a {marker.decode()}")
+    _check_pair(s.tls_cert, s.tls_key)
     ca = _read(s.tls_client_ca, "--tls-client-ca") if s.tls_client_ca else None
     if ca is not None and b"CERTIFICATE" not in ca:
         raise SecurityError("--tls-client-ca: not a PEM file with a CERTIFICATE")
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
     )
+
+
+def _check_pair(cert: str, key: str) -> None:
+    # grpc-core only fails to bind with a key that is not the certificate's, and the start then said "address
+    # in use or invalid"; OpenSSL, as Python loads it, names the mismatch (or a key it cannot read).
+    try:
+        # No password: gRPC takes no encrypted key, and OpenSSL would otherwise ask for one at the terminal.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        mismatch = "KEY_VALUES_MISMATCH" in str(exc)
+        why = (
+            "is not the private key of the certificate in --tls-cert"
+            if mismatch
+            else f"cannot be loaded with --tls-cert ({exc}); give its private key in PEM, unencrypted"
+        )
+        raise SecurityError(f"--tls-key: {key} {why}") from None
 
 
 def redis_tls_kwargs(s: Settings) -> dict[str, Any]:

@@ -37,6 +37,16 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
 
 
+def _pem(path: str, what: str, kind: str) -> bytes:
+    # grpc-core takes any bytes here and fails later, at the first call, with "Failed to create security
+    # handshaker" and its own log lines: a file of the wrong kind (a key given as the CA) is named now.
+    # The kind ends every header of it: BEGIN CERTIFICATE, BEGIN TRUSTED CERTIFICATE, BEGIN EC PRIVATE KEY…
+    data = _read(path, what)
+    if b"-----BEGIN " not in data or f"{kind}-----".encode() not in data:
+        raise ValueError(f"the {what} {path} holds no PEM {kind.lower()} (-----BEGIN … {kind}-----)")
+    return data
+
+
 def tls_credentials(
     ca: str | None = None, cert: str | None = None, key: str | None = None
 ) -> grpc.ChannelCredentials:
@@ -50,9 +60,9 @@ def tls_credentials(
     if bool(cert) != bool(key):
         raise ValueError("a client certificate and its key go together (QM_TLS_CERT and QM_TLS_KEY)")
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, "CA bundle (QM_TLS_CA)") if ca else None,
-        private_key=_read(key, "client key (QM_TLS_KEY)") if key else None,
-        certificate_chain=_read(cert, "client certificate (QM_TLS_CERT)") if cert else None,
+        root_certificates=_pem(ca, "CA bundle (QM_TLS_CA)", "CERTIFICATE") if ca else None,
+        private_key=_pem(key, "client key (QM_TLS_KEY)", "PRIVATE KEY") if key else None,
+        certificate_chain=_pem(cert, "client certificate (QM_TLS_CERT)", "CERTIFICATE") if cert else None,
     )
 
 

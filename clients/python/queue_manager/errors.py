@@ -243,6 +243,38 @@ _BY_CODE: dict[grpc.StatusCode, type[QueueManagerError]] = {
 _CONNECTION_LOST = "Internal error from Core"
 
 
+# grpc-core's words for a connection that failed in its TLS handshake name OpenSSL's reason, not the setting
+# to change; each is followed by what the caller can do about it. "Socket closed" is also what a plaintext
+# client and a client without the certificate a mutual-TLS server asks for are told.
+_TLS_HINTS = (
+    (
+        "WRONG_VERSION_NUMBER",
+        "the server does not use TLS on this port: connect without TLS (unset QM_TLS_CA and QM_TLS)",
+    ),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the server's certificate is not signed by the CA bundle given (QM_TLS_CA, qm --tls-ca)",
+    ),
+    (
+        "Hostname Verification Check failed",
+        "the server's certificate does not name the host dialled: dial a name it holds, or set "
+        "QM_TLS_SERVER_NAME (qm --tls-server-name)",
+    ),
+    (
+        "Socket closed",
+        "if the server uses TLS, give the CA bundle that signed its certificate (QM_TLS_CA, qm --tls-ca); if "
+        "it requires mutual TLS, also a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY)",
+    ),
+)
+
+
+def _with_tls_hint(message: str) -> str:
+    for words, hint in _TLS_HINTS:
+        if words in message:
+            return f"{message}; {hint}"
+    return message
+
+
 def error_from_rpc(exc: grpc.RpcError) -> QueueManagerError:
     """Turns a failed gRPC call (sync or asyncio) into the matching `QueueManagerError` subclass.
 
@@ -260,6 +292,8 @@ def error_from_rpc(exc: grpc.RpcError) -> QueueManagerError:
     message = details_of() if callable(details_of) else None
     if code == grpc.StatusCode.INTERNAL and message == _CONNECTION_LOST:
         return _error(grpc.StatusCode.UNAVAILABLE, "the connection to the server was lost; retry")
+    if code == grpc.StatusCode.UNAVAILABLE and message:
+        message = _with_tls_hint(str(message))
     return _error(code, str(message) if message else "")
 
 

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Exemplar as PromExemplar
+from redis.exceptions import NoPermissionError
 
 from queue_manager_server.engine.metrics import Snapshot
 from queue_manager_server.engine.records import Metrics, NodeMemory
@@ -53,6 +54,8 @@ class _Scrape:
     def __init__(self, ctx: HttpContext) -> None:
         self.ctx = ctx
         self.guard = HttpGuard(ctx.auth)
+        # Whether the refusal of INFO by the server's Redis user was logged: said once, not every scrape.
+        self.info_refused = False
 
     async def handle(self, request: web.Request) -> web.Response:
         # With a token file: a token that may read, and only its queues are shown (http/guard.py).
@@ -79,6 +82,15 @@ class _Scrape:
         metrics are still served."""
         try:
             return await self.ctx.metrics.memory()
+        except NoPermissionError:
+            # The least-privilege ACL user of docs/security.md has no INFO: an expected state, not a fault.
+            if not self.info_refused:
+                self.info_refused = True
+                log.warning(
+                    "the server's Redis user may not run INFO (its ACL): /metrics leaves out "
+                    "queue_store_memory_used_bytes and queue_store_memory_max_bytes"
+                )
+            return []
         except Exception as exc:
             log.warning(f"cannot read the store's memory (INFO memory): {status_for(exc)[1]}")
             return []

@@ -18,6 +18,7 @@ from redis.exceptions import (
     ClusterError,
     MasterDownError,
     MaxConnectionsError,
+    NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -112,6 +113,13 @@ _REDIS: list[tuple[type[Exception], grpc.StatusCode, str]] = [
         f"{_STORE} has no primary now: the sentinels report none up (a failover is under way); retry shortly",
     ),
     (RedisConnectionError, _UNAVAILABLE, f"{_STORE} is unreachable; retry shortly"),
+    # An ACL user without a command the server sends (the "job store condition" log line names it).
+    (
+        NoPermissionError,
+        _UNAVAILABLE,
+        f"{_STORE} refused a command to the server's Redis user (its ACL); an operator must grant the "
+        "commands docs/security.md lists",
+    ),
 ]
 # Error codes that redis-py has no class for, so they stay at the start of a ResponseError's message.
 _REDIS_CODES: dict[str, tuple[grpc.StatusCode, str]] = {

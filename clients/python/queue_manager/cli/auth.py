@@ -17,10 +17,15 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 
 _ROLES = ("producer", "worker", "viewer", "admin")
+# The server's token file takes only these names and patterns (queue_manager_server/auth.py, which this
+# package cannot import): an entry printed with anything else would stop the server from starting.
+_NAME = re.compile(r"[A-Za-z0-9_.@:\-]{1,100}")
+_PATTERN = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,200}")
 # flag → environment variable it sets (queue_manager/credentials.py reads them).
 CONNECTION_FLAGS = {
     "--token-file": ("QM_TOKEN_FILE", "file holding the bearer token (or set QM_TOKEN)"),
@@ -55,13 +60,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Prints a new token (keep it secret; it is shown once) and the TOML entry to add to "
         "the server's token file, which holds only the token's SHA-256.",
     )
-    new.add_argument("name", help="the token's name in logs and in the token file")
+    new.add_argument(
+        "name",
+        type=_token_name,
+        help="the token's name in logs and in the token file (1-100 of A-Z a-z 0-9 - _ . @ :)",
+    )
     new.add_argument(
         "--role", action="append", choices=_ROLES, required=True, help="role (repeat for several)"
     )
     new.add_argument(
         "--queues",
         nargs="+",
+        type=_queue_pattern,
         default=["*"],
         help="queue-name patterns (fnmatch globs; default '*': every queue)",
     )
@@ -73,6 +83,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "SHA-256 the token file's sha256 field takes.",
     )
     hashed.set_defaults(command="auth", handler=_cmd_hash_token)
+
+
+def _token_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"must be 1-100 letters, digits and - _ . @ : (the token file takes no other), got {value!r}"
+        )
+    return value
+
+
+def _queue_pattern(value: str) -> str:
+    if not _PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            "must be a queue-name pattern of 1-200 letters, digits, - _ . and the globs * ? [ ] ! "
+            f"(such as 'billing-*'), got {value!r}"
+        )
+    return value
 
 
 def _entry(name: str, digest: str, roles: list[str], queues: list[str]) -> str:

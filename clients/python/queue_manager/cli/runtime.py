@@ -22,7 +22,7 @@ import grpc
 from queue_manager.checks import MAX_QUEUE_WEIGHT, MAX_TIER
 from queue_manager.cli.common import UsageError, client, option, show
 from queue_manager.client import QueueManager
-from queue_manager.errors import error_from_rpc
+from queue_manager.errors import QueueManagerError, error_from_rpc
 from queue_manager.loader import ImportPathError, load_queue_manager
 from queue_manager.pool import WorkerManager
 from queue_manager.worker import Worker
@@ -105,7 +105,15 @@ def _cmd_health(args: argparse.Namespace) -> int:
             response: bytes = check(_health_request(args.service), timeout=10.0)
             status = _HEALTH_STATUS.get(_health_status(response), "UNKNOWN")
         except grpc.RpcError as exc:
-            if error_from_rpc(exc).code != grpc.StatusCode.UNIMPLEMENTED:
+            code = error_from_rpc(exc).code
+            if code == grpc.StatusCode.NOT_FOUND:
+                # The health service's own answer has no message: say which services it does know.
+                raise QueueManagerError(
+                    f"the server reports no health for service {args.service!r}; ask for '' (the whole "
+                    f"server) or one of {', '.join(_HEALTH_SERVICES)}",
+                    code,
+                ) from None
+            if code != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             qm.list_queues()  # no health service: answering an admin call is the best sign of life
             status = "SERVING"
@@ -363,6 +371,10 @@ def _stop_when_stdin_closes(worker: Worker) -> None:
             stopping.append(loop.create_task(worker.shutdown()))
 
     loop.add_reader(fd, readable)
+
+
+# The services the server reports health for besides the whole server (server app.py SERVICE_NAMES).
+_HEALTH_SERVICES = ("queue_manager.v1.QueueService", "queue_manager.v1.WorkerService")
 
 
 def _health_request(service: str) -> bytes:
