@@ -282,6 +282,10 @@ async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.C
         ),
         (("add", "q", "n", "--timeout", "0"), "argument --timeout: must be a duration from 1 ms to 3650d"),
         (("add", "q", "n", "--delay", "3651d"), "argument --delay: must be a duration from 0 ms to 3650d"),
+        # A negative duration with a unit is the flag's value, refused with its range: argparse took it for
+        # an option and said "expected one argument".
+        (("add", "q", "n", "--delay", "-5s"), "argument --delay: must be a duration from 0 ms to 3650d"),
+        (("jobs", "reschedule", "q", "id", "--delay", "-1h30m"), "got '-1h30m'"),
         (("add", "q", "n", "--dedup-ttl", "5 s"), "argument --dedup-ttl: must be a duration from 1 ms to"),
         (
             ("schedules", "add", "q", "s", "j", "--every", "-1000"),
