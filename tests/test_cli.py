@@ -118,8 +118,6 @@ async def test_errors_exit_1_with_status_name(
     status, out, err = await qm_cli(capsys, "--server", server.address, "jobs", "get", "no-such-queue", "1")
     assert status == 1 and out == ""
     assert err.startswith("error: NOT_FOUND: ")
-    status, _, err = await qm_cli(capsys, "--server", server.address, "add", "q", "n", "--priority", "urgent")
-    assert status == 1 and err.startswith("error: INVALID_ARGUMENT: priority 'urgent'")
     status, _, err = await qm_cli(capsys, "--server", server.address, "add", "q", "n", "--data", "{bad")
     assert status == 2 and "--data is not valid JSON" in err
     # The health service answers an unknown service NOT_FOUND with no message at all.
@@ -288,6 +286,10 @@ async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.C
         ),
         (("add", "q", "n", "--timeout", "0"), "argument --timeout: must be a duration from 1 ms to 3650d"),
         (("add", "q", "n", "--delay", "3651d"), "argument --delay: must be a duration from 0 ms to 3650d"),
+        # A negative duration with a unit is the flag's value, refused with its range: argparse took it for
+        # an option and said "expected one argument".
+        (("add", "q", "n", "--delay", "-5s"), "argument --delay: must be a duration from 0 ms to 3650d"),
+        (("jobs", "reschedule", "q", "id", "--delay", "-1h30m"), "got '-1h30m'"),
         (("add", "q", "n", "--dedup-ttl", "5 s"), "argument --dedup-ttl: must be a duration from 1 ms to"),
         (
             ("schedules", "add", "q", "s", "j", "--every", "-1000"),
@@ -313,6 +315,40 @@ async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.C
             "qm: error: --data is not valid JSON: NaN is not a JSON value (RFC 8259 has no NaN or Infinity)",
         ),
         (("add", "q", "n", "--data", '{"x": -Infinity}'), "--data is not valid JSON: -Infinity is not"),
+        # A priority or a state is a flag's value too: refused by qm itself, naming the flag, not sent to
+        # come back as INVALID_ARGUMENT with exit status 1.
+        (
+            ("add", "q", "n", "--priority", "urgent"),
+            "argument --priority: priority 'urgent' is not one of critical, high, normal, low, background",
+        ),
+        (
+            ("jobs", "priority", "q", "id", "0"),
+            "argument priority: priority must be between 1 (critical) and 5 (background), got 0",
+        ),
+        (("schedules", "add", "q", "s", "j", "--every", "1m", "--priority", "9"), "argument --priority: "),
+        (
+            ("jobs", "list", "q", "--state", "done"),
+            "argument --state: must be waiting, active, delayed, completed, failed, paused or cancelled, "
+            "got 'done'",
+        ),
+        (
+            ("jobs", "retry-all", "q", "--state", "waiting"),
+            "argument --state: must be failed or cancelled, got 'waiting'",
+        ),
+        (
+            ("jobs", "remove-all", "q", "--state", "active"),
+            "got 'active'; cancel active jobs first (qm jobs cancel-all QUEUE --state active), then remove",
+        ),
+        (("jobs", "cancel-all", "q", "--state", "failed"), "got 'failed'; a finished job cannot be cancel"),
+        (("jobs", "count", "q", "--state", "x"), "argument --state: must be waiting, active, delayed"),
+        (("queues", "clean", "q", "--state", "active"), "got 'active'; active jobs cannot be cleaned"),
+        (("dlq", "list", "--state", "dead"), "argument --state: must be waiting, active, delayed"),
+        (("jobs", "logs", "q", "id", "--page-size", "5000"), "argument --page-size: must be a whole number"),
+        (("worker", "m", "--concurrency", "0"), "argument --concurrency: must be a whole number from 1 to"),
+        (
+            ("events", "triggers", "set", "t", "a:*", "q", "n", "--priority", "soon"),
+            "argument --priority: priority 'soon' is not one of",
+        ),
         (
             ("workflows", "run", "{bad"),
             "qm: error: the workflow definition (the JSON argument) is not valid JSON: Expecting property",
@@ -364,6 +400,38 @@ async def test_add_says_when_the_job_already_existed(
     assert err == f"qm add: job {held['id']!r} of queue 'again' holds --dedup-key 'k'; nothing was added\n"
     status, _, err = await qm_cli(capsys, "--server", server.address, "add", "again", "n")
     assert (status, err) == (0, "")
+
+
+async def test_add_shows_what_the_add_did(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """``qm add`` shows the job with what the add did: its created and replaced rows were always empty (the
+    job read from the answer leaves them unset), and ``-o json`` had ``"replaced": null`` for a replace."""
+    await qm_json(capsys, server, "queues", "register", "did")
+    for created in ("True", "False"):
+        status, out, _ = await qm_cli(capsys, "--server", server.address, "add", "did", "n", "--job-id", "1")
+        assert status == 0 and re.search(rf"^created +{created}$", out, re.M), out
+        assert re.search(r"^replaced +False$", out, re.M), out
+    debounce = ("add", "did", "n", "--dedup-key", "k", "--dedup-mode", "replace", "--delay", "1m")
+    first = await qm_json(capsys, server, *debounce, "--data", "1")
+    assert (first["created"], first["replaced"], first["disposition"]) == (True, False, "created")
+    again = await qm_json(capsys, server, *debounce, "--data", "2")
+    assert (again["id"], again["data"]) == (first["id"], 2)
+    assert (again["created"], again["replaced"], again["disposition"]) == (False, True, "replaced")
+
+
+async def test_a_table_row_stays_one_line(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A failure reason of several lines (``qm exec`` puts the command's stderr in it) shows in a table with
+    its line breaks escaped: its lines used to start rows of their own under the table's header."""
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("rows")
+        await qm.add_job("rows", "n", None, {"job_id": "multi"})
+        [pulled] = await qm.fetch_jobs("rows", wait=5)
+        await pulled.fail("the command exited with status 3; the last lines of its stderr:\nbad\tinput")
+    failed = ("jobs", "list", "rows", "--state", "failed")
+    status, out, _ = await qm_cli(capsys, "--server", server.address, *failed)
+    assert status == 0
+    header, row = out.splitlines()
+    assert header.startswith("ID") and row.startswith("multi ")
+    assert row.endswith("the last lines of its stderr:\\nbad\\tinput")
 
 
 async def test_wait_timeout_states_its_unit(

@@ -151,7 +151,7 @@ async def test_cli_lists_filters_and_runs_the_bulk_commands(
             ],
             "is not before --created-before",
         ),
-        (["jobs", "remove-all", Q, "--state", "active"], "ACTIVE"),
+        (["jobs", "remove-all", Q, "--state", "active"], "cancel active jobs first"),
         (["jobs", "cancel-all", Q, "--name", "x"], "--state"),
     ]:
         try:

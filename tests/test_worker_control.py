@@ -382,7 +382,10 @@ async def test_cli_commands(
         err = await usage_error(capsys, server, "workers", "concurrency", "cli-w", "0")
         assert "argument N: must be whole jobs from 1 to 100000, got '0'" in err, err
         status, _, err = await qm_cli(capsys, "--server", server.address, "workers", "stop", "nobody")
-        assert status == 1 and err.startswith("error: NOT_FOUND: no connected worker has id 'nobody'"), err
+        assert status == 1 and err == (
+            "error: NOT_FOUND: no connected worker has id 'nobody'; `qm workers list` (ListWorkers) lists "
+            "the connected ones\n"
+        ), err
         stopped = await qm_json(capsys, server, "workers", "stop", "cli-w")
         assert stopped["state"] == "stopping"
         async with asyncio.timeout(20):

@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -88,8 +89,23 @@ def _server_address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, reading any word that starts with ``-`` and a digit as a value, not an option.
+
+    argparse takes only plain negative numbers (``-5``) as values: ``--delay -5s`` was refused as
+    ``argument --delay: expected one argument``, as if no value had been given. As a value, the flag's own
+    type refuses it with its range (``must be a duration from 0 ms to 3650d, …, got '-5s'``). No ``qm``
+    option is named like a negative number, so nothing else can be meant. Subcommands' parsers are of this
+    class too (argparse makes them of their parent's).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qm", description="Queue Manager: a gRPC job-queue service.")
+    parser = _Parser(prog="qm", description="Queue Manager: a gRPC job-queue service.")
     parser.add_argument(
         "--server",
         default=None,

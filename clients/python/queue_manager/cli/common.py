@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from queue_manager.channel import resolve_address
-from queue_manager.options import MAX_RATE_BURST
+from queue_manager.enums import JobPriority, JobState
+from queue_manager.options import MAX_RATE_BURST, parse_priority
 from queue_manager.sync import SyncQueueManager
 
 JOB_COLUMNS = ("id", "name", "state", "priority", "attempts_made", "created_at", "failed_reason")
@@ -90,6 +91,33 @@ def bounded_int(
         if value is None or value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"must be {kind}{span}{', or off' if off else ''}, got {text!r}")
         return value
+
+    return parse
+
+
+def priority_level(text: str) -> JobPriority:
+    """An argparse ``type``: a priority as ``--priority`` and ``qm jobs priority`` take it, a level name (any
+    case) or 1 to 5. A bad one is a usage error naming the flag (exit status 2), before anything is sent: it
+    used to reach the client library and come back as ``error: INVALID_ARGUMENT`` (exit status 1)."""
+    try:
+        return parse_priority(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def job_state(*allowed: JobState, note: str = "") -> Callable[[str], str]:
+    """An argparse ``type``: a job state by name (any case), one of `allowed` (default: every state), as the
+    command's call takes it; `note` says what to do instead for a state the command refuses (``remove-all``
+    of active jobs: cancel them first). The server refuses the others too, but in the protocol's numbers."""
+    states = allowed or tuple(JobState)
+    names = ", ".join(s.value for s in states[:-1]) + f" or {states[-1].value}"
+
+    def parse(text: str) -> str:
+        name = text.strip().lower()
+        if name not in {s.value for s in states}:
+            refused = f"; {note}" if note and name in {s.value for s in JobState} else ""
+            raise argparse.ArgumentTypeError(f"must be {names}, got {text!r}{refused}")
+        return name
 
     return parse
 
@@ -309,11 +337,18 @@ def show(args: argparse.Namespace, data: Any, columns: Sequence[str] | None = No
 
 
 def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    # A row is one line: a multi-line value (a failure reason with the command's stderr) is shown with its
+    # line breaks escaped, as in JSON, instead of starting lines that read as rows of their own.
+    cells = [[one_line(cell(row.get(c))) for c in columns] for row in rows]
     widths = [max([len(c.upper())] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks (and tabs) escaped, for a table cell."""
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
 
 
 def cell(value: Any) -> str:

@@ -10,6 +10,7 @@ from queue_manager.cli.common import (
     UsageError,
     bounded_int,
     client,
+    job_state,
     option,
     plain,
     print_table,
@@ -29,7 +30,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing = dlq.add_parser("list", help="list dead-letter copies: each job's queue, name and why it died")
     _dead_letter_queue(listing)
     option(listing, "--queue", dest="original", metavar="QUEUE", help="only copies of jobs of this queue")
-    option(listing, "--state", default="waiting", help="the copies' state in the dead-letter queue")
+    option(
+        listing,
+        "--state",
+        default="waiting",
+        type=job_state(),
+        help="the copies' state in the dead-letter queue",
+    )
     option(listing, "--page-size", type=bounded_int(1, 1000), default=100, help="copies per page, 1 to 1000")
     option(listing, "--page-token", default="", help="token of the page to read")
     listing.add_argument("--all", action="store_true", help="read every page")

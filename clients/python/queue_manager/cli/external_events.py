@@ -17,6 +17,7 @@ from queue_manager.cli.common import (
     job_options,
     option,
     plain,
+    priority_level,
     read_data,
     show,
 )
@@ -58,7 +59,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     put.add_argument("key_pattern", metavar="PATTERN", help="an event key, or a prefix ending in * (order:*)")
     put.add_argument("queue")
     put.add_argument("job_name", metavar="JOB_NAME", help="name of each event's job (its data: the event's)")
-    option(put, "--priority", help="job priority: critical, high, normal, low, background or 1-5")
+    option(
+        put,
+        "--priority",
+        type=priority_level,
+        help="job priority: critical, high, normal, low, background or 1-5",
+    )
     add_attempts_and_timeout(put, of=" of each job")
     put.set_defaults(command="events triggers set", handler=_set)
     listing = triggers.add_parser("list", help="list the event triggers (of one queue, or all)")

@@ -13,14 +13,17 @@ from queue_manager.cli.common import (
     MAX_EXPIRE_AFTER_MS,
     UsageError,
     add_attempts_and_timeout,
+    bounded_int,
     client,
     iso_time,
     job_options,
+    job_state,
     key_value,
     milliseconds,
     option,
     plain,
     print_table,
+    priority_level,
     read_data,
     show,
     span_ms,
@@ -39,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("queue")
     add.add_argument("name")
     option(add, "--data", default=None, help="job data as JSON (@FILE reads a file, @- stdin)")
-    option(add, "--priority", help="critical, high, normal, low, background or 1-5")
+    option(add, "--priority", type=priority_level, help="critical, high, normal, low, background or 1-5")
     option(
         add,
         "--delay",
@@ -115,6 +118,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         listing,
         "--state",
         default=None,
+        type=job_state(),
         help="waiting, active, delayed, completed, failed, paused or cancelled (default: all states)",
     )
     option(listing, "--page-size", type=int, default=100, help="jobs per page, 1 to 1000")
@@ -139,7 +143,7 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     logs = jobs.add_parser("logs", help="show a job's log lines, oldest first")
     logs.add_argument("queue")
     logs.add_argument("job_id", metavar="ID")
-    option(logs, "--page-size", type=int, default=100, help="lines per page, 1 to 1000")
+    option(logs, "--page-size", type=bounded_int(1, 1000), default=100, help="lines per page, 1 to 1000")
     option(logs, "--page-token", default="", help="token of the page to read")
     logs.add_argument("--all", action="store_true", help="read every page")
     logs.set_defaults(command="jobs logs", handler=_logs)
@@ -173,7 +177,13 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
         help="run every failed (or cancelled) job of a queue again, or those the filter options match",
     )
     retry_all.add_argument("queue")
-    option(retry_all, "--state", default="failed", help="failed (default) or cancelled")
+    option(
+        retry_all,
+        "--state",
+        default="failed",
+        type=job_state(JobState.FAILED, JobState.CANCELLED),
+        help="failed (default) or cancelled",
+    )
     search.add_filter_options(retry_all)
     retry_all.set_defaults(command="jobs retry-all", handler=_retry_all)
     promote = jobs.add_parser("promote", help="make a delayed job waiting now")
@@ -201,7 +211,9 @@ def _register_control(jobs: argparse._SubParsersAction[argparse.ArgumentParser])
     priority = jobs.add_parser("priority", help="change a waiting or delayed job's priority")
     priority.add_argument("queue")
     priority.add_argument("job_id", metavar="ID")
-    priority.add_argument("priority", help="critical, high, normal, low, background or 1-5")
+    priority.add_argument(
+        "priority", type=priority_level, help="critical, high, normal, low, background or 1-5"
+    )
     priority.set_defaults(command="jobs priority", handler=_priority)
     update = jobs.add_parser(
         "update-data", help="replace the data of a job that has not finished (its next attempt gets it)"
@@ -234,6 +246,9 @@ def _add(args: argparse.Namespace) -> int:
         response: jobs_pb2.AddJobResponse = stub.AddJob(request, timeout=qm.timeout)
     job = plain(job_from_proto(response.job))
     replaced = response.disposition == jobs_pb2.ADD_DISPOSITION_REPLACED
+    # What this add did, as Job.created and Job.replaced tell the Python API's callers: the job read from
+    # the answer leaves both unset, which printed two empty rows (and "replaced": null in -o json).
+    job["created"], job["replaced"] = response.created, replaced
     if replaced:
         print(
             f"qm add: job {job['id']!r} of queue {args.queue!r} held --dedup-key {args.dedup_key!r} and had "

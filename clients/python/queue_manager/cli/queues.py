@@ -16,6 +16,7 @@ from queue_manager.cli.common import (
     bounded_int,
     client,
     duration_text,
+    job_state,
     milliseconds,
     option,
     plain,
@@ -28,7 +29,7 @@ from queue_manager.cli.common import (
 )
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
-from queue_manager.enums import JobPriority
+from queue_manager.enums import JobPriority, JobState
 from queue_manager.options import parse_priority, validate_queue_name
 from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc, types_pb2
 
@@ -99,7 +100,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         required=True,
         help="only jobs older than this (1h, 30m, 90s; bare number: ms)",
     )
-    option(clean, "--state", required=True, help="completed, failed, cancelled, waiting, paused or delayed")
+    cleanable = job_state(
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.WAITING,
+        JobState.PAUSED,
+        JobState.DELAYED,
+        note="active jobs cannot be cleaned: cancel them first (qm jobs cancel-all QUEUE --state active)",
+    )
+    option(
+        clean,
+        "--state",
+        required=True,
+        type=cleanable,
+        help="completed, failed, cancelled, waiting, paused or delayed",
+    )
     option(
         clean,
         "--limit",

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
-from queue_manager.checks import MAX_QUEUE_WEIGHT, MAX_TIER
-from queue_manager.cli.common import UsageError, client, option, show
+from queue_manager.checks import MAX_CONCURRENCY, MAX_QUEUE_WEIGHT, MAX_TIER
+from queue_manager.cli.common import UsageError, bounded_int, client, option, show
 from queue_manager.client import QueueManager
 from queue_manager.errors import QueueManagerError, error_from_rpc
 from queue_manager.loader import ImportPathError, load_queue_manager
@@ -46,7 +46,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="only these queues (repeatable; env: comma-separated)",
         env="QM_WORKER_QUEUES",
     )
-    option(worker, "--concurrency", type=int, help="jobs run at once (default WORKER_CONCURRENCY or 10)")
+    option(
+        worker,
+        "--concurrency",
+        type=bounded_int(1, MAX_CONCURRENCY),
+        help="jobs run at once (default WORKER_CONCURRENCY or 10)",
+    )
     worker.add_argument(
         "--weight",
         action="append",

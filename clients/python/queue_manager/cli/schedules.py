@@ -15,6 +15,7 @@ from queue_manager.cli.common import (
     milliseconds,
     option,
     plain,
+    priority_level,
     read_data,
     show,
 )
@@ -56,7 +57,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="skip",
         help="runs missed while no server ran: skip them, run one for all, or run all (at most 1000)",
     )
-    option(add, "--priority", help="job priority: critical, high, normal, low, background or 1-5")
+    option(
+        add,
+        "--priority",
+        type=priority_level,
+        help="job priority: critical, high, normal, low, background or 1-5",
+    )
     add_attempts_and_timeout(add, of=" of each job")
     add.set_defaults(command="schedules add", handler=_add)
     get = schedules.add_parser("get", help="show one schedule")

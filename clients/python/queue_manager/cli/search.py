@@ -12,7 +12,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from queue_manager.cli.common import UsageError, bounded_int, client, option, show
+from queue_manager.cli.common import UsageError, bounded_int, client, job_state, option, show
 from queue_manager.cli.groups import group_name
 from queue_manager.convert import Job
 from queue_manager.enums import JobState
@@ -111,7 +111,7 @@ def register(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     count.add_argument("queue")
     states = "waiting, active, delayed, completed, failed, paused or cancelled"
-    option(count, "--state", required=True, help=states)
+    option(count, "--state", required=True, type=job_state(), help=states)
     add_filter_options(count)
     option(
         count,
@@ -129,13 +129,35 @@ def register(jobs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "workers)",
     )
     cancel.add_argument("queue")
-    option(cancel, "--state", required=True, help="waiting, paused, delayed or active")
+    cancellable = job_state(
+        JobState.WAITING,
+        JobState.PAUSED,
+        JobState.DELAYED,
+        JobState.ACTIVE,
+        note="a finished job cannot be cancelled (qm jobs remove-all removes it)",
+    )
+    option(cancel, "--state", required=True, type=cancellable, help="waiting, paused, delayed or active")
     add_filter_options(cancel)
     option(cancel, "--reason", default="", help="why, kept with each job")
     cancel.set_defaults(command="jobs cancel-all", handler=_cancel_all)
     remove = jobs.add_parser("remove-all", help="remove the jobs of one state that match the filter options")
     remove.add_argument("queue")
-    option(remove, "--state", required=True, help="waiting, paused, delayed, completed, failed or cancelled")
+    removable = job_state(
+        JobState.WAITING,
+        JobState.PAUSED,
+        JobState.DELAYED,
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        note="cancel active jobs first (qm jobs cancel-all QUEUE --state active), then remove them",
+    )
+    option(
+        remove,
+        "--state",
+        required=True,
+        type=removable,
+        help="waiting, paused, delayed, completed, failed or cancelled",
+    )
     add_filter_options(remove)
     remove.set_defaults(command="jobs remove-all", handler=_remove_all)
 
