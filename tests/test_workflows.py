@@ -248,6 +248,16 @@ async def test_run_id_makes_execution_idempotent(qm: QueueManager) -> None:
     assert [r.run_id for r in runs].count("signup-9") == 1
 
 
+async def test_run_and_step_states_equal_their_names_as_job_states_do(qm: QueueManager) -> None:
+    # The docs name the states as strings ("running", "started"), and a JobState compares equal to its
+    # name: a run's state must too, or a loop waiting for `run.state == "completed"` never ends.
+    run = await qm.get_workflow(await qm.execute_workflow(onboarding(3)))
+    assert run.state == "running" and f"{run.state}" == "running"
+    step = run.step("create-user-profile")
+    assert step.state == "started" and run.step("alert-admin").state == "pending"
+    assert step.job_state == "waiting"
+
+
 async def test_pages_list_each_run_once_while_runs_start(qm: QueueManager) -> None:
     """A page token is a cursor (the last run listed), not an offset: runs started while a caller pages sort
     before it and shift nothing, so no run is listed twice or skipped (an offset listed one twice)."""

@@ -58,8 +58,8 @@ _STEP_KEYS = frozenset(
 _METADATA_KEYS = frozenset({"created_by", "correlation_id", "tags", "attributes"})
 
 
-class WorkflowState(enum.Enum):
-    """Where a workflow run is."""
+class WorkflowState(enum.StrEnum):
+    """Where a workflow run is; equal to its name as a string (`run.state == "completed"`), as JobState is."""
 
     RUNNING = "running"
     COMPLETED = "completed"
@@ -67,7 +67,7 @@ class WorkflowState(enum.Enum):
     CANCELLED = "cancelled"
 
 
-class WorkflowStepState(enum.Enum):
+class WorkflowStepState(enum.StrEnum):
     """Where one step of a run is."""
 
     PENDING = "pending"
