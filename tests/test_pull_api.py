@@ -314,6 +314,23 @@ async def test_bad_inputs_are_refused(
     big.result.raw = b"x" * (2 << 20)
     await refused(stub.CompleteJob(big), grpc.StatusCode.INVALID_ARGUMENT, "result")
     assert (await qm.get_job("pull", job.id)).state == JobState.ACTIVE  # refused: nothing changed
+    # A negative run time was taken as 0 and the run recorded; a lease of a day named the 10-year bound.
+    token = leased.lease_token
+    for request in (
+        stub.CompleteJob(
+            pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=token, duration=seconds(-1))
+        ),
+        stub.FailJob(
+            pb.FailJobRequest(queue_name="pull", job_id=job.id, lease_token=token, duration=seconds(-1))
+        ),
+    ):
+        await refused(request, grpc.StatusCode.INVALID_ARGUMENT, "duration: must not be negative")
+    assert (await qm.get_job("pull", job.id)).state == JobState.ACTIVE
+    for d in (seconds(86_400), seconds(1e9)):
+        details = await refused(
+            fetch(stub, lease_duration=d), grpc.StatusCode.INVALID_ARGUMENT, "lease_duration"
+        )
+        assert "use 1 second to 60 minutes" in details, details
 
 
 async def test_cancelled_long_poll_leaves_nothing_claimed(
