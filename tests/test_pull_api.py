@@ -212,7 +212,8 @@ async def test_stale_lease_is_refused(
         stub.ExtendJobLease(pb.ExtendJobLeaseRequest(**ref)),
         stub.ReportJobProgress(pb.ReportJobProgressRequest(**ref, logs=[{"message": "x"}])),
     ):
-        await refused(call, grpc.StatusCode.FAILED_PRECONDITION, "lease", "not held", job.id)
+        # An extension or a progress report has no result: the message says nothing was recorded.
+        await refused(call, grpc.StatusCode.FAILED_PRECONDITION, "not held", job.id, "nothing was recorded")
     assert (await qm.get_job("pull", job.id)).state == JobState.ACTIVE
     await stub.CompleteJob(
         pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=leased.lease_token)
@@ -222,7 +223,7 @@ async def test_stale_lease_is_refused(
             pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=leased.lease_token)
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
-        "lease",
+        "the run ended already",
     )
     await refused(
         stub.CompleteJob(pb.CompleteJobRequest(queue_name="pull", job_id="nope", lease_token="t")),

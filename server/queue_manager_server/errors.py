@@ -46,8 +46,8 @@ class LeaseNotHeld(QueueManagerError):
     def __init__(self, queue: str, job_id: str, message: str = "") -> None:
         super().__init__(
             message
-            or f"lease of job {job_id!r} in queue {queue!r} is not held by this token "
-            "(it expired and was recovered, or the job was removed); the result was not recorded"
+            or f"lease of job {job_id!r} in queue {queue!r} is not held by this token (the run ended "
+            "already, or its lease expired and the job was recovered or removed); nothing was recorded"
         )
 
     @classmethod
