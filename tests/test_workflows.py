@@ -331,6 +331,11 @@ async def test_bad_workflows_are_refused(qm: QueueManager) -> None:
         await qm.get_workflow("no-such-run")
     with pytest.raises(ValueError, match="at least one step"):
         await qm.execute_workflow({"steps": []})
+    # A lone string was iterated letter by letter: "a-b" waited for steps "a", "-" and "b".
+    with pytest.raises(TypeError, match=r"steps\[1\]\.depends_on must be a list of step keys, not str"):
+        await qm.execute_workflow({"steps": [{**step, "key": "a-b"}, {**step, "depends_on": "a-b"}]})
+    with pytest.raises(TypeError, match="metadata tags must be a list of tags"):
+        await qm.execute_workflow({"steps": [step], "metadata": {"tags": "vip"}})
 
 
 async def killed_after_first_step(
