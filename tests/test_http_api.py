@@ -254,6 +254,8 @@ async def test_bad_requests_name_the_problem(http: Api) -> None:
         ("GET", "/api/v1/queues/bad/jobs/nope", b"", 404, "job 'nope' not found in queue 'bad'"),
         ("GET", "/api/v1/nowhere", b"", 404, "no API route GET /api/v1/nowhere"),
         ("DELETE", "/api/v1/queues/bad", b"", 405, "DELETE is not allowed on /api/v1/queues/bad"),
+        # A POST's query string was ignored, so this fetch was refused as asking for 0 jobs.
+        ("POST", "/api/v1/queues/bad/jobs:fetch?max_jobs=1", b"", 400, "give max_jobs in the body"),
     ]
     for method, path, raw, want_status, want_text in cases:
         status, body = await http.call(method, path, raw=raw)
