@@ -331,6 +331,17 @@ async def test_bad_workflows_are_refused(qm: QueueManager) -> None:
         await qm.get_workflow("no-such-run")
     with pytest.raises(ValueError, match="at least one step"):
         await qm.execute_workflow({"steps": []})
+    # Branches nest 32 levels deep, as the docs say: the 32nd step's empty branches counted as a 33rd level.
+    for depth, accepted in ((32, True), (33, False)):
+        nested = {**step, "job_name": "deepest"}
+        for _ in range(depth - 1):
+            nested = {**step, "on_success": [nested]}
+        if accepted:
+            run = await qm.get_workflow(await qm.execute_workflow({"steps": [nested]}))
+            assert (run.step_count, run.steps[-1].key) == (32, "0" + ".s0" * 31), run.steps[-1]
+        else:
+            with pytest.raises(InvalidArgumentError, match="branches nest at most 32 levels deep"):
+                await qm.execute_workflow({"steps": [nested]})
     # A lone string was iterated letter by letter: "a-b" waited for steps "a", "-" and "b".
     with pytest.raises(TypeError, match=r"steps\[1\]\.depends_on must be a list of step keys, not str"):
         await qm.execute_workflow({"steps": [{**step, "key": "a-b"}, {**step, "depends_on": "a-b"}]})
