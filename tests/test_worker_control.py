@@ -383,6 +383,8 @@ async def test_cli_commands(
         assert "argument N: must be whole jobs from 1 to 100000, got '0'" in err, err
         status, _, err = await qm_cli(capsys, "--server", server.address, "workers", "stop", "nobody")
         assert status == 1 and err.startswith("error: NOT_FOUND: no connected worker has id 'nobody'"), err
+        # The command it names runs: a bare `qm workers` was a usage error (it needs an action).
+        assert "`qm workers list` (ListWorkers) lists the connected ones" in err, err
         stopped = await qm_json(capsys, server, "workers", "stop", "cli-w")
         assert stopped["state"] == "stopping"
         async with asyncio.timeout(20):

@@ -131,7 +131,7 @@ class WorkerControl:
         if entry is None or entry.server_id == self.server_id:
             raise WorkerNotFound(
                 f"no connected worker has id {worker_id!r}; "
-                "`qm workers` (ListWorkers) lists the connected ones"
+                "`qm workers list` (ListWorkers) lists the connected ones"
             )
         request_id = secrets.token_hex(8)
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -244,7 +244,7 @@ class WorkerControl:
                 await asyncio.sleep(NOT_HERE_DELAY_S)
                 raise WorkerNotFound(
                     f"worker {request.get('w')!r} is no longer connected (its stream ended just now); "
-                    "`qm workers` (ListWorkers) lists the connected ones"
+                    "`qm workers list` (ListWorkers) lists the connected ones"
                 )
             done = await self.apply(s, int(request["a"]), int(request["n"]))
             answer |= {"sid": done.server_id, "st": done.state, "n": done.concurrency, "ch": done.changed}
