@@ -297,6 +297,10 @@ async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.C
             "(a bare number is milliseconds), got '-1000'",
         ),
         (("schedules", "add", "q", "s", "j", "--every", "999ms"), "argument --every: must be a duration"),
+        # A negative value with a unit was read as an option, and refused as a missing argument.
+        (("add", "q", "n", "--delay", "-5s"), "argument --delay: must be a duration from 0 ms to 3650d"),
+        (("schedules", "add", "q", "s", "j", "--every", "-2s"), "from 1000 ms to 3650d, such as 5m, 90s"),
+        (("clock", "advance", "-1h"), "argument DURATION: must be a duration from 0 ms to 3650d"),
         (
             ("schedules", "add", "q", "s", "j", "--every", "60000", "--limit", "-1"),
             "argument --limit: must be a whole number from 0 (no limit) to 4294967295, got '-1'",

@@ -164,6 +164,44 @@ async def test_bodies_take_enum_values_by_their_short_names_as_query_strings_do(
     assert status == 201 and added["job"]["data"]["json"] == {"state": "failed"}, added
 
 
+async def test_payloads_that_json_format_would_misread_are_refused_by_name(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/pay", {})
+    cases: list[tuple[str, Any, str]] = [
+        ("/api/v1/queues/pay/jobs", {"job": {"name": "x", "data": "hello"}}, "field 'job.data' must be a"),
+        ("/api/v1/queues/pay/jobs", {"job": {"name": "x", "data": [1]}}, '{"json": <any JSON value>} or'),
+        ("/api/v1/queues/pay/jobs", {"job": "x"}, "field 'job' must be a NewJob object"),
+        ("/api/v1/queues/pay/jobs:bulk", {"jobs": [{"name": "a"}, 7]}, "field 'jobs[1]' must be a NewJob"),
+        ("/api/v1/queues/pay/jobs", {"job": {"name": "x", "data": {"raw": "!!!"}}}, "'job.data.raw' must"),
+        ("/api/v1/queues/pay/jobs", {"job": {"name": "x", "data": {"raw": "a b"}}}, "must be base64"),
+        ("/api/v1/events", {"key": "k", "data": {"raw": "%%%"}}, "field 'data.raw' must be base64"),
+    ]
+    for path, body, want in cases:
+        status, error = await http.call("POST", path, body)
+        assert (status, error["code"]) == (400, "INVALID_ARGUMENT"), (body, error)
+        assert want in error["message"], (body, error)
+    status, page = await http.call("GET", "/api/v1/queues/pay/jobs?state=waiting")
+    assert (status, page["jobs"]) == (200, []), page  # nothing was added, not even with empty bytes
+    # Base64 as protobuf JSON takes it: standard or URL-safe, with or without its padding.
+    for raw in ("aGk/Pz8=", "aGk_Pz8", ""):
+        status, added = await http.call(
+            "POST", "/api/v1/queues/pay/jobs", {"job": {"name": "b", "data": {"raw": raw}}}
+        )
+        assert status == 201, (raw, added)
+
+
+async def test_whole_numbers_in_json_data_come_back_as_integers(http: Api) -> None:
+    await http.call("PUT", "/api/v1/queues/num", {})
+    data = {"n": 3, "f": 1.5, "list": [0, -2], "big": 2**60}
+    job = {"name": "n", "data": {"json": data}, "options": {"job_id": "n1"}}
+    status, added = await http.call("POST", "/api/v1/queues/num/jobs", {"job": job})
+    assert status == 201, added
+    status, got = await http.call("GET", "/api/v1/queues/num/jobs/n1")
+    back = got["job"]["data"]["json"]
+    assert (back["n"], back["f"], back["list"]) == (3, 1.5, [0, -2]), back
+    assert type(back["n"]) is int and type(back["list"][1]) is int, back  # 3, not 3.0, to a Python reader
+    assert type(back["big"]) is float, back  # past 2^53 a double is not an exact integer: it stays one
+
+
 async def test_job_ids_with_colons_and_workflows(http: Api) -> None:
     await http.call("PUT", "/api/v1/queues/wf", {})
     job = {"job": {"name": "n", "options": {"job_id": "order:7:cancel", "delay": "60s"}}}
@@ -216,6 +254,8 @@ async def test_bad_requests_name_the_problem(http: Api) -> None:
         ("GET", "/api/v1/queues/bad/jobs/nope", b"", 404, "job 'nope' not found in queue 'bad'"),
         ("GET", "/api/v1/nowhere", b"", 404, "no API route GET /api/v1/nowhere"),
         ("DELETE", "/api/v1/queues/bad", b"", 405, "DELETE is not allowed on /api/v1/queues/bad"),
+        # A POST's query string was ignored, so this fetch was refused as asking for 0 jobs.
+        ("POST", "/api/v1/queues/bad/jobs:fetch?max_jobs=1", b"", 400, "give max_jobs in the body"),
     ]
     for method, path, raw, want_status, want_text in cases:
         status, body = await http.call(method, path, raw=raw)

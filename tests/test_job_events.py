@@ -258,6 +258,14 @@ async def test_qm_events_prints_a_line_per_event(
         status = await asyncio.to_thread(main, ["--server", server.address, "events", "nowhere"])
         assert status == 1
         assert "error: NOT_FOUND: queue 'nowhere' is not registered" in capsys.readouterr().err
+        # With nothing after it, `events push` follows a queue named push: a forgotten key is told so.
+        for word, hint in (
+            ("push", "push an external event, give its key: qm events push KEY"),
+            ("triggers", "qm events triggers list"),
+        ):
+            status = await asyncio.to_thread(main, ["--server", server.address, "events", word])
+            err = capsys.readouterr().err
+            assert status == 1 and f"queue '{word}' is not registered" in err and hint in err, err
     finally:
         await qm.shutdown()
 

@@ -212,7 +212,8 @@ async def test_stale_lease_is_refused(
         stub.ExtendJobLease(pb.ExtendJobLeaseRequest(**ref)),
         stub.ReportJobProgress(pb.ReportJobProgressRequest(**ref, logs=[{"message": "x"}])),
     ):
-        await refused(call, grpc.StatusCode.FAILED_PRECONDITION, "lease", "not held", job.id)
+        # An extension or a progress report has no result: the message says the call changed nothing.
+        await refused(call, grpc.StatusCode.FAILED_PRECONDITION, "not held", job.id, "changed nothing")
     assert (await qm.get_job("pull", job.id)).state == JobState.ACTIVE
     await stub.CompleteJob(
         pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=leased.lease_token)
@@ -222,7 +223,7 @@ async def test_stale_lease_is_refused(
             pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=leased.lease_token)
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
-        "lease",
+        "its run was reported already",
     )
     await refused(
         stub.CompleteJob(pb.CompleteJobRequest(queue_name="pull", job_id="nope", lease_token="t")),
@@ -314,6 +315,23 @@ async def test_bad_inputs_are_refused(
     big.result.raw = b"x" * (2 << 20)
     await refused(stub.CompleteJob(big), grpc.StatusCode.INVALID_ARGUMENT, "result")
     assert (await qm.get_job("pull", job.id)).state == JobState.ACTIVE  # refused: nothing changed
+    # A negative run time was taken as 0 and the run recorded; a lease of a day named the 10-year bound.
+    token = leased.lease_token
+    for request in (
+        stub.CompleteJob(
+            pb.CompleteJobRequest(queue_name="pull", job_id=job.id, lease_token=token, duration=seconds(-1))
+        ),
+        stub.FailJob(
+            pb.FailJobRequest(queue_name="pull", job_id=job.id, lease_token=token, duration=seconds(-1))
+        ),
+    ):
+        await refused(request, grpc.StatusCode.INVALID_ARGUMENT, "duration: must not be negative")
+    assert (await qm.get_job("pull", job.id)).state == JobState.ACTIVE
+    for d in (seconds(86_400), seconds(1e9)):
+        details = await refused(
+            fetch(stub, lease_duration=d), grpc.StatusCode.INVALID_ARGUMENT, "lease_duration"
+        )
+        assert "use 1 second to 60 minutes" in details, details
 
 
 async def test_cancelled_long_poll_leaves_nothing_claimed(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,6 +179,18 @@ def test_qm_test_server_refuses_bad_flags(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         qm_main(["clock", "advance", "soon"])
     assert "must be a duration" in capsys.readouterr().err
+
+
+def test_qm_test_server_on_a_busy_port_names_the_flag_it_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        assert qm_main(["test-server", "--listen", address]) == 2
+    err = capsys.readouterr().err
+    # It reads no QM_* variable, so the advice names only the flag.
+    assert "the address is in use" in err and "choose another port with --listen" in err, err
+    assert "QM_LISTEN" not in err, err
 
 
 async def test_grpcurl_lists_the_service_and_moves_the_clock(redis_url: str, prefix: str) -> None:

@@ -248,6 +248,16 @@ async def test_run_id_makes_execution_idempotent(qm: QueueManager) -> None:
     assert [r.run_id for r in runs].count("signup-9") == 1
 
 
+async def test_run_and_step_states_equal_their_names_as_job_states_do(qm: QueueManager) -> None:
+    # The docs name the states as strings ("running", "started"), and a JobState compares equal to its
+    # name: a run's state must too, or a loop waiting for `run.state == "completed"` never ends.
+    run = await qm.get_workflow(await qm.execute_workflow(onboarding(3)))
+    assert run.state == "running" and f"{run.state}" == "running"
+    step = run.step("create-user-profile")
+    assert step.state == "started" and run.step("alert-admin").state == "pending"
+    assert step.job_state == "waiting"
+
+
 async def test_pages_list_each_run_once_while_runs_start(qm: QueueManager) -> None:
     """A page token is a cursor (the last run listed), not an offset: runs started while a caller pages sort
     before it and shift nothing, so no run is listed twice or skipped (an offset listed one twice)."""
@@ -321,6 +331,22 @@ async def test_bad_workflows_are_refused(qm: QueueManager) -> None:
         await qm.get_workflow("no-such-run")
     with pytest.raises(ValueError, match="at least one step"):
         await qm.execute_workflow({"steps": []})
+    # Branches nest 32 levels deep, as the docs say: the 32nd step's empty branches counted as a 33rd level.
+    for depth, accepted in ((32, True), (33, False)):
+        nested = {**step, "job_name": "deepest"}
+        for _ in range(depth - 1):
+            nested = {**step, "on_success": [nested]}
+        if accepted:
+            run = await qm.get_workflow(await qm.execute_workflow({"steps": [nested]}))
+            assert (run.step_count, run.steps[-1].key) == (32, "0" + ".s0" * 31), run.steps[-1]
+        else:
+            with pytest.raises(InvalidArgumentError, match="branches nest at most 32 levels deep"):
+                await qm.execute_workflow({"steps": [nested]})
+    # A lone string was iterated letter by letter: "a-b" waited for steps "a", "-" and "b".
+    with pytest.raises(TypeError, match=r"steps\[1\]\.depends_on must be a list of step keys, not str"):
+        await qm.execute_workflow({"steps": [{**step, "key": "a-b"}, {**step, "depends_on": "a-b"}]})
+    with pytest.raises(TypeError, match="metadata tags must be a list of tags"):
+        await qm.execute_workflow({"steps": [step], "metadata": {"tags": "vip"}})
 
 
 async def killed_after_first_step(

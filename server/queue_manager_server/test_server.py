@@ -90,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_run(args))
     except StartupError as exc:
-        print(f"qm test-server: {exc}", file=sys.stderr)
+        # The server's advice names QM_LISTEN, which qm test-server does not read (it reads no settings
+        # from the environment, so a suite's run never picks up a production server's).
+        print(f"qm test-server: {str(exc).replace('--listen or QM_LISTEN', '--listen')}", file=sys.stderr)
         return 2
     return 0
 

@@ -58,8 +58,8 @@ _STEP_KEYS = frozenset(
 _METADATA_KEYS = frozenset({"created_by", "correlation_id", "tags", "attributes"})
 
 
-class WorkflowState(enum.Enum):
-    """Where a workflow run is."""
+class WorkflowState(enum.StrEnum):
+    """Where a workflow run is; equal to its name as a string (`run.state == "completed"`), as JobState is."""
 
     RUNNING = "running"
     COMPLETED = "completed"
@@ -67,7 +67,7 @@ class WorkflowState(enum.Enum):
     CANCELLED = "cancelled"
 
 
-class WorkflowStepState(enum.Enum):
+class WorkflowStepState(enum.StrEnum):
     """Where one step of a run is."""
 
     PENDING = "pending"
@@ -188,7 +188,7 @@ def workflow_to_proto(workflow: WorkflowLike) -> workflows_pb2.Workflow:
     _known(metadata, _METADATA_KEYS, "workflow metadata")
     msg.metadata.created_by = str(metadata.get("created_by") or "")
     msg.metadata.correlation_id = str(metadata.get("correlation_id") or "")
-    msg.metadata.tags.extend(str(t) for t in metadata.get("tags") or ())
+    msg.metadata.tags.extend(_strings(metadata.get("tags"), "workflow metadata tags", "tags"))
     attributes = metadata.get("attributes") or {}
     if not isinstance(attributes, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
@@ -215,10 +215,18 @@ def _fill_steps(target: Any, steps: Sequence[Mapping[str, Any]], at: str) -> Non
             job_options_to_proto(step.get("options"), into=msg.options)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
-        msg.depends_on.extend(str(k) for k in step.get("depends_on") or ())
+        msg.depends_on.extend(_strings(step.get("depends_on"), f"{where}.depends_on", "step keys"))
         msg.run_if.extend(conditions_to_proto(step.get("run_if") or [], f"{where}.run_if"))
         _fill_steps(msg.on_success, step.get("on_success") or [], f"{where}.on_success")
         _fill_steps(msg.on_failure, step.get("on_failure") or [], f"{where}.on_failure")
+
+
+def _strings(value: Any, where: str, what: str) -> list[str]:
+    """A list of strings; a lone string is refused, since iterating it would give one name per letter
+    (``"depends_on": "a-b"`` waited for steps "a", "-" and "b")."""
+    if isinstance(value, str | bytes | Mapping):
+        raise TypeError(f"{where} must be a list of {what}, not {type(value).__name__}: write [{value!r}]")
+    return [str(v) for v in value or ()]
 
 
 def _known(value: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:

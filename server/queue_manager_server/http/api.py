@@ -234,6 +234,13 @@ class _FrontDoor:
                 except AuthError as exc:
                     return error_response(401, "UNAUTHENTICATED", str(exc), **{"WWW-Authenticate": _REALM})
             try:
+                if route.has_body and request.query:
+                    # Refused, not ignored: `jobs:fetch?max_jobs=5` was answered "max_jobs ... got 0".
+                    fields = ", ".join(dict.fromkeys(request.query))
+                    raise BadRequest(
+                        f"{request.method} reads its fields from the JSON body, not the query string: "
+                        f"give {fields} in the body (curl -d '{{...}}')"
+                    )
                 body = parse_body(await self._read(request)) if route.has_body else None
                 message = build_request(
                     request_cls, request.match_info, body, None if route.has_body else request.query

@@ -11,6 +11,7 @@ name, 64-bit integers as strings (as protobuf JSON says, so JavaScript loses no 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn, cast
 
@@ -37,7 +38,26 @@ def message_response(message: Message, status: int = 200) -> web.Response:
     body = json_format.MessageToDict(
         message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
-    return web.Response(status=status, text=json.dumps(body, ensure_ascii=False), content_type=JSON_TYPE)
+    return web.Response(
+        status=status, text=json.dumps(_whole_numbers(body), ensure_ascii=False), content_type=JSON_TYPE
+    )
+
+
+# Beyond 2^53 a double no longer holds every integer, so a larger one stays as the double it is.
+_MAX_EXACT_INT = 2**53
+
+
+def _whole_numbers(value: Any) -> Any:
+    """A response with every whole double written as an integer (``2``, not ``2.0``), as the other protobuf
+    JSON printers (C++, Go, Java) write it: JSON job data travels as a google.protobuf.Value, whose numbers
+    are doubles, so without this ``{"n": 3}`` came back as ``{"n": 3.0}``, a float to a Python reader."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < _MAX_EXACT_INT else value
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -69,10 +89,7 @@ def build_request(
         BadRequest: A field that does not exist, a value of the wrong type, a path conflict.
     """
     descriptor = cast(Descriptor, cls.DESCRIPTOR)  # the upb class, typed as the Python one
-    if body is not None:
-        fields = _short_enums(descriptor, dict(body))
-    else:
-        fields = _from_query(descriptor, query or {})
+    fields = _check_body(descriptor, dict(body)) if body is not None else _from_query(descriptor, query or {})
     for name, value in path.items():
         field = descriptor.fields_by_name[name]
         for key in {field.name, field.json_name}:
@@ -175,10 +192,15 @@ def _enum_name(enum: EnumDescriptor, key: str, text: str, what: str = "query par
     raise BadRequest(f"{what} {key!r} must be one of {names}, not {text!r}")
 
 
-def _short_enums(descriptor: Descriptor, body: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """A JSON body with its enum values as json_format reads them: a short name ("quiet", "failed") becomes
-    the full one, as query parameters take them; an unknown name is refused with the names allowed. Numbers
-    and full names pass as they are; google.protobuf values (JSON payloads, times) are left alone."""
+def _check_body(descriptor: Descriptor, body: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """A JSON body as json_format reads it, or BadRequest for what json_format would misread.
+
+    A short enum name ("quiet", "failed") becomes the full one, as query parameters take them; an unknown
+    name is refused with the names allowed. Numbers and full names pass as they are; google.protobuf values
+    (JSON payloads, times) are left alone. A message field given a string or a number is refused by name
+    (json_format would iterate the string and name its first letter as an unknown field), and so is bytes
+    text that is not base64 (json_format decodes it leniently, so ``{"raw": "!!!"}`` was stored as no
+    bytes at all)."""
     fields = _by_name(descriptor)
     for key, value in body.items():
         field = fields.get(key)
@@ -191,20 +213,44 @@ def _short_enums(descriptor: Descriptor, body: dict[str, Any], path: str = "") -
                 body[key] = _enum_name(enum, where, value, "field")
             elif isinstance(value, list):
                 body[key] = [_enum_name(enum, where, v, "field") if isinstance(v, str) else v for v in value]
-        elif field.message_type is not None:
-            if (
-                field.message_type.full_name.startswith("google.protobuf.")
-                or field.message_type.GetOptions().map_entry
-            ):
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            for text in value if isinstance(value, list) else [value]:
+                _check_base64(where, text)
+        elif (message := field.message_type) is not None:
+            if message.full_name.startswith("google.protobuf.") or message.GetOptions().map_entry:
                 continue
-            if isinstance(value, dict):
-                body[key] = _short_enums(field.message_type, dict(value), where + ".")
-            elif isinstance(value, list):
-                body[key] = [
-                    _short_enums(field.message_type, dict(v), where + ".") if isinstance(v, dict) else v
-                    for v in value
-                ]
+            if field.is_repeated and isinstance(value, list):
+                body[key] = [_message_value(message, f"{where}[{i}]", v) for i, v in enumerate(value)]
+            else:
+                body[key] = _message_value(message, where, value)
     return body
+
+
+def _message_value(message: Descriptor, where: str, value: Any) -> Any:
+    """One value of a message field: an object, checked inside, or null (json_format clears the field)."""
+    if value is None:
+        return value
+    if not isinstance(value, dict):
+        shape = _SHAPES.get(message.full_name, f"a {message.name} object (docs/api.md)")
+        raise BadRequest(f"field {where!r} must be {shape}, not {json.dumps(value)[:60]}")
+    return _check_body(message, dict(value), where + ".")
+
+
+# How the messages people most often get wrong are written, for the refusal of anything else.
+_SHAPES = {
+    "queue_manager.v1.Payload": 'a Payload object: {"json": <any JSON value>} or {"raw": "<base64>"}',
+}
+
+# Base64 as protobuf JSON takes it: the standard or the URL-safe alphabet, with or without padding.
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+
+
+def _check_base64(where: str, text: Any) -> None:
+    if not isinstance(text, str):
+        return  # json_format names the wrong type
+    digits = text.rstrip("=")  # json_format pads what is short of it
+    if not _BASE64.fullmatch(text) or len(digits) % 4 == 1:
+        raise BadRequest(f"field {where!r} must be base64 (standard or URL-safe), not {text[:60]!r}")
 
 
 # Messages whose protobuf JSON is one string, so a query parameter can carry them.

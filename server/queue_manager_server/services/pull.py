@@ -230,7 +230,9 @@ class PullHandlers:
         """The lease duration asked (within bounds), or the server's."""
         if d is None:
             return self.lease_ms
-        ms = validate.duration_ms(d, "lease_duration")
+        # The hour's bound is checked first: past ten years duration_ms would name its own bound instead.
+        too_long = d.seconds > MAX_LEASE_MS // 1000
+        ms = d.seconds * 1000 if too_long else validate.duration_ms(d, "lease_duration")
         if not MIN_LEASE_MS <= ms <= MAX_LEASE_MS:
             raise InvalidArgument(
                 "lease_duration", f"{ms} ms is out of range: use 1 second to {MAX_LEASE_MS // 60_000} minutes"
@@ -357,7 +359,9 @@ def _duration_us(request: pb.CompleteJobRequest | pb.FailJobRequest) -> int:
     if not request.HasField("duration"):
         return MEASURE_RUN_US
     d = request.duration
-    return max(d.seconds * 1_000_000 + d.nanos // 1000, 0)
+    if d.seconds < 0 or d.nanos < 0:
+        raise InvalidArgument("duration", "must not be negative: how long the run took, or unset")
+    return d.seconds * 1_000_000 + d.nanos // 1000
 
 
 def _time(ms: int) -> Timestamp | None:

@@ -108,7 +108,8 @@ def layout(wf: workflows_pb2.Workflow, payload_limit: int) -> list[_Step]:
     def walk(
         items: list[workflows_pb2.WorkflowStep], parent: str, branch: str, at: str, depth: int
     ) -> list[str]:
-        if depth > MAX_DEPTH:
+        # Only a branch that holds steps counts: the empty branches of a step 32 levels deep are no 33rd.
+        if items and depth > MAX_DEPTH:
             raise InvalidArgument(at, f"branches nest at most {MAX_DEPTH} levels deep")
         keys = []
         for i, step in enumerate(items):

@@ -143,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         module.register(commands)
     _output_after_subcommands(parser)
+    _negative_values(parser)
     return parser
 
 
@@ -164,6 +165,21 @@ def _output_after_subcommands(parser: argparse.ArgumentParser) -> None:
                         help="output format (also accepted before the command)",
                     )
                 _output_after_subcommands(sub)
+
+
+# argparse reads a value starting with "-" as an option unless it looks like a negative number, so a
+# negative duration (`--delay -5s`, `clock advance -1h`) was refused as a missing argument; no qm option
+# starts with "-" and a digit, so such a value reaches its own check, whose message names the range.
+_NEGATIVE_VALUE = re.compile(r"^-\d")
+
+
+def _negative_values(parser: argparse.ArgumentParser) -> None:
+    """Lets values such as ``-5s`` through as values, in this parser and every subcommand's."""
+    parser._negative_number_matcher = _NEGATIVE_VALUE
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _negative_values(sub)
 
 
 # The server's hints name the RPC to call (they are read by every client); here, the qm command instead.

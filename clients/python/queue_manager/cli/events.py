@@ -6,7 +6,15 @@ import argparse
 import json
 
 from queue_manager.cli.common import bounded_int, client, plain
+from queue_manager.errors import NotFoundError
 from queue_manager.events import JobEvent, JobEventType
+
+# `qm events push` and `qm events triggers` with nothing after them follow a queue of that name
+# (cli/external_events.py), so a missing key reads as a missing queue: the refusal names both readings.
+_EXTERNAL = {
+    "push": "push an external event, give its key: qm events push KEY",
+    "triggers": "manage event triggers, give an action: qm events triggers list (or set, delete)",
+}
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +54,10 @@ def _events(args: argparse.Namespace) -> int:
                     break
         except KeyboardInterrupt:
             return 130
+        except NotFoundError as exc:
+            if args.queue not in _EXTERNAL or printed:
+                raise
+            raise NotFoundError(f"{exc.message}; or, to {_EXTERNAL[args.queue]}") from None
         finally:
             stream.close()
     return 0
