@@ -52,6 +52,7 @@ EXPECTED = {
     "WorkerTest.failuresAreRetriedThenFailForGood",
     "WorkerTest.cancelStopsTheRunningHandler",
     "WorkerTest.jobTimeoutStopsTheRunAndFailsTheAttempt",
+    "WorkerTest.aRunToldToStopKeepsItsReasonWhenTheServerThenEndsItsLease",
     "WorkerTest.workerTimesTheRunOutWhenTheServerDoesNot",
     "WorkerTest.heartbeatsKeepARunLongerThanItsLease",
     "WorkerTest.shutdownLetsRunningJobsFinish",

@@ -274,6 +274,11 @@ final class WorkerSession implements ClientResponseObserver<ConnectRequest, Conn
         // run asked.
         LOG.log(DEBUG, "a lease extension of job {0} crossed the call that parked it: {1}",
             lease.getJobId(), item.getMessage());
+      } else if (run != null && (run.stop == StopReason.TIMEOUT || run.stop == StopReason.CANCELLED)) {
+        // The server ends the lease of a run it told to stop (its timeout, a cancel) once the grace is over:
+        // expected, and the run keeps the reason its handler is told. Its report is refused as expected.
+        LOG.log(INFO, "job {0} had already ended on the server ({1}) when its lease was extended: {2}",
+            lease.getJobId(), run.stop, item.getMessage());
       } else if (run != null && run.stop != StopReason.LEASE_LOST) {
         run.stop(StopReason.LEASE_LOST);
         LOG.log(WARNING, "job {0} lost its lease ({1}: {2}); its run is stopped, its outcome discarded",

@@ -369,7 +369,7 @@ class ParkTest extends ServerTest {
     }
   }
 
-  private static JobContext run(Worker w, String id, String token) {
+  static JobContext run(Worker w, String id, String token) {
     JobContext run =
         new JobContext(w, Types.Job.newBuilder().setQueueName("q").setId(id).build(), token, false);
     synchronized (w.mu) {
@@ -378,7 +378,7 @@ class ParkTest extends ServerTest {
     return run;
   }
 
-  private static ConnectResponse refusal(JobContext run) {
+  static ConnectResponse refusal(JobContext run) {
     return ConnectResponse.newBuilder()
         .setAck(
             ReportAck.newBuilder()

@@ -150,6 +150,34 @@ class WorkerTest extends ServerTest {
   }
 
   @Test
+  void aRunToldToStopKeepsItsReasonWhenTheServerThenEndsItsLease() {
+    // The server ends a timed-out or cancelled run's lease after the grace; a heartbeat refused then must not
+    // turn the reason the handler reads into LEASE_LOST (a slow handler thread read it after the refusal).
+    Worker w = qm.newWorker(WorkerOptions.builder().handler("q", job -> null).build());
+    WorkerSession session = new WorkerSession(w);
+    try {
+      JobContext timedOut = ParkTest.run(w, "timed-out", "t1");
+      JobContext cancelled = ParkTest.run(w, "cancelled", "t2");
+      JobContext held = ParkTest.run(w, "held", "t3");
+      synchronized (w.mu) {
+        timedOut.stop(StopReason.TIMEOUT);
+        cancelled.stop(StopReason.CANCELLED);
+        for (JobContext run : List.of(timedOut, cancelled, held)) {
+          session.onNext(ParkTest.refusal(run));
+        }
+        assertEquals(StopReason.TIMEOUT, timedOut.stopReason());
+        assertEquals(StopReason.CANCELLED, cancelled.stopReason());
+        assertEquals(StopReason.LEASE_LOST, held.stopReason()); // a lease really lost still is
+      }
+    } finally {
+      synchronized (w.mu) {
+        w.running.clear();
+      }
+      w.close();
+    }
+  }
+
+  @Test
   void workerTimesTheRunOutWhenTheServerDoesNot() throws Exception {
     // This server enforces no job timeout itself: the worker's own timer must end the run.
     String address = TestServers.env("QM_TEST_NO_TIMEOUTS_ADDRESS");
