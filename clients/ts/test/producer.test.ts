@@ -314,6 +314,17 @@ describe("jobs", () => {
     assert.equal(rest.nextPageToken, "");
   });
 
+  it("adds a bulk whose jobs together are over the transport's 16 MiB message limit", async () => {
+    const q = queueName("bulk-big");
+    await qm.registerQueue(q);
+    // 17 jobs of about 1 MB each: each is under the payload limit, all of them are over one message's limit.
+    const data = "a".repeat(1_000_000);
+    const ids = await qm.addBulk(q, Array.from({ length: 17 }, () => ({ name: "big", data })));
+    assert.equal(ids.length, 17);
+    assert.equal(((await qm.getJob(q, ids[16]!)).data as string).length, 1_000_000);
+    await qm.obliterateQueue(q, true);
+  });
+
   it("cancels a waiting job, retries it, and removes it", async () => {
     const job = await qm.addJob(name, "to-cancel", null);
     const cancelled = await qm.cancelJob(name, job.id, "not needed");
