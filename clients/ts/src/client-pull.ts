@@ -21,13 +21,15 @@ import type { LeasedJob } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { WorkflowCalls } from "./client-workflows.js";
 import { checkMs, encodePayload, fromTimestamp, jobFromProto, msToDuration, toDuration, toValue } from "./convert.js";
 import { errorText, mapped } from "./errors.js";
-import { checkQueueName } from "./options.js";
+import { checkKeys, checkQueueName } from "./options.js";
 import { recordFailure, startProcess } from "./tracing.js";
 import type { Job } from "./types.js";
 
 /** The most jobs one fetch leases, and the longest wait (the server's bounds, checked before the call). */
 export const MAX_FETCH = 1000;
 export const MAX_FETCH_WAIT_MS = 30_000;
+
+const FETCH_KEYS: ReadonlySet<string> = new Set(["maxJobs", "waitMs", "leaseMs", "workerName"]);
 
 /** Options of `fetchJobs`. */
 export interface FetchOptions {
@@ -201,6 +203,7 @@ export class PullCalls extends WorkflowCalls {
    */
   async fetchJobs(queueName: string, options: FetchOptions = {}): Promise<PulledJob[]> {
     checkQueueName(queueName);
+    checkKeys(options, FETCH_KEYS, "fetchJobs options");
     const maxJobs = options.maxJobs ?? 1;
     if (!Number.isInteger(maxJobs) || maxJobs < 1 || maxJobs > MAX_FETCH) {
       throw new RangeError(`maxJobs must be a whole number from 1 to ${MAX_FETCH}, got ${String(maxJobs)}`);

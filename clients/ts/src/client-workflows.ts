@@ -54,7 +54,7 @@ export class WorkflowCalls extends WorkerCalls {
 
   /** A page of runs, newest first, without their steps. */
   async listWorkflows(page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<WorkflowRun>> {
-    const request = pageRequest(page);
+    const request = pageRequest(page, "listWorkflows options");
     const res = await mapped(() => this.client.listWorkflows(request, this.callOptions));
     return pageFromProto(res.runs.map(workflowRunFromProto), res);
   }

@@ -374,6 +374,29 @@ describe("errors", () => {
     await assert.rejects(qm.addJob(name, "x", 10n), /not JSON-serialisable/);
   });
 
+  it("refuses a misspelt key of a queue config or of a call's options, changing nothing", async () => {
+    const name = queueName("misspelt");
+    // registerQueue replaces the whole config: a misspelt limit would register the queue without it.
+    await assert.rejects(qm.registerQueue(name, { maxsize: 5 } as never), /queue config has unknown key\(s\) maxsize/);
+    await assert.rejects(qm.getQueue(name), NotFoundError);
+    const keep = { completedRetention: { agee: 60_000 } } as never;
+    await assert.rejects(qm.registerQueue(name, keep), /completedRetention has unknown key\(s\) agee/);
+    const windows = { maintenanceWindows: [{ cron: "0 2 * * *", duration: 60_000 }] } as never;
+    await assert.rejects(qm.registerQueue(name, windows), /maintenanceWindows\[0\] has unknown key\(s\) duration/);
+    await qm.registerQueue(name);
+    // A pause meant to lift by itself would last until resumed.
+    await assert.rejects(qm.pauseQueue(name, { resumeAfter: 1_000 } as never), /pauseQueue options has unknown key\(s\) resumeAfter/);
+    assert.equal((await qm.getQueue(name)).paused, false);
+    await assert.rejects(qm.pauseGroup(name, "g", { until: new Date() } as never), /pauseGroup options has unknown key\(s\) until/);
+    await assert.rejects(qm.waitForJob(name, "j", { timeout: 1_000 } as never), /waitForJob options has unknown key\(s\) timeout/);
+    await assert.rejects(qm.fetchJobs(name, { max: 5 } as never), /fetchJobs options has unknown key\(s\) max/);
+    await assert.rejects(qm.listGroups(name, { page_size: 5 } as never), /listGroups options has unknown key\(s\) page_size/);
+    await assert.rejects(qm.listDeadLetters(name, { size: 5 } as never), /listDeadLetters options has unknown key\(s\) size/);
+    await assert.rejects(qm.getQueueMetrics(name, { history: true } as never), /getQueueMetrics options has unknown key\(s\) history/);
+    const watch = qm.watchMetrics(name, { interval: 500 } as never);
+    await assert.rejects(watch.next(), /watchMetrics options has unknown key\(s\) interval/);
+  });
+
   it("says UNAVAILABLE when no server listens", async () => {
     const nowhere = client({ address: "127.0.0.1:1", timeoutMs: 5_000 });
     const err = await nowhere.listQueues().catch((e: unknown) => e);
