@@ -7,6 +7,7 @@ import {
   JobPriority,
   NotFoundError,
   QueueManagerError,
+  Worker,
   type ActiveJob,
   type QueueManager,
   when,
@@ -375,6 +376,10 @@ describe("errors", () => {
   });
 
   it("refuses a misspelt key of a queue config or of a call's options, changing nothing", async () => {
+    // A misspelt address would dial localhost:50051; a misspelt concurrency would give 10 slots.
+    assert.throws(() => client({ adress: "127.0.0.1:1" } as never), /QueueManager options has unknown key\(s\) adress/);
+    const processors = { q: async () => null };
+    assert.throws(() => new Worker({ processors, concurency: 2 } as never), /Worker options has unknown key\(s\) concurency/);
     const name = queueName("misspelt");
     // registerQueue replaces the whole config: a misspelt limit would register the queue without it.
     await assert.rejects(qm.registerQueue(name, { maxsize: 5 } as never), /queue config has unknown key\(s\) maxsize/);
