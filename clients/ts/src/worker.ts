@@ -13,7 +13,7 @@ import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
 import { WorkerService } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { checkMs } from "./convert.js";
 import { mapped } from "./errors.js";
-import { checkKeys } from "./options.js";
+import { checkKeys, checkQueueName } from "./options.js";
 import { Outbox } from "./outbox.js";
 import { tracerOf } from "./tracing.js";
 import { connect, type Connection } from "./transport.js";
@@ -82,6 +82,9 @@ export class Worker extends EventEmitter {
       throw new RangeError("a worker needs at least one processor: processors: { queueName: async (job, ctx) => result }");
     }
     for (const [queue, fn] of Object.entries(options.processors)) {
+      // The server refuses a hello naming a queue it would never take; the worker would only warn of that
+      // refusal every few seconds.
+      checkQueueName(queue, "processors key");
       checkProcessor(queue, fn);
     }
     this.options = options;
