@@ -30,6 +30,8 @@ export const MAX_FETCH = 1000;
 export const MAX_FETCH_WAIT_MS = 30_000;
 
 const FETCH_KEYS: ReadonlySet<string> = new Set(["maxJobs", "waitMs", "leaseMs", "workerName"]);
+// A misspelt noRetry would let the job be retried.
+const FAIL_KEYS: ReadonlySet<string> = new Set(["noRetry", "retryAfterMs", "stacktrace"]);
 
 /** Options of `fetchJobs`. */
 export interface FetchOptions {
@@ -145,6 +147,7 @@ export class PulledJob {
     if (typeof message !== "string") {
       throw new TypeError("message must be a string");
     }
+    checkKeys(options, FAIL_KEYS, "fail options");
     const request = create(FailJobRequestSchema, {
       ...this.ref(),
       message,
@@ -176,6 +179,9 @@ export class PulledJob {
 
   /** Records the run's progress (any JSON; undefined leaves it) and appends log lines. */
   async reportProgress(progress?: unknown, logs: string[] = []): Promise<void> {
+    if (!Array.isArray(logs)) {
+      throw new TypeError(`logs must be an array of log lines, such as ["half way"], not ${typeof logs}`);
+    }
     const request = create(ReportJobProgressRequestSchema, {
       ...this.ref(),
       progress: progress === undefined ? undefined : toValue(progress, "progress"),
