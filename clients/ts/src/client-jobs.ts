@@ -48,6 +48,8 @@ import type {
 } from "./types.js";
 
 const WAIT_KEYS: ReadonlySet<string> = new Set(["timeoutMs", "signal"]);
+// A misspelt data would run the job again with its old data.
+const RETRY_KEYS: ReadonlySet<string> = new Set(["data"]);
 // A dead-letter page takes a state besides the listJobs options (its filters too, which it hands on).
 const DEAD_LETTER_LIST_KEYS: ReadonlySet<string> = new Set(["state", ...LIST_KEYS]);
 
@@ -144,6 +146,7 @@ export class JobCalls extends Producer {
    * keeps its data (`FailedPreconditionError`).
    */
   async retryJob(queueName: string, jobId: string, options: { data?: unknown } = {}): Promise<Job> {
+    checkKeys(options, RETRY_KEYS, "retryJob options");
     const data = options.data === undefined ? undefined : encodePayload(options.data);
     const res = await mapped(() => this.client.retryJob({ queueName, jobId, data }, this.callOptions));
     return jobFromProto(res.job!);

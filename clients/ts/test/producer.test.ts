@@ -398,6 +398,10 @@ describe("errors", () => {
     await assert.rejects(qm.listGroups(name, { page_size: 5 } as never), /listGroups options has unknown key\(s\) page_size/);
     await assert.rejects(qm.listDeadLetters(name, { size: 5 } as never), /listDeadLetters options has unknown key\(s\) size/);
     await assert.rejects(qm.getQueueMetrics(name, { history: true } as never), /getQueueMetrics options has unknown key\(s\) history/);
+    await assert.rejects(qm.retryJob(name, "j", { dat: 1 } as never), /retryJob options has unknown key\(s\) dat/);
+    const flow = { steps: [{ queueName: name, jobName: "a" }] };
+    await assert.rejects(qm.executeWorkflow(flow, { runid: "r1" } as never), /executeWorkflow options has unknown key\(s\) runid/);
+    assert.equal((await qm.getQueueMetrics(name)).waiting, 0);
     const watch = qm.watchMetrics(name, { interval: 500 } as never);
     await assert.rejects(watch.next(), /watchMetrics options has unknown key\(s\) interval/);
   });
