@@ -33,6 +33,7 @@ EXPECTED = {
     "ProducerTest.dedupKeyAnswersWithTheJobHoldingIt",
     "ProducerTest.addBulkAddsEveryJobInOrder",
     "ProducerTest.addBulkIsAllOrNone",
+    "ProducerTest.addBulkSplitsJobsOverOneMessageLimit",
     "ProducerTest.metricsCountJobsByState",
     "ProducerTest.pauseAndResumeQueue",
     "ProducerTest.cleanQueueRemovesJobsOfAState",

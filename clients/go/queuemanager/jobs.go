@@ -167,23 +167,33 @@ type BulkResult struct {
 	Replaced int
 }
 
-// bulkMessageJobs is how many jobs one message of the bulk stream carries.
+// bulkMessageJobs is how many jobs one message of the bulk stream carries at most.
 const bulkMessageJobs = 1000
+
+// bulkMessageBytes ends a message once its jobs' data reach about this many bytes, as the Python client
+// splits them: the transport refuses a message over 16 MiB whole, and 1,000 jobs of up to 1 MiB each could
+// make one.
+const bulkMessageBytes = 4 << 20
 
 // AddBulk adds many jobs to one queue on one stream: all or none (the server checks the whole stream
 // before it writes, and a failure adds nothing). At most 100,000 jobs per call. When tracing is on, the
 // call is one PRODUCER span "{queue} publish" and every job carries its context.
 func (c *Client) AddBulk(ctx context.Context, queue string, jobs []NewJob) (*BulkResult, error) {
-	messages := make([]*pb.AddBulkRequest, 0, len(jobs)/bulkMessageJobs+1)
-	for start := 0; start < len(jobs); start += bulkMessageJobs {
-		message := &pb.AddBulkRequest{QueueName: queue}
-		for _, job := range jobs[start:min(start+bulkMessageJobs, len(jobs))] {
-			p, err := job.proto()
-			if err != nil {
-				return nil, err
-			}
-			message.Jobs = append(message.Jobs, p)
+	var messages []*pb.AddBulkRequest
+	message, size := &pb.AddBulkRequest{QueueName: queue}, 0
+	for _, job := range jobs {
+		p, err := job.proto()
+		if err != nil {
+			return nil, err
 		}
+		message.Jobs = append(message.Jobs, p)
+		size += len(p.GetData().GetRaw()) + len(p.GetName()) + 32
+		if len(message.Jobs) >= bulkMessageJobs || size >= bulkMessageBytes {
+			messages = append(messages, message)
+			message, size = &pb.AddBulkRequest{QueueName: queue}, 0
+		}
+	}
+	if len(message.Jobs) > 0 {
 		messages = append(messages, message)
 	}
 	t := c.traced()

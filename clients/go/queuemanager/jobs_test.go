@@ -13,6 +13,28 @@ import (
 	qm "github.com/queue-manager/queue-manager/clients/go/queuemanager"
 )
 
+func TestAddBulkOverOneMessageLimit(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	queue := newQueue(t, c, nil)
+	// 17 jobs of about 1 MB each: each is under the payload limit, all of them are over the transport's 16 MiB
+	// limit of one message, so the client must split them by size as well as by count.
+	data := strings.Repeat("a", 1_000_000)
+	jobs := make([]qm.NewJob, 17)
+	for i := range jobs {
+		jobs[i] = qm.NewJob{Name: "big", Data: data}
+	}
+	bulk, err := c.AddBulk(testContext(t), queue, jobs)
+	if err != nil || len(bulk.JobIDs) != 17 || bulk.Created != 17 {
+		t.Fatalf("AddBulk of 17 MB: %v %+v", err, bulk)
+	}
+	last, err := c.GetJob(testContext(t), queue, bulk.JobIDs[16])
+	var got string
+	if err != nil || last.Decode(&got) != nil || got != data {
+		t.Fatalf("the last job must hold its data: %v", err)
+	}
+}
+
 func TestAddJobBatchKeepsEachOutcome(t *testing.T) {
 	t.Parallel()
 	c := newClient(t)

@@ -149,6 +149,20 @@ func TestBadQueueSharesAreRefusedBeforeConnecting(t *testing.T) {
 	}
 }
 
+// A handler's queue name the server would never take is refused by NewWorker, before connecting: the
+// worker would only log the server's refusal every few seconds.
+func TestBadHandlerQueueNameIsRefusedBeforeConnecting(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	noop := func(context.Context, *qm.Job) (any, error) { return nil, nil }
+	for _, name := range []string{"emails:high", "", "a{b}", strings.Repeat("q", 101)} {
+		_, err := c.NewWorker(qm.WorkerConfig{Handlers: map[string]qm.Handler{name: noop}})
+		if err == nil || !strings.Contains(err.Error(), "must be 1 to 100 letters, digits") {
+			t.Errorf("NewWorker with a handler of queue %q: want a refusal naming the form, got %v", name, err)
+		}
+	}
+}
+
 // Tier: jobs go to the lower tier while it has a free slot, then to the higher one, whichever connected
 // first; ListWorkers shows each worker's tier; a tier out of range is refused before connecting.
 func TestTierPrefersTheLowerTierUntilItIsFull(t *testing.T) {

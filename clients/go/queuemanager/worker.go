@@ -55,6 +55,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -186,6 +187,11 @@ type Worker struct {
 
 type jobKey struct{ queue, id string }
 
+// queueName is the form the server takes a queue name in. A worker checks its handlers' queues before
+// connecting: the server refuses a hello naming another, and the worker would only log that refusal every
+// few seconds until its Run ended.
+var queueName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+
 // NewWorker makes a worker on the client's connection (its token and TLS). It does not connect yet.
 func (c *Client) NewWorker(config WorkerConfig) (*Worker, error) {
 	if len(config.Handlers) == 0 {
@@ -216,6 +222,9 @@ func (c *Client) NewWorker(config WorkerConfig) (*Worker, error) {
 	for queue, handler := range config.Handlers {
 		if handler == nil {
 			return nil, fmt.Errorf("the handler of queue %q is nil", queue)
+		}
+		if !queueName.MatchString(queue) {
+			return nil, fmt.Errorf("the handler's queue name %q must be 1 to 100 letters, digits, '-', '_' or '.'", queue)
 		}
 		w.handlers[queue] = handler
 		w.queues = append(w.queues, queue)

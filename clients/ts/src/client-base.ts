@@ -19,7 +19,8 @@ import { withCodecs } from "./codec-client.js";
 import { makeChain, type CodecChain, type PayloadCodec } from "./codecs.js";
 import { checkMs } from "./convert.js";
 import { tracerOf } from "./tracing.js";
-import { connect, type Connection, type ConnectionOptions } from "./transport.js";
+import { checkKeys } from "./options.js";
+import { CONNECTION_KEYS, connect, type Connection, type ConnectionOptions } from "./transport.js";
 
 /** Options of a `QueueManager`: the connection, a deadline for unary calls, and worker defaults. */
 export interface QueueManagerOptions extends ConnectionOptions {
@@ -44,6 +45,17 @@ export interface QueueManagerOptions extends ConnectionOptions {
   codecs?: PayloadCodec[];
 }
 
+// A misspelt option would be ignored silently (`adress`: the client would dial localhost:50051).
+const OPTION_KEYS: ReadonlySet<string> = new Set([
+  ...CONNECTION_KEYS,
+  "timeoutMs",
+  "concurrency",
+  "workerLabels",
+  "shutdownGraceMs",
+  "tracerProvider",
+  "codecs",
+]);
+
 // The adds' tracer before the first add has read it (tracing.tracerOf).
 const UNREAD = Symbol("unread");
 
@@ -64,6 +76,7 @@ export class ClientBase {
   private tracer: Tracer | undefined | typeof UNREAD = UNREAD;
 
   constructor(options: QueueManagerOptions = {}) {
+    checkKeys(options, OPTION_KEYS, "QueueManager options");
     this.options = options;
     this.connection = connect(options);
     this.address = this.connection.address;

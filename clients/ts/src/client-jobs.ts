@@ -25,6 +25,7 @@ import {
   cancelJobsRequest,
   countJobsPlan,
   countJobsRequest,
+  LIST_KEYS,
   listJobsRequest,
   removeJobsRequest,
   retryJobsRequest,
@@ -35,7 +36,7 @@ import {
   type JobCount,
   type ListJobsOptions,
 } from "./filters.js";
-import { pageRequest } from "./options.js";
+import { checkKeys, pageRequest } from "./options.js";
 import type {
   Job,
   JobLogLine,
@@ -45,6 +46,12 @@ import type {
   RedriveOptions,
   RedriveResult,
 } from "./types.js";
+
+const WAIT_KEYS: ReadonlySet<string> = new Set(["timeoutMs", "signal"]);
+// A misspelt data would run the job again with its old data.
+const RETRY_KEYS: ReadonlySet<string> = new Set(["data"]);
+// A dead-letter page takes a state besides the listJobs options (its filters too, which it hands on).
+const DEAD_LETTER_LIST_KEYS: ReadonlySet<string> = new Set(["state", ...LIST_KEYS]);
 
 /** Reads and controls jobs. */
 export class JobCalls extends Producer {
@@ -99,7 +106,7 @@ export class JobCalls extends Producer {
 
   /** A page of a job's log lines, oldest first. */
   async getJobLogs(queueName: string, jobId: string, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<JobLogLine>> {
-    const request = { queueName, jobId, ...pageRequest(page) };
+    const request = { queueName, jobId, ...pageRequest(page, "getJobLogs options") };
     const res = await mapped(() => this.client.getJobLogs(request, this.callOptions));
     return pageFromProto(res.lines.map(logLineFromProto), res);
   }
@@ -109,6 +116,7 @@ export class JobCalls extends Producer {
    * `timeoutMs` (default: no limit) returns it in whatever state it is then. Pushed by the server: no polling.
    */
   async waitForJob(queueName: string, jobId: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Job> {
+    checkKeys(options, WAIT_KEYS, "waitForJob options");
     const request = { queueName, jobId, timeout: options.timeoutMs === undefined ? undefined : toDuration(options.timeoutMs, "timeoutMs") };
     return mapped(async () => {
       let last: Job | undefined;
@@ -138,6 +146,7 @@ export class JobCalls extends Producer {
    * keeps its data (`FailedPreconditionError`).
    */
   async retryJob(queueName: string, jobId: string, options: { data?: unknown } = {}): Promise<Job> {
+    checkKeys(options, RETRY_KEYS, "retryJob options");
     const data = options.data === undefined ? undefined : encodePayload(options.data);
     const res = await mapped(() => this.client.retryJob({ queueName, jobId, data }, this.callOptions));
     return jobFromProto(res.job!);
@@ -167,6 +176,7 @@ export class JobCalls extends Producer {
     queueName = DEAD_LETTER_QUEUE,
     options: ListDeadLettersOptions = {},
   ): Promise<Page<DeadLetter>> {
+    checkKeys(options, DEAD_LETTER_LIST_KEYS, "listDeadLetters options");
     const { state = "waiting", ...page } = options;
     const jobs = await this.listJobs(queueName, state, page);
     const items = jobs.items.map((job) => deadLetterFromJob(job, this.codecs)).filter((d): d is DeadLetter => d !== undefined);

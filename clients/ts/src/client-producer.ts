@@ -26,6 +26,9 @@ export interface BulkJob {
 // AddBulk: jobs per stream message (a message costs ~60 µs whatever its size), and per stream (server limit).
 const BULK_MESSAGE_JOBS = 500;
 const BULK_STREAM_JOBS = 100_000;
+// A message also ends once its jobs' data reach about this many bytes, as the Python client splits them:
+// the transport refuses a message over 16 MiB whole, and 500 jobs of up to 1 MiB each could make one.
+const BULK_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 /** Adds jobs. */
 export class Producer extends ClientBase {
@@ -60,15 +63,25 @@ export class Producer extends ClientBase {
   }
 
   /**
-   * Adds many jobs over client streams (500 jobs a message, 100,000 a stream); each stream is added in full
+   * Adds many jobs over client streams (500 jobs or about 4 MiB of data a message, 100,000 jobs a stream); each stream is added in full
    * or not at all. Every job is checked before anything is sent. Returns the ids in order.
    */
   async addBulk(queueName: string, jobs: BulkJob[]): Promise<string[]> {
     const messages: AddBulkRequest[] = [];
-    for (let i = 0; i < jobs.length; i += BULK_MESSAGE_JOBS) {
-      const slice = jobs.slice(i, i + BULK_MESSAGE_JOBS);
-      const built = slice.map((j, k) => newJob(j.name, j.data, j.options, `jobs[${i + k}]`));
-      messages.push(create(AddBulkRequestSchema, { queueName, jobs: built }));
+    let message = create(AddBulkRequestSchema, { queueName });
+    let size = 0;
+    jobs.forEach((j, i) => {
+      const built = newJob(j.name, j.data, j.options, `jobs[${i}]`);
+      message.jobs.push(built);
+      size += (built.data?.body.case === "raw" ? built.data.body.value.length : 0) + built.name.length + 32;
+      if (message.jobs.length >= BULK_MESSAGE_JOBS || size >= BULK_MESSAGE_BYTES) {
+        messages.push(message);
+        message = create(AddBulkRequestSchema, { queueName });
+        size = 0;
+      }
+    });
+    if (message.jobs.length > 0) {
+      messages.push(message);
     }
     const tracer = this.tracing();
     if (tracer === undefined) {
@@ -84,9 +97,18 @@ export class Producer extends ClientBase {
 
   private async sendBulk(messages: AddBulkRequest[]): Promise<string[]> {
     const ids: string[] = [];
-    const perStream = BULK_STREAM_JOBS / BULK_MESSAGE_JOBS;
-    for (let i = 0; i < messages.length; i += perStream) {
-      const stream = messages.slice(i, i + perStream);
+    // Each stream holds whole messages, at most BULK_STREAM_JOBS jobs in all.
+    const streams: AddBulkRequest[][] = [];
+    let count = BULK_STREAM_JOBS;
+    for (const message of messages) {
+      if (count + message.jobs.length > BULK_STREAM_JOBS) {
+        streams.push([]);
+        count = 0;
+      }
+      streams[streams.length - 1]!.push(message);
+      count += message.jobs.length;
+    }
+    for (const stream of streams) {
       async function* requests() {
         yield* stream;
       }

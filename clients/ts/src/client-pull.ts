@@ -21,13 +21,17 @@ import type { LeasedJob } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { WorkflowCalls } from "./client-workflows.js";
 import { checkMs, encodePayload, fromTimestamp, jobFromProto, msToDuration, toDuration, toValue } from "./convert.js";
 import { errorText, mapped } from "./errors.js";
-import { checkQueueName } from "./options.js";
+import { checkKeys, checkQueueName } from "./options.js";
 import { recordFailure, startProcess } from "./tracing.js";
 import type { Job } from "./types.js";
 
 /** The most jobs one fetch leases, and the longest wait (the server's bounds, checked before the call). */
 export const MAX_FETCH = 1000;
 export const MAX_FETCH_WAIT_MS = 30_000;
+
+const FETCH_KEYS: ReadonlySet<string> = new Set(["maxJobs", "waitMs", "leaseMs", "workerName"]);
+// A misspelt noRetry would let the job be retried.
+const FAIL_KEYS: ReadonlySet<string> = new Set(["noRetry", "retryAfterMs", "stacktrace"]);
 
 /** Options of `fetchJobs`. */
 export interface FetchOptions {
@@ -143,6 +147,7 @@ export class PulledJob {
     if (typeof message !== "string") {
       throw new TypeError("message must be a string");
     }
+    checkKeys(options, FAIL_KEYS, "fail options");
     const request = create(FailJobRequestSchema, {
       ...this.ref(),
       message,
@@ -174,6 +179,9 @@ export class PulledJob {
 
   /** Records the run's progress (any JSON; undefined leaves it) and appends log lines. */
   async reportProgress(progress?: unknown, logs: string[] = []): Promise<void> {
+    if (!Array.isArray(logs)) {
+      throw new TypeError(`logs must be an array of log lines, such as ["half way"], not ${typeof logs}`);
+    }
     const request = create(ReportJobProgressRequestSchema, {
       ...this.ref(),
       progress: progress === undefined ? undefined : toValue(progress, "progress"),
@@ -201,6 +209,7 @@ export class PullCalls extends WorkflowCalls {
    */
   async fetchJobs(queueName: string, options: FetchOptions = {}): Promise<PulledJob[]> {
     checkQueueName(queueName);
+    checkKeys(options, FETCH_KEYS, "fetchJobs options");
     const maxJobs = options.maxJobs ?? 1;
     if (!Number.isInteger(maxJobs) || maxJobs < 1 || maxJobs > MAX_FETCH) {
       throw new RangeError(`maxJobs must be a whole number from 1 to ${MAX_FETCH}, got ${String(maxJobs)}`);

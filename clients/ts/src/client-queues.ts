@@ -18,6 +18,7 @@ import { errorFromRpc, mapped } from "./errors.js";
 import { JobEventStream, watchJobEventsRequest, type WatchJobEventsOptions } from "./events.js";
 import {
   checkGroup,
+  checkKeys,
   groupLimitsToProto,
   maintenanceWindowsToProto,
   pageRequest,
@@ -37,6 +38,12 @@ import type {
   QueueMetrics,
   WorkerInfo,
 } from "./types.js";
+
+// The keys each options object takes: another is refused, since a misspelt one would be ignored silently (a
+// pause meant to lift by itself would last until resumed).
+const PAUSE_KEYS: ReadonlySet<string> = new Set(["resumeAfterMs", "resumeAt"]);
+const METRICS_KEYS: ReadonlySet<string> = new Set(["includeHistory"]);
+const WATCH_METRICS_KEYS: ReadonlySet<string> = new Set(["intervalMs", "includeHistory", "includeWorkers", "signal"]);
 
 /** Administers queues and reads their metrics and workers. */
 export class QueueCalls extends JobCalls {
@@ -67,6 +74,7 @@ export class QueueCalls extends JobCalls {
    * workers getting its jobs at once); pausing again replaces the time, `resumeQueue` clears it.
    */
   async pauseQueue(name: string, options: PauseOptions = {}): Promise<Queue> {
+    checkKeys(options, PAUSE_KEYS, "pauseQueue options");
     const request = { name, ...pauseTimeToProto(options) };
     const res = await mapped(() => this.client.pauseQueue(request, this.callOptions));
     return queueFromProto(res.queue!);
@@ -102,7 +110,7 @@ export class QueueCalls extends JobCalls {
    * its own (`QueueMetrics.groups` counts them). `pageSize` is 1 to 1,000 (default 100).
    */
   async listGroups(queueName: string, page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<GroupInfo>> {
-    const request = { queueName, ...pageRequest(page) };
+    const request = { queueName, ...pageRequest(page, "listGroups options") };
     const res = await mapped(() => this.client.listGroups(request, this.callOptions));
     return pageFromProto(res.groups.map(groupInfoFromProto), res);
   }
@@ -148,6 +156,7 @@ export class QueueCalls extends JobCalls {
    * resumes by itself then, as for `pauseQueue`. Returns the group as it is now.
    */
   async pauseGroup(queueName: string, group: string, options: PauseOptions = {}): Promise<GroupInfo> {
+    checkKeys(options, PAUSE_KEYS, "pauseGroup options");
     const request = { queueName, group: checkGroup(group, "group"), ...pauseTimeToProto(options) };
     const res = await mapped(() => this.client.pauseGroup(request, this.callOptions));
     return groupInfoFromProto(res.group!);
@@ -165,12 +174,14 @@ export class QueueCalls extends JobCalls {
   }
 
   async getQueueMetrics(name: string, options: { includeHistory?: boolean } = {}): Promise<QueueMetrics> {
+    checkKeys(options, METRICS_KEYS, "getQueueMetrics options");
     const request = { name, includeHistory: options.includeHistory ?? false };
     const res = await mapped(() => this.client.getQueueMetrics(request, this.callOptions));
     return metricsFromProto(res.metrics!);
   }
 
   async getAllMetrics(options: { includeHistory?: boolean } = {}): Promise<QueueMetrics[]> {
+    checkKeys(options, METRICS_KEYS, "getAllMetrics options");
     const request = { includeHistory: options.includeHistory ?? false };
     const res = await mapped(() => this.client.getAllMetrics(request, this.callOptions));
     return res.metrics.map(metricsFromProto);
@@ -187,6 +198,7 @@ export class QueueCalls extends JobCalls {
     queues?: string | string[],
     options: { intervalMs?: number; includeHistory?: boolean; includeWorkers?: boolean; signal?: AbortSignal } = {},
   ): AsyncGenerator<MetricsSnapshot, void, undefined> {
+    checkKeys(options, WATCH_METRICS_KEYS, "watchMetrics options");
     const request = {
       queueNames: queues === undefined ? [] : typeof queues === "string" ? [queues] : [...queues],
       interval: toDuration(options.intervalMs ?? 1_000, "intervalMs"),

@@ -3,7 +3,7 @@ import { refuseResultConditions } from "./codecs.js";
 import { WorkerCalls } from "./client-workers.js";
 import { pageFromProto } from "./convert.js";
 import { mapped } from "./errors.js";
-import { pageRequest } from "./options.js";
+import { checkKeys, pageRequest } from "./options.js";
 import { carry, publish, SYSTEM, traceContext, workflowAttributes } from "./tracing.js";
 import type { Page } from "./types.js";
 import {
@@ -17,10 +17,14 @@ import {
   type WorkflowRun,
 } from "./workflows.js";
 
+const RUN_KEYS: ReadonlySet<string> = new Set(["runId"]);
+
 /** Runs workflows and keeps schedules. */
 export class WorkflowCalls extends WorkerCalls {
   /** Starts a workflow run and returns its id at once (with `runId`, executing again starts nothing). */
   async executeWorkflow(workflow: Workflow, options: { runId?: string } = {}): Promise<string> {
+    // A misspelt runId would start a run of a random id each time, not once.
+    checkKeys(options, RUN_KEYS, "executeWorkflow options");
     const request = { workflow: workflowToProto(workflow), runId: options.runId ?? "" };
     if (this.codecs !== undefined) {
       refuseResultConditions(request.workflow.steps); // a TypeError before anything is sent
@@ -54,7 +58,7 @@ export class WorkflowCalls extends WorkerCalls {
 
   /** A page of runs, newest first, without their steps. */
   async listWorkflows(page: { pageSize?: number; pageToken?: string } = {}): Promise<Page<WorkflowRun>> {
-    const request = pageRequest(page);
+    const request = pageRequest(page, "listWorkflows options");
     const res = await mapped(() => this.client.listWorkflows(request, this.callOptions));
     return pageFromProto(res.runs.map(workflowRunFromProto), res);
   }

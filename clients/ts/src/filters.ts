@@ -96,7 +96,7 @@ export interface BulkResult {
 export const MAX_BULK_LIMIT = 1000;
 
 const FILTER_KEYS = ["name", "group", "tag", "correlationId", "createdAfter", "createdBefore"];
-const LIST_KEYS = new Set([...FILTER_KEYS, "pageSize", "pageToken"]);
+export const LIST_KEYS: ReadonlySet<string> = new Set([...FILTER_KEYS, "pageSize", "pageToken"]);
 const BULK_KEYS = new Set([...FILTER_KEYS, "limit", "pageToken"]);
 const CANCEL_KEYS = new Set([...BULK_KEYS, "reason"]);
 const COUNT_KEYS = new Set([...FILTER_KEYS, "pageToken", "maxCalls"]);

@@ -72,8 +72,14 @@ export function uint(value: unknown, what: string, min = 0): number {
   return value;
 }
 
+const PAGE_KEYS: ReadonlySet<string> = new Set(["pageSize", "pageToken"]);
+
 /** The paging fields of a list request: 100 items a page unless asked, from the first page unless a token. */
-export function pageRequest(page: { pageSize?: number; pageToken?: string }): { pageSize: number; pageToken: string } {
+export function pageRequest(
+  page: { pageSize?: number; pageToken?: string },
+  what = "page options",
+): { pageSize: number; pageToken: string } {
+  checkKeys(page, PAGE_KEYS, what);
   return { pageSize: uint(page.pageSize ?? 100, "pageSize"), pageToken: page.pageToken ?? "" };
 }
 
@@ -145,6 +151,7 @@ export function keepToProto(value: KeepJobs, what: string): KeepJobsPb {
   if (typeof value === "number") {
     return create(KeepJobsSchema, { count: uint(value, what) });
   }
+  checkKeys(value, KEEP_KEYS, what);
   return create(KeepJobsSchema, {
     remove: value.remove ?? false,
     age: value.age === undefined ? undefined : toDuration(value.age, `${what}.age`),
@@ -245,6 +252,8 @@ export function newJob(name: string, data: unknown, options: JobOptions | undefi
 
 /** Queue settings as their message. */
 export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
+  // registerQueue replaces the whole config, so a misspelt key would also lift the setting it meant to give.
+  checkKeys(config, QUEUE_CONFIG_KEYS, "queue config");
   const rate = config.rateLimit;
   return create(QueueConfigSchema, {
     rateLimit:
@@ -266,6 +275,23 @@ export function queueConfigToProto(config: QueueConfig): QueueConfigPb {
   });
 }
 
+const QUEUE_CONFIG_KEYS: ReadonlySet<string> = new Set([
+  "rateLimit",
+  "defaultJobOptions",
+  "deadLetterQueue",
+  "completedRetention",
+  "failedRetention",
+  "disableDeadLetter",
+  "concurrency",
+  "priorityBounds",
+  "groupLimits",
+  "maxSize",
+  "maintenanceWindows",
+]);
+const RATE_LIMIT_KEYS: ReadonlySet<string> = new Set(["max", "duration", "burst"]);
+const KEEP_KEYS: ReadonlySet<string> = new Set(["remove", "age", "count"]);
+const WINDOW_KEYS: ReadonlySet<string> = new Set(["cron", "durationMs", "timezone"]);
+
 /**
  * Checks the windows' form (the server checks the cron and the zone) and returns them as messages; errors
  * name `field` (a queue's `maintenanceWindows`, a group's `setGroupLimits` windows).
@@ -279,6 +305,7 @@ export function maintenanceWindowsToProto(windows: MaintenanceWindow[], field = 
     if (typeof w !== "object" || w === null || typeof w.cron !== "string" || w.cron.trim() === "") {
       throw new TypeError(`${what}.cron must be a cron expression such as "0 2 * * SUN"`);
     }
+    checkKeys(w, WINDOW_KEYS, what);
     if (w.durationMs === 0) throw new RangeError(`${what}.durationMs must be more than 0 ms, got 0`);
     if (w.timezone !== undefined && typeof w.timezone !== "string") {
       throw new TypeError(`${what}.timezone must be a string, not ${typeof w.timezone}`);
@@ -390,6 +417,7 @@ function rateLimitToProto(rate: RateLimit, what: string) {
   if (typeof rate !== "object" || rate === null) {
     throw new TypeError(`${what} must be an object { max, duration }, not ${rate === null ? "null" : typeof rate}`);
   }
+  checkKeys(rate, RATE_LIMIT_KEYS, what);
   const max = uint(rate.max, `${what}.max`);
   const duration = toDuration(rate.duration, `${what}.duration`);
   if (max > 0 && rate.duration <= 0) {

@@ -12,6 +12,9 @@ import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 /** TLS settings: PEM contents or file paths. */
+/** The keys of `ConnectionOptions`, which every client and worker takes. */
+export const CONNECTION_KEYS: readonly string[] = ["address", "token", "tls", "interceptors"];
+
 export interface TlsOptions {
   /** CA bundle that signed the server's certificate (PEM text or a Buffer); default the system's CAs. */
   ca?: string | Buffer;

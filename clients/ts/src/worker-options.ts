@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { Code } from "@connectrpc/connect";
 import type { TracerProvider } from "@opentelemetry/api";
 import type { ActiveJob, JobContext } from "./context.js";
-import type { ConnectionOptions } from "./transport.js";
+import { CONNECTION_KEYS, type ConnectionOptions } from "./transport.js";
 
 /** A processor: `async (job, ctx) => result`; throwing fails the attempt. */
 export type Processor = (job: ActiveJob, ctx: JobContext) => unknown;
@@ -60,6 +60,23 @@ export interface WorkerOptions extends ConnectionOptions {
    */
   codecs?: PayloadCodec[];
 }
+
+/** The keys `WorkerOptions` takes: a misspelt one would be ignored silently (`concurency`: 10 slots). */
+export const WORKER_OPTION_KEYS: ReadonlySet<string> = new Set([
+  ...CONNECTION_KEYS,
+  "processors",
+  "concurrency",
+  "queueWeights",
+  "queueOrder",
+  "tier",
+  "labels",
+  "workerId",
+  "shutdownGraceMs",
+  "reconnect",
+  "logger",
+  "tracerProvider",
+  "codecs",
+]);
 
 export const DEFAULT_HEARTBEAT_MS = 10_000;
 // How long to wait for the server to end the stream after we half-closed it.

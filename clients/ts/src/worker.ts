@@ -13,6 +13,7 @@ import { QueueService } from "./gen/queue_manager/v1/queue_service_pb.js";
 import { WorkerService } from "./gen/queue_manager/v1/worker_service_pb.js";
 import { checkMs } from "./convert.js";
 import { mapped } from "./errors.js";
+import { checkKeys, checkQueueName } from "./options.js";
 import { Outbox } from "./outbox.js";
 import { tracerOf } from "./tracing.js";
 import { connect, type Connection } from "./transport.js";
@@ -27,6 +28,7 @@ import {
   consoleLogger,
   defaultConcurrency,
   within,
+  WORKER_OPTION_KEYS,
   type WorkerLogger,
   type WorkerOptions,
 } from "./worker-options.js";
@@ -74,11 +76,15 @@ export class Worker extends EventEmitter {
 
   constructor(options: WorkerOptions) {
     super();
+    checkKeys(options, WORKER_OPTION_KEYS, "Worker options");
     const queues = Object.keys(options.processors ?? {});
     if (!queues.length) {
       throw new RangeError("a worker needs at least one processor: processors: { queueName: async (job, ctx) => result }");
     }
     for (const [queue, fn] of Object.entries(options.processors)) {
+      // The server refuses a hello naming a queue it would never take; the worker would only warn of that
+      // refusal every few seconds.
+      checkQueueName(queue, "processors key");
       checkProcessor(queue, fn);
     }
     this.options = options;

@@ -7,6 +7,7 @@ import {
   JobPriority,
   NotFoundError,
   QueueManagerError,
+  Worker,
   type ActiveJob,
   type QueueManager,
   when,
@@ -314,6 +315,17 @@ describe("jobs", () => {
     assert.equal(rest.nextPageToken, "");
   });
 
+  it("adds a bulk whose jobs together are over the transport's 16 MiB message limit", async () => {
+    const q = queueName("bulk-big");
+    await qm.registerQueue(q);
+    // 17 jobs of about 1 MB each: each is under the payload limit, all of them are over one message's limit.
+    const data = "a".repeat(1_000_000);
+    const ids = await qm.addBulk(q, Array.from({ length: 17 }, () => ({ name: "big", data })));
+    assert.equal(ids.length, 17);
+    assert.equal(((await qm.getJob(q, ids[16]!)).data as string).length, 1_000_000);
+    await qm.obliterateQueue(q, true);
+  });
+
   it("cancels a waiting job, retries it, and removes it", async () => {
     const job = await qm.addJob(name, "to-cancel", null);
     const cancelled = await qm.cancelJob(name, job.id, "not needed");
@@ -361,6 +373,37 @@ describe("errors", () => {
     await assert.rejects(qm.addJob(name, "x", null, { priority: "urgent" as never }), /priority must be one of/);
     await assert.rejects(qm.addJob(name, "x", null, { retries: 3 } as never), /unknown option\(s\) retries/);
     await assert.rejects(qm.addJob(name, "x", 10n), /not JSON-serialisable/);
+  });
+
+  it("refuses a misspelt key of a queue config or of a call's options, changing nothing", async () => {
+    // A misspelt address would dial localhost:50051; a misspelt concurrency would give 10 slots.
+    assert.throws(() => client({ adress: "127.0.0.1:1" } as never), /QueueManager options has unknown key\(s\) adress/);
+    const processors = { q: async () => null };
+    assert.throws(() => new Worker({ processors, concurency: 2 } as never), /Worker options has unknown key\(s\) concurency/);
+    const name = queueName("misspelt");
+    // registerQueue replaces the whole config: a misspelt limit would register the queue without it.
+    await assert.rejects(qm.registerQueue(name, { maxsize: 5 } as never), /queue config has unknown key\(s\) maxsize/);
+    await assert.rejects(qm.getQueue(name), NotFoundError);
+    const keep = { completedRetention: { agee: 60_000 } } as never;
+    await assert.rejects(qm.registerQueue(name, keep), /completedRetention has unknown key\(s\) agee/);
+    const windows = { maintenanceWindows: [{ cron: "0 2 * * *", duration: 60_000 }] } as never;
+    await assert.rejects(qm.registerQueue(name, windows), /maintenanceWindows\[0\] has unknown key\(s\) duration/);
+    await qm.registerQueue(name);
+    // A pause meant to lift by itself would last until resumed.
+    await assert.rejects(qm.pauseQueue(name, { resumeAfter: 1_000 } as never), /pauseQueue options has unknown key\(s\) resumeAfter/);
+    assert.equal((await qm.getQueue(name)).paused, false);
+    await assert.rejects(qm.pauseGroup(name, "g", { until: new Date() } as never), /pauseGroup options has unknown key\(s\) until/);
+    await assert.rejects(qm.waitForJob(name, "j", { timeout: 1_000 } as never), /waitForJob options has unknown key\(s\) timeout/);
+    await assert.rejects(qm.fetchJobs(name, { max: 5 } as never), /fetchJobs options has unknown key\(s\) max/);
+    await assert.rejects(qm.listGroups(name, { page_size: 5 } as never), /listGroups options has unknown key\(s\) page_size/);
+    await assert.rejects(qm.listDeadLetters(name, { size: 5 } as never), /listDeadLetters options has unknown key\(s\) size/);
+    await assert.rejects(qm.getQueueMetrics(name, { history: true } as never), /getQueueMetrics options has unknown key\(s\) history/);
+    await assert.rejects(qm.retryJob(name, "j", { dat: 1 } as never), /retryJob options has unknown key\(s\) dat/);
+    const flow = { steps: [{ queueName: name, jobName: "a" }] };
+    await assert.rejects(qm.executeWorkflow(flow, { runid: "r1" } as never), /executeWorkflow options has unknown key\(s\) runid/);
+    assert.equal((await qm.getQueueMetrics(name)).waiting, 0);
+    const watch = qm.watchMetrics(name, { interval: 500 } as never);
+    await assert.rejects(watch.next(), /watchMetrics options has unknown key\(s\) interval/);
   });
 
   it("says UNAVAILABLE when no server listens", async () => {

@@ -65,4 +65,16 @@ describe("pull workers", () => {
     await assert.rejects(qm.fetchJobs(q, { leaseMs: 10 }), InvalidArgumentError);
     await assert.rejects(qm.fetchJobs(queueName("nowhere")), NotFoundError);
   });
+
+  it("refuses a pulled job's bad report options before the call, and the job goes on", async () => {
+    const q = await freshQueue();
+    const added = await qm.addJob(q, "a", null, { attempts: 3 });
+    const [job] = await qm.fetchJobs(q);
+    assert.ok(job);
+    // A misspelt noRetry would let the job be retried; a lone line would fail deep inside the client.
+    await assert.rejects(job.fail("boom", { noretry: true } as never), /fail options has unknown key\(s\) noretry/);
+    await assert.rejects(job.reportProgress(50, "half way" as never), /logs must be an array of log lines/);
+    assert.equal((await qm.getJob(q, added.id)).state, "active");
+    assert.equal((await job.fail("boom", { noRetry: true })).willRetry, false);
+  });
 });

@@ -112,6 +112,16 @@ it("checks the shares before connecting, as the Python worker does", () => {
   assert.deepEqual([plain.queues, plain.queueWeights, plain.strictOrder], [["a", "b"], {}, false]);
 });
 
+it("refuses a processor's queue name the server would never take, before connecting", () => {
+  const fn = async () => null;
+  for (const name of ["emails:high", "a{b}", "q".repeat(101)]) {
+    assert.throws(() => new Worker({ address: address(), processors: { [name]: fn } }), {
+      name: "RangeError",
+      message: `processors key ${JSON.stringify(name)} must be 1 to 100 letters, digits, '-', '_' or '.'`,
+    });
+  }
+});
+
 it("tier: jobs go to the lower tier while it has free slots, then to the higher one", async () => {
   const qm = client();
   const q = queueName("tier");

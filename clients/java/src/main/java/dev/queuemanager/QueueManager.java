@@ -51,8 +51,13 @@ public final class QueueManager implements AutoCloseable {
   // Large enough for a bulk message of 1,000 jobs with sizeable data, as the other clients allow.
   private static final int MAX_MESSAGE_BYTES = 16 << 20;
 
-  // How many jobs one message of the AddBulk stream carries.
+  // How many jobs one message of the AddBulk stream carries at most.
   private static final int BULK_MESSAGE_JOBS = 1000;
+
+  // A message also ends once its jobs' data reach about this many bytes, as the Python client splits them:
+  // the transport refuses a message over MAX_MESSAGE_BYTES whole, and 1,000 jobs of up to 1 MiB each could
+  // make one.
+  private static final long BULK_MESSAGE_BYTES = 4 << 20;
 
   private final ManagedChannel channel;
   private final Duration deadline;
@@ -227,11 +232,19 @@ public final class QueueManager implements AutoCloseable {
     StreamObserver<Jobs.AddBulkRequest> requests =
         queuesAsync.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS).addBulk(observer);
     try {
-      for (int start = 0; start < jobs.size(); start += BULK_MESSAGE_JOBS) {
-        var message = Jobs.AddBulkRequest.newBuilder().setQueueName(queue);
-        for (NewJob job : jobs.subList(start, Math.min(start + BULK_MESSAGE_JOBS, jobs.size()))) {
-          message.addJobs(job.proto());
+      var message = Jobs.AddBulkRequest.newBuilder().setQueueName(queue);
+      long size = 0;
+      for (NewJob job : jobs) {
+        Jobs.NewJob proto = job.proto();
+        message.addJobs(proto);
+        size += proto.getData().getRaw().size() + proto.getName().length() + 32;
+        if (message.getJobsCount() >= BULK_MESSAGE_JOBS || size >= BULK_MESSAGE_BYTES) {
+          requests.onNext(message.build());
+          message = Jobs.AddBulkRequest.newBuilder().setQueueName(queue);
+          size = 0;
         }
+      }
+      if (message.getJobsCount() > 0) {
         requests.onNext(message.build());
       }
     } catch (RuntimeException e) {

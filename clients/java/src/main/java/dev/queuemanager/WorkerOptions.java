@@ -4,11 +4,15 @@ import java.time.Duration;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.regex.Pattern;
 
 /** The settings of a {@link Worker}: a handler per queue, how many runs at once, its id and labels. */
 public final class WorkerOptions {
   /** The most runs one worker may have at once (the server's limit). */
   public static final int MAX_CONCURRENCY = 100_000;
+
+  // A queue name as the server takes it: 1 to 100 letters, digits, "-", "_" or ".".
+  private static final Pattern QUEUE_NAME = Pattern.compile("[A-Za-z0-9._-]{1,100}");
 
   final Map<String, JobHandler> handlers;
   final int concurrency;
@@ -43,6 +47,12 @@ public final class WorkerOptions {
     public Builder handler(String queue, JobHandler handler) {
       if (queue == null || queue.isEmpty() || handler == null) {
         throw new IllegalArgumentException("a handler needs a queue name and a handler");
+      }
+      // The server refuses a hello naming a queue it would never take; the worker would only log that
+      // refusal every few seconds.
+      if (!QUEUE_NAME.matcher(queue).matches()) {
+        throw new IllegalArgumentException(
+            "the handler's queue name \"" + queue + "\" must be 1 to 100 letters, digits, '-', '_' or '.'");
       }
       handlers.put(queue, handler);
       return this;

@@ -207,7 +207,9 @@ class OptionsTest extends ServerTest {
             () -> QueueConfig.builder().maxSize(-1),
             () -> QueueConfig.builder().priorityBound(null, Duration.ofSeconds(1)),
             () -> QueueConfig.builder().priorityBound(JobPriority.LOW, Duration.ofSeconds(-1)),
-            () -> QueueConfig.builder().maintenanceWindows((MaintenanceWindow) null));
+            () -> QueueConfig.builder().maintenanceWindows((MaintenanceWindow) null),
+            () -> WorkerOptions.builder().handler("emails:high", job -> null),
+            () -> WorkerOptions.builder().handler("a{b}", job -> null));
     for (Executable call : calls) {
       assertThrows(IllegalArgumentException.class, call);
     }

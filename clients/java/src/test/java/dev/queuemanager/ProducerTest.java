@@ -12,6 +12,7 @@ import com.google.gson.reflect.TypeToken;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
@@ -132,6 +133,23 @@ class ProducerTest {
     assertThrows(IllegalStateException.class, bytes::dataJson);
     assertEquals("[1,2]", qm.getJob(queue, "third").dataJson());
     assertEquals(3, qm.getQueueMetrics(queue).waiting());
+  }
+
+  @Test
+  void addBulkSplitsJobsOverOneMessageLimit() {
+    String queue = TestServers.queue("bulk-big");
+    qm.registerQueue(queue);
+    // 17 jobs of 1 MB each: each is under the payload limit, all of them are over the transport's 16 MiB
+    // limit of one message, so the client must split them by size as well as by count.
+    byte[] data = new byte[1_000_000];
+    List<NewJob> jobs = new ArrayList<>();
+    for (int i = 0; i < 17; i++) {
+      jobs.add(NewJob.of("big", data));
+    }
+    BulkResult result = qm.addBulk(queue, jobs);
+    assertEquals(17, result.created());
+    assertEquals(1_000_000, qm.getJob(queue, result.jobIds().get(16)).data().length);
+    qm.obliterateQueue(queue, true);
   }
 
   @Test
