@@ -44,7 +44,8 @@ final class CodecInterceptor implements ClientInterceptor {
       @SuppressWarnings("unchecked")
       public void sendMessage(Q message) {
         if (message instanceof Workflows.ExecuteWorkflowRequest) {
-          Codecs.refuseResultConditions(((Workflows.ExecuteWorkflowRequest) message).getWorkflow().getStepsList());
+          var run = (Workflows.ExecuteWorkflowRequest) message;
+          Codecs.refuseResultConditions(run.getWorkflow().getStepsList());
         }
         super.sendMessage(message instanceof Message ? (Q) codecs.encodeMessage((Message) message) : message);
       }

@@ -201,7 +201,8 @@ final class Codecs {
     try {
       JsonFormat.parser().merge(decoded, value);
     } catch (InvalidProtocolBufferException e) {
-      throw new PayloadCodecException("the dead-letter copy cannot be read back as a JSON value: " + e.getMessage());
+      throw new PayloadCodecException(
+          "the dead-letter copy cannot be read back as a JSON value: " + e.getMessage());
     }
     return p.toBuilder().setJson(value).build();
   }
@@ -238,8 +239,8 @@ final class Codecs {
       try {
         data = JsonParser.parseString(new String(plain, StandardCharsets.UTF_8));
       } catch (JsonParseException e) {
-        throw new PayloadCodecException("the dead-letter copy's original data decodes to bytes that are not the "
-            + original.getContentType() + " it names");
+        throw new PayloadCodecException("the dead-letter copy's original data decodes to bytes that are not"
+            + " the " + original.getContentType() + " it names");
       }
     } else {
       data = new JsonPrimitive(Base64.getEncoder().encodeToString(plain));

@@ -66,8 +66,8 @@ public record EncodedPayloadInfo(List<String> codecs, String keyId, String inner
         CONTENT_TYPE + "; v=" + VERSION + "; codecs=" + String.join(",", codecs) + key + INNER + inner;
     if (contentType.length() > MAX_CONTENT_TYPE) {
       throw new IllegalArgumentException("the encoded payload's content type would be " + contentType.length()
-          + " characters, over the server's " + MAX_CONTENT_TYPE + ": shorten the key id or the content type \""
-          + inner + "\"");
+          + " characters, over the server's " + MAX_CONTENT_TYPE
+          + ": shorten the key id or the content type \"" + inner + "\"");
     }
     return contentType;
   }
@@ -83,12 +83,14 @@ public record EncodedPayloadInfo(List<String> codecs, String keyId, String inner
     for (String part : contentType.substring(PREFIX.length(), innerAt).split(";", -1)) {
       String[] nameValue = part.strip().split("=", 2);
       if (nameValue.length != 2 || params.put(nameValue[0], nameValue[1]) != null) {
-        throw new PayloadCodecException("the encoded payload's content type \"" + contentType + "\" is malformed");
+        throw new PayloadCodecException(
+            "the encoded payload's content type \"" + contentType + "\" is malformed");
       }
     }
     String version = params.getOrDefault("v", "");
     if (!version.equals(VERSION)) {
-      throw new PayloadCodecException("the payload is encoded in format v=" + (version.isEmpty() ? "?" : version)
+      String found = version.isEmpty() ? "?" : version;
+      throw new PayloadCodecException("the payload is encoded in format v=" + found
           + "; this client reads v=" + VERSION + " (upgrade it)");
     }
     List<String> codecs = new ArrayList<>();

@@ -28,7 +28,7 @@ public final class GzipCodec implements PayloadCodec {
     this(minSize, DEFAULT_MAX_INFLATED);
   }
 
-  /** Compresses bodies of at least {@code minSize} bytes and refuses one inflating past {@code maxInflated}. */
+  /** Compresses bodies of at least {@code minSize} bytes; refuses one inflating past {@code maxInflated}. */
   public GzipCodec(int minSize, int maxInflated) {
     if (minSize < 0) {
       throw new IllegalArgumentException("GzipCodec's minSize must not be negative, got " + minSize);

@@ -442,8 +442,8 @@ public final class QueueManager implements AutoCloseable {
      * Encodes the payloads the client and its workers send, and decodes those they read, with these codecs
      * ({@code codecs(new GzipCodec(1024), new AesGcmCodec(keys, "k1"))}; docs/security.md). Without this call
      * the client takes them from the environment ({@link PayloadCodec#fromEnv()}); {@code codecs()} with none
-     * turns that off. {@link #build()} refuses codecs in an order that cannot work (gzip after encryption, one
-     * twice) with {@link IllegalArgumentException}.
+     * turns that off. {@link #build()} refuses codecs in an order that cannot work (gzip after encryption,
+     * one twice) with {@link IllegalArgumentException}.
      */
     public Builder codecs(PayloadCodec... codecs) {
       return codecs(List.of(codecs));

@@ -23,6 +23,7 @@ import java.util.Base64;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.Test;
 import queue_manager.v1.Types;
 
@@ -37,6 +38,8 @@ class CodecsTest extends ServerTest {
   private static final byte[] K1 = key(1);
   private static final byte[] K2 = key(2);
   private static final String BIG = "x".repeat(2000);
+  private static final String NOT_HELD =
+      "the payload is encrypted under key id 'k1', which this client does not hold (it holds 'k2')";
 
   private static byte[] key(int seed) {
     byte[] key = new byte[32];
@@ -140,8 +143,7 @@ class CodecsTest extends ServerTest {
     assertEquals(4, refused);
     var unknown = assertThrows(PayloadCodecException.class, () -> Codecs.of(List.of(new AesGcmCodec(
         Map.of("k2", K2), null))).decode(payload(vectors.getAsJsonArray("decode").get(1).getAsJsonObject())));
-    assertEquals("the payload is encrypted under key id 'k1', which this client does not hold (it holds 'k2')",
-        unknown.getMessage());
+    assertEquals(NOT_HELD, unknown.getMessage());
   }
 
   private static Types.Payload payload(JsonObject vector) {
@@ -156,7 +158,8 @@ class CodecsTest extends ServerTest {
     AesGcmCodec aes = new AesGcmCodec(Map.of("k1", K1), null);
     assertEquals("k1", aes.active());
     String address = TestServers.env("QM_TEST_ADDRESS");
-    assertRefused("must be 32 bytes (AES-256), not 16", () -> new AesGcmCodec(Map.of("k1", new byte[16]), "k1"));
+    assertRefused("must be 32 bytes (AES-256), not 16",
+        () -> new AesGcmCodec(Map.of("k1", new byte[16]), "k1"));
     assertRefused("holds 2 keys: say which is active", () -> new AesGcmCodec(Map.of("k1", K1, "k2", K2), ""));
     assertRefused("\"k3\" is not among the keys (k1)", () -> new AesGcmCodec(Map.of("k1", K1), "k3"));
     assertRefused("must be 1-64 of", () -> new AesGcmCodec(Map.of("k;1", K1), null));
@@ -204,8 +207,8 @@ class CodecsTest extends ServerTest {
   @Test
   void pythonReadsWhatJavaEncodesAndJavaReadsWhatPythonEncodes() throws Exception {
     String keys = "k1:" + b64(K1) + ",k2:" + b64(K2);
-    List<PayloadCodec> codecs =
-        Codecs.fromEnv(Map.of("QM_CODEC_KEYS", keys, "QM_CODEC_ACTIVE_KEY", "k1", "QM_CODEC_GZIP_MIN_SIZE", "64"));
+    List<PayloadCodec> codecs = Codecs.fromEnv(
+        Map.of("QM_CODEC_KEYS", keys, "QM_CODEC_ACTIVE_KEY", "k1", "QM_CODEC_GZIP_MIN_SIZE", "64"));
     String queue = TestServers.queue("codecs-py");
     qm.registerQueue(queue);
     try (QueueManager java = client(codecs.toArray(new PayloadCodec[0]));
@@ -219,6 +222,11 @@ class CodecsTest extends ServerTest {
       assertEquals("java", read.get("from").getAsString());
       assertEquals(BIG, read.get("text").getAsString());
       assertEquals("h\u00e9llo", read.get("note").getAsString());
+
+      // The bulk stream encodes each job as a single add does.
+      String bulk = java.addBulk(queue, List.of(NewJob.of("bulk", Map.of("n", 1)))).jobIds().get(0);
+      assertTrue(plain.getJob(queue, bulk).contentType().contains("; codecs=aes-256-gcm; kid=k1;"));
+      assertEquals("{\"n\":1}", java.getJob(queue, bulk).dataJson());
 
       String id = python.get("added").getAsString();
       Job stored = plain.getJob(queue, id);
@@ -241,7 +249,8 @@ class CodecsTest extends ServerTest {
         "async def main() -> None:",
         "    async with QueueManager(sys.argv[1]) as qm:",
         "        job = await qm.get_job(sys.argv[2], sys.argv[3])",
-        "        added = await qm.add_job(sys.argv[2], 'from-python', {'from': 'python', 'text': 'x' * 2000})",
+        "        data = {'from': 'python', 'text': 'x' * 2000}",
+        "        added = await qm.add_job(sys.argv[2], 'from-python', data)",
         "        print(json.dumps({'read': job.data, 'added': added.id}))",
         "asyncio.run(main())");
     ProcessBuilder pb = new ProcessBuilder(TestServers.env("QM_TEST_PYTHON"), "-c", script,
@@ -266,11 +275,18 @@ class CodecsTest extends ServerTest {
     String queue = TestServers.queue("codecs-worker");
     try (QueueManager coded = client(new GzipCodec(64), aes); QueueManager plain = client()) {
       coded.registerQueue(queue);
+      AtomicReference<String> checkpoint = new AtomicReference<>();
       worker = coded.newWorker(WorkerOptions.builder().handler(queue, job -> {
         JsonObject data = job.data(JsonObject.class);
-        if (data.get("step").getAsInt() == 0) {
-          job.updateData(Map.of("step", 1, "text", BIG)); // a checkpoint goes encoded too
+        int step = data.get("step").getAsInt();
+        if (step == 0) {
+          job.updateData(Map.of("step", 1, "text", BIG)); // a checkpoint goes encoded
           throw new IllegalStateException("stopped after step 1");
+        }
+        if (step == 1) {
+          checkpoint.set(plain.getJob(queue, job.id()).contentType());
+          // A durable sleep's new data goes encoded too (on the worker stream, not through a call).
+          throw DelayedException.withData(Duration.ofMillis(10), Map.of("step", 2, "text", BIG));
         }
         return Map.of("done", data.get("text").getAsString().length());
       }).build());
@@ -284,12 +300,20 @@ class CodecsTest extends ServerTest {
       assertEquals("application/json", done.resultContentType());
 
       Job stored = plain.getJob(queue, added.id());
-      assertTrue(stored.resultContentType()
-          .startsWith("application/vnd.qm.encoded; v=1; codecs=aes-256-gcm; kid=k1;"), stored.resultContentType());
-      assertTrue(stored.contentType()
-          .startsWith("application/vnd.qm.encoded; v=1; codecs=gzip,aes-256-gcm; kid=k1;"), stored.contentType());
-      assertEquals(1, coded.getJob(queue, added.id()).data(JsonObject.class).get("step").getAsInt());
+      String result = stored.resultContentType();
+      assertTrue(result.startsWith("application/vnd.qm.encoded; v=1; codecs=aes-256-gcm; kid=k1;"), result);
+      String data = stored.contentType();
+      assertTrue(data.startsWith("application/vnd.qm.encoded; v=1; codecs=gzip,aes-256-gcm; kid=k1;"), data);
+      assertTrue(checkpoint.get().startsWith("application/vnd.qm.encoded; v=1; codecs=gzip,aes-256-gcm;"),
+          checkpoint.get());
+      assertEquals(2, coded.getJob(queue, added.id()).data(JsonObject.class).get("step").getAsInt());
+      stopWorker(); // before its client closes
     }
+  }
+
+  private void stopWorker() throws InterruptedException {
+    worker.shutdown(Duration.ofSeconds(5));
+    worker = null;
   }
 
   /** Waits for the dead-letter copy, which the server adds in a hand-off after the job failed. */
@@ -315,11 +339,11 @@ class CodecsTest extends ServerTest {
         QueueManager k2 = client(new AesGcmCodec(Map.of("k2", K2), null))) {
       String dead = queue + "-dead";
       k1.registerQueue(queue, QueueConfig.builder().deadLetterQueue(dead).build());
-      Job added = k1.addJob(queue, "secret", Map.of("card", "4111"), JobOptions.builder().attempts(3).build());
+      JobOptions three = JobOptions.builder().attempts(3).build();
+      Job added = k1.addJob(queue, "secret", Map.of("card", "4111"), three);
       var e = assertThrows(PayloadCodecException.class, () -> k2.getJob(queue, added.id()));
       assertEquals(Status.Code.DATA_LOSS, e.code());
-      assertEquals("the payload is encrypted under key id 'k1', which this client does not hold (it holds 'k2')",
-          e.getMessage());
+      assertEquals(NOT_HELD, e.getMessage());
 
       List<String> ran = new ArrayList<>();
       worker = k2.newWorker(WorkerOptions.builder().handler(queue, job -> {
@@ -329,11 +353,11 @@ class CodecsTest extends ServerTest {
       worker.start();
       Job failed = k1.waitForJob(queue, added.id(), WAIT);
       assertEquals(JobState.FAILED, failed.state());
-      assertEquals("cannot decode the job's payload: the payload is encrypted under key id 'k1', which this"
-          + " client does not hold (it holds 'k2')", failed.failedReason());
+      assertEquals("cannot decode the job's payload: " + NOT_HELD, failed.failedReason());
       assertEquals(1, failed.attemptsMade(), "no retry: no attempt could read it");
       assertEquals(List.of(), ran);
       assertNull(failed.result());
+      stopWorker(); // before its client closes
 
       // The dead-letter copy keeps the original encoded; a client with the key reads it as a plain one's.
       awaitCopy(k1, dead, queue + ":" + added.id());
