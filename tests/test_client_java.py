@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -95,6 +96,13 @@ EXPECTED = {
     "WatchTest.eventsFollowAJobThroughItsLife",
     "WatchTest.filtersPickTypesAndJobNames",
     "WatchTest.badWatchesAreRefused",
+    "CodecsTest.encodesToTheSharedWireFormatAndBack",
+    "CodecsTest.decodesTheGoldenVectorsAndRefusesTamperedOnes",
+    "CodecsTest.settingsThatCannotWorkAreRefusedWhenTheClientIsMade",
+    "CodecsTest.environmentVariablesGiveTheDefaultCodecs",
+    "CodecsTest.pythonReadsWhatJavaEncodesAndJavaReadsWhatPythonEncodes",
+    "CodecsTest.workerRunsAnEncodedJobAndStoresItsResultEncoded",
+    "CodecsTest.aWrongKeyIsRefusedAndAJobNoWorkerCanReadFailsForGood",
 }
 
 
@@ -106,7 +114,7 @@ def maven_installed() -> None:
 
 
 def _java_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QM_TOKEN", "QM_TLS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QM_TOKEN", "QM_TLS", "QM_CODEC"))}
     env.update(extra)
     return env
 
@@ -152,6 +160,8 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
         QM_TEST_TLS_CA=str(pki.ca),
         QM_TEST_TLS_CERT=str(pki.client_cert),
         QM_TEST_TLS_KEY=str(pki.client_key),
+        # The Python client that reads what the Java codecs encode and encodes what they read (CodecsTest).
+        QM_TEST_PYTHON=sys.executable,
     )
     # A build directory of its own (the pom's qm.build.directory), so the conformance worker's build (maybe on
     # the other xdist worker) and this one never rewrite each other's classes; no earlier report can count.

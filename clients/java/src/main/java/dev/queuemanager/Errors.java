@@ -43,6 +43,8 @@ final class Errors {
         return new PermissionDeniedException(message, cause);
       case DEADLINE_EXCEEDED:
         return new DeadlineExceededException(message, cause);
+      case DATA_LOSS: // an answer whose payload this client's codecs cannot decode
+        return new PayloadCodecException(message, cause);
       default:
         return new QueueManagerException(code, message, cause);
     }

@@ -64,8 +64,12 @@ public final class QueueManager implements AutoCloseable {
   private final QueueServiceGrpc.QueueServiceBlockingStub queues;
   private final QueueServiceGrpc.QueueServiceStub queuesAsync;
   final WorkerServiceGrpc.WorkerServiceStub workers;
+  // The payload codecs (Codecs.java); null: payloads go and come as they are.
+  final Codecs codecs;
 
   private QueueManager(Builder b) {
+    // Settings that cannot work are refused here, before anything connects.
+    codecs = Codecs.of(b.codecs != null ? b.codecs : Codecs.fromEnv(System.getenv()));
     ChannelCredentials credentials;
     try {
       credentials = b.credentials();
@@ -81,6 +85,9 @@ public final class QueueManager implements AutoCloseable {
             .keepAliveWithoutCalls(true);
     if (!b.token.isEmpty()) {
       channelBuilder.intercept(new BearerToken(b.token));
+    }
+    if (codecs != null) {
+      channelBuilder.intercept(new CodecInterceptor(codecs));
     }
     channel = channelBuilder.build();
     deadline = b.deadline;
@@ -395,6 +402,7 @@ public final class QueueManager implements AutoCloseable {
     private File tlsCert;
     private File tlsKey;
     private boolean tls;
+    private List<PayloadCodec> codecs;
 
     private Builder(String address) {
       this.address = checkAddress(address);
@@ -443,7 +451,29 @@ public final class QueueManager implements AutoCloseable {
       return this;
     }
 
-    /** The client; the connection opens at the first call. */
+    /**
+     * Encodes the payloads the client and its workers send, and decodes those they read, with these codecs
+     * ({@code codecs(new GzipCodec(1024), new AesGcmCodec(keys, "k1"))}; docs/security.md). Without this call
+     * the client takes them from the environment ({@link PayloadCodec#fromEnv()}); {@code codecs()} with none
+     * turns that off. {@link #build()} refuses codecs in an order that cannot work (gzip after encryption,
+     * one twice) with {@link IllegalArgumentException}.
+     */
+    public Builder codecs(PayloadCodec... codecs) {
+      return codecs(List.of(codecs));
+    }
+
+    /** Encodes and decodes payloads with these codecs ({@link #codecs(PayloadCodec...)}). */
+    public Builder codecs(List<PayloadCodec> codecs) {
+      this.codecs = List.copyOf(codecs);
+      return this;
+    }
+
+    /**
+     * The client; the connection opens at the first call.
+     *
+     * @throws IllegalArgumentException for settings that cannot work (codecs out of order, {@code QM_CODEC_*}
+     *     variables with a key that is not 32 bytes of base64, several keys and no active one), naming them
+     */
     public QueueManager build() {
       return new QueueManager(this);
     }

@@ -368,6 +368,14 @@ public final class Worker implements AutoCloseable {
     for (var leased : jobs) {
       Types.Job job = leased.getJob();
       JobHandler handler = options.handlers.get(job.getQueueName());
+      String undecodable = null;
+      if (client.codecs != null) {
+        try {
+          job = client.codecs.decodeMessage(job);
+        } catch (PayloadCodecException e) {
+          undecodable = "cannot decode the job's payload: " + e.getMessage();
+        }
+      }
       JobContext run = new JobContext(this, job, leased.getLeaseToken(), leased.getRedelivery());
       if (handler == null || stopping || draining) {
         if (handler == null) {
@@ -389,7 +397,15 @@ public final class Worker implements AutoCloseable {
           run.timer = timers.schedule(() -> stopRun(run, StopReason.TIMEOUT), nanos, TimeUnit.NANOSECONDS);
         }
       }
-      runs.execute(() -> WorkerRuns.execute(this, run, handler));
+      if (undecodable != null && handler != null) {
+        // Fails for good, where an operator sees it: no attempt could read it.
+        String reason = undecodable;
+        handler = ignored -> {
+          throw new UnrecoverableException(reason);
+        };
+      }
+      JobHandler runHandler = handler;
+      runs.execute(() -> WorkerRuns.execute(this, run, runHandler));
     }
     signal();
   }

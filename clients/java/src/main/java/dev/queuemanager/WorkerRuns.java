@@ -86,7 +86,7 @@ final class WorkerRuns {
       } else {
         Types.Payload payload;
         try {
-          payload = Payloads.encode(result);
+          payload = encode(w, Payloads.encode(result));
         } catch (RuntimeException e) {
           String message = "the result cannot be sent: " + e.getMessage();
           w.outbox.addFailures(failure(run, message, "", false, duration));
@@ -115,7 +115,7 @@ final class WorkerRuns {
         JobDelay.newBuilder().setLease(run.lease()).setDelay(Protos.duration(delayed.delay()));
     if (delayed.hasData()) {
       try {
-        item.setData(Payloads.encodeData(delayed.data()));
+        item.setData(encode(w, Payloads.encodeData(delayed.data())));
       } catch (RuntimeException e) {
         // Data that cannot be sent fails the attempt with why, as a result that cannot be sent does.
         String message = "the delay's data cannot be sent: " + e.getMessage();
@@ -128,6 +128,11 @@ final class WorkerRuns {
         delayed.delay().toMillis() / 1000.0);
     w.outbox.addDelays(item);
     w.unsent++;
+  }
+
+  /** A result or data the worker reports, through its client's codecs (the stream is not intercepted). */
+  private static Types.Payload encode(Worker w, Types.Payload payload) {
+    return payload == null || w.client.codecs == null ? payload : w.client.codecs.encode(payload);
   }
 
   /** The {@link DelayedException} a handler threw, maybe as the cause of another; null for none. */
