@@ -13,9 +13,14 @@ from queue_manager.v1 import worker_service_pb2_grpc as rpc
 
 class RawWorker:
     def __init__(
-        self, address: str, queues: list[str], worker_id: str = "raw-1", concurrency: int = 10
+        self,
+        address: str,
+        queues: list[str],
+        worker_id: str = "raw-1",
+        concurrency: int = 10,
+        options: list[tuple[str, int]] | None = None,
     ) -> None:
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = grpc.aio.insecure_channel(address, options=options)
         self.queues = queues
         self.worker_id = worker_id
         self.concurrency = concurrency

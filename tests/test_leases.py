@@ -95,7 +95,9 @@ async def test_a_stopping_server_lets_every_worker_stream_clean_up_before_it_sto
         await qm.register_queue("big")
         # 8 MB of deliveries: more than the connection takes while nobody reads.
         await qm.add_bulk("big", [{"name": "j", "data": {"pad": "x" * 200_000, "i": i}} for i in range(40)])
-    worker = RawWorker(server.address, ["big"], concurrency=100)
+    # No BDP probing: the connection's window stays small (with it, gRPC may widen the window to take the
+    # whole 8 MB while the machine is loaded, and no write is left stuck).
+    worker = RawWorker(server.address, ["big"], concurrency=100, options=[("grpc.http2.bdp_probe", 0)])
     await worker.connect(credits=100)  # and never reads again
     dispatcher = server.app.dispatcher
     assert dispatcher is not None
