@@ -180,7 +180,7 @@ def add_pause_time(parser: argparse.ArgumentParser, what: str) -> None:
         dest="resume_at",
         type=iso_time,
         metavar="TIME",
-        help=f"resume the {what} by itself at this ISO 8601 time (2026-12-08T02:00:00Z; no zone: local time)",
+        help=f"resume the {what} by itself at this ISO 8601 time (2030-01-31T02:00:00Z; no zone: local time)",
     )
 
 
