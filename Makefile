@@ -79,7 +79,7 @@ TEST_WORKERS ?= 2
 test: $(VENV)/.dev-installed ts go-dev java-dev
 	$(BIN)/python -m pytest tests $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-# The worker-protocol conformance kit (conformance/README.md) against the Python, TypeScript and Go workers
+# The worker-protocol conformance kit (conformance/README.md) against the Python, TypeScript, Go and Java workers
 # (also part of `make test`: tests/test_conformance.py). Another worker: python -m conformance --worker "CMD".
 conformance: $(VENV)/.dev-installed ts go-dev java-dev
 	$(BIN)/python -m pytest tests/test_conformance.py -q -p no:cacheprovider

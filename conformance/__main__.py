@@ -40,7 +40,7 @@ async def run(
             except AssertionError as exc:
                 why = str(exc) or repr(exc)
                 if kit.workers and "worker's output" not in why:
-                    why += f"\n  the worker's output (last lines):\n{kit.workers[-1].output()[-1500:]}"
+                    why += kit.workers[-1].tail()
             if save_streams is not None:
                 for n, stream in enumerate(kit.proxy.streams[first:], start=1):
                     save(stream, save_streams / f"{name}-{n}.jsonl")

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from conformance import transcript
 from conformance.proxy import Proxy, StreamRecord
 from queue_manager import QueueManager
 from queue_manager_server.app import App
@@ -48,9 +49,15 @@ class WorkerProcess:
     def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
         self.proc = proc
         self.log = log
+        self.exit_noted: asyncio.Future[None] | None = None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+    def tail(self) -> str:
+        """The end of the worker's output, as a failure shows it (once: the kit adds it to no message that
+        has it already)."""
+        return f"\n  the worker's output (last lines):\n{self.output()[-1500:]}"
 
     async def stop(self) -> int:
         """SIGTERM, then its exit status; killed (and AssertionError) when it does not exit in time."""
@@ -63,7 +70,7 @@ class WorkerProcess:
                 self.proc.kill()
                 await self.proc.wait()
                 raise AssertionError(
-                    f"the worker did not exit within {STOP_TIMEOUT_S:.0f} s of SIGTERM:\n{self.output()}"
+                    f"the worker did not exit within {STOP_TIMEOUT_S:.0f} s of SIGTERM{self.tail()}"
                 ) from None
         return self.proc.returncode if self.proc.returncode is not None else -1
 
@@ -146,20 +153,46 @@ class Kit:
         worker = WorkerProcess(proc, log)
         self.workers.append(worker)
         first = len(self.proxy.streams)
+        # The proxy's waits wake at each message it passes; a worker that exits sends none, so its exit
+        # wakes them too (it was reported only once the whole wait had run out).
+        worker.exit_noted = asyncio.ensure_future(_note_exit(proc, self.proxy))
+
+        def settled() -> bool:
+            streams = self.proxy.streams[first:]
+            return proc.returncode is not None or any(_welcomed(s) or _refused(s) for s in streams)
+
         try:
-            await self.proxy.wait_for(
-                lambda: any(_welcomed(s) for s in self.proxy.streams[first:]) or proc.returncode is not None,
-                WAIT_S,
-                "the worker's stream to open and be welcomed",
-            )
+            await self.proxy.wait_for(settled, WAIT_S, "the worker's stream to open and be welcomed")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{worker.output()}") from None
+            raise AssertionError(f"{exc}{worker.tail()}") from None
+        for stream in self.proxy.streams[first:]:
+            refused = _refused(stream)
+            if refused:
+                raise AssertionError(
+                    f"the server ended the worker's stream before welcoming it, {refused}; the worker sent: "
+                    f"{', '.join(transcript.lines(stream)[:3])}{worker.tail()}"
+                )
         if proc.returncode is not None:
-            raise AssertionError(f"the worker exited with {proc.returncode} at start:\n{worker.output()}")
+            raise AssertionError(f"the worker exited with {proc.returncode} at start{worker.tail()}")
         return worker
 
     def streams_since(self, first: int) -> list[StreamRecord]:
         return self.proxy.streams[first:]
+
+
+async def _note_exit(proc: asyncio.subprocess.Process, proxy: Proxy) -> None:
+    await proc.wait()
+    proxy.changed.set()
+
+
+def _refused(record: StreamRecord) -> str:
+    """The status and message a stream ended with before any welcome (a bad hello…), or ""."""
+    if _welcomed(record):
+        return ""
+    for m in record.messages:
+        if m.direction == "<" and m.end and m.end != "OK":
+            return f"{m.end}: {m.details}" if m.details else m.end
+    return ""
 
 
 def _welcomed(record: StreamRecord) -> bool:

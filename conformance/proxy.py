@@ -35,6 +35,8 @@ class Message:
     body: pb.ConnectRequest | pb.ConnectResponse | None = None
     # For the end of a direction: "half-close" (the worker's), or the status the stream ended with.
     end: str = ""
+    # With a status other than OK, the server's message: what the kit shows a worker whose stream it ended.
+    details: str = ""
 
 
 @dataclass
@@ -45,8 +47,8 @@ class StreamRecord:
     messages: list[Message] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add(self, direction: str, body: Any = None, end: str = "") -> None:
-        self.messages.append(Message(time.monotonic(), direction, body, end))
+    def add(self, direction: str, body: Any = None, end: str = "", details: str = "") -> None:
+        self.messages.append(Message(time.monotonic(), direction, body, end, details))
 
 
 class Proxy:
@@ -108,7 +110,7 @@ class Proxy:
                 yield response
             record.add("<", end="OK")
         except grpc.aio.AioRpcError as exc:
-            record.add("<", end=exc.code().name)
+            record.add("<", end=exc.code().name, details=exc.details() or "")
             await context.abort(exc.code(), exc.details() or "")
         finally:
             call.cancel()

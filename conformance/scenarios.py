@@ -21,8 +21,13 @@ from queue_manager import Job, JobState
 Scenario = Callable[[Kit, str], Awaitable[StreamRecord | None]]
 
 
-async def _finished(kit: Kit, queue: str, job: Job) -> Job:
-    done = await kit.client.wait_for_job(queue, job.id, timeout=WAIT_S)
+async def _finished(kit: Kit, queue: str, job: Job, unfinished: str = "") -> Job:
+    """The job once finished; a failure saying `unfinished` (what the worker failed to do) if it is not."""
+    try:
+        done = await kit.client.wait_for_job(queue, job.id, timeout=WAIT_S)
+    except TimeoutError as exc:
+        # A verdict, not a traceback that ends the kit's run: the worker kept the job (or never took it).
+        raise AssertionError(f"{exc}{': ' + unfinished if unfinished else ''}") from None
     assert done.state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED), (
         f"job {job.name} ({job.id}) not finished within {WAIT_S:.0f} s: {done.state}"
     )
@@ -41,7 +46,7 @@ async def _with_worker(kit: Kit, queue: str) -> tuple[WorkerProcess, StreamRecor
 async def _stop(worker: WorkerProcess, *streams: StreamRecord) -> None:
     """Stops the worker (it must exit 0 after SIGTERM); returns once its streams have ended."""
     status = await worker.stop()
-    assert status == 0, f"the worker exited with {status} after SIGTERM:\n{worker.output()}"
+    assert status == 0, f"the worker exited with {status} after SIGTERM{worker.tail()}"
     for stream in streams:
         try:
             await asyncio.wait_for(stream.ended.wait(), WAIT_S)
@@ -155,14 +160,20 @@ async def progress(kit: Kit, queue: str) -> StreamRecord:
     async with kit.client.watch_job_events(queue, types=["progress", "completed"]) as events:
         job = await kit.client.add_job(queue, "progress", {"steps": steps})
         seen: list[float] = []
-        async with asyncio.timeout(WAIT_S):
-            async for ev in events:
-                if ev.type is not None and ev.type.value == "completed":
-                    break
-                seen.append(json.loads(ev.progress))
+        try:
+            async with asyncio.timeout(WAIT_S):
+                async for ev in events:
+                    if ev.type is not None and ev.type.value == "completed":
+                        break
+                    seen.append(json.loads(ev.progress))
+        except TimeoutError:
+            raise AssertionError(
+                f"the progress job did not complete within {WAIT_S:.0f} s (progress seen: {seen})"
+            ) from None
     done = await _finished(kit, queue, job)
     assert done.state == JobState.COMPLETED and done.progress == 100, (
-        f"{done.state} progress={done.progress!r}"
+        f"the progress job ended {done.state} with progress {done.progress!r}, not 100: report each "
+        "step, in order, as report.progress (a JobProgress with the run's lease)"
     )
     assert seen and seen[-1] == 100 and seen == sorted(seen) and set(seen) <= set(steps), (
         f"progress seen: {seen}"
@@ -176,6 +187,10 @@ async def checkpoint(kit: Kit, queue: str) -> StreamRecord:
     worker, stream = await _with_worker(kit, queue)
     job = await kit.client.add_job(queue, "checkpoint", {"step": 0}, {"attempts": 2})
     done = await _finished(kit, queue, job)
+    assert done.data == {"step": 1}, (
+        f"the job's data is {done.data!r} after its first run, not the checkpoint {{'step': 1}}: the run "
+        "must save it with UpdateJobData, giving its lease token, before it fails"
+    )
     assert done.state == JobState.COMPLETED, f"checkpoint: {done.state} {done.failed_reason!r}"
     assert done.result == {"resumed_at": 1} and done.data == {"step": 1}, f"{done.result!r} {done.data!r}"
     await _stop(worker, stream)
@@ -198,6 +213,12 @@ async def lease_fencing(kit: Kit, queue: str) -> StreamRecord:
         lambda: _reported(stream, job.id) or _gone(stream),
         WAIT_S,
         "the lost run's end (a completion for its stale lease, or the worker dropping the run)",
+    )
+    # The proxy dropped this run's heartbeats: a worker that sent none would lose every lease longer than
+    # the lease duration, and fail the rest of this check for a reason it would not say.
+    assert _extended(stream, job.id, first), (
+        f"the worker sent no heartbeat for a run of {LEASE_MS * 2} ms with a lease of {LEASE_MS} ms: send "
+        "report.extensions for every running job each heartbeat_interval (the welcome's)"
     )
     recovered = await kit.client.get_job(queue, job.id)
     assert recovered.stalled_count == 1 and recovered.state != JobState.COMPLETED, (
@@ -246,6 +267,27 @@ def _rejected(stream: StreamRecord, job_id: str) -> bool:
     )
 
 
+def _reported_cancelled(stream: StreamRecord, job_id: str) -> bool:
+    return any(
+        m.direction == ">"
+        and m.body is not None
+        and m.body.WhichOneof("kind") == "report"
+        and any(x.job_id == job_id for x in m.body.report.cancelled)  # type: ignore[union-attr]
+        for m in stream.messages
+    )
+
+
+def _extended(stream: StreamRecord, job_id: str, token: str) -> bool:
+    """Whether the worker sent a lease extension (a heartbeat) for the run of `job_id` under `token`."""
+    return any(
+        m.direction == ">"
+        and m.body is not None
+        and m.body.WhichOneof("kind") == "report"
+        and any(e.job_id == job_id and e.lease_token == token for e in m.body.report.extensions)  # type: ignore[union-attr]
+        for m in stream.messages
+    )
+
+
 def _gone(stream: StreamRecord) -> bool:
     return stream.ended.is_set()
 
@@ -257,7 +299,13 @@ async def cancel(kit: Kit, queue: str) -> StreamRecord:
     job = await kit.client.add_job(queue, "sleep", {"ms": 60_000})
     await kit.proxy.wait_for(lambda: _token(stream, job.id) is not None, WAIT_S, "the job's delivery")
     await kit.client.cancel_job(queue, job.id, "conformance")
-    done = await _finished(kit, queue, job)
+    done = await _finished(
+        kit,
+        queue,
+        job,
+        "the server sent CANCEL_JOB for its run; the worker must stop the run and report it in "
+        "report.cancelled" + ("" if _reported_cancelled(stream, job.id) else " (it sent no such report)"),
+    )
     assert done.state == JobState.CANCELLED, f"cancelled job: {done.state}"
     await _stop(worker, stream)
     return stream
@@ -280,7 +328,7 @@ async def drain_and_reconnect(kit: Kit, queue: str) -> StreamRecord:
     streams = len(kit.proxy.streams)
     await kit.start_server()
     await kit.proxy.wait_for(
-        lambda: any(transcript.lines(s)[:2] == ["> hello", "< welcome"] for s in kit.streams_since(streams)),
+        lambda: any(transcript.shape(s)[:2] == ["> hello", "< welcome"] for s in kit.streams_since(streams)),
         WAIT_S,
         "the worker's new stream after the restart",
     )

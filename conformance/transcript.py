@@ -104,7 +104,11 @@ def shape(record: StreamRecord) -> list[str]:
             if credited:
                 continue
             credited, line = True, "> credits"
-        if not out or out[-1] != line:
+        if line == "< welcome" and "> hello" in out:
+            # A worker may send its first credits with its hello, without waiting for the welcome: the server
+            # reads them in order either way, so the welcome is shown where it answers, after the hello.
+            out.insert(out.index("> hello") + 1, line)
+        elif not out or out[-1] != line:
             out.append(line)
     return out
 

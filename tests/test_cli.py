@@ -466,3 +466,16 @@ def test_a_bad_server_address_is_a_usage_error_naming_the_flag(
         main(["--server", server, "queues", "list"])
     assert refused.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "1001"])
+def test_workflows_list_refuses_a_page_size_out_of_its_range(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``qm workflows list --page-size`` says 1 to 1000: 0 was taken (as the server's default), -1 reached the
+    server as "Value out of range: -1", naming no flag."""
+    with pytest.raises(SystemExit) as refused:
+        main(["workflows", "list", "--page-size", size])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --page-size: must be a whole number from 1 to 1000, got '{size}'" in err, err

@@ -256,3 +256,83 @@ async def test_the_kits_proxy_passes_headers_before_any_message(server_factory: 
     finally:
         await qm.shutdown()
         await proxy.stop()
+
+
+def test_a_shape_shows_the_welcome_after_the_hello_when_credits_came_with_the_hello() -> None:
+    """A worker may grant its first credits with its hello, before the welcome comes back (the server reads
+    them in order): its stream has the golden shape (before: the shape showed `> credits` before
+    `< welcome` and every golden scenario failed)."""
+    hello = pb.ConnectRequest(hello=pb.WorkerHello(worker_id="w", queues=["q"], concurrency=2))
+    record = _stream(
+        (">", hello),
+        (">", pb.ConnectRequest(report=pb.WorkerReport(credits=2))),
+        ("<", pb.ConnectResponse(welcome=pb.ServerWelcome(server_id="s"))),
+        ("<", _delivery("a")),
+    )
+    assert transcript.shape(record) == ["> hello", "< welcome", "> credits", "< delivery sleep"]
+
+
+FAULTY_WORKER = f"{sys.executable} {ROOT / 'tests' / 'conformance_faulty_worker.py'}"
+
+
+async def run_faulty(
+    monkeypatch: pytest.MonkeyPatch, fault: str, *only: str, wait_s: float = 10.0
+) -> dict[str, str]:
+    """Runs the kit in this process against tests/conformance_faulty_worker.py with QM_FAULT=`fault`, waiting
+    at most `wait_s` for anything; returns each scenario's failure ("" when it passed)."""
+    from conformance import __main__ as kit_main
+    from conformance import harness, scenarios
+
+    monkeypatch.setenv("QM_FAULT", fault)
+    monkeypatch.setattr(harness, "WAIT_S", wait_s)
+    monkeypatch.setattr(scenarios, "WAIT_S", wait_s)
+    return dict(await kit_main.run(FAULTY_WORKER, list(only), record=False, concurrency=2))
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_sending_credits_with_its_hello_conforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the golden scenarios failed on the order of `> credits` and `< welcome`, and
+    drain_and_reconnect said the worker never came back, though it had."""
+    verdicts = await run_faulty(monkeypatch, "", "completion", "drain_and_reconnect")
+    assert verdicts == {"completion": "", "drain_and_reconnect": ""}, verdicts
+
+
+async def test_a_worker_that_exits_at_start_is_failed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the kit waited its whole bound (20 s) for a stream, then said only that none came."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    why = (await run_faulty(monkeypatch, "exit_at_start", "completion", wait_s=20.0))["completion"]
+    assert why.startswith("the worker exited with 3 at start"), why
+    assert "cannot start: no configuration" in why and why.count("the worker's output") == 1, why
+    assert loop.time() - started < 10, "the exit was not noticed before the wait ran out"
+
+
+async def test_a_worker_refused_by_the_server_is_told_the_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a stream the server ended (no hello) was waited for as if it might still be welcomed."""
+    why = (await run_faulty(monkeypatch, "no_hello", "completion", wait_s=20.0))["completion"]
+    assert why.startswith(
+        "the server ended the worker's stream before welcoming it, INVALID_ARGUMENT: hello: the first "
+        "message on the worker stream must be a hello; the worker sent: > credits 2"
+    ), why
+
+
+async def test_a_worker_ignoring_cancel_fails_the_scenario_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the wait's TimeoutError ended the kit's whole run with a traceback."""
+    why = (await run_faulty(monkeypatch, "ignore_cancel", "cancel", wait_s=1.5))["cancel"]
+    assert "is still active after a wait of 1.5 s" in why, why
+    assert "CANCEL_JOB for its run; the worker must stop the run and report it in report.cancelled" in why
+
+
+async def test_a_worker_without_heartbeats_is_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the job failed for good on its stalls and the kit showed only that."""
+    why = (await run_faulty(monkeypatch, "no_heartbeat", "lease_fencing"))["lease_fencing"]
+    assert why.startswith("the worker sent no heartbeat for a run of 2000 ms with a lease of 1000 ms"), why
+
+
+async def test_a_missing_checkpoint_or_progress_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    verdicts = await run_faulty(monkeypatch, "no_checkpoint", "checkpoint")
+    assert "not the checkpoint {'step': 1}: the run must save it with UpdateJobData" in verdicts["checkpoint"]
+    verdicts = await run_faulty(monkeypatch, "no_progress", "progress")
+    assert "with progress None, not 100: report each step" in verdicts["progress"], verdicts

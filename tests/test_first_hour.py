@@ -18,7 +18,7 @@ from queue_manager.cli import main
 from queue_manager.logsampling import BURST, WINDOW_S, Sampler
 from queue_manager_server.app import App, print_banner
 from queue_manager_server.bind import explain
-from queue_manager_server.config import Settings
+from queue_manager_server.config import Settings, parse_args
 from queue_manager_server.services import reports as server_reports
 from tests.conftest import RunningServer
 from tests.procs import ROOT
@@ -246,6 +246,44 @@ async def test_piping_into_head_exits_quietly(server: RunningServer, tmp_path: P
     assert out.splitlines()[0].startswith("ID ")
     assert out.splitlines()[-1] == "status=141"  # as a tool killed by SIGPIPE
     assert err_file.read_text() == ""
+
+
+async def test_help_into_a_closed_pipe_exits_quietly() -> None:
+    """``qm --help | head -0``: the help is written while the arguments are parsed, where a closed pipe
+    ended in a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the help is written
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "queue_manager.cli",
+            "jobs",
+            "--help",
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    async with asyncio.timeout(60):
+        _, err = await proc.communicate()
+    assert (proc.returncode, err.decode()) == (141, "")
+
+
+def test_serve_help_names_each_number_flags_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """``qm serve --help`` named no default of its lease, limits and intervals; now each, as the environment
+    leaves it."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], env={"QM_MAX_WORKER_CREDITS": "500"})
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in (
+        "--listen LISTEN HOST:PORT to serve gRPC on (default 127.0.0.1:50051) [QM_LISTEN]",
+        "--lease-ms LEASE_MS job lease (default 30000) [QM_LEASE_DURATION_MS]",
+        "largest job data or result (default 1048576) [QM_MAX_PAYLOAD_BYTES]",
+        "(credits beyond are ignored) (default 500) [QM_MAX_WORKER_CREDITS]",
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO) [QM_LOG_LEVEL, LOG_LEVEL]",
+    ):
+        assert shown in text, shown
 
 
 async def test_second_server_on_a_busy_port_prints_one_clear_error(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,6 +226,22 @@ def redis_url_from_env(env: Mapping[str, str]) -> str | None:
     return f"{scheme}://{auth}{host}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
 
 
+# The environment variables a flag's help ends with: its default goes before them.
+_ENV_NOTE = re.compile(r"( \[[A-Z_, /]+\])?$")
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Adds each number flag's default (as the environment leaves it) to its help: ``qm serve --help`` named
+    none, so a person could not tell what a lease or a limit was without reading the source."""
+    for action in p._actions:
+        if (
+            action.type is int
+            and action.help not in (None, argparse.SUPPRESS)
+            and "default" not in action.help
+        ):
+            action.help = _ENV_NOTE.sub(r" (default %(default)s)\1", action.help, count=1)
+
+
 def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     d = Settings()
@@ -243,7 +260,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             p.error(f"{name} must be a whole number, not {raw!r}")
 
     p.add_argument(
-        "--listen", default=e("QM_LISTEN", d.listen), help="HOST:PORT to serve gRPC on [QM_LISTEN]"
+        "--listen",
+        default=e("QM_LISTEN", d.listen),
+        help="HOST:PORT to serve gRPC on (default %(default)s) [QM_LISTEN]",
     )
     p.add_argument(
         "--redis-url",
@@ -351,7 +370,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument(
         "--log-level",
         default=env.get("QM_LOG_LEVEL") or env.get("LOG_LEVEL") or d.log_level,
-        help="[QM_LOG_LEVEL, LOG_LEVEL]",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default %(default)s) [QM_LOG_LEVEL, LOG_LEVEL]",
     )
     p.add_argument(
         "--http-listen",
@@ -371,6 +390,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     )
     p.add_argument("--test-crash-point", default=e("QM_TEST_CRASH_POINT", ""), help=argparse.SUPPRESS)
     security.add_arguments(p, e, ei, d)
+    _show_defaults(p)
     a = p.parse_args(argv)
     try:
         a.listen = listen(a.listen)

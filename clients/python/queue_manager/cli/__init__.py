@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["test-server"]:
         return test_clock.test_server(args_list[1:])
     parser = _parser()
-    args = parser.parse_args(args_list)
+    try:
+        args = parser.parse_args(args_list)
+    except BrokenPipeError:  # `qm --help | head`: the help is printed while the arguments are parsed
+        return _stdout_closed()
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

@@ -139,10 +139,19 @@ _SPAN_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
 _SPAN = re.compile(r"(?:\d+(?:ms|d|h|m|s))+")
 
 
+def _largest_unit(ms: int) -> str:
+    """`ms` in the largest unit that holds it whole: ``30s``, ``1h``, ``3650d`` (a maximum shown in whole days
+    read ``0d`` for ``qm pull fetch --wait``'s 30 s)."""
+    for unit, size in _SPAN_UNITS.items():  # largest first
+        if size > 1 and ms % size == 0 and ms:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
 def span_ms(low: int, high: int | None) -> Callable[[str], int]:
     """An argparse ``type``: a duration such as ``5m``, ``90s``, ``1h30m`` or ``250ms`` (units d, h, m, s,
     ms; a bare number is milliseconds), as whole milliseconds from `low` to `high` (None: no maximum)."""
-    span = f"from {low} ms to {high // 86_400_000}d" if high is not None else f"of at least {low} ms"
+    span = f"from {low} ms to {_largest_unit(high)}" if high is not None else f"of at least {low} ms"
 
     def parse(text: str) -> int:
         value = None
@@ -180,7 +189,7 @@ def add_pause_time(parser: argparse.ArgumentParser, what: str) -> None:
         dest="resume_at",
         type=iso_time,
         metavar="TIME",
-        help=f"resume the {what} by itself at this ISO 8601 time (2026-12-08T02:00:00Z; no zone: local time)",
+        help=f"resume the {what} by itself at this ISO 8601 time (2030-01-31T02:00:00Z; no zone: local time)",
     )
 
 

@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--expire-after",
         type=span_ms(1, MAX_EXPIRE_AFTER_MS),
         help="not started within this long of being ready (5m, 90s, 1h30m, 250ms; bare number: ms), the job "
-        "is not run: it ends cancelled as expired (default: the queue's; none: never expires)",
+        "is not run: it ends cancelled as expired (default: the queue's default_job_options, else never)",
     )
     option(
         add,

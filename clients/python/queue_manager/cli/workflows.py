@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from queue_manager.cli.common import UsageError, client, option, plain, read_data, show
+from queue_manager.cli.common import UsageError, bounded_int, client, option, plain, read_data, show
 
 _RUN_COLUMNS = ("run_id", "name", "state", "finished_step_count", "step_count", "created_at")
 _STEP_COLUMNS = ("key", "state", "queue_name", "job_name", "job_id", "job_state", "error")
@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("run_id", metavar="RUN_ID")
     get.set_defaults(command="workflows get", handler=_get)
     listing = workflows.add_parser("list", help="list runs, newest first")
-    option(listing, "--page-size", type=int, default=100, help="runs per page, 1 to 1000")
+    option(listing, "--page-size", type=bounded_int(1, 1000), default=100, help="runs per page, 1 to 1000")
     option(listing, "--page-token", default="", help="token of the page to read")
     listing.set_defaults(command="workflows list", handler=_list)
     cancel = workflows.add_parser("cancel", help="cancel a running run")
