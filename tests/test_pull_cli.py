@@ -168,8 +168,13 @@ async def test_a_stale_token_and_a_missing_job_are_refused_precisely(
     [
         (("fetch", "work", "--max", "0"), "--max: must be a whole number from 1 to 1000"),
         (("fetch", "work", "--max", "1001"), "--max"),
-        (("fetch", "work", "--wait", "31s"), "--wait: must be a duration"),
-        (("fetch", "work", "--lease", "500ms"), "--lease: must be a duration from 1000 ms"),
+        # The maxima are written as the flags take them: they read "0d" when only whole days were written.
+        (("fetch", "work", "--wait", "31s"), "--wait: must be a duration from 0 ms to 30s,"),
+        (("fetch", "work", "--lease", "500ms"), "--lease: must be a duration from 1000 ms to 1h,"),
+        (
+            ("extend", "work", "j", "--token", "t", "--lease", "2h"),
+            "--lease: must be a duration from 1000 ms to 1h",
+        ),
         (("complete", "work", "j"), "--token"),
         (("complete", "work", "j", "--token", "t", "--result", "{nope"), "--result is not valid JSON"),
         (("fail", "work", "j", "--token", "t"), "--reason"),

@@ -139,10 +139,21 @@ _SPAN_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
 _SPAN = re.compile(r"(?:\d+(?:ms|d|h|m|s))+")
 
 
+def span_text(ms: int) -> str:
+    """A whole number of milliseconds as the flags take it, largest unit first (``30s``, ``1h``, ``3650d``):
+    a maximum written in whole days read ``0d`` for ``--wait`` (30 s) and ``--lease`` (1 h)."""
+    parts = []
+    for unit, size in _SPAN_UNITS.items():
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return "".join(parts) or "0ms"
+
+
 def span_ms(low: int, high: int | None) -> Callable[[str], int]:
     """An argparse ``type``: a duration such as ``5m``, ``90s``, ``1h30m`` or ``250ms`` (units d, h, m, s,
     ms; a bare number is milliseconds), as whole milliseconds from `low` to `high` (None: no maximum)."""
-    span = f"from {low} ms to {high // 86_400_000}d" if high is not None else f"of at least {low} ms"
+    span = f"from {low} ms to {span_text(high)}" if high is not None else f"of at least {low} ms"
 
     def parse(text: str) -> int:
         value = None
