@@ -11,7 +11,13 @@ from queue_manager.codecs import refuse_result_conditions
 from queue_manager.options import DurationLike, JobOptionsLike
 from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
 from queue_manager.v1 import schedules_pb2, workflows_pb2
-from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
+from queue_manager.workflows import (
+    WorkflowLike,
+    WorkflowRun,
+    list_workflows_request,
+    workflow_run_from_proto,
+    workflow_to_proto,
+)
 
 __all__ = ["FlowCalls"]
 
@@ -63,7 +69,7 @@ class FlowCalls(ClientBase):
         self, page_size: int = 100, page_token: str = ""
     ) -> tuple[list[WorkflowRun], str]:
         """Lists runs newest first (without their steps). Returns the runs and the next page's token."""
-        request = workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        request = list_workflows_request(page_size, page_token)
         response: workflows_pb2.ListWorkflowsResponse = await self._unary(
             self._queue_stub().ListWorkflows, request
         )

@@ -111,7 +111,13 @@ from queue_manager.v1 import (
     types_pb2,
     workflows_pb2,
 )
-from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
+from queue_manager.workflows import (
+    WorkflowLike,
+    WorkflowRun,
+    list_workflows_request,
+    workflow_run_from_proto,
+    workflow_to_proto,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -603,7 +609,7 @@ class SyncQueueManager:
 
     def list_workflows(self, page_size: int = 100, page_token: str = "") -> tuple[list[WorkflowRun], str]:
         """Lists runs newest first (see `QueueManager.list_workflows`)."""
-        request = workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        request = list_workflows_request(page_size, page_token)
         response: workflows_pb2.ListWorkflowsResponse = self._call(self._queues.ListWorkflows, request)
         return [workflow_run_from_proto(r) for r in response.runs], response.next_page_token
 
