@@ -418,8 +418,13 @@ def test_nan_is_not_json() -> None:
     from queue_manager.convert import encode_payload
     from queue_manager.v1 import types_pb2
 
-    with pytest.raises(ValueError):
+    # The message says what was refused: json's own ("Out of range float values…") named no argument.
+    with pytest.raises(ValueError, match=r"^data must be JSON \(no NaN or infinity, no circular reference\)"):
         encode_payload({"x": float("nan")}, types_pb2.Payload())
+    looped: list[object] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match=r"^data must be JSON .*Circular reference"):
+        encode_payload(looped, types_pb2.Payload())
 
 
 def test_jobs_with_the_same_plain_options_share_one_converted_copy() -> None:

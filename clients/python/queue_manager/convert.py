@@ -375,6 +375,10 @@ def encode_payload(data: Any, into: types_pb2.Payload) -> None:
         text = _encode_json(data)
     except TypeError as exc:
         raise TypeError(f"data must be JSON-serialisable or bytes: {exc}") from None
+    except ValueError as exc:  # json's own words ("Out of range float values…") did not say what was refused
+        raise ValueError(
+            f"data must be JSON (no NaN or infinity, no circular reference) or bytes: {exc}"
+        ) from None
     into.raw = text.encode()
     into.content_type = JSON_CONTENT_TYPE
 
