@@ -583,6 +583,12 @@ def test_worker_checks_its_arguments() -> None:
         Worker("localhost:1", {"q": noop}, labels={"k": 2})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="the port must be"):
         Worker("localhost:99999", {"q": noop})
+    # As register_processor: a processor that is not callable failed every job it took, and a queue name the
+    # server refuses had the worker retry its hello for ever.
+    with pytest.raises(TypeError, match="processor for 'q' must be callable, not int"):
+        Worker("localhost:1", {"q": 5})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="queue name 'a:b' must be 1 to 100 letters"):
+        Worker("localhost:1", {"a:b": noop})
 
 
 async def test_add_bulk_of_one_mapping_says_it_wants_a_list_of_jobs() -> None:
