@@ -486,6 +486,26 @@ async def test_a_failure_whose_text_cannot_be_read_fails_its_run_like_any_other(
     assert got.stacktrace.endswith("_Unprintable: <exception str() failed>\n")
 
 
+async def test_a_result_that_is_not_json_fails_the_run_naming_the_result(qm: QueueManager) -> None:
+    """The failure says the processor's return value was refused: it read "data must be …", which sent the
+    reader to the job's data, and NaN's read only "Out of range float values are not JSON compliant"."""
+    await qm.register_queue("unjson")
+
+    @qm.processor("unjson")
+    async def odd(job: JobContext) -> object:
+        return {1, 2} if job.name == "set" else {"ratio": float("nan")}
+
+    await qm.start_workers()
+    a_set = await qm.add_job("unjson", "set")
+    a_nan = await qm.add_job("unjson", "nan")
+    got_set = await qm.wait_for_job("unjson", a_set.id, timeout=10)
+    got_nan = await qm.wait_for_job("unjson", a_nan.id, timeout=10)
+    await stop_workers(qm)
+    assert got_set.state is JobState.FAILED
+    assert got_set.failed_reason.startswith("result must be JSON-serialisable or bytes: ")
+    assert got_nan.failed_reason.startswith("result must be JSON (no NaN or infinity"), got_nan.failed_reason
+
+
 async def test_a_processor_raising_cancelled_error_fails_its_run(qm: QueueManager) -> None:
     """CancelledError raised by the processor itself (nothing cancelled the run) is a failure of the attempt,
     retried per its attempts, not an abandoned run that stalls and comes back for ever."""
