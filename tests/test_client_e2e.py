@@ -311,6 +311,21 @@ async def test_errors_are_typed(qm: QueueManager) -> None:
         await qm.add_job("errs", "x", None, {"priority": 9})
     with pytest.raises(InvalidArgumentError):
         await qm.clean_queue("errs", 0, "active")
+    # An id or name of the wrong type names the argument, before any call: protobuf's own words were
+    # "bad argument type for built-in operation".
+    for call in (qm.get_job, qm.remove_job, qm.cancel_job):
+        with pytest.raises(TypeError, match=r"^job id must be a str, not int 42$"):
+            await call("errs", 42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+            await call(42, "x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+        await qm.get_queue(42)  # type: ignore[arg-type]
+    with SyncQueueManager(qm.address) as client:  # refused before any call: no thread needed
+        for sync_call in (client.get_job, client.remove_job, client.cancel_job):
+            with pytest.raises(TypeError, match=r"^job id must be a str, not int 42$"):
+                sync_call("errs", 42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+            client.get_queue(42)  # type: ignore[arg-type]
 
 
 async def test_worker_for_unknown_queue_backs_off_and_shuts_down(qm: QueueManager) -> None:

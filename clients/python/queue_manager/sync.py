@@ -73,7 +73,7 @@ from queue_manager.metrics import (
     watch_metrics_request,
     worker_from_proto,
 )
-from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.options import DurationLike, JobOptionsLike, RateLimit, validate_queue_name
 from queue_manager.pauses import pause_queue_request
 from queue_manager.pull import SyncPulledJob, fetch_request, leases, taken_up
 from queue_manager.requests import (
@@ -233,6 +233,7 @@ class SyncQueueManager:
 
     def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.GetJobResponse = self._call(self._queues.GetJob, request)
         return job_from_proto(response.job)
@@ -288,6 +289,7 @@ class SyncQueueManager:
 
     def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.RemoveJobResponse = self._call(self._queues.RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
@@ -297,6 +299,7 @@ class SyncQueueManager:
     def cancel_job(self, queue_name: str, job_id: str, reason: str = "") -> Job:
         """Cancels a job (at once unless active; an active job's worker is told to stop it); returns the job.
         See `QueueManager.cancel_job`."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
         response: jobs_pb2.CancelJobResponse = self._call(self._queues.CancelJob, request)
         return job_from_proto(response.job)
@@ -339,7 +342,7 @@ class SyncQueueManager:
 
     def get_queue(self, name: str) -> Queue:
         """Returns one queue."""
-        request = queue_service_pb2.GetQueueRequest(name=name)
+        request = queue_service_pb2.GetQueueRequest(name=validate_queue_name(name))
         response: queue_service_pb2.GetQueueResponse = self._call(self._queues.GetQueue, request)
         return queue_from_proto(response.queue)
 
