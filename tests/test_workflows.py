@@ -275,6 +275,13 @@ async def test_pages_list_each_run_once_while_runs_start(qm: QueueManager) -> No
         await qm.list_workflows(page_token=base64.urlsafe_b64encode(b"o:2").decode())  # an offset's
 
 
+async def test_a_run_id_of_the_wrong_type_is_named(qm: QueueManager) -> None:
+    # Protobuf refused an int with "bad argument type for built-in operation", naming nothing.
+    for call in (qm.get_workflow, qm.cancel_workflow, qm.retry_workflow):
+        with pytest.raises(TypeError, match=r"^run_id must be a str, not int$"):
+            await call(5)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("page_size", [-1, 1001, 2**40, "5"])
 async def test_a_bad_page_size_names_the_argument_on_both_clients(
     qm: QueueManager, server: RunningServer, page_size: Any

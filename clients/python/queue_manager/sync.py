@@ -86,7 +86,12 @@ from queue_manager.requests import (
     register_queue_request,
     split_streams,
 )
-from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.schedules import (
+    Schedule,
+    schedule_from_proto,
+    upsert_schedule_request,
+    validate_schedule_id,
+)
 from queue_manager.search import (
     BulkResult,
     JobCount,
@@ -114,6 +119,7 @@ from queue_manager.v1 import (
 from queue_manager.workflows import (
     WorkflowLike,
     WorkflowRun,
+    check_run_id,
     list_workflows_request,
     workflow_run_from_proto,
     workflow_to_proto,
@@ -606,7 +612,7 @@ class SyncQueueManager:
 
     def get_workflow(self, run_id: str) -> WorkflowRun:
         """Returns a run with every step (see `QueueManager.get_workflow`)."""
-        request = workflows_pb2.GetWorkflowRequest(run_id=run_id)
+        request = workflows_pb2.GetWorkflowRequest(run_id=check_run_id(run_id))
         response: workflows_pb2.GetWorkflowResponse = self._call(self._queues.GetWorkflow, request)
         return workflow_run_from_proto(response.run)
 
@@ -618,13 +624,13 @@ class SyncQueueManager:
 
     def cancel_workflow(self, run_id: str, reason: str = "") -> WorkflowRun:
         """Cancels a running run (see `QueueManager.cancel_workflow`)."""
-        request = workflows_pb2.CancelWorkflowRequest(run_id=run_id, reason=reason)
+        request = workflows_pb2.CancelWorkflowRequest(run_id=check_run_id(run_id), reason=reason)
         response: workflows_pb2.CancelWorkflowResponse = self._call(self._queues.CancelWorkflow, request)
         return workflow_run_from_proto(response.run)
 
     def retry_workflow(self, run_id: str) -> WorkflowRun:
         """Runs the jobs of a failed run's failed steps again (see `QueueManager.retry_workflow`)."""
-        request = workflows_pb2.RetryWorkflowRequest(run_id=run_id)
+        request = workflows_pb2.RetryWorkflowRequest(run_id=check_run_id(run_id))
         response: workflows_pb2.RetryWorkflowResponse = self._call(self._queues.RetryWorkflow, request)
         return workflow_run_from_proto(response.run)
 
@@ -666,7 +672,9 @@ class SyncQueueManager:
 
     def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Returns one schedule; raises `NotFoundError` when it does not exist."""
-        request = schedules_pb2.GetScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        request = schedules_pb2.GetScheduleRequest(
+            queue_name=validate_queue_name(queue_name), schedule_id=validate_schedule_id(schedule_id)
+        )
         response: schedules_pb2.GetScheduleResponse = self._call(self._queues.GetSchedule, request)
         return schedule_from_proto(response.schedule)
 
@@ -678,7 +686,9 @@ class SyncQueueManager:
 
     def delete_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Deletes a schedule (the jobs it added stay) and returns it as it was."""
-        request = schedules_pb2.DeleteScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        request = schedules_pb2.DeleteScheduleRequest(
+            queue_name=validate_queue_name(queue_name), schedule_id=validate_schedule_id(schedule_id)
+        )
         response: schedules_pb2.DeleteScheduleResponse = self._call(self._queues.DeleteSchedule, request)
         return schedule_from_proto(response.schedule)
 

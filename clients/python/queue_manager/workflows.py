@@ -237,6 +237,14 @@ def _known(value: Mapping[str, Any], allowed: frozenset[str], what: str) -> None
         )
 
 
+def check_run_id(run_id: str) -> str:
+    """A run id's type, checked before the call (the server checks its characters): protobuf refused an int
+    with "bad argument type for built-in operation", naming nothing."""
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a str, not {type(run_id).__name__}")
+    return run_id
+
+
 def list_workflows_request(page_size: int, page_token: str) -> workflows_pb2.ListWorkflowsRequest:
     """Builds and validates a ListWorkflowsRequest, as `list_jobs` checks its page: a negative or huge page
     size used to fail in protobuf with a bare "Value out of range: -1"."""
