@@ -311,6 +311,21 @@ async def test_errors_are_typed(qm: QueueManager) -> None:
         await qm.add_job("errs", "x", None, {"priority": 9})
     with pytest.raises(InvalidArgumentError):
         await qm.clean_queue("errs", 0, "active")
+    # An id or name of the wrong type names the argument, before any call: protobuf's own words were
+    # "bad argument type for built-in operation".
+    for call in (qm.get_job, qm.remove_job, qm.cancel_job):
+        with pytest.raises(TypeError, match=r"^job id must be a str, not int 42$"):
+            await call("errs", 42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+            await call(42, "x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+        await qm.get_queue(42)  # type: ignore[arg-type]
+    with SyncQueueManager(qm.address) as client:  # refused before any call: no thread needed
+        for sync_call in (client.get_job, client.remove_job, client.cancel_job):
+            with pytest.raises(TypeError, match=r"^job id must be a str, not int 42$"):
+                sync_call("errs", 42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+            client.get_queue(42)  # type: ignore[arg-type]
 
 
 async def test_worker_for_unknown_queue_backs_off_and_shuts_down(qm: QueueManager) -> None:
@@ -484,6 +499,26 @@ async def test_a_failure_whose_text_cannot_be_read_fails_its_run_like_any_other(
     await stop_workers(qm)
     assert got.failed_reason == "_Unprintable"
     assert got.stacktrace.endswith("_Unprintable: <exception str() failed>\n")
+
+
+async def test_a_result_that_is_not_json_fails_the_run_naming_the_result(qm: QueueManager) -> None:
+    """The failure says the processor's return value was refused: it read "data must be …", which sent the
+    reader to the job's data, and NaN's read only "Out of range float values are not JSON compliant"."""
+    await qm.register_queue("unjson")
+
+    @qm.processor("unjson")
+    async def odd(job: JobContext) -> object:
+        return {1, 2} if job.name == "set" else {"ratio": float("nan")}
+
+    await qm.start_workers()
+    a_set = await qm.add_job("unjson", "set")
+    a_nan = await qm.add_job("unjson", "nan")
+    got_set = await qm.wait_for_job("unjson", a_set.id, timeout=10)
+    got_nan = await qm.wait_for_job("unjson", a_nan.id, timeout=10)
+    await stop_workers(qm)
+    assert got_set.state is JobState.FAILED
+    assert got_set.failed_reason.startswith("result must be JSON-serialisable or bytes: ")
+    assert got_nan.failed_reason.startswith("result must be JSON (no NaN or infinity"), got_nan.failed_reason
 
 
 async def test_a_processor_raising_cancelled_error_fails_its_run(qm: QueueManager) -> None:

@@ -418,8 +418,13 @@ def test_nan_is_not_json() -> None:
     from queue_manager.convert import encode_payload
     from queue_manager.v1 import types_pb2
 
-    with pytest.raises(ValueError):
+    # The message says what was refused: json's own ("Out of range float values…") named no argument.
+    with pytest.raises(ValueError, match=r"^data must be JSON \(no NaN or infinity, no circular reference\)"):
         encode_payload({"x": float("nan")}, types_pb2.Payload())
+    looped: list[object] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match=r"^data must be JSON .*Circular reference"):
+        encode_payload(looped, types_pb2.Payload())
 
 
 def test_jobs_with_the_same_plain_options_share_one_converted_copy() -> None:
@@ -578,6 +583,12 @@ def test_worker_checks_its_arguments() -> None:
         Worker("localhost:1", {"q": noop}, labels={"k": 2})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="the port must be"):
         Worker("localhost:99999", {"q": noop})
+    # As register_processor: a processor that is not callable failed every job it took, and a queue name the
+    # server refuses had the worker retry its hello for ever.
+    with pytest.raises(TypeError, match="processor for 'q' must be callable, not int"):
+        Worker("localhost:1", {"q": 5})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="queue name 'a:b' must be 1 to 100 letters"):
+        Worker("localhost:1", {"a:b": noop})
 
 
 async def test_add_bulk_of_one_mapping_says_it_wants_a_list_of_jobs() -> None:

@@ -200,6 +200,11 @@ async def test_bad_requests_get_precise_statuses(qm: QueueManager, server: Runni
             pass
     with pytest.raises(ValueError, match="unknown job event type 'finished'"):
         qm.watch_job_events("nowhere", types=["finished"])
+    # A number in place of a filter failed in iteration ("'int' object is not iterable"), naming neither.
+    with pytest.raises(TypeError, match="types must be a JobEventType, a name or a list of them, not int"):
+        qm.watch_job_events("nowhere", types=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="job_names must be a job name or a list of names, not int"):
+        qm.watch_job_events("nowhere", job_names=5)  # type: ignore[arg-type]
     await qm.register_queue("strict")
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = queue_service_pb2_grpc.QueueServiceStub(channel)

@@ -377,6 +377,18 @@ async def test_bad_metrics_requests_get_clear_statuses(server: RunningServer) ->
     for interval in (0.05, 61.0, -1.0):
         with pytest.raises(InvalidArgumentError, match="interval"):
             await anext(qm.watch_metrics(interval=interval))
+    # Values of the wrong kind, refused before the call: "1" was read as a number, NaN failed in round() and
+    # a number for the queues in list(), naming nothing.
+    for bad_interval in ("1", True, None):
+        with pytest.raises(TypeError, match=r"^interval must be seconds"):
+            await anext(qm.watch_metrics(interval=bad_interval))  # type: ignore[arg-type]
+    for huge in (float("nan"), float("inf"), 1e300):
+        with pytest.raises(ValueError, match=r"^interval must be 0\.1 to 60 seconds"):
+            await anext(qm.watch_metrics(interval=huge))
+    with pytest.raises(TypeError, match=r"^queues must be a queue name, a list of names or None, not int"):
+        await anext(qm.watch_metrics(5))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^queues must hold queue names \(str\), not int"):
+        await anext(qm.watch_metrics(["known", 5]))  # type: ignore[list-item]
     with pytest.raises(NotFoundError, match="nope"):
         await anext(qm.watch_metrics(["known", "nope"]))
     with pytest.raises(InvalidArgumentError, match=re.escape("queue_names[0]")):

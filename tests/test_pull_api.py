@@ -79,6 +79,16 @@ async def test_fetch_then_complete(qm: QueueManager, stub: queue_service_pb2_grp
     assert metrics.completed_total == 1 and metrics.average_processing_time is not None
 
 
+async def test_a_result_that_is_not_json_is_refused_naming_the_result(qm: QueueManager) -> None:
+    # It read "data must be …", which sent the reader to the job's data; nothing is sent and the lease holds.
+    job = await qm.add_job("pull", "resize", {"w": 3})
+    [pulled] = await qm.fetch_jobs("pull")
+    with pytest.raises(TypeError, match=r"^result must be JSON-serialisable or bytes: "):
+        await pulled.complete({1, 2})
+    await pulled.complete({"w": 6})
+    assert (await qm.get_job("pull", job.id)).result == {"w": 6}
+
+
 async def test_fetch_fail_retries(qm: QueueManager, stub: queue_service_pb2_grpc.QueueServiceStub) -> None:
     job = await qm.add_job("pull", "flaky", None, {"attempts": 2})
     [leased] = await fetch(stub)

@@ -469,6 +469,15 @@ async def test_unknown_queue_and_schedule_are_not_found(server: RunningServer) -
         await qm.register_queue("known")
         with pytest.raises(NotFoundError, match="schedule 'missing' not found"):
             await qm.get_schedule("known", "missing")
+        # A schedule id or queue name of the wrong type is named before the call (protobuf's own words were
+        # "bad argument type for built-in operation"); a malformed id as add_schedule names it.
+        for call in (qm.get_schedule, qm.delete_schedule):
+            with pytest.raises(TypeError, match=r"^schedule id must be a str, not int$"):
+                await call("known", 5)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"^queue name must be a str, not int$"):
+                await call(5, "s")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="schedule id 'a b' must be 1 to 100 letters"):
+                await call("known", "a b")
 
 
 def test_client_rejects_bad_schedules_before_sending() -> None:

@@ -230,6 +230,10 @@ async def test_list_and_clean_bad_input(queues: qrpc.QueueServiceStub, jobs: jrp
         queues.CleanQueue(qpb.CleanQueueRequest(name="emails", state=t.JOB_STATE_ACTIVE)),
         "active",
     )
+    # No state: the states it cleans, not every state (it listed ACTIVE, which it then refuses).
+    unset = await expect(Code.INVALID_ARGUMENT, queues.CleanQueue(qpb.CleanQueueRequest(name="emails")))
+    cleanable = "1 (WAITING), 3 (DELAYED), 4 (COMPLETED), 5 (FAILED), 6 (PAUSED) or 7 (CANCELLED)"
+    assert unset == f"state: is required: use {cleanable}", unset
 
 
 async def test_pagination(queues: qrpc.QueueServiceStub, jobs: jrpc.QueueServiceStub) -> None:

@@ -17,6 +17,7 @@ from queue_manager import (
     JobContext,
     NotFoundError,
     QueueManager,
+    SyncQueueManager,
     Worker,
     WorkerState,
 )
@@ -341,6 +342,18 @@ async def test_bad_requests_get_precise_statuses(server: RunningServer, admin: Q
         fn.gate.set()
         await worker.shutdown(grace=5)
         await old.close()
+
+
+async def test_the_sync_client_names_the_actions_it_takes(server: RunningServer) -> None:
+    # An unknown action raised a bare KeyError('pause'); the known ones reach the server (no such worker).
+    def control() -> None:
+        with SyncQueueManager(server.address, timeout=10) as qm:
+            with pytest.raises(ValueError, match="must be quiet, resume, stop or concurrency, got 'pause'"):
+                qm.control_worker("w", "pause")
+            with pytest.raises(NotFoundError, match="no connected worker has id 'w'"):
+                qm.control_worker("w", "quiet")
+
+    await asyncio.to_thread(control)  # the server runs on this event loop: the blocking client in a thread
 
 
 async def test_worker_control_needs_an_admin_token_for_every_queue() -> None:

@@ -17,6 +17,7 @@ from queue_manager import (
     JobContext,
     NotFoundError,
     QueueManager,
+    SyncQueueManager,
     WorkflowState,
     WorkflowStepState,
 )
@@ -272,6 +273,28 @@ async def test_pages_list_each_run_once_while_runs_start(qm: QueueManager) -> No
     assert seen == mine[::-1]
     with pytest.raises(InvalidArgumentError, match="page_token"):
         await qm.list_workflows(page_token=base64.urlsafe_b64encode(b"o:2").decode())  # an offset's
+
+
+async def test_a_run_id_of_the_wrong_type_is_named(qm: QueueManager) -> None:
+    # Protobuf refused an int with "bad argument type for built-in operation", naming nothing.
+    for call in (qm.get_workflow, qm.cancel_workflow, qm.retry_workflow):
+        with pytest.raises(TypeError, match=r"^run_id must be a str, not int$"):
+            await call(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("page_size", [-1, 1001, 2**40, "5"])
+async def test_a_bad_page_size_names_the_argument_on_both_clients(
+    qm: QueueManager, server: RunningServer, page_size: Any
+) -> None:
+    # As list_jobs's: protobuf refused a negative or huge one with a bare "Value out of range: -1", and the
+    # server answered INVALID_ARGUMENT for one over 1000 only after the call.
+    with pytest.raises(ValueError, match=r"page_size must be an int from 1 to 1000 \(0 means 100\)"):
+        await qm.list_workflows(page_size=page_size)
+    with (
+        SyncQueueManager(server.address) as client,
+        pytest.raises(ValueError, match="page_size must be an int from 1 to 1000"),
+    ):
+        client.list_workflows(page_size=page_size)
 
 
 async def test_cancel_stops_further_steps(qm: QueueManager) -> None:

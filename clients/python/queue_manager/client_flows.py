@@ -8,10 +8,22 @@ from typing import Any
 from queue_manager import tracing
 from queue_manager.client_base import ClientBase
 from queue_manager.codecs import refuse_result_conditions
-from queue_manager.options import DurationLike, JobOptionsLike
-from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.options import DurationLike, JobOptionsLike, validate_queue_name
+from queue_manager.schedules import (
+    Schedule,
+    schedule_from_proto,
+    upsert_schedule_request,
+    validate_schedule_id,
+)
 from queue_manager.v1 import schedules_pb2, workflows_pb2
-from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
+from queue_manager.workflows import (
+    WorkflowLike,
+    WorkflowRun,
+    check_run_id,
+    list_workflows_request,
+    workflow_run_from_proto,
+    workflow_to_proto,
+)
 
 __all__ = ["FlowCalls"]
 
@@ -53,7 +65,7 @@ class FlowCalls(ClientBase):
 
     async def get_workflow(self, run_id: str) -> WorkflowRun:
         """Returns a run with every step's state, job, result or error; `NotFoundError` if unknown."""
-        request = workflows_pb2.GetWorkflowRequest(run_id=run_id)
+        request = workflows_pb2.GetWorkflowRequest(run_id=check_run_id(run_id))
         response: workflows_pb2.GetWorkflowResponse = await self._unary(
             self._queue_stub().GetWorkflow, request
         )
@@ -63,7 +75,7 @@ class FlowCalls(ClientBase):
         self, page_size: int = 100, page_token: str = ""
     ) -> tuple[list[WorkflowRun], str]:
         """Lists runs newest first (without their steps). Returns the runs and the next page's token."""
-        request = workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        request = list_workflows_request(page_size, page_token)
         response: workflows_pb2.ListWorkflowsResponse = await self._unary(
             self._queue_stub().ListWorkflows, request
         )
@@ -71,7 +83,7 @@ class FlowCalls(ClientBase):
 
     async def cancel_workflow(self, run_id: str, reason: str = "") -> WorkflowRun:
         """Cancels a running run: no further step starts and its started steps' jobs are cancelled."""
-        request = workflows_pb2.CancelWorkflowRequest(run_id=run_id, reason=reason)
+        request = workflows_pb2.CancelWorkflowRequest(run_id=check_run_id(run_id), reason=reason)
         response: workflows_pb2.CancelWorkflowResponse = await self._unary(
             self._queue_stub().CancelWorkflow, request
         )
@@ -94,7 +106,7 @@ class FlowCalls(ClientBase):
             FailedPreconditionError: The run is running, completed or was cancelled with `cancel_workflow`,
                 or a failed step's job no longer exists (the message names it; nothing is retried).
         """
-        request = workflows_pb2.RetryWorkflowRequest(run_id=run_id)
+        request = workflows_pb2.RetryWorkflowRequest(run_id=check_run_id(run_id))
         response: workflows_pb2.RetryWorkflowResponse = await self._unary(
             self._queue_stub().RetryWorkflow, request
         )
@@ -162,7 +174,9 @@ class FlowCalls(ClientBase):
 
     async def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Returns one schedule; raises `NotFoundError` when it does not exist."""
-        request = schedules_pb2.GetScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        request = schedules_pb2.GetScheduleRequest(
+            queue_name=validate_queue_name(queue_name), schedule_id=validate_schedule_id(schedule_id)
+        )
         response: schedules_pb2.GetScheduleResponse = await self._unary(
             self._queue_stub().GetSchedule, request
         )
@@ -178,7 +192,9 @@ class FlowCalls(ClientBase):
 
     async def delete_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Deletes a schedule (the jobs it added stay) and returns it as it was."""
-        request = schedules_pb2.DeleteScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        request = schedules_pb2.DeleteScheduleRequest(
+            queue_name=validate_queue_name(queue_name), schedule_id=validate_schedule_id(schedule_id)
+        )
         response: schedules_pb2.DeleteScheduleResponse = await self._unary(
             self._queue_stub().DeleteSchedule, request
         )

@@ -59,6 +59,7 @@ class JobCalls(ClientBase):
 
     async def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.GetJobResponse = await self._unary(self._queue_stub().GetJob, request)
         return job_from_proto(response.job)
@@ -150,6 +151,7 @@ class JobCalls(ClientBase):
 
     async def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.RemoveJobResponse = await self._unary(self._queue_stub().RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
@@ -176,6 +178,7 @@ class JobCalls(ClientBase):
             NotFoundError: No such queue or job.
             FailedPreconditionError: The job finished already (completed, failed or cancelled).
         """
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
         response: jobs_pb2.CancelJobResponse = await self._unary(self._queue_stub().CancelJob, request)
         return job_from_proto(response.job)

@@ -34,7 +34,7 @@ from queue_manager.metrics import (
     watch_metrics_request,
     worker_from_proto,
 )
-from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.options import DurationLike, JobOptionsLike, RateLimit, validate_queue_name
 from queue_manager.pauses import pause_queue_request
 from queue_manager.requests import RetentionLike, clean_queue_request, register_queue_request
 from queue_manager.v1 import metrics_pb2, queue_service_pb2
@@ -119,7 +119,7 @@ class QueueCalls(ClientBase):
     async def get_queue(self, name: str) -> Queue:
         """Returns one queue; raises `NotFoundError` when it is not registered."""
         response: queue_service_pb2.GetQueueResponse = await self._unary(
-            self._queue_stub().GetQueue, queue_service_pb2.GetQueueRequest(name=name)
+            self._queue_stub().GetQueue, queue_service_pb2.GetQueueRequest(name=validate_queue_name(name))
         )
         return queue_from_proto(response.queue)
 

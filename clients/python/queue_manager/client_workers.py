@@ -73,10 +73,12 @@ def control_request(worker_id: str, action: str, concurrency: int = 0) -> _pb.Co
     """A ControlWorkerRequest: action ``quiet``, ``resume``, ``stop`` or ``concurrency`` (with a value).
 
     Raises:
-        TypeError, ValueError: A worker id or concurrency of the wrong type or out of range.
+        TypeError, ValueError: A worker id, action or concurrency of the wrong type or out of range.
     """
     if not isinstance(worker_id, str) or not worker_id:
         raise ValueError("worker_id must be a non-empty string (`list_workers` gives the ids)")
+    if action not in _ACTIONS:  # `SyncQueueManager.control_worker`'s: a bare KeyError('pause') said nothing
+        raise ValueError(f"action must be quiet, resume, stop or concurrency, got {action!r}")
     if action == "concurrency":
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")

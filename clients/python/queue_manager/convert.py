@@ -350,12 +350,13 @@ class Queue:
     next_maintenance_time: datetime | None = None
 
 
-def encode_payload(data: Any, into: types_pb2.Payload) -> None:
+def encode_payload(data: Any, into: types_pb2.Payload, what: str = "data") -> None:
     """Fills a Payload with data: bytes as octet-stream, anything else as compact JSON.
 
     Args:
         data: The value; None leaves the payload unset.
         into: The message to fill (usually a field of a request being built).
+        what: What the value is, for the error's message (``result`` for a processor's return value).
 
     Raises:
         TypeError: The value is neither bytes nor JSON-serialisable.
@@ -374,7 +375,11 @@ def encode_payload(data: Any, into: types_pb2.Payload) -> None:
     try:
         text = _encode_json(data)
     except TypeError as exc:
-        raise TypeError(f"data must be JSON-serialisable or bytes: {exc}") from None
+        raise TypeError(f"{what} must be JSON-serialisable or bytes: {exc}") from None
+    except ValueError as exc:  # json's own words ("Out of range float values…") did not say what was refused
+        raise ValueError(
+            f"{what} must be JSON (no NaN or infinity, no circular reference) or bytes: {exc}"
+        ) from None
     into.raw = text.encode()
     into.content_type = JSON_CONTENT_TYPE
 

@@ -109,6 +109,11 @@ def watch_job_events_request(
         types = [types]
     if isinstance(job_names, str):
         job_names = [job_names]
+    # A number in place of either failed in iteration ("'int' object is not iterable"), naming neither.
+    if types is not None and not isinstance(types, Iterable):
+        raise TypeError(f"types must be a JobEventType, a name or a list of them, not {type(types).__name__}")
+    if job_names is not None and not isinstance(job_names, Iterable):
+        raise TypeError(f"job_names must be a job name or a list of names, not {type(job_names).__name__}")
     numbers = sorted({EVENT_NUMBER[event_type(t)] for t in types or ()})
     names = list(job_names or ())
     for name in names:

@@ -35,7 +35,9 @@ _DEADLINE_MARGIN_S = 10.0
 def job_key(queue_name: str, job_id: str) -> tuple[str, str]:
     """Checks a queue name and a job id (the server checks the id's characters)."""
     validate_queue_name(queue_name)
-    if not isinstance(job_id, str) or not job_id:
+    if not isinstance(job_id, str):  # protobuf's own words were "bad argument type for built-in operation"
+        raise TypeError(f"job id must be a str, not {type(job_id).__name__} {job_id!r:.50}")
+    if not job_id:
         raise ValueError(f"job id must be a non-empty str, got {job_id!r}")
     return queue_name, job_id
 

@@ -7,6 +7,7 @@ answers the same. Durations are `timedelta` and times aware UTC `datetime`; a fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -327,9 +328,30 @@ def watch_metrics_request(
     include_history: bool,
     include_workers: bool,
 ) -> metrics_pb2.WatchMetricsRequest:
-    """The `WatchMetrics` request of `QueueManager.watch_metrics` (the server checks the interval)."""
-    names = [queues] if isinstance(queues, str) else list(queues or [])
-    seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
+    """The `WatchMetrics` request of `QueueManager.watch_metrics` (the server checks the interval's range and
+    the names). Only the kinds are checked here: a string interval was read as a number ("1"), NaN failed
+    in ``round`` and a queue count in ``list`` ("'int' object is not iterable"), naming nothing."""
+    if queues is None:
+        names = []
+    elif isinstance(queues, str):
+        names = [queues]
+    elif isinstance(queues, Iterable):
+        names = list(queues)
+    else:
+        raise TypeError(f"queues must be a queue name, a list of names or None, not {type(queues).__name__}")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"queues must hold queue names (str), not {type(name).__name__}")
+    if isinstance(interval, timedelta):
+        seconds = interval.total_seconds()
+    elif isinstance(interval, int | float) and not isinstance(interval, bool):
+        seconds = float(interval)
+    else:
+        raise TypeError(
+            f"interval must be seconds (int or float) or a timedelta, not {type(interval).__name__}"
+        )
+    if not math.isfinite(seconds) or abs(seconds) > 1e9:  # beyond that, not even a Duration holds it
+        raise ValueError(f"interval must be 0.1 to 60 seconds or a timedelta, got {interval!r}")
     request = metrics_pb2.WatchMetricsRequest(
         queue_names=names, include_history=include_history, include_workers=include_workers
     )

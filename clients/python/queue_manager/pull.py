@@ -136,7 +136,7 @@ class _Lease:
 
     def _complete_request(self, result: Any) -> pull_pb2.CompleteJobRequest:
         request = self._fenced(_pb.CompleteJobRequest(duration=self._duration()))
-        encode_payload(result, request.result)
+        encode_payload(result, request.result, "result")
         return request
 
     def _fail_request(

@@ -73,7 +73,7 @@ from queue_manager.metrics import (
     watch_metrics_request,
     worker_from_proto,
 )
-from queue_manager.options import DurationLike, JobOptionsLike, RateLimit
+from queue_manager.options import DurationLike, JobOptionsLike, RateLimit, validate_queue_name
 from queue_manager.pauses import pause_queue_request
 from queue_manager.pull import SyncPulledJob, fetch_request, leases, taken_up
 from queue_manager.requests import (
@@ -86,7 +86,12 @@ from queue_manager.requests import (
     register_queue_request,
     split_streams,
 )
-from queue_manager.schedules import Schedule, schedule_from_proto, upsert_schedule_request
+from queue_manager.schedules import (
+    Schedule,
+    schedule_from_proto,
+    upsert_schedule_request,
+    validate_schedule_id,
+)
 from queue_manager.search import (
     BulkResult,
     JobCount,
@@ -111,7 +116,14 @@ from queue_manager.v1 import (
     types_pb2,
     workflows_pb2,
 )
-from queue_manager.workflows import WorkflowLike, WorkflowRun, workflow_run_from_proto, workflow_to_proto
+from queue_manager.workflows import (
+    WorkflowLike,
+    WorkflowRun,
+    check_run_id,
+    list_workflows_request,
+    workflow_run_from_proto,
+    workflow_to_proto,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -227,6 +239,7 @@ class SyncQueueManager:
 
     def get_job(self, queue_name: str, job_id: str) -> Job:
         """Returns one job; raises `NotFoundError` when it does not exist."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.GetJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.GetJobResponse = self._call(self._queues.GetJob, request)
         return job_from_proto(response.job)
@@ -282,6 +295,7 @@ class SyncQueueManager:
 
     def remove_job(self, queue_name: str, job_id: str) -> JobState | None:
         """Removes a job that is not active; returns the state it was in."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.RemoveJobRequest(queue_name=queue_name, job_id=job_id)
         response: jobs_pb2.RemoveJobResponse = self._call(self._queues.RemoveJob, request)
         return STATE_BY_NUMBER.get(response.previous_state)
@@ -291,6 +305,7 @@ class SyncQueueManager:
     def cancel_job(self, queue_name: str, job_id: str, reason: str = "") -> Job:
         """Cancels a job (at once unless active; an active job's worker is told to stop it); returns the job.
         See `QueueManager.cancel_job`."""
+        queue_name, job_id = job_key(queue_name, job_id)
         request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
         response: jobs_pb2.CancelJobResponse = self._call(self._queues.CancelJob, request)
         return job_from_proto(response.job)
@@ -333,7 +348,7 @@ class SyncQueueManager:
 
     def get_queue(self, name: str) -> Queue:
         """Returns one queue."""
-        request = queue_service_pb2.GetQueueRequest(name=name)
+        request = queue_service_pb2.GetQueueRequest(name=validate_queue_name(name))
         response: queue_service_pb2.GetQueueResponse = self._call(self._queues.GetQueue, request)
         return queue_from_proto(response.queue)
 
@@ -597,25 +612,25 @@ class SyncQueueManager:
 
     def get_workflow(self, run_id: str) -> WorkflowRun:
         """Returns a run with every step (see `QueueManager.get_workflow`)."""
-        request = workflows_pb2.GetWorkflowRequest(run_id=run_id)
+        request = workflows_pb2.GetWorkflowRequest(run_id=check_run_id(run_id))
         response: workflows_pb2.GetWorkflowResponse = self._call(self._queues.GetWorkflow, request)
         return workflow_run_from_proto(response.run)
 
     def list_workflows(self, page_size: int = 100, page_token: str = "") -> tuple[list[WorkflowRun], str]:
         """Lists runs newest first (see `QueueManager.list_workflows`)."""
-        request = workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+        request = list_workflows_request(page_size, page_token)
         response: workflows_pb2.ListWorkflowsResponse = self._call(self._queues.ListWorkflows, request)
         return [workflow_run_from_proto(r) for r in response.runs], response.next_page_token
 
     def cancel_workflow(self, run_id: str, reason: str = "") -> WorkflowRun:
         """Cancels a running run (see `QueueManager.cancel_workflow`)."""
-        request = workflows_pb2.CancelWorkflowRequest(run_id=run_id, reason=reason)
+        request = workflows_pb2.CancelWorkflowRequest(run_id=check_run_id(run_id), reason=reason)
         response: workflows_pb2.CancelWorkflowResponse = self._call(self._queues.CancelWorkflow, request)
         return workflow_run_from_proto(response.run)
 
     def retry_workflow(self, run_id: str) -> WorkflowRun:
         """Runs the jobs of a failed run's failed steps again (see `QueueManager.retry_workflow`)."""
-        request = workflows_pb2.RetryWorkflowRequest(run_id=run_id)
+        request = workflows_pb2.RetryWorkflowRequest(run_id=check_run_id(run_id))
         response: workflows_pb2.RetryWorkflowResponse = self._call(self._queues.RetryWorkflow, request)
         return workflow_run_from_proto(response.run)
 
@@ -657,7 +672,9 @@ class SyncQueueManager:
 
     def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Returns one schedule; raises `NotFoundError` when it does not exist."""
-        request = schedules_pb2.GetScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        request = schedules_pb2.GetScheduleRequest(
+            queue_name=validate_queue_name(queue_name), schedule_id=validate_schedule_id(schedule_id)
+        )
         response: schedules_pb2.GetScheduleResponse = self._call(self._queues.GetSchedule, request)
         return schedule_from_proto(response.schedule)
 
@@ -669,7 +686,9 @@ class SyncQueueManager:
 
     def delete_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Deletes a schedule (the jobs it added stay) and returns it as it was."""
-        request = schedules_pb2.DeleteScheduleRequest(queue_name=queue_name, schedule_id=schedule_id)
+        request = schedules_pb2.DeleteScheduleRequest(
+            queue_name=validate_queue_name(queue_name), schedule_id=validate_schedule_id(schedule_id)
+        )
         response: schedules_pb2.DeleteScheduleResponse = self._call(self._queues.DeleteSchedule, request)
         return schedule_from_proto(response.schedule)
 

@@ -88,6 +88,7 @@ from queue_manager.codecs import PayloadCodec, make_chain
 from queue_manager.context import JobContext
 from queue_manager.lifecycle import RunsUntilShutdown
 from queue_manager.logsampling import Sampler
+from queue_manager.options import validate_queue_name
 from queue_manager.stats import ProcessStats
 from queue_manager.v1 import worker_service_pb2
 from queue_manager.worker_runs import Processor, _log_left_out
@@ -180,6 +181,13 @@ class Worker(WorkerStream, RunsUntilShutdown):
     ) -> None:
         if not processors:
             raise ValueError("a worker needs at least one processor")
+        for queue_name, processor in processors.items():
+            # As `register_processor` checks: a bad name was refused by the server in a retry loop, and a
+            # processor that is not callable failed every job it took.
+            validate_queue_name(queue_name)
+            if not callable(processor):
+                kind = type(processor).__name__
+                raise TypeError(f"processor for {queue_name!r} must be callable, not {kind}")
         self.address = check_address(address)
         self.concurrency = check_concurrency(concurrency) or default_concurrency()
         self.worker_id = worker_id or make_worker_id()

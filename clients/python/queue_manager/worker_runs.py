@@ -213,7 +213,7 @@ class JobRuns:
         done = completions.add(queue_name=ctx.queue_name, job_id=ctx.id, lease_token=ctx.lease_token)
         if result is not None:
             try:
-                encode_payload(result, done.result)
+                encode_payload(result, done.result, "result")
                 if self._codecs is not None:
                     self._codecs.encode(done.result)
             except (TypeError, ValueError) as exc:

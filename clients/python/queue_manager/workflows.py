@@ -237,6 +237,24 @@ def _known(value: Mapping[str, Any], allowed: frozenset[str], what: str) -> None
         )
 
 
+def check_run_id(run_id: str) -> str:
+    """A run id's type, checked before the call (the server checks its characters): protobuf refused an int
+    with "bad argument type for built-in operation", naming nothing."""
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a str, not {type(run_id).__name__}")
+    return run_id
+
+
+def list_workflows_request(page_size: int, page_token: str) -> workflows_pb2.ListWorkflowsRequest:
+    """Builds and validates a ListWorkflowsRequest, as `list_jobs` checks its page: a negative or huge page
+    size used to fail in protobuf with a bare "Value out of range: -1"."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
+        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    if not isinstance(page_token, str):
+        raise TypeError(f"page_token must be a str, not {type(page_token).__name__}")
+    return workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
+
+
 def workflow_run_from_proto(msg: workflows_pb2.WorkflowRun) -> WorkflowRun:
     return WorkflowRun(
         run_id=msg.run_id,

@@ -13,6 +13,7 @@ from queue_manager_server.services.errors import unary
 from queue_manager_server.windows import MaintenanceWindows
 
 _CLEANABLE = {"completed", "failed", "cancelled", "waiting", "paused", "delayed"}
+_CLEANABLE_NUMBERS = sorted(types_pb2.JobState.Value(f"JOB_STATE_{name.upper()}") for name in _CLEANABLE)
 
 
 class QueueAdmin:
@@ -79,6 +80,8 @@ class QueueAdmin:
         self, request: pb.CleanQueueRequest, context: grpc.aio.ServicerContext
     ) -> pb.CleanQueueResponse:
         name = validate.queue_name(request.name, "name")
+        if not request.state:  # the list of every state named ACTIVE, which is then refused
+            raise InvalidArgument("state", validate.enum_problem(0, _CLEANABLE_NUMBERS, types_pb2.JobState))
         state = convert.state_name(request.state)
         if state not in _CLEANABLE:
             raise InvalidArgument(
