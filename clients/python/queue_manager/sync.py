@@ -553,7 +553,8 @@ class SyncQueueManager:
         return trigger_from_proto(response.trigger)
 
     def list_event_triggers(self, queue_name: str | None = None) -> list[EventTrigger]:
-        """The event triggers (of one queue, or all), by id."""
+        """The event triggers (of one queue, or all), by id; `NotFoundError` for a queue that is not
+        registered and that no trigger names (a deleted queue's triggers stay listed)."""
         request = external_events_pb2.ListEventTriggersRequest(queue_name=queue_name or "")
         response: external_events_pb2.ListEventTriggersResponse = self._call(
             self._queues.ListEventTriggers, request
