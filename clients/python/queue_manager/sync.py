@@ -654,7 +654,9 @@ class SyncQueueManager:
             catch_up=catch_up,
         )
         response: schedules_pb2.UpsertScheduleResponse = self._call(self._queues.UpsertSchedule, request)
-        return schedule_from_proto(response.schedule)
+        schedule = schedule_from_proto(response.schedule)
+        schedule.created = response.created
+        return schedule
 
     def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Returns one schedule; raises `NotFoundError` when it does not exist."""
