@@ -58,6 +58,7 @@ EXPECTED = {
     "TestTimedPauseRefusesBadTimes",
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",
     "TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups",
+    "TestGroupInfoListsItsMaintenanceWindowsAndStaysComparable",
     "TestMetricsShowATimedPauseAndAMaintenanceWindow",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",
