@@ -59,6 +59,7 @@ EXPECTED = {
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",
     "TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups",
     "TestGroupInfoListsItsMaintenanceWindowsAndStaysComparable",
+    "TestRefusedTLSHandshakesSayWhatToChange",
     "TestMetricsShowATimedPauseAndAMaintenanceWindow",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",
