@@ -48,6 +48,7 @@ EXPECTED = {
     "AdminTest.deadLettersAreListedAndRedriven",
     "SecurityTest.tokenIsSentOnEveryCall",
     "SecurityTest.mutualTls",
+    "SecurityTest.refusedTlsHandshakesSayWhatToChange",
     "WorkerTest.completesWithResultProgressAndLogs",
     "WorkerTest.failuresAreRetriedThenFailForGood",
     "WorkerTest.cancelStopsTheRunningHandler",
@@ -150,6 +151,7 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
         QM_TEST_TLS_CA=str(pki.ca),
         QM_TEST_TLS_CERT=str(pki.client_cert),
         QM_TEST_TLS_KEY=str(pki.client_key),
+        QM_TEST_TLS_OTHER_CA=str(pki.other_ca),
     )
     # A build directory of its own (the pom's qm.build.directory), so the conformance worker's build (maybe on
     # the other xdist worker) and this one never rewrite each other's classes; no earlier report can count.

@@ -77,6 +77,8 @@ public final class QueueManager implements AutoCloseable {
     if (!b.token.isEmpty()) {
       channelBuilder.intercept(new BearerToken(b.token));
     }
+    // A refused TLS handshake says which setting to change, as the other clients' do.
+    channelBuilder.intercept(new Errors.TlsHints(b.tls));
     channel = channelBuilder.build();
     deadline = b.deadline;
     queues = QueueServiceGrpc.newBlockingStub(channel);
