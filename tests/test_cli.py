@@ -297,6 +297,16 @@ async def test_duration_flags_take_units(server: RunningServer, capsys: pytest.C
             "(a bare number is milliseconds), got '-1000'",
         ),
         (("schedules", "add", "q", "s", "j", "--every", "999ms"), "argument --every: must be a duration"),
+        # A schedule with neither a cron expression nor an interval was sent and came back as exit status 1.
+        (
+            ("schedules", "add", "q", "s", "j"),
+            "qm: error: schedules add needs --cron EXPR (such as '0 3 * * *') or --every DURATION (such as "
+            "5m): give one of the two",
+        ),
+        (
+            ("schedules", "add", "q", "s", "j", "--cron", "* * * * *", "--every", "5m"),
+            "argument --every: not allowed with argument --cron",
+        ),
         # A negative value with a unit was read as an option, and refused as a missing argument.
         (("add", "q", "n", "--delay", "-5s"), "argument --delay: must be a duration from 0 ms to 3650d"),
         (("schedules", "add", "q", "s", "j", "--every", "-2s"), "from 1000 ms to 3650d, such as 5m, 90s"),

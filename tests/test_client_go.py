@@ -60,6 +60,8 @@ EXPECTED = {
     "TestTimedPauseRefusesBadTimes",
     "TestMaintenanceWindowsReadBackAndHoldTheQueue",
     "TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups",
+    "TestGroupInfoListsItsMaintenanceWindowsAndStaysComparable",
+    "TestRefusedTLSHandshakesSayWhatToChange",
     "TestMetricsShowATimedPauseAndAMaintenanceWindow",
     "TestFromRPCMapsEachCode",
     "TestAdvanceTestClockRunsADelayedJobWithoutWaiting",

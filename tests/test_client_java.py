@@ -50,6 +50,7 @@ EXPECTED = {
     "AdminTest.deadLettersAreListedAndRedriven",
     "SecurityTest.tokenIsSentOnEveryCall",
     "SecurityTest.mutualTls",
+    "SecurityTest.refusedTlsHandshakesSayWhatToChange",
     "WorkerTest.completesWithResultProgressAndLogs",
     "WorkerTest.failuresAreRetriedThenFailForGood",
     "WorkerTest.cancelStopsTheRunningHandler",
@@ -162,6 +163,7 @@ async def test_java_client_suite(server_factory: ServerFactory, tmp_path: Path) 
         QM_TEST_TLS_KEY=str(pki.client_key),
         # The Python client that reads what the Java codecs encode and encodes what they read (CodecsTest).
         QM_TEST_PYTHON=sys.executable,
+        QM_TEST_TLS_OTHER_CA=str(pki.other_ca),
     )
     # A build directory of its own (the pom's qm.build.directory), so the conformance worker's build (maybe on
     # the other xdist worker) and this one never rewrite each other's classes; no earlier report can count.

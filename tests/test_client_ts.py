@@ -318,11 +318,15 @@ async def test_mutual_tls(ts_built: Path, server_factory: ServerFactory, tmp_pat
     secured = await server_factory(
         tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), tls_client_ca=str(pki.ca)
     )
+    plain = await server_factory()  # TLS to a plaintext port is refused naming the setting
     env = {
         "QM_TEST_TLS_CA": str(pki.ca),
         "QM_TEST_TLS_CERT": str(pki.client_cert),
         "QM_TEST_TLS_KEY": str(pki.client_key),
         "QM_TEST_TLS_OTHER_CA": str(pki.other_ca),
+        "QM_TEST_TLS_ROGUE_CERT": str(pki.rogue_cert),
+        "QM_TEST_TLS_ROGUE_KEY": str(pki.rogue_key),
+        "QM_TEST_PLAIN_ADDRESS": plain.address,
     }
     await run_node_tests(ts_built, "tls", secured.address, env)
 

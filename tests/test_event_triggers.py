@@ -130,6 +130,11 @@ async def test_a_trigger_whose_queue_was_deleted_adds_nothing(server: RunningSer
     await qm.upsert_event_trigger("to-dropped", "k", "dropped", "j")
     await qm.obliterate_queue("dropped")
     assert [r.queue_name for r in (await qm.push_event("k")).added] == ["kept"]
+    # Its trigger outlives it and stays listed by its queue; a queue that is unknown and has none is
+    # NOT_FOUND, as ListSchedules answers (it answered an empty list, as if the queue had no triggers yet).
+    assert [t.id for t in await qm.list_event_triggers("dropped")] == ["to-dropped"]
+    with pytest.raises(NotFoundError, match="queue 'nope' is not registered"):
+        await qm.list_event_triggers("nope")
     await qm.shutdown()
 
 
@@ -193,6 +198,12 @@ async def test_http_routes(server_factory: ServerFactory) -> None:
             assert r.status == 201 and (await r.json())["trigger"]["key_pattern"] == "stripe:*"
         async with session.get(f"{base}/eventTriggers?queue_name=hq") as r:
             assert [t["id"] for t in (await r.json())["triggers"]] == ["hook"]
+        # An unknown queue is 404 on both listings (the triggers' answered 200 and an empty list).
+        for path in ("eventTriggers", "schedules"):
+            async with session.get(f"{base}/{path}?queue_name=nope") as r:
+                answer = await r.json()
+                assert (r.status, answer["code"]) == (404, "NOT_FOUND"), (path, answer)
+                assert answer["message"].startswith("queue 'nope' is not registered"), (path, answer)
         push = {"key": "stripe:charge", "data": {"json": {"id": "ch_1"}}}
         async with session.post(f"{base}/events", data=json.dumps(push)) as r:
             added = (await r.json())["added"]

@@ -328,6 +328,27 @@ def test_bad_environment_and_urls_exit_with_a_message_not_a_traceback(
     assert parse_args(["--redis-url", "unix:///run/valkey.sock?db=3"], env={}).redis_url is not None
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--key-prefix", ""], {}, "--key-prefix (QM_KEY_PREFIX) must not be empty; give one such as 'qm'"),
+        ([], {"QM_KEY_PREFIX": ""}, "--key-prefix (QM_KEY_PREFIX) must not be empty"),
+        (["--key-prefix", "app{x}"], {}, "--key-prefix (QM_KEY_PREFIX) must not contain '{' or '}'"),
+        ([], {"QM_KEY_PREFIX": "qm}"}, "hash tag for Redis Cluster), not 'qm}'"),
+    ],
+)
+def test_a_key_prefix_that_would_break_the_hash_tags_is_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str], says: str
+) -> None:
+    # Each was taken as it was: a brace moved or split the {queue} hash tag of every key on Redis Cluster.
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv, env=env)
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()[-1:]
+    assert line.startswith("qm serve: error: ") and says in line, line
+    assert parse_args([], env={"QM_KEY_PREFIX": "app:qm"}).key_prefix == "app:qm"
+
+
 async def test_a_pool_smaller_than_the_held_connections_is_a_clear_startup_error(
     redis_url: str, prefix: str
 ) -> None:

@@ -65,8 +65,13 @@ def test_rate_limited_error_takes_seconds_or_a_timedelta() -> None:
     assert RateLimitedError(1.5).retry_after == timedelta(seconds=1.5)
     assert RateLimitedError(timedelta(milliseconds=250)).retry_after == timedelta(milliseconds=250)
     assert str(RateLimitedError(2)) == "rate limited: retry after 2s"
-    with pytest.raises(ValueError):
-        RateLimitedError(-1)
+    assert RateLimitedError(timedelta(days=3650)).retry_after == timedelta(days=3650)
+    # Infinity was refused as "must be at least 0 seconds"; a wait past what a Duration carries was taken.
+    for bad in (-1, float("inf"), float("nan"), timedelta(days=3651), 1e12):
+        with pytest.raises(
+            ValueError, match=r"retry_after must be from 0 to 10 years in seconds, or a timedelta"
+        ):
+            RateLimitedError(bad)
     with pytest.raises(TypeError):
         RateLimitedError("soon")  # type: ignore[arg-type]
 

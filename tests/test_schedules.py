@@ -5,6 +5,7 @@ servers, limits, start and end, catch-up after an outage, upsert, delete, valida
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from queue_manager import JobPriority, NotFoundError, QueueManager, Schedule
+from queue_manager import JobPriority, NotFoundError, QueueManager, Schedule, SyncQueueManager
 from queue_manager.cli import main
 from queue_manager.v1 import jobs_pb2, schedules_pb2, types_pb2
 from queue_manager.v1 import queue_service_pb2_grpc as qrpc
@@ -365,6 +366,26 @@ async def test_upsert_replaces(server: RunningServer, redis: Redis, prefix: str)
     assert [(s.id, s.cron, s.job_name) for s in listed] == [("s", "0 0 1 1 *", "v1")]
     assert listed[0].run_count >= ran.run_count >= 1  # replacing keeps the run count
     assert {job["name"] for job in (await fired(redis, prefix, "up", "s")).values()} == {"v2"}
+
+
+async def test_add_schedule_says_whether_it_created_the_schedule(server: RunningServer) -> None:
+    # The RPC answered `created`, but add_schedule returned the schedule alone (Go and Java give the flag).
+    async with QueueManager(server.address) as qm:
+        await qm.register_queue("made")
+        made = await qm.add_schedule("made", "s", cron="0 0 1 1 *", job_name="v1")
+        replaced = await qm.add_schedule("made", "s", cron="0 0 1 1 *", job_name="v2")
+        unchanged = await qm.add_schedule("made", "s", cron="0 0 1 1 *", job_name="v2")
+        assert (made.created, replaced.created, unchanged.created) == (True, False, False)
+        assert dataclasses.replace(unchanged, created=True) == unchanged  # not compared, as Job.created
+        assert (await qm.get_schedule("made", "s")).created is None
+        assert [s.created for s in await qm.list_schedules("made")] == [None]
+
+    def sync_adds() -> tuple[bool | None, bool | None]:
+        with SyncQueueManager(server.address) as client:
+            first = client.add_schedule("made", "t", every=60_000, job_name="x")
+            return first.created, client.add_schedule("made", "t", every=120_000, job_name="x").created
+
+    assert await asyncio.to_thread(sync_adds) == (True, False)
 
 
 async def _some(jobs: Awaitable[dict[int, Any]]) -> dict[int, Any] | None:

@@ -40,6 +40,23 @@ def pool_too_small(max_connections: int) -> str | None:
     )
 
 
+def key_prefix_problem(prefix: str) -> str | None:
+    """What is wrong with this Redis key prefix, or None when the keys built on it (engine/keys.py) work.
+
+    Every key of a queue carries its ``{queue}`` hash tag, and Redis Cluster hashes only what lies between
+    the first ``{`` and the next ``}``: a brace in the prefix would move every queue's keys into the
+    prefix's slot, or split them across slots, and an empty prefix would leave keys starting with ``:``.
+    """
+    if not prefix:
+        return "--key-prefix (QM_KEY_PREFIX) must not be empty; give one such as 'qm' (the default)"
+    if "{" in prefix or "}" in prefix:
+        return (
+            f"--key-prefix (QM_KEY_PREFIX) must not contain '{{' or '}}' (each queue's keys carry a "
+            f"{{queue}} hash tag for Redis Cluster), not {prefix!r}"
+        )
+    return None
+
+
 def url_problem(url: str | None) -> str | None:
     """What is wrong with this Redis URL, or None when redis-py can connect with it (or it is unset)."""
     if url is None:
@@ -403,6 +420,9 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     )
     if cluster:
         p.error(cluster)
+    prefix_problem = key_prefix_problem(a.key_prefix)
+    if prefix_problem:
+        p.error(prefix_problem)
     if a.durability not in DURABILITY_MODES:
         p.error(f"--durability (QM_DURABILITY) must be 'always' or 'everysec', not {a.durability!r}")
     if a.valkey_allocator not in ALLOCATORS:

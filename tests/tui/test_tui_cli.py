@@ -60,10 +60,38 @@ def test_dash_server_defaults_to_qm_server(monkeypatch: pytest.MonkeyPatch) -> N
     assert connect("given:8").address == "given:8"
 
 
-def test_dash_rejects_a_bad_interval(runs: list[tuple[Any, ...]], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["dash", "--interval", "0.01"]) == 2
-    assert "--interval must be from 0.1 to 60 seconds" in capsys.readouterr().err
-    assert runs == []
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Runs ``qm ARGV``, which argparse must refuse (exit status 2); returns the error line."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_dash_rejects_a_bad_interval(
+    runs: list[tuple[Any, ...]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert refused(["dash", "--interval", "0.01"], capsys) == (
+        "qm dash: error: argument --interval: must be from 0.1 to 60 seconds, got '0.01'"
+    )
+    # A bad value from the environment names the variable, not only the flag nobody gave.
+    monkeypatch.setenv("QM_DASH_INTERVAL", "100")
+    assert refused(["dash"], capsys) == (
+        "qm dash: error: argument --interval: from QM_DASH_INTERVAL: must be from 0.1 to 60 seconds, got "
+        "'100' (change or unset QM_DASH_INTERVAL)"
+    )
+    monkeypatch.setenv("QM_DASH_INTERVAL", "1s")
+    assert "from QM_DASH_INTERVAL: must be from 0.1 to 60 seconds, got '1s'" in refused(["dash"], capsys)
+    # A flag given on the command line stands, and is the one named when it is the bad value.
+    assert "from QM_DASH_INTERVAL" not in refused(["dash", "--interval", "nan"], capsys)
+    monkeypatch.setenv("QM_DASH_INTERVAL", "0.5")
+    assert main(["dash", "--interval", "2"]) == 0 and main(["dash"]) == 0
+    assert [interval for _, _, interval in runs] == [2.0, 0.5]
+    monkeypatch.setenv("QM_WORKER_GRACE", "soon")
+    assert refused(["worker", "m"], capsys) == (
+        "qm worker: error: argument --grace: from QM_WORKER_GRACE: invalid float value: 'soon' (change or "
+        "unset QM_WORKER_GRACE)"
+    )
 
 
 def test_dash_without_the_package_says_how_to_install_it(

@@ -167,6 +167,8 @@ func (s *settings) dialOptions() ([]grpc.DialOption, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 	}
+	// A refused TLS handshake says which setting to change (errors.go), as the Python client's does.
+	opts = append(opts, tlsHintInterceptors(s.tls != nil)...)
 	token := ""
 	if s.token != nil {
 		token = *s.token

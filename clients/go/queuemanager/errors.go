@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -82,6 +83,85 @@ func (e *Error) Is(target error) bool {
 // GRPCStatus lets status.FromError and status.Code read the status back.
 func (e *Error) GRPCStatus() *status.Status {
 	return status.New(e.Code, e.Message)
+}
+
+// grpc-go's words for a connection whose TLS handshake failed name crypto/tls's reason, not the setting to
+// change; each is followed by what the caller can do about it, as the Python client's errors.py says it. A
+// connection the server closed at once reads differently by whether the client dialled with TLS: without,
+// the server may want TLS; with, it may want a client certificate (it closes the connection on TLS 1.3
+// after the client's side of the handshake is done, so the client sees only the close).
+var tlsHints = []struct{ words, hint string }{
+	{
+		"first record does not look like a TLS handshake",
+		"the server does not use TLS on this port: connect without TLS (unset QM_TLS_CA and QM_TLS)",
+	},
+	{
+		"certificate signed by unknown authority",
+		"the server's certificate is not signed by the CA bundle given (QM_TLS_CA, or WithTLSFiles' ca)",
+	},
+	{
+		"certificate is valid for",
+		"the server's certificate does not name the host dialled: dial a name it holds, or set " +
+			"QM_TLS_SERVER_NAME (tls.Config.ServerName with WithTLS)",
+	},
+}
+
+// closedWords are grpc-go's words for a connection the server closed before it answered (after a TLS alert,
+// such as "certificate required", when the client read it first).
+var closedWords = []string{
+	"error reading server preface", "write: broken pipe", "connection reset by peer", "remote error: tls: ",
+}
+
+const (
+	closedPlainHint = "if the server uses TLS, give the CA bundle that signed its certificate (QM_TLS_CA, or " +
+		"WithTLSFiles); if it requires mutual TLS, also a client certificate its CA signed (QM_TLS_CERT and " +
+		"QM_TLS_KEY)"
+	closedTLSHint = "if the server requires mutual TLS, give a client certificate its CA signed (QM_TLS_CERT " +
+		"and QM_TLS_KEY, or WithTLSFiles)"
+)
+
+// withTLSHint adds to an UNAVAILABLE status error the hint its message calls for, for a client that dialled
+// with TLS (withTLS) or without; any other error is returned as it is.
+func withTLSHint(err error, withTLS bool) error {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return err
+	}
+	message := s.Message()
+	for _, h := range tlsHints {
+		if strings.Contains(message, h.words) {
+			return status.Error(codes.Unavailable, message+"; "+h.hint)
+		}
+	}
+	for _, words := range closedWords {
+		if !strings.Contains(message, words) {
+			continue
+		}
+		if withTLS {
+			return status.Error(codes.Unavailable, message+"; "+closedTLSHint)
+		}
+		return status.Error(codes.Unavailable, message+"; "+closedPlainHint)
+	}
+	return err
+}
+
+// tlsHintInterceptors add the hints to the errors of every call of a client (withTLS: it dials with TLS).
+// A stream's failed handshake shows when the stream is opened, as a unary call's does.
+func tlsHintInterceptors(withTLS bool) []grpc.DialOption {
+	unary := func(
+		ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker,
+		opts ...grpc.CallOption,
+	) error {
+		return withTLSHint(invoker(ctx, method, req, reply, cc, opts...), withTLS)
+	}
+	stream := func(
+		ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer,
+		opts ...grpc.CallOption,
+	) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		return s, withTLSHint(err, withTLS)
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)}
 }
 
 // fromRPC is the one place where a gRPC call's error becomes an *Error (nil stays nil; an error that is

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/queue-manager/queue-manager/clients/go/gen/queue_manager/v1"
 )
 
@@ -117,11 +119,42 @@ type GroupInfo struct {
 	// time for a pause until ResumeGroup, and when not paused.
 	PausedUntil time.Time
 	// MaintenanceUntil is, while one of its own maintenance windows (SetGroupLimits) holds the group (Paused
-	// is then true), when the window ends; the zero time outside its windows. The windows themselves are not
-	// read back: a slice would make GroupInfo incomparable, which callers may rely on.
+	// is then true), when the window ends; the zero time outside its windows. The windows themselves are
+	// read with the MaintenanceWindows method.
 	MaintenanceUntil time.Time
 	// NextMaintenanceTime is when its next window starts; the zero time without windows.
 	NextMaintenanceTime time.Time
+	// windows holds the group's own maintenance windows as the wire encodes them (deterministic protobuf
+	// bytes of a GroupLimits holding only them; "" without windows). A string, not a slice, so that
+	// GroupInfo stays comparable with ==, which callers may rely on, and two reads of the same windows
+	// compare equal.
+	windows string
+}
+
+// MaintenanceWindows returns the group's own maintenance windows (SetGroupLimits), in the order they were
+// set; nil when it has none. Each call returns a new slice: changing it changes nothing else. A group
+// without limits of its own has none (QueueConfig.GroupLimits takes no windows).
+func (g *GroupInfo) MaintenanceWindows() []MaintenanceWindow {
+	if g == nil || g.windows == "" {
+		return nil
+	}
+	var limits pb.GroupLimits
+	if err := proto.Unmarshal([]byte(g.windows), &limits); err != nil {
+		return nil // not reached: groupFromProto wrote these bytes from a message it had
+	}
+	return maintenanceWindowsFromProto(limits.GetMaintenanceWindows())
+}
+
+// windowsKey encodes a group's windows for GroupInfo.windows.
+func windowsKey(windows []*pb.MaintenanceWindow) string {
+	if len(windows) == 0 {
+		return ""
+	}
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(&pb.GroupLimits{MaintenanceWindows: windows})
+	if err != nil {
+		return "" // not reached: windows the server sent marshal again
+	}
+	return string(raw)
 }
 
 func groupFromProto(p *pb.GroupInfo) *GroupInfo {
@@ -138,6 +171,7 @@ func groupFromProto(p *pb.GroupInfo) *GroupInfo {
 		PausedUntil:         timeOf(p.GetPausedUntil()),
 		MaintenanceUntil:    timeOf(p.GetMaintenanceUntil()),
 		NextMaintenanceTime: timeOf(p.GetNextMaintenanceTime()),
+		windows:             windowsKey(p.GetLimits().GetMaintenanceWindows()),
 	}
 }
 

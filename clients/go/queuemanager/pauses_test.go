@@ -3,6 +3,7 @@ package queuemanager_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,45 @@ func TestGroupMaintenanceWindowHoldsTheGroupAndShowsInListGroups(t *testing.T) {
 	_, err = c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{}, qm.MaintenanceWindow{Cron: "0 2 * * *"})
 	if err == nil || !strings.Contains(err.Error(), "windows[0].Duration must be more than 0") {
 		t.Fatalf("zero duration: got %v", err)
+	}
+}
+
+func TestGroupInfoListsItsMaintenanceWindowsAndStaysComparable(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := testContext(t)
+	queue := newQueue(t, c, nil)
+	// Windows that hold no group now: the first of a month at 01:30 UTC and Sundays at 03:00 in Paris.
+	windows := []qm.MaintenanceWindow{
+		{Cron: "30 1 1 * *", Duration: 90 * time.Minute},
+		{Cron: "0 3 * * SUN", Duration: 2 * time.Hour, Timezone: "Europe/Paris"},
+	}
+	set, err := c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{Concurrency: 3}, windows...)
+	if err != nil || !slices.Equal(set.MaintenanceWindows(), windows) {
+		t.Fatalf("SetGroupLimits must read its windows back: %v %+v", err, set.MaintenanceWindows())
+	}
+	// The returned slice is the caller's own.
+	set.MaintenanceWindows()[0].Cron = "changed"
+	if set.MaintenanceWindows()[0].Cron != windows[0].Cron {
+		t.Fatalf("changing the returned windows changed the group: %+v", set.MaintenanceWindows())
+	}
+	page, err := c.ListGroups(ctx, queue, 0, "")
+	if err != nil || len(page.Groups) != 1 || !slices.Equal(page.Groups[0].MaintenanceWindows(), windows) {
+		t.Fatalf("ListGroups must show the group's windows: %v %+v", err, page)
+	}
+	// Two reads of the same group compare equal with ==, windows and all (a slice field would not compile).
+	if *page.Groups[0] != *set {
+		t.Fatalf("two reads of an unchanged group differ: %+v != %+v", page.Groups[0], set)
+	}
+	one, err := c.SetGroupLimits(ctx, queue, "acme", qm.GroupLimits{Concurrency: 3}, windows[1])
+	if err != nil || !slices.Equal(one.MaintenanceWindows(), windows[1:]) || *one == *set {
+		t.Fatalf("SetGroupLimits with one window: %v %+v", err, one.MaintenanceWindows())
+	}
+	cleared, err := c.ClearGroupLimits(ctx, queue, "acme")
+	if err != nil || cleared.MaintenanceWindows() != nil {
+		t.Fatalf("ClearGroupLimits must leave no windows: %v %+v", err, cleared.MaintenanceWindows())
+	}
+	if (*qm.GroupInfo)(nil).MaintenanceWindows() != nil || (&qm.GroupInfo{}).MaintenanceWindows() != nil {
+		t.Fatal("a nil or zero GroupInfo has no windows")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +57,39 @@ func TestMutualTLS(t *testing.T) {
 		string(done.Result) != `"over mTLS: secure"` {
 		t.Fatalf("the job must run over mutual TLS: %+v", done)
 	}
+}
+
+func TestRefusedTLSHandshakesSayWhatToChange(t *testing.T) {
+	address, plaintext := os.Getenv(tlsAddressEnv), os.Getenv(addressEnv)
+	if address == "" || plaintext == "" {
+		t.Skipf("%s is not set: tests/test_client_go.py runs this test with a mutual-TLS server", tlsAddressEnv)
+	}
+	pki := func(name string) string { return os.Getenv("QM_TEST_TLS_" + name) }
+	// grpc-go's own words name crypto/tls's reason ("error reading server preface: EOF", "x509: certificate
+	// signed by unknown authority"), not the setting to change: each refusal now says which one.
+	refusal := func(what, address, says string, opts ...qm.Option) {
+		t.Helper()
+		c := dial(t, address, opts...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.ListQueues(ctx)
+		if !errors.Is(err, qm.ErrUnavailable) || !strings.Contains(err.Error(), says) {
+			t.Fatalf("%s: want ErrUnavailable saying %q, got %v", what, says, err)
+		}
+	}
+	refusal("plaintext to a TLS port", address, "give the CA bundle that signed its certificate (QM_TLS_CA")
+	refusal("a server certificate of another CA", address, "not signed by the CA bundle given (QM_TLS_CA",
+		qm.WithTLSFiles(pki("OTHER_CA"), pki("CERT"), pki("KEY")))
+	named, err := qm.TLSConfigFromFiles(pki("CA"), pki("CERT"), pki("KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named.ServerName = "elsewhere.example"
+	refusal("a name the certificate does not hold", address, "or set QM_TLS_SERVER_NAME", qm.WithTLS(named))
+	for _, client := range [][2]string{{"", ""}, {pki("ROGUE_CERT"), pki("ROGUE_KEY")}} {
+		refusal("mutual TLS without a client certificate of its CA", address,
+			"give a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY", qm.WithTLSFiles(pki("CA"), client[0], client[1]))
+	}
+	refusal("TLS to a plaintext port", plaintext, "the server does not use TLS on this port",
+		qm.WithTLSFiles(pki("CA"), "", ""))
 }

@@ -151,7 +151,8 @@ class FlowCalls(ClientBase):
                 "one" (one run for all of them) or "all" (each one, oldest first, at most 1,000).
 
         Returns:
-            The schedule as stored, with its next run time.
+            The schedule as stored, with its next run time; its ``created`` says whether this call created
+            it (True) or replaced the queue's schedule of that id (False).
         """
         request = upsert_schedule_request(
             queue_name,
@@ -170,7 +171,9 @@ class FlowCalls(ClientBase):
         response: schedules_pb2.UpsertScheduleResponse = await self._unary(
             self._queue_stub().UpsertSchedule, request
         )
-        return schedule_from_proto(response.schedule)
+        schedule = schedule_from_proto(response.schedule)
+        schedule.created = response.created
+        return schedule
 
     async def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Returns one schedule; raises `NotFoundError` when it does not exist."""

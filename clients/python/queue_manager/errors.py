@@ -128,7 +128,8 @@ class RateLimitedError(Exception):
     that long, for every worker on every server.
 
     Args:
-        retry_after: Seconds (int or float) or a `timedelta`, at least 0.
+        retry_after: Seconds (int or float) or a `timedelta`, 0 to 10 years (the server cuts a hold to one
+            day).
         message: Text for logs; default "rate limited: retry after <n>s".
 
     Attributes:
@@ -142,8 +143,13 @@ class RateLimitedError(Exception):
             seconds = float(retry_after)
         else:
             raise TypeError(f"retry_after must be seconds or a timedelta, not {type(retry_after).__name__}")
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"retry_after must be at least 0 seconds, got {retry_after!r}")
+        # Bounded as DelayedError's delay is: a longer (or infinite) wait cannot travel as a Duration, and
+        # said only "at least 0" about a value that was.
+        if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_DELAY_S:
+            raise ValueError(
+                "retry_after must be from 0 to 10 years in seconds, or a timedelta within that (the server "
+                f"holds the queue off for at most one day), got {retry_after!r}"
+            )
         self.retry_after = timedelta(seconds=seconds)
         super().__init__(message or f"rate limited: retry after {seconds:g}s")
 

@@ -128,7 +128,8 @@ class EventTriggerCalls(ClientBase):
         return trigger_from_proto(answer.trigger)
 
     async def list_event_triggers(self, queue_name: str | None = None) -> list[EventTrigger]:
-        """The event triggers (of one queue, or all), by id."""
+        """The event triggers (of one queue, or all), by id; `NotFoundError` for a queue that is not
+        registered and that no trigger names (a deleted queue's triggers stay listed)."""
         request = _pb.ListEventTriggersRequest(queue_name=queue_name or "")
         answer: _pb.ListEventTriggersResponse = await self._unary(
             self._queue_stub().ListEventTriggers, request

@@ -83,6 +83,9 @@ class Schedule:
         last_job_id: Id of the last run's job.
         created_at: When the schedule was created.
         updated_at: When it was last replaced.
+        created: On the schedule `QueueManager.add_schedule` returns: True when the call created it, False
+            when it replaced the queue's schedule of that id (the RPC's ``created``, as Go's second result
+            and Java's ``Schedule.created()`` give it). None on schedules read any other way. Not compared.
     """
 
     id: str
@@ -103,6 +106,7 @@ class Schedule:
     last_job_id: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    created: bool | None = field(default=None, compare=False)
 
 
 def validate_schedule_id(schedule_id: str) -> str:

@@ -568,7 +568,8 @@ class SyncQueueManager:
         return trigger_from_proto(response.trigger)
 
     def list_event_triggers(self, queue_name: str | None = None) -> list[EventTrigger]:
-        """The event triggers (of one queue, or all), by id."""
+        """The event triggers (of one queue, or all), by id; `NotFoundError` for a queue that is not
+        registered and that no trigger names (a deleted queue's triggers stay listed)."""
         request = external_events_pb2.ListEventTriggersRequest(queue_name=queue_name or "")
         response: external_events_pb2.ListEventTriggersResponse = self._call(
             self._queues.ListEventTriggers, request
@@ -668,7 +669,9 @@ class SyncQueueManager:
             catch_up=catch_up,
         )
         response: schedules_pb2.UpsertScheduleResponse = self._call(self._queues.UpsertSchedule, request)
-        return schedule_from_proto(response.schedule)
+        schedule = schedule_from_proto(response.schedule)
+        schedule.created = response.created
+        return schedule
 
     def get_schedule(self, queue_name: str, schedule_id: str) -> Schedule:
         """Returns one schedule; raises `NotFoundError` when it does not exist."""

@@ -104,10 +104,51 @@ export function errorFromRpc(err: unknown): QueueManagerError {
   const connect = ConnectError.from(err);
   const transportCodes = [Code.Internal, Code.Canceled, Code.Unknown];
   if (transportCodes.includes(connect.code) && isConnectionLoss(connect)) {
-    const why = `the connection to the server failed or broke (${connect.rawMessage})`;
-    return errorFromStatus(Code.Unavailable, `${why}; check the address and TLS settings, or retry`);
+    const why = `the connection to the server failed or broke (${connect.rawMessage.trim()})`;
+    return errorFromStatus(Code.Unavailable, `${why}; ${tlsHint(connect) ?? "check the address and TLS settings, or retry"}`);
   }
   return errorFromStatus(connect.code, connect.rawMessage);
+}
+
+/**
+ * Node's words for a connection refused in its TLS handshake name OpenSSL's reason, not the setting to
+ * change: by the error code on the cause, what the caller can do about it, as the Python client's errors.py
+ * says it. A stream closed with CANCEL and no cause is what both a plaintext client at a TLS port and a
+ * client without the certificate a mutual-TLS server asks for see.
+ */
+const TLS_HINTS: [RegExp, string][] = [
+  [/^ERR_SSL_WRONG_VERSION_NUMBER$/, "the server does not use TLS on this port: connect without TLS (unset QM_TLS_CA and QM_TLS)"],
+  [
+    /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_SIGNATURE_FAILURE)$/,
+    "the server's certificate is not signed by the CA bundle given (QM_TLS_CA, tls.ca)",
+  ],
+  [
+    /^ERR_TLS_CERT_ALTNAME_INVALID$/,
+    "the server's certificate does not name the host dialled: dial a name it holds, or set QM_TLS_SERVER_NAME (tls.serverName)",
+  ],
+  [
+    /ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA)$/,
+    "the server requires mutual TLS: give a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY, tls.cert and tls.key)",
+  ],
+];
+
+const CLOSED_HINT =
+  "if the server uses TLS, give the CA bundle that signed its certificate (QM_TLS_CA, tls.ca); if it requires " +
+  "mutual TLS, also a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY, tls.cert and tls.key)";
+
+/** What to change for a connection refused in its TLS handshake; undefined for any other failure. */
+function tlsHint(err: ConnectError): string | undefined {
+  let causes = 0;
+  for (let cause: unknown = err.cause, depth = 0; cause instanceof Error && depth < 5; depth++) {
+    causes++;
+    const code = (cause as { code?: unknown }).code;
+    const hint = typeof code === "string" ? TLS_HINTS.find(([pattern]) => pattern.test(code)) : undefined;
+    if (hint) {
+      return hint[1];
+    }
+    cause = cause.cause;
+  }
+  return causes === 0 && /stream closed with error code CANCEL/.test(err.rawMessage) ? CLOSED_HINT : undefined;
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { it } from "node:test";
-import { QueueManager, QueueManagerError } from "../src/index.js";
+import { QueueManager, QueueManagerError, type TlsOptions } from "../src/index.js";
 import { address, queueName, worker } from "./helpers.js";
 
 function path(name: string): string {
@@ -22,6 +22,30 @@ it("refuses plaintext, a wrong CA and a missing client certificate as UNAVAILABL
     await qm.shutdown();
     assert.ok(err instanceof QueueManagerError, String(err));
     assert.equal(err.codeName, "UNAVAILABLE", `${JSON.stringify(tls)}: ${err.toString()}`);
+  }
+});
+
+it("says which setting to change when the TLS handshake is refused", async () => {
+  // Node's own words name OpenSSL's reason ("unable to verify the first certificate", a stream closed with
+  // CANCEL), not the setting: each refusal now says which one, as the Python client's do.
+  const closed = "if the server uses TLS, give the CA bundle that signed its certificate (QM_TLS_CA, tls.ca); if it requires mutual TLS, also a client certificate its CA signed (QM_TLS_CERT and QM_TLS_KEY";
+  const plaintext = process.env.QM_TEST_PLAIN_ADDRESS;
+  assert.ok(plaintext, "QM_TEST_PLAIN_ADDRESS is not set");
+  const cases: [string, string, TlsOptions | false, string][] = [
+    ["plaintext", address(), false, closed],
+    ["another CA", address(), { ...mutual(), ca: path("other_ca") }, "not signed by the CA bundle given (QM_TLS_CA, tls.ca)"],
+    ["another name", address(), { ...mutual(), serverName: "elsewhere.example" }, "or set QM_TLS_SERVER_NAME (tls.serverName)"],
+    ["no client certificate", address(), { ca: path("ca") }, closed],
+    ["a client certificate of another CA", address(), { ca: path("ca"), cert: path("rogue_cert"), key: path("rogue_key") }, closed],
+    ["TLS to a plaintext port", plaintext, { ca: path("ca") }, "the server does not use TLS on this port: connect without TLS"],
+  ];
+  for (const [what, at, tls, says] of cases) {
+    const qm = new QueueManager({ address: at, token: null, tls, timeoutMs: 5_000 });
+    const err = await qm.listQueues().catch((e: unknown) => e);
+    await qm.shutdown();
+    assert.ok(err instanceof QueueManagerError, String(err));
+    assert.equal(err.codeName, "UNAVAILABLE", `${what}: ${err.toString()}`);
+    assert.ok(err.message.includes(says), `${what}: ${err.message}`);
   }
 });
 

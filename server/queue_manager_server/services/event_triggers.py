@@ -46,9 +46,12 @@ class EventTriggerHandlers:
     ) -> pb.ListEventTriggersResponse:
         queue = validate.queue_name(request.queue_name) if request.queue_name else None
         _, triggers = await self.event_triggers.current(fresh=True)
-        return pb.ListEventTriggersResponse(
-            triggers=[t for t in triggers if queue is None or t.queue_name == queue]
-        )
+        selected = [t for t in triggers if queue is None or t.queue_name == queue]
+        if queue is not None and not selected:
+            # An unknown queue is NOT_FOUND, as ListSchedules answers, not an empty list that reads as "no
+            # triggers yet". The triggers of a queue deleted since stay listed: they outlive it.
+            await self.engine.require_queues([queue])
+        return pb.ListEventTriggersResponse(triggers=selected)
 
     @unary
     async def DeleteEventTrigger(

@@ -6,6 +6,7 @@ import argparse
 import base64
 import dataclasses
 import enum
+import functools
 import json
 import os
 import re
@@ -53,9 +54,38 @@ def option(
         parser.add_argument(*flags, required=required, help=help, **kw)
         return
     if env in os.environ:
-        kw["default"] = os.environ[env]  # argparse applies `type` to string defaults
+        kw["default"] = _FromEnv(os.environ[env])  # argparse applies `type` to string defaults
+        if "type" in kw:
+            kw["type"] = _naming_env(kw["type"], env)
         required = False
     parser.add_argument(*flags, required=required, help=f"{help} [env {env}]", **kw)
+
+
+class _FromEnv(str):
+    """An option's default read from its environment variable, told apart from a value on the command line
+    so that a refusal of it names the variable the person has to change."""
+
+    __slots__ = ()
+
+
+def _naming_env(parse: Callable[[str], Any], env: str) -> Callable[[str], Any]:
+    """Wraps an argparse ``type`` so that refusing the environment's value names `env`: argparse's own
+    message (``argument --interval: invalid float value: 'abc'``) named only the flag, which was not given.
+    """
+
+    @functools.wraps(parse)  # argparse's "invalid <type> value" message takes the name of the type
+    def parse_value(text: str) -> Any:
+        try:
+            return parse(text)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            if not isinstance(text, _FromEnv):
+                raise
+            why = str(exc)
+            if not isinstance(exc, argparse.ArgumentTypeError):
+                why = f"invalid {getattr(parse, '__name__', repr(parse))} value: {str(text)!r}"
+            raise argparse.ArgumentTypeError(f"from {env}: {why} (change or unset {env})") from None
+
+    return parse_value
 
 
 def bounded_int(

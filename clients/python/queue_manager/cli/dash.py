@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from queue_manager.cli.common import UsageError, option
+from queue_manager.cli.common import option
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 # The server accepts snapshot intervals from 100 ms to 60 s (WatchMetricsRequest.interval).
@@ -42,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     option(
         dash,
         "--interval",
-        type=float,
+        type=_interval,
         default=1.0,
         help="seconds between metrics snapshots (0.1 to 60)",
         env="QM_DASH_INTERVAL",
@@ -50,9 +50,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     dash.set_defaults(command="dash", handler=_cmd_dash)
 
 
+def _interval(text: str) -> float:
+    """An argparse ``type``: seconds between snapshots, in the server's range. Checked while parsing, so that
+    a bad QM_DASH_INTERVAL is refused naming the variable (common.option), not the flag nobody gave."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not _MIN_INTERVAL <= seconds <= _MAX_INTERVAL:  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"must be from {_MIN_INTERVAL:g} to {_MAX_INTERVAL:g} seconds, got {str(text)!r}"
+        )
+    return seconds
+
+
 def _cmd_dash(args: argparse.Namespace) -> int:
-    if not _MIN_INTERVAL <= args.interval <= _MAX_INTERVAL:
-        raise UsageError(f"--interval must be from {_MIN_INTERVAL:g} to {_MAX_INTERVAL:g} seconds")
     try:
         tui = importlib.import_module("queue_manager_tui")
     except ImportError as exc:

@@ -33,9 +33,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("queue")
     add.add_argument("schedule_id", metavar="ID")
     add.add_argument("job_name", metavar="JOB_NAME", help="name of each run's job")
-    option(add, "--cron", help="cron expression: 5 fields, or 6 with seconds first (exclusive with --every)")
-    option(
-        add,
+    # Both flags at once are refused by argparse, neither by _add: each is a usage error (exit status 2)
+    # naming the flags, where the Python API's ValueError came back as a failed call (exit status 1).
+    when = add.add_mutually_exclusive_group()
+    when.add_argument(
+        "--cron", help="cron expression: 5 fields, or 6 with seconds first (exclusive with --every)"
+    )
+    when.add_argument(
         "--every",
         type=milliseconds(1000),
         help="interval, at least 1s (30s, 5m, 1h; bare number: ms; exclusive with --cron)",
@@ -79,6 +83,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _add(args: argparse.Namespace) -> int:
+    if args.cron is None and args.every is None:
+        raise UsageError(
+            "schedules add needs --cron EXPR (such as '0 3 * * *') or --every DURATION (such as 5m): "
+            "give one of the two"
+        )
     options = job_options(args, ("priority", "attempts", "timeout"))
     with client(args) as qm:
         schedule = qm.add_schedule(

@@ -89,6 +89,8 @@ public final class QueueManager implements AutoCloseable {
     if (codecs != null) {
       channelBuilder.intercept(new CodecInterceptor(codecs));
     }
+    // A refused TLS handshake says which setting to change, as the other clients' do.
+    channelBuilder.intercept(new Errors.TlsHints(b.tls));
     channel = channelBuilder.build();
     deadline = b.deadline;
     queues = QueueServiceGrpc.newBlockingStub(channel);

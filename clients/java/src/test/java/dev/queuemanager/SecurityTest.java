@@ -45,4 +45,26 @@ class SecurityTest {
       assertThrows(UnavailableException.class, () -> plain.registerQueue(queue));
     }
   }
+
+  @Test
+  void refusedTlsHandshakesSayWhatToChange() {
+    // grpc-java's own words ("io exception", "Network closed for unknown reason") name no setting: each
+    // refusal now says which one to change, as the other clients' do.
+    String address = TestServers.env("QM_TEST_TLS_ADDRESS");
+    File ca = new File(TestServers.env("QM_TEST_TLS_CA"));
+    File cert = new File(TestServers.env("QM_TEST_TLS_CERT"));
+    File key = new File(TestServers.env("QM_TEST_TLS_KEY"));
+    File otherCa = new File(TestServers.env("QM_TEST_TLS_OTHER_CA"));
+    assertRefusal(QueueManager.builder(address), Errors.CLOSED_PLAIN_HINT);
+    assertRefusal(QueueManager.builder(address).tls(otherCa, cert, key), Errors.CA_HINT);
+    assertRefusal(QueueManager.builder(address).tls(ca), Errors.CLOSED_TLS_HINT);
+    assertRefusal(QueueManager.builder(TestServers.env("QM_TEST_ADDRESS")).tls(ca), Errors.NO_TLS_HINT);
+  }
+
+  private static void assertRefusal(QueueManager.Builder builder, String hint) {
+    try (QueueManager qm = builder.token("").build()) {
+      UnavailableException e = assertThrows(UnavailableException.class, qm::listQueues);
+      assertTrue(e.getMessage().endsWith("; " + hint), e.getMessage());
+    }
+  }
 }
