@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from queue_manager import Job, JobState, QueueMetrics, Schedule, WorkerInfo, WorkerState
+from queue_manager.requests import CLEANABLE_STATES
 from queue_manager_tui.data import DataSource
 from queue_manager_tui.format import fmt_count, fmt_duration, safe
 from queue_manager_tui.search import BulkAction, Count, Search, act_on_matches
@@ -38,15 +39,6 @@ __all__ = [
     "stop_worker_plan",
 ]
 
-CLEANABLE_STATES = (
-    JobState.COMPLETED,
-    JobState.FAILED,
-    JobState.CANCELLED,
-    JobState.WAITING,
-    JobState.PAUSED,
-    JobState.DELAYED,
-)
-"""States `clean_queue` accepts (never active: running jobs are not pulled from their workers)."""
 
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 _GRACE_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -169,6 +169,18 @@ def register_queue_request(
     return queue_service_pb2.RegisterQueueRequest(name=validate_queue_name(name), config=config)
 
 
+CLEANABLE_STATES = (
+    JobState.COMPLETED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.WAITING,
+    JobState.PAUSED,
+    JobState.DELAYED,
+)
+"""States `clean_queue` accepts (never active: running jobs are not pulled from their workers); the CLI and
+the dashboard offer these."""
+
+
 def clean_queue_request(
     name: str, grace: DurationLike, state: JobState | str, limit: int = 0
 ) -> queue_service_pb2.CleanQueueRequest:

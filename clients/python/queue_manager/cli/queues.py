@@ -29,8 +29,9 @@ from queue_manager.cli.common import (
 )
 from queue_manager.cli.metrics import add_metrics_parser
 from queue_manager.convert import queue_from_proto
-from queue_manager.enums import JobPriority, JobState
+from queue_manager.enums import JobPriority
 from queue_manager.options import parse_priority, validate_queue_name
+from queue_manager.requests import CLEANABLE_STATES
 from queue_manager.v1 import queue_service_pb2, queue_service_pb2_grpc, types_pb2
 
 _QUEUE_COLUMNS = (
@@ -101,12 +102,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="only jobs older than this (1h, 30m, 90s; bare number: ms)",
     )
     cleanable = job_state(
-        JobState.COMPLETED,
-        JobState.FAILED,
-        JobState.CANCELLED,
-        JobState.WAITING,
-        JobState.PAUSED,
-        JobState.DELAYED,
+        *CLEANABLE_STATES,
         note="active jobs cannot be cleaned: cancel them first (qm jobs cancel-all QUEUE --state active)",
     )
     option(
