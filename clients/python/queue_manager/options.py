@@ -57,6 +57,8 @@ _UINT32_MAX = 2**32 - 1
 MAX_ERROR_HISTORY = 100
 MAX_RATE_BURST = 1_000_000
 _UINT64_MAX = 2**64 - 1
+# The server's largest size limit (QueueConfig.max_size, GroupLimits.max_size), as its validate module has it.
+MAX_SIZE_LIMIT = 1 << 48
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _JOB_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")
 _BACKOFF_TYPES = {"fixed": types_pb2.BACKOFF_TYPE_FIXED, "exponential": types_pb2.BACKOFF_TYPE_EXPONENTIAL}
@@ -590,7 +592,12 @@ def size_limit(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if not 0 <= value <= _UINT64_MAX:
-        raise ValueError(f"{what} must be between 0 (no limit) and {_UINT64_MAX}, got {value}")
+        # The message gives the server's limit, not the field's: a value between the two is refused
+        # there, and a person told "up to 2**64" would try one.
+        raise ValueError(
+            f"{what} must be between 0 (no limit) and {MAX_SIZE_LIMIT:,} (2**48, the server's maximum), "
+            f"got {value}"
+        )
     return value
 
 
