@@ -328,6 +328,27 @@ async def test_errors_are_typed(qm: QueueManager) -> None:
             client.get_queue(42)  # type: ignore[arg-type]
 
 
+async def test_wrong_types_name_the_argument_before_the_call(qm: QueueManager) -> None:
+    # Each of these got protobuf's "bad argument type for built-in operation" (or a message naming a
+    # field of the request, not the argument); both clients now name the argument before any call.
+    cases: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
+        (r"^page_token must be a str, not int 5$", "list_jobs", ("q", "waiting", 10, 5), {}),
+        (r"^queue must be a str, not int$", "list_workers", (5,), {}),
+        (r"^queue name must be a str, not int$", "get_queue_metrics", (5,), {}),
+        (r"^include_history must be True or False, not str 'yes'$", "get_queue_metrics", ("q", "yes"), {}),
+        (r"^reason must be a str, not int 5$", "cancel_job", ("q", "j"), {"reason": 5}),
+        (r"^include_delayed must be True or False, not str 'yes'$", "drain_queue", ("q", "yes"), {}),
+        (r"^force must be True or False, not str 'yes'$", "obliterate_queue", ("q", "yes"), {}),
+        (r"^queue name must be a str, not int$", "drain_queue", (5,), {}),
+    ]
+    with SyncQueueManager(qm.address) as client:  # refused before any call: no thread needed
+        for message, method, args, kwargs in cases:
+            with pytest.raises(TypeError, match=message):
+                await getattr(qm, method)(*args, **kwargs)
+            with pytest.raises(TypeError, match=message):
+                getattr(client, method)(*args, **kwargs)
+
+
 async def test_worker_for_unknown_queue_backs_off_and_shuts_down(qm: QueueManager) -> None:
     qm.register_processor("not-registered", lambda job: None)
     worker = await qm.start_workers()

@@ -36,7 +36,7 @@ from queue_manager.job_control import (
     wait_for_job_request,
 )
 from queue_manager.options import DurationLike
-from queue_manager.requests import list_jobs_request
+from queue_manager.requests import cancel_job_request, list_jobs_request
 from queue_manager.search import (
     BulkResult,
     JobCount,
@@ -178,8 +178,7 @@ class JobCalls(ClientBase):
             NotFoundError: No such queue or job.
             FailedPreconditionError: The job finished already (completed, failed or cancelled).
         """
-        queue_name, job_id = job_key(queue_name, job_id)
-        request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
+        request = cancel_job_request(queue_name, job_id, reason)
         response: jobs_pb2.CancelJobResponse = await self._unary(self._queue_stub().CancelJob, request)
         return job_from_proto(response.job)
 

@@ -36,7 +36,15 @@ from queue_manager.metrics import (
 )
 from queue_manager.options import DurationLike, JobOptionsLike, RateLimit, validate_queue_name
 from queue_manager.pauses import pause_queue_request
-from queue_manager.requests import RetentionLike, clean_queue_request, register_queue_request
+from queue_manager.requests import (
+    RetentionLike,
+    clean_queue_request,
+    drain_queue_request,
+    list_workers_request,
+    obliterate_queue_request,
+    queue_metrics_request,
+    register_queue_request,
+)
 from queue_manager.v1 import metrics_pb2, queue_service_pb2
 
 __all__ = ["QueueCalls"]
@@ -184,7 +192,7 @@ class QueueCalls(ClientBase):
 
     async def drain_queue(self, name: str, include_delayed: bool = False) -> int:
         """Removes all waiting jobs (and delayed ones if asked); returns how many."""
-        request = queue_service_pb2.DrainQueueRequest(name=name, include_delayed=include_delayed)
+        request = drain_queue_request(name, include_delayed)
         response: queue_service_pb2.DrainQueueResponse = await self._unary(
             self._queue_stub().DrainQueue, request
         )
@@ -192,7 +200,7 @@ class QueueCalls(ClientBase):
 
     async def obliterate_queue(self, name: str, force: bool = False) -> int:
         """Deletes a queue and all its jobs (``force`` even with active jobs); returns how many jobs."""
-        request = queue_service_pb2.ObliterateQueueRequest(name=name, force=force)
+        request = obliterate_queue_request(name, force)
         response: queue_service_pb2.ObliterateQueueResponse = await self._unary(
             self._queue_stub().ObliterateQueue, request
         )
@@ -322,7 +330,7 @@ class QueueCalls(ClientBase):
             name: The queue.
             include_history: Also return the last hour in one-minute buckets (``history``).
         """
-        request = queue_service_pb2.GetQueueMetricsRequest(name=name, include_history=include_history)
+        request = queue_metrics_request(name, include_history)
         response: queue_service_pb2.GetQueueMetricsResponse = await self._unary(
             self._queue_stub().GetQueueMetrics, request
         )
@@ -388,6 +396,6 @@ class QueueCalls(ClientBase):
 
     async def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""
-        request = metrics_pb2.ListWorkersRequest(queue_name=queue or "")
+        request = list_workers_request(queue)
         response: metrics_pb2.ListWorkersResponse = await self._unary(self._queue_stub().ListWorkers, request)
         return [worker_from_proto(w) for w in response.workers]

@@ -10,6 +10,7 @@ from queue_manager.bounds import PriorityBoundsLike, priority_bounds_to_proto
 from queue_manager.convert import encode_payload
 from queue_manager.enums import JobState
 from queue_manager.groups import GroupLimitsLike, group_limits_to_proto
+from queue_manager.job_control import job_key
 from queue_manager.maintenance import MaintenanceWindowLike, windows_to_proto
 from queue_manager.options import (
     DurationLike,
@@ -23,7 +24,7 @@ from queue_manager.options import (
     validate_job_name,
     validate_queue_name,
 )
-from queue_manager.v1 import jobs_pb2, queue_service_pb2
+from queue_manager.v1 import jobs_pb2, metrics_pb2, queue_service_pb2
 
 __all__ = [
     "BULK_CHUNK_BYTES",
@@ -33,8 +34,13 @@ __all__ = [
     "RetentionLike",
     "add_job_request",
     "bulk_requests",
+    "cancel_job_request",
     "clean_queue_request",
+    "drain_queue_request",
     "list_jobs_request",
+    "list_workers_request",
+    "obliterate_queue_request",
+    "queue_metrics_request",
     "register_queue_request",
 ]
 
@@ -195,6 +201,22 @@ def clean_queue_request(
     )
 
 
+def _text(value: str, what: str) -> str:
+    # Protobuf's own words for a str field given another type were "bad argument type for built-in
+    # operation", which names neither the argument nor the method.
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__} {value!r:.50}")
+    return value
+
+
+def _flag(value: bool, what: str) -> bool:
+    # A bool field given the str "yes" failed in protobuf without naming the argument; "no" would have
+    # been as truthy as "yes" had it been let through.
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, not {type(value).__name__} {value!r:.50}")
+    return value
+
+
 def list_jobs_request(
     queue_name: str, state: JobState | str, page_size: int, page_token: str
 ) -> jobs_pb2.ListJobsRequest:
@@ -205,8 +227,42 @@ def list_jobs_request(
         queue_name=validate_queue_name(queue_name),
         state=state_number(state),  # type: ignore[arg-type]
         page_size=page_size,
-        page_token=page_token,
+        page_token=_text(page_token, "page_token"),
     )
+
+
+def cancel_job_request(queue_name: str, job_id: str, reason: str) -> jobs_pb2.CancelJobRequest:
+    """Builds and validates a CancelJobRequest (the server checks the reason's length)."""
+    queue_name, job_id = job_key(queue_name, job_id)
+    return jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=_text(reason, "reason"))
+
+
+def drain_queue_request(name: str, include_delayed: bool) -> queue_service_pb2.DrainQueueRequest:
+    """Builds and validates a DrainQueueRequest."""
+    return queue_service_pb2.DrainQueueRequest(
+        name=validate_queue_name(name), include_delayed=_flag(include_delayed, "include_delayed")
+    )
+
+
+def obliterate_queue_request(name: str, force: bool) -> queue_service_pb2.ObliterateQueueRequest:
+    """Builds and validates an ObliterateQueueRequest."""
+    return queue_service_pb2.ObliterateQueueRequest(
+        name=validate_queue_name(name), force=_flag(force, "force")
+    )
+
+
+def queue_metrics_request(name: str, include_history: bool) -> queue_service_pb2.GetQueueMetricsRequest:
+    """Builds and validates a GetQueueMetricsRequest."""
+    return queue_service_pb2.GetQueueMetricsRequest(
+        name=validate_queue_name(name), include_history=_flag(include_history, "include_history")
+    )
+
+
+def list_workers_request(queue: str | None) -> metrics_pb2.ListWorkersRequest:
+    """Builds and validates a ListWorkersRequest: None (or "") lists the workers of every queue."""
+    if queue is None or queue == "":
+        return metrics_pb2.ListWorkersRequest()
+    return metrics_pb2.ListWorkersRequest(queue_name=validate_queue_name(queue, "queue"))
 
 
 def _fill_new_job(msg: jobs_pb2.NewJob, name: str, data: Any, options: JobOptionsLike | None) -> None:

@@ -81,8 +81,13 @@ from queue_manager.requests import (
     RetentionLike,
     add_job_request,
     bulk_requests,
+    cancel_job_request,
     clean_queue_request,
+    drain_queue_request,
     list_jobs_request,
+    list_workers_request,
+    obliterate_queue_request,
+    queue_metrics_request,
     register_queue_request,
     split_streams,
 )
@@ -305,8 +310,7 @@ class SyncQueueManager:
     def cancel_job(self, queue_name: str, job_id: str, reason: str = "") -> Job:
         """Cancels a job (at once unless active; an active job's worker is told to stop it); returns the job.
         See `QueueManager.cancel_job`."""
-        queue_name, job_id = job_key(queue_name, job_id)
-        request = jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
+        request = cancel_job_request(queue_name, job_id, reason)
         response: jobs_pb2.CancelJobResponse = self._call(self._queues.CancelJob, request)
         return job_from_proto(response.job)
 
@@ -382,13 +386,13 @@ class SyncQueueManager:
 
     def drain_queue(self, name: str, include_delayed: bool = False) -> int:
         """Removes all waiting jobs (and delayed ones if asked); returns how many."""
-        request = queue_service_pb2.DrainQueueRequest(name=name, include_delayed=include_delayed)
+        request = drain_queue_request(name, include_delayed)
         response: queue_service_pb2.DrainQueueResponse = self._call(self._queues.DrainQueue, request)
         return response.removed
 
     def obliterate_queue(self, name: str, force: bool = False) -> int:
         """Deletes a queue and all its jobs; returns how many jobs."""
-        request = queue_service_pb2.ObliterateQueueRequest(name=name, force=force)
+        request = obliterate_queue_request(name, force)
         response: queue_service_pb2.ObliterateQueueResponse = self._call(
             self._queues.ObliterateQueue, request
         )
@@ -446,7 +450,7 @@ class SyncQueueManager:
 
     def get_queue_metrics(self, name: str, include_history: bool = False) -> QueueMetrics:
         """Returns a queue's metrics; see `QueueManager.get_queue_metrics`."""
-        request = queue_service_pb2.GetQueueMetricsRequest(name=name, include_history=include_history)
+        request = queue_metrics_request(name, include_history)
         response: queue_service_pb2.GetQueueMetricsResponse = self._call(
             self._queues.GetQueueMetrics, request
         )
@@ -533,7 +537,7 @@ class SyncQueueManager:
 
     def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Returns the workers connected to any server (taking jobs of `queue`, if given), by id."""
-        request = metrics_pb2.ListWorkersRequest(queue_name=queue or "")
+        request = list_workers_request(queue)
         response: metrics_pb2.ListWorkersResponse = self._call(self._queues.ListWorkers, request)
         return [worker_from_proto(w) for w in response.workers]
 
