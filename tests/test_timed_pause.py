@@ -284,6 +284,23 @@ async def test_bad_pause_times_are_refused_with_a_clear_message(server: TestServ
         await qm.pause_queue("bad", resume_after=0)
 
 
+async def test_a_past_resume_at_says_to_resume_what_the_call_pauses(server: TestServer) -> None:
+    # PauseGroup answered "resume the queue now", which sent people to resume the whole queue.
+    await server.queue_manager().register_queue("past")
+    past = _at(await server.clock.now() - MINUTE)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = queue_service_pb2_grpc.QueueServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.PauseQueue(queue_service_pb2.PauseQueueRequest(name="past", resume_at=past))
+        assert (caught.value.details() or "").endswith("give a later time, or resume the queue now")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.PauseGroup(
+                queue_service_pb2.PauseGroupRequest(queue_name="past", group="g", resume_at=past)
+            )
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (caught.value.details() or "").endswith("give a later time, or resume the group now")
+
+
 async def test_the_http_route_takes_resume_after_in_its_body(redis_url: str, prefix: str) -> None:
     async with TestServer(redis_url=redis_url, key_prefix=prefix, http_listen="127.0.0.1:0") as server:
         await server.queue_manager().register_queue("web")

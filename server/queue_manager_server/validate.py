@@ -208,9 +208,10 @@ def timestamp_ms(ts: Timestamp, field: str) -> int:
 MAX_PAUSE_MS = 366 * 24 * 3600 * 1000
 
 
-def resume_time_ms(after: Duration | None, at: Timestamp | None, now_ms: int) -> int:
+def resume_time_ms(after: Duration | None, at: Timestamp | None, now_ms: int, paused: str = "queue") -> int:
     """When a timed pause lifts (Redis time, ms) from a PauseQueue or PauseGroup request's resume_after or
-    resume_at (None: unset), the server's clock reading `now_ms`; 0 for a pause that lasts until resumed."""
+    resume_at (None: unset), the server's clock reading `now_ms`; 0 for a pause that lasts until resumed.
+    `paused` ("queue" or "group") is what the messages tell the caller to resume instead."""
     if after is not None and at is not None:
         raise InvalidArgument("resume_at", "give resume_after or resume_at, not both")
     if after is not None:
@@ -228,7 +229,7 @@ def resume_time_ms(after: Duration | None, at: Timestamp | None, now_ms: int) ->
             raise InvalidArgument(
                 "resume_at",
                 f"{_iso(ms)} is not in the future (the server's clock reads {_iso(now_ms)}); give a later "
-                "time, or resume the queue now",
+                f"time, or resume the {paused} now",
             )
         if ms - now_ms > MAX_PAUSE_MS:
             raise InvalidArgument(

@@ -86,7 +86,7 @@ class GroupHandlers:
         until = 0
         if after is not None or at is not None:
             # The queue's own Redis clock, which resume_due.lua compares the time with.
-            until = validate.resume_time_ms(after, at, await self.groups.engine.redis_time_ms(queue))
+            until = validate.resume_time_ms(after, at, await self.groups.engine.redis_time_ms(queue), "group")
         info = await self.groups.set_group_paused(queue, group, True, until)
         return pb.PauseGroupResponse(group=_group_out(info))
 
