@@ -46,6 +46,7 @@ EXPECTED = {
     "TestTracingPulledRunIsAChildOfItsAdd",
     "TestTracingPulledRunFailsWithErrorStatus",
     "TestCodecGoldenVectorsDecodeAndBadOnesAreRefusedNamingTheKey",
+    "TestDecodeKeyRefusesTextThatIsNotBase64SayingWhatAKeyIs",
     "TestCodecSealsWithAFreshNonceAndRefusesAFlippedByte",
     "TestCodecCompressesFromItsThresholdWhenThatSavesBytes",
     "TestCodecSettingsAreCheckedWithWhatToFix",

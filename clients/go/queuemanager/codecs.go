@@ -144,10 +144,16 @@ func NewAesGcmCodec(keys map[string][]byte, active string) (*AesGcmCodec, error)
 	return c, nil
 }
 
-// DecodeKey reads a key given as base64 (standard or URL-safe, with its padding).
+// DecodeKey reads a key given as base64 (standard or URL-safe, with its padding). Text that is not base64
+// gets an error saying what a key is, wrapping base64's own, which named only a byte offset.
 func DecodeKey(text string) ([]byte, error) {
 	text = strings.NewReplacer("-", "+", "_", "/").Replace(strings.TrimSpace(text))
-	return base64.StdEncoding.Strict().DecodeString(text)
+	key, err := base64.StdEncoding.Strict().DecodeString(text)
+	if err != nil {
+		return nil, fmt.Errorf("key is not valid base64: a key must be %d bytes (AES-256) written as base64, "+
+			"standard or URL-safe, with its padding (%w)", keySize, err)
+	}
+	return key, nil
 }
 
 func (c *AesGcmCodec) codecName() string { return codecAES256GCM }

@@ -219,3 +219,21 @@ func TestCodecDecodesACopyAsAJSONValueAndAsLuaRewroteIt(t *testing.T) {
 		t.Fatalf("a copy under another key must be refused naming it: %v", err)
 	}
 }
+
+func TestDecodeKeyRefusesTextThatIsNotBase64SayingWhatAKeyIs(t *testing.T) {
+	for _, text := range []string{"!!", "abc", "a b="} {
+		_, err := DecodeKey(text)
+		want := "key is not valid base64: a key must be 32 bytes (AES-256) written as base64"
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("DecodeKey(%q): %v, want an error starting %q", text, err, want)
+		}
+		var corrupt base64.CorruptInputError
+		if !errors.As(err, &corrupt) {
+			t.Fatalf("DecodeKey(%q): %v does not wrap base64's error", text, err)
+		}
+	}
+	key, err := DecodeKey(base64.URLEncoding.EncodeToString(bytes.Repeat([]byte{0xfb}, 32)))
+	if err != nil || len(key) != 32 {
+		t.Fatalf("a URL-safe key: %v, %d bytes", err, len(key))
+	}
+}
