@@ -275,6 +275,16 @@ async def test_qm_events_prints_a_line_per_event(
         await qm.shutdown()
 
 
+def test_qm_events_help_names_push_and_triggers(capsys: pytest.CaptureFixture[str]) -> None:
+    # `qm --help` lists them, but `qm events --help` did not say they exist.
+    with pytest.raises(SystemExit) as done:
+        main(["events", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'qm events push KEY' pushes an external event" in text, text
+    assert "'qm events triggers set|list|delete' manages event triggers" in text, text
+
+
 async def test_whole_number_progress_comes_as_an_integer(qm: QueueManager) -> None:
     """A progress of 50 (a double on the wire, as every worker sends it) is the JSON text "50", not "50.0":
     what the Python client reads from GetJob, and an integer where Go and TypeScript parse it."""

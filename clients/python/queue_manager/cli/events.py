@@ -25,6 +25,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Prints a queue's job events as they happen, one line each (-o json: one JSON object "
         "a line), until interrupted or --count events were printed. A live feed: what happened before, or "
         "while the stream was down, is not replayed (qm jobs get shows a job's state).",
+        # `qm --help` lists the two commands under `events`; a reader of `qm events --help` looks here.
+        epilog="Also under qm events: 'qm events push KEY' pushes an external event (the jobs waiting for "
+        "its key go on), and 'qm events triggers set|list|delete' manages event triggers (a job added for "
+        "every pushed event whose key matches); each has its own --help.",
     )
     events.add_argument("queue", help="the queue")
     events.add_argument(
