@@ -40,6 +40,7 @@ EXPECTED = {
     "ProducerTest.cleanQueueRemovesJobsOfAState",
     "ProducerTest.errorsMapToTypedExceptionsWithTheServersMessage",
     "ProducerTest.waitForJobEndsWithDeadlineExceeded",
+    "ProducerTest.aNullQueueNameIsRefusedNamingTheArgument",
     "AdminTest.listJobsPagesAndFiltersAndCounts",
     "AdminTest.bulkActionsAreBoundedAndFollowTheirToken",
     "AdminTest.jobControlMovesOneJob",

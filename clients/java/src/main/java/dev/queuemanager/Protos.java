@@ -33,6 +33,18 @@ final class Protos {
     return Instant.ofEpochSecond(t.getSeconds(), t.getNanos());
   }
 
+  /**
+   * Refuses a null queue name, naming the argument: protobuf's setters threw a NullPointerException whose
+   * message was "null". The server checks the name's characters.
+   */
+  static String queueName(String queue) {
+    if (queue == null) {
+      throw new IllegalArgumentException(
+          "the queue name is null: give the queue's name (1 to 100 letters, digits, - _ .)");
+    }
+    return queue;
+  }
+
   /** Refuses a negative duration, naming the setting. */
   static Duration notNegative(Duration d, String name) {
     if (d == null) {

@@ -110,7 +110,10 @@ public final class QueueManager implements AutoCloseable {
    * @return the queue; {@link QueueInfo#created()} says whether this call created it
    */
   public QueueInfo registerQueue(String name) {
-    var req = QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(name).build();
+    var req =
+        QueueServiceOuterClass.RegisterQueueRequest.newBuilder()
+            .setName(Protos.queueName(name))
+            .build();
     var resp = call(() -> queues().registerQueue(req));
     return new QueueInfo(resp.getQueue(), resp.getCreated());
   }
@@ -126,7 +129,7 @@ public final class QueueManager implements AutoCloseable {
    * @return the queue as stored; {@link QueueInfo#created()} says whether this call created it
    */
   public QueueInfo registerQueue(String name, QueueConfig config) {
-    var req = QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(name);
+    var req = QueueServiceOuterClass.RegisterQueueRequest.newBuilder().setName(Protos.queueName(name));
     if (config != null) {
       req.setConfig(config.proto());
     }
@@ -136,7 +139,7 @@ public final class QueueManager implements AutoCloseable {
 
   /** Pauses a queue until {@link #resumeQueue}: it starts no job; running ones finish. */
   public QueueInfo pauseQueue(String name) {
-    var req = QueueServiceOuterClass.PauseQueueRequest.newBuilder().setName(name).build();
+    var req = QueueServiceOuterClass.PauseQueueRequest.newBuilder().setName(Protos.queueName(name)).build();
     return new QueueInfo(call(() -> queues().pauseQueue(req)).getQueue(), false);
   }
 
@@ -145,7 +148,7 @@ public final class QueueManager implements AutoCloseable {
     Protos.notNegative(resumeAfter, "resumeAfter");
     var req =
         QueueServiceOuterClass.PauseQueueRequest.newBuilder()
-            .setName(name)
+            .setName(Protos.queueName(name))
             .setResumeAfter(Protos.duration(resumeAfter))
             .build();
     return new QueueInfo(call(() -> queues().pauseQueue(req)).getQueue(), false);
@@ -153,7 +156,7 @@ public final class QueueManager implements AutoCloseable {
 
   /** Resumes a paused queue. */
   public QueueInfo resumeQueue(String name) {
-    var req = QueueServiceOuterClass.ResumeQueueRequest.newBuilder().setName(name).build();
+    var req = QueueServiceOuterClass.ResumeQueueRequest.newBuilder().setName(Protos.queueName(name)).build();
     return new QueueInfo(call(() -> queues().resumeQueue(req)).getQueue(), false);
   }
 
@@ -174,7 +177,7 @@ public final class QueueManager implements AutoCloseable {
     }
     var req =
         QueueServiceOuterClass.CleanQueueRequest.newBuilder()
-            .setName(name)
+            .setName(Protos.queueName(name))
             .setState(state.proto())
             .setGrace(Protos.duration(Protos.notNegative(grace, "the grace")))
             .setLimit(limit)
@@ -184,7 +187,10 @@ public final class QueueManager implements AutoCloseable {
 
   /** A queue's counts and rates. */
   public QueueMetrics getQueueMetrics(String name) {
-    var req = QueueServiceOuterClass.GetQueueMetricsRequest.newBuilder().setName(name).build();
+    var req =
+        QueueServiceOuterClass.GetQueueMetricsRequest.newBuilder()
+            .setName(Protos.queueName(name))
+            .build();
     return new QueueMetrics(call(() -> queues().getQueueMetrics(req)).getMetrics());
   }
 
@@ -207,7 +213,7 @@ public final class QueueManager implements AutoCloseable {
   public Job addJob(String queue, String name, Object data, JobOptions options) {
     var req =
         Jobs.AddJobRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJob(NewJob.of(name, data, options).proto())
             .build();
     var resp = call(() -> queues().addJob(req));
@@ -219,6 +225,7 @@ public final class QueueManager implements AutoCloseable {
    * writes, and a refusal adds nothing. At most 100,000 jobs per call.
    */
   public BulkResult addBulk(String queue, List<NewJob> jobs) {
+    Protos.queueName(queue); // before the stream opens, which would carry the refusal as its error
     CompletableFuture<Jobs.AddBulkResponse> answer = new CompletableFuture<>();
     StreamObserver<Jobs.AddBulkResponse> observer =
         new StreamObserver<>() {
@@ -282,7 +289,7 @@ public final class QueueManager implements AutoCloseable {
 
   /** One job, with the last lines of its log. */
   public Job getJob(String queue, String id) {
-    var req = Jobs.GetJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    var req = Jobs.GetJobRequest.newBuilder().setQueueName(Protos.queueName(queue)).setJobId(id).build();
     return new Job(call(() -> queues().getJob(req)).getJob(), false);
   }
 
@@ -293,7 +300,7 @@ public final class QueueManager implements AutoCloseable {
    */
   public Job waitForJob(String queue, String id, Duration timeout) {
     Protos.notNegative(timeout, "the timeout");
-    var req = Jobs.WaitForJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    var req = Jobs.WaitForJobRequest.newBuilder().setQueueName(Protos.queueName(queue)).setJobId(id).build();
     return call(
         () -> {
           Iterator<Jobs.WaitForJobResponse> answers =
@@ -318,7 +325,7 @@ public final class QueueManager implements AutoCloseable {
   public Job cancelJob(String queue, String id, String reason) {
     var req =
         Jobs.CancelJobRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setReason(reason == null ? "" : reason)
             .build();
@@ -333,7 +340,10 @@ public final class QueueManager implements AutoCloseable {
   /** Updates a running job's data under its lease (the worker's {@link JobContext#updateData}). */
   Types.Job updateJobData(String queue, String id, String leaseToken, Object data) {
     var req =
-        Jobs.UpdateJobDataRequest.newBuilder().setQueueName(queue).setJobId(id).setLeaseToken(leaseToken);
+        Jobs.UpdateJobDataRequest.newBuilder()
+            .setQueueName(Protos.queueName(queue))
+            .setJobId(id)
+            .setLeaseToken(leaseToken);
     Types.Payload payload = Payloads.encode(data);
     if (payload != null) {
       req.setData(payload);
@@ -540,7 +550,7 @@ public final class QueueManager implements AutoCloseable {
       String queue, JobState state, JobFilter filter, int pageSize, String pageToken) {
     var req =
         Jobs.ListJobsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setState(wire(state))
             .setPageSize(pageSize(pageSize))
             .setPageToken(pageToken == null ? "" : pageToken);
@@ -584,7 +594,7 @@ public final class QueueManager implements AutoCloseable {
     while (maxCalls == 0 || calls < maxCalls) {
       var req =
           Jobs.ListJobsRequest.newBuilder()
-              .setQueueName(queue)
+              .setQueueName(Protos.queueName(queue))
               .setState(wire(state))
               .setPageToken(token)
               .setCountOnly(true);
@@ -604,13 +614,13 @@ public final class QueueManager implements AutoCloseable {
 
   /** Removes a job that is not active and returns the state it was in. */
   public JobState removeJob(String queue, String id) {
-    var req = Jobs.RemoveJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    var req = Jobs.RemoveJobRequest.newBuilder().setQueueName(Protos.queueName(queue)).setJobId(id).build();
     return JobState.fromProto(call(() -> queues().removeJob(req)).getPreviousState());
   }
 
   /** Runs a failed or cancelled job again, its attempts counted afresh, with its data. */
   public Job retryJob(String queue, String id) {
-    var req = Jobs.RetryJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    var req = Jobs.RetryJobRequest.newBuilder().setQueueName(Protos.queueName(queue)).setJobId(id).build();
     return new Job(call(() -> queues().retryJob(req)).getJob(), false);
   }
 
@@ -622,7 +632,7 @@ public final class QueueManager implements AutoCloseable {
   public Job retryJobWithData(String queue, String id, Object data) {
     var req =
         Jobs.RetryJobRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setData(dataPayload(data))
             .build();
@@ -640,7 +650,11 @@ public final class QueueManager implements AutoCloseable {
    * takes a filter and a bound.
    */
   public long retryFailedJobs(String queue, JobState state) {
-    var req = Jobs.RetryFailedJobsRequest.newBuilder().setQueueName(queue).setState(wire(state)).build();
+    var req =
+        Jobs.RetryFailedJobsRequest.newBuilder()
+            .setQueueName(Protos.queueName(queue))
+            .setState(wire(state))
+            .build();
     return call(() -> queues().retryFailedJobs(req)).getCount();
   }
 
@@ -653,7 +667,7 @@ public final class QueueManager implements AutoCloseable {
     BulkOptions o = options == null ? BulkOptions.ALL : options;
     var req =
         Jobs.RetryFailedJobsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setState(wire(state))
             // A limit always, so that the call is bounded even with no filter and no token (the server runs
             // every failed job in one call when none of the three is set: retryFailedJobs).
@@ -677,7 +691,7 @@ public final class QueueManager implements AutoCloseable {
     BulkOptions o = options == null ? BulkOptions.ALL : options;
     var req =
         Jobs.CancelJobsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setState(wire(state))
             .setLimit(o.limit())
             .setPageToken(o.pageToken())
@@ -698,7 +712,7 @@ public final class QueueManager implements AutoCloseable {
     BulkOptions o = options == null ? BulkOptions.ALL : options;
     var req =
         Jobs.RemoveJobsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setState(wire(state))
             .setLimit(o.limit())
             .setPageToken(o.pageToken());
@@ -712,7 +726,7 @@ public final class QueueManager implements AutoCloseable {
 
   /** Makes a delayed job waiting now. */
   public Job promoteJob(String queue, String id) {
-    var req = Jobs.PromoteJobRequest.newBuilder().setQueueName(queue).setJobId(id).build();
+    var req = Jobs.PromoteJobRequest.newBuilder().setQueueName(Protos.queueName(queue)).setJobId(id).build();
     return new Job(call(() -> queues().promoteJob(req)).getJob(), false);
   }
 
@@ -724,7 +738,7 @@ public final class QueueManager implements AutoCloseable {
   public Job updateJobData(String queue, String id, Object data) {
     var req =
         Jobs.UpdateJobDataRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setData(dataPayload(data))
             .build();
@@ -740,7 +754,7 @@ public final class QueueManager implements AutoCloseable {
     Protos.notNegative(delay, "the delay");
     var req =
         Jobs.RescheduleJobRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setDelay(Protos.duration(delay))
             .build();
@@ -757,7 +771,7 @@ public final class QueueManager implements AutoCloseable {
     }
     var req =
         Jobs.RescheduleJobRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setRunTime(Protos.timestamp(at))
             .build();
@@ -771,7 +785,7 @@ public final class QueueManager implements AutoCloseable {
     }
     var req =
         Jobs.ChangeJobPriorityRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setPriority(priority.proto())
             .build();
@@ -788,7 +802,7 @@ public final class QueueManager implements AutoCloseable {
   public Page<LogLine> getJobLogs(String queue, String id, int pageSize, String pageToken) {
     var req =
         Jobs.GetJobLogsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setJobId(id)
             .setPageSize(pageSize(pageSize))
             .setPageToken(pageToken == null ? "" : pageToken)
@@ -803,7 +817,7 @@ public final class QueueManager implements AutoCloseable {
 
   /** One queue, with its settings ({@link QueueInfo#config()}). */
   public QueueInfo getQueue(String name) {
-    var req = QueueServiceOuterClass.GetQueueRequest.newBuilder().setName(name).build();
+    var req = QueueServiceOuterClass.GetQueueRequest.newBuilder().setName(Protos.queueName(name)).build();
     return new QueueInfo(call(() -> queues().getQueue(req)).getQueue(), false);
   }
 
@@ -824,7 +838,7 @@ public final class QueueManager implements AutoCloseable {
   public long drainQueue(String name, boolean includeDelayed) {
     var req =
         QueueServiceOuterClass.DrainQueueRequest.newBuilder()
-            .setName(name)
+            .setName(Protos.queueName(name))
             .setIncludeDelayed(includeDelayed)
             .build();
     return call(() -> queues().drainQueue(req)).getRemoved();
@@ -836,7 +850,10 @@ public final class QueueManager implements AutoCloseable {
    */
   public long obliterateQueue(String name, boolean force) {
     var req =
-        QueueServiceOuterClass.ObliterateQueueRequest.newBuilder().setName(name).setForce(force).build();
+        QueueServiceOuterClass.ObliterateQueueRequest.newBuilder()
+            .setName(Protos.queueName(name))
+            .setForce(force)
+            .build();
     return call(() -> queues().obliterateQueue(req)).getRemoved();
   }
 
@@ -874,7 +891,7 @@ public final class QueueManager implements AutoCloseable {
   public Page<GroupInfo> listGroups(String queue, int pageSize, String pageToken) {
     var req =
         QueueServiceOuterClass.ListGroupsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setPageSize(pageSize(pageSize))
             .setPageToken(pageToken == null ? "" : pageToken)
             .build();
@@ -900,7 +917,7 @@ public final class QueueManager implements AutoCloseable {
     }
     var req =
         QueueServiceOuterClass.SetGroupLimitsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setGroup(group)
             .setLimits(limits.proto(List.of(windows)))
             .build();
@@ -914,7 +931,7 @@ public final class QueueManager implements AutoCloseable {
   public GroupInfo clearGroupLimits(String queue, String group) {
     var req =
         QueueServiceOuterClass.SetGroupLimitsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setGroup(group)
             .setClear(true)
             .build();
@@ -927,7 +944,9 @@ public final class QueueManager implements AutoCloseable {
    */
   public GroupInfo pauseGroup(String queue, String group) {
     return pauseGroup(
-        QueueServiceOuterClass.PauseGroupRequest.newBuilder().setQueueName(queue).setGroup(group));
+        QueueServiceOuterClass.PauseGroupRequest.newBuilder()
+            .setQueueName(Protos.queueName(queue))
+            .setGroup(group));
   }
 
   /** Pauses a fairness group for {@code resumeAfter} (more than 0, at most 366 days), then it resumes. */
@@ -935,7 +954,7 @@ public final class QueueManager implements AutoCloseable {
     Protos.notNegative(resumeAfter, "resumeAfter");
     return pauseGroup(
         QueueServiceOuterClass.PauseGroupRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setGroup(group)
             .setResumeAfter(Protos.duration(resumeAfter)));
   }
@@ -947,7 +966,7 @@ public final class QueueManager implements AutoCloseable {
     }
     return pauseGroup(
         QueueServiceOuterClass.PauseGroupRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setGroup(group)
             .setResumeAt(Protos.timestamp(resumeAt)));
   }
@@ -959,7 +978,10 @@ public final class QueueManager implements AutoCloseable {
   /** Resumes a paused fairness group: its waiting jobs take their turns again at once. */
   public GroupInfo resumeGroup(String queue, String group) {
     var req =
-        QueueServiceOuterClass.ResumeGroupRequest.newBuilder().setQueueName(queue).setGroup(group).build();
+        QueueServiceOuterClass.ResumeGroupRequest.newBuilder()
+            .setQueueName(Protos.queueName(queue))
+            .setGroup(group)
+            .build();
     return new GroupInfo(call(() -> queues().resumeGroup(req)).getGroup());
   }
 
@@ -1115,7 +1137,11 @@ public final class QueueManager implements AutoCloseable {
 
   /** One schedule. */
   public Schedule getSchedule(String queue, String id) {
-    var req = Schedules.GetScheduleRequest.newBuilder().setQueueName(queue).setScheduleId(id).build();
+    var req =
+        Schedules.GetScheduleRequest.newBuilder()
+            .setQueueName(Protos.queueName(queue))
+            .setScheduleId(id)
+            .build();
     return new Schedule(call(() -> stub().getSchedule(req)).getSchedule(), false);
   }
 
@@ -1131,7 +1157,11 @@ public final class QueueManager implements AutoCloseable {
 
   /** Deletes a schedule (the jobs it already added stay) and returns it as it was. */
   public Schedule deleteSchedule(String queue, String id) {
-    var req = Schedules.DeleteScheduleRequest.newBuilder().setQueueName(queue).setScheduleId(id).build();
+    var req =
+        Schedules.DeleteScheduleRequest.newBuilder()
+            .setQueueName(Protos.queueName(queue))
+            .setScheduleId(id)
+            .build();
     return new Schedule(call(() -> stub().deleteSchedule(req)).getSchedule(), false);
   }
 
@@ -1202,7 +1232,7 @@ public final class QueueManager implements AutoCloseable {
     FetchOptions o = options == null ? FetchOptions.builder().build() : options;
     var req =
         Pull.FetchJobsRequest.newBuilder()
-            .setQueueName(queue)
+            .setQueueName(Protos.queueName(queue))
             .setMaxJobs(o.maxJobs)
             .setWait(Protos.duration(o.waitFor))
             .setWorkerName(o.workerName);
@@ -1321,7 +1351,7 @@ public final class QueueManager implements AutoCloseable {
    */
   public JobEventStream watchJobEvents(String queue, Set<JobEvent.Type> types, List<String> jobNames)
       throws InterruptedException {
-    var req = Jobs.WatchJobEventsRequest.newBuilder().setQueueName(queue);
+    var req = Jobs.WatchJobEventsRequest.newBuilder().setQueueName(Protos.queueName(queue));
     for (JobEvent.Type type : types) {
       req.addTypes(type.proto());
     }

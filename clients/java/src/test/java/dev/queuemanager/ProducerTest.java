@@ -18,6 +18,7 @@ import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.function.Executable;
 
 /** The producer and admin calls against a real server. */
 class ProducerTest {
@@ -257,5 +258,27 @@ class ProducerTest {
         DeadlineExceededException.class, () -> qm.waitForJob(queue, job.id(), Duration.ofMillis(300)));
     qm.cancelJob(queue, job.id(), "done waiting");
     assertEquals(JobState.CANCELLED, qm.waitForJob(queue, job.id(), Duration.ofSeconds(10)).state());
+  }
+
+  @Test
+  void aNullQueueNameIsRefusedNamingTheArgument() {
+    // Protobuf's setters threw a NullPointerException whose whole message was "null".
+    List<Executable> calls =
+        List.of(
+            () -> qm.registerQueue(null),
+            () -> qm.getQueue(null),
+            () -> qm.pauseQueue(null),
+            () -> qm.getQueueMetrics(null),
+            () -> qm.drainQueue(null, false),
+            () -> qm.addJob(null, "job", Map.of()),
+            () -> qm.addBulk(null, List.of()),
+            () -> qm.getJob(null, "id"),
+            () -> qm.cancelJob(null, "id", "why"),
+            () -> qm.listJobs(null, JobState.WAITING, 10, ""),
+            () -> qm.pauseGroup(null, "g"));
+    for (var call : calls) {
+      var e = assertThrows(IllegalArgumentException.class, call);
+      assertTrue(e.getMessage().startsWith("the queue name is null: give the queue's name"), e.getMessage());
+    }
   }
 }
