@@ -86,6 +86,33 @@ async def test_failed_runs_are_logged_on_the_worker(
     assert tracebacks[0].exc_info is not None and tracebacks[0].exc_info[0] is ValueError
 
 
+async def test_the_failure_line_escapes_control_characters_of_the_users_text(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An error's ANSI sequences reached the terminal raw (it could recolour, move the cursor or retitle
+    # it), and a newline in it started a line that read as another record.
+    caplog.set_level(logging.INFO, logger="queue_manager.worker")
+    qm = QueueManager(address=server.address, concurrency=1, shutdown_grace=5.0)
+    await qm.register_queue("ansi")
+
+    @qm.processor("ansi")
+    async def paint(job: JobContext) -> None:
+        raise ValueError("\x1b[31mred\x1b[0m\nINFO fake record\u202e")
+
+    try:
+        await qm.start_workers()
+        job = await qm.add_job("ansi", "n\x1b]0;title\x07", None, {"attempts": 1})
+        await qm.wait_for_job("ansi", job.id, WAIT)
+    finally:
+        await qm.shutdown()
+    [warning] = [r for r in caplog.records if "failed on attempt" in r.message]
+    assert warning.message == (
+        f"job ansi/{job.id} (n\\x1b]0;title\\x07) failed on attempt 1 of 1: "
+        "ValueError: \\x1b[31mred\\x1b[0m\\x0aINFO fake record\\u202e; no attempts left"
+    )
+    assert warning.message.isprintable()
+
+
 async def test_a_storm_of_failures_is_logged_as_its_first_few_and_a_count(
     server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,10 +10,14 @@ exception's own lines are formatted each time. The text is exactly what ``traceb
 from __future__ import annotations
 
 import traceback
+import unicodedata
 from types import CodeType, TracebackType
 
 # Distinct failure paths whose frame text is kept: a worker fails in few ways; this bounds an odd one.
 MAX_PATHS = 256
+# Unicode categories `printable` escapes: controls (C0, DEL, C1) and format characters (bidi overrides,
+# zero-width joiners), which could reorder or hide the text around them; the dashboard escapes the same.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf"})
 
 _frames: dict[tuple[tuple[CodeType, int], ...], str] = {}
 
@@ -68,6 +72,20 @@ def exception_text(exc: BaseException) -> str:
         return str(exc)
     except BaseException:  # as the traceback module reads it
         return "<exception str() failed>"
+
+
+def printable(text: str) -> str:
+    """User text (an error, a job name) made safe for a one-line log: control and format characters become
+    ``\\xNN``/``\\uNNNN`` escapes, so an ANSI sequence in a processor's error is shown, never obeyed by the
+    terminal, and a newline cannot start a line that looks like another record."""
+    if text.isprintable():
+        return text
+    return "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        if unicodedata.category(c) in _UNSAFE_CATEGORIES
+        else c
+        for c in text
+    )
 
 
 class _Probe(Exception):

@@ -34,7 +34,7 @@ from queue_manager.errors import (
     error_from_rpc,
 )
 from queue_manager.logsampling import Sampler
-from queue_manager.tracebacks import exception_text, format_failure
+from queue_manager.tracebacks import exception_text, format_failure, printable
 from queue_manager.v1 import external_events_pb2, jobs_pb2, queue_service_pb2_grpc, worker_service_pb2
 
 if TYPE_CHECKING:
@@ -484,13 +484,18 @@ def _log_failure(ctx: JobContext, exc: BaseException) -> None:
     error, what happens next), and the traceback at DEBUG (``LOG_LEVEL=DEBUG``). The server records the
     failure as well; this is for the worker's own log, which takes the first few failures of each kind a
     second and counts the rest (`Worker._fail`)."""
-    where = f"job {ctx.queue_name}/{ctx.id} ({ctx.name})"
+    # The name and the error are the user's text, escaped so control characters reach no terminal.
+    where = f"job {ctx.queue_name}/{ctx.id} ({printable(ctx.name)})"
     attempt = ctx.attempts_made + 1
     fields = {"queue": ctx.queue_name, "job_id": ctx.id, "attempt": attempt, "error": repr(exc)}
     if isinstance(exc, RateLimitedError):
         seconds = exc.retry_after.total_seconds()
         logger.info(
-            "%s rate limited: %s; retried in %gs without using an attempt", where, exc, seconds, extra=fields
+            "%s rate limited: %s; retried in %gs without using an attempt",
+            where,
+            printable(exception_text(exc)),
+            seconds,
+            extra=fields,
         )
         return
     if isinstance(exc, UnrecoverableError):
@@ -500,6 +505,7 @@ def _log_failure(ctx: JobContext, exc: BaseException) -> None:
     else:
         then = "no attempts left"
     error = str(exc) if isinstance(exc, _JobTimeout) else f"{type(exc).__name__}: {exception_text(exc)}"
+    error = printable(error)
     logger.warning(
         "%s failed on attempt %d of %d: %s; %s", where, attempt, ctx.max_attempts, error, then, extra=fields
     )
