@@ -104,6 +104,9 @@ EXPECTED = {
     "CodecsTest.pythonReadsWhatJavaEncodesAndJavaReadsWhatPythonEncodes",
     "CodecsTest.workerRunsAnEncodedJobAndStoresItsResultEncoded",
     "CodecsTest.aWrongKeyIsRefusedAndAJobNoWorkerCanReadFailsForGood",
+    "TracingTest.addCarriesTheProducerSpanAndTheRunIsItsChild",
+    "TracingTest.aWorkerContinuesATraceparentSetByAnotherClient",
+    "TracingTest.withoutATracerNothingIsTracedAndNoContextIsSent",
 }
 
 
