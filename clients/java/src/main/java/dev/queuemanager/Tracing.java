@@ -48,19 +48,9 @@ final class Tracing {
   private static final AttributeKey<String> JOB_NAME = AttributeKey.stringKey("queue_manager.job.name");
   private static final AttributeKey<Long> JOB_ATTEMPT = AttributeKey.longKey("queue_manager.job.attempt");
 
-  // Reads a job's attributes for the propagator.
+  // Reads a job's attributes for the propagator (keys(), deprecated in the API, is left to its default).
   private static final TextMapGetter<Map<String, String>> ATTRIBUTES =
-      new TextMapGetter<>() {
-        @Override
-        public Iterable<String> keys(Map<String, String> carrier) {
-          return carrier.keySet();
-        }
-
-        @Override
-        public String get(Map<String, String> carrier, String key) {
-          return carrier == null ? null : carrier.get(key);
-        }
-      };
+      (carrier, key) -> carrier == null ? null : carrier.get(key);
 
   private final Tracer tracer;
   private final TextMapPropagator propagator;
