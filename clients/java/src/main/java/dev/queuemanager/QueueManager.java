@@ -14,6 +14,8 @@ import io.grpc.MethodDescriptor;
 import io.grpc.StatusRuntimeException;
 import io.grpc.TlsChannelCredentials;
 import io.grpc.stub.StreamObserver;
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.TracerProvider;
 import java.io.File;
 import java.io.IOException;
 import java.time.Duration;
@@ -22,6 +24,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -66,8 +69,14 @@ public final class QueueManager implements AutoCloseable {
   final WorkerServiceGrpc.WorkerServiceStub workers;
   // The payload codecs (Codecs.java); null: payloads go and come as they are.
   final Codecs codecs;
+  // The builder's tracer provider; null: the global one, read at the first add or worker start (Tracing.java).
+  private final TracerProvider tracerProvider;
+  // Whether tracing was decided (tracingDecided), and what it is: null when it is off.
+  private volatile boolean tracingDecided;
+  private Tracing tracing;
 
   private QueueManager(Builder b) {
+    tracerProvider = b.tracerProvider;
     // Settings that cannot work are refused here, before anything connects.
     codecs = Codecs.of(b.codecs != null ? b.codecs : Codecs.fromEnv(System.getenv()));
     ChannelCredentials credentials;
@@ -211,11 +220,27 @@ public final class QueueManager implements AutoCloseable {
    *     Job#created()} false)
    */
   public Job addJob(String queue, String name, Object data, JobOptions options) {
-    var req =
-        Jobs.AddJobRequest.newBuilder()
-            .setQueueName(Protos.queueName(queue))
-            .setJob(NewJob.of(name, data, options).proto())
-            .build();
+    Protos.queueName(queue);
+    Jobs.NewJob job = NewJob.of(name, data, options).proto();
+    Tracing t = tracing();
+    if (t == null) {
+      return addJob(queue, job);
+    }
+    Span span = t.publish(queue, -1);
+    try {
+      Job added = addJob(queue, Tracing.carry(job, t.traceContext(span)));
+      span.setAttribute(Tracing.MESSAGE_ID, added.id());
+      return added;
+    } catch (RuntimeException e) {
+      Tracing.failed(span, e);
+      throw e;
+    } finally {
+      span.end();
+    }
+  }
+
+  private Job addJob(String queue, Jobs.NewJob job) {
+    var req = Jobs.AddJobRequest.newBuilder().setQueueName(queue).setJob(job).build();
     var resp = call(() -> queues().addJob(req));
     return new Job(resp.getJob(), resp.getCreated());
   }
@@ -226,6 +251,24 @@ public final class QueueManager implements AutoCloseable {
    */
   public BulkResult addBulk(String queue, List<NewJob> jobs) {
     Protos.queueName(queue); // before the stream opens, which would carry the refusal as its error
+    Tracing t = tracing();
+    if (t == null) {
+      return addBulk(queue, jobs, null);
+    }
+    // One span for the whole batch, as the other clients: every job carries its context.
+    Span span = t.publish(queue, jobs.size());
+    try {
+      return addBulk(queue, jobs, t.traceContext(span));
+    } catch (RuntimeException e) {
+      Tracing.failed(span, e);
+      throw e;
+    } finally {
+      span.end();
+    }
+  }
+
+  /** Sends the AddBulk stream, each job with {@code traceContext} in its attributes unless it is null. */
+  private BulkResult addBulk(String queue, List<NewJob> jobs, Map<String, String> traceContext) {
     CompletableFuture<Jobs.AddBulkResponse> answer = new CompletableFuture<>();
     StreamObserver<Jobs.AddBulkResponse> observer =
         new StreamObserver<>() {
@@ -251,7 +294,7 @@ public final class QueueManager implements AutoCloseable {
       var message = Jobs.AddBulkRequest.newBuilder().setQueueName(queue);
       long size = 0;
       for (NewJob job : jobs) {
-        Jobs.NewJob proto = job.proto();
+        Jobs.NewJob proto = traceContext == null ? job.proto() : Tracing.carry(job.proto(), traceContext);
         message.addJobs(proto);
         size += proto.getData().getRaw().size() + proto.getName().length() + 32;
         if (message.getJobsCount() >= BULK_MESSAGE_JOBS || size >= BULK_MESSAGE_BYTES) {
@@ -337,6 +380,19 @@ public final class QueueManager implements AutoCloseable {
     return new Worker(this, options);
   }
 
+  /** The client's tracing, decided at the first call: null when tracing is off. */
+  Tracing tracing() {
+    if (!tracingDecided) {
+      synchronized (this) {
+        if (!tracingDecided) {
+          tracing = Tracing.of(tracerProvider);
+          tracingDecided = true;
+        }
+      }
+    }
+    return tracing;
+  }
+
   /** Updates a running job's data under its lease (the worker's {@link JobContext#updateData}). */
   Types.Job updateJobData(String queue, String id, String leaseToken, Object data) {
     var req =
@@ -415,6 +471,7 @@ public final class QueueManager implements AutoCloseable {
     private File tlsKey;
     private boolean tls;
     private List<PayloadCodec> codecs;
+    private TracerProvider tracerProvider;
 
     private Builder(String address) {
       this.address = checkAddress(address);
@@ -477,6 +534,17 @@ public final class QueueManager implements AutoCloseable {
     /** Encodes and decodes payloads with these codecs ({@link #codecs(PayloadCodec...)}). */
     public Builder codecs(List<PayloadCodec> codecs) {
       this.codecs = List.copyOf(codecs);
+      return this;
+    }
+
+    /**
+     * Traces the client's adds, and the runs of its workers, with this OpenTelemetry provider
+     * (docs/observability.md "Tracing (OpenTelemetry)"). Default: the global one ({@code
+     * GlobalOpenTelemetry}), read at the first add or worker start; tracing is off while none is set, or
+     * with a no-op provider.
+     */
+    public Builder tracerProvider(TracerProvider provider) {
+      this.tracerProvider = provider;
       return this;
     }
 

@@ -113,6 +113,8 @@ public final class Worker implements AutoCloseable {
   private final ExecutorService runs;
   final ScheduledExecutorService timers;
   private Thread loop;
+  // The client's tracing, read when the worker starts (before its first run); null when tracing is off.
+  Tracing tracing;
 
   Worker(QueueManager client, WorkerOptions options) {
     this.client = client;
@@ -173,6 +175,7 @@ public final class Worker implements AutoCloseable {
         throw new IllegalStateException("start was called already on this worker");
       }
       started = true;
+      tracing = client.tracing();
       if (stopping) {
         return this;
       }

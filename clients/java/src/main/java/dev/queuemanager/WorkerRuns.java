@@ -4,6 +4,8 @@ import static java.lang.System.Logger.Level.DEBUG;
 import static java.lang.System.Logger.Level.INFO;
 import static java.lang.System.Logger.Level.WARNING;
 
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.context.Scope;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.time.Duration;
@@ -27,6 +29,10 @@ final class WorkerRuns {
       }
       run.thread = Thread.currentThread();
     }
+    // The run's span is current on this thread while the handler runs, so the handler's own spans nest
+    // under it.
+    Span span = w.tracing == null ? null : w.tracing.process(run.job().proto());
+    Scope scope = span == null ? null : span.makeCurrent();
     long started = System.nanoTime();
     Object result = null;
     Throwable error = null;
@@ -34,12 +40,24 @@ final class WorkerRuns {
       result = handler.process(run);
     } catch (Throwable t) { // an Error too: the attempt fails with it, as a panic does in Go
       error = t;
+    } finally {
+      if (scope != null) {
+        scope.close();
+      }
     }
-    finish(w, run, result, error, System.nanoTime() - started);
+    String failure = finish(w, run, result, error, System.nanoTime() - started);
+    if (span != null) {
+      Tracing.endProcess(span, error, failure);
+    }
   }
 
-  /** Puts a run's outcome into the outbox and gives its credit back. */
-  private static void finish(Worker w, JobContext run, Object result, Throwable error, long nanos) {
+  /**
+   * Puts a run's outcome into the outbox and gives its credit back.
+   *
+   * @return the failure's message when the run failed (it threw, timed out, or its result cannot be sent);
+   *     null otherwise
+   */
+  private static String finish(Worker w, JobContext run, Object result, Throwable error, long nanos) {
     synchronized (w.mu) {
       run.thread = null;
       Thread.interrupted(); // a stop that came as the handler returned must not reach the next run
@@ -48,7 +66,7 @@ final class WorkerRuns {
       }
       w.signal();
       if (run.abandoned) {
-        return; // reported abandoned at shutdown
+        return null; // reported abandoned at shutdown
       }
       if (w.running.get(run.key) == run) {
         w.running.remove(run.key);
@@ -58,7 +76,7 @@ final class WorkerRuns {
       DelayedException delayed = delayed(error);
       if (run.parked) {
         // The server ended the run when it parked the job: a report would be refused as a lost lease.
-        return;
+        return null;
       } else if (run.stop == StopReason.LEASE_LOST) {
         LOG.log(INFO, "discarding the outcome of a run whose lease was lost: {0}", run.id());
       } else if (run.stop == StopReason.CANCELLED) {
@@ -71,6 +89,7 @@ final class WorkerRuns {
         w.outbox.addFailures(failure(run, message, "", false, duration).setTimedOut(true));
         w.unsent++;
         w.expectRejection(run.key + "\0" + run.token); // the server may have timed it out first
+        return message;
       } else if (delayed != null) {
         delay(w, run, delayed, duration);
       } else if (error != null) {
@@ -83,6 +102,7 @@ final class WorkerRuns {
             run.attemptsMade() + 1, message);
         w.outbox.addFailures(failure(run, message, stackTrace(error), forGood, duration));
         w.unsent++;
+        return message;
       } else {
         Types.Payload payload;
         try {
@@ -91,7 +111,7 @@ final class WorkerRuns {
           String message = "the result cannot be sent: " + e.getMessage();
           w.outbox.addFailures(failure(run, message, "", false, duration));
           w.unsent++;
-          return;
+          return message;
         }
         JobCompletion.Builder completion =
             JobCompletion.newBuilder()
@@ -105,6 +125,7 @@ final class WorkerRuns {
         w.outbox.addCompletions(completion);
         w.unsent++;
       }
+      return null;
     }
   }
 
