@@ -126,7 +126,7 @@ async def test_a_slot_moved_while_a_worker_drains_loses_nothing(
     moves to another primary. The running job's completion and the claims after it are redirected once and
     then go on the new node's held connection: every job runs once and completes."""
     # No periodic sweep meanwhile: one that read the queue's moved slot first would refresh the slot map
-    # before the held connection met the move (seen once in CI on a loaded machine: nothing lost, no redirect).
+    # before the held connection met the move (seen once in CI under load: nothing lost, no redirect).
     quiet = 600_000
     server = await on_cluster(reaper_interval_ms=quiet, priority_sweep_ms=quiet, expiry_sweep_ms=quiet)
     (q,) = spread("drained", 1)[:1]  # on primary 0
