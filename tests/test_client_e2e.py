@@ -340,6 +340,10 @@ async def test_wrong_types_name_the_argument_before_the_call(qm: QueueManager) -
         (r"^include_delayed must be True or False, not str 'yes'$", "drain_queue", ("q", "yes"), {}),
         (r"^force must be True or False, not str 'yes'$", "obliterate_queue", ("q", "yes"), {}),
         (r"^queue name must be a str, not int$", "drain_queue", (5,), {}),
+        # Every listing checks its page the same way (options.check_page).
+        (r"^page_token must be a str, not int 5$", "get_job_logs", ("q", "j"), {"page_token": 5}),
+        (r"^page_token must be a str, not int 5$", "list_groups", ("q",), {"page_token": 5}),
+        (r"^page_token must be a str, not int 5$", "list_workflows", (), {"page_token": 5}),
     ]
     with SyncQueueManager(qm.address) as client:  # refused before any call: no thread needed
         for message, method, args, kwargs in cases:

@@ -40,11 +40,11 @@ from queue_manager.convert import Job, created_job, job_from_proto
 from queue_manager.errors import error_from_rpc
 from queue_manager.event_triggers import EventTriggerCalls
 from queue_manager.external_events import ExternalEventCalls
-from queue_manager.options import JobOptionsLike, validate_queue_name
+from queue_manager.options import JobOptionsLike
 from queue_manager.requests import BulkJobLike, add_job_request, bulk_requests, split_streams
 from queue_manager.test_clock import TestClockCalls
 from queue_manager.v1 import jobs_pb2
-from queue_manager.worker import Processor, Worker
+from queue_manager.worker import Processor, Worker, check_processor
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -177,9 +177,7 @@ class QueueManager(
                 return value (JSON-serialisable or bytes) is the job's result; raising fails the attempt and
                 raising `UnrecoverableError` fails the job for good.
         """
-        validate_queue_name(queue_name)
-        if not callable(fn):
-            raise TypeError(f"processor for {queue_name!r} must be callable")
+        check_processor(queue_name, fn)
         if queue_name in self._processors:
             raise ValueError(f"queue {queue_name!r} already has a processor")
         self._processors[queue_name] = fn

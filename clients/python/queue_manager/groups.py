@@ -24,6 +24,7 @@ from queue_manager.options import (
     RateLimit,
     _fill_rate_limit,
     _uint,
+    check_page,
     size_limit,
     validate_group,
     validate_queue_name,
@@ -174,10 +175,7 @@ def list_groups_request(
     queue_name: str, page_size: int, page_token: str
 ) -> queue_service_pb2.ListGroupsRequest:
     """Builds and validates a ListGroupsRequest."""
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
-        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
-    if not isinstance(page_token, str):
-        raise TypeError(f"page_token must be a str, not {type(page_token).__name__}")
+    page_size, page_token = check_page(page_size, page_token)
     return queue_service_pb2.ListGroupsRequest(
         queue_name=validate_queue_name(queue_name), page_size=page_size, page_token=page_token
     )

@@ -9,7 +9,14 @@ from typing import Any
 
 from queue_manager.convert import JSON_CONTENT_TYPE, Job, encode_payload, job_from_proto
 from queue_manager.enums import JobPriority, JobState
-from queue_manager.options import DurationLike, parse_priority, to_duration, to_timestamp, validate_queue_name
+from queue_manager.options import (
+    DurationLike,
+    check_page,
+    parse_priority,
+    to_duration,
+    to_timestamp,
+    validate_queue_name,
+)
 from queue_manager.v1 import jobs_pb2, types_pb2
 
 __all__ = [
@@ -47,8 +54,7 @@ def get_job_logs_request(
 ) -> jobs_pb2.GetJobLogsRequest:
     """Builds and validates a GetJobLogsRequest."""
     queue_name, job_id = job_key(queue_name, job_id)
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
-        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    page_size, page_token = check_page(page_size, page_token)
     return jobs_pb2.GetJobLogsRequest(
         queue_name=queue_name, job_id=job_id, page_size=page_size, page_token=page_token
     )

@@ -37,6 +37,8 @@ __all__ = [
     "KeepJobs",
     "QueueConfig",
     "RateLimit",
+    "check_page",
+    "check_text",
     "job_options_to_proto",
     "parse_job_options",
     "parse_priority",
@@ -642,20 +644,20 @@ def _fill_metadata(msg: types_pb2.JobMetadata, value: JobMetadata | Mapping[str,
         raise TypeError(f"metadata must be a mapping or JobMetadata, not {type(value).__name__}")
     for key, item in value.items():
         if key == "correlation_id":
-            msg.correlation_id = _text(item, "metadata correlation_id")
+            msg.correlation_id = check_text(item, "metadata correlation_id")
         elif key == "tags":
             if isinstance(item, str) or not isinstance(item, list | tuple | set | frozenset):
                 raise TypeError("metadata tags must be a list of str")
-            msg.tags.extend(_text(tag, "metadata tag") for tag in item)
+            msg.tags.extend(check_text(tag, "metadata tag") for tag in item)
         elif key == "attributes":
             if not isinstance(item, Mapping):
                 raise TypeError("metadata attributes must be a mapping of str to str")
             for name, text in item.items():
-                msg.attributes[_text(name, "metadata attribute name")] = _text(
+                msg.attributes[check_text(name, "metadata attribute name")] = check_text(
                     text, f"metadata attribute {name!r}"
                 )
         else:
-            msg.attributes[_text(key, "metadata key")] = _text(item, f"metadata {key!r}")
+            msg.attributes[check_text(key, "metadata key")] = check_text(item, f"metadata {key!r}")
 
 
 def _fill_keep(msg: types_pb2.KeepJobs, value: KeepJobs | Mapping[str, Any] | bool | int, what: str) -> None:
@@ -697,7 +699,17 @@ def _fill_rate_limit(msg: types_pb2.RateLimit, value: RateLimit | Mapping[str, A
         raise ValueError("rate_limit burst needs a max: a burst is the capacity of a rate limit")
 
 
-def _text(value: object, what: str) -> str:
+def check_text(value: object, what: str) -> str:
+    """A str argument as given; else a TypeError naming it (protobuf's own words for a str field given another
+    type, "bad argument type for built-in operation", named neither the argument nor the call)."""
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+        raise TypeError(f"{what} must be a str, not {type(value).__name__} {value!r:.50}")
     return value
+
+
+def check_page(page_size: object, page_token: object) -> tuple[int, str]:
+    """A listing's page size (1 to 1000, 0 for the server's 100) and token, checked before the call: a
+    negative or huge size failed in protobuf with a bare "Value out of range: -1"."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
+        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    return page_size, check_text(page_token, "page_token")

@@ -17,6 +17,8 @@ from queue_manager.options import (
     JobOptionsLike,
     KeepJobs,
     RateLimit,
+    check_page,
+    check_text,
     job_options_to_proto,
     queue_config_to_proto,
     state_number,
@@ -201,14 +203,6 @@ def clean_queue_request(
     )
 
 
-def _text(value: str, what: str) -> str:
-    # Protobuf's own words for a str field given another type were "bad argument type for built-in
-    # operation", which names neither the argument nor the method.
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__} {value!r:.50}")
-    return value
-
-
 def _flag(value: bool, what: str) -> bool:
     # A bool field given the str "yes" failed in protobuf without naming the argument; "no" would have
     # been as truthy as "yes" had it been let through.
@@ -221,20 +215,20 @@ def list_jobs_request(
     queue_name: str, state: JobState | str, page_size: int, page_token: str
 ) -> jobs_pb2.ListJobsRequest:
     """Builds and validates a ListJobsRequest."""
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
-        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
+    page_size, page_token = check_page(page_size, page_token)
     return jobs_pb2.ListJobsRequest(
         queue_name=validate_queue_name(queue_name),
         state=state_number(state),  # type: ignore[arg-type]
         page_size=page_size,
-        page_token=_text(page_token, "page_token"),
+        page_token=page_token,
     )
 
 
 def cancel_job_request(queue_name: str, job_id: str, reason: str) -> jobs_pb2.CancelJobRequest:
     """Builds and validates a CancelJobRequest (the server checks the reason's length)."""
     queue_name, job_id = job_key(queue_name, job_id)
-    return jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=_text(reason, "reason"))
+    reason = check_text(reason, "reason")
+    return jobs_pb2.CancelJobRequest(queue_name=queue_name, job_id=job_id, reason=reason)
 
 
 def drain_queue_request(name: str, include_delayed: bool) -> queue_service_pb2.DrainQueueRequest:

@@ -97,7 +97,7 @@ from queue_manager.worker_stream import _CLOSE_TIMEOUT, _DEFAULT_HEARTBEAT, Work
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
-__all__ = ["JobContext", "Processor", "Worker", "default_concurrency", "make_worker_id"]
+__all__ = ["JobContext", "Processor", "Worker", "check_processor", "default_concurrency", "make_worker_id"]
 
 # The worker's one logger, whichever of its modules logs: what users configure and filter on.
 logger = logging.getLogger("queue_manager.worker")
@@ -127,6 +127,15 @@ def make_worker_id() -> str:
 def _is_async(fn: Callable[..., Any]) -> bool:
     call = getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is a coroutine function
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def check_processor(queue_name: str, processor: object) -> None:
+    """Refuses a processor a worker could never run, when it is given (`Worker`, `register_processor`): a bad
+    queue name was refused by the server in a retry loop, and a processor that is not callable failed every
+    job it took."""
+    validate_queue_name(queue_name)
+    if not callable(processor):
+        raise TypeError(f"processor for {queue_name!r} must be callable, not {type(processor).__name__}")
 
 
 class Worker(WorkerStream, RunsUntilShutdown):
@@ -182,12 +191,7 @@ class Worker(WorkerStream, RunsUntilShutdown):
         if not processors:
             raise ValueError("a worker needs at least one processor")
         for queue_name, processor in processors.items():
-            # As `register_processor` checks: a bad name was refused by the server in a retry loop, and a
-            # processor that is not callable failed every job it took.
-            validate_queue_name(queue_name)
-            if not callable(processor):
-                kind = type(processor).__name__
-                raise TypeError(f"processor for {queue_name!r} must be callable, not {kind}")
+            check_processor(queue_name, processor)
         self.address = check_address(address)
         self.concurrency = check_concurrency(concurrency) or default_concurrency()
         self.worker_id = worker_id or make_worker_id()

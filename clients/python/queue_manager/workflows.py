@@ -35,7 +35,7 @@ from typing import Any, TypeAlias
 from queue_manager.conditions import conditions_to_proto
 from queue_manager.convert import decode_payload, encode_payload, timestamp_to_datetime
 from queue_manager.enums import STATE_BY_NUMBER, JobState
-from queue_manager.options import job_options_to_proto, validate_job_name, validate_queue_name
+from queue_manager.options import check_page, job_options_to_proto, validate_job_name, validate_queue_name
 from queue_manager.v1 import workflows_pb2
 
 __all__ = [
@@ -248,10 +248,7 @@ def check_run_id(run_id: str) -> str:
 def list_workflows_request(page_size: int, page_token: str) -> workflows_pb2.ListWorkflowsRequest:
     """Builds and validates a ListWorkflowsRequest, as `list_jobs` checks its page: a negative or huge page
     size used to fail in protobuf with a bare "Value out of range: -1"."""
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 0 <= page_size <= 1000:
-        raise ValueError(f"page_size must be an int from 1 to 1000 (0 means 100), got {page_size!r}")
-    if not isinstance(page_token, str):
-        raise TypeError(f"page_token must be a str, not {type(page_token).__name__}")
+    page_size, page_token = check_page(page_size, page_token)
     return workflows_pb2.ListWorkflowsRequest(page_size=page_size, page_token=page_token)
 
 
